@@ -1,0 +1,1 @@
+"""Adapters implement the ports: ``local`` (SQLite, processes) and, later, ``aws``."""

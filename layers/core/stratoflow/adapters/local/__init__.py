@@ -1,0 +1,1 @@
+"""The local runtime: SQLite state, subprocess executors, the in-process cron loop."""

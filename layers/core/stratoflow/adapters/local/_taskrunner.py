@@ -1,0 +1,126 @@
+"""Runs one python, http or lambda (local) task in its own process.
+
+Invoked by the executor's wrapper as ``python -m stratoflow.adapters.local._taskrunner DIR``;
+reads ``DIR/task.json``, writes outputs to ``DIR/outputs.json`` and a one-line reason to
+``DIR/error`` on failure. Exit code 0 means success.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+class TaskFailed(Exception):
+    """A failure whose message is the whole story (no traceback needed)."""
+
+
+def _load_callable(ref: str) -> Callable[..., Any]:
+    module_name, _, attr = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TaskFailed(f"cannot import {module_name!r} for callable {ref!r}: {exc}") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise TaskFailed(f"{ref!r}: module {module_name!r} has no callable {attr!r}")
+    return fn  # type: ignore[no-any-return]
+
+
+def _call(fn: Callable[..., Any], available: dict[str, Any]) -> Any:
+    """Pass the keyword arguments the function names (all of them if it takes **kwargs)."""
+    sig = inspect.signature(fn)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return fn(**available)
+    return fn(**{k: v for k, v in available.items() if k in sig.parameters})
+
+
+def run_python(fields: dict[str, Any], params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    outputs: dict[str, Any] = {}
+    if fields.get("code") is not None:
+        scope: dict[str, Any] = {"params": params, "outputs": outputs, "context": context, "__name__": "__stratoflow_task__"}
+        exec(compile(fields["code"], "<task code>", "exec"), scope)  # noqa: S102 - the task body is the user's code
+        result = None
+    else:
+        result = _call(_load_callable(fields["callable"]), {"params": params, "outputs": outputs, "context": context})
+    if isinstance(result, dict):
+        outputs.update(result)
+    elif result is not None:
+        outputs["return_value"] = result
+    return outputs
+
+
+def run_lambda(fields: dict[str, Any], params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    ref = fields.get("local_callable")
+    if not ref:
+        raise TaskFailed(
+            f"lambda task calls {fields.get('function')!r}, which needs AWS; "
+            "set local_callable: module:function to run it locally"
+        )
+    payload = fields.get("payload") or {}
+    result = _call(_load_callable(ref), {"event": payload, "payload": payload, "params": params, "context": context})
+    if isinstance(result, dict):
+        return result
+    return {} if result is None else {"return_value": result}
+
+
+def run_http(fields: dict[str, Any], params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    import httpx  # imported here: python tasks should not pay for it
+
+    body = fields.get("body")
+    kwargs: dict[str, Any] = {"headers": fields.get("headers") or {}}
+    if isinstance(body, dict | list):
+        kwargs["json"] = body
+    elif body is not None:
+        kwargs["content"] = str(body)
+    timeout = float(context.get("timeout_seconds") or 300)
+    try:
+        response = httpx.request(fields.get("method", "GET"), fields["url"], timeout=timeout, **kwargs)
+    except httpx.HTTPError as exc:
+        raise TaskFailed(f"{fields.get('method', 'GET')} {fields['url']} failed: {exc}") from None
+    print(f"{response.request.method} {response.request.url} -> {response.status_code}")  # noqa: T201
+    print(response.text[:10000])  # noqa: T201
+    try:
+        parsed: Any = response.json()
+    except ValueError:
+        parsed = response.text
+    expected = fields.get("expected_status") or []
+    ok = response.status_code in expected if expected else 200 <= response.status_code < 300
+    outputs = {"status_code": response.status_code, "body": parsed}
+    if not ok:
+        want = ", ".join(map(str, expected)) if expected else "2xx"
+        raise TaskFailed(f"HTTP {response.status_code} from {fields['url']} (expected {want})", outputs)
+    return outputs
+
+
+RUNNERS = {"python": run_python, "http": run_http, "lambda": run_lambda}
+
+
+def main(directory: str) -> int:
+    root = Path(directory)
+    task = json.loads((root / "task.json").read_text(encoding="utf-8"))
+    context = {"directory": directory}
+    try:
+        outputs = RUNNERS[task["type"]](task["fields"], task["params"], context)
+    except TaskFailed as exc:
+        if len(exc.args) > 1 and isinstance(exc.args[1], dict):
+            (root / "outputs.json").write_text(json.dumps(exc.args[1], default=str), encoding="utf-8")
+        (root / "error").write_text(str(exc.args[0]), encoding="utf-8")
+        print(exc.args[0], file=sys.stderr)  # noqa: T201
+        return 1
+    except BaseException as exc:
+        traceback.print_exc()
+        (root / "error").write_text(f"{type(exc).__name__}: {exc}", encoding="utf-8")
+        return 1
+    (root / "outputs.json").write_text(json.dumps(outputs, default=str), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

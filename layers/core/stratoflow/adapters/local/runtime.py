@@ -1,0 +1,129 @@
+"""Wires the local adapters to the scheduler service and runs its loop.
+
+One loop thread owns the periodic work (retries, deadlines, dispatch, cron); executor reports
+and API requests wake it. ``run_until`` drives the same loop in the foreground for
+``stratoflow run``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from stratoflow.adapters.local.clock import SystemClock
+from stratoflow.adapters.local.cron import CronLoop
+from stratoflow.adapters.local.executor import LocalExecutor
+from stratoflow.adapters.local.sqlite_store import SqliteStore
+from stratoflow.engine import AttemptResult
+from stratoflow.ports import Clock, EventSink
+from stratoflow.service import Finished, Scheduler
+
+log = logging.getLogger("stratoflow.runtime")
+
+MAX_SLEEP_SECONDS = 1.0
+
+
+class JsonlEvents(EventSink):
+    """Lifecycle events appended to ``events.jsonl`` (alerts subscribe here later)."""
+
+    def __init__(self, path: Path, clock: Clock) -> None:
+        self.path = path
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    def emit(self, kind: str, detail: Mapping[str, Any]) -> None:
+        line = json.dumps({"type": kind, "time": self.clock.now().isoformat(), **detail}, default=str)
+        with self._lock, self.path.open("a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+        log.info("%s %s", kind, detail.get("run_id"))
+
+
+class LocalRuntime:
+    def __init__(self, home: Path, *, clock: Clock | None = None, cron: bool = False) -> None:
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True)
+        self.clock = clock or SystemClock()
+        self.store = SqliteStore(home / "stratoflow.db")
+        self._reports: queue.SimpleQueue[Finished | None] = queue.SimpleQueue()
+        self.executor = LocalExecutor(home / "attempts", self._report)
+        self.scheduler = Scheduler(
+            self.store, self.store, self.executor, self.clock, JsonlEvents(home / "events.jsonl", self.clock)
+        )
+        self.cron = CronLoop(self.scheduler, self.store) if cron else None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.scheduler.recover()
+
+    def _report(self, run_id: str, task_id: str, attempt: int, result: AttemptResult, log_path: str) -> None:
+        self._reports.put(Finished(run_id, task_id, attempt, result, log_path))
+
+    def wake(self) -> None:
+        self._reports.put(None)
+
+    def _wait(self, timeout: float) -> list[Finished]:
+        batch: list[Finished] = []
+        try:
+            first = self._reports.get(timeout=max(timeout, 0.0))
+        except queue.Empty:
+            return batch
+        if first is not None:
+            batch.append(first)
+        while True:
+            try:
+                item = self._reports.get_nowait()
+            except queue.Empty:
+                return batch
+            if item is not None:
+                batch.append(item)
+
+    def run_once(self, timeout: float = MAX_SLEEP_SECONDS) -> None:
+        """One turn of the loop: apply reports, then the periodic work."""
+        reports = self._wait(timeout)
+        if reports:
+            self.scheduler.on_finished(reports)
+        next_at = self.scheduler.step()
+        if self.cron is not None:
+            next_fire = self.cron.tick(self.clock.now())
+            if next_fire is not None and (next_at is None or next_fire < next_at):
+                next_at = next_fire
+        self._next_at = next_at
+
+    def _sleep_budget(self) -> float:
+        next_at: datetime | None = getattr(self, "_next_at", None)
+        if next_at is None:
+            return MAX_SLEEP_SECONDS
+        return min(max((next_at - self.clock.now()).total_seconds(), 0.0), MAX_SLEEP_SECONDS)
+
+    def run_until(self, done: Callable[[], bool], *, on_turn: Callable[[], None] | None = None) -> None:
+        self.run_once(timeout=0)
+        while not done():
+            self.run_once(self._sleep_budget())
+            if on_turn is not None:
+                on_turn()
+
+    def start(self) -> None:
+        """Run the loop in a background thread (the server)."""
+        self._thread = threading.Thread(target=self._serve, name="stratoflow-scheduler", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once(self._sleep_budget())
+            except Exception:
+                log.exception("scheduler loop turn failed; continuing")
+                self._stop.wait(1.0)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.wake()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.executor.close()
+        self.store.close()

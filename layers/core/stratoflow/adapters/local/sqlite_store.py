@@ -1,0 +1,497 @@
+"""StateStore and Catalog on one SQLite file (WAL).
+
+One connection per thread; writers serialise on SQLite's lock (``BEGIN IMMEDIATE``), readers
+never block in WAL mode. Every transition is committed before the caller acts on it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from stratoflow.engine import Plan, Run, RunState, TaskInstance, TaskState, Upstream
+from stratoflow.errors import NotFound
+from stratoflow.model import WorkflowSpec
+from stratoflow.ports import Attempt, Catalog, RunQuery, StateStore, WorkflowVersion
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS workflow_versions (
+    project TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL,
+    digest TEXT NOT NULL, document TEXT NOT NULL, source TEXT NOT NULL, created_at TEXT NOT NULL,
+    PRIMARY KEY (project, name, version)
+);
+CREATE TABLE IF NOT EXISTS workflows (
+    project TEXT NOT NULL, name TEXT NOT NULL, latest INTEGER NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0, cursor TEXT,
+    PRIMARY KEY (project, name)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE,
+    project TEXT NOT NULL, workflow TEXT NOT NULL, version INTEGER NOT NULL,
+    state TEXT NOT NULL, params TEXT NOT NULL, logical_date TEXT NOT NULL,
+    created_at TEXT NOT NULL, started_at TEXT, ended_at TEXT, trigger TEXT NOT NULL,
+    n_tasks INTEGER NOT NULL, n_done INTEGER NOT NULL DEFAULT 0,
+    n_failed INTEGER NOT NULL DEFAULT 0, n_running INTEGER NOT NULL DEFAULT 0,
+    concurrency INTEGER, error TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (project, workflow, seq);
+CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, seq);
+CREATE TABLE IF NOT EXISTS tasks (
+    run_id TEXT NOT NULL, task_id TEXT NOT NULL, state TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    up_ok INTEGER NOT NULL DEFAULT 0, up_failed INTEGER NOT NULL DEFAULT 0,
+    up_skipped INTEGER NOT NULL DEFAULT 0,
+    ready_at TEXT, deadline TEXT, started_at TEXT, ended_at TEXT,
+    outputs TEXT NOT NULL DEFAULT '{}', error TEXT, priority INTEGER NOT NULL DEFAULT 0,
+    queued_seq INTEGER,
+    PRIMARY KEY (run_id, task_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tasks_queued ON tasks (priority DESC, queued_seq) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS tasks_retry ON tasks (ready_at) WHERE state = 'up_for_retry';
+CREATE INDEX IF NOT EXISTS tasks_running ON tasks (deadline) WHERE state = 'running';
+CREATE TABLE IF NOT EXISTS upstream (
+    run_id TEXT NOT NULL, child TEXT NOT NULL, parent TEXT NOT NULL, outcome TEXT NOT NULL,
+    PRIMARY KEY (run_id, child, parent)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS attempts (
+    run_id TEXT NOT NULL, task_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+    state TEXT NOT NULL, started_at TEXT NOT NULL, ended_at TEXT, exit_code INTEGER,
+    error TEXT, log TEXT, outputs TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (run_id, task_id, attempt)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+_TS = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def _ts(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime reached the store")
+    return value.astimezone(UTC).strftime(_TS)
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.strptime(value, _TS).replace(tzinfo=UTC)
+
+
+def _req_dt(value: str) -> datetime:
+    return datetime.strptime(value, _TS).replace(tzinfo=UTC)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+_RUN_COLS = (
+    "id, project, workflow, version, state, params, logical_date, created_at, started_at, "
+    "ended_at, trigger, n_tasks, n_done, n_failed, n_running, error"
+)
+_TASK_COLS = (
+    "run_id, task_id, state, attempt, up_ok, up_failed, up_skipped, ready_at, deadline, "
+    "started_at, ended_at, outputs, error, priority"
+)
+
+
+def _run(row: sqlite3.Row) -> Run:
+    return Run(
+        id=row["id"], project=row["project"], workflow=row["workflow"], version=row["version"],
+        state=RunState(row["state"]), params=json.loads(row["params"]),
+        logical_date=_req_dt(row["logical_date"]), created_at=_req_dt(row["created_at"]),
+        started_at=_dt(row["started_at"]), ended_at=_dt(row["ended_at"]), trigger=row["trigger"],
+        n_tasks=row["n_tasks"], n_done=row["n_done"], n_failed=row["n_failed"],
+        n_running=row["n_running"], error=row["error"],
+    )  # fmt: skip
+
+
+def _task(row: sqlite3.Row) -> TaskInstance:
+    return TaskInstance(
+        run_id=row["run_id"], task_id=row["task_id"], state=TaskState(row["state"]),
+        attempt=row["attempt"],
+        upstream=Upstream(row["up_ok"], row["up_failed"], row["up_skipped"]),
+        ready_at=_dt(row["ready_at"]), deadline=_dt(row["deadline"]),
+        started_at=_dt(row["started_at"]), ended_at=_dt(row["ended_at"]),
+        outputs=json.loads(row["outputs"]), error=row["error"], priority=row["priority"],
+    )  # fmt: skip
+
+
+def _task_values(t: TaskInstance) -> tuple[Any, ...]:
+    return (
+        t.state.value, t.attempt, t.upstream.succeeded, t.upstream.failed, t.upstream.skipped,
+        _ts(t.ready_at), _ts(t.deadline), _ts(t.started_at), _ts(t.ended_at),
+        _json(t.outputs), t.error, t.priority,
+    )  # fmt: skip
+
+
+_TASK_SET = (
+    "state=?, attempt=?, up_ok=?, up_failed=?, up_skipped=?, ready_at=?, deadline=?, "
+    "started_at=?, ended_at=?, outputs=?, error=?, priority=?, "
+    "queued_seq=CASE WHEN ?='queued' AND state!='queued' THEN (SELECT value FROM counters "
+    "WHERE name='queued') ELSE queued_seq END"
+)
+
+
+class SqliteStore(StateStore, Catalog):
+    def __init__(self, path: str | Path, *, durable: bool = False) -> None:
+        """``durable=True`` syncs every commit to disk (survives power loss); the default
+        survives any process crash, which is what WAL with synchronous=NORMAL guarantees."""
+        self.path = str(path)
+        self._durable = durable
+        self._local = threading.local()
+        conn = self._conn()
+        conn.executescript(SCHEMA)
+        conn.execute("INSERT OR IGNORE INTO counters VALUES ('queued', 0), ('runs', 0)")
+
+    # ------------------------------------------------------------ plumbing
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={'FULL' if self._durable else 'NORMAL'}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            self._local.depth = 0
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        conn = self._conn()
+        if self._local.depth:
+            self._local.depth += 1
+            try:
+                yield
+            finally:
+                self._local.depth -= 1
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        self._local.depth = 1
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+        finally:
+            self._local.depth = 0
+
+    def _x(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self._conn().execute(sql, args)
+
+    def _next(self, counter: str) -> int:
+        row = self._x("UPDATE counters SET value = value + 1 WHERE name=? RETURNING value", (counter,)).fetchone()
+        return int(row[0])
+
+    # ------------------------------------------------------------ catalog
+    def put_version(self, spec: WorkflowSpec, source: str, now: datetime) -> tuple[WorkflowVersion, bool]:
+        with self.transaction():
+            row = self._x(
+                "SELECT latest FROM workflows WHERE project=? AND name=?", (spec.project, spec.name)
+            ).fetchone()
+            if row is not None:
+                latest = self.get_version(spec.project, spec.name, row["latest"])
+                if latest.digest == spec.digest:
+                    return latest, False
+            version = 1 if row is None else int(row["latest"]) + 1
+            self._x(
+                "INSERT INTO workflow_versions VALUES (?,?,?,?,?,?,?)",
+                (spec.project, spec.name, version, spec.digest, _json(spec.document), source, _ts(now)),
+            )
+            self._x(
+                "INSERT INTO workflows (project, name, latest) VALUES (?,?,?) "
+                "ON CONFLICT (project, name) DO UPDATE SET latest=excluded.latest",
+                (spec.project, spec.name, version),
+            )
+            return self.get_version(spec.project, spec.name, version), True
+
+    def _version(self, row: sqlite3.Row, paused: bool) -> WorkflowVersion:
+        return WorkflowVersion(
+            project=row["project"], name=row["name"], version=row["version"], digest=row["digest"],
+            document=json.loads(row["document"]), source=row["source"],
+            created_at=_req_dt(row["created_at"]), paused=paused,
+        )  # fmt: skip
+
+    def get_version(self, project: str, name: str, version: int | None = None) -> WorkflowVersion:
+        head = self._x(
+            "SELECT latest, paused FROM workflows WHERE project=? AND name=?", (project, name)
+        ).fetchone()
+        if head is None:
+            raise NotFound(f"workflow {name!r} not found in project {project!r}")
+        row = self._x(
+            "SELECT * FROM workflow_versions WHERE project=? AND name=? AND version=?",
+            (project, name, head["latest"] if version is None else version),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"workflow {name!r} has no version {version}")
+        return self._version(row, bool(head["paused"]))
+
+    def list_workflows(self, project: str | None = None) -> list[WorkflowVersion]:
+        sql = (
+            "SELECT v.*, w.paused AS paused FROM workflows w JOIN workflow_versions v "
+            "ON v.project=w.project AND v.name=w.name AND v.version=w.latest"
+        )
+        args: tuple[Any, ...] = ()
+        if project is not None:
+            sql += " WHERE w.project=?"
+            args = (project,)
+        rows = self._x(sql + " ORDER BY w.project, w.name", args).fetchall()
+        return [self._version(r, bool(r["paused"])) for r in rows]
+
+    def list_versions(self, project: str, name: str) -> list[WorkflowVersion]:
+        head = self.get_version(project, name)
+        rows = self._x(
+            "SELECT * FROM workflow_versions WHERE project=? AND name=? ORDER BY version DESC",
+            (project, name),
+        ).fetchall()
+        return [self._version(r, head.paused) for r in rows]
+
+    def set_paused(self, project: str, name: str, paused: bool) -> None:
+        self.get_version(project, name)
+        self._x("UPDATE workflows SET paused=? WHERE project=? AND name=?", (int(paused), project, name))
+
+    def get_cursor(self, project: str, name: str) -> datetime | None:
+        row = self._x("SELECT cursor FROM workflows WHERE project=? AND name=?", (project, name)).fetchone()
+        return None if row is None else _dt(row["cursor"])
+
+    def set_cursor(self, project: str, name: str, logical_date: datetime) -> None:
+        self._x(
+            "UPDATE workflows SET cursor=? WHERE project=? AND name=?", (_ts(logical_date), project, name)
+        )
+
+    # ------------------------------------------------------------ runs
+    def create_run(self, run: Run, tasks: Sequence[TaskInstance], concurrency: int | None) -> bool:
+        with self.transaction():
+            if self._x("SELECT 1 FROM runs WHERE id=?", (run.id,)).fetchone():
+                return False
+            self._x(
+                f"INSERT INTO runs ({_RUN_COLS}, seq, concurrency) VALUES ({','.join('?' * 18)})",
+                (
+                    run.id, run.project, run.workflow, run.version, run.state.value,
+                    _json(run.params), _ts(run.logical_date), _ts(run.created_at),
+                    _ts(run.started_at), _ts(run.ended_at), run.trigger, run.n_tasks, run.n_done,
+                    run.n_failed, run.n_running, run.error, self._next("runs"), concurrency,
+                ),
+            )  # fmt: skip
+            self._conn().executemany(
+                f"INSERT INTO tasks ({_TASK_COLS}) VALUES ({','.join('?' * 14)})",
+                [(t.run_id, t.task_id, *_task_values(t)) for t in tasks],
+            )
+            return True
+
+    def get_run(self, run_id: str) -> Run:
+        row = self._x(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"run {run_id!r} not found")
+        return _run(row)
+
+    def list_runs(self, query: RunQuery) -> list[Run]:
+        where, args = [], []
+        for column, value in (("project", query.project), ("workflow", query.workflow)):
+            if value is not None:
+                where.append(f"{column}=?")
+                args.append(value)
+        if query.state is not None:
+            where.append("state=?")
+            args.append(query.state.value)
+        if query.before is not None:
+            where.append("seq < (SELECT seq FROM runs WHERE id=?)")
+            args.append(query.before)
+        sql = f"SELECT {_RUN_COLS} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        return [_run(r) for r in self._x(sql, (*args, query.limit)).fetchall()]
+
+    def put_run(self, run: Run, expect: RunState) -> bool:
+        cur = self._x(
+            "UPDATE runs SET state=?, started_at=?, ended_at=?, n_done=?, n_failed=?, n_running=?, "
+            "error=? WHERE id=? AND state=?",
+            (
+                run.state.value, _ts(run.started_at), _ts(run.ended_at), run.n_done, run.n_failed,
+                run.n_running, run.error, run.id, expect.value,
+            ),
+        )  # fmt: skip
+        return cur.rowcount == 1
+
+    def add_counters(self, run_id: str, *, done: int = 0, failed: int = 0, running: int = 0) -> Run:
+        row = self._x(
+            f"UPDATE runs SET n_done=n_done+?, n_failed=n_failed+?, n_running=n_running+? "
+            f"WHERE id=? RETURNING {_RUN_COLS}",
+            (done, failed, running, run_id),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"run {run_id!r} not found")
+        return _run(row)
+
+    def count_active_runs(self, project: str, workflow: str) -> int:
+        row = self._x(
+            "SELECT COUNT(*) FROM runs WHERE project=? AND workflow=? AND state IN ('running','paused')",
+            (project, workflow),
+        ).fetchone()
+        return int(row[0])
+
+    def queued_runs(self, limit: int) -> list[Run]:
+        rows = self._x(
+            f"SELECT {_RUN_COLS} FROM runs WHERE state='queued' ORDER BY seq LIMIT ?", (limit,)
+        ).fetchall()
+        return [_run(r) for r in rows]
+
+    def runs_in_states(self, states: Sequence[RunState]) -> Iterator[Run]:
+        marks = ",".join("?" * len(states))
+        rows = self._x(
+            f"SELECT {_RUN_COLS} FROM runs WHERE state IN ({marks}) ORDER BY seq",
+            [s.value for s in states],
+        ).fetchall()
+        return iter([_run(r) for r in rows])
+
+    # ------------------------------------------------------------ tasks
+    def get_task(self, run_id: str, task_id: str) -> TaskInstance:
+        row = self._x(
+            f"SELECT {_TASK_COLS} FROM tasks WHERE run_id=? AND task_id=?", (run_id, task_id)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"task {task_id!r} not found in run {run_id!r}")
+        return _task(row)
+
+    def get_tasks(self, run_id: str, task_ids: Sequence[str] | None = None) -> list[TaskInstance]:
+        if task_ids is None:
+            rows = self._x(f"SELECT {_TASK_COLS} FROM tasks WHERE run_id=?", (run_id,)).fetchall()
+        else:
+            rows = []
+            for chunk in range(0, len(task_ids), 500):
+                part = task_ids[chunk : chunk + 500]
+                rows += self._x(
+                    f"SELECT {_TASK_COLS} FROM tasks WHERE run_id=? AND task_id IN ({','.join('?' * len(part))})",
+                    (run_id, *part),
+                ).fetchall()
+        return [_task(r) for r in rows]
+
+    def _write_task(self, t: TaskInstance, where: str = "", args: Sequence[Any] = ()) -> int:
+        if t.state is TaskState.QUEUED:
+            self._next("queued")
+        cur = self._x(
+            f"UPDATE tasks SET {_TASK_SET} WHERE run_id=? AND task_id=?{where}",
+            (*_task_values(t), t.state.value, t.run_id, t.task_id, *args),
+        )
+        return cur.rowcount
+
+    def put_task(self, task: TaskInstance, expect: TaskState, expect_attempt: int) -> bool:
+        # The (state, attempt) condition is the exactly-once guard: two schedulers (or a
+        # duplicated event) racing to claim or finish the same attempt cannot both win.
+        with self.transaction():
+            return self._write_task(task, " AND state=? AND attempt=?", (expect.value, expect_attempt)) == 1
+
+    def apply_plan(self, plan: Plan, expect: RunState) -> bool:
+        with self.transaction():
+            if not self.put_run(plan.run, expect):
+                return False
+            for task in plan.tasks.values():
+                self._write_task(task)
+            for child, parents in plan.edges.items():
+                self._x("DELETE FROM upstream WHERE run_id=? AND child=?", (plan.run.id, child))
+                self._conn().executemany(
+                    "INSERT INTO upstream VALUES (?,?,?,?)",
+                    [(plan.run.id, child, p, o.value) for p, o in parents.items()],
+                )
+            return True
+
+    def record_upstream(self, run_id: str, child: str, parent: str, outcome: TaskState) -> TaskInstance | None:
+        column = {TaskState.SUCCEEDED: "up_ok", TaskState.SKIPPED: "up_skipped"}.get(outcome, "up_failed")
+        with self.transaction():
+            # The (run, child, parent) key makes the count idempotent: a duplicated or late
+            # completion event cannot count the same parent twice.
+            cur = self._x("INSERT OR IGNORE INTO upstream VALUES (?,?,?,?)", (run_id, child, parent, outcome.value))
+            if cur.rowcount == 0:
+                return None
+            row = self._x(
+                f"UPDATE tasks SET {column}={column}+1 WHERE run_id=? AND task_id=? RETURNING {_TASK_COLS}",
+                (run_id, child),
+            ).fetchone()
+            return _task(row)
+
+    def queued_tasks(self, limit: int) -> list[TaskInstance]:
+        rows = self._x(
+            f"SELECT {', '.join('t.' + c.strip() for c in _TASK_COLS.split(','))} FROM tasks t "
+            "JOIN runs r ON r.id = t.run_id WHERE t.state='queued' AND r.state='running' "
+            "AND (r.concurrency IS NULL OR r.n_running < r.concurrency) "
+            "ORDER BY t.priority DESC, t.queued_seq LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [_task(r) for r in rows]
+
+    def due_retries(self, now: datetime, limit: int) -> list[TaskInstance]:
+        rows = self._x(
+            f"SELECT {_TASK_COLS} FROM tasks WHERE state='up_for_retry' AND ready_at<=? ORDER BY ready_at LIMIT ?",
+            (_ts(now), limit),
+        ).fetchall()
+        return [_task(r) for r in rows]
+
+    def expired_tasks(self, now: datetime, limit: int) -> list[TaskInstance]:
+        rows = self._x(
+            f"SELECT {_TASK_COLS} FROM tasks WHERE state='running' AND deadline<=? ORDER BY deadline LIMIT ?",
+            (_ts(now), limit),
+        ).fetchall()
+        return [_task(r) for r in rows]
+
+    def running_tasks(self) -> list[TaskInstance]:
+        rows = self._x(f"SELECT {_TASK_COLS} FROM tasks WHERE state='running'").fetchall()
+        return [_task(r) for r in rows]
+
+    def next_wakeup(self) -> datetime | None:
+        row = self._x(
+            "SELECT MIN(t) FROM (SELECT MIN(ready_at) AS t FROM tasks WHERE state='up_for_retry' "
+            "UNION ALL SELECT MIN(deadline) FROM tasks WHERE state='running')"
+        ).fetchone()
+        return _dt(row[0])
+
+    # ------------------------------------------------------------ attempts
+    def start_attempt(self, attempt: Attempt) -> None:
+        self._x(
+            "INSERT OR IGNORE INTO attempts (run_id, task_id, attempt, state, started_at, log) VALUES (?,?,?,?,?,?)",
+            (attempt.run_id, attempt.task_id, attempt.attempt, attempt.state, _ts(attempt.started_at), attempt.log),
+        )
+
+    def finish_attempt(self, attempt: Attempt) -> None:
+        self._x(
+            "INSERT INTO attempts VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (run_id, task_id, attempt) "
+            "DO UPDATE SET state=excluded.state, ended_at=excluded.ended_at, "
+            "exit_code=excluded.exit_code, error=excluded.error, outputs=excluded.outputs, "
+            "log=COALESCE(excluded.log, attempts.log)",
+            (
+                attempt.run_id, attempt.task_id, attempt.attempt, attempt.state,
+                _ts(attempt.started_at), _ts(attempt.ended_at), attempt.exit_code, attempt.error,
+                attempt.log, _json(attempt.outputs),
+            ),
+        )  # fmt: skip
+
+    def list_attempts(self, run_id: str, task_id: str | None = None) -> list[Attempt]:
+        sql, args = "SELECT * FROM attempts WHERE run_id=?", [run_id]
+        if task_id is not None:
+            sql += " AND task_id=?"
+            args.append(task_id)
+        rows = self._x(sql + " ORDER BY task_id, attempt", args).fetchall()
+        return [
+            Attempt(
+                run_id=r["run_id"], task_id=r["task_id"], attempt=r["attempt"], state=r["state"],
+                started_at=_req_dt(r["started_at"]), ended_at=_dt(r["ended_at"]),
+                exit_code=r["exit_code"], error=r["error"], log=r["log"],
+                outputs=json.loads(r["outputs"]),
+            )  # fmt: skip
+            for r in rows
+        ]

@@ -1,0 +1,460 @@
+"""Every scheduling decision, as pure functions of (state slice, event, now).
+
+Nothing here reads the clock, the network or the disk, and nothing here writes: callers
+persist what these functions decide, with conditional writes, before acting on it. The hot
+path (an attempt finished) touches one task and its children: O(out-degree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from stratoflow.engine._states import (
+    AttemptResult,
+    AttemptStatus,
+    Run,
+    RunState,
+    TaskInstance,
+    TaskState,
+    Upstream,
+)
+from stratoflow.errors import Conflict, InvalidInput, Problem
+from stratoflow.model import OnFailure, SwitchTask, TriggerRule, WorkflowSpec
+from stratoflow.templating import TemplateError, render_condition, render_value
+
+SWITCH_BRANCH_KEY = "branch"
+
+
+class Readiness(StrEnum):
+    WAIT = "wait"
+    RUN = "run"
+    SKIP = "skip"
+    UPSTREAM_FAILED = "upstream_failed"
+
+
+# ---------------------------------------------------------------- trigger rules
+def readiness(rule: TriggerRule, up: Upstream, n_parents: int) -> Readiness:
+    """Airflow's trigger rules, decided as early as the counts allow."""
+    if n_parents == 0:
+        return Readiness.RUN
+    all_done = up.done >= n_parents
+    match rule:
+        case TriggerRule.ALL_SUCCESS:
+            if up.failed:
+                return Readiness.UPSTREAM_FAILED
+            if up.skipped:
+                return Readiness.SKIP
+            return Readiness.RUN if all_done else Readiness.WAIT
+        case TriggerRule.NONE_FAILED:
+            if up.failed:
+                return Readiness.UPSTREAM_FAILED
+            return Readiness.RUN if all_done else Readiness.WAIT
+        case TriggerRule.ALL_FAILED:
+            if up.succeeded or up.skipped:
+                return Readiness.SKIP
+            return Readiness.RUN if all_done else Readiness.WAIT
+        case TriggerRule.ALL_DONE:
+            return Readiness.RUN if all_done else Readiness.WAIT
+        case TriggerRule.ONE_SUCCESS:
+            if up.succeeded:
+                return Readiness.RUN
+            if not all_done:
+                return Readiness.WAIT
+            return Readiness.UPSTREAM_FAILED if up.failed else Readiness.SKIP
+        case TriggerRule.ONE_FAILED:
+            if up.failed:
+                return Readiness.RUN
+            return Readiness.SKIP if all_done else Readiness.WAIT
+    raise AssertionError(rule)  # pragma: no cover - exhaustive match
+
+
+_READINESS_STATE = {
+    Readiness.RUN: TaskState.QUEUED,
+    Readiness.SKIP: TaskState.SKIPPED,
+    Readiness.UPSTREAM_FAILED: TaskState.UPSTREAM_FAILED,
+}
+
+
+def child_state(spec: WorkflowSpec, child: TaskInstance) -> TaskState | None:
+    """The state a WAITING child moves to given its upstream counts, or None to keep waiting."""
+    if child.state is not TaskState.WAITING:
+        return None
+    task = spec.workflow.tasks[child.task_id]
+    decision = readiness(task.trigger_rule, child.upstream, len(spec.dag.parents[child.task_id]))
+    return _READINESS_STATE.get(decision)
+
+
+def edge_outcome(
+    spec: WorkflowSpec, parent: str, state: TaskState, outputs: Mapping[str, Any], child: str
+) -> TaskState:
+    """What a parent's end means to one child: a switch skips the branches it did not choose."""
+    task = spec.workflow.tasks[parent]
+    if state is TaskState.SUCCEEDED and isinstance(task, SwitchTask):
+        chosen = outputs.get(SWITCH_BRANCH_KEY) or []
+        if child in task.branches() and child not in chosen:
+            return TaskState.SKIPPED
+    if state is TaskState.UPSTREAM_FAILED or state is TaskState.STOPPED:
+        return TaskState.FAILED
+    return state
+
+
+# ---------------------------------------------------------------- attempts
+def retry_delay(spec: WorkflowSpec, task_id: str, attempt: int) -> timedelta:
+    """Delay before attempt ``attempt + 1``: delay * backoff^(attempt-1), capped."""
+    wf = spec.workflow
+    base = wf.retry_delay(task_id).total_seconds()
+    seconds = base * wf.retry_backoff(task_id) ** max(attempt - 1, 0)
+    return timedelta(seconds=min(seconds, wf.max_retry_delay(task_id).total_seconds()))
+
+
+@dataclass(frozen=True)
+class AttemptDecision:
+    """How a task instance changes when its attempt ends."""
+
+    task: TaskInstance
+    retrying: bool = False
+
+
+def on_attempt_finished(
+    spec: WorkflowSpec, ti: TaskInstance, attempt: int, result: AttemptResult, now: datetime
+) -> AttemptDecision | None:
+    """Apply an attempt's result. ``None`` means the event is stale or a duplicate: ignore it."""
+    if ti.state is not TaskState.RUNNING or ti.attempt != attempt:
+        return None
+    base = ti.with_(deadline=None, ended_at=now, error=result.error)
+    if result.status is AttemptStatus.SUCCEEDED:
+        return AttemptDecision(base.with_(state=TaskState.SUCCEEDED, outputs=dict(result.outputs), error=None))
+    if result.status is AttemptStatus.STOPPED:
+        return AttemptDecision(base.with_(state=TaskState.STOPPED))
+    if result.retryable and attempt <= spec.workflow.retries(ti.task_id):
+        return AttemptDecision(
+            base.with_(
+                state=TaskState.UP_FOR_RETRY,
+                ready_at=now + retry_delay(spec, ti.task_id, attempt),
+                ended_at=None,
+            ),
+            retrying=True,
+        )
+    return AttemptDecision(base.with_(state=TaskState.FAILED))
+
+
+def claim(spec: WorkflowSpec, ti: TaskInstance, now: datetime) -> TaskInstance:
+    """QUEUED -> RUNNING with the next attempt number: the dispatch claim."""
+    if ti.state is not TaskState.QUEUED:
+        raise Conflict(f"task {ti.task_id} is {ti.state}, not queued")
+    timeout = spec.workflow.timeout(ti.task_id)
+    return ti.with_(
+        state=TaskState.RUNNING,
+        attempt=ti.attempt + 1,
+        started_at=now,
+        ended_at=None,
+        ready_at=None,
+        deadline=now + timeout if timeout else None,
+        error=None,
+    )
+
+
+def retry_due(ti: TaskInstance, now: datetime) -> bool:
+    return ti.state is TaskState.UP_FOR_RETRY and (ti.ready_at is None or ti.ready_at <= now)
+
+
+def timed_out(ti: TaskInstance, now: datetime) -> bool:
+    return ti.state is TaskState.RUNNING and ti.deadline is not None and ti.deadline <= now
+
+
+def dispatch_slots(spec: WorkflowSpec, run: Run) -> int:
+    """How many more attempts this run may have running now."""
+    if run.state is not RunState.RUNNING:
+        return 0
+    limit = spec.workflow.concurrency
+    if limit is None:
+        return 1 << 30
+    return max(limit - run.n_running, 0)
+
+
+# ---------------------------------------------------------------- templating
+def template_context(
+    spec: WorkflowSpec, run: Run, task_id: str, upstream_outputs: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """What a task's templates can read. ``upstream_outputs`` holds the tasks it references."""
+    logical = run.logical_date
+    base: dict[str, Any] = {
+        "params": dict(run.params),
+        "tasks": {t: {"outputs": dict(o)} for t, o in upstream_outputs.items()},
+        "run": {"id": run.id, "workflow": run.workflow, "project": run.project, "version": run.version},
+        "task": {"id": task_id},
+        "logical_date": logical.isoformat(),
+        "ds": logical.strftime("%Y-%m-%d"),
+        "ds_nodash": logical.strftime("%Y%m%d"),
+        "ts": logical.isoformat(),
+    }
+    task = spec.workflow.tasks[task_id]
+    rendered_params = render_value(task.params, base)
+    base["params"] = {**base["params"], **rendered_params}
+    return base
+
+
+@dataclass(frozen=True)
+class RenderedTask:
+    """A task's fields after templating, ready for an executor."""
+
+    task_type: str
+    fields: dict[str, Any]
+    params: dict[str, Any]
+    env: dict[str, str]
+
+
+def render_task(
+    spec: WorkflowSpec, run: Run, task_id: str, upstream_outputs: Mapping[str, Mapping[str, Any]]
+) -> RenderedTask:
+    """Render a task for dispatch; raises ``TemplateError`` naming the undefined name."""
+    task = spec.workflow.tasks[task_id]
+    context = template_context(spec, run, task_id, upstream_outputs)
+    fields: dict[str, Any] = {}
+    for name, value in task.templated_fields().items():
+        if name in ("params", "env") or name.startswith("cases."):
+            continue
+        try:
+            fields[name] = render_value(value, context)
+        except TemplateError as exc:
+            raise TemplateError(f"{name}: {exc}") from None
+    extra = task.model_dump(mode="json", exclude=set(task.templated_fields()) | _COMMON_FIELDS)
+    env = {k: str(v) for k, v in render_value(dict(task.env), context).items()}
+    return RenderedTask(task.type, {**extra, **fields}, context["params"], env)
+
+
+_COMMON_FIELDS = {
+    "description", "depends_on", "trigger_rule", "retries", "retry_delay",
+    "retry_backoff", "max_retry_delay", "timeout", "type",
+}  # fmt: skip
+
+
+def choose_branches(
+    spec: WorkflowSpec, run: Run, task_id: str, upstream_outputs: Mapping[str, Mapping[str, Any]]
+) -> AttemptResult:
+    """Evaluate a switch: the first case whose condition holds, else the default."""
+    task = spec.workflow.tasks[task_id]
+    assert isinstance(task, SwitchTask)
+    try:
+        context = template_context(spec, run, task_id, upstream_outputs)
+        for i, case in enumerate(task.cases):
+            if render_condition(case.when, context):
+                return AttemptResult(
+                    AttemptStatus.SUCCEEDED, {SWITCH_BRANCH_KEY: list(case.next), "case": i}
+                )
+    except TemplateError as exc:
+        return AttemptResult(AttemptStatus.FAILED, error=f"switch: {exc}", retryable=False)
+    return AttemptResult(AttemptStatus.SUCCEEDED, {SWITCH_BRANCH_KEY: list(task.default), "case": None})
+
+
+# ---------------------------------------------------------------- runs
+def effective_params(spec: WorkflowSpec, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Workflow defaults overridden per run; an unknown name is a mistake, not a new param."""
+    declared = spec.workflow.params
+    unknown = sorted(set(overrides) - set(declared))
+    if unknown:
+        known = ", ".join(sorted(declared)) or "none declared"
+        raise InvalidInput(
+            [Problem(f"params.{name}", f"unknown parameter (workflow params: {known})") for name in unknown]
+        )
+    return {**declared, **overrides}
+
+
+def new_run(
+    spec: WorkflowSpec,
+    *,
+    run_id: str,
+    version: int,
+    params: Mapping[str, Any],
+    logical_date: datetime,
+    now: datetime,
+    trigger: str = "manual",
+) -> tuple[Run, list[TaskInstance]]:
+    """A QUEUED run and its WAITING task instances."""
+    run = Run(
+        id=run_id,
+        workflow=spec.name,
+        project=spec.project,
+        version=version,
+        state=RunState.QUEUED,
+        params=effective_params(spec, params),
+        logical_date=logical_date,
+        created_at=now,
+        trigger=trigger,
+        n_tasks=len(spec.workflow.tasks),
+    )
+    tasks = [TaskInstance(run_id, task_id) for task_id in spec.dag.order]
+    return run, tasks
+
+
+def may_start(spec: WorkflowSpec, active_runs: int) -> bool:
+    limit = spec.workflow.max_active_runs
+    return limit is None or active_runs < limit
+
+
+def start_run(spec: WorkflowSpec, run: Run, now: datetime) -> tuple[Run, list[str]]:
+    """QUEUED -> RUNNING; returns the root tasks that become QUEUED."""
+    if run.state is not RunState.QUEUED:
+        raise Conflict(f"run {run.id} is {run.state}, not queued")
+    return run.with_(state=RunState.RUNNING, started_at=now), list(spec.dag.roots)
+
+
+def run_finished_state(spec: WorkflowSpec, run: Run) -> RunState | None:
+    """The end state once every task is terminal, else None."""
+    if run.n_done < run.n_tasks or run.state.terminal:
+        return None
+    return RunState.FAILED if run.n_failed else RunState.SUCCEEDED
+
+
+def stops_run_on_failure(spec: WorkflowSpec, state: TaskState) -> bool:
+    return state is TaskState.FAILED and spec.workflow.on_failure is OnFailure.STOP
+
+
+# ---------------------------------------------------------------- operations (O(n), not hot path)
+@dataclass
+class Plan:
+    """Changes an operation makes to a whole run: apply them together."""
+
+    run: Run
+    tasks: dict[str, TaskInstance] = field(default_factory=dict)  # task id -> new instance
+    kill: list[TaskInstance] = field(default_factory=list)  # running attempts to stop
+    # child -> {parent: outcome}: the upstream records of reset tasks, rewritten whole
+    edges: dict[str, dict[str, TaskState]] = field(default_factory=dict)
+
+
+def _recount(run: Run, states: Mapping[str, TaskInstance]) -> Run:
+    done = sum(1 for t in states.values() if t.state.terminal)
+    failed = sum(1 for t in states.values() if t.state is TaskState.FAILED)
+    running = sum(1 for t in states.values() if t.state is TaskState.RUNNING)
+    return run.with_(n_done=done, n_failed=failed, n_running=running)
+
+
+def pause(run: Run) -> Run:
+    if run.state is not RunState.RUNNING:
+        raise Conflict(f"run {run.id} is {run.state}; only a running run can be paused")
+    return run.with_(state=RunState.PAUSED)
+
+
+def resume(run: Run) -> Run:
+    if run.state is not RunState.PAUSED:
+        raise Conflict(f"run {run.id} is {run.state}; only a paused run can be resumed")
+    return run.with_(state=RunState.RUNNING)
+
+
+def stop(
+    run: Run, tasks: Iterable[TaskInstance], now: datetime, *, end_state: RunState = RunState.STOPPED,
+    reason: str = "stopped by request",
+) -> Plan:
+    """End a run: kill what runs, and every task not yet ended becomes STOPPED."""
+    if run.state.terminal:
+        raise Conflict(f"run {run.id} is already {run.state}")
+    plan = Plan(run)
+    current = {t.task_id: t for t in tasks}
+    for ti in current.values():
+        if ti.state.terminal:
+            continue
+        if ti.state is TaskState.RUNNING:
+            plan.kill.append(ti)
+        plan.tasks[ti.task_id] = ti.with_(
+            state=TaskState.STOPPED, ended_at=now, deadline=None, ready_at=None, error=ti.error or reason
+        )
+    current.update(plan.tasks)
+    plan.run = _recount(run, current).with_(state=end_state, ended_at=now, n_running=0, error=reason if end_state is RunState.FAILED else run.error)
+    return plan
+
+
+_RERUNNABLE = frozenset({TaskState.FAILED, TaskState.UPSTREAM_FAILED, TaskState.STOPPED})
+
+
+def _reset(spec: WorkflowSpec, run: Run, current: dict[str, TaskInstance], reset: set[str], now: datetime) -> Plan:
+    """Reset ``reset`` to WAITING, recount their upstream from the tasks kept, and decide
+    (in topological order) which of them are ready, skipped or upstream_failed now."""
+    states = dict(current)
+    edges: dict[str, dict[str, TaskState]] = {}
+    for task_id in spec.dag.order:
+        if task_id not in reset:
+            continue
+        old = states[task_id]
+        up = Upstream()
+        seen: dict[str, TaskState] = {}
+        for parent in spec.dag.parents[task_id]:
+            p = states[parent]
+            if p.state.terminal:
+                seen[parent] = edge_outcome(spec, parent, p.state, p.outputs, task_id)
+                up = up.plus(seen[parent])
+        edges[task_id] = seen
+        fresh = TaskInstance(run.id, task_id, TaskState.WAITING, attempt=old.attempt, upstream=up, priority=old.priority)
+        nxt = child_state(spec, fresh)
+        if nxt is not None:
+            fresh = fresh.with_(state=nxt, ended_at=now if nxt.terminal else None)
+        states[task_id] = fresh
+    plan = Plan(run, edges=edges)
+    plan.tasks = {t: states[t] for t in reset}
+    new_run = _recount(run, states).with_(ended_at=None, error=None)
+    finished = new_run.with_(state=RunState.RUNNING)
+    end = run_finished_state(spec, finished)
+    plan.run = finished if end is None else finished.with_(state=end, ended_at=now)
+    return plan
+
+
+def _require_finished(run: Run, what: str) -> None:
+    if not run.state.terminal:
+        raise Conflict(f"run {run.id} is {run.state}; {what} needs a finished run (stop it first)")
+
+
+def rerun_failed(spec: WorkflowSpec, run: Run, tasks: Iterable[TaskInstance], now: datetime) -> Plan:
+    """Run again every task that failed, was stopped or never ran; keep what succeeded."""
+    _require_finished(run, "rerun")
+    current = {t.task_id: t for t in tasks}
+    reset = {t for t, ti in current.items() if ti.state in _RERUNNABLE or not ti.state.terminal}
+    if not reset:
+        raise Conflict(f"run {run.id} has no failed or stopped task to rerun")
+    return _reset(spec, run, current, reset, now)
+
+
+def rerun_from(spec: WorkflowSpec, run: Run, tasks: Iterable[TaskInstance], task_id: str, now: datetime) -> Plan:
+    """Run ``task_id`` and everything downstream of it again."""
+    _require_finished(run, "rerun")
+    if task_id not in spec.workflow.tasks:
+        raise InvalidInput([Problem("from", f"unknown task {task_id!r} in workflow {spec.name}")])
+    current = {t.task_id: t for t in tasks}
+    # the start task is queued even if its own parents failed: that is what "from here" means
+    old = current[task_id]
+    current[task_id] = TaskInstance(run.id, task_id, TaskState.QUEUED, attempt=old.attempt, priority=old.priority)
+    plan = _reset(spec, run, current, set(spec.dag.downstream(task_id)) - {task_id}, now)
+    plan.tasks[task_id] = current[task_id]
+    plan.edges[task_id] = {}
+    return plan
+
+
+def mark(
+    spec: WorkflowSpec, run: Run, tasks: Iterable[TaskInstance], task_id: str, state: TaskState, now: datetime
+) -> Plan:
+    """Mark a task succeeded or skipped; what waited on it is decided again."""
+    if state not in (TaskState.SUCCEEDED, TaskState.SKIPPED):
+        raise InvalidInput([Problem("state", f"can mark a task succeeded or skipped, not {state}")])
+    current = {t.task_id: t for t in tasks}
+    if task_id not in current:
+        raise InvalidInput([Problem("task", f"unknown task {task_id!r} in run {run.id}")])
+    old = current[task_id]
+    if old.state is state:
+        raise Conflict(f"task {task_id} is already {state}")
+    plan_kill = [old] if old.state is TaskState.RUNNING else []
+    current[task_id] = old.with_(state=state, ended_at=now, deadline=None, ready_at=None, error=None)
+    # downstream tasks that ended because of the old state are decided again
+    reset = {
+        t for t in spec.dag.downstream(task_id)
+        if t != task_id and current[t].state in (TaskState.WAITING, TaskState.UPSTREAM_FAILED, TaskState.SKIPPED, TaskState.STOPPED)
+    }  # fmt: skip
+    plan = _reset(spec, run.with_(state=RunState.RUNNING) if run.state.terminal else run, current, reset, now)
+    plan.tasks[task_id] = current[task_id]
+    plan.kill = plan_kill
+    if not run.state.terminal:
+        plan.run = plan.run.with_(state=run.state, ended_at=None)
+        if run.state is RunState.RUNNING and (end := run_finished_state(spec, plan.run)) is not None:
+            plan.run = plan.run.with_(state=end, ended_at=now)
+    return plan

@@ -1,0 +1,136 @@
+"""Run and task state as the engine sees it: plain immutable values, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Self
+
+
+class TaskState(StrEnum):
+    WAITING = "waiting"
+    QUEUED = "queued"
+    RUNNING = "running"
+    UP_FOR_RETRY = "up_for_retry"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    UPSTREAM_FAILED = "upstream_failed"
+    STOPPED = "stopped"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL_TASK
+
+
+_TERMINAL_TASK = frozenset(
+    {
+        TaskState.SUCCEEDED,
+        TaskState.FAILED,
+        TaskState.SKIPPED,
+        TaskState.UPSTREAM_FAILED,
+        TaskState.STOPPED,
+    }
+)
+
+
+class RunState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (RunState.SUCCEEDED, RunState.FAILED, RunState.STOPPED)
+
+    @property
+    def active(self) -> bool:
+        """Counts against ``max_active_runs``."""
+        return self in (RunState.RUNNING, RunState.PAUSED)
+
+
+class AttemptStatus(StrEnum):
+    """How one attempt ended, as an executor reports it."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    STOPPED = "stopped"
+    LOST = "lost"  # the process vanished without a result (e.g. the machine rebooted)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """How many parents ended which way. Failed counts failed, upstream_failed and stopped."""
+
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed + self.skipped
+
+    def plus(self, outcome: TaskState) -> Upstream:
+        if outcome is TaskState.SUCCEEDED:
+            return replace(self, succeeded=self.succeeded + 1)
+        if outcome is TaskState.SKIPPED:
+            return replace(self, skipped=self.skipped + 1)
+        return replace(self, failed=self.failed + 1)
+
+
+@dataclass(frozen=True)
+class TaskInstance:
+    run_id: str
+    task_id: str
+    state: TaskState = TaskState.WAITING
+    attempt: int = 0  # attempts started so far; the running one is ``attempt``
+    upstream: Upstream = field(default_factory=Upstream)
+    ready_at: datetime | None = None  # up_for_retry: when it may run again
+    deadline: datetime | None = None  # running: when it times out
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    priority: int = 0
+
+    def with_(self, **changes: Any) -> Self:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    workflow: str
+    project: str
+    version: int
+    state: RunState
+    params: dict[str, Any]
+    logical_date: datetime
+    created_at: datetime
+    trigger: str = "manual"  # manual | schedule | backfill | api
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    n_tasks: int = 0
+    n_done: int = 0  # tasks in a terminal state
+    n_failed: int = 0  # tasks that ended failed
+    n_running: int = 0  # attempts dispatched and not yet finished
+    error: str | None = None
+
+    def with_(self, **changes: Any) -> Self:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What an executor reports for (run, task, attempt)."""
+
+    status: AttemptStatus
+    outputs: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    exit_code: int | None = None
+    retryable: bool = True  # a template error is not worth retrying

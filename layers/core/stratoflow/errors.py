@@ -1,0 +1,51 @@
+"""Domain errors. Adapters and handlers map these *types* to exit codes and HTTP statuses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class StratoflowError(Exception):
+    """Base class of every error Stratoflow raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with user input: where (a dotted path, maybe a line) and why."""
+
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = self.path or "workflow"
+        if self.line is not None:
+            where = f"{where} (line {self.line})"
+        return f"{where}: {self.message}"
+
+
+class InvalidInput(StratoflowError):  # noqa: N818 - reads as a sentence: raise InvalidInput(...)
+    """Bad input. Changes nothing. CLI exit code 2, HTTP 400/422."""
+
+    def __init__(self, problems: Sequence[Problem] | str, *, source: str | None = None) -> None:
+        if isinstance(problems, str):
+            problems = [Problem("", problems)]
+        self.problems: list[Problem] = list(problems)
+        self.source = source
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        prefix = f"{self.source}: " if self.source else ""
+        if len(self.problems) == 1:
+            return prefix + str(self.problems[0])
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        return f"{prefix}{len(self.problems)} problems:\n{lines}"
+
+
+class NotFound(StratoflowError):  # noqa: N818
+    """The named workflow, version, run or task does not exist (HTTP 404)."""
+
+
+class Conflict(StratoflowError):  # noqa: N818
+    """The operation does not apply to the current state (HTTP 409), e.g. resuming a finished run."""

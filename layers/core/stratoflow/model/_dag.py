@@ -1,0 +1,190 @@
+"""The graph of a workflow: validation (unknown deps, cycles, switch branches, template
+references) and the adjacency the engine walks in O(out-degree)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from stratoflow.errors import Problem
+from stratoflow.model._workflow import SwitchTask, Workflow
+from stratoflow.templating import TemplateError, check_syntax, referenced_tasks
+
+
+@dataclass(frozen=True)
+class Dag:
+    """Immutable adjacency of a validated workflow."""
+
+    order: tuple[str, ...]  # a topological order
+    parents: Mapping[str, tuple[str, ...]]
+    children: Mapping[str, tuple[str, ...]]
+    # task -> upstream tasks whose outputs its templates read
+    reads: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    @property
+    def roots(self) -> tuple[str, ...]:
+        return tuple(t for t in self.order if not self.parents[t])
+
+    def downstream(self, start: str) -> list[str]:
+        """``start`` and every task reachable from it, in topological order."""
+        seen = {start}
+        stack = [start]
+        while stack:
+            for child in self.children[stack.pop()]:
+                if child not in seen:
+                    seen.add(child)
+                    stack.append(child)
+        return [t for t in self.order if t in seen]
+
+    def ancestors(self, task_id: str) -> set[str]:
+        seen: set[str] = set()
+        stack = list(self.parents[task_id])
+        while stack:
+            node = stack.pop()
+            if node not in seen:
+                seen.add(node)
+                stack.extend(self.parents[node])
+        return seen
+
+
+def _walk_strings(value: Any, path: str) -> list[tuple[str, str]]:
+    if isinstance(value, str):
+        return [(path, value)]
+    if isinstance(value, list):
+        return [s for i, v in enumerate(value) for s in _walk_strings(v, f"{path}.{i}")]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in _walk_strings(v, f"{path}.{k}")]
+    return []
+
+
+def _find_cycle(workflow: Workflow) -> list[str]:
+    """One cycle as a path a -> b -> ... -> a (ids in dependency order), or []."""
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(workflow.tasks, white)
+    for root in workflow.tasks:
+        if colour[root] != white:
+            continue
+        # iterative DFS along depends_on edges, keeping the path for the report
+        path: list[str] = [root]
+        iters = [iter(workflow.tasks[root].depends_on)]
+        colour[root] = grey
+        while iters:
+            nxt = next(iters[-1], None)
+            if nxt is None:
+                colour[path.pop()] = black
+                iters.pop()
+                continue
+            if nxt not in colour:  # unknown dependency, reported elsewhere
+                continue
+            if colour[nxt] == grey:
+                cycle = [*path[path.index(nxt) :], nxt]
+                cycle.reverse()  # depends_on points upstream; show it as data flows
+                return cycle
+            if colour[nxt] == white:
+                colour[nxt] = grey
+                path.append(nxt)
+                iters.append(iter(workflow.tasks[nxt].depends_on))
+    return []
+
+
+def build_dag(workflow: Workflow) -> tuple[Dag | None, list[Problem]]:
+    """Validate the graph; return its adjacency, or the problems that prevent one."""
+    problems: list[Problem] = []
+    tasks = workflow.tasks
+    for task_id, task in tasks.items():
+        for i, dep in enumerate(task.depends_on):
+            if dep not in tasks:
+                problems.append(
+                    Problem(f"tasks.{task_id}.depends_on.{i}", f"unknown task {dep!r}")
+                )
+            elif dep == task_id:
+                problems.append(Problem(f"tasks.{task_id}.depends_on.{i}", "a task cannot depend on itself"))
+    cycle = _find_cycle(workflow) if not problems else []
+    if cycle:
+        problems.append(
+            Problem(f"tasks.{cycle[0]}.depends_on", "cycle: " + " -> ".join(cycle))
+        )
+    if problems:
+        return None, problems
+
+    children: dict[str, list[str]] = {t: [] for t in tasks}
+    for task_id, task in tasks.items():
+        for dep in task.depends_on:
+            children[dep].append(task_id)
+    order = _topological_order(workflow, children)
+    parents = {t: tuple(tasks[t].depends_on) for t in tasks}
+    dag = Dag(
+        order=tuple(order),
+        parents=parents,
+        children={t: tuple(c) for t, c in children.items()},
+    )
+
+    reads: dict[str, frozenset[str]] = {}
+    for task_id, task in tasks.items():
+        if isinstance(task, SwitchTask):
+            for i, case in enumerate(task.cases):
+                for j, target in enumerate(case.next):
+                    problems.extend(_branch_problem(task_id, target, f"cases.{i}.next.{j}", workflow))
+            for j, target in enumerate(task.default):
+                problems.extend(_branch_problem(task_id, target, f"default.{j}", workflow))
+        used: set[str] = set()
+        ancestors: set[str] | None = None
+        for field_name, value in task.templated_fields().items():
+            for path, text in _walk_strings(value, f"tasks.{task_id}.{field_name}"):
+                try:
+                    check_syntax(text)
+                    refs = referenced_tasks(text)
+                except TemplateError as exc:
+                    problems.append(Problem(path, str(exc)))
+                    continue
+                for ref in sorted(refs):
+                    if ref not in tasks:
+                        problems.append(Problem(path, f"template references unknown task {ref!r}"))
+                        continue
+                    ancestors = dag.ancestors(task_id) if ancestors is None else ancestors
+                    if ref not in ancestors:
+                        problems.append(
+                            Problem(
+                                path,
+                                f"template reads task {ref!r}, which is not upstream of "
+                                f"{task_id!r} (add it to depends_on)",
+                            )
+                        )
+                    used.add(ref)
+        reads[task_id] = frozenset(used)
+    if problems:
+        return None, problems
+    return Dag(dag.order, dag.parents, dag.children, reads), []
+
+
+def _branch_problem(switch_id: str, target: str, where: str, workflow: Workflow) -> list[Problem]:
+    path = f"tasks.{switch_id}.{where}"
+    if target not in workflow.tasks:
+        return [Problem(path, f"unknown task {target!r}")]
+    if switch_id not in workflow.tasks[target].depends_on:
+        return [
+            Problem(
+                path,
+                f"switch branch {target!r} must depend on {switch_id!r} "
+                f"(add {switch_id!r} to its depends_on)",
+            )
+        ]
+    return []
+
+
+def _topological_order(workflow: Workflow, children: dict[str, list[str]]) -> list[str]:
+    """Kahn's algorithm; ties keep the file's order so listings read as written."""
+    indegree = {t: len(task.depends_on) for t, task in workflow.tasks.items()}
+    ready = [t for t in workflow.tasks if indegree[t] == 0]
+    order: list[str] = []
+    i = 0
+    while i < len(ready):
+        node = ready[i]
+        i += 1
+        order.append(node)
+        for child in children[node]:
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                ready.append(child)
+    return order

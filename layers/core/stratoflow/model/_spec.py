@@ -1,0 +1,104 @@
+"""From text to a validated, immutable :class:`WorkflowSpec`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path as FsPath
+from typing import Any
+
+from pydantic import ValidationError
+
+from stratoflow.errors import InvalidInput, Problem
+from stratoflow.model._dag import Dag, build_dag
+from stratoflow.model._loader import Path, line_for, load_yaml
+from stratoflow.model._workflow import TASK_TYPES, Workflow
+
+
+@dataclass(frozen=True)
+class WorkflowSpec:
+    """A validated workflow with its graph. What a run pins (by ``digest``)."""
+
+    workflow: Workflow
+    dag: Dag
+
+    @cached_property
+    def document(self) -> dict[str, Any]:
+        """The canonical JSON form (what is stored, and what ``digest`` hashes)."""
+        return self.workflow.model_dump(mode="json", exclude_none=True)
+
+    @cached_property
+    def digest(self) -> str:
+        canonical = json.dumps(self.document, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @property
+    def name(self) -> str:
+        return self.workflow.name
+
+    @property
+    def project(self) -> str:
+        return self.workflow.project
+
+
+def _pydantic_problems(exc: ValidationError, lines: dict[Path, int]) -> list[Problem]:
+    problems: list[Problem] = []
+    for err in exc.errors(include_url=False):
+        loc: tuple[str | int, ...] = tuple(err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        kind = err["type"]
+        if kind == "union_tag_invalid":
+            tag = err.get("ctx", {}).get("tag")
+            message = f"unknown task type {tag!r} (expected one of: {', '.join(TASK_TYPES)})"
+        elif kind == "union_tag_not_found":
+            message = f"missing 'type' (one of: {', '.join(TASK_TYPES)})"
+        elif kind == "extra_forbidden":
+            message = f"unknown field {loc[-1]!r}"
+        elif kind == "missing":
+            message = f"required field {loc[-1]!r} is missing"
+            loc = loc[:-1] + (loc[-1],)
+        # pydantic puts the union member name (e.g. 'shell') into loc; drop it from the path
+        clean = tuple(p for i, p in enumerate(loc) if not (i == 2 and loc[0] == "tasks" and p in TASK_TYPES))
+        path = ".".join(str(p) for p in clean)
+        problems.append(Problem(path, message, line_for(lines, clean)))
+    return problems
+
+
+def parse_workflow(data: Any, *, source: str | None = None, lines: dict[Path, int] | None = None) -> WorkflowSpec:
+    """Validate already-parsed data (from YAML, JSON or Python)."""
+    lines = lines or {}
+    if not isinstance(data, dict):
+        raise InvalidInput("a workflow must be a mapping with 'name' and 'tasks'", source=source)
+    try:
+        workflow = Workflow.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(_pydantic_problems(exc, lines), source=source) from None
+    dag, problems = build_dag(workflow)
+    if problems or dag is None:
+        located = [
+            Problem(p.path, p.message, line_for(lines, tuple(p.path.split(".")))) for p in problems
+        ]
+        raise InvalidInput(located, source=source)
+    return WorkflowSpec(workflow, dag)
+
+
+def load_workflow(text: str, *, source: str | None = None) -> WorkflowSpec:
+    """Parse and validate a workflow written in YAML (JSON is YAML too)."""
+    data, lines = load_yaml(text, source=source)
+    return parse_workflow(data, source=source, lines=lines)
+
+
+def load_workflow_file(path: str | FsPath) -> WorkflowSpec:
+    file = FsPath(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {file}: {exc.strerror}") from None
+    return load_workflow(text, source=str(file))
+
+
+def spec_from_document(document: dict[str, Any]) -> WorkflowSpec:
+    """Rebuild a stored spec (already valid when it was applied)."""
+    return parse_workflow(document)

@@ -1,0 +1,296 @@
+"""pydantic models of workflow format v1 (the user-facing contract, see DESIGN.md)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
+
+from stratoflow.model._durations import format_duration, parse_duration
+from stratoflow.model._schedule import ScheduleError, parse_schedule, validate_timezone
+
+NAME_PATTERN = r"^[a-z0-9_-]+$"
+TASK_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+_TASK_ID = re.compile(TASK_ID_PATTERN)
+_CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def _duration(value: object) -> timedelta:
+    return parse_duration(value)
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class TriggerRule(StrEnum):
+    ALL_SUCCESS = "all_success"
+    ALL_DONE = "all_done"
+    ALL_FAILED = "all_failed"
+    ONE_SUCCESS = "one_success"
+    ONE_FAILED = "one_failed"
+    NONE_FAILED = "none_failed"
+
+
+class OnFailure(StrEnum):
+    CONTINUE = "continue"
+    STOP = "stop"
+
+
+class Schedule(_Strict):
+    cron: str = Field(description="5-field cron, EventBridge cron(...) or rate(...)")
+    timezone: str = "UTC"
+    start: datetime | None = None
+    end: datetime | None = None
+    catchup: bool = False
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        try:
+            parse_schedule(value)
+        except ScheduleError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            return validate_timezone(value)
+        except ScheduleError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _window(self) -> Schedule:
+        if self.start and self.end and _naive(self.end) <= _naive(self.start):
+            raise ValueError("end must be after start")
+        return self
+
+
+def _naive(value: datetime) -> datetime:
+    return value.replace(tzinfo=None)
+
+
+class TaskDefaults(_Strict):
+    retries: int = Field(default=0, ge=0, le=100)
+    retry_delay: Duration = timedelta(seconds=30)
+    retry_backoff: float = Field(default=1.0, ge=1.0, le=10.0)
+    max_retry_delay: Duration = timedelta(hours=1)
+    timeout: Duration | None = None
+
+
+class _TaskBase(_Strict):
+    description: str | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    trigger_rule: TriggerRule = TriggerRule.ALL_SUCCESS
+    retries: int | None = Field(default=None, ge=0, le=100)
+    retry_delay: Duration | None = None
+    retry_backoff: float | None = Field(default=None, ge=1.0, le=10.0)
+    max_retry_delay: Duration | None = None
+    timeout: Duration | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("depends_on")
+    @classmethod
+    def _unique_deps(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for dep in value:
+            if dep in seen:
+                raise ValueError(f"{dep!r} is listed twice")
+            seen.add(dep)
+        return value
+
+    def templated_fields(self) -> dict[str, Any]:
+        """Field name -> value of every field rendered at dispatch time."""
+        return {"params": self.params, "env": self.env}
+
+
+class ShellTask(_TaskBase):
+    type: Literal["shell"]
+    command: str
+
+    def templated_fields(self) -> dict[str, Any]:
+        return {**super().templated_fields(), "command": self.command}
+
+
+class PythonTask(_TaskBase):
+    type: Literal["python"]
+    code: str | None = None
+    callable: str | None = None
+
+    @model_validator(mode="after")
+    def _one_body(self) -> PythonTask:
+        if (self.code is None) == (self.callable is None):
+            raise ValueError("a python task needs exactly one of 'code' or 'callable'")
+        if self.callable is not None and not _CALLABLE.match(self.callable):
+            raise ValueError(f"callable {self.callable!r} must look like 'package.module:function'")
+        if self.code is not None:
+            try:
+                compile(self.code, "<code>", "exec")
+            except SyntaxError as exc:
+                raise ValueError(f"code line {exc.lineno}: {exc.msg}") from None
+        return self
+
+
+class HttpTask(_TaskBase):
+    type: Literal["http"]
+    url: str
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str | dict[str, Any] | list[Any] | None = None
+    expected_status: list[int] = Field(default_factory=list, description="empty: any 2xx")
+
+    @field_validator("expected_status", mode="before")
+    @classmethod
+    def _status_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) else value
+
+    @field_validator("expected_status")
+    @classmethod
+    def _status_range(cls, value: list[int]) -> list[int]:
+        for code in value:
+            if not 100 <= code <= 599:
+                raise ValueError(f"{code} is not an HTTP status code")
+        return value
+
+    def templated_fields(self) -> dict[str, Any]:
+        return {
+            **super().templated_fields(),
+            "url": self.url,
+            "headers": self.headers,
+            "body": self.body,
+        }
+
+
+class SwitchCase(_Strict):
+    when: str
+    next: list[str] = Field(min_length=1)
+
+
+class SwitchTask(_TaskBase):
+    type: Literal["switch"]
+    cases: list[SwitchCase] = Field(min_length=1)
+    default: list[str] = Field(default_factory=list)
+
+    def branches(self) -> set[str]:
+        return {t for case in self.cases for t in case.next} | set(self.default)
+
+    def templated_fields(self) -> dict[str, Any]:
+        return {
+            **super().templated_fields(),
+            **{f"cases.{i}.when": c.when for i, c in enumerate(self.cases)},
+        }
+
+
+class BatchTask(_TaskBase):
+    """AWS Batch job. Locally: ``command`` runs as a local process; the image is not used."""
+
+    type: Literal["batch"]
+    image: str
+    command: list[str] | str
+    vcpus: float = Field(default=1.0, gt=0)
+    memory: int = Field(default=2048, gt=0, description="MiB")
+    job_queue: str | None = None
+
+    def templated_fields(self) -> dict[str, Any]:
+        return {**super().templated_fields(), "command": self.command}
+
+
+class KubernetesTask(_TaskBase):
+    """A batch/v1 Job on EKS. Locally: ``command`` runs as a local process; no cluster used."""
+
+    type: Literal["kubernetes"]
+    image: str
+    command: list[str] | str
+    namespace: str = "default"
+    cpu: str = "1"
+    memory: str = "2Gi"
+
+    def templated_fields(self) -> dict[str, Any]:
+        return {**super().templated_fields(), "command": self.command}
+
+
+class LambdaTask(_TaskBase):
+    """Invoke a Lambda function. Locally: ``local_callable`` (module:function) is called with
+    the payload; without one the task fails, saying that it needs AWS."""
+
+    type: Literal["lambda"]
+    function: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    local_callable: str | None = None
+
+    def templated_fields(self) -> dict[str, Any]:
+        return {**super().templated_fields(), "payload": self.payload}
+
+
+Task = Annotated[
+    ShellTask | PythonTask | HttpTask | SwitchTask | BatchTask | KubernetesTask | LambdaTask,
+    Field(discriminator="type"),
+]
+TASK_TYPES = ("shell", "python", "http", "switch", "batch", "kubernetes", "lambda")
+
+
+class Workflow(_Strict):
+    name: str = Field(pattern=NAME_PATTERN, max_length=128)
+    project: str = Field(default="default", pattern=NAME_PATTERN, max_length=128)
+    description: str | None = None
+    schedule: Schedule | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    max_active_runs: int | None = Field(default=None, ge=1)
+    concurrency: int | None = Field(default=None, ge=1)
+    on_failure: OnFailure = OnFailure.CONTINUE
+    defaults: TaskDefaults = Field(default_factory=TaskDefaults)
+    tasks: dict[str, Task] = Field(min_length=1)
+
+    @field_validator("tasks")
+    @classmethod
+    def _task_ids(cls, value: dict[str, Task]) -> dict[str, Task]:
+        for task_id in value:
+            if not _TASK_ID.match(task_id) or len(task_id) > 128:
+                raise ValueError(
+                    f"invalid task id {task_id!r}: use letters, digits, '_' and '-' (at most 128)"
+                )
+        return value
+
+    # --- effective per-task settings (task value, else workflow default) ---
+    def retries(self, task_id: str) -> int:
+        task = self.tasks[task_id]
+        return self.defaults.retries if task.retries is None else task.retries
+
+    def retry_delay(self, task_id: str) -> timedelta:
+        task = self.tasks[task_id]
+        return task.retry_delay if task.retry_delay is not None else self.defaults.retry_delay
+
+    def retry_backoff(self, task_id: str) -> float:
+        task = self.tasks[task_id]
+        return task.retry_backoff if task.retry_backoff is not None else self.defaults.retry_backoff
+
+    def max_retry_delay(self, task_id: str) -> timedelta:
+        task = self.tasks[task_id]
+        if task.max_retry_delay is not None:
+            return task.max_retry_delay
+        return self.defaults.max_retry_delay
+
+    def timeout(self, task_id: str) -> timedelta | None:
+        task = self.tasks[task_id]
+        return task.timeout if task.timeout is not None else self.defaults.timeout

@@ -1,0 +1,241 @@
+"""Ports: the small interfaces the service needs from the outside world.
+
+Each adapter implements a port in one module (``adapters/local``, later ``adapters/aws``).
+The contract suite in ``tests/contract`` runs against every StateStore implementation.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from stratoflow.engine import (
+    AttemptResult,
+    Plan,
+    RenderedTask,
+    Run,
+    RunState,
+    TaskInstance,
+    TaskState,
+)
+from stratoflow.model import WorkflowSpec
+
+
+@dataclass(frozen=True)
+class WorkflowVersion:
+    project: str
+    name: str
+    version: int
+    digest: str
+    document: dict[str, Any]
+    source: str  # the text as applied (YAML), for the UI and diffs
+    created_at: datetime
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class Attempt:
+    run_id: str
+    task_id: str
+    attempt: int
+    state: str  # running | succeeded | failed | timed_out | stopped | lost
+    started_at: datetime
+    ended_at: datetime | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    log: str | None = None  # where the executor keeps the log (a path or URI)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    project: str | None = None
+    workflow: str | None = None
+    state: RunState | None = None
+    limit: int = 50
+    before: str | None = None  # cursor: a run id; returns runs created before it
+
+
+class Catalog(ABC):
+    """Immutable workflow versions."""
+
+    @abstractmethod
+    def put_version(self, spec: WorkflowSpec, source: str, now: datetime) -> tuple[WorkflowVersion, bool]:
+        """Store a new version unless it equals the latest; returns (version, created)."""
+
+    @abstractmethod
+    def get_version(self, project: str, name: str, version: int | None = None) -> WorkflowVersion:
+        """The given version, or the latest. Raises NotFound."""
+
+    @abstractmethod
+    def list_workflows(self, project: str | None = None) -> list[WorkflowVersion]:
+        """The latest version of every workflow."""
+
+    @abstractmethod
+    def list_versions(self, project: str, name: str) -> list[WorkflowVersion]: ...
+
+    @abstractmethod
+    def set_paused(self, project: str, name: str, paused: bool) -> None:
+        """Pause or unpause a workflow's schedule."""
+
+    @abstractmethod
+    def get_cursor(self, project: str, name: str) -> datetime | None:
+        """The last logical date the cron loop fired for this workflow."""
+
+    @abstractmethod
+    def set_cursor(self, project: str, name: str, logical_date: datetime) -> None: ...
+
+
+class StateStore(ABC):
+    """Runs and task instances. Every write that a race could lose is a conditional write."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """Group writes. SQLite: one atomic transaction. Stores without multi-item
+        transactions make this a no-op: every write below is then individually atomic and
+        idempotent, and the reconciler completes a half-applied step."""
+
+    # runs
+    @abstractmethod
+    def create_run(self, run: Run, tasks: Sequence[TaskInstance], concurrency: int | None) -> bool:
+        """Create a run and its tasks; False (and nothing written) if the id exists."""
+
+    @abstractmethod
+    def get_run(self, run_id: str) -> Run:
+        """Raises NotFound."""
+
+    @abstractmethod
+    def list_runs(self, query: RunQuery) -> list[Run]:
+        """Newest first."""
+
+    @abstractmethod
+    def put_run(self, run: Run, expect: RunState) -> bool:
+        """Replace the run's state fields if its state is still ``expect``."""
+
+    @abstractmethod
+    def add_counters(self, run_id: str, *, done: int = 0, failed: int = 0, running: int = 0) -> Run:
+        """Atomically add to the run's counters; returns the run after."""
+
+    @abstractmethod
+    def count_active_runs(self, project: str, workflow: str) -> int: ...
+
+    @abstractmethod
+    def queued_runs(self, limit: int) -> list[Run]:
+        """QUEUED runs, oldest first."""
+
+    @abstractmethod
+    def runs_in_states(self, states: Sequence[RunState]) -> Iterator[Run]: ...
+
+    # tasks
+    @abstractmethod
+    def get_task(self, run_id: str, task_id: str) -> TaskInstance: ...
+
+    @abstractmethod
+    def get_tasks(self, run_id: str, task_ids: Sequence[str] | None = None) -> list[TaskInstance]: ...
+
+    @abstractmethod
+    def put_task(self, task: TaskInstance, expect: TaskState, expect_attempt: int) -> bool:
+        """Conditional write: only if the stored (state, attempt) is still the expected one.
+        Exactly one writer wins a transition; only the winner acts on it."""
+
+    @abstractmethod
+    def apply_plan(self, plan: Plan, expect: RunState) -> bool:
+        """Write a whole-run operation (stop, rerun, mark) if the run is still ``expect``."""
+
+    @abstractmethod
+    def record_upstream(self, run_id: str, child: str, parent: str, outcome: TaskState) -> TaskInstance | None:
+        """Count ``parent``'s end in ``child``'s upstream, once. Returns the child after the
+        update, or None if this (child, parent) was already counted (a duplicate)."""
+
+    @abstractmethod
+    def queued_tasks(self, limit: int) -> list[TaskInstance]:
+        """QUEUED tasks of RUNNING runs that have a free slot, by priority then FIFO."""
+
+    @abstractmethod
+    def due_retries(self, now: datetime, limit: int) -> list[TaskInstance]: ...
+
+    @abstractmethod
+    def expired_tasks(self, now: datetime, limit: int) -> list[TaskInstance]:
+        """RUNNING tasks whose deadline has passed."""
+
+    @abstractmethod
+    def running_tasks(self) -> list[TaskInstance]: ...
+
+    @abstractmethod
+    def next_wakeup(self) -> datetime | None:
+        """The earliest retry or deadline time, so a loop can sleep until then."""
+
+    # attempts
+    @abstractmethod
+    def start_attempt(self, attempt: Attempt) -> None: ...
+
+    @abstractmethod
+    def finish_attempt(self, attempt: Attempt) -> None: ...
+
+    @abstractmethod
+    def list_attempts(self, run_id: str, task_id: str | None = None) -> list[Attempt]: ...
+
+
+@dataclass(frozen=True)
+class AttemptSpec:
+    """Everything an executor needs for one attempt. Its key is deterministic, so a repeated
+    dispatch of the same attempt is recognised and does not run the task again."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    task: RenderedTask
+    logical_date: datetime
+    workflow: str
+    project: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.run_id}/{self.task_id}/{self.attempt}"
+
+
+class Dispatcher(ABC):
+    """Starts attempts somewhere and reports how they end."""
+
+    @abstractmethod
+    def dispatch(self, spec: AttemptSpec) -> str | None:
+        """Start the attempt (idempotent per key). Returns where its log will be."""
+
+    @abstractmethod
+    def kill(self, run_id: str, task_id: str, attempt: int) -> None:
+        """Stop a running attempt and everything it started."""
+
+    @abstractmethod
+    def recover(self, running: Sequence[TaskInstance]) -> Recovery:
+        """After a restart: re-attach to attempts still running, kill attempts whose task is
+        no longer running, and report what ended or never started while nobody watched."""
+
+
+@dataclass
+class Recovery:
+    # (run, task, attempt) -> how it ended while the scheduler was down
+    results: dict[tuple[str, str, int], AttemptResult] = field(default_factory=dict)
+    # claimed attempts with no trace of a start: dispatch them (the key makes it safe)
+    not_started: list[TaskInstance] = field(default_factory=list)
+
+
+class EventSink(ABC):
+    """Lifecycle events (run started/succeeded/failed/stopped, task failed/retrying)."""
+
+    @abstractmethod
+    def emit(self, kind: str, detail: Mapping[str, Any]) -> None: ...
+
+
+class NullEvents(EventSink):
+    def emit(self, kind: str, detail: Mapping[str, Any]) -> None:
+        return None
+
+
+class Clock(ABC):
+    @abstractmethod
+    def now(self) -> datetime:
+        """Timezone-aware UTC."""

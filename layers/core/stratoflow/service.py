@@ -1,0 +1,392 @@
+"""The scheduler service: sequences store reads, engine decisions, store writes and dispatch.
+
+It is written against the ports only, so the local runtime and the AWS handlers share it.
+Order of work for every event: read the slice, ask the engine, persist with a conditional
+write, and only then act (dispatch, kill, emit). A crash between two steps leaves a state
+the next event or ``recover`` completes; a duplicate event loses its conditional write.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from stratoflow import engine
+from stratoflow.engine import (
+    AttemptResult,
+    AttemptStatus,
+    Plan,
+    Run,
+    RunState,
+    TaskInstance,
+    TaskState,
+)
+from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem
+from stratoflow.model import WorkflowSpec, load_workflow, spec_from_document
+from stratoflow.ports import (
+    Attempt,
+    AttemptSpec,
+    Catalog,
+    Clock,
+    Dispatcher,
+    EventSink,
+    NullEvents,
+    StateStore,
+    WorkflowVersion,
+)
+from stratoflow.templating import TemplateError
+
+log = logging.getLogger("stratoflow.scheduler")
+
+DISPATCH_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Finished:
+    """An executor's report that (run, task, attempt) ended."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    result: AttemptResult
+    log: str | None = None
+
+
+def new_run_id(name: str, now: datetime) -> str:
+    return f"{name}-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+def scheduled_run_id(name: str, logical_date: datetime) -> str:
+    """Deterministic, so a schedule that fires twice for one date creates one run."""
+    return f"{name}-scheduled-{logical_date:%Y%m%dT%H%M%SZ}"
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: StateStore,
+        catalog: Catalog,
+        dispatcher: Dispatcher,
+        clock: Clock,
+        events: EventSink | None = None,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.events = events or NullEvents()
+        self._specs: dict[tuple[str, str, int], WorkflowSpec] = {}
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------ workflows
+    def spec(self, project: str, name: str, version: int) -> WorkflowSpec:
+        key = (project, name, version)
+        spec = self._specs.get(key)
+        if spec is None:
+            stored = self.catalog.get_version(project, name, version)
+            spec = self._specs[key] = spec_from_document(stored.document)
+        return spec
+
+    def _run_spec(self, run: Run) -> WorkflowSpec:
+        return self.spec(run.project, run.workflow, run.version)
+
+    def apply(self, text: str, *, source: str | None = None) -> tuple[WorkflowVersion, bool]:
+        """Validate and store a workflow; a changed definition becomes a new version."""
+        spec = load_workflow(text, source=source)
+        with self._lock:
+            version, created = self.catalog.put_version(spec, text, self.clock.now())
+        self._specs[(spec.project, spec.name, version.version)] = spec
+        return version, created
+
+    # ------------------------------------------------------------ runs
+    def trigger(
+        self,
+        project: str,
+        name: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        logical_date: datetime | None = None,
+        run_id: str | None = None,
+        trigger: str = "manual",
+        version: int | None = None,
+    ) -> tuple[Run, bool]:
+        """Create a run (QUEUED; it starts when ``max_active_runs`` allows). Returns the run
+        and whether it was created: a repeated ``run_id`` returns the existing run."""
+        now = self.clock.now()
+        stored = self.catalog.get_version(project, name, version)
+        spec = self.spec(project, name, stored.version)
+        if logical_date is not None and logical_date.tzinfo is None:
+            raise InvalidInput([Problem("logical_date", "must include a time zone (e.g. Z)")])
+        logical = logical_date or now
+        rid = run_id or new_run_id(name, now)
+        run, tasks = engine.new_run(
+            spec, run_id=rid, version=stored.version, params=params or {},
+            logical_date=logical, now=now, trigger=trigger,
+        )  # fmt: skip
+        with self._lock:
+            created = self.store.create_run(run, tasks, spec.workflow.concurrency)
+            if created:
+                self._start_queued_runs()
+        return self.store.get_run(rid), created
+
+    def _start_queued_runs(self) -> None:
+        now = self.clock.now()
+        for run in self.store.queued_runs(limit=100):
+            spec = self._run_spec(run)
+            with self.store.transaction():
+                if not engine.may_start(spec, self.store.count_active_runs(run.project, run.workflow)):
+                    continue
+                started, roots = engine.start_run(spec, run, now)
+                if not self.store.put_run(started, RunState.QUEUED):
+                    continue
+                for task in self.store.get_tasks(run.id, roots):
+                    self.store.put_task(task.with_(state=TaskState.QUEUED), TaskState.WAITING, task.attempt)
+            self._emit("run.started", started)
+
+    # ------------------------------------------------------------ the hot path
+    def on_finished(self, reports: Iterable[Finished]) -> None:
+        """Apply attempt results (idempotent: duplicates and late reports change nothing)."""
+        with self._lock, self.store.transaction():
+            for report in reports:
+                self._apply_result(report)
+
+    def _apply_result(self, report: Finished) -> None:
+        now = self.clock.now()
+        try:
+            ti = self.store.get_task(report.run_id, report.task_id)
+            run = self.store.get_run(report.run_id)
+        except NotFound:
+            log.warning("result for unknown task %s/%s ignored", report.run_id, report.task_id)
+            return
+        result = report.result
+        self.store.finish_attempt(
+            Attempt(
+                run_id=report.run_id, task_id=report.task_id, attempt=report.attempt,
+                state=result.status.value, started_at=ti.started_at or now, ended_at=now,
+                exit_code=result.exit_code, error=result.error, log=report.log,
+                outputs=dict(result.outputs),
+            )
+        )  # fmt: skip
+        spec = self._run_spec(run)
+        decision = engine.on_attempt_finished(spec, ti, report.attempt, result, now)
+        if decision is None or not self.store.put_task(decision.task, TaskState.RUNNING, report.attempt):
+            return  # stale or duplicate: someone else already moved this attempt on
+        new = decision.task
+        terminal = new.state.terminal
+        run = self.store.add_counters(
+            run.id, running=-1, done=int(terminal), failed=int(new.state is TaskState.FAILED)
+        )
+        if decision.retrying:
+            self._emit("task.retrying", run, task=new)
+        elif new.state is TaskState.FAILED:
+            self._emit("task.failed", run, task=new)
+        if terminal:
+            self._propagate(spec, run, new, now)
+        if engine.stops_run_on_failure(spec, new.state):
+            run = self.store.get_run(run.id)
+            if not run.state.terminal:
+                self._apply(
+                    engine.stop(
+                        run, self.store.get_tasks(run.id), now, end_state=RunState.FAILED,
+                        reason=f"task {new.task_id} failed and on_failure is stop",
+                    ),
+                    run.state,
+                )  # fmt: skip
+                return
+        self._maybe_finish(spec, run.id, now)
+
+    def _propagate(self, spec: WorkflowSpec, run: Run, done: TaskInstance, now: datetime) -> None:
+        """Tell the children of a finished task; O(out-degree), plus whatever it skips."""
+        work = [done]
+        ended = 0
+        while work:
+            parent = work.pop()
+            for child_id in spec.dag.children[parent.task_id]:
+                outcome = engine.edge_outcome(spec, parent.task_id, parent.state, parent.outputs, child_id)
+                child = self.store.record_upstream(run.id, child_id, parent.task_id, outcome)
+                if child is None:
+                    continue  # this parent was already counted
+                nxt = engine.child_state(spec, child)
+                if nxt is None:
+                    continue
+                moved = child.with_(state=nxt, ended_at=now if nxt.terminal else None)
+                if not self.store.put_task(moved, TaskState.WAITING, child.attempt):
+                    continue
+                if nxt.terminal:
+                    ended += 1
+                    work.append(moved)
+        if ended:
+            self.store.add_counters(run.id, done=ended)
+
+    def _maybe_finish(self, spec: WorkflowSpec, run_id: str, now: datetime) -> None:
+        run = self.store.get_run(run_id)
+        end = engine.run_finished_state(spec, run)
+        if end is None:
+            return
+        if self.store.put_run(run.with_(state=end, ended_at=now), run.state):
+            self._emit(f"run.{end.value}", run.with_(state=end, ended_at=now))
+            self._start_queued_runs()
+
+    # ------------------------------------------------------------ periodic work
+    def step(self) -> datetime | None:
+        """Promote due retries, time out overdue attempts, start runs, dispatch what is ready.
+        Returns when it next has timed work to do (a retry or a deadline)."""
+        now = self.clock.now()
+        with self._lock:
+            for ti in self.store.due_retries(now, DISPATCH_BATCH):
+                self.store.put_task(ti.with_(state=TaskState.QUEUED, ready_at=None), TaskState.UP_FOR_RETRY, ti.attempt)
+            expired = self.store.expired_tasks(now, DISPATCH_BATCH)
+        for ti in expired:
+            self.dispatcher.kill(ti.run_id, ti.task_id, ti.attempt)
+            run = self.store.get_run(ti.run_id)
+            timeout = self._run_spec(run).workflow.timeout(ti.task_id)
+            self.on_finished(
+                [Finished(ti.run_id, ti.task_id, ti.attempt,
+                          AttemptResult(AttemptStatus.TIMED_OUT, error=f"timed out after {timeout}"))]
+            )  # fmt: skip
+        with self._lock:
+            self._start_queued_runs()
+        while self.dispatch_ready() == DISPATCH_BATCH:
+            pass
+        return self.store.next_wakeup()
+
+    def dispatch_ready(self) -> int:
+        """Claim queued tasks (one conditional write each, exactly one winner), commit, then
+        start them. Returns how many were claimed."""
+        now = self.clock.now()
+        claimed: list[tuple[Run, WorkflowSpec, TaskInstance]] = []
+        with self._lock:
+            with self.store.transaction():
+                slots: dict[str, int] = {}
+                for ti in self.store.queued_tasks(DISPATCH_BATCH):
+                    run = self.store.get_run(ti.run_id)
+                    spec = self._run_spec(run)
+                    free = slots.setdefault(run.id, engine.dispatch_slots(spec, run))
+                    if free <= 0:
+                        continue
+                    task = engine.claim(spec, ti, now)
+                    if not self.store.put_task(task, TaskState.QUEUED, ti.attempt):
+                        continue
+                    slots[run.id] = free - 1
+                    self.store.add_counters(run.id, running=1)
+                    self.store.start_attempt(
+                        Attempt(run.id, task.task_id, task.attempt, "running", started_at=now)
+                    )
+                    claimed.append((run, spec, task))
+            for run, spec, task in claimed:
+                self._launch(spec, run, task)
+        return len(claimed)
+
+    def _launch(self, spec: WorkflowSpec, run: Run, task: TaskInstance) -> None:
+        upstream = {t.task_id: t.outputs for t in self.store.get_tasks(run.id, sorted(spec.dag.reads[task.task_id]))}
+        if spec.workflow.tasks[task.task_id].type == "switch":
+            result = engine.choose_branches(spec, run, task.task_id, upstream)
+            self.on_finished([Finished(run.id, task.task_id, task.attempt, result)])
+            return
+        try:
+            rendered = engine.render_task(spec, run, task.task_id, upstream)
+        except TemplateError as exc:
+            self.on_finished(
+                [Finished(run.id, task.task_id, task.attempt,
+                          AttemptResult(AttemptStatus.FAILED, error=str(exc), retryable=False))]
+            )  # fmt: skip
+            return
+        attempt = AttemptSpec(
+            run_id=run.id, task_id=task.task_id, attempt=task.attempt, task=rendered,
+            logical_date=run.logical_date, workflow=run.workflow, project=run.project,
+        )  # fmt: skip
+        self.dispatcher.dispatch(attempt)
+
+    # ------------------------------------------------------------ recovery
+    def recover(self) -> None:
+        """On start: pick up results that arrived while down, restart what never started."""
+        with self._lock:
+            running = self.store.running_tasks()
+            report = self.dispatcher.recover(running)
+            self.on_finished(
+                Finished(run_id, task_id, attempt, result)
+                for (run_id, task_id, attempt), result in report.results.items()
+            )
+            for ti in report.not_started:
+                run = self.store.get_run(ti.run_id)
+                self._launch(self._run_spec(run), run, ti)
+            for run in self.store.runs_in_states([RunState.RUNNING, RunState.PAUSED]):
+                self._maybe_finish(self._run_spec(run), run.id, self.clock.now())
+
+    # ------------------------------------------------------------ operations
+    def _apply(self, plan: Plan, expect: RunState) -> Run:
+        if not self.store.apply_plan(plan, expect):
+            raise Conflict(f"run {plan.run.id} changed while the operation was applied; try again")
+        for ti in plan.kill:
+            self.dispatcher.kill(ti.run_id, ti.task_id, ti.attempt)
+        if plan.run.state.terminal and not RunState(expect).terminal:
+            self._emit(f"run.{plan.run.state.value}", plan.run)
+            self._start_queued_runs()
+        return plan.run
+
+    def _load(self, run_id: str) -> tuple[Run, WorkflowSpec]:
+        run = self.store.get_run(run_id)
+        return run, self._run_spec(run)
+
+    def pause(self, run_id: str) -> Run:
+        with self._lock:
+            run = self.store.get_run(run_id)
+            paused = engine.pause(run)
+            if not self.store.put_run(paused, run.state):
+                raise Conflict(f"run {run_id} changed; try again")
+            return paused
+
+    def resume(self, run_id: str) -> Run:
+        with self._lock:
+            run = self.store.get_run(run_id)
+            resumed = engine.resume(run)
+            if not self.store.put_run(resumed, run.state):
+                raise Conflict(f"run {run_id} changed; try again")
+            self._maybe_finish(self._run_spec(run), run_id, self.clock.now())
+            return self.store.get_run(run_id)
+
+    def stop(self, run_id: str) -> Run:
+        with self._lock:
+            run = self.store.get_run(run_id)
+            return self._apply(engine.stop(run, self.store.get_tasks(run_id), self.clock.now()), run.state)
+
+    def rerun(self, run_id: str, *, from_task: str | None = None) -> Run:
+        """Rerun failed tasks (keeping what succeeded), or ``from_task`` and its downstream."""
+        with self._lock:
+            run, spec = self._load(run_id)
+            tasks = self.store.get_tasks(run_id)
+            now = self.clock.now()
+            if from_task is None:
+                plan = engine.rerun_failed(spec, run, tasks, now)
+            else:
+                plan = engine.rerun_from(spec, run, tasks, from_task, now)
+            new = self._apply(plan, run.state)
+            if new.state is RunState.RUNNING:
+                self._emit("run.started", new)
+            return new
+
+    def mark(self, run_id: str, task_id: str, state: TaskState) -> Run:
+        with self._lock:
+            run, spec = self._load(run_id)
+            plan = engine.mark(spec, run, self.store.get_tasks(run_id), task_id, state, self.clock.now())
+            return self._apply(plan, run.state)
+
+    # ------------------------------------------------------------ events
+    def _emit(self, kind: str, run: Run, *, task: TaskInstance | None = None) -> None:
+        detail: dict[str, Any] = {
+            "run_id": run.id, "workflow": run.workflow, "project": run.project,
+            "version": run.version, "state": run.state.value,
+            "logical_date": run.logical_date.isoformat(),
+        }  # fmt: skip
+        if task is not None:
+            detail.update(task_id=task.task_id, attempt=task.attempt, task_state=task.state.value, error=task.error)
+        self.events.emit(kind, detail)
+
+    # ------------------------------------------------------------ reads
+    def tasks_by_id(self, run_id: str, ids: Sequence[str] | None = None) -> dict[str, TaskInstance]:
+        return {t.task_id: t for t in self.store.get_tasks(run_id, ids)}
