@@ -25,7 +25,7 @@ class Problem:
         return f"{where}: {self.message}"
 
 
-class InvalidInput(StratoflowError):  # noqa: N818 - reads as a sentence: raise InvalidInput(...)
+class InvalidInput(StratoflowError):
     """Bad input. Changes nothing. CLI exit code 2, HTTP 400/422."""
 
     def __init__(self, problems: Sequence[Problem] | str, *, source: str | None = None) -> None:
@@ -43,9 +43,9 @@ class InvalidInput(StratoflowError):  # noqa: N818 - reads as a sentence: raise 
         return f"{prefix}{len(self.problems)} problems:\n{lines}"
 
 
-class NotFound(StratoflowError):  # noqa: N818
+class NotFound(StratoflowError):
     """The named workflow, version, run or task does not exist (HTTP 404)."""
 
 
-class Conflict(StratoflowError):  # noqa: N818
+class Conflict(StratoflowError):
     """The operation does not apply to the current state (HTTP 409), e.g. resuming a finished run."""

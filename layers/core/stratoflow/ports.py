@@ -64,7 +64,9 @@ class Catalog(ABC):
     """Immutable workflow versions."""
 
     @abstractmethod
-    def put_version(self, spec: WorkflowSpec, source: str, now: datetime) -> tuple[WorkflowVersion, bool]:
+    def put_version(
+        self, spec: WorkflowSpec, source: str, now: datetime
+    ) -> tuple[WorkflowVersion, bool]:
         """Store a new version unless it equals the latest; returns (version, created)."""
 
     @abstractmethod
@@ -135,7 +137,9 @@ class StateStore(ABC):
     def get_task(self, run_id: str, task_id: str) -> TaskInstance: ...
 
     @abstractmethod
-    def get_tasks(self, run_id: str, task_ids: Sequence[str] | None = None) -> list[TaskInstance]: ...
+    def get_tasks(
+        self, run_id: str, task_ids: Sequence[str] | None = None
+    ) -> list[TaskInstance]: ...
 
     @abstractmethod
     def put_task(self, task: TaskInstance, expect: TaskState, expect_attempt: int) -> bool:
@@ -147,7 +151,9 @@ class StateStore(ABC):
         """Write a whole-run operation (stop, rerun, mark) if the run is still ``expect``."""
 
     @abstractmethod
-    def record_upstream(self, run_id: str, child: str, parent: str, outcome: TaskState) -> TaskInstance | None:
+    def record_upstream(
+        self, run_id: str, child: str, parent: str, outcome: TaskState
+    ) -> TaskInstance | None:
         """Count ``parent``'s end in ``child``'s upstream, once. Returns the child after the
         update, or None if this (child, parent) was already counted (a duplicate)."""
 

@@ -139,13 +139,17 @@ class Scheduler:
         for run in self.store.queued_runs(limit=100):
             spec = self._run_spec(run)
             with self.store.transaction():
-                if not engine.may_start(spec, self.store.count_active_runs(run.project, run.workflow)):
+                if not engine.may_start(
+                    spec, self.store.count_active_runs(run.project, run.workflow)
+                ):
                     continue
                 started, roots = engine.start_run(spec, run, now)
                 if not self.store.put_run(started, RunState.QUEUED):
                     continue
                 for task in self.store.get_tasks(run.id, roots):
-                    self.store.put_task(task.with_(state=TaskState.QUEUED), TaskState.WAITING, task.attempt)
+                    self.store.put_task(
+                        task.with_(state=TaskState.QUEUED), TaskState.WAITING, task.attempt
+                    )
             self._emit("run.started", started)
 
     # ------------------------------------------------------------ the hot path
@@ -174,7 +178,9 @@ class Scheduler:
         )  # fmt: skip
         spec = self._run_spec(run)
         decision = engine.on_attempt_finished(spec, ti, report.attempt, result, now)
-        if decision is None or not self.store.put_task(decision.task, TaskState.RUNNING, report.attempt):
+        if decision is None or not self.store.put_task(
+            decision.task, TaskState.RUNNING, report.attempt
+        ):
             return  # stale or duplicate: someone else already moved this attempt on
         new = decision.task
         terminal = new.state.terminal
@@ -207,7 +213,9 @@ class Scheduler:
         while work:
             parent = work.pop()
             for child_id in spec.dag.children[parent.task_id]:
-                outcome = engine.edge_outcome(spec, parent.task_id, parent.state, parent.outputs, child_id)
+                outcome = engine.edge_outcome(
+                    spec, parent.task_id, parent.state, parent.outputs, child_id
+                )
                 child = self.store.record_upstream(run.id, child_id, parent.task_id, outcome)
                 if child is None:
                     continue  # this parent was already counted
@@ -239,7 +247,11 @@ class Scheduler:
         now = self.clock.now()
         with self._lock:
             for ti in self.store.due_retries(now, DISPATCH_BATCH):
-                self.store.put_task(ti.with_(state=TaskState.QUEUED, ready_at=None), TaskState.UP_FOR_RETRY, ti.attempt)
+                self.store.put_task(
+                    ti.with_(state=TaskState.QUEUED, ready_at=None),
+                    TaskState.UP_FOR_RETRY,
+                    ti.attempt,
+                )
             expired = self.store.expired_tasks(now, DISPATCH_BATCH)
         for ti in expired:
             self.dispatcher.kill(ti.run_id, ti.task_id, ti.attempt)
@@ -283,7 +295,10 @@ class Scheduler:
         return len(claimed)
 
     def _launch(self, spec: WorkflowSpec, run: Run, task: TaskInstance) -> None:
-        upstream = {t.task_id: t.outputs for t in self.store.get_tasks(run.id, sorted(spec.dag.reads[task.task_id]))}
+        upstream = {
+            t.task_id: t.outputs
+            for t in self.store.get_tasks(run.id, sorted(spec.dag.reads[task.task_id]))
+        }
         if spec.workflow.tasks[task.task_id].type == "switch":
             result = engine.choose_branches(spec, run, task.task_id, upstream)
             self.on_finished([Finished(run.id, task.task_id, task.attempt, result)])
@@ -353,7 +368,9 @@ class Scheduler:
     def stop(self, run_id: str) -> Run:
         with self._lock:
             run = self.store.get_run(run_id)
-            return self._apply(engine.stop(run, self.store.get_tasks(run_id), self.clock.now()), run.state)
+            return self._apply(
+                engine.stop(run, self.store.get_tasks(run_id), self.clock.now()), run.state
+            )
 
     def rerun(self, run_id: str, *, from_task: str | None = None) -> Run:
         """Rerun failed tasks (keeping what succeeded), or ``from_task`` and its downstream."""
@@ -373,7 +390,9 @@ class Scheduler:
     def mark(self, run_id: str, task_id: str, state: TaskState) -> Run:
         with self._lock:
             run, spec = self._load(run_id)
-            plan = engine.mark(spec, run, self.store.get_tasks(run_id), task_id, state, self.clock.now())
+            plan = engine.mark(
+                spec, run, self.store.get_tasks(run_id), task_id, state, self.clock.now()
+            )
             return self._apply(plan, run.state)
 
     # ------------------------------------------------------------ events
@@ -384,7 +403,12 @@ class Scheduler:
             "logical_date": run.logical_date.isoformat(),
         }  # fmt: skip
         if task is not None:
-            detail.update(task_id=task.task_id, attempt=task.attempt, task_state=task.state.value, error=task.error)
+            detail.update(
+                task_id=task.task_id,
+                attempt=task.attempt,
+                task_state=task.state.value,
+                error=task.error,
+            )
         self.events.emit(kind, detail)
 
     # ------------------------------------------------------------ reads

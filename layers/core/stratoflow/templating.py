@@ -11,14 +11,15 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 _ENV = ImmutableSandboxedEnvironment(
     undefined=StrictUndefined,
     comment_start_string="{#:",  # never written by bash; `{#` is (${#var})
     comment_end_string=":#}",
     keep_trailing_newline=True,
-    autoescape=False,  # noqa: S701 - output goes to shells and HTTP bodies, not to HTML
+    autoescape=False,
 )
 
 
@@ -35,7 +36,9 @@ def _parse(text: str) -> nodes.Template:
     try:
         return _ENV.parse(text)
     except TemplateSyntaxError as exc:
-        raise TemplateError(f"template syntax error on its line {exc.lineno}: {exc.message}") from None
+        raise TemplateError(
+            f"template syntax error on its line {exc.lineno}: {exc.message}"
+        ) from None
 
 
 def check_syntax(text: str) -> None:
@@ -48,13 +51,18 @@ def referenced_tasks(text: str) -> set[str]:
     if not is_template(text):
         return set()
     found: set[str] = set()
-    for node in _parse(text).find_all((nodes.Getattr, nodes.Getitem)):
-        target = node.node
-        if isinstance(target, nodes.Name) and target.name == "tasks":
-            if isinstance(node, nodes.Getattr):
-                found.add(node.attr)
-            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                found.add(node.arg.value)
+    tree = _parse(text)
+    for attr in tree.find_all(nodes.Getattr):
+        if isinstance(attr.node, nodes.Name) and attr.node.name == "tasks":
+            found.add(attr.attr)
+    for item in tree.find_all(nodes.Getitem):
+        if (
+            isinstance(item.node, nodes.Name)
+            and item.node.name == "tasks"
+            and isinstance(item.arg, nodes.Const)
+            and isinstance(item.arg.value, str)
+        ):
+            found.add(item.arg.value)
     return found
 
 

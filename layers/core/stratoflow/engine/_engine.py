@@ -127,7 +127,9 @@ def on_attempt_finished(
         return None
     base = ti.with_(deadline=None, ended_at=now, error=result.error)
     if result.status is AttemptStatus.SUCCEEDED:
-        return AttemptDecision(base.with_(state=TaskState.SUCCEEDED, outputs=dict(result.outputs), error=None))
+        return AttemptDecision(
+            base.with_(state=TaskState.SUCCEEDED, outputs=dict(result.outputs), error=None)
+        )
     if result.status is AttemptStatus.STOPPED:
         return AttemptDecision(base.with_(state=TaskState.STOPPED))
     if result.retryable and attempt <= spec.workflow.retries(ti.task_id):
@@ -185,7 +187,12 @@ def template_context(
     base: dict[str, Any] = {
         "params": dict(run.params),
         "tasks": {t: {"outputs": dict(o)} for t, o in upstream_outputs.items()},
-        "run": {"id": run.id, "workflow": run.workflow, "project": run.project, "version": run.version},
+        "run": {
+            "id": run.id,
+            "workflow": run.workflow,
+            "project": run.project,
+            "version": run.version,
+        },
         "task": {"id": task_id},
         "logical_date": logical.isoformat(),
         "ds": logical.strftime("%Y-%m-%d"),
@@ -248,7 +255,9 @@ def choose_branches(
                 )
     except TemplateError as exc:
         return AttemptResult(AttemptStatus.FAILED, error=f"switch: {exc}", retryable=False)
-    return AttemptResult(AttemptStatus.SUCCEEDED, {SWITCH_BRANCH_KEY: list(task.default), "case": None})
+    return AttemptResult(
+        AttemptStatus.SUCCEEDED, {SWITCH_BRANCH_KEY: list(task.default), "case": None}
+    )
 
 
 # ---------------------------------------------------------------- runs
@@ -259,7 +268,10 @@ def effective_params(spec: WorkflowSpec, overrides: Mapping[str, Any]) -> dict[s
     if unknown:
         known = ", ".join(sorted(declared)) or "none declared"
         raise InvalidInput(
-            [Problem(f"params.{name}", f"unknown parameter (workflow params: {known})") for name in unknown]
+            [
+                Problem(f"params.{name}", f"unknown parameter (workflow params: {known})")
+                for name in unknown
+            ]
         )
     return {**declared, **overrides}
 
@@ -346,7 +358,11 @@ def resume(run: Run) -> Run:
 
 
 def stop(
-    run: Run, tasks: Iterable[TaskInstance], now: datetime, *, end_state: RunState = RunState.STOPPED,
+    run: Run,
+    tasks: Iterable[TaskInstance],
+    now: datetime,
+    *,
+    end_state: RunState = RunState.STOPPED,
     reason: str = "stopped by request",
 ) -> Plan:
     """End a run: kill what runs, and every task not yet ended becomes STOPPED."""
@@ -360,17 +376,28 @@ def stop(
         if ti.state is TaskState.RUNNING:
             plan.kill.append(ti)
         plan.tasks[ti.task_id] = ti.with_(
-            state=TaskState.STOPPED, ended_at=now, deadline=None, ready_at=None, error=ti.error or reason
+            state=TaskState.STOPPED,
+            ended_at=now,
+            deadline=None,
+            ready_at=None,
+            error=ti.error or reason,
         )
     current.update(plan.tasks)
-    plan.run = _recount(run, current).with_(state=end_state, ended_at=now, n_running=0, error=reason if end_state is RunState.FAILED else run.error)
+    plan.run = _recount(run, current).with_(
+        state=end_state,
+        ended_at=now,
+        n_running=0,
+        error=reason if end_state is RunState.FAILED else run.error,
+    )
     return plan
 
 
 _RERUNNABLE = frozenset({TaskState.FAILED, TaskState.UPSTREAM_FAILED, TaskState.STOPPED})
 
 
-def _reset(spec: WorkflowSpec, run: Run, current: dict[str, TaskInstance], reset: set[str], now: datetime) -> Plan:
+def _reset(
+    spec: WorkflowSpec, run: Run, current: dict[str, TaskInstance], reset: set[str], now: datetime
+) -> Plan:
     """Reset ``reset`` to WAITING, recount their upstream from the tasks kept, and decide
     (in topological order) which of them are ready, skipped or upstream_failed now."""
     states = dict(current)
@@ -387,7 +414,14 @@ def _reset(spec: WorkflowSpec, run: Run, current: dict[str, TaskInstance], reset
                 seen[parent] = edge_outcome(spec, parent, p.state, p.outputs, task_id)
                 up = up.plus(seen[parent])
         edges[task_id] = seen
-        fresh = TaskInstance(run.id, task_id, TaskState.WAITING, attempt=old.attempt, upstream=up, priority=old.priority)
+        fresh = TaskInstance(
+            run.id,
+            task_id,
+            TaskState.WAITING,
+            attempt=old.attempt,
+            upstream=up,
+            priority=old.priority,
+        )
         nxt = child_state(spec, fresh)
         if nxt is not None:
             fresh = fresh.with_(state=nxt, ended_at=now if nxt.terminal else None)
@@ -406,7 +440,9 @@ def _require_finished(run: Run, what: str) -> None:
         raise Conflict(f"run {run.id} is {run.state}; {what} needs a finished run (stop it first)")
 
 
-def rerun_failed(spec: WorkflowSpec, run: Run, tasks: Iterable[TaskInstance], now: datetime) -> Plan:
+def rerun_failed(
+    spec: WorkflowSpec, run: Run, tasks: Iterable[TaskInstance], now: datetime
+) -> Plan:
     """Run again every task that failed, was stopped or never ran; keep what succeeded."""
     _require_finished(run, "rerun")
     current = {t.task_id: t for t in tasks}
@@ -416,7 +452,9 @@ def rerun_failed(spec: WorkflowSpec, run: Run, tasks: Iterable[TaskInstance], no
     return _reset(spec, run, current, reset, now)
 
 
-def rerun_from(spec: WorkflowSpec, run: Run, tasks: Iterable[TaskInstance], task_id: str, now: datetime) -> Plan:
+def rerun_from(
+    spec: WorkflowSpec, run: Run, tasks: Iterable[TaskInstance], task_id: str, now: datetime
+) -> Plan:
     """Run ``task_id`` and everything downstream of it again."""
     _require_finished(run, "rerun")
     if task_id not in spec.workflow.tasks:
@@ -424,7 +462,9 @@ def rerun_from(spec: WorkflowSpec, run: Run, tasks: Iterable[TaskInstance], task
     current = {t.task_id: t for t in tasks}
     # the start task is queued even if its own parents failed: that is what "from here" means
     old = current[task_id]
-    current[task_id] = TaskInstance(run.id, task_id, TaskState.QUEUED, attempt=old.attempt, priority=old.priority)
+    current[task_id] = TaskInstance(
+        run.id, task_id, TaskState.QUEUED, attempt=old.attempt, priority=old.priority
+    )
     plan = _reset(spec, run, current, set(spec.dag.downstream(task_id)) - {task_id}, now)
     plan.tasks[task_id] = current[task_id]
     plan.edges[task_id] = {}
@@ -432,7 +472,12 @@ def rerun_from(spec: WorkflowSpec, run: Run, tasks: Iterable[TaskInstance], task
 
 
 def mark(
-    spec: WorkflowSpec, run: Run, tasks: Iterable[TaskInstance], task_id: str, state: TaskState, now: datetime
+    spec: WorkflowSpec,
+    run: Run,
+    tasks: Iterable[TaskInstance],
+    task_id: str,
+    state: TaskState,
+    now: datetime,
 ) -> Plan:
     """Mark a task succeeded or skipped; what waited on it is decided again."""
     if state not in (TaskState.SUCCEEDED, TaskState.SKIPPED):
@@ -444,17 +489,24 @@ def mark(
     if old.state is state:
         raise Conflict(f"task {task_id} is already {state}")
     plan_kill = [old] if old.state is TaskState.RUNNING else []
-    current[task_id] = old.with_(state=state, ended_at=now, deadline=None, ready_at=None, error=None)
+    current[task_id] = old.with_(
+        state=state, ended_at=now, deadline=None, ready_at=None, error=None
+    )
     # downstream tasks that ended because of the old state are decided again
     reset = {
         t for t in spec.dag.downstream(task_id)
         if t != task_id and current[t].state in (TaskState.WAITING, TaskState.UPSTREAM_FAILED, TaskState.SKIPPED, TaskState.STOPPED)
     }  # fmt: skip
-    plan = _reset(spec, run.with_(state=RunState.RUNNING) if run.state.terminal else run, current, reset, now)
+    plan = _reset(
+        spec, run.with_(state=RunState.RUNNING) if run.state.terminal else run, current, reset, now
+    )
     plan.tasks[task_id] = current[task_id]
     plan.kill = plan_kill
     if not run.state.terminal:
         plan.run = plan.run.with_(state=run.state, ended_at=None)
-        if run.state is RunState.RUNNING and (end := run_finished_state(spec, plan.run)) is not None:
+        if (
+            run.state is RunState.RUNNING
+            and (end := run_finished_state(spec, plan.run)) is not None
+        ):
             plan.run = plan.run.with_(state=end, ended_at=now)
     return plan

@@ -49,5 +49,6 @@ __all__ = [
     "load_workflow_file",
     "parse_duration",
     "parse_schedule",
+    "parse_workflow",
     "spec_from_document",
 ]

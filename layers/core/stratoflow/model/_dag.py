@@ -95,16 +95,14 @@ def build_dag(workflow: Workflow) -> tuple[Dag | None, list[Problem]]:
     for task_id, task in tasks.items():
         for i, dep in enumerate(task.depends_on):
             if dep not in tasks:
-                problems.append(
-                    Problem(f"tasks.{task_id}.depends_on.{i}", f"unknown task {dep!r}")
-                )
+                problems.append(Problem(f"tasks.{task_id}.depends_on.{i}", f"unknown task {dep!r}"))
             elif dep == task_id:
-                problems.append(Problem(f"tasks.{task_id}.depends_on.{i}", "a task cannot depend on itself"))
+                problems.append(
+                    Problem(f"tasks.{task_id}.depends_on.{i}", "a task cannot depend on itself")
+                )
     cycle = _find_cycle(workflow) if not problems else []
     if cycle:
-        problems.append(
-            Problem(f"tasks.{cycle[0]}.depends_on", "cycle: " + " -> ".join(cycle))
-        )
+        problems.append(Problem(f"tasks.{cycle[0]}.depends_on", "cycle: " + " -> ".join(cycle)))
     if problems:
         return None, problems
 
@@ -125,7 +123,9 @@ def build_dag(workflow: Workflow) -> tuple[Dag | None, list[Problem]]:
         if isinstance(task, SwitchTask):
             for i, case in enumerate(task.cases):
                 for j, target in enumerate(case.next):
-                    problems.extend(_branch_problem(task_id, target, f"cases.{i}.next.{j}", workflow))
+                    problems.extend(
+                        _branch_problem(task_id, target, f"cases.{i}.next.{j}", workflow)
+                    )
             for j, target in enumerate(task.default):
                 problems.extend(_branch_problem(task_id, target, f"default.{j}", workflow))
         used: set[str] = set()

@@ -231,7 +231,6 @@ class ScheduleExpression:
         )
 
 
-
 def parse_schedule(expr: str) -> ScheduleExpression:
     """Parse and validate a schedule expression.
 

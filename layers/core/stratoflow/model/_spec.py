@@ -58,15 +58,18 @@ def _pydantic_problems(exc: ValidationError, lines: dict[Path, int]) -> list[Pro
             message = f"unknown field {loc[-1]!r}"
         elif kind == "missing":
             message = f"required field {loc[-1]!r} is missing"
-            loc = loc[:-1] + (loc[-1],)
         # pydantic puts the union member name (e.g. 'shell') into loc; drop it from the path
-        clean = tuple(p for i, p in enumerate(loc) if not (i == 2 and loc[0] == "tasks" and p in TASK_TYPES))
+        clean = tuple(
+            p for i, p in enumerate(loc) if not (i == 2 and loc[0] == "tasks" and p in TASK_TYPES)
+        )
         path = ".".join(str(p) for p in clean)
         problems.append(Problem(path, message, line_for(lines, clean)))
     return problems
 
 
-def parse_workflow(data: Any, *, source: str | None = None, lines: dict[Path, int] | None = None) -> WorkflowSpec:
+def parse_workflow(
+    data: Any, *, source: str | None = None, lines: dict[Path, int] | None = None
+) -> WorkflowSpec:
     """Validate already-parsed data (from YAML, JSON or Python)."""
     lines = lines or {}
     if not isinstance(data, dict):

@@ -41,14 +41,24 @@ def _call(fn: Callable[..., Any], available: dict[str, Any]) -> Any:
     return fn(**{k: v for k, v in available.items() if k in sig.parameters})
 
 
-def run_python(fields: dict[str, Any], params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+def run_python(
+    fields: dict[str, Any], params: dict[str, Any], context: dict[str, Any]
+) -> dict[str, Any]:
     outputs: dict[str, Any] = {}
     if fields.get("code") is not None:
-        scope: dict[str, Any] = {"params": params, "outputs": outputs, "context": context, "__name__": "__stratoflow_task__"}
+        scope: dict[str, Any] = {
+            "params": params,
+            "outputs": outputs,
+            "context": context,
+            "__name__": "__stratoflow_task__",
+        }
         exec(compile(fields["code"], "<task code>", "exec"), scope)  # noqa: S102 - the task body is the user's code
         result = None
     else:
-        result = _call(_load_callable(fields["callable"]), {"params": params, "outputs": outputs, "context": context})
+        result = _call(
+            _load_callable(fields["callable"]),
+            {"params": params, "outputs": outputs, "context": context},
+        )
     if isinstance(result, dict):
         outputs.update(result)
     elif result is not None:
@@ -56,7 +66,9 @@ def run_python(fields: dict[str, Any], params: dict[str, Any], context: dict[str
     return outputs
 
 
-def run_lambda(fields: dict[str, Any], params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+def run_lambda(
+    fields: dict[str, Any], params: dict[str, Any], context: dict[str, Any]
+) -> dict[str, Any]:
     ref = fields.get("local_callable")
     if not ref:
         raise TaskFailed(
@@ -64,13 +76,18 @@ def run_lambda(fields: dict[str, Any], params: dict[str, Any], context: dict[str
             "set local_callable: module:function to run it locally"
         )
     payload = fields.get("payload") or {}
-    result = _call(_load_callable(ref), {"event": payload, "payload": payload, "params": params, "context": context})
+    result = _call(
+        _load_callable(ref),
+        {"event": payload, "payload": payload, "params": params, "context": context},
+    )
     if isinstance(result, dict):
         return result
     return {} if result is None else {"return_value": result}
 
 
-def run_http(fields: dict[str, Any], params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+def run_http(
+    fields: dict[str, Any], params: dict[str, Any], context: dict[str, Any]
+) -> dict[str, Any]:
     import httpx  # imported here: python tasks should not pay for it
 
     body = fields.get("body")
@@ -81,11 +98,13 @@ def run_http(fields: dict[str, Any], params: dict[str, Any], context: dict[str, 
         kwargs["content"] = str(body)
     timeout = float(context.get("timeout_seconds") or 300)
     try:
-        response = httpx.request(fields.get("method", "GET"), fields["url"], timeout=timeout, **kwargs)
+        response = httpx.request(
+            fields.get("method", "GET"), fields["url"], timeout=timeout, **kwargs
+        )
     except httpx.HTTPError as exc:
         raise TaskFailed(f"{fields.get('method', 'GET')} {fields['url']} failed: {exc}") from None
-    print(f"{response.request.method} {response.request.url} -> {response.status_code}")  # noqa: T201
-    print(response.text[:10000])  # noqa: T201
+    print(f"{response.request.method} {response.request.url} -> {response.status_code}")
+    print(response.text[:10000])
     try:
         parsed: Any = response.json()
     except ValueError:
@@ -95,7 +114,9 @@ def run_http(fields: dict[str, Any], params: dict[str, Any], context: dict[str, 
     outputs = {"status_code": response.status_code, "body": parsed}
     if not ok:
         want = ", ".join(map(str, expected)) if expected else "2xx"
-        raise TaskFailed(f"HTTP {response.status_code} from {fields['url']} (expected {want})", outputs)
+        raise TaskFailed(
+            f"HTTP {response.status_code} from {fields['url']} (expected {want})", outputs
+        )
     return outputs
 
 
@@ -110,9 +131,11 @@ def main(directory: str) -> int:
         outputs = RUNNERS[task["type"]](task["fields"], task["params"], context)
     except TaskFailed as exc:
         if len(exc.args) > 1 and isinstance(exc.args[1], dict):
-            (root / "outputs.json").write_text(json.dumps(exc.args[1], default=str), encoding="utf-8")
+            (root / "outputs.json").write_text(
+                json.dumps(exc.args[1], default=str), encoding="utf-8"
+            )
         (root / "error").write_text(str(exc.args[0]), encoding="utf-8")
-        print(exc.args[0], file=sys.stderr)  # noqa: T201
+        print(exc.args[0], file=sys.stderr)
         return 1
     except BaseException as exc:
         traceback.print_exc()

@@ -37,7 +37,9 @@ def _end(schedule: Schedule) -> datetime | None:
     return schedule.end.astimezone(UTC)
 
 
-def due_firings(schedule: Schedule, cursor: datetime | None, now: datetime) -> tuple[list[datetime], datetime]:
+def due_firings(
+    schedule: Schedule, cursor: datetime | None, now: datetime
+) -> tuple[list[datetime], datetime]:
     """Logical dates to fire now, and the new cursor.
 
     First sight (no cursor): with ``catchup`` and a ``start``, every time since start is due;

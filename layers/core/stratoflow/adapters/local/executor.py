@@ -102,9 +102,11 @@ def attempt_result(directory: Path, killed: str | None = None) -> AttemptResult:
             return AttemptResult(AttemptStatus.TIMED_OUT, error="timed out")
         if killed:
             return AttemptResult(AttemptStatus.STOPPED, error="stopped")
-        return AttemptResult(AttemptStatus.LOST, error="the task process ended without reporting a result")
+        return AttemptResult(
+            AttemptStatus.LOST, error="the task process ended without reporting a result"
+        )
     rc = int(rc_text.strip())
-    outputs: dict[str, object] = parse_key_values(_read(directory / "outputs") or "")
+    outputs: dict[str, object] = dict(parse_key_values(_read(directory / "outputs") or ""))
     structured = _read(directory / "outputs.json")
     if structured:
         with contextlib.suppress(ValueError):
@@ -122,7 +124,7 @@ def attempt_result(directory: Path, killed: str | None = None) -> AttemptResult:
 
 class LocalExecutor(Dispatcher):
     def __init__(self, root: Path, report: Report, *, python: str = sys.executable) -> None:
-        self.root = root
+        self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self._report = report
         self._python = python
@@ -149,7 +151,7 @@ class LocalExecutor(Dispatcher):
         if task.task_type in _PY_TYPES:
             payload = {"type": task.task_type, "fields": task.fields, "params": task.params}
             (directory / "task.json").write_text(json.dumps(payload, default=str), encoding="utf-8")
-            return f"exec {shlex.quote(self._python)} -m stratoflow.adapters.local._taskrunner \"$1\""
+            return f'exec {shlex.quote(self._python)} -m stratoflow.adapters.local._taskrunner "$1"'
         command = task.fields.get("command", "")
         if isinstance(command, list):  # batch / kubernetes: an argv, run without a container
             return "exec " + shlex.join(str(c) for c in command)
@@ -240,7 +242,9 @@ class LocalExecutor(Dispatcher):
     def _finish(self, live: _Live) -> None:
         result = attempt_result(live.directory, live.killed)
         try:
-            self._report(live.run_id, live.task_id, live.attempt, result, str(live.directory / "log"))
+            self._report(
+                live.run_id, live.task_id, live.attempt, result, str(live.directory / "log")
+            )
         except Exception:
             log.exception("reporting %s/%s/%s failed", live.run_id, live.task_id, live.attempt)
 

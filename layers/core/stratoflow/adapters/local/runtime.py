@@ -38,7 +38,9 @@ class JsonlEvents(EventSink):
         self._lock = threading.Lock()
 
     def emit(self, kind: str, detail: Mapping[str, Any]) -> None:
-        line = json.dumps({"type": kind, "time": self.clock.now().isoformat(), **detail}, default=str)
+        line = json.dumps(
+            {"type": kind, "time": self.clock.now().isoformat(), **detail}, default=str
+        )
         with self._lock, self.path.open("a", encoding="utf-8") as fh:
             fh.write(line + "\n")
         log.info("%s %s", kind, detail.get("run_id"))
@@ -46,6 +48,7 @@ class JsonlEvents(EventSink):
 
 class LocalRuntime:
     def __init__(self, home: Path, *, clock: Clock | None = None, cron: bool = False) -> None:
+        home = home.resolve()
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
         self.clock = clock or SystemClock()
@@ -53,14 +56,20 @@ class LocalRuntime:
         self._reports: queue.SimpleQueue[Finished | None] = queue.SimpleQueue()
         self.executor = LocalExecutor(home / "attempts", self._report)
         self.scheduler = Scheduler(
-            self.store, self.store, self.executor, self.clock, JsonlEvents(home / "events.jsonl", self.clock)
+            self.store,
+            self.store,
+            self.executor,
+            self.clock,
+            JsonlEvents(home / "events.jsonl", self.clock),
         )
         self.cron = CronLoop(self.scheduler, self.store) if cron else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.scheduler.recover()
 
-    def _report(self, run_id: str, task_id: str, attempt: int, result: AttemptResult, log_path: str) -> None:
+    def _report(
+        self, run_id: str, task_id: str, attempt: int, result: AttemptResult, log_path: str
+    ) -> None:
         self._reports.put(Finished(run_id, task_id, attempt, result, log_path))
 
     def wake(self) -> None:
@@ -100,7 +109,9 @@ class LocalRuntime:
             return MAX_SLEEP_SECONDS
         return min(max((next_at - self.clock.now()).total_seconds(), 0.0), MAX_SLEEP_SECONDS)
 
-    def run_until(self, done: Callable[[], bool], *, on_turn: Callable[[], None] | None = None) -> None:
+    def run_until(
+        self, done: Callable[[], bool], *, on_turn: Callable[[], None] | None = None
+    ) -> None:
         self.run_once(timeout=0)
         while not done():
             self.run_once(self._sleep_budget())
@@ -109,7 +120,9 @@ class LocalRuntime:
 
     def start(self) -> None:
         """Run the loop in a background thread (the server)."""
-        self._thread = threading.Thread(target=self._serve, name="stratoflow-scheduler", daemon=True)
+        self._thread = threading.Thread(
+            target=self._serve, name="stratoflow-scheduler", daemon=True
+        )
         self._thread.start()
 
     def _serve(self) -> None:

@@ -154,7 +154,9 @@ class SqliteStore(StateStore, Catalog):
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={'FULL' if self._durable else 'NORMAL'}")
@@ -195,11 +197,15 @@ class SqliteStore(StateStore, Catalog):
         return self._conn().execute(sql, args)
 
     def _next(self, counter: str) -> int:
-        row = self._x("UPDATE counters SET value = value + 1 WHERE name=? RETURNING value", (counter,)).fetchone()
+        row = self._x(
+            "UPDATE counters SET value = value + 1 WHERE name=? RETURNING value", (counter,)
+        ).fetchone()
         return int(row[0])
 
     # ------------------------------------------------------------ catalog
-    def put_version(self, spec: WorkflowSpec, source: str, now: datetime) -> tuple[WorkflowVersion, bool]:
+    def put_version(
+        self, spec: WorkflowSpec, source: str, now: datetime
+    ) -> tuple[WorkflowVersion, bool]:
         with self.transaction():
             row = self._x(
                 "SELECT latest FROM workflows WHERE project=? AND name=?", (spec.project, spec.name)
@@ -211,7 +217,15 @@ class SqliteStore(StateStore, Catalog):
             version = 1 if row is None else int(row["latest"]) + 1
             self._x(
                 "INSERT INTO workflow_versions VALUES (?,?,?,?,?,?,?)",
-                (spec.project, spec.name, version, spec.digest, _json(spec.document), source, _ts(now)),
+                (
+                    spec.project,
+                    spec.name,
+                    version,
+                    spec.digest,
+                    _json(spec.document),
+                    source,
+                    _ts(now),
+                ),
             )
             self._x(
                 "INSERT INTO workflows (project, name, latest) VALUES (?,?,?) "
@@ -263,15 +277,20 @@ class SqliteStore(StateStore, Catalog):
 
     def set_paused(self, project: str, name: str, paused: bool) -> None:
         self.get_version(project, name)
-        self._x("UPDATE workflows SET paused=? WHERE project=? AND name=?", (int(paused), project, name))
+        self._x(
+            "UPDATE workflows SET paused=? WHERE project=? AND name=?", (int(paused), project, name)
+        )
 
     def get_cursor(self, project: str, name: str) -> datetime | None:
-        row = self._x("SELECT cursor FROM workflows WHERE project=? AND name=?", (project, name)).fetchone()
+        row = self._x(
+            "SELECT cursor FROM workflows WHERE project=? AND name=?", (project, name)
+        ).fetchone()
         return None if row is None else _dt(row["cursor"])
 
     def set_cursor(self, project: str, name: str, logical_date: datetime) -> None:
         self._x(
-            "UPDATE workflows SET cursor=? WHERE project=? AND name=?", (_ts(logical_date), project, name)
+            "UPDATE workflows SET cursor=? WHERE project=? AND name=?",
+            (_ts(logical_date), project, name),
         )
 
     # ------------------------------------------------------------ runs
@@ -282,12 +301,26 @@ class SqliteStore(StateStore, Catalog):
             self._x(
                 f"INSERT INTO runs ({_RUN_COLS}, seq, concurrency) VALUES ({','.join('?' * 18)})",
                 (
-                    run.id, run.project, run.workflow, run.version, run.state.value,
-                    _json(run.params), _ts(run.logical_date), _ts(run.created_at),
-                    _ts(run.started_at), _ts(run.ended_at), run.trigger, run.n_tasks, run.n_done,
-                    run.n_failed, run.n_running, run.error, self._next("runs"), concurrency,
+                    run.id,
+                    run.project,
+                    run.workflow,
+                    run.version,
+                    run.state.value,
+                    _json(run.params),
+                    _ts(run.logical_date),
+                    _ts(run.created_at),
+                    _ts(run.started_at),
+                    _ts(run.ended_at),
+                    run.trigger,
+                    run.n_tasks,
+                    run.n_done,
+                    run.n_failed,
+                    run.n_running,
+                    run.error,
+                    self._next("runs"),
+                    concurrency,
                 ),
-            )  # fmt: skip
+            )
             self._conn().executemany(
                 f"INSERT INTO tasks ({_TASK_COLS}) VALUES ({','.join('?' * 14)})",
                 [(t.run_id, t.task_id, *_task_values(t)) for t in tasks],
@@ -395,7 +428,10 @@ class SqliteStore(StateStore, Catalog):
         # The (state, attempt) condition is the exactly-once guard: two schedulers (or a
         # duplicated event) racing to claim or finish the same attempt cannot both win.
         with self.transaction():
-            return self._write_task(task, " AND state=? AND attempt=?", (expect.value, expect_attempt)) == 1
+            return (
+                self._write_task(task, " AND state=? AND attempt=?", (expect.value, expect_attempt))
+                == 1
+            )
 
     def apply_plan(self, plan: Plan, expect: RunState) -> bool:
         with self.transaction():
@@ -411,12 +447,19 @@ class SqliteStore(StateStore, Catalog):
                 )
             return True
 
-    def record_upstream(self, run_id: str, child: str, parent: str, outcome: TaskState) -> TaskInstance | None:
-        column = {TaskState.SUCCEEDED: "up_ok", TaskState.SKIPPED: "up_skipped"}.get(outcome, "up_failed")
+    def record_upstream(
+        self, run_id: str, child: str, parent: str, outcome: TaskState
+    ) -> TaskInstance | None:
+        column = {TaskState.SUCCEEDED: "up_ok", TaskState.SKIPPED: "up_skipped"}.get(
+            outcome, "up_failed"
+        )
         with self.transaction():
             # The (run, child, parent) key makes the count idempotent: a duplicated or late
             # completion event cannot count the same parent twice.
-            cur = self._x("INSERT OR IGNORE INTO upstream VALUES (?,?,?,?)", (run_id, child, parent, outcome.value))
+            cur = self._x(
+                "INSERT OR IGNORE INTO upstream VALUES (?,?,?,?)",
+                (run_id, child, parent, outcome.value),
+            )
             if cur.rowcount == 0:
                 return None
             row = self._x(
@@ -464,7 +507,14 @@ class SqliteStore(StateStore, Catalog):
     def start_attempt(self, attempt: Attempt) -> None:
         self._x(
             "INSERT OR IGNORE INTO attempts (run_id, task_id, attempt, state, started_at, log) VALUES (?,?,?,?,?,?)",
-            (attempt.run_id, attempt.task_id, attempt.attempt, attempt.state, _ts(attempt.started_at), attempt.log),
+            (
+                attempt.run_id,
+                attempt.task_id,
+                attempt.attempt,
+                attempt.state,
+                _ts(attempt.started_at),
+                attempt.log,
+            ),
         )
 
     def finish_attempt(self, attempt: Attempt) -> None:
@@ -488,10 +538,16 @@ class SqliteStore(StateStore, Catalog):
         rows = self._x(sql + " ORDER BY task_id, attempt", args).fetchall()
         return [
             Attempt(
-                run_id=r["run_id"], task_id=r["task_id"], attempt=r["attempt"], state=r["state"],
-                started_at=_req_dt(r["started_at"]), ended_at=_dt(r["ended_at"]),
-                exit_code=r["exit_code"], error=r["error"], log=r["log"],
+                run_id=r["run_id"],
+                task_id=r["task_id"],
+                attempt=r["attempt"],
+                state=r["state"],
+                started_at=_req_dt(r["started_at"]),
+                ended_at=_dt(r["ended_at"]),
+                exit_code=r["exit_code"],
+                error=r["error"],
+                log=r["log"],
                 outputs=json.loads(r["outputs"]),
-            )  # fmt: skip
+            )
             for r in rows
         ]

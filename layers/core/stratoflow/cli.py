@@ -1,0 +1,493 @@
+"""The ``stratoflow`` command.
+
+Exit codes: 0 success (a run succeeded); 1 a run failed or the server failed; 2 invalid input
+(the message names the field, as the API's 4xx body does); 3 the server cannot be reached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from stratoflow.errors import Conflict, InvalidInput, NotFound, StratoflowError
+
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_UNREACHABLE = 3
+DEFAULT_PORT = 8321
+STATE_STYLES = {
+    "waiting": "dim", "queued": "cyan", "running": "bold blue", "up_for_retry": "yellow",
+    "succeeded": "green", "failed": "bold red", "skipped": "magenta",
+    "upstream_failed": "red", "stopped": "bright_black", "paused": "yellow",
+}  # fmt: skip
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("STRATOFLOW_HOME") or Path.home() / ".stratoflow")
+
+
+def default_api() -> str:
+    return os.environ.get("STRATOFLOW_API") or f"http://127.0.0.1:{DEFAULT_PORT}"
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Map domain exception types to exit codes, in one place."""
+    try:
+        yield
+    except InvalidInput as exc:
+        _fail(str(exc), EXIT_INVALID)
+    except (NotFound, Conflict) as exc:
+        _fail(str(exc), EXIT_INVALID)
+    except StratoflowError as exc:
+        _fail(str(exc), EXIT_FAILED)
+
+
+def _params(pairs: Sequence[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail(f"-p {pair!r}: parameters are written name=value", EXIT_INVALID)
+        params[key] = value
+    return params
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="stratoflow")
+def main() -> None:
+    """Stratoflow: DAG workflows, locally or on AWS serverless."""
+
+
+# ------------------------------------------------------------------ validate
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def validate(files: Sequence[str]) -> None:
+    """Check workflow files; exit 2 if any is invalid."""
+    from stratoflow.model import load_workflow_file
+
+    bad = 0
+    for file in files:
+        try:
+            spec = load_workflow_file(file)
+        except InvalidInput as exc:
+            bad += 1
+            click.echo(f"error: {exc}", err=True)
+            continue
+        click.echo(f"ok: {file} ({spec.project}/{spec.name}, {len(spec.workflow.tasks)} tasks)")
+    if bad:
+        sys.exit(EXIT_INVALID)
+
+
+# ------------------------------------------------------------------ run (in-process)
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "-p", "--param", "params", multiple=True, help="name=value, overrides a workflow param"
+)
+@click.option(
+    "--home", type=click.Path(file_okay=False, path_type=Path), default=None, help="state directory"
+)
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@click.option("--logical-date", default=None, help="ISO-8601 date-time with zone (default: now)")
+def run(
+    file: str, params: Sequence[str], home: Path | None, output: str, logical_date: str | None
+) -> None:
+    """Run one workflow to completion in this process (exit 0 succeeded, 1 failed)."""
+    from datetime import datetime
+
+    from stratoflow.adapters.local.runtime import LocalRuntime
+    from stratoflow.model import load_workflow_file
+
+    overrides = _params(params)
+    with _errors():
+        load_workflow_file(file)  # validate before touching any state
+        text = Path(file).read_text(encoding="utf-8")
+        when = None
+        if logical_date:
+            try:
+                when = datetime.fromisoformat(logical_date)
+            except ValueError:
+                raise InvalidInput(
+                    f"--logical-date {logical_date!r} is not an ISO-8601 date-time"
+                ) from None
+        runtime = LocalRuntime(home or default_home())
+        try:
+            version, _ = runtime.scheduler.apply(text, source=file)
+            run_, _ = runtime.scheduler.trigger(
+                version.project, version.name, params=overrides, logical_date=when
+            )
+            stop_requested = threading.Event()
+
+            def on_signal(signum: int, frame: object) -> None:
+                stop_requested.set()
+
+            previous = signal.signal(signal.SIGINT, on_signal)
+            try:
+                _drive(
+                    runtime,
+                    run_.id,
+                    live=output == "text" and sys.stdout.isatty(),
+                    stop=stop_requested,
+                )
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            detail = _detail(runtime, run_.id)
+        finally:
+            runtime.close()
+    _print_run(detail, output)
+    sys.exit(0 if detail["run"]["state"] == "succeeded" else EXIT_FAILED)
+
+
+def _detail(runtime: Any, run_id: str) -> dict[str, Any]:
+    from stratoflow.views import run_detail
+
+    run_ = runtime.store.get_run(run_id)
+    order = runtime.scheduler.spec(run_.project, run_.workflow, run_.version).dag.order
+    return run_detail(
+        run_, runtime.store.get_tasks(run_id), runtime.store.list_attempts(run_id), order
+    )
+
+
+def _drive(runtime: Any, run_id: str, *, live: bool, stop: threading.Event) -> None:
+    def done() -> bool:
+        if stop.is_set():
+            stop.clear()
+            click.echo("stopping the run (Ctrl-C again to leave it running)...", err=True)
+            runtime.scheduler.stop(run_id)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        return bool(runtime.store.get_run(run_id).state.terminal)
+
+    if not live:
+        runtime.run_until(done)
+        return
+    from rich.live import Live
+
+    last = [0.0]
+    with Live(_progress(_detail(runtime, run_id)), refresh_per_second=8, transient=False) as screen:
+
+        def redraw() -> None:
+            now = time.monotonic()
+            if now - last[0] >= 0.125:
+                last[0] = now
+                screen.update(_progress(_detail(runtime, run_id)))
+
+        runtime.run_until(done, on_turn=redraw)
+        screen.update(_progress(_detail(runtime, run_id)))
+
+
+def _progress(detail: dict[str, Any]) -> Any:
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    run_ = detail["run"]
+    tasks = detail["tasks"]
+    counts = Counter(t["state"] for t in tasks.values())
+    header = Text.assemble(
+        (f"{run_['workflow']} ", "bold"), (run_["id"], "dim"), "  ",
+        (run_["state"], STATE_STYLES.get(run_["state"], "")),
+        f"  {run_['tasks_done']}/{run_['tasks_total']} done",
+    )  # fmt: skip
+    bar = ProgressBar(total=max(run_["tasks_total"], 1), completed=run_["tasks_done"], width=60)
+    summary = Text("  ".join(f"{state}: {n}" for state, n in sorted(counts.items())))
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("task")
+    table.add_column("state")
+    table.add_column("try", justify="right")
+    table.add_column("secs", justify="right")
+    table.add_column("note", overflow="fold")
+    shown = list(tasks.items())
+    if len(shown) > 30:  # a big run: show what is moving, the counts tell the rest
+        shown = [(k, v) for k, v in shown if v["state"] in ("running", "up_for_retry", "failed")][
+            :30
+        ]
+    for task_id, task in shown:
+        secs = task["duration_seconds"]
+        table.add_row(
+            task_id, Text(task["state"], STATE_STYLES.get(task["state"], "")), str(task["attempts"]),
+            "" if secs is None else f"{secs:.1f}", (task["error"] or "").splitlines()[0][:80] if task["error"] else "",
+        )  # fmt: skip
+    return Group(header, bar, summary, table)
+
+
+def _print_run(detail: dict[str, Any], output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(detail, indent=2))
+        return
+    from rich.console import Console
+
+    console = Console()
+    console.print(_progress(detail))
+    for task_id, task in detail["tasks"].items():
+        if task["state"] == "failed" and task["error"]:
+            console.print(f"[bold red]{task_id}[/] failed: {task['error']}")
+
+
+# ------------------------------------------------------------------ server
+@main.command()
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
+@click.option("--apply", "apply_paths", multiple=True, type=click.Path(exists=True),
+              help="workflow files or directories to apply on start")  # fmt: skip
+def server(home: Path | None, host: str, port: int, apply_paths: Sequence[str]) -> None:
+    """Run the scheduler, cron loop and API in one process; resumes unfinished runs."""
+    import logging
+
+    from stratoflow.api.app import create_app
+    from stratoflow.api.local_server import start_in_thread
+
+    from stratoflow.adapters.local.runtime import LocalRuntime
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    runtime = LocalRuntime(home or default_home(), cron=True)
+    for path in _workflow_files(apply_paths):
+        with _errors():
+            version, created = runtime.scheduler.apply(
+                path.read_text(encoding="utf-8"), source=str(path)
+            )
+        click.echo(
+            f"{'applied' if created else 'unchanged'}: {version.project}/{version.name} v{version.version}"
+        )
+    app = create_app(runtime.scheduler, on_change=runtime.wake)
+    try:
+        httpd, url = start_in_thread(app, host, port)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror}", EXIT_FAILED)
+    runtime.start()
+    click.echo(f"Stratoflow is running at {url}  (state in {runtime.home}; Ctrl-C stops)")
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stopping.wait()
+    httpd.shutdown()
+    runtime.close()
+
+
+def _workflow_files(paths: Sequence[str]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")))
+        else:
+            files.append(path)
+    return files
+
+
+# ------------------------------------------------------------------ client commands
+class Client:
+    def __init__(self, api: str) -> None:
+        import httpx
+
+        self.api = api.rstrip("/")
+        self._http = httpx.Client(base_url=self.api, timeout=30)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            _fail(
+                f"cannot reach the Stratoflow API at {self.api} ({exc}); start it with `stratoflow server`",
+                EXIT_UNREACHABLE,
+            )
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                message = body.get("message") or json.dumps(body)
+            except ValueError:
+                message = response.text
+            _fail(message, EXIT_INVALID if response.status_code < 500 else EXIT_FAILED)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.text
+
+
+api_option = click.option(
+    "--api", default=default_api, show_default="$STRATOFLOW_API or local server", help="API URL"
+)
+project_option = click.option("--project", default="default", show_default=True)
+output_option = click.option("--output", type=click.Choice(["text", "json"]), default="text")
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True))
+@api_option
+def apply(files: Sequence[str], api: str) -> None:
+    """Apply workflow files (a changed file becomes a new version)."""
+    client = Client(api)
+    for path in _workflow_files(files):
+        body = client.call("POST", "/workflows", json={"source": path.read_text(encoding="utf-8")})
+        state = "applied" if body.get("created") else "unchanged"
+        click.echo(f"{state}: {body['project']}/{body['name']} v{body['version']}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("-p", "--param", "params", multiple=True, help="name=value")
+@click.option("--logical-date", default=None)
+@click.option("--wait", is_flag=True, help="wait for the run to finish; exit 1 if it failed")
+@project_option
+@output_option
+@api_option
+def trigger(
+    name: str,
+    params: Sequence[str],
+    logical_date: str | None,
+    wait: bool,
+    project: str,
+    output: str,
+    api: str,
+) -> None:
+    """Start a run of a workflow."""
+    client = Client(api)
+    body: dict[str, Any] = {"params": _params(params)}
+    if logical_date:
+        body["logical_date"] = logical_date
+    detail = client.call("POST", f"/workflows/{name}/runs", params={"project": project}, json=body)
+    run_id = detail["run"]["id"]
+    if not wait:
+        if output == "json":
+            click.echo(json.dumps(detail, indent=2))
+        else:
+            click.echo(run_id)
+        return
+    detail = _wait(client, run_id, live=output == "text" and sys.stdout.isatty())
+    _print_run(detail, output)
+    sys.exit(0 if detail["run"]["state"] == "succeeded" else EXIT_FAILED)
+
+
+def _wait(client: Client, run_id: str, *, live: bool) -> dict[str, Any]:
+    terminal = {"succeeded", "failed", "stopped"}
+    fetch: Callable[[], dict[str, Any]] = lambda: client.call("GET", f"/runs/{run_id}")  # noqa: E731
+    detail = fetch()
+    if not live:
+        while detail["run"]["state"] not in terminal:
+            time.sleep(0.25)
+            detail = fetch()
+        return detail
+    from rich.live import Live
+
+    with Live(_progress(detail), refresh_per_second=4) as screen:
+        while detail["run"]["state"] not in terminal:
+            time.sleep(0.25)
+            detail = fetch()
+            screen.update(_progress(detail))
+    return detail
+
+
+@main.group()
+def runs() -> None:
+    """List, inspect and operate on runs."""
+
+
+@runs.command("list")
+@click.option("--workflow", default=None)
+@click.option("--state", default=None)
+@click.option("--limit", default=20, show_default=True, type=int)
+@project_option
+@output_option
+@api_option
+def runs_list(
+    workflow: str | None, state: str | None, limit: int, project: str, output: str, api: str
+) -> None:
+    """The newest runs."""
+    query: dict[str, Any] = {"project": project, "limit": limit}
+    if workflow:
+        query["workflow"] = workflow
+    if state:
+        query["state"] = state
+    body = Client(api).call("GET", "/runs", params=query)
+    if output == "json":
+        click.echo(json.dumps(body, indent=2))
+        return
+    for r in body["runs"]:
+        click.echo(
+            f"{r['id']:<48} {r['state']:<10} {r['tasks_done']}/{r['tasks_total']}  {r['created_at']}"
+        )
+
+
+@runs.command("show")
+@click.argument("run_id")
+@output_option
+@api_option
+def runs_show(run_id: str, output: str, api: str) -> None:
+    """A run and its tasks."""
+    _print_run(Client(api).call("GET", f"/runs/{run_id}"), output)
+
+
+def _run_op(op: str) -> Callable[[str, str], None]:
+    def command(run_id: str, api: str) -> None:
+        body = Client(api).call("POST", f"/runs/{run_id}/{op}")
+        click.echo(f"{body['id']}: {body['state']}")
+
+    command.__doc__ = f"{op.capitalize()} a run."
+    return command
+
+
+for _op in ("pause", "resume", "stop"):
+    runs.command(_op)(api_option(click.argument("run_id")(_run_op(_op))))
+
+
+@runs.command("rerun")
+@click.argument("run_id")
+@click.option("--from", "from_task", default=None, help="rerun this task and everything downstream")
+@click.option(
+    "--failed", is_flag=True, help="rerun failed tasks, keep what succeeded (the default)"
+)
+@api_option
+def runs_rerun(run_id: str, from_task: str | None, failed: bool, api: str) -> None:
+    """Rerun failed tasks, or a task and everything downstream of it."""
+    if failed and from_task:
+        _fail("use either --failed or --from TASK", EXIT_INVALID)
+    body = Client(api).call("POST", f"/runs/{run_id}/rerun", json={"from": from_task})
+    click.echo(f"{body['id']}: {body['state']}")
+
+
+@runs.command("mark")
+@click.argument("run_id")
+@click.argument("task_id")
+@click.option("--state", type=click.Choice(["succeeded", "skipped"]), required=True)
+@api_option
+def runs_mark(run_id: str, task_id: str, state: str, api: str) -> None:
+    """Mark a task succeeded or skipped; what waited on it is decided again."""
+    body = Client(api).call("POST", f"/runs/{run_id}/tasks/{task_id}/mark", json={"state": state})
+    click.echo(f"{body['id']}: {body['state']}")
+
+
+@main.command()
+@click.argument("run_id")
+@click.argument("task_id")
+@click.option("--attempt", type=int, default=None, help="default: the latest")
+@api_option
+def logs(run_id: str, task_id: str, attempt: int | None, api: str) -> None:
+    """Print a task attempt's log."""
+    client = Client(api)
+    if attempt is None:
+        attempt = client.call("GET", f"/runs/{run_id}/tasks/{task_id}")["attempts"]
+    click.echo(
+        client.call("GET", f"/runs/{run_id}/tasks/{task_id}/attempts/{attempt}/log"), nl=False
+    )
