@@ -190,7 +190,10 @@ class ScheduleExpression:
             return None
         if self.rate is not None:
             anchor = _EPOCH if start_utc is None else start_utc
-            return anchor + ((at_utc - anchor) // self.rate) * self.rate
+            try:
+                return anchor + ((at_utc - anchor) // self.rate) * self.rate
+            except OverflowError:  # before datetime.min
+                return None
         found = _evaluator(self.eventbridge).previous(zone, at_utc)
         if found is None or (start_utc is not None and found < start_utc):
             return None
@@ -205,7 +208,10 @@ class ScheduleExpression:
             if start_utc is not None and after_utc < start_utc:
                 return start_utc
             anchor = _EPOCH if start_utc is None else start_utc
-            return anchor + ((after_utc - anchor) // self.rate + 1) * self.rate
+            try:
+                return anchor + ((after_utc - anchor) // self.rate + 1) * self.rate
+            except OverflowError:  # after datetime.max
+                return None
         fire_times = _evaluator(self.eventbridge).after(zone, _lower_bound(after_utc, start_utc))
         return next(fire_times, None)
 
@@ -629,7 +635,11 @@ class _CronEvaluator:
 
     def after(self, zone: ZoneInfo, after_utc: datetime) -> Iterator[datetime]:
         """The fire instants strictly after ``after_utc``, in order."""
-        cursor = _wall(after_utc, zone).replace(second=0, microsecond=0)
+        if after_utc.year > self._last_year:
+            return
+        # (Searching from before the first allowed year also keeps clear of datetime.min.)
+        search_from = max(after_utc, datetime(self._first_year - 1, 1, 1, tzinfo=UTC))
+        cursor = _wall(search_from, zone).replace(second=0, microsecond=0)
         skipped = 0
         while True:
             candidate = self._wall_next(cursor, inclusive=False)
@@ -650,12 +660,16 @@ class _CronEvaluator:
 
     def previous(self, zone: ZoneInfo, at_utc: datetime) -> datetime | None:
         """The last fire instant at or before ``at_utc``."""
-        wall = _wall(at_utc, zone)
+        if at_utc.year < self._first_year:
+            return None
+        # (Searching from after the last allowed year also keeps clear of datetime.max.)
+        search_from = min(at_utc, datetime(self._last_year + 1, 12, 1, tzinfo=UTC))
+        wall = _wall(search_from, zone)
         first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
-        if first < at_utc:
+        if first < search_from:
             # `at` is in the second pass of a repeated stretch: every reading up to the end of
             # the stretch has its (first) instant before `at`, so search back from that far.
-            wall += at_utc - first
+            wall += search_from - first
         cursor = wall.replace(second=0, microsecond=0)
         inclusive = True
         for _ in range(_MAX_SKIPPED_CANDIDATES):

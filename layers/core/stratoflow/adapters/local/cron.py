@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from stratoflow.errors import StratoflowError
-from stratoflow.model import Schedule, WorkflowSpec, parse_schedule
+from stratoflow.model import Schedule, ScheduleError, WorkflowSpec, parse_schedule
 from stratoflow.ports import Catalog
 from stratoflow.service import Scheduler, scheduled_run_id
 
@@ -61,7 +61,10 @@ def due_firings(
         times: list[datetime] = []
         t = cursor
         while len(times) < MAX_FIRINGS_PER_TICK:
-            t = expr.next_after(t, schedule.timezone, start)
+            try:
+                t = expr.next_after(t, schedule.timezone, start)
+            except ScheduleError:  # the expression has no more fire times (its years passed)
+                break
             if t > until:
                 break
             times.append(t)
@@ -74,7 +77,10 @@ def due_firings(
 
 def next_firing(schedule: Schedule, cursor: datetime) -> datetime | None:
     expr = parse_schedule(schedule.cron)
-    t = expr.next_after(cursor, schedule.timezone, _start(schedule))
+    try:
+        t = expr.next_after(cursor, schedule.timezone, _start(schedule))
+    except ScheduleError:  # no more fire times
+        return None
     end = _end(schedule)
     return None if end is not None and t > end else t
 
@@ -103,7 +109,7 @@ class CronLoop:
                     )  # fmt: skip
                 self.catalog.set_cursor(version.project, version.name, new_cursor)
                 nxt = next_firing(schedule, new_cursor)
-            except StratoflowError:
+            except (StratoflowError, ScheduleError):
                 log.exception("schedule of %s/%s failed", version.project, version.name)
                 continue
             if nxt is not None and (soonest is None or nxt < soonest):
