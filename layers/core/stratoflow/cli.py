@@ -253,10 +253,9 @@ def server(home: Path | None, host: str, port: int, apply_paths: Sequence[str]) 
     """Run the scheduler, cron loop and API in one process; resumes unfinished runs."""
     import logging
 
+    from stratoflow.adapters.local.runtime import LocalRuntime
     from stratoflow.api.app import create_app
     from stratoflow.api.local_server import start_in_thread
-
-    from stratoflow.adapters.local.runtime import LocalRuntime
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

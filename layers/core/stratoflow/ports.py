@@ -116,7 +116,8 @@ class StateStore(ABC):
 
     @abstractmethod
     def put_run(self, run: Run, expect: RunState) -> bool:
-        """Replace the run's state fields if its state is still ``expect``."""
+        """Write state, started_at, ended_at and error if the state is still ``expect``.
+        Never the counters: those change only through ``add_counters`` (and ``apply_plan``)."""
 
     @abstractmethod
     def add_counters(self, run_id: str, *, done: int = 0, failed: int = 0, running: int = 0) -> Run:
@@ -144,7 +145,8 @@ class StateStore(ABC):
     @abstractmethod
     def put_task(self, task: TaskInstance, expect: TaskState, expect_attempt: int) -> bool:
         """Conditional write: only if the stored (state, attempt) is still the expected one.
-        Exactly one writer wins a transition; only the winner acts on it."""
+        Exactly one writer wins a transition; only the winner acts on it. Writes the task's
+        own fields, never its upstream counts (``record_upstream`` owns those)."""
 
     @abstractmethod
     def apply_plan(self, plan: Plan, expect: RunState) -> bool:
@@ -177,10 +179,12 @@ class StateStore(ABC):
 
     # attempts
     @abstractmethod
-    def start_attempt(self, attempt: Attempt) -> None: ...
+    def start_attempt(self, attempt: Attempt) -> None:
+        """Record an attempt's start; repeated, it only fills in a log location."""
 
     @abstractmethod
-    def finish_attempt(self, attempt: Attempt) -> None: ...
+    def finish_attempt(self, attempt: Attempt) -> None:
+        """Record how an attempt ended; only its first end counts."""
 
     @abstractmethod
     def list_attempts(self, run_id: str, task_id: str | None = None) -> list[Attempt]: ...

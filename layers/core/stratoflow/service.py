@@ -315,7 +315,18 @@ class Scheduler:
             run_id=run.id, task_id=task.task_id, attempt=task.attempt, task=rendered,
             logical_date=run.logical_date, workflow=run.workflow, project=run.project,
         )  # fmt: skip
-        self.dispatcher.dispatch(attempt)
+        log_location = self.dispatcher.dispatch(attempt)
+        if log_location is not None:  # readable while the attempt runs
+            self.store.start_attempt(
+                Attempt(
+                    run.id,
+                    task.task_id,
+                    task.attempt,
+                    "running",
+                    started_at=task.started_at or run.created_at,
+                    log=log_location,
+                )
+            )
 
     # ------------------------------------------------------------ recovery
     def recover(self) -> None:

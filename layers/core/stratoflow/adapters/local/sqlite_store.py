@@ -131,12 +131,32 @@ def _task_values(t: TaskInstance) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-_TASK_SET = (
-    "state=?, attempt=?, up_ok=?, up_failed=?, up_skipped=?, ready_at=?, deadline=?, "
-    "started_at=?, ended_at=?, outputs=?, error=?, priority=?, "
+_QUEUED_SEQ = (
     "queued_seq=CASE WHEN ?='queued' AND state!='queued' THEN (SELECT value FROM counters "
     "WHERE name='queued') ELSE queued_seq END"
 )
+# A transition writes the task's own fields; the upstream counts belong to record_upstream
+# (writing them here could erase a parent's concurrent count). Plans rewrite both.
+_STATE_SET = (
+    "state=?, attempt=?, ready_at=?, deadline=?, started_at=?, ended_at=?, outputs=?, error=?, "
+    "priority=?, " + _QUEUED_SEQ
+)
+_FULL_SET = "up_ok=?, up_failed=?, up_skipped=?, " + _STATE_SET
+
+
+def _state_values(t: TaskInstance) -> tuple[Any, ...]:
+    return (
+        t.state.value,
+        t.attempt,
+        _ts(t.ready_at),
+        _ts(t.deadline),
+        _ts(t.started_at),
+        _ts(t.ended_at),
+        _json(t.outputs),
+        t.error,
+        t.priority,
+        t.state.value,
+    )
 
 
 class SqliteStore(StateStore, Catalog):
@@ -321,9 +341,19 @@ class SqliteStore(StateStore, Catalog):
                     concurrency,
                 ),
             )
+            # A task created QUEUED joins the queue now: give it its place in FIFO order
+            # (a NULL queued_seq would sort before every task queued earlier).
             self._conn().executemany(
-                f"INSERT INTO tasks ({_TASK_COLS}) VALUES ({','.join('?' * 14)})",
-                [(t.run_id, t.task_id, *_task_values(t)) for t in tasks],
+                f"INSERT INTO tasks ({_TASK_COLS}, queued_seq) VALUES ({','.join('?' * 15)})",
+                [
+                    (
+                        t.run_id,
+                        t.task_id,
+                        *_task_values(t),
+                        self._next("queued") if t.state is TaskState.QUEUED else None,
+                    )
+                    for t in tasks
+                ],
             )
             return True
 
@@ -352,14 +382,36 @@ class SqliteStore(StateStore, Catalog):
         return [_run(r) for r in self._x(sql, (*args, query.limit)).fetchall()]
 
     def put_run(self, run: Run, expect: RunState) -> bool:
+        # Counters are add_counters' alone: writing them here could erase a concurrent add.
         cur = self._x(
-            "UPDATE runs SET state=?, started_at=?, ended_at=?, n_done=?, n_failed=?, n_running=?, "
-            "error=? WHERE id=? AND state=?",
+            "UPDATE runs SET state=?, started_at=?, ended_at=?, error=? WHERE id=? AND state=?",
             (
-                run.state.value, _ts(run.started_at), _ts(run.ended_at), run.n_done, run.n_failed,
-                run.n_running, run.error, run.id, expect.value,
+                run.state.value,
+                _ts(run.started_at),
+                _ts(run.ended_at),
+                run.error,
+                run.id,
+                expect.value,
             ),
-        )  # fmt: skip
+        )
+        return cur.rowcount == 1
+
+    def _put_run_with_counters(self, run: Run, expect: RunState) -> bool:
+        cur = self._x(
+            "UPDATE runs SET state=?, started_at=?, ended_at=?, error=?, n_done=?, n_failed=?, "
+            "n_running=? WHERE id=? AND state=?",
+            (
+                run.state.value,
+                _ts(run.started_at),
+                _ts(run.ended_at),
+                run.error,
+                run.n_done,
+                run.n_failed,
+                run.n_running,
+                run.id,
+                expect.value,
+            ),
+        )
         return cur.rowcount == 1
 
     def add_counters(self, run_id: str, *, done: int = 0, failed: int = 0, running: int = 0) -> Run:
@@ -415,12 +467,15 @@ class SqliteStore(StateStore, Catalog):
                 ).fetchall()
         return [_task(r) for r in rows]
 
-    def _write_task(self, t: TaskInstance, where: str = "", args: Sequence[Any] = ()) -> int:
+    def _write_task(
+        self, t: TaskInstance, where: str = "", args: Sequence[Any] = (), *, upstream: bool = False
+    ) -> int:
         if t.state is TaskState.QUEUED:
             self._next("queued")
+        counts = (t.upstream.succeeded, t.upstream.failed, t.upstream.skipped) if upstream else ()
         cur = self._x(
-            f"UPDATE tasks SET {_TASK_SET} WHERE run_id=? AND task_id=?{where}",
-            (*_task_values(t), t.state.value, t.run_id, t.task_id, *args),
+            f"UPDATE tasks SET {_FULL_SET if upstream else _STATE_SET} WHERE run_id=? AND task_id=?{where}",
+            (*counts, *_state_values(t), t.run_id, t.task_id, *args),
         )
         return cur.rowcount
 
@@ -435,10 +490,10 @@ class SqliteStore(StateStore, Catalog):
 
     def apply_plan(self, plan: Plan, expect: RunState) -> bool:
         with self.transaction():
-            if not self.put_run(plan.run, expect):
+            if not self._put_run_with_counters(plan.run, expect):
                 return False
             for task in plan.tasks.values():
-                self._write_task(task)
+                self._write_task(task, upstream=True)
             for child, parents in plan.edges.items():
                 self._x("DELETE FROM upstream WHERE run_id=? AND child=?", (plan.run.id, child))
                 self._conn().executemany(
@@ -506,7 +561,8 @@ class SqliteStore(StateStore, Catalog):
     # ------------------------------------------------------------ attempts
     def start_attempt(self, attempt: Attempt) -> None:
         self._x(
-            "INSERT OR IGNORE INTO attempts (run_id, task_id, attempt, state, started_at, log) VALUES (?,?,?,?,?,?)",
+            "INSERT INTO attempts (run_id, task_id, attempt, state, started_at, log) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT (run_id, task_id, attempt) DO UPDATE SET log=COALESCE(excluded.log, attempts.log)",
             (
                 attempt.run_id,
                 attempt.task_id,
@@ -522,7 +578,9 @@ class SqliteStore(StateStore, Catalog):
             "INSERT INTO attempts VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (run_id, task_id, attempt) "
             "DO UPDATE SET state=excluded.state, ended_at=excluded.ended_at, "
             "exit_code=excluded.exit_code, error=excluded.error, outputs=excluded.outputs, "
-            "log=COALESCE(excluded.log, attempts.log)",
+            "log=COALESCE(excluded.log, attempts.log) "
+            # the first end wins: a timed-out attempt's later exit report changes nothing
+            "WHERE attempts.state = 'running'",
             (
                 attempt.run_id, attempt.task_id, attempt.attempt, attempt.state,
                 _ts(attempt.started_at), _ts(attempt.ended_at), attempt.exit_code, attempt.error,

@@ -1,0 +1,5 @@
+"""``python -m stratoflow`` is the ``stratoflow`` command."""
+
+from stratoflow.cli import main
+
+main()

@@ -1,0 +1,162 @@
+"""Every example in examples/ runs end to end on the local runtime, as the tutorial says."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stratoflow.adapters.local.runtime import LocalRuntime
+from stratoflow.ports import Clock, RunQuery
+
+pytestmark = pytest.mark.e2e
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+class FakeClock(Clock):
+    def __init__(self, now: datetime) -> None:
+        self.current = now
+
+    def now(self) -> datetime:
+        return self.current
+
+
+def run_example(
+    home: Path, name: str, params: dict[str, Any] | None = None
+) -> tuple[LocalRuntime, str]:
+    runtime = LocalRuntime(home)
+    version, _ = runtime.scheduler.apply((EXAMPLES / f"{name}.yaml").read_text())
+    run, _ = runtime.scheduler.trigger(version.project, version.name, params=params or {})
+    runtime.run_until(lambda: runtime.store.get_run(run.id).state.terminal)
+    return runtime, run.id
+
+
+def states(runtime: LocalRuntime, run_id: str) -> dict[str, str]:
+    return {t.task_id: t.state.value for t in runtime.store.get_tasks(run_id)}
+
+
+def test_etl_chain_passes_outputs_downstream(tmp_path: Path) -> None:
+    runtime, run_id = run_example(tmp_path, "etl_chain")
+    try:
+        assert runtime.store.get_run(run_id).state.value == "succeeded"
+        tasks = {t.task_id: t for t in runtime.store.get_tasks(run_id)}
+        rows = int(tasks["extract"].outputs["rows"])
+        assert 40 <= rows <= 44
+        assert tasks["transform"].outputs == {"doubled": rows * 2, "region": "EU"}
+        assert tasks["load"].outputs == {"loaded": str(rows * 2)}
+        log = Path(runtime.store.list_attempts(run_id, "load")[0].log or "").read_text()
+        assert f"loading {rows * 2} rows for EU" in log
+    finally:
+        runtime.close()
+
+
+def test_etl_chain_fails_with_the_python_error_when_a_param_says_so(tmp_path: Path) -> None:
+    runtime, run_id = run_example(tmp_path, "etl_chain", {"min_rows": 1000})
+    try:
+        assert runtime.store.get_run(run_id).state.value == "failed"
+        assert states(runtime, run_id) == {
+            "extract": "succeeded",
+            "transform": "failed",
+            "load": "upstream_failed",
+        }
+        transform = runtime.store.get_task(run_id, "transform")
+        assert transform.attempt == 2  # retried once (defaults.retries: 1), then failed
+        assert transform.error is not None
+        assert "ValueError: only" in transform.error
+    finally:
+        runtime.close()
+
+
+@pytest.mark.parametrize(
+    ("volume", "taken", "skipped"),
+    [(120, "big_load", "small_load"), (5, "small_load", "big_load")],
+)
+def test_switch_takes_one_branch_and_trigger_rules_decide_the_rest(
+    tmp_path: Path, volume: int, taken: str, skipped: str
+) -> None:
+    runtime, run_id = run_example(tmp_path, "switch_rules", {"volume": volume})
+    try:
+        assert runtime.store.get_run(run_id).state.value == "succeeded"
+        got = states(runtime, run_id)
+        assert got[taken] == "succeeded"
+        assert got[skipped] == "skipped"
+        assert got["cleanup"] == "succeeded"  # none_failed accepts the skip
+        assert got["alert"] == "skipped"  # one_failed: nothing failed
+    finally:
+        runtime.close()
+
+
+def test_flaky_task_is_retried_with_backoff_until_it_succeeds(tmp_path: Path) -> None:
+    runtime, run_id = run_example(tmp_path, "flaky_retry")
+    try:
+        assert runtime.store.get_run(run_id).state.value == "succeeded"
+        attempts = runtime.store.list_attempts(run_id, "call_flaky_service")
+        assert [a.state for a in attempts] == ["failed", "failed", "succeeded"]
+        # backoff: the second retry waited about twice as long as the first (1s, then 2s)
+        gap1 = attempts[1].started_at - (attempts[0].ended_at or attempts[0].started_at)
+        gap2 = attempts[2].started_at - (attempts[1].ended_at or attempts[1].started_at)
+        assert timedelta(seconds=0.9) <= gap1 < timedelta(seconds=1.9)
+        assert timedelta(seconds=1.9) <= gap2 < timedelta(seconds=3.5)
+        assert runtime.store.get_task(run_id, "use_answer").outputs == {"ok": True}
+    finally:
+        runtime.close()
+
+
+@pytest.fixture
+def health_api() -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"status": "ok"}).encode()
+            self.send_response(200 if self.path == "/health" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_scheduled_workflow_fires_on_its_cron_in_its_time_zone(
+    tmp_path: Path, health_api: str
+) -> None:
+    # GIVEN the scheduled example applied at 10:59:30 Paris time (09:59:30 UTC in November)
+    clock = FakeClock(datetime(2026, 11, 20, 9, 59, 30, tzinfo=UTC))
+    runtime = LocalRuntime(tmp_path, clock=clock, cron=True)
+    try:
+        text = (
+            (EXAMPLES / "scheduled.yaml").read_text().replace("http://127.0.0.1:8321", health_api)
+        )
+        runtime.scheduler.apply(text)
+        assert runtime.cron is not None
+        # WHEN the cron loop ticks: nothing in the past fires (catchup: false)
+        assert runtime.cron.tick(clock.now()) == datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+        assert runtime.store.queued_runs(10) == []
+        # WHEN the clock passes 11:00 and 11:02 Paris time, twice each (a duplicate firing)
+        clock.current = datetime(2026, 11, 20, 10, 0, 5, tzinfo=UTC)
+        runtime.cron.tick(clock.now())
+        runtime.cron.tick(clock.now())
+        runs = runtime.store.list_runs(RunQuery(workflow="scheduled_report"))
+        # THEN exactly one run exists for the 11:00 (Paris) firing, with that logical date
+        assert [r.logical_date for r in runs] == [datetime(2026, 11, 20, 10, 0, tzinfo=UTC)]
+        run = runs[0]
+        assert run.trigger == "schedule"
+        runtime.run_until(lambda: runtime.store.get_run(run.id).state.terminal)
+        assert runtime.store.get_run(run.id).state.value == "succeeded"
+        report = runtime.store.get_task(run.id, "report")
+        assert report.outputs == {"day": "2026-11-20", "api_status": "ok"}
+        assert runtime.store.get_task(run.id, "health").outputs["status_code"] == 200
+    finally:
+        runtime.close()

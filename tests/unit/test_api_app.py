@@ -1,0 +1,730 @@
+"""The REST resolver, called directly with synthetic API Gateway (REST v1) events: every
+route, every error class, and the OpenAPI document. No sockets, no subprocesses: a fake
+dispatcher records what would run and the tests report how attempts end."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stratoflow.adapters.local.sqlite_store import SqliteStore
+from stratoflow.api.app import MAX_LOG_CHUNK, create_app
+from stratoflow.engine import AttemptResult, AttemptStatus, TaskInstance
+from stratoflow.ports import Attempt, AttemptSpec, Clock, Dispatcher, Recovery
+from stratoflow.service import Finished, Scheduler
+
+ETL = """\
+name: etl
+description: three steps
+params: {region: eu}
+tasks:
+  extract:
+    type: shell
+    command: echo "rows=42" >> "$STRATOFLOW_OUTPUT"
+  transform:
+    type: shell
+    depends_on: [extract]
+    command: echo transform {{ params.region }}
+  load:
+    type: shell
+    depends_on: [transform]
+    command: echo load
+"""
+
+CYCLE = """\
+name: loop
+tasks:
+  first: {type: shell, command: echo 1, depends_on: [second]}
+  second: {type: shell, command: echo 2, depends_on: [first]}
+"""
+
+
+class FakeDispatcher(Dispatcher):
+    def __init__(self) -> None:
+        self.dispatched: list[AttemptSpec] = []
+        self.killed: list[tuple[str, str, int]] = []
+
+    def dispatch(self, spec: AttemptSpec) -> str | None:
+        self.dispatched.append(spec)
+        return None
+
+    def kill(self, run_id: str, task_id: str, attempt: int) -> None:
+        self.killed.append((run_id, task_id, attempt))
+
+    def recover(self, running: Any) -> Recovery:
+        return Recovery()
+
+
+class StepClock(Clock):
+    def __init__(self) -> None:
+        self.time = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        self.time += timedelta(milliseconds=10)
+        return self.time
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    text: str
+
+    @property
+    def body(self) -> Any:
+        assert self.headers["Content-Type"].startswith("application/json"), self.headers
+        return json.loads(self.text)
+
+
+@dataclass
+class Api:
+    app: Any
+    scheduler: Scheduler
+    dispatcher: FakeDispatcher
+    logs: Path
+    changes: list[int] = field(default_factory=list)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        query: dict[str, str] | None = None,
+        raw: str | None = None,
+        headers: dict[str, str] | None = None,
+        base64_body: bool = False,
+    ) -> Reply:
+        text = raw if raw is not None else (None if body is None else json.dumps(body))
+        hdrs = {"Content-Type": "application/json"} if headers is None else headers
+        event = {
+            "resource": "/{proxy+}",
+            "path": path,
+            "httpMethod": method,
+            "headers": hdrs,
+            "multiValueHeaders": {k: [v] for k, v in hdrs.items()},
+            "queryStringParameters": query,
+            "multiValueQueryStringParameters": {k: [v] for k, v in query.items()}
+            if query
+            else None,
+            "pathParameters": {"proxy": path.lstrip("/")},
+            "stageVariables": None,
+            "body": text,
+            "isBase64Encoded": base64_body,
+            "requestContext": {"stage": "test", "requestId": "req-1", "path": path},
+        }
+        response = self.app.resolve(event, None)
+        merged = {k: v[-1] for k, v in (response.get("multiValueHeaders") or {}).items()}
+        merged.update(response.get("headers") or {})
+        raw_body = response.get("body") or ""
+        if response.get("isBase64Encoded"):
+            raw_body = base64.b64decode(raw_body).decode()
+        return Reply(response["statusCode"], merged, raw_body)
+
+    # driving runs without processes
+    def apply(self, source: str = ETL) -> dict[str, Any]:
+        reply = self.call("POST", "/workflows", {"source": source})
+        assert reply.status in (200, 201), reply.text
+        return reply.body  # type: ignore[no-any-return]
+
+    def trigger(self, name: str = "etl", **body: Any) -> str:
+        reply = self.call("POST", f"/workflows/{name}/runs", body)
+        assert reply.status == 201, reply.text
+        return reply.body["run"]["id"]  # type: ignore[no-any-return]
+
+    def task(self, run_id: str, task_id: str) -> TaskInstance:
+        return self.scheduler.store.get_task(run_id, task_id)
+
+    def finish(
+        self,
+        run_id: str,
+        task_id: str,
+        status: AttemptStatus = AttemptStatus.SUCCEEDED,
+        outputs: dict[str, Any] | None = None,
+        log: str | None = "",
+    ) -> None:
+        """Dispatch what is ready, then report how ``task_id``'s running attempt ended."""
+        self.scheduler.dispatch_ready()
+        task = self.task(run_id, task_id)
+        assert task.state.value == "running", (task_id, task.state)
+        path = None
+        if log is not None:
+            file = self.logs / f"{run_id}.{task_id}.{task.attempt}.log"
+            file.write_text(log, encoding="utf-8")
+            path = str(file)
+        result = AttemptResult(
+            status,
+            outputs or {},
+            error=None if status is AttemptStatus.SUCCEEDED else "exit code 1",
+            exit_code=0 if status is AttemptStatus.SUCCEEDED else 1,
+        )
+        self.scheduler.on_finished([Finished(run_id, task_id, task.attempt, result, path)])
+
+
+def _build(tmp_path: Path, read_log: Callable[[Attempt], str | None] | None = None) -> Api:
+    store = SqliteStore(tmp_path / "state.db")
+    dispatcher = FakeDispatcher()
+    scheduler = Scheduler(store, store, dispatcher, StepClock())
+    logs = tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    api = Api(None, scheduler, dispatcher, logs)
+    api.app = create_app(scheduler, on_change=lambda: api.changes.append(1), read_log=read_log)
+    return api
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    built = _build(tmp_path)
+    yield built
+    built.scheduler.store.close()  # type: ignore[attr-defined]
+
+
+def assert_error(reply: Reply, status: int, error: str, *needles: str) -> dict[str, Any]:
+    assert reply.status == status, reply.text
+    body = reply.body
+    assert body["error"] == error
+    assert isinstance(body["message"], str)
+    assert body["message"]
+    for needle in needles:
+        assert needle in body["message"], (needle, body["message"])
+    assert "Traceback" not in reply.text
+    return body  # type: ignore[no-any-return]
+
+
+# ------------------------------------------------------------------ meta
+def test_health(api: Api) -> None:
+    reply = api.call("GET", "/health")
+    assert reply.status == 200
+    assert reply.body == {"status": "ok"}
+
+
+EXPECTED_OPERATIONS = {
+    ("get", "/health"),
+    ("get", "/openapi.json"),
+    ("post", "/workflows"),
+    ("get", "/workflows"),
+    ("get", "/workflows/{name}"),
+    ("get", "/workflows/{name}/versions"),
+    ("get", "/workflows/{name}/versions/{version}"),
+    ("post", "/workflows/{name}/pause"),
+    ("post", "/workflows/{name}/unpause"),
+    ("post", "/workflows/{name}/runs"),
+    ("get", "/runs"),
+    ("get", "/runs/{run_id}"),
+    ("get", "/runs/{run_id}/tasks/{task_id}"),
+    ("get", "/runs/{run_id}/tasks/{task_id}/attempts/{attempt}/log"),
+    ("post", "/runs/{run_id}/pause"),
+    ("post", "/runs/{run_id}/resume"),
+    ("post", "/runs/{run_id}/stop"),
+    ("post", "/runs/{run_id}/rerun"),
+    ("post", "/runs/{run_id}/tasks/{task_id}/mark"),
+}
+
+
+def test_openapi_document_lists_every_route_and_our_error_shape(api: Api) -> None:
+    reply = api.call("GET", "/openapi.json")
+    assert reply.status == 200
+    doc = reply.body
+    assert doc["openapi"].startswith("3.")
+    assert doc["info"]["title"] == "Stratoflow"
+    operations = {(m, p) for p, ops in doc["paths"].items() for m in ops}
+    assert operations == EXPECTED_OPERATIONS
+    schemas = doc["components"]["schemas"]
+    assert {"ApplyRequest", "TriggerRequest", "RerunRequest", "MarkRequest", "ErrorView"} <= set(
+        schemas
+    )
+    assert "ResponseValidationError" not in schemas
+    error_ref = {"$ref": "#/components/schemas/ErrorView"}
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            responses = op["responses"]
+            assert "200" in responses, (method, path)
+            assert responses["422"]["content"]["application/json"]["schema"] == error_ref
+            assert responses["500"]["content"]["application/json"]["schema"] == error_ref
+    runs_post = doc["paths"]["/workflows/{name}/runs"]["post"]
+    assert runs_post["responses"]["201"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/RunDetail"
+    }
+    assert set(runs_post["responses"]) >= {"200", "201", "400", "404", "422"}
+    log_op = doc["paths"]["/runs/{run_id}/tasks/{task_id}/attempts/{attempt}/log"]["get"]
+    assert "text/plain" in log_op["responses"]["200"]["content"]
+    assert "from" in schemas["RerunRequest"]["properties"]
+    assert schemas["MarkRequest"]["properties"]["state"]["enum"] == ["succeeded", "skipped"]
+    list_params = {p["name"] for p in doc["paths"]["/runs"]["get"]["parameters"]}
+    assert list_params == {"project", "workflow", "state", "limit", "before"}
+
+
+def test_unknown_route_is_a_json_404(api: Api) -> None:
+    assert_error(api.call("GET", "/nothing/here"), 404, "not_found", "GET /nothing/here")
+    assert_error(api.call("DELETE", "/runs"), 404, "not_found", "DELETE /runs")
+
+
+# ------------------------------------------------------------------ workflows
+def test_apply_creates_a_version_then_is_idempotent(api: Api) -> None:
+    first = api.call("POST", "/workflows", {"source": ETL})
+    assert first.status == 201
+    body = first.body
+    assert body["created"] is True
+    assert (body["project"], body["name"], body["version"]) == ("default", "etl", 1)
+    assert body["source"] == ETL
+    assert body["document"]["params"] == {"region": "eu"}
+    assert body["tasks"] == 3
+    assert body["description"] == "three steps"
+    assert api.changes == [1]
+
+    again = api.call("POST", "/workflows", {"source": ETL})
+    assert again.status == 200
+    assert again.body["created"] is False
+    assert again.body["version"] == 1
+
+    changed = api.call("POST", "/workflows", {"source": ETL.replace("three steps", "3 steps")})
+    assert changed.status == 201
+    assert changed.body["version"] == 2
+
+
+def test_apply_a_cycle_is_400_naming_the_tasks_and_stores_nothing(api: Api) -> None:
+    body = assert_error(api.call("POST", "/workflows", {"source": CYCLE}), 400, "invalid_input")
+    assert "first" in body["message"]
+    assert "second" in body["message"]
+    assert "cycle" in body["message"]
+    assert body["problems"], body
+    problem = body["problems"][0]
+    assert problem["path"].startswith("tasks.")
+    assert "first" in problem["message"]
+    assert "second" in problem["message"]
+    assert isinstance(problem["line"], int)
+    assert api.call("GET", "/workflows").body == {"workflows": []}
+    assert api.changes == []
+
+
+def test_apply_invalid_fields_name_each_field(api: Api) -> None:
+    source = "name: Bad Name\ntasks:\n  a: {type: shell}\n"
+    body = assert_error(api.call("POST", "/workflows", {"source": source}), 400, "invalid_input")
+    paths = {p["path"] for p in body["problems"]}
+    assert "name" in paths
+    assert any(p.startswith("tasks.a") for p in paths), paths
+
+
+@pytest.mark.parametrize(
+    ("body", "raw", "field_path"),
+    [
+        ({}, None, "body.source"),
+        ({"source": 12}, None, "body.source"),
+        ({"source": ""}, None, "body.source"),
+        ({"source": ETL, "sorce": ETL}, None, "body.sorce"),
+        (None, None, "body"),
+        (None, "{not json", "body"),
+        (None, "[1, 2]", "body"),
+        (None, '{"source": NaN}', "body"),
+        (None, "[" * 50_000 + "]" * 50_000, "body"),
+    ],
+)
+def test_apply_malformed_request_is_422_naming_the_field(
+    api: Api, body: Any, raw: str | None, field_path: str
+) -> None:
+    reply = api.call("POST", "/workflows", body, raw=raw)
+    error = assert_error(reply, 422, "invalid_request", field_path)
+    assert field_path in {p["path"] for p in error["problems"]}
+    assert api.changes == []
+
+
+def test_request_errors_never_echo_the_input(api: Api) -> None:
+    api.apply()
+    secret = "hunter2-do-not-echo"
+    reply = api.call("POST", "/workflows/etl/runs", {"params": secret})
+    assert_error(reply, 422, "invalid_request", "body.params")
+    assert secret not in reply.text
+    reply = api.call("POST", "/workflows/etl/runs", {"run_id": secret + "/x"})
+    assert_error(reply, 422, "invalid_request", "body.run_id")
+    assert secret not in reply.text
+
+
+def test_non_json_content_type_is_415(api: Api) -> None:
+    reply = api.call("POST", "/workflows", raw="name: x", headers={"Content-Type": "text/yaml"})
+    assert_error(reply, 415, "unsupported_media_type", "application/json")
+
+
+def test_body_that_is_not_utf8_is_422(api: Api) -> None:
+    raw = base64.b64encode(b"\xff\xfe{").decode()
+    reply = api.call("POST", "/workflows", raw=raw, base64_body=True)
+    assert_error(reply, 422, "invalid_request", "UTF-8")
+
+
+def test_list_and_get_workflows(api: Api) -> None:
+    api.apply()
+    api.apply(ETL.replace("three steps", "v2"))
+    api.apply(ETL.replace("name: etl", "name: other\nproject: team"))
+
+    listed = api.call("GET", "/workflows").body["workflows"]
+    assert [(w["name"], w["version"]) for w in listed] == [("etl", 2)]
+    assert "source" not in listed[0]
+    team = api.call("GET", "/workflows", query={"project": "team"}).body["workflows"]
+    assert [(w["project"], w["name"]) for w in team] == [("team", "other")]
+
+    latest = api.call("GET", "/workflows/etl")
+    assert latest.status == 200
+    assert latest.body["version"] == 2
+    assert latest.body["description"] == "v2"
+    assert latest.body["source"].startswith("name: etl")
+
+    versions = api.call("GET", "/workflows/etl/versions").body["versions"]
+    assert [v["version"] for v in versions] == [2, 1]
+
+    one = api.call("GET", "/workflows/etl/versions/1")
+    assert one.status == 200
+    assert one.body["description"] == "three steps"
+
+    assert_error(api.call("GET", "/workflows/nope"), 404, "not_found", "nope")
+    assert_error(api.call("GET", "/workflows/other"), 404, "not_found", "other")  # other project
+    assert_error(api.call("GET", "/workflows/nope/versions"), 404, "not_found", "nope")
+    assert_error(api.call("GET", "/workflows/etl/versions/9"), 404, "not_found", "9")
+    assert_error(
+        api.call("GET", "/workflows/etl/versions/abc"), 422, "invalid_request", "path.version"
+    )
+    assert_error(
+        api.call("GET", "/workflows/etl/versions/99999999999999999999"),
+        422,
+        "invalid_request",
+        "path.version",
+    )
+
+
+def test_pause_and_unpause_a_workflow_schedule(api: Api) -> None:
+    api.apply()
+    paused = api.call("POST", "/workflows/etl/pause")
+    assert paused.status == 200
+    assert paused.body["paused"] is True
+    assert api.call("GET", "/workflows/etl").body["paused"] is True
+    unpaused = api.call("POST", "/workflows/etl/unpause")
+    assert unpaused.body["paused"] is False
+    assert api.call("GET", "/workflows").body["workflows"][0]["paused"] is False
+    assert len(api.changes) == 3  # apply, pause, unpause
+    assert_error(api.call("POST", "/workflows/nope/pause"), 404, "not_found", "nope")
+
+
+# ------------------------------------------------------------------ trigger
+def test_trigger_returns_the_run_with_tasks_in_workflow_order(api: Api) -> None:
+    api.apply()
+    reply = api.call(
+        "POST",
+        "/workflows/etl/runs",
+        {"params": {"region": "us"}, "logical_date": "2026-01-02T03:04:05+08:00"},
+    )
+    assert reply.status == 201
+    run = reply.body["run"]
+    assert run["workflow"] == "etl"
+    assert run["state"] == "running"
+    assert run["trigger"] == "api"
+    assert run["params"] == {"region": "us"}
+    assert datetime.fromisoformat(run["logical_date"]) == datetime(2026, 1, 1, 19, 4, 5, tzinfo=UTC)
+    assert list(reply.body["tasks"]) == ["extract", "transform", "load"]
+    assert reply.body["tasks"]["extract"]["state"] == "queued"
+    assert reply.body["tasks"]["load"]["state"] == "waiting"
+    assert api.changes == [1, 1]
+
+
+def test_trigger_with_a_run_id_is_idempotent(api: Api) -> None:
+    api.apply()
+    first = api.call("POST", "/workflows/etl/runs", {"run_id": "etl-manual-1"})
+    assert first.status == 201
+    again = api.call("POST", "/workflows/etl/runs", {"run_id": "etl-manual-1"})
+    assert again.status == 200
+    assert again.body["run"]["id"] == "etl-manual-1"
+    assert len(api.call("GET", "/runs").body["runs"]) == 1
+
+
+def test_trigger_without_a_body_uses_the_defaults(api: Api) -> None:
+    api.apply()
+    reply = api.call("POST", "/workflows/etl/runs")
+    assert reply.status == 201
+    assert reply.body["run"]["params"] == {"region": "eu"}
+
+
+def test_trigger_errors(api: Api) -> None:
+    api.apply()
+    body = assert_error(
+        api.call("POST", "/workflows/etl/runs", {"params": {"regoin": "us"}}),
+        400,
+        "invalid_input",
+        "regoin",
+    )
+    assert body["problems"][0]["path"] == "params.regoin"
+    assert "region" in body["problems"][0]["message"]  # names the declared params
+    assert_error(
+        api.call("POST", "/workflows/etl/runs", {"logical_date": "2026-01-01T00:00:00"}),
+        422,
+        "invalid_request",
+        "body.logical_date",
+        "timezone",
+    )
+    assert_error(
+        api.call("POST", "/workflows/etl/runs", {"logical_date": "yesterday"}),
+        422,
+        "invalid_request",
+        "body.logical_date",
+    )
+    assert_error(api.call("POST", "/workflows/nope/runs", {}), 404, "not_found", "nope")
+    assert api.call("GET", "/runs").body["runs"] == []
+    assert api.changes == [1]  # only the apply
+
+
+# ------------------------------------------------------------------ reading runs
+def test_list_runs_pages_newest_first_and_filters(api: Api) -> None:
+    api.apply()
+    ids = [api.trigger() for _ in range(3)]
+    api.finish(ids[0], "extract", AttemptStatus.FAILED)  # run 0 fails (load/transform skip)
+
+    page = api.call("GET", "/runs", query={"limit": "2"}).body
+    assert [r["id"] for r in page["runs"]] == [ids[2], ids[1]]
+    assert page["next"] == ids[1]
+    rest = api.call("GET", "/runs", query={"limit": "2", "before": page["next"]}).body
+    assert [r["id"] for r in rest["runs"]] == [ids[0]]
+    assert rest["next"] is None
+
+    failed = api.call("GET", "/runs", query={"state": "failed"}).body["runs"]
+    assert [r["id"] for r in failed] == [ids[0]]
+    assert failed[0]["tasks_failed"] == 1
+    assert api.call("GET", "/runs", query={"workflow": "other"}).body["runs"] == []
+    assert api.call("GET", "/runs", query={"project": "team"}).body["runs"] == []
+
+    assert_error(
+        api.call("GET", "/runs", query={"state": "bogus"}), 422, "invalid_request", "state"
+    )
+    for limit in ("0", "501", "100000000000000000000", "ten"):
+        assert_error(
+            api.call("GET", "/runs", query={"limit": limit}), 422, "invalid_request", "query.limit"
+        )
+    body = assert_error(
+        api.call("GET", "/runs", query={"before": "no-such-run"}), 400, "invalid_input", "before"
+    )
+    assert body["problems"][0]["path"] == "before"
+
+
+def test_run_detail_task_view_and_log(api: Api) -> None:
+    api.apply()
+    run_id = api.trigger()
+    api.finish(run_id, "extract", outputs={"rows": "42"}, log="extracting\nrows=42\n")
+
+    detail = api.call("GET", f"/runs/{run_id}").body
+    extract = detail["tasks"]["extract"]
+    assert extract["state"] == "succeeded"
+    assert extract["outputs"] == {"rows": "42"}
+    assert [a["state"] for a in extract["history"]] == ["succeeded"]
+    assert detail["tasks"]["transform"]["state"] == "queued"
+    assert detail["run"]["tasks_done"] == 1
+
+    task = api.call("GET", f"/runs/{run_id}/tasks/extract")
+    assert task.status == 200
+    assert task.body["attempts"] == 1
+    assert task.body["history"][0]["exit_code"] == 0
+    assert task.body["history"][0]["outputs"] == {"rows": "42"}
+
+    log = api.call("GET", f"/runs/{run_id}/tasks/extract/attempts/1/log")
+    assert log.status == 200
+    assert log.headers["Content-Type"].startswith("text/plain")
+    assert log.text == "extracting\nrows=42\n"
+    assert log.headers["X-Next-Offset"] == str(len(log.text))
+    tail = api.call("GET", f"/runs/{run_id}/tasks/extract/attempts/1/log", query={"offset": "11"})
+    assert tail.text == "rows=42\n"
+    past = api.call("GET", f"/runs/{run_id}/tasks/extract/attempts/1/log", query={"offset": "9999"})
+    assert past.status == 200
+    assert past.text == ""
+    assert past.headers["X-Next-Offset"] == str(len(log.text))
+
+    assert_error(api.call("GET", "/runs/nope"), 404, "not_found", "nope")
+    assert_error(api.call("GET", f"/runs/{run_id}/tasks/nope"), 404, "not_found", "nope")
+    assert_error(api.call("GET", "/runs/nope/tasks/extract"), 404, "not_found", "nope")
+    assert_error(
+        api.call("GET", f"/runs/{run_id}/tasks/extract/attempts/2/log"),
+        404,
+        "not_found",
+        "attempt 2",
+    )
+    assert_error(
+        api.call("GET", f"/runs/{run_id}/tasks/extract/attempts/1/log", query={"offset": "-1"}),
+        422,
+        "invalid_request",
+        "query.offset",
+    )
+    # transform is running: its attempt exists but has no log yet
+    api.scheduler.dispatch_ready()
+    assert_error(
+        api.call("GET", f"/runs/{run_id}/tasks/transform/attempts/1/log"),
+        404,
+        "not_found",
+        "no log",
+    )
+
+
+def test_log_is_chunked_on_character_boundaries(tmp_path: Path) -> None:
+    text = "é" * MAX_LOG_CHUNK  # two bytes each: the log is twice the chunk size
+    api = _build(tmp_path, read_log=lambda attempt: text if attempt.attempt == 1 else None)
+    api.apply()
+    run_id = api.trigger()
+    api.finish(run_id, "extract", log=None)
+    url = f"/runs/{run_id}/tasks/extract/attempts/1/log"
+    first = api.call("GET", url)
+    assert first.status == 200
+    assert first.headers["X-Log-Size"] == str(2 * MAX_LOG_CHUNK)
+    assert first.text == "é" * (MAX_LOG_CHUNK // 2)
+    second = api.call("GET", url, query={"offset": first.headers["X-Next-Offset"]})
+    assert second.text == "é" * (MAX_LOG_CHUNK // 2)
+    assert second.headers["X-Next-Offset"] == str(2 * MAX_LOG_CHUNK)
+    odd = api.call("GET", url, query={"offset": "1"})  # starts inside a character
+    assert odd.status == 200
+    assert odd.text.startswith("\ufffd")
+
+
+# ------------------------------------------------------------------ operations
+def test_pause_and_resume_a_run(api: Api) -> None:
+    api.apply()
+    run_id = api.trigger()
+    paused = api.call("POST", f"/runs/{run_id}/pause")
+    assert paused.status == 200
+    assert paused.body["state"] == "paused"
+    assert paused.body["id"] == run_id
+    api.scheduler.dispatch_ready()
+    assert api.dispatcher.dispatched == []  # a paused run dispatches nothing new
+    assert_error(api.call("POST", f"/runs/{run_id}/pause"), 409, "conflict", "paused")
+    resumed = api.call("POST", f"/runs/{run_id}/resume")
+    assert resumed.status == 200
+    assert resumed.body["state"] == "running"
+    api.scheduler.dispatch_ready()
+    assert [d.task_id for d in api.dispatcher.dispatched] == ["extract"]
+
+
+def test_resume_a_running_run_is_409(api: Api) -> None:
+    api.apply()
+    run_id = api.trigger()
+    changes = len(api.changes)
+    body = assert_error(api.call("POST", f"/runs/{run_id}/resume"), 409, "conflict", "running")
+    assert "paused" in body["message"]
+    assert len(api.changes) == changes
+    assert_error(api.call("POST", "/runs/nope/resume"), 404, "not_found", "nope")
+
+
+def test_stop_kills_what_runs(api: Api) -> None:
+    api.apply()
+    run_id = api.trigger()
+    api.scheduler.dispatch_ready()
+    stopped = api.call("POST", f"/runs/{run_id}/stop")
+    assert stopped.status == 200
+    assert stopped.body["state"] == "stopped"
+    assert api.dispatcher.killed == [(run_id, "extract", 1)]
+    tasks = api.call("GET", f"/runs/{run_id}").body["tasks"]
+    assert tasks["extract"]["state"] == "stopped"
+    assert_error(api.call("POST", f"/runs/{run_id}/stop"), 409, "conflict", "stopped")
+
+
+def test_rerun_failed_then_from_a_task(api: Api) -> None:
+    api.apply()
+    run_id = api.trigger()
+    api.finish(run_id, "extract")
+    api.finish(run_id, "transform", AttemptStatus.FAILED)
+    detail = api.call("GET", f"/runs/{run_id}").body
+    assert detail["run"]["state"] == "failed"
+    assert detail["tasks"]["load"]["state"] == "upstream_failed"
+
+    assert_error(
+        api.call("POST", f"/runs/{run_id}/rerun", {"from": "nope"}),
+        400,
+        "invalid_input",
+        "nope",
+    )
+    rerun = api.call("POST", f"/runs/{run_id}/rerun", {"from": None})
+    assert rerun.status == 200
+    assert rerun.body["state"] == "running"
+    tasks = api.call("GET", f"/runs/{run_id}").body["tasks"]
+    assert tasks["extract"]["state"] == "succeeded"  # kept
+    assert tasks["transform"]["state"] == "queued"
+    assert tasks["load"]["state"] == "waiting"
+    assert_error(api.call("POST", f"/runs/{run_id}/rerun"), 409, "conflict", "running")
+
+    api.finish(run_id, "transform")
+    api.finish(run_id, "load")
+    assert api.call("GET", f"/runs/{run_id}").body["run"]["state"] == "succeeded"
+    again = api.call("POST", f"/runs/{run_id}/rerun", {"from": "transform"})
+    assert again.status == 200
+    tasks = api.call("GET", f"/runs/{run_id}").body["tasks"]
+    assert tasks["extract"]["state"] == "succeeded"
+    assert tasks["transform"]["state"] == "queued"
+    assert tasks["load"]["state"] == "waiting"
+    assert_error(
+        api.call("POST", f"/runs/{run_id}/rerun", {"from_task": "x"}),
+        422,
+        "invalid_request",
+        "body.from_task",
+    )
+
+
+def test_mark_a_failed_task_succeeded_lets_downstream_run(api: Api) -> None:
+    api.apply()
+    run_id = api.trigger()
+    api.finish(run_id, "extract", AttemptStatus.FAILED)
+    assert api.call("GET", f"/runs/{run_id}").body["run"]["state"] == "failed"
+
+    assert_error(
+        api.call("POST", f"/runs/{run_id}/tasks/extract/mark", {"state": "failed"}),
+        422,
+        "invalid_request",
+        "body.state",
+    )
+    assert_error(
+        api.call("POST", f"/runs/{run_id}/tasks/extract/mark", {}),
+        422,
+        "invalid_request",
+        "body.state",
+    )
+    assert_error(
+        api.call("POST", f"/runs/{run_id}/tasks/nope/mark", {"state": "succeeded"}),
+        404,
+        "not_found",
+        "nope",
+    )
+    marked = api.call("POST", f"/runs/{run_id}/tasks/extract/mark", {"state": "succeeded"})
+    assert marked.status == 200
+    assert marked.body["id"] == run_id
+    tasks = api.call("GET", f"/runs/{run_id}").body["tasks"]
+    assert tasks["extract"]["state"] == "succeeded"
+    assert tasks["transform"]["state"] == "queued"
+    assert_error(
+        api.call("POST", f"/runs/{run_id}/tasks/extract/mark", {"state": "succeeded"}),
+        409,
+        "conflict",
+        "already",
+    )
+    skipped = api.call("POST", f"/runs/{run_id}/tasks/load/mark", {"state": "skipped"})
+    assert skipped.status == 200
+    assert api.call("GET", f"/runs/{run_id}/tasks/load").body["state"] == "skipped"
+
+
+# ------------------------------------------------------------------ failures inside
+def test_an_internal_error_is_500_without_details(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(run_id: str) -> None:
+        raise RuntimeError("db password is hunter2")
+
+    monkeypatch.setattr(api.scheduler, "pause", broken)
+    reply = api.call("POST", "/runs/anything/pause")
+    body = assert_error(reply, 500, "internal")
+    assert "hunter2" not in reply.text
+    assert body["problems"] == []
+    assert api.changes == []
+
+
+def test_a_failing_on_change_hook_does_not_fail_the_write(tmp_path: Path) -> None:
+    api = _build(tmp_path)
+
+    def boom() -> None:
+        raise OSError("wake failed")
+
+    api.app = create_app(api.scheduler, on_change=boom)
+    assert api.call("POST", "/workflows", {"source": ETL}).status == 201
