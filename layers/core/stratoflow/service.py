@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from stratoflow import engine
@@ -82,6 +83,8 @@ class Scheduler:
         self.events = events or NullEvents()
         self._specs: dict[tuple[str, str, int], WorkflowSpec] = {}
         self._lock = threading.RLock()
+        self._after_commit: list[Callable[[], None]] = []  # acts wait for their state to commit
+        self._batching = False
 
     # ------------------------------------------------------------ workflows
     def spec(self, project: str, name: str, version: int) -> WorkflowSpec:
@@ -155,9 +158,23 @@ class Scheduler:
     # ------------------------------------------------------------ the hot path
     def on_finished(self, reports: Iterable[Finished]) -> None:
         """Apply attempt results (idempotent: duplicates and late reports change nothing)."""
-        with self._lock, self.store.transaction():
-            for report in reports:
-                self._apply_result(report)
+        with self._lock:
+            self._batching = True
+            try:
+                with self.store.transaction():
+                    for report in reports:
+                        self._apply_result(report)
+            except BaseException:
+                self._after_commit.clear()  # nothing was decided, so nothing to act on
+                raise
+            finally:
+                self._batching = False
+            self._run_after_commit()
+
+    def _run_after_commit(self) -> None:
+        actions, self._after_commit = self._after_commit, []
+        for action in actions:
+            action()
 
     def _apply_result(self, report: Finished) -> None:
         now = self.clock.now()
@@ -254,13 +271,14 @@ class Scheduler:
                 )
             expired = self.store.expired_tasks(now, DISPATCH_BATCH)
         for ti in expired:
-            self.dispatcher.kill(ti.run_id, ti.task_id, ti.attempt)
             run = self.store.get_run(ti.run_id)
             timeout = self._run_spec(run).workflow.timeout(ti.task_id)
+            # record the timeout first, then kill: the killed process's own report is stale
             self.on_finished(
                 [Finished(ti.run_id, ti.task_id, ti.attempt,
                           AttemptResult(AttemptStatus.TIMED_OUT, error=f"timed out after {timeout}"))]
             )  # fmt: skip
+            self.dispatcher.kill(ti.run_id, ti.task_id, ti.attempt)
         with self._lock:
             self._start_queued_runs()
         while self.dispatch_ready() == DISPATCH_BATCH:
@@ -349,11 +367,19 @@ class Scheduler:
         if not self.store.apply_plan(plan, expect):
             raise Conflict(f"run {plan.run.id} changed while the operation was applied; try again")
         for ti in plan.kill:
-            self.dispatcher.kill(ti.run_id, ti.task_id, ti.attempt)
+            self._act(partial(self.dispatcher.kill, ti.run_id, ti.task_id, ti.attempt))
         if plan.run.state.terminal and not RunState(expect).terminal:
             self._emit(f"run.{plan.run.state.value}", plan.run)
             self._start_queued_runs()
         return plan.run
+
+    def _act(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the state it depends on is committed: at once outside a
+        batch of results, after the batch's commit inside one."""
+        if self._batching:
+            self._after_commit.append(action)
+        else:
+            action()
 
     def _load(self, run_id: str) -> tuple[Run, WorkflowSpec]:
         run = self.store.get_run(run_id)
@@ -420,7 +446,7 @@ class Scheduler:
                 task_state=task.state.value,
                 error=task.error,
             )
-        self.events.emit(kind, detail)
+        self._act(partial(self.events.emit, kind, detail))
 
     # ------------------------------------------------------------ reads
     def tasks_by_id(self, run_id: str, ids: Sequence[str] | None = None) -> dict[str, TaskInstance]:

@@ -132,11 +132,12 @@ def on_attempt_finished(
         )
     if result.status is AttemptStatus.STOPPED:
         return AttemptDecision(base.with_(state=TaskState.STOPPED))
-    if result.retryable and attempt <= spec.workflow.retries(ti.task_id):
+    try_number = ti.try_number
+    if result.retryable and try_number <= spec.workflow.retries(ti.task_id):
         return AttemptDecision(
             base.with_(
                 state=TaskState.UP_FOR_RETRY,
-                ready_at=now + retry_delay(spec, ti.task_id, attempt),
+                ready_at=now + retry_delay(spec, ti.task_id, try_number),
                 ended_at=None,
             ),
             retrying=True,
@@ -419,6 +420,7 @@ def _reset(
             task_id,
             TaskState.WAITING,
             attempt=old.attempt,
+            attempt_base=old.attempt,
             upstream=up,
             priority=old.priority,
         )
@@ -463,7 +465,12 @@ def rerun_from(
     # the start task is queued even if its own parents failed: that is what "from here" means
     old = current[task_id]
     current[task_id] = TaskInstance(
-        run.id, task_id, TaskState.QUEUED, attempt=old.attempt, priority=old.priority
+        run.id,
+        task_id,
+        TaskState.QUEUED,
+        attempt=old.attempt,
+        attempt_base=old.attempt,
+        priority=old.priority,
     )
     plan = _reset(spec, run, current, set(spec.dag.downstream(task_id)) - {task_id}, now)
     plan.tasks[task_id] = current[task_id]

@@ -89,6 +89,7 @@ class TaskInstance:
     task_id: str
     state: TaskState = TaskState.WAITING
     attempt: int = 0  # attempts started so far; the running one is ``attempt``
+    attempt_base: int = 0  # attempts made before the last rerun reset the retry budget
     upstream: Upstream = field(default_factory=Upstream)
     ready_at: datetime | None = None  # up_for_retry: when it may run again
     deadline: datetime | None = None  # running: when it times out
@@ -97,6 +98,11 @@ class TaskInstance:
     outputs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     priority: int = 0
+
+    @property
+    def try_number(self) -> int:
+        """Which try of the current budget the latest attempt is (1 = first)."""
+        return self.attempt - self.attempt_base
 
     def with_(self, **changes: Any) -> Self:
         return replace(self, **changes)

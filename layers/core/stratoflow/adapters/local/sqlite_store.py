@@ -44,7 +44,7 @@ CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (project, workflow, seq);
 CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, seq);
 CREATE TABLE IF NOT EXISTS tasks (
     run_id TEXT NOT NULL, task_id TEXT NOT NULL, state TEXT NOT NULL,
-    attempt INTEGER NOT NULL DEFAULT 0,
+    attempt INTEGER NOT NULL DEFAULT 0, attempt_base INTEGER NOT NULL DEFAULT 0,
     up_ok INTEGER NOT NULL DEFAULT 0, up_failed INTEGER NOT NULL DEFAULT 0,
     up_skipped INTEGER NOT NULL DEFAULT 0,
     ready_at TEXT, deadline TEXT, started_at TEXT, ended_at TEXT,
@@ -96,7 +96,7 @@ _RUN_COLS = (
     "ended_at, trigger, n_tasks, n_done, n_failed, n_running, error"
 )
 _TASK_COLS = (
-    "run_id, task_id, state, attempt, up_ok, up_failed, up_skipped, ready_at, deadline, "
+    "run_id, task_id, state, attempt, attempt_base, up_ok, up_failed, up_skipped, ready_at, deadline, "
     "started_at, ended_at, outputs, error, priority"
 )
 
@@ -116,6 +116,7 @@ def _task(row: sqlite3.Row) -> TaskInstance:
     return TaskInstance(
         run_id=row["run_id"], task_id=row["task_id"], state=TaskState(row["state"]),
         attempt=row["attempt"],
+        attempt_base=row["attempt_base"],
         upstream=Upstream(row["up_ok"], row["up_failed"], row["up_skipped"]),
         ready_at=_dt(row["ready_at"]), deadline=_dt(row["deadline"]),
         started_at=_dt(row["started_at"]), ended_at=_dt(row["ended_at"]),
@@ -125,7 +126,7 @@ def _task(row: sqlite3.Row) -> TaskInstance:
 
 def _task_values(t: TaskInstance) -> tuple[Any, ...]:
     return (
-        t.state.value, t.attempt, t.upstream.succeeded, t.upstream.failed, t.upstream.skipped,
+        t.state.value, t.attempt, t.attempt_base, t.upstream.succeeded, t.upstream.failed, t.upstream.skipped,
         _ts(t.ready_at), _ts(t.deadline), _ts(t.started_at), _ts(t.ended_at),
         _json(t.outputs), t.error, t.priority,
     )  # fmt: skip
@@ -138,7 +139,7 @@ _QUEUED_SEQ = (
 # A transition writes the task's own fields; the upstream counts belong to record_upstream
 # (writing them here could erase a parent's concurrent count). Plans rewrite both.
 _STATE_SET = (
-    "state=?, attempt=?, ready_at=?, deadline=?, started_at=?, ended_at=?, outputs=?, error=?, "
+    "state=?, attempt=?, attempt_base=?, ready_at=?, deadline=?, started_at=?, ended_at=?, outputs=?, error=?, "
     "priority=?, " + _QUEUED_SEQ
 )
 _FULL_SET = "up_ok=?, up_failed=?, up_skipped=?, " + _STATE_SET
@@ -148,6 +149,7 @@ def _state_values(t: TaskInstance) -> tuple[Any, ...]:
     return (
         t.state.value,
         t.attempt,
+        t.attempt_base,
         _ts(t.ready_at),
         _ts(t.deadline),
         _ts(t.started_at),
@@ -344,7 +346,7 @@ class SqliteStore(StateStore, Catalog):
             # A task created QUEUED joins the queue now: give it its place in FIFO order
             # (a NULL queued_seq would sort before every task queued earlier).
             self._conn().executemany(
-                f"INSERT INTO tasks ({_TASK_COLS}, queued_seq) VALUES ({','.join('?' * 15)})",
+                f"INSERT INTO tasks ({_TASK_COLS}, queued_seq) VALUES ({','.join('?' * 16)})",
                 [
                     (
                         t.run_id,
