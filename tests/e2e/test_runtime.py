@@ -1,0 +1,284 @@
+"""The local runtime's behaviours that need real processes and real time."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from stratoflow.adapters.local.runtime import LocalRuntime
+from stratoflow.engine import RunState, TaskState
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
+    rt = LocalRuntime(tmp_path / "home")
+    yield rt
+    rt.close()
+
+
+def start(rt: LocalRuntime, text: str, **params: object) -> str:
+    version, _ = rt.scheduler.apply(text)
+    run, _ = rt.scheduler.trigger(version.project, version.name, params=params)
+    return run.id
+
+
+def finish(rt: LocalRuntime, run_id: str, timeout: float = 60) -> RunState:
+    deadline = time.monotonic() + timeout
+    rt.run_until(lambda: rt.store.get_run(run_id).state.terminal or time.monotonic() > deadline)
+    return rt.store.get_run(run_id).state
+
+
+def states(rt: LocalRuntime, run_id: str) -> dict[str, str]:
+    return {t.task_id: t.state.value for t in rt.store.get_tasks(run_id)}
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie has exited too
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_timeout_kills_the_whole_process_group_and_retries(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    # GIVEN a task that starts a grandchild and then hangs, with a 1s timeout and one retry
+    pids = tmp_path / "pids"
+    run_id = start(
+        runtime,
+        f"""
+name: hangs
+tasks:
+  slow:
+    type: shell
+    timeout: 1s
+    retries: 1
+    retry_delay: 0
+    command: |
+      sleep 300 &
+      echo $! >> {pids}
+      sleep 300
+""",
+    )
+    # WHEN it runs
+    assert finish(runtime, run_id) is RunState.FAILED
+    # THEN both attempts timed out, and every process they started is gone
+    attempts = runtime.store.list_attempts(run_id, "slow")
+    assert [a.state for a in attempts] == ["timed_out", "timed_out"]
+    assert attempts[0].error == "timed out after 0:00:01"
+    grandchildren = [int(p) for p in pids.read_text().split()]
+    assert len(grandchildren) == 2
+    deadline = time.monotonic() + 10
+    while any(pid_alive(p) for p in grandchildren) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(pid_alive(p) for p in grandchildren)
+
+
+def test_run_concurrency_limits_tasks_running_at_once(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    # GIVEN 8 independent tasks that record when they start and end, at most 3 at once
+    spans = tmp_path / "spans"
+    tasks = "\n".join(
+        f'  t{i}:\n    type: shell\n    command: echo "s $(date +%s.%N)" >> {spans}; sleep 0.3; echo "e $(date +%s.%N)" >> {spans}'
+        for i in range(8)
+    )
+    run_id = start(runtime, f"name: limited\nconcurrency: 3\ntasks:\n{tasks}\n")
+    assert finish(runtime, run_id) is RunState.SUCCEEDED
+    # THEN at no moment were more than 3 task bodies running
+    events = sorted(
+        (float(t), 1 if kind == "s" else -1)
+        for kind, t in (line.split() for line in spans.read_text().splitlines())
+    )
+    running = peak = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    assert peak == 3
+
+
+def test_max_active_runs_queues_the_next_run_until_one_ends(runtime: LocalRuntime) -> None:
+    text = "name: one_at_a_time\nmax_active_runs: 1\ntasks:\n  nap: {type: shell, command: sleep 0.5}\n"
+    runtime.scheduler.apply(text)
+    first, _ = runtime.scheduler.trigger("default", "one_at_a_time")
+    second, _ = runtime.scheduler.trigger("default", "one_at_a_time")
+    # GIVEN two runs where one may be active: the second waits, queued
+    assert runtime.store.get_run(first.id).state is RunState.RUNNING
+    assert runtime.store.get_run(second.id).state is RunState.QUEUED
+    # WHEN the first finishes, THEN the second starts and finishes after it
+    assert finish(runtime, second.id) is RunState.SUCCEEDED
+    a, b = runtime.store.get_run(first.id), runtime.store.get_run(second.id)
+    assert a.ended_at is not None
+    assert b.started_at is not None
+    assert b.started_at >= a.ended_at
+
+
+def test_pause_dispatches_nothing_new_and_resume_carries_on(runtime: LocalRuntime) -> None:
+    run_id = start(
+        runtime,
+        "name: pausable\ntasks:\n  a: {type: shell, command: sleep 0.5}\n  b: {type: shell, depends_on: [a], command: 'true'}\n",
+    )
+    runtime.run_once(timeout=0)
+    runtime.scheduler.pause(run_id)
+    # WHEN a finishes while the run is paused
+    deadline = time.monotonic() + 10
+    while (
+        runtime.store.get_task(run_id, "a").state is not TaskState.SUCCEEDED
+        and time.monotonic() < deadline
+    ):
+        runtime.run_once(0.2)
+    for _ in range(5):
+        runtime.run_once(0.05)
+    # THEN b is ready but not dispatched
+    assert states(runtime, run_id) == {"a": "succeeded", "b": "queued"}
+    assert runtime.store.get_run(run_id).state is RunState.PAUSED
+    # WHEN resumed, THEN the run completes
+    runtime.scheduler.resume(run_id)
+    assert finish(runtime, run_id) is RunState.SUCCEEDED
+
+
+def test_on_failure_stop_kills_running_siblings_and_fails_the_run(runtime: LocalRuntime) -> None:
+    run_id = start(
+        runtime,
+        """
+name: fail_fast
+on_failure: stop
+tasks:
+  breaks: {type: shell, command: "sleep 0.2; exit 3"}
+  long: {type: shell, command: sleep 60}
+  after: {type: shell, depends_on: [long], command: "true"}
+""",
+    )
+    assert finish(runtime, run_id) is RunState.FAILED
+    assert states(runtime, run_id) == {"breaks": "failed", "long": "stopped", "after": "stopped"}
+    run = runtime.store.get_run(run_id)
+    assert run.error == "task breaks failed and on_failure is stop"
+    assert runtime.store.get_task(run_id, "breaks").error == "exit code 3"
+
+
+def test_an_undefined_template_name_fails_the_task_naming_it_without_retrying(
+    runtime: LocalRuntime,
+) -> None:
+    run_id = start(
+        runtime,
+        """
+name: typo
+tasks:
+  a: {type: shell, command: 'echo "x=1" >> "$STRATOFLOW_OUTPUT"'}
+  b: {type: shell, depends_on: [a], retries: 3, command: "echo {{ tasks.a.outputs.y }}"}
+""",
+    )
+    assert finish(runtime, run_id) is RunState.FAILED
+    b = runtime.store.get_task(run_id, "b")
+    assert b.state is TaskState.FAILED
+    assert b.attempt == 1  # not retried: the same template would fail again
+    assert b.error is not None
+    assert "'y'" in b.error
+    assert "tasks.a.outputs.y" in b.error
+
+
+def test_rerun_failed_gets_a_fresh_retry_budget_and_keeps_what_succeeded(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    # GIVEN a task that succeeds only on its 4th execution, with one retry
+    counter = tmp_path / "count"
+    run_id = start(
+        runtime,
+        f"""
+name: fixable
+tasks:
+  ok: {{type: shell, command: "echo ran >> {tmp_path / "ok.log"}"}}
+  broken:
+    type: shell
+    depends_on: [ok]
+    retries: 1
+    retry_delay: 0
+    command: n=$(( $(cat {counter} 2>/dev/null || echo 0) + 1 )); echo $n > {counter}; [ $n -ge 4 ]
+""",
+    )
+    # WHEN the run fails after attempt 1 and its retry (attempt 2)
+    assert finish(runtime, run_id) is RunState.FAILED
+    assert runtime.store.get_task(run_id, "broken").attempt == 2
+    # AND failed tasks are rerun
+    runtime.scheduler.rerun(run_id)
+    # THEN the rerun has its own retry: attempt 3 fails, attempt 4 succeeds
+    assert finish(runtime, run_id) is RunState.SUCCEEDED
+    attempts = runtime.store.list_attempts(run_id, "broken")
+    assert [(a.attempt, a.state) for a in attempts] == [
+        (1, "failed"), (2, "failed"), (3, "failed"), (4, "succeeded"),
+    ]  # fmt: skip
+    # AND what had succeeded did not run again
+    assert (tmp_path / "ok.log").read_text() == "ran\n"
+
+
+@pytest.fixture
+def teapot() -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            received = json.loads(self.rfile.read(length) or b"{}")
+            body = json.dumps(
+                {"echo": received, "auth": self.headers.get("Authorization")}
+            ).encode()
+            self.send_response(418 if received.get("brew") == "coffee" else 201)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("brew", "expected"), [("tea", RunState.SUCCEEDED), ("coffee", RunState.FAILED)]
+)
+def test_http_task_sends_rendered_request_and_checks_the_status(
+    runtime: LocalRuntime, teapot: str, brew: str, expected: RunState
+) -> None:
+    run_id = start(
+        runtime,
+        f"""
+name: brew
+params: {{brew: tea}}
+tasks:
+  order:
+    type: http
+    method: POST
+    url: {teapot}/pots
+    headers: {{Authorization: "Bearer {{{{ params.brew }}}}-token"}}
+    body: {{brew: "{{{{ params.brew }}}}"}}
+    expected_status: [201]
+""",
+        brew=brew,
+    )
+    assert finish(runtime, run_id) is expected
+    task = runtime.store.get_task(run_id, "order")
+    if expected is RunState.SUCCEEDED:
+        assert task.outputs == {
+            "status_code": 201,
+            "body": {"echo": {"brew": "tea"}, "auth": "Bearer tea-token"},
+        }
+    else:
+        assert task.error is not None
+        assert "HTTP 418" in task.error
+        assert "expected 201" in task.error
