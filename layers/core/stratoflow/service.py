@@ -292,35 +292,45 @@ class Scheduler:
         claimed: list[tuple[Run, WorkflowSpec, TaskInstance]] = []
         with self._lock:
             with self.store.transaction():
-                slots: dict[str, int] = {}
+                runs: dict[str, tuple[Run, WorkflowSpec, int]] = {}  # run id -> free slots
                 for ti in self.store.queued_tasks(DISPATCH_BATCH):
-                    run = self.store.get_run(ti.run_id)
-                    spec = self._run_spec(run)
-                    free = slots.setdefault(run.id, engine.dispatch_slots(spec, run))
+                    if ti.run_id not in runs:
+                        run = self.store.get_run(ti.run_id)
+                        spec = self._run_spec(run)
+                        runs[ti.run_id] = (run, spec, engine.dispatch_slots(spec, run))
+                    run, spec, free = runs[ti.run_id]
                     if free <= 0:
                         continue
                     task = engine.claim(spec, ti, now)
                     if not self.store.put_task(task, TaskState.QUEUED, ti.attempt):
                         continue
-                    slots[run.id] = free - 1
-                    self.store.add_counters(run.id, running=1)
-                    self.store.start_attempt(
-                        Attempt(run.id, task.task_id, task.attempt, "running", started_at=now)
-                    )
+                    runs[ti.run_id] = (run, spec, free - 1)
                     claimed.append((run, spec, task))
-            for run, spec, task in claimed:
-                self._launch(spec, run, task)
+                taken: dict[str, int] = {}
+                for run, _, _ in claimed:
+                    taken[run.id] = taken.get(run.id, 0) + 1
+                for run_id, n in taken.items():
+                    self.store.add_counters(run_id, running=n)
+            started = [a for run, spec, task in claimed if (a := self._launch(spec, run, task))]
+            with self.store.transaction():  # one commit for the batch's history rows
+                for attempt in started:
+                    self.store.start_attempt(attempt)
         return len(claimed)
 
-    def _launch(self, spec: WorkflowSpec, run: Run, task: TaskInstance) -> None:
-        upstream = {
-            t.task_id: t.outputs
-            for t in self.store.get_tasks(run.id, sorted(spec.dag.reads[task.task_id]))
-        }
+    def _launch(self, spec: WorkflowSpec, run: Run, task: TaskInstance) -> Attempt | None:
+        """Start a claimed attempt (the claim is committed: a crash from here on is repaired
+        by ``recover``, which starts it again under the same key). Returns the attempt's
+        history row to record, or None if it ended at once (a switch, a template error)."""
+        reads = spec.dag.reads[task.task_id]
+        upstream = (
+            {t.task_id: t.outputs for t in self.store.get_tasks(run.id, sorted(reads))}
+            if reads
+            else {}
+        )
         if spec.workflow.tasks[task.task_id].type == "switch":
             result = engine.choose_branches(spec, run, task.task_id, upstream)
             self.on_finished([Finished(run.id, task.task_id, task.attempt, result)])
-            return
+            return None
         try:
             rendered = engine.render_task(spec, run, task.task_id, upstream)
         except TemplateError as exc:
@@ -328,23 +338,17 @@ class Scheduler:
                 [Finished(run.id, task.task_id, task.attempt,
                           AttemptResult(AttemptStatus.FAILED, error=str(exc), retryable=False))]
             )  # fmt: skip
-            return
+            return None
         attempt = AttemptSpec(
             run_id=run.id, task_id=task.task_id, attempt=task.attempt, task=rendered,
             logical_date=run.logical_date, workflow=run.workflow, project=run.project,
         )  # fmt: skip
         log_location = self.dispatcher.dispatch(attempt)
-        if log_location is not None:  # readable while the attempt runs
-            self.store.start_attempt(
-                Attempt(
-                    run.id,
-                    task.task_id,
-                    task.attempt,
-                    "running",
-                    started_at=task.started_at or run.created_at,
-                    log=log_location,
-                )
-            )
+        # the attempt's history row, with where its log is (readable while it runs)
+        return Attempt(
+                run.id, task.task_id, task.attempt, "running",
+                started_at=task.started_at or run.created_at, log=log_location,
+        )  # fmt: skip
 
     # ------------------------------------------------------------ recovery
     def recover(self) -> None:
@@ -358,7 +362,8 @@ class Scheduler:
             )
             for ti in report.not_started:
                 run = self.store.get_run(ti.run_id)
-                self._launch(self._run_spec(run), run, ti)
+                if (attempt := self._launch(self._run_spec(run), run, ti)) is not None:
+                    self.store.start_attempt(attempt)
             for run in self.store.runs_in_states([RunState.RUNNING, RunState.PAUSED]):
                 self._maybe_finish(self._run_spec(run), run.id, self.clock.now())
 

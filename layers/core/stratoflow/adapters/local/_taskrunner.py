@@ -123,25 +123,29 @@ def run_http(
 RUNNERS = {"python": run_python, "http": run_http, "lambda": run_lambda}
 
 
-def main(directory: str) -> int:
-    root = Path(directory)
-    task = json.loads((root / "task.json").read_text(encoding="utf-8"))
-    context = {"directory": directory}
+def main(spec_file: str) -> int:
+    """``<run dir>/<task>.<attempt>.json`` in; ``.result`` (outputs) and ``.error`` out."""
+    spec = Path(spec_file)
+    stem = spec.with_suffix("")
+    task = json.loads(spec.read_text(encoding="utf-8"))
+    context = {"run_dir": str(spec.parent), "attempt": stem.name}
+    result_file, error_file = (
+        stem.with_suffix(stem.suffix + ".result"),
+        stem.with_suffix(stem.suffix + ".error"),
+    )
     try:
         outputs = RUNNERS[task["type"]](task["fields"], task["params"], context)
     except TaskFailed as exc:
         if len(exc.args) > 1 and isinstance(exc.args[1], dict):
-            (root / "outputs.json").write_text(
-                json.dumps(exc.args[1], default=str), encoding="utf-8"
-            )
-        (root / "error").write_text(str(exc.args[0]), encoding="utf-8")
+            result_file.write_text(json.dumps(exc.args[1], default=str), encoding="utf-8")
+        error_file.write_text(str(exc.args[0]), encoding="utf-8")
         print(exc.args[0], file=sys.stderr)
         return 1
     except BaseException as exc:
         traceback.print_exc()
-        (root / "error").write_text(f"{type(exc).__name__}: {exc}", encoding="utf-8")
+        error_file.write_text(f"{type(exc).__name__}: {exc}", encoding="utf-8")
         return 1
-    (root / "outputs.json").write_text(json.dumps(outputs, default=str), encoding="utf-8")
+    result_file.write_text(json.dumps(outputs, default=str), encoding="utf-8")
     return 0
 
 

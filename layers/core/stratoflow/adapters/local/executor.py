@@ -1,11 +1,17 @@
 """Runs attempts as local processes that outlive the scheduler.
 
-Each attempt gets a directory ``<root>/<run>/<task>/<attempt>/``. A small bash wrapper, started
-in its own session, claims the directory (``set -C``: an O_EXCL create, so a repeated dispatch
-of the same attempt runs nothing), runs the task body in a subshell with output to ``log``,
-and writes the exit code to ``rc``. Nothing flows through pipes to the scheduler, so a
-scheduler killed with SIGKILL loses nothing: on restart it re-attaches to live wrappers
-through pidfds and reads the ``rc`` of those that finished meanwhile.
+Each run has a directory ``<root>/<run>/``; an attempt is named ``<task>.<attempt>`` in it.
+A small bash wrapper, started in its own session, claims the attempt by creating its log
+exclusively (``set -C`` makes that an O_EXCL create, so a repeated dispatch of the same
+attempt runs nothing), runs the task body with its output in the log, and its EXIT trap
+appends ``<name> <status>`` to the run's ``exits`` file (one short O_APPEND write: atomic).
+
+Nothing flows through pipes to the scheduler, so a scheduler killed with SIGKILL loses
+nothing: on restart it finds the wrappers still running by their command line, watches them
+through pidfds, and reads the exit status of those that ended meanwhile from ``exits``.
+
+One file is created per attempt (its log; its outputs only if the task writes some): on the
+disks this runs on, every extra create or directory costs as much as the scheduling itself.
 """
 
 from __future__ import annotations
@@ -14,13 +20,14 @@ import contextlib
 import json
 import logging
 import os
-import selectors
+import select
 import shlex
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,18 +36,28 @@ from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
 
 log = logging.getLogger("stratoflow.executor")
 
-# $1: attempt directory, $2: the task body (bash). The subshell gets its own options back.
+# $1: run directory, $2: attempt name (<task>.<attempt>), $3: the task body (bash), which runs
+# in this shell: a subshell per task would cost more than the scheduler's own work. A scheduler
+# that is alive takes the exit status from waitpid (which also covers a body that replaces the
+# shell with `exec cmd`); the trap's record is for one that was not alive to wait.
 WRAPPER = r"""set -C
-{ echo $$ > "$1/claim"; } 2>/dev/null || exit 75
+if ! { : > "$1/$2.log"; } 2>/dev/null; then exit 75; fi
 set +C
-( eval "$2" ) > "$1/log" 2>&1 < /dev/null
-echo $? > "$1/rc"
+readonly STRATOFLOW_RUN_DIR="$1" STRATOFLOW_ATTEMPT_NAME="$2"
+trap '__stratoflow_rc=$?; echo "$STRATOFLOW_ATTEMPT_NAME $__stratoflow_rc" >> "$STRATOFLOW_RUN_DIR/exits"' EXIT
+exec >> "$1/$2.log" 2>&1 < /dev/null
+__stratoflow_body=$3
+set --
+eval "$__stratoflow_body"
 """
+WRAPPER_NAME = "stratoflow-task"  # $0 of every wrapper: how recovery recognises them
 CLAIM_LOST = 75
 KILL_GRACE_SECONDS = 5.0
+SPAWN_THREADS = 4  # starting a process waits on exec; threads let starts overlap (no GIL held)
 _PY_TYPES = {"python", "http", "lambda"}
 
 Report = Callable[[str, str, int, AttemptResult, str], None]
+Key = tuple[str, str, int]
 
 
 @dataclass
@@ -48,10 +65,9 @@ class _Live:
     run_id: str
     task_id: str
     attempt: int
-    directory: Path
-    pid: int
-    proc: subprocess.Popen[bytes] | None  # None when re-attached after a restart
-    killed: str | None = None  # why we killed it, if we did
+    pid: int = 0  # 0 while it is being started
+    proc: subprocess.Popen[bytes] | None = None  # None when re-attached after a restart
+    killed: bool = False  # we stopped it
 
 
 def _read(path: Path) -> str | None:
@@ -65,8 +81,7 @@ def _tail(path: Path, lines: int = 5, limit: int = 2000) -> str:
     try:
         with path.open("rb") as fh:
             fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(size - limit, 0))
+            fh.seek(max(fh.tell() - limit, 0))
             data = fh.read().decode("utf-8", errors="replace")
     except FileNotFoundError:
         return ""
@@ -85,41 +100,44 @@ def parse_key_values(text: str) -> dict[str, str]:
     return outputs
 
 
-def _alive(pid: int, directory: Path) -> bool:
-    """Is ``pid`` still the wrapper of ``directory`` (and not a reused pid)?"""
+def read_exits(run_dir: Path) -> dict[str, int]:
+    """Exit statuses the wrappers of a run recorded: attempt name -> status."""
+    exits: dict[str, int] = {}
+    for line in (_read(run_dir / "exits") or "").splitlines():
+        name, _, status = line.partition(" ")
+        if status.strip().lstrip("-").isdigit():
+            exits[name] = int(status)
+    return exits
+
+
+def _wrapper_argv(pid: int) -> list[str] | None:
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return False
-    return str(directory).encode() in cmdline
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return raw.decode(errors="replace").split("\0")
 
 
-def attempt_result(directory: Path, killed: str | None = None) -> AttemptResult:
-    """Read how an attempt ended from its directory (after its wrapper has exited)."""
-    rc_text = _read(directory / "rc")
-    if rc_text is None or not rc_text.strip().isdigit():
-        if killed == "timeout":
-            return AttemptResult(AttemptStatus.TIMED_OUT, error="timed out")
-        if killed:
-            return AttemptResult(AttemptStatus.STOPPED, error="stopped")
-        return AttemptResult(
-            AttemptStatus.LOST, error="the task process ended without reporting a result"
-        )
-    rc = int(rc_text.strip())
-    outputs: dict[str, object] = dict(parse_key_values(_read(directory / "outputs") or ""))
-    structured = _read(directory / "outputs.json")
-    if structured:
-        with contextlib.suppress(ValueError):
-            data = json.loads(structured)
-            if isinstance(data, dict):
-                outputs.update(data)
-    if rc == 0:
-        return AttemptResult(AttemptStatus.SUCCEEDED, outputs=outputs, exit_code=0)
-    error = (_read(directory / "error") or "").strip()
-    if not error:
-        tail = _tail(directory / "log")
-        error = f"exit code {rc}" + (f"; last output:\n{tail}" if tail else "")
-    return AttemptResult(AttemptStatus.FAILED, outputs=outputs, error=error, exit_code=rc)
+def _is_wrapper(pid: int, run_dir: Path, name: str) -> bool:
+    """Is ``pid`` (still) the wrapper of this attempt, and not a reused pid?"""
+    argv = _wrapper_argv(pid)
+    return argv is not None and WRAPPER_NAME in argv and str(run_dir) in argv and name in argv
+
+
+def live_wrappers(root: Path) -> dict[tuple[str, str], int]:
+    """(run id, attempt name) -> pid of every wrapper under ``root`` still running."""
+    found: dict[tuple[str, str], int] = {}
+    prefix = str(root) + os.sep
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        argv = _wrapper_argv(int(entry.name))
+        if not argv or WRAPPER_NAME not in argv:
+            continue
+        i = argv.index(WRAPPER_NAME)
+        if len(argv) > i + 2 and argv[i + 1].startswith(prefix):
+            found[(Path(argv[i + 1]).name, argv[i + 2])] = int(entry.name)
+    return found
 
 
 class LocalExecutor(Dispatcher):
@@ -129,179 +147,254 @@ class LocalExecutor(Dispatcher):
         self._report = report
         self._python = python
         self._live: dict[int, _Live] = {}  # pidfd -> attempt
-        self._by_key: dict[tuple[str, str, int], _Live] = {}
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._by_key: dict[Key, _Live] = {}
+        self._run_dirs: set[str] = set()
+        self._starting = 0  # dispatches whose process is not started yet
         self._lock = threading.Lock()
         self._closed = False
+        # epoll_ctl is safe while another thread waits in epoll_wait, so spawner threads
+        # register pidfds directly; the pipe only wakes the watcher to close.
+        self._epoll = select.epoll()
+        self._wake_r, self._wake_w = os.pipe()
+        self._epoll.register(self._wake_r, select.EPOLLIN)
+        self._spawner = ThreadPoolExecutor(SPAWN_THREADS, thread_name_prefix="stratoflow-spawn")
         self._thread = threading.Thread(target=self._watch, name="stratoflow-executor", daemon=True)
         self._thread.start()
         self._base_env = dict(os.environ)
         path = [os.getcwd(), self._base_env.get("PYTHONPATH", "")]
         self._base_env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
 
-    def directory(self, run_id: str, task_id: str, attempt: int) -> Path:
-        return self.root / run_id / task_id / str(attempt)
+    # ------------------------------------------------------------ layout
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / run_id
+
+    def path(self, run_id: str, task_id: str, attempt: int, suffix: str) -> Path:
+        """``<root>/<run>/<task>.<attempt><suffix>``: .log, .out, .json, .result, .error"""
+        return self.root / run_id / f"{task_id}.{attempt}{suffix}"
+
+    def log_path(self, run_id: str, task_id: str, attempt: int) -> Path:
+        return self.path(run_id, task_id, attempt, ".log")
 
     # ------------------------------------------------------------ dispatch
-    def _body(self, spec: AttemptSpec, directory: Path) -> str:
+    def _body(self, spec: AttemptSpec) -> str:
         task = spec.task
         if task.task_type in _PY_TYPES:
             payload = {"type": task.task_type, "fields": task.fields, "params": task.params}
-            (directory / "task.json").write_text(json.dumps(payload, default=str), encoding="utf-8")
-            return f'exec {shlex.quote(self._python)} -m stratoflow.adapters.local._taskrunner "$1"'
+            spec_file = self.path(spec.run_id, spec.task_id, spec.attempt, ".json")
+            spec_file.write_text(json.dumps(payload, default=str), encoding="utf-8")
+            runner = "stratoflow.adapters.local._taskrunner"
+            return f"{shlex.quote(self._python)} -m {runner} {shlex.quote(str(spec_file))}"
         command = task.fields.get("command", "")
         if isinstance(command, list):  # batch / kubernetes: an argv, run without a container
-            return "exec " + shlex.join(str(c) for c in command)
+            return shlex.join(str(c) for c in command)
         return str(command)
 
     def dispatch(self, spec: AttemptSpec) -> str | None:
-        directory = self.directory(spec.run_id, spec.task_id, spec.attempt)
+        """Start the attempt in the background; returns where its log will be."""
         key = (spec.run_id, spec.task_id, spec.attempt)
         with self._lock:
             if key in self._by_key:
-                return str(directory / "log")  # already running under our eyes
-        directory.mkdir(parents=True, exist_ok=True)
-        if (directory / "claim").exists():
-            self._attach_claimed(key, directory)  # started before (e.g. before a restart)
-            return str(directory / "log")
-        env = {
-            **self._base_env,
-            **spec.task.env,
-            "STRATOFLOW_OUTPUT": str(directory / "outputs"),
-            "STRATOFLOW_RUN_ID": spec.run_id,
-            "STRATOFLOW_TASK_ID": spec.task_id,
-            "STRATOFLOW_ATTEMPT": str(spec.attempt),
-            "STRATOFLOW_WORKFLOW": spec.workflow,
-            "STRATOFLOW_LOGICAL_DATE": spec.logical_date.isoformat(),
-        }
-        proc = subprocess.Popen(
-            ["bash", "--noprofile", "--norc", "-c", WRAPPER, "stratoflow-task", str(directory), self._body(spec, directory)],
-            cwd=directory, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        self._watch_pid(_Live(spec.run_id, spec.task_id, spec.attempt, directory, proc.pid, proc))
-        return str(directory / "log")
+                return str(self.log_path(*key))  # already starting or running under our eyes
+            live = self._by_key[key] = _Live(*key)
+            inline = self._starting == 0
+            self._starting += 1
+        if inline:  # nothing else is starting: no hand-off latency (a chain of tasks)
+            self._spawn(spec, live)
+        else:  # a burst: let the starts overlap (exec waits do not hold the GIL)
+            self._spawner.submit(self._spawn, spec, live)
+        return str(self.log_path(*key))
 
-    def _watch_pid(self, live: _Live) -> bool:
+    def _spawn(self, spec: AttemptSpec, live: _Live) -> None:
+        try:
+            self._start(spec, live)
+        finally:
+            with self._lock:
+                self._starting -= 1
+
+    def _start(self, spec: AttemptSpec, live: _Live) -> None:
+        run_dir = self.run_dir(spec.run_id)
+        name = f"{spec.task_id}.{spec.attempt}"
+        try:
+            if spec.run_id not in self._run_dirs:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                self._run_dirs.add(spec.run_id)
+            env = {
+                **self._base_env,
+                **spec.task.env,
+                "STRATOFLOW_OUTPUT": str(
+                    self.path(spec.run_id, spec.task_id, spec.attempt, ".out")
+                ),
+                "STRATOFLOW_RUN_ID": spec.run_id,
+                "STRATOFLOW_TASK_ID": spec.task_id,
+                "STRATOFLOW_ATTEMPT": str(spec.attempt),
+                "STRATOFLOW_WORKFLOW": spec.workflow,
+                "STRATOFLOW_LOGICAL_DATE": spec.logical_date.isoformat(),
+            }
+            live.proc = subprocess.Popen(
+                ["bash", "--noprofile", "--norc", "-c", WRAPPER, WRAPPER_NAME, str(run_dir), name, self._body(spec)],
+                cwd=run_dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        except OSError as exc:
+            self._forget(live)
+            self._deliver(
+                live, AttemptResult(AttemptStatus.FAILED, error=f"could not start the task: {exc}")
+            )
+            return
+        live.pid = live.proc.pid
+        self._watch_pid(live)
+        if live.killed:  # a stop arrived while it was starting
+            self._signal(live, signal.SIGTERM)
+
+    def _forget(self, live: _Live) -> None:
+        key = (live.run_id, live.task_id, live.attempt)
+        with self._lock:
+            if self._by_key.get(key) is live:
+                del self._by_key[key]
+
+    def _watch_pid(self, live: _Live) -> None:
         try:
             fd = os.pidfd_open(live.pid)
-        except ProcessLookupError:
-            fd = None
+        except ProcessLookupError:  # already gone: read what it left
+            self._forget(live)
+            self._exited(live)
+            return
         with self._lock:
-            if fd is None:
-                pass
-            else:
-                self._live[fd] = live
-                self._by_key[(live.run_id, live.task_id, live.attempt)] = live
-                self._selector.register(fd, selectors.EVENT_READ)
-        if fd is None:
-            self._finish(live)
-            return False
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_w, b"x")
-        return True
-
-    def _attach_claimed(self, key: tuple[str, str, int], directory: Path) -> None:
-        claim = (_read(directory / "claim") or "").strip()
-        pid = int(claim) if claim.isdigit() else 0
-        live = _Live(*key, directory=directory, pid=pid, proc=None)
-        if pid and _alive(pid, directory):
-            self._watch_pid(live)
-        else:
-            self._finish(live)
+            self._live[fd] = live
+            self._by_key[(live.run_id, live.task_id, live.attempt)] = live
+            self._epoll.register(fd, select.EPOLLIN)
 
     # ------------------------------------------------------------ watching
     def _watch(self) -> None:
         while not self._closed:
-            for key, _ in self._selector.select(timeout=1.0):
-                if key.fd == self._wake_r:
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(self._wake_r, 4096)
+            for fd, _ in self._epoll.poll(1.0):
+                if fd == self._wake_r:
                     continue
                 with self._lock:
-                    live = self._live.pop(key.fd, None)
-                    self._selector.unregister(key.fd)
-                    if live is not None:
-                        self._by_key.pop((live.run_id, live.task_id, live.attempt), None)
-                os.close(key.fd)
+                    live = self._live.pop(fd, None)
+                    self._epoll.unregister(fd)
+                os.close(fd)
                 if live is not None:
+                    self._forget(live)
                     self._exited(live)
 
     def _exited(self, live: _Live) -> None:
-        if live.proc is not None:
-            live.proc.wait()
-            if live.proc.returncode == CLAIM_LOST and not (live.directory / "rc").exists():
-                # another wrapper holds the claim (a dispatch repeated across a restart)
-                self._attach_claimed((live.run_id, live.task_id, live.attempt), live.directory)
-                return
-        self._finish(live)
-
-    def _finish(self, live: _Live) -> None:
-        result = attempt_result(live.directory, live.killed)
-        try:
-            self._report(
-                live.run_id, live.task_id, live.attempt, result, str(live.directory / "log")
+        if live.proc is None:  # re-attached after a restart: only the trap's record exists
+            status = read_exits(self.run_dir(live.run_id)).get(f"{live.task_id}.{live.attempt}")
+            self._deliver(
+                live, self.result(live.run_id, live.task_id, live.attempt, status, live.killed)
             )
+            return
+        returncode = live.proc.wait()
+        if returncode == CLAIM_LOST:
+            # Another wrapper holds the claim (a dispatch repeated across a restart): follow it.
+            pid = live_wrappers(self.root).get((live.run_id, f"{live.task_id}.{live.attempt}"))
+            if pid is not None and pid != live.pid:
+                self._watch_pid(
+                    _Live(live.run_id, live.task_id, live.attempt, pid=pid, killed=live.killed)
+                )
+                return
+            returncode = read_exits(self.run_dir(live.run_id)).get(
+                f"{live.task_id}.{live.attempt}", returncode
+            )
+        self._deliver(
+            live, self.result(live.run_id, live.task_id, live.attempt, returncode, live.killed)
+        )
+
+    def result(
+        self, run_id: str, task_id: str, attempt: int, status: int | None, killed: bool = False
+    ) -> AttemptResult:
+        """How an attempt ended, from its exit status (None: unknown) and its files."""
+        if killed:
+            return AttemptResult(AttemptStatus.STOPPED, error="stopped")
+        if status is None:
+            return AttemptResult(
+                AttemptStatus.LOST, error="the task process ended without reporting a result"
+            )
+        if status < 0:
+            return AttemptResult(
+                AttemptStatus.FAILED, error=f"killed by signal {-status}", exit_code=status
+            )
+        outputs: dict[str, object] = dict(
+            parse_key_values(_read(self.path(run_id, task_id, attempt, ".out")) or "")
+        )
+        structured = _read(self.path(run_id, task_id, attempt, ".result"))
+        if structured:
+            with contextlib.suppress(ValueError):
+                data = json.loads(structured)
+                if isinstance(data, dict):
+                    outputs.update(data)
+        if status == 0:
+            return AttemptResult(AttemptStatus.SUCCEEDED, outputs=outputs, exit_code=0)
+        error = (_read(self.path(run_id, task_id, attempt, ".error")) or "").strip()
+        if not error:
+            tail = _tail(self.log_path(run_id, task_id, attempt))
+            error = f"exit code {status}" + (f"; last output:\n{tail}" if tail else "")
+        return AttemptResult(AttemptStatus.FAILED, outputs=outputs, error=error, exit_code=status)
+
+    def _deliver(self, live: _Live, result: AttemptResult) -> None:
+        try:
+            log_file = str(self.log_path(live.run_id, live.task_id, live.attempt))
+            self._report(live.run_id, live.task_id, live.attempt, result, log_file)
         except Exception:
             log.exception("reporting %s/%s/%s failed", live.run_id, live.task_id, live.attempt)
 
     # ------------------------------------------------------------ kill
-    def kill(self, run_id: str, task_id: str, attempt: int, *, reason: str = "stop") -> None:
-        directory = self.directory(run_id, task_id, attempt)
+    def _signal(self, live: _Live, signum: int) -> None:
+        if live.pid and _is_wrapper(
+            live.pid, self.run_dir(live.run_id), f"{live.task_id}.{live.attempt}"
+        ):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(live.pid, signum)  # the wrapper leads its session: the whole group
+
+    def kill(self, run_id: str, task_id: str, attempt: int) -> None:
+        key = (run_id, task_id, attempt)
         with self._lock:
-            live = self._by_key.get((run_id, task_id, attempt))
+            live = self._by_key.get(key)
             if live is not None:
-                live.killed = reason
-        pid = live.pid if live is not None else 0
-        if not pid:
-            claim = (_read(directory / "claim") or "").strip()
-            pid = int(claim) if claim.isdigit() and _alive(int(claim), directory) else 0
-        if not pid:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-        timer = threading.Timer(KILL_GRACE_SECONDS, self._force_kill, (pid, directory))
+                live.killed = True
+        if live is None:  # not ours (e.g. started before a restart): find it by its command line
+            pid = live_wrappers(self.root).get((run_id, f"{task_id}.{attempt}"))
+            if pid is None:
+                return
+            live = _Live(*key, pid=pid, killed=True)
+        if not live.pid:
+            return  # still starting: _spawn signals it once it has a pid
+        self._signal(live, signal.SIGTERM)
+        timer = threading.Timer(KILL_GRACE_SECONDS, self._signal, (live, signal.SIGKILL))
         timer.daemon = True
         timer.start()
-
-    @staticmethod
-    def _force_kill(pid: int, directory: Path) -> None:
-        if _alive(pid, directory) or not (directory / "rc").exists():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
 
     # ------------------------------------------------------------ recovery
     def recover(self, running: Sequence[TaskInstance]) -> Recovery:
         report = Recovery()
-        wanted = {(t.run_id, t.task_id, t.attempt) for t in running}
+        alive = live_wrappers(self.root)
+        exits: dict[str, dict[str, int]] = {}
+        wanted: set[tuple[str, str]] = set()
         for ti in running:
+            name = f"{ti.task_id}.{ti.attempt}"
+            wanted.add((ti.run_id, name))
+            if ti.run_id not in exits:
+                exits[ti.run_id] = read_exits(self.run_dir(ti.run_id))
             key = (ti.run_id, ti.task_id, ti.attempt)
-            directory = self.directory(*key)
-            claim = (_read(directory / "claim") or "").strip()
-            if (directory / "rc").exists():
-                report.results[key] = attempt_result(directory)
-            elif claim.isdigit() and _alive(int(claim), directory):
-                self._watch_pid(_Live(*key, directory=directory, pid=int(claim), proc=None))
-            elif claim:
-                report.results[key] = attempt_result(directory)  # LOST
+            if name in exits[ti.run_id]:
+                report.results[key] = self.result(*key, exits[ti.run_id][name])
+            elif (ti.run_id, name) in alive:
+                self._watch_pid(_Live(*key, pid=alive[(ti.run_id, name)]))
+            elif self.log_path(*key).exists():  # claimed, then died without its trap
+                report.results[key] = self.result(*key, None)
             else:
                 report.not_started.append(ti)
         # wrappers whose task was stopped while we were down
-        for claim_file in self.root.glob("*/*/*/claim"):
-            directory = claim_file.parent
-            key = (directory.parent.parent.name, directory.parent.name, int(directory.name))
-            if key not in wanted and not (directory / "rc").exists():
-                pid_text = (_read(claim_file) or "").strip()
-                if pid_text.isdigit() and _alive(int(pid_text), directory):
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(int(pid_text), signal.SIGKILL)
+        for (run_id, name), pid in alive.items():
+            if (run_id, name) not in wanted:
+                task_id, _, attempt = name.rpartition(".")
+                self._signal(_Live(run_id, task_id, int(attempt or 0), pid=pid), signal.SIGKILL)
         return report
 
     def close(self) -> None:
         self._closed = True
+        self._spawner.shutdown(wait=True)
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
         self._thread.join(timeout=5)

@@ -80,11 +80,12 @@ def _ts(value: datetime | None) -> str | None:
 
 
 def _dt(value: str | None) -> datetime | None:
-    return None if value is None else datetime.strptime(value, _TS).replace(tzinfo=UTC)
+    return None if value is None else datetime.fromisoformat(value)
 
 
 def _req_dt(value: str) -> datetime:
-    return datetime.strptime(value, _TS).replace(tzinfo=UTC)
+    # fromisoformat (3.11+) reads the trailing Z as UTC, and is far cheaper than strptime
+    return datetime.fromisoformat(value)
 
 
 def _json(value: Any) -> str:
