@@ -49,7 +49,7 @@ class _Loader(yaml.SafeLoader):
         elif isinstance(node.value, list):
             for i, item in enumerate(node.value):
                 if isinstance(item, Node):
-                    self._index(item, (*path, i))
+                    self._index(item, (*path, str(i)))
 
 
 def load_yaml(text: str, *, source: str | None = None) -> tuple[Any, dict[Path, int]]:
@@ -72,9 +72,11 @@ def load_yaml(text: str, *, source: str | None = None) -> tuple[Any, dict[Path, 
 
 
 def line_for(lines: dict[Path, int], path: Path) -> int | None:
-    """The line of the deepest prefix of ``path`` that was written in the file."""
-    for end in range(len(path), -1, -1):
-        line = lines.get(tuple(path[:end]))
+    """The line of the deepest prefix of ``path`` that was written in the file. Keys and
+    list indices are compared as text, so a dotted path ("cases.1.next") finds them too."""
+    text = tuple(str(part) for part in path)
+    for end in range(len(text), -1, -1):
+        line = lines.get(text[:end])
         if line is not None:
             return line
     return None
