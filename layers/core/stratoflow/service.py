@@ -236,7 +236,10 @@ class Scheduler:
                 child = self.store.record_upstream(run.id, child_id, parent.task_id, outcome)
                 if child is None:
                     continue  # this parent was already counted
-                nxt = engine.child_state(spec, child)
+                unchosen = engine.skipped_by_switch(
+                    spec, parent.task_id, parent.state, parent.outputs, child_id
+                )
+                nxt = engine.child_state(spec, child, unchosen=unchosen)
                 if nxt is None:
                     continue
                 moved = child.with_(state=nxt, ended_at=now if nxt.terminal else None)
@@ -281,7 +284,9 @@ class Scheduler:
             self.dispatcher.kill(ti.run_id, ti.task_id, ti.attempt)
         with self._lock:
             self._start_queued_runs()
-        while self.dispatch_ready() == DISPATCH_BATCH:
+        # until a pass claims nothing: a switch (or a task whose templates fail) ends in-process
+        # while it is launched, and what that made ready must go out in this step too
+        while self.dispatch_ready():
             pass
         return self.store.next_wakeup()
 

@@ -79,10 +79,15 @@ _READINESS_STATE = {
 }
 
 
-def child_state(spec: WorkflowSpec, child: TaskInstance) -> TaskState | None:
-    """The state a WAITING child moves to given its upstream counts, or None to keep waiting."""
+def child_state(
+    spec: WorkflowSpec, child: TaskInstance, *, unchosen: bool = False
+) -> TaskState | None:
+    """The state a WAITING child moves to given its upstream counts, or None to keep waiting.
+    ``unchosen``: a parent switch did not choose it, which skips it whatever its trigger rule."""
     if child.state is not TaskState.WAITING:
         return None
+    if unchosen:
+        return TaskState.SKIPPED
     task = spec.workflow.tasks[child.task_id]
     decision = readiness(task.trigger_rule, child.upstream, len(spec.dag.parents[child.task_id]))
     return _READINESS_STATE.get(decision)
@@ -92,14 +97,23 @@ def edge_outcome(
     spec: WorkflowSpec, parent: str, state: TaskState, outputs: Mapping[str, Any], child: str
 ) -> TaskState:
     """What a parent's end means to one child: a switch skips the branches it did not choose."""
-    task = spec.workflow.tasks[parent]
-    if state is TaskState.SUCCEEDED and isinstance(task, SwitchTask):
-        chosen = outputs.get(SWITCH_BRANCH_KEY) or []
-        if child in task.branches() and child not in chosen:
-            return TaskState.SKIPPED
+    if skipped_by_switch(spec, parent, state, outputs, child):
+        return TaskState.SKIPPED
     if state is TaskState.UPSTREAM_FAILED or state is TaskState.STOPPED:
         return TaskState.FAILED
     return state
+
+
+def skipped_by_switch(
+    spec: WorkflowSpec, parent: str, state: TaskState, outputs: Mapping[str, Any], child: str
+) -> bool:
+    """Whether ``parent`` is a switch that succeeded without choosing ``child``. A switch marks
+    every branch it did not choose SKIPPED, whatever that branch's trigger rule (as Airflow's
+    branch operators do); the skip then propagates by trigger rules."""
+    task = spec.workflow.tasks[parent]
+    if state is not TaskState.SUCCEEDED or not isinstance(task, SwitchTask):
+        return False
+    return child in task.branches() and child not in (outputs.get(SWITCH_BRANCH_KEY) or [])
 
 
 # ---------------------------------------------------------------- attempts
@@ -409,11 +423,13 @@ def _reset(
         old = states[task_id]
         up = Upstream()
         seen: dict[str, TaskState] = {}
+        unchosen = False
         for parent in spec.dag.parents[task_id]:
             p = states[parent]
             if p.state.terminal:
                 seen[parent] = edge_outcome(spec, parent, p.state, p.outputs, task_id)
                 up = up.plus(seen[parent])
+                unchosen = unchosen or skipped_by_switch(spec, parent, p.state, p.outputs, task_id)
         edges[task_id] = seen
         fresh = TaskInstance(
             run.id,
@@ -424,7 +440,7 @@ def _reset(
             upstream=up,
             priority=old.priority,
         )
-        nxt = child_state(spec, fresh)
+        nxt = child_state(spec, fresh, unchosen=unchosen)
         if nxt is not None:
             fresh = fresh.with_(state=nxt, ended_at=now if nxt.terminal else None)
         states[task_id] = fresh

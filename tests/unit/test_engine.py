@@ -1,0 +1,722 @@
+"""The pure engine: trigger rules, retries, switches, slots and run operations.
+
+No clock and no store: every function takes ``now`` (the ``now`` fixture, a fixed instant).
+"""
+
+from __future__ import annotations
+
+import itertools
+import textwrap
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+import pytest
+
+from stratoflow import engine
+from stratoflow.engine import (
+    SWITCH_BRANCH_KEY,
+    AttemptResult,
+    AttemptStatus,
+    Readiness,
+    Run,
+    RunState,
+    TaskInstance,
+    TaskState,
+    Upstream,
+)
+from stratoflow.errors import Conflict, InvalidInput
+from stratoflow.model import TriggerRule, WorkflowSpec, load_workflow
+
+WAIT, RUN, SKIP, UF = (
+    Readiness.WAIT,
+    Readiness.RUN,
+    Readiness.SKIP,
+    Readiness.UPSTREAM_FAILED,
+)
+W, Q, R, RETRY = TaskState.WAITING, TaskState.QUEUED, TaskState.RUNNING, TaskState.UP_FOR_RETRY
+OK, FAIL, SKIPPED = TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED
+UPF, STOPPED = TaskState.UPSTREAM_FAILED, TaskState.STOPPED
+
+
+def spec_of(text: str) -> WorkflowSpec:
+    return load_workflow(textwrap.dedent(text))
+
+
+# ------------------------------------------------------------------------------------------
+# Trigger rules
+# ------------------------------------------------------------------------------------------
+
+# (rule, parents, succeeded, failed, skipped) -> readiness. "failed" counts failed,
+# upstream_failed and stopped parents.
+TRIGGER_TABLE = [
+    # all_success: every parent succeeded
+    ("all_success", 1, 0, 0, 0, WAIT),
+    ("all_success", 1, 1, 0, 0, RUN),
+    ("all_success", 2, 1, 0, 0, WAIT),
+    ("all_success", 2, 2, 0, 0, RUN),
+    ("all_success", 3, 0, 1, 0, UF),  # decided early: it can never run
+    ("all_success", 2, 1, 1, 0, UF),
+    ("all_success", 2, 1, 0, 1, SKIP),  # skips propagate
+    ("all_success", 3, 0, 0, 1, SKIP),
+    ("all_success", 2, 0, 1, 1, UF),  # failure outranks a skip
+    # all_failed: every parent failed
+    ("all_failed", 2, 0, 1, 0, WAIT),
+    ("all_failed", 2, 0, 2, 0, RUN),
+    ("all_failed", 2, 1, 0, 0, SKIP),
+    ("all_failed", 2, 0, 1, 1, SKIP),
+    ("all_failed", 1, 0, 0, 1, SKIP),
+    # all_done: every parent finished, however
+    ("all_done", 2, 1, 0, 0, WAIT),
+    ("all_done", 2, 0, 1, 1, RUN),
+    ("all_done", 3, 1, 1, 1, RUN),
+    ("all_done", 1, 0, 0, 1, RUN),
+    # one_success: as soon as one succeeded, without waiting for the rest
+    ("one_success", 3, 1, 0, 0, RUN),
+    ("one_success", 2, 1, 1, 0, RUN),
+    ("one_success", 3, 0, 1, 1, WAIT),
+    ("one_success", 3, 0, 2, 1, UF),
+    ("one_success", 2, 0, 2, 0, UF),
+    ("one_success", 3, 0, 0, 3, SKIP),  # all skipped -> skipped
+    # one_failed: as soon as one failed, without waiting for the rest
+    ("one_failed", 3, 0, 1, 0, RUN),
+    ("one_failed", 3, 2, 0, 0, WAIT),
+    ("one_failed", 3, 2, 0, 1, SKIP),
+    ("one_failed", 2, 0, 0, 2, SKIP),
+    # none_failed: every parent succeeded or was skipped
+    ("none_failed", 2, 1, 0, 1, RUN),
+    ("none_failed", 2, 0, 0, 2, RUN),  # all skipped still runs (unlike *_min_one_success)
+    ("none_failed", 2, 1, 0, 0, WAIT),
+    ("none_failed", 3, 0, 1, 0, UF),
+]
+
+
+@pytest.mark.parametrize(("rule", "n", "s", "f", "k", "expected"), TRIGGER_TABLE)
+def test_trigger_rule_table(rule: str, n: int, s: int, f: int, k: int, expected: Readiness) -> None:
+    assert engine.readiness(TriggerRule(rule), Upstream(s, f, k), n) is expected
+
+
+def airflow(rule: str, n: int, s: int, f: int, k: int) -> Readiness:
+    """Airflow's documented trigger rules ("Trigger Rules" in its concepts docs), with its
+    scheduler's early decisions (TriggerRuleDep with flag_upstream_failed):
+
+    all_success  all upstream succeeded; a failed one -> upstream_failed, else a skipped one
+                 -> skipped
+    all_failed   all upstream failed or upstream_failed; a success or skip -> skipped
+    all_done     all upstream done with their execution
+    one_success  at least one succeeded, not waiting for all; all done with none succeeded
+                 -> skipped if all were skipped, else upstream_failed
+    one_failed   at least one failed, not waiting for all; all done with none failed -> skipped
+    none_failed  no upstream failed or upstream_failed (all succeeded or skipped); a failure
+                 -> upstream_failed
+    """
+    done = s + f + k == n
+    if n == 0:
+        return RUN
+    if rule == "all_success":
+        if f:
+            return UF
+        if k:
+            return SKIP
+        return RUN if done else WAIT
+    if rule == "all_failed":
+        if s or k:
+            return SKIP
+        return RUN if done else WAIT
+    if rule == "all_done":
+        return RUN if done else WAIT
+    if rule == "one_success":
+        if s:
+            return RUN
+        if not done:
+            return WAIT
+        return SKIP if k == n else UF
+    if rule == "one_failed":
+        if f:
+            return RUN
+        return SKIP if done else WAIT
+    assert rule == "none_failed"
+    if f:
+        return UF
+    return RUN if done else WAIT
+
+
+def test_every_trigger_rule_matches_airflow_on_every_count_up_to_four_parents() -> None:
+    mismatches = []
+    for rule, n in itertools.product(TriggerRule, range(5)):
+        for s, f, k in itertools.product(range(n + 1), repeat=3):
+            if s + f + k > n:
+                continue
+            got = engine.readiness(rule, Upstream(s, f, k), n)
+            if got is not airflow(rule.value, n, s, f, k):
+                mismatches.append((rule.value, n, s, f, k, got.value))
+    assert mismatches == []
+
+
+def test_a_task_without_parents_is_always_ready() -> None:
+    for rule in TriggerRule:
+        assert engine.readiness(rule, Upstream(), 0) is RUN
+
+
+def test_child_state_maps_readiness_and_ignores_a_child_that_already_moved() -> None:
+    spec = spec_of(
+        """
+        name: w
+        tasks:
+          a: {type: shell, command: x}
+          b: {type: shell, command: x}
+          c: {type: shell, command: x, depends_on: [a, b]}
+        """
+    )
+    c = TaskInstance("r", "c")
+    assert engine.child_state(spec, c.with_(upstream=Upstream(1, 0, 0))) is None  # waits
+    assert engine.child_state(spec, c.with_(upstream=Upstream(2, 0, 0))) is Q
+    assert engine.child_state(spec, c.with_(upstream=Upstream(1, 0, 1))) is SKIPPED
+    assert engine.child_state(spec, c.with_(upstream=Upstream(0, 1, 0))) is UPF
+    # a child that is not WAITING is never decided again (duplicate or late parent event)
+    assert engine.child_state(spec, c.with_(state=R, upstream=Upstream(0, 2, 0))) is None
+
+
+# ------------------------------------------------------------------------------------------
+# Attempts: retries, backoff, stale results
+# ------------------------------------------------------------------------------------------
+
+RETRYING = spec_of(
+    """
+    name: retrying
+    defaults: {retries: 5, retry_delay: 10s, retry_backoff: 2.0, max_retry_delay: 1m}
+    tasks:
+      a: {type: shell, command: x}
+      fixed: {type: shell, command: x, retry_backoff: 1.0, retries: 2}
+      none: {type: shell, command: x, retries: 0}
+    """
+)
+
+
+def running(task_id: str, attempt: int, now: datetime, **changes: object) -> TaskInstance:
+    return TaskInstance("r", task_id, R, attempt=attempt, started_at=now).with_(**changes)
+
+
+def failed() -> AttemptResult:
+    return AttemptResult(AttemptStatus.FAILED, error="exit code 1", exit_code=1)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "seconds"),
+    [(1, 10), (2, 20), (3, 40), (4, 60), (5, 60)],  # 10 * 2^(n-1), capped at 1m
+)
+def test_retry_delay_grows_by_backoff_and_is_capped(attempt: int, seconds: int) -> None:
+    assert engine.retry_delay(RETRYING, "a", attempt) == timedelta(seconds=seconds)
+
+
+def test_retry_delay_with_backoff_one_is_fixed() -> None:
+    assert [engine.retry_delay(RETRYING, "fixed", n).total_seconds() for n in (1, 2)] == [10, 10]
+
+
+def test_a_failed_attempt_is_retried_after_its_delay_until_retries_run_out(
+    now: datetime,
+) -> None:
+    # GIVEN task `a` (retries 5): attempts 1..5 fail and are retried with growing delays
+    for attempt, delay in [(1, 10), (2, 20), (3, 40), (4, 60), (5, 60)]:
+        decision = engine.on_attempt_finished(
+            RETRYING, running("a", attempt, now), attempt, failed(), now
+        )
+        assert decision is not None
+        assert decision.retrying
+        assert decision.task.state is RETRY
+        assert decision.task.ready_at == now + timedelta(seconds=delay)
+        assert decision.task.error == "exit code 1"
+    # WHEN the 6th attempt (the last of 1 + 5 retries) fails THEN the task fails
+    last = engine.on_attempt_finished(RETRYING, running("a", 6, now), 6, failed(), now)
+    assert last is not None
+    assert (last.task.state, last.retrying, last.task.ended_at) == (FAIL, False, now)
+
+
+def test_a_timed_out_attempt_is_retried_like_a_failure(now: datetime) -> None:
+    result = AttemptResult(AttemptStatus.TIMED_OUT, error="timed out after 0:10:00")
+    decision = engine.on_attempt_finished(RETRYING, running("a", 1, now), 1, result, now)
+    assert decision is not None
+    assert decision.task.state is RETRY
+
+
+def test_a_non_retryable_failure_fails_at_once(now: datetime) -> None:
+    result = AttemptResult(AttemptStatus.FAILED, error="undefined: x", retryable=False)
+    decision = engine.on_attempt_finished(RETRYING, running("a", 1, now), 1, result, now)
+    assert decision is not None
+    assert (decision.task.state, decision.retrying) == (FAIL, False)
+
+
+def test_a_task_without_retries_fails_on_its_first_failure(now: datetime) -> None:
+    decision = engine.on_attempt_finished(RETRYING, running("none", 1, now), 1, failed(), now)
+    assert decision is not None
+    assert decision.task.state is FAIL
+
+
+def test_success_keeps_outputs_and_clears_the_deadline(now: datetime) -> None:
+    ti = running("a", 2, now, deadline=now + timedelta(minutes=5), error="old error")
+    result = AttemptResult(AttemptStatus.SUCCEEDED, outputs={"rows": "42"})
+    decision = engine.on_attempt_finished(RETRYING, ti, 2, result, now)
+    assert decision is not None
+    task = decision.task
+    assert (task.state, task.outputs, task.deadline, task.error, task.ended_at) == (
+        OK,
+        {"rows": "42"},
+        None,
+        None,
+        now,
+    )
+
+
+def test_a_stopped_attempt_stops_the_task(now: datetime) -> None:
+    result = AttemptResult(AttemptStatus.STOPPED, error="killed")
+    decision = engine.on_attempt_finished(RETRYING, running("a", 1, now), 1, result, now)
+    assert decision is not None
+    assert decision.task.state is STOPPED
+
+
+@pytest.mark.parametrize(
+    "ti",
+    [
+        pytest.param(TaskInstance("r", "a", R, attempt=3), id="an older attempt (late)"),
+        pytest.param(TaskInstance("r", "a", R, attempt=1), id="a future attempt"),
+        pytest.param(TaskInstance("r", "a", OK, attempt=2), id="already succeeded (duplicate)"),
+        pytest.param(TaskInstance("r", "a", RETRY, attempt=2), id="already up for retry"),
+        pytest.param(TaskInstance("r", "a", STOPPED, attempt=2), id="stopped meanwhile"),
+        pytest.param(TaskInstance("r", "a", Q, attempt=2), id="queued for attempt 3"),
+    ],
+)
+def test_a_stale_or_duplicate_result_is_ignored(ti: TaskInstance, now: datetime) -> None:
+    # the report is for attempt 2
+    ok = AttemptResult(AttemptStatus.SUCCEEDED)
+    assert engine.on_attempt_finished(RETRYING, ti, 2, ok, now) is None
+
+
+def test_applying_the_same_result_twice_changes_nothing_the_second_time(now: datetime) -> None:
+    first = engine.on_attempt_finished(RETRYING, running("a", 1, now), 1, failed(), now)
+    assert first is not None
+    assert engine.on_attempt_finished(RETRYING, first.task, 1, failed(), now) is None
+
+
+def test_claim_starts_the_next_attempt_with_a_deadline(now: datetime) -> None:
+    spec = spec_of(
+        """
+        name: w
+        defaults: {timeout: 10m}
+        tasks:
+          a: {type: shell, command: x}
+          b: {type: shell, command: x, timeout: 30s}
+        """
+    )
+    claimed = engine.claim(spec, TaskInstance("r", "a", Q, attempt=2, error="old"), now)
+    assert (claimed.state, claimed.attempt, claimed.started_at, claimed.error) == (R, 3, now, None)
+    assert claimed.deadline == now + timedelta(minutes=10)
+    assert engine.claim(spec, TaskInstance("r", "b", Q), now).deadline == now + timedelta(
+        seconds=30
+    )
+    assert engine.timed_out(claimed, now + timedelta(minutes=10))
+    assert not engine.timed_out(claimed, now + timedelta(minutes=9))
+
+
+@pytest.mark.parametrize("state", [W, R, RETRY, OK, FAIL])
+def test_only_a_queued_task_can_be_claimed(state: TaskState, now: datetime) -> None:
+    spec = spec_of("name: w\ntasks: {a: {type: shell, command: x}}")
+    with pytest.raises(Conflict, match="not queued"):
+        engine.claim(spec, TaskInstance("r", "a", state), now)
+
+
+def test_retry_due_only_once_ready_at_has_passed(now: datetime) -> None:
+    ti = TaskInstance("r", "a", RETRY, attempt=1, ready_at=now + timedelta(seconds=10))
+    assert not engine.retry_due(ti, now)
+    assert engine.retry_due(ti, now + timedelta(seconds=10))
+    assert not engine.retry_due(ti.with_(state=Q), now + timedelta(hours=1))
+
+
+# ------------------------------------------------------------------------------------------
+# Switches
+# ------------------------------------------------------------------------------------------
+
+SWITCH = spec_of(
+    """
+    name: switching
+    params: {size: 10}
+    tasks:
+      route:
+        type: switch
+        cases:
+          - when: "{{ params.size | int > 50 }}"
+            next: [big]
+          - when: "{{ params.size | int > 5 }}"
+            next: [medium, extra]
+        default: [small]
+      big: {type: shell, command: x, depends_on: [route]}
+      medium: {type: shell, command: x, depends_on: [route]}
+      extra: {type: shell, command: x, depends_on: [route]}
+      small: {type: shell, command: x, depends_on: [route]}
+      audit: {type: shell, command: x, depends_on: [route]}
+      after_big: {type: shell, command: x, depends_on: [big]}
+      join: {type: shell, command: x, depends_on: [big, small], trigger_rule: none_failed}
+    """
+)
+
+
+def make_run(
+    spec: WorkflowSpec,
+    states: Mapping[str, TaskState],
+    now: datetime,
+    *,
+    state: RunState = RunState.RUNNING,
+    params: Mapping[str, object] | None = None,
+) -> tuple[Run, list[TaskInstance]]:
+    """A run whose tasks are in ``states`` (others WAITING), counters to match."""
+    run, fresh = engine.new_run(
+        spec, run_id="r", version=1, params=params or {}, logical_date=now, now=now
+    )
+    tasks = []
+    for ti in fresh:
+        s = states.get(ti.task_id, W)
+        ran = s in (R, RETRY, OK, FAIL) or (s is STOPPED)
+        tasks.append(ti.with_(state=s, attempt=1 if ran else 0))
+    run = run.with_(
+        state=state,
+        started_at=now,
+        n_done=sum(t.state.terminal for t in tasks),
+        n_failed=sum(t.state is FAIL for t in tasks),
+        n_running=sum(t.state is R for t in tasks),
+    )
+    return run, tasks
+
+
+@pytest.mark.parametrize(
+    ("size", "chosen", "case"),
+    [(80, ["big"], 0), (10, ["medium", "extra"], 1), (1, ["small"], None)],
+)
+def test_choose_branches_takes_the_first_true_case_else_the_default(
+    size: int, chosen: list[str], case: int | None, now: datetime
+) -> None:
+    run, _ = make_run(SWITCH, {}, now, params={"size": size})
+    result = engine.choose_branches(SWITCH, run, "route", {})
+    assert result.status is AttemptStatus.SUCCEEDED
+    assert result.outputs == {SWITCH_BRANCH_KEY: chosen, "case": case}
+
+
+def test_a_switch_whose_condition_is_not_a_boolean_fails_without_retry(now: datetime) -> None:
+    spec = spec_of(
+        """
+        name: w
+        params: {mode: maybe}
+        tasks:
+          route: {type: switch, cases: [{when: "{{ params.mode }}", next: [a]}]}
+          a: {type: shell, command: x, depends_on: [route]}
+        """
+    )
+    run, _ = make_run(spec, {}, now)
+    result = engine.choose_branches(spec, run, "route", {})
+    assert (result.status, result.retryable) == (AttemptStatus.FAILED, False)
+    assert result.error is not None
+    assert "rendered 'maybe', not true or false" in result.error
+
+
+def test_switch_skips_the_branches_it_did_not_choose(now: datetime) -> None:
+    outputs = {SWITCH_BRANCH_KEY: ["medium", "extra"]}
+
+    def outcome(child: str) -> TaskState:
+        return engine.edge_outcome(SWITCH, "route", OK, outputs, child)
+
+    assert [outcome(c) for c in ("big", "medium", "extra", "small")] == [SKIPPED, OK, OK, SKIPPED]
+    # a child that is not a branch at all just sees the switch succeed
+    assert outcome("audit") is OK
+
+
+def test_a_failed_switch_fails_every_child_branch_or_not(now: datetime) -> None:
+    for child in ("big", "small", "audit"):
+        assert engine.edge_outcome(SWITCH, "route", FAIL, {}, child) is FAIL
+        assert engine.edge_outcome(SWITCH, "route", UPF, {}, child) is FAIL
+        assert engine.edge_outcome(SWITCH, "route", STOPPED, {}, child) is FAIL
+
+
+def test_a_skip_propagates_until_a_trigger_rule_accepts_it() -> None:
+    # GIVEN the switch chose `small`, so `big` sees a skipped parent
+    big = TaskInstance("r", "big", upstream=Upstream().plus(SKIPPED))
+    assert engine.child_state(SWITCH, big) is SKIPPED
+    # WHEN big is skipped THEN after_big (all_success) is skipped too
+    after_big = TaskInstance("r", "after_big", upstream=Upstream().plus(SKIPPED))
+    assert engine.child_state(SWITCH, after_big) is SKIPPED
+    # AND join (none_failed) runs once small succeeded: it accepts the skip
+    join = TaskInstance("r", "join", upstream=Upstream().plus(SKIPPED))
+    assert engine.child_state(SWITCH, join) is None  # still waits for small
+    assert engine.child_state(SWITCH, join.with_(upstream=join.upstream.plus(OK))) is Q
+
+
+# ------------------------------------------------------------------------------------------
+# Runs: start, finish, slots, on_failure
+# ------------------------------------------------------------------------------------------
+
+OPS = spec_of(
+    """
+    name: ops
+    params: {region: eu, limit: 10}
+    concurrency: 2
+    max_active_runs: 1
+    on_failure: stop
+    defaults: {retries: 1}
+    tasks:
+      extract: {type: shell, command: x}
+      transform: {type: shell, command: x, depends_on: [extract]}
+      load: {type: shell, command: x, depends_on: [transform]}
+      report: {type: shell, command: x, depends_on: [extract]}
+      notify: {type: shell, command: x, depends_on: [load, report], trigger_rule: all_done}
+    """
+)
+
+
+def by_id(tasks: Mapping[str, TaskInstance] | list[TaskInstance]) -> dict[str, TaskState]:
+    items = tasks.values() if isinstance(tasks, Mapping) else tasks
+    return {t.task_id: t.state for t in items}
+
+
+def test_new_run_is_queued_with_waiting_tasks_in_topological_order(now: datetime) -> None:
+    run, tasks = engine.new_run(
+        OPS, run_id="r", version=3, params={"region": "us"}, logical_date=now, now=now
+    )
+    assert (run.state, run.version, run.n_tasks, run.params) == (
+        RunState.QUEUED,
+        3,
+        5,
+        {"region": "us", "limit": 10},
+    )
+    assert [t.task_id for t in tasks] == ["extract", "transform", "report", "load", "notify"]
+    assert {t.state for t in tasks} == {W}
+
+
+def test_unknown_run_params_are_rejected_by_name() -> None:
+    with pytest.raises(InvalidInput) as exc:
+        engine.effective_params(OPS, {"regoin": "us"})
+    assert [p.path for p in exc.value.problems] == ["params.regoin"]
+    assert "limit, region" in str(exc.value)
+
+
+def test_start_run_queues_the_roots_once(now: datetime) -> None:
+    run, _ = engine.new_run(OPS, run_id="r", version=1, params={}, logical_date=now, now=now)
+    started, roots = engine.start_run(OPS, run, now)
+    assert (started.state, started.started_at, roots) == (RunState.RUNNING, now, ["extract"])
+    with pytest.raises(Conflict, match="not queued"):
+        engine.start_run(OPS, started, now)
+
+
+def test_max_active_runs_limits_starts() -> None:
+    assert engine.may_start(OPS, 0)
+    assert not engine.may_start(OPS, 1)
+    assert engine.may_start(SWITCH, 1000)  # no limit
+
+
+def test_concurrency_slots(now: datetime) -> None:
+    run, _ = make_run(OPS, {}, now)
+    assert engine.dispatch_slots(OPS, run) == 2
+    assert engine.dispatch_slots(OPS, run.with_(n_running=1)) == 1
+    assert engine.dispatch_slots(OPS, run.with_(n_running=2)) == 0
+    assert engine.dispatch_slots(OPS, run.with_(n_running=3)) == 0  # never negative
+    assert engine.dispatch_slots(OPS, run.with_(state=RunState.PAUSED)) == 0
+    unlimited, _ = make_run(SWITCH, {}, now)
+    assert engine.dispatch_slots(SWITCH, unlimited.with_(n_running=500)) > 10_000
+
+
+def test_run_finishes_when_every_task_ended(now: datetime) -> None:
+    run, _ = make_run(OPS, {}, now)
+    assert engine.run_finished_state(OPS, run.with_(n_done=4)) is None
+    assert engine.run_finished_state(OPS, run.with_(n_done=5)) is RunState.SUCCEEDED
+    assert engine.run_finished_state(OPS, run.with_(n_done=5, n_failed=1)) is RunState.FAILED
+    done = run.with_(n_done=5, state=RunState.STOPPED)
+    assert engine.run_finished_state(OPS, done) is None  # already ended
+
+
+def test_on_failure_stop_stops_the_run_only_for_a_real_failure() -> None:
+    assert engine.stops_run_on_failure(OPS, FAIL)
+    assert not engine.stops_run_on_failure(OPS, UPF)
+    assert not engine.stops_run_on_failure(OPS, OK)
+    assert not engine.stops_run_on_failure(SWITCH, FAIL)  # on_failure: continue (default)
+
+
+def test_on_failure_stop_plan_fails_the_run_and_kills_what_runs(now: datetime) -> None:
+    # GIVEN transform just failed while report is running
+    run, tasks = make_run(OPS, {"extract": OK, "transform": FAIL, "load": UPF, "report": R}, now)
+    # WHEN the run is stopped because of it
+    plan = engine.stop(run, tasks, now, end_state=RunState.FAILED, reason="transform failed")
+    # THEN report is killed, everything unfinished is stopped, and the run failed with a reason
+    assert [t.task_id for t in plan.kill] == ["report"]
+    assert by_id(plan.tasks) == {"report": STOPPED, "notify": STOPPED}
+    assert (plan.run.state, plan.run.error, plan.run.ended_at) == (
+        RunState.FAILED,
+        "transform failed",
+        now,
+    )
+    assert (plan.run.n_done, plan.run.n_failed, plan.run.n_running) == (5, 1, 0)
+
+
+# ------------------------------------------------------------------------------------------
+# Run operations
+# ------------------------------------------------------------------------------------------
+
+
+def test_pause_and_resume(now: datetime) -> None:
+    run, _ = make_run(OPS, {"extract": R}, now)
+    paused = engine.pause(run)
+    assert paused.state is RunState.PAUSED
+    assert engine.resume(paused).state is RunState.RUNNING
+
+
+@pytest.mark.parametrize(
+    "state", [RunState.QUEUED, RunState.PAUSED, RunState.SUCCEEDED, RunState.STOPPED]
+)
+def test_only_a_running_run_can_be_paused(state: RunState, now: datetime) -> None:
+    run, _ = make_run(OPS, {}, now, state=state)
+    with pytest.raises(Conflict, match="only a running run can be paused"):
+        engine.pause(run)
+
+
+@pytest.mark.parametrize(
+    "state", [RunState.QUEUED, RunState.RUNNING, RunState.FAILED, RunState.STOPPED]
+)
+def test_only_a_paused_run_can_be_resumed(state: RunState, now: datetime) -> None:
+    run, _ = make_run(OPS, {}, now, state=state)
+    with pytest.raises(Conflict, match="only a paused run can be resumed"):
+        engine.resume(run)
+
+
+def test_stop_kills_running_attempts_and_stops_every_unfinished_task(now: datetime) -> None:
+    # GIVEN extract succeeded, transform runs, report waits for its retry
+    run, tasks = make_run(OPS, {"extract": OK, "transform": R, "report": RETRY}, now)
+    # WHEN the run is stopped
+    plan = engine.stop(run, tasks, now)
+    # THEN the running attempt is killed and nothing unfinished is left
+    assert [(t.task_id, t.attempt) for t in plan.kill] == [("transform", 1)]
+    assert by_id(plan.tasks) == {
+        "transform": STOPPED,
+        "report": STOPPED,
+        "load": STOPPED,
+        "notify": STOPPED,
+    }
+    assert all(t.error == "stopped by request" for t in plan.tasks.values())
+    assert (plan.run.state, plan.run.n_done, plan.run.n_running, plan.run.n_failed) == (
+        RunState.STOPPED,
+        5,
+        0,
+        0,
+    )
+
+
+@pytest.mark.parametrize("state", [RunState.SUCCEEDED, RunState.FAILED, RunState.STOPPED])
+def test_a_finished_run_cannot_be_stopped(state: RunState, now: datetime) -> None:
+    run, tasks = make_run(OPS, {}, now, state=state)
+    with pytest.raises(Conflict, match="already"):
+        engine.stop(run, tasks, now)
+
+
+FAILED_RUN = {"extract": OK, "transform": FAIL, "load": UPF, "report": OK, "notify": OK}
+
+
+def test_rerun_failed_keeps_what_succeeded(now: datetime) -> None:
+    # GIVEN a failed run: transform failed, load never ran, the rest succeeded
+    run, tasks = make_run(OPS, FAILED_RUN, now, state=RunState.FAILED)
+    # WHEN the failed tasks are rerun
+    plan = engine.rerun_failed(OPS, run, tasks, now)
+    # THEN transform is ready again (its parent succeeded), load waits for it, and the
+    # succeeded tasks are not touched
+    assert by_id(plan.tasks) == {"transform": Q, "load": W}
+    assert plan.edges == {"transform": {"extract": OK}, "load": {}}
+    assert (plan.run.state, plan.run.n_done, plan.run.n_failed, plan.run.ended_at) == (
+        RunState.RUNNING,
+        3,
+        0,
+        None,
+    )
+    # AND attempt numbers keep growing, so the new attempt has a new dispatch key
+    assert plan.tasks["transform"].attempt == 1
+
+
+def test_a_rerun_task_gets_its_retries_again(now: datetime) -> None:
+    # GIVEN transform (retries: 1) failed on both its attempts
+    run, tasks = make_run(OPS, FAILED_RUN, now, state=RunState.FAILED)
+    tasks = [t.with_(attempt=2) if t.task_id == "transform" else t for t in tasks]
+    plan = engine.rerun_failed(OPS, run, tasks, now)
+    # WHEN its first attempt after the rerun (attempt 3) fails
+    attempt = engine.claim(OPS, plan.tasks["transform"], now)
+    assert attempt.attempt == 3
+    decision = engine.on_attempt_finished(OPS, attempt, 3, failed(), now)
+    # THEN it is retried, after the first retry's delay (30s default), as on its first run
+    assert decision is not None
+    assert decision.task.state is RETRY
+    assert decision.task.ready_at == now + timedelta(seconds=30)
+
+
+def test_rerun_needs_a_finished_run_with_something_to_rerun(now: datetime) -> None:
+    running_run, tasks = make_run(OPS, {"extract": R}, now)
+    with pytest.raises(Conflict, match="needs a finished run"):
+        engine.rerun_failed(OPS, running_run, tasks, now)
+    with pytest.raises(Conflict, match="needs a finished run"):
+        engine.rerun_from(OPS, running_run, tasks, "extract", now)
+    all_ok = dict.fromkeys(FAILED_RUN, OK)
+    done, tasks = make_run(OPS, all_ok, now, state=RunState.SUCCEEDED)
+    with pytest.raises(Conflict, match="no failed or stopped task"):
+        engine.rerun_failed(OPS, done, tasks, now)
+
+
+def test_rerun_from_resets_the_task_and_everything_downstream(now: datetime) -> None:
+    # GIVEN a run where everything succeeded
+    run, tasks = make_run(OPS, dict.fromkeys(FAILED_RUN, OK), now, state=RunState.SUCCEEDED)
+    # WHEN it is rerun from transform
+    plan = engine.rerun_from(OPS, run, tasks, "transform", now)
+    # THEN transform is queued, load and notify wait again, extract and report are kept
+    assert by_id(plan.tasks) == {"transform": Q, "load": W, "notify": W}
+    # notify's upstream counts only what is kept: report succeeded, load will report later
+    assert plan.tasks["notify"].upstream == Upstream(succeeded=1)
+    assert plan.edges["notify"] == {"report": OK}
+    assert (plan.run.state, plan.run.n_done) == (RunState.RUNNING, 2)
+
+
+def test_rerun_from_a_task_whose_parent_failed_still_runs_it(now: datetime) -> None:
+    run, tasks = make_run(OPS, FAILED_RUN, now, state=RunState.FAILED)
+    plan = engine.rerun_from(OPS, run, tasks, "load", now)
+    assert by_id(plan.tasks) == {"load": Q, "notify": W}
+
+
+def test_rerun_from_an_unknown_task_names_it(now: datetime) -> None:
+    run, tasks = make_run(OPS, FAILED_RUN, now, state=RunState.FAILED)
+    with pytest.raises(InvalidInput, match="unknown task 'nope'"):
+        engine.rerun_from(OPS, run, tasks, "nope", now)
+
+
+def test_mark_succeeded_decides_downstream_again(now: datetime) -> None:
+    # GIVEN a failed run: transform failed, so load is upstream_failed
+    run, tasks = make_run(OPS, FAILED_RUN, now, state=RunState.FAILED)
+    # WHEN transform is marked succeeded
+    plan = engine.mark(OPS, run, tasks, "transform", OK, now)
+    # THEN load is ready to run, and the run runs again with no failure counted
+    assert by_id(plan.tasks) == {"transform": OK, "load": Q}
+    assert plan.kill == []
+    assert (plan.run.state, plan.run.n_done, plan.run.n_failed) == (RunState.RUNNING, 4, 0)
+
+
+def test_mark_skipped_on_a_running_task_kills_it_and_skips_what_waits(now: datetime) -> None:
+    # GIVEN transform runs, load waits for it
+    run, tasks = make_run(OPS, {"extract": OK, "transform": R, "report": R}, now)
+    # WHEN transform is marked skipped
+    plan = engine.mark(OPS, run, tasks, "transform", SKIPPED, now)
+    # THEN its attempt is killed and load (all_success) is skipped; notify still waits
+    assert [(t.task_id, t.attempt) for t in plan.kill] == [("transform", 1)]
+    assert by_id(plan.tasks) == {"transform": SKIPPED, "load": SKIPPED, "notify": W}
+    assert (plan.run.state, plan.run.n_running, plan.run.n_done) == (RunState.RUNNING, 1, 3)
+
+
+def test_mark_the_last_task_finishes_a_running_run(now: datetime) -> None:
+    run, tasks = make_run(OPS, {**FAILED_RUN, "transform": OK, "load": OK, "notify": R}, now)
+    plan = engine.mark(OPS, run, tasks, "notify", OK, now)
+    assert (plan.run.state, plan.run.ended_at) == (RunState.SUCCEEDED, now)
+
+
+def test_mark_refuses_other_states_unknown_tasks_and_no_ops(now: datetime) -> None:
+    run, tasks = make_run(OPS, FAILED_RUN, now, state=RunState.FAILED)
+    with pytest.raises(InvalidInput, match="succeeded or skipped, not failed"):
+        engine.mark(OPS, run, tasks, "extract", FAIL, now)
+    with pytest.raises(InvalidInput, match="unknown task 'nope'"):
+        engine.mark(OPS, run, tasks, "nope", OK, now)
+    with pytest.raises(Conflict, match="already succeeded"):
+        engine.mark(OPS, run, tasks, "extract", OK, now)

@@ -1,0 +1,255 @@
+"""Templating: what a template can read, how an undefined name fails, what shell text passes
+through untouched, and what the sandbox refuses."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from stratoflow import engine
+from stratoflow.engine import Run
+from stratoflow.model import WorkflowSpec, load_workflow
+from stratoflow.templating import (
+    TemplateError,
+    check_syntax,
+    referenced_tasks,
+    render,
+    render_condition,
+    render_value,
+)
+
+LOGICAL = datetime(2026, 3, 7, 2, 0, tzinfo=UTC)
+
+SPEC = load_workflow(
+    textwrap.dedent(
+        """
+        name: sales
+        project: analytics
+        params: {region: eu, day: "?"}
+        tasks:
+          extract: {type: shell, command: x}
+          load:
+            type: shell
+            depends_on: [extract]
+            params:
+              rows: "{{ tasks.extract.outputs.rows }}"
+              day: "{{ ds }}"
+            env:
+              TARGET: "{{ params.region }}-{{ ds_nodash }}"
+            command: >-
+              load --rows {{ params.rows }} --region {{ params.region }}
+              --run {{ run.id }} --day {{ params.day }} --at {{ logical_date }}
+              --n "${#files[@]}" --home "${HOME}" --base "${path%/*}"
+        """
+    )
+)
+
+
+def make_run(spec: WorkflowSpec = SPEC, **params: Any) -> Run:
+    run, _ = engine.new_run(
+        spec, run_id="sales-1", version=2, params=params, logical_date=LOGICAL, now=LOGICAL
+    )
+    return run
+
+
+def context(**params: Any) -> dict[str, Any]:
+    return engine.template_context(SPEC, make_run(**params), "load", {"extract": {"rows": "42"}})
+
+
+# ------------------------------------------------------------------------------------------
+# What a template can read
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{{ params.region }}", "eu"),
+        ("{{ tasks.extract.outputs.rows }}", "42"),
+        ("{{ tasks['extract'].outputs['rows'] | int * 2 }}", "84"),
+        ("{{ ds }}", "2026-03-07"),
+        ("{{ ds_nodash }}", "20260307"),
+        ("{{ logical_date }}", "2026-03-07T02:00:00+00:00"),
+        (
+            "{{ run.id }}/{{ run.workflow }}/{{ run.project }}/v{{ run.version }}",
+            "sales-1/sales/analytics/v2",
+        ),
+        ("{{ task.id }}", "load"),
+        # the task's own params are rendered first, and override the run's
+        ("{{ params.rows }} {{ params.day }}", "42 2026-03-07"),
+    ],
+)
+def test_a_template_reads_params_outputs_dates_and_the_run(template: str, expected: str) -> None:
+    assert render(template, context()) == expected
+
+
+def test_a_run_param_overrides_the_workflow_default() -> None:
+    assert render("{{ params.region }}", context(region="us")) == "us"
+
+
+def test_render_task_renders_every_templated_field_and_nothing_else() -> None:
+    rendered = engine.render_task(SPEC, make_run(), "load", {"extract": {"rows": "42"}})
+    assert rendered.task_type == "shell"
+    assert rendered.fields["command"] == (
+        "load --rows 42 --region eu --run sales-1 --day 2026-03-07 "
+        '--at 2026-03-07T02:00:00+00:00 --n "${#files[@]}" --home "${HOME}" --base "${path%/*}"'
+    )
+    assert rendered.params == {"region": "eu", "day": "2026-03-07", "rows": "42"}
+    assert rendered.env == {"TARGET": "eu-20260307"}
+    # scheduling settings are not part of what an executor receives
+    assert "depends_on" not in rendered.fields
+    assert "retries" not in rendered.fields
+
+
+def test_render_value_renders_strings_inside_lists_and_dicts() -> None:
+    value = {"a": ["{{ params.region }}", 3, None], "b": {"c": "{{ ds }}"}, "d": True}
+    assert render_value(value, context()) == {
+        "a": ["eu", 3, None],
+        "b": {"c": "2026-03-07"},
+        "d": True,
+    }
+
+
+# ------------------------------------------------------------------------------------------
+# An undefined name fails, naming it
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "named"),
+    [
+        ("{{ nope }}", "'nope' is undefined"),
+        ("{{ params.missing }}", "no attribute 'missing'"),
+        ("{{ tasks.extract.outputs.count }}", "no attribute 'count'"),
+        ("{{ tasks.other.outputs.x }}", "no attribute 'other'"),
+        ("{% if params.flag %}x{% endif %}", "no attribute 'flag'"),
+        ("{{ params.missing | default('d') }}x{{ also_missing }}", "'also_missing' is undefined"),
+    ],
+)
+def test_an_undefined_name_fails_naming_it(template: str, named: str) -> None:
+    with pytest.raises(TemplateError, match="undefined in template") as exc:
+        render(template, context())
+    assert named in str(exc.value)
+    assert template.strip() in str(exc.value)
+
+
+def test_default_filter_still_works_under_strict_undefined() -> None:
+    assert render("{{ params.missing | default('d') }}", context()) == "d"
+
+
+def test_render_task_names_the_field_that_failed() -> None:
+    with pytest.raises(TemplateError) as exc:
+        engine.render_task(SPEC, make_run(), "load", {"extract": {}})  # no `rows` output
+    assert "no attribute 'rows'" in str(exc.value)
+
+
+# ------------------------------------------------------------------------------------------
+# Shell text passes through untouched
+# ------------------------------------------------------------------------------------------
+
+SHELL = [
+    "${HOME}",
+    "${#arr[@]}",
+    "${x%y}",
+    "${x%%.*}",
+    "${x#*/}",
+    "${x##*/}",
+    "${x:-default}",
+    "${!name}",
+    "$((1 + 2))",
+    'arr=(a b c); echo "n=${#arr[@]} ${HOME:-x}"',
+    "awk '{ print $1 }'",
+    "echo '{#' ok '#}'",
+]
+
+
+@pytest.mark.parametrize("text", SHELL)
+def test_shell_text_without_templates_is_untouched(text: str) -> None:
+    assert render(text, context()) == text
+
+
+@pytest.mark.parametrize("text", SHELL)
+def test_shell_text_next_to_a_template_is_untouched(text: str) -> None:
+    assert render(f"{text} {{{{ params.region }}}} {text}", context()) == f"{text} eu {text}"
+
+
+def test_trailing_newline_of_a_script_is_kept() -> None:
+    assert render("echo {{ params.region }}\n", context()) == "echo eu\n"
+
+
+# ------------------------------------------------------------------------------------------
+# The sandbox
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ ''.__class__ }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ params.__class__.__init__.__globals__ }}",
+        "{{ run.update(id='x') }}",  # the context is immutable
+        "{{ params.pop('region') }}",
+    ],
+)
+def test_the_sandbox_refuses_unsafe_access(template: str) -> None:
+    with pytest.raises(TemplateError, match="not allowed"):
+        render(template, context())
+
+
+def test_a_filter_that_raises_is_a_template_error() -> None:
+    with pytest.raises(TemplateError, match="failed"):
+        render("{{ params.region / 2 }}", context())
+
+
+# ------------------------------------------------------------------------------------------
+# Static analysis
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "tasks"),
+    [
+        ("{{ tasks.a.outputs.x }}", {"a"}),
+        ("{{ tasks['b-c'].outputs.y }} {{ tasks.d.outputs.z }}", {"b-c", "d"}),
+        ("{% if tasks.e.outputs.ok %}{{ tasks.f.outputs.v }}{% endif %}", {"e", "f"}),
+        ("{{ params.tasks }} {{ run.id }}", set()),
+        ("no template here: tasks.a.outputs.x", set()),
+        ("${#arr[@]}", set()),
+    ],
+)
+def test_referenced_tasks(text: str, tasks: set[str]) -> None:
+    assert referenced_tasks(text) == tasks
+
+
+def test_check_syntax_reports_the_line() -> None:
+    check_syntax("plain ${x} text")
+    check_syntax("{{ ok }}")
+    with pytest.raises(TemplateError, match="syntax error on its line 2"):
+        check_syntax("line one\n{{ broken\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("true", True),
+        ("{{ 1 > 0 }}", True),
+        ("{{ params.region == 'eu' }}", True),
+        (" Yes ", True),
+        ("on", True),
+        ("{{ 1 > 2 }}", False),
+        ("0", False),
+        ("none", False),
+        ("", False),
+    ],
+)
+def test_conditions_read_as_booleans(text: str, value: bool) -> None:
+    assert render_condition(text, context()) is value
+
+
+def test_a_condition_that_is_not_a_boolean_says_what_it_rendered() -> None:
+    with pytest.raises(TemplateError, match="rendered 'eu', not true or false"):
+        render_condition("{{ params.region }}", context())
