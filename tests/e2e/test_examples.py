@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +11,7 @@ import pytest
 
 from stratoflow.adapters.local.runtime import LocalRuntime
 from stratoflow.ports import Clock, RunQuery
+from tests.e2e.http_stub import json_stub
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -110,23 +108,11 @@ def test_flaky_task_is_retried_with_backoff_until_it_succeeds(tmp_path: Path) ->
 
 @pytest.fixture
 def health_api() -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = json.dumps({"status": "ok"}).encode()
-            self.send_response(200 if self.path == "/health" else 404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def respond(method: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+        return (200, {"status": "ok"}) if path == "/health" else (404, {"error": "not_found"})
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with json_stub(respond) as url:
+        yield url
 
 
 def test_scheduled_workflow_fires_on_its_cron_in_its_time_zone(

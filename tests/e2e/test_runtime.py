@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from stratoflow.adapters.local.runtime import LocalRuntime
 from stratoflow.engine import RunState, TaskState
+from tests.e2e.http_stub import json_stub
 
 pytestmark = pytest.mark.e2e
 
@@ -227,26 +226,13 @@ tasks:
 
 @pytest.fixture
 def teapot() -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", 0))
-            received = json.loads(self.rfile.read(length) or b"{}")
-            body = json.dumps(
-                {"echo": received, "auth": self.headers.get("Authorization")}
-            ).encode()
-            self.send_response(418 if received.get("brew") == "coffee" else 201)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def respond(method: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+        received = body or {}
+        status = 418 if received.get("brew") == "coffee" else 201
+        return status, {"echo": received, "auth": headers.get("Authorization")}
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with json_stub(respond) as url:
+        yield url
 
 
 @pytest.mark.parametrize(
