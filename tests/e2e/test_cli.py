@@ -1,0 +1,202 @@
+"""The ``stratoflow`` command, in-process: exit codes, output shapes, client commands."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from stratoflow.adapters.local.runtime import LocalRuntime
+from stratoflow.api.app import create_app
+from stratoflow.api.local_server import start_in_thread
+from stratoflow.cli import main
+
+pytestmark = pytest.mark.e2e
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+CHAIN = """
+name: cli_chain
+params: {word: hello}
+tasks:
+  say: {type: shell, command: 'echo saying {{ params.word }}; echo "said={{ params.word }}" >> "$STRATOFLOW_OUTPUT"'}
+  shout:
+    type: python
+    depends_on: [say]
+    params: {said: "{{ tasks.say.outputs.said }}"}
+    code: outputs["loud"] = params["said"].upper()
+"""
+FAILING = "name: cli_fails\ntasks:\n  boom: {type: shell, command: 'echo no >&2; exit 4'}\n"
+
+
+@pytest.fixture
+def cli() -> CliRunner:
+    return CliRunner()
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_validate_accepts_every_example(cli: CliRunner) -> None:
+    result = cli.invoke(main, ["validate", *map(str, sorted(EXAMPLES.glob("*.yaml")))])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("ok: ") == 4
+
+
+def test_validate_names_the_cycle_and_exits_2(cli: CliRunner, tmp_path: Path) -> None:
+    bad = write(
+        tmp_path,
+        "cycle.yaml",
+        "name: loop\ntasks:\n  a: {type: shell, command: x, depends_on: [c]}\n"
+        "  b: {type: shell, command: x, depends_on: [a]}\n  c: {type: shell, command: x, depends_on: [b]}\n",
+    )
+    result = cli.invoke(main, ["validate", bad])
+    assert result.exit_code == 2
+    assert "cycle: " in result.output
+    assert all(f"{t} ->" in result.output or f"-> {t}" in result.output for t in "abc")
+
+
+def test_run_prints_the_run_as_json_and_exits_0(cli: CliRunner, tmp_path: Path) -> None:
+    result = cli.invoke(
+        main,
+        [
+            "run",
+            write(tmp_path, "chain.yaml", CHAIN),
+            "--home",
+            str(tmp_path / "home"),
+            "--output",
+            "json",
+            "-p",
+            "word=hi",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert body["run"]["state"] == "succeeded"
+    assert body["run"]["params"] == {"word": "hi"}
+    assert body["tasks"]["say"]["outputs"] == {"said": "hi"}
+    assert body["tasks"]["shout"]["state"] == "succeeded"
+    assert body["tasks"]["shout"]["attempts"] == 1
+    assert body["tasks"]["shout"]["outputs"] == {"loud": "HI"}
+    assert body["tasks"]["shout"]["error"] is None
+
+
+def test_run_of_a_failing_workflow_exits_1_with_the_error(cli: CliRunner, tmp_path: Path) -> None:
+    result = cli.invoke(
+        main, ["run", write(tmp_path, "f.yaml", FAILING), "--home", str(tmp_path / "home")]
+    )
+    assert result.exit_code == 1
+    assert "boom failed: exit code 4" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-p", "nope=1"], "params.nope: unknown parameter"),
+        (["-p", "novalue"], "parameters are written name=value"),
+        (["--logical-date", "yesterday"], "--logical-date 'yesterday' is not an ISO-8601"),
+    ],
+)
+def test_run_rejects_bad_input_with_exit_2(
+    cli: CliRunner, tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = cli.invoke(
+        main, ["run", write(tmp_path, "chain.yaml", CHAIN), "--home", str(tmp_path / "home"), *args]
+    )
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_run_of_an_invalid_file_exits_2_and_touches_no_state(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    result = cli.invoke(
+        main,
+        [
+            "run",
+            write(tmp_path, "bad.yaml", "name: x\ntasks: {a: {type: nope}}\n"),
+            "--home",
+            str(home),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "unknown task type 'nope'" in result.output
+    assert not home.exists()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    runtime = LocalRuntime(tmp_path / "server-home")
+    httpd, url = start_in_thread(
+        create_app(runtime.scheduler, on_change=runtime.wake), "127.0.0.1", 0
+    )
+    runtime.start()
+    yield url
+    httpd.shutdown()
+    runtime.close()
+
+
+def test_client_commands_against_a_server(cli: CliRunner, tmp_path: Path, server: str) -> None:
+    api = ["--api", server]
+    chain = write(tmp_path, "chain.yaml", CHAIN)
+    # apply: new, then unchanged
+    assert (
+        cli.invoke(main, ["apply", chain, *api]).output.strip() == "applied: default/cli_chain v1"
+    )
+    assert (
+        cli.invoke(main, ["apply", chain, *api]).output.strip() == "unchanged: default/cli_chain v1"
+    )
+    # trigger --wait: the run's JSON and exit 0
+    waited = cli.invoke(
+        main, ["trigger", "cli_chain", "-p", "word=yo", "--wait", "--output", "json", *api]
+    )
+    assert waited.exit_code == 0, waited.output
+    run = json.loads(waited.output)
+    run_id = run["run"]["id"]
+    assert run["tasks"]["shout"]["outputs"] == {"loud": "YO"}
+    # runs list / show
+    listed = json.loads(cli.invoke(main, ["runs", "list", "--output", "json", *api]).output)
+    assert [r["id"] for r in listed["runs"]] == [run_id]
+    assert run_id in cli.invoke(main, ["runs", "list", *api]).output
+    shown = json.loads(cli.invoke(main, ["runs", "show", run_id, "--output", "json", *api]).output)
+    assert shown["run"]["state"] == "succeeded"
+    # logs of the latest attempt
+    logs = cli.invoke(main, ["logs", run_id, "say", *api])
+    assert logs.exit_code == 0
+    assert logs.output == "saying yo\n"
+    # run operations: rerun from a task, then mark
+    rerun = cli.invoke(main, ["runs", "rerun", run_id, "--from", "shout", *api])
+    assert rerun.output.strip() == f"{run_id}: running"
+    assert (
+        cli.invoke(main, ["runs", "rerun", run_id, "--from", "x", "--failed", *api]).exit_code == 2
+    )
+    # a failing workflow: trigger --wait exits 1
+    cli.invoke(main, ["apply", write(tmp_path, "f.yaml", FAILING), *api])
+    failed = cli.invoke(main, ["trigger", "cli_fails", "--wait", *api])
+    assert failed.exit_code == 1
+    failed_id = json.loads(
+        cli.invoke(
+            main, ["runs", "list", "--workflow", "cli_fails", "--output", "json", *api]
+        ).output
+    )["runs"][0]["id"]
+    marked = cli.invoke(main, ["runs", "mark", failed_id, "boom", "--state", "succeeded", *api])
+    assert marked.output.strip() == f"{failed_id}: succeeded"
+    # conflicts and unknowns are bad input: exit 2 with the server's words
+    resumed = cli.invoke(main, ["runs", "resume", failed_id, *api])
+    assert resumed.exit_code == 2
+    assert "only a paused run can be resumed" in resumed.output
+    missing = cli.invoke(main, ["trigger", "no_such_workflow", *api])
+    assert missing.exit_code == 2
+    assert "not found" in missing.output
+
+
+def test_client_reports_an_unreachable_server_with_exit_3(cli: CliRunner) -> None:
+    result = cli.invoke(main, ["runs", "list", "--api", "http://127.0.0.1:9"])
+    assert result.exit_code == 3
+    assert "cannot reach the Stratoflow API" in result.output

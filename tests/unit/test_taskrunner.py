@@ -1,0 +1,128 @@
+"""The task runner that executes python, http and lambda task bodies in their own process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.e2e.http_stub import json_stub
+
+from stratoflow.adapters.local import _taskrunner as runner
+
+
+def spec_file(
+    tmp_path: Path, task_type: str, fields: dict[str, Any], params: dict[str, Any] | None = None
+) -> Path:
+    path = tmp_path / "t.1.json"
+    path.write_text(json.dumps({"type": task_type, "fields": fields, "params": params or {}}))
+    return path
+
+
+def outcome(tmp_path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    result = tmp_path / "t.1.result"
+    error = tmp_path / "t.1.error"
+    return (
+        json.loads(result.read_text()) if result.exists() else None,
+        error.read_text() if error.exists() else None,
+    )
+
+
+def test_inline_code_sets_outputs_from_params(tmp_path: Path) -> None:
+    spec = spec_file(
+        tmp_path, "python", {"code": "outputs['n'] = int(params['x']) + 1"}, {"x": "41"}
+    )
+    assert runner.main(str(spec)) == 0
+    assert outcome(tmp_path) == ({"n": 42}, None)
+
+
+def test_an_exception_fails_the_task_with_its_type_and_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = spec_file(tmp_path, "python", {"code": "raise KeyError('region')"})
+    assert runner.main(str(spec)) == 1
+    assert outcome(tmp_path) == (None, "KeyError: 'region'")
+    assert "Traceback" in capsys.readouterr().err  # the log keeps the traceback
+
+
+def test_callable_gets_the_arguments_it_names_and_returns_outputs(tmp_path: Path) -> None:
+    spec = spec_file(
+        tmp_path,
+        "python",
+        {"callable": "examples.lib.reports:daily_report"},
+        {"day": "2026-11-20", "status": "ok"},
+    )
+    assert runner.main(str(spec)) == 0
+    assert outcome(tmp_path) == ({"day": "2026-11-20", "api_status": "ok"}, None)
+
+
+def test_a_non_dict_return_value_is_kept_as_return_value(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, "python", {"callable": "tests.unit.task_callables:answer"})
+    assert runner.main(str(spec)) == 0
+    assert outcome(tmp_path) == ({"return_value": 42}, None)
+
+
+def test_a_callable_taking_kwargs_gets_every_argument(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, "python", {"callable": "tests.unit.task_callables:everything"})
+    assert runner.main(str(spec)) == 0
+    assert outcome(tmp_path) == ({"names": ["context", "outputs", "params"]}, None)
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("no_such_module_xyz:f", "cannot import 'no_such_module_xyz'"),
+        ("json:nothing_here", "has no callable 'nothing_here'"),
+    ],
+)
+def test_a_bad_callable_reference_names_the_problem(tmp_path: Path, ref: str, message: str) -> None:
+    assert runner.main(str(spec_file(tmp_path, "python", {"callable": ref}))) == 1
+    assert message in (outcome(tmp_path)[1] or "")
+
+
+def test_lambda_without_a_local_callable_says_it_needs_aws(tmp_path: Path) -> None:
+    assert (
+        runner.main(str(spec_file(tmp_path, "lambda", {"function": "etl-fn", "payload": {}}))) == 1
+    )
+    error = outcome(tmp_path)[1] or ""
+    assert "'etl-fn', which needs AWS" in error
+    assert "local_callable" in error
+
+
+def test_lambda_with_a_local_callable_gets_the_payload_as_event(tmp_path: Path) -> None:
+    fields = {
+        "function": "f",
+        "payload": {"k": "v"},
+        "local_callable": "tests.unit.task_callables:echo_event",
+    }
+    assert runner.main(str(spec_file(tmp_path, "lambda", fields))) == 0
+    assert outcome(tmp_path) == ({"received": {"k": "v"}}, None)
+
+
+def test_http_task_returns_status_and_decoded_body(tmp_path: Path) -> None:
+    with json_stub(
+        lambda method, path, body, headers: (200, {"method": method, "path": path, "got": body})
+    ) as url:
+        spec = spec_file(
+            tmp_path, "http", {"url": f"{url}/x", "method": "PUT", "body": {"a": 1}, "headers": {}}
+        )
+        assert runner.main(str(spec)) == 0
+    assert outcome(tmp_path) == (
+        {"status_code": 200, "body": {"method": "PUT", "path": "/x", "got": {"a": 1}}},
+        None,
+    )
+
+
+def test_http_task_fails_on_an_unexpected_status_and_keeps_the_response(tmp_path: Path) -> None:
+    with json_stub(lambda method, path, body, headers: (503, {"retry": True})) as url:
+        spec = spec_file(tmp_path, "http", {"url": url, "expected_status": [200, 204]})
+        assert runner.main(str(spec)) == 1
+    outputs, error = outcome(tmp_path)
+    assert outputs == {"status_code": 503, "body": {"retry": True}}
+    assert error == f"HTTP 503 from {url} (expected 200, 204)"
+
+
+def test_http_task_reports_an_unreachable_host(tmp_path: Path) -> None:
+    assert runner.main(str(spec_file(tmp_path, "http", {"url": "http://127.0.0.1:9/"}))) == 1
+    assert "GET http://127.0.0.1:9/ failed" in (outcome(tmp_path)[1] or "")
