@@ -215,6 +215,10 @@ class Dispatcher(ABC):
     def dispatch(self, spec: AttemptSpec) -> str | None:
         """Start the attempt (idempotent per key). Returns where its log will be."""
 
+    def dispatch_many(self, specs: Sequence[AttemptSpec]) -> list[str | None]:
+        """Start a batch of attempts (an adapter may start them together)."""
+        return [self.dispatch(spec) for spec in specs]
+
     @abstractmethod
     def kill(self, run_id: str, task_id: str, attempt: int) -> None:
         """Stop a running attempt and everything it started."""

@@ -316,16 +316,31 @@ class Scheduler:
                     taken[run.id] = taken.get(run.id, 0) + 1
                 for run_id, n in taken.items():
                     self.store.add_counters(run_id, running=n)
-            started = [a for run, spec, task in claimed if (a := self._launch(spec, run, task))]
-            with self.store.transaction():  # one commit for the batch's history rows
-                for attempt in started:
-                    self.store.start_attempt(attempt)
+            ready = [a for run, spec, task in claimed if (a := self._prepare(spec, run, task))]
+            self._start(ready)
         return len(claimed)
 
-    def _launch(self, spec: WorkflowSpec, run: Run, task: TaskInstance) -> Attempt | None:
-        """Start a claimed attempt (the claim is committed: a crash from here on is repaired
-        by ``recover``, which starts it again under the same key). Returns the attempt's
-        history row to record, or None if it ended at once (a switch, a template error)."""
+    def _start(self, ready: Sequence[tuple[AttemptSpec, TaskInstance]]) -> None:
+        """Hand prepared attempts to the dispatcher, then record their history rows (with
+        where each log is, readable while it runs) in one commit."""
+        if not ready:
+            return
+        logs = self.dispatcher.dispatch_many([spec for spec, _ in ready])
+        with self.store.transaction():
+            for (spec, task), log_location in zip(ready, logs, strict=True):
+                self.store.start_attempt(
+                    Attempt(
+                        spec.run_id, spec.task_id, spec.attempt, "running",
+                        started_at=task.started_at or spec.logical_date, log=log_location,
+                    )
+                )  # fmt: skip
+
+    def _prepare(
+        self, spec: WorkflowSpec, run: Run, task: TaskInstance
+    ) -> tuple[AttemptSpec, TaskInstance] | None:
+        """Render a claimed attempt for dispatch (the claim is committed: a crash from here on
+        is repaired by ``recover``, which starts it again under the same key). A switch, or a
+        task whose templates fail, ends here and returns None."""
         reads = spec.dag.reads[task.task_id]
         upstream = (
             {t.task_id: t.outputs for t in self.store.get_tasks(run.id, sorted(reads))}
@@ -348,12 +363,7 @@ class Scheduler:
             run_id=run.id, task_id=task.task_id, attempt=task.attempt, task=rendered,
             logical_date=run.logical_date, workflow=run.workflow, project=run.project,
         )  # fmt: skip
-        log_location = self.dispatcher.dispatch(attempt)
-        # the attempt's history row, with where its log is (readable while it runs)
-        return Attempt(
-                run.id, task.task_id, task.attempt, "running",
-                started_at=task.started_at or run.created_at, log=log_location,
-        )  # fmt: skip
+        return attempt, task
 
     # ------------------------------------------------------------ recovery
     def recover(self) -> None:
@@ -365,10 +375,12 @@ class Scheduler:
                 Finished(run_id, task_id, attempt, result)
                 for (run_id, task_id, attempt), result in report.results.items()
             )
+            ready = []
             for ti in report.not_started:
                 run = self.store.get_run(ti.run_id)
-                if (attempt := self._launch(self._run_spec(run), run, ti)) is not None:
-                    self.store.start_attempt(attempt)
+                if (prepared := self._prepare(self._run_spec(run), run, ti)) is not None:
+                    ready.append(prepared)
+            self._start(ready)
             for run in self.store.runs_in_states([RunState.RUNNING, RunState.PAUSED]):
                 self._maybe_finish(self._run_spec(run), run.id, self.clock.now())
 

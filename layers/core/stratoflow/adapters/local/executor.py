@@ -149,7 +149,6 @@ class LocalExecutor(Dispatcher):
         self._live: dict[int, _Live] = {}  # pidfd -> attempt
         self._by_key: dict[Key, _Live] = {}
         self._run_dirs: set[str] = set()
-        self._starting = 0  # dispatches whose process is not started yet
         self._lock = threading.Lock()
         self._closed = False
         # epoll_ctl is safe while another thread waits in epoll_wait, so spawner threads
@@ -190,28 +189,26 @@ class LocalExecutor(Dispatcher):
         return str(command)
 
     def dispatch(self, spec: AttemptSpec) -> str | None:
-        """Start the attempt in the background; returns where its log will be."""
-        key = (spec.run_id, spec.task_id, spec.attempt)
+        return self.dispatch_many([spec])[0]
+
+    def dispatch_many(self, specs: Sequence[AttemptSpec]) -> list[str | None]:
+        """Start attempts; returns where each log will be. A lone attempt (a step of a chain)
+        starts right here, with no hand-off latency; a batch starts on the spawn threads, so
+        the exec waits overlap (they do not hold the GIL) and the loop goes on meanwhile."""
+        fresh: list[tuple[AttemptSpec, _Live]] = []
         with self._lock:
-            if key in self._by_key:
-                return str(self.log_path(*key))  # already starting or running under our eyes
-            live = self._by_key[key] = _Live(*key)
-            inline = self._starting == 0
-            self._starting += 1
-        if inline:  # nothing else is starting: no hand-off latency (a chain of tasks)
-            self._spawn(spec, live)
-        else:  # a burst: let the starts overlap (exec waits do not hold the GIL)
-            self._spawner.submit(self._spawn, spec, live)
-        return str(self.log_path(*key))
+            for spec in specs:
+                key = (spec.run_id, spec.task_id, spec.attempt)
+                if key not in self._by_key:  # else: already starting or running under our eyes
+                    fresh.append((spec, self._by_key.setdefault(key, _Live(*key))))
+        if len(fresh) == 1:
+            self._spawn(*fresh[0])
+        else:
+            for spec, live in fresh:
+                self._spawner.submit(self._spawn, spec, live)
+        return [str(self.log_path(s.run_id, s.task_id, s.attempt)) for s in specs]
 
     def _spawn(self, spec: AttemptSpec, live: _Live) -> None:
-        try:
-            self._start(spec, live)
-        finally:
-            with self._lock:
-                self._starting -= 1
-
-    def _start(self, spec: AttemptSpec, live: _Live) -> None:
         run_dir = self.run_dir(spec.run_id)
         name = f"{spec.task_id}.{spec.attempt}"
         try:
