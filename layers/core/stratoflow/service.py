@@ -85,6 +85,7 @@ class Scheduler:
         self._lock = threading.RLock()
         self._after_commit: list[Callable[[], None]] = []  # acts wait for their state to commit
         self._batching = False
+        self._run_keys: dict[str, tuple[str, str, int]] = {}  # unfinished run -> pinned version
 
     # ------------------------------------------------------------ workflows
     def spec(self, project: str, name: str, version: int) -> WorkflowSpec:
@@ -180,7 +181,7 @@ class Scheduler:
         now = self.clock.now()
         try:
             ti = self.store.get_task(report.run_id, report.task_id)
-            run = self.store.get_run(report.run_id)
+            spec = self._spec_of(report.run_id)
         except NotFound:
             log.warning("result for unknown task %s/%s ignored", report.run_id, report.task_id)
             return
@@ -193,7 +194,6 @@ class Scheduler:
                 outputs=dict(result.outputs),
             )
         )  # fmt: skip
-        spec = self._run_spec(run)
         decision = engine.on_attempt_finished(spec, ti, report.attempt, result, now)
         if decision is None or not self.store.put_task(
             decision.task, TaskState.RUNNING, report.attempt
@@ -202,14 +202,14 @@ class Scheduler:
         new = decision.task
         terminal = new.state.terminal
         run = self.store.add_counters(
-            run.id, running=-1, done=int(terminal), failed=int(new.state is TaskState.FAILED)
+            report.run_id, running=-1, done=int(terminal), failed=int(new.state is TaskState.FAILED)
         )
         if decision.retrying:
             self._emit("task.retrying", run, task=new)
         elif new.state is TaskState.FAILED:
             self._emit("task.failed", run, task=new)
         if terminal:
-            self._propagate(spec, run, new, now)
+            run = self._propagate(spec, run, new, now)
         if engine.stops_run_on_failure(spec, new.state):
             run = self.store.get_run(run.id)
             if not run.state.terminal:
@@ -221,10 +221,19 @@ class Scheduler:
                     run.state,
                 )  # fmt: skip
                 return
-        self._maybe_finish(spec, run.id, now)
+        self._maybe_finish(spec, run, now)
 
-    def _propagate(self, spec: WorkflowSpec, run: Run, done: TaskInstance, now: datetime) -> None:
-        """Tell the children of a finished task; O(out-degree), plus whatever it skips."""
+    def _spec_of(self, run_id: str) -> WorkflowSpec:
+        """The spec a run pinned (cached while the run is unfinished: it never changes)."""
+        key = self._run_keys.get(run_id)
+        if key is None:
+            run = self.store.get_run(run_id)
+            key = self._run_keys[run_id] = (run.project, run.workflow, run.version)
+        return self.spec(*key)
+
+    def _propagate(self, spec: WorkflowSpec, run: Run, done: TaskInstance, now: datetime) -> Run:
+        """Tell the children of a finished task; O(out-degree), plus whatever it skips.
+        Returns the run as its counters stand after."""
         work = [done]
         ended = 0
         while work:
@@ -248,14 +257,16 @@ class Scheduler:
                 if nxt.terminal:
                     ended += 1
                     work.append(moved)
-        if ended:
-            self.store.add_counters(run.id, done=ended)
+        return self.store.add_counters(run.id, done=ended) if ended else run
 
-    def _maybe_finish(self, spec: WorkflowSpec, run_id: str, now: datetime) -> None:
-        run = self.store.get_run(run_id)
+    def _maybe_finish(self, spec: WorkflowSpec, run: Run | str, now: datetime) -> None:
+        """End the run if every task has ended. ``run`` is a fresh read (or an id to read)."""
+        if isinstance(run, str):
+            run = self.store.get_run(run)
         end = engine.run_finished_state(spec, run)
         if end is None:
             return
+        self._run_keys.pop(run.id, None)
         if self.store.put_run(run.with_(state=end, ended_at=now), run.state):
             self._emit(f"run.{end.value}", run.with_(state=end, ended_at=now))
             self._start_queued_runs()
