@@ -295,15 +295,19 @@ class Scheduler:
             self.dispatcher.kill(ti.run_id, ti.task_id, ti.attempt)
         with self._lock:
             self._start_queued_runs()
-        # until a pass claims nothing: a switch (or a task whose templates fail) ends in-process
-        # while it is launched, and what that made ready must go out in this step too
-        while self.dispatch_ready():
+        while self._dispatch()[1]:
             pass
         return self.store.next_wakeup()
 
     def dispatch_ready(self) -> int:
         """Claim queued tasks (one conditional write each, exactly one winner), commit, then
         start them. Returns how many were claimed."""
+        return self._dispatch()[0]
+
+    def _dispatch(self) -> tuple[int, bool]:
+        """One dispatch pass: (claimed, whether another pass may find work). It may when the
+        batch was full, or when a claimed task ended in-process (a switch, or a template
+        error) and so may have made others ready; otherwise a pass would only cost a query."""
         now = self.clock.now()
         claimed: list[tuple[Run, WorkflowSpec, TaskInstance]] = []
         with self._lock:
@@ -329,7 +333,7 @@ class Scheduler:
                     self.store.add_counters(run_id, running=n)
             ready = [a for run, spec, task in claimed if (a := self._prepare(spec, run, task))]
             self._start(ready)
-        return len(claimed)
+        return len(claimed), len(claimed) == DISPATCH_BATCH or len(ready) < len(claimed)
 
     def _start(self, ready: Sequence[tuple[AttemptSpec, TaskInstance]]) -> None:
         """Hand prepared attempts to the dispatcher, then record their history rows (with
