@@ -484,7 +484,3 @@ class Scheduler:
                 error=task.error,
             )
         self._act(partial(self.events.emit, kind, detail))
-
-    # ------------------------------------------------------------ reads
-    def tasks_by_id(self, run_id: str, ids: Sequence[str] | None = None) -> dict[str, TaskInstance]:
-        return {t.task_id: t for t in self.store.get_tasks(run_id, ids)}
