@@ -52,9 +52,7 @@ def _errors() -> Iterator[None]:
     """Map domain exception types to exit codes, in one place."""
     try:
         yield
-    except InvalidInput as exc:
-        _fail(str(exc), EXIT_INVALID)
-    except (NotFound, Conflict) as exc:
+    except (InvalidInput, NotFound, Conflict) as exc:
         _fail(str(exc), EXIT_INVALID)
     except StratoflowError as exc:
         _fail(str(exc), EXIT_FAILED)

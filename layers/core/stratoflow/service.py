@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -266,10 +267,16 @@ class Scheduler:
         end = engine.run_finished_state(spec, run)
         if end is None:
             return
+        ended = run.with_(state=end, ended_at=now)
+        if self.store.put_run(ended, run.state):
+            self._run_ended(ended)
+
+    def _run_ended(self, run: Run) -> None:
+        """What follows a run's end, however it ended: forget its pinned version, say so,
+        and start the runs that waited for a slot."""
         self._run_keys.pop(run.id, None)
-        if self.store.put_run(run.with_(state=end, ended_at=now), run.state):
-            self._emit(f"run.{end.value}", run.with_(state=end, ended_at=now))
-            self._start_queued_runs()
+        self._emit(f"run.{run.state.value}", run)
+        self._start_queued_runs()
 
     # ------------------------------------------------------------ periodic work
     def step(self) -> datetime | None:
@@ -326,10 +333,7 @@ class Scheduler:
                         continue
                     runs[ti.run_id] = (run, spec, free - 1)
                     claimed.append((run, spec, task))
-                taken: dict[str, int] = {}
-                for run, _, _ in claimed:
-                    taken[run.id] = taken.get(run.id, 0) + 1
-                for run_id, n in taken.items():
+                for run_id, n in Counter(run.id for run, _, _ in claimed).items():
                     self.store.add_counters(run_id, running=n)
             ready = [a for run, spec, task in claimed if (a := self._prepare(spec, run, task))]
             self._start(ready)
@@ -406,8 +410,7 @@ class Scheduler:
         for ti in plan.kill:
             self._act(partial(self.dispatcher.kill, ti.run_id, ti.task_id, ti.attempt))
         if plan.run.state.terminal and not RunState(expect).terminal:
-            self._emit(f"run.{plan.run.state.value}", plan.run)
-            self._start_queued_runs()
+            self._run_ended(plan.run)
         return plan.run
 
     def _act(self, action: Callable[[], None]) -> None:
