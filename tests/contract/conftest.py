@@ -12,13 +12,18 @@ behaviour is skipped, not failed, where the port allows the adapter not to have 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
 
+from stratoflow.adapters.aws.dynamodb import DynamoStore, create_table
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.ports import Catalog, StateStore
 
@@ -49,15 +54,58 @@ def _sqlite(tmp_path: Path) -> Iterator[SqliteStore]:
         store.close()
 
 
-# One entry per StateStore implementation. Later:
-#   "dynamodb": StoreAdapter("dynamodb", _dynamodb_on_moto, atomic_transactions=False),
+class _OneRequestAtATime:
+    """A boto3 client whose requests moto applies one at a time.
+
+    Real DynamoDB applies each request (a conditional write, a transaction) atomically; moto
+    keeps its tables in plain dicts with no lock, so two threads' conditional writes could
+    interleave inside moto and both pass their condition. Serialising whole requests gives
+    moto DynamoDB's per-request atomicity and nothing more: the racing tests still interleave
+    freely between requests, which is where the store's conditions must hold.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return call
+
+
+@contextmanager
+def _dynamodb_on_moto(tmp_path: Path) -> Iterator[DynamoStore]:
+    """DynamoStore on moto's in-process DynamoDB, the table made from TABLE_SCHEMA."""
+    with mock_aws():
+        client = boto3.client(
+            "dynamodb",
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        # without the stream: moto copies each stream record at a cost growing with the table
+        create_table(client, "stratoflow-state", stream=False)
+        yield DynamoStore("stratoflow-state", client=_OneRequestAtATime(client))
+
+
+# One entry per StateStore implementation.
 STORES: dict[str, StoreAdapter] = {
     "sqlite": StoreAdapter("sqlite", _sqlite, atomic_transactions=True),
+    # DynamoDB has no multi-request transaction: its transaction() is the port's no-op
+    "dynamodb": StoreAdapter("dynamodb", _dynamodb_on_moto, atomic_transactions=False),
 }
 
 # One entry per Catalog implementation (SQLite locally; Aurora via the RDS Data API later).
 CATALOGS: dict[str, CatalogAdapter] = {
     "sqlite": CatalogAdapter("sqlite", _sqlite),
+    "dynamodb": CatalogAdapter("dynamodb", _dynamodb_on_moto),
 }
 
 

@@ -33,6 +33,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from tests.fakes import FakeClock, Key, RecordingDispatcher
 from tests.strategies import (
     MAX_ATTEMPTS,
     Case,
@@ -52,13 +53,12 @@ from stratoflow.engine import (
     TaskState,
     Upstream,
 )
-from stratoflow.ports import Attempt, AttemptSpec, Clock, Dispatcher, Recovery
+from stratoflow.ports import Attempt, AttemptSpec
 from stratoflow.service import Finished, Scheduler
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 RUN_ID = "storm-run"
 PROJECT = "default"
-Key = tuple[str, str, int]
 
 # ------------------------------------------------------------------------------------------
 # The oracle: trigger rules, switch choices and retries, written out independently
@@ -189,44 +189,6 @@ def oracle(scenario: Scenario) -> dict[str, frozenset[str]]:
 # ------------------------------------------------------------------------------------------
 # The harness: a fake clock, a recording dispatcher, the real scheduler and store
 # ------------------------------------------------------------------------------------------
-
-
-class FakeClock(Clock):
-    def __init__(self, start: datetime) -> None:
-        self.current = start
-
-    def now(self) -> datetime:
-        return self.current
-
-    def advance(self, seconds: float) -> None:
-        self.current += timedelta(seconds=seconds)
-
-
-class RecordingDispatcher(Dispatcher):
-    """Remembers every attempt it was asked to start and keeps it pending until the test
-    delivers its result. A second dispatch of one key fails the test on the spot."""
-
-    def __init__(self, on_dispatch: Callable[[AttemptSpec], None]) -> None:
-        self.on_dispatch = on_dispatch
-        self.dispatched: dict[Key, AttemptSpec] = {}
-        self.pending: dict[Key, AttemptSpec] = {}  # in dispatch order
-        self.killed: list[Key] = []
-
-    def dispatch(self, spec: AttemptSpec) -> str | None:
-        key = (spec.run_id, spec.task_id, spec.attempt)
-        assert key not in self.dispatched, f"attempt {spec.key} dispatched twice"
-        self.dispatched[key] = spec
-        self.pending[key] = spec
-        self.on_dispatch(spec)
-        return None
-
-    def kill(self, run_id: str, task_id: str, attempt: int) -> None:
-        # A killed attempt may still report (a real executor races the kill): it stays
-        # pending, and its report then arrives late.
-        self.killed.append((run_id, task_id, attempt))
-
-    def recover(self, running: Sequence[TaskInstance]) -> Recovery:
-        return Recovery()
 
 
 def executor_result(task_id: str, attempt: int, ok: bool) -> AttemptResult:

@@ -519,6 +519,16 @@ REFUSALS = [
         "callable 'pkg.mod.fn' must look like 'package.module:function'",
     ),
     (
+        "unknown runner",
+        """
+        name: w
+        tasks:
+          a: {type: shell, command: x, runner: fargate}
+        """,
+        "tasks.a.runner",
+        "Input should be 'lambda' or 'batch'",
+    ),
+    (
         "python code that does not compile",
         """
         name: w

@@ -10,9 +10,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from stratoflow.auth import Principal, Role
 from stratoflow.engine import (
     AttemptResult,
     Plan,
@@ -202,6 +203,10 @@ class AttemptSpec:
     logical_date: datetime
     workflow: str
     project: str
+    # a retry dispatched before its delay ran out: the executor waits until then to start it
+    not_before: datetime | None = None
+    # the task's timeout, for executors that enforce it themselves (the AWS state machine)
+    timeout: timedelta | None = None
 
     @property
     def key(self) -> str:
@@ -237,6 +242,22 @@ class Recovery:
     not_started: list[TaskInstance] = field(default_factory=list)
 
 
+class Schedules(ABC):
+    """Where workflow schedules fire from. Locally the cron loop reads the catalog itself, so
+    there is nothing to keep in step (``NullSchedules``); on AWS every scheduled workflow has
+    an EventBridge Scheduler schedule that must follow its latest version."""
+
+    @abstractmethod
+    def sync(self, spec: WorkflowSpec, *, paused: bool) -> None:
+        """Make the workflow's schedule match ``spec``: create or update it, delete it when
+        ``spec`` has no schedule, keep it disabled while the workflow is paused. Idempotent."""
+
+
+class NullSchedules(Schedules):
+    def sync(self, spec: WorkflowSpec, *, paused: bool) -> None:
+        return None
+
+
 class EventSink(ABC):
     """Lifecycle events (run started/succeeded/failed/stopped, task failed/retrying)."""
 
@@ -253,3 +274,62 @@ class Clock(ABC):
     @abstractmethod
     def now(self) -> datetime:
         """Timezone-aware UTC."""
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    superuser: bool
+    created_at: datetime
+    roles: dict[str, Role] = field(default_factory=dict)  # project -> role
+
+    @property
+    def principal(self) -> Principal:
+        return Principal(self.name, dict(self.roles), self.superuser)
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """A token's record; the secret itself is shown once, at creation, and stored hashed."""
+
+    id: str
+    user: str
+    label: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked: bool = False
+
+
+class Identities(ABC):
+    """Users, their role per project, and their API tokens (the local runtime's identity
+    source; on AWS the API's authorizer vouches for callers instead)."""
+
+    @abstractmethod
+    def create_user(self, name: str, *, superuser: bool, now: datetime) -> User:
+        """Raises Conflict if the name is taken, InvalidInput if it is not a valid name."""
+
+    @abstractmethod
+    def get_user(self, name: str) -> User:
+        """Raises NotFound."""
+
+    @abstractmethod
+    def list_users(self) -> list[User]: ...
+
+    @abstractmethod
+    def set_role(self, name: str, project: str, role: Role | None) -> User:
+        """Grant ``role`` in ``project`` (replacing any other), or revoke with None."""
+
+    @abstractmethod
+    def create_token(self, user: str, label: str, now: datetime) -> tuple[ApiToken, str]:
+        """A new token for ``user``: its record and the secret to hand over (once)."""
+
+    @abstractmethod
+    def list_tokens(self, user: str | None = None) -> list[ApiToken]: ...
+
+    @abstractmethod
+    def revoke_token(self, token_id: str) -> ApiToken:
+        """Raises NotFound. Revoking twice is not an error."""
+
+    @abstractmethod
+    def authenticate(self, secret: str, now: datetime) -> Principal:
+        """The principal a token secret stands for. Raises Unauthenticated."""

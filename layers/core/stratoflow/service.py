@@ -14,7 +14,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -38,6 +38,8 @@ from stratoflow.ports import (
     Dispatcher,
     EventSink,
     NullEvents,
+    NullSchedules,
+    Schedules,
     StateStore,
     WorkflowVersion,
 )
@@ -46,6 +48,10 @@ from stratoflow.templating import TemplateError
 log = logging.getLogger("stratoflow.scheduler")
 
 DISPATCH_BATCH = 256
+# logical dates a run may have: wide enough for any backfill, narrow enough that every time
+# derived from one (ds, the schedule's window, time zones) stays a valid date
+MIN_LOGICAL_DATE = datetime(1900, 1, 1, tzinfo=UTC)
+MAX_LOGICAL_DATE = datetime(9999, 12, 30, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -63,9 +69,11 @@ def new_run_id(name: str, now: datetime) -> str:
     return f"{name}-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
-def scheduled_run_id(name: str, logical_date: datetime) -> str:
-    """Deterministic, so a schedule that fires twice for one date creates one run."""
-    return f"{name}-scheduled-{logical_date:%Y%m%dT%H%M%SZ}"
+def scheduled_run_id(project: str, name: str, logical_date: datetime) -> str:
+    """Deterministic, so a schedule that fires twice for one date creates one run. The
+    project is part of it ('.' cannot occur in a name), so two projects' same-named
+    workflows firing at one instant get two runs."""
+    return f"{project}.{name}-scheduled-{logical_date:%Y%m%dT%H%M%SZ}"
 
 
 class Scheduler:
@@ -76,12 +84,30 @@ class Scheduler:
         dispatcher: Dispatcher,
         clock: Clock,
         events: EventSink | None = None,
+        *,
+        schedules: Schedules | None = None,
+        retry_lead: timedelta = timedelta(0),
+        timeout_grace: timedelta = timedelta(0),
+        record_attempt_starts: bool = True,
     ) -> None:
+        """``retry_lead``: dispatch a retry this long before its delay runs out, for a
+        dispatcher that waits out the rest itself (``AttemptSpec.not_before``); AWS, where
+        nothing polls, dispatches every retry at once. ``timeout_grace``: how long past its
+        deadline an attempt may run before ``step`` times it out, for executors that enforce
+        the timeout themselves and should report first. ``record_attempt_starts``: write each
+        attempt's history row when it starts (where its log is, readable while it runs);
+        without, the row is written when it ends — one write fewer per attempt, for
+        executors whose log only exists at the end (the AWS runner), and the views show a
+        running attempt from its task."""
         self.store = store
         self.catalog = catalog
         self.dispatcher = dispatcher
         self.clock = clock
         self.events = events or NullEvents()
+        self.schedules = schedules or NullSchedules()
+        self.retry_lead = retry_lead
+        self.timeout_grace = timeout_grace
+        self.record_attempt_starts = record_attempt_starts
         self._specs: dict[tuple[str, str, int], WorkflowSpec] = {}
         self._lock = threading.RLock()
         self._after_commit: list[Callable[[], None]] = []  # acts wait for their state to commit
@@ -100,13 +126,27 @@ class Scheduler:
     def _run_spec(self, run: Run) -> WorkflowSpec:
         return self.spec(run.project, run.workflow, run.version)
 
-    def apply(self, text: str, *, source: str | None = None) -> tuple[WorkflowVersion, bool]:
-        """Validate and store a workflow; a changed definition becomes a new version."""
-        spec = load_workflow(text, source=source)
+    def apply(
+        self, text: str, *, source: str | None = None, spec: WorkflowSpec | None = None
+    ) -> tuple[WorkflowVersion, bool]:
+        """Validate and store a workflow; a changed definition becomes a new version.
+        ``spec``: ``text`` already parsed by the caller (``load_workflow(text)``)."""
+        if spec is None:
+            spec = load_workflow(text, source=source)
         with self._lock:
             version, created = self.catalog.put_version(spec, text, self.clock.now())
         self._specs[(spec.project, spec.name, version.version)] = spec
+        # every apply, not only a new version: a schedule lost or changed by hand is repaired
+        self.schedules.sync(spec, paused=version.paused)
         return version, created
+
+    def set_paused(self, project: str, name: str, paused: bool) -> WorkflowVersion:
+        """Pause or unpause a workflow's schedule (its runs are not affected)."""
+        with self._lock:
+            self.catalog.set_paused(project, name, paused)
+            latest = self.catalog.get_version(project, name)
+        self.schedules.sync(self.spec(project, name, latest.version), paused=latest.paused)
+        return latest
 
     # ------------------------------------------------------------ runs
     def trigger(
@@ -127,6 +167,10 @@ class Scheduler:
         spec = self.spec(project, name, stored.version)
         if logical_date is not None and logical_date.tzinfo is None:
             raise InvalidInput([Problem("logical_date", "must include a time zone (e.g. Z)")])
+        if logical_date is not None and not MIN_LOGICAL_DATE <= logical_date <= MAX_LOGICAL_DATE:
+            raise InvalidInput(
+                [Problem("logical_date", "must be between 1900-01-01 and 9999-12-30 (UTC)")]
+            )
         logical = logical_date or now
         rid = run_id or new_run_id(name, now)
         run, tasks = engine.new_run(
@@ -284,13 +328,14 @@ class Scheduler:
         Returns when it next has timed work to do (a retry or a deadline)."""
         now = self.clock.now()
         with self._lock:
-            for ti in self.store.due_retries(now, DISPATCH_BATCH):
+            for ti in self.store.due_retries(now + self.retry_lead, DISPATCH_BATCH):
+                early = ti.ready_at is not None and ti.ready_at > now
                 self.store.put_task(
-                    ti.with_(state=TaskState.QUEUED, ready_at=None),
+                    ti.with_(state=TaskState.QUEUED, ready_at=ti.ready_at if early else None),
                     TaskState.UP_FOR_RETRY,
                     ti.attempt,
                 )
-            expired = self.store.expired_tasks(now, DISPATCH_BATCH)
+            expired = self.store.expired_tasks(now - self.timeout_grace, DISPATCH_BATCH)
         for ti in expired:
             run = self.store.get_run(ti.run_id)
             timeout = self._run_spec(run).workflow.timeout(ti.task_id)
@@ -345,6 +390,8 @@ class Scheduler:
         if not ready:
             return
         logs = self.dispatcher.dispatch_many([spec for spec, _ in ready])
+        if not self.record_attempt_starts:
+            return
         with self.store.transaction():
             for (spec, task), log_location in zip(ready, logs, strict=True):
                 self.store.start_attempt(
@@ -378,9 +425,12 @@ class Scheduler:
                           AttemptResult(AttemptStatus.FAILED, error=str(exc), retryable=False))]
             )  # fmt: skip
             return None
+        start = task.started_at
         attempt = AttemptSpec(
             run_id=run.id, task_id=task.task_id, attempt=task.attempt, task=rendered,
             logical_date=run.logical_date, workflow=run.workflow, project=run.project,
+            not_before=start if start is not None and start > self.clock.now() else None,
+            timeout=spec.workflow.timeout(task.task_id),
         )  # fmt: skip
         return attempt, task
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from stratoflow.engine import Run, TaskInstance
+from stratoflow.engine import Run, TaskInstance, TaskState
 from stratoflow.ports import Attempt, WorkflowVersion
 
 
@@ -55,7 +55,21 @@ def attempt_view(attempt: Attempt) -> dict[str, Any]:
     }
 
 
+def with_running_attempt(task: TaskInstance, attempts: Iterable[Attempt]) -> list[Attempt]:
+    """The task's attempts, plus its running one when the scheduler does not record attempt
+    starts (``Scheduler(record_attempt_starts=False)``): the task row says all there is."""
+    found = list(attempts)
+    if (
+        task.state is TaskState.RUNNING
+        and task.started_at is not None
+        and all(a.attempt != task.attempt for a in found)
+    ):
+        found.append(Attempt(task.run_id, task.task_id, task.attempt, "running", task.started_at))
+    return found
+
+
 def task_view(task: TaskInstance, attempts: Iterable[Attempt] = ()) -> dict[str, Any]:
+    attempts = with_running_attempt(task, attempts)
     return {
         "state": task.state.value,
         "attempts": task.attempt,

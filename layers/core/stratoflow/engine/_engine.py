@@ -160,17 +160,22 @@ def on_attempt_finished(
 
 
 def claim(spec: WorkflowSpec, ti: TaskInstance, now: datetime) -> TaskInstance:
-    """QUEUED -> RUNNING with the next attempt number: the dispatch claim."""
+    """QUEUED -> RUNNING with the next attempt number: the dispatch claim.
+
+    A retry promoted before its delay ran out (a dispatcher that waits it out itself, as the
+    AWS state machine does) keeps its ``ready_at``: the attempt starts then, not ``now``, and
+    its deadline counts from that start."""
     if ti.state is not TaskState.QUEUED:
         raise Conflict(f"task {ti.task_id} is {ti.state}, not queued")
     timeout = spec.workflow.timeout(ti.task_id)
+    start = max(now, ti.ready_at) if ti.ready_at is not None else now
     return ti.with_(
         state=TaskState.RUNNING,
         attempt=ti.attempt + 1,
-        started_at=now,
+        started_at=start,
         ended_at=None,
         ready_at=None,
-        deadline=now + timeout if timeout else None,
+        deadline=start + timeout if timeout else None,
         error=None,
     )
 

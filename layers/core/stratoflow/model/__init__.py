@@ -2,7 +2,15 @@
 
 from stratoflow.model._dag import Dag
 from stratoflow.model._durations import format_duration, parse_duration
-from stratoflow.model._schedule import ScheduleError, ScheduleExpression, parse_schedule
+from stratoflow.model._schedule import (
+    MAX_FIRINGS_PER_TICK,
+    ScheduleError,
+    ScheduleExpression,
+    due_firings,
+    next_firing,
+    parse_schedule,
+    schedule_window,
+)
 from stratoflow.model._spec import (
     WorkflowSpec,
     load_workflow,
@@ -27,6 +35,7 @@ from stratoflow.model._workflow import (
 )
 
 __all__ = [
+    "MAX_FIRINGS_PER_TICK",
     "BatchTask",
     "Dag",
     "HttpTask",
@@ -44,11 +53,14 @@ __all__ = [
     "TriggerRule",
     "Workflow",
     "WorkflowSpec",
+    "due_firings",
     "format_duration",
     "load_workflow",
     "load_workflow_file",
+    "next_firing",
     "parse_duration",
     "parse_schedule",
     "parse_workflow",
+    "schedule_window",
     "spec_from_document",
 ]

@@ -37,16 +37,23 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aws_croniter import AwsCroniter
 
+if TYPE_CHECKING:  # _workflow imports this module
+    from stratoflow.model._workflow import Schedule
+
 __all__ = [
     "MAX_FIRE_TIMES",
+    "MAX_FIRINGS_PER_TICK",
     "ScheduleError",
     "ScheduleExpression",
+    "due_firings",
+    "next_firing",
     "parse_schedule",
+    "schedule_window",
     "validate_timezone",
 ]
 
@@ -281,6 +288,72 @@ def validate_timezone(name: str) -> str:
     """Return ``name`` if it is a known IANA time zone; raise :class:`ScheduleError` otherwise."""
     _zone(name)
     return name
+
+
+# --------------------------------------------------------------------------------------------
+# Firing a workflow's schedule: what is due, given a cursor (the last logical date fired).
+# One meaning for both runtimes: the local cron loop and the AWS trigger function use these.
+# A firing's logical date is its fire time (not the start of the interval before it).
+# --------------------------------------------------------------------------------------------
+
+MAX_FIRINGS_PER_TICK = 500
+"""Catchup over a long window proceeds in bounded steps of at most this many firings."""
+
+
+def schedule_window(schedule: Schedule) -> tuple[datetime | None, datetime | None]:
+    """The schedule's ``start`` and ``end`` as aware UTC instants (``None`` where unset). A naive
+    one is wall-clock time in the schedule's time zone."""
+    zone = _zone(schedule.timezone)
+    return _start_utc(schedule.start, zone), _start_utc(schedule.end, zone)
+
+
+def due_firings(
+    schedule: Schedule, cursor: datetime | None, now: datetime
+) -> tuple[list[datetime], datetime]:
+    """Logical dates to fire now, and the new cursor.
+
+    First sight (no cursor): with ``catchup`` and a ``start``, every time since start is due;
+    otherwise nothing in the past is, and the cursor starts at ``now``. Later: with catchup,
+    every time missed since the cursor (oldest first, at most :data:`MAX_FIRINGS_PER_TICK`;
+    the cursor then stops at the last one, so the next call resumes there); without, only the
+    latest missed time.
+    """
+    expr = parse_schedule(schedule.cron)
+    start, end = schedule_window(schedule)
+    until = min(now, end) if end is not None else now
+    if cursor is None:
+        if not (schedule.catchup and start is not None):
+            return [], now
+        cursor = start - timedelta(microseconds=1)
+    if until <= cursor:
+        return [], cursor
+    if schedule.catchup:
+        times: list[datetime] = []
+        t = cursor
+        while len(times) < MAX_FIRINGS_PER_TICK:
+            try:
+                t = expr.next_after(t, schedule.timezone, start)
+            except ScheduleError:  # the expression has no more fire times (its years passed)
+                break
+            if t > until:
+                break
+            times.append(t)
+        return times, times[-1] if len(times) == MAX_FIRINGS_PER_TICK else until
+    latest = expr.previous_at_or_before(until, schedule.timezone, start)
+    if latest is None or latest <= cursor:
+        return [], until
+    return [latest], until
+
+
+def next_firing(schedule: Schedule, cursor: datetime) -> datetime | None:
+    """The first fire time after ``cursor`` inside the schedule's window, or ``None``."""
+    expr = parse_schedule(schedule.cron)
+    start, end = schedule_window(schedule)
+    try:
+        t = expr.next_after(cursor, schedule.timezone, start)
+    except ScheduleError:  # no more fire times
+        return None
+    return None if end is not None and t > end else t
 
 
 # --------------------------------------------------------------------------------------------

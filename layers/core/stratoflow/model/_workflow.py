@@ -125,9 +125,17 @@ class _TaskBase(_Strict):
         return {"params": self.params, "env": self.env}
 
 
+Runner = Literal["lambda", "batch"]
+_RUNNER_DOC = (
+    "Where the task runs on AWS: `lambda` (the runner function; short tasks, at most 15 minutes)"
+    " or `batch` (a Batch Fargate job with the runner image). Default lambda. Locally ignored."
+)
+
+
 class ShellTask(_TaskBase):
     type: Literal["shell"]
     command: str
+    runner: Runner | None = Field(default=None, description=_RUNNER_DOC)
 
     def templated_fields(self) -> dict[str, Any]:
         return {**super().templated_fields(), "command": self.command}
@@ -137,6 +145,7 @@ class PythonTask(_TaskBase):
     type: Literal["python"]
     code: str | None = None
     callable: str | None = None
+    runner: Runner | None = Field(default=None, description=_RUNNER_DOC)
 
     @model_validator(mode="after")
     def _one_body(self) -> PythonTask:
@@ -222,7 +231,9 @@ class KubernetesTask(_TaskBase):
     type: Literal["kubernetes"]
     image: str
     command: list[str] | str
-    namespace: str = "default"
+    namespace: str | None = Field(
+        default=None, description="default: the stack's namespace (EksNamespace parameter)"
+    )
     cpu: str = "1"
     memory: str = "2Gi"
 

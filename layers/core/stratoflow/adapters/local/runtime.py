@@ -22,6 +22,8 @@ from stratoflow.adapters.local.executor import LocalExecutor
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.engine import AttemptResult
 from stratoflow.ports import Clock, EventSink
+from stratoflow.readmodel import ReadModel
+from stratoflow.readmodel.local import LocalFeed
 from stratoflow.service import Finished, Scheduler
 
 log = logging.getLogger("stratoflow.runtime")
@@ -47,12 +49,19 @@ class JsonlEvents(EventSink):
 
 
 class LocalRuntime:
-    def __init__(self, home: Path, *, clock: Clock | None = None, cron: bool = False) -> None:
+    def __init__(
+        self, home: Path, *, clock: Clock | None = None, cron: bool = False, db: str | None = None
+    ) -> None:
+        """``db``: the read model's database (``postgresql://...``); default a SQLite file
+        ``readmodel.db`` in ``home``. The store's commits are projected into it inline."""
         home = home.resolve()
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
         self.clock = clock or SystemClock()
         self.store = SqliteStore(home / "stratoflow.db")
+        self.readmodel = ReadModel.open(db or str(home / "readmodel.db"))
+        self.feed = LocalFeed(self.store, self.readmodel)
+        self.feed.start()
         self._reports: queue.SimpleQueue[Finished | None] = queue.SimpleQueue()
         self.executor = LocalExecutor(home / "attempts", self._report)
         self.scheduler = Scheduler(
@@ -139,4 +148,6 @@ class LocalRuntime:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.executor.close()
+        self.feed.close()
+        self.readmodel.close()
         self.store.close()

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -68,15 +69,14 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
-_TS = "%Y-%m-%dT%H:%M:%S.%fZ"
-
 
 def _ts(value: datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is None:
         raise ValueError("naive datetime reached the store")
-    return value.astimezone(UTC).strftime(_TS)
+    # isoformat, not strftime: it zero-pads the year, so every stored time parses and sorts
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -162,6 +162,17 @@ def _state_values(t: TaskInstance) -> tuple[Any, ...]:
     )
 
 
+@dataclass
+class StoreChanges:
+    """The keys one commit wrote (what the read model's local feed re-reads and projects)."""
+
+    versions: set[tuple[str, str, int]] = field(default_factory=set)  # (project, name, version)
+    workflows: set[tuple[str, str]] = field(default_factory=set)  # paused flag changed
+    runs: set[str] = field(default_factory=set)
+    tasks: set[tuple[str, str]] = field(default_factory=set)  # (run, task)
+    attempts: set[tuple[str, str, int]] = field(default_factory=set)  # (run, task, attempt)
+
+
 class SqliteStore(StateStore, Catalog):
     def __init__(self, path: str | Path, *, durable: bool = False) -> None:
         """``durable=True`` syncs every commit to disk (survives power loss); the default
@@ -169,6 +180,9 @@ class SqliteStore(StateStore, Catalog):
         self.path = str(path)
         self._durable = durable
         self._local = threading.local()
+        # Called after each commit, in the committing thread, with the keys it wrote (one
+        # call per transaction). Empty list: no bookkeeping at all.
+        self.on_commit: list[Callable[[StoreChanges], None]] = []
         conn = self._conn()
         conn.executescript(SCHEMA)
         conn.execute("INSERT OR IGNORE INTO counters VALUES ('queued', 0), ('runs', 0)")
@@ -210,11 +224,32 @@ class SqliteStore(StateStore, Catalog):
             yield
         except BaseException:
             conn.execute("ROLLBACK")
+            self._local.changes = None
             raise
         else:
             conn.execute("COMMIT")
         finally:
             self._local.depth = 0
+        self._publish()
+
+    def _changed(self, kind: str, key: Any) -> None:
+        """Note a written key for the commit hooks (published now, outside a transaction)."""
+        if not self.on_commit:
+            return
+        changes = getattr(self._local, "changes", None)
+        if changes is None:
+            changes = self._local.changes = StoreChanges()
+        getattr(changes, kind).add(key)
+        if not self._local.depth:
+            self._publish()
+
+    def _publish(self) -> None:
+        changes = getattr(self._local, "changes", None)
+        if changes is None:
+            return
+        self._local.changes = None
+        for hook in self.on_commit:
+            hook(changes)
 
     def _x(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
         return self._conn().execute(sql, args)
@@ -255,6 +290,7 @@ class SqliteStore(StateStore, Catalog):
                 "ON CONFLICT (project, name) DO UPDATE SET latest=excluded.latest",
                 (spec.project, spec.name, version),
             )
+            self._changed("versions", (spec.project, spec.name, version))
             return self.get_version(spec.project, spec.name, version), True
 
     def _version(self, row: sqlite3.Row, paused: bool) -> WorkflowVersion:
@@ -303,6 +339,7 @@ class SqliteStore(StateStore, Catalog):
         self._x(
             "UPDATE workflows SET paused=? WHERE project=? AND name=?", (int(paused), project, name)
         )
+        self._changed("workflows", (project, name))
 
     def get_cursor(self, project: str, name: str) -> datetime | None:
         row = self._x(
@@ -358,6 +395,10 @@ class SqliteStore(StateStore, Catalog):
                     for t in tasks
                 ],
             )
+            if self.on_commit:
+                self._changed("runs", run.id)
+                for t in tasks:
+                    self._changed("tasks", (t.run_id, t.task_id))
             return True
 
     def get_run(self, run_id: str) -> Run:
@@ -397,6 +438,8 @@ class SqliteStore(StateStore, Catalog):
                 expect.value,
             ),
         )
+        if cur.rowcount == 1:
+            self._changed("runs", run.id)
         return cur.rowcount == 1
 
     def _put_run_with_counters(self, run: Run, expect: RunState) -> bool:
@@ -415,6 +458,8 @@ class SqliteStore(StateStore, Catalog):
                 expect.value,
             ),
         )
+        if cur.rowcount == 1:
+            self._changed("runs", run.id)
         return cur.rowcount == 1
 
     def add_counters(self, run_id: str, *, done: int = 0, failed: int = 0, running: int = 0) -> Run:
@@ -425,6 +470,7 @@ class SqliteStore(StateStore, Catalog):
         ).fetchone()
         if row is None:
             raise NotFound(f"run {run_id!r} not found")
+        self._changed("runs", run_id)
         return _run(row)
 
     def count_active_runs(self, project: str, workflow: str) -> int:
@@ -480,6 +526,8 @@ class SqliteStore(StateStore, Catalog):
             f"UPDATE tasks SET {_FULL_SET if upstream else _STATE_SET} WHERE run_id=? AND task_id=?{where}",
             (*counts, *_state_values(t), t.run_id, t.task_id, *args),
         )
+        if cur.rowcount:
+            self._changed("tasks", (t.run_id, t.task_id))
         return cur.rowcount
 
     def put_task(self, task: TaskInstance, expect: TaskState, expect_attempt: int) -> bool:
@@ -575,6 +623,7 @@ class SqliteStore(StateStore, Catalog):
                 attempt.log,
             ),
         )
+        self._changed("attempts", (attempt.run_id, attempt.task_id, attempt.attempt))
 
     def finish_attempt(self, attempt: Attempt) -> None:
         self._x(
@@ -590,6 +639,7 @@ class SqliteStore(StateStore, Catalog):
                 attempt.log, _json(attempt.outputs),
             ),
         )  # fmt: skip
+        self._changed("attempts", (attempt.run_id, attempt.task_id, attempt.attempt))
 
     def list_attempts(self, run_id: str, task_id: str | None = None) -> list[Attempt]:
         sql, args = "SELECT * FROM attempts WHERE run_id=?", [run_id]
