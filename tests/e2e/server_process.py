@@ -59,6 +59,15 @@ class ServerProcess:
             time.sleep(0.05)
         raise RuntimeError(f"server did not answer within {timeout}s; see {self.log}")
 
+    @property
+    def token(self) -> str:
+        """The first admin's API token, which the server wrote on its first start."""
+        return (self.home / "admin-token").read_text(encoding="utf-8").strip()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs."""
         assert self.proc is not None

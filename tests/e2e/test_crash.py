@@ -66,12 +66,17 @@ def test_sigkill_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> None:
     rng = random.Random(20261120)
     try:
         applied = httpx.post(
-            f"{server.url}/workflows", json={"source": crash_workflow(ledger)}, timeout=10
+            f"{server.url}/workflows",
+            json={"source": crash_workflow(ledger)},
+            headers=server.headers,
+            timeout=10,
         )
         assert applied.status_code == 201, applied.text
         run_ids = []
         for _ in range(3):
-            created = httpx.post(f"{server.url}/workflows/crashy/runs", json={}, timeout=10)
+            created = httpx.post(
+                f"{server.url}/workflows/crashy/runs", json={}, headers=server.headers, timeout=10
+            )
             assert created.status_code == 201, created.text
             run_ids.append(created.json()["run"]["id"])
 
@@ -88,7 +93,9 @@ def test_sigkill_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> None:
         states: dict[str, str] = {}
         while time.monotonic() < deadline:
             states = {
-                rid: httpx.get(f"{server.url}/runs/{rid}", timeout=10).json()["run"]["state"]
+                rid: httpx.get(
+                    f"{server.url}/runs/{rid}", headers=server.headers, timeout=10
+                ).json()["run"]["state"]
                 for rid in run_ids
             }
             if all(s in ("succeeded", "failed", "stopped") for s in states.values()):

@@ -208,6 +208,7 @@ def test_health(api: Api) -> None:
 EXPECTED_OPERATIONS = {
     ("get", "/health"),
     ("get", "/openapi.json"),
+    ("get", "/audit"),
     ("post", "/workflows"),
     ("get", "/workflows"),
     ("get", "/workflows/{name}"),
@@ -225,6 +226,10 @@ EXPECTED_OPERATIONS = {
     ("post", "/runs/{run_id}/stop"),
     ("post", "/runs/{run_id}/rerun"),
     ("post", "/runs/{run_id}/tasks/{task_id}/mark"),
+    # added for the web UI (tests in test_api_ui.py)
+    ("get", "/me"),
+    ("get", "/workflows/{name}/diff"),
+    ("get", "/runs/{run_id}/timeline"),
 }
 
 
@@ -258,7 +263,15 @@ def test_openapi_document_lists_every_route_and_our_error_shape(api: Api) -> Non
     assert "from" in schemas["RerunRequest"]["properties"]
     assert schemas["MarkRequest"]["properties"]["state"]["enum"] == ["succeeded", "skipped"]
     list_params = {p["name"] for p in doc["paths"]["/runs"]["get"]["parameters"]}
-    assert list_params == {"project", "workflow", "state", "limit", "before"}
+    assert list_params == {
+        "project",
+        "workflow",
+        "state",
+        "limit",
+        "before",
+        "logical_from",
+        "logical_to",
+    }
 
 
 def test_unknown_route_is_a_json_404(api: Api) -> None:
@@ -300,7 +313,7 @@ def test_apply_a_cycle_is_400_naming_the_tasks_and_stores_nothing(api: Api) -> N
     assert "first" in problem["message"]
     assert "second" in problem["message"]
     assert isinstance(problem["line"], int)
-    assert api.call("GET", "/workflows").body == {"workflows": []}
+    assert api.call("GET", "/workflows").body == {"workflows": [], "next": None}
     assert api.changes == []
 
 
@@ -712,8 +725,11 @@ def test_an_internal_error_is_500_without_details(
     def broken(run_id: str) -> None:
         raise RuntimeError("db password is hunter2")
 
+    assert api.call("POST", "/workflows", {"source": ETL}).status == 201
+    run_id = api.call("POST", "/workflows/etl/runs", {}).body["run"]["id"]
+    api.changes.clear()
     monkeypatch.setattr(api.scheduler, "pause", broken)
-    reply = api.call("POST", "/runs/anything/pause")
+    reply = api.call("POST", f"/runs/{run_id}/pause")
     body = assert_error(reply, 500, "internal")
     assert "hunter2" not in reply.text
     assert body["problems"] == []
@@ -728,3 +744,32 @@ def test_a_failing_on_change_hook_does_not_fail_the_write(tmp_path: Path) -> Non
 
     api.app = create_app(api.scheduler, on_change=boom)
     assert api.call("POST", "/workflows", {"source": ETL}).status == 201
+
+
+def test_a_logical_date_out_of_range_is_refused_and_creates_nothing(api: Api) -> None:
+    api.apply()
+    reply = api.call("POST", "/workflows/etl/runs", {"logical_date": "0341-05-16T02:43:09Z"})
+    assert_error(reply, 400, "invalid_input", "logical_date", "between 1900-01-01")
+    assert api.call("GET", "/runs").body["runs"] == []
+
+
+def test_a_body_in_an_unreadable_form_is_415_not_500(api: Api) -> None:
+    reply = api.call(
+        "POST", "/workflows", raw="--x\r\n", headers={"Content-Type": "multipart/form-data"}
+    )
+    assert_error(reply, 415, "unsupported_media_type", "send the body as JSON")
+
+
+def test_a_value_error_of_our_own_is_still_a_500(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise ValueError("a bug of ours")
+
+    monkeypatch.setattr(api.scheduler, "apply", broken)
+    reply = api.call("POST", "/workflows", {"source": ETL})
+    assert_error(reply, 500, "internal")
+    assert "a bug of ours" not in reply.text
+
+
+def test_date_filters_need_the_read_model(api: Api) -> None:
+    reply = api.call("GET", "/runs", query={"logical_from": "2026-01-01T00:00:00Z"})
+    assert_error(reply, 400, "invalid_input", "read model")

@@ -16,12 +16,16 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from stratoflow.errors import Conflict, InvalidInput, NotFound, StratoflowError
+
+if TYPE_CHECKING:
+    from stratoflow.adapters.local.identity import SqliteIdentities
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -40,6 +44,21 @@ def default_home() -> Path:
 
 def default_api() -> str:
     return os.environ.get("STRATOFLOW_API") or f"http://127.0.0.1:{DEFAULT_PORT}"
+
+
+ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
+
+
+def default_token() -> str | None:
+    """$STRATOFLOW_TOKEN, else the first admin's token a local server left in its home
+    (readable only by the user who ran it: the same trust as reading its database)."""
+    token = os.environ.get("STRATOFLOW_TOKEN")
+    if token:
+        return token.strip()
+    try:
+        return (default_home() / ADMIN_TOKEN_FILE).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -247,7 +266,11 @@ def _print_run(detail: dict[str, Any], output: str) -> None:
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
 @click.option("--apply", "apply_paths", multiple=True, type=click.Path(exists=True),
               help="workflow files or directories to apply on start")  # fmt: skip
-def server(home: Path | None, host: str, port: int, apply_paths: Sequence[str]) -> None:
+@click.option("--db", default=None, metavar="URL",
+              help="read-model database, e.g. postgresql://user@host/db (default: SQLite in --home)")  # fmt: skip
+def server(
+    home: Path | None, host: str, port: int, apply_paths: Sequence[str], db: str | None
+) -> None:
     """Run the scheduler, cron loop and API in one process; resumes unfinished runs."""
     import logging
 
@@ -258,7 +281,15 @@ def server(home: Path | None, host: str, port: int, apply_paths: Sequence[str]) 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    runtime = LocalRuntime(home or default_home(), cron=True)
+    try:
+        runtime = LocalRuntime(home or default_home(), cron=True, db=db)
+    except Exception as exc:
+        if db is None:
+            raise
+        if isinstance(exc, ValueError):  # an unsupported URL scheme
+            _fail(f"--db: {exc}", EXIT_INVALID)
+        # the driver's reason (unreachable server, unknown database); it names no password
+        _fail(f"--db: cannot open the read-model database: {exc}", EXIT_FAILED)
     for path in _workflow_files(apply_paths):
         with _errors():
             version, created = runtime.scheduler.apply(
@@ -267,7 +298,26 @@ def server(home: Path | None, host: str, port: int, apply_paths: Sequence[str]) 
         click.echo(
             f"{'applied' if created else 'unchanged'}: {version.project}/{version.name} v{version.version}"
         )
-    app = create_app(runtime.scheduler, on_change=runtime.wake)
+    from stratoflow.adapters.local.identity import SqliteIdentities, ensure_first_admin
+    from stratoflow.api.access import token_authenticator
+
+    identities = SqliteIdentities(runtime.home / "stratoflow.db")
+    secret = ensure_first_admin(identities, runtime.clock.now())
+    if secret is not None:
+        token_file = runtime.home / ADMIN_TOKEN_FILE
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(secret + "\n")
+        click.echo(
+            "First start: created the superuser 'admin'. Its API token (shown once; also in "
+            f"{token_file}, readable only by you):\n  {secret}"
+        )
+    app = create_app(
+        runtime.scheduler,
+        on_change=runtime.wake,
+        authenticate=token_authenticator(identities, runtime.clock),
+        readmodel=runtime.readmodel,
+    )
     try:
         httpd, url = start_in_thread(app, host, port)
     except OSError as exc:
@@ -299,7 +349,9 @@ class Client:
         import httpx
 
         self.api = api.rstrip("/")
-        self._http = httpx.Client(base_url=self.api, timeout=30)
+        token = default_token()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.api, timeout=30, headers=headers)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         import httpx
@@ -317,6 +369,8 @@ class Client:
                 message = body.get("message") or json.dumps(body)
             except ValueError:
                 message = response.text
+            if response.status_code == 401:
+                message += " (set STRATOFLOW_TOKEN; `stratoflow tokens create USER` makes one)"
             _fail(message, EXIT_INVALID if response.status_code < 500 else EXIT_FAILED)
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.json()
@@ -488,3 +542,121 @@ def logs(run_id: str, task_id: str, attempt: int | None, api: str) -> None:
     click.echo(
         client.call("GET", f"/runs/{run_id}/tasks/{task_id}/attempts/{attempt}/log"), nl=False
     )
+
+
+# ------------------------------------------------------------------ users and tokens (local)
+@contextmanager
+def _identities(home: Path | None) -> Iterator[SqliteIdentities]:
+    """The local install's identity store (in the home's database), for its administrator."""
+    from stratoflow.adapters.local.identity import SqliteIdentities
+
+    home = home or default_home()
+    home.mkdir(parents=True, exist_ok=True)
+    identities = SqliteIdentities(home / "stratoflow.db")
+    try:
+        with _errors():
+            yield identities
+    finally:
+        identities.close()
+
+
+def _now() -> datetime:
+    from stratoflow.adapters.local.clock import SystemClock
+
+    return SystemClock().now()
+
+
+identity_home = click.option(
+    "--home", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="the local install's directory (default $STRATOFLOW_HOME or ~/.stratoflow)",
+)  # fmt: skip
+
+
+@main.group()
+def users() -> None:
+    """Users of a local install and their role per project (run on the server's machine)."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--superuser", is_flag=True, help="admin of every project")
+@identity_home
+def users_add(name: str, superuser: bool, home: Path | None) -> None:
+    """Create a user (give it roles with `users grant` and a token with `tokens create`)."""
+    with _identities(home) as identities:
+        user = identities.create_user(name, superuser=superuser, now=_now())
+    click.echo(f"user {user.name} created{' (superuser)' if user.superuser else ''}")
+
+
+@users.command("list")
+@identity_home
+def users_list(home: Path | None) -> None:
+    """Users and their roles."""
+    with _identities(home) as identities:
+        for user in identities.list_users():
+            roles = ", ".join(f"{p}:{r.value}" for p, r in user.roles.items()) or "-"
+            click.echo(f"{user.name}\t{'superuser' if user.superuser else roles}")
+
+
+@users.command("grant")
+@click.argument("name")
+@click.argument("project")
+@click.argument("role", type=click.Choice(["viewer", "operator", "editor", "admin"]))
+@identity_home
+def users_grant(name: str, project: str, role: str, home: Path | None) -> None:
+    """Give NAME the ROLE in PROJECT (replacing the role it had there)."""
+    from stratoflow.auth import Role
+
+    with _identities(home) as identities:
+        identities.set_role(name, project, Role(role))
+    click.echo(f"{name} is {role} in {project}")
+
+
+@users.command("revoke")
+@click.argument("name")
+@click.argument("project")
+@identity_home
+def users_revoke(name: str, project: str, home: Path | None) -> None:
+    """Take NAME's role in PROJECT away."""
+    with _identities(home) as identities:
+        identities.set_role(name, project, None)
+    click.echo(f"{name} has no role in {project}")
+
+
+@main.group()
+def tokens() -> None:
+    """API tokens of a local install (sent as `Authorization: Bearer <token>`)."""
+
+
+@tokens.command("create")
+@click.argument("user")
+@click.option("--label", default="cli", show_default=True)
+@identity_home
+def tokens_create(user: str, label: str, home: Path | None) -> None:
+    """Create a token for USER and print it (it is shown only this once)."""
+    with _identities(home) as identities:
+        token, secret = identities.create_token(user, label, _now())
+    click.echo(f"token {token.id} for {user}:", err=True)
+    click.echo(secret)
+
+
+@tokens.command("list")
+@click.option("--user", default=None)
+@identity_home
+def tokens_list(user: str | None, home: Path | None) -> None:
+    """Tokens (never their secrets)."""
+    with _identities(home) as identities:
+        for token in identities.list_tokens(user):
+            state = "revoked" if token.revoked else "active"
+            used = token.last_used_at.isoformat() if token.last_used_at else "never used"
+            click.echo(f"{token.id}\t{token.user}\t{token.label}\t{state}\t{used}")
+
+
+@tokens.command("revoke")
+@click.argument("token_id")
+@identity_home
+def tokens_revoke(token_id: str, home: Path | None) -> None:
+    """Revoke a token; requests with it fail with 401 from then on."""
+    with _identities(home) as identities:
+        identities.revoke_token(token_id)
+    click.echo(f"token {token_id} revoked")

@@ -15,8 +15,10 @@ local server serialises requests onto one worker thread.
 from __future__ import annotations
 
 import binascii
+import difflib
 import json
 import logging
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from http import HTTPStatus
@@ -26,6 +28,7 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
@@ -36,28 +39,51 @@ from aws_lambda_powertools.event_handler.openapi.types import (
     OpenAPIResponse,
     OpenAPIResponseContentSchema,
 )
+from pydantic import AwareDatetime
 
+from stratoflow.api.access import Authenticator
 from stratoflow.api.models import (
     AppliedVersion,
     ApplyRequest,
+    AuditList,
     ErrorView,
     Health,
     MarkRequest,
+    Me,
     RerunRequest,
     RunDetail,
     RunList,
     RunView,
     TaskView,
+    Timeline,
     TriggerRequest,
     VersionDetail,
+    VersionDiff,
     VersionList,
     WorkflowList,
 )
+from stratoflow.auth import (
+    ANONYMOUS_ADMIN,
+    Action,
+    Forbidden,
+    Principal,
+    Unauthenticated,
+    require,
+)
 from stratoflow.engine import Run, RunState, TaskState
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem
-from stratoflow.ports import Attempt, RunQuery
+from stratoflow.model import load_workflow, next_firing
+from stratoflow.ports import Attempt, RunQuery, WorkflowVersion
+from stratoflow.readmodel import AuditEntry, ReadModel, RunFilter
 from stratoflow.service import Scheduler
-from stratoflow.views import run_detail, run_view, task_view, version_view
+from stratoflow.views import (
+    attempt_view,
+    run_detail,
+    run_view,
+    task_view,
+    version_view,
+    with_running_attempt,
+)
 
 log = logging.getLogger("stratoflow.api")
 
@@ -67,6 +93,45 @@ MAX_LOG_CHUNK = 4 * 1024 * 1024  # bytes per log response (a Lambda response is 
 NEXT_OFFSET_HEADER = "X-Next-Offset"
 LOG_SIZE_HEADER = "X-Log-Size"
 TRIGGER = "api"
+DEFAULT_WORKFLOW_PAGE = 100
+
+# The operations the UI offers, by the permission (``stratoflow.auth``) each needs. ``GET /me``
+# lists those the caller's role allows in a project; the UI shows only those buttons. Until
+# the API authenticates callers, everyone acts as the local superuser.
+UI_ACTIONS: Mapping[Action, tuple[str, ...]] = {
+    Action.OPERATE: (
+        "workflow.pause",
+        "run.trigger",
+        "run.pause",
+        "run.resume",
+        "run.stop",
+        "run.rerun",
+        "task.mark",
+    ),
+    Action.EDIT: ("workflow.apply",),
+}
+ACTIONS = tuple(name for names in UI_ACTIONS.values() for name in names)
+
+# The built web UI (``ui/``, ``npm run build``) is package data here.
+STATIC_DIR = FilePath(__file__).parent / "static"
+_STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".svg": "image/svg+xml",
+    ".txt": "text/plain; charset=utf-8",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".woff2": "font/woff2",
+}
+_TEXT_PREFIXES = ("text/", "application/json", "image/svg+xml")
+# Vite puts a content hash in every asset's name, so an asset never changes: cache it for a
+# year. index.html names the current assets, so it is revalidated every time.
+ASSET_CACHE = "public, max-age=31536000, immutable"
+INDEX_CACHE = "no-cache"
 
 ReadLog = Callable[[Attempt], str | None]
 
@@ -85,6 +150,24 @@ BeforeQuery = Annotated[
     Query(min_length=1, max_length=200, description="Cursor: the `next` of the previous page."),
 ]
 OffsetQuery = Annotated[int, Query(ge=0, le=2**62, description="Start at this byte of the log.")]
+LogLimitQuery = Annotated[
+    int, Query(ge=1, le=MAX_LOG_CHUNK, description="At most this many bytes (a page of the log).")
+]
+AfterNameQuery = Annotated[
+    str | None,
+    Query(min_length=1, max_length=200, description="Cursor: the `next` of the previous page."),
+]
+BeforeVersionQuery = Annotated[
+    int | None,
+    Query(ge=1, le=2**31 - 1, description="Cursor: the `next` of the previous page."),
+]
+DiffFromQuery = Annotated[
+    int | None,
+    Query(alias="from", ge=1, le=2**31 - 1, description="Older version; default: `to` - 1."),
+]
+DiffToQuery = Annotated[
+    int | None, Query(ge=1, le=2**31 - 1, description="Newer version; default: the latest.")
+]
 ApplyBody = Annotated[ApplyRequest, Body()]
 TriggerBody = Annotated[TriggerRequest | None, Body()]
 RerunBody = Annotated[RerunRequest | None, Body()]
@@ -97,9 +180,21 @@ _DOMAIN_ERRORS: Mapping[type[Exception], tuple[HTTPStatus, str]] = {
     InvalidInput: (HTTPStatus.BAD_REQUEST, "invalid_input"),
     NotFound: (HTTPStatus.NOT_FOUND, "not_found"),
     Conflict: (HTTPStatus.CONFLICT, "conflict"),
+    Unauthenticated: (HTTPStatus.UNAUTHORIZED, "unauthenticated"),
+    Forbidden: (HTTPStatus.FORBIDDEN, "forbidden"),
 }
+# routes anyone may call: liveness, the API's own description, and the UI's static files
+PUBLIC_PATHS = frozenset({"/", "/health", "/openapi.json"})
+
+
+def _is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith("/assets/")
+
+
 _DESCRIPTIONS = {
     400: "Invalid input: `problems` name each field and the reason",
+    401: "No valid identity: send `Authorization: Bearer <token>`",
+    403: "The caller's role in the project does not allow this",
     404: "Not found",
     409: "The operation does not apply to the current state",
     415: "The body is not JSON",
@@ -203,6 +298,24 @@ def _register_errors(app: APIGatewayRestResolver) -> None:
     app.exception_handler(NotFoundError)(route_not_found)
     app.exception_handler(ServiceError)(service_error)
     app.exception_handler(ResponseValidationError)(internal_error)
+
+    def unreadable_body(exc: ValueError) -> Response[dict[str, Any]]:
+        # Powertools raises a bare ValueError for a body it cannot parse in the declared
+        # type (multipart without a boundary, say): the client's fault. Any other ValueError
+        # is ours, and stays a 500.
+        frame = exc.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        module = frame.tb_frame.f_globals.get("__name__", "") if frame is not None else ""
+        if not module.startswith("aws_lambda_powertools.event_handler"):
+            return internal_error(exc)
+        return _error_response(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON (Content-Type: application/json)",
+        )
+
+    app.exception_handler(ValueError)(unreadable_body)
     app.exception_handler(Exception)(internal_error)
 
 
@@ -211,6 +324,7 @@ def _responses(
     *errors: int,
     created: str | None = None,
     ok_content: dict[str, OpenAPIResponseContentSchema] | None = None,
+    public: bool = False,
 ) -> dict[int, OpenAPIResponse]:
     """OpenAPI responses of a route: 200 (and 201) from its return type unless ``ok_content``
     says otherwise; every error is an ``ErrorView``; 422 and 500 can happen on every route."""
@@ -220,7 +334,7 @@ def _responses(
     out: dict[int, OpenAPIResponse] = {200: success}
     if created is not None:
         out[201] = {"description": created}
-    for code in sorted({*errors, 422, 500}):
+    for code in sorted({*errors, *(() if public else (401, 403)), 422, 500}):
         out[code] = {
             "description": _DESCRIPTIONS[code],
             "content": {content_types.APPLICATION_JSON: {"model": ErrorView}},
@@ -278,14 +392,19 @@ def read_log_file(attempt: Attempt) -> str | None:
         return None
 
 
-def _log_chunk(data: bytes, offset: int) -> tuple[bytes, int]:
-    """Up to ``MAX_LOG_CHUNK`` bytes from ``offset``, ending on a UTF-8 character boundary;
-    and the offset to ask for next."""
+def _log_chunk(data: bytes, offset: int, limit: int = MAX_LOG_CHUNK) -> tuple[bytes, int]:
+    """Up to ``limit`` bytes from ``offset``, ending on a UTF-8 character boundary; and the
+    offset to ask for next. A limit smaller than the character at ``offset`` still returns
+    that one character, so a reader always moves on."""
     start = min(offset, len(data))
-    end = min(start + MAX_LOG_CHUNK, len(data))
+    end = min(start + limit, len(data))
     if end < len(data):
         while end > start and (data[end] & 0xC0) == 0x80:  # a continuation byte
             end -= 1
+        if end == start:  # the limit is inside the first character: return it whole
+            end += 1
+            while end < len(data) and (data[end] & 0xC0) == 0x80:
+                end += 1
     return data[start:end], end
 
 
@@ -297,16 +416,73 @@ def _package_version() -> str:
         return "0"
 
 
+def ui_actions(principal: Principal, project: str) -> list[str]:
+    """The UI operations ``principal`` may perform in ``project``."""
+    allowed = principal.allowed_actions(project)
+    return [name for action in allowed for name in UI_ACTIONS.get(action, ())]
+
+
+def unified_diff(old: WorkflowVersion, new: WorkflowVersion) -> str:
+    """The unified diff of two versions' YAML sources, as ``diff -u`` would print it."""
+    lines = difflib.unified_diff(
+        old.source.splitlines(keepends=True),
+        new.source.splitlines(keepends=True),
+        fromfile=f"{old.name} v{old.version}",
+        tofile=f"{new.name} v{new.version}",
+    )
+    return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
+def static_file(root: FilePath, relative: str, cache: str) -> Response[Any]:
+    """A file of the built UI with its content type and cache header; NotFound outside
+    ``root`` or when the UI has not been built."""
+    if not (root / "index.html").is_file():
+        raise NotFound(
+            "the web UI is not built: run `make install` (npm ci && npm run build in ui/)"
+        )
+    base = root.resolve()
+    path = (base / relative).resolve()
+    if not path.is_relative_to(base) or not path.is_file():
+        raise NotFound(f"no file {relative!r} in the web UI")
+    content_type = _STATIC_TYPES.get(path.suffix.lower(), "application/octet-stream")
+    data = path.read_bytes()
+    body: str | bytes = data.decode("utf-8") if content_type.startswith(_TEXT_PREFIXES) else data
+    return Response(
+        status_code=HTTPStatus.OK.value,
+        content_type=content_type,
+        body=body,
+        headers={"Cache-Control": cache, "X-Content-Type-Options": "nosniff"},
+    )
+
+
+_Handler = Callable[..., Response[Any]]
+
+
+def _raw_response(handler: _Handler) -> _Handler:
+    """Skip Powertools' response validation for ``handler``: it validates (and JSON-encodes)
+    the body of every handler with a return annotation, which a bytes body (an image) fails.
+    Static files have no schema to check, so the annotation is hidden from Powertools."""
+    handler.__annotations__.pop("return", None)
+    return handler
+
+
 # ------------------------------------------------------------------ the app
 def create_app(
     scheduler: Scheduler,
     *,
     on_change: Callable[[], None] = lambda: None,
     read_log: ReadLog | None = None,
+    static_dir: FilePath | None = None,
+    authenticate: Authenticator | None = None,
+    readmodel: ReadModel | None = None,
 ) -> APIGatewayRestResolver:
     """The REST API over ``scheduler``. ``on_change`` runs after every successful write (the
     local runtime passes its ``wake``); ``read_log`` turns an attempt's log location into
-    text (default: read it as a local file)."""
+    text (default: read it as a local file); ``static_dir`` holds the built web UI served at
+    ``/`` (default: the package's ``api/static``). ``authenticate`` names the caller of every
+    request but the public ones (None: everyone is an administrator — for an API nobody else
+    can reach); each route then checks the caller's role in the project it touches.
+    ``readmodel`` keeps the audit log: who did what, after every successful change."""
     app = APIGatewayRestResolver(
         debug=False,  # never a traceback in a response, whatever POWERTOOLS_DEV says
         enable_validation=True,
@@ -317,7 +493,55 @@ def create_app(
     store = scheduler.store
     catalog = scheduler.catalog
     reader: ReadLog = read_log or read_log_file
+    ui_root = static_dir if static_dir is not None else STATIC_DIR
     openapi: dict[str, Any] = {}
+
+    def identify(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
+        event = app.current_event
+        if authenticate is not None and not _is_public(event.path):
+            app.append_context(principal=authenticate(event))  # type: ignore[no-untyped-call]
+        return next_middleware(app)
+
+    app.use([identify])
+
+    def caller() -> Principal:
+        principal = app.context.get("principal")
+        if principal is None:
+            if authenticate is not None:  # pragma: no cover - identify() always sets it
+                raise Unauthenticated("no identity for this request")
+            return ANONYMOUS_ADMIN
+        assert isinstance(principal, Principal)
+        return principal
+
+    def allow(action: Action, project: str, what: str) -> Principal:
+        principal = caller()
+        require(principal, action, project, what=what)
+        return principal
+
+    def run_for(run_id: str, action: Action) -> Run:
+        """The run, if the caller may ``action`` it. A run of a project the caller has no
+        role in reads exactly like a run that does not exist."""
+        try:
+            run = store.get_run(run_id)
+        except NotFound:
+            raise NotFound(f"run {run_id!r} not found") from None
+        allow(action, run.project, f"run {run_id!r}")
+        return run
+
+    def record(action: str, target: str, project: str, **details: Any) -> None:
+        if readmodel is None:
+            return
+        context = app.lambda_context
+        entry = AuditEntry(
+            # the request id makes a retried delivery of one request a duplicate, not a twin
+            id=context.aws_request_id if context is not None else uuid.uuid4().hex,
+            at=scheduler.clock.now(), actor=caller().name, action=action, target=target,
+            project=project, details=details,
+        )  # fmt: skip
+        try:
+            readmodel.record_audit(entry)
+        except Exception:  # the change is made; a lost audit line must not undo or hide it
+            log.exception("audit record failed: %s", entry)
 
     def changed() -> None:
         try:
@@ -333,9 +557,58 @@ def create_app(
     def one_run(run: Run) -> RunView:
         return RunView.model_validate(run_view(run))
 
+    def next_run_at(version: WorkflowVersion) -> str | None:
+        if version.paused or "schedule" not in version.document:
+            return None
+        schedule = scheduler.spec(version.project, version.name, version.version).workflow.schedule
+        if schedule is None:  # pragma: no cover - the document has one, so the spec does
+            return None
+        now = scheduler.clock.now()
+        cursor = catalog.get_cursor(version.project, version.name)
+        when = next_firing(schedule, max(cursor, now) if cursor is not None else now)
+        return None if when is None else when.isoformat()
+
+    def workflow_summary(version: WorkflowVersion) -> dict[str, Any]:
+        last = store.list_runs(RunQuery(project=version.project, workflow=version.name, limit=1))
+        last_run = None
+        if last:
+            view = run_view(last[0])
+            last_run = {k: view[k] for k in ("id", "state", "created_at", "ended_at")}
+        return {**version_view(version), "last_run": last_run, "next_run_at": next_run_at(version)}
+
+    # -------------------------------------------------------------- the web UI
+    @app.get("/", include_in_schema=False)
+    @_raw_response
+    def ui_index() -> Response[Any]:
+        return static_file(ui_root, "index.html", INDEX_CACHE)
+
+    @app.get("/assets/<name>", include_in_schema=False)
+    @_raw_response
+    def ui_asset(name: str) -> Response[Any]:
+        return static_file(ui_root, f"assets/{name}", ASSET_CACHE)
+
+    @app.get(
+        "/me",
+        summary="The caller, their role in a project and the operations it allows",
+        tags=["meta"],
+        responses=_responses("The caller and their allowed actions"),
+    )
+    def me(project: ProjectQuery = DEFAULT_PROJECT) -> Me:
+        principal = caller()
+        role = principal.role_in(project)
+        return Me(
+            user=principal.name,
+            project=project,
+            role=None if role is None else role.value,
+            actions=ui_actions(principal, project),
+        )
+
     # -------------------------------------------------------------- meta
     @app.get(
-        "/health", summary="Liveness check", tags=["meta"], responses=_responses("The API is up")
+        "/health",
+        summary="Liveness check",
+        tags=["meta"],
+        responses=_responses("The API is up", public=True),
     )
     def health() -> Health:
         return Health(status="ok")
@@ -344,7 +617,7 @@ def create_app(
         "/openapi.json",
         summary="This API's OpenAPI document",
         tags=["meta"],
-        responses=_responses("OpenAPI 3.1 document"),
+        responses=_responses("OpenAPI 3.1 document", public=True),
     )
     def openapi_document() -> dict[str, Any]:
         if not openapi:
@@ -369,8 +642,14 @@ def create_app(
         ),
     )
     def apply_workflow(body: ApplyBody) -> Response[AppliedVersion]:
-        version, created = scheduler.apply(body.source)
+        spec = load_workflow(body.source)  # whose project it is decides who may apply it
+        allow(Action.EDIT, spec.project, f"project {spec.project!r}")
+        version, created = scheduler.apply(body.source, spec=spec)
         changed()
+        record(
+            "workflow.apply", f"workflow/{version.project}/{version.name}", version.project,
+            version=version.version, created=created,
+        )  # fmt: skip
         view = {**version_view(version, full=True), "created": created}
         return Response(
             status_code=HTTPStatus.CREATED.value if created else HTTPStatus.OK.value,
@@ -382,11 +661,28 @@ def create_app(
         "/workflows",
         summary="The latest version of every workflow",
         tags=["workflows"],
-        responses=_responses("The workflows of the project"),
+        responses=_responses(
+            "A page of the project's workflows by name, each with its last run and next "
+            "scheduled time; `next` is the cursor of the next page"
+        ),
     )
-    def list_workflows(project: ProjectQuery = DEFAULT_PROJECT) -> WorkflowList:
-        versions = catalog.list_workflows(project)
-        return WorkflowList.model_validate({"workflows": [version_view(v) for v in versions]})
+    def list_workflows(
+        project: ProjectQuery = DEFAULT_PROJECT,
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_LIMIT, description="Page size.")
+        ] = DEFAULT_WORKFLOW_PAGE,
+        after: AfterNameQuery = None,
+    ) -> WorkflowList:
+        allow(Action.READ, project, f"project {project!r}")
+        versions = [v for v in catalog.list_workflows(project) if after is None or v.name > after]
+        page = versions[:limit]
+        more = len(versions) > limit
+        return WorkflowList.model_validate(
+            {
+                "workflows": [workflow_summary(v) for v in page],
+                "next": page[-1].name if more else None,
+            }
+        )
 
     @app.get(
         "/workflows/<name>",
@@ -395,6 +691,7 @@ def create_app(
         responses=_responses("The latest version, with its document and source", 404),
     )
     def get_workflow(name: str, project: ProjectQuery = DEFAULT_PROJECT) -> VersionDetail:
+        allow(Action.READ, project, f"workflow {name!r} in project {project!r}")
         return VersionDetail.model_validate(
             version_view(catalog.get_version(project, name), full=True)
         )
@@ -403,11 +700,58 @@ def create_app(
         "/workflows/<name>/versions",
         summary="Every version of a workflow, newest first",
         tags=["workflows"],
-        responses=_responses("The versions", 404),
+        responses=_responses("A page of versions; `next` is the cursor of the next", 404),
     )
-    def list_versions(name: str, project: ProjectQuery = DEFAULT_PROJECT) -> VersionList:
-        versions = catalog.list_versions(project, name)
-        return VersionList.model_validate({"versions": [version_view(v) for v in versions]})
+    def list_versions(
+        name: str,
+        project: ProjectQuery = DEFAULT_PROJECT,
+        limit: LimitQuery = 50,
+        before: BeforeVersionQuery = None,
+    ) -> VersionList:
+        allow(Action.READ, project, f"workflow {name!r} in project {project!r}")
+        versions = [
+            v for v in catalog.list_versions(project, name) if before is None or v.version < before
+        ]
+        page = versions[:limit]
+        more = len(versions) > limit
+        return VersionList.model_validate(
+            {
+                "versions": [version_view(v) for v in page],
+                "next": page[-1].version if more else None,
+            }
+        )
+
+    @app.get(
+        "/workflows/<name>/diff",
+        summary="Unified diff of two versions' YAML sources",
+        tags=["workflows"],
+        responses=_responses("The diff (`changed` is false when the sources are equal)", 400, 404),
+    )
+    def diff_versions(
+        name: str,
+        project: ProjectQuery = DEFAULT_PROJECT,
+        from_: DiffFromQuery = None,
+        to: DiffToQuery = None,
+    ) -> VersionDiff:
+        allow(Action.READ, project, f"workflow {name!r} in project {project!r}")
+        new = catalog.get_version(project, name, to)
+        old_number = from_ if from_ is not None else new.version - 1
+        if old_number < 1:
+            raise InvalidInput(
+                [Problem("from", f"{name} has only version {new.version}: nothing to compare")]
+            )
+        old = catalog.get_version(project, name, old_number)
+        text = unified_diff(old, new)
+        return VersionDiff.model_validate(
+            {
+                "project": project,
+                "name": name,
+                "from": old.version,
+                "to": new.version,
+                "changed": bool(text),
+                "diff": text,
+            }
+        )
 
     @app.get(
         "/workflows/<name>/versions/<version>",
@@ -418,16 +762,20 @@ def create_app(
     def get_version(
         name: str, version: VersionPath, project: ProjectQuery = DEFAULT_PROJECT
     ) -> VersionDetail:
+        allow(Action.READ, project, f"workflow {name!r} in project {project!r}")
         return VersionDetail.model_validate(
             version_view(catalog.get_version(project, name, version), full=True)
         )
 
     def set_paused(project: str, name: str, paused: bool) -> VersionDetail:
-        catalog.set_paused(project, name, paused)
+        allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")
+        latest = scheduler.set_paused(project, name, paused)  # keeps its schedule in step
         changed()
-        return VersionDetail.model_validate(
-            version_view(catalog.get_version(project, name), full=True)
-        )
+        record(
+            "workflow.pause" if paused else "workflow.unpause",
+            f"workflow/{project}/{name}", project,
+        )  # fmt: skip
+        return VersionDetail.model_validate(version_view(latest, full=True))
 
     @app.post(
         "/workflows/<name>/pause",
@@ -462,6 +810,7 @@ def create_app(
     def trigger_run(
         name: str, body: TriggerBody = None, project: ProjectQuery = DEFAULT_PROJECT
     ) -> Response[RunDetail]:
+        allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")
         request = body or TriggerRequest()
         run, created = scheduler.trigger(
             project,
@@ -472,11 +821,35 @@ def create_app(
             trigger=TRIGGER,
         )
         changed()
+        if created:
+            record("run.trigger", f"run/{run.id}", project, workflow=name)
         return Response(
             status_code=HTTPStatus.CREATED.value if created else HTTPStatus.OK.value,
             content_type=content_types.APPLICATION_JSON,
             body=detail(run),
         )
+
+    @app.get(
+        "/audit",
+        summary="The project's audit log: who did what, newest first",
+        tags=["meta"],
+        responses=_responses("A page of entries; `next` is the cursor of the next", 400, 404),
+    )
+    def list_audit(
+        project: ProjectQuery = DEFAULT_PROJECT, limit: LimitQuery = 50, cursor: BeforeQuery = None
+    ) -> AuditList:
+        allow(Action.ADMINISTER, project, f"project {project!r}")
+        if readmodel is None:
+            return AuditList(entries=[], next=None)
+        page = readmodel.list_audit(project=project, limit=limit, cursor=cursor)
+        entries = [
+            {
+                "id": e.id, "at": e.at.isoformat(), "actor": e.actor, "action": e.action,
+                "target": e.target, "project": e.project, "details": dict(e.details),
+            }
+            for e in page.items
+        ]  # fmt: skip
+        return AuditList.model_validate({"entries": entries, "next": page.next_cursor})
 
     # -------------------------------------------------------------- runs
     @app.get(
@@ -491,7 +864,29 @@ def create_app(
         state: StateQuery = None,
         limit: LimitQuery = 50,
         before: BeforeQuery = None,
+        logical_from: Annotated[
+            AwareDatetime | None, Query(description="Only runs whose logical date is at or after.")
+        ] = None,
+        logical_to: Annotated[
+            AwareDatetime | None, Query(description="Only runs whose logical date is before.")
+        ] = None,
     ) -> RunList:
+        allow(Action.READ, project, f"project {project!r}")
+        if readmodel is not None:  # the indexed read model, as the UI's lists are meant to be
+            page = readmodel.list_runs(
+                RunFilter(
+                    project=project, workflow=workflow, states=None if state is None else [state],
+                    logical_from=logical_from, logical_to=logical_to,
+                ),
+                limit=limit, cursor=before,
+            )  # fmt: skip
+            return RunList.model_validate(
+                {"runs": [run_view(r) for r in page.items], "next": page.next_cursor}
+            )
+        if logical_from is not None or logical_to is not None:
+            raise InvalidInput(
+                [Problem("logical_from", "date filters need the read model (stratoflow server)")]
+            )
         if before is not None:
             try:
                 store.get_run(before)
@@ -516,7 +911,50 @@ def create_app(
         responses=_responses("The run, its tasks in workflow order, their attempts", 404),
     )
     def get_run(run_id: str) -> RunDetail:
-        return detail(store.get_run(run_id))
+        return detail(run_for(run_id, Action.READ))
+
+    @app.get(
+        "/runs/<run_id>/timeline",
+        summary="A run's tasks and attempts in time (Gantt chart data)",
+        tags=["runs"],
+        responses=_responses("Per task in workflow order, each attempt's start and end", 404),
+    )
+    def get_timeline(run_id: str) -> Timeline:
+        run = run_for(run_id, Action.READ)
+        spec = scheduler.spec(run.project, run.workflow, run.version)
+        instances = {t.task_id: t for t in store.get_tasks(run_id)}
+        by_task: dict[str, list[Attempt]] = {}
+        for attempt in store.list_attempts(run_id):
+            by_task.setdefault(attempt.task_id, []).append(attempt)
+        for task_id, instance in instances.items():
+            by_task[task_id] = with_running_attempt(instance, by_task.get(task_id, []))
+        starts = [a.started_at for found in by_task.values() for a in found]
+        ends = [a.ended_at for found in by_task.values() for a in found if a.ended_at]
+        if any(a.ended_at is None for found in by_task.values() for a in found):
+            ends.append(scheduler.clock.now())
+        start = min(starts, default=run.started_at)
+        end = max(ends, default=run.ended_at)
+        keys = ("attempt", "state", "started_at", "ended_at", "duration_seconds")
+        tasks = [
+            {
+                "task_id": task_id,
+                "state": instances[task_id].state.value,
+                "attempts": [
+                    {k: attempt_view(a)[k] for k in keys}
+                    for a in sorted(by_task.get(task_id, []), key=lambda a: a.attempt)
+                ],
+            }
+            for task_id in spec.dag.order
+            if task_id in instances
+        ]
+        return Timeline.model_validate(
+            {
+                "run": run_view(run),
+                "start": None if start is None else start.isoformat(),
+                "end": None if end is None else end.isoformat(),
+                "tasks": tasks,
+            }
+        )
 
     @app.get(
         "/runs/<run_id>/tasks/<task_id>",
@@ -525,7 +963,7 @@ def create_app(
         responses=_responses("The task and its attempts (`history`)", 404),
     )
     def get_task(run_id: str, task_id: str) -> TaskView:
-        store.get_run(run_id)
+        run_for(run_id, Action.READ)
         task = store.get_task(run_id, task_id)
         attempts = store.list_attempts(run_id, task_id)
         return TaskView.model_validate(task_view(task, attempts))
@@ -534,7 +972,8 @@ def create_app(
         "/runs/<run_id>/tasks/<task_id>/attempts/<attempt>/log",
         summary="An attempt's log as text",
         description=(
-            f"Up to {MAX_LOG_CHUNK} bytes from `offset`. To follow a log, pass the "
+            f"Up to `limit` (at most {MAX_LOG_CHUNK}) bytes from `offset`. To page through or "
+            "follow a log, pass the "
             f"`{NEXT_OFFSET_HEADER}` response header as the next `offset`."
         ),
         tags=["runs"],
@@ -545,9 +984,13 @@ def create_app(
         ),
     )
     def get_log(
-        run_id: str, task_id: str, attempt: AttemptPath, offset: OffsetQuery = 0
+        run_id: str,
+        task_id: str,
+        attempt: AttemptPath,
+        offset: OffsetQuery = 0,
+        limit: LogLimitQuery = MAX_LOG_CHUNK,
     ) -> Response[str]:
-        store.get_run(run_id)
+        run_for(run_id, Action.READ)
         store.get_task(run_id, task_id)
         found = [a for a in store.list_attempts(run_id, task_id) if a.attempt == attempt]
         if not found:
@@ -556,7 +999,7 @@ def create_app(
         if text is None:
             raise NotFound(f"no log for attempt {attempt} of task {task_id!r} in run {run_id!r}")
         data = text.encode("utf-8")
-        chunk, next_offset = _log_chunk(data, offset)
+        chunk, next_offset = _log_chunk(data, offset, limit)
         return Response(
             status_code=HTTPStatus.OK.value,
             content_type="text/plain; charset=utf-8",
@@ -571,8 +1014,10 @@ def create_app(
         responses=_responses("The run, paused", 404, 409),
     )
     def pause_run(run_id: str) -> RunView:
+        project = run_for(run_id, Action.OPERATE).project
         run = scheduler.pause(run_id)
         changed()
+        record("run.pause", f"run/{run_id}", project)
         return one_run(run)
 
     @app.post(
@@ -582,8 +1027,10 @@ def create_app(
         responses=_responses("The run, resumed", 404, 409),
     )
     def resume_run(run_id: str) -> RunView:
+        project = run_for(run_id, Action.OPERATE).project
         run = scheduler.resume(run_id)
         changed()
+        record("run.resume", f"run/{run_id}", project)
         return one_run(run)
 
     @app.post(
@@ -593,8 +1040,10 @@ def create_app(
         responses=_responses("The run, stopped", 404, 409),
     )
     def stop_run(run_id: str) -> RunView:
+        project = run_for(run_id, Action.OPERATE).project
         run = scheduler.stop(run_id)
         changed()
+        record("run.stop", f"run/{run_id}", project)
         return one_run(run)
 
     @app.post(
@@ -604,9 +1053,11 @@ def create_app(
         responses=_responses("The run, running again", 400, 404, 409, 415),
     )
     def rerun_run(run_id: str, body: RerunBody = None) -> RunView:
+        project = run_for(run_id, Action.OPERATE).project
         from_task = body.from_ if body is not None else None
         run = scheduler.rerun(run_id, from_task=from_task)
         changed()
+        record("run.rerun", f"run/{run_id}", project, from_task=from_task)
         return one_run(run)
 
     @app.post(
@@ -616,10 +1067,11 @@ def create_app(
         responses=_responses("The run after the change", 400, 404, 409, 415),
     )
     def mark_task(run_id: str, task_id: str, body: MarkBody) -> RunView:
-        store.get_run(run_id)
+        project = run_for(run_id, Action.OPERATE).project
         store.get_task(run_id, task_id)
         run = scheduler.mark(run_id, task_id, TaskState(body.state))
         changed()
+        record("run.mark", f"run/{run_id}", project, task=task_id, state=body.state)
         return one_run(run)
 
     return app

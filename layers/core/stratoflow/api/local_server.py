@@ -171,6 +171,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
+    def _not_allowed(self) -> None:
+        # API Gateway does not pass these on either; answer as it would, not with a 501
+        self._refuse(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not supported")
+
+    def __getattr__(self, name: str) -> Any:
+        # any other method (TRACE, CONNECT, QUERY, ...): 405, as API Gateway answers, not 501
+        if name.startswith("do_"):
+            return self._not_allowed
+        raise AttributeError(name)
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - %s", self.address_string(), format % args)
 

@@ -95,6 +95,23 @@ class VersionSummary(_View):
     tasks: int
 
 
+class LastRun(_View):
+    id: str
+    state: str
+    created_at: str | None
+    ended_at: str | None
+
+
+class WorkflowSummary(VersionSummary):
+    """A workflow in the list: its latest version, how its last run went, when it fires next."""
+
+    last_run: LastRun | None = Field(default=None, description="The newest run, if any.")
+    next_run_at: str | None = Field(
+        default=None,
+        description="When the schedule fires next (ISO-8601, UTC); null if unscheduled or paused.",
+    )
+
+
 class VersionDetail(VersionSummary):
     document: dict[str, Any]
     source: str
@@ -105,11 +122,26 @@ class AppliedVersion(VersionDetail):
 
 
 class WorkflowList(_View):
-    workflows: list[VersionSummary]
+    workflows: list[WorkflowSummary]
+    next: str | None = Field(
+        default=None, description="Pass as ?after= to get the next page; null on the last."
+    )
 
 
 class VersionList(_View):
     versions: list[VersionSummary]
+    next: int | None = Field(
+        default=None, description="Pass as ?before= to get the next (older) page."
+    )
+
+
+class VersionDiff(_View):
+    project: str
+    name: str
+    from_: int = Field(alias="from", description="The older version compared.")
+    to: int = Field(description="The newer version compared.")
+    changed: bool = Field(description="Whether the two sources differ at all.")
+    diff: str = Field(description="Unified diff of the YAML sources (empty when unchanged).")
 
 
 class RunView(_View):
@@ -158,6 +190,54 @@ class TaskView(_View):
 class RunDetail(_View):
     run: RunView
     tasks: dict[str, TaskView]
+
+
+class TimelineAttempt(_View):
+    attempt: int
+    state: str
+    started_at: str | None
+    ended_at: str | None
+    duration_seconds: float | None
+
+
+class TimelineTask(_View):
+    task_id: str
+    state: str
+    attempts: list[TimelineAttempt]
+
+
+class Timeline(_View):
+    """A run laid out in time, ready for a Gantt chart: per task (in workflow order), each
+    attempt's start and end; ``start``/``end`` bound every bar (``end`` is now while running)."""
+
+    run: RunView
+    start: str | None = Field(description="The earliest attempt start, or the run's start.")
+    end: str | None = Field(description="The latest attempt end, or now for a running attempt.")
+    tasks: list[TimelineTask]
+
+
+class Me(_View):
+    """Who is calling and what they may do; the UI hides what is not allowed."""
+
+    user: str
+    project: str
+    role: str | None = Field(description="viewer | operator | editor | admin, or null (none).")
+    actions: list[str] = Field(description="Allowed operations, e.g. `run.trigger`, `run.stop`.")
+
+
+class AuditView(_View):
+    id: str
+    at: str
+    actor: str
+    action: str = Field(description="e.g. `workflow.apply`, `run.trigger`, `run.stop`.")
+    target: str = Field(description="e.g. `workflow/<project>/<name>`, `run/<id>`.")
+    project: str | None
+    details: dict[str, Any]
+
+
+class AuditList(_View):
+    entries: list[AuditView]
+    next: str | None = Field(description="Pass as ?cursor= to get the next (older) page.")
 
 
 class RunList(_View):

@@ -1,0 +1,52 @@
+"""The metadata read model: history, search and the UI's lists, in SQL.
+
+One schema and one set of statements for SQLite (local), PostgreSQL (``--db
+postgresql://...``, psycopg 3) and Aurora Serverless v2 PostgreSQL through the RDS Data API.
+See docs/readmodel.md.
+
+- :class:`ReadModel` — the queries the API calls (lists with keyset cursors, run detail,
+  tasks, attempts, audit log) and ``apply`` for change records.
+- :class:`Projection` — change records -> idempotent upserts (duplicates and reordering
+  change nothing).
+- :func:`connect`, :class:`SqliteDatabase`, :class:`PostgresDatabase`,
+  :class:`DataApiDatabase` — the connection wrapper; :func:`migrate` — the migrations.
+- ``stratoflow.readmodel.local.LocalFeed`` — the local runtime's inline projector.
+"""
+
+from stratoflow.readmodel._db import (
+    DataApiDatabase,
+    Database,
+    PostgresDatabase,
+    SqliteDatabase,
+    connect,
+)
+from stratoflow.readmodel._migrations import Migration, MigrationError, load_migrations, migrate
+from stratoflow.readmodel._projection import Projection
+from stratoflow.readmodel._queries import MAX_LIMIT, ReadModel
+from stratoflow.readmodel._records import (
+    AuditEntry,
+    Change,
+    Page,
+    RunFilter,
+    WorkflowSummary,
+)
+
+__all__ = [
+    "MAX_LIMIT",
+    "AuditEntry",
+    "Change",
+    "DataApiDatabase",
+    "Database",
+    "Migration",
+    "MigrationError",
+    "Page",
+    "PostgresDatabase",
+    "Projection",
+    "ReadModel",
+    "RunFilter",
+    "SqliteDatabase",
+    "WorkflowSummary",
+    "connect",
+    "load_migrations",
+    "migrate",
+]

@@ -1,0 +1,448 @@
+"""The connection wrapper: one small interface over SQLite, psycopg 3 and the RDS Data API.
+
+Every statement in the read model is written once, with ``:name`` placeholders (the Data
+API's own style, which SQLite also reads); :class:`PostgresDatabase` rewrites them to
+psycopg's ``%(name)s``. Values crossing the wrapper are only ``str``, ``int``, ``None`` (and
+``bool``): timestamps and JSON are stored as text, so no driver needs a type hint.
+
+Dialect differences, all of them:
+
+- placeholder style (above);
+- the migration lock: SQLite takes the write lock (``BEGIN IMMEDIATE``), PostgreSQL and
+  Aurora take a transaction-scoped advisory lock (:meth:`Database.lock_for_migrations`);
+- how a batch is sent: ``executemany`` (SQLite, psycopg pipeline) or
+  ``batch_execute_statement`` (Data API).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # dev-only stubs; at run time boto3 (the Lambda runtime's) provides the client
+    from mypy_boto3_rds_data import RDSDataServiceClient
+
+Params = Mapping[str, Any]
+Row = dict[str, Any]
+
+# Advisory-lock key for migrations (any constant bigint; "stratoflow" as a number)
+MIGRATION_LOCK_KEY = 5_717_816_417
+
+
+class Database(ABC):
+    """A connection (or a pool of per-thread connections) to one read-model database."""
+
+    dialect: Literal["sqlite", "postgresql"]
+
+    @abstractmethod
+    def query(self, sql: str, params: Params | None = None) -> list[Row]:
+        """Run a statement that returns rows; each row is a dict keyed by column name."""
+
+    @abstractmethod
+    def execute(self, sql: str, params: Params | None = None) -> int:
+        """Run a statement; returns the number of rows it changed."""
+
+    @abstractmethod
+    def execute_many(self, sql: str, param_sets: Sequence[Params]) -> None:
+        """Run one statement once per parameter set."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """The statements inside commit together or not at all (nested: one transaction)."""
+
+    @abstractmethod
+    def lock_for_migrations(self) -> None:
+        """Inside a transaction: wait until no other process is migrating."""
+
+    def close(self) -> None:  # noqa: B027 - optional for adapters without connections
+        """Release connections."""
+
+
+# ------------------------------------------------------------------ pooled local drivers
+class _Pooled(Database):
+    """Connections lent per call from a small pool of idle ones, so threads may come and go
+    (an HTTP server's request threads) without each keeping a connection open. Inside
+    ``transaction()`` the thread keeps one connection until the block ends."""
+
+    MAX_IDLE = 4
+
+    def __init__(self) -> None:
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._closed = False
+
+    @abstractmethod
+    def _open(self) -> Any: ...
+
+    def _usable(self, conn: Any) -> bool:
+        return not self._closed
+
+    @abstractmethod
+    def _begin(self, conn: Any) -> AbstractContextManager[None]: ...
+
+    @contextmanager
+    def _borrow(self) -> Iterator[Any]:
+        held = getattr(self._local, "tx", None)
+        if held is not None:
+            yield held
+            return
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._open()
+        try:
+            yield conn
+        finally:
+            self._give_back(conn)
+
+    def _give_back(self, conn: Any) -> None:
+        if self._usable(conn):
+            with self._lock:
+                if len(self._idle) < self.MAX_IDLE:
+                    self._idle.append(conn)
+                    return
+        conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if getattr(self._local, "tx", None) is not None:
+            yield  # nested: part of the enclosing transaction
+            return
+        with self._borrow() as conn:
+            self._local.tx = conn
+            try:
+                with self._begin(conn):
+                    yield
+            finally:
+                self._local.tx = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+class SqliteDatabase(_Pooled):
+    """A SQLite file in WAL mode (readers never block the writer)."""
+
+    dialect: Literal["sqlite", "postgresql"] = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = str(path)
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        _enable_wal(conn)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def _usable(self, conn: sqlite3.Connection) -> bool:
+        return not (self._closed or conn.in_transaction)
+
+    @contextmanager
+    def _begin(self, conn: sqlite3.Connection) -> Iterator[None]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Params | None = None) -> list[Row]:
+        with self._borrow() as conn:
+            return [dict(r) for r in conn.execute(sql, params or {}).fetchall()]
+
+    def execute(self, sql: str, params: Params | None = None) -> int:
+        with self._borrow() as conn:
+            return int(conn.execute(sql, params or {}).rowcount)
+
+    def execute_many(self, sql: str, param_sets: Sequence[Params]) -> None:
+        if param_sets:
+            with self._borrow() as conn:
+                conn.executemany(sql, param_sets)
+
+    def lock_for_migrations(self) -> None:
+        """``BEGIN IMMEDIATE`` already holds SQLite's single write lock."""
+
+
+def _enable_wal(conn: sqlite3.Connection, tries: int = 100) -> None:
+    """Switching a new file to WAL needs a moment alone, and SQLite answers "locked" at once
+    (no busy wait) when another connection opens the file at the same time: retry."""
+    for _ in range(tries - 1):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            time.sleep(0.05)
+        else:
+            return
+    conn.execute("PRAGMA journal_mode=WAL")
+
+
+# ------------------------------------------------------------------------------ PostgreSQL
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+@lru_cache(maxsize=512)
+def to_pyformat(sql: str) -> str:
+    """``:name`` -> ``%(name)s`` (and a literal ``%`` -> ``%%``); ``::type`` casts are kept.
+
+    The rewrite does not parse SQL: a ``:word`` inside a string literal would be rewritten
+    too, so the read model's statements keep such text in parameters, never in literals.
+    """
+    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+class PostgresDatabase(_Pooled):
+    """psycopg 3 autocommit connections; ``transaction()`` opens a block. A connection that
+    broke (the server restarted) is dropped, and the next call connects again."""
+
+    dialect: Literal["sqlite", "postgresql"] = "postgresql"
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__()
+        try:
+            import psycopg
+            from psycopg.rows import dict_row
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            raise RuntimeError(
+                "a postgresql:// read model needs psycopg 3: pip install 'stratoflow[postgres]'"
+            ) from exc
+        self._psycopg = psycopg
+        self._dict_row = dict_row
+        self.dsn = dsn
+        self._give_back(self._open())  # fail now, with the driver's reason, if unreachable
+
+    def _open(self) -> Any:
+        return self._psycopg.connect(self.dsn, autocommit=True, row_factory=self._dict_row)
+
+    def _usable(self, conn: Any) -> bool:
+        return not (self._closed or conn.closed or conn.broken)
+
+    def _begin(self, conn: Any) -> AbstractContextManager[None]:
+        tx: AbstractContextManager[None] = conn.transaction()
+        return tx
+
+    def query(self, sql: str, params: Params | None = None) -> list[Row]:
+        with self._borrow() as conn, conn.cursor() as cur:
+            cur.execute(to_pyformat(sql), params or {})
+            return list(cur.fetchall())
+
+    def execute(self, sql: str, params: Params | None = None) -> int:
+        with self._borrow() as conn, conn.cursor() as cur:
+            cur.execute(to_pyformat(sql), params or {})
+            return int(cur.rowcount)
+
+    def execute_many(self, sql: str, param_sets: Sequence[Params]) -> None:
+        if param_sets:
+            with self._borrow() as conn, conn.cursor() as cur:
+                cur.executemany(to_pyformat(sql), param_sets)
+
+    def lock_for_migrations(self) -> None:
+        self.query("SELECT pg_advisory_xact_lock(:key)", {"key": MIGRATION_LOCK_KEY})
+
+
+# ---------------------------------------------------------------------------- RDS Data API
+def data_api_parameter(name: str, value: Any) -> dict[str, Any]:
+    """One named SqlParameter. Only the types the read model stores are accepted."""
+    if value is None:
+        field: dict[str, Any] = {"isNull": True}
+    elif isinstance(value, bool):
+        field = {"booleanValue": value}
+    elif isinstance(value, int):
+        field = {"longValue": value}
+    elif isinstance(value, float):
+        field = {"doubleValue": value}
+    elif isinstance(value, str):
+        field = {"stringValue": value}
+    else:
+        raise TypeError(f"parameter {name!r}: {type(value).__name__} cannot be sent")
+    return {"name": name, "value": field}
+
+
+def decode_field(field: Mapping[str, Any]) -> Any:
+    """A typed Data API ``Field`` -> a Python value."""
+    if field.get("isNull"):
+        return None
+    for key in ("stringValue", "longValue", "doubleValue", "booleanValue", "blobValue"):
+        if key in field:
+            return field[key]
+    if "arrayValue" in field:
+        array = field["arrayValue"]
+        for key in ("stringValues", "longValues", "doubleValues", "booleanValues"):
+            if key in array:
+                return list(array[key])
+        return [decode_field({"arrayValue": a}) for a in array.get("arrayValues", [])]
+    raise ValueError(f"unknown Data API field {sorted(field)}")
+
+
+def decode_records(response: Mapping[str, Any]) -> list[Row]:
+    """Rows of an ExecuteStatement response, typed (records + columnMetadata) or JSON."""
+    import json
+
+    if response.get("formattedRecords") is not None:
+        rows = json.loads(response["formattedRecords"])
+        if not isinstance(rows, list):
+            raise ValueError("formattedRecords is not a JSON array")
+        return [dict(r) for r in rows]
+    records = response.get("records") or []
+    if not records:
+        return []
+    meta = response.get("columnMetadata")
+    if not meta:
+        raise ValueError("typed records without columnMetadata (includeResultMetadata=True)")
+    names = [m.get("label") or m["name"] for m in meta]
+    return [
+        {name: decode_field(f) for name, f in zip(names, record, strict=True)} for record in records
+    ]
+
+
+class DataApiDatabase(Database):
+    """Aurora PostgreSQL through the RDS Data API (HTTPS: a Lambda needs no VPC).
+
+    ``records_as="typed"`` asks for ``records`` + ``columnMetadata``; ``"json"`` asks for
+    ``formattedRecords`` (column names included, 10 MB cap instead of 1 MB of typed
+    records). An auto-paused cluster (0 ACU) answers ``DatabaseResumingException`` while it
+    wakes: calls are retried for up to ``resume_wait`` seconds.
+    """
+
+    dialect: Literal["sqlite", "postgresql"] = "postgresql"
+    BATCH = 200  # parameter sets per BatchExecuteStatement call
+
+    def __init__(
+        self,
+        client: RDSDataServiceClient,
+        resource_arn: str,
+        secret_arn: str,
+        database: str,
+        *,
+        records_as: Literal["typed", "json"] = "typed",
+        resume_wait: float = 60.0,
+        sleep: Any = time.sleep,
+    ) -> None:
+        self.client = client
+        self.base = {"resourceArn": resource_arn, "secretArn": secret_arn, "database": database}
+        self.records_as = records_as
+        self.resume_wait = resume_wait
+        self._sleep = sleep
+        self._local = threading.local()
+
+    @classmethod
+    def from_env(cls, client: RDSDataServiceClient | None = None) -> DataApiDatabase:
+        """STRATOFLOW_DB_CLUSTER_ARN, STRATOFLOW_DB_SECRET_ARN, STRATOFLOW_DB_NAME."""
+        import os
+
+        missing = [
+            k
+            for k in ("STRATOFLOW_DB_CLUSTER_ARN", "STRATOFLOW_DB_SECRET_ARN", "STRATOFLOW_DB_NAME")
+            if not os.environ.get(k)
+        ]
+        if missing:
+            raise RuntimeError(f"the Data API read model needs {', '.join(missing)}")
+        if client is None:  # pragma: no cover - Lambda builds it at module scope
+            import boto3
+
+            client = boto3.client("rds-data")
+        return cls(
+            client,
+            os.environ["STRATOFLOW_DB_CLUSTER_ARN"],
+            os.environ["STRATOFLOW_DB_SECRET_ARN"],
+            os.environ["STRATOFLOW_DB_NAME"],
+        )
+
+    def _call(self, op: str, **kwargs: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + self.resume_wait
+        delay = 0.5
+        while True:
+            try:
+                base = self.base
+                if op in ("commit_transaction", "rollback_transaction"):  # no database there
+                    base = {k: v for k, v in base.items() if k != "database"}
+                result: dict[str, Any] = getattr(self.client, op)(**base, **kwargs)
+            except Exception as exc:
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+                if code != "DatabaseResumingException" or time.monotonic() >= deadline:
+                    raise
+                self._sleep(delay)
+                delay = min(delay * 2, 8.0)
+            else:
+                return result
+
+    def _tx(self) -> dict[str, str]:
+        tx: str | None = getattr(self._local, "tx", None)
+        return {} if tx is None else {"transactionId": tx}
+
+    def _statement(self, sql: str, params: Params | None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"sql": sql, **self._tx()}
+        if params:
+            kwargs["parameters"] = [data_api_parameter(k, v) for k, v in params.items()]
+        if self.records_as == "json":
+            kwargs["formatRecordsAs"] = "JSON"
+        else:
+            kwargs["includeResultMetadata"] = True
+        return self._call("execute_statement", **kwargs)
+
+    def query(self, sql: str, params: Params | None = None) -> list[Row]:
+        return decode_records(self._statement(sql, params))
+
+    def execute(self, sql: str, params: Params | None = None) -> int:
+        return int(self._statement(sql, params).get("numberOfRecordsUpdated") or 0)
+
+    def execute_many(self, sql: str, param_sets: Sequence[Params]) -> None:
+        for start in range(0, len(param_sets), self.BATCH):
+            chunk = param_sets[start : start + self.BATCH]
+            self._call(
+                "batch_execute_statement",
+                sql=sql,
+                parameterSets=[[data_api_parameter(k, v) for k, v in p.items()] for p in chunk],
+                **self._tx(),
+            )
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if getattr(self._local, "tx", None) is not None:
+            yield
+            return
+        tx = self._call("begin_transaction")["transactionId"]
+        self._local.tx = tx
+        try:
+            yield
+        except BaseException:
+            self._local.tx = None
+            self._call("rollback_transaction", transactionId=tx)
+            raise
+        self._local.tx = None
+        self._call("commit_transaction", transactionId=tx)
+
+    def lock_for_migrations(self) -> None:
+        self.query("SELECT pg_advisory_xact_lock(:key)", {"key": MIGRATION_LOCK_KEY})
+
+
+def connect(url: str) -> Database:
+    """``postgresql://...`` (or ``postgres://``) -> psycopg; ``sqlite:///path`` or a plain
+    path -> SQLite."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresDatabase(url)
+    if url.startswith("sqlite:///"):
+        return SqliteDatabase(url.removeprefix("sqlite:///"))
+    if "://" in url:
+        raise ValueError(
+            f"unsupported read-model database URL {url.split('://', maxsplit=1)[0]}://...: "
+            "use postgresql://... or sqlite:///path"
+        )
+    return SqliteDatabase(url)

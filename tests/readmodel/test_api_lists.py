@@ -1,0 +1,73 @@
+"""The API's run list reads the read model: filters by state and logical date, pages by its
+cursor, and shows runs as the local runtime's inline projection delivers them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from stratoflow.adapters.local.runtime import LocalRuntime
+from stratoflow.api.app import create_app
+from stratoflow.api.local_server import start_in_thread
+
+FLOW = """\
+name: dated
+tasks:
+  a: {type: shell, command: "exit {{ params.code }}"}
+params: {code: "0"}
+"""
+
+
+@pytest.fixture
+def http(tmp_path: Path) -> Iterator[httpx.Client]:
+    runtime = LocalRuntime(tmp_path / "home")
+    app = create_app(runtime.scheduler, on_change=runtime.wake, readmodel=runtime.readmodel)
+    server, url = start_in_thread(app, "127.0.0.1", 0)
+    runtime.start()
+    try:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            yield client
+    finally:
+        server.shutdown()
+        runtime.close()
+
+
+def settled(http: httpx.Client, count: int, **query: Any) -> list[dict[str, Any]]:
+    """The listed runs once ``count`` of them have ended (the projection trails by ~0.2 s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        runs = http.get("/runs", params={"workflow": "dated", "limit": 50, **query}).json()["runs"]
+        if sum(r["state"] in ("succeeded", "failed") for r in runs) >= count:
+            return runs  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, runs
+        time.sleep(0.1)
+
+
+def test_filters_and_pages_come_from_the_read_model(http: httpx.Client) -> None:
+    assert http.post("/workflows", json={"source": FLOW}).status_code == 201
+    for day, code in ((1, 0), (2, 1), (3, 0), (4, 0)):
+        body = {"logical_date": f"2026-01-0{day}T00:00:00Z", "params": {"code": str(code)}}
+        assert http.post("/workflows/dated/runs", json=body).status_code == 201
+    assert len(settled(http, 4)) == 4
+    failed = http.get("/runs", params={"workflow": "dated", "state": "failed"}).json()["runs"]
+    assert [r["logical_date"][:10] for r in failed] == ["2026-01-02"]
+    window = http.get(
+        "/runs",
+        params={"logical_from": "2026-01-02T00:00:00Z", "logical_to": "2026-01-04T00:00:00Z"},
+    ).json()["runs"]
+    assert sorted(r["logical_date"][:10] for r in window) == ["2026-01-02", "2026-01-03"]
+    first = http.get("/runs", params={"workflow": "dated", "limit": 3}).json()
+    assert len(first["runs"]) == 3
+    assert first["next"] is not None
+    rest = http.get("/runs", params={"workflow": "dated", "before": first["next"]}).json()
+    seen = [r["id"] for r in first["runs"] + rest["runs"]]
+    assert len(seen) == len(set(seen)) == 4
+    assert rest["next"] is None
+    garbled = http.get("/runs", params={"before": "not-a-cursor"})
+    assert garbled.status_code == 400
+    assert "cursor" in garbled.json()["message"]

@@ -1,0 +1,84 @@
+"""The connection wrapper's pure parts: URL dispatch and the placeholder rewrite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stratoflow.readmodel import PostgresDatabase, SqliteDatabase, connect
+from stratoflow.readmodel._db import to_pyformat
+
+
+def test_placeholders_become_pyformat_and_casts_and_percent_survive() -> None:
+    assert to_pyformat("SELECT :a::text, x % 2 FROM t WHERE b = :b_2 AND c = ':lit'") == (
+        "SELECT %(a)s::text, x %% 2 FROM t WHERE b = %(b_2)s AND c = '%(lit)s'"
+    )  # the last one is the documented limit: no ':word' inside literals
+
+
+@pytest.mark.parametrize("prefix", ["", "sqlite:///"])
+def test_sqlite_urls_and_plain_paths_open_sqlite(tmp_path: Path, prefix: str) -> None:
+    path = tmp_path / "rm.db"
+    db = connect(prefix + str(path))
+    try:
+        assert isinstance(db, SqliteDatabase)
+        assert db.query("SELECT 1 AS one") == [{"one": 1}]
+        assert path.exists()
+    finally:
+        db.close()
+
+
+def test_postgresql_urls_open_psycopg(pg_url: str) -> None:
+    db = connect(pg_url)
+    try:
+        assert isinstance(db, PostgresDatabase)
+        assert db.query("SELECT :x::int + 1 AS y", {"x": 41}) == [{"y": 42}]
+    finally:
+        db.close()
+
+
+def test_other_schemes_are_refused_with_the_supported_ones_named() -> None:
+    with pytest.raises(
+        ValueError, match=r"mysql://\.\.\.: use postgresql://\.\.\. or sqlite:///path"
+    ):
+        connect("mysql://user@host/db")
+
+
+def test_threads_that_come_and_go_share_a_few_connections(db_url: str) -> None:
+    """An HTTP server may answer each request on a new thread: connections are pooled, not
+    kept per thread."""
+    import threading
+
+    db = connect(db_url)
+    opened = []
+    real_open = db._open  # type: ignore[attr-defined]
+
+    def counting_open() -> object:
+        opened.append(1)
+        return real_open()
+
+    db._open = counting_open  # type: ignore[attr-defined]
+    try:
+        for _ in range(20):
+            t = threading.Thread(target=lambda: db.query("SELECT 1 AS one"))
+            t.start()
+            t.join()
+        assert len(opened) <= 1  # the connection opened up front (or the first) is reused
+    finally:
+        db.close()
+
+
+def test_a_broken_postgresql_connection_is_replaced(pg_url: str) -> None:
+    import psycopg
+
+    db = connect(pg_url)
+    try:
+        pid = db.query("SELECT pg_backend_pid() AS pid")[0]["pid"]
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(psycopg.OperationalError):
+            db.query("SELECT 1 AS one")  # the pooled connection was killed under it
+        assert db.query("SELECT 1 AS one") == [{"one": 1}]  # and is not lent again
+        assert db.query("SELECT pg_backend_pid() AS pid")[0]["pid"] != pid
+    finally:
+        db.close()

@@ -1,0 +1,254 @@
+"""The local runtime's inline projection: SqliteStore commit hooks -> LocalFeed -> read model."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stratoflow.adapters.local.runtime import LocalRuntime
+from stratoflow.adapters.local.sqlite_store import SqliteStore, StoreChanges
+from stratoflow.engine import RunState, TaskState
+from stratoflow.errors import NotFound
+from stratoflow.model import load_workflow
+from stratoflow.readmodel import ReadModel
+from stratoflow.readmodel.local import LocalFeed
+from tests.readmodel import factories as f
+
+WORKFLOW = """\
+name: feed_demo
+description: three tasks, one fails once
+defaults: {retries: 1, retry_delay: 0s}
+tasks:
+  extract:
+    type: shell
+    command: echo "rows=42" >> "$STRATOFLOW_OUTPUT"
+  flaky:
+    type: shell
+    depends_on: [extract]
+    command: test -f "$MARK" || { touch "$MARK"; exit 3; }
+  load:
+    type: shell
+    depends_on: [flaky]
+    command: echo loaded
+"""
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "state.db")
+    yield s
+    s.close()
+
+
+def test_one_transaction_reports_its_keys_once_after_commit(store: SqliteStore) -> None:
+    seen: list[StoreChanges] = []
+    store.on_commit.append(seen.append)
+    run = f.run("r1", state=RunState.QUEUED, n_tasks=2)
+    with store.transaction():
+        store.create_run(run, [f.task("r1", "a"), f.task("r1", "b")], None)
+        store.put_run(run.with_(state=RunState.RUNNING), RunState.QUEUED)
+        assert seen == []  # nothing before the commit
+    assert seen == [StoreChanges(runs={"r1"}, tasks={("r1", "a"), ("r1", "b")})]
+    # an autocommit write reports at once; a write that loses its condition reports nothing
+    store.start_attempt(f.attempt("r1", "a", 1))
+    assert not store.put_task(f.task("r1", "a", TaskState.QUEUED), TaskState.RUNNING, 0)
+    assert seen[1:] == [StoreChanges(attempts={("r1", "a", 1)})]
+
+
+def test_a_rolled_back_transaction_reports_nothing(store: SqliteStore) -> None:
+    seen: list[StoreChanges] = []
+    store.on_commit.append(seen.append)
+
+    def doomed() -> None:
+        with store.transaction():
+            store.create_run(f.run("r1", state=RunState.QUEUED), [f.task("r1", "a")], None)
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        doomed()
+    with pytest.raises(NotFound):
+        store.get_run("r1")  # rolled back
+    assert seen == []
+    spec = load_workflow("name: w\ntasks: {a: {type: shell, command: 'true'}}\n")
+    store.put_version(spec, "src", f.T0)
+    store.set_paused("default", "w", True)
+    assert seen == [
+        StoreChanges(versions={("default", "w", 1)}),
+        StoreChanges(workflows={("default", "w")}),
+    ]
+
+
+def test_without_hooks_the_store_keeps_no_change_bookkeeping(store: SqliteStore) -> None:
+    store.create_run(f.run("r1", state=RunState.QUEUED), [f.task("r1", "a")], None)
+    assert getattr(store._local, "changes", None) is None
+
+
+def _assert_same(store: SqliteStore, rm: ReadModel, run_id: str) -> None:
+    assert rm.run(run_id) == store.get_run(run_id)
+    stored = {t.task_id: t for t in store.get_tasks(run_id)}
+    projected = {t.task_id: t for t in rm.tasks(run_id)}
+    assert projected.keys() == stored.keys()
+    for tid, t in stored.items():
+        # upstream counts are scheduling detail the read model leaves out
+        assert projected[tid] == t.with_(upstream=projected[tid].upstream)
+    assert rm.attempts(run_id) == store.list_attempts(run_id)
+
+
+@pytest.mark.e2e
+def test_a_local_run_is_projected_as_it_happens(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real local runtime (subprocess tasks), its read model on SQLite or PostgreSQL."""
+    monkeypatch.setenv("MARK", str(tmp_path / "mark"))
+    rt = LocalRuntime(tmp_path / "home", db=db_url)
+    try:
+        version, _ = rt.scheduler.apply(WORKFLOW)
+        run, _ = rt.scheduler.trigger(version.project, version.name)
+        deadline = time.monotonic() + 60
+        rt.run_until(lambda: rt.store.get_run(run.id).state.terminal or time.monotonic() > deadline)
+        assert rt.store.get_run(run.id).state is RunState.SUCCEEDED
+        assert rt.feed.flush()
+        _assert_same(rt.store, rt.readmodel, run.id)
+        flaky = rt.readmodel.attempts(run.id, "flaky")
+        assert [(a.attempt, a.state, a.exit_code) for a in flaky] == [
+            (1, "failed", 3),
+            (2, "succeeded", 0),
+        ]
+        summary = rt.readmodel.workflow("default", "feed_demo")
+        assert summary.last_run is not None
+        assert summary.last_run.state is RunState.SUCCEEDED
+        assert summary.description == "three tasks, one fails once"
+        rt.store.set_paused("default", "feed_demo", True)
+        assert rt.feed.flush()
+        assert rt.readmodel.workflow("default", "feed_demo").paused is True
+    finally:
+        rt.close()
+
+
+def test_catch_up_projects_what_was_committed_while_nobody_listened(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    # GIVEN a store written with no feed attached (as if the process died before projecting)
+    spec = load_workflow("name: w\ntasks: {a: {type: shell, command: 'true'}}\n")
+    store.put_version(spec, "v1", f.T0)
+    done = f.run("done", workflow="w", state=RunState.SUCCEEDED, n_tasks=1, n_done=1)
+    live = f.run("live", workflow="w", state=RunState.RUNNING, n_tasks=1, minute=1)
+    store.create_run(done, [f.task("done", "a", TaskState.SUCCEEDED)], None)
+    store.create_run(live, [f.task("live", "a", TaskState.RUNNING, attempt=1)], None)
+    store.start_attempt(f.attempt("live", "a", 1))
+    rm = ReadModel.open(str(tmp_path / "rm.db"))
+    # WHEN a feed starts
+    feed = LocalFeed(store, rm)
+    feed.start()
+    try:
+        assert feed.flush()
+        # THEN everything is there
+        _assert_same(store, rm, "done")
+        _assert_same(store, rm, "live")
+        assert rm.version("default", "w").source == "v1"
+    finally:
+        feed.close()
+    # AND a restart re-projects unfinished runs and runs that differ, not settled ones
+    rm.db.execute("UPDATE runs SET error = 'marker' WHERE id IN ('done', 'live')")
+    feed = LocalFeed(store, rm)
+    feed.start()
+    try:
+        assert feed.flush()
+        assert rm.run("done").error == "marker"  # settled and equal: left alone
+        assert rm.run("live").error is None  # unfinished: projected again
+    finally:
+        feed.close()
+        rm.close()
+
+
+def test_concurrent_writers_end_with_the_stores_state(store: SqliteStore, tmp_path: Path) -> None:
+    """Commits from several threads, projected while they happen: the read model ends equal
+    to the store (a late re-read can never overwrite a newer one)."""
+    rm = ReadModel.open(str(tmp_path / "rm.db"))
+    feed = LocalFeed(store, rm)
+    feed.start()
+    try:
+        store.create_run(f.run("r1", n_tasks=400), [], None)
+
+        def bump() -> None:
+            for _ in range(50):
+                store.add_counters("r1", done=1, running=1)
+
+        threads = [threading.Thread(target=bump) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert feed.flush()
+        assert rm.run("r1") == store.get_run("r1")
+        assert rm.run("r1").n_done == 200
+    finally:
+        feed.close()
+        rm.close()
+
+
+def test_revisions_only_move_forward_even_if_the_clock_goes_back(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    rm = ReadModel.open(str(tmp_path / "rm.db"))
+    clock = iter([10**15, 5, 5, 5, 5, 5, 5, 5, 5, 5])
+    feed = LocalFeed(store, rm, micros=lambda: next(clock, 5))
+    feed.start()
+    try:
+        store.create_run(f.run("r1"), [], None)
+        assert feed.flush()
+        store.put_run(f.run("r1", state=RunState.SUCCEEDED), RunState.RUNNING)
+        assert feed.flush()
+        assert rm.run("r1").state is RunState.SUCCEEDED
+    finally:
+        feed.close()
+    # a new feed on the same read model starts above the highest stored revision
+    feed = LocalFeed(store, rm, micros=lambda: 1)
+    feed.start()
+    try:
+        store.put_run(f.run("r1", state=RunState.FAILED), RunState.SUCCEEDED)
+        assert feed.flush()
+        assert rm.run("r1").state is RunState.FAILED
+    finally:
+        feed.close()
+        rm.close()
+
+
+def test_a_failed_projection_is_caught_up_later(store: SqliteStore, tmp_path: Path) -> None:
+    """A batch that cannot be written (e.g. PostgreSQL down for a moment) is not lost."""
+    rm = ReadModel.open(str(tmp_path / "rm.db"))
+    real_apply = rm.apply
+    calls: list[int] = []
+
+    def flaky_apply(changes: object) -> int:
+        calls.append(1)
+        if len(calls) == 1:  # the first batch with anything in it
+            raise ConnectionError("read model unreachable")
+        return real_apply(changes)  # type: ignore[arg-type]
+
+    rm.apply = flaky_apply  # type: ignore[method-assign]
+    feed = LocalFeed(store, rm, linger=0)
+    feed.start()
+    try:
+        store.create_run(f.run("r1", workflow="w"), [f.task("r1", "a")], None)
+        spec = load_workflow("name: w\ntasks: {a: {type: shell, command: 'true'}}\n")
+        store.put_version(spec, "v1", f.T0)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            feed.flush()
+            try:
+                rm.run("r1")
+                rm.version("default", "w")
+                break
+            except NotFound:
+                time.sleep(0.1)
+        assert len(calls) >= 2  # the failed batch, then the catch-up that replaced it
+        _assert_same(store, rm, "r1")
+        assert rm.version("default", "w").source == "v1"
+    finally:
+        feed.close()
+        rm.close()

@@ -1,0 +1,117 @@
+"""Identity from a request, for each place an identity can come from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
+from tests.fakes import FakeClock
+
+from stratoflow.adapters.local.identity import SqliteIdentities
+from stratoflow.api.access import (
+    cognito_authenticator,
+    iam_authenticator,
+    parse_role_map,
+    token_authenticator,
+)
+from stratoflow.auth import Role, Unauthenticated
+from stratoflow.errors import InvalidInput
+
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
+
+
+def event(headers: dict[str, str] | None = None, **context: Any) -> APIGatewayProxyEvent:
+    return APIGatewayProxyEvent(
+        {"httpMethod": "GET", "path": "/runs", "headers": headers or {}, "requestContext": context}
+    )
+
+
+@pytest.fixture
+def ids(tmp_path: Path) -> Iterator[SqliteIdentities]:
+    store = SqliteIdentities(tmp_path / "db")
+    yield store
+    store.close()
+
+
+def test_a_bearer_token_names_its_user(ids: SqliteIdentities) -> None:
+    ids.create_user("alice", superuser=False, now=T0)
+    ids.set_role("alice", "a", Role.VIEWER)
+    _, secret = ids.create_token("alice", "t", T0)
+    auth = token_authenticator(ids, FakeClock(T0))
+    assert auth(event({"Authorization": f"Bearer {secret}"})).roles == {"a": Role.VIEWER}
+    assert auth(event({"authorization": f"bearer  {secret} "})).name == "alice"
+
+
+@pytest.mark.parametrize(
+    ("headers", "words"),
+    [
+        ({}, "this API needs a token"),
+        ({"Authorization": "Basic abc"}, "must read 'Bearer <token>'"),
+        ({"Authorization": "Bearer sft_nope"}, "malformed API token"),
+    ],
+)
+def test_requests_without_a_valid_token_are_refused(
+    ids: SqliteIdentities, headers: dict[str, str], words: str
+) -> None:
+    with pytest.raises(Unauthenticated, match=words):
+        token_authenticator(ids, FakeClock(T0))(event(headers))
+
+
+@pytest.mark.parametrize(
+    "groups",
+    [
+        ["a.operator", "stratoflow-admins"],
+        "[a.operator stratoflow-admins]",
+        "a.operator,stratoflow-admins",
+    ],
+)
+def test_cognito_claims_in_every_shape_the_authorizer_passes(groups: Any) -> None:
+    claims = {"cognito:username": "carol", "cognito:groups": groups}
+    principal = cognito_authenticator()(event(authorizer={"claims": claims}))
+    assert (principal.name, principal.roles, principal.superuser) == (
+        "carol", {"a": Role.OPERATOR}, True,
+    )  # fmt: skip
+
+
+def test_cognito_without_claims_is_refused() -> None:
+    with pytest.raises(Unauthenticated, match="Cognito claims missing"):
+        cognito_authenticator()(event(authorizer={}))
+    with pytest.raises(Unauthenticated, match="no user name"):
+        cognito_authenticator()(event(authorizer={"claims": {"cognito:groups": "a.viewer"}}))
+
+
+ROLE_MAP = """{
+  "arn:aws:iam::123456789012:role/Ops": {"analytics": "operator"},
+  "arn:aws:iam::123456789012:user/root-ish": "superuser"
+}"""
+
+
+def test_iam_callers_get_the_roles_of_their_role_or_user() -> None:
+    auth = iam_authenticator(parse_role_map(ROLE_MAP))
+    session = "arn:aws:sts::123456789012:assumed-role/Ops/alice-session"
+    assert auth(event(identity={"userArn": session})).roles == {"analytics": Role.OPERATOR}
+    user = "arn:aws:iam::123456789012:user/root-ish"
+    assert auth(event(identity={"userArn": user})).superuser
+    with pytest.raises(Unauthenticated, match="has no roles in Stratoflow"):
+        auth(event(identity={"userArn": "arn:aws:iam::123456789012:role/Other"}))
+    with pytest.raises(Unauthenticated, match="IAM caller ARN missing"):
+        auth(event(identity={}))
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        ("[1]", "role_map"),
+        ("{not json", "role_map"),
+        ('{"arn:x": 3}', "role_map.arn:x"),
+        ('{"arn:x": {"p": "owner"}}', "role_map.arn:x.p"),
+    ],
+)
+def test_a_bad_role_map_names_the_entry(text: str, path: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        parse_role_map(text)
+    assert info.value.problems[0].path == path

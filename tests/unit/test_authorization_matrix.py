@@ -1,0 +1,294 @@
+"""The authorization matrix: every operation of the API, for every role, in the caller's own
+project and in a project where the caller has no role.
+
+Two projects, ``a`` and ``b``, each with the same workflow and a run. Users: one per role in
+``a`` (none in ``b``), and a superuser. For each operation the expectation is derived from
+one table (``OPERATIONS``: the action each operation needs) and the role order, and the reply
+is checked:
+
+- allowed: a success status;
+- a role too low in ``a``: 403, and nothing changed;
+- no role in ``b``: 404 with the same words as a thing that does not exist — a user of ``a``
+  learns nothing about ``b`` — and nothing changed;
+- no token, or a bad one: 401.
+
+A test also checks the table against the API's own OpenAPI document, so a new route that is
+not in the matrix fails the suite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.unit.test_api_app import Api, FakeDispatcher, Reply, StepClock
+
+from stratoflow.adapters.local.identity import SqliteIdentities
+from stratoflow.adapters.local.sqlite_store import SqliteStore
+from stratoflow.api.access import token_authenticator
+from stratoflow.api.app import PUBLIC_PATHS, create_app
+from stratoflow.auth import REQUIRED_ROLE, Action, Role
+from stratoflow.engine import AttemptResult, AttemptStatus, RunState
+from stratoflow.readmodel import ReadModel
+from stratoflow.service import Finished, Scheduler
+
+FLOW = """\
+name: flow
+project: {project}
+tasks:
+  first: {{type: shell, command: "echo {marker}"}}
+  second: {{type: shell, command: "true", depends_on: [first]}}
+"""
+
+
+@dataclass
+class World:
+    api: Api
+    tokens: dict[str, str]  # user -> token secret
+    runs: dict[str, str]  # project -> the id of its run (first task failed, second waiting)
+    store: SqliteStore
+
+    def call(
+        self, user: str | None, method: str, path: str, body: Any = None, **query: str
+    ) -> Reply:
+        headers = {"Content-Type": "application/json"}
+        if user is not None:
+            headers["Authorization"] = f"Bearer {self.tokens[user]}"
+        return self.api.call(method, path, body, query=query or None, headers=headers)
+
+    def snapshot(self) -> Any:
+        """Everything an operation could change, to prove a refused one changed nothing."""
+        runs = {
+            p: (self.store.get_run(rid).state, [t.state for t in self.store.get_tasks(rid)])
+            for p, rid in self.runs.items()
+        }
+        versions = {p: len(self.store.list_versions(p, "flow")) for p in self.runs}
+        paused = {p: self.store.get_version(p, "flow").paused for p in self.runs}
+        return runs, versions, paused, len(self.store.list_runs(_all_runs()))
+
+
+def _all_runs() -> Any:
+    from stratoflow.ports import RunQuery
+
+    return RunQuery(limit=1000)
+
+
+USERS = {
+    "viewer": Role.VIEWER,
+    "operator": Role.OPERATOR,
+    "editor": Role.EDITOR,
+    "admin": Role.ADMIN,
+}
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    store = SqliteStore(tmp_path / "state.db")
+    identities = SqliteIdentities(tmp_path / "state.db")
+    readmodel = ReadModel.open(str(tmp_path / "readmodel.db"))
+    clock = StepClock()
+    dispatcher = FakeDispatcher()
+    scheduler = Scheduler(store, store, dispatcher, clock)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    api = Api(None, scheduler, dispatcher, logs)
+    api.app = create_app(
+        scheduler,
+        read_log=lambda attempt: f"log of {attempt.task_id}",
+        authenticate=token_authenticator(identities, clock),
+        readmodel=readmodel,
+    )
+    tokens: dict[str, str] = {}
+    for name, role in USERS.items():
+        identities.create_user(name, superuser=False, now=clock.now())
+        identities.set_role(name, "a", role)
+        tokens[name] = identities.create_token(name, "t", clock.now())[1]
+    identities.create_user("root", superuser=True, now=clock.now())
+    tokens["root"] = identities.create_token("root", "t", clock.now())[1]
+    runs: dict[str, str] = {}
+    for project in ("a", "b"):
+        scheduler.apply(FLOW.format(project=project, marker=1))
+        scheduler.apply(FLOW.format(project=project, marker=2))  # two versions, for the diff
+        run, _ = scheduler.trigger(project, "flow")
+        scheduler.dispatch_ready()
+        first = store.get_task(run.id, "first")
+        scheduler.on_finished(
+            [Finished(run.id, "first", first.attempt, AttemptResult(AttemptStatus.FAILED))]
+        )
+        runs[project] = run.id
+    assert store.get_run(runs["a"]).state is RunState.FAILED
+    yield World(api, tokens, runs, store)
+    readmodel.close()
+    identities.close()
+    store.close()
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    template: str  # the route as the OpenAPI document writes it
+    action: Action
+    # (world, project) -> (path, body, query)
+    request: Callable[[World, str], tuple[str, Any, dict[str, str]]]
+    changes: bool  # whether a success changes state (a refusal must not)
+    prepare: Callable[[World, str], None] | None = None  # put the run in the state it needs
+
+
+def _running(w: World, project: str) -> None:
+    w.api.scheduler.rerun(w.runs[project])
+
+
+def _paused(w: World, project: str) -> None:
+    _running(w, project)
+    w.api.scheduler.pause(w.runs[project])
+
+
+def _wf(suffix: str = "", body: Any = None) -> Callable[[World, str], Any]:
+    return lambda w, p: (f"/workflows/flow{suffix}", body, {"project": p})
+
+
+def _run(suffix: str = "", body: Any = None) -> Callable[[World, str], Any]:
+    return lambda w, p: (f"/runs/{w.runs[p]}{suffix}", body, {})
+
+
+OPERATIONS = [
+    Operation("GET", "/workflows", Action.READ, lambda w, p: ("/workflows", None, {"project": p}), False),
+    Operation(
+        "POST", "/workflows", Action.EDIT,
+        lambda w, p: ("/workflows", {"source": FLOW.format(project=p, marker=3)}, {}), True,
+    ),
+    Operation("GET", "/workflows/{name}", Action.READ, _wf(), False),
+    Operation("GET", "/workflows/{name}/versions", Action.READ, _wf("/versions"), False),
+    Operation("GET", "/workflows/{name}/versions/{version}", Action.READ, _wf("/versions/1"), False),
+    Operation("GET", "/workflows/{name}/diff", Action.READ, _wf("/diff"), False),
+    Operation("POST", "/workflows/{name}/pause", Action.OPERATE, _wf("/pause"), True),
+    Operation("POST", "/workflows/{name}/unpause", Action.OPERATE, _wf("/unpause"), False),
+    Operation("POST", "/workflows/{name}/runs", Action.OPERATE, _wf("/runs", {}), True),
+    Operation("GET", "/runs", Action.READ, lambda w, p: ("/runs", None, {"project": p}), False),
+    Operation("GET", "/runs/{run_id}", Action.READ, _run(), False),
+    Operation("GET", "/runs/{run_id}/timeline", Action.READ, _run("/timeline"), False),
+    Operation("GET", "/runs/{run_id}/tasks/{task_id}", Action.READ, _run("/tasks/first"), False),
+    Operation(
+        "GET", "/runs/{run_id}/tasks/{task_id}/attempts/{attempt}/log", Action.READ,
+        _run("/tasks/first/attempts/1/log"), False,
+    ),
+    Operation("POST", "/runs/{run_id}/pause", Action.OPERATE, _run("/pause"), True, _running),
+    Operation("POST", "/runs/{run_id}/resume", Action.OPERATE, _run("/resume"), True, _paused),
+    Operation("POST", "/runs/{run_id}/stop", Action.OPERATE, _run("/stop"), True, _running),
+    Operation("POST", "/runs/{run_id}/rerun", Action.OPERATE, _run("/rerun", {}), True),
+    Operation(
+        "POST", "/runs/{run_id}/tasks/{task_id}/mark", Action.OPERATE,
+        _run("/tasks/first/mark", {"state": "succeeded"}), True,
+    ),
+    Operation("GET", "/audit", Action.ADMINISTER, lambda w, p: ("/audit", None, {"project": p}), False),
+]  # fmt: skip
+# routes every authenticated caller may call: they describe the caller, not a project's data
+NOT_PROJECT_SCOPED = {("GET", "/me")}
+
+
+def _id(op: Operation) -> str:
+    return f"{op.method} {op.template}"
+
+
+def _expected(user: str, project: str, op: Operation) -> int | None:
+    """None for a success; else the refusal's status."""
+    if user == "root":
+        return None
+    if project != "a":
+        return 404
+    return None if USERS[user].rank >= REQUIRED_ROLE[op.action].rank else 403
+
+
+@pytest.mark.parametrize("op", OPERATIONS, ids=_id)
+@pytest.mark.parametrize("user", [*USERS, "root"])
+@pytest.mark.parametrize("project", ["a", "b"])
+def test_the_matrix(world: World, op: Operation, user: str, project: str) -> None:
+    if op.prepare is not None:
+        op.prepare(world, project)
+    path, body, query = op.request(world, project)
+    before = world.snapshot()
+    reply = world.call(user, op.method, path, body, **query)
+    expected = _expected(user, project, op)
+    if expected is None:
+        assert 200 <= reply.status < 300, (user, project, reply.status, reply.text)
+        if op.changes:
+            assert world.snapshot() != before, "a successful change changed nothing"
+        return
+    assert reply.status == expected, (user, project, reply.status, reply.text)
+    assert world.snapshot() == before, "a refused operation changed something"
+    message = reply.body["message"]
+    if expected == 404:
+        # the same words as for something that does not exist: nothing about b leaks
+        assert "not found" in message
+        assert world.runs["b"] not in message or message == f"run {world.runs['b']!r} not found"
+        assert "admin" not in message
+    else:
+        assert f"{user} is {USERS[user].value} in project a" in message
+
+
+def test_a_missing_run_and_a_foreign_run_read_the_same(world: World) -> None:
+    foreign = world.call("admin", "GET", f"/runs/{world.runs['b']}")
+    missing = world.call("admin", "GET", "/runs/no-such-run")
+    assert foreign.status == missing.status == 404
+    assert foreign.body["message"].replace(world.runs["b"], "X") == missing.body["message"].replace(
+        "no-such-run", "X"
+    )
+
+
+@pytest.mark.parametrize("op", OPERATIONS, ids=_id)
+def test_without_a_valid_token_every_operation_is_401(world: World, op: Operation) -> None:
+    path, body, query = op.request(world, "a")
+    before = world.snapshot()
+    anonymous = world.call(None, op.method, path, body, **query)
+    assert anonymous.status == 401, anonymous.text
+    world.tokens["forger"] = "sft_" + "0" * 16 + "_" + "A" * 43
+    forged = world.call("forger", op.method, path, body, **query)
+    assert forged.status == 401, forged.text
+    assert world.snapshot() == before
+
+
+def test_public_routes_need_no_token(world: World) -> None:
+    assert world.call(None, "GET", "/health").status == 200
+    assert world.call(None, "GET", "/openapi.json").status == 200
+
+
+def test_me_tells_each_caller_its_role_and_actions(world: World) -> None:
+    op = world.call("operator", "GET", "/me", project="a").body
+    assert (op["user"], op["role"]) == ("operator", "operator")
+    assert "run.stop" in op["actions"]
+    assert "workflow.apply" not in op["actions"]
+    assert world.call("operator", "GET", "/me", project="b").body["actions"] == []
+
+
+def test_every_route_is_in_the_matrix(world: World) -> None:
+    document = world.call(None, "GET", "/openapi.json").body
+    routes = {
+        (method.upper(), path)
+        for path, operations in document["paths"].items()
+        for method in operations
+        if path not in PUBLIC_PATHS
+    }
+    covered = {(op.method, op.template) for op in OPERATIONS} | NOT_PROJECT_SCOPED
+    assert routes == covered, {"untested": routes - covered, "gone": covered - routes}
+
+
+def test_changes_are_audited_with_their_actor(world: World) -> None:
+    run_id = world.runs["a"]
+    assert world.call("operator", "POST", f"/runs/{run_id}/rerun", {}).status == 200
+    assert (
+        world.call(
+            "editor", "POST", "/workflows", {"source": FLOW.format(project="a", marker=9)}
+        ).status
+        == 201
+    )
+    refused = world.call("viewer", "POST", f"/runs/{run_id}/stop")
+    assert refused.status == 403
+    entries = world.call("admin", "GET", "/audit", project="a").body["entries"]
+    assert [(e["actor"], e["action"], e["target"]) for e in entries] == [
+        ("editor", "workflow.apply", "workflow/a/flow"),
+        ("operator", "run.rerun", f"run/{run_id}"),
+    ]
+    assert world.call("admin", "GET", "/audit", project="b").status == 404
