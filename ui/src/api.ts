@@ -1,0 +1,164 @@
+// The Stratoflow REST API as the UI uses it. Every URL is relative to the page, so the UI
+// works at the root of the local server and under an API Gateway stage prefix alike.
+
+export type RunState = "queued" | "running" | "paused" | "succeeded" | "failed" | "stopped";
+export const RUN_STATES: RunState[] = ["queued", "running", "paused", "succeeded", "failed", "stopped"];
+export const TASK_STATES = [
+  "waiting", "queued", "running", "up_for_retry", "succeeded", "failed", "skipped",
+  "upstream_failed", "stopped",
+] as const;
+export type TaskState = (typeof TASK_STATES)[number];
+
+export interface Problem { path: string; message: string; line: number | null }
+export interface ErrorBody { error: string; message: string; problems: Problem[] }
+
+export class ApiError extends Error {
+  constructor(public status: number, public body: ErrorBody) {
+    super(body.message);
+  }
+}
+
+export interface LastRun { id: string; state: RunState; created_at: string | null; ended_at: string | null }
+export interface VersionSummary {
+  project: string; name: string; version: number; digest: string; created_at: string | null;
+  paused: boolean; description: string | null; schedule: { cron: string; timezone?: string } | null;
+  tasks: number;
+}
+export interface WorkflowSummary extends VersionSummary { last_run: LastRun | null; next_run_at: string | null }
+export interface TaskDoc { type: string; depends_on?: string[]; [key: string]: unknown }
+export interface VersionDetail extends VersionSummary {
+  document: { params?: Record<string, unknown>; tasks: Record<string, TaskDoc>; [key: string]: unknown };
+  source: string;
+}
+export interface RunView {
+  id: string; workflow: string; project: string; version: number; state: RunState; trigger: string;
+  params: Record<string, unknown>; logical_date: string | null; created_at: string | null;
+  started_at: string | null; ended_at: string | null; duration_seconds: number | null;
+  tasks_total: number; tasks_done: number; tasks_failed: number; tasks_running: number; error: string | null;
+}
+export interface AttemptView {
+  attempt: number; state: string; started_at: string | null; ended_at: string | null;
+  duration_seconds: number | null; exit_code: number | null; error: string | null;
+  outputs: Record<string, unknown>;
+}
+export interface TaskView {
+  state: TaskState; attempts: number; outputs: Record<string, unknown>; error: string | null;
+  started_at: string | null; ended_at: string | null; duration_seconds: number | null;
+  next_try_at: string | null; history: AttemptView[];
+}
+export interface RunDetail { run: RunView; tasks: Record<string, TaskView> }
+export interface Timeline {
+  run: RunView; start: string | null; end: string | null;
+  tasks: { task_id: string; state: TaskState; attempts: { attempt: number; state: string; started_at: string | null; ended_at: string | null; duration_seconds: number | null }[] }[];
+}
+export interface Me { user: string; project: string; role: string | null; actions: string[] }
+export interface LogPage { text: string; next: number; size: number }
+
+function base(): string {
+  const path = window.location.pathname;
+  return path.endsWith("/") ? path : path.slice(0, path.lastIndexOf("/") + 1);
+}
+
+export function url(path: string, query: Record<string, string | number | undefined | null> = {}): string {
+  const params = new URLSearchParams();
+  for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== null && v !== "") params.set(k, String(v));
+  const qs = params.toString();
+  return base() + path.replace(/^\//, "") + (qs ? `?${qs}` : "");
+}
+
+// An API token (`stratoflow tokens create`), sent when the API asks for one (401).
+const TOKEN_KEY = "stratoflow.token";
+export const apiToken = {
+  get: (): string | null => localStorage.getItem(TOKEN_KEY),
+  set: (value: string) => localStorage.setItem(TOKEN_KEY, value),
+  clear: () => localStorage.removeItem(TOKEN_KEY),
+};
+
+function authHeaders(): Record<string, string> {
+  const t = apiToken.get();
+  return t ? { Authorization: `Bearer ${t}` } : {};
+}
+
+async function request<T>(method: string, path: string, query: Record<string, string | number | undefined | null> = {}, body?: unknown): Promise<T> {
+  const init: RequestInit = { method, headers: { Accept: "application/json", ...authHeaders() } };
+  if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers = { ...init.headers, "Content-Type": "application/json" };
+  }
+  const res = await fetch(url(path, query), init);
+  const text = await res.text();
+  let parsed: unknown = null;
+  try {
+    parsed = text ? JSON.parse(text) : null;
+  } catch {
+    parsed = { error: "bad_response", message: text.slice(0, 300), problems: [] };
+  }
+  if (!res.ok) {
+    const err = (parsed ?? {}) as Partial<ErrorBody>;
+    throw new ApiError(res.status, { error: err.error ?? "error", message: err.message ?? `HTTP ${res.status}`, problems: err.problems ?? [] });
+  }
+  return parsed as T;
+}
+
+const enc = encodeURIComponent;
+/** Bytes of a log fetched at a time: a huge log never arrives (or renders) all at once. */
+export const LOG_PAGE = 256 * 1024;
+
+export const api = {
+  me: (project: string) => request<Me>("GET", "me", { project }),
+  workflows: (project: string, after?: string, limit = 100) =>
+    request<{ workflows: WorkflowSummary[]; next: string | null }>("GET", "workflows", { project, after, limit }),
+  workflow: (project: string, name: string, version?: number) =>
+    version
+      ? request<VersionDetail>("GET", `workflows/${enc(name)}/versions/${version}`, { project })
+      : request<VersionDetail>("GET", `workflows/${enc(name)}`, { project }),
+  versions: (project: string, name: string, before?: number) =>
+    request<{ versions: VersionSummary[]; next: number | null }>("GET", `workflows/${enc(name)}/versions`, { project, before, limit: 50 }),
+  diff: (project: string, name: string, from: number, to: number) =>
+    request<{ from: number; to: number; changed: boolean; diff: string }>("GET", `workflows/${enc(name)}/diff`, { project, from, to }),
+  apply: (source: string) => request<VersionDetail & { created: boolean }>("POST", "workflows", {}, { source }),
+  pauseWorkflow: (project: string, name: string, paused: boolean) =>
+    request<VersionDetail>("POST", `workflows/${enc(name)}/${paused ? "pause" : "unpause"}`, { project }),
+  trigger: (project: string, name: string, params: Record<string, unknown>, logicalDate?: string) =>
+    request<RunDetail>("POST", `workflows/${enc(name)}/runs`, { project }, logicalDate ? { params, logical_date: logicalDate } : { params }),
+  runs: (q: { project: string; workflow?: string; state?: string; before?: string; limit?: number }) =>
+    request<{ runs: RunView[]; next: string | null }>("GET", "runs", { ...q }),
+  run: (id: string) => request<RunDetail>("GET", `runs/${enc(id)}`),
+  timeline: (id: string) => request<Timeline>("GET", `runs/${enc(id)}/timeline`),
+  runAction: (id: string, action: "pause" | "resume" | "stop") => request<RunView>("POST", `runs/${enc(id)}/${action}`),
+  rerun: (id: string, from?: string) => request<RunView>("POST", `runs/${enc(id)}/rerun`, {}, from ? { from } : {}),
+  mark: (id: string, task: string, state: "succeeded" | "skipped") =>
+    request<RunView>("POST", `runs/${enc(id)}/tasks/${enc(task)}/mark`, {}, { state }),
+  async log(id: string, task: string, attempt: number, offset: number, limit = LOG_PAGE): Promise<LogPage> {
+    const res = await fetch(url(`runs/${enc(id)}/tasks/${enc(task)}/attempts/${attempt}/log`, { offset, limit }), { headers: authHeaders() });
+    const text = await res.text();
+    if (!res.ok) {
+      let body: ErrorBody = { error: "error", message: text, problems: [] };
+      try { body = JSON.parse(text) as ErrorBody; } catch { /* plain text */ }
+      throw new ApiError(res.status, body);
+    }
+    return { text, next: Number(res.headers.get("X-Next-Offset") ?? offset), size: Number(res.headers.get("X-Log-Size") ?? 0) };
+  },
+};
+
+export const TERMINAL_RUN: RunState[] = ["succeeded", "failed", "stopped"];
+
+export function fmtTime(iso: string | null | undefined): string {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  return d.toLocaleString(undefined, { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
+export function fmtDuration(seconds: number | null | undefined): string {
+  if (seconds === null || seconds === undefined) return "—";
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const m = Math.floor(seconds / 60);
+  if (m < 60) return `${m}m ${Math.round(seconds % 60)}s`;
+  return `${Math.floor(m / 60)}h ${m % 60}m`;
+}
+
+export function fmtClock(iso: string | null | undefined): string {
+  if (!iso) return "—";
+  return new Date(iso).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}

@@ -1,0 +1,312 @@
+// The DAG drawn on a canvas: only what is inside the viewport is drawn (culling), labels only
+// when they are big enough to read, so 2,000 tasks pan and zoom smoothly. Wheel or +/- to
+// zoom, drag to pan, click a task to select it, search to find one.
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
+import type { TaskState } from "../api";
+import { layoutGraph, quickLayout, type Deps, type GNode, type Layout } from "./layout";
+
+const QUICK_ABOVE = 150; // tasks: above this, draw a quick layout at once while ELK works
+
+export const STATE_COLORS: Record<string, string> = {
+  waiting: "#e5e7eb", queued: "#c7d2fe", running: "#60a5fa", up_for_retry: "#fcd34d",
+  succeeded: "#4ade80", failed: "#f87171", skipped: "#f0abfc", upstream_failed: "#fb923c",
+  stopped: "#9ca3af",
+};
+const DEFINITION_COLOR = "#dbeafe";
+
+interface Props {
+  layoutKey: string;
+  tasks: Deps;
+  states?: Record<string, TaskState>;
+  selected?: string | null;
+  onSelect?: (id: string) => void;
+  height?: number;
+}
+
+interface View { k: number; x: number; y: number }
+
+export function GraphView({ layoutKey, tasks, states, selected, onSelect, height = 480 }: Props) {
+  const canvasRef = useRef<HTMLCanvasElement>(null);
+  const [layout, setLayout] = useState<Layout | null>(null);
+  const [final, setFinal] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const [query, setQuery] = useState("");
+  const [matches, setMatches] = useState<string[]>([]);
+  const view = useRef<View>({ k: 1, x: 0, y: 0 });
+  const frame = useRef(0);
+  const firstDraw = useRef(true);
+  const props = useRef({ states, selected, matches });
+  props.current = { states, selected, matches };
+
+  useEffect(() => {
+    let live = true;
+    setError(null);
+    setFinal(false);
+    firstDraw.current = true;
+    if (canvasRef.current) {
+      delete canvasRef.current.dataset.ready;
+      delete canvasRef.current.dataset.layout;
+    }
+    setLayout(Object.keys(tasks).length > QUICK_ABOVE ? quickLayout(tasks) : null);
+    layoutGraph(layoutKey, tasks).then(
+      (l) => { if (live) { setLayout(l); setFinal(true); } },
+      (e: unknown) => { if (live) setError(String(e)); },
+    );
+    return () => { live = false; };
+  }, [layoutKey]);
+
+  const draw = () => {
+    frame.current = 0;
+    const canvas = canvasRef.current;
+    if (!canvas || !layout) return;
+    const ctx = canvas.getContext("2d");
+    if (!ctx) return;
+    const dpr = window.devicePixelRatio || 1;
+    const W = canvas.clientWidth, H = canvas.clientHeight;
+    if (canvas.width !== Math.round(W * dpr) || canvas.height !== Math.round(H * dpr)) {
+      canvas.width = Math.round(W * dpr);
+      canvas.height = Math.round(H * dpr);
+    }
+    const { k, x, y } = view.current;
+    const { states: st, selected: sel, matches: found } = props.current;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, W, H);
+    ctx.setTransform(dpr * k, 0, 0, dpr * k, dpr * x, dpr * y);
+    const wx0 = -x / k, wy0 = -y / k, wx1 = (W - x) / k, wy1 = (H - y) / k;
+    // edges
+    ctx.lineWidth = 1 / Math.min(k, 1);
+    ctx.strokeStyle = "#94a3b8";
+    ctx.beginPath();
+    const arrows: number[] = [];
+    for (const e of layout.edges) {
+      if (e.x1 < wx0 || e.x0 > wx1 || e.y1 < wy0 || e.y0 > wy1) continue;
+      ctx.moveTo(e.pts[0], e.pts[1]);
+      for (let i = 2; i < e.pts.length; i += 2) ctx.lineTo(e.pts[i], e.pts[i + 1]);
+      if (k > 0.4) arrows.push(e.pts[e.pts.length - 2], e.pts[e.pts.length - 1]);
+    }
+    ctx.stroke();
+    ctx.fillStyle = "#94a3b8";
+    ctx.beginPath();
+    for (let i = 0; i < arrows.length; i += 2) {
+      const ax = arrows[i], ay = arrows[i + 1];
+      ctx.moveTo(ax, ay); ctx.lineTo(ax - 6, ay - 3.5); ctx.lineTo(ax - 6, ay + 3.5); ctx.closePath();
+    }
+    ctx.fill();
+    // nodes, batched by colour
+    const visible: GNode[] = [];
+    for (const n of layout.nodes) {
+      if (n.x + n.w < wx0 || n.x > wx1 || n.y + n.h < wy0 || n.y > wy1) continue;
+      visible.push(n);
+    }
+    const byColor = new Map<string, GNode[]>();
+    for (const n of visible) {
+      const c = st ? STATE_COLORS[st[n.id] ?? "waiting"] ?? DEFINITION_COLOR : DEFINITION_COLOR;
+      let list = byColor.get(c);
+      if (!list) byColor.set(c, (list = []));
+      list.push(n);
+    }
+    for (const [color, list] of byColor) {
+      ctx.fillStyle = color;
+      ctx.beginPath();
+      for (const n of list) ctx.rect(n.x, n.y, n.w, n.h);
+      ctx.fill();
+    }
+    ctx.strokeStyle = "#475569";
+    ctx.lineWidth = 1 / k;
+    ctx.beginPath();
+    for (const n of visible) ctx.rect(n.x, n.y, n.w, n.h);
+    ctx.stroke();
+    const ring = (ids: string[], color: string, width: number) => {
+      ctx.strokeStyle = color;
+      ctx.lineWidth = width / k;
+      ctx.beginPath();
+      for (const id of ids) {
+        const n = layout.byId.get(id);
+        if (n) ctx.rect(n.x - 3 / k, n.y - 3 / k, n.w + 6 / k, n.h + 6 / k);
+      }
+      ctx.stroke();
+    };
+    if (found.length) ring(found, "#f59e0b", 2);
+    if (sel) ring([sel], "#1d4ed8", 3);
+    // labels once they are legible
+    if (k * 12 >= 7) {
+      ctx.fillStyle = "#0f172a";
+      ctx.font = "12px system-ui, sans-serif";
+      ctx.textBaseline = "middle";
+      for (const n of visible) {
+        ctx.save();
+        ctx.beginPath();
+        ctx.rect(n.x, n.y, n.w, n.h);
+        ctx.clip();
+        ctx.fillText(n.label, n.x + 8, n.y + n.h / 2);
+        ctx.restore();
+      }
+    }
+    canvas.dataset.visibleNodes = String(visible.length);
+    if (firstDraw.current) {
+      firstDraw.current = false;
+      performance.mark("graph-rendered");
+      canvas.dataset.ready = "true";
+    }
+    if (final && canvas.dataset.layout !== "final") {
+      performance.mark("graph-final-layout");
+      canvas.dataset.layout = "final";
+      canvas.dataset.layoutMs = String(layout.ms);
+    }
+  };
+  const redraw = () => { if (!frame.current) frame.current = requestAnimationFrame(draw); };
+
+  const fit = () => {
+    const canvas = canvasRef.current;
+    if (!canvas || !layout) return;
+    const W = canvas.clientWidth, H = canvas.clientHeight, pad = 16;
+    const k = Math.max(0.02, Math.min(1.5, (W - 2 * pad) / Math.max(layout.width, 1), (H - 2 * pad) / Math.max(layout.height, 1)));
+    view.current = { k, x: (W - layout.width * k) / 2, y: (H - layout.height * k) / 2 };
+    redraw();
+  };
+
+  const centerOn = (id: string, minScale = 1) => {
+    const canvas = canvasRef.current;
+    const n = layout?.byId.get(id);
+    if (!canvas || !n) return;
+    const k = Math.max(view.current.k, minScale);
+    view.current = { k, x: canvas.clientWidth / 2 - (n.x + n.w / 2) * k, y: canvas.clientHeight / 2 - (n.y + n.h / 2) * k };
+    redraw();
+  };
+
+  const zoom = (factor: number, cx?: number, cy?: number) => {
+    const canvas = canvasRef.current;
+    if (!canvas) return;
+    const { k, x, y } = view.current;
+    const px = cx ?? canvas.clientWidth / 2, py = cy ?? canvas.clientHeight / 2;
+    const nk = Math.max(0.02, Math.min(4, k * factor));
+    view.current = { k: nk, x: px - ((px - x) / k) * nk, y: py - ((py - y) / k) * nk };
+    redraw();
+  };
+
+  // a layout effect: the view is set before the page can take input (a search, a click)
+  useLayoutEffect(() => {
+    if (!layout) return;
+    // the final layout replaces the quick one: keep the selected task in view, else fit
+    const sel = props.current.selected;
+    if (final && sel && layout.byId.has(sel) && !firstDraw.current) centerOn(sel, view.current.k);
+    else fit();
+  }, [layout]);
+  useEffect(() => { redraw(); }, [states, selected, matches]);
+
+  useEffect(() => {
+    const canvas = canvasRef.current;
+    if (!canvas) return;
+    // keep what is at the centre in the centre when the canvas changes size (a panel opens)
+    let size = { w: canvas.clientWidth, h: canvas.clientHeight };
+    const ro = new ResizeObserver(() => {
+      const w = canvas.clientWidth, h = canvas.clientHeight;
+      view.current = { ...view.current, x: view.current.x + (w - size.w) / 2, y: view.current.y + (h - size.h) / 2 };
+      size = { w, h };
+      redraw();
+    });
+    ro.observe(canvas);
+    const onWheel = (ev: WheelEvent) => {
+      ev.preventDefault();
+      const r = canvas.getBoundingClientRect();
+      zoom(Math.exp(-ev.deltaY * 0.0015), ev.clientX - r.left, ev.clientY - r.top);
+    };
+    canvas.addEventListener("wheel", onWheel, { passive: false });
+    let drag: { x: number; y: number; vx: number; vy: number; moved: boolean } | null = null;
+    const down = (ev: PointerEvent) => {
+      canvas.setPointerCapture(ev.pointerId);
+      drag = { x: ev.clientX, y: ev.clientY, vx: view.current.x, vy: view.current.y, moved: false };
+    };
+    const move = (ev: PointerEvent) => {
+      if (!drag) return;
+      const dx = ev.clientX - drag.x, dy = ev.clientY - drag.y;
+      if (Math.abs(dx) + Math.abs(dy) > 4) drag.moved = true;
+      if (drag.moved) {
+        view.current = { ...view.current, x: drag.vx + dx, y: drag.vy + dy };
+        redraw();
+      }
+    };
+    const up = (ev: PointerEvent) => {
+      const was = drag;
+      drag = null;
+      if (!was || was.moved || !layout) return;
+      const r = canvas.getBoundingClientRect();
+      const { k, x, y } = view.current;
+      const wx = (ev.clientX - r.left - x) / k, wy = (ev.clientY - r.top - y) / k;
+      for (const n of layout.nodes) {
+        if (wx >= n.x && wx <= n.x + n.w && wy >= n.y && wy <= n.y + n.h) {
+          props.current.selected = n.id;
+          onSelect?.(n.id);
+          redraw();
+          return;
+        }
+      }
+    };
+    canvas.addEventListener("pointerdown", down);
+    canvas.addEventListener("pointermove", move);
+    canvas.addEventListener("pointerup", up);
+    return () => {
+      ro.disconnect();
+      canvas.removeEventListener("wheel", onWheel);
+      canvas.removeEventListener("pointerdown", down);
+      canvas.removeEventListener("pointermove", move);
+      canvas.removeEventListener("pointerup", up);
+    };
+  }, [layout, onSelect]);
+
+  const summary = useMemo(() => {
+    const n = Object.keys(tasks).length;
+    if (!states) return `Graph of ${n} tasks`;
+    const counts: Record<string, number> = {};
+    for (const id of Object.keys(tasks)) {
+      const s = states[id] ?? "waiting";
+      counts[s] = (counts[s] ?? 0) + 1;
+    }
+    return `Graph of ${n} tasks: ` + Object.entries(counts).sort().map(([s, c]) => `${c} ${s}`).join(", ");
+  }, [tasks, states]);
+
+  const search = (ev: Event) => {
+    ev.preventDefault();
+    const q = query.trim().toLowerCase();
+    if (!q || !layout) { setMatches([]); return; }
+    const exact = layout.byId.has(query.trim()) ? [query.trim()] : [];
+    const found = exact.length ? exact : layout.nodes.filter((n) => n.id.toLowerCase().includes(q)).map((n) => n.id);
+    setMatches(found);
+    if (found.length) {
+      centerOn(found[0]);
+      onSelect?.(found[0]);
+    }
+  };
+
+  return (
+    <div class="graph">
+      <form class="graph-tools" onSubmit={search} role="search">
+        <input
+          type="search" placeholder="Find a task" aria-label="Find a task" value={query}
+          onInput={(e) => setQuery((e.target as HTMLInputElement).value)}
+        />
+        <button type="submit">Find</button>
+        <span class="muted">{query && matches.length ? `${matches.length} found` : ""}</span>
+        {!final && !error && (
+          <span class="muted small" aria-live="polite">
+            {layout ? "quick layout; refining" : "laying out"} {Object.keys(tasks).length} tasks…
+          </span>
+        )}
+        <span class="spacer" />
+        <button type="button" onClick={() => zoom(1.25)} aria-label="Zoom in">+</button>
+        <button type="button" onClick={() => zoom(0.8)} aria-label="Zoom out">−</button>
+        <button type="button" onClick={fit}>Fit</button>
+      </form>
+      {error && <p class="error">Layout failed: {error}</p>}
+
+      <canvas ref={canvasRef} class="graph-canvas" style={{ height: `${height}px` }} role="img" aria-label={summary} data-testid="graph" />
+      {states && (
+        <div class="legend">
+          {Object.entries(STATE_COLORS).map(([s, c]) => (
+            <span key={s}><i style={{ background: c }} />{s.replace("_", " ")}</span>
+          ))}
+        </div>
+      )}
+    </div>
+  );
+}

@@ -1,0 +1,83 @@
+import { render } from "preact";
+import { useEffect, useState } from "preact/hooks";
+import { ApiError, api, apiToken, type Me } from "./api";
+import { SessionContext, href, parseHash, type Route } from "./common";
+import { ApplyPage } from "./pages/Apply";
+import { RunPage } from "./pages/Run";
+import { RunsPage } from "./pages/Runs";
+import { WorkflowPage } from "./pages/Workflow";
+import { WorkflowsPage } from "./pages/Workflows";
+import "./styles.css";
+
+const PROJECT_KEY = "stratoflow.project";
+
+function App() {
+  const [route, setRoute] = useState<Route>(parseHash(window.location.hash));
+  const [me, setMe] = useState<Me | null>(null);
+  const [meError, setMeError] = useState<ApiError | Error | null>(null);
+  const [signIn, setSignIn] = useState(0);
+  const [project, setProjectState] = useState(localStorage.getItem(PROJECT_KEY) || "default");
+  const setProject = (p: string) => {
+    localStorage.setItem(PROJECT_KEY, p);
+    setProjectState(p);
+  };
+  useEffect(() => {
+    const onHash = () => setRoute(parseHash(window.location.hash));
+    window.addEventListener("hashchange", onHash);
+    return () => window.removeEventListener("hashchange", onHash);
+  }, []);
+  useEffect(() => {
+    // what the caller may do depends on their role in the project
+    api.me(project).then(
+      (m) => { setMe(m); setMeError(null); },
+      (e: Error) => { setMe(null); setMeError(e); },
+    );
+  }, [project, signIn]);
+  const [section, arg] = route.parts;
+  let page;
+  if (!me && meError instanceof ApiError && meError.status === 401) page = <TokenForm message={meError.message} onSaved={() => setSignIn((n) => n + 1)} />;
+  else if (!me) page = meError ? <p class="error">Cannot reach the API: {meError.message}</p> : <p class="muted">Loading…</p>;
+  else if (section === "workflows" && arg) page = <WorkflowPage name={arg} query={route.query} key={arg} />;
+  else if (section === "runs" && arg) page = <RunPage id={arg} query={route.query} key={arg} />;
+  else if (section === "runs") page = <RunsPage query={route.query} />;
+  else if (section === "apply") page = <ApplyPage />;
+  else page = <WorkflowsPage />;
+  const active = (s: string) => ((section ?? "") === s || (s === "" && section === "workflows") ? "active" : "");
+  return (
+    <SessionContext.Provider value={{ me: me ?? { user: "", project, role: null, actions: [] }, project, setProject }}>
+      <header class="top">
+        <a class="brand" href={href("")}>Stratoflow</a>
+        <nav>
+          <a class={active("")} href={href("")}>Workflows</a>
+          <a class={active("runs")} href={href("runs")}>Runs</a>
+          {me?.actions.includes("workflow.apply") && <a class={active("apply")} href={href("apply")}>Apply</a>}
+        </nav>
+        <span class="spacer" />
+        <label class="project">project{" "}
+          <input aria-label="Project" value={project} size={10} onChange={(e) => setProject((e.target as HTMLInputElement).value.trim() || "default")} />
+        </label>
+        {me && <span class="muted small user" title={me.role ? `${me.role} in ${me.project}` : "no role in this project"}>{me.user}</span>}
+        {apiToken.get() && (
+          <button type="button" class="link small" onClick={() => { apiToken.clear(); setSignIn((n) => n + 1); }}>sign out</button>
+        )}
+      </header>
+      <main>{page}</main>
+    </SessionContext.Provider>
+  );
+}
+
+function TokenForm({ message, onSaved }: { message: string; onSaved: () => void }) {
+  const [value, setValue] = useState("");
+  return (
+    <form class="card" onSubmit={(e) => { e.preventDefault(); if (value.trim()) { apiToken.set(value.trim()); onSaved(); } }}>
+      <h1>Sign in</h1>
+      <p class="muted">{message}</p>
+      <label>API token
+        <input type="password" autocomplete="off" value={value} onInput={(e) => setValue((e.target as HTMLInputElement).value)} aria-label="API token" />
+      </label>
+      <button type="submit" class="primary">Use this token</button>
+    </form>
+  );
+}
+
+render(<App />, document.getElementById("app") as HTMLElement);

@@ -1,0 +1,245 @@
+// A run: its graph coloured by task state (live), a Gantt chart, the task list, and the
+// selected task's attempts, outputs and log. Polls while the run is not finished.
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { api, fmtClock, fmtDuration, fmtTime, TERMINAL_RUN, type RunDetail, type TaskState, type Timeline, type TaskView } from "../api";
+import { ActionButton, ErrorBox, StateBadge, href, navigate, useCan, useLoad } from "../common";
+import { Gantt } from "../Gantt";
+import { GraphView } from "../graph/GraphView";
+import { VirtualList } from "../VirtualList";
+
+const TABS = ["graph", "gantt", "tasks"] as const;
+
+function useLiveRun(id: string) {
+  const [detail, setDetail] = useState<RunDetail | null>(null);
+  const [error, setError] = useState<Error | null>(null);
+  const [tick, setTick] = useState(0);
+  useEffect(() => {
+    let live = true;
+    let timer = 0;
+    const poll = async () => {
+      const started = performance.now();
+      try {
+        const d = await api.run(id);
+        if (!live) return;
+        setDetail(d);
+        setError(null);
+        if (TERMINAL_RUN.includes(d.run.state)) return;
+      } catch (e) {
+        if (!live) return;
+        setError(e as Error);
+      }
+      // poll again soon, but never spend more than a third of the time fetching
+      const spent = performance.now() - started;
+      timer = window.setTimeout(poll, Math.max(1000, spent * 3));
+    };
+    poll();
+    return () => { live = false; window.clearTimeout(timer); };
+  }, [id, tick]);
+  return { detail, error, refresh: () => setTick((t) => t + 1) };
+}
+
+export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
+  const can = useCan();
+  const tab = (query.get("tab") ?? "graph") as (typeof TABS)[number];
+  const selected = query.get("task");
+  const { detail, error, refresh } = useLiveRun(id);
+  const run = detail?.run;
+  const wf = useLoad(() => (run ? api.workflow(run.project, run.workflow, run.version) : Promise.resolve(null)), [run?.project, run?.workflow, run?.version]);
+  const states = useMemo(() => {
+    const out: Record<string, TaskState> = {};
+    if (detail) for (const [t, v] of Object.entries(detail.tasks)) out[t] = v.state;
+    return out;
+  }, [detail]);
+  const go = (q: Record<string, string | undefined>) => navigate(`runs/${encodeURIComponent(id)}`, { tab, task: selected ?? undefined, ...q });
+  const selectRef = useRef((task: string) => go({ task }));
+  selectRef.current = (task: string) => go({ task });
+  const onSelect = useMemo(() => (task: string) => selectRef.current(task), []);
+
+  if (!detail) return <section><ErrorBox error={error} />{!error && <p class="muted">Loading run…</p>}</section>;
+  const r = detail.run;
+  const active = !TERMINAL_RUN.includes(r.state);
+  const rerunnable = !active && (r.tasks_failed > 0 || r.state !== "succeeded");
+  return (
+    <section>
+      <div class="page-head">
+        <h1 class="mono run-title">{r.id}</h1>
+        <div class="actions">
+          {r.state === "running" && can("run.pause") && <ActionButton label="Pause" run={() => api.runAction(id, "pause")} onDone={refresh} />}
+          {r.state === "paused" && can("run.resume") && <ActionButton label="Resume" run={() => api.runAction(id, "resume")} onDone={refresh} />}
+          {active && can("run.stop") && <ActionButton label="Stop" danger confirm="Stop this run and kill its running tasks?" run={() => api.runAction(id, "stop")} onDone={refresh} />}
+          {rerunnable && can("run.rerun") && <ActionButton label="Rerun failed" run={() => api.rerun(id)} onDone={refresh} />}
+        </div>
+      </div>
+      <div class="run-meta">
+        <StateBadge state={r.state} />
+        <span><a href={href(`workflows/${encodeURIComponent(r.workflow)}`, { version: String(r.version), tab: "yaml" })}>{r.workflow} v{r.version}</a></span>
+        <span data-testid="progress">{r.tasks_done}/{r.tasks_total} done{r.tasks_failed ? `, ${r.tasks_failed} failed` : ""}{r.tasks_running ? `, ${r.tasks_running} running` : ""}</span>
+        <span>started {fmtTime(r.started_at)}</span>
+        <span>{fmtDuration(r.duration_seconds)}</span>
+        <span class="muted">trigger: {r.trigger}</span>
+        {active && <span class="live" title="updating live">● live</span>}
+      </div>
+      {r.error && <p class="error">{r.error}</p>}
+      {Object.keys(r.params).length > 0 && <details><summary>Parameters</summary><pre class="code">{JSON.stringify(r.params, null, 2)}</pre></details>}
+      <ErrorBox error={error} />
+      <div class={selected ? "split" : ""}>
+        <div class="main-pane">
+          <nav class="tabs" role="tablist">
+            {TABS.map((t) => (
+              <button type="button" role="tab" aria-selected={tab === t} class={tab === t ? "active" : ""} onClick={() => go({ tab: t })} key={t}>{t}</button>
+            ))}
+          </nav>
+          {tab === "graph" && wf.data && (
+            <GraphView layoutKey={`${r.project}/${r.workflow}/${r.version}`} tasks={wf.data.document.tasks} states={states} selected={selected} onSelect={onSelect} height={520} />
+          )}
+          {tab === "graph" && wf.error && <ErrorBox error={wf.error} />}
+          {tab === "gantt" && <GanttTab id={id} version={detail} onSelect={onSelect} />}
+          {tab === "tasks" && <TaskList detail={detail} onSelect={onSelect} selected={selected} />}
+        </div>
+        {selected && detail.tasks[selected] && (
+          <TaskPanel runId={id} taskId={selected} task={detail.tasks[selected]} runActive={active} onChange={refresh} onClose={() => go({ task: undefined })} />
+        )}
+      </div>
+    </section>
+  );
+}
+
+function GanttTab({ id, version, onSelect }: { id: string; version: RunDetail; onSelect: (t: string) => void }) {
+  // reload whenever the run detail changes (the live poll drives it)
+  const [timeline, setTimeline] = useState<Timeline | null>(null);
+  const [error, setError] = useState<Error | null>(null);
+  useEffect(() => {
+    let live = true;
+    api.timeline(id).then((t) => { if (live) setTimeline(t); }, (e: Error) => { if (live) setError(e); });
+    return () => { live = false; };
+  }, [id, version]);
+  return (
+    <div>
+      <ErrorBox error={error} />
+      {timeline ? <Gantt timeline={timeline} onSelect={onSelect} /> : <p class="muted">Loading timeline…</p>}
+    </div>
+  );
+}
+
+function TaskList({ detail, onSelect, selected }: { detail: RunDetail; onSelect: (t: string) => void; selected: string | null }) {
+  const [filter, setFilter] = useState("");
+  const rows = Object.entries(detail.tasks).filter(([id, t]) => !filter || t.state === filter || id.includes(filter));
+  return (
+    <div>
+      <div class="filters">
+        <input type="search" placeholder="Filter by id or state" aria-label="Filter tasks" value={filter} onInput={(e) => setFilter((e.target as HTMLInputElement).value)} />
+        <span class="muted">{rows.length} tasks</span>
+      </div>
+      <VirtualList
+        label="Tasks"
+        items={rows}
+        rowHeight={30}
+        height={480}
+        row={([id, t]) => (
+          <div class={`task-row${id === selected ? " selected" : ""}`} onClick={() => onSelect(id)}>
+            <span class="mono">{id}</span>
+            <StateBadge state={t.state} />
+            <span class="muted small">try {t.attempts}</span>
+            <span class="muted small">{fmtDuration(t.duration_seconds)}</span>
+          </div>
+        )}
+      />
+    </div>
+  );
+}
+
+function TaskPanel({ runId, taskId, task, runActive, onChange, onClose }: { runId: string; taskId: string; task: TaskView; runActive: boolean; onChange: () => void; onClose: () => void }) {
+  const can = useCan();
+  const attempts = task.history.map((a) => a.attempt);
+  const [attempt, setAttempt] = useState<number | null>(null);
+  const shown = attempt ?? attempts[attempts.length - 1] ?? null;
+  useEffect(() => setAttempt(null), [taskId]);
+  const done = ["succeeded", "failed", "skipped", "upstream_failed", "stopped"].includes(task.state);
+  return (
+    <aside class="task-panel" aria-label={`Task ${taskId}`} data-testid="task-panel">
+      <div class="page-head">
+        <h2 class="mono">{taskId}</h2>
+        <button type="button" class="link" onClick={onClose} aria-label="Close task">✕</button>
+      </div>
+      <div class="run-meta">
+        <StateBadge state={task.state} />
+        <span>{task.attempts} attempt{task.attempts === 1 ? "" : "s"}</span>
+        <span>{fmtDuration(task.duration_seconds)}</span>
+        {task.next_try_at && <span>next try {fmtTime(task.next_try_at)}</span>}
+      </div>
+      {task.error && <p class="error">{task.error}</p>}
+      <div class="actions">
+        {can("run.rerun") && done && <ActionButton label="Rerun from here" run={() => api.rerun(runId, taskId)} onDone={onChange} />}
+        {can("task.mark") && task.state !== "succeeded" && <ActionButton label="Mark succeeded" run={() => api.mark(runId, taskId, "succeeded")} onDone={onChange} />}
+        {can("task.mark") && task.state !== "skipped" && <ActionButton label="Mark skipped" run={() => api.mark(runId, taskId, "skipped")} onDone={onChange} />}
+      </div>
+      {task.history.length > 0 && (
+        <div class="table-wrap">
+          <table data-testid="attempts">
+            <thead><tr><th>#</th><th>State</th><th>Started</th><th>Duration</th><th>Exit</th></tr></thead>
+            <tbody>
+              {task.history.map((a) => (
+                <tr key={a.attempt} class={a.attempt === shown ? "selected" : ""} onClick={() => setAttempt(a.attempt)}>
+                  <td>{a.attempt}</td><td><StateBadge state={a.state} /></td><td title={a.started_at ?? ""}>{fmtClock(a.started_at)}</td>
+                  <td>{fmtDuration(a.duration_seconds)}</td><td>{a.exit_code ?? "—"}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      {Object.keys(task.outputs).length > 0 && (
+        <>
+          <h3>Outputs</h3>
+          <pre class="code" data-testid="outputs">{JSON.stringify(task.outputs, null, 2)}</pre>
+        </>
+      )}
+      {shown !== null && <LogView runId={runId} taskId={taskId} attempt={shown} follow={runActive && !done} />}
+    </aside>
+  );
+}
+
+function LogView({ runId, taskId, attempt, follow }: { runId: string; taskId: string; attempt: number; follow: boolean }) {
+  const [text, setText] = useState("");
+  const [next, setNext] = useState(0);
+  const [size, setSize] = useState(0);
+  const [error, setError] = useState<Error | null>(null);
+  const [busy, setBusy] = useState(false);
+  const offset = useRef(0);
+  const load = async (reset: boolean) => {
+    setBusy(true);
+    try {
+      const page = await api.log(runId, taskId, attempt, reset ? 0 : offset.current);
+      offset.current = page.next;
+      setText((old) => (reset ? page.text : old + page.text));
+      setNext(page.next);
+      setSize(page.size);
+      setError(null);
+    } catch (e) {
+      setError(e as Error);
+    } finally {
+      setBusy(false);
+    }
+  };
+  useEffect(() => {
+    offset.current = 0;
+    setText("");
+    load(true);
+  }, [runId, taskId, attempt]);
+  useEffect(() => {
+    if (!follow) return;
+    const t = window.setInterval(() => load(false), 1500);
+    return () => window.clearInterval(t);
+  }, [follow, runId, taskId, attempt]);
+  return (
+    <div class="log">
+      <h3>Log of attempt {attempt}</h3>
+      {error ? <p class="muted">{error.message}</p> : <pre class="code log-text" data-testid="log">{text || (busy ? "…" : "(empty)")}</pre>}
+      {next < size && (
+        <button type="button" onClick={() => load(false)} disabled={busy}>
+          Load more ({(size - next).toLocaleString("en")} bytes left)
+        </button>
+      )}
+    </div>
+  );
+}

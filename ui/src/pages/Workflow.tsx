@@ -1,0 +1,175 @@
+import { useState } from "preact/hooks";
+import { api, fmtTime, type VersionDetail } from "../api";
+import { ActionButton, ErrorBox, href, navigate, useCan, useLoad, useSession } from "../common";
+import { GraphView } from "../graph/GraphView";
+import { RunTable } from "./Runs";
+
+const TABS = ["graph", "yaml", "versions", "diff", "runs"] as const;
+
+export function WorkflowPage({ name, query }: { name: string; query: URLSearchParams }) {
+  const { project } = useSession();
+  const can = useCan();
+  const tab = (query.get("tab") ?? "graph") as (typeof TABS)[number];
+  const version = Number(query.get("version")) || undefined;
+  const { data: wf, error, reload } = useLoad(() => api.workflow(project, name, version), [project, name, version]);
+  const [triggering, setTriggering] = useState(false);
+  const [picked, setPicked] = useState<string | null>(null);
+  const setTab = (t: string) => navigate(`workflows/${encodeURIComponent(name)}`, { tab: t, version: version ? String(version) : undefined });
+  return (
+    <section>
+      <div class="page-head">
+        <h1>{name} {wf && <span class="muted">v{wf.version}</span>}</h1>
+        <div class="actions">
+          {wf && can("run.trigger") && <button type="button" class="primary" onClick={() => setTriggering(!triggering)}>Trigger run</button>}
+          {wf && wf.schedule && can("workflow.pause") && (
+            <ActionButton label={wf.paused ? "Unpause schedule" : "Pause schedule"} run={() => api.pauseWorkflow(project, name, !wf.paused)} onDone={reload} />
+          )}
+        </div>
+      </div>
+      {query.get("applied") && <p class="notice" role="status">Applied: {query.get("applied")}</p>}
+      <ErrorBox error={error} />
+      {wf && (
+        <>
+          <p class="muted">
+            {[
+              wf.description,
+              wf.schedule && `schedule ${wf.schedule.cron} ${wf.schedule.timezone ?? "UTC"}${wf.paused ? " (paused)" : ""}`,
+              `${wf.tasks} tasks`,
+              `applied ${fmtTime(wf.created_at)}`,
+            ].filter(Boolean).join(" · ")}
+          </p>
+          {triggering && <TriggerForm wf={wf} />}
+          <nav class="tabs" role="tablist">
+            {TABS.map((t) => (
+              <button type="button" role="tab" aria-selected={tab === t} class={tab === t ? "active" : ""} onClick={() => setTab(t)} key={t}>{t}</button>
+            ))}
+          </nav>
+          {tab === "graph" && (
+            <div class={picked && wf.document.tasks[picked] ? "split" : ""}>
+              <GraphView layoutKey={`${wf.project}/${wf.name}/${wf.version}`} tasks={wf.document.tasks} selected={picked} onSelect={setPicked} height={520} />
+              {picked && wf.document.tasks[picked] && (
+                <aside class="task-panel" aria-label={`Task ${picked}`} data-testid="task-definition">
+                  <div class="page-head">
+                    <h2 class="mono">{picked}</h2>
+                    <button type="button" class="link" onClick={() => setPicked(null)} aria-label="Close task">✕</button>
+                  </div>
+                  <pre class="code">{JSON.stringify(wf.document.tasks[picked], null, 2)}</pre>
+                </aside>
+              )}
+            </div>
+          )}
+          {tab === "yaml" && <pre class="code" data-testid="yaml">{wf.source}</pre>}
+          {tab === "versions" && <Versions name={name} />}
+          {tab === "diff" && <Diff name={name} latest={wf.version} />}
+          {tab === "runs" && <WorkflowRuns name={name} />}
+        </>
+      )}
+    </section>
+  );
+}
+
+function TriggerForm({ wf }: { wf: VersionDetail }) {
+  const { project } = useSession();
+  const [params, setParams] = useState(JSON.stringify(wf.document.params ?? {}, null, 2));
+  const [logical, setLogical] = useState("");
+  const [error, setError] = useState<Error | null>(null);
+  const submit = async (ev: Event) => {
+    ev.preventDefault();
+    setError(null);
+    let parsed: Record<string, unknown>;
+    try {
+      parsed = JSON.parse(params || "{}") as Record<string, unknown>;
+      if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error("params must be a JSON object");
+    } catch (e) {
+      setError(new Error(`params: ${(e as Error).message}`));
+      return;
+    }
+    try {
+      const run = await api.trigger(project, wf.name, parsed, logical ? new Date(logical).toISOString() : undefined);
+      navigate(`runs/${encodeURIComponent(run.run.id)}`);
+    } catch (e) {
+      setError(e as Error);
+    }
+  };
+  return (
+    <form class="card trigger" onSubmit={submit} aria-label="Trigger a run">
+      <label>Parameters (JSON)
+        <textarea rows={Math.min(10, params.split("\n").length + 1)} value={params} onInput={(e) => setParams((e.target as HTMLTextAreaElement).value)} aria-label="Parameters" spellcheck={false} />
+      </label>
+      <label>Logical date (optional)
+        <input type="datetime-local" value={logical} onInput={(e) => setLogical((e.target as HTMLInputElement).value)} />
+      </label>
+      <button type="submit" class="primary">Start the run</button>
+      <ErrorBox error={error} />
+    </form>
+  );
+}
+
+function Versions({ name }: { name: string }) {
+  const { project } = useSession();
+  const [before, setBefore] = useState<number[]>([]);
+  const { data, error } = useLoad(() => api.versions(project, name, before[before.length - 1]), [project, name, before]);
+  return (
+    <div>
+      <ErrorBox error={error} />
+      <div class="table-wrap">
+        <table data-testid="versions">
+          <thead><tr><th>Version</th><th>Applied</th><th>Digest</th><th>Description</th><th /></tr></thead>
+          <tbody>
+            {(data?.versions ?? []).map((v) => (
+              <tr key={v.version}>
+                <td><a href={href(`workflows/${encodeURIComponent(name)}`, { version: String(v.version), tab: "yaml" })}>v{v.version}</a></td>
+                <td>{fmtTime(v.created_at)}</td>
+                <td class="mono small">{v.digest.slice(0, 12)}</td>
+                <td>{v.description ?? ""}</td>
+                <td>{v.version > 1 && <a href={href(`workflows/${encodeURIComponent(name)}`, { tab: "diff", from: String(v.version - 1), to: String(v.version) })}>diff with v{v.version - 1}</a>}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      <div class="pager">
+        {before.length > 0 && <button type="button" onClick={() => setBefore(before.slice(0, -1))}>← Newer</button>}
+        {data?.next && <button type="button" onClick={() => setBefore([...before, data.next as number])}>Older →</button>}
+      </div>
+    </div>
+  );
+}
+
+function Diff({ name, latest }: { name: string; latest: number }) {
+  const { project } = useSession();
+  const q = new URLSearchParams(window.location.hash.split("?")[1] ?? "");
+  const [to, setTo] = useState(Number(q.get("to")) || latest);
+  const [from, setFrom] = useState(Number(q.get("from")) || Math.max(1, latest - 1));
+  const { data, error } = useLoad(() => api.diff(project, name, from, to), [project, name, from, to]);
+  const options = Array.from({ length: latest }, (_, i) => latest - i);
+  return (
+    <div>
+      <div class="filters">
+        <label>From <select aria-label="From version" value={from} onChange={(e) => setFrom(Number((e.target as HTMLSelectElement).value))}>{options.map((v) => <option key={v} value={v}>v{v}</option>)}</select></label>
+        <label>To <select aria-label="To version" value={to} onChange={(e) => setTo(Number((e.target as HTMLSelectElement).value))}>{options.map((v) => <option key={v} value={v}>v{v}</option>)}</select></label>
+      </div>
+      <ErrorBox error={error} />
+      {data && !data.changed && <p class="muted">v{data.from} and v{data.to} are the same.</p>}
+      {data && data.changed && (
+        <pre class="code diff" data-testid="diff">
+          {data.diff.split("\n").map((line, i) => (
+            <span key={i} class={line.startsWith("+") && !line.startsWith("+++") ? "add" : line.startsWith("-") && !line.startsWith("---") ? "del" : line.startsWith("@@") ? "hunk" : ""}>{line + "\n"}</span>
+          ))}
+        </pre>
+      )}
+    </div>
+  );
+}
+
+function WorkflowRuns({ name }: { name: string }) {
+  const { project } = useSession();
+  const { data, error } = useLoad(() => api.runs({ project, workflow: name, limit: 20 }), [project, name]);
+  return (
+    <div>
+      <ErrorBox error={error} />
+      {data && <RunTable runs={data.runs} showWorkflow={false} />}
+      <a href={href("runs", { workflow: name })}>All runs of {name} →</a>
+    </div>
+  );
+}
