@@ -1,0 +1,56 @@
+"""ApiFunction (API Gateway, every route): the REST API over the AWS scheduler. A write that
+may have made tasks ready (trigger, resume, rerun, mark) dispatches them before returning.
+Callers are who API Gateway verified (IAM or Cognito, ``STRATOFLOW_AUTH_MODE``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from stratoflow.adapters.aws.handlers import api_authenticator, run_id_of_path
+from stratoflow.adapters.aws.runtime import AwsFunction
+from stratoflow.api.app import create_app
+from stratoflow.readmodel import DataApiDatabase, ReadModel
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+function = AwsFunction.create(metrics=metrics)  # once per container
+
+
+def dispatch_ready() -> None:
+    """After a write: start what it made ready (a trigger's roots, a rerun's tasks)."""
+    function.scheduler.step()
+
+
+# The read model on Aurora (EnableReadModel): the run list and the audit log. Reached through
+# the Data API, so no VPC; the projector function migrates it, so a cold start here makes no
+# database call (a paused cluster would otherwise hold up the start).
+readmodel = (
+    ReadModel(DataApiDatabase.from_env(), apply_migrations=False)
+    if os.environ.get("STRATOFLOW_DB_CLUSTER_ARN")
+    else None
+)
+
+app = create_app(
+    function.scheduler,
+    on_change=dispatch_ready,
+    read_log=function.objects.read_log,
+    authenticate=api_authenticator(os.environ),
+    readmodel=readmodel,
+)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    function.invocation_started()
+    run_id = run_id_of_path(str(event.get("path") or ""))
+    if run_id is not None:
+        logger.set_correlation_id(run_id)
+    with function.events_batched():
+        return app.resolve(event, context)

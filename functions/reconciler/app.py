@@ -1,0 +1,26 @@
+"""ReconcilerFunction (every 5 minutes): repairs what no event will: executions that ended
+without a report, attempts never started, stuck attempts; then dispatches. Idempotent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from stratoflow.adapters.aws import handlers
+from stratoflow.adapters.aws.runtime import AwsFunction
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+function = AwsFunction.create(metrics=metrics)  # once per container
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    function.invocation_started()
+    with function.events_batched():
+        return handlers.reconcile(function.scheduler)

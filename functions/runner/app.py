@@ -1,0 +1,28 @@
+"""RunnerFunction: runs one shell, python or http attempt for the state machine
+(lambda:invoke) and returns its outcome; the log goes to the artifacts bucket."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from stratoflow.adapters.aws import runner
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+s3 = boto3.client("s3")  # once per container
+
+
+@logger.inject_lambda_context(correlation_id_path="run_id", clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    outcome = runner.handle(event, lambda: context.get_remaining_time_in_millis() / 1000.0, s3=s3)
+    metrics.add_metric(name=f"Tasks_{outcome['status']}", unit=MetricUnit.Count, value=1)
+    logger.info("attempt ended", extra={"key": event.get("key"), "status": outcome["status"]})
+    return outcome

@@ -1,0 +1,1 @@
+"""AWS adapters: DynamoDB state, Step Functions dispatch, EventBridge schedules and events."""

@@ -1,0 +1,480 @@
+"""Item layout of the DynamoDB store: keys, attribute encoding, and the domain <-> item mapping.
+
+Everything here is pure (no client). Attribute values are written in DynamoDB's wire form
+(``{"S": ...}``) by a few small helpers rather than boto3's TypeSerializer: the store only needs
+strings, numbers, booleans, binaries and binary sets, and JSON documents (params, outputs) go in
+as compact JSON strings so that they read back exactly (no float -> Decimal round trip).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import zlib
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from stratoflow.engine import Run, RunState, TaskInstance, TaskState, Upstream
+from stratoflow.ports import Attempt
+
+Item = dict[str, Any]  # an item (or key) in DynamoDB's wire form
+
+# ------------------------------------------------------------------ keys
+RUN_SK: Final = "R"  # the run: its state fields; the commit point of create_run
+COUNTERS_SK: Final = "RC"  # the run's counters, kept apart so counter updates touch no index
+TASK_PREFIX: Final = "T#"
+ATTEMPT_PREFIX: Final = "A#"
+PLAN_PREFIX: Final = "P#"
+EDGE_PREFIX: Final = "E#"
+# A child counts up to this many parents in a set on its own item (8 bytes each: 2 KB); the
+# parents past it are marker items, so the child item and its responses stay small.
+UPS_MAX: Final = 256
+HEAD_SK: Final = "HEAD"  # a workflow's head: latest version, paused, cursor
+VERSION_PREFIX: Final = "V#"
+CHUNK_MARK: Final = "#C#"
+HIGH: Final = "\uffff"  # sorts after every character an id or a timestamp can contain
+NO_TIME: Final = "~"  # timer sort key of a task with no time: after every timestamp
+
+# Timer partitions (RETRY#n / RUNNING#n on gsi1) are spread over this many keys, so that a
+# burst of claims and finishes is not limited by one index partition's write rate.
+TIMER_SHARDS: Final = 4
+# priority sorts descending inside an ascending index: store (OFFSET - priority), fixed width
+_PRIORITY_OFFSET: Final = 10**12
+
+
+def run_pk(run_id: str) -> str:
+    return f"RUN#{run_id}"
+
+
+def task_sk(task_id: str) -> str:
+    return f"{TASK_PREFIX}{task_id}"
+
+
+def attempt_sk(task_id: str, attempt: int) -> str:
+    return f"{ATTEMPT_PREFIX}{task_id}#{attempt:06d}"
+
+
+def edge_sk(child: str, generation: int, parent: str) -> str:
+    """A counted parent past the child's set (see ``UPS_MAX``), per upstream generation."""
+    return f"{EDGE_PREFIX}{child}#{generation}#{parent}"
+
+
+def workflow_pk(project: str, name: str) -> str:
+    return f"WF#{project}#{name}"
+
+
+def version_sk(version: int) -> str:
+    return f"{VERSION_PREFIX}{version:010d}"
+
+
+def key(pk: str, sk: str) -> Item:
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+# ------------------------------------------------------------------ values
+def ts(value: datetime) -> str:
+    """Fixed width (isoformat zero-pads the year, strftime does not), so the strings sort as
+    the instants do."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime reached the store")
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def dt(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def n(value: int) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def js(value: Any) -> dict[str, str]:
+    return {"S": json.dumps(value, separators=(",", ":"), default=str)}
+
+
+def get_s(item: Item, name: str) -> str | None:
+    value = item.get(name)
+    return None if value is None else str(value["S"])
+
+
+def get_n(item: Item, name: str, default: int = 0) -> int:
+    value = item.get(name)
+    return default if value is None else int(value["N"])
+
+
+def get_dt(item: Item, name: str) -> datetime | None:
+    value = get_s(item, name)
+    return None if value is None else dt(value)
+
+
+def order_key(created_at: datetime, run_id: str) -> str:
+    """Sort key of a run in the run indexes: creation time, then id for a tie."""
+    return f"{ts(created_at)}#{run_id}"
+
+
+def parent_digest(parent: str) -> bytes:
+    """8 bytes naming a counted parent in a child's ``ups`` set (a binary set stays small: a
+    child with 10,000 parents carries 80 KB). 64 bits make a collision between two parents of
+    one child negligible (about 1e-12 at 10,000 parents)."""
+    return hashlib.blake2b(parent.encode(), digest_size=8).digest()
+
+
+def priority_key(priority: int) -> str:
+    if not -_PRIORITY_OFFSET < priority < _PRIORITY_OFFSET:
+        raise ValueError(f"task priority {priority} is out of range (|priority| < 10**12)")
+    return f"{_PRIORITY_OFFSET - priority:013d}"
+
+
+def timer_shard(run_id: str, task_id: str) -> int:
+    return zlib.crc32(f"{run_id}/{task_id}".encode()) % TIMER_SHARDS
+
+
+class Sequencer:
+    """FIFO positions for the queue: wall-clock nanoseconds, strictly increasing within this
+    process (a hybrid clock). Across processes the order is as good as the hosts' clocks
+    (Lambda hosts are NTP-synchronised to well under a millisecond)."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> str:
+        with self._lock:
+            self._last = max(time.time_ns(), self._last + 1)
+            return f"{self._last:020d}"
+
+
+# ------------------------------------------------------------------ runs
+def run_attributes(run: Run, concurrency: int | None) -> Item:
+    """The run item, committed: every field but the counters, and its three index entries."""
+    order = order_key(run.created_at, run.id)
+    item: Item = {
+        **key(run_pk(run.id), RUN_SK),
+        "id": s(run.id),
+        "project": s(run.project),
+        "workflow": s(run.workflow),
+        "version": n(run.version),
+        "st": s(run.state.value),
+        "params": js(run.params),
+        "logical_date": s(ts(run.logical_date)),
+        "created_at": s(ts(run.created_at)),
+        "trigger": s(run.trigger),
+        "n_tasks": n(run.n_tasks),
+        "gsi1pk": s(f"RUNP#{run.project}"),
+        "gsi1sk": s(order),
+        "gsi2pk": s(f"RUNS#{run.state.value}"),
+        "gsi2sk": s(order),
+        "gsi3pk": s(f"RUNW#{run.workflow}"),
+        "gsi3sk": s(order),
+    }
+    if concurrency is not None:
+        item["concurrency"] = n(concurrency)
+    for name, value in (("started_at", run.started_at), ("ended_at", run.ended_at)):
+        if value is not None:
+            item[name] = s(ts(value))
+    if run.error is not None:
+        item["error"] = s(run.error)
+    return item
+
+
+def counters_item(run: Run) -> Item:
+    return {
+        **key(run_pk(run.id), COUNTERS_SK),
+        "n_done": n(run.n_done),
+        "n_failed": n(run.n_failed),
+        "n_running": n(run.n_running),
+    }
+
+
+def to_run(item: Item, counters: Item | None) -> Run:
+    c = counters or {}
+    return Run(
+        id=str(item["id"]["S"]),
+        project=str(item["project"]["S"]),
+        workflow=str(item["workflow"]["S"]),
+        version=get_n(item, "version"),
+        state=RunState(item["st"]["S"]),
+        params=json.loads(item["params"]["S"]),
+        logical_date=dt(item["logical_date"]["S"]),
+        created_at=dt(item["created_at"]["S"]),
+        trigger=str(item["trigger"]["S"]),
+        started_at=get_dt(item, "started_at"),
+        ended_at=get_dt(item, "ended_at"),
+        n_tasks=get_n(item, "n_tasks"),
+        n_done=get_n(c, "n_done"),
+        n_failed=get_n(c, "n_failed"),
+        n_running=get_n(c, "n_running"),
+        error=get_s(item, "error"),
+    )
+
+
+class Update:
+    """An UpdateExpression built from named parts (SET / REMOVE / ADD)."""
+
+    def __init__(self) -> None:
+        self.sets: list[str] = []
+        self.removes: list[str] = []
+        self.adds: list[str] = []
+        self.names: dict[str, str] = {}
+        self.values: Item = {}
+
+    def _name(self, name: str) -> str:
+        alias = f"#{name}"
+        self.names[alias] = name
+        return alias
+
+    def value(self, value: Any) -> str:
+        alias = f":v{len(self.values)}"
+        self.values[alias] = value
+        return alias
+
+    def set(self, name: str, value: Any) -> Update:
+        self.sets.append(f"{self._name(name)} = {self.value(value)}")
+        return self
+
+    def set_if_absent(self, name: str, value: Any) -> Update:
+        alias = self._name(name)
+        self.sets.append(f"{alias} = if_not_exists({alias}, {self.value(value)})")
+        return self
+
+    def set_or_remove(self, name: str, value: Any | None) -> Update:
+        if value is None:
+            self.remove(name)
+        else:
+            self.set(name, value)
+        return self
+
+    def remove(self, name: str) -> Update:
+        self.removes.append(self._name(name))
+        return self
+
+    def add(self, name: str, value: Any) -> Update:
+        self.adds.append(f"{self._name(name)} {self.value(value)}")
+        return self
+
+    def condition(self, text: str, **values: Any) -> str:
+        """A condition over the same names: ``{name}`` placeholders become aliases and
+        ``:value`` keywords become bound values."""
+        for alias_value, value in values.items():
+            self.values[f":{alias_value}"] = value
+        return text.format_map(_Names(self))
+
+    def expression(self) -> str:
+        parts = []
+        if self.sets:
+            parts.append("SET " + ", ".join(self.sets))
+        if self.removes:
+            parts.append("REMOVE " + ", ".join(self.removes))
+        if self.adds:
+            parts.append("ADD " + ", ".join(self.adds))
+        return " ".join(parts)
+
+    def request(self, table: str, item_key: Item, condition: str | None = None) -> Item:
+        """The arguments of an UpdateItem (or a TransactWriteItems ``Update``)."""
+        req: Item = {
+            "TableName": table,
+            "Key": item_key,
+            "UpdateExpression": self.expression(),
+            "ExpressionAttributeNames": self.names,
+        }
+        if self.values:
+            req["ExpressionAttributeValues"] = self.values
+        if condition is not None:
+            req["ConditionExpression"] = condition
+        return req
+
+
+class _Names(dict[str, str]):
+    def __init__(self, update: Update) -> None:
+        super().__init__()
+        self._update = update
+
+    def __missing__(self, name: str) -> str:
+        return self._update._name(name)
+
+
+# ------------------------------------------------------------------ tasks
+_TIMES = ("ready_at", "deadline", "started_at", "ended_at")
+
+
+def task_index(task: TaskInstance, qseq: str | None) -> tuple[str, str] | None:
+    """The task's gsi1 entry: its run's queue while QUEUED, a timer partition while
+    UP_FOR_RETRY or RUNNING, none otherwise (the index is sparse)."""
+    if task.state is TaskState.QUEUED:
+        assert qseq is not None
+        return f"Q#{task.run_id}", f"{priority_key(task.priority)}#{qseq}"
+    if task.state in (TaskState.UP_FOR_RETRY, TaskState.RUNNING):
+        when = task.ready_at if task.state is TaskState.UP_FOR_RETRY else task.deadline
+        kind = "RETRY" if task.state is TaskState.UP_FOR_RETRY else "RUNNING"
+        shard = timer_shard(task.run_id, task.task_id)
+        return (
+            f"{kind}#{shard}",
+            f"{NO_TIME if when is None else ts(when)}#{task.run_id}#{task.task_id}",
+        )
+    return None
+
+
+def task_fields(update: Update, task: TaskInstance, qseq: str | None) -> Update:
+    """SET/REMOVE the task's own fields and its index entry (never its upstream counts)."""
+    update.set("st", s(task.state.value)).set("att", n(task.attempt))
+    update.set("base", n(task.attempt_base)).set("prio", n(task.priority))
+    for name in _TIMES:
+        value = getattr(task, name)
+        update.set_or_remove(name, None if value is None else s(ts(value)))
+    update.set("outputs", js(task.outputs)).set_or_remove(
+        "error", None if task.error is None else s(task.error)
+    )
+    if qseq is not None:
+        update.set("qseq", s(qseq))
+    index = task_index(task, qseq)
+    if index is None:
+        update.remove("gsi1pk").remove("gsi1sk")
+    else:
+        update.set("gsi1pk", s(index[0])).set("gsi1sk", s(index[1]))
+    return update
+
+
+def upstream_fields(update: Update, task: TaskInstance, parents: Iterable[str] | None) -> Update:
+    """SET the upstream counts; with ``parents``, replace the set of counted parents too."""
+    update.set("up_ok", n(task.upstream.succeeded)).set("up_failed", n(task.upstream.failed))
+    update.set("up_skipped", n(task.upstream.skipped))
+    if parents is not None:
+        digests = sorted({parent_digest(p) for p in parents})
+        update.set_or_remove("ups", {"BS": digests} if digests else None)
+        # a new upstream generation: marker items of the old one no longer count
+        update.add("ugen", n(1))
+    return update
+
+
+def task_item(task: TaskInstance, qseq: str | None) -> Item:
+    item: Item = {
+        **key(run_pk(task.run_id), task_sk(task.task_id)),
+        "task": s(task.task_id),
+        "st": s(task.state.value),
+        "att": n(task.attempt),
+        "base": n(task.attempt_base),
+        "prio": n(task.priority),
+        "up_ok": n(task.upstream.succeeded),
+        "up_failed": n(task.upstream.failed),
+        "up_skipped": n(task.upstream.skipped),
+        "outputs": js(task.outputs),
+    }
+    for name in _TIMES:
+        value = getattr(task, name)
+        if value is not None:
+            item[name] = s(ts(value))
+    if task.error is not None:
+        item["error"] = s(task.error)
+    if qseq is not None:
+        item["qseq"] = s(qseq)
+    index = task_index(task, qseq)
+    if index is not None:
+        item["gsi1pk"], item["gsi1sk"] = s(index[0]), s(index[1])
+    return item
+
+
+def to_task(run_id: str, item: Item) -> TaskInstance:
+    return TaskInstance(
+        run_id=run_id,
+        task_id=str(item["task"]["S"]),
+        state=TaskState(item["st"]["S"]),
+        attempt=get_n(item, "att"),
+        attempt_base=get_n(item, "base"),
+        upstream=Upstream(
+            get_n(item, "up_ok"), get_n(item, "up_failed"), get_n(item, "up_skipped")
+        ),
+        ready_at=get_dt(item, "ready_at"),
+        deadline=get_dt(item, "deadline"),
+        started_at=get_dt(item, "started_at"),
+        ended_at=get_dt(item, "ended_at"),
+        outputs=json.loads(item["outputs"]["S"]),
+        error=get_s(item, "error"),
+        priority=get_n(item, "prio"),
+    )
+
+
+def run_id_of(item: Item) -> str:
+    return str(item["pk"]["S"]).removeprefix("RUN#")
+
+
+def workflow_of(item: Item) -> tuple[str, str]:
+    """(project, name) of a workflow head or version item, from its key ``WF#<p>#<n>``
+    (neither part can contain ``#``: names are ``[a-z0-9_-]+``)."""
+    project, _, name = str(item["pk"]["S"]).removeprefix("WF#").partition("#")
+    return project, name
+
+
+# ------------------------------------------------------------------ attempts
+def to_attempt(item: Item) -> Attempt:
+    """An attempt item (``A#<task>#<n>``), as ``start_attempt`` / ``finish_attempt`` write it."""
+    return Attempt(
+        run_id=run_id_of(item),
+        task_id=str(item["task"]["S"]),
+        attempt=get_n(item, "attempt"),
+        state=str(item["st"]["S"]),
+        started_at=dt(item["started_at"]["S"]),
+        ended_at=get_dt(item, "ended_at"),
+        exit_code=None if "exit_code" not in item else get_n(item, "exit_code"),
+        error=get_s(item, "error"),
+        log=get_s(item, "log"),
+        outputs=json.loads(item["outputs"]["S"]),
+    )
+
+
+# ------------------------------------------------------------------ task (de)serialisation for plans
+def task_to_json(task: TaskInstance) -> dict[str, Any]:
+    return {
+        "task_id": task.task_id,
+        "state": task.state.value,
+        "attempt": task.attempt,
+        "attempt_base": task.attempt_base,
+        "upstream": [task.upstream.succeeded, task.upstream.failed, task.upstream.skipped],
+        **{
+            name: None if getattr(task, name) is None else ts(getattr(task, name))
+            for name in _TIMES
+        },
+        "outputs": task.outputs,
+        "error": task.error,
+        "priority": task.priority,
+    }
+
+
+def task_from_json(run_id: str, data: Mapping[str, Any]) -> TaskInstance:
+    return TaskInstance(
+        run_id=run_id,
+        task_id=data["task_id"],
+        state=TaskState(data["state"]),
+        attempt=data["attempt"],
+        attempt_base=data["attempt_base"],
+        upstream=Upstream(*data["upstream"]),
+        **{name: None if data[name] is None else dt(data[name]) for name in _TIMES},
+        outputs=data["outputs"],
+        error=data["error"],
+        priority=data["priority"],
+    )
+
+
+# ------------------------------------------------------------------ large documents
+# An item holds at most 400 KB (names and values). A compressed body up to INLINE_MAX stays in
+# its item; a larger one is split into chunk items of CHUNK_SIZE bytes each.
+INLINE_MAX: Final = 300_000
+CHUNK_SIZE: Final = 350_000
+
+
+def pack(document: Any) -> bytes:
+    return zlib.compress(json.dumps(document, separators=(",", ":"), default=str).encode(), 6)
+
+
+def unpack(body: bytes) -> Any:
+    return json.loads(zlib.decompress(body))
+
+
+def split(body: bytes) -> list[bytes]:
+    return [body[i : i + CHUNK_SIZE] for i in range(0, len(body), CHUNK_SIZE)]

@@ -1,0 +1,434 @@
+"""Task attempts as Step Functions executions (statemachines/task_attempt.asl.json).
+
+One Standard execution per (run, task, attempt), named by ``execution_name``: Step Functions
+refuses a second StartExecution with the same name, so a repeated dispatch starts nothing.
+The execution waits out the retry delay, runs the attempt on its target and sends the outcome
+to the results queue; ``advance`` applies it. The input is documented in
+docs/aws-statemachine.md and AWS-CONTRACT.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from stratoflow.engine import AttemptResult, AttemptStatus, TaskInstance
+from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
+
+log = logging.getLogger("stratoflow.aws.dispatch")
+
+MAX_NAME = 80  # Step Functions execution names: 1-80 characters
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_HASH_CHARS = 20  # 80 bits of sha256: a collision between two keys is not a practical concern
+
+# The longest an attempt may run when its task sets no timeout (or a longer one than the
+# target allows). The runner function stops its task before the function's own 15 minutes.
+LAMBDA_MAX_SECONDS = 900
+CONTAINER_MAX_SECONDS = 30 * 24 * 3600  # batch / kubernetes: 30 days
+# kubernetes: no heartbeat from the pod's reporter for this long (it sends one a minute from
+# the pod's start) means the pod never started or was lost; below the timeout, always
+HEARTBEAT_SECONDS = 600
+# Express executions end after 5 minutes. An attempt goes to the Express state machine only
+# when its timeout plus its retry wait fit in EXPRESS_MAX_SECONDS: the other two minutes are
+# room for the Task state's own Retry backoff on Lambda service errors and the report.
+EXPRESS_MAX_SECONDS = 180
+DISPATCH_THREADS = 8  # StartExecution is one HTTPS call each: overlap them
+INLINE_INPUT_LIMIT = 6 * 1024  # a Batch runner's attempt larger than this goes through S3
+RUNNER_COMMAND = ["python", "-m", "stratoflow.adapters.aws.runner"]
+
+KillHook = Callable[[str, str, int], None]  # (run, task, attempt): EksJobs.kill
+Now = Callable[[], datetime]
+
+
+def execution_name(run_id: str, task_id: str, attempt: int) -> str:
+    """The execution's name: deterministic, unique per (run, task, attempt), at most 80
+    characters of ``[A-Za-z0-9_-]``. A readable prefix (the ids, clipped, unsafe characters
+    replaced) plus a hash of the exact key: the prefix alone would be ambiguous (``a-b``/``c``
+    and ``a``/``b-c`` read alike; clipping merges long ids), the hash never is."""
+    exact = json.dumps([run_id, task_id, attempt])  # unambiguous, whatever the ids contain
+    digest = hashlib.sha256(exact.encode()).hexdigest()[:_HASH_CHARS]
+    tail = f"-{attempt}-{digest}"
+    room = MAX_NAME - len(tail) - 1  # the "-" between run and task
+    if room < 2:  # an absurd attempt number: the hash alone still identifies it
+        return digest
+    run = _UNSAFE.sub("_", run_id)
+    task = _UNSAFE.sub("_", task_id)
+    task_room = min(len(task), max(room // 3, room - len(run)))
+    run = run[: room - task_room]
+    return f"{run}-{task[:task_room]}{tail}"
+
+
+def _iso(value: datetime) -> str:
+    """Whole seconds, rounded up: the Wait state must never start an attempt early."""
+    value = value.astimezone(UTC)
+    if value.microsecond:
+        value = value.replace(microsecond=0) + timedelta(seconds=1)
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class StepFunctionsDispatcher(Dispatcher):
+    """Starts, stops and recovers task attempts on the task-attempt state machine.
+
+    ``bucket`` (logs and Batch outputs), ``job_queue`` (the default Batch queue for ``batch``
+    tasks) and ``runner_job_definition`` (the template for per-image job definitions) default
+    to the contract's environment variables. ``on_kill(run_id, task_id, attempt)`` is called
+    when a kubernetes attempt is stopped (``EksJobs.kill``): stopping an execution does not
+    reach the Job behind a task token (Batch ``.sync`` jobs are terminated by Step Functions
+    itself)."""
+
+    def __init__(
+        self,
+        state_machine_arn: str,
+        *,
+        client: Any = None,
+        batch_client: Any = None,
+        s3_client: Any = None,
+        bucket: str | None = None,
+        job_queue: str | None = None,
+        runner_job_definition: str | None = None,
+        on_kill: KillHook | None = None,
+        now: Now = _utcnow,
+        threads: int = DISPATCH_THREADS,
+        heartbeat_seconds: int = HEARTBEAT_SECONDS,
+        express_state_machine_arn: str | None = None,
+    ) -> None:
+        self.state_machine_arn = state_machine_arn
+        self.express_state_machine_arn = (
+            express_state_machine_arn
+            if express_state_machine_arn is not None
+            else os.environ.get("STRATOFLOW_EXPRESS_STATE_MACHINE_ARN") or None
+        ) or None
+        self._sfn = client if client is not None else boto3.client("stepfunctions")
+        self._batch_client = batch_client
+        self._s3_client = s3_client
+        self.bucket = bucket or os.environ.get("STRATOFLOW_BUCKET") or None
+        self.job_queue = job_queue or os.environ.get("STRATOFLOW_BATCH_JOB_QUEUE") or None
+        self.runner_job_definition = (
+            runner_job_definition or os.environ.get("STRATOFLOW_RUNNER_JOB_DEFINITION") or None
+        )
+        self.on_kill = on_kill
+        self._now = now
+        self._threads = threads
+        self.heartbeat_seconds = heartbeat_seconds
+        self._job_definitions: dict[str, str] = {}  # image -> job definition ARN
+
+    # ------------------------------------------------------------ names and places
+    def execution_arn(self, run_id: str, task_id: str, attempt: int) -> str:
+        prefix = self.state_machine_arn.replace(":stateMachine:", ":execution:", 1)
+        return f"{prefix}:{execution_name(run_id, task_id, attempt)}"
+
+    def log_uri(self, run_id: str, task_id: str, attempt: int) -> str | None:
+        if not self.bucket:
+            return None
+        return f"s3://{self.bucket}/logs/{run_id}/{task_id}/{attempt}.log"
+
+    def outputs_uri(self, run_id: str, task_id: str, attempt: int) -> str | None:
+        if not self.bucket:
+            return None
+        return f"s3://{self.bucket}/outputs/{run_id}/{task_id}/{attempt}.json"
+
+    @property
+    def _batch(self) -> Any:
+        if self._batch_client is None:
+            self._batch_client = boto3.client("batch")
+        return self._batch_client
+
+    @property
+    def _s3(self) -> Any:
+        if self._s3_client is None:
+            self._s3_client = boto3.client("s3")
+        return self._s3_client
+
+    # ------------------------------------------------------------ the input
+    def build_input(self, spec: AttemptSpec) -> dict[str, Any]:
+        """The execution input (AWS-CONTRACT.md). Env values go as the workflow wrote them:
+        secrets are referenced there, never resolved here."""
+        task = spec.task
+        kind = task.task_type
+        if kind in ("shell", "python", "http"):
+            runner: str | None = "batch" if task.fields.get("runner") == "batch" else "lambda"
+            if kind == "http":
+                runner = "lambda"
+        elif kind in ("batch", "kubernetes", "lambda"):
+            runner = None
+        else:
+            raise ValueError(f"task {spec.task_id!r}: type {kind!r} cannot be dispatched on AWS")
+        limit = (
+            LAMBDA_MAX_SECONDS if runner == "lambda" or kind == "lambda" else CONTAINER_MAX_SECONDS
+        )
+        timeout = int(spec.timeout.total_seconds()) if spec.timeout is not None else limit
+        timeout = max(2 if kind == "kubernetes" else 1, min(timeout, limit))
+        uses_runner = runner is not None
+        log_uri = self.log_uri(spec.run_id, spec.task_id, spec.attempt) if uses_runner else None
+        outputs_uri = (
+            self.outputs_uri(spec.run_id, spec.task_id, spec.attempt) if runner == "batch" else None
+        )
+        if uses_runner and not self.bucket:
+            raise ValueError("STRATOFLOW_BUCKET is not set: runner tasks write their logs there")
+        doc: dict[str, Any] = {
+            "run_id": spec.run_id,
+            "task_id": spec.task_id,
+            "attempt": spec.attempt,
+            "key": spec.key,
+            "type": kind,
+            "runner": runner,
+            "not_before": _iso(spec.not_before) if spec.not_before else None,
+            "timeout_seconds": timeout,
+            "task": {**task.fields, "params": task.params, "env": dict(task.env)},
+            "context": {
+                "workflow": spec.workflow,
+                "project": spec.project,
+                "logical_date": spec.logical_date.isoformat(),
+            },
+            "log": log_uri,
+            "outputs_uri": outputs_uri,
+        }
+        if spec.not_before is not None and spec.not_before > self._now():
+            # only a retry that must wait carries start_at: the Route state sends it through a
+            # Wait state; without it the attempt starts at once (one transition fewer)
+            doc["start_at"] = _iso(spec.not_before)
+        if kind == "kubernetes":
+            doc["heartbeat_seconds"] = min(self.heartbeat_seconds, timeout - 1)
+        elif kind == "batch":
+            doc["batch"] = self._batch_job(spec, doc)
+        elif runner == "batch":
+            doc["batch"] = self._runner_job(spec, doc)
+        return doc
+
+    def _env(self, spec: AttemptSpec) -> list[dict[str, str]]:
+        env = {
+            **spec.task.env,
+            "STRATOFLOW_RUN_ID": spec.run_id,
+            "STRATOFLOW_TASK_ID": spec.task_id,
+            "STRATOFLOW_ATTEMPT": str(spec.attempt),
+            "STRATOFLOW_WORKFLOW": spec.workflow,
+            "STRATOFLOW_LOGICAL_DATE": spec.logical_date.isoformat(),
+        }
+        return [{"Name": k, "Value": v} for k, v in sorted(env.items())]
+
+    def _batch_job(self, spec: AttemptSpec, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """A ``batch`` task: the user's image needs a job definition of its own (Batch cannot
+        override an image); command, environment and resources go in as overrides."""
+        fields = spec.task.fields
+        command = fields.get("command")
+        argv = (
+            [str(c) for c in command] if isinstance(command, list) else ["sh", "-c", str(command)]
+        )
+        queue = fields.get("job_queue") or self.job_queue
+        if not queue:
+            raise ValueError(
+                "STRATOFLOW_BATCH_JOB_QUEUE is not set and the task names no job_queue"
+            )
+        return {
+            "job_definition": self.job_definition_for(str(fields["image"])),
+            "job_queue": queue,
+            "container_overrides": {
+                "Command": argv,
+                "Environment": self._env(spec),
+                "ResourceRequirements": [
+                    {"Type": "VCPU", "Value": f"{float(fields.get('vcpus', 1.0)):g}"},
+                    {"Type": "MEMORY", "Value": str(int(fields.get("memory", 2048)))},
+                ],
+            },
+        }
+
+    def _runner_job(self, spec: AttemptSpec, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """shell/python with ``runner: batch``: the default runner image, the attempt in its
+        environment (or, when large, in S3: container overrides are size-limited)."""
+        attempt = json.dumps(doc, separators=(",", ":"), default=str)
+        env = [
+            {"Name": "STRATOFLOW_BUCKET", "Value": str(self.bucket)},
+        ]
+        if len(attempt) <= INLINE_INPUT_LIMIT:
+            env.append({"Name": "STRATOFLOW_ATTEMPT_INPUT", "Value": attempt})
+        else:
+            key = f"inputs/{spec.run_id}/{spec.task_id}/{spec.attempt}.json"
+            self._s3.put_object(Bucket=self.bucket, Key=key, Body=attempt.encode())
+            env.append({"Name": "STRATOFLOW_ATTEMPT_URI", "Value": f"s3://{self.bucket}/{key}"})
+        return {"container_overrides": {"Command": list(RUNNER_COMMAND), "Environment": env}}
+
+    def job_definition_for(self, image: str) -> str:
+        """The job definition for ``image``: the runner's job definition (roles, network,
+        logging) with the image replaced, registered once per image under a name derived
+        from it and reused from then on (found again by name after a cold start)."""
+        if image in self._job_definitions:
+            return self._job_definitions[image]
+        name = "stratoflow-" + hashlib.sha256(image.encode()).hexdigest()[:24]
+        found = self._batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")
+        defs = sorted(found.get("jobDefinitions", []), key=lambda d: int(d["revision"]))
+        if defs:
+            arn = str(defs[-1]["jobDefinitionArn"])
+        else:
+            if not self.runner_job_definition:
+                raise ValueError("STRATOFLOW_RUNNER_JOB_DEFINITION is not set: batch tasks need it")
+            template = self._batch.describe_job_definitions(
+                jobDefinitions=[self.runner_job_definition]
+            )["jobDefinitions"]
+            if not template:
+                raise ValueError(f"job definition {self.runner_job_definition!r} not found")
+            base = template[0]
+            container = {**base["containerProperties"], "image": image}
+            container.pop("command", None)
+            extra = {
+                k: base[k]
+                for k in ("platformCapabilities", "retryStrategy", "timeout", "propagateTags")
+                if k in base
+            }
+            arn = str(
+                self._batch.register_job_definition(
+                    jobDefinitionName=name,
+                    type="container",
+                    containerProperties=container,
+                    tags={"stratoflow:image": image[:256]},
+                    **extra,
+                )["jobDefinitionArn"]
+            )
+        self._job_definitions[image] = arn
+        return arn
+
+    # ------------------------------------------------------------ dispatch
+    def fits_express(self, doc: Mapping[str, Any]) -> bool:
+        """Whether the attempt (its input, ``build_input``) runs on the Express state machine:
+        one is configured, the target is a Lambda (``lambda``, or the Lambda runner) and its
+        timeout plus its retry wait fit in ``EXPRESS_MAX_SECONDS``. Anything else, and any
+        attempt without a timeout of its own, runs on the Standard state machine."""
+        if not self.express_state_machine_arn:
+            return False
+        if doc["type"] != "lambda" and doc["runner"] != "lambda":
+            return False
+        wait = 0.0
+        if doc.get("start_at"):
+            start = datetime.strptime(doc["start_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            wait = max((start - self._now()).total_seconds(), 0.0)
+        return int(doc["timeout_seconds"]) + wait <= EXPRESS_MAX_SECONDS
+
+    def dispatch(self, spec: AttemptSpec) -> str | None:
+        doc = self.build_input(spec)
+        name = execution_name(spec.run_id, spec.task_id, spec.attempt)
+        machine = self.state_machine_arn
+        if self.express_state_machine_arn and self.fits_express(doc):
+            machine = self.express_state_machine_arn
+        try:
+            # Express does not refuse a second execution of the same name: the store's
+            # conditional claim (only its winner dispatches) is what keeps it single; a
+            # StartExecution retried after a lost response may start a second copy, whose
+            # report advance ignores (the attempt is no longer running when it arrives)
+            self._sfn.start_execution(
+                stateMachineArn=machine,
+                name=name,
+                input=json.dumps(doc, separators=(",", ":"), default=str),
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ExecutionAlreadyExists":
+                raise
+            # already started (a repeated dispatch): the first execution is the attempt
+            log.info("execution %s already exists: not started again", name)
+        return doc["log"]  # type: ignore[no-any-return]
+
+    def dispatch_many(self, specs: Sequence[AttemptSpec]) -> list[str | None]:
+        if len(specs) <= 1:
+            return [self.dispatch(spec) for spec in specs]
+        with ThreadPoolExecutor(min(self._threads, len(specs))) as pool:
+            return list(pool.map(self.dispatch, specs))
+
+    # ------------------------------------------------------------ kill
+    def kill(self, run_id: str, task_id: str, attempt: int) -> None:
+        """Stop the execution (idempotent: a missing or ended execution is left alone). A
+        Batch job behind ``submitJob.sync`` is terminated by Step Functions when its execution
+        stops; a kubernetes Job is deleted through ``on_kill``."""
+        arn = self.execution_arn(run_id, task_id, attempt)
+        described: Mapping[str, Any] | None = None
+        if self.on_kill is not None:
+            described = self._describe(arn)
+        try:
+            self._sfn.stop_execution(
+                executionArn=arn, error="stratoflow.Stopped", cause="stopped by Stratoflow"
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] not in (
+                "ExecutionDoesNotExist",
+                "ValidationException",
+            ):
+                raise
+        kind = json.loads(described.get("input") or "{}").get("type") if described else None
+        if kind == "kubernetes" and self.on_kill is not None:
+            self.on_kill(run_id, task_id, attempt)
+
+    def _describe(self, arn: str) -> Mapping[str, Any] | None:
+        try:
+            return self._sfn.describe_execution(executionArn=arn)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ExecutionDoesNotExist":
+                return None
+            raise
+
+    # ------------------------------------------------------------ recovery
+    def recover(self, running: Sequence[TaskInstance]) -> Recovery:
+        """What became of attempts the store thinks are running: a running execution needs
+        nothing (its report will come); one that ended without sending its report (the
+        Report state is last, so only FAILED / TIMED_OUT / ABORTED executions can have missed
+        it) gets a result here; a missing one was claimed but never started. One
+        DescribeExecution per attempt, several at a time."""
+        report = Recovery()
+
+        def describe(ti: TaskInstance) -> Mapping[str, Any] | None:
+            return self._describe(self.execution_arn(ti.run_id, ti.task_id, ti.attempt))
+
+        if len(running) > 1:
+            with ThreadPoolExecutor(min(self._threads, len(running))) as pool:
+                found = list(pool.map(describe, running))
+        else:
+            found = [describe(ti) for ti in running]
+        for ti, described in zip(running, found, strict=True):
+            key = (ti.run_id, ti.task_id, ti.attempt)
+            if described is None:
+                if self._maybe_express(ti):
+                    # DescribeExecution does not see Express executions: this attempt may be
+                    # running there. Leave it to its deadline: the reconciler times it out
+                    # (deadline + timeout grace) and the engine retries it; starting it again
+                    # here could run it twice (Express does not deduplicate names)
+                    continue
+                report.not_started.append(ti)
+                continue
+            result = _ended_unreported(described)
+            if result is not None:
+                report.results[key] = result
+        return report
+
+    def _maybe_express(self, ti: TaskInstance) -> bool:
+        """Whether a running attempt with no Standard execution may be on the Express state
+        machine: one is configured and the attempt's deadline is within the Express window
+        of its start (only such attempts are ever sent there)."""
+        if not self.express_state_machine_arn or ti.deadline is None or ti.started_at is None:
+            return False
+        return (ti.deadline - ti.started_at).total_seconds() <= EXPRESS_MAX_SECONDS
+
+
+def _ended_unreported(described: Mapping[str, Any]) -> AttemptResult | None:
+    status = described.get("status")
+    detail = "; ".join(str(described[k]) for k in ("error", "cause") if described.get(k))
+    if status == "FAILED":
+        return AttemptResult(
+            AttemptStatus.LOST,
+            error="the attempt's execution failed before reporting"
+            + (f": {detail}" if detail else ""),
+        )
+    if status == "TIMED_OUT":
+        return AttemptResult(AttemptStatus.TIMED_OUT, error="the attempt's execution timed out")
+    if status == "ABORTED":
+        return AttemptResult(AttemptStatus.STOPPED, error="the attempt's execution was stopped")
+    return None  # RUNNING, PENDING_REDRIVE: a report may still come; SUCCEEDED: it was sent

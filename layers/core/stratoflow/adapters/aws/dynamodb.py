@@ -1,0 +1,1072 @@
+"""StateStore and Catalog on one DynamoDB table (single-table design).
+
+Every write a race could lose is a conditional write; the item layout, the requests each
+operation makes, and the limits at 10,000 tasks are in docs/aws-dynamodb.md. In short:
+
+- a run is three kinds of item in the partition ``RUN#<id>``: the run (``R``, its state fields,
+  in the three run indexes), its counters (``RC``, in no index, so the counter updates of the
+  hot path write one item and no index), and one item per task (``T#<task>``) and per attempt
+  (``A#<task>#<n>``);
+- a task's gsi1 entry follows its state: its run's queue while QUEUED, a timer partition while
+  UP_FOR_RETRY or RUNNING, nothing otherwise;
+- ``transaction()`` is a no-op (the port allows it): every method is individually atomic and
+  idempotent; ``create_run`` and ``apply_plan`` of any size commit at one conditional write and
+  complete what follows it idempotently (see their docstrings).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final, cast
+
+from botocore.exceptions import ClientError
+
+from stratoflow.adapters.aws import _dynamo_items as it
+from stratoflow.adapters.aws._dynamo_items import Item, Update, key, n, s
+from stratoflow.engine import Plan, Run, RunState, TaskInstance, TaskState
+from stratoflow.errors import NotFound
+from stratoflow.model import WorkflowSpec
+from stratoflow.ports import Attempt, Catalog, RunQuery, StateStore, WorkflowVersion
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+log = logging.getLogger(__name__)
+
+TTL_ATTRIBUTE: Final = "expires_at"
+
+# The table, as ``client.create_table(**TABLE_SCHEMA, TableName=...)`` takes it. template.yaml's
+# StateTable must match it (a test checks). TTL (``TTL_ATTRIBUTE``) and point-in-time recovery
+# are separate API calls (``create_table`` below makes the TTL one).
+TABLE_SCHEMA: Final[dict[str, Any]] = {
+    "AttributeDefinitions": [
+        {"AttributeName": name, "AttributeType": "S"}
+        for name in ("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "gsi3pk", "gsi3sk")
+    ],
+    "KeySchema": [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ],
+    "GlobalSecondaryIndexes": [
+        {
+            "IndexName": f"gsi{n}",
+            "KeySchema": [
+                {"AttributeName": f"gsi{n}pk", "KeyType": "HASH"},
+                {"AttributeName": f"gsi{n}sk", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        }
+        for n in (1, 2, 3)
+    ],
+    "BillingMode": "PAY_PER_REQUEST",
+    "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+}
+
+DEFAULT_RETENTION: Final = timedelta(days=90)
+BATCH_WRITE_MAX: Final = 25  # BatchWriteItem
+BATCH_GET_MAX: Final = 100  # BatchGetItem
+TRANSACTION_MAX: Final = 100  # TransactWriteItems
+_BACKOFF_MAX: Final = 2.0
+
+
+def create_table(client: DynamoDBClient, table_name: str, *, stream: bool = True) -> None:
+    """Create the table as the template does (schema, then TTL) and wait until it is active.
+    For tests and local tooling; on AWS the template owns the table. ``stream=False`` leaves
+    the stream out: moto copies every stream record at a cost that grows with the table, which
+    makes 10,000-task tests crawl (nothing in the store reads the stream)."""
+    schema = dict(TABLE_SCHEMA)
+    if not stream:
+        del schema["StreamSpecification"]
+    client.create_table(**schema, TableName=table_name)
+    client.get_waiter("table_exists").wait(TableName=table_name)
+    client.update_time_to_live(
+        TableName=table_name,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+    )
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _cancel_reasons(exc: ClientError) -> list[str]:
+    reasons = exc.response.get("CancellationReasons") or []
+    return [str(r.get("Code", "None")) for r in reasons]
+
+
+class DynamoStore(StateStore, Catalog):
+    """``table_name``: the StateTable. ``client``: a boto3 DynamoDB client (created once per
+    Lambda container and passed in); by default one is made from the environment.
+    ``retention``: how long attempt history lives (``expires_at`` TTL). ``lease``: how long a
+    half-done ``create_run`` or ``apply_plan`` belongs to its writer before another caller
+    may complete it."""
+
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        client: DynamoDBClient | None = None,
+        retention: timedelta = DEFAULT_RETENTION,
+        lease: timedelta = timedelta(minutes=2),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if client is None:
+            import boto3
+
+            client = boto3.client("dynamodb")
+        self.table = table_name
+        self.client = client
+        self.retention = retention
+        self.lease = lease
+        self._clock = clock
+        self._seq = it.Sequencer()
+
+    # ------------------------------------------------------------ plumbing
+    def transaction(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def _get(self, pk: str, sk: str) -> Item | None:
+        out = self.client.get_item(TableName=self.table, Key=key(pk, sk), ConsistentRead=True)
+        item: Item | None = out.get("Item")
+        return item
+
+    def _query(self, *, limit: int | None = None, **kwargs: Any) -> Iterator[Item]:
+        """Items of a Query, page after page (``limit`` caps the items read per page)."""
+        args: dict[str, Any] = {"TableName": self.table, **kwargs}
+        if limit is not None:
+            args["Limit"] = limit
+        while True:
+            out = self.client.query(**args)
+            yield from out.get("Items", [])
+            last = out.get("LastEvaluatedKey")
+            if not last:
+                return
+            args["ExclusiveStartKey"] = last
+
+    def _partition(self, pk: str, prefix: str, **kwargs: Any) -> Iterator[Item]:
+        return self._query(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues={":pk": s(pk), ":prefix": s(prefix)},
+            ConsistentRead=True,
+            **kwargs,
+        )
+
+    def _index(
+        self,
+        index: str,
+        pk: str,
+        *,
+        below: str | None = None,
+        upto: str | None = None,
+        newest_first: bool = False,
+        limit: int | None = None,
+        filters: dict[str, str] | None = None,
+    ) -> Iterator[Item]:
+        cond = f"{index}pk = :pk"
+        values: Item = {":pk": s(pk)}
+        if below is not None:
+            cond += f" AND {index}sk < :bound"
+            values[":bound"] = s(below)
+        elif upto is not None:
+            cond += f" AND {index}sk <= :bound"
+            values[":bound"] = s(upto)
+        args: dict[str, Any] = {
+            "IndexName": index,
+            "KeyConditionExpression": cond,
+            "ScanIndexForward": not newest_first,
+        }
+        if filters:
+            names = {f"#f{i}": name for i, name in enumerate(filters)}
+            args["FilterExpression"] = " AND ".join(f"#f{i} = :f{i}" for i in range(len(filters)))
+            args["ExpressionAttributeNames"] = names
+            values.update({f":f{i}": s(v) for i, v in enumerate(filters.values())})
+        args["ExpressionAttributeValues"] = values
+        return self._query(limit=limit, **args)
+
+    def _batch_write(self, requests: Sequence[Item]) -> None:
+        """BatchWriteItem in groups of 25, retrying unprocessed items with backoff."""
+        for start in range(0, len(requests), BATCH_WRITE_MAX):
+            pending: list[Item] = list(requests[start : start + BATCH_WRITE_MAX])
+            delay = 0.05
+            while pending:
+                out = self.client.batch_write_item(RequestItems={self.table: cast("Any", pending)})
+                pending = cast("list[Item]", out.get("UnprocessedItems", {}).get(self.table, []))
+                if pending:
+                    time.sleep(delay)
+                    delay = min(delay * 2, _BACKOFF_MAX)
+
+    def _batch_get(self, keys: Sequence[Item]) -> list[Item]:
+        """BatchGetItem (strongly consistent) in groups of 100, retrying unprocessed keys."""
+        found: list[Item] = []
+        for start in range(0, len(keys), BATCH_GET_MAX):
+            pending: list[Item] = list(keys[start : start + BATCH_GET_MAX])
+            delay = 0.05
+            while pending:
+                out = self.client.batch_get_item(
+                    RequestItems={self.table: {"Keys": pending, "ConsistentRead": True}}
+                )
+                found += out.get("Responses", {}).get(self.table, [])
+                unprocessed: Any = out.get("UnprocessedKeys", {}).get(self.table, {})
+                pending = list(unprocessed.get("Keys", []))
+                if pending:
+                    time.sleep(delay)
+                    delay = min(delay * 2, _BACKOFF_MAX)
+        return found
+
+    def _update(self, update: Update, item_key: Item, condition: str | None = None) -> bool:
+        """One conditional UpdateItem; False if its condition failed."""
+        try:
+            self.client.update_item(**update.request(self.table, item_key, condition))
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def _transact(self, items: Sequence[Item]) -> list[str] | None:
+        """TransactWriteItems (<= 100 items); None when applied, else the cancellation reason
+        codes. A conflict with another transaction on the same items is retried."""
+        assert len(items) <= TRANSACTION_MAX
+        delay = 0.05
+        while True:
+            try:
+                self.client.transact_write_items(TransactItems=cast("Any", list(items)))
+            except ClientError as exc:
+                if _code(exc) != "TransactionCanceledException":
+                    raise
+                reasons = _cancel_reasons(exc)
+                if "TransactionConflict" in reasons and "ConditionalCheckFailed" not in reasons:
+                    time.sleep(delay)
+                    delay = min(delay * 2, _BACKOFF_MAX)
+                    continue
+                return reasons
+            return None
+
+    def _expires(self, when: datetime) -> dict[str, str]:
+        return n(int((when + self.retention).timestamp()))
+
+    # ------------------------------------------------------------ catalog
+    def put_version(
+        self, spec: WorkflowSpec, source: str, now: datetime
+    ) -> tuple[WorkflowVersion, bool]:
+        pk = it.workflow_pk(spec.project, spec.name)
+        body = it.pack({"document": spec.document, "source": source})
+        while True:
+            head = self._get(pk, it.HEAD_SK)
+            if head is not None and it.get_s(head, "digest") == spec.digest:
+                return self._version(head, it.get_n(head, "latest")), False
+            version = 1 if head is None else it.get_n(head, "latest") + 1
+            token = uuid.uuid4().hex
+            item: Item = {
+                **key(pk, it.version_sk(version)),
+                "version": n(version),
+                "digest": s(spec.digest),
+                "created_at": s(it.ts(now)),
+            }
+            chunks = it.split(body) if len(body) > it.INLINE_MAX else []
+            if chunks:
+                # A document too large for one item: its chunks first (under a token of this
+                # writer, so a writer that loses the race below overwrites nobody's chunks),
+                # then the version item that names them, in the transaction that commits it.
+                item["chunks"], item["token"] = n(len(chunks)), s(token)
+                self._batch_write(
+                    [
+                        {"PutRequest": {"Item": self._chunk(pk, version, token, i, part)}}
+                        for i, part in enumerate(chunks)
+                    ]
+                )
+            else:
+                item["body"] = {"B": body}
+            if head is None:
+                head_write: Item = {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": {
+                            **key(pk, it.HEAD_SK),
+                            "project": s(spec.project),
+                            "name": s(spec.name),
+                            "latest": n(version),
+                            "digest": s(spec.digest),
+                            "paused": {"BOOL": False},
+                            "gsi3pk": s("WORKFLOWS"),
+                            "gsi3sk": s(f"{spec.project}#{spec.name}"),
+                        },
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                }
+            else:
+                upd = Update().set("latest", n(version)).set("digest", s(spec.digest))
+                # the head still names the version this writer read: two concurrent applies
+                # of different content cannot both become version N
+                cond = upd.condition("{latest} = :prev", prev=n(version - 1))
+                head_write = {"Update": upd.request(self.table, key(pk, it.HEAD_SK), cond)}
+            put = {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": item,
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            }
+            if self._transact([put, head_write]) is None:
+                paused = head is not None and bool(head.get("paused", {}).get("BOOL"))
+                return self._to_version(spec.project, spec.name, item, body, paused), True
+            if chunks:  # lost the race: remove this writer's chunks, then read again
+                self._batch_write(
+                    [
+                        {"DeleteRequest": {"Key": key(pk, self._chunk_sk(version, token, i))}}
+                        for i in range(len(chunks))
+                    ]
+                )
+
+    @staticmethod
+    def _chunk_sk(version: int, token: str, index: int) -> str:
+        return f"{it.version_sk(version)}{it.CHUNK_MARK}{token}#{index:05d}"
+
+    def _chunk(self, pk: str, version: int, token: str, index: int, part: bytes) -> Item:
+        return {**key(pk, self._chunk_sk(version, token, index)), "body": {"B": part}}
+
+    @staticmethod
+    def _to_version(
+        project: str, name: str, item: Item, body: bytes, paused: bool
+    ) -> WorkflowVersion:
+        data = it.unpack(body)
+        return WorkflowVersion(
+            project=project,
+            name=name,
+            version=it.get_n(item, "version"),
+            digest=str(item["digest"]["S"]),
+            document=data["document"],
+            source=data["source"],
+            created_at=it.dt(item["created_at"]["S"]),
+            paused=paused,
+        )
+
+    def _assemble(
+        self, project: str, name: str, items: list[Item], paused: bool
+    ) -> WorkflowVersion:
+        """A version from its item and (for a large document) its chunk items."""
+        head = next(i for i in items if it.CHUNK_MARK not in i["sk"]["S"])
+        if "body" in head:
+            body = bytes(head["body"]["B"])
+        else:
+            prefix = f"{head['sk']['S']}{it.CHUNK_MARK}{head['token']['S']}#"
+            parts = sorted(
+                (i["sk"]["S"], bytes(i["body"]["B"]))
+                for i in items
+                if i["sk"]["S"].startswith(prefix)
+            )
+            if len(parts) != it.get_n(head, "chunks"):
+                raise RuntimeError(
+                    f"workflow {project}/{name} version {head['version']['N']} is missing chunks"
+                )
+            body = b"".join(part for _, part in parts)
+        return self._to_version(project, name, head, body, paused)
+
+    def _version(self, head: Item, version: int) -> WorkflowVersion:
+        project, name = str(head["project"]["S"]), str(head["name"]["S"])
+        sk = it.version_sk(version)
+        items = list(
+            self._query(
+                KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+                ExpressionAttributeValues={
+                    ":pk": s(it.workflow_pk(project, name)),
+                    ":lo": s(sk),
+                    ":hi": s(sk + it.CHUNK_MARK + it.HIGH),
+                },
+                ConsistentRead=True,
+            )
+        )
+        if not any(i["sk"]["S"] == sk for i in items):
+            raise NotFound(f"workflow {name!r} has no version {version}")
+        return self._assemble(project, name, items, bool(head.get("paused", {}).get("BOOL")))
+
+    def _head(self, project: str, name: str) -> Item:
+        head = self._get(it.workflow_pk(project, name), it.HEAD_SK)
+        if head is None:
+            raise NotFound(f"workflow {name!r} not found in project {project!r}")
+        return head
+
+    def get_version(self, project: str, name: str, version: int | None = None) -> WorkflowVersion:
+        head = self._head(project, name)
+        return self._version(head, it.get_n(head, "latest") if version is None else version)
+
+    def list_workflows(self, project: str | None = None) -> list[WorkflowVersion]:
+        if project is None:
+            heads = self._index("gsi3", "WORKFLOWS")
+        else:
+            heads = self._query(
+                IndexName="gsi3",
+                KeyConditionExpression="gsi3pk = :pk AND begins_with(gsi3sk, :p)",
+                ExpressionAttributeValues={":pk": s("WORKFLOWS"), ":p": s(f"{project}#")},
+            )
+        return [self._version(h, it.get_n(h, "latest")) for h in heads]
+
+    def list_versions(self, project: str, name: str) -> list[WorkflowVersion]:
+        head = self._head(project, name)
+        paused = bool(head.get("paused", {}).get("BOOL"))
+        items = list(self._partition(it.workflow_pk(project, name), it.VERSION_PREFIX))
+        groups: dict[str, list[Item]] = {}
+        for item in items:
+            groups.setdefault(item["sk"]["S"][: len(it.version_sk(0))], []).append(item)
+        return [
+            self._assemble(project, name, group, paused)
+            for _, group in sorted(groups.items(), reverse=True)
+        ]
+
+    def set_paused(self, project: str, name: str, paused: bool) -> None:
+        upd = Update().set("paused", {"BOOL": paused})
+        if not self._update(
+            upd, key(it.workflow_pk(project, name), it.HEAD_SK), "attribute_exists(pk)"
+        ):
+            raise NotFound(f"workflow {name!r} not found in project {project!r}")
+
+    def get_cursor(self, project: str, name: str) -> datetime | None:
+        head = self._get(it.workflow_pk(project, name), it.HEAD_SK)
+        return None if head is None else it.get_dt(head, "cursor")
+
+    def set_cursor(self, project: str, name: str, logical_date: datetime) -> None:
+        upd = Update().set("cursor", s(it.ts(logical_date)))
+        self._update(upd, key(it.workflow_pk(project, name), it.HEAD_SK), "attribute_exists(pk)")
+
+    # ------------------------------------------------------------ runs
+    def create_run(self, run: Run, tasks: Sequence[TaskInstance], concurrency: int | None) -> bool:
+        """Three steps; the run item is the commit point, so a crash leaves nothing visible:
+
+        1. claim the id: a conditional PutItem of a *pending* run item (a lock token and a
+           lease, in no index). It fails if the id is committed (-> False) or another
+           creator's lease is live (-> wait for it, then False); an expired lease is taken over.
+        2. write the tasks with BatchWriteItem (25 per request, unprocessed items retried).
+           Nothing reads them yet: get_run treats a pending run as absent, and a queue is only
+           read for a committed RUNNING run.
+        3. commit: one transaction puts the run item (condition: still our lock) and its
+           counters item. Only now does the run appear anywhere.
+        """
+        pk = it.run_pk(run.id)
+        token = uuid.uuid4().hex
+        while True:
+            now = self._clock()
+            lock: Item = {
+                **key(pk, it.RUN_SK),
+                "lock": s(token),
+                "lease": n(int(now + self.lease.total_seconds())),
+            }
+            try:
+                out = self.client.put_item(
+                    TableName=self.table,
+                    Item=lock,
+                    # a fresh id, or a creation whose writer died (its lease ran out)
+                    ConditionExpression="attribute_not_exists(pk) OR "
+                    "(attribute_exists(#lock) AND #lease < :now)",
+                    ExpressionAttributeNames={"#lock": "lock", "#lease": "lease"},
+                    ExpressionAttributeValues={":now": n(int(now))},
+                    ReturnValues="ALL_OLD",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+            except ClientError as exc:
+                if _code(exc) != "ConditionalCheckFailedException":
+                    raise
+                old: Item = dict(exc.response.get("Item") or {})  # type: ignore[call-overload]
+                if "lock" not in old:
+                    return False  # committed: the id exists
+                # another creator is writing this run: wait until it commits (or dies)
+                time.sleep(min(1.0, max(0.05, it.get_n(old, "lease") - now)))
+                continue
+            break
+        stale: list[str] = []
+        if out.get("Attributes"):
+            # we took over a dead creation: remove the tasks it wrote that this one lacks
+            mine = {it.task_sk(t.task_id) for t in tasks}
+            stale = [
+                str(i["sk"]["S"])
+                for i in self._partition(pk, it.TASK_PREFIX, ProjectionExpression="sk")
+                if i["sk"]["S"] not in mine
+            ]
+        writes: list[Item] = [{"DeleteRequest": {"Key": key(pk, sk)}} for sk in stale]
+        writes += [
+            {
+                "PutRequest": {
+                    "Item": it.task_item(
+                        t, self._seq.next() if t.state is TaskState.QUEUED else None
+                    )
+                }
+            }
+            for t in tasks
+        ]
+        self._batch_write(writes)
+        reasons = self._transact(
+            [
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": it.run_attributes(run, concurrency),
+                        "ConditionExpression": "#lock = :token",
+                        "ExpressionAttributeNames": {"#lock": "lock"},
+                        "ExpressionAttributeValues": {":token": s(token)},
+                    }
+                },
+                {"Put": {"TableName": self.table, "Item": it.counters_item(run)}},
+            ]
+        )
+        if reasons is not None:
+            # our lease ran out and another creator took the id over: it commits, not us
+            log.warning("create_run %s: lease lost before commit (%s)", run.id, reasons)
+            return False
+        return True
+
+    def _run_items(self, run_id: str) -> tuple[Item, Item | None]:
+        items = {
+            i["sk"]["S"]: i for i in self._partition(it.run_pk(run_id), it.RUN_SK)
+        }  # R and RC, one Query
+        run = items.get(it.RUN_SK)
+        if run is None or "lock" in run:
+            raise NotFound(f"run {run_id!r} not found")
+        return run, items.get(it.COUNTERS_SK)
+
+    def get_run(self, run_id: str) -> Run:
+        item, counters = self._run_items(run_id)
+        if "plan" in item and self._expired(item, "plan_at"):
+            self._complete_plan(run_id, str(item["plan"]["S"]))
+            item, counters = self._run_items(run_id)
+        return it.to_run(item, counters)
+
+    def _expired(self, item: Item, name: str) -> bool:
+        return it.get_n(item, name) + self.lease.total_seconds() < self._clock()
+
+    def _with_counters(self, items: Sequence[Item]) -> list[Run]:
+        """Runs from run items (an index page), with their counters (one BatchGetItem)."""
+        counters = {
+            it.run_id_of(c): c
+            for c in self._batch_get([key(i["pk"]["S"], it.COUNTERS_SK) for i in items])
+        }
+        return [it.to_run(i, counters.get(it.run_id_of(i))) for i in items]
+
+    def list_runs(self, query: RunQuery) -> list[Run]:
+        below: str | None = None
+        if query.before is not None:
+            cursor = self._get(it.run_pk(query.before), it.RUN_SK)
+            if cursor is None or "lock" in cursor:
+                return []
+            below = str(cursor["gsi1sk"]["S"])
+        filters: dict[str, str] = {}
+        if query.workflow is not None:
+            # a workflow's runs (names are unique in a project, rarely across projects)
+            index, pk = "gsi3", f"RUNW#{query.workflow}"
+            if query.project is not None:
+                filters["project"] = query.project
+            if query.state is not None:
+                filters["st"] = query.state.value
+        elif query.project is not None:
+            index, pk = "gsi1", f"RUNP#{query.project}"
+            if query.state is not None:
+                filters["st"] = query.state.value
+        elif query.state is not None:
+            index, pk = "gsi2", f"RUNS#{query.state.value}"
+        else:
+            # every run, newest first: merge the newest of each state's partition
+            merged: list[Item] = []
+            for state in RunState:
+                merged += self._take(
+                    self._index("gsi2", f"RUNS#{state.value}", below=below, newest_first=True,
+                                limit=query.limit),
+                    query.limit,
+                )  # fmt: skip
+            merged.sort(key=lambda i: str(i["gsi2sk"]["S"]), reverse=True)
+            return self._with_counters(merged[: query.limit])
+        page = self._index(
+            index,
+            pk,
+            below=below,
+            newest_first=True,
+            limit=query.limit if not filters else max(query.limit, 100),
+            filters=filters,
+        )
+        return self._with_counters(self._take(page, query.limit))
+
+    @staticmethod
+    def _take(items: Iterator[Item], limit: int) -> list[Item]:
+        taken: list[Item] = []
+        if limit <= 0:
+            return taken
+        for item in items:
+            taken.append(item)
+            if len(taken) >= limit:
+                break
+        return taken
+
+    def put_run(self, run: Run, expect: RunState) -> bool:
+        upd = Update().set("st", s(run.state.value)).set("gsi2pk", s(f"RUNS#{run.state.value}"))
+        for name, value in (("started_at", run.started_at), ("ended_at", run.ended_at)):
+            upd.set_or_remove(name, None if value is None else s(it.ts(value)))
+        upd.set_or_remove("error", None if run.error is None else s(run.error))
+        # the state is still what the writer read (and the run is committed)
+        cond = upd.condition(
+            "attribute_exists(pk) AND attribute_not_exists({lock}) AND {st} = :expect",
+            expect=s(expect.value),
+        )
+        return self._update(upd, key(it.run_pk(run.id), it.RUN_SK), cond)
+
+    def add_counters(self, run_id: str, *, done: int = 0, failed: int = 0, running: int = 0) -> Run:
+        """ADD on the counters item (atomic; in no index), then read the run item."""
+        upd = (
+            Update().add("n_done", n(done)).add("n_failed", n(failed)).add("n_running", n(running))
+        )
+        try:
+            out = self.client.update_item(
+                **upd.request(
+                    self.table, key(it.run_pk(run_id), it.COUNTERS_SK), "attribute_exists(pk)"
+                ),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                raise NotFound(f"run {run_id!r} not found") from exc
+            raise
+        item = self._get(it.run_pk(run_id), it.RUN_SK)
+        if item is None or "lock" in item:
+            raise NotFound(f"run {run_id!r} not found")
+        return it.to_run(item, out["Attributes"])
+
+    def count_active_runs(self, project: str, workflow: str) -> int:
+        # every active run of every workflow is read (there are few: max_active_runs bounds
+        # them), filtered to this one; the terminal runs (unbounded history) are never read
+        count = 0
+        for state in (RunState.RUNNING, RunState.PAUSED):
+            for _ in self._index(
+                "gsi2", f"RUNS#{state.value}", filters={"project": project, "workflow": workflow}
+            ):
+                count += 1
+        return count
+
+    def queued_runs(self, limit: int) -> list[Run]:
+        items = self._take(self._index("gsi2", f"RUNS#{RunState.QUEUED.value}", limit=limit), limit)
+        return self._with_counters(items)
+
+    def runs_in_states(self, states: Sequence[RunState]) -> Iterator[Run]:
+        for state in states:
+            page: list[Item] = []
+            for item in self._index("gsi2", f"RUNS#{state.value}"):
+                page.append(item)
+                if len(page) == BATCH_GET_MAX:
+                    yield from self._with_counters(page)
+                    page = []
+            if page:
+                yield from self._with_counters(page)
+
+    # ------------------------------------------------------------ tasks
+    def get_task(self, run_id: str, task_id: str) -> TaskInstance:
+        item = self._get(it.run_pk(run_id), it.task_sk(task_id))
+        if item is None:
+            raise NotFound(f"task {task_id!r} not found in run {run_id!r}")
+        return it.to_task(run_id, item)
+
+    def get_tasks(self, run_id: str, task_ids: Sequence[str] | None = None) -> list[TaskInstance]:
+        pk = it.run_pk(run_id)
+        if task_ids is None:
+            # one Query from the run item (R, RC) through the tasks (T#...): a run not (yet)
+            # committed has no tasks to show
+            items = list(
+                self._query(
+                    KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+                    ExpressionAttributeValues={
+                        ":pk": s(pk),
+                        ":lo": s(it.RUN_SK),
+                        ":hi": s(it.TASK_PREFIX + it.HIGH),
+                    },
+                    ConsistentRead=True,
+                )
+            )
+            run = next((i for i in items if i["sk"]["S"] == it.RUN_SK), None)
+            if run is None or "lock" in run:
+                return []
+            items = [i for i in items if i["sk"]["S"].startswith(it.TASK_PREFIX)]
+        else:
+            items = self._batch_get([key(pk, it.task_sk(t)) for t in dict.fromkeys(task_ids)])
+        return [it.to_task(run_id, i) for i in items]
+
+    def put_task(self, task: TaskInstance, expect: TaskState, expect_attempt: int) -> bool:
+        # A task entering the queue takes the next FIFO position (one already QUEUED that is
+        # written again goes to the back: the service never does that).
+        qseq = self._seq.next() if task.state is TaskState.QUEUED else None
+        upd = it.task_fields(Update(), task, qseq)
+        if qseq is None:
+            upd.remove("qseq")
+        # The (state, attempt) condition is the exactly-once guard: of the writers racing to
+        # claim or finish one attempt, exactly one wins. The upstream counts are not written
+        # (record_upstream owns them), so a stale copy cannot erase a count.
+        cond = upd.condition(
+            "attribute_exists(pk) AND {st} = :expect AND {att} = :attempt",
+            expect=s(expect.value),
+            attempt=n(expect_attempt),
+        )
+        return self._update(upd, key(it.run_pk(task.run_id), it.task_sk(task.task_id)), cond)
+
+    def record_upstream(
+        self, run_id: str, child: str, parent: str, outcome: TaskState
+    ) -> TaskInstance | None:
+        """Count ``parent``'s end in ``child``, once.
+
+        The child item keeps the set of parents it counted (``ups``, 8 bytes each). While that
+        set has fewer than ``UPS_MAX`` members, one UpdateItem adds the parent to it and counts
+        it, on condition it is not there yet: a duplicate counts nothing, and the child
+        returned is exactly the one this count made (ALL_NEW). A child with more parents (a
+        fan-in of thousands) does not grow its item or its responses further: a parent past
+        the set is recorded as a marker item, created in one transaction with the count
+        (condition: no marker yet, and the child's upstream generation unchanged), and the
+        child is then read back - with this count in it, and possibly a concurrent one too,
+        which the caller's conditional write of the child tolerates.
+        """
+        column = {TaskState.SUCCEEDED: "up_ok", TaskState.SKIPPED: "up_skipped"}.get(
+            outcome, "up_failed"
+        )
+        digest = it.parent_digest(parent)
+        item_key = key(it.run_pk(run_id), it.task_sk(child))
+        while True:
+            upd = Update().add(column, n(1)).add("ups", {"BS": [digest]})
+            cond = upd.condition(
+                "attribute_exists(pk) AND NOT contains({ups}, :digest) "
+                "AND (attribute_not_exists({ups}) OR size({ups}) < :max)",
+                digest={"B": digest},
+                max=n(it.UPS_MAX),
+            )
+            try:
+                out = self.client.update_item(
+                    **upd.request(self.table, item_key, cond),
+                    ReturnValues="ALL_NEW",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+            except ClientError as exc:
+                if _code(exc) != "ConditionalCheckFailedException":
+                    raise
+                old: Item = dict(exc.response.get("Item") or {})  # type: ignore[call-overload]
+            else:
+                return it.to_task(run_id, out["Attributes"])
+            if not old:
+                raise NotFound(f"task {child!r} not found in run {run_id!r}")
+            if digest in {bytes(d) for d in old.get("ups", {}).get("BS", [])}:
+                return None  # counted before
+            counted = self._count_past_the_set(run_id, child, parent, column, old)
+            if counted is not None:
+                return None if counted is False else self.get_task(run_id, child)
+
+    def _count_past_the_set(
+        self, run_id: str, child: str, parent: str, column: str, old: Item
+    ) -> bool | None:
+        """The marker-item way of counting (the child's set is full). True: counted; False:
+        a duplicate; None: the child's upstream was rewritten meanwhile (start again)."""
+        pk = it.run_pk(run_id)
+        gen = it.get_n(old, "ugen")
+        marker: Item = {
+            **key(pk, it.edge_sk(child, gen, parent)),
+            "outcome": s(column),
+        }
+        upd = Update().add(column, n(1))
+        cond = upd.condition(
+            "attribute_exists(pk) AND "
+            + ("attribute_not_exists({ugen})" if gen == 0 else "{ugen} = :gen"),
+            **({} if gen == 0 else {"gen": n(gen)}),
+        )
+        reasons = self._transact(
+            [
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": marker,
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {"Update": upd.request(self.table, key(pk, it.task_sk(child)), cond)},
+            ]
+        )
+        if reasons is None:
+            return True
+        if reasons[0] == "ConditionalCheckFailed":
+            return False
+        return None
+
+    # ------------------------------------------------------------ plans
+    def apply_plan(self, plan: Plan, expect: RunState) -> bool:
+        """A plan of up to 98 tasks is one TransactWriteItems: the run (condition: state is
+        ``expect``), its counters and the tasks, all or nothing.
+
+        A larger plan (a stop or rerun of a 10,000-task run) cannot be one transaction, so it
+        is journaled: (1) the plan is written, compressed, to plan items in the run's
+        partition; (2) one transaction commits it: the run's new state with a reference to the
+        plan (condition: state is ``expect`` and no other plan is pending) and the counters;
+        (3) the task writes follow in transactions of 100, each task write conditional on
+        not carrying this plan's id yet (so a chunk applies once, however often it is
+        replayed), the writes that leave a task QUEUED last, so nothing is dispatched before
+        every reset is in place; (4) the plan reference and items are removed. A crash after
+        (2) is completed by the next ``get_run`` after the lease, or by
+        ``complete_pending_plans`` (the reconciler); before (2) it changed nothing visible.
+        """
+        pending = self._get(it.run_pk(plan.run.id), it.RUN_SK)
+        if pending is not None and "plan" in pending:
+            self._complete_plan(plan.run.id, str(pending["plan"]["S"]))
+        writes = self._plan_writes(plan, plan_id=None)
+        run_write, counters_write = self._plan_run_writes(plan, expect, plan_id=None)
+        if len(writes) + 2 <= TRANSACTION_MAX:
+            reasons = self._transact([run_write, counters_write, *writes])
+            if reasons is None:
+                return True
+            if reasons[0] == "ConditionalCheckFailed":
+                return False
+            raise RuntimeError(f"apply_plan {plan.run.id}: transaction cancelled: {reasons}")
+        return self._apply_journaled(plan, expect)
+
+    def _plan_run_writes(
+        self, plan: Plan, expect: RunState, plan_id: str | None
+    ) -> tuple[Item, Item]:
+        run = plan.run
+        upd = Update().set("st", s(run.state.value)).set("gsi2pk", s(f"RUNS#{run.state.value}"))
+        for name, value in (("started_at", run.started_at), ("ended_at", run.ended_at)):
+            upd.set_or_remove(name, None if value is None else s(it.ts(value)))
+        upd.set_or_remove("error", None if run.error is None else s(run.error))
+        if plan_id is not None:
+            upd.set("plan", s(plan_id)).set("plan_at", n(int(self._clock())))
+        cond = upd.condition(
+            "attribute_exists(pk) AND attribute_not_exists({lock}) "
+            "AND attribute_not_exists({plan}) AND {st} = :expect",
+            expect=s(expect.value),
+        )
+        counters = Update()
+        counters.set("n_done", n(run.n_done)).set("n_failed", n(run.n_failed))
+        counters.set("n_running", n(run.n_running))
+        pk = it.run_pk(run.id)
+        return (
+            {"Update": upd.request(self.table, key(pk, it.RUN_SK), cond)},
+            {
+                "Update": counters.request(
+                    self.table, key(pk, it.COUNTERS_SK), "attribute_exists(pk)"
+                )
+            },
+        )
+
+    def _plan_writes(self, plan: Plan, plan_id: str | None) -> list[Item]:
+        """The task writes of a plan, those that leave a task QUEUED last."""
+        pk = it.run_pk(plan.run.id)
+        writes: list[tuple[bool, Item]] = []
+        for task_id, task in plan.tasks.items():
+            qseq = self._seq.next() if task.state is TaskState.QUEUED else None
+            upd = it.task_fields(Update(), task, qseq)
+            if qseq is None:
+                upd.remove("qseq")
+            parents = plan.edges.get(task_id)
+            it.upstream_fields(upd, task, None if parents is None else list(parents))
+            writes.append(
+                (task.state is TaskState.QUEUED, self._plan_update(upd, pk, task_id, plan_id))
+            )
+        for child, parents in plan.edges.items():
+            if child not in plan.tasks:
+                upd = Update()
+                digests = sorted({it.parent_digest(p) for p in parents})
+                upd.set_or_remove("ups", {"BS": digests} if digests else None).add("ugen", n(1))
+                writes.append((False, self._plan_update(upd, pk, child, plan_id)))
+        writes.sort(key=lambda w: w[0])
+        return [w for _, w in writes]
+
+    def _plan_update(self, upd: Update, pk: str, task_id: str, plan_id: str | None) -> Item:
+        if plan_id is None:
+            cond = "attribute_exists(pk)"
+        else:
+            upd.set("pl", s(plan_id))
+            cond = upd.condition(
+                "attribute_exists(pk) AND (attribute_not_exists({pl}) OR {pl} <> :plan)",
+                plan=s(plan_id),
+            )
+        return {"Update": upd.request(self.table, key(pk, it.task_sk(task_id)), cond)}
+
+    def _apply_journaled(self, plan: Plan, expect: RunState) -> bool:
+        run_id = plan.run.id
+        pk = it.run_pk(run_id)
+        plan_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
+        body = it.pack(
+            {
+                "tasks": [it.task_to_json(t) for t in plan.tasks.values()],
+                "edges": {c: sorted(p) for c, p in plan.edges.items()},
+            }
+        )
+        parts = it.split(body)
+        head: Item = {
+            **key(pk, f"{it.PLAN_PREFIX}{plan_id}"),
+            "run": s(run_id),
+            "chunks": n(len(parts)),
+            "at": n(int(self._clock())),
+            "gsi2pk": s("PLANS"),
+            "gsi2sk": s(f"{plan_id}#{run_id}"),
+        }
+        self._batch_write(
+            [
+                {
+                    "PutRequest": {
+                        "Item": {**key(pk, f"{it.PLAN_PREFIX}{plan_id}#{i:05d}"), "body": {"B": p}}
+                    }
+                }
+                for i, p in enumerate(parts)
+            ]
+            + [{"PutRequest": {"Item": head}}]
+        )
+        run_write, counters_write = self._plan_run_writes(plan, expect, plan_id)
+        reasons = self._transact([run_write, counters_write])
+        if reasons is not None:
+            self._delete_plan(pk, plan_id, len(parts))
+            if reasons[0] == "ConditionalCheckFailed":
+                return False
+            raise RuntimeError(f"apply_plan {run_id}: transaction cancelled: {reasons}")
+        self._complete_plan(run_id, plan_id)
+        return True
+
+    def _load_plan(self, run_id: str, plan_id: str) -> Plan | None:
+        pk = it.run_pk(run_id)
+        items = list(self._partition(pk, f"{it.PLAN_PREFIX}{plan_id}"))
+        head = next((i for i in items if i["sk"]["S"] == f"{it.PLAN_PREFIX}{plan_id}"), None)
+        if head is None:
+            return None
+        parts = sorted((i["sk"]["S"], bytes(i["body"]["B"])) for i in items if "body" in i)
+        if len(parts) != it.get_n(head, "chunks"):
+            return None
+        data = it.unpack(b"".join(p for _, p in parts))
+        tasks = {t["task_id"]: it.task_from_json(run_id, t) for t in data["tasks"]}
+        edges = {c: dict.fromkeys(p, TaskState.SUCCEEDED) for c, p in data["edges"].items()}
+        # the run part of the plan was applied at commit; only the tasks are replayed
+        dummy = Run(run_id, "", "", 0, RunState.RUNNING, {}, datetime.now(UTC), datetime.now(UTC))
+        return Plan(dummy, tasks, edges=edges)
+
+    def _complete_plan(self, run_id: str, plan_id: str) -> None:
+        """Apply (again) the task writes of a committed plan, then retire it. Idempotent: each
+        chunk is one transaction whose writes are conditional on not carrying the plan id."""
+        pk = it.run_pk(run_id)
+        plan = self._load_plan(run_id, plan_id)
+        if plan is not None:
+            writes = self._plan_writes(plan, plan_id)
+            for start in range(0, len(writes), TRANSACTION_MAX):
+                reasons = self._transact(writes[start : start + TRANSACTION_MAX])
+                if reasons is not None and any(
+                    r not in ("ConditionalCheckFailed", "None") for r in reasons
+                ):
+                    raise RuntimeError(
+                        f"plan {plan_id} of run {run_id}: chunk cancelled: {reasons}"
+                    )
+                # ConditionalCheckFailed: this chunk was applied before (by us or a helper)
+        upd = Update().remove("plan").remove("plan_at")
+        self._update(upd, key(pk, it.RUN_SK), upd.condition("{plan} = :p", p=s(plan_id)))
+        count = self._partition(pk, f"{it.PLAN_PREFIX}{plan_id}", ProjectionExpression="sk")
+        self._batch_write([{"DeleteRequest": {"Key": key(pk, i["sk"]["S"])}} for i in count])
+
+    def _delete_plan(self, pk: str, plan_id: str, chunks: int) -> None:
+        sks = [f"{it.PLAN_PREFIX}{plan_id}"] + [
+            f"{it.PLAN_PREFIX}{plan_id}#{i:05d}" for i in range(chunks)
+        ]
+        self._batch_write([{"DeleteRequest": {"Key": key(pk, sk)}} for sk in sks])
+
+    def complete_pending_plans(self, limit: int = 100) -> int:
+        """For the reconciler: finish every plan whose writer died after committing it (its
+        lease ran out), and delete plan items no run refers to. Returns how many it handled."""
+        handled = 0
+        for head in self._take(self._index("gsi2", "PLANS"), limit):
+            if not self._expired(head, "at"):
+                continue
+            run_id = str(head["run"]["S"])
+            plan_id = str(head["sk"]["S"]).removeprefix(it.PLAN_PREFIX)
+            run = self._get(it.run_pk(run_id), it.RUN_SK)
+            if run is not None and it.get_s(run, "plan") == plan_id:
+                self._complete_plan(run_id, plan_id)
+            else:
+                self._delete_plan(it.run_pk(run_id), plan_id, it.get_n(head, "chunks"))
+            handled += 1
+        return handled
+
+    # ------------------------------------------------------------ global task queries
+    def queued_tasks(self, limit: int) -> list[TaskInstance]:
+        """The RUNNING runs (one index query), the counters of those with a limit (one
+        BatchGetItem per 100), then the head of each free run's queue (one query each),
+        merged by priority then FIFO position."""
+        runs = list(self._index("gsi2", f"RUNS#{RunState.RUNNING.value}"))
+        limited = [r for r in runs if "concurrency" in r]
+        counters = {
+            it.run_id_of(c): c
+            for c in self._batch_get([key(r["pk"]["S"], it.COUNTERS_SK) for r in limited])
+        }
+        heads: list[Item] = []
+        for r in runs:
+            run_id = it.run_id_of(r)
+            if "concurrency" in r and it.get_n(counters.get(run_id, {}), "n_running") >= it.get_n(
+                r, "concurrency"
+            ):
+                continue  # no free slot
+            heads += self._take(self._index("gsi1", f"Q#{run_id}", limit=limit), limit)
+        heads.sort(key=lambda i: str(i["gsi1sk"]["S"]))
+        return [it.to_task(it.run_id_of(i), i) for i in heads[:limit]]
+
+    def _timers(
+        self, kind: str, *, upto: str | None = None, limit: int | None = None
+    ) -> list[Item]:
+        found: list[Item] = []
+        for shard in range(it.TIMER_SHARDS):
+            items = self._index("gsi1", f"{kind}#{shard}", upto=upto, limit=limit)
+            found += items if limit is None else self._take(items, limit)
+        found.sort(key=lambda i: str(i["gsi1sk"]["S"]))
+        return found if limit is None else found[:limit]
+
+    def due_retries(self, now: datetime, limit: int) -> list[TaskInstance]:
+        items = self._timers("RETRY", upto=f"{it.ts(now)}#{it.HIGH}", limit=limit)
+        return [it.to_task(it.run_id_of(i), i) for i in items]
+
+    def expired_tasks(self, now: datetime, limit: int) -> list[TaskInstance]:
+        items = self._timers("RUNNING", upto=f"{it.ts(now)}#{it.HIGH}", limit=limit)
+        return [it.to_task(it.run_id_of(i), i) for i in items]
+
+    def running_tasks(self) -> list[TaskInstance]:
+        return [it.to_task(it.run_id_of(i), i) for i in self._timers("RUNNING")]
+
+    def next_wakeup(self) -> datetime | None:
+        firsts = [
+            str(i["gsi1sk"]["S"]).split("#", 1)[0]
+            for kind in ("RETRY", "RUNNING")
+            for i in self._timers(kind, limit=1)
+        ]
+        times = [t for t in firsts if t != it.NO_TIME]
+        return it.dt(min(times)) if times else None
+
+    # ------------------------------------------------------------ attempts
+    def start_attempt(self, attempt: Attempt) -> None:
+        upd = Update()
+        upd.set_if_absent("run", s(attempt.run_id)).set_if_absent("task", s(attempt.task_id))
+        upd.set_if_absent("attempt", n(attempt.attempt)).set_if_absent("st", s(attempt.state))
+        upd.set_if_absent("started_at", s(it.ts(attempt.started_at)))
+        upd.set_if_absent("outputs", it.js({}))
+        upd.set_if_absent(TTL_ATTRIBUTE, self._expires(attempt.started_at))
+        if attempt.log is not None:
+            upd.set("log", s(attempt.log))
+        self._update(
+            upd, key(it.run_pk(attempt.run_id), it.attempt_sk(attempt.task_id, attempt.attempt))
+        )
+
+    def finish_attempt(self, attempt: Attempt) -> None:
+        upd = Update()
+        upd.set("run", s(attempt.run_id)).set("task", s(attempt.task_id))
+        upd.set("attempt", n(attempt.attempt)).set("st", s(attempt.state))
+        upd.set_if_absent("started_at", s(it.ts(attempt.started_at)))
+        ended = attempt.ended_at
+        upd.set_or_remove("ended_at", None if ended is None else s(it.ts(ended)))
+        upd.set_or_remove("exit_code", None if attempt.exit_code is None else n(attempt.exit_code))
+        upd.set_or_remove("error", None if attempt.error is None else s(attempt.error))
+        upd.set("outputs", it.js(attempt.outputs))
+        upd.set(TTL_ATTRIBUTE, self._expires(ended or attempt.started_at))
+        if attempt.log is not None:
+            upd.set("log", s(attempt.log))
+        # the first end wins: a timed-out attempt's later exit report changes nothing
+        cond = upd.condition("attribute_not_exists(pk) OR {st} = :running", running=s("running"))
+        self._update(
+            upd,
+            key(it.run_pk(attempt.run_id), it.attempt_sk(attempt.task_id, attempt.attempt)),
+            cond,
+        )
+
+    def list_attempts(self, run_id: str, task_id: str | None = None) -> list[Attempt]:
+        prefix = it.ATTEMPT_PREFIX if task_id is None else f"{it.ATTEMPT_PREFIX}{task_id}#"
+        return [it.to_attempt(i) for i in self._partition(it.run_pk(run_id), prefix)]

@@ -1,0 +1,618 @@
+"""``kubernetes`` tasks as batch/v1 Jobs on EKS, finished by a Step Functions task-token callback.
+
+The task-attempt state machine invokes the launcher function with
+``lambda:invoke.waitForTaskToken``; the launcher creates the Job through the Kubernetes API
+(endpoint and CA from ``eks:DescribeCluster``, the standard EKS bearer token) and returns. The
+pod has two containers sharing an ``emptyDir``:
+
+- ``task``: the user's image, its command wrapped by ``eks_task.sh`` (so the image needs
+  ``/bin/sh``), which writes the exit status to ``/stratoflow/exit``;
+- ``reporter``: an AWS CLI image running ``eks_reporter.sh``, which heartbeats while the task
+  runs and then calls ``send-task-success`` (with the task's outputs) or ``send-task-failure``.
+
+So the state machine learns that a Job finished about a second after it did, instead of on
+the next poll of ``eks:runJob.sync`` (about once a minute). The task token lives in a Secret
+owned by the Job (not in the Job's spec), which a retried launch replaces: a state machine
+Retry issues a new token, and the Job already running must answer with that one.
+docs/aws-eks.md has the design, the comparison and what the cluster needs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from botocore.credentials import Credentials
+from botocore.hooks import HierarchicalEmitter
+from botocore.model import ServiceId
+from botocore.signers import RequestSigner
+
+TOKEN_PREFIX = "k8s-aws-v1."  # noqa: S105 (a format marker, not a secret)
+# EKS accepts a token for 15 minutes after X-Amz-Date whatever this says; 60 s is the usual value
+TOKEN_EXPIRES_SECONDS = 60
+DEFAULT_REPORTER_IMAGE = "public.ecr.aws/aws-cli/aws-cli:2.15.0"
+DEFAULT_SERVICE_ACCOUNT = "stratoflow-reporter"
+SHARED_DIR = "/stratoflow"
+TOKEN_DIR = "/var/run/stratoflow"  # noqa: S105 (a mount path)
+TOKEN_KEY = "task-token"  # noqa: S105 (a Secret key name)
+LABEL_PREFIX = "stratoflow.io/"
+FAILURE_REJECTED = "Stratoflow.JobRejected"
+FAILURE_INVALID = "Stratoflow.InvalidTask"
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+
+
+class InvalidTask(ValueError):
+    """The execution input cannot become a Job (the message names the field)."""
+
+
+class KubernetesApiError(Exception):
+    """The Kubernetes API answered with an error, or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class KubernetesUnavailable(KubernetesApiError):
+    """Worth retrying: a network error, 429 or 5xx. The state machine's Retry sees this name."""
+
+
+class JobRejected(KubernetesApiError):
+    """The API refused the Job for good (400/401/403/404/422): retrying would change nothing."""
+
+
+def _script(name: str) -> str:
+    return resources.files("stratoflow.adapters.aws").joinpath(name).read_text(encoding="utf-8")
+
+
+def task_script() -> str:
+    """The wrapper that runs the task's command in the user's image (POSIX sh)."""
+    return _script("eks_task.sh")
+
+
+def reporter_script() -> str:
+    """What the reporter container runs (POSIX sh and the AWS CLI)."""
+    return _script("eks_reporter.sh")
+
+
+# ------------------------------------------------------------------ names
+def _digest(text: str, size: int) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:size]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]", "-", text.lower())).strip("-")
+
+
+def job_name(run_id: str, task_id: str, attempt: int) -> str:
+    """Deterministic DNS-1123 label (<= 63 chars) for one attempt: readable task and attempt,
+    a hash of the whole key so distinct attempts never share a name. A retried launch of the
+    same attempt therefore meets its own Job (409), never a second one."""
+    tail = f"-{attempt}-{_digest(f'{run_id}/{task_id}/{attempt}', 10)}"
+    head = (_slug(task_id) or "task")[: 63 - len("sf-") - len(tail)].strip("-")
+    return f"sf-{head}{tail}"
+
+
+def label_value(text: str) -> str:
+    """``text`` if it is a valid label value, else a readable prefix plus a hash (labels hold at
+    most 63 chars of [A-Za-z0-9_.-]); the exact value is kept in an annotation."""
+    if len(text) <= 63 and _LABEL_VALUE.match(text):
+        return text
+    head = re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:50].strip("-_.")
+    return f"{head}-{_digest(text, 12)}" if head else _digest(text, 12)
+
+
+# ------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class EksSettings:
+    cluster: str
+    namespace: str = "default"
+    service_account: str = DEFAULT_SERVICE_ACCOUNT
+    reporter_image: str = DEFAULT_REPORTER_IMAGE
+    ttl_seconds_after_finished: int = 3600
+    heartbeat_seconds: int = 60
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> EksSettings:
+        env = os.environ if env is None else env
+        cluster = env.get("STRATOFLOW_EKS_CLUSTER", "")
+        if not cluster:
+            raise ValueError("STRATOFLOW_EKS_CLUSTER is not set: kubernetes tasks need a cluster")
+
+        def number(name: str, default: int) -> int:
+            raw = env.get(name) or str(default)
+            if not raw.isdigit():
+                raise ValueError(f"{name} must be a whole number of seconds, not {raw!r}")
+            return int(raw)
+
+        return cls(
+            cluster=cluster,
+            namespace=env.get("STRATOFLOW_EKS_NAMESPACE") or "default",
+            service_account=env.get("STRATOFLOW_EKS_SERVICE_ACCOUNT") or DEFAULT_SERVICE_ACCOUNT,
+            reporter_image=env.get("STRATOFLOW_EKS_REPORTER_IMAGE") or DEFAULT_REPORTER_IMAGE,
+            ttl_seconds_after_finished=number("STRATOFLOW_EKS_JOB_TTL_SECONDS", 3600),
+            heartbeat_seconds=number("STRATOFLOW_EKS_HEARTBEAT_SECONDS", 60),
+        )
+
+
+# ------------------------------------------------------------------ the Job
+@dataclass(frozen=True)
+class JobRequest:
+    """What the launcher makes of one execution input."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    namespace: str
+    name: str
+    job: dict[str, Any]
+    secret: dict[str, Any] = field(repr=False)  # holds the task token: never logged
+
+
+def _task_fields(task: Mapping[str, Any]) -> Mapping[str, Any]:
+    # the dispatcher may nest the rendered fields or spread them next to params/env
+    nested = task.get("fields")
+    return nested if isinstance(nested, Mapping) else task
+
+
+def _namespace(fields: Mapping[str, Any], settings: EksSettings) -> str:
+    # a task without a namespace runs in the stack's
+    chosen = fields.get("namespace")
+    namespace = chosen if isinstance(chosen, str) and chosen else settings.namespace
+    if not _DNS_LABEL.match(namespace) or len(namespace) > 63:
+        raise InvalidTask(f"namespace {namespace!r} is not a valid Kubernetes namespace name")
+    return namespace
+
+
+def _argv(command: Any) -> list[str]:
+    if isinstance(command, str) and command.strip():
+        return ["/bin/sh", "-c", command]
+    if (
+        isinstance(command, list)
+        and command
+        and all(isinstance(c, str | int | float) for c in command)
+    ):
+        return [str(c) for c in command]
+    raise InvalidTask("command must be a non-empty string or a non-empty list of strings")
+
+
+def _quantity(fields: Mapping[str, Any], name: str, default: str) -> str:
+    value = str(fields.get(name) or default)
+    if not _QUANTITY.match(value):
+        raise InvalidTask(f"{name} {value!r} is not a Kubernetes quantity (e.g. 500m, 2, 2Gi)")
+    return value
+
+
+def build_job(event_input: Any, task_token: str, settings: EksSettings) -> JobRequest:
+    """The Job (and the Secret holding the token) for one execution input of the contract."""
+    if not isinstance(event_input, Mapping):
+        raise InvalidTask("the event has no 'input' object (the execution input)")
+    try:
+        run_id = str(event_input["run_id"])
+        task_id = str(event_input["task_id"])
+        attempt = int(event_input["attempt"])
+        task = event_input["task"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidTask(
+            f"execution input lacks run_id, task_id, attempt or task: {exc}"
+        ) from None
+    if not isinstance(task, Mapping):
+        raise InvalidTask("execution input field 'task' must be an object")
+    if not task_token:
+        raise InvalidTask("task_token is empty: invoke with lambda:invoke.waitForTaskToken")
+    fields = _task_fields(task)
+    image = fields.get("image")
+    if not isinstance(image, str) or not image.strip():
+        raise InvalidTask("image must be a non-empty string")
+    timeout = event_input.get("timeout_seconds")
+    if timeout is not None and (type(timeout) is not int or timeout <= 0):
+        raise InvalidTask(f"timeout_seconds must be a positive integer, not {timeout!r}")
+    namespace = _namespace(fields, settings)
+    name = job_name(run_id, task_id, attempt)
+    context = event_input.get("context") or {}
+    cpu = _quantity(fields, "cpu", "1")
+    memory = _quantity(fields, "memory", "2Gi")
+    env_in = task.get("env") or fields.get("env") or {}
+    if not isinstance(env_in, Mapping):
+        raise InvalidTask("env must be an object of names to values")
+
+    labels = {
+        "app.kubernetes.io/managed-by": "stratoflow",
+        f"{LABEL_PREFIX}run": label_value(run_id),
+        f"{LABEL_PREFIX}task": label_value(task_id),
+        f"{LABEL_PREFIX}attempt": str(attempt),
+    }
+    annotations = {
+        f"{LABEL_PREFIX}run-id": run_id,
+        f"{LABEL_PREFIX}task-id": task_id,
+        f"{LABEL_PREFIX}attempt": str(attempt),
+        f"{LABEL_PREFIX}workflow": str(context.get("workflow", "")),
+        f"{LABEL_PREFIX}project": str(context.get("project", "")),
+    }
+    shared = {"name": "stratoflow", "mountPath": SHARED_DIR}
+    task_env = [{"name": str(k), "value": str(v)} for k, v in env_in.items()] + [
+        {"name": "STRATOFLOW_DIR", "value": SHARED_DIR},
+        {"name": "STRATOFLOW_RUN_ID", "value": run_id},
+        {"name": "STRATOFLOW_TASK_ID", "value": task_id},
+        {"name": "STRATOFLOW_ATTEMPT", "value": str(attempt)},
+        {"name": "STRATOFLOW_WORKFLOW", "value": str(context.get("workflow", ""))},
+        {"name": "STRATOFLOW_LOGICAL_DATE", "value": str(context.get("logical_date", ""))},
+    ]
+    reporter_env = [
+        {"name": "STRATOFLOW_DIR", "value": SHARED_DIR},
+        {"name": "STRATOFLOW_TOKEN_FILE", "value": f"{TOKEN_DIR}/{TOKEN_KEY}"},
+        {"name": "STRATOFLOW_HEARTBEAT_SECONDS", "value": str(settings.heartbeat_seconds)},
+        {"name": "AWS_RETRY_MODE", "value": "standard"},
+        {"name": "AWS_MAX_ATTEMPTS", "value": "5"},
+    ]
+    spec: dict[str, Any] = {
+        "backoffLimit": 0,  # retries are the engine's, each with its own attempt number
+        "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
+        "template": {
+            "metadata": {"labels": labels, "annotations": annotations},
+            "spec": {
+                "restartPolicy": "Never",
+                "serviceAccountName": settings.service_account,
+                # the reporter first: the kubelet starts containers in order, so it heartbeats
+                # while a large task image is still being pulled
+                "containers": [
+                    {
+                        "name": "reporter",
+                        "image": settings.reporter_image,
+                        "command": ["/bin/sh", "-c", reporter_script(), "stratoflow-reporter"],
+                        "env": reporter_env,
+                        # no requests: on Fargate any request is added to the task's and
+                        # rounds the pod up to the next size (1 vCPU + 50m bills 2 vCPU)
+                        "resources": {},
+                        "volumeMounts": [
+                            shared,
+                            {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True},
+                        ],
+                    },
+                    {
+                        "name": "task",
+                        "image": image,
+                        "command": [
+                            "/bin/sh",
+                            "-c",
+                            task_script(),
+                            "stratoflow-task",
+                            *_argv(fields.get("command")),
+                        ],
+                        "env": task_env,
+                        "resources": {
+                            "requests": {"cpu": cpu, "memory": memory},
+                            "limits": {"cpu": cpu, "memory": memory},
+                        },
+                        "volumeMounts": [shared],
+                    },
+                ],
+                "volumes": [
+                    {"name": "stratoflow", "emptyDir": {}},
+                    {"name": "token", "secret": {"secretName": name}},
+                ],
+            },
+        },
+    }
+    if timeout is not None:
+        spec["activeDeadlineSeconds"] = timeout
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": spec,
+    }
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "type": "Opaque",
+        "stringData": {TOKEN_KEY: task_token},
+    }
+    return JobRequest(run_id, task_id, attempt, namespace, name, job, secret)
+
+
+# ------------------------------------------------------------------ EKS access
+def eks_token(cluster: str, region: str, credentials: Credentials) -> str:
+    """The bearer token EKS accepts: a presigned STS GetCallerIdentity URL with the cluster
+    name in the signed ``x-k8s-aws-id`` header, base64url without padding, prefixed."""
+    emitter = HierarchicalEmitter()  # the signer keeps only a weak reference: hold it here
+    signer = RequestSigner(ServiceId("sts"), region, "sts", "v4", credentials, emitter)
+    request = {
+        "method": "GET",
+        "url": f"https://sts.{region}.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15",
+        "body": {},
+        "headers": {"x-k8s-aws-id": cluster},
+        "context": {},
+    }
+    url = signer.generate_presigned_url(
+        request, "GetCallerIdentity", expires_in=TOKEN_EXPIRES_SECONDS, region_name=region
+    )
+    return TOKEN_PREFIX + base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
+
+
+@dataclass(frozen=True)
+class ClusterAccess:
+    endpoint: str
+    ca_pem: str
+
+
+def describe_cluster(eks_client: Any, cluster: str) -> ClusterAccess:
+    """Endpoint and CA certificate (PEM) of a cluster, from eks:DescribeCluster."""
+    found = eks_client.describe_cluster(name=cluster)["cluster"]
+    endpoint = found.get("endpoint")
+    data = (found.get("certificateAuthority") or {}).get("data")
+    if not endpoint or not data:
+        raise KubernetesUnavailable(
+            f"cluster {cluster!r} has no endpoint or CA yet (still creating?)"
+        )
+    try:
+        pem = base64.b64decode(data, validate=True).decode("ascii")
+    except ValueError:
+        raise JobRejected(
+            f"cluster {cluster!r}: its certificateAuthority is not base64 PEM"
+        ) from None
+    return ClusterAccess(endpoint, pem)
+
+
+class KubernetesApi:
+    """The few Kubernetes API calls the launcher needs, over HTTPS that trusts only the cluster CA."""
+
+    def __init__(
+        self, access: ClusterAccess, token: Callable[[], str], *, timeout: float = 10.0
+    ) -> None:
+        self._token = token
+        context = ssl.create_default_context(cadata=access.ca_pem)
+        self._http = httpx.Client(base_url=access.endpoint, verify=context, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(
+        self, method: str, path: str, *, body: Any = None, params: Mapping[str, str] | None = None
+    ) -> httpx.Response:
+        try:
+            return self._http.request(
+                method,
+                path,
+                json=body,
+                params=params,
+                headers={"Authorization": f"Bearer {self._token()}", "Accept": "application/json"},
+            )
+        except httpx.HTTPError as exc:
+            raise KubernetesUnavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+
+    @staticmethod
+    def _raise(method: str, path: str, response: httpx.Response) -> None:
+        try:
+            reason = str(response.json().get("message", ""))
+        except (ValueError, AttributeError):
+            reason = response.text[:300]
+        message = f"{method} {path}: HTTP {response.status_code}: {reason}"
+        if response.status_code == 429 or response.status_code >= 500:
+            raise KubernetesUnavailable(message, response.status_code)
+        raise JobRejected(message, response.status_code)
+
+    def create(self, path: str, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        """POST; the created object, or None when one of that name exists already (409)."""
+        response = self._call("POST", path, body=manifest)
+        if response.status_code == 409:
+            return None
+        if response.is_success:
+            created: dict[str, Any] = response.json()
+            return created
+        self._raise("POST", path, response)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+        response = self._call("GET", path, params=params)
+        if response.status_code == 404:
+            return None
+        if response.is_success:
+            found: dict[str, Any] = response.json()
+            return found
+        self._raise("GET", path, response)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def replace(self, path: str, manifest: Mapping[str, Any]) -> None:
+        response = self._call("PUT", path, body=manifest)
+        if not response.is_success:
+            self._raise("PUT", path, response)
+
+    def delete(self, path: str) -> bool:
+        """DELETE with background propagation (the Job goes at once, its pods and Secret after);
+        False when there was nothing to delete."""
+        response = self._call(
+            "DELETE",
+            path,
+            body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+        )
+        if response.status_code == 404:
+            return False
+        if not response.is_success:
+            self._raise("DELETE", path, response)
+        return True
+
+
+def _jobs_path(namespace: str, name: str | None = None) -> str:
+    base = f"/apis/batch/v1/namespaces/{quote(namespace)}/jobs"
+    return f"{base}/{quote(name)}" if name else base
+
+
+def _secrets_path(namespace: str, name: str | None = None) -> str:
+    base = f"/api/v1/namespaces/{quote(namespace)}/secrets"
+    return f"{base}/{quote(name)}" if name else base
+
+
+# ------------------------------------------------------------------ the launcher
+@dataclass
+class LaunchResult:
+    name: str
+    namespace: str
+    created: bool  # False: the Job existed already (a retried launch of the same attempt)
+
+
+class EksJobs:
+    """Launch and delete attempt Jobs in one cluster. Build it once per Lambda container: the
+    cluster's endpoint and CA are looked up on first use and kept."""
+
+    def __init__(
+        self,
+        settings: EksSettings,
+        *,
+        eks_client: Any,
+        credentials: Callable[[], Credentials],
+        region: str,
+        api_factory: Callable[[ClusterAccess, Callable[[], str]], KubernetesApi] = KubernetesApi,
+    ) -> None:
+        self.settings = settings
+        self._eks = eks_client
+        self._credentials = credentials
+        self._region = region
+        self._api_factory = api_factory
+        self._api: KubernetesApi | None = None
+
+    def api(self) -> KubernetesApi:
+        if self._api is None:
+            access = describe_cluster(self._eks, self.settings.cluster)
+            self._api = self._api_factory(
+                access, lambda: eks_token(self.settings.cluster, self._region, self._credentials())
+            )
+        return self._api
+
+    def launch(self, event_input: Any, task_token: str) -> LaunchResult:
+        """Create the attempt's Job (409: it exists, from an earlier try of this launch) and put
+        ``task_token`` in the Secret its reporter reads, owned by the Job so it goes with it."""
+        request = build_job(event_input, task_token, self.settings)
+        api = self.api()
+        job = api.create(_jobs_path(request.namespace), request.job)
+        created = job is not None
+        if job is None:
+            job = api.get(_jobs_path(request.namespace, request.name))
+            if job is None:  # deleted between our POST and GET (a stop): nothing to attach to
+                raise KubernetesUnavailable(f"job {request.name} vanished while launching")
+        secret = dict(request.secret)
+        secret["metadata"] = {
+            **request.secret["metadata"],
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": request.name,
+                    "uid": job["metadata"]["uid"],
+                }
+            ],
+        }
+        if api.create(_secrets_path(request.namespace), secret) is None:
+            # a retried state: a new task token replaces the old one the reporter would use
+            api.replace(_secrets_path(request.namespace, request.name), secret)
+        return LaunchResult(request.name, request.namespace, created)
+
+    def delete_job(
+        self, run_id: str, task_id: str, attempt: int, *, namespace: str | None = None
+    ) -> int:
+        """Delete the attempt's Job (its pods and token Secret follow); returns how many were
+        deleted. Without ``namespace`` it is found by name across the cluster (or, where the
+        launcher may not list cluster-wide, looked for in the stack's namespace)."""
+        name = job_name(run_id, task_id, attempt)
+        api = self.api()
+        namespaces = [namespace] if namespace is not None else self._namespaces_of(api, name)
+        return sum(api.delete(_jobs_path(ns, name)) for ns in namespaces)
+
+    def _namespaces_of(self, api: KubernetesApi, name: str) -> list[str]:
+        try:
+            found = api.get("/apis/batch/v1/jobs", {"fieldSelector": f"metadata.name={name}"})
+        except JobRejected:  # may not list cluster-wide (a namespace-scoped access entry)
+            return [self.settings.namespace]
+        return [
+            item["metadata"]["namespace"]
+            for item in (found or {}).get("items", [])
+            if item["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by")
+            == "stratoflow"
+        ]
+
+    def kill(self, run_id: str, task_id: str, attempt: int) -> None:
+        """``Dispatcher.kill``'s signature, for StepFunctionsDispatcher's ``on_kill`` hook."""
+        self.delete_job(run_id, task_id, attempt)
+
+
+def failure_cause(message: str) -> str:
+    """The ``cause`` of a send-task-failure, shaped like the reporter's."""
+    return json.dumps({"exit_code": None, "error": message, "log_tail": ""})
+
+
+# ------------------------------------------------------------------ what the function does
+_ENDED = ("ABORTED", "TIMED_OUT", "FAILED")
+
+
+def handle_launch(jobs: EksJobs, sfn_client: Any, event: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``lambda:invoke.waitForTaskToken`` payload ``{"task_token", "input"}``: create the
+    Job and return; the reporter in its pod completes the token. Input the cluster refuses
+    for good fails the attempt through the token at once (no Retry could help); an
+    unreachable API raises ``KubernetesUnavailable`` for the state's Retry."""
+    token = event.get("task_token")
+    if not isinstance(token, str) or not token:
+        raise InvalidTask("the event has no task_token: invoke with lambda:invoke.waitForTaskToken")
+    event_input = event.get("input")
+    try:
+        result = jobs.launch(event_input, token)
+    except (InvalidTask, JobRejected) as exc:
+        error = FAILURE_INVALID if isinstance(exc, InvalidTask) else FAILURE_REJECTED
+        sfn_client.send_task_failure(taskToken=token, error=error, cause=failure_cause(str(exc)))
+        return {"status": "rejected", "error": error, "reason": str(exc)}
+    return {
+        "status": "launched",
+        "job": result.name,
+        "namespace": result.namespace,
+        "created": result.created,
+    }
+
+
+def handle_execution_ended(jobs: EksJobs, event: Mapping[str, Any]) -> dict[str, Any]:
+    """An EventBridge "Step Functions Execution Status Change" event: when a kubernetes
+    attempt's execution was stopped, timed out or failed, delete its Job so nothing keeps
+    running (or billing) behind it. Idempotent: a Job already gone counts 0."""
+    detail = event.get("detail") or {}
+    status = detail.get("status")
+    if status not in _ENDED:
+        return {"status": "ignored", "reason": f"execution status {status!r}"}
+    try:
+        event_input = json.loads(detail.get("input") or "{}")
+    except ValueError:
+        return {"status": "ignored", "reason": "execution input is not JSON"}
+    if not isinstance(event_input, Mapping) or event_input.get("type") != "kubernetes":
+        return {"status": "ignored", "reason": "not a kubernetes attempt"}
+    try:
+        run_id = str(event_input["run_id"])
+        task_id = str(event_input["task_id"])
+        attempt = int(event_input["attempt"])
+        task = event_input.get("task") or {}
+        namespace = _namespace(_task_fields(task), jobs.settings)
+    except (KeyError, TypeError, ValueError) as exc:
+        return {"status": "ignored", "reason": f"execution input: {exc}"}
+    deleted = jobs.delete_job(run_id, task_id, attempt, namespace=namespace)
+    return {"status": "deleted" if deleted else "gone", "job": job_name(run_id, task_id, attempt)}
+
+
+def handle(jobs: EksJobs, sfn_client: Any, event: Mapping[str, Any]) -> dict[str, Any]:
+    if event.get("source") == "aws.states":
+        return handle_execution_ended(jobs, event)
+    return handle_launch(jobs, sfn_client, event)

@@ -1,0 +1,121 @@
+# Stratoflow: the reporter container of a kubernetes task's pod (an AWS CLI image).
+# It heartbeats while the task runs, waits for $STRATOFLOW_DIR/exit (written by eks_task.sh),
+# then completes the Step Functions task token: send-task-success with the task's outputs
+# (key=value lines of $STRATOFLOW_DIR/outputs, last write wins), or send-task-failure with the
+# exit code and the last lines of the log. It then exits 0 so the pod completes.
+# The token is read from a mounted Secret at each call: a retried launch replaces it there.
+# Needs sh, sed, tr, head, tail, wc, sleep, cat and aws. Written for POSIX sh.
+dir=${STRATOFLOW_DIR:-/stratoflow}
+token_file=${STRATOFLOW_TOKEN_FILE:-/var/run/stratoflow/task-token}
+heartbeat=${STRATOFLOW_HEARTBEAT_SECONDS:-60}
+poll=${STRATOFLOW_POLL_SECONDS:-1}
+tries=${STRATOFLOW_REPORT_TRIES:-30}
+pause=${STRATOFLOW_REPORT_PAUSE_SECONDS:-5}
+max_outputs=${STRATOFLOW_MAX_OUTPUT_BYTES:-200000}
+tab=$(printf '\t')
+cr=$(printf '\r')
+
+sfn() {  # sfn ACTION ARGS...: one Step Functions call with the current token; quiet on success
+    action=$1
+    shift
+    aws stepfunctions "$action" --task-token "$(cat "$token_file")" "$@" >/dev/null
+}
+
+report() {  # report ACTION ARGS...: retried, because a replaced token reaches the volume late
+    n=1
+    while ! sfn "$@"; do
+        if [ "$n" -ge "$tries" ]; then
+            return 1
+        fi
+        n=$((n + 1))
+        sleep "$pause"
+    done
+}
+
+json_string() {  # stdin -> one JSON string literal (lines joined with \n)
+    printf '"'
+    sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e "s/$tab/\\\\t/g" -e "s/$cr/\\\\r/g" | {
+        first=1
+        while IFS= read -r line || [ -n "$line" ]; do
+            if [ "$first" = 1 ]; then first=0; else printf '\\n'; fi
+            printf '%s' "$line"
+        done
+    }
+    printf '"'
+}
+
+trim() {
+    sed -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//'
+}
+
+outputs_json() {  # key=value lines -> a JSON object; read backwards so the last write wins
+    printf '{'
+    if [ -s "$1" ]; then
+        sed -n '1!G;h;$p' "$1" | {
+            seen='
+'
+            sep=''
+            while IFS= read -r line || [ -n "$line" ]; do
+                line=$(printf '%s' "$line" | tr -d '\000-\010\013\014\016-\037' | trim)
+                case $line in
+                '' | '#'*) continue ;;
+                *=*) ;;
+                *) continue ;;
+                esac
+                key=$(printf '%s' "${line%%=*}" | trim)
+                case $seen in *"
+$key
+"*) continue ;;
+                esac
+                seen="$seen$key
+"
+                printf '%s%s:%s' "$sep" "$(printf '%s' "$key" | json_string)" \
+                    "$(printf '%s' "${line#*=}" | trim | json_string)"
+                sep=','
+            done
+        }
+    fi
+    printf '}'
+}
+
+fail() {  # fail CODE MESSAGE: send-task-failure with the exit code and the log's last lines
+    {
+        printf '{"exit_code":%s,"error":' "$1"
+        printf '%s' "$2" | json_string
+        printf ',"log_tail":'
+        if [ -f "$dir/log" ]; then
+            tail -n 20 "$dir/log" | LC_ALL=C tr -cd '\11\12\15\40-\176' | tail -c 2000 | json_string
+        else
+            printf '""'
+        fi
+        printf '}'
+    } >"$dir/cause.json"
+    report send-task-failure --error Stratoflow.TaskFailed --cause "file://$dir/cause.json"
+}
+
+elapsed=$heartbeat
+until [ -s "$dir/exit" ]; do
+    if [ "$heartbeat" -gt 0 ] && [ "$elapsed" -ge "$heartbeat" ]; then
+        sfn send-task-heartbeat 2>/dev/null || true
+        elapsed=0
+    fi
+    sleep "$poll"
+    elapsed=$((elapsed + poll))
+done
+
+code=$(head -n 1 "$dir/exit" | tr -cd '0-9')
+[ -n "$code" ] || code=255
+if [ "$code" != 0 ]; then
+    fail "$code" "exited with code $code"
+elif [ -f "$dir/outputs" ] && [ "$(wc -c <"$dir/outputs")" -gt "$max_outputs" ]; then
+    fail 0 "the outputs file is larger than $max_outputs bytes"
+else
+    {
+        printf '{"status":"succeeded","exit_code":0,"outputs":'
+        outputs_json "$dir/outputs"
+        printf '}'
+    } >"$dir/result.json"
+    report send-task-success --task-output "file://$dir/result.json" \
+        || fail 0 "the outputs could not be reported (not UTF-8?)"
+fi
+exit 0

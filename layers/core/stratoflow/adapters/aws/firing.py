@@ -1,0 +1,158 @@
+"""An EventBridge Scheduler firing, turned into a run (the trigger function's work).
+
+A firing is the target input :mod:`stratoflow.adapters.aws.schedules` sets:
+``{"project": ..., "workflow": ..., "scheduled_time": "2026-11-21T02:00:00Z"}``.
+
+It means what a firing of the local cron loop means (``adapters/local/cron.py``; both use the
+pure rules in :mod:`stratoflow.model`):
+
+* the run's logical date is the fire time itself (not the start of the interval before it), in
+  UTC; the schedule is flexible-window ``OFF``, so the scheduled time *is* that fire time. It is
+  still put on the model's grid (the last fire time at or before it), so a firing EventBridge
+  places differently (an interval anchored elsewhere) cannot invent a date the local loop
+  would never use;
+* the run id is ``scheduled_run_id(project, workflow, logical date)``: a duplicate firing (EventBridge
+  delivers at least once, and retries) finds the run it created before;
+* with ``catchup: true`` the firing also creates the runs missed since the workflow's cursor
+  (EventBridge Scheduler does not backfill), oldest first, at most ``MAX_FIRINGS_PER_TICK`` per
+  firing: a longer backlog continues at the next firing. The firing's own run is always created;
+* a paused workflow, a workflow whose schedule was removed, and a firing outside the schedule's
+  window create nothing (``fire`` returns ``None``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from stratoflow.engine import Run
+from stratoflow.errors import InvalidInput, Problem
+from stratoflow.model import (
+    Schedule,
+    due_firings,
+    parse_schedule,
+    schedule_window,
+)
+from stratoflow.service import Scheduler, scheduled_run_id
+
+__all__ = ["Firing", "fire", "logical_date", "parse_firing"]
+
+log = logging.getLogger("stratoflow.firing")
+
+_SOURCE = "schedule firing"
+
+
+@dataclass(frozen=True)
+class Firing:
+    project: str
+    workflow: str
+    scheduled_time: datetime  # aware UTC
+
+
+def parse_firing(event: Any) -> Firing:
+    """Validate a firing's input. Raises ``InvalidInput`` naming every bad field."""
+    if not isinstance(event, Mapping):
+        raise InvalidInput(
+            f"expected a JSON object with project, workflow and scheduled_time, "
+            f"got {type(event).__name__}",
+            source=_SOURCE,
+        )
+    problems: list[Problem] = []
+    names: dict[str, str] = {}
+    for key in ("project", "workflow"):
+        value = event.get(key)
+        if not isinstance(value, str) or not value.strip():
+            problems.append(Problem(key, "required: a non-empty string"))
+        else:
+            names[key] = value
+    scheduled = _parse_time(event.get("scheduled_time"), problems)
+    if problems:
+        raise InvalidInput(problems, source=_SOURCE)
+    assert scheduled is not None
+    return Firing(names["project"], names["workflow"], scheduled)
+
+
+def _parse_time(value: Any, problems: list[Problem]) -> datetime | None:
+    if not isinstance(value, str) or not value.strip():
+        problems.append(Problem("scheduled_time", "required: an ISO 8601 time with a zone"))
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        problems.append(
+            Problem("scheduled_time", f"{value!r} is not an ISO 8601 time (2026-11-21T02:00:00Z)")
+        )
+        return None
+    if moment.tzinfo is None:
+        problems.append(Problem("scheduled_time", f"{value!r} has no time zone (add Z)"))
+        return None
+    return moment.astimezone(UTC)
+
+
+def logical_date(schedule: Schedule, scheduled_time: datetime) -> datetime | None:
+    """The logical date of a firing at ``scheduled_time``: the schedule's last fire time at or
+    before it, or ``None`` if that falls outside the schedule's window."""
+    start, end = schedule_window(schedule)
+    found = parse_schedule(schedule.cron).previous_at_or_before(
+        scheduled_time, schedule.timezone, start
+    )
+    if found is None or (end is not None and found > end):
+        return None
+    return found
+
+
+def fire(scheduler: Scheduler, event: Any) -> tuple[Run, bool] | None:
+    """Create the run of a firing (and, with catchup, the runs it missed before it).
+
+    Returns the firing's run and whether this call created it (``False``: a duplicate firing,
+    the run already existed), or ``None`` when the firing creates nothing (workflow paused,
+    schedule removed, or outside the schedule's window). Raises ``InvalidInput`` for a garbled
+    event and ``NotFound`` for an unknown workflow, having created nothing.
+    """
+    firing = parse_firing(event)
+    catalog = scheduler.catalog
+    project, name = firing.project, firing.workflow
+    latest = catalog.get_version(project, name)
+    if latest.paused:
+        log.info("firing of paused workflow %s/%s ignored", project, name)
+        return None
+    schedule = scheduler.spec(project, name, latest.version).workflow.schedule
+    if schedule is None:
+        log.warning("firing of %s/%s ignored: it has no schedule any more", project, name)
+        return None
+    logical = logical_date(schedule, firing.scheduled_time)
+    if logical is None:
+        log.warning(
+            "firing of %s/%s at %s ignored: outside its schedule's window",
+            project, name, firing.scheduled_time.isoformat(),
+        )  # fmt: skip
+        return None
+    if logical != firing.scheduled_time:
+        log.warning(
+            "firing of %s/%s at %s is not a fire time of %r; using the one before it, %s",
+            project, name, firing.scheduled_time.isoformat(), schedule.cron, logical.isoformat(),
+        )  # fmt: skip
+    cursor = catalog.get_cursor(project, name)
+    new_cursor = logical
+    if schedule.catchup:
+        missed, new_cursor = due_firings(schedule, cursor, logical)
+        for when in missed:
+            if when != logical:
+                _trigger(scheduler, project, name, when, latest.version)
+    run, created = _trigger(scheduler, project, name, logical, latest.version)
+    # the cursor only moves forward: a late or duplicate firing leaves it where it is
+    if cursor is None or new_cursor > cursor:
+        catalog.set_cursor(project, name, new_cursor)
+    return run, created
+
+
+def _trigger(
+    scheduler: Scheduler, project: str, name: str, logical: datetime, version: int
+) -> tuple[Run, bool]:
+    return scheduler.trigger(
+        project, name, logical_date=logical, run_id=scheduled_run_id(project, name, logical),
+        trigger="schedule", version=version,
+    )  # fmt: skip

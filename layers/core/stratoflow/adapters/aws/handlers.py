@@ -1,0 +1,228 @@
+"""What the Lambda handlers do, written against a ``Scheduler`` so it is tested without AWS.
+
+``functions/<name>/app.py`` only builds the scheduler once per container and wraps these with
+Powertools (logging, tracing, metrics). Every function here is idempotent: Lambda, SQS and
+EventBridge deliver at least once, and a repeat changes nothing (the store's conditional
+writes and the deterministic execution names see to it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+from urllib.parse import unquote, urlparse
+
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from stratoflow.adapters.aws.settings import SettingsError
+from stratoflow.api.access import (
+    Authenticator,
+    cognito_authenticator,
+    iam_authenticator,
+    parse_role_map,
+)
+from stratoflow.engine import AttemptResult, AttemptStatus
+from stratoflow.ports import Attempt
+from stratoflow.service import Finished, Scheduler
+
+log = logging.getLogger("stratoflow.handlers")
+
+MAX_LOG_BYTES = 64 * 1024 * 1024  # the most of one log object the API reads into memory
+
+ReadJson = Callable[[str], Any]  # an s3:// URI -> the JSON document stored there
+
+
+class MalformedOutcome(ValueError):
+    """An outcome message that is not the contract's shape; it cannot ever be applied."""
+
+
+class Outcome(BaseModel):
+    """The outcome message the state machine sends to the results queue (AWS-CONTRACT.md).
+
+    ``outputs`` is what the attempt returned: the runner's outputs object, or whatever JSON a
+    ``lambda`` task's function returned (an object is taken as is, anything else becomes
+    ``{"result": value}``). ``outputs_uri`` is where a Batch runner job wrote its outputs
+    (``s3://<bucket>/outputs/<run>/<task>/<attempt>.json``): a job's result cannot carry them."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    run_id: str = Field(min_length=1, max_length=512)
+    task_id: str = Field(min_length=1, max_length=512)
+    attempt: int = Field(ge=1)
+    status: Literal["succeeded", "failed", "timed_out", "stopped", "lost"]
+    exit_code: int | None = None
+    error: str | None = None
+    outputs: Any = None
+    outputs_uri: str | None = None
+    log: str | None = None
+    retryable: bool = True
+
+
+def parse_outcome(body: str, read_json: ReadJson) -> Finished:
+    """One SQS body -> the report the scheduler applies. Raises ``MalformedOutcome``."""
+    try:
+        outcome = Outcome.model_validate_json(body)
+    except ValidationError as exc:
+        where = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        raise MalformedOutcome(f"not an outcome message ({where})") from None
+    if outcome.outputs is None:
+        outputs: dict[str, Any] = {}
+    elif isinstance(outcome.outputs, dict):
+        outputs = outcome.outputs
+    else:
+        outputs = {"result": outcome.outputs}
+    if outcome.outputs_uri and outcome.status == "succeeded":
+        try:
+            stored = read_json(outcome.outputs_uri)
+        except FileNotFoundError:
+            stored = {}  # the job wrote no outputs
+        except Exception as exc:
+            log.warning("outputs at %s unreadable: %s", outcome.outputs_uri, exc)
+            stored = None
+        if not isinstance(stored, dict):
+            # children may read these outputs: without them the attempt cannot count as done
+            error = f"outputs at {outcome.outputs_uri} are not a readable JSON object"
+            return _finished(outcome, "failed", {}, error)
+        outputs = {**outputs, **stored}
+    return _finished(outcome, outcome.status, outputs, outcome.error)
+
+
+def _finished(
+    outcome: Outcome, status: str, outputs: dict[str, Any], error: str | None
+) -> Finished:
+    result = AttemptResult(
+        AttemptStatus(status),
+        outputs=outputs,
+        error=error,
+        exit_code=outcome.exit_code,
+        retryable=outcome.retryable,
+    )
+    return Finished(outcome.run_id, outcome.task_id, outcome.attempt, result, outcome.log)
+
+
+def advance(
+    scheduler: Scheduler,
+    event: Mapping[str, Any],
+    read_json: ReadJson,
+    *,
+    on_report: Callable[[Finished], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Apply a batch of outcome messages, then dispatch what they made ready (children,
+    retries). Returns the partial-batch response: a message that failed is retried by SQS,
+    one at a time; a malformed one fails every time, so SQS's redrive policy moves it to
+    the dead-letter queue after ``maxReceiveCount`` receives instead of retrying it forever.
+    If the dispatch after the batch fails, the invocation fails and the whole batch comes
+    back: applying it again is a no-op, and the dispatch is retried."""
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+    def apply(record: SQSRecord) -> None:
+        try:
+            report = parse_outcome(record.body, read_json)
+        except MalformedOutcome as exc:
+            log.warning("message %s dropped to the DLQ path: %s", record.message_id, exc)
+            raise
+        on_report(report)
+        scheduler.on_finished([report])
+
+    response = process_partial_response(
+        event=dict(event), record_handler=apply, processor=processor
+    )
+    scheduler.step()
+    return dict(response)
+
+
+def reconcile(scheduler: Scheduler) -> dict[str, Any]:
+    """The periodic repair: results of executions that ended without a report, attempts
+    claimed but never started, due retries, stuck (timed-out) attempts, queued runs; then
+    dispatch. Safe to run any number of times, also concurrently with ``advance``."""
+    scheduler.recover()
+    next_wakeup = scheduler.step()
+    return {"next_wakeup": next_wakeup.isoformat() if next_wakeup else None}
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.lstrip("/"):
+        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+class S3Objects:
+    """Reads the artifacts bucket: task logs for the API, Batch outputs for ``advance``."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def _get(self, uri: str) -> bytes | None:
+        bucket, key = split_s3_uri(uri)
+        try:
+            response = self.client.get_object(
+                Bucket=bucket, Key=key, Range=f"bytes=0-{MAX_LOG_BYTES - 1}"
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code == "InvalidRange":  # an empty object has no byte 0
+                return b""
+            if code in {"NoSuchKey", "404", "NotFound"}:
+                return None
+            raise
+        body: bytes = response["Body"].read()
+        return body
+
+    def read_json(self, uri: str) -> Any:
+        data = self._get(uri)
+        if data is None:
+            raise FileNotFoundError(uri)
+        return json.loads(data)
+
+    def read_log(self, attempt: Attempt) -> str | None:
+        """An attempt's log (``s3://`` location), or None while nothing was written yet. The
+        API slices it at the requested offset; a log longer than ``MAX_LOG_BYTES`` is read
+        only that far. An attempt that ended with an exit code and has no log object printed
+        nothing (the runner does not upload an empty log): its log is empty."""
+        if not attempt.log or not attempt.log.startswith("s3://"):
+            return None
+        try:
+            data = self._get(attempt.log)
+        except ValueError:
+            return None
+        if data is None and attempt.exit_code is not None:
+            # the command ran to its end and printed nothing: the runner skips the PUT
+            return ""
+        return None if data is None else data.decode("utf-8", errors="replace")
+
+
+def run_id_of_path(path: str) -> str | None:
+    """The run an API request is about (its log correlation id), from ``/runs/<id>/...``."""
+    parts = [p for p in path.split("/") if p]
+    if len(parts) >= 2 and parts[0] == "runs":
+        return unquote(parts[1])
+    return None
+
+
+AUTH_MODES = ("IAM", "COGNITO")
+
+
+def api_authenticator(environ: Mapping[str, str]) -> Authenticator:
+    """Who the API caller is, as the stack says (``STRATOFLOW_AUTH_MODE``: IAM with the role
+    map in ``STRATOFLOW_IAM_ROLE_MAP``, or COGNITO). Fails closed: a missing or unknown mode is
+    an error at cold start, never an API where everyone is an administrator."""
+    mode = environ.get("STRATOFLOW_AUTH_MODE", "").strip().upper()
+    if mode == "COGNITO":
+        return cognito_authenticator()
+    if mode == "IAM":
+        return iam_authenticator(parse_role_map(environ.get("STRATOFLOW_IAM_ROLE_MAP", "{}")))
+    raise SettingsError(
+        f"STRATOFLOW_AUTH_MODE must be one of {', '.join(AUTH_MODES)}, not {mode or 'unset'!r}"
+    )

@@ -1,0 +1,283 @@
+"""Runs one shell, python or http attempt on AWS: in the runner function (Lambda) or, for
+``runner: batch``, in a Batch job on the runner image (``python -m stratoflow.adapters.aws.runner``).
+
+The task runs exactly as it does locally: shell through ``bash`` with ``$STRATOFLOW_OUTPUT``,
+python and http through the local runtime's ``_taskrunner`` (the same module, the same
+semantics), each in a process group of its own that is killed whole when the attempt runs out
+of time. Its output goes to ``s3://$STRATOFLOW_BUCKET/logs/<run>/<task>/<attempt>.log``.
+
+The Lambda handler returns the outcome (AWS-CONTRACT.md); the state machine forwards it. A
+Batch job cannot return anything: ``main`` writes the outputs to
+``outputs/<run>/<task>/<attempt>.json`` (``advance`` reads them) and exits non-zero when the
+task failed, which fails the job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import stratoflow
+from stratoflow.adapters.local.executor import parse_key_values
+
+log = logging.getLogger("stratoflow.aws.runner")
+
+LAMBDA_SAFETY_SECONDS = 10.0  # stop the task this long before the function's own time is up
+KILL_GRACE_SECONDS = 2.0  # SIGTERM, then this long, then SIGKILL
+LOG_TAIL_BYTES = 2000
+TIMED_OUT_EXIT = 124  # the Batch job's exit code when the task timed out (as timeout(1))
+# Step Functions fails an execution whose state data passes 256 KiB (States.DataLimitExceeded,
+# which no Catch sees): outputs above this fail the attempt with a message instead
+MAX_OUTPUTS_BYTES = 200_000
+_RUNNER_VARS = ("STRATOFLOW_ATTEMPT_INPUT", "STRATOFLOW_ATTEMPT_URI")
+
+TimeLeft = Callable[[], float]  # seconds left before the host (Lambda) stops us
+
+
+class AttemptInputError(ValueError):
+    """The attempt input is not what the dispatcher sends."""
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://") or "/" not in uri[5:]:
+        raise AttemptInputError(f"not an s3://bucket/key URI: {uri!r}")
+    bucket, _, key = uri[5:].partition("/")
+    return bucket, key
+
+
+def _tail(path: Path) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(fh.tell() - LOG_TAIL_BYTES, 0))
+            data = fh.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(data.strip().splitlines()[-5:])
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+
+
+def _kill_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)
+
+
+def _argv(kind: str, task: Mapping[str, Any], spec_file: Path) -> list[str]:
+    if kind == "shell":
+        return ["bash", "--noprofile", "--norc", "-c", str(task.get("command", ""))]
+    if kind in ("python", "http"):
+        fields = {k: v for k, v in task.items() if k not in ("params", "env")}
+        spec = {"type": kind, "fields": fields, "params": task.get("params") or {}}
+        spec_file.write_text(json.dumps(spec, default=str), encoding="utf-8")
+        return [sys.executable, "-m", "stratoflow.adapters.local._taskrunner", str(spec_file)]
+    raise AttemptInputError(f"the runner runs shell, python and http tasks, not {kind!r}")
+
+
+def _environment(attempt: Mapping[str, Any], output_file: Path) -> dict[str, str]:
+    task = attempt["task"]
+    context = attempt.get("context") or {}
+    package_root = str(Path(stratoflow.__file__).resolve().parents[1])
+    env = {k: v for k, v in os.environ.items() if k not in _RUNNER_VARS}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env.update({str(k): str(v) for k, v in (task.get("env") or {}).items()})
+    env.update(
+        {
+            "STRATOFLOW_OUTPUT": str(output_file),
+            "STRATOFLOW_RUN_ID": str(attempt["run_id"]),
+            "STRATOFLOW_TASK_ID": str(attempt["task_id"]),
+            "STRATOFLOW_ATTEMPT": str(attempt["attempt"]),
+            "STRATOFLOW_WORKFLOW": str(context.get("workflow", "")),
+            "STRATOFLOW_LOGICAL_DATE": str(context.get("logical_date", "")),
+        }
+    )
+    return env
+
+
+def run_attempt(
+    attempt: Mapping[str, Any], *, s3: Any, time_left: TimeLeft | None = None
+) -> dict[str, Any]:
+    """Run the attempt; upload its log; return the outcome
+    ``{status, exit_code, error, outputs, log}``. A task's own failure is an outcome, never
+    an exception: only a malformed input raises (``AttemptInputError``)."""
+    try:
+        kind = str(attempt["type"])
+        task = attempt["task"]
+        name = f"{attempt['task_id']}.{attempt['attempt']}"
+        timeout = float(attempt["timeout_seconds"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AttemptInputError(f"attempt input lacks a valid {exc}") from None
+    log_uri: str | None = attempt.get("log")
+    with tempfile.TemporaryDirectory(prefix="stratoflow-") as tmp:
+        workdir = Path(tmp)
+        log_file, out_file = workdir / f"{name}.log", workdir / f"{name}.out"
+        result_file, error_file = workdir / f"{name}.result", workdir / f"{name}.error"
+        argv = _argv(kind, task, workdir / f"{name}.json")
+        budget, by_host = timeout, False
+        if time_left is not None and time_left() - LAMBDA_SAFETY_SECONDS < budget:
+            budget, by_host = max(time_left() - LAMBDA_SAFETY_SECONDS, 0.0), True
+        timed_out = False
+        started = time.monotonic()
+        with log_file.open("wb") as log_fh:
+            proc = subprocess.Popen(
+                argv, cwd=workdir, env=_environment(attempt, out_file), stdin=subprocess.DEVNULL,
+                stdout=log_fh, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+            try:
+                code = proc.wait(timeout=budget)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill_group(proc.pid, signal.SIGTERM)
+                try:
+                    code = proc.wait(timeout=KILL_GRACE_SECONDS)
+                except subprocess.TimeoutExpired:
+                    _kill_group(proc.pid, signal.SIGKILL)
+                    code = proc.wait()
+            _kill_group(proc.pid, signal.SIGKILL)  # whatever it left running in the background
+        elapsed = time.monotonic() - started
+        outcome = _outcome(code, out_file, result_file, error_file, log_file)
+        size = len(json.dumps(outcome["outputs"], default=str).encode())
+        if size > MAX_OUTPUTS_BYTES:
+            outcome.update(
+                status="failed",
+                outputs={},
+                error=f"outputs too large: {size} bytes as JSON (at most {MAX_OUTPUTS_BYTES});"
+                " write large results to S3 and output their location",
+            )
+        if timed_out:
+            why = (
+                "the runner function's time ran out"
+                if by_host
+                else f"timed out after {timeout:g} s"
+            )
+            outcome.update(status="timed_out", exit_code=None, error=f"{why} (ran {elapsed:.1f} s)")
+        outcome["log"] = _upload_log(s3, log_uri, log_file)
+    return outcome
+
+
+def _outcome(
+    code: int, out_file: Path, result_file: Path, error_file: Path, log_file: Path
+) -> dict[str, Any]:
+    """As the local executor reads an attempt's files: key=value outputs, then structured
+    outputs from python/http, then the error (the task's own words, or the log's tail)."""
+    outputs: dict[str, Any] = dict(parse_key_values(_read(out_file) or ""))
+    structured = _read(result_file)
+    if structured:
+        with contextlib.suppress(ValueError):
+            data = json.loads(structured)
+            if isinstance(data, dict):
+                outputs.update(data)
+    if code == 0:
+        return {"status": "succeeded", "exit_code": 0, "error": None, "outputs": outputs}
+    if code < 0:
+        return {"status": "failed", "exit_code": code, "error": f"killed by signal {-code}", "outputs": outputs}  # fmt: skip
+    error = (_read(error_file) or "").strip()
+    if not error:
+        tail = _tail(log_file)
+        error = f"exit code {code}" + (f"; last output:\n{tail}" if tail else "")
+    return {"status": "failed", "exit_code": code, "error": error, "outputs": outputs}
+
+
+def _upload_log(s3: Any, log_uri: str | None, log_file: Path) -> str | None:
+    """Upload the log (unless it is empty); a failed upload loses the log, not the attempt's
+    result."""
+    if not log_uri:
+        return None
+    if log_file.stat().st_size == 0:
+        # nothing to keep: no PUT (the API answers an empty log for an attempt that ended
+        # with an exit code and has no log object)
+        return log_uri
+    bucket, key = _split_s3(log_uri)
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=log_file.read_bytes(), ContentType="text/plain")
+    except Exception:
+        log.exception("could not upload the log to %s", log_uri)
+        return None
+    return log_uri
+
+
+def handle(event: Mapping[str, Any], time_left: TimeLeft | None, *, s3: Any) -> dict[str, Any]:
+    """The runner function: the state machine's attempt input in, the outcome out."""
+    return run_attempt(event, s3=s3, time_left=time_left)
+
+
+def load_attempt(environ: Mapping[str, str], argv: list[str], s3: Any) -> dict[str, Any]:
+    """The Batch job's attempt: ``STRATOFLOW_ATTEMPT_INPUT`` (JSON), ``STRATOFLOW_ATTEMPT_URI``
+    (an s3:// object the dispatcher wrote for a large input), or a path / URI argument."""
+    if environ.get("STRATOFLOW_ATTEMPT_INPUT"):
+        raw = environ["STRATOFLOW_ATTEMPT_INPUT"]
+    else:
+        where = environ.get("STRATOFLOW_ATTEMPT_URI") or (argv[0] if argv else "")
+        if not where:
+            raise AttemptInputError(
+                "no attempt: set STRATOFLOW_ATTEMPT_INPUT or STRATOFLOW_ATTEMPT_URI, or pass a path"
+            )
+        if where.startswith("s3:"):
+            bucket, key = _split_s3(where)
+            raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
+        else:
+            try:
+                raw = Path(where).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise AttemptInputError(f"cannot read the attempt from {where!r}: {exc}") from None
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise AttemptInputError(f"the attempt input is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise AttemptInputError("the attempt input must be a JSON object")
+    return doc
+
+
+def run_batch(environ: Mapping[str, str], argv: list[str], s3: Any) -> int:
+    """The Batch job: run the attempt, write its outputs where ``advance`` reads them, exit
+    0 when it succeeded (the job succeeds) and non-zero otherwise (the job fails)."""
+    attempt = load_attempt(environ, argv, s3)
+    outcome = run_attempt(attempt, s3=s3)
+    if attempt.get("outputs_uri"):
+        bucket, key = _split_s3(str(attempt["outputs_uri"]))
+        s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=json.dumps(outcome["outputs"], default=str).encode(),
+            ContentType="application/json",
+        )
+    print(json.dumps({k: outcome[k] for k in ("status", "exit_code", "error", "log")}))
+    if outcome["status"] == "succeeded":
+        return 0
+    if outcome["status"] == "timed_out":
+        return TIMED_OUT_EXIT
+    code = outcome.get("exit_code")
+    return code if isinstance(code, int) and 0 < code < 256 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    import boto3
+
+    logging.basicConfig(level=logging.INFO)
+    try:
+        return run_batch(
+            os.environ, list(sys.argv[1:] if argv is None else argv), boto3.client("s3")
+        )
+    except AttemptInputError as exc:
+        print(f"stratoflow runner: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Wires the AWS adapters to the scheduler service: what every function builds at cold start.
+
+boto3 clients are made once per Lambda container (``AwsClients.create`` at module scope in
+``functions/*/app.py``) and passed in; nothing here makes a request.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+
+from stratoflow.adapters.aws.dispatch import StepFunctionsDispatcher
+from stratoflow.adapters.aws.dynamodb import DynamoStore
+from stratoflow.adapters.aws.events import EventBridgeEvents
+from stratoflow.adapters.aws.handlers import S3Objects
+from stratoflow.adapters.aws.metrics import MeteredDispatcher, MeteredEvents, Metrics
+from stratoflow.adapters.aws.schedules import EventBridgeSchedules
+from stratoflow.adapters.aws.settings import AwsSettings
+from stratoflow.ports import Clock, Dispatcher, EventSink
+from stratoflow.service import Scheduler
+
+# Every retry is dispatched at once with ``not_before`` = when its delay ends: the state
+# machine's Wait state waits it out, so nothing has to poll for due retries.
+RETRY_LEAD = timedelta(days=366)
+# The state machine enforces the task timeout and reports first; ``step`` only times out an
+# attempt whose report was lost, this long after its deadline.
+TIMEOUT_GRACE = timedelta(minutes=2)
+
+
+class UtcClock(Clock):
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class AwsClients:
+    """The boto3 clients the functions use, made once per container."""
+
+    dynamodb: Any
+    stepfunctions: Any
+    events: Any
+    scheduler: Any
+    s3: Any
+    batch: Any
+
+    @classmethod
+    def create(cls, session: boto3.Session | None = None) -> AwsClients:
+        """From ``session``, or boto3's default session (one per process: a Lambda container
+        makes its clients once, and loads botocore's service models once)."""
+        if session is None:
+            if boto3.DEFAULT_SESSION is None:
+                boto3.setup_default_session()
+            session = boto3.DEFAULT_SESSION
+        assert session is not None
+        return cls(
+            dynamodb=session.client("dynamodb"),
+            stepfunctions=session.client("stepfunctions"),
+            events=session.client("events"),
+            scheduler=session.client("scheduler"),
+            s3=session.client("s3"),
+            batch=session.client("batch"),
+        )
+
+
+def build_scheduler(
+    settings: AwsSettings,
+    clients: AwsClients | None = None,
+    *,
+    metrics: Metrics | None = None,
+    clock: Clock | None = None,
+) -> Scheduler:
+    """The scheduler over DynamoDB (state and catalog), Step Functions (dispatch),
+    EventBridge (lifecycle events) and EventBridge Scheduler (schedules). With ``metrics``,
+    the dispatcher and event sink are wrapped to emit the functions' metrics."""
+    clients = clients or AwsClients.create()
+    clock = clock or UtcClock()
+    store = DynamoStore(settings.table, client=clients.dynamodb)
+    dispatcher: Dispatcher = StepFunctionsDispatcher(
+        settings.state_machine_arn,
+        client=clients.stepfunctions,
+        batch_client=clients.batch,
+        s3_client=clients.s3,
+        bucket=settings.bucket,
+        job_queue=settings.batch_job_queue,
+        runner_job_definition=settings.runner_job_definition,
+        express_state_machine_arn=settings.express_state_machine_arn,
+    )
+    events: EventSink = EventBridgeEvents(settings.event_bus, client=clients.events)
+    if metrics is not None:
+        dispatcher = MeteredDispatcher(dispatcher, metrics, clock)
+        events = MeteredEvents(events, metrics)
+    schedules = EventBridgeSchedules(
+        settings.schedule_group,
+        role_arn=settings.scheduler_role_arn,
+        target_arn=settings.trigger_function_arn,
+        client=clients.scheduler,
+        clock=clock,
+    )
+    return Scheduler(
+        store,
+        store,
+        dispatcher,
+        clock,
+        events,
+        schedules=schedules,
+        retry_lead=RETRY_LEAD,
+        timeout_grace=TIMEOUT_GRACE,
+        # the runner's log exists only once the attempt ends, so the start row would say
+        # nothing the task row does not; skipping it saves a DynamoDB write per attempt
+        record_attempt_starts=False,
+    )
+
+
+@dataclass
+class AwsFunction:
+    """What one Lambda container keeps between invocations: settings, clients, the scheduler
+    (with metered dispatcher and events) and the artifacts-bucket reader."""
+
+    settings: AwsSettings
+    clients: AwsClients
+    scheduler: Scheduler
+    objects: S3Objects
+    metered: MeteredDispatcher | None
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        metrics: Metrics | None = None,
+        settings: AwsSettings | None = None,
+        clients: AwsClients | None = None,
+        clock: Clock | None = None,
+    ) -> AwsFunction:
+        settings = settings or AwsSettings.from_env()
+        clients = clients or AwsClients.create()
+        scheduler = build_scheduler(settings, clients, metrics=metrics, clock=clock)
+        metered = scheduler.dispatcher
+        return cls(
+            settings=settings,
+            clients=clients,
+            scheduler=scheduler,
+            objects=S3Objects(clients.s3),
+            metered=metered if isinstance(metered, MeteredDispatcher) else None,
+        )
+
+    def invocation_started(self) -> None:
+        """Tasks dispatched from here on became ready during this invocation."""
+        if self.metered is not None:
+            self.metered.mark()
+
+    def events_batched(self) -> AbstractContextManager[None]:
+        """Send the lifecycle events of one invocation together (one PutEvents per ten)."""
+        sink = self.scheduler.events
+        if isinstance(sink, MeteredEvents):
+            sink = sink.inner
+        if isinstance(sink, EventBridgeEvents):
+            return sink.batch()
+        return nullcontext()

@@ -1,0 +1,92 @@
+"""The AWS runtime's configuration: every environment variable template.yaml gives a function.
+
+``AwsSettings.from_env()`` reads them all at once and names every one that is missing, so a
+function misconfigured by hand fails at its first cold start with one clear message rather
+than deep inside a request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+from stratoflow.errors import StratoflowError
+
+
+class SettingsError(StratoflowError):
+    """An environment variable the AWS runtime needs is missing or empty."""
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """One field per variable of the contract (AWS-CONTRACT.md, "the env vars functions get")."""
+
+    table: str
+    state_machine_arn: str
+    results_queue_url: str
+    event_bus: str
+    bucket: str
+    schedule_group: str
+    scheduler_role_arn: str
+    trigger_function_arn: str
+    batch_job_queue: str
+    runner_job_definition: str
+    eks_cluster: str
+    eks_namespace: str
+    db_cluster_arn: str
+    db_secret_arn: str
+    db_name: str
+    express_state_machine_arn: str = ""
+
+    # field -> environment variable; the template sets every one, but these may be empty: a
+    # stack deployed without Batch, EKS or the read model (the parameters that turn them off)
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset(
+        {"batch_job_queue", "runner_job_definition", "eks_cluster", "eks_namespace",
+         "db_cluster_arn", "db_secret_arn", "db_name", "express_state_machine_arn"}
+    )  # fmt: skip
+    ENV: ClassVar[Mapping[str, str]] = {
+        "table": "STRATOFLOW_TABLE",
+        "state_machine_arn": "STRATOFLOW_STATE_MACHINE_ARN",
+        "results_queue_url": "STRATOFLOW_RESULTS_QUEUE_URL",
+        "event_bus": "STRATOFLOW_EVENT_BUS",
+        "bucket": "STRATOFLOW_BUCKET",
+        "schedule_group": "STRATOFLOW_SCHEDULE_GROUP",
+        "scheduler_role_arn": "STRATOFLOW_SCHEDULER_ROLE_ARN",
+        "trigger_function_arn": "STRATOFLOW_TRIGGER_FUNCTION_ARN",
+        "batch_job_queue": "STRATOFLOW_BATCH_JOB_QUEUE",
+        "runner_job_definition": "STRATOFLOW_RUNNER_JOB_DEFINITION",
+        "eks_cluster": "STRATOFLOW_EKS_CLUSTER",
+        "eks_namespace": "STRATOFLOW_EKS_NAMESPACE",
+        "db_cluster_arn": "STRATOFLOW_DB_CLUSTER_ARN",
+        "db_secret_arn": "STRATOFLOW_DB_SECRET_ARN",
+        "db_name": "STRATOFLOW_DB_NAME",
+        # empty: every attempt runs on the Standard state machine
+        "express_state_machine_arn": "STRATOFLOW_EXPRESS_STATE_MACHINE_ARN",
+    }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AwsSettings:
+        """Read every variable; raise ``SettingsError`` naming all that are missing, or empty
+        where a value is required."""
+        env = os.environ if environ is None else environ
+        values = {name: env.get(var, "").strip() for name, var in cls.ENV.items()}
+        missing = [
+            var
+            for name, var in cls.ENV.items()
+            if var not in env or (not values[name] and name not in cls.OPTIONAL)
+        ]
+        if missing:
+            raise SettingsError(
+                "missing environment variable"
+                + ("s" if len(missing) > 1 else "")
+                + ": "
+                + ", ".join(missing)
+                + " (template.yaml sets them on every function)"
+            )
+        return cls(**values)
+
+    def as_env(self) -> dict[str, str]:
+        """The variables back, as a function's environment (tests and the benchmark use it)."""
+        return {self.ENV[f.name]: getattr(self, f.name) for f in fields(self)}

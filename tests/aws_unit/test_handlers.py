@@ -1,0 +1,310 @@
+"""The handlers' logic over a real store (SQLite) and the recording dispatcher: outcome
+messages become results, duplicates and malformed messages change nothing, failures are
+reported per message, and the children a result made ready are dispatched in the same call.
+(The same logic runs over DynamoDB and Step Functions in tests/aws_e2e.)"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from stratoflow.adapters.aws import handlers
+from stratoflow.adapters.aws.handlers import MalformedOutcome, S3Objects, parse_outcome
+from stratoflow.adapters.local.sqlite_store import SqliteStore
+from stratoflow.engine import AttemptStatus, RunState, TaskState
+from stratoflow.ports import Attempt, Recovery
+from stratoflow.service import Scheduler
+from tests.fakes import FakeClock, RecordingDispatcher
+
+T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+
+CHAIN = """
+name: chain
+tasks:
+  first: {type: shell, command: "echo rows=3 >> $STRATOFLOW_OUTPUT"}
+  second: {type: shell, depends_on: [first], command: "echo {{ tasks.first.outputs.rows }}"}
+"""
+FLAKY = """
+name: flaky
+tasks:
+  job: {type: shell, command: exit 1, retries: 1, retry_delay: 30s}
+"""
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    opened = SqliteStore(tmp_path / "state.db")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def dispatcher() -> RecordingDispatcher:
+    return RecordingDispatcher()
+
+
+@pytest.fixture
+def scheduler(store: SqliteStore, dispatcher: RecordingDispatcher) -> Scheduler:
+    s = Scheduler(store, store, dispatcher, FakeClock(T0), retry_lead=timedelta(days=366))
+    s.apply(CHAIN)
+    s.apply(FLAKY)
+    return s
+
+
+def outcome(run_id: str, task: str, attempt: int = 1, **extra: Any) -> dict[str, Any]:
+    body = {"run_id": run_id, "task_id": task, "attempt": attempt, "status": "succeeded",
+            "exit_code": 0, "error": None, "outputs": {}, "log": None}  # fmt: skip
+    body.update(extra)
+    return body
+
+
+def sqs_event(*bodies: dict[str, Any] | str) -> dict[str, Any]:
+    records = []
+    for n, body in enumerate(bodies):
+        text = body if isinstance(body, str) else json.dumps(body)
+        records.append(
+            {
+                "messageId": f"m{n}",
+                "receiptHandle": f"h{n}",
+                "body": text,
+                "attributes": {},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:results",
+                "awsRegion": "us-east-1",
+            }
+        )
+    return {"Records": records}
+
+
+def no_s3(uri: str) -> Any:
+    raise AssertionError(f"unexpected S3 read of {uri}")
+
+
+def test_a_result_dispatches_the_child_with_its_outputs(
+    scheduler: Scheduler, dispatcher: RecordingDispatcher
+) -> None:
+    run, _ = scheduler.trigger("default", "chain")
+    scheduler.step()
+    assert list(dispatcher.dispatched) == [(run.id, "first", 1)]
+    seen: list[str] = []
+    response = handlers.advance(
+        scheduler,
+        sqs_event(outcome(run.id, "first", outputs={"rows": "3"})),
+        no_s3,
+        on_report=lambda r: seen.append(r.run_id),
+    )
+    assert response == {"batchItemFailures": []}
+    assert seen == [run.id]
+    child = dispatcher.dispatched[(run.id, "second", 1)]
+    assert child.task.fields["command"] == "echo 3"
+
+
+def test_duplicated_and_reordered_messages_dispatch_nothing_twice(
+    scheduler: Scheduler, dispatcher: RecordingDispatcher, store: SqliteStore
+) -> None:
+    run, _ = scheduler.trigger("default", "chain")
+    scheduler.step()
+    second = outcome(run.id, "second")
+    first = outcome(run.id, "first", outputs={"rows": "3"})
+    # the report of an attempt that was never dispatched arrives first: it changes nothing
+    handlers.advance(scheduler, sqs_event(second), no_s3)
+    assert (run.id, "second", 1) not in dispatcher.dispatched
+    handlers.advance(scheduler, sqs_event(first, first), no_s3)
+    handlers.advance(scheduler, sqs_event(first), no_s3)
+    # RecordingDispatcher fails the test on any second dispatch of one key
+    assert len(dispatcher.dispatched) == 2
+    handlers.advance(scheduler, sqs_event(second, second), no_s3)
+    assert store.get_run(run.id).state is RunState.SUCCEEDED
+
+
+def test_a_malformed_message_is_reported_failed_and_the_rest_applied(
+    scheduler: Scheduler, dispatcher: RecordingDispatcher, store: SqliteStore
+) -> None:
+    run, _ = scheduler.trigger("default", "chain")
+    scheduler.step()
+    response = handlers.advance(
+        scheduler,
+        sqs_event(
+            "{not json",
+            outcome(run.id, "first", outputs={"rows": "3"}),
+            {"run_id": run.id, "status": "done"},
+        ),
+        no_s3,
+    )
+    assert response == {"batchItemFailures": [{"itemIdentifier": "m0"}, {"itemIdentifier": "m2"}]}
+    assert store.get_task(run.id, "first").state is TaskState.SUCCEEDED
+    assert (run.id, "second", 1) in dispatcher.dispatched
+
+
+def test_a_message_whose_apply_fails_is_retried_alone(
+    scheduler: Scheduler, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run, _ = scheduler.trigger("default", "chain")
+    other, _ = scheduler.trigger("default", "flaky")
+    scheduler.step()
+    real = store.finish_attempt
+
+    def flaky_finish(attempt: Attempt) -> None:
+        if attempt.run_id == other.id:
+            raise ConnectionError("throttled")
+        real(attempt)
+
+    monkeypatch.setattr(store, "finish_attempt", flaky_finish)
+    response = handlers.advance(
+        scheduler, sqs_event(outcome(other.id, "job"), outcome(run.id, "first")), no_s3
+    )
+    assert response == {"batchItemFailures": [{"itemIdentifier": "m0"}]}
+    assert store.get_task(run.id, "first").state is TaskState.SUCCEEDED
+    assert store.get_task(other.id, "job").state is TaskState.RUNNING
+
+
+def test_a_failure_dispatches_the_retry_at_once_to_wait_in_the_state_machine(
+    scheduler: Scheduler, dispatcher: RecordingDispatcher
+) -> None:
+    run, _ = scheduler.trigger("default", "flaky")
+    scheduler.step()
+    handlers.advance(
+        scheduler, sqs_event(outcome(run.id, "job", status="failed", exit_code=1)), no_s3
+    )
+    retry = dispatcher.dispatched[(run.id, "job", 2)]
+    assert retry.not_before == datetime(2026, 6, 1, 9, 0, 30, tzinfo=UTC)
+
+
+def test_outputs_stored_in_s3_are_read_for_a_succeeded_attempt() -> None:
+    uri = "s3://b/outputs/r/t/1.json"
+    body = json.dumps(outcome("r", "t", outputs={}, outputs_uri=uri))
+    finished = parse_outcome(body, lambda u: {"uri": u})
+    assert finished.result.outputs == {"uri": uri}
+    assert finished.result.status is AttemptStatus.SUCCEEDED
+    failed = json.dumps(outcome("r", "t", status="failed", error="exit 2", outputs_uri=uri))
+    assert parse_outcome(failed, no_s3).result.error == "exit 2"  # not read: nothing needs it
+
+
+def test_missing_outputs_object_means_no_outputs() -> None:
+    def missing(uri: str) -> Any:
+        raise FileNotFoundError(uri)
+
+    body = json.dumps(outcome("r", "t", outputs=None, outputs_uri="s3://b/o.json"))
+    finished = parse_outcome(body, missing)
+    assert finished.result.status is AttemptStatus.SUCCEEDED
+    assert finished.result.outputs == {}
+
+
+@pytest.mark.parametrize("stored", [ValueError("bad json"), ["not", "an", "object"]])
+def test_unreadable_outputs_fail_a_succeeded_attempt(stored: Any) -> None:
+    def read(uri: str) -> Any:
+        if isinstance(stored, Exception):
+            raise stored
+        return stored
+
+    body = json.dumps(outcome("r", "t", outputs_uri="s3://b/o.json"))
+    finished = parse_outcome(body, read)
+    assert finished.result.status is AttemptStatus.FAILED
+    assert "s3://b/o.json" in (finished.result.error or "")
+
+
+def test_a_lambda_tasks_non_object_result_is_wrapped() -> None:
+    assert parse_outcome(json.dumps(outcome("r", "t", outputs=[1, 2])), no_s3).result.outputs == {
+        "result": [1, 2]
+    }
+    assert parse_outcome(json.dumps(outcome("r", "t", outputs=None)), no_s3).result.outputs == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ("[]", "body"),
+        (json.dumps(outcome("r", "t", attempt=0)), "attempt"),
+        (json.dumps(outcome("r", "t", status="exploded")), "status"),
+        (json.dumps(outcome("", "t")), "run_id"),
+    ],
+)
+def test_malformed_outcomes_name_the_problem(body: str, words: str) -> None:
+    with pytest.raises(MalformedOutcome, match=words):
+        parse_outcome(body, no_s3)
+
+
+def test_reconcile_restarts_what_was_claimed_but_never_started(
+    scheduler: Scheduler, dispatcher: RecordingDispatcher, store: SqliteStore
+) -> None:
+    run, _ = scheduler.trigger("default", "chain")
+    # claimed (RUNNING) but the dispatch was lost: the fake's recover says it never started
+    scheduler.step()
+    dispatcher.dispatched.clear()
+    first = store.get_task(run.id, "first")
+    dispatcher.recover = lambda running: Recovery(  # type: ignore[method-assign]
+        not_started=[t for t in running if t.task_id == "first"]
+    )
+    result = handlers.reconcile(scheduler)
+    assert (run.id, "first", first.attempt) in dispatcher.dispatched
+    assert result == {"next_wakeup": None}
+
+
+def test_run_id_of_path() -> None:
+    assert handlers.run_id_of_path("/runs/abc-1/tasks/x/attempts/1/log") == "abc-1"
+    assert handlers.run_id_of_path("/runs/a%2Fb") == "a/b"
+    assert handlers.run_id_of_path("/runs") is None
+    assert handlers.run_id_of_path("/workflows/x/runs") is None
+
+
+@mock_aws
+def test_s3_objects_reads_logs_and_outputs() -> None:
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="art")
+    s3.put_object(Bucket="art", Key="logs/r/t/1.log", Body="héllo\n".encode())
+    s3.put_object(Bucket="art", Key="logs/r/t/2.log", Body=b"")
+    s3.put_object(Bucket="art", Key="outputs/r/t/1.json", Body=b'{"rows": "3"}')
+    objects = S3Objects(s3)
+
+    def attempt(log: str | None) -> Attempt:
+        return Attempt("r", "t", 1, "succeeded", started_at=T0, log=log)
+
+    assert objects.read_log(attempt("s3://art/logs/r/t/1.log")) == "héllo\n"
+    assert objects.read_log(attempt("s3://art/logs/r/t/2.log")) == ""
+    assert objects.read_log(attempt("s3://art/logs/r/t/3.log")) is None
+    # ended with an exit code and no object: the runner printed nothing and skipped the PUT
+    ended = Attempt("r", "t", 3, "succeeded", started_at=T0, exit_code=0,
+                    log="s3://art/logs/r/t/3.log")  # fmt: skip
+    assert objects.read_log(ended) == ""
+    assert objects.read_log(attempt("/tmp/local.log")) is None
+    assert objects.read_log(attempt(None)) is None
+    assert objects.read_log(attempt("s3://art")) is None
+    assert objects.read_json("s3://art/outputs/r/t/1.json") == {"rows": "3"}
+    with pytest.raises(FileNotFoundError):
+        objects.read_json("s3://art/outputs/r/t/2.json")
+
+
+def test_the_api_authenticator_follows_the_stacks_auth_mode() -> None:
+    from stratoflow.adapters.aws.settings import SettingsError
+    from stratoflow.errors import InvalidInput
+
+    iam = handlers.api_authenticator(
+        {"STRATOFLOW_AUTH_MODE": "IAM", "STRATOFLOW_IAM_ROLE_MAP": '{"arn:x": "superuser"}'}
+    )
+    cognito = handlers.api_authenticator({"STRATOFLOW_AUTH_MODE": "cognito"})
+    from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
+
+    signed = APIGatewayProxyEvent({"requestContext": {"identity": {"userArn": "arn:x"}}})
+    assert iam(signed).superuser
+    claimed = APIGatewayProxyEvent(
+        {"requestContext": {"authorizer": {"claims": {"cognito:username": "ana",
+                                                      "cognito:groups": "default.viewer"}}}}
+    )  # fmt: skip
+    who = cognito(claimed)
+    assert who.name == "ana"
+    assert not who.superuser
+    with pytest.raises(SettingsError, match="STRATOFLOW_AUTH_MODE must be one of IAM, COGNITO"):
+        handlers.api_authenticator({})
+    with pytest.raises(SettingsError, match="not 'NONE'"):
+        handlers.api_authenticator({"STRATOFLOW_AUTH_MODE": "none"})
+    with pytest.raises(InvalidInput, match="role_map"):
+        handlers.api_authenticator({"STRATOFLOW_AUTH_MODE": "IAM", "STRATOFLOW_IAM_ROLE_MAP": "["})

@@ -1,0 +1,102 @@
+"""The metric wrappers: run counts follow lifecycle events, dispatch latency follows the
+dispatcher's return, and both forward everything unchanged to what they wrap."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aws_lambda_powertools import Metrics
+
+from stratoflow.adapters.aws.metrics import MeteredDispatcher, MeteredEvents
+from stratoflow.engine import RenderedTask
+from stratoflow.ports import AttemptSpec, EventSink
+from tests.fakes import FakeClock, RecordingDispatcher
+
+T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
+
+
+class ListEvents(EventSink):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, Any]]] = []
+
+    def emit(self, kind: str, detail: Mapping[str, Any]) -> None:
+        self.seen.append((kind, dict(detail)))
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    m = Metrics(namespace="StratoflowTest", service="test")
+    m.clear_metrics()
+    return m
+
+
+def recorded(metrics: Metrics) -> dict[str, list[float]]:
+    """The metric values Powertools would flush (its EMF document)."""
+    doc = metrics.serialize_metric_set()
+    names = [d["Name"] for d in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
+    out: dict[str, list[float]] = {}
+    for name in names:
+        value = doc[name]
+        out[name] = value if isinstance(value, list) else [value]
+    return out
+
+
+def spec(task: str, not_before: datetime | None = None) -> AttemptSpec:
+    return AttemptSpec(
+        run_id="r1",
+        task_id=task,
+        attempt=1,
+        task=RenderedTask(task_type="shell", fields={"command": "true"}, params={}, env={}),
+        logical_date=T0,
+        workflow="wf",
+        project="default",
+        not_before=not_before,
+    )
+
+
+def test_run_events_are_counted_and_all_events_forwarded(metrics: Metrics) -> None:
+    inner = ListEvents()
+    events = MeteredEvents(inner, metrics)
+    for kind in ("run.started", "run.started", "task.failed", "run.failed", "run.succeeded"):
+        events.emit(kind, {"run_id": "r1"})
+    assert [k for k, _ in inner.seen] == [
+        "run.started", "run.started", "task.failed", "run.failed", "run.succeeded",
+    ]  # fmt: skip
+    got = recorded(metrics)
+    assert got["RunsStarted"] == [1, 1]
+    assert got["RunsFailed"] == [1]
+    assert got["RunsSucceeded"] == [1]
+    assert "RunsStopped" not in got
+    json.dumps(metrics.serialize_metric_set())  # a valid EMF document
+
+
+def test_dispatch_latency_runs_from_the_mark_to_the_dispatchers_return(metrics: Metrics) -> None:
+    clock = FakeClock(T0)
+    inner = RecordingDispatcher(on_dispatch=lambda _: clock.advance(0.25))
+    dispatcher = MeteredDispatcher(inner, metrics, clock)
+    dispatcher.dispatch(spec("before_mark"))  # no mark yet: no latency to report
+    dispatcher.mark()
+    clock.advance(1.5)
+    logs = dispatcher.dispatch_many(
+        [spec("a"), spec("b"), spec("later", not_before=T0 + timedelta(hours=1))]
+    )
+    assert logs == [None, None, None]
+    assert list(inner.dispatched) == [
+        ("r1", "before_mark", 1), ("r1", "a", 1), ("r1", "b", 1), ("r1", "later", 1),
+    ]  # fmt: skip
+    got = recorded(metrics)
+    # 1.5 s waiting + three dispatches of 0.25 s each; the future retry is not counted
+    assert got["DispatchLatency"] == [2250.0, 2250.0]
+    assert got["AttemptsDispatched"] == [1, 3]
+
+
+def test_kill_and_recover_are_forwarded(metrics: Metrics) -> None:
+    inner = RecordingDispatcher()
+    dispatcher = MeteredDispatcher(inner, metrics, FakeClock(T0))
+    dispatcher.kill("r1", "a", 2)
+    assert inner.killed == [("r1", "a", 2)]
+    assert dispatcher.recover([]).results == {}

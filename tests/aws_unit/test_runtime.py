@@ -1,0 +1,98 @@
+"""build_scheduler / AwsFunction: the wiring every handler gets at cold start, and that it
+makes no AWS request while wiring (a cold start costs nothing but the clients)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import boto3
+import pytest
+from aws_lambda_powertools import Metrics
+
+pytest.importorskip("stratoflow.adapters.aws.dynamodb", reason="aws-dynamodb not merged yet")
+pytest.importorskip("stratoflow.adapters.aws.dispatch", reason="aws-dispatch not merged yet")
+
+from stratoflow.adapters.aws.dispatch import StepFunctionsDispatcher
+from stratoflow.adapters.aws.dynamodb import DynamoStore
+from stratoflow.adapters.aws.events import EventBridgeEvents
+from stratoflow.adapters.aws.metrics import MeteredDispatcher, MeteredEvents
+from stratoflow.adapters.aws.runtime import (
+    RETRY_LEAD,
+    TIMEOUT_GRACE,
+    AwsClients,
+    AwsFunction,
+    build_scheduler,
+)
+from stratoflow.adapters.aws.schedules import EventBridgeSchedules
+from stratoflow.adapters.aws.settings import AwsSettings
+
+ENV = {var: f"x-{var.lower()}" for var in AwsSettings.ENV.values()}
+ENV["STRATOFLOW_STATE_MACHINE_ARN"] = "arn:aws:states:us-east-1:123456789012:stateMachine:m"
+
+
+@pytest.fixture
+def clients(monkeypatch: pytest.MonkeyPatch) -> tuple[AwsClients, Counter[str]]:
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(var, "testing")
+    session = boto3.Session(region_name="us-east-1")
+    made = AwsClients.create(session)
+    requests: Counter[str] = Counter()
+    for client in vars(made).values():
+        client.meta.events.register("before-call", lambda model, **_: requests.update([model.name]))
+    return made, requests
+
+
+def test_the_scheduler_is_wired_to_the_aws_adapters(clients: tuple[AwsClients, Any]) -> None:
+    made, requests = clients
+    settings = AwsSettings.from_env(ENV)
+    scheduler = build_scheduler(settings, made)
+    assert isinstance(scheduler.store, DynamoStore)
+    assert scheduler.catalog is scheduler.store
+    assert isinstance(scheduler.dispatcher, StepFunctionsDispatcher)
+    assert scheduler.dispatcher.state_machine_arn == settings.state_machine_arn
+    assert scheduler.dispatcher.bucket == settings.bucket
+    assert isinstance(scheduler.events, EventBridgeEvents)
+    assert isinstance(scheduler.schedules, EventBridgeSchedules)
+    assert scheduler.schedules.target_arn == settings.trigger_function_arn
+    assert scheduler.retry_lead == RETRY_LEAD == timedelta(days=366)
+    assert scheduler.timeout_grace == TIMEOUT_GRACE == timedelta(minutes=2)
+    assert scheduler.clock.now().tzinfo is not None
+    assert sum(requests.values()) == 0
+
+
+def test_a_function_meters_dispatch_and_events(
+    clients: tuple[AwsClients, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made, requests = clients
+    for var, value in ENV.items():
+        monkeypatch.setenv(var, value)
+    function = AwsFunction.create(metrics=Metrics(namespace="T"), clients=made)
+    assert isinstance(function.scheduler.dispatcher, MeteredDispatcher)
+    assert function.metered is function.scheduler.dispatcher
+    assert isinstance(function.scheduler.events, MeteredEvents)
+    assert function.metered.ready_since is None
+    function.invocation_started()
+    assert function.metered.ready_since is not None
+    with function.events_batched():
+        inner = function.scheduler.events.inner
+        assert isinstance(inner, EventBridgeEvents)
+        assert inner._pending == []  # collecting: sent together when the block ends
+    assert sum(requests.values()) == 0
+    plain = AwsFunction.create(settings=AwsSettings.from_env(ENV), clients=made)
+    assert plain.metered is None
+    plain.invocation_started()  # nothing to mark; no error
+
+
+def test_default_clients_come_from_one_process_wide_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(var, "testing")
+    first, second = AwsClients.create(), AwsClients.create()
+    assert boto3.DEFAULT_SESSION is not None
+    assert first.dynamodb.meta.region_name == "eu-west-1"
+    assert second.s3 is not first.s3  # each call makes clients; the session is shared

@@ -1,0 +1,803 @@
+"""DynamoStore beyond the port contract (tests/contract runs that against moto too): the
+table schema, the requests each operation makes, and what 10,000 tasks do to it.
+
+Everything runs on moto's in-process DynamoDB. What moto cannot show is said where it matters:
+it does not throttle, does not delete expired items (TTL), and enforces the 400 KB item limit
+and the 100-item transaction limit as DynamoDB does (so the size tests are real).
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from unittest.mock import patch
+
+import boto3
+import moto.dynamodb.models as moto_models
+import pytest
+from moto import mock_aws
+from moto.dynamodb.exceptions import TransactionCanceledException
+from moto.dynamodb.models import DynamoDBBackend, get_filter_expression
+from moto.dynamodb.models.table import Table as MotoTable
+
+from stratoflow import engine
+from stratoflow.adapters.aws import _dynamo_items as it
+from stratoflow.adapters.aws.dynamodb import (
+    TABLE_SCHEMA,
+    TTL_ATTRIBUTE,
+    DynamoStore,
+    create_table,
+)
+from stratoflow.engine import (
+    AttemptResult,
+    AttemptStatus,
+    Plan,
+    Run,
+    RunState,
+    TaskInstance,
+    TaskState,
+    Upstream,
+)
+from stratoflow.errors import NotFound
+from stratoflow.model import load_workflow
+from stratoflow.ports import Attempt, AttemptSpec, Clock, Dispatcher, Recovery, RunQuery
+from stratoflow.service import Finished, Scheduler
+
+TABLE = "stratoflow-state"
+T0 = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
+BIG = 10_000
+
+
+class Crash(Exception):
+    """Stands for the process dying at a chosen request."""
+
+
+@dataclass
+class Requests:
+    """Every DynamoDB request the store makes (operation name and parameters). A Scan fails
+    the test at once: the store has none."""
+
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # operation -> callback(params) run before the request is sent (may raise Crash)
+    before: dict[str, Any] = field(default_factory=dict)
+
+    def hook(self, model: Any, params: dict[str, Any], **_: Any) -> None:
+        name = model.name
+        assert name != "Scan", "the store must never Scan"
+        self.calls.append((name, params))
+        if name in self.before:
+            self.before[name](params)
+
+    def ops(self) -> Counter[str]:
+        return Counter(name for name, _ in self.calls)
+
+    def clear(self) -> None:
+        self.calls.clear()
+
+
+class FakeClock:
+    """Epoch seconds the store reads for leases; moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _CopyNoTables:
+    """Stands in for the ``copy`` module inside moto's DynamoDB backend while a transaction
+    whose conditions all hold is applied: tables are not copied (see below)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(copy, name)
+
+    @staticmethod
+    def deepcopy(value: Any, memo: Any = None) -> Any:
+        if isinstance(value, MotoTable):
+            return value
+        return copy.deepcopy(value, memo)
+
+
+@contextmanager
+def moto_transactions_without_table_copies() -> Iterator[None]:
+    """moto backs a TransactWriteItems up by deep-copying the whole table once per item (1.7 s
+    for a 10,000-item table, so up to 170 s per 100-item transaction), only to roll back a
+    cancelled transaction. Here a transaction's conditions are first evaluated against the
+    same state with moto's own evaluator: when one fails, the transaction is cancelled with
+    nothing applied (what moto's apply-then-roll-back ends with); when all hold, moto applies
+    it as it does, minus the backup it will not need."""
+    original = DynamoDBBackend.transact_write_items
+
+    def holds(backend: Any, entry: dict[str, Any]) -> bool:
+        op_type, op = next(iter(entry.items()))
+        condition = op.get("ConditionExpression")
+        if condition is None:
+            return True
+        table = backend.get_table(op["TableName"])
+        if op_type == "Put":
+            item_key = {k: op["Item"][k] for k in (table.hash_key_attr, table.range_key_attr)}
+        else:
+            item_key = op["Key"]
+        check = get_filter_expression(
+            condition, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+        )
+        return bool(check.expr(backend.get_item(op["TableName"], item_key)))
+
+    def transact(backend: Any, transact_items: list[dict[str, Any]]) -> None:
+        failed = [not holds(backend, entry) for entry in transact_items]
+        if any(failed):
+            # what moto would end with after applying and rolling back: nothing applied,
+            # cancelled with one reason per item (the store asks for no ALL_OLD here)
+            raise TransactionCanceledException(
+                [
+                    ("ConditionalCheckFailed", "The conditional request failed", None)
+                    if fail
+                    else (None, None, None)
+                    for fail in failed
+                ]
+            )
+        with patch.object(moto_models, "copy", _CopyNoTables()):
+            return original(backend, transact_items)
+
+    with patch.object(DynamoDBBackend, "transact_write_items", transact):
+        yield
+
+
+@dataclass
+class Env:
+    client: Any
+    store: DynamoStore
+    requests: Requests
+    clock: FakeClock
+
+
+@pytest.fixture
+def env() -> Iterator[Env]:
+    with mock_aws(), moto_transactions_without_table_copies():
+        client = boto3.client(
+            "dynamodb",
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        create_table(client, TABLE, stream=False)
+        requests = Requests()
+        client.meta.events.register("provide-client-params.dynamodb.*", requests.hook)
+        clock = FakeClock()
+        yield Env(client, DynamoStore(TABLE, client=client, clock=clock), requests, clock)
+
+
+def a_run(run_id: str, n_tasks: int, state: RunState = RunState.RUNNING) -> Run:
+    return Run(
+        id=run_id,
+        workflow="big",
+        project="analytics",
+        version=1,
+        state=state,
+        params={"region": "eu"},
+        logical_date=T0,
+        created_at=T0,
+        started_at=T0,
+        n_tasks=n_tasks,
+    )
+
+
+def task_ids(count: int) -> list[str]:
+    return [f"t{i:05d}" for i in range(count)]
+
+
+def raw_items(env: Env, pk: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    args: dict[str, Any] = {
+        "TableName": TABLE,
+        "KeyConditionExpression": "pk = :pk",
+        "ExpressionAttributeValues": {":pk": {"S": pk}},
+    }
+    while True:
+        out = env.client.query(**args)
+        items += out["Items"]
+        if "LastEvaluatedKey" not in out:
+            return items
+        args["ExclusiveStartKey"] = out["LastEvaluatedKey"]
+
+
+def item_size(item: dict[str, Any]) -> int:
+    """An upper bound of DynamoDB's item size (names plus values)."""
+    total = 0
+    for name, value in item.items():
+        total += len(name.encode())
+        for kind, raw in value.items():
+            if kind == "BS":
+                total += sum(len(b) for b in raw)
+            elif kind in ("S", "N"):
+                total += len(str(raw).encode())
+            elif kind == "B":
+                total += len(raw)
+            else:
+                total += 1
+    return total
+
+
+# ---------------------------------------------------------------------------- schema
+def test_the_table_schema_is_the_contracts(env: Env) -> None:
+    """AWS-CONTRACT.md: pk/sk strings, sparse gsi1..gsi3 (projection ALL), on-demand, stream
+    with both images, TTL on expires_at (create_table turns it on as the template does)."""
+    table = env.client.describe_table(TableName=TABLE)["Table"]
+    assert table["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    indexes = {g["IndexName"]: g for g in table["GlobalSecondaryIndexes"]}
+    assert sorted(indexes) == ["gsi1", "gsi2", "gsi3"]
+    for name, index in indexes.items():
+        assert [k["AttributeName"] for k in index["KeySchema"]] == [f"{name}pk", f"{name}sk"]
+        assert index["Projection"] == {"ProjectionType": "ALL"}
+    assert {a["AttributeType"] for a in table["AttributeDefinitions"]} == {"S"}
+    assert TABLE_SCHEMA["BillingMode"] == "PAY_PER_REQUEST"
+    assert TABLE_SCHEMA["StreamSpecification"] == {
+        "StreamEnabled": True,
+        "StreamViewType": "NEW_AND_OLD_IMAGES",
+    }
+    ttl = env.client.describe_time_to_live(TableName=TABLE)["TimeToLiveDescription"]
+    assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", TTL_ATTRIBUTE)
+
+
+# ---------------------------------------------------------------------------- create_run
+@pytest.mark.slow
+def test_create_run_of_10k_tasks_writes_in_batches_of_25_and_commits_last(env: Env) -> None:
+    run = a_run("big", BIG)
+    tasks = [TaskInstance("big", t) for t in task_ids(BIG)]
+
+    assert env.store.create_run(run, tasks, concurrency=50) is True
+
+    ops = env.requests.ops()
+    # claim the id, 400 batches, and the commit - in that order
+    assert ops == {"PutItem": 1, "BatchWriteItem": BIG // 25, "TransactWriteItems": 1}
+    names = [name for name, _ in env.requests.calls]
+    assert names[0] == "PutItem"
+    assert names[-1] == "TransactWriteItems"
+    batches = [p for name, p in env.requests.calls if name == "BatchWriteItem"]
+    assert max(len(p["RequestItems"][TABLE]) for p in batches) == 25
+    assert env.store.get_run("big") == run
+    assert len(env.store.get_tasks("big")) == BIG
+
+
+def test_create_run_again_with_the_same_id_writes_nothing(env: Env) -> None:
+    run = a_run("r", 3)
+    assert env.store.create_run(run, [TaskInstance("r", t) for t in "abc"], None)
+    env.requests.clear()
+
+    again = env.store.create_run(
+        a_run("r", 4, RunState.QUEUED), [TaskInstance("r", t) for t in "abcd"], None
+    )
+
+    assert again is False
+    # one conditional PutItem that failed: no batch, no commit
+    assert env.requests.ops() == {"PutItem": 1}
+    assert env.store.get_run("r") == run
+    assert sorted(t.task_id for t in env.store.get_tasks("r")) == ["a", "b", "c"]
+
+
+def _crash_at(env: Env, operation: str, nth: int) -> None:
+    seen = {"n": 0}
+
+    def maybe_crash(_: dict[str, Any]) -> None:
+        seen["n"] += 1
+        if seen["n"] == nth:
+            raise Crash(f"{operation} #{nth}")
+
+    env.requests.before[operation] = maybe_crash
+
+
+def test_a_create_run_that_dies_before_its_commit_leaves_nothing_visible(env: Env) -> None:
+    # GIVEN a creation that dies after writing some of its tasks (before the commit)
+    first = [TaskInstance("r", t, TaskState.QUEUED) for t in task_ids(60)]
+    _crash_at(env, "BatchWriteItem", 2)
+    with pytest.raises(Crash):
+        env.store.create_run(a_run("r", 60), first, None)
+    env.requests.before.clear()
+    # THEN the run is nowhere: not readable, not listed, its queued tasks not offered
+    with pytest.raises(NotFound):
+        env.store.get_run("r")
+    assert env.store.get_tasks("r") == []
+    assert env.store.list_runs(RunQuery()) == []
+    assert list(env.store.runs_in_states(list(RunState))) == []
+    assert env.store.queued_tasks(100) == []
+    with pytest.raises(NotFound):
+        env.store.add_counters("r", done=1)
+
+    # WHEN the creation is retried while the dead writer's lease still runs, THEN it waits;
+    # once the lease is over, a retry takes the id over and completes the run, without the
+    # tasks the dead writer had and this one does not
+    env.clock.now += env.store.lease.total_seconds() + 1
+    second = [TaskInstance("r", t) for t in task_ids(30)]
+    assert env.store.create_run(a_run("r", 30), second, None) is True
+    assert env.store.get_run("r") == a_run("r", 30)
+    assert sorted(t.task_id for t in env.store.get_tasks("r")) == task_ids(30)
+    with pytest.raises(NotFound):
+        env.store.get_task("r", "t00045")
+    assert env.store.create_run(a_run("r", 30), second, None) is False
+
+
+def test_a_concurrent_duplicate_create_waits_for_the_first_then_returns_false(
+    env: Env,
+) -> None:
+    # GIVEN a creator held just before its commit
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(_: dict[str, Any]) -> None:
+        if threading.current_thread().name == "first":
+            holding.set()
+            assert release.wait(10)
+
+    env.requests.before["TransactWriteItems"] = hold
+    results: dict[str, bool] = {}
+    tasks = [TaskInstance("r", t) for t in "ab"]
+    first = threading.Thread(
+        target=lambda: results.update(first=env.store.create_run(a_run("r", 2), tasks, None)),
+        name="first",
+    )
+    first.start()
+    assert holding.wait(10)
+    # WHEN a duplicate (another Lambda delivering the same trigger) creates the same id
+    second = threading.Thread(
+        target=lambda: results.update(
+            second=env.store.create_run(a_run("r", 3), [*tasks, TaskInstance("r", "c")], None)
+        ),
+        name="second",
+    )
+    second.start()
+    time.sleep(0.3)
+    assert "second" not in results  # it waits for the first creator's outcome
+    release.set()
+    first.join(10)
+    second.join(10)
+    # THEN the first creates the run, the duplicate returns False having written nothing
+    assert results == {"first": True, "second": False}
+    assert env.store.get_run("r").n_tasks == 2
+    assert sorted(t.task_id for t in env.store.get_tasks("r")) == ["a", "b"]
+
+
+# ---------------------------------------------------------------------------- the hot path
+class RecordingDispatcher(Dispatcher):
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    def dispatch(self, spec: AttemptSpec) -> str | None:
+        self.started.append(spec.key)
+        return f"s3://logs/{spec.key}.log"
+
+    def kill(self, run_id: str, task_id: str, attempt: int) -> None:
+        return None
+
+    def recover(self, running: Any) -> Recovery:
+        return Recovery()
+
+
+class FixedClock(Clock):
+    def now(self) -> datetime:
+        return T0
+
+
+def chain_workflow(size: int) -> str:
+    """root -> c0, c1, c2; c2 -> x0 -> x1 -> ... : ``size`` tasks, root's out-degree is 3."""
+    lines = ["name: chain", "project: analytics", "tasks:", "  root: {type: shell, command: echo}"]
+    lines += [f"  c{i}: {{type: shell, command: echo, depends_on: [root]}}" for i in range(3)]
+    previous = "c2"
+    for i in range(size - 4):
+        lines.append(f"  x{i}: {{type: shell, command: echo, depends_on: [{previous}]}}")
+        previous = f"x{i}"
+    return "\n".join(lines) + "\n"
+
+
+def completion_requests(env: Env, size: int) -> Counter[str]:
+    """The real Scheduler on DynamoStore: trigger a ``size``-task run, dispatch its root, and
+    count the requests that applying the root's result makes."""
+    dispatcher = RecordingDispatcher()
+    scheduler = Scheduler(env.store, env.store, dispatcher, FixedClock())
+    scheduler.apply(chain_workflow(size))
+    run, created = scheduler.trigger("analytics", "chain", run_id=f"chain-{size}")
+    assert created
+    assert scheduler.dispatch_ready() == 1
+    assert dispatcher.started == [f"chain-{size}/root/1"]
+    env.requests.clear()
+
+    scheduler.on_finished(
+        [Finished(run.id, "root", 1, AttemptResult(AttemptStatus.SUCCEEDED), log="s3://l")]
+    )
+
+    counted = env.requests.ops()
+    # the one Query reads the run's own two items, never its tasks
+    for name, params in env.requests.calls:
+        if name == "Query":
+            assert params["ExpressionAttributeValues"][":prefix"] == {"S": "R"}
+    queued = {t.task_id for t in env.store.get_tasks(run.id) if t.state is TaskState.QUEUED}
+    assert queued == {"c0", "c1", "c2"}
+    scheduler.pause(run.id)  # its queued children are not the next measurement's business
+    return counted
+
+
+@pytest.mark.slow
+def test_a_task_completion_costs_the_same_requests_in_a_10k_task_run(env: Env) -> None:
+    """Invariant 3 on the real service: applying one result with out-degree 3 makes the same
+    requests in a 10-task run as in a 10,000-task run, and reads no run-sized collection."""
+    small = completion_requests(env, 10)
+    big = completion_requests(env, BIG)
+
+    assert big == small
+    # get_task, the run (its R and RC items: which version it pinned), finish_attempt, the
+    # conditional put_task, add_counters (an ADD, then the run item), and per child one
+    # record_upstream and one conditional put_task (3 children)
+    assert big == {"GetItem": 1 + 1, "Query": 1, "UpdateItem": 1 + 1 + 1 + 3 + 3}
+
+
+def test_claiming_a_task_is_one_conditional_update(env: Env) -> None:
+    env.store.create_run(a_run("r", 1), [TaskInstance("r", "a", TaskState.QUEUED)], None)
+    queued = env.store.get_task("r", "a")
+    env.requests.clear()
+
+    claimed = queued.with_(state=TaskState.RUNNING, attempt=1, started_at=T0)
+    assert env.store.put_task(claimed, TaskState.QUEUED, 0) is True
+    assert env.store.put_task(claimed, TaskState.QUEUED, 0) is False
+
+    assert env.requests.ops() == {"UpdateItem": 2}
+    condition = env.requests.calls[0][1]["ConditionExpression"]
+    assert "attribute_exists(pk)" in condition
+    assert env.store.running_tasks() == [claimed]
+
+
+@pytest.mark.slow
+def test_a_child_with_a_thousand_parents_counts_each_once_and_stays_small(env: Env) -> None:
+    """Past UPS_MAX parents the child counts through marker items: every parent still counts
+    exactly once, duplicates in either regime count nothing, the child item stays about 2 KB
+    of set, and the cost per parent stays constant (so 10,000 parents cost 10 times this)."""
+    parents = [f"p{i:04d}" for i in range(1_000)]
+    env.store.create_run(a_run("fan", 2), [TaskInstance("fan", "join")], None)
+
+    seen = []
+    for parent in parents:
+        after = env.store.record_upstream("fan", "join", parent, TaskState.SUCCEEDED)
+        assert after is not None
+        seen.append(after.upstream.succeeded)
+    assert seen == list(range(1, 1_001))  # single writer: each count is exact
+    for duplicate in (parents[7], parents[900]):  # one in the set, one past it
+        assert env.store.record_upstream("fan", "join", duplicate, TaskState.FAILED) is None
+
+    assert env.store.get_task("fan", "join").upstream == Upstream(succeeded=1_000)
+    join = env.client.get_item(TableName=TABLE, Key=it.key("RUN#fan", "T#join"))["Item"]
+    assert len(join["ups"]["BS"]) == it.UPS_MAX
+    assert item_size(join) < 3_000
+    # a plan that rewrites the child's upstream makes every parent count again
+    child = env.store.get_task("fan", "join")
+    reset = Plan(
+        env.store.get_run("fan"), {"join": child.with_(upstream=Upstream())}, edges={"join": {}}
+    )
+    assert env.store.apply_plan(reset, RunState.RUNNING)
+    for parent in (parents[7], parents[900]):
+        assert env.store.record_upstream("fan", "join", parent, TaskState.SKIPPED) is not None
+    assert env.store.get_task("fan", "join").upstream == Upstream(skipped=2)
+
+
+# ---------------------------------------------------------------------------- apply_plan
+def seed_running(env: Env, run_id: str, count: int) -> tuple[Run, list[TaskInstance]]:
+    """A running run: a tenth of the tasks RUNNING, a tenth QUEUED, the rest WAITING."""
+    tasks = []
+    for i, task_id in enumerate(task_ids(count)):
+        if i % 10 == 0:
+            tasks.append(TaskInstance(run_id, task_id, TaskState.RUNNING, attempt=1, started_at=T0))
+        elif i % 10 == 1:
+            tasks.append(TaskInstance(run_id, task_id, TaskState.QUEUED))
+        else:
+            tasks.append(TaskInstance(run_id, task_id))
+    run = a_run(run_id, count).with_(n_running=count // 10)
+    assert env.store.create_run(run, tasks, None)
+    return env.store.get_run(run_id), env.store.get_tasks(run_id)
+
+
+def transaction_sizes(env: Env) -> list[int]:
+    return [len(p["TransactItems"]) for n, p in env.requests.calls if n == "TransactWriteItems"]
+
+
+def test_a_small_plan_is_one_transaction(env: Env) -> None:
+    run, tasks = seed_running(env, "r", 20)
+    env.requests.clear()
+
+    plan = engine.stop(run, tasks, T0 + timedelta(minutes=1))
+    assert env.store.apply_plan(plan, RunState.RUNNING) is True
+
+    assert transaction_sizes(env) == [22]  # the run, its counters, 20 tasks
+    assert env.store.get_run("r") == plan.run
+    assert all(t.state is TaskState.STOPPED for t in env.store.get_tasks("r"))
+    assert env.store.running_tasks() == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # moto parses each UpdateExpression slowly: about 3 minutes here
+def test_stopping_a_10k_task_run_respects_the_transaction_limit(env: Env) -> None:
+    run, tasks = seed_running(env, "big", BIG)
+    env.requests.clear()
+
+    plan = engine.stop(run, tasks, T0 + timedelta(minutes=1))
+    assert env.store.apply_plan(plan, RunState.RUNNING) is True
+
+    # the pending-plan check, the journal, the commit, reading the journal back, 100 chunks,
+    # retiring the plan (its reference, then its items)
+    assert env.requests.ops() == {
+        "GetItem": 1,
+        "BatchWriteItem": 2,
+        "TransactWriteItems": 1 + BIG // 100,
+        "Query": 2,
+        "UpdateItem": 1,
+    }
+    sizes = transaction_sizes(env)
+    assert max(sizes) == 100
+    assert sizes[0] == 2  # the commit: the run and its counters
+    assert sum(sizes) == 2 + BIG
+    after = env.store.get_run("big")
+    assert after == plan.run
+    assert (after.state, after.n_done, after.n_running) == (RunState.STOPPED, BIG, 0)
+    assert {t.state for t in env.store.get_tasks("big")} == {TaskState.STOPPED}
+    assert env.store.running_tasks() == []
+    assert env.store.queued_tasks(10) == []
+    # the journal is gone: no plan items, no plan reference on the run
+    items = raw_items(env, "RUN#big")
+    assert not [i for i in items if i["sk"]["S"].startswith("P#")]
+    assert "plan" not in next(i for i in items if i["sk"]["S"] == "R")
+    assert (
+        env.client.query(
+            TableName=TABLE,
+            IndexName="gsi2",
+            KeyConditionExpression="gsi2pk = :p",
+            ExpressionAttributeValues={":p": {"S": "PLANS"}},
+        )["Items"]
+        == []
+    )
+
+
+def rerun_plan(run: Run, tasks: list[TaskInstance]) -> Plan:
+    """Every task back to the start: the first 300 QUEUED, the others WAITING (the task writes
+    that leave a task QUEUED are applied last)."""
+    fresh = {
+        t.task_id: t.with_(
+            state=TaskState.QUEUED if i < 300 else TaskState.WAITING,
+            attempt_base=t.attempt,
+            started_at=None,
+            ended_at=None,
+            error=None,
+            upstream=Upstream(),
+        )
+        for i, t in enumerate(sorted(tasks, key=lambda t: t.task_id))
+    }
+    return Plan(
+        run=run.with_(state=RunState.RUNNING, ended_at=None, n_done=0, n_failed=0, n_running=0),
+        tasks=fresh,
+        edges={task_id: {} for task_id in fresh},
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("completed_by", ["get_run", "reconciler"])
+def test_a_large_plan_that_dies_midway_is_completed_once(env: Env, completed_by: str) -> None:
+    """At 500 tasks (5 chunks of 100) rather than 10,000 (100 chunks), to keep moto's time
+    reasonable: the journal, the chunking and the replay do not depend on the size."""
+    # GIVEN a stopped 500-task run
+    size = 500
+    run, tasks = seed_running(env, "big", size)
+    assert env.store.apply_plan(engine.stop(run, tasks, T0), RunState.RUNNING)
+    stopped = env.store.get_run("big")
+    plan = rerun_plan(stopped, env.store.get_tasks("big"))
+    # WHEN its rerun dies after the commit and 3 of 5 task chunks: the 2 chunks of resets
+    # went first, then one of the 3 chunks that queue tasks
+    _crash_at(env, "TransactWriteItems", 1 + 3 + 1)
+    with pytest.raises(Crash):
+        env.store.apply_plan(plan, RunState.STOPPED)
+    env.requests.before.clear()
+    # THEN the run is committed (RUNNING), every reset is in, some tasks are queued
+    assert env.store.get_run("big").state is RunState.RUNNING
+    states = Counter(t.state for t in env.store.get_tasks("big"))
+    assert states == {TaskState.WAITING: size - 300, TaskState.QUEUED: 100, TaskState.STOPPED: 200}
+    # AND a task queued by the applied chunks is claimed meanwhile
+    queued = env.store.queued_tasks(1)[0]
+    claimed = queued.with_(state=TaskState.RUNNING, attempt=queued.attempt + 1, started_at=T0)
+    assert env.store.put_task(claimed, TaskState.QUEUED, queued.attempt)
+
+    # WHEN the lease runs out and the plan is completed (by a reader, or the reconciler)
+    env.clock.now += env.store.lease.total_seconds() + 1
+    if completed_by == "get_run":
+        assert env.store.get_run("big") == plan.run
+    else:
+        assert env.store.complete_pending_plans() == 1
+        assert env.store.complete_pending_plans() == 0
+
+    # THEN every task is as planned, except the claimed one: a replay does not re-queue it
+    after = {t.task_id: t for t in env.store.get_tasks("big")}
+    assert after[claimed.task_id] == claimed
+    del after[claimed.task_id]
+    assert after == {k: v for k, v in plan.tasks.items() if k != claimed.task_id}
+    assert not [i for i in raw_items(env, "RUN#big") if i["sk"]["S"].startswith("P#")]
+
+
+def test_a_plan_refused_by_the_run_state_writes_nothing_even_when_journaled(env: Env) -> None:
+    run, tasks = seed_running(env, "r", 150)
+    plan = engine.stop(run, tasks, T0)
+    before = sorted(map(str, raw_items(env, "RUN#r")))
+
+    assert env.store.apply_plan(plan, RunState.PAUSED) is False
+
+    assert sorted(map(str, raw_items(env, "RUN#r"))) == before
+
+
+# ---------------------------------------------------------------------------- catalog
+def big_workflow(random_commands: bool) -> str:
+    lines = ["name: huge", "project: analytics", "tasks:"]
+    for i in range(BIG):
+        command = secrets.token_urlsafe(96) if random_commands else f"echo task number {i}"
+        lines.append(f"  t{i:05d}: {{type: shell, command: '{command}'}}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("random_commands", [False, True], ids=["compressible", "incompressible"])
+def test_a_10k_task_workflow_version_is_stored_compressed_and_chunked(
+    env: Env, random_commands: bool
+) -> None:
+    source = big_workflow(random_commands)
+    spec = load_workflow(source)
+    assert len(source) > 400_000
+
+    version, created = env.store.put_version(spec, source, T0)
+
+    assert created
+    assert env.store.get_version("analytics", "huge") == version
+    assert version.document == spec.document
+    assert version.source == source
+    items = raw_items(env, "WF#analytics#huge")
+    assert all(item_size(i) < 400_000 for i in items)
+    stored = next(i for i in items if i["sk"]["S"] == "V#0000000001")
+    if random_commands:  # too big even compressed: chunk items
+        assert int(stored["chunks"]["N"]) >= 2
+        assert "body" not in stored
+    else:  # compressed into the version item itself
+        assert "chunks" not in stored
+        assert len(stored["body"]["B"]) < 300_000
+    assert env.store.put_version(spec, source, T0) == (version, False)
+    assert env.store.list_versions("analytics", "huge") == [version]
+
+
+# ---------------------------------------------------------------------------- attempts
+def test_attempts_expire_after_the_retention_and_nothing_else_does(env: Env) -> None:
+    store = DynamoStore(TABLE, client=env.client, retention=timedelta(days=7))
+    store.create_run(a_run("r", 1), [TaskInstance("r", "a")], None)
+    store.start_attempt(Attempt("r", "a", 1, "running", T0))
+    store.start_attempt(Attempt("r", "a", 2, "running", T0))
+    ended = T0 + timedelta(hours=1)
+    store.finish_attempt(Attempt("r", "a", 1, "succeeded", T0, ended_at=ended))
+
+    items = {i["sk"]["S"]: i for i in raw_items(env, "RUN#r")}
+
+    week = int(timedelta(days=7).total_seconds())
+    assert int(items["A#a#000001"][TTL_ATTRIBUTE]["N"]) == int(ended.timestamp()) + week
+    assert int(items["A#a#000002"][TTL_ATTRIBUTE]["N"]) == int(T0.timestamp()) + week
+    assert [sk for sk, i in items.items() if TTL_ATTRIBUTE in i] == ["A#a#000001", "A#a#000002"]
+    assert DynamoStore(TABLE, client=env.client).retention == timedelta(days=90)
+
+
+# ---------------------------------------------------------------------------- indexes
+def test_global_queries_read_only_their_index_partitions(env: Env) -> None:
+    """The global queries are served by sparse index partitions: a finished 10-task run and a
+    paused run's queued tasks are never read by the dispatcher's queries."""
+    env.store.create_run(
+        a_run("done", 10, RunState.SUCCEEDED),
+        [TaskInstance("done", t, TaskState.SUCCEEDED, attempt=1) for t in task_ids(10)],
+        None,
+    )
+    env.store.create_run(
+        a_run("paused", 5, RunState.PAUSED),
+        [TaskInstance("paused", t, TaskState.QUEUED) for t in task_ids(5)],
+        None,
+    )
+    env.store.create_run(
+        a_run("live", 2), [TaskInstance("live", t, TaskState.QUEUED) for t in "ab"], 4
+    )
+    env.requests.clear()
+
+    offered = env.store.queued_tasks(10)
+
+    assert [(t.run_id, t.task_id) for t in offered] == [("live", "a"), ("live", "b")]
+    queries = [p for n, p in env.requests.calls if n == "Query"]
+    assert [q["ExpressionAttributeValues"][":pk"]["S"] for q in queries] == [
+        "RUNS#running",
+        "Q#live",
+    ]
+    assert all("IndexName" in q for q in queries)
+    assert env.requests.ops() == {"Query": 2, "BatchGetItem": 1}  # + the counters of "live"
+
+
+def test_bad_priorities_are_refused() -> None:
+    with pytest.raises(ValueError, match="priority"):
+        it.priority_key(10**12)
+    assert it.priority_key(5) < it.priority_key(0) < it.priority_key(-5)
+
+
+def test_a_plan_journal_left_by_a_crash_before_its_commit_is_removed(env: Env) -> None:
+    # GIVEN a large plan whose writer died after writing its journal, before the commit
+    run, tasks = seed_running(env, "r", 150)
+    _crash_at(env, "TransactWriteItems", 1)
+    with pytest.raises(Crash):
+        env.store.apply_plan(engine.stop(run, tasks, T0), RunState.RUNNING)
+    env.requests.before.clear()
+    assert [i for i in raw_items(env, "RUN#r") if i["sk"]["S"].startswith("P#")]
+    # THEN nothing visible changed
+    assert env.store.get_run("r") == run
+    assert env.store.get_tasks("r") == tasks
+    # AND once its lease is over the reconciler deletes the journal, touching nothing else
+    assert env.store.complete_pending_plans() == 0  # still within the lease
+    env.clock.now += env.store.lease.total_seconds() + 1
+    assert env.store.complete_pending_plans() == 1
+    assert not [i for i in raw_items(env, "RUN#r") if i["sk"]["S"].startswith("P#")]
+    assert env.store.get_run("r") == run
+    # AND the operation can be applied again
+    assert env.store.apply_plan(engine.stop(run, tasks, T0), RunState.RUNNING)
+    assert env.store.get_run("r").state is RunState.STOPPED
+
+
+def incompressible_workflow(tasks: int, seed: str) -> str:
+    lines = ["name: wide", "project: analytics", "tasks:"]
+    lines += [
+        f"  t{i:05d}: {{type: shell, command: '{seed}{secrets.token_urlsafe(96)}'}}"
+        for i in range(tasks)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def test_two_writers_of_one_large_workflow_get_two_versions_and_no_stray_chunks(
+    env: Env,
+) -> None:
+    first = incompressible_workflow(2_000, "a")
+    second = incompressible_workflow(2_000, "b")
+    other = DynamoStore(TABLE, client=env.client)
+    raced = {"done": False}
+
+    def the_other_writer_commits_first(_: dict[str, Any]) -> None:
+        if not raced["done"]:
+            raced["done"] = True
+            other.put_version(load_workflow(second), second, T0)
+
+    # WHEN a second writer commits version 1 while the first is about to
+    env.requests.before["TransactWriteItems"] = the_other_writer_commits_first
+    mine, created = env.store.put_version(load_workflow(first), first, T0)
+    env.requests.before.clear()
+
+    # THEN the first writer's content became version 2, the other's is version 1
+    assert created
+    assert mine.version == 2
+    assert env.store.get_version("analytics", "wide", 1).source == second
+    assert env.store.get_version("analytics", "wide", 2) == mine
+    # AND the chunks of the attempt that lost the race were removed
+    items = raw_items(env, "WF#analytics#wide")
+    tokens = {i["token"]["S"] for i in items if "token" in i}
+    chunk_tokens = {
+        i["sk"]["S"].split("#C#")[1].split("#")[0] for i in items if "#C#" in i["sk"]["S"]
+    }
+    assert len(tokens) == 2
+    assert chunk_tokens == tokens
+
+
+def test_catalog_errors_name_what_is_missing(env: Env) -> None:
+    with pytest.raises(NotFound, match="nothing"):
+        env.store.set_paused("analytics", "nothing", True)
+    env.store.set_cursor("analytics", "nothing", T0)  # no workflow: nothing to move
+    assert env.store.get_cursor("analytics", "nothing") is None
+    with pytest.raises(NotFound):
+        env.store.record_upstream("no-run", "child", "parent", TaskState.SUCCEEDED)
+    with pytest.raises(NotFound):
+        env.store.add_counters("no-run", done=1)
