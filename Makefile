@@ -2,10 +2,13 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# SAM CLI, cfn-lint and statelint live in a virtualenv of their own: SAM CLI pins an old boto3.
+SAM_VENV := .venv-sam
+SAM_BIN := $(SAM_VENV)/bin
 HOME_DIR ?= $(CURDIR)/.stratoflow
 PORT ?= 8321
 
-.PHONY: install run test lint typecheck pytest bench clean
+.PHONY: install run test lint typecheck pytest check-aws sam-venv bench clean ui chromium
 
 $(BIN)/stratoflow: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Stratoflow needs Python 3.11+; set PYTHON=python3.11" if sys.version_info < (3, 11) else 0)'
@@ -14,14 +17,30 @@ $(BIN)/stratoflow: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(BIN)/stratoflow
+install: $(BIN)/stratoflow ui
+
+## make ui: build the web UI (ui/) into the package, where the API serves it at /
+UI_STATIC := layers/core/stratoflow/api/static/index.html
+UI_SOURCES := ui/package.json ui/package-lock.json ui/index.html ui/vite.config.ts ui/tsconfig.json $(shell find ui/src -type f 2>/dev/null)
+ui: $(UI_STATIC)
+$(UI_STATIC): $(UI_SOURCES)
+	@if ! command -v npm >/dev/null; then \
+	  if [ "$$CI" = true ]; then echo "npm is missing: CI must build the web UI" >&2; exit 1; fi; \
+	  echo "warning: npm is missing, so the web UI is not built (the API works without it)" >&2; \
+	else cd ui && npm ci --no-audit --no-fund && npm run build; fi
+
+## make chromium: Debian's Chromium for the browser tests (tests/browser), when it is missing
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
 ## make run: install, then start a local Stratoflow (API on 127.0.0.1:$(PORT)) with the examples applied
 run: install
 	$(BIN)/stratoflow server --home $(HOME_DIR) --port $(PORT) --apply examples/
 
-## make test: install, then lint, type-check and run the whole test suite with coverage
-test: install lint typecheck pytest
+## make test: install, then lint, type-check, run the whole test suite with coverage, and check
+## the AWS template and state machines (sam validate --lint, cfn-lint, statelint, sam build)
+test: install chromium lint typecheck pytest check-aws
 
 lint:
 	$(BIN)/ruff check layers functions tests benchmarks examples
@@ -33,8 +52,20 @@ typecheck:
 pytest:
 	$(BIN)/pytest --cov --cov-report=term-missing:skip-covered
 
+$(SAM_BIN)/sam: .ci/requirements-sam.txt
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_BIN)/pip install --quiet --upgrade pip
+	$(SAM_BIN)/pip install --quiet -r .ci/requirements-sam.txt
+	touch $@
+
+sam-venv: $(SAM_BIN)/sam
+
+## make check-aws: the template and state machine checks alone (no AWS account needed)
+check-aws: sam-venv
+	.ci/check_aws.sh $(SAM_BIN)
+
 bench: install
 	$(BIN)/python benchmarks/bench_local.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .coverage ui/node_modules layers/core/stratoflow/api/static artifacts
