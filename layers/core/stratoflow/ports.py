@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from stratoflow.auth import Principal, Role
 from stratoflow.engine import (
@@ -95,6 +95,8 @@ class Catalog(ABC):
 
 class StateStore(ABC):
     """Runs and task instances. Every write that a race could lose is a conditional write."""
+
+    atomic: ClassVar[bool] = True  # False: ``transaction`` is a no-op (see there)
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[None]:
@@ -223,6 +225,11 @@ class Dispatcher(ABC):
     def dispatch_many(self, specs: Sequence[AttemptSpec]) -> list[str | None]:
         """Start a batch of attempts (an adapter may start them together)."""
         return [self.dispatch(spec) for spec in specs]
+
+    def log_location(self, spec: AttemptSpec) -> str | None:
+        """Where the attempt's log will be, if that is known before it is dispatched (then
+        ``dispatch`` returns the same); None: only ``dispatch`` can say."""
+        return None
 
     @abstractmethod
     def kill(self, run_id: str, task_id: str, attempt: int) -> None:

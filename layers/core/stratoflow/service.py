@@ -12,7 +12,8 @@ import logging
 import secrets
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -52,6 +53,13 @@ DISPATCH_BATCH = 256
 # derived from one (ds, the schedule's window, time zones) stays a valid date
 MIN_LOGICAL_DATE = datetime(1900, 1, 1, tzinfo=UTC)
 MAX_LOGICAL_DATE = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+class _Claimed(list[tuple[AttemptSpec, TaskInstance]]):
+    """Attempts claimed and rendered in one commit, to start once it is committed."""
+
+    claimed = 0  # tasks claimed, including those that ended at once (switch, template error)
+    more = False  # whether another pass may find work
 
 
 @dataclass(frozen=True)
@@ -204,18 +212,32 @@ class Scheduler:
     # ------------------------------------------------------------ the hot path
     def on_finished(self, reports: Iterable[Finished]) -> None:
         """Apply attempt results (idempotent: duplicates and late reports change nothing)."""
-        with self._lock:
-            self._batching = True
-            try:
-                with self.store.transaction():
-                    for report in reports:
-                        self._apply_result(report)
-            except BaseException:
-                self._after_commit.clear()  # nothing was decided, so nothing to act on
-                raise
-            finally:
-                self._batching = False
-            self._run_after_commit()
+        with self._lock, self._deciding():
+            for report in reports:
+                self._apply_result(report)
+
+    @contextmanager
+    def _deciding(self) -> Iterator[None]:
+        """One commit for everything decided inside; what acts on it (kills, events) runs
+        once it is committed. Nested uses join the outer commit. If the block fails, an
+        atomic store rolls back, so nothing was decided and nothing acts; a store without
+        transactions keeps every write that succeeded, so what they decided still acts."""
+        if self._batching:
+            yield
+            return
+        self._batching = True
+        try:
+            with self.store.transaction():
+                yield
+        except BaseException:
+            if self.store.atomic:
+                self._after_commit.clear()
+            else:
+                self._run_after_commit()
+            raise
+        finally:
+            self._batching = False
+        self._run_after_commit()
 
     def _run_after_commit(self) -> None:
         actions, self._after_commit = self._after_commit, []
@@ -323,90 +345,124 @@ class Scheduler:
         self._start_queued_runs()
 
     # ------------------------------------------------------------ periodic work
-    def step(self) -> datetime | None:
-        """Promote due retries, time out overdue attempts, start runs, dispatch what is ready.
-        Returns when it next has timed work to do (a retry or a deadline)."""
-        now = self.clock.now()
+    def step(self, reports: Iterable[Finished] = ()) -> datetime | None:
+        """One turn of the loop. Apply ``reports``, promote due retries, time out overdue
+        attempts, start waiting runs and claim what is ready, all in one commit; then act on
+        it: kill what timed out, emit events, start the claimed attempts. Returns when it
+        next has timed work to do (a retry or a deadline)."""
         with self._lock:
-            for ti in self.store.due_retries(now + self.retry_lead, DISPATCH_BATCH):
-                early = ti.ready_at is not None and ti.ready_at > now
-                self.store.put_task(
-                    ti.with_(state=TaskState.QUEUED, ready_at=ti.ready_at if early else None),
-                    TaskState.UP_FOR_RETRY,
-                    ti.attempt,
-                )
-            expired = self.store.expired_tasks(now - self.timeout_grace, DISPATCH_BATCH)
-        for ti in expired:
-            run = self.store.get_run(ti.run_id)
-            timeout = self._run_spec(run).workflow.timeout(ti.task_id)
-            # record the timeout first, then kill: the killed process's own report is stale
-            self.on_finished(
-                [Finished(ti.run_id, ti.task_id, ti.attempt,
-                          AttemptResult(AttemptStatus.TIMED_OUT, error=f"timed out after {timeout}"))]
-            )  # fmt: skip
-            self.dispatcher.kill(ti.run_id, ti.task_id, ti.attempt)
-        with self._lock:
-            self._start_queued_runs()
-        while self._dispatch()[1]:
-            pass
+            more = self._start(self._turn(reports))
+            while more:
+                more = self._start(self._turn(()))
         return self.store.next_wakeup()
 
     def dispatch_ready(self) -> int:
         """Claim queued tasks (one conditional write each, exactly one winner), commit, then
         start them. Returns how many were claimed."""
-        return self._dispatch()[0]
-
-    def _dispatch(self) -> tuple[int, bool]:
-        """One dispatch pass: (claimed, whether another pass may find work). It may when the
-        batch was full, or when a claimed task ended in-process (a switch, or a template
-        error) and so may have made others ready; otherwise a pass would only cost a query."""
-        now = self.clock.now()
-        claimed: list[tuple[Run, WorkflowSpec, TaskInstance]] = []
         with self._lock:
-            with self.store.transaction():
-                runs: dict[str, tuple[Run, WorkflowSpec, int]] = {}  # run id -> free slots
-                for ti in self.store.queued_tasks(DISPATCH_BATCH):
-                    if ti.run_id not in runs:
-                        run = self.store.get_run(ti.run_id)
-                        spec = self._run_spec(run)
-                        runs[ti.run_id] = (run, spec, engine.dispatch_slots(spec, run))
-                    run, spec, free = runs[ti.run_id]
-                    if free <= 0:
-                        continue
-                    task = engine.claim(spec, ti, now)
-                    if not self.store.put_task(task, TaskState.QUEUED, ti.attempt):
-                        continue
-                    runs[ti.run_id] = (run, spec, free - 1)
-                    claimed.append((run, spec, task))
-                for run_id, n in Counter(run.id for run, _, _ in claimed).items():
-                    self.store.add_counters(run_id, running=n)
-            ready = [a for run, spec, task in claimed if (a := self._prepare(spec, run, task))]
+            ready = self._turn((), periodic=False)
             self._start(ready)
-        return len(claimed), len(claimed) == DISPATCH_BATCH or len(ready) < len(claimed)
+        return ready.claimed
 
-    def _start(self, ready: Sequence[tuple[AttemptSpec, TaskInstance]]) -> None:
-        """Hand prepared attempts to the dispatcher, then record their history rows (with
-        where each log is, readable while it runs) in one commit."""
-        if not ready:
-            return
-        logs = self.dispatcher.dispatch_many([spec for spec, _ in ready])
-        if not self.record_attempt_starts:
-            return
-        with self.store.transaction():
-            for (spec, task), log_location in zip(ready, logs, strict=True):
-                self.store.start_attempt(
-                    Attempt(
-                        spec.run_id, spec.task_id, spec.attempt, "running",
-                        started_at=task.started_at or spec.logical_date, log=log_location,
-                    )
-                )  # fmt: skip
+    def _turn(self, reports: Iterable[Finished], *, periodic: bool = True) -> _Claimed:
+        """Decide one turn's worth in one commit; return the attempts to start after it."""
+        now = self.clock.now()
+        with self._deciding():
+            for report in reports:
+                self._apply_result(report)
+            if periodic:
+                self._promote_retries(now)
+                self._time_out(now)
+                self._start_queued_runs()
+            return self._claim(now)
+
+    def _promote_retries(self, now: datetime) -> None:
+        for ti in self.store.due_retries(now + self.retry_lead, DISPATCH_BATCH):
+            early = ti.ready_at is not None and ti.ready_at > now
+            self.store.put_task(
+                ti.with_(state=TaskState.QUEUED, ready_at=ti.ready_at if early else None),
+                TaskState.UP_FOR_RETRY,
+                ti.attempt,
+            )
+
+    def _time_out(self, now: datetime) -> None:
+        for ti in self.store.expired_tasks(now - self.timeout_grace, DISPATCH_BATCH):
+            timeout = self._spec_of(ti.run_id).workflow.timeout(ti.task_id)
+            # record the timeout first, then kill: the killed process's own report is stale
+            self._apply_result(
+                Finished(ti.run_id, ti.task_id, ti.attempt,
+                         AttemptResult(AttemptStatus.TIMED_OUT, error=f"timed out after {timeout}"))
+            )  # fmt: skip
+            self._act(partial(self.dispatcher.kill, ti.run_id, ti.task_id, ti.attempt))
+
+    def _claim(self, now: datetime) -> _Claimed:
+        """Claim up to a batch of queued tasks (a conditional write each: exactly one winner)
+        and render them. A switch, or a task whose templates fail, ends here; its result may
+        make others ready, and so may a full batch: then ``more`` asks for another pass."""
+        claimed: list[tuple[Run, WorkflowSpec, TaskInstance]] = []
+        runs: dict[str, tuple[Run, WorkflowSpec, int]] = {}  # run id -> free slots
+        for ti in self.store.queued_tasks(DISPATCH_BATCH):
+            if ti.run_id not in runs:
+                run = self.store.get_run(ti.run_id)
+                spec = self._run_spec(run)
+                runs[ti.run_id] = (run, spec, engine.dispatch_slots(spec, run))
+            run, spec, free = runs[ti.run_id]
+            if free <= 0:
+                continue
+            task = engine.claim(spec, ti, now)
+            if not self.store.put_task(task, TaskState.QUEUED, ti.attempt):
+                continue
+            runs[ti.run_id] = (run, spec, free - 1)
+            claimed.append((run, spec, task))
+        for run_id, n in Counter(run.id for run, _, _ in claimed).items():
+            self.store.add_counters(run_id, running=n)
+        ready = _Claimed(a for run, spec, task in claimed if (a := self._prepare(spec, run, task)))
+        ready.claimed = len(claimed)
+        ready.more = len(claimed) == DISPATCH_BATCH or len(ready) < len(claimed)
+        self._record_starts(ready)
+        return ready
+
+    def _record_starts(self, ready: _Claimed) -> None:
+        """Write the history rows of attempts about to start, where the dispatcher can say in
+        advance where their logs will be (in the claim's commit: no commit of their own)."""
+        if self.record_attempt_starts:
+            for attempt, task in ready:
+                if (log := self.dispatcher.log_location(attempt)) is not None:
+                    self._record_start(attempt, task, log)
+
+    def _record_start(self, spec: AttemptSpec, task: TaskInstance, log: str | None) -> None:
+        self.store.start_attempt(
+            Attempt(
+                spec.run_id, spec.task_id, spec.attempt, "running",
+                started_at=task.started_at or spec.logical_date, log=log,
+            )
+        )  # fmt: skip
+
+    def _start(self, ready: _Claimed) -> bool:
+        """Hand committed claims to the dispatcher. Their history rows (with where each log
+        is, readable while it runs) went into the claim's commit when the dispatcher could
+        say in advance where the log would be; the others are written now, in one commit.
+        Returns whether another pass may find work."""
+        if ready:
+            logs = self.dispatcher.dispatch_many([spec for spec, _ in ready])
+            if self.record_attempt_starts:
+                late = [
+                    (spec, task, log)
+                    for (spec, task), log in zip(ready, logs, strict=True)
+                    if self.dispatcher.log_location(spec) is None
+                ]
+                if late:
+                    with self.store.transaction():
+                        for spec, task, log in late:
+                            self._record_start(spec, task, log)
+        return ready.more
 
     def _prepare(
         self, spec: WorkflowSpec, run: Run, task: TaskInstance
     ) -> tuple[AttemptSpec, TaskInstance] | None:
-        """Render a claimed attempt for dispatch (the claim is committed: a crash from here on
-        is repaired by ``recover``, which starts it again under the same key). A switch, or a
-        task whose templates fail, ends here and returns None."""
+        """Render a claimed attempt for dispatch (a crash after the claim's commit is repaired
+        by ``recover``, which starts it again under the same key). A switch, or a task whose
+        templates fail, ends here and returns None."""
         reads = spec.dag.reads[task.task_id]
         upstream = (
             {t.task_id: t.outputs for t in self.store.get_tasks(run.id, sorted(reads))}
@@ -444,11 +500,13 @@ class Scheduler:
                 Finished(run_id, task_id, attempt, result)
                 for (run_id, task_id, attempt), result in report.results.items()
             )
-            ready = []
-            for ti in report.not_started:
-                run = self.store.get_run(ti.run_id)
-                if (prepared := self._prepare(self._run_spec(run), run, ti)) is not None:
-                    ready.append(prepared)
+            ready = _Claimed()
+            with self._deciding():
+                for ti in report.not_started:
+                    run = self.store.get_run(ti.run_id)
+                    if (prepared := self._prepare(self._run_spec(run), run, ti)) is not None:
+                        ready.append(prepared)
+                self._record_starts(ready)
             self._start(ready)
             for run in self.store.runs_in_states([RunState.RUNNING, RunState.PAUSED]):
                 self._maybe_finish(self._run_spec(run), run.id, self.clock.now())

@@ -106,6 +106,8 @@ class DynamoStore(StateStore, Catalog):
     half-done ``create_run`` or ``apply_plan`` belongs to its writer before another caller
     may complete it."""
 
+    atomic = False  # no multi-item transactions across a step: each write stands alone
+
     def __init__(
         self,
         table_name: str,

@@ -191,6 +191,9 @@ class LocalExecutor(Dispatcher):
     def dispatch(self, spec: AttemptSpec) -> str | None:
         return self.dispatch_many([spec])[0]
 
+    def log_location(self, spec: AttemptSpec) -> str:
+        return str(self.log_path(spec.run_id, spec.task_id, spec.attempt))
+
     def dispatch_many(self, specs: Sequence[AttemptSpec]) -> list[str | None]:
         """Start attempts; returns where each log will be. A lone attempt (a step of a chain)
         starts right here, with no hand-off latency; a batch starts on the spawn threads, so
@@ -206,7 +209,7 @@ class LocalExecutor(Dispatcher):
         else:
             for spec, live in fresh:
                 self._spawner.submit(self._spawn, spec, live)
-        return [str(self.log_path(s.run_id, s.task_id, s.attempt)) for s in specs]
+        return [self.log_location(spec) for spec in specs]
 
     def _spawn(self, spec: AttemptSpec, live: _Live) -> None:
         run_dir = self.run_dir(spec.run_id)

@@ -102,10 +102,7 @@ class LocalRuntime:
 
     def run_once(self, timeout: float = MAX_SLEEP_SECONDS) -> None:
         """One turn of the loop: apply reports, then the periodic work."""
-        reports = self._wait(timeout)
-        if reports:
-            self.scheduler.on_finished(reports)
-        next_at = self.scheduler.step()
+        next_at = self.scheduler.step(self._wait(timeout))
         if self.cron is not None:
             next_fire = self.cron.tick(self.clock.now())
             if next_fire is not None and (next_at is None or next_fire < next_at):
