@@ -575,9 +575,12 @@ class SqliteStore(StateStore, Catalog):
             return _task(row)
 
     def queued_tasks(self, limit: int) -> list[TaskInstance]:
+        # CROSS JOIN fixes the join order: walk the queue's partial index in queue order and
+        # stop at the limit. Left to itself the planner starts from the running runs and
+        # reads every task of each: O(tasks in the run) per call, 10,000 rows at W4.
         rows = self._x(
             f"SELECT {', '.join('t.' + c.strip() for c in _TASK_COLS.split(','))} FROM tasks t "
-            "JOIN runs r ON r.id = t.run_id WHERE t.state='queued' AND r.state='running' "
+            "CROSS JOIN runs r ON r.id = t.run_id WHERE t.state='queued' AND r.state='running' "
             "AND (r.concurrency IS NULL OR r.n_running < r.concurrency) "
             "ORDER BY t.priority DESC, t.queued_seq LIMIT ?",
             (limit,),
