@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from stratoflow.engine import TaskInstance
-from stratoflow.ports import AttemptSpec, Clock, Dispatcher, Recovery
+from stratoflow.ports import Attempt, AttemptSpec, Clock, Dispatcher, LogRange, Recovery
 
 Key = tuple[str, str, int]
 
@@ -48,3 +48,19 @@ class RecordingDispatcher(Dispatcher):
 
     def recover(self, running: Sequence[TaskInstance]) -> Recovery:
         return Recovery()
+
+
+def text_logs(
+    text_of: Callable[[Attempt], str | None],
+) -> Callable[[Attempt, int, int], LogRange | None]:
+    """A log reader (``create_app(read_log=...)``) over logs held as text in the test."""
+
+    def read(attempt: Attempt, offset: int, length: int) -> LogRange | None:
+        text = text_of(attempt)
+        if text is None:
+            return None
+        data = text.encode("utf-8")
+        start = min(offset, len(data))
+        return LogRange(data[start : start + length], start, len(data))
+
+    return read

@@ -19,7 +19,7 @@ from stratoflow.adapters.aws import handlers
 from stratoflow.adapters.aws.handlers import MalformedOutcome, S3Objects, parse_outcome
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.engine import AttemptStatus, RunState, TaskState
-from stratoflow.ports import Attempt, Recovery
+from stratoflow.ports import Attempt, LogRange, Recovery
 from stratoflow.service import Scheduler
 from tests.fakes import FakeClock, RecordingDispatcher
 
@@ -268,19 +268,40 @@ def test_s3_objects_reads_logs_and_outputs() -> None:
     def attempt(log: str | None) -> Attempt:
         return Attempt("r", "t", 1, "succeeded", started_at=T0, log=log)
 
-    assert objects.read_log(attempt("s3://art/logs/r/t/1.log")) == "héllo\n"
-    assert objects.read_log(attempt("s3://art/logs/r/t/2.log")) == ""
-    assert objects.read_log(attempt("s3://art/logs/r/t/3.log")) is None
+    hello = attempt("s3://art/logs/r/t/1.log")
+    assert objects.read_log(hello, 0, 100) == LogRange("héllo\n".encode(), 0, 7)
+    assert objects.read_log(hello, 1, 2) == LogRange("é".encode(), 1, 7)
+    assert objects.read_log(hello, 7, 100) == LogRange(b"", 7, 7)  # at the end: nothing more
+    assert objects.read_log(hello, 50, 100) == LogRange(b"", 7, 7)
+    assert objects.read_log(attempt("s3://art/logs/r/t/2.log"), 0, 100) == LogRange(b"", 0, 0)
+    assert objects.read_log(attempt("s3://art/logs/r/t/3.log"), 0, 100) is None
     # ended with an exit code and no object: the runner printed nothing and skipped the PUT
     ended = Attempt("r", "t", 3, "succeeded", started_at=T0, exit_code=0,
                     log="s3://art/logs/r/t/3.log")  # fmt: skip
-    assert objects.read_log(ended) == ""
-    assert objects.read_log(attempt("/tmp/local.log")) is None
-    assert objects.read_log(attempt(None)) is None
-    assert objects.read_log(attempt("s3://art")) is None
+    assert objects.read_log(ended, 0, 100) == LogRange(b"", 0, 0)
+    assert objects.read_log(attempt("/tmp/local.log"), 0, 100) is None
+    assert objects.read_log(attempt(None), 0, 100) is None
+    assert objects.read_log(attempt("s3://art"), 0, 100) is None
     assert objects.read_json("s3://art/outputs/r/t/1.json") == {"rows": "3"}
     with pytest.raises(FileNotFoundError):
         objects.read_json("s3://art/outputs/r/t/2.json")
+
+
+@mock_aws
+def test_a_log_page_is_one_ranged_get_however_long_the_log() -> None:
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="art")
+    s3.put_object(Bucket="art", Key="big.log", Body=b"0123456789" * 100_000)
+    ranges: list[str] = []
+    s3.meta.events.register(
+        "before-call.s3.GetObject", lambda params, **_: ranges.append(params["headers"]["Range"])
+    )
+    log = Attempt("r", "t", 1, "running", started_at=T0, log="s3://art/big.log")
+
+    window = S3Objects(s3).read_log(log, 999_990, 4)
+
+    assert window == LogRange(b"0123", 999_990, 1_000_000)
+    assert ranges == ["bytes=999990-999993"]
 
 
 def test_the_api_authenticator_follows_the_stacks_auth_mode() -> None:

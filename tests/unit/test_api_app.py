@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.fakes import text_logs
 
 from stratoflow.adapters.local.sqlite_store import SqliteStore
-from stratoflow.api.app import MAX_LOG_CHUNK, create_app
+from stratoflow.api.app import MAX_LOG_CHUNK, ReadLog, create_app, read_log_file
 from stratoflow.engine import AttemptResult, AttemptStatus, TaskInstance
-from stratoflow.ports import Attempt, AttemptSpec, Clock, Dispatcher, Recovery
+from stratoflow.ports import Attempt, AttemptSpec, Clock, Dispatcher, LogRange, Recovery
 from stratoflow.service import Finished, Scheduler
 
 ETL = """\
@@ -168,7 +169,7 @@ class Api:
         self.scheduler.on_finished([Finished(run_id, task_id, task.attempt, result, path)])
 
 
-def _build(tmp_path: Path, read_log: Callable[[Attempt], str | None] | None = None) -> Api:
+def _build(tmp_path: Path, read_log: ReadLog | None = None) -> Api:
     store = SqliteStore(tmp_path / "state.db")
     dispatcher = FakeDispatcher()
     scheduler = Scheduler(store, store, dispatcher, StepClock())
@@ -578,7 +579,9 @@ def test_run_detail_task_view_and_log(api: Api) -> None:
 
 def test_log_is_chunked_on_character_boundaries(tmp_path: Path) -> None:
     text = "é" * MAX_LOG_CHUNK  # two bytes each: the log is twice the chunk size
-    api = _build(tmp_path, read_log=lambda attempt: text if attempt.attempt == 1 else None)
+    api = _build(
+        tmp_path, read_log=text_logs(lambda attempt: text if attempt.attempt == 1 else None)
+    )
     api.apply()
     run_id = api.trigger()
     api.finish(run_id, "extract", log=None)
@@ -593,6 +596,42 @@ def test_log_is_chunked_on_character_boundaries(tmp_path: Path) -> None:
     odd = api.call("GET", url, query={"offset": "1"})  # starts inside a character
     assert odd.status == 200
     assert odd.text.startswith("\ufffd")
+
+
+def test_a_log_page_reads_only_its_range(tmp_path: Path) -> None:
+    asked: list[tuple[int, int]] = []
+    text = "line\n" * 1000
+
+    def reader(attempt: Attempt, offset: int, length: int) -> LogRange | None:
+        asked.append((offset, length))
+        return text_logs(lambda _: text)(attempt, offset, length)
+
+    api = _build(tmp_path, read_log=reader)
+    api.apply()
+    run_id = api.trigger()
+    api.finish(run_id, "extract", log=None)
+    page = api.call(
+        "GET",
+        f"/runs/{run_id}/tasks/extract/attempts/1/log",
+        query={"offset": "4995", "limit": "7"},
+    )
+    assert page.text == "line\n"  # the last line: the log ends before the limit
+    assert (page.headers["X-Next-Offset"], page.headers["X-Log-Size"]) == ("5000", "5000")
+    assert asked == [(4995, 10)], "the page and at most 3 bytes more (to end on a character)"
+
+
+def test_the_local_reader_reads_a_range_of_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "big.log"
+    path.write_bytes(b"x" * 1_000_000 + "é!".encode())
+
+    def attempt(log: str | None) -> Attempt:
+        return Attempt("r", "t", 1, "running", started_at=datetime(2026, 3, 1, tzinfo=UTC), log=log)
+
+    window = read_log_file(attempt(str(path)), 1_000_000, 2)
+    assert window == LogRange("é".encode(), 1_000_000, 1_000_003)
+    assert read_log_file(attempt(str(path)), 5_000_000, 10) == LogRange(b"", 1_000_003, 1_000_003)
+    assert read_log_file(attempt(str(tmp_path / "missing.log")), 0, 10) is None
+    assert read_log_file(attempt(None), 0, 10) is None
 
 
 # ------------------------------------------------------------------ operations

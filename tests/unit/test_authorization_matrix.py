@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.fakes import text_logs
 from tests.unit.test_api_app import Api, FakeDispatcher, Reply, StepClock
 
 from stratoflow.adapters.local.identity import SqliteIdentities
@@ -97,7 +98,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     api = Api(None, scheduler, dispatcher, logs)
     api.app = create_app(
         scheduler,
-        read_log=lambda attempt: f"log of {attempt.task_id}",
+        read_log=text_logs(lambda attempt: f"log of {attempt.task_id}"),
         authenticate=token_authenticator(identities, clock),
         readmodel=readmodel,
     )

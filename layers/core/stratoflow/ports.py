@@ -53,6 +53,16 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class LogRange:
+    """Part of an attempt's log: ``data`` holds its bytes from ``start`` on (at most as many as
+    were asked for); ``size`` is the length of the whole log when it was read."""
+
+    data: bytes
+    start: int
+    size: int
+
+
+@dataclass(frozen=True)
 class RunQuery:
     project: str | None = None
     workflow: str | None = None

@@ -18,6 +18,7 @@ import binascii
 import difflib
 import json
 import logging
+import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
@@ -73,7 +74,7 @@ from stratoflow.auth import (
 from stratoflow.engine import Run, RunState, TaskState
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem
 from stratoflow.model import load_workflow, next_firing
-from stratoflow.ports import Attempt, RunQuery, WorkflowVersion
+from stratoflow.ports import Attempt, LogRange, RunQuery, WorkflowVersion
 from stratoflow.readmodel import AuditEntry, ReadModel, RunFilter
 from stratoflow.service import Scheduler
 from stratoflow.views import (
@@ -133,7 +134,10 @@ _TEXT_PREFIXES = ("text/", "application/json", "image/svg+xml")
 ASSET_CACHE = "public, max-age=31536000, immutable"
 INDEX_CACHE = "no-cache"
 
-ReadLog = Callable[[Attempt], str | None]
+# (attempt, offset, length) -> up to ``length`` bytes of its log from ``offset``, or None when
+# it has no log (yet). A reader reads only that range, however long the log has grown.
+ReadLog = Callable[[Attempt, int, int], LogRange | None]
+UTF8_MAX = 4  # bytes in the longest UTF-8 character
 
 # Parameter types shared by several routes (module level: Powertools resolves the string
 # annotations against this module's globals).
@@ -382,30 +386,36 @@ def _parse_json(text: str) -> Any:
 
 
 # ------------------------------------------------------------------ logs
-def read_log_file(attempt: Attempt) -> str | None:
+def read_log_file(attempt: Attempt, offset: int, length: int) -> LogRange | None:
     """The default log reader: ``Attempt.log`` is a local file path (the local executor's)."""
     if not attempt.log:
         return None
     try:
-        return FilePath(attempt.log).read_text(encoding="utf-8", errors="replace")
+        with open(attempt.log, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            start = min(offset, size)
+            fh.seek(start)
+            data = fh.read(length)
     except (OSError, ValueError):
         return None
+    return LogRange(data, start, max(size, start + len(data)))  # it may grow as it is read
 
 
-def _log_chunk(data: bytes, offset: int, limit: int = MAX_LOG_CHUNK) -> tuple[bytes, int]:
-    """Up to ``limit`` bytes from ``offset``, ending on a UTF-8 character boundary; and the
-    offset to ask for next. A limit smaller than the character at ``offset`` still returns
-    that one character, so a reader always moves on."""
-    start = min(offset, len(data))
-    end = min(start + limit, len(data))
+def _log_chunk(window: LogRange, limit: int) -> tuple[bytes, int]:
+    """Up to ``limit`` bytes of ``window``, ending on a UTF-8 character boundary, and the
+    offset to ask for next. ``window`` holds up to ``UTF8_MAX - 1`` bytes more than ``limit``,
+    to see where the character at the limit ends. A limit smaller than the character at the
+    start still returns that one character, so a reader always moves on."""
+    data = window.data
+    end = min(limit, len(data))
     if end < len(data):
-        while end > start and (data[end] & 0xC0) == 0x80:  # a continuation byte
+        while end > 0 and (data[end] & 0xC0) == 0x80:  # a continuation byte
             end -= 1
-        if end == start:  # the limit is inside the first character: return it whole
-            end += 1
+        if end == 0:  # the limit is inside the first character: return it whole
+            end = 1
             while end < len(data) and (data[end] & 0xC0) == 0x80:
                 end += 1
-    return data[start:end], end
+    return data[:end], window.start + end
 
 
 @cache
@@ -477,8 +487,8 @@ def create_app(
     readmodel: ReadModel | None = None,
 ) -> APIGatewayRestResolver:
     """The REST API over ``scheduler``. ``on_change`` runs after every successful write (the
-    local runtime passes its ``wake``); ``read_log`` turns an attempt's log location into
-    text (default: read it as a local file); ``static_dir`` holds the built web UI served at
+    local runtime passes its ``wake``); ``read_log`` reads a range of an attempt's log from
+    where it is kept (default: a local file); ``static_dir`` holds the built web UI served at
     ``/`` (default: the package's ``api/static``). ``authenticate`` names the caller of every
     request but the public ones (None: everyone is an administrator — for an API nobody else
     can reach); each route then checks the caller's role in the project it touches.
@@ -995,16 +1005,15 @@ def create_app(
         found = [a for a in store.list_attempts(run_id, task_id) if a.attempt == attempt]
         if not found:
             raise NotFound(f"task {task_id!r} of run {run_id!r} has no attempt {attempt}")
-        text = reader(found[0])
-        if text is None:
+        window = reader(found[0], offset, limit + UTF8_MAX - 1)
+        if window is None:
             raise NotFound(f"no log for attempt {attempt} of task {task_id!r} in run {run_id!r}")
-        data = text.encode("utf-8")
-        chunk, next_offset = _log_chunk(data, offset, limit)
+        chunk, next_offset = _log_chunk(window, limit)
         return Response(
             status_code=HTTPStatus.OK.value,
             content_type="text/plain; charset=utf-8",
             body=chunk.decode("utf-8", errors="replace"),
-            headers={NEXT_OFFSET_HEADER: str(next_offset), LOG_SIZE_HEADER: str(len(data))},
+            headers={NEXT_OFFSET_HEADER: str(next_offset), LOG_SIZE_HEADER: str(window.size)},
         )
 
     @app.post(

@@ -31,12 +31,12 @@ from stratoflow.api.access import (
     parse_role_map,
 )
 from stratoflow.engine import AttemptResult, AttemptStatus
-from stratoflow.ports import Attempt
+from stratoflow.ports import Attempt, LogRange
 from stratoflow.service import Finished, Scheduler
 
 log = logging.getLogger("stratoflow.handlers")
 
-MAX_LOG_BYTES = 64 * 1024 * 1024  # the most of one log object the API reads into memory
+MAX_JSON_BYTES = 64 * 1024 * 1024  # the most of a task's outputs document ``advance`` reads
 
 ReadJson = Callable[[str], Any]  # an s3:// URI -> the JSON document stored there
 
@@ -164,43 +164,46 @@ class S3Objects:
     def __init__(self, client: Any) -> None:
         self.client = client
 
-    def _get(self, uri: str) -> bytes | None:
-        bucket, key = split_s3_uri(uri)
+    def _get(self, bucket: str, key: str, first: int, last: int) -> tuple[bytes, int] | None:
+        """Bytes ``first``..``last`` (inclusive) of an object and its whole size; None if it
+        does not exist."""
         try:
-            response = self.client.get_object(
-                Bucket=bucket, Key=key, Range=f"bytes=0-{MAX_LOG_BYTES - 1}"
-            )
+            response = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={first}-{last}")
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
-            if code == "InvalidRange":  # an empty object has no byte 0
-                return b""
+            if code == "InvalidRange":  # ``first`` is at or past its end (an empty object too)
+                head = self.client.head_object(Bucket=bucket, Key=key)
+                return b"", int(head["ContentLength"])
             if code in {"NoSuchKey", "404", "NotFound"}:
                 return None
             raise
         body: bytes = response["Body"].read()
-        return body
+        total = response.get("ContentRange", "").rpartition("/")[2]  # "bytes 0-9/1234"
+        return body, int(total) if total.isdigit() else first + len(body)
 
     def read_json(self, uri: str) -> Any:
-        data = self._get(uri)
-        if data is None:
+        got = self._get(*split_s3_uri(uri), 0, MAX_JSON_BYTES - 1)
+        if got is None:
             raise FileNotFoundError(uri)
-        return json.loads(data)
+        return json.loads(got[0])
 
-    def read_log(self, attempt: Attempt) -> str | None:
-        """An attempt's log (``s3://`` location), or None while nothing was written yet. The
-        API slices it at the requested offset; a log longer than ``MAX_LOG_BYTES`` is read
-        only that far. An attempt that ended with an exit code and has no log object printed
-        nothing (the runner does not upload an empty log): its log is empty."""
+    def read_log(self, attempt: Attempt, offset: int, length: int) -> LogRange | None:
+        """Up to ``length`` bytes of an attempt's log (an ``s3://`` location) from ``offset``,
+        read as one ranged GET, or None while nothing was written yet. An attempt that ended
+        with an exit code and has no log object printed nothing (the runner does not upload
+        an empty log): its log is empty."""
         if not attempt.log or not attempt.log.startswith("s3://"):
             return None
         try:
-            data = self._get(attempt.log)
+            bucket, key = split_s3_uri(attempt.log)
         except ValueError:
             return None
-        if data is None and attempt.exit_code is not None:
+        got = self._get(bucket, key, offset, offset + max(length, 1) - 1)
+        if got is None:
             # the command ran to its end and printed nothing: the runner skips the PUT
-            return ""
-        return None if data is None else data.decode("utf-8", errors="replace")
+            return LogRange(b"", 0, 0) if attempt.exit_code is not None else None
+        data, size = got
+        return LogRange(data, min(offset, size), size)
 
 
 def run_id_of_path(path: str) -> str | None:
