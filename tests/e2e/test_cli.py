@@ -13,6 +13,7 @@ from stratoflow.adapters.local.runtime import LocalRuntime
 from stratoflow.api.app import create_app
 from stratoflow.api.local_server import start_in_thread
 from stratoflow.cli import main
+from stratoflow.ports import RunQuery
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -140,6 +141,22 @@ def server(tmp_path: Path) -> Iterator[str]:
     yield url
     httpd.shutdown()
     runtime.close()
+
+
+def test_run_on_a_home_a_server_uses_exits_2_and_says_how_to_use_the_server(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    serving = LocalRuntime(tmp_path / "home")
+    try:
+        result = cli.invoke(
+            main, ["run", write(tmp_path, "c.yaml", CHAIN), "--home", str(tmp_path / "home")]
+        )
+        assert result.exit_code == 2, result.output
+        assert "in use by another Stratoflow scheduler" in result.output
+        assert "stratoflow trigger NAME --wait" in result.output
+        assert serving.store.list_runs(RunQuery()) == [], "nothing was started"
+    finally:
+        serving.close()
 
 
 def test_client_commands_against_a_server(cli: CliRunner, tmp_path: Path, server: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from stratoflow.adapters.local.runtime import LocalRuntime
+from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime
 from stratoflow.engine import RunState, TaskState
 from tests.e2e.http_stub import json_stub
 
@@ -268,3 +268,14 @@ tasks:
         assert task.error is not None
         assert "HTTP 418" in task.error
         assert "expected 201" in task.error
+
+
+def test_a_second_scheduler_on_one_home_refuses_to_start(tmp_path: Path) -> None:
+    first = LocalRuntime(tmp_path / "home")
+    with pytest.raises(
+        HomeInUse, match=rf"in use by another Stratoflow scheduler \(pid {os.getpid()}\)"
+    ):
+        LocalRuntime(tmp_path / "home")
+    first.close()
+    second = LocalRuntime(tmp_path / "home")  # the lock goes with its holder
+    second.close()

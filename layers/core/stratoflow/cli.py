@@ -130,7 +130,7 @@ def run(
     """Run one workflow to completion in this process (exit 0 succeeded, 1 failed)."""
     from datetime import datetime
 
-    from stratoflow.adapters.local.runtime import LocalRuntime
+    from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime
     from stratoflow.model import load_workflow_file
 
     overrides = _params(params)
@@ -145,7 +145,13 @@ def run(
                 raise InvalidInput(
                     f"--logical-date {logical_date!r} is not an ISO-8601 date-time"
                 ) from None
-        runtime = LocalRuntime(home or default_home())
+        try:
+            runtime = LocalRuntime(home or default_home())
+        except HomeInUse as exc:
+            raise HomeInUse(
+                f"{exc}. To run it on that server: stratoflow apply {file}, then "
+                "stratoflow trigger NAME --wait"
+            ) from None
         try:
             version, _ = runtime.scheduler.apply(text, source=file)
             run_, _ = runtime.scheduler.trigger(
@@ -274,7 +280,7 @@ def server(
     """Run the scheduler, cron loop and API in one process; resumes unfinished runs."""
     import logging
 
-    from stratoflow.adapters.local.runtime import LocalRuntime
+    from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime
     from stratoflow.api.app import create_app
     from stratoflow.api.local_server import start_in_thread
 
@@ -283,6 +289,8 @@ def server(
     )
     try:
         runtime = LocalRuntime(home or default_home(), cron=True, db=db)
+    except HomeInUse as exc:
+        _fail(str(exc), EXIT_INVALID)
     except Exception as exc:
         if db is None:
             raise

@@ -7,8 +7,10 @@ and API requests wake it. ``run_until`` drives the same loop in the foreground f
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable, Mapping
@@ -21,6 +23,7 @@ from stratoflow.adapters.local.cron import CronLoop
 from stratoflow.adapters.local.executor import LocalExecutor
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.engine import AttemptResult
+from stratoflow.errors import Conflict
 from stratoflow.ports import Clock, EventSink
 from stratoflow.readmodel import ReadModel
 from stratoflow.readmodel.local import LocalFeed
@@ -29,6 +32,30 @@ from stratoflow.service import Finished, Scheduler
 log = logging.getLogger("stratoflow.runtime")
 
 MAX_SLEEP_SECONDS = 1.0
+LOCK_FILE = "scheduler.lock"
+
+
+class HomeInUse(Conflict):
+    """Another live scheduler owns this state directory."""
+
+
+def lock_home(home: Path) -> int:
+    """Take the home's scheduler lock (an flock, so a process killed with SIGKILL leaves none
+    behind) and write our pid into it; returns the descriptor that holds it. Two schedulers on
+    one home would each claim and watch the other's attempts: the second one refuses to start."""
+    fd = os.open(home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)  # not inherited by tasks
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise HomeInUse(
+            f"{home} is in use by another Stratoflow scheduler (pid {holder}); stop it, or "
+            "pass --home DIR to use another state directory"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 class JsonlEvents(EventSink):
@@ -57,6 +84,14 @@ class LocalRuntime:
         home = home.resolve()
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = lock_home(home)
+        try:
+            self._open(home, clock, cron, db)
+        except BaseException:
+            os.close(self._lock_fd)  # e.g. the --db server is unreachable: leave no lock held
+            raise
+
+    def _open(self, home: Path, clock: Clock | None, cron: bool, db: str | None) -> None:
         self.clock = clock or SystemClock()
         self.store = SqliteStore(home / "stratoflow.db")
         self.readmodel = ReadModel.open(db or str(home / "readmodel.db"))
@@ -148,3 +183,4 @@ class LocalRuntime:
         self.feed.close()
         self.readmodel.close()
         self.store.close()
+        os.close(self._lock_fd)
