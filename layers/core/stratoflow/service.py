@@ -60,6 +60,7 @@ class _Claimed(list[tuple[AttemptSpec, TaskInstance]]):
 
     claimed = 0  # tasks claimed, including those that ended at once (switch, template error)
     more = False  # whether another pass may find work
+    unrecorded: tuple[int, ...] = ()  # positions whose history row waits for the start's log
 
 
 @dataclass(frozen=True)
@@ -352,8 +353,8 @@ class Scheduler:
         next has timed work to do (a retry or a deadline)."""
         with self._lock:
             more = self._start(self._turn(reports))
-            while more:
-                more = self._start(self._turn(()))
+            while more:  # a full batch, or a switch that made more ready: dispatch only
+                more = self._start(self._turn((), periodic=False))
         return self.store.next_wakeup()
 
     def dispatch_ready(self) -> int:
@@ -425,10 +426,15 @@ class Scheduler:
     def _record_starts(self, ready: _Claimed) -> None:
         """Write the history rows of attempts about to start, where the dispatcher can say in
         advance where their logs will be (in the claim's commit: no commit of their own)."""
-        if self.record_attempt_starts:
-            for attempt, task in ready:
-                if (log := self.dispatcher.log_location(attempt)) is not None:
-                    self._record_start(attempt, task, log)
+        if not self.record_attempt_starts:
+            return
+        unrecorded = []
+        for i, (attempt, task) in enumerate(ready):
+            if (log := self.dispatcher.log_location(attempt)) is None:
+                unrecorded.append(i)
+            else:
+                self._record_start(attempt, task, log)
+        ready.unrecorded = tuple(unrecorded)
 
     def _record_start(self, spec: AttemptSpec, task: TaskInstance, log: str | None) -> None:
         self.store.start_attempt(
@@ -445,16 +451,10 @@ class Scheduler:
         Returns whether another pass may find work."""
         if ready:
             logs = self.dispatcher.dispatch_many([spec for spec, _ in ready])
-            if self.record_attempt_starts:
-                late = [
-                    (spec, task, log)
-                    for (spec, task), log in zip(ready, logs, strict=True)
-                    if self.dispatcher.log_location(spec) is None
-                ]
-                if late:
-                    with self.store.transaction():
-                        for spec, task, log in late:
-                            self._record_start(spec, task, log)
+            if ready.unrecorded:
+                with self.store.transaction():
+                    for i in ready.unrecorded:
+                        self._record_start(*ready[i], logs[i])
         return ready.more
 
     def _prepare(
