@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import stratoflow
-from stratoflow.adapters.local.executor import parse_key_values
+from stratoflow.adapters.local.executor import result_from_files
 
 log = logging.getLogger("stratoflow.aws.runner")
 
 LAMBDA_SAFETY_SECONDS = 10.0  # stop the task this long before the function's own time is up
 KILL_GRACE_SECONDS = 2.0  # SIGTERM, then this long, then SIGKILL
-LOG_TAIL_BYTES = 2000
 TIMED_OUT_EXIT = 124  # the Batch job's exit code when the task timed out (as timeout(1))
 # Step Functions fails an execution whose state data passes 256 KiB (States.DataLimitExceeded,
 # which no Catch sees): outputs above this fail the attempt with a message instead
@@ -53,24 +52,6 @@ def _split_s3(uri: str) -> tuple[str, str]:
         raise AttemptInputError(f"not an s3://bucket/key URI: {uri!r}")
     bucket, _, key = uri[5:].partition("/")
     return bucket, key
-
-
-def _tail(path: Path) -> str:
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(fh.tell() - LOG_TAIL_BYTES, 0))
-            data = fh.read().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        return ""
-    return "\n".join(data.strip().splitlines()[-5:])
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return None
 
 
 def _kill_group(pid: int, signum: int) -> None:
@@ -173,24 +154,16 @@ def run_attempt(
 def _outcome(
     code: int, out_file: Path, result_file: Path, error_file: Path, log_file: Path
 ) -> dict[str, Any]:
-    """As the local executor reads an attempt's files: key=value outputs, then structured
-    outputs from python/http, then the error (the task's own words, or the log's tail)."""
-    outputs: dict[str, Any] = dict(parse_key_values(_read(out_file) or ""))
-    structured = _read(result_file)
-    if structured:
-        with contextlib.suppress(ValueError):
-            data = json.loads(structured)
-            if isinstance(data, dict):
-                outputs.update(data)
-    if code == 0:
-        return {"status": "succeeded", "exit_code": 0, "error": None, "outputs": outputs}
-    if code < 0:
-        return {"status": "failed", "exit_code": code, "error": f"killed by signal {-code}", "outputs": outputs}  # fmt: skip
-    error = (_read(error_file) or "").strip()
-    if not error:
-        tail = _tail(log_file)
-        error = f"exit code {code}" + (f"; last output:\n{tail}" if tail else "")
-    return {"status": "failed", "exit_code": code, "error": error, "outputs": outputs}
+    """As the local executor reads an attempt's files (the same function)."""
+    result = result_from_files(
+        code, outputs=out_file, structured=result_file, error=error_file, log=log_file
+    )
+    return {
+        "status": result.status.value,
+        "exit_code": result.exit_code,
+        "error": result.error,
+        "outputs": result.outputs,
+    }
 
 
 def _upload_log(s3: Any, log_uri: str | None, log_file: Path) -> str | None:

@@ -100,6 +100,31 @@ def parse_key_values(text: str) -> dict[str, str]:
     return outputs
 
 
+def result_from_files(
+    status: int, *, outputs: Path, structured: Path, error: Path, log: Path
+) -> AttemptResult:
+    """How a task that exited with ``status`` ended, from the files it left: ``key=value``
+    outputs, then the structured outputs of python and http tasks, then the error (the task's
+    own words, or the log's last lines). The AWS runner reads its attempts the same way."""
+    found: dict[str, object] = dict(parse_key_values(_read(outputs) or ""))
+    data = _read(structured)
+    if data:
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(data)
+            if isinstance(parsed, dict):
+                found.update(parsed)
+    if status == 0:
+        return AttemptResult(AttemptStatus.SUCCEEDED, outputs=found, exit_code=0)
+    if status < 0:
+        why = f"killed by signal {-status}"
+        return AttemptResult(AttemptStatus.FAILED, outputs=found, error=why, exit_code=status)
+    message = (_read(error) or "").strip()
+    if not message:
+        tail = _tail(log)
+        message = f"exit code {status}" + (f"; last output:\n{tail}" if tail else "")
+    return AttemptResult(AttemptStatus.FAILED, outputs=found, error=message, exit_code=status)
+
+
 def read_exits(run_dir: Path) -> dict[str, int]:
     """Exit statuses the wrappers of a run recorded: attempt name -> status."""
     exits: dict[str, int] = {}
@@ -315,22 +340,13 @@ class LocalExecutor(Dispatcher):
             return AttemptResult(
                 AttemptStatus.FAILED, error=f"killed by signal {-status}", exit_code=status
             )
-        outputs: dict[str, object] = dict(
-            parse_key_values(_read(self.path(run_id, task_id, attempt, ".out")) or "")
+        return result_from_files(
+            status,
+            outputs=self.path(run_id, task_id, attempt, ".out"),
+            structured=self.path(run_id, task_id, attempt, ".result"),
+            error=self.path(run_id, task_id, attempt, ".error"),
+            log=self.log_path(run_id, task_id, attempt),
         )
-        structured = _read(self.path(run_id, task_id, attempt, ".result"))
-        if structured:
-            with contextlib.suppress(ValueError):
-                data = json.loads(structured)
-                if isinstance(data, dict):
-                    outputs.update(data)
-        if status == 0:
-            return AttemptResult(AttemptStatus.SUCCEEDED, outputs=outputs, exit_code=0)
-        error = (_read(self.path(run_id, task_id, attempt, ".error")) or "").strip()
-        if not error:
-            tail = _tail(self.log_path(run_id, task_id, attempt))
-            error = f"exit code {status}" + (f"; last output:\n{tail}" if tail else "")
-        return AttemptResult(AttemptStatus.FAILED, outputs=outputs, error=error, exit_code=status)
 
     def _deliver(self, live: _Live, result: AttemptResult) -> None:
         try:
