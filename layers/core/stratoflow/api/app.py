@@ -97,8 +97,8 @@ TRIGGER = "api"
 DEFAULT_WORKFLOW_PAGE = 100
 
 # The operations the UI offers, by the permission (``stratoflow.auth``) each needs. ``GET /me``
-# lists those the caller's role allows in a project; the UI shows only those buttons. Until
-# the API authenticates callers, everyone acts as the local superuser.
+# lists those the caller's role allows in a project; the UI shows only those buttons. An API
+# made without an authenticator (one nobody else can reach) treats everyone as a superuser.
 UI_ACTIONS: Mapping[Action, tuple[str, ...]] = {
     Action.OPERATE: (
         "workflow.pause",

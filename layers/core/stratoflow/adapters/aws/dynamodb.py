@@ -94,6 +94,15 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def _item_that_failed_the_condition(exc: ClientError) -> Item:
+    """The item as it stood when a write's condition failed (``ReturnValuesOnCondition
+    CheckFailure=ALL_OLD``; empty if there was none); any other error is raised again."""
+    if _code(exc) != "ConditionalCheckFailedException":
+        raise exc
+    old: Item = dict(exc.response.get("Item") or {})  # type: ignore[call-overload]
+    return old
+
+
 def _cancel_reasons(exc: ClientError) -> list[str]:
     reasons = exc.response.get("CancellationReasons") or []
     return [str(r.get("Code", "None")) for r in reasons]
@@ -470,9 +479,7 @@ class DynamoStore(StateStore, Catalog):
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
             except ClientError as exc:
-                if _code(exc) != "ConditionalCheckFailedException":
-                    raise
-                old: Item = dict(exc.response.get("Item") or {})  # type: ignore[call-overload]
+                old = _item_that_failed_the_condition(exc)
                 if "lock" not in old:
                     return False  # committed: the id exists
                 # another creator is writing this run: wait until it commits (or dies)
@@ -742,9 +749,7 @@ class DynamoStore(StateStore, Catalog):
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
             except ClientError as exc:
-                if _code(exc) != "ConditionalCheckFailedException":
-                    raise
-                old: Item = dict(exc.response.get("Item") or {})  # type: ignore[call-overload]
+                old = _item_that_failed_the_condition(exc)
             else:
                 return it.to_task(run_id, out["Attributes"])
             if not old:

@@ -28,7 +28,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 import httpx
@@ -401,7 +401,7 @@ class KubernetesApi:
             raise KubernetesUnavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from None
 
     @staticmethod
-    def _raise(method: str, path: str, response: httpx.Response) -> None:
+    def _raise(method: str, path: str, response: httpx.Response) -> NoReturn:
         try:
             reason = str(response.json().get("message", ""))
         except (ValueError, AttributeError):
@@ -411,26 +411,30 @@ class KubernetesApi:
             raise KubernetesUnavailable(message, response.status_code)
         raise JobRejected(message, response.status_code)
 
+    def _object(
+        self,
+        method: str,
+        path: str,
+        absent: int,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any] | None:
+        """The object a call answers with, or None when it answers ``absent``."""
+        response = self._call(method, path, body=body, params=params)
+        if response.status_code == absent:
+            return None
+        if not response.is_success:
+            self._raise(method, path, response)
+        found: dict[str, Any] = response.json()
+        return found
+
     def create(self, path: str, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
         """POST; the created object, or None when one of that name exists already (409)."""
-        response = self._call("POST", path, body=manifest)
-        if response.status_code == 409:
-            return None
-        if response.is_success:
-            created: dict[str, Any] = response.json()
-            return created
-        self._raise("POST", path, response)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._object("POST", path, 409, body=manifest)
 
     def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any] | None:
-        response = self._call("GET", path, params=params)
-        if response.status_code == 404:
-            return None
-        if response.is_success:
-            found: dict[str, Any] = response.json()
-            return found
-        self._raise("GET", path, response)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._object("GET", path, 404, params=params)
 
     def replace(self, path: str, manifest: Mapping[str, Any]) -> None:
         response = self._call("PUT", path, body=manifest)
