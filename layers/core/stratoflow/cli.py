@@ -98,12 +98,14 @@ def main() -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def validate(files: Sequence[str]) -> None:
     """Check workflow files; exit 2 if any is invalid."""
+    from datetime import UTC
+
     from stratoflow.model import load_workflow_file
 
     bad = 0
     for file in files:
         try:
-            spec = load_workflow_file(file)
+            spec = load_workflow_file(file, now=datetime.now(UTC))
         except InvalidInput as exc:
             bad += 1
             click.echo(f"error: {exc}", err=True)
@@ -128,15 +130,15 @@ def run(
     file: str, params: Sequence[str], home: Path | None, output: str, logical_date: str | None
 ) -> None:
     """Run one workflow to completion in this process (exit 0 succeeded, 1 failed)."""
-    from datetime import datetime
+    from datetime import UTC, datetime
 
     from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime
-    from stratoflow.model import load_workflow_file
+    from stratoflow.model import load_workflow, read_workflow_text
 
     overrides = _params(params)
     with _errors():
-        load_workflow_file(file)  # validate before touching any state
-        text = Path(file).read_text(encoding="utf-8")
+        text = read_workflow_text(file)
+        load_workflow(text, source=file, now=datetime.now(UTC))  # before touching any state
         when = None
         if logical_date:
             try:
@@ -283,6 +285,7 @@ def server(
     from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime
     from stratoflow.api.app import create_app
     from stratoflow.api.local_server import start_in_thread
+    from stratoflow.model import read_workflow_text
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -300,9 +303,7 @@ def server(
         _fail(f"--db: cannot open the read-model database: {exc}", EXIT_FAILED)
     for path in _workflow_files(apply_paths):
         with _errors():
-            version, created = runtime.scheduler.apply(
-                path.read_text(encoding="utf-8"), source=str(path)
-            )
+            version, created = runtime.scheduler.apply(read_workflow_text(path), source=str(path))
         click.echo(
             f"{'applied' if created else 'unchanged'}: {version.project}/{version.name} v{version.version}"
         )
@@ -397,9 +398,13 @@ output_option = click.option("--output", type=click.Choice(["text", "json"]), de
 @api_option
 def apply(files: Sequence[str], api: str) -> None:
     """Apply workflow files (a changed file becomes a new version)."""
+    from stratoflow.model import read_workflow_text
+
     client = Client(api)
     for path in _workflow_files(files):
-        body = client.call("POST", "/workflows", json={"source": path.read_text(encoding="utf-8")})
+        with _errors():
+            source = read_workflow_text(path)  # too big or not UTF-8: said here, exit 2
+        body = client.call("POST", "/workflows", json={"source": source})
         state = "applied" if body.get("created") else "unchanged"
         click.echo(f"{state}: {body['project']}/{body['name']} v{body['version']}")
 

@@ -139,9 +139,9 @@ class Scheduler:
         self, text: str, *, source: str | None = None, spec: WorkflowSpec | None = None
     ) -> tuple[WorkflowVersion, bool]:
         """Validate and store a workflow; a changed definition becomes a new version.
-        ``spec``: ``text`` already parsed by the caller (``load_workflow(text)``)."""
+        ``spec``: ``text`` already parsed by the caller (``load_workflow(text, now=...)``)."""
         if spec is None:
-            spec = load_workflow(text, source=source)
+            spec = load_workflow(text, source=source, now=self.clock.now())
         with self._lock:
             version, created = self.catalog.put_version(spec, text, self.clock.now())
         self._specs[(spec.project, spec.name, version.version)] = spec

@@ -652,7 +652,13 @@ def create_app(
         ),
     )
     def apply_workflow(body: ApplyBody) -> Response[AppliedVersion]:
-        spec = load_workflow(body.source)  # whose project it is decides who may apply it
+        # Whose project it is decides who may apply it, and only parsing says; but a caller
+        # who may edit no project at all is refused before the text is looked at. The body's
+        # size is bounded by the request model; the loader bounds the rest.
+        principal = caller()
+        if not any(principal.can(Action.EDIT, p) for p in (*principal.roles, DEFAULT_PROJECT)):
+            raise Forbidden(f"{principal.name} may not apply workflows: it is editor in no project")
+        spec = load_workflow(body.source, now=scheduler.clock.now())
         allow(Action.EDIT, spec.project, f"project {spec.project!r}")
         version, created = scheduler.apply(body.source, spec=spec)
         changed()

@@ -11,8 +11,10 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from stratoflow.model import MAX_DOCUMENT_BYTES
+
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
-MAX_SOURCE_CHARS = 1_000_000
+MAX_SOURCE_CHARS = MAX_DOCUMENT_BYTES  # the loader also counts its UTF-8 bytes
 
 
 # ------------------------------------------------------------------ requests

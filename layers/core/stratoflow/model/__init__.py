@@ -1,7 +1,15 @@
 """Workflow format v1: pydantic models, YAML loading and DAG validation."""
 
 from stratoflow.model._dag import Dag
-from stratoflow.model._durations import format_duration, parse_duration
+from stratoflow.model._durations import MAX_DURATION, format_duration, parse_duration
+from stratoflow.model._loader import (
+    MAX_ALIAS_NODES,
+    MAX_DEPTH,
+    MAX_DOCUMENT_BYTES,
+    MAX_NODES,
+    MAX_TASKS,
+    decode_source,
+)
 from stratoflow.model._schedule import (
     MAX_FIRINGS_PER_TICK,
     ScheduleError,
@@ -16,6 +24,7 @@ from stratoflow.model._spec import (
     load_workflow,
     load_workflow_file,
     parse_workflow,
+    read_workflow_text,
     spec_from_document,
 )
 from stratoflow.model._workflow import (
@@ -35,7 +44,13 @@ from stratoflow.model._workflow import (
 )
 
 __all__ = [
+    "MAX_ALIAS_NODES",
+    "MAX_DEPTH",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_DURATION",
     "MAX_FIRINGS_PER_TICK",
+    "MAX_NODES",
+    "MAX_TASKS",
     "BatchTask",
     "Dag",
     "HttpTask",
@@ -53,6 +68,7 @@ __all__ = [
     "TriggerRule",
     "Workflow",
     "WorkflowSpec",
+    "decode_source",
     "due_firings",
     "format_duration",
     "load_workflow",
@@ -61,6 +77,7 @@ __all__ = [
     "parse_duration",
     "parse_schedule",
     "parse_workflow",
+    "read_workflow_text",
     "schedule_window",
     "spec_from_document",
 ]

@@ -1,20 +1,69 @@
-"""YAML loading that rejects duplicate keys and remembers where every key was written.
+"""YAML loading with bounds, that rejects duplicate keys and remembers where every key was written.
 
 PyYAML silently keeps the last of two equal keys; in a workflow file that hides a mistake
 (two tasks with one id), so the loader refuses it. Line numbers let every validation error
 point at the line a person has to fix.
+
+A workflow file is untrusted input (the API takes it from any editor), so it is loaded in
+bounded time and memory. Every limit below is checked before the work it bounds, and a file
+over one gets an :class:`InvalidInput` naming the limit:
+
+1. the document's size in bytes, before anything is parsed;
+2. libyaml composes the node graph (C, linear in the text; libyaml itself refuses nesting
+   deeper than 1000 levels);
+3. one walk over the graph, memoised per node, so an alias costs nothing to look at: how many
+   nodes the aliases add once expanded, how deep the expanded tree is, how many nodes it has in
+   all, whether an alias refers to itself, that every key is a string, how many tasks there are;
+4. only then is the graph expanded into Python data (and walked again for key lines).
+
+An alias bomb (a few hundred bytes that expand to billions of nodes) is refused in step 3 after
+looking at its few dozen nodes. Scalars are bounded too: integers fit in 64 bits, floats are
+finite, and tags that make neither JSON nor a date (``!!binary``, ``!!set``, ...) are refused.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from stratoflow.errors import InvalidInput, Problem
 
 Path = tuple[str | int, ...]
+
+MAX_DOCUMENT_BYTES = 2 * 1024 * 1024
+"""A workflow file's size in UTF-8 bytes (a 10,000-task file is about 700 KB)."""
+MAX_ALIAS_NODES = 100_000
+"""How many nodes the aliases of one document may add once expanded."""
+MAX_NODES = 500_000
+"""Nodes of the expanded document, aliases included."""
+MAX_DEPTH = 64
+"""Nesting of mappings and sequences, aliases expanded (a workflow needs about 8)."""
+MAX_TASKS = 10_000
+"""Tasks in one workflow."""
+_MAX_INT_DIGITS = 100  # a 64-bit integer in any YAML spelling (0b..., 1_000) is shorter
+_INT_RANGE = (-(2**63), 2**63 - 1)
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_KINDS = {
+    "tag:yaml.org,2002:int": "an integer",
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:bool": "a boolean",
+    "tag:yaml.org,2002:null": "null",
+    "tag:yaml.org,2002:timestamp": "a date",
+}
+# Tags whose values are neither JSON nor a date: a workflow has no use for them, and they make
+# values that the canonical JSON form cannot hold.
+_REFUSED_TAGS = (
+    "tag:yaml.org,2002:binary",
+    "tag:yaml.org,2002:set",
+    "tag:yaml.org,2002:omap",
+    "tag:yaml.org,2002:pairs",
+)
 
 
 try:  # libyaml's parser is several times faster (10,000 tasks: ~7 s -> ~2 s), same nodes/marks
@@ -23,20 +72,159 @@ except ImportError:  # PyYAML built without libyaml
     from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
 
 
+def _limit(node: Node, message: str) -> InvalidInput:
+    return InvalidInput([Problem("", message, node.start_mark.line + 1)])
+
+
+def _key_problem(node: Node) -> str | None:
+    """Why a mapping key is refused, or None: keys are strings (or the merge key ``<<``)."""
+    if isinstance(node, ScalarNode):
+        if node.tag in (_STR_TAG, _MERGE_TAG):
+            return None
+        kind = _KINDS.get(node.tag, f"tagged {node.tag}")
+        return f"key {node.value!r} is {kind}, not a string; quote it ('{node.value}')"
+    kind = "a mapping" if isinstance(node, MappingNode) else "a list"
+    return f"a key must be a string, not {kind}"
+
+
+def check_bounds(root: Node) -> None:
+    """Measure the document as it would be once its aliases are expanded, without expanding
+    them; raise :class:`InvalidInput` naming the first limit it passes (see the module doc)."""
+    _Bounds().document(root)
+
+
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_KEY_TAGS = frozenset((_STR_TAG, _MERGE_TAG))
+
+
+class _Bounds:
+    """One walk over the node graph. An alias is the very node object of its anchor, so the
+    expanded size and height of every collection are memoised by identity: the walk visits
+    each written node once, and an alias costs a lookup. Recursion stops at ``MAX_DEPTH``."""
+
+    def __init__(self) -> None:
+        self.memo: dict[int, tuple[int, int]] = {}  # id -> (expanded size, height)
+        self.open: set[int] = set()
+        self.alias_nodes = 0
+
+    def document(self, root: Node) -> None:
+        if isinstance(root, ScalarNode):
+            self.scalar(root, "")
+            return
+        self.collection(root, 1, "")
+        tasks = None
+        if isinstance(root, MappingNode):
+            for key_node, value_node in root.value:
+                if key_node.value == "tasks" and isinstance(value_node, MappingNode):
+                    tasks = key_node, len(value_node.value)
+        if tasks is not None and tasks[1] > MAX_TASKS:
+            raise _limit(tasks[0], f"{tasks[1]} tasks; at most {MAX_TASKS} (limit max_tasks)")
+
+    def collection(self, node: Node, depth: int, key: str) -> tuple[int, int]:
+        """(expanded size, height) of a mapping or sequence met at ``depth``."""
+        ident = id(node)
+        known = self.memo.get(ident)
+        if known is not None:  # an alias
+            self.alias_nodes += known[0]
+            if self.alias_nodes > MAX_ALIAS_NODES:
+                raise _limit(
+                    node,
+                    f"aliases expand to more than {MAX_ALIAS_NODES} values "
+                    "(limit max_alias_nodes); write the values out or use fewer aliases",
+                )
+            if depth + known[1] - 1 > MAX_DEPTH:
+                raise _too_deep(node)
+            return known
+        if ident in self.open:
+            raise _limit(node, "an alias refers to a value that contains it (a recursive alias)")
+        if depth > MAX_DEPTH:
+            raise _too_deep(node)
+        self.open.add(ident)
+        size, height = 1, 0
+        if isinstance(node, MappingNode):
+            pairs = node.value
+            for key_node, value_node in pairs:
+                if key_node.__class__ is not ScalarNode or key_node.tag not in _KEY_TAGS:
+                    raise _limit(key_node, _key_problem(key_node) or "invalid key")
+                if value_node.__class__ is ScalarNode:
+                    self.scalar(value_node, key_node.value)
+                    size += 2
+                else:
+                    sub, high = self.collection(value_node, depth + 1, key_node.value)
+                    size += 1 + sub
+                    height = max(height, high)
+        else:
+            for item in node.value:
+                if item.__class__ is ScalarNode:
+                    self.scalar(item, key)
+                    size += 1
+                else:
+                    sub, high = self.collection(item, depth + 1, key)
+                    size += sub
+                    height = max(height, high)
+        if size > MAX_NODES:
+            raise _limit(node, f"more than {MAX_NODES} values (limit max_nodes)")
+        self.open.discard(ident)
+        result = self.memo[ident] = (size, height + 1)
+        return result
+
+    def scalar(self, node: ScalarNode, key: str) -> None:
+        """Numbers must fit: integers in 64 bits, floats finite. Only the rare spellings that
+        could break a bound are converted here (the constructor checks them again)."""
+        tag, text = node.tag, node.value
+        if tag == _INT_TAG and len(text) > 15 and not _int_fits(node):
+            raise _number(node, key, f"integer {_shown(text)} is out of range (64 bits)")
+        if tag == _FLOAT_TAG and _maybe_infinite(text) and not _finite(node):
+            raise _number(node, key, f"{_shown(text)} is not a finite number")
+
+
+def _int_fits(node: ScalarNode) -> bool:
+    if len(node.value) > _MAX_INT_DIGITS:
+        return False
+    value: int = SafeConstructor.construct_yaml_int(_PROBE, node)
+    return _INT_RANGE[0] <= value <= _INT_RANGE[1]
+
+
+def _finite(node: ScalarNode) -> bool:
+    return math.isfinite(SafeConstructor.construct_yaml_float(_PROBE, node))
+
+
+def _maybe_infinite(text: str) -> bool:
+    lowered = text.lower()
+    return lowered.endswith(("inf", "nan")) or "e" in lowered
+
+
+_PROBE = SafeConstructor()
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 30 else text[:20] + "..."
+
+
+def _number(node: Node, key: str, message: str) -> InvalidInput:
+    where = f"the value of {key!r}: " if key else ""
+    return _limit(node, where + message)
+
+
+def _too_deep(node: Node) -> InvalidInput:
+    return _limit(node, f"nested deeper than {MAX_DEPTH} levels (limit max_depth)")
+
+
 class _Loader(_BaseLoader):
-    """SafeLoader (no arbitrary objects) that records key lines and refuses duplicate keys."""
+    """SafeLoader (no arbitrary objects) that checks bounds, records key lines and refuses
+    duplicate keys."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.lines: dict[Path, int] = {}
-        self._paths: dict[int, Path] = {}
 
     def construct_document(self, node: Node) -> Any:
+        check_bounds(node)
         self._index(node, ())
         return super().construct_document(node)
 
     def _index(self, node: Node, path: Path) -> None:
-        self._paths[id(node)] = path
         self.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, MappingNode):
             seen: dict[Any, int] = {}
@@ -52,14 +240,96 @@ class _Loader(_BaseLoader):
                 child = (*path, str(key))
                 self.lines[child] = line
                 self._index(value_node, child)
-        elif isinstance(node.value, list):
+        elif isinstance(node, SequenceNode):
             for i, item in enumerate(node.value):
-                if isinstance(item, Node):
-                    self._index(item, (*path, str(i)))
+                self._index(item, (*path, str(i)))
+
+    def construct_bounded_int(self, node: ScalarNode) -> int:
+        if len(node.value) > _MAX_INT_DIGITS:
+            raise _out_of_range(node)
+        value: int = self.construct_yaml_int(node)
+        if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+            raise _out_of_range(node)
+        return value
+
+    def construct_finite_float(self, node: ScalarNode) -> float:
+        value: float = self.construct_yaml_float(node)
+        if not math.isfinite(value):
+            raise ConstructorError(
+                None, None, f"{node.value!r} is not a finite number", node.start_mark
+            )
+        return value
+
+    def construct_refused(self, node: Node) -> Any:
+        raise ConstructorError(
+            None, None, f"the tag {node.tag} is not allowed in a workflow", node.start_mark
+        )
+
+
+def _out_of_range(node: ScalarNode) -> ConstructorError:
+    return ConstructorError(
+        None, None, f"integer {_shown(node.value)} is out of range (64 bits)", node.start_mark
+    )
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_bounded_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_finite_float)
+for _tag in _REFUSED_TAGS:
+    _Loader.add_constructor(_tag, _Loader.construct_refused)
+
+
+def check_size(text: str, *, source: str | None = None) -> None:
+    """Refuse a document over :data:`MAX_DOCUMENT_BYTES`, or one that is not valid Unicode
+    (a lone surrogate from JSON ``"\\ud800"``), before any parsing."""
+    size = len(text)  # no character is less than one byte
+    if size <= MAX_DOCUMENT_BYTES and not text.isascii():
+        size = _utf8_size(text, source)
+    if size > MAX_DOCUMENT_BYTES:
+        raise _too_big(source)
+
+
+def _too_big(source: str | None) -> InvalidInput:
+    return InvalidInput(
+        [
+            Problem(
+                "", f"the document is over {MAX_DOCUMENT_BYTES} bytes (limit max_document_bytes)"
+            )
+        ],
+        source=source,
+    )
+
+
+def _utf8_size(text: str, source: str | None) -> int:
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        line = text.count("\n", 0, exc.start) + 1
+        raise InvalidInput(
+            [Problem("", f"not valid Unicode at character {exc.start} ({exc.reason})", line)],
+            source=source,
+        ) from None
+
+
+def decode_source(data: bytes, *, source: str | None = None) -> str:
+    """UTF-8 bytes of a workflow file as text; refuses oversized or non-UTF-8 input, naming
+    the byte offset (and line) of the first bad byte."""
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise _too_big(source)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        bad = data[exc.start : exc.start + 1].hex()
+        raise InvalidInput(
+            [Problem("", f"not UTF-8: byte 0x{bad} at byte offset {exc.start}", line)],
+            source=source,
+        ) from None
 
 
 def load_yaml(text: str, *, source: str | None = None) -> tuple[Any, dict[Path, int]]:
-    """Parse one YAML document. Returns the data and a map from key path to line number."""
+    """Parse one YAML document within the limits above. Returns the data and a map from key
+    path to line number."""
+    check_size(text, source=source)
     loader = _Loader(text)
     try:
         data = loader.get_single_data()
@@ -72,6 +342,8 @@ def load_yaml(text: str, *, source: str | None = None) -> tuple[Any, dict[Path, 
         ) from None
     except yaml.YAMLError as exc:
         raise InvalidInput([Problem("", f"invalid YAML: {exc}")], source=source) from None
+    except (ValueError, OverflowError) as exc:  # a scalar Python cannot hold (year 0, ...)
+        raise InvalidInput([Problem("", f"invalid YAML value: {exc}")], source=source) from None
     finally:
         loader.dispose()
     return data, loader.lines

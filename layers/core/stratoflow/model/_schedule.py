@@ -51,6 +51,7 @@ __all__ = [
     "ScheduleError",
     "ScheduleExpression",
     "due_firings",
+    "never_fires",
     "next_firing",
     "parse_schedule",
     "schedule_window",
@@ -354,6 +355,30 @@ def next_firing(schedule: Schedule, cursor: datetime) -> datetime | None:
     except ScheduleError:  # no more fire times
         return None
     return None if end is not None and t > end else t
+
+
+def never_fires(schedule: Schedule, now: datetime) -> str | None:
+    """Why ``schedule`` has no fire time after ``now`` inside its window, or ``None`` when it
+    has one. The search is bounded by the expression's year field (EventBridge's years end in
+    2199): an impossible date (``0 0 30 2 *``), a year that has passed, a window that has ended
+    or a time that a DST gap always skips in ``schedule.timezone`` all have none."""
+    try:
+        found = next_firing(schedule, now)
+    except ScheduleError as exc:  # an invalid expression or zone is reported by its field
+        return str(exc)
+    except (OverflowError, ValueError):  # out of datetime's range: no representable fire time
+        found = None
+    if found is not None:
+        return None
+    zone = "" if schedule.timezone == "UTC" else f" in {schedule.timezone}"
+    _, end = schedule_window(schedule)
+    if end is not None and end <= now:
+        return f"the schedule's window ended at {end.isoformat()}: it never fires again"
+    window = "" if end is None else f" before its end {end.isoformat()}"
+    return (
+        f"schedule {schedule.cron!r} never fires{zone}: it has no fire time after "
+        f"{_as_utc(now).isoformat()}{window}"
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path as FsPath
 from typing import Any
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 
 from stratoflow.errors import InvalidInput, Problem
 from stratoflow.model._dag import Dag, build_dag
-from stratoflow.model._loader import Path, line_for, load_yaml
+from stratoflow.model._loader import MAX_DOCUMENT_BYTES, Path, decode_source, line_for, load_yaml
 from stratoflow.model._workflow import TASK_TYPES, Workflow
 
 
@@ -68,14 +69,19 @@ def _pydantic_problems(exc: ValidationError, lines: dict[Path, int]) -> list[Pro
 
 
 def parse_workflow(
-    data: Any, *, source: str | None = None, lines: dict[Path, int] | None = None
+    data: Any,
+    *,
+    source: str | None = None,
+    lines: dict[Path, int] | None = None,
+    now: datetime | None = None,
 ) -> WorkflowSpec:
-    """Validate already-parsed data (from YAML, JSON or Python)."""
+    """Validate already-parsed data (from YAML, JSON or Python). With ``now``, a schedule
+    must also have a fire time after it (new definitions; a stored one is read without)."""
     lines = lines or {}
     if not isinstance(data, dict):
         raise InvalidInput("a workflow must be a mapping with 'name' and 'tasks'", source=source)
     try:
-        workflow = Workflow.model_validate(data)
+        workflow = Workflow.model_validate(data, context={"now": now})
     except ValidationError as exc:
         raise InvalidInput(_pydantic_problems(exc, lines), source=source) from None
     dag, problems = build_dag(workflow)
@@ -87,19 +93,30 @@ def parse_workflow(
     return WorkflowSpec(workflow, dag)
 
 
-def load_workflow(text: str, *, source: str | None = None) -> WorkflowSpec:
-    """Parse and validate a workflow written in YAML (JSON is YAML too)."""
+def load_workflow(
+    text: str, *, source: str | None = None, now: datetime | None = None
+) -> WorkflowSpec:
+    """Parse and validate a workflow written in YAML (JSON is YAML too), within the loader's
+    limits. ``now``: as in :func:`parse_workflow`."""
     data, lines = load_yaml(text, source=source)
-    return parse_workflow(data, source=source, lines=lines)
+    return parse_workflow(data, source=source, lines=lines, now=now)
 
 
-def load_workflow_file(path: str | FsPath) -> WorkflowSpec:
+def read_workflow_text(path: str | FsPath) -> str:
+    """A workflow file's text: at most ``MAX_DOCUMENT_BYTES`` are read (a FIFO or
+    ``/dev/zero`` does not fill memory), and bytes that are not UTF-8 are refused with their
+    offset."""
     file = FsPath(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as stream:
+            data = stream.read(MAX_DOCUMENT_BYTES + 1)
     except OSError as exc:
         raise InvalidInput(f"cannot read {file}: {exc.strerror}") from None
-    return load_workflow(text, source=str(file))
+    return decode_source(data, source=str(file))
+
+
+def load_workflow_file(path: str | FsPath, *, now: datetime | None = None) -> WorkflowSpec:
+    return load_workflow(read_workflow_text(path), source=str(path), now=now)
 
 
 def spec_from_document(document: dict[str, Any]) -> WorkflowSpec:

@@ -13,21 +13,50 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from stratoflow.model._durations import format_duration, parse_duration
-from stratoflow.model._schedule import ScheduleError, parse_schedule, validate_timezone
+from stratoflow.model._loader import MAX_TASKS
+from stratoflow.model._schedule import (
+    ScheduleError,
+    never_fires,
+    parse_schedule,
+    validate_timezone,
+)
 
 NAME_PATTERN = r"^[a-z0-9_-]+$"
 TASK_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
-_TASK_ID = re.compile(TASK_ID_PATTERN)
-_CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # fullmatch: '$' would let "ab\n" through
+_CALLABLE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+# C0 and C1 control characters (newline, NUL, escape, ...), and DEL
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+MAX_CONCURRENCY = 10_000
+MAX_ACTIVE_RUNS = 10_000
+# Schedule dates every time zone can represent: a UTC offset of up to a day either way must
+# not leave datetime's range (years 1..9999) when the cron loop converts them.
+FIRST_SCHEDULE_DATE = datetime(1900, 1, 1)
+LAST_SCHEDULE_DATE = datetime(9999, 12, 30, 23, 59, 59, 999999)
 
 
 def _duration(value: object) -> timedelta:
     return parse_duration(value)
+
+
+def _control(text: str) -> str | None:
+    """The first control character in ``text``, shown escaped, or None."""
+    found = _CONTROL.search(text)
+    return None if found is None else repr(found.group())[1:-1]
+
+
+def _clean_keys(value: dict[str, Any], what: str) -> dict[str, Any]:
+    for key in value:
+        bad = _control(key)
+        if bad is not None:
+            raise ValueError(f"{what} {key!r} contains the control character {bad}")
+    return value
 
 
 Duration = Annotated[
@@ -79,10 +108,30 @@ class Schedule(_Strict):
         except ScheduleError as exc:
             raise ValueError(str(exc)) from None
 
+    @field_validator("start", "end")
+    @classmethod
+    def _representable(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return value
+        moments = [_naive(value)]
+        if value.tzinfo is not None and value.utcoffset() is not None:
+            moments.append(_naive(value - value.utcoffset()))  # type: ignore[operator]
+        if not all(FIRST_SCHEDULE_DATE <= m <= LAST_SCHEDULE_DATE for m in moments):
+            raise ValueError(
+                f"{value.isoformat()} is out of range: use a date from "
+                f"{FIRST_SCHEDULE_DATE.date()} to {LAST_SCHEDULE_DATE.date()}"
+            )
+        return value
+
     @model_validator(mode="after")
-    def _window(self) -> Schedule:
+    def _window(self, info: ValidationInfo) -> Schedule:
         if self.start and self.end and _naive(self.end) <= _naive(self.start):
             raise ValueError("end must be after start")
+        now = info.context.get("now") if isinstance(info.context, dict) else None
+        if isinstance(now, datetime):
+            problem = never_fires(self, now)
+            if problem is not None:
+                raise ValueError(problem)
         return self
 
 
@@ -93,7 +142,7 @@ def _naive(value: datetime) -> datetime:
 class TaskDefaults(_Strict):
     retries: int = Field(default=0, ge=0, le=100)
     retry_delay: Duration = timedelta(seconds=30)
-    retry_backoff: float = Field(default=1.0, ge=1.0, le=10.0)
+    retry_backoff: float = Field(default=1.0, ge=1.0, le=10.0, allow_inf_nan=False)
     max_retry_delay: Duration = timedelta(hours=1)
     timeout: Duration | None = None
 
@@ -104,11 +153,29 @@ class _TaskBase(_Strict):
     trigger_rule: TriggerRule = TriggerRule.ALL_SUCCESS
     retries: int | None = Field(default=None, ge=0, le=100)
     retry_delay: Duration | None = None
-    retry_backoff: float | None = Field(default=None, ge=1.0, le=10.0)
+    retry_backoff: float | None = Field(default=None, ge=1.0, le=10.0, allow_inf_nan=False)
     max_retry_delay: Duration | None = None
     timeout: Duration | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _param_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _clean_keys(value, "param")
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not name or "=" in name or _control(name) is not None:
+                raise ValueError(
+                    f"environment variable name {name!r} must be non-empty, without '=' "
+                    "or control characters"
+                )
+            if "\x00" in text:
+                raise ValueError(f"environment variable {name!r} contains a NUL character")
+        return value
 
     @field_validator("depends_on")
     @classmethod
@@ -151,7 +218,7 @@ class PythonTask(_TaskBase):
     def _one_body(self) -> PythonTask:
         if (self.code is None) == (self.callable is None):
             raise ValueError("a python task needs exactly one of 'code' or 'callable'")
-        if self.callable is not None and not _CALLABLE.match(self.callable):
+        if self.callable is not None and not _CALLABLE.fullmatch(self.callable):
             raise ValueError(f"callable {self.callable!r} must look like 'package.module:function'")
         if self.code is not None:
             try:
@@ -168,6 +235,17 @@ class HttpTask(_TaskBase):
     headers: dict[str, str] = Field(default_factory=dict)
     body: str | dict[str, Any] | list[Any] | None = None
     expected_status: list[int] = Field(default_factory=list, description="empty: any 2xx")
+
+    @field_validator("headers")
+    @classmethod
+    def _header_text(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not name or _control(name) is not None or ":" in name or " " in name:
+                raise ValueError(f"header name {name!r} is not a valid HTTP header name")
+            bad = _control(text.replace("\t", " "))
+            if bad is not None:
+                raise ValueError(f"header {name!r} contains the control character {bad}")
+        return value
 
     @field_validator("expected_status", mode="before")
     @classmethod
@@ -217,8 +295,8 @@ class BatchTask(_TaskBase):
     type: Literal["batch"]
     image: str
     command: list[str] | str
-    vcpus: float = Field(default=1.0, gt=0)
-    memory: int = Field(default=2048, gt=0, description="MiB")
+    vcpus: float = Field(default=1.0, gt=0, le=256, allow_inf_nan=False)
+    memory: int = Field(default=2048, gt=0, le=4_194_304, description="MiB")
     job_queue: str | None = None
 
     def templated_fields(self) -> dict[str, Any]:
@@ -267,17 +345,29 @@ class Workflow(_Strict):
     description: str | None = None
     schedule: Schedule | None = None
     params: dict[str, Any] = Field(default_factory=dict)
-    max_active_runs: int | None = Field(default=None, ge=1)
-    concurrency: int | None = Field(default=None, ge=1)
+    max_active_runs: int | None = Field(default=None, ge=1, le=MAX_ACTIVE_RUNS)
+    concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
     on_failure: OnFailure = OnFailure.CONTINUE
     defaults: TaskDefaults = Field(default_factory=TaskDefaults)
     tasks: dict[str, Task] = Field(min_length=1)
+
+    @field_validator("params")
+    @classmethod
+    def _param_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _clean_keys(value, "param")
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _task_count(cls, value: Any) -> Any:
+        if isinstance(value, dict) and len(value) > MAX_TASKS:
+            raise ValueError(f"{len(value)} tasks; at most {MAX_TASKS} (limit max_tasks)")
+        return value
 
     @field_validator("tasks")
     @classmethod
     def _task_ids(cls, value: dict[str, Task]) -> dict[str, Task]:
         for task_id in value:
-            if not _TASK_ID.match(task_id) or len(task_id) > 128:
+            if not _TASK_ID.fullmatch(task_id):
                 raise ValueError(
                     f"invalid task id {task_id!r}: use letters, digits, '_' and '-' (at most 128)"
                 )
