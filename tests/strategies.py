@@ -195,3 +195,131 @@ class Scenario:
 def scenarios(draw: st.DrawFn) -> Scenario:
     dag = draw(dags())
     return Scenario(dag, draw(outcome_plans(dag)), draw(st.integers(0, MAX_PICK)))
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile workflow files: YAML text with aliases, deep nesting, odd numbers and odd keys
+# --------------------------------------------------------------------------------------------
+
+ODD_SCALARS = (
+    ".inf", "-.inf", ".nan", "1e999", "-1e400", "9" * 400, "0x" + "f" * 20, "0b" + "1" * 70,
+    "99999999999999d", "1_000_000_000_000_000_000_000", "9223372036854775808", "-0", "0.0",
+    "1e-400", "366d", "0001-01-01T00:00:00", "9999-12-31T23:59:59", "0000-01-01", "~", "true",
+    "no", '"ab\\n"', '"\\0"', '"\\x1b[31m"', '"\\ud800"', "'0 0 30 2 *'", "'cron(0 0 1 1 ? 1999)'",
+    "!!binary AAAA", "!!set {a: null}", "!!omap [a: 1]", "!!float nan", "!!int 1e3", "!!str 1",
+    "!!timestamp 2026-13-45", "2026-01-01T00:00:00+99:00", '"' + "x" * 300 + '"',
+)  # fmt: skip
+ODD_KEYS = (
+    "1", "-1", "1.5", "true", "null", "~", "<<", '"ab\\n"', '"a=b"', '""', "[a, b]", "{a: 1}",
+    "!!int 3", '"\\t"', "? x", "0 0 * * *",
+)  # fmt: skip
+TASK_FIELDS = (
+    "timeout", "retries", "retry_delay", "retry_backoff", "max_retry_delay", "params", "env",
+    "depends_on", "command", "type",
+)  # fmt: skip
+TOP_FIELDS = ("params", "concurrency", "max_active_runs", "schedule", "defaults", "name")
+
+
+def _plain_scalars() -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.sampled_from(ODD_SCALARS),
+        st.integers(-(10**30), 10**30).map(str),
+        st.floats(allow_nan=False, allow_infinity=False).map(repr),
+        st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True),
+    )
+
+
+@st.composite
+def hostile_values(draw: st.DrawFn, max_depth: int = 6) -> str:
+    """A flow-style YAML value: collections that declare anchors, aliases to anchors declared
+    before them (some to a collection still open: a recursive alias), odd scalars and keys."""
+    anchors: list[str] = []
+    open_anchors: list[str] = []
+
+    def value(depth: int) -> str:
+        choices = ["scalar", "alias"] + (["seq", "map"] if depth < max_depth else [])
+        kind = draw(st.sampled_from(choices))
+        if kind == "alias" and (anchors or open_anchors):
+            pool = anchors + (open_anchors if draw(st.integers(0, 9)) == 0 else [])
+            if pool:
+                return "*" + draw(st.sampled_from(pool))
+        if kind in ("seq", "map"):
+            name = f"n{len(anchors) + len(open_anchors)}" if draw(st.booleans()) else None
+            if name is not None:
+                open_anchors.append(name)
+            count = draw(st.integers(0, 6))
+            if kind == "seq":
+                body = "[" + ", ".join(value(depth + 1) for _ in range(count)) + "]"
+            else:
+                pairs = [f"{key(depth)}: {value(depth + 1)}" for _ in range(count)]
+                body = "{" + ", ".join(pairs) + "}"
+            if name is None:
+                return body
+            open_anchors.remove(name)
+            anchors.append(name)
+            return f"&{name} {body}"
+        return draw(_plain_scalars())
+
+    def key(depth: int) -> str:
+        if draw(st.integers(0, 4)) == 0:
+            return draw(st.sampled_from(ODD_KEYS))
+        return draw(st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True))
+
+    return value(0)
+
+
+def _bomb(levels: int, fanout: int, mapping: bool) -> str:
+    """``levels`` anchors, each ``fanout`` aliases of the one before: fanout**levels values."""
+    if mapping:
+        lines = ["  b0: &b0 {" + ", ".join(f"k{j}: x" for j in range(fanout)) + "}"]
+        lines += [
+            f"  b{i}: &b{i} {{" + ", ".join(f"k{j}: *b{i - 1}" for j in range(fanout)) + "}"
+            for i in range(1, levels)
+        ]
+    else:
+        lines = ["  b0: &b0 [" + ", ".join(["x"] * fanout) + "]"]
+        lines += [
+            f"  b{i}: &b{i} [" + ", ".join([f"*b{i - 1}"] * fanout) + "]" for i in range(1, levels)
+        ]
+    return "\n".join(lines)
+
+
+@st.composite
+def hostile_workflows(draw: st.DrawFn) -> str:
+    """A workflow file (text) with something hostile in it: a value from
+    :func:`hostile_values` in a task field, a top-level field or as a key; an alias bomb under
+    ``params``; nesting deep in flow or block style; or a schedule at the edge of time."""
+    shape = draw(st.sampled_from(["task_field", "top_field", "task_key", "bomb", "deep", "block"]))
+    head = "name: w\n"
+    task = "  t: {type: shell, command: echo}\n"
+    if shape == "task_field":
+        field = draw(st.sampled_from(TASK_FIELDS))
+        value = draw(hostile_values())
+        return f"{head}tasks:\n  t: {{type: shell, command: echo, {field}: {value}}}\n"
+    if shape == "top_field":
+        field = draw(st.sampled_from(TOP_FIELDS))
+        if field == "schedule":
+            cron = draw(st.sampled_from(["'0 0 * * *'", "'0 0 30 2 *'", "'rate(1 minute)'"]))
+            zone = draw(
+                st.sampled_from(["UTC", "Asia/Tokyo", "America/New_York", "Pacific/Kiritimati"])
+            )
+            start = draw(
+                _plain_scalars() | st.sampled_from(["1900-01-01T00:00:00", "9999-12-30T23:59:00"])
+            )
+            value = f"{{cron: {cron}, timezone: {zone}, start: {start}, catchup: true}}"
+        else:
+            value = draw(hostile_values())
+        return f"{head}{field}: {value}\ntasks:\n{task}"
+    if shape == "task_key":
+        return (
+            f"{head}tasks:\n  {draw(st.sampled_from(ODD_KEYS))}: {{type: shell, command: echo}}\n"
+        )
+    if shape == "bomb":
+        levels, fanout = draw(st.integers(2, 12)), draw(st.integers(2, 10))
+        return f"{head}params:\n{_bomb(levels, fanout, draw(st.booleans()))}\ntasks:\n{task}"
+    if shape == "deep":
+        n = draw(st.integers(1, 3000))
+        return f"{head}params: {{p: {'[' * n}1{']' * n}}}\ntasks:\n{task}"
+    n = draw(st.integers(1, 200))
+    nested = "".join(f"{'  ' * (i + 1)}k{i}:\n" for i in range(n)) + "  " * (n + 1) + "v: 1\n"
+    return f"{head}params:\n{nested}tasks:\n{task}"

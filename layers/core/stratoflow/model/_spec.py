@@ -44,6 +44,12 @@ class WorkflowSpec:
         return self.workflow.project
 
 
+def _part(part: str | int) -> str:
+    """A path part as text; one with control characters (a key "ab\\n") quoted and escaped."""
+    text = str(part)
+    return text if text.isprintable() else repr(text)
+
+
 def _pydantic_problems(exc: ValidationError, lines: dict[Path, int]) -> list[Problem]:
     problems: list[Problem] = []
     for err in exc.errors(include_url=False):
@@ -63,7 +69,7 @@ def _pydantic_problems(exc: ValidationError, lines: dict[Path, int]) -> list[Pro
         clean = tuple(
             p for i, p in enumerate(loc) if not (i == 2 and loc[0] == "tasks" and p in TASK_TYPES)
         )
-        path = ".".join(str(p) for p in clean)
+        path = ".".join(_part(p) for p in clean)
         problems.append(Problem(path, message, line_for(lines, clean)))
     return problems
 

@@ -358,16 +358,15 @@ class Workflow(_Strict):
 
     @field_validator("tasks", mode="before")
     @classmethod
-    def _task_count(cls, value: Any) -> Any:
-        if isinstance(value, dict) and len(value) > MAX_TASKS:
+    def _task_ids(cls, value: Any) -> Any:
+        """Before the tasks themselves: a bad id is the first thing to say, and the count
+        bounds the work."""
+        if not isinstance(value, dict):
+            return value
+        if len(value) > MAX_TASKS:
             raise ValueError(f"{len(value)} tasks; at most {MAX_TASKS} (limit max_tasks)")
-        return value
-
-    @field_validator("tasks")
-    @classmethod
-    def _task_ids(cls, value: dict[str, Task]) -> dict[str, Task]:
         for task_id in value:
-            if not _TASK_ID.fullmatch(task_id):
+            if not isinstance(task_id, str) or not _TASK_ID.fullmatch(task_id):
                 raise ValueError(
                     f"invalid task id {task_id!r}: use letters, digits, '_' and '-' (at most 128)"
                 )
