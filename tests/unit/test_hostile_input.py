@@ -116,6 +116,15 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
     ("param key with escape", doc('params: {"a\\e[31m": 1}\n'), ("control character",)),
     ("env name with =", doc(task_fields="env: {'A=B': x}"), ("environment variable name",)),
     ("env value with NUL", doc(task_fields='env: {A: "x\\0"}'), ("NUL",)),
+    ("NUL in a command", doc().replace("echo", '"echo \\0"'), ("'command'", "NUL")),
+    ("NUL in a key", doc('params: {"a\\0": 1}\n'), ("NUL",)),
+    (
+        "url with CRLF",
+        doc().replace(
+            "{type: shell, command: echo}", '{type: http, url: "http://x/\\r\\nHost: y"}'
+        ),
+        ("url", "control character"),
+    ),
     # crons that can never fire, and windows some time zone cannot represent
     ("Feb 30", cron("0 0 30 2 *"), ("'0 0 30 2 *' never fires",)),
     ("Feb 31", cron("0 0 31 2 *"), ("'0 0 31 2 *' never fires",)),

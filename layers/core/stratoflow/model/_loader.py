@@ -147,6 +147,8 @@ class _Bounds:
             for key_node, value_node in pairs:
                 if key_node.__class__ is not ScalarNode or key_node.tag not in _KEY_TAGS:
                     raise _limit(key_node, _key_problem(key_node) or "invalid key")
+                if "\x00" in key_node.value:
+                    raise _limit(key_node, "a key holds a NUL character (\\0)")
                 if value_node.__class__ is ScalarNode:
                     self.scalar(value_node, key_node.value)
                     size += 2
@@ -170,9 +172,12 @@ class _Bounds:
         return result
 
     def scalar(self, node: ScalarNode, key: str) -> None:
-        """Numbers must fit: integers in 64 bits, floats finite. Only the rare spellings that
-        could break a bound are converted here (the constructor checks them again)."""
+        """Numbers must fit: integers in 64 bits, floats finite (only the rare spellings that
+        could break a bound are converted here; the constructor checks them again); no text
+        holds a NUL."""
         tag, text = node.tag, node.value
+        if "\x00" in text:  # no file name, argument or variable can hold one
+            raise _number(node, key, "a NUL character (\\0) is not allowed")
         if tag == _INT_TAG and len(text) > 15 and not _int_fits(node):
             raise _number(node, key, f"integer {_shown(text)} is out of range (64 bits)")
         if tag == _FLOAT_TAG and _maybe_infinite(text) and not _finite(node):

@@ -236,6 +236,14 @@ class HttpTask(_TaskBase):
     body: str | dict[str, Any] | list[Any] | None = None
     expected_status: list[int] = Field(default_factory=list, description="empty: any 2xx")
 
+    @field_validator("url")
+    @classmethod
+    def _url_text(cls, value: str) -> str:
+        bad = _control(value)
+        if bad is not None:
+            raise ValueError(f"the url contains the control character {bad}")
+        return value
+
     @field_validator("headers")
     @classmethod
     def _header_text(cls, value: dict[str, str]) -> dict[str, str]:
