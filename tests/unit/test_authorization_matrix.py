@@ -198,6 +198,8 @@ def _expected(user: str, project: str, op: Operation) -> int | None:
     """None for a success; else the refusal's status."""
     if user == "root":
         return None
+    if op.template == "/workflows" and op.method == "POST" and USERS[user].rank < Role.EDITOR.rank:
+        return 403  # refused before the body is parsed, whatever project it names
     if project != "a":
         return 404
     return None if USERS[user].rank >= REQUIRED_ROLE[op.action].rank else 403

@@ -338,7 +338,8 @@ def test_a_caller_who_may_edit_nothing_gets_403_before_parsing(
         raise AssertionError("the body was parsed")
 
     monkeypatch.setattr("stratoflow.api.app.load_workflow", must_not_parse)
-    assert_error(post_as(api, tokens[user], bomb()), 403, "forbidden", "editor in no project")
+    needle = "has no role in any project" if user == "nobody" else f"is {user} in project a"
+    assert_error(post_as(api, tokens[user], bomb()), 403, "forbidden", needle, "needs editor")
 
 
 def test_an_editor_gets_the_bounded_loaders_answer(secured: tuple[Api, dict[str, str]]) -> None:

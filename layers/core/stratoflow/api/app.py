@@ -657,7 +657,13 @@ def create_app(
         # size is bounded by the request model; the loader bounds the rest.
         principal = caller()
         if not any(principal.can(Action.EDIT, p) for p in (*principal.roles, DEFAULT_PROJECT)):
-            raise Forbidden(f"{principal.name} may not apply workflows: it is editor in no project")
+            held = ", ".join(
+                f"{r.value} in project {p}" for p, r in sorted(principal.roles.items())
+            )
+            raise Forbidden(
+                f"{principal.name} {'is ' + held if held else 'has no role in any project'}; "
+                "applying a workflow needs editor in its project"
+            )
         spec = load_workflow(body.source, now=scheduler.clock.now())
         allow(Action.EDIT, spec.project, f"project {spec.project!r}")
         version, created = scheduler.apply(body.source, spec=spec)
