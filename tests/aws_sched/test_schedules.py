@@ -21,6 +21,7 @@ from stratoflow.adapters.aws.schedules import (
     schedule_name,
 )
 from stratoflow.adapters.local.sqlite_store import SqliteStore
+from stratoflow.errors import InvalidInput
 from stratoflow.service import Scheduler
 from tests.aws_sched.helpers import GROUP, ROLE_ARN, TRIGGER_ARN, CallLog, make_scheduler
 from tests.fakes import FakeClock
@@ -236,9 +237,11 @@ def test_a_schedule_with_nothing_left_to_fire_has_no_eventbridge_schedule(rig: R
     assert rig.writes_of(text) == ["CreateSchedule"]
     rig.clock.advance(4 * 3600)
     assert rig.writes_of(text) == ["DeleteSchedule"]
-    # AND so is one changed to a cron whose years have all passed
+    # AND a cron whose years have all passed is refused (issue 9): the schedule stays
     assert rig.writes_of(workflow('cron: "0 * * * *"')) == ["CreateSchedule"]
-    assert rig.writes_of(workflow('cron: "cron(0 0 1 1 ? 2020)"')) == ["DeleteSchedule"]
+    with pytest.raises(InvalidInput, match="never fires"):
+        rig.writes_of(workflow('cron: "cron(0 0 1 1 ? 2020)"'))
+    assert [s["Name"] for s in rig.client.list_schedules(GroupName=GROUP)["Schedules"]] == [NAME]
 
 
 def test_a_schedule_created_by_a_concurrent_apply_is_updated_not_duplicated(

@@ -151,9 +151,9 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
         ("schedule.end", "out of range"),
     ),
     (
-        "window ended",
-        doc("schedule: {cron: '0 0 * * *', end: 2001-01-01T00:00:00}\n"),
-        ("ended",),
+        "Feb 30 in a window that ended",
+        doc("schedule: {cron: '0 0 30 2 *', end: 2001-01-01T00:00:00}\n"),
+        ("'0 0 30 2 *' never fires",),
     ),
     (
         "batch vcpus",
@@ -382,6 +382,16 @@ def test_sparse_crons_that_do_fire_are_accepted() -> None:
     now = datetime(2026, 12, 2, tzinfo=UTC)
     for expression in ("cron(0 0 ? 2 MON#5 *)", "0 0 29 2 *", "cron(0 0 1 1 ? 2150)"):
         load_workflow(cron(expression), now=now)
+
+
+def test_a_window_that_has_ended_is_over_not_a_mistake() -> None:
+    """Re-applying a file after its schedule's window ended keeps working."""
+    text = doc(
+        "schedule: {cron: '0 0 * * *', start: 2000-01-01T00:00:00, end: 2001-01-01T00:00:00}\n"
+    )
+    schedule = load_workflow(text, now=datetime(2026, 12, 2, tzinfo=UTC)).workflow.schedule
+    assert schedule is not None
+    assert next_firing(schedule, datetime(2026, 12, 2, tzinfo=UTC)) is None
 
 
 def test_schedule_windows_at_the_edges_of_time_run_without_overflow() -> None:

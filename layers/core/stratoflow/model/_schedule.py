@@ -358,22 +358,34 @@ def next_firing(schedule: Schedule, cursor: datetime) -> datetime | None:
 
 
 def never_fires(schedule: Schedule, now: datetime) -> str | None:
-    """Why ``schedule`` has no fire time after ``now`` inside its window, or ``None`` when it
-    has one. The search is bounded by the expression's year field (EventBridge's years end in
-    2199): an impossible date (``0 0 30 2 *``), a year that has passed, a window that has ended
-    or a time that a DST gap always skips in ``schedule.timezone`` all have none."""
+    """Why ``schedule`` can never fire, or ``None`` when it can.
+
+    While its window is open, it must have a fire time after ``now`` inside the window: an
+    impossible date (``0 0 30 2 *``), a year that has passed (``cron(0 0 1 1 ? 1999)``) or a
+    time that a DST gap always skips in ``schedule.timezone`` have none. A window that has
+    ended is a schedule that is over, not a mistake (re-applying its file stays possible); its
+    expression must only have been able to fire at some time. The search is bounded by the
+    expression's year field (EventBridge's years end in 2199)."""
+    start, end = schedule_window(schedule)
+    ended = end is not None and end <= _as_utc(now)
     try:
-        found = next_firing(schedule, now)
-    except ScheduleError as exc:  # an invalid expression or zone is reported by its field
-        return str(exc)
-    except (OverflowError, ValueError):  # out of datetime's range: no representable fire time
+        if ended:
+            expr = parse_schedule(schedule.cron)
+            since = start or datetime(1970, 1, 1, tzinfo=UTC)
+            found: datetime | None = expr.next_after(
+                since - timedelta(microseconds=1), schedule.timezone, start
+            )
+        else:
+            found = next_firing(schedule, now)
+    except ScheduleError:  # no fire time at all (an invalid expression is reported elsewhere)
+        found = None
+    except (OverflowError, ValueError):  # out of datetime's range: nothing representable
         found = None
     if found is not None:
         return None
     zone = "" if schedule.timezone == "UTC" else f" in {schedule.timezone}"
-    _, end = schedule_window(schedule)
-    if end is not None and end <= now:
-        return f"the schedule's window ended at {end.isoformat()}: it never fires again"
+    if ended:
+        return f"schedule {schedule.cron!r} never fires{zone}"
     window = "" if end is None else f" before its end {end.isoformat()}"
     return (
         f"schedule {schedule.cron!r} never fires{zone}: it has no fire time after "
