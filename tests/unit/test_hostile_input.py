@@ -144,6 +144,16 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
         ("schedule.start", "1900-01-01 to 9999-12-30"),
     ),
     (
+        "start 0001 with an offset",
+        doc("schedule: {cron: '0 0 * * *', start: 0001-01-01T00:00:00+05:00}\n"),
+        ("schedule.start", "out of range"),
+    ),
+    (
+        "end 9999-12-30 at -14:00",
+        doc("schedule: {cron: '0 0 * * *', end: 9999-12-30T23:00:00-14:00}\n"),
+        ("schedule.end", "out of range"),
+    ),
+    (
         "end 9999-12-31 in New York",
         doc(
             "schedule: {cron: '0 0 * * *', timezone: America/New_York, end: 9999-12-31T23:59:00}\n"

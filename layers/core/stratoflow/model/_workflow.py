@@ -113,10 +113,12 @@ class Schedule(_Strict):
     def _representable(cls, value: datetime | None) -> datetime | None:
         if value is None:
             return value
-        moments = [_naive(value)]
-        if value.tzinfo is not None and value.utcoffset() is not None:
-            moments.append(_naive(value - value.utcoffset()))  # type: ignore[operator]
-        if not all(FIRST_SCHEDULE_DATE <= m <= LAST_SCHEDULE_DATE for m in moments):
+        wall, offset = _naive(value), value.utcoffset()
+        # the wall reading first: only inside the range is subtracting an offset safe
+        inside = FIRST_SCHEDULE_DATE <= wall <= LAST_SCHEDULE_DATE
+        if inside and offset is not None:
+            inside = FIRST_SCHEDULE_DATE <= wall - offset <= LAST_SCHEDULE_DATE
+        if not inside:
             raise ValueError(
                 f"{value.isoformat()} is out of range: use a date from "
                 f"{FIRST_SCHEDULE_DATE.date()} to {LAST_SCHEDULE_DATE.date()}"
