@@ -177,3 +177,30 @@ def test_a_full_disk_fails_the_task_that_filled_it_and_recovery_needs_no_restart
         assert finish(rt, ok) is RunState.SUCCEEDED
     finally:
         rt.close()
+
+
+def test_the_admin_token_is_shown_once_kept_nowhere_and_can_be_reset(tmp_path: Path) -> None:
+    import httpx
+    from click.testing import CliRunner
+
+    from stratoflow.cli import main
+    from tests.e2e.server_process import ServerProcess
+
+    server = ServerProcess(tmp_path / "home")
+    server.start()
+    try:
+        first = server.token  # printed on its first start
+        home_files = b"".join(p.read_bytes() for p in server.home.rglob("*") if p.is_file())
+        assert first.encode() not in home_files  # only its hash is stored
+        assert not (server.home / "admin-token").exists()
+        # WHEN the local owner resets it, by direct access to the home
+        result = CliRunner().invoke(main, ["admin", "token", "--reset", "--home", str(server.home)])
+        assert result.exit_code == 0, result.output
+        new = result.output.strip()
+        # THEN the new one works as admin and the old one no longer does
+        ok = httpx.get(f"{server.url}/me", headers={"Authorization": f"Bearer {new}"})
+        assert ok.status_code == 200
+        old = httpx.get(f"{server.url}/me", headers={"Authorization": f"Bearer {first}"})
+        assert old.status_code == 401
+    finally:
+        server.stop()
