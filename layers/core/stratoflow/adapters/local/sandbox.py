@@ -344,8 +344,8 @@ class Landlock:
                 self._add(fd, path, _READ)
             for path in [*self.write, Path("/dev/shm"), work_dir]:  # noqa: S108 - allowed
                 self._add(fd, path, self.handled)
-            for path in [*DEVICES, log]:
-                self._add(fd, Path(path), _READ_FILE | _WRITE_FILE | _TRUNCATE | _IOCTL_DEV)
+            for device in [*map(Path, DEVICES), log]:
+                self._add(fd, device, _READ_FILE | _WRITE_FILE | _TRUNCATE | _IOCTL_DEV)
         except BaseException:
             os.close(fd)
             raise
