@@ -7,8 +7,12 @@ modules can ``from tests.strategies import ...``.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +40,27 @@ def _stratoflow_logger_restored() -> Iterator[None]:
     logger.handlers = handlers
     logger.filters = filters
     logging.getLogger().manager._clear_cache()
+
+
+# Tasks run under their project's own uid when the tests run as root, or inside Landlock with
+# their work dir as the only place they may write: they cannot reach ``tmp_path``. A test that
+# shares files with its tasks uses ``shared_dir``: under one world-writable (sticky) root that
+# every task may write, as an operator would grant with STRATOFLOW_TASK_WRITE_PATHS.
+SHARED_ROOT = Path(tempfile.mkdtemp(prefix="stratoflow-shared-"))
+SHARED_ROOT.chmod(0o1777)
+os.environ["STRATOFLOW_TASK_WRITE_PATHS"] = str(SHARED_ROOT)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_root_removed() -> Iterator[None]:
+    yield
+    shutil.rmtree(SHARED_ROOT, ignore_errors=True)
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory the test and its tasks share (world-writable, sticky, removed after)."""
+    path = Path(tempfile.mkdtemp(dir=SHARED_ROOT))
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

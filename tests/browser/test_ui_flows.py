@@ -104,7 +104,7 @@ def run_badge(page: Any) -> Any:
 
 # ------------------------------------------------------------------ the main story
 def test_apply_trigger_watch_fail_read_log_fix_and_rerun(
-    page: Any, server: ServerProcess, tmp_path: Path
+    page: Any, server: ServerProcess, shared_dir: Path
 ) -> None:
     shot = Shots(page, "flow")
     example = (ROOT / "examples" / "etl_chain.yaml").read_text(encoding="utf-8")
@@ -143,7 +143,7 @@ def test_apply_trigger_watch_fail_read_log_fix_and_rerun(
     expect(log).to_contain_text("extracting apac for 2026-01-15")  # and the logical date
 
     # a workflow that fails until a marker file exists
-    marker = tmp_path / "marker"
+    marker = shared_dir / "marker"
     paste_and_apply(page, server, needs_fix(marker))
     expect(page.locator("h1")).to_contain_text("needs_fix")
     page.get_by_role("button", name="Trigger run").click()

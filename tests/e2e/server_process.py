@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -17,6 +18,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def first_admin_token(log: Path) -> str:
+    """The token a server printed on its first start (it keeps it nowhere on disk)."""
+    found = re.search(r"sft_[0-9a-f]{16}_[A-Za-z0-9_-]{43}", log.read_text(encoding="utf-8"))
+    assert found, f"no admin token in {log}"
+    return found.group(0)
 
 
 class ServerProcess:
@@ -61,8 +69,8 @@ class ServerProcess:
 
     @property
     def token(self) -> str:
-        """The first admin's API token, which the server wrote on its first start."""
-        return (self.home / "admin-token").read_text(encoding="utf-8").strip()
+        """The first admin's API token, which the server printed once on its first start."""
+        return first_admin_token(self.log)
 
     @property
     def headers(self) -> dict[str, str]:

@@ -148,8 +148,8 @@ def test_apply_trigger_outputs_and_logs(client: httpx.Client) -> None:
     assert runs[0]["state"] == "succeeded"
 
 
-def test_stop_kills_a_running_task_then_rerun(client: httpx.Client, tmp_path: Path) -> None:
-    pidfile = tmp_path / "nap.pid"
+def test_stop_kills_a_running_task_then_rerun(client: httpx.Client, shared_dir: Path) -> None:
+    pidfile = shared_dir / "nap.pid"
     apply(client, slow(pidfile))
     run_id = trigger(client, "slow")
     wait_for(
@@ -187,8 +187,8 @@ def test_stop_kills_a_running_task_then_rerun(client: httpx.Client, tmp_path: Pa
     wait_for(lambda: not alive(second_pid), "the rerun's process to be killed", timeout=10)
 
 
-def test_rerun_failed_and_mark(client: httpx.Client, tmp_path: Path) -> None:
-    marker = tmp_path / "marker"
+def test_rerun_failed_and_mark(client: httpx.Client, shared_dir: Path) -> None:
+    marker = shared_dir / "marker"
     apply(client, flaky(marker))
 
     run_id = trigger(client, "flaky")

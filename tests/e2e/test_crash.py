@@ -58,8 +58,8 @@ def crash_workflow(ledger: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_sigkill_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> None:
-    ledger = tmp_path / "ledger.txt"
+def test_sigkill_loses_nothing_and_runs_nothing_twice(tmp_path: Path, shared_dir: Path) -> None:
+    ledger = shared_dir / "ledger.txt"
     ledger.touch()
     server = ServerProcess(tmp_path / "home")
     server.start()

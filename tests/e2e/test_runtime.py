@@ -53,10 +53,10 @@ def pid_alive(pid: int) -> bool:
 
 
 def test_timeout_kills_the_whole_process_group_and_retries(
-    runtime: LocalRuntime, tmp_path: Path
+    runtime: LocalRuntime, shared_dir: Path
 ) -> None:
     # GIVEN a task that starts a grandchild and then hangs, with a 1s timeout and one retry
-    pids = tmp_path / "pids"
+    pids = shared_dir / "pids"
     run_id = start(
         runtime,
         f"""
@@ -88,10 +88,10 @@ tasks:
 
 
 def test_run_concurrency_limits_tasks_running_at_once(
-    runtime: LocalRuntime, tmp_path: Path
+    runtime: LocalRuntime, shared_dir: Path
 ) -> None:
     # GIVEN 8 independent tasks that record when they start and end, at most 3 at once
-    spans = tmp_path / "spans"
+    spans = shared_dir / "spans"
     tasks = "\n".join(
         f'  t{i}:\n    type: shell\n    command: echo "s $(date +%s.%N)" >> {spans}; sleep 0.3; echo "e $(date +%s.%N)" >> {spans}'
         for i in range(8)
@@ -191,16 +191,16 @@ tasks:
 
 
 def test_rerun_failed_gets_a_fresh_retry_budget_and_keeps_what_succeeded(
-    runtime: LocalRuntime, tmp_path: Path
+    runtime: LocalRuntime, shared_dir: Path
 ) -> None:
     # GIVEN a task that succeeds only on its 4th execution, with one retry
-    counter = tmp_path / "count"
+    counter = shared_dir / "count"
     run_id = start(
         runtime,
         f"""
 name: fixable
 tasks:
-  ok: {{type: shell, command: "echo ran >> {tmp_path / "ok.log"}"}}
+  ok: {{type: shell, command: "echo ran >> {shared_dir / "ok.log"}"}}
   broken:
     type: shell
     depends_on: [ok]
@@ -221,7 +221,7 @@ tasks:
         (1, "failed"), (2, "failed"), (3, "failed"), (4, "succeeded"),
     ]  # fmt: skip
     # AND what had succeeded did not run again
-    assert (tmp_path / "ok.log").read_text() == "ran\n"
+    assert (shared_dir / "ok.log").read_text() == "ran\n"
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from stratoflow.cli import main
 from stratoflow.engine import RunState
 from stratoflow.readmodel import ReadModel, RunFilter
-from tests.e2e.server_process import free_port
+from tests.e2e.server_process import first_admin_token, free_port
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "etl_chain.yaml"
 
@@ -56,7 +56,7 @@ def test_a_server_with_db_projects_its_runs_into_postgresql(tmp_path: Path, pg_u
                 pass
             assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.1)
-        token = (tmp_path / "home" / "admin-token").read_text(encoding="utf-8").strip()
+        token = first_admin_token(tmp_path / "server.log")
         run_id = httpx.post(
             f"{api}/workflows/etl_chain/runs",
             json={},

@@ -46,19 +46,14 @@ def default_api() -> str:
     return os.environ.get("STRATOFLOW_API") or f"http://127.0.0.1:{DEFAULT_PORT}"
 
 
-ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
+ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - older versions left the token here
 
 
 def default_token() -> str | None:
-    """$STRATOFLOW_TOKEN, else the first admin's token a local server left in its home
-    (readable only by the user who ran it: the same trust as reading its database)."""
+    """$STRATOFLOW_TOKEN. No token is kept on disk: the server shows the first admin's once,
+    and ``stratoflow admin token --reset`` issues a new one."""
     token = os.environ.get("STRATOFLOW_TOKEN")
-    if token:
-        return token.strip()
-    try:
-        return (default_home() / ADMIN_TOKEN_FILE).read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
+    return token.strip() if token else None
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -312,14 +307,12 @@ def server(
 
     identities = SqliteIdentities(runtime.home / "stratoflow.db")
     secret = ensure_first_admin(identities, runtime.clock.now())
+    (runtime.home / ADMIN_TOKEN_FILE).unlink(missing_ok=True)  # left by an older version
     if secret is not None:
-        token_file = runtime.home / ADMIN_TOKEN_FILE
-        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(secret + "\n")
         click.echo(
-            "First start: created the superuser 'admin'. Its API token (shown once; also in "
-            f"{token_file}, readable only by you):\n  {secret}"
+            "First start: created the superuser 'admin'. Its API token (shown once, kept "
+            "nowhere; `stratoflow admin token --reset` issues a new one):\n  "
+            f"{secret}"
         )
     app = create_app(
         runtime.scheduler,
@@ -673,3 +666,32 @@ def tokens_revoke(token_id: str, home: Path | None) -> None:
     with _identities(home) as identities:
         identities.revoke_token(token_id)
     click.echo(f"token {token_id} revoked")
+
+
+# ------------------------------------------------------------------ admin (local home)
+@main.group()
+def admin() -> None:
+    """Local administration, by direct access to a home (only its owner can read it)."""
+
+
+@admin.command("token")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--reset", is_flag=True, required=True, help="revoke the admin's tokens, issue one")
+def admin_token(home: Path | None, reset: bool) -> None:
+    """Issue a new API token for the local superuser ``admin`` and print it once; the
+    admin's earlier tokens are revoked. Works while the server runs."""
+    from datetime import UTC, datetime
+
+    from stratoflow.adapters.local.identity import FIRST_ADMIN, SqliteIdentities
+
+    db = (home or default_home()) / "stratoflow.db"
+    if not db.exists():
+        _fail(f"{db.parent} holds no Stratoflow state (start `stratoflow server` once)", 2)
+    identities = SqliteIdentities(db)
+    with _errors():
+        identities.get_user(FIRST_ADMIN)
+        for token in identities.list_tokens(FIRST_ADMIN):
+            if not token.revoked:
+                identities.revoke_token(token.id)
+        _, secret = identities.create_token(FIRST_ADMIN, "reset", datetime.now(UTC))
+    click.echo(secret)

@@ -1,59 +1,73 @@
 """Runs attempts as local processes that outlive the scheduler.
 
-Each run has a directory ``<root>/<run>/``; an attempt is named ``<task>.<attempt>`` in it.
-A small bash wrapper, started in its own session, claims the attempt by creating its log
-exclusively (``set -C`` makes that an O_EXCL create, so a repeated dispatch of the same
-attempt runs nothing), runs the task body with its output in the log, and its EXIT trap
-appends ``<name> <status>`` to the run's ``exits`` file (one short O_APPEND write: atomic).
+Each run has a directory ``<root>/<run>/`` in the home (0700) that holds its attempts' logs,
+``<task>.<attempt>.log`` (0600). The server claims an attempt by creating its log exclusively
+(``O_EXCL``: a repeated dispatch of the same attempt runs nothing) and hands it to the task as
+stdout and stderr; the task never sees the home. It starts in a work directory of its own,
+``<work root>/<run>.<task>.<attempt>/`` (0700), outside the home, with an allow-listed
+environment, as its project's uid or in a Landlock domain (see :mod:`.sandbox`). Its outputs
+(``$STRATOFLOW_OUTPUT``, the python runner's files) and the exit status that the wrapper's EXIT
+trap records are written there; the server reads them (never following a link the task left)
+and removes the work directory once the scheduler has recorded the result.
 
 Nothing flows through pipes to the scheduler, so a scheduler killed with SIGKILL loses
 nothing: on restart it finds the wrappers still running by their command line, watches them
-through pidfds, and reads the exit status of those that ended meanwhile from ``exits``.
+through pidfds, and reads the exit status of those that ended meanwhile from their work dirs.
 
-One file is created per attempt (its log; its outputs only if the task writes some): on the
-disks this runs on, every extra create or directory costs as much as the scheduling itself.
+A stop or a timeout sends SIGTERM to the attempt's process group, then SIGKILL to the group
+after the grace period whatever became of the wrapper; a task that ends on its own takes what
+it left running in its group with it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
+import hashlib
 import json
 import logging
 import os
 import select
 import shlex
+import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from stratoflow.adapters.local import sandbox
 from stratoflow.engine import AttemptResult, AttemptStatus, TaskInstance
 from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
 
 log = logging.getLogger("stratoflow.executor")
 
-# $1: run directory, $2: attempt name (<task>.<attempt>), $3: the task body (bash), which runs
-# in this shell: a subshell per task would cost more than the scheduler's own work. A scheduler
-# that is alive takes the exit status from waitpid (which also covers a body that replaces the
-# shell with `exec cmd`); the trap's record is for one that was not alive to wait.
-WRAPPER = r"""set -C
-if ! { : > "$1/$2.log"; } 2>/dev/null; then exit 75; fi
-set +C
-readonly STRATOFLOW_RUN_DIR="$1" STRATOFLOW_ATTEMPT_NAME="$2"
-trap '__stratoflow_rc=$?; echo "$STRATOFLOW_ATTEMPT_NAME $__stratoflow_rc" >> "$STRATOFLOW_RUN_DIR/exits"' EXIT
-exec >> "$1/$2.log" 2>&1 < /dev/null
-__stratoflow_body=$3
+# $1: the run's directory in the home, $2: attempt name (<task>.<attempt>): both only to be
+# recognised by recovery (argv is public); the body comes in the environment (readable by the
+# task's own uid only) and runs in this shell: a subshell per task would cost more than the
+# scheduler's own work. A scheduler that is alive takes the exit status from waitpid (which
+# also covers a body that replaces the shell with `exec cmd`); the trap's record is for one that
+# was not alive to wait. The empty record made before the body runs says "it started": a
+# claimed attempt without it was never started (the scheduler died before the exec).
+WRAPPER = r"""readonly __stratoflow_exit="$PWD/$2.exit"
+: > "$__stratoflow_exit"
+trap '__stratoflow_rc=$?; echo "$__stratoflow_rc" > "$__stratoflow_exit"' EXIT
+__stratoflow_body=$__STRATOFLOW_BODY
+unset __STRATOFLOW_BODY
 set --
 eval "$__stratoflow_body"
 """
 WRAPPER_NAME = "stratoflow-task"  # $0 of every wrapper: how recovery recognises them
-CLAIM_LOST = 75
 KILL_GRACE_SECONDS = 5.0
 SPAWN_THREADS = 4  # starting a process waits on exec; threads let starts overlap (no GIL held)
+MAX_RESULT_BYTES = 4 << 20  # what the server reads of one file a task wrote
+DISK_FULL_BYTES = 64 << 10  # less than this free on a task's file system: it is full
 _PY_TYPES = {"python", "http", "lambda"}
 
 Report = Callable[[str, str, int, AttemptResult, str], None]
@@ -71,10 +85,21 @@ class _Live:
 
 
 def _read(path: Path) -> str | None:
+    """A file a task may have written: never through a link it left, at most
+    MAX_RESULT_BYTES, None when it is missing or not a regular file."""
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
         return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, MAX_RESULT_BYTES)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", errors="replace")
 
 
 def _tail(path: Path, lines: int = 5, limit: int = 2000) -> str:
@@ -125,14 +150,16 @@ def result_from_files(
     return AttemptResult(AttemptStatus.FAILED, outputs=found, error=message, exit_code=status)
 
 
-def read_exits(run_dir: Path) -> dict[str, int]:
-    """Exit statuses the wrappers of a run recorded: attempt name -> status."""
-    exits: dict[str, int] = {}
-    for line in (_read(run_dir / "exits") or "").splitlines():
-        name, _, status = line.partition(" ")
-        if status.strip().lstrip("-").isdigit():
-            exits[name] = int(status)
-    return exits
+def disk_full(paths: Sequence[Path], threshold: int = DISK_FULL_BYTES) -> Path | None:
+    """The first of ``paths`` whose file system has (almost) no space left for its user."""
+    for path in paths:
+        try:
+            st = os.statvfs(path)
+        except OSError:
+            continue
+        if st.f_bavail * st.f_frsize < threshold or (st.f_files and st.f_favail == 0):
+            return path
+    return None
 
 
 def _wrapper_argv(pid: int) -> list[str] | None:
@@ -165,12 +192,128 @@ def live_wrappers(root: Path) -> dict[tuple[str, str], int]:
     return found
 
 
+def _kill_group(pgid: int, signum: int) -> None:
+    """Signal a process group by its id (the wrapper's pid: it leads its session). The kernel
+    keeps that id from being reused while any member of the group lives, so this reaches
+    the attempt's processes even after the wrapper itself is gone."""
+    if pgid > 1:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signum)
+
+
+def _private_dir(path: Path, mode: int) -> Path:
+    """Create ``path`` (and its parents) or check the one there: a directory, not a link,
+    owned by us; then give it ``mode``. Refuses one another user planted."""
+    path.mkdir(mode=mode, parents=True, exist_ok=True)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise PermissionError(
+            f"{path} is not a directory owned by uid {os.geteuid()}; remove it or set "
+            "STRATOFLOW_WORK_ROOT to another place"
+        )
+    os.chmod(path, mode)
+    return path
+
+
+def default_work_root(root: Path) -> Path:
+    """``$TMPDIR/stratoflow-<uid>/<hash of root>``: outside the home, on a path every task uid
+    can traverse (the directories are 0711: nobody can list them), one per home."""
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"stratoflow-{os.geteuid()}" / digest
+
+
 class LocalExecutor(Dispatcher):
-    def __init__(self, root: Path, report: Report, *, python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        root: Path,
+        report: Report,
+        *,
+        python: str = sys.executable,
+        work_root: Path | None = None,
+        isolation: str | None = None,
+        env_allow: str | None = None,
+        protect: Path | None = None,
+        keep_work_dirs: bool | None = None,
+    ) -> None:
+        """``root``: where logs go (in the home). ``work_root``: where tasks work
+        ($STRATOFLOW_WORK_ROOT, else :func:`default_work_root`). ``isolation``: auto | user |
+        landlock | none ($STRATOFLOW_TASK_ISOLATION, default auto). ``env_allow``: extra
+        variable names a task gets from the server's environment, comma-separated
+        ($STRATOFLOW_TASK_ENV_ALLOW). Under Landlock, $STRATOFLOW_TASK_READ_PATHS and
+        $STRATOFLOW_TASK_WRITE_PATHS (os.pathsep-separated) add what tasks may read or write
+        (never the home). ``protect``: the home, which Landlock denies (default
+        ``root``'s parent). ``keep_work_dirs``: leave work dirs for inspection
+        ($STRATOFLOW_KEEP_WORK_DIRS=1)."""
+        environ = os.environ
         self.root = root.resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._report = report
+        _private_dir(self.root, 0o700)
+        home = (protect or self.root.parent).resolve()
+        chosen = work_root or (
+            Path(environ["STRATOFLOW_WORK_ROOT"])
+            / hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
+            if environ.get("STRATOFLOW_WORK_ROOT")
+            else default_work_root(self.root)
+        )
+        self.work_root = chosen.resolve()
+        if self.work_root == home or home in self.work_root.parents:
+            raise sandbox.IsolationError(
+                f"the work root {self.work_root} is inside the home {home}: tasks must work "
+                "outside the server's state"
+            )
+        if work_root is None:
+            _private_dir(self.work_root.parent, 0o711)
+        _private_dir(self.work_root, 0o711)
+        self.isolation = sandbox.choose_isolation(
+            isolation or environ.get("STRATOFLOW_TASK_ISOLATION") or "auto",
+            euid=os.geteuid(),
+            landlock_abi=sandbox.landlock_abi(),
+            runtime_reachable=sandbox.reachable_by_others([python, sys.prefix, sys.base_prefix]),
+        )
+        self._env_allow = sandbox.allowed_env_names(
+            environ.get("STRATOFLOW_TASK_ENV_ALLOW", "") if env_allow is None else env_allow
+        )
+        self._keep = (
+            environ.get("STRATOFLOW_KEEP_WORK_DIRS", "") in ("1", "true", "yes")
+            if keep_work_dirs is None
+            else keep_work_dirs
+        )
+        self._uids = (
+            sandbox.ProjectUids(
+                home / "task-uids",
+                int(environ.get("STRATOFLOW_TASK_UID_BASE") or sandbox.DEFAULT_UID_BASE),
+            )
+            if self.isolation.mode == "user"
+            else None
+        )
         self._python = python
+        # python tasks import stratoflow and the project's callables: the server's cwd first
+        path = [os.getcwd(), environ.get("PYTHONPATH", "")]
+        self._pythonpath = os.pathsep.join(p for p in path if p)
+        self._landlock = (
+            sandbox.Landlock(
+                sandbox.landlock_abi(),
+                sandbox.readable_paths(
+                    [
+                        *environ.get("STRATOFLOW_TASK_READ_PATHS", "").split(os.pathsep),
+                        *sandbox.SYSTEM_READ_PATHS,
+                        sys.prefix,
+                        sys.base_prefix,
+                        sys.exec_prefix,
+                        Path(python).parent,
+                        Path(python).resolve().parent,
+                        *self._pythonpath.split(os.pathsep),
+                    ],
+                    home,
+                ),
+                sandbox.readable_paths(
+                    environ.get("STRATOFLOW_TASK_WRITE_PATHS", "").split(os.pathsep), home
+                ),
+            )
+            if self.isolation.mode == "landlock"
+            else None
+        )
+        log.info("task isolation: %s (%s)", self.isolation.mode, self.isolation.reason)
+        self._report = report
         self._live: dict[int, _Live] = {}  # pidfd -> attempt
         self._by_key: dict[Key, _Live] = {}
         self._run_dirs: set[str] = set()
@@ -184,28 +327,41 @@ class LocalExecutor(Dispatcher):
         self._spawner = ThreadPoolExecutor(SPAWN_THREADS, thread_name_prefix="stratoflow-spawn")
         self._thread = threading.Thread(target=self._watch, name="stratoflow-executor", daemon=True)
         self._thread.start()
-        self._base_env = dict(os.environ)
-        path = [os.getcwd(), self._base_env.get("PYTHONPATH", "")]
-        self._base_env["PYTHONPATH"] = os.pathsep.join(p for p in path if p)
 
     # ------------------------------------------------------------ layout
     def run_dir(self, run_id: str) -> Path:
         return self.root / run_id
 
+    def work_dir(self, run_id: str, task_id: str, attempt: int) -> Path:
+        """``<work root>/<run>.<task>.<attempt>``: task ids hold no dot, so this is unique."""
+        return self.work_root / f"{run_id}.{task_id}.{attempt}"
+
     def path(self, run_id: str, task_id: str, attempt: int, suffix: str) -> Path:
-        """``<root>/<run>/<task>.<attempt><suffix>``: .log, .out, .json, .result, .error"""
-        return self.root / run_id / f"{task_id}.{attempt}{suffix}"
+        """The log, ``<root>/<run>/<task>.<attempt>.log``, or a file the task writes in its
+        work dir, ``<task>.<attempt><suffix>``: .out, .json, .result, .error, .exit"""
+        if suffix == ".log":
+            return self.root / run_id / f"{task_id}.{attempt}.log"
+        return self.work_dir(run_id, task_id, attempt) / f"{task_id}.{attempt}{suffix}"
 
     def log_path(self, run_id: str, task_id: str, attempt: int) -> Path:
         return self.path(run_id, task_id, attempt, ".log")
 
+    def _exit_status(self, run_id: str, task_id: str, attempt: int) -> int | None:
+        """The status the wrapper's trap recorded, if it did."""
+        text = (_read(self.path(run_id, task_id, attempt, ".exit")) or "").strip()
+        return int(text) if text.lstrip("-").isdigit() else None
+
     # ------------------------------------------------------------ dispatch
-    def _body(self, spec: AttemptSpec) -> str:
+    def _body(self, spec: AttemptSpec, owner: int | None) -> str:
         task = spec.task
         if task.task_type in _PY_TYPES:
             payload = {"type": task.task_type, "fields": task.fields, "params": task.params}
             spec_file = self.path(spec.run_id, spec.task_id, spec.attempt, ".json")
-            spec_file.write_text(json.dumps(payload, default=str), encoding="utf-8")
+            fd = os.open(spec_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                if owner is not None:
+                    os.fchown(fd, owner, owner)
+                fh.write(json.dumps(payload, default=str))
             runner = "stratoflow.adapters.local._taskrunner"
             return f"{shlex.quote(self._python)} -m {runner} {shlex.quote(str(spec_file))}"
         command = task.fields.get("command", "")
@@ -236,40 +392,94 @@ class LocalExecutor(Dispatcher):
                 self._spawner.submit(self._spawn, spec, live)
         return [self.log_location(spec) for spec in specs]
 
-    def _spawn(self, spec: AttemptSpec, live: _Live) -> None:
+    def _claim(self, spec: AttemptSpec) -> int | None:
+        """Create the attempt's log exclusively: its fd, or None when another start holds it."""
         run_dir = self.run_dir(spec.run_id)
-        name = f"{spec.task_id}.{spec.attempt}"
+        if spec.run_id not in self._run_dirs:
+            run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._run_dirs.add(spec.run_id)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
         try:
-            if spec.run_id not in self._run_dirs:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                self._run_dirs.add(spec.run_id)
-            env = {
-                **self._base_env,
-                **spec.task.env,
-                "STRATOFLOW_OUTPUT": str(
-                    self.path(spec.run_id, spec.task_id, spec.attempt, ".out")
-                ),
-                "STRATOFLOW_RUN_ID": spec.run_id,
-                "STRATOFLOW_TASK_ID": spec.task_id,
-                "STRATOFLOW_ATTEMPT": str(spec.attempt),
-                "STRATOFLOW_WORKFLOW": spec.workflow,
-                "STRATOFLOW_LOGICAL_DATE": spec.logical_date.isoformat(),
-            }
-            live.proc = subprocess.Popen(
-                ["bash", "--noprofile", "--norc", "-c", WRAPPER, WRAPPER_NAME, str(run_dir), name, self._body(spec)],
-                cwd=run_dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
-        except OSError as exc:
-            self._forget(live)
-            self._deliver(
-                live, AttemptResult(AttemptStatus.FAILED, error=f"could not start the task: {exc}")
+            return os.open(self.log_path(spec.run_id, spec.task_id, spec.attempt), flags, 0o600)
+        except FileExistsError:
+            return None
+
+    def _spawn(self, spec: AttemptSpec, live: _Live) -> None:
+        name = f"{spec.task_id}.{spec.attempt}"
+        log_fd = ruleset = -1
+        try:
+            claimed = self._claim(spec)
+            if claimed is None:
+                self._follow(live)
+                return
+            log_fd = claimed
+            work = self.work_dir(spec.run_id, spec.task_id, spec.attempt)
+            if work.exists():  # left by a start that died before its wrapper ran
+                shutil.rmtree(work)
+            os.mkdir(work, 0o700)
+            owner = self._uids.uid(spec.project) if self._uids is not None else None
+            if owner is not None:
+                os.chown(work, owner, owner)
+                os.fchown(log_fd, owner, owner)  # so /dev/stderr (a reopen) works; 0600
+            env = sandbox.task_environment(
+                os.environ,
+                self._env_allow,
+                work_dir=work,
+                task_env=spec.task.env,
+                stratoflow={
+                    "PYTHONPATH": self._pythonpath,
+                    "STRATOFLOW_OUTPUT": str(
+                        self.path(spec.run_id, spec.task_id, spec.attempt, ".out")
+                    ),
+                    "STRATOFLOW_RUN_ID": spec.run_id,
+                    "STRATOFLOW_TASK_ID": spec.task_id,
+                    "STRATOFLOW_ATTEMPT": str(spec.attempt),
+                    "STRATOFLOW_WORKFLOW": spec.workflow,
+                    "STRATOFLOW_PROJECT": spec.project,
+                    "STRATOFLOW_LOGICAL_DATE": spec.logical_date.isoformat(),
+                    "__STRATOFLOW_BODY": self._body(spec, owner),
+                },
             )
+            preexec: Callable[[], None] | None = None
+            if self._landlock is not None:
+                ruleset = self._landlock.ruleset(
+                    work, self.log_path(spec.run_id, spec.task_id, spec.attempt)
+                )
+                preexec = functools.partial(sandbox.restrict_self, ruleset, os.geteuid() == 0)
+            live.proc = subprocess.Popen(
+                ["bash", "--noprofile", "--norc", "-c", WRAPPER, WRAPPER_NAME,
+                 str(self.run_dir(spec.run_id)), name],
+                cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
+                start_new_session=True, preexec_fn=preexec,  # noqa: PLW1509 - only raw syscalls
+                user=owner, group=owner, extra_groups=[] if owner is not None else None,
+            )  # fmt: skip
+        except (OSError, sandbox.IsolationError, subprocess.SubprocessError) as exc:
+            self._forget(live)
+            why = f"could not start the task: {exc}"
+            if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+                why = f"could not start the task: no space left on device ({exc})"
+            self._deliver(live, AttemptResult(AttemptStatus.FAILED, error=why))
             return
+        finally:
+            for fd in (log_fd, ruleset):
+                if fd >= 0:
+                    os.close(fd)
         live.pid = live.proc.pid
         self._watch_pid(live)
         if live.killed:  # a stop arrived while it was starting
-            self._signal(live, signal.SIGTERM)
+            _kill_group(live.pid, signal.SIGTERM)
+
+    def _follow(self, live: _Live) -> None:
+        """Another start holds the claim (a dispatch repeated across a restart): watch its
+        wrapper if it still runs, else take what it recorded."""
+        name = f"{live.task_id}.{live.attempt}"
+        pid = live_wrappers(self.root).get((live.run_id, name))
+        if pid is not None:
+            live.pid = pid
+            self._watch_pid(live)
+            return
+        self._forget(live)
+        self._exited(live)
 
     def _forget(self, live: _Live) -> None:
         key = (live.run_id, live.task_id, live.attempt)
@@ -304,26 +514,16 @@ class LocalExecutor(Dispatcher):
                     self._exited(live)
 
     def _exited(self, live: _Live) -> None:
+        if not live.killed and live.pid:
+            # it ended on its own: what it left running in its group ends with it (a stopped
+            # one's group gets its grace period, then the kill timer's SIGKILL)
+            _kill_group(live.pid, signal.SIGKILL)
         if live.proc is None:  # re-attached after a restart: only the trap's record exists
-            status = read_exits(self.run_dir(live.run_id)).get(f"{live.task_id}.{live.attempt}")
-            self._deliver(
-                live, self.result(live.run_id, live.task_id, live.attempt, status, live.killed)
-            )
-            return
-        returncode = live.proc.wait()
-        if returncode == CLAIM_LOST:
-            # Another wrapper holds the claim (a dispatch repeated across a restart): follow it.
-            pid = live_wrappers(self.root).get((live.run_id, f"{live.task_id}.{live.attempt}"))
-            if pid is not None and pid != live.pid:
-                self._watch_pid(
-                    _Live(live.run_id, live.task_id, live.attempt, pid=pid, killed=live.killed)
-                )
-                return
-            returncode = read_exits(self.run_dir(live.run_id)).get(
-                f"{live.task_id}.{live.attempt}", returncode
-            )
+            status = self._exit_status(live.run_id, live.task_id, live.attempt)
+        else:
+            status = live.proc.wait()
         self._deliver(
-            live, self.result(live.run_id, live.task_id, live.attempt, returncode, live.killed)
+            live, self.result(live.run_id, live.task_id, live.attempt, status, live.killed)
         )
 
     def result(
@@ -335,6 +535,14 @@ class LocalExecutor(Dispatcher):
         if status is None:
             return AttemptResult(
                 AttemptStatus.LOST, error="the task process ended without reporting a result"
+            )
+        full = disk_full([self.run_dir(run_id), self.work_dir(run_id, task_id, attempt)])
+        if full is not None:
+            return AttemptResult(
+                AttemptStatus.FAILED,
+                error=f"no space left on device: the file system of {full} is full, so the "
+                f"task's log or outputs may be incomplete (exit code {status})",
+                exit_code=status if status else None,
             )
         if status < 0:
             return AttemptResult(
@@ -348,6 +556,17 @@ class LocalExecutor(Dispatcher):
             log=self.log_path(run_id, task_id, attempt),
         )
 
+    def release(self, run_id: str, task_id: str, attempt: int) -> None:
+        """The scheduler has recorded how this attempt ended: remove its work dir (the log
+        stays in the home), unless work dirs are kept for inspection."""
+        if self._keep:
+            return
+        with self._lock:
+            if (run_id, task_id, attempt) in self._by_key:
+                return  # a repeated start of it is running
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(self.work_dir(run_id, task_id, attempt))
+
     def _deliver(self, live: _Live, result: AttemptResult) -> None:
         try:
             log_file = str(self.log_path(live.run_id, live.task_id, live.attempt))
@@ -356,14 +575,9 @@ class LocalExecutor(Dispatcher):
             log.exception("reporting %s/%s/%s failed", live.run_id, live.task_id, live.attempt)
 
     # ------------------------------------------------------------ kill
-    def _signal(self, live: _Live, signum: int) -> None:
-        if live.pid and _is_wrapper(
-            live.pid, self.run_dir(live.run_id), f"{live.task_id}.{live.attempt}"
-        ):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(live.pid, signum)  # the wrapper leads its session: the whole group
-
     def kill(self, run_id: str, task_id: str, attempt: int) -> None:
+        """SIGTERM to the attempt's process group now, SIGKILL to it after the grace period,
+        sent by the server whatever happened to the wrapper meanwhile."""
         key = (run_id, task_id, attempt)
         with self._lock:
             live = self._by_key.get(key)
@@ -376,8 +590,9 @@ class LocalExecutor(Dispatcher):
             live = _Live(*key, pid=pid, killed=True)
         if not live.pid:
             return  # still starting: _spawn signals it once it has a pid
-        self._signal(live, signal.SIGTERM)
-        timer = threading.Timer(KILL_GRACE_SECONDS, self._signal, (live, signal.SIGKILL))
+        pgid = live.pid
+        _kill_group(pgid, signal.SIGTERM)
+        timer = threading.Timer(KILL_GRACE_SECONDS, _kill_group, (pgid, signal.SIGKILL))
         timer.daemon = True
         timer.start()
 
@@ -385,27 +600,26 @@ class LocalExecutor(Dispatcher):
     def recover(self, running: Sequence[TaskInstance]) -> Recovery:
         report = Recovery()
         alive = live_wrappers(self.root)
-        exits: dict[str, dict[str, int]] = {}
         wanted: set[tuple[str, str]] = set()
         for ti in running:
             name = f"{ti.task_id}.{ti.attempt}"
             wanted.add((ti.run_id, name))
-            if ti.run_id not in exits:
-                exits[ti.run_id] = read_exits(self.run_dir(ti.run_id))
             key = (ti.run_id, ti.task_id, ti.attempt)
-            if name in exits[ti.run_id]:
-                report.results[key] = self.result(*key, exits[ti.run_id][name])
+            status = self._exit_status(*key)
+            if status is not None:
+                report.results[key] = self.result(*key, status)
             elif (ti.run_id, name) in alive:
                 self._watch_pid(_Live(*key, pid=alive[(ti.run_id, name)]))
-            elif self.log_path(*key).exists():  # claimed, then died without its trap
+            elif self.path(*key, ".exit").exists():  # started, then died without its trap
                 report.results[key] = self.result(*key, None)
-            else:
+            else:  # never started (perhaps claimed just before we died): start it afresh
+                with contextlib.suppress(FileNotFoundError):
+                    self.log_path(*key).unlink()
                 report.not_started.append(ti)
         # wrappers whose task was stopped while we were down
         for (run_id, name), pid in alive.items():
-            if (run_id, name) not in wanted:
-                task_id, _, attempt = name.rpartition(".")
-                self._signal(_Live(run_id, task_id, int(attempt or 0), pid=pid), signal.SIGKILL)
+            if (run_id, name) not in wanted and _is_wrapper(pid, self.run_dir(run_id), name):
+                _kill_group(pid, signal.SIGKILL)
         return report
 
     def close(self) -> None:

@@ -35,6 +35,21 @@ MAX_SLEEP_SECONDS = 1.0
 LOCK_FILE = "scheduler.lock"
 
 
+# created 0600 before SQLite opens them (its -wal and -shm files take the database's mode)
+PRIVATE_FILES = ("stratoflow.db", "readmodel.db", "events.jsonl")
+
+
+def private_files(home: Path, names: tuple[str, ...]) -> None:
+    """Create each file 0600 if missing, or make it 0600 (a home from an older version)."""
+    for name in names:
+        path = home / name
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        os.chmod(path, 0o600)
+        for extra in ("-wal", "-shm"):
+            if Path(f"{path}{extra}").exists():
+                os.chmod(f"{path}{extra}", 0o600)
+
+
 class HomeInUse(Conflict):
     """Another live scheduler owns this state directory."""
 
@@ -70,8 +85,11 @@ class JsonlEvents(EventSink):
         line = json.dumps(
             {"type": kind, "time": self.clock.now().isoformat(), **detail}, default=str
         )
-        with self._lock, self.path.open("a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+        try:
+            with self._lock, self.path.open("a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+        except OSError as exc:  # e.g. the disk is full: the turn that emitted it still holds
+            log.warning("could not record event %s for %s: %s", kind, detail.get("run_id"), exc)
         log.info("%s %s", kind, detail.get("run_id"))
 
 
@@ -83,7 +101,8 @@ class LocalRuntime:
         ``readmodel.db`` in ``home``. The store's commits are projected into it inline."""
         home = home.resolve()
         self.home = home
-        home.mkdir(parents=True, exist_ok=True)
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(home, 0o700)  # also a home made by an older version: only its owner reads it
         self._lock_fd = lock_home(home)
         try:
             self._open(home, clock, cron, db)
@@ -93,12 +112,14 @@ class LocalRuntime:
 
     def _open(self, home: Path, clock: Clock | None, cron: bool, db: str | None) -> None:
         self.clock = clock or SystemClock()
+        private_files(home, PRIVATE_FILES if db is None else ("stratoflow.db", "events.jsonl"))
         self.store = SqliteStore(home / "stratoflow.db")
         self.readmodel = ReadModel.open(db or str(home / "readmodel.db"))
         self.feed = LocalFeed(self.store, self.readmodel)
         self.feed.start()
         self._reports: queue.SimpleQueue[Finished | None] = queue.SimpleQueue()
-        self.executor = LocalExecutor(home / "attempts", self._report)
+        self._pending: list[Finished] = []  # reports a failed turn did not record yet
+        self.executor = LocalExecutor(home / "attempts", self._report, protect=home)
         self.scheduler = Scheduler(
             self.store,
             self.store,
@@ -137,7 +158,17 @@ class LocalRuntime:
 
     def run_once(self, timeout: float = MAX_SLEEP_SECONDS) -> None:
         """One turn of the loop: apply reports, then the periodic work."""
-        next_at = self.scheduler.step(self._wait(timeout))
+        batch = self._pending + self._wait(0 if self._pending else timeout)
+        try:
+            next_at = self.scheduler.step(batch)
+        except BaseException:
+            # e.g. the disk is full: keep the reports (applying one twice changes nothing)
+            # and apply them on a later turn, so no attempt stays running until a restart
+            self._pending = batch
+            raise
+        self._pending = []
+        for done in batch:
+            self.executor.release(done.run_id, done.task_id, done.attempt)
         if self.cron is not None:
             next_fire = self.cron.tick(self.clock.now())
             if next_fire is not None and (next_at is None or next_fire < next_at):

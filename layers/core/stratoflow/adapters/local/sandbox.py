@@ -1,0 +1,392 @@
+"""What keeps a local task away from the server's state and from other projects' tasks.
+
+Three mechanisms, chosen once when the executor starts (:func:`choose_isolation`):
+
+``user``
+    The server runs as root: each project's tasks run under their own unprivileged uid and gid
+    (no supplementary groups), allocated from ``STRATOFLOW_TASK_UID_BASE`` and remembered in
+    the home's ``task-uids`` file. The home is 0700 and owned by the server, each attempt's
+    work directory is 0700 and owned by its project's uid, so file permissions keep a task out
+    of the home and out of other projects' work directories, and ``/proc/<pid>/environ`` of the
+    server or of another project's task is closed to it (another uid).
+``landlock``
+    The server runs as an ordinary user and the kernel offers Landlock: each task runs in its
+    own Landlock domain that may read the system directories, the Python it needs and the
+    project's directory (minus the home), and write only its work directory and ``/dev``. A
+    Landlock domain cannot ptrace (so cannot read ``/proc/<pid>/environ`` of) the server or
+    another task, and from ABI 6 on it cannot signal them either.
+``none``
+    Neither: a task runs as the server's user. It does not inherit the server's environment
+    and does not start inside the home, but it can read whatever that user can read.
+
+The environment is an allow-list in every mode (:func:`task_environment`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import re
+import stat
+import sys
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+MODES = ("auto", "user", "landlock", "none")
+
+# Variables a task always gets from the server's environment (when the server has them).
+BASE_ENV_ALLOW = ("PATH", "LANG", "LANGUAGE", "TZ")
+BASE_ENV_PREFIXES = ("LC_",)
+# Never passed, whatever the allow-list says: the server's credentials and its own settings.
+NEVER_PASSED = frozenset(
+    {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"}
+)
+NEVER_PASSED_PREFIXES = ("STRATOFLOW_",)
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+DEFAULT_UID_BASE = 1_500_000_000
+UID_RANGE = 1_000_000  # projects per home
+
+
+class IsolationError(ValueError):
+    """The isolation asked for cannot be had here, or its settings are wrong."""
+
+
+@dataclass(frozen=True)
+class Isolation:
+    mode: str  # user | landlock | none
+    reason: str
+
+
+def choose_isolation(
+    requested: str, *, euid: int, landlock_abi: int, runtime_reachable: bool = True
+) -> Isolation:
+    """The strongest mechanism this process can use (``auto``), or the one asked for, with
+    why. Asking for one that cannot work is an error, never a silent downgrade.
+    ``runtime_reachable``: another uid can run the server's Python (no 0700 directory such as
+    /root on its way); per-project uids need that, or python tasks could not start."""
+    if requested not in MODES:
+        raise IsolationError(
+            f"task isolation {requested!r} is not one of {', '.join(MODES)} "
+            "(STRATOFLOW_TASK_ISOLATION)"
+        )
+    if requested == "none":
+        return Isolation("none", "task isolation turned off (STRATOFLOW_TASK_ISOLATION=none)")
+    if requested == "user" and euid != 0:
+        raise IsolationError("task isolation 'user' needs the server to run as root")
+    if requested == "landlock" and landlock_abi < 1:
+        raise IsolationError("task isolation 'landlock': this kernel does not offer Landlock")
+    if requested == "user" and not runtime_reachable:
+        raise IsolationError(
+            "task isolation 'user': the server's Python is not reachable by another uid "
+            "(a directory on its path is not o+x); install it where others can read it"
+        )
+    if requested == "user" or (requested == "auto" and euid == 0 and runtime_reachable):
+        return Isolation("user", "the server runs as root: each project's tasks get their uid")
+    if landlock_abi >= 1:
+        why = f"Landlock ABI {landlock_abi}: each task in its own domain"
+        if euid == 0:
+            why += (
+                " (as root: the server's Python is not reachable by another uid, so tasks "
+                "cannot get uids of their own)"
+            )
+        return Isolation("landlock", why)
+    return Isolation(
+        "none",
+        "not root and no Landlock: tasks run as the server's user and can read what it can",
+    )
+
+
+# ------------------------------------------------------------------ environment
+def allowed_env_names(extra: str | Iterable[str] = ()) -> frozenset[str]:
+    """The base allow-list plus ``extra`` (a comma-separated string, e.g. the value of
+    ``STRATOFLOW_TASK_ENV_ALLOW``). A name that may never pass is refused, not dropped."""
+    names = [n.strip() for n in (extra.split(",") if isinstance(extra, str) else extra)]
+    for name in names:
+        if not name:
+            continue
+        if not ENV_NAME.fullmatch(name):
+            raise IsolationError(f"STRATOFLOW_TASK_ENV_ALLOW: {name!r} is not a variable name")
+        if name in NEVER_PASSED or name.startswith(NEVER_PASSED_PREFIXES):
+            raise IsolationError(
+                f"STRATOFLOW_TASK_ENV_ALLOW: {name} is the server's own and never passes to a "
+                "task; give the task what it needs in its `env` (with a secret reference)"
+            )
+    return frozenset(BASE_ENV_ALLOW) | {n for n in names if n}
+
+
+def task_environment(
+    server_env: Mapping[str, str],
+    allowed: frozenset[str],
+    *,
+    work_dir: Path,
+    task_env: Mapping[str, str],
+    stratoflow: Mapping[str, str],
+) -> dict[str, str]:
+    """The allowed part of the server's environment, HOME and TMPDIR set to the work
+    directory, then the task's own ``env``, then the ``STRATOFLOW_*`` task variables."""
+    env = {
+        k: v
+        for k, v in server_env.items()
+        if (k in allowed or k.startswith(BASE_ENV_PREFIXES))
+        and k not in NEVER_PASSED
+        and not k.startswith(NEVER_PASSED_PREFIXES)
+    }
+    env.setdefault("PATH", os.defpath)
+    env["HOME"] = env["TMPDIR"] = str(work_dir)
+    env.update(task_env)
+    env.update(stratoflow)
+    return env
+
+
+# ------------------------------------------------------------------ uids per project
+class ProjectUids:
+    """project -> uid (gid the same), allocated in order from ``base`` and kept in a file of
+    ``project uid`` lines; one scheduler owns a home, so a lock between threads suffices."""
+
+    def __init__(self, path: Path, base: int = DEFAULT_UID_BASE) -> None:
+        if not 1000 <= base <= 2**32 - 2 - UID_RANGE:
+            raise IsolationError(
+                f"STRATOFLOW_TASK_UID_BASE {base} is out of range (1000..{2**32 - 2 - UID_RANGE})"
+            )
+        self.path = path
+        self.base = base
+        self._lock = threading.Lock()
+        self._uids: dict[str, int] = {}
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = ""
+        for line in text.splitlines():
+            project, _, uid = line.partition(" ")
+            if uid.isdigit():
+                self._uids[project] = int(uid)
+
+    def uid(self, project: str) -> int:
+        with self._lock:
+            found = self._uids.get(project)
+            if found is not None:
+                return found
+            uid = self.base + len(self._uids)
+            if uid >= self.base + UID_RANGE:
+                raise IsolationError(f"more than {UID_RANGE} projects: no task uid left")
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, f"{project} {uid}\n".encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._uids[project] = uid
+            return uid
+
+
+# ------------------------------------------------------------------ Landlock
+_SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446
+_CREATE_RULESET_VERSION = 1
+_RULE_PATH_BENEATH = 1
+_PR_SET_NO_NEW_PRIVS = 38
+# access rights of the file system, by the ABI that introduced them
+_EXECUTE, _WRITE_FILE, _READ_FILE, _READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+_ABI1_ALL = (1 << 13) - 1  # up to MAKE_SYM
+_REFER, _TRUNCATE, _IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15
+_FILE_RIGHTS = _EXECUTE | _WRITE_FILE | _READ_FILE | _TRUNCATE | _IOCTL_DEV
+_READ = _EXECUTE | _READ_FILE | _READ_DIR
+_SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1, 2
+
+# read (and execute) only; each that exists
+SYSTEM_READ_PATHS = (
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/proc",
+    "/sys", "/run", "/var/lib", "/nix", "/snap",
+)  # fmt: skip
+
+
+# the devices a task may open (not /dev as a whole: raw disks are there)
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    ]
+
+
+class _PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _syscall() -> Callable[..., int]:
+    fn: Callable[..., int] = _libc().syscall
+    return fn
+
+
+def landlock_abi() -> int:
+    """The Landlock ABI version this kernel offers; 0 when it offers none."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    try:
+        version = _syscall()(
+            _SYS_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(_CREATE_RULESET_VERSION)
+        )
+    except (OSError, AttributeError):
+        return 0
+    return max(int(version), 0)
+
+
+def reachable_by_others(paths: Iterable[str | Path]) -> bool:
+    """Can a uid that is neither the owner nor in the group reach each of ``paths`` (every
+    directory on the way o+x, the path itself o+r or o+x)?"""
+    for raw in paths:
+        path = Path(raw).resolve()
+        try:
+            if not os.stat(path).st_mode & (stat.S_IROTH | stat.S_IXOTH):
+                return False
+            if any(not os.stat(parent).st_mode & stat.S_IXOTH for parent in path.parents):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def handled_access(abi: int) -> int:
+    rights = _ABI1_ALL
+    if abi >= 2:
+        rights |= _REFER
+    if abi >= 3:
+        rights |= _TRUNCATE
+    if abi >= 5:
+        rights |= _IOCTL_DEV
+    return rights
+
+
+def readable_paths(candidates: Iterable[str | Path], denied: Path) -> list[Path]:
+    """The paths a task may read: each candidate that exists, except ``denied`` and what is
+    under it. A candidate that contains ``denied`` (the project directory that holds
+    ``.stratoflow``) is replaced by its entries, recursively down to ``denied``: Landlock only
+    adds rights, so "all of X but Y" is "each entry of X on the way to Y, but Y"."""
+    denied = denied.resolve()
+    out: list[Path] = []
+    seen: set[Path] = set()
+
+    def add(path: Path) -> None:
+        if path in seen or not path.exists():
+            return
+        seen.add(path)
+        if path == denied or denied in path.parents:
+            return
+        if path in denied.parents:
+            try:
+                entries = list(path.iterdir())
+            except OSError:
+                return
+            for entry in entries:
+                add(entry)
+            return
+        out.append(path)
+
+    for raw in candidates:
+        if raw:
+            add(Path(raw).resolve())
+    return out
+
+
+class Landlock:
+    """Builds one ruleset per attempt in the server (ordinary syscalls, no fork involved);
+    the child only calls ``prctl`` and ``landlock_restrict_self`` before it execs."""
+
+    def __init__(self, abi: int, read: Iterable[Path], write: Iterable[Path]) -> None:
+        self.abi = abi
+        self.handled = handled_access(abi)
+        self.read = list(read)
+        self.write = list(write)
+
+    def _add(self, ruleset: int, path: Path, access: int) -> None:
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            return  # gone meanwhile: nothing to allow
+        try:
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                access &= _FILE_RIGHTS
+            attr = _PathBeneathAttr(access & self.handled, fd)
+            if _syscall()(
+                _SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.byref(attr), ctypes.c_uint32(0)
+            ):
+                err = ctypes.get_errno()
+                raise OSError(err, f"landlock_add_rule {path}: {os.strerror(err)}")
+        finally:
+            os.close(fd)
+
+    def ruleset(self, work_dir: Path, log: Path) -> int:
+        """A ruleset fd for one attempt: read the allowed paths; write ``work_dir``, its own
+        ``log`` (so ``echo > /dev/stderr`` works) and the harmless devices."""
+        attr = _RulesetAttr(self.handled, 0, 0)
+        size = 8  # handled_access_fs only
+        if self.abi >= 6:
+            attr.scoped = _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL
+            size = ctypes.sizeof(_RulesetAttr)
+        fd = int(_syscall()(_SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), 0))
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"landlock_create_ruleset: {os.strerror(err)}")
+        try:
+            for path in self.read:
+                self._add(fd, path, _READ)
+            for path in [*self.write, Path("/dev/shm"), work_dir]:  # noqa: S108 - allowed
+                self._add(fd, path, self.handled)
+            for device in [*map(Path, DEVICES), log]:
+                self._add(fd, device, _READ_FILE | _WRITE_FILE | _TRUNCATE | _IOCTL_DEV)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+
+_PR_CAPBSET_DROP = 24
+_LAST_CAP = 63
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def drop_capabilities() -> None:
+    """Leave root with no capability, now and after exec: empty the bounding set (which an
+    exec as uid 0 would otherwise grant again), then the effective and permitted sets. Root
+    without capabilities cannot bypass Landlock's ptrace rule nor file permissions."""
+    libc = _libc()
+    for cap in range(_LAST_CAP + 1):
+        libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL past the kernel's last cap
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3: two data structs
+    data = (_CapData * 2)()
+    if libc.capset(ctypes.byref(header), data):
+        raise OSError(ctypes.get_errno(), "capset")
+
+
+def restrict_self(ruleset_fd: int, drop_caps: bool = False) -> None:
+    """Run in the child between fork and exec: enter the ruleset's domain, for good (and,
+    when the server is root, give up every capability first)."""
+    if drop_caps:
+        drop_capabilities()
+    if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0):
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    if _syscall()(_SYS_RESTRICT_SELF, ruleset_fd, ctypes.c_uint32(0)):
+        raise OSError(ctypes.get_errno(), "landlock_restrict_self")

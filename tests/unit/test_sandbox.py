@@ -1,0 +1,122 @@
+"""The choice of task isolation, the environment allow-list and the uids per project."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stratoflow.adapters.local import sandbox
+from stratoflow.adapters.local.sandbox import IsolationError, choose_isolation
+
+
+@pytest.mark.parametrize(
+    ("requested", "euid", "abi", "reachable", "mode"),
+    [
+        ("auto", 0, 7, True, "user"),  # root: per-project uids
+        ("auto", 0, 0, True, "user"),
+        ("auto", 0, 7, False, "landlock"),  # root, but its Python sits under /root
+        ("auto", 1000, 7, True, "landlock"),  # an ordinary user with Landlock
+        ("auto", 1000, 0, True, "none"),  # neither
+        ("auto", 0, 0, False, "none"),
+        ("none", 0, 7, True, "none"),
+        ("landlock", 0, 3, True, "landlock"),
+        ("user", 0, 0, True, "user"),
+    ],
+)
+def test_the_strongest_isolation_available_is_chosen(
+    requested: str, euid: int, abi: int, reachable: bool, mode: str
+) -> None:
+    chosen = choose_isolation(requested, euid=euid, landlock_abi=abi, runtime_reachable=reachable)
+    assert chosen.mode == mode
+    assert chosen.reason
+
+
+@pytest.mark.parametrize(
+    ("requested", "euid", "abi", "reachable", "says"),
+    [
+        ("user", 1000, 7, True, "needs the server to run as root"),
+        ("user", 0, 7, False, "not reachable by another uid"),
+        ("landlock", 1000, 0, True, "does not offer Landlock"),
+        ("chroot", 0, 7, True, "is not one of"),
+    ],
+)
+def test_an_isolation_that_cannot_work_is_refused_not_downgraded(
+    requested: str, euid: int, abi: int, reachable: bool, says: str
+) -> None:
+    with pytest.raises(IsolationError, match=says):
+        choose_isolation(requested, euid=euid, landlock_abi=abi, runtime_reachable=reachable)
+
+
+def test_the_environment_is_an_allow_list() -> None:
+    server = {
+        "PATH": "/usr/bin", "LANG": "C.UTF-8", "LC_TIME": "C", "TZ": "UTC", "HOME": "/root",
+        "AWS_SECRET_ACCESS_KEY": "x", "AWS_ACCESS_KEY_ID": "y", "STRATOFLOW_TOKEN": "t",
+        "STRATOFLOW_SECRET_DB": "s", "PGPASSWORD": "p", "HTTP_PROXY": "http://proxy",
+    }  # fmt: skip
+    allowed = sandbox.allowed_env_names("HTTP_PROXY, ")
+    env = sandbox.task_environment(
+        server, allowed, work_dir=Path("/w/1"), task_env={"MINE": "1"},
+        stratoflow={"STRATOFLOW_RUN_ID": "r"},
+    )  # fmt: skip
+    assert env == {
+        "PATH": "/usr/bin", "LANG": "C.UTF-8", "LC_TIME": "C", "TZ": "UTC",
+        "HTTP_PROXY": "http://proxy", "HOME": "/w/1", "TMPDIR": "/w/1", "MINE": "1",
+        "STRATOFLOW_RUN_ID": "r",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["AWS_SECRET_ACCESS_KEY", "STRATOFLOW_TOKEN", "1BAD", "A-B"])
+def test_the_server_credentials_cannot_be_allowed(name: str) -> None:
+    with pytest.raises(IsolationError, match="STRATOFLOW_TASK_ENV_ALLOW"):
+        sandbox.allowed_env_names(f"PATH,{name}")
+
+
+def test_each_project_keeps_its_uid_across_restarts(tmp_path: Path) -> None:
+    uids = sandbox.ProjectUids(tmp_path / "task-uids", base=5000)
+    assert [uids.uid("a"), uids.uid("b"), uids.uid("a")] == [5000, 5001, 5000]
+    again = sandbox.ProjectUids(tmp_path / "task-uids", base=5000)
+    assert [again.uid("b"), again.uid("c")] == [5001, 5002]
+    assert (tmp_path / "task-uids").stat().st_mode & 0o777 == 0o600
+    with pytest.raises(IsolationError, match="out of range"):
+        sandbox.ProjectUids(tmp_path / "x", base=0)
+
+
+def test_landlock_allows_all_of_a_directory_but_the_home(tmp_path: Path) -> None:
+    project = tmp_path / "repo"
+    (project / ".stratoflow").mkdir(parents=True)
+    (project / "src").mkdir()
+    (project / "setup.py").write_text("")
+    paths = sandbox.readable_paths([project, "/usr", tmp_path / "missing"], project / ".stratoflow")
+    assert sorted(paths) == sorted([project / "src", project / "setup.py", Path("/usr").resolve()])
+
+
+@pytest.mark.skipif(sandbox.landlock_abi() < 1, reason="this kernel has no Landlock")
+def test_a_landlocked_process_reads_the_allowed_and_nothing_else(tmp_path: Path) -> None:
+    secret = tmp_path / "home" / "secret"
+    secret.parent.mkdir()
+    secret.write_text("s")
+    work = tmp_path / "work"
+    work.mkdir()
+    ruleset = sandbox.Landlock(
+        sandbox.landlock_abi(),
+        sandbox.readable_paths([*sandbox.SYSTEM_READ_PATHS, sys.prefix, sys.base_prefix], secret),
+        [],
+    ).ruleset(work, work / "log")
+    code = (
+        f"import pathlib; pathlib.Path({str(work / 'ok')!r}).write_text('w')\n"
+        f"try: open({str(secret)!r}).read(); print('READ')\nexcept PermissionError: print('denied')"
+    )
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+            preexec_fn=lambda: sandbox.restrict_self(ruleset),
+        )  # fmt: skip
+    finally:
+        import os
+
+        os.close(ruleset)
+    assert out.stdout.strip() == "denied"
+    assert (work / "ok").read_text() == "w"
