@@ -4,13 +4,14 @@ Callers are who API Gateway verified (IAM or Cognito, ``STRATOFLOW_AUTH_MODE``).
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from stratoflow.adapters.aws.handlers import api_authenticator, run_id_of_path
+from stratoflow.adapters.aws.handlers import api_authenticator, api_gateway_check, run_id_of_path
 from stratoflow.adapters.aws.runtime import AwsFunction
 from stratoflow.api.app import create_app
 from stratoflow.readmodel import DataApiDatabase, ReadModel
@@ -35,6 +36,10 @@ readmodel = (
     else None
 )
 
+# Refuses, before any route (public ones included), an event that did not come through this
+# stack's API Gateway: a direct invoke with a forged requestContext.identity.
+from_gateway = api_gateway_check(os.environ)
+
 app = create_app(
     function.scheduler,
     on_change=dispatch_ready,
@@ -49,6 +54,14 @@ app = create_app(
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     function.invocation_started()
+    problem = from_gateway(event)
+    if problem is not None:
+        logger.warning("refused an event that did not come through API Gateway: %s", problem)
+        return {
+            "statusCode": 403,
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps({"error": "forbidden", "message": problem}),
+        }
     run_id = run_id_of_path(str(event.get("path") or ""))
     if run_id is not None:
         logger.set_correlation_id(run_id)

@@ -329,3 +329,43 @@ def test_the_api_authenticator_follows_the_stacks_auth_mode() -> None:
         handlers.api_authenticator({"STRATOFLOW_AUTH_MODE": "none"})
     with pytest.raises(InvalidInput, match="role_map"):
         handlers.api_authenticator({"STRATOFLOW_AUTH_MODE": "IAM", "STRATOFLOW_IAM_ROLE_MAP": "["})
+
+
+def test_the_api_refuses_events_that_did_not_come_through_its_gateway() -> None:
+    from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
+
+    from stratoflow.adapters.aws.settings import SettingsError
+    from stratoflow.auth import Unauthenticated
+
+    env = {
+        "STRATOFLOW_AUTH_MODE": "IAM",
+        "STRATOFLOW_IAM_ROLE_MAP": '{"arn:aws:iam::123456789012:role/Ops": "superuser"}',
+        "STRATOFLOW_API_ID": "abc123",
+        "STRATOFLOW_API_STAGE": "v1",
+    }
+    ops = "arn:aws:sts::123456789012:assumed-role/Ops/s"
+    good = {"apiId": "abc123", "stage": "v1",
+            "identity": {"userArn": ops, "accountId": "123456789012"}}  # fmt: skip
+    check = handlers.api_gateway_check(env)
+    assert check({"requestContext": good}) is None
+    assert "apiId" in str(check({"requestContext": {**good, "apiId": "other"}}))
+    assert "stage" in str(check({"requestContext": {**good, "stage": "dev"}}))
+    assert "no requestContext" in str(check({}))
+    assert "userArn and accountId" in str(
+        check({"requestContext": {**good, "identity": {"userArn": ops}}})
+    )
+
+    authenticate = handlers.api_authenticator(env)
+    assert authenticate(APIGatewayProxyEvent({"requestContext": good})).superuser
+    with pytest.raises(Unauthenticated, match="apiId"):
+        authenticate(APIGatewayProxyEvent({"requestContext": {"identity": {"userArn": ops}}}))
+
+    cognito = handlers.api_gateway_check({**env, "STRATOFLOW_AUTH_MODE": "COGNITO"})
+    claims = {"authorizer": {"claims": {"cognito:username": "ana"}}}
+    assert cognito({"requestContext": {"apiId": "abc123", "stage": "v1", **claims}}) is None
+    assert "Cognito claims" in str(cognito({"requestContext": {"apiId": "abc123", "stage": "v1"}}))
+
+    # outside Lambda without an API id (local tests): nothing checked; inside Lambda: refused
+    assert handlers.api_gateway_check({})({}) is None
+    with pytest.raises(SettingsError, match="STRATOFLOW_API_ID"):
+        handlers.api_gateway_check({"AWS_LAMBDA_FUNCTION_NAME": "stratoflow-api"})

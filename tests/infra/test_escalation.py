@@ -1,0 +1,560 @@
+"""Issue 8, item 6: the AWS stack is closed to privilege escalation, shown on the template SAM
+produces (test_template.translate) by evaluating its IAM policies, not by reading them.
+
+The evaluator below resolves each statement's resources to concrete ARNs for one example
+deployment (stack ``stratoflow`` in us-east-1, account 123456789012), every ``Fn::If`` branch
+taken (so a condition cannot hide a grant), then decides a request as IAM does for one
+identity policy set: an explicit Deny wins, else an Allow grants, else it is denied.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import json
+import pathlib
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+from samtranslator.yaml_helper import yaml_parse
+
+from .test_template import (
+    ASL,
+    ROOT,
+    TEMPLATE,
+    _as_list,
+    _branches,
+    _statements,
+    resources_of,
+    translate,
+)
+
+PARTITION, REGION, ACCOUNT, STACK = "aws", "us-east-1", "123456789012", "stratoflow"
+PSEUDO = {
+    "AWS::Partition": PARTITION,
+    "AWS::Region": REGION,
+    "AWS::AccountId": ACCOUNT,
+    "AWS::StackName": STACK,
+    "AWS::URLSuffix": "amazonaws.com",
+}
+LAMBDA = f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:"
+BATCH = f"arn:{PARTITION}:batch:{REGION}:{ACCOUNT}:"
+
+# Roles whose credentials user-defined work holds or directs: the state machines (their input
+# names the user's function, queue and job definition), the role lambda tasks are invoked
+# with, the Lambda runner and the Batch job role (user shell/python code and user images run
+# with them), and the EKS pod role. Not BatchExecutionRole: ECS's agent uses it, the
+# container never sees it.
+USER_WORK_ROLES = (
+    "TaskAttemptStateMachineRole",
+    "ExpressTaskAttemptStateMachineRole",
+    "LambdaTaskRole",
+    "RunnerFunctionRole",
+    "RunnerJobRole",
+    "EksPodRole",
+)
+# What the state machines themselves invoke (fixed ARNs in the ASL, never taken from input).
+OWN_TARGETS = {
+    "TaskAttemptStateMachineRole": {"RunnerFunction", "EksLauncherFunction"},
+    "ExpressTaskAttemptStateMachineRole": {"RunnerFunction"},
+}
+INVOKE_ACTIONS = ("lambda:InvokeFunction", "lambda:InvokeAsync", "lambda:InvokeFunctionUrl")
+
+
+@pytest.fixture(scope="module")
+def sam() -> dict[str, Any]:
+    return yaml_parse(TEMPLATE.read_text())
+
+
+@pytest.fixture(scope="module")
+def cfn(sam: dict[str, Any]) -> dict[str, Any]:
+    return translate(sam)
+
+
+# ---------------------------------------------------------------- resolving values
+
+
+def _physical(cfn: Mapping[str, Any], logical: str, attribute: str | None = None) -> str:
+    """A resource's ARN (GetAtt .Arn / Ref) in the example deployment."""
+    res = cfn["Resources"][logical]
+    props = res.get("Properties", {})
+    kind = res["Type"]
+    if kind == "AWS::Lambda::Function":
+        return LAMBDA + _one(cfn, props["FunctionName"])
+    if kind == "AWS::Batch::JobQueue":
+        return f"{BATCH}job-queue/{STACK}-{logical}"
+    if kind == "AWS::Batch::JobDefinition":
+        name = _one(cfn, props["JobDefinitionName"]) if "JobDefinitionName" in props else logical
+        return f"{BATCH}job-definition/{name}:1"
+    if kind == "AWS::S3::Bucket":
+        return f"arn:{PARTITION}:s3:::{STACK}-{logical.lower()}"
+    if kind == "AWS::IAM::Role":
+        return f"arn:{PARTITION}:iam::{ACCOUNT}:role/{STACK}-{logical}"
+    return f"arn:{PARTITION}:{logical}"
+
+
+def _one(cfn: Mapping[str, Any], value: Any) -> str:
+    (only,) = set(resolve(cfn, value, {}))
+    return only
+
+
+def resolve(cfn: Mapping[str, Any], value: Any, params: Mapping[str, list[str]]) -> list[str]:
+    """Every string ``value`` can take (each Fn::If branch), lists flattened."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [s for item in value for s in resolve(cfn, item, params)]
+    if not isinstance(value, dict):
+        raise AssertionError(f"cannot resolve {value!r}")
+    if set(value) == {"Fn::If"}:
+        _cond, yes, no = value["Fn::If"]
+        return resolve(cfn, yes, params) + resolve(cfn, no, params)
+    if set(value) == {"Ref"}:
+        name = value["Ref"]
+        if name == "AWS::NoValue":
+            return []
+        if name in PSEUDO:
+            return [PSEUDO[name]]
+        if name in params:
+            return list(params[name])
+        if name in cfn.get("Parameters", {}):
+            default = cfn["Parameters"][name].get("Default", "")
+            return [v for v in str(default).split(",") if v] if default else []
+        return [_physical(cfn, name)]
+    if set(value) == {"Fn::GetAtt"}:
+        logical, attribute = value["Fn::GetAtt"]
+        assert attribute == "Arn", value
+        return [_physical(cfn, logical)]
+    if set(value) == {"Fn::Sub"}:
+        template = value["Fn::Sub"]
+        assert isinstance(template, str), value
+
+        def sub(match: re.Match[str]) -> str:
+            ref = match.group(1)
+            if "." in ref:
+                logical, _attr = ref.split(".", 1)
+                return _physical(cfn, logical)
+            (got,) = resolve(cfn, {"Ref": ref}, params) or [""]
+            return got
+
+        return [re.sub(r"\$\{([^}!]+)\}", sub, template)]
+    raise AssertionError(f"cannot resolve {value!r}")
+
+
+# ---------------------------------------------------------------- evaluating policies
+
+
+def role_statements(cfn: Mapping[str, Any], role: str) -> Iterator[dict[str, Any]]:
+    """Every identity-policy statement that applies to ``role``: inline policies, this
+    stack's managed policies it attaches, and AWS::IAM::Policy resources naming it."""
+    resources = cfn["Resources"]
+    props = resources[role]["Properties"]
+    for policy in _as_list(props.get("Policies", [])):
+        yield from _statements(policy["PolicyDocument"])
+    for arn in _as_list(props.get("ManagedPolicyArns", [])):
+        yield from _statements(resources[arn["Ref"]]["Properties"]["PolicyDocument"])
+    for res in resources.values():
+        if res["Type"] == "AWS::IAM::Policy":
+            attached = [r["Ref"] for r in _as_list(res["Properties"].get("Roles", []))]
+            if role in attached:
+                yield from _statements(res["Properties"]["PolicyDocument"])
+
+
+def _matches(pattern: str, value: str) -> bool:
+    """IAM's wildcards: * any run of characters (':' and '/' included), ? one character."""
+    return fnmatch.fnmatchcase(value, pattern)
+
+
+def decide(
+    cfn: Mapping[str, Any],
+    role: str,
+    action: str,
+    resource: str,
+    params: Mapping[str, list[str]] | None = None,
+) -> bool:
+    """Whether ``role``'s identity policies allow ``action`` on ``resource``."""
+    allowed = False
+    for st in role_statements(cfn, role):
+        assert "NotResource" not in st, st
+        assert "NotAction" not in st, st
+        if not any(_matches(a, action) for a in _as_list(st["Action"])):
+            continue
+        patterns = [p for r in _as_list(st["Resource"]) for p in resolve(cfn, r, params or {})]
+        if not any(_matches(p, resource) for p in patterns):
+            continue
+        if st["Effect"] == "Deny":
+            return False
+        allowed = True
+    return allowed
+
+
+def stack_function_arns(cfn: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Each function of the stack: its ARN, and the same through an alias and a version."""
+    out = {}
+    for logical in resources_of(dict(cfn), "AWS::Lambda::Function"):
+        arn = _physical(cfn, logical)
+        out[logical] = [arn, f"{arn}:live", f"{arn}:7", f"{arn}:$LATEST"]
+    return out
+
+
+# Whatever LambdaTaskFunctionArns says (the default "every function", or a list that happens
+# to cover the stack's own functions), the stack's functions stay out of reach.
+LAMBDA_TASK_PARAMS: list[dict[str, list[str]]] = [
+    {},
+    {"LambdaTaskFunctionArns": [LAMBDA + "*"]},
+    {"LambdaTaskFunctionArns": [LAMBDA + f"{STACK}-*", LAMBDA + "etl-*"]},
+]
+
+
+def escalations(cfn: Mapping[str, Any]) -> list[str]:
+    found = []
+    functions = stack_function_arns(cfn)
+    for params in LAMBDA_TASK_PARAMS:
+        for role in USER_WORK_ROLES:
+            if role not in cfn["Resources"]:
+                continue
+            for logical, arns in functions.items():
+                if logical in OWN_TARGETS.get(role, set()):
+                    continue
+                for arn in arns:
+                    found.extend(
+                        f"{role} may {action} {arn} with {params}"
+                        for action in INVOKE_ACTIONS
+                        if decide(cfn, role, action, arn, params)
+                    )
+    return found
+
+
+# ---------------------------------------------------------------- 1. no role of user work invokes the stack
+
+
+def test_no_role_of_user_work_may_invoke_a_function_of_the_stack(cfn: dict[str, Any]) -> None:
+    assert set(stack_function_arns(cfn)) >= {
+        "ApiFunction",
+        "AdvanceFunction",
+        "TriggerFunction",
+        "ReconcilerFunction",
+        "RunnerFunction",
+        "EksLauncherFunction",
+        "ProjectorFunction",
+    }
+    assert escalations(cfn) == []
+
+
+def test_lambda_tasks_may_still_invoke_the_users_functions(cfn: dict[str, Any]) -> None:
+    """The Deny is not a Deny of everything: the user's functions stay invokable."""
+    assert decide(cfn, "LambdaTaskRole", "lambda:InvokeFunction", LAMBDA + "etl-load")
+    assert decide(cfn, "LambdaTaskRole", "lambda:InvokeFunction", LAMBDA + "etl-load:prod")
+    listed = {"LambdaTaskFunctionArns": [LAMBDA + "etl-*"]}
+    assert decide(cfn, "LambdaTaskRole", "lambda:InvokeFunction", LAMBDA + "etl-load", listed)
+    # the state machines invoke their runner and launcher themselves
+    runner = _physical(cfn, "RunnerFunction")
+    assert decide(cfn, "TaskAttemptStateMachineRole", "lambda:InvokeFunction", runner)
+    assert decide(cfn, "ExpressTaskAttemptStateMachineRole", "lambda:InvokeFunction", runner)
+
+
+def test_every_wildcard_invoke_allow_is_covered_by_a_deny_of_the_stack_prefix(
+    cfn: dict[str, Any],
+) -> None:
+    """The shape of the fix: an Allow on lambda:InvokeFunction whose resource has a wildcard
+    sits in a role with a Deny covering every function the stack defines."""
+    every = [arn for arns in stack_function_arns(cfn).values() for arn in arns]
+    wildcard_roles = set()
+    for role in resources_of(cfn, "AWS::IAM::Role"):
+        statements = list(role_statements(cfn, role))
+        for st in statements:
+            if st["Effect"] != "Allow" or "lambda:InvokeFunction" not in _as_list(st["Action"]):
+                continue
+            patterns = [p for r in _as_list(st["Resource"]) for p in resolve(cfn, r, {})]
+            if any("*" in p for p in patterns):
+                wildcard_roles.add(role)
+                denies = [
+                    p
+                    for d in statements
+                    if d["Effect"] == "Deny" and "lambda:InvokeFunction" in _as_list(d["Action"])
+                    for r in _as_list(d["Resource"])
+                    for p in resolve(cfn, r, {})
+                ]
+                uncovered = [a for a in every if not any(_matches(p, a) for p in denies)]
+                assert uncovered == [], (role, uncovered)
+    assert wildcard_roles == {"LambdaTaskRole"}
+
+
+def test_every_function_of_the_stack_is_named_under_the_stack_prefix(sam: dict[str, Any]) -> None:
+    """One Deny on function:${AWS::StackName}-* covers them all only if each is named so."""
+    for name, res in sam["Resources"].items():
+        if res["Type"] in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
+            fn_name = res["Properties"]["FunctionName"]
+            assert isinstance(fn_name, dict), name
+            assert fn_name["Fn::Sub"].startswith("${AWS::StackName}-"), name
+
+
+def test_user_functions_are_invoked_with_the_lambda_task_role(cfn: dict[str, Any]) -> None:
+    """Any Task state whose function comes from the input runs with LambdaTaskRole, and that
+    role trusts only the two state machine roles."""
+    asl = json.loads(ASL.read_text())
+    from_input = {
+        name: state
+        for name, state in asl["States"].items()
+        if state["Type"] == "Task"
+        and "FunctionName.$" in state.get("Parameters", {})
+        and state["Resource"].startswith("arn:aws:states:::lambda:")
+    }
+    assert set(from_input) == {"InvokeUserFunction"}
+    for state in from_input.values():
+        assert state["Credentials"] == {"RoleArn": "${LambdaTaskRoleArn}"}
+    for machine in ("TaskAttemptStateMachine", "ExpressTaskAttemptStateMachine"):
+        subs = cfn["Resources"][machine]["Properties"]["DefinitionSubstitutions"]
+        assert subs["LambdaTaskRoleArn"] == {"Fn::GetAtt": ["LambdaTaskRole", "Arn"]}
+    trust = cfn["Resources"]["LambdaTaskRole"]["Properties"]["AssumeRolePolicyDocument"]
+    (statement,) = trust["Statement"]
+    assert statement["Principal"]["AWS"] == [
+        {"Fn::GetAtt": ["TaskAttemptStateMachineRole", "Arn"]},
+        {"Fn::GetAtt": ["ExpressTaskAttemptStateMachineRole", "Arn"]},
+    ]
+    role_arn = _physical(cfn, "LambdaTaskRole")
+    for role in ("TaskAttemptStateMachineRole", "ExpressTaskAttemptStateMachineRole"):
+        assert decide(cfn, role, "sts:AssumeRole", role_arn)
+    for role in ("RunnerFunctionRole", "RunnerJobRole", "EksPodRole"):
+        assert not decide(cfn, role, "sts:AssumeRole", role_arn)
+
+
+def test_the_escalation_check_finds_the_hole_it_guards_against(cfn: dict[str, Any]) -> None:
+    """Not vacuous: the template as it was (the state machine allowed function:* itself, and
+    no Deny) is reported, and so is dropping the Deny."""
+    before = copy.deepcopy(cfn)
+    statements = before["Resources"]["TaskAttemptStateMachineRole"]["Properties"]["Policies"][0][
+        "PolicyDocument"
+    ]["Statement"]
+    statements.append(
+        {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": LAMBDA + "*"}
+    )
+    found = escalations(before)
+    assert any(f"TaskAttemptStateMachineRole may lambda:InvokeFunction {LAMBDA}{STACK}-api" in f
+               for f in found)  # fmt: skip
+
+    no_deny = copy.deepcopy(cfn)
+    doc = no_deny["Resources"]["LambdaTaskRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    doc["Statement"] = [st for st in doc["Statement"] if st["Effect"] != "Deny"]
+    found = escalations(no_deny)
+    assert any(f"LambdaTaskRole may lambda:InvokeFunction {LAMBDA}{STACK}-advance:live" in f
+               for f in found)  # fmt: skip
+
+
+# ---------------------------------------------------------------- 2. S3: no other run's objects
+
+
+def _bucket(cfn: Mapping[str, Any]) -> str:
+    return _physical(cfn, "ArtifactBucket")
+
+
+@pytest.mark.parametrize("role", ["RunnerFunctionRole", "RunnerJobRole", "LambdaTaskRole",
+                                  "EksPodRole", "TaskAttemptStateMachineRole",
+                                  "ExpressTaskAttemptStateMachineRole"])  # fmt: skip
+def test_user_work_reads_no_runs_logs_or_outputs_and_lists_nothing(
+    cfn: dict[str, Any], role: str
+) -> None:
+    bucket = _bucket(cfn)
+    for key in ("logs/other/t/1.log", "outputs/other/t/1.json", "config.json", "x/y"):
+        assert not decide(cfn, role, "s3:GetObject", f"{bucket}/{key}"), (role, key)
+    assert not decide(cfn, role, "s3:ListBucket", bucket)
+    for key in ("inputs/other/t/1.json", "config.json", "schedules/x"):
+        assert not decide(cfn, role, "s3:PutObject", f"{bucket}/{key}"), (role, key)
+    assert not decide(cfn, role, "s3:DeleteObject", f"{bucket}/logs/other/t/1.log")
+
+
+def test_runners_keep_what_they_need(cfn: dict[str, Any]) -> None:
+    bucket = _bucket(cfn)
+    assert decide(cfn, "RunnerFunctionRole", "s3:PutObject", f"{bucket}/logs/r/t/1.log")
+    assert decide(cfn, "RunnerJobRole", "s3:PutObject", f"{bucket}/logs/r/t/1.log")
+    assert decide(cfn, "RunnerJobRole", "s3:PutObject", f"{bucket}/outputs/r/t/1.json")
+    assert decide(cfn, "RunnerJobRole", "s3:GetObject", f"{bucket}/inputs/r/t/1.json")
+    # the dispatcher (the scheduler functions) still writes inputs and reads everything back
+    assert decide(cfn, "AdvanceFunctionRole", "s3:PutObject", f"{bucket}/inputs/r/t/1.json")
+    assert decide(cfn, "ApiFunctionRole", "s3:GetObject", f"{bucket}/logs/r/t/1.log")
+
+
+def test_the_eks_launcher_has_no_bucket_access(cfn: dict[str, Any]) -> None:
+    bucket = _bucket(cfn)
+    for action in ("s3:GetObject", "s3:PutObject"):
+        assert not decide(cfn, "EksLauncherFunctionRole", action, f"{bucket}/logs/r/t/1.log")
+
+
+# ---------------------------------------------------------------- 3. SubmitJob
+
+
+def test_submit_job_is_limited_to_the_stacks_queue_and_stratoflow_job_definitions(
+    cfn: dict[str, Any],
+) -> None:
+    role = "TaskAttemptStateMachineRole"
+    ours = _physical(cfn, "BatchJobQueue")
+    existing = f"{BATCH}job-queue/shared-fargate"
+    runner = _physical(cfn, "RunnerJobDefinition")
+    assert runner.startswith(f"{BATCH}job-definition/stratoflow-")
+    with_existing = {"ExistingBatchJobQueueArn": [existing]}
+    assert decide(cfn, role, "batch:SubmitJob", ours)
+    assert decide(cfn, role, "batch:SubmitJob", existing, with_existing)
+    assert decide(cfn, role, "batch:SubmitJob", runner)
+    assert decide(cfn, role, "batch:SubmitJob", f"{BATCH}job-definition/stratoflow-0a1b2c:3")
+    for other in (
+        f"{BATCH}job-queue/someone-elses-queue",
+        f"{BATCH}job-definition/prod-db-admin:1",
+        f"{BATCH}job-definition/admin-stratoflow-x:1",
+    ):
+        assert not decide(cfn, role, "batch:SubmitJob", other, with_existing), other
+    for user_role in USER_WORK_ROLES:
+        if user_role != role:
+            assert not decide(cfn, user_role, "batch:SubmitJob", ours), user_role
+
+
+# ---------------------------------------------------------------- 5. Rules
+
+
+def evaluate_rule_function(value: Any, params: Mapping[str, Any]) -> Any:
+    """CloudFormation's rule functions (the subset the template uses)."""
+    if isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, list):
+        return [evaluate_rule_function(v, params) for v in value]
+    ((fn, arg),) = value.items()
+    if fn == "Ref":
+        return params[arg]
+    args = [evaluate_rule_function(a, params) for a in arg] if isinstance(arg, list) else arg
+    if fn == "Fn::And":
+        return all(args)
+    if fn == "Fn::Or":
+        return any(args)
+    if fn == "Fn::Not":
+        (inner,) = args
+        return not inner
+    if fn == "Fn::Equals":
+        left, right = args
+        return left == right
+    if fn == "Fn::EachMemberEquals":
+        members, expected = args
+        return all(m == expected for m in members)
+    if fn == "Fn::Contains":
+        members, expected = args
+        return expected in members
+    raise AssertionError(f"rule function {fn} is not evaluated here")
+
+
+def rule_failures(cfn: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
+    """The AssertDescriptions of the Rules that reject ``given`` (others at their defaults)."""
+    params: dict[str, Any] = {}
+    for name, spec in cfn["Parameters"].items():
+        default = spec.get("Default", "")
+        params[name] = str(default).split(",") if spec["Type"] == "CommaDelimitedList" else default
+    params.update(given)
+    failures = []
+    for rule in cfn.get("Rules", {}).values():
+        if "RuleCondition" in rule and not evaluate_rule_function(rule["RuleCondition"], params):
+            continue
+        failures.extend(
+            " ".join(assertion["AssertDescription"].split())
+            for assertion in rule["Assertions"]
+            if not evaluate_rule_function(assertion["Assert"], params)
+        )
+    return failures
+
+
+def test_rules_reject_subnets_without_security_groups(cfn: dict[str, Any]) -> None:
+    assert "SubnetsNeedSecurityGroups" in cfn["Rules"]
+    assert rule_failures(cfn, {}) == []  # the defaults deploy
+    (failure,) = rule_failures(cfn, {"SubnetIds": ["subnet-0abc", "subnet-0def"]})
+    assert failure.startswith("SubnetIds needs SecurityGroupIds")
+    assert rule_failures(cfn, {"SubnetIds": ["subnet-0abc"], "SecurityGroupIds": ["sg-1"]}) == []
+    # with an existing queue the subnets are not used: nothing to reject
+    queue = f"{BATCH}job-queue/shared"
+    assert (
+        rule_failures(cfn, {"SubnetIds": ["subnet-0abc"], "ExistingBatchJobQueueArn": queue}) == []
+    )
+
+
+def longest_name_suffix(sam: Mapping[str, Any]) -> tuple[int, str]:
+    """The longest ``${AWS::StackName}<suffix>`` among names limited to 64 characters
+    (Lambda function names)."""
+    suffixes = []
+    for res in sam["Resources"].values():
+        if res["Type"] == "AWS::Serverless::Function":
+            name = res["Properties"]["FunctionName"]["Fn::Sub"]
+            suffixes.append(name.removeprefix("${AWS::StackName}"))
+    return max((len(s), s) for s in suffixes)
+
+
+def test_the_longest_stack_name_is_documented_where_it_is_chosen(sam: dict[str, Any]) -> None:
+    """CloudFormation Rules have no string-length function (Fn::And, Fn::Contains,
+    Fn::EachMemberEquals, Fn::EachMemberIn, Fn::Equals, Fn::Not, Fn::Or, Fn::RefAll,
+    Fn::ValueOf, Fn::ValueOfAll only), so no Rule can reject a long stack name. The limit
+    the function names impose is stated in the template's Description (shown by the console
+    and `sam deploy --guided`) and the README, and kept equal to the template here."""
+    length, suffix = longest_name_suffix(sam)
+    limit = 64 - length
+    assert suffix == "-eks-launcher"
+    assert f"at most {limit} characters" in " ".join(sam["Description"].split())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"at most {limit} characters" in readme
+
+
+# ---------------------------------------------------------------- 6. DLQ alarms
+
+
+def _dead_letter_queues(cfn: Mapping[str, Any]) -> set[str]:
+    dlqs = set()
+    for res in cfn["Resources"].values():
+        props = res.get("Properties", {})
+        redrive = props.get("RedrivePolicy", {})
+        if "deadLetterTargetArn" in redrive:
+            dlqs.add(redrive["deadLetterTargetArn"]["Fn::GetAtt"][0])
+        destination = props.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
+        if destination is not None:
+            dlqs.add(destination["Fn::GetAtt"][0])
+    return dlqs
+
+
+def test_every_dead_letter_queue_has_an_alarm_that_notifies(cfn: dict[str, Any]) -> None:
+    dlqs = _dead_letter_queues(cfn)
+    assert dlqs == {"ResultsDLQ", "ProjectorDLQ"}
+    alarms = resources_of(cfn, "AWS::CloudWatch::Alarm")
+    watched = {}
+    for name, alarm in alarms.items():
+        props = alarm["Properties"]
+        (dimension,) = props["Dimensions"]
+        if props["Namespace"] == "AWS/SQS" and dimension["Name"] == "QueueName":
+            watched[dimension["Value"]["Fn::GetAtt"][0]] = (name, alarm)
+    assert set(watched) >= dlqs
+    for queue in dlqs:
+        name, alarm = watched[queue]
+        props = alarm["Properties"]
+        assert props["MetricName"] == "ApproximateNumberOfMessagesVisible", name
+        assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
+        assert props["TreatMissingData"] == "notBreaching"
+        # same Condition as the queue: no alarm on a queue that is not there
+        assert alarm.get("Condition") == cfn["Resources"][queue].get("Condition"), name
+        # notifies the stack's topic, or the operator's AlarmActions
+        actions = list(_branches(props["AlarmActions"]))
+        assert [{"Ref": "AlarmTopic"}] in actions
+        assert {"Ref": "AlarmActions"} in actions
+    topic = cfn["Resources"]["AlarmTopic"]
+    assert topic["Type"] == "AWS::SNS::Topic"
+    assert topic["Condition"] == "CreateAlarmTopic"
+
+
+# ---------------------------------------------------------------- 4. the api function's id check
+
+
+def test_the_api_function_knows_its_own_api(cfn: dict[str, Any]) -> None:
+    env = cfn["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["STRATOFLOW_API_ID"] == {"Ref": "RestApi"}
+    stage = cfn["Resources"]["ApiStage"]["Properties"]["StageName"]
+    assert env["STRATOFLOW_API_STAGE"] == stage
+
+
+def test_readme_tells_how_to_deploy_without_a_default_vpc() -> None:
+    text = pathlib.Path(ROOT / "README.md").read_text()
+    section = text.split("## Deploy on AWS", 1)[1].split("\n## ", 1)[0]
+    assert "default VPC" in section
+    assert "DbSubnetGroupName" in section
+    assert "SubnetIds" in section
