@@ -136,8 +136,16 @@ class LocalRuntime:
                 batch.append(item)
 
     def run_once(self, timeout: float = MAX_SLEEP_SECONDS) -> None:
-        """One turn of the loop: apply reports, then the periodic work."""
-        next_at = self.scheduler.step(self._wait(timeout))
+        """One turn of the loop: apply reports, then the periodic work. If the turn fails
+        (the disk is full, the database is locked too long), its reports go back in the queue:
+        the next turn applies them again, and a duplicate changes nothing."""
+        reports = self._wait(timeout)
+        try:
+            next_at = self.scheduler.step(reports)
+        except BaseException:
+            for report in reports:
+                self._reports.put(report)
+            raise
         if self.cron is not None:
             next_fire = self.cron.tick(self.clock.now())
             if next_fire is not None and (next_at is None or next_fire < next_at):
