@@ -44,6 +44,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -429,21 +430,89 @@ def report(m: Measured, runner_used: str) -> list[tuple[str, bool]]:
     ]  # fmt: skip
 
 
+IN_FLIGHT_WORKFLOW = """
+name: inflight
+tasks:
+  first: {type: shell, command: "true"}
+  second: {type: shell, command: "true", depends_on: [first]}
+  third: {type: shell, command: "true", depends_on: [first]}
+"""
+
+
+def requests_per_outcome(in_flight: list[int]) -> dict[int, dict[str, int]]:
+    """DynamoDB requests the advance path makes for one outcome (a task with two children)
+    while N runs are in flight, each with an attempt running. Invariant 3 says the figure is
+    the same for every N. The scheduler and the DynamoDB store are the advance function's
+    own; the dispatcher is a recorder (Step Functions requests are counted by ``measure``)."""
+    import boto3
+    from moto import mock_aws
+    from tests.fakes import FakeClock, RecordingDispatcher
+
+    from stratoflow.adapters.aws.dynamodb import DynamoStore, create_table
+    from stratoflow.engine import AttemptResult, AttemptStatus
+    from stratoflow.service import Finished, Scheduler
+
+    figures: dict[int, dict[str, int]] = {}
+    for n in in_flight:
+        with mock_aws():
+            client = boto3.client(
+                "dynamodb", region_name="us-east-1",
+                aws_access_key_id="testing", aws_secret_access_key="testing",
+            )  # fmt: skip
+            create_table(client, "state", stream=False)
+            counted: Counter[str] = Counter()
+            client.meta.events.register(
+                "before-call", lambda model, c=counted, **_: c.update([model.name])
+            )
+            store = DynamoStore("state", client=client)
+            clock = FakeClock(datetime(2026, 6, 1, tzinfo=UTC))
+            dispatcher = RecordingDispatcher()
+            scheduler = Scheduler(store, store, dispatcher, clock, retry_lead=timedelta(days=366))
+            scheduler.apply(IN_FLIGHT_WORKFLOW)
+            for i in range(n):
+                scheduler.trigger("default", "inflight", run_id=f"r{i:05d}")
+            scheduler.step()  # every run's first task is now running
+            assert len(dispatcher.dispatched) == n, len(dispatcher.dispatched)
+            key = ("r00000", "first", 1)
+            counted.clear()
+            scheduler.advance([Finished(*key, AttemptResult(AttemptStatus.SUCCEEDED))])
+            figures[n] = dict(sorted(counted.items()))
+            assert ("r00000", "second", 1) in dispatcher.dispatched
+        print(f"  {n:>5} runs in flight: {sum(figures[n].values())} DynamoDB requests per outcome "
+              f"{figures[n]}", flush=True)  # fmt: skip
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kind", choices=["batch", "lambda", "both"], default="both")
     parser.add_argument("--layers", type=int, default=10, help="W3 has 10 layers of 50")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--in-flight",
+        default="1,10,100,1000",
+        help="DynamoDB requests per outcome with these many runs in flight ('' to skip)",
+    )
     args = parser.parse_args(argv)
     kinds = ["batch", "lambda"] if args.kind == "both" else [args.kind]
     results: list[tuple[str, bool]] = []
+    if args.in_flight:
+        print("DynamoDB requests per outcome (advance), by runs in flight:")
+        flat = requests_per_outcome([int(x) for x in args.in_flight.split(",")])
+        totals = {n: sum(f.values()) for n, f in flat.items()}
+        results.append(
+            (f"requests per outcome flat in the runs in flight ({totals})",
+             len(set(totals.values())) == 1),
+        )  # fmt: skip
     dump: dict[str, Any] = {
         "prices_as_of": PRICES_AS_OF,
         "prices": PRICE,
         "express_prices_as_of": EXPRESS_PRICES_AS_OF,
         "express": {"request": EXPRESS_REQUEST, "gb_second": EXPRESS_GB_SECOND},
     }
+    if args.in_flight:
+        dump["requests_per_outcome_by_runs_in_flight"] = flat
     for kind in kinds:
         m, runner_used = measure(kind, args.layers, args.timeout)
         results += report(m, runner_used)

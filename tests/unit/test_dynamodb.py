@@ -434,10 +434,16 @@ def test_a_task_completion_costs_the_same_requests_in_a_10k_task_run(env: Env) -
     big = completion_requests(env, BIG)
 
     assert big == small
-    # get_task, the run (its R and RC items: which version it pinned), finish_attempt, the
-    # conditional put_task, add_counters (an ADD, then the run item), and per child one
-    # record_upstream and one conditional put_task (3 children)
-    assert big == {"GetItem": 1 + 1, "Query": 1, "UpdateItem": 1 + 1 + 1 + 3 + 3}
+    # get_task; the run (its R and RC items: which version it pinned); finish_attempt; the
+    # turn's decision (the task's conditional transition and the counters' ADD) as one
+    # transaction; per child one record_upstream and one conditional move (3 children); the
+    # retirement of the task's propagation intent; the run again (has every task ended?)
+    assert big == {
+        "GetItem": 1,
+        "Query": 2,
+        "TransactWriteItems": 1,
+        "UpdateItem": 1 + 3 + 3 + 1,
+    }
 
 
 def test_claiming_a_task_is_one_conditional_update(env: Env) -> None:

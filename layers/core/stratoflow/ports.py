@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from stratoflow.auth import Principal, Role
 from stratoflow.engine import (
     AttemptResult,
+    Decision,
     Plan,
     RenderedTask,
     Run,
@@ -162,6 +163,17 @@ class StateStore(ABC):
         own fields, never its upstream counts (``record_upstream`` owns those)."""
 
     @abstractmethod
+    def apply(self, decision: Decision) -> bool:
+        """Apply a turn's decision all or nothing: every task write whose stored (state,
+        attempt) is the expected one, the run write if its state is the expected one, and
+        the counter deltas. False (and nothing written) if any condition failed."""
+
+    @abstractmethod
+    def pending_propagations(self, limit: int) -> list[TaskInstance]:
+        """Tasks that carry a propagation intent (``TaskInstance.propagating``), oldest
+        first: for the reconciler to finish what a turn that died part-way began."""
+
+    @abstractmethod
     def apply_plan(self, plan: Plan, expect: RunState) -> bool:
         """Write a whole-run operation (stop, rerun, mark) if the run is still ``expect``."""
 
@@ -175,6 +187,10 @@ class StateStore(ABC):
     @abstractmethod
     def queued_tasks(self, limit: int) -> list[TaskInstance]:
         """QUEUED tasks of RUNNING runs that have a free slot, by priority then FIFO."""
+
+    @abstractmethod
+    def run_queue(self, run_id: str, limit: int) -> list[TaskInstance]:
+        """One run's QUEUED tasks, by priority then FIFO (whatever its state and slots)."""
 
     @abstractmethod
     def due_retries(self, now: datetime, limit: int) -> list[TaskInstance]: ...

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -122,6 +121,7 @@ class Scheduler:
         self._after_commit: list[Callable[[], None]] = []  # acts wait for their state to commit
         self._batching = False
         self._run_keys: dict[str, tuple[str, str, int]] = {}  # unfinished run -> pinned version
+        self._started_runs: list[str] = []  # runs started in this turn (their roots queued)
 
     # ------------------------------------------------------------ workflows
     def spec(self, project: str, name: str, version: int) -> WorkflowSpec:
@@ -196,18 +196,21 @@ class Scheduler:
         now = self.clock.now()
         for run in self.store.queued_runs(limit=100):
             spec = self._run_spec(run)
-            with self.store.transaction():
-                if not engine.may_start(
-                    spec, self.store.count_active_runs(run.project, run.workflow)
-                ):
-                    continue
-                started, roots = engine.start_run(spec, run, now)
-                if not self.store.put_run(started, RunState.QUEUED):
-                    continue
-                for task in self.store.get_tasks(run.id, roots):
-                    self.store.put_task(
-                        task.with_(state=TaskState.QUEUED), TaskState.WAITING, task.attempt
-                    )
+            if not engine.may_start(spec, self.store.count_active_runs(run.project, run.workflow)):
+                continue
+            started, roots = engine.start_run(spec, run, now)
+            # the run and its roots in one write (a journaled plan when there are many): a
+            # run that is RUNNING with no root queued would wait for ever
+            plan = Plan(
+                started,
+                {
+                    t.task_id: t.with_(state=TaskState.QUEUED)
+                    for t in self.store.get_tasks(run.id, roots)
+                },
+            )
+            if not self.store.apply_plan(plan, RunState.QUEUED):
+                continue
+            self._started_runs.append(run.id)
             self._emit("run.started", started)
 
     # ------------------------------------------------------------ the hot path
@@ -246,6 +249,10 @@ class Scheduler:
             action()
 
     def _apply_result(self, report: Finished) -> None:
+        """One attempt's end, as one turn: the task's transition and the run's counters in
+        one decision; then its children hear of it, and the run stops or ends if it should.
+        A stale or duplicate report changes nothing, except that it finishes what a turn
+        that died part-way left undone (its propagation intent, the run's end)."""
         now = self.clock.now()
         try:
             ti = self.store.get_task(report.run_id, report.task_id)
@@ -262,34 +269,30 @@ class Scheduler:
                 outputs=dict(result.outputs),
             )
         )  # fmt: skip
-        decision = engine.on_attempt_finished(spec, ti, report.attempt, result, now)
-        if decision is None or not self.store.put_task(
-            decision.task, TaskState.RUNNING, report.attempt
-        ):
-            return  # stale or duplicate: someone else already moved this attempt on
-        new = decision.task
-        terminal = new.state.terminal
-        run = self.store.add_counters(
-            report.run_id, running=-1, done=int(terminal), failed=int(new.state is TaskState.FAILED)
-        )
-        if decision.retrying:
-            self._emit("task.retrying", run, task=new)
+        made = engine.attempt_finished(spec, ti, report.attempt, result, now, intent=self._intent)
+        if made is None or not self.store.apply(made[0]):
+            # someone else already moved this attempt on; finish what its turn left undone
+            current = ti if made is None else self.store.get_task(ti.run_id, ti.task_id)
+            if current.propagating:
+                self._propagate(spec, current, now)
+            if current.state.terminal:
+                self._settle(spec, current, now)
+            return
+        new = made[1].task
+        if made[1].retrying:
+            self._emit("task.retrying", self.store.get_run(report.run_id), task=new)
+            self._promote_early(new, now)
         elif new.state is TaskState.FAILED:
-            self._emit("task.failed", run, task=new)
-        if terminal:
-            run = self._propagate(spec, run, new, now)
-        if engine.stops_run_on_failure(spec, new.state):
-            run = self.store.get_run(run.id)
-            if not run.state.terminal:
-                self._apply(
-                    engine.stop(
-                        run, self.store.get_tasks(run.id), now, end_state=RunState.FAILED,
-                        reason=f"task {new.task_id} failed and on_failure is stop",
-                    ),
-                    run.state,
-                )  # fmt: skip
-                return
-        self._maybe_finish(spec, run, now)
+            self._emit("task.failed", self.store.get_run(report.run_id), task=new)
+        if new.state.terminal:
+            self._propagate(spec, new, now)
+            self._settle(spec, new, now)
+
+    @property
+    def _intent(self) -> bool:
+        """Whether a turn's end must leave a propagation intent: on a store that cannot
+        apply the whole turn at once, so that whoever comes next can finish it."""
+        return not self.store.atomic
 
     def _spec_of(self, run_id: str) -> WorkflowSpec:
         """The spec a run pinned (cached while the run is unfinished: it never changes)."""
@@ -299,33 +302,47 @@ class Scheduler:
             key = self._run_keys[run_id] = (run.project, run.workflow, run.version)
         return self.spec(*key)
 
-    def _propagate(self, spec: WorkflowSpec, run: Run, done: TaskInstance, now: datetime) -> Run:
-        """Tell the children of a finished task; O(out-degree), plus whatever it skips.
-        Returns the run as its counters stand after."""
+    def _propagate(self, spec: WorkflowSpec, done: TaskInstance, now: datetime) -> None:
+        """Tell the children of an ended task, and theirs for what that ends; O(out-degree),
+        plus whatever it skips. Every step is idempotent: a parent is counted once per child
+        (``record_upstream``), a child moves by a conditional write of a decision made from
+        its counts, and the parent's propagation intent is retired only once every child has
+        heard. A repeat after a crash anywhere in between completes the work."""
         work = [done]
-        ended = 0
         while work:
             parent = work.pop()
             for child_id in spec.dag.children[parent.task_id]:
                 outcome = engine.edge_outcome(
                     spec, parent.task_id, parent.state, parent.outputs, child_id
                 )
-                child = self.store.record_upstream(run.id, child_id, parent.task_id, outcome)
-                if child is None:
-                    continue  # this parent was already counted
-                unchosen = engine.skipped_by_switch(
-                    spec, parent.task_id, parent.state, parent.outputs, child_id
-                )
-                nxt = engine.child_state(spec, child, unchosen=unchosen)
-                if nxt is None:
-                    continue
-                moved = child.with_(state=nxt, ended_at=now if nxt.terminal else None)
-                if not self.store.put_task(moved, TaskState.WAITING, child.attempt):
-                    continue
-                if nxt.terminal:
-                    ended += 1
-                    work.append(moved)
-        return self.store.add_counters(run.id, done=ended) if ended else run
+                child = self.store.record_upstream(parent.run_id, child_id, parent.task_id, outcome)
+                if child is None:  # counted before
+                    if not parent.propagating:
+                        continue
+                    # by a turn that may have died before the child moved: decide it again
+                    child = self.store.get_task(parent.run_id, child_id)
+                decision = engine.parent_heard(spec, parent, child, now, intent=self._intent)
+                if decision is not None and self.store.apply(decision):
+                    moved = decision.tasks[0].task
+                    if moved.state.terminal:
+                        work.append(moved)
+            if parent.propagating:
+                self.store.apply(engine.propagated(parent))
+
+    def _settle(self, spec: WorkflowSpec, ended: TaskInstance, now: datetime) -> None:
+        """After a task's end (idempotent): stop the run if the failure stops it, else end
+        the run if every task has ended."""
+        run = self.store.get_run(ended.run_id)
+        if engine.stops_run_on_failure(spec, ended.state) and not run.state.terminal:
+            self._apply(
+                engine.stop(
+                    run, self.store.get_tasks(run.id), now, end_state=RunState.FAILED,
+                    reason=f"task {ended.task_id} failed and on_failure is stop",
+                ),
+                run.state,
+            )  # fmt: skip
+            return
+        self._maybe_finish(spec, run, now)
 
     def _maybe_finish(self, spec: WorkflowSpec, run: Run | str, now: datetime) -> None:
         """End the run if every task has ended. ``run`` is a fresh read (or an id to read)."""
@@ -357,6 +374,18 @@ class Scheduler:
                 more = self._start(self._turn((), periodic=False))
         return self.store.next_wakeup()
 
+    def advance(self, reports: Iterable[Finished]) -> None:
+        """The hot path where nothing polls (AWS): apply outcomes, then claim and start what
+        they made ready in their own runs (and in runs that their runs' ends let start). Its
+        requests grow with the out-degree of what finished, never with the number of runs in
+        flight: retries, deadlines and other runs' queues are the reconciler's ``step``."""
+        with self._lock:
+            self._started_runs = []
+            runs = list(dict.fromkeys(r.run_id for r in reports))
+            more = self._start(self._turn(reports, periodic=False, runs=runs))
+            while more:  # a full batch, or a switch that made more ready
+                more = self._start(self._turn((), periodic=False, runs=runs))
+
     def dispatch_ready(self) -> int:
         """Claim queued tasks (one conditional write each, exactly one winner), commit, then
         start them. Returns how many were claimed."""
@@ -365,8 +394,16 @@ class Scheduler:
             self._start(ready)
         return ready.claimed
 
-    def _turn(self, reports: Iterable[Finished], *, periodic: bool = True) -> _Claimed:
-        """Decide one turn's worth in one commit; return the attempts to start after it."""
+    def _turn(
+        self,
+        reports: Iterable[Finished],
+        *,
+        periodic: bool = True,
+        runs: list[str] | None = None,
+    ) -> _Claimed:
+        """Decide one turn's worth in one commit; return the attempts to start after it.
+        ``runs``: claim from these runs' queues (and those of runs started meanwhile) only,
+        instead of from every running run's."""
         now = self.clock.now()
         with self._deciding():
             for report in reports:
@@ -375,16 +412,32 @@ class Scheduler:
                 self._promote_retries(now)
                 self._time_out(now)
                 self._start_queued_runs()
-            return self._claim(now)
+            if runs is None:
+                return self._claim(now)
+            runs += [r for r in self._started_runs if r not in runs]
+            self._started_runs.clear()
+            return self._claim(now, runs)
 
     def _promote_retries(self, now: datetime) -> None:
         for ti in self.store.due_retries(now + self.retry_lead, DISPATCH_BATCH):
-            early = ti.ready_at is not None and ti.ready_at > now
-            self.store.put_task(
-                ti.with_(state=TaskState.QUEUED, ready_at=ti.ready_at if early else None),
-                TaskState.UP_FOR_RETRY,
-                ti.attempt,
-            )
+            self._promote(ti, now)
+
+    def _promote(self, ti: TaskInstance, now: datetime) -> None:
+        """UP_FOR_RETRY -> QUEUED. A retry promoted before its delay ran out keeps its
+        ``ready_at``: the dispatcher waits until then to start it."""
+        early = ti.ready_at is not None and ti.ready_at > now
+        self.store.put_task(
+            ti.with_(state=TaskState.QUEUED, ready_at=ti.ready_at if early else None),
+            TaskState.UP_FOR_RETRY,
+            ti.attempt,
+        )
+
+    def _promote_early(self, ti: TaskInstance, now: datetime) -> None:
+        """A retry the dispatcher may wait out itself is queued in the turn that decided it
+        (on AWS, where nothing polls for due retries between reconciler passes)."""
+        lead = self.retry_lead
+        if lead > timedelta(0) and (ti.ready_at is None or ti.ready_at <= now + lead):
+            self._promote(ti, now)
 
     def _time_out(self, now: datetime) -> None:
         for ti in self.store.expired_tasks(now - self.timeout_grace, DISPATCH_BATCH):
@@ -396,32 +449,44 @@ class Scheduler:
             )  # fmt: skip
             self._act(partial(self.dispatcher.kill, ti.run_id, ti.task_id, ti.attempt))
 
-    def _claim(self, now: datetime) -> _Claimed:
+    def _claim(self, now: datetime, runs: list[str] | None = None) -> _Claimed:
         """Claim up to a batch of queued tasks (a conditional write each: exactly one winner)
         and render them. A switch, or a task whose templates fail, ends here; its result may
         make others ready, and so may a full batch: then ``more`` asks for another pass."""
+        by_run: dict[str, list[TaskInstance]] = {}
+        if runs is None:
+            for ti in self.store.queued_tasks(DISPATCH_BATCH):
+                by_run.setdefault(ti.run_id, []).append(ti)
+        else:
+            for run_id in runs:
+                if queue := self.store.run_queue(run_id, DISPATCH_BATCH):
+                    by_run[run_id] = queue
         claimed: list[tuple[Run, WorkflowSpec, TaskInstance]] = []
-        runs: dict[str, tuple[Run, WorkflowSpec, int]] = {}  # run id -> free slots
-        for ti in self.store.queued_tasks(DISPATCH_BATCH):
-            if ti.run_id not in runs:
-                run = self.store.get_run(ti.run_id)
-                spec = self._run_spec(run)
-                runs[ti.run_id] = (run, spec, engine.dispatch_slots(spec, run))
-            run, spec, free = runs[ti.run_id]
-            if free <= 0:
-                continue
-            task = engine.claim(spec, ti, now)
-            if not self.store.put_task(task, TaskState.QUEUED, ti.attempt):
-                continue
-            runs[ti.run_id] = (run, spec, free - 1)
-            claimed.append((run, spec, task))
-        for run_id, n in Counter(run.id for run, _, _ in claimed).items():
-            self.store.add_counters(run_id, running=n)
+        for run_id, queued in by_run.items():
+            claimed += self._claim_run(run_id, queued, now)
         ready = _Claimed(a for run, spec, task in claimed if (a := self._prepare(spec, run, task)))
         ready.claimed = len(claimed)
         ready.more = len(claimed) == DISPATCH_BATCH or len(ready) < len(claimed)
         self._record_starts(ready)
         return ready
+
+    def _claim_run(
+        self, run_id: str, queued: list[TaskInstance], now: datetime
+    ) -> list[tuple[Run, WorkflowSpec, TaskInstance]]:
+        """Claim what the run's free slots allow of ``queued``: each task QUEUED -> RUNNING
+        with the running counter, in one decision. If another claimer won one of them, the
+        rest are claimed one by one."""
+        run = self.store.get_run(run_id)
+        spec = self._run_spec(run)
+        claimed: list[tuple[Run, WorkflowSpec, TaskInstance]] = []
+        for decision in engine.claims(spec, run, queued, now):
+            if self.store.apply(decision):
+                claimed += [(run, spec, w.task) for w in decision.tasks]
+                continue
+            for write in decision.tasks:
+                if self.store.apply(engine.Decision(run.id, (write,), running=1)):
+                    claimed.append((run, spec, write.task))
+        return claimed
 
     def _record_starts(self, ready: _Claimed) -> None:
         """Write the history rows of attempts about to start, where the dispatcher can say in
@@ -508,8 +573,19 @@ class Scheduler:
                         ready.append(prepared)
                 self._record_starts(ready)
             self._start(ready)
+            with self._deciding():
+                self._finish_propagations()
             for run in self.store.runs_in_states([RunState.RUNNING, RunState.PAUSED]):
                 self._maybe_finish(self._run_spec(run), run.id, self.clock.now())
+
+    def _finish_propagations(self) -> None:
+        """Complete the turns that died after a task's end was written but before every
+        child heard of it (their propagation intents)."""
+        now = self.clock.now()
+        for ti in self.store.pending_propagations(DISPATCH_BATCH):
+            spec = self._spec_of(ti.run_id)
+            self._propagate(spec, ti, now)
+            self._settle(spec, ti, now)
 
     # ------------------------------------------------------------ operations
     def _apply(self, plan: Plan, expect: RunState) -> Run:

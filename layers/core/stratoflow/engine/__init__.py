@@ -1,5 +1,14 @@
 """The pure scheduling engine: decisions from (state slice, event, now), never I/O."""
 
+from stratoflow.engine._decision import (
+    MAX_DECISION_TASKS,
+    Decision,
+    TaskWrite,
+    attempt_finished,
+    claims,
+    parent_heard,
+    propagated,
+)
 from stratoflow.engine._engine import (
     SWITCH_BRANCH_KEY,
     AttemptDecision,
@@ -43,10 +52,12 @@ from stratoflow.engine._states import (
 )
 
 __all__ = [
+    "MAX_DECISION_TASKS",
     "SWITCH_BRANCH_KEY",
     "AttemptDecision",
     "AttemptResult",
     "AttemptStatus",
+    "Decision",
     "Plan",
     "Readiness",
     "RenderedTask",
@@ -54,10 +65,13 @@ __all__ = [
     "RunState",
     "TaskInstance",
     "TaskState",
+    "TaskWrite",
     "Upstream",
+    "attempt_finished",
     "child_state",
     "choose_branches",
     "claim",
+    "claims",
     "dispatch_slots",
     "edge_outcome",
     "effective_params",
@@ -65,7 +79,9 @@ __all__ = [
     "may_start",
     "new_run",
     "on_attempt_finished",
+    "parent_heard",
     "pause",
+    "propagated",
     "readiness",
     "render_task",
     "rerun_failed",

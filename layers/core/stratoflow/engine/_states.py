@@ -98,6 +98,10 @@ class TaskInstance:
     outputs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     priority: int = 0
+    # The task ended but its children may not all have counted that end yet: a durable intent
+    # on stores that cannot apply a whole turn at once (DynamoDB). Whoever comes next (the
+    # redelivered outcome, the reconciler) finishes the propagation; it is cleared after.
+    propagating: bool = False
 
     @property
     def try_number(self) -> int:

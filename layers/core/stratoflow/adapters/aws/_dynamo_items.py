@@ -36,7 +36,8 @@ HEAD_SK: Final = "HEAD"  # a workflow's head: latest version, paused, cursor
 VERSION_PREFIX: Final = "V#"
 CHUNK_MARK: Final = "#C#"
 HIGH: Final = "\uffff"  # sorts after every character an id or a timestamp can contain
-NO_TIME: Final = "~"  # timer sort key of a task with no time: after every timestamp
+NO_TIME: Final = "~"
+PROPAGATE_PREFIX: Final = "PROP#"  # gsi2 partitions of the propagation intents  # timer sort key of a task with no time: after every timestamp
 
 # Timer partitions (RETRY#n / RUNNING#n on gsi1) are spread over this many keys, so that a
 # burst of claims and finishes is not limited by one index partition's write rate.
@@ -338,7 +339,25 @@ def task_fields(update: Update, task: TaskInstance, qseq: str | None) -> Update:
         update.remove("gsi1pk").remove("gsi1sk")
     else:
         update.set("gsi1pk", s(index[0])).set("gsi1sk", s(index[1]))
+    pending = propagation_index(task)
+    if pending is None:
+        update.remove("gsi2pk").remove("gsi2sk")
+    else:
+        update.set("gsi2pk", s(pending[0])).set("gsi2sk", s(pending[1]))
     return update
+
+
+def propagation_index(task: TaskInstance) -> tuple[str, str] | None:
+    """The task's gsi2 entry while its end is still to be counted by its children (the
+    propagation intent; see ``TaskInstance.propagating``): the reconciler finds them there,
+    oldest first. Sparse: a task carries it only for the length of one turn."""
+    if not task.propagating:
+        return None
+    when = NO_TIME if task.ended_at is None else ts(task.ended_at)
+    return (
+        f"{PROPAGATE_PREFIX}{timer_shard(task.run_id, task.task_id)}",
+        f"{when}#{task.run_id}#{task.task_id}",
+    )
 
 
 def upstream_fields(update: Update, task: TaskInstance, parents: Iterable[str] | None) -> Update:
@@ -377,6 +396,9 @@ def task_item(task: TaskInstance, qseq: str | None) -> Item:
     index = task_index(task, qseq)
     if index is not None:
         item["gsi1pk"], item["gsi1sk"] = s(index[0]), s(index[1])
+    pending = propagation_index(task)
+    if pending is not None:
+        item["gsi2pk"], item["gsi2sk"] = s(pending[0]), s(pending[1])
     return item
 
 
@@ -397,6 +419,7 @@ def to_task(run_id: str, item: Item) -> TaskInstance:
         outputs=json.loads(item["outputs"]["S"]),
         error=get_s(item, "error"),
         priority=get_n(item, "prio"),
+        propagating="gsi2pk" in item,
     )
 
 
@@ -443,6 +466,7 @@ def task_to_json(task: TaskInstance) -> dict[str, Any]:
         "outputs": task.outputs,
         "error": task.error,
         "priority": task.priority,
+        "propagating": task.propagating,
     }
 
 
@@ -458,6 +482,7 @@ def task_from_json(run_id: str, data: Mapping[str, Any]) -> TaskInstance:
         outputs=data["outputs"],
         error=data["error"],
         priority=data["priority"],
+        propagating=bool(data.get("propagating", False)),
     )
 
 

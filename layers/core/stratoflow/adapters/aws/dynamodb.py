@@ -28,7 +28,7 @@ from botocore.exceptions import ClientError
 
 from stratoflow.adapters.aws import _dynamo_items as it
 from stratoflow.adapters.aws._dynamo_items import Item, Update, key, n, s
-from stratoflow.engine import Plan, Run, RunState, TaskInstance, TaskState
+from stratoflow.engine import Decision, Plan, Run, RunState, TaskInstance, TaskState
 from stratoflow.errors import NotFound
 from stratoflow.model import WorkflowSpec
 from stratoflow.ports import Attempt, Catalog, RunQuery, StateStore, WorkflowVersion
@@ -231,13 +231,7 @@ class DynamoStore(StateStore, Catalog):
 
     def _update(self, update: Update, item_key: Item, condition: str | None = None) -> bool:
         """One conditional UpdateItem; False if its condition failed."""
-        try:
-            self.client.update_item(**update.request(self.table, item_key, condition))
-        except ClientError as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self._updated(update.request(self.table, item_key, condition))
 
     def _transact(self, items: Sequence[Item]) -> list[str] | None:
         """TransactWriteItems (<= 100 items); None when applied, else the cancellation reason
@@ -607,7 +601,7 @@ class DynamoStore(StateStore, Catalog):
                 break
         return taken
 
-    def put_run(self, run: Run, expect: RunState) -> bool:
+    def _run_write(self, run: Run, expect: RunState) -> Item:
         upd = Update().set("st", s(run.state.value)).set("gsi2pk", s(f"RUNS#{run.state.value}"))
         for name, value in (("started_at", run.started_at), ("ended_at", run.ended_at)):
             upd.set_or_remove(name, None if value is None else s(it.ts(value)))
@@ -617,7 +611,10 @@ class DynamoStore(StateStore, Catalog):
             "attribute_exists(pk) AND attribute_not_exists({lock}) AND {st} = :expect",
             expect=s(expect.value),
         )
-        return self._update(upd, key(it.run_pk(run.id), it.RUN_SK), cond)
+        return upd.request(self.table, key(it.run_pk(run.id), it.RUN_SK), cond)
+
+    def put_run(self, run: Run, expect: RunState) -> bool:
+        return self._updated(self._run_write(run, expect))
 
     def add_counters(self, run_id: str, *, done: int = 0, failed: int = 0, running: int = 0) -> Run:
         """ADD on the counters item (atomic; in no index), then read the run item."""
@@ -697,7 +694,8 @@ class DynamoStore(StateStore, Catalog):
             items = self._batch_get([key(pk, it.task_sk(t)) for t in dict.fromkeys(task_ids)])
         return [it.to_task(run_id, i) for i in items]
 
-    def put_task(self, task: TaskInstance, expect: TaskState, expect_attempt: int) -> bool:
+    def _task_write(self, task: TaskInstance, expect: TaskState, expect_attempt: int) -> Item:
+        """The Update of one conditional task transition (see ``put_task``)."""
         # A task entering the queue takes the next FIFO position (one already QUEUED that is
         # written again goes to the back: the service never does that).
         qseq = self._seq.next() if task.state is TaskState.QUEUED else None
@@ -712,7 +710,57 @@ class DynamoStore(StateStore, Catalog):
             expect=s(expect.value),
             attempt=n(expect_attempt),
         )
-        return self._update(upd, key(it.run_pk(task.run_id), it.task_sk(task.task_id)), cond)
+        return upd.request(self.table, key(it.run_pk(task.run_id), it.task_sk(task.task_id)), cond)
+
+    def put_task(self, task: TaskInstance, expect: TaskState, expect_attempt: int) -> bool:
+        return self._updated(self._task_write(task, expect, expect_attempt))
+
+    def _updated(self, request: Item) -> bool:
+        """UpdateItem ``request``; False if its condition failed."""
+        try:
+            self.client.update_item(**request)
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def apply(self, decision: Decision) -> bool:
+        """One TransactWriteItems: the task transitions (each conditional on its expected
+        state and attempt), the run's state (conditional on its expected state) and the
+        counter deltas (ADD), all or nothing. A decision of one write is one UpdateItem."""
+        requests = [self._task_write(w.task, w.expect, w.expect_attempt) for w in decision.tasks]
+        if decision.run is not None:
+            assert decision.run_expect is not None
+            requests.append(self._run_write(decision.run, decision.run_expect))
+        if decision.counters:
+            upd = Update().add("n_done", n(decision.done)).add("n_failed", n(decision.failed))
+            upd.add("n_running", n(decision.running))
+            requests.append(
+                upd.request(
+                    self.table,
+                    key(it.run_pk(decision.run_id), it.COUNTERS_SK),
+                    "attribute_exists(pk)",
+                )
+            )
+        if not requests:
+            return True
+        if len(requests) == 1:
+            return self._updated(requests[0])
+        reasons = self._transact([{"Update": r} for r in requests])
+        if reasons is None:
+            return True
+        if "ConditionalCheckFailed" in reasons:
+            return False
+        raise RuntimeError(f"decision for run {decision.run_id}: transaction cancelled: {reasons}")
+
+    def pending_propagations(self, limit: int) -> list[TaskInstance]:
+        """Tasks whose end is not yet counted by all their children, oldest first."""
+        found: list[Item] = []
+        for shard in range(it.TIMER_SHARDS):
+            found += self._take(self._index("gsi2", f"{it.PROPAGATE_PREFIX}{shard}"), limit)
+        found.sort(key=lambda i: str(i["gsi2sk"]["S"]))
+        return [it.to_task(it.run_id_of(i), i) for i in found[:limit]]
 
     def record_upstream(
         self, run_id: str, child: str, parent: str, outcome: TaskState
@@ -1008,6 +1056,11 @@ class DynamoStore(StateStore, Catalog):
             heads += self._take(self._index("gsi1", f"Q#{run_id}", limit=limit), limit)
         heads.sort(key=lambda i: str(i["gsi1sk"]["S"]))
         return [it.to_task(it.run_id_of(i), i) for i in heads[:limit]]
+
+    def run_queue(self, run_id: str, limit: int) -> list[TaskInstance]:
+        """The head of the run's queue: one Query of its gsi1 partition."""
+        items = self._take(self._index("gsi1", f"Q#{run_id}", limit=limit), limit)
+        return [it.to_task(run_id, i) for i in items]
 
     def _timers(
         self, kind: str, *, upto: str | None = None, limit: int | None = None

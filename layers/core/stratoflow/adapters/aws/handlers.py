@@ -120,12 +120,12 @@ def advance(
     *,
     on_report: Callable[[Finished], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """Apply a batch of outcome messages, then dispatch what they made ready (children,
-    retries). Returns the partial-batch response: a message that failed is retried by SQS,
-    one at a time; a malformed one fails every time, so SQS's redrive policy moves it to
-    the dead-letter queue after ``maxReceiveCount`` receives instead of retrying it forever.
-    If the dispatch after the batch fails, the invocation fails and the whole batch comes
-    back: applying it again is a no-op, and the dispatch is retried."""
+    """Apply each outcome message and dispatch what it made ready in its run (children,
+    retries): O(out-degree) requests, whatever else is in flight. Returns the partial-batch
+    response: a message that failed (a failed write anywhere in its turn, its dispatch
+    included) is retried by SQS, and its redelivery completes the turn (a duplicate changes
+    nothing else); a malformed one fails every time, so SQS's redrive policy moves it to the
+    dead-letter queue after ``maxReceiveCount`` receives instead of retrying it forever."""
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
     def apply(record: SQSRecord) -> None:
@@ -135,12 +135,11 @@ def advance(
             log.warning("message %s dropped to the DLQ path: %s", record.message_id, exc)
             raise
         on_report(report)
-        scheduler.on_finished([report])
+        scheduler.advance([report])
 
     response = process_partial_response(
         event=dict(event), record_handler=apply, processor=processor
     )
-    scheduler.step()
     return dict(response)
 
 

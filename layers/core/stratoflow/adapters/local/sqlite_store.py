@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from stratoflow.engine import Plan, Run, RunState, TaskInstance, TaskState, Upstream
+from stratoflow.engine import Decision, Plan, Run, RunState, TaskInstance, TaskState, Upstream
 from stratoflow.errors import NotFound
 from stratoflow.model import WorkflowSpec
 from stratoflow.ports import Attempt, Catalog, RunQuery, StateStore, WorkflowVersion
@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     up_skipped INTEGER NOT NULL DEFAULT 0,
     ready_at TEXT, deadline TEXT, started_at TEXT, ended_at TEXT,
     outputs TEXT NOT NULL DEFAULT '{}', error TEXT, priority INTEGER NOT NULL DEFAULT 0,
-    queued_seq INTEGER,
+    queued_seq INTEGER, propagating INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, task_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tasks_queued ON tasks (priority DESC, queued_seq) WHERE state = 'queued';
@@ -98,7 +98,7 @@ _RUN_COLS = (
 )
 _TASK_COLS = (
     "run_id, task_id, state, attempt, attempt_base, up_ok, up_failed, up_skipped, ready_at, deadline, "
-    "started_at, ended_at, outputs, error, priority"
+    "started_at, ended_at, outputs, error, priority, propagating"
 )
 
 
@@ -122,6 +122,7 @@ def _task(row: sqlite3.Row) -> TaskInstance:
         ready_at=_dt(row["ready_at"]), deadline=_dt(row["deadline"]),
         started_at=_dt(row["started_at"]), ended_at=_dt(row["ended_at"]),
         outputs=json.loads(row["outputs"]), error=row["error"], priority=row["priority"],
+        propagating=bool(row["propagating"]),
     )  # fmt: skip
 
 
@@ -129,7 +130,7 @@ def _task_values(t: TaskInstance) -> tuple[Any, ...]:
     return (
         t.state.value, t.attempt, t.attempt_base, t.upstream.succeeded, t.upstream.failed, t.upstream.skipped,
         _ts(t.ready_at), _ts(t.deadline), _ts(t.started_at), _ts(t.ended_at),
-        _json(t.outputs), t.error, t.priority,
+        _json(t.outputs), t.error, t.priority, int(t.propagating),
     )  # fmt: skip
 
 
@@ -141,7 +142,7 @@ _QUEUED_SEQ = (
 # (writing them here could erase a parent's concurrent count). Plans rewrite both.
 _STATE_SET = (
     "state=?, attempt=?, attempt_base=?, ready_at=?, deadline=?, started_at=?, ended_at=?, outputs=?, error=?, "
-    "priority=?, " + _QUEUED_SEQ
+    "priority=?, propagating=?, " + _QUEUED_SEQ
 )
 _FULL_SET = "up_ok=?, up_failed=?, up_skipped=?, " + _STATE_SET
 
@@ -158,6 +159,7 @@ def _state_values(t: TaskInstance) -> tuple[Any, ...]:
         _json(t.outputs),
         t.error,
         t.priority,
+        int(t.propagating),
         t.state.value,
     )
 
@@ -185,6 +187,12 @@ class SqliteStore(StateStore, Catalog):
         self.on_commit: list[Callable[[StoreChanges], None]] = []
         conn = self._conn()
         conn.executescript(SCHEMA)
+        columns = {row["name"] for row in conn.execute("PRAGMA table_info(tasks)")}
+        if "propagating" not in columns:  # a state file from before the column existed
+            conn.execute("ALTER TABLE tasks ADD COLUMN propagating INTEGER NOT NULL DEFAULT 0")
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS tasks_propagating ON tasks (ended_at) WHERE propagating=1"
+        )
         conn.execute("INSERT OR IGNORE INTO counters VALUES ('queued', 0), ('runs', 0)")
 
     # ------------------------------------------------------------ plumbing
@@ -384,7 +392,7 @@ class SqliteStore(StateStore, Catalog):
             # A task created QUEUED joins the queue now: give it its place in FIFO order
             # (a NULL queued_seq would sort before every task queued earlier).
             self._conn().executemany(
-                f"INSERT INTO tasks ({_TASK_COLS}, queued_seq) VALUES ({','.join('?' * 16)})",
+                f"INSERT INTO tasks ({_TASK_COLS}, queued_seq) VALUES ({','.join('?' * 17)})",
                 [
                     (
                         t.run_id,
@@ -539,6 +547,44 @@ class SqliteStore(StateStore, Catalog):
                 == 1
             )
 
+    def apply(self, decision: Decision) -> bool:
+        conn = self._conn()
+        with self.transaction():
+            conn.execute("SAVEPOINT decision")
+            try:
+                applied = all(
+                    self._write_task(
+                        w.task, " AND state=? AND attempt=?", (w.expect.value, w.expect_attempt)
+                    )
+                    == 1
+                    for w in decision.tasks
+                )
+                if applied and decision.run is not None:
+                    assert decision.run_expect is not None
+                    applied = self.put_run(decision.run, decision.run_expect)
+                if applied and decision.counters:
+                    self.add_counters(
+                        decision.run_id,
+                        done=decision.done,
+                        failed=decision.failed,
+                        running=decision.running,
+                    )
+            except BaseException:
+                conn.execute("ROLLBACK TO decision")
+                conn.execute("RELEASE decision")
+                raise
+            if not applied:
+                conn.execute("ROLLBACK TO decision")
+            conn.execute("RELEASE decision")
+            return applied
+
+    def pending_propagations(self, limit: int) -> list[TaskInstance]:
+        rows = self._x(
+            f"SELECT {_TASK_COLS} FROM tasks WHERE propagating=1 ORDER BY ended_at LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [_task(r) for r in rows]
+
     def apply_plan(self, plan: Plan, expect: RunState) -> bool:
         with self.transaction():
             if not self._put_run_with_counters(plan.run, expect):
@@ -584,6 +630,14 @@ class SqliteStore(StateStore, Catalog):
             "AND (r.concurrency IS NULL OR r.n_running < r.concurrency) "
             "ORDER BY t.priority DESC, t.queued_seq LIMIT ?",
             (limit,),
+        ).fetchall()
+        return [_task(r) for r in rows]
+
+    def run_queue(self, run_id: str, limit: int) -> list[TaskInstance]:
+        rows = self._x(
+            f"SELECT {_TASK_COLS} FROM tasks WHERE state='queued' AND run_id=? "
+            "ORDER BY priority DESC, queued_seq LIMIT ?",
+            (run_id, limit),
         ).fetchall()
         return [_task(r) for r in rows]
 

@@ -1,0 +1,140 @@
+"""A turn's writes as one value: what the engine decided, for a store to apply all or nothing.
+
+A :class:`Decision` holds conditional task writes (each names the state and attempt it
+expects), counter changes and at most one conditional run write. A store applies it
+atomically (SQLite: inside the turn's transaction; DynamoDB: one TransactWriteItems) or not
+at all, and says which. The functions here build the decisions of the hot path from the slice
+the service read; they are pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from stratoflow.engine._engine import (
+    AttemptDecision,
+    child_state,
+    claim,
+    dispatch_slots,
+    on_attempt_finished,
+    skipped_by_switch,
+)
+from stratoflow.engine._states import AttemptResult, Run, RunState, TaskInstance, TaskState
+from stratoflow.model import WorkflowSpec
+
+# A decision a store can apply as one DynamoDB transaction (100 items): writes of up to this
+# many tasks, plus the counters and the run.
+MAX_DECISION_TASKS = 64
+
+
+@dataclass(frozen=True)
+class TaskWrite:
+    """Write ``task``'s own fields (never its upstream counts) if the stored task is still in
+    state ``expect`` at attempt ``expect_attempt``: of the writers racing for one
+    transition, exactly one wins."""
+
+    task: TaskInstance
+    expect: TaskState
+    expect_attempt: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Writes to one run, applied all or nothing. Counter fields are deltas."""
+
+    run_id: str
+    tasks: tuple[TaskWrite, ...] = ()
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+    run: Run | None = None  # written (state fields only) if the stored state is ``run_expect``
+    run_expect: RunState | None = None
+
+    @property
+    def counters(self) -> bool:
+        return bool(self.done or self.failed or self.running)
+
+
+def _ended(spec: WorkflowSpec, task: TaskInstance, *, intent: bool) -> TaskInstance:
+    """A task that just ended carries the propagation intent if it has children to tell and
+    the store needs one (``intent``: the turn is not applied in one piece)."""
+    return task.with_(propagating=intent and bool(spec.dag.children[task.task_id]))
+
+
+def attempt_finished(
+    spec: WorkflowSpec,
+    ti: TaskInstance,
+    attempt: int,
+    result: AttemptResult,
+    now: datetime,
+    *,
+    intent: bool,
+) -> tuple[Decision, AttemptDecision] | None:
+    """The turn of an attempt's end: the task's transition and the run's counters together.
+    ``None``: stale or duplicate (the task is no longer running that attempt)."""
+    made = on_attempt_finished(spec, ti, attempt, result, now)
+    if made is None:
+        return None
+    new = made.task
+    terminal = new.state.terminal
+    if terminal:
+        new = _ended(spec, new, intent=intent)
+        made = AttemptDecision(new, made.retrying)
+    decision = Decision(
+        ti.run_id,
+        (TaskWrite(new, TaskState.RUNNING, attempt),),
+        done=int(terminal),
+        failed=int(new.state is TaskState.FAILED),
+        running=-1,
+    )
+    return decision, made
+
+
+def parent_heard(
+    spec: WorkflowSpec, parent: TaskInstance, child: TaskInstance, now: datetime, *, intent: bool
+) -> Decision | None:
+    """``child`` has counted ``parent``'s end (its upstream counts include it): move it if
+    its trigger rule now decides, with the run's counters. ``None``: it keeps waiting (or has
+    moved already). Idempotent: deciding again from the same counts gives the same write."""
+    unchosen = skipped_by_switch(spec, parent.task_id, parent.state, parent.outputs, child.task_id)
+    nxt = child_state(spec, child, unchosen=unchosen)
+    if nxt is None:
+        return None
+    moved = child.with_(state=nxt, ended_at=now if nxt.terminal else None)
+    if nxt.terminal:
+        moved = _ended(spec, moved, intent=intent)
+    return Decision(
+        child.run_id,
+        (TaskWrite(moved, TaskState.WAITING, child.attempt),),
+        done=int(nxt.terminal),
+    )
+
+
+def propagated(parent: TaskInstance) -> Decision:
+    """Every child has counted ``parent``'s end: retire its propagation intent."""
+    return Decision(
+        parent.run_id,
+        (TaskWrite(parent.with_(propagating=False), parent.state, parent.attempt),),
+    )
+
+
+def claims(
+    spec: WorkflowSpec, run: Run, queued: Sequence[TaskInstance], now: datetime
+) -> list[Decision]:
+    """Claim as many of ``queued`` (this run's, in dispatch order) as the run has free slots:
+    QUEUED -> RUNNING with the next attempt number, and the running counter with them, in
+    decisions small enough for one transaction each."""
+    free = dispatch_slots(spec, run)
+    chosen = [claim(spec, ti, now) for ti in queued[:free]]
+    writes = [
+        TaskWrite(new, TaskState.QUEUED, old.attempt)
+        for new, old in zip(chosen, queued, strict=False)
+    ]
+    return [
+        Decision(run.id, tuple(part), running=len(part))
+        for part in (
+            writes[i : i + MAX_DECISION_TASKS] for i in range(0, len(writes), MAX_DECISION_TASKS)
+        )
+    ]

@@ -1,0 +1,464 @@
+"""Fault injection at every store write: a workflow is driven to its end once without a fault
+(the baseline), then once per write k with the k-th write of the whole drive failing, and
+what would happen next is let happen: the failed delivery comes again (SQS redelivers an
+outcome; locally the loop puts its reports back), the process that failed is replaced by a
+fresh one (a new Lambda container, a restarted server), and the reconciler passes. Every run
+must end as the baseline did, and no (run, task, attempt) may be dispatched twice (the
+recording dispatcher fails on a second dispatch of a key).
+
+On DynamoDB the fault is raised at the boto3 client, so no store shortcut hides it; on SQLite
+at the statement. Two kinds of fault: ``before`` (the write did not happen: a throttle) and
+``after`` (it happened, but the caller saw an error: a timeout after the request).
+
+The tests run small workflows for every k; ``python -m tests.faultinject`` sweeps the large
+ones (a 1 -> 200 -> 1 fan, a stop while 150 tasks run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from stratoflow.adapters.aws.dynamodb import DynamoStore, create_table
+from stratoflow.adapters.local.sqlite_store import SqliteStore
+from stratoflow.engine import AttemptResult, AttemptStatus, RunState, TaskInstance, TaskState
+from stratoflow.errors import Conflict
+from stratoflow.ports import Recovery, StateStore
+from stratoflow.service import Finished, Scheduler
+from tests.fakes import FakeClock, Key, RecordingDispatcher
+
+T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
+WRITE_CALLS = frozenset(
+    {"put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item"}
+)
+WRITE_SQL = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+
+
+class InjectedFault(Exception):
+    """Marks the injected failure (the store raises its own error type around it)."""
+
+
+@dataclass
+class Faults:
+    """Counts writes; fails the ``at``-th (1-based), once. ``after``: perform it, then fail."""
+
+    at: int | None = None
+    after: bool = False
+    count: int = 0
+    fired: bool = False
+    armed: bool = False  # the workflow's definition is stored before the writes count
+
+    def write(self, perform: Callable[[], Any], error: Callable[[], Exception]) -> Any:
+        if not self.armed:
+            return perform()
+        self.count += 1
+        if self.count != self.at:
+            return perform()
+        self.fired = True
+        if self.after:
+            perform()
+        raise error()
+
+
+class FaultyClient:
+    """A boto3 DynamoDB client whose writes go through ``Faults``."""
+
+    def __init__(self, client: Any, faults: Faults) -> None:
+        self._client = client
+        self._faults = faults
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if name not in WRITE_CALLS:
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._faults.write(
+                lambda: attr(*args, **kwargs),
+                lambda: ClientError(
+                    {"Error": {"Code": "ProvisionedThroughputExceededException",
+                               "Message": "injected fault"}},
+                    name,
+                ),
+            )  # fmt: skip
+
+        return call
+
+
+class FaultySqliteStore(SqliteStore):
+    """SQLite with its write statements going through ``Faults``."""
+
+    faults: Faults
+
+    def _x(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        if sql.lstrip().upper().startswith(WRITE_SQL):
+            return self.faults.write(  # type: ignore[no-any-return]
+                lambda: super(FaultySqliteStore, self)._x(sql, args),
+                lambda: sqlite3.OperationalError("disk I/O error (injected fault)"),
+            )
+        return super()._x(sql, args)
+
+
+class Executor(RecordingDispatcher):
+    """Remembers what is executing; on recovery (the reconciler, a restart) it reports what
+    was claimed but never started, and kills what executes for a task no longer running it
+    (as the real dispatchers do)."""
+
+    def recover(self, running: Sequence[TaskInstance]) -> Recovery:
+        live = {(t.run_id, t.task_id, t.attempt) for t in running}
+        for key in list(self.pending):
+            if key not in live and key not in self.killed:
+                self.killed.append(key)
+        return Recovery(
+            not_started=[
+                t for t in running if (t.run_id, t.task_id, t.attempt) not in self.dispatched
+            ]
+        )
+
+
+# ------------------------------------------------------------------ scenarios
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    yaml: str
+    # task id -> how many of its first attempts fail
+    fails: dict[str, int] = field(default_factory=dict)
+    # an operation to run once the predicate on the tasks holds: ("stop" | "rerun_from:<t>")
+    operation: tuple[Callable[[dict[str, TaskInstance]], bool], str] | None = None
+    # tasks whose attempts never end by themselves (stopped by the operation)
+    hang: frozenset[str] = frozenset()
+    # after the run ends as failed, rerun from this task with its failures cleared
+    rerun_from: str | None = None
+
+
+def _tasks(lines: Sequence[str]) -> str:
+    return "\n".join(f"  {line}" for line in lines)
+
+
+def diamond() -> Scenario:
+    return Scenario(
+        "diamond",
+        "name: diamond\ntasks:\n" + _tasks([
+            'a: {type: shell, command: "true"}',
+            'b: {type: shell, command: "true", depends_on: [a]}',
+            'c: {type: shell, command: "true", depends_on: [a]}',
+            'd: {type: shell, command: "true", depends_on: [b, c]}',
+        ]),
+    )  # fmt: skip
+
+
+def fan(width: int) -> Scenario:
+    middle = [f'm{i}: {{type: shell, command: "true", depends_on: [root]}}' for i in range(width)]
+    sink = f'sink: {{type: shell, command: "true", depends_on: [{", ".join(f"m{i}" for i in range(width))}]}}'
+    return Scenario(
+        f"fan{width}",
+        f"name: fan{width}\ntasks:\n"
+        + _tasks(['root: {type: shell, command: "true"}', *middle, sink]),
+    )
+
+
+def switch() -> Scenario:
+    return Scenario(
+        "switch",
+        "name: switch\nparams: {n: 7}\ntasks:\n" + _tasks([
+            'a: {type: shell, command: "true"}',
+            'route: {type: switch, depends_on: [a], cases: [{when: "{{ params.n | int > 5 }}", next: [big]}], default: [small]}',
+            'big: {type: shell, command: "true", depends_on: [route]}',
+            'small: {type: shell, command: "true", depends_on: [route]}',
+            'after_small: {type: shell, command: "true", depends_on: [small]}',
+            'done: {type: shell, command: "true", depends_on: [big, after_small], trigger_rule: none_failed}',
+        ]),
+    )  # fmt: skip
+
+
+def retried() -> Scenario:
+    return Scenario(
+        "retried",
+        "name: retried\ndefaults: {retries: 2, retry_delay: 10s}\ntasks:\n" + _tasks([
+            'a: {type: shell, command: "true"}',
+            'flaky: {type: shell, command: "true", depends_on: [a]}',
+            'b: {type: shell, command: "true", depends_on: [flaky]}',
+        ]),
+        fails={"flaky": 2},
+    )  # fmt: skip
+
+
+def stop_while_running(width: int) -> Scenario:
+    def all_running(tasks: dict[str, TaskInstance]) -> bool:
+        return all(tasks[f"w{i}"].state is TaskState.RUNNING for i in range(width))
+
+    return Scenario(
+        f"stop{width}",
+        f"name: stop{width}\ntasks:\n"
+        + _tasks(
+            ['root: {type: shell, command: "true"}']
+            + [
+                f'w{i}: {{type: shell, command: "sleep 1000", depends_on: [root]}}'
+                for i in range(width)
+            ]
+            + ['tail: {type: shell, command: "true", depends_on: [w0]}']
+        ),
+        operation=(all_running, "stop"),
+        hang=frozenset(f"w{i}" for i in range(width)),
+    )
+
+
+def rerun_from_task() -> Scenario:
+    return Scenario(
+        "rerun",
+        "name: rerun\ntasks:\n" + _tasks([
+            'a: {type: shell, command: "true"}',
+            'b: {type: shell, command: "true", depends_on: [a]}',
+            'c: {type: shell, command: "true", depends_on: [b]}',
+            'side: {type: shell, command: "true", depends_on: [a]}',
+        ]),
+        fails={"b": 1},
+        rerun_from="b",
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------ stores
+StoreFactory = Callable[[Faults], Any]  # a context manager yielding a StateStore
+
+
+@contextmanager
+def sqlite_store(tmp: Path, faults: Faults) -> Iterator[StateStore]:
+    store = FaultySqliteStore(tmp / f"state-{time.monotonic_ns()}.db")
+    store.faults = faults
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
+def dynamodb_tables() -> Iterator[Callable[[Faults], Any]]:
+    """Within one moto session (starting one costs seconds), a factory of stores, each on a
+    table of its own."""
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        client = boto3.client(
+            "dynamodb", region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )  # fmt: skip
+        made = 0
+
+        @contextmanager
+        def open_store(faults: Faults) -> Iterator[StateStore]:
+            nonlocal made
+            made += 1
+            table = f"stratoflow-state-{made}"
+            # without the stream: moto copies each stream record at a cost
+            create_table(client, table, stream=False)
+            try:
+                # a lease of 0: a plan whose writer died is taken over by whoever comes next
+                yield DynamoStore(table, client=FaultyClient(client, faults), lease=timedelta(0))
+            finally:
+                client.delete_table(TableName=table)
+
+        yield open_store
+
+
+# ------------------------------------------------------------------ the drive
+@dataclass
+class Outcome:
+    run: RunState
+    tasks: dict[str, str]
+    dispatched: int
+    writes: int
+    fired: bool
+    unkilled: list[Key]
+
+
+def _scheduler(store: StateStore, executor: Executor, clock: FakeClock, aws: bool) -> Scheduler:
+    return Scheduler(
+        store, store, executor, clock,  # type: ignore[arg-type]
+        # AWS: every retry is dispatched at once (the state machine waits), as AwsFunction does
+        retry_lead=timedelta(days=366) if aws else timedelta(0),
+    )  # fmt: skip
+
+
+def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -> Outcome:
+    clock = FakeClock(T0)
+    executor = Executor()
+    scheduler = _scheduler(store, executor, clock, aws)
+
+    def operate(call: Callable[[], Any]) -> bool:
+        """An API request: the operation, then the api function's dispatch after a change."""
+        done = attempt(call)
+        if aws:
+            attempt(scheduler.step)
+        return done
+
+    def attempt(call: Callable[[], Any]) -> bool:
+        """Run ``call``; on the injected fault, replace the process and let the reconciler
+        pass (which may itself meet the fault: then it passes again)."""
+        nonlocal scheduler
+        try:
+            call()
+        except (ClientError, sqlite3.OperationalError, RuntimeError, Conflict):
+            if not faults.fired:
+                raise
+            scheduler = _scheduler(store, executor, clock, aws)  # a fresh process
+            for _ in range(3):
+                try:
+                    reconcile()
+                    break
+                except (ClientError, sqlite3.OperationalError, RuntimeError):
+                    scheduler = _scheduler(store, executor, clock, aws)
+            return False
+        return True
+
+    def reconcile() -> None:
+        complete = getattr(store, "complete_pending_plans", None)
+        if complete is not None:
+            complete()
+        scheduler.recover()
+        scheduler.step()
+
+    scheduler.apply(scenario.yaml)
+    faults.armed = True
+    run_id = "run-1"
+    name = scenario.yaml.split("\n", 1)[0].removeprefix("name: ")
+    while not operate(lambda: scheduler.trigger("default", name, run_id=run_id)):
+        pass
+    operated = False
+    reran = False
+    inbox: list[Finished] = []  # outcomes not yet acknowledged (SQS keeps them until then)
+    for _ in range(400):
+        run = store.get_run(run_id)
+        tasks = {t.task_id: t for t in store.get_tasks(run_id)}
+        if run.state.terminal and not inbox:
+            if scenario.rerun_from and not reran and run.state is RunState.FAILED:
+                if operate(lambda: scheduler.rerun(run_id, from_task=scenario.rerun_from)):
+                    reran = True
+                elif store.get_run(run_id).state is RunState.RUNNING:
+                    reran = True  # applied before the fault hit
+                continue
+            if not executor.pending or all(k in executor.killed for k in executor.pending):
+                break
+        if scenario.operation and not operated and scenario.operation[0](tasks):
+            if not store.get_run(run_id).state.terminal:
+                if operate(lambda: scheduler.stop(run_id)):
+                    operated = True
+                continue
+            operated = True
+        # the executor: every started attempt that is not meant to hang reports its end
+        for key in list(executor.pending):
+            if key in executor.killed:
+                executor.pending.pop(key)
+                inbox.append(Finished(*key, AttemptResult(AttemptStatus.STOPPED, error="killed")))
+                continue
+            _, task_id, number = key
+            if task_id in scenario.hang:
+                continue
+            executor.pending.pop(key)
+            failing = number <= scenario.fails.get(task_id, 0) and not (
+                reran and task_id == scenario.rerun_from
+            )
+            result = (
+                AttemptResult(AttemptStatus.FAILED, error="exit 1", exit_code=1)
+                if failing
+                else AttemptResult(AttemptStatus.SUCCEEDED, {"n": number}, exit_code=0)
+            )
+            inbox.append(Finished(*key, result))
+        delivery, inbox = inbox, []
+        if aws:
+            # one outcome per delivery, as an SQS batch item; then dispatch what became ready
+            for report in delivery:
+                if not attempt(lambda r=report: scheduler.advance([r])):
+                    inbox.append(report)  # redelivered
+        elif not attempt(lambda d=delivery: scheduler.step(d)):  # type: ignore[misc]
+            inbox += delivery  # the local loop puts its reports back
+        clock.advance(11)
+    else:
+        raise AssertionError(
+            f"{scenario.name}: the run did not settle (fault at write {faults.at})"
+        )
+    # a last reconciler pass changes nothing any more
+    reconcile()
+    run = store.get_run(run_id)
+    tasks = {t.task_id: t for t in store.get_tasks(run_id)}
+    leftover = [t.task_id for t in tasks.values() if t.propagating]
+    assert not leftover, f"propagation intents left behind: {leftover}"
+    unkilled = [k for k in executor.pending if k not in executor.killed]
+    return Outcome(
+        run.state, {t: ti.state.value for t, ti in sorted(tasks.items())},
+        len(executor.dispatched), faults.count, faults.fired, unkilled,
+    )  # fmt: skip
+
+
+def sweep(
+    scenario: Scenario,
+    open_store: Callable[[Faults], Any],
+    *,
+    aws: bool,
+    after: bool = False,
+    points: Sequence[int] | None = None,
+) -> int:
+    """Drive ``scenario`` without a fault, then with a fault at each write; returns how many
+    fault points were checked. Raises AssertionError naming the first that went wrong."""
+    faults = Faults()
+    with open_store(faults) as store:
+        baseline = drive(scenario, store, faults, aws=aws)
+    assert baseline.run.terminal, baseline
+    assert not baseline.unkilled, baseline
+    total = baseline.writes
+    checked = 0
+    for k in points if points is not None else range(1, total + 1):
+        faults = Faults(at=k, after=after)
+        with open_store(faults) as store:
+            got = drive(scenario, store, faults, aws=aws)
+        where = f"{scenario.name}: fault {'after' if after else 'at'} write {k} of {total}"
+        assert got.run is baseline.run, f"{where}: run {got.run}, expected {baseline.run}"
+        assert got.tasks == baseline.tasks, f"{where}: tasks {got.tasks} != {baseline.tasks}"
+        assert not got.unkilled, f"{where}: attempts left running: {got.unkilled}"
+        checked += 1
+    return checked
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--store", choices=["sqlite", "dynamodb", "both"], default="both")
+    parser.add_argument("--fan", type=int, default=200)
+    parser.add_argument("--stop", type=int, default=150)
+    parser.add_argument("--every", type=int, default=1, help="check every N-th write only")
+    args = parser.parse_args(argv)
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="faults-"))
+    scenarios = [diamond(), switch(), retried(), rerun_from_task(), fan(args.fan),
+                 stop_while_running(args.stop)]  # fmt: skip
+    stores: list[tuple[str, Callable[[Faults], Any], bool]] = []
+    if args.store in ("sqlite", "both"):
+        stores.append(("sqlite", lambda f: sqlite_store(tmp, f), False))
+    tables = dynamodb_tables()
+    if args.store in ("dynamodb", "both"):
+        stores.append(("dynamodb", tables.__enter__(), True))
+    for label, factory, aws in stores:
+        for scenario in scenarios:
+            started = time.monotonic()
+            faults = Faults()
+            with factory(faults) as store:
+                drive(scenario, store, faults, aws=aws)
+            points = range(1, faults.count + 1, args.every)
+            n = sweep(scenario, factory, aws=aws, points=points)
+            print(f"{label:8} {scenario.name:8} {n:5} fault points ok "
+                  f"({time.monotonic() - started:.0f} s)", flush=True)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
