@@ -42,7 +42,12 @@ class TriggerRequest(_Request):
         min_length=1,
         max_length=200,
         pattern=RUN_ID_PATTERN,
-        description="Idempotency key: triggering an existing run id returns that run.",
+        description=(
+            "Idempotency key, scoped to the project and workflow: the run's id is "
+            "`<project>.<workflow>.<run_id>`, and triggering with a key already used for this "
+            "workflow returns that run (200) instead of creating one (201). Keys in the "
+            "scheduled runs' form (`...scheduled-<YYYYmmddTHHMMSS>Z`) are refused (400)."
+        ),
     )
 
 
