@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
-from tests.e2e.server_process import ServerProcess
 
 from stratoflow.api.local_server import WORKERS, ApiServer, start_in_thread
+from tests.e2e.server_process import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
