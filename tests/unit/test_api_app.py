@@ -222,6 +222,7 @@ EXPECTED_OPERATIONS = {
     ("get", "/runs/{run_id}"),
     ("get", "/runs/{run_id}/tasks/{task_id}"),
     ("get", "/runs/{run_id}/tasks/{task_id}/attempts/{attempt}/log"),
+    ("get", "/runs/{run_id}/tasks/{task_id}/outputs/{key}"),
     ("post", "/runs/{run_id}/pause"),
     ("post", "/runs/{run_id}/resume"),
     ("post", "/runs/{run_id}/stop"),

@@ -81,6 +81,7 @@ from stratoflow.readmodel import AuditEntry, ReadModel, RunFilter
 from stratoflow.service import Scheduler
 from stratoflow.views import (
     attempt_view,
+    output_text,
     run_detail,
     run_view,
     task_view,
@@ -95,6 +96,7 @@ MAX_LIMIT = 500
 MAX_LOG_CHUNK = 4 * 1024 * 1024  # bytes per log response (a Lambda response is at most 6 MB)
 NEXT_OFFSET_HEADER = "X-Next-Offset"
 LOG_SIZE_HEADER = "X-Log-Size"
+OUTPUT_SIZE_HEADER = "X-Output-Size"
 TRIGGER = "api"
 DEFAULT_WORKFLOW_PAGE = 100
 
@@ -158,6 +160,10 @@ BeforeQuery = Annotated[
 OffsetQuery = Annotated[int, Query(ge=0, le=2**62, description="Start at this byte of the log.")]
 LogLimitQuery = Annotated[
     int, Query(ge=1, le=MAX_LOG_CHUNK, description="At most this many bytes (a page of the log).")
+]
+AttemptQuery = Annotated[
+    int | None,
+    Query(ge=1, le=2**31 - 1, description="That attempt's outputs; default: the task's own."),
 ]
 AfterNameQuery = Annotated[
     str | None,
@@ -263,7 +269,7 @@ def _register_errors(app: APIGatewayRestResolver) -> None:
                 problems = exc.problems if isinstance(exc, InvalidInput) else ()
                 headers = None
                 if isinstance(exc, Unavailable):
-                    log.warning("unavailable: %s", exc, exc_info=exc.__cause__)
+                    log.warning("unavailable (%r): %s", exc.__cause__, exc)
                     headers = {"Retry-After": str(exc.retry_after)}
                 return _error_response(status, code, str(exc), problems, headers)
         return internal_error(exc)  # pragma: no cover - only registered for the table's types
@@ -1077,6 +1083,52 @@ def create_app(
             content_type="text/plain; charset=utf-8",
             body=chunk.decode("utf-8", errors="replace"),
             headers={NEXT_OFFSET_HEADER: str(next_offset), LOG_SIZE_HEADER: str(window.size)},
+        )
+
+    @app.get(
+        "/runs/<run_id>/tasks/<task_id>/outputs/<key>",
+        summary="One output value of a task, as text, paged",
+        description=(
+            "A run or task view cuts an output value that is too large and lists it under "
+            "`outputs_truncated` with this path. Up to `limit` (at most "
+            f"{MAX_LOG_CHUNK}) bytes from `offset` of the value (a string as it is, anything "
+            f"else as JSON); pass the `{NEXT_OFFSET_HEADER}` response header as the next "
+            f"`offset` until it reaches `{OUTPUT_SIZE_HEADER}`."
+        ),
+        tags=["runs"],
+        responses=_responses(
+            "The value's text from `offset`",
+            404,
+            ok_content={content_types.TEXT_PLAIN: {"schema": {"type": "string"}}},
+        ),
+    )
+    def get_output(
+        run_id: str,
+        task_id: str,
+        key: str,
+        attempt: AttemptQuery = None,
+        offset: OffsetQuery = 0,
+        limit: LogLimitQuery = MAX_LOG_CHUNK,
+    ) -> Response[str]:
+        run_for(run_id, Action.READ)
+        task = store.get_task(run_id, task_id)
+        outputs = task.outputs
+        if attempt is not None:
+            found = [a for a in store.list_attempts(run_id, task_id) if a.attempt == attempt]
+            if not found:
+                raise NotFound(f"task {task_id!r} of run {run_id!r} has no attempt {attempt}")
+            outputs = found[0].outputs
+        if key not in outputs:
+            raise NotFound(f"task {task_id!r} of run {run_id!r} has no output {key!r}")
+        data = output_text(outputs[key]).encode()
+        start = min(offset, len(data))
+        window = LogRange(data[start : start + limit + UTF8_MAX - 1], start, len(data))
+        chunk, next_offset = _log_chunk(window, limit)
+        return Response(
+            status_code=HTTPStatus.OK.value,
+            content_type="text/plain; charset=utf-8",
+            body=chunk.decode("utf-8", errors="replace"),
+            headers={NEXT_OFFSET_HEADER: str(next_offset), OUTPUT_SIZE_HEADER: str(len(data))},
         )
 
     @app.post(

@@ -169,6 +169,18 @@ class RunView(_View):
     error: str | None
 
 
+class TruncatedOutput(_View):
+    size: int = Field(description="The whole value's size in bytes (UTF-8; JSON if not text).")
+    shown: int = Field(description="How many characters of it the view shows.")
+    path: str = Field(description="GET it (paged by `offset`/`limit`) for the whole value.")
+
+
+_TRUNCATED_OUTPUTS = (
+    "Outputs too large to show whole: their value in `outputs` is cut and ends with "
+    "` …[truncated]`; here, by key, the full size and the path that pages it."
+)
+
+
 class AttemptView(_View):
     attempt: int
     state: str
@@ -178,12 +190,18 @@ class AttemptView(_View):
     exit_code: int | None
     error: str | None
     outputs: dict[str, Any]
+    outputs_truncated: dict[str, TruncatedOutput] = Field(
+        default_factory=dict, description=_TRUNCATED_OUTPUTS
+    )
 
 
 class TaskView(_View):
     state: str
     attempts: int
     outputs: dict[str, Any]
+    outputs_truncated: dict[str, TruncatedOutput] = Field(
+        default_factory=dict, description=_TRUNCATED_OUTPUTS
+    )
     error: str | None
     started_at: str | None
     ended_at: str | None
