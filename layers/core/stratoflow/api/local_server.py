@@ -52,6 +52,8 @@ IDLE_TIMEOUT = 15.0  # seconds a keep-alive connection may sit idle before it is
 REQUEST_TIMEOUT = 10.0  # seconds a request may take to arrive once it has started
 MAX_CONNECTIONS = 4096  # open connections at once (fewer if the file limit is lower)
 SWEEP_SECONDS = 0.5  # how often idle connections are looked for
+MAX_REFUSING = 1024  # connections over the limit whose request is read before the 503
+REFUSE_SECONDS = 1.0  # how long such a connection may take to send its request
 RECEIVE_BYTES = 65536
 MAX_HEAD_BYTES = 70 * 1024  # more without a blank line: too long, let the handler refuse it
 PREREAD_BODY_BYTES = 1024 * 1024  # bodies up to this are received before a thread is used
@@ -155,6 +157,7 @@ class ApiServer(socketserver.TCPServer):
         self._lock = threading.Lock()
         self._to_park: list[_Connection] = []
         self._open: set[_Connection] = set()
+        self._refusing = 0  # connections over the limit, waiting to be told so
         self._closing = False
         super().__init__(address, _Handler)
         self._poller = threading.Thread(target=self._poll, name="stratoflow-idle", daemon=True)
@@ -170,20 +173,33 @@ class ApiServer(socketserver.TCPServer):
         """A new connection (in the accepting thread): park it until it sends a request."""
         with self._lock:
             full = len(self._open) >= self.max_connections or self._closing
-        if full:
-            _turn_away(request)
+            linger = full and not self._closing and self._refusing < MAX_REFUSING
+            if linger:
+                self._refusing += 1
+        if full and not linger:
+            _turn_away(request)  # a flood: no time to read its request first
             return
         try:
             conn = _Connection(_Handler(request, client_address, self))
         except OSError:
             self.shutdown_request(request)
+            if linger:
+                with self._lock:
+                    self._refusing -= 1
+            return
+        if linger:
+            # Too many open connections: read its request (closing a socket with unread
+            # bytes makes the kernel reset it, and the client never sees the answer), then
+            # answer 503 and close. It is not counted as open and gets REFUSE_SECONDS.
+            conn.refused = True
+            self._park(conn, REFUSE_SECONDS)
             return
         with self._lock:
             self._open.add(conn)
         self._park(conn)
 
-    def _park(self, conn: _Connection) -> None:
-        conn.deadline = time.monotonic() + self.idle_timeout
+    def _park(self, conn: _Connection, wait: float | None = None) -> None:
+        conn.deadline = time.monotonic() + (self.idle_timeout if wait is None else wait)
         with self._lock:
             if self._closing:
                 closing = True
@@ -222,7 +238,7 @@ class ApiServer(socketserver.TCPServer):
                     continue  # part of a request: wait for the rest
                 self._selector.unregister(conn.sock)
                 parked.pop(key.fd, None)
-                if not ready:
+                if not ready or conn.refused:
                     self._close(conn)
                     continue
                 try:
@@ -274,9 +290,14 @@ class ApiServer(socketserver.TCPServer):
     def _close(self, conn: _Connection) -> None:
         with self._lock:
             self._open.discard(conn)
+            if conn.refused:
+                self._refusing -= 1
         with contextlib.suppress(Exception):
             conn.handler.finish()
-        self.shutdown_request(conn.sock)
+        if conn.refused:
+            _turn_away(conn.sock)
+        else:
+            self.shutdown_request(conn.sock)
 
     # ---------------------------------------------------------- the resolver
     def resolve(self, event: dict[str, Any]) -> dict[str, Any]:
@@ -351,11 +372,12 @@ class _Inbox(io.RawIOBase):
 class _Connection:
     """An open client connection and the handler (with its buffered reader) that serves it."""
 
-    __slots__ = ("deadline", "handler")
+    __slots__ = ("deadline", "handler", "refused")
 
     def __init__(self, handler: _Handler) -> None:
         self.handler = handler
         self.deadline = 0.0
+        self.refused = False  # over the connection limit: answered 503 once its request is in
 
     @property
     def sock(self) -> socket.socket:
