@@ -222,6 +222,7 @@ EXPECTED_OPERATIONS = {
     ("get", "/runs/{run_id}"),
     ("get", "/runs/{run_id}/tasks/{task_id}"),
     ("get", "/runs/{run_id}/tasks/{task_id}/attempts/{attempt}/log"),
+    ("get", "/runs/{run_id}/tasks/{task_id}/outputs/{key}"),
     ("post", "/runs/{run_id}/pause"),
     ("post", "/runs/{run_id}/resume"),
     ("post", "/runs/{run_id}/stop"),
@@ -450,7 +451,7 @@ def test_trigger_with_a_run_id_is_idempotent(api: Api) -> None:
     assert first.status == 201
     again = api.call("POST", "/workflows/etl/runs", {"run_id": "etl-manual-1"})
     assert again.status == 200
-    assert again.body["run"]["id"] == "etl-manual-1"
+    assert again.body["run"]["id"] == "default.etl.etl-manual-1"
     assert len(api.call("GET", "/runs").body["runs"]) == 1
 
 

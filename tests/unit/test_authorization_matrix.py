@@ -116,9 +116,8 @@ def world(tmp_path: Path) -> Iterator[World]:
         run, _ = scheduler.trigger(project, "flow")
         scheduler.dispatch_ready()
         first = store.get_task(run.id, "first")
-        scheduler.on_finished(
-            [Finished(run.id, "first", first.attempt, AttemptResult(AttemptStatus.FAILED))]
-        )
+        failed = AttemptResult(AttemptStatus.FAILED, {"note": f"of {project}"})
+        scheduler.on_finished([Finished(run.id, "first", first.attempt, failed)])
         runs[project] = run.id
     assert store.get_run(runs["a"]).state is RunState.FAILED
     yield World(api, tokens, runs, store)
@@ -175,6 +174,11 @@ OPERATIONS = [
     Operation(
         "GET", "/runs/{run_id}/tasks/{task_id}/attempts/{attempt}/log", Action.READ,
         _run("/tasks/first/attempts/1/log"), False,
+    ),
+    Operation(
+        "GET", "/runs/{run_id}/tasks/{task_id}/outputs/{key}", Action.READ,
+        lambda w, p: (f"/runs/{w.runs[p]}/tasks/first/outputs/note", None, {"attempt": "1"}),
+        False,
     ),
     Operation("POST", "/runs/{run_id}/pause", Action.OPERATE, _run("/pause"), True, _running),
     Operation("POST", "/runs/{run_id}/resume", Action.OPERATE, _run("/resume"), True, _paused),

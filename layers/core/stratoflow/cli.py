@@ -19,12 +19,15 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import quote
 
 import click
 
 from stratoflow.errors import Conflict, InvalidInput, NotFound, StratoflowError
 
 if TYPE_CHECKING:
+    import httpx
+
     from stratoflow.adapters.local.identity import SqliteIdentities
 
 EXIT_FAILED = 1
@@ -257,9 +260,15 @@ def _print_run(detail: dict[str, Any], output: str) -> None:
 
     console = Console()
     console.print(_progress(detail))
+    run_id = detail["run"]["id"]
     for task_id, task in detail["tasks"].items():
         if task["state"] == "failed" and task["error"]:
             console.print(f"[bold red]{task_id}[/] failed: {task['error']}")
+        for key, cut in (task.get("outputs_truncated") or {}).items():
+            click.echo(
+                f"{task_id}: output {key!r} is {cut['size']} bytes, cut in this view; "
+                f"`stratoflow runs output {run_id} {task_id} {key}` prints it whole"
+            )
 
 
 # ------------------------------------------------------------------ server
@@ -356,6 +365,13 @@ class Client:
         self._http = httpx.Client(base_url=self.api, timeout=30, headers=headers)
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.response(method, path, **kwargs)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.text
+
+    def response(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The successful response; an error reply or no reply exits with its message."""
         import httpx
 
         try:
@@ -374,9 +390,27 @@ class Client:
             if response.status_code == 401:
                 message += " (set STRATOFLOW_TOKEN; `stratoflow tokens create USER` makes one)"
             _fail(message, EXIT_INVALID if response.status_code < 500 else EXIT_FAILED)
-        if response.headers.get("content-type", "").startswith("application/json"):
-            return response.json()
-        return response.text
+        return response
+
+    def follow(self, path: str, size_header: str, **params: Any) -> None:
+        """Print a paged text (a log, an output value) from its start to its end, page by
+        page; exit 1 saying where it stopped if the server stops giving pages before the end."""
+        offset = 0
+        while True:
+            response = self.response("GET", path, params={**params, "offset": offset})
+            click.echo(response.text, nl=False)
+            nxt, size = response.headers.get("X-Next-Offset"), response.headers.get(size_header)
+            if nxt is None or size is None:  # a server that does not page: this was all of it
+                return
+            if int(nxt) >= int(size):
+                return
+            if int(nxt) <= offset:
+                _fail(
+                    f"stopped at byte {offset} of {size}: the server returned no more; the rest "
+                    f"is at GET {self.api}{path}?offset={offset}",
+                    EXIT_FAILED,
+                )
+            offset = int(nxt)
 
 
 api_option = click.option(
@@ -541,12 +575,25 @@ def runs_mark(run_id: str, task_id: str, state: str, api: str) -> None:
 @click.option("--attempt", type=int, default=None, help="default: the latest")
 @api_option
 def logs(run_id: str, task_id: str, attempt: int | None, api: str) -> None:
-    """Print a task attempt's log."""
+    """Print a task attempt's whole log (fetched page by page)."""
     client = Client(api)
     if attempt is None:
         attempt = client.call("GET", f"/runs/{run_id}/tasks/{task_id}")["attempts"]
-    click.echo(
-        client.call("GET", f"/runs/{run_id}/tasks/{task_id}/attempts/{attempt}/log"), nl=False
+    client.follow(f"/runs/{run_id}/tasks/{task_id}/attempts/{attempt}/log", "X-Log-Size")
+
+
+@runs.command("output")
+@click.argument("run_id")
+@click.argument("task_id")
+@click.argument("key")
+@click.option("--attempt", type=int, default=None, help="that attempt's; default: the task's")
+@api_option
+def runs_output(run_id: str, task_id: str, key: str, attempt: int | None, api: str) -> None:
+    """Print one output value of a task whole (run views cut large ones)."""
+    params = {} if attempt is None else {"attempt": attempt}
+    run_part, task_part, key_part = (quote(p, safe="") for p in (run_id, task_id, key))
+    Client(api).follow(
+        f"/runs/{run_part}/tasks/{task_part}/outputs/{key_part}", "X-Output-Size", **params
     )
 
 

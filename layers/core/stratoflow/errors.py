@@ -49,3 +49,13 @@ class NotFound(StratoflowError):
 
 class Conflict(StratoflowError):
     """The operation does not apply to the current state (HTTP 409), e.g. resuming a finished run."""
+
+
+class Unavailable(StratoflowError):
+    """The machine cannot do it now (disk full, I/O error, throttled); nothing was changed and
+    the same request may succeed later (HTTP 503 with Retry-After, CLI exit 1).
+    ``stratoflow.faults.machine_fault`` turns provider and OS errors into this."""
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

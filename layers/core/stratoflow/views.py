@@ -1,13 +1,70 @@
-"""The JSON shapes runs, tasks, attempts and workflows are shown in (API and CLI alike)."""
+"""The JSON shapes runs, tasks, attempts and workflows are shown in (API and CLI alike).
+
+Views are bounded in size: an output value longer than ``MAX_OUTPUT_CHARS``, or beyond the
+``MAX_OUTPUTS_CHARS`` a whole view may spend on outputs, is cut, ends with ``TRUNCATED`` and
+is listed under ``outputs_truncated`` with its full size and the API path that pages it; an
+error message is cut at ``MAX_ERROR_CHARS`` the same way. A 20 MB output no longer makes a
+40 MB run view.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from stratoflow.engine import Run, TaskInstance, TaskState
 from stratoflow.ports import Attempt, WorkflowVersion
+
+MAX_OUTPUT_CHARS = 16 * 1024  # one output value, as a view shows it
+MAX_OUTPUTS_CHARS = 512 * 1024  # every output value of one view together
+MAX_ERROR_CHARS = 16 * 1024
+TRUNCATED = " …[truncated]"
+
+
+class OutputBudget:
+    """What is left of the characters one view (a run, a task) may spend on outputs."""
+
+    def __init__(self, total: int = MAX_OUTPUTS_CHARS) -> None:
+        self.left = total
+
+
+def output_text(value: Any) -> str:
+    """An output value as text: a string as it is, anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def output_path(run_id: str, task_id: str, key: str, attempt: int | None = None) -> str:
+    """The API path that pages through one output value."""
+    path = f"/runs/{quote(run_id, safe='')}/tasks/{quote(task_id, safe='')}/outputs/{quote(key, safe='')}"
+    return path if attempt is None else f"{path}?attempt={attempt}"
+
+
+def bounded_outputs(
+    outputs: Mapping[str, Any], budget: OutputBudget, path: Callable[[str], str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The outputs a view shows, and ``{key: {"size", "shown", "path"}}`` for those cut."""
+    shown: dict[str, Any] = {}
+    cut: dict[str, Any] = {}
+    for key, value in outputs.items():
+        text = output_text(value)
+        room = max(0, min(MAX_OUTPUT_CHARS, budget.left))
+        if len(text) <= room:
+            shown[key] = value
+            budget.left -= len(text)
+            continue
+        shown[key] = text[:room] + TRUNCATED
+        budget.left -= room
+        cut[key] = {"size": len(text.encode()), "shown": room, "path": path(key)}
+    return shown, cut
+
+
+def bounded_error(error: str | None) -> str | None:
+    if error is None or len(error) <= MAX_ERROR_CHARS:
+        return error
+    return f"{error[:MAX_ERROR_CHARS]}{TRUNCATED} ({len(error)} characters in all)"
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -38,11 +95,16 @@ def run_view(run: Run) -> dict[str, Any]:
         "tasks_done": run.n_done,
         "tasks_failed": run.n_failed,
         "tasks_running": run.n_running,
-        "error": run.error,
+        "error": bounded_error(run.error),
     }
 
 
-def attempt_view(attempt: Attempt) -> dict[str, Any]:
+def attempt_view(attempt: Attempt, budget: OutputBudget | None = None) -> dict[str, Any]:
+    outputs, cut = bounded_outputs(
+        attempt.outputs,
+        budget or OutputBudget(),
+        lambda key: output_path(attempt.run_id, attempt.task_id, key, attempt.attempt),
+    )
     return {
         "attempt": attempt.attempt,
         "state": attempt.state,
@@ -50,8 +112,9 @@ def attempt_view(attempt: Attempt) -> dict[str, Any]:
         "ended_at": _iso(attempt.ended_at),
         "duration_seconds": _duration(attempt.started_at, attempt.ended_at),
         "exit_code": attempt.exit_code,
-        "error": attempt.error,
-        "outputs": attempt.outputs,
+        "error": bounded_error(attempt.error),
+        "outputs": outputs,
+        "outputs_truncated": cut,
     }
 
 
@@ -68,18 +131,25 @@ def with_running_attempt(task: TaskInstance, attempts: Iterable[Attempt]) -> lis
     return found
 
 
-def task_view(task: TaskInstance, attempts: Iterable[Attempt] = ()) -> dict[str, Any]:
+def task_view(
+    task: TaskInstance, attempts: Iterable[Attempt] = (), budget: OutputBudget | None = None
+) -> dict[str, Any]:
     attempts = with_running_attempt(task, attempts)
+    budget = budget or OutputBudget()
+    outputs, cut = bounded_outputs(
+        task.outputs, budget, lambda key: output_path(task.run_id, task.task_id, key)
+    )
     return {
         "state": task.state.value,
         "attempts": task.attempt,
-        "outputs": task.outputs,
-        "error": task.error,
+        "outputs": outputs,
+        "outputs_truncated": cut,
+        "error": bounded_error(task.error),
         "started_at": _iso(task.started_at),
         "ended_at": _iso(task.ended_at),
         "duration_seconds": _duration(task.started_at, task.ended_at),
         "next_try_at": _iso(task.ready_at),
-        "history": [attempt_view(a) for a in attempts],
+        "history": [attempt_view(a, budget) for a in attempts],
     }
 
 
@@ -95,9 +165,10 @@ def run_detail(
         by_task.setdefault(attempt.task_id, []).append(attempt)
     instances = {t.task_id: t for t in tasks}
     ids = [t for t in order if t in instances] if order is not None else sorted(instances)
+    budget = OutputBudget()  # one for the whole run: its view stays bounded however many tasks
     return {
         "run": run_view(run),
-        "tasks": {t: task_view(instances[t], by_task.get(t, [])) for t in ids},
+        "tasks": {t: task_view(instances[t], by_task.get(t, []), budget) for t in ids},
     }
 
 

@@ -19,6 +19,7 @@ import difflib
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache
@@ -72,13 +73,15 @@ from stratoflow.auth import (
     require,
 )
 from stratoflow.engine import Run, RunState, TaskState
-from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem
+from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, Unavailable
+from stratoflow.faults import machine_fault
 from stratoflow.model import load_workflow, next_firing
 from stratoflow.ports import Attempt, LogRange, RunQuery, WorkflowVersion
 from stratoflow.readmodel import AuditEntry, ReadModel, RunFilter
 from stratoflow.service import Scheduler
 from stratoflow.views import (
     attempt_view,
+    output_text,
     run_detail,
     run_view,
     task_view,
@@ -93,6 +96,7 @@ MAX_LIMIT = 500
 MAX_LOG_CHUNK = 4 * 1024 * 1024  # bytes per log response (a Lambda response is at most 6 MB)
 NEXT_OFFSET_HEADER = "X-Next-Offset"
 LOG_SIZE_HEADER = "X-Log-Size"
+OUTPUT_SIZE_HEADER = "X-Output-Size"
 TRIGGER = "api"
 DEFAULT_WORKFLOW_PAGE = 100
 
@@ -157,6 +161,10 @@ OffsetQuery = Annotated[int, Query(ge=0, le=2**62, description="Start at this by
 LogLimitQuery = Annotated[
     int, Query(ge=1, le=MAX_LOG_CHUNK, description="At most this many bytes (a page of the log).")
 ]
+AttemptQuery = Annotated[
+    int | None,
+    Query(ge=1, le=2**31 - 1, description="That attempt's outputs; default: the task's own."),
+]
 AfterNameQuery = Annotated[
     str | None,
     Query(min_length=1, max_length=200, description="Cursor: the `next` of the previous page."),
@@ -186,6 +194,7 @@ _DOMAIN_ERRORS: Mapping[type[Exception], tuple[HTTPStatus, str]] = {
     Conflict: (HTTPStatus.CONFLICT, "conflict"),
     Unauthenticated: (HTTPStatus.UNAUTHORIZED, "unauthenticated"),
     Forbidden: (HTTPStatus.FORBIDDEN, "forbidden"),
+    Unavailable: (HTTPStatus.SERVICE_UNAVAILABLE, "unavailable"),
 }
 # routes anyone may call: liveness, the API's own description, and the UI's static files
 PUBLIC_PATHS = frozenset({"/", "/health", "/openapi.json"})
@@ -204,11 +213,17 @@ _DESCRIPTIONS = {
     415: "The body is not JSON",
     422: "The request does not match the schema: `problems` name each field",
     500: "Internal error (details only in the server log)",
+    503: "The machine cannot serve it now (disk full, I/O error, busy): nothing was changed; "
+    "retry after `Retry-After` seconds",
 }
 
 
 def _error_response(
-    status: HTTPStatus, error: str, message: str, problems: Sequence[Problem] = ()
+    status: HTTPStatus,
+    error: str,
+    message: str,
+    problems: Sequence[Problem] = (),
+    headers: Mapping[str, str] | None = None,
 ) -> Response[dict[str, Any]]:
     body: dict[str, Any] = {
         "error": error,
@@ -216,7 +231,10 @@ def _error_response(
         "problems": [{"path": p.path, "message": p.message, "line": p.line} for p in problems],
     }
     return Response(
-        status_code=status.value, content_type=content_types.APPLICATION_JSON, body=body
+        status_code=status.value,
+        content_type=content_types.APPLICATION_JSON,
+        body=body,
+        headers=dict(headers) if headers else None,
     )
 
 
@@ -249,7 +267,11 @@ def _register_errors(app: APIGatewayRestResolver) -> None:
             if cls in _DOMAIN_ERRORS:
                 status, code = _DOMAIN_ERRORS[cls]
                 problems = exc.problems if isinstance(exc, InvalidInput) else ()
-                return _error_response(status, code, str(exc), problems)
+                headers = None
+                if isinstance(exc, Unavailable):
+                    log.warning("unavailable (%r): %s", exc.__cause__, exc)
+                    headers = {"Retry-After": str(exc.retry_after)}
+                return _error_response(status, code, str(exc), problems, headers)
         return internal_error(exc)  # pragma: no cover - only registered for the table's types
 
     def request_invalid(exc: RequestValidationError) -> Response[dict[str, Any]]:
@@ -288,6 +310,9 @@ def _register_errors(app: APIGatewayRestResolver) -> None:
         return _error_response(status, status.phrase.lower().replace(" ", "_"), message)
 
     def internal_error(exc: Exception) -> Response[dict[str, Any]]:
+        fault = machine_fault(exc)  # a full disk is not a bug: 503, not 500
+        if fault is not None:
+            return domain_error(fault)
         log.error("internal error while serving a request", exc_info=exc)
         return _error_response(
             HTTPStatus.INTERNAL_SERVER_ERROR,
@@ -338,7 +363,7 @@ def _responses(
     out: dict[int, OpenAPIResponse] = {200: success}
     if created is not None:
         out[201] = {"description": created}
-    for code in sorted({*errors, *(() if public else (401, 403)), 422, 500}):
+    for code in sorted({*errors, *(() if public else (401, 403)), 422, 500, 503}):
         out[code] = {
             "description": _DESCRIPTIONS[code],
             "content": {content_types.APPLICATION_JSON: {"model": ErrorView}},
@@ -383,6 +408,47 @@ def _parse_json(text: str) -> Any:
         raise json.JSONDecodeError(str(exc), text, 0) from None
     except RecursionError:
         raise json.JSONDecodeError("nested too deeply", text, 0) from None
+
+
+# ------------------------------------------------------------------ run ids
+# A scheduled run's id is ``<project>.<workflow>-scheduled-<YYYYmmddTHHMMSSZ>``
+# (``service.scheduled_run_id``); a key in that form is refused, whatever the project, so
+# nobody is misled into thinking a manual run can stand for (or block) a scheduled one.
+MAX_RUN_ID = 250  # characters: a run's directory is named by its id (255 bytes on Linux)
+_SCHEDULED_FORM = re.compile(r"scheduled-\d{8}T\d{6}Z?", re.IGNORECASE)
+
+
+def keyed_run_id(project: str, workflow: str, key: str) -> str:
+    """The id of the run a caller-supplied ``run_id`` (an idempotency key) names.
+
+    The key lives within its project and workflow: the stored id is
+    ``<project>.<workflow>.<key>``. Project and workflow names cannot hold a '.', so two
+    (project, workflow, key) triples never give one id, and none of these ids can equal a
+    scheduled run's (one '.') or a generated one (none): no trigger can reach, return or
+    block a run of another project or workflow. InvalidInput for a key in the scheduled form.
+    """
+    if _SCHEDULED_FORM.search(key):
+        raise InvalidInput(
+            [
+                Problem(
+                    "run_id",
+                    "the form '...scheduled-<YYYYmmddTHHMMSS>Z' is reserved for scheduled "
+                    "runs; choose another key",
+                )
+            ]
+        )
+    run_id = f"{project}.{workflow}.{key}"
+    if len(run_id) > MAX_RUN_ID:
+        raise InvalidInput(
+            [
+                Problem(
+                    "run_id",
+                    f"with its project and workflow the run's id would be {len(run_id)} "
+                    f"characters; at most {MAX_RUN_ID} (a file name holds it locally)",
+                )
+            ]
+        )
+    return run_id
 
 
 # ------------------------------------------------------------------ logs
@@ -834,14 +900,17 @@ def create_app(
     ) -> Response[RunDetail]:
         allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")
         request = body or TriggerRequest()
+        key = request.run_id
         run, created = scheduler.trigger(
             project,
             name,
             params=request.params,
             logical_date=request.logical_date,
-            run_id=request.run_id,
+            run_id=None if key is None else keyed_run_id(project, name, key),
             trigger=TRIGGER,
         )
+        if (run.project, run.workflow) != (project, name):  # pragma: no cover - ids are disjoint
+            raise Conflict("run_id: this key is in use; choose another")  # says nothing more
         changed()
         if created:
             record("run.trigger", f"run/{run.id}", project, workflow=name)
@@ -1026,6 +1095,52 @@ def create_app(
             content_type="text/plain; charset=utf-8",
             body=chunk.decode("utf-8", errors="replace"),
             headers={NEXT_OFFSET_HEADER: str(next_offset), LOG_SIZE_HEADER: str(window.size)},
+        )
+
+    @app.get(
+        "/runs/<run_id>/tasks/<task_id>/outputs/<key>",
+        summary="One output value of a task, as text, paged",
+        description=(
+            "A run or task view cuts an output value that is too large and lists it under "
+            "`outputs_truncated` with this path. Up to `limit` (at most "
+            f"{MAX_LOG_CHUNK}) bytes from `offset` of the value (a string as it is, anything "
+            f"else as JSON); pass the `{NEXT_OFFSET_HEADER}` response header as the next "
+            f"`offset` until it reaches `{OUTPUT_SIZE_HEADER}`."
+        ),
+        tags=["runs"],
+        responses=_responses(
+            "The value's text from `offset`",
+            404,
+            ok_content={content_types.TEXT_PLAIN: {"schema": {"type": "string"}}},
+        ),
+    )
+    def get_output(
+        run_id: str,
+        task_id: str,
+        key: str,
+        attempt: AttemptQuery = None,
+        offset: OffsetQuery = 0,
+        limit: LogLimitQuery = MAX_LOG_CHUNK,
+    ) -> Response[str]:
+        run_for(run_id, Action.READ)
+        task = store.get_task(run_id, task_id)
+        outputs = task.outputs
+        if attempt is not None:
+            found = [a for a in store.list_attempts(run_id, task_id) if a.attempt == attempt]
+            if not found:
+                raise NotFound(f"task {task_id!r} of run {run_id!r} has no attempt {attempt}")
+            outputs = found[0].outputs
+        if key not in outputs:
+            raise NotFound(f"task {task_id!r} of run {run_id!r} has no output {key!r}")
+        data = output_text(outputs[key]).encode()
+        start = min(offset, len(data))
+        window = LogRange(data[start : start + limit + UTF8_MAX - 1], start, len(data))
+        chunk, next_offset = _log_chunk(window, limit)
+        return Response(
+            status_code=HTTPStatus.OK.value,
+            content_type="text/plain; charset=utf-8",
+            body=chunk.decode("utf-8", errors="replace"),
+            headers={NEXT_OFFSET_HEADER: str(next_offset), OUTPUT_SIZE_HEADER: str(len(data))},
         )
 
     @app.post(

@@ -44,7 +44,12 @@ class TriggerRequest(_Request):
         min_length=1,
         max_length=200,
         pattern=RUN_ID_PATTERN,
-        description="Idempotency key: triggering an existing run id returns that run.",
+        description=(
+            "Idempotency key, scoped to the project and workflow: the run's id is "
+            "`<project>.<workflow>.<run_id>`, and triggering with a key already used for this "
+            "workflow returns that run (200) instead of creating one (201). Keys in the "
+            "scheduled runs' form (`...scheduled-<YYYYmmddTHHMMSS>Z`) are refused (400)."
+        ),
     )
 
 
@@ -166,6 +171,18 @@ class RunView(_View):
     error: str | None
 
 
+class TruncatedOutput(_View):
+    size: int = Field(description="The whole value's size in bytes (UTF-8; JSON if not text).")
+    shown: int = Field(description="How many characters of it the view shows.")
+    path: str = Field(description="GET it (paged by `offset`/`limit`) for the whole value.")
+
+
+_TRUNCATED_OUTPUTS = (
+    "Outputs too large to show whole: their value in `outputs` is cut and ends with "
+    "` …[truncated]`; here, by key, the full size and the path that pages it."
+)
+
+
 class AttemptView(_View):
     attempt: int
     state: str
@@ -175,12 +192,18 @@ class AttemptView(_View):
     exit_code: int | None
     error: str | None
     outputs: dict[str, Any]
+    outputs_truncated: dict[str, TruncatedOutput] = Field(
+        default_factory=dict, description=_TRUNCATED_OUTPUTS
+    )
 
 
 class TaskView(_View):
     state: str
     attempts: int
     outputs: dict[str, Any]
+    outputs_truncated: dict[str, TruncatedOutput] = Field(
+        default_factory=dict, description=_TRUNCATED_OUTPUTS
+    )
     error: str | None
     started_at: str | None
     ended_at: str | None

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from stratoflow.auth import Principal, Role, Unauthenticated
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem
+from stratoflow.faults import machine_fault
 from stratoflow.ports import ApiToken, Identities, User
 
 SCHEMA = """
@@ -181,7 +182,11 @@ class SqliteIdentities(Identities):
         stored = row["secret_sha256"] if row is not None else _digest("")
         if not hmac.compare_digest(stored, _digest(given)) or row is None or row["revoked"]:
             raise Unauthenticated("invalid or revoked API token")
-        conn.execute("UPDATE api_tokens SET last_used_at=? WHERE id=?", (_iso(now), token_id))
+        try:
+            conn.execute("UPDATE api_tokens SET last_used_at=? WHERE id=?", (_iso(now), token_id))
+        except sqlite3.Error as exc:  # bookkeeping: a full disk must not lock everyone out
+            if machine_fault(exc) is None:
+                raise
         return self.get_user(row["user"]).principal
 
 
