@@ -214,12 +214,13 @@ Snapshot = tuple[Run, list[TaskInstance], list[Attempt]]
 
 
 class Harness:
-    def __init__(self, scenario: Scenario, home: Path) -> None:
+    def __init__(self, scenario: Scenario, home: Path, store: Any = None) -> None:
+        """``store``: a StateStore that is also the Catalog (default: SQLite in ``home``)."""
         self.scenario = scenario
         self.dag = scenario.dag
-        self.store = SqliteStore(home / "state.db")
+        self.store = store if store is not None else SqliteStore(home / "state.db")
         self.clock = FakeClock(T0)
-        self.dispatcher = RecordingDispatcher(self._check_dispatch)
+        self.dispatcher = self._dispatcher()
         self.scheduler = Scheduler(self.store, self.store, self.dispatcher, self.clock)
         self.delivered: list[Finished] = []
         self.strict_steps = True
@@ -228,6 +229,13 @@ class Harness:
         self.scheduler.trigger(
             PROJECT, self.dag.name, params={"pick": scenario.pick}, run_id=RUN_ID
         )
+
+    def _dispatcher(self) -> RecordingDispatcher:
+        return RecordingDispatcher(self._check_dispatch)
+
+    def _call(self, action: Callable[[], Any], *, reports: Sequence[Finished] = ()) -> Any:
+        """Every delivery and step goes through here (a harness that injects faults wraps it)."""
+        return action()
 
     # ---------------------------------------------------------------- driving
     @property
@@ -244,7 +252,7 @@ class Harness:
         for key in keys:
             del self.dispatcher.pending[key]
             self.first_report.setdefault(key, self.result(key[1], key[2]).status)
-        self.scheduler.on_finished(reports)
+        self._call(lambda: self.scheduler.on_finished(reports), reports=reports)
         self.delivered.extend(reports)
 
     def redeliver(self, reports: Sequence[Finished]) -> None:
@@ -260,7 +268,7 @@ class Harness:
         )
 
     def step(self) -> None:
-        self.scheduler.step()
+        self._call(self.scheduler.step)
         if self.strict_steps:
             self.check_nothing_ready_left()
 
@@ -531,8 +539,9 @@ class EventStorm(RuleBasedStateMachine):
                 self.h.drain()
                 self.h.check_final()
         finally:
-            if hasattr(self, "h"):
-                self.h.store.close()
+            close = getattr(getattr(self, "h", None), "store", None)
+            if close is not None and hasattr(close, "close"):
+                close.close()
             shutil.rmtree(self.home, ignore_errors=True)
 
 
