@@ -15,7 +15,16 @@ from typing import Any, TypeVar
 
 import pytest
 
-from stratoflow.engine import Plan, Run, RunState, TaskInstance, TaskState, Upstream
+from stratoflow.engine import (
+    Decision,
+    Plan,
+    Run,
+    RunState,
+    TaskInstance,
+    TaskState,
+    TaskWrite,
+    Upstream,
+)
 from stratoflow.errors import NotFound
 from stratoflow.ports import Attempt, RunQuery, StateStore
 
@@ -1058,3 +1067,80 @@ def test_a_run_of_ten_thousand_tasks(store: StateStore) -> None:
 
     queue(store, store.get_task("big", "t04242"))
     assert keys(store.queued_tasks(100)) == [("big", "t04242")]
+
+
+# ---------------------------------------------------------------------------- decisions
+def test_apply_writes_a_decision_whole(store: StateStore) -> None:
+    """GIVEN a running task with a waiting child WHEN the turn of its end is applied THEN the
+    task, the child and the counters all change together."""
+    seed(store, "r", [a_task("r", "a", TaskState.RUNNING, attempt=1), "b"], n_running=0)
+    store.add_counters("r", running=1)
+    a = store.get_task("r", "a")
+    b = store.get_task("r", "b")
+    decision = Decision(
+        "r",
+        (
+            TaskWrite(a.with_(state=TaskState.SUCCEEDED, ended_at=at(1)), TaskState.RUNNING, 1),
+            TaskWrite(b.with_(state=TaskState.QUEUED), TaskState.WAITING, 0),
+        ),
+        done=1,
+        running=-1,
+    )
+    assert store.apply(decision)
+    tasks = by_id(store.get_tasks("r"))
+    assert (tasks["a"].state, tasks["b"].state) == (TaskState.SUCCEEDED, TaskState.QUEUED)
+    run = store.get_run("r")
+    assert (run.n_done, run.n_running, run.n_failed) == (1, 0, 0)
+    assert ids(store.run_queue("r", 10)) == ["b"]
+
+
+def test_apply_changes_nothing_when_one_condition_fails(store: StateStore) -> None:
+    """All or nothing: one stale task write (or run write) cancels the whole decision."""
+    seed(store, "r", [a_task("r", "a", TaskState.RUNNING, attempt=2), "b"])
+    a = store.get_task("r", "a")
+    b = store.get_task("r", "b")
+    before = (store.get_run("r"), sorted(store.get_tasks("r"), key=lambda t: t.task_id))
+    stale = Decision(
+        "r",
+        (
+            TaskWrite(b.with_(state=TaskState.QUEUED), TaskState.WAITING, 0),
+            TaskWrite(a.with_(state=TaskState.SUCCEEDED), TaskState.RUNNING, 1),  # stale
+        ),
+        done=1,
+        running=-1,
+    )
+    assert not store.apply(stale)
+    wrong_run = Decision(
+        "r",
+        (TaskWrite(b.with_(state=TaskState.QUEUED), TaskState.WAITING, 0),),
+        run=store.get_run("r").with_(state=RunState.SUCCEEDED),
+        run_expect=RunState.PAUSED,
+        done=1,
+    )
+    assert not store.apply(wrong_run)
+    assert (store.get_run("r"), sorted(store.get_tasks("r"), key=lambda t: t.task_id)) == before
+
+
+def test_a_propagation_intent_is_listed_until_retired(store: StateStore) -> None:
+    seed(store, "r", [a_task("r", "a", TaskState.RUNNING, attempt=1), "b"])
+    a = store.get_task("r", "a")
+    ended = a.with_(state=TaskState.FAILED, ended_at=at(2), propagating=True)
+    assert store.apply(Decision("r", (TaskWrite(ended, TaskState.RUNNING, 1),), done=1, failed=1))
+    pending = store.pending_propagations(10)
+    assert keys(pending) == [("r", "a")]
+    assert pending[0].propagating
+    assert store.apply(
+        Decision("r", (TaskWrite(pending[0].with_(propagating=False), TaskState.FAILED, 1),))
+    )
+    assert store.pending_propagations(10) == []
+    assert not store.get_task("r", "a").propagating
+
+
+def test_run_queue_is_one_runs_queue_by_priority_then_fifo(store: StateStore) -> None:
+    seed(store, "r", ["low", "high", "mid", "other"])
+    seed(store, "s", ["x"])
+    for task_id, priority in (("low", 0), ("high", 5), ("mid", 0)):
+        queue(store, store.get_task("r", task_id), priority=priority)
+    queue(store, store.get_task("s", "x"), priority=9)
+    assert ids(store.run_queue("r", 10)) == ["high", "low", "mid"]
+    assert ids(store.run_queue("r", 2)) == ["high", "low"]

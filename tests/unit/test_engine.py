@@ -720,3 +720,88 @@ def test_mark_refuses_other_states_unknown_tasks_and_no_ops(now: datetime) -> No
         engine.mark(OPS, run, tasks, "nope", OK, now)
     with pytest.raises(Conflict, match="already succeeded"):
         engine.mark(OPS, run, tasks, "extract", OK, now)
+
+
+# ------------------------------------------------------------------------------------------
+# Decisions: a turn's writes as one value
+# ------------------------------------------------------------------------------------------
+
+CHAIN3 = spec_of(
+    """
+    name: c
+    concurrency: 2
+    tasks:
+      a: {type: shell, command: x}
+      b: {type: shell, command: x, depends_on: [a]}
+      c: {type: shell, command: x, depends_on: [a]}
+      d: {type: shell, command: x}
+      e: {type: shell, command: x}
+    """
+)
+
+
+@pytest.mark.parametrize("intent", [False, True])
+def test_an_attempts_end_is_one_decision_with_its_counters(intent: bool, now: datetime) -> None:
+    """GIVEN a running task with children WHEN it fails THEN one decision holds its
+    transition (expecting RUNNING at that attempt) and the counter deltas; the propagation
+    intent is carried only where the store needs one."""
+    ti = TaskInstance("r", "a", R, attempt=1)
+    made = engine.attempt_finished(CHAIN3, ti, 1, failed(), now, intent=intent)
+    assert made is not None
+    decision, outcome = made
+    (write,) = decision.tasks
+    assert (write.expect, write.expect_attempt) == (R, 1)
+    assert write.task.state is FAIL
+    assert outcome.task is write.task
+    assert write.task.propagating is intent
+    assert (decision.done, decision.failed, decision.running) == (1, 1, -1)
+    assert engine.attempt_finished(CHAIN3, ti, 2, failed(), now, intent=intent) is None
+    leaf = TaskInstance("r", "d", R, attempt=1)
+    leaf_made = engine.attempt_finished(CHAIN3, leaf, 1, failed(), now, intent=True)
+    assert leaf_made is not None
+    assert not leaf_made[0].tasks[0].task.propagating  # no child to tell
+
+
+def test_a_child_that_heard_moves_with_the_counters_once_its_rule_decides(now: datetime) -> None:
+    parent = TaskInstance("r", "a", FAIL, attempt=1)
+    child = TaskInstance("r", "b", W, upstream=Upstream(failed=1))
+    decision = engine.parent_heard(CHAIN3, parent, child, now, intent=False)
+    assert decision is not None
+    (write,) = decision.tasks
+    assert (write.task.state, write.expect, decision.done) == (UPF, W, 1)
+    waiting = TaskInstance("r", "b", W)
+    assert engine.parent_heard(CHAIN3, parent, waiting, now, intent=False) is None
+    moved = TaskInstance("r", "b", Q, upstream=Upstream(succeeded=1))
+    assert engine.parent_heard(CHAIN3, parent, moved, now, intent=False) is None
+
+
+def test_claims_take_the_free_slots_and_the_running_counter(now: datetime) -> None:
+    run = Run("r", "c", "default", 1, RunState.RUNNING, {}, now, now, n_running=1)
+    queued = [TaskInstance("r", t, Q) for t in ("d", "e", "a")]
+    (decision,) = engine.claims(CHAIN3, run, queued, now)
+    assert [w.task.task_id for w in decision.tasks] == ["d"]  # concurrency 2, one running
+    assert decision.tasks[0].task.state is R
+    assert decision.tasks[0].expect is Q
+    assert decision.running == 1
+    paused = run.with_(state=RunState.PAUSED)
+    assert engine.claims(CHAIN3, paused, queued, now) == []
+
+
+def test_claims_come_in_decisions_that_fit_one_transaction(now: datetime) -> None:
+    wide = spec_of(
+        "name: w\ntasks:\n" + "".join(f"  t{i}: {{type: shell, command: x}}\n" for i in range(150))
+    )
+    run = Run("r", "w", "default", 1, RunState.RUNNING, {}, now, now)
+    decisions = engine.claims(wide, run, [TaskInstance("r", f"t{i}", Q) for i in range(150)], now)
+    assert [len(d.tasks) for d in decisions] == [64, 64, 22]
+    assert sum(d.running for d in decisions) == 150
+
+
+def test_a_run_starts_with_its_roots_in_one_plan(now: datetime) -> None:
+    run = Run("r", "c", "default", 1, RunState.QUEUED, {}, now, now)
+    roots = [TaskInstance("r", t) for t in CHAIN3.dag.roots]
+    plan = engine.start_plan(CHAIN3, run, roots, now)
+    assert plan.run.state is RunState.RUNNING
+    assert plan.run.started_at == now
+    assert sorted(plan.tasks) == ["a", "d", "e"]
+    assert all(t.state is Q for t in plan.tasks.values())

@@ -198,20 +198,12 @@ class Scheduler:
             spec = self._run_spec(run)
             if not engine.may_start(spec, self.store.count_active_runs(run.project, run.workflow)):
                 continue
-            started, roots = engine.start_run(spec, run, now)
-            # the run and its roots in one write (a journaled plan when there are many): a
-            # run that is RUNNING with no root queued would wait for ever
-            plan = Plan(
-                started,
-                {
-                    t.task_id: t.with_(state=TaskState.QUEUED)
-                    for t in self.store.get_tasks(run.id, roots)
-                },
-            )
+            roots = self.store.get_tasks(run.id, list(spec.dag.roots))
+            plan = engine.start_plan(spec, run, roots, now)
             if not self.store.apply_plan(plan, RunState.QUEUED):
                 continue
             self._started_runs.append(run.id)
-            self._emit("run.started", started)
+            self._emit("run.started", plan.run)
 
     # ------------------------------------------------------------ the hot path
     def on_finished(self, reports: Iterable[Finished]) -> None:
@@ -419,8 +411,10 @@ class Scheduler:
             return self._claim(now, runs)
 
     def _promote_retries(self, now: datetime) -> None:
-        for ti in self.store.due_retries(now + self.retry_lead, DISPATCH_BATCH):
-            self._promote(ti, now)
+        due = now + self.retry_lead
+        for ti in self.store.due_retries(due, DISPATCH_BATCH):
+            if engine.retry_due(ti, due):  # the index finds them; the engine decides
+                self._promote(ti, now)
 
     def _promote(self, ti: TaskInstance, now: datetime) -> None:
         """UP_FOR_RETRY -> QUEUED. A retry promoted before its delay ran out keeps its
@@ -440,7 +434,10 @@ class Scheduler:
             self._promote(ti, now)
 
     def _time_out(self, now: datetime) -> None:
-        for ti in self.store.expired_tasks(now - self.timeout_grace, DISPATCH_BATCH):
+        overdue = now - self.timeout_grace
+        for ti in self.store.expired_tasks(overdue, DISPATCH_BATCH):
+            if not engine.timed_out(ti, overdue):  # the index finds them; the engine decides
+                continue
             timeout = self._spec_of(ti.run_id).workflow.timeout(ti.task_id)
             # record the timeout first, then kill: the killed process's own report is stale
             self._apply_result(

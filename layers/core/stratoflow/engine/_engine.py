@@ -335,6 +335,13 @@ def start_run(spec: WorkflowSpec, run: Run, now: datetime) -> tuple[Run, list[st
     return run.with_(state=RunState.RUNNING, started_at=now), list(spec.dag.roots)
 
 
+def start_plan(spec: WorkflowSpec, run: Run, roots: Iterable[TaskInstance], now: datetime) -> Plan:
+    """A run's start as one plan: the run RUNNING and its roots (as read) QUEUED together, so
+    that no run is ever RUNNING with nothing queued to move it on."""
+    started, _ = start_run(spec, run, now)
+    return Plan(started, {t.task_id: t.with_(state=TaskState.QUEUED) for t in roots})
+
+
 def run_finished_state(spec: WorkflowSpec, run: Run) -> RunState | None:
     """The end state once every task is terminal, else None."""
     if run.n_done < run.n_tasks or run.state.terminal:

@@ -641,7 +641,7 @@ class DynamoStore(StateStore, Catalog):
         # every active run of every workflow is read (there are few: max_active_runs bounds
         # them), filtered to this one; the terminal runs (unbounded history) are never read
         count = 0
-        for state in (RunState.RUNNING, RunState.PAUSED):
+        for state in (state for state in RunState if state.active):
             for _ in self._index(
                 "gsi2", f"RUNS#{state.value}", filters={"project": project, "workflow": workflow}
             ):

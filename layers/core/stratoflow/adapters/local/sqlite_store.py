@@ -482,9 +482,11 @@ class SqliteStore(StateStore, Catalog):
         return _run(row)
 
     def count_active_runs(self, project: str, workflow: str) -> int:
+        active = [state.value for state in RunState if state.active]
         row = self._x(
-            "SELECT COUNT(*) FROM runs WHERE project=? AND workflow=? AND state IN ('running','paused')",
-            (project, workflow),
+            "SELECT COUNT(*) FROM runs WHERE project=? AND workflow=? "
+            f"AND state IN ({','.join('?' * len(active))})",
+            (project, workflow, *active),
         ).fetchone()
         return int(row[0])
 
