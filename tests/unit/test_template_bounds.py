@@ -4,6 +4,7 @@ once (not retried, not rendered again after a restart) while the other tasks go 
 
 from __future__ import annotations
 
+import json
 import resource
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from tests.fakes import FakeClock, RecordingDispatcher
 
 from stratoflow import engine
 from stratoflow.adapters.local.sqlite_store import SqliteStore
+from stratoflow.api.app import create_app
 from stratoflow.engine import TaskState
 from stratoflow.model import load_workflow
 from stratoflow.service import Scheduler
@@ -271,3 +273,33 @@ def test_a_poison_template_fails_its_task_once_and_the_others_go_on(
     restarted.step()
     assert not any(key[1] in ("bomb", "repeat") for key in restarted_dispatcher.dispatched)
     assert store.get_task(run.id, "bomb").attempt == 1
+
+
+def test_a_trigger_request_creates_the_run_and_renders_nothing(store: SqliteStore) -> None:
+    # GIVEN the API over a scheduler whose loop has not turned yet
+    clock, dispatcher = FakeClock(T0), RecordingDispatcher()
+    scheduler = Scheduler(store, store, dispatcher, clock)
+    scheduler.apply(POISON)
+    woken: list[bool] = []
+    app = create_app(scheduler, on_change=lambda: woken.append(True))
+    # WHEN a run of the poison workflow is triggered through it
+    path = "/workflows/poison/runs"
+    event = {
+        "resource": "/{proxy+}", "path": path, "httpMethod": "POST",
+        "headers": {"Content-Type": "application/json"},
+        "multiValueHeaders": {"Content-Type": ["application/json"]},
+        "queryStringParameters": None, "multiValueQueryStringParameters": None,
+        "pathParameters": {"proxy": path.lstrip("/")}, "stageVariables": None, "body": "{}",
+        "isBase64Encoded": False, "requestContext": {"stage": "t", "requestId": "r", "path": path},
+    }  # fmt: skip
+    response = app.resolve(event, None)
+    # THEN the request answered with the new run, woke the loop, and rendered nothing: the
+    # bombs are still queued (a render would have failed them) and nothing was dispatched
+    assert response["statusCode"] == 201
+    run_id = json.loads(response["body"])["run"]["id"]
+    assert woken == [True]
+    assert {t.task_id: t.state for t in store.get_tasks(run_id)}["bomb"] is TaskState.QUEUED
+    assert dispatcher.dispatched == {}
+    # AND the loop's turn is where they fail
+    scheduler.step()
+    assert store.get_task(run_id, "bomb").state is TaskState.FAILED
