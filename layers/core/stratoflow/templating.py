@@ -350,11 +350,14 @@ def _method_replace(
 
 
 def _check_replace(budget: _Budget, text: Any, old: Any, new: Any, count: Any) -> None:
-    if not (isinstance(text, (str, bytes)) and isinstance(new, type(text))):
+    kind = str if isinstance(text, str) else bytes if isinstance(text, bytes) else None
+    if kind is None:
         return
-    if not isinstance(old, type(text)):
+    if kind is str:  # what the filter does with other values (Markup is a str too)
+        old, new = str(old), str(new)
+    if not (isinstance(old, kind) and isinstance(new, kind)):
         return
-    hits: int = text.count(old) if old else len(text) + 1  # type: ignore[arg-type]
+    hits: int = text.count(old) if old else len(text) + 1
     if isinstance(count, int) and count >= 0:
         hits = min(hits, count)
     budget.chars(len(text) + hits * max(len(new) - len(old), 0), "the result of replace")
@@ -418,9 +421,18 @@ def _filter_width(name: str) -> Callable[[_Budget, dict[str, Any]], None]:
     return check
 
 
+def _text_argument(arguments: dict[str, Any], name: str) -> Any:
+    """The filter's text as the filter will see it (a list is printed first: its text, not
+    its size, is what a replace or an indent multiplies)."""
+    text = arguments.get(name)
+    if text is not None and not isinstance(text, str):
+        text = arguments[name] = str(text)
+    return text
+
+
 def _filter_indent(budget: _Budget, arguments: dict[str, Any]) -> None:
     width = arguments.get("width")
-    text = arguments.get("s")
+    text = _text_argument(arguments, "s")
     budget.width(width, "the indent width")
     pad = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
     if isinstance(text, str):
@@ -430,7 +442,7 @@ def _filter_indent(budget: _Budget, arguments: dict[str, Any]) -> None:
 def _filter_wordwrap(budget: _Budget, arguments: dict[str, Any]) -> None:
     width = arguments.get("width")
     budget.width(width, "the wordwrap width")
-    text = arguments.get("s")
+    text = _text_argument(arguments, "s")
     wrap = arguments.get("wrapstring") or "\n"
     if isinstance(text, str) and isinstance(width, int) and isinstance(wrap, str):
         lines = len(text) // max(width, 1) + text.count("\n") + 1
@@ -444,12 +456,11 @@ def _filter_round(budget: _Budget, arguments: dict[str, Any]) -> None:
 
 
 def _filter_replace(budget: _Budget, arguments: dict[str, Any]) -> None:
-    text = arguments.get("s")
+    text = _text_argument(arguments, "s")
     count = arguments.get("count")
     _check_replace(
-        budget, str(text) if isinstance(text, str) else text, arguments.get("old"),
-        arguments.get("new"), -1 if count is None else count,
-    )  # fmt: skip
+        budget, text, arguments.get("old"), arguments.get("new"), -1 if count is None else count
+    )
 
 
 def _filter_join(budget: _Budget, arguments: dict[str, Any]) -> None:
@@ -642,10 +653,10 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
             return obj(*args)
         budget = _current()
         budget.tick()
-        if isinstance(obj, types.BuiltinMethodType):
-            owner = getattr(obj, "__self__", None)
-            check = _STR_METHOD_CHECKS.get(obj.__name__)
-            if check is not None and isinstance(owner, (str, bytes, bytearray)):
+        owner = getattr(obj, "__self__", None)  # a bound method of str, bytes or Markup
+        if isinstance(owner, (str, bytes, bytearray)):
+            check = _STR_METHOD_CHECKS.get(getattr(obj, "__name__", ""))
+            if check is not None:
                 args = check(budget, owner, args, kwargs)
         result = super().call(context, obj, *args, **kwargs)
         return budget.checked(result, f"the result of {getattr(obj, '__name__', 'a call')}()")
