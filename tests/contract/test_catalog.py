@@ -246,3 +246,21 @@ def test_the_cursor_survives_a_new_version(catalog: Catalog) -> None:
     put(catalog, yaml(command="echo 2"))
 
     assert catalog.get_cursor("analytics", "sales_daily") == at(60)
+
+
+# ---------------------------------------------------------------------------- schedule_error
+def test_a_schedule_error_is_read_back_with_the_workflow_until_cleared(catalog: Catalog) -> None:
+    put(catalog, yaml())
+    put(catalog, yaml(name="other"))
+    assert catalog.get_version("analytics", "sales_daily").schedule_error is None
+
+    catalog.set_schedule_error("analytics", "sales_daily", "OverflowError: date value out of range")
+
+    assert catalog.get_version("analytics", "sales_daily").schedule_error == (
+        "OverflowError: date value out of range"
+    )
+    listed = {v.name: v.schedule_error for v in catalog.list_workflows("analytics")}
+    assert listed == {"sales_daily": "OverflowError: date value out of range", "other": None}
+    catalog.set_schedule_error("analytics", "sales_daily", None)
+    assert catalog.get_version("analytics", "sales_daily").schedule_error is None
+    assert all(v.schedule_error is None for v in catalog.list_workflows())

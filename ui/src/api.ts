@@ -23,6 +23,7 @@ export interface VersionSummary {
   project: string; name: string; version: number; digest: string; created_at: string | null;
   paused: boolean; description: string | null; schedule: { cron: string; timezone?: string } | null;
   tasks: number;
+  schedule_error?: string | null; // why the schedule cannot fire; it is skipped until it can
 }
 export interface WorkflowSummary extends VersionSummary { last_run: LastRun | null; next_run_at: string | null }
 export interface TaskDoc { type: string; depends_on?: string[]; [key: string]: unknown }

@@ -37,6 +37,7 @@ class WorkflowVersion:
     source: str  # the text as applied (YAML), for the UI and diffs
     created_at: datetime
     paused: bool = False
+    schedule_error: str | None = None  # why its schedule cannot fire (the cron loop said)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,11 @@ class Catalog(ABC):
 
     @abstractmethod
     def set_cursor(self, project: str, name: str, logical_date: datetime) -> None: ...
+
+    @abstractmethod
+    def set_schedule_error(self, project: str, name: str, error: str | None) -> None:
+        """Record why the workflow's schedule cannot be computed or fired (``None``: it fires
+        again). Read back as ``WorkflowVersion.schedule_error`` of its latest version."""
 
 
 class StateStore(ABC):

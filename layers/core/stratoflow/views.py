@@ -180,6 +180,7 @@ def version_view(version: WorkflowVersion, *, full: bool = False) -> dict[str, A
         "digest": version.digest,
         "created_at": _iso(version.created_at),
         "paused": version.paused,
+        "schedule_error": version.schedule_error,
         "description": version.document.get("description"),
         "schedule": version.document.get("schedule"),
         "tasks": len(version.document.get("tasks", {})),

@@ -37,7 +37,13 @@ export function WorkflowsPage() {
                     ) : <span class="muted">never</span>}
                     {w.last_run && <div class="muted small">{fmtTime(w.last_run.created_at)}</div>}
                   </td>
-                  <td>{w.paused && w.schedule ? <span class="badge s-paused">paused</span> : fmtTime(w.next_run_at)}</td>
+                  <td>
+                    {w.paused && w.schedule ? <span class="badge s-paused">paused</span> : fmtTime(w.next_run_at)}
+                    {w.schedule_error && (
+                      <div><span class="badge s-failed" title={w.schedule_error}>schedule error</span>
+                        <div class="muted small">{w.schedule_error}</div></div>
+                    )}
+                  </td>
                   <td><code>{w.schedule ? w.schedule.cron : "—"}</code>{w.schedule?.timezone && <span class="muted small"> {w.schedule.timezone}</span>}</td>
                   <td>{w.tasks}</td>
                   <td>v{w.version}</td>

@@ -641,7 +641,11 @@ def create_app(
             return None
         now = scheduler.clock.now()
         cursor = catalog.get_cursor(version.project, version.name)
-        when = next_firing(schedule, max(cursor, now) if cursor is not None else now)
+        try:
+            when = next_firing(schedule, max(cursor, now) if cursor is not None else now)
+        except Exception:  # one workflow's schedule must not fail the listing of all
+            log.debug("next firing of %s/%s not computable", version.project, version.name)
+            return None  # the cron loop records why, as the workflow's schedule_error
         return None if when is None else when.isoformat()
 
     def workflow_summary(version: WorkflowVersion) -> dict[str, Any]:

@@ -97,6 +97,11 @@ class VersionSummary(_View):
     digest: str
     created_at: str | None
     paused: bool
+    schedule_error: str | None = Field(
+        default=None,
+        description="Why the schedule cannot fire (the scheduler skips it until it can); "
+        "null when it fires normally.",
+    )
     description: str | None = None
     schedule: dict[str, Any] | None = None
     tasks: int

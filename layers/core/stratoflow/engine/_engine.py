@@ -24,7 +24,7 @@ from stratoflow.engine._states import (
 )
 from stratoflow.errors import Conflict, InvalidInput, Problem
 from stratoflow.model import OnFailure, SwitchTask, TriggerRule, WorkflowSpec
-from stratoflow.templating import TemplateError, render_condition, render_value
+from stratoflow.templating import TemplateError, bounded, render_condition, render_value
 
 SWITCH_BRANCH_KEY = "branch"
 
@@ -238,7 +238,15 @@ class RenderedTask:
 def render_task(
     spec: WorkflowSpec, run: Run, task_id: str, upstream_outputs: Mapping[str, Mapping[str, Any]]
 ) -> RenderedTask:
-    """Render a task for dispatch; raises ``TemplateError`` naming the undefined name."""
+    """Render a task for dispatch; raises ``TemplateError`` naming the undefined name or the
+    rendering bound exceeded (all of a task's templates share one deadline)."""
+    with bounded():
+        return _render_task(spec, run, task_id, upstream_outputs)
+
+
+def _render_task(
+    spec: WorkflowSpec, run: Run, task_id: str, upstream_outputs: Mapping[str, Mapping[str, Any]]
+) -> RenderedTask:
     task = spec.workflow.tasks[task_id]
     context = template_context(spec, run, task_id, upstream_outputs)
     fields: dict[str, Any] = {}
@@ -267,12 +275,13 @@ def choose_branches(
     task = spec.workflow.tasks[task_id]
     assert isinstance(task, SwitchTask)
     try:
-        context = template_context(spec, run, task_id, upstream_outputs)
-        for i, case in enumerate(task.cases):
-            if render_condition(case.when, context):
-                return AttemptResult(
-                    AttemptStatus.SUCCEEDED, {SWITCH_BRANCH_KEY: list(case.next), "case": i}
-                )
+        with bounded():  # one deadline for all of the switch's templates
+            context = template_context(spec, run, task_id, upstream_outputs)
+            for i, case in enumerate(task.cases):
+                if render_condition(case.when, context):
+                    return AttemptResult(
+                        AttemptStatus.SUCCEEDED, {SWITCH_BRANCH_KEY: list(case.next), "case": i}
+                    )
     except TemplateError as exc:
         return AttemptResult(AttemptStatus.FAILED, error=f"switch: {exc}", retryable=False)
     return AttemptResult(

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -388,7 +389,10 @@ class DynamoStore(StateStore, Catalog):
         )
         if not any(i["sk"]["S"] == sk for i in items):
             raise NotFound(f"workflow {name!r} has no version {version}")
-        return self._assemble(project, name, items, bool(head.get("paused", {}).get("BOOL")))
+        found = self._assemble(project, name, items, bool(head.get("paused", {}).get("BOOL")))
+        if "schedule_error" in head:
+            found = replace(found, schedule_error=str(head["schedule_error"]["S"]))
+        return found
 
     def _head(self, project: str, name: str) -> Item:
         head = self._get(it.workflow_pk(project, name), it.HEAD_SK)
@@ -436,6 +440,15 @@ class DynamoStore(StateStore, Catalog):
 
     def set_cursor(self, project: str, name: str, logical_date: datetime) -> None:
         upd = Update().set("cursor", s(it.ts(logical_date)))
+        self._update(upd, key(it.workflow_pk(project, name), it.HEAD_SK), "attribute_exists(pk)")
+
+    def set_schedule_error(self, project: str, name: str, error: str | None) -> None:
+        # on the head item, which every listing already reads
+        upd = (
+            Update().remove("schedule_error")
+            if error is None
+            else Update().set("schedule_error", s(error))
+        )
         self._update(upd, key(it.workflow_pk(project, name), it.HEAD_SK), "attribute_exists(pk)")
 
     # ------------------------------------------------------------ runs

@@ -17,7 +17,11 @@ pure rules in :mod:`stratoflow.model`):
   (EventBridge Scheduler does not backfill), oldest first, at most ``MAX_FIRINGS_PER_TICK`` per
   firing: a longer backlog continues at the next firing. The firing's own run is always created;
 * a paused workflow, a workflow whose schedule was removed, and a firing outside the schedule's
-  window create nothing (``fire`` returns ``None``).
+  window create nothing (``fire`` returns ``None``);
+* a schedule whose times cannot be computed (an error of any kind, e.g. an ``OverflowError`` at
+  the edge of the calendar) creates nothing either: the workflow is marked in error
+  (``schedule_error`` in the catalog, shown by the API) and the firing is acknowledged, so
+  EventBridge does not retry it for a day; a later firing that works clears the mark.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from stratoflow.model import (
     parse_schedule,
     schedule_window,
 )
+from stratoflow.ports import WorkflowVersion
 from stratoflow.service import Scheduler, scheduled_run_id
 
 __all__ = ["Firing", "fire", "logical_date", "parse_firing"]
@@ -123,7 +128,19 @@ def fire(scheduler: Scheduler, event: Any) -> tuple[Run, bool] | None:
     if schedule is None:
         log.warning("firing of %s/%s ignored: it has no schedule any more", project, name)
         return None
-    logical = logical_date(schedule, firing.scheduled_time)
+    cursor = catalog.get_cursor(project, name)
+    missed: list[datetime] = []
+    caught_up: datetime | None = None
+    try:
+        logical = logical_date(schedule, firing.scheduled_time)
+        if schedule.catchup and logical is not None:
+            missed, caught_up = due_firings(schedule, cursor, logical)
+    except Exception as exc:  # this workflow's schedule cannot be computed: mark it, go on
+        _mark_in_error(scheduler, latest, exc)
+        return None
+    if latest.schedule_error is not None:
+        log.info("schedule of %s/%s fires again", project, name)
+        catalog.set_schedule_error(project, name, None)
     if logical is None:
         log.warning(
             "firing of %s/%s at %s ignored: outside its schedule's window",
@@ -135,18 +152,28 @@ def fire(scheduler: Scheduler, event: Any) -> tuple[Run, bool] | None:
             "firing of %s/%s at %s is not a fire time of %r; using the one before it, %s",
             project, name, firing.scheduled_time.isoformat(), schedule.cron, logical.isoformat(),
         )  # fmt: skip
-    cursor = catalog.get_cursor(project, name)
-    new_cursor = logical
-    if schedule.catchup:
-        missed, new_cursor = due_firings(schedule, cursor, logical)
-        for when in missed:
-            if when != logical:
-                _trigger(scheduler, project, name, when, latest.version)
+    for when in missed:
+        if when != logical:
+            _trigger(scheduler, project, name, when, latest.version)
     run, created = _trigger(scheduler, project, name, logical, latest.version)
+    new_cursor = logical if caught_up is None else caught_up
     # the cursor only moves forward: a late or duplicate firing leaves it where it is
     if cursor is None or new_cursor > cursor:
         catalog.set_cursor(project, name, new_cursor)
     return run, created
+
+
+def _mark_in_error(scheduler: Scheduler, latest: WorkflowVersion, exc: Exception) -> None:
+    """Record why the schedule cannot fire (once: a repeated firing with the same error
+    changes and logs nothing). Raising instead would only make EventBridge retry it."""
+    error = f"{type(exc).__name__}: {exc}"[:1000]
+    if error == latest.schedule_error:
+        return
+    log.error(
+        "schedule of %s/%s cannot fire, skipped until it can: %s",
+        latest.project, latest.name, error, exc_info=True,
+    )  # fmt: skip
+    scheduler.catalog.set_schedule_error(latest.project, latest.name, error)
 
 
 def _trigger(

@@ -20,10 +20,16 @@ from stratoflow.model import (
     due_firings,
     next_firing,
 )
-from stratoflow.ports import Catalog
+from stratoflow.ports import Catalog, WorkflowVersion
 from stratoflow.service import Scheduler, scheduled_run_id
 
-__all__ = ["MAX_FIRINGS_PER_TICK", "CronLoop", "due_firings", "next_firing"]
+__all__ = [
+    "MAX_FIRINGS_PER_TICK",
+    "CronLoop",
+    "due_firings",
+    "next_firing",
+    "schedule_error_message",
+]
 
 log = logging.getLogger("stratoflow.cron")
 
@@ -34,27 +40,59 @@ class CronLoop:
         self.catalog = catalog
 
     def tick(self, now: datetime) -> datetime | None:
-        """Fire what is due; return when the next firing is."""
+        """Fire what is due; return when the next firing is. One workflow whose schedule
+        cannot be computed or fired (an error of any kind) is marked in error, logged once,
+        and skipped: the others fire all the same."""
         soonest: datetime | None = None
         for version in self.catalog.list_workflows():
             if version.paused or "schedule" not in version.document:
                 continue
-            spec: WorkflowSpec = self.scheduler.spec(version.project, version.name, version.version)
-            schedule = spec.workflow.schedule
-            assert schedule is not None
-            cursor = self.catalog.get_cursor(version.project, version.name)
             try:
-                times, new_cursor = due_firings(schedule, cursor, now)
-                for logical in times:
-                    self.scheduler.trigger(
-                        version.project, version.name, logical_date=logical,
-                        run_id=scheduled_run_id(version.project, version.name, logical), trigger="schedule",
-                    )  # fmt: skip
-                self.catalog.set_cursor(version.project, version.name, new_cursor)
-                nxt = next_firing(schedule, new_cursor)
-            except (StratoflowError, ScheduleError):
-                log.exception("schedule of %s/%s failed", version.project, version.name)
+                nxt = self._fire(version, now)
+            except Exception as exc:
+                self._failed(version, exc)
                 continue
+            if version.schedule_error is not None:
+                log.info("schedule of %s/%s fires again", version.project, version.name)
+                self.catalog.set_schedule_error(version.project, version.name, None)
             if nxt is not None and (soonest is None or nxt < soonest):
                 soonest = nxt
         return soonest
+
+    def _fire(self, version: WorkflowVersion, now: datetime) -> datetime | None:
+        spec: WorkflowSpec = self.scheduler.spec(version.project, version.name, version.version)
+        schedule = spec.workflow.schedule
+        assert schedule is not None
+        cursor = self.catalog.get_cursor(version.project, version.name)
+        times, new_cursor = due_firings(schedule, cursor, now)
+        for logical in times:
+            self.scheduler.trigger(
+                version.project, version.name, logical_date=logical,
+                run_id=scheduled_run_id(version.project, version.name, logical), trigger="schedule",
+            )  # fmt: skip
+        self.catalog.set_cursor(version.project, version.name, new_cursor)
+        return next_firing(schedule, new_cursor)
+
+    def _failed(self, version: WorkflowVersion, exc: Exception) -> None:
+        error = schedule_error_message(exc)
+        if error == version.schedule_error:
+            return  # recorded and logged at its first occurrence: not again every tick
+        log.error(
+            "schedule of %s/%s cannot fire, skipped until it can: %s",
+            version.project, version.name, error,
+            exc_info=not isinstance(exc, (StratoflowError, ScheduleError)),
+        )  # fmt: skip
+        try:
+            self.catalog.set_schedule_error(version.project, version.name, error)
+        except Exception:  # the catalog itself failing: logged; the others still fire
+            log.exception(
+                "recording the schedule error of %s/%s failed", version.project, version.name
+            )
+
+
+def schedule_error_message(exc: BaseException) -> str:
+    """What a workflow's ``schedule_error`` says: the error's kind and its message."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, (StratoflowError, ScheduleError)):
+        return text[:1000]
+    return f"{type(exc).__name__}: {text}"[:1000]

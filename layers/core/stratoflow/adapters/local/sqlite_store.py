@@ -32,6 +32,10 @@ CREATE TABLE IF NOT EXISTS workflows (
     paused INTEGER NOT NULL DEFAULT 0, cursor TEXT,
     PRIMARY KEY (project, name)
 );
+CREATE TABLE IF NOT EXISTS schedule_errors (
+    project TEXT NOT NULL, name TEXT NOT NULL, error TEXT NOT NULL,
+    PRIMARY KEY (project, name)
+);
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE,
     project TEXT NOT NULL, workflow TEXT NOT NULL, version INTEGER NOT NULL,
@@ -301,16 +305,20 @@ class SqliteStore(StateStore, Catalog):
             self._changed("versions", (spec.project, spec.name, version))
             return self.get_version(spec.project, spec.name, version), True
 
-    def _version(self, row: sqlite3.Row, paused: bool) -> WorkflowVersion:
+    def _version(
+        self, row: sqlite3.Row, paused: bool, schedule_error: str | None = None
+    ) -> WorkflowVersion:
         return WorkflowVersion(
             project=row["project"], name=row["name"], version=row["version"], digest=row["digest"],
             document=json.loads(row["document"]), source=row["source"],
-            created_at=_req_dt(row["created_at"]), paused=paused,
+            created_at=_req_dt(row["created_at"]), paused=paused, schedule_error=schedule_error,
         )  # fmt: skip
 
     def get_version(self, project: str, name: str, version: int | None = None) -> WorkflowVersion:
         head = self._x(
-            "SELECT latest, paused FROM workflows WHERE project=? AND name=?", (project, name)
+            "SELECT w.latest, w.paused, e.error FROM workflows w LEFT JOIN schedule_errors e "
+            "ON e.project=w.project AND e.name=w.name WHERE w.project=? AND w.name=?",
+            (project, name),
         ).fetchone()
         if head is None:
             raise NotFound(f"workflow {name!r} not found in project {project!r}")
@@ -320,19 +328,21 @@ class SqliteStore(StateStore, Catalog):
         ).fetchone()
         if row is None:
             raise NotFound(f"workflow {name!r} has no version {version}")
-        return self._version(row, bool(head["paused"]))
+        return self._version(row, bool(head["paused"]), head["error"])
 
     def list_workflows(self, project: str | None = None) -> list[WorkflowVersion]:
         sql = (
-            "SELECT v.*, w.paused AS paused FROM workflows w JOIN workflow_versions v "
-            "ON v.project=w.project AND v.name=w.name AND v.version=w.latest"
+            "SELECT v.*, w.paused AS paused, e.error AS schedule_error FROM workflows w "
+            "JOIN workflow_versions v ON v.project=w.project AND v.name=w.name "
+            "AND v.version=w.latest "
+            "LEFT JOIN schedule_errors e ON e.project=w.project AND e.name=w.name"
         )
         args: tuple[Any, ...] = ()
         if project is not None:
             sql += " WHERE w.project=?"
             args = (project,)
         rows = self._x(sql + " ORDER BY w.project, w.name", args).fetchall()
-        return [self._version(r, bool(r["paused"])) for r in rows]
+        return [self._version(r, bool(r["paused"]), r["schedule_error"]) for r in rows]
 
     def list_versions(self, project: str, name: str) -> list[WorkflowVersion]:
         head = self.get_version(project, name)
@@ -360,6 +370,15 @@ class SqliteStore(StateStore, Catalog):
             "UPDATE workflows SET cursor=? WHERE project=? AND name=?",
             (_ts(logical_date), project, name),
         )
+
+    def set_schedule_error(self, project: str, name: str, error: str | None) -> None:
+        if error is None:
+            self._x("DELETE FROM schedule_errors WHERE project=? AND name=?", (project, name))
+        else:
+            self._x(
+                "INSERT OR REPLACE INTO schedule_errors VALUES (?, ?, ?)", (project, name, error)
+            )
+        self._changed("workflows", (project, name))
 
     # ------------------------------------------------------------ runs
     def create_run(self, run: Run, tasks: Sequence[TaskInstance], concurrency: int | None) -> bool:
