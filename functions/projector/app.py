@@ -1,5 +1,5 @@
 """ProjectorFunction: keeps the Aurora read model in step with the StateTable's DynamoDB stream
-(NEW_AND_OLD_IMAGES, ReportBatchItemFailures). The logic is stratoflow.readmodel.stream; the
+(NEW_AND_OLD_IMAGES, ReportBatchItemFailures). The logic is stratoflow.adapters.aws.projector; the
 read model's migrations run on the first batch of each container (or on {"action": "migrate"})."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from stratoflow.adapters.aws.dynamodb import DynamoStore
+from stratoflow.adapters.aws.projector import StreamProjector
 from stratoflow.readmodel import DataApiDatabase
-from stratoflow.readmodel.stream import StreamProjector
 
 logger = Logger()
 tracer = Tracer()

@@ -1,4 +1,4 @@
-"""The AWS projector (stratoflow.readmodel.stream) fed the DynamoDB stream that a real
+"""The AWS projector (stratoflow.adapters.aws.projector) fed the DynamoDB stream that a real
 DynamoStore on moto wrote while the real Scheduler ran workflows.
 
 The stream records are moto's own (dynamodbstreams GetRecords), shaped as Lambda delivers
@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from stratoflow.adapters.aws import _dynamo_items as it
+from stratoflow.adapters.aws.projector import TTL_PRINCIPAL, StreamProjector, StreamRecord
 from stratoflow.engine import AttemptResult, AttemptStatus, RunState, Upstream
 from stratoflow.readmodel import Database, ReadModel, SqliteDatabase
-from stratoflow.readmodel.stream import TTL_PRINCIPAL, StreamProjector, StreamRecord
 from stratoflow.service import Finished
 from tests.aws_projector.conftest import Env
 

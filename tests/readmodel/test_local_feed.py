@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from stratoflow.adapters.local.feed import LocalFeed
 from stratoflow.adapters.local.runtime import LocalRuntime
 from stratoflow.adapters.local.sqlite_store import SqliteStore, StoreChanges
 from stratoflow.engine import RunState, TaskState
 from stratoflow.errors import NotFound
 from stratoflow.model import load_workflow
 from stratoflow.readmodel import ReadModel
-from stratoflow.readmodel.local import LocalFeed
 from tests.readmodel import factories as f
 
 WORKFLOW = """\

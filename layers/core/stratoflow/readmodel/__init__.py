@@ -10,7 +10,7 @@ See docs/readmodel.md.
   change nothing).
 - :func:`connect`, :class:`SqliteDatabase`, :class:`PostgresDatabase`,
   :class:`DataApiDatabase` — the connection wrapper; :func:`migrate` — the migrations.
-- ``stratoflow.readmodel.local.LocalFeed`` — the local runtime's inline projector.
+- ``stratoflow.adapters.local.feed.LocalFeed`` — the local runtime's inline projector.
 """
 
 from stratoflow.readmodel._db import (
@@ -29,6 +29,9 @@ from stratoflow.readmodel._records import (
     Page,
     RunFilter,
     WorkflowSummary,
+    attempt_row,
+    run_row,
+    task_row,
 )
 
 __all__ = [
@@ -46,7 +49,10 @@ __all__ = [
     "RunFilter",
     "SqliteDatabase",
     "WorkflowSummary",
+    "attempt_row",
     "connect",
     "load_migrations",
     "migrate",
+    "run_row",
+    "task_row",
 ]

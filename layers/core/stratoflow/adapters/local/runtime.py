@@ -21,12 +21,12 @@ from typing import Any
 from stratoflow.adapters.local.clock import SystemClock
 from stratoflow.adapters.local.cron import CronLoop
 from stratoflow.adapters.local.executor import LocalExecutor
+from stratoflow.adapters.local.feed import LocalFeed
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.engine import AttemptResult
 from stratoflow.errors import Conflict
 from stratoflow.ports import Clock, EventSink
 from stratoflow.readmodel import ReadModel
-from stratoflow.readmodel.local import LocalFeed
 from stratoflow.service import Finished, Scheduler
 
 log = logging.getLogger("stratoflow.runtime")

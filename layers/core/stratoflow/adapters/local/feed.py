@@ -26,8 +26,7 @@ from typing import Any
 from stratoflow.adapters.local.sqlite_store import SqliteStore, StoreChanges
 from stratoflow.errors import NotFound
 from stratoflow.ports import RunQuery
-from stratoflow.readmodel._queries import ReadModel
-from stratoflow.readmodel._records import Change
+from stratoflow.readmodel import Change, ReadModel
 
 log = logging.getLogger("stratoflow.readmodel")
 

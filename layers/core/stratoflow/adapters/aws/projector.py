@@ -34,10 +34,15 @@ from stratoflow.adapters.aws import _dynamo_items as it
 from stratoflow.adapters.aws._dynamo_items import Item
 from stratoflow.adapters.aws.dynamodb import BATCH_GET_MAX, DynamoStore
 from stratoflow.errors import NotFound
-from stratoflow.readmodel._db import Database
-from stratoflow.readmodel._migrations import migrate
-from stratoflow.readmodel._queries import ReadModel
-from stratoflow.readmodel._records import Change, attempt_row, run_row, task_row
+from stratoflow.readmodel import (
+    Change,
+    Database,
+    ReadModel,
+    attempt_row,
+    migrate,
+    run_row,
+    task_row,
+)
 
 log = logging.getLogger(__name__)
 
