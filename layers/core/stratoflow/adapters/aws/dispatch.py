@@ -437,7 +437,11 @@ class StepFunctionsDispatcher(Dispatcher):
         of its last ``sqs:sendMessage``: the exact message ``advance`` would have received),
         with a Batch runner's outputs read from S3 as ``advance`` reads them. None when the
         history holds no readable outcome (then the attempt's deadline still ends it)."""
-        body = self._sent_message(arn)
+        try:
+            body = self._sent_message(arn)
+        except ClientError as exc:  # a throttle, a missing permission: the next pass retries
+            log.warning("history of execution %s unreadable: %s", arn, exc)
+            return None
         if body is None:
             log.warning("execution %s succeeded but its history holds no outcome", arn)
             return None
