@@ -167,3 +167,31 @@ def test_only_attempts_a_stop_ended_are_killed() -> None:
 
 def test_a_store_without_pending_plans_is_left_alone() -> None:
     assert handlers.complete_pending_plans(object()) == 0
+
+
+def test_a_repair_that_keeps_failing_does_not_stop_the_others(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from stratoflow.adapters.local.sqlite_store import SqliteStore
+
+    store = SqliteStore(tmp_path / "state.db")
+    dispatcher = RecordingDispatcher()
+    scheduler = Scheduler(store, store, dispatcher, FakeClock(T0))
+    scheduler.apply("name: one\ntasks:\n  a: {type: shell, command: 'true'}\n")
+    scheduler.trigger("default", "one")
+
+    def refused() -> int:
+        raise RuntimeError("plan chunk cancelled: ValidationError")
+
+    class Unreachable:
+        def receive_message(self, **_: Any) -> dict[str, Any]:
+            raise ConnectionError("SQS unreachable")
+
+    store.complete_pending_plans = refused  # type: ignore[attr-defined]
+    dead = handlers.DeadLetters(Unreachable(), "https://sqs/dlq", lambda _: {})
+    result = handlers.reconcile(scheduler, dead_letters=dead)
+    assert result["plans_completed"] is None
+    assert result["dead_letters"] is None
+    assert len(dispatcher.dispatched) == 1  # recover and step still ran: the run started
+    assert len([r for r in caplog.records if "the next pass tries again" in r.getMessage()]) == 2
+    store.close()

@@ -215,9 +215,22 @@ def reconcile(scheduler: Scheduler, *, dead_letters: DeadLetters | None = None) 
     ``advance``: operations whose writer died half way (and their kills); outcomes that
     reached the dead-letter queue; results of executions that ended without a report (or
     whose report was lost); attempts claimed but never started; due retries, stuck
-    (timed-out) attempts, queued runs; then dispatch."""
-    plans = complete_pending_plans(scheduler.store)
-    replayed = replay_dead_letters(scheduler, dead_letters) if dead_letters is not None else {}
+    (timed-out) attempts, queued runs; then dispatch. In the result ``None`` marks a repair
+    that failed this pass (logged)."""
+    # each repair on its own: one that keeps failing (a plan whose chunk is refused, an
+    # unreachable queue) must not keep the others from running
+    plans: int | None = None
+    replayed: dict[str, int] | None = {}
+    try:
+        plans = complete_pending_plans(scheduler.store)
+    except Exception:
+        log.exception("completing pending plans failed; the next pass tries again")
+    if dead_letters is not None:
+        try:
+            replayed = replay_dead_letters(scheduler, dead_letters)
+        except Exception:
+            log.exception("reading the dead-letter queue failed; the next pass tries again")
+            replayed = None
     scheduler.recover()
     next_wakeup = scheduler.step()
     return {
