@@ -1,5 +1,7 @@
-"""EksLauncherFunction: starts a kubernetes task's Job (invoked with lambda:invoke.waitForTaskToken)
-and deletes it when its execution is stopped (EventBridge execution status change events)."""
+"""EksLauncherFunction: starts a kubernetes task's Job (invoked with lambda:invoke.waitForTaskToken),
+deletes it when its execution is stopped (EventBridge execution status change events), and
+every minute (an EventBridge schedule) fails the attempts whose pods died without a report
+(OOM-killed, evicted, an image that cannot be pulled)."""
 
 from __future__ import annotations
 
@@ -53,4 +55,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.info("eks launcher", extra={"outcome": result})
     if result["status"] in _METRIC:
         metrics.add_metric(name=_METRIC[result["status"]], unit=MetricUnit.Count, value=1)
+    elif result["status"] == "watched" and result["failed"]:
+        metrics.add_metric(name="EksPodsLost", unit=MetricUnit.Count, value=len(result["failed"]))
     return result

@@ -1,5 +1,7 @@
-"""ReconcilerFunction (every 5 minutes): repairs what no event will: executions that ended
-without a report, attempts never started, stuck attempts; then dispatches. Idempotent."""
+"""ReconcilerFunction (every 5 minutes): repairs what no event will: stops and reruns whose
+writer died half way (and their kills), outcomes on the results dead-letter queue, executions
+that ended without a report or whose report was lost, attempts never started, stuck attempts;
+then dispatches. Idempotent."""
 
 from __future__ import annotations
 
@@ -23,4 +25,4 @@ function = AwsFunction.create(metrics=metrics)  # once per container
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     function.invocation_started()
     with function.events_batched():
-        return handlers.reconcile(function.scheduler)
+        return handlers.reconcile(function.scheduler, dead_letters=function.dead_letters())

@@ -1,8 +1,12 @@
 """RunnerFunction: runs one shell, python or http attempt for the state machine
-(lambda:invoke) and returns its outcome; the log goes to the artifacts bucket."""
+(lambda:invoke) and returns its outcome; the log goes to the artifacts bucket. While the task
+runs, the runner reads the task's state every few seconds and kills it once it was stopped
+(an Express execution cannot be stopped, and stopping a Standard one leaves its Lambda
+running)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import boto3
@@ -16,13 +20,21 @@ logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 s3 = boto3.client("s3")  # once per container
+dynamodb = boto3.client("dynamodb")
+TABLE = os.environ.get("STRATOFLOW_TABLE") or None
 
 
 @logger.inject_lambda_context(correlation_id_path="run_id", clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    outcome = runner.handle(event, lambda: context.get_remaining_time_in_millis() / 1000.0, s3=s3)
+    outcome = runner.handle(
+        event,
+        lambda: context.get_remaining_time_in_millis() / 1000.0,
+        s3=s3,
+        dynamodb=dynamodb,
+        table=TABLE,
+    )
     metrics.add_metric(name=f"Tasks_{outcome['status']}", unit=MetricUnit.Count, value=1)
     logger.info("attempt ended", extra={"key": event.get("key"), "status": outcome["status"]})
     return outcome

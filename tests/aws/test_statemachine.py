@@ -221,7 +221,9 @@ def test_python_on_the_batch_runner_reports_its_outputs_object(stack: Stack) -> 
     dispatcher_for(stack).dispatch(spec)
     message = stack.receive()
     assert message["status"] == "succeeded"
-    assert message["outputs"] == f"s3://{stack.bucket}/outputs/{spec.run_id}/t1/1.json"
+    # the outputs object's location, in the field ``advance`` reads it from
+    assert message["outputs_uri"] == f"s3://{stack.bucket}/outputs/{spec.run_id}/t1/1.json"
+    assert message["outputs"] is None
 
     [summary] = stack.batch.list_jobs(jobQueue=stack.job_queue_arn, jobStatus="SUCCEEDED")[
         "jobSummaryList"
@@ -231,7 +233,7 @@ def test_python_on_the_batch_runner_reports_its_outputs_object(stack: Stack) -> 
     assert job["container"]["command"] == ["python", "-m", "stratoflow.adapters.aws.runner"]
     env = {e["name"]: e["value"] for e in job["container"]["environment"]}
     assert runner.run_batch(env, [], stack.s3) == 0
-    assert json.loads(s3_text(stack, message["outputs"])) == {"n": 7}
+    assert json.loads(s3_text(stack, message["outputs_uri"])) == {"n": 7}
 
 
 def test_a_target_that_outlives_its_timeout_reports_timed_out(stack: Stack) -> None:

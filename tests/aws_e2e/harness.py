@@ -580,6 +580,7 @@ def create_resources(prefix: str = "sf") -> dict[str, str]:
         "STRATOFLOW_STATE_MACHINE_ARN": machine,
         "STRATOFLOW_EXPRESS_STATE_MACHINE_ARN": machines["EXPRESS"],
         "STRATOFLOW_RESULTS_QUEUE_URL": queue,
+        "STRATOFLOW_RESULTS_DLQ_URL": dlq,
         "STRATOFLOW_EVENT_BUS": bus,
         "STRATOFLOW_BUCKET": bucket,
         "STRATOFLOW_SCHEDULE_GROUP": group,

@@ -69,6 +69,25 @@ def _answer(
         wanted = selector.removeprefix("metadata.name=") if selector else None
         items = [o for o in kube.jobs() if wanted is None or o["metadata"]["name"] == wanted]
         return 200, {"kind": "JobList", "items": items}
+    # /api/v1/pods (cluster-wide) or /api/v1/namespaces/NS/pods: lists, by labelSelector
+    if method == "GET" and (
+        parts == ["api", "v1", "pods"]
+        or (len(parts) == 5 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods")
+    ):
+        if ("GET", "pods") in kube.fail and len(parts) == 3:
+            return _status(kube.fail[("GET", "pods")], "Forbidden", "pods at cluster scope")
+        namespace = parts[3] if len(parts) == 5 else None
+        wanted = dict(
+            pair.split("=", 1) for pair in query.get("labelSelector", [""])[0].split(",") if pair
+        )
+        items = [
+            obj
+            for (kind, ns, _), obj in kube.objects.items()
+            if kind == "pods"
+            and (namespace is None or ns == namespace)
+            and all(obj["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())
+        ]
+        return 200, {"kind": "PodList", "items": items}
     # /apis/batch/v1/namespaces/NS/jobs[/NAME] or /api/v1/namespaces/NS/secrets[/NAME]
     if parts[:3] == ["apis", "batch", "v1"]:
         rest = parts[3:]

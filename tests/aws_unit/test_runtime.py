@@ -96,3 +96,22 @@ def test_default_clients_come_from_one_process_wide_session(
     assert boto3.DEFAULT_SESSION is not None
     assert first.dynamodb.meta.region_name == "eu-west-1"
     assert second.s3 is not first.s3  # each call makes clients; the session is shared
+
+
+def test_recovery_is_wired_the_dead_letter_queue_and_the_kills_of_a_recovered_plan(
+    clients: tuple[AwsClients, Any],
+) -> None:
+    made, requests = clients
+    function = AwsFunction.create(settings=AwsSettings.from_env(ENV), clients=made)
+    store = function.scheduler.store
+    assert isinstance(store, DynamoStore)
+    assert store.plan_recovered is not None  # a dead writer's kills go out on completion
+    dead = function.dead_letters()
+    assert dead is not None
+    assert dead.queue_url == ENV["STRATOFLOW_RESULTS_DLQ_URL"]
+    assert dead.client is made.sqs
+    no_dlq = AwsFunction.create(
+        settings=AwsSettings.from_env({**ENV, "STRATOFLOW_RESULTS_DLQ_URL": ""}), clients=made
+    )
+    assert no_dlq.dead_letters() is None
+    assert sum(requests.values()) == 0

@@ -22,6 +22,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from stratoflow.adapters.aws.results import MalformedOutcome, ReadJson, S3Objects, parse_outcome
 from stratoflow.engine import AttemptResult, AttemptStatus, TaskInstance
 from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
 
@@ -43,6 +44,11 @@ HEARTBEAT_SECONDS = 600
 # room for the Task state's own Retry backoff on Lambda service errors and the report.
 EXPRESS_MAX_SECONDS = 180
 DISPATCH_THREADS = 8  # StartExecution is one HTTPS call each: overlap them
+# An execution that SUCCEEDED sent its outcome; while its task is still RUNNING in the store
+# that long after it ended, the outcome was lost on the way (dead-lettered, or the message
+# expired) and recovery applies it from the execution's history instead. Below this the
+# report is most likely still in the results queue (applying it twice would be harmless).
+REPORT_GRACE = timedelta(minutes=2)
 INLINE_INPUT_LIMIT = 6 * 1024  # a Batch runner's attempt larger than this goes through S3
 RUNNER_COMMAND = ["python", "-m", "stratoflow.adapters.aws.runner"]
 
@@ -105,8 +111,12 @@ class StepFunctionsDispatcher(Dispatcher):
         threads: int = DISPATCH_THREADS,
         heartbeat_seconds: int = HEARTBEAT_SECONDS,
         express_state_machine_arn: str | None = None,
+        read_json: ReadJson | None = None,
+        report_grace: timedelta = REPORT_GRACE,
     ) -> None:
         self.state_machine_arn = state_machine_arn
+        self._read_json = read_json
+        self.report_grace = report_grace
         self.express_state_machine_arn = (
             express_state_machine_arn
             if express_state_machine_arn is not None
@@ -381,8 +391,11 @@ class StepFunctionsDispatcher(Dispatcher):
         """What became of attempts the store thinks are running: a running execution needs
         nothing (its report will come); one that ended without sending its report (the
         Report state is last, so only FAILED / TIMED_OUT / ABORTED executions can have missed
-        it) gets a result here; a missing one was claimed but never started. One
-        DescribeExecution per attempt, several at a time."""
+        it) gets a result here; so does one that SUCCEEDED more than ``report_grace`` ago,
+        whose report was sent but never applied (dead-lettered, expired): its outcome is read
+        back from the execution's history. A missing one was claimed but never started. One
+        DescribeExecution per attempt, several at a time (plus one GetExecutionHistory per
+        lost report)."""
         report = Recovery()
 
         def describe(ti: TaskInstance) -> Mapping[str, Any] | None:
@@ -405,9 +418,61 @@ class StepFunctionsDispatcher(Dispatcher):
                 report.not_started.append(ti)
                 continue
             result = _ended_unreported(described)
+            if result is None and self._report_lost(described):
+                result = self._outcome_sent(described["executionArn"])
             if result is not None:
                 report.results[key] = result
         return report
+
+    def _report_lost(self, described: Mapping[str, Any]) -> bool:
+        """A SUCCEEDED execution whose task the store still holds RUNNING (the caller asks
+        about running tasks only) well after it ended: its report never got applied."""
+        stopped = described.get("stopDate")
+        if described.get("status") != "SUCCEEDED" or not isinstance(stopped, datetime):
+            return False
+        return stopped + self.report_grace <= self._now()
+
+    def _outcome_sent(self, arn: str) -> AttemptResult | None:
+        """The outcome a SUCCEEDED execution sent, read back from its history (the parameters
+        of its last ``sqs:sendMessage``: the exact message ``advance`` would have received),
+        with a Batch runner's outputs read from S3 as ``advance`` reads them. None when the
+        history holds no readable outcome (then the attempt's deadline still ends it)."""
+        try:
+            body = self._sent_message(arn)
+        except ClientError as exc:  # a throttle, a missing permission: the next pass retries
+            log.warning("history of execution %s unreadable: %s", arn, exc)
+            return None
+        if body is None:
+            log.warning("execution %s succeeded but its history holds no outcome", arn)
+            return None
+        read_json = self._read_json or S3Objects(self._s3).read_json
+        try:
+            return parse_outcome(body, read_json).result
+        except MalformedOutcome as exc:
+            log.warning("execution %s sent no valid outcome: %s", arn, exc)
+            return None
+
+    def _sent_message(self, arn: str) -> str | None:
+        pages = self._sfn.get_paginator("get_execution_history").paginate(
+            executionArn=arn, reverseOrder=True, PaginationConfig={"PageSize": 20}
+        )
+        for page in pages:
+            sent = [
+                (int(event["id"]), event["taskScheduledEventDetails"].get("parameters") or "{}")
+                for event in page.get("events", [])
+                if event.get("type") == "TaskScheduled"
+                and event["taskScheduledEventDetails"].get("resourceType") == "sqs"
+                and event["taskScheduledEventDetails"].get("resource") == "sendMessage"
+            ]
+            if sent:  # the report is the last state: the newest page has it
+                try:
+                    body = json.loads(max(sent)[1]).get("MessageBody")
+                except (ValueError, AttributeError):
+                    return None
+                if body is None:
+                    return None
+                return body if isinstance(body, str) else json.dumps(body)
+        return None
 
     def _maybe_express(self, ti: TaskInstance) -> bool:
         """Whether a running attempt with no Standard execution may be on the Express state
@@ -431,4 +496,6 @@ def _ended_unreported(described: Mapping[str, Any]) -> AttemptResult | None:
         return AttemptResult(AttemptStatus.TIMED_OUT, error="the attempt's execution timed out")
     if status == "ABORTED":
         return AttemptResult(AttemptStatus.STOPPED, error="the attempt's execution was stopped")
-    return None  # RUNNING, PENDING_REDRIVE: a report may still come; SUCCEEDED: it was sent
+    # RUNNING, PENDING_REDRIVE: a report may still come; SUCCEEDED: it was sent (whether it
+    # arrived is ``recover``'s question: see REPORT_GRACE)
+    return None

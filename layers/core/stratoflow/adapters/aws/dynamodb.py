@@ -117,6 +117,12 @@ class DynamoStore(StateStore, Catalog):
     may complete it."""
 
     atomic = False  # no multi-item transactions across a step: each write stands alone
+    # Called with a committed plan that this store completes for a writer that died (from
+    # ``get_run``, a later ``apply_plan`` or ``complete_pending_plans``), after its task
+    # writes and before the plan is retired: the writer's own actions after the plan (its
+    # kills) were lost with it. The AWS runtime sends the plan's kills here. False leaves the
+    # plan pending, to be completed (and this called) again.
+    plan_recovered: Callable[[Plan], bool] | None = None
 
     def __init__(
         self,
@@ -985,7 +991,7 @@ class DynamoStore(StateStore, Catalog):
             if reasons[0] == "ConditionalCheckFailed":
                 return False
             raise RuntimeError(f"apply_plan {run_id}: transaction cancelled: {reasons}")
-        self._complete_plan(run_id, plan_id)
+        self._complete_plan(run_id, plan_id, recovered=False)
         return True
 
     def _load_plan(self, run_id: str, plan_id: str) -> Plan | None:
@@ -1004,9 +1010,10 @@ class DynamoStore(StateStore, Catalog):
         dummy = Run(run_id, "", "", 0, RunState.RUNNING, {}, datetime.now(UTC), datetime.now(UTC))
         return Plan(dummy, tasks, edges=edges)
 
-    def _complete_plan(self, run_id: str, plan_id: str) -> None:
+    def _complete_plan(self, run_id: str, plan_id: str, *, recovered: bool = True) -> None:
         """Apply (again) the task writes of a committed plan, then retire it. Idempotent: each
-        chunk is one transaction whose writes are conditional on not carrying the plan id."""
+        chunk is one transaction whose writes are conditional on not carrying the plan id.
+        ``recovered``: the plan's writer is gone (see ``plan_recovered``)."""
         pk = it.run_pk(run_id)
         plan = self._load_plan(run_id, plan_id)
         if plan is not None:
@@ -1020,6 +1027,8 @@ class DynamoStore(StateStore, Catalog):
                         f"plan {plan_id} of run {run_id}: chunk cancelled: {reasons}"
                     )
                 # ConditionalCheckFailed: this chunk was applied before (by us or a helper)
+            if recovered and self.plan_recovered is not None and not self.plan_recovered(plan):
+                return  # left pending: the next completion tries its follow-up again
         upd = Update().remove("plan").remove("plan_at")
         self._update(upd, key(pk, it.RUN_SK), upd.condition("{plan} = :p", p=s(plan_id)))
         count = self._partition(pk, f"{it.PLAN_PREFIX}{plan_id}", ProjectionExpression="sk")

@@ -27,6 +27,7 @@ import re
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, NoReturn
 from urllib.parse import quote
@@ -616,7 +617,166 @@ def handle_execution_ended(jobs: EksJobs, event: Mapping[str, Any]) -> dict[str,
     return {"status": "deleted" if deleted else "gone", "job": job_name(run_id, task_id, attempt)}
 
 
+# ------------------------------------------------------------------ the pod watcher
+# A task container that failed this long ago while its reporter still runs ended without
+# writing its exit file (it could not run at all), or its reporter is stuck: fail it. An
+# OOMKilled one is failed at once (whether or not it wrote the file, it failed); one that
+# exited 0 never (its reporter reports the success).
+ENDED_GRACE_SECONDS = 20
+# A task image that cannot be pulled this long after the pod started is taken as final.
+PULL_GRACE_SECONDS = 300
+_PULL_FAILURES = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
+     "CreateContainerConfigError", "CreateContainerError"}
+)  # fmt: skip
+FAILURE_POD = "Stratoflow.PodFailed"
+_TOKEN_GONE = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
+
+
+@dataclass(frozen=True)
+class LostPod:
+    """A pod whose attempt will never be reported from inside it, and why."""
+
+    namespace: str
+    job: str
+    run_id: str
+    task_id: str
+    attempt: int
+    reason: str  # e.g. "OOMKilled", "Evicted"
+    error: str  # the sentence for the attempt's error
+    exit_code: int | None = None
+
+
+def _seconds_since(stamp: Any, now: datetime) -> float | None:
+    if not isinstance(stamp, str) or not stamp:
+        return None
+    try:
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (now - when).total_seconds()
+
+
+def lost_pod(pod: Mapping[str, Any], now: datetime) -> LostPod | None:
+    """Whether ``pod`` (an attempt's pod, as the API lists it) died without a report:
+    evicted or otherwise Failed (not at its deadline: Step Functions times that out itself),
+    its task container ended (OOM-killed as a whole, could not run) with the reporter still
+    waiting, or its image cannot be pulled. None for a pod that is fine or already done."""
+    meta = pod.get("metadata") or {}
+    notes = meta.get("annotations") or {}
+    try:
+        run_id = str(notes[f"{LABEL_PREFIX}run-id"])
+        task_id = str(notes[f"{LABEL_PREFIX}task-id"])
+        attempt = int(notes[f"{LABEL_PREFIX}attempt"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    namespace = str(meta.get("namespace") or "")
+    job = job_name(run_id, task_id, attempt)
+    status = pod.get("status") or {}
+    containers = {c.get("name"): c for c in status.get("containerStatuses") or []}
+    reporter = (containers.get("reporter") or {}).get("state") or {}
+    task = (containers.get("task") or {}).get("state") or {}
+
+    def lost(reason: str, error: str, exit_code: int | None = None) -> LostPod:
+        return LostPod(namespace, job, run_id, task_id, attempt, reason, error, exit_code)
+
+    if status.get("phase") == "Failed":
+        reason = str(status.get("reason") or "Failed")
+        if reason == "DeadlineExceeded":
+            return None  # the attempt's timeout: the execution times out at the same moment
+        if "terminated" in reporter and reporter["terminated"].get("exitCode") == 0:
+            return None  # the reporter finished: the attempt was reported
+        message = str(status.get("message") or "").strip()
+        return lost(reason, f"pod {reason}" + (f": {message}" if message else ""))
+    if "terminated" in task and "terminated" not in reporter:
+        ended = task["terminated"]
+        reason = str(ended.get("reason") or "Terminated")
+        code = ended.get("exitCode")
+        exit_code = code if isinstance(code, int) else None
+        if exit_code == 0:
+            return None  # it wrote its exit file: the reporter reports the success
+        since = _seconds_since(ended.get("finishedAt"), now)
+        if reason != "OOMKilled" and (since is None or since < ENDED_GRACE_SECONDS):
+            return None  # the reporter may still be sending the failure it read
+        what = "killed for using more memory than its limit" if reason == "OOMKilled" else "ended"
+        return lost(
+            reason,
+            f"task container {what} ({reason}"
+            + (f", exit code {exit_code}" if exit_code is not None else "")
+            + ") without reporting",
+            exit_code,
+        )
+    waiting = task.get("waiting") or {}
+    if waiting.get("reason") in _PULL_FAILURES:
+        age = _seconds_since(status.get("startTime") or meta.get("creationTimestamp"), now)
+        if age is not None and age >= PULL_GRACE_SECONDS:
+            reason = str(waiting["reason"])
+            message = str(waiting.get("message") or "").strip()
+            return lost(reason, f"task container cannot start: {reason}: {message}".rstrip(": "))
+    return None
+
+
+def _pods_path(namespace: str | None) -> str:
+    return f"/api/v1/namespaces/{quote(namespace)}/pods" if namespace else "/api/v1/pods"
+
+
+def _token_of(secret: Mapping[str, Any] | None) -> str | None:
+    """The task token in an attempt's Secret (``data`` is base64, as the API returns it)."""
+    if not secret:
+        return None
+    plain = (secret.get("stringData") or {}).get(TOKEN_KEY)
+    if isinstance(plain, str) and plain:
+        return plain
+    encoded = (secret.get("data") or {}).get(TOKEN_KEY)
+    if not isinstance(encoded, str) or not encoded:
+        return None
+    try:
+        return base64.b64decode(encoded, validate=True).decode()
+    except ValueError:
+        return None
+
+
+def watch_pods(jobs: EksJobs, sfn_client: Any, now: datetime | None = None) -> dict[str, Any]:
+    """One pass of the watcher (EventBridge, every minute): list the attempts' pods, and for
+    each that died without a report fail its attempt through its task token (the Secret of
+    its Job) with the reason, then delete the Job. The state machine takes the failure to
+    ``ReportFailed``, so the attempt ends within about a minute of its pod, not at its
+    timeout. Idempotent: a token already used is ignored, a Job already gone counts 0."""
+    now = now or datetime.now(UTC)
+    api = jobs.api()
+    selector = {"labelSelector": "app.kubernetes.io/managed-by=stratoflow"}
+    try:
+        listed = api.get(_pods_path(None), selector)
+    except JobRejected:  # may not list cluster-wide: the stack's namespace
+        listed = api.get(_pods_path(jobs.settings.namespace), selector)
+    failed: list[dict[str, Any]] = []
+    for pod in (listed or {}).get("items", []):
+        found = lost_pod(pod, now)
+        if found is None:
+            continue
+        token = _token_of(api.get(_secrets_path(found.namespace, found.job)))
+        if token is not None:  # else its Job is being deleted already (a pass, a stop)
+            cause = json.dumps(
+                {"exit_code": found.exit_code, "error": found.error, "log_tail": "",
+                 "reason": found.reason}
+            )  # fmt: skip
+            try:
+                sfn_client.send_task_failure(taskToken=token, error=FAILURE_POD, cause=cause)
+            except Exception as exc:
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+                if code not in _TOKEN_GONE:
+                    raise
+            failed.append(
+                {"job": found.job, "run_id": found.run_id, "task_id": found.task_id,
+                 "attempt": found.attempt, "reason": found.reason}
+            )  # fmt: skip
+        api.delete(_jobs_path(found.namespace, found.job))
+    return {"status": "watched", "failed": failed}
+
+
 def handle(jobs: EksJobs, sfn_client: Any, event: Mapping[str, Any]) -> dict[str, Any]:
     if event.get("source") == "aws.states":
         return handle_execution_ended(jobs, event)
+    if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
+        return watch_pods(jobs, sfn_client)
     return handle_launch(jobs, sfn_client, event)

@@ -8,11 +8,11 @@ writes and the deterministic execution names see to it).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
-from urllib.parse import unquote, urlparse
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import unquote
 
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
@@ -21,9 +21,16 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from stratoflow.adapters.aws.results import (
+    MAX_JSON_BYTES,
+    MalformedOutcome,
+    Outcome,
+    ReadJson,
+    S3Objects,
+    parse_outcome,
+    split_s3_uri,
+)
 from stratoflow.adapters.aws.settings import SettingsError
 from stratoflow.api.access import (
     Authenticator,
@@ -32,85 +39,28 @@ from stratoflow.api.access import (
     parse_role_map,
 )
 from stratoflow.auth import Principal, Unauthenticated
-from stratoflow.engine import AttemptResult, AttemptStatus
-from stratoflow.ports import Attempt, LogRange
+from stratoflow.engine import Plan, TaskState
 from stratoflow.service import Finished, Scheduler
 
 log = logging.getLogger("stratoflow.handlers")
 
-MAX_JSON_BYTES = 64 * 1024 * 1024  # the most of a task's outputs document ``advance`` reads
-
-ReadJson = Callable[[str], Any]  # an s3:// URI -> the JSON document stored there
-
-
-class MalformedOutcome(ValueError):
-    """An outcome message that is not the contract's shape; it cannot ever be applied."""
-
-
-class Outcome(BaseModel):
-    """The outcome message the state machine sends to the results queue (AWS-CONTRACT.md).
-
-    ``outputs`` is what the attempt returned: the runner's outputs object, or whatever JSON a
-    ``lambda`` task's function returned (an object is taken as is, anything else becomes
-    ``{"result": value}``). ``outputs_uri`` is where a Batch runner job wrote its outputs
-    (``s3://<bucket>/outputs/<run>/<task>/<attempt>.json``): a job's result cannot carry them."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    run_id: str = Field(min_length=1, max_length=512)
-    task_id: str = Field(min_length=1, max_length=512)
-    attempt: int = Field(ge=1)
-    status: Literal["succeeded", "failed", "timed_out", "stopped", "lost"]
-    exit_code: int | None = None
-    error: str | None = None
-    outputs: Any = None
-    outputs_uri: str | None = None
-    log: str | None = None
-    retryable: bool = True
-
-
-def parse_outcome(body: str, read_json: ReadJson) -> Finished:
-    """One SQS body -> the report the scheduler applies. Raises ``MalformedOutcome``."""
-    try:
-        outcome = Outcome.model_validate_json(body)
-    except ValidationError as exc:
-        where = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
-        raise MalformedOutcome(f"not an outcome message ({where})") from None
-    if outcome.outputs is None:
-        outputs: dict[str, Any] = {}
-    elif isinstance(outcome.outputs, dict):
-        outputs = outcome.outputs
-    else:
-        outputs = {"result": outcome.outputs}
-    if outcome.outputs_uri and outcome.status == "succeeded":
-        try:
-            stored = read_json(outcome.outputs_uri)
-        except FileNotFoundError:
-            stored = {}  # the job wrote no outputs
-        except Exception as exc:
-            log.warning("outputs at %s unreadable: %s", outcome.outputs_uri, exc)
-            stored = None
-        if not isinstance(stored, dict):
-            # children may read these outputs: without them the attempt cannot count as done
-            error = f"outputs at {outcome.outputs_uri} are not a readable JSON object"
-            return _finished(outcome, "failed", {}, error)
-        outputs = {**outputs, **stored}
-    return _finished(outcome, outcome.status, outputs, outcome.error)
-
-
-def _finished(
-    outcome: Outcome, status: str, outputs: dict[str, Any], error: str | None
-) -> Finished:
-    result = AttemptResult(
-        AttemptStatus(status),
-        outputs=outputs,
-        error=error,
-        exit_code=outcome.exit_code,
-        retryable=outcome.retryable,
-    )
-    return Finished(outcome.run_id, outcome.task_id, outcome.attempt, result, outcome.log)
+__all__ = [
+    "MAX_JSON_BYTES",
+    "DeadLetters",
+    "MalformedOutcome",
+    "Outcome",
+    "ReadJson",
+    "S3Objects",
+    "advance",
+    "api_authenticator",
+    "complete_pending_plans",
+    "kill_stopped",
+    "parse_outcome",
+    "reconcile",
+    "replay_dead_letters",
+    "run_id_of_path",
+    "split_s3_uri",
+]
 
 
 def advance(
@@ -143,68 +93,152 @@ def advance(
     return dict(response)
 
 
-def reconcile(scheduler: Scheduler) -> dict[str, Any]:
-    """The periodic repair: results of executions that ended without a report, attempts
-    claimed but never started, due retries, stuck (timed-out) attempts, queued runs; then
-    dispatch. Safe to run any number of times, also concurrently with ``advance``."""
+# ------------------------------------------------------------------ the reconciler
+@dataclass(frozen=True)
+class DeadLetters:
+    """The results queue's dead-letter queue, as the reconciler reads it.
+
+    An outcome lands there after ``maxReceiveCount`` failed receives of ``advance`` (a bug, a
+    long throttle, a poison message). Its execution shows SUCCEEDED, so nothing else would
+    ever report that attempt: the reconciler replays it. ``max_messages`` bounds one pass
+    (the next pass goes on); a poison message is hidden for ``poison_hide_seconds`` (SQS's
+    most: 12 hours) so each pass does not read it again, and stays on the queue for an
+    operator (the DLQ depth alarm keeps firing while it is there)."""
+
+    client: Any  # boto3 SQS client
+    queue_url: str
+    read_json: ReadJson
+    max_messages: int = 500
+    visibility_seconds: int = 120  # a message whose apply failed comes back after this
+    poison_hide_seconds: int = 12 * 3600
+
+
+def replay_dead_letters(scheduler: Scheduler, dead: DeadLetters) -> dict[str, int]:
+    """Apply every outcome on the dead-letter queue through ``advance``'s path (parse, then
+    ``Scheduler.on_finished``), deleting each only after it was applied. Idempotent: an
+    outcome that was applied already (or whose attempt moved on) changes nothing and is
+    deleted. A malformed message is logged and hidden, never deleted; one whose apply fails
+    is logged and left for the next pass. Never raises for a message's sake."""
+    counts = {"replayed": 0, "poison": 0, "failed": 0}
+    seen: set[str] = set()
+    while sum(counts.values()) < dead.max_messages:
+        got = dead.client.receive_message(
+            QueueUrl=dead.queue_url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=0,
+            VisibilityTimeout=dead.visibility_seconds,
+            AttributeNames=["ApproximateReceiveCount"],
+        )
+        messages = [m for m in got.get("Messages", []) if m["MessageId"] not in seen]
+        if not messages:
+            break
+        for message in messages:
+            seen.add(message["MessageId"])
+            counts[_replay_one(scheduler, dead, message)] += 1
+    if any(counts.values()):
+        log.info("dead-letter replay: %s", counts)
+    return counts
+
+
+def _replay_one(scheduler: Scheduler, dead: DeadLetters, message: Mapping[str, Any]) -> str:
+    message_id = message["MessageId"]
+    try:
+        report = parse_outcome(message["Body"], dead.read_json)
+    except MalformedOutcome as exc:
+        log.error(  # noqa: TRY400 (the reason is the message; no traceback helps)
+            "dead-lettered message %s is not an outcome, kept on %s for an operator: %s",
+            message_id, dead.queue_url, exc,
+        )  # fmt: skip
+        _hide(dead, message, dead.poison_hide_seconds)
+        return "poison"
+    try:
+        scheduler.on_finished([report])
+    except Exception:
+        log.exception(
+            "dead-lettered outcome %s (%s/%s attempt %d) not applied; retried next pass",
+            message_id, report.run_id, report.task_id, report.attempt,
+        )  # fmt: skip
+        return "failed"
+    dead.client.delete_message(QueueUrl=dead.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    log.info(
+        "dead-lettered outcome %s replayed: %s/%s attempt %d %s",
+        message_id, report.run_id, report.task_id, report.attempt, report.result.status.value,
+    )  # fmt: skip
+    return "replayed"
+
+
+def _hide(dead: DeadLetters, message: Mapping[str, Any], seconds: int) -> None:
+    try:
+        dead.client.change_message_visibility(
+            QueueUrl=dead.queue_url,
+            ReceiptHandle=message["ReceiptHandle"],
+            VisibilityTimeout=seconds,
+        )
+    except Exception as exc:  # it merely comes back sooner
+        log.warning("could not hide message %s: %s", message["MessageId"], exc)
+
+
+class KillsAttempts(Protocol):
+    def kill(self, run_id: str, task_id: str, attempt: int) -> None: ...
+
+
+def kill_stopped(dispatcher: KillsAttempts, plan: Plan) -> bool:
+    """The kills a plan's writer would have sent after applying it: every attempt the plan
+    stopped. The plan keeps only the tasks' new states, so every STOPPED task that ever
+    started an attempt is killed: killing one that already ended is a no-op. Returns False
+    (the plan stays pending and this is tried again) when a kill failed."""
+    ok = True
+    for ti in plan.tasks.values():
+        if ti.state is not TaskState.STOPPED or ti.attempt < 1 or ti.started_at is None:
+            continue
+        try:
+            dispatcher.kill(ti.run_id, ti.task_id, ti.attempt)
+        except Exception as exc:
+            log.warning(
+                "kill of %s/%s attempt %d failed: %s", ti.run_id, ti.task_id, ti.attempt, exc
+            )
+            ok = False
+    return ok
+
+
+def complete_pending_plans(store: object) -> int:
+    """Let the store finish the operations (a stop, a rerun) whose writer died half way, if it
+    has such a thing (DynamoDB's journaled plans; SQLite applies a plan in one transaction).
+    Their kills go out through the store's ``plan_recovered`` hook (see ``runtime``)."""
+    complete: Callable[[], int] | None = getattr(store, "complete_pending_plans", None)
+    if complete is None:
+        return 0
+    return complete()
+
+
+def reconcile(scheduler: Scheduler, *, dead_letters: DeadLetters | None = None) -> dict[str, Any]:
+    """The periodic repair, each part idempotent and safe to run concurrently with
+    ``advance``: operations whose writer died half way (and their kills); outcomes that
+    reached the dead-letter queue; results of executions that ended without a report (or
+    whose report was lost); attempts claimed but never started; due retries, stuck
+    (timed-out) attempts, queued runs; then dispatch. In the result ``None`` marks a repair
+    that failed this pass (logged)."""
+    # each repair on its own: one that keeps failing (a plan whose chunk is refused, an
+    # unreachable queue) must not keep the others from running
+    plans: int | None = None
+    replayed: dict[str, int] | None = {}
+    try:
+        plans = complete_pending_plans(scheduler.store)
+    except Exception:
+        log.exception("completing pending plans failed; the next pass tries again")
+    if dead_letters is not None:
+        try:
+            replayed = replay_dead_letters(scheduler, dead_letters)
+        except Exception:
+            log.exception("reading the dead-letter queue failed; the next pass tries again")
+            replayed = None
     scheduler.recover()
     next_wakeup = scheduler.step()
-    return {"next_wakeup": next_wakeup.isoformat() if next_wakeup else None}
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    parsed = urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.lstrip("/"):
-        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
-    return parsed.netloc, parsed.path.lstrip("/")
-
-
-class S3Objects:
-    """Reads the artifacts bucket: task logs for the API, Batch outputs for ``advance``."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-
-    def _get(self, bucket: str, key: str, first: int, last: int) -> tuple[bytes, int] | None:
-        """Bytes ``first``..``last`` (inclusive) of an object and its whole size; None if it
-        does not exist."""
-        try:
-            response = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={first}-{last}")
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
-            if code == "InvalidRange":  # ``first`` is at or past its end (an empty object too)
-                head = self.client.head_object(Bucket=bucket, Key=key)
-                return b"", int(head["ContentLength"])
-            if code in {"NoSuchKey", "404", "NotFound"}:
-                return None
-            raise
-        body: bytes = response["Body"].read()
-        total = response.get("ContentRange", "").rpartition("/")[2]  # "bytes 0-9/1234"
-        return body, int(total) if total.isdigit() else first + len(body)
-
-    def read_json(self, uri: str) -> Any:
-        got = self._get(*split_s3_uri(uri), 0, MAX_JSON_BYTES - 1)
-        if got is None:
-            raise FileNotFoundError(uri)
-        return json.loads(got[0])
-
-    def read_log(self, attempt: Attempt, offset: int, length: int) -> LogRange | None:
-        """Up to ``length`` bytes of an attempt's log (an ``s3://`` location) from ``offset``,
-        read as one ranged GET, or None while nothing was written yet. An attempt that ended
-        with an exit code and has no log object printed nothing (the runner does not upload
-        an empty log): its log is empty."""
-        if not attempt.log or not attempt.log.startswith("s3://"):
-            return None
-        try:
-            bucket, key = split_s3_uri(attempt.log)
-        except ValueError:
-            return None
-        got = self._get(bucket, key, offset, offset + max(length, 1) - 1)
-        if got is None:
-            # the command ran to its end and printed nothing: the runner skips the PUT
-            return LogRange(b"", 0, 0) if attempt.exit_code is not None else None
-        data, size = got
-        return LogRange(data, min(offset, size), size)
+    return {
+        "next_wakeup": next_wakeup.isoformat() if next_wakeup else None,
+        "plans_completed": plans,
+        "dead_letters": replayed,
+    }
 
 
 def run_id_of_path(path: str) -> str | None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import stratoflow
+from stratoflow.adapters.aws._dynamo_items import run_pk, task_sk
 from stratoflow.adapters.local.executor import result_from_files
 
 log = logging.getLogger("stratoflow.aws.runner")
@@ -40,7 +41,13 @@ TIMED_OUT_EXIT = 124  # the Batch job's exit code when the task timed out (as ti
 MAX_OUTPUTS_BYTES = 200_000
 _RUNNER_VARS = ("STRATOFLOW_ATTEMPT_INPUT", "STRATOFLOW_ATTEMPT_URI")
 
+# How often a running attempt asks whether it is still wanted (STRATOFLOW_STOP_POLL_SECONDS):
+# a stop reaches the task within this, where nothing else can (an Express execution cannot
+# be stopped, and stopping a Standard one does not stop the Lambda it invoked)
+STOP_POLL_SECONDS = 5.0
+
 TimeLeft = Callable[[], float]  # seconds left before the host (Lambda) stops us
+StillWanted = Callable[[], bool]  # False once the attempt was stopped (its task moved on)
 
 
 class AttemptInputError(ValueError):
@@ -90,12 +97,66 @@ def _environment(attempt: Mapping[str, Any], output_file: Path) -> dict[str, str
     return env
 
 
+def task_watch(client: Any, table: str | None, attempt: Mapping[str, Any]) -> StillWanted | None:
+    """Whether the store still holds the attempt's task RUNNING at this attempt: one
+    strongly consistent GetItem of two attributes (the runner's role may read no more). A
+    stop, a mark or a timeout moved the task on: the attempt is no longer wanted. A failed
+    read (a throttle) keeps the attempt running: a stop is then noticed at the next poll.
+    None without a table (the Batch runner: Batch jobs are terminated by Step Functions)."""
+    if not table or client is None:
+        return None
+    try:
+        key = {"pk": {"S": run_pk(str(attempt["run_id"]))},
+               "sk": {"S": task_sk(str(attempt["task_id"]))}}  # fmt: skip
+        number = int(attempt["attempt"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+    def still_wanted() -> bool:
+        try:
+            item = client.get_item(
+                TableName=table,
+                Key=key,
+                ConsistentRead=True,
+                ProjectionExpression="#st, #att",
+                ExpressionAttributeNames={"#st": "st", "#att": "att"},
+            ).get("Item")
+        except Exception as exc:
+            log.warning("could not read the task's state (the attempt goes on): %s", exc)
+            return True
+        if item is None:
+            return False  # the run is gone
+        state = item.get("st", {}).get("S")
+        current = item.get("att", {}).get("N")
+        return bool(state == "running" and current == str(number))
+
+    return still_wanted
+
+
+def _stopped(log_uri: str | None = None) -> dict[str, Any]:
+    return {
+        "status": "stopped",
+        "exit_code": None,
+        "error": "stopped: the task no longer runs this attempt (stopped, marked or timed out)",
+        "outputs": {},
+        "log": log_uri,
+    }
+
+
 def run_attempt(
-    attempt: Mapping[str, Any], *, s3: Any, time_left: TimeLeft | None = None
+    attempt: Mapping[str, Any],
+    *,
+    s3: Any,
+    time_left: TimeLeft | None = None,
+    still_wanted: StillWanted | None = None,
+    poll_seconds: float = STOP_POLL_SECONDS,
 ) -> dict[str, Any]:
     """Run the attempt; upload its log; return the outcome
     ``{status, exit_code, error, outputs, log}``. A task's own failure is an outcome, never
-    an exception: only a malformed input raises (``AttemptInputError``)."""
+    an exception: only a malformed input raises (``AttemptInputError``). With
+    ``still_wanted`` the attempt is not started when it is no longer wanted (a stop during
+    its retry wait), and is asked every ``poll_seconds`` while it runs: when it says no, the
+    task's process group is killed and the outcome is ``stopped``."""
     try:
         kind = str(attempt["type"])
         task = attempt["task"]
@@ -104,6 +165,8 @@ def run_attempt(
     except (KeyError, TypeError, ValueError) as exc:
         raise AttemptInputError(f"attempt input lacks a valid {exc}") from None
     log_uri: str | None = attempt.get("log")
+    if still_wanted is not None and not still_wanted():
+        return _stopped()
     with tempfile.TemporaryDirectory(prefix="stratoflow-") as tmp:
         workdir = Path(tmp)
         log_file, out_file = workdir / f"{name}.log", workdir / f"{name}.out"
@@ -112,17 +175,26 @@ def run_attempt(
         budget, by_host = timeout, False
         if time_left is not None and time_left() - LAMBDA_SAFETY_SECONDS < budget:
             budget, by_host = max(time_left() - LAMBDA_SAFETY_SECONDS, 0.0), True
-        timed_out = False
+        timed_out = stopped = False
         started = time.monotonic()
         with log_file.open("wb") as log_fh:
             proc = subprocess.Popen(
                 argv, cwd=workdir, env=_environment(attempt, out_file), stdin=subprocess.DEVNULL,
                 stdout=log_fh, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
-            try:
-                code = proc.wait(timeout=budget)
-            except subprocess.TimeoutExpired:
-                timed_out = True
+            code: int | None = None
+            while code is None:
+                left = budget - (time.monotonic() - started)
+                if left <= 0:
+                    timed_out = True
+                    break
+                try:
+                    code = proc.wait(timeout=min(left, poll_seconds) if still_wanted else left)
+                except subprocess.TimeoutExpired:
+                    if still_wanted is not None and not still_wanted():
+                        stopped = True
+                        break
+            if code is None:
                 _kill_group(proc.pid, signal.SIGTERM)
                 try:
                     code = proc.wait(timeout=KILL_GRACE_SECONDS)
@@ -147,6 +219,9 @@ def run_attempt(
                 else f"timed out after {timeout:g} s"
             )
             outcome.update(status="timed_out", exit_code=None, error=f"{why} (ran {elapsed:.1f} s)")
+        if stopped:
+            outcome.update(_stopped())
+            outcome["error"] += f" (ran {elapsed:.1f} s)"
         outcome["log"] = _upload_log(s3, log_uri, log_file)
     return outcome
 
@@ -184,9 +259,24 @@ def _upload_log(s3: Any, log_uri: str | None, log_file: Path) -> str | None:
     return log_uri
 
 
-def handle(event: Mapping[str, Any], time_left: TimeLeft | None, *, s3: Any) -> dict[str, Any]:
-    """The runner function: the state machine's attempt input in, the outcome out."""
-    return run_attempt(event, s3=s3, time_left=time_left)
+def handle(
+    event: Mapping[str, Any],
+    time_left: TimeLeft | None,
+    *,
+    s3: Any,
+    dynamodb: Any = None,
+    table: str | None = None,
+) -> dict[str, Any]:
+    """The runner function: the state machine's attempt input in, the outcome out. With the
+    state table (``dynamodb``, ``table``) a stop reaches the running task (``task_watch``)."""
+    poll = float(os.environ.get("STRATOFLOW_STOP_POLL_SECONDS") or STOP_POLL_SECONDS)
+    return run_attempt(
+        event,
+        s3=s3,
+        time_left=time_left,
+        still_wanted=task_watch(dynamodb, table, event),
+        poll_seconds=max(poll, 0.1),
+    )
 
 
 def load_attempt(environ: Mapping[str, str], argv: list[str], s3: Any) -> dict[str, Any]:

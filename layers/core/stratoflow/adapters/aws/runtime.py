@@ -9,6 +9,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import boto3
@@ -16,8 +17,9 @@ import boto3
 from stratoflow.adapters.aws.dispatch import StepFunctionsDispatcher
 from stratoflow.adapters.aws.dynamodb import DynamoStore
 from stratoflow.adapters.aws.events import EventBridgeEvents
-from stratoflow.adapters.aws.handlers import S3Objects
+from stratoflow.adapters.aws.handlers import DeadLetters, kill_stopped
 from stratoflow.adapters.aws.metrics import MeteredDispatcher, MeteredEvents, Metrics
+from stratoflow.adapters.aws.results import S3Objects
 from stratoflow.adapters.aws.schedules import EventBridgeSchedules
 from stratoflow.adapters.aws.settings import AwsSettings
 from stratoflow.ports import Clock, Dispatcher, EventSink
@@ -46,6 +48,7 @@ class AwsClients:
     scheduler: Any
     s3: Any
     batch: Any
+    sqs: Any = None  # the reconciler's, for the dead-letter queue
 
     @classmethod
     def create(cls, session: boto3.Session | None = None) -> AwsClients:
@@ -63,6 +66,7 @@ class AwsClients:
             scheduler=session.client("scheduler"),
             s3=session.client("s3"),
             batch=session.client("batch"),
+            sqs=session.client("sqs"),
         )
 
 
@@ -88,11 +92,15 @@ def build_scheduler(
         job_queue=settings.batch_job_queue,
         runner_job_definition=settings.runner_job_definition,
         express_state_machine_arn=settings.express_state_machine_arn,
+        read_json=S3Objects(clients.s3).read_json,
     )
     events: EventSink = EventBridgeEvents(settings.event_bus, client=clients.events)
     if metrics is not None:
         dispatcher = MeteredDispatcher(dispatcher, metrics, clock)
         events = MeteredEvents(events, metrics)
+    # a stop (or rerun) whose writer died half way is completed by whoever reads the run
+    # next, the reconciler at the latest: the kills the writer never sent go out then
+    store.plan_recovered = partial(kill_stopped, dispatcher)
     schedules = EventBridgeSchedules(
         settings.schedule_group,
         role_arn=settings.scheduler_role_arn,
@@ -146,6 +154,12 @@ class AwsFunction:
             objects=S3Objects(clients.s3),
             metered=metered if isinstance(metered, MeteredDispatcher) else None,
         )
+
+    def dead_letters(self) -> DeadLetters | None:
+        """The results queue's dead-letter queue for the reconciler, if the stack has one."""
+        if not self.settings.results_dlq_url or self.clients.sqs is None:
+            return None
+        return DeadLetters(self.clients.sqs, self.settings.results_dlq_url, self.objects.read_json)
 
     def invocation_started(self) -> None:
         """Tasks dispatched from here on became ready during this invocation."""

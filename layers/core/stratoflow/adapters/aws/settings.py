@@ -39,12 +39,14 @@ class AwsSettings:
     db_secret_arn: str
     db_name: str
     express_state_machine_arn: str = ""
+    results_dlq_url: str = ""
 
     # field -> environment variable; the template sets every one, but these may be empty: a
     # stack deployed without Batch, EKS or the read model (the parameters that turn them off)
     OPTIONAL: ClassVar[frozenset[str]] = frozenset(
         {"batch_job_queue", "runner_job_definition", "eks_cluster", "eks_namespace",
-         "db_cluster_arn", "db_secret_arn", "db_name", "express_state_machine_arn"}
+         "db_cluster_arn", "db_secret_arn", "db_name", "express_state_machine_arn",
+         "results_dlq_url"}
     )  # fmt: skip
     ENV: ClassVar[Mapping[str, str]] = {
         "table": "STRATOFLOW_TABLE",
@@ -64,6 +66,8 @@ class AwsSettings:
         "db_name": "STRATOFLOW_DB_NAME",
         # empty: every attempt runs on the Standard state machine
         "express_state_machine_arn": "STRATOFLOW_EXPRESS_STATE_MACHINE_ARN",
+        # the results queue's dead-letter queue, which the reconciler replays; empty: none
+        "results_dlq_url": "STRATOFLOW_RESULTS_DLQ_URL",
     }
 
     @classmethod

@@ -1,0 +1,153 @@
+"""An attempt's result as the AWS runtime carries it: the outcome message the state machine
+sends to the results queue (AWS-CONTRACT.md), and the artifacts-bucket objects it names.
+
+``advance`` (the results queue), the reconciler's dead-letter replay and the dispatcher's
+recovery of an execution whose report was lost all read a result through ``parse_outcome``,
+so the three agree on what an outcome means.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from stratoflow.engine import AttemptResult, AttemptStatus
+from stratoflow.ports import Attempt, LogRange
+from stratoflow.service import Finished
+
+log = logging.getLogger("stratoflow.handlers")
+
+MAX_JSON_BYTES = 64 * 1024 * 1024  # the most of a task's outputs document ``advance`` reads
+
+ReadJson = Callable[[str], Any]  # an s3:// URI -> the JSON document stored there
+
+
+class MalformedOutcome(ValueError):
+    """An outcome message that is not the contract's shape; it cannot ever be applied."""
+
+
+class Outcome(BaseModel):
+    """The outcome message the state machine sends to the results queue (AWS-CONTRACT.md).
+
+    ``outputs`` is what the attempt returned: the runner's outputs object, or whatever JSON a
+    ``lambda`` task's function returned (an object is taken as is, anything else becomes
+    ``{"result": value}``). ``outputs_uri`` is where a Batch runner job wrote its outputs
+    (``s3://<bucket>/outputs/<run>/<task>/<attempt>.json``): a job's result cannot carry them."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    run_id: str = Field(min_length=1, max_length=512)
+    task_id: str = Field(min_length=1, max_length=512)
+    attempt: int = Field(ge=1)
+    status: Literal["succeeded", "failed", "timed_out", "stopped", "lost"]
+    exit_code: int | None = None
+    error: str | None = None
+    outputs: Any = None
+    outputs_uri: str | None = None
+    log: str | None = None
+    retryable: bool = True
+
+
+def parse_outcome(body: str, read_json: ReadJson) -> Finished:
+    """One SQS body -> the report the scheduler applies. Raises ``MalformedOutcome``."""
+    try:
+        outcome = Outcome.model_validate_json(body)
+    except ValidationError as exc:
+        where = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        )
+        raise MalformedOutcome(f"not an outcome message ({where})") from None
+    if outcome.outputs is None:
+        outputs: dict[str, Any] = {}
+    elif isinstance(outcome.outputs, dict):
+        outputs = outcome.outputs
+    else:
+        outputs = {"result": outcome.outputs}
+    if outcome.outputs_uri and outcome.status == "succeeded":
+        try:
+            stored = read_json(outcome.outputs_uri)
+        except FileNotFoundError:
+            stored = {}  # the job wrote no outputs
+        except Exception as exc:
+            log.warning("outputs at %s unreadable: %s", outcome.outputs_uri, exc)
+            stored = None
+        if not isinstance(stored, dict):
+            # children may read these outputs: without them the attempt cannot count as done
+            error = f"outputs at {outcome.outputs_uri} are not a readable JSON object"
+            return _finished(outcome, "failed", {}, error)
+        outputs = {**outputs, **stored}
+    return _finished(outcome, outcome.status, outputs, outcome.error)
+
+
+def _finished(
+    outcome: Outcome, status: str, outputs: dict[str, Any], error: str | None
+) -> Finished:
+    result = AttemptResult(
+        AttemptStatus(status),
+        outputs=outputs,
+        error=error,
+        exit_code=outcome.exit_code,
+        retryable=outcome.retryable,
+    )
+    return Finished(outcome.run_id, outcome.task_id, outcome.attempt, result, outcome.log)
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.lstrip("/"):
+        raise ValueError(f"not an s3://bucket/key URI: {uri!r}")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+class S3Objects:
+    """Reads the artifacts bucket: task logs for the API, Batch outputs for ``advance``."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def _get(self, bucket: str, key: str, first: int, last: int) -> tuple[bytes, int] | None:
+        """Bytes ``first``..``last`` (inclusive) of an object and its whole size; None if it
+        does not exist."""
+        try:
+            response = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={first}-{last}")
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code == "InvalidRange":  # ``first`` is at or past its end (an empty object too)
+                head = self.client.head_object(Bucket=bucket, Key=key)
+                return b"", int(head["ContentLength"])
+            if code in {"NoSuchKey", "404", "NotFound"}:
+                return None
+            raise
+        body: bytes = response["Body"].read()
+        total = response.get("ContentRange", "").rpartition("/")[2]  # "bytes 0-9/1234"
+        return body, int(total) if total.isdigit() else first + len(body)
+
+    def read_json(self, uri: str) -> Any:
+        got = self._get(*split_s3_uri(uri), 0, MAX_JSON_BYTES - 1)
+        if got is None:
+            raise FileNotFoundError(uri)
+        return json.loads(got[0])
+
+    def read_log(self, attempt: Attempt, offset: int, length: int) -> LogRange | None:
+        """Up to ``length`` bytes of an attempt's log (an ``s3://`` location) from ``offset``,
+        read as one ranged GET, or None while nothing was written yet. An attempt that ended
+        with an exit code and has no log object printed nothing (the runner does not upload
+        an empty log): its log is empty."""
+        if not attempt.log or not attempt.log.startswith("s3://"):
+            return None
+        try:
+            bucket, key = split_s3_uri(attempt.log)
+        except ValueError:
+            return None
+        got = self._get(bucket, key, offset, offset + max(length, 1) - 1)
+        if got is None:
+            # the command ran to its end and printed nothing: the runner skips the PUT
+            return LogRange(b"", 0, 0) if attempt.exit_code is not None else None
+        data, size = got
+        return LogRange(data, min(offset, size), size)
