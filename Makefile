@@ -45,6 +45,7 @@ test: install chromium lint typecheck pytest check-aws
 lint:
 	$(BIN)/ruff check layers functions tests benchmarks examples
 	$(BIN)/ruff format --check layers functions tests benchmarks examples
+	$(BIN)/lint-imports
 
 typecheck:
 	$(BIN)/mypy

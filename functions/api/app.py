@@ -11,9 +11,10 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from stratoflow.adapters.aws.handlers import api_authenticator, api_gateway_check, run_id_of_path
+from stratoflow.adapters.aws.handlers import run_id_of_path
 from stratoflow.adapters.aws.runtime import AwsFunction
 from stratoflow.api.app import create_app
+from stratoflow.api.gateway import api_authenticator, api_gateway_check
 from stratoflow.readmodel import DataApiDatabase, ReadModel
 
 logger = Logger()

@@ -18,6 +18,7 @@ from moto import mock_aws
 from stratoflow.adapters.aws import handlers
 from stratoflow.adapters.aws.handlers import MalformedOutcome, S3Objects, parse_outcome
 from stratoflow.adapters.local.sqlite_store import SqliteStore
+from stratoflow.api import gateway
 from stratoflow.engine import AttemptStatus, RunState, TaskState
 from stratoflow.ports import Attempt, LogRange, Recovery
 from stratoflow.service import Scheduler
@@ -308,10 +309,10 @@ def test_the_api_authenticator_follows_the_stacks_auth_mode() -> None:
     from stratoflow.adapters.aws.settings import SettingsError
     from stratoflow.errors import InvalidInput
 
-    iam = handlers.api_authenticator(
+    iam = gateway.api_authenticator(
         {"STRATOFLOW_AUTH_MODE": "IAM", "STRATOFLOW_IAM_ROLE_MAP": '{"arn:x": "superuser"}'}
     )
-    cognito = handlers.api_authenticator({"STRATOFLOW_AUTH_MODE": "cognito"})
+    cognito = gateway.api_authenticator({"STRATOFLOW_AUTH_MODE": "cognito"})
     from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
     signed = APIGatewayProxyEvent({"requestContext": {"identity": {"userArn": "arn:x"}}})
@@ -324,11 +325,11 @@ def test_the_api_authenticator_follows_the_stacks_auth_mode() -> None:
     assert who.name == "ana"
     assert not who.superuser
     with pytest.raises(SettingsError, match="STRATOFLOW_AUTH_MODE must be one of IAM, COGNITO"):
-        handlers.api_authenticator({})
+        gateway.api_authenticator({})
     with pytest.raises(SettingsError, match="not 'NONE'"):
-        handlers.api_authenticator({"STRATOFLOW_AUTH_MODE": "none"})
+        gateway.api_authenticator({"STRATOFLOW_AUTH_MODE": "none"})
     with pytest.raises(InvalidInput, match="role_map"):
-        handlers.api_authenticator({"STRATOFLOW_AUTH_MODE": "IAM", "STRATOFLOW_IAM_ROLE_MAP": "["})
+        gateway.api_authenticator({"STRATOFLOW_AUTH_MODE": "IAM", "STRATOFLOW_IAM_ROLE_MAP": "["})
 
 
 def test_the_api_refuses_events_that_did_not_come_through_its_gateway() -> None:
@@ -346,7 +347,7 @@ def test_the_api_refuses_events_that_did_not_come_through_its_gateway() -> None:
     ops = "arn:aws:sts::123456789012:assumed-role/Ops/s"
     good = {"apiId": "abc123", "stage": "v1",
             "identity": {"userArn": ops, "accountId": "123456789012"}}  # fmt: skip
-    check = handlers.api_gateway_check(env)
+    check = gateway.api_gateway_check(env)
     assert check({"requestContext": good}) is None
     assert "apiId" in str(check({"requestContext": {**good, "apiId": "other"}}))
     assert "stage" in str(check({"requestContext": {**good, "stage": "dev"}}))
@@ -355,17 +356,17 @@ def test_the_api_refuses_events_that_did_not_come_through_its_gateway() -> None:
         check({"requestContext": {**good, "identity": {"userArn": ops}}})
     )
 
-    authenticate = handlers.api_authenticator(env)
+    authenticate = gateway.api_authenticator(env)
     assert authenticate(APIGatewayProxyEvent({"requestContext": good})).superuser
     with pytest.raises(Unauthenticated, match="apiId"):
         authenticate(APIGatewayProxyEvent({"requestContext": {"identity": {"userArn": ops}}}))
 
-    cognito = handlers.api_gateway_check({**env, "STRATOFLOW_AUTH_MODE": "COGNITO"})
+    cognito = gateway.api_gateway_check({**env, "STRATOFLOW_AUTH_MODE": "COGNITO"})
     claims = {"authorizer": {"claims": {"cognito:username": "ana"}}}
     assert cognito({"requestContext": {"apiId": "abc123", "stage": "v1", **claims}}) is None
     assert "Cognito claims" in str(cognito({"requestContext": {"apiId": "abc123", "stage": "v1"}}))
 
     # outside Lambda without an API id (local tests): nothing checked; inside Lambda: refused
-    assert handlers.api_gateway_check({})({}) is None
+    assert gateway.api_gateway_check({})({}) is None
     with pytest.raises(SettingsError, match="STRATOFLOW_API_ID"):
-        handlers.api_gateway_check({"AWS_LAMBDA_FUNCTION_NAME": "stratoflow-api"})
+        gateway.api_gateway_check({"AWS_LAMBDA_FUNCTION_NAME": "stratoflow-api"})

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from tests.e2e.http_stub import json_stub
 
-from stratoflow.adapters.local import _taskrunner as runner
+from stratoflow.taskexec import taskrunner as runner
 
 
 def spec_file(

@@ -19,7 +19,6 @@ from aws_lambda_powertools.utilities.batch import (
     EventType,
     process_partial_response,
 )
-from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from stratoflow.adapters.aws.results import (
@@ -31,14 +30,6 @@ from stratoflow.adapters.aws.results import (
     parse_outcome,
     split_s3_uri,
 )
-from stratoflow.adapters.aws.settings import SettingsError
-from stratoflow.api.access import (
-    Authenticator,
-    cognito_authenticator,
-    iam_authenticator,
-    parse_role_map,
-)
-from stratoflow.auth import Principal, Unauthenticated
 from stratoflow.engine import Plan, TaskState
 from stratoflow.service import Finished, Scheduler
 
@@ -52,7 +43,6 @@ __all__ = [
     "ReadJson",
     "S3Objects",
     "advance",
-    "api_authenticator",
     "complete_pending_plans",
     "kill_stopped",
     "parse_outcome",
@@ -247,82 +237,3 @@ def run_id_of_path(path: str) -> str | None:
     if len(parts) >= 2 and parts[0] == "runs":
         return unquote(parts[1])
     return None
-
-
-AUTH_MODES = ("IAM", "COGNITO")
-
-GatewayCheck = Callable[[Mapping[str, Any]], "str | None"]
-
-
-def api_gateway_check(environ: Mapping[str, str]) -> GatewayCheck:
-    """A check that an api event came through this stack's API Gateway (and so through its
-    IAM or Cognito authorizer): ``requestContext.apiId`` is ``STRATOFLOW_API_ID``, the stage is
-    ``STRATOFLOW_API_STAGE`` (when set) and the identity has the shape the auth mode's
-    authorizer leaves (a caller ARN and account for IAM, token claims for COGNITO). It returns
-    what is wrong, or None. Someone who may invoke the function can still forge all of it (the
-    API id is no secret); the template keeps every role that runs user work from invoking the
-    stack's functions, and this refuses the events that do not even look right.
-
-    Without ``STRATOFLOW_API_ID`` nothing is checked, except inside Lambda
-    (``AWS_LAMBDA_FUNCTION_NAME`` set), where a missing id is an error at cold start."""
-    api_id = environ.get("STRATOFLOW_API_ID", "").strip()
-    stage = environ.get("STRATOFLOW_API_STAGE", "").strip()
-    mode = environ.get("STRATOFLOW_AUTH_MODE", "").strip().upper()
-    if not api_id:
-        if environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-            raise SettingsError(
-                "STRATOFLOW_API_ID is not set: the api function refuses events it cannot "
-                "tell came through its API Gateway"
-            )
-        return lambda event: None
-
-    def check(event: Mapping[str, Any]) -> str | None:
-        context = event.get("requestContext")
-        if not isinstance(context, Mapping):
-            return "the event has no requestContext: it did not come through API Gateway"
-        if context.get("apiId") != api_id:
-            return "the event's requestContext.apiId is not this stack's API"
-        if stage and context.get("stage") != stage:
-            return f"the event's requestContext.stage is not {stage!r}"
-        if mode == "COGNITO":
-            authorizer = context.get("authorizer")
-            claims = authorizer.get("claims") if isinstance(authorizer, Mapping) else None
-            if not isinstance(claims, Mapping) or not claims:
-                return "the event carries no Cognito claims from the API's authorizer"
-        else:
-            identity = context.get("identity")
-            if not isinstance(identity, Mapping):
-                return "the event's requestContext has no identity"
-            arn, account = identity.get("userArn"), identity.get("accountId")
-            if not isinstance(arn, str) or not isinstance(account, str):
-                return "the event's identity has no IAM caller (userArn and accountId)"
-            if f":{account}:" not in arn:
-                return "the event's identity.userArn is not in identity.accountId"
-        return None
-
-    return check
-
-
-def api_authenticator(environ: Mapping[str, str]) -> Authenticator:
-    """Who the API caller is, as the stack says (``STRATOFLOW_AUTH_MODE``: IAM with the role
-    map in ``STRATOFLOW_IAM_ROLE_MAP``, or COGNITO). Fails closed: a missing or unknown mode is
-    an error at cold start, never an API where everyone is an administrator. An event that
-    fails ``api_gateway_check`` is unauthenticated whatever identity it names."""
-    mode = environ.get("STRATOFLOW_AUTH_MODE", "").strip().upper()
-    if mode == "COGNITO":
-        inner = cognito_authenticator()
-    elif mode == "IAM":
-        inner = iam_authenticator(parse_role_map(environ.get("STRATOFLOW_IAM_ROLE_MAP", "{}")))
-    else:
-        raise SettingsError(
-            f"STRATOFLOW_AUTH_MODE must be one of {', '.join(AUTH_MODES)}, not {mode or 'unset'!r}"
-        )
-    from_gateway = api_gateway_check(environ)
-
-    def authenticate(event: APIGatewayProxyEvent) -> Principal:
-        problem = from_gateway(event.raw_event)
-        if problem is not None:
-            raise Unauthenticated(problem)
-        return inner(event)
-
-    return authenticate

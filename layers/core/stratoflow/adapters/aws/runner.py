@@ -2,7 +2,7 @@
 ``runner: batch``, in a Batch job on the runner image (``python -m stratoflow.adapters.aws.runner``).
 
 The task runs exactly as it does locally: shell through ``bash`` with ``$STRATOFLOW_OUTPUT``,
-python and http through the local runtime's ``_taskrunner`` (the same module, the same
+python and http through the ``stratoflow.taskexec.taskrunner`` (the same module, the same
 semantics), each in a process group of its own that is killed whole when the attempt runs out
 of time. Its output goes to ``s3://$STRATOFLOW_BUCKET/logs/<run>/<task>/<attempt>.log``.
 
@@ -29,7 +29,7 @@ from typing import Any
 
 import stratoflow
 from stratoflow.adapters.aws._dynamo_items import run_pk, task_sk
-from stratoflow.adapters.local.executor import result_from_files
+from stratoflow.taskexec import result_from_files
 
 log = logging.getLogger("stratoflow.aws.runner")
 
@@ -73,7 +73,7 @@ def _argv(kind: str, task: Mapping[str, Any], spec_file: Path) -> list[str]:
         fields = {k: v for k, v in task.items() if k not in ("params", "env")}
         spec = {"type": kind, "fields": fields, "params": task.get("params") or {}}
         spec_file.write_text(json.dumps(spec, default=str), encoding="utf-8")
-        return [sys.executable, "-m", "stratoflow.adapters.local._taskrunner", str(spec_file)]
+        return [sys.executable, "-m", "stratoflow.taskexec.taskrunner", str(spec_file)]
     raise AttemptInputError(f"the runner runs shell, python and http tasks, not {kind!r}")
 
 

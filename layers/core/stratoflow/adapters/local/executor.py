@@ -45,6 +45,7 @@ from pathlib import Path
 from stratoflow.adapters.local import sandbox
 from stratoflow.engine import AttemptResult, AttemptStatus, TaskInstance
 from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
+from stratoflow.taskexec import read_task_file, result_from_files
 
 log = logging.getLogger("stratoflow.executor")
 
@@ -66,7 +67,6 @@ eval "$__stratoflow_body"
 WRAPPER_NAME = "stratoflow-task"  # $0 of every wrapper: how recovery recognises them
 KILL_GRACE_SECONDS = 5.0
 SPAWN_THREADS = 4  # starting a process waits on exec; threads let starts overlap (no GIL held)
-MAX_RESULT_BYTES = 4 << 20  # what the server reads of one file a task wrote
 DISK_FULL_BYTES = 64 << 10  # less than this free on a task's file system: it is full
 _PY_TYPES = {"python", "http", "lambda"}
 
@@ -82,72 +82,6 @@ class _Live:
     pid: int = 0  # 0 while it is being started
     proc: subprocess.Popen[bytes] | None = None  # None when re-attached after a restart
     killed: bool = False  # we stopped it
-
-
-def _read(path: Path) -> str | None:
-    """A file a task may have written: never through a link it left, at most
-    MAX_RESULT_BYTES, None when it is missing or not a regular file."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        data = os.read(fd, MAX_RESULT_BYTES)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return data.decode("utf-8", errors="replace")
-
-
-def _tail(path: Path, lines: int = 5, limit: int = 2000) -> str:
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(fh.tell() - limit, 0))
-            data = fh.read().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        return ""
-    return "\n".join(data.strip().splitlines()[-lines:])
-
-
-def parse_key_values(text: str) -> dict[str, str]:
-    """``key=value`` lines (blank lines and ``#`` comments ignored; last write wins)."""
-    outputs: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        outputs[key.strip()] = value.strip()
-    return outputs
-
-
-def result_from_files(
-    status: int, *, outputs: Path, structured: Path, error: Path, log: Path
-) -> AttemptResult:
-    """How a task that exited with ``status`` ended, from the files it left: ``key=value``
-    outputs, then the structured outputs of python and http tasks, then the error (the task's
-    own words, or the log's last lines). The AWS runner reads its attempts the same way."""
-    found: dict[str, object] = dict(parse_key_values(_read(outputs) or ""))
-    data = _read(structured)
-    if data:
-        with contextlib.suppress(ValueError):
-            parsed = json.loads(data)
-            if isinstance(parsed, dict):
-                found.update(parsed)
-    if status == 0:
-        return AttemptResult(AttemptStatus.SUCCEEDED, outputs=found, exit_code=0)
-    if status < 0:
-        why = f"killed by signal {-status}"
-        return AttemptResult(AttemptStatus.FAILED, outputs=found, error=why, exit_code=status)
-    message = (_read(error) or "").strip()
-    if not message:
-        tail = _tail(log)
-        message = f"exit code {status}" + (f"; last output:\n{tail}" if tail else "")
-    return AttemptResult(AttemptStatus.FAILED, outputs=found, error=message, exit_code=status)
 
 
 def disk_full(paths: Sequence[Path], threshold: int = DISK_FULL_BYTES) -> Path | None:
@@ -348,7 +282,7 @@ class LocalExecutor(Dispatcher):
 
     def _exit_status(self, run_id: str, task_id: str, attempt: int) -> int | None:
         """The status the wrapper's trap recorded, if it did."""
-        text = (_read(self.path(run_id, task_id, attempt, ".exit")) or "").strip()
+        text = (read_task_file(self.path(run_id, task_id, attempt, ".exit")) or "").strip()
         return int(text) if text.lstrip("-").isdigit() else None
 
     # ------------------------------------------------------------ dispatch
@@ -362,7 +296,7 @@ class LocalExecutor(Dispatcher):
                 if owner is not None:
                     os.fchown(fd, owner, owner)
                 fh.write(json.dumps(payload, default=str))
-            runner = "stratoflow.adapters.local._taskrunner"
+            runner = "stratoflow.taskexec.taskrunner"
             return f"{shlex.quote(self._python)} -m {runner} {shlex.quote(str(spec_file))}"
         command = task.fields.get("command", "")
         if isinstance(command, list):  # batch / kubernetes: an argv, run without a container

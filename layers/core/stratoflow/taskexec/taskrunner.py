@@ -1,6 +1,6 @@
 """Runs one python, http or lambda (local) task in its own process.
 
-Invoked by the executor's wrapper as ``python -m stratoflow.adapters.local._taskrunner DIR``;
+Invoked by the executor's wrapper as ``python -m stratoflow.taskexec.taskrunner DIR``;
 reads ``DIR/task.json``, writes outputs to ``DIR/outputs.json`` and a one-line reason to
 ``DIR/error`` on failure. Exit code 0 means success.
 """

@@ -1,0 +1,82 @@
+"""What every executor shares about running a task: the task runner module it starts
+(``python -m stratoflow.taskexec.taskrunner``) and how it reads the files an attempt leaves
+(outputs, structured outputs, the error, the log's tail). The local executor and the AWS
+runner both use it, so a task ends the same way wherever it ran."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+from pathlib import Path
+
+from stratoflow.engine import AttemptResult, AttemptStatus
+
+MAX_RESULT_BYTES = 4 << 20  # what an executor reads of one file a task wrote
+
+
+def read_task_file(path: Path) -> str | None:
+    """A file a task may have written: never through a link it left, at most
+    MAX_RESULT_BYTES, None when it is missing or not a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, MAX_RESULT_BYTES)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", errors="replace")
+
+
+def tail(path: Path, lines: int = 5, limit: int = 2000) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(fh.tell() - limit, 0))
+            data = fh.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(data.strip().splitlines()[-lines:])
+
+
+def parse_key_values(text: str) -> dict[str, str]:
+    """``key=value`` lines (blank lines and ``#`` comments ignored; last write wins)."""
+    outputs: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        outputs[key.strip()] = value.strip()
+    return outputs
+
+
+def result_from_files(
+    status: int, *, outputs: Path, structured: Path, error: Path, log: Path
+) -> AttemptResult:
+    """How a task that exited with ``status`` ended, from the files it left: ``key=value``
+    outputs, then the structured outputs of python and http tasks, then the error (the task's
+    own words, or the log's last lines). The AWS runner reads its attempts the same way."""
+    found: dict[str, object] = dict(parse_key_values(read_task_file(outputs) or ""))
+    data = read_task_file(structured)
+    if data:
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(data)
+            if isinstance(parsed, dict):
+                found.update(parsed)
+    if status == 0:
+        return AttemptResult(AttemptStatus.SUCCEEDED, outputs=found, exit_code=0)
+    if status < 0:
+        why = f"killed by signal {-status}"
+        return AttemptResult(AttemptStatus.FAILED, outputs=found, error=why, exit_code=status)
+    message = (read_task_file(error) or "").strip()
+    if not message:
+        last = tail(log)
+        message = f"exit code {status}" + (f"; last output:\n{last}" if last else "")
+    return AttemptResult(AttemptStatus.FAILED, outputs=found, error=message, exit_code=status)
