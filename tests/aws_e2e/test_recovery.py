@@ -89,7 +89,7 @@ def dead_letter_it(stack: Stack) -> None:
     def broken(reports: Any) -> None:
         raise ConnectionError("DynamoDB unreachable (injected by the test)")
 
-    scheduler.on_finished = broken  # an instance attribute: ``del`` puts the method back
+    scheduler.advance = broken  # an instance attribute: ``del`` puts the method back
     messages = outcome_of_a(stack)
     deadline = time.monotonic() + 30
     while dlq_depth(stack) == (0, 0):
@@ -99,7 +99,7 @@ def dead_letter_it(stack: Stack) -> None:
             assert len(response["batchItemFailures"]) == len(messages)
         time.sleep(0.3)  # the queue's visibility timeout is 1 s
         messages = stack.receive()
-    del scheduler.on_finished
+    del scheduler.advance
     assert stack.receive_peek() == 0
 
 
