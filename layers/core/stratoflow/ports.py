@@ -23,7 +23,9 @@ from stratoflow.engine import (
     RunState,
     TaskInstance,
     TaskState,
+    TaskWrite,
 )
+from stratoflow.errors import NotFound
 from stratoflow.model import WorkflowSpec
 
 
@@ -111,7 +113,12 @@ class Catalog(ABC):
 
 
 class StateStore(ABC):
-    """Runs and task instances. Every write that a race could lose is a conditional write."""
+    """Runs and task instances. Every write that a race could lose is a conditional write.
+
+    The port is narrow: a store creates runs, applies decisions (``apply``, and
+    ``apply_plan`` for whole-run operations), counts a parent once (``record_upstream``),
+    keeps attempts' history, and finds things by index and reads slices. It holds no
+    scheduling rule: what to write is the engine's."""
 
     atomic: ClassVar[bool] = True  # False: ``transaction`` is a no-op (see there)
 
@@ -135,15 +142,6 @@ class StateStore(ABC):
         """Newest first."""
 
     @abstractmethod
-    def put_run(self, run: Run, expect: RunState) -> bool:
-        """Write state, started_at, ended_at and error if the state is still ``expect``.
-        Never the counters: those change only through ``add_counters`` (and ``apply_plan``)."""
-
-    @abstractmethod
-    def add_counters(self, run_id: str, *, done: int = 0, failed: int = 0, running: int = 0) -> Run:
-        """Atomically add to the run's counters; returns the run after."""
-
-    @abstractmethod
     def count_active_runs(self, project: str, workflow: str) -> int: ...
 
     @abstractmethod
@@ -163,16 +161,28 @@ class StateStore(ABC):
     ) -> list[TaskInstance]: ...
 
     @abstractmethod
-    def put_task(self, task: TaskInstance, expect: TaskState, expect_attempt: int) -> bool:
-        """Conditional write: only if the stored (state, attempt) is still the expected one.
-        Exactly one writer wins a transition; only the winner acts on it. Writes the task's
-        own fields, never its upstream counts (``record_upstream`` owns those)."""
-
-    @abstractmethod
     def apply(self, decision: Decision) -> bool:
         """Apply a turn's decision all or nothing: every task write whose stored (state,
         attempt) is the expected one, the run write if its state is the expected one, and
         the counter deltas. False (and nothing written) if any condition failed."""
+
+    # conveniences: one-write decisions
+    def put_task(self, task: TaskInstance, expect: TaskState, expect_attempt: int) -> bool:
+        """Conditional write: only if the stored (state, attempt) is still the expected one.
+        Exactly one writer wins a transition; only the winner acts on it. Writes the task's
+        own fields, never its upstream counts (``record_upstream`` owns those)."""
+        return self.apply(Decision(task.run_id, (TaskWrite(task, expect, expect_attempt),)))
+
+    def put_run(self, run: Run, expect: RunState) -> bool:
+        """Write state, started_at, ended_at and error if the state is still ``expect``.
+        Never the counters: those change only by deltas (and ``apply_plan``)."""
+        return self.apply(Decision(run.id, run=run, run_expect=expect))
+
+    def add_counters(self, run_id: str, *, done: int = 0, failed: int = 0, running: int = 0) -> Run:
+        """Atomically add to the run's counters; returns the run after."""
+        if not self.apply(Decision(run_id, done=done, failed=failed, running=running)):
+            raise NotFound(f"run {run_id!r} not found")  # pragma: no cover - no condition
+        return self.get_run(run_id)
 
     @abstractmethod
     def pending_propagations(self, limit: int) -> list[TaskInstance]:

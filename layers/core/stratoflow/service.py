@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,8 +28,8 @@ from stratoflow.engine import (
     TaskInstance,
     TaskState,
 )
-from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem
-from stratoflow.model import WorkflowSpec, load_workflow, spec_from_document
+from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, StratoflowError
+from stratoflow.model import ScheduleError, WorkflowSpec, load_workflow, spec_from_document
 from stratoflow.ports import (
     Attempt,
     AttemptSpec,
@@ -82,6 +82,14 @@ def scheduled_run_id(project: str, name: str, logical_date: datetime) -> str:
     project is part of it ('.' cannot occur in a name), so two projects' same-named
     workflows firing at one instant get two runs."""
     return f"{project}.{name}-scheduled-{logical_date:%Y%m%dT%H%M%SZ}"
+
+
+def schedule_error_message(exc: BaseException) -> str:
+    """What a workflow's ``schedule_error`` says: the error's kind and its message."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, (StratoflowError, ScheduleError)):
+        return text[:1000]
+    return f"{type(exc).__name__}: {text}"[:1000]
 
 
 class Scheduler:
@@ -156,6 +164,58 @@ class Scheduler:
             latest = self.catalog.get_version(project, name)
         self.schedules.sync(self.spec(project, name, latest.version), paused=latest.paused)
         return latest
+
+    # ------------------------------------------------------------ schedules
+    def fire(
+        self,
+        latest: WorkflowVersion,
+        logical_dates: Sequence[datetime],
+        cursor: datetime | None,
+        new_cursor: datetime,
+    ) -> list[tuple[Run, bool]]:
+        """A schedule's firings, the same wherever they come from (the local cron loop, an
+        EventBridge Scheduler firing): one run per logical date, oldest first, its id derived
+        from (project, workflow, date) so a repeated firing finds the run it made, pinned to
+        the version the firing read; then the cursor moves forward (never back: a late or
+        duplicate firing leaves it where it is). A workflow that fires again loses its
+        schedule error."""
+        project, name = latest.project, latest.name
+        made = [
+            self.trigger(
+                project,
+                name,
+                logical_date=logical,
+                run_id=scheduled_run_id(project, name, logical),
+                trigger="schedule",
+                version=latest.version,
+            )
+            for logical in logical_dates
+        ]
+        if cursor is None or new_cursor > cursor:
+            self.catalog.set_cursor(project, name, new_cursor)
+        if latest.schedule_error is not None:
+            log.info("schedule of %s/%s fires again", project, name)
+            self.catalog.set_schedule_error(project, name, None)
+        return made
+
+    def schedule_failed(self, latest: WorkflowVersion, exc: BaseException) -> None:
+        """A workflow whose schedule cannot be computed or fired is marked in error (shown by
+        the API and the UI) and skipped; the others go on. Recorded and logged once: the same
+        error again changes nothing."""
+        error = schedule_error_message(exc)
+        if error == latest.schedule_error:
+            return
+        log.error(
+            "schedule of %s/%s cannot fire, skipped until it can: %s",
+            latest.project, latest.name, error,
+            exc_info=not isinstance(exc, (StratoflowError, ScheduleError)),
+        )  # fmt: skip
+        try:
+            self.catalog.set_schedule_error(latest.project, latest.name, error)
+        except Exception:  # the catalog itself failing: logged; the others still fire
+            log.exception(
+                "recording the schedule error of %s/%s failed", latest.project, latest.name
+            )
 
     # ------------------------------------------------------------ runs
     def trigger(

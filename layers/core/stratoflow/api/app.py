@@ -636,12 +636,13 @@ def create_app(
     def next_run_at(version: WorkflowVersion) -> str | None:
         if version.paused or "schedule" not in version.document:
             return None
-        schedule = scheduler.spec(version.project, version.name, version.version).workflow.schedule
-        if schedule is None:  # pragma: no cover - the document has one, so the spec does
-            return None
-        now = scheduler.clock.now()
-        cursor = catalog.get_cursor(version.project, version.name)
         try:
+            spec = scheduler.spec(version.project, version.name, version.version)
+            schedule = spec.workflow.schedule
+            if schedule is None:  # pragma: no cover - the document has one, so the spec does
+                return None
+            now = scheduler.clock.now()
+            cursor = catalog.get_cursor(version.project, version.name)
             when = next_firing(schedule, max(cursor, now) if cursor is not None else now)
         except Exception:  # one workflow's schedule must not fail the listing of all
             log.debug("next firing of %s/%s not computable", version.project, version.name)

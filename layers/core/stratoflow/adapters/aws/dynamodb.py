@@ -632,9 +632,6 @@ class DynamoStore(StateStore, Catalog):
         )
         return upd.request(self.table, key(it.run_pk(run.id), it.RUN_SK), cond)
 
-    def put_run(self, run: Run, expect: RunState) -> bool:
-        return self._updated(self._run_write(run, expect))
-
     def add_counters(self, run_id: str, *, done: int = 0, failed: int = 0, running: int = 0) -> Run:
         """ADD on the counters item (atomic; in no index), then read the run item."""
         upd = (
@@ -730,9 +727,6 @@ class DynamoStore(StateStore, Catalog):
             attempt=n(expect_attempt),
         )
         return upd.request(self.table, key(it.run_pk(task.run_id), it.task_sk(task.task_id)), cond)
-
-    def put_task(self, task: TaskInstance, expect: TaskState, expect_attempt: int) -> bool:
-        return self._updated(self._task_write(task, expect, expect_attempt))
 
     def _updated(self, request: Item) -> bool:
         """UpdateItem ``request``; False if its condition failed."""

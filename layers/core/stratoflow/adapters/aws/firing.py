@@ -40,8 +40,7 @@ from stratoflow.model import (
     parse_schedule,
     schedule_window,
 )
-from stratoflow.ports import WorkflowVersion
-from stratoflow.service import Scheduler, scheduled_run_id
+from stratoflow.service import Scheduler
 
 __all__ = ["Firing", "fire", "logical_date", "parse_firing"]
 
@@ -136,11 +135,8 @@ def fire(scheduler: Scheduler, event: Any) -> tuple[Run, bool] | None:
         if schedule.catchup and logical is not None:
             missed, caught_up = due_firings(schedule, cursor, logical)
     except Exception as exc:  # this workflow's schedule cannot be computed: mark it, go on
-        _mark_in_error(scheduler, latest, exc)
+        scheduler.schedule_failed(latest, exc)
         return None
-    if latest.schedule_error is not None:
-        log.info("schedule of %s/%s fires again", project, name)
-        catalog.set_schedule_error(project, name, None)
     if logical is None:
         log.warning(
             "firing of %s/%s at %s ignored: outside its schedule's window",
@@ -152,34 +148,6 @@ def fire(scheduler: Scheduler, event: Any) -> tuple[Run, bool] | None:
             "firing of %s/%s at %s is not a fire time of %r; using the one before it, %s",
             project, name, firing.scheduled_time.isoformat(), schedule.cron, logical.isoformat(),
         )  # fmt: skip
-    for when in missed:
-        if when != logical:
-            _trigger(scheduler, project, name, when, latest.version)
-    run, created = _trigger(scheduler, project, name, logical, latest.version)
-    new_cursor = logical if caught_up is None else caught_up
-    # the cursor only moves forward: a late or duplicate firing leaves it where it is
-    if cursor is None or new_cursor > cursor:
-        catalog.set_cursor(project, name, new_cursor)
-    return run, created
-
-
-def _mark_in_error(scheduler: Scheduler, latest: WorkflowVersion, exc: Exception) -> None:
-    """Record why the schedule cannot fire (once: a repeated firing with the same error
-    changes and logs nothing). Raising instead would only make EventBridge retry it."""
-    error = f"{type(exc).__name__}: {exc}"[:1000]
-    if error == latest.schedule_error:
-        return
-    log.error(
-        "schedule of %s/%s cannot fire, skipped until it can: %s",
-        latest.project, latest.name, error, exc_info=True,
-    )  # fmt: skip
-    scheduler.catalog.set_schedule_error(latest.project, latest.name, error)
-
-
-def _trigger(
-    scheduler: Scheduler, project: str, name: str, logical: datetime, version: int
-) -> tuple[Run, bool]:
-    return scheduler.trigger(
-        project, name, logical_date=logical, run_id=scheduled_run_id(project, name, logical),
-        trigger="schedule", version=version,
-    )  # fmt: skip
+    dates = [when for when in missed if when != logical] + [logical]
+    made = scheduler.fire(latest, dates, cursor, logical if caught_up is None else caught_up)
+    return made[-1]

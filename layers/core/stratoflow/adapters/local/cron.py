@@ -12,16 +12,14 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from stratoflow.errors import StratoflowError
 from stratoflow.model import (
     MAX_FIRINGS_PER_TICK,
-    ScheduleError,
     WorkflowSpec,
     due_firings,
     next_firing,
 )
 from stratoflow.ports import Catalog, WorkflowVersion
-from stratoflow.service import Scheduler, scheduled_run_id
+from stratoflow.service import Scheduler, schedule_error_message
 
 __all__ = [
     "MAX_FIRINGS_PER_TICK",
@@ -50,11 +48,8 @@ class CronLoop:
             try:
                 nxt = self._fire(version, now)
             except Exception as exc:
-                self._failed(version, exc)
+                self.scheduler.schedule_failed(version, exc)
                 continue
-            if version.schedule_error is not None:
-                log.info("schedule of %s/%s fires again", version.project, version.name)
-                self.catalog.set_schedule_error(version.project, version.name, None)
             if nxt is not None and (soonest is None or nxt < soonest):
                 soonest = nxt
         return soonest
@@ -65,34 +60,5 @@ class CronLoop:
         assert schedule is not None
         cursor = self.catalog.get_cursor(version.project, version.name)
         times, new_cursor = due_firings(schedule, cursor, now)
-        for logical in times:
-            self.scheduler.trigger(
-                version.project, version.name, logical_date=logical,
-                run_id=scheduled_run_id(version.project, version.name, logical), trigger="schedule",
-            )  # fmt: skip
-        self.catalog.set_cursor(version.project, version.name, new_cursor)
+        self.scheduler.fire(version, times, cursor, new_cursor)
         return next_firing(schedule, new_cursor)
-
-    def _failed(self, version: WorkflowVersion, exc: Exception) -> None:
-        error = schedule_error_message(exc)
-        if error == version.schedule_error:
-            return  # recorded and logged at its first occurrence: not again every tick
-        log.error(
-            "schedule of %s/%s cannot fire, skipped until it can: %s",
-            version.project, version.name, error,
-            exc_info=not isinstance(exc, (StratoflowError, ScheduleError)),
-        )  # fmt: skip
-        try:
-            self.catalog.set_schedule_error(version.project, version.name, error)
-        except Exception:  # the catalog itself failing: logged; the others still fire
-            log.exception(
-                "recording the schedule error of %s/%s failed", version.project, version.name
-            )
-
-
-def schedule_error_message(exc: BaseException) -> str:
-    """What a workflow's ``schedule_error`` says: the error's kind and its message."""
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, (StratoflowError, ScheduleError)):
-        return text[:1000]
-    return f"{type(exc).__name__}: {text}"[:1000]

@@ -452,7 +452,7 @@ class SqliteStore(StateStore, Catalog):
         sql += " ORDER BY seq DESC LIMIT ?"
         return [_run(r) for r in self._x(sql, (*args, query.limit)).fetchall()]
 
-    def put_run(self, run: Run, expect: RunState) -> bool:
+    def _put_run(self, run: Run, expect: RunState) -> bool:
         # Counters are add_counters' alone: writing them here could erase a concurrent add.
         cur = self._x(
             "UPDATE runs SET state=?, started_at=?, ended_at=?, error=? WHERE id=? AND state=?",
@@ -489,7 +489,9 @@ class SqliteStore(StateStore, Catalog):
             self._changed("runs", run.id)
         return cur.rowcount == 1
 
-    def add_counters(self, run_id: str, *, done: int = 0, failed: int = 0, running: int = 0) -> Run:
+    def _add_counters(
+        self, run_id: str, *, done: int = 0, failed: int = 0, running: int = 0
+    ) -> Run:
         row = self._x(
             f"UPDATE runs SET n_done=n_done+?, n_failed=n_failed+?, n_running=n_running+? "
             f"WHERE id=? RETURNING {_RUN_COLS}",
@@ -559,15 +561,6 @@ class SqliteStore(StateStore, Catalog):
             self._changed("tasks", (t.run_id, t.task_id))
         return cur.rowcount
 
-    def put_task(self, task: TaskInstance, expect: TaskState, expect_attempt: int) -> bool:
-        # The (state, attempt) condition is the exactly-once guard: two schedulers (or a
-        # duplicated event) racing to claim or finish the same attempt cannot both win.
-        with self.transaction():
-            return (
-                self._write_task(task, " AND state=? AND attempt=?", (expect.value, expect_attempt))
-                == 1
-            )
-
     def apply(self, decision: Decision) -> bool:
         conn = self._conn()
         with self.transaction():
@@ -582,9 +575,9 @@ class SqliteStore(StateStore, Catalog):
                 )
                 if applied and decision.run is not None:
                     assert decision.run_expect is not None
-                    applied = self.put_run(decision.run, decision.run_expect)
+                    applied = self._put_run(decision.run, decision.run_expect)
                 if applied and decision.counters:
-                    self.add_counters(
+                    self._add_counters(
                         decision.run_id,
                         done=decision.done,
                         failed=decision.failed,
