@@ -51,7 +51,7 @@ typecheck:
 	$(BIN)/mypy
 
 pytest:
-	$(BIN)/pytest --cov --cov-report=term-missing:skip-covered
+	$(BIN)/pytest --cov --cov-report=term-missing:skip-covered --durations=25
 
 $(SAM_BIN)/sam: .ci/requirements-sam.txt
 	$(PYTHON) -m venv $(SAM_VENV)

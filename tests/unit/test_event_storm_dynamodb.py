@@ -98,8 +98,8 @@ class DynamoEventStorm(EventStorm):
 
 
 DynamoEventStorm.TestCase.settings = settings(
-    max_examples=12,
-    stateful_step_count=20,
+    max_examples=8,
+    stateful_step_count=16,
     deadline=None,
     report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

@@ -46,16 +46,21 @@ def dynamodb_store() -> Iterator[Callable[..., Any]]:
         yield open_store
 
 
-# moto answers a request in about 10 ms: a sweep drives its workflow once per write
-@pytest.mark.timeout(900)
-@pytest.mark.parametrize("name", list(SCENARIOS))
+# moto costs about 15 ms a request, so the DynamoDB sweeps in CI are the workflows whose turns
+# differ (the fan's turns are the diamond's, many times over; the SQLite sweep has it, and the
+# script, python -m tests.faultinject, sweeps larger fans on DynamoDB)
+DYNAMODB_SCENARIOS = ["diamond", "switch", "retried", "stop", "rerun"]
+
+
+@pytest.mark.timeout(900)  # a sweep drives its workflow once per write
+@pytest.mark.parametrize("name", DYNAMODB_SCENARIOS)
 def test_every_write_fails_once_on_dynamodb(name: str, dynamodb_store: Callable[..., Any]) -> None:
     checked = sweep(SCENARIOS[name](), dynamodb_store, aws=True)
     assert checked > 5
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("name", ["diamond", "retried", "stop"])
+@pytest.mark.parametrize("name", ["diamond", "stop"])
 def test_every_write_fails_after_it_was_applied_on_dynamodb(
     name: str, dynamodb_store: Callable[..., Any]
 ) -> None:
