@@ -105,7 +105,8 @@ DynamoEventStorm.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
 )
-TestDynamoEventStorm = pytest.mark.timeout(900)(DynamoEventStorm.TestCase)
+# not traced for coverage: the tracer makes moto several times slower
+TestDynamoEventStorm = pytest.mark.no_cover(pytest.mark.timeout(900)(DynamoEventStorm.TestCase))
 
 
 def test_the_faults_are_injected() -> None:

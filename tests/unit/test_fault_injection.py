@@ -52,6 +52,9 @@ def dynamodb_store() -> Iterator[Callable[..., Any]]:
 DYNAMODB_SCENARIOS = ["diamond", "switch", "retried", "stop", "rerun"]
 
 
+# Not traced for coverage (the SQLite sweeps and the contract suite cover the same code): the
+# tracer makes moto several times slower.
+@pytest.mark.no_cover
 @pytest.mark.timeout(900)  # a sweep drives its workflow once per write
 @pytest.mark.parametrize("name", DYNAMODB_SCENARIOS)
 def test_every_write_fails_once_on_dynamodb(name: str, dynamodb_store: Callable[..., Any]) -> None:
@@ -59,6 +62,7 @@ def test_every_write_fails_once_on_dynamodb(name: str, dynamodb_store: Callable[
     assert checked > 5
 
 
+@pytest.mark.no_cover
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", ["diamond", "stop"])
 def test_every_write_fails_after_it_was_applied_on_dynamodb(
@@ -69,6 +73,7 @@ def test_every_write_fails_after_it_was_applied_on_dynamodb(
     assert checked > 5
 
 
+@pytest.mark.no_cover
 @pytest.mark.timeout(900)
 def test_the_sweep_notices_a_lost_turn(
     monkeypatch: pytest.MonkeyPatch, dynamodb_store: Callable[..., Any]
