@@ -22,6 +22,7 @@ WORKFLOW = """\
 name: feed_demo
 description: three tasks, one fails once
 defaults: {retries: 1, retry_delay: 0s}
+params: {mark: ""}
 tasks:
   extract:
     type: shell
@@ -29,7 +30,7 @@ tasks:
   flaky:
     type: shell
     depends_on: [extract]
-    command: test -f "$MARK" || { touch "$MARK"; exit 3; }
+    command: test -f "{{ params.mark }}" || { touch "{{ params.mark }}"; exit 3; }
   load:
     type: shell
     depends_on: [flaky]
@@ -100,14 +101,17 @@ def _assert_same(store: SqliteStore, rm: ReadModel, run_id: str) -> None:
 
 @pytest.mark.e2e
 def test_a_local_run_is_projected_as_it_happens(
-    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, db_url: str, shared_dir: Path
 ) -> None:
-    """The real local runtime (subprocess tasks), its read model on SQLite or PostgreSQL."""
-    monkeypatch.setenv("MARK", str(tmp_path / "mark"))
+    """The real local runtime (subprocess tasks), its read model on SQLite or PostgreSQL.
+    (Tasks see no variable of the server's environment and may write only where they are
+    allowed: the mark lives in a directory shared with them, named by a param.)"""
     rt = LocalRuntime(tmp_path / "home", db=db_url)
     try:
         version, _ = rt.scheduler.apply(WORKFLOW)
-        run, _ = rt.scheduler.trigger(version.project, version.name)
+        run, _ = rt.scheduler.trigger(
+            version.project, version.name, params={"mark": str(shared_dir / "mark")}
+        )
         deadline = time.monotonic() + 60
         rt.run_until(lambda: rt.store.get_run(run.id).state.terminal or time.monotonic() > deadline)
         assert rt.store.get_run(run.id).state is RunState.SUCCEEDED

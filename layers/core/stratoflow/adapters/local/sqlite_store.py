@@ -489,6 +489,11 @@ class SqliteStore(StateStore, Catalog):
             self._changed("runs", run.id)
         return cur.rowcount == 1
 
+    def add_counters(self, run_id: str, *, done: int = 0, failed: int = 0, running: int = 0) -> Run:
+        # one statement in one transaction: the run returned is the one this addition made
+        with self.transaction():
+            return self._add_counters(run_id, done=done, failed=failed, running=running)
+
     def _add_counters(
         self, run_id: str, *, done: int = 0, failed: int = 0, running: int = 0
     ) -> Run:
