@@ -22,7 +22,6 @@ WORKFLOW = """\
 name: feed_demo
 description: three tasks, one fails once
 defaults: {retries: 1, retry_delay: 0s}
-params: {mark: ""}
 tasks:
   extract:
     type: shell
@@ -30,7 +29,7 @@ tasks:
   flaky:
     type: shell
     depends_on: [extract]
-    command: test -f "{{ params.mark }}" || { touch "{{ params.mark }}"; exit 3; }
+    command: test "$STRATOFLOW_ATTEMPT" -gt 1 || exit 3
   load:
     type: shell
     depends_on: [flaky]
@@ -100,18 +99,14 @@ def _assert_same(store: SqliteStore, rm: ReadModel, run_id: str) -> None:
 
 
 @pytest.mark.e2e
-def test_a_local_run_is_projected_as_it_happens(
-    tmp_path: Path, db_url: str, shared_dir: Path
-) -> None:
+def test_a_local_run_is_projected_as_it_happens(tmp_path: Path, db_url: str) -> None:
     """The real local runtime (subprocess tasks), its read model on SQLite or PostgreSQL.
-    (Tasks see no variable of the server's environment and may write only where they are
-    allowed: the mark lives in a directory shared with them, named by a param.)"""
+    (``flaky`` fails its first attempt by its attempt number: tasks see nothing of the
+    server's environment or the test's files.)"""
     rt = LocalRuntime(tmp_path / "home", db=db_url)
     try:
         version, _ = rt.scheduler.apply(WORKFLOW)
-        run, _ = rt.scheduler.trigger(
-            version.project, version.name, params={"mark": str(shared_dir / "mark")}
-        )
+        run, _ = rt.scheduler.trigger(version.project, version.name)
         deadline = time.monotonic() + 60
         rt.run_until(lambda: rt.store.get_run(run.id).state.terminal or time.monotonic() > deadline)
         assert rt.store.get_run(run.id).state is RunState.SUCCEEDED
