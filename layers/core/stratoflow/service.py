@@ -432,7 +432,6 @@ class Scheduler:
         requests grow with the out-degree of what finished, never with the number of runs in
         flight: retries, deadlines and other runs' queues are the reconciler's ``step``."""
         with self._lock:
-            self._started_runs = []
             runs = list(dict.fromkeys(r.run_id for r in reports))
             more = self._start(self._turn(reports, periodic=False, runs=runs))
             while more:  # a full batch, or a switch that made more ready
@@ -464,10 +463,10 @@ class Scheduler:
                 self._promote_retries(now)
                 self._time_out(now)
                 self._start_queued_runs()
+            started, self._started_runs = self._started_runs, []
             if runs is None:
                 return self._claim(now)
-            runs += [r for r in self._started_runs if r not in runs]
-            self._started_runs.clear()
+            runs += [r for r in started if r not in runs]
             return self._claim(now, runs)
 
     def _promote_retries(self, now: datetime) -> None:
