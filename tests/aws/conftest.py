@@ -34,6 +34,7 @@ import pytest
 from moto import mock_aws
 
 from stratoflow.adapters.aws.dispatch import StepFunctionsDispatcher
+from stratoflow.adapters.aws.projects import TaskIdentity
 from stratoflow.engine import RenderedTask
 from stratoflow.ports import AttemptSpec
 
@@ -324,5 +325,16 @@ def dispatcher_for(stack: Stack, **kwargs: Any) -> StepFunctionsDispatcher:
         bucket=stack.bucket,
         job_queue=stack.job_queue_arn,
         runner_job_definition=stack.runner_job_definition_arn,
-        **kwargs,
+        **{"identities": SharedIdentity(stack.runner_function_arn), **kwargs},
     )
+
+
+class SharedIdentity:
+    """One runner function for every project: these tests are about the state machine and
+    the dispatcher (each project's own identity is tested in tests/aws_unit/test_projects.py)."""
+
+    def __init__(self, runner_function: str, role_arn: str | None = None) -> None:
+        self.identity = TaskIdentity(runner_function=runner_function, role_arn=role_arn)
+
+    def ensure(self, project: str) -> TaskIdentity:
+        return self.identity

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,8 +20,9 @@ from stratoflow.adapters.aws.dispatch import (
     StepFunctionsDispatcher,
     execution_name,
 )
+from stratoflow.adapters.aws.projects import TaskIdentity
 from stratoflow.engine import AttemptStatus, TaskInstance, TaskState
-from tests.aws.conftest import REGION, Stack, attempt_spec, dispatcher_for
+from tests.aws.conftest import REGION, SharedIdentity, Stack, attempt_spec, dispatcher_for
 
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 ids = st.text(
@@ -165,6 +167,48 @@ def test_one_job_definition_per_image(stack: Stack) -> None:
     assert dispatcher.job_definition_for("example.org/b:1") != first
 
 
+class PerProject:
+    """Two projects, each with a runner function and a role of its own."""
+
+    def ensure(self, project: str) -> TaskIdentity:
+        return TaskIdentity(
+            runner_function=f"sf-r-{project}",
+            role_arn=f"arn:aws:iam::123456789012:role/stratoflow/sf/sf-p-{project}",
+        )
+
+
+def test_each_projects_attempts_run_as_that_project(stack: Stack) -> None:
+    """Issue 9 item 5: a project's shell task names its project's runner function, its Batch
+    jobs carry its role, and its objects are under its own prefixes."""
+    dispatcher = dispatcher_for(stack, identities=PerProject())
+    for project in ("analytics", "billing"):
+        shell = replace(attempt_spec("shell", {"command": "true"}), project=project)
+        doc = dispatcher.build_input(shell)
+        assert doc["runner_function"] == f"sf-r-{project}"
+        assert doc["log"] == f"s3://{stack.bucket}/logs/{project}/{shell.run_id}/t1/1.log"
+        on_batch = replace(
+            attempt_spec("python", {"callable": "m:f", "runner": "batch"}), project=project
+        )
+        doc = dispatcher.build_input(on_batch)
+        assert doc["outputs_uri"].startswith(f"s3://{stack.bucket}/outputs/{project}/")
+        batch = replace(attempt_spec("batch", {"image": "example.org/a:1", "command": ["true"]}),
+                        project=project)  # fmt: skip
+        for job in (doc["batch"], dispatcher.build_input(batch)["batch"]):
+            (found,) = stack.batch.describe_job_definitions(jobDefinitions=[job["job_definition"]])[
+                "jobDefinitions"
+            ]
+            role = found["containerProperties"]["jobRoleArn"]
+            assert role == PerProject().ensure(project).role_arn
+    # one job definition per (image, project): four in all, never shared between projects
+    names = {
+        d["jobDefinitionName"]
+        for d in stack.batch.describe_job_definitions(status="ACTIVE")["jobDefinitions"]
+        if d["jobDefinitionName"].startswith("stratoflow-")
+        and d["jobDefinitionName"] != "stratoflow-runner"
+    }
+    assert len(names) == 4
+
+
 @pytest.mark.parametrize(
     ("kind", "fields", "needs"),
     [
@@ -285,7 +329,9 @@ def test_recover_an_execution_that_failed_before_reporting_reports_lost(stack: S
         ),
         roleArn=stack.role_arn,
     )["stateMachineArn"]
-    dispatcher = StepFunctionsDispatcher(failing, client=stack.sfn, bucket=stack.bucket)
+    dispatcher = StepFunctionsDispatcher(
+        failing, client=stack.sfn, bucket=stack.bucket, identities=SharedIdentity("runner")
+    )
     spec = attempt_spec("shell", {"command": "x"})
     dispatcher.dispatch(spec)
     stack.wait_execution(dispatcher.execution_arn(spec.run_id, spec.task_id, 1))

@@ -216,7 +216,7 @@ def test_main_exits_2_with_the_reason(
     assert "no attempt" in capsys.readouterr().err
 
 
-# ------------------------------------------------------------------ functions/runner/app.py
+# ------------------------------------------------------------------ the Lambda handler (runner_lambda)
 class FakeContext:
     function_name = "stratoflow-runner"
     memory_limit_in_mb = 1024
@@ -233,12 +233,9 @@ def test_the_lambda_handler_wraps_the_runner_with_powertools(
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "stratoflow")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Stratoflow")
-    spec = importlib.util.spec_from_file_location("runner_app", REPO / "functions/runner/app.py")
-    assert spec is not None
-    assert spec.loader is not None
-    app = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "runner_app", app)
-    spec.loader.exec_module(app)
+    # imported afresh: its clients are made at import, under this test's moto
+    monkeypatch.delitem(sys.modules, "stratoflow.adapters.aws.runner_lambda", raising=False)
+    app = importlib.import_module("stratoflow.adapters.aws.runner_lambda")
 
     outcome = app.handler(attempt("shell", {"command": "echo from-lambda"}), FakeContext())
     assert outcome["status"] == "succeeded"

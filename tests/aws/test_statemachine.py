@@ -222,7 +222,10 @@ def test_python_on_the_batch_runner_reports_its_outputs_object(stack: Stack) -> 
     message = stack.receive()
     assert message["status"] == "succeeded"
     # the outputs object's location, in the field ``advance`` reads it from
-    assert message["outputs_uri"] == f"s3://{stack.bucket}/outputs/{spec.run_id}/t1/1.json"
+    assert (
+        message["outputs_uri"]
+        == f"s3://{stack.bucket}/outputs/{spec.project}/{spec.run_id}/t1/1.json"
+    )
     assert message["outputs"] is None
 
     [summary] = stack.batch.list_jobs(jobQueue=stack.job_queue_arn, jobStatus="SUCCEEDED")[
@@ -365,7 +368,9 @@ def test_dispatch_many_starts_every_attempt_once(stack: Stack) -> None:
     dispatcher = dispatcher_for(stack)
     logs = dispatcher.dispatch_many(specs)
     dispatcher.dispatch_many(specs)  # a repeated dispatch starts nothing more
-    assert logs == [f"s3://{stack.bucket}/logs/{s.run_id}/{s.task_id}/1.log" for s in specs]
+    assert logs == [
+        f"s3://{stack.bucket}/logs/{s.project}/{s.run_id}/{s.task_id}/1.log" for s in specs
+    ]
     got = sorted(stack.receive()["task_id"] for _ in specs)
     assert got == [s.task_id for s in specs]
     executions = stack.sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]

@@ -83,16 +83,24 @@ LambdaHandler = Callable[[dict[str, Any]], Any]
 
 
 class LambdaRouter:
-    """Answers Lambda invocations by function name (moto runs no Lambda code)."""
+    """Answers Lambda invocations by function name (moto runs no Lambda code). Every
+    project's runner function (``<stack>-r-<digest>``, made by the dispatcher) answers as
+    ``RunnerFunction``; ``runners`` records which project function each call reached."""
 
-    def __init__(self) -> None:
+    def __init__(self, runner_prefix: str = "") -> None:
         self.handlers: dict[str, LambdaHandler] = {}
+        self.runner_prefix = runner_prefix
+        self.runners: list[str] = []
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self._lock = threading.Lock()
 
     def invoke(self, function_name: str, body: Any) -> bytes:
         name = function_name.rsplit(":function:", 1)[-1].split(":", maxsplit=1)[0]
         payload = json.loads(body) if body else {}
+        if self.runner_prefix and name.startswith(self.runner_prefix):
+            with self._lock:
+                self.runners.append(name)
+            name = "RunnerFunction"
         with self._lock:
             self.calls.append((name, payload))
         handler = self.handlers.get(name)
@@ -246,7 +254,7 @@ class Stack:
                 )
         return response
 
-    def pump(self, until: Callable[[], bool], *, timeout: float = 60.0, idle: float = 0.05) -> None:
+    def pump(self, until: Callable[[], bool], *, timeout: float = 180.0, idle: float = 0.05) -> None:
         """Deliver outcomes to ``advance`` until ``until()`` holds (bounded by ``timeout``)."""
         deadline = time.monotonic() + timeout
         while not until():
@@ -264,7 +272,7 @@ class Stack:
     def task_state(self, run_id: str, task_id: str) -> str:
         return str(self.observer.get_task(run_id, task_id).state.value)
 
-    def run_ends(self, run_id: str, *, timeout: float = 60.0) -> str:
+    def run_ends(self, run_id: str, *, timeout: float = 180.0) -> str:
         terminal = {"succeeded", "failed", "stopped"}
         self.pump(lambda: self.run_state(run_id) in terminal, timeout=timeout)
         return self.run_state(run_id)
@@ -500,9 +508,21 @@ def create_resources(prefix: str = "sf") -> dict[str, str]:
     group = f"{prefix}-schedules"
     session.client("scheduler").create_schedule_group(Name=group)
 
+    # the most a project role may do (the template's ProjectTaskBoundary)
+    boundary = iam.create_policy(
+        PolicyName=f"{prefix}-project-boundary",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17",
+             "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        ),
+    )["Policy"]["Arn"]  # fmt: skip
+
     lam = session.client("lambda")
+    layer = lam.publish_layer_version(LayerName=f"{prefix}-core", Content={"ZipFile": _zip()})[
+        "LayerVersionArn"
+    ]
     arns = {}
-    for fn in ("RunnerFunction", "EksLauncherFunction", "TriggerFunction", "UserFunction"):
+    for fn in ("EksLauncherFunction", "TriggerFunction", "UserFunction"):
         arns[fn] = lam.create_function(
             FunctionName=fn,
             Runtime="python3.12",
@@ -553,11 +573,9 @@ def create_resources(prefix: str = "sf") -> dict[str, str]:
 
     definition = ASL.read_text(encoding="utf-8")
     for name, value in {
-        "RunnerFunctionArn": arns["RunnerFunction"],
         "EksLauncherFunctionArn": arns["EksLauncherFunction"],
         "ResultsQueueUrl": queue,
         "BatchJobQueueArn": job_queue,
-        "RunnerJobDefinitionArn": job_definition,
     }.items():
         definition = definition.replace("${" + name + "}", value)
     # the template's two state machines: the same file, the Standard-only integrations
@@ -588,6 +606,11 @@ def create_resources(prefix: str = "sf") -> dict[str, str]:
         "STRATOFLOW_TRIGGER_FUNCTION_ARN": arns["TriggerFunction"],
         "STRATOFLOW_BATCH_JOB_QUEUE": job_queue,
         "STRATOFLOW_RUNNER_JOB_DEFINITION": job_definition,
+        "STRATOFLOW_STACK": prefix,
+        "STRATOFLOW_PROJECT_BOUNDARY_ARN": boundary,
+        "STRATOFLOW_RUNNER_LAYERS": layer,
+        "STRATOFLOW_SECRETS_PREFIX": "stratoflow/",
+        "STRATOFLOW_RUNNER_LOG_RETENTION_DAYS": "7",
         "STRATOFLOW_EKS_CLUSTER": "stratoflow-test",
         "STRATOFLOW_EKS_NAMESPACE": "stratoflow",
         # deployed with EnableReadModel=false: moto's rds-data runs no SQL, so the API reads
@@ -641,7 +664,7 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch, *, prefix: str = "sf") -> Iterato
     monkeypatch.delenv("MOTO_SIMPLE_BATCH_FAIL_AFTER", raising=False)
     # the stack's default session (see _session) is put back as it was afterwards
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
-    lambdas = LambdaRouter()
+    lambdas = LambdaRouter(runner_prefix=f"{prefix}-r-")
     control = BatchControl()
 
     def invoke(self: Any, function_name: str, qualifier: Any, body: Any, *a: Any) -> bytes:

@@ -25,11 +25,15 @@ from stratoflow.adapters.aws.runtime import (
     AwsFunction,
     build_scheduler,
 )
+from stratoflow.adapters.aws.projects import ProjectIdentities
 from stratoflow.adapters.aws.schedules import EventBridgeSchedules
 from stratoflow.adapters.aws.settings import AwsSettings
 
 ENV = {var: f"x-{var.lower()}" for var in AwsSettings.ENV.values()}
 ENV["STRATOFLOW_STATE_MACHINE_ARN"] = "arn:aws:states:us-east-1:123456789012:stateMachine:m"
+ENV["STRATOFLOW_PROJECT_BOUNDARY_ARN"] = "arn:aws:iam::123456789012:policy/sf-boundary"
+ENV["STRATOFLOW_STACK"] = "sf"
+ENV["STRATOFLOW_RUNNER_LOG_RETENTION_DAYS"] = "30"
 
 
 @pytest.fixture
@@ -53,6 +57,14 @@ def test_the_scheduler_is_wired_to_the_aws_adapters(clients: tuple[AwsClients, A
     assert isinstance(scheduler.dispatcher, StepFunctionsDispatcher)
     assert scheduler.dispatcher.state_machine_arn == settings.state_machine_arn
     assert scheduler.dispatcher.bucket == settings.bucket
+    identities = scheduler.dispatcher.identities
+    assert isinstance(identities, ProjectIdentities)
+    assert identities.places.role_arn("p").startswith(
+        "arn:aws:iam::123456789012:role/stratoflow/sf/"
+    )
+    assert identities.places.region == "us-east-1"
+    assert identities.boundary_arn == settings.project_boundary_arn
+    assert scheduler.dispatcher.job_definition_prefix == "stratoflow-sf-"
     assert isinstance(scheduler.events, EventBridgeEvents)
     assert isinstance(scheduler.schedules, EventBridgeSchedules)
     assert scheduler.schedules.target_arn == settings.trigger_function_arn
@@ -60,6 +72,17 @@ def test_the_scheduler_is_wired_to_the_aws_adapters(clients: tuple[AwsClients, A
     assert scheduler.timeout_grace == TIMEOUT_GRACE == timedelta(minutes=2)
     assert scheduler.clock.now().tzinfo is not None
     assert sum(requests.values()) == 0
+
+
+def test_a_boundary_that_is_not_a_policy_arn_is_refused_at_cold_start(
+    clients: tuple[AwsClients, Any],
+) -> None:
+    made, _ = clients
+    settings = AwsSettings.from_env({**ENV, "STRATOFLOW_PROJECT_BOUNDARY_ARN": "boundary"})
+    with pytest.raises(
+        ValueError, match="STRATOFLOW_PROJECT_BOUNDARY_ARN is not an IAM policy ARN"
+    ):
+        build_scheduler(settings, made)
 
 
 def test_a_function_meters_dispatch_and_events(

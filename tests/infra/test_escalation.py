@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 from samtranslator.yaml_helper import yaml_parse
 
+from stratoflow.adapters.aws.projects import ProjectPlaces
+
 from .test_template import (
     ASL,
     ROOT,
@@ -42,23 +44,25 @@ PSEUDO = {
 LAMBDA = f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:"
 BATCH = f"arn:{PARTITION}:batch:{REGION}:{ACCOUNT}:"
 
-# Roles whose credentials user-defined work holds or directs: the state machines (their input
-# names the user's function, queue and job definition), the role lambda tasks are invoked
-# with, the Lambda runner and the Batch job role (user shell/python code and user images run
-# with them), and the EKS pod role. Not BatchExecutionRole: ECS's agent uses it, the
-# container never sees it.
+# Roles of the template whose credentials user-defined work holds or directs: the state
+# machines (their input names the user's function, queue and job definition), the role lambda
+# tasks are invoked with, and the EKS pod role. Not BatchExecutionRole: ECS's agent uses it,
+# the container never sees it. User shell/python code and user images run with a project's
+# role (PROJECTS below), which the dispatcher creates at run time (adapters/aws/projects.py).
 USER_WORK_ROLES = (
     "TaskAttemptStateMachineRole",
     "ExpressTaskAttemptStateMachineRole",
     "LambdaTaskRole",
-    "RunnerFunctionRole",
-    "RunnerJobRole",
     "EksPodRole",
 )
-# What the state machines themselves invoke (fixed ARNs in the ASL, never taken from input).
+# Two projects of the example deployment: each has a role and a runner function of its own.
+PROJECTS = ("analytics", "billing")
+RUNNERS = "ProjectRunner:"  # stack_function_arns' key of each project's runner function
+# What the state machines themselves invoke (the ASL's own ARNs, and the project runner the
+# dispatcher names, which the roles allow only under <stack>-r-*).
 OWN_TARGETS = {
-    "TaskAttemptStateMachineRole": {"RunnerFunction", "EksLauncherFunction"},
-    "ExpressTaskAttemptStateMachineRole": {"RunnerFunction"},
+    "TaskAttemptStateMachineRole": {"EksLauncherFunction", *(RUNNERS + p for p in PROJECTS)},
+    "ExpressTaskAttemptStateMachineRole": {RUNNERS + p for p in PROJECTS},
 }
 INVOKE_ACTIONS = ("lambda:InvokeFunction", "lambda:InvokeAsync", "lambda:InvokeFunctionUrl")
 
@@ -92,6 +96,8 @@ def _physical(cfn: Mapping[str, Any], logical: str, attribute: str | None = None
         return f"arn:{PARTITION}:s3:::{STACK}-{logical.lower()}"
     if kind == "AWS::IAM::Role":
         return f"arn:{PARTITION}:iam::{ACCOUNT}:role/{STACK}-{logical}"
+    if kind == "AWS::DynamoDB::Table":
+        return f"arn:{PARTITION}:dynamodb:{REGION}:{ACCOUNT}:table/{STACK}-{logical}"
     return f"arn:{PARTITION}:{logical}"
 
 
@@ -167,6 +173,20 @@ def _matches(pattern: str, value: str) -> bool:
     return fnmatch.fnmatchcase(value, pattern)
 
 
+def places() -> ProjectPlaces:
+    """The example deployment's project names (the template's defaults)."""
+    return ProjectPlaces(
+        stack=STACK, partition=PARTITION, region=REGION, account=ACCOUNT,
+        bucket=f"{STACK}-artifactbucket", table=f"{STACK}-StateTable",
+        secrets_prefix="stratoflow/",
+    )  # fmt: skip
+
+
+def boundary_statements(cfn: Mapping[str, Any]) -> list[dict[str, Any]]:
+    doc = cfn["Resources"]["ProjectTaskBoundary"]["Properties"]["PolicyDocument"]
+    return list(_statements(doc))
+
+
 def decide(
     cfn: Mapping[str, Any],
     role: str,
@@ -174,9 +194,28 @@ def decide(
     resource: str,
     params: Mapping[str, list[str]] | None = None,
 ) -> bool:
-    """Whether ``role``'s identity policies allow ``action`` on ``resource``."""
+    """Whether ``role``'s identity policies allow ``action`` on ``resource``. A role named
+    ``project:<name>`` is that project's role: its own policy (what the dispatcher puts on
+    it) within the stack's permissions boundary, as IAM decides it (both must allow)."""
+    if role.startswith("project:"):
+        own = places().policy(role.removeprefix("project:"))["Statement"]
+        return allows(cfn, own, action, resource, params) and allows(
+            cfn, boundary_statements(cfn), action, resource, params
+        )
+    return allows(cfn, list(role_statements(cfn, role)), action, resource, params)
+
+
+def allows(
+    cfn: Mapping[str, Any],
+    statements: list[dict[str, Any]],
+    action: str,
+    resource: str,
+    params: Mapping[str, list[str]] | None = None,
+) -> bool:
+    """One policy set's decision: an explicit Deny wins, else an Allow grants (conditions are
+    not evaluated: a conditional Allow counts as an Allow, the cautious reading here)."""
     allowed = False
-    for st in role_statements(cfn, role):
+    for st in statements:
         assert "NotResource" not in st, st
         assert "NotAction" not in st, st
         if not any(_matches(a, action) for a in _as_list(st["Action"])):
@@ -193,8 +232,11 @@ def decide(
 def stack_function_arns(cfn: Mapping[str, Any]) -> dict[str, list[str]]:
     """Each function of the stack: its ARN, and the same through an alias and a version."""
     out = {}
-    for logical in resources_of(dict(cfn), "AWS::Lambda::Function"):
-        arn = _physical(cfn, logical)
+    arns = {logical: _physical(cfn, logical)
+            for logical in resources_of(dict(cfn), "AWS::Lambda::Function")}  # fmt: skip
+    for project in PROJECTS:
+        arns[RUNNERS + project] = LAMBDA + places().function_name(project)
+    for logical, arn in arns.items():
         out[logical] = [arn, f"{arn}:live", f"{arn}:7", f"{arn}:$LATEST"]
     return out
 
@@ -212,8 +254,8 @@ def escalations(cfn: Mapping[str, Any]) -> list[str]:
     found = []
     functions = stack_function_arns(cfn)
     for params in LAMBDA_TASK_PARAMS:
-        for role in USER_WORK_ROLES:
-            if role not in cfn["Resources"]:
+        for role in (*USER_WORK_ROLES, *(f"project:{p}" for p in PROJECTS)):
+            if not role.startswith("project:") and role not in cfn["Resources"]:
                 continue
             for logical, arns in functions.items():
                 if logical in OWN_TARGETS.get(role, set()):
@@ -236,7 +278,7 @@ def test_no_role_of_user_work_may_invoke_a_function_of_the_stack(cfn: dict[str, 
         "AdvanceFunction",
         "TriggerFunction",
         "ReconcilerFunction",
-        "RunnerFunction",
+        RUNNERS + "analytics",
         "EksLauncherFunction",
         "ProjectorFunction",
     }
@@ -249,8 +291,8 @@ def test_lambda_tasks_may_still_invoke_the_users_functions(cfn: dict[str, Any]) 
     assert decide(cfn, "LambdaTaskRole", "lambda:InvokeFunction", LAMBDA + "etl-load:prod")
     listed = {"LambdaTaskFunctionArns": [LAMBDA + "etl-*"]}
     assert decide(cfn, "LambdaTaskRole", "lambda:InvokeFunction", LAMBDA + "etl-load", listed)
-    # the state machines invoke their runner and launcher themselves
-    runner = _physical(cfn, "RunnerFunction")
+    # the state machines invoke the project runners and the launcher themselves
+    runner = LAMBDA + places().function_name("analytics")
     assert decide(cfn, "TaskAttemptStateMachineRole", "lambda:InvokeFunction", runner)
     assert decide(cfn, "ExpressTaskAttemptStateMachineRole", "lambda:InvokeFunction", runner)
 
@@ -268,7 +310,10 @@ def test_every_wildcard_invoke_allow_is_covered_by_a_deny_of_the_stack_prefix(
             if st["Effect"] != "Allow" or "lambda:InvokeFunction" not in _as_list(st["Action"]):
                 continue
             patterns = [p for r in _as_list(st["Resource"]) for p in resolve(cfn, r, {})]
-            if any("*" in p for p in patterns):
+            # the state machines' <stack>-r-* reaches the project runners and nothing else
+            mine = [LAMBDA + places().function_name(p) for p in PROJECTS]
+            others = [a for a in every if not any(a.startswith(m) for m in mine)]
+            if any("*" in p and any(_matches(p, a) for a in others) for p in patterns):
                 wildcard_roles.add(role)
                 denies = [
                     p
@@ -293,7 +338,9 @@ def test_every_function_of_the_stack_is_named_under_the_stack_prefix(sam: dict[s
 
 def test_user_functions_are_invoked_with_the_lambda_task_role(cfn: dict[str, Any]) -> None:
     """Any Task state whose function comes from the input runs with LambdaTaskRole, and that
-    role trusts only the two state machine roles."""
+    role trusts only the two state machine roles. The one exception is the project runner,
+    which the dispatcher names (``runner_function``, never a field of the task): it runs with
+    the state machine's role, whose input-named invokes reach <stack>-r-* only."""
     asl = json.loads(ASL.read_text())
     from_input = {
         name: state
@@ -302,9 +349,15 @@ def test_user_functions_are_invoked_with_the_lambda_task_role(cfn: dict[str, Any
         and "FunctionName.$" in state.get("Parameters", {})
         and state["Resource"].startswith("arn:aws:states:::lambda:")
     }
-    assert set(from_input) == {"InvokeUserFunction"}
-    for state in from_input.values():
-        assert state["Credentials"] == {"RoleArn": "${LambdaTaskRoleArn}"}
+    assert set(from_input) == {"InvokeUserFunction", "RunOnLambdaRunner"}
+    assert from_input["InvokeUserFunction"]["Credentials"] == {"RoleArn": "${LambdaTaskRoleArn}"}
+    runner = from_input["RunOnLambdaRunner"]
+    assert runner["Parameters"]["FunctionName.$"] == "$.runner_function"
+    assert "Credentials" not in runner
+    for role in ("TaskAttemptStateMachineRole", "ExpressTaskAttemptStateMachineRole"):
+        for arn in (*(f"{LAMBDA}{STACK}-{name}" for name in ("api", "advance", "trigger")),
+                    f"{LAMBDA}etl-load"):  # fmt: skip
+            assert not decide(cfn, role, "lambda:InvokeFunction", arn), (role, arn)
     for machine in ("TaskAttemptStateMachine", "ExpressTaskAttemptStateMachine"):
         subs = cfn["Resources"][machine]["Properties"]["DefinitionSubstitutions"]
         assert subs["LambdaTaskRoleArn"] == {"Fn::GetAtt": ["LambdaTaskRole", "Arn"]}
@@ -317,7 +370,7 @@ def test_user_functions_are_invoked_with_the_lambda_task_role(cfn: dict[str, Any
     role_arn = _physical(cfn, "LambdaTaskRole")
     for role in ("TaskAttemptStateMachineRole", "ExpressTaskAttemptStateMachineRole"):
         assert decide(cfn, role, "sts:AssumeRole", role_arn)
-    for role in ("RunnerFunctionRole", "RunnerJobRole", "EksPodRole"):
+    for role in ("project:analytics", "EksPodRole"):
         assert not decide(cfn, role, "sts:AssumeRole", role_arn)
 
 
@@ -350,30 +403,113 @@ def _bucket(cfn: Mapping[str, Any]) -> str:
     return _physical(cfn, "ArtifactBucket")
 
 
-@pytest.mark.parametrize("role", ["RunnerFunctionRole", "RunnerJobRole", "LambdaTaskRole",
-                                  "EksPodRole", "TaskAttemptStateMachineRole",
-                                  "ExpressTaskAttemptStateMachineRole"])  # fmt: skip
+@pytest.mark.parametrize("role", ["LambdaTaskRole", "EksPodRole", "TaskAttemptStateMachineRole",
+                                  "ExpressTaskAttemptStateMachineRole", "project:analytics"])  # fmt: skip
 def test_user_work_reads_no_runs_logs_or_outputs_and_lists_nothing(
     cfn: dict[str, Any], role: str
 ) -> None:
     bucket = _bucket(cfn)
-    for key in ("logs/other/t/1.log", "outputs/other/t/1.json", "config.json", "x/y"):
+    for key in ("logs/billing/r/t/1.log", "logs/analytics/r/t/1.log",
+                "outputs/analytics/r/t/1.json", "config.json", "x/y"):  # fmt: skip
         assert not decide(cfn, role, "s3:GetObject", f"{bucket}/{key}"), (role, key)
     assert not decide(cfn, role, "s3:ListBucket", bucket)
-    for key in ("inputs/other/t/1.json", "config.json", "schedules/x"):
+    for key in ("inputs/analytics/r/t/1.json", "config.json", "schedules/x"):
         assert not decide(cfn, role, "s3:PutObject", f"{bucket}/{key}"), (role, key)
-    assert not decide(cfn, role, "s3:DeleteObject", f"{bucket}/logs/other/t/1.log")
+    assert not decide(cfn, role, "s3:DeleteObject", f"{bucket}/logs/analytics/r/t/1.log")
 
 
-def test_runners_keep_what_they_need(cfn: dict[str, Any]) -> None:
+def test_a_project_role_reaches_its_own_keys_and_no_other_projects(cfn: dict[str, Any]) -> None:
+    """Issue 8 item 6 / issue 9 item 5: S3 access is per project. Each project's tasks (its
+    runner function, its Batch jobs) write its logs and outputs and read its attempt inputs;
+    not one key of another project's, whatever the run."""
     bucket = _bucket(cfn)
-    assert decide(cfn, "RunnerFunctionRole", "s3:PutObject", f"{bucket}/logs/r/t/1.log")
-    assert decide(cfn, "RunnerJobRole", "s3:PutObject", f"{bucket}/logs/r/t/1.log")
-    assert decide(cfn, "RunnerJobRole", "s3:PutObject", f"{bucket}/outputs/r/t/1.json")
-    assert decide(cfn, "RunnerJobRole", "s3:GetObject", f"{bucket}/inputs/r/t/1.json")
-    # the dispatcher (the scheduler functions) still writes inputs and reads everything back
-    assert decide(cfn, "AdvanceFunctionRole", "s3:PutObject", f"{bucket}/inputs/r/t/1.json")
-    assert decide(cfn, "ApiFunctionRole", "s3:GetObject", f"{bucket}/logs/r/t/1.log")
+    for mine, other in (("analytics", "billing"), ("billing", "analytics")):
+        role = f"project:{mine}"
+        run = f"{mine}.etl.key-1"
+        assert decide(cfn, role, "s3:PutObject", f"{bucket}/logs/{mine}/{run}/t/1.log")
+        assert decide(cfn, role, "s3:PutObject", f"{bucket}/outputs/{mine}/{run}/t/1.json")
+        assert decide(cfn, role, "s3:GetObject", f"{bucket}/inputs/{mine}/{run}/t/1.json")
+        theirs = f"{other}.etl.key-1"
+        for action, key in (
+            ("s3:PutObject", f"logs/{other}/{theirs}/t/1.log"),
+            ("s3:PutObject", f"outputs/{other}/{theirs}/t/1.json"),
+            ("s3:GetObject", f"inputs/{other}/{theirs}/t/1.json"),
+            ("s3:GetObject", f"logs/{other}/{theirs}/t/1.log"),
+            # a project named like a prefix of another's gets nothing of it either
+            ("s3:PutObject", f"logs/{mine}x/{run}/t/1.log"),
+        ):
+            assert not decide(cfn, role, action, f"{bucket}/{key}"), (role, action, key)
+        secret = f"arn:{PARTITION}:secretsmanager:{REGION}:{ACCOUNT}:secret:stratoflow/"
+        assert decide(cfn, role, "secretsmanager:GetSecretValue", f"{secret}{mine}/db-AbCdEf")
+        assert not decide(cfn, role, "secretsmanager:GetSecretValue", f"{secret}{other}/db-AbCdEf")
+        # its stop polls read task states of its own runs only (dynamodb:LeadingKeys)
+        (poll,) = [
+            st for st in places().policy(mine)["Statement"]
+            if st["Sid"] == "ReadOwnTaskStatesForStops"
+        ]  # fmt: skip
+        assert poll["Condition"]["ForAllValues:StringLike"] == {
+            "dynamodb:LeadingKeys": [f"RUN#{mine}.*"]
+        }
+        table = _physical(cfn, "StateTable")
+        assert decide(cfn, role, "dynamodb:GetItem", table)
+        assert not decide(cfn, role, "dynamodb:Query", table)
+        assert not decide(cfn, role, "dynamodb:PutItem", table)
+
+
+def test_the_boundary_holds_even_if_a_project_policy_were_wrong(cfn: dict[str, Any]) -> None:
+    """The role's own policy is written by code; the boundary is the template's. A policy
+    granting everything still cannot reach the stack's functions, its table's writes, or the
+    bucket beyond the artifacts' prefixes."""
+    everything = [{"Effect": "Allow", "Action": "*", "Resource": "*"}]
+    boundary = boundary_statements(cfn)
+
+    def capped(action: str, resource: str) -> bool:
+        return allows(cfn, everything, action, resource) and allows(cfn, boundary, action, resource)
+
+    bucket = _bucket(cfn)
+    for arns in stack_function_arns(cfn).values():
+        for arn in arns:
+            assert not capped("lambda:InvokeFunction", arn), arn
+    assert not capped("dynamodb:PutItem", _physical(cfn, "StateTable"))
+    assert not capped("s3:GetObject", f"{bucket}/config.json")
+    assert not capped("s3:DeleteObject", f"{bucket}/logs/analytics/r/t/1.log")
+    assert not capped("iam:CreateRole", f"arn:{PARTITION}:iam::{ACCOUNT}:role/x")
+    assert not capped("sts:AssumeRole", _physical(cfn, "LambdaTaskRole"))
+    assert capped("s3:PutObject", f"{bucket}/logs/analytics/r/t/1.log")
+
+
+def test_project_roles_are_created_only_within_the_boundary(cfn: dict[str, Any]) -> None:
+    """The scheduler functions create project roles; IAM lets them only with the boundary
+    attached and only under the stack's path, and never lets them lift it again."""
+    doc = cfn["Resources"]["SchedulerCorePolicy"]["Properties"]["PolicyDocument"]
+    path = f"arn:{PARTITION}:iam::{ACCOUNT}:role/stratoflow/{STACK}/*"
+    creating = [
+        st for st in _statements(doc)
+        if st["Effect"] == "Allow"
+        and {"iam:CreateRole", "iam:PutRolePolicy"} & set(_as_list(st["Action"]))
+    ]  # fmt: skip
+    assert creating
+    for st in creating:
+        assert resolve(cfn, st["Resource"], {}) == [path]
+        assert st["Condition"] == {
+            "StringEquals": {"iam:PermissionsBoundary": {"Ref": "ProjectTaskBoundary"}}
+        }
+    role = "AdvanceFunctionRole"
+    for action in ("iam:DeleteRolePermissionsBoundary", "iam:PutRolePermissionsBoundary",
+                   "iam:AttachRolePolicy", "iam:UpdateAssumeRolePolicy"):  # fmt: skip
+        assert not decide(cfn, role, action, places().role_arn("analytics")), action
+    assert places().role_arn("analytics").startswith(path[:-1])
+    assert not decide(cfn, role, "iam:CreateRole", f"arn:{PARTITION}:iam::{ACCOUNT}:role/admin")
+    assert decide(cfn, role, "iam:PassRole", places().role_arn("analytics"))
+
+
+def test_the_dispatcher_still_reads_and_writes_every_projects_artifacts(
+    cfn: dict[str, Any],
+) -> None:
+    bucket = _bucket(cfn)
+    # the dispatcher (the scheduler functions) writes inputs and reads everything back
+    assert decide(cfn, "AdvanceFunctionRole", "s3:PutObject", f"{bucket}/inputs/a/r/t/1.json")
+    assert decide(cfn, "ApiFunctionRole", "s3:GetObject", f"{bucket}/logs/a/r/t/1.log")
 
 
 def test_the_eks_launcher_has_no_bucket_access(cfn: dict[str, Any]) -> None:
@@ -392,16 +528,17 @@ def test_submit_job_is_limited_to_the_stacks_queue_and_stratoflow_job_definition
     ours = _physical(cfn, "BatchJobQueue")
     existing = f"{BATCH}job-queue/shared-fargate"
     runner = _physical(cfn, "RunnerJobDefinition")
-    assert runner.startswith(f"{BATCH}job-definition/stratoflow-")
+    assert runner.startswith(f"{BATCH}job-definition/stratoflow-{STACK}-")
     with_existing = {"ExistingBatchJobQueueArn": [existing]}
     assert decide(cfn, role, "batch:SubmitJob", ours)
     assert decide(cfn, role, "batch:SubmitJob", existing, with_existing)
     assert decide(cfn, role, "batch:SubmitJob", runner)
-    assert decide(cfn, role, "batch:SubmitJob", f"{BATCH}job-definition/stratoflow-0a1b2c:3")
+    assert decide(cfn, role, "batch:SubmitJob", f"{BATCH}job-definition/stratoflow-{STACK}-0a1b:3")
     for other in (
         f"{BATCH}job-queue/someone-elses-queue",
         f"{BATCH}job-definition/prod-db-admin:1",
         f"{BATCH}job-definition/admin-stratoflow-x:1",
+        f"{BATCH}job-definition/stratoflow-other-stack-0a1b:3",
     ):
         assert not decide(cfn, role, "batch:SubmitJob", other, with_existing), other
     for user_role in USER_WORK_ROLES:

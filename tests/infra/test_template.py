@@ -53,17 +53,20 @@ CONTRACT_FUNCTIONS = {
     "TriggerFunction": "functions/trigger/",
     "AdvanceFunction": "functions/advance/",
     "ReconcilerFunction": "functions/reconciler/",
-    "RunnerFunction": "functions/runner/",
     "EksLauncherFunction": "functions/eks_launcher/",
 }
 
 CONTRACT_SUBSTITUTIONS = {
-    "RunnerFunctionArn",
     "EksLauncherFunctionArn",
     "ResultsQueueUrl",
     "BatchJobQueueArn",
-    "RunnerJobDefinitionArn",
 }
+
+# every project's runner function (adapters/aws/projects.py names them <stack>-r-<digest>)
+PROJECT_RUNNERS = json.dumps(
+    {"Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:"
+                "${AWS::StackName}-r-*"}
+)  # fmt: skip
 
 CONTRACT_RESOURCES = {
     "StateTable": "AWS::DynamoDB::Table",
@@ -223,7 +226,7 @@ def test_no_wildcard_action_and_no_wildcard_resource(cfn: dict[str, Any]) -> Non
 def test_least_privilege_check_catches_violations(cfn: dict[str, Any]) -> None:
     """The checker above is not vacuous: each kind of violation is reported."""
     bad = copy.deepcopy(cfn)
-    role = bad["Resources"]["RunnerFunctionRole"]["Properties"]
+    role = bad["Resources"]["AdvanceFunctionRole"]["Properties"]
     statements = role["Policies"][0]["PolicyDocument"]["Statement"]
     statements.append({"Effect": "Allow", "Action": "dynamodb:*", "Resource": "arn:x"})
     statements.append({"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": "*"})
@@ -270,20 +273,24 @@ def test_scheduler_role_may_only_invoke_the_trigger_function(cfn: dict[str, Any]
 
 
 def test_dispatchers_may_register_runner_job_definitions(cfn: dict[str, Any]) -> None:
-    """batch tasks name an image; the dispatcher registers stratoflow-<hash> definitions."""
+    """batch tasks name an image, projects have roles: the dispatcher registers
+    stratoflow-<stack>-<hash> definitions, passing the execution role and project roles."""
     actions = _actions_on(cfn, "SchedulerCorePolicy")
     (resource,) = actions["batch:RegisterJobDefinition"]
-    assert resource.endswith(':job-definition/stratoflow-*"}')
+    assert resource.endswith(':job-definition/stratoflow-${AWS::StackName}-*"}')
     assert actions["iam:PassRole"] >= {
         json.dumps({"Fn::GetAtt": ["BatchExecutionRole", "Arn"]}),
-        json.dumps({"Fn::GetAtt": ["RunnerJobRole", "Arn"]}),
-    }
+        json.dumps(
+            {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/stratoflow/"
+                        "${AWS::StackName}/*"}
+        ),
+    }  # fmt: skip
 
 
 def test_state_machine_role_has_what_the_integrations_need(cfn: dict[str, Any]) -> None:
     actions = _actions_on(cfn, "TaskAttemptStateMachineRole/")
     invoke = actions["lambda:InvokeFunction"]
-    assert json.dumps({"Fn::GetAtt": ["RunnerFunction", "Arn"]}) in invoke
+    assert PROJECT_RUNNERS in invoke
     assert json.dumps({"Fn::GetAtt": ["EksLauncherFunction", "Arn"]}) in invoke
     for action in ("batch:SubmitJob", "batch:DescribeJobs", "batch:TerminateJob"):
         assert action in actions, action
@@ -316,7 +323,7 @@ def test_express_state_machine_runs_the_same_asl_without_standard_only_integrati
 def test_express_role_may_only_invoke_lambdas_and_report(cfn: dict[str, Any]) -> None:
     actions = _actions_on(cfn, "ExpressTaskAttemptStateMachineRole/")
     assert not any(a.startswith(("batch:", "events:", "states:")) for a in actions), actions
-    assert json.dumps({"Fn::GetAtt": ["RunnerFunction", "Arn"]}) in actions["lambda:InvokeFunction"]
+    assert actions["lambda:InvokeFunction"] == {PROJECT_RUNNERS}
     assert actions["sqs:SendMessage"] == {json.dumps({"Fn::GetAtt": ["ResultsQueue", "Arn"]})}
 
 

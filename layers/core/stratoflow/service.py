@@ -73,8 +73,11 @@ class Finished:
     log: str | None = None
 
 
-def new_run_id(name: str, now: datetime) -> str:
-    return f"{name}-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+def new_run_id(project: str, name: str, now: datetime) -> str:
+    """``<project>.<name>-<time>-<random>``: like every run id, it starts with its project
+    ('.' cannot occur in a name), which is what lets IAM tell one project's runs from
+    another's (a project role's stop polls read ``RUN#<project>.*`` only)."""
+    return f"{project}.{name}-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
 def scheduled_run_id(project: str, name: str, logical_date: datetime) -> str:
@@ -241,7 +244,7 @@ class Scheduler:
                 [Problem("logical_date", "must be between 1900-01-01 and 9999-12-30 (UTC)")]
             )
         logical = logical_date or now
-        rid = run_id or new_run_id(name, now)
+        rid = run_id or new_run_id(project, name, now)
         run, tasks = engine.new_run(
             spec, run_id=rid, version=stored.version, params=params or {},
             logical_date=logical, now=now, trigger=trigger,

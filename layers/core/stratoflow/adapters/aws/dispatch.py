@@ -22,6 +22,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from stratoflow.adapters.aws.projects import Identities, ProjectPlaces, TaskIdentity
 from stratoflow.adapters.aws.results import MalformedOutcome, ReadJson, S3Objects, parse_outcome
 from stratoflow.engine import AttemptResult, AttemptStatus, TaskInstance
 from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
@@ -94,7 +95,11 @@ class StepFunctionsDispatcher(Dispatcher):
     to the contract's environment variables. ``on_kill(run_id, task_id, attempt)`` is called
     when a kubernetes attempt is stopped (``EksJobs.kill``): stopping an execution does not
     reach the Job behind a task token (Batch ``.sync`` jobs are terminated by Step Functions
-    itself)."""
+    itself).
+
+    ``identities`` gives each project's runner function and role (``ProjectIdentities``): a
+    project's shell and python attempts run on its own runner function, its Batch jobs with
+    its own role, and its objects live under ``<kind>/<project>/`` in the bucket."""
 
     def __init__(
         self,
@@ -113,7 +118,12 @@ class StepFunctionsDispatcher(Dispatcher):
         express_state_machine_arn: str | None = None,
         read_json: ReadJson | None = None,
         report_grace: timedelta = REPORT_GRACE,
+        identities: Identities | None = None,
+        job_definition_prefix: str = "stratoflow-",
     ) -> None:
+        self.identities = identities
+        # the stack's: its state machines may submit only job definitions named so
+        self.job_definition_prefix = job_definition_prefix
         self.state_machine_arn = state_machine_arn
         self._read_json = read_json
         self.report_grace = report_grace
@@ -134,22 +144,29 @@ class StepFunctionsDispatcher(Dispatcher):
         self._now = now
         self._threads = threads
         self.heartbeat_seconds = heartbeat_seconds
-        self._job_definitions: dict[str, str] = {}  # image -> job definition ARN
+        self._job_definitions: dict[tuple[str | None, str | None], str] = {}  # (image, role)
 
     # ------------------------------------------------------------ names and places
     def execution_arn(self, run_id: str, task_id: str, attempt: int) -> str:
         prefix = self.state_machine_arn.replace(":stateMachine:", ":execution:", 1)
         return f"{prefix}:{execution_name(run_id, task_id, attempt)}"
 
-    def log_uri(self, run_id: str, task_id: str, attempt: int) -> str | None:
+    def _uri(self, kind: str, spec: AttemptSpec, suffix: str) -> str | None:
         if not self.bucket:
             return None
-        return f"s3://{self.bucket}/logs/{run_id}/{task_id}/{attempt}.log"
+        key = ProjectPlaces.key(kind, spec.project, spec.run_id, spec.task_id, spec.attempt, suffix)
+        return f"s3://{self.bucket}/{key}"
 
-    def outputs_uri(self, run_id: str, task_id: str, attempt: int) -> str | None:
-        if not self.bucket:
-            return None
-        return f"s3://{self.bucket}/outputs/{run_id}/{task_id}/{attempt}.json"
+    def log_uri(self, spec: AttemptSpec) -> str | None:
+        return self._uri("logs", spec, ".log")
+
+    def outputs_uri(self, spec: AttemptSpec) -> str | None:
+        return self._uri("outputs", spec, ".json")
+
+    def identity(self, project: str) -> TaskIdentity:
+        if self.identities is None:
+            raise ValueError("no project identities: runner and batch tasks need them")
+        return self.identities.ensure(project)
 
     @property
     def _batch(self) -> Any:
@@ -183,10 +200,8 @@ class StepFunctionsDispatcher(Dispatcher):
         timeout = int(spec.timeout.total_seconds()) if spec.timeout is not None else limit
         timeout = max(2 if kind == "kubernetes" else 1, min(timeout, limit))
         uses_runner = runner is not None
-        log_uri = self.log_uri(spec.run_id, spec.task_id, spec.attempt) if uses_runner else None
-        outputs_uri = (
-            self.outputs_uri(spec.run_id, spec.task_id, spec.attempt) if runner == "batch" else None
-        )
+        log_uri = self.log_uri(spec) if uses_runner else None
+        outputs_uri = self.outputs_uri(spec) if runner == "batch" else None
         if uses_runner and not self.bucket:
             raise ValueError("STRATOFLOW_BUCKET is not set: runner tasks write their logs there")
         doc: dict[str, Any] = {
@@ -211,6 +226,8 @@ class StepFunctionsDispatcher(Dispatcher):
             # only a retry that must wait carries start_at: the Route state sends it through a
             # Wait state; without it the attempt starts at once (one transition fewer)
             doc["start_at"] = _iso(spec.not_before)
+        if runner == "lambda":
+            doc["runner_function"] = self.identity(spec.project).runner_function
         if kind == "kubernetes":
             doc["heartbeat_seconds"] = min(self.heartbeat_seconds, timeout - 1)
         elif kind == "batch":
@@ -244,7 +261,7 @@ class StepFunctionsDispatcher(Dispatcher):
                 "STRATOFLOW_BATCH_JOB_QUEUE is not set and the task names no job_queue"
             )
         return {
-            "job_definition": self.job_definition_for(str(fields["image"])),
+            "job_definition": self.job_definition_for(str(fields["image"]), self._role(spec)),
             "job_queue": queue,
             "container_overrides": {
                 "Command": argv,
@@ -266,18 +283,29 @@ class StepFunctionsDispatcher(Dispatcher):
         if len(attempt) <= INLINE_INPUT_LIMIT:
             env.append({"Name": "STRATOFLOW_ATTEMPT_INPUT", "Value": attempt})
         else:
-            key = f"inputs/{spec.run_id}/{spec.task_id}/{spec.attempt}.json"
+            key = ProjectPlaces.key(
+                "inputs", spec.project, spec.run_id, spec.task_id, spec.attempt, ".json"
+            )
             self._s3.put_object(Bucket=self.bucket, Key=key, Body=attempt.encode())
             env.append({"Name": "STRATOFLOW_ATTEMPT_URI", "Value": f"s3://{self.bucket}/{key}"})
-        return {"container_overrides": {"Command": list(RUNNER_COMMAND), "Environment": env}}
+        return {
+            "job_definition": self.job_definition_for(None, self._role(spec)),
+            "container_overrides": {"Command": list(RUNNER_COMMAND), "Environment": env},
+        }
 
-    def job_definition_for(self, image: str) -> str:
-        """The job definition for ``image``: the runner's job definition (roles, network,
-        logging) with the image replaced, registered once per image under a name derived
-        from it and reused from then on (found again by name after a cold start)."""
-        if image in self._job_definitions:
-            return self._job_definitions[image]
-        name = "stratoflow-" + hashlib.sha256(image.encode()).hexdigest()[:24]
+    def _role(self, spec: AttemptSpec) -> str | None:
+        return self.identity(spec.project).role_arn if self.identities is not None else None
+
+    def job_definition_for(self, image: str | None, role_arn: str | None = None) -> str:
+        """The job definition for ``image`` (None: the runner's own image) run as
+        ``role_arn`` (a project's role): the runner's job definition (network, logging,
+        execution role) with the image and the job role replaced, registered once per
+        (image, role) under a name derived from both and reused from then on (found again
+        by name after a cold start)."""
+        if (image, role_arn) in self._job_definitions:
+            return self._job_definitions[image, role_arn]
+        exact = json.dumps([image, role_arn])
+        name = self.job_definition_prefix + hashlib.sha256(exact.encode()).hexdigest()[:24]
         found = self._batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")
         defs = sorted(found.get("jobDefinitions", []), key=lambda d: int(d["revision"]))
         if defs:
@@ -291,8 +319,13 @@ class StepFunctionsDispatcher(Dispatcher):
             if not template:
                 raise ValueError(f"job definition {self.runner_job_definition!r} not found")
             base = template[0]
-            container = {**base["containerProperties"], "image": image}
-            container.pop("command", None)
+            container = dict(base["containerProperties"])
+            if image is not None:
+                container["image"] = image
+                container.pop("command", None)
+            container.pop("jobRoleArn", None)
+            if role_arn is not None:
+                container["jobRoleArn"] = role_arn
             extra = {
                 k: base[k]
                 for k in ("platformCapabilities", "retryStrategy", "timeout", "propagateTags")
@@ -303,11 +336,11 @@ class StepFunctionsDispatcher(Dispatcher):
                     jobDefinitionName=name,
                     type="container",
                     containerProperties=container,
-                    tags={"stratoflow:image": image[:256]},
+                    tags={"stratoflow:image": (image or "runner")[:256]},
                     **extra,
                 )["jobDefinitionArn"]
             )
-        self._job_definitions[image] = arn
+        self._job_definitions[image, role_arn] = arn
         return arn
 
     # ------------------------------------------------------------ dispatch

@@ -38,7 +38,7 @@ class Outcome(BaseModel):
     ``outputs`` is what the attempt returned: the runner's outputs object, or whatever JSON a
     ``lambda`` task's function returned (an object is taken as is, anything else becomes
     ``{"result": value}``). ``outputs_uri`` is where a Batch runner job wrote its outputs
-    (``s3://<bucket>/outputs/<run>/<task>/<attempt>.json``): a job's result cannot carry them."""
+    (``s3://<bucket>/outputs/<project>/<run>/<task>/<attempt>.json``): a job's result cannot carry them."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 

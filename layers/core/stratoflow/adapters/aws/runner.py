@@ -1,14 +1,14 @@
-"""Runs one shell, python or http attempt on AWS: in the runner function (Lambda) or, for
+"""Runs one shell, python or http attempt on AWS: in the project's runner function (Lambda) or, for
 ``runner: batch``, in a Batch job on the runner image (``python -m stratoflow.adapters.aws.runner``).
 
 The task runs exactly as it does locally: shell through ``bash`` with ``$STRATOFLOW_OUTPUT``,
 python and http through the ``stratoflow.taskexec.taskrunner`` (the same module, the same
 semantics), each in a process group of its own that is killed whole when the attempt runs out
-of time. Its output goes to ``s3://$STRATOFLOW_BUCKET/logs/<run>/<task>/<attempt>.log``.
+of time. Its output goes to ``s3://$STRATOFLOW_BUCKET/logs/<project>/<run>/<task>/<attempt>.log``.
 
 The Lambda handler returns the outcome (AWS-CONTRACT.md); the state machine forwards it. A
 Batch job cannot return anything: ``main`` writes the outputs to
-``outputs/<run>/<task>/<attempt>.json`` (``advance`` reads them) and exits non-zero when the
+``outputs/<project>/<run>/<task>/<attempt>.json`` (``advance`` reads them) and exits non-zero when the
 task failed, which fails the job.
 """
 

@@ -19,6 +19,7 @@ from stratoflow.adapters.aws.dynamodb import DynamoStore
 from stratoflow.adapters.aws.events import EventBridgeEvents
 from stratoflow.adapters.aws.handlers import DeadLetters, kill_stopped
 from stratoflow.adapters.aws.metrics import MeteredDispatcher, MeteredEvents, Metrics
+from stratoflow.adapters.aws.projects import ProjectIdentities, ProjectPlaces
 from stratoflow.adapters.aws.results import S3Objects
 from stratoflow.adapters.aws.schedules import EventBridgeSchedules
 from stratoflow.adapters.aws.settings import AwsSettings
@@ -49,6 +50,9 @@ class AwsClients:
     s3: Any
     batch: Any
     sqs: Any = None  # the reconciler's, for the dead-letter queue
+    iam: Any = None  # the project identities' (roles, runner functions, their log groups)
+    lambda_: Any = None
+    logs: Any = None
 
     @classmethod
     def create(cls, session: boto3.Session | None = None) -> AwsClients:
@@ -67,7 +71,44 @@ class AwsClients:
             s3=session.client("s3"),
             batch=session.client("batch"),
             sqs=session.client("sqs"),
+            iam=session.client("iam"),
+            lambda_=session.client("lambda"),
+            logs=session.client("logs"),
         )
+
+
+def project_identities(settings: AwsSettings, clients: AwsClients) -> ProjectIdentities:
+    """Each project's role and runner function (docs/aws.md, "Isolation"). The partition and
+    account come from the boundary's ARN, the region from the clients."""
+    parts = settings.project_boundary_arn.split(":")
+    if len(parts) < 6 or parts[2] != "iam":
+        raise ValueError(
+            f"STRATOFLOW_PROJECT_BOUNDARY_ARN is not an IAM policy ARN: "
+            f"{settings.project_boundary_arn!r}"
+        )
+    places = ProjectPlaces(
+        stack=settings.stack,
+        partition=parts[1],
+        region=clients.dynamodb.meta.region_name,
+        account=parts[4],
+        bucket=settings.bucket,
+        table=settings.table,
+        secrets_prefix=settings.secrets_prefix,
+    )
+    retention = settings.runner_log_retention_days
+    return ProjectIdentities(
+        places,
+        boundary_arn=settings.project_boundary_arn,
+        layers=[layer.strip() for layer in settings.runner_layers.split(",")],
+        iam=clients.iam,
+        lambda_client=clients.lambda_,
+        logs=clients.logs,
+        environment={
+            "STRATOFLOW_TABLE": settings.table,
+            "POWERTOOLS_METRICS_NAMESPACE": "Stratoflow",
+        },
+        log_retention_days=int(retention) if retention else None,
+    )
 
 
 def build_scheduler(
@@ -85,6 +126,8 @@ def build_scheduler(
     store = DynamoStore(settings.table, client=clients.dynamodb)
     dispatcher: Dispatcher = StepFunctionsDispatcher(
         settings.state_machine_arn,
+        identities=project_identities(settings, clients),
+        job_definition_prefix=f"stratoflow-{settings.stack}-",
         client=clients.stepfunctions,
         batch_client=clients.batch,
         s3_client=clients.s3,

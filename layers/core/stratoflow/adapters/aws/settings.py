@@ -40,13 +40,19 @@ class AwsSettings:
     db_name: str
     express_state_machine_arn: str = ""
     results_dlq_url: str = ""
+    # each project's identity (adapters/aws/projects.py)
+    stack: str = ""
+    project_boundary_arn: str = ""
+    runner_layers: str = ""  # comma-separated layer version ARNs of the project runners
+    secrets_prefix: str = ""
+    runner_log_retention_days: str = ""
 
     # field -> environment variable; the template sets every one, but these may be empty: a
     # stack deployed without Batch, EKS or the read model (the parameters that turn them off)
     OPTIONAL: ClassVar[frozenset[str]] = frozenset(
         {"batch_job_queue", "runner_job_definition", "eks_cluster", "eks_namespace",
          "db_cluster_arn", "db_secret_arn", "db_name", "express_state_machine_arn",
-         "results_dlq_url"}
+         "results_dlq_url", "secrets_prefix", "runner_log_retention_days"}
     )  # fmt: skip
     ENV: ClassVar[Mapping[str, str]] = {
         "table": "STRATOFLOW_TABLE",
@@ -68,6 +74,11 @@ class AwsSettings:
         "express_state_machine_arn": "STRATOFLOW_EXPRESS_STATE_MACHINE_ARN",
         # the results queue's dead-letter queue, which the reconciler replays; empty: none
         "results_dlq_url": "STRATOFLOW_RESULTS_DLQ_URL",
+        "stack": "STRATOFLOW_STACK",
+        "project_boundary_arn": "STRATOFLOW_PROJECT_BOUNDARY_ARN",
+        "runner_layers": "STRATOFLOW_RUNNER_LAYERS",
+        "secrets_prefix": "STRATOFLOW_SECRETS_PREFIX",
+        "runner_log_retention_days": "STRATOFLOW_RUNNER_LOG_RETENTION_DAYS",
     }
 
     @classmethod

@@ -1,8 +1,13 @@
-"""RunnerFunction: runs one shell, python or http attempt for the state machine
+"""The Lambda runner's handler: runs one shell, python or http attempt for the state machine
 (lambda:invoke) and returns its outcome; the log goes to the artifacts bucket. While the task
 runs, the runner reads the task's state every few seconds and kills it once it was stopped
 (an Express execution cannot be stopped, and stopping a Standard one leaves its Lambda
-running)."""
+running).
+
+Each project has a runner function of its own, running as the project's role
+(``projects.ProjectIdentities``); they are made at run time from the core layer, so the
+handler lives here, in the layer, not in ``functions/``.
+"""
 
 from __future__ import annotations
 

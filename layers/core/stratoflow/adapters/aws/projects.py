@@ -1,0 +1,418 @@
+"""Each project's tasks run on AWS with an identity of their own (docs/aws.md, "Isolation").
+
+User code holds whatever credentials its container has: the Lambda runner's execution role,
+a Batch job's role. A role shared by every project would let one project's task write
+another's logs or read its secrets, and IAM could not tell the two apart. So every project
+gets, the first time one of its attempts is dispatched:
+
+- an IAM role ``<stack>-p-<digest>`` under the path ``/stratoflow/<stack>/``, created with the
+  stack's permissions boundary (``ProjectTaskBoundary``: the most any project role may ever
+  do) and an inline policy that grants exactly that project's keys: its S3 prefixes
+  (``logs/<project>/``, ``outputs/<project>/``, ``inputs/<project>/``), its secrets and
+  parameters (``<TaskSecretsPrefix><project>/``), a stop poll of its own runs' task states;
+- a runner function ``<stack>-r-<digest>`` running as that role, built from the stack's core
+  layer (the handler is ``stratoflow.adapters.aws.runner_lambda.handler``), so a project's
+  shell and python tasks on the Lambda runner hold that role and nothing else;
+- Batch job definitions whose job role is that role (``StepFunctionsDispatcher`` registers
+  them, per project and image).
+
+The dispatcher asks ``ProjectIdentities.ensure`` before it starts an attempt; a container
+remembers what it made, so this costs one ``GetFunctionConfiguration`` per project and cold
+start, and the stack's scheduler functions may create only such roles (the boundary is a
+condition of their ``iam:CreateRole``), so creating them is no way around the boundary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from botocore.exceptions import ClientError
+
+log = logging.getLogger("stratoflow.aws.projects")
+
+RUNNER_HANDLER = "stratoflow.adapters.aws.runner_lambda.handler"
+RUNNER_RUNTIME = "python3.12"
+RUNNER_MEMORY_MB = 1024
+RUNNER_TIMEOUT_SECONDS = 900
+RUNNER_EPHEMERAL_MB = 2048
+_DIGEST_CHARS = 10  # 40 bits of sha256 of the project name: ample for the projects of a stack
+# IAM is eventually consistent: a role just created cannot be given to Lambda for some seconds
+ROLE_PROPAGATION_SECONDS = 60.0
+FUNCTION_ACTIVE_SECONDS = 120.0
+
+Sleep = Callable[[float], None]
+
+
+class ProjectIdentityError(RuntimeError):
+    """A project's role or runner function could not be made ready (the dispatch fails; the
+    reconciler dispatches the attempt again later)."""
+
+
+@dataclass(frozen=True)
+class TaskIdentity:
+    """What a project's attempts run as: the runner function's name and the role that Batch
+    jobs get (None where the stack gives none, as in tests of the state machine alone)."""
+
+    runner_function: str
+    role_arn: str | None
+
+
+class Identities(Protocol):
+    """Where the dispatcher gets a project's identity (``ProjectIdentities`` on a stack)."""
+
+    def ensure(self, project: str) -> TaskIdentity: ...
+
+
+def project_digest(project: str) -> str:
+    return hashlib.sha256(project.encode("utf-8")).hexdigest()[:_DIGEST_CHARS]
+
+
+@dataclass(frozen=True)
+class ProjectPlaces:
+    """Names and the inline policy of a project's identity, from the stack's names alone (no
+    request): the tests evaluate the policy this builds."""
+
+    stack: str
+    partition: str
+    region: str
+    account: str
+    bucket: str
+    table: str
+    secrets_prefix: str
+
+    def role_name(self, project: str) -> str:
+        return f"{self.stack}-p-{project_digest(project)}"
+
+    def role_path(self) -> str:
+        return f"/stratoflow/{self.stack}/"
+
+    def role_arn(self, project: str) -> str:
+        return (
+            f"arn:{self.partition}:iam::{self.account}:role{self.role_path()}"
+            f"{self.role_name(project)}"
+        )
+
+    def function_name(self, project: str) -> str:
+        return f"{self.stack}-r-{project_digest(project)}"
+
+    def log_group(self, project: str) -> str:
+        return f"/aws/lambda/{self.function_name(project)}"
+
+    @staticmethod
+    def key(kind: str, project: str, run_id: str, task_id: str, attempt: int, suffix: str) -> str:
+        """An attempt's object key: ``<kind>/<project>/<run>/<task>/<attempt><suffix>``."""
+        return f"{kind}/{project}/{run_id}/{task_id}/{attempt}{suffix}"
+
+    def policy(self, project: str) -> dict[str, Any]:
+        """The project role's inline policy: its own keys, secrets and stop polls, nothing of
+        another project's (run ids are ``<project>.<...>``; '.' never occurs in a name)."""
+        p = self.partition
+        bucket = f"arn:{p}:s3:::{self.bucket}"
+        secrets = f"{self.secrets_prefix}{project}/"
+        return {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "ProjectLogsAndOutputs",
+                    "Effect": "Allow",
+                    "Action": "s3:PutObject",
+                    "Resource": [f"{bucket}/logs/{project}/*", f"{bucket}/outputs/{project}/*"],
+                },
+                {
+                    "Sid": "ProjectAttemptInputs",
+                    "Effect": "Allow",
+                    "Action": "s3:GetObject",
+                    "Resource": f"{bucket}/inputs/{project}/*",
+                },
+                {
+                    "Sid": "ReadOwnTaskStatesForStops",
+                    "Effect": "Allow",
+                    "Action": "dynamodb:GetItem",
+                    "Resource": f"arn:{p}:dynamodb:{self.region}:{self.account}:table/{self.table}",
+                    "Condition": {
+                        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"RUN#{project}.*"]},
+                        "ForAllValues:StringEquals": {
+                            "dynamodb:Attributes": ["pk", "sk", "st", "att"]
+                        },
+                        "StringEqualsIfExists": {"dynamodb:Select": "SPECIFIC_ATTRIBUTES"},
+                    },
+                },
+                {
+                    "Sid": "ProjectSecrets",
+                    "Effect": "Allow",
+                    "Action": "secretsmanager:GetSecretValue",
+                    "Resource": (
+                        f"arn:{p}:secretsmanager:{self.region}:{self.account}:secret:{secrets}*"
+                    ),
+                },
+                {
+                    "Sid": "ProjectParameters",
+                    "Effect": "Allow",
+                    "Action": ["ssm:GetParameter", "ssm:GetParameters"],
+                    "Resource": (
+                        f"arn:{p}:ssm:{self.region}:{self.account}:parameter/{secrets.lstrip('/')}*"
+                    ),
+                },
+                {
+                    "Sid": "RunnerFunctionLogs",
+                    "Effect": "Allow",
+                    "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                    "Resource": (
+                        f"arn:{p}:logs:{self.region}:{self.account}:log-group:"
+                        f"{self.log_group(project)}:*"
+                    ),
+                },
+                {
+                    "Sid": "XRayHasNoResourceLevelPermissions",
+                    "Effect": "Allow",
+                    "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
+                    "Resource": "*",
+                },
+            ],
+        }
+
+
+TRUST_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Sid": "RunnerFunctionAndBatchJobs",
+            "Effect": "Allow",
+            "Principal": {"Service": ["lambda.amazonaws.com", "ecs-tasks.amazonaws.com"]},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+
+
+def _runner_code() -> bytes:
+    """The runner function's own package: nothing but a note. Its code is the core layer's
+    (the handler is a module of the layer), so a stack update reaches it by a layer change."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(
+            "README.txt",
+            f"Stratoflow runner: the handler {RUNNER_HANDLER} is in the core layer.\n",
+        )
+    return buffer.getvalue()
+
+
+class ProjectIdentities:
+    """Makes and keeps each project's role and runner function (see the module's doc).
+    Thread-safe: the dispatcher starts attempts from several threads."""
+
+    def __init__(
+        self,
+        places: ProjectPlaces,
+        *,
+        boundary_arn: str,
+        layers: Sequence[str],
+        iam: Any,
+        lambda_client: Any,
+        logs: Any,
+        environment: Mapping[str, str] | None = None,
+        log_retention_days: int | None = None,
+        sleep: Sleep = time.sleep,
+        role_propagation_seconds: float = ROLE_PROPAGATION_SECONDS,
+        function_active_seconds: float = FUNCTION_ACTIVE_SECONDS,
+    ) -> None:
+        self.places = places
+        self.boundary_arn = boundary_arn
+        self.layers = [layer for layer in layers if layer]
+        self._iam = iam
+        self._lambda = lambda_client
+        self._logs = logs
+        self.environment = dict(environment or {})
+        self.log_retention_days = log_retention_days
+        self._sleep = sleep
+        self._role_wait = role_propagation_seconds
+        self._active_wait = function_active_seconds
+        self._ready: dict[str, TaskIdentity] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ what it should be
+    def function_settings(self, project: str) -> dict[str, Any]:
+        """The runner function's configuration (without its description, which carries the
+        digest of all of this and of the role's policy)."""
+        return {
+            "Runtime": RUNNER_RUNTIME,
+            "Handler": RUNNER_HANDLER,
+            "Role": self.places.role_arn(project),
+            "Layers": list(self.layers),
+            "Timeout": RUNNER_TIMEOUT_SECONDS,
+            "MemorySize": RUNNER_MEMORY_MB,
+            "EphemeralStorage": {"Size": RUNNER_EPHEMERAL_MB},
+            "TracingConfig": {"Mode": "Active"},
+            "Environment": {
+                "Variables": {
+                    **self.environment,
+                    "POWERTOOLS_SERVICE_NAME": "stratoflow-runner",
+                    "STRATOFLOW_PROJECT": project,
+                }
+            },
+        }
+
+    def digest(self, project: str) -> str:
+        desired = {
+            "function": self.function_settings(project),
+            "policy": self.places.policy(project),
+            "boundary": self.boundary_arn,
+            "trust": TRUST_POLICY,
+        }
+        return hashlib.sha256(json.dumps(desired, sort_keys=True).encode()).hexdigest()[:16]
+
+    def description(self, project: str) -> str:
+        return f"Stratoflow runner of project {project} [{self.digest(project)}]"[:256]
+
+    # ------------------------------------------------------------ ensure
+    def ensure(self, project: str) -> TaskIdentity:
+        """The project's identity, made or brought up to date first if needed (idempotent;
+        safe to race with another container doing the same)."""
+        ready = self._ready.get(project)
+        if ready is not None:
+            return ready
+        with self._lock:
+            ready = self._ready.get(project)
+            if ready is None:
+                ready = self._ensure(project)
+                self._ready[project] = ready
+            return ready
+
+    def _ensure(self, project: str) -> TaskIdentity:
+        name = self.places.function_name(project)
+        identity = TaskIdentity(runner_function=name, role_arn=self.places.role_arn(project))
+        current = self._function(name)
+        wanted = self.description(project)
+        if current is not None and current.get("Description") == wanted:
+            return identity
+        self._ensure_role(project)
+        self._ensure_log_group(project)
+        settings = {**self.function_settings(project), "Description": wanted}
+        if current is None:
+            self._create_function(project, name, settings)
+        else:
+            self._retry_while_role_propagates(
+                lambda: self._lambda.update_function_configuration(FunctionName=name, **settings)
+            )
+        self._wait_active(name)
+        log.info("project %s: runner %s and role %s ready", project, name, identity.role_arn)
+        return identity
+
+    def _function(self, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(self._lambda.get_function_configuration(FunctionName=name))
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+                return None
+            raise
+
+    def _ensure_role(self, project: str) -> None:
+        places = self.places
+        try:
+            self._iam.create_role(
+                Path=places.role_path(),
+                RoleName=places.role_name(project),
+                AssumeRolePolicyDocument=json.dumps(TRUST_POLICY),
+                PermissionsBoundary=self.boundary_arn,
+                Description=f"Tasks of Stratoflow project {project} (stack {places.stack})"[:1000],
+                Tags=[
+                    {"Key": "stratoflow:stack", "Value": places.stack},
+                    {"Key": "stratoflow:project", "Value": project},
+                ],
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "EntityAlreadyExists":
+                raise
+        # always: a role made by an older version gets the policy this version grants
+        self._iam.put_role_policy(
+            RoleName=places.role_name(project),
+            PolicyName="project",
+            PolicyDocument=json.dumps(places.policy(project)),
+        )
+
+    def _ensure_log_group(self, project: str) -> None:
+        group = self.places.log_group(project)
+        try:
+            self._logs.create_log_group(logGroupName=group)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceAlreadyExistsException":
+                raise
+        if self.log_retention_days:
+            self._logs.put_retention_policy(
+                logGroupName=group, retentionInDays=self.log_retention_days
+            )
+
+    def _create_function(self, project: str, name: str, settings: Mapping[str, Any]) -> None:
+        def create() -> None:
+            self._lambda.create_function(
+                FunctionName=name,
+                Code={"ZipFile": _runner_code()},
+                Tags={"stratoflow:stack": self.places.stack, "stratoflow:project": project},
+                **settings,
+            )
+
+        try:
+            self._retry_while_role_propagates(create)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ResourceConflictException":
+                raise
+            # another container created it a moment ago: bring it to this version's settings
+            self._wait_active(name)
+            self._lambda.update_function_configuration(FunctionName=name, **settings)
+
+    def _retry_while_role_propagates(self, call: Callable[[], Any]) -> None:
+        """Lambda refuses a role IAM has not spread yet ("cannot be assumed by Lambda"):
+        try again for up to ``role_propagation_seconds``."""
+        waited, delay = 0.0, 1.0
+        while True:
+            try:
+                call()
+            except ClientError as exc:
+                error = exc.response["Error"]
+                not_yet = (
+                    error["Code"] == "InvalidParameterValueException"
+                    and "role" in str(error.get("Message", "")).lower()
+                )
+                if not not_yet:
+                    raise
+                if waited >= self._role_wait:
+                    raise ProjectIdentityError(
+                        f"the project role is not usable by Lambda after {waited:.0f} s: "
+                        f"{error.get('Message', '')}"
+                    ) from exc
+            else:
+                return
+            self._sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 8.0)
+
+    def _wait_active(self, name: str) -> None:
+        """A function that is Pending (just made) or being updated refuses invocations."""
+        waited, delay = 0.0, 0.5
+        while True:
+            config = self._function(name) or {}
+            state = config.get("State", "Active")
+            update = config.get("LastUpdateStatus", "Successful")
+            if state == "Active" and update != "InProgress":
+                return
+            if state == "Failed" or update == "Failed":
+                raise ProjectIdentityError(
+                    f"runner function {name} is {state}/{update}: "
+                    f"{config.get('StateReason') or config.get('LastUpdateStatusReason')}"
+                )
+            if waited >= self._active_wait:
+                raise ProjectIdentityError(
+                    f"runner function {name} still {state} after {waited:.0f} s"
+                )
+            self._sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 5.0)

@@ -1,0 +1,306 @@
+"""Each project's tasks run with an identity of their own (issue 8 item 6, issue 9 item 5):
+``ProjectIdentities`` on moto makes a project's role (within the stack's boundary, under the
+stack's path, with a policy of the project's keys) and its runner function, once, and brings
+them up to date when the stack changes. With moto enforcing IAM, a task holding one project's
+role reaches its own keys and none of another project's."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+from moto.core import set_initial_no_auth_action_count
+
+from stratoflow.adapters.aws.projects import (
+    RUNNER_HANDLER,
+    ProjectIdentities,
+    ProjectIdentityError,
+    ProjectPlaces,
+    project_digest,
+)
+
+REGION, ACCOUNT, STACK, BUCKET = "us-east-1", "123456789012", "sf", "sf-artifacts"
+PLACES = ProjectPlaces(
+    stack=STACK, partition="aws", region=REGION, account=ACCOUNT, bucket=BUCKET,
+    table="sf-state", secrets_prefix="stratoflow/",
+)  # fmt: skip
+BOUNDARY_DOC = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject"],
+         "Resource": [f"arn:aws:s3:::{BUCKET}/{kind}/*" for kind in ("logs", "outputs", "inputs")]},
+    ],
+}  # fmt: skip
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(var, "testing")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+
+
+class Aws:
+    """The clients ``ProjectIdentities`` uses, and a count of the requests they make."""
+
+    def __init__(self, session: boto3.Session) -> None:
+        self.iam = session.client("iam")
+        self.lambda_ = session.client("lambda")
+        self.logs = session.client("logs")
+        self.s3 = session.client("s3")
+        self.requests: Counter[str] = Counter()
+        for client in (self.iam, self.lambda_, self.logs):
+            service = client.meta.service_model.service_name
+
+            def count(model: Any, _service: str = service, **_: Any) -> None:
+                self.requests[f"{_service}.{model.name}"] += 1
+
+            client.meta.events.register("before-call", count)
+        self.s3.create_bucket(Bucket=BUCKET)
+        self.boundary = self.iam.create_policy(
+            PolicyName="sf-boundary", PolicyDocument=json.dumps(BOUNDARY_DOC)
+        )["Policy"]["Arn"]
+        self.layer = self.layer_version()
+
+    def layer_version(self) -> str:
+        return str(
+            self.lambda_.publish_layer_version(
+                LayerName="sf-core", Content={"ZipFile": b"PK\x05\x06" + b"\0" * 18}
+            )["LayerVersionArn"]
+        )
+
+    def identities(self, *, layer: str | None = None, **kwargs: Any) -> ProjectIdentities:
+        return ProjectIdentities(
+            PLACES, boundary_arn=self.boundary, layers=[layer or self.layer], iam=self.iam,
+            lambda_client=self.lambda_, logs=self.logs, log_retention_days=30,
+            environment={"STRATOFLOW_TABLE": "sf-state"}, **kwargs,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def aws(env: None) -> Iterator[Aws]:
+    with mock_aws():
+        yield Aws(boto3.Session(region_name=REGION))
+
+
+def test_a_project_gets_a_role_within_the_boundary_and_a_runner_function_of_its_own(
+    aws: Aws,
+) -> None:
+    identity = aws.identities().ensure("analytics")
+
+    digest = project_digest("analytics")
+    assert identity.runner_function == f"{STACK}-r-{digest}"
+    role = aws.iam.get_role(RoleName=f"{STACK}-p-{digest}")["Role"]
+    assert identity.role_arn == role["Arn"] == PLACES.role_arn("analytics")
+    assert role["Path"] == f"/stratoflow/{STACK}/"
+    assert role["PermissionsBoundary"]["PermissionsBoundaryArn"] == aws.boundary
+    tags = {t["Key"]: t["Value"] for t in role["Tags"]}
+    assert tags == {"stratoflow:stack": STACK, "stratoflow:project": "analytics"}
+    trust = role["AssumeRolePolicyDocument"]
+    principals = trust["Statement"][0]["Principal"]["Service"]
+    assert sorted(principals) == ["ecs-tasks.amazonaws.com", "lambda.amazonaws.com"]
+    policy = aws.iam.get_role_policy(RoleName=f"{STACK}-p-{digest}", PolicyName="project")
+    assert policy["PolicyDocument"] == PLACES.policy("analytics")
+
+    config = aws.lambda_.get_function_configuration(FunctionName=identity.runner_function)
+    assert config["Role"] == identity.role_arn
+    assert config["Handler"] == RUNNER_HANDLER
+    assert [layer["Arn"] for layer in config["Layers"]] == [aws.layer]
+    assert (config["Timeout"], config["MemorySize"]) == (900, 1024)
+    variables = config["Environment"]["Variables"]
+    assert variables["STRATOFLOW_PROJECT"] == "analytics"
+    assert variables["STRATOFLOW_TABLE"] == "sf-state"
+    assert not any(k.startswith("AWS_") for k in variables)
+    (group,) = aws.logs.describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{STACK}-r-")[
+        "logGroups"
+    ]
+    assert (group["logGroupName"], group["retentionInDays"]) == (PLACES.log_group("analytics"), 30)
+
+    other = aws.identities().ensure("billing")
+    assert other.runner_function != identity.runner_function
+    assert other.role_arn != identity.role_arn
+
+
+def test_a_container_makes_an_identity_once_and_a_cold_start_only_looks(aws: Aws) -> None:
+    identities = aws.identities()
+    first = identities.ensure("analytics")
+    assert aws.requests["iam.CreateRole"] == 1
+    assert aws.requests["lambda.CreateFunction"] == 1
+    aws.requests.clear()
+    assert identities.ensure("analytics") == first
+    assert aws.requests == Counter()  # remembered: no request at all
+
+    assert aws.identities().ensure("analytics") == first  # another container
+    assert aws.requests == Counter({"lambda.GetFunctionConfiguration": 1})
+
+
+def test_a_new_layer_reaches_every_runner_on_its_next_dispatch(aws: Aws) -> None:
+    """A stack update publishes a new core layer: the next container that dispatches for a
+    project brings its runner function (and role policy) up to the new settings."""
+    aws.identities().ensure("analytics")
+    newer = aws.layer_version()
+    aws.requests.clear()
+    identity = aws.identities(layer=newer).ensure("analytics")
+    config = aws.lambda_.get_function_configuration(FunctionName=identity.runner_function)
+    assert [layer["Arn"] for layer in config["Layers"]] == [newer]
+    assert aws.requests["lambda.UpdateFunctionConfiguration"] == 1
+    assert aws.requests["lambda.CreateFunction"] == 0
+    assert aws.requests["iam.PutRolePolicy"] == 1
+
+
+def test_containers_racing_for_one_project_make_one_function(aws: Aws) -> None:
+    identities = aws.identities()
+    results: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(identities.ensure("analytics")))
+        for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 1
+    assert aws.requests["lambda.CreateFunction"] == 1
+
+
+class NotYetAssumable:
+    """Lambda's answer while IAM has not spread a new role yet, ``failures`` times."""
+
+    def __init__(self, inner: Any, failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+
+    def create_function(self, **kwargs: Any) -> Any:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ClientError(
+                {"Error": {"Code": "InvalidParameterValueException",
+                           "Message": "The role defined for the function cannot be assumed by Lambda."}},
+                "CreateFunction",
+            )  # fmt: skip
+        return self.inner.create_function(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_role_lambda_cannot_use_yet_is_waited_for(aws: Aws) -> None:
+    slept: list[float] = []
+    identities = aws.identities(sleep=slept.append)
+    identities._lambda = NotYetAssumable(aws.lambda_, failures=2)
+    identity = identities.ensure("analytics")
+    assert slept == [1.0, 2.0]
+    assert aws.lambda_.get_function_configuration(FunctionName=identity.runner_function)
+
+
+def test_a_role_that_never_becomes_usable_fails_the_dispatch_clearly(aws: Aws) -> None:
+    slept: list[float] = []
+    identities = aws.identities(sleep=slept.append, role_propagation_seconds=10)
+    identities._lambda = NotYetAssumable(aws.lambda_, failures=1000)
+    with pytest.raises(ProjectIdentityError, match="not usable by Lambda after 15 s"):
+        identities.ensure("analytics")
+    assert sum(slept) == 15.0
+    # nothing is remembered: the next dispatch (the reconciler's) tries again
+    identities._lambda = aws.lambda_
+    assert identities.ensure("analytics").runner_function == PLACES.function_name("analytics")
+
+
+def test_names_fit_aws_limits_for_the_longest_stack_name() -> None:
+    longest = ProjectPlaces(
+        stack="s" * 51, partition="aws", region=REGION, account=ACCOUNT, bucket=BUCKET,
+        table="t", secrets_prefix="stratoflow/",
+    )  # fmt: skip
+    project = "p" * 128
+    assert len(longest.function_name(project)) <= 64  # Lambda function names
+    assert len(longest.role_name(project)) <= 64  # IAM role names
+    assert longest.function_name(project).startswith(f"{'s' * 51}-r-")
+    assert len({project_digest(f"project-{i}") for i in range(10_000)}) == 10_000
+
+
+@set_initial_no_auth_action_count(3)
+def test_iam_keeps_one_projects_tasks_out_of_another_projects_keys(env: None) -> None:
+    """moto enforcing IAM: the credentials a task of project A holds (A's role, assumed as
+    Lambda or ECS would) write A's logs and outputs and read A's inputs, and are refused on
+    every key of project B."""
+    with mock_aws():
+        iam = boto3.client("iam")
+        # the first three requests go unchecked: they make the administrator the test uses
+        iam.create_user(UserName="admin")
+        iam.put_user_policy(
+            UserName="admin",
+            PolicyName="all",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "*", "Resource": "*"}]}),
+        )  # fmt: skip
+        key = iam.create_access_key(UserName="admin")["AccessKey"]
+        admin = boto3.Session(
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
+            region_name=REGION,
+        )
+        aws = Aws(admin)
+        identities = aws.identities()
+        sts = admin.client("sts")
+        for project in ("a", "b"):
+            # the role as ensure() makes it (moto's Lambda refuses signed requests once IAM is
+            # enforced, so the runner function is left out here; tested above)
+            identities._ensure_role(project)
+            # moto checks the trust policy: let the test stand in for Lambda and ECS
+            # (only the stand-in: moto cannot read a statement naming services)
+            trust = {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": "sts:AssumeRole",
+                        "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/admin"},
+                    }
+                ],
+            }
+            aws.iam.update_assume_role_policy(
+                RoleName=PLACES.role_name(project), PolicyDocument=json.dumps(trust)
+            )  # fmt: skip
+            aws.s3.put_object(
+                Bucket=BUCKET, Key=f"inputs/{project}/{project}.wf.k/t/1.json", Body=b"{}"
+            )
+
+        def task_of(project: str) -> Any:
+            creds = sts.assume_role(
+                RoleArn=PLACES.role_arn(project), RoleSessionName="task-attempt"
+            )["Credentials"]
+            return boto3.client(
+                "s3",
+                region_name=REGION,
+                aws_access_key_id=creds["AccessKeyId"],
+                aws_secret_access_key=creds["SecretAccessKey"],
+                aws_session_token=creds["SessionToken"],
+            )
+
+        for mine, other in (("a", "b"), ("b", "a")):
+            task = task_of(mine)
+            task.put_object(Bucket=BUCKET, Key=f"logs/{mine}/{mine}.wf.k/t/1.log", Body=b"ok")
+            task.put_object(Bucket=BUCKET, Key=f"outputs/{mine}/{mine}.wf.k/t/1.json", Body=b"{}")
+            task.get_object(Bucket=BUCKET, Key=f"inputs/{mine}/{mine}.wf.k/t/1.json")
+            for call, where in (
+                (task.put_object, f"logs/{other}/{other}.wf.k/t/1.log"),
+                (task.put_object, f"outputs/{other}/{other}.wf.k/t/1.json"),
+                (task.get_object, f"inputs/{other}/{other}.wf.k/t/1.json"),
+                (task.get_object, f"logs/{mine}/{mine}.wf.k/t/1.log"),  # logs: write only
+                (task.put_object, "config.json"),
+            ):
+                with pytest.raises(ClientError, match="AccessDenied"):
+                    call(
+                        Bucket=BUCKET,
+                        Key=where,
+                        **({"Body": b"x"} if call == task.put_object else {}),
+                    )
+            with pytest.raises(ClientError, match="AccessDenied"):
+                task.list_objects_v2(Bucket=BUCKET)
