@@ -131,8 +131,10 @@ def apply(stack: Stack, text: str) -> None:
 
 
 def trigger(stack: Stack, name: str) -> str:
+    """A run through the api, its first tasks dispatched by ``advance`` (the api's kick)."""
     status, body = stack.api("POST", f"/workflows/{name}/runs", {})
     assert status == 201, body
+    assert stack.deliver_kicks() == 1
     return str(body["run"]["id"])
 
 
@@ -333,9 +335,12 @@ def test_the_reconciler_starts_an_attempt_whose_dispatch_was_lost(stack: Stack) 
     apply(stack, CHAIN)
     stack.fail_next_start_execution()
     status, body = stack.api("POST", "/workflows/chain/runs", {})
-    # the run is created and its first task claimed; the dispatch after it failed (logged)
     assert status == 201, body
     run_id = stack.only_run("chain")
+    # advance claims the first task from the api's kick; the dispatch after it fails, so the
+    # kick is reported failed (SQS brings it back; by then nothing is queued: it does nothing)
+    [kick] = stack.receive()
+    assert stack.deliver([kick])["batchItemFailures"] == [{"itemIdentifier": kick["MessageId"]}]
     assert stack.task_state(run_id, "a") == "running"
     assert stack.executions() == {}
     stack.call("reconciler", {})
