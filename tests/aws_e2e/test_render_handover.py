@@ -147,7 +147,7 @@ def test_an_unknown_message_kind_goes_to_the_dead_letter_queue(stack: Stack) -> 
         attrs = stack.sqs.get_queue_attributes(
             QueueUrl=stack.settings.results_dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
         )["Attributes"]
-        return attrs["ApproximateNumberOfMessages"] != "0"
+        return int(attrs["ApproximateNumberOfMessages"]) > 0
 
     stack.pump(done, timeout=20)  # reported failed on each receive, then moved by SQS
     assert stack.receive_peek() == 0
