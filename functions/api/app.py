@@ -1,6 +1,7 @@
 """ApiFunction (API Gateway, every route): the REST API over the AWS scheduler. A write that
-may have made tasks ready (trigger, resume, rerun, mark) dispatches them before returning.
-Callers are who API Gateway verified (IAM or Cognito, ``STRATOFLOW_AUTH_MODE``)."""
+may have made tasks ready (trigger, resume, rerun, mark) records them and kicks ``advance``
+through the results queue, which claims, renders and dispatches them: no template is rendered
+in a request. Callers are who API Gateway verified (IAM or Cognito, ``STRATOFLOW_AUTH_MODE``)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ metrics = Metrics()
 function = AwsFunction.create(metrics=metrics)  # once per container
 
 
-def dispatch_ready() -> None:
-    """After a write: start what it made ready (a trigger's roots, a rerun's tasks)."""
-    function.scheduler.step()
+def hand_over() -> None:
+    """After a write: kick ``advance`` for the runs it made tasks ready in (a trigger's
+    roots, a rerun's or a resume's tasks). A lost kick is the reconciler's to repair."""
+    function.hand_over()
 
 
 # The read model on Aurora (EnableReadModel): the run list and the audit log. Reached through
@@ -43,7 +45,7 @@ from_gateway = api_gateway_check(os.environ)
 
 app = create_app(
     function.scheduler,
-    on_change=dispatch_ready,
+    on_change=hand_over,
     read_log=function.objects.read_log,
     authenticate=api_authenticator(os.environ),
     readmodel=readmodel,

@@ -1,5 +1,7 @@
 """TriggerFunction (EventBridge Scheduler): a schedule firing becomes a run (one per logical
-date, however often it fires), and its first tasks are dispatched at once.
+date, however often it fires), and ``advance`` is kicked to dispatch its first tasks (their
+templates are rendered there, not here). A repeated firing kicks again: a kick that was lost
+the first time is sent, and one that was not changes nothing.
 
 A firing that can never succeed (garbled input, a workflow no longer there) is logged and
 acknowledged: raising would only make EventBridge Scheduler retry it for a day."""
@@ -38,5 +40,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         run, created = fired
         logger.set_correlation_id(run.id)
         logger.info("schedule fired", extra={"run_created": created, "run_state": run.state.value})
-        function.scheduler.step()
+        function.hand_over(run.id)  # raises if SQS refused: the firing is retried
         return {"run_id": run.id, "created": created}

@@ -227,6 +227,19 @@ class Stack:
             return int(response["statusCode"]), json.loads(text)
         return int(response["statusCode"]), text
 
+    def apply_with_runner(self, source: str) -> None:
+        """Apply ``source`` through the api, with the runner function's code answering its
+        invocations in-process (moto runs no Lambda code): shell tasks run for real, their
+        logs go to S3."""
+        from stratoflow.adapters.aws import runner as aws_runner
+
+        s3 = self.counted_client("s3")
+        self.lambdas.handlers["RunnerFunction"] = lambda attempt: aws_runner.handle(
+            attempt, None, s3=s3
+        )
+        status, body = self.api("POST", "/workflows", {"source": source})
+        assert status in (200, 201), body
+
     @property
     def scheduler(self) -> Any:
         return self.functions["advance"].function.scheduler
@@ -254,7 +267,31 @@ class Stack:
                 )
         return response
 
-    def pump(self, until: Callable[[], bool], *, timeout: float = 180.0, idle: float = 0.05) -> None:
+    def deliver_kicks(self) -> int:
+        """Deliver the kicks waiting on the results queue to ``advance``, as Lambda's event
+        source does right after the api or trigger function recorded a run (or a resume, a
+        rerun): that is when its first tasks are dispatched. Any outcome received meanwhile
+        is made visible again, left for the test. Returns how many kicks were delivered."""
+        delivered = 0
+        while True:
+            kicks = []
+            for m in self.receive():
+                if json.loads(m["Body"]).get("kind") == "kick":
+                    kicks.append(m)
+                else:
+                    self.sqs.change_message_visibility(
+                        QueueUrl=self.settings.results_queue_url,
+                        ReceiptHandle=m["ReceiptHandle"],
+                        VisibilityTimeout=0,
+                    )
+            if not kicks:
+                return delivered
+            self.deliver(kicks)
+            delivered += len(kicks)
+
+    def pump(
+        self, until: Callable[[], bool], *, timeout: float = 180.0, idle: float = 0.05
+    ) -> None:
         """Deliver outcomes to ``advance`` until ``until()`` holds (bounded by ``timeout``)."""
         deadline = time.monotonic() + timeout
         while not until():

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 
-from stratoflow.adapters.aws import runner as aws_runner
 from stratoflow.adapters.aws.dispatch import StepFunctionsDispatcher
 from tests.aws_e2e.harness import Stack, aws_stack
 
@@ -43,18 +42,14 @@ NOTHING = {"replayed": 0, "poison": 0, "failed": 0}
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     with aws_stack(monkeypatch) as built:
-        s3 = built.counted_client("s3")
-        built.lambdas.handlers["RunnerFunction"] = lambda attempt: aws_runner.handle(
-            attempt, None, s3=s3
-        )
-        status, body = built.api("POST", "/workflows", {"source": CHAIN})
-        assert status in (200, 201), body
+        built.apply_with_runner(CHAIN)
         yield built
 
 
 def trigger(stack: Stack) -> str:
     status, body = stack.api("POST", "/workflows/chain/runs", {})
     assert status == 201, body
+    assert stack.deliver_kicks() == 1  # advance dispatches a
     return str(body["run"]["id"])
 
 

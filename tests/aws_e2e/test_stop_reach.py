@@ -53,6 +53,7 @@ def test_a_stop_ends_the_task_of_an_express_attempt(stack: Stack) -> None:
     status, body = stack.api("POST", "/workflows/slow/runs", {})
     assert status == 201, body
     run_id = str(body["run"]["id"])
+    assert stack.deliver_kicks() == 1  # advance dispatches the task
     assert started.wait(30), "the runner was never invoked"
     assert len(stack.express_executions()) == 1  # 120 s fits Express
 

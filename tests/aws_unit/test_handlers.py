@@ -16,12 +16,17 @@ import pytest
 from moto import mock_aws
 
 from stratoflow.adapters.aws import handlers
-from stratoflow.adapters.aws.handlers import MalformedOutcome, S3Objects, parse_outcome
+from stratoflow.adapters.aws.handlers import (
+    MalformedOutcome,
+    S3Objects,
+    parse_message,
+    parse_outcome,
+)
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.api import gateway
 from stratoflow.engine import AttemptStatus, RunState, TaskState
 from stratoflow.ports import Attempt, LogRange, Recovery
-from stratoflow.service import Scheduler
+from stratoflow.service import Finished, Scheduler
 from tests.fakes import FakeClock, RecordingDispatcher
 
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
@@ -232,6 +237,100 @@ def test_a_lambda_tasks_non_object_result_is_wrapped() -> None:
 def test_malformed_outcomes_name_the_problem(body: str, words: str) -> None:
     with pytest.raises(MalformedOutcome, match=words):
         parse_outcome(body, no_s3)
+
+
+def kick(run_id: str) -> dict[str, Any]:
+    return {"kind": "kick", "run_id": run_id}
+
+
+def test_a_kick_dispatches_a_recorded_runs_roots_once(
+    scheduler: Scheduler, dispatcher: RecordingDispatcher, store: SqliteStore
+) -> None:
+    # GIVEN a run recorded (started: its root queued) by a process that does not dispatch
+    run, _ = scheduler.trigger("default", "chain")
+    assert scheduler.take_runs_to_dispatch() == [run.id]
+    assert scheduler.take_runs_to_dispatch() == []  # taken: a warm container does not pile them up
+    assert store.get_task(run.id, "first").state is TaskState.QUEUED
+    # WHEN advance receives its kick, twice in one batch and once more later
+    seen: list[Any] = []
+    response = handlers.advance(
+        scheduler, sqs_event(kick(run.id), kick(run.id)), no_s3, on_report=seen.append
+    )
+    handlers.advance(scheduler, sqs_event(kick(run.id)), no_s3)
+    # THEN the root is claimed and dispatched once (the fake fails on a second dispatch)
+    assert response == {"batchItemFailures": []}
+    assert seen == [handlers.Kick(run.id), handlers.Kick(run.id)]
+    assert list(dispatcher.dispatched) == [(run.id, "first", 1)]
+    assert store.get_task(run.id, "first").state is TaskState.RUNNING
+
+
+def test_a_kick_of_an_unknown_run_changes_nothing(
+    scheduler: Scheduler, dispatcher: RecordingDispatcher
+) -> None:
+    response = handlers.advance(scheduler, sqs_event(kick("no-such-run")), no_s3)
+    assert response == {"batchItemFailures": []}
+    assert dispatcher.dispatched == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"kind": "wake", "run_id": "r"}, 'unknown message kind "wake" \\(known: outcome, kick\\)'),
+        ({"kind": ["x"], "run_id": "r"}, "unknown message kind"),
+        ({"kind": "kick"}, "not a kick message \\(run_id: Field required"),
+        ({"kind": "kick", "run_id": ""}, "not a kick message \\(run_id"),
+        ({"kind": "kick", "run_id": "r", "task_id": "t"}, "not a kick message \\(task_id"),
+        ({"kind": "outcome", "run_id": "r"}, "not an outcome message"),
+    ],
+)
+def test_an_unknown_or_malformed_message_kind_is_named_and_goes_the_dlq_way(
+    scheduler: Scheduler, body: dict[str, Any], words: str
+) -> None:
+    with pytest.raises(MalformedOutcome, match=words):
+        parse_message(json.dumps(body), no_s3)
+    response = handlers.advance(scheduler, sqs_event(body), no_s3)
+    assert response == {"batchItemFailures": [{"itemIdentifier": "m0"}]}
+
+
+def test_an_outcome_may_say_its_kind() -> None:
+    finished = parse_message(json.dumps({**outcome("r", "t"), "kind": "outcome"}), no_s3)
+    assert isinstance(finished, Finished)
+    assert (finished.run_id, finished.task_id) == ("r", "t")
+
+
+class OneShotQueue:
+    """A dead-letter queue holding ``bodies``: each is received once, deletes are recorded."""
+
+    def __init__(self, *bodies: dict[str, Any]) -> None:
+        self.messages = [
+            {"MessageId": f"d{n}", "ReceiptHandle": f"h{n}", "Body": json.dumps(b)}
+            for n, b in enumerate(bodies)
+        ]
+        self.deleted: list[str] = []
+        self.hidden: list[str] = []
+
+    def receive_message(self, **_: Any) -> dict[str, Any]:
+        got, self.messages = self.messages[:10], self.messages[10:]
+        return {"Messages": got}
+
+    def delete_message(self, *, QueueUrl: str, ReceiptHandle: str) -> None:
+        self.deleted.append(ReceiptHandle)
+
+    def change_message_visibility(self, *, ReceiptHandle: str, **_: Any) -> None:
+        self.hidden.append(ReceiptHandle)
+
+
+def test_a_dead_lettered_kick_is_replayed_like_advance_does(
+    scheduler: Scheduler, dispatcher: RecordingDispatcher
+) -> None:
+    run, _ = scheduler.trigger("default", "chain")
+    queue = OneShotQueue(kick(run.id), {"kind": "wake", "run_id": run.id})
+    counts = handlers.replay_dead_letters(
+        scheduler, handlers.DeadLetters(queue, "https://sqs/dlq", no_s3)
+    )
+    assert counts == {"replayed": 1, "poison": 1, "failed": 0}
+    assert list(dispatcher.dispatched) == [(run.id, "first", 1)]
+    assert (queue.deleted, queue.hidden) == (["h0"], ["h1"])
 
 
 def test_reconcile_restarts_what_was_claimed_but_never_started(

@@ -11,13 +11,11 @@ import boto3
 import pytest
 from aws_lambda_powertools import Metrics
 
-pytest.importorskip("stratoflow.adapters.aws.dynamodb", reason="aws-dynamodb not merged yet")
-pytest.importorskip("stratoflow.adapters.aws.dispatch", reason="aws-dispatch not merged yet")
-
 from stratoflow.adapters.aws.dispatch import StepFunctionsDispatcher
 from stratoflow.adapters.aws.dynamodb import DynamoStore
 from stratoflow.adapters.aws.events import EventBridgeEvents
 from stratoflow.adapters.aws.metrics import MeteredDispatcher, MeteredEvents
+from stratoflow.adapters.aws.projects import ProjectIdentities
 from stratoflow.adapters.aws.runtime import (
     RETRY_LEAD,
     TIMEOUT_GRACE,
@@ -25,7 +23,6 @@ from stratoflow.adapters.aws.runtime import (
     AwsFunction,
     build_scheduler,
 )
-from stratoflow.adapters.aws.projects import ProjectIdentities
 from stratoflow.adapters.aws.schedules import EventBridgeSchedules
 from stratoflow.adapters.aws.settings import AwsSettings
 

@@ -301,6 +301,20 @@ def test_state_machine_role_has_what_the_integrations_need(cfn: dict[str, Any]) 
     assert actions["sqs:SendMessage"] == {json.dumps({"Fn::GetAtt": ["ResultsQueue", "Arn"]})}
 
 
+def test_the_api_and_trigger_functions_may_only_send_kicks_to_the_results_queue(
+    cfn: dict[str, Any],
+) -> None:
+    """They record runs and hand the dispatch to advance with a message on the results queue:
+    exactly sqs:SendMessage on it (SendMessageBatch is authorized by it), nothing else of SQS;
+    advance and the reconciler send none, and no other role of the functions may."""
+    queue = {json.dumps({"Fn::GetAtt": ["ResultsQueue", "Arn"]})}
+    for role in ("ApiFunctionRole/", "TriggerFunctionRole/"):
+        sqs = {a: r for a, r in _actions_on(cfn, role).items() if a.startswith("sqs:")}
+        assert sqs == {"sqs:SendMessage": queue}, role
+    for role in ("AdvanceFunctionRole/", "ReconcilerFunctionRole/", "SchedulerCorePolicy"):
+        assert "sqs:SendMessage" not in _actions_on(cfn, role), role
+
+
 def test_express_state_machine_runs_the_same_asl_without_standard_only_integrations(
     cfn: dict[str, Any], sam: dict[str, Any]
 ) -> None:

@@ -132,7 +132,9 @@ class Scheduler:
         self._after_commit: list[Callable[[], None]] = []  # acts wait for their state to commit
         self._batching = False
         self._run_keys: dict[str, tuple[str, str, int]] = {}  # unfinished run -> pinned version
-        self._started_runs: list[str] = []  # runs started in this turn (their roots queued)
+        # runs with tasks made ready since the last turn: started (their roots queued), resumed,
+        # rerun or marked; a turn claims from them (``advance``) and forgets them
+        self._started_runs: list[str] = []
 
     # ------------------------------------------------------------ workflows
     def spec(self, project: str, name: str, version: int) -> WorkflowSpec:
@@ -429,16 +431,28 @@ class Scheduler:
                 more = self._start(self._turn((), periodic=False))
         return self.store.next_wakeup()
 
-    def advance(self, reports: Iterable[Finished]) -> None:
+    def advance(self, reports: Iterable[Finished], *, runs: Iterable[str] = ()) -> None:
         """The hot path where nothing polls (AWS): apply outcomes, then claim and start what
         they made ready in their own runs (and in runs that their runs' ends let start). Its
         requests grow with the out-degree of what finished, never with the number of runs in
-        flight: retries, deadlines and other runs' queues are the reconciler's ``step``."""
+        flight: retries, deadlines and other runs' queues are the reconciler's ``step``.
+        ``runs``: also start what is ready in these (a kick, after a trigger or a rerun was
+        recorded elsewhere); a run with nothing queued costs one read."""
+        reports = list(reports)
         with self._lock:
-            runs = list(dict.fromkeys(r.run_id for r in reports))
-            more = self._start(self._turn(reports, periodic=False, runs=runs))
+            targets = list(dict.fromkeys([*(r.run_id for r in reports), *runs]))
+            more = self._start(self._turn(reports, periodic=False, runs=targets))
             while more:  # a full batch, or a switch that made more ready
-                more = self._start(self._turn((), periodic=False, runs=runs))
+                more = self._start(self._turn((), periodic=False, runs=targets))
+
+    def take_runs_to_dispatch(self) -> list[str]:
+        """The runs with tasks made ready since the last turn (a trigger's run, a queued run a
+        stop let start, a run resumed, rerun or marked), forgotten here: for a caller that
+        leaves their dispatch to another process (AWS's api and trigger functions kick
+        ``advance``) and so takes no turn itself."""
+        with self._lock:
+            started, self._started_runs = self._started_runs, []
+        return list(dict.fromkeys(started))
 
     def dispatch_ready(self) -> int:
         """Claim queued tasks (one conditional write each, exactly one winner), commit, then
@@ -682,6 +696,7 @@ class Scheduler:
             resumed = engine.resume(run)
             if not self.store.put_run(resumed, run.state):
                 raise Conflict(f"run {run_id} changed; try again")
+            self._started_runs.append(run_id)  # what was queued while it was paused
             self._maybe_finish(self._run_spec(run), run_id, self.clock.now())
             return self.store.get_run(run_id)
 
@@ -705,6 +720,7 @@ class Scheduler:
             new = self._apply(plan, run.state)
             if new.state is RunState.RUNNING:
                 self._emit("run.started", new)
+            self._started_runs.append(run_id)
             return new
 
     def mark(self, run_id: str, task_id: str, state: TaskState) -> Run:
@@ -713,7 +729,9 @@ class Scheduler:
             plan = engine.mark(
                 spec, run, self.store.get_tasks(run_id), task_id, state, self.clock.now()
             )
-            return self._apply(plan, run.state)
+            marked = self._apply(plan, run.state)
+            self._started_runs.append(run_id)  # a task marked done may have made children ready
+            return marked
 
     # ------------------------------------------------------------ events
     def _emit(self, kind: str, run: Run, *, task: TaskInstance | None = None) -> None:

@@ -23,10 +23,12 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from stratoflow.adapters.aws.results import (
     MAX_JSON_BYTES,
+    Kick,
     MalformedOutcome,
     Outcome,
     ReadJson,
     S3Objects,
+    parse_message,
     parse_outcome,
     split_s3_uri,
 )
@@ -38,6 +40,7 @@ log = logging.getLogger("stratoflow.handlers")
 __all__ = [
     "MAX_JSON_BYTES",
     "DeadLetters",
+    "Kick",
     "MalformedOutcome",
     "Outcome",
     "ReadJson",
@@ -45,6 +48,7 @@ __all__ = [
     "advance",
     "complete_pending_plans",
     "kill_stopped",
+    "parse_message",
     "parse_outcome",
     "reconcile",
     "replay_dead_letters",
@@ -58,24 +62,30 @@ def advance(
     event: Mapping[str, Any],
     read_json: ReadJson,
     *,
-    on_report: Callable[[Finished], None] = lambda _: None,
+    on_report: Callable[[Finished | Kick], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Apply each outcome message and dispatch what it made ready in its run (children,
-    retries): O(out-degree) requests, whatever else is in flight. Returns the partial-batch
-    response: a message that failed (a failed write anywhere in its turn, its dispatch
-    included) is retried by SQS, and its redelivery completes the turn (a duplicate changes
-    nothing else); a malformed one fails every time, so SQS's redrive policy moves it to the
-    dead-letter queue after ``maxReceiveCount`` receives instead of retrying it forever."""
+    retries): O(out-degree) requests, whatever else is in flight. A kick (the api or trigger
+    function recorded a run, a resume or a rerun) dispatches what is ready in its run: its
+    roots, its rerun tasks; a repeated one finds nothing queued and changes nothing. Returns
+    the partial-batch response: a message that failed (a failed write anywhere in its turn,
+    its dispatch included) is retried by SQS, and its redelivery completes the turn (a
+    duplicate changes nothing else); a malformed one (an unknown kind included) fails every
+    time, so SQS's redrive policy moves it to the dead-letter queue after
+    ``maxReceiveCount`` receives instead of retrying it forever."""
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
     def apply(record: SQSRecord) -> None:
         try:
-            report = parse_outcome(record.body, read_json)
+            message = parse_message(record.body, read_json)
         except MalformedOutcome as exc:
             log.warning("message %s dropped to the DLQ path: %s", record.message_id, exc)
             raise
-        on_report(report)
-        scheduler.advance([report])
+        on_report(message)
+        if isinstance(message, Kick):
+            scheduler.advance((), runs=[message.run_id])
+        else:
+            scheduler.advance([message])
 
     response = process_partial_response(
         event=dict(event), record_handler=apply, processor=processor
@@ -105,7 +115,8 @@ class DeadLetters:
 
 def replay_dead_letters(scheduler: Scheduler, dead: DeadLetters) -> dict[str, int]:
     """Apply every outcome on the dead-letter queue through ``advance``'s path (parse, then
-    ``Scheduler.on_finished``), deleting each only after it was applied. Idempotent: an
+    ``Scheduler.on_finished``; a kick through ``Scheduler.advance``, as ``advance`` does it),
+    deleting each only after it was applied. Idempotent: an
     outcome that was applied already (or whose attempt moved on) changes nothing and is
     deleted. A malformed message is logged and hidden, never deleted; one whose apply fails
     is logged and left for the next pass. Never raises for a message's sake."""
@@ -133,7 +144,7 @@ def replay_dead_letters(scheduler: Scheduler, dead: DeadLetters) -> dict[str, in
 def _replay_one(scheduler: Scheduler, dead: DeadLetters, message: Mapping[str, Any]) -> str:
     message_id = message["MessageId"]
     try:
-        report = parse_outcome(message["Body"], dead.read_json)
+        report = parse_message(message["Body"], dead.read_json)
     except MalformedOutcome as exc:
         log.error(  # noqa: TRY400 (the reason is the message; no traceback helps)
             "dead-lettered message %s is not an outcome, kept on %s for an operator: %s",
@@ -142,18 +153,18 @@ def _replay_one(scheduler: Scheduler, dead: DeadLetters, message: Mapping[str, A
         _hide(dead, message, dead.poison_hide_seconds)
         return "poison"
     try:
-        scheduler.on_finished([report])
+        if isinstance(report, Kick):  # as advance does it (nothing is claimed twice)
+            what = f"kick of run {report.run_id}"
+            scheduler.advance((), runs=[report.run_id])
+        else:
+            what = f"outcome {report.run_id}/{report.task_id} attempt {report.attempt}"
+            what += f" ({report.result.status.value})"
+            scheduler.on_finished([report])
     except Exception:
-        log.exception(
-            "dead-lettered outcome %s (%s/%s attempt %d) not applied; retried next pass",
-            message_id, report.run_id, report.task_id, report.attempt,
-        )  # fmt: skip
+        log.exception("dead-lettered %s (%s) not applied; retried next pass", what, message_id)
         return "failed"
     dead.client.delete_message(QueueUrl=dead.queue_url, ReceiptHandle=message["ReceiptHandle"])
-    log.info(
-        "dead-lettered outcome %s replayed: %s/%s attempt %d %s",
-        message_id, report.run_id, report.task_id, report.attempt, report.result.status.value,
-    )  # fmt: skip
+    log.info("dead-lettered %s replayed (%s)", what, message_id)
     return "replayed"
 
 

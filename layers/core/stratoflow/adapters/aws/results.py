@@ -1,16 +1,20 @@
-"""An attempt's result as the AWS runtime carries it: the outcome message the state machine
-sends to the results queue (AWS-CONTRACT.md), and the artifacts-bucket objects it names.
+"""What the results queue carries, and the artifacts-bucket objects it names: the outcome
+message the state machine sends when an attempt ends (AWS-CONTRACT.md), and the kick the api
+and trigger functions send when a run has tasks to start (``{"kind": "kick", "run_id": ...}``:
+they record the run; ``advance`` claims, renders and dispatches, outside the request path).
 
 ``advance`` (the results queue), the reconciler's dead-letter replay and the dispatcher's
 recovery of an execution whose report was lost all read a result through ``parse_outcome``,
-so the three agree on what an outcome means.
+so the three agree on what an outcome means; the first two read any message through
+``parse_message``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -28,8 +32,29 @@ MAX_JSON_BYTES = 64 * 1024 * 1024  # the most of a task's outputs document ``adv
 ReadJson = Callable[[str], Any]  # an s3:// URI -> the JSON document stored there
 
 
+# messages one SendMessageBatch takes (SQS's most)
+SEND_BATCH = 10
+
+
 class MalformedOutcome(ValueError):
-    """An outcome message that is not the contract's shape; it cannot ever be applied."""
+    """A results-queue message that is not the contract's shape (an outcome or a kick); it
+    cannot ever be applied."""
+
+
+@dataclass(frozen=True)
+class Kick:
+    """Start what is ready in this run: sent by whoever recorded a change that may have
+    made tasks ready (a trigger, a resume, a rerun) but does not dispatch itself. Idempotent:
+    a run with nothing queued, or one already advanced, changes nothing."""
+
+    run_id: str
+
+
+class _KickMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["kick"]
+    run_id: str = Field(min_length=1, max_length=512)
 
 
 class Outcome(BaseModel):
@@ -54,15 +79,63 @@ class Outcome(BaseModel):
     retryable: bool = True
 
 
+def kick_body(run_id: str) -> str:
+    return json.dumps({"kind": "kick", "run_id": run_id})
+
+
+def send_kicks(client: Any, queue_url: str, run_ids: Iterable[str]) -> int:
+    """Send one kick per run (each at most once), ten to a request. Raises if SQS refused
+    any: the caller logs it, and the reconciler's pass dispatches what a lost kick would have.
+    Returns how many were sent."""
+    runs = list(dict.fromkeys(run_ids))
+    for first in range(0, len(runs), SEND_BATCH):
+        entries = [
+            {"Id": str(i), "MessageBody": kick_body(run_id)}
+            for i, run_id in enumerate(runs[first : first + SEND_BATCH])
+        ]
+        failed = client.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed")
+        if failed:
+            refused = [runs[first + int(f["Id"])] for f in failed]
+            reasons = sorted({str(f.get("Code") or f.get("Message")) for f in failed})
+            raise RuntimeError(f"kicks of runs {refused} not sent: {', '.join(reasons)}")
+    return len(runs)
+
+
+def parse_message(body: str, read_json: ReadJson) -> Finished | Kick:
+    """One results-queue body -> an attempt's report, or a kick. A body without ``kind`` is
+    an outcome (what the state machine sends). Raises ``MalformedOutcome``, an unknown
+    ``kind`` included (it goes the DLQ way, where an operator sees it)."""
+    if '"kind"' not in body:  # the state machine's outcomes: parsed once
+        return parse_outcome(body, read_json)
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None  # parse_outcome says what is wrong with it
+    kind = data.get("kind", "outcome") if isinstance(data, dict) else "outcome"
+    if kind == "outcome":
+        return parse_outcome(body, read_json)
+    if kind != "kick":
+        shown = json.dumps(kind)[:100]
+        raise MalformedOutcome(f"unknown message kind {shown} (known: outcome, kick)")
+    try:
+        kick = _KickMessage.model_validate(data)
+    except ValidationError as exc:
+        raise MalformedOutcome(f"not a kick message ({_where(exc)})") from None
+    return Kick(kick.run_id)
+
+
+def _where(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+    )
+
+
 def parse_outcome(body: str, read_json: ReadJson) -> Finished:
     """One SQS body -> the report the scheduler applies. Raises ``MalformedOutcome``."""
     try:
         outcome = Outcome.model_validate_json(body)
     except ValidationError as exc:
-        where = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
-        raise MalformedOutcome(f"not an outcome message ({where})") from None
+        raise MalformedOutcome(f"not an outcome message ({_where(exc)})") from None
     if outcome.outputs is None:
         outputs: dict[str, Any] = {}
     elif isinstance(outcome.outputs, dict):

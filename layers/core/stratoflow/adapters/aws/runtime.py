@@ -20,7 +20,7 @@ from stratoflow.adapters.aws.events import EventBridgeEvents
 from stratoflow.adapters.aws.handlers import DeadLetters, kill_stopped
 from stratoflow.adapters.aws.metrics import MeteredDispatcher, MeteredEvents, Metrics
 from stratoflow.adapters.aws.projects import ProjectIdentities, ProjectPlaces
-from stratoflow.adapters.aws.results import S3Objects
+from stratoflow.adapters.aws.results import S3Objects, send_kicks
 from stratoflow.adapters.aws.schedules import EventBridgeSchedules
 from stratoflow.adapters.aws.settings import AwsSettings
 from stratoflow.ports import Clock, Dispatcher, EventSink
@@ -49,7 +49,7 @@ class AwsClients:
     scheduler: Any
     s3: Any
     batch: Any
-    sqs: Any = None  # the reconciler's, for the dead-letter queue
+    sqs: Any = None  # kicks to the results queue; the reconciler's dead-letter queue
     iam: Any = None  # the project identities' (roles, runner functions, their log groups)
     lambda_: Any = None
     logs: Any = None
@@ -203,6 +203,19 @@ class AwsFunction:
         if not self.settings.results_dlq_url or self.clients.sqs is None:
             return None
         return DeadLetters(self.clients.sqs, self.settings.results_dlq_url, self.objects.read_json)
+
+    def hand_over(self, *run_ids: str) -> int:
+        """Leave the dispatch of what is ready to ``advance``: one kick on the results queue
+        per run this invocation made tasks ready in (``Scheduler.take_runs_to_dispatch``: a
+        trigger's run, a resumed or rerun one) or named in ``run_ids``. The api and trigger
+        functions record runs and never claim, render or start a task themselves: a template,
+        however slow, is rendered in ``advance``, not in a request. Raises if a kick was not
+        sent (the reconciler's pass dispatches what it would have). Returns how many kicks
+        were sent."""
+        runs = [*self.scheduler.take_runs_to_dispatch(), *run_ids]
+        if not runs:
+            return 0
+        return send_kicks(self.clients.sqs, self.settings.results_queue_url, runs)
 
     def invocation_started(self) -> None:
         """Tasks dispatched from here on became ready during this invocation."""
