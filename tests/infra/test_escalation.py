@@ -481,7 +481,7 @@ def test_the_boundary_holds_even_if_a_project_policy_were_wrong(cfn: dict[str, A
 def test_project_roles_are_created_only_within_the_boundary(cfn: dict[str, Any]) -> None:
     """The scheduler functions create project roles; IAM lets them only with the boundary
     attached and only under the stack's path, and never lets them lift it again."""
-    doc = cfn["Resources"]["SchedulerCorePolicy"]["Properties"]["PolicyDocument"]
+    doc = cfn["Resources"]["DispatchPolicy"]["Properties"]["PolicyDocument"]
     path = f"arn:{PARTITION}:iam::{ACCOUNT}:role/stratoflow/{STACK}/*"
     creating = [
         st for st in _statements(doc)
@@ -501,6 +501,30 @@ def test_project_roles_are_created_only_within_the_boundary(cfn: dict[str, Any])
     assert places().role_arn("analytics").startswith(path[:-1])
     assert not decide(cfn, role, "iam:CreateRole", f"arn:{PARTITION}:iam::{ACCOUNT}:role/admin")
     assert decide(cfn, role, "iam:PassRole", places().role_arn("analytics"))
+
+
+def test_only_the_functions_that_dispatch_may_start_attempts_or_make_identities(
+    cfn: dict[str, Any],
+) -> None:
+    """The api and trigger functions record runs and kick advance (docs/aws.md, "Where tasks
+    start"): they may stop attempts, but start none and make no project role or runner."""
+    machine = f"arn:{PARTITION}:states:{REGION}:{ACCOUNT}:stateMachine:{STACK}-task-attempt"
+    runner = LAMBDA + places().function_name("analytics")
+    role = places().role_arn("analytics")
+    asks = [
+        ("states:StartExecution", machine),
+        ("iam:CreateRole", role),
+        ("iam:PassRole", role),
+        ("lambda:CreateFunction", runner),
+        ("batch:RegisterJobDefinition", f"{BATCH}job-definition/stratoflow-{STACK}-0a1b"),
+    ]
+    for action, resource in asks:
+        for who in ("ApiFunctionRole", "TriggerFunctionRole"):
+            assert not decide(cfn, who, action, resource), (who, action)
+        for who in ("AdvanceFunctionRole", "ReconcilerFunctionRole"):
+            assert decide(cfn, who, action, resource), (who, action)
+    execution = f"arn:{PARTITION}:states:{REGION}:{ACCOUNT}:execution:{STACK}-task-attempt:x"
+    assert decide(cfn, "ApiFunctionRole", "states:StopExecution", execution)
 
 
 def test_the_dispatcher_still_reads_and_writes_every_projects_artifacts(

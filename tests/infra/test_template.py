@@ -275,7 +275,7 @@ def test_scheduler_role_may_only_invoke_the_trigger_function(cfn: dict[str, Any]
 def test_dispatchers_may_register_runner_job_definitions(cfn: dict[str, Any]) -> None:
     """batch tasks name an image, projects have roles: the dispatcher registers
     stratoflow-<stack>-<hash> definitions, passing the execution role and project roles."""
-    actions = _actions_on(cfn, "SchedulerCorePolicy")
+    actions = _actions_on(cfn, "DispatchPolicy")
     (resource,) = actions["batch:RegisterJobDefinition"]
     assert resource.endswith(':job-definition/stratoflow-${AWS::StackName}-*"}')
     assert actions["iam:PassRole"] >= {

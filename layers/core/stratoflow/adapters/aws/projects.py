@@ -18,7 +18,7 @@ gets, the first time one of its attempts is dispatched:
 
 The dispatcher asks ``ProjectIdentities.ensure`` before it starts an attempt; a container
 remembers what it made, so this costs one ``GetFunctionConfiguration`` per project and cold
-start, and the stack's scheduler functions may create only such roles (the boundary is a
+start, and the functions that dispatch may create only such roles (the boundary is a
 condition of their ``iam:CreateRole``), so creating them is no way around the boundary.
 """
 
