@@ -235,6 +235,7 @@ class LocalExecutor(Dispatcher):
         ($STRATOFLOW_KEEP_WORK_DIRS=1)."""
         environ = os.environ
         self.root = root.resolve()
+        self._root_text = str(self.root)
         _private_dir(self.root, 0o700)
         home = (protect or self.root.parent).resolve()
         chosen = work_root or (
@@ -366,7 +367,8 @@ class LocalExecutor(Dispatcher):
         return self.dispatch_many([spec])[0]
 
     def log_location(self, spec: AttemptSpec) -> str:
-        return str(self.log_path(spec.run_id, spec.task_id, spec.attempt))
+        # a string built directly (called twice per attempt; pathlib costs more than this)
+        return f"{self._root_text}/{spec.run_id}/{spec.task_id}.{spec.attempt}.log"
 
     def dispatch_many(self, specs: Sequence[AttemptSpec]) -> list[str | None]:
         """Start attempts; returns where each log will be. A lone attempt (a step of a chain)
@@ -393,7 +395,7 @@ class LocalExecutor(Dispatcher):
             self._run_dirs.add(spec.run_id)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
         try:
-            return os.open(self.log_path(spec.run_id, spec.task_id, spec.attempt), flags, 0o600)
+            return os.open(self.log_location(spec), flags, 0o600)
         except FileExistsError:
             return None
 
@@ -407,9 +409,11 @@ class LocalExecutor(Dispatcher):
                 return
             log_fd = claimed
             work = self.work_dir(spec.run_id, spec.task_id, spec.attempt)
-            if work.exists():  # left by a start that died before its wrapper ran
+            try:
+                os.mkdir(work, 0o700)
+            except FileExistsError:  # left by a start that died before its wrapper ran
                 shutil.rmtree(work)
-            os.mkdir(work, 0o700)
+                os.mkdir(work, 0o700)
             owner = self._uids.uid(spec.project) if self._uids is not None else None
             if owner is not None:
                 os.chown(work, owner, owner)

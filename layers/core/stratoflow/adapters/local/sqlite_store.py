@@ -123,8 +123,24 @@ def _outputs(text: str) -> Any:
 
 def _task(row: sqlite3.Row) -> TaskInstance:
     # by position, in the order of _TASK_COLS (the hot path decodes thousands of rows)
-    (run_id, task_id, state, attempt, attempt_base, up_ok, up_failed, up_skipped, ready_at,
-     deadline, started_at, ended_at, outputs, error, priority, propagating) = tuple(row)[:16]
+    (
+        run_id,
+        task_id,
+        state,
+        attempt,
+        attempt_base,
+        up_ok,
+        up_failed,
+        up_skipped,
+        ready_at,
+        deadline,
+        started_at,
+        ended_at,
+        outputs,
+        error,
+        priority,
+        propagating,
+    ) = tuple(row)[:16]
     return TaskInstance(
         run_id=run_id, task_id=task_id, state=TaskState(state), attempt=attempt,
         attempt_base=attempt_base, upstream=Upstream(up_ok, up_failed, up_skipped),
