@@ -303,13 +303,13 @@ floor_run({t: b.get("depends_on", []) for t, b in doc["tasks"].items()}, BASH_TR
 )
 
 
-def _process_sample(argv: list[str]) -> Sample:
+def _process_sample(argv: list[str], env: dict[str, str] | None = None) -> Sample:
     """Wall time of a whole process, and its CPU: ``self_cpu_s`` from its own report at exit
     (written to a file named by $BENCH_RUSAGE), ``child_cpu_s`` the rest (its tasks)."""
     fd, name = tempfile.mkstemp(prefix="bench-rusage-", suffix=".json")
     os.close(fd)
     report = Path(name)
-    env = {**os.environ, "BENCH_RUSAGE": str(report)}
+    env = {**os.environ, **(env or {}), "BENCH_RUSAGE": str(report)}
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -323,12 +323,14 @@ def _process_sample(argv: list[str]) -> Sample:
     return Sample(wall, own["user"] + own["sys"], total - own["user"] - own["sys"])
 
 
-def cli_sample(path: Path, tmp: Path) -> Sample:
-    """``stratoflow run FILE`` in a fresh home, timed as a process from start to exit."""
+def cli_sample(path: Path, tmp: Path, pythonpath: str | None = None) -> Sample:
+    """``stratoflow run FILE`` in a fresh home, timed as a process from start to exit;
+    ``pythonpath``: import Stratoflow from there (another checkout, for a before/after)."""
     home = Path(tempfile.mkdtemp(prefix="sf-cli-", dir=tmp))
     try:
         return _process_sample(
-            [sys.executable, "-c", _CLI_LAUNCHER, "run", str(path), "--home", str(home)]
+            [sys.executable, "-c", _CLI_LAUNCHER, "run", str(path), "--home", str(home)],
+            {} if pythonpath is None else {"PYTHONPATH": pythonpath},
         )
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -339,22 +341,26 @@ def floor_process_sample(path: Path, pool: int) -> Sample:
     return _process_sample([sys.executable, "-c", _FLOOR_LAUNCHER, bench_dir, str(path), str(pool)])
 
 
-def measure_e2e(repeat: int, tmp: Path) -> Workload:
+def measure_e2e(repeat: int, tmp: Path, baseline: str | None = None) -> Workload:
     """The issue's end-to-end case: ``stratoflow run`` of the 2,000-task layered DAG with
     ``concurrency: 8`` against the naive 8-thread floor, both as whole processes,
-    interleaved with the order rotating."""
+    interleaved with the order rotating. ``baseline``: a PYTHONPATH whose Stratoflow runs
+    as a third variant in the same rotation (a fair before/after on a busy machine)."""
     deps = layered(E2E_LAYERS, E2E_WIDTH)
     path = tmp / "bench-e2e-layered.yaml"
     path.write_text(workflow_yaml("e2e", deps, E2E_CONCURRENCY))
     shape = f"{E2E_LAYERS} layers x {E2E_WIDTH}, fan-in 3, concurrency {E2E_CONCURRENCY}"
-    w = Workload("E2E", shape, len(deps), {"cli": [], "floor_process": []})
     runners: dict[str, Callable[[], Sample]] = {
         "cli": lambda: cli_sample(path, tmp),
         "floor_process": lambda: floor_process_sample(path, E2E_CONCURRENCY),
     }
+    if baseline is not None:
+        runners["cli_baseline"] = lambda: cli_sample(path, tmp, baseline)
+    w = Workload("E2E", shape, len(deps), {v: [] for v in runners})
     order = list(runners)
     for i in range(repeat):
-        for v in order[i % 2 :] + order[: i % 2]:
+        k = i % len(order)
+        for v in order[k:] + order[:k]:
             w.samples[v].append(runners[v]())
         print(
             f"  E2E rep {i + 1}/{repeat}: "
@@ -376,6 +382,11 @@ def summarise_e2e(w: Workload) -> dict[str, float]:
         r[f"{name}_self_cpu_ms_per_task"] = 1000 * med([s.self_cpu_s for s in samples]) / w.tasks
         r[f"{name}_child_cpu_ms_per_task"] = 1000 * med([s.child_cpu_s for s in samples]) / w.tasks
     r["ratio"] = r["cli_s"] / r["floor_s"]
+    if base := w.samples.get("cli_baseline"):
+        r["baseline_s"] = med([s.wall_s for s in base])
+        r["baseline_self_cpu_ms_per_task"] = 1000 * med([s.self_cpu_s for s in base]) / w.tasks
+        r["baseline_child_cpu_ms_per_task"] = 1000 * med([s.child_cpu_s for s in base]) / w.tasks
+        r["baseline_ratio"] = r["baseline_s"] / r["floor_s"]
     # the ratio of each interleaved pair, for the spread
     pairs = sorted(c.wall_s / f.wall_s for c, f in zip(cli, floor, strict=True))
     r["pair_ratio_min"], r["pair_ratio_max"] = pairs[0], pairs[-1]
@@ -397,6 +408,13 @@ def e2e_table(w: Workload, r: dict[str, float]) -> str:
         f"| {r['floor_self_cpu_ms_per_task']:.2f} / {r['floor_child_cpu_ms_per_task']:.2f} "
         f"| {'met' if ok else 'MISSED'}: within {TARGET_E2E_RATIO:g}x of the floor; "
         f"{'met' if cpu_ok else 'MISSED'}: scheduler CPU <= {TARGET_CPU_MS:g} ms/task |\n"
+    ) + (
+        f"| the same, baseline (`--e2e-baseline`) | {w.tasks} | {r['baseline_s']:.2f} "
+        f"| {r['floor_s']:.2f} | {r['baseline_ratio']:.2f}x "
+        f"| {r['baseline_self_cpu_ms_per_task']:.2f} / {r['baseline_child_cpu_ms_per_task']:.2f} "
+        "| | |\n"
+        if "baseline_s" in r
+        else ""
     )
 
 
@@ -656,6 +674,11 @@ def main(argv: list[str] | None = None) -> int:
         help="repeats of the end-to-end case (`stratoflow run` of the 2,000-task DAG against "
         "the 8-thread floor, whole processes; default 5, also with --quick; 0 skips it)",
     )  # fmt: skip
+    ap.add_argument(
+        "--e2e-baseline", default=None, metavar="PYTHONPATH",
+        help="also run `stratoflow run` imported from this PYTHONPATH (e.g. another checkout's "
+        "layers/core) in the same rotation: a before/after measured in the same minutes",
+    )  # fmt: skip
     ap.add_argument("--json", type=Path, default=None, help="write raw samples and medians here")
     args = ap.parse_args(argv)
 
@@ -705,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
     e2e = e2e_summary = None
     if args.e2e_repeat and (not only or "E2E" in only):
         print(f"running E2E x{args.e2e_repeat}", file=sys.stderr, flush=True)
-        e2e = measure_e2e(args.e2e_repeat, tmp)
+        e2e = measure_e2e(args.e2e_repeat, tmp, args.e2e_baseline)
         e2e_summary = summarise_e2e(e2e)
 
     summary = summarise(results)

@@ -94,13 +94,19 @@ def test_landlock_allows_all_of_a_directory_but_the_home(tmp_path: Path) -> None
     assert sorted(paths) == sorted([project / "src", project / "setup.py", Path("/usr").resolve()])
 
 
-@pytest.mark.skipif(sandbox.landlock_abi() < 1, reason="this kernel has no Landlock")
-def test_a_landlocked_process_reads_the_allowed_and_nothing_else(tmp_path: Path) -> None:
+def _secret_and_work(tmp_path: Path) -> tuple[Path, Path]:
+    """A file in a "home" a task must not read, and a work dir it may write."""
     secret = tmp_path / "home" / "secret"
     secret.parent.mkdir()
     secret.write_text("s")
     work = tmp_path / "work"
     work.mkdir()
+    return secret, work
+
+
+@pytest.mark.skipif(sandbox.landlock_abi() < 1, reason="this kernel has no Landlock")
+def test_a_landlocked_process_reads_the_allowed_and_nothing_else(tmp_path: Path) -> None:
+    secret, work = _secret_and_work(tmp_path)
     ruleset = sandbox.Landlock(
         sandbox.landlock_abi(),
         sandbox.readable_paths([*sandbox.SYSTEM_READ_PATHS, sys.prefix, sys.base_prefix], secret),
@@ -132,11 +138,7 @@ def test_a_task_started_in_a_confined_thread_is_confined_and_the_scheduler_is_no
 
     from stratoflow.adapters.local.executor import _confined
 
-    secret = tmp_path / "home" / "secret"
-    secret.parent.mkdir()
-    secret.write_text("s")
-    work = tmp_path / "work"
-    work.mkdir()
+    secret, work = _secret_and_work(tmp_path)
     landlock = sandbox.Landlock(
         sandbox.landlock_abi(),
         sandbox.readable_paths(["/usr", "/bin", "/lib", "/lib64", "/etc"], secret),
