@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import hashlib
 import json
 import logging
@@ -439,20 +438,24 @@ class LocalExecutor(Dispatcher):
             )
             argv = ["bash", "--noprofile", "--norc", "-c", WRAPPER, WRAPPER_NAME,
                     str(self.run_dir(spec.run_id)), name]  # fmt: skip
-            popen = functools.partial(
-                subprocess.Popen, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=log_fd,
-                stderr=log_fd, start_new_session=True,
-            )  # fmt: skip
+
+            def popen(args: list[str], **extra: Any) -> subprocess.Popen[bytes]:
+                return subprocess.Popen(
+                    args, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=log_fd,
+                    stderr=log_fd, start_new_session=True, **extra,
+                )  # fmt: skip
+
             if self._landlock is not None:
                 ruleset = self._landlock.ruleset(
                     work, self.log_path(spec.run_id, spec.task_id, spec.attempt)
                 )
-                live.proc = _confined(popen, argv, ruleset, os.geteuid() == 0)
+                proc = _confined(popen, argv, ruleset, os.geteuid() == 0)
             elif owner is not None and self._setpriv is not None:
-                live.proc = popen([*_as_user(self._setpriv, owner), *argv])
+                proc = popen([*_as_user(self._setpriv, owner), *argv])
             else:
-                live.proc = popen(argv, user=owner, group=owner,
-                                  extra_groups=[] if owner is not None else None)  # fmt: skip
+                proc = popen(argv, user=owner, group=owner,
+                             extra_groups=[] if owner is not None else None)  # fmt: skip
+            live.proc = proc
         except (OSError, sandbox.IsolationError, subprocess.SubprocessError) as exc:
             self._forget(live)
             why = f"could not start the task: {exc}"
@@ -464,7 +467,7 @@ class LocalExecutor(Dispatcher):
             for fd in (log_fd, ruleset):
                 if fd >= 0:
                     os.close(fd)
-        live.pid = live.proc.pid
+        live.pid = proc.pid
         self._watch_pid(live)
         if live.killed:  # a stop arrived while it was starting
             _kill_group(live.pid, signal.SIGTERM)
