@@ -52,6 +52,9 @@ DIRECT_TRUE = [shutil.which("true") or "/bin/true"]
 TARGET_W3_RATIO = 2.0  # W3 within 2x of the floor
 TARGET_FLAT = 1.2  # W4 cost per task <= 1.2x W3's
 TARGET_OVERHEAD_MS = 2.0  # scheduler overhead per task beyond the process spawn
+TARGET_CPU_MS = 0.5  # issue 10: the scheduler's own CPU (user+sys, not its tasks') per task
+TARGET_CPU_FLAT = 1.1  # issue 10: that CPU per task at 10,000 tasks <= 1.1x at 500
+TARGET_E2E_RATIO = 1.5  # issue 10: `stratoflow run` of the 2,000-task DAG vs the 8-thread floor
 
 
 # ---------------------------------------------------------------- workloads
@@ -250,7 +253,7 @@ def executor_floor_sample(deps: Deps, pool: int, tmp: Path) -> Sample:
                 finished.set()
             start_ready()
 
-    executor = LocalExecutor(root, report)
+    executor = LocalExecutor(root / "attempts", report, protect=root)  # root is the "home"
     threads = ThreadPoolExecutor(max_workers=pool)
     try:
         with _Meter() as m:
@@ -264,6 +267,155 @@ def executor_floor_sample(deps: Deps, pool: int, tmp: Path) -> Sample:
     if failed:
         raise RuntimeError(f"executor floor: task {failed[0]} failed")
     return Sample(m.wall, m.self_cpu, m.child_cpu)
+
+
+# ---------------------------------------------------------------- end to end: whole processes
+E2E_LAYERS, E2E_WIDTH, E2E_CONCURRENCY = 20, 100, 8  # the issue's 2,000-task layered DAG
+# Runs ``stratoflow run`` in this interpreter and, at exit, writes the process's own CPU
+# (RUSAGE_SELF: every thread of the scheduler, none of its tasks) where $BENCH_RUSAGE says.
+_RUSAGE_AT_EXIT = """
+import atexit, json, os, resource, sys
+def _report():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    with open(os.environ["BENCH_RUSAGE"], "w") as fh:
+        json.dump({"user": r.ru_utime, "sys": r.ru_stime}, fh)
+atexit.register(_report)
+"""
+_CLI_LAUNCHER = (
+    _RUSAGE_AT_EXIT
+    + """
+sys.argv = ["stratoflow", *sys.argv[1:]]
+from stratoflow.cli import main
+main()
+"""
+)
+# The naive floor as a process of its own: python start-up, reading the file and the 8-thread
+# pool spawning `bash -c true` per task; no persistence.
+_FLOOR_LAUNCHER = (
+    _RUSAGE_AT_EXIT
+    + """
+import yaml
+sys.path.insert(0, sys.argv[1])
+from bench_local import BASH_TRUE, floor_run
+doc = yaml.safe_load(open(sys.argv[2]))
+floor_run({t: b.get("depends_on", []) for t, b in doc["tasks"].items()}, BASH_TRUE, int(sys.argv[3]))
+"""
+)
+
+
+def _process_sample(argv: list[str], env: dict[str, str] | None = None) -> Sample:
+    """Wall time of a whole process, and its CPU: ``self_cpu_s`` from its own report at exit
+    (written to a file named by $BENCH_RUSAGE), ``child_cpu_s`` the rest (its tasks)."""
+    fd, name = tempfile.mkstemp(prefix="bench-rusage-", suffix=".json")
+    os.close(fd)
+    report = Path(name)
+    env = {**os.environ, **(env or {}), "BENCH_RUSAGE": str(report)}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[:4]}... exited {proc.returncode}")
+    total = usage.ru_utime + usage.ru_stime
+    own = json.loads(report.read_text())
+    report.unlink()
+    return Sample(wall, own["user"] + own["sys"], total - own["user"] - own["sys"])
+
+
+def cli_sample(path: Path, tmp: Path, pythonpath: str | None = None) -> Sample:
+    """``stratoflow run FILE`` in a fresh home, timed as a process from start to exit;
+    ``pythonpath``: import Stratoflow from there (another checkout, for a before/after)."""
+    home = Path(tempfile.mkdtemp(prefix="sf-cli-", dir=tmp))
+    try:
+        return _process_sample(
+            [sys.executable, "-c", _CLI_LAUNCHER, "run", str(path), "--home", str(home)],
+            {} if pythonpath is None else {"PYTHONPATH": pythonpath},
+        )
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def floor_process_sample(path: Path, pool: int) -> Sample:
+    bench_dir = str(Path(__file__).resolve().parent)
+    return _process_sample([sys.executable, "-c", _FLOOR_LAUNCHER, bench_dir, str(path), str(pool)])
+
+
+def measure_e2e(repeat: int, tmp: Path, baseline: str | None = None) -> Workload:
+    """The issue's end-to-end case: ``stratoflow run`` of the 2,000-task layered DAG with
+    ``concurrency: 8`` against the naive 8-thread floor, both as whole processes,
+    interleaved with the order rotating. ``baseline``: a PYTHONPATH whose Stratoflow runs
+    as a third variant in the same rotation (a fair before/after on a busy machine)."""
+    deps = layered(E2E_LAYERS, E2E_WIDTH)
+    path = tmp / "bench-e2e-layered.yaml"
+    path.write_text(workflow_yaml("e2e", deps, E2E_CONCURRENCY))
+    shape = f"{E2E_LAYERS} layers x {E2E_WIDTH}, fan-in 3, concurrency {E2E_CONCURRENCY}"
+    runners: dict[str, Callable[[], Sample]] = {
+        "cli": lambda: cli_sample(path, tmp),
+        "floor_process": lambda: floor_process_sample(path, E2E_CONCURRENCY),
+    }
+    if baseline is not None:
+        runners["cli_baseline"] = lambda: cli_sample(path, tmp, baseline)
+    w = Workload("E2E", shape, len(deps), {v: [] for v in runners})
+    order = list(runners)
+    for i in range(repeat):
+        k = i % len(order)
+        for v in order[k:] + order[:k]:
+            w.samples[v].append(runners[v]())
+        print(
+            f"  E2E rep {i + 1}/{repeat}: "
+            + "  ".join(f"{v} {w.samples[v][-1].wall_s:.2f}s" for v in order),
+            file=sys.stderr,
+            flush=True,
+        )
+    path.unlink()
+    return w
+
+
+def summarise_e2e(w: Workload) -> dict[str, float]:
+    cli, floor = w.samples["cli"], w.samples["floor_process"]
+    r: dict[str, float] = {"tasks": w.tasks, "repeats": len(cli)}
+    for name, samples in (("cli", cli), ("floor", floor)):
+        r[f"{name}_s"] = med([s.wall_s for s in samples])
+        r[f"{name}_min_s"] = min(s.wall_s for s in samples)
+        r[f"{name}_max_s"] = max(s.wall_s for s in samples)
+        r[f"{name}_self_cpu_ms_per_task"] = 1000 * med([s.self_cpu_s for s in samples]) / w.tasks
+        r[f"{name}_child_cpu_ms_per_task"] = 1000 * med([s.child_cpu_s for s in samples]) / w.tasks
+    r["ratio"] = r["cli_s"] / r["floor_s"]
+    if base := w.samples.get("cli_baseline"):
+        r["baseline_s"] = med([s.wall_s for s in base])
+        r["baseline_self_cpu_ms_per_task"] = 1000 * med([s.self_cpu_s for s in base]) / w.tasks
+        r["baseline_child_cpu_ms_per_task"] = 1000 * med([s.child_cpu_s for s in base]) / w.tasks
+        r["baseline_ratio"] = r["baseline_s"] / r["floor_s"]
+    # the ratio of each interleaved pair, for the spread
+    pairs = sorted(c.wall_s / f.wall_s for c, f in zip(cli, floor, strict=True))
+    r["pair_ratio_min"], r["pair_ratio_max"] = pairs[0], pairs[-1]
+    return r
+
+
+def e2e_table(w: Workload, r: dict[str, float]) -> str:
+    ok = r["ratio"] <= TARGET_E2E_RATIO
+    cpu_ok = r["cli_self_cpu_ms_per_task"] <= TARGET_CPU_MS
+    return (
+        "| case | tasks | `stratoflow run` median s (min–max) | floor process median s (min–max) "
+        "| ratio (pairs min–max) | `stratoflow run` CPU ms/task (scheduler / tasks) "
+        "| floor CPU ms/task (runner / tasks) | targets |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---|\n"
+        f"| {w.shape} | {w.tasks} | {r['cli_s']:.2f} ({r['cli_min_s']:.2f}–{r['cli_max_s']:.2f}) "
+        f"| {r['floor_s']:.2f} ({r['floor_min_s']:.2f}–{r['floor_max_s']:.2f}) "
+        f"| {r['ratio']:.2f}x ({r['pair_ratio_min']:.2f}–{r['pair_ratio_max']:.2f}) "
+        f"| {r['cli_self_cpu_ms_per_task']:.2f} / {r['cli_child_cpu_ms_per_task']:.2f} "
+        f"| {r['floor_self_cpu_ms_per_task']:.2f} / {r['floor_child_cpu_ms_per_task']:.2f} "
+        f"| {'met' if ok else 'MISSED'}: within {TARGET_E2E_RATIO:g}x of the floor; "
+        f"{'met' if cpu_ok else 'MISSED'}: scheduler CPU <= {TARGET_CPU_MS:g} ms/task |\n"
+    ) + (
+        f"| the same, baseline (`--e2e-baseline`) | {w.tasks} | {r['baseline_s']:.2f} "
+        f"| {r['floor_s']:.2f} | {r['baseline_ratio']:.2f}x "
+        f"| {r['baseline_self_cpu_ms_per_task']:.2f} / {r['baseline_child_cpu_ms_per_task']:.2f} "
+        "| | |\n"
+        if "baseline_s" in r
+        else ""
+    )
 
 
 # ---------------------------------------------------------------- harness
@@ -341,6 +493,10 @@ def summarise(results: list[Workload]) -> dict[str, dict[str, float]]:
         # the same ratio with each side divided by its floor: the floor's own W4/W3 drift
         # (the machine getting busier between W3 and W4) cancels out
         out["W4"]["flat_ratio_vs_floor"] = out["W4"]["ratio_bash"] / out["W3"]["ratio_bash"]
+        out["W4"]["cpu_flat_ratio"] = (
+            out["W4"]["stratoflow_self_cpu_ms_per_task"]
+            / out["W3"]["stratoflow_self_cpu_ms_per_task"]
+        )
     return out
 
 
@@ -365,7 +521,24 @@ def targets(summary: dict[str, dict[str, float]]) -> list[tuple[str, str, bool]]
         out.append(
             (f"W4 cost per task <= {TARGET_FLAT:g}x W3's", f"{flat:.2f}x", flat <= TARGET_FLAT)
         )
+    if "cpu_flat_ratio" in summary.get("W4", {}):
+        flat = summary["W4"]["cpu_flat_ratio"]
+        out.append(
+            (
+                f"W4 scheduler CPU per task <= {TARGET_CPU_FLAT:g}x W3's",
+                f"{flat:.2f}x",
+                flat <= TARGET_CPU_FLAT,
+            )
+        )
     for w, r in summary.items():
+        cpu = r["stratoflow_self_cpu_ms_per_task"]
+        out.append(
+            (
+                f"{w}: scheduler CPU <= {TARGET_CPU_MS:g} ms/task",
+                f"{cpu:.2f} ms",
+                cpu <= TARGET_CPU_MS,
+            )
+        )
         ms = r["overhead_ms"]
         out.append(
             (
@@ -381,8 +554,8 @@ def main_table(summary: dict[str, dict[str, float]], shapes: dict[str, str]) -> 
     lines = [
         "| workload | tasks | Stratoflow median s | floor median s (bash -c true) | ratio "
         "| floor median s (/bin/true) | ratio vs /bin/true | per-task ms (Stratoflow) "
-        "| overhead per task ms | W4/W3 per-task | targets |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| overhead per task ms | scheduler CPU ms/task | W4/W3 per-task | targets |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for w, r in summary.items():
         flat = f"{r['flat_ratio']:.2f}" if "flat_ratio" in r else "–"
@@ -394,7 +567,8 @@ def main_table(summary: dict[str, dict[str, float]], shapes: dict[str, str]) -> 
         lines.append(
             f"| {w} ({shapes[w]}) | {int(r['tasks'])} | {r['stratoflow_s']:.3f} "
             f"| {r['floor_bash_s']:.3f} | {r['ratio_bash']:.2f}x | {r['floor_direct_s']:.3f} "
-            f"| {r['ratio_direct']:.2f}x | {r['per_task_ms']:.2f} | {r['overhead_ms']:.2f} | {flat} "
+            f"| {r['ratio_direct']:.2f}x | {r['per_task_ms']:.2f} | {r['overhead_ms']:.2f} "
+            f"| {r['stratoflow_self_cpu_ms_per_task']:.2f} | {flat} "
             f"| {'; '.join(met)} |"
         )
     return "\n".join(lines) + "\n"
@@ -495,6 +669,16 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the informational floor that starts tasks through Stratoflow's executor",
     )  # fmt: skip
     ap.add_argument("--tmpdir", type=Path, default=None, help="where homes go (default: $TMPDIR)")
+    ap.add_argument(
+        "--e2e-repeat", type=int, default=5,
+        help="repeats of the end-to-end case (`stratoflow run` of the 2,000-task DAG against "
+        "the 8-thread floor, whole processes; default 5, also with --quick; 0 skips it)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--e2e-baseline", default=None, metavar="PYTHONPATH",
+        help="also run `stratoflow run` imported from this PYTHONPATH (e.g. another checkout's "
+        "layers/core) in the same rotation: a before/after measured in the same minutes",
+    )  # fmt: skip
     ap.add_argument("--json", type=Path, default=None, help="write raw samples and medians here")
     args = ap.parse_args(argv)
 
@@ -541,6 +725,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
 
+    e2e = e2e_summary = None
+    if args.e2e_repeat and (not only or "E2E" in only):
+        print(f"running E2E x{args.e2e_repeat}", file=sys.stderr, flush=True)
+        e2e = measure_e2e(args.e2e_repeat, tmp, args.e2e_baseline)
+        e2e_summary = summarise_e2e(e2e)
+
     summary = summarise(results)
     facts["loadavg at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"## Results (medians; load average at end: {facts['loadavg at end']})\n")
@@ -557,6 +747,17 @@ def main(argv: list[str] | None = None) -> int:
         )
     print("## Details (medians; CPU is user+sys)\n")
     print(detail_table(summary))
+    if e2e is not None and e2e_summary is not None:
+        print(
+            f"## End to end: `stratoflow run FILE` against the 8-thread floor (whole processes, "
+            f"interleaved, medians of {len(e2e.samples['cli'])})\n"
+        )
+        print(e2e_table(e2e, e2e_summary))
+        print(
+            "The scheduler's CPU is the `stratoflow run` process's own user+sys (every thread, "
+            "start-up, validation and apply included; not its tasks'), reported by the process "
+            "at exit; the tasks' CPU is the rest of what wait4 reports for it.\n"
+        )
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -581,6 +782,14 @@ def main(argv: list[str] | None = None) -> int:
                         for w in results
                     ],
                     "summary": summary,
+                    "e2e": None
+                    if e2e is None
+                    else {
+                        "shape": e2e.shape,
+                        "tasks": e2e.tasks,
+                        "samples": {v: [asdict(s) for s in ss] for v, ss in e2e.samples.items()},
+                        "summary": e2e_summary,
+                    },
                 },
                 indent=2,
             )

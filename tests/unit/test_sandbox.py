@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -93,13 +94,19 @@ def test_landlock_allows_all_of_a_directory_but_the_home(tmp_path: Path) -> None
     assert sorted(paths) == sorted([project / "src", project / "setup.py", Path("/usr").resolve()])
 
 
-@pytest.mark.skipif(sandbox.landlock_abi() < 1, reason="this kernel has no Landlock")
-def test_a_landlocked_process_reads_the_allowed_and_nothing_else(tmp_path: Path) -> None:
+def _secret_and_work(tmp_path: Path) -> tuple[Path, Path]:
+    """A file in a "home" a task must not read, and a work dir it may write."""
     secret = tmp_path / "home" / "secret"
     secret.parent.mkdir()
     secret.write_text("s")
     work = tmp_path / "work"
     work.mkdir()
+    return secret, work
+
+
+@pytest.mark.skipif(sandbox.landlock_abi() < 1, reason="this kernel has no Landlock")
+def test_a_landlocked_process_reads_the_allowed_and_nothing_else(tmp_path: Path) -> None:
+    secret, work = _secret_and_work(tmp_path)
     ruleset = sandbox.Landlock(
         sandbox.landlock_abi(),
         sandbox.readable_paths([*sandbox.SYSTEM_READ_PATHS, sys.prefix, sys.base_prefix], secret),
@@ -120,3 +127,52 @@ def test_a_landlocked_process_reads_the_allowed_and_nothing_else(tmp_path: Path)
         os.close(ruleset)
     assert out.stdout.strip() == "denied"
     assert (work / "ok").read_text() == "w"
+
+
+@pytest.mark.skipif(sandbox.landlock_abi() < 1, reason="this kernel has no Landlock")
+def test_a_task_started_in_a_confined_thread_is_confined_and_the_scheduler_is_not(
+    tmp_path: Path,
+) -> None:
+    import functools
+    import os
+
+    from stratoflow.adapters.local.executor import _confined
+
+    secret, work = _secret_and_work(tmp_path)
+    landlock = sandbox.Landlock(
+        sandbox.landlock_abi(),
+        sandbox.readable_paths(["/usr", "/bin", "/lib", "/lib64", "/etc"], secret),
+        [],
+    )
+    ruleset = landlock.ruleset(work, work / "log")
+    popen = functools.partial(subprocess.Popen, stdout=subprocess.PIPE, text=True)
+    try:
+        # the same ruleset's shared rules serve a second attempt
+        proc = _confined(
+            popen, ["bash", "-c", f"cat {secret} || echo denied"], ruleset, os.geteuid() == 0
+        )
+        out, _ = proc.communicate()
+    finally:
+        os.close(ruleset)
+        landlock.close()
+    assert out.strip() == "denied"
+    assert secret.read_text() == "s"  # this process (and its threads) still reads it
+    with open(secret, "a") as fh:  # and writes it
+        fh.write("t")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_a_task_started_through_setpriv_has_the_projects_uid_and_no_groups() -> None:
+    import shutil
+
+    from stratoflow.adapters.local.executor import _as_user
+
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("no setpriv here")
+    out = subprocess.run(
+        [*_as_user(setpriv, 70123), "bash", "-c", "id -u; id -g; id -G; grep CapEff /proc/self/status"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split("\n")  # fmt: skip
+    assert out[:3] == ["70123", "70123", "70123"]
+    assert out[3].split()[1] == "0000000000000000"

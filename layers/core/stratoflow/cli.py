@@ -136,7 +136,7 @@ def run(
     overrides = _params(params)
     with _errors():
         text = read_workflow_text(file)
-        load_workflow(text, source=file, now=datetime.now(UTC))  # before touching any state
+        spec = load_workflow(text, source=file, now=datetime.now(UTC))  # before any state
         when = None
         if logical_date:
             try:
@@ -153,7 +153,7 @@ def run(
                 "stratoflow trigger NAME --wait"
             ) from None
         try:
-            version, _ = runtime.scheduler.apply(text, source=file)
+            version, _ = runtime.scheduler.apply(text, source=file, spec=spec)
             run_, _ = runtime.scheduler.trigger(
                 version.project, version.name, params=overrides, logical_date=when
             )

@@ -202,7 +202,8 @@ class StateStore(ABC):
 
     @abstractmethod
     def queued_tasks(self, limit: int) -> list[TaskInstance]:
-        """QUEUED tasks of RUNNING runs that have a free slot, by priority then FIFO."""
+        """QUEUED tasks of RUNNING runs that have a free slot, by priority then FIFO (a store
+        may leave out those of a run beyond its free slots: they could not be claimed)."""
 
     @abstractmethod
     def run_queue(self, run_id: str, limit: int) -> list[TaskInstance]:

@@ -118,6 +118,19 @@ def allowed_env_names(extra: str | Iterable[str] = ()) -> frozenset[str]:
     return frozenset(BASE_ENV_ALLOW) | {n for n in names if n}
 
 
+def allowed_environment(server_env: Mapping[str, str], allowed: frozenset[str]) -> dict[str, str]:
+    """The part of the server's environment a task may see (PATH at least)."""
+    env = {
+        k: v
+        for k, v in server_env.items()
+        if (k in allowed or k.startswith(BASE_ENV_PREFIXES))
+        and k not in NEVER_PASSED
+        and not k.startswith(NEVER_PASSED_PREFIXES)
+    }
+    env.setdefault("PATH", os.defpath)
+    return env
+
+
 def task_environment(
     server_env: Mapping[str, str],
     allowed: frozenset[str],
@@ -128,14 +141,7 @@ def task_environment(
 ) -> dict[str, str]:
     """The allowed part of the server's environment, HOME and TMPDIR set to the work
     directory, then the task's own ``env``, then the ``STRATOFLOW_*`` task variables."""
-    env = {
-        k: v
-        for k, v in server_env.items()
-        if (k in allowed or k.startswith(BASE_ENV_PREFIXES))
-        and k not in NEVER_PASSED
-        and not k.startswith(NEVER_PASSED_PREFIXES)
-    }
-    env.setdefault("PATH", os.defpath)
+    env = allowed_environment(server_env, allowed)
     env["HOME"] = env["TMPDIR"] = str(work_dir)
     env.update(task_env)
     env.update(stratoflow)
@@ -302,30 +308,69 @@ def readable_paths(candidates: Iterable[str | Path], denied: Path) -> list[Path]
 
 class Landlock:
     """Builds one ruleset per attempt in the server (ordinary syscalls, no fork involved);
-    the child only calls ``prctl`` and ``landlock_restrict_self`` before it execs."""
+    only the thread that starts the task enters the domain (``prctl`` and
+    ``landlock_restrict_self``)."""
 
     def __init__(self, abi: int, read: Iterable[Path], write: Iterable[Path]) -> None:
         self.abi = abi
         self.handled = handled_access(abi)
         self.read = list(read)
         self.write = list(write)
+        # The rules every attempt shares are opened once (O_PATH descriptors, closed on
+        # exec) and only added per attempt: opening some thirty paths for each attempt cost
+        # the scheduler about a millisecond of CPU per task. A path missing now is looked
+        # for again at each attempt.
+        self._static: list[tuple[Path, _PathBeneathAttr]] = []
+        self._missing: list[tuple[Path, int]] = []
+        device = _READ_FILE | _WRITE_FILE | _TRUNCATE | _IOCTL_DEV
+        for path, access in [
+            *((p, _READ) for p in self.read),
+            *((p, self.handled) for p in [*self.write, Path("/dev/shm")]),  # noqa: S108
+            *((Path(d), device) for d in DEVICES),
+        ]:
+            attr = self._open(path, access)
+            if attr is None:
+                self._missing.append((path, access))
+            else:
+                self._static.append((path, attr))
 
-    def _add(self, ruleset: int, path: Path, access: int) -> None:
+    def _open(self, path: Path, access: int) -> _PathBeneathAttr | None:
+        """The rule giving ``access`` beneath ``path`` (its O_PATH descriptor held), or None
+        if it does not exist."""
         try:
             fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
         except OSError:
-            return  # gone meanwhile: nothing to allow
+            return None  # gone meanwhile: nothing to allow
         try:
             if not stat.S_ISDIR(os.fstat(fd).st_mode):
                 access &= _FILE_RIGHTS
-            attr = _PathBeneathAttr(access & self.handled, fd)
-            if _syscall()(
-                _SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.byref(attr), ctypes.c_uint32(0)
-            ):
-                err = ctypes.get_errno()
-                raise OSError(err, f"landlock_add_rule {path}: {os.strerror(err)}")
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        return _PathBeneathAttr(access & self.handled, fd)
+
+    @staticmethod
+    def _add_rule(ruleset: int, path: Path, attr: _PathBeneathAttr) -> None:
+        if _syscall()(
+            _SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.byref(attr), ctypes.c_uint32(0)
+        ):
+            err = ctypes.get_errno()
+            raise OSError(err, f"landlock_add_rule {path}: {os.strerror(err)}")
+
+    def _add(self, ruleset: int, path: Path, access: int) -> None:
+        attr = self._open(path, access)
+        if attr is None:
+            return
+        try:
+            self._add_rule(ruleset, path, attr)
+        finally:
+            os.close(attr.parent_fd)
+
+    def close(self) -> None:
+        """Close the descriptors of the shared rules."""
+        static, self._static = self._static, []
+        for _, attr in static:
+            os.close(attr.parent_fd)
 
     def ruleset(self, work_dir: Path, log: Path) -> int:
         """A ruleset fd for one attempt: read the allowed paths; write ``work_dir``, its own
@@ -340,12 +385,12 @@ class Landlock:
             err = ctypes.get_errno()
             raise OSError(err, f"landlock_create_ruleset: {os.strerror(err)}")
         try:
-            for path in self.read:
-                self._add(fd, path, _READ)
-            for path in [*self.write, Path("/dev/shm"), work_dir]:  # noqa: S108 - allowed
-                self._add(fd, path, self.handled)
-            for device in [*map(Path, DEVICES), log]:
-                self._add(fd, device, _READ_FILE | _WRITE_FILE | _TRUNCATE | _IOCTL_DEV)
+            for path, rule in self._static:
+                self._add_rule(fd, path, rule)
+            for path, access in self._missing:
+                self._add(fd, path, access)
+            self._add(fd, work_dir, self.handled)
+            self._add(fd, log, _READ_FILE | _WRITE_FILE | _TRUNCATE | _IOCTL_DEV)
         except BaseException:
             os.close(fd)
             raise
@@ -368,12 +413,21 @@ class _CapData(ctypes.Structure):
     ]
 
 
+@functools.cache
+def _last_cap() -> int:
+    """The kernel's highest capability number (fewer prctl calls for each task)."""
+    try:
+        return int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    except (OSError, ValueError):
+        return _LAST_CAP
+
+
 def drop_capabilities() -> None:
     """Leave root with no capability, now and after exec: empty the bounding set (which an
     exec as uid 0 would otherwise grant again), then the effective and permitted sets. Root
     without capabilities cannot bypass Landlock's ptrace rule nor file permissions."""
     libc = _libc()
-    for cap in range(_LAST_CAP + 1):
+    for cap in range(_last_cap() + 1):
         libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL past the kernel's last cap
     header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3: two data structs
     data = (_CapData * 2)()
@@ -382,8 +436,9 @@ def drop_capabilities() -> None:
 
 
 def restrict_self(ruleset_fd: int, drop_caps: bool = False) -> None:
-    """Run in the child between fork and exec: enter the ruleset's domain, for good (and,
-    when the server is root, give up every capability first)."""
+    """Enter the ruleset's domain, for good (and, when the server is root, give up every
+    capability first): in a child between fork and exec, or in a thread of its own that then
+    starts the task (all of these are per-thread and inherited by the processes it starts)."""
     if drop_caps:
         drop_capabilities()
     if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0):
