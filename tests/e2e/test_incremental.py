@@ -13,6 +13,7 @@ import pytest
 
 from stratoflow.adapters.local.runtime import LocalRuntime
 from stratoflow.api import create_app, start_in_thread
+from stratoflow.cli import Client, HeldRun
 from tests.e2e.test_api import apply, finished, trigger, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -208,3 +209,25 @@ def test_bad_since_is_a_json_error_and_since_ahead_is_the_full_view(
     missing = http.get("/runs/nope", params={"since": 1}, headers={"If-None-Match": "*"})
     assert missing.status_code == 404
     assert missing.json()["error"] == "not_found"
+
+
+def test_the_cli_wait_polls_deltas_and_ends_with_the_full_view(
+    served: tuple[httpx.Client, Path],
+) -> None:
+    http, tmp = served
+    marker = tmp / "go"
+    apply(http, gated(marker, 5))
+    run_id = trigger(http, "gated")
+    sent: list[httpx.Request] = []
+    client = Client(str(http.base_url))
+    client._http.event_hooks["request"].append(sent.append)
+    held = HeldRun(client, run_id)
+    first = held.refresh()
+    assert first["full"] is True
+    marker.touch()
+    end = finished(http, run_id)
+    assert held.refresh() == end  # the deltas put together are the full view
+    kept = held.detail
+    assert held.refresh() is kept  # unchanged: a 304, the view held
+    assert "since" not in sent[0].url.params
+    assert all("since" in r.url.params and r.headers["if-none-match"] for r in sent[1:])
