@@ -471,6 +471,11 @@ def trigger(
     sys.exit(0 if detail["run"]["state"] == "succeeded" else EXIT_FAILED)
 
 
+WAIT_POLL_SECONDS = (
+    1.0  # ``trigger --wait`` without a terminal; with one it redraws 4 times a second
+)
+
+
 class HeldRun:
     """A run's view kept current by deltas: each ``refresh`` asks only for the tasks changed
     since the revision held and sends the ETag held (an unchanged run answers 304), so a
@@ -504,9 +509,9 @@ def _wait(client: Client, run_id: str, *, live: bool) -> dict[str, Any]:
     terminal = {"succeeded", "failed", "stopped"}
     fetch = HeldRun(client, run_id).refresh
     detail = fetch()
-    if not live:
+    if not live:  # nobody watches: poll less often, a run's end is seen within a second
         while detail["run"]["state"] not in terminal:
-            time.sleep(0.25)
+            time.sleep(WAIT_POLL_SECONDS)
             detail = fetch()
         return detail
     from rich.live import Live
