@@ -13,7 +13,8 @@ of the layer above (fixed seed), ``concurrency: 8``.
   status (200 or 304), bytes on the wire (Playwright's ``sizes()``: headers + body as sent,
   gzipped when it was).
 * CPU, for both: the process's user + system time and its tasks' (children it reaped); the
-  server's is counted from ``apply`` to the end of ``trigger --wait``.
+  server's is counted from ``apply`` to the end of ``trigger --wait``, and so is Chromium's
+  (all its processes), which competes for the same cores.
 
 The two are interleaved (alternating order) so machine noise hits both alike; medians of
 ``--repeat`` pairs and their ratio are reported (target: server within 1.2x of run).
@@ -76,6 +77,7 @@ class ServerSample:
     bytes_per_poll: float = 0.0
     largest_poll: int = 0
     server_cpu_seconds: float = 0.0
+    chromium_cpu_seconds: float = 0.0
     full_view_bytes: dict[str, int] = field(default_factory=dict)
 
 
@@ -84,6 +86,35 @@ def cpu_seconds(pid: int) -> float:
     (its tasks), as ``getrusage(RUSAGE_CHILDREN)`` counts a ``stratoflow run``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def chromium_cpu() -> float:
+    """User + system CPU of this process's Chromium processes (browser, renderers, GPU,
+    the layout worker's renderer) alive now, and of those they reaped."""
+    me, total = os.getpid(), 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, fields = text[text.index("(") + 1 : text.rindex(")")], text.rsplit(")", 1)[1].split()
+        if "chrom" not in name.lower() or not _descends(int(stat.parent.name), me):
+            continue
+        total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    for _ in range(16):
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            return False
+        if pid == ancestor:
+            return True
+        if pid <= 1:
+            return False
+    return False
 
 
 def children_cpu() -> float:
@@ -126,7 +157,7 @@ def _watched_run(browser: Any, server: ServerProcess, file: Path, tab: str) -> S
     finished: list[Any] = []
     page.on("requestfinished", lambda request: finished.append(request))  # noqa: PLW0108 - Playwright tags the handler, a bound method cannot be
     api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"})
-    cpu_before = cpu_seconds(server.proc.pid)
+    cpu_before, chromium_before = cpu_seconds(server.proc.pid), chromium_cpu()
     started = time.perf_counter()
     subprocess.run([*STRATOFLOW, "apply", str(file)], env=env, check=True, capture_output=True)
     waiting = subprocess.Popen(
@@ -146,6 +177,7 @@ def _watched_run(browser: Any, server: ServerProcess, file: Path, tab: str) -> S
         page.wait_for_timeout(50)  # lets Playwright take the page's events meanwhile
     seconds = time.perf_counter() - started
     cpu = cpu_seconds(server.proc.pid) - cpu_before
+    chromium = chromium_cpu() - chromium_before
     if waiting.returncode != 0:
         raise RuntimeError(f"trigger --wait failed: {waiting.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
     page.wait_for_timeout(300)
@@ -164,6 +196,7 @@ def _watched_run(browser: Any, server: ServerProcess, file: Path, tab: str) -> S
     sample.bytes_per_poll = round(sample.bytes_total / max(1, len(sizes)), 1)
     sample.largest_poll = max(sizes, default=0)
     sample.server_cpu_seconds = round(cpu, 3)
+    sample.chromium_cpu_seconds = round(chromium, 3)
     for encoding in ("identity", "gzip"):  # what one whole-run poll would cost, for reference
         with api.stream("GET", f"/runs/{run_id}", headers={"Accept-Encoding": encoding}) as whole:
             sample.full_view_bytes[encoding] = sum(len(c) for c in whole.iter_raw())
@@ -211,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"pair {i + 1}: server {s.seconds:7.2f} s, {s.polls} polls "
                         f"({s.not_modified} x 304), {s.bytes_per_poll / 1024:.1f} KiB per poll, "
-                        f"server CPU {s.server_cpu_seconds:.1f} s",
+                        f"CPU: server {s.server_cpu_seconds:.1f} s, "
+                        f"Chromium {s.chromium_cpu_seconds:.1f} s",
                         flush=True,
                     )
         browser.close()
@@ -235,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "largest_poll_max": max(s.largest_poll for s in served),
         "run_cpu_s_median": statistics.median(run_cpu),
         "server_cpu_s_median": statistics.median(s.server_cpu_seconds for s in served),
+        "chromium_cpu_s_median": statistics.median(s.chromium_cpu_seconds for s in served),
         "full_view_bytes": served[-1].full_view_bytes,
     }
     print()
