@@ -45,22 +45,11 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS  # noqa: E402
 from tests.e2e.server_process import ServerProcess  # noqa: E402
 
 from bench_local import layered, machine, source, workflow_yaml  # noqa: E402
 
-CHROMIUM = os.environ.get("STRATOFLOW_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = [  # as tests/browser: headless, as root, nothing phoning home
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 NAME = "layered"
 LAYERS, WIDTH, CONCURRENCY = 20, 100, 8
 TARGET_RATIO = 1.2
