@@ -213,3 +213,48 @@ def test_an_aws_firing_of_a_poison_schedule_marks_it_and_is_acknowledged(
     )
     assert fired is not None
     assert fired[1] is True
+
+
+class CountingCatalog:
+    """The store, counting how often the loop reads the workflows (each read decodes every
+    workflow's document)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.reads = 0
+
+    def list_workflows(self) -> Any:
+        self.reads += 1
+        return self.store.list_workflows()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_ticks_between_firings_read_no_catalog_until_told_it_changed(
+    store: SqliteStore, clock: FakeClock, scheduler: Scheduler
+) -> None:
+    # GIVEN an every-minute workflow, its cursor started by a first tick
+    scheduler.apply(EVERY_MINUTE)
+    catalog = CountingCatalog(store)
+    loop = CronLoop(scheduler, catalog)  # type: ignore[arg-type]
+    due = loop.tick(clock.now())
+    assert catalog.reads == 1
+    assert due is not None
+    # WHEN the runtime's loop ticks it a hundred times before the next minute
+    for _ in range(100):
+        clock.advance(0.2)
+        assert loop.tick(clock.now()) == due
+    # THEN the catalog was not read again
+    assert catalog.reads == 1
+    # AND a workflow applied through the API (which invalidates) is read on the next tick
+    scheduler.apply(EVERY_MINUTE.replace("b_every_minute", "c_every_minute"))
+    loop.invalidate()
+    loop.tick(clock.now())
+    assert catalog.reads == 2
+    # AND when the minute comes both fire, and both once
+    clock.advance(60)
+    loop.tick(clock.now())
+    loop.tick(clock.now())
+    assert len(runs_of(store, "b_every_minute")) == 1
+    assert len(runs_of(store, "c_every_minute")) == 1

@@ -122,3 +122,14 @@ def test_the_cli_manages_users_and_tokens(tmp_path: Path) -> None:
     assert "alice\t-" in cli("users", "list")
     assert "already exists" in cli("users", "add", "alice", code=2)
     assert "user nobody not found" in cli("users", "grant", "nobody", "a", "viewer", code=2)
+
+
+def test_a_tokens_use_is_written_at_most_once_a_minute(ids: SqliteIdentities) -> None:
+    ids.create_user("alice", superuser=False, now=T0)
+    _, secret = ids.create_token("alice", "poller", T0)
+    ids.authenticate(secret, T0)
+    for second in range(1, 60):  # a page polling every second: no write
+        ids.authenticate(secret, T0 + timedelta(seconds=second))
+    assert ids.list_tokens("alice")[0].last_used_at == T0
+    ids.authenticate(secret, T0 + timedelta(seconds=61))
+    assert ids.list_tokens("alice")[0].last_used_at == T0 + timedelta(seconds=61)

@@ -47,7 +47,9 @@ export interface TaskView {
   started_at: string | null; ended_at: string | null; duration_seconds: number | null;
   next_try_at: string | null; history: AttemptView[];
 }
-export interface RunDetail { run: RunView; tasks: Record<string, TaskView> }
+// `revision` names what the view includes; `full: false` means `tasks` holds only the tasks
+// changed since the `since` asked for (each entry whole): put them over the view you have.
+export interface RunDetail { run: RunView; tasks: Record<string, TaskView>; revision?: number | null; full?: boolean }
 export interface Timeline {
   run: RunView; start: string | null; end: string | null;
   tasks: { task_id: string; state: TaskState; attempts: { attempt: number; state: string; started_at: string | null; ended_at: string | null; duration_seconds: number | null }[] }[];
@@ -86,7 +88,11 @@ async function request<T>(method: string, path: string, query: Record<string, st
     init.body = JSON.stringify(body);
     init.headers = { ...init.headers, "Content-Type": "application/json" };
   }
-  const res = await fetch(url(path, query), init);
+  return reply<T>(await fetch(url(path, query), init));
+}
+
+/** A response's JSON body, or an ApiError with the API's error body. */
+async function reply<T>(res: Response): Promise<T> {
   const text = await res.text();
   let parsed: unknown = null;
   try {
@@ -99,6 +105,26 @@ async function request<T>(method: string, path: string, query: Record<string, st
     throw new ApiError(res.status, { error: err.error ?? "error", message: err.message ?? `HTTP ${res.status}`, problems: err.problems ?? [] });
   }
   return parsed as T;
+}
+
+/** A GET that sends the ETag of the copy held: null when that copy is current (304). */
+async function conditional<T>(path: string, query: Record<string, string | number | undefined | null>, etag: string | null): Promise<{ body: T; etag: string | null } | null> {
+  const headers: Record<string, string> = { Accept: "application/json", ...authHeaders() };
+  if (etag) headers["If-None-Match"] = etag;
+  const res = await fetch(url(path, query), { headers, cache: "no-store" });
+  if (res.status === 304) return null;
+  return { body: await reply<T>(res), etag: res.headers.get("ETag") };
+}
+
+/** The run as of `held` (null: none yet), fetched as a delta since its revision and only if
+ * it changed; returns `held` itself when nothing did. */
+export async function refreshRun(id: string, held: { detail: RunDetail; etag: string | null } | null): Promise<{ detail: RunDetail; etag: string | null }> {
+  const since = held?.detail.revision ?? undefined;
+  const got = await conditional<RunDetail>(`runs/${encodeURIComponent(id)}`, { since }, held?.etag ?? null);
+  if (got === null) return held!;
+  const d = got.body;
+  if (d.full !== false || !held) return { detail: d, etag: got.etag };
+  return { detail: { ...d, full: true, tasks: { ...held.detail.tasks, ...d.tasks } }, etag: got.etag };
 }
 
 const enc = encodeURIComponent;

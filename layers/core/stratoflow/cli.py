@@ -471,13 +471,47 @@ def trigger(
     sys.exit(0 if detail["run"]["state"] == "succeeded" else EXIT_FAILED)
 
 
+WAIT_POLL_SECONDS = (
+    1.0  # ``trigger --wait`` without a terminal; with one it redraws 4 times a second
+)
+
+
+class HeldRun:
+    """A run's view kept current by deltas: each ``refresh`` asks only for the tasks changed
+    since the revision held and sends the ETag held (an unchanged run answers 304), so a
+    poll of a large run costs what changed, not the run's size."""
+
+    def __init__(self, client: Client, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.detail: dict[str, Any] | None = None
+        self.etag: str | None = None
+
+    def refresh(self) -> dict[str, Any]:
+        held = self.detail
+        headers = {"If-None-Match": self.etag} if self.etag and held is not None else {}
+        params = {}
+        if held is not None and held.get("revision") is not None:
+            params["since"] = held["revision"]
+        response = self.client.response(
+            "GET", f"/runs/{self.run_id}", params=params, headers=headers
+        )
+        if response.status_code == 304 and held is not None:
+            return held
+        body: dict[str, Any] = response.json()
+        if held is not None and body.get("full") is False:
+            body = {**body, "tasks": {**held["tasks"], **body["tasks"]}, "full": True}
+        self.detail, self.etag = body, response.headers.get("ETag")
+        return body
+
+
 def _wait(client: Client, run_id: str, *, live: bool) -> dict[str, Any]:
     terminal = {"succeeded", "failed", "stopped"}
-    fetch: Callable[[], dict[str, Any]] = lambda: client.call("GET", f"/runs/{run_id}")  # noqa: E731
+    fetch = HeldRun(client, run_id).refresh
     detail = fetch()
-    if not live:
+    if not live:  # nobody watches: poll less often, a run's end is seen within a second
         while detail["run"]["state"] not in terminal:
-            time.sleep(0.25)
+            time.sleep(WAIT_POLL_SECONDS)
             detail = fetch()
         return detail
     from rich.live import Live

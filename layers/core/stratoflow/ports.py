@@ -236,6 +236,21 @@ class StateStore(ABC):
     def list_attempts(self, run_id: str, task_id: str | None = None) -> list[Attempt]: ...
 
 
+class RunChangeLog(ABC):
+    """A store that numbers the changes of its runs' tasks, so a run view can be sent as a
+    delta: what changed since a revision the reader already has (``GET /runs/{id}?since=``).
+    Optional: the API sends whole views (still with an ETag) for a store without it."""
+
+    @abstractmethod
+    def run_revision(self, run_id: str) -> int:
+        """The run's revision: it grows whenever a task's state, times, attempts, outputs or
+        error change (0: none has changed since the run was created)."""
+
+    @abstractmethod
+    def changed_since(self, run_id: str, revision: int) -> list[str]:
+        """The ids of the run's tasks changed after ``revision`` (each once)."""
+
+
 @dataclass(frozen=True)
 class AttemptSpec:
     """Everything an executor needs for one attempt. Its key is deterministic, so a repeated

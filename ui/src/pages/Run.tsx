@@ -1,7 +1,7 @@
 // A run: its graph coloured by task state (live), a Gantt chart, the task list, and the
 // selected task's attempts, outputs and log. Polls while the run is not finished.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { api, fmtClock, fmtDuration, fmtTime, TERMINAL_RUN, type RunDetail, type TaskState, type Timeline, type TaskView } from "../api";
+import { api, fmtClock, fmtDuration, fmtTime, refreshRun, TERMINAL_RUN, type RunDetail, type TaskState, type Timeline, type TaskView } from "../api";
 import { ActionButton, ErrorBox, StateBadge, href, navigate, useCan, useLoad } from "../common";
 import { Gantt } from "../Gantt";
 import { GraphView } from "../graph/GraphView";
@@ -13,17 +13,23 @@ function useLiveRun(id: string) {
   const [detail, setDetail] = useState<RunDetail | null>(null);
   const [error, setError] = useState<Error | null>(null);
   const [tick, setTick] = useState(0);
+  // the view held and its ETag: each poll asks only for what changed since (a 304 if nothing)
+  const held = useRef<{ detail: RunDetail; etag: string | null } | null>(null);
   useEffect(() => {
     let live = true;
     let timer = 0;
+    if (held.current && held.current.detail.run.id !== id) held.current = null;
     const poll = async () => {
       const started = performance.now();
       try {
-        const d = await api.run(id);
+        const got = await refreshRun(id, held.current);
         if (!live) return;
-        setDetail(d);
+        if (got !== held.current) {
+          held.current = got;
+          setDetail(got.detail);
+        }
         setError(null);
-        if (TERMINAL_RUN.includes(d.run.state)) return;
+        if (TERMINAL_RUN.includes(got.detail.run.state)) return;
       } catch (e) {
         if (!live) return;
         setError(e as Error);
@@ -93,7 +99,7 @@ export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
             <GraphView layoutKey={`${r.project}/${r.workflow}/${r.version}`} tasks={wf.data.document.tasks} states={states} selected={selected} onSelect={onSelect} height={520} />
           )}
           {tab === "graph" && wf.error && <ErrorBox error={wf.error} />}
-          {tab === "gantt" && <GanttTab id={id} version={detail} onSelect={onSelect} />}
+          {tab === "gantt" && <GanttTab detail={detail} onSelect={onSelect} />}
           {tab === "tasks" && <TaskList detail={detail} onSelect={onSelect} selected={selected} />}
         </div>
         {selected && detail.tasks[selected] && (
@@ -104,21 +110,32 @@ export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
   );
 }
 
-function GanttTab({ id, version, onSelect }: { id: string; version: RunDetail; onSelect: (t: string) => void }) {
-  // reload whenever the run detail changes (the live poll drives it)
-  const [timeline, setTimeline] = useState<Timeline | null>(null);
-  const [error, setError] = useState<Error | null>(null);
-  useEffect(() => {
-    let live = true;
-    api.timeline(id).then((t) => { if (live) setTimeline(t); }, (e: Error) => { if (live) setError(e); });
-    return () => { live = false; };
-  }, [id, version]);
-  return (
-    <div>
-      <ErrorBox error={error} />
-      {timeline ? <Gantt timeline={timeline} onSelect={onSelect} /> : <p class="muted">Loading timeline…</p>}
-    </div>
-  );
+/** The Gantt chart's data, from the live run view: no poll of its own, and it moves only
+ * with what the run view's deltas bring (GET /runs/{id}/timeline gives the same shape). */
+export function timelineOf(detail: RunDetail): Timeline {
+  let start: number | null = null;
+  let end: number | null = null;
+  let running = false;
+  const tasks = Object.entries(detail.tasks).map(([taskId, t]) => {
+    for (const a of t.history) {
+      if (a.started_at) start = Math.min(start ?? Infinity, Date.parse(a.started_at));
+      if (a.ended_at) end = Math.max(end ?? -Infinity, Date.parse(a.ended_at));
+      else running = true;
+    }
+    return {
+      task_id: taskId,
+      state: t.state,
+      attempts: t.history.map(({ attempt, state, started_at, ended_at, duration_seconds }) => ({ attempt, state, started_at, ended_at, duration_seconds })),
+    };
+  });
+  if (running) end = Math.max(end ?? -Infinity, Date.now());
+  const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+  return { run: detail.run, start: iso(start ?? (detail.run.started_at ? Date.parse(detail.run.started_at) : null)), end: iso(end), tasks };
+}
+
+function GanttTab({ detail, onSelect }: { detail: RunDetail; onSelect: (t: string) => void }) {
+  const timeline = useMemo(() => timelineOf(detail), [detail]);
+  return <Gantt timeline={timeline} onSelect={onSelect} />;
 }
 
 function TaskList({ detail, onSelect, selected }: { detail: RunDetail; onSelect: (t: string) => void; selected: string | null }) {

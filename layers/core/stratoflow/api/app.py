@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import binascii
 import difflib
+import hashlib
 import json
 import logging
 import os
@@ -76,7 +77,7 @@ from stratoflow.engine import Run, RunState, TaskState
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, Unavailable
 from stratoflow.faults import machine_fault
 from stratoflow.model import load_workflow, next_firing
-from stratoflow.ports import Attempt, LogRange, RunQuery, WorkflowVersion
+from stratoflow.ports import Attempt, LogRange, RunChangeLog, RunQuery, WorkflowVersion
 from stratoflow.readmodel import AuditEntry, ReadModel, RunFilter
 from stratoflow.service import Scheduler
 from stratoflow.views import (
@@ -179,6 +180,18 @@ DiffFromQuery = Annotated[
 ]
 DiffToQuery = Annotated[
     int | None, Query(ge=1, le=2**31 - 1, description="Newer version; default: the latest.")
+]
+SinceQuery = Annotated[
+    int | None,
+    Query(
+        ge=0,
+        le=2**62,
+        description=(
+            "Only the tasks changed after this revision (the `revision` of a view you have); "
+            "the answer then says `full: false`. A revision the run has not reached, or a "
+            "store that keeps no revisions, gets the whole run (`full: true`)."
+        ),
+    ),
 ]
 ApplyBody = Annotated[ApplyRequest, Body()]
 TriggerBody = Annotated[TriggerRequest | None, Body()]
@@ -325,6 +338,15 @@ def _register_errors(app: APIGatewayRestResolver) -> None:
     app.exception_handler(RequestUnsupportedContentType)(unsupported_type)
     app.exception_handler([UnicodeDecodeError, binascii.Error])(undecodable)
     app.exception_handler(NotFoundError)(route_not_found)
+
+    def unchanged(exc: Unchanged) -> Response[Any]:
+        return Response(
+            status_code=HTTPStatus.NOT_MODIFIED.value,
+            body="",
+            headers={"ETag": exc.tag, "Cache-Control": "no-cache"},
+        )
+
+    app.exception_handler(Unchanged)(unchanged)
     app.exception_handler(ServiceError)(service_error)
     app.exception_handler(ResponseValidationError)(internal_error)
 
@@ -354,6 +376,7 @@ def _responses(
     created: str | None = None,
     ok_content: dict[str, OpenAPIResponseContentSchema] | None = None,
     public: bool = False,
+    conditional: bool = False,
 ) -> dict[int, OpenAPIResponse]:
     """OpenAPI responses of a route: 200 (and 201) from its return type unless ``ok_content``
     says otherwise; every error is an ``ErrorView``; 422 and 500 can happen on every route."""
@@ -363,6 +386,8 @@ def _responses(
     out: dict[int, OpenAPIResponse] = {200: success}
     if created is not None:
         out[201] = {"description": created}
+    if conditional:
+        out[304] = {"description": "Not modified: `If-None-Match` names the current `ETag`"}
     for code in sorted({*errors, *(() if public else (401, 403)), 422, 500, 503}):
         out[code] = {
             "description": _DESCRIPTIONS[code],
@@ -509,6 +534,34 @@ def unified_diff(old: WorkflowVersion, new: WorkflowVersion) -> str:
     return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
 
+def entity_tag(*parts: object) -> str:
+    """A weak ETag naming a representation by what it was built from (weak: the local server
+    may gzip it, which does not change what it says)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=12).hexdigest()
+    return f'W/"{digest}"'
+
+
+def not_modified(if_none_match: str | None, tag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``tag`` (weak comparison, RFC 9110 13.1.2)."""
+    if not if_none_match:
+        return False
+    wanted = tag.removeprefix("W/")
+    for listed in if_none_match.split(","):
+        candidate = listed.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == wanted:
+            return True
+    return False
+
+
+class Unchanged(Exception):
+    """The caller's copy, named by ``tag`` (its ``If-None-Match``), is current. Raised, not
+    returned: a route's answer is checked against its schema, and a 304 has no body."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__(tag)
+        self.tag = tag
+
+
 def static_file(root: FilePath, relative: str, cache: str) -> Response[Any]:
     """A file of the built UI with its content type and cache header; NotFound outside
     ``root`` or when the UI has not been built."""
@@ -528,6 +581,16 @@ def static_file(root: FilePath, relative: str, cache: str) -> Response[Any]:
         content_type=content_type,
         body=body,
         headers={"Cache-Control": cache, "X-Content-Type-Options": "nosniff"},
+    )
+
+
+def _view_response(body: Any, tag: str) -> Response[Any]:
+    """A JSON view with its ETag; ``no-cache``: revalidate (cheaply, by the tag) every time."""
+    return Response(
+        status_code=HTTPStatus.OK.value,
+        content_type=content_types.APPLICATION_JSON,
+        body=body,
+        headers={"ETag": tag, "Cache-Control": "no-cache"},
     )
 
 
@@ -1004,19 +1067,55 @@ def create_app(
         "/runs/<run_id>",
         summary="A run with its tasks and their attempts",
         tags=["runs"],
-        responses=_responses("The run, its tasks in workflow order, their attempts", 404),
+        responses=_responses(
+            "The run, its tasks in workflow order, their attempts", 404, conditional=True
+        ),
     )
-    def get_run(run_id: str) -> RunDetail:
-        return detail(run_for(run_id, Action.READ))
+    def get_run(run_id: str, since: SinceQuery = None) -> Response[RunDetail]:
+        run = run_for(run_id, Action.READ)
+        if_none_match = app.current_event.headers.get("if-none-match")
+        if not isinstance(store, RunChangeLog):  # the tag is the whole view's (AWS stores)
+            body = detail(run)
+            tag = entity_tag(body.model_dump_json())
+            if not_modified(if_none_match, tag):
+                raise Unchanged(tag)
+            return _view_response(body, tag)
+        # The revision is read before any task: a task changed meanwhile is sent now and again
+        # after that revision, never missed. The tag names the run's state, however it was
+        # sent (whole or as a delta), so a reader holding it gets a 304 whatever ``since``.
+        revision = store.run_revision(run_id)
+        tag = entity_tag(run, revision)
+        if not_modified(if_none_match, tag):
+            raise Unchanged(tag)
+        spec = scheduler.spec(run.project, run.workflow, run.version)
+        if since is None or since > revision:
+            tasks, attempts = store.get_tasks(run_id), store.list_attempts(run_id)
+        else:
+            changed_ids = store.changed_since(run_id, since)
+            tasks = store.get_tasks(run_id, changed_ids) if changed_ids else []
+            attempts = [a for t in changed_ids for a in store.list_attempts(run_id, t)]
+        view = run_detail(run, tasks, attempts, spec.dag.order)
+        full = since is None or since > revision
+        body = RunDetail.model_validate({**view, "revision": revision, "full": full})
+        return _view_response(body, tag)
 
     @app.get(
         "/runs/<run_id>/timeline",
         summary="A run's tasks and attempts in time (Gantt chart data)",
         tags=["runs"],
-        responses=_responses("Per task in workflow order, each attempt's start and end", 404),
+        responses=_responses(
+            "Per task in workflow order, each attempt's start and end", 404, conditional=True
+        ),
     )
-    def get_timeline(run_id: str) -> Timeline:
+    def get_timeline(run_id: str) -> Response[Timeline]:
         run = run_for(run_id, Action.READ)
+        if_none_match = app.current_event.headers.get("if-none-match")
+        tag = None
+        if isinstance(store, RunChangeLog):
+            # a running attempt's bar ends "now": a reader that holds this revision extends it
+            tag = entity_tag("timeline", run, store.run_revision(run_id))
+            if not_modified(if_none_match, tag):
+                raise Unchanged(tag)
         spec = scheduler.spec(run.project, run.workflow, run.version)
         instances = {t.task_id: t for t in store.get_tasks(run_id)}
         by_task: dict[str, list[Attempt]] = {}
@@ -1043,7 +1142,7 @@ def create_app(
             for task_id in spec.dag.order
             if task_id in instances
         ]
-        return Timeline.model_validate(
+        body = Timeline.model_validate(
             {
                 "run": run_view(run),
                 "start": None if start is None else start.isoformat(),
@@ -1051,6 +1150,11 @@ def create_app(
                 "tasks": tasks,
             }
         )
+        if tag is None:
+            tag = entity_tag(body.model_dump_json())
+            if not_modified(if_none_match, tag):
+                raise Unchanged(tag)
+        return _view_response(body, tag)
 
     @app.get(
         "/runs/<run_id>/tasks/<task_id>",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import io
 import json
 import logging
@@ -57,6 +58,10 @@ REFUSE_SECONDS = 1.0  # how long such a connection may take to send its request
 RECEIVE_BYTES = 65536
 MAX_HEAD_BYTES = 70 * 1024  # more without a blank line: too long, let the handler refuse it
 PREREAD_BODY_BYTES = 1024 * 1024  # bodies up to this are received before a thread is used
+GZIP_MIN_BYTES = 1024  # smaller answers are sent as they are: gzip would save too little
+GZIP_LEVEL = 6
+GZIP_CACHE_ENTRIES = 64  # compressed immutable static assets kept (their names hold a hash)
+_COMPRESSIBLE = ("application/json", "text/", "image/svg+xml")
 _CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*(\d{1,12})[ \t]*\r?$", re.I | re.M)
 
 
@@ -523,16 +528,47 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _send(self, status: int, headers: Mapping[str, list[str]], payload: bytes) -> None:
+        if status in (HTTPStatus.NOT_MODIFIED, HTTPStatus.NO_CONTENT):
+            payload = b""  # never a body, nor a Content-Length that would describe one
+        encoding = self._compress(headers, payload) if payload else None
         self.send_response(status)
         for name, values in headers.items():
             if name.lower() in ("content-length", "transfer-encoding"):
                 continue
             for value in values:
                 self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
+        if encoding is not None:
+            payload, gzipped = encoding
+            self.send_header("Vary", "Accept-Encoding")
+            if gzipped:
+                self.send_header("Content-Encoding", "gzip")
+        if payload or status not in (HTTPStatus.NOT_MODIFIED, HTTPStatus.NO_CONTENT):
+            self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
+
+    def _compress(
+        self, headers: Mapping[str, list[str]], payload: bytes
+    ) -> tuple[bytes, bool] | None:
+        """(body, whether gzipped): gzipped if the client accepts it and it is worth it;
+        None: a kind of body never compressed (the answer does not vary by encoding)."""
+        names = {name.lower(): values for name, values in headers.items()}
+        kind = (names.get("content-type") or [""])[-1].lower()
+        if "content-encoding" in names or not kind.startswith(_COMPRESSIBLE):
+            return None
+        if len(payload) < GZIP_MIN_BYTES or not accepts_gzip(self.headers.get("Accept-Encoding")):
+            return payload, False
+        immutable = "immutable" in ",".join(names.get("cache-control", []))
+        key = (self.path, len(payload))
+        packed = _GZIPPED.get(key) if immutable else None
+        if packed is None:
+            packed = gzip.compress(payload, GZIP_LEVEL, mtime=0)
+            if immutable:
+                if len(_GZIPPED) >= GZIP_CACHE_ENTRIES:
+                    _GZIPPED.clear()
+                _GZIPPED[key] = packed
+        return packed, True
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
@@ -548,6 +584,31 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s - %s", self.address_string(), format % args)
+
+
+_GZIPPED: dict[tuple[str, int], bytes] = {}
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` header accepts gzip (by name or ``*``, q above 0)."""
+    if not header:
+        return False
+    quality: dict[str, float] = {}
+    for item in header.split(","):
+        name, _, params = item.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        quality[name.strip().lower()] = q
+    for name in ("gzip", "x-gzip", "*"):
+        if name in quality:
+            return quality[name] > 0
+    return False
 
 
 def _from_proxy(response: Mapping[str, Any]) -> tuple[int, dict[str, list[str]], bytes]:

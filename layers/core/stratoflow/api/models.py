@@ -218,8 +218,19 @@ class TaskView(_View):
 
 
 class RunDetail(_View):
+    """A run and its tasks. With ``since``, ``full`` is false and ``tasks`` holds only the
+    tasks changed after that revision: put them over the view you have (a task's entry is
+    always whole) and keep ``revision`` for the next ``since``."""
+
     run: RunView
     tasks: dict[str, TaskView]
+    revision: int | None = Field(
+        default=None,
+        description="The run's revision this view includes (none: the store keeps none).",
+    )
+    full: bool = Field(
+        default=True, description="Whether `tasks` holds every task, or only changed ones."
+    )
 
 
 class TimelineAttempt(_View):

@@ -10,7 +10,7 @@ the AWS trigger (``adapters/aws/firing.py``) shares.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from stratoflow.model import (
     MAX_FIRINGS_PER_TICK,
@@ -31,16 +31,42 @@ __all__ = [
 
 log = logging.getLogger("stratoflow.cron")
 
+# The catalog is read again at least this often even when nothing said it changed.
+RECHECK = timedelta(seconds=30)
+
 
 class CronLoop:
+    """Fires scheduled workflows. The local runtime ticks it on every turn of its loop, which
+    is hundreds of times a second during a large run, and reading the catalog decodes every
+    workflow's document; so a tick reads it only when a firing is due, when ``invalidate``
+    said the catalog changed (the API's writes do), after a schedule failed, or every
+    ``RECHECK``. In between it answers the next firing it computed."""
+
     def __init__(self, scheduler: Scheduler, catalog: Catalog) -> None:
         self.scheduler = scheduler
         self.catalog = catalog
+        self._stale = True
+        self._soonest: datetime | None = None
+        self._read_at: datetime | None = None
+
+    def invalidate(self) -> None:
+        """The catalog may have changed (a workflow applied or paused): read it next tick."""
+        self._stale = True
 
     def tick(self, now: datetime) -> datetime | None:
         """Fire what is due; return when the next firing is. One workflow whose schedule
         cannot be computed or fired (an error of any kind) is marked in error, logged once,
         and skipped: the others fire all the same."""
+        fresh = (
+            not self._stale
+            and self._read_at is not None
+            and self._read_at <= now < self._read_at + RECHECK
+            and (self._soonest is None or now < self._soonest)
+        )
+        if fresh:
+            return self._soonest
+        self._stale = False
+        self._read_at = now
         soonest: datetime | None = None
         for version in self.catalog.list_workflows():
             if version.paused or "schedule" not in version.document:
@@ -49,9 +75,11 @@ class CronLoop:
                 nxt = self._fire(version, now)
             except Exception as exc:
                 self.scheduler.schedule_failed(version, exc)
+                self._stale = True  # try it again next tick, as before it failed
                 continue
             if nxt is not None and (soonest is None or nxt < soonest):
                 soonest = nxt
+        self._soonest = soonest
         return soonest
 
     def _fire(self, version: WorkflowVersion, now: datetime) -> datetime | None:

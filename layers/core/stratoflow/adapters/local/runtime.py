@@ -138,6 +138,9 @@ class LocalRuntime:
         self._reports.put(Finished(run_id, task_id, attempt, result, log_path))
 
     def wake(self) -> None:
+        """Something changed (the API wrote): take a turn now, reading the catalog again."""
+        if self.cron is not None:
+            self.cron.invalidate()
         self._reports.put(None)
 
     def _wait(self, timeout: float) -> list[Finished]:

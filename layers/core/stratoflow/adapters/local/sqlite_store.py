@@ -19,7 +19,7 @@ from typing import Any
 from stratoflow.engine import Decision, Plan, Run, RunState, TaskInstance, TaskState, Upstream
 from stratoflow.errors import NotFound
 from stratoflow.model import WorkflowSpec
-from stratoflow.ports import Attempt, Catalog, RunQuery, StateStore, WorkflowVersion
+from stratoflow.ports import Attempt, Catalog, RunChangeLog, RunQuery, StateStore, WorkflowVersion
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS workflow_versions (
@@ -71,6 +71,26 @@ CREATE TABLE IF NOT EXISTS attempts (
     PRIMARY KEY (run_id, task_id, attempt)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+-- Run revisions (``RunChangeLog``): a row per change of what a run view shows of a task.
+-- ``seq`` is the rowid: SQLite has one writer at a time, so seqs grow in commit order, and no
+-- row is deleted, so none is reused. A run's revision is its highest seq; the tasks changed
+-- since a revision are those with a higher one. The triggers run inside SQLite, in the
+-- writing transaction: the scheduler's code does not change, and a task whose visible
+-- fields did not change (a parent counted, a propagation flag) writes no row.
+CREATE TABLE IF NOT EXISTS task_changes (
+    seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, task_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS task_changes_by_run ON task_changes (run_id, seq);
+CREATE TRIGGER IF NOT EXISTS task_changed AFTER UPDATE ON tasks
+WHEN NEW.state IS NOT OLD.state OR NEW.attempt IS NOT OLD.attempt
+    OR NEW.started_at IS NOT OLD.started_at OR NEW.ended_at IS NOT OLD.ended_at
+    OR NEW.ready_at IS NOT OLD.ready_at OR NEW.error IS NOT OLD.error
+    OR NEW.outputs IS NOT OLD.outputs
+BEGIN INSERT INTO task_changes (run_id, task_id) VALUES (NEW.run_id, NEW.task_id); END;
+CREATE TRIGGER IF NOT EXISTS attempt_added AFTER INSERT ON attempts
+BEGIN INSERT INTO task_changes (run_id, task_id) VALUES (NEW.run_id, NEW.task_id); END;
+CREATE TRIGGER IF NOT EXISTS attempt_changed AFTER UPDATE ON attempts
+BEGIN INSERT INTO task_changes (run_id, task_id) VALUES (NEW.run_id, NEW.task_id); END;
 """
 
 
@@ -199,7 +219,7 @@ class StoreChanges:
     attempts: set[tuple[str, str, int]] = field(default_factory=set)  # (run, task, attempt)
 
 
-class SqliteStore(StateStore, Catalog):
+class SqliteStore(StateStore, Catalog, RunChangeLog):
     def __init__(self, path: str | Path, *, durable: bool = False) -> None:
         """``durable=True`` syncs every commit to disk (survives power loss); the default
         survives any process crash, which is what WAL with synchronous=NORMAL guarantees."""
@@ -766,6 +786,17 @@ class SqliteStore(StateStore, Catalog):
             ),
         )  # fmt: skip
         self._changed("attempts", (attempt.run_id, attempt.task_id, attempt.attempt))
+
+    # ------------------------------------------------------------ run revisions
+    def run_revision(self, run_id: str) -> int:
+        row = self._x("SELECT max(seq) FROM task_changes WHERE run_id=?", (run_id,)).fetchone()
+        return int(row[0] or 0)
+
+    def changed_since(self, run_id: str, revision: int) -> list[str]:
+        rows = self._x(
+            "SELECT DISTINCT task_id FROM task_changes WHERE run_id=? AND seq>?", (run_id, revision)
+        ).fetchall()
+        return [r[0] for r in rows]
 
     def list_attempts(self, run_id: str, task_id: str | None = None) -> list[Attempt]:
         sql, args = "SELECT * FROM attempts WHERE run_id=?", [run_id]

@@ -1,0 +1,70 @@
+"""The run page polls incrementally: after its first view it asks only for what changed
+since its revision, sends the ETag it holds (an unchanged run answers 304, no body), and
+gets gzip; the graph, the task list and the Gantt chart follow the deltas to the end."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+from playwright.sync_api import expect
+
+from tests.browser.test_ui_flows import RUN_TIMEOUT, run_badge, wait_graph_states
+from tests.e2e.server_process import ServerProcess
+
+
+def gated(marker: Path) -> str:
+    early = "".join(f"  early{i}:\n    type: shell\n    command: echo {i}\n" for i in range(5))
+    late = "".join(
+        f"  late{i}:\n    type: shell\n    depends_on: [gate]\n    command: echo {i}\n"
+        for i in range(5)
+    )
+    gate = f"  gate:\n    type: shell\n    command: while [ ! -f '{marker}' ]; do sleep 0.1; done\n"
+    return f"name: polled\ntasks:\n{early}{gate}{late}"
+
+
+def test_the_run_page_polls_deltas_and_gets_304_while_nothing_changes(
+    page: Any, server: ServerProcess, api: httpx.Client, shared_dir: Path
+) -> None:
+    marker = shared_dir / "open"
+    assert api.post("/workflows", json={"source": gated(marker)}).status_code in (200, 201)
+    run_id = api.post("/workflows/polled/runs", json={}).json()["run"]["id"]
+    polls: list[dict[str, Any]] = []
+
+    def seen(response: Any) -> None:
+        if re.search(rf"/runs/{run_id}(\?|$)", response.url):
+            headers = response.request.headers
+            polls.append(
+                {
+                    "url": response.url,
+                    "status": response.status,
+                    "if_none_match": headers.get("if-none-match"),
+                    "encoding": response.headers.get("content-encoding"),
+                }
+            )
+
+    page.on("response", seen)
+    page.goto(f"{server.url}/#/runs/{run_id}")
+    wait_graph_states(page, r"5 succeeded, 1 running|1 running, 5 succeeded|running")
+    expect(page.get_by_test_id("progress")).to_contain_text("5/11 done", timeout=RUN_TIMEOUT)
+    # the gate runs and nothing else moves: polls are answered 304
+    page.wait_for_timeout(3500)
+    assert polls[0]["if_none_match"] is None
+    assert "since=" not in polls[0]["url"]
+    assert polls[0]["encoding"] == "gzip"  # the browser asked for it
+    later = polls[1:]
+    assert later, polls
+    assert all("since=" in p["url"] and p["if_none_match"] for p in later), later
+    assert any(p["status"] == 304 for p in later), later
+
+    marker.touch()
+    expect(run_badge(page)).to_have_text("succeeded", timeout=RUN_TIMEOUT)
+    wait_graph_states(page, r"^Graph of 11 tasks: 11 succeeded$")
+    expect(page.get_by_test_id("progress")).to_contain_text("11/11 done")
+    page.get_by_role("tab", name="tasks").click()
+    expect(page.locator(".badge", has_text="succeeded")).to_have_count(12)  # 11 + the run's
+    page.get_by_role("tab", name="gantt").click()
+    for task_id in ("early0", "gate", "late4"):
+        expect(page.get_by_text(task_id, exact=True).first).to_be_visible()
