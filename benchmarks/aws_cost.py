@@ -16,9 +16,15 @@ It counts, per task:
   invoke, the outcome's SQS SendMessage), from each execution's history;
 - Step Functions state transitions per attempt (the ``*StateEntered`` events of each history:
   Step Functions bills one transition per state entered);
-- DynamoDB read and write request units, from the sizes of the items each request read or wrote
-  (the rules below); moto's own ConsumedCapacity figures are constants, so they are not used;
+- DynamoDB read and write request units, from the items each request read, and the images
+  before and after of each item it wrote (benchmarks/dynamo_units.py: the larger image, every
+  GSI entry that appears, moves or changes, transactions at 2x); moto's own ConsumedCapacity
+  figures are constants, so they are not used;
 - EventBridge events put, S3 requests, Lambda invocations of our functions;
+- each invocation's own CPU time (moto's share subtracted), the runner's and the trigger's
+  wall time timed alone after the run, and each function's cold start (interpreter start plus
+  the handler module's import, in fresh interpreters); the request round trip, Lambda's CPU
+  share and the share of cold invocations are assumed and printed next to the figures;
 
 and prices them at the published us-east-1 list prices below. What it does NOT count: the
 tasks' own compute (the Batch/Fargate vCPU and memory seconds, the user's Lambda function, the
@@ -309,6 +315,53 @@ def _runner(
     return lambda attempt: runner.handle(attempt, None, s3=s3)
 
 
+def cheap_moto_transactions(mp: pytest.MonkeyPatch) -> None:
+    """moto's TransactWriteItems deep-copies the whole table once per item of the transaction,
+    to roll back a cancelled one: with the 500-task run's table that is most of the benchmark's
+    time (a run took over 15 minutes). Back up only the items the transaction touches instead,
+    and put them back if it is cancelled. The semantics stay moto's (all or nothing); only the
+    copy is smaller. Stream records of a cancelled transaction's partial writes are not taken
+    back (the projector does not run here)."""
+    from moto.dynamodb import models
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import Table
+
+    class _Copy:
+        @staticmethod
+        def deepcopy(value: Any, memo: Any = None) -> Any:
+            return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+    mp.setattr(models, "copy", _Copy)
+    original = DynamoDBBackend.transact_write_items
+
+    def transact(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        saved = []
+        for entry in transact_items:
+            _, op = next(iter(entry.items()))
+            table = self.tables.get(op.get("TableName"))
+            keys = op.get("Key") or op.get("Item")
+            if table is None or not keys:
+                continue
+            try:
+                hash_key, range_key = self.get_keys_value(table, keys)
+            except Exception:
+                continue  # moto itself rejects it, before writing anything
+            found = table.get_item(hash_key, range_key)
+            saved.append((table, hash_key, range_key, copy.deepcopy(found)))
+        try:
+            original(self, transact_items)
+        except Exception:
+            for table, hash_key, range_key, item in saved:
+                partition = table.items[hash_key]
+                if item is None:
+                    partition.pop(range_key, None)
+                else:
+                    partition[range_key] = item
+            raise
+
+    mp.setattr(DynamoDBBackend, "transact_write_items", transact)
+
+
 @contextmanager
 def _stack() -> Iterator[Stack]:
     with pytest.MonkeyPatch.context() as mp:
@@ -317,6 +370,7 @@ def _stack() -> Iterator[Stack]:
         mp.setenv("POWERTOOLS_METRICS_DISABLED", "true")
         warnings.filterwarnings("ignore", message="No application metrics to publish")
         logging.getLogger("moto").setLevel(logging.CRITICAL)
+        cheap_moto_transactions(mp)
         with aws_stack(mp, prefix="bench") as stack:
             yield stack
 
