@@ -583,6 +583,11 @@ def report(m: Measured) -> list[tuple[str, bool]]:
           f"({w.table / n:.2f} table, {w.index / n:.2f} index; billing the index writes of "
           f"transactions twice too would add {w.index_in_transactions / n:.2f})")  # fmt: skip
     print(
+        "  WRU per task by request and item kind (sk prefix: R run, RC counters, T# task, A# attempt):"
+    )
+    for what, units in w.by_item.most_common(12):
+        print(f"    {what:<36} {units / n:6.2f}")
+    print(
         "Lambda durations, medians per invocation (ms; CPU = the invocation's thread; moto = "
         "inside moto's answers; own = CPU - moto, or wall - moto for the runner):"
     )
