@@ -16,9 +16,15 @@ It counts, per task:
   invoke, the outcome's SQS SendMessage), from each execution's history;
 - Step Functions state transitions per attempt (the ``*StateEntered`` events of each history:
   Step Functions bills one transition per state entered);
-- DynamoDB read and write request units, from the sizes of the items each request read or wrote
-  (the rules below); moto's own ConsumedCapacity figures are constants, so they are not used;
+- DynamoDB read and write request units, from the items each request read, and the images
+  before and after of each item it wrote (benchmarks/dynamo_units.py: the larger image, every
+  GSI entry that appears, moves or changes, transactions at 2x); moto's own ConsumedCapacity
+  figures are constants, so they are not used;
 - EventBridge events put, S3 requests, Lambda invocations of our functions;
+- each invocation's own CPU time (moto's share subtracted), the runner's and the trigger's
+  wall time timed alone after the run, and each function's cold start (interpreter start plus
+  the handler module's import, in fresh interpreters); the request round trip, Lambda's CPU
+  share and the share of cold invocations are assumed and printed next to the figures;
 
 and prices them at the published us-east-1 list prices below. What it does NOT count: the
 tasks' own compute (the Batch/Fargate vCPU and memory seconds, the user's Lambda function, the
@@ -34,16 +40,19 @@ Exit status 0 when every target holds, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
+import statistics
 import sys
+import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -58,6 +67,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from tests.aws_e2e.harness import Stack, aws_stack  # noqa: E402
 
 from bench_local import layered  # noqa: E402
+from dynamo_units import DynamoMeter, WriteCost, moto_images  # noqa: E402
 
 # ---------------------------------------------------------------- prices (us-east-1)
 # Published list prices, us-east-1, as read from the AWS pricing pages on 2026-11-20
@@ -85,17 +95,29 @@ PRICE = {
     "batch_request": 0.0,
 }
 
-# Lambda duration is not measurable on moto (an in-process call is neither a cold start nor a
-# network round trip). Assumed instead, and stated: each AWS request a function makes costs
-# REQUEST_MS of wall time in-region, plus BASE_MS per invocation. Memory sizes are template.yaml's.
-BASE_MS = 15.0
+# Lambda duration, measured here where it can be (``HandlerClock``): each invocation's CPU time
+# on its own thread, minus the CPU time spent inside moto answering its AWS requests (from
+# botocore's before-send to its needs-retry: moto's work plus botocore's parsing of the
+# response, which AWS would leave to us: a small flattering of the figure, stated). What
+# cannot be measured here is assumed, and stated:
+# - REQUEST_MS: the in-region round trip of one AWS request (DynamoDB, Step Functions, SQS,
+#   EventBridge, S3), for which the handler waits;
+# - Lambda's CPU share: a function gets one vCPU at 1,769 MB and a share proportional to its
+#   memory below that (https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html),
+#   so CPU time measured on one core of this machine is scaled by 1769 / MB (3.46x at 512 MB),
+#   taking this machine's core as fast as a Lambda vCPU;
+# - cold starts: their init time is measured (the handler module imported in a fresh
+#   interpreter, plus the interpreter's start) and billed (the INIT phase is billed since
+#   2025-08-01), at COLD_START_SHARE of the invocations: a steady load reuses containers.
 REQUEST_MS = 8.0
-MEMORY_MB = {"advance": 512, "api": 512, "trigger": 512, "runner": 1024}
-# the runner's own overhead around a task: starting the process (RUNNER_START_MS), plus
-# REQUEST_MS per request it makes (the log upload: measured, none for an empty log); the
-# task's runtime itself is the work. (Until 2026-11-21 this was a flat 60 ms that included
-# the upload: 52 + 8 for one request.)
-RUNNER_START_MS = 52.0
+LAMBDA_FULL_VCPU_MB = 1769
+COLD_START_SHARE = 0.01
+MEMORY_MB = {"advance": 512, "api": 512, "trigger": 512, "reconciler": 512, "runner": 1024}
+
+
+def cpu_scale(memory_mb: int) -> float:
+    return max(LAMBDA_FULL_VCPU_MB / memory_mb, 1.0)
+
 
 # Step Functions Express (short Lambda attempts run there): $1.00 per 1M requests and
 # $0.00001667 per GB-s, billed in 64 MB memory steps and 100 ms steps with a 100 ms minimum
@@ -110,124 +132,123 @@ EXPRESS_GB_SECOND = 0.00001667
 EXPRESS_GB = 64 / 1024
 EXPRESS_STEP_MS = 100.0
 
-TARGET_TRANSITIONS = 4
-TARGET_BATCH_PER_MILLION = 100.0
+TARGET_TRANSITIONS = 3
+TARGET_BATCH_PER_MILLION = 90.0
 TARGET_LAMBDA_PER_MILLION = 10.0
 
 
-# ---------------------------------------------------------------- DynamoDB request units
-def _value_size(value: Mapping[str, Any]) -> int:
-    ((kind, inner),) = value.items()
-    if kind == "S":
-        return len(str(inner).encode())
-    if kind == "N":
-        digits = len(str(inner).lstrip("-").replace(".", "").lstrip("0")) or 1
-        return 1 + math.ceil(digits / 2)
-    if kind == "B":
-        return len(inner)
-    if kind in ("BOOL", "NULL"):
-        return 1
-    if kind in ("SS", "NS", "BS"):
-        return sum(_value_size({kind[0]: v}) for v in inner)
-    if kind == "L":
-        return 3 + sum(_value_size(v) + 1 for v in inner)
-    if kind == "M":
-        return 3 + sum(len(k.encode()) + _value_size(v) + 1 for k, v in inner.items())
-    raise ValueError(kind)
-
-
-def item_size(item: Mapping[str, Any]) -> int:
-    """An item's size as DynamoDB bills it: attribute names plus values."""
-    return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
-
-
-def gsi_count(item: Mapping[str, Any]) -> int:
-    """How many of the table's sparse GSIs (projection ALL) the item is in: each is written too."""
-    return sum(1 for n in (1, 2, 3) if f"gsi{n}pk" in item and f"gsi{n}sk" in item)
-
-
-def write_units(item: Mapping[str, Any] | None) -> float:
-    if not item:
-        return 1.0  # a write of a missing or deleted item still costs one unit
-    return math.ceil(item_size(item) / 1024) * (1 + gsi_count(item))
-
-
-def read_units(size: int, *, consistent: bool) -> float:
-    units = max(math.ceil(size / 4096), 1)
-    return float(units if consistent else units / 2)
-
-
+# ---------------------------------------------------------------- Lambda durations
 @dataclass
-class DynamoMeter:
-    """Read and write request units of every DynamoDB request of our clients. Reads are
-    priced from the items in the response; writes from the item as it stands at the end of
-    the run (looked up by key), which is what the last write of it stored: an approximation
-    for items written several times with different sizes (a run's counters, a task)."""
+class Sample:
+    """One invocation: wall and thread CPU seconds, those spent inside moto, requests made."""
 
-    rru: float = 0.0
-    write_keys: list[tuple[str, dict[str, Any], int]] = field(default_factory=list)
+    wall: float = 0.0
+    cpu: float = 0.0
+    moto_wall: float = 0.0
+    moto_cpu: float = 0.0
+    requests: int = 0
+
+    @property
+    def own_cpu(self) -> float:
+        return max(self.cpu - self.moto_cpu, 0.0)
+
+    @property
+    def own_wall(self) -> float:
+        return max(self.wall - self.moto_wall, 0.0)
+
+
+class HandlerClock:
+    """Times every invocation of a function (``invocation``) and, on the clients it is attached
+    to, the part of it spent inside moto: from the first before-send handler (moto answers
+    there) to the first needs-retry handler (after the response is parsed). Per thread: the
+    functions run on the main thread, the runner on each execution's thread."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, list[Sample]] = {}
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def invocation(self, function: str) -> Iterator[Sample]:
+        sample = Sample()
+        self._local.sample = sample
+        wall, cpu = time.perf_counter(), time.thread_time()
+        try:
+            yield sample
+        finally:
+            sample.wall = time.perf_counter() - wall
+            sample.cpu = time.thread_time() - cpu
+            self._local.sample = None
+            with self._lock:
+                self.samples.setdefault(function, []).append(sample)
 
     def attach(self, client: Any) -> None:
-        """botocore's after-call carries the response but not the API parameters: keep them
-        on the request context (the same dict reaches both events)."""
-        events = client.meta.events
+        def sent(**_: Any) -> None:
+            if getattr(self._local, "sample", None) is not None:
+                self._local.started = (time.perf_counter(), time.thread_time())
 
-        def keep(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-            context["stratoflow_params"] = dict(params)
+        def answered(**_: Any) -> None:
+            sample: Sample | None = getattr(self._local, "sample", None)
+            started = getattr(self._local, "started", None)
+            if sample is None or started is None:
+                return
+            sample.moto_wall += time.perf_counter() - started[0]
+            sample.moto_cpu += time.thread_time() - started[1]
+            sample.requests += 1
+            self._local.started = None
 
-        def done(model: Any, parsed: Mapping[str, Any], context: dict[str, Any], **_: Any) -> None:
-            self.after_call(model, context.get("stratoflow_params", {}), parsed)
+        client.meta.events.register_first("before-send", sent)
+        client.meta.events.register_first("needs-retry", answered)
 
-        events.register("before-parameter-build.dynamodb", keep)
-        events.register("after-call.dynamodb", done)
 
-    def after_call(self, model: Any, params: Mapping[str, Any], parsed: Mapping[str, Any]) -> None:
-        op = model.name
-        if "Error" in parsed and op in ("GetItem", "Query", "BatchGetItem", "TransactGetItems"):
-            return
-        # a failed conditional write still consumes write units: it is priced as a write
-        consistent = bool(params.get("ConsistentRead"))
-        if op == "GetItem":
-            self.rru += read_units(item_size(parsed.get("Item") or {}), consistent=consistent)
-        elif op == "Query":
-            size = sum(item_size(i) for i in parsed.get("Items", []))
-            self.rru += read_units(size, consistent=consistent)
-        elif op == "BatchGetItem":
-            for items in parsed.get("Responses", {}).values():
-                for i in items:
-                    self.rru += read_units(item_size(i), consistent=consistent)
-        elif op == "TransactGetItems":
-            for r in parsed.get("Responses", []):
-                self.rru += 2 * read_units(item_size(r.get("Item") or {}), consistent=True)
-        elif op in ("PutItem", "UpdateItem", "DeleteItem"):
-            self._write(params["TableName"], params.get("Key") or params["Item"], 1, op)
-        elif op == "BatchWriteItem":
-            for table, requests in params["RequestItems"].items():
-                for r in requests:
-                    body = r.get("PutRequest", {}).get("Item") or r["DeleteRequest"]["Key"]
-                    self._write(table, body, 1, "BatchWriteItem")
-        elif op == "TransactWriteItems":
-            for entry in params["TransactItems"]:
-                ((kind, body),) = entry.items()
-                if kind == "ConditionCheck":
-                    self.rru += 2 * 1.0  # a condition check reads (2 units, transactional)
-                    continue
-                self._write(body["TableName"], body.get("Key") or body["Item"], 2, kind)
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
 
-    def _write(self, table: str, item: Mapping[str, Any], factor: int, op: str) -> None:
-        key = {k: item[k] for k in ("pk", "sk") if k in item}
-        self.write_keys.append((table, key, factor))
 
-    def wru(self, client: Any) -> float:
-        """Price the recorded writes from the items as they are now."""
-        cache: dict[str, dict[str, Any] | None] = {}
-        total = 0.0
-        for table, key, factor in self.write_keys:
-            ident = json.dumps([table, key], sort_keys=True)
-            if ident not in cache:
-                cache[ident] = client.get_item(TableName=table, Key=key).get("Item")
-            total += factor * write_units(cache[ident])
-        return total
+def modelled_ms(sample: Sample, memory_mb: int, *, own: float | None = None) -> float:
+    """What the invocation would last on Lambda: its own CPU at Lambda's CPU share, plus one
+    assumed round trip per AWS request; billed by the started millisecond."""
+    own_s = sample.own_cpu if own is None else own
+    return float(math.ceil(own_s * 1000 * cpu_scale(memory_mb) + sample.requests * REQUEST_MS))
+
+
+COLD_START_CODE = """
+import importlib.util, json, sys, time
+t0 = time.perf_counter()
+spec = importlib.util.spec_from_file_location("app", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+print(json.dumps({"import": time.perf_counter() - t0}))
+"""
+
+
+def cold_starts(env: Mapping[str, str], functions: list[str], repeat: int = 5) -> dict[str, float]:
+    """Median seconds of a cold start per function on this machine: a fresh interpreter's start
+    (``python -c pass``, the runtime's part) plus the import of functions/<name>/app.py (the
+    handler module: its imports, boto3 clients, the scheduler), as Lambda's INIT phase runs it.
+    No request is made at import (the clients connect on first use)."""
+    import os
+    import subprocess
+
+    base = {**os.environ, **env, "PYTHONPATH": str(ROOT / "layers" / "core"),
+            "POWERTOOLS_LOG_LEVEL": "ERROR", "POWERTOOLS_METRICS_DISABLED": "true"}  # fmt: skip
+    interpreter = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True, env=base)
+        interpreter.append(time.perf_counter() - t0)
+    start = median(interpreter)
+    found = {"interpreter": start}
+    for name in functions:
+        times = []
+        for _ in range(repeat):
+            out = subprocess.run(
+                [sys.executable, "-c", COLD_START_CODE, str(ROOT / "functions" / name / "app.py")],
+                check=True, env=base, capture_output=True, text=True,
+            )  # fmt: skip
+            times.append(json.loads(out.stdout.strip().splitlines()[-1])["import"])
+        found[name] = start + median(times)
+    return found
 
 
 # ---------------------------------------------------------------- the run
@@ -261,27 +282,84 @@ class Measured:
     express_executions: int
     rru: float
     wru: float
+    writes: WriteCost
     events_put: int
     run_state: str
+    samples: dict[str, list[Sample]]  # per function, every invocation of the run
+    quiet: dict[str, list[Sample]]  # runner and trigger, timed one at a time after the run
+    cold: dict[str, float]  # seconds of a cold start per function
 
 
-def _runner(stack: Stack) -> str:
-    """The runner function: the real one (stratoflow.adapters.aws.runner) when present, with a
-    counted S3 client; else a stand-in that makes the same requests (none: ``true`` prints
-    nothing, and the runner does not upload an empty log)."""
+def _runner(
+    stack: Stack, clock: HandlerClock, dynamo: DynamoMeter
+) -> Callable[[dict[str, Any]], Any]:
+    """The runner function's code (stratoflow.adapters.aws.runner) as functions/runner/app.py
+    calls it, with its own counted S3 and DynamoDB clients (the stop watch reads the task),
+    timed by ``clock``. Returns the handler without the stop watch, for the quiet timing after
+    the run (the watch would find the run over and not start the task; its one GetItem per
+    invocation is counted in the run and priced as a round trip)."""
+    from stratoflow.adapters.aws import runner
+
     s3 = stack.counted_client("s3")
-    try:
-        from stratoflow.adapters.aws import runner  # type: ignore[attr-defined]
-    except ImportError:
+    ddb = stack.counted_client("dynamodb")
+    for client in (s3, ddb):
+        clock.attach(client)
+    dynamo.attach(ddb)
+    table = stack.settings.table
 
-        def stand_in(attempt: dict[str, Any]) -> dict[str, Any]:
-            # the runner does not upload an empty log: no request
-            return {"status": "succeeded", "exit_code": 0, "error": None, "outputs": {}}
+    def timed(attempt: dict[str, Any]) -> Any:
+        with clock.invocation("runner"):
+            return runner.handle(attempt, None, s3=s3, dynamodb=ddb, table=table)
 
-        stack.lambdas.handlers["RunnerFunction"] = stand_in
-        return "stand-in (no request, as the runner for a silent task)"
-    stack.lambdas.handlers["RunnerFunction"] = lambda attempt: runner.handle(attempt, None, s3=s3)
-    return "stratoflow.adapters.aws.runner"
+    stack.lambdas.handlers["RunnerFunction"] = timed
+    return lambda attempt: runner.handle(attempt, None, s3=s3)
+
+
+def cheap_moto_transactions(mp: pytest.MonkeyPatch) -> None:
+    """moto's TransactWriteItems deep-copies the whole table once per item of the transaction,
+    to roll back a cancelled one: with the 500-task run's table that is most of the benchmark's
+    time (a run took over 15 minutes). Back up only the items the transaction touches instead,
+    and put them back if it is cancelled. The semantics stay moto's (all or nothing); only the
+    copy is smaller. Stream records of a cancelled transaction's partial writes are not taken
+    back (the projector does not run here)."""
+    from moto.dynamodb import models
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import Table
+
+    class _Copy:
+        @staticmethod
+        def deepcopy(value: Any, memo: Any = None) -> Any:
+            return value if isinstance(value, Table) else copy.deepcopy(value, memo)
+
+    mp.setattr(models, "copy", _Copy)
+    original = DynamoDBBackend.transact_write_items
+
+    def transact(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        saved = []
+        for entry in transact_items:
+            _, op = next(iter(entry.items()))
+            table = self.tables.get(op.get("TableName"))
+            keys = op.get("Key") or op.get("Item")
+            if table is None or not keys:
+                continue
+            try:
+                hash_key, range_key = self.get_keys_value(table, keys)
+            except Exception:
+                continue  # moto itself rejects it, before writing anything
+            found = table.get_item(hash_key, range_key)
+            saved.append((table, hash_key, range_key, copy.deepcopy(found)))
+        try:
+            original(self, transact_items)
+        except Exception:
+            for table, hash_key, range_key, item in saved:
+                partition = table.items[hash_key]
+                if item is None:
+                    partition.pop(range_key, None)
+                else:
+                    partition[range_key] = item
+            raise
+
+    mp.setattr(DynamoDBBackend, "transact_write_items", transact)
 
 
 @contextmanager
@@ -292,23 +370,70 @@ def _stack() -> Iterator[Stack]:
         mp.setenv("POWERTOOLS_METRICS_DISABLED", "true")
         warnings.filterwarnings("ignore", message="No application metrics to publish")
         logging.getLogger("moto").setLevel(logging.CRITICAL)
+        cheap_moto_transactions(mp)
         with aws_stack(mp, prefix="bench") as stack:
             yield stack
 
 
-def measure(kind: str, layers: int, timeout: float) -> tuple[Measured, str]:
+SCHEDULED = """
+name: nightly_bench
+schedule: {cron: "0 2 * * *"}
+tasks:
+  only: {type: shell, command: "true", timeout: 60s}
+"""
+
+
+def _quiet_timings(
+    stack: Stack, clock: HandlerClock, runner: Callable[[dict[str, Any]], Any], repeat: int
+) -> dict[str, list[Sample]]:
+    """After the run, with nothing else running: the runner on a recorded attempt, then the
+    trigger firing a one-task schedule (a new run each time, its first task dispatched), one
+    invocation at a time, so that wall time means something (the runner waits for its process:
+    wall, not CPU, is what it is billed)."""
+    attempts = [p for name, p in stack.lambdas.calls if name == "RunnerFunction"]
+    quiet: dict[str, list[Sample]] = {"runner": [], "trigger": []}
+    for _ in range(repeat if attempts else 0):
+        attempt = attempts[0]
+        with clock.invocation("quiet-runner") as sample:
+            outcome = runner(attempt)
+        assert outcome["status"] == "succeeded", outcome
+        quiet["runner"].append(sample)
+    stack.lambdas.handlers["RunnerFunction"] = runner  # the fired runs' attempts: not timed
+    status, body = stack.api("POST", "/workflows", {"source": SCHEDULED})
+    assert status in (200, 201), body
+    for day in range(repeat):
+        firing = {"project": "default", "workflow": "nightly_bench",
+                  "scheduled_time": f"2026-10-{day + 1:02d}T02:00:00Z"}  # fmt: skip
+        before = len(clock.samples.get("trigger", []))
+        assert stack.call("trigger", firing)["created"] is True
+        quiet["trigger"].append(clock.samples["trigger"][before])
+        stack.wait_executions(timeout=60)
+    return quiet
+
+
+def measure(kind: str, layers: int, timeout: float, *, repeat: int = 20) -> Measured:
     text, n = workflow(kind, layers)
     with _stack() as stack:
-        runner_used = _runner(stack)
-        dynamo = DynamoMeter()
+        clock = HandlerClock()
+        dynamo = DynamoMeter(moto_images())
+        runner = _runner(stack, clock, dynamo)
         events_put = Counter[str]()
         for module in stack.functions.values():
             clients = module.function.clients
             dynamo.attach(clients.dynamodb)
+            for client in vars(clients).values():
+                clock.attach(client)
             clients.events.meta.events.register(
                 "before-parameter-build.eventbridge.PutEvents",
                 lambda params, **_: events_put.update(entries=len(params.get("Entries", []))),
             )
+        call = stack.call
+
+        def timed(function: str, event: dict[str, Any]) -> Any:
+            with clock.invocation(function):
+                return call(function, event)
+
+        stack.call = timed  # type: ignore[method-assign]
         started = time.monotonic()
         status, body = stack.api("POST", "/workflows", {"source": text})
         assert status in (200, 201), body
@@ -321,6 +446,7 @@ def measure(kind: str, layers: int, timeout: float) -> tuple[Measured, str]:
             failed = [t for t in stack.observer.get_tasks(run_id) if t.error]
             for t in failed[:5]:
                 print(f"  {t.task_id}: {t.state.value}: {t.error}", file=sys.stderr)
+        stack.wait_executions(timeout=60)
         histories = stack.histories()
         transitions = [sum(1 for e in h if e["type"].endswith("StateEntered")) for h in histories]
         express = stack.histories(stack.settings.express_state_machine_arn)
@@ -332,47 +458,73 @@ def measure(kind: str, layers: int, timeout: float) -> tuple[Measured, str]:
                 if e["type"] == "TaskScheduled":
                     d = e["taskScheduledEventDetails"]
                     sfn_side[f"{d['resourceType']}.{d['resource']}"] += 1
-        wru = dynamo.wru(stack.counted_client("dynamodb", counted=False))
-        return (
-            Measured(
-                kind=kind,
-                tasks=n,
-                seconds=seconds,
-                requests=Counter(stack.requests),
-                invocations=Counter(stack.invocations),
-                by_function=Counter(stack.by_function),
-                sfn_side=sfn_side,
-                transitions=transitions,
-                standard_transitions=billed,
-                express_executions=len(express),
-                rru=dynamo.rru,
-                wru=wru,
-                events_put=events_put["entries"],
-                run_state=state,
-            ),
-            runner_used,
+        # the figures of the run, taken before the quiet timings add requests of their own
+        measured = Measured(
+            kind=kind,
+            tasks=n,
+            seconds=seconds,
+            requests=Counter(stack.requests),
+            invocations=Counter(stack.invocations),
+            by_function=Counter(stack.by_function),
+            sfn_side=sfn_side,
+            transitions=transitions,
+            standard_transitions=billed,
+            express_executions=len(express),
+            rru=dynamo.rru,
+            wru=dynamo.wru,
+            writes=copy.deepcopy(dynamo.writes),
+            events_put=events_put["entries"],
+            run_state=state,
+            samples={k: list(v) for k, v in clock.samples.items()},
+            quiet={},
+            cold={},
         )
+        measured.quiet = _quiet_timings(stack, clock, runner, repeat)
+        measured.cold = cold_starts(stack.env, ["advance", "api", "trigger", "runner"])
+        return measured
 
 
 # ---------------------------------------------------------------- pricing
+def runner_ms(m: Measured) -> float:
+    """One runner invocation on Lambda: the quiet median of its wall time outside moto (it
+    waits for the task's process, so wall, not CPU), all of it scaled to the runner's CPU share
+    (conservative: the process's start is not all CPU), plus one round trip per request it made
+    in the run (the log upload, the stop watch's reads)."""
+    calls = len(m.samples.get("runner", []))
+    requests = sum(x.requests for x in m.samples.get("runner", [])) / max(calls, 1)
+    own = median([x.own_wall for x in m.quiet.get("runner", [])])
+    return math.ceil(own * 1000 * cpu_scale(MEMORY_MB["runner"]) + requests * REQUEST_MS)
+
+
+def lambda_ms(m: Measured) -> dict[str, float]:
+    """Billed milliseconds per function over the whole run: each invocation modelled from its
+    own measurement (``modelled_ms``); the runner from ``runner_ms``; plus the cold starts'
+    init time at COLD_START_SHARE of the invocations."""
+    total: dict[str, float] = {}
+    for fn, samples in m.samples.items():
+        memory = MEMORY_MB.get(fn, 512)
+        if fn == "runner":
+            ms = len(samples) * runner_ms(m)
+        else:
+            ms = sum(modelled_ms(x, memory) for x in samples)
+        cold = m.cold.get(fn, 0.0) * 1000 * cpu_scale(memory)
+        total[fn] = ms + COLD_START_SHARE * len(samples) * cold
+    return total
+
+
 def cost_per_task(m: Measured) -> dict[str, Decimal]:
     n = m.tasks
     per: dict[str, float] = {}
     per["Step Functions transitions"] = m.standard_transitions * PRICE["sfn_transition"]
-    express_ms = RUNNER_START_MS + 3 * REQUEST_MS  # the runner, its invoke, the report
+    # an Express attempt lasts the runner's invocation plus its two requests (the invoke, the
+    # outcome's SendMessage), billed in 100 ms steps
+    express_ms = runner_ms(m) + 2 * REQUEST_MS if m.express_executions else 0.0
     express_ms = max(math.ceil(express_ms / EXPRESS_STEP_MS), 1) * EXPRESS_STEP_MS
     per["Step Functions Express"] = m.express_executions * (
         EXPRESS_REQUEST + express_ms / 1000 * EXPRESS_GB * EXPRESS_GB_SECOND
     )
-    # Lambda: our functions' invocations, the runner's (lambda tasks), by assumed duration
     lam_requests = sum(m.invocations.values()) + m.sfn_side["lambda.invoke"]
-    gb_s = 0.0
-    for fn, calls in m.invocations.items():
-        ms = calls * BASE_MS + m.by_function[fn] * REQUEST_MS
-        gb_s += ms / 1000 * MEMORY_MB.get(fn, 512) / 1024
-    runner_calls = m.sfn_side["lambda.invoke"]
-    runner_ms = runner_calls * RUNNER_START_MS + m.by_function["runner"] * REQUEST_MS
-    gb_s += runner_ms / 1000 * MEMORY_MB["runner"] / 1024
+    gb_s = sum(ms / 1000 * MEMORY_MB.get(fn, 512) / 1024 for fn, ms in lambda_ms(m).items())
     per["Lambda requests"] = lam_requests * PRICE["lambda_request"]
     per["Lambda GB-s"] = gb_s * PRICE["lambda_gb_second"]
     per["DynamoDB writes"] = m.wru * PRICE["ddb_wru"]
@@ -389,10 +541,34 @@ def cost_per_task(m: Measured) -> dict[str, Decimal]:
     return {k: Decimal(v / n) for k, v in per.items()}
 
 
-def report(m: Measured, runner_used: str) -> list[tuple[str, bool]]:
+def durations(m: Measured) -> list[dict[str, Any]]:
+    """Per function: what was measured, what moto took of it, and the modelled Lambda time."""
+    rows = []
+    for fn, samples in [*m.samples.items(), *(("quiet " + k, v) for k, v in m.quiet.items())]:
+        if not samples:
+            continue
+        name = fn.removeprefix("quiet ")
+        memory = MEMORY_MB.get(name, 512)
+        modelled = runner_ms(m) if name == "runner" else median(
+            [modelled_ms(x, memory) for x in samples])  # fmt: skip
+        rows.append({
+            "function": fn, "invocations": len(samples),
+            "wall_ms": 1000 * median([x.wall for x in samples]),
+            "cpu_ms": 1000 * median([x.cpu for x in samples]),
+            "moto_cpu_ms": 1000 * median([x.moto_cpu for x in samples]),
+            "moto_wall_ms": 1000 * median([x.moto_wall for x in samples]),
+            "own_cpu_ms": 1000 * median([x.own_cpu for x in samples]),
+            "own_wall_ms": 1000 * median([x.own_wall for x in samples]),
+            "requests": median([float(x.requests) for x in samples]),
+            "modelled_ms": modelled,
+            "cold_start_ms": 1000 * m.cold.get(name, 0.0),
+        })  # fmt: skip
+    return rows
+
+
+def report(m: Measured) -> list[tuple[str, bool]]:
     n = m.tasks
     print(f"\n=== W3, {m.kind} tasks: {n} tasks, run {m.run_state} in {m.seconds:.1f} s (moto)")
-    print(f"runner function: {runner_used}" if m.kind == "lambda" else "")
     print("AWS requests per task, by our functions (service.operation):")
     for key, count in sorted(m.requests.items()):
         print(f"  {key:<40} {count / n:8.3f}")
@@ -402,7 +578,31 @@ def report(m: Measured, runner_used: str) -> list[tuple[str, bool]]:
     print("function invocations per task:")
     for key, count in sorted(m.invocations.items()):
         print(f"  {key:<40} {count / n:8.3f}")
-    print(f"DynamoDB units per task: {m.rru / n:.2f} RRU, {m.wru / n:.2f} WRU")
+    w = m.writes
+    print(f"DynamoDB units per task: {m.rru / n:.2f} RRU, {m.wru / n:.2f} WRU "
+          f"({w.table / n:.2f} table, {w.index / n:.2f} index; billing the index writes of "
+          f"transactions twice too would add {w.index_in_transactions / n:.2f})")  # fmt: skip
+    print(
+        "  WRU per task by request and item kind (sk prefix: R run, RC counters, T# task, A# attempt):"
+    )
+    for what, units in w.by_item.most_common(12):
+        print(f"    {what:<36} {units / n:6.2f}")
+    print(
+        "Lambda durations, medians per invocation (ms; CPU = the invocation's thread; moto = "
+        "inside moto's answers; own = CPU - moto, or wall - moto for the runner):"
+    )
+    print(f"  {'function':<15} {'calls':>6} {'wall':>7} {'CPU':>7} {'moto':>7} {'own':>7} "
+          f"{'reqs':>5} {'Lambda':>7} {'cold':>6}")  # fmt: skip
+    for r in durations(m):
+        own = r["own_wall_ms"] if r["function"] == "quiet runner" else r["own_cpu_ms"]
+        print(f"  {r['function']:<15} {r['invocations']:>6} {r['wall_ms']:>7.2f} "
+              f"{r['cpu_ms']:>7.2f} {r['moto_cpu_ms']:>7.2f} {own:>7.2f} {r['requests']:>5.0f} "
+              f"{r['modelled_ms']:>7.0f} {r['cold_start_ms']:>6.0f}")  # fmt: skip
+    print(
+        f"  (Lambda = own x 1769/MB (CPU share) + {REQUEST_MS:g} ms per request, assumed; "
+        f"cold = interpreter start + handler import here, billed at {COLD_START_SHARE:.0%} "
+        f"of invocations, x 1769/MB; interpreter start {1000 * m.cold.get('interpreter', 0):.0f} ms)"
+    )
     print(f"EventBridge events per task: {m.events_put / n:.4f}")
     per_attempt = max(m.transitions)
     mean = sum(m.transitions) / len(m.transitions)
@@ -439,11 +639,54 @@ tasks:
 """
 
 
+def _renamed(value: Any, old: str, new: str) -> Any:
+    """An attribute value (wire form) with ``old`` replaced by ``new`` in every string in it."""
+    ((kind, inner),) = value.items()
+    if kind == "S":
+        return {"S": inner.replace(old, new)}
+    if kind == "M":
+        return {"M": {k: _renamed(v, old, new) for k, v in inner.items()}}
+    if kind == "L":
+        return {"L": [_renamed(v, old, new) for v in inner]}
+    return value
+
+
+def clone_runs(client: Any, table: str, template: str, run_ids: list[str]) -> int:
+    """Copy every item of run ``template``'s partition to each of ``run_ids``, its run id
+    renamed in every string (keys, index keys, attributes), with BatchWriteItem (25 items a
+    request). A run's items are all in its partition (no global counter refers to it), so a
+    clone is a run in the same state as the template. Returns the requests made."""
+    items: list[dict[str, Any]] = []
+    pages = client.get_paginator("query").paginate(
+        TableName=table, KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"RUN#{template}"}},
+    )  # fmt: skip
+    for page in pages:
+        items += page["Items"]
+    puts = [
+        {"PutRequest": {"Item": {k: _renamed(v, template, run_id) for k, v in item.items()}}}
+        for run_id in run_ids
+        for item in items
+    ]
+    requests = 0
+    for start in range(0, len(puts), 25):
+        pending: dict[str, Any] = {table: puts[start : start + 25]}
+        while pending:
+            pending = client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+            requests += 1
+    return requests
+
+
 def requests_per_outcome(in_flight: list[int]) -> dict[int, dict[str, int]]:
     """DynamoDB requests the advance path makes for one outcome (a task with two children)
     while N runs are in flight, each with an attempt running. Invariant 3 says the figure is
     the same for every N. The scheduler and the DynamoDB store are the advance function's
-    own; the dispatcher is a recorder (Step Functions requests are counted by ``measure``)."""
+    own; the dispatcher is a recorder (Step Functions requests are counted by ``measure``).
+
+    Two runs are created through the scheduler (trigger, then a step that dispatches their
+    first tasks): the measured one and a template; the other N - 2 are copies of the
+    template written with BatchWriteItem (``clone_runs``), since creating 1,000 runs through
+    the scheduler on moto takes over half an hour. Only the outcome's requests are counted."""
     import boto3
     from moto import mock_aws
     from tests.fakes import FakeClock, RecordingDispatcher
@@ -454,6 +697,8 @@ def requests_per_outcome(in_flight: list[int]) -> dict[int, dict[str, int]]:
 
     figures: dict[int, dict[str, int]] = {}
     for n in in_flight:
+        if n < 1:
+            raise ValueError(f"runs in flight must be at least 1, not {n}")
         with mock_aws():
             client = boto3.client(
                 "dynamodb", region_name="us-east-1",
@@ -469,17 +714,33 @@ def requests_per_outcome(in_flight: list[int]) -> dict[int, dict[str, int]]:
             dispatcher = RecordingDispatcher()
             scheduler = Scheduler(store, store, dispatcher, clock, retry_lead=timedelta(days=366))
             scheduler.apply(IN_FLIGHT_WORKFLOW)
-            for i in range(n):
+            made = min(n, 2)
+            for i in range(made):
                 scheduler.trigger("default", "inflight", run_id=f"r{i:05d}")
-            scheduler.step()  # every run's first task is now running
-            assert len(dispatcher.dispatched) == n, len(dispatcher.dispatched)
+            scheduler.step()  # the runs' first tasks are now running
+            assert len(dispatcher.dispatched) == made, len(dispatcher.dispatched)
+            started = time.monotonic()
+            clone_runs(client, "state", "r00001", [f"r{i:05d}" for i in range(made, n)])
+            running = sum(
+                page["Count"]
+                for page in client.get_paginator("query").paginate(
+                    TableName="state",
+                    IndexName="gsi2",
+                    Select="COUNT",
+                    KeyConditionExpression="gsi2pk = :p",
+                    ExpressionAttributeValues={":p": {"S": "RUNS#running"}},
+                )
+            )
+            assert running == n, (n, running)
             key = ("r00000", "first", 1)
             counted.clear()
             scheduler.advance([Finished(*key, AttemptResult(AttemptStatus.SUCCEEDED))])
             figures[n] = dict(sorted(counted.items()))
             assert ("r00000", "second", 1) in dispatcher.dispatched
+            assert ("r00000", "third", 1) in dispatcher.dispatched
+            assert len(dispatcher.dispatched) == made + 2, dispatcher.dispatched
         print(f"  {n:>5} runs in flight: {sum(figures[n].values())} DynamoDB requests per outcome "
-              f"{figures[n]}", flush=True)  # fmt: skip
+              f"{figures[n]} ({time.monotonic() - started:.1f} s)", flush=True)  # fmt: skip
     return figures
 
 
@@ -489,6 +750,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=10, help="W3 has 10 layers of 50")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--repeat", type=int, default=20, help="quiet runner/trigger timings")
     parser.add_argument(
         "--in-flight",
         default="1,10,100,1000",
@@ -514,8 +776,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.in_flight:
         dump["requests_per_outcome_by_runs_in_flight"] = flat
     for kind in kinds:
-        m, runner_used = measure(kind, args.layers, args.timeout)
-        results += report(m, runner_used)
+        m = measure(kind, args.layers, args.timeout, repeat=args.repeat)
+        results += report(m)
         dump[kind] = {
             "tasks": m.tasks,
             "seconds": m.seconds,
@@ -528,6 +790,13 @@ def main(argv: list[str] | None = None) -> int:
             "express_executions": m.express_executions,
             "rru": m.rru,
             "wru": m.wru,
+            "wru_table": m.writes.table,
+            "wru_index": m.writes.index,
+            "wru_index_in_transactions": m.writes.index_in_transactions,
+            "wru_by_item": dict(m.writes.by_item),
+            "durations": durations(m),
+            "lambda_ms": lambda_ms(m),
+            "cold_start_seconds": m.cold,
             "events_put": m.events_put,
             "cost_per_million": {k: float(v) * 1e6 for k, v in cost_per_task(m).items()},
         }
