@@ -155,7 +155,10 @@ def test_the_service_account_is_made_once_and_kept_when_it_exists(
     jobs.launch(execution_input(), "token-1")
     jobs.launch({**execution_input(), "task_id": "other"}, "token-2")
     calls = [(r.method, r.path) for r in fake_kube.requests if "serviceaccounts" in r.path]
-    assert calls == [("POST", "/api/v1/namespaces/stratoflow/serviceaccounts")]
+    assert calls == [
+        ("POST", "/api/v1/namespaces/stratoflow/serviceaccounts"),
+        ("GET", f"/api/v1/namespaces/stratoflow/serviceaccounts/{account}"),  # as wanted: kept
+    ]
     assert fake_kube.get("serviceaccounts", "stratoflow", account)["metadata"]["uid"] == "u-1"
     assert len(fake_kube.jobs()) == 2
 
@@ -183,6 +186,28 @@ def test_with_irsa_an_existing_account_gets_the_role_annotation(
     assert fake_kube.get("serviceaccounts", "stratoflow", other)["metadata"]["annotations"] == {
         IRSA_ANNOTATION: role
     }
+
+
+def test_without_irsa_the_launcher_takes_its_own_annotation_off_and_no_one_elses(
+    aws: None, fake_kube: FakeKube
+) -> None:
+    """The stack's OIDC issuer was removed: the role no longer trusts the web identity, so an
+    account Stratoflow made loses the annotation (else the pod's SDK would try it first); an
+    account someone else made keeps whatever it has."""
+    point_cluster_at(fake_kube)
+    role = "arn:aws:iam::123456789012:role/stratoflow/sf/sf-p-0123456789"
+    account = service_account_name("analytics")
+    make_jobs().launch({**execution_input(), "role_arn": role}, "token-1")
+    make_jobs().launch(execution_input(), "token-2")
+    found = fake_kube.get("serviceaccounts", "stratoflow", account)
+    assert found["metadata"]["annotations"] == {}
+    fake_kube.objects[("serviceaccounts", "stratoflow", "theirs")] = {
+        "metadata": {"name": "theirs", "namespace": "stratoflow", "uid": "u-2",
+                     "annotations": {IRSA_ANNOTATION: role}},
+    }  # fmt: skip
+    make_jobs().launch({**execution_input(), "service_account": "theirs"}, "token-3")
+    theirs = fake_kube.get("serviceaccounts", "stratoflow", "theirs")
+    assert theirs["metadata"]["annotations"] == {IRSA_ANNOTATION: role}
 
 
 def test_a_retried_launch_is_one_job_with_the_new_token(aws: None, fake_kube: FakeKube) -> None:

@@ -572,25 +572,28 @@ class EksJobs:
         return LaunchResult(request.name, request.namespace, created)
 
     def ensure_service_account(self, api: KubernetesApi, account: Mapping[str, Any]) -> None:
-        """Create the pods' ServiceAccount if missing (409: it exists); one that exists gets
-        the IRSA role annotation the input asks for if it lacks it. Once per container and
-        account: it is never deleted by the launcher."""
+        """Create the pods' ServiceAccount if missing (409: it exists). One that exists gets
+        the IRSA role annotation the input asks for; one of Stratoflow's that carries an
+        annotation the input no longer asks for (the stack's OIDC issuer was removed) loses
+        it, or the pod's SDK would try a web identity its role no longer trusts. Once per
+        container and account; the launcher never deletes one."""
         meta = account["metadata"]
         role = (meta.get("annotations") or {}).get(IRSA_ANNOTATION)
         key = (meta["namespace"], meta["name"], role)
         if key in self._accounts:
             return
-        path = _accounts_path(meta["namespace"])
-        if api.create(path, account) is None and role is not None:
-            current = api.get(_accounts_path(meta["namespace"], meta["name"])) or {}
-            notes = (current.get("metadata") or {}).get("annotations") or {}
-            if current and notes.get(IRSA_ANNOTATION) != role:
-                updated = dict(current)
-                updated["metadata"] = {
-                    **current["metadata"],
-                    "annotations": {**notes, IRSA_ANNOTATION: role},
-                }
-                api.replace(_accounts_path(meta["namespace"], meta["name"]), updated)
+        if api.create(_accounts_path(meta["namespace"]), account) is None:
+            path = _accounts_path(meta["namespace"], meta["name"])
+            current = api.get(path) or {}
+            found = current.get("metadata") or {}
+            notes = dict(found.get("annotations") or {})
+            ours = (found.get("labels") or {}).get("app.kubernetes.io/managed-by") == "stratoflow"
+            if current and notes.get(IRSA_ANNOTATION) != role and (role is not None or ours):
+                if role is None:
+                    del notes[IRSA_ANNOTATION]
+                else:
+                    notes[IRSA_ANNOTATION] = role
+                api.replace(path, {**current, "metadata": {**found, "annotations": notes}})
         self._accounts.add(key)
 
     def delete_job(
