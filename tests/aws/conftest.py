@@ -34,7 +34,7 @@ import pytest
 from moto import mock_aws
 
 from stratoflow.adapters.aws.dispatch import StepFunctionsDispatcher
-from stratoflow.adapters.aws.projects import TaskIdentity
+from stratoflow.adapters.aws.projects import PodIdentity, TaskIdentity
 from stratoflow.engine import RenderedTask
 from stratoflow.ports import AttemptSpec
 
@@ -338,3 +338,6 @@ class SharedIdentity:
 
     def ensure(self, project: str) -> TaskIdentity:
         return self.identity
+
+    def ensure_pods(self, project: str, namespace: str | None) -> PodIdentity:
+        return PodIdentity(service_account="stratoflow-reporter")

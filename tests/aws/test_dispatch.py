@@ -20,7 +20,7 @@ from stratoflow.adapters.aws.dispatch import (
     StepFunctionsDispatcher,
     execution_name,
 )
-from stratoflow.adapters.aws.projects import TaskIdentity
+from stratoflow.adapters.aws.projects import PodIdentity, TaskIdentity
 from stratoflow.engine import AttemptStatus, TaskInstance, TaskState
 from tests.aws.conftest import REGION, SharedIdentity, Stack, attempt_spec, dispatcher_for
 
@@ -89,6 +89,7 @@ def test_input_follows_the_contract(stack: Stack) -> None:
                     "logical_date": "2026-01-01T00:00:00+00:00"},
         "log": None,
         "outputs_uri": None,
+        "service_account": "stratoflow-reporter",
     }  # fmt: skip
 
 
@@ -168,13 +169,23 @@ def test_one_job_definition_per_image(stack: Stack) -> None:
 
 
 class PerProject:
-    """Two projects, each with a runner function and a role of its own."""
+    """Two projects, each with a runner function, a role and a service account of its own
+    (``irsa``: the stack has an OIDC issuer, so the role goes with the service account)."""
+
+    def __init__(self, *, irsa: bool = False) -> None:
+        self.irsa = irsa
+        self.pods: list[tuple[str, str | None]] = []
 
     def ensure(self, project: str) -> TaskIdentity:
         return TaskIdentity(
             runner_function=f"sf-r-{project}",
             role_arn=f"arn:aws:iam::123456789012:role/stratoflow/sf/sf-p-{project}",
         )
+
+    def ensure_pods(self, project: str, namespace: str | None) -> PodIdentity:
+        self.pods.append((project, namespace))
+        role = self.ensure(project).role_arn if self.irsa else None
+        return PodIdentity(service_account=f"stratoflow-{project}", role_arn=role)
 
 
 def test_each_projects_attempts_run_as_that_project(stack: Stack) -> None:
@@ -207,6 +218,28 @@ def test_each_projects_attempts_run_as_that_project(stack: Stack) -> None:
         and d["jobDefinitionName"] != "stratoflow-runner"
     }
     assert len(names) == 4
+
+
+@pytest.mark.parametrize("irsa", [False, True])
+def test_each_projects_pods_run_as_that_projects_service_account(stack: Stack, irsa: bool) -> None:
+    """Issue 9 item 5: a kubernetes attempt names its project's service account (whose pod
+    identity the dispatcher makes ready, in the task's namespace or the stack's), and with
+    IRSA the project's role for the launcher to annotate it with."""
+    identities = PerProject(irsa=irsa)
+    dispatcher = dispatcher_for(stack, identities=identities)
+    for project, fields in (("analytics", {"namespace": "etl"}), ("billing", {})):
+        spec = replace(
+            attempt_spec("kubernetes", {"image": "i", "command": ["true"], **fields}),
+            project=project,
+        )
+        doc = dispatcher.build_input(spec)
+        assert doc["service_account"] == f"stratoflow-{project}"
+        if irsa:
+            assert doc["role_arn"] == identities.ensure(project).role_arn
+        else:
+            assert "role_arn" not in doc
+        assert doc["log"] is None  # the pod's logs, as before
+    assert identities.pods == [("analytics", "etl"), ("billing", None)]
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,8 @@
 """A small in-memory Kubernetes API on 127.0.0.1, over HTTPS with a throwaway CA.
 
-It stands in for an EKS control plane, which cannot run here: it keeps Jobs and Secrets by
-namespace and name, answers POST/GET/PUT/DELETE the way the real API does for the calls the
-launcher makes (201, 409 AlreadyExists, 404 NotFound, list with a fieldSelector on
+It stands in for an EKS control plane, which cannot run here: it keeps Jobs, Secrets and
+ServiceAccounts by namespace and name, answers POST/GET/PUT/DELETE the way the real API does
+for the calls the launcher makes (201, 409 AlreadyExists, 404 NotFound, list with a fieldSelector on
 metadata.name), and records every request with its headers, so tests see what went over
 the wire. TLS is real: the server presents a certificate issued by a CA made with trustme,
 and the launcher must trust exactly that CA (from eks:DescribeCluster) to reach it.
@@ -88,14 +88,19 @@ def _answer(
             and all(obj["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())
         ]
         return 200, {"kind": "PodList", "items": items}
-    # /apis/batch/v1/namespaces/NS/jobs[/NAME] or /api/v1/namespaces/NS/secrets[/NAME]
+    # /apis/batch/v1/namespaces/NS/jobs[/NAME], /api/v1/namespaces/NS/secrets[/NAME] or
+    # /api/v1/namespaces/NS/serviceaccounts[/NAME]
     if parts[:3] == ["apis", "batch", "v1"]:
         rest = parts[3:]
     elif parts[:2] == ["api", "v1"]:
         rest = parts[2:]
     else:
         return _status(404, "NotFound", f"no route {path}")
-    if len(rest) < 3 or rest[0] != "namespaces" or rest[2] not in ("jobs", "secrets"):
+    if (
+        len(rest) < 3
+        or rest[0] != "namespaces"
+        or rest[2] not in ("jobs", "secrets", "serviceaccounts")
+    ):
         return _status(404, "NotFound", f"no route {path}")
     namespace, kind = rest[1], rest[2]
     name = rest[3] if len(rest) > 3 else None

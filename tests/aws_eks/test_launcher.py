@@ -30,6 +30,7 @@ from moto.eks.models import eks_backends
 from stratoflow.adapters.aws.eks import (
     FAILURE_INVALID,
     FAILURE_REJECTED,
+    IRSA_ANNOTATION,
     TOKEN_PREFIX,
     ClusterAccess,
     EksJobs,
@@ -41,6 +42,7 @@ from stratoflow.adapters.aws.eks import (
     handle,
     job_name,
 )
+from stratoflow.adapters.aws.projects import service_account_name
 from tests.aws_eks.conftest import FakeKube, ca_data
 from tests.aws_eks.test_manifest import execution_input
 
@@ -117,11 +119,15 @@ def test_launch_creates_job_and_owned_token_secret(aws: None, fake_kube: FakeKub
     assert (result.name, result.namespace, result.created) == (name, "stratoflow", True)
     posts = [r for r in fake_kube.requests if r.method == "POST"]
     assert [r.path for r in posts] == [
+        "/api/v1/namespaces/stratoflow/serviceaccounts",  # the project's, before its pods
         "/apis/batch/v1/namespaces/stratoflow/jobs",
         "/api/v1/namespaces/stratoflow/secrets",
     ]
-    assert posts[0].body["metadata"]["name"] == name
-    assert posts[0].body["spec"]["backoffLimit"] == 0
+    assert posts[1].body["metadata"]["name"] == name
+    assert posts[1].body["spec"]["backoffLimit"] == 0
+    account = service_account_name("analytics")
+    assert fake_kube.get("serviceaccounts", "stratoflow", account) is not None
+    assert posts[1].body["spec"]["template"]["spec"]["serviceAccountName"] == account
     job = fake_kube.get("jobs", "stratoflow", name)
     secret = fake_kube.get("secrets", "stratoflow", name)
     assert job is not None
@@ -133,6 +139,75 @@ def test_launch_creates_job_and_owned_token_secret(aws: None, fake_kube: FakeKub
     for request in fake_kube.requests:
         auth = request.headers["Authorization"]
         assert auth.startswith(f"Bearer {TOKEN_PREFIX}")
+
+
+def test_the_service_account_is_made_once_and_kept_when_it_exists(
+    aws: None, fake_kube: FakeKube
+) -> None:
+    """Idempotent: an account that exists (409, made by another container) is used as it is;
+    a container asks for each account once."""
+    point_cluster_at(fake_kube)
+    account = service_account_name("analytics")
+    fake_kube.objects[("serviceaccounts", "stratoflow", account)] = {
+        "metadata": {"name": account, "namespace": "stratoflow", "uid": "u-1"}
+    }
+    jobs = make_jobs()
+    jobs.launch(execution_input(), "token-1")
+    jobs.launch({**execution_input(), "task_id": "other"}, "token-2")
+    calls = [(r.method, r.path) for r in fake_kube.requests if "serviceaccounts" in r.path]
+    assert calls == [
+        ("POST", "/api/v1/namespaces/stratoflow/serviceaccounts"),
+        ("GET", f"/api/v1/namespaces/stratoflow/serviceaccounts/{account}"),  # as wanted: kept
+    ]
+    assert fake_kube.get("serviceaccounts", "stratoflow", account)["metadata"]["uid"] == "u-1"
+    assert len(fake_kube.jobs()) == 2
+
+
+def test_with_irsa_an_existing_account_gets_the_role_annotation(
+    aws: None, fake_kube: FakeKube
+) -> None:
+    """A stack given an OIDC issuer later: the account made before lacks the annotation, and
+    the launcher adds it, keeping what else it carries."""
+    point_cluster_at(fake_kube)
+    account = service_account_name("analytics")
+    fake_kube.objects[("serviceaccounts", "stratoflow", account)] = {
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": account, "namespace": "stratoflow", "uid": "u-1",
+                     "annotations": {"team": "data"}},
+    }  # fmt: skip
+    role = "arn:aws:iam::123456789012:role/stratoflow/sf/sf-p-0123456789"
+    make_jobs().launch({**execution_input(), "role_arn": role}, "token-1")
+    found = fake_kube.get("serviceaccounts", "stratoflow", account)
+    assert found["metadata"]["annotations"] == {"team": "data", IRSA_ANNOTATION: role}
+    # made fresh, the account carries it from the start
+    other = service_account_name("billing")
+    event = {**execution_input(), "service_account": other, "role_arn": role}
+    make_jobs().launch(event, "token-2")
+    assert fake_kube.get("serviceaccounts", "stratoflow", other)["metadata"]["annotations"] == {
+        IRSA_ANNOTATION: role
+    }
+
+
+def test_without_irsa_the_launcher_takes_its_own_annotation_off_and_no_one_elses(
+    aws: None, fake_kube: FakeKube
+) -> None:
+    """The stack's OIDC issuer was removed: the role no longer trusts the web identity, so an
+    account Stratoflow made loses the annotation (else the pod's SDK would try it first); an
+    account someone else made keeps whatever it has."""
+    point_cluster_at(fake_kube)
+    role = "arn:aws:iam::123456789012:role/stratoflow/sf/sf-p-0123456789"
+    account = service_account_name("analytics")
+    make_jobs().launch({**execution_input(), "role_arn": role}, "token-1")
+    make_jobs().launch(execution_input(), "token-2")
+    found = fake_kube.get("serviceaccounts", "stratoflow", account)
+    assert found["metadata"]["annotations"] == {}
+    fake_kube.objects[("serviceaccounts", "stratoflow", "theirs")] = {
+        "metadata": {"name": "theirs", "namespace": "stratoflow", "uid": "u-2",
+                     "annotations": {IRSA_ANNOTATION: role}},
+    }  # fmt: skip
+    make_jobs().launch({**execution_input(), "service_account": "theirs"}, "token-3")
+    theirs = fake_kube.get("serviceaccounts", "stratoflow", "theirs")
+    assert theirs["metadata"]["annotations"] == {IRSA_ANNOTATION: role}
 
 
 def test_a_retried_launch_is_one_job_with_the_new_token(aws: None, fake_kube: FakeKube) -> None:
@@ -148,7 +223,9 @@ def test_a_retried_launch_is_one_job_with_the_new_token(aws: None, fake_kube: Fa
     secret = fake_kube.get("secrets", "stratoflow", first.name)
     assert secret is not None
     assert secret["stringData"] == {"task-token": "token-2"}
-    assert [r.method for r in fake_kube.requests] == ["POST", "POST", "POST", "GET", "POST", "PUT"]
+    # the service account once (this container made it), then the Job and Secret twice
+    methods = [r.method for r in fake_kube.requests]
+    assert methods == ["POST", "POST", "POST", "POST", "GET", "POST", "PUT"]
 
 
 def test_tls_trusts_only_the_cluster_ca(aws: None, fake_kube: FakeKube) -> None:

@@ -19,6 +19,7 @@ from stratoflow.adapters.aws.eks import (
     reporter_script,
     task_script,
 )
+from stratoflow.adapters.aws.projects import service_account_name
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
@@ -36,6 +37,7 @@ def execution_input(**task: Any) -> dict[str, Any]:
         "runner": None,
         "not_before": None,
         "timeout_seconds": 900,
+        "service_account": service_account_name("analytics"),
         "task": {**fields, "params": {"region": "eu"}, "env": {"MODE": "full"}},
         "context": {
             "workflow": "sales_daily",
@@ -66,7 +68,17 @@ def test_job_spec_fields_that_matter() -> None:
     assert spec["ttlSecondsAfterFinished"] == 3600
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
-    assert pod["serviceAccountName"] == "stratoflow-reporter"
+    # the project's own service account (the dispatcher names it; its role is the project's)
+    assert pod["serviceAccountName"] == service_account_name("analytics")
+    assert request.account == {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": service_account_name("analytics"),
+            "namespace": "stratoflow",
+            "labels": {"app.kubernetes.io/managed-by": "stratoflow"},
+        },
+    }
     # the reporter is first, so it starts (and heartbeats) while the task image is pulled
     assert [c["name"] for c in pod["containers"]] == ["reporter", "task"]
     assert {v["name"]: v for v in pod["volumes"]} == {
@@ -99,6 +111,36 @@ def test_job_spec_fields_that_matter() -> None:
     assert {"name": "token", "mountPath": "/var/run/stratoflow", "readOnly": True} in reporter[
         "volumeMounts"
     ]
+
+
+def test_with_irsa_the_service_account_is_annotated_with_the_project_role() -> None:
+    role = "arn:aws:iam::123456789012:role/stratoflow/sf/sf-p-0123456789"
+    event = {**execution_input(namespace="etl"), "role_arn": role}
+    request = build_job(event, "token-abc", SETTINGS)
+    assert request.account["metadata"]["namespace"] == "etl"
+    assert request.account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": role}
+
+
+def test_an_input_naming_no_service_account_runs_as_the_default_one() -> None:
+    event = execution_input()
+    del event["service_account"]
+    request = build_job(event, "token-abc", SETTINGS)
+    assert request.job["spec"]["template"]["spec"]["serviceAccountName"] == "stratoflow-reporter"
+    assert "annotations" not in request.account["metadata"]
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"service_account": "Not_A_Name"}, "service_account 'Not_A_Name' is not a valid"),
+        ({"service_account": 7}, "service_account 7 is not a valid"),
+        ({"role_arn": "arn:aws:iam::123456789012:user/x"}, "is not an IAM role ARN"),
+        ({"role_arn": ""}, "is not an IAM role ARN"),
+    ],
+)
+def test_bad_service_account_or_role_is_named(change: dict[str, Any], words: str) -> None:
+    with pytest.raises(InvalidTask, match=re.escape(words)):
+        build_job({**execution_input(), **change}, "token-abc", SETTINGS)
 
 
 def test_the_token_is_in_the_secret_only() -> None:

@@ -10,6 +10,7 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import boto3
@@ -20,10 +21,12 @@ from moto.core import set_initial_no_auth_action_count
 
 from stratoflow.adapters.aws.projects import (
     RUNNER_HANDLER,
+    PodIdentity,
     ProjectIdentities,
     ProjectIdentityError,
     ProjectPlaces,
     project_digest,
+    service_account_name,
 )
 
 REGION, ACCOUNT, STACK, BUCKET = "us-east-1", "123456789012", "sf", "sf-artifacts"
@@ -77,9 +80,11 @@ class Aws:
             )["LayerVersionArn"]
         )
 
-    def identities(self, *, layer: str | None = None, **kwargs: Any) -> ProjectIdentities:
+    def identities(
+        self, *, layer: str | None = None, places: ProjectPlaces = PLACES, **kwargs: Any
+    ) -> ProjectIdentities:
         return ProjectIdentities(
-            PLACES, boundary_arn=self.boundary, layers=[layer or self.layer], iam=self.iam,
+            places, boundary_arn=self.boundary, layers=[layer or self.layer], iam=self.iam,
             lambda_client=self.lambda_, logs=self.logs, log_retention_days=30,
             environment={"STRATOFLOW_TABLE": "sf-state"}, **kwargs,
         )  # fmt: skip
@@ -107,6 +112,12 @@ def test_a_project_gets_a_role_within_the_boundary_and_a_runner_function_of_its_
     trust = role["AssumeRolePolicyDocument"]
     principals = trust["Statement"][0]["Principal"]["Service"]
     assert sorted(principals) == ["ecs-tasks.amazonaws.com", "lambda.amazonaws.com"]
+    # its kubernetes pods, by EKS Pod Identity (no OIDC issuer here: no IRSA statement)
+    assert trust["Statement"][1:] == [
+        {"Sid": "KubernetesPodsByPodIdentity", "Effect": "Allow",
+         "Principal": {"Service": "pods.eks.amazonaws.com"},
+         "Action": ["sts:AssumeRole", "sts:TagSession"]},
+    ]  # fmt: skip
     policy = aws.iam.get_role_policy(RoleName=f"{STACK}-p-{digest}", PolicyName="project")
     assert policy["PolicyDocument"] == PLACES.policy("analytics")
 
@@ -169,6 +180,116 @@ def test_containers_racing_for_one_project_make_one_function(aws: Aws) -> None:
         t.join()
     assert len(set(results)) == 1
     assert aws.requests["lambda.CreateFunction"] == 1
+
+
+ISSUER = "oidc.eks.us-east-1.amazonaws.com/id/ABC123"
+WITH_IRSA = replace(PLACES, oidc_issuer=ISSUER)
+
+
+def test_with_an_oidc_issuer_the_role_trusts_its_projects_service_accounts_only() -> None:
+    (irsa,) = [st for st in WITH_IRSA.trust("analytics")["Statement"]
+               if st["Sid"] == "KubernetesPodsByIrsa"]  # fmt: skip
+    assert irsa["Principal"] == {"Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/{ISSUER}"}
+    assert irsa["Action"] == "sts:AssumeRoleWithWebIdentity"
+    assert irsa["Condition"] == {
+        "StringLike": {
+            f"{ISSUER}:sub": f"system:serviceaccount:*:{service_account_name('analytics')}"
+        },
+        "StringEquals": {f"{ISSUER}:aud": "sts.amazonaws.com"},
+    }
+    assert service_account_name("analytics") == f"stratoflow-{project_digest('analytics')}"
+
+
+def test_a_role_made_before_the_stack_had_an_oidc_issuer_gets_the_new_trust(aws: Aws) -> None:
+    aws.identities().ensure("analytics")
+    aws.requests.clear()
+    aws.identities(places=WITH_IRSA).ensure("analytics")
+    role = aws.iam.get_role(RoleName=PLACES.role_name("analytics"))["Role"]
+    assert role["AssumeRolePolicyDocument"] == WITH_IRSA.trust("analytics")
+    assert aws.requests["iam.UpdateAssumeRolePolicy"] == 1
+
+
+def test_the_policy_lets_pods_answer_the_stacks_task_tokens_only() -> None:
+    (answers,) = [st for st in PLACES.policy("analytics")["Statement"]
+                  if st["Sid"] == "KubernetesPodsAnswerTaskTokens"]  # fmt: skip
+    assert (
+        answers["Resource"]
+        == f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{STACK}-task-attempt"
+    )
+    assert sorted(answers["Action"]) == [
+        "states:SendTaskFailure", "states:SendTaskHeartbeat", "states:SendTaskSuccess"
+    ]  # fmt: skip
+
+
+class FakeEks:
+    """eks:CreatePodIdentityAssociation, which moto does not implement: records the calls and
+    answers as EKS does for an association that exists (ResourceInUseException, 409)."""
+
+    def __init__(self, fail: str | None = None) -> None:
+        self.associations: dict[tuple[str, str, str], str] = {}
+        self.calls: list[dict[str, str]] = []
+        self.fail = fail
+
+    def create_pod_identity_association(self, **kwargs: str) -> dict[str, Any]:
+        self.calls.append(kwargs)
+        if self.fail:
+            raise ClientError({"Error": {"Code": self.fail, "Message": "no"}},
+                              "CreatePodIdentityAssociation")  # fmt: skip
+        key = (kwargs["clusterName"], kwargs["namespace"], kwargs["serviceAccount"])
+        if key in self.associations:
+            raise ClientError(
+                {"Error": {"Code": "ResourceInUseException",
+                           "Message": "Association already exists: a-123"}},
+                "CreatePodIdentityAssociation",
+            )  # fmt: skip
+        self.associations[key] = kwargs["roleArn"]
+        return {"association": {"associationId": "a-123", **kwargs}}
+
+
+def test_a_projects_pods_get_its_role_by_pod_identity_once_per_namespace(aws: Aws) -> None:
+    eks = FakeEks()
+    identities = aws.identities(eks=eks, eks_cluster="prod", eks_namespace="stratoflow")
+    account = service_account_name("analytics")
+    pods = identities.ensure_pods("analytics", None)
+    assert pods == PodIdentity(service_account=account, role_arn=None)  # no IRSA: no annotation
+    assert eks.associations == {("prod", "stratoflow", account): PLACES.role_arn("analytics")}
+    # the role exists (the association names it) and trusts Pod Identity
+    trust = aws.iam.get_role(RoleName=PLACES.role_name("analytics"))["Role"]
+    assert "pods.eks.amazonaws.com" in json.dumps(trust["AssumeRolePolicyDocument"])
+    identities.ensure_pods("analytics", "stratoflow")
+    identities.ensure_pods("analytics", None)
+    assert len(eks.calls) == 1  # remembered per (project, namespace)
+    identities.ensure_pods("analytics", "etl")
+    identities.ensure_pods("billing", "etl")
+    assert set(eks.associations) == {
+        ("prod", "stratoflow", account), ("prod", "etl", account),
+        ("prod", "etl", service_account_name("billing")),
+    }  # fmt: skip
+    # another container: the association exists already, which is fine
+    again = aws.identities(eks=eks, eks_cluster="prod", eks_namespace="stratoflow")
+    assert again.ensure_pods("analytics", None) == pods
+    assert len(eks.calls) == 4
+    # a name that cannot be a namespace: no association (the launcher refuses the task)
+    again.ensure_pods("analytics", "Not A Namespace")
+    assert len(eks.calls) == 4
+
+
+def test_with_irsa_the_pods_identity_names_the_role_for_the_annotation(aws: Aws) -> None:
+    identities = aws.identities(places=WITH_IRSA, eks=FakeEks(), eks_cluster="prod")
+    pods = identities.ensure_pods("analytics", "etl")
+    assert pods.role_arn == PLACES.role_arn("analytics")
+
+
+def test_a_stack_without_a_cluster_associates_nothing_and_errors_are_not_swallowed(
+    aws: Aws,
+) -> None:
+    eks = FakeEks()
+    pods = aws.identities(eks=eks).ensure_pods("analytics", "etl")
+    assert pods.service_account == service_account_name("analytics")
+    assert eks.calls == []
+    refused = aws.identities(eks=FakeEks(fail="AccessDeniedException"), eks_cluster="prod")
+    with pytest.raises(ClientError, match="AccessDenied"):
+        refused.ensure_pods("analytics", "etl")
 
 
 class NotYetAssumable:

@@ -61,6 +61,11 @@ def test_the_scheduler_is_wired_to_the_aws_adapters(clients: tuple[AwsClients, A
     )
     assert identities.places.region == "us-east-1"
     assert identities.boundary_arn == settings.project_boundary_arn
+    # kubernetes pods: the stack's cluster and namespace, its OIDC issuer for IRSA
+    assert (identities.eks_cluster, identities.eks_namespace) == (
+        settings.eks_cluster, settings.eks_namespace
+    )  # fmt: skip
+    assert identities.places.oidc_issuer == settings.eks_oidc_issuer
     assert scheduler.dispatcher.job_definition_prefix == "stratoflow-sf-"
     assert isinstance(scheduler.events, EventBridgeEvents)
     assert isinstance(scheduler.schedules, EventBridgeSchedules)

@@ -14,7 +14,7 @@ def test_reads_every_contract_variable() -> None:
     assert settings.table == "value-of-stratoflow_table"
     assert settings.state_machine_arn == "value-of-stratoflow_state_machine_arn"
     assert settings.as_env() == FULL
-    assert len(AwsSettings.ENV) == 22
+    assert len(AwsSettings.ENV) == 23
 
 
 def test_a_missing_variable_is_named() -> None:

@@ -15,12 +15,13 @@ import json
 import pathlib
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from samtranslator.yaml_helper import yaml_parse
 
-from stratoflow.adapters.aws.projects import ProjectPlaces
+from stratoflow.adapters.aws.projects import ProjectPlaces, service_account_name
 
 from .test_template import (
     ASL,
@@ -45,15 +46,15 @@ LAMBDA = f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:"
 BATCH = f"arn:{PARTITION}:batch:{REGION}:{ACCOUNT}:"
 
 # Roles of the template whose credentials user-defined work holds or directs: the state
-# machines (their input names the user's function, queue and job definition), the role lambda
-# tasks are invoked with, and the EKS pod role. Not BatchExecutionRole: ECS's agent uses it,
-# the container never sees it. User shell/python code and user images run with a project's
-# role (PROJECTS below), which the dispatcher creates at run time (adapters/aws/projects.py).
+# machines (their input names the user's function, queue and job definition) and the role
+# lambda tasks are invoked with. Not BatchExecutionRole: ECS's agent uses it, the container
+# never sees it. User shell/python code, user images on Batch and kubernetes pods run with a
+# project's role (PROJECTS below), which the dispatcher creates at run time
+# (adapters/aws/projects.py).
 USER_WORK_ROLES = (
     "TaskAttemptStateMachineRole",
     "ExpressTaskAttemptStateMachineRole",
     "LambdaTaskRole",
-    "EksPodRole",
 )
 # Two projects of the example deployment: each has a role and a runner function of its own.
 PROJECTS = ("analytics", "billing")
@@ -370,8 +371,7 @@ def test_user_functions_are_invoked_with_the_lambda_task_role(cfn: dict[str, Any
     role_arn = _physical(cfn, "LambdaTaskRole")
     for role in ("TaskAttemptStateMachineRole", "ExpressTaskAttemptStateMachineRole"):
         assert decide(cfn, role, "sts:AssumeRole", role_arn)
-    for role in ("project:analytics", "EksPodRole"):
-        assert not decide(cfn, role, "sts:AssumeRole", role_arn)
+    assert not decide(cfn, "project:analytics", "sts:AssumeRole", role_arn)
 
 
 def test_the_escalation_check_finds_the_hole_it_guards_against(cfn: dict[str, Any]) -> None:
@@ -403,7 +403,7 @@ def _bucket(cfn: Mapping[str, Any]) -> str:
     return _physical(cfn, "ArtifactBucket")
 
 
-@pytest.mark.parametrize("role", ["LambdaTaskRole", "EksPodRole", "TaskAttemptStateMachineRole",
+@pytest.mark.parametrize("role", ["LambdaTaskRole", "TaskAttemptStateMachineRole",
                                   "ExpressTaskAttemptStateMachineRole", "project:analytics"])  # fmt: skip
 def test_user_work_reads_no_runs_logs_or_outputs_and_lists_nothing(
     cfn: dict[str, Any], role: str
@@ -496,8 +496,19 @@ def test_project_roles_are_created_only_within_the_boundary(cfn: dict[str, Any])
         }
     role = "AdvanceFunctionRole"
     for action in ("iam:DeleteRolePermissionsBoundary", "iam:PutRolePermissionsBoundary",
-                   "iam:AttachRolePolicy", "iam:UpdateAssumeRolePolicy"):  # fmt: skip
+                   "iam:AttachRolePolicy"):  # fmt: skip
         assert not decide(cfn, role, action, places().role_arn("analytics")), action
+    # the trust of a project role may be brought up to date (an OIDC issuer given later):
+    # only under the stack's path, where every role has the boundary
+    assert decide(cfn, role, "iam:UpdateAssumeRolePolicy", places().role_arn("analytics"))
+    for other in ("admin", "stratoflow/other-stack/other-stack-p-0123456789"):
+        arn = f"arn:{PARTITION}:iam::{ACCOUNT}:role/{other}"
+        assert not decide(cfn, role, "iam:UpdateAssumeRolePolicy", arn), other
+    # and its pods' service account associated with it on the stack's cluster, no other
+    cluster = f"arn:{PARTITION}:eks:{REGION}:{ACCOUNT}:cluster/"
+    on_prod = {"EksClusterName": ["prod"]}
+    assert decide(cfn, role, "eks:CreatePodIdentityAssociation", cluster + "prod", on_prod)
+    assert not decide(cfn, role, "eks:CreatePodIdentityAssociation", cluster + "other", on_prod)
     assert places().role_arn("analytics").startswith(path[:-1])
     assert not decide(cfn, role, "iam:CreateRole", f"arn:{PARTITION}:iam::{ACCOUNT}:role/admin")
     assert decide(cfn, role, "iam:PassRole", places().role_arn("analytics"))
@@ -517,6 +528,9 @@ def test_only_the_functions_that_dispatch_may_start_attempts_or_make_identities(
         ("iam:PassRole", role),
         ("lambda:CreateFunction", runner),
         ("batch:RegisterJobDefinition", f"{BATCH}job-definition/stratoflow-{STACK}-0a1b"),
+        ("iam:UpdateAssumeRolePolicy", role),
+        # the stack's cluster (EksClusterName's default resolves to an empty name)
+        ("eks:CreatePodIdentityAssociation", f"arn:{PARTITION}:eks:{REGION}:{ACCOUNT}:cluster/"),
     ]
     for action, resource in asks:
         for who in ("ApiFunctionRole", "TriggerFunctionRole"):
@@ -568,6 +582,94 @@ def test_submit_job_is_limited_to_the_stacks_queue_and_stratoflow_job_definition
     for user_role in USER_WORK_ROLES:
         if user_role != role:
             assert not decide(cfn, user_role, "batch:SubmitJob", ours), user_role
+
+
+# ---------------------------------------------------------------- 3b. kubernetes pods
+
+
+def test_a_projects_pods_answer_their_task_tokens_and_start_nothing(cfn: dict[str, Any]) -> None:
+    """Issue 9 item 5: a project's kubernetes pods hold its role; their reporter answers the
+    stack's task-attempt tokens (policy and boundary both allow it), and nothing more of Step
+    Functions, nor another stack's machine."""
+    states = f"arn:{PARTITION}:states:{REGION}:{ACCOUNT}:"
+    ours = f"{states}stateMachine:{STACK}-task-attempt"
+    for project in PROJECTS:
+        role = f"project:{project}"
+        for action in ("states:SendTaskSuccess", "states:SendTaskFailure",
+                       "states:SendTaskHeartbeat"):  # fmt: skip
+            assert decide(cfn, role, action, ours), (role, action)
+            assert not decide(cfn, role, action, f"{states}stateMachine:other-task-attempt")
+        for action in ("states:StartExecution", "states:StopExecution"):
+            assert not decide(cfn, role, action, ours), (role, action)
+    assert allows(cfn, boundary_statements(cfn), "states:SendTaskSuccess", ours)
+
+
+ISSUER = "oidc.eks.us-east-1.amazonaws.com/id/ABC123"
+
+
+def assumable_by_service_account(
+    trust: Mapping[str, Any],
+    namespace: str,
+    account: str,
+    *,
+    aud: str = "sts.amazonaws.com",
+    issuer: str = ISSUER,
+) -> bool:
+    """Whether a pod's web identity token (IRSA: issuer, ``sub`` =
+    ``system:serviceaccount:<namespace>:<account>``, ``aud``) may assume a role of this trust:
+    an Allow of sts:AssumeRoleWithWebIdentity for the issuer's provider whose StringLike and
+    StringEquals conditions all hold (the only operators the trust uses: anything else fails
+    the check)."""
+    provider = f"arn:{PARTITION}:iam::{ACCOUNT}:oidc-provider/{issuer}"
+    claims = {f"{issuer}:sub": f"system:serviceaccount:{namespace}:{account}",
+              f"{issuer}:aud": aud}  # fmt: skip
+    for st in trust["Statement"]:
+        if st["Effect"] != "Allow" or "sts:AssumeRoleWithWebIdentity" not in _as_list(st["Action"]):
+            continue
+        if st["Principal"].get("Federated") != provider:
+            continue
+        conditions = st.get("Condition", {})
+        assert set(conditions) <= {"StringLike", "StringEquals"}, conditions
+        like = all(_matches(v, claims.get(k, "")) for k, v in
+                   conditions.get("StringLike", {}).items())  # fmt: skip
+        equal = all(claims.get(k) == v for k, v in conditions.get("StringEquals", {}).items())
+        if like and equal and conditions:
+            return True
+    return False
+
+
+def test_one_projects_role_is_not_assumable_through_another_projects_service_account() -> None:
+    """IRSA: a project's role trusts the cluster's issuer for service accounts named
+    ``stratoflow-<its digest>`` only (any namespace: a task may name its own); another
+    project's account, a name merely containing it, another audience or another issuer get
+    nothing. Pod Identity needs no such check: the association (one per service account)
+    names the role, and the dispatcher associates each account with its project's."""
+    irsa = replace(places(), oidc_issuer=ISSUER)
+    for mine, other in (("analytics", "billing"), ("billing", "analytics")):
+        trust = irsa.trust(mine)
+        own = service_account_name(mine)
+        assert assumable_by_service_account(trust, "stratoflow", own)
+        assert assumable_by_service_account(trust, "etl", own)
+        assert not assumable_by_service_account(trust, "stratoflow", service_account_name(other))
+        for name in (f"{own}x", f"x-{own}", "stratoflow-reporter", "default"):
+            assert not assumable_by_service_account(trust, "stratoflow", name), name
+        assert not assumable_by_service_account(trust, "stratoflow", own, aud="other")
+        assert not assumable_by_service_account(
+            trust, "stratoflow", own, issuer="oidc.eks.us-east-1.amazonaws.com/id/OTHER"
+        )
+    # without an issuer there is no web identity trust at all
+    assert not assumable_by_service_account(places().trust("analytics"), "stratoflow",
+                                            service_account_name("analytics"))  # fmt: skip
+
+
+def test_the_service_account_check_finds_a_trust_open_to_every_project() -> None:
+    """Not vacuous: a trust of every stratoflow service account lets billing's pods assume
+    analytics' role, and the check says so."""
+    trust = replace(places(), oidc_issuer=ISSUER).trust("analytics")
+    loose = copy.deepcopy(trust)
+    (irsa,) = [st for st in loose["Statement"] if st["Sid"] == "KubernetesPodsByIrsa"]
+    irsa["Condition"]["StringLike"][f"{ISSUER}:sub"] = "system:serviceaccount:*:stratoflow-*"
+    assert assumable_by_service_account(loose, "stratoflow", service_account_name("billing"))
 
 
 # ---------------------------------------------------------------- 5. Rules

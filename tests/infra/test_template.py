@@ -341,41 +341,57 @@ def test_express_role_may_only_invoke_lambdas_and_report(cfn: dict[str, Any]) ->
     assert actions["sqs:SendMessage"] == {json.dumps({"Fn::GetAtt": ["ResultsQueue", "Arn"]})}
 
 
-def test_eks_pod_role_can_only_answer_task_tokens(cfn: dict[str, Any]) -> None:
-    actions = _actions_on(cfn, "EksPodRole/")
-    assert set(actions) == {
-        "states:SendTaskSuccess",
-        "states:SendTaskFailure",
-        "states:SendTaskHeartbeat",
+TASK_ATTEMPT_MACHINE = json.dumps(
+    {
+        "Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}"
+        ":stateMachine:${AWS::StackName}-task-attempt"
     }
+)
+
+
+def test_eks_pods_run_as_project_roles_not_a_role_of_the_stacks(cfn: dict[str, Any]) -> None:
+    """Issue 9 item 5: no shared pod role. Each project's pods get its role (made at run
+    time, adapters/aws/projects.py) through its service account: the scheduler functions
+    associate it by Pod Identity on the stack's cluster, and the boundary lets the role answer
+    the task-attempt state machine's tokens (the pod's reporter)."""
     res = cfn["Resources"]
-    for name in ("EksPodRole", "EksPodIdentityAssociation", "EksLauncherAccessEntry"):
+    assert "EksPodRole" not in res
+    assert not resources_of(cfn, "AWS::EKS::PodIdentityAssociation")
+    assert "EksServiceAccount" not in cfn["Parameters"]
+    for name in ("EksLauncherAccessEntry", "EksExecutionEndedRule"):
         assert res[name]["Condition"] == "HasEks", name
     entry = res["EksLauncherAccessEntry"]["Properties"]
     assert entry["PrincipalArn"] == {"Fn::GetAtt": ["EksLauncherFunctionRole", "Arn"]}
     (policy,) = entry["AccessPolicies"]
     assert policy["AccessScope"] == {"Type": "namespace", "Namespaces": [{"Ref": "EksNamespace"}]}
     launcher = _actions_on(cfn, "EksLauncherFunctionRole/")
-    assert launcher["states:SendTaskFailure"] == {
-        json.dumps(
-            {
-                "Fn::Sub": "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}"
-                ":stateMachine:${AWS::StackName}-task-attempt"
-            }
-        )
-    }
+    assert launcher["states:SendTaskFailure"] == {TASK_ATTEMPT_MACHINE}
     rule = res["EksExecutionEndedRule"]
-    assert rule["Condition"] == "HasEks"
     assert rule["Properties"]["EventPattern"]["detail"]["status"] == [
         "ABORTED",
         "TIMED_OUT",
         "FAILED",
     ]
     assert rule["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["EksLauncherFunction", "Arn"]}
-    trust = res["EksPodRole"]["Properties"]["AssumeRolePolicyDocument"]
-    principals = [json.dumps(st["Principal"]) for st in _statements(trust)]
-    assert any("pods.eks.amazonaws.com" in p for p in principals)  # Pod Identity
-    assert any("oidc-provider/${EksOidcIssuer}" in p for p in principals)  # IRSA (Fargate)
+
+    core = res["DispatchPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    (association,) = [
+        st["Fn::If"] for st in core
+        if isinstance(st, dict) and "Fn::If" in st
+        and st["Fn::If"][1].get("Sid") == "ProjectPodIdentities"
+    ]  # fmt: skip
+    condition, allowed, otherwise = association
+    assert (condition, otherwise) == ("HasEks", {"Ref": "AWS::NoValue"})
+    assert allowed["Action"] == "eks:CreatePodIdentityAssociation"
+    assert allowed["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:eks:${AWS::Region}:${AWS::AccountId}"
+        ":cluster/${EksClusterName}"
+    }
+    boundary = _actions_on(cfn, "ProjectTaskBoundary")
+    for action in ("states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"):
+        assert boundary[action] == {TASK_ATTEMPT_MACHINE}, action
+    env = cfn["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["STRATOFLOW_EKS_OIDC_ISSUER"] == {"Ref": "EksOidcIssuer"}
 
 
 # ---------------------------------------------------------------- the contract

@@ -98,8 +98,9 @@ class StepFunctionsDispatcher(Dispatcher):
     itself).
 
     ``identities`` gives each project's runner function and role (``ProjectIdentities``): a
-    project's shell and python attempts run on its own runner function, its Batch jobs with
-    its own role, and its objects live under ``<kind>/<project>/`` in the bucket."""
+    project's shell and python attempts run on its own runner function, its Batch jobs and
+    kubernetes pods with its own role, and its objects live under ``<kind>/<project>/`` in
+    the bucket."""
 
     def __init__(
         self,
@@ -230,6 +231,15 @@ class StepFunctionsDispatcher(Dispatcher):
             doc["runner_function"] = self.identity(spec.project).runner_function
         if kind == "kubernetes":
             doc["heartbeat_seconds"] = min(self.heartbeat_seconds, timeout - 1)
+            if self.identities is not None:
+                # the project's pods run as its role (its service account; docs/aws-eks.md)
+                namespace = task.fields.get("namespace")
+                pods = self.identities.ensure_pods(
+                    spec.project, namespace if isinstance(namespace, str) and namespace else None
+                )
+                doc["service_account"] = pods.service_account
+                if pods.role_arn is not None:
+                    doc["role_arn"] = pods.role_arn
         elif kind == "batch":
             doc["batch"] = self._batch_job(spec, doc)
         elif runner == "batch":

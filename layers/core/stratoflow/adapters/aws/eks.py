@@ -10,6 +10,12 @@ pod has two containers sharing an ``emptyDir``:
 - ``reporter``: an AWS CLI image running ``eks_reporter.sh``, which heartbeats while the task
   runs and then calls ``send-task-success`` (with the task's outputs) or ``send-task-failure``.
 
+The pod runs as its project's service account (``service_account`` in the input,
+``stratoflow-<project digest>``), which the launcher creates in the namespace if missing and,
+on a stack using IRSA, annotates with the project's role (``role_arn``); with EKS Pod Identity
+the dispatcher has associated the account with that role. So both containers hold the
+project's role: its S3 prefixes and secrets, and the task-token answers of the reporter.
+
 So the state machine learns that a Job finished about a second after it did, instead of on
 the next poll of ``eks:runJob.sync`` (about once a minute). The task token lives in a Secret
 owned by the Job (not in the Job's spec), which a retried launch replaces: a state machine
@@ -42,7 +48,9 @@ TOKEN_PREFIX = "k8s-aws-v1."  # noqa: S105 (a format marker, not a secret)
 # EKS accepts a token for 15 minutes after X-Amz-Date whatever this says; 60 s is the usual value
 TOKEN_EXPIRES_SECONDS = 60
 DEFAULT_REPORTER_IMAGE = "public.ecr.aws/aws-cli/aws-cli:2.15.0"
+# the service account of inputs that name none (a dispatcher without project identities)
 DEFAULT_SERVICE_ACCOUNT = "stratoflow-reporter"
+IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
 SHARED_DIR = "/stratoflow"
 TOKEN_DIR = "/var/run/stratoflow"  # noqa: S105 (a mount path)
 TOKEN_KEY = "task-token"  # noqa: S105 (a Secret key name)
@@ -51,6 +59,8 @@ FAILURE_REJECTED = "Stratoflow.JobRejected"
 FAILURE_INVALID = "Stratoflow.InvalidTask"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]+$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 
@@ -161,6 +171,28 @@ class JobRequest:
     name: str
     job: dict[str, Any]
     secret: dict[str, Any] = field(repr=False)  # holds the task token: never logged
+    account: dict[str, Any] = field(default_factory=dict)  # the pods' ServiceAccount
+
+
+def _service_account(
+    event_input: Mapping[str, Any], namespace: str, settings: EksSettings
+) -> dict[str, Any]:
+    """The ServiceAccount the pods run as: the input's (the project's), annotated with its
+    role for IRSA when the input names one."""
+    name = event_input.get("service_account") or settings.service_account
+    if not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        raise InvalidTask(f"service_account {name!r} is not a valid Kubernetes name")
+    role_arn = event_input.get("role_arn")
+    if role_arn is not None and (not isinstance(role_arn, str) or not _ROLE_ARN.match(role_arn)):
+        raise InvalidTask(f"role_arn {role_arn!r} is not an IAM role ARN")
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {"app.kubernetes.io/managed-by": "stratoflow"},
+    }
+    if role_arn:
+        metadata["annotations"] = {IRSA_ANNOTATION: role_arn}
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata}
 
 
 def _task_fields(task: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -222,6 +254,7 @@ def build_job(event_input: Any, task_token: str, settings: EksSettings) -> JobRe
     if timeout is not None and (type(timeout) is not int or timeout <= 0):
         raise InvalidTask(f"timeout_seconds must be a positive integer, not {timeout!r}")
     namespace = _namespace(fields, settings)
+    account = _service_account(event_input, namespace, settings)
     name = job_name(run_id, task_id, attempt)
     context = event_input.get("context") or {}
     cpu = _quantity(fields, "cpu", "1")
@@ -266,7 +299,7 @@ def build_job(event_input: Any, task_token: str, settings: EksSettings) -> JobRe
             "metadata": {"labels": labels, "annotations": annotations},
             "spec": {
                 "restartPolicy": "Never",
-                "serviceAccountName": settings.service_account,
+                "serviceAccountName": account["metadata"]["name"],
                 # the reporter first: the kubelet starts containers in order, so it heartbeats
                 # while a large task image is still being pulled
                 "containers": [
@@ -328,7 +361,7 @@ def build_job(event_input: Any, task_token: str, settings: EksSettings) -> JobRe
         "type": "Opaque",
         "stringData": {TOKEN_KEY: task_token},
     }
-    return JobRequest(run_id, task_id, attempt, namespace, name, job, secret)
+    return JobRequest(run_id, task_id, attempt, namespace, name, job, secret, account)
 
 
 # ------------------------------------------------------------------ EKS access
@@ -462,6 +495,11 @@ def _jobs_path(namespace: str, name: str | None = None) -> str:
     return f"{base}/{quote(name)}" if name else base
 
 
+def _accounts_path(namespace: str, name: str | None = None) -> str:
+    base = f"/api/v1/namespaces/{quote(namespace)}/serviceaccounts"
+    return f"{base}/{quote(name)}" if name else base
+
+
 def _secrets_path(namespace: str, name: str | None = None) -> str:
     base = f"/api/v1/namespaces/{quote(namespace)}/secrets"
     return f"{base}/{quote(name)}" if name else base
@@ -494,6 +532,7 @@ class EksJobs:
         self._region = region
         self._api_factory = api_factory
         self._api: KubernetesApi | None = None
+        self._accounts: set[tuple[str, str, str | None]] = set()  # made: (ns, name, role)
 
     def api(self) -> KubernetesApi:
         if self._api is None:
@@ -508,6 +547,7 @@ class EksJobs:
         ``task_token`` in the Secret its reporter reads, owned by the Job so it goes with it."""
         request = build_job(event_input, task_token, self.settings)
         api = self.api()
+        self.ensure_service_account(api, request.account)
         job = api.create(_jobs_path(request.namespace), request.job)
         created = job is not None
         if job is None:
@@ -530,6 +570,31 @@ class EksJobs:
             # a retried state: a new task token replaces the old one the reporter would use
             api.replace(_secrets_path(request.namespace, request.name), secret)
         return LaunchResult(request.name, request.namespace, created)
+
+    def ensure_service_account(self, api: KubernetesApi, account: Mapping[str, Any]) -> None:
+        """Create the pods' ServiceAccount if missing (409: it exists). One that exists gets
+        the IRSA role annotation the input asks for; one of Stratoflow's that carries an
+        annotation the input no longer asks for (the stack's OIDC issuer was removed) loses
+        it, or the pod's SDK would try a web identity its role no longer trusts. Once per
+        container and account; the launcher never deletes one."""
+        meta = account["metadata"]
+        role = (meta.get("annotations") or {}).get(IRSA_ANNOTATION)
+        key = (meta["namespace"], meta["name"], role)
+        if key in self._accounts:
+            return
+        if api.create(_accounts_path(meta["namespace"]), account) is None:
+            path = _accounts_path(meta["namespace"], meta["name"])
+            current = api.get(path) or {}
+            found = current.get("metadata") or {}
+            notes = dict(found.get("annotations") or {})
+            ours = (found.get("labels") or {}).get("app.kubernetes.io/managed-by") == "stratoflow"
+            if current and notes.get(IRSA_ANNOTATION) != role and (role is not None or ours):
+                if role is None:
+                    del notes[IRSA_ANNOTATION]
+                else:
+                    notes[IRSA_ANNOTATION] = role
+                api.replace(path, {**current, "metadata": {**found, "annotations": notes}})
+        self._accounts.add(key)
 
     def delete_job(
         self, run_id: str, task_id: str, attempt: int, *, namespace: str | None = None

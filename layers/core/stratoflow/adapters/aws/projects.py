@@ -14,7 +14,12 @@ gets, the first time one of its attempts is dispatched:
   layer (the handler is ``stratoflow.adapters.aws.runner_lambda.handler``), so a project's
   shell and python tasks on the Lambda runner hold that role and nothing else;
 - Batch job definitions whose job role is that role (``StepFunctionsDispatcher`` registers
-  them, per project and image).
+  them, per project and image);
+- for ``kubernetes`` tasks, the Kubernetes service account ``stratoflow-<digest>`` in the
+  task's namespace (the EKS launcher creates it) gets that role: through an EKS Pod Identity
+  association, made here once per (project, namespace) when the stack has a cluster, and, on
+  a stack with an OIDC issuer (IRSA, for pods on Fargate), through the role's trust of that
+  issuer for service accounts of exactly that name.
 
 The dispatcher asks ``ProjectIdentities.ensure`` before it starts an attempt; a container
 remembers what it made, so this costs one ``GetFunctionConfiguration`` per project and cold
@@ -28,6 +33,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import threading
 import time
 import zipfile
@@ -66,14 +72,39 @@ class TaskIdentity:
     role_arn: str | None
 
 
+@dataclass(frozen=True)
+class PodIdentity:
+    """What a project's kubernetes pods run as: the service account (in the task's namespace)
+    and, on a stack using IRSA, the role the launcher annotates it with (None: EKS Pod
+    Identity, whose association names the role, or no IAM role at all)."""
+
+    service_account: str
+    role_arn: str | None = None
+
+
 class Identities(Protocol):
     """Where the dispatcher gets a project's identity (``ProjectIdentities`` on a stack)."""
 
     def ensure(self, project: str) -> TaskIdentity: ...
 
+    def ensure_pods(self, project: str, namespace: str | None) -> PodIdentity: ...
+
 
 def project_digest(project: str) -> str:
     return hashlib.sha256(project.encode("utf-8")).hexdigest()[:_DIGEST_CHARS]
+
+
+def service_account_name(project: str) -> str:
+    """The Kubernetes service account of a project's pods (a DNS-1123 label)."""
+    return f"stratoflow-{project_digest(project)}"
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def valid_namespace(namespace: str) -> bool:
+    """Whether ``namespace`` can name a Kubernetes namespace (a DNS-1123 label)."""
+    return bool(_DNS_LABEL.match(namespace))
 
 
 @dataclass(frozen=True)
@@ -88,6 +119,8 @@ class ProjectPlaces:
     bucket: str
     table: str
     secrets_prefix: str
+    # the EKS cluster's OIDC issuer without https:// (IRSA); empty: Pod Identity only
+    oidc_issuer: str = ""
 
     def role_name(self, project: str) -> str:
         return f"{self.stack}-p-{project_digest(project)}"
@@ -100,6 +133,58 @@ class ProjectPlaces:
             f"arn:{self.partition}:iam::{self.account}:role{self.role_path()}"
             f"{self.role_name(project)}"
         )
+
+    def task_state_machine_arn(self) -> str:
+        """The Standard task-attempt state machine (template.yaml names it so): the one whose
+        task tokens a kubernetes pod's reporter answers."""
+        return (
+            f"arn:{self.partition}:states:{self.region}:{self.account}:stateMachine:"
+            f"{self.stack}-task-attempt"
+        )
+
+    def trust(self, project: str) -> dict[str, Any]:
+        """Who may assume the project's role: its runner function, its Batch jobs, its pods
+        through EKS Pod Identity (the association, made by the stack, picks the service
+        account), and with an OIDC issuer its pods through IRSA, for service accounts named
+        ``stratoflow-<digest>`` of this project only (the digest has a fixed length, so no
+        other project's name matches)."""
+        statements: list[dict[str, Any]] = [
+            {
+                "Sid": "RunnerFunctionAndBatchJobs",
+                "Effect": "Allow",
+                "Principal": {"Service": ["lambda.amazonaws.com", "ecs-tasks.amazonaws.com"]},
+                "Action": "sts:AssumeRole",
+            },
+            {
+                "Sid": "KubernetesPodsByPodIdentity",
+                "Effect": "Allow",
+                "Principal": {"Service": "pods.eks.amazonaws.com"},
+                "Action": ["sts:AssumeRole", "sts:TagSession"],
+            },
+        ]
+        if self.oidc_issuer:
+            issuer = self.oidc_issuer
+            statements.append(
+                {
+                    "Sid": "KubernetesPodsByIrsa",
+                    "Effect": "Allow",
+                    "Principal": {
+                        "Federated": (
+                            f"arn:{self.partition}:iam::{self.account}:oidc-provider/{issuer}"
+                        )
+                    },
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {
+                        "StringLike": {
+                            f"{issuer}:sub": (
+                                f"system:serviceaccount:*:{service_account_name(project)}"
+                            )
+                        },
+                        "StringEquals": {f"{issuer}:aud": "sts.amazonaws.com"},
+                    },
+                }
+            )
+        return {"Version": "2012-10-17", "Statement": statements}
 
     def function_name(self, project: str) -> str:
         return f"{self.stack}-r-{project_digest(project)}"
@@ -177,21 +262,19 @@ class ProjectPlaces:
                     "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
                     "Resource": "*",
                 },
+                {
+                    # the reporter of a kubernetes pod answers its attempt's task token
+                    "Sid": "KubernetesPodsAnswerTaskTokens",
+                    "Effect": "Allow",
+                    "Action": [
+                        "states:SendTaskSuccess",
+                        "states:SendTaskFailure",
+                        "states:SendTaskHeartbeat",
+                    ],
+                    "Resource": self.task_state_machine_arn(),
+                },
             ],
         }
-
-
-TRUST_POLICY = {
-    "Version": "2012-10-17",
-    "Statement": [
-        {
-            "Sid": "RunnerFunctionAndBatchJobs",
-            "Effect": "Allow",
-            "Principal": {"Service": ["lambda.amazonaws.com", "ecs-tasks.amazonaws.com"]},
-            "Action": "sts:AssumeRole",
-        }
-    ],
-}
 
 
 def _runner_code() -> bytes:
@@ -219,6 +302,9 @@ class ProjectIdentities:
         iam: Any,
         lambda_client: Any,
         logs: Any,
+        eks: Any = None,
+        eks_cluster: str = "",
+        eks_namespace: str = "default",
         environment: Mapping[str, str] | None = None,
         log_retention_days: int | None = None,
         sleep: Sleep = time.sleep,
@@ -231,12 +317,16 @@ class ProjectIdentities:
         self._iam = iam
         self._lambda = lambda_client
         self._logs = logs
+        self._eks = eks
+        self.eks_cluster = eks_cluster
+        self.eks_namespace = eks_namespace or "default"
         self.environment = dict(environment or {})
         self.log_retention_days = log_retention_days
         self._sleep = sleep
         self._role_wait = role_propagation_seconds
         self._active_wait = function_active_seconds
         self._ready: dict[str, TaskIdentity] = {}
+        self._associated: set[tuple[str, str]] = set()  # (project, namespace)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ what it should be
@@ -266,7 +356,7 @@ class ProjectIdentities:
             "function": self.function_settings(project),
             "policy": self.places.policy(project),
             "boundary": self.boundary_arn,
-            "trust": TRUST_POLICY,
+            "trust": self.places.trust(project),
         }
         return hashlib.sha256(json.dumps(desired, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -286,6 +376,40 @@ class ProjectIdentities:
                 ready = self._ensure(project)
                 self._ready[project] = ready
             return ready
+
+    def ensure_pods(self, project: str, namespace: str | None) -> PodIdentity:
+        """What the project's pods in ``namespace`` (None: the stack's) run as: its role made
+        ready (``ensure``), and on a stack with a cluster the Pod Identity association of its
+        service account there with that role (made once per project and namespace; one that
+        exists already is fine). A namespace that cannot be one gets no association: the
+        launcher refuses the task with a clear error."""
+        role_arn = self.ensure(project).role_arn
+        account = service_account_name(project)
+        where = namespace or self.eks_namespace
+        key = (project, where)
+        if self.eks_cluster and key not in self._associated and valid_namespace(where):
+            self._associate(where, account, self.places.role_arn(project))
+            with self._lock:
+                self._associated.add(key)
+        # IRSA: the launcher annotates the service account with the role; without an issuer
+        # the annotation would only make the pod's SDK try a web identity the role refuses
+        return PodIdentity(account, role_arn if self.places.oidc_issuer else None)
+
+    def _associate(self, namespace: str, account: str, role_arn: str) -> None:
+        if self._eks is None:
+            raise ProjectIdentityError("no EKS client: the pod identity cannot be associated")
+        try:
+            self._eks.create_pod_identity_association(
+                clusterName=self.eks_cluster,
+                namespace=namespace,
+                serviceAccount=account,
+                roleArn=role_arn,
+            )
+        except ClientError as exc:
+            # ResourceInUseException: this service account has its association already
+            if exc.response["Error"]["Code"] != "ResourceInUseException":
+                raise
+        log.info("pods of %s/%s run as %s", namespace, account, role_arn)
 
     def _ensure(self, project: str) -> TaskIdentity:
         name = self.places.function_name(project)
@@ -321,7 +445,7 @@ class ProjectIdentities:
             self._iam.create_role(
                 Path=places.role_path(),
                 RoleName=places.role_name(project),
-                AssumeRolePolicyDocument=json.dumps(TRUST_POLICY),
+                AssumeRolePolicyDocument=json.dumps(places.trust(project)),
                 PermissionsBoundary=self.boundary_arn,
                 Description=f"Tasks of Stratoflow project {project} (stack {places.stack})"[:1000],
                 Tags=[
@@ -332,6 +456,12 @@ class ProjectIdentities:
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "EntityAlreadyExists":
                 raise
+            # a role made before (by an older version, or before the stack had an OIDC
+            # issuer) trusts what this version's does
+            self._iam.update_assume_role_policy(
+                RoleName=places.role_name(project),
+                PolicyDocument=json.dumps(places.trust(project)),
+            )
         # always: a role made by an older version gets the policy this version grants
         self._iam.put_role_policy(
             RoleName=places.role_name(project),

@@ -53,6 +53,7 @@ class AwsClients:
     iam: Any = None  # the project identities' (roles, runner functions, their log groups)
     lambda_: Any = None
     logs: Any = None
+    eks: Any = None  # the pod identity associations of project roles
 
     @classmethod
     def create(cls, session: boto3.Session | None = None) -> AwsClients:
@@ -74,12 +75,13 @@ class AwsClients:
             iam=session.client("iam"),
             lambda_=session.client("lambda"),
             logs=session.client("logs"),
+            eks=session.client("eks"),
         )
 
 
 def project_identities(settings: AwsSettings, clients: AwsClients) -> ProjectIdentities:
-    """Each project's role and runner function (docs/aws.md, "Isolation"). The partition and
-    account come from the boundary's ARN, the region from the clients."""
+    """Each project's role, runner function and pod identity (docs/aws.md, "Isolation").
+    The partition and account come from the boundary's ARN, the region from the clients."""
     parts = settings.project_boundary_arn.split(":")
     if len(parts) < 6 or parts[2] != "iam":
         raise ValueError(
@@ -94,6 +96,7 @@ def project_identities(settings: AwsSettings, clients: AwsClients) -> ProjectIde
         bucket=settings.bucket,
         table=settings.table,
         secrets_prefix=settings.secrets_prefix,
+        oidc_issuer=settings.eks_oidc_issuer,
     )
     retention = settings.runner_log_retention_days
     return ProjectIdentities(
@@ -103,6 +106,9 @@ def project_identities(settings: AwsSettings, clients: AwsClients) -> ProjectIde
         iam=clients.iam,
         lambda_client=clients.lambda_,
         logs=clients.logs,
+        eks=clients.eks,
+        eks_cluster=settings.eks_cluster,
+        eks_namespace=settings.eks_namespace,
         environment={
             "STRATOFLOW_TABLE": settings.table,
             "POWERTOOLS_METRICS_NAMESPACE": "Stratoflow",

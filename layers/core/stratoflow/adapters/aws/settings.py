@@ -46,13 +46,15 @@ class AwsSettings:
     runner_layers: str = ""  # comma-separated layer version ARNs of the project runners
     secrets_prefix: str = ""
     runner_log_retention_days: str = ""
+    # the cluster's OIDC issuer (IRSA): project roles trust it for their pods' service accounts
+    eks_oidc_issuer: str = ""
 
     # field -> environment variable; the template sets every one, but these may be empty: a
     # stack deployed without Batch, EKS or the read model (the parameters that turn them off)
     OPTIONAL: ClassVar[frozenset[str]] = frozenset(
         {"batch_job_queue", "runner_job_definition", "eks_cluster", "eks_namespace",
          "db_cluster_arn", "db_secret_arn", "db_name", "express_state_machine_arn",
-         "results_dlq_url", "secrets_prefix", "runner_log_retention_days"}
+         "results_dlq_url", "secrets_prefix", "runner_log_retention_days", "eks_oidc_issuer"}
     )  # fmt: skip
     ENV: ClassVar[Mapping[str, str]] = {
         "table": "STRATOFLOW_TABLE",
@@ -79,6 +81,8 @@ class AwsSettings:
         "runner_layers": "STRATOFLOW_RUNNER_LAYERS",
         "secrets_prefix": "STRATOFLOW_SECRETS_PREFIX",
         "runner_log_retention_days": "STRATOFLOW_RUNNER_LOG_RETENTION_DAYS",
+        # empty: pods get their project's role by EKS Pod Identity only
+        "eks_oidc_issuer": "STRATOFLOW_EKS_OIDC_ISSUER",
     }
 
     @classmethod
