@@ -183,7 +183,7 @@ def test_containers_racing_for_one_project_make_one_function(aws: Aws) -> None:
 
 
 ISSUER = "oidc.eks.us-east-1.amazonaws.com/id/ABC123"
-WITH_IRSA = replace(PLACES, oidc_issuer=ISSUER)
+WITH_IRSA = replace(PLACES, oidc_issuer=ISSUER, eks_namespace="stratoflow")
 
 
 def test_with_an_oidc_issuer_the_role_trusts_its_projects_service_accounts_only() -> None:
@@ -192,11 +192,13 @@ def test_with_an_oidc_issuer_the_role_trusts_its_projects_service_accounts_only(
     assert irsa["Principal"] == {"Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/{ISSUER}"}
     assert irsa["Action"] == "sts:AssumeRoleWithWebIdentity"
     assert irsa["Condition"] == {
-        "StringLike": {
-            f"{ISSUER}:sub": f"system:serviceaccount:*:{service_account_name('analytics')}"
+        "StringEquals": {
+            f"{ISSUER}:sub": f"system:serviceaccount:stratoflow:{service_account_name('analytics')}",
+            f"{ISSUER}:aud": "sts.amazonaws.com",
         },
-        "StringEquals": {f"{ISSUER}:aud": "sts.amazonaws.com"},
     }
+    with pytest.raises(ValueError, match="IRSA needs the stack's EKS namespace"):
+        replace(PLACES, oidc_issuer=ISSUER).trust("analytics")
     assert service_account_name("analytics") == f"stratoflow-{project_digest('analytics')}"
 
 

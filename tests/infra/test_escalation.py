@@ -639,17 +639,18 @@ def assumable_by_service_account(
 
 
 def test_one_projects_role_is_not_assumable_through_another_projects_service_account() -> None:
-    """IRSA: a project's role trusts the cluster's issuer for service accounts named
-    ``stratoflow-<its digest>`` only (any namespace: a task may name its own); another
-    project's account, a name merely containing it, another audience or another issuer get
-    nothing. Pod Identity needs no such check: the association (one per service account)
+    """IRSA: a project's role trusts the cluster's issuer for the service account
+    ``stratoflow-<its digest>`` in the stack's namespace only (the one the launcher may make
+    accounts in); the same name in another namespace (anyone who may make accounts there),
+    another project's account, a name merely containing it, another audience or another
+    issuer get nothing. Pod Identity needs no such check: the association (one per service account)
     names the role, and the dispatcher associates each account with its project's."""
-    irsa = replace(places(), oidc_issuer=ISSUER)
+    irsa = replace(places(), oidc_issuer=ISSUER, eks_namespace="stratoflow")
     for mine, other in (("analytics", "billing"), ("billing", "analytics")):
         trust = irsa.trust(mine)
         own = service_account_name(mine)
         assert assumable_by_service_account(trust, "stratoflow", own)
-        assert assumable_by_service_account(trust, "etl", own)
+        assert not assumable_by_service_account(trust, "etl", own)
         assert not assumable_by_service_account(trust, "stratoflow", service_account_name(other))
         for name in (f"{own}x", f"x-{own}", "stratoflow-reporter", "default"):
             assert not assumable_by_service_account(trust, "stratoflow", name), name
@@ -665,10 +666,11 @@ def test_one_projects_role_is_not_assumable_through_another_projects_service_acc
 def test_the_service_account_check_finds_a_trust_open_to_every_project() -> None:
     """Not vacuous: a trust of every stratoflow service account lets billing's pods assume
     analytics' role, and the check says so."""
-    trust = replace(places(), oidc_issuer=ISSUER).trust("analytics")
+    trust = replace(places(), oidc_issuer=ISSUER, eks_namespace="stratoflow").trust("analytics")
     loose = copy.deepcopy(trust)
     (irsa,) = [st for st in loose["Statement"] if st["Sid"] == "KubernetesPodsByIrsa"]
-    irsa["Condition"]["StringLike"][f"{ISSUER}:sub"] = "system:serviceaccount:*:stratoflow-*"
+    del irsa["Condition"]["StringEquals"][f"{ISSUER}:sub"]
+    irsa["Condition"]["StringLike"] = {f"{ISSUER}:sub": "system:serviceaccount:*:stratoflow-*"}
     assert assumable_by_service_account(loose, "stratoflow", service_account_name("billing"))
 
 

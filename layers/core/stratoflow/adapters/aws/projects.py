@@ -121,6 +121,9 @@ class ProjectPlaces:
     secrets_prefix: str
     # the EKS cluster's OIDC issuer without https:// (IRSA); empty: Pod Identity only
     oidc_issuer: str = ""
+    # the namespace the launcher makes service accounts in (it may edit only that one): IRSA
+    # trusts the project's account there only, not one any cluster user could make elsewhere
+    eks_namespace: str = ""
 
     def role_name(self, project: str) -> str:
         return f"{self.stack}-p-{project_digest(project)}"
@@ -145,9 +148,8 @@ class ProjectPlaces:
     def trust(self, project: str) -> dict[str, Any]:
         """Who may assume the project's role: its runner function, its Batch jobs, its pods
         through EKS Pod Identity (the association, made by the stack, picks the service
-        account), and with an OIDC issuer its pods through IRSA, for service accounts named
-        ``stratoflow-<digest>`` of this project only (the digest has a fixed length, so no
-        other project's name matches)."""
+        account), and with an OIDC issuer its pods through IRSA: the service account
+        ``stratoflow-<digest>`` of this project in the stack's namespace, and no other."""
         statements: list[dict[str, Any]] = [
             {
                 "Sid": "RunnerFunctionAndBatchJobs",
@@ -163,6 +165,8 @@ class ProjectPlaces:
             },
         ]
         if self.oidc_issuer:
+            if not self.eks_namespace:
+                raise ValueError("IRSA needs the stack's EKS namespace (STRATOFLOW_EKS_NAMESPACE)")
             issuer = self.oidc_issuer
             statements.append(
                 {
@@ -175,12 +179,13 @@ class ProjectPlaces:
                     },
                     "Action": "sts:AssumeRoleWithWebIdentity",
                     "Condition": {
-                        "StringLike": {
+                        "StringEquals": {
                             f"{issuer}:sub": (
-                                f"system:serviceaccount:*:{service_account_name(project)}"
-                            )
+                                f"system:serviceaccount:{self.eks_namespace}:"
+                                f"{service_account_name(project)}"
+                            ),
+                            f"{issuer}:aud": "sts.amazonaws.com",
                         },
-                        "StringEquals": {f"{issuer}:aud": "sts.amazonaws.com"},
                     },
                 }
             )

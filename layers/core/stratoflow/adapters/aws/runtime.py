@@ -97,6 +97,7 @@ def project_identities(settings: AwsSettings, clients: AwsClients) -> ProjectIde
         table=settings.table,
         secrets_prefix=settings.secrets_prefix,
         oidc_issuer=settings.eks_oidc_issuer,
+        eks_namespace=settings.eks_namespace,
     )
     retention = settings.runner_log_retention_days
     return ProjectIdentities(
