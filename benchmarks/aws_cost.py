@@ -222,10 +222,18 @@ print(json.dumps({"import": time.perf_counter() - t0}))
 """
 
 
+def handler_module(name: str) -> Path:
+    """The file Lambda imports for ``name``: functions/<name>/app.py, or for the runner (a
+    function per project, made from the core layer) its handler module in the layer."""
+    if name == "runner":
+        return ROOT / "layers/core/stratoflow/adapters/aws/runner_lambda.py"
+    return ROOT / "functions" / name / "app.py"
+
+
 def cold_starts(env: Mapping[str, str], functions: list[str], repeat: int = 5) -> dict[str, float]:
     """Median seconds of a cold start per function on this machine: a fresh interpreter's start
-    (``python -c pass``, the runtime's part) plus the import of functions/<name>/app.py (the
-    handler module: its imports, boto3 clients, the scheduler), as Lambda's INIT phase runs it.
+    (``python -c pass``, the runtime's part) plus the import of the handler module
+    (``handler_module``: its imports, boto3 clients, the scheduler), as Lambda's INIT phase runs it.
     No request is made at import (the clients connect on first use)."""
     import os
     import subprocess
@@ -243,7 +251,7 @@ def cold_starts(env: Mapping[str, str], functions: list[str], repeat: int = 5) -
         times = []
         for _ in range(repeat):
             out = subprocess.run(
-                [sys.executable, "-c", COLD_START_CODE, str(ROOT / "functions" / name / "app.py")],
+                [sys.executable, "-c", COLD_START_CODE, str(handler_module(name))],
                 check=True, env=base, capture_output=True, text=True,
             )  # fmt: skip
             times.append(json.loads(out.stdout.strip().splitlines()[-1])["import"])
@@ -293,7 +301,7 @@ class Measured:
 def _runner(
     stack: Stack, clock: HandlerClock, dynamo: DynamoMeter
 ) -> Callable[[dict[str, Any]], Any]:
-    """The runner function's code (stratoflow.adapters.aws.runner) as functions/runner/app.py
+    """The runner function's code (stratoflow.adapters.aws.runner) as runner_lambda
     calls it, with its own counted S3 and DynamoDB clients (the stop watch reads the task),
     timed by ``clock``. Returns the handler without the stop watch, for the quiet timing after
     the run (the watch would find the run over and not start the task; its one GetItem per

@@ -290,9 +290,11 @@ class Stack:
             delivered += len(kicks)
 
     def pump(
-        self, until: Callable[[], bool], *, timeout: float = 180.0, idle: float = 0.05
+        self, until: Callable[[], bool], *, timeout: float = 100.0, idle: float = 0.05
     ) -> None:
-        """Deliver outcomes to ``advance`` until ``until()`` holds (bounded by ``timeout``)."""
+        """Deliver outcomes to ``advance`` until ``until()`` holds (bounded by ``timeout``,
+        which stays under the suite's per-test timeout of 120 s so that a stuck run fails with
+        this message rather than pytest-timeout's interrupt)."""
         deadline = time.monotonic() + timeout
         while not until():
             if time.monotonic() > deadline:
@@ -309,7 +311,7 @@ class Stack:
     def task_state(self, run_id: str, task_id: str) -> str:
         return str(self.observer.get_task(run_id, task_id).state.value)
 
-    def run_ends(self, run_id: str, *, timeout: float = 180.0) -> str:
+    def run_ends(self, run_id: str, *, timeout: float = 100.0) -> str:
         terminal = {"succeeded", "failed", "stopped"}
         self.pump(lambda: self.run_state(run_id) in terminal, timeout=timeout)
         return self.run_state(run_id)
