@@ -362,22 +362,30 @@ class Scheduler:
     def _propagate(self, spec: WorkflowSpec, done: TaskInstance, now: datetime) -> None:
         """Tell the children of an ended task, and theirs for what that ends; O(out-degree),
         plus whatever it skips. Every step is idempotent: a parent is counted once per child
-        (``record_upstream``), a child moves by a conditional write of a decision made from
+        (``record_upstreams``), a child moves by a conditional write of a decision made from
         its counts, and the parent's propagation intent is retired only once every child has
         heard. A repeat after a crash anywhere in between completes the work."""
         work = [done]
         while work:
             parent = work.pop()
-            for child_id in spec.dag.children[parent.task_id]:
-                outcome = engine.edge_outcome(
-                    spec, parent.task_id, parent.state, parent.outputs, child_id
-                )
-                child = self.store.record_upstream(parent.run_id, child_id, parent.task_id, outcome)
-                if child is None:  # counted before
-                    if not parent.propagating:
-                        continue
-                    # by a turn that may have died before the child moved: decide it again
+            children = spec.dag.children[parent.task_id]
+            counted = self.store.record_upstreams(
+                parent.run_id,
+                parent.task_id,
+                [
+                    (c, engine.edge_outcome(spec, parent.task_id, parent.state, parent.outputs, c))
+                    for c in children
+                ],
+            )
+            for child_id, after in zip(children, counted, strict=True):
+                if after is not None:
+                    child = after
+                elif parent.propagating:
+                    # counted before, by a turn that may have died before the child moved:
+                    # decide it again
                     child = self.store.get_task(parent.run_id, child_id)
+                else:  # counted before
+                    continue
                 decision = engine.parent_heard(spec, parent, child, now, intent=self._intent)
                 if decision is not None and self.store.apply(decision):
                     moved = decision.tasks[0].task
