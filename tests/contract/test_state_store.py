@@ -526,6 +526,37 @@ def test_record_upstream_counts_each_parent_once(store: StateStore) -> None:
     assert store.get_task("run-1", "child").upstream == Upstream(1, 1, 1)
 
 
+def test_record_upstreams_counts_a_parent_in_each_child_once_in_order(store: StateStore) -> None:
+    seed(store, "run-1", ["p", "x", "y", "z", "w"])
+    # GIVEN p's end already counted in y
+    assert store.record_upstream("run-1", "y", "p", TaskState.SUCCEEDED) is not None
+
+    # WHEN p's end is counted in all four children, with outcomes per edge
+    after = store.record_upstreams(
+        "run-1",
+        "p",
+        [
+            ("z", TaskState.SKIPPED),
+            ("y", TaskState.SUCCEEDED),
+            ("x", TaskState.SUCCEEDED),
+            ("w", TaskState.FAILED),
+        ],
+    )
+
+    # THEN each new count returns its child after, in the order asked; y's is a duplicate
+    assert [t.task_id if t else None for t in after] == ["z", None, "x", "w"]
+    assert [t.upstream for t in after if t] == [
+        Upstream(skipped=1),
+        Upstream(1),
+        Upstream(failed=1),
+    ]
+    assert store.get_task("run-1", "y").upstream == Upstream(succeeded=1)
+    assert all(store.get_task("run-1", t.task_id) == t for t in after if t)
+    # and a repeat counts nothing
+    assert store.record_upstreams("run-1", "p", [("x", TaskState.SUCCEEDED)]) == [None]
+    assert store.record_upstreams("run-1", "p", []) == []
+
+
 def test_record_upstream_is_per_run_and_per_child(store: StateStore) -> None:
     seed(store, "run-1", ["p", "x", "y"])
     seed(store, "run-2", ["p", "x"])

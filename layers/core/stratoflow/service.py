@@ -342,8 +342,11 @@ class Scheduler:
         elif new.state is TaskState.FAILED:
             self._emit("task.failed", self.store.get_run(report.run_id), task=new)
         if new.state.terminal:
-            self._propagate(spec, new, now)
-            self._settle(spec, new, now)
+            open_child = self._propagate(spec, new, now)
+            # A child seen unended (in this turn, after its count) means the run has not
+            # ended either: that child's own end will settle it. No read of the run then.
+            if not open_child or engine.stops_run_on_failure(spec, new.state):
+                self._settle(spec, new, now)
 
     @property
     def _intent(self) -> bool:
@@ -359,32 +362,47 @@ class Scheduler:
             key = self._run_keys[run_id] = (run.project, run.workflow, run.version)
         return self.spec(*key)
 
-    def _propagate(self, spec: WorkflowSpec, done: TaskInstance, now: datetime) -> None:
+    def _propagate(self, spec: WorkflowSpec, done: TaskInstance, now: datetime) -> bool:
         """Tell the children of an ended task, and theirs for what that ends; O(out-degree),
         plus whatever it skips. Every step is idempotent: a parent is counted once per child
-        (``record_upstream``), a child moves by a conditional write of a decision made from
+        (``record_upstreams``), a child moves by a conditional write of a decision made from
         its counts, and the parent's propagation intent is retired only once every child has
-        heard. A repeat after a crash anywhere in between completes the work."""
+        heard. A repeat after a crash anywhere in between completes the work. Returns
+        whether a child was seen unended after hearing (so the run has not ended)."""
         work = [done]
+        open_child = False
         while work:
             parent = work.pop()
-            for child_id in spec.dag.children[parent.task_id]:
-                outcome = engine.edge_outcome(
-                    spec, parent.task_id, parent.state, parent.outputs, child_id
-                )
-                child = self.store.record_upstream(parent.run_id, child_id, parent.task_id, outcome)
-                if child is None:  # counted before
-                    if not parent.propagating:
-                        continue
-                    # by a turn that may have died before the child moved: decide it again
+            children = spec.dag.children[parent.task_id]
+            counted = self.store.record_upstreams(
+                parent.run_id,
+                parent.task_id,
+                [
+                    (c, engine.edge_outcome(spec, parent.task_id, parent.state, parent.outputs, c))
+                    for c in children
+                ],
+            )
+            for child_id, after in zip(children, counted, strict=True):
+                if after is not None:
+                    child = after
+                elif parent.propagating:
+                    # counted before, by a turn that may have died before the child moved:
+                    # decide it again
                     child = self.store.get_task(parent.run_id, child_id)
+                else:  # counted before
+                    continue
                 decision = engine.parent_heard(spec, parent, child, now, intent=self._intent)
-                if decision is not None and self.store.apply(decision):
+                if decision is None:
+                    open_child = open_child or not child.state.terminal
+                elif self.store.apply(decision):
                     moved = decision.tasks[0].task
                     if moved.state.terminal:
                         work.append(moved)
+                    else:
+                        open_child = True
             if parent.propagating:
                 self.store.apply(engine.propagated(parent))
+        return open_child
 
     def _settle(self, spec: WorkflowSpec, ended: TaskInstance, now: datetime) -> None:
         """After a task's end (idempotent): stop the run if the failure stops it, else end

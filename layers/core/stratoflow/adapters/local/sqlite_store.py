@@ -120,6 +120,11 @@ _RUN_COLS = (
     "id, project, workflow, version, state, params, logical_date, created_at, started_at, "
     "ended_at, trigger, n_tasks, n_done, n_failed, n_running, error"
 )
+# The upstream count a parent's outcome adds to (any other outcome counts as failed).
+_UP_COLUMN = {TaskState.SUCCEEDED: "up_ok", TaskState.SKIPPED: "up_skipped"}
+# Rows per multi-row statement: 4 parameters each, well under SQLite's 32,766.
+_CHUNK = 500
+
 _TASK_COLS = (
     "run_id, task_id, state, attempt, attempt_base, up_ok, up_failed, up_skipped, ready_at, deadline, "
     "started_at, ended_at, outputs, error, priority, propagating"
@@ -594,8 +599,8 @@ class SqliteStore(StateStore, Catalog, RunChangeLog):
             rows = self._x(f"SELECT {_TASK_COLS} FROM tasks WHERE run_id=?", (run_id,)).fetchall()
         else:
             rows = []
-            for chunk in range(0, len(task_ids), 500):
-                part = task_ids[chunk : chunk + 500]
+            for chunk in range(0, len(task_ids), _CHUNK):
+                part = task_ids[chunk : chunk + _CHUNK]
                 rows += self._x(
                     f"SELECT {_TASK_COLS} FROM tasks WHERE run_id=? AND task_id IN ({','.join('?' * len(part))})",
                     (run_id, *part),
@@ -678,9 +683,7 @@ class SqliteStore(StateStore, Catalog, RunChangeLog):
     def record_upstream(
         self, run_id: str, child: str, parent: str, outcome: TaskState
     ) -> TaskInstance | None:
-        column = {TaskState.SUCCEEDED: "up_ok", TaskState.SKIPPED: "up_skipped"}.get(
-            outcome, "up_failed"
-        )
+        column = _UP_COLUMN.get(outcome, "up_failed")
         with self.transaction():
             # The (run, child, parent) key makes the count idempotent: a duplicated or late
             # completion event cannot count the same parent twice.
@@ -695,6 +698,36 @@ class SqliteStore(StateStore, Catalog, RunChangeLog):
                 (run_id, child),
             ).fetchone()
             return _task(row)
+
+    def record_upstreams(
+        self, run_id: str, parent: str, outcomes: Sequence[tuple[str, TaskState]]
+    ) -> list[TaskInstance | None]:
+        # Two statements per chunk and outcome instead of two per child: the edges in one
+        # INSERT OR IGNORE (RETURNING yields only the rows it inserted: the new counts),
+        # then one UPDATE per outcome column over those children.
+        after: dict[str, TaskInstance] = {}
+        with self.transaction():
+            for start in range(0, len(outcomes), _CHUNK):
+                part = outcomes[start : start + _CHUNK]
+                rows = self._x(
+                    "INSERT OR IGNORE INTO upstream VALUES "
+                    + ",".join(["(?,?,?,?)"] * len(part))
+                    + " RETURNING child",
+                    [v for child, o in part for v in (run_id, child, parent, o.value)],
+                ).fetchall()
+                new = {r[0] for r in rows}
+                by_column: dict[str, list[str]] = {}
+                for child, o in part:
+                    if child in new:
+                        by_column.setdefault(_UP_COLUMN.get(o, "up_failed"), []).append(child)
+                for column, children in by_column.items():
+                    for r in self._x(
+                        f"UPDATE tasks SET {column}={column}+1 WHERE run_id=? AND task_id IN "
+                        f"({','.join('?' * len(children))}) RETURNING {_TASK_COLS}",
+                        (run_id, *children),
+                    ).fetchall():
+                        after[r["task_id"]] = _task(r)
+        return [after.get(child) for child, _ in outcomes]
 
     def queued_tasks(self, limit: int) -> list[TaskInstance]:
         # CROSS JOIN fixes the join order: walk the queue's partial index in queue order and
