@@ -232,7 +232,17 @@ def test_python_on_the_batch_runner_reports_its_outputs_object(stack: Stack) -> 
         "jobSummaryList"
     ]
     [job] = stack.batch.describe_jobs(jobs=[summary["jobId"]])["jobs"]
-    assert job["jobDefinition"] == stack.runner_job_definition_arn
+    # the project's copy of the runner's job definition (its role is the project's; this
+    # stack's identities give none): the runner's image and command, registered once
+    (used,) = stack.batch.describe_job_definitions(jobDefinitions=[job["jobDefinition"]])[
+        "jobDefinitions"
+    ]
+    (template,) = stack.batch.describe_job_definitions(
+        jobDefinitions=[stack.runner_job_definition_arn]
+    )["jobDefinitions"]
+    assert used["jobDefinitionName"].startswith("stratoflow-")
+    assert used["jobDefinitionArn"] != template["jobDefinitionArn"]
+    assert used["containerProperties"]["image"] == template["containerProperties"]["image"]
     assert job["container"]["command"] == ["python", "-m", "stratoflow.adapters.aws.runner"]
     env = {e["name"]: e["value"] for e in job["container"]["environment"]}
     assert runner.run_batch(env, [], stack.s3) == 0
