@@ -1,9 +1,11 @@
 // The DAG drawn on a canvas: only what is inside the viewport is drawn (culling), labels only
-// when they are big enough to read, so 2,000 tasks pan and zoom smoothly. Wheel or +/- to
+// when they are big enough to read, edges faded then dropped as tasks shrink, and below a few
+// pixels a task each layer is drawn as one bar of its counts by state, so states stay visible
+// at every zoom and 10,000 tasks pan and zoom smoothly. Wheel or +/- to
 // zoom, drag to pan, click a task to select it, search to find one.
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { TaskState } from "../api";
-import { layoutGraph, quickLayout, type Deps, type GNode, type Layout } from "./layout";
+import { columnsOf, layoutGraph, NODE_H, quickLayout, type Deps, type GNode, type Layout } from "./layout";
 
 const QUICK_ABOVE = 150; // tasks: above this, draw a quick layout at once while ELK works
 
@@ -13,6 +15,10 @@ export const STATE_COLORS: Record<string, string> = {
   stopped: "#9ca3af",
 };
 const DEFINITION_COLOR = "#dbeafe";
+// Levels of detail, by a task's height on screen in pixels
+const AGGREGATE_BELOW_PX = 4; // shorter: each layer is one bar of its counts by state
+const FAINT_EDGES_BELOW_PX = 10; // shorter: edges faded, so they no longer hide the states
+const STATE_ORDER = Object.keys(STATE_COLORS);
 
 interface Props {
   layoutKey: string;
@@ -38,6 +44,8 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
   const props = useRef({ states, selected, matches });
   props.current = { states, selected, matches };
 
+  const groups = useMemo(() => (layout ? columnsOf(layout) : []), [layout]);
+
   useEffect(() => {
     let live = true;
     setError(null);
@@ -46,10 +54,16 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
     if (canvasRef.current) {
       delete canvasRef.current.dataset.ready;
       delete canvasRef.current.dataset.layout;
+      delete canvasRef.current.dataset.layoutSource;
     }
     setLayout(Object.keys(tasks).length > QUICK_ABOVE ? quickLayout(tasks) : null);
     layoutGraph(layoutKey, tasks).then(
-      (l) => { if (live) { setLayout(l); setFinal(true); } },
+      (l) => {
+        if (!live) return;
+        if (canvasRef.current) canvasRef.current.dataset.layoutSource = l.source;
+        setLayout(l);
+        setFinal(true);
+      },
       (e: unknown) => { if (live) setError(String(e)); },
     );
     return () => { live = false; };
@@ -73,7 +87,17 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
     ctx.clearRect(0, 0, W, H);
     ctx.setTransform(dpr * k, 0, 0, dpr * k, dpr * x, dpr * y);
     const wx0 = -x / k, wy0 = -y / k, wx1 = (W - x) / k, wy1 = (H - y) / k;
+    const taskPx = k * NODE_H;
+    canvas.dataset.mode = taskPx < AGGREGATE_BELOW_PX ? "layers" : "tasks";
+    if (taskPx < AGGREGATE_BELOW_PX) {
+      drawLayers(ctx, k, x, y, wx0, wy0, wx1, wy1, st, dpr);
+      ring(ctx, k, found, "#f59e0b", 2);
+      if (sel) ring(ctx, k, [sel], "#1d4ed8", 3);
+      finishFrame(canvas, 0);
+      return;
+    }
     // edges
+    ctx.globalAlpha = taskPx < FAINT_EDGES_BELOW_PX ? 0.15 : 1;
     ctx.lineWidth = 1 / Math.min(k, 1);
     ctx.strokeStyle = "#94a3b8";
     ctx.beginPath();
@@ -92,6 +116,7 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
       ctx.moveTo(ax, ay); ctx.lineTo(ax - 6, ay - 3.5); ctx.lineTo(ax - 6, ay + 3.5); ctx.closePath();
     }
     ctx.fill();
+    ctx.globalAlpha = 1;
     // nodes, batched by colour
     const visible: GNode[] = [];
     for (const n of layout.nodes) {
@@ -116,18 +141,8 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
     ctx.beginPath();
     for (const n of visible) ctx.rect(n.x, n.y, n.w, n.h);
     ctx.stroke();
-    const ring = (ids: string[], color: string, width: number) => {
-      ctx.strokeStyle = color;
-      ctx.lineWidth = width / k;
-      ctx.beginPath();
-      for (const id of ids) {
-        const n = layout.byId.get(id);
-        if (n) ctx.rect(n.x - 3 / k, n.y - 3 / k, n.w + 6 / k, n.h + 6 / k);
-      }
-      ctx.stroke();
-    };
-    if (found.length) ring(found, "#f59e0b", 2);
-    if (sel) ring([sel], "#1d4ed8", 3);
+    ring(ctx, k, found, "#f59e0b", 2);
+    if (sel) ring(ctx, k, [sel], "#1d4ed8", 3);
     // labels once they are legible
     if (k * 12 >= 7) {
       ctx.fillStyle = "#0f172a";
@@ -142,7 +157,67 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
         ctx.restore();
       }
     }
-    canvas.dataset.visibleNodes = String(visible.length);
+    finishFrame(canvas, visible.length);
+  };
+
+  const ring = (ctx: CanvasRenderingContext2D, k: number, ids: string[], color: string, width: number) => {
+    if (!layout || !ids.length) return;
+    ctx.strokeStyle = color;
+    ctx.lineWidth = width / k;
+    ctx.beginPath();
+    for (const id of ids) {
+      const n = layout.byId.get(id);
+      if (n) ctx.rect(n.x - 3 / k, n.y - 3 / k, n.w + 6 / k, n.h + 6 / k);
+    }
+    ctx.stroke();
+  };
+
+  /** Zoomed far out: each layer (column) one bar, split by state in proportion to its counts. */
+  const drawLayers = (
+    ctx: CanvasRenderingContext2D, k: number, x: number, y: number,
+    wx0: number, wy0: number, wx1: number, wy1: number, st: Record<string, TaskState> | undefined, dpr: number,
+  ) => {
+    const labels: [string, number, number, number][] = [];
+    for (const g of groups) {
+      if (g.x1 < wx0 || g.x0 > wx1 || g.y1 < wy0 || g.y0 > wy1) continue;
+      const counts = new Map<string, number>();
+      for (const id of g.ids) {
+        const s = st ? st[id] ?? "waiting" : "";
+        counts.set(s, (counts.get(s) ?? 0) + 1);
+      }
+      // at least a few pixels wide on screen, so a narrow layer is still seen
+      const w = Math.max(g.x1 - g.x0, 3 / k), h = g.y1 - g.y0;
+      let top = g.y0;
+      for (const s of st ? STATE_ORDER : [""]) {
+        const c = counts.get(s);
+        if (!c) continue;
+        const part = (h * c) / g.ids.length;
+        ctx.fillStyle = s ? STATE_COLORS[s] : DEFINITION_COLOR;
+        ctx.fillRect(g.x0, top, w, part);
+        if (part * k >= 14 && w * k >= 26) labels.push([String(c), g.x0 + w / 2, top + part / 2, 0]);
+        top += part;
+      }
+      ctx.strokeStyle = "#475569";
+      ctx.lineWidth = 1 / k;
+      ctx.strokeRect(g.x0, g.y0, w, h);
+      if (w * k >= 26) labels.push([String(g.ids.length), g.x0 + w / 2, g.y0, 1]);
+    }
+    // the counts, in screen pixels
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.textAlign = "center";
+    for (const [text, lx, ly, above] of labels) {
+      ctx.fillStyle = above ? "#475569" : "#0f172a";
+      ctx.textBaseline = above ? "bottom" : "middle";
+      ctx.fillText(text, lx * k + x, ly * k + y - (above ? 2 : 0));
+    }
+    ctx.textAlign = "start";
+    ctx.setTransform(dpr * k, 0, 0, dpr * k, dpr * x, dpr * y);
+  };
+
+  const finishFrame = (canvas: HTMLCanvasElement, visibleNodes: number) => {
+    if (!layout) return;
+    canvas.dataset.visibleNodes = String(visibleNodes);
     if (firstDraw.current) {
       firstDraw.current = false;
       performance.mark("graph-rendered");
@@ -233,6 +308,13 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
       const r = canvas.getBoundingClientRect();
       const { k, x, y } = view.current;
       const wx = (ev.clientX - r.left - x) / k, wy = (ev.clientY - r.top - y) / k;
+      if (k * NODE_H < AGGREGATE_BELOW_PX) {
+        // a click on a layer's bar zooms in to its tasks, around the point clicked
+        if (groups.some((g) => wx >= g.x0 && wx <= g.x1 && wy >= g.y0 && wy <= g.y1)) {
+          zoom((FAINT_EDGES_BELOW_PX + 2) / NODE_H / k, ev.clientX - r.left, ev.clientY - r.top);
+        }
+        return;
+      }
       for (const n of layout.nodes) {
         if (wx >= n.x && wx <= n.x + n.w && wy >= n.y && wy <= n.y + n.h) {
           props.current.selected = n.id;
@@ -252,7 +334,7 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
       canvas.removeEventListener("pointermove", move);
       canvas.removeEventListener("pointerup", up);
     };
-  }, [layout, onSelect]);
+  }, [layout, groups, onSelect]);
 
   const summary = useMemo(() => {
     const n = Object.keys(tasks).length;
