@@ -148,14 +148,9 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
       ctx.fillStyle = "#0f172a";
       ctx.font = "12px system-ui, sans-serif";
       ctx.textBaseline = "middle";
-      for (const n of visible) {
-        ctx.save();
-        ctx.beginPath();
-        ctx.rect(n.x, n.y, n.w, n.h);
-        ctx.clip();
-        ctx.fillText(n.label, n.x + 8, n.y + n.h / 2);
-        ctx.restore();
-      }
+      // a task is as wide as its label (nodeWidth): maxWidth only squeezes an odd long one,
+      // far cheaper than clipping each label
+      for (const n of visible) ctx.fillText(n.label, n.x + 8, n.y + n.h / 2, n.w - 12);
     }
     finishFrame(canvas, visible.length);
   };
