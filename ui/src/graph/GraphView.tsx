@@ -18,6 +18,7 @@ const DEFINITION_COLOR = "#dbeafe";
 // Levels of detail, by a task's height on screen in pixels
 const AGGREGATE_BELOW_PX = 4; // shorter: each layer is one bar of its counts by state
 const FAINT_EDGES_BELOW_PX = 10; // shorter: edges faded, so they no longer hide the states
+const MAX_FAINT_EDGES = 3000; // more in view than this while faded: not drawn, they cost the frame
 const STATE_ORDER = Object.keys(STATE_COLORS);
 
 interface Props {
@@ -97,18 +98,21 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
       return;
     }
     // edges
-    ctx.globalAlpha = taskPx < FAINT_EDGES_BELOW_PX ? 0.15 : 1;
+    const faint = taskPx < FAINT_EDGES_BELOW_PX;
+    ctx.globalAlpha = faint ? 0.15 : 1;
     ctx.lineWidth = 1 / Math.min(k, 1);
     ctx.strokeStyle = "#94a3b8";
     ctx.beginPath();
     const arrows: number[] = [];
+    let edgesInView = 0;
     for (const e of layout.edges) {
       if (e.x1 < wx0 || e.x0 > wx1 || e.y1 < wy0 || e.y0 > wy1) continue;
+      if (faint && ++edgesInView > MAX_FAINT_EDGES) break;
       ctx.moveTo(e.pts[0], e.pts[1]);
       for (let i = 2; i < e.pts.length; i += 2) ctx.lineTo(e.pts[i], e.pts[i + 1]);
       if (k > 0.4) arrows.push(e.pts[e.pts.length - 2], e.pts[e.pts.length - 1]);
     }
-    ctx.stroke();
+    if (!faint || edgesInView <= MAX_FAINT_EDGES) ctx.stroke();
     ctx.fillStyle = "#94a3b8";
     ctx.beginPath();
     for (let i = 0; i < arrows.length; i += 2) {
