@@ -8,6 +8,7 @@ the run page twice in one browser profile:
 
 * ``first visit``: nothing stored; the quick layout is drawn, ELK lays out in its worker.
 * ``return visit`` (a reload): the layout of this workflow version is read back from IndexedDB.
+  Above 4,000 tasks the UI does not run ELK: both visits draw the quick layout as the final one.
 
 Measured on each visit (ms since navigation, Performance API marks of the page):
 * ``first paint``: the graph first drawn with task states (``graph-rendered``);
