@@ -1,9 +1,11 @@
 // The DAG drawn on a canvas: only what is inside the viewport is drawn (culling), labels only
-// when they are big enough to read, so 2,000 tasks pan and zoom smoothly. Wheel or +/- to
+// when they are big enough to read, edges faded then dropped as tasks shrink, and below a few
+// pixels a task each layer is drawn as one bar of its counts by state, so states stay visible
+// at every zoom and 10,000 tasks pan and zoom smoothly. Wheel or +/- to
 // zoom, drag to pan, click a task to select it, search to find one.
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { TaskState } from "../api";
-import { layoutGraph, quickLayout, type Deps, type GNode, type Layout } from "./layout";
+import { columnsOf, layoutGraph, NODE_H, quickLayout, type Deps, type GNode, type Layout } from "./layout";
 
 const QUICK_ABOVE = 150; // tasks: above this, draw a quick layout at once while ELK works
 
@@ -13,6 +15,11 @@ export const STATE_COLORS: Record<string, string> = {
   stopped: "#9ca3af",
 };
 const DEFINITION_COLOR = "#dbeafe";
+// Levels of detail, by a task's height on screen in pixels
+const AGGREGATE_BELOW_PX = 4; // shorter: each layer is one bar of its counts by state
+const FAINT_EDGES_BELOW_PX = 10; // shorter: edges faded, so they no longer hide the states
+const MAX_FAINT_EDGES = 3000; // more in view than this while faded: not drawn, they cost the frame
+const STATE_ORDER = Object.keys(STATE_COLORS);
 
 interface Props {
   layoutKey: string;
@@ -38,6 +45,8 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
   const props = useRef({ states, selected, matches });
   props.current = { states, selected, matches };
 
+  const groups = useMemo(() => (layout ? columnsOf(layout) : []), [layout]);
+
   useEffect(() => {
     let live = true;
     setError(null);
@@ -46,10 +55,16 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
     if (canvasRef.current) {
       delete canvasRef.current.dataset.ready;
       delete canvasRef.current.dataset.layout;
+      delete canvasRef.current.dataset.layoutSource;
     }
     setLayout(Object.keys(tasks).length > QUICK_ABOVE ? quickLayout(tasks) : null);
     layoutGraph(layoutKey, tasks).then(
-      (l) => { if (live) { setLayout(l); setFinal(true); } },
+      (l) => {
+        if (!live) return;
+        if (canvasRef.current) canvasRef.current.dataset.layoutSource = l.source;
+        setLayout(l);
+        setFinal(true);
+      },
       (e: unknown) => { if (live) setError(String(e)); },
     );
     return () => { live = false; };
@@ -73,18 +88,31 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
     ctx.clearRect(0, 0, W, H);
     ctx.setTransform(dpr * k, 0, 0, dpr * k, dpr * x, dpr * y);
     const wx0 = -x / k, wy0 = -y / k, wx1 = (W - x) / k, wy1 = (H - y) / k;
+    const taskPx = k * NODE_H;
+    canvas.dataset.mode = taskPx < AGGREGATE_BELOW_PX ? "layers" : "tasks";
+    if (taskPx < AGGREGATE_BELOW_PX) {
+      drawLayers(ctx, k, x, y, wx0, wy0, wx1, wy1, st, dpr);
+      ring(ctx, k, found, "#f59e0b", 2);
+      if (sel) ring(ctx, k, [sel], "#1d4ed8", 3);
+      finishFrame(canvas, 0);
+      return;
+    }
     // edges
+    const faint = taskPx < FAINT_EDGES_BELOW_PX;
+    ctx.globalAlpha = faint ? 0.15 : 1;
     ctx.lineWidth = 1 / Math.min(k, 1);
     ctx.strokeStyle = "#94a3b8";
     ctx.beginPath();
     const arrows: number[] = [];
+    let edgesInView = 0;
     for (const e of layout.edges) {
       if (e.x1 < wx0 || e.x0 > wx1 || e.y1 < wy0 || e.y0 > wy1) continue;
+      if (faint && ++edgesInView > MAX_FAINT_EDGES) break;
       ctx.moveTo(e.pts[0], e.pts[1]);
       for (let i = 2; i < e.pts.length; i += 2) ctx.lineTo(e.pts[i], e.pts[i + 1]);
       if (k > 0.4) arrows.push(e.pts[e.pts.length - 2], e.pts[e.pts.length - 1]);
     }
-    ctx.stroke();
+    if (!faint || edgesInView <= MAX_FAINT_EDGES) ctx.stroke();
     ctx.fillStyle = "#94a3b8";
     ctx.beginPath();
     for (let i = 0; i < arrows.length; i += 2) {
@@ -92,6 +120,7 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
       ctx.moveTo(ax, ay); ctx.lineTo(ax - 6, ay - 3.5); ctx.lineTo(ax - 6, ay + 3.5); ctx.closePath();
     }
     ctx.fill();
+    ctx.globalAlpha = 1;
     // nodes, batched by colour
     const visible: GNode[] = [];
     for (const n of layout.nodes) {
@@ -116,33 +145,78 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
     ctx.beginPath();
     for (const n of visible) ctx.rect(n.x, n.y, n.w, n.h);
     ctx.stroke();
-    const ring = (ids: string[], color: string, width: number) => {
-      ctx.strokeStyle = color;
-      ctx.lineWidth = width / k;
-      ctx.beginPath();
-      for (const id of ids) {
-        const n = layout.byId.get(id);
-        if (n) ctx.rect(n.x - 3 / k, n.y - 3 / k, n.w + 6 / k, n.h + 6 / k);
-      }
-      ctx.stroke();
-    };
-    if (found.length) ring(found, "#f59e0b", 2);
-    if (sel) ring([sel], "#1d4ed8", 3);
+    ring(ctx, k, found, "#f59e0b", 2);
+    if (sel) ring(ctx, k, [sel], "#1d4ed8", 3);
     // labels once they are legible
     if (k * 12 >= 7) {
       ctx.fillStyle = "#0f172a";
       ctx.font = "12px system-ui, sans-serif";
       ctx.textBaseline = "middle";
-      for (const n of visible) {
-        ctx.save();
-        ctx.beginPath();
-        ctx.rect(n.x, n.y, n.w, n.h);
-        ctx.clip();
-        ctx.fillText(n.label, n.x + 8, n.y + n.h / 2);
-        ctx.restore();
-      }
+      // a task is as wide as its label (nodeWidth): maxWidth only squeezes an odd long one,
+      // far cheaper than clipping each label
+      for (const n of visible) ctx.fillText(n.label, n.x + 8, n.y + n.h / 2, n.w - 12);
     }
-    canvas.dataset.visibleNodes = String(visible.length);
+    finishFrame(canvas, visible.length);
+  };
+
+  const ring = (ctx: CanvasRenderingContext2D, k: number, ids: string[], color: string, width: number) => {
+    if (!layout || !ids.length) return;
+    ctx.strokeStyle = color;
+    ctx.lineWidth = width / k;
+    ctx.beginPath();
+    for (const id of ids) {
+      const n = layout.byId.get(id);
+      if (n) ctx.rect(n.x - 3 / k, n.y - 3 / k, n.w + 6 / k, n.h + 6 / k);
+    }
+    ctx.stroke();
+  };
+
+  /** Zoomed far out: each layer (column) one bar, split by state in proportion to its counts. */
+  const drawLayers = (
+    ctx: CanvasRenderingContext2D, k: number, x: number, y: number,
+    wx0: number, wy0: number, wx1: number, wy1: number, st: Record<string, TaskState> | undefined, dpr: number,
+  ) => {
+    const labels: [string, number, number, number][] = [];
+    for (const g of groups) {
+      if (g.x1 < wx0 || g.x0 > wx1 || g.y1 < wy0 || g.y0 > wy1) continue;
+      const counts = new Map<string, number>();
+      for (const id of g.ids) {
+        const s = st ? st[id] ?? "waiting" : "";
+        counts.set(s, (counts.get(s) ?? 0) + 1);
+      }
+      // at least a few pixels wide on screen, so a narrow layer is still seen
+      const w = Math.max(g.x1 - g.x0, 3 / k), h = g.y1 - g.y0;
+      let top = g.y0;
+      for (const s of st ? STATE_ORDER : [""]) {
+        const c = counts.get(s);
+        if (!c) continue;
+        const part = (h * c) / g.ids.length;
+        ctx.fillStyle = s ? STATE_COLORS[s] : DEFINITION_COLOR;
+        ctx.fillRect(g.x0, top, w, part);
+        if (part * k >= 14 && w * k >= 26) labels.push([String(c), g.x0 + w / 2, top + part / 2, 0]);
+        top += part;
+      }
+      ctx.strokeStyle = "#475569";
+      ctx.lineWidth = 1 / k;
+      ctx.strokeRect(g.x0, g.y0, w, h);
+      if (w * k >= 26) labels.push([String(g.ids.length), g.x0 + w / 2, g.y0, 1]);
+    }
+    // the counts, in screen pixels
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.textAlign = "center";
+    for (const [text, lx, ly, above] of labels) {
+      ctx.fillStyle = above ? "#475569" : "#0f172a";
+      ctx.textBaseline = above ? "bottom" : "middle";
+      ctx.fillText(text, lx * k + x, ly * k + y - (above ? 2 : 0));
+    }
+    ctx.textAlign = "start";
+    ctx.setTransform(dpr * k, 0, 0, dpr * k, dpr * x, dpr * y);
+  };
+
+  const finishFrame = (canvas: HTMLCanvasElement, visibleNodes: number) => {
+    if (!layout) return;
+    canvas.dataset.visibleNodes = String(visibleNodes);
     if (firstDraw.current) {
       firstDraw.current = false;
       performance.mark("graph-rendered");
@@ -233,6 +307,13 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
       const r = canvas.getBoundingClientRect();
       const { k, x, y } = view.current;
       const wx = (ev.clientX - r.left - x) / k, wy = (ev.clientY - r.top - y) / k;
+      if (k * NODE_H < AGGREGATE_BELOW_PX) {
+        // a click on a layer's bar zooms in to its tasks, around the point clicked
+        if (groups.some((g) => wx >= g.x0 && wx <= g.x1 && wy >= g.y0 && wy <= g.y1)) {
+          zoom((FAINT_EDGES_BELOW_PX + 2) / NODE_H / k, ev.clientX - r.left, ev.clientY - r.top);
+        }
+        return;
+      }
       for (const n of layout.nodes) {
         if (wx >= n.x && wx <= n.x + n.w && wy >= n.y && wy <= n.y + n.h) {
           props.current.selected = n.id;
@@ -252,7 +333,7 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
       canvas.removeEventListener("pointermove", move);
       canvas.removeEventListener("pointerup", up);
     };
-  }, [layout, onSelect]);
+  }, [layout, groups, onSelect]);
 
   const summary = useMemo(() => {
     const n = Object.keys(tasks).length;

@@ -1,0 +1,238 @@
+"""UI benchmark: a run page at 2,000 and 10,000 tasks in a real Chromium (issue 10, item 4).
+
+For each size, a layered workflow (20 layers, each task depending on 3 of the layer above,
+fixed seed) is applied to a fresh ``stratoflow server``, and one run is triggered and stopped
+at once, so the page shows a mix of states and the server stays idle while we measure. One
+headless Chromium (/usr/bin/chromium, Playwright, 1280x800, device pixel ratio 1) then opens
+the run page twice in one browser profile:
+
+* ``first visit``: nothing stored; the quick layout is drawn, ELK lays out in its worker.
+* ``return visit`` (a reload): the layout of this workflow version is read back from IndexedDB.
+  Above 4,000 tasks the UI does not run ELK: both visits draw the quick layout as the final one.
+
+Measured on each visit (ms since navigation, Performance API marks of the page):
+* ``first paint``: the graph first drawn with task states (``graph-rendered``);
+* ``final layout``: ELK's layout drawn (``graph-final-layout``), and where it came from.
+
+Then, on the return visit, scripted pan and zoom from Fit to close up and back:
+* ``wheel``: for each of 24 wheel steps in (x1.2 each) and 24 out, the time from the event to
+  the frame after it has been painted (two animation frames), with the zoom level's mode
+  (``layers`` or ``tasks``);
+* ``pan``: a 40-step mouse drag at three zoom levels (Fit, middle, close), with every animation
+  frame's interval recorded by an in-page requestAnimationFrame loop (a frame over 16.7 ms
+  shows as a longer interval).
+
+Medians and maxima of ``--repeat`` visits pairs; the first visit is the reference the return
+visit is compared with (target: every frame under 50 ms, first paint under 1.5 s).
+
+    .venv/bin/python benchmarks/bench_ui.py                    # 2,000 and 10,000 tasks, 3 repeats
+    .venv/bin/python benchmarks/bench_ui.py --sizes 2000 --repeat 1
+    .venv/bin/python benchmarks/bench_ui.py --json /tmp/ui.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS  # noqa: E402
+from tests.e2e.server_process import ServerProcess  # noqa: E402
+
+from bench_local import layered, machine, source, workflow_yaml  # noqa: E402
+
+LAYERS = 20
+ELK_TIMEOUT_MS = 900_000
+
+WHEEL_FRAME = """async (deltaY) => {
+    const c = document.querySelector('[data-testid=graph]');
+    const r = c.getBoundingClientRect();
+    const t0 = performance.now();
+    c.dispatchEvent(new WheelEvent('wheel', { deltaY, clientX: r.left + r.width / 2,
+        clientY: r.top + r.height / 2, bubbles: true, cancelable: true }));
+    await new Promise((ok) => requestAnimationFrame(() => requestAnimationFrame(ok)));
+    return [performance.now() - t0, c.dataset.mode];
+}"""
+
+FRAME_LOOP_START = """() => {
+    window.__frames = [];
+    let last = performance.now();
+    window.__frameLoop = true;
+    const tick = (t) => {
+        window.__frames.push(t - last);
+        last = t;
+        if (window.__frameLoop) requestAnimationFrame(tick);
+    };
+    requestAnimationFrame((t) => { last = t; requestAnimationFrame(tick); });
+}"""
+FRAME_LOOP_STOP = "() => { window.__frameLoop = false; return window.__frames; }"
+
+
+def mark(page: Any, name: str) -> float:
+    return float(page.evaluate(f"performance.getEntriesByName('{name}')[0].startTime"))
+
+
+def visit(page: Any, url: str, *, reload: bool) -> dict[str, Any]:
+    if reload:
+        page.reload()
+    else:
+        page.goto(url)
+    graph = page.get_by_test_id("graph")
+    graph.wait_for(state="attached")
+    page.wait_for_function(
+        "document.querySelector('[data-testid=graph]')?.dataset.layout === 'final'",
+        timeout=ELK_TIMEOUT_MS,
+        polling=100,
+    )
+    return {
+        "first_paint_ms": round(mark(page, "graph-rendered")),
+        "final_layout_ms": round(mark(page, "graph-final-layout")),
+        "layout_source": graph.get_attribute("data-layout-source"),
+    }
+
+
+def pan(page: Any) -> list[float]:
+    box = page.get_by_test_id("graph").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.evaluate(FRAME_LOOP_START)
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    page.mouse.move(cx - 400, cy - 100, steps=40)
+    page.mouse.move(cx, cy, steps=40)
+    page.mouse.up()
+    page.wait_for_timeout(100)
+    frames: list[float] = page.evaluate(FRAME_LOOP_STOP)
+    return frames[1:]  # the first interval starts before the drag
+
+
+def frames(page: Any) -> dict[str, Any]:
+    page.get_by_role("button", name="Fit").click()
+    page.wait_for_timeout(200)
+    out: dict[str, Any] = {"wheel": {"layers": [], "tasks": []}, "pan": {}}
+    out["pan"]["fit"] = pan(page)
+    out["mode_at_fit"] = page.get_by_test_id("graph").get_attribute("data-mode")
+    steps = 24
+    for i in range(steps):
+        ms, mode = page.evaluate(WHEEL_FRAME, -120)
+        out["wheel"][mode].append(ms)
+        if i == steps // 2:
+            out["pan"]["middle"] = pan(page)
+    out["pan"]["close"] = pan(page)
+    for _ in range(steps):
+        ms, mode = page.evaluate(WHEEL_FRAME, 120)
+        out["wheel"][mode].append(ms)
+    return out
+
+
+def one_size(browser: Any, tasks: int, repeat: int) -> dict[str, Any]:
+    width = tasks // LAYERS
+    deps = layered(LAYERS, width)
+    with tempfile.TemporaryDirectory(prefix="bench-ui-") as tmp:
+        server = ServerProcess(Path(tmp) / "home")
+        server.start()
+        try:
+            api = httpx.Client(base_url=server.url, headers=server.headers, timeout=120)
+            applied = api.post("/workflows", json={"source": workflow_yaml("layered", deps, 8)})
+            applied.raise_for_status()
+            run = api.post("/workflows/layered/runs", json={})
+            run.raise_for_status()
+            run_id = run.json()["run"]["id"]
+            api.post(f"/runs/{run_id}/stop").raise_for_status()
+            url = f"{server.url}/#/runs/{run_id}"
+            samples = []
+            for r in range(repeat):
+                context = browser.new_context(viewport={"width": 1280, "height": 800})
+                context.add_init_script(
+                    f"localStorage.setItem('stratoflow.token', {json.dumps(server.token)})"
+                )
+                page = context.new_page()
+                first = visit(page, url, reload=False)
+                again = visit(page, url, reload=True)
+                sample = {"first_visit": first, "return_visit": again, **frames(page)}
+                samples.append(sample)
+                context.close()
+                print(
+                    f"{tasks} tasks, repeat {r + 1}: first visit {first}, return visit {again},"
+                    f" mode at Fit {sample['mode_at_fit']}",
+                    flush=True,
+                )
+            api.close()
+        finally:
+            server.stop()
+    return summarise(tasks, samples)
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "median": round(statistics.median(values), 1),
+        "max": round(max(values), 1),
+    }
+
+
+def summarise(tasks: int, samples: list[dict[str, Any]]) -> dict[str, Any]:
+    def med(visit: str, key: str) -> float:
+        return float(statistics.median(s[visit][key] for s in samples))
+
+    out: dict[str, Any] = {"tasks": tasks, "repeats": len(samples)}
+    for v in ("first_visit", "return_visit"):
+        out[v] = {
+            "first_paint_ms_median": med(v, "first_paint_ms"),
+            "final_layout_ms_median": med(v, "final_layout_ms"),
+            "layout_sources": sorted({s[v]["layout_source"] for s in samples}),
+        }
+    out["final_layout_ratio_first_to_return"] = round(
+        out["first_visit"]["final_layout_ms_median"]
+        / max(out["return_visit"]["final_layout_ms_median"], 1),
+        1,
+    )
+    out["mode_at_fit"] = sorted({s["mode_at_fit"] for s in samples})
+    out["wheel_to_frame_ms"] = {
+        mode: stats([ms for s in samples for ms in s["wheel"][mode]])
+        for mode in ("layers", "tasks")
+    }
+    out["pan_frame_interval_ms"] = {
+        level: stats([ms for s in samples for ms in s["pan"][level]])
+        for level in ("fit", "middle", "close")
+    }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--sizes", default="2000,10000", help="task counts (default 2000,10000)")
+    ap.add_argument("--repeat", type=int, default=3, help="visit pairs per size (default 3)")
+    ap.add_argument("--json", type=Path, help="write the figures here too")
+    args = ap.parse_args(argv)
+    if not Path(CHROMIUM).is_file():
+        print(f"no Chromium at {CHROMIUM}: `make chromium` installs it", file=sys.stderr)
+        return 2
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report: dict[str, Any] = {"machine": machine(Path(tmp)), "source": source(), "sizes": []}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        for size in (int(s) for s in args.sizes.split(",")):
+            report["sizes"].append(one_size(browser, size, args.repeat))
+        browser.close()
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
