@@ -98,7 +98,9 @@ def test_a_2000_task_run_stays_responsive(
     )
     figures["elk_layout_ms"] = int(graph.get_attribute("data-layout-ms"))
     figures["visible_nodes_at_fit"] = int(graph.get_attribute("data-visible-nodes"))
-    assert figures["visible_nodes_at_fit"] == LAYERS * WIDTH  # "Fit" shows the whole graph
+    # "Fit" shows the whole graph: each layer as a bar of its tasks' states (every task counted)
+    expect(graph).to_have_attribute("data-mode", "layers")
+    assert figures["visible_nodes_at_fit"] == LAYERS * WIDTH
     shot("fit")
 
     wheel = [wheel_frame_ms(page) for _ in range(12)]  # zoom in, around the centre

@@ -131,7 +131,7 @@ def test_apply_trigger_watch_fail_read_log_fix_and_rerun(
     page.get_by_label("Logical date (optional)").fill("2026-01-15T12:00")
     shot("trigger-form")
     page.get_by_role("button", name="Start the run").click()
-    expect(page).to_have_url(re.compile(r"#/runs/etl_chain-"))
+    expect(page).to_have_url(re.compile(r"#/runs/default\.etl_chain-"))  # <project>.<name>-
     wait_graph_states(page, r"^Graph of 3 tasks: 3 succeeded$")
     expect(run_badge(page)).to_have_text("succeeded")
     find_task(page, "load")

@@ -91,10 +91,10 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
     const taskPx = k * NODE_H;
     canvas.dataset.mode = taskPx < AGGREGATE_BELOW_PX ? "layers" : "tasks";
     if (taskPx < AGGREGATE_BELOW_PX) {
-      drawLayers(ctx, k, x, y, wx0, wy0, wx1, wy1, st, dpr);
+      const represented = drawLayers(ctx, k, x, y, wx0, wy0, wx1, wy1, st, dpr);
       ring(ctx, k, found, "#f59e0b", 2);
       if (sel) ring(ctx, k, [sel], "#1d4ed8", 3);
-      finishFrame(canvas, 0);
+      finishFrame(canvas, represented); // the tasks the visible bars stand for
       return;
     }
     // edges
@@ -175,10 +175,12 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
   const drawLayers = (
     ctx: CanvasRenderingContext2D, k: number, x: number, y: number,
     wx0: number, wy0: number, wx1: number, wy1: number, st: Record<string, TaskState> | undefined, dpr: number,
-  ) => {
+  ): number => {
     const labels: [string, number, number, number][] = [];
+    let represented = 0;
     for (const g of groups) {
       if (g.x1 < wx0 || g.x0 > wx1 || g.y1 < wy0 || g.y0 > wy1) continue;
+      represented += g.ids.length;
       const counts = new Map<string, number>();
       for (const id of g.ids) {
         const s = st ? st[id] ?? "waiting" : "";
@@ -212,6 +214,7 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
     }
     ctx.textAlign = "start";
     ctx.setTransform(dpr * k, 0, 0, dpr * k, dpr * x, dpr * y);
+    return represented;
   };
 
   const finishFrame = (canvas: HTMLCanvasElement, visibleNodes: number) => {
