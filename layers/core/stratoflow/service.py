@@ -342,11 +342,8 @@ class Scheduler:
         elif new.state is TaskState.FAILED:
             self._emit("task.failed", self.store.get_run(report.run_id), task=new)
         if new.state.terminal:
-            open_child = self._propagate(spec, new, now)
-            # A child seen unended (in this turn, after its count) means the run has not
-            # ended either: that child's own end will settle it. No read of the run then.
-            if not open_child or engine.stops_run_on_failure(spec, new.state):
-                self._settle(spec, new, now)
+            self._propagate(spec, new, now)
+            self._settle(spec, new, now)
 
     @property
     def _intent(self) -> bool:
@@ -362,15 +359,13 @@ class Scheduler:
             key = self._run_keys[run_id] = (run.project, run.workflow, run.version)
         return self.spec(*key)
 
-    def _propagate(self, spec: WorkflowSpec, done: TaskInstance, now: datetime) -> bool:
+    def _propagate(self, spec: WorkflowSpec, done: TaskInstance, now: datetime) -> None:
         """Tell the children of an ended task, and theirs for what that ends; O(out-degree),
         plus whatever it skips. Every step is idempotent: a parent is counted once per child
         (``record_upstreams``), a child moves by a conditional write of a decision made from
         its counts, and the parent's propagation intent is retired only once every child has
-        heard. A repeat after a crash anywhere in between completes the work. Returns
-        whether a child was seen unended after hearing (so the run has not ended)."""
+        heard. A repeat after a crash anywhere in between completes the work."""
         work = [done]
-        open_child = False
         while work:
             parent = work.pop()
             children = spec.dag.children[parent.task_id]
@@ -392,17 +387,12 @@ class Scheduler:
                 else:  # counted before
                     continue
                 decision = engine.parent_heard(spec, parent, child, now, intent=self._intent)
-                if decision is None:
-                    open_child = open_child or not child.state.terminal
-                elif self.store.apply(decision):
+                if decision is not None and self.store.apply(decision):
                     moved = decision.tasks[0].task
                     if moved.state.terminal:
                         work.append(moved)
-                    else:
-                        open_child = True
             if parent.propagating:
                 self.store.apply(engine.propagated(parent))
-        return open_child
 
     def _settle(self, spec: WorkflowSpec, ended: TaskInstance, now: datetime) -> None:
         """After a task's end (idempotent): stop the run if the failure stops it, else end
