@@ -213,3 +213,40 @@ def test_a_timeout_is_committed_before_the_attempt_is_killed(tmp_path: Path) -> 
     assert dispatcher.killed == [(run.id, "job", 1)]
     assert killed_after == [TaskState.FAILED]
     store.close()
+
+
+CASCADE = """
+name: cascade
+tasks:
+  t0: {type: shell, command: "false"}
+  t1: {type: shell, command: "true", depends_on: [t0]}
+  t2: {type: shell, command: "true", depends_on: [t0, t1], trigger_rule: one_success}
+"""
+
+
+def test_a_failure_that_ends_every_child_in_one_propagation_ends_the_run(
+    commits: tuple[SqliteStore, list[StoreChanges]],
+) -> None:
+    """t2 (one_success) is seen still waiting while t0's end is counted (t1 has not been told
+    yet), then ends in the same propagation once t1 is told: nobody else will end after this,
+    so this turn must settle the run. (A shortcut that skipped the run's settle whenever a child had been
+    seen unended left such a run RUNNING for ever; the event storm found it.)"""
+    store, _ = commits
+    dispatcher = PlannedLogs()
+    scheduler = Scheduler(store, store, dispatcher, FakeClock(T0))
+    scheduler.apply(CASCADE)
+    run, _ = scheduler.trigger("default", "cascade")
+    scheduler.step()
+    [t0] = pending(dispatcher)
+
+    # the report alone, as advance applies it on AWS (no loop turn after it to catch up)
+    scheduler.on_finished([Finished(*t0, AttemptResult(AttemptStatus.FAILED, error="exit 1"))])
+
+    states = {t.task_id: t.state for t in store.get_tasks(run.id)}
+    assert states == {
+        "t0": TaskState.FAILED,
+        "t1": TaskState.UPSTREAM_FAILED,
+        "t2": TaskState.UPSTREAM_FAILED,
+    }
+    assert store.get_run(run.id).state is RunState.FAILED
+    assert pending(dispatcher) == []
