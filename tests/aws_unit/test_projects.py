@@ -183,7 +183,8 @@ def test_containers_racing_for_one_project_make_one_function(aws: Aws) -> None:
 
 
 ISSUER = "oidc.eks.us-east-1.amazonaws.com/id/ABC123"
-WITH_IRSA = replace(PLACES, oidc_issuer=ISSUER, eks_namespace="stratoflow")
+IN_STRATOFLOW = replace(PLACES, eks_namespace="stratoflow")
+WITH_IRSA = replace(IN_STRATOFLOW, oidc_issuer=ISSUER)
 
 
 def test_with_an_oidc_issuer_the_role_trusts_its_projects_service_accounts_only() -> None:
@@ -250,7 +251,7 @@ class FakeEks:
 
 def test_a_projects_pods_get_its_role_by_pod_identity_once_per_namespace(aws: Aws) -> None:
     eks = FakeEks()
-    identities = aws.identities(eks=eks, eks_cluster="prod", eks_namespace="stratoflow")
+    identities = aws.identities(eks=eks, eks_cluster="prod", places=IN_STRATOFLOW)
     account = service_account_name("analytics")
     pods = identities.ensure_pods("analytics", None)
     assert pods == PodIdentity(service_account=account, role_arn=None)  # no IRSA: no annotation
@@ -268,7 +269,7 @@ def test_a_projects_pods_get_its_role_by_pod_identity_once_per_namespace(aws: Aw
         ("prod", "etl", service_account_name("billing")),
     }  # fmt: skip
     # another container: the association exists already, which is fine
-    again = aws.identities(eks=eks, eks_cluster="prod", eks_namespace="stratoflow")
+    again = aws.identities(eks=eks, eks_cluster="prod", places=IN_STRATOFLOW)
     assert again.ensure_pods("analytics", None) == pods
     assert len(eks.calls) == 4
     # a name that cannot be a namespace: no association (the launcher refuses the task)

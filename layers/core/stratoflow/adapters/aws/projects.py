@@ -309,7 +309,6 @@ class ProjectIdentities:
         logs: Any,
         eks: Any = None,
         eks_cluster: str = "",
-        eks_namespace: str = "default",
         environment: Mapping[str, str] | None = None,
         log_retention_days: int | None = None,
         sleep: Sleep = time.sleep,
@@ -324,7 +323,8 @@ class ProjectIdentities:
         self._logs = logs
         self._eks = eks
         self.eks_cluster = eks_cluster
-        self.eks_namespace = eks_namespace or "default"
+        # one setting with the IRSA trust's (places): the namespace a task names none of
+        self.eks_namespace = places.eks_namespace or "default"
         self.environment = dict(environment or {})
         self.log_retention_days = log_retention_days
         self._sleep = sleep

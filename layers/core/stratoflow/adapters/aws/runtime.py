@@ -109,7 +109,6 @@ def project_identities(settings: AwsSettings, clients: AwsClients) -> ProjectIde
         logs=clients.logs,
         eks=clients.eks,
         eks_cluster=settings.eks_cluster,
-        eks_namespace=settings.eks_namespace,
         environment={
             "STRATOFLOW_TABLE": settings.table,
             "POWERTOOLS_METRICS_NAMESPACE": "Stratoflow",
