@@ -776,3 +776,9 @@ def admin_token(home: Path | None, reset: bool) -> None:
                 identities.revoke_token(token.id)
         _, secret = identities.create_token(FIRST_ADMIN, "reset", datetime.now(UTC))
     click.echo(secret)
+
+
+# ------------------------------------------------------------------ import (cli_import.py)
+from stratoflow.cli_import import import_command  # noqa: E402 - registered after main exists
+
+main.add_command(import_command)

@@ -1,0 +1,152 @@
+"""``stratoflow import``: other schedulers' workflows as format-v1 YAML, with a report of
+everything that did not map. Pure: reads the files it is given, writes nothing.
+
+Formats: DolphinScheduler export JSON (1.x ``processDefinitionJson``; 3.0-3.2
+``processDefinition`` / ``processTaskRelationList``; 3.3 ``workflowDefinition`` /
+``workflowTaskRelationList``), pydolphinscheduler YAML, and dag-factory YAML.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from stratoflow.errors import InvalidInput
+from stratoflow.importers._build import Unmapped
+from stratoflow.importers._cron import airflow_schedule, quartz_to_schedule
+from stratoflow.importers._dagfactory import GROUP_SEPARATOR, is_dag_factory, read_dag_factory
+from stratoflow.importers._dolphinscheduler import convert, is_export, read_export
+from stratoflow.importers._pydolphin import is_pydolphin, read_pydolphin
+from stratoflow.importers._report import FileImport, ImportedWorkflow, Note, Notes
+from stratoflow.model import MAX_DOCUMENT_BYTES, parse_workflow
+
+Source = Literal["dolphinscheduler", "dag-factory"]
+
+__all__ = [
+    "GROUP_SEPARATOR",
+    "FileImport",
+    "ImportedWorkflow",
+    "Note",
+    "Source",
+    "Unmapped",
+    "airflow_schedule",
+    "import_file",
+    "quartz_to_schedule",
+    "to_yaml",
+]
+
+
+def _read(path: Path) -> Any:
+    try:
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_DOCUMENT_BYTES + 1)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise InvalidInput(f"{path}: over {MAX_DOCUMENT_BYTES:,} bytes")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{path}: not UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except ValueError as exc:  # json.JSONDecodeError
+        raise InvalidInput(f"{path}: not valid JSON: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+
+
+def import_file(
+    path: str | Path, source: Source | None = None, unmapped: Unmapped = "placeholder"
+) -> FileImport:
+    """Convert one file. Raises :class:`InvalidInput` when it cannot be read or is none of
+    the formats (``source`` narrows the guess)."""
+    file = Path(path)
+    data = _read(file)
+    workflows: list[ImportedWorkflow]
+    if source in (None, "dolphinscheduler") and is_export(data):
+        fmt = "dolphinscheduler-export"
+        workflows = [convert(flow, unmapped) for flow in read_export(data)]
+    elif source in (None, "dolphinscheduler") and is_pydolphin(data):
+        fmt = "pydolphinscheduler-yaml"
+        reading = Notes()
+        flow = read_pydolphin(data, file, reading)
+        converted = convert(flow, unmapped)
+        notes = tuple(
+            Note(n.severity, n.message, converted.name, n.task, n.field) for n in reading.items
+        )
+        workflows = [
+            ImportedWorkflow(
+                converted.name, converted.source_name, converted.document, notes + converted.notes
+            )
+        ]
+    elif source in (None, "dag-factory") and is_dag_factory(data):
+        fmt = "dag-factory"
+        workflows = read_dag_factory(data, file, unmapped)
+    else:
+        expected = {
+            None: "a DolphinScheduler export, pydolphinscheduler YAML or dag-factory YAML",
+            "dolphinscheduler": "a DolphinScheduler export or pydolphinscheduler YAML",
+            "dag-factory": "dag-factory YAML (DAG ids mapping to configurations with tasks)",
+        }[source]
+        raise InvalidInput(f"{file}: no workflow found: expected {expected}")
+    return FileImport(str(file), fmt, tuple(_validated(w) for w in workflows))
+
+
+def _validated(workflow: ImportedWorkflow) -> ImportedWorkflow:
+    """Check the document with Stratoflow's own loader; one it refuses is not written."""
+    if workflow.document is None:
+        note = Note(
+            "unmapped", "no task could be written: the workflow is not written", workflow.name
+        )
+        return ImportedWorkflow(workflow.name, workflow.source_name, None, (*workflow.notes, note))
+    document, notes = workflow.document, workflow.notes
+    try:
+        parse_workflow(document, now=datetime.now(UTC))
+    except InvalidInput as exc:
+        if "schedule" in document and all(p.path.startswith("schedule") for p in exc.problems):
+            document = {k: v for k, v in document.items() if k != "schedule"}
+            note = Note("unmapped", f"schedule left out: {exc}", workflow.name, field="schedule")
+            return _validated(
+                ImportedWorkflow(workflow.name, workflow.source_name, document, (*notes, note))
+            )
+        note = Note(
+            "unmapped",
+            f"the converted workflow does not validate, so it is not written: {exc}",
+            workflow.name,
+        )
+        return ImportedWorkflow(workflow.name, workflow.source_name, None, (*workflow.notes, note))
+    return workflow
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = (
+        "|"
+        if "\n" in value
+        and all(c.isprintable() or c == "\n" for c in value)
+        and not value.endswith(" ")
+        else None
+    )
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _text)
+
+
+def to_yaml(workflow: ImportedWorkflow, source: str) -> str:
+    """The workflow file's text, headed by where it came from."""
+    assert workflow.document is not None
+    head = f"# Imported by `stratoflow import` from {source} ({workflow.source_name!r}).\n"
+    if any(n.severity == "unmapped" for n in workflow.notes):
+        head += "# Not everything mapped: read the import report beside this file.\n"
+    return head + yaml.dump(
+        workflow.document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
+    )
