@@ -694,7 +694,7 @@ def _local_params(task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx, ds: D
                 ctx.notes.unmapped(notes_text, task=tid)
             continue
         params[key] = rewrite_ds(str(prop.get("value") or ""), ds)
-    text = shown(body)
+    text = json.dumps(body)  # every field the task's templates are in
     for name, expr in ctx.global_exprs.items():
         if name not in params and param_ref(name) in text:
             params[name] = "{{ " + f"{param_ref(name)} or ({expr})" + " }}"

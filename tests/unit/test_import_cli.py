@@ -1,0 +1,129 @@
+"""``stratoflow import``: files written, a report per file, and the exit codes of DESIGN.md
+(0 everything mapped, 1 something left out, 2 a file unreadable)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from stratoflow.cli import main
+from stratoflow.model import load_workflow_file
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "importers"
+
+DAG_FACTORY = """
+default:
+  default_args:
+    start_date: 2026-01-01
+    retries: 2
+    retry_delay_sec: 30
+  schedule: "@daily"
+etl:
+  timezone: Europe/Berlin
+  task_groups:
+    load_group:
+      dependencies: [extract]
+  tasks:
+    extract:
+      operator: airflow.providers.standard.operators.bash.BashOperator
+      bash_command: "echo {{ ds_nodash }} {{ params.region }}"
+    load:
+      operator: airflow.providers.standard.operators.bash.BashOperator
+      bash_command: "echo load"
+      task_group_name: load_group
+      execution_timeout_secs: 600
+    notify:
+      operator: airflow.providers.amazon.aws.operators.lambda_function.LambdaInvokeFunctionOperator
+      function_name: notify-team
+      payload: '{"ok": true}'
+      dependencies: [load_group]
+  params:
+    region: eu
+"""
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(main, ["import", *args], catch_exceptions=False)
+
+
+def test_everything_mapped_exits_0(tmp_path: Path) -> None:
+    # GIVEN a dag-factory file whose every part has an equivalent
+    source = tmp_path / "dags.yml"
+    source.write_text(DAG_FACTORY)
+    out = tmp_path / "out"
+    # WHEN it is imported
+    result = invoke(str(source), "-o", str(out))
+    # THEN exit 0, one workflow file that validates, and a report
+    assert result.exit_code == 0, result.output
+    spec = load_workflow_file(out / "etl.yaml")
+    tasks = spec.workflow.tasks
+    assert set(tasks) == {"extract", "load_group__load", "notify"}
+    assert tasks["load_group__load"].depends_on == ["extract"]
+    assert tasks["notify"].depends_on == ["load_group__load"]
+    assert spec.workflow.retries("extract") == 2
+    assert spec.workflow.timeout("load_group__load") is not None
+    assert spec.workflow.schedule is not None
+    assert (spec.workflow.schedule.cron, spec.workflow.schedule.timezone) == (
+        "0 0 * * *",
+        "Europe/Berlin",
+    )
+    report = json.loads((out / "dags.yml.import-report.json").read_text())
+    assert report["complete"] is True
+    assert report["written"] == [str(out / "etl.yaml")]
+
+
+def test_something_left_out_exits_1_and_names_it(tmp_path: Path) -> None:
+    result = invoke(str(FIXTURES / "ds_3.3_export.json"), "-o", str(tmp_path))
+    assert result.exit_code == 1
+    assert "not mapped: sales_daily.tasks.report: SQL task" in result.output
+    load_workflow_file(tmp_path / "sales_daily.yaml")
+    report = json.loads((tmp_path / "ds_3.3_export.json.import-report.json").read_text())
+    assert report["complete"] is False
+    assert [n["task"] for n in report["notes"] if n["severity"] == "unmapped"] == ["report"]
+
+
+def test_report_mode_leaves_the_task_out(tmp_path: Path) -> None:
+    result = invoke(
+        str(FIXTURES / "ds_3.2_export.json"), "-o", str(tmp_path), "--unmapped", "report"
+    )
+    assert result.exit_code == 1
+    spec = load_workflow_file(tmp_path / "sales_daily.yaml")
+    assert "report" not in spec.workflow.tasks
+
+
+def test_an_unreadable_file_exits_2_and_writes_nothing_for_it(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [unclosed\n")
+    out = tmp_path / "out"
+    result = invoke(
+        str(bad),
+        str(tmp_path / "missing.json"),
+        str(FIXTURES / "ds_1.3_export.json"),
+        "-o",
+        str(out),
+    )
+    assert result.exit_code == 2
+    assert "bad.yaml: not valid YAML" in result.output
+    assert "missing.json" in result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "ds_1.3_export.json.import-report.json",
+        "legacy_etl.yaml",
+    ]
+
+
+def test_from_narrows_the_formats(tmp_path: Path) -> None:
+    source = tmp_path / "dags.yml"
+    source.write_text(DAG_FACTORY)
+    result = invoke(str(source), "--from", "dolphinscheduler", "-o", str(tmp_path / "out"))
+    assert result.exit_code == 2
+    assert "no workflow found: expected a DolphinScheduler export" in result.output
+
+
+def test_json_output(tmp_path: Path) -> None:
+    result = invoke(str(FIXTURES / "ds_1.3_export.json"), "-o", str(tmp_path), "--output", "json")
+    assert result.exit_code == 1
+    summary = json.loads(result.output)
+    assert summary[0]["format"] == "dolphinscheduler-export"
+    assert summary[0]["workflows"][0]["name"] == "legacy_etl"
