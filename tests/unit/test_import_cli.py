@@ -105,7 +105,7 @@ def test_an_unreadable_file_exits_2_and_writes_nothing_for_it(tmp_path: Path) ->
         str(out),
     )
     assert result.exit_code == 2
-    assert "bad.yaml: not valid YAML" in result.output
+    assert "bad.yaml: workflow (line 2): invalid YAML" in result.output
     assert "missing.json" in result.output
     assert sorted(p.name for p in out.iterdir()) == [
         "ds_1.3_export.json.import-report.json",
@@ -127,3 +127,23 @@ def test_json_output(tmp_path: Path) -> None:
     summary = json.loads(result.output)
     assert summary[0]["format"] == "dolphinscheduler-export"
     assert summary[0]["workflows"][0]["name"] == "legacy_etl"
+
+
+def test_hostile_files_are_refused_quickly(tmp_path: Path) -> None:
+    # GIVEN an alias bomb and a deeply nested JSON document
+    bomb = tmp_path / "bomb.yaml"
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [
+        f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]"
+        for i in range(1, 12)
+    ]
+    bomb.write_text("\n".join(lines) + "\n")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    out = tmp_path / "out"
+    # WHEN they are imported THEN both are refused with exit 2, and nothing is created
+    result = invoke(str(bomb), str(deep), "-o", str(out))
+    assert result.exit_code == 2
+    assert "bomb.yaml" in result.output
+    assert "deep.json: file: JSON nested too deeply" in result.output
+    assert not out.exists()

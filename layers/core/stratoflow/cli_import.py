@@ -54,6 +54,8 @@ def import_command(
             click.echo(f"error: {exc}", err=True)
             continue
         results.append(result)
+    if not results:  # nothing to write: create nothing either
+        sys.exit(2)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -15,14 +15,15 @@ from typing import Any, Literal
 
 import yaml
 
-from stratoflow.errors import InvalidInput
+from stratoflow.errors import InvalidInput, Problem
 from stratoflow.importers._build import Unmapped
 from stratoflow.importers._cron import airflow_schedule, quartz_to_schedule
 from stratoflow.importers._dagfactory import GROUP_SEPARATOR, is_dag_factory, read_dag_factory
 from stratoflow.importers._dolphinscheduler import convert, is_export, read_export
 from stratoflow.importers._pydolphin import is_pydolphin, read_pydolphin
 from stratoflow.importers._report import FileImport, ImportedWorkflow, Note, Notes
-from stratoflow.model import MAX_DOCUMENT_BYTES, parse_workflow
+from stratoflow.model import MAX_DOCUMENT_BYTES, MAX_TASKS, parse_workflow
+from stratoflow.model._loader import load_yaml
 
 Source = Literal["dolphinscheduler", "dag-factory"]
 
@@ -40,24 +41,31 @@ __all__ = [
 ]
 
 
+def _bad(file: Path, message: str) -> InvalidInput:
+    return InvalidInput([Problem("file", message)], source=str(file))
+
+
 def _read(path: Path) -> Any:
     try:
         with path.open("rb") as stream:
             raw = stream.read(MAX_DOCUMENT_BYTES + 1)
     except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+        raise _bad(path, f"cannot read it: {exc.strerror}") from None
     if len(raw) > MAX_DOCUMENT_BYTES:
-        raise InvalidInput(f"{path}: over {MAX_DOCUMENT_BYTES:,} bytes")
+        raise _bad(path, f"over {MAX_DOCUMENT_BYTES:,} bytes")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InvalidInput(f"{path}: not UTF-8 (byte {exc.start})") from None
+        raise _bad(path, f"not UTF-8 (byte {exc.start})") from None
+    if path.suffix.lower() != ".json":
+        # Stratoflow's own YAML loader: bounded in size, depth, nodes and aliases
+        return load_yaml(text, source=str(path))[0]
     try:
-        return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        return json.loads(text)
     except ValueError as exc:  # json.JSONDecodeError
-        raise InvalidInput(f"{path}: not valid JSON: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise InvalidInput(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+        raise _bad(path, f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _bad(path, "JSON nested too deeply") from None
 
 
 def import_file(
@@ -70,11 +78,14 @@ def import_file(
     workflows: list[ImportedWorkflow]
     if source in (None, "dolphinscheduler") and is_export(data):
         fmt = "dolphinscheduler-export"
-        workflows = [convert(flow, unmapped) for flow in read_export(data)]
+        flows = read_export(data[: MAX_WORKFLOWS + 1] if isinstance(data, list) else data)
+        _bounded(file, len(flows), max((len(f.tasks) for f in flows), default=0))
+        workflows = [convert(flow, unmapped) for flow in flows]
     elif source in (None, "dolphinscheduler") and is_pydolphin(data):
         fmt = "pydolphinscheduler-yaml"
         reading = Notes()
         flow = read_pydolphin(data, file, reading)
+        _bounded(file, 1, len(flow.tasks))
         converted = convert(flow, unmapped)
         notes = tuple(
             Note(n.severity, n.message, converted.name, n.task, n.field) for n in reading.items
@@ -86,6 +97,13 @@ def import_file(
         ]
     elif source in (None, "dag-factory") and is_dag_factory(data):
         fmt = "dag-factory"
+        _bounded(
+            file,
+            len(data),
+            max(
+                (len(v.get("tasks") or []) for v in data.values() if isinstance(v, dict)), default=0
+            ),
+        )
         workflows = read_dag_factory(data, file, unmapped)
     else:
         expected = {
@@ -93,8 +111,19 @@ def import_file(
             "dolphinscheduler": "a DolphinScheduler export or pydolphinscheduler YAML",
             "dag-factory": "dag-factory YAML (DAG ids mapping to configurations with tasks)",
         }[source]
-        raise InvalidInput(f"{file}: no workflow found: expected {expected}")
+        raise _bad(file, f"no workflow found: expected {expected}")
     return FileImport(str(file), fmt, tuple(_validated(w) for w in workflows))
+
+
+MAX_WORKFLOWS = 1_000
+"""The most workflows one file may hold."""
+
+
+def _bounded(file: Path, workflows: int, tasks: int) -> None:
+    if workflows > MAX_WORKFLOWS:
+        raise _bad(file, f"more than {MAX_WORKFLOWS:,} workflows in one file")
+    if tasks > MAX_TASKS:
+        raise _bad(file, f"a workflow with {tasks:,} tasks; at most {MAX_TASKS:,}")
 
 
 def _validated(workflow: ImportedWorkflow) -> ImportedWorkflow:

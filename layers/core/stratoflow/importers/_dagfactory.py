@@ -15,14 +15,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from stratoflow.errors import InvalidInput
 from stratoflow.importers._build import Unmapped, unmapped_task
 from stratoflow.importers._cron import airflow_schedule, interval_before
 from stratoflow.importers._names import param_ref, task_id, unique, workflow_name
 from stratoflow.importers._report import ImportedWorkflow, Notes
 from stratoflow.importers._timeexpr import AirflowDates, rewrite_airflow
 from stratoflow.model import TriggerRule
+from stratoflow.model._loader import load_yaml
 
 GROUP_SEPARATOR = "__"
 _DAG_ONLY = {"tasks", "task_groups", "default_args"}
@@ -65,8 +65,8 @@ def defaults_beside(path: Path) -> dict[str, Any]:
         candidate = path.parent / name
         if candidate.is_file() and candidate.resolve() != path.resolve():
             try:
-                data = yaml.safe_load(candidate.read_text(encoding="utf-8")[: 1 << 20])
-            except (OSError, UnicodeDecodeError, yaml.YAMLError):
+                data = load_yaml(candidate.read_text(encoding="utf-8")[: 1 << 20])[0]
+            except (OSError, UnicodeDecodeError, InvalidInput):
                 return {}
             return data if isinstance(data, dict) else {}
     return {}
@@ -148,9 +148,9 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
         for key, value in (("start", start), ("end", end)):
             if value is None:
                 continue
-            text = str(value)
+            text = str(value).replace(" ", "T", 1)
             if text[:4].isdigit():
-                schedule[key] = text if "T" in text or " " in text else text + "T00:00:00"
+                schedule[key] = text if "T" in text else text + "T00:00:00"
             else:
                 notes.unmapped(
                     f"{key}_date {text!r} (relative) has no equivalent", field="schedule"

@@ -395,7 +395,7 @@ _HANDLED = {"SHELL", "PYTHON", "HTTP", "K8S", "KUBERNETES", "SWITCH", "CONDITION
 
 def _ds_context(task: DsTask, tid: str, ctx: _Ctx, parents: Mapping[str, list[str]]) -> DsContext:
     refs: dict[str, str] = {}
-    upstream = _ancestors(tid, parents)
+    upstream = _ancestors(tid, parents) if ctx.outputs else set()  # only OUT params need it
     for key, setters in ctx.outputs.items():
         from_above = [s for s in setters if s in upstream]
         if len(from_above) == 1:

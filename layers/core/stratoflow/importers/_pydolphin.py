@@ -15,10 +15,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from stratoflow.errors import InvalidInput
 from stratoflow.importers._dolphinscheduler import DsTask, DsWorkflow
 from stratoflow.importers._report import Notes
+from stratoflow.model._loader import load_yaml
 
 MAX_INCLUDED_BYTES = 1 << 20
 _FILE = re.compile(r"\$FILE\{\"(.*?)\"\}")
@@ -55,8 +55,8 @@ def is_pydolphin(data: Any) -> bool:
 def workflow_name_of(path: Path) -> str | None:
     """The ``workflow.name`` a pydolphinscheduler YAML file defines (for ``$WORKFLOW{}``)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")[:MAX_INCLUDED_BYTES])
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = load_yaml(path.read_text(encoding="utf-8")[:MAX_INCLUDED_BYTES])[0]
+    except (OSError, UnicodeDecodeError, InvalidInput):
         return None
     if is_pydolphin(data) and data["workflow"].get("name"):
         return str(data["workflow"]["name"])
