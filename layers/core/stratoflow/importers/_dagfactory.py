@@ -157,6 +157,9 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
                 )
         if "catchup" in config:
             schedule["catchup"] = bool(config["catchup"])
+        elif airflow2:  # Airflow 2's catchup_by_default is True (Airflow 3's is False)
+            schedule["catchup"] = True
+            notes.changed("catchup: true, Airflow 2's default", field="schedule")
         doc["schedule"] = schedule
         shift = interval_before(converted.cron) if airflow2 else None
         if airflow2:
