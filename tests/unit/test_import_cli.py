@@ -147,3 +147,23 @@ def test_hostile_files_are_refused_quickly(tmp_path: Path) -> None:
     assert "bomb.yaml" in result.output
     assert "deep.json: file: JSON nested too deeply" in result.output
     assert not out.exists()
+
+
+def test_one_name_in_two_files_becomes_two_workflows(tmp_path: Path) -> None:
+    # GIVEN two folders with a dags.yml each, both defining DAG "etl"
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "dags.yml").write_text(DAG_FACTORY)
+    out = tmp_path / "out"
+    # WHEN both are imported at once
+    result = invoke(
+        str(tmp_path / "a" / "dags.yml"), str(tmp_path / "b" / "dags.yml"), "-o", str(out)
+    )
+    # THEN neither overwrites the other: etl and etl_2, and one report per input
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "dags.yml.2.import-report.json", "dags.yml.import-report.json", "etl.yaml", "etl_2.yaml",
+    ]  # fmt: skip
+    assert load_workflow_file(out / "etl_2.yaml").name == "etl_2"
+    second = json.loads((out / "dags.yml.2.import-report.json").read_text())
+    assert any("defines 'etl' too" in n["message"] for n in second["notes"])

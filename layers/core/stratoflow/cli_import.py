@@ -39,7 +39,7 @@ def import_command(
 ) -> None:
     """Convert DolphinScheduler exports, pydolphinscheduler YAML and dag-factory YAML into
     workflow files (one per workflow), with a report per file of what did not map."""
-    from stratoflow.importers import import_file, to_yaml
+    from stratoflow.importers import distinct_names, import_file, to_yaml
 
     if len(files) > MAX_FILES:
         click.echo(f"error: {len(files)} files; at most {MAX_FILES:,} at once", err=True)
@@ -61,23 +61,28 @@ def import_command(
     except OSError as exc:
         click.echo(f"error: cannot create {out}: {exc.strerror}", err=True)
         sys.exit(2)
-    written: set[str] = set()
+    reports: set[str] = set()
+    stems: set[str] = set()
     summary = []
-    for result in results:
+    for result in distinct_names(results):
         files_written = []
         for workflow in result.workflows:
             if workflow.document is None:
                 continue
-            stem, n = workflow.name, 1
-            while stem in written:  # two files define one name: keep both
-                n += 1
-                stem = f"{workflow.name}_{n}"
-            written.add(stem)
+            stem = workflow.name
+            if stem in stems:  # one name in two projects
+                stem = f"{workflow.document.get('project', 'default')}.{stem}"
+            stems.add(stem)
             target = out / f"{stem}.yaml"
             target.write_text(to_yaml(workflow, Path(result.path).name), encoding="utf-8")
             files_written.append(str(target))
         report = {**result.report(), "written": files_written}
-        report_path = out / f"{Path(result.path).name}.import-report.json"
+        base, n = Path(result.path).name, 1
+        while base in reports:  # two inputs of one name (from different folders)
+            n += 1
+            base = f"{Path(result.path).name}.{n}"
+        reports.add(base)
+        report_path = out / f"{base}.import-report.json"
         report_path.write_text(
             json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )

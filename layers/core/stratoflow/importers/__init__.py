@@ -35,6 +35,7 @@ __all__ = [
     "Source",
     "Unmapped",
     "airflow_schedule",
+    "distinct_names",
     "import_file",
     "quartz_to_schedule",
     "to_yaml",
@@ -150,6 +151,41 @@ def _validated(workflow: ImportedWorkflow) -> ImportedWorkflow:
         )
         return ImportedWorkflow(workflow.name, workflow.source_name, None, (*workflow.notes, note))
     return workflow
+
+
+def distinct_names(results: list[FileImport]) -> list[FileImport]:
+    """The same results, a workflow whose (project, name) an earlier one has renamed
+    ``name_2``, ``name_3``... (two files defining one name would otherwise be two versions of
+    one workflow), with a note saying so."""
+    taken: set[tuple[str, str]] = set()
+    out = []
+    for result in results:
+        workflows = []
+        for workflow in result.workflows:
+            document = workflow.document
+            if document is None:
+                workflows.append(workflow)
+                continue
+            project = str(document.get("project", "default"))
+            name, n = workflow.name, 1
+            while (project, name) in taken:
+                n += 1
+                name = f"{workflow.name[:120]}_{n}"
+            taken.add((project, name))
+            if name != workflow.name:
+                note = Note(
+                    "changed",
+                    f"another file of this import defines {workflow.name!r} too: named {name!r}",
+                    name,
+                )
+                renamed = ImportedWorkflow(
+                    name, workflow.source_name, {**document, "name": name}, (*workflow.notes, note)
+                )
+                workflows.append(renamed)
+                continue
+            workflows.append(workflow)
+        out.append(FileImport(result.path, result.source_format, tuple(workflows), result.notes))
+    return out
 
 
 class _Dumper(yaml.SafeDumper):
