@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stratoflow.importers._build import Unmapped, shown, unmapped_task
+from stratoflow.importers._build import Unmapped, leave_out, shown, unmapped_task
 from stratoflow.importers._cron import quartz_to_schedule
 from stratoflow.importers._names import output_ref, param_ref, task_id, unique, workflow_name
 from stratoflow.importers._report import ImportedWorkflow, Notes
@@ -24,6 +24,7 @@ from stratoflow.importers._timeexpr import (
     js_condition,
     rewrite_ds,
 )
+from stratoflow.templating import TemplateError, check_syntax
 
 # types that are planned in format v1 additions but not built in this version
 _PLANNED = {
@@ -568,15 +569,13 @@ def _kubernetes(p: dict[str, Any], ds: DsContext, tid: str, notes: Notes) -> dic
 def _switch(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict[str, Any]:
     result = p.get("switchResult") or {}
     cases: list[dict[str, Any]] = []
-    numeric = lambda name: name in ctx.global_numeric  # noqa: E731
+    numeric = ctx.global_numeric.__contains__
     for branch in result.get("dependTaskList") or []:
         target = ctx.ids.get(str(branch.get("nextNode")))
         if target is None:
             continue
         try:
             when = js_condition(str(branch.get("condition", "")), ds, numeric)
-            from stratoflow.templating import TemplateError, check_syntax
-
             check_syntax("{{ " + when + " }}")
         except (Unsupported, TemplateError) as exc:
             ctx.notes.unmapped(
@@ -644,8 +643,6 @@ def _conditions(task: DsTask, tid: str, ctx: _Ctx, tasks: dict[str, dict[str, An
         f"{negation}, over {', '.join(checked)}",
         task=tid,
     )
-    from stratoflow.importers._build import leave_out
-
     leave_out(tasks, tid)
 
 
