@@ -101,6 +101,25 @@ old:
     assert command.count("minutes=-60") == 2
 
 
+def test_task_params_win_over_dag_params(tmp_path: Path) -> None:
+    result = _import(
+        tmp_path,
+        """
+p:
+  params: {region: eu, size: {default: 3, type: integer}}
+  tasks:
+    t:
+      operator: airflow.providers.standard.operators.bash.BashOperator
+      bash_command: "echo {{ params.region }} {{ params.size }}"
+      params: {region: us}
+""",
+    )
+    document = result.workflows[0].document or {}
+    assert document["params"] == {"region": "eu", "size": 3}
+    assert document["tasks"]["t"]["params"] == {"region": "us"}
+    assert result.complete
+
+
 def test_unknown_arguments_and_templates_are_reported(tmp_path: Path) -> None:
     result = _import(
         tmp_path,

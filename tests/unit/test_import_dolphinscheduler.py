@@ -106,7 +106,7 @@ def test_http_and_kubernetes() -> None:
               "httpParams": [{"prop": "q", "httpParametersType": "PARAMETER", "value": "${system.biz.date}"},
                              {"prop": "X-Key", "httpParametersType": "HEADERS", "value": "k"},
                              {"prop": "n", "httpParametersType": "BODY", "value": "1"}],
-              "httpCheckCondition": "BODY_CONTAINS", "condition": "ok"}),
+              "httpCheckCondition": "BODY_CONTAINS", "condition": "ok", "connectTimeout": 60000}),
         _task(2, "pod", "K8S", {"image": "busybox", "namespace": '{"name": "etl", "cluster": "c1"}',
               "command": '["sh", "-c"]', "args": '["echo hi"]', "minCpuCores": 0.5, "minMemorySpace": 256}),
     )  # fmt: skip
@@ -115,6 +115,7 @@ def test_http_and_kubernetes() -> None:
     assert http["url"].startswith("https://api.example.com/x?q={{ logical_date | shift_date(")
     assert (http["method"], http["headers"], http["body"]) == ("POST", {"X-Key": "k"}, {"n": "1"})
     assert any("BODY_CONTAINS" in m for m in _unmapped(result, "get"))
+    assert any("connectTimeout 60000 ms" in m for m in _unmapped(result, "get"))
     pod = tasks["pod"]
     assert (pod["image"], pod["namespace"], pod["command"]) == (
         "busybox",

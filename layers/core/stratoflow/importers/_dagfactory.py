@@ -366,8 +366,6 @@ def _operator(
                 for k, v in conf["op_kwargs"].items()
             }
             notes.changed("op_kwargs are passed as the task's params", task=tid)
-        if isinstance(conf.get("params"), dict):
-            body.setdefault("params", {}).update(_params(conf["params"]))
     elif short in ("HttpOperator", "SimpleHttpOperator", "HttpSensor"):
         conn = str(conf.get("http_conn_id") or "http_default")
         base = f"{conn}_base_url"
@@ -467,6 +465,8 @@ def _operator(
                    "SQLExecuteQueryOperator": "the `sql` task type is not in this version",
                    "AthenaOperator": "the `sql` task type (Athena) is not in this version"}  # fmt: skip
         reason = planned.get(short, f"operator {operator or '(none)'} has no equivalent")
+    if isinstance(conf.get("params"), dict) and reason is None:  # the task's params win
+        body.setdefault("params", {}).update(_params(conf["params"]))
     used = _COMMON_KEYS | _OPERATOR_KEYS.get(short, set())
     if short == "task" or operator.endswith(".task"):  # TaskFlow: other keys are the arguments
         for key, value in conf.items():

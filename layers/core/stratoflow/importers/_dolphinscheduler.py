@@ -519,6 +519,12 @@ def _http(p: dict[str, Any], ds: DsContext, tid: str, notes: Notes) -> dict[str,
         body["body"] = rewrite_ds(str(p["httpBody"]), ds)
     elif form:
         body["body"] = form
+    for key in ("connectTimeout", "socketTimeout"):
+        if p.get(key):
+            notes.unmapped(
+                f"{key} {p[key]} ms has no equivalent (the task's timeout bounds the call)",
+                task=tid,
+            )
     check = str(p.get("httpCheckCondition") or "STATUS_CODE_DEFAULT").upper()
     if check == "STATUS_CODE_DEFAULT":
         body["expected_status"] = [200]
