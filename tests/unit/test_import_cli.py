@@ -167,3 +167,23 @@ def test_one_name_in_two_files_becomes_two_workflows(tmp_path: Path) -> None:
     assert load_workflow_file(out / "etl_2.yaml").name == "etl_2"
     second = json.loads((out / "dags.yml.2.import-report.json").read_text())
     assert any("defines 'etl' too" in n["message"] for n in second["notes"])
+
+
+MALFORMED = [
+    '[{"processDefinition": [], "taskDefinitionList": "x"}]',
+    '[{"workflowDefinition": {"name": 5}, "taskDefinitionList": [{"code": 1, "taskType": "SHELL", '
+    '"taskParams": {"rawScript": 7}, "failRetryTimes": "1e999", "timeout": "inf", "timeoutFlag": "OPEN"}]}]',
+    '{"processDefinitionJson": "{\\"tasks\\": [{\\"name\\": \\"a\\", \\"type\\": \\"SHELL\\", \\"preTasks\\": 3}]}"}',
+    '{"processDefinitionJson": "[1, 2]", "processDefinitionName": "x"}',
+]
+
+
+def test_malformed_exports_are_refused_or_imported_never_a_crash(tmp_path: Path) -> None:
+    for i, text in enumerate(MALFORMED):
+        path = tmp_path / f"m{i}.json"
+        path.write_text(text)
+        result = CliRunner().invoke(main, ["import", str(path), "-o", str(tmp_path / f"o{i}")])
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+        assert result.exit_code in (0, 1, 2)
+        if result.exit_code == 2:
+            assert f"m{i}.json: file:" in result.output

@@ -76,6 +76,14 @@ def import_file(
     the formats (``source`` narrows the guess)."""
     file = Path(path)
     data = _read(file)
+    try:
+        return _convert(file, data, source, unmapped)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        # a shape no version of the formats writes (a list where a mapping belongs, ...)
+        raise _bad(file, f"cannot be converted: {type(exc).__name__}: {exc}") from None
+
+
+def _convert(file: Path, data: Any, source: Source | None, unmapped: Unmapped) -> FileImport:
     workflows: list[ImportedWorkflow]
     if source in (None, "dolphinscheduler") and is_export(data):
         fmt = "dolphinscheduler-export"

@@ -18,6 +18,7 @@ from typing import Any
 from stratoflow.errors import InvalidInput
 from stratoflow.importers._build import Unmapped, unmapped_task
 from stratoflow.importers._cron import airflow_schedule, interval_before
+from stratoflow.importers._dolphinscheduler import number
 from stratoflow.importers._names import param_ref, task_id, unique, workflow_name
 from stratoflow.importers._report import ImportedWorkflow, Notes
 from stratoflow.importers._timeexpr import AirflowDates, rewrite_airflow
@@ -25,6 +26,7 @@ from stratoflow.model import TriggerRule
 from stratoflow.model._loader import load_yaml
 
 GROUP_SEPARATOR = "__"
+MAX_SECONDS = 365 * 86400  # the longest duration the format takes
 _DAG_ONLY = {"tasks", "task_groups", "default_args"}
 _REPORTED_DAG_KEYS = {
     "tags": "tags", "owner": "owner", "doc_md": "documentation", "dagrun_timeout": "run timeout",
@@ -112,10 +114,11 @@ def _seconds(value: Any) -> int | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, (int, float)):
-        return int(value)
+        return int(value) if 0 <= value <= MAX_SECONDS else None
     if isinstance(value, dict) and str(value.get("__type__", "")).endswith("timedelta"):
         units = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
-        return int(sum(float(value.get(k, 0)) * v for k, v in units.items()))
+        total = sum(number(value.get(k, 0)) * v for k, v in units.items())
+        return int(total) if 0 <= total <= MAX_SECONDS else None
     return None
 
 

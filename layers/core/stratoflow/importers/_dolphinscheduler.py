@@ -7,6 +7,7 @@ writes them), then :func:`convert` writes format v1 from it.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ _PLANNED = {
 }
 _NUMERIC_TYPES = {"INTEGER", "LONG", "FLOAT", "DOUBLE"}
 _MAX_RETRIES = 100
+_MAX_SECONDS = 365 * 86400  # the longest duration the format takes
 
 
 @dataclass
@@ -91,11 +93,16 @@ def _json_field(value: Any) -> Any:
     return value
 
 
-def _number(value: Any, default: float = 0) -> float:
+_MAX_NUMBER = 1e9  # minutes, counts and ids beyond this are nonsense, and inf would crash int()
+
+
+def number(value: Any, default: float = 0) -> float:
+    """A number the export wrote (maybe as text); ``default`` when it is none or absurd."""
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        found = float(value)
+    except (TypeError, ValueError, OverflowError):
         return default
+    return found if math.isfinite(found) and abs(found) <= _MAX_NUMBER else default
 
 
 def _flag(value: Any) -> bool:
@@ -132,13 +139,13 @@ def _read_v3(item: dict[str, Any]) -> DsWorkflow:
                 type=str(raw.get("taskType", "")).upper(),
                 params=params if isinstance(params, dict) else {},
                 description=raw.get("description") or None,
-                retries=int(_number(raw.get("failRetryTimes"))),
-                retry_interval=_number(raw.get("failRetryInterval"), 1),
-                timeout=_number(raw.get("timeout")) if _timeout_open(raw.get("timeoutFlag")) else 0,
+                retries=int(number(raw.get("failRetryTimes"))),
+                retry_interval=number(raw.get("failRetryInterval"), 1),
+                timeout=number(raw.get("timeout")) if _timeout_open(raw.get("timeoutFlag")) else 0,
                 timeout_strategy=raw.get("timeoutNotifyStrategy"),
                 priority=str(raw.get("taskPriority") or "MEDIUM").upper(),
-                task_group_id=int(_number(raw.get("taskGroupId"))),
-                delay_time=_number(raw.get("delayTime")),
+                task_group_id=int(number(raw.get("taskGroupId"))),
+                delay_time=number(raw.get("delayTime")),
                 enabled=_flag(raw.get("flag", "YES")),
                 worker_group=str(raw.get("workerGroup") or "default"),
                 extra={
@@ -171,10 +178,10 @@ def _read_v3(item: dict[str, Any]) -> DsWorkflow:
         schedule_online=str(schedule.get("releaseState", "ONLINE")).upper() == "ONLINE",
         failure_strategy=str(schedule.get("failureStrategy") or "CONTINUE").upper(),
         execution_type=str(definition.get("executionType") or "PARALLEL").upper(),
-        timeout=_number(definition.get("timeout")),
+        timeout=number(definition.get("timeout")),
         warning_type=str(schedule.get("warningType") or "NONE").upper(),
         warning_group=int(
-            _number(schedule.get("warningGroupId") or definition.get("warningGroupId"))
+            number(schedule.get("warningGroupId") or definition.get("warningGroupId"))
         ),
         run_priority=str(
             schedule.get("workflowInstancePriority")
@@ -205,9 +212,9 @@ def _read_v1(item: dict[str, Any]) -> DsWorkflow:
                 type=kind,
                 params=params,
                 description=raw.get("description") or raw.get("desc") or None,
-                retries=int(_number(raw.get("maxRetryTimes"))),
-                retry_interval=_number(raw.get("retryInterval"), 1),
-                timeout=_number(timeout.get("interval")) if timeout.get("enable") else 0,
+                retries=int(number(raw.get("maxRetryTimes"))),
+                retry_interval=number(raw.get("retryInterval"), 1),
+                timeout=number(timeout.get("interval")) if timeout.get("enable") else 0,
                 timeout_strategy=timeout.get("strategy") or None,
                 priority=str(raw.get("taskInstancePriority") or "MEDIUM").upper(),
                 enabled=_flag(raw.get("runFlag", "NORMAL")),
@@ -229,9 +236,9 @@ def _read_v1(item: dict[str, Any]) -> DsWorkflow:
         end=item.get("scheduleEndTime"),
         schedule_online=str(item.get("scheduleReleaseState") or "ONLINE").upper() == "ONLINE",
         failure_strategy=str(item.get("scheduleFailureStrategy") or "CONTINUE").upper(),
-        timeout=_number(body.get("timeout") if isinstance(body, dict) else 0),
+        timeout=number(body.get("timeout") if isinstance(body, dict) else 0),
         warning_type=str(item.get("scheduleWarningType") or "NONE").upper(),
-        warning_group=int(_number(item.get("scheduleWarningGroupId"))),
+        warning_group=int(number(item.get("scheduleWarningGroupId"))),
         run_priority=str(item.get("scheduleProcessInstancePriority") or "MEDIUM").upper(),
     )
 
@@ -283,7 +290,7 @@ def convert(flow: DsWorkflow, mode: Unmapped) -> ImportedWorkflow:
     doc_params: dict[str, Any] = {}
     for prop in _property_list(flow.global_params):
         key, value = str(prop["prop"]), prop.get("value")
-        if str(prop.get("type", "")).upper() in _NUMERIC_TYPES or _is_number(value):
+        if str(prop.get("type", "")).upper() in _NUMERIC_TYPES or _isnumber(value):
             ctx.global_numeric.add(key)
         problems: list[str] = []
         pieces = ds_pieces(
@@ -337,7 +344,7 @@ def convert(flow: DsWorkflow, mode: Unmapped) -> ImportedWorkflow:
     return ImportedWorkflow(name, flow.name, doc if tasks else None, tuple(notes.items))
 
 
-def _is_number(value: Any) -> bool:
+def _isnumber(value: Any) -> bool:
     if isinstance(value, bool):
         return False
     if isinstance(value, (int, float)):
@@ -563,9 +570,9 @@ def _kubernetes(p: dict[str, Any], ds: DsContext, tid: str, notes: Notes) -> dic
     cpu = p.get("minCpuCores") or p.get("min_cpu_cores")
     memory = p.get("minMemorySpace") or p.get("min_memory_space")
     if cpu:
-        body["cpu"] = f"{_number(cpu):g}"
+        body["cpu"] = f"{number(cpu):g}"
     if memory:
-        body["memory"] = f"{_number(memory):g}Mi"
+        body["memory"] = f"{number(memory):g}Mi"
     for key in ("customizedLabels", "nodeSelectors", "pullSecret", "imagePullPolicy", "kubeConfig"):
         if p.get(key):
             notes.unmapped(f"{key} has no equivalent", task=tid)
@@ -658,7 +665,7 @@ def _task_settings(task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx) -> N
         body["retries"] = min(task.retries, _MAX_RETRIES)
         if task.retries > _MAX_RETRIES:
             notes.unmapped(f"{task.retries} retries: at most {_MAX_RETRIES}", task=tid)
-        body["retry_delay"] = f"{max(int(task.retry_interval * 60), 0)}s"
+        body["retry_delay"] = f"{min(max(int(task.retry_interval * 60), 0), _MAX_SECONDS)}s"
     if task.timeout > 0:
         strategy = str(task.timeout_strategy or "WARN").upper()
         if strategy == "WARN":
@@ -667,7 +674,7 @@ def _task_settings(task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx) -> N
                 task=tid,
             )
         else:
-            body["timeout"] = f"{int(task.timeout * 60)}s"
+            body["timeout"] = f"{min(int(task.timeout * 60), _MAX_SECONDS)}s"
             if strategy == "WARNFAILED":
                 notes.unmapped(
                     "the timeout alert (WARNFAILED) is not in this version: the task fails, no alert",

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stratoflow.errors import InvalidInput
-from stratoflow.importers._dolphinscheduler import DsTask, DsWorkflow
+from stratoflow.importers._dolphinscheduler import DsTask, DsWorkflow, number
 from stratoflow.importers._report import Notes
 from stratoflow.model._loader import load_yaml
 
@@ -177,14 +177,14 @@ def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow
                 type=kind,
                 params=params,
                 description=raw.get("description"),
-                retries=int(raw.get("fail_retry_times") or 0),
-                retry_interval=float(raw.get("fail_retry_interval") or 1),
-                timeout=float(timeout or 0),
+                retries=int(number(raw.get("fail_retry_times"))),
+                retry_interval=number(raw.get("fail_retry_interval"), 1),
+                timeout=number(timeout),
                 timeout_strategy=raw.get("timeout_notify_strategy")
                 or ("FAILED" if timeout else None),
                 priority=str(raw.get("task_priority") or "MEDIUM").upper(),
-                task_group_id=int(raw.get("task_group_id") or 0),
-                delay_time=float(raw.get("delay_time") or 0),
+                task_group_id=int(number(raw.get("task_group_id"))),
+                delay_time=number(raw.get("delay_time")),
                 enabled=str(raw.get("flag", "YES")).upper() != "NO",
                 worker_group=str(raw.get("worker_group") or "default"),
                 extra={k: raw[k] for k in ("environment_name", "is_cache") if raw.get(k)},
@@ -211,9 +211,9 @@ def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow
         end=_date_time(wf.get("end_time")),
         schedule_online=bool(wf.get("online_schedule", True)),
         execution_type=str(wf.get("execution_type") or "PARALLEL").upper(),
-        timeout=float(wf.get("timeout") or 0),
+        timeout=number(wf.get("timeout")),
         warning_type=str(wf.get("warning_type") or "NONE").upper(),
-        warning_group=int(wf.get("warning_group_id") or 0),
+        warning_group=int(number(wf.get("warning_group_id"))),
     )
 
 
