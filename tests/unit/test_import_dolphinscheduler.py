@@ -181,3 +181,20 @@ def test_an_offline_schedule_is_left_out_and_said() -> None:
     result = convert(read_export(export)[0], "placeholder")
     assert "schedule" not in (result.document or {})
     assert any("offline" in n.message and "cron(0 3 * * ? *)" in n.message for n in result.notes)
+
+
+def test_switch_with_3_0_list_branches_and_an_unknown_code() -> None:
+    switch = {"switchResult": {"dependTaskList": [{"condition": "${n} > 2", "nextNode": [2, 3]},
+                                                  {"condition": "${n} > 9", "nextNode": 99}],
+                               "nextNode": [3]}}  # fmt: skip
+    result = _import(
+        _task(1, "s", "SWITCH", switch),
+        _task(2, "a", "SHELL", {"rawScript": "true"}),
+        _task(3, "b", "SHELL", {"rawScript": "true"}),
+        edges=[(1, 2), (1, 3)],
+        globalParams='[{"prop": "n", "direct": "IN", "type": "VARCHAR", "value": "1"}]',
+    )
+    body = result.document["tasks"]["s"]  # type: ignore[index]
+    assert body["cases"] == [{"when": "{{ (params.n | float) > 2 }}", "next": ["a", "b"]}]
+    assert body["default"] == ["b"]
+    assert any("unknown task code 99" in m for m in _unmapped(result, "s"))

@@ -579,13 +579,27 @@ def _kubernetes(p: dict[str, Any], ds: DsContext, tid: str, notes: Notes) -> dic
     return body
 
 
+def _targets(value: Any, ctx: _Ctx, tid: str) -> list[str]:
+    """A switch's ``nextNode``: one task code (3.1 on) or a list of them (3.0)."""
+    codes = value if isinstance(value, list) else [] if value in (None, "") else [value]
+    found = []
+    for code in codes:
+        if str(code) in ctx.ids:
+            found.append(ctx.ids[str(code)])
+        else:
+            ctx.notes.unmapped(
+                f"a switch branch names unknown task code {code}; left out", task=tid
+            )
+    return found
+
+
 def _switch(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict[str, Any]:
     result = p.get("switchResult") or {}
     cases: list[dict[str, Any]] = []
     numeric = ctx.global_numeric.__contains__
     for branch in result.get("dependTaskList") or []:
-        target = ctx.ids.get(str(branch.get("nextNode")))
-        if target is None:
+        targets = _targets(branch.get("nextNode"), ctx, tid)
+        if not targets:
             continue
         try:
             when = js_condition(str(branch.get("condition", "")), ds, numeric)
@@ -596,11 +610,11 @@ def _switch(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict[str, 
                 task=tid,
             )
             continue
-        cases.append({"when": "{{ " + when + " }}", "next": [target]})
+        cases.append({"when": "{{ " + when + " }}", "next": targets})
     body: dict[str, Any] = {"type": "switch", "cases": cases}
-    default = ctx.ids.get(str(result.get("nextNode")))
+    default = _targets(result.get("nextNode"), ctx, tid)
     if default:
-        body["default"] = [default]
+        body["default"] = default
     if cases:
         ctx.notes.changed(
             "switch conditions translated from JavaScript to Jinja expressions", task=tid
@@ -609,7 +623,7 @@ def _switch(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict[str, 
         ctx.notes.unmapped(
             "the switch has no condition that maps: it always takes its default", task=tid
         )
-        body["cases"] = [{"when": "{{ false }}", "next": body.get("default") or []}]
+        body["cases"] = [{"when": "{{ false }}", "next": default or [tid]}]
     return body
 
 
