@@ -31,3 +31,18 @@ def test_the_python_form_gives_the_yaml_forms_document(yaml_path: Path) -> None:
     assert from_python.document == from_yaml.document
     assert from_python.digest == from_yaml.digest
     assert yaml.safe_load(workflow.to_yaml(header="rendered")) == document
+
+
+def test_the_readme_example_validates(tmp_path: Path) -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("```python\nfrom stratoflow.sdk")
+    code = readme[start + len("```python\n") : readme.index("```", start + 10)]
+    module = tmp_path / "sdk_readme_example.py"
+    module.write_text(code)
+    workflows = load_module_workflows(module)
+    assert [wf.name for wf in workflows] == ["switch_rules", "etl_chain"]
+    for wf in workflows:
+        wf.spec()
+    etl = workflows[1].to_dict()["tasks"]
+    assert etl["transform"]["depends_on"] == ["extract"]
+    assert etl["load"]["command"] == "echo {{ tasks.transform.outputs.doubled }}"
