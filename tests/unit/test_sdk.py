@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stratoflow.errors import InvalidInput
 from stratoflow.model import load_workflow
+from stratoflow.model._loader import load_yaml
 from stratoflow.sdk import (
     Task,
     Workflow,
@@ -416,3 +419,36 @@ def test_a_module_is_imported_under_its_package_name(tmp_path: Path) -> None:
     [wf] = load_module_workflows(path)
     assert wf.to_dict()["tasks"]["report"]["callable"] == "dags_pkg.daily:report"
     assert wf.to_dict()["params"] == {"region": "eu"}
+
+
+# ------------------------------------------------------------------ the YAML the CLI sends
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
+_VALUES = st.one_of(
+    _TEXT,
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+    st.none(),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_TEXT, _TEXT, st.dictionaries(_TEXT, _VALUES, max_size=4))
+def test_the_rendered_yaml_loads_back_to_the_same_document(
+    command: str, description: str, params: dict[str, Any]
+) -> None:
+    """Whatever the text (line breaks YAML knows as NEL or LS, quotes, 'yes', '1e3', control
+    characters), the real loader reads the rendered YAML back to the very same document."""
+    wf = Workflow("w", description=description, tasks=[shell("t", command, params=params)])
+    data, _ = load_yaml(wf.to_yaml(header="rendered"))
+    assert data == wf.to_dict()
+
+
+def test_what_the_yaml_loader_refuses_is_refused_before_sending() -> None:
+    wf = Workflow("big", tasks=[shell("t", "echo", params={"n": 2**64})])
+    wf.spec()  # the model alone takes any integer
+    with pytest.raises(InvalidInput, match="integer 18446744073709551616 is out of range"):
+        wf.checked_yaml(source="flow.py")
+    spec, text = Workflow("ok", tasks=[shell("t", "echo")]).checked_yaml(header="from flow.py")
+    assert text.startswith("# from flow.py\n")
+    assert spec.digest == load_workflow(text).digest

@@ -47,7 +47,7 @@ def _module_specs(
     from stratoflow.sdk import load_module_workflows
 
     found = load_module_workflows(path, required=required)
-    return [(wf.spec(now=now, source=str(path)), wf.to_yaml(header=_header(path))) for wf in found]
+    return [wf.checked_yaml(now=now, source=str(path), header=_header(path)) for wf in found]
 
 
 def validate_file(path: str, now: datetime) -> list[WorkflowSpec]:

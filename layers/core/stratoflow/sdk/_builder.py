@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -19,7 +20,7 @@ from typing import Any
 import yaml
 
 from stratoflow.errors import InvalidInput, Problem
-from stratoflow.model import WorkflowSpec, format_duration, parse_workflow
+from stratoflow.model import WorkflowSpec, format_duration, load_workflow, parse_workflow
 
 DurationLike = str | int | float | timedelta
 """``30s``, ``5m``, ``1h``, ``2d``, whole seconds, or a timedelta."""
@@ -345,8 +346,17 @@ class _BlockDumper(yaml.SafeDumper):
     """Multi-line text as a ``|`` block, as a person writes it."""
 
 
+# YAML reads these as line breaks (NEL, LS, PS) or cannot hold them unescaped: such text is
+# written double-quoted, with escapes, so it loads back as it was
+_ESCAPED = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
+
+
 def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
+    style = None
+    if _ESCAPED.search(value):
+        style = '"'
+    elif "\n" in value:
+        style = "|"
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
@@ -470,6 +480,20 @@ class Workflow:
         except InvalidInput as exc:
             raise InvalidInput(exc.problems, source=source) from None
         return parse_workflow(document, source=source, lines=self.lines(), now=now)
+
+    def checked_yaml(
+        self, *, now: datetime | None = None, source: str | None = None, header: str | None = None
+    ) -> tuple[WorkflowSpec, str]:
+        """The validated workflow and the YAML text to send for it, loaded back through the
+        YAML loader: its limits (an integer over 64 bits, text with a NUL, 2 MiB) are the
+        server's, so what passes here is what ``POST /workflows`` takes."""
+        spec = self.spec(now=now, source=source)
+        text = self.to_yaml(header=header)
+        where = f"{source or self.file} (workflow {self.name!r} as YAML)"
+        loaded = load_workflow(text, source=where, now=now)
+        if loaded.digest != spec.digest:  # pragma: no cover - a rendering bug, not bad input
+            raise AssertionError(f"{where}: the YAML does not load back to the same workflow")
+        return spec, text
 
     def __repr__(self) -> str:
         return f"Workflow({self.name!r}, {len(self.tasks)} tasks)"
