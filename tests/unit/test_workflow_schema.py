@@ -152,3 +152,14 @@ def test_the_api_serves_it_without_a_token_with_an_etag(tmp_path: Path) -> None:
 def test_the_property_tests_random_workflows_validate(dag: DagDef) -> None:
     load_workflow(dag.text())
     assert schema_problems(dag.text()) == []
+
+
+def test_a_task_is_checked_against_the_schema_of_its_own_type_only() -> None:
+    """What an editor shows: the mistakes of the type written, not of the six others."""
+    assert sorted(schema_problems("name: x\ntasks:\n  a: {type: shell, url: u}\n")) == [
+        "'command' is a required property",
+        "Additional properties are not allowed ('url' was unexpected)",
+    ]
+    assert schema_problems("name: x\ntasks:\n  a: {command: c}\n") == [
+        "'type' is a required property"
+    ]

@@ -152,6 +152,27 @@ def _describe(definition: dict[str, Any], name: str) -> None:
             prop["description"] = table[field]
 
 
+def _by_type(union: dict[str, Any]) -> dict[str, Any]:
+    """The tagged union of task types as ``type`` (an enum an editor completes) and one
+    ``if type is X then X's schema`` per type, instead of a ``oneOf``: an editor then reports
+    the mistakes of the type written, not why each of the other types does not match."""
+    mapping: dict[str, str] = union["discriminator"]["mapping"]
+    return {
+        "type": "object",
+        "required": ["type"],
+        "properties": {
+            "type": {"enum": list(mapping), "description": "The task type: " + ", ".join(mapping)}
+        },
+        "allOf": [
+            {
+                "if": {"required": ["type"], "properties": {"type": {"const": name}}},
+                "then": {"$ref": ref},
+            }
+            for name, ref in mapping.items()
+        ],
+    }
+
+
 def workflow_json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a workflow file, generated from the models."""
     raw = Workflow.model_json_schema(mode="validation")
@@ -171,6 +192,7 @@ def workflow_json_schema() -> dict[str, Any]:
     python["properties"]["callable"]["anyOf"][0]["pattern"] = f"^{_CALLABLE.pattern}$"
     python["oneOf"] = [{"required": ["code"]}, {"required": ["callable"]}]
     tasks = schema["properties"]["tasks"]
+    tasks["additionalProperties"] = _by_type(tasks["additionalProperties"])
     tasks["propertyNames"] = {"pattern": TASK_ID_PATTERN, "maxLength": 128}
     tasks["maxProperties"] = MAX_TASKS
     return {
