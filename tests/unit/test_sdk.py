@@ -452,3 +452,23 @@ def test_what_the_yaml_loader_refuses_is_refused_before_sending() -> None:
     spec, text = Workflow("ok", tasks=[shell("t", "echo")]).checked_yaml(header="from flow.py")
     assert text.startswith("# from flow.py\n")
     assert spec.digest == load_workflow(text).digest
+
+
+def test_override_adds_one_function_twice_under_two_ids() -> None:
+    @task
+    def load(params: dict[str, Any]) -> None:
+        print(params["region"])
+
+    with Workflow("regions") as wf:
+        load.override(task_id="load_eu")(region="eu")
+        load.override(task_id="load_us", retries=3)(region="us")
+        with pytest.raises(InvalidInput, match="duplicate task id 'load_eu'"):
+            load.override(task_id="load_eu")()
+    tasks = wf.to_dict()["tasks"]
+    assert tasks["load_eu"] == {
+        "type": "python",
+        "code": 'print(params["region"])\n',
+        "params": {"region": "eu"},
+    }
+    assert tasks["load_us"]["retries"] == 3
+    assert "retries" not in load.options

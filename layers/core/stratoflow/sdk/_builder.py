@@ -342,7 +342,13 @@ def lambda_(
     )  # fmt: skip
 
 
-class _BlockDumper(yaml.SafeDumper):
+try:  # libyaml's emitter is several times faster (10,000 tasks: ~3 s -> ~0.5 s)
+    from yaml import CSafeDumper as _BaseDumper
+except ImportError:  # PyYAML built without libyaml
+    from yaml import SafeDumper as _BaseDumper  # type: ignore[assignment]
+
+
+class _BlockDumper(_BaseDumper):
     """Multi-line text as a ``|`` block, as a person writes it."""
 
 
@@ -351,7 +357,7 @@ class _BlockDumper(yaml.SafeDumper):
 _ESCAPED = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
 
 
-def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+def _text(dumper: _BaseDumper, value: str) -> yaml.ScalarNode:
     style = None
     if _ESCAPED.search(value):
         style = '"'

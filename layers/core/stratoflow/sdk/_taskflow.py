@@ -163,6 +163,15 @@ class TaskFunction:
         if docstring is not None and "description" not in self.options:
             self.options["description"] = docstring
 
+    def override(self, *, task_id: str | None = None, **options: Any) -> TaskFunction:
+        """The same function with another task id or other task fields, e.g. to add it twice
+        to one workflow: ``load.override(task_id="load_eu")(region="eu")``."""
+        copy = object.__new__(TaskFunction)
+        copy.function, copy.body = self.function, self.body
+        copy.task_id = task_id or self.task_id
+        copy.options = {**self.options, **options}
+        return copy
+
     def __call__(self, *upstream: Task, **params: Any) -> Task:
         options = dict(self.options)
         merged = {**options.pop("params", {}), **params}
