@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from stratoflow.cli import _workflow_files, main
 from stratoflow.cli_sdk import workflow_sources
+from stratoflow.errors import InvalidInput
 from tests.e2e import test_cli
 
 pytestmark = pytest.mark.e2e
@@ -159,3 +160,10 @@ def test_run_refuses_a_module_with_two_workflows(cli: CliRunner, tmp_path: Path)
     result = cli.invoke(main, ["run", module, "--home", str(tmp_path / "home")])
     assert result.exit_code == 2
     assert "defines 2 workflows (sdk_pair, other)" in result.output
+
+
+def test_a_module_named_with_a_dot_slash_is_still_required(tmp_path: Path) -> None:
+    helpers = Path(write(tmp_path, "sdk_dot_helpers.py", "X = 1\n"))
+    dotted = f"{helpers.parent}/./{helpers.name}"
+    with pytest.raises(InvalidInput, match="it defines no workflow"):
+        workflow_sources(_workflow_files([dotted]), [dotted])

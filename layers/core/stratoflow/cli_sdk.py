@@ -67,11 +67,11 @@ def workflow_sources(
     a directory (not in ``named``) may define none; a named one must define one."""
     from stratoflow.model import read_workflow_text
 
-    wanted = {str(p) for p in named}
+    wanted = {Path(p) for p in named}  # Path("./a.py") == Path("a.py")
     out: list[tuple[str, str]] = []
     for path in files:
         if is_python(path):
-            required = str(path) in wanted
+            required = Path(path) in wanted
             for spec, text in _module_specs(path, now, required=required):
                 out.append((f"{path}:{spec.name}", text))
         else:
