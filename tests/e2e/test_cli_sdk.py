@@ -4,7 +4,10 @@ still name their line; `stratoflow schema` prints the published schema."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ from stratoflow.cli import _workflow_files, main
 from stratoflow.cli_sdk import workflow_sources
 from stratoflow.errors import InvalidInput
 from tests.e2e import test_cli
+from tests.e2e.server_process import free_port
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,3 +171,29 @@ def test_a_module_named_with_a_dot_slash_is_still_required(tmp_path: Path) -> No
     dotted = f"{helpers.parent}/./{helpers.name}"
     with pytest.raises(InvalidInput, match="it defines no workflow"):
         workflow_sources(_workflow_files([dotted]), [dotted])
+
+
+def test_server_apply_takes_the_examples_and_their_python_twins(tmp_path: Path) -> None:
+    """`make run` is `server --apply examples/`: examples/__init__.py is not a workflow, and
+    examples/python/ applies the same four workflows again: all unchanged (same digests)."""
+    port = free_port()
+    log = tmp_path / "server.log"
+    command = [
+        sys.executable, "-m", "stratoflow", "server", "--home", str(tmp_path / "home"),
+        "--port", str(port), "--apply", str(EXAMPLES), "--apply", str(EXAMPLES / "python"),
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while "Stratoflow is running" not in log.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    lines = [line for line in log.read_text().splitlines() if ": default/" in line]
+    names = ["etl_chain", "flaky_retry", "scheduled_report", "switch_rules"]
+    assert lines == [f"applied: default/{n} v1" for n in names] + [
+        f"unchanged: default/{n} v1" for n in names
+    ], log.read_text()
