@@ -30,7 +30,7 @@ from stratoflow.model import (
 ROOT = Path(__file__).resolve().parents[2]
 PUBLISHED = ROOT / "layers" / "core" / "stratoflow" / "schema" / "workflow.json"
 SCHEMA = workflow_json_schema()
-VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+VALIDATOR = jsonschema.Draft7Validator(SCHEMA)
 
 
 def as_editor_sees(value: Any) -> Any:
@@ -62,15 +62,18 @@ def test_the_published_file_is_the_generated_schema() -> None:
     assert json.loads(packaged.read_text(encoding="utf-8")) == SCHEMA
 
 
-def test_it_is_a_valid_draft_2020_12_schema_with_an_id() -> None:
-    jsonschema.Draft202012Validator.check_schema(SCHEMA)
-    assert SCHEMA["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+def test_it_is_a_valid_draft_07_schema_with_an_id() -> None:
+    """Draft-07: VS Code's YAML extension supports it fully (later drafts only in part)."""
+    jsonschema.Draft7Validator.check_schema(SCHEMA)
+    assert SCHEMA["$schema"] == "http://json-schema.org/draft-07/schema#"
+    assert jsonschema.validators.validator_for(SCHEMA) is jsonschema.Draft7Validator
+    assert "$defs" not in json.dumps(SCHEMA)  # draft-07 names them "definitions"
     assert SCHEMA["$id"] == SCHEMA_ID
     assert SCHEMA["title"]
 
 
 def test_every_field_has_a_description() -> None:
-    objects = [("Workflow", SCHEMA), *SCHEMA["$defs"].items()]
+    objects = [("Workflow", SCHEMA), *SCHEMA["definitions"].items()]
     missing = [
         f"{name}.{field}"
         for name, definition in objects

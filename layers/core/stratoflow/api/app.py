@@ -785,7 +785,7 @@ def create_app(
         summary="The JSON Schema of workflow files (format v1), for editors",
         tags=["meta"],
         responses=_responses(
-            "JSON Schema (draft 2020-12), generated from the models",
+            "JSON Schema (draft-07), generated from the models",
             public=True,
             conditional=True,
             ok_content={SCHEMA_MEDIA_TYPE: {"schema": {"type": "object"}}},

@@ -21,7 +21,9 @@ from stratoflow.model._durations import MAX_DURATION
 from stratoflow.model._loader import MAX_TASKS
 from stratoflow.model._workflow import _CALLABLE, TASK_ID_PATTERN, Workflow
 
-SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
+"""Draft-07: what VS Code's YAML extension (yaml-language-server) fully supports; it only
+warns that later drafts are "not yet fully supported". Every keyword used here is draft-07."""
 SCHEMA_ID = "urn:stratoflow:schema:workflow:v1"
 SCHEMA_URL_PATH = "/schema/workflow.json"
 """Where the API serves it (no authentication)."""
@@ -139,7 +141,7 @@ def _adjust(node: Any) -> Any:
     """Spellings the models accept beyond their Python types."""
     if isinstance(node, dict):
         if node.get("format") == "duration" and node.get("type") == "string":
-            return {"$ref": "#/$defs/Duration"}
+            return {"$ref": "#/definitions/Duration"}
         if node.get("format") == "date-time" and node.get("type") == "string":
             return dict(_DATE_TIME)
     return node
@@ -174,10 +176,11 @@ def _by_type(union: dict[str, Any]) -> dict[str, Any]:
 
 
 def workflow_json_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of a workflow file, generated from the models."""
-    raw = Workflow.model_json_schema(mode="validation")
+    """The JSON Schema (draft-07) of a workflow file, generated from the models."""
+    raw = Workflow.model_json_schema(mode="validation", ref_template="#/definitions/{model}")
+    raw["definitions"] = raw.pop("$defs", {})
     schema: dict[str, Any] = _walk(raw, _adjust)
-    definitions: dict[str, Any] = schema.setdefault("$defs", {})
+    definitions: dict[str, Any] = schema["definitions"]
     definitions["Duration"] = _DURATION
     for name, definition in definitions.items():
         _describe(definition, name)
