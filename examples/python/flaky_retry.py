@@ -29,4 +29,4 @@ echo "answer=42" >> "$STRATOFLOW_OUTPUT"
         'assert params["answer"] == "42", params\noutputs["ok"] = True\n',
         params={"answer": call.outputs.answer},
     )
-    call >> use
+    call >> use  # already implied by the output in its params; written for the reader

@@ -22,5 +22,5 @@ report = python(
     callable=daily_report,
     params={"status": health.outputs["body.status"], "day": "{{ ds }}"},
 )
-health >> report
+health >> report  # implied by the output in its params too
 scheduled_report.add(health, report)

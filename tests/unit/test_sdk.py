@@ -472,3 +472,24 @@ def test_override_adds_one_function_twice_under_two_ids() -> None:
     }
     assert tasks["load_us"]["retries"] == 3
     assert "retries" not in load.options
+
+
+def test_an_output_given_as_a_field_value_adds_its_task_once() -> None:
+    with Workflow("outs") as wf:
+        first = shell("first", "echo")
+        second = shell("second", "echo")
+        uses = lambda_(
+            "uses",
+            "fn",
+            depends_on=[second],
+            payload={"a": first.outputs.a, "b": [first.outputs.b]},
+            env={"C": second.outputs.c},
+        )
+        text_only = shell("text_only", f"echo {first.outputs.a}")
+        first >> uses  # already there: counted once
+    assert uses.upstream == ["second", "first"]
+    assert text_only.upstream == []
+    assert wf.to_dict()["tasks"]["uses"]["payload"] == {
+        "a": "{{ tasks.first.outputs.a }}",
+        "b": ["{{ tasks.first.outputs.b }}"],
+    }

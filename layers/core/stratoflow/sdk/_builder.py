@@ -22,8 +22,6 @@ import yaml
 from stratoflow.errors import InvalidInput, Problem
 from stratoflow.model import WorkflowSpec, format_duration, load_workflow, parse_workflow
 
-DurationLike = str | int | float | timedelta
-"""``30s``, ``5m``, ``1h``, ``2d``, whole seconds, or a timedelta."""
 _SDK_DIR = os.path.dirname(os.path.abspath(__file__))
 _building: ContextVar[Workflow | None] = ContextVar("stratoflow_sdk_workflow", default=None)
 
@@ -45,8 +43,9 @@ def _jinja_path(parts: Sequence[str]) -> str:
 
 class Output:
     """One output of a task, as a template: ``str(extract.outputs["rows"])`` is
-    ``{{ tasks.extract.outputs.rows }}``. Passed as a parameter to a task made by a ``@task``
-    function, it also makes that task depend on ``extract``; in an f-string it is only text."""
+    ``{{ tasks.extract.outputs.rows }}``. Given as a value of a task's field (a param, an env
+    variable, a payload entry), it also makes that task wait for ``extract``, as Airflow's
+    XComArg does; formatted into a text (an f-string), it is only the template."""
 
     __slots__ = ("path", "task_id")
 
@@ -153,7 +152,8 @@ class Task:
 
     ``Task(task_id, type, **fields)`` makes any task type; the helpers (``shell``,
     ``python``, ``http``, ``switch``, ``batch``, ``kubernetes``, ``lambda_``) name their
-    fields. ``fields`` are written as given (None leaves a field out)."""
+    fields. ``fields`` are written as given (None leaves a field out); an :class:`Output`
+    among their values adds its task to ``depends_on`` (after the ones given)."""
 
     def __init__(self, task_id: str, type: str, **fields: Any) -> None:
         self.task_id = task_id
@@ -166,7 +166,7 @@ class Task:
         self.outputs = Outputs(task_id)
         self.file, self.line = _caller()
         self.workflow: Workflow | None = None
-        self.after(*depends_on)
+        self.after(*depends_on, *_outputs_in(self.fields))
         current = _building.get()
         if current is not None:
             current.add(self)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any, overload
 
 from stratoflow.errors import InvalidInput, Problem
-from stratoflow.sdk._builder import Task, Workflow, _callable_ref, _outputs_in, python
+from stratoflow.sdk._builder import Task, Workflow, _callable_ref, python
 
 INLINE_NAMES = frozenset({"params", "outputs", "context"})
 """What inline task code finds in scope (stratoflow.taskexec.taskrunner)."""
@@ -176,7 +176,6 @@ class TaskFunction:
         options = dict(self.options)
         merged = {**options.pop("params", {}), **params}
         depends = [*(options.pop("depends_on", None) or ()), *upstream]
-        depends += [t for t in _outputs_in(merged) if t not in depends]
         return python(
             self.task_id,
             **self.body,
