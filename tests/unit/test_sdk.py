@@ -493,3 +493,8 @@ def test_an_output_given_as_a_field_value_adds_its_task_once() -> None:
         "a": "{{ tasks.first.outputs.a }}",
         "b": ["{{ tasks.first.outputs.b }}"],
     }
+
+
+def test_a_lambda_is_not_an_inline_task() -> None:
+    with pytest.raises(InvalidInput, match="an inline task is a function made with def"):
+        task(lambda params: params)

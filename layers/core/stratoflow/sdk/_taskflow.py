@@ -84,8 +84,14 @@ def function_body(fn: Callable[..., Any]) -> tuple[str, str | None]:
     except (OSError, TypeError) as exc:
         raise _refuse(fn, f"its source is not available ({exc})") from None
     source = textwrap.dedent("".join(source_lines))
-    tree = ast.parse(source)
-    node = next(n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef))
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # a lambda in the middle of an expression
+        tree = ast.Module(body=[], type_ignores=[])
+    defs = [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    if not defs:
+        raise _refuse(fn, "an inline task is a function made with def (its body is the code)")
+    node = defs[0]
     if isinstance(node, ast.AsyncFunctionDef):
         raise _refuse(fn, "an async function cannot be a task")
     extra = [a.arg for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs)]
