@@ -5,6 +5,7 @@ describing every field, and served by the API without a token, with an ETag."""
 from __future__ import annotations
 
 import json
+import os
 from datetime import date, datetime
 from importlib import resources
 from pathlib import Path
@@ -15,10 +16,12 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from tests.strategies import DagDef, dags
+from tests.unit import test_import_corpus as corpus
 from tests.unit.test_api_app import Api, _build
 from tests.unit.test_model import DESIGN_EXAMPLE
 
 from stratoflow.errors import InvalidInput
+from stratoflow.importers import import_file, to_yaml
 from stratoflow.model import (
     SCHEMA_ID,
     load_workflow,
@@ -166,3 +169,22 @@ def test_a_task_is_checked_against_the_schema_of_its_own_type_only() -> None:
     assert schema_problems("name: x\ntasks:\n  a: {command: c}\n") == [
         "'type' is a required property"
     ]
+
+
+def test_every_workflow_imported_from_the_corpora_validates() -> None:
+    """What `stratoflow import` writes for the public DolphinScheduler and dag-factory corpora
+    (about a hundred real workflows) is valid for the schema as it is for the loader."""
+    if corpus.CORPORA is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("shared/corpora is not beside the checkout (CI=true: must not skip)")
+        pytest.skip("shared/corpora is not beside the checkout")
+    checked = 0
+    for name in corpus._files():
+        if name in corpus.NOT_WORKFLOWS or corpus._is_fragment(name):
+            continue
+        for workflow in import_file(corpus.CORPORA / name).workflows:
+            if workflow.document is not None:
+                text = to_yaml(workflow, name)
+                assert schema_problems(text) == [], (name, workflow.source_name)
+                checked += 1
+    assert checked >= 50
