@@ -520,15 +520,23 @@ class Scheduler:
     def _time_out(self, now: datetime) -> None:
         overdue = now - self.timeout_grace
         for ti in self.store.expired_tasks(overdue, DISPATCH_BATCH):
-            if not engine.timed_out(ti, overdue):  # the index finds them; the engine decides
+            spec = self._spec_of(ti.run_id)
+            outcome = engine.on_deadline(spec, ti, overdue)  # the index finds; the engine decides
+            if outcome is None:
                 continue
-            timeout = self._spec_of(ti.run_id).workflow.timeout(ti.task_id)
+            if outcome.keep_running is not None:  # on_timeout: warn
+                if self.store.put_task(outcome.keep_running, TaskState.RUNNING, ti.attempt):
+                    self._emit("task.timeout", self.store.get_run(ti.run_id), task=ti)
+                continue
+            timeout = spec.workflow.timeout(ti.task_id)
             # record the timeout first, then kill: the killed process's own report is stale
             self._apply_result(
                 Finished(ti.run_id, ti.task_id, ti.attempt,
                          AttemptResult(AttemptStatus.TIMED_OUT, error=f"timed out after {timeout}"))
             )  # fmt: skip
             self._act(partial(self.dispatcher.kill, ti.run_id, ti.task_id, ti.attempt))
+            if outcome.warn:  # on_timeout: warn_fail
+                self._emit("task.timeout", self.store.get_run(ti.run_id), task=ti)
 
     def _claim(self, now: datetime, runs: list[str] | None = None) -> _Claimed:
         """Claim up to a batch of queued tasks (a conditional write each: exactly one winner)
@@ -632,7 +640,7 @@ class Scheduler:
             run_id=run.id, task_id=task.task_id, attempt=task.attempt, task=rendered,
             logical_date=run.logical_date, workflow=run.workflow, project=run.project,
             not_before=start if start is not None and start > self.clock.now() else None,
-            timeout=spec.workflow.timeout(task.task_id),
+            timeout=engine.enforced_timeout(spec, task.task_id),
         )  # fmt: skip
         return attempt, task
 

@@ -23,7 +23,7 @@ from stratoflow.engine._states import (
     Upstream,
 )
 from stratoflow.errors import Conflict, InvalidInput, Problem
-from stratoflow.model import OnFailure, SwitchTask, TriggerRule, WorkflowSpec
+from stratoflow.model import OnFailure, OnTimeout, SwitchTask, TriggerRule, WorkflowSpec
 from stratoflow.templating import TemplateError, bounded, render_condition, render_value
 
 SWITCH_BRANCH_KEY = "branch"
@@ -188,6 +188,37 @@ def timed_out(ti: TaskInstance, now: datetime) -> bool:
     return ti.state is TaskState.RUNNING and ti.deadline is not None and ti.deadline <= now
 
 
+@dataclass(frozen=True)
+class DeadlineOutcome:
+    """What a running attempt's passed deadline does, by the task's ``on_timeout``.
+
+    ``warn``: say so (a ``timeout`` event, once per attempt); ``fail``: the attempt ends
+    timed out. An attempt that only warns keeps running with no deadline left
+    (``keep_running``, written over the RUNNING task it came from), so it warns once."""
+
+    warn: bool
+    fail: bool
+    keep_running: TaskInstance | None = None
+
+
+def on_deadline(spec: WorkflowSpec, ti: TaskInstance, now: datetime) -> DeadlineOutcome | None:
+    """None if ``ti`` has not timed out at ``now``."""
+    if not timed_out(ti, now):
+        return None
+    mode = spec.workflow.tasks[ti.task_id].on_timeout
+    if mode is OnTimeout.WARN:
+        return DeadlineOutcome(warn=True, fail=False, keep_running=ti.with_(deadline=None))
+    return DeadlineOutcome(warn=mode is OnTimeout.WARN_FAIL, fail=True)
+
+
+def enforced_timeout(spec: WorkflowSpec, task_id: str) -> timedelta | None:
+    """The timeout an executor that enforces it itself (the AWS state machine) must kill at:
+    none for a task whose timeout only warns."""
+    if spec.workflow.tasks[task_id].on_timeout is OnTimeout.WARN:
+        return None
+    return spec.workflow.timeout(task_id)
+
+
 def dispatch_slots(spec: WorkflowSpec, run: Run) -> int:
     """How many more attempts this run may have running now."""
     if run.state is not RunState.RUNNING:
@@ -264,7 +295,7 @@ def _render_task(
 
 _COMMON_FIELDS = {
     "description", "depends_on", "trigger_rule", "retries", "retry_delay",
-    "retry_backoff", "max_retry_delay", "timeout", "type",
+    "retry_backoff", "max_retry_delay", "timeout", "type", "on_timeout", "sla", "alerts",
 }  # fmt: skip
 
 

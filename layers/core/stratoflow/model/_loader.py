@@ -87,6 +87,17 @@ def _key_problem(node: Node) -> str | None:
     return f"a key must be a string, not {kind}"
 
 
+def _is_plain_on(node: Node) -> bool:
+    """An unquoted key ``on``: YAML 1.1 reads a boolean, the format means the word (as in
+    ``alerts: [{on: [failure], group: g}]``). Only that key: ``yes``/``off`` keys stay refused."""
+    return (
+        node.__class__ is ScalarNode
+        and node.tag == "tag:yaml.org,2002:bool"
+        and node.value == "on"
+        and not getattr(node, "style", None)  # plain: None (SafeLoader) or "" (libyaml)
+    )
+
+
 def check_bounds(root: Node) -> None:
     """Measure the document as it would be once its aliases are expanded, without expanding
     them; raise :class:`InvalidInput` naming the first limit it passes (see the module doc)."""
@@ -145,6 +156,8 @@ class _Bounds:
         if isinstance(node, MappingNode):
             pairs = node.value
             for key_node, value_node in pairs:
+                if _is_plain_on(key_node):  # an ``alerts`` entry's ``on:``, as YAML 1.2 reads it
+                    key_node.tag = _STR_TAG
                 if key_node.__class__ is not ScalarNode or key_node.tag not in _KEY_TAGS:
                     raise _limit(key_node, _key_problem(key_node) or "invalid key")
                 if "\x00" in key_node.value:

@@ -84,6 +84,44 @@ class OnFailure(StrEnum):
     STOP = "stop"
 
 
+class OnTimeout(StrEnum):
+    """What a task's ``timeout`` does (DolphinScheduler's timeout strategies)."""
+
+    FAIL = "fail"  # the attempt fails (and may be retried)
+    WARN = "warn"  # a ``timeout`` alert; the attempt keeps running
+    WARN_FAIL = "warn_fail"  # a ``timeout`` alert, and the attempt fails
+
+
+class AlertEvent(StrEnum):
+    """What an ``alerts`` entry may be ``on``."""
+
+    START = "start"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    RETRY = "retry"
+    TIMEOUT = "timeout"
+    SLA_MISS = "sla_miss"
+    RECOVERED = "recovered"
+
+
+MAX_ALERT_RULES = 20
+
+
+class AlertRule(_Strict):
+    on: list[AlertEvent] = Field(min_length=1, max_length=len(AlertEvent))
+    group: str = Field(pattern=NAME_PATTERN, max_length=128)
+
+    @field_validator("on")
+    @classmethod
+    def _unique_events(cls, value: list[AlertEvent]) -> list[AlertEvent]:
+        if len(set(value)) != len(value):
+            raise ValueError("an event is listed twice")
+        return value
+
+
+AlertRules = Annotated[list[AlertRule], Field(max_length=MAX_ALERT_RULES)]
+
+
 class Schedule(_Strict):
     cron: str = Field(description="5-field cron, EventBridge cron(...) or rate(...)")
     timezone: str = "UTC"
@@ -158,6 +196,11 @@ class _TaskBase(_Strict):
     retry_backoff: float | None = Field(default=None, ge=1.0, le=10.0, allow_inf_nan=False)
     max_retry_delay: Duration | None = None
     timeout: Duration | None = None
+    on_timeout: OnTimeout = OnTimeout.FAIL
+    sla: Duration | None = Field(
+        default=None, description="the task not ended this long after its run started: sla_miss"
+    )
+    alerts: AlertRules = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
 
@@ -358,6 +401,10 @@ class Workflow(_Strict):
     max_active_runs: int | None = Field(default=None, ge=1, le=MAX_ACTIVE_RUNS)
     concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
     on_failure: OnFailure = OnFailure.CONTINUE
+    sla: Duration | None = Field(
+        default=None, description="a run still unfinished this long after it started: sla_miss"
+    )
+    alerts: AlertRules = Field(default_factory=list)
     defaults: TaskDefaults = Field(default_factory=TaskDefaults)
     tasks: dict[str, Task] = Field(min_length=1)
 

@@ -58,6 +58,7 @@ DETAIL_TYPES: Final[Mapping[str, str]] = {
     "run.failed": "Run Failed",
     "run.stopped": "Run Stopped",
     "task.failed": "Task Failed",
+    "task.timeout": "Task Timeout",
     "task.retrying": "Task Retrying",
 }
 # scheduler detail key -> published key: the allow-list (see the module docstring)
