@@ -528,6 +528,8 @@ class Scheduler:
                 if self.store.put_task(outcome.keep_running, TaskState.RUNNING, ti.attempt):
                     self._emit("task.timeout", self.store.get_run(ti.run_id), task=ti)
                 continue
+            if outcome.warn:  # on_timeout: warn_fail (said before the failure it causes)
+                self._emit("task.timeout", self.store.get_run(ti.run_id), task=ti)
             timeout = spec.workflow.timeout(ti.task_id)
             # record the timeout first, then kill: the killed process's own report is stale
             self._apply_result(
@@ -535,8 +537,6 @@ class Scheduler:
                          AttemptResult(AttemptStatus.TIMED_OUT, error=f"timed out after {timeout}"))
             )  # fmt: skip
             self._act(partial(self.dispatcher.kill, ti.run_id, ti.task_id, ti.attempt))
-            if outcome.warn:  # on_timeout: warn_fail
-                self._emit("task.timeout", self.store.get_run(ti.run_id), task=ti)
 
     def _claim(self, now: datetime, runs: list[str] | None = None) -> _Claimed:
         """Claim up to a batch of queued tasks (a conditional write each: exactly one winner)

@@ -12,12 +12,10 @@ import hmac
 import re
 import secrets
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from stratoflow.adapters.local._sqlite import SqliteFile
 from stratoflow.auth import Principal, Role, Unauthenticated
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem
 from stratoflow.faults import machine_fault
@@ -60,39 +58,10 @@ def _dt(value: str | None) -> datetime | None:
 USE_RECORDED_EVERY = timedelta(minutes=1)
 
 
-class SqliteIdentities(Identities):
+class SqliteIdentities(SqliteFile, Identities):
     def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        self._local = threading.local()
+        super().__init__(path, SCHEMA)
         self._used: dict[str, datetime] = {}  # token id -> the last use written
-        self._conn().executescript(SCHEMA)  # CREATE ... IF NOT EXISTS: safe to repeat
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
-        return conn
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
 
     # ------------------------------------------------------------ users
     def create_user(self, name: str, *, superuser: bool, now: datetime) -> User:

@@ -18,13 +18,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from stratoflow.adapters.local.alerts import AlertStore, FanOutEvents, LocalAlerts, env_secret
 from stratoflow.adapters.local.clock import SystemClock
 from stratoflow.adapters.local.cron import CronLoop
 from stratoflow.adapters.local.executor import LocalExecutor
 from stratoflow.adapters.local.feed import LocalFeed
 from stratoflow.adapters.local.sqlite_store import SqliteStore
+from stratoflow.alerts import ResolveSecret, Sender
 from stratoflow.engine import AttemptResult
 from stratoflow.errors import Conflict
+from stratoflow.model import WorkflowSpec
 from stratoflow.ports import Clock, EventSink
 from stratoflow.readmodel import ReadModel
 from stratoflow.service import Finished, Scheduler
@@ -95,10 +98,19 @@ class JsonlEvents(EventSink):
 
 class LocalRuntime:
     def __init__(
-        self, home: Path, *, clock: Clock | None = None, cron: bool = False, db: str | None = None
+        self,
+        home: Path,
+        *,
+        clock: Clock | None = None,
+        cron: bool = False,
+        db: str | None = None,
+        resolve_secret: ResolveSecret | None = None,
     ) -> None:
         """``db``: the read model's database (``postgresql://...``); default a SQLite file
-        ``readmodel.db`` in ``home``. The store's commits are projected into it inline."""
+        ``readmodel.db`` in ``home``. The store's commits are projected into it inline.
+        ``resolve_secret``: how alert channels' ``{{ secrets.NAME }}`` resolve when an
+        alert is sent (default: ``STRATOFLOW_SECRET_<NAME>`` in this process's environment)."""
+        self._resolve_secret = resolve_secret or env_secret()
         home = home.resolve()
         self.home = home
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -120,17 +132,27 @@ class LocalRuntime:
         self._reports: queue.SimpleQueue[Finished | None] = queue.SimpleQueue()
         self._pending: list[Finished] = []  # reports a failed turn did not record yet
         self.executor = LocalExecutor(home / "attempts", self._report, protect=home)
+        self.alerts = LocalAlerts(
+            AlertStore(home / "stratoflow.db"),
+            self.store,
+            self._spec,
+            Sender(self._resolve_secret),
+            self.clock,
+        )
         self.scheduler = Scheduler(
             self.store,
             self.store,
             self.executor,
             self.clock,
-            JsonlEvents(home / "events.jsonl", self.clock),
+            FanOutEvents(JsonlEvents(home / "events.jsonl", self.clock), self.alerts),
         )
         self.cron = CronLoop(self.scheduler, self.store) if cron else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.scheduler.recover()
+
+    def _spec(self, project: str, name: str, version: int) -> WorkflowSpec:
+        return self.scheduler.spec(project, name, version)
 
     def _report(
         self, run_id: str, task_id: str, attempt: int, result: AttemptResult, log_path: str
@@ -192,6 +214,9 @@ class LocalRuntime:
             self.run_once(self._sleep_budget())
             if on_turn is not None:
                 on_turn()
+        # the alerts the run made, once (what fails is retried by the next server)
+        self.alerts.fire_timers(self.clock.now())
+        self.alerts.deliver_due()
 
     def start(self) -> None:
         """Run the loop in a background thread (the server)."""
@@ -199,6 +224,7 @@ class LocalRuntime:
             target=self._serve, name="stratoflow-scheduler", daemon=True
         )
         self._thread.start()
+        self.alerts.start()
 
     def _serve(self) -> None:
         while not self._stop.is_set():
@@ -214,6 +240,8 @@ class LocalRuntime:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.executor.close()
+        self.alerts.close()
+        self.alerts.store.close()
         self.feed.close()
         self.readmodel.close()
         self.store.close()

@@ -1,0 +1,300 @@
+"""Alerts end to end on the local runtime: what fires, the outbox (at least once, never
+twice for one key, retried with backoff), PagerDuty incidents resolved by the next success,
+SLA deadlines as durable timers, and a crash between the event and the send."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from stratoflow.adapters.local.alerts import AlertStore, Backoff
+from stratoflow.adapters.local.runtime import LocalRuntime
+from stratoflow.alerts import validate_channel
+from stratoflow.engine import Run
+from tests.alerts.conftest import Recorder, secrets_of
+
+FLAKY = """
+name: nightly
+sla: 2h
+params: {ok: "no"}
+alerts:
+  - on: [failure, recovered, sla_miss]
+    group: oncall
+  - on: [retry]
+    group: chat
+tasks:
+  load:
+    type: shell
+    command: "test '{{ params.ok }}' = yes"
+    retries: %(retries)s
+    retry_delay: 0s
+    sla: 1h
+"""
+
+
+def runtime_with_alerts(home: Path, recorder: Recorder) -> LocalRuntime:
+    rt = LocalRuntime(
+        home, resolve_secret=secrets_of({"pd": "PDKEY", "slack": f"{recorder.url}/slack"})
+    )
+    now = rt.clock.now()
+    store = rt.alerts.store
+    store.put_channel(validate_channel("default", "pd", "pagerduty",
+                      {"routing_key": "{{ secrets.pd }}", "base_url": recorder.url}), now)  # fmt: skip
+    store.put_channel(
+        validate_channel("default", "slack", "slack", {"url": "{{ secrets.slack }}"}), now
+    )
+    store.set_group("default", "oncall", ["pd", "slack"], now)
+    store.set_group("default", "chat", ["slack"], now)
+    return rt
+
+
+@pytest.fixture
+def rt(tmp_path: Path, recorder: Recorder) -> Iterator[LocalRuntime]:
+    runtime = runtime_with_alerts(tmp_path / "home", recorder)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def run(rt: LocalRuntime, ok: bool, retries: int = 0, name: str = "nightly") -> Run:
+    rt.scheduler.apply(textwrap.dedent(FLAKY % {"retries": retries}).replace("nightly", name))
+    started, _ = rt.scheduler.trigger("default", name, params={"ok": "yes" if ok else "no"})
+    rt.run_until(lambda: rt.store.get_run(started.id).state.terminal)  # then sends what is due
+    return rt.store.get_run(started.id)
+
+
+def test_a_failing_run_alerts_each_channel_once_and_the_next_success_resolves_it(
+    rt: LocalRuntime, recorder: Recorder
+) -> None:
+    failed = run(rt, ok=False)
+    assert failed.state.value == "failed"
+    (trigger,) = recorder.on("/v2/enqueue")
+    (slack,) = recorder.on("/slack")
+    assert trigger.body["event_action"] == "trigger"
+    assert trigger.body["dedup_key"] == f"stratoflow/default/nightly/{failed.id}"
+    assert trigger.body["payload"]["summary"] == "[FAILURE] default/nightly failed"
+    assert slack.body["text"] == "[FAILURE] default/nightly failed"
+    # the same events again (a redelivery) add nothing
+    for kind in ("run.failed", "run.started"):
+        rt.alerts.emit(kind, {"run_id": failed.id})
+    assert rt.alerts.deliver_due() == 0
+
+    recovered = run(rt, ok=True)
+    assert recovered.state.value == "succeeded"
+    pd = recorder.on("/v2/enqueue")
+    assert [r.body["event_action"] for r in pd] == ["trigger", "trigger", "resolve"]
+    # the recovered notice is a trigger-free event for PagerDuty ... and its resolve closes
+    # the failed run's incident with the very dedup_key that opened it
+    assert pd[1].body["payload"]["summary"] == "[RECOVERED] default/nightly recovered"
+    assert pd[2].body == {"routing_key": "PDKEY", "event_action": "resolve",
+                          "dedup_key": trigger.body["dedup_key"]}  # fmt: skip
+    assert [r.body["text"] for r in recorder.on("/slack")][1:] == [
+        "[RECOVERED] default/nightly recovered"
+    ]
+    statuses = {
+        (d.event, d.channel, d.status) for d in rt.alerts.store.list_deliveries("default")[0]
+    }
+    assert statuses == {
+        ("failure", "pd", "sent"), ("failure", "slack", "sent"), ("recovered", "pd", "sent"),
+        ("recovered", "slack", "sent"), ("success", "pd", "sent"),
+    }  # fmt: skip
+    # a further success has nothing left to resolve
+    run(rt, ok=True)
+    assert len(recorder.on("/v2/enqueue")) == 3
+
+
+def test_retries_alert_the_task_group_once_per_attempt(
+    rt: LocalRuntime, recorder: Recorder
+) -> None:
+    failed = run(rt, ok=False, retries=2)
+    retries = [r.body["text"] for r in recorder.on("/slack") if "RETRY" in r.body["text"]]
+    assert retries == [
+        "[RETRY] default/nightly task load (attempt 1) is retrying",
+        "[RETRY] default/nightly task load (attempt 2) is retrying",
+    ]
+    assert failed.state.value == "failed"
+
+
+def test_a_crash_between_the_event_and_the_send_delivers_exactly_once(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    home = tmp_path / "home"
+    first = runtime_with_alerts(home, recorder)
+    first.scheduler.apply(textwrap.dedent(FLAKY % {"retries": 0}))
+    started, _ = first.scheduler.trigger("default", "nightly", params={"ok": "no"})
+    # drive the scheduler only: the events are recorded in the outbox, nothing is sent
+    while not first.store.get_run(started.id).state.terminal:
+        first.run_once(timeout=0.2)
+    pending = first.alerts.store.list_deliveries("default", status="pending")[0]
+    assert {(d.event, d.channel) for d in pending} == {("failure", "pd"), ("failure", "slack")}
+    assert recorder.requests == []
+    first.close()  # the process "dies" here, before any send
+
+    second = runtime_with_alerts(home, recorder)
+    try:
+        second.alerts.emit("run.failed", {"run_id": started.id})  # and the event comes again
+        assert second.alerts.deliver_due() == 2
+        assert second.alerts.deliver_due() == 0
+    finally:
+        second.close()
+    assert (len(recorder.on("/v2/enqueue")), len(recorder.on("/slack"))) == (1, 1)
+
+
+def test_a_failed_send_is_retried_with_backoff_and_pages_once(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    rt = runtime_with_alerts(tmp_path / "home", recorder)
+    try:
+        rt.alerts.backoff = Backoff(first=timedelta(seconds=30), max_attempts=3)
+        recorder.answer((503, {"status": "busy"}), (202, {"status": "success"}))
+        failed = run(rt, ok=False)
+        store = rt.alerts.store
+        (pd,) = [d for d in store.list_deliveries("default")[0] if d.channel == "pd"]
+        assert (pd.status, pd.attempts) == ("retrying", 1)
+        assert "HTTP 503" in (pd.last_error or "")
+        assert pd.next_at is not None
+        assert timedelta(seconds=29) < pd.next_at - pd.created_at < timedelta(seconds=40)
+        assert rt.alerts.deliver_due() == 0  # not due yet
+        assert rt.alerts.deliver_due(pd.next_at) == 1
+        pd = store.get(pd.key, "default", "pd")
+        assert (pd.status, pd.attempts, pd.last_error) == ("sent", 2, None)
+        sent = recorder.on("/v2/enqueue")
+        assert len(sent) == 2
+        assert {r.body["dedup_key"] for r in sent} == {
+            f"stratoflow/default/nightly/{failed.id}"
+        }  # the retry names the same incident: PagerDuty keeps one
+    finally:
+        rt.close()
+
+
+def test_a_send_that_keeps_failing_ends_failed(tmp_path: Path, recorder: Recorder) -> None:
+    rt = runtime_with_alerts(tmp_path / "home", recorder)
+    try:
+        rt.alerts.backoff = Backoff(first=timedelta(seconds=1), max_attempts=2)
+        recorder.answer((500, {}))
+        run(rt, ok=False)
+        later = rt.clock.now() + timedelta(minutes=5)
+        rt.alerts.deliver_due(later)
+        failed = rt.alerts.store.list_deliveries("default", status="failed")[0]
+        assert {(d.channel, d.attempts) for d in failed} == {("pd", 2), ("slack", 2)}
+        assert rt.alerts.deliver_due(later + timedelta(hours=1)) == 0
+    finally:
+        rt.close()
+
+
+def test_a_group_that_does_not_exist_is_recorded_as_failed(
+    rt: LocalRuntime, recorder: Recorder
+) -> None:
+    rt.alerts.store.delete_group("default", "oncall")
+    run(rt, ok=False)
+    (row,) = rt.alerts.store.list_deliveries("default", status="failed")[0]
+    assert row.channel == "-"
+    assert "'oncall' does not exist" in (row.last_error or "")
+    assert recorder.requests == []
+
+
+SLOW = """
+name: slow
+sla: 1h
+alerts: [{on: [sla_miss, timeout], group: chat}]
+tasks:
+  wait: {type: shell, command: sleep 30, sla: 10m}
+  quick: {type: shell, command: "true", sla: 10m}
+"""
+
+
+def test_sla_deadlines_are_durable_timers_that_fire_once(
+    rt: LocalRuntime, recorder: Recorder
+) -> None:
+    rt.scheduler.apply(textwrap.dedent(SLOW))
+    started, _ = rt.scheduler.trigger("default", "slow")
+    while rt.store.get_task(started.id, "quick").state.value != "succeeded":
+        rt.run_once(timeout=0.2)
+    store = rt.alerts.store
+    assert store.next_timer() is not None
+    t0 = rt.store.get_run(started.id).started_at
+    assert t0 is not None
+    # before the task deadlines nothing fires; after them only the unfinished task missed
+    assert rt.alerts.fire_timers(t0 + timedelta(minutes=9)) == 0
+    assert rt.alerts.fire_timers(t0 + timedelta(minutes=11)) == 1
+    assert rt.alerts.fire_timers(t0 + timedelta(minutes=12)) == 0  # each timer fires once
+    assert rt.alerts.fire_timers(t0 + timedelta(hours=2)) == 1  # the run's own SLA
+    rt.alerts.deliver_due(t0 + timedelta(hours=2))
+    texts = [r.body["text"] for r in recorder.on("/slack")]
+    assert texts == ["[SLA_MISS] default/slow task wait missed its SLA",
+                     "[SLA_MISS] default/slow missed its SLA"]  # fmt: skip
+    assert store.next_timer() is None
+    rt.scheduler.stop(started.id)
+    rt.run_until(lambda: rt.store.get_run(started.id).state.terminal)
+
+
+WARN = """
+name: warned
+alerts: [{on: [timeout, failure], group: chat}]
+tasks:
+  long: {type: shell, command: sleep 2, timeout: 1s, on_timeout: %s}
+"""
+
+
+TIMED_OUT = "[TIMEOUT] default/warned task long (attempt 1) timed out"
+
+
+@pytest.mark.parametrize(
+    ("mode", "state", "alerts"),
+    [
+        ("warn", "succeeded", [TIMED_OUT]),  # it kept running, and warned once
+        ("warn_fail", "failed", [TIMED_OUT, "[FAILURE] default/warned failed"]),
+        ("fail", "failed", ["[FAILURE] default/warned failed"]),
+    ],
+)
+def test_on_timeout_warns_as_told(
+    rt: LocalRuntime, recorder: Recorder, mode: str, state: str, alerts: list[str]
+) -> None:
+    rt.scheduler.apply(textwrap.dedent(WARN % mode))
+    started, _ = rt.scheduler.trigger("default", "warned")
+    rt.run_until(lambda: rt.store.get_run(started.id).state.terminal)
+    assert rt.store.get_task(started.id, "long").state.value == state
+    assert [r.body["text"] for r in recorder.on("/slack")] == alerts
+
+
+def test_the_store_refuses_unknown_channels_and_deleting_a_used_channel(
+    rt: LocalRuntime,
+) -> None:
+    from stratoflow.errors import Conflict, InvalidInput
+
+    store = rt.alerts.store
+    with pytest.raises(InvalidInput, match="no channel 'nope'"):
+        store.set_group("default", "g", ["slack", "nope"], rt.clock.now())
+    with pytest.raises(Conflict, match="chat, oncall"):
+        store.delete_channel("default", "slack")
+    assert "g" not in store.list_groups("default")
+
+
+def test_a_test_alert_reaches_every_channel_of_the_group(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    rt = runtime_with_alerts(tmp_path / "home", recorder)
+    rt.alerts.start()
+    try:
+        rows = rt.alerts.test("default", "oncall")
+        rt.alerts.wait_settled(rows, "default", 10)
+        assert {rt.alerts.store.get(k, "default", c).status for k, c in rows} == {"sent"}
+    finally:
+        rt.close()
+    assert [r.body["payload"]["summary"] for r in recorder.on("/v2/enqueue")] == [
+        "Stratoflow test alert for default/(test)"
+    ]
+    assert len(recorder.on("/slack")) == 1
+
+
+def test_a_store_on_an_existing_home_adds_its_tables_once(tmp_path: Path) -> None:
+    path = tmp_path / "stratoflow.db"
+    AlertStore(path).close()
+    again = AlertStore(path)  # CREATE ... IF NOT EXISTS: opening twice changes nothing
+    assert again.list_channels("default") == []
+    again.close()
