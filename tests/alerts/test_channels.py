@@ -354,3 +354,19 @@ def test_sns_publishes_to_the_topic_on_moto(monkeypatch: pytest.MonkeyPatch) -> 
     assert note["Subject"] == FAIL.subject
     assert "Error:\nexit code 1: boom <b>" in note["Message"]
     assert note["MessageAttributes"]["event"]["Value"] == "failure"
+
+
+def test_httpx_logs_no_url_of_an_alert(
+    recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    ch = channel("telegram", token="{{ secrets.tg_token }}", chat_id="1", base_url=recorder.url)
+    sender().send(ch, FAIL, "k")
+    assert len(recorder.requests) == 1
+    assert SECRETS["tg_token"] not in caplog.text
+    # httpx's own logging is untouched elsewhere
+    import httpx
+
+    with httpx.Client() as client:
+        client.post(f"{recorder.url}/elsewhere", json={})
+    assert "/elsewhere" in caplog.text

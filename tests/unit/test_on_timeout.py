@@ -76,7 +76,8 @@ def test_fail_times_out_without_a_warning(now: datetime) -> None:
 def test_warn_keeps_the_attempt_running_without_a_deadline(now: datetime) -> None:
     ti = running(now, now + timedelta(minutes=10))
     out = engine.on_deadline(spec("warn"), ti, now + timedelta(minutes=11))
-    assert out is not None and (out.warn, out.fail) == (True, False)
+    assert out is not None
+    assert (out.warn, out.fail) == (True, False)
     assert out.keep_running == ti.with_(deadline=None)
     # no deadline left: it is not timed out again, so it warns once
     assert engine.on_deadline(spec("warn"), out.keep_running, now + timedelta(hours=5)) is None

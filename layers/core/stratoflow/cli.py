@@ -337,11 +337,13 @@ def server(
         on_change=runtime.wake,
         authenticate=token_authenticator(identities, runtime.clock),
         readmodel=runtime.readmodel,
+        alerts=runtime.alerts,
     )
     try:
         httpd, url = start_in_thread(app, host, port)
     except OSError as exc:
         _fail(f"cannot listen on {host}:{port}: {exc.strerror}", EXIT_FAILED)
+    runtime.alerts.link_base = runtime.alerts.link_base or url  # alerts link to run pages
     runtime.start()
     click.echo(f"Stratoflow is running at {url}  (state in {runtime.home}; Ctrl-C stops)")
     stopping = threading.Event()
@@ -793,3 +795,8 @@ def admin_token(home: Path | None, reset: bool) -> None:
 from stratoflow.cli_import import import_command  # noqa: E402 - registered after main exists
 
 main.add_command(import_command)
+
+# ------------------------------------------------------------------ alerts (cli_alerts.py)
+from stratoflow.cli_alerts import alerts  # noqa: E402 - it imports this module's client
+
+main.add_command(alerts)

@@ -8,8 +8,10 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import smtplib
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -36,6 +38,20 @@ from stratoflow.alerts._messages import (
 from stratoflow.templating import TemplateError, render
 
 MAX_ERROR_CHARS = 500
+
+_sending = threading.local()
+
+
+class _NotWhileSending(logging.Filter):
+    """httpx logs each request's URL at INFO; a Telegram token or a webhook URL is a secret,
+    so nothing httpx logs on a thread that is sending an alert is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_sending, "active", False)
+
+
+_HTTPX_FILTER = _NotWhileSending()
+logging.getLogger("httpx").addFilter(_HTTPX_FILTER)
 
 
 class DeliveryError(Exception):
@@ -107,6 +123,7 @@ class Sender:
         headers: dict[str, str] | None = None,
         ok: Callable[[httpx.Response], str | None] = lambda r: None,
     ) -> None:
+        _sending.active = True
         try:
             with self._client() as client:
                 response = client.request(method, url, json=body, headers=headers)
@@ -114,6 +131,8 @@ class Sender:
             raise DeliveryError(f"invalid URL: {exc}", permanent=True) from None
         except httpx.HTTPError as exc:
             raise DeliveryError(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            _sending.active = False
         status = response.status_code
         if status >= 300:
             text = response.text[:200]

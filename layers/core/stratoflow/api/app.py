@@ -27,7 +27,7 @@ from functools import cache
 from http import HTTPStatus
 from importlib import metadata
 from pathlib import Path as FilePath
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
@@ -45,6 +45,9 @@ from aws_lambda_powertools.event_handler.openapi.types import (
 from pydantic import AwareDatetime
 
 from stratoflow.api.access import Authenticator
+
+if TYPE_CHECKING:
+    from stratoflow.adapters.local.alerts import LocalAlerts
 from stratoflow.api.models import (
     AppliedVersion,
     ApplyRequest,
@@ -621,6 +624,7 @@ def create_app(
     static_dir: FilePath | None = None,
     authenticate: Authenticator | None = None,
     readmodel: ReadModel | None = None,
+    alerts: LocalAlerts | None = None,
 ) -> APIGatewayRestResolver:
     """The REST API over ``scheduler``. ``on_change`` runs after every successful write (the
     local runtime passes its ``wake``); ``read_log`` reads a range of an attempt's log from
@@ -628,7 +632,8 @@ def create_app(
     ``/`` (default: the package's ``api/static``). ``authenticate`` names the caller of every
     request but the public ones (None: everyone is an administrator — for an API nobody else
     can reach); each route then checks the caller's role in the project it touches.
-    ``readmodel`` keeps the audit log: who did what, after every successful change."""
+    ``readmodel`` keeps the audit log: who did what, after every successful change.
+    ``alerts``: the local runtime's alerts (channels, groups, deliveries: ``/alerts``)."""
     app = APIGatewayRestResolver(
         debug=False,  # never a traceback in a response, whatever POWERTOOLS_DEV says
         enable_validation=True,
@@ -1349,4 +1354,8 @@ def create_app(
         record("run.mark", f"run/{run_id}", project, task=task_id, state=body.state)
         return one_run(run)
 
+    if alerts is not None:
+        from stratoflow.api import alerts as alert_routes
+
+        alert_routes.register(app, alerts, allow=allow, record=record, responses=_responses)
     return app

@@ -1,0 +1,244 @@
+"""Alert channels, alert groups, test alerts and the delivery log (the ``alerts`` routes).
+
+Channel settings hold credentials only as ``{{ secrets.NAME }}`` references, so what these
+routes return and what the audit log records never carries a credential: a literal value in
+a credential setting is refused with a 400 naming the setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from stratoflow.alerts import CHANNEL_TYPES, MAX_CHANNELS_PER_GROUP, validate_channel
+from stratoflow.auth import Action
+
+if TYPE_CHECKING:
+    from stratoflow.adapters.local.alerts import Delivery, LocalAlerts
+
+TEST_WAIT_SECONDS = 15.0
+
+NamePath = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[a-z0-9_-]+$")]
+AlertProjectQuery = Annotated[
+    str, Query(min_length=1, max_length=200, description="The project the alerts belong to.")
+]
+RunIdQuery = Annotated[
+    str | None, Query(min_length=1, max_length=300, description="Only this run's.")
+]
+StatusQuery = Annotated[
+    Literal["pending", "retrying", "sent", "failed", "skipped"] | None,
+    Query(description="Only deliveries in this status."),
+]
+PageQuery = Annotated[int, Query(ge=1, le=500, description="Page size.")]
+CursorQuery = Annotated[
+    int | None, Query(ge=1, le=2**62, description="Cursor: the `next` of the previous page.")
+]
+
+
+class ChannelBody(BaseModel):
+    """A channel of a project; credentials only as `{{ secrets.NAME }}` references."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(max_length=32, description=f"One of: {', '.join(CHANNEL_TYPES)}.")
+    url: str | None = Field(default=None, max_length=4096, description="The type's URL setting.")
+    settings: dict[str, str] = Field(default_factory=dict, max_length=32)
+
+
+class GroupBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    channels: list[str] = Field(min_length=1, max_length=MAX_CHANNELS_PER_GROUP)
+
+
+class ChannelView(BaseModel):
+    project: str
+    name: str
+    type: str
+    settings: dict[str, str]
+
+
+class ChannelList(BaseModel):
+    channels: list[ChannelView]
+
+
+class GroupView(BaseModel):
+    project: str
+    name: str
+    channels: list[str]
+
+
+class GroupList(BaseModel):
+    groups: list[GroupView]
+
+
+class DeliveryView(BaseModel):
+    key: str
+    project: str
+    channel: str
+    group: str
+    event: str
+    workflow: str
+    run_id: str | None
+    task_id: str | None
+    action: str
+    subject: str
+    status: str
+    attempts: int
+    next_at: str | None
+    last_error: str | None
+    created_at: str
+    sent_at: str | None
+
+
+class DeliveryList(BaseModel):
+    deliveries: list[DeliveryView]
+    next: int | None = Field(description="Pass as ?cursor= to get the next (older) page.")
+
+
+def _view(d: Delivery) -> DeliveryView:
+    return DeliveryView.model_validate(d.view())
+
+
+def register(
+    app: APIGatewayRestResolver,
+    alerts: LocalAlerts,
+    *,
+    allow: Callable[[Action, str, str], Any],
+    record: Callable[..., None],
+    responses: Callable[..., Any],
+) -> None:
+    store = alerts.store
+
+    @app.get(
+        "/alerts/channels",
+        summary="The project's alert channels (credentials shown as their secret references)",
+        tags=["alerts"],
+        responses=responses("The channels", 400),
+    )
+    def list_channels(project: AlertProjectQuery = "default") -> ChannelList:
+        allow(Action.READ, project, f"project {project!r}")
+        return ChannelList(
+            channels=[
+                ChannelView(project=c.project, name=c.name, type=c.type, settings=dict(c.settings))
+                for c in store.list_channels(project)
+            ]
+        )
+
+    @app.put(
+        "/alerts/channels/<name>",
+        summary="Create or replace an alert channel",
+        tags=["alerts"],
+        responses=responses("The channel, replaced", 400, 415, created="The channel, created"),
+    )
+    def put_channel(
+        name: NamePath, body: ChannelBody, project: AlertProjectQuery = "default"
+    ) -> Response[ChannelView]:
+        allow(Action.ADMINISTER, project, f"project {project!r}")
+        channel = validate_channel(project, name, body.type, body.settings, body.url)
+        created = store.put_channel(channel, alerts.clock.now())
+        # settings hold references, never values: safe to record as they are
+        record("alerts.channel.put", f"alert-channel/{name}", project, type=channel.type,
+               settings=dict(channel.settings))  # fmt: skip
+        view = ChannelView(project=project, name=name, type=channel.type,
+                           settings=dict(channel.settings))  # fmt: skip
+        return Response(
+            status_code=HTTPStatus.CREATED.value if created else HTTPStatus.OK.value,
+            content_type=content_types.APPLICATION_JSON,
+            body=view,
+        )
+
+    @app.delete(
+        "/alerts/channels/<name>",
+        summary="Delete an alert channel (refused while a group holds it)",
+        tags=["alerts"],
+        responses=responses("Deleted", 404, 409),
+    )
+    def delete_channel(name: NamePath, project: AlertProjectQuery = "default") -> dict[str, str]:
+        allow(Action.ADMINISTER, project, f"project {project!r}")
+        store.delete_channel(project, name)
+        record("alerts.channel.delete", f"alert-channel/{name}", project)
+        return {"deleted": name}
+
+    @app.get(
+        "/alerts/groups",
+        summary="The project's alert groups",
+        tags=["alerts"],
+        responses=responses("The groups", 400),
+    )
+    def list_groups(project: AlertProjectQuery = "default") -> GroupList:
+        allow(Action.READ, project, f"project {project!r}")
+        return GroupList(
+            groups=[
+                GroupView(project=project, name=g, channels=chans)
+                for g, chans in store.list_groups(project).items()
+            ]
+        )
+
+    @app.put(
+        "/alerts/groups/<name>",
+        summary="Create or replace an alert group: the channels it alerts",
+        tags=["alerts"],
+        responses=responses("The group, replaced", 400, 415, created="The group, created"),
+    )
+    def put_group(
+        name: NamePath, body: GroupBody, project: AlertProjectQuery = "default"
+    ) -> Response[GroupView]:
+        allow(Action.ADMINISTER, project, f"project {project!r}")
+        created = store.set_group(project, name, body.channels, alerts.clock.now())
+        record("alerts.group.put", f"alert-group/{name}", project, channels=body.channels)
+        return Response(
+            status_code=HTTPStatus.CREATED.value if created else HTTPStatus.OK.value,
+            content_type=content_types.APPLICATION_JSON,
+            body=GroupView(project=project, name=name, channels=body.channels),
+        )
+
+    @app.delete(
+        "/alerts/groups/<name>",
+        summary="Delete an alert group",
+        tags=["alerts"],
+        responses=responses("Deleted", 404),
+    )
+    def delete_group(name: NamePath, project: AlertProjectQuery = "default") -> dict[str, str]:
+        allow(Action.ADMINISTER, project, f"project {project!r}")
+        store.delete_group(project, name)
+        record("alerts.group.delete", f"alert-group/{name}", project)
+        return {"deleted": name}
+
+    @app.post(
+        "/alerts/groups/<name>/test",
+        summary="Send a test alert to every channel of a group; returns each delivery's status "
+        f"after its first try (waits at most {TEST_WAIT_SECONDS:.0f} s)",
+        tags=["alerts"],
+        responses=responses("The test alert's deliveries", 404),
+    )
+    def test_group(name: NamePath, project: AlertProjectQuery = "default") -> DeliveryList:
+        allow(Action.OPERATE, project, f"project {project!r}")
+        rows = alerts.test(project, name)
+        alerts.wait_settled(rows, project, TEST_WAIT_SECONDS)
+        record("alerts.group.test", f"alert-group/{name}", project)
+        return DeliveryList(
+            deliveries=[_view(store.get(k, project, c)) for k, c in rows], next=None
+        )
+
+    @app.get(
+        "/alerts",
+        summary="Alerts and each channel's delivery status, newest first",
+        tags=["alerts"],
+        responses=responses("A page of deliveries; `next` is the cursor of the next", 400),
+    )
+    def list_alerts(
+        project: AlertProjectQuery = "default",
+        run_id: RunIdQuery = None,
+        status: StatusQuery = None,
+        limit: PageQuery = 50,
+        cursor: CursorQuery = None,
+    ) -> DeliveryList:
+        allow(Action.READ, project, f"project {project!r}")
+        page, nxt = store.list_deliveries(
+            project, run_id=run_id, status=status, limit=limit, before=cursor
+        )
+        return DeliveryList(deliveries=[_view(d) for d in page], next=nxt)
