@@ -298,3 +298,45 @@ def test_a_store_on_an_existing_home_adds_its_tables_once(tmp_path: Path) -> Non
     again = AlertStore(path)  # CREATE ... IF NOT EXISTS: opening twice changes nothing
     assert again.list_channels("default") == []
     again.close()
+
+
+def test_a_crash_between_the_state_and_the_outbox_is_caught_up_on_start(
+    tmp_path: Path, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    first = runtime_with_alerts(home, recorder)
+
+    def died(kind: str, detail: object) -> None:
+        raise RuntimeError("the process died before the outbox write")
+
+    monkeypatch.setattr(first.alerts, "_plan", died)
+    failed = run(first, ok=False)
+    assert first.alerts.store.list_deliveries("default")[0] == []
+    first.close()
+    monkeypatch.undo()
+
+    second = runtime_with_alerts(home, recorder)
+    try:
+        assert second.alerts.catch_up() == 1
+        second.alerts.catch_up()  # again: nothing new
+        assert second.alerts.deliver_due() == 2
+    finally:
+        second.close()
+    (trigger,) = recorder.on("/v2/enqueue")
+    assert trigger.body["dedup_key"] == f"stratoflow/default/nightly/{failed.id}"
+    assert len(recorder.on("/slack")) == 1
+
+
+def test_a_success_planned_again_does_not_close_a_newer_failures_incident(
+    rt: LocalRuntime, recorder: Recorder
+) -> None:
+    run(rt, ok=False)
+    ok = run(rt, ok=True)
+    newer = run(rt, ok=False)
+    assert [r.body["event_action"] for r in recorder.on("/v2/enqueue")] == [
+        "trigger", "trigger", "resolve", "trigger",
+    ]  # fmt: skip
+    rt.alerts.emit("run.succeeded", {"run_id": ok.id})  # e.g. the catch-up after a restart
+    rt.alerts.deliver_due()
+    assert len(recorder.on("/v2/enqueue")) == 4
+    assert recorder.on("/v2/enqueue")[3].body["dedup_key"].endswith(newer.id)

@@ -89,7 +89,9 @@ CREATE INDEX IF NOT EXISTS alert_timers_due ON alert_timers (due);
 MAX_CHANNELS = 200
 MAX_GROUPS = 200
 NO_CHANNEL = "-"  # the outbox row of an alert whose group is missing or empty
-STATUSES = ("pending", "retrying", "sent", "failed", "skipped")
+# on start, the run events of the latest runs are planned again (see LocalAlerts.catch_up)
+CATCH_UP_WINDOW = timedelta(hours=1)
+CATCH_UP_RUNS = 500
 
 
 def _ts(value: datetime) -> str:
@@ -346,14 +348,22 @@ class AlertStore(SqliteFile):
         )  # fmt: skip
         return cur.rowcount == 1
 
-    def enqueue_resolves(self, project: str, workflow: str, by: str, now: datetime) -> int:
-        """Resolve every PagerDuty incident alerts of ``workflow`` opened and nothing resolved
-        yet: one resolve row per (incident, channel), keyed by ``by`` (the success)."""
+    def enqueue_resolves(
+        self, project: str, workflow: str, by: str, now: datetime, *, opened_by: datetime
+    ) -> int:
+        """Resolve every PagerDuty incident alerts of ``workflow`` opened up to ``opened_by``
+        (the success's end: a success planned again later must not close a newer failure's
+        incident) and nothing resolved yet: one resolve row per (incident, channel), keyed by
+        ``by`` (the success)."""
+        open_ = (
+            "project=? AND workflow=? AND incident IS NOT NULL AND resolved_by IS NULL "
+            "AND created_at <= ?"
+        )
+        args = (project, workflow, _ts(opened_by))
         with self._tx() as conn:
             rows = conn.execute(
-                "SELECT DISTINCT channel, grp, incident, facts FROM alert_outbox "
-                "WHERE project=? AND workflow=? AND incident IS NOT NULL AND resolved_by IS NULL",
-                (project, workflow),
+                f"SELECT DISTINCT channel, grp, incident, facts FROM alert_outbox WHERE {open_}",  # noqa: S608
+                args,
             ).fetchall()
             done: set[tuple[str, str]] = set()
             for row in rows:
@@ -368,11 +378,7 @@ class AlertStore(SqliteFile):
                 key = f"resolve:{row['incident']}:{by}"
                 self._insert(conn, Planned(key, row["grp"], facts), row["channel"], now,
                              incident=None)  # fmt: skip
-            conn.execute(
-                "UPDATE alert_outbox SET resolved_by=? WHERE project=? AND workflow=? "
-                "AND incident IS NOT NULL AND resolved_by IS NULL",
-                (by, project, workflow),
-            )
+            conn.execute(f"UPDATE alert_outbox SET resolved_by=? WHERE {open_}", (by, *args))  # noqa: S608
         return len(done)
 
     def due(self, now: datetime, limit: int = 50) -> list[Delivery]:
@@ -571,7 +577,30 @@ class LocalAlerts(EventSink):
         self.store.enqueue(planned, now)
         if kind == "run.succeeded":
             ended = run.ended_at.isoformat() if run.ended_at else ""
-            self.store.enqueue_resolves(run.project, run.workflow, f"{run.id}:{ended}", now)
+            self.store.enqueue_resolves(
+                run.project, run.workflow, f"{run.id}:{ended}", now, opened_by=run.ended_at or now
+            )
+
+    def catch_up(self, window: timedelta = CATCH_UP_WINDOW, limit: int = CATCH_UP_RUNS) -> int:
+        """Plan again the run events of the latest runs that started or ended within
+        ``window``: the scheduler emits an event after its state is committed, so a process
+        that died in between left the outbox without it. The keys are the ones the event
+        would have made, so what was already planned adds nothing. Returns the runs seen."""
+        since = self.clock.now() - window
+        runs = self.state.list_runs(RunQuery(limit=limit))
+        for run in runs:
+            kinds = []
+            if run.started_at is not None and run.started_at >= since:
+                kinds.append("run.started")
+            if run.state.terminal and run.ended_at is not None and run.ended_at >= since:
+                kinds.append(f"run.{run.state.value}")
+            for kind in kinds:
+                try:
+                    self._plan(kind, {"run_id": run.id})
+                except Exception:
+                    log.exception("catching up the alerts of run %s", run.id)
+        self._wake.set()
+        return len(runs)
 
     def test(self, project: str, group: str) -> list[tuple[str, str]]:
         """Queue a test alert to every channel of ``group``; returns its (key, channel) rows."""
@@ -657,6 +686,7 @@ class LocalAlerts(EventSink):
 
     # ------------------------------------------------------------ the worker
     def start(self) -> None:
+        self.catch_up()
         self._thread = threading.Thread(target=self._work, name="stratoflow-alerts", daemon=True)
         self._thread.start()
 
