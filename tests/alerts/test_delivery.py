@@ -340,3 +340,25 @@ def test_a_success_planned_again_does_not_close_a_newer_failures_incident(
     rt.alerts.deliver_due()
     assert len(recorder.on("/v2/enqueue")) == 4
     assert recorder.on("/v2/enqueue")[3].body["dedup_key"].endswith(newer.id)
+
+
+def test_the_alerting_example_pages_once_and_resolves(tmp_path: Path, recorder: Recorder) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "alerting.yaml"
+    rt = runtime_with_alerts(tmp_path / "home", recorder)
+    store, now = rt.alerts.store, rt.clock.now()
+    store.set_group("default", "data-oncall", ["pd", "slack"], now)
+    store.set_group("default", "data-team", ["slack"], now)
+    try:
+        rt.scheduler.apply(example.read_text())
+        for fail in ("yes", "no"):
+            started, _ = rt.scheduler.trigger("default", "nightly_load", params={"fail": fail})
+            rt.run_until(lambda: rt.store.get_run(started.id).state.terminal)  # noqa: B023
+    finally:
+        rt.close()
+    assert [r.body["event_action"] for r in recorder.on("/v2/enqueue")] == [
+        "trigger", "trigger", "resolve",
+    ]  # fmt: skip
+    assert [r.body["text"] for r in recorder.on("/slack")] == [
+        "[FAILURE] default/nightly_load failed",
+        "[RECOVERED] default/nightly_load recovered",
+    ]

@@ -46,7 +46,7 @@ def write(tmp_path: Path, name: str, text: str) -> str:
 def test_validate_accepts_every_example(cli: CliRunner) -> None:
     result = cli.invoke(main, ["validate", *map(str, sorted(EXAMPLES.glob("*.yaml")))])
     assert result.exit_code == 0, result.output
-    assert result.output.count("ok: ") == 4
+    assert result.output.count("ok: ") == 5
 
 
 def test_validate_names_the_cycle_and_exits_2(cli: CliRunner, tmp_path: Path) -> None:
