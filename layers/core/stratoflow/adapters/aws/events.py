@@ -58,8 +58,8 @@ DETAIL_TYPES: Final[Mapping[str, str]] = {
     "run.failed": "Run Failed",
     "run.stopped": "Run Stopped",
     "task.failed": "Task Failed",
-    "task.timeout": "Task Timeout",
     "task.retrying": "Task Retrying",
+    "task.timeout": "Task Timeout",
 }
 # scheduler detail key -> published key: the allow-list (see the module docstring)
 _RUN_FIELDS: Final[Mapping[str, str]] = {
