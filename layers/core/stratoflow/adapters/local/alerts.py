@@ -86,6 +86,20 @@ CREATE TABLE IF NOT EXISTS alert_timers (
 CREATE INDEX IF NOT EXISTS alert_timers_due ON alert_timers (due);
 """
 
+# PagerDuty incidents of a workflow that nothing resolved yet, opened up to a time
+_ANY_OPEN = (
+    "SELECT 1 FROM alert_outbox WHERE project=? AND workflow=? AND incident IS NOT NULL "
+    "AND resolved_by IS NULL AND created_at <= ? LIMIT 1"
+)
+_OPEN = (
+    "SELECT DISTINCT channel, grp, incident, facts FROM alert_outbox WHERE project=? "
+    "AND workflow=? AND incident IS NOT NULL AND resolved_by IS NULL AND created_at <= ?"
+)
+_RESOLVED = (
+    "UPDATE alert_outbox SET resolved_by=? WHERE project=? AND workflow=? "
+    "AND incident IS NOT NULL AND resolved_by IS NULL AND created_at <= ?"
+)
+
 MAX_CHANNELS = 200
 MAX_GROUPS = 200
 NO_CHANNEL = "-"  # the outbox row of an alert whose group is missing or empty
@@ -355,16 +369,11 @@ class AlertStore(SqliteFile):
         (the success's end: a success planned again later must not close a newer failure's
         incident) and nothing resolved yet: one resolve row per (incident, channel), keyed by
         ``by`` (the success)."""
-        open_ = (
-            "project=? AND workflow=? AND incident IS NOT NULL AND resolved_by IS NULL "
-            "AND created_at <= ?"
-        )
         args = (project, workflow, _ts(opened_by))
+        if not self._conn().execute(_ANY_OPEN, args).fetchone():
+            return 0  # the common case: no write transaction for a success with nothing open
         with self._tx() as conn:
-            rows = conn.execute(
-                f"SELECT DISTINCT channel, grp, incident, facts FROM alert_outbox WHERE {open_}",  # noqa: S608
-                args,
-            ).fetchall()
+            rows = conn.execute(_OPEN, args).fetchall()
             done: set[tuple[str, str]] = set()
             for row in rows:
                 if (row["channel"], row["incident"]) in done:
@@ -378,7 +387,7 @@ class AlertStore(SqliteFile):
                 key = f"resolve:{row['incident']}:{by}"
                 self._insert(conn, Planned(key, row["grp"], facts), row["channel"], now,
                              incident=None)  # fmt: skip
-            conn.execute(f"UPDATE alert_outbox SET resolved_by=? WHERE {open_}", (by, *args))  # noqa: S608
+            conn.execute(_RESOLVED, (by, *args))
         return len(done)
 
     def due(self, now: datetime, limit: int = 50) -> list[Delivery]:
