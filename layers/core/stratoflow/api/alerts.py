@@ -132,7 +132,7 @@ def register(
         "/alerts/channels/<name>",
         summary="Create or replace an alert channel",
         tags=["alerts"],
-        responses=responses("The channel, replaced", 400, 415, created="The channel, created"),
+        responses=responses("The channel, replaced", 400, 404, 415, created="The channel, created"),
     )
     def put_channel(
         name: NamePath, body: ChannelBody, project: AlertProjectQuery = "default"
@@ -182,7 +182,7 @@ def register(
         "/alerts/groups/<name>",
         summary="Create or replace an alert group: the channels it alerts",
         tags=["alerts"],
-        responses=responses("The group, replaced", 400, 415, created="The group, created"),
+        responses=responses("The group, replaced", 400, 404, 415, created="The group, created"),
     )
     def put_group(
         name: NamePath, body: GroupBody, project: AlertProjectQuery = "default"
