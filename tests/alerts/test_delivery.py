@@ -362,3 +362,27 @@ def test_the_alerting_example_pages_once_and_resolves(tmp_path: Path, recorder: 
         "[FAILURE] default/nightly_load failed",
         "[RECOVERED] default/nightly_load recovered",
     ]
+
+
+def test_two_senders_at_once_send_each_row_once(tmp_path: Path, recorder: Recorder) -> None:
+    import threading
+    import time
+
+    rt = runtime_with_alerts(tmp_path / "home", recorder)
+    real_send = rt.alerts.sender.send
+
+    def slow_send(*args: object) -> None:
+        time.sleep(0.2)  # long enough for the other thread to read the same due rows
+        real_send(*args)  # type: ignore[arg-type]
+
+    try:
+        rt.alerts.sender.send = slow_send  # type: ignore[method-assign]
+        rt.alerts.test("default", "oncall")
+        threads = [threading.Thread(target=rt.alerts.deliver_due) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        rt.close()
+    assert (len(recorder.on("/v2/enqueue")), len(recorder.on("/slack"))) == (1, 1)

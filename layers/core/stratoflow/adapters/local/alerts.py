@@ -551,6 +551,7 @@ class LocalAlerts(EventSink):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._sent = threading.Condition()
+        self._delivering = threading.Lock()
 
     # ------------------------------------------------------------ events in
     def emit(self, kind: str, detail: Mapping[str, Any]) -> None:
@@ -649,9 +650,10 @@ class LocalAlerts(EventSink):
     def deliver_due(self, now: datetime | None = None) -> int:
         """Send what is due (one pass); returns how many were tried."""
         now = now or self.clock.now()
-        due = self.store.due(now)
-        for delivery in due:
-            self._deliver(delivery)
+        with self._delivering:  # one sender at a time: a row is never sent by two at once
+            due = self.store.due(now)
+            for delivery in due:
+                self._deliver(delivery)
         if due:
             with self._sent:
                 self._sent.notify_all()
