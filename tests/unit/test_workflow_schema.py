@@ -41,7 +41,9 @@ def as_editor_sees(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, dict):
-        return {k: as_editor_sees(v) for k, v in value.items()}
+        # an editor parses YAML 1.2, where the key `on` (of an alerts entry) is the word;
+        # PyYAML's 1.1 reads True
+        return {("on" if k is True else k): as_editor_sees(v) for k, v in value.items()}
     if isinstance(value, list):
         return [as_editor_sees(v) for v in value]
     return value

@@ -796,7 +796,12 @@ from stratoflow.cli_import import import_command  # noqa: E402 - registered afte
 
 main.add_command(import_command)
 
-# ------------------------------------------------------------------ alerts (cli_alerts.py)
-from stratoflow.cli_alerts import alerts  # noqa: E402 - it imports this module's client
 
-main.add_command(alerts)
+# ------------------------------------------------------------------ alerts (cli_alerts.py)
+def _alerts_group() -> click.Group:
+    from stratoflow.cli_alerts import alerts  # it imports this module's client and options
+
+    return alerts
+
+
+main.add_command(_alerts_group())

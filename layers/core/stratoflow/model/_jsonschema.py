@@ -54,6 +54,9 @@ _COMMON = {
     "retry_backoff": "Multiplier of the delay per attempt (1-10; 1 = fixed delay).",
     "max_retry_delay": "Upper bound of a retry delay after backoff.",
     "timeout": "An attempt running longer than this is killed and fails.",
+    "on_timeout": "What a timeout does: fail (default), warn (a timeout alert; the attempt keeps "
+    "running) or warn_fail (a timeout alert, and the attempt fails).",
+    "alerts": "Alert groups to tell of this task's retry, timeout, failure or sla_miss.",
     "params": "Parameters of this task (templated at dispatch time), on top of the workflow's.",
     "env": "Environment variables of the task's process (templated at dispatch time).",
     "type": "The task type.",
@@ -74,6 +77,12 @@ _DESCRIPTIONS: dict[str, dict[str, str]] = {
         "on_failure": "continue: independent branches go on after a failure; stop: the run stops.",
         "defaults": "Task settings applied to every task that does not set its own.",
         "tasks": "The tasks, by id (letters, digits, '_' and '-').",
+        "alerts": "Which events reach which alert group (groups are configured with "
+        "`stratoflow alerts groups set`, not here).",
+    },
+    "AlertRule": {
+        "on": "The events: start, success, failure, retry, timeout, sla_miss, recovered.",
+        "group": "The alert group (of the workflow's project) that hears of them.",
     },
     "Schedule": {
         "cron": "5-field cron (minute hour day month weekday), EventBridge cron(...) or rate(...).",
