@@ -51,11 +51,13 @@ def test_retries_intervals_and_timeouts() -> None:
         "120s",
         "900s",
     )
-    assert "timeout" not in tasks["b"]  # WARN only alerts: no equivalent, reported
-    assert any("strategy WARN" in m for m in _unmapped(result, "b"))
-    assert tasks["c"]["timeout"] == "300s"
-    assert any("WARNFAILED" in m for m in _unmapped(result, "c"))
+    assert tasks["a"]["on_timeout"] == "fail"
+    assert (tasks["b"]["timeout"], tasks["b"]["on_timeout"]) == ("300s", "warn")  # alert only
+    assert (tasks["c"]["timeout"], tasks["c"]["on_timeout"]) == ("300s", "warn_fail")
+    assert not _unmapped(result, "b") and not _unmapped(result, "c")
     assert "timeout" not in tasks["d"]
+    assert "on_timeout" not in tasks["d"]
+    parse_workflow(result.document)  # valid format v1
 
 
 def test_settings_without_an_equivalent_are_reported() -> None:
@@ -77,9 +79,44 @@ def test_settings_without_an_equivalent_are_reported() -> None:
     ):
         assert word in messages
     workflow = " | ".join(_unmapped(result))
-    for word in ("alerts", "workflow timeout", "SERIAL_DISCARD"):
-        assert word in workflow
+    assert "SERIAL_DISCARD" in workflow
     assert result.document["max_active_runs"] == 1  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("warning_type", "events"),
+    [("FAILURE", ["failure"]), ("SUCCESS", ["success"]), ("ALL", ["success", "failure"]),
+     ("NONE", [])],
+)  # fmt: skip
+def test_warning_group_and_timeout_become_alerts_and_sla(
+    warning_type: str, events: list[str]
+) -> None:
+    export = {
+        "workflowDefinition": {"name": "wf", "globalParams": "[]", "timeout": 30},
+        "workflowTaskRelationList": [{"preTaskCode": 0, "postTaskCode": 1}],
+        "taskDefinitionList": [_task(1, "a", "SHELL", {"rawScript": "true"})],
+        "schedule": {"crontab": "0 0 2 * * ? *", "timezoneId": "UTC",
+                     "warningType": warning_type, "warningGroupId": 2},
+    }  # fmt: skip
+    result = convert(read_export([export])[0], "placeholder")
+    doc: dict[str, Any] = result.document  # type: ignore[assignment]
+    assert doc["sla"] == "1800s"  # a run outlasting the workflow timeout: sla_miss
+    assert doc["alerts"] == [{"on": [*events, "timeout", "sla_miss"], "group": "ds-2"}]
+    assert any("stratoflow alerts groups set ds-2" in n.message for n in result.notes)
+    spec = parse_workflow(doc)
+    assert spec.workflow.alerts[0].group == "ds-2"
+
+
+def test_a_warning_type_without_a_group_is_reported() -> None:
+    export = {
+        "workflowDefinition": {"name": "wf", "globalParams": "[]"},
+        "workflowTaskRelationList": [{"preTaskCode": 0, "postTaskCode": 1}],
+        "taskDefinitionList": [_task(1, "a", "SHELL", {"rawScript": "true"})],
+        "schedule": {"crontab": "0 0 2 * * ? *", "timezoneId": "UTC", "warningType": "FAILURE"},
+    }
+    result = convert(read_export([export])[0], "placeholder")
+    assert "alerts" not in result.document  # type: ignore[operator]
+    assert any("FAILURE names no warning group" in m for m in _unmapped(result))
 
 
 def test_disabled_task_does_nothing() -> None:

@@ -377,6 +377,10 @@ def _schedule(flow: DsWorkflow, doc: dict[str, Any], notes: Notes) -> None:
     doc["schedule"] = schedule
 
 
+_ON_TIMEOUT = {"WARN": "warn", "FAILED": "fail", "WARNFAILED": "warn_fail"}
+_WARNING_EVENTS = {"FAILURE": ("failure",), "SUCCESS": ("success",), "ALL": ("success", "failure")}
+
+
 def _workflow_settings(flow: DsWorkflow, doc: dict[str, Any], notes: Notes) -> None:
     if flow.failure_strategy == "END":
         doc["on_failure"] = "stop"
@@ -387,12 +391,23 @@ def _workflow_settings(flow: DsWorkflow, doc: dict[str, Any], notes: Notes) -> N
                 f"execution type {flow.execution_type}: runs are serial (max_active_runs 1) "
                 "and wait; none is discarded or reordered"
             )
-    if flow.timeout:
-        notes.unmapped(f"the workflow timeout ({flow.timeout:g} min) has no equivalent (sla)")
-    if flow.warning_type != "NONE" or flow.warning_group:
+    if flow.timeout:  # DolphinScheduler alerts when a run outlasts it, and lets it run
+        doc["sla"] = f"{min(int(flow.timeout * 60), _MAX_SECONDS)}s"
+    events = list(_WARNING_EVENTS.get(flow.warning_type, ()))
+    if flow.warning_group:
+        # its timeout alerts (workflow timeout, task timeout strategies) go there too
+        events += ["timeout", "sla_miss"]
+        group = f"ds-{flow.warning_group}"
+        doc["alerts"] = [{"on": events, "group": group}]
+        notes.changed(
+            f"warning group {flow.warning_group} is the alert group {group!r}: create it with "
+            f"`stratoflow alerts groups set {group} --channels ...`",
+            field="alerts",
+        )
+    elif flow.warning_type != "NONE":
         notes.unmapped(
-            f"alerts (warning type {flow.warning_type}, warning group {flow.warning_group}) "
-            "are not in this version: configure alerts by hand"
+            f"warning type {flow.warning_type} names no warning group: add "
+            "alerts: [{on: [...], group: ...}] by hand"
         )
     if flow.run_priority not in ("MEDIUM", ""):
         notes.unmapped(f"run priority {flow.run_priority} is not in this version")
@@ -682,18 +697,11 @@ def _task_settings(task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx) -> N
         body["retry_delay"] = f"{min(max(int(task.retry_interval * 60), 0), _MAX_SECONDS)}s"
     if task.timeout > 0:
         strategy = str(task.timeout_strategy or "WARN").upper()
-        if strategy == "WARN":
-            notes.unmapped(
-                f"timeout {task.timeout:g} min with strategy WARN (alert only): not in this version, left out",
-                task=tid,
-            )
-        else:
-            body["timeout"] = f"{min(int(task.timeout * 60), _MAX_SECONDS)}s"
-            if strategy == "WARNFAILED":
-                notes.unmapped(
-                    "the timeout alert (WARNFAILED) is not in this version: the task fails, no alert",
-                    task=tid,
-                )
+        body["timeout"] = f"{min(int(task.timeout * 60), _MAX_SECONDS)}s"
+        # DolphinScheduler's timeout strategies: WARN alerts and lets it run, FAILED fails it,
+        # WARNFAILED does both; the alert goes to the workflow's warning group
+        if strategy in _ON_TIMEOUT:
+            body["on_timeout"] = _ON_TIMEOUT[strategy]
     if task.delay_time > 0:
         notes.unmapped(f"delay time {task.delay_time:g} min has no equivalent", task=tid)
     if task.priority not in ("MEDIUM", ""):
