@@ -54,7 +54,8 @@ def test_retries_intervals_and_timeouts() -> None:
     assert tasks["a"]["on_timeout"] == "fail"
     assert (tasks["b"]["timeout"], tasks["b"]["on_timeout"]) == ("300s", "warn")  # alert only
     assert (tasks["c"]["timeout"], tasks["c"]["on_timeout"]) == ("300s", "warn_fail")
-    assert not _unmapped(result, "b") and not _unmapped(result, "c")
+    assert not _unmapped(result, "b")
+    assert not _unmapped(result, "c")
     assert "timeout" not in tasks["d"]
     assert "on_timeout" not in tasks["d"]
     parse_workflow(result.document)  # valid format v1
