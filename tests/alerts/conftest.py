@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+
+from tests.e2e.http_stub import json_stub
 
 
 @dataclass
@@ -39,42 +39,16 @@ class Recorder:
 def recorder() -> Iterator[Recorder]:
     rec = Recorder()
 
-    class Handler(BaseHTTPRequestHandler):
-        def _handle(self) -> None:
-            length = int(self.headers.get("content-length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                body = raw.decode(errors="replace")
-            with rec.lock:
-                rec.requests.append(
-                    Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
-                         body)
-                )  # fmt: skip
-                status, reply = rec.answers[0] if len(rec.answers) == 1 else rec.answers.pop(0)
-            data = json.dumps(reply).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def respond(method: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+        with rec.lock:
+            rec.requests.append(
+                Seen(method, path, {k.lower(): v for k, v in headers.items()}, body)
+            )
+            return rec.answers[0] if len(rec.answers) == 1 else rec.answers.pop(0)
 
-        do_POST = do_PUT = do_PATCH = _handle
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    rec.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with json_stub(respond) as url:
+        rec.url = url
         yield rec
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def secrets_of(values: dict[str, str]) -> Any:
