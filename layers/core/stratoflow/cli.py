@@ -328,6 +328,8 @@ def server(
         on_change=runtime.wake,
         authenticate=token_authenticator(identities, runtime.clock),
         readmodel=runtime.readmodel,
+        secrets=runtime.secrets,
+        secret_source=runtime.secret_source,
     )
     try:
         httpd, url = start_in_thread(app, host, port)
@@ -776,3 +778,9 @@ def admin_token(home: Path | None, reset: bool) -> None:
                 identities.revoke_token(token.id)
         _, secret = identities.create_token(FIRST_ADMIN, "reset", datetime.now(UTC))
     click.echo(secret)
+
+
+# ------------------------------------------------------------------ configuration commands
+from stratoflow.cli_secrets import secrets as _secrets  # noqa: E402 - registered last
+
+main.add_command(_secrets)

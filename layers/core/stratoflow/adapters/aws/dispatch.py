@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 
 from stratoflow.adapters.aws.projects import Identities, ProjectPlaces, TaskIdentity
 from stratoflow.adapters.aws.results import MalformedOutcome, ReadJson, S3Objects, parse_outcome
+from stratoflow.adapters.aws.secrets import secrets_prefix
 from stratoflow.engine import AttemptResult, AttemptStatus, TaskInstance
 from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
 
@@ -289,6 +290,8 @@ class StepFunctionsDispatcher(Dispatcher):
         attempt = json.dumps(doc, separators=(",", ":"), default=str)
         env = [
             {"Name": "STRATOFLOW_BUCKET", "Value": str(self.bucket)},
+            # the runner resolves the task's secret references under it, as the project's role
+            {"Name": "STRATOFLOW_SECRETS_PREFIX", "Value": secrets_prefix()},
         ]
         if len(attempt) <= INLINE_INPUT_LIMIT:
             env.append({"Name": "STRATOFLOW_ATTEMPT_INPUT", "Value": attempt})

@@ -22,11 +22,13 @@ from stratoflow.adapters.local.clock import SystemClock
 from stratoflow.adapters.local.cron import CronLoop
 from stratoflow.adapters.local.executor import LocalExecutor
 from stratoflow.adapters.local.feed import LocalFeed
+from stratoflow.adapters.local.secrets import LocalSecrets
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.engine import AttemptResult
 from stratoflow.errors import Conflict
 from stratoflow.ports import Clock, EventSink
 from stratoflow.readmodel import ReadModel
+from stratoflow.secrets import ChainedSource, EnvironmentSource
 from stratoflow.service import Finished, Scheduler
 
 log = logging.getLogger("stratoflow.runtime")
@@ -119,7 +121,13 @@ class LocalRuntime:
         self.feed.start()
         self._reports: queue.SimpleQueue[Finished | None] = queue.SimpleQueue()
         self._pending: list[Finished] = []  # reports a failed turn did not record yet
-        self.executor = LocalExecutor(home / "attempts", self._report, protect=home)
+        # what `stratoflow secrets` and the API manage; tasks resolve from the environment
+        # first, then from these (the log views mask with the same)
+        self.secrets = LocalSecrets(home)
+        self.secret_source = ChainedSource([EnvironmentSource(os.environ), self.secrets])
+        self.executor = LocalExecutor(
+            home / "attempts", self._report, protect=home, secrets=self.secret_source
+        )
         self.scheduler = Scheduler(
             self.store,
             self.store,
