@@ -163,3 +163,36 @@ def test_the_project_role_may_read_exactly_its_own_secrets() -> None:
     )
     for other in ("stratoflow/analytics2/pw", "stratoflow/other/pw", "analytics/pw"):
         assert not fnmatchcase(arn.format(REGION, other), statement["Resource"]), other
+
+
+def test_a_task_that_runs_without_a_runner_of_ours_fails_instead_of_carrying_a_reference(
+    stack: Stack, tmp_path: Any
+) -> None:
+    """batch, kubernetes and lambda tasks run the user's image or function directly: the
+    scheduler fails such a task at once (not retried) and starts no execution."""
+    from stratoflow.adapters.local.sqlite_store import SqliteStore
+    from stratoflow.service import Scheduler
+    from tests.fakes import FakeClock
+
+    store = SqliteStore(tmp_path / "state.db")
+    dispatcher = dispatcher_for(stack)
+    scheduler = Scheduler(store, store, dispatcher, FakeClock(datetime(2026, 1, 1, tzinfo=UTC)))
+    scheduler.apply(
+        "name: direct\nproject: analytics\ntasks:\n"
+        "  job:\n    type: batch\n    image: busybox\n    command: [env]\n"
+        '    env: {PW: "{{ secrets.canary }}"}\n'
+        "  fn:\n    type: lambda\n    function: f\n"
+        '    payload: {pw: "{{ secrets.canary }}"}\n'
+        "  plain:\n    type: lambda\n    function: f\n    payload: {x: 1}\n"
+    )
+    run, _ = scheduler.trigger("analytics", "direct")
+    scheduler.step()
+    tasks = {t.task_id: t for t in store.get_tasks(run.id)}
+    for name in ("job", "fn"):
+        assert tasks[name].state.value == "failed", name
+        assert "cannot resolve secret references (canary)" in (tasks[name].error or "")
+        assert "stratoflow/analytics/<name>" in (tasks[name].error or "")
+    assert tasks["plain"].state.value == "running"  # no reference: dispatched as ever
+    started = stack.sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]
+    assert len(started) == 1
+    store.close()

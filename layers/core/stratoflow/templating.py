@@ -847,9 +847,14 @@ class SecretTokens:
 
     def __init__(self) -> None:
         self._nonce = _random.token_hex(16)
-        self._pattern = re.compile(
-            re.escape(f"{_TOKEN_MARK}{self._nonce}:") + f"({SECRET_NAME_PATTERN})\x00"
-        )
+        self._pattern: re.Pattern[str] | None = None  # compiled once a token is seen
+
+    def _tokens(self) -> re.Pattern[str]:
+        if self._pattern is None:
+            self._pattern = re.compile(
+                re.escape(f"{_TOKEN_MARK}{self._nonce}:") + f"({SECRET_NAME_PATTERN})\x00"
+            )
+        return self._pattern
 
     def __getattr__(self, name: str) -> str:
         if not _SECRET_NAME.fullmatch(name):
@@ -871,7 +876,7 @@ class SecretTokens:
     def _finish_text(self, text: str, where: str) -> str:
         if "{{" not in text and "\x00" not in text:
             return text
-        parts = self._pattern.split(text)  # text, name, text, name, ..., text
+        parts = self._tokens().split(text)  # text, name, text, name, ..., text
         for plain in parts[::2]:
             if SECRET_REFERENCE.search(plain):
                 raise TemplateError(

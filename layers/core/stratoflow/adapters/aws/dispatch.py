@@ -27,6 +27,7 @@ from stratoflow.adapters.aws.results import MalformedOutcome, ReadJson, S3Object
 from stratoflow.adapters.aws.secrets import secrets_prefix
 from stratoflow.engine import AttemptResult, AttemptStatus, TaskInstance
 from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
+from stratoflow.secrets import references
 
 log = logging.getLogger("stratoflow.aws.dispatch")
 
@@ -53,6 +54,7 @@ DISPATCH_THREADS = 8  # StartExecution is one HTTPS call each: overlap them
 REPORT_GRACE = timedelta(minutes=2)
 INLINE_INPUT_LIMIT = 6 * 1024  # a Batch runner's attempt larger than this goes through S3
 RUNNER_COMMAND = ["python", "-m", "stratoflow.adapters.aws.runner"]
+_DIRECT_TYPES = ("batch", "kubernetes", "lambda")  # no runner of ours between
 
 KillHook = Callable[[str, str, int], None]  # (run, task, attempt): EksJobs.kill
 Now = Callable[[], datetime]
@@ -183,6 +185,25 @@ class StepFunctionsDispatcher(Dispatcher):
         return self._s3_client
 
     # ------------------------------------------------------------ the input
+    def refusal(self, spec: AttemptSpec) -> str | None:
+        """A ``batch``, ``kubernetes`` or ``lambda`` task runs the user's image or function
+        directly: no Stratoflow runner is there to resolve a secret reference, and the state
+        machine must never carry a value. Such a task fails, saying what to do instead."""
+        task = spec.task
+        if task.task_type not in _DIRECT_TYPES:
+            return None
+        names = references({"fields": task.fields, "params": task.params, "env": task.env})
+        if not names:
+            return None
+        listed = ", ".join(sorted(names))
+        where = f"{secrets_prefix()}{spec.project}/<name>"
+        return (
+            f"a {task.task_type} task on AWS runs your image or function directly, where "
+            f"Stratoflow cannot resolve secret references ({listed}): use a shell or python "
+            f"task (the runner resolves them; runner: batch for long work), or read Secrets "
+            f"Manager {where} from the task itself (its role may)"
+        )
+
     def build_input(self, spec: AttemptSpec) -> dict[str, Any]:
         """The execution input (AWS-CONTRACT.md). Env values go as the workflow wrote them:
         secrets are referenced there, never resolved here."""
