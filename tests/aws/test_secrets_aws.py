@@ -196,3 +196,30 @@ def test_a_task_that_runs_without_a_runner_of_ours_fails_instead_of_carrying_a_r
     started = stack.sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]
     assert len(started) == 1
     store.close()
+
+
+def test_the_api_store_sets_lists_and_deletes_under_the_project_path(aws: None) -> None:
+    from stratoflow.adapters.aws.secrets import SecretsManagerStore
+    from stratoflow.errors import InvalidInput, NotFound
+
+    client = boto3.client("secretsmanager", region_name=REGION)
+    client.create_secret(Name="stratoflow/analytics2/pw", SecretString="not this project's")
+    client.create_secret(Name="stratoflow/analytics/bad-name", SecretString="not a reference")
+    store = SecretsManagerStore(client, "stratoflow/")
+    assert store.put("analytics", "pw", "one") is True
+    assert store.put("analytics", "pw", "two") is False
+    assert store.put("analytics", "other", "x") is True
+    assert store.names("analytics") == ["other", "pw"]
+    assert store.get("analytics", "pw") == "two"
+    tags = client.describe_secret(SecretId="stratoflow/analytics/pw")["Tags"]
+    assert {"Key": "stratoflow:project", "Value": "analytics"} in tags
+    store.delete("analytics", "pw")
+    assert store.names("analytics") == ["other"]
+    with pytest.raises(NotFound, match="'pw' not found in project 'analytics'"):
+        store.delete("analytics", "pw")
+    assert store.put("analytics", "pw", "three") is True  # gone at once: set again straight away
+    for project, name, value in [("Analytics", "pw", "v"), ("analytics", "a-b", "v"),
+                                 ("analytics", "pw", "")]:  # fmt: skip
+        with pytest.raises(InvalidInput):
+            store.put(project, name, value)
+    assert store.get("analytics", "pw") == "three"

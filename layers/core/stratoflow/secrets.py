@@ -83,6 +83,16 @@ def check_name(name: str, field: str = "name") -> str:
     return name
 
 
+_PROJECT = re.compile(r"[a-z0-9_-]{1,128}")  # the model's project names
+
+
+def check_project(project: str) -> str:
+    """A project name (it names a file locally and a path in Secrets Manager)."""
+    if not isinstance(project, str) or not _PROJECT.fullmatch(project):
+        raise InvalidInput([Problem("project", "a project name is 1-128 of a-z, 0-9, '_' and '-'")])
+    return project
+
+
 def check_value(value: str, field: str = "value") -> str:
     if not isinstance(value, str) or not value:
         raise InvalidInput([Problem(field, "a secret's value must be a non-empty string")])

@@ -625,8 +625,9 @@ def create_app(
     request but the public ones (None: everyone is an administrator — for an API nobody else
     can reach); each route then checks the caller's role in the project it touches.
     ``readmodel`` keeps the audit log: who did what, after every successful change.
-    ``secrets``: the store behind ``/secrets`` (None: no such routes); ``secret_source``
-    (default ``secrets``): what the log view masks (``***``) in a task's log."""
+    ``secrets``: the store behind ``/secrets`` (None: no such routes); ``secret_source``:
+    whose values the log view masks (``***``) in a task's log (None: none here; on AWS the
+    runner masks a log before it uploads it)."""
     app = APIGatewayRestResolver(
         debug=False,  # never a traceback in a response, whatever POWERTOOLS_DEV says
         enable_validation=True,
@@ -699,7 +700,6 @@ def create_app(
         secret_routes.register(
             app, secrets, allow=allow, record=record, changed=changed, responses=_responses
         )
-    masking = secret_source if secret_source is not None else secrets
 
     def detail(run: Run) -> RunDetail:
         spec = scheduler.spec(run.project, run.workflow, run.version)
@@ -1208,7 +1208,7 @@ def create_app(
         found = [a for a in store.list_attempts(run_id, task_id) if a.attempt == attempt]
         if not found:
             raise NotFound(f"task {task_id!r} of run {run_id!r} has no attempt {attempt}")
-        masker = masker_for(masking, run.project)  # a task that printed its own secret
+        masker = masker_for(secret_source, run.project)  # a task that printed its own secret
         window = reader(found[0], offset, limit + UTF8_MAX - 1 + max(masker.longest - 1, 0))
         if window is None:
             raise NotFound(f"no log for attempt {attempt} of task {task_id!r} in run {run_id!r}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 import tempfile
 import threading
@@ -25,17 +24,15 @@ from stratoflow.secrets import (
     SecretStore,
     SecretUnavailable,
     check_name,
+    check_project,
     check_value,
 )
 
 SECRETS_DIR = "secrets"
-_PROJECT = re.compile(r"[a-z0-9_-]{1,128}")  # the model's project names; a file name here
 
 
 def _file_name(project: str) -> str:
-    if not _PROJECT.fullmatch(project):
-        raise InvalidInput([Problem("project", "a project name is 1-128 of a-z, 0-9, '_' and '-'")])
-    return f"{project}.json"
+    return f"{check_project(project)}.json"
 
 
 class LocalSecrets(SecretStore):
