@@ -202,6 +202,7 @@ def test_the_environment_comes_before_the_home(tmp_path: Path) -> None:
     assert chain.get("p", "only_file") == "file-only"
     assert chain.get("other", "only_file") is None  # the file is per project
     assert chain.names("p") == ["only_file", "pw"]
+    assert chain.known("p") == {"pw": "from-env", "only_file": "file-only"}
 
 
 # ------------------------------------------------------------------ the home's file

@@ -126,6 +126,16 @@ class SecretSource(ABC):
         that cannot list answers none."""
         return []
 
+    def known(self, project: str) -> dict[str, str]:
+        """Every secret of ``project`` this source can list, with its value (what masking
+        masks). A source that holds them together overrides this with one read."""
+        found = {}
+        for name in self.names(project):
+            value = self.get(project, name)
+            if value is not None:
+                found[name] = value
+        return found
+
 
 class SecretStore(SecretSource):
     """A source that can also be written: what ``stratoflow secrets`` and the API manage."""
@@ -155,6 +165,12 @@ class ChainedSource(SecretSource):
     def names(self, project: str) -> list[str]:
         return sorted({n for source in self.sources for n in source.names(project)})
 
+    def known(self, project: str) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for source in reversed(self.sources):  # the first source's value wins
+            found.update(source.known(project))
+        return found
+
 
 class EnvironmentSource(SecretSource):
     """``STRATOFLOW_SECRET_<NAME>`` (as written, else upper-cased) for every project."""
@@ -171,6 +187,9 @@ class EnvironmentSource(SecretSource):
 
     def names(self, project: str) -> list[str]:
         return sorted(self._found)
+
+    def known(self, project: str) -> dict[str, str]:
+        return dict(self._found)
 
 
 # ------------------------------------------------------------------ references
@@ -312,12 +331,7 @@ def masker_for(source: SecretSource | None, project: str) -> Masker:
     read masks nothing (the log view still answers)."""
     if source is None:
         return Masker(())
-    values: list[str] = []
     try:
-        for name in source.names(project):
-            value = source.get(project, name)
-            if value is not None:
-                values.append(value)
+        return Masker(source.known(project).values())
     except SecretUnavailable:
-        return Masker(values)
-    return Masker(values)
+        return Masker(())

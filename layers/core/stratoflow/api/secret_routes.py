@@ -70,7 +70,11 @@ def register(
         summary="Set a secret of the project (its value is never shown again)",
         tags=["secrets"],
         responses=responses(
-            "The secret existed; its value is replaced", 400, 415, created="The secret was created"
+            "The secret existed; its value is replaced",
+            400,
+            404,
+            415,
+            created="The secret was created",
         ),
     )
     def put_secret(
@@ -92,7 +96,7 @@ def register(
         "/secrets",
         summary="The names of the project's secrets (never their values)",
         tags=["secrets"],
-        responses=responses("The names, sorted"),
+        responses=responses("The names, sorted", 400),
     )
     def list_secrets(project: ProjectParam = "default") -> SecretList:
         allow(Action.EDIT, project, f"project {project!r}")
@@ -105,7 +109,7 @@ def register(
         "/secrets/<name>",
         summary="Delete a secret of the project",
         tags=["secrets"],
-        responses=responses("The secret is gone", 404),
+        responses=responses("The secret is gone", 400, 404),
     )
     def delete_secret(name: NamePath, project: ProjectParam = "default") -> SecretName:
         allow(Action.EDIT, project, f"project {project!r}")

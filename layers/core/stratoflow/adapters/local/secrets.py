@@ -103,6 +103,9 @@ class LocalSecrets(SecretStore):
     def names(self, project: str) -> list[str]:
         return sorted(self._read(project))
 
+    def known(self, project: str) -> dict[str, str]:
+        return self._read(project)
+
     def put(self, project: str, name: str, value: str) -> bool:
         check_name(name)
         check_value(value)
