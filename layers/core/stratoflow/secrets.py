@@ -20,6 +20,7 @@ credential by reference (alert channels, SQL connections).
 from __future__ import annotations
 
 import re
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -196,21 +197,25 @@ class EnvironmentSource(SecretSource):
 def references(value: Any) -> set[str]:
     """Names referenced (canonically) anywhere in a JSON-like value."""
     found: set[str] = set()
-    for text in _strings(value):
-        if "{{" in text:
-            found.update(REFERENCE.findall(text))
+    _collect(value, found)
     return found
 
 
-def _strings(value: Any) -> Iterable[str]:
+def _collect(value: Any, found: set[str]) -> None:
+    # called for every task an executor starts: a plain walk, no generators
     if isinstance(value, str):
-        yield value
+        if "{{" in value:
+            found.update(REFERENCE.findall(value))
     elif isinstance(value, Mapping):
         for item in value.values():
-            yield from _strings(item)
+            if isinstance(item, str):
+                if "{{" in item:
+                    found.update(REFERENCE.findall(item))
+            elif item is not None and not isinstance(item, (int, float)):
+                _collect(item, found)
     elif isinstance(value, (list, tuple)):
         for item in value:
-            yield from _strings(item)
+            _collect(item, found)
 
 
 def lookup(source: SecretSource, project: str, names: Iterable[str]) -> dict[str, str]:
@@ -256,7 +261,8 @@ def resolve(value: Any, project: str, source: SecretSource) -> tuple[Any, dict[s
 # ------------------------------------------------------------------ masking
 class Masker:
     """Writes ``***`` for each secret value found in text (values shorter than
-    ``MIN_MASKED_CHARS`` are left: they would mask ordinary words)."""
+    ``MIN_MASKED_CHARS`` are left: they would mask ordinary words). :func:`masker_for`
+    keeps the last one made per project and reuses it while the values are the same."""
 
     def __init__(self, values: Iterable[str]) -> None:
         kept = sorted({v for v in values if len(v) >= MIN_MASKED_CHARS}, key=len, reverse=True)
@@ -330,8 +336,24 @@ def masker_for(source: SecretSource | None, project: str) -> Masker:
     """A masker of every secret ``source`` knows for ``project``; a source that cannot be
     read masks nothing (the log view still answers)."""
     if source is None:
-        return Masker(())
+        return _NO_MASK
     try:
-        return Masker(source.known(project).values())
+        values = frozenset(source.known(project).values())
     except SecretUnavailable:
-        return Masker(())
+        return _NO_MASK
+    if not values:
+        return _NO_MASK
+    cached = _MASKERS.get(project)
+    if cached is not None and cached[0] == values:
+        return cached[1]
+    masker = Masker(values)
+    with _MASKERS_LOCK:  # the executor's threads and the API's serve many projects at once
+        if len(_MASKERS) >= 256:  # bounded: the oldest project goes
+            _MASKERS.pop(next(iter(_MASKERS)))
+        _MASKERS[project] = (values, masker)
+    return masker
+
+
+_NO_MASK = Masker(())
+_MASKERS_LOCK = threading.Lock()
+_MASKERS: dict[str, tuple[frozenset[str], Masker]] = {}  # project -> its values, its masker

@@ -41,6 +41,9 @@ class LocalSecrets(SecretStore):
     def __init__(self, home: Path) -> None:
         self.dir = home / SECRETS_DIR
         self._lock = threading.Lock()
+        # project -> (the file's identity and version, its secrets): every task's result is
+        # masked with its project's secrets, so the file is parsed only when it changed
+        self._cache: dict[str, tuple[tuple[int, int, int, int], dict[str, str]]] = {}
 
     def path(self, project: str) -> Path:
         return self.dir / _file_name(project)
@@ -64,6 +67,10 @@ class LocalSecrets(SecretStore):
                     f"{path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o}): not "
                     f"used; `chmod 600 {path}` if nobody else read it, else set its secrets anew"
                 )
+            stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+            cached = self._cache.get(project)
+            if cached is not None and cached[0] == stamp:
+                return dict(cached[1])
             with os.fdopen(fd, "r", encoding="utf-8") as fh:
                 fd = -1
                 data = json.load(fh)
@@ -76,7 +83,8 @@ class LocalSecrets(SecretStore):
             isinstance(k, str) and isinstance(v, str) for k, v in data.items()
         ):
             raise SecretUnavailable(f"{path} is not a secrets file (an object of strings)")
-        return data
+        self._cache[project] = (stamp, data)
+        return dict(data)
 
     def _write(self, project: str, secrets: Mapping[str, str]) -> None:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
