@@ -209,6 +209,7 @@ def test_health(api: Api) -> None:
 EXPECTED_OPERATIONS = {
     ("get", "/health"),
     ("get", "/openapi.json"),
+    ("get", "/schema/workflow.json"),
     ("get", "/audit"),
     ("post", "/workflows"),
     ("get", "/workflows"),

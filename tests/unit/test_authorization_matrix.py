@@ -281,6 +281,7 @@ def test_without_a_valid_token_every_operation_is_401(world: World, op: Operatio
 def test_public_routes_need_no_token(world: World) -> None:
     assert world.call(None, "GET", "/health").status == 200
     assert world.call(None, "GET", "/openapi.json").status == 200
+    assert world.call(None, "GET", "/schema/workflow.json").status == 200
 
 
 def test_me_tells_each_caller_its_role_and_actions(world: World) -> None:

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import click
 
+from stratoflow.cli_sdk import schema
 from stratoflow.errors import Conflict, InvalidInput, NotFound, StratoflowError
 
 if TYPE_CHECKING:
@@ -95,22 +96,27 @@ def main() -> None:
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def validate(files: Sequence[str]) -> None:
-    """Check workflow files; exit 2 if any is invalid."""
+    """Check workflow files (YAML, or Python modules using stratoflow.sdk); exit 2 if any is
+    invalid."""
     from datetime import UTC
 
-    from stratoflow.model import load_workflow_file
+    from stratoflow.cli_sdk import validate_file
 
     bad = 0
     for file in files:
         try:
-            spec = load_workflow_file(file, now=datetime.now(UTC))
+            specs = validate_file(file, datetime.now(UTC))
         except InvalidInput as exc:
             bad += 1
             click.echo(f"error: {exc}", err=True)
             continue
-        click.echo(f"ok: {file} ({spec.project}/{spec.name}, {len(spec.workflow.tasks)} tasks)")
+        for spec in specs:
+            click.echo(f"ok: {file} ({spec.project}/{spec.name}, {len(spec.workflow.tasks)} tasks)")
     if bad:
         sys.exit(EXIT_INVALID)
+
+
+main.add_command(schema)  # the JSON Schema of workflow files (stratoflow.cli_sdk)
 
 
 # ------------------------------------------------------------------ run (in-process)
@@ -131,11 +137,12 @@ def run(
     from datetime import UTC, datetime
 
     from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime
-    from stratoflow.model import load_workflow, read_workflow_text
+    from stratoflow.cli_sdk import single_source
+    from stratoflow.model import load_workflow
 
     overrides = _params(params)
     with _errors():
-        text = read_workflow_text(file)
+        text = single_source(file, datetime.now(UTC))
         spec = load_workflow(text, source=file, now=datetime.now(UTC))  # before any state
         when = None
         if logical_date:
@@ -289,7 +296,7 @@ def server(
     from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime
     from stratoflow.api.app import create_app
     from stratoflow.api.local_server import start_in_thread
-    from stratoflow.model import read_workflow_text
+    from stratoflow.cli_sdk import workflow_sources
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -305,9 +312,11 @@ def server(
             _fail(f"--db: {exc}", EXIT_INVALID)
         # the driver's reason (unreachable server, unknown database); it names no password
         _fail(f"--db: cannot open the read-model database: {exc}", EXIT_FAILED)
-    for path in _workflow_files(apply_paths):
+    with _errors():
+        sources = workflow_sources(_workflow_files(apply_paths), apply_paths)
+    for path, text in sources:
         with _errors():
-            version, created = runtime.scheduler.apply(read_workflow_text(path), source=str(path))
+            version, created = runtime.scheduler.apply(text, source=path)
         click.echo(
             f"{'applied' if created else 'unchanged'}: {version.project}/{version.name} v{version.version}"
         )
@@ -346,11 +355,13 @@ def server(
 
 
 def _workflow_files(paths: Sequence[str]) -> list[Path]:
+    from stratoflow.cli_sdk import listed_in_directory
+
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")))
+            files.extend(sorted(p for p in path.iterdir() if listed_in_directory(p)))
         else:
             files.append(path)
     return files
@@ -426,13 +437,13 @@ output_option = click.option("--output", type=click.Choice(["text", "json"]), de
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True))
 @api_option
 def apply(files: Sequence[str], api: str) -> None:
-    """Apply workflow files (a changed file becomes a new version)."""
-    from stratoflow.model import read_workflow_text
+    """Apply workflow files or Python modules (a changed definition becomes a new version)."""
+    from stratoflow.cli_sdk import workflow_sources
 
     client = Client(api)
-    for path in _workflow_files(files):
-        with _errors():
-            source = read_workflow_text(path)  # too big or not UTF-8: said here, exit 2
+    with _errors():  # too big, not UTF-8, a broken module: said here, exit 2, nothing sent
+        sources = workflow_sources(_workflow_files(files), files)
+    for _, source in sources:
         body = client.call("POST", "/workflows", json={"source": source})
         state = "applied" if body.get("created") else "unchanged"
         click.echo(f"{state}: {body['project']}/{body['name']} v{body['version']}")
@@ -780,7 +791,12 @@ def admin_token(home: Path | None, reset: bool) -> None:
     click.echo(secret)
 
 
-# ------------------------------------------------------------------ configuration commands
-from stratoflow.cli_secrets import secrets as _secrets  # noqa: E402 - registered last
+# ------------------------------------------------------------------ import (cli_import.py)
+from stratoflow.cli_import import import_command  # noqa: E402 - registered after main exists
+
+main.add_command(import_command)
+
+# ------------------------------------------------------------------ secrets (cli_secrets.py)
+from stratoflow.cli_secrets import secrets as _secrets  # noqa: E402 - registered after main exists
 
 main.add_command(_secrets)

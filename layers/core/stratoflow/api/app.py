@@ -76,7 +76,12 @@ from stratoflow.auth import (
 from stratoflow.engine import Run, RunState, TaskState
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, Unavailable
 from stratoflow.faults import machine_fault
-from stratoflow.model import load_workflow, next_firing
+from stratoflow.model import (
+    SCHEMA_URL_PATH,
+    load_workflow,
+    next_firing,
+    workflow_schema_document,
+)
 from stratoflow.ports import Attempt, LogRange, RunChangeLog, RunQuery, WorkflowVersion
 from stratoflow.readmodel import AuditEntry, ReadModel, RunFilter
 from stratoflow.secrets import SecretSource, SecretStore, masker_for
@@ -138,6 +143,7 @@ _TEXT_PREFIXES = ("text/", "application/json", "image/svg+xml")
 # Vite puts a content hash in every asset's name, so an asset never changes: cache it for a
 # year. index.html names the current assets, so it is revalidated every time.
 ASSET_CACHE = "public, max-age=31536000, immutable"
+SCHEMA_MEDIA_TYPE = "application/schema+json"
 INDEX_CACHE = "no-cache"
 
 # (attempt, offset, length) -> up to ``length`` bytes of its log from ``offset``, or None when
@@ -210,8 +216,9 @@ _DOMAIN_ERRORS: Mapping[type[Exception], tuple[HTTPStatus, str]] = {
     Forbidden: (HTTPStatus.FORBIDDEN, "forbidden"),
     Unavailable: (HTTPStatus.SERVICE_UNAVAILABLE, "unavailable"),
 }
-# routes anyone may call: liveness, the API's own description, and the UI's static files
-PUBLIC_PATHS = frozenset({"/", "/health", "/openapi.json"})
+# routes anyone may call: liveness, the API's and the workflow format's descriptions, and the
+# UI's static files
+PUBLIC_PATHS = frozenset({"/", "/health", "/openapi.json", SCHEMA_URL_PATH})
 
 
 def _is_public(path: str) -> bool:
@@ -785,6 +792,29 @@ def create_app(
             )
             openapi.update(_own_error_schemas(json.loads(document)))
         return openapi
+
+    @app.get(
+        SCHEMA_URL_PATH,
+        summary="The JSON Schema of workflow files (format v1), for editors",
+        tags=["meta"],
+        responses=_responses(
+            "JSON Schema (draft-07), generated from the models",
+            public=True,
+            conditional=True,
+            ok_content={SCHEMA_MEDIA_TYPE: {"schema": {"type": "object"}}},
+        ),
+    )
+    @_raw_response
+    def workflow_schema() -> Response[Any]:
+        text, tag = workflow_schema_document()
+        if not_modified(app.current_event.headers.get("if-none-match"), tag):
+            raise Unchanged(tag)
+        return Response(
+            status_code=HTTPStatus.OK.value,
+            content_type=SCHEMA_MEDIA_TYPE,
+            body=text,
+            headers={"ETag": tag, "Cache-Control": "no-cache"},
+        )
 
     # -------------------------------------------------------------- workflows
     @app.post(

@@ -2,6 +2,13 @@
 
 from stratoflow.model._dag import Dag
 from stratoflow.model._durations import MAX_DURATION, format_duration, parse_duration
+from stratoflow.model._jsonschema import (
+    SCHEMA_ID,
+    SCHEMA_URL_PATH,
+    schema_text,
+    workflow_json_schema,
+    workflow_schema_document,
+)
 from stratoflow.model._loader import (
     MAX_ALIAS_NODES,
     MAX_DEPTH,
@@ -51,6 +58,8 @@ __all__ = [
     "MAX_FIRINGS_PER_TICK",
     "MAX_NODES",
     "MAX_TASKS",
+    "SCHEMA_ID",
+    "SCHEMA_URL_PATH",
     "BatchTask",
     "Dag",
     "HttpTask",
@@ -79,5 +88,8 @@ __all__ = [
     "parse_workflow",
     "read_workflow_text",
     "schedule_window",
+    "schema_text",
     "spec_from_document",
+    "workflow_json_schema",
+    "workflow_schema_document",
 ]
