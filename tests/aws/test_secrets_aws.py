@@ -169,7 +169,9 @@ def test_a_task_that_runs_without_a_runner_of_ours_fails_instead_of_carrying_a_r
     stack: Stack, tmp_path: Any
 ) -> None:
     """batch, kubernetes and lambda tasks run the user's image or function directly: the
-    scheduler fails such a task at once (not retried) and starts no execution."""
+    scheduler fails such a task at once (not retried) and starts no execution; except a
+    batch env variable that is one reference, which ECS injects (the job definition's
+    ``secrets``, the name built from the run's own project)."""
     from stratoflow.adapters.local.sqlite_store import SqliteStore
     from stratoflow.service import Scheduler
     from tests.fakes import FakeClock
@@ -180,21 +182,38 @@ def test_a_task_that_runs_without_a_runner_of_ours_fails_instead_of_carrying_a_r
     scheduler.apply(
         "name: direct\nproject: analytics\ntasks:\n"
         "  job:\n    type: batch\n    image: busybox\n    command: [env]\n"
-        '    env: {PW: "{{ secrets.canary }}"}\n'
+        '    env: {PW: "{{ secrets.canary }}", PLAIN: "x"}\n'
+        "  mixed:\n    type: batch\n    image: busybox\n    command: [env]\n"
+        '    env: {URL: "db://u:{{ secrets.canary }}@h"}\n'
+        "  argv:\n    type: batch\n    image: busybox\n"
+        '    command: [echo, "{{ secrets.canary }}"]\n'
         "  fn:\n    type: lambda\n    function: f\n"
         '    payload: {pw: "{{ secrets.canary }}"}\n'
-        "  plain:\n    type: lambda\n    function: f\n    payload: {x: 1}\n"
     )
     run, _ = scheduler.trigger("analytics", "direct")
     scheduler.step()
     tasks = {t.task_id: t for t in store.get_tasks(run.id)}
-    for name in ("job", "fn"):
+    for name in ("mixed", "argv", "fn"):
         assert tasks[name].state.value == "failed", name
         assert "cannot resolve secret references (canary)" in (tasks[name].error or "")
         assert "stratoflow/analytics/<name>" in (tasks[name].error or "")
-    assert tasks["plain"].state.value == "running"  # no reference: dispatched as ever
-    started = stack.sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]
-    assert len(started) == 1
+    assert "whole value of an env variable" in (tasks["argv"].error or "")
+    assert tasks["job"].state.value == "running"
+    [started] = stack.sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]
+    given = json.loads(stack.sfn.describe_execution(executionArn=started["executionArn"])["input"])
+    assert CANARY not in json.dumps(given)
+    overrides = given["batch"]["container_overrides"]["Environment"]
+    assert {e["Name"] for e in overrides} >= {"PLAIN", "STRATOFLOW_RUN_ID"}
+    assert "PW" not in {e["Name"] for e in overrides}  # ECS sets it from the secret
+    [definition] = stack.batch.describe_job_definitions(
+        jobDefinitions=[given["batch"]["job_definition"]]
+    )["jobDefinitions"]
+    assert definition["containerProperties"]["secrets"] == [
+        {"name": "PW", "valueFrom": "stratoflow/analytics/canary"}
+    ]
+    assert definition["containerProperties"]["image"] == "busybox"
+    # the same image without secrets keeps a definition of its own, named as before
+    assert dispatcher.job_definition_for("busybox") != given["batch"]["job_definition"]
     store.close()
 
 
