@@ -9,11 +9,13 @@ import json
 import os
 from typing import Any
 
+import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from stratoflow.adapters.aws.handlers import run_id_of_path
 from stratoflow.adapters.aws.runtime import AwsFunction
+from stratoflow.adapters.aws.secrets import SecretsManagerStore, secrets_prefix
 from stratoflow.api.app import create_app
 from stratoflow.api.gateway import api_authenticator, api_gateway_check
 from stratoflow.readmodel import DataApiDatabase, ReadModel
@@ -49,6 +51,8 @@ app = create_app(
     read_log=function.objects.read_log,
     authenticate=api_authenticator(os.environ),
     readmodel=readmodel,
+    # /secrets: write and list under <TaskSecretsPrefix><project>/; never read a value
+    secrets=SecretsManagerStore(boto3.client("secretsmanager"), secrets_prefix()),
 )
 
 

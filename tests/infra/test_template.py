@@ -92,6 +92,7 @@ NO_RESOURCE_LEVEL_ACTIONS = {
     "batch:DescribeJobs",
     "batch:DescribeJobDefinitions",
     "ecr:GetAuthorizationToken",
+    "secretsmanager:ListSecrets",  # the API lists a project's secret names (/secrets)
     "logs:CreateLogDelivery",
     "logs:GetLogDelivery",
     "logs:UpdateLogDelivery",

@@ -28,6 +28,7 @@ from tests.fakes import text_logs
 from tests.unit.test_api_app import Api, FakeDispatcher, Reply, StepClock
 
 from stratoflow.adapters.local.identity import SqliteIdentities
+from stratoflow.adapters.local.secrets import LocalSecrets
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.api.access import token_authenticator
 from stratoflow.api.app import PUBLIC_PATHS, create_app
@@ -51,6 +52,7 @@ class World:
     tokens: dict[str, str]  # user -> token secret
     runs: dict[str, str]  # project -> the id of its run (first task failed, second waiting)
     store: SqliteStore
+    secrets: LocalSecrets
 
     def call(
         self, user: str | None, method: str, path: str, body: Any = None, **query: str
@@ -68,7 +70,8 @@ class World:
         }
         versions = {p: len(self.store.list_versions(p, "flow")) for p in self.runs}
         paused = {p: self.store.get_version(p, "flow").paused for p in self.runs}
-        return runs, versions, paused, len(self.store.list_runs(_all_runs()))
+        secrets = {p: self.secrets.known(p) for p in self.runs}
+        return runs, versions, paused, len(self.store.list_runs(_all_runs())), secrets
 
 
 def _all_runs() -> Any:
@@ -101,6 +104,7 @@ def world(tmp_path: Path) -> Iterator[World]:
         read_log=text_logs(lambda attempt: f"log of {attempt.task_id}"),
         authenticate=token_authenticator(identities, clock),
         readmodel=readmodel,
+        secrets=LocalSecrets(tmp_path),
     )
     tokens: dict[str, str] = {}
     for name, role in USERS.items():
@@ -120,7 +124,7 @@ def world(tmp_path: Path) -> Iterator[World]:
         scheduler.on_finished([Finished(run.id, "first", first.attempt, failed)])
         runs[project] = run.id
     assert store.get_run(runs["a"]).state is RunState.FAILED
-    yield World(api, tokens, runs, store)
+    yield World(api, tokens, runs, store, LocalSecrets(tmp_path))
     readmodel.close()
     identities.close()
     store.close()
@@ -135,6 +139,17 @@ class Operation:
     request: Callable[[World, str], tuple[str, Any, dict[str, str]]]
     changes: bool  # whether a success changes state (a refusal must not)
     prepare: Callable[[World, str], None] | None = None  # put the run in the state it needs
+
+
+_VALUES = iter(range(1_000_000))
+
+
+def _secret_put(w: World, p: str) -> tuple[str, Any, dict[str, str]]:
+    return "/secrets/pw", {"value": f"value-{next(_VALUES)}"}, {"project": p}
+
+
+def _secret_there(w: World, project: str) -> None:
+    w.secrets.put(project, "gone", "to be deleted")
 
 
 def _running(w: World, project: str) -> None:
@@ -189,6 +204,12 @@ OPERATIONS = [
         _run("/tasks/first/mark", {"state": "succeeded"}), True,
     ),
     Operation("GET", "/audit", Action.ADMINISTER, lambda w, p: ("/audit", None, {"project": p}), False),
+    Operation("PUT", "/secrets/{name}", Action.EDIT, _secret_put, True),
+    Operation("GET", "/secrets", Action.EDIT, lambda w, p: ("/secrets", None, {"project": p}), False),
+    Operation(
+        "DELETE", "/secrets/{name}", Action.EDIT,
+        lambda w, p: ("/secrets/gone", None, {"project": p}), True, _secret_there,
+    ),
 ]  # fmt: skip
 # routes every authenticated caller may call: they describe the caller, not a project's data
 NOT_PROJECT_SCOPED = {("GET", "/me")}

@@ -338,6 +338,8 @@ def server(
         authenticate=token_authenticator(identities, runtime.clock),
         readmodel=runtime.readmodel,
         alerts=runtime.alerts,
+        secrets=runtime.secrets,
+        secret_source=runtime.secret_source,
     )
     try:
         httpd, url = start_in_thread(app, host, port)
@@ -805,3 +807,9 @@ def _alerts_group() -> click.Group:
 
 
 main.add_command(_alerts_group())
+
+
+# ------------------------------------------------------------------ secrets (cli_secrets.py)
+from stratoflow.cli_secrets import secrets as _secrets  # noqa: E402 - registered after main exists
+
+main.add_command(_secrets)

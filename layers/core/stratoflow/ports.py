@@ -298,6 +298,12 @@ class Dispatcher(ABC):
         ``dispatch`` returns the same); None: only ``dispatch`` can say."""
         return None
 
+    def refusal(self, spec: AttemptSpec) -> str | None:
+        """Why this executor cannot run the rendered attempt at all (e.g. a secret reference
+        where nothing of Stratoflow's runs to resolve it): the task then fails with this
+        message and is not retried. None: it can."""
+        return None
+
     @abstractmethod
     def kill(self, run_id: str, task_id: str, attempt: int) -> None:
         """Stop a running attempt and everything it started."""

@@ -642,6 +642,12 @@ class Scheduler:
             not_before=start if start is not None and start > self.clock.now() else None,
             timeout=engine.enforced_timeout(spec, task.task_id),
         )  # fmt: skip
+        if (refused := self.dispatcher.refusal(attempt)) is not None:
+            self.on_finished(
+                [Finished(run.id, task.task_id, task.attempt,
+                          AttemptResult(AttemptStatus.FAILED, error=refused, retryable=False))]
+            )  # fmt: skip
+            return None
         return attempt, task
 
     # ------------------------------------------------------------ recovery

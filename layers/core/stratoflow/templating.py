@@ -31,6 +31,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
+import secrets as _random
 import time
 import types
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
@@ -52,6 +53,9 @@ from jinja2.sandbox import (
 )
 from jinja2.utils import Namespace, generate_lorem_ipsum
 from markupsafe import Markup
+
+from stratoflow.secrets import NAME_PATTERN as SECRET_NAME_PATTERN
+from stratoflow.secrets import REFERENCE as SECRET_REFERENCE
 
 
 @dataclass(frozen=True)
@@ -909,3 +913,111 @@ def render_condition(text: str, context: Mapping[str, Any]) -> bool:
     if lowered in _FALSE:
         return False
     raise TemplateError(f"condition {text.strip()!r} rendered {rendered!r}, not true or false")
+
+
+# ---------------------------------------------------------------- secret references
+# ``{{ secrets.NAME }}`` is not rendered in the scheduler: the secret's value is not there to
+# render. While a task renders, ``secrets.NAME`` gives a token that holds a nonce of that
+# render; ``finish_references`` then turns each token into the canonical reference the
+# executor resolves (``stratoflow.secrets.REFERENCE``). Text that came from data (a run's
+# params, an upstream task's outputs, an HTTP response) cannot know the nonce, so a reference
+# written there is refused rather than resolved: data never reaches a secret.
+_SECRET_NAME = re.compile(SECRET_NAME_PATTERN)
+_TOKEN_MARK = "\x00stratoflow-secret:"  # noqa: S105 - a marker, not a password
+
+
+class SecretTokens:
+    """What ``secrets`` is while a task renders: ``secrets.NAME`` -> a token of this render."""
+
+    __slots__ = ("_nonce", "_pattern")
+
+    def __init__(self) -> None:
+        self._nonce = _random.token_hex(16)
+        self._pattern: re.Pattern[str] | None = None  # compiled once a token is seen
+
+    def _tokens(self) -> re.Pattern[str]:
+        if self._pattern is None:
+            self._pattern = re.compile(
+                re.escape(f"{_TOKEN_MARK}{self._nonce}:") + f"({SECRET_NAME_PATTERN})\x00"
+            )
+        return self._pattern
+
+    def __getattr__(self, name: str) -> str:
+        if not _SECRET_NAME.fullmatch(name):
+            raise AttributeError(name)
+        return f"{_TOKEN_MARK}{self._nonce}:{name}\x00"
+
+    def finish(self, value: Any, where: str) -> Any:
+        """``value`` (a rendered field, JSON-like) with this render's tokens turned into
+        canonical references; ``TemplateError`` naming ``where`` for a reference that came
+        from data, or a token a filter or slice has changed."""
+        if isinstance(value, str):
+            return self._finish_text(value, where)
+        if isinstance(value, list):
+            return [self.finish(v, f"{where}.{i}") for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            return {k: self.finish(v, f"{where}.{k}") for k, v in value.items()}
+        return value
+
+    def _finish_text(self, text: str, where: str) -> str:
+        if "{{" not in text and "\x00" not in text:
+            return text
+        parts = self._tokens().split(text)  # text, name, text, name, ..., text
+        for plain in parts[::2]:
+            if SECRET_REFERENCE.search(plain):
+                raise TemplateError(
+                    f"{where}: the rendered text holds a secret reference that is not written "
+                    "in the workflow (it came from a parameter or an upstream output); "
+                    "secrets are referenced only by the definition"
+                )
+            if _TOKEN_MARK in plain:
+                raise TemplateError(
+                    f"{where}: a secret is referenced only as {{{{ secrets.NAME }}}}, "
+                    "with no filter, slice or operation on it"
+                )
+        return "".join(
+            part if i % 2 == 0 else "{{ secrets." + part + " }}" for i, part in enumerate(parts)
+        )
+
+
+# a reference's own output node may sit in these, and no other (a filter block, a macro, a
+# {% set %} block or a call would transform the text it makes)
+_PLAIN_CONTAINERS = (nodes.Template, nodes.Output, nodes.If, nodes.For)
+
+
+def secret_references(text: str) -> tuple[set[str], list[str]]:
+    """The secret names a template references, and what is wrong with how it does: a
+    reference is ``{{ secrets.NAME }}`` written out as it is, never read by an expression."""
+    if not is_template(text) or "secrets" not in text:
+        return set(), []
+    tree = _parse(text)
+    names: set[str] = set()
+    problems: list[str] = []
+
+    def visit(node: nodes.Node, ancestors: tuple[nodes.Node, ...]) -> None:
+        if isinstance(node, nodes.Name) and node.name == "secrets":
+            parent = ancestors[-1] if ancestors else None
+            holder = ancestors[-2] if len(ancestors) > 1 else None
+            if (
+                isinstance(parent, nodes.Getattr)
+                and isinstance(holder, nodes.Output)
+                and all(isinstance(a, _PLAIN_CONTAINERS) for a in ancestors[:-1])
+            ):
+                names.add(parent.attr)
+                if not _SECRET_NAME.fullmatch(parent.attr):
+                    problems.append(f"{parent.attr!r} is not a secret name")
+            else:
+                problems.append(
+                    "a secret is referenced only as {{ secrets.NAME }} written out whole: "
+                    "not in a condition, a filter, a macro, a {% set %} or an expression"
+                )
+        for child in node.iter_child_nodes():
+            visit(child, (*ancestors, node))
+
+    visit(tree, ())
+    return names, sorted(set(problems))
+
+
+def mentions_secret(text: str) -> bool:
+    """Whether plain text (a value, not a template) holds what reads as a secret reference."""
+    return "secrets" in text and bool(re.search(r"\{\{-?\s*secrets\s*[.\[]", text))

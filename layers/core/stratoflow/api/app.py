@@ -87,6 +87,7 @@ from stratoflow.model import (
 )
 from stratoflow.ports import Attempt, LogRange, RunChangeLog, RunQuery, WorkflowVersion
 from stratoflow.readmodel import AuditEntry, ReadModel, RunFilter
+from stratoflow.secrets import SecretSource, SecretStore, masker_for
 from stratoflow.service import Scheduler
 from stratoflow.views import (
     attempt_view,
@@ -625,6 +626,8 @@ def create_app(
     authenticate: Authenticator | None = None,
     readmodel: ReadModel | None = None,
     alerts: LocalAlerts | None = None,
+    secrets: SecretStore | None = None,
+    secret_source: SecretSource | None = None,
 ) -> APIGatewayRestResolver:
     """The REST API over ``scheduler``. ``on_change`` runs after every successful write (the
     local runtime passes its ``wake``); ``read_log`` reads a range of an attempt's log from
@@ -633,7 +636,10 @@ def create_app(
     request but the public ones (None: everyone is an administrator — for an API nobody else
     can reach); each route then checks the caller's role in the project it touches.
     ``readmodel`` keeps the audit log: who did what, after every successful change.
-    ``alerts``: the local runtime's alerts (channels, groups, deliveries: ``/alerts``)."""
+    ``alerts``: the local runtime's alerts (channels, groups, deliveries: ``/alerts``).
+    ``secrets``: the store behind ``/secrets`` (None: no such routes); ``secret_source``:
+    whose values the log view masks (``***``) in a task's log (None: none here; on AWS the
+    runner masks a log before it uploads it)."""
     app = APIGatewayRestResolver(
         debug=False,  # never a traceback in a response, whatever POWERTOOLS_DEV says
         enable_validation=True,
@@ -699,6 +705,13 @@ def create_app(
             on_change()
         except Exception:  # the write succeeded; a failed wake-up must not turn it into a 500
             log.exception("on_change hook failed")
+
+    if secrets is not None:
+        from stratoflow.api import secret_routes
+
+        secret_routes.register(
+            app, secrets, allow=allow, record=record, changed=changed, responses=_responses
+        )
 
     def detail(run: Run) -> RunDetail:
         spec = scheduler.spec(run.project, run.workflow, run.version)
@@ -1225,15 +1238,19 @@ def create_app(
         offset: OffsetQuery = 0,
         limit: LogLimitQuery = MAX_LOG_CHUNK,
     ) -> Response[str]:
-        run_for(run_id, Action.READ)
+        run = run_for(run_id, Action.READ)
         store.get_task(run_id, task_id)
         found = [a for a in store.list_attempts(run_id, task_id) if a.attempt == attempt]
         if not found:
             raise NotFound(f"task {task_id!r} of run {run_id!r} has no attempt {attempt}")
-        window = reader(found[0], offset, limit + UTF8_MAX - 1)
+        masker = masker_for(secret_source, run.project)  # a task that printed its own secret
+        window = reader(found[0], offset, limit + UTF8_MAX - 1 + max(masker.longest - 1, 0))
         if window is None:
             raise NotFound(f"no log for attempt {attempt} of task {task_id!r} in run {run_id!r}")
         chunk, next_offset = _log_chunk(window, limit)
+        if masker:
+            chunk, used = masker.window(window.data, len(chunk))
+            next_offset = window.start + used
         return Response(
             status_code=HTTPStatus.OK.value,
             content_type="text/plain; charset=utf-8",

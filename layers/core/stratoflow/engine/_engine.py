@@ -24,7 +24,13 @@ from stratoflow.engine._states import (
 )
 from stratoflow.errors import Conflict, InvalidInput, Problem
 from stratoflow.model import OnFailure, OnTimeout, SwitchTask, TriggerRule, WorkflowSpec
-from stratoflow.templating import TemplateError, bounded, render_condition, render_value
+from stratoflow.templating import (
+    SecretTokens,
+    TemplateError,
+    bounded,
+    render_condition,
+    render_value,
+)
 
 SWITCH_BRANCH_KEY = "branch"
 
@@ -249,6 +255,8 @@ def template_context(
         "ds": logical.strftime("%Y-%m-%d"),
         "ds_nodash": logical.strftime("%Y%m%d"),
         "ts": logical.isoformat(),
+        # secrets.NAME stays a reference (see templating.SecretTokens): never a value here
+        "secrets": SecretTokens(),
     }
     task = spec.workflow.tasks[task_id]
     rendered_params = render_value(task.params, base)
@@ -290,7 +298,14 @@ def _render_task(
             raise TemplateError(f"{name}: {exc}") from None
     extra = task.model_dump(mode="json", exclude=set(task.templated_fields()) | _COMMON_FIELDS)
     env = {k: str(v) for k, v in render_value(dict(task.env), context).items()}
-    return RenderedTask(task.type, {**extra, **fields}, context["params"], env)
+    tokens: SecretTokens = context["secrets"]
+    fields = {name: tokens.finish(value, name) for name, value in fields.items()}
+    return RenderedTask(
+        task.type,
+        {**extra, **fields},
+        tokens.finish(context["params"], "params"),
+        tokens.finish(env, "env"),
+    )
 
 
 _COMMON_FIELDS = {

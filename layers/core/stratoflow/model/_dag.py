@@ -9,7 +9,13 @@ from typing import Any
 
 from stratoflow.errors import Problem
 from stratoflow.model._workflow import SwitchTask, Workflow
-from stratoflow.templating import TemplateError, check_syntax, referenced_tasks
+from stratoflow.templating import (
+    TemplateError,
+    check_syntax,
+    mentions_secret,
+    referenced_tasks,
+    secret_references,
+)
 
 
 @dataclass(frozen=True)
@@ -135,9 +141,15 @@ def build_dag(workflow: Workflow) -> tuple[Dag | None, list[Problem]]:
                 try:
                     check_syntax(text)
                     refs = referenced_tasks(text)
+                    secret_names, misuse = secret_references(text)
                 except TemplateError as exc:
                     problems.append(Problem(path, str(exc)))
                     continue
+                problems.extend(Problem(path, why) for why in misuse)
+                if secret_names and isinstance(task, SwitchTask):
+                    problems.append(
+                        Problem(path, "a switch decides in the scheduler: it cannot read secrets")
+                    )
                 for ref in sorted(refs):
                     if ref not in tasks:
                         problems.append(Problem(path, f"template references unknown task {ref!r}"))
@@ -153,6 +165,15 @@ def build_dag(workflow: Workflow) -> tuple[Dag | None, list[Problem]]:
                         )
                     used.add(ref)
         reads[task_id] = frozenset(used)
+    for path, text in _walk_strings(workflow.params, "params"):
+        if mentions_secret(text):
+            problems.append(
+                Problem(
+                    path,
+                    "a workflow param is a value, not a template: reference the secret in a "
+                    "task's fields, env or params ({{ secrets.NAME }})",
+                )
+            )
     if problems:
         return None, problems
     return Dag(dag.order, dag.parents, dag.children, reads), []

@@ -24,8 +24,10 @@ from botocore.exceptions import ClientError
 
 from stratoflow.adapters.aws.projects import Identities, ProjectPlaces, TaskIdentity
 from stratoflow.adapters.aws.results import MalformedOutcome, ReadJson, S3Objects, parse_outcome
+from stratoflow.adapters.aws.secrets import secret_id, secrets_prefix
 from stratoflow.engine import AttemptResult, AttemptStatus, TaskInstance
 from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
+from stratoflow.secrets import REFERENCE, references
 
 log = logging.getLogger("stratoflow.aws.dispatch")
 
@@ -52,6 +54,7 @@ DISPATCH_THREADS = 8  # StartExecution is one HTTPS call each: overlap them
 REPORT_GRACE = timedelta(minutes=2)
 INLINE_INPUT_LIMIT = 6 * 1024  # a Batch runner's attempt larger than this goes through S3
 RUNNER_COMMAND = ["python", "-m", "stratoflow.adapters.aws.runner"]
+_DIRECT_TYPES = ("batch", "kubernetes", "lambda")  # no runner of ours between
 
 KillHook = Callable[[str, str, int], None]  # (run, task, attempt): EksJobs.kill
 Now = Callable[[], datetime]
@@ -145,7 +148,10 @@ class StepFunctionsDispatcher(Dispatcher):
         self._now = now
         self._threads = threads
         self.heartbeat_seconds = heartbeat_seconds
-        self._job_definitions: dict[tuple[str | None, str | None], str] = {}  # (image, role)
+        # (image, role, secrets) -> job definition ARN
+        self._job_definitions: dict[
+            tuple[str | None, str | None, tuple[tuple[str, str], ...]], str
+        ] = {}
 
     # ------------------------------------------------------------ names and places
     def execution_arn(self, run_id: str, task_id: str, attempt: int) -> str:
@@ -182,6 +188,49 @@ class StepFunctionsDispatcher(Dispatcher):
         return self._s3_client
 
     # ------------------------------------------------------------ the input
+    def refusal(self, spec: AttemptSpec) -> str | None:
+        """A ``batch``, ``kubernetes`` or ``lambda`` task runs the user's image or function
+        directly: no Stratoflow runner is there to resolve a secret reference, and the state
+        machine must never carry a value. The one exception: a ``batch`` env variable whose
+        whole value is one reference, which ECS injects from Secrets Manager as the container
+        starts (``_batch_secrets``). Anything else fails, saying what to do instead."""
+        task = spec.task
+        if task.task_type not in _DIRECT_TYPES:
+            return None
+        where = dict(task.fields, params=task.params)
+        if task.task_type != "batch":
+            where["env"] = task.env
+        else:
+            where["env"] = {k: v for k, v in task.env.items() if not REFERENCE.fullmatch(v)}
+        names = references(where)
+        if not names:
+            return None
+        listed = ", ".join(sorted(names))
+        place = f"{secrets_prefix()}{spec.project}/<name>"
+        batch = (
+            "; a batch task may have one as the whole value of an env variable"
+            if task.task_type == "batch"
+            else ""
+        )
+        return (
+            f"a {task.task_type} task on AWS runs your image or function directly, where "
+            f"Stratoflow cannot resolve secret references ({listed}){batch}: use a shell or "
+            f"python task (the runner resolves them; runner: batch for long work), or read "
+            f"Secrets Manager {place} from the task itself (its role may)"
+        )
+
+    def _batch_secrets(self, spec: AttemptSpec) -> tuple[tuple[str, str], ...]:
+        """(variable, Secrets Manager name) of each env variable of a ``batch`` task that is
+        one reference: the job definition's ``secrets``, which ECS resolves with the stack's
+        Batch execution role (it may read under TaskSecretsPrefix). The name is built from the
+        attempt's own project: a workflow cannot name another project's secret."""
+        found = []
+        for variable, value in sorted(spec.task.env.items()):
+            match = REFERENCE.fullmatch(value)
+            if match is not None:
+                found.append((variable, secret_id(secrets_prefix(), spec.project, match[1])))
+        return tuple(found)
+
     def build_input(self, spec: AttemptSpec) -> dict[str, Any]:
         """The execution input (AWS-CONTRACT.md). Env values go as the workflow wrote them:
         secrets are referenced there, never resolved here."""
@@ -248,7 +297,8 @@ class StepFunctionsDispatcher(Dispatcher):
 
     def _env(self, spec: AttemptSpec) -> list[dict[str, str]]:
         env = {
-            **spec.task.env,
+            # a variable that is one secret reference comes from the job definition's secrets
+            **{k: v for k, v in spec.task.env.items() if not REFERENCE.fullmatch(v)},
             "STRATOFLOW_RUN_ID": spec.run_id,
             "STRATOFLOW_TASK_ID": spec.task_id,
             "STRATOFLOW_ATTEMPT": str(spec.attempt),
@@ -270,8 +320,11 @@ class StepFunctionsDispatcher(Dispatcher):
             raise ValueError(
                 "STRATOFLOW_BATCH_JOB_QUEUE is not set and the task names no job_queue"
             )
+        secrets = self._batch_secrets(spec)
         return {
-            "job_definition": self.job_definition_for(str(fields["image"]), self._role(spec)),
+            "job_definition": self.job_definition_for(
+                str(fields["image"]), self._role(spec), secrets
+            ),
             "job_queue": queue,
             "container_overrides": {
                 "Command": argv,
@@ -289,6 +342,8 @@ class StepFunctionsDispatcher(Dispatcher):
         attempt = json.dumps(doc, separators=(",", ":"), default=str)
         env = [
             {"Name": "STRATOFLOW_BUCKET", "Value": str(self.bucket)},
+            # the runner resolves the task's secret references under it, as the project's role
+            {"Name": "STRATOFLOW_SECRETS_PREFIX", "Value": secrets_prefix()},
         ]
         if len(attempt) <= INLINE_INPUT_LIMIT:
             env.append({"Name": "STRATOFLOW_ATTEMPT_INPUT", "Value": attempt})
@@ -306,15 +361,22 @@ class StepFunctionsDispatcher(Dispatcher):
     def _role(self, spec: AttemptSpec) -> str | None:
         return self.identity(spec.project).role_arn if self.identities is not None else None
 
-    def job_definition_for(self, image: str | None, role_arn: str | None = None) -> str:
+    def job_definition_for(
+        self,
+        image: str | None,
+        role_arn: str | None = None,
+        secrets: tuple[tuple[str, str], ...] = (),
+    ) -> str:
         """The job definition for ``image`` (None: the runner's own image) run as
-        ``role_arn`` (a project's role): the runner's job definition (network, logging,
+        ``role_arn`` (a project's role), with ``secrets`` ((variable, Secrets Manager name)
+        that ECS puts in the environment): the runner's job definition (network, logging,
         execution role) with the image and the job role replaced, registered once per
-        (image, role) under a name derived from both and reused from then on (found again
-        by name after a cold start)."""
-        if (image, role_arn) in self._job_definitions:
-            return self._job_definitions[image, role_arn]
-        exact = json.dumps([image, role_arn])
+        (image, role, secrets) under a name derived from them and reused from then on (found
+        again by name after a cold start)."""
+        key = (image, role_arn, secrets)
+        if key in self._job_definitions:
+            return self._job_definitions[key]
+        exact = json.dumps([image, role_arn, *([list(secrets)] if secrets else [])])
         name = self.job_definition_prefix + hashlib.sha256(exact.encode()).hexdigest()[:24]
         found = self._batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")
         defs = sorted(found.get("jobDefinitions", []), key=lambda d: int(d["revision"]))
@@ -336,6 +398,8 @@ class StepFunctionsDispatcher(Dispatcher):
             container.pop("jobRoleArn", None)
             if role_arn is not None:
                 container["jobRoleArn"] = role_arn
+            if secrets:
+                container["secrets"] = [{"name": n, "valueFrom": v} for n, v in secrets]
             extra = {
                 k: base[k]
                 for k in ("platformCapabilities", "retryStrategy", "timeout", "propagateTags")
@@ -350,7 +414,7 @@ class StepFunctionsDispatcher(Dispatcher):
                     **extra,
                 )["jobDefinitionArn"]
             )
-        self._job_definitions[image, role_arn] = arn
+        self._job_definitions[key] = arn
         return arn
 
     # ------------------------------------------------------------ dispatch

@@ -82,6 +82,9 @@ class MeteredDispatcher(Dispatcher):
                 self.metrics.add_metric(name=DISPATCH_LATENCY, unit="Milliseconds", value=waited)
         return logs
 
+    def refusal(self, spec: AttemptSpec) -> str | None:
+        return self.inner.refusal(spec)
+
     def kill(self, run_id: str, task_id: str, attempt: int) -> None:
         self.inner.kill(run_id, task_id, attempt)
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import stratoflow
 from stratoflow.adapters.aws._dynamo_items import run_pk, task_sk
+from stratoflow.secrets import Masker, MissingSecret, SecretSource, SecretUnavailable, resolve
 from stratoflow.taskexec import result_from_files
 
 log = logging.getLogger("stratoflow.aws.runner")
@@ -150,13 +151,17 @@ def run_attempt(
     time_left: TimeLeft | None = None,
     still_wanted: StillWanted | None = None,
     poll_seconds: float = STOP_POLL_SECONDS,
+    secrets: SecretSource | None = None,
 ) -> dict[str, Any]:
     """Run the attempt; upload its log; return the outcome
     ``{status, exit_code, error, outputs, log}``. A task's own failure is an outcome, never
     an exception: only a malformed input raises (``AttemptInputError``). With
     ``still_wanted`` the attempt is not started when it is no longer wanted (a stop during
     its retry wait), and is asked every ``poll_seconds`` while it runs: when it says no, the
-    task's process group is killed and the outcome is ``stopped``."""
+    task's process group is killed and the outcome is ``stopped``. The task's
+    ``{{ secrets.NAME }}`` references are resolved from ``secrets`` here, just before it
+    starts (a missing one fails the attempt, naming it); its outputs, error and log are
+    masked with the values it was given."""
     try:
         kind = str(attempt["type"])
         task = attempt["task"]
@@ -167,6 +172,13 @@ def run_attempt(
     log_uri: str | None = attempt.get("log")
     if still_wanted is not None and not still_wanted():
         return _stopped()
+    try:
+        task, used = _resolved(attempt, secrets)
+    except (MissingSecret, SecretUnavailable) as exc:
+        return {"status": "failed", "exit_code": None, "error": str(exc), "outputs": {},
+                "log": None, "retryable": False}  # fmt: skip
+    masker = Masker(used.values())
+    attempt = {**attempt, "task": task}
     with tempfile.TemporaryDirectory(prefix="stratoflow-") as tmp:
         workdir = Path(tmp)
         log_file, out_file = workdir / f"{name}.log", workdir / f"{name}.out"
@@ -204,6 +216,10 @@ def run_attempt(
             _kill_group(proc.pid, signal.SIGKILL)  # whatever it left running in the background
         elapsed = time.monotonic() - started
         outcome = _outcome(code, out_file, result_file, error_file, log_file)
+        if masker:  # a task that printed or returned its own secret
+            outcome.update(outputs=masker.value(outcome["outputs"]))
+            if outcome["error"]:
+                outcome["error"] = masker.text(outcome["error"])
         size = len(json.dumps(outcome["outputs"], default=str).encode())
         if size > MAX_OUTPUTS_BYTES:
             outcome.update(
@@ -222,8 +238,29 @@ def run_attempt(
         if stopped:
             outcome.update(_stopped())
             outcome["error"] += f" (ran {elapsed:.1f} s)"
-        outcome["log"] = _upload_log(s3, log_uri, log_file)
+        outcome["log"] = _upload_log(s3, log_uri, log_file, masker)
     return outcome
+
+
+def _resolved(
+    attempt: Mapping[str, Any], secrets: SecretSource | None
+) -> tuple[Any, dict[str, str]]:
+    """The attempt's task with its secret references resolved, as the project's role
+    (the runner function's own project when it has one), and the values used."""
+    context = attempt.get("context") or {}
+    project = str(context.get("project") or "")
+    own = os.environ.get("STRATOFLOW_PROJECT")
+    if own and project and own != project:
+        raise AttemptInputError(f"an attempt of project {project!r} sent to {own!r}'s runner")
+    return resolve(attempt["task"], own or project, secrets or _NO_SECRETS)
+
+
+class _NoSource(SecretSource):
+    def get(self, project: str, name: str) -> str | None:
+        return None
+
+
+_NO_SECRETS = _NoSource()
 
 
 def _outcome(
@@ -241,7 +278,9 @@ def _outcome(
     }
 
 
-def _upload_log(s3: Any, log_uri: str | None, log_file: Path) -> str | None:
+def _upload_log(
+    s3: Any, log_uri: str | None, log_file: Path, masker: Masker | None = None
+) -> str | None:
     """Upload the log (unless it is empty); a failed upload loses the log, not the attempt's
     result."""
     if not log_uri:
@@ -252,7 +291,10 @@ def _upload_log(s3: Any, log_uri: str | None, log_file: Path) -> str | None:
         return log_uri
     bucket, key = _split_s3(log_uri)
     try:
-        s3.put_object(Bucket=bucket, Key=key, Body=log_file.read_bytes(), ContentType="text/plain")
+        body = log_file.read_bytes()
+        if masker:
+            body = masker.data(body)
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/plain")
     except Exception:
         log.exception("could not upload the log to %s", log_uri)
         return None
@@ -266,9 +308,11 @@ def handle(
     s3: Any,
     dynamodb: Any = None,
     table: str | None = None,
+    secrets: SecretSource | None = None,
 ) -> dict[str, Any]:
     """The runner function: the state machine's attempt input in, the outcome out. With the
-    state table (``dynamodb``, ``table``) a stop reaches the running task (``task_watch``)."""
+    state table (``dynamodb``, ``table``) a stop reaches the running task (``task_watch``);
+    ``secrets`` resolves its references (Secrets Manager, as the project's role)."""
     poll = float(os.environ.get("STRATOFLOW_STOP_POLL_SECONDS") or STOP_POLL_SECONDS)
     return run_attempt(
         event,
@@ -276,6 +320,7 @@ def handle(
         time_left=time_left,
         still_wanted=task_watch(dynamodb, table, event),
         poll_seconds=max(poll, 0.1),
+        secrets=secrets,
     )
 
 
@@ -307,11 +352,13 @@ def load_attempt(environ: Mapping[str, str], argv: list[str], s3: Any) -> dict[s
     return doc
 
 
-def run_batch(environ: Mapping[str, str], argv: list[str], s3: Any) -> int:
+def run_batch(
+    environ: Mapping[str, str], argv: list[str], s3: Any, secrets: SecretSource | None = None
+) -> int:
     """The Batch job: run the attempt, write its outputs where ``advance`` reads them, exit
     0 when it succeeded (the job succeeds) and non-zero otherwise (the job fails)."""
     attempt = load_attempt(environ, argv, s3)
-    outcome = run_attempt(attempt, s3=s3)
+    outcome = run_attempt(attempt, s3=s3, secrets=secrets)
     if attempt.get("outputs_uri"):
         bucket, key = _split_s3(str(attempt["outputs_uri"]))
         s3.put_object(
@@ -332,10 +379,13 @@ def run_batch(environ: Mapping[str, str], argv: list[str], s3: Any) -> int:
 def main(argv: list[str] | None = None) -> int:
     import boto3
 
+    from stratoflow.adapters.aws.secrets import SecretsManagerSource, secrets_prefix
+
     logging.basicConfig(level=logging.INFO)
+    secrets = SecretsManagerSource(boto3.client("secretsmanager"), secrets_prefix())
     try:
         return run_batch(
-            os.environ, list(sys.argv[1:] if argv is None else argv), boto3.client("s3")
+            os.environ, list(sys.argv[1:] if argv is None else argv), boto3.client("s3"), secrets
         )
     except AttemptInputError as exc:
         print(f"stratoflow runner: {exc}", file=sys.stderr)

@@ -20,12 +20,15 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from stratoflow.adapters.aws import runner
+from stratoflow.adapters.aws.secrets import SecretsManagerSource, secrets_prefix
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 s3 = boto3.client("s3")  # once per container
 dynamodb = boto3.client("dynamodb")
+# the project's role may read its own secrets only (<prefix><project>/*)
+secrets = SecretsManagerSource(boto3.client("secretsmanager"), secrets_prefix())
 TABLE = os.environ.get("STRATOFLOW_TABLE") or None
 
 
@@ -39,6 +42,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         s3=s3,
         dynamodb=dynamodb,
         table=TABLE,
+        secrets=secrets,
     )
     metrics.add_metric(name=f"Tasks_{outcome['status']}", unit=MetricUnit.Count, value=1)
     logger.info("attempt ended", extra={"key": event.get("key"), "status": outcome["status"]})

@@ -22,6 +22,7 @@ from stratoflow.adapters.aws.metrics import MeteredDispatcher, MeteredEvents, Me
 from stratoflow.adapters.aws.projects import ProjectIdentities, ProjectPlaces
 from stratoflow.adapters.aws.results import S3Objects, send_kicks
 from stratoflow.adapters.aws.schedules import EventBridgeSchedules
+from stratoflow.adapters.aws.secrets import PREFIX_VARIABLE, secrets_prefix
 from stratoflow.adapters.aws.settings import AwsSettings
 from stratoflow.ports import Clock, Dispatcher, EventSink
 from stratoflow.service import Scheduler
@@ -95,7 +96,7 @@ def project_identities(settings: AwsSettings, clients: AwsClients) -> ProjectIde
         account=parts[4],
         bucket=settings.bucket,
         table=settings.table,
-        secrets_prefix=settings.secrets_prefix,
+        secrets_prefix=secrets_prefix({PREFIX_VARIABLE: settings.secrets_prefix}),
         oidc_issuer=settings.eks_oidc_issuer,
         eks_namespace=settings.eks_namespace,
     )
@@ -112,6 +113,8 @@ def project_identities(settings: AwsSettings, clients: AwsClients) -> ProjectIde
         environment={
             "STRATOFLOW_TABLE": settings.table,
             "POWERTOOLS_METRICS_NAMESPACE": "Stratoflow",
+            # the runner reads <prefix><project>/<name> (its role may read nothing else)
+            PREFIX_VARIABLE: places.secrets_prefix,
         },
         log_retention_days=int(retention) if retention else None,
     )

@@ -38,7 +38,6 @@ from stratoflow.alerts import (
     Channel,
     DeliveryError,
     Planned,
-    ResolveSecret,
     Sender,
     Skipped,
     SlaTimer,
@@ -498,20 +497,6 @@ class AlertStore(SqliteFile):
         self._conn().execute(
             "DELETE FROM alert_timers WHERE run_id=? AND task_id=?", (timer.run_id, timer.task_id)
         )
-
-
-def env_secret(environ: Mapping[str, str] | None = None) -> ResolveSecret:
-    """Secrets from ``STRATOFLOW_SECRET_<NAME>`` in the server's environment (the name as
-    written, else upper-cased); ``KeyError`` when neither is set."""
-    env = os.environ if environ is None else environ
-
-    def resolve(project: str, name: str) -> str:
-        for key in (f"STRATOFLOW_SECRET_{name}", f"STRATOFLOW_SECRET_{name.upper()}"):
-            if key in env:
-                return env[key]
-        raise KeyError(name)
-
-    return resolve
 
 
 class FanOutEvents(EventSink):

@@ -38,13 +38,14 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from stratoflow.adapters.local import sandbox
-from stratoflow.engine import AttemptResult, AttemptStatus, TaskInstance
+from stratoflow.engine import AttemptResult, AttemptStatus, RenderedTask, TaskInstance
 from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
+from stratoflow.secrets import MissingSecret, SecretSource, SecretUnavailable, masker_for, resolve
 from stratoflow.taskexec import read_task_file, result_from_files
 
 log = logging.getLogger("stratoflow.executor")
@@ -222,6 +223,7 @@ class LocalExecutor(Dispatcher):
         env_allow: str | None = None,
         protect: Path | None = None,
         keep_work_dirs: bool | None = None,
+        secrets: SecretSource | None = None,
     ) -> None:
         """``root``: where logs go (in the home). ``work_root``: where tasks work
         ($STRATOFLOW_WORK_ROOT, else :func:`default_work_root`). ``isolation``: auto | user |
@@ -231,8 +233,11 @@ class LocalExecutor(Dispatcher):
         $STRATOFLOW_TASK_WRITE_PATHS (os.pathsep-separated) add what tasks may read or write
         (never the home). ``protect``: the home, which Landlock denies (default
         ``root``'s parent). ``keep_work_dirs``: leave work dirs for inspection
-        ($STRATOFLOW_KEEP_WORK_DIRS=1)."""
+        ($STRATOFLOW_KEEP_WORK_DIRS=1). ``secrets``: where a task's ``{{ secrets.NAME }}``
+        references are resolved, just before it starts (none: a reference fails the task);
+        what a task reports back is masked with its project's secrets."""
         environ = os.environ
+        self._secrets = secrets
         self.root = root.resolve()
         self._root_text = str(self.root)
         _private_dir(self.root, 0o700)
@@ -407,6 +412,15 @@ class LocalExecutor(Dispatcher):
                 self._follow(live)
                 return
             log_fd = claimed
+            try:
+                spec = replace(spec, task=self._resolved(spec))
+            except (MissingSecret, SecretUnavailable) as exc:
+                os.write(log_fd, f"stratoflow: {exc}\n".encode())
+                self._forget(live)
+                self._deliver(
+                    live, AttemptResult(AttemptStatus.FAILED, error=str(exc), retryable=False)
+                )
+                return
             work = self.work_dir(spec.run_id, spec.task_id, spec.attempt)
             try:
                 os.mkdir(work, 0o700)
@@ -471,6 +485,19 @@ class LocalExecutor(Dispatcher):
         self._watch_pid(live)
         if live.killed:  # a stop arrived while it was starting
             _kill_group(live.pid, signal.SIGTERM)
+
+    def _resolved(self, spec: AttemptSpec) -> RenderedTask:
+        """The task with its secret references replaced by their values (here, in the
+        process that starts it, and nowhere before)."""
+        task = spec.task
+        value = {"fields": task.fields, "params": task.params, "env": task.env}
+        if self._secrets is None:
+            resolved, _ = resolve(value, spec.project, _NoSecrets())
+        else:
+            resolved, _ = resolve(value, spec.project, self._secrets)
+        if resolved is value:
+            return task
+        return RenderedTask(task.task_type, resolved["fields"], resolved["params"], resolved["env"])
 
     def _follow(self, live: _Live) -> None:
         """Another start holds the claim (a dispatch repeated across a restart): watch its
@@ -571,10 +598,22 @@ class LocalExecutor(Dispatcher):
 
     def _deliver(self, live: _Live, result: AttemptResult) -> None:
         try:
+            result = self._masked(live.run_id, result)
             log_file = str(self.log_path(live.run_id, live.task_id, live.attempt))
             self._report(live.run_id, live.task_id, live.attempt, result, log_file)
         except Exception:
             log.exception("reporting %s/%s/%s failed", live.run_id, live.task_id, live.attempt)
+
+    def _masked(self, run_id: str, result: AttemptResult) -> AttemptResult:
+        """What the task reports, with its project's secret values written ``***`` (a run
+        id starts with its project and a '.')."""
+        if self._secrets is None or not (result.outputs or result.error):
+            return result
+        masker = masker_for(self._secrets, run_id.partition(".")[0])
+        if not masker:
+            return result
+        error = masker.text(result.error) if result.error else result.error
+        return replace(result, outputs=masker.value(result.outputs), error=error)
 
     # ------------------------------------------------------------ kill
     def kill(self, run_id: str, task_id: str, attempt: int) -> None:
@@ -609,11 +648,11 @@ class LocalExecutor(Dispatcher):
             key = (ti.run_id, ti.task_id, ti.attempt)
             status = self._exit_status(*key)
             if status is not None:
-                report.results[key] = self.result(*key, status)
+                report.results[key] = self._masked(ti.run_id, self.result(*key, status))
             elif (ti.run_id, name) in alive:
                 self._watch_pid(_Live(*key, pid=alive[(ti.run_id, name)]))
             elif self.path(*key, ".exit").exists():  # started, then died without its trap
-                report.results[key] = self.result(*key, None)
+                report.results[key] = self._masked(ti.run_id, self.result(*key, None))
             else:  # never started (perhaps claimed just before we died): start it afresh
                 with contextlib.suppress(FileNotFoundError):
                     self.log_path(*key).unlink()
@@ -632,3 +671,10 @@ class LocalExecutor(Dispatcher):
         self._thread.join(timeout=5)
         if self._landlock is not None:
             self._landlock.close()
+
+
+class _NoSecrets(SecretSource):
+    """An executor given no source: every reference is a missing secret."""
+
+    def get(self, project: str, name: str) -> str | None:
+        return None

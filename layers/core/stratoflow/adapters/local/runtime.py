@@ -18,11 +18,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from stratoflow.adapters.local.alerts import AlertStore, FanOutEvents, LocalAlerts, env_secret
+from stratoflow.adapters.local.alerts import AlertStore, FanOutEvents, LocalAlerts
 from stratoflow.adapters.local.clock import SystemClock
 from stratoflow.adapters.local.cron import CronLoop
 from stratoflow.adapters.local.executor import LocalExecutor
 from stratoflow.adapters.local.feed import LocalFeed
+from stratoflow.adapters.local.secrets import LocalSecrets
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.alerts import ResolveSecret, Sender
 from stratoflow.engine import AttemptResult
@@ -30,6 +31,7 @@ from stratoflow.errors import Conflict
 from stratoflow.model import WorkflowSpec
 from stratoflow.ports import Clock, EventSink
 from stratoflow.readmodel import ReadModel
+from stratoflow.secrets import ChainedSource, EnvironmentSource
 from stratoflow.service import Finished, Scheduler
 
 log = logging.getLogger("stratoflow.runtime")
@@ -109,8 +111,9 @@ class LocalRuntime:
         """``db``: the read model's database (``postgresql://...``); default a SQLite file
         ``readmodel.db`` in ``home``. The store's commits are projected into it inline.
         ``resolve_secret``: how alert channels' ``{{ secrets.NAME }}`` resolve when an
-        alert is sent (default: ``STRATOFLOW_SECRET_<NAME>`` in this process's environment)."""
-        self._resolve_secret = resolve_secret or env_secret()
+        alert is sent (default: the same sources a task's references resolve from: the
+        environment's ``STRATOFLOW_SECRET_<NAME>``, then the project's secrets file)."""
+        self._resolve_secret = resolve_secret
         home = home.resolve()
         self.home = home
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -131,12 +134,18 @@ class LocalRuntime:
         self.feed.start()
         self._reports: queue.SimpleQueue[Finished | None] = queue.SimpleQueue()
         self._pending: list[Finished] = []  # reports a failed turn did not record yet
-        self.executor = LocalExecutor(home / "attempts", self._report, protect=home)
+        # what `stratoflow secrets` and the API manage; tasks resolve from the environment
+        # first, then from these (the log views mask with the same)
+        self.secrets = LocalSecrets(home)
+        self.secret_source = ChainedSource([EnvironmentSource(os.environ), self.secrets])
+        self.executor = LocalExecutor(
+            home / "attempts", self._report, protect=home, secrets=self.secret_source
+        )
         self.alerts = LocalAlerts(
             AlertStore(home / "stratoflow.db"),
             self.store,
             self._spec,
-            Sender(self._resolve_secret),
+            Sender(self._resolve_secret or self._alert_secret),
             self.clock,
         )
         self.scheduler = Scheduler(
@@ -150,6 +159,13 @@ class LocalRuntime:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.scheduler.recover()
+
+    def _alert_secret(self, project: str, name: str) -> str:
+        """An alert channel's ``{{ secrets.NAME }}``, from where tasks' references resolve."""
+        value = self.secret_source.get(project, name)
+        if value is None:
+            raise KeyError(name)
+        return value
 
     def _spec(self, project: str, name: str, version: int) -> WorkflowSpec:
         return self.scheduler.spec(project, name, version)

@@ -1,0 +1,244 @@
+"""Secrets on AWS (moto executing the real task-attempt state machine): the rendered task
+goes into the execution input with its references, the runner resolves them from Secrets
+Manager ``stratoflow/<project>/<name>`` as it starts the task, and what comes back (outcome,
+log) is masked. The project role's policy grants exactly those names."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from fnmatch import fnmatchcase
+from typing import Any
+
+import boto3
+import pytest
+
+from stratoflow import engine
+from stratoflow.adapters.aws import runner
+from stratoflow.adapters.aws.projects import ProjectPlaces
+from stratoflow.adapters.aws.secrets import SecretsManagerSource, secret_id, secrets_prefix
+from stratoflow.model import load_workflow
+from stratoflow.ports import AttemptSpec
+from stratoflow.secrets import SecretUnavailable
+from tests.aws.conftest import REGION, Stack, dispatcher_for
+
+pytestmark = pytest.mark.slow
+
+CANARY = f"aws-canary-{uuid.uuid4().hex}"
+DIGEST = hashlib.sha256(CANARY.encode()).hexdigest()
+WORKFLOW = """
+name: canary
+project: analytics
+tasks:
+  use:
+    type: shell
+    env: {CANARY_ENV: "{{ secrets.canary }}"}
+    params: {p: "{{ secrets.canary }}"}
+    command: |
+      printf %s "$CANARY_ENV" | sha256sum | cut -c1-64 | sed 's/^/from_env=/' >> "$STRATOFLOW_OUTPUT"
+      printf %s '{{ secrets.canary }}' | sha256sum | cut -c1-64 | sed 's/^/from_command=/' >> "$STRATOFLOW_OUTPUT"
+      echo "echoed={{ secrets.canary }}" >> "$STRATOFLOW_OUTPUT"
+      echo "printed {{ secrets.canary }}"
+  py:
+    type: python
+    runner: batch
+    params: {p: "{{ secrets.canary }}"}
+    code: |
+      import hashlib
+      outputs["from_param"] = hashlib.sha256(params["p"].encode()).hexdigest()
+  unset:
+    type: shell
+    command: echo {{ secrets.never_set }}
+"""
+
+
+def rendered(task_id: str) -> AttemptSpec:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    spec = load_workflow(WORKFLOW, now=now)
+    run, _ = engine.new_run(
+        spec, run_id="analytics.canary-1", version=1, params={}, logical_date=now, now=now
+    )
+    return AttemptSpec(
+        run_id=run.id, task_id=task_id, attempt=1,
+        task=engine.render_task(spec, run, task_id, {}), logical_date=now,
+        workflow=spec.name, project=spec.project, timeout=timedelta(seconds=60),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def manager(stack: Stack) -> Any:
+    client = boto3.client("secretsmanager", region_name=REGION)
+    client.create_secret(Name="stratoflow/analytics/canary", SecretString=CANARY)
+    client.create_secret(Name="stratoflow/other/never_set", SecretString="other project's")
+    stack.lambdas["stratoflow-runner"] = lambda event: runner.handle(
+        event, lambda: 60.0, s3=stack.s3, secrets=SecretsManagerSource(client, secrets_prefix())
+    )
+    return client
+
+
+def everything_the_execution_saw(stack: Stack, arn: str) -> str:
+    described = stack.sfn.describe_execution(executionArn=arn)
+    history = stack.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    return json.dumps([described, history], default=str)
+
+
+def test_the_runner_resolves_what_the_state_machine_never_holds(stack: Stack, manager: Any) -> None:
+    dispatcher = dispatcher_for(stack)
+    spec = rendered("use")
+    log_uri = dispatcher.dispatch(spec)
+    message = stack.receive()
+    assert message["status"] == "succeeded", message
+    assert message["outputs"] == {"from_env": DIGEST, "from_command": DIGEST, "echoed": "***"}
+    assert log_uri is not None
+    bucket, _, key = log_uri[5:].partition("/")
+    assert stack.s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"printed ***\n"
+
+    arn = dispatcher.execution_arn(spec.run_id, spec.task_id, spec.attempt)
+    stack.wait_execution(arn)
+    seen = everything_the_execution_saw(stack, arn)
+    assert (
+        "{{ secrets.canary }}"
+        in json.loads(stack.sfn.describe_execution(executionArn=arn)["input"])["task"]["env"][
+            "CANARY_ENV"
+        ]
+    )
+    assert CANARY not in seen
+    assert CANARY not in json.dumps(message)
+
+
+def test_a_missing_secret_fails_the_attempt_naming_it(stack: Stack, manager: Any) -> None:
+    # stratoflow/other/never_set exists, but it is another project's: not this one's
+    dispatcher_for(stack).dispatch(rendered("unset"))
+    message = stack.receive()
+    assert message["status"] == "failed"
+    assert "secret 'never_set' is not set in project 'analytics'" in message["error"]
+    assert "other project" not in json.dumps(message)
+
+
+def test_the_batch_runner_gets_the_prefix_and_resolves_in_the_container(
+    stack: Stack, manager: Any
+) -> None:
+    dispatcher = dispatcher_for(stack)
+    spec = rendered("py")
+    doc = dispatcher.build_input(spec)
+    assert CANARY not in json.dumps(doc)
+    env = {e["Name"]: e["Value"] for e in doc["batch"]["container_overrides"]["Environment"]}
+    assert env["STRATOFLOW_SECRETS_PREFIX"] == "stratoflow/"
+    outputs_uri = doc["outputs_uri"]
+    # the container's part: run_batch with the job's environment, as the project's role
+    source = SecretsManagerSource(manager, env["STRATOFLOW_SECRETS_PREFIX"])
+    assert runner.run_batch(env, [], stack.s3, source) == 0
+    bucket, _, key = outputs_uri[5:].partition("/")
+    outputs = json.loads(stack.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert outputs == {"from_param": DIGEST}
+
+
+def test_a_refusal_names_the_secret_and_the_reason(stack: Stack) -> None:
+    class Refusing:
+        def get_secret_value(self, SecretId: str) -> Any:
+            from botocore.exceptions import ClientError
+
+            raise ClientError(
+                {"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "GetSecretValue"
+            )
+
+    with pytest.raises(SecretUnavailable, match=r"'pw' \(stratoflow/p/pw\).*AccessDenied"):
+        SecretsManagerSource(Refusing()).get("p", "pw")
+
+
+def test_the_project_role_may_read_exactly_its_own_secrets() -> None:
+    places = ProjectPlaces(
+        stack="sf", partition="aws", region=REGION, account="123456789012",
+        bucket="b", table="t", secrets_prefix=secrets_prefix({}),
+    )  # fmt: skip
+    [statement] = [
+        s for s in places.policy("analytics")["Statement"] if s["Sid"] == "ProjectSecrets"
+    ]
+    arn = "arn:aws:secretsmanager:{}:123456789012:secret:{}-AbCdEf"
+    # Secrets Manager appends six random characters to a secret's ARN
+    assert fnmatchcase(
+        arn.format(REGION, secret_id("stratoflow/", "analytics", "pw")), statement["Resource"]
+    )
+    for other in ("stratoflow/analytics2/pw", "stratoflow/other/pw", "analytics/pw"):
+        assert not fnmatchcase(arn.format(REGION, other), statement["Resource"]), other
+
+
+def test_a_task_that_runs_without_a_runner_of_ours_fails_instead_of_carrying_a_reference(
+    stack: Stack, tmp_path: Any
+) -> None:
+    """batch, kubernetes and lambda tasks run the user's image or function directly: the
+    scheduler fails such a task at once (not retried) and starts no execution; except a
+    batch env variable that is one reference, which ECS injects (the job definition's
+    ``secrets``, the name built from the run's own project)."""
+    from stratoflow.adapters.local.sqlite_store import SqliteStore
+    from stratoflow.service import Scheduler
+    from tests.fakes import FakeClock
+
+    store = SqliteStore(tmp_path / "state.db")
+    dispatcher = dispatcher_for(stack)
+    scheduler = Scheduler(store, store, dispatcher, FakeClock(datetime(2026, 1, 1, tzinfo=UTC)))
+    scheduler.apply(
+        "name: direct\nproject: analytics\ntasks:\n"
+        "  job:\n    type: batch\n    image: busybox\n    command: [env]\n"
+        '    env: {PW: "{{ secrets.canary }}", PLAIN: "x"}\n'
+        "  mixed:\n    type: batch\n    image: busybox\n    command: [env]\n"
+        '    env: {URL: "db://u:{{ secrets.canary }}@h"}\n'
+        "  argv:\n    type: batch\n    image: busybox\n"
+        '    command: [echo, "{{ secrets.canary }}"]\n'
+        "  fn:\n    type: lambda\n    function: f\n"
+        '    payload: {pw: "{{ secrets.canary }}"}\n'
+    )
+    run, _ = scheduler.trigger("analytics", "direct")
+    scheduler.step()
+    tasks = {t.task_id: t for t in store.get_tasks(run.id)}
+    for name in ("mixed", "argv", "fn"):
+        assert tasks[name].state.value == "failed", name
+        assert "cannot resolve secret references (canary)" in (tasks[name].error or "")
+        assert "stratoflow/analytics/<name>" in (tasks[name].error or "")
+    assert "whole value of an env variable" in (tasks["argv"].error or "")
+    assert tasks["job"].state.value == "running"
+    [started] = stack.sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]
+    given = json.loads(stack.sfn.describe_execution(executionArn=started["executionArn"])["input"])
+    assert CANARY not in json.dumps(given)
+    overrides = given["batch"]["container_overrides"]["Environment"]
+    assert {e["Name"] for e in overrides} >= {"PLAIN", "STRATOFLOW_RUN_ID"}
+    assert "PW" not in {e["Name"] for e in overrides}  # ECS sets it from the secret
+    [definition] = stack.batch.describe_job_definitions(
+        jobDefinitions=[given["batch"]["job_definition"]]
+    )["jobDefinitions"]
+    assert definition["containerProperties"]["secrets"] == [
+        {"name": "PW", "valueFrom": "stratoflow/analytics/canary"}
+    ]
+    assert definition["containerProperties"]["image"] == "busybox"
+    # the same image without secrets keeps a definition of its own, named as before
+    assert dispatcher.job_definition_for("busybox") != given["batch"]["job_definition"]
+    store.close()
+
+
+def test_the_api_store_sets_lists_and_deletes_under_the_project_path(aws: None) -> None:
+    from stratoflow.adapters.aws.secrets import SecretsManagerStore
+    from stratoflow.errors import InvalidInput, NotFound
+
+    client = boto3.client("secretsmanager", region_name=REGION)
+    client.create_secret(Name="stratoflow/analytics2/pw", SecretString="not this project's")
+    client.create_secret(Name="stratoflow/analytics/bad-name", SecretString="not a reference")
+    store = SecretsManagerStore(client, "stratoflow/")
+    assert store.put("analytics", "pw", "one") is True
+    assert store.put("analytics", "pw", "two") is False
+    assert store.put("analytics", "other", "x") is True
+    assert store.names("analytics") == ["other", "pw"]
+    assert store.get("analytics", "pw") == "two"
+    tags = client.describe_secret(SecretId="stratoflow/analytics/pw")["Tags"]
+    assert {"Key": "stratoflow:project", "Value": "analytics"} in tags
+    store.delete("analytics", "pw")
+    assert store.names("analytics") == ["other"]
+    with pytest.raises(NotFound, match="'pw' not found in project 'analytics'"):
+        store.delete("analytics", "pw")
+    assert store.put("analytics", "pw", "three") is True  # gone at once: set again straight away
+    for project, name, value in [("Analytics", "pw", "v"), ("analytics", "a-b", "v"),
+                                 ("analytics", "pw", "")]:  # fmt: skip
+        with pytest.raises(InvalidInput):
+            store.put(project, name, value)
+    assert store.get("analytics", "pw") == "three"

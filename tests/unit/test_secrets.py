@@ -1,0 +1,301 @@
+"""Secrets by reference: names and bounds, rendering that keeps the reference, resolution at
+the executor, masking, and the home's secrets file."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from stratoflow import engine
+from stratoflow.adapters.local.secrets import LocalSecrets
+from stratoflow.errors import InvalidInput, NotFound
+from stratoflow.model import load_workflow
+from stratoflow.secrets import (
+    MASK,
+    MAX_VALUE_BYTES,
+    ChainedSource,
+    EnvironmentSource,
+    Masker,
+    MissingSecret,
+    SecretUnavailable,
+    check_name,
+    check_value,
+    references,
+    resolve,
+)
+from stratoflow.templating import TemplateError
+
+VALUE = "hunter2-canary-value"
+
+
+def spec_of(text: str, now: datetime):  # type: ignore[no-untyped-def]
+    return load_workflow(text, now=now)
+
+
+def render(text: str, now: datetime, task: str = "t", params: dict | None = None, upstream=None):  # type: ignore[no-untyped-def]
+    spec = spec_of(text, now)
+    run, _ = engine.new_run(
+        spec, run_id="default.w-1", version=1, params=params or {}, logical_date=now, now=now
+    )
+    return engine.render_task(spec, run, task, upstream or {})
+
+
+# ------------------------------------------------------------------ names and values
+@pytest.mark.parametrize("name", ["pw", "DB_PASSWORD", "a1", "x" * 128])
+def test_good_names(name: str) -> None:
+    assert check_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "_x", "1a", "a-b", "a.b", "a b", "x" * 129, "pw\n"])
+def test_bad_names_name_the_field(name: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        check_name(name)
+    assert caught.value.problems[0].path == "name"
+
+
+def test_values_are_bounded_and_the_error_never_quotes_them() -> None:
+    assert check_value("x" * MAX_VALUE_BYTES) == "x" * MAX_VALUE_BYTES
+    for bad, why in [
+        ("", "non-empty"),
+        ("é" * (MAX_VALUE_BYTES // 2 + 1), "at most"),  # counted in UTF-8 bytes
+        ("a\0" + VALUE, "NUL"),
+    ]:
+        with pytest.raises(InvalidInput) as caught:
+            check_value(bad)
+        assert why in str(caught.value)
+        assert VALUE not in str(caught.value)
+
+
+# ------------------------------------------------------------------ rendering keeps references
+WORKFLOW = """
+name: w
+params: {region: eu}
+tasks:
+  t:
+    type: shell
+    command: "echo {{ secrets.pw }} {{ params.region }} {{ params.p }}"
+    env: {DB: "{{ secrets.db_pw }}", MIXED: "u:{{ secrets.pw }}@h"}
+    params: {p: "{{ secrets.pw }}"}
+"""
+
+
+def test_rendering_leaves_the_canonical_reference_everywhere(now: datetime) -> None:
+    rendered = render(WORKFLOW, now)
+    assert rendered.fields["command"] == "echo {{ secrets.pw }} eu {{ secrets.pw }}"
+    assert rendered.env == {"DB": "{{ secrets.db_pw }}", "MIXED": "u:{{ secrets.pw }}@h"}
+    assert rendered.params["p"] == "{{ secrets.pw }}"
+    payload = {"f": rendered.fields, "e": rendered.env, "p": rendered.params}
+    assert references(payload) == {"pw", "db_pw"}
+    assert "\x00" not in json.dumps(payload)  # no render token survives
+
+
+def test_rendering_is_deterministic(now: datetime) -> None:
+    assert render(WORKFLOW, now) == render(WORKFLOW, now)
+
+
+def test_a_reference_in_a_run_param_is_refused_not_resolved(now: datetime) -> None:
+    with pytest.raises(TemplateError, match="not written in the workflow"):
+        render(WORKFLOW, now, params={"region": "{{ secrets.other }}"})
+
+
+def test_a_reference_in_an_upstream_output_is_refused(now: datetime) -> None:
+    text = """
+name: w
+tasks:
+  up: {type: shell, command: echo}
+  t:
+    type: http
+    depends_on: [up]
+    url: "https://example.com/?q={{ tasks.up.outputs.body }}"
+    headers: {Authorization: "Bearer {{ secrets.token }}"}
+"""
+    ok = render(text, now, upstream={"up": {"body": "plain"}})
+    assert ok.fields["headers"] == {"Authorization": "Bearer {{ secrets.token }}"}
+    with pytest.raises(TemplateError, match=r"url: the rendered text holds a secret reference"):
+        render(text, now, upstream={"up": {"body": "{{ secrets.token }}"}})
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "{{ secrets.pw | upper }}",
+        "{{ secrets.pw[0:2] }}",
+        "{{ secrets.pw ~ 'x' }}",
+        "{% if secrets.pw %}x{% endif %}",
+        "{% set s = secrets %}{{ s.pw }}",
+        "{% set x %}{{ secrets.pw }}{% endset %}{{ x | lower }}",
+        "{% filter upper %}{{ secrets.pw }}{% endfilter %}",
+        "{% macro m() %}{{ secrets.pw }}{% endmacro %}{{ m() }}",
+        "{{ secrets['pw'] }}",
+        "{{ secrets }}",
+    ],
+)
+def test_validation_refuses_any_use_but_the_reference_itself(command: str, now: datetime) -> None:
+    text = f"name: w\ntasks:\n  t: {{type: shell, command: {json.dumps(command)}}}\n"
+    with pytest.raises(InvalidInput) as caught:
+        spec_of(text, now)
+    assert caught.value.problems[0].path == "tasks.t.command"
+    assert "{{ secrets.NAME }}" in caught.value.problems[0].message
+
+
+def test_references_in_loops_and_branches_are_fine(now: datetime) -> None:
+    text = (
+        "name: w\ntasks:\n  t:\n    type: shell\n"
+        '    command: "{% for i in [1, 2] %}{{ secrets.pw }}{% endfor %}'
+        '{% if params.x %}{{ secrets.pw }}{% endif %}"\n'
+    )
+    text = text.replace("name: w\n", "name: w\nparams: {x: '1'}\n")
+    assert render(text, now).fields["command"] == "{{ secrets.pw }}" * 3
+
+
+def test_a_switch_cannot_read_secrets(now: datetime) -> None:
+    text = """
+name: w
+tasks:
+  s:
+    type: switch
+    cases: [{when: "{{ secrets.flag == 'on' }}", next: [a]}]
+  a: {type: shell, depends_on: [s], command: echo}
+"""
+    with pytest.raises(InvalidInput) as caught:
+        spec_of(text, now)
+    assert caught.value.problems[0].path == "tasks.s.cases.0.when"
+
+
+def test_workflow_params_hold_values_not_references(now: datetime) -> None:
+    text = "name: w\nparams: {pw: '{{ secrets.pw }}'}\ntasks:\n  t: {type: shell, command: echo}\n"
+    with pytest.raises(InvalidInput) as caught:
+        spec_of(text, now)
+    assert caught.value.problems[0].path == "params.pw"
+
+
+# ------------------------------------------------------------------ resolution
+def test_resolve_replaces_each_reference_and_reports_the_values_used() -> None:
+    source = EnvironmentSource({"STRATOFLOW_SECRET_pw": VALUE, "STRATOFLOW_SECRET_DB_PW": "d"})
+    task = {"command": "a {{ secrets.pw }} b", "env": {"X": "{{ secrets.db_pw }}"}, "n": 3}
+    resolved, used = resolve(task, "p", source)
+    assert resolved == {"command": f"a {VALUE} b", "env": {"X": "d"}, "n": 3}
+    assert used == {"pw": VALUE, "db_pw": "d"}  # db_pw found upper-cased in the environment
+    assert task["command"] == "a {{ secrets.pw }} b"  # the input is left as it was
+
+
+def test_a_missing_secret_names_every_missing_one_and_no_value() -> None:
+    source = EnvironmentSource({"STRATOFLOW_SECRET_pw": VALUE})
+    with pytest.raises(MissingSecret) as caught:
+        resolve(["{{ secrets.pw }}", "{{ secrets.b }}", "{{ secrets.a }}"], "proj", source)
+    assert caught.value.names == ["a", "b"]
+    assert "'a', 'b'" in str(caught.value)
+    assert "proj" in str(caught.value)
+    assert VALUE not in str(caught.value)
+
+
+def test_the_environment_comes_before_the_home(tmp_path: Path) -> None:
+    store = LocalSecrets(tmp_path)
+    store.put("p", "pw", "from-file")
+    store.put("p", "only_file", "file-only")
+    chain = ChainedSource([EnvironmentSource({"STRATOFLOW_SECRET_pw": "from-env"}), store])
+    assert chain.get("p", "pw") == "from-env"
+    assert chain.get("p", "only_file") == "file-only"
+    assert chain.get("other", "only_file") is None  # the file is per project
+    assert chain.names("p") == ["only_file", "pw"]
+    assert chain.known("p") == {"pw": "from-env", "only_file": "file-only"}
+
+
+# ------------------------------------------------------------------ the home's file
+def test_the_secrets_file_is_private_and_written_whole(tmp_path: Path) -> None:
+    store = LocalSecrets(tmp_path)
+    assert store.put("p", "pw", VALUE) is True
+    assert store.put("p", "pw", VALUE + "2") is False
+    path = store.path("p")
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert json.loads(path.read_text()) == {"pw": VALUE + "2"}
+    assert [p.name for p in path.parent.iterdir()] == ["p.json"]  # no temporary file left
+    store.delete("p", "pw")
+    assert store.names("p") == []
+    with pytest.raises(NotFound, match="'pw' not found in project 'p'"):
+        store.delete("p", "pw")
+
+
+def test_a_file_others_can_read_is_refused_naming_the_fix(tmp_path: Path) -> None:
+    store = LocalSecrets(tmp_path)
+    store.put("p", "pw", VALUE)
+    os.chmod(store.path("p"), 0o644)
+    with pytest.raises(SecretUnavailable) as caught:
+        store.get("p", "pw")
+    assert "readable by others (mode 0644)" in str(caught.value)
+    assert "chmod 600" in str(caught.value)
+    assert VALUE not in str(caught.value)
+
+
+def test_a_link_in_place_of_the_file_is_refused(tmp_path: Path) -> None:
+    store = LocalSecrets(tmp_path)
+    store.put("p", "pw", VALUE)
+    target = tmp_path / "elsewhere.json"
+    target.write_text('{"pw": "planted"}')
+    target.chmod(0o600)
+    store.path("p").unlink()
+    store.path("p").symlink_to(target)
+    with pytest.raises(SecretUnavailable):
+        store.get("p", "pw")
+
+
+def test_bad_input_changes_nothing(tmp_path: Path) -> None:
+    store = LocalSecrets(tmp_path)
+    store.put("p", "pw", VALUE)
+    before = store.path("p").read_bytes()
+    for project, name, value in [
+        ("p", "bad name", "v"),
+        ("p", "pw", ""),
+        ("p", "pw", "x" * (MAX_VALUE_BYTES + 1)),
+        ("../etc", "pw", "v"),
+        ("P", "pw", "v"),
+    ]:
+        with pytest.raises(InvalidInput):
+            store.put(project, name, value)
+    assert store.path("p").read_bytes() == before
+
+
+# ------------------------------------------------------------------ masking
+def test_masker_masks_text_values_and_keys() -> None:
+    masker = Masker([VALUE, "abc", "longer-" + VALUE])
+    assert masker.text(f"x {VALUE} y longer-{VALUE}") == f"x {MASK} y {MASK}"
+    assert masker.text("abc") == "abc"  # under MIN_MASKED_CHARS: left alone
+    assert masker.value({VALUE: [VALUE, 1], "k": {"n": f"={VALUE}"}}) == {
+        MASK: [MASK, 1],
+        "k": {"n": f"={MASK}"},
+    }
+    assert not Masker([])
+
+
+def test_masker_window_never_splits_a_value_across_pages() -> None:
+    masker = Masker([VALUE])
+    log = f"line one\nprinted {VALUE} here\nand {VALUE}".encode()
+    pages: list[bytes] = []
+    offset = 0
+    for limit in (3, 5, 7, 11, 13):
+        pages.clear()
+        offset = 0
+        while offset < len(log):
+            window = log[offset : offset + limit + masker.longest - 1]
+            chunk, used = masker.window(window, min(limit, len(window)))
+            assert used > 0
+            pages.append(chunk)
+            offset += used
+        text = b"".join(pages).decode()
+        assert VALUE not in text
+        assert text == f"line one\nprinted {MASK} here\nand {MASK}"
+
+
+def test_masker_window_holds_back_what_may_be_a_value_still_being_written() -> None:
+    masker = Masker([VALUE])
+    growing = b"abc " + VALUE[:5].encode()
+    chunk, used = masker.window(growing, len(growing))
+    assert chunk == b"abc "
+    assert used == 4
+    alone = VALUE[:5].encode()  # nothing else to give: it is returned (progress is kept)
+    assert masker.window(alone, len(alone)) == (alone, len(alone))
