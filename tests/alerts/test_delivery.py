@@ -386,3 +386,25 @@ def test_two_senders_at_once_send_each_row_once(tmp_path: Path, recorder: Record
     finally:
         rt.close()
     assert (len(recorder.on("/v2/enqueue")), len(recorder.on("/slack"))) == (1, 1)
+
+
+def test_a_channel_resolves_a_secret_set_for_its_project(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    """With no resolver given, a channel's reference resolves from the project's secrets (what
+    `stratoflow secrets set` writes), the same place a task's references resolve from."""
+    rt = LocalRuntime(tmp_path / "home")
+    try:
+        rt.secrets.put("default", "hook", f"{recorder.url}/from-the-secrets-file")
+        now = rt.clock.now()
+        rt.alerts.store.put_channel(
+            validate_channel("default", "hook", "webhook", {"url": "{{ secrets.hook }}"}), now
+        )
+        rt.alerts.store.set_group("default", "oncall", ["hook"], now)
+        rt.scheduler.apply(textwrap.dedent(FLAKY % {"retries": 0}))
+        started, _ = rt.scheduler.trigger("default", "nightly")
+        rt.run_until(lambda: rt.store.get_run(started.id).state.terminal)
+        (sent,) = recorder.on("/from-the-secrets-file")
+        assert sent.body is not None
+    finally:
+        rt.close()
