@@ -131,6 +131,8 @@ class LocalRuntime:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.scheduler.recover()
+        # work dirs whose removal was pending when an earlier scheduler stopped
+        self.executor.sweep(self.store.running_tasks())
 
     def _report(
         self, run_id: str, task_id: str, attempt: int, result: AttemptResult, log_path: str
