@@ -387,9 +387,17 @@ class LocalExecutor(Dispatcher):
         if len(fresh) == 1:
             self._spawn(*fresh[0])
         else:
-            for spec, live in fresh:
-                self._spawner.submit(self._spawn, spec, live)
+            # one hand-off per spawn thread, not per attempt: each submit wakes a thread
+            for i in range(min(SPAWN_THREADS, len(fresh))):
+                self._spawner.submit(self._spawn_all, fresh[i::SPAWN_THREADS])
         return [self.log_location(spec) for spec in specs]
+
+    def _spawn_all(self, batch: list[tuple[AttemptSpec, _Live]]) -> None:
+        for spec, live in batch:
+            try:  # one attempt's unexpected error must not keep the others from starting
+                self._spawn(spec, live)
+            except Exception:
+                log.exception("starting %s/%s/%s failed", live.run_id, live.task_id, live.attempt)
 
     def _claim(self, spec: AttemptSpec) -> int | None:
         """Create the attempt's log exclusively: its fd, or None when another start holds it."""
