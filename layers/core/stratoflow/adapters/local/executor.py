@@ -8,7 +8,8 @@ stdout and stderr; the task never sees the home. It starts in a work directory o
 environment, as its project's uid or in a Landlock domain (see :mod:`.sandbox`). Its outputs
 (``$STRATOFLOW_OUTPUT``, the python runner's files) and the exit status that the wrapper's EXIT
 trap records are written there; the server reads them (never following a link the task left)
-and removes the work directory once the scheduler has recorded the result.
+and a reaper thread removes the work directory once the scheduler has recorded the result
+(what a stopped scheduler left is swept at the next start).
 
 Nothing flows through pipes to the scheduler, so a scheduler killed with SIGKILL loses
 nothing: on restart it finds the wrappers still running by their command line, watches them
