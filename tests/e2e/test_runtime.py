@@ -279,3 +279,62 @@ def test_a_second_scheduler_on_one_home_refuses_to_start(tmp_path: Path) -> None
     first.close()
     second = LocalRuntime(tmp_path / "home")  # the lock goes with its holder
     second.close()
+
+
+def wait_for(check: Any, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return bool(check())
+
+
+def test_finished_attempts_work_dirs_are_removed_and_close_leaves_none(tmp_path: Path) -> None:
+    rt = LocalRuntime(tmp_path / "home")
+    try:
+        tasks = "".join(
+            f"  t{i}: {{type: shell, command: 'echo {i} > mine.txt'}}\n" for i in range(12)
+        )
+        run_id = start(rt, f"name: many\ntasks:\n{tasks}")
+        assert finish(rt, run_id) is RunState.SUCCEEDED
+        root = rt.executor.work_root
+        # the reaper thread removes them after the loop has recorded each end
+        assert wait_for(lambda: not any(root.iterdir())), sorted(p.name for p in root.iterdir())
+        # released in the run's last turn and not reaped yet: close removes them
+        again = start(rt, f"name: many\ntasks:\n{tasks}")
+        assert finish(rt, again) is RunState.SUCCEEDED
+    finally:
+        rt.close()
+    assert not any(root.iterdir())
+    # the logs stay in the home
+    assert len(list((tmp_path / "home" / "attempts" / run_id).glob("*.log"))) == 12
+
+
+def test_work_dirs_left_by_a_stopped_scheduler_go_at_the_next_start_a_running_ones_stay(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    rt = LocalRuntime(home)
+    run_id = start(rt, "name: s\ntasks:\n  slow: {type: shell, command: 'sleep 1.5; echo ok'}\n")
+    rt.run_once(timeout=0)  # claims and starts `slow`
+    (slow,) = rt.store.get_tasks(run_id, ["slow"])
+    work = rt.executor.work_dir(run_id, "slow", slow.attempt)
+    assert wait_for(work.exists)
+    # an ended attempt whose removal was still pending when the scheduler stopped
+    left = rt.executor.work_dir(run_id, "gone", 1)
+    left.mkdir(mode=0o700)
+    (left / "gone.1.exit").write_text("0\n")
+    (left / "scratch").mkdir()
+    rt.close()  # `slow` runs on without a scheduler
+    assert work.exists()
+    assert left.exists()
+
+    rt = LocalRuntime(home)
+    try:
+        # the new scheduler removes what is left, not the dir of the attempt still running
+        assert wait_for(lambda: not left.exists())
+        assert work.exists()
+        assert finish(rt, run_id) is RunState.SUCCEEDED
+        assert "ok" in Path(rt.store.list_attempts(run_id, "slow")[0].log or "").read_text()
+        assert wait_for(lambda: not work.exists())
+    finally:
+        rt.close()

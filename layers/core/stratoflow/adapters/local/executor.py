@@ -8,7 +8,8 @@ stdout and stderr; the task never sees the home. It starts in a work directory o
 environment, as its project's uid or in a Landlock domain (see :mod:`.sandbox`). Its outputs
 (``$STRATOFLOW_OUTPUT``, the python runner's files) and the exit status that the wrapper's EXIT
 trap records are written there; the server reads them (never following a link the task left)
-and removes the work directory once the scheduler has recorded the result.
+and a reaper thread removes the work directory once the scheduler has recorded the result
+(what a stopped scheduler left is swept at the next start).
 
 Nothing flows through pipes to the scheduler, so a scheduler killed with SIGKILL loses
 nothing: on restart it finds the wrappers still running by their command line, watches them
@@ -36,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -249,6 +250,7 @@ class LocalExecutor(Dispatcher):
             else default_work_root(self.root)
         )
         self.work_root = chosen.resolve()
+        self._work_root_text = str(self.work_root)
         if self.work_root == home or home in self.work_root.parents:
             raise sandbox.IsolationError(
                 f"the work root {self.work_root} is inside the home {home}: tasks must work "
@@ -325,6 +327,10 @@ class LocalExecutor(Dispatcher):
         self._spawner = ThreadPoolExecutor(SPAWN_THREADS, thread_name_prefix="stratoflow-spawn")
         self._thread = threading.Thread(target=self._watch, name="stratoflow-executor", daemon=True)
         self._thread.start()
+        self._doomed: list[str] = []  # names of released work dirs the reaper has to remove
+        self._reap_wake = threading.Event()
+        self._reaper = threading.Thread(target=self._reap, name="stratoflow-reaper", daemon=True)
+        self._reaper.start()
 
     # ------------------------------------------------------------ layout
     def run_dir(self, run_id: str) -> Path:
@@ -387,9 +393,17 @@ class LocalExecutor(Dispatcher):
         if len(fresh) == 1:
             self._spawn(*fresh[0])
         else:
-            for spec, live in fresh:
-                self._spawner.submit(self._spawn, spec, live)
+            # one hand-off per spawn thread, not per attempt: each submit wakes a thread
+            for i in range(min(SPAWN_THREADS, len(fresh))):
+                self._spawner.submit(self._spawn_all, fresh[i::SPAWN_THREADS])
         return [self.log_location(spec) for spec in specs]
+
+    def _spawn_all(self, batch: list[tuple[AttemptSpec, _Live]]) -> None:
+        for spec, live in batch:
+            try:  # one attempt's unexpected error must not keep the others from starting
+                self._spawn(spec, live)
+            except Exception:
+                log.exception("starting %s/%s/%s failed", live.run_id, live.task_id, live.attempt)
 
     def _claim(self, spec: AttemptSpec) -> int | None:
         """Create the attempt's log exclusively: its fd, or None when another start holds it."""
@@ -587,14 +601,52 @@ class LocalExecutor(Dispatcher):
         )
 
     def release(self, run_id: str, task_id: str, attempt: int) -> None:
-        """The scheduler has recorded how this attempt ended: remove its work dir (the log
-        stays in the home), unless work dirs are kept for inspection."""
+        """The scheduler has recorded how this attempt ended: its work dir goes (the log
+        stays in the home), unless work dirs are kept for inspection. The removal is handed
+        to the reaper thread: unlinking on the loop thread held up its next turn (the file
+        system serialises it with the starts' creations). A crash before the reaper got to
+        it leaves the dir to :meth:`sweep` at the next start."""
         if self._keep:
             return
         with self._lock:
-            if (run_id, task_id, attempt) in self._by_key:
-                return  # a repeated start of it is running
-        _remove_dir(self.work_dir(run_id, task_id, attempt))
+            self._doomed.append(f"{run_id}.{task_id}.{attempt}")
+        self._reap_wake.set()
+
+    def sweep(self, running: Iterable[TaskInstance]) -> None:
+        """At start, once recovery has recorded what ended while the scheduler was down:
+        every work dir that is not a running attempt's is left from an earlier life (its
+        removal was pending when the scheduler stopped) and goes to the reaper."""
+        if self._keep:
+            return
+        keep = {f"{ti.run_id}.{ti.task_id}.{ti.attempt}" for ti in running}
+        try:
+            names = [n for n in os.listdir(self.work_root) if n not in keep]
+        except FileNotFoundError:
+            return
+        if names:
+            with self._lock:
+                self._doomed.extend(names)
+            self._reap_wake.set()
+
+    def _reap(self) -> None:
+        while True:
+            self._reap_wake.wait()
+            self._reap_wake.clear()
+            self.reap()
+            if self._closed:
+                return
+
+    def reap(self) -> None:
+        """Remove the released work dirs now (the reaper thread's work; :meth:`close`
+        calls it last)."""
+        with self._lock:
+            names, self._doomed = self._doomed, []
+            # a repeated start of the same attempt is running there: its own end releases it
+            live = {f"{r}.{t}.{a}" for r, t, a in self._by_key}
+        root = self._work_root_text
+        for name in names:
+            if name not in live:
+                _remove_dir(Path(f"{root}/{name}"))
 
     def _deliver(self, live: _Live, result: AttemptResult) -> None:
         try:
@@ -669,6 +721,9 @@ class LocalExecutor(Dispatcher):
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
         self._thread.join(timeout=5)
+        self._reap_wake.set()
+        self._reaper.join(timeout=30)
+        self.reap()  # whatever was released after the reaper's last round
         if self._landlock is not None:
             self._landlock.close()
 

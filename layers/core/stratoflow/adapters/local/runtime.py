@@ -159,6 +159,8 @@ class LocalRuntime:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.scheduler.recover()
+        # work dirs whose removal was pending when an earlier scheduler stopped
+        self.executor.sweep(self.store.running_tasks())
 
     def _alert_secret(self, project: str, name: str) -> str:
         """An alert channel's ``{{ secrets.NAME }}``, from where tasks' references resolve."""
