@@ -261,15 +261,31 @@ class Backfills:
                     logical_date=date.logical_date, run_id=date.run_id, trigger="backfill",
                     version=backfill.version,
                 )  # fmt: skip
-            elif backfill.rerun is Rerun.ALL:
-                self._rerun_all(date.run_id)
-            else:
-                s.rerun(date.run_id)
-        except Conflict as exc:  # someone else moved the run on: its end is recorded all the same
-            log.info("backfill %s: run %s not rerun: %s", backfill.id, date.run_id, exc)
+                return
+            try:
+                if backfill.rerun is Rerun.ALL:
+                    self._rerun_all(date.run_id)
+                else:
+                    s.rerun(date.run_id)
+            except Conflict as exc:  # someone else moved it on: its end is recorded the same
+                log.info("backfill %s: run %s not rerun: %s", backfill.id, date.run_id, exc)
+            self._rerun_applied(backfill.id, date.run_id)
         except StratoflowError as exc:
             log.warning("backfill %s: date %s failed: %s", backfill.id, date.logical_date, exc)
             self._date_failed(backfill.id, date.run_id, str(exc))
+
+    def _rerun_applied(self, backfill_id: str, run_id: str) -> None:
+        """Forget the rerun's mark: from now on the run's end is the rerun's (even one at the
+        very instant the run ended before it)."""
+
+        def applied(backfill: Backfill, now: datetime) -> Backfill:
+            dates = tuple(
+                d.with_(prior_end=None) if d.run_id == run_id and d.action is Action.RERUN else d
+                for d in backfill.dates
+            )
+            return backfill.with_(dates=dates)
+
+        self._change(backfill_id, applied)
 
     def _rerun_all(self, run_id: str) -> None:
         s = self.scheduler

@@ -776,3 +776,14 @@ def admin_token(home: Path | None, reset: bool) -> None:
                 identities.revoke_token(token.id)
         _, secret = identities.create_token(FIRST_ADMIN, "reset", datetime.now(UTC))
     click.echo(secret)
+
+
+# ------------------------------------------------------------------ backfill (its own module)
+def _add_backfill_commands() -> None:
+    from stratoflow.cli_backfill import backfill, backfills  # it uses what is above
+
+    main.add_command(backfill)
+    main.add_command(backfills)
+
+
+_add_backfill_commands()

@@ -45,6 +45,7 @@ from aws_lambda_powertools.event_handler.openapi.types import (
 from pydantic import AwareDatetime
 
 from stratoflow.api.access import Authenticator
+from stratoflow.api.backfills import register_backfills
 from stratoflow.api.models import (
     AppliedVersion,
     ApplyRequest,
@@ -1319,4 +1320,7 @@ def create_app(
         record("run.mark", f"run/{run_id}", project, task=task_id, state=body.state)
         return one_run(run)
 
+    register_backfills(
+        app, scheduler, allow=allow, record=record, changed=changed, responses=_responses
+    )
     return app

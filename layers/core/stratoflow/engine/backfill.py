@@ -79,8 +79,8 @@ class BackfillDate:
     state: DateState = DateState.PENDING
     lane: int | None = None
     action: Action | None = None
-    # a rerun's mark: the run's ended_at before it; while the run still ends then, the rerun
-    # has not been applied (a crash came in between) and is applied again
+    # a rerun's mark until it is applied: the run's ended_at before it; while the run still
+    # ends then, the rerun was not applied (a crash came in between) and is applied again
     prior_end: datetime | None = None
     run_state: RunState | None = None  # the run's state when the backfill last looked
     error: str | None = None
@@ -299,7 +299,12 @@ def advance_backfill(
                 stopped.add(d.lane or 0)
                 events.append(("backfill.date_finished", dates[i]))
             continue
-        if d.action is Action.RERUN and run.state.terminal and run.ended_at == d.prior_end:
+        if (
+            d.action is Action.RERUN
+            and d.prior_end is not None
+            and run.state.terminal
+            and run.ended_at == d.prior_end
+        ):
             acts.append(d)  # the rerun was decided but not applied
             continue
         if run.state.terminal:
