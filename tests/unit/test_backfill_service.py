@@ -348,5 +348,5 @@ def test_api_bad_input_is_a_4xx_naming_the_field_and_changes_nothing(
     status, reply = call(app, "POST", "/workflows/daily/backfills", body)
     assert 400 <= status < 500, reply
     assert field in json.dumps(reply)
-    assert h.backfills.list_backfills() == []
+    assert h.backfills.list_backfills("default") == []
     assert h.runs() == []

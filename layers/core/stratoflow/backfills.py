@@ -131,7 +131,7 @@ class Backfills:
         return self.store.get_backfill(backfill_id)
 
     def list_backfills(
-        self, project: str | None = None, workflow: str | None = None, limit: int = 50
+        self, project: str, workflow: str | None = None, limit: int = 50
     ) -> list[Backfill]:
         return self.store.list_backfills(project, workflow, limit)
 
@@ -186,7 +186,8 @@ class Backfills:
         if not isinstance(store, BackfillStore):
             return
         for backfill in store.active_backfills(run.project, run.workflow):
-            if any(d.run_id == run.id and d.state is DateState.RUNNING for d in backfill.dates):
+            # by run id, not by the date's state: an index's copy may be a moment behind
+            if any(d.run_id == run.id for d in backfill.dates):
                 self.advance(backfill.id)
 
     def reconcile(self) -> int:

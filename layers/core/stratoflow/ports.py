@@ -266,14 +266,15 @@ class BackfillStore(ABC):
 
     @abstractmethod
     def list_backfills(
-        self, project: str | None = None, workflow: str | None = None, limit: int = 50
+        self, project: str, workflow: str | None = None, limit: int = 50
     ) -> list[Backfill]:
-        """Newest first."""
+        """The project's (and workflow's, if given) backfills, newest first."""
 
     @abstractmethod
     def active_backfills(self, project: str, workflow: str) -> list[Backfill]:
         """The workflow's backfills that are running or paused (whose lanes a run's end may
-        move on)."""
+        move on). May be a moment behind (an index): the dates' run ids are what callers
+        match, and those never change."""
 
     @abstractmethod
     def all_active_backfills(self) -> list[Backfill]:

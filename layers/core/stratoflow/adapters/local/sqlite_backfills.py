@@ -64,19 +64,19 @@ class SqliteBackfills(BackfillStore):
         return cursor.rowcount == 1
 
     def list_backfills(
-        self, project: str | None = None, workflow: str | None = None, limit: int = 50
+        self, project: str, workflow: str | None = None, limit: int = 50
     ) -> list[Backfill]:
-        where, args = [], []
-        if project is not None:
-            where.append("project=?")
-            args.append(project)
-        if workflow is not None:
-            where.append("workflow=?")
-            args.append(workflow)
-        sql = "SELECT document FROM backfills"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        rows = self._x(sql + " ORDER BY rowid DESC LIMIT ?", (*args, limit)).fetchall()
+        if workflow is None:
+            rows = self._x(
+                "SELECT document FROM backfills WHERE project=? ORDER BY rowid DESC LIMIT ?",
+                (project, limit),
+            ).fetchall()
+        else:
+            rows = self._x(
+                "SELECT document FROM backfills WHERE project=? AND workflow=? "
+                "ORDER BY rowid DESC LIMIT ?",
+                (project, workflow, limit),
+            ).fetchall()
         return [_backfill(r) for r in rows]
 
     def active_backfills(self, project: str, workflow: str) -> list[Backfill]:
