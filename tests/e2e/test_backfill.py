@@ -152,18 +152,20 @@ def test_pause_resume_and_cancel_with_real_processes(
 
 
 def test_a_crash_between_a_run_end_and_the_next_start_recovers(
-    tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, shared_dir: Path
 ) -> None:
     home = tmp_path / "home"
     rt = LocalRuntime(home)
     rt.scheduler.apply(workflow(shared_dir / "spans", sleep="0"))
-    # the process dies right after the first run's end was committed: its lane never heard
-    monkeypatch.setattr(Backfills, "run_ended", lambda self, run: None)
-    bf = rt.scheduler.backfills.create("default", "bf_e2e", start="2026-01-01", end="2026-01-03")
-    until(rt, lambda: rt.store.get_run(bf.dates[0].run_id).state.terminal)
-    assert states(rt.store.get_backfill(bf.id)) == ["running", "pending", "pending"]
-    rt.close()
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as died:
+        # the process dies right after the first run's end was committed: its lane never heard
+        died.setattr(Backfills, "run_ended", lambda self, run: None)
+        bf = rt.scheduler.backfills.create(
+            "default", "bf_e2e", start="2026-01-01", end="2026-01-03"
+        )
+        until(rt, lambda: rt.store.get_run(bf.dates[0].run_id).state.terminal)
+        assert states(rt.store.get_backfill(bf.id)) == ["running", "pending", "pending"]
+        rt.close()
     # started again, it finds the lane where it stopped and goes on
     rt = LocalRuntime(home)
     try:

@@ -54,19 +54,13 @@ def backfill_id(project: str, name: str, now: datetime) -> str:
     return f"{project}.backfill-{name}-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
 
 
-def backfill_event(backfill: Backfill, date: BackfillDate | None = None) -> dict[str, Any]:
-    detail: dict[str, Any] = {
+def backfill_event(backfill: Backfill) -> dict[str, Any]:
+    """What a backfill's lifecycle event says (the AWS bus publishes it from an allow-list)."""
+    return {
         "backfill_id": backfill.id, "project": backfill.project,
         "workflow": backfill.workflow, "state": backfill.state.value,
         "dates": backfill.counts(),
     }  # fmt: skip
-    if date is not None:
-        detail.update(
-            logical_date=date.logical_date.isoformat(),
-            run_id=date.run_id,
-            date_state=date.state.value,
-        )
-    return detail
 
 
 class Backfills:
@@ -216,20 +210,18 @@ class Backfills:
                     after = after.with_(revision=current.revision + 1)
                     if not store.put_backfill(after, current.revision):
                         continue  # another writer moved it: decide again from its state
-                for kind, date in events:
-                    self._emit(kind, after, date)
+                for kind in events:
+                    self._emit(kind, after)
                 for date in acts:
                     self._act(after, date)
                 return after
             raise Conflict(f"backfill {backfill_id} keeps changing; the reconciler goes on")
 
-    def _decide(
-        self, backfill: Backfill
-    ) -> tuple[Backfill, list[BackfillDate], list[tuple[str, BackfillDate | None]]]:
+    def _decide(self, backfill: Backfill) -> tuple[Backfill, list[BackfillDate], list[str]]:
         now = self.scheduler.clock.now()
         known: dict[str, Run | None] = {}
         acts: dict[str, BackfillDate] = {}
-        events: list[tuple[str, BackfillDate | None]] = []
+        events: list[str] = []
         current = backfill
         while True:
             need = [r for r in wanted_runs(current, LOOKAHEAD) if r not in known]
@@ -313,6 +305,6 @@ class Backfills:
         self._change(backfill_id, fail)
         self.advance(backfill_id)  # the backfill may end here
 
-    def _emit(self, kind: str, backfill: Backfill, date: BackfillDate | None = None) -> None:
+    def _emit(self, kind: str, backfill: Backfill) -> None:
         s = self.scheduler
-        s._act(partial(s.events.emit, kind, backfill_event(backfill, date)))
+        s._act(partial(s.events.emit, kind, backfill_event(backfill)))

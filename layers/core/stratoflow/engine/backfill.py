@@ -126,7 +126,7 @@ class BackfillTurn:
 
     backfill: Backfill
     acts: tuple[BackfillDate, ...] = ()
-    events: tuple[tuple[str, BackfillDate | None], ...] = ()
+    events: tuple[str, ...] = ()  # backfill.succeeded | backfill.failed
     lookup: tuple[str, ...] = ()
     changed: bool = False
 
@@ -143,21 +143,28 @@ def parse_moment(text: str, field_name: str, zone: ZoneInfo, *, end: bool = Fals
     try:
         if len(value) == 10:
             day = date.fromisoformat(value)
-            start = datetime.combine(day, time(0), tzinfo=zone)
-            if not end:
-                return start.astimezone(UTC)
-            nxt = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
-            return nxt.astimezone(UTC) - timedelta(microseconds=1)
-        moment = datetime.fromisoformat(value)
+            if end:
+                nxt = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
+                moment = nxt.astimezone(UTC) - timedelta(microseconds=1)
+            else:
+                moment = datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+        else:
+            moment = datetime.fromisoformat(value)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=zone)
+            moment = moment.astimezone(UTC)
     except (ValueError, OverflowError):
         raise InvalidInput(
-            [Problem(field_name, f"{text!r} is not a date (YYYY-MM-DD) or ISO-8601 date-time")]
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
-    if not datetime(1900, 1, 2, tzinfo=UTC) <= moment <= datetime(9999, 12, 29, tzinfo=UTC):
+            [Problem(field_name, f"{text!r} is not a date (YYYY-MM-DD) or ISO-8601 date-time "
+                                 "between 1900 and 9999")]
+        ) from None  # fmt: skip
+    if not _EARLIEST <= moment <= _LATEST:
         raise InvalidInput([Problem(field_name, "must be between 1900-01-02 and 9999-12-29")])
-    return moment.astimezone(UTC)
+    return moment
+
+
+_EARLIEST = datetime(1900, 1, 2, tzinfo=UTC)
+_LATEST = datetime(9999, 12, 29, tzinfo=UTC)
 
 
 def backfill_dates(
@@ -284,7 +291,7 @@ def advance_backfill(
     dates = list(backfill.dates)
     stopped = set(backfill.stopped_lanes)
     acts: list[BackfillDate] = []
-    events: list[tuple[str, BackfillDate | None]] = []
+    events: list[str] = []
     for i, d in enumerate(dates):
         if d.state is not DateState.RUNNING:
             continue
@@ -297,7 +304,6 @@ def advance_backfill(
             else:
                 dates[i] = d.with_(state=DateState.FAILED, error="its run no longer exists")
                 stopped.add(d.lane or 0)
-                events.append(("backfill.date_finished", dates[i]))
             continue
         if (
             d.action is Action.RERUN
@@ -316,7 +322,6 @@ def advance_backfill(
             )
             if not ok:
                 stopped.add(d.lane or 0)
-            events.append(("backfill.date_finished", dates[i]))
         elif d.run_state is not run.state:
             dates[i] = d.with_(run_state=run.state)
     lookup: list[str] = []
@@ -344,12 +349,11 @@ def advance_backfill(
             )  # fmt: skip
             if action is not Action.ADOPT:
                 acts.append(dates[i])
-            events.append(("backfill.date_started", dates[i]))
     after = backfill.with_(dates=tuple(dates), stopped_lanes=frozenset(stopped))
     if not lookup:
         after = _maybe_end(after, now)
         if after.state.terminal:
-            events.append((f"backfill.{after.state.value}", None))
+            events.append(f"backfill.{after.state.value}")
     changed = after != backfill
     if changed:
         after = after.with_(updated_at=now)
