@@ -778,6 +778,12 @@ def admin_token(home: Path | None, reset: bool) -> None:
     click.echo(secret)
 
 
+# ------------------------------------------------------------------ import (cli_import.py)
+from stratoflow.cli_import import import_command  # noqa: E402 - registered after main exists
+
+main.add_command(import_command)
+
+
 # ------------------------------------------------------------------ backfill (its own module)
 def _add_backfill_commands() -> None:
     from stratoflow.cli_backfill import backfill, backfills  # it uses what is above

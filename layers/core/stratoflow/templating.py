@@ -557,6 +557,91 @@ def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str
     return generate_lorem_ipsum(n, html, min, max)
 
 
+# ---------------------------------------------------------------- date arithmetic
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*")
+_SHIFT_ANCHORS = ("month_start", "month_end", "week_start", "week_end")
+_MAX_SHIFT_DAYS = 366 * 200  # two centuries either way, in any unit
+_MAX_DATE_FORMAT = 64
+
+
+def _shift_amount(value: Any, name: str, limit: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TemplateError(f"shift_date: {name} must be a whole number, not {value!r}")
+    if abs(value) > limit:
+        raise TemplateError(f"shift_date: {name}={value} is out of range (at most {limit:,})")
+    return value
+
+
+def shift_date(
+    value: Any,
+    fmt: str = "%Y-%m-%d",
+    tz: str = "UTC",
+    months: int = 0,
+    to: str | None = None,
+    days: int = 0,
+    minutes: int = 0,
+) -> str:
+    """A date-time (an ISO-8601 text such as ``logical_date``, or a datetime) read on the wall
+    clock of ``tz``, shifted, and formatted with ``fmt`` (strftime codes).
+
+    In this order: ``months`` calendar months (the day clamped to the month's last), then
+    ``to`` an anchor (``month_start``, ``month_end``, ``week_start`` = Monday, ``week_end`` =
+    Sunday), then ``days`` calendar days (the same wall-clock time, whatever a daylight-saving
+    change in between), then ``minutes`` of elapsed time. ``{{ logical_date |
+    shift_date('%Y%m%d', 'Asia/Shanghai', days=-1) }}`` is the day before the run's date there.
+    """
+    import calendar
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise TemplateError(f"shift_date: {_quoted(value)} is not an ISO-8601 date") from None
+    elif isinstance(value, datetime):
+        moment = value
+    else:
+        raise TemplateError(f"shift_date needs a date-time text, not {type(value).__name__}")
+    if not isinstance(fmt, str) or len(fmt) > _MAX_DATE_FORMAT:
+        raise TemplateError(f"shift_date: the format must be text of at most {_MAX_DATE_FORMAT}")
+    if not isinstance(tz, str) or ".." in tz or not _ZONE_NAME.fullmatch(tz):
+        raise TemplateError(f"shift_date: {tz!r} is not a time zone name")
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise TemplateError(f"shift_date: unknown time zone {tz!r}") from None
+    months = _shift_amount(months, "months", _MAX_SHIFT_DAYS // 28)
+    days = _shift_amount(days, "days", _MAX_SHIFT_DAYS)
+    minutes = _shift_amount(minutes, "minutes", _MAX_SHIFT_DAYS * 1440)
+    if to is not None and to not in _SHIFT_ANCHORS:
+        raise TemplateError(f"shift_date: to={to!r} is not one of {', '.join(_SHIFT_ANCHORS)}")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    wall = moment.astimezone(zone).replace(tzinfo=None)
+    try:
+        if months:
+            index = wall.year * 12 + wall.month - 1 + months
+            year, month = divmod(index, 12)
+            last = calendar.monthrange(year, month + 1)[1]
+            wall = wall.replace(year=year, month=month + 1, day=min(wall.day, last))
+        if to == "month_start":
+            wall = wall.replace(day=1)
+        elif to == "month_end":
+            wall = wall.replace(day=calendar.monthrange(wall.year, wall.month)[1])
+        elif to == "week_start":
+            wall -= timedelta(days=wall.weekday())
+        elif to == "week_end":
+            wall += timedelta(days=6 - wall.weekday())
+        wall += timedelta(days=days)
+        # back to an instant (a wall time in a spring-forward gap moves past it), and elapsed
+        # minutes added in UTC: aware arithmetic in one zone would add wall-clock minutes
+        instant = wall.replace(tzinfo=zone).astimezone(UTC) + timedelta(minutes=minutes)
+        return instant.astimezone(zone).strftime(fmt)
+    except (ValueError, OverflowError) as exc:
+        raise TemplateError(f"shift_date: the shifted date is out of range ({exc})") from None
+
+
 # ---------------------------------------------------------------- the environment
 class _CodeGenerator(CodeGenerator):
     """Routes what the sandbox has no hook for through the environment's checks: ``~``,
@@ -596,6 +681,7 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         super().__init__(finalize=self._finalize, **options)
         self.globals["range"] = _range
         self.globals["lipsum"] = _lipsum
+        self.filters["shift_date"] = shift_date
         self.filters = {name: _bounded_filter(name, f) for name, f in self.filters.items()}
 
     # what compiled templates call (see _CodeGenerator)

@@ -1,0 +1,225 @@
+"""``stratoflow import``: other schedulers' workflows as format-v1 YAML, with a report of
+everything that did not map. Pure: reads the files it is given, writes nothing.
+
+Formats: DolphinScheduler export JSON (1.x ``processDefinitionJson``; 3.0-3.2
+``processDefinition`` / ``processTaskRelationList``; 3.3 ``workflowDefinition`` /
+``workflowTaskRelationList``), pydolphinscheduler YAML, and dag-factory YAML.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from stratoflow.errors import InvalidInput, Problem
+from stratoflow.importers._build import Unmapped
+from stratoflow.importers._cron import airflow_schedule, quartz_to_schedule
+from stratoflow.importers._dagfactory import GROUP_SEPARATOR, is_dag_factory, read_dag_factory
+from stratoflow.importers._dolphinscheduler import convert, is_export, read_export
+from stratoflow.importers._pydolphin import is_pydolphin, read_pydolphin
+from stratoflow.importers._report import FileImport, ImportedWorkflow, Note, Notes
+from stratoflow.model import MAX_DOCUMENT_BYTES, MAX_TASKS, parse_workflow
+from stratoflow.model._loader import load_yaml
+
+Source = Literal["dolphinscheduler", "dag-factory"]
+
+__all__ = [
+    "GROUP_SEPARATOR",
+    "FileImport",
+    "ImportedWorkflow",
+    "Note",
+    "Source",
+    "Unmapped",
+    "airflow_schedule",
+    "distinct_names",
+    "import_file",
+    "quartz_to_schedule",
+    "to_yaml",
+]
+
+
+def _bad(file: Path, message: str) -> InvalidInput:
+    return InvalidInput([Problem("file", message)], source=str(file))
+
+
+def _read(path: Path) -> Any:
+    try:
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_DOCUMENT_BYTES + 1)
+    except OSError as exc:
+        raise _bad(path, f"cannot read it: {exc.strerror}") from None
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise _bad(path, f"over {MAX_DOCUMENT_BYTES:,} bytes")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _bad(path, f"not UTF-8 (byte {exc.start})") from None
+    if path.suffix.lower() != ".json":
+        # Stratoflow's own YAML loader: bounded in size, depth, nodes and aliases
+        return load_yaml(text, source=str(path))[0]
+    try:
+        return json.loads(text)
+    except ValueError as exc:  # json.JSONDecodeError
+        raise _bad(path, f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _bad(path, "JSON nested too deeply") from None
+
+
+def import_file(
+    path: str | Path, source: Source | None = None, unmapped: Unmapped = "placeholder"
+) -> FileImport:
+    """Convert one file. Raises :class:`InvalidInput` when it cannot be read or is none of
+    the formats (``source`` narrows the guess)."""
+    file = Path(path)
+    data = _read(file)
+    try:
+        return _convert(file, data, source, unmapped)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        # a shape no version of the formats writes (a list where a mapping belongs, ...)
+        raise _bad(file, f"cannot be converted: {type(exc).__name__}: {exc}") from None
+
+
+def _convert(file: Path, data: Any, source: Source | None, unmapped: Unmapped) -> FileImport:
+    workflows: list[ImportedWorkflow]
+    if source in (None, "dolphinscheduler") and is_export(data):
+        fmt = "dolphinscheduler-export"
+        flows = read_export(data[: MAX_WORKFLOWS + 1] if isinstance(data, list) else data)
+        _bounded(file, len(flows), max((len(f.tasks) for f in flows), default=0))
+        workflows = [convert(flow, unmapped) for flow in flows]
+    elif source in (None, "dolphinscheduler") and is_pydolphin(data):
+        fmt = "pydolphinscheduler-yaml"
+        reading = Notes()
+        flow = read_pydolphin(data, file, reading)
+        _bounded(file, 1, len(flow.tasks))
+        converted = convert(flow, unmapped)
+        notes = tuple(
+            Note(n.severity, n.message, converted.name, n.task, n.field) for n in reading.items
+        )
+        workflows = [
+            ImportedWorkflow(
+                converted.name, converted.source_name, converted.document, notes + converted.notes
+            )
+        ]
+    elif source in (None, "dag-factory") and is_dag_factory(data):
+        fmt = "dag-factory"
+        _bounded(
+            file,
+            len(data),
+            max(
+                (len(v.get("tasks") or []) for v in data.values() if isinstance(v, dict)), default=0
+            ),
+        )
+        workflows = read_dag_factory(data, file, unmapped)
+    else:
+        expected = {
+            None: "a DolphinScheduler export, pydolphinscheduler YAML or dag-factory YAML",
+            "dolphinscheduler": "a DolphinScheduler export or pydolphinscheduler YAML",
+            "dag-factory": "dag-factory YAML (DAG ids mapping to configurations with tasks)",
+        }[source]
+        raise _bad(file, f"no workflow found: expected {expected}")
+    return FileImport(str(file), fmt, tuple(_validated(w) for w in workflows))
+
+
+MAX_WORKFLOWS = 1_000
+"""The most workflows one file may hold."""
+
+
+def _bounded(file: Path, workflows: int, tasks: int) -> None:
+    if workflows > MAX_WORKFLOWS:
+        raise _bad(file, f"more than {MAX_WORKFLOWS:,} workflows in one file")
+    if tasks > MAX_TASKS:
+        raise _bad(file, f"a workflow with {tasks:,} tasks; at most {MAX_TASKS:,}")
+
+
+def _validated(workflow: ImportedWorkflow) -> ImportedWorkflow:
+    """Check the document with Stratoflow's own loader; one it refuses is not written."""
+    if workflow.document is None:
+        note = Note(
+            "unmapped", "no task could be written: the workflow is not written", workflow.name
+        )
+        return ImportedWorkflow(workflow.name, workflow.source_name, None, (*workflow.notes, note))
+    document, notes = workflow.document, workflow.notes
+    try:
+        parse_workflow(document, now=datetime.now(UTC))
+    except InvalidInput as exc:
+        if "schedule" in document and all(p.path.startswith("schedule") for p in exc.problems):
+            document = {k: v for k, v in document.items() if k != "schedule"}
+            note = Note("unmapped", f"schedule left out: {exc}", workflow.name, field="schedule")
+            return _validated(
+                ImportedWorkflow(workflow.name, workflow.source_name, document, (*notes, note))
+            )
+        note = Note(
+            "unmapped",
+            f"the converted workflow does not validate, so it is not written: {exc}",
+            workflow.name,
+        )
+        return ImportedWorkflow(workflow.name, workflow.source_name, None, (*workflow.notes, note))
+    return workflow
+
+
+def distinct_names(results: list[FileImport]) -> list[FileImport]:
+    """The same results, a workflow whose (project, name) an earlier one has renamed
+    ``name_2``, ``name_3``... (two files defining one name would otherwise be two versions of
+    one workflow), with a note saying so."""
+    taken: set[tuple[str, str]] = set()
+    out = []
+    for result in results:
+        workflows = []
+        for workflow in result.workflows:
+            document = workflow.document
+            if document is None:
+                workflows.append(workflow)
+                continue
+            project = str(document.get("project", "default"))
+            name, n = workflow.name, 1
+            while (project, name) in taken:
+                n += 1
+                name = f"{workflow.name[:120]}_{n}"
+            taken.add((project, name))
+            if name != workflow.name:
+                note = Note(
+                    "changed",
+                    f"another file of this import defines {workflow.name!r} too: named {name!r}",
+                    name,
+                )
+                renamed = ImportedWorkflow(
+                    name, workflow.source_name, {**document, "name": name}, (*workflow.notes, note)
+                )
+                workflows.append(renamed)
+                continue
+            workflows.append(workflow)
+        out.append(FileImport(result.path, result.source_format, tuple(workflows), result.notes))
+    return out
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = (
+        "|"
+        if "\n" in value
+        and all(c.isprintable() or c == "\n" for c in value)
+        and not value.endswith(" ")
+        else None
+    )
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _text)
+
+
+def to_yaml(workflow: ImportedWorkflow, source: str) -> str:
+    """The workflow file's text, headed by where it came from."""
+    assert workflow.document is not None
+    head = f"# Imported by `stratoflow import` from {source} ({workflow.source_name!r}).\n"
+    if any(n.severity == "unmapped" for n in workflow.notes):
+        head += "# Not everything mapped: read the import report beside this file.\n"
+    return head + yaml.dump(
+        workflow.document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
+    )

@@ -1,0 +1,500 @@
+"""dag-factory YAML (Airflow 2 and Airflow 3 forms) as format-v1 workflows.
+
+A file maps DAG ids to DAG configurations; its ``default`` block, and a ``defaults.yml`` (or
+``defaults.yaml``) beside it, give values every DAG inherits (the DAG's own win, then the
+file's ``default``, then ``defaults.yml``; ``default_args`` are merged key by key).
+
+Task groups are flattened: a task in group ``g`` (itself in ``parent``) is named
+``parent__g__task``. A group's ``dependencies`` become dependencies of the group's first tasks
+(those with no upstream inside the group); a dependency *on* a group means its last tasks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from stratoflow.errors import InvalidInput
+from stratoflow.importers._build import Unmapped, unmapped_task
+from stratoflow.importers._cron import airflow_schedule, interval_before
+from stratoflow.importers._dolphinscheduler import number
+from stratoflow.importers._names import param_ref, task_id, unique, workflow_name
+from stratoflow.importers._report import ImportedWorkflow, Notes
+from stratoflow.importers._timeexpr import AirflowDates, rewrite_airflow
+from stratoflow.model import TriggerRule
+from stratoflow.model._loader import load_yaml
+
+GROUP_SEPARATOR = "__"
+MAX_SECONDS = 365 * 86400  # the longest duration the format takes
+_DAG_ONLY = {"tasks", "task_groups", "default_args"}
+_REPORTED_DAG_KEYS = {
+    "tags": "tags", "owner": "owner", "doc_md": "documentation", "dagrun_timeout": "run timeout",
+    "on_failure_callback": "callback", "on_success_callback": "callback",
+    "sla_miss_callback": "callback", "user_defined_macros": "macros",
+    "user_defined_filters": "filters", "access_control": "access control",
+    "is_paused_upon_creation": "paused on creation", "max_consecutive_failed_dag_runs": "limit",
+}  # fmt: skip
+_QUIET_DAG_KEYS = {"render_template_as_native_obj", "timezone", "dag_id"}
+
+
+def is_dag_factory(data: Any) -> bool:
+    return isinstance(data, dict) and any(
+        isinstance(v, dict) and "tasks" in v for k, v in data.items() if k != "default"
+    )
+
+
+def _merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
+    """dag-factory's precedence: ``high`` wins; ``default_args`` merge key by key, and tasks
+    merge by task id (a DAG may override one field of a task its ``default`` block defines)."""
+    out = dict(low)
+    for key, value in high.items():
+        if key == "default_args" and isinstance(out.get(key), dict) and isinstance(value, dict):
+            out[key] = {**out[key], **value}
+        elif key == "tasks" and key in out:
+            tasks = {str(t.get("task_id")): dict(t) for t in _task_list(out[key])}
+            for task in _task_list(value):
+                name = str(task.get("task_id"))
+                tasks[name] = {**tasks.get(name, {}), **task}
+            out[key] = list(tasks.values())
+        else:
+            out[key] = value
+    return out
+
+
+def defaults_beside(path: Path) -> dict[str, Any]:
+    for name in ("defaults.yml", "defaults.yaml"):
+        candidate = path.parent / name
+        if candidate.is_file() and candidate.resolve() != path.resolve():
+            try:
+                data = load_yaml(candidate.read_text(encoding="utf-8")[: 1 << 20])[0]
+            except (OSError, UnicodeDecodeError, InvalidInput):
+                return {}
+            return data if isinstance(data, dict) else {}
+    return {}
+
+
+def read_dag_factory(data: dict[str, Any], path: Path, mode: Unmapped) -> list[ImportedWorkflow]:
+    base = _merge(defaults_beside(path), data.get("default") or {})
+    out = []
+    taken: set[str] = set()
+    for dag_id, config in data.items():
+        if dag_id == "default" or not isinstance(config, dict) or "tasks" not in config:
+            continue
+        out.append(_dag(str(dag_id), _merge(base, config), mode, taken))
+    return out
+
+
+def _airflow2(config: dict[str, Any]) -> bool:
+    if "schedule_interval" in config:
+        return True
+    operators = [str(t.get("operator", "")) for t in _task_list(config.get("tasks"))]
+    return any(o.startswith(("airflow.operators.", "airflow.sensors.")) for o in operators)
+
+
+def _task_list(tasks: Any) -> list[dict[str, Any]]:
+    if isinstance(tasks, dict):
+        return [
+            {"task_id": k, **(v or {})}
+            for k, v in tasks.items()
+            if isinstance(v, dict) or v is None
+        ]
+    return [t for t in tasks or [] if isinstance(t, dict)]
+
+
+def _groups(groups: Any) -> dict[str, dict[str, Any]]:
+    if isinstance(groups, dict):
+        return {str(k): dict(v or {}) for k, v in groups.items()}
+    return {
+        str(g["group_name"]): g for g in groups or [] if isinstance(g, dict) and "group_name" in g
+    }
+
+
+def _seconds(value: Any) -> int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return int(value) if 0 <= value <= MAX_SECONDS else None
+    if isinstance(value, dict) and str(value.get("__type__", "")).endswith("timedelta"):
+        units = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
+        total = sum(number(value.get(k, 0)) * v for k, v in units.items())
+        return int(total) if 0 <= total <= MAX_SECONDS else None
+    return None
+
+
+def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -> ImportedWorkflow:
+    name = unique(workflow_name(dag_id), taken)
+    notes = Notes(workflow=name)
+    if name != dag_id:
+        notes.changed(f"DAG {dag_id!r} is named {name!r} (Stratoflow names: a-z 0-9 _ -)")
+    doc: dict[str, Any] = {"name": name}
+    args = dict(config.get("default_args") or {})
+    if config.get("description"):
+        doc["description"] = str(config["description"])
+    airflow2 = _airflow2(config)
+    tz = str(config.get("timezone") or "UTC")
+    schedule_value = config.get("timetable") or config.get(
+        "schedule", config.get("schedule_interval", args.get("schedule"))
+    )
+    if isinstance(schedule_value, dict) and schedule_value.get("timezone"):
+        tz = str(schedule_value["timezone"])
+    converted = airflow_schedule(schedule_value)
+    dates = AirflowDates(tz="UTC")
+    if converted.problem:
+        notes.unmapped(f"schedule: {converted.problem}", field="schedule")
+    if converted.remark:
+        notes.changed(converted.remark, field="schedule")
+    if converted.cron:
+        schedule: dict[str, Any] = {"cron": converted.cron, "timezone": tz}
+        start = config.get("start_date", args.get("start_date"))
+        end = config.get("end_date", args.get("end_date"))
+        for key, value in (("start", start), ("end", end)):
+            if value is None:
+                continue
+            text = str(value).replace(" ", "T", 1)
+            if text[:4].isdigit():
+                schedule[key] = text if "T" in text else text + "T00:00:00"
+            else:
+                notes.unmapped(
+                    f"{key}_date {text!r} (relative) has no equivalent", field="schedule"
+                )
+        if "catchup" in config:
+            schedule["catchup"] = bool(config["catchup"])
+        elif airflow2:  # Airflow 2's catchup_by_default is True (Airflow 3's is False)
+            schedule["catchup"] = True
+            notes.changed("catchup: true, Airflow 2's default", field="schedule")
+        doc["schedule"] = schedule
+        shift = interval_before(converted.cron) if airflow2 else None
+        if airflow2:
+            if shift:
+                dates = AirflowDates(tz="UTC", days=shift[0], minutes=shift[1])
+                notes.changed("Airflow 2 dates: ds and the other date macros read the start of "
+                              "the interval before the fire time, as Airflow 2 does", field="schedule")  # fmt: skip
+            else:
+                notes.unmapped("Airflow 2 data intervals: this schedule's interval is not a fixed "
+                               "length; date macros read the fire time", field="schedule")  # fmt: skip
+    for key in ("max_active_runs",):
+        if isinstance(config.get(key), int) and config[key] > 0:
+            doc[key] = config[key]
+    for key in ("max_active_tasks", "concurrency"):
+        if isinstance(config.get(key), int) and config[key] > 0:
+            doc["concurrency"] = config[key]
+    params = _params(config.get("params"))
+    for key, what in _REPORTED_DAG_KEYS.items():
+        if config.get(key):
+            notes.unmapped(f"{key} ({what}) has no equivalent", field=key)
+    defaults = _retry_settings(args, notes, None)
+    if defaults:
+        doc["defaults"] = defaults
+    for key in ("pool", "priority_weight", "email", "email_on_failure", "email_on_retry",
+                "depends_on_past", "sla", "on_failure_callback", "queue"):  # fmt: skip
+        if args.get(key):
+            notes.unmapped(
+                f"default_args.{key} is not in this version", field=f"default_args.{key}"
+            )
+
+    groups = _groups(config.get("task_groups"))
+    raw_tasks = _task_list(config.get("tasks"))
+
+    def group_path(group: str | None) -> list[str]:
+        path: list[str] = []
+        while group and group in groups and group not in path:
+            path.insert(0, group)
+            group = groups[group].get("parent_group_name")
+        return path
+
+    ids: dict[str, str] = {}
+    members: dict[str, list[str]] = {g: [] for g in groups}
+    task_taken: set[str] = set()
+    for raw in raw_tasks:
+        original = str(raw.get("task_id"))
+        path = group_path(raw.get("task_group_name"))
+        ids[original] = unique(task_id(GROUP_SEPARATOR.join([*path, original])), task_taken)
+        for g in path:
+            members[g].append(ids[original])
+
+    tasks: dict[str, dict[str, Any]] = {}
+    deferred: list[tuple[str, str, str, dict[str, Any]]] = []
+    for raw in raw_tasks:
+        tid = ids[str(raw.get("task_id"))]
+        group_args: dict[str, Any] = {}
+        for g in group_path(raw.get("task_group_name")):
+            group_args.update(groups[g].get("default_args") or {})
+        merged = {**args, **group_args, **raw}
+        body, reason = _operator(merged, tid, notes, dates, params)
+        deps: list[str] = []
+        for dep in raw.get("dependencies") or []:
+            deps += _resolve(str(dep), ids, members)
+        if deps:
+            body["depends_on"] = list(dict.fromkeys(deps))
+        body.update(_retry_settings(raw, notes, tid))
+        if raw.get("trigger_rule"):
+            rule = str(raw["trigger_rule"])
+            if rule in {r.value for r in TriggerRule}:
+                body["trigger_rule"] = rule
+            else:
+                notes.unmapped(f"trigger rule {rule!r} has no equivalent: all_success", task=tid)
+        for key in ("pool", "priority_weight", "depends_on_past", "sla", "outlets", "inlets",
+                    "on_failure_callback", "on_success_callback", "queue"):  # fmt: skip
+            if raw.get(key):
+                notes.unmapped(f"{key} is not in this version", task=tid)
+        tasks[tid] = body
+        if reason:
+            deferred.append((tid, str(raw.get("operator")), reason, raw))
+    for group, conf in groups.items():
+        deps = [
+            d for dep in conf.get("dependencies") or [] for d in _resolve(str(dep), ids, members)
+        ]
+        inside = set(members[group])
+        for member in members[group]:
+            if not any(d in inside for d in tasks[member].get("depends_on", [])):
+                merged = tasks[member].get("depends_on", []) + [d for d in deps if d not in inside]
+                if merged:
+                    tasks[member]["depends_on"] = list(dict.fromkeys(merged))
+        for key in ("group_name", "tooltip", "prefix_group_id", "ui_color", "ui_fgcolor",
+                    "parent_group_name", "dependencies", "default_args"):  # fmt: skip
+            conf.pop(key, None)
+        if conf:
+            notes.unmapped(f"task group {group!r}: {', '.join(map(str, conf))} not mapped")
+    for tid, operator, reason, raw in deferred:
+        unmapped_task(tasks, tid, operator.rsplit(".", 1)[-1], tid, reason, raw, mode, notes)
+    if params:
+        doc["params"] = params
+    doc["tasks"] = tasks
+    return ImportedWorkflow(name, dag_id, doc if tasks else None, tuple(notes.items))
+
+
+def _resolve(name: str, ids: dict[str, str], members: dict[str, list[str]]) -> list[str]:
+    """A dependency name: a task's id, or every task of a group (with all_success the same as
+    its last tasks: they succeed only after the rest did)."""
+    if name in ids:
+        return [ids[name]]
+    return list(members.get(name, []))
+
+
+def _params(value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, written in (value or {}).items() if isinstance(value, dict) else []:
+        raw = written["default"] if isinstance(written, dict) and "default" in written else written
+        out[str(key)] = (
+            raw if isinstance(raw, (str, int, float, bool)) else json.dumps(raw, default=str)
+        )
+    return out
+
+
+def _retry_settings(conf: dict[str, Any], notes: Notes, tid: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(conf.get("retries"), int) and conf["retries"] >= 0:
+        out["retries"] = min(conf["retries"], 100)
+    delay = _seconds(conf.get("retry_delay_sec", conf.get("retry_delay")))
+    if delay is not None and delay >= 0:
+        out["retry_delay"] = f"{delay}s"
+    if conf.get("retry_exponential_backoff"):
+        out["retry_backoff"] = 2.0
+    most = _seconds(conf.get("max_retry_delay_sec", conf.get("max_retry_delay")))
+    if most:
+        out["max_retry_delay"] = f"{most}s"
+    timeout = _seconds(conf.get("execution_timeout_secs", conf.get("execution_timeout")))
+    if timeout:
+        out["timeout"] = f"{timeout}s"
+    return out
+
+
+_COMMON_KEYS = {
+    "task_id", "operator", "decorator", "dependencies", "task_group_name", "trigger_rule",
+    "retries", "retry_delay", "retry_delay_sec", "retry_exponential_backoff", "max_retry_delay",
+    "max_retry_delay_sec", "execution_timeout", "execution_timeout_secs", "doc_md", "doc",
+    "pool", "priority_weight", "depends_on_past", "sla", "outlets", "inlets", "queue",
+    "on_failure_callback", "on_success_callback", "params",
+}  # fmt: skip
+# default_args keys a task inherits (reported once, at the DAG, where they are set)
+_DEFAULT_ARG_KEYS = {
+    "owner", "start_date", "end_date", "email", "email_on_failure", "email_on_retry",
+    "schedule", "timezone", "on_retry_callback", "on_execute_callback", "on_skipped_callback",
+}  # fmt: skip
+_OPERATOR_KEYS = {
+    "BashOperator": {"bash_command", "env", "append_env"},
+    "PythonOperator": {"python_callable", "python_callable_name", "python_callable_file", "op_kwargs"},
+    "task": {"python_callable", "python_callable_name", "python_callable_file", "op_kwargs"},
+    "HttpOperator": {"http_conn_id", "endpoint", "method", "headers", "data"},
+    "SimpleHttpOperator": {"http_conn_id", "endpoint", "method", "headers", "data"},
+    "HttpSensor": {"http_conn_id", "endpoint", "method", "headers", "data", "poke_interval", "timeout", "mode"},
+    "KubernetesPodOperator": {"image", "cmds", "arguments", "namespace", "container_resources", "name", "get_logs"},
+    "EksPodOperator": {"image", "cmds", "arguments", "namespace", "container_resources", "name", "get_logs"},
+    "LambdaInvokeFunctionOperator": {"function_name", "payload", "qualifier", "invocation_type"},
+    "AwsLambdaInvokeFunctionOperator": {"function_name", "payload", "qualifier", "invocation_type"},
+    "BatchOperator": {"job_name", "job_queue", "job_definition", "container_overrides", "overrides"},
+    "AwsBatchOperator": {"job_name", "job_queue", "job_definition", "container_overrides", "overrides"},
+    "EmptyOperator": set(),
+    "DummyOperator": set(),
+}  # fmt: skip
+
+
+def _operator(
+    conf: dict[str, Any], tid: str, notes: Notes, dates: AirflowDates, params: dict[str, Any]
+) -> tuple[dict[str, Any], str | None]:
+    """The task body, or a stand-in and the reason it has no equivalent."""
+    operator = str(conf.get("operator") or conf.get("decorator") or "")
+    short = operator.rsplit(".", 1)[-1]
+    problems: list[str] = []
+
+    def text(value: Any) -> str:
+        return rewrite_airflow(str(value), dates, problems)
+
+    body: dict[str, Any]
+    reason: str | None = None
+    if short == "BashOperator":
+        body = {"type": "shell", "command": text(conf.get("bash_command", ""))}
+        if isinstance(conf.get("env"), dict):
+            body["env"] = {str(k): text(v) for k, v in conf["env"].items()}
+    elif short in ("EmptyOperator", "DummyOperator"):
+        body = {"type": "shell", "command": "true\n"}
+    elif short in ("PythonOperator", "task") or operator.endswith(".task"):
+        target = conf.get("python_callable")
+        if isinstance(target, str) and "." in target:
+            module, _, function = target.rpartition(".")
+            body = {"type": "python", "callable": f"{module}:{function}"}
+        elif conf.get("python_callable_name") and conf.get("python_callable_file"):
+            module = Path(str(conf["python_callable_file"])).stem
+            body = {"type": "python", "callable": f"{module}:{conf['python_callable_name']}"}
+            notes.changed(
+                f"the callable's file is imported as module {module!r}: put it on the runner's path",
+                task=tid,
+            )
+        else:
+            body, reason = {"type": "shell", "command": "true\n"}, "no python_callable to call"
+        if isinstance(conf.get("op_kwargs"), dict):
+            body["params"] = {
+                str(k): v if isinstance(v, (str, int, float, bool)) else json.dumps(v)
+                for k, v in conf["op_kwargs"].items()
+            }
+            notes.changed("op_kwargs are passed as the task's params", task=tid)
+    elif short in ("HttpOperator", "SimpleHttpOperator", "HttpSensor"):
+        conn = str(conf.get("http_conn_id") or "http_default")
+        base = f"{conn}_base_url"
+        params.setdefault(base, "")
+        endpoint = text(conf.get("endpoint", ""))
+        url = (
+            endpoint
+            if endpoint.startswith(("http://", "https://"))
+            else "{{ " + param_ref(base) + " }}/" + endpoint.lstrip("/")
+        )
+        body = {
+            "type": "http",
+            "url": url,
+            "method": str(conf.get("method", "GET" if short == "HttpSensor" else "POST")).upper(),
+        }
+        if not endpoint.startswith(("http://", "https://")):
+            notes.unmapped(
+                f"connection {conn!r}: set the workflow param {base!r} to its base URL", task=tid
+            )
+        if isinstance(conf.get("headers"), dict):
+            body["headers"] = {str(k): text(v) for k, v in conf["headers"].items()}
+        if conf.get("data") is not None:
+            data = conf["data"]
+            body["body"] = text(data) if isinstance(data, str) else data
+        if short == "HttpSensor":
+            notes.unmapped("a sensor pokes until its check passes; this task checks once", task=tid)
+    elif short in ("KubernetesPodOperator", "EksPodOperator"):
+        command = [*(conf.get("cmds") or []), *(conf.get("arguments") or [])]
+        body = {
+            "type": "kubernetes",
+            "image": str(conf.get("image", "")),
+            "command": [text(c) for c in command],
+        }
+        if conf.get("namespace"):
+            body["namespace"] = str(conf["namespace"])
+        resources = conf.get("container_resources") or {}
+        requests = resources.get("requests") or resources.get("limits") or {}
+        if requests.get("cpu"):
+            body["cpu"] = str(requests["cpu"])
+        if requests.get("memory"):
+            body["memory"] = str(requests["memory"])
+        for key in (
+            "config_file",
+            "cluster_name",
+            "cluster_context",
+            "in_cluster",
+            "volumes",
+            "env_vars",
+            "labels",
+        ):
+            if conf.get(key):
+                notes.unmapped(
+                    f"{key} has no equivalent (the stack's EKS cluster runs the job)", task=tid
+                )
+    elif short in ("LambdaInvokeFunctionOperator", "AwsLambdaInvokeFunctionOperator"):
+        payload = conf.get("payload") or {}
+        if isinstance(payload, str):
+            try:
+                payload = json.loads(payload)
+            except ValueError:
+                payload = {"payload": payload}
+                notes.changed("a payload that is not JSON is passed as {'payload': text}", task=tid)
+        body = {
+            "type": "lambda",
+            "function": str(conf.get("function_name", "")),
+            "payload": payload if isinstance(payload, dict) else {"payload": payload},
+        }
+        if conf.get("qualifier") or conf.get("invocation_type") not in (None, "RequestResponse"):
+            notes.unmapped("qualifier / invocation type have no equivalent", task=tid)
+    elif short in ("BatchOperator", "AwsBatchOperator"):
+        overrides = conf.get("container_overrides") or conf.get("overrides") or {}
+        image = overrides.get("image") if isinstance(overrides, dict) else None
+        if image:
+            body = {
+                "type": "batch",
+                "image": str(image),
+                "command": [text(c) for c in overrides.get("command") or []],
+            }
+            if conf.get("job_queue"):
+                body["job_queue"] = str(conf["job_queue"])
+            notes.changed(
+                f"job definition {conf.get('job_definition')!r} is not used: the batch task runs its image",
+                task=tid,
+            )
+        else:
+            body, reason = (
+                {"type": "shell", "command": "true\n"},
+                (
+                    f"a Batch job definition ({conf.get('job_definition')!r}) without an image override: "
+                    "Stratoflow's batch task runs an image with a command"
+                ),
+            )
+    else:
+        body = {"type": "shell", "command": "true\n"}
+        planned = {"ExternalTaskSensor": "the `dependency` task type is not in this version",
+                   "TriggerDagRunOperator": "the `workflow` task type is not in this version",
+                   "SQLExecuteQueryOperator": "the `sql` task type is not in this version",
+                   "AthenaOperator": "the `sql` task type (Athena) is not in this version"}  # fmt: skip
+        reason = planned.get(short, f"operator {operator or '(none)'} has no equivalent")
+    if isinstance(conf.get("params"), dict) and reason is None:  # the task's params win
+        body.setdefault("params", {}).update(_params(conf["params"]))
+    used = _COMMON_KEYS | _OPERATOR_KEYS.get(short, set())
+    if short == "task" or operator.endswith(".task"):  # TaskFlow: other keys are the arguments
+        for key, value in conf.items():
+            if key in used or key in _DEFAULT_ARG_KEYS:
+                continue
+            if isinstance(value, str) and value.startswith("+"):
+                notes.unmapped(
+                    f"argument {key!r} reads task {value[1:]!r}'s return value (XCom): not mapped",
+                    task=tid,
+                )
+            elif key in ("expand", "partial"):
+                notes.unmapped(
+                    f"dynamic task mapping ({key}) has no equivalent: the task runs once", task=tid
+                )
+            else:
+                body.setdefault("params", {})[key] = (
+                    value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
+                )
+                notes.changed(f"argument {key!r} is passed as a task param", task=tid)
+            used = used | {key}
+    for key in conf:
+        if key not in used and key not in _DEFAULT_ARG_KEYS and reason is None:
+            notes.unmapped(f"{short} argument {key!r} is not mapped", task=tid)
+    for problem in problems:
+        notes.unmapped(problem, task=tid)
+    if conf.get("doc_md") or conf.get("doc"):
+        body["description"] = str(conf.get("doc_md") or conf.get("doc"))
+    return body, reason

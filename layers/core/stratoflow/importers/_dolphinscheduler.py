@@ -1,0 +1,726 @@
+"""DolphinScheduler workflows: export JSON (1.x, 3.0-3.2, 3.3) and pydolphinscheduler YAML.
+
+Every form is read into one shape (:class:`DsWorkflow`, with task parameters as the 3.x export
+writes them), then :func:`convert` writes format v1 from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from stratoflow.importers._build import Unmapped, leave_out, shown, unmapped_task
+from stratoflow.importers._cron import quartz_to_schedule
+from stratoflow.importers._names import output_ref, param_ref, task_id, unique, workflow_name
+from stratoflow.importers._report import ImportedWorkflow, Notes
+from stratoflow.importers._timeexpr import (
+    DsContext,
+    Unsupported,
+    as_expression,
+    ds_pieces,
+    js_condition,
+    rewrite_ds,
+)
+from stratoflow.templating import TemplateError, check_syntax
+
+# types that are planned in format v1 additions but not built in this version
+_PLANNED = {
+    "SQL": "the `sql` task type",
+    "PROCEDURE": "the `sql` task type",
+    "SUB_PROCESS": "the `workflow` (sub-workflow) task type",
+    "SUB_WORKFLOW": "the `workflow` (sub-workflow) task type",
+    "SUBWORKFLOW": "the `workflow` (sub-workflow) task type",
+    "DEPENDENT": "the `dependency` task type",
+}
+_NUMERIC_TYPES = {"INTEGER", "LONG", "FLOAT", "DOUBLE"}
+_MAX_RETRIES = 100
+_MAX_SECONDS = 365 * 86400  # the longest duration the format takes
+
+
+@dataclass
+class DsTask:
+    code: str
+    name: str
+    type: str
+    params: dict[str, Any]
+    description: str | None = None
+    retries: int = 0
+    retry_interval: float = 1  # minutes
+    timeout: float = 0  # minutes, 0 = none
+    timeout_strategy: str | None = None
+    priority: str = "MEDIUM"
+    task_group_id: int = 0
+    delay_time: float = 0
+    enabled: bool = True
+    worker_group: str = "default"
+    extra: dict[str, Any] = field(default_factory=dict)  # other settings, reported if set
+
+
+@dataclass
+class DsWorkflow:
+    name: str
+    project: str | None
+    description: str | None
+    global_params: list[dict[str, Any]]
+    tasks: list[DsTask]
+    edges: list[tuple[str, str]]  # (upstream code, downstream code)
+    crontab: str | None = None
+    timezone: str = "UTC"
+    start: str | None = None
+    end: str | None = None
+    schedule_online: bool = True
+    failure_strategy: str = "CONTINUE"
+    execution_type: str = "PARALLEL"
+    timeout: float = 0
+    warning_type: str = "NONE"
+    warning_group: int = 0
+    run_priority: str = "MEDIUM"
+    timezone_assumed: bool = False
+
+
+# ----------------------------------------------------------------------------- reading
+def _json_field(value: Any) -> Any:
+    """Fields the export writes as JSON text (globalParams, taskParams in some versions)."""
+    if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+_MAX_NUMBER = 1e9  # minutes, counts and ids beyond this are nonsense, and inf would crash int()
+
+
+def number(value: Any, default: float = 0) -> float:
+    """A number the export wrote (maybe as text); ``default`` when it is none or absurd."""
+    try:
+        found = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+    return found if math.isfinite(found) and abs(found) <= _MAX_NUMBER else default
+
+
+def _flag(value: Any) -> bool:
+    return str(value).upper() not in ("NO", "FORBIDDEN", "0", "FALSE", "CLOSE")
+
+
+def _timeout_open(value: Any) -> bool:
+    return str(value).upper() in ("OPEN", "1", "TRUE", "YES")
+
+
+def is_export(data: Any) -> bool:
+    items = data if isinstance(data, list) else [data]
+    keys = {"processDefinition", "workflowDefinition", "processDefinitionJson"}
+    return bool(items) and all(isinstance(i, dict) and keys & i.keys() for i in items)
+
+
+def read_export(data: Any) -> list[DsWorkflow]:
+    """The workflows of an export file (a list of them, or one)."""
+    items = data if isinstance(data, list) else [data]
+    return [_read_v1(item) if "processDefinitionJson" in item else _read_v3(item) for item in items]
+
+
+def _read_v3(item: dict[str, Any]) -> DsWorkflow:
+    definition = item.get("workflowDefinition") or item.get("processDefinition") or {}
+    relations = item.get("workflowTaskRelationList") or item.get("processTaskRelationList") or []
+    schedule = item.get("schedule") or {}
+    tasks = []
+    for raw in item.get("taskDefinitionList") or []:
+        params = _json_field(raw.get("taskParams")) or {}
+        tasks.append(
+            DsTask(
+                code=str(raw.get("code")),
+                name=str(raw.get("name") or raw.get("code")),
+                type=str(raw.get("taskType", "")).upper(),
+                params=params if isinstance(params, dict) else {},
+                description=raw.get("description") or None,
+                retries=int(number(raw.get("failRetryTimes"))),
+                retry_interval=number(raw.get("failRetryInterval"), 1),
+                timeout=number(raw.get("timeout")) if _timeout_open(raw.get("timeoutFlag")) else 0,
+                timeout_strategy=raw.get("timeoutNotifyStrategy"),
+                priority=str(raw.get("taskPriority") or "MEDIUM").upper(),
+                task_group_id=int(number(raw.get("taskGroupId"))),
+                delay_time=number(raw.get("delayTime")),
+                enabled=_flag(raw.get("flag", "YES")),
+                worker_group=str(raw.get("workerGroup") or "default"),
+                extra={
+                    k: raw.get(k)
+                    for k in ("environmentCode", "isCache", "cpuQuota", "memoryMax")
+                    if raw.get(k) not in (None, -1, 0, "NO", "")
+                },
+            )
+        )
+    edges = [
+        (str(r.get("preTaskCode")), str(r.get("postTaskCode")))
+        for r in relations
+        if str(r.get("preTaskCode", "0")) not in ("0", "None")
+    ]
+    globals_ = (
+        _json_field(definition.get("globalParams")) or definition.get("globalParamList") or []
+    )
+    return DsWorkflow(
+        name=str(definition.get("name", "workflow")),
+        project=definition.get("projectName") or schedule.get("projectName"),
+        description=definition.get("description") or None,
+        global_params=globals_ if isinstance(globals_, list) else [],
+        tasks=tasks,
+        edges=edges,
+        crontab=schedule.get("crontab") or None,
+        timezone=schedule.get("timezoneId") or "UTC",
+        timezone_assumed=not schedule.get("timezoneId"),
+        start=schedule.get("startTime"),
+        end=schedule.get("endTime"),
+        schedule_online=str(schedule.get("releaseState", "ONLINE")).upper() == "ONLINE",
+        failure_strategy=str(schedule.get("failureStrategy") or "CONTINUE").upper(),
+        execution_type=str(definition.get("executionType") or "PARALLEL").upper(),
+        timeout=number(definition.get("timeout")),
+        warning_type=str(schedule.get("warningType") or "NONE").upper(),
+        warning_group=int(
+            number(schedule.get("warningGroupId") or definition.get("warningGroupId"))
+        ),
+        run_priority=str(
+            schedule.get("workflowInstancePriority")
+            or schedule.get("processInstancePriority")
+            or "MEDIUM"
+        ).upper(),
+    )
+
+
+def _read_v1(item: dict[str, Any]) -> DsWorkflow:
+    body = _json_field(item.get("processDefinitionJson")) or {}
+    tasks: list[DsTask] = []
+    edges: list[tuple[str, str]] = []
+    for raw in body.get("tasks", []) if isinstance(body, dict) else []:
+        name = str(raw.get("name"))
+        params = _json_field(raw.get("params")) or {}
+        params = dict(params) if isinstance(params, dict) else {}
+        kind = str(raw.get("type", "")).upper()
+        if kind == "CONDITIONS":  # 1.x keeps these beside params; 3.x inside them
+            params["dependence"] = _json_field(raw.get("dependence")) or {}
+            params["conditionResult"] = _json_field(raw.get("conditionResult")) or {}
+        timeout = _json_field(raw.get("timeout")) or {}
+        timeout = timeout if isinstance(timeout, dict) else {}
+        tasks.append(
+            DsTask(
+                code=name,
+                name=name,
+                type=kind,
+                params=params,
+                description=raw.get("description") or raw.get("desc") or None,
+                retries=int(number(raw.get("maxRetryTimes"))),
+                retry_interval=number(raw.get("retryInterval"), 1),
+                timeout=number(timeout.get("interval")) if timeout.get("enable") else 0,
+                timeout_strategy=timeout.get("strategy") or None,
+                priority=str(raw.get("taskInstancePriority") or "MEDIUM").upper(),
+                enabled=_flag(raw.get("runFlag", "NORMAL")),
+                worker_group=str(raw.get("workerGroup") or "default"),
+            )
+        )
+        edges.extend((str(pre), name) for pre in _json_field(raw.get("preTasks")) or [])
+    globals_ = body.get("globalParams", []) if isinstance(body, dict) else []
+    return DsWorkflow(
+        name=str(item.get("processDefinitionName", "workflow")),
+        project=item.get("projectName"),
+        description=item.get("processDefinitionDescription") or None,
+        global_params=globals_ if isinstance(globals_, list) else [],
+        tasks=tasks,
+        edges=edges,
+        crontab=item.get("scheduleCrontab") or None,
+        timezone_assumed=True,
+        start=item.get("scheduleStartTime"),
+        end=item.get("scheduleEndTime"),
+        schedule_online=str(item.get("scheduleReleaseState") or "ONLINE").upper() == "ONLINE",
+        failure_strategy=str(item.get("scheduleFailureStrategy") or "CONTINUE").upper(),
+        timeout=number(body.get("timeout") if isinstance(body, dict) else 0),
+        warning_type=str(item.get("scheduleWarningType") or "NONE").upper(),
+        warning_group=int(number(item.get("scheduleWarningGroupId"))),
+        run_priority=str(item.get("scheduleProcessInstancePriority") or "MEDIUM").upper(),
+    )
+
+
+# ----------------------------------------------------------------------------- converting
+@dataclass
+class _Ctx:
+    flow: DsWorkflow
+    notes: Notes
+    mode: Unmapped
+    ids: dict[str, str]  # code -> task id
+    global_exprs: dict[str, str]  # name -> Jinja expression of its value (when computed)
+    global_numeric: set[str]
+    outputs: dict[str, list[str]]  # OUT param name -> task ids that set it
+
+
+def _property_list(value: Any) -> list[dict[str, Any]]:
+    return (
+        [p for p in value if isinstance(p, dict) and p.get("prop")]
+        if isinstance(value, list)
+        else []
+    )
+
+
+def convert(flow: DsWorkflow, mode: Unmapped) -> ImportedWorkflow:
+    name = workflow_name(flow.name)
+    notes = Notes(workflow=name)
+    if name != flow.name:
+        notes.changed(f"workflow {flow.name!r} is named {name!r} (Stratoflow names: a-z 0-9 _ -)")
+    doc: dict[str, Any] = {"name": name}
+    if flow.project:
+        project = workflow_name(str(flow.project))
+        doc["project"] = project
+        if project != flow.project:
+            notes.changed(f"project {flow.project!r} is named {project!r}")
+    if flow.description:
+        doc["description"] = str(flow.description)
+    _schedule(flow, doc, notes)
+    _workflow_settings(flow, doc, notes)
+
+    ids: dict[str, str] = {}
+    taken: set[str] = set()
+    for task in flow.tasks:
+        ids[task.code] = unique(task_id(task.name), taken)
+        if ids[task.code] != task.name:
+            notes.changed(f"task {task.name!r} is named {ids[task.code]!r}", task=ids[task.code])
+
+    ctx = _Ctx(flow, notes, mode, ids, {}, set(), {})
+    doc_params: dict[str, Any] = {}
+    for prop in _property_list(flow.global_params):
+        key, value = str(prop["prop"]), prop.get("value")
+        if str(prop.get("type", "")).upper() in _NUMERIC_TYPES or _isnumber(value):
+            ctx.global_numeric.add(key)
+        problems: list[str] = []
+        pieces = ds_pieces(
+            str(value if value is not None else ""), DsContext(flow.timezone, {}, problems)
+        )
+        for problem in problems:
+            notes.unmapped(problem, field=f"params.{key}")
+        if any(is_expr for is_expr, _ in pieces):
+            # computed per run: empty by default, each task that reads it computes it unless
+            # the run was given a value
+            doc_params[key] = ""
+            ctx.global_exprs[key] = as_expression(pieces)
+        else:
+            doc_params[key] = value if isinstance(value, (int, float, bool)) else str(value or "")
+        if str(prop.get("direct", "IN")).upper() == "OUT":
+            notes.unmapped(f"global OUT parameter {key!r} has no equivalent", field=f"params.{key}")
+    if doc_params:
+        doc["params"] = doc_params
+
+    parents: dict[str, list[str]] = {ids[t.code]: [] for t in flow.tasks}
+    for pre, post in flow.edges:
+        if pre not in ids or post not in ids:
+            notes.unmapped(f"a relation names an unknown task code ({pre} -> {post}); left out")
+            continue
+        if ids[pre] not in parents[ids[post]]:
+            parents[ids[post]].append(ids[pre])
+    for task in flow.tasks:
+        for prop in _property_list(task.params.get("localParams")):
+            if str(prop.get("direct", "IN")).upper() == "OUT":
+                ctx.outputs.setdefault(str(prop["prop"]), []).append(ids[task.code])
+
+    tasks: dict[str, dict[str, Any]] = {}
+    for task in flow.tasks:
+        tid = ids[task.code]
+        body = _task(task, tid, ctx, parents)
+        if parents[tid]:
+            body["depends_on"] = parents[tid]
+        tasks[tid] = body
+    for task in flow.tasks:  # second pass: needs the whole graph
+        tid = ids[task.code]
+        if task.type == "CONDITIONS":
+            _conditions(task, tid, ctx, tasks)
+        elif task.type not in _HANDLED:
+            reason = (
+                f"{_PLANNED[task.type]} is not in this version of Stratoflow"
+                if task.type in _PLANNED
+                else "Stratoflow has no equivalent task type"
+            )
+            unmapped_task(tasks, tid, task.type, task.name, reason, task.params, mode, notes)
+    doc["tasks"] = tasks
+    return ImportedWorkflow(name, flow.name, doc if tasks else None, tuple(notes.items))
+
+
+def _isnumber(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    return (
+        isinstance(value, str) and re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", value.strip()) is not None
+    )
+
+
+def _schedule(flow: DsWorkflow, doc: dict[str, Any], notes: Notes) -> None:
+    if not flow.crontab:
+        return
+    converted = quartz_to_schedule(flow.crontab)
+    if converted.cron is None:
+        notes.unmapped(f"schedule: {converted.problem}", field="schedule")
+        return
+    if not flow.schedule_online:
+        notes.changed(
+            f"the schedule ({flow.crontab!r} = {converted.cron}, {flow.timezone}) was offline: "
+            "left out, so imported workflows do not start firing; add it when ready",
+            field="schedule",
+        )
+        return
+    schedule: dict[str, Any] = {"cron": converted.cron, "timezone": flow.timezone}
+    if flow.timezone_assumed:
+        notes.changed("the export names no time zone: the schedule reads UTC", field="schedule")
+    for key, value in (("start", flow.start), ("end", flow.end)):
+        if value:
+            schedule[key] = str(value).replace(" ", "T")
+    doc["schedule"] = schedule
+
+
+def _workflow_settings(flow: DsWorkflow, doc: dict[str, Any], notes: Notes) -> None:
+    if flow.failure_strategy == "END":
+        doc["on_failure"] = "stop"
+    if flow.execution_type != "PARALLEL":
+        doc["max_active_runs"] = 1
+        if flow.execution_type != "SERIAL_WAIT":
+            notes.unmapped(
+                f"execution type {flow.execution_type}: runs are serial (max_active_runs 1) "
+                "and wait; none is discarded or reordered"
+            )
+    if flow.timeout:
+        notes.unmapped(f"the workflow timeout ({flow.timeout:g} min) has no equivalent (sla)")
+    if flow.warning_type != "NONE" or flow.warning_group:
+        notes.unmapped(
+            f"alerts (warning type {flow.warning_type}, warning group {flow.warning_group}) "
+            "are not in this version: configure alerts by hand"
+        )
+    if flow.run_priority not in ("MEDIUM", ""):
+        notes.unmapped(f"run priority {flow.run_priority} is not in this version")
+
+
+_HANDLED = {"SHELL", "PYTHON", "HTTP", "K8S", "KUBERNETES", "SWITCH", "CONDITIONS"}
+
+
+def _ds_context(task: DsTask, tid: str, ctx: _Ctx, parents: Mapping[str, list[str]]) -> DsContext:
+    refs: dict[str, str] = {}
+    upstream = _ancestors(tid, parents) if ctx.outputs else set()  # only OUT params need it
+    for key, setters in ctx.outputs.items():
+        from_above = [s for s in setters if s in upstream]
+        if len(from_above) == 1:
+            refs[key] = output_ref(from_above[0], key)
+    for name in ctx.global_exprs:
+        refs[name] = param_ref(name)
+    for prop in _property_list(ctx.flow.global_params):
+        refs[str(prop["prop"])] = param_ref(str(prop["prop"]))
+    for prop in _property_list(task.params.get("localParams")):
+        if str(prop.get("direct", "IN")).upper() == "IN":
+            refs[str(prop["prop"])] = param_ref(str(prop["prop"]))
+    return DsContext(ctx.flow.timezone, refs, [])
+
+
+def _ancestors(tid: str, parents: Mapping[str, list[str]]) -> set[str]:
+    seen: set[str] = set()
+    stack = list(parents.get(tid, []))
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(parents.get(node, []))
+    return seen
+
+
+_SET_VALUE_LINE = re.compile(r"^(\s*)echo\s+(['\"])\$\{setValue\(([^=()]+)=(.*)\)\}\2\s*$", re.M)
+
+
+def _task(task: DsTask, tid: str, ctx: _Ctx, parents: Mapping[str, list[str]]) -> dict[str, Any]:
+    notes = ctx.notes
+    ds = _ds_context(task, tid, ctx, parents)
+    body: dict[str, Any] = {}
+    p = task.params
+    if task.type == "SHELL":
+        script = _SET_VALUE_LINE.sub(
+            lambda m: (
+                f'{m.group(1)}echo {m.group(2)}{m.group(3)}={m.group(4)}{m.group(2)} >> "$STRATOFLOW_OUTPUT"'
+            ),
+            str(p.get("rawScript", "")),
+        )
+        if "setValue(" in script:
+            notes.unmapped(
+                "a ${setValue(...)} the importer could not read: write key=value lines to $STRATOFLOW_OUTPUT",
+                task=tid,
+            )
+        body = {"type": "shell", "command": rewrite_ds(script, ds)}
+    elif task.type == "PYTHON":
+        body = _python(str(p.get("rawScript", "")), ds, tid, notes)
+    elif task.type == "HTTP":
+        body = _http(p, ds, tid, notes)
+    elif task.type in ("K8S", "KUBERNETES"):
+        body = _kubernetes(p, ds, tid, notes)
+    elif task.type == "SWITCH":
+        body = _switch(p, ds, tid, ctx)
+    else:
+        body = {"type": "shell", "command": "true\n"}  # replaced in the second pass
+    for problem in ds.problems:
+        notes.unmapped(problem, task=tid)
+    if task.description:
+        body["description"] = str(task.description)
+    _task_settings(task, tid, body, ctx)
+    _local_params(task, tid, body, ctx, ds)
+    if not task.enabled and task.type in _HANDLED:
+        notes.changed(
+            "disabled in DolphinScheduler (flag NO): imported as a task that does nothing", task=tid
+        )
+        body = {k: v for k, v in body.items() if k in ("description", "depends_on")}
+        body.update(type="shell", command=f": disabled in DolphinScheduler ({task.type} task)\n")
+    return body
+
+
+def _python(script: str, ds: DsContext, tid: str, notes: Notes) -> dict[str, Any]:
+    rewritten = rewrite_ds(script, ds)
+    try:
+        compile(script, "<python>", "exec")
+        compiles = True
+    except SyntaxError:
+        compiles = False
+    if rewritten == script and compiles:
+        return {"type": "python", "code": script}
+    why = "it reads DolphinScheduler parameters" if compiles else "it is not Python 3 syntax"
+    notes.changed(
+        f"a shell task running python3 on the script, since {why} (text substitution, as DolphinScheduler does)",
+        task=tid,
+    )
+    return {
+        "type": "shell",
+        "command": "python3 - <<'STRATOFLOW_PYTHON_EOF'\n"
+        + rewritten.rstrip("\n")
+        + "\nSTRATOFLOW_PYTHON_EOF\n",
+    }
+
+
+def _http(p: dict[str, Any], ds: DsContext, tid: str, notes: Notes) -> dict[str, Any]:
+    url = rewrite_ds(str(p.get("url", "")), ds)
+    method = str(p.get("httpMethod") or p.get("http_method") or "GET").upper()
+    body: dict[str, Any] = {"type": "http", "url": url, "method": method}
+    query: list[str] = []
+    headers: dict[str, str] = {}
+    form: dict[str, str] = {}
+    for item in p.get("httpParams") or []:
+        if not isinstance(item, dict):
+            continue
+        kind = str(item.get("httpParametersType", "PARAMETER")).upper()
+        prop, value = str(item.get("prop", "")), rewrite_ds(str(item.get("value", "")), ds)
+        if kind.startswith("HEADER"):
+            headers[prop] = value
+        elif kind == "BODY":
+            form[prop] = value
+        else:
+            query.append(f"{prop}={value}")
+    if query:
+        body["url"] = url + ("&" if "?" in url else "?") + "&".join(query)
+        notes.changed(
+            "query parameters are appended to the url as written (not URL-encoded)", task=tid
+        )
+    if headers:
+        body["headers"] = headers
+    if p.get("httpBody"):
+        body["body"] = rewrite_ds(str(p["httpBody"]), ds)
+    elif form:
+        body["body"] = form
+    for key in ("connectTimeout", "socketTimeout"):
+        if p.get(key):
+            notes.unmapped(
+                f"{key} {p[key]} ms has no equivalent (the task's timeout bounds the call)",
+                task=tid,
+            )
+    check = str(p.get("httpCheckCondition") or "STATUS_CODE_DEFAULT").upper()
+    if check == "STATUS_CODE_DEFAULT":
+        body["expected_status"] = [200]
+    elif check == "STATUS_CODE_CUSTOM":
+        codes = [int(c) for c in re.findall(r"[0-9]{3}", str(p.get("condition", "")))]
+        body["expected_status"] = codes or [200]
+    else:
+        notes.unmapped(
+            f"the response check {check} ({p.get('condition')!r}) has no equivalent; any 2xx passes",
+            task=tid,
+        )
+    return body
+
+
+def _kubernetes(p: dict[str, Any], ds: DsContext, tid: str, notes: Notes) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": "kubernetes", "image": rewrite_ds(str(p.get("image", "")), ds)}
+    namespace = _json_field(p.get("namespace"))
+    if isinstance(namespace, dict):
+        if namespace.get("name"):
+            body["namespace"] = str(namespace["name"])
+        if namespace.get("cluster"):
+            notes.unmapped(
+                f"cluster {namespace['cluster']!r}: the stack's EKS cluster is used", task=tid
+            )
+    elif namespace:
+        body["namespace"] = str(namespace)
+    command = _json_field(p.get("command")) or []
+    args = _json_field(p.get("args")) or []
+    command = command if isinstance(command, list) else [str(command)]
+    args = args if isinstance(args, list) else [str(args)]
+    body["command"] = [rewrite_ds(str(c), ds) for c in [*command, *args]]
+    if not body["command"]:
+        notes.changed(
+            "no command: the image's entrypoint runs (locally there is nothing to run)", task=tid
+        )
+    cpu = p.get("minCpuCores") or p.get("min_cpu_cores")
+    memory = p.get("minMemorySpace") or p.get("min_memory_space")
+    if cpu:
+        body["cpu"] = f"{number(cpu):g}"
+    if memory:
+        body["memory"] = f"{number(memory):g}Mi"
+    for key in ("customizedLabels", "nodeSelectors", "pullSecret", "imagePullPolicy", "kubeConfig"):
+        if p.get(key):
+            notes.unmapped(f"{key} has no equivalent", task=tid)
+    return body
+
+
+def _targets(value: Any, ctx: _Ctx, tid: str) -> list[str]:
+    """A switch's ``nextNode``: one task code (3.1 on) or a list of them (3.0)."""
+    codes = value if isinstance(value, list) else [] if value in (None, "") else [value]
+    found = []
+    for code in codes:
+        if str(code) in ctx.ids:
+            found.append(ctx.ids[str(code)])
+        else:
+            ctx.notes.unmapped(
+                f"a switch branch names unknown task code {code}; left out", task=tid
+            )
+    return found
+
+
+def _switch(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict[str, Any]:
+    result = p.get("switchResult") or {}
+    cases: list[dict[str, Any]] = []
+    numeric = ctx.global_numeric.__contains__
+    for branch in result.get("dependTaskList") or []:
+        targets = _targets(branch.get("nextNode"), ctx, tid)
+        if not targets:
+            continue
+        try:
+            when = js_condition(str(branch.get("condition", "")), ds, numeric)
+            check_syntax("{{ " + when + " }}")
+        except (Unsupported, TemplateError) as exc:
+            ctx.notes.unmapped(
+                f"switch condition {branch.get('condition')!r}: {exc}; this branch is never chosen",
+                task=tid,
+            )
+            continue
+        cases.append({"when": "{{ " + when + " }}", "next": targets})
+    body: dict[str, Any] = {"type": "switch", "cases": cases}
+    default = _targets(result.get("nextNode"), ctx, tid)
+    if default:
+        body["default"] = default
+    if cases:
+        ctx.notes.changed(
+            "switch conditions translated from JavaScript to Jinja expressions", task=tid
+        )
+    else:
+        ctx.notes.unmapped(
+            "the switch has no condition that maps: it always takes its default", task=tid
+        )
+        body["cases"] = [{"when": "{{ false }}", "next": default or [tid]}]
+    return body
+
+
+_RULES = {  # (relation, status) -> trigger rule that holds when the condition is true, and its negation
+    ("AND", "SUCCESS"): ("all_success", "one_failed"),
+    ("OR", "SUCCESS"): ("one_success", "all_failed"),
+    ("AND", "FAILURE"): ("all_failed", "one_success"),
+    ("OR", "FAILURE"): ("one_failed", "all_success"),
+}
+
+
+def _conditions(task: DsTask, tid: str, ctx: _Ctx, tasks: dict[str, dict[str, Any]]) -> None:
+    """A Conditions task as trigger rules on its two branches, where one rule says it."""
+    dependence = task.params.get("dependence") or {}
+    result = task.params.get("conditionResult") or {}
+    outer = str(dependence.get("relation", "AND")).upper()
+    items: list[tuple[str, str]] = []
+    relations = {outer}
+    for group in dependence.get("dependTaskList") or []:
+        group_items = group.get("dependItemList") or []
+        if len(group_items) > 1:
+            relations.add(str(group.get("relation", "AND")).upper())
+        for item in group_items:
+            code = str(item.get("depTaskCode") or item.get("depTasks"))
+            items.append((ctx.ids.get(code, code), str(item.get("status", "SUCCESS")).upper()))
+    statuses = {s for _, s in items}
+    success = [ctx.ids.get(str(c), str(c)) for c in result.get("successNode") or [] if str(c)]
+    failed = [ctx.ids.get(str(c), str(c)) for c in result.get("failedNode") or [] if str(c)]
+    checked = [t for t, _ in items]
+    branches_ok = all(b in tasks and tasks[b].get("depends_on") == [tid] for b in success + failed)
+    if len(relations) != 1 or len(statuses) != 1 or not items or not branches_ok:
+        reason = (
+            "this condition mixes AND/OR or success/failure checks, or its branches have other "
+            "upstream tasks: no single trigger rule says it"
+        )
+        unmapped_task(tasks, tid, "CONDITIONS", task.name, reason, task.params, ctx.mode, ctx.notes)
+        return
+    rule, negation = _RULES[(relations.pop(), statuses.pop())]
+    for branch, chosen in [(b, rule) for b in success] + [(b, negation) for b in failed]:
+        tasks[branch]["depends_on"] = list(checked)
+        tasks[branch]["trigger_rule"] = chosen
+    ctx.notes.changed(
+        f"the Conditions task became trigger rules: success branch {rule}, failed branch "
+        f"{negation}, over {', '.join(checked)}",
+        task=tid,
+    )
+    leave_out(tasks, tid)
+
+
+def _task_settings(task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx) -> None:
+    notes = ctx.notes
+    if task.retries > 0:
+        body["retries"] = min(task.retries, _MAX_RETRIES)
+        if task.retries > _MAX_RETRIES:
+            notes.unmapped(f"{task.retries} retries: at most {_MAX_RETRIES}", task=tid)
+        body["retry_delay"] = f"{min(max(int(task.retry_interval * 60), 0), _MAX_SECONDS)}s"
+    if task.timeout > 0:
+        strategy = str(task.timeout_strategy or "WARN").upper()
+        if strategy == "WARN":
+            notes.unmapped(
+                f"timeout {task.timeout:g} min with strategy WARN (alert only): not in this version, left out",
+                task=tid,
+            )
+        else:
+            body["timeout"] = f"{min(int(task.timeout * 60), _MAX_SECONDS)}s"
+            if strategy == "WARNFAILED":
+                notes.unmapped(
+                    "the timeout alert (WARNFAILED) is not in this version: the task fails, no alert",
+                    task=tid,
+                )
+    if task.delay_time > 0:
+        notes.unmapped(f"delay time {task.delay_time:g} min has no equivalent", task=tid)
+    if task.priority not in ("MEDIUM", ""):
+        notes.unmapped(f"task priority {task.priority} is not in this version", task=tid)
+    if task.task_group_id > 0:
+        notes.unmapped(f"task group {task.task_group_id} (a pool) is not in this version", task=tid)
+    if task.worker_group not in ("default", ""):
+        notes.unmapped(f"worker group {task.worker_group!r} has no equivalent", task=tid)
+    for key, value in task.extra.items():
+        notes.unmapped(f"{key} = {value!r} has no equivalent", task=tid)
+    if task.params.get("resourceList"):
+        notes.unmapped(f"resources {shown(task.params['resourceList'])} are not copied", task=tid)
+
+
+def _local_params(task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx, ds: DsContext) -> None:
+    params: dict[str, Any] = {}
+    for prop in _property_list(task.params.get("localParams")):
+        key = str(prop["prop"])
+        if str(prop.get("direct", "IN")).upper() == "OUT":
+            if task.type != "SHELL":
+                notes_text = f"OUT parameter {key!r}: set outputs[{key!r}] (python) instead"
+                ctx.notes.unmapped(notes_text, task=tid)
+            continue
+        params[key] = rewrite_ds(str(prop.get("value") or ""), ds)
+    text = json.dumps(body)  # every field the task's templates are in
+    for name, expr in ctx.global_exprs.items():
+        if name not in params and param_ref(name) in text:
+            params[name] = "{{ " + f"{param_ref(name)} or ({expr})" + " }}"
+    if params:
+        body["params"] = params

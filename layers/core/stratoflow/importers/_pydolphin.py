@@ -1,0 +1,287 @@
+"""pydolphinscheduler's YAML workflows (``workflow:`` and ``tasks:``), read as DolphinScheduler
+exports are, with its special tokens:
+
+* ``$FILE{"path"}``: the file's text (relative to the YAML file's folder);
+* ``$ENV{NAME}``: pydolphinscheduler reads the variable on the machine that submits; here it
+  becomes ``${NAME}``, read by the task's shell at run time (reported as a change);
+* ``${CONFIG.KEY}``: pydolphinscheduler's configuration (its defaults are used);
+* ``$WORKFLOW{"other.yaml"}``: the name of the workflow that file defines;
+* ``TYPE(value)`` in ``input_params`` / ``output_params``: a typed parameter.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from stratoflow.errors import InvalidInput
+from stratoflow.importers._dolphinscheduler import DsTask, DsWorkflow, number
+from stratoflow.importers._report import Notes
+from stratoflow.model._loader import load_yaml
+
+MAX_INCLUDED_BYTES = 1 << 20
+_FILE = re.compile(r"\$FILE\{\"(.*?)\"\}")
+_ENV = re.compile(r"\$ENV\{(.*?)\}")
+_CONFIG = re.compile(r"\$\{CONFIG\.(.*?)\}")
+_WORKFLOW = re.compile(r"\$WORKFLOW\{\"(.*?)\"\}")
+_TYPED = re.compile(r"^\s*([A-Z]+)\((.*)\)\s*$", re.S)
+# pydolphinscheduler's default configuration (default_config.yaml)
+_CONFIG_DEFAULTS = {
+    "WORKFLOW_PROJECT": "project-pydolphin",
+    "WORKFLOW_USER": "userPythonGateway",
+    "WORKFLOW_QUEUE": "queuePythonGateway",
+    "WORKFLOW_WORKER_GROUP": "default",
+    "WORKFLOW_TIME_ZONE": "Asia/Shanghai",
+    "WORKFLOW_RELEASE_STATE": "online",
+    "WORKFLOW_WARNING_TYPE": "NONE",
+    "WORKFLOW_EXECUTION_TYPE": "parallel",
+    "USER_TENANT": "tenant_pydolphin",
+}
+_TYPES = {  # task_type as written (any case) -> the export's name
+    "shell": "SHELL", "python": "PYTHON", "http": "HTTP", "k8s": "K8S", "kubernetes": "K8S",
+    "switch": "SWITCH", "condition": "CONDITIONS", "conditions": "CONDITIONS",
+    "dependent": "DEPENDENT", "subworkflow": "SUB_WORKFLOW", "subprocess": "SUB_PROCESS",
+    "sql": "SQL", "procedure": "PROCEDURE", "spark": "SPARK", "flink": "FLINK",
+    "mr": "MR", "mapreduce": "MR", "datax": "DATAX", "sagemaker": "SAGEMAKER",
+    "mlflow": "MLFLOW", "openmldb": "OPENMLDB", "pytorch": "PYTORCH", "dvc": "DVC",
+}  # fmt: skip
+
+
+def is_pydolphin(data: Any) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("workflow"), dict) and "tasks" in data
+
+
+def workflow_name_of(path: Path) -> str | None:
+    """The ``workflow.name`` a pydolphinscheduler YAML file defines (for ``$WORKFLOW{}``)."""
+    try:
+        data = load_yaml(path.read_text(encoding="utf-8")[:MAX_INCLUDED_BYTES])[0]
+    except (OSError, UnicodeDecodeError, InvalidInput):
+        return None
+    if is_pydolphin(data) and data["workflow"].get("name"):
+        return str(data["workflow"]["name"])
+    return None
+
+
+class _Tokens:
+    def __init__(self, base: Path, notes: Notes) -> None:
+        self.base = base
+        self.notes = notes
+
+    def text(self, value: str, where: str) -> str:
+        def include(m: re.Match[str]) -> str:
+            path = self.base / m.group(1)
+            try:
+                with path.open("rb") as stream:
+                    data = stream.read(MAX_INCLUDED_BYTES + 1)
+            except OSError as exc:
+                self.notes.unmapped(
+                    f"$FILE{{{m.group(1)!r}}}: cannot read it ({exc.strerror})", field=where
+                )
+                return m.group(0)
+            if len(data) > MAX_INCLUDED_BYTES:
+                self.notes.unmapped(
+                    f"$FILE{{{m.group(1)!r}}} is over {MAX_INCLUDED_BYTES} bytes", field=where
+                )
+                return m.group(0)
+            return data.decode("utf-8", errors="replace")
+
+        def env(m: re.Match[str]) -> str:
+            self.notes.changed(
+                f"$ENV{{{m.group(1)}}} is read at run time, as ${{{m.group(1)}}}", field=where
+            )
+            return "${" + m.group(1) + "}"
+
+        def config(m: re.Match[str]) -> str:
+            key = m.group(1)
+            if key in _CONFIG_DEFAULTS:
+                self.notes.changed(
+                    f"${{CONFIG.{key}}} is pydolphinscheduler's default {_CONFIG_DEFAULTS[key]!r}",
+                    field=where,
+                )
+                return _CONFIG_DEFAULTS[key]
+            self.notes.unmapped(f"${{CONFIG.{key}}} is not a known setting", field=where)
+            return m.group(0)
+
+        def workflow(m: re.Match[str]) -> str:
+            name = workflow_name_of(self.base / m.group(1))
+            if name is None:
+                self.notes.unmapped(
+                    f"$WORKFLOW{{{m.group(1)!r}}}: no workflow file there", field=where
+                )
+                return m.group(0)
+            return name
+
+        value = _FILE.sub(include, value)
+        value = _WORKFLOW.sub(workflow, value)
+        value = _CONFIG.sub(config, value)
+        return _ENV.sub(env, value)
+
+    def walk(self, value: Any, where: str) -> Any:
+        if isinstance(value, str):
+            return self.text(value, where)
+        if isinstance(value, list):
+            return [self.walk(v, f"{where}.{i}") for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            return {k: self.walk(v, f"{where}.{k}") for k, v in value.items()}
+        return value
+
+
+def _typed_params(values: Any, direct: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for key, raw in (values or {}).items() if isinstance(values, dict) else []:
+        kind, value = "VARCHAR", raw
+        match = _TYPED.match(raw) if isinstance(raw, str) else None
+        if match:
+            kind, value = match.group(1), match.group(2)
+        elif isinstance(raw, bool):
+            kind, value = "BOOLEAN", str(raw).lower()
+        elif isinstance(raw, int):
+            kind = "INTEGER"
+        elif isinstance(raw, float):
+            kind = "FLOAT"
+        out.append(
+            {
+                "prop": str(key),
+                "direct": direct,
+                "type": kind,
+                "value": "" if value is None else str(value),
+            }
+        )
+    return out
+
+
+def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow:
+    tokens = _Tokens(path.parent, notes)
+    wf = tokens.walk(dict(data["workflow"]), "workflow")
+    raw_tasks = data.get("tasks") or []
+    tasks: list[DsTask] = []
+    edges: list[tuple[str, str]] = []
+    for i, written in enumerate(raw_tasks if isinstance(raw_tasks, list) else []):
+        if not isinstance(written, dict) or "name" not in written:
+            notes.unmapped(f"tasks.{i} has no name; left out")
+            continue
+        raw = tokens.walk(written, f"tasks.{written['name']}")
+        name = str(raw["name"])
+        written_type = str(raw.get("task_type", ""))
+        kind = _TYPES.get(written_type.lower(), written_type.upper())
+        params = _type_params(kind, raw, edges)
+        params["localParams"] = _typed_params(raw.get("input_params"), "IN") + _typed_params(
+            raw.get("output_params"), "OUT"
+        )
+        timeout = raw.get("timeout")
+        tasks.append(
+            DsTask(
+                code=name,
+                name=name,
+                type=kind,
+                params=params,
+                description=raw.get("description"),
+                retries=int(number(raw.get("fail_retry_times"))),
+                retry_interval=number(raw.get("fail_retry_interval"), 1),
+                timeout=number(timeout),
+                timeout_strategy=raw.get("timeout_notify_strategy")
+                or ("FAILED" if timeout else None),
+                priority=str(raw.get("task_priority") or "MEDIUM").upper(),
+                task_group_id=int(number(raw.get("task_group_id"))),
+                delay_time=number(raw.get("delay_time")),
+                enabled=str(raw.get("flag", "YES")).upper() != "NO",
+                worker_group=str(raw.get("worker_group") or "default"),
+                extra={k: raw[k] for k in ("environment_name", "is_cache") if raw.get(k)},
+            )
+        )
+        if raw.get("timeout") and not raw.get("timeout_notify_strategy"):
+            notes.changed("timeout without a strategy: it fails the task", task=name)
+        edges.extend((str(dep), name) for dep in raw.get("deps") or [])
+    params = wf.get("param") or {}
+    tz = wf.get("timezone") or wf.get("time_zone")
+    return DsWorkflow(
+        name=str(wf.get("name", path.stem)),
+        project=wf.get("project"),
+        description=wf.get("description"),
+        global_params=[
+            {"prop": str(k), "direct": "IN", "type": "VARCHAR", "value": v}
+            for k, v in (params.items() if isinstance(params, dict) else [])
+        ],
+        tasks=tasks,
+        edges=edges,
+        crontab=wf.get("schedule"),
+        timezone=str(tz or _CONFIG_DEFAULTS["WORKFLOW_TIME_ZONE"]),
+        start=_date_time(wf.get("start_time")),
+        end=_date_time(wf.get("end_time")),
+        schedule_online=bool(wf.get("online_schedule", True)),
+        execution_type=str(wf.get("execution_type") or "PARALLEL").upper(),
+        timeout=number(wf.get("timeout")),
+        warning_type=str(wf.get("warning_type") or "NONE").upper(),
+        warning_group=int(number(wf.get("warning_group_id"))),
+    )
+
+
+def _date_time(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    text = str(value)
+    return text if "T" in text or " " in text else text + "T00:00:00"
+
+
+def _type_params(kind: str, raw: dict[str, Any], edges: list[tuple[str, str]]) -> dict[str, Any]:
+    """The task's settings under the names the export uses."""
+    name = str(raw["name"])
+    if kind == "SHELL":
+        return {"rawScript": str(raw.get("command", ""))}
+    if kind == "PYTHON":
+        return {"rawScript": str(raw.get("definition", ""))}
+    if kind == "HTTP":
+        return {
+            "url": raw.get("url", ""),
+            "httpMethod": raw.get("http_method", "GET"),
+            "httpParams": raw.get("http_params") or [],
+            "httpCheckCondition": raw.get("http_check_condition", "STATUS_CODE_DEFAULT"),
+            "condition": raw.get("condition"),
+        }
+    if kind == "K8S":
+        return {
+            k: raw.get(k) or raw.get(s)
+            for k, s in (
+                ("image", "image"), ("namespace", "namespace"), ("command", "command"),
+                ("args", "args"), ("minCpuCores", "min_cpu_cores"),
+                ("minMemorySpace", "min_memory_space"),
+            )
+        }  # fmt: skip
+    if kind == "SWITCH":
+        cases: list[dict[str, Any]] = []
+        default = None
+        for branch in raw.get("condition") or []:
+            target = str(branch.get("task"))
+            edges.append((name, target))
+            if branch.get("condition") is None:
+                default = target
+            else:
+                cases.append({"condition": str(branch["condition"]), "nextNode": target})
+        return {"switchResult": {"dependTaskList": cases, "nextNode": default}}
+    if kind == "CONDITIONS":
+        groups = []
+        for group in raw.get("groups") or []:
+            items = []
+            for item in group.get("groups") or []:
+                task = str(item.get("task"))
+                edges.append((task, name))
+                items.append(
+                    {"depTaskCode": task, "status": "SUCCESS" if item.get("flag") else "FAILURE"}
+                )
+            groups.append(
+                {"relation": str(group.get("op", "AND")).upper(), "dependItemList": items}
+            )
+        branches = (raw.get("success_task"), raw.get("failed_task"))
+        edges.extend((name, str(branch)) for branch in branches if branch)
+        return {
+            "dependence": {"relation": str(raw.get("op", "AND")).upper(), "dependTaskList": groups},
+            "conditionResult": {
+                "successNode": [raw["success_task"]] if raw.get("success_task") else [],
+                "failedNode": [raw["failed_task"]] if raw.get("failed_task") else [],
+            },
+        }
+    skip = {"name", "task_type", "deps", "description", "flag", "task_priority", "delay_time",
+            "fail_retry_times", "fail_retry_interval", "timeout", "timeout_notify_strategy",
+            "input_params", "output_params", "worker_group", "task_group_id", "is_cache"}  # fmt: skip
+    return {k: v for k, v in raw.items() if k not in skip}

@@ -1,0 +1,361 @@
+"""DolphinScheduler parameters and time expressions, and Airflow macros, as Stratoflow templates.
+
+DolphinScheduler replaces ``${name}`` with a parameter's value and ``$[yyyyMMdd-1]``-style
+expressions with the schedule time shifted and formatted. Each becomes a Jinja expression over
+the run's ``logical_date`` through the ``shift_date`` filter, in the schedule's time zone.
+Day offsets are calendar days on that zone's wall clock (``$[yyyyMMdd-1]`` is the day before,
+whatever a daylight-saving change in between); ``N/24`` and ``N/24/60`` offsets are hours and
+minutes of elapsed time. Date patterns are Java's: ``yyyy yy MM dd HH mm ss`` and literals.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+
+Piece = tuple[bool, str]
+"""(is_expression, text): a literal, or a Jinja expression."""
+
+
+class Unsupported(ValueError):
+    """An expression with no exact equivalent; the message says which and why."""
+
+
+_JAVA_TOKENS = (
+    ("yyyy", "%Y"),
+    ("yy", "%y"),
+    ("MM", "%m"),
+    ("dd", "%d"),
+    ("HH", "%H"),
+    ("mm", "%M"),
+    ("ss", "%S"),
+)
+
+
+def java_date_format(pattern: str) -> str:
+    """A Java ``SimpleDateFormat`` pattern as a ``strftime`` format (the common letters)."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        for java, code in _JAVA_TOKENS:
+            if pattern.startswith(java, i):
+                out.append(code)
+                i += len(java)
+                break
+        else:
+            char = pattern[i]
+            if char.isalpha():
+                raise Unsupported(f"date pattern {pattern!r}: the letter {char!r} is not supported")
+            out.append("%%" if char == "%" else char)
+            i += 1
+    return "".join(out)
+
+
+_ARITH = (ast.Add, ast.Sub, ast.Mult, ast.Div)
+
+
+def _arith(text: str) -> Fraction:
+    """``1``, ``7*2``, ``1/24``, ``-(1+2)``: exact, integers and + - * / only."""
+    if len(text) > 64:
+        raise Unsupported(f"offset {text!r} is too long")
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError:
+        raise Unsupported(f"offset {text!r} is not arithmetic") from None
+
+    def value(node: ast.AST) -> Fraction:
+        if isinstance(node, ast.Expression):
+            return value(node.body)
+        if isinstance(node, ast.Constant) and type(node.value) is int and node.value < 10**6:
+            return Fraction(node.value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            inner = value(node.operand)
+            return -inner if isinstance(node.op, ast.USub) else inner
+        if isinstance(node, ast.BinOp) and isinstance(node.op, _ARITH):
+            left, right = value(node.left), value(node.right)
+            if isinstance(node.op, ast.Add):
+                return left + right
+            if isinstance(node.op, ast.Sub):
+                return left - right
+            if isinstance(node.op, ast.Mult):
+                return left * right
+            if right == 0:
+                raise Unsupported(f"offset {text!r} divides by zero")
+            return left / right
+        raise Unsupported(f"offset {text!r} is not arithmetic on whole numbers")
+
+    return value(tree)
+
+
+def _shift(fmt: str, tz: str, *, months: Fraction = Fraction(0), to: str | None = None,
+           days: Fraction = Fraction(0)) -> str:  # fmt: skip
+    args = [repr(java_date_format(fmt.strip())), repr(tz)]
+    if months:
+        if months.denominator != 1:
+            raise Unsupported(f"a shift of {months} months is not whole")
+        args.append(f"months={int(months)}")
+    if to:
+        args.append(f"to={to!r}")
+    if days:
+        if days.denominator == 1:
+            args.append(f"days={int(days)}")
+        else:
+            minutes = days * 1440
+            if minutes.denominator != 1:
+                raise Unsupported(f"a shift of {days} days is not a whole number of minutes")
+            args.append(f"minutes={int(minutes)}")
+    return f"logical_date | shift_date({', '.join(args)})"
+
+
+_FUNCTION = re.compile(r"([a-z_]+)\((.*)\)", re.S)
+# name -> (anchor, what the second argument counts, whether it may be left out)
+_ANCHORED = {
+    "add_months": (None, "months", False),
+    "month_begin": ("month_start", "days", False),
+    "month_end": ("month_end", "days", False),
+    "week_begin": ("week_start", "days", False),
+    "week_end": ("week_end", "days", False),
+    "month_first_day": ("month_start", "months", True),
+    "month_last_day": ("month_end", "months", True),
+    "week_first_day": ("week_start", "weeks", True),
+    "week_last_day": ("week_end", "weeks", True),
+    "this_day": (None, "none", True),
+    "last_day": (None, "yesterday", True),
+}
+
+
+def time_expression(expr: str, tz: str) -> str:
+    """The Jinja expression for the inside of one ``$[...]``."""
+    expr = expr.strip()
+    call = _FUNCTION.fullmatch(expr)
+    if call:
+        name, inner = call.group(1), call.group(2)
+        if name not in _ANCHORED:
+            raise Unsupported(f"$[{expr}]: {name}() has no equivalent")
+        anchor, unit, optional = _ANCHORED[name]
+        fmt, sep, amount_text = inner.partition(",")
+        if not sep and not optional:
+            raise Unsupported(f"$[{expr}]: {name}() takes a format and an offset")
+        amount = _arith(amount_text) if sep else Fraction(0)
+        if unit == "months":
+            return _shift(fmt, tz, months=amount, to=anchor)
+        if unit == "weeks":
+            return _shift(fmt, tz, to=anchor, days=amount * 7)
+        if unit == "yesterday":
+            return _shift(fmt, tz, days=Fraction(-1))
+        return _shift(fmt, tz, to=anchor, days=amount)
+    for sign in ("+", "-"):
+        index = expr.rfind(sign)
+        if index > 0 and index + 1 < len(expr) and expr[index + 1].isdigit():
+            offset = _arith(expr[index + 1 :])
+            return _shift(expr[:index], tz, days=offset if sign == "+" else -offset)
+        if sign == "+" and index >= 0:
+            break  # DolphinScheduler reads a '+' without a number after it as a literal
+    return _shift(expr, tz)
+
+
+# DolphinScheduler's built-in parameters
+def builtin(name: str, tz: str) -> str | None:
+    known: dict[str, Callable[[], str]] = {
+        "system.biz.date": lambda: _shift("yyyyMMdd", tz, days=Fraction(-1)),
+        "system.biz.curdate": lambda: _shift("yyyyMMdd", tz),
+        "system.datetime": lambda: _shift("yyyyMMddHHmmss", tz),
+        "system.workflow.instance.id": lambda: "run.id",
+        "system.process.instance.id": lambda: "run.id",
+        "system.workflow.definition.name": lambda: "run.workflow",
+        "system.process.definition.name": lambda: "run.workflow",
+        "system.project.name": lambda: "run.project",
+        "system.task.definition.name": lambda: "task.id",
+    }
+    make = known.get(name)
+    return None if make is None else make()
+
+
+_TOKEN = re.compile(r"\$\[(?P<time>[^\]\n]{1,200})\]|\$\{(?P<name>[^{}\s]{1,200})\}")
+_JINJA_OPEN = re.compile(r"\{\{|\{%|\{#:")
+
+
+@dataclass
+class DsContext:
+    """What ``${name}`` may stand for in one task: a parameter, or an upstream task's output."""
+
+    tz: str
+    params: Mapping[str, str]  # name -> Jinja expression
+    problems: list[str]  # collects what could not be rewritten
+
+    def name(self, name: str) -> str | None:
+        return self.params.get(name) or builtin(name, self.tz)
+
+
+def ds_pieces(text: str, ctx: DsContext) -> list[Piece]:
+    """``text`` split into literals and Jinja expressions."""
+    pieces: list[Piece] = []
+    at = 0
+    for match in _TOKEN.finditer(text):
+        replacement: str | None = None
+        if match.group("time") is not None:
+            try:
+                replacement = time_expression(match.group("time"), ctx.tz)
+            except Unsupported as exc:
+                ctx.problems.append(str(exc))
+        else:
+            name = match.group("name")
+            replacement = ctx.name(name)
+            if replacement is None and name.startswith("system."):
+                ctx.problems.append(f"built-in parameter ${{{name}}} has no equivalent")
+        if replacement is None:
+            continue  # left as written: DolphinScheduler leaves unknown ${...} to the shell too
+        if match.start() > at:
+            pieces.append((False, text[at : match.start()]))
+        pieces.append((True, replacement))
+        at = match.end()
+    if at < len(text):
+        pieces.append((False, text[at:]))
+    return pieces
+
+
+def escape_literal(text: str) -> str:
+    """Literal text safe inside a Stratoflow template (``{{`` and ``{%`` printed, not read)."""
+    return _JINJA_OPEN.sub(lambda m: "{{ " + repr(m.group()) + " }}", text)
+
+
+def as_template(pieces: list[Piece]) -> str:
+    return "".join(("{{ " + t + " }}") if is_expr else escape_literal(t) for is_expr, t in pieces)
+
+
+def as_expression(pieces: list[Piece]) -> str:
+    """The same value as one Jinja expression (joined with ``~``)."""
+    if not pieces:
+        return "''"
+    parts = [f"({t})" if is_expr else repr(t) for is_expr, t in pieces]
+    return parts[0] if len(parts) == 1 else " ~ ".join(parts)
+
+
+def rewrite_ds(text: str, ctx: DsContext) -> str:
+    return as_template(ds_pieces(text, ctx))
+
+
+_JS_OPERATORS = (("===", "=="), ("!==", "!="), ("&&", " and "), ("||", " or "))
+_JS_NOT = re.compile(r"!(?!=)")
+
+
+def js_condition(text: str, ctx: DsContext, numeric: Callable[[str], bool]) -> str:
+    """A DolphinScheduler switch condition (JavaScript over ``${name}`` text substitutions) as
+    a Jinja expression. A parameter whose value is a number is compared as a number, as
+    JavaScript's coercion does."""
+    out: list[str] = []
+    at = 0
+    for match in _TOKEN.finditer(text):
+        out.append(text[at : match.start()])
+        at = match.end()
+        if match.group("time") is not None:
+            out.append(f"({time_expression(match.group('time'), ctx.tz)})")
+            continue
+        name = match.group("name")
+        ref = ctx.name(name)
+        if ref is None:
+            raise Unsupported(f"condition {text!r} reads ${{{name}}}, which is not a parameter")
+        out.append(f"({ref} | float)" if numeric(name) else ref)
+    out.append(text[at:])
+    expr = "".join(out)
+    for js, jinja in _JS_OPERATORS:
+        expr = expr.replace(js, jinja)
+    expr = _JS_NOT.sub(" not ", expr)
+    return " ".join(expr.split())
+
+
+# ------------------------------------------------------------------------- Airflow macros
+_MACRO_BLOCK = re.compile(r"\{\{(.*?)\}\}", re.S)
+_DS_ADD = re.compile(r"macros\.ds_add\(\s*ds\s*,\s*(-?[0-9]{1,6})\s*\)")
+_NAME = re.compile(r"(?<![\w.\]'\"])([A-Za-z_]\w*)((?:\.\w+)*)")
+_JINJA_WORDS = frozenset(
+    {"and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True", "False",
+     "None", "loop", "range"}
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AirflowDates:
+    """How Airflow's date macros read for one DAG: the logical date's shift from the fire
+    time (Airflow 2's data intervals start one interval before it), in the zone ``tz``."""
+
+    tz: str = "UTC"
+    days: int = 0
+    minutes: int = 0
+
+    def date(self, fmt: str, extra_days: int = 0) -> str:
+        args = [repr(fmt), repr(self.tz)]
+        if self.days + extra_days:
+            args.append(f"days={self.days + extra_days}")
+        if self.minutes:
+            args.append(f"minutes={self.minutes}")
+        if args == [repr("%Y-%m-%d"), repr("UTC")]:
+            return "ds"
+        if args == [repr("%Y%m%d"), repr("UTC")]:
+            return "ds_nodash"
+        return f"logical_date | shift_date({', '.join(args)})"
+
+
+def _airflow_names(dates: AirflowDates) -> dict[str, str]:
+    iso = "%Y-%m-%dT%H:%M:%S%z"
+    logical = "logical_date" if not (dates.days or dates.minutes) else dates.date(iso)
+    return {
+        "ds": dates.date("%Y-%m-%d"),
+        "ds_nodash": dates.date("%Y%m%d"),
+        "ts": logical,
+        "logical_date": logical,
+        "execution_date": logical,
+        "yesterday_ds": dates.date("%Y-%m-%d", -1),
+        "yesterday_ds_nodash": dates.date("%Y%m%d", -1),
+        "tomorrow_ds": dates.date("%Y-%m-%d", 1),
+        "tomorrow_ds_nodash": dates.date("%Y%m%d", 1),
+        "run_id": "run.id",
+        "dag.dag_id": "run.workflow",
+        "dag_run.run_id": "run.id",
+        "task.task_id": "task.id",
+        "ti.task_id": "task.id",
+        "task_instance.task_id": "task.id",
+    }
+
+
+def rewrite_airflow(text: str, dates: AirflowDates, problems: list[str]) -> str:
+    """Airflow's template variables as Stratoflow's; anything else it reads is a problem."""
+    names = _airflow_names(dates)
+
+    def block(match: re.Match[str]) -> str:
+        inner = _DS_ADD.sub(
+            lambda m: "(" + dates.date("%Y-%m-%d", int(m.group(1))) + ")", match.group(1)
+        )
+
+        def name(m: re.Match[str]) -> str:
+            head, tail = m.group(1), m.group(2)
+            before = m.string[: m.start()].rstrip()
+            after = m.string[m.end() :].lstrip()
+            keyword = after[:1] == "=" and after[:2] != "=="
+            if before.endswith("|") or before.endswith(" is") or keyword:
+                return head + tail  # a filter or test name, or a keyword argument
+            dotted = head + tail
+            for length in range(len(dotted.split("."))):
+                candidate = ".".join(dotted.split(".")[: len(dotted.split(".")) - length])
+                if candidate in names:
+                    rest = dotted[len(candidate) :]
+                    return (
+                        f"({names[candidate]}){rest}"
+                        if "|" in names[candidate]
+                        else names[candidate] + rest
+                    )
+            if head in ("params", "shift_date") or head in _JINJA_WORDS:
+                return dotted
+            problems.append(f"the template reads {dotted!r}, which Stratoflow does not provide")
+            return dotted
+
+        # names inside string literals are not names: rewrite only outside quotes
+        parts = re.split(r"('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")", inner)
+        for i in range(0, len(parts), 2):
+            parts[i] = _NAME.sub(name, parts[i])
+        return "{{" + "".join(parts) + "}}"
+
+    return _MACRO_BLOCK.sub(block, text)

@@ -1,0 +1,73 @@
+"""An imported DolphinScheduler export runs on the local runtime to the states and outputs it
+had in DolphinScheduler: shell and python tasks, OUT parameters (setValue), global and built-in
+parameters with time expressions in the schedule's time zone, a switch, and a Conditions task
+(as trigger rules)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from stratoflow.adapters.local.runtime import LocalRuntime
+from stratoflow.engine import RunState
+from stratoflow.importers import import_file, to_yaml
+from tests.e2e import test_runtime
+from tests.e2e.test_runtime import finish, states
+
+pytestmark = pytest.mark.e2e
+runtime = test_runtime.runtime  # the local runtime fixture, in a fresh home per test
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "importers"
+# 16:30 UTC on 1 March is already 2 March in Shanghai, the export's schedule zone
+LOGICAL = datetime(2026, 3, 1, 16, 30, tzinfo=UTC)
+
+
+def _run(rt: LocalRuntime, export: str, **params: object) -> str:
+    result = import_file(FIXTURES / export, unmapped="report")  # the SQL / Spark task left out
+    workflow = result.workflows[0]
+    version, _ = rt.scheduler.apply(to_yaml(workflow, export))
+    run, _ = rt.scheduler.trigger(
+        version.project, version.name, params=params, logical_date=LOGICAL
+    )
+    return run.id
+
+
+def _outputs(rt: LocalRuntime, run_id: str) -> dict[str, dict[str, object]]:
+    return {t.task_id: dict(t.outputs) for t in rt.store.get_tasks(run_id)}
+
+
+@pytest.mark.parametrize("export", ["ds_3.2_export.json", "ds_3.3_export.json"])
+def test_imported_3x_export_runs_as_in_dolphinscheduler(runtime: LocalRuntime, export: str) -> None:
+    # WHEN the imported workflow runs for a date, with the export's default region (eu)
+    run_id = _run(runtime, export)
+    # THEN it succeeds, the switch took the eu branch and the Conditions task's success branch ran
+    assert finish(runtime, run_id) is RunState.SUCCEEDED
+    assert states(runtime, run_id) == {
+        "extract": "succeeded", "check": "succeeded", "transform": "succeeded",
+        "route": "succeeded", "load_eu": "succeeded", "load_other": "skipped",
+        "notify_ok": "succeeded", "notify_failure": "skipped",
+    }  # fmt: skip
+    outputs = _outputs(runtime, run_id)
+    # setValue lines became outputs; $[yyyyMMdd-1] is the day before in Shanghai, not in UTC
+    assert outputs["extract"] == {"rows": "42", "day": "20260301"}
+    # ${rows} read the upstream OUT parameter, ${dt} = $[yyyy-MM-dd] computed in Shanghai
+    assert outputs["transform"] == {"seen": "42-2026-03-02"}
+
+
+def test_parameters_given_to_the_run_win(runtime: LocalRuntime) -> None:
+    run_id = _run(runtime, "ds_3.3_export.json", region="us", dt="2000-01-01")
+    assert finish(runtime, run_id) is RunState.SUCCEEDED
+    got = states(runtime, run_id)
+    assert (got["load_eu"], got["load_other"]) == ("skipped", "succeeded")
+    assert _outputs(runtime, run_id)["transform"] == {"seen": "42-2000-01-01"}
+
+
+def test_imported_1x_export_runs(runtime: LocalRuntime) -> None:
+    run_id = _run(runtime, "ds_1.3_export.json")
+    assert finish(runtime, run_id) is RunState.SUCCEEDED
+    assert states(runtime, run_id) == {
+        "extract": "succeeded", "check": "succeeded", "transform": "succeeded",
+        "notify_ok": "succeeded", "notify_failure": "skipped",
+    }  # fmt: skip
+    assert _outputs(runtime, run_id)["extract"] == {"day": "20260228"}  # 1.x names no zone: UTC

@@ -1,0 +1,140 @@
+"""What a dag-factory task becomes, operator by operator, and what is reported instead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stratoflow.importers import import_file
+from stratoflow.importers._report import FileImport
+from stratoflow.model import parse_workflow
+
+
+def _import(tmp_path: Path, text: str, defaults: str | None = None) -> FileImport:
+    if defaults is not None:
+        (tmp_path / "defaults.yml").write_text(defaults)
+    path = tmp_path / "dags.yml"
+    path.write_text(text)
+    result = import_file(path, "dag-factory")
+    for workflow in result.workflows:
+        assert workflow.document is not None
+        parse_workflow(workflow.document)
+    return result
+
+
+def _tasks(result: FileImport, index: int = 0) -> dict[str, Any]:
+    return result.workflows[index].document["tasks"]  # type: ignore[index]
+
+
+def _unmapped(result: FileImport) -> str:
+    return " | ".join(n.message for n in result.all_notes() if n.severity == "unmapped")
+
+
+def test_aws_operators(tmp_path: Path) -> None:
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"aws": {"tasks": [
+            {"task_id": "invoke", "operator": "airflow.providers.amazon.aws.operators.lambda_function.LambdaInvokeFunctionOperator",
+             "function_name": "fn", "payload": '{"day": "{{ ds }}"}'},
+            {"task_id": "job", "operator": "airflow.providers.amazon.aws.operators.batch.BatchOperator",
+             "job_name": "j", "job_queue": "q", "job_definition": "d",
+             "container_overrides": {"image": "repo/img:1", "command": ["run", "{{ ds_nodash }}"]}},
+            {"task_id": "job_def_only", "operator": "airflow.providers.amazon.aws.operators.batch.BatchOperator",
+             "job_name": "j", "job_queue": "q", "job_definition": "d"},
+            {"task_id": "query", "operator": "airflow.providers.amazon.aws.operators.athena.AthenaOperator", "query": "select 1"},
+        ]}}),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    assert tasks["invoke"] == {"type": "lambda", "function": "fn", "payload": {"day": "{{ ds }}"}}
+    assert tasks["job"] == {
+        "type": "batch",
+        "image": "repo/img:1",
+        "command": ["run", "{{ ds_nodash }}"],
+        "job_queue": "q",
+    }
+    assert tasks["job_def_only"]["description"].startswith("PLACEHOLDER")
+    assert tasks["query"]["description"].startswith("PLACEHOLDER")
+    assert "Athena" in _unmapped(result)
+
+
+def test_defaults_precedence_and_task_merge(tmp_path: Path) -> None:
+    result = _import(
+        tmp_path,
+        """
+default:
+  default_args: {retries: 1, retry_delay_sec: 10}
+  schedule: "@hourly"
+  tasks:
+    - {task_id: a, operator: airflow.operators.bash.BashOperator, bash_command: "echo {{ ds }}"}
+one:
+  default_args: {retries: 4}
+  tasks:
+    - {task_id: a, bash_command: "echo one"}
+two:
+  schedule: {__type__: datetime.timedelta, minutes: 30}
+  tasks:
+    - {task_id: b, operator: airflow.operators.empty.EmptyOperator}
+""",
+        defaults="default_args: {retry_delay_sec: 99, retry_exponential_backoff: true}\nschedule: '@daily'\n",
+    )
+    one, two = (w.document or {} for w in result.workflows)
+    assert one["defaults"] == {"retries": 4, "retry_delay": "10s", "retry_backoff": 2.0}
+    assert one["tasks"]["a"] == {"type": "shell", "command": "echo one"}
+    assert one["schedule"]["cron"] == "0 * * * *"
+    assert two["schedule"]["cron"] == "rate(30 minutes)"
+    assert set(two["tasks"]) == {"a", "b"}  # the default block's task too
+
+
+def test_airflow2_hourly_dates_read_one_hour_back(tmp_path: Path) -> None:
+    result = _import(
+        tmp_path,
+        """
+old:
+  schedule_interval: "@hourly"
+  tasks:
+    t: {operator: airflow.operators.bash.BashOperator, bash_command: "echo {{ ts }} {{ ds }}"}
+""",
+    )
+    command = _tasks(result)["t"]["command"]
+    assert command.count("minutes=-60") == 2
+
+
+def test_task_params_win_over_dag_params(tmp_path: Path) -> None:
+    result = _import(
+        tmp_path,
+        """
+p:
+  params: {region: eu, size: {default: 3, type: integer}}
+  tasks:
+    t:
+      operator: airflow.providers.standard.operators.bash.BashOperator
+      bash_command: "echo {{ params.region }} {{ params.size }}"
+      params: {region: us}
+""",
+    )
+    document = result.workflows[0].document or {}
+    assert document["params"] == {"region": "eu", "size": 3}
+    assert document["tasks"]["t"]["params"] == {"region": "us"}
+    assert result.complete
+
+
+def test_unknown_arguments_and_templates_are_reported(tmp_path: Path) -> None:
+    result = _import(
+        tmp_path,
+        """
+x:
+  tasks:
+    t:
+      operator: airflow.providers.standard.operators.bash.BashOperator
+      bash_command: "echo {{ var.value.secret }}"
+      executor_config: {pod_override: 1}
+      pool: small
+      trigger_rule: none_failed_min_one_success
+""",
+    )
+    text = _unmapped(result)
+    for word in ("executor_config", "var.value.secret", "pool", "none_failed_min_one_success"):
+        assert word in text
+    assert not result.complete

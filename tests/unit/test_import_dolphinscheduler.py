@@ -1,0 +1,200 @@
+"""What a DolphinScheduler task becomes, setting by setting, and that whatever has no
+equivalent is named in the report (never dropped silently)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from stratoflow.importers._dolphinscheduler import convert, read_export
+from stratoflow.importers._report import ImportedWorkflow
+from stratoflow.model import parse_workflow
+
+
+def _task(code: int, name: str, kind: str, params: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"code": code, "name": name, "taskType": kind, "taskParams": params, **extra}
+
+
+def _import(
+    *tasks: dict[str, Any], edges: list[tuple[int, int]] = (), **definition: Any
+) -> ImportedWorkflow:  # type: ignore[assignment]
+    export = {
+        "workflowDefinition": {"name": "wf", "globalParams": "[]", **definition},
+        "workflowTaskRelationList": [{"preTaskCode": a, "postTaskCode": b} for a, b in edges]
+        + [{"preTaskCode": 0, "postTaskCode": t["code"]} for t in tasks],
+        "taskDefinitionList": list(tasks),
+    }
+    result = convert(read_export([export])[0], "placeholder")
+    assert result.document is not None
+    parse_workflow(result.document)  # what is written validates
+    return result
+
+
+def _unmapped(result: ImportedWorkflow, task: str | None = None) -> list[str]:
+    return [n.message for n in result.notes if n.severity == "unmapped" and n.task == task]
+
+
+def test_retries_intervals_and_timeouts() -> None:
+    result = _import(
+        _task(1, "a", "SHELL", {"rawScript": "true"}, failRetryTimes=3, failRetryInterval=2,
+              timeoutFlag="OPEN", timeout=15, timeoutNotifyStrategy="FAILED"),
+        _task(2, "b", "SHELL", {"rawScript": "true"}, timeoutFlag="OPEN", timeout=5,
+              timeoutNotifyStrategy="WARN"),
+        _task(3, "c", "SHELL", {"rawScript": "true"}, timeoutFlag="OPEN", timeout=5,
+              timeoutNotifyStrategy="WARNFAILED"),
+        _task(4, "d", "SHELL", {"rawScript": "true"}, timeoutFlag="CLOSE", timeout=5),
+    )  # fmt: skip
+    tasks = result.document["tasks"]  # type: ignore[index]
+    assert (tasks["a"]["retries"], tasks["a"]["retry_delay"], tasks["a"]["timeout"]) == (
+        3,
+        "120s",
+        "900s",
+    )
+    assert "timeout" not in tasks["b"]  # WARN only alerts: no equivalent, reported
+    assert any("strategy WARN" in m for m in _unmapped(result, "b"))
+    assert tasks["c"]["timeout"] == "300s"
+    assert any("WARNFAILED" in m for m in _unmapped(result, "c"))
+    assert "timeout" not in tasks["d"]
+
+
+def test_settings_without_an_equivalent_are_reported() -> None:
+    result = _import(
+        _task(1, "a", "SHELL", {"rawScript": "true", "resourceList": [{"id": 3}]},
+              taskPriority="HIGHEST", taskGroupId=4, delayTime=2, workerGroup="gpu",
+              environmentCode=77, isCache="YES"),
+        warningGroupId=2, timeout=30, executionType="SERIAL_DISCARD",
+    )  # fmt: skip
+    messages = " | ".join(_unmapped(result, "a"))
+    for word in (
+        "HIGHEST",
+        "task group 4",
+        "delay time",
+        "'gpu'",
+        "environmentCode",
+        "isCache",
+        "resources",
+    ):
+        assert word in messages
+    workflow = " | ".join(_unmapped(result))
+    for word in ("alerts", "workflow timeout", "SERIAL_DISCARD"):
+        assert word in workflow
+    assert result.document["max_active_runs"] == 1  # type: ignore[index]
+
+
+def test_disabled_task_does_nothing() -> None:
+    result = _import(_task(1, "a", "SHELL", {"rawScript": "rm -rf /data"}, flag="NO"))
+    assert result.document["tasks"]["a"]["command"].startswith(": disabled")  # type: ignore[index]
+
+
+def test_python_with_parameters_or_python2_runs_through_python3_as_text() -> None:
+    result = _import(
+        _task(1, "plain", "PYTHON", {"rawScript": "print(1)"}),
+        _task(2, "templated", "PYTHON", {"rawScript": "print('$[yyyyMMdd]')", "localParams": []}),
+        _task(3, "old", "PYTHON", {"rawScript": "print 'hi'"}),
+    )
+    tasks = result.document["tasks"]  # type: ignore[index]
+    assert tasks["plain"] == {"type": "python", "code": "print(1)"}
+    assert tasks["templated"]["type"] == "shell"
+    assert "shift_date('%Y%m%d'" in tasks["templated"]["command"]
+    assert tasks["old"]["command"].startswith("python3 - <<'STRATOFLOW_PYTHON_EOF'\nprint 'hi'")
+
+
+def test_http_and_kubernetes() -> None:
+    result = _import(
+        _task(1, "get", "HTTP", {"url": "https://api.example.com/x", "httpMethod": "POST",
+              "httpParams": [{"prop": "q", "httpParametersType": "PARAMETER", "value": "${system.biz.date}"},
+                             {"prop": "X-Key", "httpParametersType": "HEADERS", "value": "k"},
+                             {"prop": "n", "httpParametersType": "BODY", "value": "1"}],
+              "httpCheckCondition": "BODY_CONTAINS", "condition": "ok", "connectTimeout": 60000}),
+        _task(2, "pod", "K8S", {"image": "busybox", "namespace": '{"name": "etl", "cluster": "c1"}',
+              "command": '["sh", "-c"]', "args": '["echo hi"]', "minCpuCores": 0.5, "minMemorySpace": 256}),
+    )  # fmt: skip
+    tasks = result.document["tasks"]  # type: ignore[index]
+    http = tasks["get"]
+    assert http["url"].startswith("https://api.example.com/x?q={{ logical_date | shift_date(")
+    assert (http["method"], http["headers"], http["body"]) == ("POST", {"X-Key": "k"}, {"n": "1"})
+    assert any("BODY_CONTAINS" in m for m in _unmapped(result, "get"))
+    assert any("connectTimeout 60000 ms" in m for m in _unmapped(result, "get"))
+    pod = tasks["pod"]
+    assert (pod["image"], pod["namespace"], pod["command"]) == (
+        "busybox",
+        "etl",
+        ["sh", "-c", "echo hi"],
+    )
+    assert (pod["cpu"], pod["memory"]) == ("0.5", "256Mi")
+    assert any("cluster 'c1'" in m for m in _unmapped(result, "pod"))
+
+
+@pytest.mark.parametrize(
+    ("relation", "status", "success_rule", "failed_rule"),
+    [
+        ("AND", "SUCCESS", "all_success", "one_failed"),
+        ("OR", "SUCCESS", "one_success", "all_failed"),
+        ("AND", "FAILURE", "all_failed", "one_success"),
+        ("OR", "FAILURE", "one_failed", "all_success"),
+    ],
+)
+def test_conditions_become_trigger_rules(
+    relation: str, status: str, success_rule: str, failed_rule: str
+) -> None:
+    items = [{"depTaskCode": c, "status": status} for c in (1, 2)]
+    result = _import(
+        _task(1, "a", "SHELL", {"rawScript": "true"}),
+        _task(2, "b", "SHELL", {"rawScript": "true"}),
+        _task(3, "cond", "CONDITIONS", {"dependence": {"relation": relation, "dependTaskList": [{"relation": relation, "dependItemList": items}]},
+              "conditionResult": {"successNode": [4], "failedNode": [5]}}),
+        _task(4, "yes", "SHELL", {"rawScript": "true"}),
+        _task(5, "no", "SHELL", {"rawScript": "true"}),
+        edges=[(1, 3), (2, 3), (3, 4), (3, 5)],
+    )  # fmt: skip
+    tasks = result.document["tasks"]  # type: ignore[index]
+    assert "cond" not in tasks
+    assert (tasks["yes"]["depends_on"], tasks["yes"]["trigger_rule"]) == (["a", "b"], success_rule)
+    assert (tasks["no"]["depends_on"], tasks["no"]["trigger_rule"]) == (["a", "b"], failed_rule)
+
+
+def test_names_are_made_valid_and_unique() -> None:
+    result = _import(
+        _task(1, "load data", "SHELL", {"rawScript": "true"}),
+        _task(2, "load/data", "SHELL", {"rawScript": "true"}),
+        _task(3, "数据", "SHELL", {"rawScript": "true"}),
+        edges=[(1, 2)],
+    )
+    tasks = result.document["tasks"]  # type: ignore[index]
+    assert set(tasks) >= {"load_data", "load_data_2"}
+    assert tasks["load_data_2"]["depends_on"] == ["load_data"]
+    assert len(tasks) == 3
+
+
+def test_an_offline_schedule_is_left_out_and_said() -> None:
+    export = {
+        "processDefinition": {"name": "wf"},
+        "processTaskRelationList": [{"preTaskCode": 0, "postTaskCode": 1}],
+        "taskDefinitionList": [_task(1, "a", "SHELL", {"rawScript": "true"})],
+        "schedule": {
+            "crontab": "0 0 3 * * ? *",
+            "timezoneId": "Europe/Paris",
+            "releaseState": "OFFLINE",
+        },
+    }
+    result = convert(read_export(export)[0], "placeholder")
+    assert "schedule" not in (result.document or {})
+    assert any("offline" in n.message and "cron(0 3 * * ? *)" in n.message for n in result.notes)
+
+
+def test_switch_with_3_0_list_branches_and_an_unknown_code() -> None:
+    switch = {"switchResult": {"dependTaskList": [{"condition": "${n} > 2", "nextNode": [2, 3]},
+                                                  {"condition": "${n} > 9", "nextNode": 99}],
+                               "nextNode": [3]}}  # fmt: skip
+    result = _import(
+        _task(1, "s", "SWITCH", switch),
+        _task(2, "a", "SHELL", {"rawScript": "true"}),
+        _task(3, "b", "SHELL", {"rawScript": "true"}),
+        edges=[(1, 2), (1, 3)],
+        globalParams='[{"prop": "n", "direct": "IN", "type": "VARCHAR", "value": "1"}]',
+    )
+    body = result.document["tasks"]["s"]  # type: ignore[index]
+    assert body["cases"] == [{"when": "{{ (params.n | float) > 2 }}", "next": ["a", "b"]}]
+    assert body["default"] == ["b"]
+    assert any("unknown task code 99" in m for m in _unmapped(result, "s"))

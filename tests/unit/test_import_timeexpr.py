@@ -1,0 +1,174 @@
+"""DolphinScheduler parameters and ``$[...]`` time expressions, and Airflow macros, rewritten
+by ``stratoflow import`` into templates that render the same values: date arithmetic in
+calendar days on the schedule's time zone's wall clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from stratoflow.importers._timeexpr import (
+    AirflowDates,
+    DsContext,
+    Unsupported,
+    java_date_format,
+    js_condition,
+    rewrite_airflow,
+    rewrite_ds,
+    time_expression,
+)
+from stratoflow.templating import TemplateError, render, shift_date
+
+# 2026-03-01 16:30 UTC is 2026-03-02 00:30 in Shanghai: a different calendar day
+LOGICAL = "2026-03-01T16:30:00+00:00"
+
+
+def ds(text: str, tz: str = "Asia/Shanghai", logical: str = LOGICAL, **params: str) -> str:
+    ctx = DsContext(tz, {k: f"params.{k}" for k in params}, [])
+    template = rewrite_ds(text, ctx)
+    assert not ctx.problems, ctx.problems
+    return render(
+        template,
+        {
+            "logical_date": logical,
+            "params": params,
+            "run": {"id": "r1", "workflow": "w", "project": "p"},
+            "task": {"id": "t"},
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("$[yyyyMMdd]", "20260302"),
+        ("$[yyyyMMdd-1]", "20260301"),
+        ("$[yyyy-MM-dd+7*2]", "2026-03-16"),
+        ("$[yyyy-MM-dd HH:mm:ss]", "2026-03-02 00:30:00"),
+        ("$[HHmmss-1/24]", "233000"),
+        ("$[HH:mm-30/24/60]", "00:00"),
+        ("$[add_months(yyyyMMdd,-1)]", "20260202"),
+        ("$[add_months(yyyyMMdd,12*1)]", "20270302"),
+        ("$[month_first_day(yyyy-MM-dd,-1)]", "2026-02-01"),
+        ("$[month_last_day(yyyy-MM-dd,-1)]", "2026-02-28"),
+        ("$[month_last_day(yyyy-MM-dd)]", "2026-03-31"),
+        ("$[week_first_day(yyyy-MM-dd,0)]", "2026-03-02"),  # a Monday
+        ("$[week_last_day(yyyy-MM-dd,-1)]", "2026-03-01"),
+        ("$[this_day(yyyy-MM-dd)]", "2026-03-02"),
+        ("$[last_day(yyyy-MM-dd)]", "2026-03-01"),
+        ("$[month_begin(yyyyMMdd,1)]", "20260302"),
+        ("$[month_end(yyyyMMdd,-1)]", "20260330"),
+        ("${system.biz.date}", "20260301"),
+        ("${system.biz.curdate}", "20260302"),
+        ("${system.datetime}", "20260302003000"),
+        ("${system.workflow.instance.id}/${system.task.definition.name}", "r1/t"),
+    ],
+)
+def test_dolphinscheduler_time_expressions(expression: str, expected: str) -> None:
+    assert ds(expression) == expected
+
+
+def test_days_are_calendar_days_across_a_daylight_saving_change() -> None:
+    # GIVEN 2026-03-09 00:30 in New York, the day after the clocks went forward (23-hour day)
+    logical = "2026-03-09T04:30:00+00:00"
+    # THEN one day back is the 8th at the same wall time (24 hours back would be 23:30 on the 7th)
+    assert ds("$[yyyy-MM-dd HH:mm-1]", "America/New_York", logical) == "2026-03-08 00:30"
+    assert ds("$[yyyy-MM-dd HH:mm-24/24]", "America/New_York", logical) == "2026-03-08 00:30"
+    # while an offset that is not whole days is elapsed time: 1439 minutes back crosses the
+    # lost hour and lands on the 7th
+    assert ds("$[yyyy-MM-dd HH:mm-1439/24/60]", "America/New_York", logical) == "2026-03-07 23:31"
+
+
+def test_hours_are_elapsed_time_across_a_daylight_saving_change() -> None:
+    # 2026-03-08 03:30 EDT minus one hour is 01:30 EST (02:30 does not exist that night)
+    assert ds("$[HH:mm-1/24]", "America/New_York", "2026-03-08T07:30:00+00:00") == "01:30"
+
+
+def test_parameters_and_literal_braces() -> None:
+    assert ds("echo ${dt} ${UNKNOWN} $HOME", dt="2026") == "echo 2026 ${UNKNOWN} $HOME"
+    assert ds("echo '{{ not a template }}' {% x %}") == "echo '{{ not a template }}' {% x %}"
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["year_week(yyyy-MM-dd)", "timestamp(yyyyMMdd)", "yyyyMMddEEE", "yyyyMMdd-1/7"],
+)
+def test_expressions_without_an_equivalent_are_refused(expression: str) -> None:
+    with pytest.raises(Unsupported):
+        time_expression(expression, "UTC")
+
+
+def test_unsupported_expressions_are_reported_and_left_as_written() -> None:
+    ctx = DsContext("UTC", {}, [])
+    assert rewrite_ds("x $[year_week(yyyy-MM-dd)] ${system.task.execute.path}", ctx) == (
+        "x $[year_week(yyyy-MM-dd)] ${system.task.execute.path}"
+    )
+    assert len(ctx.problems) == 2
+
+
+def test_java_patterns() -> None:
+    assert java_date_format("yyyy-MM-dd HH:mm:ss") == "%Y-%m-%d %H:%M:%S"
+    assert java_date_format("yy/MM 100%") == "%y/%m 100%%"
+
+
+def test_switch_conditions_from_javascript() -> None:
+    ctx = DsContext("UTC", {"n": "params.n", "s": "params.s"}, [])
+    numeric = {"n"}.__contains__
+    expr = js_condition('${n} > 1 && ${s} === "eu" || !(${n} == 3)', ctx, numeric)
+    assert (
+        expr
+        == '(params.n | float) > 1 and params.s == "eu" or not (( params.n | float) == 3)'.replace(
+            "( params", "(params"
+        )
+    )
+    context = {"params": {"n": "2", "s": "eu"}}
+    assert render("{{ " + expr + " }}", context) == "True"
+    assert render("{{ " + expr + " }}", {"params": {"n": "3", "s": "us"}}) == "False"
+
+
+def test_airflow_macros() -> None:
+    problems: list[str] = []
+    text = "{{ ds }} {{ ds_nodash }} {{ macros.ds_add(ds, -2) }} {{ run_id }} {{ params.x | upper }} {{ 'ds' }}"
+    out = rewrite_airflow(text, AirflowDates(), problems)
+    assert not problems
+    rendered = render(
+        out,
+        {
+            "logical_date": LOGICAL,
+            "ds": "2026-03-01",
+            "ds_nodash": "20260301",
+            "run": {"id": "r1"},
+            "params": {"x": "a"},
+        },
+    )
+    assert rendered == "2026-03-01 20260301 2026-02-27 r1 A ds"
+
+
+def test_airflow2_dates_are_the_interval_start() -> None:
+    problems: list[str] = []
+    out = rewrite_airflow("{{ ds }}/{{ yesterday_ds_nodash }}", AirflowDates(days=-1), problems)
+    assert render(out, {"logical_date": LOGICAL}) == "2026-02-28/20260227"
+    rewrite_airflow("{{ ti.xcom_pull(task_ids='a') }} {{ var.value.k }}", AirflowDates(), problems)
+    assert len(problems) == 2
+    assert "ti.xcom_pull" in problems[0]
+
+
+def test_shift_date_filter_is_bounded_and_checked() -> None:
+    assert shift_date("2026-01-31T12:00:00+00:00", "%Y-%m-%d", "UTC", months=1) == "2026-02-28"
+    assert shift_date("2026-03-01T00:00:00", "%d", "Europe/Berlin", to="month_end") == "31"
+    for bad in (
+        {"tz": "../../etc/passwd"},
+        {"tz": "Mars/Olympus"},
+        {"days": 10**9},
+        {"days": 1.5},
+        {"to": "year_end"},
+        {"fmt": "%Y" * 40},
+    ):
+        with pytest.raises(TemplateError):
+            shift_date(LOGICAL, **bad)  # type: ignore[arg-type]
+    with pytest.raises(TemplateError):
+        shift_date("yesterday")
+    with pytest.raises(TemplateError, match="shift_date"):
+        render(
+            "{{ logical_date | shift_date('%Y', 'UTC', days=-10000000) }}",
+            {"logical_date": LOGICAL},
+        )
