@@ -350,3 +350,27 @@ def test_api_bad_input_is_a_4xx_naming_the_field_and_changes_nothing(
     assert field in json.dumps(reply)
     assert h.backfills.list_backfills("default") == []
     assert h.runs() == []
+
+
+def test_a_failing_backfill_hook_never_fails_a_run_end_and_the_next_pass_repairs_it(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bf = h.backfills.create("default", "daily", start="2026-01-01", end="2026-01-02")
+    h.backfills.tick(h.scheduler.clock.now())  # a pass now: the next is 30 s away
+
+    def broken(project: str, workflow: str) -> list[Backfill]:
+        raise RuntimeError("the backfill index is unreadable")
+
+    with monkeypatch.context() as m:
+        m.setattr(h.store, "active_backfills", broken)
+        h.drive()
+    assert h.store.get_run(bf.dates[0].run_id).state is RunState.SUCCEEDED  # its end stood
+    assert date_states(h.get(bf)) == ["running", "pending"]
+    clock = h.scheduler.clock
+    assert isinstance(clock, FakeClock)
+    h.backfills.tick(clock.now())  # too soon: nothing
+    assert date_states(h.get(bf)) == ["running", "pending"]
+    clock.advance(31)
+    h.backfills.tick(clock.now())
+    h.drive()
+    assert h.get(bf).state is BackfillState.SUCCEEDED

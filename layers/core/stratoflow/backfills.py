@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,7 @@ log = logging.getLogger("stratoflow.backfill")
 
 LOOKAHEAD = 64  # pending dates whose runs are read per pass (a skipped date frees no lane)
 WRITE_TRIES = 8  # a write that lost to another writer is decided again from a fresh read
+RECONCILE_EVERY = timedelta(seconds=30)
 
 
 def backfill_id(project: str, name: str, now: datetime) -> str:
@@ -68,6 +69,7 @@ class Backfills:
 
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
+        self._next_pass: datetime | None = None
 
     @property
     def enabled(self) -> bool:
@@ -179,10 +181,15 @@ class Backfills:
         store = self.scheduler.store
         if not isinstance(store, BackfillStore):
             return
-        for backfill in store.active_backfills(run.project, run.workflow):
-            # by run id, not by the date's state: an index's copy may be a moment behind
-            if any(d.run_id == run.id for d in backfill.dates):
-                self.advance(backfill.id)
+        try:
+            for backfill in store.active_backfills(run.project, run.workflow):
+                # by run id, not by the date's state: an index's copy may be a moment behind
+                if any(d.run_id == run.id for d in backfill.dates):
+                    self.advance(backfill.id)
+        except Exception:  # a backfill's trouble must never undo or fail a run's end
+            log.exception(
+                "backfills of %s/%s not advanced; the next pass will", run.project, run.workflow
+            )
 
     def reconcile(self) -> int:
         """Advance every active backfill (after a restart, on each reconciler pass): what a
@@ -197,6 +204,14 @@ class Backfills:
             except StratoflowError:  # one backfill must not keep the others from moving
                 log.exception("backfill %s could not advance; the next pass retries", backfill.id)
         return len(active)
+
+    def tick(self, now: datetime) -> None:
+        """``reconcile`` at most every ``RECONCILE_EVERY`` (the local loop calls this each
+        turn; on AWS the reconciler's pass reconciles through ``Scheduler.recover``)."""
+        if self._next_pass is not None and now < self._next_pass:
+            return
+        self._next_pass = now + RECONCILE_EVERY
+        self.reconcile()
 
     def advance(self, backfill_id: str) -> Backfill:
         """Decide and write the backfill's next step, then act on it (idempotent)."""
