@@ -11,6 +11,8 @@ import pytest
 
 from stratoflow.adapters.aws import runner as aws_runner
 from stratoflow.backfills import Backfills
+from stratoflow.engine import RunState
+from stratoflow.ports import RunQuery
 from tests.aws_e2e.harness import Stack, aws_stack
 
 pytestmark = [
@@ -104,4 +106,22 @@ def test_the_reconciler_moves_a_lane_on_when_the_run_end_was_lost(stack: Stack) 
     body = ended(stack, made["id"])
     assert body["state"] == "succeeded"
     assert len(run_ids(stack)) == 2
+    assert set(stack.starts.values()) == {1}
+
+
+def test_a_parallel_backfill_keeps_exactly_n_runs_going(stack: Stack) -> None:
+    made = backfill(stack, start="2026-01-04", end="2026-01-08", parallel=2)
+    running: list[int] = []
+
+    def done() -> bool:
+        query = RunQuery(workflow="daily", state=RunState.RUNNING, limit=100)
+        running.append(len(stack.observer.list_runs(query)))
+        return show(stack, made["id"])["state"] in TERMINAL
+
+    stack.pump(done)
+    body = show(stack, made["id"])
+    assert body["state"] == "succeeded"
+    assert [d["state"] for d in body["dates"]] == ["succeeded"] * 5
+    assert max(running) == 2
+    assert {d["lane"] for d in body["dates"]} == {0, 1}
     assert set(stack.starts.values()) == {1}
