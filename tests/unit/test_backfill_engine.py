@@ -98,6 +98,11 @@ def test_bad_ranges_name_the_field(kwargs: dict[str, Any], field: str) -> None:
     assert field in [p.path for p in err.value.problems]
 
 
+def test_exact_times_in_one_second_are_one_date() -> None:
+    got = backfill_dates(None, dates=["2026-01-02T07:00:00.1+00:00", "2026-01-02T07:00:00.9Z"])
+    assert got == [utc(2026, 1, 2, 7)]
+
+
 def test_too_many_dates_are_refused_before_anything_is_built() -> None:
     with pytest.raises(InvalidInput, match=f"more than {MAX_BACKFILL_DATES}"):
         backfill_dates(Schedule(cron="* * * * *"), start="2026-01-01", end="2026-01-02")

@@ -374,3 +374,22 @@ def test_a_failing_backfill_hook_never_fails_a_run_end_and_the_next_pass_repairs
     h.backfills.tick(clock.now())
     h.drive()
     assert h.get(bf).state is BackfillState.SUCCEEDED
+
+
+def test_a_run_end_reads_the_runs_of_the_running_dates_and_as_many_more_as_lanes(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bf = h.backfills.create(
+        "default", "daily", start="2026-01-01", end="2026-03-31", parallel=2
+    )  # 90 dates
+    read: list[list[str]] = []
+    real = Backfills._read_runs
+
+    def counted(self: Backfills, run_ids: Any) -> Any:
+        read.append(list(run_ids))
+        return real(self, run_ids)
+
+    monkeypatch.setattr(Backfills, "_read_runs", counted)
+    h.backfills.advance(bf.id)
+    assert [len(ids) for ids in read] == [4]  # 2 running dates, 2 pending ones
+    assert read[0][:2] == [d.run_id for d in bf.dates[:2]]

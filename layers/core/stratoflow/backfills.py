@@ -24,6 +24,7 @@ from stratoflow.engine.backfill import (
     Action,
     Backfill,
     BackfillDate,
+    BackfillState,
     DateState,
     Order,
     Rerun,
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("stratoflow.backfill")
 
-LOOKAHEAD = 64  # pending dates whose runs are read per pass (a skipped date frees no lane)
+LOOKAHEAD = 64  # pending dates whose runs are read at once when skipped ones freed no lane
 WRITE_TRIES = 8  # a write that lost to another writer is decided again from a fresh read
 RECONCILE_EVERY = timedelta(seconds=30)
 
@@ -238,8 +239,12 @@ class Backfills:
         acts: dict[str, BackfillDate] = {}
         events: list[str] = []
         current = backfill
+        # the runs of the running dates, and of as many pending ones as lanes could take; more
+        # only when the engine asks (dates skipped because their runs exist free no lane)
+        ahead = backfill.parallel if backfill.state is BackfillState.RUNNING else 0
         while True:
-            need = [r for r in wanted_runs(current, LOOKAHEAD) if r not in known]
+            need = [r for r in wanted_runs(current, ahead) if r not in known]
+            ahead = LOOKAHEAD
             known.update(self._read_runs(need))
             turn = advance_backfill(current, known, now)
             acts.update((d.run_id, d) for d in turn.acts)

@@ -212,8 +212,8 @@ def backfill_dates(
             where = f"dates[{i}]"
             if len(text.strip()) == 10:
                 fire(parse_moment(text, where, zone), parse_moment(text, where, zone, end=True), where)  # fmt: skip
-            else:
-                found.add(parse_moment(text, where, zone))
+            else:  # to the second, as run ids are: two instants in one second are one date
+                found.add(parse_moment(text, where, zone).replace(microsecond=0))
     else:
         if start is None or end is None:
             missing = [f for f, v in (("start", start), ("end", end)) if v is None]
