@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stratoflow.engine import Run, RunState
 from stratoflow.engine.backfill import (
@@ -296,3 +298,64 @@ def test_the_stored_document_reads_back_equal() -> None:
     bf = make(3, parallel=2, rerun=Rerun.ALL)
     bf = advance_backfill(bf, known(bf, r0=RunState.FAILED), NOW).backfill
     assert backfill_from_document(backfill_document(bf)) == bf
+
+
+# ------------------------------------------------------------------ a storm of run ends
+@given(
+    n=st.integers(1, 12),
+    parallel=st.integers(1, 4),
+    rerun=st.sampled_from(list(Rerun)),
+    existing=st.lists(st.sampled_from([None, *RunState]), min_size=12, max_size=12),
+    ends=st.lists(st.tuples(st.integers(0, 100), st.booleans()), max_size=60),
+)
+@settings(max_examples=300, deadline=None)
+def test_lanes_hold_their_invariants_whatever_order_runs_end_in(
+    n: int,
+    parallel: int,
+    rerun: Rerun,
+    existing: list[RunState | None],
+    ends: list[tuple[int, bool]],
+) -> None:
+    """Whatever runs existed before and in whatever order runs end: never more running
+    dates than lanes, one lane per running date, dates taken in order, each run made at
+    most once, and an end that says what happened."""
+    bf = make(n, parallel=parallel, rerun=rerun)
+    runs: dict[str, Run | None] = {
+        f"r{i}": None if state is None else run(f"r{i}", state)
+        for i, state in enumerate(existing[:n])
+    }
+    made: list[str] = []
+    rerun_of: list[str] = []
+    moves = iter(ends)
+    for _ in range(200):
+        turn = advance_backfill(bf, runs, NOW)
+        bf = turn.backfill
+        for d in turn.acts:
+            if d.action is Action.CREATE:
+                made.append(d.run_id)
+            else:
+                rerun_of.append(d.run_id)
+            runs[d.run_id] = run(d.run_id, RunState.RUNNING)
+        # the service forgets a rerun's mark once it applied it (Backfills._rerun_applied)
+        bf = bf.with_(dates=tuple(d.with_(prior_end=None) for d in bf.dates))
+        running = [d for d in bf.dates if d.state is DateState.RUNNING]
+        assert len(running) <= parallel - len(bf.stopped_lanes)
+        assert len({d.lane for d in running}) == len(running)
+        taken = [d.state is not DateState.PENDING for d in bf.dates]
+        assert taken == sorted(taken, reverse=True)  # the pending dates are a suffix
+        if bf.state.terminal:
+            break
+        active = [r for r in runs.values() if r is not None and not r.state.terminal]
+        assert active, "nothing runs and the backfill did not end: a stalled lane"
+        index, ok = next(moves, (0, True))
+        ending = active[index % len(active)]
+        runs[ending.id] = run(ending.id, RunState.SUCCEEDED if ok else RunState.FAILED)
+    assert bf.state.terminal
+    assert len(made) == len(set(made))  # each date's run made once
+    assert not set(made) & {f"r{i}" for i, s in enumerate(existing[:n]) if s is not None}
+    assert len(rerun_of) == len(set(rerun_of))
+    bad = {DateState.FAILED, DateState.NOT_RUN}
+    assert (bf.state is BackfillState.SUCCEEDED) == (not {d.state for d in bf.dates} & bad)
+    if parallel == 1 and DateState.FAILED in {d.state for d in bf.dates}:
+        first = [d.state for d in bf.dates].index(DateState.FAILED)
+        assert {d.state for d in bf.dates[first + 1 :]} <= {DateState.NOT_RUN}
