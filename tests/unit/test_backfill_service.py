@@ -327,6 +327,10 @@ def test_api_creates_lists_shows_and_operates_backfills_with_audit_entries(h: Ha
         "backfill.create", "backfill.pause", "backfill.resume", "backfill.cancel",
     ]  # fmt: skip
     assert call(app, "GET", "/backfills/default.nope")[0] == 404
+    status, _ = call(
+        app, "POST", "/workflows/nope/backfills", {"start": "2026-01-01", "end": "2026-01-01"}
+    )
+    assert status == 404
     assert "/workflows/{name}/backfills" in call(app, "GET", "/openapi.json")[1]["paths"]
 
 
