@@ -95,3 +95,25 @@ def test_active_ones_are_found_by_workflow_until_they_end(backfills: BackfillSto
     assert [b.id for b in backfills.active_backfills("p", "wf")] == [one.id]
     assert {b.id for b in backfills.all_active_backfills()} == {one.id, other.id}
     assert {b.id for b in backfills.list_backfills("p")} == {one.id, two.id, other.id}
+
+
+def test_the_backfills_waiting_for_a_run_are_found_by_its_id(backfills: BackfillStore) -> None:
+    one, two, other = made(1), made(2, dates=1), made(3, name="other")
+    for bf in (one, two, other):
+        backfills.create_backfill(bf)
+    run_id = one.dates[0].run_id  # also the first date of two (and of other, another workflow)
+    assert sorted(backfills.backfills_waiting_for("p", "wf", run_id)) == [one.id, two.id]
+    assert backfills.backfills_waiting_for("p", "wf", one.dates[2].run_id) == [one.id]
+    assert backfills.backfills_waiting_for("p", "wf", "p.wf-scheduled-none") == []
+    assert backfills.put_backfill(two.with_(state=BackfillState.CANCELLED), 0)
+    assert backfills.backfills_waiting_for("p", "wf", run_id) == [one.id]
+
+
+def test_a_read_after_a_write_is_the_write(backfills: BackfillStore) -> None:
+    bf = made(1)
+    backfills.create_backfill(bf)
+    first = backfills.get_backfill(bf.id)
+    changed = first.with_(state=BackfillState.PAUSED)
+    assert backfills.put_backfill(changed, first.revision)
+    assert backfills.get_backfill(bf.id) == changed.with_(revision=1)
+    assert backfills.get_backfill(bf.id).state is BackfillState.PAUSED

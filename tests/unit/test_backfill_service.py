@@ -362,11 +362,11 @@ def test_a_failing_backfill_hook_never_fails_a_run_end_and_the_next_pass_repairs
     bf = h.backfills.create("default", "daily", start="2026-01-01", end="2026-01-02")
     h.backfills.tick(h.scheduler.clock.now())  # a pass now: the next is 30 s away
 
-    def broken(project: str, workflow: str) -> list[Backfill]:
+    def broken(project: str, workflow: str, run_id: str) -> list[str]:
         raise RuntimeError("the backfill index is unreadable")
 
     with monkeypatch.context() as m:
-        m.setattr(h.store, "active_backfills", broken)
+        m.setattr(h.store, "backfills_waiting_for", broken)
         h.drive()
     assert h.store.get_run(bf.dates[0].run_id).state is RunState.SUCCEEDED  # its end stood
     assert date_states(h.get(bf)) == ["running", "pending"]

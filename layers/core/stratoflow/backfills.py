@@ -183,10 +183,9 @@ class Backfills:
         if not isinstance(store, BackfillStore):
             return
         try:
-            for backfill in store.active_backfills(run.project, run.workflow):
-                # by run id, not by the date's state: an index's copy may be a moment behind
-                if any(d.run_id == run.id for d in backfill.dates):
-                    self.advance(backfill.id)
+            # by run id, not by the date's state: an index's copy may be a moment behind
+            for backfill_id in store.backfills_waiting_for(run.project, run.workflow, run.id):
+                self.advance(backfill_id)
         except Exception:  # a backfill's trouble must never undo or fail a run's end
             log.exception(
                 "backfills of %s/%s not advanced; the next pass will", run.project, run.workflow

@@ -277,6 +277,12 @@ class BackfillStore(ABC):
         match, and those never change."""
 
     @abstractmethod
+    def backfills_waiting_for(self, project: str, workflow: str, run_id: str) -> list[str]:
+        """The ids of the workflow's running or paused backfills that have a date with this
+        run id (what a run's end looks up: cheap, no backfill is decoded whole). Like
+        ``active_backfills`` it may be a moment behind."""
+
+    @abstractmethod
     def all_active_backfills(self) -> list[Backfill]:
         """Every running or paused backfill (for the reconciler)."""
 

@@ -450,6 +450,11 @@ def backfill_document(backfill: Backfill) -> dict[str, Any]:
     }  # fmt: skip
 
 
+_DATE_STATES = {s.value: s for s in DateState}
+_ACTIONS = {a.value: a for a in Action}
+_RUN_STATES = {s.value: s for s in RunState}
+
+
 def backfill_from_document(doc: Mapping[str, Any]) -> Backfill:
     return Backfill(
         id=doc["id"], project=doc["project"], workflow=doc["workflow"], version=doc["version"],
@@ -462,10 +467,10 @@ def backfill_from_document(doc: Mapping[str, Any]) -> Backfill:
         dates=tuple(
             BackfillDate(
                 logical_date=datetime.fromisoformat(d["logical_date"]), run_id=d["run_id"],
-                state=DateState(d["state"]), lane=d["lane"],
-                action=Action(d["action"]) if d["action"] else None,
+                state=_DATE_STATES[d["state"]], lane=d["lane"],
+                action=_ACTIONS[d["action"]] if d["action"] else None,
                 prior_end=_dt(d["prior_end"]),
-                run_state=RunState(d["run_state"]) if d["run_state"] else None,
+                run_state=_RUN_STATES[d["run_state"]] if d["run_state"] else None,
                 error=d["error"],
             )
             for d in doc["dates"]

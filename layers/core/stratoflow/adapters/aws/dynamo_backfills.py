@@ -108,5 +108,13 @@ class DynamoBackfills(BackfillStore):
     def active_backfills(self, project: str, workflow: str) -> list[Backfill]:
         return [_backfill(i) for i in self._index("gsi1", f"BACKFILLA#{project}#{workflow}")]
 
+    def backfills_waiting_for(self, project: str, workflow: str, run_id: str) -> list[str]:
+        found = []
+        for item in self._index("gsi1", f"BACKFILLA#{project}#{workflow}"):
+            doc = it.unpack(item["doc"]["B"])  # plain JSON: no backfill is built
+            if any(d["run_id"] == run_id for d in doc["dates"]):
+                found.append(doc["id"])
+        return found
+
     def all_active_backfills(self) -> list[Backfill]:
         return [_backfill(i) for i in self._index("gsi2", ACTIVE_PK)]

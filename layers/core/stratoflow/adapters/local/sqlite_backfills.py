@@ -13,6 +13,7 @@ from stratoflow.engine.backfill import Backfill, backfill_document, backfill_fro
 from stratoflow.errors import NotFound
 from stratoflow.ports import BackfillStore
 
+DECODED_MAX = 64  # decoded backfills kept (active ones are few)
 BACKFILL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS backfills (
     id TEXT PRIMARY KEY, project TEXT NOT NULL, workflow TEXT NOT NULL, state TEXT NOT NULL,
@@ -52,7 +53,26 @@ class SqliteBackfills(BackfillStore):
         row = self._x("SELECT document FROM backfills WHERE id=?", (backfill_id,)).fetchone()
         if row is None:
             raise NotFound(f"backfill {backfill_id!r} not found")
-        return _backfill(row)
+        text: str = row["document"]
+        cached = self._decoded().get(backfill_id)
+        if cached is not None and cached[0] == text:
+            return cached[1]  # the same document: the same backfill, not decoded again
+        return self._remember(text, backfill_from_document(json.loads(text)))
+
+    def _decoded(self) -> dict[str, tuple[str, Backfill]]:
+        """The backfills last read or written, by id, with their documents: each is decoded
+        once per change (its document is the whole backfill, and a run's end reads it)."""
+        cache: dict[str, tuple[str, Backfill]] | None = self.__dict__.get("_backfills_decoded")
+        if cache is None:
+            cache = self.__dict__.setdefault("_backfills_decoded", {})
+        return cache
+
+    def _remember(self, text: str, backfill: Backfill) -> Backfill:
+        cache = self._decoded()
+        if len(cache) >= DECODED_MAX and backfill.id not in cache:
+            cache.clear()
+        cache[backfill.id] = (text, backfill)
+        return backfill
 
     def put_backfill(self, backfill: Backfill, expect_revision: int) -> bool:
         backfill = backfill.with_(revision=expect_revision + 1)
@@ -61,7 +81,10 @@ class SqliteBackfills(BackfillStore):
             "UPDATE backfills SET state=?, revision=?, document=? WHERE id=? AND revision=?",
             (state, revision, document, bid, expect_revision),
         )
-        return cursor.rowcount == 1
+        if cursor.rowcount != 1:
+            return False
+        self._remember(document, backfill)
+        return True
 
     def list_backfills(
         self, project: str, workflow: str | None = None, limit: int = 50
@@ -86,6 +109,15 @@ class SqliteBackfills(BackfillStore):
             (project, workflow),
         ).fetchall()
         return [_backfill(r) for r in rows]
+
+    def backfills_waiting_for(self, project: str, workflow: str, run_id: str) -> list[str]:
+        rows = self._x(
+            "SELECT DISTINCT b.id FROM backfills b, json_each(b.document, '$.dates') d "
+            "WHERE b.project=? AND b.workflow=? AND b.state IN ('running', 'paused') "
+            "AND json_extract(d.value, '$.run_id') = ?",
+            (project, workflow, run_id),
+        ).fetchall()
+        return [r[0] for r in rows]
 
     def all_active_backfills(self) -> list[Backfill]:
         rows = self._x(
