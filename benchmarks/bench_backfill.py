@@ -1,7 +1,9 @@
 """What backfills cost the run-end path (SQLite, in-process, no task processes).
 
-Two measurements, each a median over repeats, with its reference taken in the same process:
+Three measurements, each a median over repeats, with its reference taken in the same process:
 
+- ``lookup``: the one query a run's end makes when no backfill is active
+  (``backfills_waiting_for``), per call, against ``get_run`` of the same run.
 - ``idle``: 1,000 one-task runs end with no backfill active, the run-end hook on (one indexed
   query per run end) and then off (``Backfills.run_ended`` replaced by a no-op): the hook's
   cost per run end, and the ratio of the two medians.
@@ -122,6 +124,22 @@ def _end(runs: int) -> str:
     return (date(2020, 1, 1) + timedelta(days=runs - 1)).isoformat()
 
 
+def lookup(tmp: Path, calls: int = 20_000) -> tuple[float, float]:
+    scheduler, _ = fresh(tmp)
+    run, _ = scheduler.trigger("default", "bench")
+    store = scheduler.store
+    assert isinstance(store, SqliteStore)
+
+    def per_call(fn: Callable[[], object]) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - start) / calls * 1e6
+
+    hook = per_call(lambda: store.backfills_waiting_for("default", "bench", run.id))
+    return hook, per_call(lambda: store.get_run(run.id))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -129,12 +147,17 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        on, off, lane, ref = [], [], [], []
+        on, off, lane, ref, hook, get = [], [], [], [], [], []
         for _ in range(args.repeat):  # interleaved, so drift hits both sides alike
+            a, b = lookup(tmp)
+            hook.append(a)
+            get.append(b)
             on.append(idle(tmp, args.runs, hook=True))
             off.append(idle(tmp, args.runs, hook=False))
             lane.append(lanes(tmp, args.runs))
             ref.append(plain(tmp, args.runs))
+    m_hook, m_get = statistics.median(hook), statistics.median(get)
+    print(f"lookup, none active    : {m_hook:8.1f} us/call  (get_run: {m_get:.1f} us/call)")
     m_on, m_off = statistics.median(on), statistics.median(off)
     m_lane, m_ref = statistics.median(lane), statistics.median(ref)
     print(f"idle  run end, hook on : {m_on:8.1f} us/run   (samples {[round(x) for x in on]})")
