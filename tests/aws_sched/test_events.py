@@ -29,6 +29,7 @@ from stratoflow.adapters.aws.events import (
 )
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.engine import AttemptResult, AttemptStatus, RunState, TaskState
+from stratoflow.engine.backfill import BackfillState, DateState
 from stratoflow.service import Finished, Scheduler
 from tests.aws_sched.helpers import REGION, make_scheduler
 from tests.fakes import FakeClock, RecordingDispatcher
@@ -335,8 +336,34 @@ def test_the_schema_names_exactly_what_the_code_publishes() -> None:
             "error": None,
         },
     )
-    assert set(properties) == set(task)
+    backfill = event_detail("backfill.started", BACKFILL)
+    assert set(properties) == set(task) | set(backfill)
+    assert properties["backfill_state"]["enum"] == [state.value for state in BackfillState]
+    assert set(properties["dates"]["properties"]) == {state.value for state in DateState}
     assert MAX_BATCH == 10
+
+
+BACKFILL = {
+    "backfill_id": "default.backfill-daily-20260101T000000-abcdef",
+    "project": "default",
+    "workflow": "daily",
+    "state": "running",
+    "dates": {"pending": 2, "running": 1, "succeeded": 0, "failed": 0, "skipped": 0, "not_run": 0},
+    "params": {"password": "hunter2"},
+}
+
+
+def test_a_backfill_event_is_published_from_its_own_allow_list() -> None:
+    published = event_detail("backfill.failed", BACKFILL)
+    assert published["backfill_state"] == "running"
+    assert "params" not in published
+    assert "run_id" not in published
+    assert list(Draft202012Validator(SCHEMA).iter_errors(published)) == []
+    # a backfill event with run fields, or a run event with backfill fields, is refused
+    mixed = {**published, "run_id": "r"}
+    assert list(Draft202012Validator(SCHEMA).iter_errors(mixed))
+    with pytest.raises(ValueError, match="missing dates"):
+        event_detail("backfill.started", {k: v for k, v in BACKFILL.items() if k != "dates"})
 
 
 def test_the_schema_rejects_a_detail_with_a_field_it_does_not_name() -> None:

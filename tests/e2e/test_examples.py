@@ -146,3 +146,37 @@ def test_scheduled_workflow_fires_on_its_cron_in_its_time_zone(
         assert runtime.store.get_task(run.id, "health").outputs["status_code"] == 200
     finally:
         runtime.close()
+
+
+def test_backfill_daily_fills_a_week_two_at_a_time_and_a_repeat_adds_nothing(
+    tmp_path: Path,
+) -> None:
+    runtime = LocalRuntime(tmp_path)
+    try:
+        runtime.scheduler.apply((EXAMPLES / "backfill_daily.yaml").read_text())
+        backfills = runtime.scheduler.backfills
+        week = backfills.create(
+            "default", "daily_partition", start="2026-01-01", end="2026-01-07", parallel=3
+        )
+        runtime.run_until(lambda: runtime.store.get_backfill(week.id).state.terminal)
+        week = runtime.store.get_backfill(week.id)
+        assert week.state.value == "succeeded"
+        assert [d.logical_date.isoformat() for d in week.dates][:2] == [
+            "2026-01-01T03:00:00+00:00",
+            "2026-01-02T03:00:00+00:00",
+        ]
+        first = runtime.store.get_task(week.dates[0].run_id, "load")
+        assert first.outputs == {"partition": "20260101: 50 rows"}
+        runs = runtime.store.list_runs(RunQuery(workflow="daily_partition", limit=100))
+        assert len(runs) == 7
+        # max_active_runs: 2 held although three lanes asked for more
+        spans = sorted((r.started_at, r.ended_at) for r in runs)
+        assert all(s is not None and e is not None for s, e in spans)
+        peak = max(sum(1 for s, e in spans if s <= at < e) for at, _ in spans)
+        assert peak <= 2
+        again = backfills.create("default", "daily_partition", start="2026-01-01", end="2026-01-07")
+        runtime.run_until(lambda: runtime.store.get_backfill(again.id).state.terminal)
+        assert runtime.store.get_backfill(again.id).counts()["skipped"] == 7
+        assert len(runtime.store.list_runs(RunQuery(workflow="daily_partition", limit=100))) == 7
+    finally:
+        runtime.close()

@@ -233,6 +233,13 @@ EXPECTED_OPERATIONS = {
     ("get", "/me"),
     ("get", "/workflows/{name}/diff"),
     ("get", "/runs/{run_id}/timeline"),
+    # backfills (tests in test_backfill_service.py)
+    ("post", "/workflows/{name}/backfills"),
+    ("get", "/backfills"),
+    ("get", "/backfills/{backfill_id}"),
+    ("post", "/backfills/{backfill_id}/pause"),
+    ("post", "/backfills/{backfill_id}/resume"),
+    ("post", "/backfills/{backfill_id}/cancel"),
 }
 
 

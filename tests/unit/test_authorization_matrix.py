@@ -19,7 +19,7 @@ not in the matrix fails the suite.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ class World:
     runs: dict[str, str]  # project -> the id of its run (first task failed, second waiting)
     store: SqliteStore
     secrets: LocalSecrets
+    backfills: dict[str, str] = field(default_factory=dict)  # project -> a backfill's id
 
     def call(
         self, user: str | None, method: str, path: str, body: Any = None, **query: str
@@ -71,7 +72,8 @@ class World:
         versions = {p: len(self.store.list_versions(p, "flow")) for p in self.runs}
         paused = {p: self.store.get_version(p, "flow").paused for p in self.runs}
         secrets = {p: self.secrets.known(p) for p in self.runs}
-        return runs, versions, paused, len(self.store.list_runs(_all_runs())), secrets
+        backfills = [(b.id, b.state) for p in self.runs for b in self.store.list_backfills(p)]
+        return runs, versions, paused, len(self.store.list_runs(_all_runs())), secrets, backfills
 
 
 def _all_runs() -> Any:
@@ -161,6 +163,25 @@ def _paused(w: World, project: str) -> None:
     w.api.scheduler.pause(w.runs[project])
 
 
+def _backfill(w: World, project: str) -> None:
+    made = w.api.scheduler.backfills.create(project, "flow", start="2026-01-01", end="2026-01-01")
+    w.backfills[project] = made.id
+
+
+def _paused_backfill(w: World, project: str) -> None:
+    _backfill(w, project)
+    w.api.scheduler.backfills.pause(w.backfills[project])
+
+
+def _bf(suffix: str = "") -> Callable[[World, str], Any]:
+    def request(w: World, p: str) -> Any:
+        if p not in w.backfills:  # an operation with no preparation (the 401 test)
+            _backfill(w, p)
+        return f"/backfills/{w.backfills[p]}{suffix}", None, {}
+
+    return request
+
+
 def _wf(suffix: str = "", body: Any = None) -> Callable[[World, str], Any]:
     return lambda w, p: (f"/workflows/flow{suffix}", body, {"project": p})
 
@@ -203,6 +224,20 @@ OPERATIONS = [
         "POST", "/runs/{run_id}/tasks/{task_id}/mark", Action.OPERATE,
         _run("/tasks/first/mark", {"state": "succeeded"}), True,
     ),
+    Operation(
+        "POST", "/workflows/{name}/backfills", Action.OPERATE,
+        _wf("/backfills", {"start": "2026-01-01", "end": "2026-01-02"}), True,
+    ),
+    Operation(
+        "GET", "/backfills", Action.READ, lambda w, p: ("/backfills", None, {"project": p}), False
+    ),
+    Operation("GET", "/backfills/{backfill_id}", Action.READ, _bf(), False, _backfill),
+    Operation("POST", "/backfills/{backfill_id}/pause", Action.OPERATE, _bf("/pause"), True, _backfill),
+    Operation(
+        "POST", "/backfills/{backfill_id}/resume", Action.OPERATE, _bf("/resume"), True,
+        _paused_backfill,
+    ),
+    Operation("POST", "/backfills/{backfill_id}/cancel", Action.OPERATE, _bf("/cancel"), True, _backfill),
     Operation("GET", "/audit", Action.ADMINISTER, lambda w, p: ("/audit", None, {"project": p}), False),
     Operation("PUT", "/secrets/{name}", Action.EDIT, _secret_put, True),
     Operation("GET", "/secrets", Action.EDIT, lambda w, p: ("/secrets", None, {"project": p}), False),

@@ -54,6 +54,24 @@ export interface Timeline {
   run: RunView; start: string | null; end: string | null;
   tasks: { task_id: string; state: TaskState; attempts: { attempt: number; state: string; started_at: string | null; ended_at: string | null; duration_seconds: number | null }[] }[];
 }
+export type BackfillState = "running" | "paused" | "succeeded" | "failed" | "cancelled";
+export type BackfillDateState = "pending" | "running" | "succeeded" | "failed" | "skipped" | "not_run";
+export interface BackfillDate {
+  logical_date: string; run_id: string; state: BackfillDateState; lane: number | null;
+  action: string | null; run_state: RunState | null; error: string | null;
+}
+export interface BackfillView {
+  id: string; project: string; workflow: string; version: number; state: BackfillState;
+  parallel: number; order: "asc" | "desc"; rerun: "none" | "failed" | "all";
+  params: Record<string, unknown>; counts: Record<BackfillDateState, number>;
+  created_at: string; updated_at: string | null; ended_at: string | null; created_by: string | null;
+  dates?: BackfillDate[] | null;
+}
+export interface BackfillRequest {
+  start?: string; end?: string; dates?: string[]; parallel: number; order: "asc" | "desc";
+  rerun: "none" | "failed" | "all"; params: Record<string, unknown>;
+}
+export const TERMINAL_BACKFILL: BackfillState[] = ["succeeded", "failed", "cancelled"];
 export interface Me { user: string; project: string; role: string | null; actions: string[] }
 export interface LogPage { text: string; next: number; size: number }
 
@@ -156,6 +174,13 @@ export const api = {
   rerun: (id: string, from?: string) => request<RunView>("POST", `runs/${enc(id)}/rerun`, {}, from ? { from } : {}),
   mark: (id: string, task: string, state: "succeeded" | "skipped") =>
     request<RunView>("POST", `runs/${enc(id)}/tasks/${enc(task)}/mark`, {}, { state }),
+  createBackfill: (project: string, name: string, body: BackfillRequest) =>
+    request<BackfillView>("POST", `workflows/${enc(name)}/backfills`, { project }, body),
+  backfills: (project: string, workflow?: string) =>
+    request<{ backfills: BackfillView[] }>("GET", "backfills", { project, workflow, limit: 50 }),
+  backfill: (id: string) => request<BackfillView>("GET", `backfills/${enc(id)}`),
+  backfillAction: (id: string, action: "pause" | "resume" | "cancel") =>
+    request<BackfillView>("POST", `backfills/${enc(id)}/${action}`),
   async log(id: string, task: string, attempt: number, offset: number, limit = LOG_PAGE): Promise<LogPage> {
     const res = await fetch(url(`runs/${enc(id)}/tasks/${enc(task)}/attempts/${attempt}/log`, { offset, limit }), { headers: authHeaders() });
     const text = await res.text();

@@ -3,6 +3,7 @@ import { useEffect, useState } from "preact/hooks";
 import { ApiError, api, apiToken, type Me } from "./api";
 import { SessionContext, href, parseHash, type Route } from "./common";
 import { ApplyPage } from "./pages/Apply";
+import { BackfillPage } from "./pages/Backfill";
 import { RunPage } from "./pages/Run";
 import { RunsPage } from "./pages/Runs";
 import { WorkflowPage } from "./pages/Workflow";
@@ -39,6 +40,7 @@ function App() {
   else if (!me) page = meError ? <p class="error">Cannot reach the API: {meError.message}</p> : <p class="muted">Loading…</p>;
   else if (section === "workflows" && arg) page = <WorkflowPage name={arg} query={route.query} key={arg} />;
   else if (section === "runs" && arg) page = <RunPage id={arg} query={route.query} key={arg} />;
+  else if (section === "backfills" && arg) page = <BackfillPage id={arg} key={arg} />;
   else if (section === "runs") page = <RunsPage query={route.query} />;
   else if (section === "apply") page = <ApplyPage />;
   else page = <WorkflowsPage />;

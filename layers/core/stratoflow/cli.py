@@ -813,3 +813,14 @@ main.add_command(_alerts_group())
 from stratoflow.cli_secrets import secrets as _secrets  # noqa: E402 - registered after main exists
 
 main.add_command(_secrets)
+
+
+# ------------------------------------------------------------------ backfill (its own module)
+def _add_backfill_commands() -> None:
+    from stratoflow.cli_backfill import backfill, backfills  # it uses what is above
+
+    main.add_command(backfill)
+    main.add_command(backfills)
+
+
+_add_backfill_commands()

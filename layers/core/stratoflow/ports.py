@@ -25,6 +25,7 @@ from stratoflow.engine import (
     TaskState,
     TaskWrite,
 )
+from stratoflow.engine.backfill import Backfill
 from stratoflow.errors import NotFound
 from stratoflow.model import WorkflowSpec
 
@@ -243,6 +244,47 @@ class StateStore(ABC):
 
     @abstractmethod
     def list_attempts(self, run_id: str, task_id: str | None = None) -> list[Attempt]: ...
+
+
+class BackfillStore(ABC):
+    """Backfills (``stratoflow.engine.backfill``), each one stored document. Every change is a
+    write conditional on the revision read, so two writers that decided from the same
+    revision cannot both win (the loser reads again and decides again)."""
+
+    @abstractmethod
+    def create_backfill(self, backfill: Backfill) -> bool:
+        """Store a new backfill (its revision as given); False if the id exists."""
+
+    @abstractmethod
+    def get_backfill(self, backfill_id: str) -> Backfill:
+        """Raises NotFound."""
+
+    @abstractmethod
+    def put_backfill(self, backfill: Backfill, expect_revision: int) -> bool:
+        """Write ``backfill`` with revision ``expect_revision + 1`` if the stored revision is
+        still ``expect_revision``; False (nothing written) otherwise."""
+
+    @abstractmethod
+    def list_backfills(
+        self, project: str, workflow: str | None = None, limit: int = 50
+    ) -> list[Backfill]:
+        """The project's (and workflow's, if given) backfills, newest first."""
+
+    @abstractmethod
+    def active_backfills(self, project: str, workflow: str) -> list[Backfill]:
+        """The workflow's backfills that are running or paused (whose lanes a run's end may
+        move on). May be a moment behind (an index): the dates' run ids are what callers
+        match, and those never change."""
+
+    @abstractmethod
+    def backfills_waiting_for(self, project: str, workflow: str, run_id: str) -> list[str]:
+        """The ids of the workflow's running or paused backfills that have a date with this
+        run id (what a run's end looks up: cheap, no backfill is decoded whole). Like
+        ``active_backfills`` it may be a moment behind."""
+
+    @abstractmethod
+    def all_active_backfills(self) -> list[Backfill]:
+        """Every running or paused backfill (for the reconciler)."""
 
 
 class RunChangeLog(ABC):

@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any
 
 from stratoflow import engine
+from stratoflow.backfills import Backfills
 from stratoflow.engine import (
     AttemptResult,
     AttemptStatus,
@@ -135,6 +136,7 @@ class Scheduler:
         # runs with tasks made ready since the last turn: started (their roots queued), resumed,
         # rerun or marked; a turn claims from them (``advance``) and forgets them
         self._started_runs: list[str] = []
+        self.backfills = Backfills(self)  # their lanes move on when a run ends (_run_ended)
 
     # ------------------------------------------------------------ workflows
     def spec(self, project: str, name: str, version: int) -> WorkflowSpec:
@@ -425,6 +427,7 @@ class Scheduler:
         and start the runs that waited for a slot."""
         self._run_keys.pop(run.id, None)
         self._emit(f"run.{run.state.value}", run)
+        self.backfills.run_ended(run)
         self._start_queued_runs()
 
     # ------------------------------------------------------------ periodic work
@@ -672,6 +675,7 @@ class Scheduler:
                 self._finish_propagations()
             for run in self.store.runs_in_states([RunState.RUNNING, RunState.PAUSED]):
                 self._maybe_finish(self._run_spec(run), run.id, self.clock.now())
+            self.backfills.reconcile()  # lanes a crash kept from moving on
 
     def _finish_propagations(self) -> None:
         """Complete the turns that died after a task's end was written but before every

@@ -2,9 +2,10 @@ import { useState } from "preact/hooks";
 import { api, fmtTime, type VersionDetail } from "../api";
 import { ActionButton, ErrorBox, href, navigate, useCan, useLoad, useSession } from "../common";
 import { GraphView } from "../graph/GraphView";
+import { BackfillForm, WorkflowBackfills } from "./Backfill";
 import { RunTable } from "./Runs";
 
-const TABS = ["graph", "yaml", "versions", "diff", "runs"] as const;
+const TABS = ["graph", "yaml", "versions", "diff", "runs", "backfills"] as const;
 
 export function WorkflowPage({ name, query }: { name: string; query: URLSearchParams }) {
   const { project } = useSession();
@@ -13,6 +14,7 @@ export function WorkflowPage({ name, query }: { name: string; query: URLSearchPa
   const version = Number(query.get("version")) || undefined;
   const { data: wf, error, reload } = useLoad(() => api.workflow(project, name, version), [project, name, version]);
   const [triggering, setTriggering] = useState(false);
+  const [backfilling, setBackfilling] = useState(false);
   const [picked, setPicked] = useState<string | null>(null);
   const setTab = (t: string) => navigate(`workflows/${encodeURIComponent(name)}`, { tab: t, version: version ? String(version) : undefined });
   return (
@@ -21,6 +23,7 @@ export function WorkflowPage({ name, query }: { name: string; query: URLSearchPa
         <h1>{name} {wf && <span class="muted">v{wf.version}</span>}</h1>
         <div class="actions">
           {wf && can("run.trigger") && <button type="button" class="primary" onClick={() => setTriggering(!triggering)}>Trigger run</button>}
+          {wf && can("run.trigger") && <button type="button" onClick={() => setBackfilling(!backfilling)}>Backfill</button>}
           {wf && wf.schedule && can("workflow.pause") && (
             <ActionButton label={wf.paused ? "Unpause schedule" : "Pause schedule"} run={() => api.pauseWorkflow(project, name, !wf.paused)} onDone={reload} />
           )}
@@ -39,6 +42,7 @@ export function WorkflowPage({ name, query }: { name: string; query: URLSearchPa
             ].filter(Boolean).join(" · ")}
           </p>
           {triggering && <TriggerForm wf={wf} />}
+          {backfilling && <BackfillForm wf={wf} onClose={() => setBackfilling(false)} />}
           <nav class="tabs" role="tablist">
             {TABS.map((t) => (
               <button type="button" role="tab" aria-selected={tab === t} class={tab === t ? "active" : ""} onClick={() => setTab(t)} key={t}>{t}</button>
@@ -62,6 +66,7 @@ export function WorkflowPage({ name, query }: { name: string; query: URLSearchPa
           {tab === "versions" && <Versions name={name} />}
           {tab === "diff" && <Diff name={name} latest={wf.version} />}
           {tab === "runs" && <WorkflowRuns name={name} />}
+          {tab === "backfills" && <WorkflowBackfills name={name} />}
         </>
       )}
     </section>

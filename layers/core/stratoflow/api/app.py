@@ -45,6 +45,7 @@ from aws_lambda_powertools.event_handler.openapi.types import (
 from pydantic import AwareDatetime
 
 from stratoflow.api.access import Authenticator
+from stratoflow.api.backfills import register_backfills
 
 if TYPE_CHECKING:
     from stratoflow.adapters.local.alerts import LocalAlerts
@@ -1375,4 +1376,7 @@ def create_app(
         from stratoflow.api import alerts as alert_routes
 
         alert_routes.register(app, alerts, allow=allow, record=record, responses=_responses)
+    register_backfills(
+        app, scheduler, allow=allow, record=record, changed=changed, responses=_responses
+    )
     return app

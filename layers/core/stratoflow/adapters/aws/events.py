@@ -5,7 +5,8 @@ detail of schema version 1, documented in docs/events.md and ``docs/events.schem
 
 What goes in: the run's id, project, workflow, workflow version, state and logical date, and
 for task events the task id, attempt, task state and its error (trimmed to
-:data:`ERROR_LIMIT` characters). What never does: parameters, task outputs, rendered commands,
+:data:`ERROR_LIMIT` characters); for backfill events the backfill's id, project, workflow,
+state and how many of its dates are in each state. What never does: parameters, task outputs, rendered commands,
 environments or logs; the detail is built from an allow-list, so a field added to what the
 scheduler emits is not published until it is added here (and to the schema).
 
@@ -60,6 +61,12 @@ DETAIL_TYPES: Final[Mapping[str, str]] = {
     "task.failed": "Task Failed",
     "task.retrying": "Task Retrying",
     "task.timeout": "Task Timeout",
+    "backfill.started": "Backfill Started",
+    "backfill.paused": "Backfill Paused",
+    "backfill.resumed": "Backfill Resumed",
+    "backfill.cancelled": "Backfill Cancelled",
+    "backfill.succeeded": "Backfill Succeeded",
+    "backfill.failed": "Backfill Failed",
 }
 # scheduler detail key -> published key: the allow-list (see the module docstring)
 _RUN_FIELDS: Final[Mapping[str, str]] = {
@@ -69,6 +76,13 @@ _RUN_FIELDS: Final[Mapping[str, str]] = {
     "version": "workflow_version",
     "state": "run_state",
     "logical_date": "logical_date",
+}
+_BACKFILL_FIELDS: Final[Mapping[str, str]] = {
+    "backfill_id": "backfill_id",
+    "project": "project",
+    "workflow": "workflow",
+    "state": "backfill_state",
+    "dates": "dates",  # how many of its dates are in each state
 }
 _TASK_FIELDS: Final[Mapping[str, str]] = {
     "task_id": "task_id",
@@ -98,7 +112,7 @@ def event_detail(kind: str, detail: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"unknown lifecycle event kind {kind!r} (known: {', '.join(DETAIL_TYPES)})"
         )
-    fields = dict(_RUN_FIELDS)
+    fields = dict(_BACKFILL_FIELDS if kind.startswith("backfill.") else _RUN_FIELDS)
     if kind.startswith("task."):
         fields.update(_TASK_FIELDS)
     missing = sorted(key for key in fields if key not in detail)
@@ -109,6 +123,8 @@ def event_detail(kind: str, detail: Mapping[str, Any]) -> dict[str, Any]:
         published[name] = detail[key]
     if "error" in published:
         published["error"] = _trim(published["error"])
+    if "dates" in published:
+        published["dates"] = {state: int(n) for state, n in published["dates"].items()}
     return published
 
 

@@ -212,6 +212,7 @@ class LocalRuntime:
         self._pending = []
         for done in batch:
             self.executor.release(done.run_id, done.task_id, done.attempt)
+        self.scheduler.backfills.tick(self.clock.now())  # lanes a failed run-end hook left
         if self.cron is not None:
             next_fire = self.cron.tick(self.clock.now())
             if next_fire is not None and (next_at is None or next_fire < next_at):

@@ -1,0 +1,230 @@
+"""The backfill routes of the REST API (registered by ``create_app``): create a backfill of a
+workflow, list and show backfills (progress by date), pause, resume and cancel one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Annotated, Any, Literal
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from stratoflow.auth import Action, Principal
+from stratoflow.engine.backfill import (
+    MAX_BACKFILL_DATES,
+    MAX_BACKFILL_PARALLEL,
+    Backfill,
+    Order,
+    Rerun,
+)
+from stratoflow.errors import NotFound
+from stratoflow.service import Scheduler
+
+MAX_PARAMS = 100
+MOMENT_CHARS = 40  # 2026-01-01T00:00:00.000000+05:30 is 32
+
+
+class BackfillRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: str | None = Field(
+        default=None, min_length=1, max_length=MOMENT_CHARS,
+        description="First logical date, inclusive: YYYY-MM-DD (00:00 in the schedule's time "
+        "zone) or an ISO-8601 date-time (without an offset: wall time in that zone).",
+    )  # fmt: skip
+    end: str | None = Field(
+        default=None, min_length=1, max_length=MOMENT_CHARS,
+        description="Last logical date, inclusive (YYYY-MM-DD: through the end of that day).",
+    )  # fmt: skip
+    dates: list[Annotated[str, Field(min_length=1, max_length=MOMENT_CHARS)]] | None = Field(
+        default=None, min_length=1, max_length=MAX_BACKFILL_DATES,
+        description="Instead of start/end: these days (every time the schedule fires on each) "
+        "or these exact date-times.",
+    )  # fmt: skip
+    parallel: int = Field(
+        default=1, ge=1, le=MAX_BACKFILL_PARALLEL,
+        description="Lanes: runs going at once (each lane takes the next date when its run "
+        "succeeded; a failure stops its lane). Runs still respect `max_active_runs`.",
+    )  # fmt: skip
+    order: Literal["asc", "desc"] = "asc"
+    rerun: Literal["none", "failed", "all"] = Field(
+        default="none",
+        description="Dates that already have a run: keep it (`none`; an active one is waited "
+        "for), rerun its failed tasks (`failed`), or run it again whole (`all`).",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, max_length=MAX_PARAMS,
+        description="Overrides of the workflow's declared params, for every run it makes.",
+    )  # fmt: skip
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class BackfillDateView(_View):
+    logical_date: str
+    run_id: str
+    state: str
+    lane: int | None = None
+    action: str | None = None
+    run_state: str | None = None
+    error: str | None = None
+
+
+class BackfillView(_View):
+    id: str
+    project: str
+    workflow: str
+    version: int
+    state: str
+    parallel: int
+    order: str
+    rerun: str
+    params: dict[str, Any]
+    counts: dict[str, int]
+    created_at: str
+    updated_at: str | None = None
+    ended_at: str | None = None
+    created_by: str | None = None
+    dates: list[BackfillDateView] | None = None
+
+
+class BackfillList(_View):
+    backfills: list[BackfillView]
+
+
+BackfillBody = Annotated[BackfillRequest, Body()]
+BackfillProjectQuery = Annotated[
+    str, Query(min_length=1, max_length=200, description="The workflow's project.")
+]
+BackfillWorkflowQuery = Annotated[str | None, Query(min_length=1, max_length=200)]
+BackfillLimitQuery = Annotated[int, Query(ge=1, le=200, description="At most this many.")]
+
+
+def backfill_view(backfill: Backfill, *, dates: bool = True) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": backfill.id, "project": backfill.project, "workflow": backfill.workflow,
+        "version": backfill.version, "state": backfill.state.value,
+        "parallel": backfill.parallel, "order": backfill.order.value,
+        "rerun": backfill.rerun.value, "params": backfill.params, "counts": backfill.counts(),
+        "created_at": backfill.created_at.isoformat(),
+        "updated_at": backfill.updated_at.isoformat() if backfill.updated_at else None,
+        "ended_at": backfill.ended_at.isoformat() if backfill.ended_at else None,
+        "created_by": backfill.created_by,
+    }  # fmt: skip
+    if dates:
+        view["dates"] = [
+            {
+                "logical_date": d.logical_date.isoformat(), "run_id": d.run_id,
+                "state": d.state.value, "lane": d.lane,
+                "action": d.action.value if d.action else None,
+                "run_state": d.run_state.value if d.run_state else None, "error": d.error,
+            }
+            for d in backfill.dates
+        ]  # fmt: skip
+    return view
+
+
+def register_backfills(
+    app: APIGatewayRestResolver,
+    scheduler: Scheduler,
+    *,
+    allow: Callable[[Action, str, str], Principal],
+    record: Callable[..., None],
+    changed: Callable[[], None],
+    responses: Callable[..., dict[int, OpenAPIResponse]],
+) -> None:
+    backfills = scheduler.backfills
+
+    def backfill_for(backfill_id: str, action: Action) -> Backfill:
+        """Like a run, a backfill of a project the caller has no role in reads as absent."""
+        try:
+            backfill = backfills.get(backfill_id)
+        except NotFound:
+            raise NotFound(f"backfill {backfill_id!r} not found") from None
+        allow(action, backfill.project, f"backfill {backfill_id!r}")
+        return backfill
+
+    @app.post(
+        "/workflows/<name>/backfills",
+        summary="Backfill a workflow: one run per logical date its schedule fires in a range",
+        tags=["backfills"],
+        responses=responses(
+            "Never (a backfill is always new)",
+            400,
+            404,
+            415,
+            created="The backfill, its first dates taken",
+        ),
+    )
+    def create_backfill(
+        name: str, body: BackfillBody, project: BackfillProjectQuery = "default"
+    ) -> Response[BackfillView]:
+        principal = allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")
+        made = backfills.create(
+            project, name, start=body.start, end=body.end, dates=body.dates or (),
+            parallel=body.parallel, order=Order(body.order), rerun=Rerun(body.rerun),
+            params=body.params, created_by=principal.name,
+        )  # fmt: skip
+        changed()
+        record(
+            "backfill.create", f"backfill/{made.id}", project, workflow=name,
+            dates=len(made.dates), parallel=made.parallel, rerun=made.rerun.value,
+        )  # fmt: skip
+        return Response(
+            status_code=HTTPStatus.CREATED.value,
+            content_type=content_types.APPLICATION_JSON,
+            body=BackfillView.model_validate(backfill_view(made)),
+        )
+
+    @app.get(
+        "/backfills",
+        summary="The project's backfills, newest first",
+        tags=["backfills"],
+        responses=responses("The backfills (counts by date state; no dates)", 400),
+    )
+    def list_backfills(
+        project: BackfillProjectQuery = "default",
+        workflow: BackfillWorkflowQuery = None,
+        limit: BackfillLimitQuery = 50,
+    ) -> BackfillList:
+        allow(Action.READ, project, f"project {project!r}")
+        found = backfills.list_backfills(project, workflow, limit)
+        return BackfillList.model_validate(
+            {"backfills": [backfill_view(b, dates=False) for b in found]}
+        )
+
+    @app.get(
+        "/backfills/<backfill_id>",
+        summary="A backfill and the progress of each of its dates",
+        tags=["backfills"],
+        responses=responses("The backfill with its dates", 404),
+    )
+    def get_backfill(backfill_id: str) -> BackfillView:
+        return BackfillView.model_validate(backfill_view(backfill_for(backfill_id, Action.READ)))
+
+    def operation(op: str, summary: str, act: Callable[[str], Backfill]) -> None:
+        def handler(backfill_id: str) -> BackfillView:
+            project = backfill_for(backfill_id, Action.OPERATE).project
+            after = act(backfill_id)
+            changed()
+            record(f"backfill.{op}", f"backfill/{backfill_id}", project)
+            return BackfillView.model_validate(backfill_view(after))
+
+        handler.__name__ = f"{op}_backfill"
+        app.post(
+            f"/backfills/<backfill_id>/{op}",
+            summary=summary,
+            tags=["backfills"],
+            responses=responses(f"The backfill, {op} applied", 404, 409),
+        )(handler)
+
+    operation("pause", "Pause a backfill: no lane takes a new date", backfills.pause)
+    operation("resume", "Resume a paused backfill", backfills.resume)
+    operation(
+        "cancel", "Cancel a backfill and stop the runs it made that still go on", backfills.cancel
+    )

@@ -1,0 +1,329 @@
+"""Backfills on the scheduler service, the same for both runtimes.
+
+Sequencing only (the rules are ``stratoflow.engine.backfill``'s): read the backfill and the runs
+of its dates, ask the engine, write the backfill conditionally on the revision read, and only
+then act (create or rerun runs, emit events). A run's end moves the lanes waiting for it on
+(``run_ended``, called from the service's run-end path); the reconciler's ``reconcile``
+re-derives everything after a crash: a date marked running whose run is missing is created
+under its deterministic id (the one a schedule firing for that date uses), so a crash between
+a run's end and the next date's start loses nothing and makes nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from stratoflow import engine
+from stratoflow.engine import RunState
+from stratoflow.engine.backfill import (
+    Action,
+    Backfill,
+    BackfillDate,
+    BackfillState,
+    DateState,
+    Order,
+    Rerun,
+    advance_backfill,
+    backfill_dates,
+    cancel_backfill,
+    new_backfill,
+    pause_backfill,
+    rerun_all,
+    resume_backfill,
+    wanted_runs,
+)
+from stratoflow.errors import Conflict, NotFound, StratoflowError, Unavailable
+from stratoflow.ports import BackfillStore
+
+if TYPE_CHECKING:
+    from stratoflow.engine import Run
+    from stratoflow.service import Scheduler
+
+log = logging.getLogger("stratoflow.backfill")
+
+LOOKAHEAD = 64  # pending dates whose runs are read at once when skipped ones freed no lane
+WRITE_TRIES = 8  # a write that lost to another writer is decided again from a fresh read
+RECONCILE_EVERY = timedelta(seconds=30)
+
+
+def backfill_id(project: str, name: str, now: datetime) -> str:
+    """Like a run id it starts with its project ('.' cannot occur in a name)."""
+    return f"{project}.backfill-{name}-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+def backfill_event(backfill: Backfill) -> dict[str, Any]:
+    """What a backfill's lifecycle event says (the AWS bus publishes it from an allow-list)."""
+    return {
+        "backfill_id": backfill.id, "project": backfill.project,
+        "workflow": backfill.workflow, "state": backfill.state.value,
+        "dates": backfill.counts(),
+    }  # fmt: skip
+
+
+class Backfills:
+    """The backfills of one scheduler (``Scheduler.backfills``)."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        self._next_pass: datetime | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return isinstance(self.scheduler.store, BackfillStore)
+
+    @property
+    def store(self) -> BackfillStore:
+        store = self.scheduler.store
+        if not isinstance(store, BackfillStore):
+            raise Unavailable("this state store keeps no backfills", retry_after=3600)
+        return store
+
+    # -------------------------------------------------------------- operations
+    def create(
+        self,
+        project: str,
+        name: str,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        dates: Sequence[str] = (),
+        parallel: int = 1,
+        order: Order = Order.ASC,
+        rerun: Rerun = Rerun.NONE,
+        params: Mapping[str, Any] | None = None,
+        created_by: str | None = None,
+    ) -> Backfill:
+        """Validate everything first (bad input changes nothing), store the backfill, and let
+        its lanes take their first dates."""
+        from stratoflow.service import scheduled_run_id
+
+        s = self.scheduler
+        store = self.store
+        now = s.clock.now()
+        latest = s.catalog.get_version(project, name)
+        spec = s.spec(project, name, latest.version)
+        given = dict(params or {})
+        engine.effective_params(spec, given)  # an unknown parameter: said now, not per run
+        logical = backfill_dates(
+            spec.workflow.schedule, start=start, end=end, dates=dates, order=order
+        )
+        made = new_backfill(
+            backfill_id=backfill_id(project, name, now), spec=spec, version=latest.version,
+            logical_dates=logical, run_ids=[scheduled_run_id(project, name, d) for d in logical],
+            params=given, parallel=parallel, order=order, rerun=rerun, now=now,
+            created_by=created_by,
+        )  # fmt: skip
+        with s._lock:
+            if not store.create_backfill(made):  # pragma: no cover - random id
+                raise Conflict(f"backfill {made.id} exists; try again")
+            self._emit("backfill.started", made)
+            return self.advance(made.id)
+
+    def get(self, backfill_id: str) -> Backfill:
+        return self.store.get_backfill(backfill_id)
+
+    def list_backfills(
+        self, project: str, workflow: str | None = None, limit: int = 50
+    ) -> list[Backfill]:
+        return self.store.list_backfills(project, workflow, limit)
+
+    def pause(self, backfill_id: str) -> Backfill:
+        with self.scheduler._lock:
+            paused = self._change(backfill_id, pause_backfill)
+            self._emit("backfill.paused", paused)
+            return paused
+
+    def resume(self, backfill_id: str) -> Backfill:
+        with self.scheduler._lock:
+            resumed = self._change(backfill_id, resume_backfill)
+            self._emit("backfill.resumed", resumed)
+            return self.advance(backfill_id)
+
+    def cancel(self, backfill_id: str) -> Backfill:
+        """End the backfill and stop the runs it made or reran that still go on."""
+        to_stop: list[str] = []
+
+        def cancel(backfill: Backfill, now: datetime) -> Backfill:
+            after, stop = cancel_backfill(backfill, now)
+            to_stop[:] = stop
+            return after
+
+        with self.scheduler._lock:
+            cancelled = self._change(backfill_id, cancel)
+            self._emit("backfill.cancelled", cancelled)
+            for run_id in to_stop:
+                try:
+                    self.scheduler.stop(run_id)
+                except (Conflict, NotFound):  # it ended meanwhile, or was never made
+                    continue
+            return cancelled
+
+    def _change(
+        self, backfill_id: str, change: Callable[[Backfill, datetime], Backfill]
+    ) -> Backfill:
+        store = self.store
+        for _ in range(WRITE_TRIES):
+            current = store.get_backfill(backfill_id)
+            after = change(current, self.scheduler.clock.now())
+            after = after.with_(revision=current.revision + 1)
+            if store.put_backfill(after, current.revision):
+                return after
+        raise Conflict(f"backfill {backfill_id} keeps changing; try again")
+
+    # -------------------------------------------------------------- lanes
+    def run_ended(self, run: Run) -> None:
+        """A run ended (the service's run-end path, both runtimes): move on the backfills
+        whose lanes waited for it. One indexed read when no backfill is active."""
+        store = self.scheduler.store
+        if not isinstance(store, BackfillStore):
+            return
+        try:
+            # by run id, not by the date's state: an index's copy may be a moment behind
+            for backfill_id in store.backfills_waiting_for(run.project, run.workflow, run.id):
+                self.advance(backfill_id)
+        except Exception:  # a backfill's trouble must never undo or fail a run's end
+            log.exception(
+                "backfills of %s/%s not advanced; the next pass will", run.project, run.workflow
+            )
+
+    def reconcile(self) -> int:
+        """Advance every active backfill (after a restart, on each reconciler pass): what a
+        crash left undone is done now. Returns how many were looked at."""
+        store = self.scheduler.store
+        if not isinstance(store, BackfillStore):
+            return 0
+        active = store.all_active_backfills()
+        for backfill in active:
+            try:
+                self.advance(backfill.id)
+            except StratoflowError:  # one backfill must not keep the others from moving
+                log.exception("backfill %s could not advance; the next pass retries", backfill.id)
+        return len(active)
+
+    def tick(self, now: datetime) -> None:
+        """``reconcile`` at most every ``RECONCILE_EVERY`` (the local loop calls this each
+        turn; on AWS the reconciler's pass reconciles through ``Scheduler.recover``)."""
+        if self._next_pass is not None and now < self._next_pass:
+            return
+        self._next_pass = now + RECONCILE_EVERY
+        self.reconcile()
+
+    def advance(self, backfill_id: str) -> Backfill:
+        """Decide and write the backfill's next step, then act on it (idempotent)."""
+        s = self.scheduler
+        store = self.store
+        with s._lock:
+            for _ in range(WRITE_TRIES):
+                current = store.get_backfill(backfill_id)
+                after, acts, events = self._decide(current)
+                if after is not current:
+                    after = after.with_(revision=current.revision + 1)
+                    if not store.put_backfill(after, current.revision):
+                        continue  # another writer moved it: decide again from its state
+                for kind in events:
+                    self._emit(kind, after)
+                for date in acts:
+                    self._act(after, date)
+                return after
+            raise Conflict(f"backfill {backfill_id} keeps changing; the reconciler goes on")
+
+    def _decide(self, backfill: Backfill) -> tuple[Backfill, list[BackfillDate], list[str]]:
+        now = self.scheduler.clock.now()
+        known: dict[str, Run | None] = {}
+        acts: dict[str, BackfillDate] = {}
+        events: list[str] = []
+        current = backfill
+        # the runs of the running dates, and of as many pending ones as lanes could take; more
+        # only when the engine asks (dates skipped because their runs exist free no lane)
+        ahead = backfill.parallel if backfill.state is BackfillState.RUNNING else 0
+        while True:
+            need = [r for r in wanted_runs(current, ahead) if r not in known]
+            ahead = LOOKAHEAD
+            known.update(self._read_runs(need))
+            turn = advance_backfill(current, known, now)
+            acts.update((d.run_id, d) for d in turn.acts)
+            events += turn.events
+            if turn.changed:
+                current = turn.backfill
+            if not turn.lookup:
+                return current, list(acts.values()), events
+
+    def _read_runs(self, run_ids: Sequence[str]) -> dict[str, Run | None]:
+        found: dict[str, Run | None] = {}
+        for run_id in run_ids:
+            try:
+                found[run_id] = self.scheduler.store.get_run(run_id)
+            except NotFound:
+                found[run_id] = None
+        return found
+
+    def _act(self, backfill: Backfill, date: BackfillDate) -> None:
+        """Make the date's run, or rerun it. Safe to repeat: the run id is the date's, and a
+        rerun is only decided while the run still ends as it did before it."""
+        s = self.scheduler
+        try:
+            if date.action is Action.CREATE:
+                s.trigger(
+                    backfill.project, backfill.workflow, params=backfill.params,
+                    logical_date=date.logical_date, run_id=date.run_id, trigger="backfill",
+                    version=backfill.version,
+                )  # fmt: skip
+                return
+            try:
+                if backfill.rerun is Rerun.ALL:
+                    self._rerun_all(date.run_id)
+                else:
+                    s.rerun(date.run_id)
+            except Conflict as exc:  # someone else moved it on: its end is recorded the same
+                log.info("backfill %s: run %s not rerun: %s", backfill.id, date.run_id, exc)
+            self._rerun_applied(backfill.id, date.run_id)
+        except StratoflowError as exc:
+            log.warning("backfill %s: date %s failed: %s", backfill.id, date.logical_date, exc)
+            self._date_failed(backfill.id, date.run_id, str(exc))
+
+    def _rerun_applied(self, backfill_id: str, run_id: str) -> None:
+        """Forget the rerun's mark: from now on the run's end is the rerun's (even one at the
+        very instant the run ended before it)."""
+
+        def applied(backfill: Backfill, now: datetime) -> Backfill:
+            dates = tuple(
+                d.with_(prior_end=None) if d.run_id == run_id and d.action is Action.RERUN else d
+                for d in backfill.dates
+            )
+            return backfill.with_(dates=dates)
+
+        self._change(backfill_id, applied)
+
+    def _rerun_all(self, run_id: str) -> None:
+        s = self.scheduler
+        run, spec = s._load(run_id)
+        plan = rerun_all(spec, run, s.store.get_tasks(run_id), s.clock.now())
+        new = s._apply(plan, run.state)
+        if new.state is RunState.RUNNING:
+            s._emit("run.started", new)
+        s._started_runs.append(run_id)
+
+    def _date_failed(self, backfill_id: str, run_id: str, error: str) -> None:
+        def fail(backfill: Backfill, now: datetime) -> Backfill:
+            dates = tuple(
+                d.with_(state=DateState.FAILED, error=error[:1000])
+                if d.run_id == run_id and d.state is DateState.RUNNING
+                else d
+                for d in backfill.dates
+            )
+            lanes = {d.lane or 0 for d in dates if d.run_id == run_id}
+            return backfill.with_(
+                dates=dates, stopped_lanes=backfill.stopped_lanes | lanes, updated_at=now
+            )
+
+        self._change(backfill_id, fail)
+        self.advance(backfill_id)  # the backfill may end here
+
+    def _emit(self, kind: str, backfill: Backfill) -> None:
+        s = self.scheduler
+        s._act(partial(s.events.emit, kind, backfill_event(backfill)))

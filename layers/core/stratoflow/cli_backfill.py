@@ -1,0 +1,166 @@
+"""``stratoflow backfill NAME ...`` and ``stratoflow backfills list|show|pause|resume|cancel``
+(registered on the main command by ``stratoflow.cli``). Client commands: they call the API."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from stratoflow.cli import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    Client,
+    _fail,
+    _params,
+    api_option,
+    output_option,
+    project_option,
+)
+
+BACKFILL_POLL_SECONDS = 1.0
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+DATE_COLORS = {
+    "running": "blue", "succeeded": "green", "failed": "red", "skipped": "magenta",
+    "not_run": "bright_black",
+}  # fmt: skip
+OPERATIONS = {
+    "pause": "Pause a backfill: no lane takes a new date (runs going on go on).",
+    "resume": "Resume a paused backfill.",
+    "cancel": "Cancel a backfill and stop the runs it made that still go on.",
+}
+
+
+def _print(body: dict[str, Any], output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps(body, indent=2))
+        return
+    counts = ", ".join(f"{n} {state}" for state, n in body["counts"].items() if n)
+    click.echo(
+        f"{body['id']}  {body['state']}  {body['project']}/{body['workflow']} "
+        f"v{body['version']}  parallel {body['parallel']}  rerun {body['rerun']}  ({counts})"
+    )
+    for date in body.get("dates") or []:
+        state = click.style(f"{date['state']:<10}", fg=DATE_COLORS.get(date["state"]))
+        lane = "" if date["lane"] is None else f" lane {date['lane']}"
+        error = f"  {date['error']}" if date.get("error") else ""
+        click.echo(f"  {date['logical_date']:<27} {state} {date['run_id']}{lane}{error}")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--start", default=None, help="first logical date: YYYY-MM-DD or ISO date-time")
+@click.option("--end", default=None, help="last logical date, inclusive")
+@click.option(
+    "--dates", default=None, help="instead of --start/--end: comma-separated days or date-times"
+)
+@click.option("--parallel", default=1, show_default=True, type=int, help="lanes (runs at once)")
+@click.option("--order", type=click.Choice(["asc", "desc"]), default="asc", show_default=True)
+@click.option(
+    "--rerun", type=click.Choice(["none", "failed", "all"]), default="none", show_default=True,
+    help="dates that already have a run: keep it, rerun its failed tasks, or rerun it whole",
+)  # fmt: skip
+@click.option("-p", "--param", "params", multiple=True, help="name=value, for every run")
+@click.option("--wait", is_flag=True, help="wait until it ends; exit 1 unless it succeeded")
+@project_option
+@output_option
+@api_option
+def backfill(
+    name: str,
+    start: str | None,
+    end: str | None,
+    dates: str | None,
+    parallel: int,
+    order: str,
+    rerun: str,
+    params: Sequence[str],
+    wait: bool,
+    project: str,
+    output: str,
+    api: str,
+) -> None:
+    """Backfill NAME: one run per logical date its schedule fires in [start, end] (daily at
+    00:00 without a schedule), serial unless --parallel; a repeated backfill adds nothing."""
+    body: dict[str, Any] = {"parallel": parallel, "order": order, "rerun": rerun}
+    if dates is not None:
+        if start is not None or end is not None:
+            _fail("--dates: give either --dates or --start and --end, not both", EXIT_INVALID)
+        body["dates"] = [d.strip() for d in dates.split(",") if d.strip()]
+    elif start is None or end is None:
+        _fail("--start and --end are required (or --dates)", EXIT_INVALID)
+    else:
+        body.update(start=start, end=end)
+    body["params"] = _params(params)
+    client = Client(api)
+    made = client.call(
+        "POST", f"/workflows/{name}/backfills", params={"project": project}, json=body
+    )
+    if not wait:
+        if output == "json":
+            click.echo(json.dumps(made, indent=2))
+        else:
+            click.echo(made["id"])
+        return
+    current = made
+    while current["state"] not in TERMINAL:
+        time.sleep(BACKFILL_POLL_SECONDS)
+        current = client.call("GET", f"/backfills/{made['id']}")
+    _print(current, output)
+    sys.exit(0 if current["state"] == "succeeded" else EXIT_FAILED)
+
+
+@click.group()
+def backfills() -> None:
+    """List, watch, pause, resume and cancel backfills."""
+
+
+@backfills.command("list")
+@click.option("--workflow", default=None)
+@click.option("--limit", default=20, show_default=True, type=int)
+@project_option
+@output_option
+@api_option
+def backfills_list(workflow: str | None, limit: int, project: str, output: str, api: str) -> None:
+    """The newest backfills of a project."""
+    query: dict[str, Any] = {"project": project, "limit": limit}
+    if workflow:
+        query["workflow"] = workflow
+    body = Client(api).call("GET", "/backfills", params=query)
+    if output == "json":
+        click.echo(json.dumps(body, indent=2))
+        return
+    for b in body["backfills"]:
+        done = sum(b["counts"][s] for s in ("succeeded", "failed", "skipped", "not_run"))
+        click.echo(
+            f"{b['id']:<56} {b['state']:<10} {done}/{sum(b['counts'].values())}  {b['created_at']}"
+        )
+
+
+@backfills.command("show")
+@click.argument("backfill_id")
+@output_option
+@api_option
+def backfills_show(backfill_id: str, output: str, api: str) -> None:
+    """A backfill and the progress of each date."""
+    _print(Client(api).call("GET", f"/backfills/{backfill_id}"), output)
+
+
+def _operation(op: str) -> None:
+    @backfills.command(op, help=OPERATIONS[op])
+    @click.argument("backfill_id")
+    @output_option
+    @api_option
+    def command(backfill_id: str, output: str, api: str) -> None:
+        body = Client(api).call("POST", f"/backfills/{backfill_id}/{op}")
+        if output == "json":
+            click.echo(json.dumps(body, indent=2))
+        else:
+            click.echo(f"{body['id']}: {body['state']}")
+
+
+for _op in OPERATIONS:
+    _operation(_op)

@@ -1,0 +1,503 @@
+"""Backfill (DolphinScheduler's complement data): the dates, and how lanes move through them.
+
+Pure: every function takes what it needs (the backfill, the runs of its dates, ``now``) and
+returns the new backfill and what to do; the service persists it with a conditional write and
+only then acts (creates or reruns runs), so a crash in between is completed by whoever looks
+next (the next run end, the reconciler): a date marked running whose run does not exist yet is
+created again under its deterministic id, a rerun not yet applied is applied again.
+
+Lanes: ``parallel`` lanes take the next pending date (in the backfill's order) whenever they
+are free, so no lane waits for another's slow run and no batch waits for its slowest; a lane
+whose run fails stops (serial: the first failure stops the backfill), the other lanes go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+from typing import Any, Self
+from zoneinfo import ZoneInfo
+
+from stratoflow.engine._engine import Plan, _require_finished, _reset
+from stratoflow.engine._states import Run, RunState, TaskInstance
+from stratoflow.errors import Conflict, InvalidInput, Problem
+from stratoflow.model import Schedule, ScheduleError, WorkflowSpec, parse_schedule
+
+MAX_BACKFILL_DATES = 1000  # one backfill's dates (a document of them stays well under 400 KB)
+MAX_BACKFILL_PARALLEL = 32
+# without a schedule: daily at 00:00 in UTC (the schedule's time zone when there is none)
+DAILY = "0 0 * * *"
+
+
+class BackfillState(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (BackfillState.SUCCEEDED, BackfillState.FAILED, BackfillState.CANCELLED)
+
+
+class DateState(StrEnum):
+    PENDING = "pending"  # not taken by a lane yet
+    RUNNING = "running"  # a lane waits for its run
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # its run failed or was stopped: its lane stopped
+    SKIPPED = "skipped"  # a run existed and --rerun did not ask to run it again
+    NOT_RUN = "not_run"  # left when every lane stopped, or the backfill was cancelled
+
+
+class Rerun(StrEnum):
+    NONE = "none"  # a date that has a run keeps it (an active one is waited for)
+    FAILED = "failed"  # a failed or stopped run reruns its failed tasks
+    ALL = "all"  # every finished run runs again, whole
+
+
+class Order(StrEnum):
+    ASC = "asc"
+    DESC = "desc"
+
+
+class Action(StrEnum):
+    """What a lane did to take a date: made its run, reran it, or waits for a run that was
+    already active (a schedule firing's, another backfill's)."""
+
+    CREATE = "create"
+    RERUN = "rerun"
+    ADOPT = "adopt"
+
+
+@dataclass(frozen=True)
+class BackfillDate:
+    logical_date: datetime
+    run_id: str
+    state: DateState = DateState.PENDING
+    lane: int | None = None
+    action: Action | None = None
+    # a rerun's mark until it is applied: the run's ended_at before it; while the run still
+    # ends then, the rerun was not applied (a crash came in between) and is applied again
+    prior_end: datetime | None = None
+    run_state: RunState | None = None  # the run's state when the backfill last looked
+    error: str | None = None
+
+    def with_(self, **changes: Any) -> Self:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Backfill:
+    id: str
+    project: str
+    workflow: str
+    version: int  # the version its runs pin (the latest when it was created)
+    params: dict[str, Any]
+    parallel: int
+    order: Order
+    rerun: Rerun
+    dates: tuple[BackfillDate, ...]  # in the order lanes take them
+    created_at: datetime
+    state: BackfillState = BackfillState.RUNNING
+    stopped_lanes: frozenset[int] = frozenset()
+    updated_at: datetime | None = None
+    ended_at: datetime | None = None
+    created_by: str | None = None
+    revision: int = 0  # every stored change adds one; writes are conditional on it
+
+    def with_(self, **changes: Any) -> Self:
+        return replace(self, **changes)
+
+    def counts(self) -> dict[str, int]:
+        out = {s.value: 0 for s in DateState}
+        for d in self.dates:
+            out[d.state.value] += 1
+        return out
+
+
+@dataclass(frozen=True)
+class BackfillTurn:
+    """What ``advance_backfill`` decided: the backfill after it (unchanged: ``changed`` is
+    False), the dates whose run must be made or rerun now, the events to emit, and whether it
+    stopped because it needs the runs of more pending dates (``lookup``) before going on."""
+
+    backfill: Backfill
+    acts: tuple[BackfillDate, ...] = ()
+    events: tuple[str, ...] = ()  # backfill.succeeded | backfill.failed
+    lookup: tuple[str, ...] = ()
+    changed: bool = False
+
+
+# ------------------------------------------------------------------ dates
+def _zone(schedule: Schedule | None) -> ZoneInfo:
+    return ZoneInfo(schedule.timezone if schedule is not None else "UTC")
+
+
+def parse_moment(text: str, field_name: str, zone: ZoneInfo, *, end: bool = False) -> datetime:
+    """A date (YYYY-MM-DD: its start, or with ``end`` its last instant, in ``zone``), a
+    date-time without offset (wall time in ``zone``) or with one; aware UTC."""
+    value = text.strip()
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            if end:
+                nxt = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
+                moment = nxt.astimezone(UTC) - timedelta(microseconds=1)
+            else:
+                moment = datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+        else:
+            moment = datetime.fromisoformat(value)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=zone)
+            moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise InvalidInput(
+            [Problem(field_name, f"{text!r} is not a date (YYYY-MM-DD) or ISO-8601 date-time "
+                                 "between 1900 and 9999")]
+        ) from None  # fmt: skip
+    if not _EARLIEST <= moment <= _LATEST:
+        raise InvalidInput([Problem(field_name, "must be between 1900-01-02 and 9999-12-29")])
+    return moment
+
+
+_EARLIEST = datetime(1900, 1, 2, tzinfo=UTC)
+_LATEST = datetime(9999, 12, 29, tzinfo=UTC)
+
+
+def backfill_dates(
+    schedule: Schedule | None,
+    *,
+    start: str | None = None,
+    end: str | None = None,
+    dates: Sequence[str] = (),
+    order: Order = Order.ASC,
+) -> list[datetime]:
+    """The logical dates of a backfill (aware UTC, in ``order``, each once): every time the
+    schedule fires in the closed range [start, end] — daily at 00:00 in the schedule's time
+    zone (UTC) without a schedule — or, with ``dates``, the times it fires on each of those
+    days (a date) or exactly those instants (a date-time). The schedule's own start/end window
+    does not limit a backfill: asking for the dates is the point (a rate() schedule keeps its
+    start as the anchor of its times)."""
+    zone = _zone(schedule)
+    expr = parse_schedule(schedule.cron if schedule is not None else DAILY)
+    anchor = schedule.start if schedule is not None and expr.rate is not None else None
+    tz = str(zone)
+    found: set[datetime] = set()
+
+    def fire(lo: datetime, hi: datetime, where: str) -> None:
+        t = lo - timedelta(microseconds=1)
+        while True:
+            try:
+                t = expr.next_after(t, tz, anchor)
+            except ScheduleError:  # no more fire times
+                return
+            if t > hi:
+                return
+            found.add(t)
+            if len(found) > MAX_BACKFILL_DATES:
+                raise InvalidInput(
+                    [Problem(where, f"the schedule fires more than {MAX_BACKFILL_DATES} times "
+                                    "in this range; backfill a shorter one")]
+                )  # fmt: skip
+
+    if dates:
+        if start is not None or end is not None:
+            raise InvalidInput([Problem("dates", "give either dates or start and end, not both")])
+        if len(dates) > MAX_BACKFILL_DATES:
+            raise InvalidInput([Problem("dates", f"at most {MAX_BACKFILL_DATES} dates")])
+        for i, text in enumerate(dates):
+            where = f"dates[{i}]"
+            if len(text.strip()) == 10:
+                fire(parse_moment(text, where, zone), parse_moment(text, where, zone, end=True), where)  # fmt: skip
+            else:  # to the second, as run ids are: two instants in one second are one date
+                found.add(parse_moment(text, where, zone).replace(microsecond=0))
+    else:
+        if start is None or end is None:
+            missing = [f for f, v in (("start", start), ("end", end)) if v is None]
+            raise InvalidInput([Problem(f, "required (or give dates)") for f in missing])
+        lo = parse_moment(start, "start", zone)
+        hi = parse_moment(end, "end", zone, end=True)
+        if hi < lo:
+            raise InvalidInput([Problem("end", f"{end} is before start {start}")])
+        fire(lo, hi, "end")
+    if not found:
+        raise InvalidInput(
+            [Problem("dates" if dates else "end", "the schedule fires at no time in this range")]
+        )
+    if len(found) > MAX_BACKFILL_DATES:
+        raise InvalidInput([Problem("dates", f"at most {MAX_BACKFILL_DATES} dates")])
+    return sorted(found, reverse=order is Order.DESC)
+
+
+def new_backfill(
+    *,
+    backfill_id: str,
+    spec: WorkflowSpec,
+    version: int,
+    logical_dates: Sequence[datetime],
+    run_ids: Sequence[str],
+    params: Mapping[str, Any],
+    parallel: int,
+    order: Order,
+    rerun: Rerun,
+    now: datetime,
+    created_by: str | None = None,
+) -> Backfill:
+    if not 1 <= parallel <= MAX_BACKFILL_PARALLEL:
+        raise InvalidInput([Problem("parallel", f"must be 1 to {MAX_BACKFILL_PARALLEL}")])
+    return Backfill(
+        id=backfill_id, project=spec.project, workflow=spec.name, version=version,
+        params=dict(params), parallel=parallel, order=order, rerun=rerun,
+        dates=tuple(BackfillDate(d, r) for d, r in zip(logical_dates, run_ids, strict=True)),
+        created_at=now, updated_at=now, created_by=created_by,
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------ lanes
+def wanted_runs(backfill: Backfill, lookahead: int) -> list[str]:
+    """The run ids ``advance_backfill`` needs: every running date's and the next
+    ``lookahead`` pending dates' (whether a run exists decides create, rerun, wait or skip)."""
+    running = [d.run_id for d in backfill.dates if d.state is DateState.RUNNING]
+    pending = [d.run_id for d in backfill.dates if d.state is DateState.PENDING]
+    return running + pending[:lookahead]
+
+
+def _take(existing: Run | None, rerun: Rerun) -> Action | None:
+    """How a lane takes a date, given the run that already has its id (None: skip it)."""
+    if existing is None:
+        return Action.CREATE
+    if not existing.state.terminal:
+        return Action.ADOPT
+    if rerun is Rerun.ALL:
+        return Action.RERUN
+    if rerun is Rerun.FAILED and existing.state is not RunState.SUCCEEDED:
+        return Action.RERUN
+    return None
+
+
+def advance_backfill(
+    backfill: Backfill, runs: Mapping[str, Run | None], now: datetime
+) -> BackfillTurn:
+    """Record the ends of the runs lanes wait for, let free lanes take the next dates, and
+    end the backfill when nothing is left to run. ``runs`` maps a run id to its run (None: it
+    does not exist) for at least the running dates (``wanted_runs``); a pending date whose run
+    is not in it stops the filling of lanes there (``lookup`` names what to read first).
+    Idempotent: the same inputs after the same backfill decide nothing new."""
+    if backfill.state.terminal:
+        return BackfillTurn(backfill)
+    dates = list(backfill.dates)
+    stopped = set(backfill.stopped_lanes)
+    acts: list[BackfillDate] = []
+    events: list[str] = []
+    for i, d in enumerate(dates):
+        if d.state is not DateState.RUNNING:
+            continue
+        if d.run_id not in runs:
+            continue  # not read: decided next time
+        run = runs[d.run_id]
+        if run is None:
+            if d.action is Action.CREATE:
+                acts.append(d)  # marked, then the creator died: make it (same id: once)
+            else:
+                dates[i] = d.with_(state=DateState.FAILED, error="its run no longer exists")
+                stopped.add(d.lane or 0)
+            continue
+        if (
+            d.action is Action.RERUN
+            and d.prior_end is not None
+            and run.state.terminal
+            and run.ended_at == d.prior_end
+        ):
+            acts.append(d)  # the rerun was decided but not applied
+            continue
+        if run.state.terminal:
+            ok = run.state is RunState.SUCCEEDED
+            dates[i] = d.with_(
+                state=DateState.SUCCEEDED if ok else DateState.FAILED,
+                run_state=run.state,
+                error=None if ok else (run.error or f"run {run.id} {run.state}"),
+            )
+            if not ok:
+                stopped.add(d.lane or 0)
+        elif d.run_state is not run.state:
+            dates[i] = d.with_(run_state=run.state)
+    lookup: list[str] = []
+    if backfill.state is BackfillState.RUNNING:
+        busy = {d.lane for d in dates if d.state is DateState.RUNNING}
+        free = [lane for lane in range(backfill.parallel) if lane not in busy | stopped]
+        for i, d in enumerate(dates):
+            if not free:
+                break
+            if d.state is not DateState.PENDING:
+                continue
+            if d.run_id not in runs:
+                lookup.append(d.run_id)
+                break
+            existing = runs[d.run_id]
+            action = _take(existing, backfill.rerun)
+            if action is None:
+                assert existing is not None
+                dates[i] = d.with_(state=DateState.SKIPPED, run_state=existing.state)
+                continue
+            dates[i] = d.with_(
+                state=DateState.RUNNING, lane=free.pop(0), action=action,
+                prior_end=existing.ended_at if existing is not None else None,
+                run_state=existing.state if existing is not None else None,
+            )  # fmt: skip
+            if action is not Action.ADOPT:
+                acts.append(dates[i])
+    after = backfill.with_(dates=tuple(dates), stopped_lanes=frozenset(stopped))
+    if not lookup:
+        after = _maybe_end(after, now)
+        if after.state.terminal:
+            events.append(f"backfill.{after.state.value}")
+    changed = after != backfill
+    if changed:
+        after = after.with_(updated_at=now)
+    return BackfillTurn(after, tuple(acts), tuple(events), tuple(lookup), changed)
+
+
+def _maybe_end(backfill: Backfill, now: datetime) -> Backfill:
+    states = {d.state for d in backfill.dates}
+    if DateState.RUNNING in states:
+        return backfill
+    lanes_left = len(backfill.stopped_lanes) < backfill.parallel
+    if DateState.PENDING in states and lanes_left:
+        return backfill  # running or paused: lanes will take them
+    dates = tuple(
+        d.with_(state=DateState.NOT_RUN) if d.state is DateState.PENDING else d
+        for d in backfill.dates
+    )
+    bad = any(d.state in (DateState.FAILED, DateState.NOT_RUN) for d in dates)
+    return backfill.with_(
+        dates=dates,
+        state=BackfillState.FAILED if bad else BackfillState.SUCCEEDED,
+        ended_at=now,
+    )
+
+
+def pause_backfill(backfill: Backfill, now: datetime) -> Backfill:
+    """No lane takes a new date; the runs going on go on."""
+    if backfill.state is not BackfillState.RUNNING:
+        raise Conflict(f"backfill {backfill.id} is {backfill.state}; only a running one pauses")
+    return backfill.with_(state=BackfillState.PAUSED, updated_at=now)
+
+
+def resume_backfill(backfill: Backfill, now: datetime) -> Backfill:
+    if backfill.state is not BackfillState.PAUSED:
+        raise Conflict(f"backfill {backfill.id} is {backfill.state}; only a paused one resumes")
+    return backfill.with_(state=BackfillState.RUNNING, updated_at=now)
+
+
+def cancel_backfill(backfill: Backfill, now: datetime) -> tuple[Backfill, list[str]]:
+    """End it: no date is taken any more, and the runs it made or reran that still go on
+    are to be stopped (returned); a run it only waited for (a schedule's) is left alone."""
+    if backfill.state.terminal:
+        raise Conflict(f"backfill {backfill.id} is already {backfill.state}")
+    stop = [
+        d.run_id
+        for d in backfill.dates
+        if d.state is DateState.RUNNING and d.action is not Action.ADOPT
+    ]
+    dates = tuple(
+        d.with_(state=DateState.NOT_RUN, error="backfill cancelled")
+        if d.state in (DateState.PENDING, DateState.RUNNING)
+        else d
+        for d in backfill.dates
+    )
+    after = backfill.with_(dates=dates, state=BackfillState.CANCELLED, ended_at=now, updated_at=now)
+    return after, stop
+
+
+def rerun_all(spec: WorkflowSpec, run: Run, tasks: Iterable[TaskInstance], now: datetime) -> Plan:
+    """Run every task of a finished run again (``--rerun all``): its roots are queued."""
+    _require_finished(run, "rerun")
+    current = {t.task_id: t for t in tasks}
+    return _reset(spec, run, current, set(current), now)
+
+
+# ------------------------------------------------------------------ stored form
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def backfill_document(backfill: Backfill) -> dict[str, Any]:
+    """The backfill as JSON-able data (what stores keep; ``backfill_from_document`` reads it)."""
+    return {
+        "id": backfill.id, "project": backfill.project, "workflow": backfill.workflow,
+        "version": backfill.version, "params": backfill.params, "parallel": backfill.parallel,
+        "order": backfill.order.value, "rerun": backfill.rerun.value,
+        "state": backfill.state.value, "stopped_lanes": sorted(backfill.stopped_lanes),
+        "created_at": _ts(backfill.created_at), "updated_at": _ts(backfill.updated_at),
+        "ended_at": _ts(backfill.ended_at), "created_by": backfill.created_by,
+        "revision": backfill.revision,
+        "dates": [
+            {
+                "logical_date": _ts(d.logical_date), "run_id": d.run_id, "state": d.state.value,
+                "lane": d.lane, "action": d.action.value if d.action else None,
+                "prior_end": _ts(d.prior_end),
+                "run_state": d.run_state.value if d.run_state else None, "error": d.error,
+            }
+            for d in backfill.dates
+        ],
+    }  # fmt: skip
+
+
+_DATE_STATES = {s.value: s for s in DateState}
+_ACTIONS = {a.value: a for a in Action}
+_RUN_STATES = {s.value: s for s in RunState}
+
+
+def backfill_from_document(doc: Mapping[str, Any]) -> Backfill:
+    return Backfill(
+        id=doc["id"], project=doc["project"], workflow=doc["workflow"], version=doc["version"],
+        params=dict(doc["params"]), parallel=doc["parallel"], order=Order(doc["order"]),
+        rerun=Rerun(doc["rerun"]), state=BackfillState(doc["state"]),
+        stopped_lanes=frozenset(doc["stopped_lanes"]),
+        created_at=datetime.fromisoformat(doc["created_at"]), updated_at=_dt(doc["updated_at"]),
+        ended_at=_dt(doc["ended_at"]), created_by=doc.get("created_by"),
+        revision=doc["revision"],
+        dates=tuple(
+            BackfillDate(
+                logical_date=datetime.fromisoformat(d["logical_date"]), run_id=d["run_id"],
+                state=_DATE_STATES[d["state"]], lane=d["lane"],
+                action=_ACTIONS[d["action"]] if d["action"] else None,
+                prior_end=_dt(d["prior_end"]),
+                run_state=_RUN_STATES[d["run_state"]] if d["run_state"] else None,
+                error=d["error"],
+            )
+            for d in doc["dates"]
+        ),
+    )  # fmt: skip
+
+
+__all__ = [
+    "MAX_BACKFILL_DATES",
+    "MAX_BACKFILL_PARALLEL",
+    "Action",
+    "Backfill",
+    "BackfillDate",
+    "BackfillState",
+    "BackfillTurn",
+    "DateState",
+    "Order",
+    "Rerun",
+    "advance_backfill",
+    "backfill_dates",
+    "backfill_document",
+    "backfill_from_document",
+    "cancel_backfill",
+    "new_backfill",
+    "parse_moment",
+    "pause_backfill",
+    "rerun_all",
+    "resume_backfill",
+    "wanted_runs",
+]

@@ -1,0 +1,399 @@
+"""Backfills on the scheduler service over the SQLite store, with a dispatcher the test
+drives: lanes move on from the run-end path, runs take the schedule's ids (a repeat or a
+schedule firing adds nothing), max_active_runs holds, pause/resume/cancel, and a crash
+between a run's end and the next date's start is completed by recover. Then the API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.fakes import FakeClock, RecordingDispatcher
+
+from stratoflow.adapters.local.sqlite_store import SqliteStore
+from stratoflow.api.app import create_app
+from stratoflow.backfills import Backfills
+from stratoflow.engine import AttemptResult, AttemptStatus, RunState
+from stratoflow.engine.backfill import Backfill, BackfillState, Rerun
+from stratoflow.errors import Conflict, InvalidInput
+from stratoflow.ports import AttemptSpec, EventSink, RunQuery
+from stratoflow.service import Finished, Scheduler, scheduled_run_id
+
+DAILY = """\
+name: daily
+schedule: {cron: "0 2 * * *", timezone: UTC}
+params: {region: eu}
+tasks:
+  extract: {type: shell, command: "echo {{ ds }}"}
+  load: {type: shell, depends_on: [extract], command: echo load}
+"""
+
+
+class Events(EventSink):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, Any]]] = []
+
+    def emit(self, kind: str, detail: Mapping[str, Any]) -> None:
+        self.seen.append((kind, dict(detail)))
+
+    def kinds(self, prefix: str = "backfill.") -> list[str]:
+        return [k for k, _ in self.seen if k.startswith(prefix)]
+
+
+@dataclass
+class Harness:
+    scheduler: Scheduler
+    store: SqliteStore
+    dispatcher: RecordingDispatcher
+    events: Events
+    running_seen: list[int] = field(default_factory=list)
+
+    @property
+    def backfills(self) -> Backfills:
+        return self.scheduler.backfills
+
+    def runs(self, state: RunState | None = None) -> list[Any]:
+        return self.store.list_runs(RunQuery(workflow="daily", state=state, limit=1000))
+
+    def drive(
+        self,
+        outcome: Callable[[AttemptSpec], AttemptStatus] = lambda _: AttemptStatus.SUCCEEDED,
+        *,
+        pick: Callable[[list[AttemptSpec]], AttemptSpec] = lambda specs: specs[0],
+        limit: int = 500,
+    ) -> None:
+        """Dispatch, then end one attempt at a time (``pick`` chooses which) until nothing is
+        left; notes how many runs were RUNNING before each end."""
+        self.scheduler.step()
+        for _ in range(limit):
+            if not self.dispatcher.pending:
+                return
+            spec = pick(list(self.dispatcher.pending.values()))
+            del self.dispatcher.pending[(spec.run_id, spec.task_id, spec.attempt)]
+            self.running_seen.append(len(self.runs(RunState.RUNNING)))
+            result = AttemptResult(outcome(spec))
+            self.scheduler.on_finished([Finished(spec.run_id, spec.task_id, spec.attempt, result)])
+            self.scheduler.step()
+        raise AssertionError("the runs never ended")
+
+    def get(self, backfill: Backfill) -> Backfill:
+        return self.store.get_backfill(backfill.id)
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Iterator[Harness]:
+    store = SqliteStore(tmp_path / "state.db")
+    events = Events()
+    dispatcher = RecordingDispatcher()
+    clock = FakeClock(datetime(2026, 6, 1, tzinfo=UTC))
+    scheduler = Scheduler(store, store, dispatcher, clock, events)
+    scheduler.apply(DAILY)
+    yield Harness(scheduler, store, dispatcher, events)
+    store.close()
+
+
+def fails_on(ds: str) -> Callable[[AttemptSpec], AttemptStatus]:
+    def outcome(spec: AttemptSpec) -> AttemptStatus:
+        bad = spec.logical_date.date().isoformat() == ds and spec.task_id == "extract"
+        return AttemptStatus.FAILED if bad else AttemptStatus.SUCCEEDED
+
+    return outcome
+
+
+def date_states(bf: Backfill) -> list[str]:
+    return [d.state.value for d in bf.dates]
+
+
+def test_serial_backfill_runs_dates_in_order_and_stops_at_the_first_failure(h: Harness) -> None:
+    bf = h.backfills.create("default", "daily", start="2026-01-01", end="2026-01-05")
+    assert [d.logical_date.hour for d in bf.dates] == [2] * 5  # the schedule's time of day
+    h.drive(fails_on("2026-01-03"))
+    bf = h.get(bf)
+    assert bf.state is BackfillState.FAILED
+    assert date_states(bf) == ["succeeded", "succeeded", "failed", "not_run", "not_run"]
+    runs = sorted(h.runs(), key=lambda r: r.logical_date)
+    assert [r.id for r in runs] == [d.run_id for d in bf.dates[:3]]
+    assert runs[0].id == scheduled_run_id("default", "daily", bf.dates[0].logical_date)
+    assert {r.trigger for r in runs} == {"backfill"}
+    assert max(h.running_seen) == 1  # serial: never two at once
+    assert h.events.kinds()[0] == "backfill.started"
+    assert h.events.kinds()[-1] == "backfill.failed"
+
+
+def test_parallel_backfill_keeps_exactly_n_runs_going_and_never_waits_for_the_slowest(
+    h: Harness,
+) -> None:
+    bf = h.backfills.create("default", "daily", start="2026-01-01", end="2026-01-09", parallel=3)
+    slow = bf.dates[0].run_id
+
+    def others_first(specs: list[AttemptSpec]) -> AttemptSpec:
+        # the first date's run is the slowest: everything else ends before it
+        return next((s for s in specs if s.run_id != slow), specs[0])
+
+    h.scheduler.step()
+    assert len(h.runs(RunState.RUNNING)) == 3
+    h.drive(pick=others_first)
+    bf = h.get(bf)
+    assert bf.state is BackfillState.SUCCEEDED
+    assert date_states(bf) == ["succeeded"] * 9
+    assert max(h.running_seen) == 3
+    # 9 dates, 3 lanes: exactly 3 runs went on until fewer than 3 dates were left, even while
+    # the slow first run held its lane the whole time
+    assert h.running_seen[: 2 * 6] == [3] * 12, h.running_seen
+
+
+def test_parallel_lanes_respect_max_active_runs(h: Harness) -> None:
+    h.scheduler.apply(DAILY.replace("params:", "max_active_runs: 2\nparams:"))
+    bf = h.backfills.create("default", "daily", start="2026-01-01", end="2026-01-06", parallel=4)
+    h.drive()
+    assert h.get(bf).state is BackfillState.SUCCEEDED
+    assert max(h.running_seen) == 2
+
+
+def test_repeated_backfill_and_a_schedule_firing_add_no_run(h: Harness) -> None:
+    first = h.backfills.create("default", "daily", start="2026-01-01", end="2026-01-03")
+    h.drive()
+    assert h.get(first).state is BackfillState.SUCCEEDED
+    ids = sorted(r.id for r in h.runs())
+    cursor = h.store.get_cursor("default", "daily")
+    again = h.backfills.create("default", "daily", start="2026-01-01", end="2026-01-03")
+    h.drive()
+    again = h.get(again)
+    assert again.state is BackfillState.SUCCEEDED
+    assert date_states(again) == ["skipped"] * 3
+    # the schedule firing for a backfilled date finds the backfill's run
+    latest = h.store.get_version("default", "daily")
+    made = h.scheduler.fire(
+        latest, [first.dates[1].logical_date], None, first.dates[1].logical_date
+    )
+    assert made[0][1] is False
+    assert sorted(r.id for r in h.runs()) == ids
+    assert cursor is None  # a backfill never moved the schedule's cursor (no catchup firings)
+
+
+def test_rerun_failed_reruns_only_the_failed_date_under_its_run_id(h: Harness) -> None:
+    first = h.backfills.create("default", "daily", start="2026-01-01", end="2026-01-03", parallel=3)
+    h.drive(fails_on("2026-01-02"))
+    assert date_states(h.get(first)) == ["succeeded", "failed", "succeeded"]
+    again = h.backfills.create(
+        "default", "daily", start="2026-01-01", end="2026-01-03", rerun=Rerun.FAILED
+    )
+    h.drive()
+    again = h.get(again)
+    assert again.state is BackfillState.SUCCEEDED
+    assert date_states(again) == ["skipped", "succeeded", "skipped"]
+    rerun = h.store.get_task(first.dates[1].run_id, "extract")
+    assert rerun.attempt == 2
+    assert len(h.runs()) == 3
+
+
+def test_rerun_all_runs_every_date_again_whole(h: Harness) -> None:
+    first = h.backfills.create("default", "daily", start="2026-01-01", end="2026-01-02")
+    h.drive()
+    again = h.backfills.create(
+        "default", "daily", start="2026-01-01", end="2026-01-02", rerun=Rerun.ALL
+    )
+    h.drive()
+    assert date_states(h.get(again)) == ["succeeded", "succeeded"]
+    for d in first.dates:
+        assert [t.attempt for t in h.store.get_tasks(d.run_id)] == [2, 2]
+    assert len(h.runs()) == 2
+
+
+def test_pause_resume_and_cancel(h: Harness) -> None:
+    bf = h.backfills.create("default", "daily", start="2026-01-01", end="2026-01-06", parallel=2)
+    h.scheduler.step()
+    paused = h.backfills.pause(bf.id)
+    assert paused.state is BackfillState.PAUSED
+    with pytest.raises(Conflict):
+        h.backfills.pause(bf.id)
+    h.drive()  # the two runs going on finish; no lane takes a new date
+    assert date_states(h.get(bf)) == ["succeeded", "succeeded"] + ["pending"] * 4
+    assert len(h.runs()) == 2
+    h.backfills.resume(bf.id)
+    h.scheduler.step()
+    assert date_states(h.get(bf))[:4] == ["succeeded", "succeeded", "running", "running"]
+    cancelled = h.backfills.cancel(bf.id)
+    assert cancelled.state is BackfillState.CANCELLED
+    h.drive()
+    assert {r.state for r in h.runs()} == {RunState.SUCCEEDED, RunState.STOPPED}
+    assert len(h.runs(RunState.STOPPED)) == 2
+    assert date_states(h.get(bf)) == ["succeeded", "succeeded"] + ["not_run"] * 4
+    assert len(h.runs()) == 4  # nothing started after the cancel
+    kinds = h.events.kinds()
+    assert kinds.index("backfill.paused") < kinds.index("backfill.resumed")
+    assert kinds.index("backfill.resumed") < kinds.index("backfill.cancelled")
+
+
+def test_a_crash_between_a_run_end_and_the_next_start_loses_nothing(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bf = h.backfills.create("default", "daily", start="2026-01-01", end="2026-01-03")
+    # the process dies after the run's end is committed and before the lane hears of it
+    monkeypatch.setattr(Backfills, "run_ended", lambda self, run: None)
+    h.drive()
+    stuck = h.get(bf)
+    assert date_states(stuck) == ["running", "pending", "pending"]
+    assert len(h.runs()) == 1
+    monkeypatch.undo()
+    h.scheduler.recover()  # what a restart (locally) or the reconciler (AWS) does
+    h.drive()
+    bf = h.get(bf)
+    assert bf.state is BackfillState.SUCCEEDED
+    assert len(h.runs()) == 3
+
+
+def test_a_crash_after_the_lane_took_a_date_and_before_its_run_was_made_loses_nothing(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Backfills, "_act", lambda self, backfill, date: None)
+    bf = h.backfills.create("default", "daily", start="2026-01-01", end="2026-01-02")
+    assert date_states(h.get(bf)) == ["running", "pending"]
+    assert h.runs() == []
+    monkeypatch.undo()
+    h.scheduler.recover()
+    h.scheduler.recover()  # twice: still one run per date
+    h.drive()
+    assert h.get(bf).state is BackfillState.SUCCEEDED
+    assert len(h.runs()) == 2
+
+
+def test_bad_input_changes_nothing(h: Harness) -> None:
+    with pytest.raises(InvalidInput, match=r"params\.nope"):
+        h.backfills.create(
+            "default", "daily", start="2026-01-01", end="2026-01-02", params={"nope": 1}
+        )
+    with pytest.raises(InvalidInput, match="end"):
+        h.backfills.create("default", "daily", start="2026-01-05", end="2026-01-01")
+    assert h.backfills.list_backfills("default") == []
+    assert h.runs() == []
+
+
+# ------------------------------------------------------------------ the API
+class AuditLog:
+    def __init__(self) -> None:
+        self.entries: list[Any] = []
+
+    def record_audit(self, entry: Any) -> None:
+        self.entries.append(entry)
+
+
+def call(
+    app: Any, method: str, path: str, body: Any = None, query: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    event = {
+        "resource": "/{proxy+}", "path": path, "httpMethod": method,
+        "headers": {"Content-Type": "application/json"},
+        "multiValueHeaders": {"Content-Type": ["application/json"]},
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
+        "pathParameters": {"proxy": path.lstrip("/")}, "stageVariables": None,
+        "body": None if body is None else json.dumps(body), "isBase64Encoded": False,
+        "requestContext": {"stage": "test", "requestId": "req-1", "path": path},
+    }  # fmt: skip
+    response = app.resolve(event, None)
+    return response["statusCode"], json.loads(response["body"])
+
+
+def test_api_creates_lists_shows_and_operates_backfills_with_audit_entries(h: Harness) -> None:
+    audit = AuditLog()
+    app = create_app(h.scheduler, readmodel=audit)  # type: ignore[arg-type]
+    status, made = call(
+        app, "POST", "/workflows/daily/backfills",
+        {"start": "2026-01-01", "end": "2026-01-04", "parallel": 2, "order": "desc"},
+    )  # fmt: skip
+    assert status == 201, made
+    assert [d["logical_date"][:10] for d in made["dates"]] == [
+        "2026-01-04", "2026-01-03", "2026-01-02", "2026-01-01",
+    ]  # fmt: skip
+    assert made["counts"]["running"] == 2
+    status, listed = call(app, "GET", "/backfills", query={"project": "default"})
+    assert status == 200
+    assert [b["id"] for b in listed["backfills"]] == [made["id"]]
+    assert "dates" not in listed["backfills"][0] or listed["backfills"][0]["dates"] is None
+    for op, state in (("pause", "paused"), ("resume", "running"), ("cancel", "cancelled")):
+        status, body = call(app, "POST", f"/backfills/{made['id']}/{op}")
+        assert (status, body["state"]) == (200, state)
+    status, body = call(app, "POST", f"/backfills/{made['id']}/resume")
+    assert status == 409
+    status, shown = call(app, "GET", f"/backfills/{made['id']}")
+    assert shown["state"] == "cancelled"
+    assert [e.action for e in audit.entries] == [
+        "backfill.create", "backfill.pause", "backfill.resume", "backfill.cancel",
+    ]  # fmt: skip
+    assert call(app, "GET", "/backfills/default.nope")[0] == 404
+    status, _ = call(
+        app, "POST", "/workflows/nope/backfills", {"start": "2026-01-01", "end": "2026-01-01"}
+    )
+    assert status == 404
+    assert "/workflows/{name}/backfills" in call(app, "GET", "/openapi.json")[1]["paths"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"start": "2026-01-05", "end": "2026-01-01"}, "end"),
+        ({"start": "2026-01-01", "end": "2026-01-02", "parallel": 0}, "parallel"),
+        ({"start": "2026-01-01", "end": "2026-01-02", "rerun": "some"}, "rerun"),
+        ({"start": "2026-01-01", "end": "2026-01-02", "params": {"nope": 1}}, "params.nope"),
+        ({"start": "x" * 41, "end": "2026-01-02"}, "start"),
+        ({"dates": []}, "dates"),
+    ],
+)
+def test_api_bad_input_is_a_4xx_naming_the_field_and_changes_nothing(
+    h: Harness, body: dict[str, Any], field: str
+) -> None:
+    app = create_app(h.scheduler)
+    status, reply = call(app, "POST", "/workflows/daily/backfills", body)
+    assert 400 <= status < 500, reply
+    assert field in json.dumps(reply)
+    assert h.backfills.list_backfills("default") == []
+    assert h.runs() == []
+
+
+def test_a_failing_backfill_hook_never_fails_a_run_end_and_the_next_pass_repairs_it(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bf = h.backfills.create("default", "daily", start="2026-01-01", end="2026-01-02")
+    h.backfills.tick(h.scheduler.clock.now())  # a pass now: the next is 30 s away
+
+    def broken(project: str, workflow: str, run_id: str) -> list[str]:
+        raise RuntimeError("the backfill index is unreadable")
+
+    with monkeypatch.context() as m:
+        m.setattr(h.store, "backfills_waiting_for", broken)
+        h.drive()
+    assert h.store.get_run(bf.dates[0].run_id).state is RunState.SUCCEEDED  # its end stood
+    assert date_states(h.get(bf)) == ["running", "pending"]
+    clock = h.scheduler.clock
+    assert isinstance(clock, FakeClock)
+    h.backfills.tick(clock.now())  # too soon: nothing
+    assert date_states(h.get(bf)) == ["running", "pending"]
+    clock.advance(31)
+    h.backfills.tick(clock.now())
+    h.drive()
+    assert h.get(bf).state is BackfillState.SUCCEEDED
+
+
+def test_a_run_end_reads_the_runs_of_the_running_dates_and_as_many_more_as_lanes(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bf = h.backfills.create(
+        "default", "daily", start="2026-01-01", end="2026-03-31", parallel=2
+    )  # 90 dates
+    read: list[list[str]] = []
+    real = Backfills._read_runs
+
+    def counted(self: Backfills, run_ids: Any) -> Any:
+        read.append(list(run_ids))
+        return real(self, run_ids)
+
+    monkeypatch.setattr(Backfills, "_read_runs", counted)
+    h.backfills.advance(bf.id)
+    assert [len(ids) for ids in read] == [4]  # 2 running dates, 2 pending ones
+    assert read[0][:2] == [d.run_id for d in bf.dates[:2]]
