@@ -232,6 +232,9 @@ EXPECTED_OPERATIONS = {
     ("get", "/me"),
     ("get", "/workflows/{name}/diff"),
     ("get", "/runs/{run_id}/timeline"),
+    # the graph's layout, once per version (tests in test_api_layout.py)
+    ("get", "/runs/{run_id}/layout"),
+    ("get", "/workflows/{name}/versions/{version}/layout"),
 }
 
 

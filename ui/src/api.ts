@@ -1,3 +1,5 @@
+import type { ServedLayout } from "./graph/layout";
+
 // The Stratoflow REST API as the UI uses it. Every URL is relative to the page, so the UI
 // works at the root of the local server and under an API Gateway stage prefix alike.
 
@@ -151,6 +153,10 @@ export const api = {
   runs: (q: { project: string; workflow?: string; state?: string; before?: string; limit?: number }) =>
     request<{ runs: RunView[]; next: string | null }>("GET", "runs", { ...q }),
   run: (id: string) => request<RunDetail>("GET", `runs/${enc(id)}`),
+  /** where to draw each task of the run's workflow version (the same for every run of it) */
+  runLayout: (id: string) => request<ServedLayout>("GET", `runs/${enc(id)}/layout`),
+  versionLayout: (project: string, name: string, version: number) =>
+    request<ServedLayout>("GET", `workflows/${enc(name)}/versions/${version}/layout`, { project }),
   timeline: (id: string) => request<Timeline>("GET", `runs/${enc(id)}/timeline`),
   runAction: (id: string, action: "pause" | "resume" | "stop") => request<RunView>("POST", `runs/${enc(id)}/${action}`),
   rerun: (id: string, from?: string) => request<RunView>("POST", `runs/${enc(id)}/rerun`, {}, from ? { from } : {}),

@@ -6,10 +6,10 @@
 // or +/- to zoom, drag to pan, click a task to select it, search to find one.
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { TaskState } from "../api";
-import { columnsOf, layoutGraph, NODE_H, quickLayout, type Deps, type GNode, type Layout } from "./layout";
+import { columnsOf, fromServed, layoutGraph, NODE_H, type GNode, type Layout, type ServedLayout } from "./layout";
 import { edgeInRect, indexLayout, nodeInRect, type SpatialIndex } from "./spatial";
 
-const QUICK_ABOVE = 150; // tasks: above this, draw a quick layout at once while ELK works
+const QUICK_ABOVE = 150; // tasks: above this, draw the server's layout at once while ELK works
 
 export const STATE_COLORS: Record<string, string> = {
   waiting: "#e5e7eb", queued: "#c7d2fe", running: "#60a5fa", up_for_retry: "#fcd34d",
@@ -26,8 +26,10 @@ const STUB_PX = 24; // an edge's stub at a task, on screen
 const STATE_ORDER = Object.keys(STATE_COLORS);
 
 interface Props {
+  /** "project/workflow/version": the layout is the version's */
   layoutKey: string;
-  tasks: Deps;
+  /** the version's layout from the server (started as early as the page can) */
+  load: () => Promise<ServedLayout>;
   states?: Record<string, TaskState>;
   selected?: string | null;
   onSelect?: (id: string) => void;
@@ -36,10 +38,11 @@ interface Props {
 
 interface View { k: number; x: number; y: number }
 
-export function GraphView({ layoutKey, tasks, states, selected, onSelect, height = 480 }: Props) {
+export function GraphView({ layoutKey, load, states, selected, onSelect, height = 480 }: Props) {
   const canvasRef = useRef<HTMLCanvasElement>(null);
   const [layout, setLayout] = useState<Layout | null>(null);
   const [final, setFinal] = useState(false);
+  const [ids, setIds] = useState<string[] | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [query, setQuery] = useState("");
   const [matches, setMatches] = useState<string[]>([]);
@@ -67,16 +70,25 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
       delete canvasRef.current.dataset.layout;
       delete canvasRef.current.dataset.layoutSource;
     }
-    setLayout(Object.keys(tasks).length > QUICK_ABOVE ? quickLayout(tasks) : null);
-    layoutGraph(layoutKey, tasks).then(
-      (l) => {
-        if (!live) return;
-        if (canvasRef.current) canvasRef.current.dataset.layoutSource = l.source;
-        setLayout(l);
-        setFinal(true);
-      },
-      (e: unknown) => { if (live) setError(String(e)); },
-    );
+    setLayout(null);
+    setIds(null);
+    load()
+      .then((served) => {
+        if (!live) return null;
+        const quick = fromServed(served);
+        setIds(served.tasks);
+        if (served.tasks.length > QUICK_ABOVE) setLayout(quick);
+        return layoutGraph(layoutKey, served, quick);
+      })
+      .then(
+        (l) => {
+          if (!live || !l) return;
+          if (canvasRef.current) canvasRef.current.dataset.layoutSource = l.source;
+          setLayout(l);
+          setFinal(true);
+        },
+        (e: unknown) => { if (live) setError(String(e)); },
+      );
     return () => { live = false; };
   }, [layoutKey]);
 
@@ -389,15 +401,16 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
   }, [layout, groups, onSelect]);
 
   const summary = useMemo(() => {
-    const n = Object.keys(tasks).length;
+    if (!ids) return "Graph, loading";
+    const n = ids.length;
     if (!states) return `Graph of ${n} tasks`;
     const counts: Record<string, number> = {};
-    for (const id of Object.keys(tasks)) {
+    for (const id of ids) {
       const s = states[id] ?? "waiting";
       counts[s] = (counts[s] ?? 0) + 1;
     }
     return `Graph of ${n} tasks: ` + Object.entries(counts).sort().map(([s, c]) => `${c} ${s}`).join(", ");
-  }, [tasks, states]);
+  }, [ids, states]);
 
   const search = (ev: Event) => {
     ev.preventDefault();
@@ -423,7 +436,7 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
         <span class="muted">{query && matches.length ? `${matches.length} found` : ""}</span>
         {!final && !error && (
           <span class="muted small" aria-live="polite">
-            {layout ? "quick layout; refining" : "laying out"} {Object.keys(tasks).length} tasks…
+            {layout ? "quick layout; refining" : "laying out"}{ids ? ` ${ids.length} tasks` : ""}…
           </span>
         )}
         <span class="spacer" />
