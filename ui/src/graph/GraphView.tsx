@@ -112,6 +112,7 @@ export function GraphView({ layoutKey, load, states, selected, onSelect, height 
     const wx0 = -x / k, wy0 = -y / k, wx1 = (W - x) / k, wy1 = (H - y) / k;
     const taskPx = k * NODE_H;
     canvas.dataset.mode = taskPx < AGGREGATE_BELOW_PX ? "layers" : "tasks";
+    canvas.dataset.taskPx = taskPx.toFixed(1); // a task's height on screen: the zoom level
     if (taskPx < AGGREGATE_BELOW_PX) {
       const represented = drawLayers(ctx, k, x, y, wx0, wy0, wx1, wy1, st, dpr);
       ring(ctx, k, found, "#f59e0b", 2);
@@ -125,9 +126,11 @@ export function GraphView({ layoutKey, load, states, selected, onSelect, height 
     const index = spatial(layout);
     const crossing: number[] = [];
     let ink = 0;
+    // a line is 1 px wide on screen zoomed out, k px zoomed in (lineWidth below)
+    const inkPerUnit = k * Math.max(k, 1);
     index.edges.visit(wx0, wy0, wx1, wy1, (i) => {
       const inside = edgeInRect(layout.edges[i], wx0, wy0, wx1, wy1);
-      if (inside) { crossing.push(i); ink += inside * k; }
+      if (inside) { crossing.push(i); ink += inside * inkPerUnit; }
     });
     // More ink than the canvas has pixels, EDGE_INK_PER_PX times over, is a grey wash that
     // takes longer to draw than a frame has: then each task in view shows its edges as stubs
