@@ -22,7 +22,9 @@ const AGGREGATE_BELOW_PX = 4; // shorter: each layer is one bar of its counts by
 const FAINT_EDGES_BELOW_PX = 10; // shorter: edges faded, so they no longer hide the states
 const MAX_FAINT_EDGES = 3000; // more in view than this while faded: not drawn, they cost the frame
 const EDGE_INK_PER_PX = 2; // edges covering the canvas more than twice over: drawn as stubs
-const STUB_PX = 24; // an edge's stub at a task, on screen
+const STUB_PX = 32; // an edge's stub at a task, on screen
+const STUB_MAX_ANGLE = Math.PI / 3;
+const STUB_SIN = Math.sin(STUB_MAX_ANGLE), STUB_COS = Math.cos(STUB_MAX_ANGLE);
 const STATE_ORDER = Object.keys(STATE_COLORS);
 
 interface Props {
@@ -149,6 +151,16 @@ export function GraphView({ layoutKey, load, states, selected, onSelect, height 
       if (k > 0.4 && ax >= wx0 && ax - 6 <= wx1 && ay + 4 >= wy0 && ay - 4 <= wy1) arrows.push(ax, ay);
     };
     const stub = STUB_PX / k;
+    // a stub leaves its task toward the edge's other end, at most STUB_MAX_ANGLE off the
+    // horizontal: an edge to a far row would otherwise be a tick along the task's side
+    const stubFrom = (px: number, py: number, dx: number, dy: number) => {
+      const len = Math.hypot(dx, dy) || 1;
+      let ux = dx / len, uy = dy / len;
+      if (Math.abs(uy) > STUB_SIN) { uy = Math.sign(uy) * STUB_SIN; ux = (dx < 0 ? -1 : 1) * STUB_COS; }
+      const l = Math.min(stub, len);
+      ctx.moveTo(px, py);
+      ctx.lineTo(px + ux * l, py + uy * l);
+    };
     const inView = (px: number, py: number) => px >= wx0 && px <= wx1 && py >= wy0 && py <= wy1;
     if (edgeMode !== "none") {
       for (const i of crossing) {
@@ -160,15 +172,9 @@ export function GraphView({ layoutKey, load, states, selected, onSelect, height 
           arrow(p[n - 2], p[n - 1]);
           continue;
         }
-        if (inView(p[0], p[1])) {
-          const dx = p[2] - p[0], dy = p[3] - p[1], len = Math.hypot(dx, dy) || 1, f = Math.min(1, stub / len);
-          ctx.moveTo(p[0], p[1]);
-          ctx.lineTo(p[0] + dx * f, p[1] + dy * f);
-        }
+        if (inView(p[0], p[1])) stubFrom(p[0], p[1], p[2] - p[0], p[3] - p[1]);
         if (inView(p[n - 2], p[n - 1])) {
-          const dx = p[n - 4] - p[n - 2], dy = p[n - 3] - p[n - 1], len = Math.hypot(dx, dy) || 1, f = Math.min(1, stub / len);
-          ctx.moveTo(p[n - 2] + dx * f, p[n - 1] + dy * f);
-          ctx.lineTo(p[n - 2], p[n - 1]);
+          stubFrom(p[n - 2], p[n - 1], p[n - 4] - p[n - 2], p[n - 3] - p[n - 1]);
           arrow(p[n - 2], p[n - 1]);
         }
       }
