@@ -14,6 +14,8 @@ pixel ratio 1) then opens the run page twice in each of ``--repeat`` fresh brows
 
 Measured on each visit (ms since navigation, Performance API marks of the page):
 * ``first paint``: the graph first drawn with task states (``graph-rendered``);
+* ``run view received``: the end of the first ``GET /runs/{id}`` (Resource Timing), which the
+  first paint waits for;
 * ``final layout``: the final layout drawn (``graph-final-layout``), and where it came from.
 
 Then, on the return visit, scripted pan and zoom from Fit to close up and back:
@@ -68,6 +70,9 @@ WHEEL_FRAME = """async (deltaY) => {
     return [performance.now() - t0, Number(c.dataset.taskPx)];
 }"""
 LEVELS = ("layers", "faded", "tasks", "close")
+# ms since navigation when the first GET /runs/{id} (the whole run view) had been received
+RUN_VIEW_END = """() => performance.getEntriesByType('resource')
+    .find((e) => /\\/runs\\/[^/?]+(\\?|$)/.test(e.name)).responseEnd"""
 
 
 def level(task_px: float) -> str:
@@ -117,6 +122,8 @@ def visit(page: Any, url: str, *, reload: bool) -> dict[str, Any]:
         "first_paint_ms": round(mark(page, "graph-rendered")),
         "final_layout_ms": round(mark(page, "graph-final-layout")),
         "layout_source": graph.get_attribute("data-layout-source"),
+        # when the run view arrived (its first fetch): what the first paint waits for
+        "run_view_ms": round(page.evaluate(RUN_VIEW_END)),
     }
 
 
@@ -224,6 +231,7 @@ def summarise(tasks: int, samples: list[dict[str, Any]]) -> dict[str, Any]:
     for v in ("first_visit", "return_visit"):
         out[v] = {
             "first_paint_ms_median": med(v, "first_paint_ms"),
+            "run_view_received_ms_median": med(v, "run_view_ms"),
             "final_layout_ms_median": med(v, "final_layout_ms"),
             "layout_sources": sorted({s[v]["layout_source"] for s in samples}),
         }
