@@ -21,7 +21,7 @@ const DEFINITION_COLOR = "#dbeafe";
 const AGGREGATE_BELOW_PX = 4; // shorter: each layer is one bar of its counts by state
 const FAINT_EDGES_BELOW_PX = 10; // shorter: edges faded, so they no longer hide the states
 const MAX_FAINT_EDGES = 3000; // more in view than this while faded: not drawn, they cost the frame
-const EDGE_INK_PER_PX = 2; // edges covering the canvas more than twice over: drawn as stubs
+const EDGE_INK_PER_PX = 1; // edges that would cover the canvas: drawn as stubs (a wash, and 15-35 ms of raster)
 const STUB_PX = 32; // an edge's stub at a task, on screen
 const STUB_MAX_ANGLE = Math.PI / 3;
 const STUB_SIN = Math.sin(STUB_MAX_ANGLE), STUB_COS = Math.cos(STUB_MAX_ANGLE);
