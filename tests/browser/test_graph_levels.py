@@ -96,6 +96,7 @@ def test_layers_show_state_counts_and_the_layout_is_reused(
     page.mouse.click(box["x"] + x + 1, box["y"] + box["height"] / 2)
     expect(graph).to_have_attribute("data-mode", "tasks")
     assert 0 < int(graph.get_attribute("data-visible-nodes")) < LAYERS * WIDTH
+    assert graph.get_attribute("data-edges") == "all"  # few enough to draw every one
     shot("layer-clicked")
 
     # the next visit reads the layout back instead of laying out again
@@ -136,3 +137,58 @@ def test_a_stored_layout_of_other_tasks_is_not_used(
     page.reload()
     expect(graph).to_have_attribute("data-layout", "final", timeout=60_000)
     assert graph.get_attribute("data-layout-source") == "elk"
+
+
+WIDE = 2_100  # two layers: 4,200 tasks, above ELK's limit, so the server's layout is final
+PARENTS = 8
+
+ZOOM_IN_UNTIL = """async (minTaskPx) => {
+    const c = document.querySelector('[data-testid=graph]');
+    const r = c.getBoundingClientRect();
+    for (let i = 0; i < 60 && !(Number(c.dataset.taskPx) >= minTaskPx); i++) {
+        c.dispatchEvent(new WheelEvent('wheel', { deltaY: -120, clientX: r.left + r.width / 2,
+            clientY: r.top + r.height / 2, bubbles: true, cancelable: true }));
+        await new Promise((ok) => requestAnimationFrame(() => requestAnimationFrame(ok)));
+    }
+    return [Number(c.dataset.taskPx), c.dataset.edges, Number(c.dataset.visibleNodes)];
+}"""
+
+
+def wide_workflow() -> str:
+    rnd = random.Random(5)
+    lines = ["name: wide", "tasks:"]
+    for i in range(WIDE):
+        lines += [f"  a{i:04d}:", "    type: shell", "    command: 'true'"]
+    for i in range(WIDE):
+        deps = sorted({f"a{rnd.randrange(WIDE):04d}" for _ in range(PARENTS)})
+        lines += [f"  b{i:04d}:", "    type: shell", "    command: 'true'"]
+        lines.append(f"    depends_on: [{', '.join(deps)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_edges_too_dense_to_read_are_drawn_as_stubs(page: Any, server: ServerProcess) -> None:
+    """4,200 tasks in two columns, about 16,800 edges across the whole height: zoomed to readable
+    tasks, the edges crossing the view would cover the canvas many times over, so each task
+    shows stubs of its edges instead (the 400-task graph above draws all of its edges)."""
+    with httpx.Client(base_url=server.url, timeout=60, headers=server.headers) as api:
+        applied = api.post("/workflows", json={"source": wide_workflow()})
+        assert applied.status_code in (200, 201), applied.text
+    shot = Shots(page, "graph-levels")
+    page.goto(f"{server.url}/#/workflows/wide")
+    graph = page.get_by_test_id("graph")
+    expect(graph).to_have_attribute("data-layout", "final", timeout=60_000)
+    assert graph.get_attribute("data-layout-source") == "served"
+    expect(graph).to_have_attribute("data-mode", "layers")  # at Fit
+
+    task_px, edges, visible = page.evaluate(ZOOM_IN_UNTIL, 12)
+    assert 12 <= task_px < 28, task_px
+    assert edges == "stubs"
+    assert 0 < visible < 2 * WIDE
+    shot("dense-edges-stubs")
+
+    # the closest zoom (4x): a handful of tasks, and still thousands of edges across the view
+    task_px, edges, visible = page.evaluate(ZOOM_IN_UNTIL, 110)
+    assert task_px >= 110
+    assert edges == "stubs"
+    assert 0 < visible < 20
+    shot("dense-edges-close")

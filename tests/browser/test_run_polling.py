@@ -5,6 +5,7 @@ gets gzip; the graph, the task list and the Gantt chart follow the deltas to the
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,40 @@ def test_the_run_page_polls_deltas_and_gets_304_while_nothing_changes(
     page.get_by_role("tab", name="gantt").click()
     for task_id in ("early0", "gate", "late4"):
         expect(page.get_by_text(task_id, exact=True).first).to_be_visible()
+
+
+# the first GET /runs/{id} of the page (the whole view): bytes on the wire, of its (gzipped)
+# body as sent, and of the body
+WHOLE_VIEW_SIZES = """() => {
+    const e = performance.getEntriesByType('resource')
+        .find((r) => /\\/runs\\/[^/?]+$/.test(r.name));
+    return [e.transferSize, e.encodedBodySize, e.decodedBodySize];
+}"""
+TASKS = 200
+
+
+def test_a_reload_of_an_unchanged_run_revalidates_its_view(
+    page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """The page's first, whole view of a run may come from the browser's HTTP cache once the
+    server has said (304) that the run has not changed: a reload costs no view."""
+    tasks = "".join(f"  t{i:03d}:\n    type: shell\n    command: 'true'\n" for i in range(TASKS))
+    assert api.post("/workflows", json={"source": f"name: kept\ntasks:\n{tasks}"}).is_success
+    run_id = api.post("/workflows/kept/runs", json={}).json()["run"]["id"]
+    deadline = time.monotonic() + RUN_TIMEOUT / 1000
+    while api.get(f"/runs/{run_id}").json()["run"]["state"] != "succeeded":
+        assert time.monotonic() < deadline, "the run did not succeed in time"
+        time.sleep(0.2)
+    summary = rf"^Graph of {TASKS} tasks: {TASKS} succeeded$"
+
+    page.goto(f"{server.url}/#/runs/{run_id}")
+    wait_graph_states(page, summary)
+    sent, encoded, body = page.evaluate(WHOLE_VIEW_SIZES)
+    assert body > 50_000
+    assert sent > encoded  # fetched: headers and the body
+
+    page.reload()
+    wait_graph_states(page, summary)
+    sent, encoded, body = page.evaluate(WHOLE_VIEW_SIZES)
+    assert body > 50_000  # the whole view, as before
+    assert sent < encoded, (sent, encoded)  # a 304's headers only: the body was the cache's

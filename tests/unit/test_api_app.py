@@ -240,6 +240,9 @@ EXPECTED_OPERATIONS = {
     ("post", "/backfills/{backfill_id}/pause"),
     ("post", "/backfills/{backfill_id}/resume"),
     ("post", "/backfills/{backfill_id}/cancel"),
+    # the graph's layout, once per version (tests in test_api_layout.py)
+    ("get", "/runs/{run_id}/layout"),
+    ("get", "/workflows/{name}/versions/{version}/layout"),
 }
 
 

@@ -199,6 +199,9 @@ OPERATIONS = [
     Operation("GET", "/workflows/{name}", Action.READ, _wf(), False),
     Operation("GET", "/workflows/{name}/versions", Action.READ, _wf("/versions"), False),
     Operation("GET", "/workflows/{name}/versions/{version}", Action.READ, _wf("/versions/1"), False),
+    Operation(
+        "GET", "/workflows/{name}/versions/{version}/layout", Action.READ, _wf("/versions/1/layout"), False
+    ),
     Operation("GET", "/workflows/{name}/diff", Action.READ, _wf("/diff"), False),
     Operation("POST", "/workflows/{name}/pause", Action.OPERATE, _wf("/pause"), True),
     Operation("POST", "/workflows/{name}/unpause", Action.OPERATE, _wf("/unpause"), False),
@@ -206,6 +209,7 @@ OPERATIONS = [
     Operation("GET", "/runs", Action.READ, lambda w, p: ("/runs", None, {"project": p}), False),
     Operation("GET", "/runs/{run_id}", Action.READ, _run(), False),
     Operation("GET", "/runs/{run_id}/timeline", Action.READ, _run("/timeline"), False),
+    Operation("GET", "/runs/{run_id}/layout", Action.READ, _run("/layout"), False),
     Operation("GET", "/runs/{run_id}/tasks/{task_id}", Action.READ, _run("/tasks/first"), False),
     Operation(
         "GET", "/runs/{run_id}/tasks/{task_id}/attempts/{attempt}/log", Action.READ,

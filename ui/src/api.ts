@@ -1,3 +1,5 @@
+import type { ServedLayout } from "./graph/layout";
+
 // The Stratoflow REST API as the UI uses it. Every URL is relative to the page, so the UI
 // works at the root of the local server and under an API Gateway stage prefix alike.
 
@@ -125,11 +127,13 @@ async function reply<T>(res: Response): Promise<T> {
   return parsed as T;
 }
 
-/** A GET that sends the ETag of the copy held: null when that copy is current (304). */
-async function conditional<T>(path: string, query: Record<string, string | number | undefined | null>, etag: string | null): Promise<{ body: T; etag: string | null } | null> {
+/** A GET that sends the ETag of the copy held: null when that copy is current (304).
+ * `cache`: "no-store" when we hold the copy; "no-cache" lets the browser revalidate the copy
+ * in its HTTP cache itself (a 304 then reads as that copy, a 200). */
+async function conditional<T>(path: string, query: Record<string, string | number | undefined | null>, etag: string | null, cache: RequestCache = "no-store"): Promise<{ body: T; etag: string | null } | null> {
   const headers: Record<string, string> = { Accept: "application/json", ...authHeaders() };
   if (etag) headers["If-None-Match"] = etag;
-  const res = await fetch(url(path, query), { headers, cache: "no-store" });
+  const res = await fetch(url(path, query), { headers, cache });
   if (res.status === 304) return null;
   return { body: await reply<T>(res), etag: res.headers.get("ETag") };
 }
@@ -138,7 +142,9 @@ async function conditional<T>(path: string, query: Record<string, string | numbe
  * it changed; returns `held` itself when nothing did. */
 export async function refreshRun(id: string, held: { detail: RunDetail; etag: string | null } | null): Promise<{ detail: RunDetail; etag: string | null }> {
   const since = held?.detail.revision ?? undefined;
-  const got = await conditional<RunDetail>(`runs/${encodeURIComponent(id)}`, { since }, held?.etag ?? null);
+  // the first fetch (the whole view) may come from the browser's cache, revalidated: a
+  // reload or another visit of a run that has not changed since costs a 304, not the view
+  const got = await conditional<RunDetail>(`runs/${encodeURIComponent(id)}`, { since }, held?.etag ?? null, held ? "no-store" : "no-cache");
   if (got === null) return held!;
   const d = got.body;
   if (d.full !== false || !held) return { detail: d, etag: got.etag };
@@ -169,6 +175,10 @@ export const api = {
   runs: (q: { project: string; workflow?: string; state?: string; before?: string; limit?: number }) =>
     request<{ runs: RunView[]; next: string | null }>("GET", "runs", { ...q }),
   run: (id: string) => request<RunDetail>("GET", `runs/${enc(id)}`),
+  /** where to draw each task of the run's workflow version (the same for every run of it) */
+  runLayout: (id: string) => request<ServedLayout>("GET", `runs/${enc(id)}/layout`),
+  versionLayout: (project: string, name: string, version: number) =>
+    request<ServedLayout>("GET", `workflows/${enc(name)}/versions/${version}/layout`, { project }),
   timeline: (id: string) => request<Timeline>("GET", `runs/${enc(id)}/timeline`),
   runAction: (id: string, action: "pause" | "resume" | "stop") => request<RunView>("POST", `runs/${enc(id)}/${action}`),
   rerun: (id: string, from?: string) => request<RunView>("POST", `runs/${enc(id)}/rerun`, {}, from ? { from } : {}),

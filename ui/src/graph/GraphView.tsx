@@ -1,13 +1,15 @@
-// The DAG drawn on a canvas: only what is inside the viewport is drawn (culling), labels only
-// when they are big enough to read, edges faded then dropped as tasks shrink, and below a few
-// pixels a task each layer is drawn as one bar of its counts by state, so states stay visible
-// at every zoom and 10,000 tasks pan and zoom smoothly. Wheel or +/- to
-// zoom, drag to pan, click a task to select it, search to find one.
+// The DAG drawn on a canvas: a grid index over tasks and edges (spatial.ts) gives each frame
+// only what is inside the viewport, labels only when they are big enough to read, edges faded
+// then dropped as tasks shrink, edges so dense they would cover the canvas drawn as stubs at
+// their tasks, and below a few pixels a task each layer is drawn as one bar of its counts by
+// state, so states stay visible at every zoom and 10,000 tasks pan and zoom smoothly. Wheel
+// or +/- to zoom, drag to pan, click a task to select it, search to find one.
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import type { TaskState } from "../api";
-import { columnsOf, layoutGraph, NODE_H, quickLayout, type Deps, type GNode, type Layout } from "./layout";
+import { columnsOf, fromServed, layoutGraph, NODE_H, type GNode, type Layout, type ServedLayout } from "./layout";
+import { edgeInRect, indexLayout, nodeInRect, type SpatialIndex } from "./spatial";
 
-const QUICK_ABOVE = 150; // tasks: above this, draw a quick layout at once while ELK works
+const QUICK_ABOVE = 150; // tasks: above this, draw the server's layout at once while ELK works
 
 export const STATE_COLORS: Record<string, string> = {
   waiting: "#e5e7eb", queued: "#c7d2fe", running: "#60a5fa", up_for_retry: "#fcd34d",
@@ -19,11 +21,17 @@ const DEFINITION_COLOR = "#dbeafe";
 const AGGREGATE_BELOW_PX = 4; // shorter: each layer is one bar of its counts by state
 const FAINT_EDGES_BELOW_PX = 10; // shorter: edges faded, so they no longer hide the states
 const MAX_FAINT_EDGES = 3000; // more in view than this while faded: not drawn, they cost the frame
+const EDGE_INK_PER_PX = 1; // edges that would cover the canvas: drawn as stubs (a wash, and 15-35 ms of raster)
+const STUB_PX = 32; // an edge's stub at a task, on screen
+const STUB_MAX_ANGLE = Math.PI / 3;
+const STUB_SIN = Math.sin(STUB_MAX_ANGLE), STUB_COS = Math.cos(STUB_MAX_ANGLE);
 const STATE_ORDER = Object.keys(STATE_COLORS);
 
 interface Props {
+  /** "project/workflow/version": the layout is the version's */
   layoutKey: string;
-  tasks: Deps;
+  /** the version's layout from the server (started as early as the page can) */
+  load: () => Promise<ServedLayout>;
   states?: Record<string, TaskState>;
   selected?: string | null;
   onSelect?: (id: string) => void;
@@ -32,10 +40,11 @@ interface Props {
 
 interface View { k: number; x: number; y: number }
 
-export function GraphView({ layoutKey, tasks, states, selected, onSelect, height = 480 }: Props) {
+export function GraphView({ layoutKey, load, states, selected, onSelect, height = 480 }: Props) {
   const canvasRef = useRef<HTMLCanvasElement>(null);
   const [layout, setLayout] = useState<Layout | null>(null);
   const [final, setFinal] = useState(false);
+  const [ids, setIds] = useState<string[] | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [query, setQuery] = useState("");
   const [matches, setMatches] = useState<string[]>([]);
@@ -46,6 +55,12 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
   props.current = { states, selected, matches };
 
   const groups = useMemo(() => (layout ? columnsOf(layout) : []), [layout]);
+  // built on the first frame that draws single tasks (a graph opened at Fit shows layers)
+  const indexed = useRef<{ of: Layout; index: SpatialIndex } | null>(null);
+  const spatial = (l: Layout): SpatialIndex => {
+    if (indexed.current?.of !== l) indexed.current = { of: l, index: indexLayout(l) };
+    return indexed.current.index;
+  };
 
   useEffect(() => {
     let live = true;
@@ -57,16 +72,25 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
       delete canvasRef.current.dataset.layout;
       delete canvasRef.current.dataset.layoutSource;
     }
-    setLayout(Object.keys(tasks).length > QUICK_ABOVE ? quickLayout(tasks) : null);
-    layoutGraph(layoutKey, tasks).then(
-      (l) => {
-        if (!live) return;
-        if (canvasRef.current) canvasRef.current.dataset.layoutSource = l.source;
-        setLayout(l);
-        setFinal(true);
-      },
-      (e: unknown) => { if (live) setError(String(e)); },
-    );
+    setLayout(null);
+    setIds(null);
+    load()
+      .then((served) => {
+        if (!live) return null;
+        const quick = fromServed(served);
+        setIds(served.tasks);
+        if (served.tasks.length > QUICK_ABOVE) setLayout(quick);
+        return layoutGraph(layoutKey, served, quick);
+      })
+      .then(
+        (l) => {
+          if (!live || !l) return;
+          if (canvasRef.current) canvasRef.current.dataset.layoutSource = l.source;
+          setLayout(l);
+          setFinal(true);
+        },
+        (e: unknown) => { if (live) setError(String(e)); },
+      );
     return () => { live = false; };
   }, [layoutKey]);
 
@@ -90,6 +114,7 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
     const wx0 = -x / k, wy0 = -y / k, wx1 = (W - x) / k, wy1 = (H - y) / k;
     const taskPx = k * NODE_H;
     canvas.dataset.mode = taskPx < AGGREGATE_BELOW_PX ? "layers" : "tasks";
+    canvas.dataset.taskPx = taskPx.toFixed(1); // a task's height on screen: the zoom level
     if (taskPx < AGGREGATE_BELOW_PX) {
       const represented = drawLayers(ctx, k, x, y, wx0, wy0, wx1, wy1, st, dpr);
       ring(ctx, k, found, "#f59e0b", 2);
@@ -97,36 +122,79 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
       finishFrame(canvas, represented); // the tasks the visible bars stand for
       return;
     }
-    // edges
+    // edges: those crossing the view (the grid's candidates, clipped exactly) and their ink,
+    // the pixels they would cover on screen
     const faint = taskPx < FAINT_EDGES_BELOW_PX;
+    const index = spatial(layout);
+    const crossing: number[] = [];
+    let ink = 0;
+    // a line is 1 px wide on screen zoomed out, k px zoomed in (lineWidth below)
+    const inkPerUnit = k * Math.max(k, 1);
+    index.edges.visit(wx0, wy0, wx1, wy1, (i) => {
+      const inside = edgeInRect(layout.edges[i], wx0, wy0, wx1, wy1);
+      if (inside) { crossing.push(i); ink += inside * inkPerUnit; }
+    });
+    // More ink than the canvas has pixels, EDGE_INK_PER_PX times over, is a grey wash that
+    // takes longer to draw than a frame has: then each task in view shows its edges as stubs
+    // pointing where they go (the selected task's edges in full), or, while edges are faded,
+    // none are drawn.
+    const dense = ink > EDGE_INK_PER_PX * W * H || (faint && crossing.length > MAX_FAINT_EDGES);
+    const edgeMode = !dense ? "all" : faint ? "none" : "stubs";
+    canvas.dataset.edges = edgeMode;
     ctx.globalAlpha = faint ? 0.15 : 1;
     ctx.lineWidth = 1 / Math.min(k, 1);
     ctx.strokeStyle = "#94a3b8";
     ctx.beginPath();
     const arrows: number[] = [];
-    let edgesInView = 0;
-    for (const e of layout.edges) {
-      if (e.x1 < wx0 || e.x0 > wx1 || e.y1 < wy0 || e.y0 > wy1) continue;
-      if (faint && ++edgesInView > MAX_FAINT_EDGES) break;
-      ctx.moveTo(e.pts[0], e.pts[1]);
-      for (let i = 2; i < e.pts.length; i += 2) ctx.lineTo(e.pts[i], e.pts[i + 1]);
-      if (k > 0.4) arrows.push(e.pts[e.pts.length - 2], e.pts[e.pts.length - 1]);
+    // an arrowhead only where its tip is in view: most edges cross the view end to end
+    const arrow = (ax: number, ay: number) => {
+      if (k > 0.4 && ax >= wx0 && ax - 6 <= wx1 && ay + 4 >= wy0 && ay - 4 <= wy1) arrows.push(ax, ay);
+    };
+    const stub = STUB_PX / k;
+    // a stub leaves its task toward the edge's other end, at most STUB_MAX_ANGLE off the
+    // horizontal: an edge to a far row would otherwise be a tick along the task's side
+    const stubFrom = (px: number, py: number, dx: number, dy: number) => {
+      const len = Math.hypot(dx, dy) || 1;
+      let ux = dx / len, uy = dy / len;
+      if (Math.abs(uy) > STUB_SIN) { uy = Math.sign(uy) * STUB_SIN; ux = (dx < 0 ? -1 : 1) * STUB_COS; }
+      const l = Math.min(stub, len);
+      ctx.moveTo(px, py);
+      ctx.lineTo(px + ux * l, py + uy * l);
+    };
+    const inView = (px: number, py: number) => px >= wx0 && px <= wx1 && py >= wy0 && py <= wy1;
+    if (edgeMode !== "none") {
+      for (const i of crossing) {
+        const e = layout.edges[i];
+        const p = e.pts, n = p.length;
+        if (edgeMode === "all" || e.from === sel || e.to === sel) {
+          ctx.moveTo(p[0], p[1]);
+          for (let j = 2; j < n; j += 2) ctx.lineTo(p[j], p[j + 1]);
+          arrow(p[n - 2], p[n - 1]);
+          continue;
+        }
+        if (inView(p[0], p[1])) stubFrom(p[0], p[1], p[2] - p[0], p[3] - p[1]);
+        if (inView(p[n - 2], p[n - 1])) {
+          stubFrom(p[n - 2], p[n - 1], p[n - 4] - p[n - 2], p[n - 3] - p[n - 1]);
+          arrow(p[n - 2], p[n - 1]);
+        }
+      }
     }
-    if (!faint || edgesInView <= MAX_FAINT_EDGES) ctx.stroke();
+    ctx.stroke();
     ctx.fillStyle = "#94a3b8";
     ctx.beginPath();
     for (let i = 0; i < arrows.length; i += 2) {
+      // no closePath: fill() closes each triangle, and closePath costs more the longer the path
       const ax = arrows[i], ay = arrows[i + 1];
-      ctx.moveTo(ax, ay); ctx.lineTo(ax - 6, ay - 3.5); ctx.lineTo(ax - 6, ay + 3.5); ctx.closePath();
+      ctx.moveTo(ax, ay); ctx.lineTo(ax - 6, ay - 3.5); ctx.lineTo(ax - 6, ay + 3.5);
     }
     ctx.fill();
     ctx.globalAlpha = 1;
     // nodes, batched by colour
     const visible: GNode[] = [];
-    for (const n of layout.nodes) {
-      if (n.x + n.w < wx0 || n.x > wx1 || n.y + n.h < wy0 || n.y > wy1) continue;
-      visible.push(n);
-    }
+    index.nodes.visit(wx0, wy0, wx1, wy1, (i) => {
+      const n = layout.nodes[i];
+      if (nodeInRect(n, wx0, wy0, wx1, wy1)) visible.push(n);
+    });
     const byColor = new Map<string, GNode[]>();
     for (const n of visible) {
       const c = st ? STATE_COLORS[st[n.id] ?? "waiting"] ?? DEFINITION_COLOR : DEFINITION_COLOR;
@@ -317,13 +385,16 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
         }
         return;
       }
-      for (const n of layout.nodes) {
-        if (wx >= n.x && wx <= n.x + n.w && wy >= n.y && wy <= n.y + n.h) {
-          props.current.selected = n.id;
-          onSelect?.(n.id);
-          redraw();
-          return;
-        }
+      let hit: GNode | null = null;
+      spatial(layout).nodes.visit(wx, wy, wx, wy, (i) => {
+        const n = layout.nodes[i];
+        if (!hit && nodeInRect(n, wx, wy, wx, wy)) hit = n;
+      });
+      if (hit) {
+        const id = (hit as GNode).id;
+        props.current.selected = id;
+        onSelect?.(id);
+        redraw();
       }
     };
     canvas.addEventListener("pointerdown", down);
@@ -339,15 +410,16 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
   }, [layout, groups, onSelect]);
 
   const summary = useMemo(() => {
-    const n = Object.keys(tasks).length;
+    if (!ids) return "Graph, loading";
+    const n = ids.length;
     if (!states) return `Graph of ${n} tasks`;
     const counts: Record<string, number> = {};
-    for (const id of Object.keys(tasks)) {
+    for (const id of ids) {
       const s = states[id] ?? "waiting";
       counts[s] = (counts[s] ?? 0) + 1;
     }
     return `Graph of ${n} tasks: ` + Object.entries(counts).sort().map(([s, c]) => `${c} ${s}`).join(", ");
-  }, [tasks, states]);
+  }, [ids, states]);
 
   const search = (ev: Event) => {
     ev.preventDefault();
@@ -373,7 +445,7 @@ export function GraphView({ layoutKey, tasks, states, selected, onSelect, height
         <span class="muted">{query && matches.length ? `${matches.length} found` : ""}</span>
         {!final && !error && (
           <span class="muted small" aria-live="polite">
-            {layout ? "quick layout; refining" : "laying out"} {Object.keys(tasks).length} tasks…
+            {layout ? "quick layout; refining" : "laying out"}{ids ? ` ${ids.length} tasks` : ""}…
           </span>
         )}
         <span class="spacer" />

@@ -1,8 +1,9 @@
-// Automatic DAG layout with elkjs (ELK "layered", a Sugiyama-style layout), computed in a Web
-// Worker so that laying out 2,000 tasks never blocks the page. Layouts are computed once per
-// workflow version: kept in memory for the page and in the browser's IndexedDB across visits
-// (a version never changes, so its layout never goes stale); a run's live updates only
-// recolour nodes, they never lay out again.
+// The graph's layout. The server computes a quick layout once per workflow version
+// (GET /runs/{id}/layout, /workflows/{name}/versions/{v}/layout: stratoflow/api/graph_layout.py)
+// and it is drawn at once; up to ELK_UP_TO tasks, elkjs (ELK "layered", a Sugiyama-style
+// layout) then refines it in a Web Worker, once per workflow version: kept in memory for the
+// page and in the browser's IndexedDB across visits (a version never changes, so its layout
+// never goes stale); a run's live updates only recolour nodes, they never lay out again.
 import ELK from "elkjs/lib/elk-api.js";
 import type { ElkExtendedEdge, ElkNode } from "elkjs/lib/elk-api.js";
 import workerUrl from "elkjs/lib/elk-worker.min.js?url";
@@ -12,24 +13,28 @@ export interface GEdge { from: string; to: string; pts: number[]; x0: number; y0
 export interface Layout { nodes: GNode[]; byId: Map<string, GNode>; edges: GEdge[]; width: number; height: number; ms: number }
 
 export const NODE_H = 28;
-const CHAR_W = 7.2; // 12px sans-serif, roughly
-export const nodeWidth = (id: string): number => Math.max(64, Math.min(220, 26 + id.length * CHAR_W));
+
+/** The layout as the server sends it: parallel arrays (index i is tasks[i]), edges as flat
+ * pairs of task indices (parent, child). */
+export interface ServedLayout {
+  format: number; tasks: string[]; x: number[]; y: number[]; w: number[]; h: number;
+  edges: number[]; width: number; height: number;
+}
 
 let elk: InstanceType<typeof ELK> | null = null;
 
-export type Deps = Record<string, { depends_on?: string[] }>;
-
-/** Where a layout came from: laid out now, or read back from an earlier visit. */
-export type LayoutSource = "elk" | "stored" | "quick";
+/** Where a layout came from: laid out by ELK now, read back from an earlier visit, or the
+ * server's (above ELK_UP_TO tasks). */
+export type LayoutSource = "elk" | "stored" | "served";
 
 // ELK's layered layout did not finish within 15 minutes at 10,000 tasks (11 s at 2,000): above
-// this many tasks the quick layout is the final one.
+// this many tasks the server's quick layout is the final one.
 export const ELK_UP_TO = 4000;
 
-export function layoutGraph(key: string, tasks: Deps): Promise<Layout & { source: LayoutSource }> {
+export function layoutGraph(key: string, served: ServedLayout, quick: Layout): Promise<Layout & { source: LayoutSource }> {
   let found = cache.get(key);
   if (!found) {
-    found = storedOrComputed(key, tasks);
+    found = storedOrComputed(key, served, quick);
     cache.set(key, found);
     found.catch(() => cache.delete(key));
   }
@@ -38,11 +43,11 @@ export function layoutGraph(key: string, tasks: Deps): Promise<Layout & { source
 
 const cache = new Map<string, Promise<Layout & { source: LayoutSource }>>();
 
-async function storedOrComputed(key: string, tasks: Deps): Promise<Layout & { source: LayoutSource }> {
-  if (Object.keys(tasks).length > ELK_UP_TO) return { ...quickLayout(tasks), source: "quick" };
-  const stored = await readStored(key, tasks);
+async function storedOrComputed(key: string, served: ServedLayout, quick: Layout): Promise<Layout & { source: LayoutSource }> {
+  if (served.tasks.length > ELK_UP_TO) return { ...quick, source: "served" };
+  const stored = await readStored(key, served.tasks);
   if (stored) return { ...stored, source: "stored" };
-  const computed = await compute(tasks);
+  const computed = await compute(quick);
   void writeStored(key, computed);
   return { ...computed, source: "elk" };
 }
@@ -71,7 +76,7 @@ function openDb(): Promise<IDBDatabase | null> {
   });
 }
 
-async function readStored(key: string, tasks: Deps): Promise<Layout | null> {
+async function readStored(key: string, ids: string[]): Promise<Layout | null> {
   const db = await openDb();
   if (!db) return null;
   const rec = await new Promise<StoredLayout | undefined>((ok) => {
@@ -80,7 +85,6 @@ async function readStored(key: string, tasks: Deps): Promise<Layout | null> {
     req.onerror = () => ok(undefined);
   });
   db.close();
-  const ids = Object.keys(tasks);
   if (!rec || rec.format !== FORMAT || rec.nodes.length !== ids.length) return null;
   const byId = new Map(rec.nodes.map((n) => [n.id, n]));
   if (!ids.every((id) => byId.has(id))) return null;
@@ -124,18 +128,13 @@ function withBounds(from: string, to: string, pts: number[]): GEdge {
   return { from, to, pts, x0, y0, x1, y1 };
 }
 
-async function compute(tasks: Deps): Promise<Layout> {
+/** ELK's layout of the graph the server's layout draws (its tasks, their widths, its edges). */
+async function compute(quick: Layout): Promise<Layout> {
   const started = performance.now();
   elk ??= new ELK({ workerUrl, workerFactory: (u?: string) => new Worker(u ?? workerUrl) });
-  const ids = Object.keys(tasks);
-  const big = ids.length > 300;
-  const children: ElkNode[] = ids.map((id) => ({ id, width: nodeWidth(id), height: NODE_H }));
-  const edges: ElkExtendedEdge[] = [];
-  for (const id of ids) {
-    for (const dep of tasks[id].depends_on ?? []) {
-      if (dep in tasks) edges.push({ id: `${dep}->${id}`, sources: [dep], targets: [id] });
-    }
-  }
+  const big = quick.nodes.length > 300;
+  const children: ElkNode[] = quick.nodes.map((n) => ({ id: n.id, width: n.w, height: NODE_H }));
+  const edges: ElkExtendedEdge[] = quick.edges.map((e) => ({ id: `${e.from}->${e.to}`, sources: [e.from], targets: [e.to] }));
   const input: ElkNode = {
     id: "root",
     layoutOptions: {
@@ -174,61 +173,18 @@ async function compute(tasks: Deps): Promise<Layout> {
   return { nodes, byId, edges: out, width: graph.width ?? 0, height: graph.height ?? 0, ms: Math.round(performance.now() - started) };
 }
 
-/**
- * An instant, rougher layout for large graphs, shown while ELK works: each task in the column
- * of its longest path from a root, columns ordered by the mean row of each task's parents
- * (one barycentre sweep), straight edges. Linear in tasks + edges.
- */
-export function quickLayout(tasks: Deps): Layout {
+/** The server's layout as the graph draws it: a box per task, straight edges from a parent's
+ * right side to a child's left. Linear in tasks + edges. */
+export function fromServed(s: ServedLayout): Layout {
   const started = performance.now();
-  const ids = Object.keys(tasks);
-  const rank = new Map<string, number>();
-  const rankOf = (root: string): number => {
-    // iterative DFS: a 2,000-deep chain must not overflow the stack
-    const stack: string[] = [root];
-    while (stack.length) {
-      const id = stack[stack.length - 1];
-      if (rank.has(id)) { stack.pop(); continue; }
-      const deps = (tasks[id].depends_on ?? []).filter((d) => d in tasks);
-      const pending = deps.filter((d) => !rank.has(d));
-      if (pending.length) { stack.push(...pending); continue; }
-      rank.set(id, deps.length ? 1 + Math.max(...deps.map((d) => rank.get(d) as number)) : 0);
-      stack.pop();
-    }
-    return rank.get(root) as number;
-  };
-  const columns: string[][] = [];
-  for (const id of ids) (columns[rankOf(id)] ??= []).push(id);
-  const row = new Map<string, number>();
-  columns.forEach((col, c) => {
-    if (c > 0) {
-      const mean = (id: string) => {
-        const deps = (tasks[id].depends_on ?? []).filter((d) => row.has(d));
-        return deps.length ? deps.reduce((s, d) => s + (row.get(d) as number), 0) / deps.length : 0;
-      };
-      const keyed = col.map((id) => [mean(id), id] as const).sort((a, b) => a[0] - b[0]);
-      col.splice(0, col.length, ...keyed.map(([, id]) => id));
-    }
-    col.forEach((id, i) => row.set(id, i));
-  });
-  const nodes: GNode[] = [];
-  let x = 0, height = 0;
-  for (const col of columns) {
-    const w = Math.max(...col.map(nodeWidth));
-    col.forEach((id, i) => nodes.push({ id, x, y: i * (NODE_H + 12), w: nodeWidth(id), h: NODE_H, label: id }));
-    height = Math.max(height, col.length * (NODE_H + 12));
-    x += w + 48;
+  const nodes: GNode[] = s.tasks.map((id, i) => ({ id, x: s.x[i], y: s.y[i], w: s.w[i], h: s.h, label: id }));
+  const edges: GEdge[] = [];
+  for (let i = 0; i + 1 < s.edges.length; i += 2) {
+    const p = nodes[s.edges[i]], n = nodes[s.edges[i + 1]];
+    if (p && n) edges.push(withBounds(p.id, n.id, [p.x + p.w, p.y + p.h / 2, n.x, n.y + n.h / 2]));
   }
   const byId = new Map(nodes.map((n) => [n.id, n]));
-  const edges: GEdge[] = [];
-  for (const n of nodes) {
-    for (const dep of tasks[n.id].depends_on ?? []) {
-      const p = byId.get(dep);
-      if (!p) continue;
-      edges.push(withBounds(dep, n.id, [p.x + p.w, p.y + p.h / 2, n.x, n.y + n.h / 2]));
-    }
-  }
-  return { nodes, byId, edges, width: Math.max(x - 48, 0), height, ms: Math.round(performance.now() - started) };
+  return { nodes, byId, edges, width: s.width, height: s.height, ms: Math.round(performance.now() - started) };
 }
 
 /** A column of the layout (a layer of the DAG): its tasks and the box around them. */

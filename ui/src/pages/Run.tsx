@@ -2,7 +2,7 @@
 // selected task's attempts, outputs and log. Polls while the run is not finished.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { api, fmtClock, fmtDuration, fmtTime, refreshRun, TERMINAL_RUN, type RunDetail, type TaskState, type Timeline, type TaskView } from "../api";
-import { ActionButton, ErrorBox, StateBadge, href, navigate, useCan, useLoad } from "../common";
+import { ActionButton, ErrorBox, StateBadge, href, navigate, useCan } from "../common";
 import { Gantt } from "../Gantt";
 import { GraphView } from "../graph/GraphView";
 import { VirtualList } from "../VirtualList";
@@ -49,8 +49,13 @@ export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
   const tab = (query.get("tab") ?? "graph") as (typeof TABS)[number];
   const selected = query.get("task");
   const { detail, error, refresh } = useLiveRun(id);
-  const run = detail?.run;
-  const wf = useLoad(() => (run ? api.workflow(run.project, run.workflow, run.version) : Promise.resolve(null)), [run?.project, run?.workflow, run?.version]);
+  // the graph's layout is asked for with the run, not after it: it does not wait on the run
+  const layout = useMemo(() => {
+    const p = api.runLayout(id);
+    p.catch(() => undefined); // the graph tab shows the error, if it is ever opened
+    return p;
+  }, [id]);
+  const loadLayout = useMemo(() => () => layout, [layout]);
   const states = useMemo(() => {
     const out: Record<string, TaskState> = {};
     if (detail) for (const [t, v] of Object.entries(detail.tasks)) out[t] = v.state;
@@ -95,10 +100,9 @@ export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
               <button type="button" role="tab" aria-selected={tab === t} class={tab === t ? "active" : ""} onClick={() => go({ tab: t })} key={t}>{t}</button>
             ))}
           </nav>
-          {tab === "graph" && wf.data && (
-            <GraphView layoutKey={`${r.project}/${r.workflow}/${r.version}`} tasks={wf.data.document.tasks} states={states} selected={selected} onSelect={onSelect} height={520} />
+          {tab === "graph" && (
+            <GraphView layoutKey={`${r.project}/${r.workflow}/${r.version}`} load={loadLayout} states={states} selected={selected} onSelect={onSelect} height={520} />
           )}
-          {tab === "graph" && wf.error && <ErrorBox error={wf.error} />}
           {tab === "gantt" && <GanttTab detail={detail} onSelect={onSelect} />}
           {tab === "tasks" && <TaskList detail={detail} onSelect={onSelect} selected={selected} />}
         </div>

@@ -46,6 +46,7 @@ from pydantic import AwareDatetime
 
 from stratoflow.api.access import Authenticator
 from stratoflow.api.backfills import register_backfills
+from stratoflow.api.graph_layout import LayoutCache, quick_layout
 
 if TYPE_CHECKING:
     from stratoflow.adapters.local.alerts import LocalAlerts
@@ -54,6 +55,7 @@ from stratoflow.api.models import (
     ApplyRequest,
     AuditList,
     ErrorView,
+    GraphLayout,
     Health,
     MarkRequest,
     Me,
@@ -722,6 +724,23 @@ def create_app(
     def one_run(run: Run) -> RunView:
         return RunView.model_validate(run_view(run))
 
+    layouts = LayoutCache()
+
+    def graph_layout(project: str, name: str, version: int) -> Response[GraphLayout]:
+        """The version's layout, computed once while kept (from the parsed workflow the
+        scheduler keeps, not the stored document); its tag is a digest of what it says."""
+
+        def compute() -> tuple[GraphLayout, str]:
+            body = GraphLayout.model_validate(
+                quick_layout(scheduler.spec(project, name, version).dag)
+            )
+            return body, entity_tag("layout", body.model_dump_json())
+
+        body, tag = layouts.get((project, name, version), compute)
+        if not_modified(app.current_event.headers.get("if-none-match"), tag):
+            raise Unchanged(tag)
+        return _view_response(body, tag)
+
     def next_run_at(version: WorkflowVersion) -> str | None:
         if version.paused or "schedule" not in version.document:
             return None
@@ -972,6 +991,18 @@ def create_app(
             version_view(catalog.get_version(project, name, version), full=True)
         )
 
+    @app.get(
+        "/workflows/<name>/versions/<version>/layout",
+        summary="Where the web UI draws each task of a version's graph",
+        tags=["workflows"],
+        responses=_responses("The layout: tasks, positions, edges", 404, conditional=True),
+    )
+    def get_version_layout(
+        name: str, version: VersionPath, project: ProjectQuery = DEFAULT_PROJECT
+    ) -> Response[GraphLayout]:
+        allow(Action.READ, project, f"workflow {name!r} in project {project!r}")
+        return graph_layout(project, name, version)
+
     def set_paused(project: str, name: str, paused: bool) -> VersionDetail:
         allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")
         latest = scheduler.set_paused(project, name, paused)  # keeps its schedule in step
@@ -1147,6 +1178,17 @@ def create_app(
         full = since is None or since > revision
         body = RunDetail.model_validate({**view, "revision": revision, "full": full})
         return _view_response(body, tag)
+
+    @app.get(
+        "/runs/<run_id>/layout",
+        summary="The layout of the graph of the run's workflow version",
+        tags=["runs"],
+        responses=_responses("The layout: tasks, positions, edges", 404, conditional=True),
+    )
+    def get_run_layout(run_id: str) -> Response[GraphLayout]:
+        # by run: the run page asks for it with the run, not after it
+        run = run_for(run_id, Action.READ)
+        return graph_layout(run.project, run.workflow, run.version)
 
     @app.get(
         "/runs/<run_id>/timeline",

@@ -257,6 +257,21 @@ class Timeline(_View):
     tasks: list[TimelineTask]
 
 
+class GraphLayout(_View):
+    """Where to draw each task of a workflow version (parallel arrays: index i is
+    ``tasks[i]``) and its edges, as computed once per version on the server."""
+
+    format: int = Field(description="The layout's format; a change to it changes the ETag.")
+    tasks: list[str] = Field(description="Task ids, column by column.")
+    x: list[int] = Field(description="Left of each task, px.")
+    y: list[int] = Field(description="Top of each task, px.")
+    w: list[int] = Field(description="Width of each task, px.")
+    h: int = Field(description="Height of every task, px.")
+    edges: list[int] = Field(description="Flat pairs of task indices: parent, child, ...")
+    width: int
+    height: int
+
+
 class Me(_View):
     """Who is calling and what they may do; the UI hides what is not allowed."""
 
