@@ -376,10 +376,11 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
             inbox.append(Finished(*key, result))
         delivery, inbox = inbox, []
         if aws:
-            # one outcome per delivery, as an SQS batch item; then dispatch what became ready
-            for report in delivery:
-                if not attempt(lambda r=report: scheduler.advance([r])):
-                    inbox.append(report)  # redelivered
+            # the delivery is an SQS batch, applied as one turn as the advance function does
+            # (its ends of one run as one decision); the process dies at the fault, so the
+            # whole batch is redelivered
+            if not attempt(lambda d=delivery: scheduler.advance(d)):  # type: ignore[misc]
+                inbox += delivery
         elif not attempt(lambda d=delivery: scheduler.step(d)):  # type: ignore[misc]
             inbox += delivery  # the local loop puts its reports back
         clock.advance(11)

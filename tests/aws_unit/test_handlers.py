@@ -173,6 +173,44 @@ def test_a_message_whose_apply_fails_is_retried_alone(
     assert store.get_task(other.id, "job").state is TaskState.RUNNING
 
 
+def test_a_batch_of_outcomes_is_applied_as_one_turn(
+    scheduler: Scheduler,
+    dispatcher: RecordingDispatcher,
+    store: SqliteStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every message of the batch in one ``Scheduler.advance`` (so a store that bills each
+    decision writes a run's counters once per batch); a kick's run is claimed in it too."""
+    run, _ = scheduler.trigger("default", "chain")
+    other, _ = scheduler.trigger("default", "flaky")
+    scheduler.step()
+    real = scheduler.advance
+    turns: list[tuple[list[tuple[str, str]], list[str]]] = []
+
+    def counted(reports: Any, *, runs: Any = ()) -> None:
+        reports, runs = list(reports), list(runs)
+        turns.append(([(r.run_id, r.task_id) for r in reports], runs))
+        real(reports, runs=runs)
+
+    monkeypatch.setattr(scheduler, "advance", counted)
+    seen: list[str] = []
+    response = handlers.advance(
+        scheduler,
+        sqs_event(outcome(run.id, "first", outputs={"rows": "3"}), kick(other.id),
+                  outcome(other.id, "job", status="failed", exit_code=1)),
+        no_s3,
+        on_report=lambda r: seen.append(r.run_id),
+    )  # fmt: skip
+
+    assert response == {"batchItemFailures": []}
+    assert turns == [([(run.id, "first"), (other.id, "job")], [other.id])]
+    assert seen == [run.id, other.id, other.id]
+    assert (run.id, "second", 1) in dispatcher.dispatched
+    # the retry was queued at once (retry_lead) and claimed in the same turn
+    assert store.get_task(other.id, "job").attempt == 2
+    assert (other.id, "job", 2) in dispatcher.dispatched
+
+
 def test_a_failure_dispatches_the_retry_at_once_to_wait_in_the_state_machine(
     scheduler: Scheduler, dispatcher: RecordingDispatcher
 ) -> None:

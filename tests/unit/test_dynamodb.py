@@ -807,3 +807,112 @@ def test_catalog_errors_name_what_is_missing(env: Env) -> None:
         env.store.record_upstream("no-run", "child", "parent", TaskState.SUCCEEDED)
     with pytest.raises(NotFound):
         env.store.add_counters("no-run", done=1)
+
+
+FAN = """
+name: fan
+project: analytics
+tasks:
+  root: {type: shell, command: echo}
+  a: {type: shell, command: echo, depends_on: [root]}
+  b: {type: shell, command: echo, depends_on: [root]}
+  c: {type: shell, command: echo, depends_on: [root]}
+  join: {type: shell, command: echo, depends_on: [a, b, c]}
+"""
+
+
+def _index_entry(env: Env, run_id: str, task_id: str) -> tuple[str | None, str | None, bool]:
+    item = env.client.get_item(TableName=TABLE, Key=it.key(it.run_pk(run_id), it.task_sk(task_id)))[
+        "Item"
+    ]
+    return it.get_s(item, "gsi1pk"), it.get_s(item, "gsi2pk"), it.PROPAGATING in item
+
+
+def test_a_batch_of_ends_in_one_run_is_one_transaction_with_one_counters_write(
+    env: Env,
+) -> None:
+    """The advance function applies its batch of outcomes as one turn: the ends of one run
+    are one decision (one TransactWriteItems, the counters item in it once), and the run's
+    counters come out as if each end had been applied alone."""
+    dispatcher = RecordingDispatcher()
+    scheduler = Scheduler(env.store, env.store, dispatcher, FixedClock())
+    scheduler.apply(FAN)
+    run, _ = scheduler.trigger("analytics", "fan", run_id="fan-1")
+    scheduler.dispatch_ready()
+    scheduler.on_finished([Finished(run.id, "root", 1, AttemptResult(AttemptStatus.SUCCEEDED))])
+    scheduler.dispatch_ready()
+    assert sorted(dispatcher.started) == ["fan-1/a/1", "fan-1/b/1", "fan-1/c/1", "fan-1/root/1"]
+    env.requests.clear()
+
+    ends = [Finished(run.id, t, 1, AttemptResult(AttemptStatus.SUCCEEDED)) for t in "abc"]
+    scheduler.advance(ends)
+
+    transactions = [p for name, p in env.requests.calls if name == "TransactWriteItems"]
+    # the three ends with the counters, then the claim of join (made ready by them)
+    assert len(transactions) == 2
+    keys = [w["Update"]["Key"]["sk"]["S"] for w in transactions[0]["TransactItems"]]
+    assert sorted(keys) == ["RC", "T#a", "T#b", "T#c"]
+    assert [w["Update"]["Key"]["sk"]["S"] for w in transactions[1]["TransactItems"]] == [
+        "T#join",
+        "RC",
+    ]
+    assert "fan-1/join/1" in dispatcher.started
+    after = env.store.get_run(run.id)
+    assert (after.n_done, after.n_failed, after.n_running) == (4, 0, 1)
+
+
+def test_an_ended_attempt_keeps_its_running_entry_as_the_propagation_intent(env: Env) -> None:
+    """An attempt that ends with children to tell keeps the gsi1 entry it had while it ran
+    (one index write instead of a delete and a put elsewhere); ``pending_propagations``
+    finds it there, ``running_tasks`` and the timer queries do not; retiring the intent
+    removes the entry."""
+    spec = load_workflow(FAN)
+    running = TaskInstance("r", "root", TaskState.RUNNING, attempt=1, started_at=T0,
+                           deadline=T0 + timedelta(minutes=5))  # fmt: skip
+    env.store.create_run(a_run("r", 5), [running], None)
+    before = _index_entry(env, "r", "root")
+    assert before[0] is not None
+    assert before[0].startswith("RUNNING#")
+
+    made = engine.attempt_finished(
+        spec, running, 1, AttemptResult(AttemptStatus.SUCCEEDED), T0, intent=True
+    )
+    assert made is not None
+    env.requests.clear()
+    assert env.store.apply(made[0])
+
+    sent = env.requests.calls[0][1]["TransactItems"][0]["Update"]
+    assert "gsi1pk" not in sent["ExpressionAttributeNames"].values()  # the key is left alone
+    assert _index_entry(env, "r", "root") == (before[0], None, True)
+    ended = env.store.get_task("r", "root")
+    assert ended.propagating
+    assert ended.state is TaskState.SUCCEEDED
+    assert [t.task_id for t in env.store.pending_propagations(10)] == ["root"]
+    assert env.store.running_tasks() == []
+    assert env.store.expired_tasks(T0 + timedelta(hours=1), 10) == []
+    assert env.store.next_wakeup() is None
+
+    assert env.store.apply(engine.propagated(ended))
+    assert _index_entry(env, "r", "root") == (None, None, False)
+    assert env.store.pending_propagations(10) == []
+
+
+def test_a_task_that_ends_without_running_carries_its_intent_in_a_running_partition(
+    env: Env,
+) -> None:
+    """A child skipped or failed upstream (it never ran) gets an entry in a RUNNING partition
+    with no time: after every deadline, so only ``pending_propagations`` sees it."""
+    waiting = TaskInstance("r", "a", TaskState.WAITING)
+    env.store.create_run(a_run("r", 5), [waiting], None)
+    failed = waiting.with_(state=TaskState.UPSTREAM_FAILED, ended_at=T0, propagating=True)
+    assert env.store.apply(
+        engine.Decision("r", (engine.TaskWrite(failed, TaskState.WAITING, 0),), done=1)
+    )
+
+    entry = _index_entry(env, "r", "a")
+    assert entry[0] is not None
+    assert entry[0].startswith("RUNNING#")
+    assert entry[2]
+    assert [t.task_id for t in env.store.pending_propagations(10)] == ["a"]
+    assert env.store.expired_tasks(T0 + timedelta(days=365), 10) == []
+    assert env.store.running_tasks() == []

@@ -805,3 +805,43 @@ def test_a_run_starts_with_its_roots_in_one_plan(now: datetime) -> None:
     assert plan.run.started_at == now
     assert sorted(plan.tasks) == ["a", "d", "e"]
     assert all(t.state is Q for t in plan.tasks.values())
+
+
+# ------------------------------------------------------------------ decisions merged per run
+def _end(run_id: str, task_id: str, *, failed: int = 0) -> engine.Decision:
+    ti = TaskInstance(run_id, task_id, OK, attempt=1)
+    write = engine.TaskWrite(ti, R, 1)
+    return engine.Decision(run_id, (write,), done=1, failed=failed, running=-1)
+
+
+def test_the_ends_of_one_run_merge_into_one_decision_with_summed_counters() -> None:
+    decisions = [_end("r1", "a"), _end("r2", "x"), _end("r1", "b", failed=1), _end("r1", "c")]
+
+    merged = engine.together(decisions)
+
+    assert [parts for _, parts in merged] == [(0, 2, 3), (1,)]
+    r1 = merged[0][0]
+    assert [w.task.task_id for w in r1.tasks] == ["a", "b", "c"]
+    assert (r1.done, r1.failed, r1.running) == (3, 1, -3)
+    assert merged[1][0] is decisions[1]  # alone: the decision itself
+
+
+def test_a_duplicate_or_a_run_write_is_not_merged() -> None:
+    run = Run("r1", "p", "w", 1, RunState.SUCCEEDED, {}, datetime(2026, 1, 1), datetime(2026, 1, 1))
+    with_run = engine.Decision("r1", (), run=run, run_expect=RunState.RUNNING)
+    decisions = [_end("r1", "a"), _end("r1", "a"), with_run, _end("r1", "b")]
+
+    merged = engine.together(decisions)
+
+    # the duplicate of "a" and the run write stand alone, after the merged ones
+    assert [parts for _, parts in merged] == [(0, 3), (1,), (2,)]
+
+
+def test_merged_decisions_stay_within_one_transaction() -> None:
+    decisions = [_end("r", f"t{i}") for i in range(engine.MAX_DECISION_TASKS + 5)]
+
+    merged = engine.together(decisions)
+
+    assert [len(d.tasks) for d, _ in merged] == [engine.MAX_DECISION_TASKS, 5]
+    assert sorted(i for _, parts in merged for i in parts) == list(range(len(decisions)))
+    assert sum(d.done for d, _ in merged) == len(decisions)

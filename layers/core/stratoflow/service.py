@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from stratoflow import engine
 from stratoflow.backfills import Backfills
@@ -61,6 +61,17 @@ class _Claimed(list[tuple[AttemptSpec, TaskInstance]]):
     claimed = 0  # tasks claimed, including those that ended at once (switch, template error)
     more = False  # whether another pass may find work
     unrecorded: tuple[int, ...] = ()  # positions whose history row waits for the start's log
+
+
+class _Ended(NamedTuple):
+    """An attempt's end, recorded in its history, with the task's transition decided (None:
+    the report is stale or a duplicate)."""
+
+    report: Finished
+    task: TaskInstance
+    spec: WorkflowSpec
+    now: datetime
+    made: tuple[engine.Decision, engine.AttemptDecision] | None
 
 
 @dataclass(frozen=True)
@@ -312,13 +323,42 @@ class Scheduler:
         one decision; then its children hear of it, and the run stops or ends if it should.
         A stale or duplicate report changes nothing, except that it finishes what a turn
         that died part-way left undone (its propagation intent, the run's end)."""
+        ended = self._end_of(report)
+        if ended is not None:
+            made = ended.made
+            self._after_end(ended, made is not None and self.store.apply(made[0]))
+
+    def _apply_results(self, reports: Iterable[Finished]) -> None:
+        """A batch of attempt ends. On a store that applies each decision on its own (one
+        DynamoDB transaction, billed per item), the ends of one run are applied as one
+        decision, their counter deltas summed: the counters item is written once per run
+        and batch, not once per end. If that decision does not apply (one of its ends was
+        stale), each end is applied alone. Then each end goes on as ``_apply_result``'s."""
+        if self.store.atomic:  # one commit for the whole turn already
+            for report in reports:
+                self._apply_result(report)
+            return
+        ended = [e for r in reports if (e := self._end_of(r)) is not None]
+        decided = [(i, e.made[0]) for i, e in enumerate(ended) if e.made is not None]
+        applied: set[int] = set()
+        for merged, parts in engine.together([d for _, d in decided]):
+            if len(parts) > 1 and self.store.apply(merged):
+                applied.update(decided[p][0] for p in parts)
+                continue
+            applied.update(decided[p][0] for p in parts if self.store.apply(decided[p][1]))
+        for i, e in enumerate(ended):
+            self._after_end(e, i in applied)
+
+    def _end_of(self, report: Finished) -> _Ended | None:
+        """Record the attempt's end in its history and decide the task's transition (None:
+        the task is unknown)."""
         now = self.clock.now()
         try:
             ti = self.store.get_task(report.run_id, report.task_id)
             spec = self._spec_of(report.run_id)
         except NotFound:
             log.warning("result for unknown task %s/%s ignored", report.run_id, report.task_id)
-            return
+            return None
         result = report.result
         self.store.finish_attempt(
             Attempt(
@@ -329,7 +369,11 @@ class Scheduler:
             )
         )  # fmt: skip
         made = engine.attempt_finished(spec, ti, report.attempt, result, now, intent=self._intent)
-        if made is None or not self.store.apply(made[0]):
+        return _Ended(report, ti, spec, now, made)
+
+    def _after_end(self, ended: _Ended, applied: bool) -> None:
+        report, ti, spec, now, made = ended
+        if made is None or not applied:
             # someone else already moved this attempt on; finish what its turn left undone
             current = ti if made is None else self.store.get_task(ti.run_id, ti.task_id)
             if current.propagating:
@@ -485,8 +529,7 @@ class Scheduler:
         instead of from every running run's."""
         now = self.clock.now()
         with self._deciding():
-            for report in reports:
-                self._apply_result(report)
+            self._apply_results(reports)
             if periodic:
                 self._promote_retries(now)
                 self._time_out(now)

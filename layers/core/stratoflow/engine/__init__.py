@@ -8,6 +8,7 @@ from stratoflow.engine._decision import (
     claims,
     parent_heard,
     propagated,
+    together,
 )
 from stratoflow.engine._engine import (
     SWITCH_BRANCH_KEY,
@@ -104,4 +105,5 @@ __all__ = [
     "stops_run_on_failure",
     "template_context",
     "timed_out",
+    "together",
 ]

@@ -138,3 +138,49 @@ def claims(
             writes[i : i + MAX_DECISION_TASKS] for i in range(0, len(writes), MAX_DECISION_TASKS)
         )
     ]
+
+
+def together(decisions: Sequence[Decision]) -> list[tuple[Decision, tuple[int, ...]]]:
+    """The decisions of one batch (a turn's attempt ends) merged per run, for a store that
+    bills each decision as a transaction with the run's counters in it: one decision per run
+    (per ``MAX_DECISION_TASKS`` writes) with the writes of its parts and the sum of their
+    counter deltas, each with the indexes of the parts it holds. A part is merged only if it
+    writes no run and touches no task another merged part touches (a duplicate report); the
+    others stand alone. Applying a merged decision applies exactly its parts, all or none."""
+    groups: dict[str, list[int]] = {}
+    alone: list[int] = []
+    seen: dict[str, set[str]] = {}
+    for i, d in enumerate(decisions):
+        ids = {w.task.task_id for w in d.tasks}
+        run_seen = seen.setdefault(d.run_id, set())
+        if d.run is not None or len(ids) != len(d.tasks) or ids & run_seen:
+            alone.append(i)
+            continue
+        run_seen |= ids
+        groups.setdefault(d.run_id, []).append(i)
+    merged: list[tuple[Decision, tuple[int, ...]]] = []
+    for run_id, parts in groups.items():
+        chunk: list[int] = []
+        size = 0
+        for i in [*parts, -1]:
+            if i >= 0 and size + len(decisions[i].tasks) <= MAX_DECISION_TASKS:
+                chunk.append(i)
+                size += len(decisions[i].tasks)
+                continue
+            if chunk:
+                merged.append((_merge(run_id, [decisions[j] for j in chunk]), tuple(chunk)))
+            chunk, size = ([i], len(decisions[i].tasks)) if i >= 0 else ([], 0)
+    merged += [(decisions[i], (i,)) for i in alone]
+    return merged
+
+
+def _merge(run_id: str, parts: Sequence[Decision]) -> Decision:
+    if len(parts) == 1:
+        return parts[0]
+    return Decision(
+        run_id,
+        tuple(w for d in parts for w in d.tasks),
+        done=sum(d.done for d in parts),
+        failed=sum(d.failed for d in parts),
+        running=sum(d.running for d in parts),
+    )

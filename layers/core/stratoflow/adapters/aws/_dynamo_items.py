@@ -37,7 +37,10 @@ VERSION_PREFIX: Final = "V#"
 CHUNK_MARK: Final = "#C#"
 HIGH: Final = "\uffff"  # sorts after every character an id or a timestamp can contain
 NO_TIME: Final = "~"
-PROPAGATE_PREFIX: Final = "PROP#"  # gsi2 partitions of the propagation intents  # timer sort key of a task with no time: after every timestamp
+# gsi2 partitions of the propagation intents written before they moved to gsi1's RUNNING
+# partitions (read by ``pending_propagations`` until no such item is left)
+PROPAGATE_PREFIX: Final = "PROP#"
+PROPAGATING: Final = "prop"  # attribute: the task carries a propagation intent
 
 # Timer partitions (RETRY#n / RUNNING#n on gsi1) are spread over this many keys, so that a
 # burst of claims and finishes is not limited by one index partition's write rate.
@@ -307,7 +310,14 @@ _TIMES = ("ready_at", "deadline", "started_at", "ended_at")
 
 def task_index(task: TaskInstance, qseq: str | None) -> tuple[str, str] | None:
     """The task's gsi1 entry: its run's queue while QUEUED, a timer partition while
-    UP_FOR_RETRY or RUNNING, none otherwise (the index is sparse)."""
+    UP_FOR_RETRY or RUNNING, a RUNNING partition (with no time) while it carries a
+    propagation intent, none otherwise (the index is sparse)."""
+    if task.propagating:
+        # the intent lives in the RUNNING partitions: an attempt that ends keeps the entry it
+        # had while it ran (see ``task_fields``), so ending costs one index write, not a
+        # delete here and a put in another index; the reconciler reads these partitions
+        # anyway (``running_tasks``)
+        return intent_index(task)
     if task.state is TaskState.QUEUED:
         assert qseq is not None
         return f"Q#{task.run_id}", f"{priority_key(task.priority)}#{qseq}"
@@ -322,8 +332,21 @@ def task_index(task: TaskInstance, qseq: str | None) -> tuple[str, str] | None:
     return None
 
 
-def task_fields(update: Update, task: TaskInstance, qseq: str | None) -> Update:
-    """SET/REMOVE the task's own fields and its index entry (never its upstream counts)."""
+def intent_index(task: TaskInstance) -> tuple[str, str]:
+    """The gsi1 entry of a task that carries a propagation intent and did not come to it
+    from RUNNING (a child skipped or failed upstream, a plan): a RUNNING partition, with no
+    time (after every deadline, so the timer queries never reach it)."""
+    shard = timer_shard(task.run_id, task.task_id)
+    return f"RUNNING#{shard}", f"{NO_TIME}#{task.run_id}#{task.task_id}"
+
+
+def task_fields(
+    update: Update, task: TaskInstance, qseq: str | None, *, keep_index: bool = False
+) -> Update:
+    """SET/REMOVE the task's own fields and its index entry (never its upstream counts).
+    ``keep_index``: leave the gsi1 entry as it is (an attempt that ends carrying the
+    propagation intent keeps its RUNNING entry: the key does not move, so DynamoDB bills one
+    index write instead of a delete and a put)."""
     update.set("st", s(task.state.value)).set("att", n(task.attempt))
     update.set("base", n(task.attempt_base)).set("prio", n(task.priority))
     for name in _TIMES:
@@ -334,30 +357,18 @@ def task_fields(update: Update, task: TaskInstance, qseq: str | None) -> Update:
     )
     if qseq is not None:
         update.set("qseq", s(qseq))
-    index = task_index(task, qseq)
-    if index is None:
-        update.remove("gsi1pk").remove("gsi1sk")
-    else:
-        update.set("gsi1pk", s(index[0])).set("gsi1sk", s(index[1]))
-    pending = propagation_index(task)
-    if pending is None:
-        update.remove("gsi2pk").remove("gsi2sk")
-    else:
-        update.set("gsi2pk", s(pending[0])).set("gsi2sk", s(pending[1]))
+    if not keep_index:
+        index = task_index(task, qseq)
+        if index is None:
+            update.remove("gsi1pk").remove("gsi1sk")
+        else:
+            update.set("gsi1pk", s(index[0])).set("gsi1sk", s(index[1]))
+    # the propagation intent (``TaskInstance.propagating``): a flag, found through gsi1
+    update.set_or_remove(PROPAGATING, {"BOOL": True} if task.propagating else None)
+    # a task written before the intent moved to gsi1 may still have a gsi2 entry (PROP#n):
+    # removing an absent attribute changes nothing and costs no index write
+    update.remove("gsi2pk").remove("gsi2sk")
     return update
-
-
-def propagation_index(task: TaskInstance) -> tuple[str, str] | None:
-    """The task's gsi2 entry while its end is still to be counted by its children (the
-    propagation intent; see ``TaskInstance.propagating``): the reconciler finds them there,
-    oldest first. Sparse: a task carries it only for the length of one turn."""
-    if not task.propagating:
-        return None
-    when = NO_TIME if task.ended_at is None else ts(task.ended_at)
-    return (
-        f"{PROPAGATE_PREFIX}{timer_shard(task.run_id, task.task_id)}",
-        f"{when}#{task.run_id}#{task.task_id}",
-    )
 
 
 def upstream_fields(update: Update, task: TaskInstance, parents: Iterable[str] | None) -> Update:
@@ -396,9 +407,8 @@ def task_item(task: TaskInstance, qseq: str | None) -> Item:
     index = task_index(task, qseq)
     if index is not None:
         item["gsi1pk"], item["gsi1sk"] = s(index[0]), s(index[1])
-    pending = propagation_index(task)
-    if pending is not None:
-        item["gsi2pk"], item["gsi2sk"] = s(pending[0]), s(pending[1])
+    if task.propagating:
+        item[PROPAGATING] = {"BOOL": True}
     return item
 
 
@@ -419,7 +429,8 @@ def to_task(run_id: str, item: Item) -> TaskInstance:
         outputs=json.loads(item["outputs"]["S"]),
         error=get_s(item, "error"),
         priority=get_n(item, "prio"),
-        propagating="gsi2pk" in item,
+        # "gsi2pk": an intent written before it moved to gsi1 (PROP#n partitions of gsi2)
+        propagating=PROPAGATING in item or "gsi2pk" in item,
     )
 
 

@@ -716,7 +716,11 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills):
         # A task entering the queue takes the next FIFO position (one already QUEUED that is
         # written again goes to the back: the service never does that).
         qseq = self._seq.next() if task.state is TaskState.QUEUED else None
-        upd = it.task_fields(Update(), task, qseq)
+        # An attempt that ends carrying the propagation intent keeps the gsi1 entry it had
+        # while it ran (a RUNNING partition, where the intents are found): one index write
+        # instead of a delete and a put. The condition below makes sure it is that entry.
+        keep = task.propagating and expect is TaskState.RUNNING and task.state.terminal
+        upd = it.task_fields(Update(), task, qseq, keep_index=keep)
         if qseq is None:
             upd.remove("qseq")
         # The (state, attempt) condition is the exactly-once guard: of the writers racing to
@@ -769,12 +773,15 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills):
         raise RuntimeError(f"decision for run {decision.run_id}: transaction cancelled: {reasons}")
 
     def pending_propagations(self, limit: int) -> list[TaskInstance]:
-        """Tasks whose end is not yet counted by all their children, oldest first."""
-        found: list[Item] = []
+        """Tasks whose end is not yet counted by all their children: the ones flagged in the
+        RUNNING partitions of gsi1 (by the deadline their attempt had, those that never ran
+        last), then any left in gsi2's PROP#n partitions by an earlier version."""
+        found = self._timers("RUNNING", limit=limit, propagating=True)
+        legacy: list[Item] = []
         for shard in range(it.TIMER_SHARDS):
-            found += self._take(self._index("gsi2", f"{it.PROPAGATE_PREFIX}{shard}"), limit)
-        found.sort(key=lambda i: str(i["gsi2sk"]["S"]))
-        return [it.to_task(it.run_id_of(i), i) for i in found[:limit]]
+            legacy += self._take(self._index("gsi2", f"{it.PROPAGATE_PREFIX}{shard}"), limit)
+        legacy.sort(key=lambda i: str(i["gsi2sk"]["S"]))
+        return [it.to_task(it.run_id_of(i), i) for i in (found + legacy)[:limit]]
 
     def record_upstream(
         self, run_id: str, child: str, parent: str, outcome: TaskState
@@ -1080,11 +1087,32 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills):
         return [it.to_task(run_id, i) for i in items]
 
     def _timers(
-        self, kind: str, *, upto: str | None = None, limit: int | None = None
+        self,
+        kind: str,
+        *,
+        upto: str | None = None,
+        limit: int | None = None,
+        propagating: bool = False,
     ) -> list[Item]:
+        """The items of the ``kind`` timer partitions (4 shards, merged in key order). The
+        RUNNING partitions also hold the tasks that carry a propagation intent: they are
+        left out, or (``propagating``) they are the ones returned."""
         found: list[Item] = []
         for shard in range(it.TIMER_SHARDS):
-            items = self._index("gsi1", f"{kind}#{shard}", upto=upto, limit=limit)
+            cond = "gsi1pk = :pk"
+            values: Item = {":pk": s(f"{kind}#{shard}")}
+            if upto is not None:
+                cond += " AND gsi1sk <= :bound"
+                values[":bound"] = s(upto)
+            args: dict[str, Any] = {"IndexName": "gsi1", "KeyConditionExpression": cond}
+            if kind == "RUNNING":
+                args["ExpressionAttributeNames"] = {"#prop": it.PROPAGATING}
+                if propagating:
+                    args["FilterExpression"] = "attribute_exists(#prop)"
+                else:
+                    args["FilterExpression"] = "attribute_not_exists(#prop)"
+            args["ExpressionAttributeValues"] = values
+            items = self._query(limit=limit, **args)
             found += items if limit is None else self._take(items, limit)
         found.sort(key=lambda i: str(i["gsi1sk"]["S"]))
         return found if limit is None else found[:limit]
