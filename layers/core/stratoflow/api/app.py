@@ -125,8 +125,10 @@ UI_ACTIONS: Mapping[Action, tuple[str, ...]] = {
         "run.stop",
         "run.rerun",
         "task.mark",
+        "alerts.test",
     ),
-    Action.EDIT: ("workflow.apply",),
+    Action.EDIT: ("workflow.apply", "secrets.edit"),
+    Action.ADMINISTER: ("alerts.edit",),
 }
 ACTIONS = tuple(name for names in UI_ACTIONS.values() for name in names)
 
