@@ -76,6 +76,17 @@ export interface BackfillRequest {
 export const TERMINAL_BACKFILL: BackfillState[] = ["succeeded", "failed", "cancelled"];
 export interface Me { user: string; project: string; role: string | null; actions: string[] }
 export interface LogPage { text: string; next: number; size: number }
+// Alert channels hold credentials only as `{{ secrets.NAME }}` references, so `settings` never
+// carries a credential's value.
+export interface AlertChannel { project: string; name: string; type: string; settings: Record<string, string> }
+export interface AlertGroup { project: string; name: string; channels: string[] }
+export type DeliveryStatus = "pending" | "retrying" | "sent" | "failed" | "skipped";
+export const DELIVERY_STATUSES: DeliveryStatus[] = ["pending", "retrying", "sent", "failed", "skipped"];
+export interface Delivery {
+  key: string; project: string; channel: string; group: string; event: string; workflow: string;
+  run_id: string | null; task_id: string | null; action: string; subject: string; status: DeliveryStatus;
+  attempts: number; next_at: string | null; last_error: string | null; created_at: string; sent_at: string | null;
+}
 
 function base(): string {
   const path = window.location.pathname;
@@ -191,6 +202,23 @@ export const api = {
   backfill: (id: string) => request<BackfillView>("GET", `backfills/${enc(id)}`),
   backfillAction: (id: string, action: "pause" | "resume" | "cancel") =>
     request<BackfillView>("POST", `backfills/${enc(id)}/${action}`),
+  channels: (project: string) => request<{ channels: AlertChannel[] }>("GET", "alerts/channels", { project }),
+  putChannel: (project: string, name: string, type: string, settings: Record<string, string>) =>
+    request<AlertChannel>("PUT", `alerts/channels/${enc(name)}`, { project }, { type, settings }),
+  deleteChannel: (project: string, name: string) => request<unknown>("DELETE", `alerts/channels/${enc(name)}`, { project }),
+  groups: (project: string) => request<{ groups: AlertGroup[] }>("GET", "alerts/groups", { project }),
+  putGroup: (project: string, name: string, channels: string[]) =>
+    request<AlertGroup>("PUT", `alerts/groups/${enc(name)}`, { project }, { channels }),
+  deleteGroup: (project: string, name: string) => request<unknown>("DELETE", `alerts/groups/${enc(name)}`, { project }),
+  testGroup: (project: string, name: string) =>
+    request<{ deliveries: Delivery[] }>("POST", `alerts/groups/${enc(name)}/test`, { project }),
+  deliveries: (q: { project: string; run_id?: string; status?: string; cursor?: number; limit?: number }) =>
+    request<{ deliveries: Delivery[]; next: number | null }>("GET", "alerts", { ...q }),
+  secrets: (project: string) => request<{ project: string; secrets: { name: string }[] }>("GET", "secrets", { project }),
+  // the value goes in once and never comes back: the reply names the secret only
+  putSecret: (project: string, name: string, value: string) =>
+    request<{ name: string; created: boolean }>("PUT", `secrets/${enc(name)}`, { project }, { value }),
+  deleteSecret: (project: string, name: string) => request<unknown>("DELETE", `secrets/${enc(name)}`, { project }),
   async log(id: string, task: string, attempt: number, offset: number, limit = LOG_PAGE): Promise<LogPage> {
     const res = await fetch(url(`runs/${enc(id)}/tasks/${enc(task)}/attempts/${attempt}/log`, { offset, limit }), { headers: authHeaders() });
     const text = await res.text();

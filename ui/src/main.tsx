@@ -2,10 +2,12 @@ import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { ApiError, api, apiToken, type Me } from "./api";
 import { SessionContext, href, parseHash, type Route } from "./common";
+import { AlertsPage } from "./pages/Alerts";
 import { ApplyPage } from "./pages/Apply";
 import { BackfillPage } from "./pages/Backfill";
 import { RunPage } from "./pages/Run";
 import { RunsPage } from "./pages/Runs";
+import { SecretsPage } from "./pages/Secrets";
 import { WorkflowPage } from "./pages/Workflow";
 import { WorkflowsPage } from "./pages/Workflows";
 import "./styles.css";
@@ -43,6 +45,8 @@ function App() {
   else if (section === "backfills" && arg) page = <BackfillPage id={arg} key={arg} />;
   else if (section === "runs") page = <RunsPage query={route.query} />;
   else if (section === "apply") page = <ApplyPage />;
+  else if (section === "alerts") page = <AlertsPage query={route.query} />;
+  else if (section === "secrets") page = <SecretsPage />;
   else page = <WorkflowsPage />;
   const active = (s: string) => ((section ?? "") === s || (s === "" && section === "workflows") ? "active" : "");
   return (
@@ -53,6 +57,8 @@ function App() {
           <a class={active("")} href={href("")}>Workflows</a>
           <a class={active("runs")} href={href("runs")}>Runs</a>
           {me?.actions.includes("workflow.apply") && <a class={active("apply")} href={href("apply")}>Apply</a>}
+          <a class={active("alerts")} href={href("alerts")}>Alerts</a>
+          {me?.actions.includes("secrets.edit") && <a class={active("secrets")} href={href("secrets")}>Secrets</a>}
         </nav>
         <span class="spacer" />
         <label class="project">project{" "}
