@@ -1,0 +1,234 @@
+"""The Alerts and Secrets pages in a real browser against a real local server: a secret set
+through the UI is listed by name only and its value is nowhere in the page afterwards; a
+channel with a literal credential is refused with the setting named; a channel whose URL is a
+secret reference, a group, and a test alert delivered to a local HTTP stub; a failed run's
+alert in the delivery log, filtered by run and status, with a link to the run page; a viewer
+is offered none of the changes. Screenshots are saved in artifacts/browser/."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import Shots
+from tests.browser.test_ui_flows import as_user, user_token
+from tests.e2e.http_stub import json_stub
+from tests.e2e.server_process import ServerProcess
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(180)]
+
+# what the page would hold if a value leaked: the markup and every form control's value
+DOM_TEXT_JS = """() => document.documentElement.outerHTML + '\\n' +
+    [...document.querySelectorAll('input, textarea, select')].map((e) => e.value).join('\\n')"""
+
+
+class Hooks:
+    """A local HTTP endpoint that records each request's path and JSON body."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.seen: list[tuple[str, str, Any]] = []
+        self.lock = threading.Lock()
+
+    def paths(self) -> list[str]:
+        with self.lock:
+            return [path for _, path, _ in self.seen]
+
+
+@pytest.fixture
+def hooks() -> Iterator[Hooks]:
+    rec = Hooks()
+
+    def respond(method: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+        with rec.lock:
+            rec.seen.append((method, path, body))
+        return 200, {"ok": True}
+
+    with json_stub(respond) as url:
+        rec.url = url
+        yield rec
+
+
+def set_secret_in_ui(page: Any, name: str, value: str) -> None:
+    page.get_by_label("Secret name").fill(name)
+    page.get_by_label("Secret value").fill(value)
+    page.get_by_role("button", name="Set secret").click()
+    expect(page.get_by_role("status")).to_contain_text(f"{name}. Its value is not shown again")
+
+
+def test_a_secret_is_listed_by_name_and_its_value_is_never_in_the_page(
+    page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    value = f"canary-{secrets.token_hex(12)}"
+    page.goto(f"{server.url}/#/")
+    page.get_by_role("link", name="Secrets").click()
+    expect(page.locator("h1")).to_contain_text("Secrets")
+    set_secret_in_ui(page, "db_password", value)
+    table = page.get_by_test_id("secrets")
+    expect(table).to_contain_text("db_password")
+    expect(table).to_contain_text("{{ secrets.db_password }}")
+    assert page.get_by_label("Secret value").input_value() == ""
+    assert value not in page.evaluate(DOM_TEXT_JS)
+    page.reload()
+    expect(page.get_by_test_id("secrets")).to_contain_text("db_password")
+    assert value not in page.evaluate(DOM_TEXT_JS)
+    listed = api.get("/secrets").json()["secrets"]
+    assert {"project": "default", "name": "db_password"} in listed
+    Shots(page, "secrets")("listed")
+
+    # deleting asks first: dismissed, nothing happens; accepted, the secret is gone
+    row = table.locator("tr", has_text="db_password")
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    row.get_by_role("button", name="Delete").click()
+    expect(table).to_contain_text("db_password")
+    assert "db_password" in [s["name"] for s in api.get("/secrets").json()["secrets"]]
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Delete").click()
+    expect(page.get_by_text("db_password", exact=True)).to_have_count(0)
+    assert "db_password" not in [s["name"] for s in api.get("/secrets").json()["secrets"]]
+
+
+def add_channel(page: Any, name: str, type_: str, settings: dict[str, str]) -> None:
+    page.get_by_role("button", name="Add a channel").click()
+    form = page.get_by_role("form", name="Add a channel")
+    form.get_by_label("Channel name").fill(name)
+    form.get_by_label("Channel type").select_option(type_)
+    for key, value in settings.items():
+        form.get_by_label(key, exact=True).fill(value)
+    form.get_by_role("button", name="Save channel").click()
+
+
+def wait_for(check: Any, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def test_channels_groups_a_test_alert_and_the_delivery_log(
+    page: Any, server: ServerProcess, api: httpx.Client, hooks: Hooks
+) -> None:
+    shots = Shots(page, "alerts")
+    hook_value = f"{hooks.url}/hook/{secrets.token_hex(8)}"
+    page.goto(f"{server.url}/#/secrets")
+    set_secret_in_ui(page, "chat_hook", hook_value)
+
+    page.get_by_role("link", name="Alerts").click()
+    expect(page.locator("h1")).to_contain_text("Alerts")
+    # a literal credential: refused, the setting named next to its field, nothing stored
+    add_channel(page, "chat", "webhook", {"url": "http://127.0.0.1:9/literal"})
+    problem = page.get_by_test_id("problem-url")
+    expect(problem).to_contain_text("settings.url")
+    expect(problem).to_contain_text("secret reference")
+    expect(
+        page.get_by_role("form", name="Add a channel").get_by_label("url", exact=True)
+    ).to_have_attribute("aria-invalid", "true")
+    shots("literal-refused")
+    assert api.get("/alerts/channels").json() == {"channels": []}
+
+    form = page.get_by_role("form", name="Add a channel")
+    form.get_by_label("url", exact=True).fill("{{ secrets.chat_hook }}")
+    form.get_by_label("Headers").fill("X-Team: data")
+    form.get_by_role("button", name="Save channel").click()
+    channels = page.get_by_test_id("channels")
+    row = channels.locator("tr", has_text="chat")
+    expect(row).to_contain_text("webhook")
+    expect(row).to_contain_text("url")
+    expect(row).to_contain_text("header.X-Team")
+    assert hook_value not in page.evaluate(DOM_TEXT_JS)
+    assert api.get("/alerts/channels").json()["channels"][0]["settings"] == {
+        "url": "{{ secrets.chat_hook }}",
+        "header.X-Team": "data",
+    }
+
+    page.get_by_role("tab", name="groups").click()
+    page.get_by_role("button", name="Add a group").click()
+    group_form = page.get_by_role("form", name="Add a group")
+    group_form.get_by_label("Group name").fill("oncall")
+    group_form.get_by_role("checkbox").check()
+    group_form.get_by_role("button", name="Save group").click()
+    groups = page.get_by_test_id("groups")
+    expect(groups.locator("tr", has_text="oncall")).to_contain_text("chat")
+
+    groups.get_by_role("button", name="Send a test alert").click()
+    result = page.get_by_test_id("test-result")
+    expect(result.locator("tr[data-channel=chat]")).to_contain_text("sent", timeout=30_000)
+    shots("test-sent")
+    hook_path = hook_value.removeprefix(hooks.url)
+    assert hooks.paths() == [hook_path]
+    assert hooks.seen[0][0] == "POST"
+
+    # a failed run alerts the group; the log shows it, filtered by run, linked to the run
+    source = (
+        "name: breaks\nalerts:\n  - on: [failure]\n    group: oncall\n"
+        "tasks:\n  boom:\n    type: shell\n    command: exit 3\n"
+    )
+    assert api.post("/workflows", json={"source": source}).status_code in (200, 201)
+    run_id = api.post("/workflows/breaks/runs", json={}).json()["run"]["id"]
+
+    def run_alerts_sent() -> set[str]:
+        if api.get(f"/runs/{run_id}").json()["run"]["state"] != "failed":
+            return set()
+        rows = api.get("/alerts", params={"run_id": run_id}).json()["deliveries"]
+        if not rows or any(d["status"] != "sent" for d in rows):
+            return set()
+        return {d["key"] for d in rows}
+
+    keys = wait_for(run_alerts_sent)  # the run's failure (and its task's, if alerted apart)
+    page.get_by_role("tab", name="deliveries").click()
+    log = page.get_by_test_id("deliveries")
+    expect(log.locator("tr", has_text="oncall")).to_have_count(len(keys) + 1)  # and the test
+    page.get_by_label("Run filter").fill(run_id)
+    page.get_by_role("button", name="Filter").click()
+    rows = log.locator("tbody tr")
+    expect(rows).to_have_count(len(keys))
+    for i in range(len(keys)):
+        expect(rows.nth(i)).to_contain_text("breaks")
+        expect(rows.nth(i).locator(".delivery[data-channel=chat]")).to_contain_text("sent")
+    assert len(hooks.paths()) == 1 + len(keys)  # one request an alert: nothing sent twice
+    shots("deliveries")
+    page.get_by_label("Status filter").select_option("failed")
+    expect(page.get_by_text("No alerts match.")).to_be_visible()
+    page.get_by_label("Status filter").select_option("sent")
+    expect(rows).to_have_count(len(keys))
+    rows.first.get_by_role("link", name=run_id).click()
+    expect(page).to_have_url(f"{server.url}/#/runs/{run_id}")
+
+
+def test_a_viewer_sees_alerts_but_is_offered_no_changes_and_no_secrets(
+    signed_out_page: Any, server: ServerProcess, api: httpx.Client, hooks: Hooks
+) -> None:
+    page = signed_out_page
+    assert api.put("/secrets/viewer_hook", json={"value": f"{hooks.url}/v"}).status_code in (
+        200,
+        201,
+    )
+    made = api.put(
+        "/alerts/channels/seen",
+        json={"type": "slack", "settings": {"url": "{{ secrets.viewer_hook }}"}},
+    )
+    assert made.status_code in (200, 201), made.text
+    assert api.put("/alerts/groups/watchers", json={"channels": ["seen"]}).status_code in (200, 201)
+    as_user(page, user_token(server, "vic", "default", "viewer"))
+    page.goto(f"{server.url}/#/alerts")
+    expect(page.get_by_test_id("channels")).to_contain_text("seen")
+    expect(page.locator(".user")).to_have_text("vic")
+    for name in ("Add a channel", "Edit", "Delete"):
+        expect(page.get_by_role("button", name=name)).to_have_count(0)
+    page.get_by_role("tab", name="groups").click()
+    expect(page.get_by_test_id("groups")).to_contain_text("watchers")
+    for name in ("Add a group", "Send a test alert", "Edit", "Delete"):
+        expect(page.get_by_role("button", name=name)).to_have_count(0)
+    expect(page.get_by_role("link", name="Secrets")).to_have_count(0)
+    page.goto(f"{server.url}/#/secrets")
+    expect(page.get_by_text("Your role cannot manage the secrets")).to_be_visible()
