@@ -8,52 +8,24 @@ is offered none of the changes. Screenshots are saved in artifacts/browser/."""
 from __future__ import annotations
 
 import secrets
-import threading
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import expect
 
+# the local HTTP endpoint that records what alert channels send (a fixture, used by name)
+from tests.alerts.conftest import Recorder, recorder  # noqa: F401
 from tests.browser.conftest import Shots
 from tests.browser.test_ui_flows import as_user, user_token
-from tests.e2e.http_stub import json_stub
 from tests.e2e.server_process import ServerProcess
+from tests.e2e.test_api import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(180)]
 
 # what the page would hold if a value leaked: the markup and every form control's value
 DOM_TEXT_JS = """() => document.documentElement.outerHTML + '\\n' +
     [...document.querySelectorAll('input, textarea, select')].map((e) => e.value).join('\\n')"""
-
-
-class Hooks:
-    """A local HTTP endpoint that records each request's path and JSON body."""
-
-    def __init__(self) -> None:
-        self.url = ""
-        self.seen: list[tuple[str, str, Any]] = []
-        self.lock = threading.Lock()
-
-    def paths(self) -> list[str]:
-        with self.lock:
-            return [path for _, path, _ in self.seen]
-
-
-@pytest.fixture
-def hooks() -> Iterator[Hooks]:
-    rec = Hooks()
-
-    def respond(method: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
-        with rec.lock:
-            rec.seen.append((method, path, body))
-        return 200, {"ok": True}
-
-    with json_stub(respond) as url:
-        rec.url = url
-        yield rec
 
 
 def set_secret_in_ui(page: Any, name: str, value: str) -> None:
@@ -105,21 +77,14 @@ def add_channel(page: Any, name: str, type_: str, settings: dict[str, str]) -> N
     form.get_by_role("button", name="Save channel").click()
 
 
-def wait_for(check: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError("timed out")
-
-
 def test_channels_groups_a_test_alert_and_the_delivery_log(
-    page: Any, server: ServerProcess, api: httpx.Client, hooks: Hooks
+    page: Any,
+    server: ServerProcess,
+    api: httpx.Client,
+    recorder: Recorder,  # noqa: F811
 ) -> None:
     shots = Shots(page, "alerts")
-    hook_value = f"{hooks.url}/hook/{secrets.token_hex(8)}"
+    hook_value = f"{recorder.url}/hook/{secrets.token_hex(8)}"
     page.goto(f"{server.url}/#/secrets")
     set_secret_in_ui(page, "chat_hook", hook_value)
 
@@ -164,9 +129,8 @@ def test_channels_groups_a_test_alert_and_the_delivery_log(
     result = page.get_by_test_id("test-result")
     expect(result.locator("tr[data-channel=chat]")).to_contain_text("sent", timeout=30_000)
     shots("test-sent")
-    hook_path = hook_value.removeprefix(hooks.url)
-    assert hooks.paths() == [hook_path]
-    assert hooks.seen[0][0] == "POST"
+    hook_path = hook_value.removeprefix(recorder.url)
+    assert [(r.method, r.path) for r in recorder.requests] == [("POST", hook_path)]
 
     # a failed run alerts the group; the log shows it, filtered by run, linked to the run
     source = (
@@ -184,7 +148,9 @@ def test_channels_groups_a_test_alert_and_the_delivery_log(
             return set()
         return {d["key"] for d in rows}
 
-    keys = wait_for(run_alerts_sent)  # the run's failure (and its task's, if alerted apart)
+    keys = wait_for(
+        run_alerts_sent, "the run's alerts", timeout=60
+    )  # the run's failure (and its task's, if alerted apart)
     page.get_by_role("tab", name="deliveries").click()
     log = page.get_by_test_id("deliveries")
     expect(log.locator("tr", has_text="oncall")).to_have_count(len(keys) + 1)  # and the test
@@ -195,7 +161,7 @@ def test_channels_groups_a_test_alert_and_the_delivery_log(
     for i in range(len(keys)):
         expect(rows.nth(i)).to_contain_text("breaks")
         expect(rows.nth(i).locator(".delivery[data-channel=chat]")).to_contain_text("sent")
-    assert len(hooks.paths()) == 1 + len(keys)  # one request an alert: nothing sent twice
+    assert len(recorder.requests) == 1 + len(keys)  # one request an alert: nothing sent twice
     shots("deliveries")
     page.get_by_label("Status filter").select_option("failed")
     expect(page.get_by_text("No alerts match.")).to_be_visible()
@@ -206,10 +172,12 @@ def test_channels_groups_a_test_alert_and_the_delivery_log(
 
 
 def test_a_viewer_sees_alerts_but_is_offered_no_changes_and_no_secrets(
-    signed_out_page: Any, server: ServerProcess, api: httpx.Client, hooks: Hooks
+    signed_out_page: Any, server: ServerProcess, api: httpx.Client
 ) -> None:
     page = signed_out_page
-    assert api.put("/secrets/viewer_hook", json={"value": f"{hooks.url}/v"}).status_code in (
+    assert api.put(
+        "/secrets/viewer_hook", json={"value": "https://hooks.example/v"}
+    ).status_code in (
         200,
         201,
     )

@@ -79,12 +79,9 @@ function Channels({ channels, reload }: { channels: AlertChannel[]; reload: () =
                   {/* names only: a setting's value (even a reference) is for the edit form */}
                   <td>{Object.keys(c.settings).sort().map((k) => <code class="chip" key={k}>{k}</code>)}</td>
                   <td>
-                    {can("alerts.edit") && (
-                      <span class="actions">
-                        <button type="button" onClick={() => setEditing(c)}>Edit</button>
-                        <ActionButton label="Delete" danger confirm={`Delete the channel ${c.name}?`} run={() => api.deleteChannel(project, c.name)} onDone={reload} />
-                      </span>
-                    )}
+                    <span class="actions">
+                      <EditDelete what={`the channel ${c.name}`} edit={() => setEditing(c)} remove={() => api.deleteChannel(project, c.name)} onDone={reload} />
+                    </span>
                   </td>
                 </tr>
               ))}
@@ -93,6 +90,18 @@ function Channels({ channels, reload }: { channels: AlertChannel[]; reload: () =
         </div>
       )}
     </div>
+  );
+}
+
+/** Edit and Delete (asking first), offered only to a role that may change alerts. */
+function EditDelete({ what, edit, remove, onDone }: { what: string; edit: () => void; remove: () => Promise<unknown>; onDone: () => void }) {
+  const can = useCan();
+  if (!can("alerts.edit")) return null;
+  return (
+    <>
+      <button type="button" onClick={edit}>Edit</button>
+      <ActionButton label="Delete" danger confirm={`Delete ${what}?`} run={remove} onDone={onDone} />
+    </>
   );
 }
 
@@ -215,10 +224,7 @@ function Groups({ channels }: { channels: AlertChannel[] }) {
                       {can("alerts.test") && (
                         <ActionButton label="Send a test alert" run={async () => setTested({ group: g.name, deliveries: (await api.testGroup(project, g.name)).deliveries })} />
                       )}
-                      {can("alerts.edit") && <button type="button" onClick={() => setEditing(g)}>Edit</button>}
-                      {can("alerts.edit") && (
-                        <ActionButton label="Delete" danger confirm={`Delete the group ${g.name}?`} run={() => api.deleteGroup(project, g.name)} onDone={reload} />
-                      )}
+                      <EditDelete what={`the group ${g.name}`} edit={() => setEditing(g)} remove={() => api.deleteGroup(project, g.name)} onDone={reload} />
                     </span>
                   </td>
                 </tr>
