@@ -2,32 +2,15 @@
 // groups (with "send a test alert"), and the delivery log with each channel's status.
 import { useState } from "preact/hooks";
 import { ApiError, DELIVERY_STATUSES, api, fmtTime, type AlertChannel, type AlertGroup, type Delivery } from "../api";
+import channelTypes from "../channelTypes.json";
 import { ActionButton, ErrorBox, StateBadge, href, navigate, useCan, useLoad, useSession } from "../common";
 
 interface ChannelType { summary: string; required: string[]; optional: string[]; credentials: string[]; choices?: Record<string, string[]> }
 
-// The channel types of stratoflow/alerts/_channels.py (CHANNEL_TYPES): the API validates every
-// setting again and names the one it refuses, so this table only shapes the form.
-export const CHANNEL_TYPES: Record<string, ChannelType> = {
-  pagerduty: { summary: "PagerDuty Events API v2 (trigger, and resolve on success)", required: ["routing_key"], optional: ["base_url"], credentials: ["routing_key"] },
-  webex: { summary: "Webex Teams message (markdown)", required: ["token", "room_id"], optional: ["base_url"], credentials: ["token"] },
-  slack: { summary: "Slack incoming webhook", required: ["url"], optional: [], credentials: ["url"] },
-  teams: { summary: "Microsoft Teams webhook (an Adaptive Card)", required: ["url"], optional: [], credentials: ["url"] },
-  email: {
-    summary: "email over SMTP (HTML and plain text)", required: ["host", "from", "to"],
-    optional: ["port", "security", "username", "password"], credentials: ["password"],
-    choices: { security: ["starttls", "ssl", "none"] },
-  },
-  telegram: { summary: "Telegram bot (sendMessage)", required: ["token", "chat_id"], optional: ["base_url"], credentials: ["token"] },
-  feishu: { summary: "Feishu (Lark) custom bot webhook", required: ["url"], optional: ["secret"], credentials: ["url", "secret"] },
-  dingtalk: { summary: "DingTalk custom robot webhook", required: ["url"], optional: ["secret"], credentials: ["url", "secret"] },
-  wecom: { summary: "WeCom group robot webhook", required: ["url"], optional: [], credentials: ["url"] },
-  sns: { summary: "Amazon SNS topic", required: ["topic_arn"], optional: ["region", "endpoint_url"], credentials: [] },
-  webhook: {
-    summary: "any HTTP endpoint: method, headers and a templated JSON body", required: ["url"],
-    optional: ["method", "body"], credentials: ["url"], choices: { method: ["POST", "PUT", "PATCH"] },
-  },
-};
+// The channel types of stratoflow/alerts/_channels.py (CHANNEL_TYPES), kept equal to it by
+// tests/unit/test_ui_channel_types.py. The API validates every setting again and names the one
+// it refuses: this table only shapes the form.
+const CHANNEL_TYPES: Record<string, ChannelType> = channelTypes;
 const HEADER = "header.";
 const SECRET_HINT = "{{ secrets.NAME }}";
 
