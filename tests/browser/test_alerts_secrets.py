@@ -17,6 +17,7 @@ from playwright.sync_api import expect
 # the local HTTP endpoint that records what alert channels send (a fixture, used by name)
 from tests.alerts.conftest import Recorder, recorder  # noqa: F401
 from tests.browser.conftest import Shots
+from tests.browser.test_narrow import assert_fits, assert_on_screen
 from tests.browser.test_ui_flows import as_user, user_token
 from tests.e2e.server_process import ServerProcess
 from tests.e2e.test_api import wait_for
@@ -200,3 +201,30 @@ def test_a_viewer_sees_alerts_but_is_offered_no_changes_and_no_secrets(
     expect(page.get_by_role("link", name="Secrets")).to_have_count(0)
     page.goto(f"{server.url}/#/secrets")
     expect(page.get_by_text("Your role cannot manage the secrets")).to_be_visible()
+
+
+def test_the_alerts_and_secrets_pages_fit_a_phone(phone: Any, server: ServerProcess) -> None:
+    """At 390x844 neither page scrolls sideways, and their forms' buttons are on screen."""
+    shot = Shots(phone, "narrow")
+    phone.goto(f"{server.url}/#/alerts")
+    phone.get_by_role("button", name="Add a channel").click()
+    phone.get_by_label("Channel type").select_option("email")
+    assert_fits(phone)
+    save = phone.get_by_role("button", name="Save channel")
+    save.scroll_into_view_if_needed()
+    assert_on_screen(save)
+    shot("alerts-channel-form")
+    loaded = {
+        "groups": phone.get_by_test_id("groups").or_(phone.get_by_text("No alert groups")),
+        "deliveries": phone.get_by_test_id("deliveries").or_(phone.get_by_text("No alerts match")),
+    }
+    for tab, shown in loaded.items():
+        phone.get_by_role("tab", name=tab).click()
+        expect(shown).to_be_visible()
+        assert_fits(phone)
+    shot("alerts-deliveries")
+    phone.goto(f"{server.url}/#/secrets")
+    expect(phone.get_by_test_id("secrets").or_(phone.get_by_text("No secrets"))).to_be_visible()
+    assert_on_screen(phone.get_by_role("button", name="Set secret"))
+    assert_fits(phone)
+    shot("secrets")
