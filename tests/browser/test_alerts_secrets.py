@@ -228,3 +228,29 @@ def test_the_alerts_and_secrets_pages_fit_a_phone(phone: Any, server: ServerProc
     assert_on_screen(phone.get_by_role("button", name="Set secret"))
     assert_fits(phone)
     shot("secrets")
+
+
+def test_an_operator_tests_a_group_and_sees_a_channel_fail_with_its_reason(
+    signed_out_page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    page = signed_out_page
+    made = api.put(
+        "/alerts/channels/broken",
+        json={"type": "slack", "settings": {"url": "{{ secrets.never_set }}"}},
+    )
+    assert made.status_code in (200, 201), made.text
+    assert api.put("/alerts/groups/lost", json={"channels": ["broken"]}).status_code in (200, 201)
+    as_user(page, user_token(server, "olga", "default", "operator"))
+    page.goto(f"{server.url}/#/alerts?tab=groups")
+    row = page.get_by_test_id("groups").locator("tr", has_text="lost")
+    expect(row.get_by_role("button", name="Edit")).to_have_count(0)
+    expect(page.get_by_role("button", name="Add a group")).to_have_count(0)
+    row.get_by_role("button", name="Send a test alert").click()
+    result = page.get_by_test_id("test-result").locator("tr[data-channel=broken]")
+    expect(result).to_contain_text("failed", timeout=30_000)
+    expect(result).to_contain_text("never_set")
+    Shots(page, "alerts")("test-failed")
+    page.get_by_role("tab", name="deliveries").click()
+    page.get_by_label("Status filter").select_option("failed")
+    failed = page.get_by_test_id("deliveries").locator(".delivery[data-channel=broken]")
+    expect(failed.first).to_contain_text("failed")
