@@ -172,22 +172,22 @@ def test_channels_groups_a_test_alert_and_the_delivery_log(
     expect(page).to_have_url(f"{server.url}/#/runs/{run_id}")
 
 
+def slack_channel_in_group(api: httpx.Client, channel: str, secret: str, group: str) -> None:
+    """A slack channel whose URL is ``{{ secrets.<secret> }}``, alone in ``group`` (via the API)."""
+    settings = {"url": f"{{{{ secrets.{secret} }}}}"}
+    made = api.put(f"/alerts/channels/{channel}", json={"type": "slack", "settings": settings})
+    assert made.status_code in (200, 201), made.text
+    made = api.put(f"/alerts/groups/{group}", json={"channels": [channel]})
+    assert made.status_code in (200, 201), made.text
+
+
 def test_a_viewer_sees_alerts_but_is_offered_no_changes_and_no_secrets(
     signed_out_page: Any, server: ServerProcess, api: httpx.Client
 ) -> None:
     page = signed_out_page
-    assert api.put(
-        "/secrets/viewer_hook", json={"value": "https://hooks.example/v"}
-    ).status_code in (
-        200,
-        201,
-    )
-    made = api.put(
-        "/alerts/channels/seen",
-        json={"type": "slack", "settings": {"url": "{{ secrets.viewer_hook }}"}},
-    )
+    made = api.put("/secrets/viewer_hook", json={"value": "https://hooks.example/v"})
     assert made.status_code in (200, 201), made.text
-    assert api.put("/alerts/groups/watchers", json={"channels": ["seen"]}).status_code in (200, 201)
+    slack_channel_in_group(api, "seen", "viewer_hook", "watchers")
     as_user(page, user_token(server, "vic", "default", "viewer"))
     page.goto(f"{server.url}/#/alerts")
     expect(page.get_by_test_id("channels")).to_contain_text("seen")
@@ -234,12 +234,7 @@ def test_an_operator_tests_a_group_and_sees_a_channel_fail_with_its_reason(
     signed_out_page: Any, server: ServerProcess, api: httpx.Client
 ) -> None:
     page = signed_out_page
-    made = api.put(
-        "/alerts/channels/broken",
-        json={"type": "slack", "settings": {"url": "{{ secrets.never_set }}"}},
-    )
-    assert made.status_code in (200, 201), made.text
-    assert api.put("/alerts/groups/lost", json={"channels": ["broken"]}).status_code in (200, 201)
+    slack_channel_in_group(api, "broken", "never_set", "lost")  # the secret is not set
     as_user(page, user_token(server, "olga", "default", "operator"))
     page.goto(f"{server.url}/#/alerts?tab=groups")
     row = page.get_by_test_id("groups").locator("tr", has_text="lost")
