@@ -776,12 +776,15 @@ def _dead_letter_queues(cfn: Mapping[str, Any]) -> set[str]:
         destination = props.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
         if destination is not None:
             dlqs.add(destination["Fn::GetAtt"][0])
+        for target in props.get("Targets", []):  # an EventBridge rule's undeliverable events
+            if "DeadLetterConfig" in target:
+                dlqs.add(target["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0])
     return dlqs
 
 
 def test_every_dead_letter_queue_has_an_alarm_that_notifies(cfn: dict[str, Any]) -> None:
     dlqs = _dead_letter_queues(cfn)
-    assert dlqs == {"ResultsDLQ", "ProjectorDLQ"}
+    assert dlqs == {"ResultsDLQ", "ProjectorDLQ", "AlertDLQ"}
     alarms = resources_of(cfn, "AWS::CloudWatch::Alarm")
     watched = {}
     for name, alarm in alarms.items():

@@ -603,3 +603,87 @@ def test_log_groups_have_retention(cfn: dict[str, Any]) -> None:
     for name, fn in resources_of(cfn, "AWS::Lambda::Function").items():
         log_group = fn["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
         assert log_group in groups, name
+
+
+# ---------------------------------------------------------------- alerts (issue 12)
+
+
+def test_alert_rule_feeds_the_alert_function_every_lifecycle_event_with_a_dlq(
+    cfn: dict[str, Any],
+) -> None:
+    from stratoflow.adapters.aws.events import DETAIL_TYPES, SOURCE
+
+    rules = resources_of(cfn, "AWS::Events::Rule")
+    (rule,) = [r["Properties"] for r in rules.values()
+               if r["Properties"].get("EventBusName") == {"Ref": "EventBus"}]  # fmt: skip
+    assert rule["EventPattern"] == {"source": [SOURCE], "detail-type": list(DETAIL_TYPES.values())}
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["AlertFunction", "Arn"]}
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["AlertDLQ", "Arn"]}}
+    assert target["RetryPolicy"]["MaximumEventAgeInSeconds"] == 86400
+    # the function's own retries end in the same queue, and the queue takes the rule's
+    invoke = resources_of(cfn, "AWS::Lambda::EventInvokeConfig")
+    (config,) = [c["Properties"] for c in invoke.values()
+                 if c["Properties"]["FunctionName"] == {"Ref": "AlertFunction"}]  # fmt: skip
+    assert config["DestinationConfig"]["OnFailure"]["Destination"] == {
+        "Fn::GetAtt": ["AlertDLQ", "Arn"]
+    }
+    policy = cfn["Resources"]["AlertDLQPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    (allow,) = policy
+    assert allow["Principal"] == {"Service": "events.amazonaws.com"}
+    source = allow["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::GetAtt"][0]
+    assert cfn["Resources"][source]["Type"] == "AWS::Events::Rule"
+    alarm = cfn["Resources"]["AlertDLQAlarm"]["Properties"]
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["AlertDLQ", "QueueName"]}}
+    ]
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+
+
+def test_alert_table_matches_the_adapters_schema(cfn: dict[str, Any]) -> None:
+    from stratoflow.adapters.aws.alerts import ALERT_TABLE_SCHEMA as schema
+
+    table = cfn["Resources"]["AlertTable"]["Properties"]
+    assert table["AttributeDefinitions"] == schema["AttributeDefinitions"]
+    assert table["KeySchema"] == schema["KeySchema"]
+    assert table["GlobalSecondaryIndexes"] == schema["GlobalSecondaryIndexes"]
+    assert table["BillingMode"] == schema["BillingMode"]
+    env = cfn["Resources"]["AlertFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["STRATOFLOW_ALERT_TABLE"] == {"Ref": "AlertTable"}
+
+
+def test_the_alert_function_may_do_only_what_alerting_needs(cfn: dict[str, Any]) -> None:
+    actions = _actions_on(cfn, "AlertFunctionRole/")
+    writes = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+    for action in writes:  # it writes its own table, never the state table
+        assert all("AlertTable" in r for r in actions[action]), action
+    assert all("StateTable" in r or "AlertTable" in r for r in actions["dynamodb:Query"])
+    (secrets,) = actions["secretsmanager:GetSecretValue"]
+    assert ":secret:${TaskSecretsPrefix}*" in secrets
+    assert actions["ses:SendEmail"] == {
+        json.dumps(
+            {"Fn::Sub": "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/*"}
+        )
+    }
+    assert actions["sns:Publish"] == {json.dumps({"Ref": "AlertSnsTopicArns"})}
+    (schedules,) = actions["scheduler:CreateSchedule"]
+    assert schedules.endswith(':schedule/${ScheduleGroup}/alert-*"}')
+    assert actions["iam:PassRole"] == {json.dumps({"Fn::GetAtt": ["AlertSchedulerRole", "Arn"]})}
+    assert set(actions) == writes | {
+        "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query",
+        "secretsmanager:GetSecretValue", "ses:SendEmail", "sns:Publish",
+        "scheduler:CreateSchedule", "scheduler:DeleteSchedule", "iam:PassRole", "sqs:SendMessage",
+    }  # fmt: skip
+    # what the schedules invoke it with may invoke it and nothing else
+    invoke = _actions_on(cfn, "AlertSchedulerRole/")
+    assert set(invoke) == {"lambda:InvokeFunction"}
+    (fn,) = invoke["lambda:InvokeFunction"]
+    assert fn.endswith(':function:${AWS::StackName}-alert"}')
+    assert cfn["Resources"]["AlertFunction"]["Properties"]["FunctionName"] == {
+        "Fn::Sub": "${AWS::StackName}-alert"
+    }
+    env = cfn["Resources"]["AlertFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["STRATOFLOW_ALERT_FUNCTION_ARN"]["Fn::Sub"].endswith(
+        ":function:${AWS::StackName}-alert"
+    )

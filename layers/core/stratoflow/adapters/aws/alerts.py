@@ -1,0 +1,617 @@
+"""Alerts on AWS: the alert function's work (docs: README "7. Alerts", template ``AlertFunction``).
+
+An EventBridge rule on the stack's lifecycle bus sends each lifecycle event to the alert
+function. It plans the alerts the event makes with the same pure code as the local runtime
+(``stratoflow.alerts.for_event``) and writes one delivery record per (alert key, channel) to
+the alert table **conditionally** (``attribute_not_exists``): a redelivered event, or the
+function's own retry after a crash, finds the record and sends nothing twice. A record is
+claimed (a conditional update that takes a short lease) before its send, so two invocations
+never send one record at once, and marked ``sent`` / ``retrying`` / ``failed`` after.
+
+- **Retries**: a send that failed for a reason worth retrying is recorded ``retrying`` with
+  its next time (:class:`~stratoflow.adapters.local.alerts.Backoff`, the local policy), and an
+  EventBridge Scheduler one-time schedule ``at(...)`` invokes the function again then with
+  ``{"action": "deliver", ...}``; nothing polls.
+- **SLA deadlines**: on ``run.started`` each ``sla`` of the run and its tasks becomes a
+  one-time schedule (``{"action": "sla", ...}``); when it fires the run (or task) is read and
+  ``sla_miss`` is planned only if it missed. A run that ends deletes its schedules; one that
+  fires anyway (a race) finds the run done in time and sends nothing.
+- **Incidents**: a PagerDuty trigger records an open incident item per (workflow, incident,
+  channel); the workflow's next success writes one ``resolve`` delivery for each and deletes
+  the items.
+
+The alert table (pk, sk; gsi1 for the delivery log, newest first) holds its own item kinds,
+so the state table's layout is untouched:
+
+- ``pk=P#<project>``, ``sk=CH#<name>``: a channel (``type``, ``settings`` as JSON);
+- ``pk=P#<project>``, ``sk=G#<name>``: a group (``channels`` as JSON);
+- ``pk=D#<project>``, ``sk=<key>#<channel>``: a delivery; ``gsi1pk=D#<project>``,
+  ``gsi1sk=<created>#<key>#<channel>``;
+- ``pk=I#<project>#<workflow>``, ``sk=<incident>#<channel>``: an open PagerDuty incident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from botocore.exceptions import ClientError
+
+from stratoflow.adapters.local.alerts import Backoff, Delivery
+from stratoflow.alerts import (
+    AlertFacts,
+    Channel,
+    DeliveryError,
+    Planned,
+    Sender,
+    Skipped,
+    SlaTimer,
+    for_event,
+    for_sla_miss,
+    sla_missed,
+    sla_timers,
+)
+from stratoflow.alerts._messages import email_html
+from stratoflow.engine import RunState
+from stratoflow.errors import NotFound
+from stratoflow.model import WorkflowSpec
+from stratoflow.ports import Clock, RunQuery, StateStore
+
+log = logging.getLogger("stratoflow.alerts")
+
+NO_CHANNEL: Final = "-"
+LEASE: Final = timedelta(seconds=90)  # longer than one send can take (the sender's timeout)
+_TERMINAL_KINDS: Final = ("run.succeeded", "run.failed", "run.stopped")
+
+# The alert table, as ``client.create_table(**ALERT_TABLE_SCHEMA, TableName=...)`` takes it;
+# template.yaml's AlertTable must match it (tests/infra checks).
+ALERT_TABLE_SCHEMA: Final[dict[str, Any]] = {
+    "AttributeDefinitions": [
+        {"AttributeName": name, "AttributeType": "S"} for name in ("pk", "sk", "gsi1pk", "gsi1sk")
+    ],
+    "KeySchema": [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ],
+    "GlobalSecondaryIndexes": [
+        {
+            "IndexName": "gsi1",
+            "KeySchema": [
+                {"AttributeName": "gsi1pk", "KeyType": "HASH"},
+                {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        }
+    ],
+    "BillingMode": "PAY_PER_REQUEST",
+}
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _dt(value: Any) -> datetime | None:
+    return None if value in (None, "") else datetime.fromisoformat(str(value))
+
+
+def _s(item: Mapping[str, Any], name: str) -> str | None:
+    cell = item.get(name)
+    return None if cell is None or "S" not in cell else str(cell["S"])
+
+
+def _conditional_failed(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+def _gone(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
+
+
+class DynamoAlertStore:
+    """Channels, groups, deliveries and open incidents in the alert table."""
+
+    def __init__(self, table: str, client: Any) -> None:
+        self.table = table
+        self.client = client
+
+    # ------------------------------------------------------------ configuration
+    def put_channel(self, channel: Channel, now: datetime) -> None:
+        self.client.put_item(
+            TableName=self.table,
+            Item={
+                "pk": {"S": f"P#{channel.project}"}, "sk": {"S": f"CH#{channel.name}"},
+                "type": {"S": channel.type}, "settings": {"S": json.dumps(dict(channel.settings))},
+                "updated_at": {"S": _ts(now)},
+            },
+        )  # fmt: skip
+
+    def get_channel(self, project: str, name: str) -> Channel:
+        item = self._get(f"P#{project}", f"CH#{name}")
+        if item is None:
+            raise NotFound(f"alert channel {name!r} not found in project {project!r}")
+        return Channel(
+            project, name, str(_s(item, "type")), json.loads(_s(item, "settings") or "{}")
+        )
+
+    def set_group(self, project: str, name: str, channels: Sequence[str], now: datetime) -> None:
+        self.client.put_item(
+            TableName=self.table,
+            Item={"pk": {"S": f"P#{project}"}, "sk": {"S": f"G#{name}"},
+                  "channels": {"S": json.dumps(list(channels))}, "updated_at": {"S": _ts(now)}},
+        )  # fmt: skip
+
+    def get_group(self, project: str, name: str) -> list[str] | None:
+        item = self._get(f"P#{project}", f"G#{name}")
+        return None if item is None else list(json.loads(_s(item, "channels") or "[]"))
+
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        found = self.client.get_item(
+            TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": sk}}, ConsistentRead=True
+        )
+        item = found.get("Item")
+        return dict(item) if item else None
+
+    # ------------------------------------------------------------ deliveries
+    def add(
+        self,
+        plan: Planned,
+        channel: str,
+        now: datetime,
+        *,
+        status: str = "pending",
+        error: str | None = None,
+    ) -> bool:
+        """Write the delivery record unless it exists; True if it is new."""
+        facts = plan.facts
+        sk = f"{plan.key}#{channel}"
+        item: dict[str, Any] = {
+            "pk": {"S": f"D#{facts.project}"}, "sk": {"S": sk},
+            "gsi1pk": {"S": f"D#{facts.project}"}, "gsi1sk": {"S": f"{_ts(now)}#{sk}"},
+            "key": {"S": plan.key}, "channel": {"S": channel}, "grp": {"S": plan.group},
+            "facts": {"S": json.dumps(facts.to_json())}, "status": {"S": status},
+            "attempts": {"N": "0"}, "created_at": {"S": _ts(now)},
+        }  # fmt: skip
+        if facts.run_id:
+            item["run_id"] = {"S": facts.run_id}
+        if error:
+            item["last_error"] = {"S": error}
+        try:
+            self.client.put_item(
+                TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def get(self, key: str, project: str, channel: str) -> Delivery:
+        item = self._get(f"D#{project}", f"{key}#{channel}")
+        if item is None:
+            raise NotFound(f"no alert {key!r} for channel {channel!r}")
+        return _delivery(project, item)
+
+    def claim(self, key: str, project: str, channel: str, now: datetime) -> Delivery | None:
+        """Take the record for one send: only if it is pending or retrying and nobody holds
+        a live lease on it. None if it is done or someone else is sending it."""
+        try:
+            found = self.client.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": f"D#{project}"}, "sk": {"S": f"{key}#{channel}"}},
+                UpdateExpression="SET lease_until = :until",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND #s IN (:p, :r) "
+                    "AND (attribute_not_exists(lease_until) OR lease_until < :now)"
+                ),
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":until": {"S": _ts(now + LEASE)},
+                    ":now": {"S": _ts(now)},
+                    ":p": {"S": "pending"},
+                    ":r": {"S": "retrying"},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+        return _delivery(project, found["Attributes"])
+
+    def record(
+        self,
+        d: Delivery,
+        status: str,
+        now: datetime,
+        *,
+        error: str | None = None,
+        next_at: datetime | None = None,
+    ) -> None:
+        values: dict[str, Any] = {":s": {"S": status}, ":one": {"N": "1"}}
+        sets = ["#s = :s", "attempts = attempts + :one"]
+        removes = ["lease_until"]
+        for name, value in (("last_error", error), ("next_at", next_at and _ts(next_at)),
+                            ("sent_at", _ts(now) if status == "sent" else None)):  # fmt: skip
+            if value:
+                sets.append(f"{name} = :{name}")
+                values[f":{name}"] = {"S": value}
+            else:
+                removes.append(name)
+        self.client.update_item(
+            TableName=self.table,
+            Key={"pk": {"S": f"D#{d.project}"}, "sk": {"S": f"{d.key}#{d.channel}"}},
+            UpdateExpression=f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=values,
+        )
+
+    def list_deliveries(
+        self, project: str, *, run_id: str | None = None, limit: int = 50
+    ) -> list[Delivery]:
+        """Newest first."""
+        found: list[Delivery] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "IndexName": "gsi1",
+            "KeyConditionExpression": "gsi1pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": f"D#{project}"}},
+            "ScanIndexForward": False,
+        }  # fmt: skip
+        if run_id is not None:
+            kwargs["FilterExpression"] = "run_id = :run"
+            kwargs["ExpressionAttributeValues"][":run"] = {"S": run_id}
+        while len(found) < limit:
+            page = self.client.query(**kwargs)
+            found += [_delivery(project, i) for i in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return found[:limit]
+
+    # ------------------------------------------------------------ incidents
+    def open_incident(self, plan: Planned, channel: str, now: datetime) -> None:
+        facts = plan.facts
+        self.client.put_item(
+            TableName=self.table,
+            Item={
+                "pk": {"S": f"I#{facts.project}#{facts.workflow}"},
+                "sk": {"S": f"{facts.dedup_key}#{channel}"}, "grp": {"S": plan.group},
+                "facts": {"S": json.dumps(facts.to_json())}, "created_at": {"S": _ts(now)},
+            },
+        )  # fmt: skip
+
+    def open_incidents(
+        self, project: str, workflow: str, opened_by: datetime
+    ) -> list[tuple[str, str, AlertFacts, dict[str, Any]]]:
+        """(channel, group, the facts that opened it, the item's key) of each incident the
+        workflow's alerts opened up to ``opened_by`` and nothing resolved yet."""
+        found = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "KeyConditionExpression": "pk = :pk",
+            "FilterExpression": "created_at <= :by", "ConsistentRead": True,
+            "ExpressionAttributeValues": {":pk": {"S": f"I#{project}#{workflow}"},
+                                          ":by": {"S": _ts(opened_by)}},
+        }  # fmt: skip
+        while True:
+            page = self.client.query(**kwargs)
+            for item in page.get("Items", []):
+                channel = str(_s(item, "sk")).rsplit("#", 1)[1]
+                facts = AlertFacts.from_json(json.loads(_s(item, "facts") or "{}"))
+                found.append((channel, str(_s(item, "grp")), facts,
+                              {"pk": item["pk"], "sk": item["sk"]}))  # fmt: skip
+            if "LastEvaluatedKey" not in page:
+                return found
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def close_incident(self, key: dict[str, Any]) -> None:
+        self.client.delete_item(TableName=self.table, Key=key)
+
+
+def _delivery(project: str, item: Mapping[str, Any]) -> Delivery:
+    facts = AlertFacts.from_json(json.loads(_s(item, "facts") or "{}"))
+    return Delivery(
+        key=str(_s(item, "key")), project=project, channel=str(_s(item, "channel")),
+        group=str(_s(item, "grp")), event=facts.event, workflow=facts.workflow,
+        run_id=_s(item, "run_id"), facts=facts, status=str(_s(item, "status")),
+        attempts=int(item.get("attempts", {}).get("N", "0")), next_at=_dt(_s(item, "next_at")),
+        last_error=_s(item, "last_error"),
+        created_at=_dt(_s(item, "created_at")) or datetime.min.replace(tzinfo=UTC),
+        sent_at=_dt(_s(item, "sent_at")),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OneTimeSchedules:
+    """EventBridge Scheduler one-time schedules that invoke the alert function with a payload;
+    each deletes itself after it ran. Names are derived from what they carry, so planning one
+    twice (a redelivered event) makes one schedule."""
+
+    client: Any
+    group: str
+    target_arn: str
+    role_arn: str
+
+    @staticmethod
+    def name(payload: Mapping[str, Any]) -> str:
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        return f"alert-{payload['action']}-{digest[:40]}"
+
+    def at(self, when: datetime, payload: Mapping[str, Any]) -> None:
+        stamp = when.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat()
+        try:
+            self.client.create_schedule(
+                Name=self.name(payload),
+                GroupName=self.group,
+                ScheduleExpression=f"at({stamp})",
+                ScheduleExpressionTimezone="UTC",
+                FlexibleTimeWindow={"Mode": "OFF"},
+                ActionAfterCompletion="DELETE",
+                Target={"Arn": self.target_arn, "RoleArn": self.role_arn,
+                        "Input": json.dumps(payload),
+                        "RetryPolicy": {"MaximumRetryAttempts": 10}},
+            )  # fmt: skip
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConflictException":
+                raise
+
+    def delete(self, payload: Mapping[str, Any]) -> None:
+        try:
+            self.client.delete_schedule(Name=self.name(payload), GroupName=self.group)
+        except ClientError as exc:
+            if not _gone(exc):
+                raise
+
+
+def _timer_payload(t: SlaTimer) -> dict[str, Any]:
+    return {"action": "sla", "run_id": t.run_id, "task_id": t.task_id, "due": _ts(t.due),
+            "sla_seconds": t.sla.total_seconds()}  # fmt: skip
+
+
+class AwsAlerts:
+    """What the alert function does with each invocation (:meth:`handle`)."""
+
+    def __init__(
+        self,
+        store: DynamoAlertStore,
+        state: StateStore,
+        spec: Callable[[str, str, int], WorkflowSpec],
+        sender: Sender,
+        clock: Clock,
+        schedules: OneTimeSchedules,
+        *,
+        link_base: str | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.store = store
+        self.state = state
+        self.spec = spec
+        self.sender = sender
+        self.clock = clock
+        self.schedules = schedules
+        self.link_base = link_base
+        self.backoff = backoff or Backoff()
+
+    def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """An EventBridge lifecycle event, or a payload of one of our schedules."""
+        action = event.get("action")
+        if action == "deliver":
+            sent = self.deliver(str(event["project"]), str(event["key"]), str(event["channel"]))
+            return {"tried": int(sent)}
+        if action == "sla":
+            return {"tried": self.sla(event)}
+        detail = event.get("detail")
+        if not isinstance(detail, Mapping) or "kind" not in detail or "run_id" not in detail:
+            raise ValueError("not a Stratoflow lifecycle event nor an alert schedule's payload")
+        return {"tried": self.lifecycle(str(detail["kind"]), detail)}
+
+    # ------------------------------------------------------------ events in
+    def lifecycle(self, kind: str, detail: Mapping[str, Any]) -> int:
+        run = self.state.get_run(str(detail["run_id"]))
+        workflow = self.spec(run.project, run.workflow, run.version).workflow
+        now = self.clock.now()
+        timers = sla_timers(run, workflow)
+        if kind == "run.started":
+            for timer in timers:
+                self.schedules.at(timer.due, _timer_payload(timer))
+        elif kind in _TERMINAL_KINDS:
+            for timer in timers:  # done: its deadlines need not fire (if one does, it is ignored)
+                self.schedules.delete(_timer_payload(timer))
+        previous_failed = None
+        if kind == "run.succeeded":
+            before = self.state.list_runs(
+                RunQuery(project=run.project, workflow=run.workflow, before=run.id, limit=1)
+            )
+            if before and before[0].state is RunState.FAILED:
+                previous_failed = before[0].id
+        task_id = detail.get("task_id")
+        planned = for_event(
+            kind, run, workflow, task_id=str(task_id) if task_id is not None else None,
+            attempt=detail.get("attempt"), error=detail.get("error"), at=now,
+            link_base=self.link_base, previous_failed=previous_failed,
+        )  # fmt: skip
+        rows = self.enqueue(planned, now)
+        if kind == "run.succeeded":
+            rows += self._resolves(run.project, run.workflow, f"{run.id}:{run.ended_at}", now,
+                                   opened_by=run.ended_at or now)  # fmt: skip
+        return self._deliver_all(run.project, rows)
+
+    def enqueue(self, planned: Sequence[Planned], now: datetime) -> list[tuple[str, str]]:
+        """One record per channel of each plan's group; returns every (key, channel) the plans
+        name, new or not (a record left pending by a crash is sent by the redelivery)."""
+        rows: list[tuple[str, str]] = []
+        for plan in planned:
+            facts = plan.facts
+            channels = self.store.get_group(facts.project, plan.group)
+            if not channels:
+                why = "does not exist" if channels is None else "has no channels"
+                self.store.add(plan, NO_CHANNEL, now, status="failed",
+                               error=f"alert group {plan.group!r} {why} in project "
+                               f"{facts.project!r}")  # fmt: skip
+                continue
+            for channel in channels:
+                self.store.add(plan, channel, now)
+                rows.append((plan.key, channel))
+        return rows
+
+    def _resolves(
+        self, project: str, workflow: str, by: str, now: datetime, *, opened_by: datetime
+    ) -> list[tuple[str, str]]:
+        rows = []
+        for channel, group, opened, item_key in self.store.open_incidents(
+            project, workflow, opened_by
+        ):
+            facts = AlertFacts(
+                "success", project, workflow, run_id=opened.run_id, task_id=opened.task_id,
+                dedup_key=opened.dedup_key, action="resolve", at=now.isoformat(),
+            )  # fmt: skip
+            key = f"resolve:{opened.dedup_key}:{by}"
+            self.store.add(Planned(key, group, facts), channel, now)
+            rows.append((key, channel))
+            self.store.close_incident(item_key)
+        return rows
+
+    # ------------------------------------------------------------ SLA deadlines
+    def sla(self, payload: Mapping[str, Any]) -> int:
+        due = _dt(payload["due"]) or self.clock.now()
+        timer = SlaTimer(str(payload["run_id"]), str(payload.get("task_id") or ""), due,
+                         timedelta(seconds=float(payload["sla_seconds"])))  # fmt: skip
+        try:
+            run = self.state.get_run(timer.run_id)
+            ended = (
+                self.state.get_task(run.id, timer.task_id).ended_at
+                if timer.task_id
+                else run.ended_at
+            )
+        except NotFound:
+            log.warning("SLA deadline of %s/%s: no such run or task", timer.run_id, timer.task_id)
+            return 0
+        if not sla_missed(timer, ended):
+            return 0
+        workflow = self.spec(run.project, run.workflow, run.version).workflow
+        now = self.clock.now()
+        planned = for_sla_miss(timer, run, workflow, at=now, link_base=self.link_base)
+        return self._deliver_all(run.project, self.enqueue(planned, now))
+
+    # ------------------------------------------------------------ delivery
+    def _deliver_all(self, project: str, rows: Sequence[tuple[str, str]]) -> int:
+        return sum(self.deliver(project, key, channel) for key, channel in rows)
+
+    def deliver(self, project: str, key: str, channel_name: str) -> bool:
+        """Send one record if it is still to send; True if a send was tried."""
+        d = self.store.claim(key, project, channel_name, self.clock.now())
+        if d is None:
+            return False
+        try:
+            channel = self.store.get_channel(project, channel_name)
+        except NotFound:
+            self.store.record(d, "failed", self.clock.now(), error="the channel was deleted")
+            return True
+        try:
+            self.sender.send(channel, d.facts, d.key)
+        except Skipped as exc:
+            self.store.record(d, "skipped", self.clock.now(), error=str(exc))
+        except DeliveryError as exc:
+            self._failed(d, str(exc), permanent=exc.permanent)
+        except Exception as exc:  # a bug in a provider's code: retry, say what it was
+            log.exception("alert %s to %s", d.key, d.channel)
+            self._failed(d, type(exc).__name__, permanent=False)
+        else:
+            self.store.record(d, "sent", self.clock.now())
+            if (
+                channel.type == "pagerduty"
+                and d.facts.action == "trigger"
+                and (d.facts.event not in ("start", "success", "recovered", "test"))
+            ):
+                self.store.open_incident(Planned(d.key, d.group, d.facts), d.channel,
+                                         self.clock.now())  # fmt: skip
+        return True
+
+    def _failed(self, d: Delivery, error: str, *, permanent: bool) -> None:
+        attempts = d.attempts + 1
+        now = self.clock.now()
+        if permanent or attempts >= self.backoff.max_attempts:
+            log.warning("alert %s to %s failed: %s", d.key, d.channel, error)
+            self.store.record(d, "failed", now, error=error)
+            return
+        retry_at = now + self.backoff.delay(attempts)
+        self.store.record(d, "retrying", now, error=error, next_at=retry_at)
+        self.schedules.at(retry_at, {"action": "deliver", "project": d.project, "key": d.key,
+                                     "channel": d.channel, "attempt": attempts})  # fmt: skip
+
+
+class SesSender(Sender):
+    """The channels' sender on AWS: an ``email`` channel goes out through Amazon SES (its
+    ``from`` must be a verified identity); every other type as locally."""
+
+    def __init__(self, resolve_secret: Any, ses: Any, **kwargs: Any) -> None:
+        super().__init__(resolve_secret, **kwargs)
+        self._ses = ses
+
+    def _email(self, ch: Channel, facts: AlertFacts, key: str, value: Any) -> None:
+        to = [a.strip() for a in value("to").split(",") if a.strip()]
+        try:
+            self._ses.send_email(
+                Source=value("from"),
+                Destination={"ToAddresses": to},
+                Message={
+                    "Subject": {"Data": facts.subject, "Charset": "UTF-8"},
+                    "Body": {"Text": {"Data": facts.plain(), "Charset": "UTF-8"},
+                             "Html": {"Data": email_html(facts), "Charset": "UTF-8"}},
+                },
+            )  # fmt: skip
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            retry = code in ("Throttling", "ThrottlingException", "ServiceUnavailable",
+                             "InternalFailure")  # fmt: skip
+            raise DeliveryError(f"SES: {code}: {exc}", permanent=not retry) from None
+
+
+def secret_resolver(source: Any) -> Callable[[str, str], str]:
+    """``resolve_secret(project, name)`` over a :class:`~stratoflow.secrets.SecretSource`
+    (``KeyError`` for a name that is not set, as the sender expects)."""
+
+    def resolve(project: str, name: str) -> str:
+        value = source.get(project, name)
+        if value is None:
+            raise KeyError(name)
+        return str(value)
+
+    return resolve
+
+
+def alerts_from_env(environ: Mapping[str, str], session: Any) -> AwsAlerts:
+    """The alert function's wiring from the stack's environment (template ``AlertFunction``)."""
+    from stratoflow.adapters.aws.dynamodb import DynamoStore
+    from stratoflow.adapters.aws.runtime import UtcClock
+    from stratoflow.adapters.aws.secrets import SecretsManagerSource, secrets_prefix
+    from stratoflow.model import spec_from_document
+
+    state = DynamoStore(environ["STRATOFLOW_TABLE"], client=session.client("dynamodb"))
+    specs: dict[tuple[str, str, int], WorkflowSpec] = {}
+
+    def spec(project: str, name: str, version: int) -> WorkflowSpec:
+        key = (project, name, version)
+        if key not in specs:  # a version never changes: cache it for the container's life
+            specs[key] = spec_from_document(state.get_version(project, name, version).document)
+        return specs[key]
+
+    source = SecretsManagerSource(session.client("secretsmanager"), secrets_prefix(environ))
+    return AwsAlerts(
+        DynamoAlertStore(environ["STRATOFLOW_ALERT_TABLE"], session.client("dynamodb")),
+        state,
+        spec,
+        SesSender(secret_resolver(source), session.client("ses")),
+        UtcClock(),
+        OneTimeSchedules(
+            session.client("scheduler"),
+            environ["STRATOFLOW_SCHEDULE_GROUP"],
+            environ["STRATOFLOW_ALERT_FUNCTION_ARN"],
+            environ["STRATOFLOW_ALERT_SCHEDULER_ROLE_ARN"],
+        ),
+        link_base=environ.get("STRATOFLOW_PUBLIC_URL") or None,
+    )
