@@ -15,6 +15,7 @@ from stratoflow.alerts._channels import (
     validate_channel,
 )
 from stratoflow.alerts._messages import AlertFacts
+from stratoflow.alerts._outbox import Backoff, Delivery
 from stratoflow.alerts._rules import (
     RUN_EVENTS,
     TASK_EVENTS,
@@ -36,8 +37,10 @@ __all__ = [
     "SECRET_REF",
     "TASK_EVENTS",
     "AlertFacts",
+    "Backoff",
     "Channel",
     "ChannelType",
+    "Delivery",
     "DeliveryError",
     "MissingSecret",
     "Planned",

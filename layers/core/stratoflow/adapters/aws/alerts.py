@@ -9,7 +9,7 @@ claimed (a conditional update that takes a short lease) before its send, so two 
 never send one record at once, and marked ``sent`` / ``retrying`` / ``failed`` after.
 
 - **Retries**: a send that failed for a reason worth retrying is recorded ``retrying`` with
-  its next time (:class:`~stratoflow.adapters.local.alerts.Backoff`, the local policy), and an
+  its next time (:class:`~stratoflow.alerts.Backoff`, the local policy), and an
   EventBridge Scheduler one-time schedule ``at(...)`` invokes the function again then with
   ``{"action": "deliver", ...}``; nothing polls.
 - **SLA deadlines**: on ``run.started`` each ``sla`` of the run and its tasks becomes a
@@ -42,10 +42,11 @@ from typing import Any, Final
 
 from botocore.exceptions import ClientError
 
-from stratoflow.adapters.local.alerts import Backoff, Delivery
 from stratoflow.alerts import (
     AlertFacts,
+    Backoff,
     Channel,
+    Delivery,
     DeliveryError,
     Planned,
     Sender,

@@ -26,7 +26,6 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,9 @@ from stratoflow.adapters.local._sqlite import SqliteFile
 from stratoflow.alerts import (
     MAX_CHANNELS_PER_GROUP,
     AlertFacts,
+    Backoff,
     Channel,
+    Delivery,
     DeliveryError,
     Planned,
     Sender,
@@ -113,49 +114,6 @@ def _ts(value: datetime) -> str:
 
 def _dt(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Delay before the next try after ``attempts`` failed ones: ``first * 2^(attempts-1)``,
-    at most ``cap``; after ``max_attempts`` the delivery is failed."""
-
-    first: timedelta = timedelta(seconds=5)
-    cap: timedelta = timedelta(minutes=10)
-    max_attempts: int = 8
-
-    def delay(self, attempts: int) -> timedelta:
-        seconds = self.first.total_seconds() * 2 ** max(attempts - 1, 0)
-        return timedelta(seconds=min(seconds, self.cap.total_seconds()))
-
-
-@dataclass(frozen=True)
-class Delivery:
-    key: str
-    project: str
-    channel: str
-    group: str
-    event: str
-    workflow: str
-    run_id: str | None
-    facts: AlertFacts
-    status: str
-    attempts: int
-    next_at: datetime | None
-    last_error: str | None
-    created_at: datetime
-    sent_at: datetime | None
-
-    def view(self) -> dict[str, Any]:
-        return {
-            "key": self.key, "project": self.project, "channel": self.channel,
-            "group": self.group, "event": self.event, "workflow": self.workflow,
-            "run_id": self.run_id, "task_id": self.facts.task_id, "action": self.facts.action,
-            "subject": self.facts.subject, "status": self.status, "attempts": self.attempts,
-            "next_at": self.next_at.isoformat() if self.next_at else None,
-            "last_error": self.last_error, "created_at": self.created_at.isoformat(),
-            "sent_at": self.sent_at.isoformat() if self.sent_at else None,
-        }  # fmt: skip
 
 
 def _delivery(row: sqlite3.Row) -> Delivery:
