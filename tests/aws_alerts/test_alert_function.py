@@ -299,7 +299,28 @@ def test_a_failed_send_is_retried_by_a_one_time_schedule_until_it_goes_through(
     (retry,) = [s for s in stack.schedules() if s["Name"].startswith("alert-deliver-")]
     payload = json.loads(retry["Target"]["Input"])
     assert (payload["channel"], payload["action"]) == ("pd", "deliver")
+    next_at = by_channel["pd"].next_at
+    assert next_at is not None
+    assert (
+        retry["ScheduleExpression"]
+        == f"at({next_at.replace(microsecond=0, tzinfo=None).isoformat()})"
+    )
+    # never sooner than Scheduler can fire (a minute), though the backoff's first step is 5 s
+    assert next_at - by_channel["pd"].created_at >= timedelta(minutes=1)
     assert stack.invoke(payload) == {"tried": 1}
     assert stack.alerts.get(payload["key"], "default", "pd").status == "sent"
     assert stack.invoke(payload) == {"tried": 0}  # the schedule fired twice: nothing more
     assert len(stack.recorder.on("/v2/enqueue")) == 2
+
+
+def test_a_deadline_already_due_when_the_run_start_is_handled_is_checked_at_once(
+    stack: Stack,
+) -> None:
+    stack.scheduler.apply(textwrap.dedent(WORKFLOW).replace("sla: 2h", "sla: 30s"))
+    stack.scheduler.trigger("default", "nightly")
+    stack.scheduler.step()
+    (started,) = [e for e in stack.delivered_events() if e["detail"]["kind"] == "run.started"]
+    stack.invoke(started)
+    assert stack.schedules() == []  # less than Scheduler's minute away: not scheduled
+    misses = [r for r in stack.recorder.on("/hook") if r.body["event"] == "sla_miss"]
+    assert len(misses) == 1

@@ -9,7 +9,8 @@ claimed (a conditional update that takes a short lease) before its send, so two 
 never send one record at once, and marked ``sent`` / ``retrying`` / ``failed`` after.
 
 - **Retries**: a send that failed for a reason worth retrying is recorded ``retrying`` with
-  its next time (:class:`~stratoflow.alerts.Backoff`, the local policy), and an
+  its next time (:class:`~stratoflow.alerts.Backoff`, the local policy, but at least a
+  minute: Scheduler's precision), and an
   EventBridge Scheduler one-time schedule ``at(...)`` invokes the function again then with
   ``{"action": "deliver", ...}``; nothing polls.
 - **SLA deadlines**: on ``run.started`` each ``sla`` of the run and its tasks becomes a
@@ -67,6 +68,7 @@ log = logging.getLogger("stratoflow.alerts")
 
 NO_CHANNEL: Final = "-"
 LEASE: Final = timedelta(seconds=90)  # longer than one send can take (the sender's timeout)
+MIN_SCHEDULE_DELAY: Final = timedelta(minutes=1)  # EventBridge Scheduler's precision
 _TERMINAL_KINDS: Final = ("run.succeeded", "run.failed", "run.stopped")
 
 # The alert table, as ``client.create_table(**ALERT_TABLE_SCHEMA, TableName=...)`` takes it;
@@ -418,7 +420,10 @@ class AwsAlerts:
         timers = sla_timers(run, workflow)
         if kind == "run.started":
             for timer in timers:
-                self.schedules.at(timer.due, _timer_payload(timer))
+                if timer.due > now + MIN_SCHEDULE_DELAY:
+                    self.schedules.at(timer.due, _timer_payload(timer))
+                else:  # due already (a late event, a tiny sla): check it now
+                    self.sla(_timer_payload(timer))
         elif kind in _TERMINAL_KINDS:
             for timer in timers:  # done: its deadlines need not fire (if one does, it is ignored)
                 self.schedules.delete(_timer_payload(timer))
@@ -539,7 +544,8 @@ class AwsAlerts:
             log.warning("alert %s to %s failed: %s", d.key, d.channel, error)
             self.store.record(d, "failed", now, error=error)
             return
-        retry_at = now + self.backoff.delay(attempts)
+        # Scheduler fires with one-minute precision; never ask it for a time about to pass
+        retry_at = now + max(self.backoff.delay(attempts), MIN_SCHEDULE_DELAY)
         self.store.record(d, "retrying", now, error=error, next_at=retry_at)
         self.schedules.at(retry_at, {"action": "deliver", "project": d.project, "key": d.key,
                                      "channel": d.channel, "attempt": attempts})  # fmt: skip
