@@ -13,8 +13,9 @@ import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from stratoflow.adapters.aws.alerts import AwsAlertsApi, DynamoAlertStore, lambda_invoker
 from stratoflow.adapters.aws.handlers import run_id_of_path
-from stratoflow.adapters.aws.runtime import AwsFunction
+from stratoflow.adapters.aws.runtime import AwsFunction, UtcClock
 from stratoflow.adapters.aws.secrets import SecretsManagerStore, secrets_prefix
 from stratoflow.api.app import create_app
 from stratoflow.api.gateway import api_authenticator, api_gateway_check
@@ -45,6 +46,15 @@ readmodel = (
 # stack's API Gateway: a direct invoke with a forged requestContext.identity.
 from_gateway = api_gateway_check(os.environ)
 
+# /alerts: channels, groups and deliveries in the alert table; a test alert is sent by the
+# alert function (this function's role reads no secret value)
+alerts = AwsAlertsApi(
+    DynamoAlertStore(os.environ["STRATOFLOW_ALERT_TABLE"], boto3.client("dynamodb")),
+    UtcClock(),
+    lambda_invoker(boto3.client("lambda"), os.environ["STRATOFLOW_ALERT_FUNCTION_ARN"]),
+    link_base=os.environ.get("STRATOFLOW_PUBLIC_URL") or None,
+)
+
 app = create_app(
     function.scheduler,
     on_change=hand_over,
@@ -53,6 +63,7 @@ app = create_app(
     readmodel=readmodel,
     # /secrets: write and list under <TaskSecretsPrefix><project>/; never read a value
     secrets=SecretsManagerStore(boto3.client("secretsmanager"), secrets_prefix()),
+    alerts=alerts,
 )
 
 

@@ -221,7 +221,7 @@ def test_a_failing_run_alerts_each_channel_once_and_a_redelivery_sends_nothing_m
     assert stack.emails_sent() == 1
     (published,) = stack.topic_messages()
     assert published["Subject"] == "[FAILURE] default/nightly failed"
-    statuses = {d.channel: d.status for d in stack.alerts.list_deliveries("default")}
+    statuses = {d.channel: d.status for d in stack.alerts.list_deliveries("default")[0]}
     assert statuses == {"pd": "sent", "hook": "sent", "mail": "sent", "topic": "sent"}
 
     # the rule delivers again (at least once), or Lambda retries the invocation
@@ -230,7 +230,7 @@ def test_a_failing_run_alerts_each_channel_once_and_a_redelivery_sends_nothing_m
     assert len(stack.recorder.requests) == 2
     assert stack.emails_sent() == 1
     assert stack.topic_messages() == []
-    assert len(stack.alerts.list_deliveries("default")) == 4
+    assert len(stack.alerts.list_deliveries("default")[0]) == 4
 
 
 def test_the_next_success_resolves_the_incident_with_the_same_dedup_key(stack: Stack) -> None:
@@ -290,7 +290,7 @@ def test_a_failed_send_is_retried_by_a_one_time_schedule_until_it_goes_through(
     stack.run(ok=False)
     for event in stack.delivered_events():
         stack.invoke(event)
-    by_channel = {d.channel: d for d in stack.alerts.list_deliveries("default")}
+    by_channel = {d.channel: d for d in stack.alerts.list_deliveries("default")[0]}
     # the first request the stub saw got the 503 (PagerDuty is sent first)
     assert by_channel["pd"].status == "retrying"
     assert by_channel["pd"].last_error is not None

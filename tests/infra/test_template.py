@@ -687,3 +687,24 @@ def test_the_alert_function_may_do_only_what_alerting_needs(cfn: dict[str, Any])
     assert env["STRATOFLOW_ALERT_FUNCTION_ARN"]["Fn::Sub"].endswith(
         ":function:${AWS::StackName}-alert"
     )
+
+
+def test_the_api_manages_alerts_in_the_alert_table_and_only_asks_the_alert_function_to_send(
+    cfn: dict[str, Any],
+) -> None:
+    actions = _actions_on(cfn, "ApiFunctionRole/")
+    alert_table = {
+        json.dumps({"Fn::GetAtt": ["AlertTable", "Arn"]}),
+        json.dumps({"Fn::Sub": "${AlertTable.Arn}/index/gsi1"}),
+    }
+    for action in ("dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:DeleteItem"):
+        assert alert_table <= actions[action], action
+    (invoke,) = actions["lambda:InvokeFunction"]
+    assert invoke.endswith(':function:${AWS::StackName}-alert"}')
+    # it sends nothing itself: no channel secret, no SES, no SNS
+    assert not {"ses:SendEmail", "sns:Publish"} & set(actions)
+    assert ":secret:${TaskSecretsPrefix}" not in "".join(
+        actions.get("secretsmanager:GetSecretValue", set())
+    )
+    env = cfn["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["STRATOFLOW_ALERT_TABLE"] == {"Ref": "AlertTable"}

@@ -15,7 +15,7 @@ from stratoflow.alerts._channels import (
     validate_channel,
 )
 from stratoflow.alerts._messages import AlertFacts
-from stratoflow.alerts._outbox import Backoff, Delivery
+from stratoflow.alerts._outbox import MAX_CHANNELS, MAX_GROUPS, Backoff, Delivery, check_group
 from stratoflow.alerts._rules import (
     RUN_EVENTS,
     TASK_EVENTS,
@@ -24,6 +24,7 @@ from stratoflow.alerts._rules import (
     for_event,
     for_sla_miss,
     incident_key,
+    planned_test_alert,
     run_link,
     sla_missed,
     sla_timers,
@@ -32,7 +33,9 @@ from stratoflow.alerts._send import DeliveryError, Sender, Skipped
 
 __all__ = [
     "CHANNEL_TYPES",
+    "MAX_CHANNELS",
     "MAX_CHANNELS_PER_GROUP",
+    "MAX_GROUPS",
     "RUN_EVENTS",
     "SECRET_REF",
     "TASK_EVENTS",
@@ -48,9 +51,11 @@ __all__ = [
     "Sender",
     "Skipped",
     "SlaTimer",
+    "check_group",
     "for_event",
     "for_sla_miss",
     "incident_key",
+    "planned_test_alert",
     "resolve_refs",
     "run_link",
     "secret_names",

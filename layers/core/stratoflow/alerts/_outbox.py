@@ -3,11 +3,37 @@ the retry policy. Pure: no I/O, no clock."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from stratoflow.alerts._channels import MAX_CHANNELS_PER_GROUP, NAME
 from stratoflow.alerts._messages import AlertFacts
+from stratoflow.errors import InvalidInput, Problem
+
+MAX_CHANNELS = 200  # per project
+MAX_GROUPS = 200  # per project
+
+
+def check_group(project: str, name: str, channels: Sequence[str]) -> None:
+    """A group's name and channel list, before any store looks at it (``InvalidInput``
+    names each problem)."""
+    problems: list[Problem] = []
+    if not NAME.fullmatch(project):
+        problems.append(Problem("project", "use a-z, 0-9, '_' and '-' (at most 128)"))
+    if not NAME.fullmatch(name):
+        problems.append(Problem("group", "use a-z, 0-9, '_' and '-' (at most 128)"))
+    if not channels:
+        problems.append(Problem("channels", "name at least one channel"))
+    if len(channels) > MAX_CHANNELS_PER_GROUP:
+        problems.append(
+            Problem("channels", f"{len(channels)} channels; at most {MAX_CHANNELS_PER_GROUP}")
+        )
+    if len(set(channels)) != len(channels):
+        problems.append(Problem("channels", "a channel is listed twice"))
+    if problems:
+        raise InvalidInput(problems)
 
 
 @dataclass(frozen=True)

@@ -156,3 +156,12 @@ def for_sla_miss(
     )  # fmt: skip
     key = f"sla_miss:{run.id}:{timer.task_id}"
     return [Planned(key, g, facts) for g in _groups(rules, "sla_miss")]
+
+
+def planned_test_alert(project: str, group: str, now: datetime, link_base: str | None) -> Planned:
+    """A test alert to every channel of ``group``, sent on request (keyed by the time)."""
+    facts = AlertFacts(
+        "test", project, "(test)", at=now.isoformat(), link=link_base,
+        detail=f"a test of alert group {group}, sent on request",
+    )  # fmt: skip
+    return Planned(f"test:{group}:{now.isoformat()}", group, facts)

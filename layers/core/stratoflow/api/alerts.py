@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
@@ -19,7 +19,49 @@ from stratoflow.alerts import CHANNEL_TYPES, MAX_CHANNELS_PER_GROUP, validate_ch
 from stratoflow.auth import Action
 
 if TYPE_CHECKING:
-    from stratoflow.adapters.local.alerts import Delivery, LocalAlerts
+    from collections.abc import Sequence
+    from datetime import datetime
+
+    from stratoflow.alerts import Channel, Delivery
+    from stratoflow.ports import Clock
+
+
+class AlertConfigStore(Protocol):
+    """Channels, groups and the delivery log: the local runtime's ``AlertStore`` or the
+    alert table on AWS (``stratoflow.adapters.aws.alerts.DynamoAlertStore``)."""
+
+    def list_channels(self, project: str) -> list[Channel]: ...
+    def put_channel(self, channel: Channel, now: datetime) -> bool: ...
+    def delete_channel(self, project: str, name: str) -> None: ...
+    def list_groups(self, project: str) -> dict[str, list[str]]: ...
+    def set_group(
+        self, project: str, name: str, channels: Sequence[str], now: datetime
+    ) -> bool: ...
+    def delete_group(self, project: str, name: str) -> None: ...
+    def get(self, key: str, project: str, channel: str) -> Delivery: ...
+    def list_deliveries(
+        self,
+        project: str,
+        *,
+        run_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        before: int | None = None,
+    ) -> tuple[list[Delivery], int | None]: ...
+
+
+class AlertsBackend(Protocol):
+    """What the routes need of a runtime's alerts (``LocalAlerts``; ``AwsAlertsApi``)."""
+
+    @property
+    def store(self) -> AlertConfigStore: ...
+    @property
+    def clock(self) -> Clock: ...
+    def test(self, project: str, group: str) -> list[tuple[str, str]]: ...
+    def wait_settled(
+        self, rows: Sequence[tuple[str, str]], project: str, timeout: float
+    ) -> None: ...
+
 
 TEST_WAIT_SECONDS = 15.0
 
@@ -105,7 +147,7 @@ def _view(d: Delivery) -> DeliveryView:
 
 def register(
     app: APIGatewayRestResolver,
-    alerts: LocalAlerts,
+    alerts: AlertsBackend,
     *,
     allow: Callable[[Action, str, str], Any],
     record: Callable[..., None],

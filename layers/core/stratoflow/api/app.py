@@ -49,7 +49,7 @@ from stratoflow.api.backfills import register_backfills
 from stratoflow.api.graph_layout import LayoutCache, quick_layout
 
 if TYPE_CHECKING:
-    from stratoflow.adapters.local.alerts import LocalAlerts
+    from stratoflow.api.alerts import AlertsBackend
 from stratoflow.api.models import (
     AppliedVersion,
     ApplyRequest,
@@ -630,7 +630,7 @@ def create_app(
     static_dir: FilePath | None = None,
     authenticate: Authenticator | None = None,
     readmodel: ReadModel | None = None,
-    alerts: LocalAlerts | None = None,
+    alerts: AlertsBackend | None = None,
     secrets: SecretStore | None = None,
     secret_source: SecretSource | None = None,
 ) -> APIGatewayRestResolver:
@@ -641,7 +641,7 @@ def create_app(
     request but the public ones (None: everyone is an administrator — for an API nobody else
     can reach); each route then checks the caller's role in the project it touches.
     ``readmodel`` keeps the audit log: who did what, after every successful change.
-    ``alerts``: the local runtime's alerts (channels, groups, deliveries: ``/alerts``).
+    ``alerts``: the runtime's alerts (channels, groups, deliveries: ``/alerts``).
     ``secrets``: the store behind ``/secrets`` (None: no such routes); ``secret_source``:
     whose values the log view masks (``***``) in a task's log (None: none here; on AWS the
     runner masks a log before it uploads it)."""

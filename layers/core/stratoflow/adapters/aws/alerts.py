@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,6 +45,8 @@ from typing import Any, Final
 from botocore.exceptions import ClientError
 
 from stratoflow.alerts import (
+    MAX_CHANNELS,
+    MAX_GROUPS,
     AlertFacts,
     Backoff,
     Channel,
@@ -53,14 +56,16 @@ from stratoflow.alerts import (
     Sender,
     Skipped,
     SlaTimer,
+    check_group,
     for_event,
     for_sla_miss,
+    planned_test_alert,
     sla_missed,
     sla_timers,
 )
 from stratoflow.alerts._messages import email_html
 from stratoflow.engine import RunState
-from stratoflow.errors import NotFound
+from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem
 from stratoflow.model import WorkflowSpec
 from stratoflow.ports import Clock, RunQuery, StateStore
 
@@ -103,6 +108,13 @@ def _dt(value: Any) -> datetime | None:
     return None if value in (None, "") else datetime.fromisoformat(str(value))
 
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(value: datetime) -> int:
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
 def _s(item: Mapping[str, Any], name: str) -> str | None:
     cell = item.get(name)
     return None if cell is None or "S" not in cell else str(cell["S"])
@@ -124,7 +136,39 @@ class DynamoAlertStore:
         self.client = client
 
     # ------------------------------------------------------------ configuration
-    def put_channel(self, channel: Channel, now: datetime) -> None:
+    def _count(self, project: str, prefix: str) -> int:
+        count, kwargs = 0, {
+            "TableName": self.table, "Select": "COUNT", "ConsistentRead": True,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": {"S": f"P#{project}"}, ":prefix": {"S": prefix}},
+        }  # fmt: skip
+        while True:
+            page = self.client.query(**kwargs)
+            count += int(page.get("Count", 0))
+            if "LastEvaluatedKey" not in page:
+                return count
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _items(self, project: str, prefix: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "ConsistentRead": True,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": {"S": f"P#{project}"}, ":prefix": {"S": prefix}},
+        }  # fmt: skip
+        while True:
+            page = self.client.query(**kwargs)
+            items += page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def put_channel(self, channel: Channel, now: datetime) -> bool:
+        """Create or replace; True if it is new."""
+        exists = self._get(f"P#{channel.project}", f"CH#{channel.name}") is not None
+        if not exists and self._count(channel.project, "CH#") >= MAX_CHANNELS:
+            raise InvalidInput([Problem("name", f"project {channel.project} has "
+                                        f"{MAX_CHANNELS} channels, the most")])  # fmt: skip
         self.client.put_item(
             TableName=self.table,
             Item={
@@ -133,25 +177,96 @@ class DynamoAlertStore:
                 "updated_at": {"S": _ts(now)},
             },
         )  # fmt: skip
+        return not exists
 
     def get_channel(self, project: str, name: str) -> Channel:
         item = self._get(f"P#{project}", f"CH#{name}")
         if item is None:
             raise NotFound(f"alert channel {name!r} not found in project {project!r}")
-        return Channel(
-            project, name, str(_s(item, "type")), json.loads(_s(item, "settings") or "{}")
+        return _channel(project, item)
+
+    def list_channels(self, project: str) -> list[Channel]:
+        return [_channel(project, item) for item in self._items(project, "CH#")]
+
+    def delete_channel(self, project: str, name: str) -> None:
+        """Refused while a group holds the channel (the error names the groups)."""
+        if self._get(f"P#{project}", f"CH#{name}") is None:
+            raise NotFound(f"alert channel {name!r} not found in project {project!r}")
+        users = [g for g, channels in self.list_groups(project).items() if name in channels]
+        if users:
+            raise Conflict(
+                f"alert channel {name!r} is in group(s) {', '.join(sorted(users))}; "
+                "take it out of them first"
+            )
+        self.client.delete_item(
+            TableName=self.table, Key={"pk": {"S": f"P#{project}"}, "sk": {"S": f"CH#{name}"}}
         )
 
-    def set_group(self, project: str, name: str, channels: Sequence[str], now: datetime) -> None:
+    def set_group(self, project: str, name: str, channels: Sequence[str], now: datetime) -> bool:
+        """Create or replace; True if it is new. Every channel must exist."""
+        check_group(project, name, channels)
+        known = {c.name for c in self.list_channels(project)}
+        missing = [c for c in channels if c not in known]
+        if missing:
+            raise InvalidInput(
+                [Problem("channels", f"no channel {c!r} in project {project!r} "
+                         "(add it with `stratoflow alerts channels add`)") for c in missing]
+            )  # fmt: skip
+        exists = self._get(f"P#{project}", f"G#{name}") is not None
+        if not exists and self._count(project, "G#") >= MAX_GROUPS:
+            raise InvalidInput([Problem("group", f"at most {MAX_GROUPS} groups")])
         self.client.put_item(
             TableName=self.table,
             Item={"pk": {"S": f"P#{project}"}, "sk": {"S": f"G#{name}"},
                   "channels": {"S": json.dumps(list(channels))}, "updated_at": {"S": _ts(now)}},
         )  # fmt: skip
+        return not exists
 
-    def get_group(self, project: str, name: str) -> list[str] | None:
+    def group_channels(self, project: str, name: str) -> list[str] | None:
         item = self._get(f"P#{project}", f"G#{name}")
         return None if item is None else list(json.loads(_s(item, "channels") or "[]"))
+
+    def get_group(self, project: str, name: str) -> list[str]:
+        channels = self.group_channels(project, name)
+        if channels is None:
+            raise NotFound(f"alert group {name!r} not found in project {project!r}")
+        return channels
+
+    def list_groups(self, project: str) -> dict[str, list[str]]:
+        return {
+            str(_s(item, "sk"))[2:]: list(json.loads(_s(item, "channels") or "[]"))
+            for item in self._items(project, "G#")
+        }
+
+    def delete_group(self, project: str, name: str) -> None:
+        try:
+            self.client.delete_item(
+                TableName=self.table,
+                Key={"pk": {"S": f"P#{project}"}, "sk": {"S": f"G#{name}"}},
+                ConditionExpression="attribute_exists(pk)",
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                raise NotFound(f"alert group {name!r} not found in project {project!r}") from None
+            raise
+
+    def enqueue(self, planned: Sequence[Planned], now: datetime) -> list[tuple[str, str]]:
+        """One record per channel of each plan's group (as the group is now); returns every
+        (key, channel) the plans name, new or not: a record a crash left pending is sent by
+        the redelivery, and one already sent is not (``claim``)."""
+        rows: list[tuple[str, str]] = []
+        for plan in planned:
+            facts = plan.facts
+            channels = self.group_channels(facts.project, plan.group)
+            if not channels:
+                why = "does not exist" if channels is None else "has no channels"
+                self.add(plan, NO_CHANNEL, now, status="failed",
+                         error=f"alert group {plan.group!r} {why} in project {facts.project!r}")  # fmt: skip
+                continue
+            for channel in channels:
+                self.add(plan, channel, now)
+                rows.append((plan.key, channel))
+        return rows
 
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
         found = self.client.get_item(
@@ -255,26 +370,53 @@ class DynamoAlertStore:
         )
 
     def list_deliveries(
-        self, project: str, *, run_id: str | None = None, limit: int = 50
-    ) -> list[Delivery]:
-        """Newest first."""
-        found: list[Delivery] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table, "IndexName": "gsi1",
-            "KeyConditionExpression": "gsi1pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": f"D#{project}"}},
-            "ScanIndexForward": False,
-        }  # fmt: skip
+        self,
+        project: str,
+        *,
+        run_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        before: int | None = None,
+    ) -> tuple[list[Delivery], int | None]:
+        """Newest first; returns the page and the cursor of the next one: the creation time
+        (epoch microseconds) of the page's oldest record. A page never ends inside a group of
+        records made in one microsecond (it takes them all), so the next page, strictly
+        older, misses none."""
+        values: dict[str, Any] = {":pk": {"S": f"D#{project}"}}
+        condition = "gsi1pk = :pk"
+        if before is not None:
+            condition += " AND gsi1sk < :before"
+            values[":before"] = {"S": _ts(_EPOCH + timedelta(microseconds=before))}
+        filters = []
         if run_id is not None:
-            kwargs["FilterExpression"] = "run_id = :run"
-            kwargs["ExpressionAttributeValues"][":run"] = {"S": run_id}
-        while len(found) < limit:
+            filters.append("run_id = :run")
+            values[":run"] = {"S": run_id}
+        if status is not None:
+            filters.append("#s = :status")
+            values[":status"] = {"S": status}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "IndexName": "gsi1", "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values, "ScanIndexForward": False,
+        }  # fmt: skip
+        if filters:
+            kwargs["FilterExpression"] = " AND ".join(filters)
+        if status is not None:
+            kwargs["ExpressionAttributeNames"] = {"#s": "status"}
+        rows: list[Delivery] = []
+        while True:
             page = self.client.query(**kwargs)
-            found += [_delivery(project, i) for i in page.get("Items", [])]
+            rows += [_delivery(project, i) for i in page.get("Items", [])]
+            if len(rows) > limit and rows[limit].created_at != rows[limit - 1].created_at:
+                break
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return found[:limit]
+        cut = min(limit, len(rows))
+        while 0 < cut < len(rows) and rows[cut].created_at == rows[cut - 1].created_at:
+            cut += 1
+        shown = rows[:cut]
+        more = len(rows) > cut
+        return shown, (_micros(shown[-1].created_at) if more and shown else None)
 
     # ------------------------------------------------------------ incidents
     def open_incident(self, plan: Planned, channel: str, now: datetime) -> None:
@@ -313,6 +455,11 @@ class DynamoAlertStore:
 
     def close_incident(self, key: dict[str, Any]) -> None:
         self.client.delete_item(TableName=self.table, Key=key)
+
+
+def _channel(project: str, item: Mapping[str, Any]) -> Channel:
+    name = str(_s(item, "sk"))[len("CH#") :]
+    return Channel(project, name, str(_s(item, "type")), json.loads(_s(item, "settings") or "{}"))
 
 
 def _delivery(project: str, item: Mapping[str, Any]) -> Delivery:
@@ -440,29 +587,11 @@ class AwsAlerts:
             attempt=detail.get("attempt"), error=detail.get("error"), at=now,
             link_base=self.link_base, previous_failed=previous_failed,
         )  # fmt: skip
-        rows = self.enqueue(planned, now)
+        rows = self.store.enqueue(planned, now)
         if kind == "run.succeeded":
             rows += self._resolves(run.project, run.workflow, f"{run.id}:{run.ended_at}", now,
                                    opened_by=run.ended_at or now)  # fmt: skip
         return self._deliver_all(run.project, rows)
-
-    def enqueue(self, planned: Sequence[Planned], now: datetime) -> list[tuple[str, str]]:
-        """One record per channel of each plan's group; returns every (key, channel) the plans
-        name, new or not (a record left pending by a crash is sent by the redelivery)."""
-        rows: list[tuple[str, str]] = []
-        for plan in planned:
-            facts = plan.facts
-            channels = self.store.get_group(facts.project, plan.group)
-            if not channels:
-                why = "does not exist" if channels is None else "has no channels"
-                self.store.add(plan, NO_CHANNEL, now, status="failed",
-                               error=f"alert group {plan.group!r} {why} in project "
-                               f"{facts.project!r}")  # fmt: skip
-                continue
-            for channel in channels:
-                self.store.add(plan, channel, now)
-                rows.append((plan.key, channel))
-        return rows
 
     def _resolves(
         self, project: str, workflow: str, by: str, now: datetime, *, opened_by: datetime
@@ -501,7 +630,7 @@ class AwsAlerts:
         workflow = self.spec(run.project, run.workflow, run.version).workflow
         now = self.clock.now()
         planned = for_sla_miss(timer, run, workflow, at=now, link_base=self.link_base)
-        return self._deliver_all(run.project, self.enqueue(planned, now))
+        return self._deliver_all(run.project, self.store.enqueue(planned, now))
 
     # ------------------------------------------------------------ delivery
     def _deliver_all(self, project: str, rows: Sequence[tuple[str, str]]) -> int:
@@ -622,3 +751,54 @@ def alerts_from_env(environ: Mapping[str, str], session: Any) -> AwsAlerts:
         ),
         link_base=environ.get("STRATOFLOW_PUBLIC_URL") or None,
     )
+
+
+class AwsAlertsApi:
+    """What the ``/alerts`` routes of the API function use on AWS: the alert table, and a test
+    alert handed to the alert function (the API's role may not read a secret's value, so it
+    never sends: it writes the records and invokes the function asynchronously)."""
+
+    def __init__(
+        self,
+        store: DynamoAlertStore,
+        clock: Clock,
+        invoke: Callable[[Mapping[str, Any]], None],
+        *,
+        link_base: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.invoke = invoke
+        self.link_base = link_base
+        self._sleep = sleep
+        self._monotonic = monotonic
+
+    def test(self, project: str, group: str) -> list[tuple[str, str]]:
+        """Queue a test alert to every channel of ``group``; returns its (key, channel) rows."""
+        self.store.get_group(project, group)  # NotFound before anything is written
+        now = self.clock.now()
+        rows = self.store.enqueue([planned_test_alert(project, group, now, self.link_base)], now)
+        for key, channel in rows:
+            self.invoke({"action": "deliver", "project": project, "key": key, "channel": channel})
+        return rows
+
+    def wait_settled(self, rows: Sequence[tuple[str, str]], project: str, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until each row has had its first try."""
+        end = self._monotonic() + timeout
+        while any(self.store.get(k, project, c).attempts == 0 for k, c in rows):
+            if self._monotonic() >= end:
+                return
+            self._sleep(0.25)
+
+
+def lambda_invoker(client: Any, function_arn: str) -> Callable[[Mapping[str, Any]], None]:
+    """An asynchronous invocation (``InvocationType=Event``) of the alert function."""
+
+    def invoke(payload: Mapping[str, Any]) -> None:
+        client.invoke(
+            FunctionName=function_arn, InvocationType="Event", Payload=json.dumps(payload).encode()
+        )
+
+    return invoke

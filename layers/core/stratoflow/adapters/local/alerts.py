@@ -32,7 +32,8 @@ from typing import Any
 
 from stratoflow.adapters.local._sqlite import SqliteFile
 from stratoflow.alerts import (
-    MAX_CHANNELS_PER_GROUP,
+    MAX_CHANNELS,
+    MAX_GROUPS,
     AlertFacts,
     Backoff,
     Channel,
@@ -42,12 +43,12 @@ from stratoflow.alerts import (
     Sender,
     Skipped,
     SlaTimer,
+    check_group,
     for_event,
     for_sla_miss,
     sla_missed,
     sla_timers,
 )
-from stratoflow.alerts._channels import NAME
 from stratoflow.engine import RunState
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem
 from stratoflow.model import WorkflowSpec
@@ -100,8 +101,6 @@ _RESOLVED = (
     "AND incident IS NOT NULL AND resolved_by IS NULL AND created_at <= ?"
 )
 
-MAX_CHANNELS = 200
-MAX_GROUPS = 200
 NO_CHANNEL = "-"  # the outbox row of an alert whose group is missing or empty
 # on start, the run events of the latest runs are planned again (see LocalAlerts.catch_up)
 CATCH_UP_WINDOW = timedelta(hours=1)
@@ -196,21 +195,7 @@ class AlertStore(SqliteFile):
 
     # ------------------------------------------------------------ groups
     def set_group(self, project: str, name: str, channels: Sequence[str], now: datetime) -> bool:
-        problems: list[Problem] = []
-        if not NAME.fullmatch(project):
-            problems.append(Problem("project", "use a-z, 0-9, '_' and '-' (at most 128)"))
-        if not NAME.fullmatch(name):
-            problems.append(Problem("group", "use a-z, 0-9, '_' and '-' (at most 128)"))
-        if not channels:
-            problems.append(Problem("channels", "name at least one channel"))
-        if len(channels) > MAX_CHANNELS_PER_GROUP:
-            problems.append(
-                Problem("channels", f"{len(channels)} channels; at most {MAX_CHANNELS_PER_GROUP}")
-            )
-        if len(set(channels)) != len(channels):
-            problems.append(Problem("channels", "a channel is listed twice"))
-        if problems:
-            raise InvalidInput(problems)
+        check_group(project, name, channels)
         with self._tx() as conn:
             known = {
                 r[0]
