@@ -15,7 +15,16 @@ from stratoflow.alerts._channels import (
     validate_channel,
 )
 from stratoflow.alerts._messages import AlertFacts
-from stratoflow.alerts._outbox import MAX_CHANNELS, MAX_GROUPS, Backoff, Delivery, check_group
+from stratoflow.alerts._outbox import (
+    MAX_CHANNELS,
+    MAX_GROUPS,
+    Backoff,
+    Delivery,
+    Outcome,
+    check_group,
+    opens_incident,
+    try_send,
+)
 from stratoflow.alerts._rules import (
     RUN_EVENTS,
     TASK_EVENTS,
@@ -46,6 +55,7 @@ __all__ = [
     "Delivery",
     "DeliveryError",
     "MissingSecret",
+    "Outcome",
     "Planned",
     "ResolveSecret",
     "Sender",
@@ -55,11 +65,13 @@ __all__ = [
     "for_event",
     "for_sla_miss",
     "incident_key",
+    "opens_incident",
     "planned_test_alert",
     "resolve_refs",
     "run_link",
     "secret_names",
     "sla_missed",
     "sla_timers",
+    "try_send",
     "validate_channel",
 ]

@@ -1,16 +1,20 @@
-"""What the outboxes of both runtimes share: a delivery record of one alert to one channel, and
-the retry policy. Pure: no I/O, no clock."""
+"""What the outboxes of both runtimes share: a delivery record of one alert to one channel, the
+retry policy, and what one send attempt comes to. No clock, no store."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from stratoflow.alerts._channels import MAX_CHANNELS_PER_GROUP, NAME
+from stratoflow.alerts._channels import MAX_CHANNELS_PER_GROUP, NAME, Channel
 from stratoflow.alerts._messages import AlertFacts
+from stratoflow.alerts._send import DeliveryError, Sender, Skipped
 from stratoflow.errors import InvalidInput, Problem
+
+log = logging.getLogger("stratoflow.alerts")
 
 MAX_CHANNELS = 200  # per project
 MAX_GROUPS = 200  # per project
@@ -77,3 +81,43 @@ class Delivery:
             "last_error": self.last_error, "created_at": self.created_at.isoformat(),
             "sent_at": self.sent_at.isoformat() if self.sent_at else None,
         }  # fmt: skip
+
+
+def opens_incident(channel_type: str, facts: AlertFacts) -> bool:
+    """Whether sending ``facts`` to a channel of this type opens a PagerDuty incident that the
+    workflow's next success resolves."""
+    return (
+        channel_type == "pagerduty"
+        and facts.action == "trigger"
+        and facts.event not in ("start", "success", "recovered", "test")
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one send of a delivery came to: ``sent``, ``skipped``, ``failed`` (for good), or
+    ``retrying`` after ``retry_in``."""
+
+    status: str
+    error: str | None = None
+    retry_in: timedelta | None = None
+
+
+def try_send(sender: Sender, channel: Channel, d: Delivery, backoff: Backoff) -> Outcome:
+    """Send ``d`` once and decide what comes next by the retry policy."""
+    try:
+        sender.send(channel, d.facts, d.key)
+    except Skipped as exc:
+        return Outcome("skipped", str(exc))
+    except DeliveryError as exc:
+        error, permanent = str(exc), exc.permanent
+    except Exception as exc:  # a bug in a provider's code: retry, say what it was
+        log.exception("alert %s to %s", d.key, d.channel)
+        error, permanent = type(exc).__name__, False
+    else:
+        return Outcome("sent")
+    attempts = d.attempts + 1
+    if permanent or attempts >= backoff.max_attempts:
+        log.warning("alert %s to %s failed: %s", d.key, d.channel, error)
+        return Outcome("failed", error)
+    return Outcome("retrying", error, backoff.delay(attempts))

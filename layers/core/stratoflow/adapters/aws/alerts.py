@@ -54,14 +54,15 @@ from stratoflow.alerts import (
     DeliveryError,
     Planned,
     Sender,
-    Skipped,
     SlaTimer,
     check_group,
     for_event,
     for_sla_miss,
+    opens_incident,
     planned_test_alert,
     sla_missed,
     sla_timers,
+    try_send,
 )
 from stratoflow.alerts._messages import email_html
 from stratoflow.engine import RunState
@@ -646,38 +647,19 @@ class AwsAlerts:
         except NotFound:
             self.store.record(d, "failed", self.clock.now(), error="the channel was deleted")
             return True
-        try:
-            self.sender.send(channel, d.facts, d.key)
-        except Skipped as exc:
-            self.store.record(d, "skipped", self.clock.now(), error=str(exc))
-        except DeliveryError as exc:
-            self._failed(d, str(exc), permanent=exc.permanent)
-        except Exception as exc:  # a bug in a provider's code: retry, say what it was
-            log.exception("alert %s to %s", d.key, d.channel)
-            self._failed(d, type(exc).__name__, permanent=False)
-        else:
-            self.store.record(d, "sent", self.clock.now())
-            if (
-                channel.type == "pagerduty"
-                and d.facts.action == "trigger"
-                and (d.facts.event not in ("start", "success", "recovered", "test"))
-            ):
-                self.store.open_incident(Planned(d.key, d.group, d.facts), d.channel,
-                                         self.clock.now())  # fmt: skip
-        return True
-
-    def _failed(self, d: Delivery, error: str, *, permanent: bool) -> None:
-        attempts = d.attempts + 1
+        outcome = try_send(self.sender, channel, d, self.backoff)
         now = self.clock.now()
-        if permanent or attempts >= self.backoff.max_attempts:
-            log.warning("alert %s to %s failed: %s", d.key, d.channel, error)
-            self.store.record(d, "failed", now, error=error)
-            return
+        if outcome.retry_in is None:
+            self.store.record(d, outcome.status, now, error=outcome.error)
+            if outcome.status == "sent" and opens_incident(channel.type, d.facts):
+                self.store.open_incident(Planned(d.key, d.group, d.facts), d.channel, now)
+            return True
         # Scheduler fires with one-minute precision; never ask it for a time about to pass
-        retry_at = now + max(self.backoff.delay(attempts), MIN_SCHEDULE_DELAY)
-        self.store.record(d, "retrying", now, error=error, next_at=retry_at)
+        retry_at = now + max(outcome.retry_in, MIN_SCHEDULE_DELAY)
+        self.store.record(d, "retrying", now, error=outcome.error, next_at=retry_at)
         self.schedules.at(retry_at, {"action": "deliver", "project": d.project, "key": d.key,
-                                     "channel": d.channel, "attempt": attempts})  # fmt: skip
+                                     "channel": d.channel, "attempt": d.attempts + 1})  # fmt: skip
+        return True
 
 
 class SesSender(Sender):

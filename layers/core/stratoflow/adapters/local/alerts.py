@@ -38,16 +38,16 @@ from stratoflow.alerts import (
     Backoff,
     Channel,
     Delivery,
-    DeliveryError,
     Planned,
     Sender,
-    Skipped,
     SlaTimer,
     check_group,
     for_event,
     for_sla_miss,
+    opens_incident,
     sla_missed,
     sla_timers,
+    try_send,
 )
 from stratoflow.engine import RunState
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem
@@ -273,11 +273,8 @@ class AlertStore(SqliteFile):
                     continue
                 for channel in channels:
                     incident = (
-                        facts.dedup_key
-                        if types.get(channel) == "pagerduty" and facts.action == "trigger"
-                        and facts.event not in ("start", "success", "recovered", "test")
-                        else None
-                    )  # fmt: skip
+                        facts.dedup_key if opens_incident(types.get(channel, ""), facts) else None
+                    )
                     if self._insert(conn, plan, channel, now, incident=incident):
                         added.append((plan.key, channel))
         return added
@@ -593,26 +590,10 @@ class LocalAlerts(EventSink):
         except NotFound:
             self.store.record(d, "failed", self.clock.now(), error="the channel was deleted")
             return
-        try:
-            self.sender.send(channel, d.facts, d.key)
-        except Skipped as exc:
-            self.store.record(d, "skipped", self.clock.now(), error=str(exc))
-        except DeliveryError as exc:
-            attempts = d.attempts + 1
-            now = self.clock.now()
-            if exc.permanent or attempts >= self.backoff.max_attempts:
-                log.warning("alert %s to %s failed: %s", d.key, d.channel, exc)
-                self.store.record(d, "failed", now, error=str(exc))
-            else:
-                retry_at = now + self.backoff.delay(attempts)
-                self.store.record(d, "retrying", now, error=str(exc), next_at=retry_at)
-        except Exception as exc:  # a bug in a provider's code: retry, say what it was
-            log.exception("alert %s to %s", d.key, d.channel)
-            now = self.clock.now()
-            self.store.record(d, "retrying", now, error=f"{type(exc).__name__}",
-                              next_at=now + self.backoff.delay(d.attempts + 1))  # fmt: skip
-        else:
-            self.store.record(d, "sent", self.clock.now())
+        outcome = try_send(self.sender, channel, d, self.backoff)
+        now = self.clock.now()
+        retry_at = None if outcome.retry_in is None else now + outcome.retry_in
+        self.store.record(d, outcome.status, now, error=outcome.error, next_at=retry_at)
 
     def wait_settled(self, rows: Sequence[tuple[str, str]], project: str, timeout: float) -> None:
         """Wait (at most ``timeout`` s) until each row has had its first try."""
