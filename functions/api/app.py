@@ -48,11 +48,16 @@ from_gateway = api_gateway_check(os.environ)
 
 # /alerts: channels, groups and deliveries in the alert table; a test alert is sent by the
 # alert function (this function's role reads no secret value)
-alerts = AwsAlertsApi(
-    DynamoAlertStore(os.environ["STRATOFLOW_ALERT_TABLE"], boto3.client("dynamodb")),
-    UtcClock(),
-    lambda_invoker(boto3.client("lambda"), os.environ["STRATOFLOW_ALERT_FUNCTION_ARN"]),
-    link_base=os.environ.get("STRATOFLOW_PUBLIC_URL") or None,
+# (template.yaml sets both variables; without them there are no /alerts routes)
+alerts = (
+    AwsAlertsApi(
+        DynamoAlertStore(os.environ["STRATOFLOW_ALERT_TABLE"], boto3.client("dynamodb")),
+        UtcClock(),
+        lambda_invoker(boto3.client("lambda"), os.environ["STRATOFLOW_ALERT_FUNCTION_ARN"]),
+        link_base=os.environ.get("STRATOFLOW_PUBLIC_URL") or None,
+    )
+    if os.environ.get("STRATOFLOW_ALERT_TABLE")
+    else None
 )
 
 app = create_app(

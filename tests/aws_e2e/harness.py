@@ -526,6 +526,11 @@ def create_resources(prefix: str = "sf") -> dict[str, str]:
         TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
     )
 
+    # the alert table (template AlertTable): the api function's /alerts routes
+    from stratoflow.adapters.aws.alerts import ALERT_TABLE_SCHEMA
+
+    ddb.create_table(**ALERT_TABLE_SCHEMA, TableName=f"{prefix}-alerts")
+
     bucket = f"{prefix}-artifacts"
     session.client("s3").create_bucket(Bucket=bucket)
 
@@ -634,6 +639,8 @@ def create_resources(prefix: str = "sf") -> dict[str, str]:
 
     return {
         "STRATOFLOW_TABLE": table,
+        "STRATOFLOW_ALERT_TABLE": f"{prefix}-alerts",
+        "STRATOFLOW_ALERT_FUNCTION_ARN": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{prefix}-alert",
         "STRATOFLOW_STATE_MACHINE_ARN": machine,
         "STRATOFLOW_EXPRESS_STATE_MACHINE_ARN": machines["EXPRESS"],
         "STRATOFLOW_RESULTS_QUEUE_URL": queue,
