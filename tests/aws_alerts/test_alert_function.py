@@ -120,7 +120,7 @@ class Stack:
         self.scheduler.apply(textwrap.dedent(WORKFLOW))
         for name, value in {
             "STRATOFLOW_TABLE": state_table, "STRATOFLOW_ALERT_TABLE": alert_table,
-            "STRATOFLOW_SCHEDULE_GROUP": GROUP,
+            "STRATOFLOW_ALERT_SCHEDULE_GROUP": GROUP,
             "STRATOFLOW_ALERT_FUNCTION_ARN": Context.invoked_function_arn,
             "STRATOFLOW_ALERT_SCHEDULER_ROLE_ARN": "arn:aws:iam::123456789012:role/alert-sched",
             "POWERTOOLS_SERVICE_NAME": "stratoflow", "POWERTOOLS_METRICS_NAMESPACE": "Stratoflow",

@@ -667,7 +667,12 @@ def test_the_alert_function_may_do_only_what_alerting_needs(cfn: dict[str, Any])
     }
     assert actions["sns:Publish"] == {json.dumps({"Ref": "AlertSnsTopicArns"})}
     (schedules,) = actions["scheduler:CreateSchedule"]
-    assert schedules.endswith(':schedule/${ScheduleGroup}/alert-*"}')
+    assert schedules.endswith(':schedule/${AlertScheduleGroup}/alert-*"}')
+    assert cfn["Resources"]["AlertScheduleGroup"]["Properties"]["Name"] == {
+        "Fn::Sub": "${AWS::StackName}-alerts"
+    }
+    env_of = cfn["Resources"]["AlertFunction"]["Properties"]["Environment"]["Variables"]
+    assert env_of["STRATOFLOW_ALERT_SCHEDULE_GROUP"] == {"Ref": "AlertScheduleGroup"}
     assert actions["iam:PassRole"] == {json.dumps({"Fn::GetAtt": ["AlertSchedulerRole", "Arn"]})}
     assert set(actions) == writes | {
         "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments",

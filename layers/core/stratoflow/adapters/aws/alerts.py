@@ -11,7 +11,7 @@ never send one record at once, and marked ``sent`` / ``retrying`` / ``failed`` a
 - **Retries**: a send that failed for a reason worth retrying is recorded ``retrying`` with
   its next time (:class:`~stratoflow.alerts.Backoff`, the local policy, but at least a
   minute: Scheduler's precision), and an
-  EventBridge Scheduler one-time schedule ``at(...)`` invokes the function again then with
+  EventBridge Scheduler one-time schedule ``at(...)`` (in the stack's alert schedule group) invokes the function again with
   ``{"action": "deliver", ...}``; nothing polls.
 - **SLA deadlines**: on ``run.started`` each ``sla`` of the run and its tasks becomes a
   one-time schedule (``{"action": "sla", ...}``); when it fires the run (or task) is read and
@@ -727,7 +727,7 @@ def alerts_from_env(environ: Mapping[str, str], session: Any) -> AwsAlerts:
         UtcClock(),
         OneTimeSchedules(
             session.client("scheduler"),
-            environ["STRATOFLOW_SCHEDULE_GROUP"],
+            environ["STRATOFLOW_ALERT_SCHEDULE_GROUP"],
             environ["STRATOFLOW_ALERT_FUNCTION_ARN"],
             environ["STRATOFLOW_ALERT_SCHEDULER_ROLE_ARN"],
         ),
