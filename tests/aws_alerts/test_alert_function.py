@@ -29,7 +29,7 @@ from samtranslator.yaml_helper import yaml_parse  # type: ignore[import-untyped]
 from stratoflow.adapters.aws.alerts import ALERT_TABLE_SCHEMA, DynamoAlertStore
 from stratoflow.adapters.aws.dynamodb import DynamoStore, create_table
 from stratoflow.adapters.aws.events import EventBridgeEvents
-from stratoflow.alerts import validate_channel
+from stratoflow.alerts import AlertFacts, Planned, validate_channel
 from stratoflow.engine import AttemptResult, AttemptStatus, Run
 from stratoflow.service import Finished, Scheduler
 from tests.alerts.conftest import Recorder
@@ -324,3 +324,56 @@ def test_a_deadline_already_due_when_the_run_start_is_handled_is_checked_at_once
     assert stack.schedules() == []  # less than Scheduler's minute away: not scheduled
     misses = [r for r in stack.recorder.on("/hook") if r.body["event"] == "sla_miss"]
     assert len(misses) == 1
+
+
+def test_a_send_that_died_with_its_invocation_is_sent_once_after_its_lease(
+    stack: Stack,
+) -> None:
+    """The function died after it claimed a record and before it sent (a timeout, a crash):
+    Lambda's retry finds the lease, sends nothing, and leaves a one-time schedule that looks
+    again once the lease has run out."""
+    failed = stack.run(ok=False)
+    events = stack.delivered_events()
+    (ended,) = [e for e in events if e["detail"]["kind"] == "run.failed"]
+    ended_at = stack.store.get_run(failed.id).ended_at
+    assert ended_at is not None
+    key = f"failure:{failed.id}:{ended_at.isoformat()}"
+    facts = AlertFacts("failure", "default", "nightly", run_id=failed.id)
+    stack.alerts.add(Planned(key, "oncall", facts), "hook", datetime.now(UTC))
+    assert stack.alerts.claim(key, "default", "hook", datetime.now(UTC)) is not None  # then died
+    stack.invoke(ended)  # Lambda's retry of the event
+    assert stack.recorder.on("/hook") == []
+    (look,) = [s for s in stack.schedules() if s["Name"].startswith("alert-deliver-")]
+    payload = json.loads(look["Target"]["Input"])
+    assert stack.invoke(payload) == {"tried": 0}  # the lease still holds
+    stack.alerts.client.update_item(  # ... until it has run out
+        TableName=stack.alerts.table,
+        Key={"pk": {"S": "D#default"}, "sk": {"S": f"{key}#hook"}},
+        UpdateExpression="SET lease_until = :past",
+        ExpressionAttributeValues={":past": {"S": "2000-01-01T00:00:00.000000Z"}},
+    )
+    assert stack.invoke(payload) == {"tried": 1}
+    assert stack.invoke(payload) == {"tried": 0}
+    (hook,) = stack.recorder.on("/hook")
+    assert hook.body["event"] == "failure"
+
+
+def test_the_channel_secret_is_in_no_record_event_or_log(
+    stack: Stack, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    stack.recorder.answer((500, {"error": "PDKEY-canary rejected"}), (200, {"ok": True}))
+    stack.run(ok=False)
+    events = stack.delivered_events()
+    for event in events:
+        stack.invoke(event)
+    (trigger,) = stack.recorder.on("/v2/enqueue")
+    assert trigger.body["routing_key"] == "PDKEY-canary"  # it was used...
+    ddb = boto3.client("dynamodb", region_name=REGION)
+    stored = json.dumps(ddb.scan(TableName=stack.alerts.table)["Items"])
+    assert "retrying" in stored
+    assert "*** rejected" in stored  # the provider echoed the key: scrubbed
+    assert "PDKEY-canary" not in stored  # ...and is kept nowhere
+    assert "PDKEY-canary" not in json.dumps(events)
+    assert "PDKEY-canary" not in json.dumps(stack.schedules(), default=str)
+    out = capsys.readouterr()
+    assert "PDKEY-canary" not in out.out + out.err + caplog.text

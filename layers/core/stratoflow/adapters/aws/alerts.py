@@ -639,8 +639,10 @@ class AwsAlerts:
 
     def deliver(self, project: str, key: str, channel_name: str) -> bool:
         """Send one record if it is still to send; True if a send was tried."""
-        d = self.store.claim(key, project, channel_name, self.clock.now())
+        now = self.clock.now()
+        d = self.store.claim(key, project, channel_name, now)
         if d is None:
+            self._after_lease(project, key, channel_name, now)
             return False
         try:
             channel = self.store.get_channel(project, channel_name)
@@ -660,6 +662,20 @@ class AwsAlerts:
         self.schedules.at(retry_at, {"action": "deliver", "project": d.project, "key": d.key,
                                      "channel": d.channel, "attempt": d.attempts + 1})  # fmt: skip
         return True
+
+    def _after_lease(self, project: str, key: str, channel: str, now: datetime) -> None:
+        """A record nobody may claim now: done (nothing to do), or held by a send in flight.
+        That send may die with its invocation (a timeout, a crash), and then no retry of
+        the event comes back for it (this invocation succeeds): ask for one more look after
+        the lease has run out. If the send went through, that look finds it sent."""
+        try:
+            held = self.store.get(key, project, channel)
+        except NotFound:
+            return
+        if held.status in ("pending", "retrying"):
+            self.schedules.at(now + LEASE + MIN_SCHEDULE_DELAY,
+                              {"action": "deliver", "project": project, "key": key,
+                               "channel": channel, "after": "lease", "attempt": held.attempts})  # fmt: skip
 
 
 class SesSender(Sender):
