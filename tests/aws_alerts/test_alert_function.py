@@ -377,3 +377,11 @@ def test_the_channel_secret_is_in_no_record_event_or_log(
     assert "PDKEY-canary" not in json.dumps(stack.schedules(), default=str)
     out = capsys.readouterr()
     assert "PDKEY-canary" not in out.out + out.err + caplog.text
+
+
+def test_an_event_no_alert_comes_of_is_taken_quietly(stack: Stack) -> None:
+    backfill = {"source": "stratoflow", "detail-type": "Backfill Started",
+                "detail": {"schema_version": 1, "kind": "backfill.started"}}  # fmt: skip
+    assert stack.invoke(backfill) == {"tried": 0}
+    with pytest.raises(ValueError, match="not a Stratoflow lifecycle event"):
+        stack.invoke({"detail-type": "Something Else", "detail": {}})

@@ -611,12 +611,17 @@ def test_log_groups_have_retention(cfn: dict[str, Any]) -> None:
 def test_alert_rule_feeds_the_alert_function_every_lifecycle_event_with_a_dlq(
     cfn: dict[str, Any],
 ) -> None:
+    from stratoflow.adapters.aws.alerts import ALERT_EVENT_KINDS
     from stratoflow.adapters.aws.events import DETAIL_TYPES, SOURCE
 
     rules = resources_of(cfn, "AWS::Events::Rule")
     (rule,) = [r["Properties"] for r in rules.values()
                if r["Properties"].get("EventBusName") == {"Ref": "EventBus"}]  # fmt: skip
-    assert rule["EventPattern"] == {"source": [SOURCE], "detail-type": list(DETAIL_TYPES.values())}
+    # every event an alert comes of, and nothing else (a backfill's would only cost invocations)
+    assert rule["EventPattern"] == {
+        "source": [SOURCE],
+        "detail-type": [DETAIL_TYPES[kind] for kind in ALERT_EVENT_KINDS],
+    }
     (target,) = rule["Targets"]
     assert target["Arn"] == {"Fn::GetAtt": ["AlertFunction", "Arn"]}
     assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["AlertDLQ", "Arn"]}}

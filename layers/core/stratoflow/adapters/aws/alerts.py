@@ -47,6 +47,8 @@ from botocore.exceptions import ClientError
 from stratoflow.alerts import (
     MAX_CHANNELS,
     MAX_GROUPS,
+    RUN_EVENTS,
+    TASK_EVENTS,
     AlertFacts,
     Backoff,
     Channel,
@@ -76,6 +78,9 @@ NO_CHANNEL: Final = "-"
 LEASE: Final = timedelta(seconds=90)  # longer than one send can take (the sender's timeout)
 MIN_SCHEDULE_DELAY: Final = timedelta(minutes=1)  # EventBridge Scheduler's precision
 _TERMINAL_KINDS: Final = ("run.succeeded", "run.failed", "run.stopped")
+# the lifecycle events the alert rule takes: those alerts come of, and a stopped run's end
+# (its SLA deadlines are dropped)
+ALERT_EVENT_KINDS: Final = (*RUN_EVENTS, "run.stopped", *TASK_EVENTS)
 
 # The alert table, as ``client.create_table(**ALERT_TABLE_SCHEMA, TableName=...)`` takes it;
 # template.yaml's AlertTable must match it (tests/infra checks).
@@ -556,8 +561,10 @@ class AwsAlerts:
         if action == "sla":
             return {"tried": self.sla(event)}
         detail = event.get("detail")
-        if not isinstance(detail, Mapping) or "kind" not in detail or "run_id" not in detail:
+        if not isinstance(detail, Mapping) or "kind" not in detail:
             raise ValueError("not a Stratoflow lifecycle event nor an alert schedule's payload")
+        if detail["kind"] not in ALERT_EVENT_KINDS:  # e.g. a backfill's: no alert comes of it
+            return {"tried": 0}
         return {"tried": self.lifecycle(str(detail["kind"]), detail)}
 
     # ------------------------------------------------------------ events in
