@@ -19,7 +19,7 @@ from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.api.app import create_app
 from stratoflow.backfills import Backfills
 from stratoflow.engine import AttemptResult, AttemptStatus, RunState
-from stratoflow.engine.backfill import Backfill, BackfillState, Rerun
+from stratoflow.engine.backfill import Action, Backfill, BackfillState, Rerun
 from stratoflow.errors import Conflict, InvalidInput
 from stratoflow.ports import AttemptSpec, EventSink, RunQuery
 from stratoflow.service import Finished, Scheduler, scheduled_run_id
@@ -51,6 +51,7 @@ class Harness:
     store: SqliteStore
     dispatcher: RecordingDispatcher
     events: Events
+    clock: FakeClock
     running_seen: list[int] = field(default_factory=list)
 
     @property
@@ -93,7 +94,7 @@ def h(tmp_path: Path) -> Iterator[Harness]:
     clock = FakeClock(datetime(2026, 6, 1, tzinfo=UTC))
     scheduler = Scheduler(store, store, dispatcher, clock, events)
     scheduler.apply(DAILY)
-    yield Harness(scheduler, store, dispatcher, events)
+    yield Harness(scheduler, store, dispatcher, events, clock)
     store.close()
 
 
@@ -261,6 +262,94 @@ def test_a_crash_after_the_lane_took_a_date_and_before_its_run_was_made_loses_no
     h.drive()
     assert h.get(bf).state is BackfillState.SUCCEEDED
     assert len(h.runs()) == 2
+
+
+def _decided_rerun(h: Harness, monkeypatch: pytest.MonkeyPatch, rerun: Rerun) -> Backfill:
+    """A backfill whose one date's run failed, with the rerun decided and written but not
+    applied (its ``_act`` held back): what a second advancer or the reconciler also reads."""
+    first = h.backfills.create("default", "daily", start="2026-01-02", end="2026-01-02")
+    h.drive(fails_on("2026-01-02"))
+    assert date_states(h.get(first)) == ["failed"]
+    h.clock.advance(60)
+    with monkeypatch.context() as m:
+        m.setattr(Backfills, "_act", lambda self, backfill, date: None)
+        again = h.backfills.create(
+            "default", "daily", start="2026-01-02", end="2026-01-02", rerun=rerun
+        )
+    decided = h.get(again)
+    assert decided.dates[0].prior_end is not None  # the mark: decided, not yet applied
+    return decided
+
+
+def _attempts(h: Harness, run_id: str) -> list[int]:
+    return [t.attempt for t in sorted(h.store.get_tasks(run_id), key=lambda t: t.task_id)]
+
+
+@pytest.mark.parametrize(
+    ("rerun", "ends"), [(Rerun.FAILED, RunState.FAILED), (Rerun.ALL, RunState.SUCCEEDED)]
+)
+def test_a_decided_rerun_applied_twice_reruns_once(
+    h: Harness, monkeypatch: pytest.MonkeyPatch, rerun: Rerun, ends: RunState
+) -> None:
+    """Two advancers read the same decision; the first applies it and the rerun's run ends
+    (failed again: a second rerun-failed would find work) before the second applies it: the
+    second is a no-op (the run no longer ends as the decision saw it), so the date's tasks
+    ran once more, not twice more."""
+    decided = _decided_rerun(h, monkeypatch, rerun)
+    date = decided.dates[0]
+    outcome = fails_on("2026-01-02" if ends is RunState.FAILED else "never")
+    before = _attempts(h, date.run_id)
+    h.backfills._act(decided, date)  # advancer A applies it
+    h.clock.advance(60)
+    h.drive(outcome)  # the rerun's run ends
+    assert h.store.get_run(date.run_id).state is ends
+    once = _attempts(h, date.run_id)
+    assert once != before
+    h.clock.advance(60)
+    h.backfills._act(decided, date)  # advancer B, from the same (stale) decision
+    h.drive(outcome)
+    assert _attempts(h, date.run_id) == once
+    assert h.store.get_run(date.run_id).state is ends
+    assert h.get(decided).state.value == ends.value
+
+
+def test_a_rerun_applied_then_a_crash_before_its_mark_is_cleared_reruns_once(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rerun was applied, the process died before the mark was cleared, and the rerun's
+    run ended: recovery sees the mark but not the end the decision saw, and reruns nothing."""
+    decided = _decided_rerun(h, monkeypatch, Rerun.FAILED)
+    date = decided.dates[0]
+    with monkeypatch.context() as m:
+        m.setattr(Backfills, "_rerun_applied", lambda self, backfill_id, run_id: None)
+        m.setattr(Backfills, "run_ended", lambda self, run: None)
+        h.backfills._act(decided, date)
+        h.clock.advance(60)
+        h.drive(fails_on("2026-01-02"))  # the rerun fails again
+    assert h.get(decided).dates[0].prior_end == date.prior_end  # the mark survived the crash
+    once = _attempts(h, date.run_id)
+    h.clock.advance(60)
+    h.scheduler.recover()
+    h.scheduler.recover()
+    h.drive(fails_on("2026-01-02"))
+    assert _attempts(h, date.run_id) == once
+    assert h.get(decided).state is BackfillState.FAILED
+
+
+def test_a_date_whose_run_is_created_twice_makes_one_run(h: Harness) -> None:
+    """Two advancers both read the date as 'create its run' and both act: the run id is the
+    date's, so the second creation adds nothing and dispatches nothing."""
+    bf = h.backfills.create("default", "daily", start="2026-01-02", end="2026-01-02")
+    date = h.get(bf).dates[0]
+    h.scheduler.step()
+    dispatched = len(h.dispatcher.pending)
+    h.backfills._act(h.get(bf), date.with_(action=Action.CREATE))
+    h.scheduler.step()
+    assert len(h.runs()) == 1
+    assert len(h.dispatcher.pending) == dispatched  # RecordingDispatcher fails a re-dispatch
+    h.drive()
+    assert _attempts(h, date.run_id) == [1, 1]
+    assert h.get(bf).state is BackfillState.SUCCEEDED
 
 
 def test_bad_input_changes_nothing(h: Harness) -> None:
