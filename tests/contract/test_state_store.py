@@ -875,6 +875,30 @@ def test_apply_plan_is_refused_when_the_run_state_moved_on(store: StateStore) ->
     assert store.record_upstream("run-1", "report", "load", TaskState.SUCCEEDED) is None
 
 
+def test_apply_plan_if_ended_at_applies_a_rerun_to_the_end_it_saw_once(
+    store: StateStore,
+) -> None:
+    # GIVEN a failed run, and a rerun decided from its end at at(2)
+    run, tasks = _failed_run(store)
+    plan = _rerun_plan(run, tasks)
+    # WHEN the decision saw another end, THEN nothing is written
+    assert store.apply_plan(plan, RunState.FAILED, if_ended_at=at(1)) is False
+    assert store.get_run("run-1") == run
+    assert by_id(store.get_tasks("run-1")) == tasks
+    # WHEN it saw this end, THEN it applies
+    assert store.apply_plan(plan, RunState.FAILED, if_ended_at=at(2)) is True
+    assert store.get_run("run-1") == plan.run
+    # WHEN the rerun's run failed again (ended at at(3)) and the same decision is applied
+    # again (a second advancer, the reconciler), THEN it is refused: the run reruns once
+    again = plan.run.with_(state=RunState.FAILED, ended_at=at(3))
+    assert store.put_run(again, RunState.RUNNING)
+    assert store.apply_plan(plan, RunState.FAILED, if_ended_at=at(2)) is False
+    assert store.get_run("run-1") == again  # still failed, ended at at(3): not rerun
+    assert store.get_task("run-1", "load") == tasks["load"].with_(
+        state=TaskState.QUEUED, ended_at=None, error=None
+    )  # as the one application left it
+
+
 def test_apply_plan_rewrites_the_upstream_records_of_the_children_it_names(
     store: StateStore,
 ) -> None:

@@ -7,19 +7,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
 from tests.fakes import FakeClock, RecordingDispatcher
 
+from stratoflow.adapters.aws.dynamodb import DynamoStore, create_table
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.api.app import create_app
 from stratoflow.backfills import Backfills
 from stratoflow.engine import AttemptResult, AttemptStatus, RunState
-from stratoflow.engine.backfill import Backfill, BackfillState, Rerun
+from stratoflow.engine.backfill import Action, Backfill, BackfillState, Rerun
 from stratoflow.errors import Conflict, InvalidInput
 from stratoflow.ports import AttemptSpec, EventSink, RunQuery
 from stratoflow.service import Finished, Scheduler, scheduled_run_id
@@ -48,9 +52,10 @@ class Events(EventSink):
 @dataclass
 class Harness:
     scheduler: Scheduler
-    store: SqliteStore
+    store: SqliteStore | DynamoStore
     dispatcher: RecordingDispatcher
     events: Events
+    clock: FakeClock
     running_seen: list[int] = field(default_factory=list)
 
     @property
@@ -93,8 +98,33 @@ def h(tmp_path: Path) -> Iterator[Harness]:
     clock = FakeClock(datetime(2026, 6, 1, tzinfo=UTC))
     scheduler = Scheduler(store, store, dispatcher, clock, events)
     scheduler.apply(DAILY)
-    yield Harness(scheduler, store, dispatcher, events)
+    yield Harness(scheduler, store, dispatcher, events, clock)
     store.close()
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def hb(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    """The harness on either store (DynamoDB: moto in-process), for the races whose cure is
+    a store's conditional write."""
+    events = Events()
+    dispatcher = RecordingDispatcher()
+    clock = FakeClock(datetime(2026, 6, 1, tzinfo=UTC))
+    with ExitStack() as stack:
+        store: SqliteStore | DynamoStore
+        if request.param == "sqlite":
+            store = SqliteStore(tmp_path / "state.db")
+            stack.callback(store.close)
+        else:
+            stack.enter_context(mock_aws())
+            client = boto3.client(
+                "dynamodb", region_name="us-east-1",
+                aws_access_key_id="testing", aws_secret_access_key="testing",
+            )  # fmt: skip
+            create_table(client, "stratoflow-state", stream=False)
+            store = DynamoStore("stratoflow-state", client=client)
+        scheduler = Scheduler(store, store, dispatcher, clock, events)
+        scheduler.apply(DAILY)
+        yield Harness(scheduler, store, dispatcher, events, clock)
 
 
 def fails_on(ds: str) -> Callable[[AttemptSpec], AttemptStatus]:
@@ -261,6 +291,94 @@ def test_a_crash_after_the_lane_took_a_date_and_before_its_run_was_made_loses_no
     h.drive()
     assert h.get(bf).state is BackfillState.SUCCEEDED
     assert len(h.runs()) == 2
+
+
+def _decided_rerun(h: Harness, monkeypatch: pytest.MonkeyPatch, rerun: Rerun) -> Backfill:
+    """A backfill whose one date's run failed, with the rerun decided and written but not
+    applied (its ``_act`` held back): what a second advancer or the reconciler also reads."""
+    first = h.backfills.create("default", "daily", start="2026-01-02", end="2026-01-02")
+    h.drive(fails_on("2026-01-02"))
+    assert date_states(h.get(first)) == ["failed"]
+    h.clock.advance(60)
+    with monkeypatch.context() as m:
+        m.setattr(Backfills, "_act", lambda self, backfill, date: None)
+        again = h.backfills.create(
+            "default", "daily", start="2026-01-02", end="2026-01-02", rerun=rerun
+        )
+    decided = h.get(again)
+    assert decided.dates[0].prior_end is not None  # the mark: decided, not yet applied
+    return decided
+
+
+def _attempts(h: Harness, run_id: str) -> list[int]:
+    return [t.attempt for t in sorted(h.store.get_tasks(run_id), key=lambda t: t.task_id)]
+
+
+@pytest.mark.parametrize(
+    ("rerun", "ends"), [(Rerun.FAILED, RunState.FAILED), (Rerun.ALL, RunState.SUCCEEDED)]
+)
+def test_a_decided_rerun_applied_twice_reruns_once(
+    hb: Harness, monkeypatch: pytest.MonkeyPatch, rerun: Rerun, ends: RunState
+) -> None:
+    """Two advancers read the same decision; the first applies it and the rerun's run ends
+    (failed again: a second rerun-failed would find work) before the second applies it: the
+    second is a no-op (the run no longer ends as the decision saw it), so the date's tasks
+    ran once more, not twice more."""
+    decided = _decided_rerun(hb, monkeypatch, rerun)
+    date = decided.dates[0]
+    outcome = fails_on("2026-01-02" if ends is RunState.FAILED else "never")
+    before = _attempts(hb, date.run_id)
+    hb.backfills._act(decided, date)  # advancer A applies it
+    hb.clock.advance(60)
+    hb.drive(outcome)  # the rerun's run ends
+    assert hb.store.get_run(date.run_id).state is ends
+    once = _attempts(hb, date.run_id)
+    assert once != before
+    hb.clock.advance(60)
+    hb.backfills._act(decided, date)  # advancer B, from the same (stale) decision
+    hb.drive(outcome)
+    assert _attempts(hb, date.run_id) == once
+    assert hb.store.get_run(date.run_id).state is ends
+    assert hb.get(decided).state.value == ends.value
+
+
+def test_a_rerun_applied_then_a_crash_before_its_mark_is_cleared_reruns_once(
+    hb: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rerun was applied, the process died before the mark was cleared, and the rerun's
+    run ended: recovery sees the mark but not the end the decision saw, and reruns nothing."""
+    decided = _decided_rerun(hb, monkeypatch, Rerun.FAILED)
+    date = decided.dates[0]
+    with monkeypatch.context() as m:
+        m.setattr(Backfills, "_rerun_applied", lambda self, backfill_id, run_id: None)
+        m.setattr(Backfills, "run_ended", lambda self, run: None)
+        hb.backfills._act(decided, date)
+        hb.clock.advance(60)
+        hb.drive(fails_on("2026-01-02"))  # the rerun fails again
+    assert hb.get(decided).dates[0].prior_end == date.prior_end  # the mark survived the crash
+    once = _attempts(hb, date.run_id)
+    hb.clock.advance(60)
+    hb.scheduler.recover()
+    hb.scheduler.recover()
+    hb.drive(fails_on("2026-01-02"))
+    assert _attempts(hb, date.run_id) == once
+    assert hb.get(decided).state is BackfillState.FAILED
+
+
+def test_a_date_whose_run_is_created_twice_makes_one_run(hb: Harness) -> None:
+    """Two advancers both read the date as 'create its run' and both act: the run id is the
+    date's, so the second creation adds nothing and dispatches nothing."""
+    bf = hb.backfills.create("default", "daily", start="2026-01-02", end="2026-01-02")
+    date = hb.get(bf).dates[0]
+    hb.scheduler.step()
+    dispatched = len(hb.dispatcher.pending)
+    hb.backfills._act(hb.get(bf), date.with_(action=Action.CREATE))
+    hb.scheduler.step()
+    assert len(hb.runs()) == 1
+    assert len(hb.dispatcher.pending) == dispatched  # RecordingDispatcher fails a re-dispatch
+    hb.drive()
+    assert _attempts(hb, date.run_id) == [1, 1]
+    assert hb.get(bf).state is BackfillState.SUCCEEDED
 
 
 def test_bad_input_changes_nothing(h: Harness) -> None:

@@ -590,6 +590,33 @@ def rerun_plan(run: Run, tasks: list[TaskInstance]) -> Plan:
     )
 
 
+def test_a_journaled_plan_if_ended_at_is_refused_for_another_end_and_leaves_no_journal(
+    env: Env,
+) -> None:
+    """A rerun too large for one transaction (a backfill's --rerun all of a 150-task run)
+    is conditional on the end its decision saw in the journaled commit too: refused for
+    another end (nothing written, the journal removed), applied for the one it saw."""
+    run, tasks = seed_running(env, "big", 150)
+    stop = engine.stop(run, tasks, T0 + timedelta(minutes=1))
+    assert env.store.apply_plan(stop, RunState.RUNNING) is True
+    stopped = env.store.get_run("big")
+    assert stopped.ended_at == T0 + timedelta(minutes=1)
+    before = env.store.get_tasks("big")
+    plan = rerun_plan(stopped, before)
+    env.requests.clear()
+
+    assert env.store.apply_plan(plan, RunState.STOPPED, if_ended_at=T0) is False
+
+    assert env.requests.ops()["BatchWriteItem"] > 0  # it was journaled, then refused
+    assert env.store.get_run("big") == stopped
+    assert env.store.get_tasks("big") == before
+    assert not [i for i in raw_items(env, "RUN#big") if i["sk"]["S"].startswith("P#")]
+
+    assert env.store.apply_plan(plan, RunState.STOPPED, if_ended_at=stopped.ended_at) is True
+    assert env.store.get_run("big").state is RunState.RUNNING
+    assert env.store.queued_tasks(1000) != []
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("completed_by", ["get_run", "reconciler"])
 def test_a_large_plan_that_dies_midway_is_completed_once(env: Env, completed_by: str) -> None:

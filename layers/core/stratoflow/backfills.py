@@ -264,7 +264,9 @@ class Backfills:
 
     def _act(self, backfill: Backfill, date: BackfillDate) -> None:
         """Make the date's run, or rerun it. Safe to repeat: the run id is the date's, and a
-        rerun is only decided while the run still ends as it did before it."""
+        rerun applies only while the run still ends as the decision saw it (``prior_end``,
+        a condition of the store's write): a second application, from another advancer's
+        read or the reconciler's, finds the run running or ended again and does nothing."""
         s = self.scheduler
         try:
             if date.action is Action.CREATE:
@@ -274,11 +276,11 @@ class Backfills:
                     version=backfill.version,
                 )  # fmt: skip
                 return
-            try:
+            try:  # conditional on the end the decision saw: a second application is a no-op
                 if backfill.rerun is Rerun.ALL:
-                    self._rerun_all(date.run_id)
+                    self._rerun_all(date.run_id, date.prior_end)
                 else:
-                    s.rerun(date.run_id)
+                    s.rerun(date.run_id, if_ended_at=date.prior_end)
             except Conflict as exc:  # someone else moved it on: its end is recorded the same
                 log.info("backfill %s: run %s not rerun: %s", backfill.id, date.run_id, exc)
             self._rerun_applied(backfill.id, date.run_id)
@@ -299,11 +301,11 @@ class Backfills:
 
         self._change(backfill_id, applied)
 
-    def _rerun_all(self, run_id: str) -> None:
+    def _rerun_all(self, run_id: str, if_ended_at: datetime | None) -> None:
         s = self.scheduler
         run, spec = s._load(run_id)
         plan = rerun_all(spec, run, s.store.get_tasks(run_id), s.clock.now())
-        new = s._apply(plan, run.state)
+        new = s._apply(plan, run.state, if_ended_at)
         if new.state is RunState.RUNNING:
             s._emit("run.started", new)
         s._started_runs.append(run_id)

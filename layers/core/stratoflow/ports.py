@@ -191,8 +191,12 @@ class StateStore(ABC):
         first: for the reconciler to finish what a turn that died part-way began."""
 
     @abstractmethod
-    def apply_plan(self, plan: Plan, expect: RunState) -> bool:
-        """Write a whole-run operation (stop, rerun, mark) if the run is still ``expect``."""
+    def apply_plan(
+        self, plan: Plan, expect: RunState, *, if_ended_at: datetime | None = None
+    ) -> bool:
+        """Write a whole-run operation (stop, rerun, mark) if the run is still ``expect``
+        and, with ``if_ended_at``, still ended at that instant (one conditional write: a
+        rerun decided from one end of the run applies to that end only, once)."""
 
     @abstractmethod
     def record_upstream(

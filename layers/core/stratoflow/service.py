@@ -730,8 +730,8 @@ class Scheduler:
             self._settle(spec, ti, now)
 
     # ------------------------------------------------------------ operations
-    def _apply(self, plan: Plan, expect: RunState) -> Run:
-        if not self.store.apply_plan(plan, expect):
+    def _apply(self, plan: Plan, expect: RunState, if_ended_at: datetime | None = None) -> Run:
+        if not self.store.apply_plan(plan, expect, if_ended_at=if_ended_at):
             raise Conflict(f"run {plan.run.id} changed while the operation was applied; try again")
         for ti in plan.kill:
             self._act(partial(self.dispatcher.kill, ti.run_id, ti.task_id, ti.attempt))
@@ -776,8 +776,11 @@ class Scheduler:
                 engine.stop(run, self.store.get_tasks(run_id), self.clock.now()), run.state
             )
 
-    def rerun(self, run_id: str, *, from_task: str | None = None) -> Run:
-        """Rerun failed tasks (keeping what succeeded), or ``from_task`` and its downstream."""
+    def rerun(
+        self, run_id: str, *, from_task: str | None = None, if_ended_at: datetime | None = None
+    ) -> Run:
+        """Rerun failed tasks (keeping what succeeded), or ``from_task`` and its downstream;
+        with ``if_ended_at``, only the run's end at that instant (else Conflict)."""
         with self._lock:
             run, spec = self._load(run_id)
             tasks = self.store.get_tasks(run_id)
@@ -786,7 +789,7 @@ class Scheduler:
                 plan = engine.rerun_failed(spec, run, tasks, now)
             else:
                 plan = engine.rerun_from(spec, run, tasks, from_task, now)
-            new = self._apply(plan, run.state)
+            new = self._apply(plan, run.state, if_ended_at)
             if new.state is RunState.RUNNING:
                 self._emit("run.started", new)
             self._started_runs.append(run_id)

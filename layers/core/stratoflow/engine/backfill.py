@@ -265,6 +265,20 @@ def wanted_runs(backfill: Backfill, lookahead: int) -> list[str]:
     return running + pending[:lookahead]
 
 
+def rerun_due(date: BackfillDate, run: Run) -> bool:
+    """Whether the date's decided rerun is still to be applied: the run still ends as the
+    decision saw it (``prior_end``). Applying it is conditional on the same (the service
+    passes ``prior_end`` to the store's conditional write), so of two advancers applying one
+    decision, or an advancer and the reconciler, only the first reruns: after it the run
+    is running, or ended at another instant."""
+    return (
+        date.action is Action.RERUN
+        and date.prior_end is not None
+        and run.state.terminal
+        and run.ended_at == date.prior_end
+    )
+
+
 def _take(existing: Run | None, rerun: Rerun) -> Action | None:
     """How a lane takes a date, given the run that already has its id (None: skip it)."""
     if existing is None:
@@ -305,12 +319,7 @@ def advance_backfill(
                 dates[i] = d.with_(state=DateState.FAILED, error="its run no longer exists")
                 stopped.add(d.lane or 0)
             continue
-        if (
-            d.action is Action.RERUN
-            and d.prior_end is not None
-            and run.state.terminal
-            and run.ended_at == d.prior_end
-        ):
+        if rerun_due(d, run):
             acts.append(d)  # the rerun was decided but not applied
             continue
         if run.state.terminal:
@@ -498,6 +507,7 @@ __all__ = [
     "parse_moment",
     "pause_backfill",
     "rerun_all",
+    "rerun_due",
     "resume_backfill",
     "wanted_runs",
 ]

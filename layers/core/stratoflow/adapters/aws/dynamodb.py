@@ -865,9 +865,14 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills):
         return None
 
     # ------------------------------------------------------------ plans
-    def apply_plan(self, plan: Plan, expect: RunState) -> bool:
+    def apply_plan(
+        self, plan: Plan, expect: RunState, *, if_ended_at: datetime | None = None
+    ) -> bool:
         """A plan of up to 98 tasks is one TransactWriteItems: the run (condition: state is
         ``expect``), its counters and the tasks, all or nothing.
+
+        With ``if_ended_at`` the run's write is also conditional on ``ended_at`` being that
+        instant still (a backfill's decided rerun: applied to the end it saw, once).
 
         A larger plan (a stop or rerun of a 10,000-task run) cannot be one transaction, so it
         is journaled: (1) the plan is written, compressed, to plan items in the run's
@@ -884,7 +889,7 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills):
         if pending is not None and "plan" in pending:
             self._complete_plan(plan.run.id, str(pending["plan"]["S"]))
         writes = self._plan_writes(plan, plan_id=None)
-        run_write, counters_write = self._plan_run_writes(plan, expect, plan_id=None)
+        run_write, counters_write = self._plan_run_writes(plan, expect, None, if_ended_at)
         if len(writes) + 2 <= TRANSACTION_MAX:
             reasons = self._transact([run_write, counters_write, *writes])
             if reasons is None:
@@ -892,10 +897,10 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills):
             if reasons[0] == "ConditionalCheckFailed":
                 return False
             raise RuntimeError(f"apply_plan {plan.run.id}: transaction cancelled: {reasons}")
-        return self._apply_journaled(plan, expect)
+        return self._apply_journaled(plan, expect, if_ended_at)
 
     def _plan_run_writes(
-        self, plan: Plan, expect: RunState, plan_id: str | None
+        self, plan: Plan, expect: RunState, plan_id: str | None, if_ended_at: datetime | None
     ) -> tuple[Item, Item]:
         run = plan.run
         upd = Update().set("st", s(run.state.value)).set("gsi2pk", s(f"RUNS#{run.state.value}"))
@@ -909,6 +914,8 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills):
             "AND attribute_not_exists({plan}) AND {st} = :expect",
             expect=s(expect.value),
         )
+        if if_ended_at is not None:  # {ended_at} is named: the update sets or removes it
+            cond += upd.condition(" AND {ended_at} = :seen_end", seen_end=s(it.ts(if_ended_at)))
         counters = Update()
         counters.set("n_done", n(run.n_done)).set("n_failed", n(run.n_failed))
         counters.set("n_running", n(run.n_running))
@@ -956,7 +963,9 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills):
             )
         return {"Update": upd.request(self.table, key(pk, it.task_sk(task_id)), cond)}
 
-    def _apply_journaled(self, plan: Plan, expect: RunState) -> bool:
+    def _apply_journaled(
+        self, plan: Plan, expect: RunState, if_ended_at: datetime | None = None
+    ) -> bool:
         run_id = plan.run.id
         pk = it.run_pk(run_id)
         plan_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
@@ -986,7 +995,7 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills):
             ]
             + [{"PutRequest": {"Item": head}}]
         )
-        run_write, counters_write = self._plan_run_writes(plan, expect, plan_id)
+        run_write, counters_write = self._plan_run_writes(plan, expect, plan_id, if_ended_at)
         reasons = self._transact([run_write, counters_write])
         if reasons is not None:
             self._delete_plan(pk, plan_id, len(parts))

@@ -516,10 +516,13 @@ class SqliteStore(StateStore, Catalog, RunChangeLog, SqliteBackfills):
             self._changed("runs", run.id)
         return cur.rowcount == 1
 
-    def _put_run_with_counters(self, run: Run, expect: RunState) -> bool:
+    def _put_run_with_counters(
+        self, run: Run, expect: RunState, if_ended_at: datetime | None = None
+    ) -> bool:
+        ended = "" if if_ended_at is None else " AND ended_at=?"
         cur = self._x(
             "UPDATE runs SET state=?, started_at=?, ended_at=?, error=?, n_done=?, n_failed=?, "
-            "n_running=? WHERE id=? AND state=?",
+            f"n_running=? WHERE id=? AND state=?{ended}",
             (
                 run.state.value,
                 _ts(run.started_at),
@@ -530,6 +533,7 @@ class SqliteStore(StateStore, Catalog, RunChangeLog, SqliteBackfills):
                 run.n_running,
                 run.id,
                 expect.value,
+                *(() if if_ended_at is None else (_ts(if_ended_at),)),
             ),
         )
         if cur.rowcount == 1:
@@ -668,9 +672,11 @@ class SqliteStore(StateStore, Catalog, RunChangeLog, SqliteBackfills):
         ).fetchall()
         return [_task(r) for r in rows]
 
-    def apply_plan(self, plan: Plan, expect: RunState) -> bool:
+    def apply_plan(
+        self, plan: Plan, expect: RunState, *, if_ended_at: datetime | None = None
+    ) -> bool:
         with self.transaction():
-            if not self._put_run_with_counters(plan.run, expect):
+            if not self._put_run_with_counters(plan.run, expect, if_ended_at):
                 return False
             for task in plan.tasks.values():
                 self._write_task(task, upstream=True)
