@@ -324,3 +324,25 @@ def direct_task(task: str, task_id: str = "fn") -> AttemptSpec:
         task=engine.render_task(spec, run, task_id, {}), logical_date=now,
         workflow=spec.name, project=spec.project, timeout=timedelta(seconds=60),
     )  # fmt: skip
+
+
+def test_a_kubernetes_task_carries_references_in_command_and_env_only(stack: Stack) -> None:
+    """Its command and env are resolved in the pod (tests/aws_eks: the manifest, and the
+    pod's scripts run for real); a reference anywhere else still fails at dispatch."""
+    dispatcher = dispatcher_for(stack)
+    spec = direct_task(
+        '{type: kubernetes, image: busybox, command: "echo {{ secrets.canary }}", '
+        'env: {PW: "x{{ secrets.canary }}"}}'
+    )
+    assert dispatcher.refusal(spec) is None
+    doc = dispatcher.build_input(spec)
+    assert doc["task"]["command"] == "echo {{ secrets.canary }}"
+    assert doc["task"]["env"] == {"PW": "x{{ secrets.canary }}"}
+    for elsewhere in (
+        '{type: kubernetes, image: "reg/{{ secrets.canary }}:1", command: [env]}',
+        '{type: kubernetes, image: busybox, command: [env], params: {p: "{{ secrets.canary }}"}}',
+    ):
+        refused = dispatcher.refusal(direct_task(elsewhere))
+        assert refused is not None
+        assert "cannot resolve secret references (canary)" in refused
+        assert "may have them in its command and env" in refused

@@ -192,14 +192,20 @@ class StepFunctionsDispatcher(Dispatcher):
         """A ``batch`` or ``kubernetes`` task runs the user's image directly: no Stratoflow
         runner is there to resolve a secret reference, and the state machine must never carry
         a value. The exceptions: a ``batch`` env variable whose whole value is one reference,
-        which ECS injects from Secrets Manager as the container starts (``_batch_secrets``),
-        and a ``lambda`` task, which goes through the project's runner function when it holds
-        a reference (``_lambda_via_runner``). Anything else fails, saying what to do instead."""
+        which ECS injects from Secrets Manager as the container starts (``_batch_secrets``);
+        a ``kubernetes`` task's command and env, resolved in the pod by its reporter and
+        wrapper as the project's role (``eks.build_job``); and a ``lambda`` task, which goes
+        through the project's runner function when it holds a reference
+        (``_lambda_via_runner``). Anything else (a reference in a batch command or inside a
+        longer env value, in a kubernetes image, namespace or params) fails, saying what to
+        do instead."""
         task = spec.task
         if task.task_type not in _DIRECT_TYPES or self._lambda_via_runner(spec):
             return None
         where = dict(task.fields, params=task.params)
-        if task.task_type != "batch":
+        if task.task_type == "kubernetes":
+            where.pop("command", None)  # resolved in the pod (eks_task.sh), as env is
+        elif task.task_type != "batch":
             where["env"] = task.env
         else:
             where["env"] = {k: v for k, v in task.env.items() if not REFERENCE.fullmatch(v)}
@@ -208,11 +214,10 @@ class StepFunctionsDispatcher(Dispatcher):
             return None
         listed = ", ".join(sorted(names))
         place = f"{secrets_prefix()}{spec.project}/<name>"
-        batch = (
-            "; a batch task may have one as the whole value of an env variable"
-            if task.task_type == "batch"
-            else ""
-        )
+        batch = {
+            "batch": "; a batch task may have one as the whole value of an env variable",
+            "kubernetes": "; a kubernetes task may have them in its command and env",
+        }.get(task.task_type, "")
         return (
             f"a {task.task_type} task on AWS runs your image or function directly, where "
             f"Stratoflow cannot resolve secret references ({listed}){batch}: use a shell or "
