@@ -299,3 +299,15 @@ def test_a_missing_secret_fails_the_attempt_naming_it_and_the_command_never_runs
         "(set it with `stratoflow secrets set pw --project analytics`)"
     )
     assert not any(c["args"][1] == "send-task-success" for c in pod.calls())
+
+
+def test_a_value_inside_another_is_masked_longest_first(pod: Pod) -> None:
+    """As ``Masker``: were "pass" masked first, "password-42" would show as "***word-42"."""
+    with_secrets(
+        pod, {"stratoflow/analytics/pw": "password-42", "stratoflow/analytics/short": "pass"}
+    )
+    pod.env["STRATOFLOW_SECRET_NAMES"] = "short pw"  # the shorter first: order by length
+    code, _ = pod.run("sh", "-c", 'echo "out=$PW and pass" >> "$STRATOFLOW_OUTPUT"')
+    assert code == 0
+    document = json.loads(next(iter(pod.calls()[-1]["files"].values())))
+    assert document["outputs"] == {"out": "*** and ***"}

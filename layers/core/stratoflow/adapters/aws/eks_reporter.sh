@@ -5,7 +5,8 @@
 # exit code and the last lines of the log. It then exits 0 so the pod completes.
 # The token is read from a mounted Secret at each call: a retried launch replaces it there.
 # With secret references it first reads them (fetch_secrets) and masks their values in the
-# outputs and the log tail it sends. Needs sh, sed, tr, head, tail, wc, sleep, cat, rm and aws.
+# outputs and the log tail it sends. Needs sh, sed, tr, head, tail, wc, sleep, cat, rm, sort and
+# aws.
 # Written for POSIX sh.
 dir=${STRATOFLOW_DIR:-/stratoflow}
 token_file=${STRATOFLOW_TOKEN_FILE:-/var/run/stratoflow/task-token}
@@ -88,14 +89,23 @@ $key
     printf '}'
 }
 
+secret_value() {  # secret_value NAME: $value is the secret as fetched, without the CLI's newline
+    value=$(cat "$secrets_dir/$1" && printf x)
+    value=${value%x}
+    value=${value%"$nl"}
+}
+
 mask() {  # stdin -> stdout with each secret value (4 characters or more) written ***
     text=$(cat && printf x)
     text=${text%x}
-    for name in $names; do
+    # the longest value first: one value inside another must not leave the rest of it showing
+    longest_first=$(for name in $names; do
         [ -f "$secrets_dir/$name" ] || continue
-        value=$(cat "$secrets_dir/$name" && printf x)
-        value=${value%x}
-        value=${value%"$nl"}
+        secret_value "$name"
+        printf '%s %s\n' "${#value}" "$name"
+    done | sort -rn | sed 's/^[0-9]* //')
+    for name in $longest_first; do
+        secret_value "$name"
         [ "${#value}" -ge 4 ] || continue
         rest=$text
         text=''
