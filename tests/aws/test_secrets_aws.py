@@ -168,7 +168,7 @@ def test_the_project_role_may_read_exactly_its_own_secrets() -> None:
 def test_a_task_that_runs_without_a_runner_of_ours_fails_instead_of_carrying_a_reference(
     stack: Stack, tmp_path: Any
 ) -> None:
-    """batch, kubernetes and lambda tasks run the user's image or function directly: the
+    """batch and kubernetes tasks run the user's image directly: the
     scheduler fails such a task at once (not retried) and starts no execution; except a
     batch env variable that is one reference, which ECS injects (the job definition's
     ``secrets``, the name built from the run's own project)."""
@@ -193,13 +193,19 @@ def test_a_task_that_runs_without_a_runner_of_ours_fails_instead_of_carrying_a_r
     run, _ = scheduler.trigger("analytics", "direct")
     scheduler.step()
     tasks = {t.task_id: t for t in store.get_tasks(run.id)}
-    for name in ("mixed", "argv", "fn"):
+    for name in ("mixed", "argv"):
         assert tasks[name].state.value == "failed", name
         assert "cannot resolve secret references (canary)" in (tasks[name].error or "")
         assert "stratoflow/analytics/<name>" in (tasks[name].error or "")
     assert "whole value of an env variable" in (tasks["argv"].error or "")
     assert tasks["job"].state.value == "running"
-    [started] = stack.sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]
+    assert tasks["fn"].state.value == "running"  # through the project's runner (test below)
+    [started] = [
+        e
+        for e in stack.sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]
+        if json.loads(stack.sfn.describe_execution(executionArn=e["executionArn"])["input"])["type"]
+        == "batch"
+    ]
     given = json.loads(stack.sfn.describe_execution(executionArn=started["executionArn"])["input"])
     assert CANARY not in json.dumps(given)
     overrides = given["batch"]["container_overrides"]["Environment"]
@@ -242,3 +248,101 @@ def test_the_api_store_sets_lists_and_deletes_under_the_project_path(aws: None) 
         with pytest.raises(InvalidInput):
             store.put(project, name, value)
     assert store.get("analytics", "pw") == "three"
+
+
+def test_a_lambda_task_with_a_reference_runs_through_the_project_runner(
+    stack: Stack, manager: Any
+) -> None:
+    """The state machine holds the reference; the project's runner resolves it, invokes the
+    user's function with the value and reports its result masked. Without a reference the
+    task keeps its direct path (the state machine invokes the function)."""
+    received: list[Any] = []
+
+    def user_function(event: Any) -> Any:
+        received.append(event)
+        return {"digest": hashlib.sha256(event["pw"].encode()).hexdigest(), "echo": event["pw"]}
+
+    stack.add_function("user-fn", user_function)
+    stack.lambdas["stratoflow-runner"] = lambda event: runner.handle(
+        event, lambda: 60.0, s3=stack.s3,
+        secrets=SecretsManagerSource(manager, secrets_prefix()), lambda_client=stack.lambda_,
+    )  # fmt: skip
+    dispatcher = dispatcher_for(stack)
+    spec = direct_task('{type: lambda, function: user-fn, payload: {pw: "{{ secrets.canary }}"}}')
+    assert dispatcher.refusal(spec) is None
+    dispatcher.dispatch(spec)
+    message = stack.receive()
+    assert message["status"] == "succeeded", message
+    assert message["outputs"] == {"digest": DIGEST, "echo": "***"}
+    assert received == [{"pw": CANARY}]
+    arn = dispatcher.execution_arn(spec.run_id, spec.task_id, spec.attempt)
+    stack.wait_execution(arn)
+    assert "RunOnLambdaRunner" in stack.states_entered(arn)
+    given = json.loads(stack.sfn.describe_execution(executionArn=arn)["input"])
+    assert given["task"]["payload"] == {"pw": "{{ secrets.canary }}"}
+    assert CANARY not in everything_the_execution_saw(stack, arn)
+    assert CANARY not in json.dumps(message)
+
+    # a function error fails the attempt, its message masked
+    stack.lambdas["user-fn"] = _raising(CANARY)
+    spec = direct_task(
+        '{type: lambda, function: user-fn, payload: {pw: "{{ secrets.canary }}"}}', "fails"
+    )
+    dispatcher.dispatch(spec)
+    message = stack.receive()
+    assert message["status"] == "failed", message
+    assert CANARY not in json.dumps(message)
+
+    # no reference: the direct path, as before
+    plain = direct_task("{type: lambda, function: user-fn, payload: {pw: plain}}", "plain")
+    stack.lambdas["user-fn"] = user_function
+    dispatcher.dispatch(plain)
+    assert stack.receive()["outputs"]["echo"] == "plain"
+    arn = dispatcher.execution_arn(plain.run_id, plain.task_id, plain.attempt)
+    stack.wait_execution(arn)
+    assert "InvokeUserFunction" in stack.states_entered(arn)
+
+
+def _raising(value: str) -> Any:
+    def handler(event: Any) -> Any:
+        raise RuntimeError(f"could not log in with {value}")
+
+    return handler
+
+
+def direct_task(task: str, task_id: str = "fn") -> AttemptSpec:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    spec = load_workflow(
+        f"name: direct\nproject: analytics\ntasks:\n  {task_id}: {task}\n", now=now
+    )
+    run, _ = engine.new_run(
+        spec, run_id=f"analytics.direct-{task_id}", version=1, params={}, logical_date=now,
+        now=now,
+    )  # fmt: skip
+    return AttemptSpec(
+        run_id=run.id, task_id=task_id, attempt=1,
+        task=engine.render_task(spec, run, task_id, {}), logical_date=now,
+        workflow=spec.name, project=spec.project, timeout=timedelta(seconds=60),
+    )  # fmt: skip
+
+
+def test_a_kubernetes_task_carries_references_in_command_and_env_only(stack: Stack) -> None:
+    """Its command and env are resolved in the pod (tests/aws_eks: the manifest, and the
+    pod's scripts run for real); a reference anywhere else still fails at dispatch."""
+    dispatcher = dispatcher_for(stack)
+    spec = direct_task(
+        '{type: kubernetes, image: busybox, command: "echo {{ secrets.canary }}", '
+        'env: {PW: "x{{ secrets.canary }}"}}'
+    )
+    assert dispatcher.refusal(spec) is None
+    doc = dispatcher.build_input(spec)
+    assert doc["task"]["command"] == "echo {{ secrets.canary }}"
+    assert doc["task"]["env"] == {"PW": "x{{ secrets.canary }}"}
+    for elsewhere in (
+        '{type: kubernetes, image: "reg/{{ secrets.canary }}:1", command: [env]}',
+        '{type: kubernetes, image: busybox, command: [env], params: {p: "{{ secrets.canary }}"}}',
+    ):
+        refused = dispatcher.refusal(direct_task(elsewhere))
+        assert refused is not None
+        assert "cannot resolve secret references (canary)" in refused
+        assert "may have them in its command and env" in refused

@@ -286,3 +286,57 @@ def test_settings_from_env() -> None:
         EksSettings.from_env(
             {"STRATOFLOW_EKS_CLUSTER": "c", "STRATOFLOW_EKS_JOB_TTL_SECONDS": "1h"}
         )
+
+
+def test_secret_references_go_as_names_and_an_in_memory_volume_never_as_values() -> None:
+    """The manifest names the secrets; the reporter reads them as the pod's role into a
+    tmpfs emptyDir shared with the task container only (eks_task.sh puts them in place)."""
+    task = execution_input(command='psql "$URL" -c "select 1" -W {{ secrets.pw }}')
+    task["task"]["env"] = {"URL": "db://u:{{ secrets.db }}@h", "MODE": "full"}
+    job = build_job(task, "token-abc", SETTINGS).job
+    pod = job["spec"]["template"]["spec"]
+    by_name = containers(job)
+    task_env = {e["name"]: e["value"] for e in by_name["task"]["env"]}
+    reporter_env = {e["name"]: e["value"] for e in by_name["reporter"]["env"]}
+    assert task_env["URL"] == "db://u:{{ secrets.db }}@h"  # the reference, resolved in the pod
+    assert task_env["STRATOFLOW_SECRET_NAMES"] == "db pw"
+    assert task_env["STRATOFLOW_SECRET_ENV"] == "URL"
+    assert reporter_env["STRATOFLOW_SECRET_NAMES"] == "db pw"
+    assert reporter_env["STRATOFLOW_SECRETS_PATH"] == "stratoflow/analytics/"
+    assert reporter_env["STRATOFLOW_PROJECT"] == "analytics"
+    assert "STRATOFLOW_SECRETS_PATH" not in task_env
+    [volume] = [v for v in pod["volumes"] if v["name"] == "secrets"]
+    assert volume["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Mi"}
+    mounts = {c: {m["name"]: m for m in by_name[c]["volumeMounts"]} for c in by_name}
+    assert mounts["task"]["secrets"]["readOnly"] is True
+    assert mounts["reporter"]["secrets"].get("readOnly") is not True  # it writes the values
+    assert by_name["task"]["command"][-1] == 'psql "$URL" -c "select 1" -W {{ secrets.pw }}'
+
+
+def test_a_task_without_references_has_no_secrets_volume_or_settings() -> None:
+    job = build_job(execution_input(), "token-abc", SETTINGS).job
+    assert [v["name"] for v in job["spec"]["template"]["spec"]["volumes"]] == [
+        "stratoflow",
+        "token",
+    ]
+    names = {e["name"] for c in containers(job).values() for e in c["env"]}
+    assert not {n for n in names if n.startswith("STRATOFLOW_SECRET")}
+
+
+@pytest.mark.parametrize(
+    ("env", "context", "words"),
+    [
+        ({"not-a-name": "{{ secrets.pw }}"}, None, "env 'not-a-name' holds a secret reference"),
+        ({"A": "{{ secrets.pw }}"}, {"workflow": "w"}, "context.project is needed"),
+        ({f"V{i}": f"{{{{ secrets.s{i} }}}}" for i in range(17)}, None, "at most 16"),
+    ],
+)
+def test_bad_secret_references_are_named(
+    env: dict[str, str], context: dict[str, str] | None, words: str
+) -> None:
+    task = execution_input()
+    task["task"]["env"] = env
+    if context is not None:
+        task["context"] = context
+    with pytest.raises(InvalidTask, match=re.escape(words)):
+        build_job(task, "token-abc", SETTINGS)

@@ -11,6 +11,7 @@ does (TaskTimedOut), so the retry that picks up a replaced token is exercised to
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -34,6 +35,16 @@ token = args[args.index("--task-token") + 1] if "--task-token" in args else None
 files = {{a: open(a[len("file://"):], encoding="utf-8").read() for a in args if a.startswith("file://")}}
 with open(os.environ["FAKE_AWS_LOG"], "a", encoding="utf-8") as log:
     log.write(json.dumps({{"args": args, "token": token, "files": files}}) + "\\n")
+if args[:2] == ["secretsmanager", "get-secret-value"]:
+    # as the AWS CLI answers with --query SecretString --output text (the value, a newline)
+    wanted = args[args.index("--secret-id") + 1]
+    stored = json.loads(os.environ.get("FAKE_AWS_SECRETS", "{{}}"))
+    if wanted not in stored:
+        sys.stderr.write("An error occurred (ResourceNotFoundException) when calling the "
+                         "GetSecretValue operation: Secrets Manager can't find the specified secret.\\n")
+        sys.exit(254)
+    sys.stdout.write(stored[wanted] + "\\n")
+    sys.exit(0)
 if token == os.environ.get("FAKE_AWS_STALE_TOKEN"):
     sys.stderr.write("An error occurred (TaskTimedOut) when calling the operation: Task Timed Out\\n")
     sys.exit(254)
@@ -204,3 +215,99 @@ def test_an_image_without_tee_still_reports(pod: Pod, tmp_path: Path) -> None:
     assert not (pod.shared / "log").exists()
     cause = json.loads(next(iter(pod.calls()[-1]["files"].values())))
     assert cause == {"exit_code": 1, "error": "exited with code 1", "log_tail": ""}
+
+
+# A value with what a shell would expand or match, a newline inside, and a reference-like tail
+SECRET = 'p@ss "w0rd" $HOME `id` * ? [a] \\ & end\nline two'
+SECRET_DIGEST = hashlib.sha256(SECRET.encode()).hexdigest()
+
+
+def with_secrets(pod: Pod, stored: dict[str, str]) -> Path:
+    """The pod as build_job makes it for a task referencing ``pw`` in its env and argv."""
+    secrets_dir = pod.root / "secrets"  # the in-memory emptyDir of the pod
+    secrets_dir.mkdir()
+    pod.env.update(
+        FAKE_AWS_SECRETS=json.dumps(stored),
+        STRATOFLOW_SECRET_NAMES="pw",
+        STRATOFLOW_SECRETS_DIR=str(secrets_dir),
+        STRATOFLOW_SECRETS_PATH="stratoflow/analytics/",
+        STRATOFLOW_PROJECT="analytics",
+        STRATOFLOW_SECRET_ENV="PW URL",
+        PW="{{ secrets.pw }}",
+        URL="db://u:{{ secrets.pw }}@h/{{ secrets.pw }}",
+        PLAIN="{{ secrets.pw }} stays: not named in STRATOFLOW_SECRET_ENV",
+    )
+    return secrets_dir
+
+
+SHOW = (
+    'printf %s "$PW" | sha256sum | cut -c1-64 | sed "s/^/from_env=/" >> "$STRATOFLOW_OUTPUT"; '
+    'printf %s "$1" | sha256sum | cut -c1-64 | sed "s/^/from_arg=/" >> "$STRATOFLOW_OUTPUT"; '
+    'test "$URL" = "db://u:$PW@h/$PW" && echo url=ok >> "$STRATOFLOW_OUTPUT"; '
+    'echo "plain=$PLAIN" >> "$STRATOFLOW_OUTPUT"; '
+    'echo "echoed=$PW" >> "$STRATOFLOW_OUTPUT"; echo "printed $PW"; '
+)
+
+
+def test_secret_references_are_resolved_in_the_pod_and_masked_in_the_outputs(pod: Pod) -> None:
+    with_secrets(pod, {"stratoflow/analytics/pw": SECRET})
+    code, output = pod.run("sh", "-c", SHOW, "task", "{{ secrets.pw }}")
+    assert code == 0, output
+    calls = pod.calls()
+    fetched = [c["args"] for c in calls if c["args"][0] == "secretsmanager"]
+    assert fetched == [["secretsmanager", "get-secret-value", "--secret-id",
+                        "stratoflow/analytics/pw", "--query", "SecretString", "--output",
+                        "text"]]  # fmt: skip
+    success = calls[-1]
+    assert success["args"][1] == "send-task-success"
+    document = json.loads(next(iter(success["files"].values())))
+    assert document["outputs"] == {
+        "from_env": SECRET_DIGEST,  # the exact value: its inner newline and characters kept
+        "from_arg": SECRET_DIGEST,
+        "url": "ok",
+        "plain": "{{ secrets.pw }} stays: not named in STRATOFLOW_SECRET_ENV",
+        "echoed": "***",  # the whole value, its second line too, masked in the file
+    }
+    assert "w0rd" not in json.dumps(calls)
+
+
+def test_the_log_tail_of_a_failure_is_masked(pod: Pod) -> None:
+    with_secrets(pod, {"stratoflow/analytics/pw": SECRET})
+    code, _ = pod.run("sh", "-c", 'echo "before"; echo "the password is $PW"; exit 4')
+    assert code == 4
+    failure = pod.calls()[-1]
+    assert failure["args"][1] == "send-task-failure"
+    cause = json.loads(next(iter(failure["files"].values())))
+    assert cause["log_tail"] == "before\nthe password is ***"
+    assert "w0rd" not in json.dumps(pod.calls())
+
+
+def test_a_missing_secret_fails_the_attempt_naming_it_and_the_command_never_runs(
+    pod: Pod,
+) -> None:
+    with_secrets(pod, {"stratoflow/other/pw": "another project's"})
+    ran = pod.root / "ran"
+    code, _ = pod.run("sh", "-c", f"touch {ran}")
+    assert code == 1
+    assert not ran.exists()
+    failure = pod.calls()[-1]
+    assert failure["args"][1] == "send-task-failure"
+    cause = json.loads(next(iter(failure["files"].values())))
+    assert cause["exit_code"] is None
+    assert cause["error"] == (
+        "secret 'pw' is not set in project 'analytics' "
+        "(set it with `stratoflow secrets set pw --project analytics`)"
+    )
+    assert not any(c["args"][1] == "send-task-success" for c in pod.calls())
+
+
+def test_a_value_inside_another_is_masked_longest_first(pod: Pod) -> None:
+    """As ``Masker``: were "pass" masked first, "password-42" would show as "***word-42"."""
+    with_secrets(
+        pod, {"stratoflow/analytics/pw": "password-42", "stratoflow/analytics/short": "pass"}
+    )
+    pod.env["STRATOFLOW_SECRET_NAMES"] = "short pw"  # the shorter first: order by length
+    code, _ = pod.run("sh", "-c", 'echo "out=$PW and pass" >> "$STRATOFLOW_OUTPUT"')
+    assert code == 0
+    document = json.loads(next(iter(pod.calls()[-1]["files"].values())))
+    assert document["outputs"] == {"out": "*** and ***"}

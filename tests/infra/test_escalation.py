@@ -292,6 +292,22 @@ def test_lambda_tasks_may_still_invoke_the_users_functions(cfn: dict[str, Any]) 
     assert decide(cfn, "LambdaTaskRole", "lambda:InvokeFunction", LAMBDA + "etl-load:prod")
     listed = {"LambdaTaskFunctionArns": [LAMBDA + "etl-*"]}
     assert decide(cfn, "LambdaTaskRole", "lambda:InvokeFunction", LAMBDA + "etl-load", listed)
+    # a project's runner invokes them for a lambda task with a secret reference, as the
+    # project's role: its policy within the boundary, the stack's functions still out of reach
+    assert decide(cfn, "project:analytics", "lambda:InvokeFunction", LAMBDA + "etl-load")
+    assert decide(cfn, "project:analytics", "lambda:InvokeFunction", LAMBDA + "etl-load", listed)
+    # (the evaluator takes both branches of the boundary's If: the role's own policy narrows)
+    narrowed = replace(places(), lambda_task_functions=(LAMBDA + "etl-*",)).policy("analytics")
+    own = narrowed["Statement"]
+    assert allows(cfn, own, "lambda:InvokeFunction", LAMBDA + "etl-load")
+    assert not allows(cfn, own, "lambda:InvokeFunction", LAMBDA + "other")
+    assert not decide(cfn, "project:analytics", "lambda:InvokeAsync", LAMBDA + "etl-load")
+    assert not decide(
+        cfn,
+        "project:analytics",
+        "lambda:InvokeFunction",
+        LAMBDA + places().function_name("billing"),
+    )
     # the state machines invoke the project runners and the launcher themselves
     runner = LAMBDA + places().function_name("analytics")
     assert decide(cfn, "TaskAttemptStateMachineRole", "lambda:InvokeFunction", runner)

@@ -54,7 +54,7 @@ DISPATCH_THREADS = 8  # StartExecution is one HTTPS call each: overlap them
 REPORT_GRACE = timedelta(minutes=2)
 INLINE_INPUT_LIMIT = 6 * 1024  # a Batch runner's attempt larger than this goes through S3
 RUNNER_COMMAND = ["python", "-m", "stratoflow.adapters.aws.runner"]
-_DIRECT_TYPES = ("batch", "kubernetes", "lambda")  # no runner of ours between
+_DIRECT_TYPES = ("batch", "kubernetes", "lambda")  # no runner of ours between (see refusal)
 
 KillHook = Callable[[str, str, int], None]  # (run, task, attempt): EksJobs.kill
 Now = Callable[[], datetime]
@@ -189,16 +189,23 @@ class StepFunctionsDispatcher(Dispatcher):
 
     # ------------------------------------------------------------ the input
     def refusal(self, spec: AttemptSpec) -> str | None:
-        """A ``batch``, ``kubernetes`` or ``lambda`` task runs the user's image or function
-        directly: no Stratoflow runner is there to resolve a secret reference, and the state
-        machine must never carry a value. The one exception: a ``batch`` env variable whose
-        whole value is one reference, which ECS injects from Secrets Manager as the container
-        starts (``_batch_secrets``). Anything else fails, saying what to do instead."""
+        """A ``batch`` or ``kubernetes`` task runs the user's image directly: no Stratoflow
+        runner is there to resolve a secret reference, and the state machine must never carry
+        a value. The exceptions: a ``batch`` env variable whose whole value is one reference,
+        which ECS injects from Secrets Manager as the container starts (``_batch_secrets``);
+        a ``kubernetes`` task's command and env, resolved in the pod by its reporter and
+        wrapper as the project's role (``eks.build_job``); and a ``lambda`` task, which goes
+        through the project's runner function when it holds a reference
+        (``_lambda_via_runner``). Anything else (a reference in a batch command or inside a
+        longer env value, in a kubernetes image, namespace or params) fails, saying what to
+        do instead."""
         task = spec.task
-        if task.task_type not in _DIRECT_TYPES:
+        if task.task_type not in _DIRECT_TYPES or self._lambda_via_runner(spec):
             return None
         where = dict(task.fields, params=task.params)
-        if task.task_type != "batch":
+        if task.task_type == "kubernetes":
+            where.pop("command", None)  # resolved in the pod (eks_task.sh), as env is
+        elif task.task_type != "batch":
             where["env"] = task.env
         else:
             where["env"] = {k: v for k, v in task.env.items() if not REFERENCE.fullmatch(v)}
@@ -207,16 +214,25 @@ class StepFunctionsDispatcher(Dispatcher):
             return None
         listed = ", ".join(sorted(names))
         place = f"{secrets_prefix()}{spec.project}/<name>"
-        batch = (
-            "; a batch task may have one as the whole value of an env variable"
-            if task.task_type == "batch"
-            else ""
-        )
+        batch = {
+            "batch": "; a batch task may have one as the whole value of an env variable",
+            "kubernetes": "; a kubernetes task may have them in its command and env",
+        }.get(task.task_type, "")
         return (
             f"a {task.task_type} task on AWS runs your image or function directly, where "
             f"Stratoflow cannot resolve secret references ({listed}){batch}: use a shell or "
             f"python task (the runner resolves them; runner: batch for long work), or read "
             f"Secrets Manager {place} from the task itself (its role may)"
+        )
+
+    def _lambda_via_runner(self, spec: AttemptSpec) -> bool:
+        """A ``lambda`` task whose function or payload references a secret goes through the
+        project's runner function: it resolves them as the project's role and invokes the
+        user's function itself (``runner.invoke_user_function``). Without references it
+        keeps the direct path (the state machine invokes the function)."""
+        task = spec.task
+        return task.task_type == "lambda" and bool(
+            references(dict(task.fields, params=task.params, env=task.env))
         )
 
     def _batch_secrets(self, spec: AttemptSpec) -> tuple[tuple[str, str], ...]:
@@ -240,6 +256,8 @@ class StepFunctionsDispatcher(Dispatcher):
             runner: str | None = "batch" if task.fields.get("runner") == "batch" else "lambda"
             if kind == "http":
                 runner = "lambda"
+        elif kind == "lambda" and self._lambda_via_runner(spec):
+            runner = "lambda"  # resolved in the project's runner, which invokes the function
         elif kind in ("batch", "kubernetes", "lambda"):
             runner = None
         else:
@@ -249,7 +267,7 @@ class StepFunctionsDispatcher(Dispatcher):
         )
         timeout = int(spec.timeout.total_seconds()) if spec.timeout is not None else limit
         timeout = max(2 if kind == "kubernetes" else 1, min(timeout, limit))
-        uses_runner = runner is not None
+        uses_runner = runner is not None and kind != "lambda"  # a lambda task writes no log
         log_uri = self.log_uri(spec) if uses_runner else None
         outputs_uri = self.outputs_uri(spec) if runner == "batch" else None
         if uses_runner and not self.bucket:

@@ -44,6 +44,9 @@ from botocore.hooks import HierarchicalEmitter
 from botocore.model import ServiceId
 from botocore.signers import RequestSigner
 
+from stratoflow.adapters.aws.secrets import secrets_prefix
+from stratoflow.secrets import references
+
 TOKEN_PREFIX = "k8s-aws-v1."  # noqa: S105 (a format marker, not a secret)
 # EKS accepts a token for 15 minutes after X-Amz-Date whatever this says; 60 s is the usual value
 TOKEN_EXPIRES_SECONDS = 60
@@ -52,6 +55,11 @@ DEFAULT_REPORTER_IMAGE = "public.ecr.aws/aws-cli/aws-cli:2.15.0"
 DEFAULT_SERVICE_ACCOUNT = "stratoflow-reporter"
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
 SHARED_DIR = "/stratoflow"
+# the task's secret values (eks_task.sh): in memory, in this pod only, never in the manifest
+SECRETS_DIR = "/stratoflow-secrets"
+MAX_SECRET_REFERENCES = 16  # names one kubernetes task may reference (each up to 64 KiB)
+SECRETS_SIZE_LIMIT = "2Mi"  # MAX_SECRET_REFERENCES values of 64 KiB fit, with room
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TOKEN_DIR = "/var/run/stratoflow"  # noqa: S105 (a mount path)
 TOKEN_KEY = "task-token"  # noqa: S105 (a Secret key name)
 LABEL_PREFIX = "stratoflow.io/"
@@ -229,6 +237,45 @@ def _quantity(fields: Mapping[str, Any], name: str, default: str) -> str:
     return value
 
 
+def _secret_settings(
+    event_input: Mapping[str, Any], argv: list[str], env: Mapping[str, Any]
+) -> dict[str, list[dict[str, str]]] | None:
+    """The containers' settings for the task's secret references (in its command and env),
+    None without any. Only names go into the manifest: the reporter reads the values from
+    Secrets Manager ``<prefix><project>/<name>`` as the pod's role (the project's), the
+    wrapper puts them in place (eks_task.sh)."""
+    names = references([argv, dict(env)])
+    if not names:
+        return None
+    if len(names) > MAX_SECRET_REFERENCES:
+        raise InvalidTask(
+            f"a kubernetes task references {len(names)} secrets; at most {MAX_SECRET_REFERENCES}"
+        )
+    project = (event_input.get("context") or {}).get("project")
+    if not isinstance(project, str) or not project:
+        raise InvalidTask("context.project is needed to read the task's secrets")
+    variables = sorted(k for k, v in env.items() if references(str(v)))
+    bad = [k for k in variables if not _ENV_NAME.match(str(k))]
+    if bad:
+        raise InvalidTask(
+            f"env {bad[0]!r} holds a secret reference but is not a shell variable name "
+            "(letters, digits and '_', not starting with a digit)"
+        )
+    listed = " ".join(sorted(names))
+    common = [
+        {"name": "STRATOFLOW_SECRET_NAMES", "value": listed},
+        {"name": "STRATOFLOW_SECRETS_DIR", "value": SECRETS_DIR},
+    ]
+    return {
+        "task": [*common, {"name": "STRATOFLOW_SECRET_ENV", "value": " ".join(variables)}],
+        "reporter": [
+            *common,
+            {"name": "STRATOFLOW_SECRETS_PATH", "value": f"{secrets_prefix()}{project}/"},
+            {"name": "STRATOFLOW_PROJECT", "value": project},
+        ],
+    }
+
+
 def build_job(event_input: Any, task_token: str, settings: EksSettings) -> JobRequest:
     """The Job (and the Secret holding the token) for one execution input of the contract."""
     if not isinstance(event_input, Mapping):
@@ -263,6 +310,9 @@ def build_job(event_input: Any, task_token: str, settings: EksSettings) -> JobRe
     if not isinstance(env_in, Mapping):
         raise InvalidTask("env must be an object of names to values")
 
+    argv = _argv(fields.get("command"))
+    secret_env = _secret_settings(event_input, argv, env_in)
+
     labels = {
         "app.kubernetes.io/managed-by": "stratoflow",
         f"{LABEL_PREFIX}run": label_value(run_id),
@@ -292,6 +342,11 @@ def build_job(event_input: Any, task_token: str, settings: EksSettings) -> JobRe
         {"name": "AWS_RETRY_MODE", "value": "standard"},
         {"name": "AWS_MAX_ATTEMPTS", "value": "5"},
     ]
+    mounts = []
+    if secret_env is not None:
+        task_env += secret_env["task"]
+        reporter_env += secret_env["reporter"]
+        mounts = [{"name": "secrets", "mountPath": SECRETS_DIR}]
     spec: dict[str, Any] = {
         "backoffLimit": 0,  # retries are the engine's, each with its own attempt number
         "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
@@ -314,6 +369,7 @@ def build_job(event_input: Any, task_token: str, settings: EksSettings) -> JobRe
                         "volumeMounts": [
                             shared,
                             {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True},
+                            *mounts,
                         ],
                     },
                     {
@@ -324,19 +380,30 @@ def build_job(event_input: Any, task_token: str, settings: EksSettings) -> JobRe
                             "-c",
                             task_script(),
                             "stratoflow-task",
-                            *_argv(fields.get("command")),
+                            *argv,
                         ],
                         "env": task_env,
                         "resources": {
                             "requests": {"cpu": cpu, "memory": memory},
                             "limits": {"cpu": cpu, "memory": memory},
                         },
-                        "volumeMounts": [shared],
+                        "volumeMounts": [shared, *({**m, "readOnly": True} for m in mounts)],
                     },
                 ],
                 "volumes": [
                     {"name": "stratoflow", "emptyDir": {}},
                     {"name": "token", "secret": {"secretName": name}},
+                    *(
+                        # tmpfs: the values never reach the node's disk
+                        [
+                            {
+                                "name": "secrets",
+                                "emptyDir": {"medium": "Memory", "sizeLimit": SECRETS_SIZE_LIMIT},
+                            }
+                        ]
+                        if mounts
+                        else []
+                    ),
                 ],
             },
         },

@@ -4,7 +4,10 @@
 # (key=value lines of $STRATOFLOW_DIR/outputs, last write wins), or send-task-failure with the
 # exit code and the last lines of the log. It then exits 0 so the pod completes.
 # The token is read from a mounted Secret at each call: a retried launch replaces it there.
-# Needs sh, sed, tr, head, tail, wc, sleep, cat and aws. Written for POSIX sh.
+# With secret references it first reads them (fetch_secrets) and masks their values in the
+# outputs and the log tail it sends. Needs sh, sed, tr, head, tail, wc, sleep, cat, rm, sort and
+# aws.
+# Written for POSIX sh.
 dir=${STRATOFLOW_DIR:-/stratoflow}
 token_file=${STRATOFLOW_TOKEN_FILE:-/var/run/stratoflow/task-token}
 heartbeat=${STRATOFLOW_HEARTBEAT_SECONDS:-60}
@@ -14,6 +17,14 @@ pause=${STRATOFLOW_REPORT_PAUSE_SECONDS:-5}
 max_outputs=${STRATOFLOW_MAX_OUTPUT_BYTES:-200000}
 tab=$(printf '\t')
 cr=$(printf '\r')
+nl='
+'
+# Secret references of the task (eks_task.sh): read here, as the pod's role, into an in-memory
+# emptyDir shared with the task container only; their values are masked in what is reported.
+names=${STRATOFLOW_SECRET_NAMES:-}
+secrets_dir=${STRATOFLOW_SECRETS_DIR:-/stratoflow-secrets}
+secrets_path=${STRATOFLOW_SECRETS_PATH:-}
+project=${STRATOFLOW_PROJECT:-}
 
 sfn() {  # sfn ACTION ARGS...: one Step Functions call with the current token; quiet on success
     action=$1
@@ -78,13 +89,64 @@ $key
     printf '}'
 }
 
+secret_value() {  # secret_value NAME: $value is the secret as fetched, without the CLI's newline
+    value=$(cat "$secrets_dir/$1" && printf x)
+    value=${value%x}
+    value=${value%"$nl"}
+}
+
+mask() {  # stdin -> stdout with each secret value (4 characters or more) written ***
+    text=$(cat && printf x)
+    text=${text%x}
+    # the longest value first: one value inside another must not leave the rest of it showing
+    longest_first=$(for name in $names; do
+        [ -f "$secrets_dir/$name" ] || continue
+        secret_value "$name"
+        printf '%s %s\n' "${#value}" "$name"
+    done | sort -rn | sed 's/^[0-9]* //')
+    for name in $longest_first; do
+        secret_value "$name"
+        [ "${#value}" -ge 4 ] || continue
+        rest=$text
+        text=''
+        while :; do
+            case $rest in *"$value"*) ;; *) break ;; esac
+            text="$text${rest%%"$value"*}***"
+            rest=${rest#*"$value"}
+        done
+        text="$text$rest"
+    done
+    printf '%s' "$text"
+}
+
+fetch_secrets() {  # each referenced secret into $secrets_dir/NAME; else report which and why
+    for name in $names; do
+        if aws secretsmanager get-secret-value --secret-id "$secrets_path$name" \
+            --query SecretString --output text >"$secrets_dir/$name" 2>"$dir/secret.err"; then
+            continue
+        fi
+        rm -f "$secrets_dir/$name"
+        code=$(sed -n 's/.*(\([A-Za-z]*\)).*/\1/p' "$dir/secret.err" | head -n 1)
+        if [ "$code" = ResourceNotFoundException ]; then
+            why="secret '$name' is not set in project '$project' (set it with \`stratoflow secrets set $name --project $project\`)"
+        else
+            why="secret '$name' ($secrets_path$name) could not be read: ${code:-unknown error}"
+        fi
+        : >"$dir/secrets.failed"
+        fail null "$why"
+        return 1
+    done
+    : >"$dir/secrets.ready"
+}
+
 fail() {  # fail CODE MESSAGE: send-task-failure with the exit code and the log's last lines
     {
         printf '{"exit_code":%s,"error":' "$1"
         printf '%s' "$2" | json_string
         printf ',"log_tail":'
         if [ -f "$dir/log" ]; then
-            tail -n 20 "$dir/log" | LC_ALL=C tr -cd '\11\12\15\40-\176' | tail -c 2000 | json_string
+            tail -n 40 "$dir/log" | mask | tail -n 20 | LC_ALL=C tr -cd '\11\12\15\40-\176' \
+                | tail -c 2000 | json_string
         else
             printf '""'
         fi
@@ -92,6 +154,10 @@ fail() {  # fail CODE MESSAGE: send-task-failure with the exit code and the log'
     } >"$dir/cause.json"
     report send-task-failure --error Stratoflow.TaskFailed --cause "file://$dir/cause.json"
 }
+
+if [ -n "$names" ]; then
+    fetch_secrets || exit 0 # reported; the task container sees secrets.failed and ends
+fi
 
 elapsed=$heartbeat
 until [ -s "$dir/exit" ]; do
@@ -112,7 +178,12 @@ elif [ -f "$dir/outputs" ] && [ "$(wc -c <"$dir/outputs")" -gt "$max_outputs" ];
 else
     {
         printf '{"status":"succeeded","exit_code":0,"outputs":'
-        outputs_json "$dir/outputs"
+        if [ -n "$names" ] && [ -f "$dir/outputs" ]; then
+            mask <"$dir/outputs" >"$dir/outputs.masked"
+            outputs_json "$dir/outputs.masked"
+        else
+            outputs_json "$dir/outputs"
+        fi
         printf '}'
     } >"$dir/result.json"
     report send-task-success --task-output "file://$dir/result.json" \

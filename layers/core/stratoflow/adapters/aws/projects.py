@@ -124,6 +124,10 @@ class ProjectPlaces:
     # the namespace the launcher makes service accounts in (it may edit only that one): IRSA
     # trusts the project's account there only, not one any cluster user could make elsewhere
     eks_namespace: str = ""
+    # the user functions lambda tasks may invoke (the stack's LambdaTaskFunctionArns); empty:
+    # every function of the account. The runner invokes one as the project's role for a
+    # lambda task whose payload references a secret; the stack's own are denied whatever this says
+    lambda_task_functions: tuple[str, ...] = ()
 
     def role_name(self, project: str) -> str:
         return f"{self.stack}-p-{project_digest(project)}"
@@ -208,6 +212,7 @@ class ProjectPlaces:
         p = self.partition
         bucket = f"arn:{p}:s3:::{self.bucket}"
         secrets = f"{self.secrets_prefix}{project}/"
+        functions = f"arn:{p}:lambda:{self.region}:{self.account}:function:"
         return {
             "Version": "2012-10-17",
             "Statement": [
@@ -251,6 +256,24 @@ class ProjectPlaces:
                     "Resource": (
                         f"arn:{p}:ssm:{self.region}:{self.account}:parameter/{secrets.lstrip('/')}*"
                     ),
+                },
+                {
+                    # a lambda task whose payload references a secret: the runner resolves it
+                    # and invokes the user's function (runner.invoke_user_function)
+                    "Sid": "UserLambdaTasks",
+                    "Effect": "Allow",
+                    "Action": "lambda:InvokeFunction",
+                    "Resource": list(self.lambda_task_functions) or f"{functions}*",
+                },
+                {
+                    "Sid": "NeverThisStacksFunctions",
+                    "Effect": "Deny",
+                    "Action": [
+                        "lambda:InvokeFunction",
+                        "lambda:InvokeAsync",
+                        "lambda:InvokeFunctionUrl",
+                    ],
+                    "Resource": f"{functions}{self.stack}-*",
                 },
                 {
                     "Sid": "RunnerFunctionLogs",

@@ -152,6 +152,7 @@ def run_attempt(
     still_wanted: StillWanted | None = None,
     poll_seconds: float = STOP_POLL_SECONDS,
     secrets: SecretSource | None = None,
+    lambda_client: Any = None,
 ) -> dict[str, Any]:
     """Run the attempt; upload its log; return the outcome
     ``{status, exit_code, error, outputs, log}``. A task's own failure is an outcome, never
@@ -178,6 +179,8 @@ def run_attempt(
         return {"status": "failed", "exit_code": None, "error": str(exc), "outputs": {},
                 "log": None, "retryable": False}  # fmt: skip
     masker = Masker(used.values())
+    if kind == "lambda":
+        return invoke_user_function(lambda_client, task, masker)
     attempt = {**attempt, "task": task}
     with tempfile.TemporaryDirectory(prefix="stratoflow-") as tmp:
         workdir = Path(tmp)
@@ -240,6 +243,39 @@ def run_attempt(
             outcome["error"] += f" (ran {elapsed:.1f} s)"
         outcome["log"] = _upload_log(s3, log_uri, log_file, masker)
     return outcome
+
+
+def invoke_user_function(client: Any, task: Mapping[str, Any], masker: Masker) -> dict[str, Any]:
+    """A ``lambda`` task whose payload references a secret: the dispatcher sends it here (the
+    state machine must not carry the value). Its references are resolved already; invoke the
+    user's function with that payload, as the project's role (its policy allows the user
+    functions the stack allows, never the stack's own), and return its result as the task's
+    outputs, masked, as the state machine's direct path reports it. A function error fails
+    the attempt with its message, masked."""
+    if client is None:
+        raise AttemptInputError("a lambda task reached a runner without a Lambda client")
+    function = task.get("function")
+    if not isinstance(function, str) or not function:
+        raise AttemptInputError("a lambda task's attempt lacks its function")
+    payload = json.dumps(task.get("payload") or {}, default=str).encode()
+    failed: dict[str, Any] = {"status": "failed", "exit_code": None, "outputs": {}, "log": None}
+    try:
+        answer = client.invoke(FunctionName=function, Payload=payload)
+        body = answer["Payload"].read().decode("utf-8", errors="replace")
+    except Exception as exc:  # AccessDenied, not found, throttled past the SDK's retries
+        return {**failed, "error": masker.text(f"invoking {function!r} failed: {exc}")}
+    if answer.get("FunctionError"):
+        return {**failed, "error": masker.text(f"{function!r} failed: {body[:4000]}")}
+    try:
+        result = json.loads(body) if body else None
+    except ValueError:
+        result = body
+    outputs = masker.value(result)
+    size = len(json.dumps(outputs, default=str).encode())
+    if size > MAX_OUTPUTS_BYTES:
+        return {**failed, "error": f"the function's result is too large: {size} bytes as JSON "
+                f"(at most {MAX_OUTPUTS_BYTES})"}  # fmt: skip
+    return {"status": "succeeded", "exit_code": 0, "error": None, "outputs": outputs, "log": None}
 
 
 def _resolved(
@@ -309,6 +345,7 @@ def handle(
     dynamodb: Any = None,
     table: str | None = None,
     secrets: SecretSource | None = None,
+    lambda_client: Any = None,
 ) -> dict[str, Any]:
     """The runner function: the state machine's attempt input in, the outcome out. With the
     state table (``dynamodb``, ``table``) a stop reaches the running task (``task_watch``);
@@ -321,6 +358,7 @@ def handle(
         still_wanted=task_watch(dynamodb, table, event),
         poll_seconds=max(poll, 0.1),
         secrets=secrets,
+        lambda_client=lambda_client,
     )
 
 

@@ -18,6 +18,7 @@ import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.config import Config
 
 from stratoflow.adapters.aws import runner
 from stratoflow.adapters.aws.secrets import SecretsManagerSource, secrets_prefix
@@ -27,6 +28,9 @@ tracer = Tracer()
 metrics = Metrics()
 s3 = boto3.client("s3")  # once per container
 dynamodb = boto3.client("dynamodb")
+# a lambda task whose payload references a secret: the runner invokes the user's function
+# (read timeout past Lambda's 15 minutes: the call waits as long as the function may run)
+lambda_client = boto3.client("lambda", config=Config(read_timeout=910, connect_timeout=10))
 # the project's role may read its own secrets only (<prefix><project>/*)
 secrets = SecretsManagerSource(boto3.client("secretsmanager"), secrets_prefix())
 TABLE = os.environ.get("STRATOFLOW_TABLE") or None
@@ -43,6 +47,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         dynamodb=dynamodb,
         table=TABLE,
         secrets=secrets,
+        lambda_client=lambda_client,
     )
     metrics.add_metric(name=f"Tasks_{outcome['status']}", unit=MetricUnit.Count, value=1)
     logger.info("attempt ended", extra={"key": event.get("key"), "status": outcome["status"]})

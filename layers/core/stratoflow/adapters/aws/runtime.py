@@ -99,6 +99,9 @@ def project_identities(settings: AwsSettings, clients: AwsClients) -> ProjectIde
         secrets_prefix=secrets_prefix({PREFIX_VARIABLE: settings.secrets_prefix}),
         oidc_issuer=settings.eks_oidc_issuer,
         eks_namespace=settings.eks_namespace,
+        lambda_task_functions=tuple(
+            arn.strip() for arn in settings.lambda_task_functions.split(",") if arn.strip()
+        ),
     )
     retention = settings.runner_log_retention_days
     return ProjectIdentities(

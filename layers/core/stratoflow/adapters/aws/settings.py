@@ -48,13 +48,17 @@ class AwsSettings:
     runner_log_retention_days: str = ""
     # the cluster's OIDC issuer (IRSA): project roles trust it for their pods' service accounts
     eks_oidc_issuer: str = ""
+    # LambdaTaskFunctionArns, comma-separated: what a project's runner may invoke for a lambda
+    # task whose payload references a secret (empty: any function of the account but the stack's)
+    lambda_task_functions: str = ""
 
     # field -> environment variable; the template sets every one, but these may be empty: a
     # stack deployed without Batch, EKS or the read model (the parameters that turn them off)
     OPTIONAL: ClassVar[frozenset[str]] = frozenset(
         {"batch_job_queue", "runner_job_definition", "eks_cluster", "eks_namespace",
          "db_cluster_arn", "db_secret_arn", "db_name", "express_state_machine_arn",
-         "results_dlq_url", "secrets_prefix", "runner_log_retention_days", "eks_oidc_issuer"}
+         "results_dlq_url", "secrets_prefix", "runner_log_retention_days", "eks_oidc_issuer",
+         "lambda_task_functions"}
     )  # fmt: skip
     ENV: ClassVar[Mapping[str, str]] = {
         "table": "STRATOFLOW_TABLE",
@@ -83,6 +87,8 @@ class AwsSettings:
         "runner_log_retention_days": "STRATOFLOW_RUNNER_LOG_RETENTION_DAYS",
         # empty: pods get their project's role by EKS Pod Identity only
         "eks_oidc_issuer": "STRATOFLOW_EKS_OIDC_ISSUER",
+        # empty: every function of the account (never the stack's: the boundary denies those)
+        "lambda_task_functions": "STRATOFLOW_LAMBDA_TASK_FUNCTIONS",
     }
 
     @classmethod
