@@ -14,7 +14,9 @@ def test_reads_every_contract_variable() -> None:
     assert settings.table == "value-of-stratoflow_table"
     assert settings.state_machine_arn == "value-of-stratoflow_state_machine_arn"
     assert settings.as_env() == FULL
-    assert len(AwsSettings.ENV) == 23
+    assert (
+        len(AwsSettings.ENV) == 24
+    )  # the last: STRATOFLOW_LAMBDA_TASK_FUNCTIONS (lambda tasks via the runner)
 
 
 def test_a_missing_variable_is_named() -> None:
