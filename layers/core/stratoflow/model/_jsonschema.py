@@ -134,6 +134,14 @@ _DESCRIPTIONS: dict[str, dict[str, str]] = {
         "payload": "The event sent to the function (templated).",
         "local_callable": "module:function called with the payload by the local runtime.",
     },
+    "DependencyTask": {
+        "all": "Every item must have succeeded for its whole window (one failure fails at once).",
+        "any": "One item that succeeded for its whole window is enough.",
+        "timeout": "How long to wait for an outcome; then the task fails naming what is missing."
+        " Absent: wait until the outcome is certain.",
+        "check_interval": "How often to look again while waiting (5s to 1d; default 1m); an"
+        " upstream run's end also wakes it.",
+    },
 }
 
 

@@ -385,11 +385,128 @@ class LambdaTask(_TaskBase):
         return {**super().templated_fields(), "payload": self.payload}
 
 
+class DateValue(StrEnum):
+    """DolphinScheduler's date values: the window of an upstream workflow's logical dates a
+    dependency checks, relative to the dependent run's logical date (in its schedule's time
+    zone). Hours are hours before the logical date's own hour; days are calendar days."""
+
+    CURRENT_HOUR = "currentHour"
+    LAST_1_HOURS = "last1Hours"
+    LAST_2_HOURS = "last2Hours"
+    LAST_3_HOURS = "last3Hours"
+    LAST_24_HOURS = "last24Hours"
+    TODAY = "today"
+    LAST_1_DAYS = "last1Days"
+    LAST_2_DAYS = "last2Days"
+    LAST_3_DAYS = "last3Days"
+    LAST_7_DAYS = "last7Days"
+    THIS_WEEK = "thisWeek"
+    LAST_WEEK = "lastWeek"
+    LAST_MONDAY = "lastMonday"
+    LAST_TUESDAY = "lastTuesday"
+    LAST_WEDNESDAY = "lastWednesday"
+    LAST_THURSDAY = "lastThursday"
+    LAST_FRIDAY = "lastFriday"
+    LAST_SATURDAY = "lastSaturday"
+    LAST_SUNDAY = "lastSunday"
+    THIS_MONTH = "thisMonth"
+    LAST_MONTH = "lastMonth"
+    THIS_MONTH_BEGIN = "thisMonthBegin"
+    LAST_MONTH_BEGIN = "lastMonthBegin"
+    LAST_MONTH_END = "lastMonthEnd"
+
+
+MAX_DEPENDENCY_ITEMS = 20
+MIN_CHECK_INTERVAL = timedelta(seconds=5)
+MAX_CHECK_INTERVAL = timedelta(days=1)
+_UPSTREAM_WORKFLOW = re.compile(r"(?:[a-z0-9_-]{1,128}/)?[a-z0-9_-]{1,128}")
+
+
+class DependencyItem(_Strict):
+    workflow: str = Field(
+        description="an upstream workflow: a name in this project, or 'project/name'",
+        max_length=257,
+    )
+    task: str | None = Field(
+        default=None, description="one task of the upstream runs; absent: the whole run"
+    )
+    date: DateValue = Field(description="the window of upstream logical dates to check")
+
+    @field_validator("workflow")
+    @classmethod
+    def _workflow_name(cls, value: str) -> str:
+        if not _UPSTREAM_WORKFLOW.fullmatch(value):
+            raise ValueError(
+                f"workflow {value!r} must be a workflow name or 'project/name' "
+                "(lower-case letters, digits, '_' and '-')"
+            )
+        return value
+
+    @field_validator("task")
+    @classmethod
+    def _task_name(cls, value: str | None) -> str | None:
+        if value is not None and not _TASK_ID.fullmatch(value):
+            raise ValueError(f"invalid task id {value!r}: use letters, digits, '_' and '-'")
+        return value
+
+    def upstream(self, project: str) -> tuple[str, str]:
+        """(project, workflow) of the upstream, relative to the dependent's ``project``."""
+        if "/" in self.workflow:
+            owner, name = self.workflow.split("/", 1)
+            return owner, name
+        return project, self.workflow
+
+
+DependencyItems = Annotated[
+    list[DependencyItem], Field(min_length=1, max_length=MAX_DEPENDENCY_ITEMS)
+]
+
+
+class DependencyTask(_TaskBase):
+    """Wait until upstream workflows' runs (or one task of them) for a window of logical dates
+    have succeeded: ``all`` of the items, or ``any`` of them. It runs in the scheduler (no
+    executor); ``timeout`` bounds the wait (absent: until the outcome is certain)."""
+
+    type: Literal["dependency"]
+    all_: DependencyItems | None = Field(default=None, alias="all")
+    any_: DependencyItems | None = Field(default=None, alias="any")
+    check_interval: Duration = Field(
+        default=timedelta(minutes=1),
+        description="how often to look again while waiting (also woken by an upstream run's end)",
+    )
+
+    @model_validator(mode="after")
+    def _one_group(self) -> DependencyTask:
+        if (self.all_ is None) == (self.any_ is None):
+            raise ValueError("a dependency task needs exactly one of 'all' or 'any'")
+        if not MIN_CHECK_INTERVAL <= self.check_interval <= MAX_CHECK_INTERVAL:
+            raise ValueError(
+                f"check_interval must be from {format_duration(MIN_CHECK_INTERVAL)} "
+                f"to {format_duration(MAX_CHECK_INTERVAL)}"
+            )
+        return self
+
+    @property
+    def items(self) -> list[DependencyItem]:
+        return list(self.all_ if self.all_ is not None else self.any_ or [])
+
+    @property
+    def mode(self) -> Literal["all", "any"]:
+        return "all" if self.all_ is not None else "any"
+
+
 Task = Annotated[
-    ShellTask | PythonTask | HttpTask | SwitchTask | BatchTask | KubernetesTask | LambdaTask,
+    ShellTask
+    | PythonTask
+    | HttpTask
+    | SwitchTask
+    | BatchTask
+    | KubernetesTask
+    | LambdaTask
+    | DependencyTask,
     Field(discriminator="type"),
 ]
-TASK_TYPES = ("shell", "python", "http", "switch", "batch", "kubernetes", "lambda")
+TASK_TYPES = ("shell", "python", "http", "switch", "batch", "kubernetes", "lambda", "dependency")
 
 
 class Workflow(_Strict):

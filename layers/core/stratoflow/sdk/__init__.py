@@ -4,7 +4,7 @@ Two styles, freely mixed:
 
 - the builder (as pydolphinscheduler): ``with Workflow("etl") as wf:`` then tasks made with
   :func:`shell`, :func:`python`, :func:`http`, :func:`switch`, :func:`batch`,
-  :func:`kubernetes`, :func:`lambda_` (or ``Task(id, type, **fields)``), wired with
+  :func:`kubernetes`, :func:`lambda_`, :func:`dependency` (items made with :func:`upstream`) (or ``Task(id, type, **fields)``), wired with
   ``a >> b`` (b waits for a) or ``depends_on=[...]``;
 - decorators (as Airflow's TaskFlow): ``@workflow`` on a function that makes the tasks, and
   ``@task`` on a function whose body becomes a python task.
@@ -22,12 +22,14 @@ from stratoflow.sdk._builder import (
     Workflow,
     batch,
     case,
+    dependency,
     http,
     kubernetes,
     lambda_,
     python,
     shell,
     switch,
+    upstream,
 )
 from stratoflow.sdk._module import load_module_workflows, module_workflows
 from stratoflow.sdk._taskflow import TaskFunction, task, workflow
@@ -40,6 +42,7 @@ __all__ = [
     "Workflow",
     "batch",
     "case",
+    "dependency",
     "http",
     "kubernetes",
     "lambda_",
@@ -49,5 +52,6 @@ __all__ = [
     "shell",
     "switch",
     "task",
+    "upstream",
     "workflow",
 ]

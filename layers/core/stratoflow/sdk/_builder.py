@@ -151,7 +151,8 @@ class Task:
     workflow; otherwise add it with ``Workflow.add`` or ``Workflow(tasks=[...])``.
 
     ``Task(task_id, type, **fields)`` makes any task type; the helpers (``shell``,
-    ``python``, ``http``, ``switch``, ``batch``, ``kubernetes``, ``lambda_``) name their
+    ``python``, ``http``, ``switch``, ``batch``, ``kubernetes``, ``lambda_``,
+    ``dependency``) name their
     fields. ``fields`` are written as given (None leaves a field out); an :class:`Output`
     among their values adds its task to ``depends_on`` (after the ones given)."""
 
@@ -339,6 +340,35 @@ def lambda_(
     return Task(
         task_id, "lambda", function=function, payload=payload,
         local_callable=_callable_ref(local_callable), **options,
+    )  # fmt: skip
+
+
+def upstream(workflow: str, date: str, *, task: str | None = None) -> dict[str, Any]:
+    """One item of a dependency: ``workflow`` (a name, or ``project/name``) has succeeded for
+    every interval of ``date`` (a DolphinScheduler date value such as ``today`` or
+    ``last7Days``); with ``task``, that task of its runs."""
+    item: dict[str, Any] = {"workflow": workflow}
+    if task is not None:
+        item["task"] = task
+    item["date"] = date
+    return item
+
+
+def dependency(
+    task_id: str,
+    *,
+    all: Sequence[Mapping[str, Any]] | None = None,  # the format's field names
+    any: Sequence[Mapping[str, Any]] | None = None,
+    check_interval: str | int | None = None,
+    **options: Any,
+) -> Task:
+    """Wait for other workflows' runs: ``all`` (or ``any``) of the items made with
+    :func:`upstream`. ``check_interval`` and ``timeout`` (in ``options``) as in the format."""
+    return Task(
+        task_id, "dependency",
+        all=None if all is None else [dict(i) for i in all],
+        any=None if any is None else [dict(i) for i in any],
+        check_interval=check_interval, **options,
     )  # fmt: skip
 
 

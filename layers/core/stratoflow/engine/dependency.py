@@ -1,0 +1,283 @@
+"""The dependency task's rules: date windows and the decision, as pure functions.
+
+A dependency item names an upstream workflow (or one task of it) and a date value. The date
+value, relative to the dependent run's logical date in its schedule's time zone, makes a list
+of intervals (hours or calendar days). The item has succeeded when, in every interval, the
+latest run of the upstream (by creation) with a logical date inside it has succeeded (its
+named task has succeeded); it has failed as soon as one interval's latest run has ended
+otherwise; else it waits (an interval with no run, or a run not yet ended).
+
+``all`` fails at once when one item fails and succeeds when every item has succeeded;
+``any`` succeeds at once when one item succeeds and fails when every item has failed.
+Waiting ends at the task's timeout with a failure naming what is missing.
+
+Days are calendar days of the time zone (a DST day has 23 or 25 hours); hours are real hours.
+Nothing here reads the clock or a store: the caller passes ``now`` and the upstream runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from stratoflow.engine._states import RunState, TaskState
+from stratoflow.model import (
+    DateValue,
+    DependencyItem,
+    DependencyTask,
+    WorkflowSpec,
+    format_duration,
+)
+
+_HOUR = timedelta(hours=1)
+_LAST_HOURS = {
+    DateValue.LAST_1_HOURS: 1,
+    DateValue.LAST_2_HOURS: 2,
+    DateValue.LAST_3_HOURS: 3,
+    DateValue.LAST_24_HOURS: 24,
+}
+_LAST_DAYS = {
+    DateValue.LAST_1_DAYS: 1,
+    DateValue.LAST_2_DAYS: 2,
+    DateValue.LAST_3_DAYS: 3,
+    DateValue.LAST_7_DAYS: 7,
+}
+_LAST_WEEKDAY = {
+    DateValue.LAST_MONDAY: 0,
+    DateValue.LAST_TUESDAY: 1,
+    DateValue.LAST_WEDNESDAY: 2,
+    DateValue.LAST_THURSDAY: 3,
+    DateValue.LAST_FRIDAY: 4,
+    DateValue.LAST_SATURDAY: 5,
+    DateValue.LAST_SUNDAY: 6,
+}
+MAX_DETAIL = 2000  # characters of a failure message
+
+
+@dataclass(frozen=True)
+class Interval:
+    """[start, end) in UTC, and how to name it to a user (in the time zone)."""
+
+    start: datetime
+    end: datetime
+    label: str
+
+
+def schedule_zone(spec: WorkflowSpec) -> ZoneInfo:
+    """The time zone a workflow's dates are in: its schedule's, else UTC."""
+    schedule = spec.workflow.schedule
+    return ZoneInfo(schedule.timezone if schedule is not None else "UTC")
+
+
+def _day(day: date, zone: ZoneInfo) -> Interval:
+    """A calendar day in ``zone``: from its first instant to the next day's (23, 24 or 25
+    hours). A midnight that DST skips starts the day at the first instant that exists."""
+    start = datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone).astimezone(UTC)
+    return Interval(start, end, day.isoformat())
+
+
+def _days(first: date, last: date, zone: ZoneInfo) -> list[Interval]:
+    count = (last - first).days + 1
+    return [_day(first + timedelta(days=i), zone) for i in range(count)]
+
+
+def _hour(start: datetime, zone: ZoneInfo) -> Interval:
+    label = start.astimezone(zone).isoformat(timespec="minutes")
+    return Interval(start, start + _HOUR, label)
+
+
+def _first_of_month(day: date) -> date:
+    return day.replace(day=1)
+
+
+def date_intervals(value: DateValue, logical_date: datetime, zone: ZoneInfo) -> list[Interval]:
+    """The intervals of ``value`` relative to ``logical_date`` (aware), oldest first.
+
+    As DolphinScheduler's ``DependentDateUtils``: ``currentHour`` the logical date's hour;
+    ``lastNHours`` the N whole hours before it; ``today`` its day; ``lastNDays`` the N days
+    before it; ``thisWeek`` Monday to its day; ``lastWeek`` last week's Monday to Sunday;
+    ``lastMonday``..``lastSunday`` that day of last week; ``thisMonth`` the 1st to its day;
+    ``lastMonth`` every day of last month; ``thisMonthBegin``, ``lastMonthBegin`` and
+    ``lastMonthEnd`` one day. Weeks start on Monday. (``last24Hours`` is the 24 hours before
+    the logical date's hour, like ``lastNHours``; DolphinScheduler's own is fixed to yesterday
+    01:00 - today 01:00 whatever the hour.)"""
+    if logical_date.tzinfo is None:
+        raise ValueError("logical_date must be aware")
+    local = logical_date.astimezone(zone)
+    day = local.date()
+    if value is DateValue.CURRENT_HOUR or value in _LAST_HOURS:
+        # the hour's start in local time (an offset of 30 minutes moves it), then real hours
+        hour = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+        n = _LAST_HOURS.get(value, 0)
+        if n == 0:
+            return [_hour(hour, zone)]
+        return [_hour(hour - k * _HOUR, zone) for k in range(n, 0, -1)]
+    if value is DateValue.TODAY:
+        return [_day(day, zone)]
+    if value in _LAST_DAYS:
+        n = _LAST_DAYS[value]
+        return _days(day - timedelta(days=n), day - timedelta(days=1), zone)
+    monday = day - timedelta(days=day.weekday())
+    if value is DateValue.THIS_WEEK:
+        return _days(monday, day, zone)
+    if value is DateValue.LAST_WEEK:
+        return _days(monday - timedelta(days=7), monday - timedelta(days=1), zone)
+    if value in _LAST_WEEKDAY:
+        one = monday - timedelta(days=7 - _LAST_WEEKDAY[value])
+        return [_day(one, zone)]
+    first = _first_of_month(day)
+    last_month_end = first - timedelta(days=1)
+    last_month_first = _first_of_month(last_month_end)
+    match value:
+        case DateValue.THIS_MONTH:
+            return _days(first, day, zone)
+        case DateValue.LAST_MONTH:
+            return _days(last_month_first, last_month_end, zone)
+        case DateValue.THIS_MONTH_BEGIN:
+            return [_day(first, zone)]
+        case DateValue.LAST_MONTH_BEGIN:
+            return [_day(last_month_first, zone)]
+        case DateValue.LAST_MONTH_END:
+            return [_day(last_month_end, zone)]
+    raise AssertionError(value)  # pragma: no cover - every date value is handled above
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    WAITING = "waiting"
+
+
+@dataclass(frozen=True)
+class UpstreamRun:
+    """A run of an upstream workflow, as the decision needs it. ``task_state``: the state of
+    the item's task in this run (None when the item names no task, or the run has no such
+    task)."""
+
+    run_id: str
+    state: RunState
+    logical_date: datetime
+    created_at: datetime
+    task_state: TaskState | None = None
+
+
+def latest_in(interval: Interval, runs: Sequence[UpstreamRun]) -> UpstreamRun | None:
+    """The run that decides an interval: the latest created (then the greatest id) whose
+    logical date is inside it."""
+    inside = [r for r in runs if interval.start <= r.logical_date < interval.end]
+    if not inside:
+        return None
+    return max(inside, key=lambda r: (r.created_at, r.run_id))
+
+
+@dataclass(frozen=True)
+class ItemStatus:
+    """One item's outcome and, for a user, what decided it (or what it waits for)."""
+
+    outcome: Outcome
+    detail: str
+
+
+def _interval_outcome(run: UpstreamRun | None, task: str | None) -> tuple[Outcome, str]:
+    if run is None:
+        return Outcome.WAITING, "no run"
+    if task is None:
+        if run.state is RunState.SUCCEEDED:
+            return Outcome.SUCCEEDED, f"run {run.run_id} succeeded"
+        if run.state.terminal:
+            return Outcome.FAILED, f"run {run.run_id} {run.state.value}"
+        return Outcome.WAITING, f"run {run.run_id} {run.state.value}"
+    state = run.task_state
+    if state is None:
+        if run.state.terminal:
+            return Outcome.FAILED, f"run {run.run_id} has no task {task}"
+        return Outcome.WAITING, f"run {run.run_id} has no task {task} yet"
+    if state is TaskState.SUCCEEDED:
+        return Outcome.SUCCEEDED, f"task {task} of run {run.run_id} succeeded"
+    if state.terminal:
+        return Outcome.FAILED, f"task {task} of run {run.run_id} {state.value}"
+    return Outcome.WAITING, f"task {task} of run {run.run_id} {state.value}"
+
+
+def item_status(
+    item: DependencyItem,
+    project: str,
+    intervals: Sequence[Interval],
+    latest: Sequence[UpstreamRun | None],
+) -> ItemStatus:
+    """Every interval must have succeeded; the first failed one fails the item at once."""
+    owner, name = item.upstream(project)
+    who = name if owner == project else f"{owner}/{name}"
+    waiting: list[str] = []
+    for interval, run in zip(intervals, latest, strict=True):
+        outcome, why = _interval_outcome(run, item.task)
+        if outcome is Outcome.FAILED:
+            return ItemStatus(Outcome.FAILED, f"{who} ({item.date.value}) {interval.label}: {why}")
+        if outcome is Outcome.WAITING:
+            waiting.append(f"{interval.label}: {why}")
+    if waiting:
+        shown = "; ".join(waiting[:10]) + (
+            f"; and {len(waiting) - 10} more" if len(waiting) > 10 else ""
+        )
+        return ItemStatus(Outcome.WAITING, f"{who} ({item.date.value}) {shown}")
+    return ItemStatus(Outcome.SUCCEEDED, f"{who} ({item.date.value}) succeeded")
+
+
+def combine(mode: str, statuses: Sequence[ItemStatus]) -> Outcome:
+    """``all``: one failure fails, every success succeeds; ``any``: one success succeeds,
+    every failure fails; otherwise wait."""
+    outcomes = {s.outcome for s in statuses}
+    if mode == "all":
+        if Outcome.FAILED in outcomes:
+            return Outcome.FAILED
+        return Outcome.WAITING if Outcome.WAITING in outcomes else Outcome.SUCCEEDED
+    if Outcome.SUCCEEDED in outcomes:
+        return Outcome.SUCCEEDED
+    return Outcome.WAITING if Outcome.WAITING in outcomes else Outcome.FAILED
+
+
+@dataclass(frozen=True)
+class DependencyCheck:
+    """What one look at the upstream runs decides: succeeded, failed (``message`` says why),
+    or wait until ``next_check``."""
+
+    outcome: Outcome
+    message: str
+    next_check: datetime | None = None
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 3] + "..."
+
+
+def decide(
+    task: DependencyTask,
+    statuses: Sequence[ItemStatus],
+    *,
+    started_at: datetime,
+    timeout: timedelta | None,
+    now: datetime,
+) -> DependencyCheck:
+    """The task's outcome from its items' statuses (in the order of ``task.items``)."""
+    outcome = combine(task.mode, statuses)
+    if outcome is Outcome.SUCCEEDED:
+        done = [s.detail for s in statuses if s.outcome is Outcome.SUCCEEDED]
+        return DependencyCheck(outcome, _clip("; ".join(done)))
+    if outcome is Outcome.FAILED:
+        failed = [s.detail for s in statuses if s.outcome is Outcome.FAILED]
+        return DependencyCheck(outcome, _clip("upstream failed: " + "; ".join(failed)))
+    missing = "; ".join(s.detail for s in statuses if s.outcome is Outcome.WAITING)
+    deadline = started_at + timeout if timeout is not None else None
+    if timeout is not None and deadline is not None and now >= deadline:
+        return DependencyCheck(
+            Outcome.FAILED,
+            _clip(f"timed out after {format_duration(timeout)} waiting for: {missing}"),
+        )
+    next_check = now + task.check_interval
+    if deadline is not None:
+        next_check = min(next_check, deadline)
+    return DependencyCheck(Outcome.WAITING, _clip(f"waiting for: {missing}"), next_check)
