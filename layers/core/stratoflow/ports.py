@@ -291,6 +291,36 @@ class BackfillStore(ABC):
         """Every running or paused backfill (for the reconciler)."""
 
 
+class DependencyStore(ABC):
+    """What dependency tasks read and the index that wakes them (``stratoflow.dependencies``).
+    Waits are a lookup, not state: a stale one (its task no longer waits) is harmless, and the
+    task's own deadline re-checks it if a wait was lost."""
+
+    @abstractmethod
+    def runs_by_logical_date(
+        self, project: str, workflow: str, start: datetime, end: datetime, limit: int
+    ) -> list[Run]:
+        """Up to ``limit`` runs of the workflow whose logical date is in [start, end), the
+        latest created first."""
+
+    @abstractmethod
+    def add_dependency_waits(
+        self, run_id: str, task_id: str, upstreams: Sequence[tuple[str, str]]
+    ) -> None:
+        """Record that (run, task) waits on each (project, workflow) of ``upstreams``
+        (idempotent)."""
+
+    @abstractmethod
+    def dependency_waiters(self, project: str, workflow: str, limit: int) -> list[tuple[str, str]]:
+        """(run id, task id) of the dependency tasks waiting on the workflow (may be stale)."""
+
+    @abstractmethod
+    def remove_dependency_waits(
+        self, run_id: str, task_id: str, upstreams: Sequence[tuple[str, str]]
+    ) -> None:
+        """Forget the waits ``add_dependency_waits`` recorded (idempotent)."""
+
+
 class RunChangeLog(ABC):
     """A store that numbers the changes of its runs' tasks, so a run view can be sent as a
     delta: what changed since a revision the reader already has (``GET /runs/{id}?since=``).

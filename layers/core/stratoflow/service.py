@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 from stratoflow import engine
 from stratoflow.backfills import Backfills
+from stratoflow.dependencies import Dependencies
 from stratoflow.engine import (
     AttemptResult,
     AttemptStatus,
@@ -148,6 +149,7 @@ class Scheduler:
         # rerun or marked; a turn claims from them (``advance``) and forgets them
         self._started_runs: list[str] = []
         self.backfills = Backfills(self)  # their lanes move on when a run ends (_run_ended)
+        self.dependencies = Dependencies(self)  # checked by the scheduler, never dispatched
 
     # ------------------------------------------------------------ workflows
     def spec(self, project: str, name: str, version: int) -> WorkflowSpec:
@@ -472,6 +474,7 @@ class Scheduler:
         self._run_keys.pop(run.id, None)
         self._emit(f"run.{run.state.value}", run)
         self.backfills.run_ended(run)
+        self.dependencies.run_ended(run)  # dependency tasks waiting on this workflow
         self._start_queued_runs()
 
     # ------------------------------------------------------------ periodic work
@@ -499,6 +502,11 @@ class Scheduler:
             more = self._start(self._turn(reports, periodic=False, runs=targets))
             while more:  # a full batch, or a switch that made more ready
                 more = self._start(self._turn((), periodic=False, runs=targets))
+
+    def made_ready(self, run_id: str) -> None:
+        """``run_id`` has tasks made ready outside a turn's own work: the next turn claims
+        from it (``advance`` too, which claims only from the runs it is told of)."""
+        self._started_runs.append(run_id)
 
     def take_runs_to_dispatch(self) -> list[str]:
         """The runs with tasks made ready since the last turn (a trigger's run, a queued run a
@@ -567,6 +575,9 @@ class Scheduler:
         overdue = now - self.timeout_grace
         for ti in self.store.expired_tasks(overdue, DISPATCH_BATCH):
             spec = self._spec_of(ti.run_id)
+            if self.dependencies.handles(spec, ti.task_id):  # its next check, or its timeout
+                self.dependencies.due(spec, ti)
+                continue
             outcome = engine.on_deadline(spec, ti, overdue)  # the index finds; the engine decides
             if outcome is None:
                 continue
@@ -673,6 +684,9 @@ class Scheduler:
             result = engine.choose_branches(spec, run, task.task_id, upstream)
             self.on_finished([Finished(run.id, task.task_id, task.attempt, result)])
             return None
+        if self.dependencies.handles(spec, task.task_id):  # the scheduler checks it itself
+            self.dependencies.check(spec, run, task, first=True)
+            return None
         try:
             rendered = engine.render_task(spec, run, task.task_id, upstream)
         except TemplateError as exc:
@@ -700,7 +714,11 @@ class Scheduler:
     def recover(self) -> None:
         """On start: pick up results that arrived while down, restart what never started."""
         with self._lock:
-            running = self.store.running_tasks()
+            running: list[TaskInstance] = []
+            waiting: list[TaskInstance] = []
+            for ti in self.store.running_tasks():  # dependency tasks were never dispatched
+                spec = self._spec_of(ti.run_id)
+                (waiting if self.dependencies.handles(spec, ti.task_id) else running).append(ti)
             report = self.dispatcher.recover(running)
             self.on_finished(
                 Finished(run_id, task_id, attempt, result)
@@ -715,6 +733,8 @@ class Scheduler:
                 self._record_starts(ready)
             self._start(ready)
             with self._deciding():
+                for ti in waiting:
+                    self.dependencies.recover(self._spec_of(ti.run_id), ti)
                 self._finish_propagations()
             for run in self.store.runs_in_states([RunState.RUNNING, RunState.PAUSED]):
                 self._maybe_finish(self._run_spec(run), run.id, self.clock.now())

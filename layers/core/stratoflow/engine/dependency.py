@@ -227,6 +227,12 @@ def item_status(
     return ItemStatus(Outcome.SUCCEEDED, f"{who} ({item.date.value}) succeeded")
 
 
+def unknown_upstream(item: DependencyItem, project: str) -> ItemStatus:
+    """An item whose workflow does not exist fails at once (a typo must not wait for hours)."""
+    owner, name = item.upstream(project)
+    return ItemStatus(Outcome.FAILED, f"workflow {owner}/{name} does not exist")
+
+
 def combine(mode: str, statuses: Sequence[ItemStatus]) -> Outcome:
     """``all``: one failure fails, every success succeeds; ``any``: one success succeeds,
     every failure fails; otherwise wait."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from stratoflow.adapters.local.sqlite_backfills import BACKFILL_SCHEMA, SqliteBackfills
+from stratoflow.adapters.local.sqlite_dependencies import DEPENDENCY_SCHEMA, SqliteDependencies
 from stratoflow.engine import Decision, Plan, Run, RunState, TaskInstance, TaskState, Upstream
 from stratoflow.errors import NotFound
 from stratoflow.model import WorkflowSpec
@@ -225,7 +226,7 @@ class StoreChanges:
     attempts: set[tuple[str, str, int]] = field(default_factory=set)  # (run, task, attempt)
 
 
-class SqliteStore(StateStore, Catalog, RunChangeLog, SqliteBackfills):
+class SqliteStore(StateStore, Catalog, RunChangeLog, SqliteBackfills, SqliteDependencies):
     def __init__(self, path: str | Path, *, durable: bool = False) -> None:
         """``durable=True`` syncs every commit to disk (survives power loss); the default
         survives any process crash, which is what WAL with synchronous=NORMAL guarantees."""
@@ -238,6 +239,7 @@ class SqliteStore(StateStore, Catalog, RunChangeLog, SqliteBackfills):
         conn = self._conn()
         conn.executescript(SCHEMA)
         conn.executescript(BACKFILL_SCHEMA)
+        conn.executescript(DEPENDENCY_SCHEMA)
         columns = {row["name"] for row in conn.execute("PRAGMA table_info(tasks)")}
         if "propagating" not in columns:  # a state file from before the column existed
             conn.execute("ALTER TABLE tasks ADD COLUMN propagating INTEGER NOT NULL DEFAULT 0")

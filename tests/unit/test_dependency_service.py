@@ -1,0 +1,231 @@
+"""Dependency tasks on the scheduler service, on the SQLite store and on DynamoDB (moto), with
+a dispatcher the test drives and a clock it moves: a last7Days dependency waits until the
+seventh day's upstream run succeeds (woken by that run's end, not by its timer), fails at once
+when one of the seven failed, re-checks every check_interval, and times out naming what is
+missing; ``any`` succeeds at once; a task of the upstream, another project, a restart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+from tests.fakes import FakeClock, RecordingDispatcher
+
+from stratoflow.adapters.aws.dynamodb import DynamoStore, create_table
+from stratoflow.adapters.local.sqlite_store import SqliteStore
+from stratoflow.engine import AttemptResult, AttemptStatus, Run, RunState, TaskState
+from stratoflow.service import Finished, Scheduler
+
+UPSTREAM = """\
+name: sales_daily
+schedule: {cron: "0 2 * * *", timezone: Europe/Berlin}
+tasks:
+  extract: {type: shell, command: echo extract}
+  publish: {type: shell, depends_on: [extract], command: echo publish}
+"""
+
+REPORT = """\
+name: weekly_report
+schedule: {cron: "0 6 * * 1", timezone: Europe/Berlin}
+tasks:
+  wait:
+    type: dependency
+    all:
+      - {workflow: sales_daily, date: last7Days}
+    check_interval: 1m
+    timeout: 6h
+  report: {type: shell, depends_on: [wait], command: echo report}
+"""
+
+BERLIN_MONDAY = datetime(2026, 3, 30, 4, tzinfo=UTC)  # 06:00 CEST, the day after DST began
+
+
+@dataclass
+class H:
+    scheduler: Scheduler
+    store: SqliteStore | DynamoStore
+    dispatcher: RecordingDispatcher
+    clock: FakeClock
+
+    def upstream(self, day: int, *, month: int = 3, name: str = "sales_daily") -> Run:
+        """A run of the upstream for that day (noon UTC), started (not ended)."""
+        logical = datetime(2026, month, day, 12, tzinfo=UTC)
+        run, _ = self.scheduler.trigger(
+            "default", name, logical_date=logical, run_id=f"up-{month}-{day}-{name}"
+        )
+        self.scheduler.step()
+        return run
+
+    def finish(self, run_id: str, status: AttemptStatus = AttemptStatus.SUCCEEDED) -> None:
+        """End every pending attempt of ``run_id`` with ``status`` until the run ends."""
+        for _ in range(10):
+            pending = [k for k in self.dispatcher.pending if k[0] == run_id]
+            if not pending:
+                return
+            for key in pending:
+                del self.dispatcher.pending[key]
+                self.scheduler.on_finished([Finished(*key, AttemptResult(status))])
+            self.scheduler.step()
+
+    def report(self, text: str = REPORT) -> str:
+        self.scheduler.apply(text)
+        run, _ = self.scheduler.trigger(
+            "default", "weekly_report", logical_date=BERLIN_MONDAY, run_id="report-1"
+        )
+        self.scheduler.step()
+        return run.id
+
+    def wait_state(self, run_id: str = "report-1") -> TaskState:
+        return self.store.get_task(run_id, "wait").state
+
+    def report_dispatched(self, run_id: str = "report-1") -> bool:
+        return (run_id, "report", 1) in self.dispatcher.dispatched
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[H]:
+    dispatcher = RecordingDispatcher()
+    clock = FakeClock(BERLIN_MONDAY + timedelta(minutes=5))
+    with ExitStack() as stack:
+        store: SqliteStore | DynamoStore
+        if request.param == "sqlite":
+            store = SqliteStore(tmp_path / "state.db")
+            stack.callback(store.close)
+        else:
+            stack.enter_context(mock_aws())
+            client = boto3.client(
+                "dynamodb", region_name="us-east-1",
+                aws_access_key_id="testing", aws_secret_access_key="testing",
+            )  # fmt: skip
+            create_table(client, "stratoflow-state", stream=False)
+            store = DynamoStore("stratoflow-state", client=client)
+        scheduler = Scheduler(store, store, dispatcher, clock)
+        scheduler.apply(UPSTREAM)
+        yield H(scheduler, store, dispatcher, clock)
+
+
+def test_last7days_waits_for_the_seventh_day_and_is_woken_by_its_end(h: H) -> None:
+    for day in range(23, 29):  # Monday 23 .. Saturday 28: six of the seven days
+        h.finish(h.upstream(day).id)
+    h.report()
+    assert h.wait_state() is TaskState.RUNNING  # waiting, in the scheduler
+    assert ("report-1", "wait", 1) not in h.dispatcher.dispatched  # never dispatched
+    sunday = h.upstream(29)  # the DST day: 23 hours, still one calendar day
+    h.clock.advance(120)
+    h.scheduler.step()  # its checks see it running: still waiting
+    assert h.wait_state() is TaskState.RUNNING
+    h.finish(sunday.id)  # its end wakes the dependency at once
+    assert h.wait_state() is TaskState.SUCCEEDED
+    assert h.report_dispatched()
+    outputs = h.store.get_task("report-1", "wait").outputs
+    assert outputs["upstream"] == "sales_daily (last7Days) succeeded"
+
+
+def test_one_failed_day_fails_at_once(h: H) -> None:
+    """DolphinScheduler #15229: an AND with a failed upstream waited for ever."""
+    h.finish(h.upstream(25).id, AttemptStatus.FAILED)
+    h.report()
+    task = h.store.get_task("report-1", "wait")
+    assert task.state is TaskState.FAILED
+    assert task.error is not None
+    assert "sales_daily (last7Days) 2026-03-25: run up-3-25-sales_daily failed" in task.error
+    assert h.store.get_run("report-1").state is RunState.FAILED
+    assert not h.report_dispatched()
+
+
+def test_a_failure_while_waiting_fails_at_once(h: H) -> None:
+    for day in range(23, 28):
+        h.finish(h.upstream(day).id)
+    h.report()
+    assert h.wait_state() is TaskState.RUNNING
+    h.finish(h.upstream(28).id, AttemptStatus.FAILED)  # woken by the failed run's end
+    assert h.wait_state() is TaskState.FAILED
+
+
+def test_rechecks_every_check_interval_and_times_out_naming_what_is_missing(h: H) -> None:
+    for day in range(23, 28):
+        h.finish(h.upstream(day).id)
+    h.report()
+    deadline = h.store.get_task("report-1", "wait").deadline
+    assert deadline == h.clock.now() + timedelta(minutes=1)  # the next check
+    h.clock.advance(30 * 60)
+    h.scheduler.step()
+    task = h.store.get_task("report-1", "wait")
+    assert task.state is TaskState.RUNNING
+    assert task.deadline == h.clock.now() + timedelta(minutes=1)
+    h.clock.advance(6 * 3600)
+    h.scheduler.step()
+    task = h.store.get_task("report-1", "wait")
+    assert task.state is TaskState.FAILED
+    assert task.error == (
+        "timed out after 6h waiting for: sales_daily (last7Days) 2026-03-28: no run; "
+        "2026-03-29: no run"
+    )
+
+
+def test_a_run_made_without_any_wake_is_found_by_the_timer(h: H) -> None:
+    for day in range(23, 30):
+        h.upstream(day)  # all seven running
+    h.report()
+    assert h.wait_state() is TaskState.RUNNING
+    # the upstream runs end while the dependency's wake is lost (its waits index emptied)
+    h.store.remove_dependency_waits("report-1", "wait", [("default", "sales_daily")])
+    for day in range(23, 30):
+        h.finish(f"up-3-{day}-sales_daily")
+    assert h.wait_state() is TaskState.RUNNING
+    h.clock.advance(61)
+    h.scheduler.step()
+    assert h.wait_state() is TaskState.SUCCEEDED
+
+
+def test_any_succeeds_at_once_and_a_task_item_reads_the_task(h: H) -> None:
+    h.scheduler.apply(UPSTREAM.replace("sales_daily", "orders_daily"))
+    h.finish(h.upstream(29).id, AttemptStatus.FAILED)  # sales_daily: extract failed
+    text = REPORT.replace(
+        "    all:\n      - {workflow: sales_daily, date: last7Days}",
+        "    any:\n      - {workflow: sales_daily, task: publish, date: last1Days}\n"
+        "      - {workflow: orders_daily, task: extract, date: last1Days}",
+    )
+    h.report(text)
+    assert h.wait_state() is TaskState.RUNNING  # sales failed; orders has no run yet
+    orders = h.upstream(29, name="orders_daily")
+    key = (orders.id, "extract", 1)
+    del h.dispatcher.pending[key]
+    h.scheduler.on_finished([Finished(*key, AttemptResult(AttemptStatus.SUCCEEDED))])
+    h.scheduler.step()
+    assert h.store.get_run(orders.id).state is RunState.RUNNING  # publish still to run
+    h.clock.advance(61)  # the task's success does not end a run: the timer finds it
+    h.scheduler.step()
+    assert h.wait_state() is TaskState.SUCCEEDED
+
+
+def test_unknown_upstream_workflow_fails_at_once(h: H) -> None:
+    h.report(REPORT.replace("workflow: sales_daily", "workflow: other/sales_daly"))
+    task = h.store.get_task("report-1", "wait")
+    assert task.state is TaskState.FAILED
+    assert task.error == "upstream failed: workflow other/sales_daly does not exist"
+
+
+def test_recover_rechecks_waiting_dependencies(h: H) -> None:
+    for day in range(23, 30):
+        h.upstream(day)
+    h.report()
+    h.store.remove_dependency_waits("report-1", "wait", [("default", "sales_daily")])
+    for day in range(23, 30):
+        h.finish(f"up-3-{day}-sales_daily")
+    h.scheduler.recover()  # a restart: looks again, at once
+    assert h.wait_state() is TaskState.SUCCEEDED
+
+
+def test_stop_ends_a_waiting_dependency(h: H) -> None:
+    h.report()
+    h.scheduler.stop("report-1")
+    assert h.wait_state() is TaskState.STOPPED
+    h.finish(h.upstream(29).id)  # a later upstream end finds a stale wait: nothing happens
+    assert h.wait_state() is TaskState.STOPPED
