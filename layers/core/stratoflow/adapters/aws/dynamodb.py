@@ -30,6 +30,7 @@ from botocore.exceptions import ClientError
 from stratoflow.adapters.aws import _dynamo_items as it
 from stratoflow.adapters.aws._dynamo_items import Item, Update, key, n, s
 from stratoflow.adapters.aws.dynamo_backfills import DynamoBackfills
+from stratoflow.adapters.aws.dynamo_dependencies import DynamoDependencies, logical_date_marker
 from stratoflow.engine import Decision, Plan, Run, RunState, TaskInstance, TaskState
 from stratoflow.errors import NotFound
 from stratoflow.model import WorkflowSpec
@@ -110,7 +111,7 @@ def _cancel_reasons(exc: ClientError) -> list[str]:
     return [str(r.get("Code", "None")) for r in reasons]
 
 
-class DynamoStore(StateStore, Catalog, DynamoBackfills):
+class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies):
     """``table_name``: the StateTable. ``client``: a boto3 DynamoDB client (created once per
     Lambda container and passed in); by default one is made from the environment.
     ``retention``: how long attempt history lives (``expires_at`` TTL). ``lease``: how long a
@@ -533,6 +534,8 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills):
                     }
                 },
                 {"Put": {"TableName": self.table, "Item": it.counters_item(run)}},
+                # files the run under its logical date (dependency tasks' windows)
+                {"Put": {"TableName": self.table, "Item": logical_date_marker(run)}},
             ]
         )
         if reasons is not None:
