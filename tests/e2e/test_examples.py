@@ -180,3 +180,23 @@ def test_backfill_daily_fills_a_week_two_at_a_time_and_a_repeat_adds_nothing(
         assert len(runtime.store.list_runs(RunQuery(workflow="daily_partition", limit=100))) == 7
     finally:
         runtime.close()
+
+
+def test_dependency_weekly_waits_for_the_backfilled_week_then_rolls_up(tmp_path: Path) -> None:
+    runtime = LocalRuntime(tmp_path)
+    try:
+        runtime.scheduler.apply((EXAMPLES / "backfill_daily.yaml").read_text())
+        runtime.scheduler.apply((EXAMPLES / "dependency_weekly.yaml").read_text())
+        monday = datetime(2026, 1, 12, 5, tzinfo=UTC)  # 06:00 in Berlin
+        rollup, _ = runtime.scheduler.trigger("default", "weekly_rollup", logical_date=monday)
+        runtime.run_once(timeout=0.2)
+        assert runtime.store.get_task(rollup.id, "wait_for_days").state.value == "running"
+        week = runtime.scheduler.backfills.create(
+            "default", "daily_partition", start="2026-01-05", end="2026-01-11", parallel=2
+        )
+        runtime.run_until(lambda: runtime.store.get_run(rollup.id).state.terminal)
+        assert runtime.store.get_backfill(week.id).state.value == "succeeded"
+        assert runtime.store.get_run(rollup.id).state.value == "succeeded"
+        assert runtime.store.get_task(rollup.id, "rollup").outputs == {"week_ending": "2026-01-12"}
+    finally:
+        runtime.close()
