@@ -43,6 +43,19 @@ RUNS_PER_INTERVAL = 20  # the latest created come first; the first decides
 WAITERS_PER_END = 500  # dependency tasks one upstream run's end looks at
 
 
+def foreign_upstreams(spec: WorkflowSpec) -> list[tuple[str, str]]:
+    """(project, task id) of each dependency item on another project's workflow: whoever
+    applies ``spec`` must be allowed to read that project (its runs' states decide the task)."""
+    found: list[tuple[str, str]] = []
+    for task_id, task in spec.workflow.tasks.items():
+        if isinstance(task, DependencyTask):
+            for item in task.items:
+                project, _ = item.upstream(spec.project)
+                if project != spec.project and (project, task_id) not in found:
+                    found.append((project, task_id))
+    return found
+
+
 class Dependencies:
     """The dependency tasks of one scheduler (``Scheduler.dependencies``)."""
 
@@ -72,7 +85,10 @@ class Dependencies:
         if outcome.outcome is Outcome.WAITING:
             if first:
                 self.store.add_dependency_waits(run.id, ti.task_id, upstreams)
-            waiting = ti.with_(deadline=outcome.next_check)
+            # the deadline pass finds a task ``timeout_grace`` after its deadline (AWS: 2 min,
+            # for executors that report their own timeouts): file the check that much earlier
+            assert outcome.next_check is not None
+            waiting = ti.with_(deadline=outcome.next_check - sched.timeout_grace)
             if not sched.store.put_task(waiting, TaskState.RUNNING, ti.attempt):
                 log.info("dependency %s/%s moved on meanwhile", run.id, ti.task_id)
             return

@@ -79,6 +79,7 @@ from stratoflow.auth import (
     Unauthenticated,
     require,
 )
+from stratoflow.dependencies import foreign_upstreams
 from stratoflow.engine import Run, RunState, TaskState
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, Unavailable
 from stratoflow.faults import machine_fault
@@ -870,6 +871,8 @@ def create_app(
             )
         spec = load_workflow(body.source, now=scheduler.clock.now())
         allow(Action.EDIT, spec.project, f"project {spec.project!r}")
+        for other, _task in foreign_upstreams(spec):  # a dependency reads its runs' states
+            allow(Action.READ, other, f"project {other!r}")
         version, created = scheduler.apply(body.source, spec=spec)
         changed()
         record(
