@@ -212,14 +212,23 @@ def test_unknown_upstream_workflow_fails_at_once(h: H) -> None:
     assert task.error == "upstream failed: workflow other/sales_daly does not exist"
 
 
-def test_recover_rechecks_waiting_dependencies(h: H) -> None:
+def test_recover_completes_a_first_check_that_a_crash_cut_short(h: H) -> None:
     for day in range(23, 30):
         h.upstream(day)
     h.report()
+    h.scheduler.recover()  # a recorded wait is left to its next check
+    assert h.wait_state() is TaskState.RUNNING
+    # as a crash right after the claim would leave it: the claim's deadline (its timeout),
+    # and no wait recorded
+    ti = h.store.get_task("report-1", "wait")
+    assert ti.started_at is not None
+    claimed = ti.with_(deadline=ti.started_at + timedelta(hours=6))
+    assert h.store.put_task(claimed, TaskState.RUNNING, ti.attempt)
     h.store.remove_dependency_waits("report-1", "wait", [("default", "sales_daily")])
     for day in range(23, 30):
         h.finish(f"up-3-{day}-sales_daily")
-    h.scheduler.recover()  # a restart: looks again, at once
+    assert h.wait_state() is TaskState.RUNNING  # nothing woke it
+    h.scheduler.recover()  # a restart (AWS: the reconciler's pass) looks again, at once
     assert h.wait_state() is TaskState.SUCCEEDED
 
 

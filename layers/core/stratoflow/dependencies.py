@@ -145,7 +145,15 @@ class Dependencies:
         self.check(spec, run, ti, first=False)
 
     def recover(self, spec: WorkflowSpec, ti: TaskInstance) -> None:
-        """After a restart: look again, and record the waits a crash may have lost."""
+        """After a restart (on AWS: each reconciler pass), for a task whose claim committed
+        but whose first check did not (a store that applies each write on its own: the claim,
+        then the waits, then the deadline): look again and record its waits. Such a task
+        still has the deadline its claim gave it (none, or its timeout); one that recorded its
+        wait has a check's, and is left to it."""
+        timeout = spec.workflow.timeout(ti.task_id)
+        claimed = None if timeout is None or ti.started_at is None else ti.started_at + timeout
+        if ti.deadline is not None and ti.deadline != claimed:
+            return
         run = self.scheduler.store.get_run(ti.run_id)
         self.check(spec, run, ti, first=True)
 

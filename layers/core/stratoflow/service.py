@@ -733,7 +733,7 @@ class Scheduler:
                 self._record_starts(ready)
             self._start(ready)
             with self._deciding():
-                for ti in waiting:
+                for ti in waiting:  # those a crash kept from recording their wait
                     self.dependencies.recover(self._spec_of(ti.run_id), ti)
                 self._finish_propagations()
             for run in self.store.runs_in_states([RunState.RUNNING, RunState.PAUSED]):
