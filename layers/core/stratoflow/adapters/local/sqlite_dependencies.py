@@ -31,7 +31,7 @@ class SqliteDependencies(DependencyStore):
 
         rows = self._x(
             f"SELECT {_RUN_COLS} FROM runs WHERE project=? AND workflow=? "  # noqa: S608
-            "AND logical_date>=? AND logical_date<? ORDER BY seq DESC LIMIT ?",
+            "AND logical_date>=? AND logical_date<? ORDER BY created_at DESC, seq DESC LIMIT ?",
             (project, workflow, _ts(start), _ts(end), limit),
         ).fetchall()
         return [_run(r) for r in rows]
