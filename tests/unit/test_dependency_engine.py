@@ -21,6 +21,7 @@ from stratoflow.engine.dependency import (
     decide,
     item_status,
     latest_in,
+    settles,
 )
 from stratoflow.errors import InvalidInput
 from stratoflow.model import DateValue, DependencyItem, DependencyTask, load_workflow
@@ -370,3 +371,8 @@ def test_bad_dependency_tasks_are_refused(extra: dict[str, object], message: str
 def test_upstream_project() -> None:
     assert DependencyItem(workflow="a", date=DateValue.TODAY).upstream("p") == ("p", "a")
     assert DependencyItem(workflow="q/a", date=DateValue.TODAY).upstream("p") == ("q", "a")
+
+
+def test_settles_names_the_decisive_status() -> None:
+    assert [settles("all", x) for x in (S, F, W)] == [False, True, False]
+    assert [settles("any", x) for x in (S, F, W)] == [True, False, False]

@@ -27,6 +27,7 @@ from stratoflow.engine.dependency import (
     item_status,
     latest_in,
     schedule_zone,
+    settles,
     unknown_upstream,
 )
 from stratoflow.errors import NotFound
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("stratoflow.dependency")
 
-RUNS_PER_INTERVAL = 20  # the latest created come first; the first decides
+RUNS_PER_INTERVAL = 3  # the store gives the latest created first; the first decides
 WAITERS_PER_END = 500  # dependency tasks one upstream run's end looks at
 
 
@@ -113,6 +114,8 @@ class Dependencies:
                 self.scheduler.catalog.get_version(project, name)
             except NotFound:
                 statuses.append(unknown_upstream(item, run.project))
+                if settles(task.mode, statuses[-1]):
+                    break
                 continue
             intervals = date_intervals(item.date, run.logical_date, zone)
             latest: list[UpstreamRun | None] = []
@@ -128,6 +131,8 @@ class Dependencies:
                     chosen = replace(chosen, task_state=self._task_state(chosen, item.task))
                 latest.append(chosen)
             statuses.append(item_status(item, run.project, intervals, latest))
+            if settles(task.mode, statuses[-1]):
+                break  # certain already: the other items are not read
         started = ti.started_at or now
         return decide(
             task, statuses, started_at=started, timeout=spec.workflow.timeout(ti.task_id), now=now

@@ -233,6 +233,13 @@ def unknown_upstream(item: DependencyItem, project: str) -> ItemStatus:
     return ItemStatus(Outcome.FAILED, f"workflow {owner}/{name} does not exist")
 
 
+def settles(mode: str, status: ItemStatus) -> bool:
+    """Whether one item's status decides the whole task (the others need not be read): a
+    failure in ``all``, a success in ``any``."""
+    decisive = Outcome.FAILED if mode == "all" else Outcome.SUCCEEDED
+    return status.outcome is decisive
+
+
 def combine(mode: str, statuses: Sequence[ItemStatus]) -> Outcome:
     """``all``: one failure fails, every success succeeds; ``any``: one success succeeds,
     every failure fails; otherwise wait."""
