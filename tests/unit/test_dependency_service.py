@@ -238,3 +238,29 @@ def test_stop_ends_a_waiting_dependency(h: H) -> None:
     assert h.wait_state() is TaskState.STOPPED
     h.finish(h.upstream(29).id)  # a later upstream end finds a stale wait: nothing happens
     assert h.wait_state() is TaskState.STOPPED
+
+
+def test_a_retry_looks_again_after_its_delay_even_where_retries_are_dispatched_at_once(
+    h: H,
+) -> None:
+    # AWS dispatches every retry at once (retry_lead): the attempt starts when its delay ends
+    h.scheduler = Scheduler(h.store, h.store, h.dispatcher, h.clock, retry_lead=timedelta(days=366))
+    h.finish(h.upstream(25).id, AttemptStatus.FAILED)
+    h.report(
+        REPORT.replace(
+            "    timeout: 6h\n", "    timeout: 6h\n    retries: 1\n    retry_delay: 10m\n"
+        )
+    )
+    retry = h.store.get_task("report-1", "wait")
+    assert retry.state is TaskState.RUNNING  # the first attempt failed; the retry is claimed
+    assert retry.attempt == 2
+    assert retry.started_at == h.clock.now() + timedelta(minutes=10)
+    assert retry.deadline == retry.started_at  # its first look: when its delay is over
+    h.clock.advance(5 * 60)
+    h.scheduler.step()
+    assert h.wait_state() is TaskState.RUNNING  # not before
+    h.clock.advance(5 * 60)
+    h.scheduler.step()
+    ended = h.store.get_task("report-1", "wait")
+    assert ended.state is TaskState.FAILED
+    assert ended.attempt == 2

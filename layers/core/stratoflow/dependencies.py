@@ -81,15 +81,22 @@ class Dependencies:
         assert isinstance(task, DependencyTask)
         sched = self.scheduler
         now = sched.clock.now()
-        outcome = self._decide(spec, run, ti, task, now)
         upstreams = sorted({i.upstream(run.project) for i in task.items})
-        if outcome.outcome is Outcome.WAITING:
+        if ti.started_at is not None and ti.started_at > now:
+            # a retry claimed before its delay ran out (AWS dispatches retries at once): its
+            # attempt starts, and its first look comes, when the delay is over
+            next_check: datetime | None = ti.started_at
+            outcome = None
+        else:
+            outcome = self._decide(spec, run, ti, task, now)
+            next_check = outcome.next_check
+        if outcome is None or outcome.outcome is Outcome.WAITING:
             if first:
                 self.store.add_dependency_waits(run.id, ti.task_id, upstreams)
             # the deadline pass finds a task ``timeout_grace`` after its deadline (AWS: 2 min,
             # for executors that report their own timeouts): file the check that much earlier
-            assert outcome.next_check is not None
-            waiting = ti.with_(deadline=outcome.next_check - sched.timeout_grace)
+            assert next_check is not None
+            waiting = ti.with_(deadline=next_check - sched.timeout_grace)
             if not sched.store.put_task(waiting, TaskState.RUNNING, ti.attempt):
                 log.info("dependency %s/%s moved on meanwhile", run.id, ti.task_id)
             return
