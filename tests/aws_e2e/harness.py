@@ -57,6 +57,7 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state
 
 from stratoflow.adapters.aws.dynamodb import TABLE_SCHEMA, DynamoStore
 from stratoflow.adapters.aws.settings import AwsSettings
+from tests.aws_projector.conftest import Stream
 
 ROOT = Path(__file__).resolve().parents[2]
 ASL = ROOT / "statemachines" / "task_attempt.asl.json"
@@ -175,6 +176,8 @@ class Stack:
     requests: Counter[str] = field(default_factory=Counter)  # "service.Operation" -> count
     by_function: Counter[str] = field(default_factory=Counter)  # requests per function
     invocations: Counter[str] = field(default_factory=Counter)  # handler calls per function
+    lifecycle: Any = None  # functions/lifecycle/app.py: fed by the stream, not by requests
+    lifecycle_stream: Any = None
 
     # -------------------------------------------------------------- handlers
     def call(self, function: str, event: dict[str, Any]) -> Any:
@@ -185,7 +188,8 @@ class Stack:
             invoked_function_arn=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:stratoflow-{function}",
             aws_request_id=f"req-{time.monotonic_ns()}",
         )
-        return self.functions[function].handler(event, context)
+        module = self.lifecycle if function == "lifecycle" else self.functions[function]
+        return module.handler(event, context)
 
     def api(
         self,
@@ -324,6 +328,18 @@ class Stack:
         )["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"])
 
+    def publish_lifecycle(self) -> int:
+        """Hand the state table's stream records written since the last call (from its first
+        record) to the lifecycle function, as the template's event source mapping does
+        (batches of 100); returns how many. Its metrics (RunsStarted, ...) come out here."""
+        if self.lifecycle_stream is None:
+            self.lifecycle_stream = Stream(self.observer.client, self.settings.table)
+        records = self.lifecycle_stream.read()
+        for start in range(0, len(records), 100):
+            out = self.call("lifecycle", {"Records": records[start : start + 100]})
+            assert out == {"batchItemFailures": []}, out
+        return len(records)
+
     def subscribe_lifecycle_events(self) -> Callable[[], list[dict[str, Any]]]:
         """A rule on the stack's bus sending every Stratoflow event to a queue of the test;
         returns a function that reads what arrived so far (oldest first)."""
@@ -344,6 +360,7 @@ class Stack:
         seen: list[dict[str, Any]] = []
 
         def read() -> list[dict[str, Any]]:
+            self.publish_lifecycle()
             while True:
                 got = self.sqs.receive_message(
                     QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=0
@@ -706,6 +723,7 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch, *, prefix: str = "sf") -> Iterato
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.setenv(var, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")  # moto's stream API
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "stratoflow")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Stratoflow")
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
@@ -748,11 +766,13 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch, *, prefix: str = "sf") -> Iterato
         for var, value in env.items():
             monkeypatch.setenv(var, value)
         functions = {name: _load_function(name) for name in FUNCTIONS}
+        lifecycle = _load_function("lifecycle")
         session = _session()
         stack = Stack(
             settings=AwsSettings.from_env(env),
             env=env,
             functions=functions,
+            lifecycle=lifecycle,
             lambdas=lambdas,
             batch=control,
             sqs=session.client("sqs"),

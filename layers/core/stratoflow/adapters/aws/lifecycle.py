@@ -45,7 +45,7 @@ from stratoflow.adapters.aws.events import MAX_BATCH, EventBridgeEvents
 from stratoflow.adapters.aws.metrics import RUN_METRICS, Metrics
 from stratoflow.adapters.aws.projector import StreamRecord
 from stratoflow.backfills import backfill_event
-from stratoflow.engine import Run, RunState, TaskState
+from stratoflow.engine import AttemptStatus, Run, RunState, TaskState
 from stratoflow.engine.backfill import BackfillState, backfill_from_document
 from stratoflow.errors import NotFound
 from stratoflow.model import OnTimeout, WorkflowSpec
@@ -62,7 +62,7 @@ __all__ = [
 
 log = logging.getLogger("stratoflow.lifecycle")
 
-TIMED_OUT: Final = "timed_out"  # an attempt item's state when the attempt timed out
+TIMED_OUT: Final = AttemptStatus.TIMED_OUT.value  # an attempt item's state then
 _ENDED_RUN: Final = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.STOPPED})
 _BACKFILL_KINDS: Final[Mapping[tuple[str | None, str], str]] = {
     (None, BackfillState.RUNNING.value): "backfill.started",
