@@ -25,7 +25,11 @@ from tests.faultinject import Executor, Faults, FaultyClient
 
 
 def failure_alerts(stack: Stack, run_id: str) -> list[Any]:
-    return [r for r in stack.recorder.on("/hook") if r.body["event"] == "failure"]
+    return [
+        r
+        for r in stack.recorder.on("/hook")
+        if r.body["event"] == "failure" and run_id in r.headers["idempotency-key"]
+    ]
 
 
 def deliver_all(stack: Stack) -> list[dict[str, Any]]:
@@ -166,7 +170,17 @@ def test_whatever_write_the_function_dies_after_the_failure_alert_is_sent_once(
     faults = Faults(at=at, after=True)
     run_id = drive_with_crash(stack, faults)
     assert stack.store.get_run(run_id).state.value == "failed"
-    deliver_all(stack)
+    events = stack.delivered_events()
+    started = [e for e in events if e["detail"]["kind"] == "run.started"]
+    assert started, f"fault at write {at}: run.started was lost"
+    for event in started:  # the run's SLA deadline becomes a one-time schedule
+        stack.invoke(event)
+    (schedule,) = stack.schedules()
+    assert json.loads(schedule["Target"]["Input"])["run_id"] == run_id
+    for event in events:
+        if event not in started:
+            stack.invoke(event)
+    assert stack.schedules() == []  # the run ended: its deadline is dropped
     assert len(failure_alerts(stack, run_id)) == 1, f"fault at write {at}"
     statuses = {d.channel: d.status for d in stack.alerts.list_deliveries("default")[0]}
     assert statuses == {"pd": "sent", "hook": "sent", "mail": "sent", "topic": "sent"}

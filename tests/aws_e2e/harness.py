@@ -36,8 +36,9 @@ import sys
 import threading
 import time
 import zipfile
+from base64 import b64encode
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,11 +52,13 @@ from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
 from moto.batch.models import BatchBackend, Job
 from moto.batch_simple.models import BatchSimpleBackend
+from moto.events.models import EventPattern
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_batch import (
     StateTaskServiceBatch,
 )
 
 from stratoflow.adapters.aws.dynamodb import TABLE_SCHEMA, DynamoStore
+from stratoflow.adapters.aws.lifecycle import STREAM_FILTERS
 from stratoflow.adapters.aws.settings import AwsSettings
 from tests.aws_projector.conftest import Stream
 
@@ -328,15 +331,18 @@ class Stack:
         )["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"])
 
-    def publish_lifecycle(self) -> int:
+    def publish_lifecycle(self, batch: int = 100) -> int:
         """Hand the state table's stream records written since the last call (from its first
-        record) to the lifecycle function, as the template's event source mapping does
-        (batches of 100); returns how many. Its metrics (RunsStarted, ...) come out here."""
+        record) to the lifecycle function as the template's event source mapping does: only
+        the records its filters pass (``STREAM_FILTERS``, matched with moto's EventBridge
+        pattern code: Lambda's filters follow the same rules), ``batch`` per invocation (the
+        template's BatchSize; 1 models every change arriving alone). Returns how many records
+        were handed over. Its metrics (RunsStarted, ...) come out here."""
         if self.lifecycle_stream is None:
             self.lifecycle_stream = Stream(self.observer.client, self.settings.table)
-        records = self.lifecycle_stream.read()
-        for start in range(0, len(records), 100):
-            out = self.call("lifecycle", {"Records": records[start : start + 100]})
+        records = [r for r in self.lifecycle_stream.read() if passes_stream_filters(r)]
+        for start in range(0, len(records), batch):
+            out = self.call("lifecycle", {"Records": records[start : start + batch]})
             assert out == {"batchItemFailures": []}, out
         return len(records)
 
@@ -475,6 +481,14 @@ class Stack:
             if "RUNNING" not in found.values() or time.monotonic() > deadline:
                 return found
             time.sleep(0.05)
+
+
+def passes_stream_filters(record: Mapping[str, Any]) -> bool:
+    """Whether the lifecycle function's event source mapping lets ``record`` through."""
+    body = json.loads(json.dumps(record["dynamodb"], default=lambda b: b64encode(b).decode()))
+    return any(
+        EventPattern.load(json.dumps(f)).matches_event({"dynamodb": body}) for f in STREAM_FILTERS
+    )
 
 
 def split_s3(uri: str) -> tuple[str, str]:
