@@ -20,7 +20,8 @@ It counts, per task:
   before and after of each item it wrote (benchmarks/dynamo_units.py: the larger image, every
   GSI entry that appears, moves or changes, transactions at 2x); moto's own ConsumedCapacity
   figures are constants, so they are not used;
-- EventBridge events put, S3 requests, Lambda invocations of our functions;
+- EventBridge events put, S3 requests, Lambda invocations of our functions (the lifecycle
+  function's too: it is handed the stream records its filters pass, one per invocation);
 - each invocation's own CPU time (moto's share subtracted), the runner's and the trigger's
   wall time timed alone after the run, and each function's cold start (interpreter start plus
   the handler module's import, in fresh interpreters); the request round trip, Lambda's CPU
@@ -112,7 +113,10 @@ PRICE = {
 REQUEST_MS = 8.0
 LAMBDA_FULL_VCPU_MB = 1769
 COLD_START_SHARE = 0.01
-MEMORY_MB = {"advance": 512, "api": 512, "trigger": 512, "reconciler": 512, "runner": 1024}
+MEMORY_MB = {
+    "advance": 512, "api": 512, "trigger": 512, "reconciler": 512, "runner": 1024,
+    "lifecycle": 256,
+}  # fmt: skip
 
 
 def cpu_scale(memory_mb: int) -> float:
@@ -435,6 +439,15 @@ def measure(kind: str, layers: int, timeout: float, *, repeat: int = 20) -> Meas
                 "before-parameter-build.eventbridge.PutEvents",
                 lambda params, **_: events_put.update(entries=len(params.get("Entries", []))),
             )
+        # the lifecycle function (fed by the stream) publishes the events
+        lifecycle = stack.lifecycle.publisher
+        dynamo.attach(lifecycle.store.client)
+        clock.attach(lifecycle.store.client)
+        clock.attach(lifecycle.events.client)
+        lifecycle.events.client.meta.events.register(
+            "before-parameter-build.eventbridge.PutEvents",
+            lambda params, **_: events_put.update(entries=len(params.get("Entries", []))),
+        )
         call = stack.call
 
         def timed(function: str, event: dict[str, Any]) -> Any:
@@ -450,6 +463,9 @@ def measure(kind: str, layers: int, timeout: float, *, repeat: int = 20) -> Meas
         run_id = body["run"]["id"]
         state = stack.run_ends(run_id, timeout=timeout)
         seconds = time.monotonic() - started
+        # the stream's changes that pass the lifecycle function's filters, one invocation
+        # each (conservative: Lambda batches what arrives within a second)
+        stack.publish_lifecycle(batch=1)
         if state != "succeeded":
             failed = [t for t in stack.observer.get_tasks(run_id) if t.error]
             for t in failed[:5]:
@@ -488,7 +504,7 @@ def measure(kind: str, layers: int, timeout: float, *, repeat: int = 20) -> Meas
             cold={},
         )
         measured.quiet = _quiet_timings(stack, clock, runner, repeat)
-        measured.cold = cold_starts(stack.env, ["advance", "api", "trigger", "runner"])
+        measured.cold = cold_starts(stack.env, ["advance", "api", "trigger", "runner", "lifecycle"])
         return measured
 
 

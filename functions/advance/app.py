@@ -22,10 +22,9 @@ function = AwsFunction.create(metrics=metrics)  # once per container
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     function.invocation_started()
-    with function.events_batched():
-        return handlers.advance(
-            function.scheduler,
-            event,
-            function.objects.read_json,
-            on_report=lambda report: logger.set_correlation_id(report.run_id),
-        )
+    return handlers.advance(
+        function.scheduler,
+        event,
+        function.objects.read_json,
+        on_report=lambda report: logger.set_correlation_id(report.run_id),
+    )

@@ -88,5 +88,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     run_id = run_id_of_path(str(event.get("path") or ""))
     if run_id is not None:
         logger.set_correlation_id(run_id)
-    with function.events_batched():
-        return app.resolve(event, context)
+    return app.resolve(event, context)

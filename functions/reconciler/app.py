@@ -24,5 +24,4 @@ function = AwsFunction.create(metrics=metrics)  # once per container
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     function.invocation_started()
-    with function.events_batched():
-        return handlers.reconcile(function.scheduler, dead_letters=function.dead_letters())
+    return handlers.reconcile(function.scheduler, dead_letters=function.dead_letters())

@@ -28,17 +28,16 @@ function = AwsFunction.create(metrics=metrics)  # once per container
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     function.invocation_started()
-    with function.events_batched():
-        try:
-            fired = fire(function.scheduler, event)
-        except (InvalidInput, NotFound) as exc:
-            logger.warning("firing rejected: %s", exc)
-            return {"run_id": None, "created": False, "error": str(exc)}
-        if fired is None:
-            logger.info("firing creates no run (paused, unscheduled or outside the window)")
-            return {"run_id": None, "created": False}
-        run, created = fired
-        logger.set_correlation_id(run.id)
-        logger.info("schedule fired", extra={"run_created": created, "run_state": run.state.value})
-        function.hand_over(run.id)  # raises if SQS refused: the firing is retried
-        return {"run_id": run.id, "created": created}
+    try:
+        fired = fire(function.scheduler, event)
+    except (InvalidInput, NotFound) as exc:
+        logger.warning("firing rejected: %s", exc)
+        return {"run_id": None, "created": False, "error": str(exc)}
+    if fired is None:
+        logger.info("firing creates no run (paused, unscheduled or outside the window)")
+        return {"run_id": None, "created": False}
+    run, created = fired
+    logger.set_correlation_id(run.id)
+    logger.info("schedule fired", extra={"run_created": created, "run_state": run.state.value})
+    function.hand_over(run.id)  # raises if SQS refused: the firing is retried
+    return {"run_id": run.id, "created": created}

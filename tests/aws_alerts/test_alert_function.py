@@ -1,7 +1,8 @@
-"""Alerts on AWS, on moto, wired as template.yaml wires them: the real Scheduler publishes
-lifecycle events to an EventBridge bus through ``EventBridgeEvents``; a rule with the
-template's own pattern (``AlertFunction`` / ``Lifecycle``) routes them; the real handler of
-functions/alert/app.py receives what the rule delivered. Channels send to a local HTTP stub
+"""Alerts on AWS, on moto, wired as template.yaml wires them: the real Scheduler commits its
+turns to a state table with a stream and publishes nothing itself (``StreamPublished``); the
+lifecycle function's publisher reads the stream and puts the lifecycle events on an
+EventBridge bus; a rule with the template's own pattern (``AlertFunction`` / ``Lifecycle``)
+routes them; the real handler of functions/alert/app.py receives what the rule delivered. Channels send to a local HTTP stub
 (PagerDuty, a webhook), SES and SNS on moto; secrets come from Secrets Manager on moto.
 
 moto's Lambda cannot run our code without Docker, so the rule's target here is an SQS queue
@@ -29,10 +30,12 @@ from samtranslator.yaml_helper import yaml_parse  # type: ignore[import-untyped]
 from stratoflow.adapters.aws.alerts import ALERT_TABLE_SCHEMA, DynamoAlertStore
 from stratoflow.adapters.aws.dynamodb import DynamoStore, create_table
 from stratoflow.adapters.aws.events import EventBridgeEvents
+from stratoflow.adapters.aws.lifecycle import LifecyclePublisher, StreamPublished, spec_reader
 from stratoflow.alerts import AlertFacts, Planned, validate_channel
 from stratoflow.engine import AttemptResult, AttemptStatus, Run
 from stratoflow.service import Finished, Scheduler
 from tests.alerts.conftest import Recorder
+from tests.aws_projector.conftest import Stream
 from tests.fakes import FakeClock, RecordingDispatcher
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +74,8 @@ class Stack:
         self.recorder = recorder
         ddb = boto3.client("dynamodb", region_name=REGION)
         state_table, alert_table = f"state-{suffix}", f"alerts-{suffix}"
-        create_table(ddb, state_table, stream=False)
+        create_table(ddb, state_table)
+        self.state_table = state_table
         ddb.create_table(**ALERT_TABLE_SCHEMA, TableName=alert_table)
         self.alerts = DynamoAlertStore(alert_table, ddb)
         # the bus, and the template's rule on it (an SQS queue stands for the function)
@@ -109,14 +113,18 @@ class Stack:
         ):
             self.alerts.put_channel(validate_channel("default", name, type_, settings), now)
         self.alerts.set_group("default", "oncall", ["pd", "hook", "mail", "topic"], now)
-        # the scheduler, publishing lifecycle events as on AWS
+        # the scheduler as on AWS: its events go out from the state table's stream
         self.store = DynamoStore(state_table, client=ddb)
+        self.stream = Stream(ddb, state_table)
+        self.publisher = LifecyclePublisher(
+            self.store, EventBridgeEvents(f"{GROUP}-events", client=events), spec_reader(self.store)
+        )
         self.dispatcher = RecordingDispatcher()
         # the function reads the real clock: the scheduler's starts there too (a success
         # resolves the incidents opened before it ended)
         self.clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
         self.scheduler = Scheduler(self.store, self.store, self.dispatcher, self.clock,
-                                   EventBridgeEvents(f"{GROUP}-events", client=events))  # fmt: skip
+                                   StreamPublished())  # fmt: skip
         self.scheduler.apply(textwrap.dedent(WORKFLOW))
         for name, value in {
             "STRATOFLOW_TABLE": state_table, "STRATOFLOW_ALERT_TABLE": alert_table,
@@ -144,8 +152,19 @@ class Stack:
         self.clock.advance(60)
         return self.store.get_run(run.id)
 
+    def publish_stream(self) -> list[dict[str, Any]]:
+        """Hand the stream records written since the last call to the lifecycle publisher,
+        as Lambda does (in batches of 100, the template's BatchSize); returns the records."""
+        records = self.stream.read()
+        for start in range(0, len(records), 100):
+            result = self.publisher.handle({"Records": records[start : start + 100]})
+            assert result.failed == []
+        return records
+
     def delivered_events(self) -> list[dict[str, Any]]:
-        """What the rule delivered since the last call, as the function receives it."""
+        """What the rule delivered since the last call, as the function receives it (the
+        stream's new records are published first)."""
+        self.publish_stream()
         out = []
         while True:
             got = self.sqs.receive_message(QueueUrl=self.inbox, MaxNumberOfMessages=10)
@@ -192,6 +211,7 @@ def stack(recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",  # what moto's stream API needs
     }.items():  # fmt: skip
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)

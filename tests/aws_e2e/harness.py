@@ -36,8 +36,9 @@ import sys
 import threading
 import time
 import zipfile
+from base64 import b64encode
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,12 +52,15 @@ from moto import mock_aws
 from moto.awslambda_simple.models import LambdaSimpleBackend
 from moto.batch.models import BatchBackend, Job
 from moto.batch_simple.models import BatchSimpleBackend
+from moto.events.models import EventPattern
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_batch import (
     StateTaskServiceBatch,
 )
 
 from stratoflow.adapters.aws.dynamodb import TABLE_SCHEMA, DynamoStore
+from stratoflow.adapters.aws.lifecycle import STREAM_FILTERS
 from stratoflow.adapters.aws.settings import AwsSettings
+from tests.aws_projector.conftest import Stream
 
 ROOT = Path(__file__).resolve().parents[2]
 ASL = ROOT / "statemachines" / "task_attempt.asl.json"
@@ -175,6 +179,8 @@ class Stack:
     requests: Counter[str] = field(default_factory=Counter)  # "service.Operation" -> count
     by_function: Counter[str] = field(default_factory=Counter)  # requests per function
     invocations: Counter[str] = field(default_factory=Counter)  # handler calls per function
+    lifecycle: Any = None  # functions/lifecycle/app.py: fed by the stream, not by requests
+    lifecycle_stream: Any = None
 
     # -------------------------------------------------------------- handlers
     def call(self, function: str, event: dict[str, Any]) -> Any:
@@ -185,7 +191,8 @@ class Stack:
             invoked_function_arn=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:stratoflow-{function}",
             aws_request_id=f"req-{time.monotonic_ns()}",
         )
-        return self.functions[function].handler(event, context)
+        module = self.lifecycle if function == "lifecycle" else self.functions[function]
+        return module.handler(event, context)
 
     def api(
         self,
@@ -324,6 +331,21 @@ class Stack:
         )["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"])
 
+    def publish_lifecycle(self, batch: int = 100) -> int:
+        """Hand the state table's stream records written since the last call (from its first
+        record) to the lifecycle function as the template's event source mapping does: only
+        the records its filters pass (``STREAM_FILTERS``, matched with moto's EventBridge
+        pattern code: Lambda's filters follow the same rules), ``batch`` per invocation (the
+        template's BatchSize; 1 models every change arriving alone). Returns how many records
+        were handed over. Its metrics (RunsStarted, ...) come out here."""
+        if self.lifecycle_stream is None:
+            self.lifecycle_stream = Stream(self.observer.client, self.settings.table)
+        records = [r for r in self.lifecycle_stream.read() if passes_stream_filters(r)]
+        for start in range(0, len(records), batch):
+            out = self.call("lifecycle", {"Records": records[start : start + batch]})
+            assert out == {"batchItemFailures": []}, out
+        return len(records)
+
     def subscribe_lifecycle_events(self) -> Callable[[], list[dict[str, Any]]]:
         """A rule on the stack's bus sending every Stratoflow event to a queue of the test;
         returns a function that reads what arrived so far (oldest first)."""
@@ -344,6 +366,7 @@ class Stack:
         seen: list[dict[str, Any]] = []
 
         def read() -> list[dict[str, Any]]:
+            self.publish_lifecycle()
             while True:
                 got = self.sqs.receive_message(
                     QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=0
@@ -458,6 +481,14 @@ class Stack:
             if "RUNNING" not in found.values() or time.monotonic() > deadline:
                 return found
             time.sleep(0.05)
+
+
+def passes_stream_filters(record: Mapping[str, Any]) -> bool:
+    """Whether the lifecycle function's event source mapping lets ``record`` through."""
+    body = json.loads(json.dumps(record["dynamodb"], default=lambda b: b64encode(b).decode()))
+    return any(
+        EventPattern.load(json.dumps(f)).matches_event({"dynamodb": body}) for f in STREAM_FILTERS
+    )
 
 
 def split_s3(uri: str) -> tuple[str, str]:
@@ -706,6 +737,7 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch, *, prefix: str = "sf") -> Iterato
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.setenv(var, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")  # moto's stream API
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "stratoflow")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Stratoflow")
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
@@ -748,11 +780,13 @@ def aws_stack(monkeypatch: pytest.MonkeyPatch, *, prefix: str = "sf") -> Iterato
         for var, value in env.items():
             monkeypatch.setenv(var, value)
         functions = {name: _load_function(name) for name in FUNCTIONS}
+        lifecycle = _load_function("lifecycle")
         session = _session()
         stack = Stack(
             settings=AwsSettings.from_env(env),
             env=env,
             functions=functions,
+            lifecycle=lifecycle,
             lambdas=lambdas,
             batch=control,
             sqs=session.client("sqs"),

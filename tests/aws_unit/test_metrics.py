@@ -1,30 +1,32 @@
-"""The metric wrappers: run counts follow lifecycle events, dispatch latency follows the
-dispatcher's return, and both forward everything unchanged to what they wrap."""
+"""The metrics: run counts are counted where the lifecycle events are published (the lifecycle
+function), dispatch latency follows the dispatcher's return, which forwards everything unchanged."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from aws_lambda_powertools import Metrics
 
-from stratoflow.adapters.aws.metrics import MeteredDispatcher, MeteredEvents
-from stratoflow.engine import RenderedTask
-from stratoflow.ports import AttemptSpec, EventSink
+from stratoflow.adapters.aws.lifecycle import LifecyclePublisher
+from stratoflow.adapters.aws.metrics import MeteredDispatcher
+from stratoflow.engine import RenderedTask, RunState, TaskState
+from stratoflow.ports import AttemptSpec
+from tests.aws_unit.test_lifecycle import (
+    RUN,
+    FakeEvents,
+    FakeStore,
+    record,
+    run_item,
+    task_item,
+)
+from tests.aws_unit.test_lifecycle import (
+    spec as workflow_spec,
+)
 from tests.fakes import FakeClock, RecordingDispatcher
 
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
-
-
-class ListEvents(EventSink):
-    def __init__(self) -> None:
-        self.seen: list[tuple[str, dict[str, Any]]] = []
-
-    def emit(self, kind: str, detail: Mapping[str, Any]) -> None:
-        self.seen.append((kind, dict(detail)))
 
 
 @pytest.fixture
@@ -58,14 +60,28 @@ def spec(task: str, not_before: datetime | None = None) -> AttemptSpec:
     )
 
 
-def test_run_events_are_counted_and_all_events_forwarded(metrics: Metrics) -> None:
-    inner = ListEvents()
-    events = MeteredEvents(inner, metrics)
-    for kind in ("run.started", "run.started", "task.failed", "run.failed", "run.succeeded"):
-        events.emit(kind, {"run_id": "r1"})
-    assert [k for k, _ in inner.seen] == [
-        "run.started", "run.started", "task.failed", "run.failed", "run.succeeded",
+def test_run_events_are_counted_where_they_are_published(metrics: Metrics) -> None:
+    """The lifecycle function counts the run events it publishes (a metric and its event
+    cannot disagree); the functions that decide turns publish, and count, none."""
+    events = FakeEvents()
+    publisher = LifecyclePublisher(
+        FakeStore(RUN.with_(state=RunState.RUNNING)),  # type: ignore[arg-type]
+        events,  # type: ignore[arg-type]
+        lambda *_: workflow_spec("fail"),
+        metrics=metrics,
+    )
+    changes = [
+        (run_item(RunState.QUEUED), run_item(RunState.RUNNING)),
+        (task_item(TaskState.RUNNING), task_item(TaskState.FAILED)),
+        (run_item(RunState.RUNNING), run_item(RunState.FAILED)),
+        (run_item(RunState.FAILED), run_item(RunState.RUNNING)),  # a rerun
+        (run_item(RunState.RUNNING), run_item(RunState.SUCCEEDED)),
+    ]
+    result = publisher.handle({"Records": [record(old, new) for old, new in changes]})
+    assert [k for k, _ in events.sent] == [
+        "run.started", "task.failed", "run.failed", "run.started", "run.succeeded",
     ]  # fmt: skip
+    assert result.published == 5
     got = recorded(metrics)
     assert got["RunsStarted"] == [1, 1]
     assert got["RunsFailed"] == [1]

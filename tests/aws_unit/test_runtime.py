@@ -13,8 +13,8 @@ from aws_lambda_powertools import Metrics
 
 from stratoflow.adapters.aws.dispatch import StepFunctionsDispatcher
 from stratoflow.adapters.aws.dynamodb import DynamoStore
-from stratoflow.adapters.aws.events import EventBridgeEvents
-from stratoflow.adapters.aws.metrics import MeteredDispatcher, MeteredEvents
+from stratoflow.adapters.aws.lifecycle import StreamPublished
+from stratoflow.adapters.aws.metrics import MeteredDispatcher
 from stratoflow.adapters.aws.projects import ProjectIdentities
 from stratoflow.adapters.aws.runtime import (
     RETRY_LEAD,
@@ -67,7 +67,8 @@ def test_the_scheduler_is_wired_to_the_aws_adapters(clients: tuple[AwsClients, A
     )  # fmt: skip
     assert identities.places.oidc_issuer == settings.eks_oidc_issuer
     assert scheduler.dispatcher.job_definition_prefix == "stratoflow-sf-"
-    assert isinstance(scheduler.events, EventBridgeEvents)
+    # its events go out from the state table's stream (the lifecycle function), not from here
+    assert isinstance(scheduler.events, StreamPublished)
     assert isinstance(scheduler.schedules, EventBridgeSchedules)
     assert scheduler.schedules.target_arn == settings.trigger_function_arn
     assert scheduler.retry_lead == RETRY_LEAD == timedelta(days=366)
@@ -87,7 +88,7 @@ def test_a_boundary_that_is_not_a_policy_arn_is_refused_at_cold_start(
         build_scheduler(settings, made)
 
 
-def test_a_function_meters_dispatch_and_events(
+def test_a_function_meters_dispatch(
     clients: tuple[AwsClients, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     made, requests = clients
@@ -96,14 +97,10 @@ def test_a_function_meters_dispatch_and_events(
     function = AwsFunction.create(metrics=Metrics(namespace="T"), clients=made)
     assert isinstance(function.scheduler.dispatcher, MeteredDispatcher)
     assert function.metered is function.scheduler.dispatcher
-    assert isinstance(function.scheduler.events, MeteredEvents)
+    assert isinstance(function.scheduler.events, StreamPublished)
     assert function.metered.ready_since is None
     function.invocation_started()
     assert function.metered.ready_since is not None
-    with function.events_batched():
-        inner = function.scheduler.events.inner
-        assert isinstance(inner, EventBridgeEvents)
-        assert inner._pending == []  # collecting: sent together when the block ends
     assert sum(requests.values()) == 0
     plain = AwsFunction.create(settings=AwsSettings.from_env(ENV), clients=made)
     assert plain.metered is None

@@ -282,6 +282,7 @@ def test_no_role_of_user_work_may_invoke_a_function_of_the_stack(cfn: dict[str, 
         RUNNERS + "analytics",
         "EksLauncherFunction",
         "ProjectorFunction",
+        "LifecycleFunction",
     }
     assert escalations(cfn) == []
 
@@ -800,7 +801,7 @@ def _dead_letter_queues(cfn: Mapping[str, Any]) -> set[str]:
 
 def test_every_dead_letter_queue_has_an_alarm_that_notifies(cfn: dict[str, Any]) -> None:
     dlqs = _dead_letter_queues(cfn)
-    assert dlqs == {"ResultsDLQ", "ProjectorDLQ", "AlertDLQ"}
+    assert dlqs == {"ResultsDLQ", "ProjectorDLQ", "LifecycleDLQ", "AlertDLQ"}
     alarms = resources_of(cfn, "AWS::CloudWatch::Alarm")
     watched = {}
     for name, alarm in alarms.items():

@@ -1,8 +1,8 @@
 """The functions' CloudWatch metrics, in one place (every handler wraps its ports with these).
 
-- ``RunsStarted`` / ``RunsSucceeded`` / ``RunsFailed`` / ``RunsStopped``: counted from the
-  lifecycle events the scheduler emits (``MeteredEvents`` wraps the EventSink), so a metric
-  and its event can never disagree.
+- ``RunsStarted`` / ``RunsSucceeded`` / ``RunsFailed`` / ``RunsStopped``: counted by the
+  lifecycle function as it publishes the run events (``RUN_METRICS``;
+  ``stratoflow.adapters.aws.lifecycle``), so a metric and its event can never disagree.
 - ``DispatchLatency`` (milliseconds): from the moment a task became ready in this invocation
   (the claim happens inside the same call) to the dispatcher's start request returning
   (``MeteredDispatcher`` wraps the Dispatcher). A retry dispatched ahead of its delay (its
@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, Final, Protocol
 
 from stratoflow.engine import TaskInstance
-from stratoflow.ports import AttemptSpec, Clock, Dispatcher, EventSink, Recovery
+from stratoflow.ports import AttemptSpec, Clock, Dispatcher, Recovery
 
 RUN_METRICS: Final[Mapping[str, str]] = {
     "run.started": "RunsStarted",
@@ -34,20 +34,6 @@ ATTEMPTS_DISPATCHED: Final = "AttemptsDispatched"
 
 class Metrics(Protocol):
     def add_metric(self, name: str, unit: Any, value: float, resolution: Any = ...) -> None: ...
-
-
-class MeteredEvents(EventSink):
-    """Forwards every lifecycle event, and counts the run ones."""
-
-    def __init__(self, inner: EventSink, metrics: Metrics) -> None:
-        self.inner = inner
-        self.metrics = metrics
-
-    def emit(self, kind: str, detail: Mapping[str, Any]) -> None:
-        self.inner.emit(kind, detail)
-        name = RUN_METRICS.get(kind)
-        if name is not None:
-            self.metrics.add_metric(name=name, unit="Count", value=1)
 
 
 class MeteredDispatcher(Dispatcher):

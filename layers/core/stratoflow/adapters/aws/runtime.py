@@ -6,7 +6,6 @@ boto3 clients are made once per Lambda container (``AwsClients.create`` at modul
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -16,9 +15,9 @@ import boto3
 
 from stratoflow.adapters.aws.dispatch import StepFunctionsDispatcher
 from stratoflow.adapters.aws.dynamodb import DynamoStore
-from stratoflow.adapters.aws.events import EventBridgeEvents
 from stratoflow.adapters.aws.handlers import DeadLetters, kill_stopped
-from stratoflow.adapters.aws.metrics import MeteredDispatcher, MeteredEvents, Metrics
+from stratoflow.adapters.aws.lifecycle import StreamPublished
+from stratoflow.adapters.aws.metrics import MeteredDispatcher, Metrics
 from stratoflow.adapters.aws.projects import ProjectIdentities, ProjectPlaces
 from stratoflow.adapters.aws.results import S3Objects, send_kicks
 from stratoflow.adapters.aws.schedules import EventBridgeSchedules
@@ -130,9 +129,11 @@ def build_scheduler(
     metrics: Metrics | None = None,
     clock: Clock | None = None,
 ) -> Scheduler:
-    """The scheduler over DynamoDB (state and catalog), Step Functions (dispatch),
-    EventBridge (lifecycle events) and EventBridge Scheduler (schedules). With ``metrics``,
-    the dispatcher and event sink are wrapped to emit the functions' metrics."""
+    """The scheduler over DynamoDB (state and catalog), Step Functions (dispatch) and
+    EventBridge Scheduler (schedules). Its lifecycle events are not sent from here: the
+    lifecycle function publishes them from the state table's stream, once their change is
+    committed (``stratoflow.adapters.aws.lifecycle``). With ``metrics``, the dispatcher is
+    wrapped to emit the functions' metrics."""
     clients = clients or AwsClients.create()
     clock = clock or UtcClock()
     store = DynamoStore(settings.table, client=clients.dynamodb)
@@ -149,10 +150,9 @@ def build_scheduler(
         express_state_machine_arn=settings.express_state_machine_arn,
         read_json=S3Objects(clients.s3).read_json,
     )
-    events: EventSink = EventBridgeEvents(settings.event_bus, client=clients.events)
+    events: EventSink = StreamPublished()
     if metrics is not None:
         dispatcher = MeteredDispatcher(dispatcher, metrics, clock)
-        events = MeteredEvents(events, metrics)
     # a stop (or rerun) whose writer died half way is completed by whoever reads the run
     # next, the reconciler at the latest: the kills the writer never sent go out then
     store.plan_recovered = partial(kill_stopped, dispatcher)
@@ -233,12 +233,3 @@ class AwsFunction:
         """Tasks dispatched from here on became ready during this invocation."""
         if self.metered is not None:
             self.metered.mark()
-
-    def events_batched(self) -> AbstractContextManager[None]:
-        """Send the lifecycle events of one invocation together (one PutEvents per ten)."""
-        sink = self.scheduler.events
-        if isinstance(sink, MeteredEvents):
-            sink = sink.inner
-        if isinstance(sink, EventBridgeEvents):
-            return sink.batch()
-        return nullcontext()
