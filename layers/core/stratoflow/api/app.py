@@ -127,7 +127,7 @@ UI_ACTIONS: Mapping[Action, tuple[str, ...]] = {
         "task.mark",
         "alerts.test",
     ),
-    Action.EDIT: ("workflow.apply", "secrets.edit"),
+    Action.EDIT: ("workflow.apply", "secrets.edit", "resources.edit"),
     Action.ADMINISTER: ("alerts.edit",),
 }
 ACTIONS = tuple(name for names in UI_ACTIONS.values() for name in names)
@@ -717,6 +717,14 @@ def create_app(
         secret_routes.register(
             app, secrets, allow=allow, record=record, changed=changed, responses=_responses
         )
+
+    if scheduler.resources is not None:
+        from stratoflow.api import resource_routes
+
+        resource_routes.register(
+            app, scheduler.resources, allow=allow, record=record, changed=changed,
+            responses=_responses,
+        )  # fmt: skip
 
     def detail(run: Run) -> RunDetail:
         spec = scheduler.spec(run.project, run.workflow, run.version)
