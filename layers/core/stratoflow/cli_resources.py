@@ -152,7 +152,9 @@ def resources_download(
     params = {"project": project, "path": path}
     if version is not None:
         params["version"] = version
-    response = Client(api).response("GET", "/resources/file", params=params)
+    response = Client(api).response(
+        "GET", "/resources/file", params=params, headers={"Accept": "application/octet-stream"}
+    )
     data = response.content
     got = response.headers.get("X-Resource-Version", "")
     if out is None:
