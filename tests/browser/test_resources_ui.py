@@ -36,8 +36,10 @@ def test_upload_versions_download_and_delete(
     first.write_bytes(b"select 1;\n")
     upload(page, first, "sql/load.sql")
     expect(page.get_by_role("status")).to_contain_text("Uploaded sql/load.sql, version 1")
-    first.write_bytes(b"select 2;\n")
-    upload(page, first, "sql/load.sql")
+    second = tmp_path / "v2" / "load.sql"  # a new file (the browser will not reread a changed one)
+    second.parent.mkdir()
+    second.write_bytes(b"select 2;\n")
+    upload(page, second, "sql/load.sql")
     expect(page.get_by_role("status")).to_contain_text("version 2")
     table = page.get_by_test_id("resources")
     row = table.locator("tr", has_text="sql/load.sql").first
