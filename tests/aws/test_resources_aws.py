@@ -37,6 +37,11 @@ tasks:
     runner: batch
     resources: [data.csv]
     code: outputs["csv"] = open("data.csv").read()
+  pod:
+    type: kubernetes
+    image: alpine
+    command: [cat, data.csv]
+    resources: [data.csv]
   image:
     type: batch
     image: alpine
@@ -183,6 +188,20 @@ def test_an_input_naming_another_projects_file_is_refused(
     with pytest.raises(runner.AttemptInputError, match="not project 'analytics'"):
         runner.place_resources(doc, tmp_path, store._s3, "t.1")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_kubernetes_task_gets_them_through_its_pod(store: S3Resources, stack: Stack) -> None:
+    version = store.put("analytics", "data.csv", b"pinned").version
+    store.pin(RUN_ID, "analytics", ["data.csv"])
+    dispatcher = dispatcher_for(stack, resources=store)
+    spec = attempt("pod")
+    assert dispatcher.refusal(spec) is None
+    doc = dispatcher.build_input(spec)
+    # the launcher turns these into the reporter's fetches (tests/aws_eks/test_resources_pod.py)
+    assert doc["resources"] == [
+        {"path": "data.csv", "version": version,
+         "uri": f"s3://{stack.bucket}/resources/analytics/data.csv"},
+    ]  # fmt: skip
 
 
 def test_refusals_name_the_reason(store: S3Resources, stack: Stack) -> None:

@@ -182,6 +182,8 @@ def test_the_api_and_its_openapi_document(server: Server) -> None:
     for route in ("/resources", "/resources/file", "/resources/versions"):
         assert route in doc["paths"], route
     assert set(doc["paths"]["/resources/file"]) == {"get", "put", "delete"}
+    body = doc["paths"]["/resources/file"]["put"]["requestBody"]["content"]
+    assert body == {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 
 
 def test_a_run_keeps_the_versions_it_pinned(server: Server, tmp_path: Path) -> None:

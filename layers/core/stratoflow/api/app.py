@@ -826,6 +826,10 @@ def create_app(
                 description="DAG workflow scheduler: workflows, runs, tasks and logs.",
             )
             openapi.update(_own_error_schemas(json.loads(document)))
+            if scheduler.resources is not None:
+                from stratoflow.api import resource_routes
+
+                resource_routes.document(openapi)
         return openapi
 
     @app.get(

@@ -88,6 +88,18 @@ def _view(v: ResourceVersion) -> ResourceView:
     return ResourceView(**v.to_json())
 
 
+def document(openapi: dict[str, Any]) -> None:
+    """Describe the upload's body in the OpenAPI document (Powertools documents JSON bodies
+    only: this one is the file's bytes)."""
+    put = openapi.get("paths", {}).get("/resources/file", {}).get("put")
+    if put is not None:
+        put["requestBody"] = {
+            "required": True,
+            "description": f"The file's bytes, at most {MAX_RESOURCE_BYTES:,}.",
+            "content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+        }
+
+
 def _raw_response(handler: Callable[..., Any]) -> Callable[..., Any]:
     """Hide the return annotation from Powertools, which would validate and JSON-encode the
     body: a file's bytes are not JSON (as ``app._raw_response`` does for static files)."""

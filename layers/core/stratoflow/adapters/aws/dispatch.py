@@ -238,7 +238,7 @@ class StepFunctionsDispatcher(Dispatcher):
         runner fetches them, the versions the run pinned). Task types that cannot list any
         (http, switch, lambda) are refused by the model already."""
         kind = spec.task.task_type
-        if kind in ("batch", "kubernetes"):
+        if kind == "batch":
             place = f"s3://{self.bucket}/resources/{spec.project}/<path>"
             return (
                 f"resources: a {kind} task on AWS runs your image directly, where Stratoflow "
@@ -343,7 +343,7 @@ class StepFunctionsDispatcher(Dispatcher):
             "log": log_uri,
             "outputs_uri": outputs_uri,
         }
-        if uses_runner and (fetch := self._resources_input(spec)):
+        if (uses_runner or kind == "kubernetes") and (fetch := self._resources_input(spec)):
             doc["resources"] = fetch
         if spec.not_before is not None and spec.not_before > self._now():
             # only a retry that must wait carries start_at: the Route state sends it through a
