@@ -188,3 +188,33 @@ def test_the_task_field() -> None:
         assert says in str(err.value)
     with pytest.raises(InvalidInput, match=r"a http task runs no process"):
         load_workflow('name: w\ntasks:\n  t: {type: http, url: "http://x", resources: [a]}\n')
+
+
+def test_a_write_that_fails_at_any_step_leaves_the_versions_as_they_were(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each write of an upload (path, description, bytes) failing in turn, as a full disk
+    would: the upload fails, the file keeps its versions, no temporary file is left, and the
+    next upload succeeds with the next number."""
+    store = LocalResources(tmp_path)
+    store.put("p", "a.txt", b"one")
+    real = os.replace
+    for step in range(2):  # the description's rename, then the bytes' rename
+        calls = {"n": 0}
+
+        def failing(src: object, dst: object, _step: int = step, _calls: dict = calls) -> None:
+            _calls["n"] += 1
+            if _calls["n"] == _step + 1:
+                raise OSError(28, "No space left on device")
+            real(src, dst)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(os, "replace", failing)
+        with pytest.raises(OSError, match="No space"):
+            store.put("p", "a.txt", b"two")
+        monkeypatch.setattr(os, "replace", real)
+        assert [v.version for v in store.versions("p", "a.txt")] == ["1"]
+        assert store.get("p", "a.txt")[1] == b"one"
+        leftovers = [p.name for p in (tmp_path / "resources").rglob(".*.tmp")]
+        assert leftovers == []
+    assert store.put("p", "a.txt", b"two").version == "2"
+    assert store.get("p", "a.txt", "2")[1] == b"two"
