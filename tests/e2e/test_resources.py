@@ -243,3 +243,27 @@ def test_a_missing_file_refuses_the_trigger_and_a_deleted_one_fails_the_task(
     assert "resource 'query.sql' version 1 (pinned when the run was created) is gone" in (
         second.error or ""
     )
+
+
+def test_a_pin_that_cannot_be_written_creates_no_run(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pins are written before the run: a failed write (a full disk) fails the trigger
+    and leaves nothing; the same trigger once the disk has room creates the run."""
+    rt = server.runtime
+    upload(server, tmp_path, "data/rows.txt", b"x")
+    upload(server, tmp_path, "query.sql", b"y")
+    rt.scheduler.apply(WORKFLOW)
+
+    def full(*_: object, **__: object) -> dict[str, str]:
+        raise OSError(28, "No space left on device")
+
+    original = rt.resources._record_pins
+    monkeypatch.setattr(rt.resources, "_record_pins", full)
+    r = httpx.post(f"{server.url}/workflows/uses_files/runs", params={"project": "etl"}, json={})
+    assert r.status_code == 503, r.text
+    assert list(rt.store.runs_in_states(list(RunState))) == []
+    monkeypatch.setattr(rt.resources, "_record_pins", original)  # the disk has room again
+    r = httpx.post(f"{server.url}/workflows/uses_files/runs", params={"project": "etl"}, json={})
+    assert r.status_code == 201, r.text
+    assert rt.resources.pins(r.json()["run"]["id"]) == {"data/rows.txt": "1", "query.sql": "1"}
