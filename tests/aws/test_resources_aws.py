@@ -6,6 +6,7 @@ was uploaded, and the refusals (a task type the runner does not run, a file gone
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -76,6 +77,8 @@ def test_the_store_keeps_versions_in_s3(store: S3Resources) -> None:
     store.put("analytics", "data.csv", b"a,b")
     store.put("other", "data.csv", b"not yours")
     assert v1.version != v2.version
+    assert v1.sha256 == hashlib.sha256(b"select 1").hexdigest()
+    assert [v.sha256 for v in store.versions("analytics", "sql/load.sql")] == [v2.sha256, v1.sha256]
     assert [v.version for v in store.versions("analytics", "sql/load.sql")] == [
         v2.version,
         v1.version,

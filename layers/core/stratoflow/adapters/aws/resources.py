@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -92,11 +93,23 @@ class S3Resources(ResourceStore):
         return sorted(found, key=lambda v: v.path)
 
     def versions(self, project: str, path: str) -> list[ResourceVersion]:
+        """Newest first, each with its SHA-256 (a HeadObject per version: a listing does not
+        carry an object's metadata; at most MAX_VERSIONS of them)."""
         key = resource_key(project, path)
         found = [self._version(project, i) for i in self._versions_under(key) if i["Key"] == key]
         if not found:
             raise NotFound(f"resource {path!r} not found in project {project!r}")
+        found = [replace(v, sha256=self._digest(key, v.version)) for v in found[:MAX_VERSIONS]]
         return sorted(found, key=lambda v: v.created_at, reverse=True)
+
+    def _digest(self, key: str, version: str) -> str:
+        try:
+            head = self._s3.head_object(Bucket=self.bucket, Key=key, VersionId=version)
+        except ClientError as exc:
+            if _code(exc) in _MISSING:  # deleted meanwhile
+                return ""
+            raise
+        return str((head.get("Metadata") or {}).get("sha256", ""))
 
     def get(
         self, project: str, path: str, version: str | None = None
