@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from stratoflow.errors import InvalidInput, NotFound, Problem, StratoflowError
+from stratoflow.errors import InvalidInput, NotFound, Problem, Unavailable
 
 MAX_RESOURCE_BYTES = 8 * 1024 * 1024  # one upload (within API Gateway's 10 MB request limit)
 MAX_PATH_CHARS = 256
@@ -41,9 +41,11 @@ PATH_RULES = (
 )
 
 
-class ResourceUnavailable(StratoflowError):
+class ResourceUnavailable(Unavailable):
     """A pinned resource cannot be fetched for a task (deleted since the run started, the
-    store refused): the task fails with this message and is not retried."""
+    store refused): the task fails with this message and is not retried. In a request (the
+    store is not as it must be: a bucket without versions, a directory not the server's) it
+    is a 503 naming the problem."""
 
 
 @dataclass(frozen=True)
