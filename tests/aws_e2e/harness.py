@@ -564,6 +564,10 @@ def create_resources(prefix: str = "sf") -> dict[str, str]:
 
     bucket = f"{prefix}-artifacts"
     session.client("s3").create_bucket(Bucket=bucket)
+    # as template.yaml's ArtifactBucket: resource files keep their versions
+    session.client("s3").put_bucket_versioning(
+        Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
+    )
 
     sqs = session.client("sqs")
     dlq = sqs.create_queue(QueueName=f"{prefix}-results-dlq")["QueueUrl"]

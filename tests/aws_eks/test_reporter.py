@@ -45,6 +45,19 @@ if args[:2] == ["secretsmanager", "get-secret-value"]:
         sys.exit(254)
     sys.stdout.write(stored[wanted] + "\\n")
     sys.exit(0)
+if args[:2] == ["s3api", "get-object"]:
+    # as the AWS CLI does: the object's bytes into the last argument, its metadata on stdout
+    wanted = "{{}}/{{}}@{{}}".format(args[args.index("--bucket") + 1], args[args.index("--key") + 1],
+                                  args[args.index("--version-id") + 1])
+    stored = json.loads(os.environ.get("FAKE_AWS_OBJECTS", "{{}}"))
+    if wanted not in stored:
+        sys.stderr.write("An error occurred (NoSuchVersion) when calling the GetObject "
+                         "operation: The specified version does not exist.\\n")
+        sys.exit(254)
+    with open(args[-1], "w", encoding="utf-8") as out:
+        out.write(stored[wanted])
+    sys.stdout.write("{{}}\\n")
+    sys.exit(0)
 if token == os.environ.get("FAKE_AWS_STALE_TOKEN"):
     sys.stderr.write("An error occurred (TaskTimedOut) when calling the operation: Task Timed Out\\n")
     sys.exit(254)

@@ -352,8 +352,8 @@ def test_names_fit_aws_limits_for_the_longest_stack_name() -> None:
 @set_initial_no_auth_action_count(3)
 def test_iam_keeps_one_projects_tasks_out_of_another_projects_keys(env: None) -> None:
     """moto enforcing IAM: the credentials a task of project A holds (A's role, assumed as
-    Lambda or ECS would) write A's logs and outputs and read A's inputs, and are refused on
-    every key of project B."""
+    Lambda or ECS would) write A's logs and outputs and read A's inputs and resource files
+    (any version), and are refused on every key of project B."""
     with mock_aws():
         iam = boto3.client("iam")
         # the first three requests go unchecked: they make the administrator the test uses
@@ -373,6 +373,7 @@ def test_iam_keeps_one_projects_tasks_out_of_another_projects_keys(env: None) ->
         aws = Aws(admin)
         identities = aws.identities()
         sts = admin.client("sts")
+        versions: dict[str, str] = {}
         for project in ("a", "b"):
             # the role as ensure() makes it (moto's Lambda refuses signed requests once IAM is
             # enforced, so the runner function is left out here; tested above)
@@ -395,6 +396,12 @@ def test_iam_keeps_one_projects_tasks_out_of_another_projects_keys(env: None) ->
             aws.s3.put_object(
                 Bucket=BUCKET, Key=f"inputs/{project}/{project}.wf.k/t/1.json", Body=b"{}"
             )
+            aws.s3.put_bucket_versioning(
+                Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"}
+            )
+            versions[project] = aws.s3.put_object(
+                Bucket=BUCKET, Key=f"resources/{project}/sql/load.sql", Body=b"select 1"
+            )["VersionId"]
 
         def task_of(project: str) -> Any:
             creds = sts.assume_role(
@@ -413,6 +420,19 @@ def test_iam_keeps_one_projects_tasks_out_of_another_projects_keys(env: None) ->
             task.put_object(Bucket=BUCKET, Key=f"logs/{mine}/{mine}.wf.k/t/1.log", Body=b"ok")
             task.put_object(Bucket=BUCKET, Key=f"outputs/{mine}/{mine}.wf.k/t/1.json", Body=b"{}")
             task.get_object(Bucket=BUCKET, Key=f"inputs/{mine}/{mine}.wf.k/t/1.json")
+            # its resource files, at a pinned version: read, never written
+            found = task.get_object(
+                Bucket=BUCKET, Key=f"resources/{mine}/sql/load.sql", VersionId=versions[mine]
+            )
+            assert found["Body"].read() == b"select 1"
+            with pytest.raises(ClientError, match="AccessDenied"):
+                task.get_object(
+                    Bucket=BUCKET, Key=f"resources/{other}/sql/load.sql", VersionId=versions[other]
+                )
+            with pytest.raises(ClientError, match="AccessDenied"):
+                task.get_object(Bucket=BUCKET, Key=f"resources/{other}/sql/load.sql")
+            with pytest.raises(ClientError, match="AccessDenied"):
+                task.put_object(Bucket=BUCKET, Key=f"resources/{mine}/sql/load.sql", Body=b"x")
             for call, where in (
                 (task.put_object, f"logs/{other}/{other}.wf.k/t/1.log"),
                 (task.put_object, f"outputs/{other}/{other}.wf.k/t/1.json"),

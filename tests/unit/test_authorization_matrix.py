@@ -28,6 +28,7 @@ from tests.fakes import text_logs
 from tests.unit.test_api_app import Api, FakeDispatcher, Reply, StepClock
 
 from stratoflow.adapters.local.identity import SqliteIdentities
+from stratoflow.adapters.local.resources import LocalResources
 from stratoflow.adapters.local.secrets import LocalSecrets
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.api.access import token_authenticator
@@ -53,11 +54,12 @@ class World:
     runs: dict[str, str]  # project -> the id of its run (first task failed, second waiting)
     store: SqliteStore
     secrets: LocalSecrets
+    resources: LocalResources
     backfills: dict[str, str] = field(default_factory=dict)  # project -> a backfill's id
 
     def call(
-        self, user: str | None, method: str, path: str, body: Any = None, **query: str
-    ) -> Reply:
+        self, user: str | None, method: str, path: str, body: Any = None, /, **query: str
+    ) -> Reply:  # positional-only: a query may have a `path` (the resource routes)
         headers = {"Content-Type": "application/json"}
         if user is not None:
             headers["Authorization"] = f"Bearer {self.tokens[user]}"
@@ -73,7 +75,9 @@ class World:
         paused = {p: self.store.get_version(p, "flow").paused for p in self.runs}
         secrets = {p: self.secrets.known(p) for p in self.runs}
         backfills = [(b.id, b.state) for p in self.runs for b in self.store.list_backfills(p)]
-        return runs, versions, paused, len(self.store.list_runs(_all_runs())), secrets, backfills
+        files = {p: [(f.path, f.version) for f in self.resources.files(p)] for p in self.runs}
+        total_runs = len(self.store.list_runs(_all_runs()))
+        return runs, versions, paused, total_runs, secrets, backfills, files
 
 
 def _all_runs() -> Any:
@@ -97,7 +101,8 @@ def world(tmp_path: Path) -> Iterator[World]:
     readmodel = ReadModel.open(str(tmp_path / "readmodel.db"))
     clock = StepClock()
     dispatcher = FakeDispatcher()
-    scheduler = Scheduler(store, store, dispatcher, clock)
+    resources = LocalResources(tmp_path)
+    scheduler = Scheduler(store, store, dispatcher, clock, resources=resources)
     logs = tmp_path / "logs"
     logs.mkdir()
     api = Api(None, scheduler, dispatcher, logs)
@@ -126,7 +131,7 @@ def world(tmp_path: Path) -> Iterator[World]:
         scheduler.on_finished([Finished(run.id, "first", first.attempt, failed)])
         runs[project] = run.id
     assert store.get_run(runs["a"]).state is RunState.FAILED
-    yield World(api, tokens, runs, store, LocalSecrets(tmp_path))
+    yield World(api, tokens, runs, store, LocalSecrets(tmp_path), resources)
     readmodel.close()
     identities.close()
     store.close()
@@ -152,6 +157,18 @@ def _secret_put(w: World, p: str) -> tuple[str, Any, dict[str, str]]:
 
 def _secret_there(w: World, project: str) -> None:
     w.secrets.put(project, "gone", "to be deleted")
+
+
+def _resource_put(w: World, p: str) -> tuple[str, Any, dict[str, str]]:
+    return "/resources/file", f"bytes-{next(_VALUES)}", {"project": p, "path": "sql/new.sql"}
+
+
+def _resource_there(w: World, project: str) -> None:
+    w.resources.put(project, "there.txt", b"to be read or deleted")
+
+
+def _on_there(path: str) -> Callable[[World, str], tuple[str, Any, dict[str, str]]]:
+    return lambda w, p: (path, None, {"project": p, "path": "there.txt"})
 
 
 def _running(w: World, project: str) -> None:
@@ -249,6 +266,11 @@ OPERATIONS = [
         "DELETE", "/secrets/{name}", Action.EDIT,
         lambda w, p: ("/secrets/gone", None, {"project": p}), True, _secret_there,
     ),
+    Operation("PUT", "/resources/file", Action.EDIT, _resource_put, True),
+    Operation("GET", "/resources", Action.READ, lambda w, p: ("/resources", None, {"project": p}), False),
+    Operation("GET", "/resources/versions", Action.READ, _on_there("/resources/versions"), False, _resource_there),
+    Operation("GET", "/resources/file", Action.READ, _on_there("/resources/file"), False, _resource_there),
+    Operation("DELETE", "/resources/file", Action.EDIT, _on_there("/resources/file"), True, _resource_there),
 ]  # fmt: skip
 # routes every authenticated caller may call: they describe the caller, not a project's data
 NOT_PROJECT_SCOPED = {("GET", "/me")}

@@ -219,6 +219,27 @@ export const api = {
   putSecret: (project: string, name: string, value: string) =>
     request<{ name: string; created: boolean }>("PUT", `secrets/${enc(name)}`, { project }, { value }),
   deleteSecret: (project: string, name: string) => request<unknown>("DELETE", `secrets/${enc(name)}`, { project }),
+  resources: (project: string, prefix = "") =>
+    request<{ project: string; prefix: string; resources: ResourceFile[] }>("GET", "resources", { project, prefix }),
+  resourceVersions: (project: string, path: string) =>
+    request<{ project: string; path: string; versions: ResourceFile[] }>("GET", "resources/versions", { project, path }),
+  // the file's bytes as the body, as they are (the API bounds the size and names it)
+  async uploadResource(project: string, path: string, file: Blob): Promise<ResourceFile & { project: string }> {
+    const res = await fetch(url("resources/file", { project, path }), {
+      method: "PUT",
+      body: file,
+      headers: { Accept: "application/json", "Content-Type": "application/octet-stream", ...authHeaders() },
+    });
+    return reply(res);
+  },
+  async downloadResource(project: string, path: string, version?: string): Promise<Blob> {
+    const res = await fetch(url("resources/file", { project, path, version }), {
+      headers: { Accept: "application/octet-stream", ...authHeaders() },
+    });
+    if (!res.ok) return reply<never>(res);
+    return res.blob();
+  },
+  deleteResource: (project: string, path: string) => request<unknown>("DELETE", "resources/file", { project, path }),
   async log(id: string, task: string, attempt: number, offset: number, limit = LOG_PAGE): Promise<LogPage> {
     const res = await fetch(url(`runs/${enc(id)}/tasks/${enc(task)}/attempts/${attempt}/log`, { offset, limit }), { headers: authHeaders() });
     const text = await res.text();
@@ -230,6 +251,9 @@ export const api = {
     return { text, next: Number(res.headers.get("X-Next-Offset") ?? offset), size: Number(res.headers.get("X-Log-Size") ?? 0) };
   },
 };
+
+/** One version of a project's resource file. */
+export interface ResourceFile { path: string; version: string; size: number; sha256: string; created_at: string }
 
 export const TERMINAL_RUN: RunState[] = ["succeeded", "failed", "stopped"];
 

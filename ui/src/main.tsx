@@ -7,6 +7,7 @@ import { ApplyPage } from "./pages/Apply";
 import { BackfillPage } from "./pages/Backfill";
 import { RunPage } from "./pages/Run";
 import { RunsPage } from "./pages/Runs";
+import { ResourcesPage } from "./pages/Resources";
 import { SecretsPage } from "./pages/Secrets";
 import { WorkflowPage } from "./pages/Workflow";
 import { WorkflowsPage } from "./pages/Workflows";
@@ -47,6 +48,7 @@ function App() {
   else if (section === "apply") page = <ApplyPage />;
   else if (section === "alerts") page = <AlertsPage query={route.query} />;
   else if (section === "secrets") page = <SecretsPage />;
+  else if (section === "resources") page = <ResourcesPage />;
   else page = <WorkflowsPage />;
   const active = (s: string) => ((section ?? "") === s || (s === "" && section === "workflows") ? "active" : "");
   return (
@@ -59,6 +61,7 @@ function App() {
           {me?.actions.includes("workflow.apply") && <a class={active("apply")} href={href("apply")}>Apply</a>}
           <a class={active("alerts")} href={href("alerts")}>Alerts</a>
           {me?.actions.includes("secrets.edit") && <a class={active("secrets")} href={href("secrets")}>Secrets</a>}
+          <a class={active("resources")} href={href("resources")}>Resources</a>
         </nav>
         <span class="spacer" />
         <label class="project">project{" "}

@@ -814,6 +814,11 @@ from stratoflow.cli_secrets import secrets as _secrets  # noqa: E402 - registere
 
 main.add_command(_secrets)
 
+# ------------------------------------------------------------------ resources (cli_resources.py)
+from stratoflow.cli_resources import resources as _resources  # noqa: E402 - as secrets
+
+main.add_command(_resources)
+
 
 # ------------------------------------------------------------------ backfill (its own module)
 def _add_backfill_commands() -> None:

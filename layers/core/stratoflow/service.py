@@ -45,6 +45,7 @@ from stratoflow.ports import (
     StateStore,
     WorkflowVersion,
 )
+from stratoflow.resources import ResourceStore, workflow_resources
 from stratoflow.templating import TemplateError
 
 log = logging.getLogger("stratoflow.scheduler")
@@ -121,6 +122,7 @@ class Scheduler:
         retry_lead: timedelta = timedelta(0),
         timeout_grace: timedelta = timedelta(0),
         record_attempt_starts: bool = True,
+        resources: ResourceStore | None = None,
     ) -> None:
         """``retry_lead``: dispatch a retry this long before its delay runs out, for a
         dispatcher that waits out the rest itself (``AttemptSpec.not_before``); AWS, where
@@ -132,6 +134,9 @@ class Scheduler:
         executors whose log only exists at the end (the AWS runner), and the views show a
         running attempt from its task."""
         self.store = store
+        # where a run pins the versions of the resource files its tasks list, when it is
+        # created (None: a workflow that lists some cannot be triggered)
+        self.resources = resources
         self.catalog = catalog
         self.dispatcher = dispatcher
         self.clock = clock
@@ -262,6 +267,7 @@ class Scheduler:
             )
         logical = logical_date or now
         rid = run_id or new_run_id(project, name, now)
+        self._pin_resources(spec, project, rid)
         run, tasks = engine.new_run(
             spec, run_id=rid, version=stored.version, params=params or {},
             logical_date=logical, now=now, trigger=trigger,
@@ -271,6 +277,17 @@ class Scheduler:
             if created:
                 self._start_queued_runs()
         return self.store.get_run(rid), created
+
+    def _pin_resources(self, spec: WorkflowSpec, project: str, run_id: str) -> None:
+        """Record the newest version of each resource file the workflow's tasks list, before
+        the run exists (a repeated trigger of the same run keeps its first pins); a file that
+        does not exist refuses the trigger, naming it."""
+        paths = workflow_resources(spec.workflow.tasks)
+        if not paths:
+            return
+        if self.resources is None:
+            raise InvalidInput([Problem("resources", "this runtime keeps no resource files")])
+        self.resources.pin(run_id, project, paths)
 
     def _start_queued_runs(self) -> None:
         now = self.clock.now()

@@ -128,7 +128,7 @@ UI_ACTIONS: Mapping[Action, tuple[str, ...]] = {
         "task.mark",
         "alerts.test",
     ),
-    Action.EDIT: ("workflow.apply", "secrets.edit"),
+    Action.EDIT: ("workflow.apply", "secrets.edit", "resources.edit"),
     Action.ADMINISTER: ("alerts.edit",),
 }
 ACTIONS = tuple(name for names in UI_ACTIONS.values() for name in names)
@@ -719,6 +719,14 @@ def create_app(
             app, secrets, allow=allow, record=record, changed=changed, responses=_responses
         )
 
+    if scheduler.resources is not None:
+        from stratoflow.api import resource_routes
+
+        resource_routes.register(
+            app, scheduler.resources, allow=allow, record=record, changed=changed,
+            responses=_responses,
+        )  # fmt: skip
+
     def detail(run: Run) -> RunDetail:
         spec = scheduler.spec(run.project, run.workflow, run.version)
         body = run_detail(run, store.get_tasks(run.id), store.list_attempts(run.id), spec.dag.order)
@@ -819,6 +827,10 @@ def create_app(
                 description="DAG workflow scheduler: workflows, runs, tasks and logs.",
             )
             openapi.update(_own_error_schemas(json.loads(document)))
+            if scheduler.resources is not None:
+                from stratoflow.api import resource_routes
+
+                resource_routes.document(openapi)
         return openapi
 
     @app.get(

@@ -26,6 +26,7 @@ from stratoflow.model._schedule import (
     parse_schedule,
     validate_timezone,
 )
+from stratoflow.resources import MAX_TASK_RESOURCES, path_problem
 
 NAME_PATTERN = r"^[a-z0-9_-]+$"
 TASK_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
@@ -203,6 +204,36 @@ class _TaskBase(_Strict):
     alerts: AlertRules = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
+    resources: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_TASK_RESOURCES,
+        description="Paths of the project's resource files (`stratoflow resources upload`) the "
+        "task finds in its working directory under the same paths; a run uses the versions "
+        "that were newest when it was created.",
+    )
+
+    @field_validator("resources")
+    @classmethod
+    def _resource_paths(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for path in value:
+            problem = path_problem(path)
+            if problem is not None:
+                raise ValueError(f"resource {path[:80]!r}: {problem}")
+            if path in seen:
+                raise ValueError(f"resource {path!r} is listed twice")
+            seen.add(path)
+        return value
+
+    @model_validator(mode="after")
+    def _resources_where_run(self) -> Any:
+        kind = getattr(self, "type", None)
+        if self.resources and kind in _NO_RESOURCES:
+            raise ValueError(
+                f"resources: a {kind} task runs no process with a working directory; list the "
+                "files on a shell, python, batch or kubernetes task"
+            )
+        return self
 
     @field_validator("params")
     @classmethod
@@ -236,6 +267,8 @@ class _TaskBase(_Strict):
         """Field name -> value of every field rendered at dispatch time."""
         return {"params": self.params, "env": self.env}
 
+
+_NO_RESOURCES = frozenset({"http", "switch", "lambda"})
 
 Runner = Literal["lambda", "batch"]
 _RUNNER_DOC = (

@@ -23,10 +23,12 @@ import boto3
 from botocore.exceptions import ClientError
 
 from stratoflow.adapters.aws.projects import Identities, ProjectPlaces, TaskIdentity
+from stratoflow.adapters.aws.resources import S3Resources
 from stratoflow.adapters.aws.results import MalformedOutcome, ReadJson, S3Objects, parse_outcome
 from stratoflow.adapters.aws.secrets import secret_id, secrets_prefix
 from stratoflow.engine import AttemptResult, AttemptStatus, TaskInstance
 from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
+from stratoflow.resources import task_resources
 from stratoflow.secrets import REFERENCE, references
 
 log = logging.getLogger("stratoflow.aws.dispatch")
@@ -124,7 +126,11 @@ class StepFunctionsDispatcher(Dispatcher):
         report_grace: timedelta = REPORT_GRACE,
         identities: Identities | None = None,
         job_definition_prefix: str = "stratoflow-",
+        resources: S3Resources | None = None,
     ) -> None:
+        # where the versions a run pinned are read, for the runner to fetch (issue 13)
+        self.resources = resources
+        self._pins: dict[str, dict[str, str]] = {}  # run -> pins (never change once written)
         self.identities = identities
         # the stack's: its state machines may submit only job definitions named so
         self.job_definition_prefix = job_definition_prefix
@@ -200,6 +206,8 @@ class StepFunctionsDispatcher(Dispatcher):
         longer env value, in a kubernetes image, namespace or params) fails, saying what to
         do instead."""
         task = spec.task
+        if task_resources(task.fields) and (why := self._resources_refusal(spec)) is not None:
+            return why
         if task.task_type not in _DIRECT_TYPES or self._lambda_via_runner(spec):
             return None
         where = dict(task.fields, params=task.params)
@@ -224,6 +232,51 @@ class StepFunctionsDispatcher(Dispatcher):
             f"python task (the runner resolves them; runner: batch for long work), or read "
             f"Secrets Manager {place} from the task itself (its role may)"
         )
+
+    def _resources_refusal(self, spec: AttemptSpec) -> str | None:
+        """Why the task's resource files cannot be put in its working directory (None: the
+        runner fetches them, the versions the run pinned). Task types that cannot list any
+        (http, switch, lambda) are refused by the model already."""
+        kind = spec.task.task_type
+        if kind == "batch":
+            place = f"s3://{self.bucket}/resources/{spec.project}/<path>"
+            return (
+                f"resources: a {kind} task on AWS runs your image directly, where Stratoflow "
+                "cannot place files; list them on a shell or python task (runner: batch for "
+                f"long work), or fetch them from {place} in the task (its role may read them)"
+            )
+        if self.resources is None:
+            return "resources: this stack keeps no resource files (STRATOFLOW_BUCKET is not set)"
+        pins = self._pinned(spec.run_id)
+        missing = [p for p in task_resources(spec.task.fields) if p not in pins]
+        if missing:
+            return (
+                f"resource {missing[0]!r} was not pinned when the run was created (the run "
+                "predates the task's resources list): trigger a new run"
+            )
+        return None
+
+    def _pinned(self, run_id: str) -> dict[str, str]:
+        found = self._pins.get(run_id)
+        if found is None:
+            assert self.resources is not None
+            found = self.resources.pins(run_id) or {}
+            if len(self._pins) >= 1024:
+                self._pins.clear()
+            self._pins[run_id] = found
+        return found
+
+    def _resources_input(self, spec: AttemptSpec) -> list[dict[str, str]]:
+        """What the runner fetches: each listed file at the version the run pinned."""
+        paths = task_resources(spec.task.fields)
+        if not paths or self.resources is None:
+            return []
+        pins = self._pinned(spec.run_id)
+        return [
+            {"path": p, "version": pins[p], "uri": self.resources.uri(spec.project, p)}
+            for p in paths
+            if p in pins
+        ]
 
     def _lambda_via_runner(self, spec: AttemptSpec) -> bool:
         """A ``lambda`` task whose function or payload references a secret goes through the
@@ -290,6 +343,8 @@ class StepFunctionsDispatcher(Dispatcher):
             "log": log_uri,
             "outputs_uri": outputs_uri,
         }
+        if (uses_runner or kind == "kubernetes") and (fetch := self._resources_input(spec)):
+            doc["resources"] = fetch
         if spec.not_before is not None and spec.not_before > self._now():
             # only a retry that must wait carries start_at: the Route state sends it through a
             # Wait state; without it the attempt starts at once (one transition fewer)

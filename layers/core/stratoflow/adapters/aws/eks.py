@@ -45,6 +45,8 @@ from botocore.model import ServiceId
 from botocore.signers import RequestSigner
 
 from stratoflow.adapters.aws.secrets import secrets_prefix
+from stratoflow.errors import InvalidInput
+from stratoflow.resources import MAX_TASK_RESOURCES, check_path
 from stratoflow.secrets import references
 
 TOKEN_PREFIX = "k8s-aws-v1."  # noqa: S105 (a format marker, not a secret)
@@ -60,6 +62,10 @@ SECRETS_DIR = "/stratoflow-secrets"
 MAX_SECRET_REFERENCES = 16  # names one kubernetes task may reference (each up to 64 KiB)
 SECRETS_SIZE_LIMIT = "2Mi"  # MAX_SECRET_REFERENCES values of 64 KiB fit, with room
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# the task's resource files: fetched by the reporter into the shared volume, where the
+# wrapper makes them the command's working directory (eks_task.sh)
+RESOURCES_DIR = f"{SHARED_DIR}/work"
+_VERSION_ID = re.compile(r"^[A-Za-z0-9._+=-]{1,1024}$")
 TOKEN_DIR = "/var/run/stratoflow"  # noqa: S105 (a mount path)
 TOKEN_KEY = "task-token"  # noqa: S105 (a Secret key name)
 LABEL_PREFIX = "stratoflow.io/"
@@ -276,6 +282,50 @@ def _secret_settings(
     }
 
 
+def _resource_settings(event_input: Mapping[str, Any]) -> dict[str, list[dict[str, str]]] | None:
+    """The containers' settings for the task's resource files (the versions its run pinned,
+    put in the input by the dispatcher), None without any: the reporter fetches each one as
+    the pod's role (the project's, which reads ``resources/<project>/`` only) into
+    ``RESOURCES_DIR``, and the wrapper runs the command there."""
+    wanted = event_input.get("resources") or []
+    if not wanted:
+        return None
+    if not isinstance(wanted, list) or len(wanted) > MAX_TASK_RESOURCES:
+        raise InvalidTask(f"resources must be a list of at most {MAX_TASK_RESOURCES} files")
+    project = (event_input.get("context") or {}).get("project")
+    if not isinstance(project, str) or not project:
+        raise InvalidTask("context.project is needed to fetch the task's resource files")
+    prefix = f"resources/{project}/"
+    buckets: set[str] = set()
+    lines = []
+    for entry in wanted:
+        try:
+            path, version, uri = str(entry["path"]), str(entry["version"]), str(entry["uri"])
+            check_path(path, "resources")
+        except (KeyError, TypeError) as exc:
+            raise InvalidTask(f"a resource of the execution input lacks {exc}") from None
+        except InvalidInput as exc:
+            raise InvalidTask(str(exc)) from None
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        if not uri.startswith("s3://") or key != prefix + path:
+            raise InvalidTask(f"resource {path!r}: {uri} is not project {project!r}'s file")
+        if not _VERSION_ID.match(version):
+            raise InvalidTask(f"resource {path!r}: {version[:40]!r} is not an S3 version id")
+        buckets.add(bucket)
+        lines.append(f"{version} {path}")
+    if len(buckets) != 1:
+        raise InvalidTask("the resource files of a task must be in one bucket")
+    return {
+        "task": [{"name": "STRATOFLOW_RESOURCES_DIR", "value": RESOURCES_DIR}],
+        "reporter": [
+            {"name": "STRATOFLOW_RESOURCES", "value": "\n".join(lines)},
+            {"name": "STRATOFLOW_RESOURCES_BUCKET", "value": buckets.pop()},
+            {"name": "STRATOFLOW_RESOURCES_PREFIX", "value": prefix},
+            {"name": "STRATOFLOW_RESOURCES_DIR", "value": RESOURCES_DIR},
+        ],
+    }
+
+
 def build_job(event_input: Any, task_token: str, settings: EksSettings) -> JobRequest:
     """The Job (and the Secret holding the token) for one execution input of the contract."""
     if not isinstance(event_input, Mapping):
@@ -312,6 +362,7 @@ def build_job(event_input: Any, task_token: str, settings: EksSettings) -> JobRe
 
     argv = _argv(fields.get("command"))
     secret_env = _secret_settings(event_input, argv, env_in)
+    resource_env = _resource_settings(event_input)
 
     labels = {
         "app.kubernetes.io/managed-by": "stratoflow",
@@ -347,6 +398,9 @@ def build_job(event_input: Any, task_token: str, settings: EksSettings) -> JobRe
         task_env += secret_env["task"]
         reporter_env += secret_env["reporter"]
         mounts = [{"name": "secrets", "mountPath": SECRETS_DIR}]
+    if resource_env is not None:
+        task_env += resource_env["task"]
+        reporter_env += resource_env["reporter"]
     spec: dict[str, Any] = {
         "backoffLimit": 0,  # retries are the engine's, each with its own attempt number
         "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,

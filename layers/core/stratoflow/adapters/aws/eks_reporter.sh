@@ -25,6 +25,10 @@ names=${STRATOFLOW_SECRET_NAMES:-}
 secrets_dir=${STRATOFLOW_SECRETS_DIR:-/stratoflow-secrets}
 secrets_path=${STRATOFLOW_SECRETS_PATH:-}
 project=${STRATOFLOW_PROJECT:-}
+# Resource files of the task ("VERSION PATH" lines, the versions its run pinned): fetched here,
+# as the pod's role, into $STRATOFLOW_RESOURCES_DIR in the shared volume, where the task's
+# command then runs (eks_task.sh waits for resources.ready).
+resources=${STRATOFLOW_RESOURCES:-}
 
 sfn() {  # sfn ACTION ARGS...: one Step Functions call with the current token; quiet on success
     action=$1
@@ -139,6 +143,28 @@ fetch_secrets() {  # each referenced secret into $secrets_dir/NAME; else report 
     : >"$dir/secrets.ready"
 }
 
+fetch_resources() {  # each pinned version into its path; else report which and why
+    work=${STRATOFLOW_RESOURCES_DIR:-$dir/work}
+    mkdir -p "$work"
+    while read -r version path; do
+        [ -n "$path" ] || continue
+        case $path in */*) mkdir -p "$work/${path%/*}" ;; esac
+        if aws s3api get-object --bucket "$STRATOFLOW_RESOURCES_BUCKET" \
+            --key "$STRATOFLOW_RESOURCES_PREFIX$path" --version-id "$version" "$work/$path" \
+            >/dev/null 2>"$dir/resource.err"; then
+            continue
+        fi
+        code=$(sed -n 's/.*(\([A-Za-z]*\)).*/\1/p' "$dir/resource.err" | head -n 1)
+        : >"$dir/resources.failed"
+        fail null "resource '$path' version $version (pinned when the run was created) could not be fetched: ${code:-unknown error}"
+        return 1
+    done <<RESOURCES
+$resources
+RESOURCES
+    chmod -R a+rX "$work" 2>/dev/null
+    : >"$dir/resources.ready"
+}
+
 fail() {  # fail CODE MESSAGE: send-task-failure with the exit code and the log's last lines
     {
         printf '{"exit_code":%s,"error":' "$1"
@@ -157,6 +183,9 @@ fail() {  # fail CODE MESSAGE: send-task-failure with the exit code and the log'
 
 if [ -n "$names" ]; then
     fetch_secrets || exit 0 # reported; the task container sees secrets.failed and ends
+fi
+if [ -n "$resources" ]; then
+    fetch_resources || exit 0 # reported; the task container sees resources.failed and ends
 fi
 
 elapsed=$heartbeat

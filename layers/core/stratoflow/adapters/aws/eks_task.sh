@@ -54,6 +54,17 @@ if [ -n "${STRATOFLOW_SECRET_NAMES:-}" ]; then
     done
     unset resolved value rest ref
 fi
+# Resource files: the reporter fetches them into $STRATOFLOW_RESOURCES_DIR (resources.ready, or
+# resources.failed having reported why); the command runs there, where they are.
+if [ -n "${STRATOFLOW_RESOURCES_DIR:-}" ]; then
+    until [ -e "$dir/resources.ready" ] || [ -e "$dir/resources.failed" ]; do
+        sleep 1
+    done
+    if [ ! -e "$dir/resources.ready" ] || ! cd "$STRATOFLOW_RESOURCES_DIR"; then
+        printf '1\n' >"$dir/exit"
+        exit 1
+    fi
+fi
 if command -v mkfifo >/dev/null 2>&1 && command -v tee >/dev/null 2>&1 \
     && mkfifo "$dir/pipe" 2>/dev/null; then
     tee "$dir/log" <"$dir/pipe" &

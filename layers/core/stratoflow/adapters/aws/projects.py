@@ -8,7 +8,8 @@ gets, the first time one of its attempts is dispatched:
 - an IAM role ``<stack>-p-<digest>`` under the path ``/stratoflow/<stack>/``, created with the
   stack's permissions boundary (``ProjectTaskBoundary``: the most any project role may ever
   do) and an inline policy that grants exactly that project's keys: its S3 prefixes
-  (``logs/<project>/``, ``outputs/<project>/``, ``inputs/<project>/``), its secrets and
+  (``logs/<project>/``, ``outputs/<project>/``, ``inputs/<project>/``, read-only
+  ``resources/<project>/``), its secrets and
   parameters (``<TaskSecretsPrefix><project>/``), a stop poll of its own runs' task states;
 - a runner function ``<stack>-r-<digest>`` running as that role, built from the stack's core
   layer (the handler is ``stratoflow.adapters.aws.runner_lambda.handler``), so a project's
@@ -227,6 +228,13 @@ class ProjectPlaces:
                     "Effect": "Allow",
                     "Action": "s3:GetObject",
                     "Resource": f"{bucket}/inputs/{project}/*",
+                },
+                {
+                    # the resource files its tasks list, at the versions their runs pinned
+                    "Sid": "ProjectResourceFiles",
+                    "Effect": "Allow",
+                    "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+                    "Resource": f"{bucket}/resources/{project}/*",
                 },
                 {
                     "Sid": "ReadOwnTaskStatesForStops",

@@ -29,6 +29,7 @@ from typing import Any
 
 import stratoflow
 from stratoflow.adapters.aws._dynamo_items import run_pk, task_sk
+from stratoflow.resources import ResourceUnavailable, materialize, reserved_name
 from stratoflow.secrets import Masker, MissingSecret, SecretSource, SecretUnavailable, resolve
 from stratoflow.taskexec import result_from_files
 
@@ -186,6 +187,11 @@ def run_attempt(
         workdir = Path(tmp)
         log_file, out_file = workdir / f"{name}.log", workdir / f"{name}.out"
         result_file, error_file = workdir / f"{name}.result", workdir / f"{name}.error"
+        try:
+            place_resources(attempt, workdir, s3, name)
+        except (ResourceUnavailable, AttemptInputError) as exc:
+            return {"status": "failed", "exit_code": None, "error": str(exc), "outputs": {},
+                    "log": None, "retryable": False}  # fmt: skip
         argv = _argv(kind, task, workdir / f"{name}.json")
         budget, by_host = timeout, False
         if time_left is not None and time_left() - LAMBDA_SAFETY_SECONDS < budget:
@@ -243,6 +249,52 @@ def run_attempt(
             outcome["error"] += f" (ran {elapsed:.1f} s)"
         outcome["log"] = _upload_log(s3, log_uri, log_file, masker)
     return outcome
+
+
+def place_resources(attempt: Mapping[str, Any], workdir: Path, s3: Any, name: str) -> list[str]:
+    """Fetch the task's resource files, each at the version its run pinned (the dispatcher
+    put them in the input), into ``workdir`` under their paths, as the project's role: its
+    policy reads ``resources/<its project>/`` only, so an input naming another project's key
+    is refused by IAM as well as here. Returns the paths placed."""
+    wanted = attempt.get("resources") or []
+    if not wanted:
+        return []
+    project = str((attempt.get("context") or {}).get("project") or "")
+    own = os.environ.get("STRATOFLOW_PROJECT") or project
+    pins: dict[str, str] = {}
+    keys: dict[str, tuple[str, str]] = {}
+    for entry in wanted:
+        try:
+            path, version, uri = str(entry["path"]), str(entry["version"]), str(entry["uri"])
+        except (KeyError, TypeError) as exc:
+            raise AttemptInputError(f"a resource of the attempt input lacks {exc}") from None
+        bucket, key = _split_s3(uri)
+        if key != f"resources/{own}/{path}":
+            raise AttemptInputError(f"resource {path!r}: {uri} is not project {own!r}'s file")
+        pins[path] = version
+        keys[path] = (bucket, key)
+
+    def fetch(path: str, version: str) -> bytes:
+        bucket, key = keys[path]
+        try:
+            found = s3.get_object(Bucket=bucket, Key=key, VersionId=version)
+            data: bytes = found["Body"].read()
+        except Exception as exc:  # gone (deleted since the run started), refused, throttled
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
+            raise ResourceUnavailable(
+                f"resource {path!r} version {version} (pinned when the run was created) could "
+                f"not be fetched: {code}"
+            ) from None
+        return data
+
+    paths = list(pins)
+    for path in paths:
+        if reserved_name(path, str(attempt["task_id"]), int(attempt["attempt"])):
+            raise ResourceUnavailable(
+                f"resource {path!r} would overwrite the task's own file of that name in its "
+                "working directory: put it in a directory, or rename it"
+            )
+    return materialize(workdir, pins, paths, fetch)
 
 
 def invoke_user_function(client: Any, task: Mapping[str, Any], masker: Masker) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from stratoflow.adapters.aws.handlers import DeadLetters, kill_stopped
 from stratoflow.adapters.aws.lifecycle import StreamPublished
 from stratoflow.adapters.aws.metrics import MeteredDispatcher, Metrics
 from stratoflow.adapters.aws.projects import ProjectIdentities, ProjectPlaces
+from stratoflow.adapters.aws.resources import S3Resources
 from stratoflow.adapters.aws.results import S3Objects, send_kicks
 from stratoflow.adapters.aws.schedules import EventBridgeSchedules
 from stratoflow.adapters.aws.secrets import PREFIX_VARIABLE, secrets_prefix
@@ -137,6 +138,8 @@ def build_scheduler(
     clients = clients or AwsClients.create()
     clock = clock or UtcClock()
     store = DynamoStore(settings.table, client=clients.dynamodb)
+    # resource files and the versions runs pin: the artifacts bucket (versioned)
+    resources = S3Resources(clients.s3, settings.bucket) if settings.bucket else None
     dispatcher: Dispatcher = StepFunctionsDispatcher(
         settings.state_machine_arn,
         identities=project_identities(settings, clients),
@@ -149,6 +152,7 @@ def build_scheduler(
         runner_job_definition=settings.runner_job_definition,
         express_state_machine_arn=settings.express_state_machine_arn,
         read_json=S3Objects(clients.s3).read_json,
+        resources=resources,
     )
     events: EventSink = StreamPublished()
     if metrics is not None:
@@ -175,6 +179,7 @@ def build_scheduler(
         # the runner's log exists only once the attempt ends, so the start row would say
         # nothing the task row does not; skipping it saves a DynamoDB write per attempt
         record_attempt_starts=False,
+        resources=resources,
     )
 
 

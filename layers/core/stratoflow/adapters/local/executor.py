@@ -45,7 +45,15 @@ from typing import Any
 
 from stratoflow.adapters.local import sandbox
 from stratoflow.engine import AttemptResult, AttemptStatus, RenderedTask, TaskInstance
+from stratoflow.errors import InvalidInput
 from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
+from stratoflow.resources import (
+    ResourceStore,
+    ResourceUnavailable,
+    materialize,
+    reserved_name,
+    task_resources,
+)
 from stratoflow.secrets import MissingSecret, SecretSource, SecretUnavailable, masker_for, resolve
 from stratoflow.taskexec import read_task_file, result_from_files
 
@@ -225,6 +233,7 @@ class LocalExecutor(Dispatcher):
         protect: Path | None = None,
         keep_work_dirs: bool | None = None,
         secrets: SecretSource | None = None,
+        resources: ResourceStore | None = None,
     ) -> None:
         """``root``: where logs go (in the home). ``work_root``: where tasks work
         ($STRATOFLOW_WORK_ROOT, else :func:`default_work_root`). ``isolation``: auto | user |
@@ -236,9 +245,12 @@ class LocalExecutor(Dispatcher):
         ``root``'s parent). ``keep_work_dirs``: leave work dirs for inspection
         ($STRATOFLOW_KEEP_WORK_DIRS=1). ``secrets``: where a task's ``{{ secrets.NAME }}``
         references are resolved, just before it starts (none: a reference fails the task);
-        what a task reports back is masked with its project's secrets."""
+        what a task reports back is masked with its project's secrets. ``resources``: where
+        the files a task lists in ``resources`` come from (the versions its run pinned); they
+        are copied into its work dir before it starts."""
         environ = os.environ
         self._secrets = secrets
+        self._resources = resources
         self.root = root.resolve()
         self._root_text = str(self.root)
         _private_dir(self.root, 0o700)
@@ -445,6 +457,15 @@ class LocalExecutor(Dispatcher):
             if owner is not None:
                 os.chown(work, owner, owner)
                 os.fchown(log_fd, owner, owner)  # so /dev/stderr (a reopen) works; 0600
+            try:
+                self._place_resources(spec, work, owner)
+            except (ResourceUnavailable, InvalidInput) as exc:
+                os.write(log_fd, f"stratoflow: {exc}\n".encode())
+                self._forget(live)
+                self._deliver(
+                    live, AttemptResult(AttemptStatus.FAILED, error=str(exc), retryable=False)
+                )
+                return
             env = sandbox.task_environment(
                 self._server_env,
                 self._env_allow,
@@ -499,6 +520,24 @@ class LocalExecutor(Dispatcher):
         self._watch_pid(live)
         if live.killed:  # a stop arrived while it was starting
             _kill_group(live.pid, signal.SIGTERM)
+
+    def _place_resources(self, spec: AttemptSpec, work: Path, owner: int | None) -> None:
+        """Copy the files the task lists, in the versions its run pinned, into its work dir
+        (the server reads the home; the task never does)."""
+        paths = task_resources(spec.task.fields)
+        if not paths:
+            return
+        for path in paths:
+            if reserved_name(path, spec.task_id, spec.attempt):
+                raise ResourceUnavailable(
+                    f"resource {path!r} would overwrite the task's own file of that name in its "
+                    "working directory: put it in a directory, or rename it"
+                )
+        store = self._resources
+        if store is None:
+            raise ResourceUnavailable("resources: this executor has no resource store")
+        pins = store.pins(spec.run_id) or {}
+        materialize(work, pins, paths, lambda p, v: store.fetch(spec.project, p, v), owner=owner)
 
     def _resolved(self, spec: AttemptSpec) -> RenderedTask:
         """The task with its secret references replaced by their values (here, in the

@@ -23,6 +23,7 @@ from stratoflow.adapters.local.clock import SystemClock
 from stratoflow.adapters.local.cron import CronLoop
 from stratoflow.adapters.local.executor import LocalExecutor
 from stratoflow.adapters.local.feed import LocalFeed
+from stratoflow.adapters.local.resources import LocalResources
 from stratoflow.adapters.local.secrets import LocalSecrets
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.alerts import ResolveSecret, Sender
@@ -138,8 +139,13 @@ class LocalRuntime:
         # first, then from these (the log views mask with the same)
         self.secrets = LocalSecrets(home)
         self.secret_source = ChainedSource([EnvironmentSource(os.environ), self.secrets])
+        self.resources = LocalResources(home)
         self.executor = LocalExecutor(
-            home / "attempts", self._report, protect=home, secrets=self.secret_source
+            home / "attempts",
+            self._report,
+            protect=home,
+            secrets=self.secret_source,
+            resources=self.resources,
         )
         self.alerts = LocalAlerts(
             AlertStore(home / "stratoflow.db"),
@@ -154,6 +160,7 @@ class LocalRuntime:
             self.executor,
             self.clock,
             FanOutEvents(JsonlEvents(home / "events.jsonl", self.clock), self.alerts),
+            resources=self.resources,
         )
         self.cron = CronLoop(self.scheduler, self.store) if cron else None
         self._stop = threading.Event()
