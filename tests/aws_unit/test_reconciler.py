@@ -78,6 +78,10 @@ def env() -> Iterator[tuple[Scheduler, DynamoStore, RecordingDispatcher, Any, Se
         dispatcher = RecordingDispatcher()
         store.plan_recovered = partial(handlers.kill_stopped, dispatcher)  # as runtime wires it
         scheduler = Scheduler(store, store, dispatcher, FakeClock(T0))
+        # the workflow the seeded run pinned: recovery reads it (a dependency task is decided
+        # by the scheduler, every other running task is the dispatcher's)
+        tasks = "".join(f"  t{i:03d}: {{type: shell, command: 'true'}}\n" for i in range(WIDE))
+        scheduler.apply(f"name: wide\ntasks:\n{tasks}")
         yield scheduler, store, dispatcher, client, seconds
 
 
