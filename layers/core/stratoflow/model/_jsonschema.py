@@ -134,6 +134,10 @@ _DESCRIPTIONS: dict[str, dict[str, str]] = {
         "payload": "The event sent to the function (templated).",
         "local_callable": "module:function called with the payload by the local runtime.",
     },
+    "SqlTask": {
+        "sql": "The statement, or a script of several (templated; a script takes no "
+        "parameters); write %(name)s where a parameter goes.",
+    },
 }
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from stratoflow.adapters.local import sandbox
+from stratoflow.connections import Connection, MissingConnection
 from stratoflow.engine import AttemptResult, AttemptStatus, RenderedTask, TaskInstance
 from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
 from stratoflow.secrets import MissingSecret, SecretSource, SecretUnavailable, masker_for, resolve
@@ -70,7 +71,7 @@ WRAPPER_NAME = "stratoflow-task"  # $0 of every wrapper: how recovery recognises
 KILL_GRACE_SECONDS = 5.0
 SPAWN_THREADS = 4  # starting a process waits on exec; threads let starts overlap (no GIL held)
 DISK_FULL_BYTES = 64 << 10  # less than this free on a task's file system: it is full
-_PY_TYPES = {"python", "http", "lambda"}
+_PY_TYPES = {"python", "http", "lambda", "sql"}
 
 Report = Callable[[str, str, int, AttemptResult, str], None]
 Key = tuple[str, str, int]
@@ -225,6 +226,7 @@ class LocalExecutor(Dispatcher):
         protect: Path | None = None,
         keep_work_dirs: bool | None = None,
         secrets: SecretSource | None = None,
+        connections: Callable[[str, str], Connection] | None = None,
     ) -> None:
         """``root``: where logs go (in the home). ``work_root``: where tasks work
         ($STRATOFLOW_WORK_ROOT, else :func:`default_work_root`). ``isolation``: auto | user |
@@ -236,9 +238,12 @@ class LocalExecutor(Dispatcher):
         ``root``'s parent). ``keep_work_dirs``: leave work dirs for inspection
         ($STRATOFLOW_KEEP_WORK_DIRS=1). ``secrets``: where a task's ``{{ secrets.NAME }}``
         references are resolved, just before it starts (none: a reference fails the task);
-        what a task reports back is masked with its project's secrets."""
+        what a task reports back is masked with its project's secrets. ``connections``:
+        ``(project, name) -> Connection`` for sql tasks (``MissingConnection`` when there is
+        none; None: an sql task fails saying no connection is defined)."""
         environ = os.environ
         self._secrets = secrets
+        self._connections = connections
         self.root = root.resolve()
         self._root_text = str(self.root)
         _private_dir(self.root, 0o700)
@@ -428,7 +433,7 @@ class LocalExecutor(Dispatcher):
             log_fd = claimed
             try:
                 spec = replace(spec, task=self._resolved(spec))
-            except (MissingSecret, SecretUnavailable) as exc:
+            except (MissingSecret, SecretUnavailable, MissingConnection) as exc:
                 os.write(log_fd, f"stratoflow: {exc}\n".encode())
                 self._forget(live)
                 self._deliver(
@@ -505,10 +510,19 @@ class LocalExecutor(Dispatcher):
         process that starts it, and nowhere before)."""
         task = spec.task
         value = {"fields": task.fields, "params": task.params, "env": task.env}
-        if self._secrets is None:
-            resolved, _ = resolve(value, spec.project, _NoSecrets())
-        else:
-            resolved, _ = resolve(value, spec.project, self._secrets)
+        source = _NoSecrets() if self._secrets is None else self._secrets
+        resolved, _ = resolve(value, spec.project, source)
+        if task.task_type == "sql":  # the named connection, its credentials resolved here
+            name = str(task.fields.get("connection") or "")
+            if self._connections is None:
+                raise MissingConnection(spec.project, name)
+            connection = self._connections(spec.project, name)
+            fields = {
+                **resolved["fields"],
+                "__connection": {"type": connection.type,
+                                 "settings": connection.resolved(source)},
+            }  # fmt: skip
+            resolved = {**resolved, "fields": fields}
         if resolved is value:
             return task
         return RenderedTask(task.task_type, resolved["fields"], resolved["params"], resolved["env"])

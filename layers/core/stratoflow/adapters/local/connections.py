@@ -1,0 +1,78 @@
+"""Named connections on the local runtime: a table of the home's state database, made the way
+the alert tables are (``CREATE ... IF NOT EXISTS`` on open, one transaction per change)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+
+from stratoflow.adapters.local._sqlite import SqliteFile
+from stratoflow.connections import MAX_CONNECTIONS, Connection, MissingConnection
+from stratoflow.errors import InvalidInput, Problem
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS connections (
+    project TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL, settings TEXT NOT NULL,
+    updated_at TEXT NOT NULL, PRIMARY KEY (project, name)
+);
+"""
+
+
+def _connection(row: sqlite3.Row) -> Connection:
+    return Connection(row["project"], row["name"], row["type"], json.loads(row["settings"]))
+
+
+class ConnectionStore(SqliteFile):
+    """The ``connections`` table of a home's state database."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path, SCHEMA)
+
+    def put(self, connection: Connection, now: datetime) -> bool:
+        """Create or replace; True if it is new."""
+        with self._tx() as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM connections WHERE project=? AND name=?",
+                (connection.project, connection.name),
+            ).fetchone()
+            if not exists:
+                (count,) = conn.execute(
+                    "SELECT count(*) FROM connections WHERE project=?", (connection.project,)
+                ).fetchone()
+                if count >= MAX_CONNECTIONS:
+                    raise InvalidInput(
+                        [Problem("name", f"project {connection.project} has {count} "
+                                 f"connections; at most {MAX_CONNECTIONS}")]
+                    )  # fmt: skip
+            conn.execute(
+                "INSERT OR REPLACE INTO connections VALUES (?, ?, ?, ?, ?)",
+                (connection.project, connection.name, connection.type,
+                 json.dumps(dict(connection.settings)), now.isoformat()),
+            )  # fmt: skip
+        return not exists
+
+    def get(self, project: str, name: str) -> Connection:
+        row = (
+            self._conn()
+            .execute("SELECT * FROM connections WHERE project=? AND name=?", (project, name))
+            .fetchone()
+        )
+        if row is None:
+            raise MissingConnection(project, name)
+        return _connection(row)
+
+    def list(self, project: str) -> list[Connection]:
+        rows = self._conn().execute(
+            "SELECT * FROM connections WHERE project=? ORDER BY name", (project,)
+        )
+        return [_connection(r) for r in rows]
+
+    def delete(self, project: str, name: str) -> None:
+        with self._tx() as conn:
+            gone = conn.execute(
+                "DELETE FROM connections WHERE project=? AND name=?", (project, name)
+            ).rowcount
+        if not gone:
+            raise MissingConnection(project, name)
