@@ -27,12 +27,14 @@ import pytest
 from tests.fakes import text_logs
 from tests.unit.test_api_app import Api, FakeDispatcher, Reply, StepClock
 
+from stratoflow.adapters.local.connections import ConnectionStore, LocalConnections
 from stratoflow.adapters.local.identity import SqliteIdentities
 from stratoflow.adapters.local.secrets import LocalSecrets
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.api.access import token_authenticator
 from stratoflow.api.app import PUBLIC_PATHS, create_app
 from stratoflow.auth import REQUIRED_ROLE, Action, Role
+from stratoflow.connections import validate_connection
 from stratoflow.engine import AttemptResult, AttemptStatus, RunState
 from stratoflow.readmodel import ReadModel
 from stratoflow.service import Finished, Scheduler
@@ -53,6 +55,7 @@ class World:
     runs: dict[str, str]  # project -> the id of its run (first task failed, second waiting)
     store: SqliteStore
     secrets: LocalSecrets
+    connections: ConnectionStore
     backfills: dict[str, str] = field(default_factory=dict)  # project -> a backfill's id
 
     def call(
@@ -73,7 +76,9 @@ class World:
         paused = {p: self.store.get_version(p, "flow").paused for p in self.runs}
         secrets = {p: self.secrets.known(p) for p in self.runs}
         backfills = [(b.id, b.state) for p in self.runs for b in self.store.list_backfills(p)]
-        return runs, versions, paused, len(self.store.list_runs(_all_runs())), secrets, backfills
+        connections = {p: self.connections.list(p) for p in self.runs}
+        return (runs, versions, paused, len(self.store.list_runs(_all_runs())), secrets,
+                backfills, connections)  # fmt: skip
 
 
 def _all_runs() -> Any:
@@ -101,12 +106,14 @@ def world(tmp_path: Path) -> Iterator[World]:
     logs = tmp_path / "logs"
     logs.mkdir()
     api = Api(None, scheduler, dispatcher, logs)
+    connections = ConnectionStore(tmp_path / "state.db")
     api.app = create_app(
         scheduler,
         read_log=text_logs(lambda attempt: f"log of {attempt.task_id}"),
         authenticate=token_authenticator(identities, clock),
         readmodel=readmodel,
         secrets=LocalSecrets(tmp_path),
+        connections=LocalConnections(connections, LocalSecrets(tmp_path), clock),
     )
     tokens: dict[str, str] = {}
     for name, role in USERS.items():
@@ -126,7 +133,8 @@ def world(tmp_path: Path) -> Iterator[World]:
         scheduler.on_finished([Finished(run.id, "first", first.attempt, failed)])
         runs[project] = run.id
     assert store.get_run(runs["a"]).state is RunState.FAILED
-    yield World(api, tokens, runs, store, LocalSecrets(tmp_path))
+    yield World(api, tokens, runs, store, LocalSecrets(tmp_path), connections)
+    connections.close()
     readmodel.close()
     identities.close()
     store.close()
@@ -152,6 +160,17 @@ def _secret_put(w: World, p: str) -> tuple[str, Any, dict[str, str]]:
 
 def _secret_there(w: World, project: str) -> None:
     w.secrets.put(project, "gone", "to be deleted")
+
+
+def _connection_put(w: World, p: str) -> tuple[str, Any, dict[str, str]]:
+    url = f"postgresql://u{next(_VALUES)}@db.example:5432/dw"
+    return "/connections/wh", {"type": "postgresql", "settings": {"url": url}}, {"project": p}
+
+
+def _connection_there(w: World, project: str) -> None:
+    # athena: the local runtime's test answers without reaching out anywhere
+    made = validate_connection(project, "lake", "athena", {"database": "sales"})
+    w.connections.put(made, w.api.scheduler.clock.now())
 
 
 def _running(w: World, project: str) -> None:
@@ -248,6 +267,23 @@ OPERATIONS = [
     Operation(
         "DELETE", "/secrets/{name}", Action.EDIT,
         lambda w, p: ("/secrets/gone", None, {"project": p}), True, _secret_there,
+    ),
+    Operation(
+        "GET", "/connections", Action.READ, lambda w, p: ("/connections", None, {"project": p}),
+        False,
+    ),
+    Operation(
+        "GET", "/connections/{name}", Action.READ,
+        lambda w, p: ("/connections/lake", None, {"project": p}), False, _connection_there,
+    ),
+    Operation("PUT", "/connections/{name}", Action.ADMINISTER, _connection_put, True),
+    Operation(
+        "DELETE", "/connections/{name}", Action.ADMINISTER,
+        lambda w, p: ("/connections/lake", None, {"project": p}), True, _connection_there,
+    ),
+    Operation(
+        "POST", "/connections/{name}/test", Action.OPERATE,
+        lambda w, p: ("/connections/lake/test", None, {"project": p}), False, _connection_there,
     ),
 ]  # fmt: skip
 # routes every authenticated caller may call: they describe the caller, not a project's data

@@ -9,8 +9,11 @@ from datetime import datetime
 from pathlib import Path
 
 from stratoflow.adapters.local._sqlite import SqliteFile
-from stratoflow.connections import MAX_CONNECTIONS, Connection, MissingConnection
+from stratoflow.api.connections import TestOutcome
+from stratoflow.connections import LOCAL_TYPES, MAX_CONNECTIONS, Connection, MissingConnection
 from stratoflow.errors import InvalidInput, Problem
+from stratoflow.ports import Clock
+from stratoflow.secrets import Masker, MissingSecret, SecretSource, SecretUnavailable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS connections (
@@ -76,3 +79,35 @@ class ConnectionStore(SqliteFile):
             ).rowcount
         if not gone:
             raise MissingConnection(project, name)
+
+
+class LocalConnections:
+    """The connections of a local runtime as the API serves them: the store, and the test
+    (run here, in the server, which is where the local runtime's sql tasks connect from)."""
+
+    def __init__(self, store: ConnectionStore, secrets: SecretSource, clock: Clock) -> None:
+        self.store = store
+        self._secrets = secrets
+        self._clock = clock
+
+    def now(self) -> datetime:
+        return self._clock.now()
+
+    def test(self, connection: Connection) -> TestOutcome:
+        from stratoflow.taskexec import sql  # the drivers: only when a test asks for them
+
+        if connection.type not in LOCAL_TYPES:
+            return TestOutcome(
+                False, f"a {connection.type} connection is used (and tested) on AWS; the local "
+                "runtime runs postgresql and mysql connections"
+            )  # fmt: skip
+        try:
+            settings = connection.resolved(self._secrets)
+        except (MissingSecret, SecretUnavailable) as exc:
+            return TestOutcome(False, str(exc))
+        masker = Masker(v for k, v in settings.items() if k == "password" and v)
+        try:
+            return TestOutcome(True, sql.check(connection.type, settings))
+        except Exception as exc:  # what the driver says is the answer, not a server error
+            text = " ".join(str(exc).split())[:2000] or type(exc).__name__
+            return TestOutcome(False, masker.text(f"cannot connect: {text}"))
