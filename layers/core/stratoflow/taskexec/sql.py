@@ -193,8 +193,8 @@ def open_driver(kind: str, settings: Mapping[str, str], *, multi: bool = True) -
     if kind == "mysql":
         return MysqlDriver(settings, multi)
     raise SqlFailed(
-        f"a {kind} connection runs on AWS (the Step Functions integration or the runner); "
-        "the local runtime runs postgresql and mysql connections"
+        f"connections of type {kind!r} cannot be run here: this runtime runs sql tasks on "
+        "postgresql and mysql connections"
     )
 
 

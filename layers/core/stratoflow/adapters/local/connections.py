@@ -98,8 +98,8 @@ class LocalConnections:
 
         if connection.type not in LOCAL_TYPES:
             return TestOutcome(
-                False, f"a {connection.type} connection is used (and tested) on AWS; the local "
-                "runtime runs postgresql and mysql connections"
+                False, f"connections of type {connection.type!r} cannot be tested here: the "
+                "local runtime runs postgresql and mysql connections"
             )  # fmt: skip
         try:
             settings = connection.resolved(self._secrets)
