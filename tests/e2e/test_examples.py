@@ -188,7 +188,7 @@ def test_sql_daily_loads_counts_and_passes_the_count_on(
 ) -> None:
     from stratoflow.connections import validate_connection
 
-    pg_db = request.getfixturevalue("pg_db")  # a scratch database on the real PostgreSQL
+    database = request.getfixturevalue("pg_db")  # a scratch database on the real PostgreSQL
 
     runtime = LocalRuntime(tmp_path)
     try:
@@ -200,7 +200,7 @@ def test_sql_daily_loads_counts_and_passes_the_count_on(
         assert "connection 'warehouse' is not defined" in (
             runtime.store.get_task(run.id, "prepare").error or ""
         )
-        warehouse = validate_connection("default", "warehouse", "postgresql", {"url": pg_db})
+        warehouse = validate_connection("default", "warehouse", "postgresql", {"url": database})
         runtime.connections.put(warehouse, runtime.clock.now())
         counts = {}
         for day, again in ((5, False), (7, False), (5, True)):  # a day loaded twice: replaced
