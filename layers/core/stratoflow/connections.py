@@ -291,6 +291,24 @@ def type_help() -> str:
     return "\n".join(lines)
 
 
+def ui_table() -> dict[str, dict[str, Any]]:
+    """What the web UI's form needs of each type (``ui/src/connectionTypes.json``)."""
+    return {
+        name: {
+            "summary": kind.summary,
+            "required": [k for k, f in kind.model_fields.items() if f.is_required()],
+            "optional": [k for k, f in kind.model_fields.items() if not f.is_required()],
+            "credentials": list(kind.credentials),
+            "defaults": {
+                k: f.default
+                for k, f in kind.model_fields.items()
+                if not f.is_required() and f.default
+            },
+        }
+        for name, kind in CONNECTION_TYPES.items()
+    }
+
+
 __all__ = [
     "CONNECTION_TYPES",
     "LOCAL_TYPES",
