@@ -200,6 +200,11 @@ class StepFunctionsDispatcher(Dispatcher):
         longer env value, in a kubernetes image, namespace or params) fails, saying what to
         do instead."""
         task = spec.task
+        if task.task_type == "sql":
+            return (
+                "sql tasks do not run on AWS yet (the local runtime runs them on postgresql "
+                "and mysql connections); until then, run the query from a python task"
+            )
         if task.task_type not in _DIRECT_TYPES or self._lambda_via_runner(spec):
             return None
         where = dict(task.fields, params=task.params)
