@@ -218,11 +218,12 @@ def _drive(rt: LocalRuntime, check: object, timeout: float = 20) -> bool:
 
 
 def test_the_timeout_cancels_the_query_on_the_server(runtime: LocalRuntime, pg_db: str) -> None:
+    # 8 s: room for the task runner's start on a loaded machine; the query asks for 60
     add_connection(runtime, "wh", "postgresql", url=pg_db)
     run_id = start(runtime, """
 name: slow
 tasks:
-  q: {type: sql, connection: wh, timeout: 2s, sql: "SELECT pg_sleep(60) /* sf-timeout-marker */"}
+  q: {type: sql, connection: wh, timeout: 8s, sql: "SELECT pg_sleep(60) /* sf-timeout-marker */"}
 """)  # fmt: skip
     assert _drive(runtime, lambda: bool(_backends(pg_db, "sf-timeout-marker")))
     assert finish(runtime, run_id, timeout=30) is RunState.FAILED
@@ -252,7 +253,7 @@ def test_mysql_timeout_kills_the_query(runtime: LocalRuntime, mysql_db: str) -> 
     run_id = start(runtime, """
 name: slow
 tasks:
-  q: {type: sql, connection: wh, timeout: 2s, sql: "SELECT SLEEP(60) /* sf-my-marker */"}
+  q: {type: sql, connection: wh, timeout: 8s, sql: "SELECT SLEEP(60) /* sf-my-marker */"}
 """)  # fmt: skip
     admin = mysql_admin()
 

@@ -192,10 +192,9 @@ def open_driver(kind: str, settings: Mapping[str, str], *, multi: bool = True) -
         return PostgresDriver(settings)
     if kind == "mysql":
         return MysqlDriver(settings, multi)
-    raise SqlFailed(
-        f"connections of type {kind!r} cannot be run here: this runtime runs sql tasks on "
-        "postgresql and mysql connections"
-    )
+    from stratoflow.taskexec.sql_aws import open_aws_driver  # boto3: only for these
+
+    return open_aws_driver(kind, settings)
 
 
 def _cell(value: Any) -> Any:
@@ -301,9 +300,9 @@ def execute(
     except SqlFailed:
         raise
     except Exception as exc:
-        raise SqlFailed(f"cannot connect: {_reason(exc)}") from None
+        raise SqlFailed(f"cannot connect: {_reason(exc)}{_hint(kind, exc)}") from None
     where = getattr(driver, "backend_pid", None) or getattr(driver, "thread_id", None)
-    log(f"connected ({kind}, server session {where})")
+    log(f"connected ({kind}" + (f", server session {where})" if where else ")"))
     box: dict[str, Any] = {}
 
     def work() -> None:
@@ -333,15 +332,32 @@ def execute(
     if cancelled:
         raise SqlFailed("the query was cancelled on the server (the run was stopped or the "
                         "task timed out)")  # fmt: skip
+    if driver.query_id:
+        log(f"query_id={driver.query_id}")
     if "error" in box:
-        raise SqlFailed(f"the query failed: {_reason(box['error'])}")
+        error = box["error"]
+        if isinstance(error, SqlFailed):
+            raise error
+        raise SqlFailed(f"the query failed: {_reason(error)}{_hint(kind, error)}")
     result: Result = box["result"]
     found = outputs_of(result, outputs)
+    if driver.query_id:
+        found["query_id"] = driver.query_id
     log(
         f"{result.statements} statement(s) in {time.monotonic() - started:.3f}s; "
         f"row_count={result.row_count}"
     )
     return found
+
+
+def _hint(kind: str, exc: BaseException) -> str:
+    if kind in ("postgresql", "mysql") or "credentials" not in str(exc).lower():
+        return ""
+    return (
+        " (an AWS connection uses the AWS credentials where the task runs; on the local "
+        "runtime give them in the task's env as secret references, e.g. AWS_ACCESS_KEY_ID: "
+        "'{{ secrets.aws_key_id }}')"
+    )
 
 
 def _reason(exc: BaseException) -> str:
