@@ -484,11 +484,3 @@ def test_recover_leaves_a_possible_express_attempt_to_its_deadline(stack: Stack)
     assert report.results == {}
     standard_only = dispatcher_for(stack, express_state_machine_arn="")
     assert [ti.task_id for ti in standard_only.recover([short]).not_started] == ["short"]
-
-
-def test_an_sql_task_is_refused_on_aws_saying_so(stack: Stack) -> None:
-    dispatcher = StepFunctionsDispatcher(stack.state_machine_arn, client=stack.sfn)
-    spec = attempt_spec("sql", {"connection": "wh", "sql": "SELECT 1", "outputs": "first_row"})
-    refused = dispatcher.refusal(spec)
-    assert refused is not None
-    assert "sql tasks do not run on AWS yet" in refused

@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 from stratoflow.adapters.aws.projects import Identities, ProjectPlaces, TaskIdentity
 from stratoflow.adapters.aws.results import MalformedOutcome, ReadJson, S3Objects, parse_outcome
 from stratoflow.adapters.aws.secrets import secret_id, secrets_prefix
+from stratoflow.connections import Connection, MissingConnection
 from stratoflow.engine import AttemptResult, AttemptStatus, TaskInstance
 from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
 from stratoflow.secrets import REFERENCE, references
@@ -124,8 +125,12 @@ class StepFunctionsDispatcher(Dispatcher):
         report_grace: timedelta = REPORT_GRACE,
         identities: Identities | None = None,
         job_definition_prefix: str = "stratoflow-",
+        connections: Callable[[str, str], Connection] | None = None,
     ) -> None:
         self.identities = identities
+        # (project, name) -> the named connection of an sql task (references, never values);
+        # None: this stack gives the dispatcher no connections, and sql tasks are refused
+        self.connections = connections
         # the stack's: its state machines may submit only job definitions named so
         self.job_definition_prefix = job_definition_prefix
         self.state_machine_arn = state_machine_arn
@@ -201,10 +206,16 @@ class StepFunctionsDispatcher(Dispatcher):
         do instead."""
         task = spec.task
         if task.task_type == "sql":
-            return (
-                "sql tasks do not run on AWS yet (the local runtime runs them on postgresql "
-                "and mysql connections); until then, run the query from a python task"
-            )
+            if self.connections is None:
+                return (
+                    "sql tasks do not run on this stack yet (its dispatcher is given no "
+                    "connections); run the query from a python task meanwhile"
+                )
+            try:
+                self.connections(spec.project, str(task.fields.get("connection") or ""))
+            except MissingConnection as exc:
+                return str(exc)
+            return None
         if task.task_type not in _DIRECT_TYPES or self._lambda_via_runner(spec):
             return None
         where = dict(task.fields, params=task.params)
@@ -263,6 +274,8 @@ class StepFunctionsDispatcher(Dispatcher):
                 runner = "lambda"
         elif kind == "lambda" and self._lambda_via_runner(spec):
             runner = "lambda"  # resolved in the project's runner, which invokes the function
+        elif kind == "sql" and self.connections is not None:
+            runner = "lambda"  # the project's runner connects, as the project's role
         elif kind in ("batch", "kubernetes", "lambda"):
             runner = None
         else:
@@ -286,7 +299,12 @@ class StepFunctionsDispatcher(Dispatcher):
             "runner": runner,
             "not_before": _iso(spec.not_before) if spec.not_before else None,
             "timeout_seconds": timeout,
-            "task": {**task.fields, "params": task.params, "env": dict(task.env)},
+            "task": {
+                **task.fields,
+                "params": task.params,
+                "env": dict(task.env),
+                **self._connection_of(spec),
+            },
             "context": {
                 "workflow": spec.workflow,
                 "project": spec.project,
@@ -317,6 +335,14 @@ class StepFunctionsDispatcher(Dispatcher):
         elif runner == "batch":
             doc["batch"] = self._runner_job(spec, doc)
         return doc
+
+    def _connection_of(self, spec: AttemptSpec) -> dict[str, Any]:
+        """An sql task's connection, as the runner reads it: its type and its settings, with
+        credentials as references (the runner resolves them as the project's role)."""
+        if spec.task.task_type != "sql" or self.connections is None:
+            return {}
+        found = self.connections(spec.project, str(spec.task.fields.get("connection") or ""))
+        return {"__connection": {"type": found.type, "settings": dict(found.settings)}}
 
     def _env(self, spec: AttemptSpec) -> list[dict[str, str]]:
         env = {
