@@ -44,7 +44,7 @@ def test_connections_round_trip_beside_the_channels(stack: Stack, api: Api) -> N
     tested = api.call("POST", "/connections/wh/test")
     assert tested.status == 200
     assert tested.body["ok"] is False
-    assert "cannot be tested on AWS yet" in tested.body["message"]
+    assert "cannot be tested from the API on AWS" in tested.body["message"]
     assert api.call("DELETE", "/connections/wh").status == 200
     gone = api.call("GET", "/connections/wh")
     assert gone.status == 404

@@ -82,6 +82,6 @@ class AwsConnectionsApi:
     def test(self, connection: Connection) -> TestOutcome:
         return TestOutcome(
             False,
-            "connections cannot be tested on AWS yet: the API's role reads no secret value, "
-            "and sql tasks do not run on AWS yet",
+            "connections cannot be tested from the API on AWS: its role reads no secret "
+            "value; run a workflow with an sql task on it (the project's runner connects)",
         )
