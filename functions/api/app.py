@@ -14,6 +14,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from stratoflow.adapters.aws.alerts import AwsAlertsApi, DynamoAlertStore, lambda_invoker
+from stratoflow.adapters.aws.connections import AwsConnectionsApi, DynamoConnectionStore
 from stratoflow.adapters.aws.handlers import run_id_of_path
 from stratoflow.adapters.aws.runtime import AwsFunction, UtcClock
 from stratoflow.adapters.aws.secrets import SecretsManagerStore, secrets_prefix
@@ -60,6 +61,16 @@ alerts = (
     else None
 )
 
+# /connections: named connections of sql tasks, items of the alert table (references only)
+connections = (
+    AwsConnectionsApi(
+        DynamoConnectionStore(os.environ["STRATOFLOW_ALERT_TABLE"], boto3.client("dynamodb")),
+        UtcClock(),
+    )
+    if os.environ.get("STRATOFLOW_ALERT_TABLE")
+    else None
+)
+
 app = create_app(
     function.scheduler,
     on_change=hand_over,
@@ -69,6 +80,7 @@ app = create_app(
     # /secrets: write and list under <TaskSecretsPrefix><project>/; never read a value
     secrets=SecretsManagerStore(boto3.client("secretsmanager"), secrets_prefix()),
     alerts=alerts,
+    connections=connections,
 )
 
 

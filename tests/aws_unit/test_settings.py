@@ -15,8 +15,8 @@ def test_reads_every_contract_variable() -> None:
     assert settings.state_machine_arn == "value-of-stratoflow_state_machine_arn"
     assert settings.as_env() == FULL
     assert (
-        len(AwsSettings.ENV) == 24
-    )  # the last: STRATOFLOW_LAMBDA_TASK_FUNCTIONS (lambda tasks via the runner)
+        len(AwsSettings.ENV) == 25
+    )  # the last: STRATOFLOW_ALERT_TABLE (sql tasks' connections, for the dispatcher)
 
 
 def test_a_missing_variable_is_named() -> None:

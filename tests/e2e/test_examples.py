@@ -12,6 +12,7 @@ import pytest
 from stratoflow.adapters.local.runtime import LocalRuntime
 from stratoflow.ports import Clock, RunQuery
 from tests.e2e.http_stub import json_stub
+from tests.sql.conftest import pg_db  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -198,5 +199,41 @@ def test_dependency_weekly_waits_for_the_backfilled_week_then_rolls_up(tmp_path:
         assert runtime.store.get_backfill(week.id).state.value == "succeeded"
         assert runtime.store.get_run(rollup.id).state.value == "succeeded"
         assert runtime.store.get_task(rollup.id, "rollup").outputs == {"week_ending": "2026-01-12"}
+    finally:
+        runtime.close()
+
+
+def test_sql_daily_loads_counts_and_passes_the_count_on(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from stratoflow.connections import validate_connection
+
+    database = request.getfixturevalue("pg_db")  # a scratch database on the real PostgreSQL
+
+    runtime = LocalRuntime(tmp_path)
+    try:
+        version, _ = runtime.scheduler.apply((EXAMPLES / "sql_daily.yaml").read_text())
+        # without the connection the run fails, naming it (applying did not need it)
+        run, _ = runtime.scheduler.trigger(version.project, version.name)
+        runtime.run_until(lambda: runtime.store.get_run(run.id).state.terminal)
+        assert states(runtime, run.id)["prepare"] == "failed"
+        assert "connection 'warehouse' is not defined" in (
+            runtime.store.get_task(run.id, "prepare").error or ""
+        )
+        warehouse = validate_connection("default", "warehouse", "postgresql", {"url": database})
+        runtime.connections.put(warehouse, runtime.clock.now())
+        counts = {}
+        for day, again in ((5, False), (7, False), (5, True)):  # a day loaded twice: replaced
+            logical = datetime(2024, 3, day, 4, tzinfo=UTC)
+            run, _ = runtime.scheduler.trigger(version.project, version.name, logical_date=logical)
+            runtime.run_until(lambda: runtime.store.get_run(run.id).state.terminal)  # noqa: B023
+            assert runtime.store.get_run(run.id).state.value == "succeeded", states(runtime, run.id)
+            count = runtime.store.get_task(run.id, "count").outputs
+            assert runtime.store.get_task(run.id, "load").outputs == {"row_count": 10 + day}
+            assert runtime.store.get_task(run.id, "report").outputs == {"orders": str(10 + day)}
+            counts[(day, again)] = count
+        assert counts[(5, False)]["orders"] == counts[(5, True)]["orders"] == "15"
+        assert counts[(5, False)]["revenue"] == counts[(5, True)]["revenue"]
+        assert counts[(7, False)]["orders"] == "17"
     finally:
         runtime.close()

@@ -254,9 +254,10 @@ def test_me_allows_every_action_locally(api: Api) -> None:
                 "run.rerun",
                 "task.mark",
                 "alerts.test",
+                "connections.test",
             },
         ),
-        (Role.EDITOR, set(ACTIONS) - {"alerts.edit"}),
+        (Role.EDITOR, set(ACTIONS) - {"alerts.edit", "connections.edit"}),
         (Role.ADMIN, set(ACTIONS)),
     ],
 )

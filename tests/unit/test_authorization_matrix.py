@@ -27,6 +27,7 @@ import pytest
 from tests.fakes import text_logs
 from tests.unit.test_api_app import Api, FakeDispatcher, Reply, StepClock
 
+from stratoflow.adapters.local.connections import ConnectionStore, LocalConnections
 from stratoflow.adapters.local.identity import SqliteIdentities
 from stratoflow.adapters.local.resources import LocalResources
 from stratoflow.adapters.local.secrets import LocalSecrets
@@ -34,6 +35,7 @@ from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.api.access import token_authenticator
 from stratoflow.api.app import PUBLIC_PATHS, create_app
 from stratoflow.auth import REQUIRED_ROLE, Action, Role
+from stratoflow.connections import validate_connection
 from stratoflow.engine import AttemptResult, AttemptStatus, RunState
 from stratoflow.readmodel import ReadModel
 from stratoflow.service import Finished, Scheduler
@@ -55,6 +57,7 @@ class World:
     store: SqliteStore
     secrets: LocalSecrets
     resources: LocalResources
+    connections: ConnectionStore
     backfills: dict[str, str] = field(default_factory=dict)  # project -> a backfill's id
 
     def call(
@@ -76,8 +79,9 @@ class World:
         secrets = {p: self.secrets.known(p) for p in self.runs}
         backfills = [(b.id, b.state) for p in self.runs for b in self.store.list_backfills(p)]
         files = {p: [(f.path, f.version) for f in self.resources.files(p)] for p in self.runs}
+        connections = {p: self.connections.list(p) for p in self.runs}
         total_runs = len(self.store.list_runs(_all_runs()))
-        return runs, versions, paused, total_runs, secrets, backfills, files
+        return runs, versions, paused, total_runs, secrets, backfills, files, connections
 
 
 def _all_runs() -> Any:
@@ -106,12 +110,14 @@ def world(tmp_path: Path) -> Iterator[World]:
     logs = tmp_path / "logs"
     logs.mkdir()
     api = Api(None, scheduler, dispatcher, logs)
+    connections = ConnectionStore(tmp_path / "state.db")
     api.app = create_app(
         scheduler,
         read_log=text_logs(lambda attempt: f"log of {attempt.task_id}"),
         authenticate=token_authenticator(identities, clock),
         readmodel=readmodel,
         secrets=LocalSecrets(tmp_path),
+        connections=LocalConnections(connections, LocalSecrets(tmp_path), clock),
     )
     tokens: dict[str, str] = {}
     for name, role in USERS.items():
@@ -131,7 +137,8 @@ def world(tmp_path: Path) -> Iterator[World]:
         scheduler.on_finished([Finished(run.id, "first", first.attempt, failed)])
         runs[project] = run.id
     assert store.get_run(runs["a"]).state is RunState.FAILED
-    yield World(api, tokens, runs, store, LocalSecrets(tmp_path), resources)
+    yield World(api, tokens, runs, store, LocalSecrets(tmp_path), resources, connections)
+    connections.close()
     readmodel.close()
     identities.close()
     store.close()
@@ -169,6 +176,17 @@ def _resource_there(w: World, project: str) -> None:
 
 def _on_there(path: str) -> Callable[[World, str], tuple[str, Any, dict[str, str]]]:
     return lambda w, p: (path, None, {"project": p, "path": "there.txt"})
+
+
+def _connection_put(w: World, p: str) -> tuple[str, Any, dict[str, str]]:
+    url = f"postgresql://u{next(_VALUES)}@db.example:5432/dw"
+    return "/connections/wh", {"type": "postgresql", "settings": {"url": url}}, {"project": p}
+
+
+def _connection_there(w: World, project: str) -> None:
+    # athena: the local runtime's test answers without reaching out anywhere
+    made = validate_connection(project, "lake", "athena", {"database": "sales"})
+    w.connections.put(made, w.api.scheduler.clock.now())
 
 
 def _running(w: World, project: str) -> None:
@@ -271,6 +289,23 @@ OPERATIONS = [
     Operation("GET", "/resources/versions", Action.READ, _on_there("/resources/versions"), False, _resource_there),
     Operation("GET", "/resources/file", Action.READ, _on_there("/resources/file"), False, _resource_there),
     Operation("DELETE", "/resources/file", Action.EDIT, _on_there("/resources/file"), True, _resource_there),
+    Operation(
+        "GET", "/connections", Action.READ, lambda w, p: ("/connections", None, {"project": p}),
+        False,
+    ),
+    Operation(
+        "GET", "/connections/{name}", Action.READ,
+        lambda w, p: ("/connections/lake", None, {"project": p}), False, _connection_there,
+    ),
+    Operation("PUT", "/connections/{name}", Action.ADMINISTER, _connection_put, True),
+    Operation(
+        "DELETE", "/connections/{name}", Action.ADMINISTER,
+        lambda w, p: ("/connections/lake", None, {"project": p}), True, _connection_there,
+    ),
+    Operation(
+        "POST", "/connections/{name}/test", Action.OPERATE,
+        lambda w, p: ("/connections/lake/test", None, {"project": p}), False, _connection_there,
+    ),
 ]  # fmt: skip
 # routes every authenticated caller may call: they describe the caller, not a project's data
 NOT_PROJECT_SCOPED = {("GET", "/me")}

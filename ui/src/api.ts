@@ -79,6 +79,9 @@ export interface LogPage { text: string; next: number; size: number }
 // Alert channels hold credentials only as `{{ secrets.NAME }}` references, so `settings` never
 // carries a credential's value.
 export interface AlertChannel { project: string; name: string; type: string; settings: Record<string, string> }
+// Connections hold credentials only as `{{ secrets.NAME }}` references, like alert channels.
+export interface Connection { project: string; name: string; type: string; settings: Record<string, string> }
+export interface ConnectionTest { project: string; name: string; ok: boolean; message: string }
 export interface AlertGroup { project: string; name: string; channels: string[] }
 export type DeliveryStatus = "pending" | "retrying" | "sent" | "failed" | "skipped";
 export const DELIVERY_STATUSES: DeliveryStatus[] = ["pending", "retrying", "sent", "failed", "skipped"];
@@ -214,6 +217,12 @@ export const api = {
     request<{ deliveries: Delivery[] }>("POST", `alerts/groups/${enc(name)}/test`, { project }),
   deliveries: (q: { project: string; run_id?: string; status?: string; cursor?: number; limit?: number }) =>
     request<{ deliveries: Delivery[]; next: number | null }>("GET", "alerts", { ...q }),
+  connections: (project: string) => request<{ connections: Connection[] }>("GET", "connections", { project }),
+  putConnection: (project: string, name: string, type: string, settings: Record<string, string>) =>
+    request<Connection>("PUT", `connections/${enc(name)}`, { project }, { type, settings }),
+  deleteConnection: (project: string, name: string) => request<unknown>("DELETE", `connections/${enc(name)}`, { project }),
+  testConnection: (project: string, name: string) =>
+    request<ConnectionTest>("POST", `connections/${enc(name)}/test`, { project }),
   secrets: (project: string) => request<{ project: string; secrets: { name: string }[] }>("GET", "secrets", { project }),
   // the value goes in once and never comes back: the reply names the secret only
   putSecret: (project: string, name: string, value: string) =>

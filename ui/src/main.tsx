@@ -5,6 +5,7 @@ import { SessionContext, href, parseHash, type Route } from "./common";
 import { AlertsPage } from "./pages/Alerts";
 import { ApplyPage } from "./pages/Apply";
 import { BackfillPage } from "./pages/Backfill";
+import { ConnectionsPage } from "./pages/Connections";
 import { RunPage } from "./pages/Run";
 import { RunsPage } from "./pages/Runs";
 import { ResourcesPage } from "./pages/Resources";
@@ -49,6 +50,7 @@ function App() {
   else if (section === "alerts") page = <AlertsPage query={route.query} />;
   else if (section === "secrets") page = <SecretsPage />;
   else if (section === "resources") page = <ResourcesPage />;
+  else if (section === "connections") page = <ConnectionsPage />;
   else page = <WorkflowsPage />;
   const active = (s: string) => ((section ?? "") === s || (s === "" && section === "workflows") ? "active" : "");
   return (
@@ -60,6 +62,7 @@ function App() {
           <a class={active("runs")} href={href("runs")}>Runs</a>
           {me?.actions.includes("workflow.apply") && <a class={active("apply")} href={href("apply")}>Apply</a>}
           <a class={active("alerts")} href={href("alerts")}>Alerts</a>
+          <a class={active("connections")} href={href("connections")}>Connections</a>
           {me?.actions.includes("secrets.edit") && <a class={active("secrets")} href={href("secrets")}>Secrets</a>}
           <a class={active("resources")} href={href("resources")}>Resources</a>
         </nav>

@@ -320,6 +320,7 @@ def server(
         click.echo(
             f"{'applied' if created else 'unchanged'}: {version.project}/{version.name} v{version.version}"
         )
+    from stratoflow.adapters.local.connections import LocalConnections
     from stratoflow.adapters.local.identity import SqliteIdentities, ensure_first_admin
     from stratoflow.api.access import token_authenticator
 
@@ -340,6 +341,7 @@ def server(
         alerts=runtime.alerts,
         secrets=runtime.secrets,
         secret_source=runtime.secret_source,
+        connections=LocalConnections(runtime.connections, runtime.secret_source, runtime.clock),
     )
     try:
         httpd, url = start_in_thread(app, host, port)
@@ -807,6 +809,16 @@ def _alerts_group() -> click.Group:
 
 
 main.add_command(_alerts_group())
+
+
+# ------------------------------------------------------------------ connections
+def _connections_group() -> click.Group:
+    from stratoflow.cli_connections import connections  # it imports this module's client
+
+    return connections
+
+
+main.add_command(_connections_group())
 
 
 # ------------------------------------------------------------------ secrets (cli_secrets.py)

@@ -50,6 +50,7 @@ from stratoflow.api.graph_layout import LayoutCache, quick_layout
 
 if TYPE_CHECKING:
     from stratoflow.api.alerts import AlertsBackend
+    from stratoflow.api.connections import ConnectionsBackend
 from stratoflow.api.models import (
     AppliedVersion,
     ApplyRequest,
@@ -127,9 +128,10 @@ UI_ACTIONS: Mapping[Action, tuple[str, ...]] = {
         "run.rerun",
         "task.mark",
         "alerts.test",
+        "connections.test",
     ),
     Action.EDIT: ("workflow.apply", "secrets.edit", "resources.edit"),
-    Action.ADMINISTER: ("alerts.edit",),
+    Action.ADMINISTER: ("alerts.edit", "connections.edit"),
 }
 ACTIONS = tuple(name for names in UI_ACTIONS.values() for name in names)
 
@@ -634,6 +636,7 @@ def create_app(
     alerts: AlertsBackend | None = None,
     secrets: SecretStore | None = None,
     secret_source: SecretSource | None = None,
+    connections: ConnectionsBackend | None = None,
 ) -> APIGatewayRestResolver:
     """The REST API over ``scheduler``. ``on_change`` runs after every successful write (the
     local runtime passes its ``wake``); ``read_log`` reads a range of an attempt's log from
@@ -645,7 +648,8 @@ def create_app(
     ``alerts``: the runtime's alerts (channels, groups, deliveries: ``/alerts``).
     ``secrets``: the store behind ``/secrets`` (None: no such routes); ``secret_source``:
     whose values the log view masks (``***``) in a task's log (None: none here; on AWS the
-    runner masks a log before it uploads it)."""
+    runner masks a log before it uploads it). ``connections``: the runtime's named connections
+    (``/connections``; None: no such routes)."""
     app = APIGatewayRestResolver(
         debug=False,  # never a traceback in a response, whatever POWERTOOLS_DEV says
         enable_validation=True,
@@ -1435,6 +1439,12 @@ def create_app(
         from stratoflow.api import alerts as alert_routes
 
         alert_routes.register(app, alerts, allow=allow, record=record, responses=_responses)
+    if connections is not None:
+        from stratoflow.api import connections as connection_routes
+
+        connection_routes.register(
+            app, connections, allow=allow, record=record, responses=_responses
+        )
     register_backfills(
         app, scheduler, allow=allow, record=record, changed=changed, responses=_responses
     )

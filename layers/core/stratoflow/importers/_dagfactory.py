@@ -465,8 +465,10 @@ def _operator(
         body = {"type": "shell", "command": "true\n"}
         planned = {"ExternalTaskSensor": "the `dependency` task type is not in this version",
                    "TriggerDagRunOperator": "the `workflow` task type is not in this version",
-                   "SQLExecuteQueryOperator": "the `sql` task type is not in this version",
-                   "AthenaOperator": "the `sql` task type (Athena) is not in this version"}  # fmt: skip
+                   "SQLExecuteQueryOperator": "not converted yet: write it as an `sql` task on "
+                                              "a named connection",
+                   "AthenaOperator": "not converted yet: write it as an `sql` task on an "
+                                     "athena connection"}  # fmt: skip
         reason = planned.get(short, f"operator {operator or '(none)'} has no equivalent")
     if isinstance(conf.get("params"), dict) and reason is None:  # the task's params win
         body.setdefault("params", {}).update(_params(conf["params"]))

@@ -142,6 +142,10 @@ _DESCRIPTIONS: dict[str, dict[str, str]] = {
         "check_interval": "How often to look again while waiting (5s to 1d; default 1m); an"
         " upstream run's end also wakes it.",
     },
+    "SqlTask": {
+        "sql": "The statement, or a script of several (templated; a script takes no "
+        "parameters); write %(name)s where a parameter goes.",
+    },
 }
 
 

@@ -528,6 +528,71 @@ class DependencyTask(_TaskBase):
         return "all" if self.all_ is not None else "any"
 
 
+_SQL_PARAMETER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+MAX_SQL_CHARS = 1_000_000
+MAX_SQL_PARAMETERS = 100
+SqlParameter = str | int | float | bool | None
+
+
+class SqlTask(_TaskBase):
+    """A SQL statement, or a script of several, on a named connection (``stratoflow
+    connections``). ``parameters`` are bound by the driver (``%(name)s`` in the SQL), never
+    pasted into it; ``outputs`` says what the task reports of the last statement's result."""
+
+    type: Literal["sql"]
+    connection: str = Field(
+        pattern=NAME_PATTERN, max_length=128, description="a connection of the project"
+    )
+    sql: str | None = Field(default=None, max_length=MAX_SQL_CHARS)
+    sql_file: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="a file in the task's working directory (e.g. one of its resources)",
+    )
+    parameters: dict[str, SqlParameter] = Field(
+        default_factory=dict,
+        max_length=MAX_SQL_PARAMETERS,
+        description="bound as query parameters: write %(name)s in the SQL",
+    )
+    outputs: Literal["first_row", "rows", "none"] = Field(
+        default="first_row",
+        description="first_row: its columns as string outputs; rows: `rows`, at most 1,000 "
+        "as JSON; none. Each also reports row_count.",
+    )
+
+    @model_validator(mode="after")
+    def _one_statement(self) -> SqlTask:
+        if (self.sql is None) == (self.sql_file is None):
+            raise ValueError("an sql task needs exactly one of 'sql' or 'sql_file'")
+        if self.sql is not None and not self.sql.strip():
+            raise ValueError("sql is empty")
+        if self.sql_file is not None:
+            parts = self.sql_file.replace("\\", "/").split("/")
+            if self.sql_file.startswith("/") or ".." in parts or not self.sql_file.strip():
+                raise ValueError(
+                    f"sql_file {self.sql_file!r} must be a relative path inside the task's "
+                    "working directory (no '..')"
+                )
+            bad = _control(self.sql_file)
+            if bad is not None:
+                raise ValueError(f"sql_file contains the control character {bad}")
+        for name in self.parameters:
+            if not _SQL_PARAMETER.fullmatch(name):
+                raise ValueError(
+                    f"parameter name {name!r}: use letters, digits and '_' (at most 64), "
+                    "not starting with a digit"
+                )
+        return self
+
+    def templated_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {**super().templated_fields(), "parameters": self.parameters}
+        if self.sql is not None:
+            fields["sql"] = self.sql
+        if self.sql_file is not None:
+            fields["sql_file"] = self.sql_file
+        return fields
+
+
 Task = Annotated[
     ShellTask
     | PythonTask
@@ -536,10 +601,21 @@ Task = Annotated[
     | BatchTask
     | KubernetesTask
     | LambdaTask
-    | DependencyTask,
+    | DependencyTask
+    | SqlTask,
     Field(discriminator="type"),
 ]
-TASK_TYPES = ("shell", "python", "http", "switch", "batch", "kubernetes", "lambda", "dependency")
+TASK_TYPES = (
+    "shell",
+    "python",
+    "http",
+    "switch",
+    "batch",
+    "kubernetes",
+    "lambda",
+    "dependency",
+    "sql",
+)
 
 
 class Workflow(_Strict):

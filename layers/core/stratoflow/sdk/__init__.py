@@ -4,7 +4,8 @@ Two styles, freely mixed:
 
 - the builder (as pydolphinscheduler): ``with Workflow("etl") as wf:`` then tasks made with
   :func:`shell`, :func:`python`, :func:`http`, :func:`switch`, :func:`batch`,
-  :func:`kubernetes`, :func:`lambda_`, :func:`dependency` (items made with :func:`upstream`) (or ``Task(id, type, **fields)``), wired with
+  :func:`kubernetes`, :func:`lambda_`, :func:`dependency` (items made with :func:`upstream`),
+  :func:`sql` (or ``Task(id, type, **fields)``), wired with
   ``a >> b`` (b waits for a) or ``depends_on=[...]``;
 - decorators (as Airflow's TaskFlow): ``@workflow`` on a function that makes the tasks, and
   ``@task`` on a function whose body becomes a python task.
@@ -28,6 +29,7 @@ from stratoflow.sdk._builder import (
     lambda_,
     python,
     shell,
+    sql,
     switch,
     upstream,
 )
@@ -50,6 +52,7 @@ __all__ = [
     "module_workflows",
     "python",
     "shell",
+    "sql",
     "switch",
     "task",
     "upstream",

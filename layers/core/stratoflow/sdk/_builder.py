@@ -372,6 +372,25 @@ def dependency(
     )  # fmt: skip
 
 
+def sql(
+    task_id: str,
+    sql: str | None = None,
+    *,
+    connection: str,
+    sql_file: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    outputs: str | None = None,
+    **options: Any,
+) -> Task:
+    """SQL on a named connection (``stratoflow connections``): ``sql`` inline or ``sql_file``
+    from the task's working directory; ``parameters`` are bound by the driver (``%(name)s``);
+    ``outputs``: first_row (default) | rows | none."""
+    return Task(
+        task_id, "sql", connection=connection, sql=sql, sql_file=sql_file,
+        parameters=parameters, outputs=outputs, **options,
+    )  # fmt: skip
+
+
 try:  # libyaml's emitter is several times faster (10,000 tasks: ~3 s -> ~0.5 s)
     from yaml import CSafeDumper as _BaseDumper
 except ImportError:  # PyYAML built without libyaml

@@ -1,4 +1,4 @@
-"""Runs one python, http or lambda (local) task in its own process.
+"""Runs one python, http, lambda (local) or sql task in its own process.
 
 Invoked by the executor's wrapper as ``python -m stratoflow.taskexec.taskrunner DIR``;
 reads ``DIR/task.json``, writes outputs to ``DIR/outputs.json`` and a one-line reason to
@@ -120,7 +120,18 @@ def run_http(
     return outputs
 
 
-RUNNERS = {"python": run_python, "http": run_http, "lambda": run_lambda}
+def run_sql(
+    fields: dict[str, Any], params: dict[str, Any], context: dict[str, Any]
+) -> dict[str, Any]:
+    from stratoflow.taskexec import sql  # imported here: other tasks should not pay for it
+
+    try:
+        return sql.run_sql(fields, params, context)
+    except sql.SqlFailed as exc:
+        raise TaskFailed(str(exc)) from None
+
+
+RUNNERS = {"python": run_python, "http": run_http, "lambda": run_lambda, "sql": run_sql}
 
 
 def main(spec_file: str) -> int:

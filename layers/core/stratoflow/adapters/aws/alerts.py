@@ -28,7 +28,9 @@ so the state table's layout is untouched:
 - ``pk=P#<project>``, ``sk=G#<name>``: a group (``channels`` as JSON);
 - ``pk=D#<project>``, ``sk=<key>#<channel>``: a delivery; ``gsi1pk=D#<project>``,
   ``gsi1sk=<created>#<key>#<channel>``;
-- ``pk=I#<project>#<workflow>``, ``sk=<incident>#<channel>``: an open PagerDuty incident.
+- ``pk=I#<project>#<workflow>``, ``sk=<incident>#<channel>``: an open PagerDuty incident;
+- ``pk=P#<project>``, ``sk=CN#<name>``: a named connection of sql tasks
+  (``adapters.aws.connections``).
 """
 
 from __future__ import annotations

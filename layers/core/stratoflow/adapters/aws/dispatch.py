@@ -26,6 +26,7 @@ from stratoflow.adapters.aws.projects import Identities, ProjectPlaces, TaskIden
 from stratoflow.adapters.aws.resources import S3Resources
 from stratoflow.adapters.aws.results import MalformedOutcome, ReadJson, S3Objects, parse_outcome
 from stratoflow.adapters.aws.secrets import secret_id, secrets_prefix
+from stratoflow.connections import Connection, MissingConnection
 from stratoflow.engine import AttemptResult, AttemptStatus, TaskInstance
 from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
 from stratoflow.resources import task_resources
@@ -127,11 +128,15 @@ class StepFunctionsDispatcher(Dispatcher):
         identities: Identities | None = None,
         job_definition_prefix: str = "stratoflow-",
         resources: S3Resources | None = None,
+        connections: Callable[[str, str], Connection] | None = None,
     ) -> None:
         # where the versions a run pinned are read, for the runner to fetch (issue 13)
         self.resources = resources
         self._pins: dict[str, dict[str, str]] = {}  # run -> pins (never change once written)
         self.identities = identities
+        # (project, name) -> the named connection of an sql task (references, never values);
+        # None: this stack gives the dispatcher no connections, and sql tasks are refused
+        self.connections = connections
         # the stack's: its state machines may submit only job definitions named so
         self.job_definition_prefix = job_definition_prefix
         self.state_machine_arn = state_machine_arn
@@ -208,6 +213,17 @@ class StepFunctionsDispatcher(Dispatcher):
         task = spec.task
         if task_resources(task.fields) and (why := self._resources_refusal(spec)) is not None:
             return why
+        if task.task_type == "sql":
+            if self.connections is None:
+                return (
+                    "sql tasks do not run on this stack yet (its dispatcher is given no "
+                    "connections); run the query from a python task meanwhile"
+                )
+            try:
+                self.connections(spec.project, str(task.fields.get("connection") or ""))
+            except MissingConnection as exc:
+                return str(exc)
+            return None
         if task.task_type not in _DIRECT_TYPES or self._lambda_via_runner(spec):
             return None
         where = dict(task.fields, params=task.params)
@@ -311,6 +327,8 @@ class StepFunctionsDispatcher(Dispatcher):
                 runner = "lambda"
         elif kind == "lambda" and self._lambda_via_runner(spec):
             runner = "lambda"  # resolved in the project's runner, which invokes the function
+        elif kind == "sql" and self.connections is not None:
+            runner = "lambda"  # the project's runner connects, as the project's role
         elif kind in ("batch", "kubernetes", "lambda"):
             runner = None
         else:
@@ -334,7 +352,12 @@ class StepFunctionsDispatcher(Dispatcher):
             "runner": runner,
             "not_before": _iso(spec.not_before) if spec.not_before else None,
             "timeout_seconds": timeout,
-            "task": {**task.fields, "params": task.params, "env": dict(task.env)},
+            "task": {
+                **task.fields,
+                "params": task.params,
+                "env": dict(task.env),
+                **self._connection_of(spec),
+            },
             "context": {
                 "workflow": spec.workflow,
                 "project": spec.project,
@@ -367,6 +390,14 @@ class StepFunctionsDispatcher(Dispatcher):
         elif runner == "batch":
             doc["batch"] = self._runner_job(spec, doc)
         return doc
+
+    def _connection_of(self, spec: AttemptSpec) -> dict[str, Any]:
+        """An sql task's connection, as the runner reads it: its type and its settings, with
+        credentials as references (the runner resolves them as the project's role)."""
+        if spec.task.task_type != "sql" or self.connections is None:
+            return {}
+        found = self.connections(spec.project, str(spec.task.fields.get("connection") or ""))
+        return {"__connection": {"type": found.type, "settings": dict(found.settings)}}
 
     def _env(self, spec: AttemptSpec) -> list[dict[str, str]]:
         env = {

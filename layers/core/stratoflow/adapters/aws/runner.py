@@ -71,12 +71,12 @@ def _kill_group(pid: int, signum: int) -> None:
 def _argv(kind: str, task: Mapping[str, Any], spec_file: Path) -> list[str]:
     if kind == "shell":
         return ["bash", "--noprofile", "--norc", "-c", str(task.get("command", ""))]
-    if kind in ("python", "http"):
+    if kind in ("python", "http", "sql"):
         fields = {k: v for k, v in task.items() if k not in ("params", "env")}
         spec = {"type": kind, "fields": fields, "params": task.get("params") or {}}
         spec_file.write_text(json.dumps(spec, default=str), encoding="utf-8")
         return [sys.executable, "-m", "stratoflow.taskexec.taskrunner", str(spec_file)]
-    raise AttemptInputError(f"the runner runs shell, python and http tasks, not {kind!r}")
+    raise AttemptInputError(f"the runner runs shell, python, http and sql tasks, not {kind!r}")
 
 
 def _environment(attempt: Mapping[str, Any], output_file: Path) -> dict[str, str]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 
+from stratoflow.adapters.aws.connections import DynamoConnectionStore
 from stratoflow.adapters.aws.dispatch import StepFunctionsDispatcher
 from stratoflow.adapters.aws.dynamodb import DynamoStore
 from stratoflow.adapters.aws.handlers import DeadLetters, kill_stopped
@@ -153,6 +154,12 @@ def build_scheduler(
         express_state_machine_arn=settings.express_state_machine_arn,
         read_json=S3Objects(clients.s3).read_json,
         resources=resources,
+        # an sql task's named connection, read from the alert table (references, never values)
+        connections=(
+            DynamoConnectionStore(settings.alert_table, clients.dynamodb).get
+            if settings.alert_table
+            else None
+        ),
     )
     events: EventSink = StreamPublished()
     if metrics is not None:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from stratoflow.adapters.local import sandbox
+from stratoflow.connections import Connection, MissingConnection
 from stratoflow.engine import AttemptResult, AttemptStatus, RenderedTask, TaskInstance
 from stratoflow.errors import InvalidInput
 from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
@@ -78,7 +79,7 @@ WRAPPER_NAME = "stratoflow-task"  # $0 of every wrapper: how recovery recognises
 KILL_GRACE_SECONDS = 5.0
 SPAWN_THREADS = 4  # starting a process waits on exec; threads let starts overlap (no GIL held)
 DISK_FULL_BYTES = 64 << 10  # less than this free on a task's file system: it is full
-_PY_TYPES = {"python", "http", "lambda"}
+_PY_TYPES = {"python", "http", "lambda", "sql"}
 
 Report = Callable[[str, str, int, AttemptResult, str], None]
 Key = tuple[str, str, int]
@@ -234,6 +235,7 @@ class LocalExecutor(Dispatcher):
         keep_work_dirs: bool | None = None,
         secrets: SecretSource | None = None,
         resources: ResourceStore | None = None,
+        connections: Callable[[str, str], Connection] | None = None,
     ) -> None:
         """``root``: where logs go (in the home). ``work_root``: where tasks work
         ($STRATOFLOW_WORK_ROOT, else :func:`default_work_root`). ``isolation``: auto | user |
@@ -247,10 +249,13 @@ class LocalExecutor(Dispatcher):
         references are resolved, just before it starts (none: a reference fails the task);
         what a task reports back is masked with its project's secrets. ``resources``: where
         the files a task lists in ``resources`` come from (the versions its run pinned); they
-        are copied into its work dir before it starts."""
+        are copied into its work dir before it starts. ``connections``:
+        ``(project, name) -> Connection`` for sql tasks (``MissingConnection`` when there is
+        none; None: an sql task fails saying no connection is defined)."""
         environ = os.environ
         self._secrets = secrets
         self._resources = resources
+        self._connections = connections
         self.root = root.resolve()
         self._root_text = str(self.root)
         _private_dir(self.root, 0o700)
@@ -440,7 +445,7 @@ class LocalExecutor(Dispatcher):
             log_fd = claimed
             try:
                 spec = replace(spec, task=self._resolved(spec))
-            except (MissingSecret, SecretUnavailable) as exc:
+            except (MissingSecret, SecretUnavailable, MissingConnection) as exc:
                 os.write(log_fd, f"stratoflow: {exc}\n".encode())
                 self._forget(live)
                 self._deliver(
@@ -544,10 +549,19 @@ class LocalExecutor(Dispatcher):
         process that starts it, and nowhere before)."""
         task = spec.task
         value = {"fields": task.fields, "params": task.params, "env": task.env}
-        if self._secrets is None:
-            resolved, _ = resolve(value, spec.project, _NoSecrets())
-        else:
-            resolved, _ = resolve(value, spec.project, self._secrets)
+        source = _NoSecrets() if self._secrets is None else self._secrets
+        resolved, _ = resolve(value, spec.project, source)
+        if task.task_type == "sql":  # the named connection, its credentials resolved here
+            name = str(task.fields.get("connection") or "")
+            if self._connections is None:
+                raise MissingConnection(spec.project, name)
+            connection = self._connections(spec.project, name)
+            fields = {
+                **resolved["fields"],
+                "__connection": {"type": connection.type,
+                                 "settings": connection.resolved(source)},
+            }  # fmt: skip
+            resolved = {**resolved, "fields": fields}
         if resolved is value:
             return task
         return RenderedTask(task.task_type, resolved["fields"], resolved["params"], resolved["env"])

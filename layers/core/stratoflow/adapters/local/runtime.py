@@ -20,6 +20,7 @@ from typing import Any
 
 from stratoflow.adapters.local.alerts import AlertStore, FanOutEvents, LocalAlerts
 from stratoflow.adapters.local.clock import SystemClock
+from stratoflow.adapters.local.connections import ConnectionStore
 from stratoflow.adapters.local.cron import CronLoop
 from stratoflow.adapters.local.executor import LocalExecutor
 from stratoflow.adapters.local.feed import LocalFeed
@@ -140,12 +141,14 @@ class LocalRuntime:
         self.secrets = LocalSecrets(home)
         self.secret_source = ChainedSource([EnvironmentSource(os.environ), self.secrets])
         self.resources = LocalResources(home)
+        self.connections = ConnectionStore(home / "stratoflow.db")
         self.executor = LocalExecutor(
             home / "attempts",
             self._report,
             protect=home,
             secrets=self.secret_source,
             resources=self.resources,
+            connections=self.connections.get,
         )
         self.alerts = LocalAlerts(
             AlertStore(home / "stratoflow.db"),
@@ -268,6 +271,7 @@ class LocalRuntime:
         self.executor.close()
         self.alerts.close()
         self.alerts.store.close()
+        self.connections.close()
         self.feed.close()
         self.readmodel.close()
         self.store.close()

@@ -1,0 +1,398 @@
+"""Runs a ``type: sql`` task's statement (or script) on a PostgreSQL or MySQL connection.
+
+The executor hands the task runner the rendered fields and, under ``__connection``, the named
+connection's type and settings with its secret references resolved (they are resolved there and
+nowhere before). Parameters go to the driver as query parameters (``%(name)s``): psycopg sends
+them apart from the statement, PyMySQL escapes them as literals; neither pastes them as
+written. What the task reports:
+
+- ``outputs: first_row``: the first row's columns, each as a string (NULL as ""), and
+  ``row_count``;
+- ``outputs: rows``: ``rows``, a JSON list of objects (at most ``MAX_ROWS`` rows and
+  ``MAX_ROWS_BYTES`` bytes; more fails the task naming the cap), and ``row_count``;
+- ``outputs: none``: ``row_count`` only.
+
+``row_count`` is the last statement's: the rows it returned, or those it changed.
+
+A stop of the run or its timeout reaches the task runner as SIGTERM: the query is then
+cancelled on the server (PostgreSQL's cancel request, what ``pg_cancel_backend`` does; MySQL's
+``KILL QUERY``), and the task fails saying so. The statement runs on a thread; the main thread
+waits for it and for the signal.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import json
+import math
+import signal
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+MAX_ROWS = 1_000
+MAX_ROWS_BYTES = 128 * 1024  # the `rows` output, as JSON: it travels with the task's outputs
+MAX_SQL_FILE_BYTES = 1 << 20
+CANCEL_WAIT_SECONDS = 3.0  # after a cancel, how long to wait for the driver to give up
+OUTPUT_KINDS = ("first_row", "rows", "none")
+
+
+class SqlFailed(Exception):
+    """A failure whose message is the whole story."""
+
+
+@dataclass
+class Result:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]  # at most the rows asked for
+    row_count: int
+    statements: int
+
+
+class Driver(ABC):
+    """One open connection to a database."""
+
+    query_id: str | None = None
+
+    @abstractmethod
+    def run(self, sql: str, parameters: Mapping[str, Any] | None, keep: int) -> Result:
+        """Run ``sql`` in one transaction (committed when it succeeds); keep at most ``keep``
+        rows of the last result set."""
+
+    @abstractmethod
+    def cancel(self) -> None:
+        """Cancel what runs now, on the server (from another thread)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+def _address(url: str, default_port: int) -> tuple[str, int, str, str]:
+    parts = urlsplit(url)
+    return (
+        parts.hostname or "",
+        parts.port or default_port,
+        unquote(parts.username or ""),
+        unquote(parts.path.lstrip("/")),
+    )
+
+
+class PostgresDriver(Driver):
+    def __init__(self, settings: Mapping[str, str]) -> None:
+        import psycopg  # imported here: only sql tasks pay for it
+
+        host, port, user, dbname = _address(settings["url"], 5432)
+        self._conn = psycopg.connect(
+            host=host,
+            port=port,
+            user=user,
+            dbname=dbname or user,
+            password=settings.get("password") or None,
+            sslmode=settings.get("sslmode") or "prefer",
+            connect_timeout=int(settings.get("connect_timeout") or 10),
+            application_name="stratoflow",
+        )
+        self.backend_pid = self._conn.info.backend_pid
+
+    def run(self, sql: str, parameters: Mapping[str, Any] | None, keep: int) -> Result:
+        statements = 0
+        columns: list[str] = []
+        rows: list[tuple[Any, ...]] = []
+        count = 0
+        with self._conn.cursor() as cur:
+            cur.execute(sql.encode("utf-8"), parameters)  # bytes: psycopg takes any SQL text
+            while True:
+                statements += 1
+                if cur.description is not None:
+                    columns = [c.name for c in cur.description]
+                    rows = cur.fetchmany(keep) if keep else []
+                    count = cur.rowcount
+                else:
+                    columns, rows, count = [], [], max(cur.rowcount, 0)
+                if not cur.nextset():
+                    break
+        self._conn.commit()
+        return Result(columns, rows, count, statements)
+
+    def cancel(self) -> None:
+        self._conn.cancel_safe(timeout=CANCEL_WAIT_SECONDS)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class MysqlDriver(Driver):
+    def __init__(self, settings: Mapping[str, str], multi: bool) -> None:
+        import pymysql  # imported here: only sql tasks pay for it
+        from pymysql.constants import CLIENT
+
+        host, port, user, database = _address(settings["url"], 3306)
+        self._kwargs: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "user": user,
+            "password": settings.get("password") or "",
+            "database": database or None,
+            "connect_timeout": int(settings.get("connect_timeout") or 10),
+            "charset": "utf8mb4",
+        }
+        ssl = settings.get("ssl") or "prefer"
+        if ssl == "require":
+            self._kwargs["ssl"] = {"check_hostname": True}
+        # a script of several statements needs MULTI_STATEMENTS; it is asked for only when
+        # no parameter is given (parameters are escaped into one statement, never a script)
+        flags = CLIENT.MULTI_STATEMENTS if multi else 0
+        self._conn = pymysql.connect(client_flag=flags, autocommit=False, **self._kwargs)
+        self.thread_id: int = self._conn.thread_id()  # type: ignore[no-untyped-call]
+
+    def run(self, sql: str, parameters: Mapping[str, Any] | None, keep: int) -> Result:
+        statements = 0
+        columns: list[str] = []
+        rows: list[tuple[Any, ...]] = []
+        count = 0
+        with self._conn.cursor() as cur:
+            cur.execute(sql, dict(parameters) if parameters else None)
+            while True:
+                statements += 1
+                if cur.description is not None:
+                    columns = [c[0] for c in cur.description]
+                    rows = list(cur.fetchmany(keep)) if keep else []
+                else:
+                    columns, rows = [], []
+                count = max(cur.rowcount, 0)
+                if not cur.nextset():
+                    break
+        self._conn.commit()
+        return Result(columns, rows, count, statements)
+
+    def cancel(self) -> None:
+        import pymysql
+
+        other = pymysql.connect(**self._kwargs)
+        try:
+            with other.cursor() as cur:
+                cur.execute("KILL QUERY %s", (self.thread_id,))
+        finally:
+            other.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def open_driver(kind: str, settings: Mapping[str, str], *, multi: bool = True) -> Driver:
+    if kind == "postgresql":
+        return PostgresDriver(settings)
+    if kind == "mysql":
+        return MysqlDriver(settings, multi)
+    from stratoflow.taskexec.sql_aws import open_aws_driver  # boto3: only for these
+
+    return open_aws_driver(kind, settings)
+
+
+def _cell(value: Any) -> Any:
+    """A database value as JSON."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, decimal.Decimal):
+        return str(value)  # a float would lose digits
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return str(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, (list, tuple)):
+        return [_cell(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _cell(v) for k, v in value.items()}
+    return str(value)
+
+
+def _text(value: Any) -> str:
+    cell = _cell(value)
+    if cell is None:
+        return ""
+    if isinstance(cell, str):
+        return cell
+    return json.dumps(cell) if isinstance(cell, (list, dict, bool)) else str(cell)
+
+
+def outputs_of(result: Result, kind: str) -> dict[str, Any]:
+    outputs: dict[str, Any] = {}
+    if kind == "first_row" and result.rows:
+        outputs.update(
+            {col: _text(v) for col, v in zip(result.columns, result.rows[0], strict=False)}
+        )
+    elif kind == "rows":
+        if len(result.rows) > MAX_ROWS:
+            raise SqlFailed(
+                f"the query returned {result.row_count:,} rows; outputs: rows holds at most "
+                f"{MAX_ROWS:,} (select fewer, or use outputs: first_row or none)"
+            )
+        rows = [
+            {col: _cell(v) for col, v in zip(result.columns, row, strict=False)}
+            for row in result.rows
+        ]
+        size = len(json.dumps(rows, separators=(",", ":")).encode("utf-8"))
+        if size > MAX_ROWS_BYTES:
+            raise SqlFailed(
+                f"the rows are {size:,} bytes as JSON; outputs: rows holds at most "
+                f"{MAX_ROWS_BYTES:,} bytes (select fewer rows or columns, or use outputs: none)"
+            )
+        outputs["rows"] = rows
+    outputs["row_count"] = result.row_count
+    return outputs
+
+
+def statement(fields: Mapping[str, Any], work_dir: Path) -> str:
+    """The SQL: ``sql``, or ``sql_file`` read from the task's working directory."""
+    sql = fields.get("sql")
+    if sql is not None:
+        return str(sql)
+    name = str(fields.get("sql_file") or "")
+    path = (work_dir / name).resolve()
+    if not path.is_relative_to(work_dir.resolve()):
+        raise SqlFailed(f"sql_file {name!r} is outside the task's working directory")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SqlFailed(
+            f"sql_file {name!r} is not in the task's working directory (list it in the "
+            "task's resources)"
+        ) from None
+    except OSError as exc:
+        raise SqlFailed(f"sql_file {name!r}: {exc.strerror}") from None
+    if len(data) > MAX_SQL_FILE_BYTES:
+        raise SqlFailed(f"sql_file {name!r} is {len(data):,} bytes; at most {MAX_SQL_FILE_BYTES:,}")
+    return data.decode("utf-8", errors="replace")
+
+
+def execute(
+    kind: str,
+    settings: Mapping[str, str],
+    sql: str,
+    parameters: Mapping[str, Any] | None,
+    outputs: str,
+    *,
+    stop: threading.Event | None = None,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Run ``sql``; its outputs. ``stop`` set (by a signal handler) cancels the query on the
+    server and fails with what stopped it."""
+    if outputs not in OUTPUT_KINDS:
+        raise SqlFailed(f"outputs must be one of {', '.join(OUTPUT_KINDS)}, not {outputs!r}")
+    keep = {"first_row": 1, "rows": MAX_ROWS + 1, "none": 0}[outputs]
+    started = time.monotonic()
+    try:
+        driver = open_driver(kind, settings, multi=not parameters)
+    except SqlFailed:
+        raise
+    except Exception as exc:
+        raise SqlFailed(f"cannot connect: {_reason(exc)}{_hint(kind, exc)}") from None
+    where = getattr(driver, "backend_pid", None) or getattr(driver, "thread_id", None)
+    log(f"connected ({kind}" + (f", server session {where})" if where else ")"))
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["result"] = driver.run(sql, parameters, keep)
+        except BaseException as exc:  # handed to the main thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name="sql", daemon=True)
+    worker.start()
+    cancelled = False
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+            if stop is not None and stop.is_set() and not cancelled:
+                cancelled = True
+                log("stop or timeout: cancelling the query on the server")
+                try:
+                    driver.cancel()
+                except Exception as exc:
+                    log(f"cancel failed: {_reason(exc)}")
+                worker.join(CANCEL_WAIT_SECONDS)
+                break
+    finally:
+        if not worker.is_alive():
+            driver.close()
+    if cancelled:
+        raise SqlFailed("the query was cancelled on the server (the run was stopped or the "
+                        "task timed out)")  # fmt: skip
+    if driver.query_id:
+        log(f"query_id={driver.query_id}")
+    if "error" in box:
+        error = box["error"]
+        if isinstance(error, SqlFailed):
+            raise error
+        raise SqlFailed(f"the query failed: {_reason(error)}{_hint(kind, error)}")
+    result: Result = box["result"]
+    found = outputs_of(result, outputs)
+    if driver.query_id:
+        found["query_id"] = driver.query_id
+    log(
+        f"{result.statements} statement(s) in {time.monotonic() - started:.3f}s; "
+        f"row_count={result.row_count}"
+    )
+    return found
+
+
+def _hint(kind: str, exc: BaseException) -> str:
+    if kind in ("postgresql", "mysql") or "credentials" not in str(exc).lower():
+        return ""
+    return (
+        " (an AWS connection uses the AWS credentials where the task runs; on the local "
+        "runtime give them in the task's env as secret references, e.g. AWS_ACCESS_KEY_ID: "
+        "'{{ secrets.aws_key_id }}')"
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:2000]
+
+
+def run_sql(
+    fields: dict[str, Any], params: dict[str, Any], context: dict[str, Any]
+) -> dict[str, Any]:
+    """The task runner's entry: SIGTERM (a stop or the timeout) cancels the query."""
+    target = fields.get("__connection") or {}
+    kind = str(target.get("type") or "")
+    settings: Mapping[str, str] = target.get("settings") or {}
+    sql = statement(fields, Path(context.get("work_dir") or "."))
+    parameters = fields.get("parameters") or None
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        print(f"connection {fields.get('connection')!r} ({kind})", flush=True)
+        return execute(kind, settings, sql, parameters, str(fields.get("outputs") or "none"),
+                       stop=stop, log=lambda line: print(line, flush=True))  # fmt: skip
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def check(kind: str, settings: Mapping[str, str]) -> str:
+    """``stratoflow connections test``: connect and run ``SELECT 1``; what the server says."""
+    driver = open_driver(kind, settings, multi=False)
+    try:
+        driver.run("SELECT 1", None, 1)
+        where = getattr(driver, "backend_pid", None) or getattr(driver, "thread_id", None)
+        return f"connected and ran SELECT 1 (server session {where})"
+    finally:
+        driver.close()
+
+
+__all__: Sequence[str] = ["MAX_ROWS", "MAX_ROWS_BYTES", "SqlFailed", "check", "execute", "run_sql"]

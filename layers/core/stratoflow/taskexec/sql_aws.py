@@ -1,0 +1,289 @@
+"""The AWS connection types of ``type: sql``: Amazon Athena, Amazon Redshift through the
+Redshift Data API, Amazon Aurora through the RDS Data API. Each is a :class:`~.sql.Driver`
+over boto3 with the credentials of where it runs (on AWS, the project's role).
+
+- **Parameters** stay apart from the SQL: ``%(name)s`` becomes the service's own placeholder
+  (Athena's ``?`` with ``ExecutionParameters``, each a quoted literal the service parses as one
+  value; ``:name`` with ``Parameters`` for the Redshift Data and RDS Data APIs) and ``%%`` a
+  ``%``. A script of several statements goes to the Redshift Data API as a batch; Athena and
+  the RDS Data API take one statement.
+- **Waiting** (Athena, Redshift Data) is a bounded loop: it polls with a growing pause (at
+  most ``MAX_POLL_SECONDS``) until the query ends or ``cancel`` is called, which stops it on
+  the service (``StopQueryExecution``, ``CancelStatement``). The RDS Data API answers in the
+  call itself (at most 45 s): nothing to wait for, and nothing to cancel.
+- **The query id** (Athena's execution id, the Redshift statement id) is ``query_id``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from stratoflow.taskexec.sql import Driver, Result, SqlFailed
+
+MAX_POLL_SECONDS = 2.0
+_PLACEHOLDER = re.compile(r"%\((?P<name>[A-Za-z_][A-Za-z0-9_]*)\)s|%%")
+
+
+def placeholders(
+    sql: str, parameters: Mapping[str, Any] | None, style: str
+) -> tuple[str, list[str]]:
+    """``sql`` with ``%(name)s`` written in ``style`` (``qmark``: ``?``; ``named``: ``:name``)
+    and the parameter names in the order they appear. Without parameters the SQL is as
+    written (``%`` included). A name not given fails, naming it."""
+    if not parameters:
+        return sql, []
+    order: list[str] = []
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group("name")
+        if name is None:
+            return "%"
+        if name not in parameters:
+            raise SqlFailed(f"the SQL uses %({name})s but parameters has no {name!r}")
+        order.append(name)
+        return "?" if style == "qmark" else f":{name}"
+
+    return _PLACEHOLDER.sub(one, sql), order
+
+
+def _client(service: str, settings: Mapping[str, str]) -> Any:
+    import boto3  # imported here: only the AWS connection types need it
+
+    region = settings.get("region") or None
+    return boto3.client(service, region_name=region)  # type: ignore[call-overload]
+
+
+class _Polling(Driver):
+    """A driver that starts a query and polls until it ends; ``cancel`` stops it."""
+
+    def __init__(self) -> None:
+        self._cancelled = threading.Event()
+        self.query_id: str | None = None
+
+    def _wait(self, state: Any) -> str:
+        pause = 0.1
+        while True:
+            status = state()
+            if status in ("SUCCEEDED", "FINISHED", "FAILED", "CANCELLED", "ABORTED"):
+                return str(status)
+            if self._cancelled.wait(pause):
+                return "CANCELLED"
+            pause = min(pause * 2, MAX_POLL_SECONDS)
+
+    def close(self) -> None:
+        pass
+
+
+def _literal(value: Any) -> str:
+    """A parameter as the Athena literal it stands for (parsed by Athena as one value)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+class AthenaDriver(_Polling):
+    def __init__(self, settings: Mapping[str, str]) -> None:
+        super().__init__()
+        self._settings = settings
+        self._athena = _client("athena", settings)
+
+    def run(self, sql: str, parameters: Mapping[str, Any] | None, keep: int) -> Result:
+        text, order = placeholders(sql, parameters, "qmark")
+        request: dict[str, Any] = {
+            "QueryString": text,
+            "WorkGroup": self._settings.get("workgroup") or "primary",
+            "QueryExecutionContext": {
+                "Database": self._settings["database"],
+                "Catalog": self._settings.get("catalog") or "AwsDataCatalog",
+            },
+        }
+        if self._settings.get("output_location"):
+            request["ResultConfiguration"] = {"OutputLocation": self._settings["output_location"]}
+        if order:
+            request["ExecutionParameters"] = [_literal(parameters[n]) for n in order]  # type: ignore[index]
+        self.query_id = self._athena.start_query_execution(**request)["QueryExecutionId"]
+        final: dict[str, Any] = {}
+
+        def state() -> str:
+            found = self._athena.get_query_execution(QueryExecutionId=self.query_id)
+            final.update(found["QueryExecution"]["Status"])
+            return str(final["State"])
+
+        status = self._wait(state)
+        if status != "SUCCEEDED":
+            reason = final.get("StateChangeReason") or status.lower()
+            raise SqlFailed(f"Athena query {self.query_id} {status.lower()}: {reason}")
+        columns: list[str] = []
+        rows: list[tuple[Any, ...]] = []
+        count = 0
+        first = True
+        kwargs: dict[str, Any] = {"QueryExecutionId": self.query_id, "MaxResults": 1000}
+        while True:
+            page = self._athena.get_query_results(**kwargs)
+            if not columns:
+                columns = [c["Name"] for c in page["ResultSet"]["ResultSetMetadata"]["ColumnInfo"]]
+            for raw in page["ResultSet"].get("Rows", []):
+                values = tuple(d.get("VarCharValue") for d in raw.get("Data", []))
+                if first and columns and list(values) == columns:
+                    first = False  # a SELECT's first row repeats the header
+                    continue
+                first = False
+                count += 1
+                if len(rows) < keep:
+                    rows.append(values)
+            if page.get("UpdateCount"):
+                count = int(page["UpdateCount"])
+            token = page.get("NextToken")
+            if not token or (len(rows) >= keep and keep <= 1):
+                break
+            kwargs["NextToken"] = token
+        return Result(columns, rows, count, 1)
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        if self.query_id is not None:
+            self._athena.stop_query_execution(QueryExecutionId=self.query_id)
+
+
+def _field(cell: Mapping[str, Any]) -> Any:
+    if cell.get("isNull"):
+        return None
+    for key in ("stringValue", "longValue", "doubleValue", "booleanValue"):
+        if key in cell:
+            return cell[key]
+    if "blobValue" in cell:
+        return bytes(cell["blobValue"])
+    if "arrayValue" in cell:
+        return str(cell["arrayValue"])
+    return None
+
+
+class RedshiftDataDriver(_Polling):
+    def __init__(self, settings: Mapping[str, str]) -> None:
+        super().__init__()
+        self._settings = settings
+        self._api = _client("redshift-data", settings)
+
+    def _target(self) -> dict[str, Any]:
+        s = self._settings
+        target: dict[str, Any] = {"Database": s["database"]}
+        if s.get("cluster_identifier"):
+            target["ClusterIdentifier"] = s["cluster_identifier"]
+        if s.get("workgroup_name"):
+            target["WorkgroupName"] = s["workgroup_name"]
+        if s.get("db_user"):
+            target["DbUser"] = s["db_user"]
+        if s.get("secret_arn"):
+            target["SecretArn"] = s["secret_arn"]
+        return target
+
+    def run(self, sql: str, parameters: Mapping[str, Any] | None, keep: int) -> Result:
+        text, order = placeholders(sql, parameters, "named")
+        if order:
+            values = [{"name": n, "value": "" if parameters[n] is None else str(parameters[n])}  # type: ignore[index]
+                      for n in dict.fromkeys(order)]  # fmt: skip
+            started = self._api.execute_statement(Sql=text, Parameters=values, **self._target())
+        else:
+            started = self._api.execute_statement(Sql=text, **self._target())
+        self.query_id = str(started["Id"])
+        final: dict[str, Any] = {}
+
+        def state() -> str:
+            final.update(self._api.describe_statement(Id=self.query_id))
+            return str(final["Status"])
+
+        status = self._wait(state)
+        if status not in ("FINISHED", "SUCCEEDED"):
+            reason = final.get("Error") or status.lower()
+            raise SqlFailed(f"Redshift statement {self.query_id} {status.lower()}: {reason}")
+        if not final.get("HasResultSet"):
+            return Result([], [], max(int(final.get("ResultRows") or 0), 0), 1)
+        columns: list[str] = []
+        rows: list[tuple[Any, ...]] = []
+        count = 0
+        kwargs: dict[str, Any] = {"Id": self.query_id}
+        while True:
+            page = self._api.get_statement_result(**kwargs)
+            if not columns:
+                columns = [c.get("name") or c.get("label") or "" for c in page["ColumnMetadata"]]
+            for record in page.get("Records", []):
+                count += 1
+                if len(rows) < keep:
+                    rows.append(tuple(_field(c) for c in record))
+            token = page.get("NextToken")
+            if not token:
+                break
+            kwargs["NextToken"] = token
+        return Result(columns, rows, int(page.get("TotalNumRows") or count), 1)
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        if self.query_id is not None:
+            self._api.cancel_statement(Id=self.query_id)
+
+
+def _typed(name: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {"name": name, "value": {"isNull": True}}
+    if isinstance(value, bool):
+        return {"name": name, "value": {"booleanValue": value}}
+    if isinstance(value, int):
+        return {"name": name, "value": {"longValue": value}}
+    if isinstance(value, float):
+        return {"name": name, "value": {"doubleValue": value}}
+    return {"name": name, "value": {"stringValue": str(value)}}
+
+
+class AuroraDataApiDriver(Driver):
+    query_id = None
+
+    def __init__(self, settings: Mapping[str, str]) -> None:
+        self._settings = settings
+        self._api = _client("rds-data", settings)
+
+    def run(self, sql: str, parameters: Mapping[str, Any] | None, keep: int) -> Result:
+        text, order = placeholders(sql, parameters, "named")
+        request: dict[str, Any] = {
+            "resourceArn": self._settings["resource_arn"],
+            "secretArn": self._settings["secret_arn"],
+            "sql": text,
+            "includeResultMetadata": True,
+        }
+        if self._settings.get("database"):
+            request["database"] = self._settings["database"]
+        if order:
+            request["parameters"] = [_typed(n, parameters[n]) for n in dict.fromkeys(order)]  # type: ignore[index]
+        answer = self._api.execute_statement(**request)
+        records = answer.get("records")
+        if records is None:
+            return Result([], [], int(answer.get("numberOfRecordsUpdated") or 0), 1)
+        columns = [c.get("label") or c.get("name") or "" for c in answer.get("columnMetadata", [])]
+        rows = [tuple(_field(c) for c in r) for r in records[:keep]]
+        return Result(columns, rows, len(records), 1)
+
+    def cancel(self) -> None:
+        """The Data API has no cancel: the call ends within its own 45 s limit."""
+
+    def close(self) -> None:
+        pass
+
+
+DRIVERS: Mapping[str, type[Driver]] = {
+    "athena": AthenaDriver,
+    "redshift-data": RedshiftDataDriver,
+    "aurora-data-api": AuroraDataApiDriver,
+}
+
+
+def open_aws_driver(kind: str, settings: Mapping[str, str]) -> Driver:
+    driver = DRIVERS.get(kind)
+    if driver is None:
+        raise SqlFailed(f"unknown connection type {kind!r}")
+    return driver(settings)  # type: ignore[call-arg]

@@ -1,0 +1,144 @@
+"""``stratoflow connections ...`` through the API of a local server: a literal password or a
+URL carrying one refused (exit 2 / 400 naming the setting, nothing stored), add / list / show
+/ test / delete, the audit log without credentials, and the routes in the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from stratoflow.adapters.local.connections import LocalConnections
+from stratoflow.adapters.local.runtime import LocalRuntime
+from stratoflow.api.app import create_app
+from stratoflow.api.local_server import start_in_thread
+from stratoflow.cli import main
+from stratoflow.connections import validate_connection
+from stratoflow.errors import InvalidInput
+
+PASSWORD = "pw-CANARY-0001-zz"
+
+
+@dataclass
+class Server:
+    url: str
+    runtime: LocalRuntime
+    cli: CliRunner
+
+    def run(self, *args: str) -> tuple[int, str]:
+        result = self.cli.invoke(main, [*args, "--api", self.url])
+        return result.exit_code, result.output
+
+
+@pytest.fixture
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    monkeypatch.delenv("STRATOFLOW_TOKEN", raising=False)
+    rt = LocalRuntime(tmp_path / "home")
+    backend = LocalConnections(rt.connections, rt.secret_source, rt.clock)
+    app = create_app(rt.scheduler, on_change=rt.wake, readmodel=rt.readmodel, connections=backend)
+    httpd, url = start_in_thread(app, "127.0.0.1", 0)
+    try:
+        yield Server(url, rt, CliRunner())
+    finally:
+        httpd.shutdown()
+        rt.close()
+
+
+@pytest.mark.parametrize(
+    ("settings", "field", "words"),
+    [
+        ([f"url=postgresql://app:{PASSWORD}@db:5432/dw"], "settings.url", "carries a password"),
+        (["url=postgresql://app@db:5432/dw", f"password={PASSWORD}"], "settings.password",
+         "secret reference"),
+        (["url=postgresql://app@db:5432/dw", "colour=red"], "settings.colour", "unknown setting"),
+        (["url=mysql://app@db/dw"], "settings.url", "postgresql://USER@HOST:PORT/DB"),
+        ([], "settings.url", "required"),
+        (["url=postgresql://app@db/dw", "sslmode={{ secrets.x }}"], "settings.sslmode",
+         "not a credential"),
+    ],
+)  # fmt: skip
+def test_bad_settings_are_refused_naming_the_setting_and_nothing_is_stored(
+    server: Server, settings: list[str], field: str, words: str
+) -> None:
+    args = [a for s in settings for a in ("--setting", s)]
+    code, out = server.run("connections", "add", "wh", "--type", "postgresql", *args)
+    assert code == 2, out
+    assert field in out
+    assert words in out
+    assert PASSWORD not in out
+    code, out = server.run("connections", "list", "--output", "json")
+    assert (code, json.loads(out)) == (0, {"connections": []})
+
+
+def test_other_types_are_validated_too() -> None:
+    with pytest.raises(InvalidInput, match="exactly one of cluster_identifier or workgroup_name"):
+        validate_connection("p", "rs", "redshift-data", {"database": "dev"})
+    with pytest.raises(InvalidInput, match=r"settings\.resource_arn: required"):
+        validate_connection("p", "au", "aurora-data-api", {"secret_arn": "x"})
+    with pytest.raises(InvalidInput, match=r"settings\.output_location: has the wrong form"):
+        validate_connection("p", "lake", "athena", {"database": "d", "output_location": "http://x"})
+    lake = validate_connection("p", "lake", "athena", {"database": "d", "workgroup": "etl"})
+    assert lake.settings == {"database": "d", "workgroup": "etl"}
+    ok = validate_connection("p", "m", "mysql", {"url": "mysql://root@h/db",
+                                                 "password": "{{secrets.my_pw}}"})  # fmt: skip
+    assert ok.settings["password"] == "{{ secrets.my_pw }}"  # the canonical form
+
+
+def test_add_list_show_test_delete_and_the_audit_log(
+    server: Server, pg_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out = server.run("connections", "add", "wh", "--type", "postgresql",
+                           "--setting", f"url={pg_db}",
+                           "--setting", "password={{ secrets.wh_pw }}")  # fmt: skip
+    assert code == 0, out
+    code, out = server.run("connections", "show", "wh", "--output", "json")
+    assert json.loads(out)["settings"] == {"url": pg_db, "password": "{{ secrets.wh_pw }}"}
+    # the secret is not set yet: the test says so, exit 1
+    code, out = server.run("connections", "test", "wh")
+    assert code == 1
+    assert "secret 'wh_pw' is not set" in out
+    server.runtime.secrets.put("default", "wh_pw", PASSWORD)
+    code, out = server.run("connections", "test", "wh", "--output", "json")
+    assert code == 0, out
+    assert json.loads(out)["ok"] is True
+    # a server that is not there: exit 1 with the driver's reason
+    code, out = server.run("connections", "add", "gone", "--type", "mysql",
+                           "--setting", "url=mysql://root@127.0.0.1:1/x",
+                           "--setting", "connect_timeout=2")  # fmt: skip
+    assert code == 0, out
+    code, out = server.run("connections", "test", "gone")
+    assert code == 1
+    assert "cannot connect" in out
+    code, out = server.run("connections", "list")
+    assert out.splitlines()[0].startswith("gone\tmysql\t")
+    assert server.run("connections", "delete", "gone")[0] == 0
+    code, out = server.run("connections", "show", "gone")
+    assert code == 2  # a 4xx: the CLI says what was wrong
+    assert "connection 'gone' is not defined in project 'default'" in out
+    audit = server.runtime.readmodel.list_audit(project="default", limit=50, cursor=None)
+    actions = [e.action for e in audit.items]
+    assert actions.count("connections.put") == 2
+    assert {"connections.test", "connections.delete"} <= set(actions)
+    assert PASSWORD not in json.dumps([e.details for e in audit.items])
+
+
+def test_the_api_names_bad_fields_and_documents_the_routes(server: Server) -> None:
+    with httpx.Client(base_url=server.url) as http:
+        bad = http.put("/connections/Not_A_Name", json={"type": "mysql", "settings": {}})
+        assert bad.status_code in (400, 422)
+        assert "name" in bad.text
+        unknown = http.put("/connections/ok", json={"type": "oracle", "settings": {}})
+        assert unknown.status_code == 400
+        assert "unknown connection type 'oracle'" in unknown.text
+        many = {f"k{i}": "v" for i in range(40)}
+        big = http.put("/connections/ok", json={"type": "mysql", "settings": many})
+        assert big.status_code in (400, 422)
+        assert http.get("/connections").json() == {"connections": []}
+        assert http.post("/connections/none/test").status_code == 404
+        paths = http.get("/openapi.json").json()["paths"]
+    assert {"/connections", "/connections/{name}", "/connections/{name}/test"} <= set(paths)
