@@ -51,6 +51,7 @@ from stratoflow.model._workflow import (
     TaskDefaults,
     TriggerRule,
     Workflow,
+    WorkflowTask,
 )
 
 __all__ = [
@@ -83,6 +84,7 @@ __all__ = [
     "TriggerRule",
     "Workflow",
     "WorkflowSpec",
+    "WorkflowTask",
     "decode_source",
     "due_firings",
     "format_duration",

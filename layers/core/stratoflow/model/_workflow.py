@@ -26,6 +26,7 @@ from stratoflow.model._schedule import (
     parse_schedule,
     validate_timezone,
 )
+from stratoflow.templating import mentions_secret
 
 NAME_PATTERN = r"^[a-z0-9_-]+$"
 TASK_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
@@ -385,11 +386,52 @@ class LambdaTask(_TaskBase):
         return {**super().templated_fields(), "payload": self.payload}
 
 
+WORKFLOW_REF_PATTERN = r"^(?:[a-z0-9_-]{1,128}/)?[a-z0-9_-]{1,128}$"
+
+
+class WorkflowTask(_TaskBase):
+    """A sub-workflow: starts a run of ``workflow`` (its latest version at that moment) with
+    ``params``; the task's state is the child run's final state, and its outputs are the
+    child's task outputs (``{{ tasks.<this>.outputs.<child task>.<key> }}``)."""
+
+    type: Literal["workflow"]
+    workflow: str = Field(
+        pattern=WORKFLOW_REF_PATTERN,
+        max_length=257,
+        description="a workflow of the same project (name), or of another one (project/name)",
+    )
+
+    @field_validator("params")
+    @classmethod
+    def _no_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, item in value.items():
+            if isinstance(item, str) and mentions_secret(item):
+                raise ValueError(
+                    f"param {key!r}: a sub-workflow's params become its run's params, which "
+                    "are shown: reference the secret in the child's tasks instead"
+                )
+        return value
+
+    def target(self, project: str) -> tuple[str, str]:
+        """(project, name) of the child workflow, for a task of a workflow in ``project``."""
+        if "/" in self.workflow:
+            child_project, name = self.workflow.split("/", 1)
+            return child_project, name
+        return project, self.workflow
+
+
 Task = Annotated[
-    ShellTask | PythonTask | HttpTask | SwitchTask | BatchTask | KubernetesTask | LambdaTask,
+    ShellTask
+    | PythonTask
+    | HttpTask
+    | SwitchTask
+    | BatchTask
+    | KubernetesTask
+    | LambdaTask
+    | WorkflowTask,
     Field(discriminator="type"),
 ]
-TASK_TYPES = ("shell", "python", "http", "switch", "batch", "kubernetes", "lambda")
+TASK_TYPES = ("shell", "python", "http", "switch", "batch", "kubernetes", "lambda", "workflow")
 
 
 class Workflow(_Strict):
