@@ -28,7 +28,7 @@ from stratoflow.engine import (
     TaskState,
 )
 from stratoflow.engine import subworkflow as rules
-from stratoflow.errors import InvalidInput
+from stratoflow.errors import InvalidInput, NotFound
 from stratoflow.model import WorkflowTask, load_workflow
 from stratoflow.ports import AttemptSpec
 from stratoflow.service import Finished, Scheduler
@@ -330,3 +330,49 @@ def test_recover_reports_a_child_whose_end_the_parent_missed(h: Harness) -> None
     assert h.store.get_run(run.id).state is RunState.SUCCEEDED
     assert h.store.get_task(run.id, "child").outputs == {"extract": {"rows": "42"}}
     assert child.id == h.child_of(run.id).id
+
+
+# ---------------------------------------------------------------- the API
+from tests.unit.test_authorization_matrix import World, world  # noqa: E402, F401
+
+CROSS = """\
+name: caller
+project: a
+tasks:
+  other: {type: workflow, workflow: b/flow}
+"""
+
+
+def test_api_cross_project_needs_the_right_to_trigger_there(world: World) -> None:  # noqa: F811
+    refused = world.call("editor", "POST", "/workflows", {"source": CROSS})
+    assert refused.status == 403, refused.text
+    assert "project b" in refused.body["message"]
+    with pytest.raises(NotFound):  # nothing was stored
+        world.store.get_version("a", "caller")
+    assert world.call("root", "POST", "/workflows", {"source": CROSS}).status == 201
+    # the editor of a may trigger a's workflows, but not this one: it starts a run in b
+    refused = world.call("editor", "POST", "/workflows/caller/runs", {}, project="a")
+    assert refused.status == 403, refused.text
+    assert "project b" in refused.body["message"]
+    made = world.call("root", "POST", "/workflows/caller/runs", {}, project="a")
+    assert made.status == 201, made.text
+
+
+def test_api_refuses_a_cycle_and_links_parent_and_child(world: World) -> None:  # noqa: F811
+    world.call("root", "POST", "/workflows", {"source": CROSS})
+    back = "name: flow\nproject: b\ntasks: {up: {type: workflow, workflow: a/caller}}\n"
+    refused = world.call("root", "POST", "/workflows", {"source": back})
+    assert refused.status == 400, refused.text
+    assert "sub-workflow cycle: b/flow -> a/caller -> b/flow" in refused.text
+    made = world.call("root", "POST", "/workflows/caller/runs", {}, project="a").body
+    run_id = made["run"]["id"]
+    world.api.scheduler.step()
+    child = rules.child_run_id(run_id, "other", ("b", "flow"))
+    view = world.call("root", "GET", f"/runs/{run_id}").body
+    assert view["tasks"]["other"]["child_run"] == child
+    assert view["run"]["parent_run"] is None
+    child_view = world.call("root", "GET", f"/runs/{child}").body
+    assert child_view["run"]["parent_run"] == run_id
+    assert child_view["run"]["parent_task"] == "other"
+    task = world.call("root", "GET", f"/runs/{run_id}/tasks/other").body
+    assert task["child_run"] == child

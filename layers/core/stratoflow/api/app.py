@@ -79,11 +79,12 @@ from stratoflow.auth import (
     Unauthenticated,
     require,
 )
-from stratoflow.engine import Run, RunState, TaskState
+from stratoflow.engine import Run, RunState, TaskState, subworkflow
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, Unavailable
 from stratoflow.faults import machine_fault
 from stratoflow.model import (
     SCHEMA_URL_PATH,
+    WorkflowSpec,
     load_workflow,
     next_firing,
     workflow_schema_document,
@@ -680,6 +681,18 @@ def create_app(
         require(principal, action, project, what=what)
         return principal
 
+    def may_start_children(spec: WorkflowSpec, doing: str) -> None:
+        """A workflow whose sub-workflows start runs in other projects may be applied or
+        triggered only by a caller who may trigger runs in each of them."""
+        principal = caller()
+        for project in sorted(scheduler.subworkflows.projects_reached(spec)):
+            if not principal.can(Action.OPERATE, project):
+                raise Forbidden(
+                    f"{principal.name} may not trigger runs in project {project}, where a "
+                    f"sub-workflow of {spec.project}/{spec.name} starts one; {doing} needs "
+                    "operator there"
+                )
+
     def run_for(run_id: str, action: Action) -> Run:
         """The run, if the caller may ``action`` it. A run of a project the caller has no
         role in reads exactly like a run that does not exist."""
@@ -720,7 +733,10 @@ def create_app(
 
     def detail(run: Run) -> RunDetail:
         spec = scheduler.spec(run.project, run.workflow, run.version)
-        body = run_detail(run, store.get_tasks(run.id), store.list_attempts(run.id), spec.dag.order)
+        body = run_detail(
+            run, store.get_tasks(run.id), store.list_attempts(run.id), spec.dag.order,
+            subworkflow.children(spec, run.id),
+        )  # fmt: skip
         return RunDetail.model_validate(body)
 
     def one_run(run: Run) -> RunView:
@@ -870,6 +886,7 @@ def create_app(
             )
         spec = load_workflow(body.source, now=scheduler.clock.now())
         allow(Action.EDIT, spec.project, f"project {spec.project!r}")
+        may_start_children(spec, "applying it")
         version, created = scheduler.apply(body.source, spec=spec)
         changed()
         record(
@@ -1049,6 +1066,8 @@ def create_app(
         name: str, body: TriggerBody = None, project: ProjectQuery = DEFAULT_PROJECT
     ) -> Response[RunDetail]:
         allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")
+        latest = scheduler.catalog.get_version(project, name)
+        may_start_children(scheduler.spec(project, name, latest.version), "triggering it")
         request = body or TriggerRequest()
         key = request.run_id
         run, created = scheduler.trigger(
@@ -1176,7 +1195,7 @@ def create_app(
             changed_ids = store.changed_since(run_id, since)
             tasks = store.get_tasks(run_id, changed_ids) if changed_ids else []
             attempts = [a for t in changed_ids for a in store.list_attempts(run_id, t)]
-        view = run_detail(run, tasks, attempts, spec.dag.order)
+        view = run_detail(run, tasks, attempts, spec.dag.order, subworkflow.children(spec, run_id))
         full = since is None or since > revision
         body = RunDetail.model_validate({**view, "revision": revision, "full": full})
         return _view_response(body, tag)
@@ -1256,10 +1275,12 @@ def create_app(
         responses=_responses("The task and its attempts (`history`)", 404),
     )
     def get_task(run_id: str, task_id: str) -> TaskView:
-        run_for(run_id, Action.READ)
+        run = run_for(run_id, Action.READ)
         task = store.get_task(run_id, task_id)
         attempts = store.list_attempts(run_id, task_id)
-        return TaskView.model_validate(task_view(task, attempts))
+        spec = scheduler.spec(run.project, run.workflow, run.version)
+        child = subworkflow.children(spec, run_id).get(task_id)
+        return TaskView.model_validate(task_view(task, attempts, child_run=child))
 
     @app.get(
         "/runs/<run_id>/tasks/<task_id>/attempts/<attempt>/log",

@@ -100,6 +100,11 @@ def child_run_id(parent_run_id: str, task_id: str, child: WorkflowKey) -> str:
     return f"{project}.{name[:_NAME_IN_ID]}-sub-{digest}"
 
 
+def children(spec: WorkflowSpec, run_id: str) -> dict[str, str]:
+    """Task id -> the child run id of every sub-workflow task of a run (for the views)."""
+    return {task_id: child_run_id(run_id, task_id, key) for task_id, key in targets(spec).items()}
+
+
 def parent_link(parent_run_id: str, task_id: str) -> str:
     return f"{parent_run_id}/{task_id}"
 
@@ -202,6 +207,7 @@ __all__ = [
     "child_params",
     "child_result",
     "child_run_id",
+    "children",
     "cycle_problem",
     "find_cycle",
     "graph_too_large",
