@@ -133,6 +133,9 @@ def test_child_result_maps_the_child_run_end() -> None:
     assert "boom" in (failed.error or "")
     assert failed.retryable  # a retry reruns the child from its failed tasks
     assert rules.child_result(_run(RunState.STOPPED), {}).status is AttemptStatus.STOPPED
+    bad = TaskInstance("c", "load", TaskState.FAILED, error="exit code 3")
+    named = rules.child_result(_run(RunState.FAILED), {}, [bad])
+    assert named.error == "child run c failed: task load failed (exit code 3)"
     big = rules.child_result(_run(RunState.SUCCEEDED), {"a": {"k": "x" * 300_000}})
     assert big.status is AttemptStatus.FAILED
     assert "outputs" in (big.error or "")

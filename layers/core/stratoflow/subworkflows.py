@@ -135,9 +135,15 @@ class SubWorkflows:
 
     def _report(self, parent_run_id: str, task: TaskInstance, child: Run) -> None:
         outputs: dict[str, Any] = {}
-        if child.state is RunState.SUCCEEDED:
-            outputs = {t.task_id: t.outputs for t in self.scheduler.store.get_tasks(child.id)}
-        self._finish(parent_run_id, task, rules.child_result(child, outputs))
+        failed: list[TaskInstance] = []
+        if child.state is not RunState.STOPPED:
+            tasks = self.scheduler.store.get_tasks(child.id)
+            outputs = {t.task_id: t.outputs for t in tasks}
+            failed = [t for t in tasks if t.state is TaskState.FAILED]
+        result = rules.child_result(
+            child, outputs if child.state is RunState.SUCCEEDED else {}, failed
+        )
+        self._finish(parent_run_id, task, result)
 
     def run_ended(self, run: Run) -> None:
         """A run ended: if it is a child, its parent's task ends with it (a parent task no

@@ -171,9 +171,12 @@ def on_claim(ti: TaskInstance, child: Run | None) -> Next:
     return Next(Step.RERUN)
 
 
-def child_result(child: Run, outputs: Mapping[str, Mapping[str, Any]]) -> AttemptResult:
+def child_result(
+    child: Run, outputs: Mapping[str, Mapping[str, Any]], failed: Iterable[TaskInstance] = ()
+) -> AttemptResult:
     """The parent task's attempt result from its child's end. ``outputs``: the child's task
-    outputs (task id -> outputs) when it succeeded."""
+    outputs (task id -> outputs) when it succeeded; ``failed``: its failed tasks, named in
+    the error when it failed."""
     if child.state is RunState.SUCCEEDED:
         kept = {t: dict(o) for t, o in outputs.items() if o}
         size = len(json.dumps(kept, default=str))
@@ -187,7 +190,13 @@ def child_result(child: Run, outputs: Mapping[str, Mapping[str, Any]]) -> Attemp
         return AttemptResult(AttemptStatus.SUCCEEDED, kept)
     if child.state is RunState.STOPPED:
         return AttemptResult(AttemptStatus.STOPPED, error=f"child run {child.id} was stopped")
-    reason = f": {child.error}" if child.error else ""
+    first = next(iter(failed), None)
+    if child.error:
+        reason = f": {child.error}"
+    elif first is not None:
+        reason = f": task {first.task_id} failed" + (f" ({first.error})" if first.error else "")
+    else:
+        reason = ""
     return AttemptResult(AttemptStatus.FAILED, error=f"child run {child.id} failed{reason}"[:1000])
 
 

@@ -4,7 +4,7 @@ Two styles, freely mixed:
 
 - the builder (as pydolphinscheduler): ``with Workflow("etl") as wf:`` then tasks made with
   :func:`shell`, :func:`python`, :func:`http`, :func:`switch`, :func:`batch`,
-  :func:`kubernetes`, :func:`lambda_` (or ``Task(id, type, **fields)``), wired with
+  :func:`kubernetes`, :func:`lambda_`, :func:`subworkflow` (or ``Task(id, type, **fields)``), wired with
   ``a >> b`` (b waits for a) or ``depends_on=[...]``;
 - decorators (as Airflow's TaskFlow): ``@workflow`` on a function that makes the tasks, and
   ``@task`` on a function whose body becomes a python task.
@@ -27,6 +27,7 @@ from stratoflow.sdk._builder import (
     lambda_,
     python,
     shell,
+    subworkflow,
     switch,
 )
 from stratoflow.sdk._module import load_module_workflows, module_workflows
@@ -47,6 +48,7 @@ __all__ = [
     "module_workflows",
     "python",
     "shell",
+    "subworkflow",
     "switch",
     "task",
     "workflow",
