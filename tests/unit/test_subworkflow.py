@@ -379,3 +379,16 @@ def test_api_refuses_a_cycle_and_links_parent_and_child(world: World) -> None:  
     assert child_view["run"]["parent_task"] == "other"
     task = world.call("root", "GET", f"/runs/{run_id}/tasks/other").body
     assert task["child_run"] == child
+
+
+def test_cli_shows_the_links(world: World, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    from stratoflow.cli import _print_run
+
+    world.call("root", "POST", "/workflows", {"source": CROSS})
+    run_id = world.call("root", "POST", "/workflows/caller/runs", {}, project="a").body["run"]["id"]
+    world.api.scheduler.step()
+    child = rules.child_run_id(run_id, "other", ("b", "flow"))
+    _print_run(world.call("root", "GET", f"/runs/{run_id}").body, "text")
+    assert f"other: child run {child} (running)" in capsys.readouterr().out
+    _print_run(world.call("root", "GET", f"/runs/{child}").body, "text")
+    assert f"sub-workflow run of {run_id} (task other)" in capsys.readouterr().out
