@@ -141,6 +141,14 @@ def test_child_result_maps_the_child_run_end() -> None:
     assert "outputs" in (big.error or "")
 
 
+def test_a_child_whose_parent_task_ended_is_an_orphan() -> None:
+    running = TaskInstance("r", "child", TaskState.RUNNING, attempt=1)
+    assert not rules.orphaned(_run(RunState.RUNNING), running)
+    assert rules.orphaned(_run(RunState.RUNNING), running.with_(state=TaskState.STOPPED))
+    assert rules.orphaned(_run(RunState.QUEUED), None)
+    assert not rules.orphaned(_run(RunState.FAILED), running.with_(state=TaskState.STOPPED))
+
+
 def test_depth_is_bounded() -> None:
     assert rules.check_depth(rules.MAX_DEPTH) is None
     assert "levels" in (rules.check_depth(rules.MAX_DEPTH + 1) or "")

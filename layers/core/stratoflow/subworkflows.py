@@ -213,6 +213,21 @@ class SubWorkflows:
             return
 
     # ------------------------------------------------------------ recovery
+    def stop_orphans(self, runs: Sequence[Run]) -> None:
+        """Stop the unfinished child runs among ``runs`` whose parent's task has ended: what a
+        stop of the parent that died before it reached the child left running."""
+        for run in runs:
+            link = rules.parent_of(run)
+            if link is None:
+                continue
+            try:
+                task: TaskInstance | None = self.scheduler.store.get_task(*link)
+            except NotFound:
+                task = None
+            if rules.orphaned(run, task):
+                log.info("child run %s outlived its parent's task %s: stopping it", run.id, link)
+                self._stop(run.id)
+
     def recover(self, running: Sequence[TaskInstance]) -> list[TaskInstance]:
         """Split the running tasks: the sub-workflow ones are decided here again (start a
         child a crash kept from starting, report one that ended unheard); the others are
@@ -236,4 +251,6 @@ class SubWorkflows:
                 else {}
             )
             self.start(spec, run, ti, upstream)
+        active = [RunState.QUEUED, RunState.RUNNING, RunState.PAUSED]
+        self.stop_orphans(list(s.store.runs_in_states(active)))
         return others

@@ -171,6 +171,15 @@ def on_claim(ti: TaskInstance, child: Run | None) -> Next:
     return Next(Step.RERUN)
 
 
+def orphaned(child: Run, parent_task: TaskInstance | None) -> bool:
+    """Whether an unfinished child run has lost its reason to go on: its parent's task has
+    ended (stopped, timed out, marked) or is gone. A stop of the parent that died between the
+    parent's write and the child's is completed by stopping such a child."""
+    if child.state.terminal:
+        return False
+    return parent_task is None or parent_task.state.terminal
+
+
 def child_result(
     child: Run, outputs: Mapping[str, Mapping[str, Any]], failed: Iterable[TaskInstance] = ()
 ) -> AttemptResult:
@@ -222,6 +231,7 @@ __all__ = [
     "graph_too_large",
     "is_subworkflow",
     "on_claim",
+    "orphaned",
     "parent_link",
     "parent_of",
     "start_failed",
