@@ -400,3 +400,40 @@ def test_cli_shows_the_links(world: World, capsys: pytest.CaptureFixture[str]) -
     assert f"other: child run {child} (running)" in capsys.readouterr().out
     _print_run(world.call("root", "GET", f"/runs/{child}").body, "text")
     assert f"sub-workflow run of {run_id} (task other)" in capsys.readouterr().out
+
+
+def test_a_child_run_events_name_its_parent(tmp_path: Path) -> None:
+    """The scheduler's run events of a child carry its parent; the published detail has them
+    as ``parent_run_id``/``parent_task_id`` and stays valid under docs/events.schema.json."""
+    import json
+
+    from jsonschema import Draft202012Validator
+
+    from stratoflow.adapters.aws.events import event_detail
+    from stratoflow.ports import EventSink
+
+    seen: list[tuple[str, dict[str, object]]] = []
+
+    class Sink(EventSink):
+        def emit(self, kind: str, detail: object) -> None:
+            seen.append((kind, dict(detail)))  # type: ignore[call-overload]
+
+    store = SqliteStore(tmp_path / "state.db")
+    scheduler = Scheduler(store, store, RecordingDispatcher(), FakeClock(T0), Sink())
+    scheduler.apply(CHILD)
+    scheduler.apply(PARENT)
+    run, _ = scheduler.trigger("default", "parent")
+    scheduler.step()
+    scheduler.on_finished([Finished(run.id, "prepare", 1, AttemptResult(AttemptStatus.SUCCEEDED))])
+    scheduler.step()
+    child = rules.child_run_id(run.id, "child", ("default", "load_region"))
+    schema = json.loads((Path(__file__).parents[2] / "docs" / "events.schema.json").read_text())
+    validator = Draft202012Validator(schema)
+    [started] = [d for k, d in seen if k == "run.started" and d["run_id"] == child]
+    published = event_detail("run.started", started)
+    assert published["parent_run_id"] == run.id
+    assert published["parent_task_id"] == "child"
+    validator.validate(published)
+    [parent_started] = [d for k, d in seen if k == "run.started" and d["run_id"] == run.id]
+    assert "parent_run_id" not in event_detail("run.started", parent_started)
+    store.close()

@@ -29,6 +29,7 @@ from stratoflow.engine import (
     TaskInstance,
     TaskState,
 )
+from stratoflow.engine.subworkflow import parent_of
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, StratoflowError
 from stratoflow.model import ScheduleError, WorkflowSpec, load_workflow, spec_from_document
 from stratoflow.ports import (
@@ -830,6 +831,8 @@ class Scheduler:
             "version": run.version, "state": run.state.value,
             "logical_date": run.logical_date.isoformat(),
         }  # fmt: skip
+        if (parent := parent_of(run)) is not None:
+            detail.update(parent_run=parent[0], parent_task=parent[1])
         if task is not None:
             detail.update(
                 task_id=task.task_id,
