@@ -437,3 +437,20 @@ def test_a_child_run_events_name_its_parent(tmp_path: Path) -> None:
     [parent_started] = [d for k, d in seen if k == "run.started" and d["run_id"] == run.id]
     assert "parent_run_id" not in event_detail("run.started", parent_started)
     store.close()
+
+
+def test_nesting_deeper_than_the_bound_fails_at_run_time(h: Harness) -> None:
+    """A chain w0 -> w1 -> ... -> w9 has no cycle, but its runs would nest 9 levels deep."""
+    h.scheduler.apply('name: w9\ntasks: {leaf: {type: shell, command: "true"}}\n')
+    for i in range(8, -1, -1):
+        h.scheduler.apply(f"name: w{i}\ntasks: {{down: {{type: workflow, workflow: w{i + 1}}}}}\n")
+    run, _ = h.scheduler.trigger("default", "w0")
+    h.finish(succeed)
+    assert h.store.get_run(run.id).state is RunState.FAILED
+    deepest, run_id = run, run.id
+    for i in range(1, rules.MAX_DEPTH + 1):  # levels 1..8 started; the 9th was refused
+        run_id = rules.child_run_id(run_id, "down", ("default", f"w{i}"))
+        deepest = h.store.get_run(run_id)
+        assert deepest.state is RunState.FAILED
+    refused = h.store.get_task(deepest.id, "down")
+    assert f"more than {rules.MAX_DEPTH} levels" in (refused.error or "")
