@@ -50,6 +50,7 @@ def test_parent_and_child_runs_link_both_ways(
     page.goto(f"{server.url}/#/runs/{run_id}?tab=tasks&task=sub")
     link = page.get_by_test_id("child-run").get_by_role("link")
     expect(link).to_have_text(child_id)
+    expect(page.get_by_test_id("child-run-logs")).to_be_visible()  # no log of its own
     shot("parent")
     link.click()
     expect(page).to_have_url(re.compile(re.escape(f"#/runs/{child_id}")))

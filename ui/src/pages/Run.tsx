@@ -221,7 +221,9 @@ function TaskPanel({ runId, taskId, task, runActive, onChange, onClose }: { runI
           <pre class="code" data-testid="outputs">{JSON.stringify(task.outputs, null, 2)}</pre>
         </>
       )}
-      {shown !== null && <LogView runId={runId} taskId={taskId} attempt={shown} follow={runActive && !done} />}
+      {task.child_run
+        ? <p class="muted" data-testid="child-run-logs">A sub-workflow task has no log of its own: the child run's tasks have theirs.</p>
+        : shown !== null && <LogView runId={runId} taskId={taskId} attempt={shown} follow={runActive && !done} />}
     </aside>
   );
 }
