@@ -367,6 +367,10 @@ def test_api_cross_project_needs_the_right_to_trigger_there(world: World) -> Non
     assert "project b" in refused.body["message"]
     made = world.call("root", "POST", "/workflows/caller/runs", {}, project="a")
     assert made.status == 201, made.text
+    body = {"start": "2026-01-01", "end": "2026-01-02"}
+    refused = world.call("editor", "POST", "/workflows/caller/backfills", body, project="a")
+    assert refused.status == 403, refused.text
+    assert "backfilling it" in refused.body["message"]
 
 
 def test_api_refuses_a_cycle_and_links_parent_and_child(world: World) -> None:  # noqa: F811

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from stratoflow.auth import Action, Forbidden, Principal
 from stratoflow.engine import AttemptResult, Run, RunState, TaskInstance, TaskState
 from stratoflow.engine import subworkflow as rules
 from stratoflow.errors import Conflict, NotFound, StratoflowError
@@ -66,6 +67,25 @@ class SubWorkflows:
         """Every project whose workflows a run of ``spec`` may start, through any depth
         (for the caller's permission check: applying or triggering it starts runs there)."""
         return {key[0] for key, _ in self.graph(spec).items()} - {spec.project}
+
+    def check_caller(self, principal: Principal, spec: WorkflowSpec, doing: str) -> None:
+        """A workflow whose sub-workflows start runs in other projects may be applied,
+        triggered or backfilled only by a caller who may trigger runs in each of them
+        (Forbidden, naming the project, otherwise)."""
+        for project in sorted(self.projects_reached(spec)):
+            if not principal.can(Action.OPERATE, project):
+                raise Forbidden(
+                    f"{principal.name} may not trigger runs in project {project}, where a "
+                    f"sub-workflow of {spec.project}/{spec.name} starts one; {doing} needs "
+                    "operator there"
+                )
+
+    def check_caller_latest(
+        self, principal: Principal, project: str, name: str, doing: str
+    ) -> None:
+        """``check_caller`` for the workflow's latest version (what a new run would pin)."""
+        latest = self.scheduler.catalog.get_version(project, name)
+        self.check_caller(principal, self.scheduler.spec(project, name, latest.version), doing)
 
     # ------------------------------------------------------------ run time
     def depth(self, run: Run) -> int:

@@ -84,7 +84,6 @@ from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, Unavail
 from stratoflow.faults import machine_fault
 from stratoflow.model import (
     SCHEMA_URL_PATH,
-    WorkflowSpec,
     load_workflow,
     next_firing,
     workflow_schema_document,
@@ -681,18 +680,6 @@ def create_app(
         require(principal, action, project, what=what)
         return principal
 
-    def may_start_children(spec: WorkflowSpec, doing: str) -> None:
-        """A workflow whose sub-workflows start runs in other projects may be applied or
-        triggered only by a caller who may trigger runs in each of them."""
-        principal = caller()
-        for project in sorted(scheduler.subworkflows.projects_reached(spec)):
-            if not principal.can(Action.OPERATE, project):
-                raise Forbidden(
-                    f"{principal.name} may not trigger runs in project {project}, where a "
-                    f"sub-workflow of {spec.project}/{spec.name} starts one; {doing} needs "
-                    "operator there"
-                )
-
     def run_for(run_id: str, action: Action) -> Run:
         """The run, if the caller may ``action`` it. A run of a project the caller has no
         role in reads exactly like a run that does not exist."""
@@ -886,7 +873,7 @@ def create_app(
             )
         spec = load_workflow(body.source, now=scheduler.clock.now())
         allow(Action.EDIT, spec.project, f"project {spec.project!r}")
-        may_start_children(spec, "applying it")
+        scheduler.subworkflows.check_caller(caller(), spec, "applying it")
         version, created = scheduler.apply(body.source, spec=spec)
         changed()
         record(
@@ -1066,8 +1053,7 @@ def create_app(
         name: str, body: TriggerBody = None, project: ProjectQuery = DEFAULT_PROJECT
     ) -> Response[RunDetail]:
         allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")
-        latest = scheduler.catalog.get_version(project, name)
-        may_start_children(scheduler.spec(project, name, latest.version), "triggering it")
+        scheduler.subworkflows.check_caller_latest(caller(), project, name, "triggering it")
         request = body or TriggerRequest()
         key = request.run_id
         run, created = scheduler.trigger(
