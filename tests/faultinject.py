@@ -31,8 +31,15 @@ from botocore.exceptions import ClientError
 
 from stratoflow.adapters.aws.dynamodb import DynamoStore, create_table
 from stratoflow.adapters.local.sqlite_store import SqliteStore
-from stratoflow.engine import AttemptResult, AttemptStatus, RunState, TaskInstance, TaskState
-from stratoflow.errors import Conflict
+from stratoflow.engine import (
+    AttemptResult,
+    AttemptStatus,
+    RunState,
+    TaskInstance,
+    TaskState,
+    subworkflow,
+)
+from stratoflow.errors import Conflict, NotFound
 from stratoflow.ports import Recovery, StateStore
 from stratoflow.service import Finished, Scheduler
 from tests.fakes import FakeClock, Key, RecordingDispatcher
@@ -139,6 +146,8 @@ class Scenario:
     hang: frozenset[str] = frozenset()
     # after the run ends as failed, rerun from this task with its failures cleared
     rerun_from: str | None = None
+    # workflows applied first (the children of its sub-workflow tasks)
+    children: tuple[str, ...] = ()
 
 
 def _tasks(lines: Sequence[str]) -> str:
@@ -224,6 +233,38 @@ def rerun_from_task() -> Scenario:
         ]),
         fails={"b": 1},
         rerun_from="b",
+    )  # fmt: skip
+
+
+CHILD = "name: child\ntasks:\n" + _tasks([
+    'x: {type: shell, command: "true"}',
+    'y: {type: shell, command: "true", depends_on: [x]}',
+])  # fmt: skip
+SUB_PARENT = "tasks:\n" + _tasks([
+    'a: {type: shell, command: "true"}',
+    'sub: {type: workflow, workflow: child, depends_on: [a]}',
+    'b: {type: shell, command: "true", depends_on: [sub]}',
+])  # fmt: skip
+
+
+def subworkflow_rerun() -> Scenario:
+    """The child's y fails once: the child run fails, so does the parent's task; the rerun of
+    the parent from its sub-workflow task reruns the same child run from y."""
+    return Scenario(
+        "subworkflow", "name: subworkflow\n" + SUB_PARENT, fails={"y": 1},
+        rerun_from="sub", children=(CHILD,),
+    )  # fmt: skip
+
+
+def subworkflow_stop() -> Scenario:
+    """A stop of the parent while its child's x runs stops (and kills) the child."""
+
+    def child_started(tasks: dict[str, TaskInstance]) -> bool:
+        return tasks["sub"].state is TaskState.RUNNING
+
+    return Scenario(
+        "subworkflow_stop", "name: subworkflow_stop\n" + SUB_PARENT,
+        operation=(child_started, "stop"), hang=frozenset({"x"}), children=(CHILD,),
     )  # fmt: skip
 
 
@@ -328,6 +369,8 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
         scheduler.recover()
         scheduler.step()
 
+    for child in scenario.children:
+        scheduler.apply(child)
     scheduler.apply(scenario.yaml)
     faults.armed = True
     run_id = "run-1"
@@ -395,8 +438,17 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
     leftover = [t.task_id for t in tasks.values() if t.propagating]
     assert not leftover, f"propagation intents left behind: {leftover}"
     unkilled = [k for k in executor.pending if k not in executor.killed]
+    states = {t: ti.state.value for t, ti in sorted(tasks.items())}
+    for task_id, target in sorted(subworkflow.targets(scheduler.spec("default", name, 1)).items()):
+        try:  # a child run's end is part of the outcome: its state and its tasks'
+            child = store.get_run(subworkflow.child_run_id(run_id, task_id, target))
+        except NotFound:
+            continue
+        states[f"{task_id}>"] = child.state.value
+        for t in store.get_tasks(child.id):
+            states[f"{task_id}>{t.task_id}"] = t.state.value
     return Outcome(
-        run.state, {t: ti.state.value for t, ti in sorted(tasks.items())},
+        run.state, states,
         len(executor.dispatched), faults.count, faults.fired, unkilled,
     )  # fmt: skip
 

@@ -334,6 +334,8 @@ def test_the_schema_names_exactly_what_the_code_publishes() -> None:
             "attempt": 1,
             "task_state": "up_for_retry",
             "error": None,
+            "parent_run": "p",  # a sub-workflow's run names its parent
+            "parent_task": "sub",
         },
     )
     backfill = event_detail("backfill.started", BACKFILL)

@@ -237,3 +237,21 @@ def test_sql_daily_loads_counts_and_passes_the_count_on(
         assert counts[(7, False)]["orders"] == "17"
     finally:
         runtime.close()
+
+
+def test_regions_rollup_runs_etl_chain_per_region_and_adds_their_outputs(tmp_path: Path) -> None:
+    runtime = LocalRuntime(tmp_path)
+    try:
+        runtime.scheduler.apply((EXAMPLES / "etl_chain.yaml").read_text())
+        version, _ = runtime.scheduler.apply((EXAMPLES / "regions_rollup.yaml").read_text())
+        run, _ = runtime.scheduler.trigger(version.project, version.name)
+        runtime.run_until(lambda: runtime.store.get_run(run.id).state.terminal)
+        assert runtime.store.get_run(run.id).state.value == "succeeded"
+        tasks = {t.task_id: t for t in runtime.store.get_tasks(run.id)}
+        loaded = [int(tasks[r].outputs["load"]["loaded"]) for r in ("eu", "us")]
+        assert tasks["total"].outputs == {"total": str(sum(loaded))}
+        children = runtime.store.list_runs(RunQuery(workflow="etl_chain", limit=10))
+        assert sorted(c.params["region"] for c in children) == ["eu", "us"]
+        assert {c.parent for c in children} == {f"{run.id}/eu", f"{run.id}/us"}
+    finally:
+        runtime.close()

@@ -38,6 +38,8 @@ export interface RunView {
   params: Record<string, unknown>; logical_date: string | null; created_at: string | null;
   started_at: string | null; ended_at: string | null; duration_seconds: number | null;
   tasks_total: number; tasks_done: number; tasks_failed: number; tasks_running: number; error: string | null;
+  // a sub-workflow's run: the run (and its task) that started it
+  parent_run?: string | null; parent_task?: string | null;
 }
 export interface AttemptView {
   attempt: number; state: string; started_at: string | null; ended_at: string | null;
@@ -48,6 +50,7 @@ export interface TaskView {
   state: TaskState; attempts: number; outputs: Record<string, unknown>; error: string | null;
   started_at: string | null; ended_at: string | null; duration_seconds: number | null;
   next_try_at: string | null; history: AttemptView[];
+  child_run?: string | null; // a sub-workflow task (type: workflow): the run it started
 }
 // `revision` names what the view includes; `full: false` means `tasks` holds only the tasks
 // changed since the `since` asked for (each entry whole): put them over the view you have.

@@ -268,9 +268,14 @@ def _print_run(detail: dict[str, Any], output: str) -> None:
     console = Console()
     console.print(_progress(detail))
     run_id = detail["run"]["id"]
+    if detail["run"].get("parent_run"):
+        parent = detail["run"]["parent_run"]
+        click.echo(f"sub-workflow run of {parent} (task {detail['run'].get('parent_task')})")
     for task_id, task in detail["tasks"].items():
         if task["state"] == "failed" and task["error"]:
             console.print(f"[bold red]{task_id}[/] failed: {task['error']}")
+        if task.get("child_run"):
+            click.echo(f"{task_id}: child run {task['child_run']} ({task['state']})")
         for key, cut in (task.get("outputs_truncated") or {}).items():
             click.echo(
                 f"{task_id}: output {key!r} is {cut['size']} bytes, cut in this view; "

@@ -30,6 +30,7 @@ from stratoflow.engine import (
     TaskInstance,
     TaskState,
 )
+from stratoflow.engine.subworkflow import parent_of
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, StratoflowError
 from stratoflow.model import ScheduleError, WorkflowSpec, load_workflow, spec_from_document
 from stratoflow.ports import (
@@ -46,6 +47,7 @@ from stratoflow.ports import (
     WorkflowVersion,
 )
 from stratoflow.resources import ResourceStore, workflow_resources
+from stratoflow.subworkflows import SubWorkflows
 from stratoflow.templating import TemplateError
 
 log = logging.getLogger("stratoflow.scheduler")
@@ -155,6 +157,7 @@ class Scheduler:
         self._started_runs: list[str] = []
         self.backfills = Backfills(self)  # their lanes move on when a run ends (_run_ended)
         self.dependencies = Dependencies(self)  # checked by the scheduler, never dispatched
+        self.subworkflows = SubWorkflows(self)  # a child's end completes its parent's task
 
     # ------------------------------------------------------------ workflows
     def spec(self, project: str, name: str, version: int) -> WorkflowSpec:
@@ -176,6 +179,7 @@ class Scheduler:
         if spec is None:
             spec = load_workflow(text, source=source, now=self.clock.now())
         with self._lock:
+            self.subworkflows.check_apply(spec)
             version, created = self.catalog.put_version(spec, text, self.clock.now())
         self._specs[(spec.project, spec.name, version.version)] = spec
         # every apply, not only a new version: a schedule lost or changed by hand is repaired
@@ -253,9 +257,11 @@ class Scheduler:
         run_id: str | None = None,
         trigger: str = "manual",
         version: int | None = None,
+        parent: str | None = None,
     ) -> tuple[Run, bool]:
         """Create a run (QUEUED; it starts when ``max_active_runs`` allows). Returns the run
-        and whether it was created: a repeated ``run_id`` returns the existing run."""
+        and whether it was created: a repeated ``run_id`` returns the existing run.
+        ``parent``: the sub-workflow task that starts it ("<run id>/<task id>")."""
         now = self.clock.now()
         stored = self.catalog.get_version(project, name, version)
         spec = self.spec(project, name, stored.version)
@@ -272,6 +278,8 @@ class Scheduler:
             spec, run_id=rid, version=stored.version, params=params or {},
             logical_date=logical, now=now, trigger=trigger,
         )  # fmt: skip
+        if parent is not None:
+            run = run.with_(parent=parent)
         with self._lock:
             created = self.store.create_run(run, tasks, spec.workflow.concurrency)
             if created:
@@ -492,6 +500,7 @@ class Scheduler:
         self._emit(f"run.{run.state.value}", run)
         self.backfills.run_ended(run)
         self.dependencies.run_ended(run)  # dependency tasks waiting on this workflow
+        self.subworkflows.run_ended(run)
         self._start_queued_runs()
 
     # ------------------------------------------------------------ periodic work
@@ -610,6 +619,11 @@ class Scheduler:
                 Finished(ti.run_id, ti.task_id, ti.attempt,
                          AttemptResult(AttemptStatus.TIMED_OUT, error=f"timed out after {timeout}"))
             )  # fmt: skip
+            self._kill(ti)
+
+    def _kill(self, ti: TaskInstance) -> None:
+        """Kill a running attempt once its end is committed (a sub-workflow's: stop its child)."""
+        if not self.subworkflows.kill(self._spec_of(ti.run_id), ti):
             self._act(partial(self.dispatcher.kill, ti.run_id, ti.task_id, ti.attempt))
 
     def _claim(self, now: datetime, runs: list[str] | None = None) -> _Claimed:
@@ -697,6 +711,9 @@ class Scheduler:
             if reads
             else {}
         )
+        if spec.workflow.tasks[task.task_id].type == "workflow":
+            self.subworkflows.start(spec, run, task, upstream)
+            return None
         if spec.workflow.tasks[task.task_id].type == "switch":
             result = engine.choose_branches(spec, run, task.task_id, upstream)
             self.on_finished([Finished(run.id, task.task_id, task.attempt, result)])
@@ -733,7 +750,8 @@ class Scheduler:
         with self._lock:
             running: list[TaskInstance] = []
             waiting: list[TaskInstance] = []
-            for ti in self.store.running_tasks():  # dependency tasks were never dispatched
+            # sub-workflow and dependency tasks were never dispatched: each is decided here
+            for ti in self.subworkflows.recover(self.store.running_tasks()):
                 spec = self._spec_of(ti.run_id)
                 (waiting if self.dependencies.handles(spec, ti.task_id) else running).append(ti)
             report = self.dispatcher.recover(running)
@@ -771,7 +789,7 @@ class Scheduler:
         if not self.store.apply_plan(plan, expect, if_ended_at=if_ended_at):
             raise Conflict(f"run {plan.run.id} changed while the operation was applied; try again")
         for ti in plan.kill:
-            self._act(partial(self.dispatcher.kill, ti.run_id, ti.task_id, ti.attempt))
+            self._kill(ti)
         if plan.run.state.terminal and not RunState(expect).terminal:
             self._run_ended(plan.run)
         return plan.run
@@ -794,6 +812,7 @@ class Scheduler:
             paused = engine.pause(run)
             if not self.store.put_run(paused, run.state):
                 raise Conflict(f"run {run_id} changed; try again")
+            self.subworkflows.pause_children(run_id)
             return paused
 
     def resume(self, run_id: str) -> Run:
@@ -803,6 +822,7 @@ class Scheduler:
             if not self.store.put_run(resumed, run.state):
                 raise Conflict(f"run {run_id} changed; try again")
             self._started_runs.append(run_id)  # what was queued while it was paused
+            self.subworkflows.resume_children(run_id)
             self._maybe_finish(self._run_spec(run), run_id, self.clock.now())
             return self.store.get_run(run_id)
 
@@ -849,6 +869,8 @@ class Scheduler:
             "version": run.version, "state": run.state.value,
             "logical_date": run.logical_date.isoformat(),
         }  # fmt: skip
+        if (parent := parent_of(run)) is not None:
+            detail.update(parent_run=parent[0], parent_task=parent[1])
         if task is not None:
             detail.update(
                 task_id=task.task_id,

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from stratoflow.engine import Run, TaskInstance, TaskState
+from stratoflow.engine.subworkflow import parent_of
 from stratoflow.ports import Attempt, WorkflowVersion
 
 MAX_OUTPUT_CHARS = 16 * 1024  # one output value, as a view shows it
@@ -96,6 +97,8 @@ def run_view(run: Run) -> dict[str, Any]:
         "tasks_failed": run.n_failed,
         "tasks_running": run.n_running,
         "error": bounded_error(run.error),
+        "parent_run": parent[0] if (parent := parent_of(run)) else None,
+        "parent_task": parent[1] if parent else None,
     }
 
 
@@ -132,8 +135,12 @@ def with_running_attempt(task: TaskInstance, attempts: Iterable[Attempt]) -> lis
 
 
 def task_view(
-    task: TaskInstance, attempts: Iterable[Attempt] = (), budget: OutputBudget | None = None
+    task: TaskInstance,
+    attempts: Iterable[Attempt] = (),
+    budget: OutputBudget | None = None,
+    child_run: str | None = None,
 ) -> dict[str, Any]:
+    """``child_run``: the run a sub-workflow task started (shown once it has been tried)."""
     attempts = with_running_attempt(task, attempts)
     budget = budget or OutputBudget()
     outputs, cut = bounded_outputs(
@@ -150,6 +157,7 @@ def task_view(
         "duration_seconds": _duration(task.started_at, task.ended_at),
         "next_try_at": _iso(task.ready_at),
         "history": [attempt_view(a, budget) for a in attempts],
+        "child_run": child_run if task.attempt > 0 else None,
     }
 
 
@@ -158,8 +166,11 @@ def run_detail(
     tasks: Iterable[TaskInstance],
     attempts: Iterable[Attempt],
     order: Iterable[str] | None = None,
+    children: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """``{"run": {...}, "tasks": {"<task id>": {...}}}``, tasks in workflow order."""
+    """``{"run": {...}, "tasks": {"<task id>": {...}}}``, tasks in workflow order.
+    ``children``: the child run of each sub-workflow task (``subworkflow.children``)."""
+    children = children or {}
     by_task: dict[str, list[Attempt]] = {}
     for attempt in attempts:
         by_task.setdefault(attempt.task_id, []).append(attempt)
@@ -168,7 +179,9 @@ def run_detail(
     budget = OutputBudget()  # one for the whole run: its view stays bounded however many tasks
     return {
         "run": run_view(run),
-        "tasks": {t: task_view(instances[t], by_task.get(t, []), budget) for t in ids},
+        "tasks": {
+            t: task_view(instances[t], by_task.get(t, []), budget, children.get(t)) for t in ids
+        },
     }
 
 

@@ -88,6 +88,9 @@ export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
         <span>started {fmtTime(r.started_at)}</span>
         <span>{fmtDuration(r.duration_seconds)}</span>
         <span class="muted">trigger: {r.trigger}</span>
+        {r.parent_run && (
+          <span data-testid="parent-run">sub-workflow of <a class="mono" href={href(`runs/${encodeURIComponent(r.parent_run)}`, { task: r.parent_task ?? undefined })}>{r.parent_run}</a>{r.parent_task ? ` (task ${r.parent_task})` : ""}</span>
+        )}
         {active && <span class="live" title="updating live">● live</span>}
       </div>
       {r.error && <p class="error">{r.error}</p>}
@@ -187,6 +190,9 @@ function TaskPanel({ runId, taskId, task, runActive, onChange, onClose }: { runI
         <span>{task.attempts} attempt{task.attempts === 1 ? "" : "s"}</span>
         <span>{fmtDuration(task.duration_seconds)}</span>
         {task.next_try_at && <span>next try {fmtTime(task.next_try_at)}</span>}
+        {task.child_run && (
+          <span data-testid="child-run">child run <a class="mono" href={href(`runs/${encodeURIComponent(task.child_run)}`)}>{task.child_run}</a></span>
+        )}
       </div>
       {task.error && <p class="error">{task.error}</p>}
       <div class="actions">
@@ -215,7 +221,9 @@ function TaskPanel({ runId, taskId, task, runActive, onChange, onClose }: { runI
           <pre class="code" data-testid="outputs">{JSON.stringify(task.outputs, null, 2)}</pre>
         </>
       )}
-      {shown !== null && <LogView runId={runId} taskId={taskId} attempt={shown} follow={runActive && !done} />}
+      {task.child_run
+        ? <p class="muted" data-testid="child-run-logs">A sub-workflow task has no log of its own: the child run's tasks have theirs.</p>
+        : shown !== null && <LogView runId={runId} taskId={taskId} attempt={shown} follow={runActive && !done} />}
     </aside>
   );
 }

@@ -81,7 +81,7 @@ from stratoflow.auth import (
     require,
 )
 from stratoflow.dependencies import foreign_upstreams
-from stratoflow.engine import Run, RunState, TaskState
+from stratoflow.engine import Run, RunState, TaskState, subworkflow
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, Unavailable
 from stratoflow.faults import machine_fault
 from stratoflow.model import (
@@ -733,7 +733,10 @@ def create_app(
 
     def detail(run: Run) -> RunDetail:
         spec = scheduler.spec(run.project, run.workflow, run.version)
-        body = run_detail(run, store.get_tasks(run.id), store.list_attempts(run.id), spec.dag.order)
+        body = run_detail(
+            run, store.get_tasks(run.id), store.list_attempts(run.id), spec.dag.order,
+            subworkflow.children(spec, run.id),
+        )  # fmt: skip
         return RunDetail.model_validate(body)
 
     def one_run(run: Run) -> RunView:
@@ -889,6 +892,7 @@ def create_app(
         allow(Action.EDIT, spec.project, f"project {spec.project!r}")
         for other, _task in foreign_upstreams(spec):  # a dependency reads its runs' states
             allow(Action.READ, other, f"project {other!r}")
+        scheduler.subworkflows.check_caller(caller(), spec, "applying it")
         version, created = scheduler.apply(body.source, spec=spec)
         changed()
         record(
@@ -1068,6 +1072,7 @@ def create_app(
         name: str, body: TriggerBody = None, project: ProjectQuery = DEFAULT_PROJECT
     ) -> Response[RunDetail]:
         allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")
+        scheduler.subworkflows.check_caller_latest(caller(), project, name, "triggering it")
         request = body or TriggerRequest()
         key = request.run_id
         run, created = scheduler.trigger(
@@ -1195,7 +1200,7 @@ def create_app(
             changed_ids = store.changed_since(run_id, since)
             tasks = store.get_tasks(run_id, changed_ids) if changed_ids else []
             attempts = [a for t in changed_ids for a in store.list_attempts(run_id, t)]
-        view = run_detail(run, tasks, attempts, spec.dag.order)
+        view = run_detail(run, tasks, attempts, spec.dag.order, subworkflow.children(spec, run_id))
         full = since is None or since > revision
         body = RunDetail.model_validate({**view, "revision": revision, "full": full})
         return _view_response(body, tag)
@@ -1275,10 +1280,12 @@ def create_app(
         responses=_responses("The task and its attempts (`history`)", 404),
     )
     def get_task(run_id: str, task_id: str) -> TaskView:
-        run_for(run_id, Action.READ)
+        run = run_for(run_id, Action.READ)
         task = store.get_task(run_id, task_id)
         attempts = store.list_attempts(run_id, task_id)
-        return TaskView.model_validate(task_view(task, attempts))
+        spec = scheduler.spec(run.project, run.workflow, run.version)
+        child = subworkflow.children(spec, run_id).get(task_id)
+        return TaskView.model_validate(task_view(task, attempts, child_run=child))
 
     @app.get(
         "/runs/<run_id>/tasks/<task_id>/attempts/<attempt>/log",

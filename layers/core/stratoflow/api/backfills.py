@@ -165,6 +165,7 @@ def register_backfills(
         name: str, body: BackfillBody, project: BackfillProjectQuery = "default"
     ) -> Response[BackfillView]:
         principal = allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")
+        scheduler.subworkflows.check_caller_latest(principal, project, name, "backfilling it")
         made = backfills.create(
             project, name, start=body.start, end=body.end, dates=body.dates or (),
             parallel=body.parallel, order=Order(body.order), rerun=Rerun(body.rerun),

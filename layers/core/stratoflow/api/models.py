@@ -174,6 +174,12 @@ class RunView(_View):
     tasks_failed: int
     tasks_running: int
     error: str | None
+    parent_run: str | None = Field(
+        default=None, description="A sub-workflow's run: the run whose task started it."
+    )
+    parent_task: str | None = Field(
+        default=None, description="A sub-workflow's run: the task of `parent_run` it is."
+    )
 
 
 class TruncatedOutput(_View):
@@ -215,6 +221,10 @@ class TaskView(_View):
     duration_seconds: float | None
     next_try_at: str | None
     history: list[AttemptView]
+    child_run: str | None = Field(
+        default=None,
+        description="A sub-workflow task (`type: workflow`): the id of the run it started.",
+    )
 
 
 class RunDetail(_View):

@@ -130,6 +130,7 @@ class Run:
     n_failed: int = 0  # tasks that ended failed
     n_running: int = 0  # attempts dispatched and not yet finished
     error: str | None = None
+    parent: str | None = None  # a sub-workflow's run: "<parent run id>/<task id>"
 
     def with_(self, **changes: Any) -> Self:
         return replace(self, **changes)

@@ -55,6 +55,7 @@ from stratoflow.model._workflow import (
     TaskDefaults,
     TriggerRule,
     Workflow,
+    WorkflowTask,
 )
 
 __all__ = [
@@ -91,6 +92,7 @@ __all__ = [
     "TriggerRule",
     "Workflow",
     "WorkflowSpec",
+    "WorkflowTask",
     "decode_source",
     "due_firings",
     "format_duration",

@@ -27,6 +27,7 @@ from stratoflow.model._schedule import (
     validate_timezone,
 )
 from stratoflow.resources import MAX_TASK_RESOURCES, path_problem
+from stratoflow.templating import mentions_secret
 
 NAME_PATTERN = r"^[a-z0-9_-]+$"
 TASK_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
@@ -593,6 +594,40 @@ class SqlTask(_TaskBase):
         return fields
 
 
+WORKFLOW_REF_PATTERN = r"^(?:[a-z0-9_-]{1,128}/)?[a-z0-9_-]{1,128}$"
+
+
+class WorkflowTask(_TaskBase):
+    """A sub-workflow: starts a run of ``workflow`` (its latest version at that moment) with
+    ``params``; the task's state is the child run's final state, and its outputs are the
+    child's task outputs (``{{ tasks.<this>.outputs.<child task>.<key> }}``)."""
+
+    type: Literal["workflow"]
+    workflow: str = Field(
+        pattern=WORKFLOW_REF_PATTERN,
+        max_length=257,
+        description="a workflow of the same project (name), or of another one (project/name)",
+    )
+
+    @field_validator("params")
+    @classmethod
+    def _no_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, item in value.items():
+            if isinstance(item, str) and mentions_secret(item):
+                raise ValueError(
+                    f"param {key!r}: a sub-workflow's params become its run's params, which "
+                    "are shown: reference the secret in the child's tasks instead"
+                )
+        return value
+
+    def target(self, project: str) -> tuple[str, str]:
+        """(project, name) of the child workflow, for a task of a workflow in ``project``."""
+        if "/" in self.workflow:
+            child_project, name = self.workflow.split("/", 1)
+            return child_project, name
+        return project, self.workflow
+
+
 Task = Annotated[
     ShellTask
     | PythonTask
@@ -602,7 +637,8 @@ Task = Annotated[
     | KubernetesTask
     | LambdaTask
     | DependencyTask
-    | SqlTask,
+    | SqlTask
+    | WorkflowTask,
     Field(discriminator="type"),
 ]
 TASK_TYPES = (
@@ -615,6 +651,7 @@ TASK_TYPES = (
     "lambda",
     "dependency",
     "sql",
+    "workflow",
 )
 
 

@@ -5,7 +5,7 @@ Two styles, freely mixed:
 - the builder (as pydolphinscheduler): ``with Workflow("etl") as wf:`` then tasks made with
   :func:`shell`, :func:`python`, :func:`http`, :func:`switch`, :func:`batch`,
   :func:`kubernetes`, :func:`lambda_`, :func:`dependency` (items made with :func:`upstream`),
-  :func:`sql` (or ``Task(id, type, **fields)``), wired with
+  :func:`sql`, :func:`subworkflow` (or ``Task(id, type, **fields)``), wired with
   ``a >> b`` (b waits for a) or ``depends_on=[...]``;
 - decorators (as Airflow's TaskFlow): ``@workflow`` on a function that makes the tasks, and
   ``@task`` on a function whose body becomes a python task.
@@ -30,6 +30,7 @@ from stratoflow.sdk._builder import (
     python,
     shell,
     sql,
+    subworkflow,
     switch,
     upstream,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "python",
     "shell",
     "sql",
+    "subworkflow",
     "switch",
     "task",
     "upstream",

@@ -185,6 +185,8 @@ def run_attributes(run: Run, concurrency: int | None) -> Item:
             item[name] = s(ts(value))
     if run.error is not None:
         item["error"] = s(run.error)
+    if run.parent is not None:
+        item["parent"] = s(run.parent)
     return item
 
 
@@ -216,6 +218,7 @@ def to_run(item: Item, counters: Item | None) -> Run:
         n_failed=get_n(c, "n_failed"),
         n_running=get_n(c, "n_running"),
         error=get_s(item, "error"),
+        parent=get_s(item, "parent"),
     )
 
 

@@ -77,6 +77,11 @@ _RUN_FIELDS: Final[Mapping[str, str]] = {
     "state": "run_state",
     "logical_date": "logical_date",
 }
+# published only when the scheduler's detail has them: a sub-workflow's run names its parent
+_OPTIONAL_RUN_FIELDS: Final[Mapping[str, str]] = {
+    "parent_run": "parent_run_id",
+    "parent_task": "parent_task_id",
+}
 _BACKFILL_FIELDS: Final[Mapping[str, str]] = {
     "backfill_id": "backfill_id",
     "project": "project",
@@ -121,6 +126,10 @@ def event_detail(kind: str, detail: Mapping[str, Any]) -> dict[str, Any]:
     published: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "kind": kind}
     for key, name in fields.items():
         published[name] = detail[key]
+    if not kind.startswith("backfill."):
+        for key, name in _OPTIONAL_RUN_FIELDS.items():
+            if detail.get(key) is not None:
+                published[name] = str(detail[key])
     if "error" in published:
         published["error"] = _trim(published["error"])
     if "dates" in published:

@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS runs (
     created_at TEXT NOT NULL, started_at TEXT, ended_at TEXT, trigger TEXT NOT NULL,
     n_tasks INTEGER NOT NULL, n_done INTEGER NOT NULL DEFAULT 0,
     n_failed INTEGER NOT NULL DEFAULT 0, n_running INTEGER NOT NULL DEFAULT 0,
-    concurrency INTEGER, error TEXT
+    concurrency INTEGER, error TEXT, parent TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (project, workflow, seq);
 CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, seq);
@@ -120,7 +120,7 @@ def _json(value: Any) -> str:
 
 _RUN_COLS = (
     "id, project, workflow, version, state, params, logical_date, created_at, started_at, "
-    "ended_at, trigger, n_tasks, n_done, n_failed, n_running, error"
+    "ended_at, trigger, n_tasks, n_done, n_failed, n_running, error, parent"
 )
 # The upstream count a parent's outcome adds to (any other outcome counts as failed).
 _UP_COLUMN = {TaskState.SUCCEEDED: "up_ok", TaskState.SKIPPED: "up_skipped"}
@@ -140,7 +140,7 @@ def _run(row: sqlite3.Row) -> Run:
         logical_date=_req_dt(row["logical_date"]), created_at=_req_dt(row["created_at"]),
         started_at=_dt(row["started_at"]), ended_at=_dt(row["ended_at"]), trigger=row["trigger"],
         n_tasks=row["n_tasks"], n_done=row["n_done"], n_failed=row["n_failed"],
-        n_running=row["n_running"], error=row["error"],
+        n_running=row["n_running"], error=row["error"], parent=row["parent"],
     )  # fmt: skip
 
 
@@ -240,6 +240,9 @@ class SqliteStore(StateStore, Catalog, RunChangeLog, SqliteBackfills, SqliteDepe
         conn.executescript(SCHEMA)
         conn.executescript(BACKFILL_SCHEMA)
         conn.executescript(DEPENDENCY_SCHEMA)
+        run_columns = {row["name"] for row in conn.execute("PRAGMA table_info(runs)")}
+        if "parent" not in run_columns:  # a state file from before sub-workflows
+            conn.execute("ALTER TABLE runs ADD COLUMN parent TEXT")
         columns = {row["name"] for row in conn.execute("PRAGMA table_info(tasks)")}
         if "propagating" not in columns:  # a state file from before the column existed
             conn.execute("ALTER TABLE tasks ADD COLUMN propagating INTEGER NOT NULL DEFAULT 0")
@@ -435,7 +438,7 @@ class SqliteStore(StateStore, Catalog, RunChangeLog, SqliteBackfills, SqliteDepe
             if self._x("SELECT 1 FROM runs WHERE id=?", (run.id,)).fetchone():
                 return False
             self._x(
-                f"INSERT INTO runs ({_RUN_COLS}, seq, concurrency) VALUES ({','.join('?' * 18)})",
+                f"INSERT INTO runs ({_RUN_COLS}, seq, concurrency) VALUES ({','.join('?' * 19)})",
                 (
                     run.id,
                     run.project,
@@ -453,6 +456,7 @@ class SqliteStore(StateStore, Catalog, RunChangeLog, SqliteBackfills, SqliteDepe
                     run.n_failed,
                     run.n_running,
                     run.error,
+                    run.parent,
                     self._next("runs"),
                     concurrency,
                 ),

@@ -1,0 +1,239 @@
+"""Sub-workflow tasks (``type: workflow``): the rules, written once for both runtimes.
+
+A sub-workflow task starts a run of another workflow (the *child*) and takes its final
+state; its outputs are the child's task outputs, keyed by child task. The child run's id is
+derived from (parent run, task) alone, never from the attempt: a retry or a rerun of the
+parent's task finds the same child run and reruns it from its failed tasks, as
+DolphinScheduler's SubWorkflowLogicTask does. Nothing here reads or writes: the service
+reads the slice (the child run, if any), asks, and persists.
+
+The child links back to its parent with :attr:`Run.parent` (``"<parent run id>/<task id>"``;
+a task id holds no ``/``), which is how the child's end reaches the parent's task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from stratoflow.engine._engine import template_context
+from stratoflow.engine._states import AttemptResult, AttemptStatus, Run, RunState, TaskInstance
+from stratoflow.errors import InvalidInput, Problem
+from stratoflow.model import WorkflowSpec, WorkflowTask
+from stratoflow.templating import TemplateError, bounded
+
+MAX_DEPTH = 8  # a run of a run of ... at most this many levels below a top-level run
+MAX_GRAPH = 1_000  # workflows an apply-time cycle check may visit
+MAX_OUTPUTS_BYTES = 200_000  # the child's outputs, as JSON, that the parent's task may hold
+_NAME_IN_ID = 80  # characters of the child's name kept in its run id (ids stay <= 250)
+
+WorkflowKey = tuple[str, str]  # (project, name)
+
+
+def is_subworkflow(spec: WorkflowSpec, task_id: str) -> bool:
+    return isinstance(spec.workflow.tasks.get(task_id), WorkflowTask)
+
+
+def targets(spec: WorkflowSpec) -> dict[str, WorkflowKey]:
+    """Task id -> (project, name) of the workflow it runs, for every sub-workflow task."""
+    return {
+        task_id: task.target(spec.project)
+        for task_id, task in spec.workflow.tasks.items()
+        if isinstance(task, WorkflowTask)
+    }
+
+
+def _label(key: WorkflowKey) -> str:
+    return f"{key[0]}/{key[1]}"
+
+
+# ---------------------------------------------------------------- apply time
+def find_cycle(
+    root: WorkflowKey, graph: Mapping[WorkflowKey, Iterable[WorkflowKey]]
+) -> list[WorkflowKey] | None:
+    """A path ``root -> ... -> root`` through sub-workflow edges, or None. ``graph`` holds the
+    edges of every workflow reachable from ``root`` (a missing key has none)."""
+    parent: dict[WorkflowKey, WorkflowKey | None] = {root: None}
+    queue: deque[WorkflowKey] = deque([root])
+    while queue:
+        node = queue.popleft()
+        for nxt in graph.get(node, ()):
+            if nxt == root:
+                path = [node]
+                while (up := parent[path[-1]]) is not None:
+                    path.append(up)
+                return [*reversed(path), root]
+            if nxt not in parent:
+                parent[nxt] = node
+                queue.append(nxt)
+    return None
+
+
+def cycle_problem(root: WorkflowKey, graph: Mapping[WorkflowKey, Iterable[WorkflowKey]]) -> None:
+    """Raise ``InvalidInput`` naming the cycle if applying ``root`` (its edges in ``graph``)
+    would let a run start itself again through sub-workflows."""
+    cycle = find_cycle(root, graph)
+    if cycle is not None:
+        names = " -> ".join(_label(k) for k in cycle)
+        raise InvalidInput([Problem("tasks", f"sub-workflow cycle: {names}")])
+
+
+def graph_too_large(visited: int) -> None:
+    if visited > MAX_GRAPH:
+        raise InvalidInput(
+            [Problem("tasks", f"sub-workflows reach more than {MAX_GRAPH} workflows")]
+        )
+
+
+# ---------------------------------------------------------------- run time
+def child_run_id(parent_run_id: str, task_id: str, child: WorkflowKey) -> str:
+    """Deterministic per (parent run, task): every attempt and rerun of the task finds the
+    same child run. It starts with the child's project, like every run id, and stays within
+    250 characters (a local run's directory is named by it)."""
+    digest = hashlib.sha256(f"{parent_run_id}/{task_id}".encode()).hexdigest()[:24]
+    project, name = child
+    return f"{project}.{name[:_NAME_IN_ID]}-sub-{digest}"
+
+
+def children(spec: WorkflowSpec, run_id: str) -> dict[str, str]:
+    """Task id -> the child run id of every sub-workflow task of a run (for the views)."""
+    return {task_id: child_run_id(run_id, task_id, key) for task_id, key in targets(spec).items()}
+
+
+def parent_link(parent_run_id: str, task_id: str) -> str:
+    return f"{parent_run_id}/{task_id}"
+
+
+def parent_of(run: Run) -> tuple[str, str] | None:
+    """(parent run id, task id) of a child run, or None for a top-level run."""
+    if not run.parent:
+        return None
+    run_id, _, task_id = run.parent.rpartition("/")
+    return run_id, task_id
+
+
+def check_depth(depth: int) -> str | None:
+    """``depth``: how many sub-workflow levels the child would be below its top-level run.
+    An error message if that is too deep (a cycle that slipped past apply time, e.g. a
+    version applied before the check existed), else None."""
+    if depth > MAX_DEPTH:
+        return f"sub-workflows nest more than {MAX_DEPTH} levels deep"
+    return None
+
+
+def child_params(
+    spec: WorkflowSpec,
+    run: Run,
+    task_id: str,
+    upstream_outputs: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    """The task's own ``params``, rendered: the child run's param overrides (the parent's run
+    params are not passed down unless the task names them). Raises ``TemplateError``."""
+    task = spec.workflow.tasks[task_id]
+    with bounded():  # template_context renders the task's params over the run's
+        context = template_context(spec, run, task_id, upstream_outputs)
+    return {name: context["params"][name] for name in task.params}
+
+
+class Step(StrEnum):
+    START = "start"  # no child run yet: trigger it
+    RERUN = "rerun"  # the child ended failed or stopped before this attempt: rerun its failures
+    WAIT = "wait"  # the child is on its way: its end will report
+    REPORT = "report"  # the child has ended for this attempt: report its outcome now
+
+
+@dataclass(frozen=True)
+class Next:
+    step: Step
+    result: AttemptResult | None = None
+
+
+def on_claim(ti: TaskInstance, child: Run | None) -> Next:
+    """What a claimed (RUNNING) sub-workflow task does with its child run as read.
+
+    A child that ended before this attempt started is an earlier attempt's: a failed or
+    stopped one is rerun from its failed tasks; a succeeded one is kept (its outputs stand,
+    as a rerun of the parent keeps what succeeded). A child that ended since the attempt
+    started ended for this attempt (its report was lost in a crash): report it now."""
+    if child is None:
+        return Next(Step.START)
+    if not child.state.terminal:
+        return Next(Step.WAIT)
+    started = ti.started_at
+    for_this = started is not None and child.ended_at is not None and child.ended_at >= started
+    if child.state is RunState.SUCCEEDED or for_this:
+        return Next(Step.REPORT)
+    return Next(Step.RERUN)
+
+
+def orphaned(child: Run, parent_task: TaskInstance | None) -> bool:
+    """Whether an unfinished child run has lost its reason to go on: its parent's task has
+    ended (stopped, timed out, marked) or is gone. A stop of the parent that died between the
+    parent's write and the child's is completed by stopping such a child."""
+    if child.state.terminal:
+        return False
+    return parent_task is None or parent_task.state.terminal
+
+
+def child_result(
+    child: Run, outputs: Mapping[str, Mapping[str, Any]], failed: Iterable[TaskInstance] = ()
+) -> AttemptResult:
+    """The parent task's attempt result from its child's end. ``outputs``: the child's task
+    outputs (task id -> outputs) when it succeeded; ``failed``: its failed tasks, named in
+    the error when it failed."""
+    if child.state is RunState.SUCCEEDED:
+        kept = {t: dict(o) for t, o in outputs.items() if o}
+        size = len(json.dumps(kept, default=str))
+        if size > MAX_OUTPUTS_BYTES:
+            return AttemptResult(
+                AttemptStatus.FAILED,
+                error=f"child run {child.id} succeeded, but its outputs are {size} bytes as JSON "
+                f"(at most {MAX_OUTPUTS_BYTES})",
+                retryable=False,
+            )
+        return AttemptResult(AttemptStatus.SUCCEEDED, kept)
+    if child.state is RunState.STOPPED:
+        return AttemptResult(AttemptStatus.STOPPED, error=f"child run {child.id} was stopped")
+    first = next(iter(failed), None)
+    if child.error:
+        reason = f": {child.error}"
+    elif first is not None:
+        reason = f": task {first.task_id} failed" + (f" ({first.error})" if first.error else "")
+    else:
+        reason = ""
+    return AttemptResult(AttemptStatus.FAILED, error=f"child run {child.id} failed{reason}"[:1000])
+
+
+def start_failed(error: str) -> AttemptResult:
+    """The child could not be started (unknown workflow, bad params, too deep): the task
+    fails without a retry, since trying again cannot help."""
+    return AttemptResult(AttemptStatus.FAILED, error=error[:1000], retryable=False)
+
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_GRAPH",
+    "Next",
+    "Step",
+    "TemplateError",
+    "check_depth",
+    "child_params",
+    "child_result",
+    "child_run_id",
+    "children",
+    "cycle_problem",
+    "find_cycle",
+    "graph_too_large",
+    "is_subworkflow",
+    "on_claim",
+    "orphaned",
+    "parent_link",
+    "parent_of",
+    "start_failed",
+    "targets",
+]

@@ -1,0 +1,276 @@
+"""Sub-workflow tasks on the scheduler service, the same for both runtimes.
+
+Sequencing only (the rules are ``stratoflow.engine.subworkflow``'s): read the child run,
+ask the engine, then trigger, rerun, pause, resume or stop it through the service's own
+operations. The child's end reaches its parent's task as an attempt result applied in the
+turn that ended the child (``run_ended``, called from the service's run-end path): locally in
+the same commit; on AWS in the advance function's turn that ended the child, so the parent
+waits for an event, never polls. A crash between the two is repaired by ``recover`` (the
+local start, the AWS reconciler), which reports the outcome of every child that ended while
+its parent's task still runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from stratoflow.auth import Action, Forbidden, Principal
+from stratoflow.engine import AttemptResult, Run, RunState, TaskInstance, TaskState
+from stratoflow.engine import subworkflow as rules
+from stratoflow.errors import Conflict, NotFound, StratoflowError
+from stratoflow.model import WorkflowSpec, spec_from_document
+from stratoflow.templating import TemplateError
+
+if TYPE_CHECKING:
+    from stratoflow.service import Scheduler
+
+log = logging.getLogger("stratoflow.subworkflow")
+
+TRIGGER = "workflow"  # a child run's trigger
+
+
+class SubWorkflows:
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    # ------------------------------------------------------------ apply time
+    def graph(self, spec: WorkflowSpec) -> dict[rules.WorkflowKey, list[rules.WorkflowKey]]:
+        """The sub-workflow edges of every workflow reachable from ``spec`` (which stands
+        for its own latest version), each other workflow by its latest version."""
+        root = (spec.project, spec.name)
+        graph = {root: sorted(set(rules.targets(spec).values()))}
+        todo = list(graph[root])
+        while todo:
+            key = todo.pop()
+            if key in graph:
+                continue
+            rules.graph_too_large(len(graph))
+            try:
+                stored = self.scheduler.catalog.get_version(*key)
+            except NotFound:
+                graph[key] = []  # not applied yet: its own apply checks what it adds
+                continue
+            graph[key] = sorted(set(rules.targets(spec_from_document(stored.document)).values()))
+            todo += graph[key]
+        return graph
+
+    def check_apply(self, spec: WorkflowSpec) -> None:
+        """Refuse (InvalidInput naming the cycle) a version whose sub-workflows lead back to
+        it, through any depth and across projects."""
+        if rules.targets(spec):
+            rules.cycle_problem((spec.project, spec.name), self.graph(spec))
+
+    def projects_reached(self, spec: WorkflowSpec) -> set[str]:
+        """Every project whose workflows a run of ``spec`` may start, through any depth
+        (for the caller's permission check: applying or triggering it starts runs there)."""
+        return {key[0] for key, _ in self.graph(spec).items()} - {spec.project}
+
+    def check_caller(self, principal: Principal, spec: WorkflowSpec, doing: str) -> None:
+        """A workflow whose sub-workflows start runs in other projects may be applied,
+        triggered or backfilled only by a caller who may trigger runs in each of them
+        (Forbidden, naming the project, otherwise)."""
+        for project in sorted(self.projects_reached(spec)):
+            if not principal.can(Action.OPERATE, project):
+                raise Forbidden(
+                    f"{principal.name} may not trigger runs in project {project}, where a "
+                    f"sub-workflow of {spec.project}/{spec.name} starts one; {doing} needs "
+                    "operator there"
+                )
+
+    def check_caller_latest(
+        self, principal: Principal, project: str, name: str, doing: str
+    ) -> None:
+        """``check_caller`` for the workflow's latest version (what a new run would pin)."""
+        latest = self.scheduler.catalog.get_version(project, name)
+        self.check_caller(principal, self.scheduler.spec(project, name, latest.version), doing)
+
+    # ------------------------------------------------------------ run time
+    def depth(self, run: Run) -> int:
+        """How many sub-workflow levels ``run`` is below its top-level run (bounded reads)."""
+        depth = 0
+        while (link := rules.parent_of(run)) is not None and depth <= rules.MAX_DEPTH:
+            depth += 1
+            try:
+                run = self.scheduler.store.get_run(link[0])
+            except NotFound:
+                break
+        return depth
+
+    def start(
+        self,
+        spec: WorkflowSpec,
+        run: Run,
+        task: TaskInstance,
+        upstream: Mapping[str, Mapping[str, Any]],
+    ) -> None:
+        """A claimed (RUNNING) sub-workflow task: start, rerun or wait for its child run, or
+        report the child's outcome if it has ended for this attempt already."""
+        target = rules.targets(spec)[task.task_id]
+        child_id = rules.child_run_id(run.id, task.task_id, target)
+        s = self.scheduler
+        try:
+            child: Run | None = s.store.get_run(child_id)
+        except NotFound:
+            child = None
+        step = rules.on_claim(task, child)
+        if step.step is rules.Step.WAIT:
+            return
+        if step.step is rules.Step.REPORT:
+            assert child is not None
+            self._report(run.id, task, child)
+            return
+        if step.step is rules.Step.RERUN:
+            assert child is not None
+            try:
+                s.rerun(child_id)
+            except StratoflowError as exc:
+                self._fail(run.id, task, f"rerun of child run {child_id}: {exc}")
+            return
+        problem = rules.check_depth(self.depth(run) + 1)
+        if problem is not None:
+            self._fail(run.id, task, problem)
+            return
+        try:
+            params = rules.child_params(spec, run, task.task_id, upstream)
+            s.trigger(
+                *target, params=params, logical_date=run.logical_date, run_id=child_id,
+                trigger=TRIGGER, parent=rules.parent_link(run.id, task.task_id),
+            )  # fmt: skip
+        except TemplateError as exc:
+            self._fail(run.id, task, f"params: {exc}")
+        except StratoflowError as exc:
+            self._fail(run.id, task, f"cannot start {target[0]}/{target[1]}: {exc}")
+
+    def _fail(self, run_id: str, task: TaskInstance, error: str) -> None:
+        self._finish(run_id, task, rules.start_failed(error))
+
+    def _finish(self, run_id: str, task: TaskInstance, result: AttemptResult) -> None:
+        from stratoflow.service import Finished
+
+        self.scheduler.on_finished([Finished(run_id, task.task_id, task.attempt, result)])
+        self.scheduler._started_runs.append(run_id)  # what the task's end made ready
+
+    def _report(self, parent_run_id: str, task: TaskInstance, child: Run) -> None:
+        outputs: dict[str, Any] = {}
+        failed: list[TaskInstance] = []
+        if child.state is not RunState.STOPPED:
+            tasks = self.scheduler.store.get_tasks(child.id)
+            outputs = {t.task_id: t.outputs for t in tasks}
+            failed = [t for t in tasks if t.state is TaskState.FAILED]
+        result = rules.child_result(
+            child, outputs if child.state is RunState.SUCCEEDED else {}, failed
+        )
+        self._finish(parent_run_id, task, result)
+
+    def run_ended(self, run: Run) -> None:
+        """A run ended: if it is a child, its parent's task ends with it (a parent task no
+        longer running that attempt, e.g. stopped, ignores it)."""
+        link = rules.parent_of(run)
+        if link is None:
+            return
+        parent_run_id, task_id = link
+        try:
+            task = self.scheduler.store.get_task(parent_run_id, task_id)
+        except NotFound:
+            log.warning("child run %s ended; its parent %s is gone", run.id, run.parent)
+            return
+        if task.state is TaskState.RUNNING:
+            self._report(parent_run_id, task, run)
+
+    # ------------------------------------------------------------ operations reach the child
+    def _children(self, run_id: str, states: Sequence[RunState]) -> list[str]:
+        """The child runs of ``run_id``'s running sub-workflow tasks that are in ``states``."""
+        s = self.scheduler
+        run = s.store.get_run(run_id)
+        spec = s._run_spec(run)
+        wanted = rules.targets(spec)
+        if not wanted:
+            return []
+        found = []
+        for ti in s.store.get_tasks(run_id, sorted(wanted)):
+            if ti.state is not TaskState.RUNNING:
+                continue
+            child_id = rules.child_run_id(run_id, ti.task_id, wanted[ti.task_id])
+            try:
+                if s.store.get_run(child_id).state in states:
+                    found.append(child_id)
+            except NotFound:
+                continue
+        return found
+
+    def pause_children(self, run_id: str) -> None:
+        for child in self._children(run_id, [RunState.RUNNING]):
+            try:
+                self.scheduler.pause(child)
+            except Conflict:  # it moved meanwhile
+                continue
+
+    def resume_children(self, run_id: str) -> None:
+        for child in self._children(run_id, [RunState.PAUSED]):
+            try:
+                self.scheduler.resume(child)
+            except Conflict:
+                continue
+
+    def kill(self, spec: WorkflowSpec, ti: TaskInstance) -> bool:
+        """Stop the child run of a sub-workflow task being killed (stopped, timed out, marked);
+        False if ``ti`` is not a sub-workflow task (the dispatcher kills it)."""
+        target = rules.targets(spec).get(ti.task_id)
+        if target is None:
+            return False
+        self.scheduler._act(partial(self._stop, rules.child_run_id(ti.run_id, ti.task_id, target)))
+        return True
+
+    def _stop(self, child_id: str) -> None:
+        try:
+            child = self.scheduler.store.get_run(child_id)
+            if not child.state.terminal:
+                self.scheduler.stop(child_id)
+        except (NotFound, Conflict):  # not started, or it ended meanwhile
+            return
+
+    # ------------------------------------------------------------ recovery
+    def stop_orphans(self, runs: Sequence[Run]) -> None:
+        """Stop the unfinished child runs among ``runs`` whose parent's task has ended: what a
+        stop of the parent that died before it reached the child left running."""
+        for run in runs:
+            link = rules.parent_of(run)
+            if link is None:
+                continue
+            try:
+                task: TaskInstance | None = self.scheduler.store.get_task(*link)
+            except NotFound:
+                task = None
+            if rules.orphaned(run, task):
+                log.info("child run %s outlived its parent's task %s: stopping it", run.id, link)
+                self._stop(run.id)
+
+    def recover(self, running: Sequence[TaskInstance]) -> list[TaskInstance]:
+        """Split the running tasks: the sub-workflow ones are decided here again (start a
+        child a crash kept from starting, report one that ended unheard); the others are
+        returned for the dispatcher to recover."""
+        s = self.scheduler
+        others = []
+        for ti in running:
+            try:
+                run = s.store.get_run(ti.run_id)
+                spec = s._run_spec(run)
+            except NotFound:
+                others.append(ti)
+                continue
+            if not rules.is_subworkflow(spec, ti.task_id):
+                others.append(ti)
+                continue
+            reads = spec.dag.reads[ti.task_id]
+            upstream = (
+                {t.task_id: t.outputs for t in s.store.get_tasks(run.id, sorted(reads))}
+                if reads
+                else {}
+            )
+            self.start(spec, run, ti, upstream)
+        active = [RunState.QUEUED, RunState.RUNNING, RunState.PAUSED]
+        self.stop_orphans(list(s.store.runs_in_states(active)))
+        return others

@@ -1,0 +1,460 @@
+"""Sub-workflow tasks (``type: workflow``): the engine's rules, the apply-time cycle check,
+and the service on both stores (SQLite, DynamoDB on moto) with a dispatcher the test
+drives: the child's outputs reach the parent, a failed child fails the parent's task, a
+rerun of the parent reruns the same child run from its failed tasks, stop, pause and resume
+of the parent reach the child, and recover reports a child whose end its parent missed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+from tests.fakes import FakeClock, RecordingDispatcher
+
+from stratoflow.adapters.aws.dynamodb import DynamoStore, create_table
+from stratoflow.adapters.local.sqlite_store import SqliteStore
+from stratoflow.engine import (
+    AttemptResult,
+    AttemptStatus,
+    Run,
+    RunState,
+    TaskInstance,
+    TaskState,
+)
+from stratoflow.engine import subworkflow as rules
+from stratoflow.errors import InvalidInput, NotFound
+from stratoflow.model import WorkflowTask, load_workflow
+from stratoflow.ports import AttemptSpec
+from stratoflow.service import Finished, Scheduler
+
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
+
+CHILD = """\
+name: load_region
+params: {region: us}
+tasks:
+  extract: {type: shell, command: "echo rows=42 >> $STRATOFLOW_OUTPUT"}
+  load: {type: shell, depends_on: [extract], command: "echo {{ params.region }}"}
+"""
+
+PARENT = """\
+name: parent
+params: {region: eu}
+tasks:
+  prepare: {type: shell, command: echo prepare}
+  child:
+    type: workflow
+    depends_on: [prepare]
+    workflow: load_region
+    params: {region: "{{ params.region }}"}
+  report:
+    type: shell
+    depends_on: [child]
+    command: "echo {{ tasks.child.outputs.extract.rows }}"
+"""
+
+
+# ---------------------------------------------------------------- model and engine
+def test_model_reads_a_workflow_task_and_its_target() -> None:
+    spec = load_workflow(PARENT)
+    task = spec.workflow.tasks["child"]
+    assert isinstance(task, WorkflowTask)
+    assert task.target("default") == ("default", "load_region")
+    other = load_workflow(PARENT.replace("workflow: load_region", "workflow: etl/load_region"))
+    assert rules.targets(other) == {"child": ("etl", "load_region")}
+    assert spec.dag.reads["report"] == frozenset({"child"})
+
+
+@pytest.mark.parametrize(
+    ("ref", "why"),
+    [("Bad Name", "workflow"), ("a/b/c", "workflow"), ("/x", "workflow"), ("", "workflow")],
+)
+def test_model_refuses_a_bad_reference(ref: str, why: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        load_workflow(PARENT.replace("workflow: load_region", f"workflow: {ref!r}"))
+    assert why in str(err.value)
+
+
+def test_model_refuses_secrets_in_a_child_params() -> None:
+    text = PARENT.replace('"{{ params.region }}"', '"{{ secrets.pw }}"')
+    with pytest.raises(InvalidInput) as err:
+        load_workflow(text)
+    assert "secret" in str(err.value)
+
+
+def test_find_cycle_names_the_path_through_any_depth() -> None:
+    a, b, c, d = ("p", "a"), ("p", "b"), ("q", "c"), ("p", "d")
+    assert rules.find_cycle(a, {a: [b], b: [c], c: [a]}) == [a, b, c, a]
+    assert rules.find_cycle(a, {a: [a]}) == [a, a]
+    assert rules.find_cycle(a, {a: [b, d], b: [c], c: [d]}) is None
+    with pytest.raises(InvalidInput) as err:
+        rules.cycle_problem(a, {a: [b], b: [c], c: [a]})
+    assert "p/a -> p/b -> q/c -> p/a" in str(err.value)
+
+
+def test_child_run_id_is_deterministic_bounded_and_in_the_child_project() -> None:
+    one = rules.child_run_id("default.parent-1", "child", ("etl", "x" * 128))
+    assert one == rules.child_run_id("default.parent-1", "child", ("etl", "x" * 128))
+    assert one != rules.child_run_id("default.parent-2", "child", ("etl", "x" * 128))
+    assert one != rules.child_run_id("default.parent-1", "other", ("etl", "x" * 128))
+    assert one.startswith("etl.")
+    assert len(rules.child_run_id("r" * 250, "t" * 128, ("p" * 128, "n" * 128))) <= 250
+
+
+def _run(state: RunState, ended: datetime | None = None, error: str | None = None) -> Run:
+    return Run("c", "w", "p", 1, state, {}, T0, T0, ended_at=ended, error=error)
+
+
+def test_on_claim_starts_waits_reruns_or_reports() -> None:
+    ti = TaskInstance("r", "child", TaskState.RUNNING, attempt=2, started_at=T0)
+    later, earlier = T0 + timedelta(seconds=1), T0 - timedelta(seconds=1)
+    assert rules.on_claim(ti, None).step is rules.Step.START
+    assert rules.on_claim(ti, _run(RunState.RUNNING)).step is rules.Step.WAIT
+    assert rules.on_claim(ti, _run(RunState.PAUSED)).step is rules.Step.WAIT
+    # ended before this attempt: an earlier attempt's child, rerun from its failures
+    assert rules.on_claim(ti, _run(RunState.FAILED, earlier)).step is rules.Step.RERUN
+    assert rules.on_claim(ti, _run(RunState.STOPPED, earlier)).step is rules.Step.RERUN
+    # a succeeded child stands; one that ended since the attempt started is this attempt's
+    assert rules.on_claim(ti, _run(RunState.SUCCEEDED, earlier)).step is rules.Step.REPORT
+    assert rules.on_claim(ti, _run(RunState.FAILED, later)).step is rules.Step.REPORT
+
+
+def test_child_result_maps_the_child_run_end() -> None:
+    ok = rules.child_result(_run(RunState.SUCCEEDED), {"a": {"k": "v"}, "b": {}})
+    assert ok == AttemptResult(AttemptStatus.SUCCEEDED, {"a": {"k": "v"}})
+    failed = rules.child_result(_run(RunState.FAILED, error="boom"), {})
+    assert failed.status is AttemptStatus.FAILED
+    assert "boom" in (failed.error or "")
+    assert failed.retryable  # a retry reruns the child from its failed tasks
+    assert rules.child_result(_run(RunState.STOPPED), {}).status is AttemptStatus.STOPPED
+    bad = TaskInstance("c", "load", TaskState.FAILED, error="exit code 3")
+    named = rules.child_result(_run(RunState.FAILED), {}, [bad])
+    assert named.error == "child run c failed: task load failed (exit code 3)"
+    big = rules.child_result(_run(RunState.SUCCEEDED), {"a": {"k": "x" * 300_000}})
+    assert big.status is AttemptStatus.FAILED
+    assert "outputs" in (big.error or "")
+
+
+def test_a_child_whose_parent_task_ended_is_an_orphan() -> None:
+    running = TaskInstance("r", "child", TaskState.RUNNING, attempt=1)
+    assert not rules.orphaned(_run(RunState.RUNNING), running)
+    assert rules.orphaned(_run(RunState.RUNNING), running.with_(state=TaskState.STOPPED))
+    assert rules.orphaned(_run(RunState.QUEUED), None)
+    assert not rules.orphaned(_run(RunState.FAILED), running.with_(state=TaskState.STOPPED))
+
+
+def test_depth_is_bounded() -> None:
+    assert rules.check_depth(rules.MAX_DEPTH) is None
+    assert "levels" in (rules.check_depth(rules.MAX_DEPTH + 1) or "")
+
+
+# ---------------------------------------------------------------- the service
+@dataclass
+class Harness:
+    scheduler: Scheduler
+    store: SqliteStore | DynamoStore
+    dispatcher: RecordingDispatcher
+    clock: FakeClock
+
+    def finish(self, outcome: Callable[[AttemptSpec], AttemptStatus], *, limit: int = 200) -> None:
+        """Dispatch, then end attempts one at a time until nothing is pending."""
+        self.scheduler.step()
+        for _ in range(limit):
+            if not self.dispatcher.pending:
+                return
+            key, spec = next(iter(self.dispatcher.pending.items()))
+            del self.dispatcher.pending[key]
+            self.clock.advance(1)
+            status = outcome(spec)
+            outputs = {"rows": "42"} if spec.task_id == "extract" else {}
+            result = AttemptResult(status, outputs if status is AttemptStatus.SUCCEEDED else {})
+            self.scheduler.on_finished([Finished(spec.run_id, spec.task_id, spec.attempt, result)])
+            self.scheduler.step()
+        raise AssertionError("the runs never ended")
+
+    def child_of(self, run_id: str, task: str = "child") -> Run:
+        return self.store.get_run(rules.child_run_id(run_id, task, ("default", "load_region")))
+
+
+def succeed(_: AttemptSpec) -> AttemptStatus:
+    return AttemptStatus.SUCCEEDED
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    dispatcher = RecordingDispatcher()
+    clock = FakeClock(T0)
+    with ExitStack() as stack:
+        store: SqliteStore | DynamoStore
+        if request.param == "sqlite":
+            store = SqliteStore(tmp_path / "state.db")
+            stack.callback(store.close)
+        else:
+            stack.enter_context(mock_aws())
+            client = boto3.client(
+                "dynamodb", region_name="us-east-1",
+                aws_access_key_id="testing", aws_secret_access_key="testing",
+            )  # fmt: skip
+            create_table(client, "stratoflow-state", stream=False)
+            store = DynamoStore("stratoflow-state", client=client)
+        scheduler = Scheduler(store, store, dispatcher, clock)
+        scheduler.apply(CHILD)
+        scheduler.apply(PARENT)
+        yield Harness(scheduler, store, dispatcher, clock)
+
+
+def test_child_succeeds_and_the_parent_reads_its_outputs(h: Harness) -> None:
+    run, _ = h.scheduler.trigger("default", "parent")
+    h.finish(succeed)
+    assert h.store.get_run(run.id).state is RunState.SUCCEEDED
+    child = h.child_of(run.id)
+    assert child.state is RunState.SUCCEEDED
+    assert child.parent == f"{run.id}/child"
+    assert child.trigger == "workflow"
+    assert child.params["region"] == "eu"  # passed in, rendered from the parent's params
+    task = h.store.get_task(run.id, "child")
+    assert task.outputs == {"extract": {"rows": "42"}}
+    report = h.dispatcher.dispatched[(run.id, "report", 1)]
+    assert report.task.fields["command"] == "echo 42"
+    # the sub-workflow task itself is never handed to a dispatcher
+    assert not [k for k in h.dispatcher.dispatched if k[1] == "child"]
+
+
+def test_child_fails_then_a_rerun_of_the_parent_reruns_the_same_child(h: Harness) -> None:
+    run, _ = h.scheduler.trigger("default", "parent")
+    h.finish(lambda s: AttemptStatus.FAILED if s.task_id == "load" else AttemptStatus.SUCCEEDED)
+    assert h.store.get_run(run.id).state is RunState.FAILED
+    task = h.store.get_task(run.id, "child")
+    assert task.state is TaskState.FAILED
+    assert "failed" in (task.error or "")
+    child = h.child_of(run.id)
+    assert child.state is RunState.FAILED
+    assert h.store.get_task(run.id, "report").state is TaskState.UPSTREAM_FAILED
+
+    h.clock.advance(60)
+    h.scheduler.rerun(run.id)
+    h.finish(succeed)
+    assert h.store.get_run(run.id).state is RunState.SUCCEEDED
+    again = h.child_of(run.id)
+    assert again.id == child.id
+    assert again.state is RunState.SUCCEEDED
+    # the child reran its failed task only: extract ran once, load twice
+    runs_of = [k for k in h.dispatcher.dispatched if k[0] == child.id]
+    assert sorted(runs_of) == [
+        (child.id, "extract", 1),
+        (child.id, "load", 1),
+        (child.id, "load", 2),
+    ]
+
+
+def test_stop_of_the_parent_stops_the_child(h: Harness) -> None:
+    run, _ = h.scheduler.trigger("default", "parent")
+    h.scheduler.step()
+    (key,) = h.dispatcher.pending
+    del h.dispatcher.pending[key]
+    h.scheduler.on_finished(
+        [Finished(run.id, "prepare", 1, AttemptResult(AttemptStatus.SUCCEEDED))]
+    )
+    h.scheduler.step()
+    child = h.child_of(run.id)
+    assert child.state is RunState.RUNNING
+    h.scheduler.stop(run.id)
+    assert h.store.get_run(run.id).state is RunState.STOPPED
+    assert h.child_of(run.id).state is RunState.STOPPED
+    assert (child.id, "extract", 1) in h.dispatcher.killed
+    assert h.store.get_task(run.id, "child").state is TaskState.STOPPED
+
+
+def test_pause_and_resume_of_the_parent_reach_the_child(h: Harness) -> None:
+    run, _ = h.scheduler.trigger("default", "parent")
+    h.scheduler.step()
+    h.dispatcher.pending.clear()
+    h.scheduler.on_finished(
+        [Finished(run.id, "prepare", 1, AttemptResult(AttemptStatus.SUCCEEDED))]
+    )
+    h.scheduler.step()
+    child = h.child_of(run.id)
+    h.scheduler.pause(run.id)
+    assert h.child_of(run.id).state is RunState.PAUSED
+    h.dispatcher.pending.clear()
+    ok = AttemptResult(AttemptStatus.SUCCEEDED, {"rows": "42"})
+    h.scheduler.on_finished([Finished(child.id, "extract", 1, ok)])
+    h.scheduler.step()
+    assert (child.id, "load", 1) not in h.dispatcher.dispatched  # paused: nothing new starts
+    h.scheduler.resume(run.id)
+    assert h.child_of(run.id).state is RunState.RUNNING
+    h.finish(succeed)
+    assert h.store.get_run(run.id).state is RunState.SUCCEEDED
+
+
+def test_a_child_that_cannot_start_fails_the_task_clearly(h: Harness) -> None:
+    h.scheduler.apply(PARENT.replace("name: parent", "name: orphan").replace("load_region", "nope"))
+    run, _ = h.scheduler.trigger("default", "orphan")
+    h.finish(succeed)
+    task = h.store.get_task(run.id, "child")
+    assert task.state is TaskState.FAILED
+    assert "default/nope" in (task.error or "")
+    assert "not found" in (task.error or "")
+
+
+def test_apply_refuses_a_cycle_through_any_depth_and_projects(h: Harness) -> None:
+    h.scheduler.apply("name: a\ntasks: {b: {type: workflow, workflow: other/b}}\n")
+    h.scheduler.apply(
+        "project: other\nname: b\ntasks: {c: {type: workflow, workflow: default/c}}\n"
+    )
+    with pytest.raises(InvalidInput) as err:
+        h.scheduler.apply("name: c\ntasks: {a: {type: workflow, workflow: a}}\n")
+    assert "sub-workflow cycle: default/c -> default/a -> other/b -> default/c" in str(err.value)
+    with pytest.raises(InvalidInput):
+        h.scheduler.apply("name: self\ntasks: {me: {type: workflow, workflow: self}}\n")
+    assert h.scheduler.subworkflows.projects_reached(
+        load_workflow("name: z\ntasks: {b: {type: workflow, workflow: a}}\n")
+    ) == {"other"}
+
+
+def test_recover_reports_a_child_whose_end_the_parent_missed(h: Harness) -> None:
+    run, _ = h.scheduler.trigger("default", "parent")
+    h.scheduler.step()
+    h.dispatcher.pending.clear()
+    h.scheduler.on_finished(
+        [Finished(run.id, "prepare", 1, AttemptResult(AttemptStatus.SUCCEEDED))]
+    )
+    h.scheduler.step()
+    child = h.child_of(run.id)
+    # the turn that ends the child dies before the parent hears: simulate by ending the
+    # child with the run-end hook switched off
+    hook = h.scheduler.subworkflows.run_ended
+    h.scheduler.subworkflows.run_ended = lambda _run: None  # type: ignore[method-assign]
+    h.clock.advance(1)
+    h.finish(succeed)
+    h.scheduler.subworkflows.run_ended = hook  # type: ignore[method-assign]
+    assert h.child_of(run.id).state is RunState.SUCCEEDED
+    assert h.store.get_task(run.id, "child").state is TaskState.RUNNING
+    h.scheduler.recover()
+    h.finish(succeed)
+    assert h.store.get_run(run.id).state is RunState.SUCCEEDED
+    assert h.store.get_task(run.id, "child").outputs == {"extract": {"rows": "42"}}
+    assert child.id == h.child_of(run.id).id
+
+
+# ---------------------------------------------------------------- the API
+from tests.unit.test_authorization_matrix import World, world  # noqa: E402, F401
+
+CROSS = """\
+name: caller
+project: a
+tasks:
+  other: {type: workflow, workflow: b/flow}
+"""
+
+
+def test_api_cross_project_needs_the_right_to_trigger_there(world: World) -> None:  # noqa: F811
+    refused = world.call("editor", "POST", "/workflows", {"source": CROSS})
+    assert refused.status == 403, refused.text
+    assert "project b" in refused.body["message"]
+    with pytest.raises(NotFound):  # nothing was stored
+        world.store.get_version("a", "caller")
+    assert world.call("root", "POST", "/workflows", {"source": CROSS}).status == 201
+    # the editor of a may trigger a's workflows, but not this one: it starts a run in b
+    refused = world.call("editor", "POST", "/workflows/caller/runs", {}, project="a")
+    assert refused.status == 403, refused.text
+    assert "project b" in refused.body["message"]
+    made = world.call("root", "POST", "/workflows/caller/runs", {}, project="a")
+    assert made.status == 201, made.text
+    body = {"start": "2026-01-01", "end": "2026-01-02"}
+    refused = world.call("editor", "POST", "/workflows/caller/backfills", body, project="a")
+    assert refused.status == 403, refused.text
+    assert "backfilling it" in refused.body["message"]
+
+
+def test_api_refuses_a_cycle_and_links_parent_and_child(world: World) -> None:  # noqa: F811
+    world.call("root", "POST", "/workflows", {"source": CROSS})
+    back = "name: flow\nproject: b\ntasks: {up: {type: workflow, workflow: a/caller}}\n"
+    refused = world.call("root", "POST", "/workflows", {"source": back})
+    assert refused.status == 400, refused.text
+    assert "sub-workflow cycle: b/flow -> a/caller -> b/flow" in refused.text
+    made = world.call("root", "POST", "/workflows/caller/runs", {}, project="a").body
+    run_id = made["run"]["id"]
+    world.api.scheduler.step()
+    child = rules.child_run_id(run_id, "other", ("b", "flow"))
+    view = world.call("root", "GET", f"/runs/{run_id}").body
+    assert view["tasks"]["other"]["child_run"] == child
+    assert view["run"]["parent_run"] is None
+    child_view = world.call("root", "GET", f"/runs/{child}").body
+    assert child_view["run"]["parent_run"] == run_id
+    assert child_view["run"]["parent_task"] == "other"
+    task = world.call("root", "GET", f"/runs/{run_id}/tasks/other").body
+    assert task["child_run"] == child
+
+
+def test_cli_shows_the_links(world: World, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    from stratoflow.cli import _print_run
+
+    world.call("root", "POST", "/workflows", {"source": CROSS})
+    run_id = world.call("root", "POST", "/workflows/caller/runs", {}, project="a").body["run"]["id"]
+    world.api.scheduler.step()
+    child = rules.child_run_id(run_id, "other", ("b", "flow"))
+    _print_run(world.call("root", "GET", f"/runs/{run_id}").body, "text")
+    assert f"other: child run {child} (running)" in capsys.readouterr().out
+    _print_run(world.call("root", "GET", f"/runs/{child}").body, "text")
+    assert f"sub-workflow run of {run_id} (task other)" in capsys.readouterr().out
+
+
+def test_a_child_run_events_name_its_parent(tmp_path: Path) -> None:
+    """The scheduler's run events of a child carry its parent; the published detail has them
+    as ``parent_run_id``/``parent_task_id`` and stays valid under docs/events.schema.json."""
+    import json
+
+    from jsonschema import Draft202012Validator
+
+    from stratoflow.adapters.aws.events import event_detail
+    from stratoflow.ports import EventSink
+
+    seen: list[tuple[str, dict[str, object]]] = []
+
+    class Sink(EventSink):
+        def emit(self, kind: str, detail: object) -> None:
+            seen.append((kind, dict(detail)))  # type: ignore[call-overload]
+
+    store = SqliteStore(tmp_path / "state.db")
+    scheduler = Scheduler(store, store, RecordingDispatcher(), FakeClock(T0), Sink())
+    scheduler.apply(CHILD)
+    scheduler.apply(PARENT)
+    run, _ = scheduler.trigger("default", "parent")
+    scheduler.step()
+    scheduler.on_finished([Finished(run.id, "prepare", 1, AttemptResult(AttemptStatus.SUCCEEDED))])
+    scheduler.step()
+    child = rules.child_run_id(run.id, "child", ("default", "load_region"))
+    schema = json.loads((Path(__file__).parents[2] / "docs" / "events.schema.json").read_text())
+    validator = Draft202012Validator(schema)
+    [started] = [d for k, d in seen if k == "run.started" and d["run_id"] == child]
+    published = event_detail("run.started", started)
+    assert published["parent_run_id"] == run.id
+    assert published["parent_task_id"] == "child"
+    validator.validate(published)
+    [parent_started] = [d for k, d in seen if k == "run.started" and d["run_id"] == run.id]
+    assert "parent_run_id" not in event_detail("run.started", parent_started)
+    store.close()
+
+
+def test_nesting_deeper_than_the_bound_fails_at_run_time(h: Harness) -> None:
+    """A chain w0 -> w1 -> ... -> w9 has no cycle, but its runs would nest 9 levels deep."""
+    h.scheduler.apply('name: w9\ntasks: {leaf: {type: shell, command: "true"}}\n')
+    for i in range(8, -1, -1):
+        h.scheduler.apply(f"name: w{i}\ntasks: {{down: {{type: workflow, workflow: w{i + 1}}}}}\n")
+    run, _ = h.scheduler.trigger("default", "w0")
+    h.finish(succeed)
+    assert h.store.get_run(run.id).state is RunState.FAILED
+    deepest, run_id = run, run.id
+    for i in range(1, rules.MAX_DEPTH + 1):  # levels 1..8 started; the 9th was refused
+        run_id = rules.child_run_id(run_id, "down", ("default", f"w{i}"))
+        deepest = h.store.get_run(run_id)
+        assert deepest.state is RunState.FAILED
+    refused = h.store.get_task(deepest.id, "down")
+    assert f"more than {rules.MAX_DEPTH} levels" in (refused.error or "")
