@@ -215,6 +215,14 @@ class Connection:
         return dict(settings)
 
 
+@dataclass(frozen=True)
+class TestOutcome:
+    """What ``connections test`` found: reachable with its credentials, or why not."""
+
+    ok: bool
+    message: str
+
+
 class MissingConnection(NotFound):
     def __init__(self, project: str, name: str) -> None:
         super().__init__(

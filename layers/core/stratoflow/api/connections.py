@@ -10,7 +10,6 @@ operator.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
@@ -19,7 +18,13 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from stratoflow.auth import Action
-from stratoflow.connections import CONNECTION_TYPES, MAX_SETTINGS, Connection, validate_connection
+from stratoflow.connections import (
+    CONNECTION_TYPES,
+    MAX_SETTINGS,
+    Connection,
+    TestOutcome,
+    validate_connection,
+)
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -32,12 +37,6 @@ class ConnectionStoreLike(Protocol):
     def get(self, project: str, name: str) -> Connection: ...
     def list(self, project: str) -> list[Connection]: ...
     def delete(self, project: str, name: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class TestOutcome:
-    ok: bool
-    message: str
 
 
 class ConnectionsBackend(Protocol):

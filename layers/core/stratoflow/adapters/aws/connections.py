@@ -12,8 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from stratoflow.adapters.aws.alerts import DynamoAlertStore
-from stratoflow.api.connections import TestOutcome
-from stratoflow.connections import MAX_CONNECTIONS, Connection, MissingConnection
+from stratoflow.connections import MAX_CONNECTIONS, Connection, MissingConnection, TestOutcome
 from stratoflow.errors import InvalidInput, Problem
 from stratoflow.ports import Clock
 

@@ -9,8 +9,13 @@ from datetime import datetime
 from pathlib import Path
 
 from stratoflow.adapters.local._sqlite import SqliteFile
-from stratoflow.api.connections import TestOutcome
-from stratoflow.connections import LOCAL_TYPES, MAX_CONNECTIONS, Connection, MissingConnection
+from stratoflow.connections import (
+    LOCAL_TYPES,
+    MAX_CONNECTIONS,
+    Connection,
+    MissingConnection,
+    TestOutcome,
+)
 from stratoflow.errors import InvalidInput, Problem
 from stratoflow.ports import Clock
 from stratoflow.secrets import Masker, MissingSecret, SecretSource, SecretUnavailable
