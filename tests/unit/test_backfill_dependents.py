@@ -125,7 +125,8 @@ def test_parent_and_dependents_survive_the_stored_form() -> None:
         now=utc(2026, 6, 1), dependents=["default.backfill-b-1"],
     )  # fmt: skip
     back: Backfill = backfill_from_document(backfill_document(made))
-    assert back == made and back.dependents == ("default.backfill-b-1",)
+    assert back == made
+    assert back.dependents == ("default.backfill-b-1",)
     old = backfill_document(made)
     del old["parent"], old["dependents"]  # a backfill stored before dependent mode
     assert backfill_from_document(old).dependents == ()

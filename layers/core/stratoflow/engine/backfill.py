@@ -597,6 +597,7 @@ def backfill_from_document(doc: Mapping[str, Any]) -> Backfill:
 
 __all__ = [
     "MAX_BACKFILL_DATES",
+    "MAX_BACKFILL_DEPENDENTS",
     "MAX_BACKFILL_PARALLEL",
     "Action",
     "Backfill",
@@ -605,7 +606,6 @@ __all__ = [
     "BackfillTurn",
     "DateState",
     "DependentPlan",
-    "MAX_BACKFILL_DEPENDENTS",
     "Order",
     "Rerun",
     "advance_backfill",
