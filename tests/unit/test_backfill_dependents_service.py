@@ -21,6 +21,7 @@ from tests.unit.test_backfill_service import Events, Harness, call, fails_on
 from stratoflow.adapters.aws.dynamodb import DynamoStore, create_table
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.api.app import create_app
+from stratoflow.auth import Principal, Role
 from stratoflow.engine import RunState
 from stratoflow.engine.backfill import BackfillState
 from stratoflow.ports import RunQuery
@@ -148,3 +149,33 @@ def test_api_dependents_progress_by_workflow_and_date(h: Harness) -> None:
     # without dependents: only the workflow itself
     status, alone = call(app, "POST", "/workflows/a/backfills", {"dates": ["2026-01-05"]})
     assert alone["dependents"] == []
+
+
+def test_api_includes_only_workflows_of_projects_the_caller_may_trigger(h: Harness) -> None:
+    other = wf("z", "default/a").replace("name: z\n", "name: z\nproject: other\n")
+    h.scheduler.apply(other)
+    viewer = Principal("op", {"default": Role.OPERATOR, "other": Role.VIEWER})
+    app = create_app(h.scheduler, authenticate=lambda _: viewer)
+    status, made = call(
+        app, "POST", "/workflows/a/backfills",
+        {"dates": ["2026-01-01"], "dependents": True},
+    )  # fmt: skip
+    assert status == 201, made
+    assert [(d["project"], d["workflow"]) for d in made["dependents"]] == [
+        ("default", "b"), ("default", "c"), ("default", "d"),
+    ]  # fmt: skip
+    assert h.backfills.list_backfills("other") == []
+    operator = Principal("op2", {"default": Role.OPERATOR, "other": Role.OPERATOR})
+    app = create_app(h.scheduler, authenticate=lambda _: operator)
+    status, made = call(
+        app, "POST", "/workflows/a/backfills",
+        {"dates": ["2026-01-01"], "dependents": True},
+    )  # fmt: skip
+    assert ("other", "z") in {(d["project"], d["workflow"]) for d in made["dependents"]}
+    # one who cannot see project other is not shown its backfill under the root
+    status, shown = call(
+        create_app(h.scheduler, authenticate=lambda _: Principal("v", {"default": Role.VIEWER})),
+        "GET", f"/backfills/{made['id']}",
+    )  # fmt: skip
+    assert status == 200
+    assert [d["workflow"] for d in shown["dependents"]] == ["b", "c", "d"]
