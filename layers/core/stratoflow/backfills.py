@@ -62,7 +62,7 @@ def backfill_event(backfill: Backfill) -> dict[str, Any]:
     return {
         "backfill_id": backfill.id, "project": backfill.project,
         "workflow": backfill.workflow, "state": backfill.state.value,
-        "dates": backfill.counts(),
+        "dates": backfill.counts(), "parent": backfill.parent,
     }  # fmt: skip
 
 
