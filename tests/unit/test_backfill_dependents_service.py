@@ -23,7 +23,7 @@ from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.api.app import create_app
 from stratoflow.auth import Principal, Role
 from stratoflow.engine import RunState
-from stratoflow.engine.backfill import BackfillState
+from stratoflow.engine.backfill import Backfill, BackfillState
 from stratoflow.ports import RunQuery
 from stratoflow.service import Scheduler, scheduled_run_id
 
@@ -179,3 +179,39 @@ def test_api_includes_only_workflows_of_projects_the_caller_may_trigger(h: Harne
     )  # fmt: skip
     assert status == 200
     assert [d["workflow"] for d in shown["dependents"]] == ["b", "c", "d"]
+
+
+@pytest.mark.parametrize("dies_at", [0, 1, 3])
+def test_a_crash_while_creating_leaves_no_root_naming_a_missing_backfill(
+    h: Harness, dies_at: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies at the ``dies_at``-th backfill write (the dependents are written
+    first, the root last): no root names a backfill that does not exist; what was stored
+    goes on (its runs' dependency tasks wait for upstream runs), and the request repeated
+    makes the rest: every backfill ends, with one run per workflow and date in all."""
+    store = h.store
+    real = type(store).create_backfill
+    written: list[str] = []
+
+    def dying(self: object, backfill: Backfill) -> bool:
+        if len(written) == dies_at:
+            raise OSError("the process died")
+        written.append(backfill.id)
+        return real(store, backfill)
+
+    monkeypatch.setattr(type(store), "create_backfill", dying)
+    with pytest.raises(OSError, match="died"):
+        h.backfills.create("default", "a", start="2026-01-01", end="2026-01-02", dependents=True)
+    monkeypatch.undo()
+    stored = [store.get_backfill(b) for b in written]
+    assert all(b.parent is not None for b in stored)  # the root is the last write: not made
+    h.backfills.reconcile()
+    h.drive()
+    again = h.backfills.create(
+        "default", "a", start="2026-01-01", end="2026-01-02", dependents=True
+    )
+    h.drive()
+    for b in [again, *h.backfills.group(again), *stored]:
+        assert h.get(b).state is BackfillState.SUCCEEDED, h.get(b)
+    for name in "abcd":
+        assert len(runs_of(h, name)) == 2, name
