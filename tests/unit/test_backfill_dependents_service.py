@@ -16,7 +16,7 @@ import boto3
 import pytest
 from moto import mock_aws
 from tests.fakes import FakeClock, RecordingDispatcher
-from tests.unit.test_backfill_service import Events, Harness, call, fails_on
+from tests.unit.test_backfill_service import AuditLog, Events, Harness, call, fails_on
 
 from stratoflow.adapters.aws.dynamodb import DynamoStore, create_table
 from stratoflow.adapters.local.sqlite_store import SqliteStore
@@ -129,7 +129,8 @@ def test_pause_resume_and_cancel_reach_the_included_backfills(h: Harness) -> Non
 
 
 def test_api_dependents_progress_by_workflow_and_date(h: Harness) -> None:
-    app = create_app(h.scheduler)
+    audit = AuditLog()
+    app = create_app(h.scheduler, readmodel=audit)  # type: ignore[arg-type]
     status, made = call(
         app, "POST", "/workflows/a/backfills",
         {"start": "2026-01-01", "end": "2026-01-02", "dependents": True},
@@ -137,6 +138,11 @@ def test_api_dependents_progress_by_workflow_and_date(h: Harness) -> None:
     assert status == 201, made
     assert [d["workflow"] for d in made["dependents"]] == ["b", "c", "d"]
     assert all(len(d["dates"]) == 2 and d["parent"] == made["id"] for d in made["dependents"])
+    ids = [d["id"] for d in made["dependents"]]
+    assert audit.entries[-1].details["dependents"] == ids
+    assert call(app, "POST", f"/backfills/{made['id']}/pause")[0] == 200
+    assert audit.entries[-1].details["dependents"] == ids  # the pause reached them all
+    assert call(app, "POST", f"/backfills/{made['id']}/resume")[0] == 200
     h.drive()
     status, shown = call(app, "GET", f"/backfills/{made['id']}")
     assert status == 200

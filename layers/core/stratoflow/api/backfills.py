@@ -187,7 +187,7 @@ def register_backfills(
         record(
             "backfill.create", f"backfill/{made.id}", project, workflow=name,
             dates=len(made.dates), parallel=made.parallel, rerun=made.rerun.value,
-            dependents=[f"{c.project}/{c.workflow}" for c in group],
+            dependents=[c.id for c in group],
         )  # fmt: skip
         return Response(
             status_code=HTTPStatus.CREATED.value,
@@ -240,12 +240,17 @@ def register_backfills(
         op: str, summary: str, act: Callable[[str, Callable[[str], bool]], Backfill]
     ) -> None:
         def handler(backfill_id: str) -> BackfillView:
-            project = backfill_for(backfill_id, Action.OPERATE).project
+            before = backfill_for(backfill_id, Action.OPERATE)
+            project = before.project
             principal = allow(Action.OPERATE, project, f"backfill {backfill_id!r}")
+            states = {c.id: c.state for c in backfills.group(before)}
             # dependent mode: it reaches the included backfills of projects the caller operates
             after = act(backfill_id, lambda p: principal.can(Action.OPERATE, p))
             changed()
-            record(f"backfill.{op}", f"backfill/{backfill_id}", project)
+            reached = [c.id for c in backfills.group(after) if states.get(c.id) is not c.state]
+            # one entry per request (its id is the request's): the backfills it reached in it
+            details = {"dependents": reached} if reached else {}
+            record(f"backfill.{op}", f"backfill/{backfill_id}", project, **details)
             view = group_view(after, backfills.group(after), principal)
             return BackfillView.model_validate(view)
 
