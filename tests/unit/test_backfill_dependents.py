@@ -8,6 +8,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stratoflow.engine.backfill import (
     MAX_BACKFILL_DEPENDENTS,
@@ -130,3 +132,31 @@ def test_parent_and_dependents_survive_the_stored_form() -> None:
     old = backfill_document(made)
     del old["parent"], old["dependents"]  # a backfill stored before dependent mode
     assert backfill_from_document(old).dependents == ()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), max_size=20))
+def test_any_dependency_graph_plans_each_reachable_workflow_exactly_once(
+    edges: list[tuple[int, int]],
+) -> None:
+    """For any graph (cycles and diamonds included): every workflow that waits on the root,
+    directly or through others, is planned once, after one of its upstreams; nothing else."""
+    ups: dict[int, set[int]] = {i: set() for i in range(7)}
+    for up, down in edges:
+        if up != down:
+            ups[down].add(up)
+    wfs = catalog(*(spec(f"w{i}", *(f"w{u}" for u in sorted(ups[i]))) for i in range(7)))
+    plans = plan_dependents(("default", "w0"), wfs, start="2026-01-01", end="2026-01-01")
+    reach: set[int] = set()
+    frontier = {0}
+    while frontier:
+        frontier = {d for d in range(7) if ups[d] & frontier and d not in reach and d != 0}
+        reach |= frontier
+    names = [p.workflow for p in plans]
+    assert len(names) == len(set(names))
+    assert set(names) == {f"w{i}" for i in reach}
+    seen = {"w0"}
+    for p in plans:
+        assert p.via[1] in seen  # planned after the upstream it was reached through
+        assert p.via[1] in {f"w{u}" for u in ups[int(p.workflow[1:])]}
+        seen.add(p.workflow)
