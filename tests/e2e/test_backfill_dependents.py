@@ -62,7 +62,7 @@ def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
 
 
 def test_a_diamond_backfill_runs_each_workflow_once_per_date_in_dependency_order(
-    runtime: LocalRuntime, shared_dir: Path
+    runtime: LocalRuntime, shared_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     log = shared_dir / "log"
     apply_diamond(runtime, log)
@@ -102,6 +102,8 @@ def test_a_diamond_backfill_runs_each_workflow_once_per_date_in_dependency_order
     ))  # fmt: skip
     assert [b.workflow for b in backfills.group(again)] == ["dm_d"]
     assert len(lines(log)) == len(seen)
+    # backfill events are not mistaken for run events by the local alerts (none logged)
+    assert not [r for r in caplog.records if "not planned" in r.getMessage()]
 
 
 def test_a_serial_failure_upstream_stops_the_dependents_at_that_date(
