@@ -201,7 +201,10 @@ class Backfills:
             paused = self._change(backfill_id, pause_backfill)
             self._emit("backfill.paused", paused)
             for child in self._reachable(paused, BackfillState.RUNNING, may_operate):
-                self.pause(child.id)
+                try:
+                    self.pause(child.id)
+                except Conflict:  # it ended or was paused meanwhile
+                    continue
             return paused
 
     def resume(
@@ -211,7 +214,10 @@ class Backfills:
             resumed = self._change(backfill_id, resume_backfill)
             self._emit("backfill.resumed", resumed)
             for child in self._reachable(resumed, BackfillState.PAUSED, may_operate):
-                self.resume(child.id)
+                try:
+                    self.resume(child.id)
+                except Conflict:  # it was resumed or cancelled meanwhile
+                    continue
             return self.advance(backfill_id)
 
     def _reachable(
