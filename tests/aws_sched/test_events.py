@@ -352,6 +352,7 @@ BACKFILL = {
     "state": "running",
     "dates": {"pending": 2, "running": 1, "succeeded": 0, "failed": 0, "skipped": 0, "not_run": 0},
     "params": {"password": "hunter2"},
+    "parent": None,
 }
 
 

@@ -86,3 +86,44 @@ def test_backfill_from_the_workflow_page_and_watch_it_by_date(
     expect(page.get_by_role("alert")).to_contain_text("end: 2026-03-01 is before start 2026-03-05")
     listed = api.get("/backfills", params={"workflow": "ui_backfill"}).json()["backfills"]
     assert len(listed) == 2
+
+
+UPSTREAM = """\
+name: ui_dep_a
+tasks:
+  load: {type: shell, command: 'echo "a {{ ds }}"'}
+"""
+DOWNSTREAM = """\
+name: ui_dep_b
+tasks:
+  wait: {type: dependency, all: [{workflow: ui_dep_a, date: today}], check_interval: 5s}
+  report: {type: shell, depends_on: [wait], command: 'echo "b {{ ds }}"'}
+"""
+
+
+def test_backfill_with_dependent_workflows_shows_each_by_date(
+    page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    shot = Shots(page, "backfill-dependents")
+    for source in (UPSTREAM, DOWNSTREAM):
+        assert api.post("/workflows", json={"source": source}).status_code in (200, 201)
+    page.goto(f"{server.url}/#/workflows/ui_dep_a")
+    page.get_by_role("button", name="Backfill", exact=True).click()
+    page.get_by_label("Start date").fill("2026-01-01")
+    page.get_by_label("End date").fill("2026-01-02")
+    page.get_by_label("Include dependent workflows").check()
+    shot("dialog")
+    page.get_by_role("button", name="Start the backfill").click()
+    expect(page).to_have_url(re.compile(r"#/backfills/default\.backfill-ui_dep_a-"))
+    expect(page.locator("h1 .badge")).to_have_text("succeeded", timeout=DONE_TIMEOUT)
+    dependent = page.get_by_test_id("backfill-dependent")
+    expect(dependent).to_have_count(1)
+    expect(dependent).to_have_attribute("data-workflow", "ui_dep_b")
+    expect(dependent.locator("tbody tr[data-state=succeeded]")).to_have_count(
+        2, timeout=DONE_TIMEOUT
+    )
+    expect(dependent).to_contain_text("default.ui_dep_b-scheduled-20260102T000000Z")
+    shot("succeeded")
+    listed = api.get("/backfills", params={"workflow": "ui_dep_b"}).json()["backfills"]
+    assert len(listed) == 1
+    assert listed[0]["parent"].startswith("default.backfill-ui_dep_a-")

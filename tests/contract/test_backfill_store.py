@@ -117,3 +117,14 @@ def test_a_read_after_a_write_is_the_write(backfills: BackfillStore) -> None:
     assert backfills.put_backfill(changed, first.revision)
     assert backfills.get_backfill(bf.id) == changed.with_(revision=1)
     assert backfills.get_backfill(bf.id).state is BackfillState.PAUSED
+
+
+def test_dependent_mode_links_are_kept(backfills: BackfillStore) -> None:
+    root = made(1).with_(dependents=("p.backfill-b-2", "q.backfill-c-3"))
+    child = made(2, name="b").with_(parent=root.id)
+    assert backfills.create_backfill(child)
+    assert backfills.create_backfill(root)
+    assert backfills.get_backfill(root.id).dependents == ("p.backfill-b-2", "q.backfill-c-3")
+    assert backfills.get_backfill(child.id).parent == root.id
+    assert backfills.put_backfill(child.with_(state=BackfillState.PAUSED), 0)
+    assert backfills.get_backfill(child.id).parent == root.id

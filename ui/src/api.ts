@@ -71,10 +71,14 @@ export interface BackfillView {
   params: Record<string, unknown>; counts: Record<BackfillDateState, number>;
   created_at: string; updated_at: string | null; ended_at: string | null; created_by: string | null;
   dates?: BackfillDate[] | null;
+  /** dependent mode: the backfill that included this one */
+  parent?: string | null;
+  /** dependent mode: ids in a list; on one backfill, the included backfills with their dates */
+  dependents?: (string | BackfillView)[] | null;
 }
 export interface BackfillRequest {
   start?: string; end?: string; dates?: string[]; parallel: number; order: "asc" | "desc";
-  rerun: "none" | "failed" | "all"; params: Record<string, unknown>;
+  rerun: "none" | "failed" | "all"; params: Record<string, unknown>; dependents?: boolean;
 }
 export const TERMINAL_BACKFILL: BackfillState[] = ["succeeded", "failed", "cancelled"];
 export interface Me { user: string; project: string; role: string | null; actions: string[] }

@@ -33,6 +33,7 @@ from stratoflow.engine.backfill import (
     cancel_backfill,
     new_backfill,
     pause_backfill,
+    plan_dependents,
     rerun_all,
     resume_backfill,
     wanted_runs,
@@ -61,7 +62,7 @@ def backfill_event(backfill: Backfill) -> dict[str, Any]:
     return {
         "backfill_id": backfill.id, "project": backfill.project,
         "workflow": backfill.workflow, "state": backfill.state.value,
-        "dates": backfill.counts(),
+        "dates": backfill.counts(), "parent": backfill.parent,
     }  # fmt: skip
 
 
@@ -97,9 +98,21 @@ class Backfills:
         rerun: Rerun = Rerun.NONE,
         params: Mapping[str, Any] | None = None,
         created_by: str | None = None,
+        dependents: bool = False,
+        may_trigger: Callable[[str], bool] | None = None,
     ) -> Backfill:
         """Validate everything first (bad input changes nothing), store the backfill, and let
-        its lanes take their first dates."""
+        its lanes take their first dates.
+
+        ``dependents`` (DolphinScheduler's dependent mode): also backfill, for the same range,
+        every workflow whose dependency tasks wait on this one, transitively, among those of
+        the projects ``may_trigger`` allows (all without it), each once (the engine's
+        ``plan_dependents``). Each gets its own backfill (same lanes, order and rerun; its
+        own schedule's dates; its declared params), linked to this one (``parent`` and
+        ``dependents``), and all start at once: a downstream run's dependency task waits for
+        its upstream runs itself. The dependents are stored before this one, so this one
+        never names a backfill that does not exist (a crash in between leaves them as
+        ordinary backfills that run to their end, each naming its parent)."""
         from stratoflow.service import scheduled_run_id
 
         s = self.scheduler
@@ -112,17 +125,66 @@ class Backfills:
         logical = backfill_dates(
             spec.workflow.schedule, start=start, end=end, dates=dates, order=order
         )
+        root_id = backfill_id(project, name, now)
+        children: list[Backfill] = []
+        if dependents:
+            specs = {
+                (v.project, v.name): (v.version, s.spec(v.project, v.name, v.version))
+                for v in s.catalog.list_workflows()
+                if may_trigger is None or may_trigger(v.project)
+            }
+            plans = plan_dependents(
+                (project, name), {k: v[1] for k, v in specs.items()}, start=start, end=end,
+                dates=dates, order=order, root_schedule=spec.workflow.schedule,
+            )  # fmt: skip
+            for plan in plans:
+                version, child_spec = specs[(plan.project, plan.workflow)]
+                children.append(
+                    new_backfill(
+                        backfill_id=backfill_id(plan.project, plan.workflow, now),
+                        spec=child_spec, version=version, logical_dates=plan.logical_dates,
+                        run_ids=[
+                            scheduled_run_id(plan.project, plan.workflow, d)
+                            for d in plan.logical_dates
+                        ],
+                        params={}, parallel=parallel, order=order, rerun=rerun, now=now,
+                        created_by=created_by, parent=root_id,
+                    )
+                )  # fmt: skip
         made = new_backfill(
-            backfill_id=backfill_id(project, name, now), spec=spec, version=latest.version,
+            backfill_id=root_id, spec=spec, version=latest.version,
             logical_dates=logical, run_ids=[scheduled_run_id(project, name, d) for d in logical],
             params=given, parallel=parallel, order=order, rerun=rerun, now=now,
-            created_by=created_by,
+            created_by=created_by, dependents=[c.id for c in children],
         )  # fmt: skip
         with s._lock:
+            for child in children:
+                if not store.create_backfill(child):  # pragma: no cover - random id
+                    raise Conflict(f"backfill {child.id} exists; try again")
+                self._emit("backfill.started", child)
             if not store.create_backfill(made):  # pragma: no cover - random id
                 raise Conflict(f"backfill {made.id} exists; try again")
             self._emit("backfill.started", made)
-            return self.advance(made.id)
+            root = self.advance(made.id)
+            for child in children:  # a date two lanes reach has one run id: made once
+                self._advance_quietly(child.id)
+            return root
+
+    def _advance_quietly(self, backfill_id: str) -> None:
+        try:
+            self.advance(backfill_id)
+        except StratoflowError:  # its trouble is its own: the reconciler moves it on
+            log.exception("backfill %s could not advance; the next pass retries", backfill_id)
+
+    def group(self, backfill: Backfill) -> list[Backfill]:
+        """The backfills a dependent-mode backfill included (those still stored)."""
+        found: list[Backfill] = []
+        for child_id in backfill.dependents:
+            try:
+                found.append(self.store.get_backfill(child_id))
+            except NotFound:
+                continue
+        return found
 
     def get(self, backfill_id: str) -> Backfill:
         return self.store.get_backfill(backfill_id)
@@ -132,20 +194,58 @@ class Backfills:
     ) -> list[Backfill]:
         return self.store.list_backfills(project, workflow, limit)
 
-    def pause(self, backfill_id: str) -> Backfill:
+    def pause(self, backfill_id: str, may_operate: Callable[[str], bool] | None = None) -> Backfill:
+        """Pause it, and the running backfills it included (dependent mode) in the projects
+        ``may_operate`` allows (all without it)."""
         with self.scheduler._lock:
             paused = self._change(backfill_id, pause_backfill)
             self._emit("backfill.paused", paused)
+            for child in self._reachable(paused, BackfillState.RUNNING, may_operate):
+                try:
+                    self.pause(child.id)
+                except Conflict:  # it ended or was paused meanwhile
+                    continue
             return paused
 
-    def resume(self, backfill_id: str) -> Backfill:
+    def resume(
+        self, backfill_id: str, may_operate: Callable[[str], bool] | None = None
+    ) -> Backfill:
         with self.scheduler._lock:
             resumed = self._change(backfill_id, resume_backfill)
             self._emit("backfill.resumed", resumed)
+            for child in self._reachable(resumed, BackfillState.PAUSED, may_operate):
+                try:
+                    self.resume(child.id)
+                except Conflict:  # it was resumed or cancelled meanwhile
+                    continue
             return self.advance(backfill_id)
 
-    def cancel(self, backfill_id: str) -> Backfill:
-        """End the backfill and stop the runs it made or reran that still go on."""
+    def _reachable(
+        self, backfill: Backfill, state: BackfillState | None,
+        may_operate: Callable[[str], bool] | None,
+    ) -> list[Backfill]:  # fmt: skip
+        return [
+            c
+            for c in self.group(backfill)
+            if (c.state is state if state is not None else not c.state.terminal)
+            and (may_operate is None or may_operate(c.project))
+        ]
+
+    def cancel(
+        self, backfill_id: str, may_operate: Callable[[str], bool] | None = None
+    ) -> Backfill:
+        """End the backfill and stop the runs it made or reran that still go on; the same
+        for the backfills it included (dependent mode) that have not ended."""
+        cancelled = self._cancel_one(backfill_id)
+        with self.scheduler._lock:
+            for child in self._reachable(cancelled, None, may_operate):
+                try:
+                    self._cancel_one(child.id)
+                except Conflict:  # it ended meanwhile
+                    continue
+        return cancelled
+
+    def _cancel_one(self, backfill_id: str) -> Backfill:
         to_stop: list[str] = []
 
         def cancel(backfill: Backfill, now: datetime) -> Backfill:

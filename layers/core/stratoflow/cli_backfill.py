@@ -39,6 +39,25 @@ def _print(body: dict[str, Any], output: str) -> None:
     if output == "json":
         click.echo(json.dumps(body, indent=2))
         return
+    _print_one(body)
+    for child in body.get("dependents") or []:
+        if isinstance(child, dict):  # dependent mode: each included workflow, by date
+            click.echo(f"dependent of {body['workflow']}:")
+            _print_one(child)
+
+
+def _finished(body: dict[str, Any]) -> bool:
+    """The backfill and every backfill it included have ended."""
+    children = [c for c in body.get("dependents") or [] if isinstance(c, dict)]
+    return all(b["state"] in TERMINAL for b in [body, *children])
+
+
+def _succeeded(body: dict[str, Any]) -> bool:
+    children = [c for c in body.get("dependents") or [] if isinstance(c, dict)]
+    return all(b["state"] == "succeeded" for b in [body, *children])
+
+
+def _print_one(body: dict[str, Any]) -> None:
     counts = ", ".join(f"{n} {state}" for state, n in body["counts"].items() if n)
     click.echo(
         f"{body['id']}  {body['state']}  {body['project']}/{body['workflow']} "
@@ -65,7 +84,15 @@ def _print(body: dict[str, Any], output: str) -> None:
     help="dates that already have a run: keep it, rerun its failed tasks, or rerun it whole",
 )  # fmt: skip
 @click.option("-p", "--param", "params", multiple=True, help="name=value, for every run")
-@click.option("--wait", is_flag=True, help="wait until it ends; exit 1 unless it succeeded")
+@click.option(
+    "--dependents", is_flag=True,
+    help="also backfill the workflows whose dependency tasks wait on this one (transitively, "
+    "each once), on their own schedules' dates in the range",
+)  # fmt: skip
+@click.option(
+    "--wait", is_flag=True,
+    help="wait until it (and its dependents) ended; exit 1 unless all succeeded",
+)  # fmt: skip
 @project_option
 @output_option
 @api_option
@@ -78,6 +105,7 @@ def backfill(
     order: str,
     rerun: str,
     params: Sequence[str],
+    dependents: bool,
     wait: bool,
     project: str,
     output: str,
@@ -86,6 +114,8 @@ def backfill(
     """Backfill NAME: one run per logical date its schedule fires in [start, end] (daily at
     00:00 without a schedule), serial unless --parallel; a repeated backfill adds nothing."""
     body: dict[str, Any] = {"parallel": parallel, "order": order, "rerun": rerun}
+    if dependents:
+        body["dependents"] = True
     if dates is not None:
         if start is not None or end is not None:
             _fail("--dates: give either --dates or --start and --end, not both", EXIT_INVALID)
@@ -106,11 +136,11 @@ def backfill(
             click.echo(made["id"])
         return
     current = made
-    while current["state"] not in TERMINAL:
+    while not _finished(current):
         time.sleep(BACKFILL_POLL_SECONDS)
         current = client.call("GET", f"/backfills/{made['id']}")
     _print(current, output)
-    sys.exit(0 if current["state"] == "succeeded" else EXIT_FAILED)
+    sys.exit(0 if _succeeded(current) else EXIT_FAILED)
 
 
 @click.group()
@@ -135,8 +165,12 @@ def backfills_list(workflow: str | None, limit: int, project: str, output: str, 
         return
     for b in body["backfills"]:
         done = sum(b["counts"][s] for s in ("succeeded", "failed", "skipped", "not_run"))
+        link = f"  (dependent of {b['parent']})" if b.get("parent") else ""
+        if b.get("dependents"):
+            link = f"  (+{len(b['dependents'])} dependents)"
         click.echo(
-            f"{b['id']:<56} {b['state']:<10} {done}/{sum(b['counts'].values())}  {b['created_at']}"
+            f"{b['id']:<56} {b['state']:<10} {done}/{sum(b['counts'].values())}  "
+            f"{b['created_at']}{link}"
         )
 
 
@@ -145,7 +179,7 @@ def backfills_list(workflow: str | None, limit: int, project: str, output: str, 
 @output_option
 @api_option
 def backfills_show(backfill_id: str, output: str, api: str) -> None:
-    """A backfill and the progress of each date."""
+    """A backfill and the progress of each date (and of each workflow it included)."""
     _print(Client(api).call("GET", f"/backfills/{backfill_id}"), output)
 
 

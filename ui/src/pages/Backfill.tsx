@@ -16,6 +16,7 @@ export function BackfillForm({ wf, onClose }: { wf: VersionDetail; onClose: () =
   const [order, setOrder] = useState<"asc" | "desc">("asc");
   const [rerun, setRerun] = useState<"none" | "failed" | "all">("none");
   const [params, setParams] = useState("{}");
+  const [dependents, setDependents] = useState(false);
   const [error, setError] = useState<Error | null>(null);
   const [busy, setBusy] = useState(false);
   const submit = async (ev: Event) => {
@@ -30,6 +31,7 @@ export function BackfillForm({ wf, onClose }: { wf: VersionDetail; onClose: () =
       return;
     }
     const body: BackfillRequest = { parallel, order, rerun, params: parsed };
+    if (dependents) body.dependents = true;
     if (mode === "range") {
       body.start = start;
       body.end = end;
@@ -83,6 +85,10 @@ export function BackfillForm({ wf, onClose }: { wf: VersionDetail; onClose: () =
       <label>Parameters (JSON)
         <textarea rows={3} value={params} onInput={(e) => setParams((e.target as HTMLTextAreaElement).value)} aria-label="Backfill parameters" spellcheck={false} />
       </label>
+      <label class="choice">
+        <input type="checkbox" aria-label="Include dependent workflows" checked={dependents} onChange={(e) => setDependents((e.target as HTMLInputElement).checked)} />
+        {" "}Include dependent workflows: also backfill, on their own schedules' dates in the range, every workflow whose dependency tasks wait on {wf.name} (transitively, each once)
+      </label>
       <button type="submit" class="primary" disabled={busy}>Start the backfill</button>
       <ErrorBox error={error} />
     </form>
@@ -105,7 +111,11 @@ export function BackfillTable({ backfills }: { backfills: BackfillView[] }) {
         <tbody>
           {backfills.map((b) => (
             <tr key={b.id}>
-              <td><a class="mono" href={href(`backfills/${encodeURIComponent(b.id)}`)}>{b.id}</a></td>
+              <td>
+                <a class="mono" href={href(`backfills/${encodeURIComponent(b.id)}`)}>{b.id}</a>
+                {b.parent && <span class="muted small"> dependent of <a class="mono" href={href(`backfills/${encodeURIComponent(b.parent)}`)}>{b.parent}</a></span>}
+                {b.dependents && b.dependents.length > 0 && <span class="muted small"> +{b.dependents.length} dependent{b.dependents.length > 1 ? "s" : ""}</span>}
+              </td>
               <td><StateBadge state={b.state} /></td>
               <td><BackfillCounts b={b} /></td>
               <td>{b.parallel}</td>
@@ -123,12 +133,15 @@ export function BackfillTable({ backfills }: { backfills: BackfillView[] }) {
 export function BackfillPage({ id }: { id: string }) {
   const can = useCan();
   const { data: b, error, reload } = useLoad(() => api.backfill(id), [id]);
+  const children = (b?.dependents ?? []).filter((c): c is BackfillView => typeof c === "object");
   const ended = b ? TERMINAL_BACKFILL.includes(b.state) : false;
+  // refreshed until it and every backfill it included have ended
+  const settled = ended && children.every((c) => TERMINAL_BACKFILL.includes(c.state));
   useEffect(() => {
-    if (!b || ended) return;
+    if (!b || settled) return;
     const timer = window.setTimeout(reload, 2000);
     return () => window.clearTimeout(timer);
-  }, [b, ended]);
+  }, [b, settled]);
   return (
     <section>
       <div class="page-head">
@@ -148,25 +161,43 @@ export function BackfillPage({ id }: { id: string }) {
             <span class="mono">{b.id}</span> · v{b.version} · {b.parallel} lane{b.parallel > 1 ? "s" : ""} · {b.order === "asc" ? "oldest first" : "newest first"} · dates with runs: {b.rerun === "none" ? "kept" : `rerun ${b.rerun}`} · created {fmtTime(b.created_at)}{b.created_by ? ` by ${b.created_by}` : ""}
           </p>
           <p data-testid="backfill-counts"><BackfillCounts b={b} /></p>
-          <div class="table-wrap">
-            <table data-testid="backfill-dates">
-              <thead><tr><th>Logical date</th><th>State</th><th>Run</th><th>Lane</th><th>Error</th></tr></thead>
-              <tbody>
-                {(b.dates ?? []).map((d) => (
-                  <tr key={d.run_id} data-state={d.state}>
-                    <td>{fmtTime(d.logical_date)}</td>
-                    <td><StateBadge state={d.state} /></td>
-                    <td>{d.state === "pending" || (d.state === "not_run" && !d.run_state) ? <span class="muted mono small">{d.run_id}</span> : <a class="mono small" href={href(`runs/${encodeURIComponent(d.run_id)}`)}>{d.run_id}</a>}</td>
-                    <td>{d.lane ?? ""}</td>
-                    <td class="fail small">{d.error ?? ""}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
+          {b.parent && <p class="muted small">Included by the dependent-mode backfill <a class="mono" href={href(`backfills/${encodeURIComponent(b.parent)}`)}>{b.parent}</a>.</p>}
+          <BackfillDates b={b} />
+          {children.length > 0 && <h2>Dependent workflows</h2>}
+          {children.map((c) => (
+            <div key={c.id} data-testid="backfill-dependent" data-workflow={c.workflow}>
+              <h3>
+                <a href={href(`backfills/${encodeURIComponent(c.id)}`)}>{c.project === b.project ? c.workflow : `${c.project}/${c.workflow}`}</a>{" "}
+                <StateBadge state={c.state} /> <BackfillCounts b={c} />
+              </h3>
+              <BackfillDates b={c} />
+            </div>
+          ))}
         </>
       )}
     </section>
+  );
+}
+
+/** One backfill's dates: state, run, lane and error of each. */
+function BackfillDates({ b }: { b: BackfillView }) {
+  return (
+    <div class="table-wrap">
+      <table data-testid="backfill-dates">
+        <thead><tr><th>Logical date</th><th>State</th><th>Run</th><th>Lane</th><th>Error</th></tr></thead>
+        <tbody>
+          {(b.dates ?? []).map((d) => (
+            <tr key={d.run_id} data-state={d.state}>
+              <td>{fmtTime(d.logical_date)}</td>
+              <td><StateBadge state={d.state} /></td>
+              <td>{d.state === "pending" || (d.state === "not_run" && !d.run_state) ? <span class="muted mono small">{d.run_id}</span> : <a class="mono small" href={href(`runs/${encodeURIComponent(d.run_id)}`)}>{d.run_id}</a>}</td>
+              <td>{d.lane ?? ""}</td>
+              <td class="fail small">{d.error ?? ""}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
   );
 }
 

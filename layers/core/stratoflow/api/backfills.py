@@ -59,6 +59,14 @@ class BackfillRequest(BaseModel):
         default_factory=dict, max_length=MAX_PARAMS,
         description="Overrides of the workflow's declared params, for every run it makes.",
     )  # fmt: skip
+    dependents: bool = Field(
+        default=False,
+        description="Also backfill every workflow whose dependency tasks wait on this one "
+        "(transitively), among the projects the caller may trigger, each once (a diamond "
+        "makes one run per date), each on its own schedule's dates in the range. Each gets "
+        "its own backfill, listed under `dependents`; they start at once (a downstream run's "
+        "dependency task waits for its upstream runs).",
+    )  # fmt: skip
 
 
 class _View(BaseModel):
@@ -90,7 +98,9 @@ class BackfillView(_View):
     updated_at: str | None = None
     ended_at: str | None = None
     created_by: str | None = None
+    parent: str | None = None
     dates: list[BackfillDateView] | None = None
+    dependents: list[Any] | None = None  # ids in a list; backfill views (with dates) when shown
 
 
 class BackfillList(_View):
@@ -114,7 +124,8 @@ def backfill_view(backfill: Backfill, *, dates: bool = True) -> dict[str, Any]:
         "created_at": backfill.created_at.isoformat(),
         "updated_at": backfill.updated_at.isoformat() if backfill.updated_at else None,
         "ended_at": backfill.ended_at.isoformat() if backfill.ended_at else None,
-        "created_by": backfill.created_by,
+        "created_by": backfill.created_by, "parent": backfill.parent,
+        "dependents": list(backfill.dependents),
     }  # fmt: skip
     if dates:
         view["dates"] = [
@@ -169,18 +180,33 @@ def register_backfills(
         made = backfills.create(
             project, name, start=body.start, end=body.end, dates=body.dates or (),
             parallel=body.parallel, order=Order(body.order), rerun=Rerun(body.rerun),
-            params=body.params, created_by=principal.name,
+            params=body.params, created_by=principal.name, dependents=body.dependents,
+            may_trigger=lambda p: principal.can(Action.OPERATE, p),
         )  # fmt: skip
         changed()
+        group = backfills.group(made)
         record(
             "backfill.create", f"backfill/{made.id}", project, workflow=name,
             dates=len(made.dates), parallel=made.parallel, rerun=made.rerun.value,
+            dependents=[c.id for c in group],
         )  # fmt: skip
         return Response(
             status_code=HTTPStatus.CREATED.value,
             content_type=content_types.APPLICATION_JSON,
-            body=BackfillView.model_validate(backfill_view(made)),
+            body=BackfillView.model_validate(group_view(made, group, principal)),
         )
+
+    def group_view(
+        backfill: Backfill, group: list[Backfill], principal: Principal
+    ) -> dict[str, Any]:
+        """The backfill with its dates and, for dependent mode, the backfill of each workflow
+        it included (with their dates) that the caller may see: progress by workflow and date."""
+        view = backfill_view(backfill)
+        if backfill.dependents:
+            view["dependents"] = [
+                backfill_view(c) for c in group if principal.role_in(c.project) is not None
+            ]
+        return view
 
     @app.get(
         "/backfills",
@@ -206,15 +232,28 @@ def register_backfills(
         responses=responses("The backfill with its dates", 404),
     )
     def get_backfill(backfill_id: str) -> BackfillView:
-        return BackfillView.model_validate(backfill_view(backfill_for(backfill_id, Action.READ)))
+        backfill = backfill_for(backfill_id, Action.READ)
+        principal = allow(Action.READ, backfill.project, f"backfill {backfill_id!r}")
+        view = group_view(backfill, backfills.group(backfill), principal)
+        return BackfillView.model_validate(view)
 
-    def operation(op: str, summary: str, act: Callable[[str], Backfill]) -> None:
+    def operation(
+        op: str, summary: str, act: Callable[[str, Callable[[str], bool]], Backfill]
+    ) -> None:
         def handler(backfill_id: str) -> BackfillView:
-            project = backfill_for(backfill_id, Action.OPERATE).project
-            after = act(backfill_id)
+            before = backfill_for(backfill_id, Action.OPERATE)
+            project = before.project
+            principal = allow(Action.OPERATE, project, f"backfill {backfill_id!r}")
+            states = {c.id: c.state for c in backfills.group(before)}
+            # dependent mode: it reaches the included backfills of projects the caller operates
+            after = act(backfill_id, lambda p: principal.can(Action.OPERATE, p))
             changed()
-            record(f"backfill.{op}", f"backfill/{backfill_id}", project)
-            return BackfillView.model_validate(backfill_view(after))
+            reached = [c.id for c in backfills.group(after) if states.get(c.id) is not c.state]
+            # one entry per request (its id is the request's): the backfills it reached in it
+            details = {"dependents": reached} if reached else {}
+            record(f"backfill.{op}", f"backfill/{backfill_id}", project, **details)
+            view = group_view(after, backfills.group(after), principal)
+            return BackfillView.model_validate(view)
 
         handler.__name__ = f"{op}_backfill"
         app.post(

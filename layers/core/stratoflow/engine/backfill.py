@@ -23,10 +23,17 @@ from zoneinfo import ZoneInfo
 from stratoflow.engine._engine import Plan, _require_finished, _reset
 from stratoflow.engine._states import Run, RunState, TaskInstance
 from stratoflow.errors import Conflict, InvalidInput, Problem
-from stratoflow.model import Schedule, ScheduleError, WorkflowSpec, parse_schedule
+from stratoflow.model import (
+    DependencyTask,
+    Schedule,
+    ScheduleError,
+    WorkflowSpec,
+    parse_schedule,
+)
 
 MAX_BACKFILL_DATES = 1000  # one backfill's dates (a document of them stays well under 400 KB)
 MAX_BACKFILL_PARALLEL = 32
+MAX_BACKFILL_DEPENDENTS = 50  # downstream workflows one backfill may include (``dependents``)
 # without a schedule: daily at 00:00 in UTC (the schedule's time zone when there is none)
 DAILY = "0 0 * * *"
 
@@ -107,6 +114,10 @@ class Backfill:
     ended_at: datetime | None = None
     created_by: str | None = None
     revision: int = 0  # every stored change adds one; writes are conditional on it
+    # dependent mode: the backfill that included this one (its upstream's), and, on that
+    # one, the backfills of every downstream workflow it included (ids, each once)
+    parent: str | None = None
+    dependents: tuple[str, ...] = ()
 
     def with_(self, **changes: Any) -> Self:
         return replace(self, **changes)
@@ -174,13 +185,15 @@ def backfill_dates(
     end: str | None = None,
     dates: Sequence[str] = (),
     order: Order = Order.ASC,
+    allow_empty: bool = False,
 ) -> list[datetime]:
     """The logical dates of a backfill (aware UTC, in ``order``, each once): every time the
     schedule fires in the closed range [start, end] — daily at 00:00 in the schedule's time
     zone (UTC) without a schedule — or, with ``dates``, the times it fires on each of those
     days (a date) or exactly those instants (a date-time). The schedule's own start/end window
     does not limit a backfill: asking for the dates is the point (a rate() schedule keeps its
-    start as the anchor of its times)."""
+    start as the anchor of its times). ``allow_empty``: a range the schedule never fires in
+    gives no dates instead of an error (a dependent's, in ``plan_dependents``)."""
     zone = _zone(schedule)
     expr = parse_schedule(schedule.cron if schedule is not None else DAILY)
     anchor = schedule.start if schedule is not None and expr.rate is not None else None
@@ -223,7 +236,7 @@ def backfill_dates(
         if hi < lo:
             raise InvalidInput([Problem("end", f"{end} is before start {start}")])
         fire(lo, hi, "end")
-    if not found:
+    if not found and not allow_empty:
         raise InvalidInput(
             [Problem("dates" if dates else "end", "the schedule fires at no time in this range")]
         )
@@ -245,6 +258,8 @@ def new_backfill(
     rerun: Rerun,
     now: datetime,
     created_by: str | None = None,
+    parent: str | None = None,
+    dependents: Sequence[str] = (),
 ) -> Backfill:
     if not 1 <= parallel <= MAX_BACKFILL_PARALLEL:
         raise InvalidInput([Problem("parallel", f"must be 1 to {MAX_BACKFILL_PARALLEL}")])
@@ -252,8 +267,99 @@ def new_backfill(
         id=backfill_id, project=spec.project, workflow=spec.name, version=version,
         params=dict(params), parallel=parallel, order=order, rerun=rerun,
         dates=tuple(BackfillDate(d, r) for d, r in zip(logical_dates, run_ids, strict=True)),
-        created_at=now, updated_at=now, created_by=created_by,
+        created_at=now, updated_at=now, created_by=created_by, parent=parent,
+        dependents=tuple(dependents),
     )  # fmt: skip
+
+
+# ------------------------------------------------------------------ dependent mode
+@dataclass(frozen=True)
+class DependentPlan:
+    """One downstream workflow a backfill includes: its logical dates (its own schedule's in
+    the range) and through which upstream it was reached first (``via``, for the user)."""
+
+    project: str
+    workflow: str
+    logical_dates: tuple[datetime, ...]
+    via: tuple[str, str]
+
+
+def upstreams_of(spec: WorkflowSpec) -> set[tuple[str, str]]:
+    """The (project, workflow) pairs the dependency tasks of ``spec`` wait on."""
+    found: set[tuple[str, str]] = set()
+    for task in spec.workflow.tasks.values():
+        if isinstance(task, DependencyTask):
+            found.update(item.upstream(spec.project) for item in task.items)
+    return found
+
+
+def _dependent_days(dates: Sequence[str], root_zone: ZoneInfo) -> list[str]:
+    """The days a list of dates covers, for a downstream workflow: an exact date-time of the
+    root names its day (in the root's time zone), so the downstream runs its own schedule's
+    times of that day rather than an instant its schedule may never fire at."""
+    days: list[str] = []
+    for i, text in enumerate(dates):
+        if len(text.strip()) == 10:
+            days.append(text.strip())
+        else:
+            moment = parse_moment(text, f"dates[{i}]", root_zone)
+            days.append(moment.astimezone(root_zone).date().isoformat())
+    return sorted(set(days))
+
+
+def plan_dependents(
+    root: tuple[str, str],
+    workflows: Mapping[tuple[str, str], WorkflowSpec],
+    *,
+    start: str | None = None,
+    end: str | None = None,
+    dates: Sequence[str] = (),
+    order: Order = Order.ASC,
+    root_schedule: Schedule | None = None,
+) -> list[DependentPlan]:
+    """The downstream workflows a dependent-mode backfill of ``root`` includes, and their
+    dates (DolphinScheduler's complement data with dependent mode).
+
+    - Which: every workflow of ``workflows`` (those the caller may trigger) whose dependency
+      tasks name ``root`` or, transitively, a workflow already included (C on B on A). A
+      workflow outside ``workflows`` is not included and neither is what only it leads to.
+    - Each once: a workflow reached by two paths (a diamond: B and C on A, D on B and C) is
+      planned once, so its backfill, and its run per date, is one; the root itself is never
+      included again (a dependency cycle back to it ends there). Breadth-first, so each
+      workflow comes after one of its upstreams (``via``), in a stable order.
+    - Which dates: its own schedule's times (daily at 00:00 without one) in the same range
+      [start, end], or on the same days (``dates``; a date-time names its day in the root's
+      time zone). One whose schedule fires at no time in the range is left out (nothing to
+      backfill there), but what depends on it is still looked at.
+    Raises ``InvalidInput`` when more than ``MAX_BACKFILL_DEPENDENTS`` are included."""
+    downstream: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for key in sorted(workflows):
+        for up in sorted(upstreams_of(workflows[key])):
+            downstream.setdefault(up, []).append(key)
+    seen = {root}
+    queue = [root]
+    plans: list[DependentPlan] = []
+    day_list = _dependent_days(dates, _zone(root_schedule)) if dates else []
+    while queue:
+        upstream = queue.pop(0)
+        for key in downstream.get(upstream, []):
+            if key in seen:
+                continue  # the diamond's second path: planned once
+            seen.add(key)
+            queue.append(key)
+            if len(seen) - 1 > MAX_BACKFILL_DEPENDENTS:
+                raise InvalidInput(
+                    [Problem("dependents", f"more than {MAX_BACKFILL_DEPENDENTS} workflows "
+                                           "depend on this one; backfill them in parts")]
+                )  # fmt: skip
+            logical = backfill_dates(
+                workflows[key].workflow.schedule, start=start, end=end, dates=day_list,
+                order=order, allow_empty=True,
+            )  # fmt: skip
+            if not logical:
+                continue  # its schedule fires at no time in the range: nothing to backfill
+            plans.append(DependentPlan(key[0], key[1], tuple(logical), upstream))
+    return plans
 
 
 # ------------------------------------------------------------------ lanes
@@ -446,7 +552,8 @@ def backfill_document(backfill: Backfill) -> dict[str, Any]:
         "state": backfill.state.value, "stopped_lanes": sorted(backfill.stopped_lanes),
         "created_at": _ts(backfill.created_at), "updated_at": _ts(backfill.updated_at),
         "ended_at": _ts(backfill.ended_at), "created_by": backfill.created_by,
-        "revision": backfill.revision,
+        "revision": backfill.revision, "parent": backfill.parent,
+        "dependents": list(backfill.dependents),
         "dates": [
             {
                 "logical_date": _ts(d.logical_date), "run_id": d.run_id, "state": d.state.value,
@@ -472,7 +579,8 @@ def backfill_from_document(doc: Mapping[str, Any]) -> Backfill:
         stopped_lanes=frozenset(doc["stopped_lanes"]),
         created_at=datetime.fromisoformat(doc["created_at"]), updated_at=_dt(doc["updated_at"]),
         ended_at=_dt(doc["ended_at"]), created_by=doc.get("created_by"),
-        revision=doc["revision"],
+        revision=doc["revision"], parent=doc.get("parent"),
+        dependents=tuple(doc.get("dependents") or ()),
         dates=tuple(
             BackfillDate(
                 logical_date=datetime.fromisoformat(d["logical_date"]), run_id=d["run_id"],
@@ -489,6 +597,7 @@ def backfill_from_document(doc: Mapping[str, Any]) -> Backfill:
 
 __all__ = [
     "MAX_BACKFILL_DATES",
+    "MAX_BACKFILL_DEPENDENTS",
     "MAX_BACKFILL_PARALLEL",
     "Action",
     "Backfill",
@@ -496,6 +605,7 @@ __all__ = [
     "BackfillState",
     "BackfillTurn",
     "DateState",
+    "DependentPlan",
     "Order",
     "Rerun",
     "advance_backfill",
@@ -506,8 +616,10 @@ __all__ = [
     "new_backfill",
     "parse_moment",
     "pause_backfill",
+    "plan_dependents",
     "rerun_all",
     "rerun_due",
     "resume_backfill",
+    "upstreams_of",
     "wanted_runs",
 ]

@@ -88,6 +88,7 @@ _BACKFILL_FIELDS: Final[Mapping[str, str]] = {
     "workflow": "workflow",
     "state": "backfill_state",
     "dates": "dates",  # how many of its dates are in each state
+    "parent": "parent_backfill_id",  # dependent mode: the backfill that included it, or None
 }
 _TASK_FIELDS: Final[Mapping[str, str]] = {
     "task_id": "task_id",

@@ -490,6 +490,8 @@ class LocalAlerts(EventSink):
         self._wake.set()
 
     def _plan(self, kind: str, detail: Mapping[str, Any]) -> None:
+        if "run_id" not in detail:
+            return  # a backfill's event: no run, no alert rule for it
         run = self.state.get_run(str(detail["run_id"]))
         workflow = self.spec(run.project, run.workflow, run.version).workflow
         now = self.clock.now()

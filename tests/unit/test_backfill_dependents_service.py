@@ -1,0 +1,223 @@
+"""Dependent mode on the scheduler service (both stores): a backfill of A also backfills B
+and C (on A) and D (on B and C) with one run of D per date, even when two dependent-mode
+backfills reach D at once; a downstream run waits for its upstream runs itself; pause,
+resume and cancel reach the included backfills; the API shows progress by workflow and
+date and includes only workflows of projects the caller may trigger."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+
+import boto3
+import pytest
+from moto import mock_aws
+from tests.fakes import FakeClock, RecordingDispatcher
+from tests.unit.test_backfill_service import AuditLog, Events, Harness, call, fails_on
+
+from stratoflow.adapters.aws.dynamodb import DynamoStore, create_table
+from stratoflow.adapters.local.sqlite_store import SqliteStore
+from stratoflow.api.app import create_app
+from stratoflow.auth import Principal, Role
+from stratoflow.engine import RunState
+from stratoflow.engine.backfill import Backfill, BackfillState
+from stratoflow.ports import RunQuery
+from stratoflow.service import Scheduler, scheduled_run_id
+
+
+def wf(name: str, *upstreams: str, cron: str = "0 2 * * *") -> str:
+    text = f"name: {name}\nschedule: {{cron: '{cron}', timezone: UTC}}\ntasks:\n"
+    text += "  extract: {type: shell, command: 'echo {{ ds }}'}\n"
+    if upstreams:
+        items = ", ".join(f"{{workflow: {u}, date: today}}" for u in upstreams)
+        text += f"  wait: {{type: dependency, all: [{items}]}}\n"
+        text += "  load: {type: shell, depends_on: [wait, extract], command: echo load}\n"
+    return text
+
+
+DIAMOND = [wf("a"), wf("b", "a"), wf("c", "a", cron="0 3 * * *"), wf("d", "b", "c"), wf("e")]
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    events = Events()
+    dispatcher = RecordingDispatcher()
+    clock = FakeClock(datetime(2026, 6, 1, tzinfo=UTC))
+    with ExitStack() as stack:
+        store: SqliteStore | DynamoStore
+        if request.param == "sqlite":
+            store = SqliteStore(tmp_path / "state.db")
+            stack.callback(store.close)
+        else:
+            stack.enter_context(mock_aws())
+            client = boto3.client(
+                "dynamodb", region_name="us-east-1",
+                aws_access_key_id="testing", aws_secret_access_key="testing",
+            )  # fmt: skip
+            create_table(client, "stratoflow-state", stream=False)
+            store = DynamoStore("stratoflow-state", client=client)
+        scheduler = Scheduler(store, store, dispatcher, clock, events)
+        for text in DIAMOND:
+            scheduler.apply(text)
+        yield Harness(scheduler, store, dispatcher, events, clock)
+
+
+def runs_of(h: Harness, workflow: str) -> list[str]:
+    return [r.id for r in h.store.list_runs(RunQuery(workflow=workflow, limit=1000))]
+
+
+def test_a_diamond_makes_one_run_of_each_workflow_per_date(h: Harness) -> None:
+    root = h.backfills.create(
+        "default", "a", start="2026-01-01", end="2026-01-03", parallel=2, dependents=True
+    )
+    group = h.backfills.group(root)
+    assert [b.workflow for b in group] == ["b", "c", "d"]  # e depends on nothing: left out
+    assert {b.parent for b in group} == {root.id}
+    c = group[1]
+    assert [d.logical_date.hour for d in c.dates] == [3, 3, 3]  # c's own schedule
+    # a second dependent-mode backfill reaching d through c, at the same time
+    other = h.backfills.create(
+        "default", "c", start="2026-01-01", end="2026-01-03", parallel=3, dependents=True
+    )
+    assert [b.workflow for b in h.backfills.group(other)] == ["d"]
+    h.drive()
+    for b in [root, *group, other, *h.backfills.group(other)]:
+        assert h.get(b).state is BackfillState.SUCCEEDED, h.get(b)
+    for name in "abcd":
+        made = runs_of(h, name)
+        assert len(made) == 3, (name, made)  # one per date, never two
+        assert Counter(made).most_common(1)[0][1] == 1
+    d_runs = set(runs_of(h, "d"))
+    assert d_runs == {
+        scheduled_run_id("default", "d", datetime(2026, 1, day, 2, tzinfo=UTC)) for day in (1, 2, 3)
+    }
+    assert runs_of(h, "e") == []
+    # the downstream runs were made alongside, and their dependency tasks waited for a's
+    for run_id in d_runs:
+        wait = h.store.get_task(run_id, "wait")
+        assert wait.state.value == "succeeded"
+
+
+def test_a_serial_root_failure_fails_the_dependents_at_that_date(h: Harness) -> None:
+    root = h.backfills.create("default", "a", start="2026-01-01", end="2026-01-03", dependents=True)
+    h.drive(fails_on("2026-01-02"))
+    assert [d.state.value for d in h.get(root).dates] == ["succeeded", "failed", "not_run"]
+    for child in h.backfills.group(root):
+        states = [d.state.value for d in child.dates]
+        assert states == ["succeeded", "failed", "not_run"], (child.workflow, states)
+    # b's second run failed because its dependency on a failed (at once, not by a timeout)
+    b_run = scheduled_run_id("default", "b", datetime(2026, 1, 2, 2, tzinfo=UTC))
+    assert h.store.get_task(b_run, "wait").state.value == "failed"
+
+
+def test_pause_resume_and_cancel_reach_the_included_backfills(h: Harness) -> None:
+    root = h.backfills.create("default", "a", start="2026-01-01", end="2026-01-04", dependents=True)
+    h.backfills.pause(root.id)
+    assert {b.state for b in h.backfills.group(root)} == {BackfillState.PAUSED}
+    h.backfills.resume(root.id)
+    assert {b.state for b in h.backfills.group(root)} == {BackfillState.RUNNING}
+    h.scheduler.step()
+    h.backfills.cancel(root.id)
+    assert h.get(root).state is BackfillState.CANCELLED
+    assert {b.state for b in h.backfills.group(root)} == {BackfillState.CANCELLED}
+    h.drive()
+    assert all(r.state.terminal for r in h.store.list_runs(RunQuery(limit=1000)))
+    assert RunState.STOPPED in {r.state for r in h.store.list_runs(RunQuery(limit=1000))}
+
+
+def test_api_dependents_progress_by_workflow_and_date(h: Harness) -> None:
+    audit = AuditLog()
+    app = create_app(h.scheduler, readmodel=audit)  # type: ignore[arg-type]
+    status, made = call(
+        app, "POST", "/workflows/a/backfills",
+        {"start": "2026-01-01", "end": "2026-01-02", "dependents": True},
+    )  # fmt: skip
+    assert status == 201, made
+    assert [d["workflow"] for d in made["dependents"]] == ["b", "c", "d"]
+    assert all(len(d["dates"]) == 2 and d["parent"] == made["id"] for d in made["dependents"])
+    ids = [d["id"] for d in made["dependents"]]
+    assert audit.entries[-1].details["dependents"] == ids
+    assert call(app, "POST", f"/backfills/{made['id']}/pause")[0] == 200
+    assert audit.entries[-1].details["dependents"] == ids  # the pause reached them all
+    assert call(app, "POST", f"/backfills/{made['id']}/resume")[0] == 200
+    h.drive()
+    status, shown = call(app, "GET", f"/backfills/{made['id']}")
+    assert status == 200
+    assert shown["state"] == "succeeded"
+    assert {d["workflow"]: d["counts"]["succeeded"] for d in shown["dependents"]} == {
+        "b": 2, "c": 2, "d": 2,
+    }  # fmt: skip
+    status, listed = call(app, "GET", "/backfills", query={"project": "default", "workflow": "d"})
+    assert listed["backfills"][0]["parent"] == made["id"]
+    # without dependents: only the workflow itself
+    status, alone = call(app, "POST", "/workflows/a/backfills", {"dates": ["2026-01-05"]})
+    assert alone["dependents"] == []
+
+
+def test_api_includes_only_workflows_of_projects_the_caller_may_trigger(h: Harness) -> None:
+    other = wf("z", "default/a").replace("name: z\n", "name: z\nproject: other\n")
+    h.scheduler.apply(other)
+    viewer = Principal("op", {"default": Role.OPERATOR, "other": Role.VIEWER})
+    app = create_app(h.scheduler, authenticate=lambda _: viewer)
+    status, made = call(
+        app, "POST", "/workflows/a/backfills",
+        {"dates": ["2026-01-01"], "dependents": True},
+    )  # fmt: skip
+    assert status == 201, made
+    assert [(d["project"], d["workflow"]) for d in made["dependents"]] == [
+        ("default", "b"), ("default", "c"), ("default", "d"),
+    ]  # fmt: skip
+    assert h.backfills.list_backfills("other") == []
+    operator = Principal("op2", {"default": Role.OPERATOR, "other": Role.OPERATOR})
+    app = create_app(h.scheduler, authenticate=lambda _: operator)
+    status, made = call(
+        app, "POST", "/workflows/a/backfills",
+        {"dates": ["2026-01-01"], "dependents": True},
+    )  # fmt: skip
+    assert ("other", "z") in {(d["project"], d["workflow"]) for d in made["dependents"]}
+    # one who cannot see project other is not shown its backfill under the root
+    status, shown = call(
+        create_app(h.scheduler, authenticate=lambda _: Principal("v", {"default": Role.VIEWER})),
+        "GET", f"/backfills/{made['id']}",
+    )  # fmt: skip
+    assert status == 200
+    assert [d["workflow"] for d in shown["dependents"]] == ["b", "c", "d"]
+
+
+@pytest.mark.parametrize("dies_at", [0, 1, 3])
+def test_a_crash_while_creating_leaves_no_root_naming_a_missing_backfill(
+    h: Harness, dies_at: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies at the ``dies_at``-th backfill write (the dependents are written
+    first, the root last): no root names a backfill that does not exist; what was stored
+    goes on (its runs' dependency tasks wait for upstream runs), and the request repeated
+    makes the rest: every backfill ends, with one run per workflow and date in all."""
+    store = h.store
+    real = type(store).create_backfill
+    written: list[str] = []
+
+    def dying(self: object, backfill: Backfill) -> bool:
+        if len(written) == dies_at:
+            raise OSError("the process died")
+        written.append(backfill.id)
+        return real(store, backfill)
+
+    monkeypatch.setattr(type(store), "create_backfill", dying)
+    with pytest.raises(OSError, match="died"):
+        h.backfills.create("default", "a", start="2026-01-01", end="2026-01-02", dependents=True)
+    monkeypatch.undo()
+    stored = [store.get_backfill(b) for b in written]
+    assert all(b.parent is not None for b in stored)  # the root is the last write: not made
+    h.backfills.reconcile()
+    h.drive()
+    again = h.backfills.create(
+        "default", "a", start="2026-01-01", end="2026-01-02", dependents=True
+    )
+    h.drive()
+    for b in [again, *h.backfills.group(again), *stored]:
+        assert h.get(b).state is BackfillState.SUCCEEDED, h.get(b)
+    for name in "abcd":
+        assert len(runs_of(h, name)) == 2, name
