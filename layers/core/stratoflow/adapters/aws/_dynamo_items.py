@@ -482,6 +482,7 @@ def task_to_json(task: TaskInstance) -> dict[str, Any]:
 
 
 def task_from_json(run_id: str, data: Mapping[str, Any]) -> TaskInstance:
+    times: dict[str, Any] = {name: None if data[name] is None else dt(data[name]) for name in _TIMES}
     return TaskInstance(
         run_id=run_id,
         task_id=data["task_id"],
@@ -489,7 +490,7 @@ def task_from_json(run_id: str, data: Mapping[str, Any]) -> TaskInstance:
         attempt=data["attempt"],
         attempt_base=data["attempt_base"],
         upstream=Upstream(*data["upstream"]),
-        **{name: None if data[name] is None else dt(data[name]) for name in _TIMES},
+        **times,
         outputs=data["outputs"],
         error=data["error"],
         priority=data["priority"],
