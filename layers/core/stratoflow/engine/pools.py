@@ -31,6 +31,7 @@ after it was applied: it waits until the pool grows again).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -40,11 +41,12 @@ from stratoflow.engine._engine import Plan, claim, dispatch_slots
 from stratoflow.engine._states import PoolDelta, Run, RunState, TaskInstance, TaskState
 from stratoflow.errors import Conflict, Problem
 from stratoflow.model import WorkflowSpec
+from stratoflow.model._workflow import MAX_POOL_SLOTS
 
 AGING = timedelta(minutes=1)  # one priority point per minute waited
 _AGING_MS = int(AGING.total_seconds() * 1000)
 MAX_POOLS_PER_PASS = 64  # waiting tasks one pass over a pool's queue reads
-MAX_POOL_SLOTS = 10_000
+_NAME = re.compile(r"[a-z0-9_-]+")
 
 
 def pool_key(scope: str, name: str) -> str:
@@ -237,3 +239,15 @@ def drift(pools: Mapping[str, int], running: Sequence[TaskInstance]) -> dict[str
         for k in set(pools) | set(held)
         if pools.get(k, 0) != held.get(k, 0)
     }
+
+
+def check_pool(name: str, slots: int, project: str | None) -> list[Problem]:
+    """A pool definition's bounds."""
+    problems: list[Problem] = []
+    if not _NAME.fullmatch(name) or len(name) > 128:
+        problems.append(Problem("name", "a pool name is [a-z0-9_-]+, at most 128 characters"))
+    if project is not None and (not _NAME.fullmatch(project) or len(project) > 128):
+        problems.append(Problem("project", "a project name is [a-z0-9_-]+"))
+    if not 1 <= slots <= MAX_POOL_SLOTS:
+        problems.append(Problem("slots", f"slots must be between 1 and {MAX_POOL_SLOTS}"))
+    return problems

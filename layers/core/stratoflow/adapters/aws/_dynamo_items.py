@@ -482,7 +482,9 @@ def task_to_json(task: TaskInstance) -> dict[str, Any]:
 
 
 def task_from_json(run_id: str, data: Mapping[str, Any]) -> TaskInstance:
-    times: dict[str, Any] = {name: None if data[name] is None else dt(data[name]) for name in _TIMES}
+    times: dict[str, Any] = {
+        name: None if data[name] is None else dt(data[name]) for name in _TIMES
+    }
     return TaskInstance(
         run_id=run_id,
         task_id=data["task_id"],
