@@ -82,7 +82,8 @@ def test_a_pool_of_two_shared_by_three_workflows(runtime: LocalRuntime, shared_d
     assert starts == ["blocker", "blocker", "high", "high", "mid", "mid", "low", "low"]
     # AND every slot came back
     pool = runtime.store.get_pool("/shared")
-    assert pool is not None and pool.used == 0
+    assert pool is not None
+    assert pool.used == 0
 
 
 def test_force_start_and_pool_management(runtime: LocalRuntime, shared_dir: Path) -> None:
@@ -112,6 +113,7 @@ def test_force_start_and_pool_management(runtime: LocalRuntime, shared_dir: Path
     assert (pool.used, len(running), len(waiting)) == (2, 2, 0)
     sched.stop(rid)
     pool = runtime.store.get_pool("default/shared")
-    assert pool is not None and pool.used == 0
+    assert pool is not None
+    assert pool.used == 0
     sched.delete_pool("shared", project="default")
     assert runtime.store.list_pools() == []
