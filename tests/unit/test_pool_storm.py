@@ -14,6 +14,7 @@ What it proves:
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from datetime import UTC, datetime
@@ -106,10 +107,8 @@ class PoolStorm(RuleBasedStateMachine):
     def stop_pause_or_resume(self, data: st.DataObject) -> None:
         rid = data.draw(st.sampled_from(self.runs))
         what = data.draw(st.sampled_from(["stop", "pause", "resume"]))
-        try:
+        with contextlib.suppress(Conflict):
             getattr(self.sched, what)(rid)
-        except Conflict:
-            pass
 
     @precondition(lambda self: bool(self.runs))
     @rule(data=st.data())
