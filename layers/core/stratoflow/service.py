@@ -195,7 +195,7 @@ class Scheduler:
 
     # ------------------------------------------------------------ pools
     def set_pool(self, name: str, slots: int, project: str | None = None) -> engine_pools.Pool:
-        store = self._pool_store()
+        store = self.pool_store()
         problems = engine_pools.check_pool(name, slots, project)
         if problems:
             raise InvalidInput(problems)
@@ -205,7 +205,7 @@ class Scheduler:
         return pool
 
     def delete_pool(self, name: str, project: str | None = None) -> None:
-        store = self._pool_store()
+        store = self.pool_store()
         key = engine_pools.pool_key(project or "", name)
         with self._lock:
             if not store.delete_pool(key):
@@ -214,7 +214,7 @@ class Scheduler:
                     "delete it once they are done"
                 )
 
-    def _pool_store(self) -> PoolStore:
+    def pool_store(self) -> PoolStore:
         if self.pools is None:
             raise Conflict("this runtime's store has no pools yet")
         return self.pools
@@ -223,7 +223,7 @@ class Scheduler:
         self, key: str, limit: int = 100
     ) -> tuple[engine_pools.Pool, list[TaskInstance], list[TaskInstance]]:
         """A pool, its running tasks and its queue (in the order it is served)."""
-        store = self._pool_store()
+        store = self.pool_store()
         pool = store.get_pool(key)
         if pool is None:
             raise NotFound(f"pool {engine_pools.split_key(key)[1]!r} not found")

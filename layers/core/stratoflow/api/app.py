@@ -1423,4 +1423,11 @@ def create_app(
     register_backfills(
         app, scheduler, allow=allow, record=record, changed=changed, responses=_responses
     )
+    if scheduler.pools is not None:
+        from stratoflow.api import pool_routes
+
+        pool_routes.register(
+            app, scheduler, allow=allow, caller=caller, record=record, changed=changed,
+            responses=_responses,
+        )  # fmt: skip
     return app
