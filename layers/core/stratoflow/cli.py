@@ -824,3 +824,14 @@ def _add_backfill_commands() -> None:
 
 
 _add_backfill_commands()
+
+
+# ------------------------------------------------------------------ pools (cli_pools.py)
+def _add_pool_commands() -> None:
+    from stratoflow.cli_pools import force_start, pools  # it uses what is above
+
+    main.add_command(pools)
+    runs.add_command(force_start)
+
+
+_add_pool_commands()
