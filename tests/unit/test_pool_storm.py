@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, settings
@@ -59,7 +60,7 @@ class PoolStorm(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.home = Path(tempfile.mkdtemp(prefix="stratoflow-pool-storm-"))
-        self.store = SqliteStore(self.home / "state.db")
+        self.store: Any = self.make_store()
         self.clock = FakeClock(T0)
         self.dispatcher = RecordingDispatcher()
         self.sched = Scheduler(self.store, self.store, self.dispatcher, self.clock)
@@ -70,6 +71,12 @@ class PoolStorm(RuleBasedStateMachine):
         self.runs: list[str] = []
         self.delivered: list[Finished] = []
         self.over: set[str] = set()  # pools a force start or a shrink may have over-filled
+
+    def make_store(self) -> Any:
+        return SqliteStore(self.home / "state.db")
+
+    def close_store(self) -> None:
+        self.store.close()
 
     # ---------------------------------------------------------------- rules
     @rule(name=st.sampled_from(sorted(WORKFLOWS)))
@@ -167,7 +174,7 @@ class PoolStorm(RuleBasedStateMachine):
             assert all(s.terminal for s in states.values()), states
             assert [p.used for p in self.store.list_pools()] == [0, 0]
         finally:
-            self.store.close()
+            self.close_store()
             shutil.rmtree(self.home, ignore_errors=True)
 
 
