@@ -180,3 +180,30 @@ def test_backfill_daily_fills_a_week_two_at_a_time_and_a_repeat_adds_nothing(
         assert len(runtime.store.list_runs(RunQuery(workflow="daily_partition", limit=100))) == 7
     finally:
         runtime.close()
+
+
+def test_warehouse_pool_serves_by_priority_and_the_wide_load_waits_for_two_slots(
+    tmp_path: Path,
+) -> None:
+    runtime = LocalRuntime(tmp_path)
+    try:
+        runtime.scheduler.set_pool("warehouse", 2)  # as the example's comment says
+        version, _ = runtime.scheduler.apply((EXAMPLES / "warehouse_pool.yaml").read_text())
+        run, _ = runtime.scheduler.trigger(version.project, version.name)
+        runtime.run_until(lambda: runtime.store.get_run(run.id).state.terminal)
+        assert runtime.store.get_run(run.id).state.value == "succeeded"
+        attempt = {a.task_id: a for a in runtime.store.list_attempts(run.id)}
+        orders, customers, history = (
+            attempt[t] for t in ("load_orders", "load_customers", "load_history")
+        )
+        # the two narrow loads (priority 15 and 5) ran together; the wide one (two slots,
+        # priority 0) only once both had ended (each sleeps 1 s)
+        assert (
+            orders.started_at <= customers.started_at < orders.started_at + timedelta(seconds=0.9)
+        )
+        assert history.started_at >= customers.started_at + timedelta(seconds=0.9)
+        pool = runtime.store.get_pool("/warehouse")
+        assert pool is not None
+        assert pool.used == 0
+    finally:
+        runtime.close()
