@@ -7,6 +7,7 @@ import { ApplyPage } from "./pages/Apply";
 import { BackfillPage } from "./pages/Backfill";
 import { RunPage } from "./pages/Run";
 import { RunsPage } from "./pages/Runs";
+import { PoolPage, PoolsPage } from "./pages/Pools";
 import { SecretsPage } from "./pages/Secrets";
 import { WorkflowPage } from "./pages/Workflow";
 import { WorkflowsPage } from "./pages/Workflows";
@@ -47,6 +48,8 @@ function App() {
   else if (section === "apply") page = <ApplyPage />;
   else if (section === "alerts") page = <AlertsPage query={route.query} />;
   else if (section === "secrets") page = <SecretsPage />;
+  else if (section === "pools" && arg) page = <PoolPage name={arg} query={route.query} key={`${arg}?${route.query}`} />;
+  else if (section === "pools") page = <PoolsPage />;
   else page = <WorkflowsPage />;
   const active = (s: string) => ((section ?? "") === s || (s === "" && section === "workflows") ? "active" : "");
   return (
@@ -58,6 +61,7 @@ function App() {
           <a class={active("runs")} href={href("runs")}>Runs</a>
           {me?.actions.includes("workflow.apply") && <a class={active("apply")} href={href("apply")}>Apply</a>}
           <a class={active("alerts")} href={href("alerts")}>Alerts</a>
+          <a class={active("pools")} href={href("pools")}>Pools</a>
           {me?.actions.includes("secrets.edit") && <a class={active("secrets")} href={href("secrets")}>Secrets</a>}
         </nav>
         <span class="spacer" />

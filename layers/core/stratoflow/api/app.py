@@ -125,9 +125,10 @@ UI_ACTIONS: Mapping[Action, tuple[str, ...]] = {
         "run.stop",
         "run.rerun",
         "task.mark",
+        "task.force_start",
         "alerts.test",
     ),
-    Action.EDIT: ("workflow.apply", "secrets.edit"),
+    Action.EDIT: ("workflow.apply", "secrets.edit", "pools.edit"),
     Action.ADMINISTER: ("alerts.edit",),
 }
 ACTIONS = tuple(name for names in UI_ACTIONS.values() for name in names)
