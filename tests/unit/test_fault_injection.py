@@ -16,6 +16,8 @@ from tests.faultinject import (
     diamond,
     dynamodb_tables,
     fan,
+    pooled,
+    pooled_stop,
     rerun_from_task,
     retried,
     sqlite_store,
@@ -31,6 +33,8 @@ SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "retried": retried,
     "stop": lambda: stop_while_running(6),
     "rerun": rerun_from_task,
+    "pooled": pooled,
+    "pooled_stop": pooled_stop,
 }
 
 
@@ -49,7 +53,7 @@ def dynamodb_store() -> Iterator[Callable[..., Any]]:
 # moto costs about 15 ms a request, so the DynamoDB sweeps in CI are the workflows whose turns
 # differ (the fan's turns are the diamond's, many times over; the SQLite sweep has it, and the
 # script, python -m tests.faultinject, sweeps larger fans on DynamoDB)
-DYNAMODB_SCENARIOS = ["diamond", "switch", "retried", "stop", "rerun"]
+DYNAMODB_SCENARIOS = ["diamond", "switch", "retried", "stop", "rerun", "pooled", "pooled_stop"]
 
 
 # Not traced for coverage (the SQLite sweeps and the contract suite cover the same code): the
