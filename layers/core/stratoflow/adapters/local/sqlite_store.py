@@ -676,7 +676,8 @@ class SqliteStore(StateStore, Catalog, RunChangeLog, SqliteBackfills, PoolStore)
 
     def apply(self, decision: Decision) -> bool:
         conn = self._conn()
-        if len(decision.tasks) + (decision.run is not None) <= 1:
+        # a pool counter is a conditional write too: with one, the savepoint is needed
+        if len(decision.tasks) + (decision.run is not None) + len(decision.pools) <= 1:
             # One conditional write, first: if it does not apply, nothing was written, so no
             # savepoint is needed (two statements fewer per decision; most decisions are
             # one task's move). A failure after it fails the whole transaction.
