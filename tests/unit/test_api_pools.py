@@ -71,3 +71,19 @@ def test_pools_are_set_listed_viewed_and_deleted(api: Api) -> None:
     assert api.call("DELETE", "/pools/wh", query={"project": "default"}).status == 200
     assert_error(api.call("GET", "/pools/wh", query={"project": "default"}), 404, "not_found")
     assert "/pools/{name}" in api.call("GET", "/openapi.json").body["paths"]
+
+
+def test_a_task_whose_pool_was_deleted_after_apply_fails_saying_so(api: Api) -> None:
+    api.call("PUT", "/pools/gone", {"slots": 1})
+    api.apply(
+        "name: late\ntasks:\n  a: {type: shell, command: 'true'}\n"
+        "  b: {type: shell, command: 'true', pool: gone, depends_on: [a]}\n"
+    )
+    assert api.call("DELETE", "/pools/gone").status == 200  # nothing holds or waits for it yet
+    run_id = api.trigger("late")
+    api.finish(run_id, "a")
+    api.scheduler.dispatch_ready()
+    b = api.task(run_id, "b")
+    assert b.state.value == "failed"
+    assert b.error == "pool 'gone' does not exist"
+    assert api.scheduler.store.get_run(run_id).state.value == "failed"
