@@ -36,7 +36,7 @@ chromium:
 
 ## make run: install, then start a local Stratoflow (API on 127.0.0.1:$(PORT)) with the examples applied
 run: install
-	$(BIN)/stratoflow server --home $(HOME_DIR) --port $(PORT) --apply examples/
+	$(BIN)/stratoflow server --home $(HOME_DIR) --port $(PORT) --pool warehouse=2 --apply examples/
 
 ## make test: install, then lint, type-check, run the whole test suite with coverage, and check
 ## the AWS template and state machines (sam validate --lint, cfn-lint, statelint, sam build)

@@ -148,6 +148,8 @@ class Scenario:
     rerun_from: str | None = None
     # workflows applied first (the children of its sub-workflow tasks)
     children: tuple[str, ...] = ()
+    # global pools (name, slots) made before the workflow is applied
+    pools: tuple[tuple[str, int], ...] = ()
 
 
 def _tasks(lines: Sequence[str]) -> str:
@@ -219,6 +221,38 @@ def stop_while_running(width: int) -> Scenario:
         ),
         operation=(all_running, "stop"),
         hang=frozenset(f"w{i}" for i in range(width)),
+    )
+
+
+def pooled() -> Scenario:
+    """Tasks sharing a global pool of 2 slots: a retry, a wide task, a task outside it."""
+    return Scenario(
+        "pooled",
+        "name: pooled\ndefaults: {retries: 1, retry_delay: 10s}\ntasks:\n" + _tasks([
+            'a: {type: shell, command: "true", pool: p}',
+            'b: {type: shell, command: "true", pool: p, depends_on: [a], priority: 2}',
+            'c: {type: shell, command: "true", pool: p, depends_on: [a]}',
+            'free: {type: shell, command: "true", depends_on: [a]}',
+            'wide: {type: shell, command: "true", pool: p, pool_slots: 2, depends_on: [b, c]}',
+        ]),
+        fails={"b": 1},
+        pools=(("p", 2),),
+    )  # fmt: skip
+
+
+def pooled_stop() -> Scenario:
+    """A stop while two pooled tasks hold the pool's slots and two wait for them."""
+
+    def holding(tasks: dict[str, TaskInstance]) -> bool:
+        return sum(t.state is TaskState.RUNNING for t in tasks.values()) == 2
+
+    return Scenario(
+        "pooled_stop",
+        "name: pooled_stop\ntasks:\n"
+        + _tasks([f'w{i}: {{type: shell, command: "sleep 1000", pool: p}}' for i in range(4)]),
+        operation=(holding, "stop"),
+        hang=frozenset(f"w{i}" for i in range(4)),
+        pools=(("p", 2),),
     )
 
 
@@ -371,6 +405,8 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
 
     for child in scenario.children:
         scheduler.apply(child)
+    for pool, slots in scenario.pools:
+        scheduler.set_pool(pool, slots)
     scheduler.apply(scenario.yaml)
     faults.armed = True
     run_id = "run-1"
@@ -437,6 +473,8 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
     tasks = {t.task_id: t for t in store.get_tasks(run_id)}
     leftover = [t.task_id for t in tasks.values() if t.propagating]
     assert not leftover, f"propagation intents left behind: {leftover}"
+    held = [(p.key, p.used) for p in getattr(store, "list_pools", list)() if p.used]
+    assert not held, f"pool slots still held after the run ended: {held}"
     unkilled = [k for k in executor.pending if k not in executor.killed]
     states = {t: ti.state.value for t, ti in sorted(tasks.items())}
     for task_id, target in sorted(subworkflow.targets(scheduler.spec("default", name, 1)).items()):

@@ -182,7 +182,8 @@ def test_server_apply_takes_the_examples_and_their_python_twins(tmp_path: Path) 
     log = tmp_path / "server.log"
     command = [
         sys.executable, "-m", "stratoflow", "server", "--home", str(tmp_path / "home"),
-        "--port", str(port), "--apply", str(EXAMPLES), "--apply", str(EXAMPLES / "python"),
+        "--port", str(port), "--pool", "warehouse=2",
+        "--apply", str(EXAMPLES), "--apply", str(EXAMPLES / "python"),
     ]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)

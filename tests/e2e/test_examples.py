@@ -255,3 +255,30 @@ def test_regions_rollup_runs_etl_chain_per_region_and_adds_their_outputs(tmp_pat
         assert {c.parent for c in children} == {f"{run.id}/eu", f"{run.id}/us"}
     finally:
         runtime.close()
+
+
+def test_warehouse_pool_serves_by_priority_and_the_wide_load_waits_for_two_slots(
+    tmp_path: Path,
+) -> None:
+    runtime = LocalRuntime(tmp_path)
+    try:
+        runtime.scheduler.set_pool("warehouse", 2)  # as the example's comment says
+        version, _ = runtime.scheduler.apply((EXAMPLES / "warehouse_pool.yaml").read_text())
+        run, _ = runtime.scheduler.trigger(version.project, version.name)
+        runtime.run_until(lambda: runtime.store.get_run(run.id).state.terminal)
+        assert runtime.store.get_run(run.id).state.value == "succeeded"
+        attempt = {a.task_id: a for a in runtime.store.list_attempts(run.id)}
+        orders, customers, history = (
+            attempt[t] for t in ("load_orders", "load_customers", "load_history")
+        )
+        # the two narrow loads (priority 15 and 5) ran together; the wide one (two slots,
+        # priority 0) only once both had ended (each sleeps 1 s)
+        assert (
+            orders.started_at <= customers.started_at < orders.started_at + timedelta(seconds=0.9)
+        )
+        assert history.started_at >= customers.started_at + timedelta(seconds=0.9)
+        pool = runtime.store.get_pool("/warehouse")
+        assert pool is not None
+        assert pool.used == 0
+    finally:
+        runtime.close()

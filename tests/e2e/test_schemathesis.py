@@ -39,6 +39,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc = ServerProcess(tmp_path_factory.mktemp("schemathesis") / "home")
     proc.start()
     with httpx.Client(base_url=proc.url, headers=proc.headers, timeout=30) as http:
+        # the pool examples/warehouse_pool.yaml uses (apply refuses an unknown pool)
+        assert http.put("/pools/warehouse", json={"slots": 2}).status_code == 200
         for path in sorted((ROOT / "examples").glob("*.yaml")):
             reply = http.post("/workflows", json={"source": path.read_text(encoding="utf-8")})
             assert reply.status_code in (200, 201), reply.text

@@ -253,6 +253,7 @@ def test_me_allows_every_action_locally(api: Api) -> None:
                 "run.stop",
                 "run.rerun",
                 "task.mark",
+                "task.force_start",
                 "alerts.test",
                 "connections.test",
             },

@@ -59,6 +59,7 @@ class World:
     resources: LocalResources
     connections: ConnectionStore
     backfills: dict[str, str] = field(default_factory=dict)  # project -> a backfill's id
+    pooled: dict[str, str] = field(default_factory=dict)  # project -> a run waiting in a pool
 
     def call(
         self, user: str | None, method: str, path: str, body: Any = None, /, **query: str
@@ -81,7 +82,8 @@ class World:
         files = {p: [(f.path, f.version) for f in self.resources.files(p)] for p in self.runs}
         connections = {p: self.connections.list(p) for p in self.runs}
         total_runs = len(self.store.list_runs(_all_runs()))
-        return runs, versions, paused, total_runs, secrets, backfills, files, connections
+        pools = self.store.list_pools()
+        return runs, versions, paused, total_runs, secrets, backfills, files, connections, pools
 
 
 def _all_runs() -> Any:
@@ -217,6 +219,34 @@ def _bf(suffix: str = "") -> Callable[[World, str], Any]:
     return request
 
 
+POOLED = """\
+name: pooled
+project: {project}
+tasks:
+  a: {{type: shell, command: "true", pool: wh, priority: 1}}
+  b: {{type: shell, command: "true", pool: wh}}
+"""
+
+
+def _pool_there(w: World, project: str) -> None:
+    w.api.scheduler.set_pool("wh", 1, project)
+
+
+def _waiting_in_pool(w: World, project: str) -> None:
+    """A run of ``pooled`` whose task b waits for the slot a holds."""
+    _pool_there(w, project)
+    w.api.scheduler.apply(POOLED.format(project=project))
+    run, _ = w.api.scheduler.trigger(project, "pooled")
+    w.api.scheduler.dispatch_ready()
+    w.pooled[project] = run.id
+
+
+def _force(w: World, p: str) -> tuple[str, Any, dict[str, str]]:
+    if p not in w.pooled:  # an operation with no preparation (the 401 test)
+        _waiting_in_pool(w, p)
+    return f"/runs/{w.pooled[p]}/tasks/b/force-start", None, {}
+
+
 def _wf(suffix: str = "", body: Any = None) -> Callable[[World, str], Any]:
     return lambda w, p: (f"/workflows/flow{suffix}", body, {"project": p})
 
@@ -305,6 +335,23 @@ OPERATIONS = [
     Operation(
         "POST", "/connections/{name}/test", Action.OPERATE,
         lambda w, p: ("/connections/lake/test", None, {"project": p}), False, _connection_there,
+    ),
+    Operation(
+        "PUT", "/pools/{name}", Action.EDIT,
+        lambda w, p: ("/pools/wh", {"slots": 3}, {"project": p}), True,
+    ),
+    Operation("GET", "/pools", Action.READ, lambda w, p: ("/pools", None, {"project": p}), False),
+    Operation(
+        "GET", "/pools/{name}", Action.READ, lambda w, p: ("/pools/wh", None, {"project": p}),
+        False, _pool_there,
+    ),
+    Operation(
+        "DELETE", "/pools/{name}", Action.EDIT,
+        lambda w, p: ("/pools/wh", None, {"project": p}), True, _pool_there,
+    ),
+    Operation(
+        "POST", "/runs/{run_id}/tasks/{task_id}/force-start", Action.OPERATE, _force, True,
+        _waiting_in_pool,
     ),
 ]  # fmt: skip
 # routes every authenticated caller may call: they describe the caller, not a project's data
@@ -417,3 +464,22 @@ def test_changes_are_audited_with_their_actor(world: World) -> None:
         ("operator", "run.rerun", f"run/{run_id}"),
     ]
     assert world.call("admin", "GET", "/audit", project="b").status == 404
+
+
+def test_only_superusers_change_global_pools_and_foreign_tasks_stay_hidden(world: World) -> None:
+    before = world.snapshot()
+    reply = world.call("admin", "PUT", "/pools/shared", {"slots": 2})
+    assert reply.status == 403, reply.text
+    assert "superusers only" in reply.body["message"]
+    assert world.snapshot() == before
+    assert world.call("root", "PUT", "/pools/shared", {"slots": 1}).status == 200
+    assert world.call("viewer", "GET", "/pools", project="a").body["pools"][0]["name"] == "shared"
+    # a run of b waits in the global pool: a's admin sees that it is there, not whose it is
+    world.api.scheduler.apply(POOLED.format(project="b").replace("pool: wh", "pool: shared"))
+    world.api.scheduler.trigger("b", "pooled")
+    world.api.scheduler.dispatch_ready()
+    view = world.call("admin", "GET", "/pools/shared").body
+    assert (view["used"], view["waiting"], view["hidden"]) == (1, 1, 2)
+    assert view["running_tasks"] == view["waiting_tasks"] == []
+    assert len(world.call("root", "GET", "/pools/shared").body["waiting_tasks"]) == 1
+    assert world.call("admin", "DELETE", "/pools/shared").status == 403

@@ -16,6 +16,8 @@ from tests.faultinject import (
     diamond,
     dynamodb_tables,
     fan,
+    pooled,
+    pooled_stop,
     rerun_from_task,
     retried,
     sqlite_store,
@@ -35,6 +37,8 @@ SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "rerun": rerun_from_task,
     "subworkflow": subworkflow_rerun,
     "subworkflow_stop": subworkflow_stop,
+    "pooled": pooled,
+    "pooled_stop": pooled_stop,
 }
 
 
@@ -61,6 +65,8 @@ DYNAMODB_SCENARIOS = [
     "rerun",
     "subworkflow",
     "subworkflow_stop",
+    "pooled",
+    "pooled_stop",
 ]
 
 

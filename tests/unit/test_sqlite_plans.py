@@ -35,7 +35,7 @@ def test_the_queue_is_read_in_order_from_its_index_and_stops_at_the_limit(
     store: SqliteStore,
 ) -> None:
     steps = query_plan(store, lambda: store.queued_tasks(10))
-    assert steps[0].startswith("SCAN t USING INDEX tasks_queued"), steps
+    assert steps[0].startswith("SCAN t USING INDEX tasks_ready"), steps
     assert not any("TEMP B-TREE" in step for step in steps), "no sort: the index is the order"
     assert not any(step.startswith("SEARCH t USING PRIMARY KEY") for step in steps), steps
 

@@ -256,6 +256,13 @@ export const api = {
     return res.blob();
   },
   deleteResource: (project: string, path: string) => request<unknown>("DELETE", "resources/file", { project, path }),
+  pools: (project: string) => request<{ pools: PoolView[] }>("GET", "pools", { project }),
+  pool: (name: string, project: string | null) => request<PoolDetail>("GET", `pools/${enc(name)}`, { project }),
+  putPool: (name: string, project: string | null, slots: number) =>
+    request<PoolView>("PUT", `pools/${enc(name)}`, { project }, { slots }),
+  deletePool: (name: string, project: string | null) => request<PoolView>("DELETE", `pools/${enc(name)}`, { project }),
+  forceStart: (id: string, task: string) =>
+    request<{ state: string; attempt: number }>("POST", `runs/${enc(id)}/tasks/${enc(task)}/force-start`),
   async log(id: string, task: string, attempt: number, offset: number, limit = LOG_PAGE): Promise<LogPage> {
     const res = await fetch(url(`runs/${enc(id)}/tasks/${enc(task)}/attempts/${attempt}/log`, { offset, limit }), { headers: authHeaders() });
     const text = await res.text();
@@ -270,6 +277,10 @@ export const api = {
 
 /** One version of a project's resource file. */
 export interface ResourceFile { path: string; version: string; size: number; sha256: string; created_at: string }
+// a pool: `project` null for a global one; `used` may exceed `slots` after a force start
+export type PoolView = { name: string; project: string | null; slots: number; used: number; waiting: number | null };
+export type PoolTask = { run_id: string; task_id: string; project: string; workflow: string; priority: number; pool_slots: number; started_at: string | null };
+export type PoolDetail = PoolView & { running_tasks: PoolTask[]; waiting_tasks: PoolTask[]; hidden: number };
 
 export const TERMINAL_RUN: RunState[] = ["succeeded", "failed", "stopped"];
 

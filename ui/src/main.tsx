@@ -9,6 +9,7 @@ import { ConnectionsPage } from "./pages/Connections";
 import { RunPage } from "./pages/Run";
 import { RunsPage } from "./pages/Runs";
 import { ResourcesPage } from "./pages/Resources";
+import { PoolPage, PoolsPage } from "./pages/Pools";
 import { SecretsPage } from "./pages/Secrets";
 import { WorkflowPage } from "./pages/Workflow";
 import { WorkflowsPage } from "./pages/Workflows";
@@ -51,6 +52,8 @@ function App() {
   else if (section === "secrets") page = <SecretsPage />;
   else if (section === "resources") page = <ResourcesPage />;
   else if (section === "connections") page = <ConnectionsPage />;
+  else if (section === "pools" && arg) page = <PoolPage name={arg} query={route.query} key={`${arg}?${route.query}`} />;
+  else if (section === "pools") page = <PoolsPage />;
   else page = <WorkflowsPage />;
   const active = (s: string) => ((section ?? "") === s || (s === "" && section === "workflows") ? "active" : "");
   return (
@@ -63,6 +66,7 @@ function App() {
           {me?.actions.includes("workflow.apply") && <a class={active("apply")} href={href("apply")}>Apply</a>}
           <a class={active("alerts")} href={href("alerts")}>Alerts</a>
           <a class={active("connections")} href={href("connections")}>Connections</a>
+          <a class={active("pools")} href={href("pools")}>Pools</a>
           {me?.actions.includes("secrets.edit") && <a class={active("secrets")} href={href("secrets")}>Secrets</a>}
           <a class={active("resources")} href={href("resources")}>Resources</a>
         </nav>

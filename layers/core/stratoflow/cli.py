@@ -292,8 +292,15 @@ def _print_run(detail: dict[str, Any], output: str) -> None:
               help="workflow files or directories to apply on start")  # fmt: skip
 @click.option("--db", default=None, metavar="URL",
               help="read-model database, e.g. postgresql://user@host/db (default: SQLite in --home)")  # fmt: skip
+@click.option("--pool", "pools", multiple=True, metavar="NAME=SLOTS",
+              help="set a global pool on start (before --apply): `stratoflow pools set` without a server")  # fmt: skip
 def server(
-    home: Path | None, host: str, port: int, apply_paths: Sequence[str], db: str | None
+    home: Path | None,
+    host: str,
+    port: int,
+    apply_paths: Sequence[str],
+    db: str | None,
+    pools: Sequence[str],
 ) -> None:
     """Run the scheduler, cron loop and API in one process; resumes unfinished runs."""
     import logging
@@ -317,6 +324,13 @@ def server(
             _fail(f"--db: {exc}", EXIT_INVALID)
         # the driver's reason (unreachable server, unknown database); it names no password
         _fail(f"--db: cannot open the read-model database: {exc}", EXIT_FAILED)
+    for pool in pools:
+        name, _, slots = pool.partition("=")
+        if not slots.strip().isdigit():
+            _fail(f"--pool {pool!r}: expected NAME=SLOTS, e.g. warehouse=2", EXIT_INVALID)
+        with _errors():
+            made = runtime.scheduler.set_pool(name.strip(), int(slots))
+        click.echo(f"pool {made.name} (global): {made.slots} slots")
     with _errors():
         sources = workflow_sources(_workflow_files(apply_paths), apply_paths)
     for path, text in sources:
@@ -846,3 +860,14 @@ def _add_backfill_commands() -> None:
 
 
 _add_backfill_commands()
+
+
+# ------------------------------------------------------------------ pools (cli_pools.py)
+def _add_pool_commands() -> None:
+    from stratoflow.cli_pools import force_start, pools  # it uses what is above
+
+    main.add_command(pools)
+    runs.add_command(force_start)
+
+
+_add_pool_commands()

@@ -26,6 +26,7 @@ from stratoflow.engine import (
     TaskWrite,
 )
 from stratoflow.engine.backfill import Backfill
+from stratoflow.engine.pools import Pool
 from stratoflow.errors import NotFound
 from stratoflow.model import WorkflowSpec
 
@@ -248,6 +249,40 @@ class StateStore(ABC):
 
     @abstractmethod
     def list_attempts(self, run_id: str, task_id: str | None = None) -> list[Attempt]: ...
+
+
+class PoolStore(ABC):
+    """Pools (``stratoflow.engine.pools``): their sizes, ``used`` counters and queues. The
+    counters change only inside ``StateStore.apply`` / ``apply_plan`` (``Decision.pools``,
+    ``Plan.pool_releases``), atomically with the task transitions that take or free slots."""
+
+    @abstractmethod
+    def set_pool(self, scope: str, name: str, slots: int) -> Pool:
+        """Create the pool or change its size (its ``used`` counter is kept)."""
+
+    @abstractmethod
+    def get_pool(self, key: str) -> Pool | None: ...
+
+    @abstractmethod
+    def list_pools(self, project: str | None = None) -> list[Pool]:
+        """Every pool (``project``: the global ones and that project's), by scope and name."""
+
+    @abstractmethod
+    def delete_pool(self, key: str) -> bool:
+        """Delete the pool if no task holds or waits for its slots; False otherwise (nothing
+        changed). Raises NotFound for an unknown pool."""
+
+    @abstractmethod
+    def pool_waiting(self, key: str, limit: int) -> list[TaskInstance]:
+        """The pool's queue: QUEUED tasks that joined it, by rank then FIFO."""
+
+    @abstractmethod
+    def pool_running(self, key: str, limit: int) -> list[TaskInstance]:
+        """RUNNING tasks holding slots of the pool."""
+
+    @abstractmethod
+    def pools_with_waiting(self, limit: int) -> list[str]:
+        """Keys of pools with a non-empty queue (for the periodic pass)."""
 
 
 class BackfillStore(ABC):

@@ -30,6 +30,7 @@ from stratoflow.engine import (
     TaskInstance,
     TaskState,
 )
+from stratoflow.engine import pools as engine_pools
 from stratoflow.engine.subworkflow import parent_of
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, StratoflowError
 from stratoflow.model import ScheduleError, WorkflowSpec, load_workflow, spec_from_document
@@ -42,6 +43,7 @@ from stratoflow.ports import (
     EventSink,
     NullEvents,
     NullSchedules,
+    PoolStore,
     Schedules,
     StateStore,
     WorkflowVersion,
@@ -158,6 +160,11 @@ class Scheduler:
         self.backfills = Backfills(self)  # their lanes move on when a run ends (_run_ended)
         self.dependencies = Dependencies(self)  # checked by the scheduler, never dispatched
         self.subworkflows = SubWorkflows(self)  # a child's end completes its parent's task
+        # pools (engine/pools.py): None on a store without them (a workflow naming one is
+        # refused at apply); the keys of pools whose queue a turn must serve (slots freed,
+        # tasks joined)
+        self.pools: PoolStore | None = store if isinstance(store, PoolStore) else None
+        self._pools_due: set[str] = set()
 
     # ------------------------------------------------------------ workflows
     def spec(self, project: str, name: str, version: int) -> WorkflowSpec:
@@ -178,6 +185,7 @@ class Scheduler:
         ``spec``: ``text`` already parsed by the caller (``load_workflow(text, now=...)``)."""
         if spec is None:
             spec = load_workflow(text, source=source, now=self.clock.now())
+        self._check_pools(spec)
         with self._lock:
             self.subworkflows.check_apply(spec)
             version, created = self.catalog.put_version(spec, text, self.clock.now())
@@ -185,6 +193,130 @@ class Scheduler:
         # every apply, not only a new version: a schedule lost or changed by hand is repaired
         self.schedules.sync(spec, paused=version.paused)
         return version, created
+
+    def _check_pools(self, spec: WorkflowSpec) -> None:
+        """Refuse a workflow whose tasks name a pool unknown to its project, or wider than
+        its pool (DolphinScheduler refuses a task group it does not know at save)."""
+        if not any(t.pool for t in spec.workflow.tasks.values()):
+            return
+        if self.pools is None:
+            raise InvalidInput([Problem("tasks", "this runtime's store has no pools yet")])
+        if problems := engine_pools.check(spec, self.pools.get_pool):
+            raise InvalidInput(problems)
+
+    # ------------------------------------------------------------ pools
+    def set_pool(self, name: str, slots: int, project: str | None = None) -> engine_pools.Pool:
+        store = self.pool_store()
+        problems = engine_pools.check_pool(name, slots, project)
+        if problems:
+            raise InvalidInput(problems)
+        with self._lock:
+            pool = store.set_pool(project or "", name, slots)
+            self._pools_due.add(pool.key)  # grown: its queue may move now
+        return pool
+
+    def delete_pool(self, name: str, project: str | None = None) -> None:
+        store = self.pool_store()
+        key = engine_pools.pool_key(project or "", name)
+        with self._lock:
+            if not store.delete_pool(key):
+                raise Conflict(
+                    f"pool {name!r} is in use (tasks hold or wait for its slots); "
+                    "delete it once they are done"
+                )
+
+    def pool_store(self) -> PoolStore:
+        if self.pools is None:
+            raise Conflict("this runtime's store has no pools yet")
+        return self.pools
+
+    def pool_view(
+        self, key: str, limit: int = 100
+    ) -> tuple[engine_pools.Pool, list[TaskInstance], list[TaskInstance]]:
+        """A pool, its running tasks and its queue (in the order it is served)."""
+        store = self.pool_store()
+        pool = store.get_pool(key)
+        if pool is None:
+            raise NotFound(f"pool {engine_pools.split_key(key)[1]!r} not found")
+        return pool, store.pool_running(key, limit), store.pool_waiting(key, limit)
+
+    def force_start(self, run_id: str, task_id: str) -> TaskInstance:
+        """Start one task waiting in a pool now, whatever its place and the free slots."""
+        with self._lock:
+            run, spec = self._load(run_id)
+            ti = self.store.get_task(run_id, task_id)
+            decision = engine_pools.force_start(spec, run, ti, self.clock.now())
+            ready = _Claimed()
+            with self._deciding():
+                if not self.store.apply(decision):
+                    raise Conflict(f"task {task_id} of run {run_id} changed; try again")
+                started = decision.tasks[0].task
+                self._emit("task.force_started", run, task=started)
+                if (prepared := self._prepare(spec, run, started)) is not None:
+                    ready.append(prepared)
+                self._record_starts(ready)
+            self._start(ready)
+            return self.store.get_task(run_id, task_id)
+
+    def _join_pools(
+        self, spec: WorkflowSpec, run: Run, pooled: list[TaskInstance], now: datetime
+    ) -> None:
+        """Ready tasks that name a pool join its queue (served by ``_serve_pool``). One whose
+        pool is gone (deleted after the workflow was applied) fails, saying so."""
+        store = self.pools
+        for ti in pooled:
+            key = (
+                None
+                if store is None
+                else engine_pools.resolve(spec, ti.task_id, lambda k: store.get_pool(k) is not None)
+            )
+            if key is not None:
+                if self.store.apply(engine_pools.enqueue(ti, key, now)):
+                    self._pools_due.add(key)
+                continue
+            started = engine.claim(spec, ti, now)
+            write = engine.TaskWrite(started, TaskState.QUEUED, ti.attempt)
+            if self.store.apply(engine.Decision(run.id, (write,), running=1)):
+                error = f"pool {engine_pools.pool_of(spec, ti.task_id)!r} does not exist"
+                self.on_finished(
+                    [Finished(run.id, ti.task_id, started.attempt,
+                              AttemptResult(AttemptStatus.FAILED, error=error, retryable=False))]
+                )  # fmt: skip
+
+    def _serve_pools(
+        self, now: datetime, *, every: bool
+    ) -> list[tuple[Run, WorkflowSpec, TaskInstance]]:
+        """Claim from the queues of the pools that freed slots or gained waiting tasks this
+        turn (``every``: of every pool with a queue, the periodic pass)."""
+        if self.pools is None:
+            return []
+        keys, self._pools_due = self._pools_due, set()
+        if every:
+            keys |= set(self.pools.pools_with_waiting(DISPATCH_BATCH))
+        claimed: list[tuple[Run, WorkflowSpec, TaskInstance]] = []
+        for key in sorted(keys):
+            claimed += self._serve_pool(self.pools, key, now)
+        return claimed
+
+    def _serve_pool(
+        self, store: PoolStore, key: str, now: datetime
+    ) -> list[tuple[Run, WorkflowSpec, TaskInstance]]:
+        pool = store.get_pool(key)
+        if pool is None or pool.free <= 0:
+            return []
+        waiting = store.pool_waiting(key, engine_pools.MAX_POOLS_PER_PASS)
+        runs: dict[str, tuple[Run, WorkflowSpec]] = {}
+        for ti in waiting:
+            if ti.run_id not in runs:
+                run = self.store.get_run(ti.run_id)
+                runs[ti.run_id] = (run, self._run_spec(run))
+        claimed: list[tuple[Run, WorkflowSpec, TaskInstance]] = []
+        for decision in engine_pools.serve(pool, waiting, runs, now):
+            if not self.store.apply(decision):
+                break  # another claimer took slots meanwhile: the next pass goes on
+            run, spec = runs[decision.run_id]
+            claimed.append((run, spec, decision.tasks[0].task))
+        return claimed
 
     def set_paused(self, project: str, name: str, paused: bool) -> WorkflowVersion:
         """Pause or unpause a workflow's schedule (its runs are not affected)."""
@@ -400,6 +532,8 @@ class Scheduler:
 
     def _after_end(self, ended: _Ended, applied: bool) -> None:
         report, ti, spec, now, made = ended
+        if made is not None and applied:
+            self._pools_due.update(d.key for d in made[0].pools)  # freed: serve the queue
         if made is None or not applied:
             # someone else already moved this attempt on; finish what its turn left undone
             current = ti if made is None else self.store.get_task(ti.run_id, ti.task_id)
@@ -641,6 +775,7 @@ class Scheduler:
         claimed: list[tuple[Run, WorkflowSpec, TaskInstance]] = []
         for run_id, queued in by_run.items():
             claimed += self._claim_run(run_id, queued, now)
+        claimed += self._serve_pools(now, every=runs is None)
         ready = _Claimed(a for run, spec, task in claimed if (a := self._prepare(spec, run, task)))
         ready.claimed = len(claimed)
         ready.more = len(claimed) == DISPATCH_BATCH or len(ready) < len(claimed)
@@ -656,6 +791,9 @@ class Scheduler:
         run = self.store.get_run(run_id)
         spec = self._run_spec(run)
         claimed: list[tuple[Run, WorkflowSpec, TaskInstance]] = []
+        queued, pooled = engine_pools.split(spec, queued)
+        if pooled and run.state is RunState.RUNNING:
+            self._join_pools(spec, run, pooled, now)
         for decision in engine.claims(spec, run, queued, now):
             if self.store.apply(decision):
                 claimed += [(run, spec, w.task) for w in decision.tasks]
@@ -786,8 +924,10 @@ class Scheduler:
 
     # ------------------------------------------------------------ operations
     def _apply(self, plan: Plan, expect: RunState, if_ended_at: datetime | None = None) -> Run:
+        plan = engine_pools.settle_plan(plan)
         if not self.store.apply_plan(plan, expect, if_ended_at=if_ended_at):
             raise Conflict(f"run {plan.run.id} changed while the operation was applied; try again")
+        self._pools_due.update(t.pool for t in plan.pool_releases if t.pool is not None)
         for ti in plan.kill:
             self._kill(ti)
         if plan.run.state.terminal and not RunState(expect).terminal:

@@ -127,10 +127,11 @@ UI_ACTIONS: Mapping[Action, tuple[str, ...]] = {
         "run.stop",
         "run.rerun",
         "task.mark",
+        "task.force_start",
         "alerts.test",
         "connections.test",
     ),
-    Action.EDIT: ("workflow.apply", "secrets.edit", "resources.edit"),
+    Action.EDIT: ("workflow.apply", "secrets.edit", "resources.edit", "pools.edit"),
     Action.ADMINISTER: ("alerts.edit", "connections.edit"),
 }
 ACTIONS = tuple(name for names in UI_ACTIONS.values() for name in names)
@@ -1455,4 +1456,11 @@ def create_app(
     register_backfills(
         app, scheduler, allow=allow, record=record, changed=changed, responses=_responses
     )
+    if scheduler.pools is not None:
+        from stratoflow.api import pool_routes
+
+        pool_routes.register(
+            app, scheduler, allow=allow, caller=caller, record=record, changed=changed,
+            responses=_responses,
+        )  # fmt: skip
     return app

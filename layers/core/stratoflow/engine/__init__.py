@@ -49,6 +49,7 @@ from stratoflow.engine._engine import (
 from stratoflow.engine._states import (
     AttemptResult,
     AttemptStatus,
+    PoolDelta,
     Run,
     RunState,
     TaskInstance,
@@ -65,6 +66,7 @@ __all__ = [
     "DeadlineOutcome",
     "Decision",
     "Plan",
+    "PoolDelta",
     "Readiness",
     "RenderedTask",
     "Run",

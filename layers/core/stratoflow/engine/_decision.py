@@ -21,7 +21,14 @@ from stratoflow.engine._engine import (
     on_attempt_finished,
     skipped_by_switch,
 )
-from stratoflow.engine._states import AttemptResult, Run, RunState, TaskInstance, TaskState
+from stratoflow.engine._states import (
+    AttemptResult,
+    PoolDelta,
+    Run,
+    RunState,
+    TaskInstance,
+    TaskState,
+)
 from stratoflow.model import WorkflowSpec
 
 # A decision a store can apply as one DynamoDB transaction (100 items): writes of up to this
@@ -51,6 +58,7 @@ class Decision:
     running: int = 0
     run: Run | None = None  # written (state fields only) if the stored state is ``run_expect``
     run_expect: RunState | None = None
+    pools: tuple[PoolDelta, ...] = ()  # pool counters (engine/pools.py), applied with the rest
 
     @property
     def counters(self) -> bool:
@@ -78,6 +86,11 @@ def attempt_finished(
     if made is None:
         return None
     new = made.task
+    # the attempt's end frees the pool slots it held (engine/pools.py), in the same decision
+    released = (PoolDelta(ti.pool, -ti.pool_slots),) if ti.pool and ti.pool_slots > 0 else ()
+    if ti.pool is not None or ti.pool_rank is not None:
+        new = new.with_(pool=None, pool_rank=None, pool_slots=0)
+        made = AttemptDecision(new, made.retrying)
     terminal = new.state.terminal
     if terminal:
         new = _ended(spec, new, intent=intent)
@@ -88,6 +101,7 @@ def attempt_finished(
         done=int(terminal),
         failed=int(new.state is TaskState.FAILED),
         running=-1,
+        pools=released,
     )
     return decision, made
 
@@ -183,4 +197,5 @@ def _merge(run_id: str, parts: Sequence[Decision]) -> Decision:
         done=sum(d.done for d in parts),
         failed=sum(d.failed for d in parts),
         running=sum(d.running for d in parts),
+        pools=tuple(p for d in parts for p in d.pools),
     )

@@ -311,6 +311,7 @@ def _render_task(
 _COMMON_FIELDS = {
     "description", "depends_on", "trigger_rule", "retries", "retry_delay",
     "retry_backoff", "max_retry_delay", "timeout", "type", "on_timeout", "sla", "alerts",
+    "pool", "pool_slots", "priority",
 }  # fmt: skip
 
 
@@ -374,7 +375,11 @@ def new_run(
         trigger=trigger,
         n_tasks=len(spec.workflow.tasks),
     )
-    tasks = [TaskInstance(run_id, task_id) for task_id in spec.dag.order]
+    wf = spec.workflow
+    tasks = [
+        TaskInstance(run_id, task_id, priority=wf.priority + wf.tasks[task_id].priority)
+        for task_id in spec.dag.order
+    ]
     return run, tasks
 
 
@@ -418,6 +423,8 @@ class Plan:
     kill: list[TaskInstance] = field(default_factory=list)  # running attempts to stop
     # child -> {parent: outcome}: the upstream records of reset tasks, rewritten whole
     edges: dict[str, dict[str, TaskState]] = field(default_factory=dict)
+    # running attempts (as read) whose pool slots the plan frees (engine/pools.settle_plan)
+    pool_releases: list[TaskInstance] = field(default_factory=list)
 
 
 def _recount(run: Run, states: Mapping[str, TaskInstance]) -> Run:

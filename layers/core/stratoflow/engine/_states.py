@@ -102,6 +102,11 @@ class TaskInstance:
     # on stores that cannot apply a whole turn at once (DynamoDB). Whoever comes next (the
     # redelivered outcome, the reconciler) finishes the propagation; it is cleared after.
     propagating: bool = False
+    # Pools (engine/pools.py): the key of the pool the task waits in (``pool_rank`` set,
+    # state QUEUED) or holds ``pool_slots`` of (state RUNNING); None otherwise.
+    pool: str | None = None
+    pool_rank: int | None = None
+    pool_slots: int = 0
 
     @property
     def try_number(self) -> int:
@@ -134,6 +139,17 @@ class Run:
 
     def with_(self, **changes: Any) -> Self:
         return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class PoolDelta:
+    """Add ``slots`` to pool ``key``'s ``used`` counter. An acquisition (``slots > 0``) with a
+    ``limit`` applies only if ``used + slots <= limit`` (the decision holding it fails
+    otherwise); a release applies always (a pool deleted meanwhile: nothing to change)."""
+
+    key: str
+    slots: int
+    limit: int | None = None
 
 
 @dataclass(frozen=True)

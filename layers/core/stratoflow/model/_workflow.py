@@ -30,6 +30,9 @@ from stratoflow.resources import MAX_TASK_RESOURCES, path_problem
 from stratoflow.templating import mentions_secret
 
 NAME_PATTERN = r"^[a-z0-9_-]+$"
+# priorities (workflow and task) lie in [-MAX_PRIORITY, MAX_PRIORITY]
+MAX_PRIORITY = 100
+MAX_POOL_SLOTS = 10_000
 TASK_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 _TASK_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # fullmatch: '$' would let "ab\n" through
 _CALLABLE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
@@ -205,6 +208,21 @@ class _TaskBase(_Strict):
     alerts: AlertRules = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
     env: dict[str, str] = Field(default_factory=dict)
+    pool: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        max_length=128,
+        description="a named pool (`stratoflow pools set`): the task waits for free slots",
+    )
+    pool_slots: int = Field(
+        default=1, ge=1, le=MAX_POOL_SLOTS, description="slots of its pool the task holds"
+    )
+    priority: int = Field(
+        default=0,
+        ge=-MAX_PRIORITY,
+        le=MAX_PRIORITY,
+        description="within the pool and the run; higher first",
+    )
     resources: list[str] = Field(
         default_factory=list,
         max_length=MAX_TASK_RESOURCES,
@@ -663,6 +681,12 @@ class Workflow(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     max_active_runs: int | None = Field(default=None, ge=1, le=MAX_ACTIVE_RUNS)
     concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
+    priority: int = Field(
+        default=0,
+        ge=-MAX_PRIORITY,
+        le=MAX_PRIORITY,
+        description="run priority; higher dispatches first across runs",
+    )
     on_failure: OnFailure = OnFailure.CONTINUE
     sla: Duration | None = Field(
         default=None, description="a run still unfinished this long after it started: sla_miss"

@@ -136,6 +136,26 @@ def priority_key(priority: int) -> str:
     return f"{_PRIORITY_OFFSET - priority:013d}"
 
 
+_RANK_OFFSET = 10**15
+
+
+def rank_key(rank: int) -> str:
+    """A pool rank (milliseconds, see engine/pools.rank) as a sortable string."""
+    if not -_RANK_OFFSET < rank < _RANK_OFFSET:
+        raise ValueError(f"pool rank {rank} is out of range")
+    return f"{rank + _RANK_OFFSET:016d}"
+
+
+def pool_queue_pk(pool: str) -> str:
+    return f"PQ#{pool}"
+
+
+def pool_item_key(pool: str) -> Item:
+    """The pool item of key ``scope/name``: ``POOL#<scope>`` / ``P#<name>``."""
+    scope, _, name = pool.partition("/")
+    return key(f"POOL#{scope}", f"P#{name}")
+
+
 def timer_shard(run_id: str, task_id: str) -> int:
     return zlib.crc32(f"{run_id}/{task_id}".encode()) % TIMER_SHARDS
 
@@ -323,6 +343,9 @@ def task_index(task: TaskInstance, qseq: str | None) -> tuple[str, str] | None:
         return intent_index(task)
     if task.state is TaskState.QUEUED:
         assert qseq is not None
+        if task.pool_rank is not None and task.pool is not None:
+            # waiting in a pool: that pool's queue (engine/pools.py), across runs
+            return pool_queue_pk(task.pool), f"{rank_key(task.pool_rank)}#{qseq}"
         return f"Q#{task.run_id}", f"{priority_key(task.priority)}#{qseq}"
     if task.state in (TaskState.UP_FOR_RETRY, TaskState.RUNNING):
         when = task.ready_at if task.state is TaskState.UP_FOR_RETRY else task.deadline
@@ -368,6 +391,10 @@ def task_fields(
             update.set("gsi1pk", s(index[0])).set("gsi1sk", s(index[1]))
     # the propagation intent (``TaskInstance.propagating``): a flag, found through gsi1
     update.set_or_remove(PROPAGATING, {"BOOL": True} if task.propagating else None)
+    # pools (engine/pools.py): the pool it waits in or holds slots of
+    update.set_or_remove("pool", None if task.pool is None else s(task.pool))
+    update.set_or_remove("prank", None if task.pool_rank is None else n(task.pool_rank))
+    update.set_or_remove("pslots", n(task.pool_slots) if task.pool_slots else None)
     # a task written before the intent moved to gsi1 may still have a gsi2 entry (PROP#n):
     # removing an absent attribute changes nothing and costs no index write
     update.remove("gsi2pk").remove("gsi2sk")
@@ -412,6 +439,12 @@ def task_item(task: TaskInstance, qseq: str | None) -> Item:
         item["gsi1pk"], item["gsi1sk"] = s(index[0]), s(index[1])
     if task.propagating:
         item[PROPAGATING] = {"BOOL": True}
+    if task.pool is not None:
+        item["pool"] = s(task.pool)
+    if task.pool_rank is not None:
+        item["prank"] = n(task.pool_rank)
+    if task.pool_slots:
+        item["pslots"] = n(task.pool_slots)
     return item
 
 
@@ -434,6 +467,9 @@ def to_task(run_id: str, item: Item) -> TaskInstance:
         priority=get_n(item, "prio"),
         # "gsi2pk": an intent written before it moved to gsi1 (PROP#n partitions of gsi2)
         propagating=PROPAGATING in item or "gsi2pk" in item,
+        pool=get_s(item, "pool"),
+        pool_rank=get_n(item, "prank") if "prank" in item else None,
+        pool_slots=get_n(item, "pslots"),
     )
 
 
@@ -481,10 +517,16 @@ def task_to_json(task: TaskInstance) -> dict[str, Any]:
         "error": task.error,
         "priority": task.priority,
         "propagating": task.propagating,
+        "pool": task.pool,
+        "pool_rank": task.pool_rank,
+        "pool_slots": task.pool_slots,
     }
 
 
 def task_from_json(run_id: str, data: Mapping[str, Any]) -> TaskInstance:
+    times: dict[str, Any] = {
+        name: None if data[name] is None else dt(data[name]) for name in _TIMES
+    }
     return TaskInstance(
         run_id=run_id,
         task_id=data["task_id"],
@@ -492,11 +534,14 @@ def task_from_json(run_id: str, data: Mapping[str, Any]) -> TaskInstance:
         attempt=data["attempt"],
         attempt_base=data["attempt_base"],
         upstream=Upstream(*data["upstream"]),
-        **{name: None if data[name] is None else dt(data[name]) for name in _TIMES},
+        **times,
         outputs=data["outputs"],
         error=data["error"],
         priority=data["priority"],
         propagating=bool(data.get("propagating", False)),
+        pool=data.get("pool"),
+        pool_rank=data.get("pool_rank"),
+        pool_slots=int(data.get("pool_slots", 0)),
     )
 
 

@@ -31,10 +31,19 @@ from stratoflow.adapters.aws import _dynamo_items as it
 from stratoflow.adapters.aws._dynamo_items import Item, Update, key, n, s
 from stratoflow.adapters.aws.dynamo_backfills import DynamoBackfills
 from stratoflow.adapters.aws.dynamo_dependencies import DynamoDependencies, logical_date_marker
-from stratoflow.engine import Decision, Plan, Run, RunState, TaskInstance, TaskState
+from stratoflow.engine import (
+    Decision,
+    Plan,
+    PoolDelta,
+    Run,
+    RunState,
+    TaskInstance,
+    TaskState,
+)
+from stratoflow.engine.pools import Pool, split_key
 from stratoflow.errors import NotFound
 from stratoflow.model import WorkflowSpec
-from stratoflow.ports import Attempt, Catalog, RunQuery, StateStore, WorkflowVersion
+from stratoflow.ports import Attempt, Catalog, PoolStore, RunQuery, StateStore, WorkflowVersion
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -111,7 +120,7 @@ def _cancel_reasons(exc: ClientError) -> list[str]:
     return [str(r.get("Code", "None")) for r in reasons]
 
 
-class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies):
+class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, PoolStore):
     """``table_name``: the StateTable. ``client``: a boto3 DynamoDB client (created once per
     Lambda container and passed in); by default one is made from the environment.
     ``retention``: how long attempt history lives (``expires_at`` TTL). ``lease``: how long a
@@ -764,6 +773,8 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies):
                     "attribute_exists(pk)",
                 )
             )
+        # the pool counters, in the same transaction as the claims and ends that move them
+        requests += self._pool_updates(decision.pools)
         if not requests:
             return True
         if len(requests) == 1:
@@ -774,6 +785,101 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies):
         if "ConditionalCheckFailed" in reasons:
             return False
         raise RuntimeError(f"decision for run {decision.run_id}: transaction cancelled: {reasons}")
+
+    def _pool_updates(self, deltas: Sequence[PoolDelta]) -> list[Item]:
+        """One conditional counter update per pool (an item appears once per transaction):
+        ADD the deltas to ``used``; with a limit, only if ``used + delta <= limit`` (written
+        ``used <= limit - delta``: conditions have no arithmetic). A release has no
+        condition: no task can hold slots of a pool that is gone (a pool is deleted only
+        when ``used`` is 0), and a task's end must never wait on its pool."""
+        by_pool: dict[str, tuple[int, int | None]] = {}
+        for d in deltas:
+            total, limit = by_pool.get(d.key, (0, None))
+            if d.limit is not None:
+                limit = d.limit if limit is None else min(limit, d.limit)
+            by_pool[d.key] = (total + d.slots, limit)
+        out = []
+        for pool, (total, limit) in by_pool.items():
+            upd = Update().add("used", n(total))
+            cond = None
+            if limit is not None:
+                cond = upd.condition(
+                    "attribute_exists(pk) AND {slots} >= :one AND {used} <= :most",
+                    one=n(1),
+                    most=n(limit - total),
+                )
+                upd.names["#slots"] = "slots"
+            out.append(upd.request(self.table, it.pool_item_key(pool), cond))
+        return out
+
+    # ------------------------------------------------------------ pools
+    def set_pool(self, scope: str, name: str, slots: int) -> Pool:
+        key_ = f"{scope}/{name}"
+        upd = Update().set("slots", n(slots)).set_if_absent("used", n(0))
+        upd.set("gsi2pk", s("POOLS")).set("gsi2sk", s(key_))
+        upd.set("scope", s(scope)).set("name", s(name))
+        self._update(upd, it.pool_item_key(key_))
+        pool = self.get_pool(key_)
+        assert pool is not None
+        return pool
+
+    @staticmethod
+    def _to_pool(item: Item) -> Pool | None:
+        if "slots" not in item:  # not a pool (a release that outlived it: see _pool_updates)
+            return None
+        return Pool(
+            str(item["scope"]["S"]),
+            str(item["name"]["S"]),
+            it.get_n(item, "slots"),
+            it.get_n(item, "used"),
+        )
+
+    def get_pool(self, key_: str) -> Pool | None:
+        item = self.client.get_item(
+            TableName=self.table, Key=it.pool_item_key(key_), ConsistentRead=True
+        ).get("Item")
+        return None if item is None else self._to_pool(item)
+
+    def list_pools(self, project: str | None = None) -> list[Pool]:
+        pools = [p for i in self._index("gsi2", "POOLS") if (p := self._to_pool(i)) is not None]
+        if project is not None:
+            pools = [p for p in pools if p.scope in ("", project)]
+        return sorted(pools, key=lambda p: (p.scope, p.name))
+
+    def delete_pool(self, key_: str) -> bool:
+        if self.get_pool(key_) is None:
+            raise NotFound(f"pool {split_key(key_)[1]!r} not found")
+        if self.pool_waiting(key_, 1):
+            return False
+        # a claim between the check and the delete makes used > 0: the condition catches it;
+        # a task that joins the queue meanwhile finds no pool and fails, saying so
+        try:
+            self.client.delete_item(
+                TableName=self.table,
+                Key=it.pool_item_key(key_),
+                ConditionExpression="#used = :zero",
+                ExpressionAttributeNames={"#used": "used"},
+                ExpressionAttributeValues={":zero": n(0)},
+            )
+        except ClientError as exc:
+            if _code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def pool_waiting(self, key_: str, limit: int) -> list[TaskInstance]:
+        """The head of the pool's queue: one Query of its gsi1 partition (eventually
+        consistent, as every index: the claim's conditions are what guard)."""
+        items = self._take(self._index("gsi1", it.pool_queue_pk(key_), limit=limit), limit)
+        return [it.to_task(it.run_id_of(i), i) for i in items]
+
+    def pool_running(self, key_: str, limit: int) -> list[TaskInstance]:
+        """Running tasks holding its slots (read from the RUNNING timer partitions: for the
+        pool's view, not the hot path)."""
+        return [t for t in self.running_tasks() if t.pool == key_][:limit]
+
+    def pools_with_waiting(self, limit: int) -> list[str]:
+        return [p.key for p in self.list_pools() if self.pool_waiting(p.key, 1)][:limit]
 
     def pending_propagations(self, limit: int) -> list[TaskInstance]:
         """Tasks whose end is not yet counted by all their children: the ones flagged in the
@@ -891,10 +997,11 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies):
         pending = self._get(it.run_pk(plan.run.id), it.RUN_SK)
         if pending is not None and "plan" in pending:
             self._complete_plan(plan.run.id, str(pending["plan"]["S"]))
-        writes = self._plan_writes(plan, plan_id=None)
+        writes = self._plan_writes(plan, plan_id=None, held=self._held(plan))
         run_write, counters_write = self._plan_run_writes(plan, expect, None, if_ended_at)
-        if len(writes) + 2 <= TRANSACTION_MAX:
-            reasons = self._transact([run_write, counters_write, *writes])
+        releases = [{"Update": u} for u in self._plan_releases(plan)]
+        if len(writes) + 2 + len(releases) <= TRANSACTION_MAX:
+            reasons = self._transact([run_write, counters_write, *writes, *releases])
             if reasons is None:
                 return True
             if reasons[0] == "ConditionalCheckFailed":
@@ -932,8 +1039,47 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies):
             },
         )
 
-    def _plan_writes(self, plan: Plan, plan_id: str | None) -> list[Item]:
-        """The task writes of a plan, those that leave a task QUEUED last."""
+    @staticmethod
+    def _held(plan: Plan) -> dict[str, int]:
+        """Task -> attempt of the running tasks whose pool slots the plan frees."""
+        return {t.task_id: t.attempt for t in plan.pool_releases}
+
+    def _plan_releases(self, plan: Plan) -> list[Item]:
+        return self._pool_updates(
+            [PoolDelta(t.pool, -t.pool_slots) for t in plan.pool_releases if t.pool is not None]
+        )
+
+    def _held_checks(self, plan: Plan) -> list[Item]:
+        """ConditionChecks that the tasks whose slots a journaled plan frees are still
+        running the attempt it read (else their end has freed the slots already)."""
+        pk = it.run_pk(plan.run.id)
+        checks = []
+        for task_id, attempt in self._held(plan).items():
+            upd = Update()
+            cond = upd.condition(
+                "{st} = :running AND {att} = :attempt",
+                running=s(TaskState.RUNNING.value),
+                attempt=n(attempt),
+            )
+            checks.append(
+                {
+                    "ConditionCheck": {
+                        "TableName": self.table,
+                        "Key": key(pk, it.task_sk(task_id)),
+                        "ConditionExpression": cond,
+                        "ExpressionAttributeNames": upd.names,
+                        "ExpressionAttributeValues": upd.values,
+                    }
+                }
+            )
+        return checks
+
+    def _plan_writes(
+        self, plan: Plan, plan_id: str | None, held: dict[str, int] | None = None
+    ) -> list[Item]:
+        """The task writes of a plan, those that leave a task QUEUED last. ``held``: task ->
+        attempt whose write applies only while the task still runs that attempt (its pool
+        slots are freed in the same transaction)."""
         pk = it.run_pk(plan.run.id)
         writes: list[tuple[bool, Item]] = []
         for task_id, task in plan.tasks.items():
@@ -943,8 +1089,12 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies):
                 upd.remove("qseq")
             parents = plan.edges.get(task_id)
             it.upstream_fields(upd, task, None if parents is None else list(parents))
+            attempt = None if held is None else held.get(task_id)
             writes.append(
-                (task.state is TaskState.QUEUED, self._plan_update(upd, pk, task_id, plan_id))
+                (
+                    task.state is TaskState.QUEUED,
+                    self._plan_update(upd, pk, task_id, plan_id, running_attempt=attempt),
+                )
             )
         for child, parents in plan.edges.items():
             if child not in plan.tasks:
@@ -955,8 +1105,22 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies):
         writes.sort(key=lambda w: w[0])
         return [w for _, w in writes]
 
-    def _plan_update(self, upd: Update, pk: str, task_id: str, plan_id: str | None) -> Item:
-        if plan_id is None:
+    def _plan_update(
+        self,
+        upd: Update,
+        pk: str,
+        task_id: str,
+        plan_id: str | None,
+        *,
+        running_attempt: int | None = None,
+    ) -> Item:
+        if plan_id is None and running_attempt is not None:
+            cond = upd.condition(
+                "attribute_exists(pk) AND {st} = :was AND {att} = :was_attempt",
+                was=s(TaskState.RUNNING.value),
+                was_attempt=n(running_attempt),
+            )
+        elif plan_id is None:
             cond = "attribute_exists(pk)"
         else:
             upd.set("pl", s(plan_id))
@@ -999,7 +1163,13 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies):
             + [{"PutRequest": {"Item": head}}]
         )
         run_write, counters_write = self._plan_run_writes(plan, expect, plan_id, if_ended_at)
-        reasons = self._transact([run_write, counters_write])
+        # the slots the plan frees, in its commit (with checks that their tasks still run,
+        # when they fit in the transaction; else released as read)
+        releases = [{"Update": u} for u in self._plan_releases(plan)]
+        checks = self._held_checks(plan)
+        if 2 + len(releases) + len(checks) > TRANSACTION_MAX:
+            checks = []
+        reasons = self._transact([run_write, counters_write, *releases, *checks])
         if reasons is not None:
             self._delete_plan(pk, plan_id, len(parts))
             if reasons[0] == "ConditionalCheckFailed":

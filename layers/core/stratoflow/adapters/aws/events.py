@@ -61,6 +61,7 @@ DETAIL_TYPES: Final[Mapping[str, str]] = {
     "task.failed": "Task Failed",
     "task.retrying": "Task Retrying",
     "task.timeout": "Task Timeout",
+    "task.force_started": "Task Force Started",
     "backfill.started": "Backfill Started",
     "backfill.paused": "Backfill Paused",
     "backfill.resumed": "Backfill Resumed",

@@ -18,10 +18,28 @@ from typing import Any
 
 from stratoflow.adapters.local.sqlite_backfills import BACKFILL_SCHEMA, SqliteBackfills
 from stratoflow.adapters.local.sqlite_dependencies import DEPENDENCY_SCHEMA, SqliteDependencies
-from stratoflow.engine import Decision, Plan, Run, RunState, TaskInstance, TaskState, Upstream
+from stratoflow.engine import (
+    Decision,
+    Plan,
+    PoolDelta,
+    Run,
+    RunState,
+    TaskInstance,
+    TaskState,
+    Upstream,
+)
+from stratoflow.engine.pools import Pool, pool_key, split_key
 from stratoflow.errors import NotFound
 from stratoflow.model import WorkflowSpec
-from stratoflow.ports import Attempt, Catalog, RunChangeLog, RunQuery, StateStore, WorkflowVersion
+from stratoflow.ports import (
+    Attempt,
+    Catalog,
+    PoolStore,
+    RunChangeLog,
+    RunQuery,
+    StateStore,
+    WorkflowVersion,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS workflow_versions (
@@ -59,7 +77,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     queued_seq INTEGER, propagating INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, task_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS tasks_queued ON tasks (priority DESC, queued_seq) WHERE state = 'queued';
+CREATE TABLE IF NOT EXISTS pools (
+    scope TEXT NOT NULL, name TEXT NOT NULL, slots INTEGER NOT NULL,
+    used INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (scope, name)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tasks_retry ON tasks (ready_at) WHERE state = 'up_for_retry';
 CREATE INDEX IF NOT EXISTS tasks_running ON tasks (deadline) WHERE state = 'running';
 CREATE TABLE IF NOT EXISTS upstream (
@@ -129,7 +151,7 @@ _CHUNK = 500
 
 _TASK_COLS = (
     "run_id, task_id, state, attempt, attempt_base, up_ok, up_failed, up_skipped, ready_at, deadline, "
-    "started_at, ended_at, outputs, error, priority, propagating"
+    "started_at, ended_at, outputs, error, priority, propagating, pool, pool_rank, pool_slots"
 )
 
 
@@ -167,13 +189,16 @@ def _task(row: sqlite3.Row) -> TaskInstance:
         error,
         priority,
         propagating,
-    ) = tuple(row)[:16]
+        pool,
+        pool_rank,
+        pool_slots,
+    ) = tuple(row)[:19]
     return TaskInstance(
         run_id=run_id, task_id=task_id, state=TaskState(state), attempt=attempt,
         attempt_base=attempt_base, upstream=Upstream(up_ok, up_failed, up_skipped),
         ready_at=_dt(ready_at), deadline=_dt(deadline), started_at=_dt(started_at),
         ended_at=_dt(ended_at), outputs=_outputs(outputs), error=error, priority=priority,
-        propagating=bool(propagating),
+        propagating=bool(propagating), pool=pool, pool_rank=pool_rank, pool_slots=pool_slots,
     )  # fmt: skip
 
 
@@ -182,6 +207,7 @@ def _task_values(t: TaskInstance) -> tuple[Any, ...]:
         t.state.value, t.attempt, t.attempt_base, t.upstream.succeeded, t.upstream.failed, t.upstream.skipped,
         _ts(t.ready_at), _ts(t.deadline), _ts(t.started_at), _ts(t.ended_at),
         _json(t.outputs) if t.outputs else "{}", t.error, t.priority, int(t.propagating),
+        t.pool, t.pool_rank, t.pool_slots,
     )  # fmt: skip
 
 
@@ -193,7 +219,7 @@ _QUEUED_SEQ = (
 # (writing them here could erase a parent's concurrent count). Plans rewrite both.
 _STATE_SET = (
     "state=?, attempt=?, attempt_base=?, ready_at=?, deadline=?, started_at=?, ended_at=?, outputs=?, error=?, "
-    "priority=?, propagating=?, " + _QUEUED_SEQ
+    "priority=?, propagating=?, pool=?, pool_rank=?, pool_slots=?, " + _QUEUED_SEQ
 )
 _FULL_SET = "up_ok=?, up_failed=?, up_skipped=?, " + _STATE_SET
 
@@ -211,6 +237,9 @@ def _state_values(t: TaskInstance) -> tuple[Any, ...]:
         t.error,
         t.priority,
         int(t.propagating),
+        t.pool,
+        t.pool_rank,
+        t.pool_slots,
         t.state.value,
     )
 
@@ -226,7 +255,9 @@ class StoreChanges:
     attempts: set[tuple[str, str, int]] = field(default_factory=set)  # (run, task, attempt)
 
 
-class SqliteStore(StateStore, Catalog, RunChangeLog, SqliteBackfills, SqliteDependencies):
+class SqliteStore(
+    StateStore, Catalog, RunChangeLog, SqliteBackfills, SqliteDependencies, PoolStore
+):
     def __init__(self, path: str | Path, *, durable: bool = False) -> None:
         """``durable=True`` syncs every commit to disk (survives power loss); the default
         survives any process crash, which is what WAL with synchronous=NORMAL guarantees."""
@@ -248,6 +279,24 @@ class SqliteStore(StateStore, Catalog, RunChangeLog, SqliteBackfills, SqliteDepe
             conn.execute("ALTER TABLE tasks ADD COLUMN propagating INTEGER NOT NULL DEFAULT 0")
         conn.execute(
             "CREATE INDEX IF NOT EXISTS tasks_propagating ON tasks (ended_at) WHERE propagating=1"
+        )
+        for column, kind in (("pool", "TEXT"), ("pool_rank", "INTEGER"), ("pool_slots", "INTEGER")):
+            if column not in columns:  # a state file from before pools
+                default = " NOT NULL DEFAULT 0" if column == "pool_slots" else ""
+                conn.execute(f"ALTER TABLE tasks ADD COLUMN {column} {kind}{default}")
+        # the runs' queues hold ready tasks not waiting in a pool; each pool has its own
+        conn.execute("DROP INDEX IF EXISTS tasks_queued")
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS tasks_ready ON tasks (priority DESC, queued_seq) "
+            "WHERE state = 'queued' AND pool_rank IS NULL"
+        )
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS tasks_pool_queue ON tasks (pool, pool_rank, queued_seq) "
+            "WHERE state = 'queued' AND pool_rank IS NOT NULL"
+        )
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS tasks_pool_held ON tasks (pool) "
+            "WHERE state = 'running' AND pool IS NOT NULL"
         )
         conn.execute("INSERT OR IGNORE INTO counters VALUES ('queued', 0), ('runs', 0)")
 
@@ -464,7 +513,7 @@ class SqliteStore(StateStore, Catalog, RunChangeLog, SqliteBackfills, SqliteDepe
             # A task created QUEUED joins the queue now: give it its place in FIFO order
             # (a NULL queued_seq would sort before every task queued earlier).
             self._conn().executemany(
-                f"INSERT INTO tasks ({_TASK_COLS}, queued_seq) VALUES ({','.join('?' * 17)})",
+                f"INSERT INTO tasks ({_TASK_COLS}, queued_seq) VALUES ({','.join('?' * 20)})",
                 [
                     (
                         t.run_id,
@@ -635,7 +684,8 @@ class SqliteStore(StateStore, Catalog, RunChangeLog, SqliteBackfills, SqliteDepe
 
     def apply(self, decision: Decision) -> bool:
         conn = self._conn()
-        if len(decision.tasks) + (decision.run is not None) <= 1:
+        # a pool counter is a conditional write too: with one, the savepoint is needed
+        if len(decision.tasks) + (decision.run is not None) + len(decision.pools) <= 1:
             # One conditional write, first: if it does not apply, nothing was written, so no
             # savepoint is needed (two statements fewer per decision; most decisions are
             # one task's move). A failure after it fails the whole transaction.
@@ -669,7 +719,21 @@ class SqliteStore(StateStore, Catalog, RunChangeLog, SqliteBackfills, SqliteDepe
             applied = self._put_run(decision.run, decision.run_expect)
         if applied and decision.counters:
             self._bump_counters(decision)
+        for delta in decision.pools if applied else ():
+            applied = self._pool_delta(delta)
+            if not applied:
+                break
         return applied
+
+    def _pool_delta(self, delta: PoolDelta) -> bool:
+        scope, name = split_key(delta.key)
+        cur = self._x(
+            "UPDATE pools SET used = used + ? WHERE scope=? AND name=? "
+            "AND (? IS NULL OR used + ? <= ?)",
+            (delta.slots, scope, name, delta.limit, delta.slots, delta.limit),
+        )
+        # a release always applies (a pool deleted meanwhile has nothing to give back to)
+        return cur.rowcount == 1 or delta.slots <= 0
 
     def pending_propagations(self, limit: int) -> list[TaskInstance]:
         rows = self._x(
@@ -684,6 +748,14 @@ class SqliteStore(StateStore, Catalog, RunChangeLog, SqliteBackfills, SqliteDepe
         with self.transaction():
             if not self._put_run_with_counters(plan.run, expect, if_ended_at):
                 return False
+            for held in plan.pool_releases:  # only if still running that attempt
+                row = self._x(
+                    "SELECT pool, pool_slots FROM tasks WHERE run_id=? AND task_id=? "
+                    "AND state='running' AND attempt=?",
+                    (held.run_id, held.task_id, held.attempt),
+                ).fetchone()
+                if row is not None and row["pool"] is not None and row["pool_slots"] > 0:
+                    self._pool_delta(PoolDelta(row["pool"], -row["pool_slots"]))
             for task in plan.tasks.values():
                 self._write_task(task, upstream=True)
             for child, parents in plan.edges.items():
@@ -753,7 +825,8 @@ class SqliteStore(StateStore, Catalog, RunChangeLog, SqliteBackfills, SqliteDepe
         rows = self._x(
             f"SELECT {', '.join('t.' + c.strip() for c in _TASK_COLS.split(','))}, "
             "r.concurrency - r.n_running AS free FROM tasks t "
-            "CROSS JOIN runs r ON r.id = t.run_id WHERE t.state='queued' AND r.state='running' "
+            "CROSS JOIN runs r ON r.id = t.run_id WHERE t.state='queued' AND t.pool_rank IS NULL "
+            "AND r.state='running' "
             "AND (r.concurrency IS NULL OR r.n_running < r.concurrency) "
             "ORDER BY t.priority DESC, t.queued_seq LIMIT ?",
             (limit,),
@@ -771,11 +844,72 @@ class SqliteStore(StateStore, Catalog, RunChangeLog, SqliteBackfills, SqliteDepe
 
     def run_queue(self, run_id: str, limit: int) -> list[TaskInstance]:
         rows = self._x(
-            f"SELECT {_TASK_COLS} FROM tasks WHERE state='queued' AND run_id=? "
-            "ORDER BY priority DESC, queued_seq LIMIT ?",
+            f"SELECT {_TASK_COLS} FROM tasks WHERE state='queued' AND pool_rank IS NULL "
+            "AND run_id=? ORDER BY priority DESC, queued_seq LIMIT ?",
             (run_id, limit),
         ).fetchall()
         return [_task(r) for r in rows]
+
+    # ------------------------------------------------------------ pools
+    def set_pool(self, scope: str, name: str, slots: int) -> Pool:
+        with self.transaction():
+            self._x(
+                "INSERT INTO pools (scope, name, slots) VALUES (?,?,?) "
+                "ON CONFLICT (scope, name) DO UPDATE SET slots=excluded.slots",
+                (scope, name, slots),
+            )
+            pool = self.get_pool(pool_key(scope, name))
+        assert pool is not None
+        return pool
+
+    def get_pool(self, key: str) -> Pool | None:
+        scope, name = split_key(key)
+        row = self._x("SELECT * FROM pools WHERE scope=? AND name=?", (scope, name)).fetchone()
+        return None if row is None else Pool(row["scope"], row["name"], row["slots"], row["used"])
+
+    def list_pools(self, project: str | None = None) -> list[Pool]:
+        sql = "SELECT * FROM pools"
+        args: tuple[str, ...] = ()
+        if project is not None:
+            sql, args = sql + " WHERE scope IN ('', ?)", (project,)
+        rows = self._x(sql + " ORDER BY scope, name", args).fetchall()
+        return [Pool(r["scope"], r["name"], r["slots"], r["used"]) for r in rows]
+
+    def delete_pool(self, key: str) -> bool:
+        scope, name = split_key(key)
+        with self.transaction():
+            if self.get_pool(key) is None:
+                raise NotFound(f"pool {name!r} not found")
+            cur = self._x(
+                "DELETE FROM pools WHERE scope=? AND name=? AND used=0 AND NOT EXISTS "
+                "(SELECT 1 FROM tasks WHERE state='queued' AND pool_rank IS NOT NULL AND pool=?)",
+                (scope, name, key),
+            )
+            return cur.rowcount == 1
+
+    def pool_waiting(self, key: str, limit: int) -> list[TaskInstance]:
+        rows = self._x(
+            f"SELECT {_TASK_COLS} FROM tasks WHERE state='queued' AND pool_rank IS NOT NULL "
+            "AND pool=? ORDER BY pool_rank, queued_seq LIMIT ?",
+            (key, limit),
+        ).fetchall()
+        return [_task(r) for r in rows]
+
+    def pool_running(self, key: str, limit: int) -> list[TaskInstance]:
+        rows = self._x(
+            f"SELECT {_TASK_COLS} FROM tasks WHERE state='running' AND pool IS NOT NULL "
+            "AND pool=? LIMIT ?",
+            (key, limit),
+        ).fetchall()
+        return [_task(r) for r in rows]
+
+    def pools_with_waiting(self, limit: int) -> list[str]:
+        rows = self._x(
+            "SELECT DISTINCT pool FROM tasks WHERE state='queued' AND pool_rank IS NOT NULL "
+            "LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [r[0] for r in rows]
 
     def due_retries(self, now: datetime, limit: int) -> list[TaskInstance]:
         rows = self._x(

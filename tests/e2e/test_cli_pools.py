@@ -1,0 +1,90 @@
+"""``stratoflow pools`` and ``stratoflow runs force-start`` against a local server."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from stratoflow.adapters.local.runtime import LocalRuntime
+from stratoflow.api.app import create_app
+from stratoflow.api.local_server import start_in_thread
+from stratoflow.cli import main
+
+pytestmark = pytest.mark.e2e
+
+SLOW = """
+name: slow_pair
+tasks:
+  a: {type: shell, command: "sleep 30", pool: one, priority: 1}
+  b: {type: shell, command: "true", pool: one}
+"""
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, LocalRuntime]]:
+    runtime = LocalRuntime(tmp_path / "server-home")
+    httpd, url = start_in_thread(
+        create_app(runtime.scheduler, on_change=runtime.wake), "127.0.0.1", 0
+    )
+    runtime.start()
+    yield url, runtime
+    httpd.shutdown()
+    runtime.close()
+
+
+def test_pools_commands(tmp_path: Path, served: tuple[str, LocalRuntime]) -> None:
+    url, runtime = served
+    cli = CliRunner()
+    api = ["--api", url]
+    flow = tmp_path / "slow.yaml"
+    flow.write_text(SLOW)
+    # bad input: exit 2, nothing sent
+    bad = cli.invoke(main, ["pools", "set", "one", "--slots", "0", *api])
+    assert bad.exit_code == 2
+    assert "slots must be between 1 and" in bad.output
+    # applying a workflow whose pool does not exist: exit 2, naming it
+    refused = cli.invoke(main, ["apply", str(flow), *api])
+    assert refused.exit_code == 2
+    assert "unknown pool 'one'" in refused.output
+    made = cli.invoke(main, ["pools", "set", "one", "--slots", "1", "--project", "default", *api])
+    assert made.output.strip() == "pool default/one: 1 slots, 0 used"
+    listed = json.loads(
+        cli.invoke(main, ["pools", "list", "--project", "default", "--output", "json", *api]).output
+    )
+    assert [(p["name"], p["slots"]) for p in listed["pools"]] == [("one", 1)]
+    assert cli.invoke(main, ["apply", str(flow), *api]).exit_code == 0
+    run_id = json.loads(
+        cli.invoke(main, ["trigger", "slow_pair", "--output", "json", *api]).output
+    )["run"]["id"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        shown = json.loads(
+            cli.invoke(
+                main, ["pools", "show", "one", "--project", "default", "--output", "json", *api]
+            ).output
+        )
+        if shown["waiting"] == 1 and shown["used"] == 1:
+            break
+        time.sleep(0.1)
+    assert [t["task_id"] for t in shown["waiting_tasks"]] == ["b"]
+    text = cli.invoke(main, ["pools", "show", "one", "--project", "default", *api]).output
+    assert "1/1 used, 1 waiting" in text
+    assert f"waiting  {run_id} b" in text
+    busy = cli.invoke(main, ["pools", "delete", "one", "--project", "default", *api])
+    assert busy.exit_code == 2
+    assert "in use" in busy.output
+    forced = cli.invoke(main, ["runs", "force-start", run_id, "b", *api])
+    assert forced.exit_code == 0, forced.output
+    assert forced.output.strip() == f"{run_id} b: running (attempt 1)"
+    assert cli.invoke(main, ["runs", "stop", run_id, *api]).exit_code == 0
+    deadline = time.monotonic() + 30
+    while (pool := runtime.store.get_pool("default/one")) is not None and pool.used:
+        assert time.monotonic() < deadline, pool
+        time.sleep(0.05)
+    gone = cli.invoke(main, ["pools", "delete", "one", "--project", "default", *api])
+    assert gone.output.strip() == "deleted: pool default/one"

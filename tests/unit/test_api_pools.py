@@ -1,0 +1,89 @@
+"""``/pools`` and force-start over the REST API (SQLite store, no processes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.unit.test_api_app import Api, _build, assert_error
+
+POOLED = """
+name: pooled
+tasks:
+  a: {type: shell, command: "true", pool: wh, priority: 1}
+  b: {type: shell, command: "true", pool: wh}
+"""
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    built = _build(tmp_path)
+    yield built
+    built.scheduler.store.close()  # type: ignore[attr-defined]
+
+
+def test_pools_are_set_listed_viewed_and_deleted(api: Api) -> None:
+    # an unknown pool is refused at apply, naming the task's field
+    reply = api.call("POST", "/workflows", {"source": POOLED})
+    body = assert_error(reply, 400, "invalid_input", "unknown pool 'wh'")
+    assert "tasks.a.pool" in str(body)
+    # bad sizes and names change nothing
+    assert api.call("PUT", "/pools/wh", {"slots": 0}).status == 422
+    assert api.call("PUT", "/pools/Bad Name", {"slots": 1}).status in (400, 404, 422)
+    assert api.call("GET", "/pools").body == {"pools": []}
+    # a project pool
+    reply = api.call("PUT", "/pools/wh", {"slots": 1}, query={"project": "default"})
+    assert reply.status == 200, reply.text
+    assert reply.body == {
+        "name": "wh",
+        "project": "default",
+        "slots": 1,
+        "used": 0,
+        "waiting": None,
+    }
+    api.call("PUT", "/pools/other", {"slots": 3})  # global
+    listed = api.call("GET", "/pools", query={"project": "default"}).body["pools"]
+    assert [(p["project"], p["name"]) for p in listed] == [(None, "other"), ("default", "wh")]
+    # a run whose two tasks share the one slot
+    api.apply(POOLED)
+    run_id = api.trigger("pooled")
+    api.scheduler.dispatch_ready()
+    view = api.call("GET", "/pools/wh", query={"project": "default"}).body
+    assert view["used"] == 1
+    assert view["waiting"] == 1
+    assert view["hidden"] == 0
+    assert [t["task_id"] for t in view["running_tasks"]] == ["a"]  # priority 1 first
+    assert [t["task_id"] for t in view["waiting_tasks"]] == ["b"]
+    # in use: not deleted
+    reply = api.call("DELETE", "/pools/wh", query={"project": "default"})
+    assert_error(reply, 409, "conflict", "in use")
+    # force start the waiting task
+    reply = api.call("POST", f"/runs/{run_id}/tasks/b/force-start")
+    assert reply.status == 200, reply.text
+    assert reply.body["state"] == "running"
+    assert_error(api.call("POST", f"/runs/{run_id}/tasks/b/force-start"), 409, "conflict")
+    view = api.call("GET", "/pools/wh", query={"project": "default"}).body
+    assert (view["used"], view["waiting"]) == (2, 0)
+    api.finish(run_id, "a")
+    api.finish(run_id, "b")
+    assert api.call("GET", "/pools/wh", query={"project": "default"}).body["used"] == 0
+    assert api.call("DELETE", "/pools/wh", query={"project": "default"}).status == 200
+    assert_error(api.call("GET", "/pools/wh", query={"project": "default"}), 404, "not_found")
+    assert "/pools/{name}" in api.call("GET", "/openapi.json").body["paths"]
+
+
+def test_a_task_whose_pool_was_deleted_after_apply_fails_saying_so(api: Api) -> None:
+    api.call("PUT", "/pools/gone", {"slots": 1})
+    api.apply(
+        "name: late\ntasks:\n  a: {type: shell, command: 'true'}\n"
+        "  b: {type: shell, command: 'true', pool: gone, depends_on: [a]}\n"
+    )
+    assert api.call("DELETE", "/pools/gone").status == 200  # nothing holds or waits for it yet
+    run_id = api.trigger("late")
+    api.finish(run_id, "a")
+    api.scheduler.dispatch_ready()
+    b = api.task(run_id, "b")
+    assert b.state.value == "failed"
+    assert b.error == "pool 'gone' does not exist"
+    assert api.scheduler.store.get_run(run_id).state.value == "failed"
