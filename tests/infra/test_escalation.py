@@ -907,6 +907,16 @@ def test_a_project_role_queries_only_the_listed_workgroups_and_clusters(
             assert decide(cfn, role, action, f"{bucket}/athena/{mine}/q-1.csv", SQL_PARAMS)
             for theirs in (f"athena/{other}/q-1.csv", f"athena/{mine}x/q-1.csv", "q-1.csv"):
                 assert not decide(cfn, role, action, f"{bucket}/{theirs}", SQL_PARAMS), theirs
+        # a listing of the bucket must name the project's results prefix (the evaluator above
+        # ignores conditions: this checks the condition itself, in the policy and the boundary)
+        (own,) = [st for st in places(SQL_PARAMS).policy(mine)["Statement"]
+                  if "s3:ListBucket" in _as_list(st["Action"])]  # fmt: skip
+        assert own["Condition"] == {
+            "StringLike": {"s3:prefix": [f"athena/{mine}/", f"athena/{mine}/*"]}
+        }
+        (capped,) = [st for st in boundary_statements(cfn)
+                     if "s3:ListBucket" in _as_list(st["Action"])]  # fmt: skip
+        assert capped["Condition"] == {"StringLike": {"s3:prefix": ["athena/", "athena/*"]}}
         # results go where the dispatcher tells the runner they go
         assert (
             places(SQL_PARAMS).athena_output(mine) == f"s3://{STACK}-artifactbucket/athena/{mine}/"

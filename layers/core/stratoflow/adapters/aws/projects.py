@@ -269,12 +269,24 @@ class ProjectPlaces:
                     "Resource": f"{bucket}/{ATHENA_RESULTS}/{project}/*",
                 },
                 {
-                    "Sid": "AthenaResultsBucket",
+                    "Sid": "AthenaResultsBucketRegion",
                     "Effect": "Allow",
-                    "Action": ["s3:GetBucketLocation", "s3:ListBucket"],
+                    "Action": "s3:GetBucketLocation",
+                    "Resource": bucket,
+                },
+                {
+                    # a listing names the prefix (a request without one lists nothing here)
+                    "Sid": "AthenaResultsListing",
+                    "Effect": "Allow",
+                    "Action": "s3:ListBucket",
                     "Resource": bucket,
                     "Condition": {
-                        "StringLikeIfExists": {"s3:prefix": f"{ATHENA_RESULTS}/{project}/*"}
+                        "StringLike": {
+                            "s3:prefix": [
+                                f"{ATHENA_RESULTS}/{project}/",
+                                f"{ATHENA_RESULTS}/{project}/*",
+                            ]
+                        }
                     },
                 },
             ]
