@@ -101,3 +101,22 @@ def test_the_runners_timeout_cancels_the_query_on_the_server(
         ).fetchone()
     assert left == (0,)
     assert "cancelling the query on the server" in log_text(s3)
+
+
+def test_athena_results_go_under_the_projects_prefix_unless_the_connection_names_one(
+    stack: Stack,
+) -> None:
+    """A project's role may write Athena results under athena/<project>/ of the stack's bucket
+    only (tests/infra/test_escalation.py): an Athena connection that names no output
+    location gets that one; one that names its own keeps it."""
+    lake = validate_connection("default", "lake", "athena", {"workgroup": "etl", "database": "raw"})
+    own = validate_connection("default", "own", "athena", {
+        "workgroup": "etl", "database": "raw", "output_location": "s3://mine/q/"})  # fmt: skip
+    dispatcher = dispatcher_for(stack, connections=lookup({"lake": lake, "own": own}))
+    assert dispatcher.bucket
+    doc = dispatcher.build_input(attempt_spec("sql", {**SQL, "connection": "lake"}))
+    settings = doc["task"]["__connection"]["settings"]
+    assert settings["output_location"] == f"s3://{dispatcher.bucket}/athena/default/"
+    assert settings["workgroup"] == "etl"
+    doc = dispatcher.build_input(attempt_spec("sql", {**SQL, "connection": "own"}))
+    assert doc["task"]["__connection"]["settings"]["output_location"] == "s3://mine/q/"

@@ -696,6 +696,10 @@ def create_resources(prefix: str = "sf") -> dict[str, str]:
         "STRATOFLOW_EKS_NAMESPACE": "stratoflow",
         "STRATOFLOW_EKS_OIDC_ISSUER": "",
         "STRATOFLOW_LAMBDA_TASK_FUNCTIONS": "",
+        # moto enforces no IAM: the policies these make are evaluated in tests/infra
+        "STRATOFLOW_ATHENA_WORKGROUPS": "",
+        "STRATOFLOW_REDSHIFT_RESOURCES": "",
+        "STRATOFLOW_AURORA_CLUSTERS": "",
         # deployed with EnableReadModel=false: moto's rds-data runs no SQL, so the API reads
         # its lists from DynamoDB here (the read model's SQL is tested on real PostgreSQL and
         # its Data API wiring on moto's queued results, in tests/readmodel)

@@ -14,9 +14,12 @@ def test_reads_every_contract_variable() -> None:
     assert settings.table == "value-of-stratoflow_table"
     assert settings.state_machine_arn == "value-of-stratoflow_state_machine_arn"
     assert settings.as_env() == FULL
-    assert (
-        len(AwsSettings.ENV) == 25
-    )  # the last: STRATOFLOW_ALERT_TABLE (sql tasks' connections, for the dispatcher)
+    # the last: what sql tasks may query (AthenaWorkgroupArns, RedshiftResourceArns,
+    # AuroraClusterArns), optional: empty gives the project roles none of it
+    assert len(AwsSettings.ENV) == 28
+    blank = AwsSettings.from_env({**FULL, **{AwsSettings.ENV[f]: "" for f in (
+        "athena_workgroups", "redshift_resources", "aurora_clusters")}})  # fmt: skip
+    assert (blank.athena_workgroups, blank.redshift_resources, blank.aurora_clusters) == ("",) * 3
 
 
 def test_a_missing_variable_is_named() -> None:
@@ -54,3 +57,30 @@ def test_a_stack_without_batch_eks_or_read_model_may_leave_those_empty() -> None
     del env["STRATOFLOW_EKS_CLUSTER"]  # empty is allowed, absent is a misconfiguration
     with pytest.raises(SettingsError, match="STRATOFLOW_EKS_CLUSTER"):
         AwsSettings.from_env(env)
+
+
+def test_the_project_roles_get_the_listed_workgroups_and_clusters() -> None:
+    """What the stack lists (comma-joined, blanks dropped) reaches each project role's
+    policy through the dispatcher's settings; empty lists give it no sql statement."""
+    from types import SimpleNamespace
+
+    from stratoflow.adapters.aws.runtime import project_identities
+
+    boundary = "arn:aws:iam::123456789012:policy/stratoflow-ProjectTaskBoundary"
+    env = {**FULL, "STRATOFLOW_PROJECT_BOUNDARY_ARN": boundary,
+           "STRATOFLOW_SECRETS_PREFIX": "stratoflow/", "STRATOFLOW_RUNNER_LOG_RETENTION_DAYS": "7"}  # fmt: skip
+    clients = SimpleNamespace(dynamodb=SimpleNamespace(meta=SimpleNamespace(region_name="eu-west-1")),
+                              iam=None, lambda_=None, logs=None, eks=None)  # fmt: skip
+    wg = "arn:aws:athena:eu-west-1:123456789012:workgroup/etl"
+    listed = dict(env, STRATOFLOW_ATHENA_WORKGROUPS=f" {wg} ,",
+                  STRATOFLOW_REDSHIFT_RESOURCES="", STRATOFLOW_AURORA_CLUSTERS="")  # fmt: skip
+    places = project_identities(AwsSettings.from_env(listed), clients).places  # type: ignore[arg-type]
+    assert places.athena_workgroups == (wg,)
+    sids = {st["Sid"] for st in places.policy("analytics")["Statement"]}
+    assert {"AthenaWorkgroups", "AthenaResults"} <= sids
+    assert not {"RedshiftDataStatements", "AuroraDataApi"} & sids
+    none = dict(listed, STRATOFLOW_ATHENA_WORKGROUPS="")
+    places = project_identities(AwsSettings.from_env(none), clients).places  # type: ignore[arg-type]
+    assert not {"AthenaWorkgroups", "AthenaResults"} & {
+        st["Sid"] for st in places.policy("analytics")["Statement"]
+    }

@@ -174,12 +174,19 @@ def _matches(pattern: str, value: str) -> bool:
     return fnmatch.fnmatchcase(value, pattern)
 
 
-def places() -> ProjectPlaces:
-    """The example deployment's project names (the template's defaults)."""
+def places(params: Mapping[str, list[str]] | None = None) -> ProjectPlaces:
+    """The example deployment's project names (the template's defaults), with what the
+    stack's parameters in ``params`` give the project roles (the dispatcher reads them from
+    its environment, which the template sets from the same parameters)."""
+    given = params or {}
     return ProjectPlaces(
         stack=STACK, partition=PARTITION, region=REGION, account=ACCOUNT,
         bucket=f"{STACK}-artifactbucket", table=f"{STACK}-StateTable",
         secrets_prefix="stratoflow/",
+        lambda_task_functions=tuple(given.get("LambdaTaskFunctionArns", ())),
+        athena_workgroups=tuple(given.get("AthenaWorkgroupArns", ())),
+        redshift_resources=tuple(given.get("RedshiftResourceArns", ())),
+        aurora_clusters=tuple(given.get("AuroraClusterArns", ())),
     )  # fmt: skip
 
 
@@ -199,7 +206,7 @@ def decide(
     ``project:<name>`` is that project's role: its own policy (what the dispatcher puts on
     it) within the stack's permissions boundary, as IAM decides it (both must allow)."""
     if role.startswith("project:"):
-        own = places().policy(role.removeprefix("project:"))["Statement"]
+        own = places(params).policy(role.removeprefix("project:"))["Statement"]
         return allows(cfn, own, action, resource, params) and allows(
             cfn, boundary_statements(cfn), action, resource, params
         )
@@ -843,3 +850,139 @@ def test_readme_tells_how_to_deploy_without_a_default_vpc() -> None:
     assert "default VPC" in section
     assert "DbSubnetGroupName" in section
     assert "SubnetIds" in section
+
+
+# ---------------------------------------------------------------- sql tasks (issue 13 item 3)
+ATHENA = f"arn:{PARTITION}:athena:{REGION}:{ACCOUNT}:workgroup/"
+REDSHIFT = f"arn:{PARTITION}:redshift:{REGION}:{ACCOUNT}:cluster:"
+SERVERLESS = f"arn:{PARTITION}:redshift-serverless:{REGION}:{ACCOUNT}:workgroup/"
+AURORA = f"arn:{PARTITION}:rds:{REGION}:{ACCOUNT}:cluster:"
+SQL_PARAMS = {
+    "AthenaWorkgroupArns": [ATHENA + "etl"],
+    "RedshiftResourceArns": [REDSHIFT + "warehouse", SERVERLESS + "0f1e2d3c"],
+    "AuroraClusterArns": [AURORA + "orders"],
+}
+# what each connection type calls to run a query, on what: (action, a resource listed above,
+# the same kind of resource the stack does not list)
+SQL_CALLS = (
+    *((a, ATHENA + "etl", ATHENA + "adhoc") for a in (
+        "athena:StartQueryExecution", "athena:GetQueryExecution", "athena:GetQueryResults",
+        "athena:StopQueryExecution")),
+    ("redshift-data:ExecuteStatement", REDSHIFT + "warehouse", REDSHIFT + "finance"),
+    ("redshift-data:BatchExecuteStatement", SERVERLESS + "0f1e2d3c", SERVERLESS + "9a8b7c6d"),
+    ("rds-data:ExecuteStatement", AURORA + "orders", AURORA + "payroll"),
+    ("rds-data:BeginTransaction", AURORA + "orders", AURORA + "payroll"),
+)  # fmt: skip
+
+
+def test_sql_tasks_reach_nothing_unless_the_stack_lists_it(cfn: dict[str, Any]) -> None:
+    """Deployed with the defaults (no AthenaWorkgroupArns, RedshiftResourceArns or
+    AuroraClusterArns), no project role may query any workgroup or cluster: not by its own
+    policy, not within the boundary."""
+    for project in PROJECTS:
+        for action, listed, unlisted in SQL_CALLS:
+            for arn in (listed, unlisted):
+                assert not decide(cfn, f"project:{project}", action, arn), (action, arn)
+    everything = [{"Effect": "Allow", "Action": "*", "Resource": "*"}]
+    boundary = boundary_statements(cfn)
+    for action, listed, _ in SQL_CALLS:
+        assert allows(cfn, everything, action, listed)
+        assert not allows(cfn, boundary, action, listed), action
+
+
+def test_a_project_role_queries_only_the_listed_workgroups_and_clusters(
+    cfn: dict[str, Any],
+) -> None:
+    """With the parameters set, each project's role runs queries on the listed workgroups,
+    clusters and serverless workgroups and on no other; Athena writes its results under the
+    project's own prefix of the bucket, never another project's; and its role has no other
+    project's statements (the owner condition, checked below)."""
+    bucket = _bucket(cfn)
+    for mine, other in (("analytics", "billing"), ("billing", "analytics")):
+        role = f"project:{mine}"
+        for action, listed, unlisted in SQL_CALLS:
+            assert decide(cfn, role, action, listed, SQL_PARAMS), (role, action, listed)
+            assert not decide(cfn, role, action, unlisted, SQL_PARAMS), (role, action, unlisted)
+        for action in ("s3:PutObject", "s3:GetObject"):
+            assert decide(cfn, role, action, f"{bucket}/athena/{mine}/q-1.csv", SQL_PARAMS)
+            for theirs in (f"athena/{other}/q-1.csv", f"athena/{mine}x/q-1.csv", "q-1.csv"):
+                assert not decide(cfn, role, action, f"{bucket}/{theirs}", SQL_PARAMS), theirs
+        # a listing of the bucket must name the project's results prefix (the evaluator above
+        # ignores conditions: this checks the condition itself, in the policy and the boundary)
+        (own,) = [st for st in places(SQL_PARAMS).policy(mine)["Statement"]
+                  if "s3:ListBucket" in _as_list(st["Action"])]  # fmt: skip
+        assert own["Condition"] == {
+            "StringLike": {"s3:prefix": [f"athena/{mine}/", f"athena/{mine}/*"]}
+        }
+        (capped,) = [st for st in boundary_statements(cfn)
+                     if "s3:ListBucket" in _as_list(st["Action"])]  # fmt: skip
+        assert capped["Condition"] == {"StringLike": {"s3:prefix": ["athena/", "athena/*"]}}
+        # results go where the dispatcher tells the runner they go
+        assert (
+            places(SQL_PARAMS).athena_output(mine) == f"s3://{STACK}-artifactbucket/athena/{mine}/"
+        )
+        # nothing of Athena, Redshift or Aurora beyond running queries
+        for action, resource in (
+            ("athena:DeleteWorkGroup", ATHENA + "etl"),
+            ("athena:UpdateWorkGroup", ATHENA + "etl"),
+            ("redshift:DeleteCluster", REDSHIFT + "warehouse"),
+            ("rds:DeleteDBCluster", AURORA + "orders"),
+            ("s3:DeleteObject", f"{bucket}/athena/{mine}/q-1.csv"),
+        ):
+            assert not decide(cfn, role, action, resource, SQL_PARAMS), action
+
+
+def _owner_conditioned(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        st for st in statements
+        if st["Effect"] == "Allow"
+        and set(_as_list(st["Action"])) & {"redshift-data:DescribeStatement",
+                                            "redshift-data:GetStatementResult",
+                                            "redshift-data:CancelStatement"}
+    ]  # fmt: skip
+
+
+def test_redshift_statements_are_read_and_cancelled_by_their_owner_only(
+    cfn: dict[str, Any],
+) -> None:
+    """A Redshift Data statement has no ARN: DescribeStatement, GetStatementResult and
+    CancelStatement take "*", narrowed by redshift-data:statement-owner-iam-userid to the
+    caller's own (as AWS documents). Every project role is its own IAM user id, so one project
+    never reads nor cancels another's statement. The evaluator above ignores conditions; this
+    checks the condition itself, in the role's policy and in the boundary."""
+    condition = {"StringEquals": {"redshift-data:statement-owner-iam-userid": "${aws:userid}"}}
+    own = _owner_conditioned(places(SQL_PARAMS).policy("analytics")["Statement"])
+    capped = _owner_conditioned(boundary_statements(cfn))
+    assert own
+    assert capped
+    for st in (*own, *capped):
+        assert st["Condition"] == condition, st
+    assert set(_as_list(own[0]["Action"])) == {
+        "redshift-data:DescribeStatement",
+        "redshift-data:GetStatementResult",
+        "redshift-data:CancelStatement",
+    }
+    # no other statement grants them unconditionally
+    for project in PROJECTS:
+        for st in places(SQL_PARAMS).policy(project)["Statement"]:
+            if "redshift-data:GetStatementResult" in _as_list(st["Action"]):
+                assert st.get("Condition") == condition
+    # and without RedshiftResourceArns there is none at all
+    assert not _owner_conditioned(places().policy("analytics")["Statement"])
+
+
+def test_the_dispatcher_passes_the_sql_parameters_to_project_roles(cfn: dict[str, Any]) -> None:
+    """The template hands each parameter to the dispatching functions, joined by commas, and
+    the settings read exactly those variables: what test_a_project_role_queries... evaluates
+    is what a deployment gets."""
+    from stratoflow.adapters.aws.settings import AwsSettings
+
+    env = cfn["Resources"]["AdvanceFunction"]["Properties"]["Environment"]["Variables"]
+    for parameter, field in (
+        ("AthenaWorkgroupArns", "athena_workgroups"),
+        ("RedshiftResourceArns", "redshift_resources"),
+        ("AuroraClusterArns", "aurora_clusters"),
+    ):
+        variable = AwsSettings.ENV[field]
+        assert env[variable] == {"Fn::Join": [",", {"Ref": parameter}]}, variable
+        assert cfn["Parameters"][parameter]["Default"] == ""

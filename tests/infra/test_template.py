@@ -102,6 +102,15 @@ NO_RESOURCE_LEVEL_ACTIONS = {
     "logs:DescribeResourcePolicies",
     "logs:DescribeLogGroups",
 }
+# A Redshift Data statement has no ARN: these take "*" and are narrowed to the caller's own
+# statements by the redshift-data:statement-owner-iam-userid condition, which every statement
+# granting them must carry (OWNER_CONDITIONED_ACTIONS is checked below).
+OWNER_CONDITIONED_ACTIONS = {
+    "redshift-data:DescribeStatement",
+    "redshift-data:GetStatementResult",
+    "redshift-data:CancelStatement",
+}
+OWNER_CONDITION = {"StringEquals": {"redshift-data:statement-owner-iam-userid": "${aws:userid}"}}
 
 
 def _local_uris_to_s3(template: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +215,9 @@ def least_privilege_problems(cfn: dict[str, Any]) -> list[str]:
             if not isinstance(action, str) or "*" in action
         )
         if "*" in resources:
-            wide = [a for a in actions if a not in NO_RESOURCE_LEVEL_ACTIONS]
+            owned = st.get("Condition") == OWNER_CONDITION
+            wide = [a for a in actions if a not in NO_RESOURCE_LEVEL_ACTIONS
+                    and not (owned and a in OWNER_CONDITIONED_ACTIONS)]  # fmt: skip
             if wide:
                 problems.append(f"{where}: '*' resource for {wide}")
     for name, role in resources_of(cfn, "AWS::IAM::Role").items():
@@ -238,8 +249,22 @@ def test_least_privilege_check_catches_violations(cfn: dict[str, Any]) -> None:
             "Resource": {"Fn::If": ["HasEks", "*", {"Ref": "AWS::NoValue"}]},
         }
     )
+    # another caller's statements: the owner condition missing, or not the caller's own id
+    statements.append(
+        {"Effect": "Allow", "Action": "redshift-data:GetStatementResult", "Resource": "*"}
+    )
+    statements.append(
+        {
+            "Effect": "Allow",
+            "Action": "redshift-data:CancelStatement",
+            "Resource": "*",
+            "Condition": {"StringLike": {"redshift-data:statement-owner-iam-userid": "*"}},
+        }
+    )
     role["ManagedPolicyArns"] = ["arn:aws:iam::aws:policy/AdministratorAccess"]
     problems = least_privilege_problems(bad)
+    assert any("'*' resource for ['redshift-data:GetStatementResult']" in p for p in problems)
+    assert any("'*' resource for ['redshift-data:CancelStatement']" in p for p in problems)
     assert any("wildcard action 'dynamodb:*'" in p for p in problems)
     assert any("'*' resource for ['sqs:SendMessage']" in p for p in problems)
     assert any("'*' resource for ['s3:GetObject']" in p for p in problems)

@@ -22,7 +22,12 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from stratoflow.adapters.aws.projects import Identities, ProjectPlaces, TaskIdentity
+from stratoflow.adapters.aws.projects import (
+    ATHENA_RESULTS,
+    Identities,
+    ProjectPlaces,
+    TaskIdentity,
+)
 from stratoflow.adapters.aws.resources import S3Resources
 from stratoflow.adapters.aws.results import MalformedOutcome, ReadJson, S3Objects, parse_outcome
 from stratoflow.adapters.aws.secrets import secret_id, secrets_prefix
@@ -397,7 +402,11 @@ class StepFunctionsDispatcher(Dispatcher):
         if spec.task.task_type != "sql" or self.connections is None:
             return {}
         found = self.connections(spec.project, str(spec.task.fields.get("connection") or ""))
-        return {"__connection": {"type": found.type, "settings": dict(found.settings)}}
+        settings = dict(found.settings)
+        if found.type == "athena" and not settings.get("output_location") and self.bucket:
+            # the project's role may write Athena results under athena/<project>/ only
+            settings["output_location"] = f"s3://{self.bucket}/{ATHENA_RESULTS}/{spec.project}/"
+        return {"__connection": {"type": found.type, "settings": settings}}
 
     def _env(self, spec: AttemptSpec) -> list[dict[str, str]]:
         env = {

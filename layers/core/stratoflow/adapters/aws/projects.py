@@ -108,6 +108,36 @@ def valid_namespace(namespace: str) -> bool:
     return bool(_DNS_LABEL.match(namespace))
 
 
+# sql tasks on AWS (taskexec/sql_aws.py): what each connection type calls, as the project's role
+ATHENA_RESULTS = "athena"  # the bucket's prefix of Athena results: athena/<project>/
+ATHENA_ACTIONS = (
+    "athena:StartQueryExecution",
+    "athena:GetQueryExecution",
+    "athena:GetQueryResults",
+    "athena:StopQueryExecution",
+    "athena:GetWorkGroup",
+)
+ATHENA_RESULT_ACTIONS = (
+    "s3:PutObject",
+    "s3:GetObject",
+    "s3:AbortMultipartUpload",
+    "s3:ListMultipartUploadParts",
+)
+REDSHIFT_RUN_ACTIONS = ("redshift-data:ExecuteStatement", "redshift-data:BatchExecuteStatement")
+REDSHIFT_OWN_ACTIONS = (
+    "redshift-data:DescribeStatement",
+    "redshift-data:GetStatementResult",
+    "redshift-data:CancelStatement",
+)
+RDS_DATA_ACTIONS = (
+    "rds-data:ExecuteStatement",
+    "rds-data:BatchExecuteStatement",
+    "rds-data:BeginTransaction",
+    "rds-data:CommitTransaction",
+    "rds-data:RollbackTransaction",
+)
+
+
 @dataclass(frozen=True)
 class ProjectPlaces:
     """Names and the inline policy of a project's identity, from the stack's names alone (no
@@ -129,6 +159,13 @@ class ProjectPlaces:
     # every function of the account. The runner invokes one as the project's role for a
     # lambda task whose payload references a secret; the stack's own are denied whatever this says
     lambda_task_functions: tuple[str, ...] = ()
+    # what sql tasks may query (the stack's AthenaWorkgroupArns, RedshiftResourceArns and
+    # AuroraClusterArns); empty: none of that kind. Athena writes its results as the
+    # project's role under athena/<project>/ of the bucket; a Redshift statement's status and
+    # results are readable by the role that ran it only (statement-owner-iam-userid)
+    athena_workgroups: tuple[str, ...] = ()
+    redshift_resources: tuple[str, ...] = ()
+    aurora_clusters: tuple[str, ...] = ()
 
     def role_name(self, project: str) -> str:
         return f"{self.stack}-p-{project_digest(project)}"
@@ -207,6 +244,85 @@ class ProjectPlaces:
         """An attempt's object key: ``<kind>/<project>/<run>/<task>/<attempt><suffix>``."""
         return f"{kind}/{project}/{run_id}/{task_id}/{attempt}{suffix}"
 
+    def athena_output(self, project: str) -> str:
+        """Where the project's Athena queries write their results (its role's prefix)."""
+        return f"s3://{self.bucket}/{ATHENA_RESULTS}/{project}/"
+
+    def sql_statements(self, project: str) -> list[dict[str, Any]]:
+        """What the project's sql tasks may query: the listed workgroups, clusters and
+        serverless workgroups only, nothing when the stack lists none."""
+        bucket = f"arn:{self.partition}:s3:::{self.bucket}"
+        out: list[dict[str, Any]] = []
+        if self.athena_workgroups:
+            out += [
+                {
+                    "Sid": "AthenaWorkgroups",
+                    "Effect": "Allow",
+                    "Action": list(ATHENA_ACTIONS),
+                    "Resource": list(self.athena_workgroups),
+                },
+                {
+                    # Athena writes and reads a query's results with the caller's credentials
+                    "Sid": "AthenaResults",
+                    "Effect": "Allow",
+                    "Action": list(ATHENA_RESULT_ACTIONS),
+                    "Resource": f"{bucket}/{ATHENA_RESULTS}/{project}/*",
+                },
+                {
+                    "Sid": "AthenaResultsBucketRegion",
+                    "Effect": "Allow",
+                    "Action": "s3:GetBucketLocation",
+                    "Resource": bucket,
+                },
+                {
+                    # a listing names the prefix (a request without one lists nothing here)
+                    "Sid": "AthenaResultsListing",
+                    "Effect": "Allow",
+                    "Action": "s3:ListBucket",
+                    "Resource": bucket,
+                    "Condition": {
+                        "StringLike": {
+                            "s3:prefix": [
+                                f"{ATHENA_RESULTS}/{project}/",
+                                f"{ATHENA_RESULTS}/{project}/*",
+                            ]
+                        }
+                    },
+                },
+            ]
+        if self.redshift_resources:
+            out += [
+                {
+                    "Sid": "RedshiftDataStatements",
+                    "Effect": "Allow",
+                    "Action": list(REDSHIFT_RUN_ACTIONS),
+                    "Resource": list(self.redshift_resources),
+                },
+                {
+                    # a statement's status, results and cancel: its own statements only, as
+                    # the Redshift Data API documents (these actions take no resource)
+                    "Sid": "RedshiftDataOwnStatements",
+                    "Effect": "Allow",
+                    "Action": list(REDSHIFT_OWN_ACTIONS),
+                    "Resource": "*",
+                    "Condition": {
+                        "StringEquals": {
+                            "redshift-data:statement-owner-iam-userid": "${aws:userid}"
+                        }
+                    },
+                },
+            ]
+        if self.aurora_clusters:
+            out.append(
+                {
+                    "Sid": "AuroraDataApi",
+                    "Effect": "Allow",
+                    "Action": list(RDS_DATA_ACTIONS),
+                    "Resource": list(self.aurora_clusters),
+                }
+            )
+        return out
+
     def policy(self, project: str) -> dict[str, Any]:
         """The project role's inline policy: its own keys, secrets and stop polls, nothing of
         another project's (run ids are ``<project>.<...>``; '.' never occurs in a name)."""
@@ -217,6 +333,7 @@ class ProjectPlaces:
         return {
             "Version": "2012-10-17",
             "Statement": [
+                *self.sql_statements(project),
                 {
                     "Sid": "ProjectLogsAndOutputs",
                     "Effect": "Allow",

@@ -81,6 +81,11 @@ class AwsClients:
         )
 
 
+def _arns(joined: str) -> tuple[str, ...]:
+    """A template's CommaDelimitedList parameter, joined by commas: its non-empty items."""
+    return tuple(arn.strip() for arn in joined.split(",") if arn.strip())
+
+
 def project_identities(settings: AwsSettings, clients: AwsClients) -> ProjectIdentities:
     """Each project's role, runner function and pod identity (docs/aws.md, "Isolation").
     The partition and account come from the boundary's ARN, the region from the clients."""
@@ -100,9 +105,10 @@ def project_identities(settings: AwsSettings, clients: AwsClients) -> ProjectIde
         secrets_prefix=secrets_prefix({PREFIX_VARIABLE: settings.secrets_prefix}),
         oidc_issuer=settings.eks_oidc_issuer,
         eks_namespace=settings.eks_namespace,
-        lambda_task_functions=tuple(
-            arn.strip() for arn in settings.lambda_task_functions.split(",") if arn.strip()
-        ),
+        lambda_task_functions=_arns(settings.lambda_task_functions),
+        athena_workgroups=_arns(settings.athena_workgroups),
+        redshift_resources=_arns(settings.redshift_resources),
+        aurora_clusters=_arns(settings.aurora_clusters),
     )
     retention = settings.runner_log_retention_days
     return ProjectIdentities(

@@ -51,6 +51,11 @@ class AwsSettings:
     # LambdaTaskFunctionArns, comma-separated: what a project's runner may invoke for a lambda
     # task whose payload references a secret (empty: any function of the account but the stack's)
     lambda_task_functions: str = ""
+    # AthenaWorkgroupArns, RedshiftResourceArns, AuroraClusterArns, comma-separated: what a
+    # project's sql tasks may query (empty: nothing of that kind)
+    athena_workgroups: str = ""
+    redshift_resources: str = ""
+    aurora_clusters: str = ""
     # the alert table, which also holds the projects' named connections: the dispatcher reads
     # an sql task's connection there (empty: sql tasks are refused)
     alert_table: str = ""
@@ -61,7 +66,8 @@ class AwsSettings:
         {"batch_job_queue", "runner_job_definition", "eks_cluster", "eks_namespace",
          "db_cluster_arn", "db_secret_arn", "db_name", "express_state_machine_arn",
          "results_dlq_url", "secrets_prefix", "runner_log_retention_days", "eks_oidc_issuer",
-         "lambda_task_functions", "alert_table"}
+         "lambda_task_functions", "alert_table", "athena_workgroups", "redshift_resources",
+         "aurora_clusters"}
     )  # fmt: skip
     ENV: ClassVar[Mapping[str, str]] = {
         "table": "STRATOFLOW_TABLE",
@@ -92,6 +98,10 @@ class AwsSettings:
         "eks_oidc_issuer": "STRATOFLOW_EKS_OIDC_ISSUER",
         # empty: every function of the account (never the stack's: the boundary denies those)
         "lambda_task_functions": "STRATOFLOW_LAMBDA_TASK_FUNCTIONS",
+        # empty: a project's sql tasks may query no workgroup, cluster or Aurora cluster
+        "athena_workgroups": "STRATOFLOW_ATHENA_WORKGROUPS",
+        "redshift_resources": "STRATOFLOW_REDSHIFT_RESOURCES",
+        "aurora_clusters": "STRATOFLOW_AURORA_CLUSTERS",
         # the alert table (alert channels and groups, and the named connections of sql tasks)
         "alert_table": "STRATOFLOW_ALERT_TABLE",
     }
