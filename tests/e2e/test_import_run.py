@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from stratoflow.adapters.local.runtime import LocalRuntime
+from stratoflow.connections import validate_connection
 from stratoflow.engine import RunState
 from stratoflow.importers import import_file, to_yaml
 from tests.e2e import test_runtime
 from tests.e2e.test_runtime import finish, states
+from tests.readmodel.conftest import ADMIN_URL, admin_connection
 
 pytestmark = pytest.mark.e2e
 runtime = test_runtime.runtime  # the local runtime fixture, in a fresh home per test
@@ -24,9 +26,15 @@ LOGICAL = datetime(2026, 3, 1, 16, 30, tzinfo=UTC)
 
 
 def _run(rt: LocalRuntime, export: str, **params: object) -> str:
-    result = import_file(FIXTURES / export, unmapped="report")  # the SQL / Spark task left out
+    result = import_file(FIXTURES / export, unmapped="report")  # the Spark task left out
     workflow = result.workflows[0]
     version, _ = rt.scheduler.apply(to_yaml(workflow, export))
+    if "datasource-1" in str(workflow.document):  # the SQL task's, on the real PostgreSQL
+        admin_connection().close()  # type: ignore[attr-defined]  # unreachable: skip (CI: fail)
+        connection = validate_connection(
+            version.project, "datasource-1", "postgresql", {"url": ADMIN_URL}
+        )
+        rt.connections.put(connection, rt.clock.now())
     run, _ = rt.scheduler.trigger(
         version.project, version.name, params=params, logical_date=LOGICAL
     )
@@ -46,9 +54,11 @@ def test_imported_3x_export_runs_as_in_dolphinscheduler(runtime: LocalRuntime, e
     assert states(runtime, run_id) == {
         "extract": "succeeded", "check": "succeeded", "transform": "succeeded",
         "route": "succeeded", "load_eu": "succeeded", "load_other": "skipped",
-        "notify_ok": "succeeded", "notify_failure": "skipped",
+        "notify_ok": "succeeded", "notify_failure": "skipped", "report": "succeeded",
     }  # fmt: skip
     outputs = _outputs(runtime, run_id)
+    # the SQL task ran its query on the connection named after the datasource: first row
+    assert outputs["report"]["row_count"] in (1, "1")
     # setValue lines became outputs; $[yyyyMMdd-1] is the day before in Shanghai, not in UTC
     assert outputs["extract"] == {"rows": "42", "day": "20260301"}
     # ${rows} read the upstream OUT parameter, ${dt} = $[yyyy-MM-dd] computed in Shanghai

@@ -185,7 +185,9 @@ def test_the_three_export_generations_give_one_workflow() -> None:
     doc = docs[0] or {}
     assert doc["schedule"]["cron"] == "cron(30 0 * * ? *)"
     assert doc["tasks"]["notify_failure"]["trigger_rule"] == "one_failed"
-    assert doc["tasks"]["report"]["description"].startswith("PLACEHOLDER (imported SQL task")
+    assert doc["tasks"]["report"] == {  # the SQL task, on a connection named after its datasource
+        "type": "sql", "connection": "datasource-1", "sql": "select 1", "outputs": "first_row"
+    }  # fmt: skip
     legacy = import_file(FIXTURES / "ds_1.3_export.json")
     _check(legacy)
     doc1 = legacy.workflows[0].document or {}
