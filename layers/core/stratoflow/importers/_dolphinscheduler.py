@@ -854,10 +854,10 @@ def _dependent(p: dict[str, Any], tid: str, ctx: _Ctx) -> dict[str, Any]:
     relations = {outer} if len(groups) > 1 else set()
     raw_items: list[dict[str, Any]] = []
     for group in groups:
-        items = [i for i in group.get("dependItemList") or [] if isinstance(i, dict)]
-        if len(items) > 1:
+        group_items = [i for i in group.get("dependItemList") or [] if isinstance(i, dict)]
+        if len(group_items) > 1:
             relations.add(str(group.get("relation") or "AND").upper())
-        raw_items.extend(items)
+        raw_items.extend(group_items)
     relations = relations or {"AND"}
     if not raw_items:
         return _cannot("the dependent task checks nothing")
