@@ -805,9 +805,16 @@ def _cannot(reason: str) -> dict[str, Any]:
     return {"type": "placeholder", "description": reason}
 
 
-def _workflow_ref(code: str, ctx: _Ctx) -> tuple[str, DsRef] | None:
-    """``name`` or ``project/name`` of the workflow with definition ``code`` in this import."""
+def _workflow_ref(
+    code: str, ctx: _Ctx, name: Any = None, project: Any = None
+) -> tuple[str, DsRef] | None:
+    """``name`` or ``project/name`` of the workflow with definition ``code`` in this import
+    (pydolphinscheduler YAML names it instead: ``name`` in ``project``)."""
     ref = ctx.codes.get(code)
+    if ref is None and name not in (None, ""):
+        ref = DsRef(
+            workflow_name(str(project)) if project else ctx.project, workflow_name(str(name)), {}
+        )
     if ref is None:
         return None
     if ref.project and ref.project != ctx.project:
@@ -831,6 +838,11 @@ def _sub_workflow(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict
         ),
         None,
     )
+    if p.get("workflowName"):  # pydolphinscheduler YAML: by name
+        found = _workflow_ref("", ctx, p["workflowName"])
+        assert found is not None
+        ctx.notes.changed(f"the sub-workflow {p['workflowName']!r} is {found[0]!r}", task=tid)
+        return {"type": "workflow", "workflow": found[0]}
     if code is None:
         return _cannot("the sub-workflow names no definition code")
     found = _workflow_ref(code, ctx)
@@ -841,7 +853,18 @@ def _sub_workflow(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict
 
 
 # DolphinScheduler's date values as the dependency task's: same names, one spelled differently
-_DATE_VALUES = {v.value: v.value for v in DateValue} | {"last1Hour": DateValue.LAST_1_HOURS.value}
+_DATE_VALUES = (
+    {v.value: v.value for v in DateValue}
+    | {v.name: v.value for v in DateValue}
+    | {"last1Hour": DateValue.LAST_1_HOURS.value}
+    | {  # pydolphinscheduler's DependentDate names
+        f"LAST_{n}_{unit}": DateValue[f"LAST_{d}_{unit}"].value
+        for n, d in (("ONE", 1), ("TWO", 2), ("THREE", 3), ("SEVEN", 7), ("TWENTY_FOUR", 24))
+        for unit in ("HOURS", "DAYS")
+        if f"LAST_{d}_{unit}" in DateValue.__members__
+    }
+    | {"LAST_ONE_HOUR": DateValue.LAST_1_HOURS.value}
+)
 _WHOLE_RUN = {"0", "-1", "ALL", "None", ""}
 
 
@@ -873,7 +896,7 @@ def _dependent(p: dict[str, Any], tid: str, ctx: _Ctx) -> dict[str, Any]:
     items: list[dict[str, Any]] = []
     for raw in raw_items:
         code = str(raw.get("definitionCode") or raw.get("definitionId") or "")
-        found = _workflow_ref(code, ctx)
+        found = _workflow_ref(code, ctx, raw.get("definitionName"), raw.get("projectName"))
         if found is None:
             return _cannot(_not_in_import("a dependency item's", code or "(none)"))
         ref_name, ref = found
@@ -882,7 +905,9 @@ def _dependent(p: dict[str, Any], tid: str, ctx: _Ctx) -> dict[str, Any]:
             return _cannot(f"date value {raw.get('dateValue')!r} has no equivalent")
         item: dict[str, Any] = {"workflow": ref_name, "date": date}
         task_code = str(raw.get("depTaskCode", raw.get("depTasks", "0")))
-        if task_code not in _WHOLE_RUN:
+        if raw.get("depTaskName"):  # pydolphinscheduler YAML
+            item["task"] = task_id(str(raw["depTaskName"]))
+        elif task_code not in _WHOLE_RUN:
             upstream_task = ref.tasks.get(task_code) or (
                 task_id(task_code) if "depTasks" in raw else None  # 1.x names the task
             )
@@ -912,7 +937,14 @@ def _sql(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict[str, Any
     if source in (None, ""):
         return _cannot("the SQL task names no datasource")
     connection = workflow_name(str(source) if p.get("datasourceName") else f"datasource-{source}")
-    if kind in _CONNECTION_TYPES:
+    if not kind:  # pydolphinscheduler YAML names the datasource, not its type
+        ctx.notes.changed(
+            f"runs on the connection {connection!r} (datasource {source}): create it with "
+            "`stratoflow connections add` with the datasource's type (postgresql, mysql, "
+            "athena or redshift-data)",
+            task=tid,
+        )
+    elif kind in _CONNECTION_TYPES:
         ctx.notes.changed(
             f"runs on the connection {connection!r} (datasource {source}): create it with "
             f"`stratoflow connections add {connection} --type {_CONNECTION_TYPES[kind]} ...`",
