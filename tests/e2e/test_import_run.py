@@ -13,7 +13,8 @@ import pytest
 from stratoflow.adapters.local.runtime import LocalRuntime
 from stratoflow.connections import validate_connection
 from stratoflow.engine import RunState
-from stratoflow.importers import import_file, to_yaml
+from stratoflow.engine import subworkflow as rules
+from stratoflow.importers import import_codes, import_file, to_yaml
 from tests.e2e import test_runtime
 from tests.e2e.test_runtime import finish, states
 from tests.readmodel.conftest import ADMIN_URL, admin_connection
@@ -81,3 +82,25 @@ def test_imported_1x_export_runs(runtime: LocalRuntime) -> None:
         "notify_ok": "succeeded", "notify_failure": "skipped",
     }  # fmt: skip
     assert _outputs(runtime, run_id)["extract"] == {"day": "20260228"}  # 1.x names no zone: UTC
+
+
+def test_imported_sub_process_runs_its_child(runtime: LocalRuntime) -> None:
+    # GIVEN a parent and its SUB_PROCESS child exported to two files, imported together
+    files = [FIXTURES / f"ds_3.2_sub_process_{part}.json" for part in ("child", "parent")]
+    codes = import_codes(list(files))
+    child, parent = (import_file(f, codes=codes).workflows[0] for f in files)
+    assert parent.document is not None
+    assert parent.document["tasks"]["run_child"]["workflow"] == "child_load"
+    for workflow, file in ((child, files[0]), (parent, files[1])):
+        runtime.scheduler.apply(to_yaml(workflow, file.name))
+    # WHEN the parent runs
+    run, _ = runtime.scheduler.trigger("analytics", "parent_flow", logical_date=LOGICAL)
+    # THEN the child ran with the parent's parameter, and both succeeded as in DolphinScheduler
+    assert finish(runtime, run.id) is RunState.SUCCEEDED
+    assert states(runtime, run.id) == {
+        "prepare": "succeeded", "run_child": "succeeded", "after": "succeeded"
+    }  # fmt: skip
+    child_run = rules.child_run_id(run.id, "run_child", ("analytics", "child_load"))
+    assert states(runtime, child_run) == {"extract": "succeeded"}
+    assert _outputs(runtime, child_run)["extract"] == {"rows": "42", "seen": "eu"}
+    assert _outputs(runtime, run.id)["run_child"]["extract"] == {"rows": "42", "seen": "eu"}  # type: ignore[index]
