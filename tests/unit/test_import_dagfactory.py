@@ -181,7 +181,7 @@ def test_trigger_dag_run_sensor_and_sql_operators(tmp_path: Path) -> None:
         "athena-logs", "redshift-c1"
     )  # fmt: skip
     notes = " | ".join(n.message for n in result.all_notes())
-    assert "--database logs --output-location s3://b/out/" in notes
+    assert "--type athena --setting database=logs --setting output_location=s3://b/out/" in notes
     assert tasks["next"]["type"] == "workflow"
     assert tasks["next"]["workflow"] == "downstream"
     assert tasks["next"]["params"]["n"] == 2

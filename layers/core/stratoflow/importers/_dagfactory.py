@@ -609,14 +609,14 @@ def _sql(
             for k in ("database", "cluster_identifier", "workgroup_name", "db_user", "secret_arn")
         }
     else:
-        kind = "postgresql" if short == "PostgresOperator" else "postgresql, mysql, ..."
+        kind = "postgresql" if short == "PostgresOperator" else "postgresql|mysql"
         conn = str(conf.get("postgres_conn_id") or conf.get("conn_id") or "postgres_default")
         settings = {}
     connection = workflow_name(conn)
-    shown_settings = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in settings.items() if v)
+    shown_settings = "".join(f" --setting {k}={v}" for k, v in settings.items() if v)
     notes.changed(
         f"runs on the connection {connection!r}: create it with `stratoflow connections add "
-        f"{connection}` (type {kind}) {shown_settings}".rstrip(),
+        f"{connection} --type {kind}{shown_settings or ' --setting ...'}`",
         task=tid,
     )
     body: dict[str, Any] = {"type": "sql", "connection": connection}
