@@ -104,3 +104,24 @@ def test_imported_sub_process_runs_its_child(runtime: LocalRuntime) -> None:
     assert states(runtime, child_run) == {"extract": "succeeded"}
     assert _outputs(runtime, child_run)["extract"] == {"rows": "42", "seen": "eu"}
     assert _outputs(runtime, run.id)["run_child"]["extract"] == {"rows": "42", "seen": "eu"}  # type: ignore[index]
+
+
+def test_imported_dependent_waits_for_its_upstream(runtime: LocalRuntime) -> None:
+    # GIVEN an export with an upstream workflow and one whose DEPENDENT task waits for it
+    result = import_file(FIXTURES / "ds_3.3_dependent.json")
+    assert result.complete
+    upstream, dependent = result.workflows
+    assert dependent.document is not None
+    assert dependent.document["tasks"]["wait"]["all"] == [
+        {"workflow": "upstream_load", "date": "today", "task": "load"},
+        {"workflow": "upstream_load", "date": "today"},
+    ]
+    for workflow in (upstream, dependent):
+        runtime.scheduler.apply(to_yaml(workflow, "ds_3.3_dependent.json"))
+    # WHEN the upstream ran for the day, then the dependent runs for the same day
+    up, _ = runtime.scheduler.trigger("analytics", "upstream_load", logical_date=LOGICAL)
+    assert finish(runtime, up.id) is RunState.SUCCEEDED
+    run, _ = runtime.scheduler.trigger("analytics", "report_flow", logical_date=LOGICAL)
+    # THEN its dependency is met and it runs on, as in DolphinScheduler
+    assert finish(runtime, run.id) is RunState.SUCCEEDED
+    assert states(runtime, run.id) == {"wait": "succeeded", "report": "succeeded"}
