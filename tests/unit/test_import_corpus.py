@@ -171,6 +171,18 @@ def test_what_maps_in_the_corpus() -> None:
         "command": "echo machine_larning",
         "depends_on": ["transform"],
     }
+    sensors = {
+        w.name: w.document or {} for w in import_file(df / "external_task_sensor.yml").workflows
+    }
+    consumer = sensors["example_external_task_sensor_dag_factory_consumer"]["tasks"]
+    assert consumer["wait_for_producer_task"] == {
+        "type": "dependency",
+        "all": [{"workflow": "example_external_task_sensor_dag_factory_producer", "date": "today",
+                 "task": "producer_task"}],
+        "check_interval": "30s", "timeout": "300s",
+    }  # fmt: skip
+    other_day = sensors["example_external_task_sensor_dag_factory_consumer2"]["tasks"]
+    assert other_day["wait_for_producer_task"]["description"].startswith("PLACEHOLDER")
     airflow2 = import_file(df / "airflow2" / "example_params.yml")
     assert any("Airflow 2 dates" in n.message for n in airflow2.all_notes())
     kpo = import_file(df / "kpo.yml").workflows[0].document or {}
