@@ -204,3 +204,16 @@ def test_malformed_exports_are_refused_or_imported_never_a_crash(tmp_path: Path)
         assert result.exit_code in (0, 1, 2)
         if result.exit_code == 2:
             assert f"m{i}.json: file:" in result.output
+
+
+def test_a_sub_process_finds_its_child_in_another_file(tmp_path: Path) -> None:
+    parent = FIXTURES / "ds_3.2_sub_process_parent.json"
+    alone = invoke(str(parent), "-o", str(tmp_path / "alone"))
+    assert alone.exit_code == 1  # the child's code is unknown without its file
+    assert "definition code 5001 is not a workflow of this import" in alone.output
+    together = invoke(
+        str(FIXTURES / "ds_3.2_sub_process_child.json"), str(parent), "-o", str(tmp_path / "both")
+    )
+    assert together.exit_code == 0, together.output
+    spec = load_workflow_file(tmp_path / "both" / "parent_flow.yaml")
+    assert spec.workflow.tasks["run_child"].workflow == "child_load"  # type: ignore[union-attr]
