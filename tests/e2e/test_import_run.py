@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 
 from stratoflow.adapters.local.runtime import LocalRuntime
+from stratoflow.connections import validate_connection
 from stratoflow.engine import RunState
-from stratoflow.importers import import_file, to_yaml
+from stratoflow.engine import subworkflow as rules
+from stratoflow.importers import import_codes, import_file, to_yaml
 from tests.e2e import test_runtime
 from tests.e2e.test_runtime import finish, states
+from tests.readmodel.conftest import ADMIN_URL, admin_connection
 
 pytestmark = pytest.mark.e2e
 runtime = test_runtime.runtime  # the local runtime fixture, in a fresh home per test
@@ -24,9 +27,15 @@ LOGICAL = datetime(2026, 3, 1, 16, 30, tzinfo=UTC)
 
 
 def _run(rt: LocalRuntime, export: str, **params: object) -> str:
-    result = import_file(FIXTURES / export, unmapped="report")  # the SQL / Spark task left out
+    result = import_file(FIXTURES / export, unmapped="report")  # the Spark task left out
     workflow = result.workflows[0]
     version, _ = rt.scheduler.apply(to_yaml(workflow, export))
+    if "datasource-1" in str(workflow.document):  # the SQL task's, on the real PostgreSQL
+        admin_connection().close()  # type: ignore[attr-defined]  # unreachable: skip (CI: fail)
+        connection = validate_connection(
+            version.project, "datasource-1", "postgresql", {"url": ADMIN_URL}
+        )
+        rt.connections.put(connection, rt.clock.now())
     run, _ = rt.scheduler.trigger(
         version.project, version.name, params=params, logical_date=LOGICAL
     )
@@ -46,9 +55,11 @@ def test_imported_3x_export_runs_as_in_dolphinscheduler(runtime: LocalRuntime, e
     assert states(runtime, run_id) == {
         "extract": "succeeded", "check": "succeeded", "transform": "succeeded",
         "route": "succeeded", "load_eu": "succeeded", "load_other": "skipped",
-        "notify_ok": "succeeded", "notify_failure": "skipped",
+        "notify_ok": "succeeded", "notify_failure": "skipped", "report": "succeeded",
     }  # fmt: skip
     outputs = _outputs(runtime, run_id)
+    # the SQL task ran its query on the connection named after the datasource: first row
+    assert outputs["report"]["row_count"] in (1, "1")
     # setValue lines became outputs; $[yyyyMMdd-1] is the day before in Shanghai, not in UTC
     assert outputs["extract"] == {"rows": "42", "day": "20260301"}
     # ${rows} read the upstream OUT parameter, ${dt} = $[yyyy-MM-dd] computed in Shanghai
@@ -71,3 +82,46 @@ def test_imported_1x_export_runs(runtime: LocalRuntime) -> None:
         "notify_ok": "succeeded", "notify_failure": "skipped",
     }  # fmt: skip
     assert _outputs(runtime, run_id)["extract"] == {"day": "20260228"}  # 1.x names no zone: UTC
+
+
+def test_imported_sub_process_runs_its_child(runtime: LocalRuntime) -> None:
+    # GIVEN a parent and its SUB_PROCESS child exported to two files, imported together
+    files = [FIXTURES / f"ds_3.2_sub_process_{part}.json" for part in ("child", "parent")]
+    codes = import_codes(list(files))
+    child, parent = (import_file(f, codes=codes).workflows[0] for f in files)
+    assert parent.document is not None
+    assert parent.document["tasks"]["run_child"]["workflow"] == "child_load"
+    for workflow, file in ((child, files[0]), (parent, files[1])):
+        runtime.scheduler.apply(to_yaml(workflow, file.name))
+    # WHEN the parent runs
+    run, _ = runtime.scheduler.trigger("analytics", "parent_flow", logical_date=LOGICAL)
+    # THEN the child ran with the parent's parameter, and both succeeded as in DolphinScheduler
+    assert finish(runtime, run.id) is RunState.SUCCEEDED
+    assert states(runtime, run.id) == {
+        "prepare": "succeeded", "run_child": "succeeded", "after": "succeeded"
+    }  # fmt: skip
+    child_run = rules.child_run_id(run.id, "run_child", ("analytics", "child_load"))
+    assert states(runtime, child_run) == {"extract": "succeeded"}
+    assert _outputs(runtime, child_run)["extract"] == {"rows": "42", "seen": "eu"}
+    assert _outputs(runtime, run.id)["run_child"]["extract"] == {"rows": "42", "seen": "eu"}  # type: ignore[index]
+
+
+def test_imported_dependent_waits_for_its_upstream(runtime: LocalRuntime) -> None:
+    # GIVEN an export with an upstream workflow and one whose DEPENDENT task waits for it
+    result = import_file(FIXTURES / "ds_3.3_dependent.json")
+    assert result.complete
+    upstream, dependent = result.workflows
+    assert dependent.document is not None
+    assert dependent.document["tasks"]["wait"]["all"] == [
+        {"workflow": "upstream_load", "date": "today", "task": "load"},
+        {"workflow": "upstream_load", "date": "today"},
+    ]
+    for workflow in (upstream, dependent):
+        runtime.scheduler.apply(to_yaml(workflow, "ds_3.3_dependent.json"))
+    # WHEN the upstream ran for the day, then the dependent runs for the same day
+    up, _ = runtime.scheduler.trigger("analytics", "upstream_load", logical_date=LOGICAL)
+    assert finish(runtime, up.id) is RunState.SUCCEEDED
+    run, _ = runtime.scheduler.trigger("analytics", "report_flow", logical_date=LOGICAL)
+    # THEN its dependency is met and it runs on, as in DolphinScheduler
+    assert finish(runtime, run.id) is RunState.SUCCEEDED
+    assert states(runtime, run.id) == {"wait": "succeeded", "report": "succeeded"}

@@ -75,22 +75,39 @@ def test_everything_mapped_exits_0(tmp_path: Path) -> None:
 
 
 def test_something_left_out_exits_1_and_names_it(tmp_path: Path) -> None:
-    result = invoke(str(FIXTURES / "ds_3.3_export.json"), "-o", str(tmp_path))
+    result = invoke(str(FIXTURES / "ds_1.3_export.json"), "-o", str(tmp_path))
     assert result.exit_code == 1
-    assert "not mapped: sales_daily.tasks.report: SQL task" in result.output
-    load_workflow_file(tmp_path / "sales_daily.yaml")
-    report = json.loads((tmp_path / "ds_3.3_export.json.import-report.json").read_text())
+    assert "not mapped: legacy_etl.tasks.spark_job: SPARK task" in result.output
+    spec = load_workflow_file(tmp_path / "legacy_etl.yaml")
+    assert spec.workflow.tasks["spark_job"].description.startswith("PLACEHOLDER")  # type: ignore[union-attr]
+    report = json.loads((tmp_path / "ds_1.3_export.json.import-report.json").read_text())
     assert report["complete"] is False
-    assert [n["task"] for n in report["notes"] if n["severity"] == "unmapped"] == ["report"]
+    assert [n["task"] for n in report["notes"] if n["severity"] == "unmapped"] == ["spark_job"]
+
+
+def test_a_mapped_sql_task_exits_0_and_says_which_connection_to_create(tmp_path: Path) -> None:
+    result = invoke(str(FIXTURES / "ds_3.3_export.json"), "-o", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    spec = load_workflow_file(tmp_path / "sales_daily.yaml")
+    sql = spec.workflow.tasks["report"]
+    assert (sql.type, sql.connection, sql.sql, sql.outputs) == (  # type: ignore[union-attr]
+        "sql", "datasource-1", "select 1", "first_row"
+    )  # fmt: skip
+    report = json.loads((tmp_path / "ds_3.3_export.json.import-report.json").read_text())
+    assert any(
+        n["task"] == "report" and "connections add datasource-1 --type postgresql" in n["message"]
+        for n in report["notes"]
+    )
 
 
 def test_report_mode_leaves_the_task_out(tmp_path: Path) -> None:
     result = invoke(
-        str(FIXTURES / "ds_3.2_export.json"), "-o", str(tmp_path), "--unmapped", "report"
+        str(FIXTURES / "ds_1.3_export.json"), "-o", str(tmp_path), "--unmapped", "report"
     )
     assert result.exit_code == 1
-    spec = load_workflow_file(tmp_path / "sales_daily.yaml")
-    assert "report" not in spec.workflow.tasks
+    spec = load_workflow_file(tmp_path / "legacy_etl.yaml")
+    assert "spark_job" not in spec.workflow.tasks
+    assert "transform" in spec.workflow.tasks
 
 
 def test_an_unreadable_file_exits_2_and_writes_nothing_for_it(tmp_path: Path) -> None:
@@ -187,3 +204,16 @@ def test_malformed_exports_are_refused_or_imported_never_a_crash(tmp_path: Path)
         assert result.exit_code in (0, 1, 2)
         if result.exit_code == 2:
             assert f"m{i}.json: file:" in result.output
+
+
+def test_a_sub_process_finds_its_child_in_another_file(tmp_path: Path) -> None:
+    parent = FIXTURES / "ds_3.2_sub_process_parent.json"
+    alone = invoke(str(parent), "-o", str(tmp_path / "alone"))
+    assert alone.exit_code == 1  # the child's code is unknown without its file
+    assert "definition code 5001 is not a workflow of this import" in alone.output
+    together = invoke(
+        str(FIXTURES / "ds_3.2_sub_process_child.json"), str(parent), "-o", str(tmp_path / "both")
+    )
+    assert together.exit_code == 0, together.output
+    spec = load_workflow_file(tmp_path / "both" / "parent_flow.yaml")
+    assert spec.workflow.tasks["run_child"].workflow == "child_load"  # type: ignore[union-attr]

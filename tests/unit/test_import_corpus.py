@@ -131,10 +131,23 @@ def test_what_maps_in_the_corpus() -> None:
     condition = import_file(ds / "Condition.yaml", unmapped="report")
     assert "condition" not in (condition.workflows[0].document or {})["tasks"]
     assert any(n.task == "condition" and n.severity == "unmapped" for n in condition.all_notes())
-    sub = import_file(ds / "SubWorkflow.yaml")
-    assert "example_workflow_for_sub_workflow" in str(sub.all_notes())  # $WORKFLOW{} resolved
-    sql = import_file(ds / "Sql.yaml")  # $FILE{} read: the placeholder's report keeps the SQL
-    assert any("where id=5" in n.message for n in sql.all_notes() if n.task == "task_file")
+    sub = import_file(ds / "SubWorkflow.yaml")  # $WORKFLOW{} resolved to the child's name
+    assert (sub.workflows[0].document or {})["tasks"]["example_workflow"] == {
+        "type": "workflow", "workflow": "example_workflow_for_sub_workflow"
+    }  # fmt: skip
+    assert sub.complete
+    sql = import_file(ds / "Sql.yaml")  # $FILE{} read into the sql task
+    sql_tasks = (sql.workflows[0].document or {})["tasks"]
+    assert "where id=5" in sql_tasks["task_file"]["sql"]
+    assert (sql_tasks["task_base"]["connection"], sql_tasks["task_base"]["outputs"]) == (
+        "db", "first_row"
+    )  # fmt: skip
+    assert sql.complete  # the connection to create is a note, not something left out
+    dependent = import_file(ds / "Dependent.yaml")  # AND of ORs: no one level of all/any
+    assert not dependent.complete
+    assert any(
+        "mix AND and OR" in n.message for n in dependent.all_notes() if n.task == "dependent"
+    )
     more = import_file(ds / "MoreConfiguration.yaml").workflows[0].document or {}
     shell = more["tasks"]["shell_0"]
     assert (shell["retries"], shell["retry_delay"], shell["timeout"]) == (30, "300s", "3600s")
@@ -158,6 +171,18 @@ def test_what_maps_in_the_corpus() -> None:
         "command": "echo machine_larning",
         "depends_on": ["transform"],
     }
+    sensors = {
+        w.name: w.document or {} for w in import_file(df / "external_task_sensor.yml").workflows
+    }
+    consumer = sensors["example_external_task_sensor_dag_factory_consumer"]["tasks"]
+    assert consumer["wait_for_producer_task"] == {
+        "type": "dependency",
+        "all": [{"workflow": "example_external_task_sensor_dag_factory_producer", "date": "today",
+                 "task": "producer_task"}],
+        "check_interval": "30s", "timeout": "300s",
+    }  # fmt: skip
+    other_day = sensors["example_external_task_sensor_dag_factory_consumer2"]["tasks"]
+    assert other_day["wait_for_producer_task"]["description"].startswith("PLACEHOLDER")
     airflow2 = import_file(df / "airflow2" / "example_params.yml")
     assert any("Airflow 2 dates" in n.message for n in airflow2.all_notes())
     kpo = import_file(df / "kpo.yml").workflows[0].document or {}
@@ -185,7 +210,9 @@ def test_the_three_export_generations_give_one_workflow() -> None:
     doc = docs[0] or {}
     assert doc["schedule"]["cron"] == "cron(30 0 * * ? *)"
     assert doc["tasks"]["notify_failure"]["trigger_rule"] == "one_failed"
-    assert doc["tasks"]["report"]["description"].startswith("PLACEHOLDER (imported SQL task")
+    assert doc["tasks"]["report"] == {  # the SQL task, on a connection named after its datasource
+        "type": "sql", "connection": "datasource-1", "sql": "select 1", "outputs": "first_row"
+    }  # fmt: skip
     legacy = import_file(FIXTURES / "ds_1.3_export.json")
     _check(legacy)
     doc1 = legacy.workflows[0].document or {}
@@ -194,3 +221,37 @@ def test_the_three_export_generations_give_one_workflow() -> None:
     assert doc1["tasks"]["notify_ok"]["trigger_rule"] == "all_success"
     assert "spark_job" in doc1["tasks"]
     assert not legacy.complete
+
+
+def test_pydolphinscheduler_dependent_and_sub_workflow_by_name(tmp_path: Path) -> None:
+    source = tmp_path / "dep.yaml"
+    source.write_text(
+        """
+workflow:
+  name: waits
+  project: Analytics
+tasks:
+  - name: wait
+    task_type: Dependent
+    denpendence:
+      op: or
+      groups:
+        - op: and
+          groups:
+            - {project_name: Analytics, workflow_name: Daily Load, dependent_task_name: load}
+            - {project_name: Ops, workflow_name: nightly, dependent_date: LAST_WEDNESDAY}
+  - {name: child, task_type: SubWorkflow, workflow_name: Daily Load, deps: [wait]}
+"""
+    )
+    result = import_file(source)
+    _check(result)
+    tasks = (result.workflows[0].document or {})["tasks"]
+    assert tasks["wait"] == {
+        "type": "dependency",
+        "all": [
+            {"workflow": "daily_load", "date": "today", "task": "load"},
+            {"workflow": "ops/nightly", "date": "lastWednesday"},
+        ],
+    }
+    assert tasks["child"] == {"type": "workflow", "workflow": "daily_load", "depends_on": ["wait"]}
+    assert result.complete

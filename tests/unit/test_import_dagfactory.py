@@ -55,8 +55,10 @@ def test_aws_operators(tmp_path: Path) -> None:
         "job_queue": "q",
     }
     assert tasks["job_def_only"]["description"].startswith("PLACEHOLDER")
-    assert tasks["query"]["description"].startswith("PLACEHOLDER")
-    assert "Athena" in _unmapped(result)
+    assert tasks["query"] == {  # no database named: the connection says which
+        "type": "sql", "connection": "athena-default", "sql": "select 1", "outputs": "first_row"
+    }  # fmt: skip
+    assert "('d') without an image override" in _unmapped(result)
 
 
 def test_defaults_precedence_and_task_merge(tmp_path: Path) -> None:
@@ -138,3 +140,63 @@ x:
     for word in ("executor_config", "var.value.secret", "pool", "none_failed_min_one_success"):
         assert word in text
     assert not result.complete
+
+
+def test_trigger_dag_run_sensor_and_sql_operators(tmp_path: Path) -> None:
+    ops = "airflow.providers"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"etl": {"schedule": "@daily", "tasks": [
+            {"task_id": "wait", "operator": f"{ops}.standard.sensors.external_task.ExternalTaskSensor",
+             "external_dag_id": "Upstream", "external_task_id": "load", "poke_interval": 60,
+             "timeout": 3600},
+            {"task_id": "count", "operator": f"{ops}.common.sql.operators.sql.SQLExecuteQueryOperator",
+             "conn_id": "warehouse", "sql": "select count(*) from t where d = %(day)s",
+             "parameters": {"day": "x"}, "dependencies": ["wait"]},
+            {"task_id": "pg", "operator": f"{ops}.postgres.operators.postgres.PostgresOperator",
+             "postgres_conn_id": "pg", "sql": ["delete from t where d = '{{ ds }}'", "vacuum t"],
+             "dependencies": ["wait"]},
+            {"task_id": "athena", "operator": f"{ops}.amazon.aws.operators.athena.AthenaOperator",
+             "query": "select 1", "database": "logs", "output_location": "s3://b/out/"},
+            {"task_id": "redshift", "operator": f"{ops}.amazon.aws.operators.redshift_data.RedshiftDataOperator",
+             "sql": "insert into t select 1", "database": "dev", "cluster_identifier": "c1"},
+            {"task_id": "next", "operator": f"{ops}.standard.operators.trigger_dagrun.TriggerDagRunOperator",
+             "trigger_dag_id": "downstream", "conf": {"day": "{{ ds }}", "n": 2},
+             "wait_for_completion": True, "dependencies": ["count", "pg"]},
+        ]}}),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    assert tasks["wait"] == {
+        "type": "dependency", "all": [{"workflow": "upstream", "date": "today", "task": "load"}],
+        "check_interval": "60s", "timeout": "3600s",
+    }  # fmt: skip
+    assert "same calendar day" in _unmapped(result)  # not exactly Airflow's: said
+    assert tasks["count"] == {
+        "type": "sql", "connection": "warehouse", "sql": "select count(*) from t where d = %(day)s",
+        "outputs": "first_row", "parameters": {"day": "x"}, "depends_on": ["wait"],
+    }  # fmt: skip
+    assert tasks["pg"]["sql"] == "delete from t where d = '{{ ds }}';\nvacuum t"
+    assert tasks["pg"]["outputs"] == "none"
+    assert (tasks["athena"]["connection"], tasks["redshift"]["connection"]) == (
+        "athena-logs", "redshift-c1"
+    )  # fmt: skip
+    notes = " | ".join(n.message for n in result.all_notes())
+    assert "--type athena --setting database=logs --setting output_location=s3://b/out/" in notes
+    assert tasks["next"]["type"] == "workflow"
+    assert tasks["next"]["workflow"] == "downstream"
+    assert tasks["next"]["params"]["n"] == 2
+    assert "{{" in tasks["next"]["params"]["day"]
+
+
+def test_a_sensor_on_other_dates_is_reported(tmp_path: Path) -> None:
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"etl": {"tasks": [
+            {"task_id": "wait", "operator": "ExternalTaskSensor", "external_dag_id": "up",
+             "execution_delta": "1:00:00"},
+            {"task_id": "go", "operator": "BashOperator", "bash_command": "true",
+             "dependencies": ["wait"]},
+        ]}}),
+    )  # fmt: skip
+    assert _tasks(result)["wait"]["description"].startswith("PLACEHOLDER")
+    assert "execution_delta" in _unmapped(result)

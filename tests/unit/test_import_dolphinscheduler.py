@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from stratoflow.importers._dolphinscheduler import convert, read_export
+from stratoflow.importers._dolphinscheduler import code_table, convert, read_export
 from stratoflow.importers._report import ImportedWorkflow
 from stratoflow.model import parse_workflow
 
@@ -236,3 +236,147 @@ def test_switch_with_3_0_list_branches_and_an_unknown_code() -> None:
     assert body["cases"] == [{"when": "{{ (params.n | float) > 2 }}", "next": ["a", "b"]}]
     assert body["default"] == ["b"]
     assert any("unknown task code 99" in m for m in _unmapped(result, "s"))
+
+
+# ----------------------------------------------------------------------------- by code
+def _export(
+    name: str, code: int, *tasks: dict[str, Any], project: str = "Analytics"
+) -> dict[str, Any]:
+    return {
+        "workflowDefinition": {"name": name, "code": code, "projectName": project},
+        "workflowTaskRelationList": [{"preTaskCode": 0, "postTaskCode": t["code"]} for t in tasks],
+        "taskDefinitionList": list(tasks),
+    }
+
+
+def _import_all(*exports: dict[str, Any]) -> list[ImportedWorkflow]:
+    flows = read_export(list(exports))
+    table = code_table(flows)
+    results = [convert(flow, "placeholder", table) for flow in flows]
+    for result in results:
+        assert result.document is not None
+        parse_workflow(result.document)
+    return results
+
+
+CHILD = _export("Child Flow", 500, _task(51, "load it", "SHELL", {"rawScript": "true"}))
+
+
+@pytest.mark.parametrize("key", ["processDefinitionCode", "workflowDefinitionCode"])
+def test_sub_process_names_the_child_by_its_code(key: str) -> None:
+    parent = _export("parent", 600, _task(61, "child", "SUB_PROCESS", {key: 500}))
+    _, result = _import_all(CHILD, parent)
+    assert result.document["tasks"]["child"] == {"type": "workflow", "workflow": "child_flow"}  # type: ignore[index]
+    assert not _unmapped(result, "child")
+
+
+def test_a_sub_workflow_in_another_project_is_named_project_slash_name() -> None:
+    other = _export(
+        "Child Flow", 500, _task(51, "a", "SHELL", {"rawScript": "true"}), project="Ops"
+    )
+    parent = _export(
+        "parent", 600, _task(61, "child", "SUB_WORKFLOW", {"workflowDefinitionCode": 500})
+    )
+    _, result = _import_all(other, parent)
+    assert result.document["tasks"]["child"]["workflow"] == "ops/child_flow"  # type: ignore[index]
+
+
+def test_a_sub_process_outside_the_import_is_reported_by_code() -> None:
+    (result,) = _import_all(
+        _export("parent", 600, _task(61, "child", "SUB_PROCESS", {"processDefinitionCode": 999}))
+    )
+    assert result.document["tasks"]["child"]["description"].startswith("PLACEHOLDER")  # type: ignore[index]
+    assert any(
+        "definition code 999 is not a workflow of this import" in m
+        for m in _unmapped(result, "child")
+    )
+
+
+def _dependent(
+    relation: str, *groups: tuple[str, list[dict[str, Any]]], **extra: Any
+) -> dict[str, Any]:
+    return _task(71, "wait", "DEPENDENT", {"dependence": {
+        "relation": relation,
+        "dependTaskList": [{"relation": r, "dependItemList": items} for r, items in groups],
+        **extra,
+    }})  # fmt: skip
+
+
+def _item(code: int, task: int | str = 0, date: str = "today") -> dict[str, Any]:
+    return {
+        "projectCode": 1,
+        "definitionCode": code,
+        "depTaskCode": task,
+        "cycle": "day",
+        "dateValue": date,
+    }
+
+
+def test_dependent_items_map_to_all_or_any() -> None:
+    wait = _dependent(
+        "AND", ("AND", [_item(500), _item(500, 51, "last1Hour")]), ("OR", [_item(500, date="lastMonthEnd")]),
+        checkInterval=30, failurePolicy="DEPENDENT_FAILURE_FAILURE",
+    )  # fmt: skip
+    _, result = _import_all(CHILD, _export("dep", 700, wait))
+    assert result.document["tasks"]["wait"] == {  # type: ignore[index]
+        "type": "dependency",
+        "all": [
+            {"workflow": "child_flow", "date": "today"},
+            {"workflow": "child_flow", "date": "last1Hours", "task": "load_it"},
+            {"workflow": "child_flow", "date": "lastMonthEnd"},
+        ],
+        "check_interval": "30s",
+    }
+    assert not _unmapped(result, "wait")
+    anyof = _dependent("OR", ("AND", [_item(500)]), ("OR", [_item(500, date="last7Days")]))
+    _, result = _import_all(CHILD, _export("dep", 700, anyof))
+    assert list(result.document["tasks"]["wait"]) == ["type", "any"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("wait", "why"),
+    [
+        (
+            _dependent("AND", ("OR", [_item(500), _item(500)]), ("AND", [_item(500)])),
+            "mix AND and OR",
+        ),
+        (_dependent("AND", ("AND", [_item(404)])), "definition code 404"),
+        (_dependent("AND", ("AND", [_item(500, 77)])), "task code 77"),
+        (_dependent("AND", ("AND", [_item(500, date="nextDay")])), "'nextDay'"),
+    ],
+)
+def test_a_dependent_task_that_does_not_map_is_reported(wait: dict[str, Any], why: str) -> None:
+    _, result = _import_all(CHILD, _export("dep", 700, wait))
+    assert result.document["tasks"]["wait"]["description"].startswith("PLACEHOLDER")  # type: ignore[index]
+    assert any(why in m for m in _unmapped(result, "wait")), _unmapped(result, "wait")
+
+
+def test_dependent_waiting_policy_is_reported() -> None:
+    wait = _dependent("AND", ("AND", [_item(500)]), failurePolicy="DEPENDENT_FAILURE_WAITING")
+    _, result = _import_all(CHILD, _export("dep", 700, wait))
+    assert result.document["tasks"]["wait"]["type"] == "dependency"  # type: ignore[index]
+    assert any("DEPENDENT_FAILURE_WAITING" in m for m in _unmapped(result, "wait"))
+
+
+def test_sql_tasks() -> None:
+    result = _import(
+        _task(1, "q", "SQL", {"type": "MYSQL", "datasource": 3, "sql": "select * from t where d = '${dt}'",
+                              "sqlType": "0", "localParams": [{"prop": "dt", "direct": "IN", "value": "x"}]}),
+        _task(2, "w", "SQL", {"type": "POSTGRESQL", "datasource": 4, "sql": "insert into t values (1);",
+                              "sqlType": "1", "preStatements": ["set role etl"],
+                              "postStatements": ["analyze t"]}),
+        _task(3, "h", "SQL", {"type": "HIVE", "datasource": 5, "sql": "select 1", "sqlType": "0",
+                              "postStatements": ["drop table x"]}),
+    )  # fmt: skip
+    tasks = result.document["tasks"]  # type: ignore[index]
+    assert tasks["q"]["sql"] == "select * from t where d = '{{ params.dt }}'"
+    assert (tasks["q"]["connection"], tasks["q"]["outputs"]) == ("datasource-3", "first_row")
+    assert tasks["w"]["sql"] == "set role etl;\ninsert into t values (1);\nanalyze t\n"
+    assert tasks["w"]["outputs"] == "none"
+    assert not _unmapped(result, "w")
+    changed = [n.message for n in result.notes if n.task == "q"]
+    assert any("--type mysql" in m for m in changed)
+    # Hive: no connection type; the query stays last, so its post statement is reported
+    assert any("HIVE has no Stratoflow connection type" in m for m in _unmapped(result, "h"))
+    assert any("post statements" in m for m in _unmapped(result, "h"))
+    assert tasks["h"]["sql"] == "select 1"

@@ -39,16 +39,18 @@ def import_command(
 ) -> None:
     """Convert DolphinScheduler exports, pydolphinscheduler YAML and dag-factory YAML into
     workflow files (one per workflow), with a report per file of what did not map."""
-    from stratoflow.importers import distinct_names, import_file, to_yaml
+    from stratoflow.importers import distinct_names, import_codes, import_file, to_yaml
 
     if len(files) > MAX_FILES:
         click.echo(f"error: {len(files)} files; at most {MAX_FILES:,} at once", err=True)
         sys.exit(2)
+    # sub-workflows and dependencies name other workflows by code, maybe in another file
+    codes = import_codes(list(files), source)  # type: ignore[arg-type]
     results = []
     unreadable = incomplete = 0
     for file in files:
         try:
-            result = import_file(file, source, unmapped)  # type: ignore[arg-type]
+            result = import_file(file, source, unmapped, codes)  # type: ignore[arg-type]
         except InvalidInput as exc:
             unreadable += 1
             click.echo(f"error: {exc}", err=True)

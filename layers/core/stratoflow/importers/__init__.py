@@ -19,7 +19,13 @@ from stratoflow.errors import InvalidInput, Problem
 from stratoflow.importers._build import Unmapped
 from stratoflow.importers._cron import airflow_schedule, quartz_to_schedule
 from stratoflow.importers._dagfactory import GROUP_SEPARATOR, is_dag_factory, read_dag_factory
-from stratoflow.importers._dolphinscheduler import convert, is_export, read_export
+from stratoflow.importers._dolphinscheduler import (
+    CodeTable,
+    code_table,
+    convert,
+    is_export,
+    read_export,
+)
 from stratoflow.importers._pydolphin import is_pydolphin, read_pydolphin
 from stratoflow.importers._report import FileImport, ImportedWorkflow, Note, Notes
 from stratoflow.model import MAX_DOCUMENT_BYTES, MAX_TASKS, parse_workflow
@@ -29,6 +35,7 @@ Source = Literal["dolphinscheduler", "dag-factory"]
 
 __all__ = [
     "GROUP_SEPARATOR",
+    "CodeTable",
     "FileImport",
     "ImportedWorkflow",
     "Note",
@@ -36,6 +43,7 @@ __all__ = [
     "Unmapped",
     "airflow_schedule",
     "distinct_names",
+    "import_codes",
     "import_file",
     "quartz_to_schedule",
     "to_yaml",
@@ -69,33 +77,59 @@ def _read(path: Path) -> Any:
         raise _bad(path, "JSON nested too deeply") from None
 
 
+def import_codes(paths: list[str | Path], source: Source | None = None) -> CodeTable:
+    """The DolphinScheduler definition codes of the workflows in ``paths`` (the files of one
+    import), so that a sub-workflow or dependency in one file can name a workflow of another.
+    Files that cannot be read are skipped here (importing them reports why)."""
+    table: CodeTable = {}
+    if source not in (None, "dolphinscheduler"):
+        return table
+    for path in paths:
+        try:
+            data = _read(Path(path))
+            if is_export(data):
+                items = data[:MAX_WORKFLOWS] if isinstance(data, list) else data
+                table.update(code_table(read_export(items)))
+        except (InvalidInput, KeyError, TypeError, ValueError, AttributeError, IndexError):
+            continue
+    return table
+
+
 def import_file(
-    path: str | Path, source: Source | None = None, unmapped: Unmapped = "placeholder"
+    path: str | Path,
+    source: Source | None = None,
+    unmapped: Unmapped = "placeholder",
+    codes: CodeTable | None = None,
 ) -> FileImport:
     """Convert one file. Raises :class:`InvalidInput` when it cannot be read or is none of
-    the formats (``source`` narrows the guess)."""
+    the formats (``source`` narrows the guess). ``codes`` names the workflows of the whole
+    import by DolphinScheduler definition code (:func:`import_codes`); the file's own are
+    always known."""
     file = Path(path)
     data = _read(file)
     try:
-        return _convert(file, data, source, unmapped)
+        return _convert(file, data, source, unmapped, codes or {})
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         # a shape no version of the formats writes (a list where a mapping belongs, ...)
         raise _bad(file, f"cannot be converted: {type(exc).__name__}: {exc}") from None
 
 
-def _convert(file: Path, data: Any, source: Source | None, unmapped: Unmapped) -> FileImport:
+def _convert(
+    file: Path, data: Any, source: Source | None, unmapped: Unmapped, codes: CodeTable
+) -> FileImport:
     workflows: list[ImportedWorkflow]
     if source in (None, "dolphinscheduler") and is_export(data):
         fmt = "dolphinscheduler-export"
         flows = read_export(data[: MAX_WORKFLOWS + 1] if isinstance(data, list) else data)
         _bounded(file, len(flows), max((len(f.tasks) for f in flows), default=0))
-        workflows = [convert(flow, unmapped) for flow in flows]
+        table = {**codes, **code_table(flows)}
+        workflows = [convert(flow, unmapped, table) for flow in flows]
     elif source in (None, "dolphinscheduler") and is_pydolphin(data):
         fmt = "pydolphinscheduler-yaml"
         reading = Notes()
         flow = read_pydolphin(data, file, reading)
         _bounded(file, 1, len(flow.tasks))
-        converted = convert(flow, unmapped)
+        converted = convert(flow, unmapped, codes)
         notes = tuple(
             Note(n.severity, n.message, converted.name, n.task, n.field) for n in reading.items
         )

@@ -12,6 +12,7 @@ Task groups are flattened: a task in group ``g`` (itself in ``parent``) is named
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -327,7 +328,19 @@ _OPERATOR_KEYS = {
     "AwsBatchOperator": {"job_name", "job_queue", "job_definition", "container_overrides", "overrides"},
     "EmptyOperator": set(),
     "DummyOperator": set(),
+    "TriggerDagRunOperator": {"trigger_dag_id", "conf", "wait_for_completion", "poke_interval"},
+    "ExternalTaskSensor": {"external_dag_id", "external_task_id", "external_task_ids",
+                           "execution_delta", "poke_interval", "timeout", "mode"},
+    "SQLExecuteQueryOperator": {"conn_id", "sql", "parameters"},
+    "PostgresOperator": {"postgres_conn_id", "sql", "parameters"},
+    "AthenaOperator": {"query", "database", "output_location", "workgroup", "aws_conn_id"},
+    "RedshiftDataOperator": {"sql", "database", "cluster_identifier", "workgroup_name",
+                             "db_user", "secret_arn", "parameters", "aws_conn_id"},
 }  # fmt: skip
+# a statement starting with one of these returns rows: the task reports the first
+_QUERY = re.compile(r"\s*(select|show|with|desc|describe|explain|values)\b", re.I)
+_SQL_OPERATORS = {"SQLExecuteQueryOperator", "PostgresOperator", "AthenaOperator",
+                  "RedshiftDataOperator"}  # fmt: skip
 
 
 def _operator(
@@ -461,15 +474,15 @@ def _operator(
                     "Stratoflow's batch task runs an image with a command"
                 ),
             )
+    elif short == "TriggerDagRunOperator":
+        body, reason = _trigger(conf, tid, notes, text)
+    elif short == "ExternalTaskSensor":
+        body, reason = _sensor(conf, tid, notes)
+    elif short in _SQL_OPERATORS:
+        body, reason = _sql(short, conf, tid, notes, text)
     else:
         body = {"type": "shell", "command": "true\n"}
-        planned = {"ExternalTaskSensor": "the `dependency` task type is not in this version",
-                   "TriggerDagRunOperator": "the `workflow` task type is not in this version",
-                   "SQLExecuteQueryOperator": "not converted yet: write it as an `sql` task on "
-                                              "a named connection",
-                   "AthenaOperator": "not converted yet: write it as an `sql` task on an "
-                                     "athena connection"}  # fmt: skip
-        reason = planned.get(short, f"operator {operator or '(none)'} has no equivalent")
+        reason = f"operator {operator or '(none)'} has no equivalent"
     if isinstance(conf.get("params"), dict) and reason is None:  # the task's params win
         body.setdefault("params", {}).update(_params(conf["params"]))
     used = _COMMON_KEYS | _OPERATOR_KEYS.get(short, set())
@@ -500,3 +513,127 @@ def _operator(
     if conf.get("doc_md") or conf.get("doc"):
         body["description"] = str(conf.get("doc_md") or conf.get("doc"))
     return body, reason
+
+
+_STAND_IN: dict[str, Any] = {"type": "shell", "command": "true\n"}
+
+
+def _trigger(
+    conf: dict[str, Any], tid: str, notes: Notes, text: Any
+) -> tuple[dict[str, Any], str | None]:
+    """TriggerDagRunOperator: a sub-workflow task starting the triggered DAG's workflow."""
+    dag_id = str(conf.get("trigger_dag_id") or "")
+    if not dag_id or "{{" in dag_id:
+        return dict(_STAND_IN), f"trigger_dag_id {dag_id!r} is not a fixed DAG id"
+    body: dict[str, Any] = {"type": "workflow", "workflow": workflow_name(dag_id)}
+    if workflow_name(dag_id) != dag_id:
+        notes.changed(f"DAG {dag_id!r} is the workflow {workflow_name(dag_id)!r}", task=tid)
+    run_conf = conf.get("conf")
+    if isinstance(run_conf, dict):
+        body["params"] = {
+            str(k): text(v) if isinstance(v, str) else v if isinstance(v, (int, float, bool))
+            else json.dumps(v)
+            for k, v in run_conf.items()
+        }  # fmt: skip
+    elif run_conf is not None:
+        notes.unmapped(f"conf {run_conf!r} is not a mapping: not passed", task=tid)
+    if not conf.get("wait_for_completion"):
+        notes.changed(
+            "the task waits for the triggered run to end and takes its state (Airflow's "
+            "wait_for_completion: false returned at once)",
+            task=tid,
+        )
+    return body, None
+
+
+def _sensor(conf: dict[str, Any], tid: str, notes: Notes) -> tuple[dict[str, Any], str | None]:
+    """ExternalTaskSensor: a dependency task on the other DAG's workflow (or tasks)."""
+    dag_id = str(conf.get("external_dag_id") or "")
+    if not dag_id or "{{" in dag_id:
+        return dict(_STAND_IN), f"external_dag_id {dag_id!r} is not a fixed DAG id"
+    if conf.get("execution_date_fn") or conf.get("execution_delta") not in (
+        None,
+        0,
+        "0",
+        "0:00:00",
+    ):
+        return dict(_STAND_IN), (
+            "execution_delta / execution_date_fn pick other logical dates: a dependency task "
+            "checks DolphinScheduler-style windows (today, last1Days, ...), write its `date` by hand"
+        )
+    tasks = conf.get("external_task_ids") or (
+        [conf["external_task_id"]] if conf.get("external_task_id") else [None]
+    )
+    items: list[dict[str, Any]] = []
+    for task in tasks if isinstance(tasks, list) else [tasks]:
+        item: dict[str, Any] = {"workflow": workflow_name(dag_id), "date": "today"}
+        if task is not None:
+            item["task"] = task_id(str(task))
+        items.append(item)
+    body: dict[str, Any] = {"type": "dependency", "all": items[:20]}
+    notes.unmapped(
+        "Airflow waits for the run of exactly the same logical date; the dependency task "
+        "checks the upstream's runs of the same calendar day (`date: today`), which is the same "
+        "only when the upstream runs at most daily at that time: check it",
+        task=tid,
+    )
+    seconds = _seconds(conf.get("poke_interval"))
+    if seconds:
+        body["check_interval"] = f"{min(max(seconds, 5), 86400)}s"
+    timeout = _seconds(conf.get("timeout"))
+    if timeout:
+        body["timeout"] = f"{min(timeout, 365 * 86400)}s"
+    for key in ("allowed_states", "failed_states", "skipped_states"):
+        if conf.get(key):
+            notes.unmapped(f"{key} {conf[key]!r}: the dependency task waits for success", task=tid)
+    return body, None
+
+
+def _sql(
+    short: str, conf: dict[str, Any], tid: str, notes: Notes, text: Any
+) -> tuple[dict[str, Any], str | None]:
+    """The SQL operators: an sql task on the connection named after the Airflow connection."""
+    raw = conf.get("query") if short == "AthenaOperator" else conf.get("sql")
+    statements = raw if isinstance(raw, list) else [raw] if raw else []
+    sql = ";\n".join(text(s).strip().rstrip(";") for s in statements if str(s).strip())
+    if not sql:
+        return dict(_STAND_IN), "no SQL"
+    if short == "AthenaOperator":
+        kind, conn = "athena", f"athena-{conf.get('database') or 'default'}"
+        settings = {k: conf.get(k) for k in ("database", "output_location", "workgroup")}
+    elif short == "RedshiftDataOperator":
+        target = conf.get("cluster_identifier") or conf.get("workgroup_name") or "default"
+        kind, conn = "redshift-data", f"redshift-{target}"
+        settings = {
+            k: conf.get(k)
+            for k in ("database", "cluster_identifier", "workgroup_name", "db_user", "secret_arn")
+        }
+    else:
+        kind = "postgresql" if short == "PostgresOperator" else "postgresql|mysql"
+        conn = str(conf.get("postgres_conn_id") or conf.get("conn_id") or "postgres_default")
+        settings = {}
+    connection = workflow_name(conn)
+    shown_settings = "".join(f" --setting {k}={v}" for k, v in settings.items() if v)
+    notes.changed(
+        f"runs on the connection {connection!r}: create it with `stratoflow connections add "
+        f"{connection} --type {kind}{shown_settings or ' --setting ...'}`",
+        task=tid,
+    )
+    body: dict[str, Any] = {"type": "sql", "connection": connection}
+    if len(statements) == 1 and sql.endswith(".sql") and "\n" not in sql:
+        body["sql_file"] = sql
+        notes.changed(f"{sql!r} is read from the task's working directory", task=tid)
+    else:
+        body["sql"] = sql
+    body["outputs"] = "first_row" if _QUERY.match(sql) and len(statements) == 1 else "none"
+    parameters = conf.get("parameters")
+    if isinstance(parameters, dict):
+        body["parameters"] = {
+            str(k): v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(v)
+            for k, v in parameters.items()
+        }
+    elif parameters:
+        notes.unmapped(
+            f"positional parameters {parameters!r}: name them (%(name)s) by hand", task=tid
+        )
+    return body, None

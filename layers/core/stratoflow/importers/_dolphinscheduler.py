@@ -25,21 +25,23 @@ from stratoflow.importers._timeexpr import (
     js_condition,
     rewrite_ds,
 )
+from stratoflow.model._workflow import MAX_DEPENDENCY_ITEMS, DateValue
 from stratoflow.templating import TemplateError, check_syntax
 
 # types that are planned in format v1 additions but not built in this version
 # types the format has now that the importer does not convert yet: the reason says what to do
 _BY_HAND = {
-    "SQL": "the importer does not convert SQL tasks yet: write it as an `sql` task on a named "
-    "connection (`stratoflow connections add`)",
     "PROCEDURE": "the importer does not convert procedure tasks yet: call the procedure from "
     "an `sql` task on a named connection",
 }
-_PLANNED = {
-    "SUB_PROCESS": "the `workflow` (sub-workflow) task type",
-    "SUB_WORKFLOW": "the `workflow` (sub-workflow) task type",
-    "SUBWORKFLOW": "the `workflow` (sub-workflow) task type",
-    "DEPENDENT": "the `dependency` task type",
+_PLANNED: dict[str, str] = {}
+_SUB_WORKFLOW = {"SUB_PROCESS", "SUB_WORKFLOW", "SUBWORKFLOW"}
+# DolphinScheduler datasource types with a Stratoflow connection type
+_CONNECTION_TYPES = {
+    "POSTGRESQL": "postgresql",
+    "MYSQL": "mysql",
+    "ATHENA": "athena",
+    "REDSHIFT": "redshift-data",
 }
 _NUMERIC_TYPES = {"INTEGER", "LONG", "FLOAT", "DOUBLE"}
 _MAX_RETRIES = 100
@@ -85,6 +87,42 @@ class DsWorkflow:
     warning_group: int = 0
     run_priority: str = "MEDIUM"
     timezone_assumed: bool = False
+    code: str | None = None  # the definition code (3.x) or id (1.x) other workflows name it by
+
+
+@dataclass(frozen=True)
+class DsRef:
+    """A workflow of the import as other workflows reference it: by its definition code."""
+
+    project: str | None  # Stratoflow project name
+    name: str  # Stratoflow workflow name
+    tasks: dict[str, str]  # task code -> task id
+
+
+CodeTable = dict[str, DsRef]
+"""Definition code -> the workflow it is, over every file of one import."""
+
+
+def task_ids(flow: DsWorkflow) -> dict[str, str]:
+    """Task code -> Stratoflow task id (names made valid and unique, in the export's order)."""
+    ids: dict[str, str] = {}
+    taken: set[str] = set()
+    for task in flow.tasks:
+        ids[task.code] = unique(task_id(task.name), taken)
+    return ids
+
+
+def code_table(flows: list[DsWorkflow]) -> CodeTable:
+    """The definition codes of ``flows`` (workflows without one are not referenced by code)."""
+    return {
+        flow.code: DsRef(
+            workflow_name(str(flow.project)) if flow.project else None,
+            workflow_name(flow.name),
+            task_ids(flow),
+        )
+        for flow in flows
+        if flow.code not in (None, "", "None", "0")
+    }
 
 
 # ----------------------------------------------------------------------------- reading
@@ -170,6 +208,7 @@ def _read_v3(item: dict[str, Any]) -> DsWorkflow:
     )
     return DsWorkflow(
         name=str(definition.get("name", "workflow")),
+        code=str(definition["code"]) if definition.get("code") is not None else None,
         project=definition.get("projectName") or schedule.get("projectName"),
         description=definition.get("description") or None,
         global_params=globals_ if isinstance(globals_, list) else [],
@@ -230,6 +269,7 @@ def _read_v1(item: dict[str, Any]) -> DsWorkflow:
     globals_ = body.get("globalParams", []) if isinstance(body, dict) else []
     return DsWorkflow(
         name=str(item.get("processDefinitionName", "workflow")),
+        code=str(item["processDefinitionId"]) if item.get("processDefinitionId") else None,
         project=item.get("projectName"),
         description=item.get("processDefinitionDescription") or None,
         global_params=globals_ if isinstance(globals_, list) else [],
@@ -258,6 +298,8 @@ class _Ctx:
     global_exprs: dict[str, str]  # name -> Jinja expression of its value (when computed)
     global_numeric: set[str]
     outputs: dict[str, list[str]]  # OUT param name -> task ids that set it
+    codes: CodeTable = field(default_factory=dict)
+    project: str | None = None  # this workflow's Stratoflow project
 
 
 def _property_list(value: Any) -> list[dict[str, Any]]:
@@ -268,7 +310,9 @@ def _property_list(value: Any) -> list[dict[str, Any]]:
     )
 
 
-def convert(flow: DsWorkflow, mode: Unmapped) -> ImportedWorkflow:
+def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) -> ImportedWorkflow:
+    """Format v1 from ``flow``; ``codes`` names the other workflows of the import (sub-workflows
+    and dependencies reference them by definition code)."""
     name = workflow_name(flow.name)
     notes = Notes(workflow=name)
     if name != flow.name:
@@ -284,14 +328,14 @@ def convert(flow: DsWorkflow, mode: Unmapped) -> ImportedWorkflow:
     _schedule(flow, doc, notes)
     _workflow_settings(flow, doc, notes)
 
-    ids: dict[str, str] = {}
-    taken: set[str] = set()
+    ids = task_ids(flow)
     for task in flow.tasks:
-        ids[task.code] = unique(task_id(task.name), taken)
         if ids[task.code] != task.name:
             notes.changed(f"task {task.name!r} is named {ids[task.code]!r}", task=ids[task.code])
 
-    ctx = _Ctx(flow, notes, mode, ids, {}, set(), {})
+    ctx = _Ctx(flow, notes, mode, ids, {}, set(), {}, dict(codes or {}), doc.get("project"))
+    if flow.code and flow.code not in ctx.codes:  # a workflow can reference itself
+        ctx.codes.update(code_table([flow]))
     doc_params: dict[str, Any] = {}
     for prop in _property_list(flow.global_params):
         key, value = str(prop["prop"]), prop.get("value")
@@ -338,6 +382,13 @@ def convert(flow: DsWorkflow, mode: Unmapped) -> ImportedWorkflow:
         tid = ids[task.code]
         if task.type == "CONDITIONS":
             _conditions(task, tid, ctx, tasks)
+        elif task.type in _BY_CODE and tasks[tid].get("type") == "placeholder":
+            reason = tasks[tid].pop("description")
+            deps = tasks[tid].get("depends_on")
+            tasks[tid] = {"type": "shell", "command": "true\n"}
+            if deps:
+                tasks[tid]["depends_on"] = deps
+            unmapped_task(tasks, tid, task.type, task.name, reason, task.params, mode, notes)
         elif task.type not in _HANDLED:
             reason = (
                 _BY_HAND[task.type]
@@ -420,7 +471,8 @@ def _workflow_settings(flow: DsWorkflow, doc: dict[str, Any], notes: Notes) -> N
         notes.unmapped(f"run priority {flow.run_priority} is not in this version")
 
 
-_HANDLED = {"SHELL", "PYTHON", "HTTP", "K8S", "KUBERNETES", "SWITCH", "CONDITIONS"}
+_BY_CODE = {*_SUB_WORKFLOW, "DEPENDENT", "SQL"}
+_HANDLED = {"SHELL", "PYTHON", "HTTP", "K8S", "KUBERNETES", "SWITCH", "CONDITIONS", *_BY_CODE}
 
 
 def _ds_context(task: DsTask, tid: str, ctx: _Ctx, parents: Mapping[str, list[str]]) -> DsContext:
@@ -480,6 +532,12 @@ def _task(task: DsTask, tid: str, ctx: _Ctx, parents: Mapping[str, list[str]]) -
         body = _kubernetes(p, ds, tid, notes)
     elif task.type == "SWITCH":
         body = _switch(p, ds, tid, ctx)
+    elif task.type in _SUB_WORKFLOW:
+        body = _sub_workflow(p, ds, tid, ctx)
+    elif task.type == "DEPENDENT":
+        body = _dependent(p, tid, ctx)
+    elif task.type == "SQL":
+        body = _sql(p, ds, tid, ctx)
     else:
         body = {"type": "shell", "command": "true\n"}  # replaced in the second pass
     for problem in ds.problems:
@@ -739,3 +797,186 @@ def _local_params(task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx, ds: D
             params[name] = "{{ " + f"{param_ref(name)} or ({expr})" + " }}"
     if params:
         body["params"] = params
+
+
+# ----------------------------------------------------------------------------- by code
+def _cannot(reason: str) -> dict[str, Any]:
+    """A task body the second pass turns into a placeholder (or leaves out) with ``reason``."""
+    return {"type": "placeholder", "description": reason}
+
+
+def _workflow_ref(
+    code: str, ctx: _Ctx, name: Any = None, project: Any = None
+) -> tuple[str, DsRef] | None:
+    """``name`` or ``project/name`` of the workflow with definition ``code`` in this import
+    (pydolphinscheduler YAML names it instead: ``name`` in ``project``)."""
+    ref = ctx.codes.get(code)
+    if ref is None and name not in (None, ""):
+        ref = DsRef(
+            workflow_name(str(project)) if project else ctx.project, workflow_name(str(name)), {}
+        )
+    if ref is None:
+        return None
+    if ref.project and ref.project != ctx.project:
+        return f"{ref.project}/{ref.name}", ref
+    return ref.name, ref
+
+
+def _not_in_import(what: str, code: str) -> str:
+    return (
+        f"{what} definition code {code} is not a workflow of this import: import its export "
+        "in the same `stratoflow import`, or write its name by hand"
+    )
+
+
+def _sub_workflow(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict[str, Any]:
+    code = next(
+        (
+            str(p[k])
+            for k in ("workflowDefinitionCode", "processDefinitionCode", "processDefinitionId")
+            if p.get(k) not in (None, "")
+        ),
+        None,
+    )
+    if p.get("workflowName"):  # pydolphinscheduler YAML: by name
+        found = _workflow_ref("", ctx, p["workflowName"])
+        assert found is not None
+        ctx.notes.changed(f"the sub-workflow {p['workflowName']!r} is {found[0]!r}", task=tid)
+        return {"type": "workflow", "workflow": found[0]}
+    if code is None:
+        return _cannot("the sub-workflow names no definition code")
+    found = _workflow_ref(code, ctx)
+    if found is None:
+        return _cannot(_not_in_import("the sub-workflow's", code))
+    ctx.notes.changed(f"the sub-workflow (definition code {code}) is {found[0]!r}", task=tid)
+    return {"type": "workflow", "workflow": found[0]}
+
+
+# DolphinScheduler's date values as the dependency task's: same names, one spelled differently
+_DATE_VALUES = (
+    {v.value: v.value for v in DateValue}
+    | {v.name: v.value for v in DateValue}
+    | {"last1Hour": DateValue.LAST_1_HOURS.value}
+    | {  # pydolphinscheduler's DependentDate names
+        f"LAST_{n}_{unit}": DateValue[f"LAST_{d}_{unit}"].value
+        for n, d in (("ONE", 1), ("TWO", 2), ("THREE", 3), ("SEVEN", 7), ("TWENTY_FOUR", 24))
+        for unit in ("HOURS", "DAYS")
+        if f"LAST_{d}_{unit}" in DateValue.__members__
+    }
+    | {"LAST_ONE_HOUR": DateValue.LAST_1_HOURS.value}
+)
+_WHOLE_RUN = {"0", "-1", "ALL", "None", ""}
+
+
+def _dependent(p: dict[str, Any], tid: str, ctx: _Ctx) -> dict[str, Any]:
+    dependence = p.get("dependence") or {}
+    outer = str(dependence.get("relation") or "AND").upper()
+    groups = [g for g in dependence.get("dependTaskList") or [] if isinstance(g, dict)]
+    # the relations that matter: between groups when there are several, within a group of
+    # several items; one level of all/any says it when they are all the same
+    relations = {outer} if len(groups) > 1 else set()
+    raw_items: list[dict[str, Any]] = []
+    for group in groups:
+        group_items = [i for i in group.get("dependItemList") or [] if isinstance(i, dict)]
+        if len(group_items) > 1:
+            relations.add(str(group.get("relation") or "AND").upper())
+        raw_items.extend(group_items)
+    relations = relations or {"AND"}
+    if not raw_items:
+        return _cannot("the dependent task checks nothing")
+    if len(relations) != 1 or relations - {"AND", "OR"}:
+        return _cannot(
+            "its groups mix AND and OR: a dependency task has one level (all or any); "
+            "split it into several dependency tasks"
+        )
+    if len(raw_items) > MAX_DEPENDENCY_ITEMS:
+        return _cannot(
+            f"{len(raw_items)} items: a dependency task checks at most {MAX_DEPENDENCY_ITEMS}"
+        )
+    items: list[dict[str, Any]] = []
+    for raw in raw_items:
+        code = str(raw.get("definitionCode") or raw.get("definitionId") or "")
+        found = _workflow_ref(code, ctx, raw.get("definitionName"), raw.get("projectName"))
+        if found is None:
+            return _cannot(_not_in_import("a dependency item's", code or "(none)"))
+        ref_name, ref = found
+        date = _DATE_VALUES.get(str(raw.get("dateValue") or ""))
+        if date is None:
+            return _cannot(f"date value {raw.get('dateValue')!r} has no equivalent")
+        item: dict[str, Any] = {"workflow": ref_name, "date": date}
+        task_code = str(raw.get("depTaskCode", raw.get("depTasks", "0")))
+        if raw.get("depTaskName"):  # pydolphinscheduler YAML
+            item["task"] = task_id(str(raw["depTaskName"]))
+        elif task_code not in _WHOLE_RUN:
+            upstream_task = ref.tasks.get(task_code) or (
+                task_id(task_code) if "depTasks" in raw else None  # 1.x names the task
+            )
+            if upstream_task is None:
+                return _cannot(f"task code {task_code} is not a task of {ref_name!r}")
+            item["task"] = upstream_task
+        items.append(item)
+    body: dict[str, Any] = {"type": "dependency", ("all" if relations == {"AND"} else "any"): items}
+    interval = number(dependence.get("checkInterval") or p.get("checkInterval"))
+    if interval > 0:
+        seconds = min(max(int(interval), 5), 86400)
+        body["check_interval"] = f"{seconds}s"
+        if seconds != int(interval):
+            ctx.notes.changed(f"check interval {interval:g}s is {seconds}s (5s to 1 day)", task=tid)
+    policy = str(dependence.get("failurePolicy") or p.get("failurePolicy") or "").upper()
+    if policy and policy != "DEPENDENT_FAILURE_FAILURE":
+        ctx.notes.unmapped(
+            f"failure policy {policy} has no equivalent: a failed upstream fails the task",
+            task=tid,
+        )
+    return body
+
+
+def _sql(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict[str, Any]:
+    kind = str(p.get("type") or "").upper()
+    source = p.get("datasourceName") or p.get("datasource")
+    if source in (None, ""):
+        return _cannot("the SQL task names no datasource")
+    connection = workflow_name(str(source) if p.get("datasourceName") else f"datasource-{source}")
+    if not kind:  # pydolphinscheduler YAML names the datasource, not its type
+        ctx.notes.changed(
+            f"runs on the connection {connection!r} (datasource {source}): create it with "
+            "`stratoflow connections add` with the datasource's type (postgresql, mysql, "
+            "athena or redshift-data)",
+            task=tid,
+        )
+    elif kind in _CONNECTION_TYPES:
+        ctx.notes.changed(
+            f"runs on the connection {connection!r} (datasource {source}): create it with "
+            f"`stratoflow connections add {connection} --type {_CONNECTION_TYPES[kind]} ...`",
+            task=tid,
+        )
+    else:
+        ctx.notes.unmapped(
+            f"datasource type {kind or '(none)'} has no Stratoflow connection type "
+            f"(postgresql, mysql, athena, redshift-data): the connection {connection!r} must be "
+            "one of those",
+            task=tid,
+        )
+    query = str(p.get("sqlType", "0")).upper() in ("0", "QUERY")
+    pre = [str(s) for s in p.get("preStatements") or [] if str(s).strip()]
+    post = [str(s) for s in p.get("postStatements") or [] if str(s).strip()]
+    if query and post:  # the outputs are the last statement's: the query must stay last
+        ctx.notes.unmapped(
+            f"post statements {shown(post)} are left out: the outputs are the query's", task=tid
+        )
+        post = []
+    statements = [s.strip().rstrip(";") for s in [*pre, str(p.get("sql") or ""), *post]]
+    sql = rewrite_ds(";\n".join(s for s in statements if s) + ("\n" if pre or post else ""), ds)
+    if not sql.strip():
+        return _cannot("the SQL task has no SQL")
+    if pre or post:
+        ctx.notes.changed("pre and post statements run in one script with the SQL", task=tid)
+    for key in ("udfs", "sendEmail"):
+        if p.get(key) not in (None, "", False, [], "false"):
+            ctx.notes.unmapped(f"{key} = {p[key]!r} has no equivalent", task=tid)
+    return {
+        "type": "sql",
+        "connection": connection,
+        "sql": sql,
+        "outputs": "first_row" if query else "none",
+    }

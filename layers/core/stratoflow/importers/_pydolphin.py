@@ -281,7 +281,50 @@ def _type_params(kind: str, raw: dict[str, Any], edges: list[tuple[str, str]]) -
                 "failedNode": [raw["failed_task"]] if raw.get("failed_task") else [],
             },
         }
+    if kind in ("SUB_WORKFLOW", "SUB_PROCESS"):  # the child by name, not by code
+        return {"workflowName": raw.get("workflow_name") or raw.get("process_definition_name")}
+    if kind == "DEPENDENT":
+        return {"dependence": _dependence(raw)}
+    if kind == "SQL":
+        sql = str(raw.get("sql") or "")
+        query = _QUERY.match(sql) is not None
+        sql_type = raw.get("sql_type")
+        return {
+            "type": str(raw.get("datasource_type") or "").upper(),
+            "datasourceName": raw.get("datasource_name"),
+            "sql": sql,
+            "sqlType": str(sql_type) if sql_type is not None else "0" if query else "1",
+            "preStatements": raw.get("pre_statements") or [],
+            "postStatements": raw.get("post_statements") or [],
+        }
     skip = {"name", "task_type", "deps", "description", "flag", "task_priority", "delay_time",
             "fail_retry_times", "fail_retry_interval", "timeout", "timeout_notify_strategy",
             "input_params", "output_params", "worker_group", "task_group_id", "is_cache"}  # fmt: skip
     return {k: v for k, v in raw.items() if k not in skip}
+
+
+# pydolphinscheduler's Sql task: a statement starting with one of these is a query
+_QUERY = re.compile(r"\s*(select|show|with|desc|describe|explain)\b", re.I)
+
+
+def _dependence(raw: dict[str, Any]) -> dict[str, Any]:
+    """A Dependent task's ``op``/``groups`` (under ``denpendence``, as the SDK spells it, or
+    beside it) in the export's shape, upstream workflows named rather than coded."""
+    outer = raw.get("denpendence") or raw.get("dependence") or raw
+    outer = outer if isinstance(outer, dict) else raw
+    groups = []
+    for group in outer.get("groups") or []:
+        if not isinstance(group, dict):
+            continue
+        items = [
+            {
+                "projectName": item.get("project_name"),
+                "definitionName": item.get("workflow_name") or item.get("process_definition_name"),
+                "depTaskName": item.get("dependent_task_name"),
+                "dateValue": item.get("dependent_date") or "today",
+            }
+            for item in group.get("groups") or []
+            if isinstance(item, dict)
+        ]
+        groups.append({"relation": str(group.get("op", "AND")).upper(), "dependItemList": items})
+    return {"relation": str(outer.get("op", "AND")).upper(), "dependTaskList": groups}
