@@ -102,8 +102,10 @@ def pools_to_create(
     pool exists, so say how to create it."""
     where = f" --project {project}" if project else ""
     for pool, users in pools.items():
+        named = ", ".join(users[:10]) + (f" and {len(users) - 10} more" if len(users) > 10 else "")
         notes.changed(
-            f"tasks {', '.join(users)} use pool {pool!r}: `stratoflow apply` refuses this "
+            f"{'task' if len(users) == 1 else 'tasks'} {named} "
+            f"{'uses' if len(users) == 1 else 'use'} pool {pool!r}: `stratoflow apply` refuses this "
             f"workflow until the pool exists; create it first with `stratoflow pools set {pool} "
             f"--slots N{where}` ({slots})",
             field="pool",
