@@ -1,12 +1,15 @@
 """An imported DolphinScheduler export runs on the local runtime to the states and outputs it
 had in DolphinScheduler: shell and python tasks, OUT parameters (setValue), global and built-in
 parameters with time expressions in the schedule's time zone, a switch, and a Conditions task
-(as trigger rules)."""
+(as trigger rules); task groups as pools (created before `apply`, which refuses an unknown
+pool) with their priorities."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +17,8 @@ from stratoflow.adapters.local.runtime import LocalRuntime
 from stratoflow.connections import validate_connection
 from stratoflow.engine import RunState
 from stratoflow.engine import subworkflow as rules
+from stratoflow.engine.pools import pool_key
+from stratoflow.errors import InvalidInput
 from stratoflow.importers import import_codes, import_file, to_yaml
 from tests.e2e import test_runtime
 from tests.e2e.test_runtime import finish, states
@@ -26,10 +31,15 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "importers"
 LOGICAL = datetime(2026, 3, 1, 16, 30, tzinfo=UTC)
 
 
-def _run(rt: LocalRuntime, export: str, **params: object) -> str:
-    result = import_file(FIXTURES / export, unmapped="report")  # the Spark task left out
+def _run(rt: LocalRuntime, export: str | Path, **params: object) -> str:
+    path = export if isinstance(export, Path) else FIXTURES / export
+    result = import_file(path, unmapped="report")  # the Spark task left out
     workflow = result.workflows[0]
-    version, _ = rt.scheduler.apply(to_yaml(workflow, export))
+    document: dict[str, Any] = workflow.document  # type: ignore[assignment]
+    # the pools its tasks name, as the report says: `stratoflow pools set NAME --slots N`
+    for pool in {t["pool"] for t in document["tasks"].values() if t.get("pool")}:
+        rt.scheduler.set_pool(pool, 1, document.get("project"))
+    version, _ = rt.scheduler.apply(to_yaml(workflow, path.name))
     if "datasource-1" in str(workflow.document):  # the SQL task's, on the real PostgreSQL
         admin_connection().close()  # type: ignore[attr-defined]  # unreachable: skip (CI: fail)
         connection = validate_connection(
@@ -125,3 +135,43 @@ def test_imported_dependent_waits_for_its_upstream(runtime: LocalRuntime) -> Non
     # THEN its dependency is met and it runs on, as in DolphinScheduler
     assert finish(runtime, run.id) is RunState.SUCCEEDED
     assert states(runtime, run.id) == {"wait": "succeeded", "report": "succeeded"}
+
+
+def _with_task_group(tmp_path: Path) -> Path:
+    """The 3.3 export with its tasks in DolphinScheduler task group 5 (priorities set)."""
+    export = json.loads((FIXTURES / "ds_3.3_export.json").read_text())
+    for task in export[0]["taskDefinitionList"]:
+        task["taskGroupId"] = 5
+        task["taskGroupPriority"] = 3 if task["name"] == "transform" else 0
+        task["taskPriority"] = "HIGH"
+    export[0]["schedule"]["workflowInstancePriority"] = "LOW"
+    path = tmp_path / "ds_3.3_task_group.json"
+    path.write_text(json.dumps(export))
+    return path
+
+
+def test_imported_task_group_runs_in_its_pool(runtime: LocalRuntime, tmp_path: Path) -> None:
+    path = _with_task_group(tmp_path)
+    workflow = import_file(path, unmapped="report").workflows[0]
+    document: dict[str, Any] = workflow.document  # type: ignore[assignment]
+    assert {t.get("pool") for t in document["tasks"].values()} == {"taskgroup-5"}
+    assert document["priority"] == -10
+    assert document["tasks"]["transform"]["priority"] == 3
+    assert document["tasks"]["extract"]["priority"] == 10
+    # GIVEN no pool yet: apply refuses it, as the report warns
+    assert any("refuses this workflow until the pool exists" in n.message for n in workflow.notes)
+    with pytest.raises(InvalidInput, match="taskgroup-5"):
+        runtime.scheduler.apply(to_yaml(workflow, path.name))
+    # WHEN the pool exists (one slot: the task group's size) and the workflow runs
+    run_id = _run(runtime, path)
+    # THEN it runs to the same states and outputs as without the task group
+    assert finish(runtime, run_id) is RunState.SUCCEEDED
+    assert states(runtime, run_id) == {
+        "extract": "succeeded", "check": "succeeded", "transform": "succeeded",
+        "route": "succeeded", "load_eu": "succeeded", "load_other": "skipped",
+        "notify_ok": "succeeded", "notify_failure": "skipped", "report": "succeeded",
+    }  # fmt: skip
+    assert _outputs(runtime, run_id)["transform"] == {"seen": "42-2026-03-02"}
+    # every task went through the pool, which is free again
+    pool, running, waiting = runtime.scheduler.pool_view(pool_key("analytics", "taskgroup-5"))
+    assert (pool.slots, pool.used, running, waiting) == (1, 0, [], [])

@@ -100,6 +100,25 @@ def test_a_mapped_sql_task_exits_0_and_says_which_connection_to_create(tmp_path:
     )
 
 
+def test_the_pools_to_create_before_apply_are_printed(tmp_path: Path) -> None:
+    source = tmp_path / "dags.yml"
+    source.write_text(
+        DAG_FACTORY.replace(
+            "      function_name:", "      pool: Lambda.Calls\n      function_name:"
+        )
+    )
+    result = invoke(str(source), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output  # mapped: pools are not a loss
+    assert load_workflow_file(tmp_path / "out" / "etl.yaml").workflow.tasks["notify"].pool == (
+        "lambda_calls"
+    )
+    assert (
+        "before apply: etl: task notify uses pool 'lambda_calls': `stratoflow apply` refuses "
+        "this workflow until the pool exists; create it first with `stratoflow pools set "
+        "lambda_calls --slots N`"
+    ) in result.output
+
+
 def test_report_mode_leaves_the_task_out(tmp_path: Path) -> None:
     result = invoke(
         str(FIXTURES / "ds_1.3_export.json"), "-o", str(tmp_path), "--unmapped", "report"

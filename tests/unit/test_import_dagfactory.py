@@ -132,12 +132,17 @@ x:
       operator: airflow.providers.standard.operators.bash.BashOperator
       bash_command: "echo {{ var.value.secret }}"
       executor_config: {pod_override: 1}
-      pool: small
+      weight_rule: absolute
       trigger_rule: none_failed_min_one_success
 """,
     )
     text = _unmapped(result)
-    for word in ("executor_config", "var.value.secret", "pool", "none_failed_min_one_success"):
+    for word in (
+        "executor_config",
+        "var.value.secret",
+        "weight_rule",
+        "none_failed_min_one_success",
+    ):
         assert word in text
     assert not result.complete
 
@@ -200,3 +205,64 @@ def test_a_sensor_on_other_dates_is_reported(tmp_path: Path) -> None:
     )  # fmt: skip
     assert _tasks(result)["wait"]["description"].startswith("PLACEHOLDER")
     assert "execution_delta" in _unmapped(result)
+
+
+def test_pools_slots_and_priority_weights(tmp_path: Path) -> None:
+    result = _import(
+        tmp_path,
+        """
+x:
+  default_args: {pool: Warehouse.Loads, priority_weight: 5}
+  task_groups:
+    g: {default_args: {priority_weight: 250}}
+  tasks:
+    a: {operator: airflow.operators.bash.BashOperator, bash_command: "true", pool_slots: 2}
+    b: {operator: airflow.operators.bash.BashOperator, bash_command: "true", task_group_name: g}
+    c: {operator: airflow.operators.bash.BashOperator, bash_command: "true", pool: api,
+        priority_weight: -3, pool_slots: 20000}
+    d: {operator: airflow.operators.bash.BashOperator, bash_command: "true",
+        pool: default_pool, priority_weight: 1}
+""",
+    )
+    tasks = _tasks(result)
+    # default_args apply to every task; the pool name made a Stratoflow name (reported once)
+    assert (tasks["a"]["pool"], tasks["a"]["pool_slots"], tasks["a"]["priority"]) == (
+        "warehouse_loads",
+        2,
+        5,
+    )
+    # the group's default_args win over the DAG's; 250 clamped into -100..100
+    assert (tasks["g__b"]["pool"], tasks["g__b"]["priority"]) == ("warehouse_loads", 100)
+    assert (tasks["c"]["pool"], tasks["c"]["pool_slots"], tasks["c"]["priority"]) == (
+        "api",
+        10000,
+        -3,
+    )
+    assert "pool" not in tasks["d"]  # Airflow's implicit pool is no pool
+    assert tasks["d"]["priority"] == 1
+    messages = [n.message for n in result.all_notes()]
+    assert sum("'Warehouse.Loads' is named 'warehouse_loads'" in m for m in messages) == 1
+    assert any("priority_weight 250" in m and "priority 100" in m for m in messages)
+    assert any("pool_slots 20000" in m for m in messages)
+    assert any("default_pool" in m for m in messages)
+    creates = [m for m in messages if "refuses this workflow until the pool exists" in m]
+    assert len(creates) == 2
+    assert "tasks a, g__b use pool 'warehouse_loads'" in creates[0]
+    assert "stratoflow pools set warehouse_loads --slots N" in creates[0]
+    assert "stratoflow pools set api --slots N" in creates[1]
+    assert result.complete  # all of it mapped
+
+
+def test_weight_rule_is_reported_as_not_mapped(tmp_path: Path) -> None:
+    result = _import(
+        tmp_path,
+        """
+x:
+  default_args: {weight_rule: upstream}
+  tasks:
+    a: {operator: airflow.operators.bash.BashOperator, bash_command: "true", priority_weight: 3}
+""",
+    )
+    assert _tasks(result)["a"]["priority"] == 3
+    assert "weight_rule" in _unmapped(result)
+    assert "never summed" in _unmapped(result)

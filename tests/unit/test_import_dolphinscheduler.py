@@ -3,10 +3,12 @@ equivalent is named in the report (never dropped silently)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from stratoflow.importers import import_file
 from stratoflow.importers._dolphinscheduler import code_table, convert, read_export
 from stratoflow.importers._report import ImportedWorkflow
 from stratoflow.model import parse_workflow
@@ -64,14 +66,11 @@ def test_retries_intervals_and_timeouts() -> None:
 def test_settings_without_an_equivalent_are_reported() -> None:
     result = _import(
         _task(1, "a", "SHELL", {"rawScript": "true", "resourceList": [{"id": 3}]},
-              taskPriority="HIGHEST", taskGroupId=4, delayTime=2, workerGroup="gpu",
-              environmentCode=77, isCache="YES"),
+              delayTime=2, workerGroup="gpu", environmentCode=77, isCache="YES"),
         warningGroupId=2, timeout=30, executionType="SERIAL_DISCARD",
     )  # fmt: skip
     messages = " | ".join(_unmapped(result, "a"))
     for word in (
-        "HIGHEST",
-        "task group 4",
         "delay time",
         "'gpu'",
         "environmentCode",
@@ -82,6 +81,63 @@ def test_settings_without_an_equivalent_are_reported() -> None:
     workflow = " | ".join(_unmapped(result))
     assert "SERIAL_DISCARD" in workflow
     assert result.document["max_active_runs"] == 1  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("level", "priority"),
+    [("HIGHEST", 20), ("HIGH", 10), ("MEDIUM", None), ("LOW", -10), ("LOWEST", -20)],
+)
+def test_task_and_run_priorities_map_to_priorities(level: str, priority: int | None) -> None:
+    export = {
+        "workflowDefinition": {"name": "wf", "globalParams": "[]"},
+        "workflowTaskRelationList": [{"preTaskCode": 0, "postTaskCode": 1}],
+        "taskDefinitionList": [_task(1, "a", "SHELL", {"rawScript": "true"}, taskPriority=level)],
+        "schedule": {"crontab": "0 0 2 * * ? *", "timezoneId": "UTC",
+                     "workflowInstancePriority": level},
+    }  # fmt: skip
+    result = convert(read_export([export])[0], "placeholder")
+    doc: dict[str, Any] = result.document  # type: ignore[assignment]
+    assert doc["tasks"]["a"].get("priority") == priority
+    assert doc.get("priority") == priority
+    spec = parse_workflow(doc)
+    assert (spec.workflow.priority, spec.workflow.tasks["a"].priority) == (
+        priority or 0,
+        priority or 0,
+    )
+    assert result.notes == ()  # mapped word for word
+
+
+def test_an_unknown_priority_level_is_reported() -> None:
+    result = _import(_task(1, "a", "SHELL", {"rawScript": "true"}, taskPriority="URGENT"))
+    assert "priority" not in result.document["tasks"]["a"]  # type: ignore[index]
+    assert any("'URGENT'" in m for m in _unmapped(result, "a"))
+
+
+def test_task_group_becomes_a_pool_with_its_priority() -> None:
+    result = _import(
+        _task(1, "a", "SHELL", {"rawScript": "true"}, taskGroupId=4, taskGroupPriority=7),
+        _task(2, "b", "SHELL", {"rawScript": "true"}, taskGroupId=4, taskGroupPriority=500,
+              taskPriority="HIGH"),
+        _task(3, "c", "SHELL", {"rawScript": "true"}, taskGroupId=9, taskPriority="LOW"),
+        projectName="Sales",
+    )  # fmt: skip
+    tasks = result.document["tasks"]  # type: ignore[index]
+    assert (tasks["a"]["pool"], tasks["a"]["priority"]) == ("taskgroup-4", 7)
+    # clamped into -100..100 (said so); the task group priority orders it, not taskPriority
+    assert (tasks["b"]["pool"], tasks["b"]["priority"]) == ("taskgroup-4", 100)
+    b_notes = " | ".join(n.message for n in result.notes if n.task == "b")
+    for word in ("500", "priority 100", "HIGH"):
+        assert word in b_notes
+    # no task group priority: the task's own priority level
+    assert (tasks["c"]["pool"], tasks["c"]["priority"]) == ("taskgroup-9", -10)
+    # one note per pool, naming its tasks and the command that creates it before `apply`
+    pool_notes = [n.message for n in result.notes if n.field == "pool"]
+    assert len(pool_notes) == 2
+    assert "tasks a, b use pool 'taskgroup-4'" in pool_notes[0]
+    assert "refuses this workflow until the pool exists" in pool_notes[0]
+    assert "stratoflow pools set taskgroup-4 --slots N --project sales" in pool_notes[0]
+    assert "task group's size" in pool_notes[0]
+    assert "stratoflow pools set taskgroup-9" in pool_notes[1]
 
 
 @pytest.mark.parametrize(
@@ -380,3 +436,30 @@ def test_sql_tasks() -> None:
     assert any("HIVE has no Stratoflow connection type" in m for m in _unmapped(result, "h"))
     assert any("post statements" in m for m in _unmapped(result, "h"))
     assert tasks["h"]["sql"] == "select 1"
+
+
+def test_pydolphinscheduler_priorities_and_task_groups(tmp_path: Path) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        """
+workflow:
+  name: pd
+  project: etl
+  process_instance_priority: low
+tasks:
+  - {name: a, task_type: Shell, command: "true", task_priority: HIGHEST}
+  - {name: b, task_type: Shell, command: "true", task_group_id: 3, task_group_priority: -150,
+     deps: [a]}
+"""
+    )
+    result = import_file(path, "dolphinscheduler")
+    workflow = result.workflows[0]
+    doc: dict[str, Any] = workflow.document  # type: ignore[assignment]
+    parse_workflow(doc)
+    assert doc["priority"] == -10
+    assert doc["tasks"]["a"]["priority"] == 20
+    assert (doc["tasks"]["b"]["pool"], doc["tasks"]["b"]["priority"]) == ("taskgroup-3", -100)
+    messages = " | ".join(n.message for n in workflow.notes)
+    assert "task group priority -150" in messages
+    assert "stratoflow pools set taskgroup-3 --slots N --project etl" in messages
+    assert result.complete

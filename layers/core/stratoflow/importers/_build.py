@@ -6,6 +6,7 @@ import json
 from typing import Any, Literal
 
 from stratoflow.importers._report import Notes
+from stratoflow.model._workflow import MAX_PRIORITY
 
 Unmapped = Literal["placeholder", "report"]
 _MAX_SHOWN = 2000
@@ -67,3 +68,45 @@ def unmapped_task(
         leave_out(tasks, task)
         done = "left out (its downstream tasks now follow its upstream tasks)"
     notes.unmapped(f"{kind} task: {reason}; {done}. Original: {shown(definition)}", task=task)
+
+
+# DolphinScheduler's five priority levels as Stratoflow priorities (higher runs first); the
+# steps of 10 leave room to rank tasks by hand between the levels
+DS_PRIORITIES = {"HIGHEST": 20, "HIGH": 10, "MEDIUM": 0, "LOW": -10, "LOWEST": -20}
+
+
+def ds_priority(level: str, what: str, notes: Notes, task: str | None = None) -> int | None:
+    """``level`` (HIGHEST..LOWEST) as a priority; None, reported, when it is none of them."""
+    if level in DS_PRIORITIES:
+        return DS_PRIORITIES[level]
+    notes.unmapped(f"{what} {level!r} is not a DolphinScheduler priority: 0", task=task)
+    return None
+
+
+def clamped_priority(value: float, what: str, notes: Notes, task: str | None = None) -> int:
+    """``value`` as a priority in -100..100, reported when it had to be moved into it."""
+    priority = int(max(-MAX_PRIORITY, min(MAX_PRIORITY, value)))
+    if priority != value:
+        notes.changed(
+            f"{what} {value:g} is outside Stratoflow's -{MAX_PRIORITY}..{MAX_PRIORITY}: "
+            f"priority {priority} (tasks beyond the bound now share it)",
+            task=task,
+        )
+    return priority
+
+
+def pools_to_create(
+    pools: dict[str, list[str]], project: str | None, slots: str, notes: Notes
+) -> None:
+    """One note per pool the workflow's tasks name: ``apply`` refuses the workflow until the
+    pool exists, so say how to create it."""
+    where = f" --project {project}" if project else ""
+    for pool, users in pools.items():
+        named = ", ".join(users[:10]) + (f" and {len(users) - 10} more" if len(users) > 10 else "")
+        notes.changed(
+            f"{'task' if len(users) == 1 else 'tasks'} {named} "
+            f"{'uses' if len(users) == 1 else 'use'} pool {pool!r}: `stratoflow apply` refuses this "
+            f"workflow until the pool exists; create it first with `stratoflow pools set {pool} "
+            f"--slots N{where}` ({slots})",
+            field="pool",
+        )

@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from stratoflow.errors import InvalidInput
-from stratoflow.importers._build import Unmapped, unmapped_task
+from stratoflow.importers._build import (
+    Unmapped,
+    clamped_priority,
+    pools_to_create,
+    unmapped_task,
+)
 from stratoflow.importers._cron import airflow_schedule, interval_before
 from stratoflow.importers._dolphinscheduler import number
 from stratoflow.importers._names import param_ref, task_id, unique, workflow_name
@@ -25,6 +30,7 @@ from stratoflow.importers._report import ImportedWorkflow, Notes
 from stratoflow.importers._timeexpr import AirflowDates, rewrite_airflow
 from stratoflow.model import TriggerRule
 from stratoflow.model._loader import load_yaml
+from stratoflow.model._workflow import MAX_POOL_SLOTS
 
 GROUP_SEPARATOR = "__"
 MAX_SECONDS = 365 * 86400  # the longest duration the format takes
@@ -187,11 +193,12 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
     defaults = _retry_settings(args, notes, None)
     if defaults:
         doc["defaults"] = defaults
-    for key in ("pool", "priority_weight", "email", "email_on_failure", "email_on_retry",
+    for key in ("weight_rule", "email", "email_on_failure", "email_on_retry",
                 "depends_on_past", "sla", "on_failure_callback", "queue"):  # fmt: skip
         if args.get(key):
             notes.unmapped(
-                f"default_args.{key} is not in this version", field=f"default_args.{key}"
+                f"default_args.{key} {_WHY.get(key, 'is not in this version')}",
+                field=f"default_args.{key}",
             )
 
     groups = _groups(config.get("task_groups"))
@@ -215,6 +222,7 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
             members[g].append(ids[original])
 
     tasks: dict[str, dict[str, Any]] = {}
+    renamed: set[str] = set()  # pool names already reported as renamed
     deferred: list[tuple[str, str, str, dict[str, Any]]] = []
     for raw in raw_tasks:
         tid = ids[str(raw.get("task_id"))]
@@ -235,10 +243,11 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
                 body["trigger_rule"] = rule
             else:
                 notes.unmapped(f"trigger rule {rule!r} has no equivalent: all_success", task=tid)
-        for key in ("pool", "priority_weight", "depends_on_past", "sla", "outlets", "inlets",
+        _pool_settings(merged, tid, body, notes, renamed)
+        for key in ("weight_rule", "depends_on_past", "sla", "outlets", "inlets",
                     "on_failure_callback", "on_success_callback", "queue"):  # fmt: skip
-            if raw.get(key):
-                notes.unmapped(f"{key} is not in this version", task=tid)
+            if raw.get(key) or group_args.get(key):
+                notes.unmapped(f"{key} {_WHY.get(key, 'is not in this version')}", task=tid)
         tasks[tid] = body
         if reason:
             deferred.append((tid, str(raw.get("operator")), reason, raw))
@@ -262,7 +271,53 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
     if params:
         doc["params"] = params
     doc["tasks"] = tasks
+    pools: dict[str, list[str]] = {}
+    for tid, body in tasks.items():
+        if body.get("pool"):
+            pools.setdefault(body["pool"], []).append(tid)
+    pools_to_create(pools, None, "N = the Airflow pool's slots", notes)
     return ImportedWorkflow(name, dag_id, doc if tasks else None, tuple(notes.items))
+
+
+_WHY = {
+    "weight_rule": "is not mapped: a Stratoflow task's priority is its own (plus its "
+    "workflow's), never summed over its downstream or upstream tasks",
+}
+
+
+def _pool_settings(
+    conf: dict[str, Any], tid: str, body: dict[str, Any], notes: Notes, renamed: set[str]
+) -> None:
+    """Airflow's ``pool``, ``pool_slots`` and ``priority_weight`` (the task's own, or from
+    ``default_args`` or its task group's)."""
+    pool = conf.get("pool")
+    if pool and str(pool) == "default_pool":
+        if "default_pool" not in renamed:
+            renamed.add("default_pool")
+            notes.changed("pool 'default_pool' (Airflow's implicit pool) is no pool: not set")
+    elif pool:
+        name = workflow_name(str(pool))
+        body["pool"] = name
+        if name != pool and str(pool) not in renamed:
+            renamed.add(str(pool))
+            notes.changed(f"pool {pool!r} is named {name!r} (Stratoflow names: a-z 0-9 _ -)")
+    slots = conf.get("pool_slots")
+    if slots is not None and body.get("pool"):
+        wanted = number(slots, 1)
+        body["pool_slots"] = int(max(1, min(MAX_POOL_SLOTS, wanted)))
+        if body["pool_slots"] != wanted:
+            notes.changed(
+                f"pool_slots {slots!r}: {body['pool_slots']} (1..{MAX_POOL_SLOTS})", task=tid
+            )
+        if body["pool_slots"] == 1:
+            del body["pool_slots"]
+    elif slots not in (None, 1):
+        notes.unmapped(f"pool_slots {slots!r} without a pool: not mapped", task=tid)
+    weight = conf.get("priority_weight")
+    if weight is not None and not isinstance(weight, bool):
+        priority = clamped_priority(number(weight), "priority_weight", notes, tid)
+        if priority:
+            body["priority"] = priority
 
 
 def _resolve(name: str, ids: dict[str, str], members: dict[str, list[str]]) -> list[str]:
@@ -305,7 +360,7 @@ _COMMON_KEYS = {
     "task_id", "operator", "decorator", "dependencies", "task_group_name", "trigger_rule",
     "retries", "retry_delay", "retry_delay_sec", "retry_exponential_backoff", "max_retry_delay",
     "max_retry_delay_sec", "execution_timeout", "execution_timeout_secs", "doc_md", "doc",
-    "pool", "priority_weight", "depends_on_past", "sla", "outlets", "inlets", "queue",
+    "pool", "pool_slots", "priority_weight", "weight_rule", "depends_on_past", "sla", "outlets", "inlets", "queue",
     "on_failure_callback", "on_success_callback", "params",
 }  # fmt: skip
 # default_args keys a task inherits (reported once, at the DAG, where they are set)

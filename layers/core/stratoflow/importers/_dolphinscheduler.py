@@ -13,7 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stratoflow.importers._build import Unmapped, leave_out, shown, unmapped_task
+from stratoflow.importers._build import (
+    Unmapped,
+    clamped_priority,
+    ds_priority,
+    leave_out,
+    pools_to_create,
+    shown,
+    unmapped_task,
+)
 from stratoflow.importers._cron import quartz_to_schedule
 from stratoflow.importers._names import output_ref, param_ref, task_id, unique, workflow_name
 from stratoflow.importers._report import ImportedWorkflow, Notes
@@ -61,6 +69,7 @@ class DsTask:
     timeout_strategy: str | None = None
     priority: str = "MEDIUM"
     task_group_id: int = 0
+    task_group_priority: float = 0  # higher first, within the task group
     delay_time: float = 0
     enabled: bool = True
     worker_group: str = "default"
@@ -188,6 +197,7 @@ def _read_v3(item: dict[str, Any]) -> DsWorkflow:
                 timeout_strategy=raw.get("timeoutNotifyStrategy"),
                 priority=str(raw.get("taskPriority") or "MEDIUM").upper(),
                 task_group_id=int(number(raw.get("taskGroupId"))),
+                task_group_priority=number(raw.get("taskGroupPriority")),
                 delay_time=number(raw.get("delayTime")),
                 enabled=_flag(raw.get("flag", "YES")),
                 worker_group=str(raw.get("workerGroup") or "default"),
@@ -399,6 +409,11 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
             )
             unmapped_task(tasks, tid, task.type, task.name, reason, task.params, mode, notes)
     doc["tasks"] = tasks
+    pools: dict[str, list[str]] = {}
+    for tid, body in tasks.items():
+        if body.get("pool"):
+            pools.setdefault(body["pool"], []).append(tid)
+    pools_to_create(pools, doc.get("project"), "N = the DolphinScheduler task group's size", notes)
     return ImportedWorkflow(name, flow.name, doc if tasks else None, tuple(notes.items))
 
 
@@ -468,7 +483,9 @@ def _workflow_settings(flow: DsWorkflow, doc: dict[str, Any], notes: Notes) -> N
             "alerts: [{on: [...], group: ...}] by hand"
         )
     if flow.run_priority not in ("MEDIUM", ""):
-        notes.unmapped(f"run priority {flow.run_priority} is not in this version")
+        priority = ds_priority(flow.run_priority, "run priority", notes)
+        if priority:
+            doc["priority"] = priority
 
 
 _BY_CODE = {*_SUB_WORKFLOW, "DEPENDENT", "SQL"}
@@ -769,10 +786,21 @@ def _task_settings(task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx) -> N
             body["on_timeout"] = _ON_TIMEOUT[strategy]
     if task.delay_time > 0:
         notes.unmapped(f"delay time {task.delay_time:g} min has no equivalent", task=tid)
-    if task.priority not in ("MEDIUM", ""):
-        notes.unmapped(f"task priority {task.priority} is not in this version", task=tid)
+    priority = ds_priority(task.priority, "task priority", notes, tid) if task.priority else None
     if task.task_group_id > 0:
-        notes.unmapped(f"task group {task.task_group_id} (a pool) is not in this version", task=tid)
+        # the export carries the task group's id only (not its name nor its size)
+        body["pool"] = f"taskgroup-{task.task_group_id}"
+        if task.task_group_priority:
+            # the task group's own order (higher first) is what orders the task in the pool
+            if priority:
+                notes.changed(
+                    f"task priority {task.priority} is replaced by its task group priority "
+                    f"{task.task_group_priority:g}",
+                    task=tid,
+                )
+            priority = clamped_priority(task.task_group_priority, "task group priority", notes, tid)
+    if priority:
+        body["priority"] = priority
     if task.worker_group not in ("default", ""):
         notes.unmapped(f"worker group {task.worker_group!r} has no equivalent", task=tid)
     for key, value in task.extra.items():

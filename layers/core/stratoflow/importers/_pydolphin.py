@@ -184,6 +184,7 @@ def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow
                 or ("FAILED" if timeout else None),
                 priority=str(raw.get("task_priority") or "MEDIUM").upper(),
                 task_group_id=int(number(raw.get("task_group_id"))),
+                task_group_priority=number(raw.get("task_group_priority")),
                 delay_time=number(raw.get("delay_time")),
                 enabled=str(raw.get("flag", "YES")).upper() != "NO",
                 worker_group=str(raw.get("worker_group") or "default"),
@@ -214,6 +215,12 @@ def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow
         timeout=number(wf.get("timeout")),
         warning_type=str(wf.get("warning_type") or "NONE").upper(),
         warning_group=int(number(wf.get("warning_group_id"))),
+        run_priority=str(
+            wf.get("process_instance_priority")
+            or wf.get("workflow_instance_priority")
+            or wf.get("priority")
+            or "MEDIUM"
+        ).upper(),
     )
 
 
@@ -299,7 +306,8 @@ def _type_params(kind: str, raw: dict[str, Any], edges: list[tuple[str, str]]) -
         }
     skip = {"name", "task_type", "deps", "description", "flag", "task_priority", "delay_time",
             "fail_retry_times", "fail_retry_interval", "timeout", "timeout_notify_strategy",
-            "input_params", "output_params", "worker_group", "task_group_id", "is_cache"}  # fmt: skip
+            "input_params", "output_params", "worker_group", "task_group_id", "is_cache",
+            "task_group_priority"}  # fmt: skip
     return {k: v for k, v in raw.items() if k not in skip}
 
 
