@@ -80,7 +80,7 @@ class Stack:
         self.lambdas[name] = handler
         return str(arn)
 
-    def receive(self, timeout: float = 60.0) -> dict[str, Any]:
+    def receive(self, timeout: float = 180.0) -> dict[str, Any]:
         """The next outcome message in the results queue (fails the test if none comes)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

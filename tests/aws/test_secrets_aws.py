@@ -231,11 +231,11 @@ def test_the_api_store_sets_lists_and_deletes_under_the_project_path(aws: None) 
     client.create_secret(Name="stratoflow/analytics2/pw", SecretString="not this project's")
     client.create_secret(Name="stratoflow/analytics/bad-name", SecretString="not a reference")
     store = SecretsManagerStore(client, "stratoflow/")
-    assert store.put("analytics", "pw", "one") is True
-    assert store.put("analytics", "pw", "two") is False
-    assert store.put("analytics", "other", "x") is True
+    assert store.put("analytics", "pw", "one-1") is True
+    assert store.put("analytics", "pw", "two-2") is False
+    assert store.put("analytics", "other", "x-value") is True
     assert store.names("analytics") == ["other", "pw"]
-    assert store.get("analytics", "pw") == "two"
+    assert store.get("analytics", "pw") == "two-2"
     tags = client.describe_secret(SecretId="stratoflow/analytics/pw")["Tags"]
     assert {"Key": "stratoflow:project", "Value": "analytics"} in tags
     store.delete("analytics", "pw")

@@ -324,3 +324,20 @@ def test_a_value_inside_another_is_masked_longest_first(pod: Pod) -> None:
     assert code == 0
     document = json.loads(next(iter(pod.calls()[-1]["files"].values())))
     assert document["outputs"] == {"out": "*** and ***"}
+
+
+def test_a_secret_too_short_to_mask_fails_the_attempt_and_the_command_never_runs(
+    pod: Pod,
+) -> None:
+    """As ``secrets.lookup``: a value set straight in Secrets Manager that ``***`` could not
+    stand for without masking ordinary text is refused, not used unmasked."""
+    with_secrets(pod, {"stratoflow/analytics/pw": "abc"})
+    ran = pod.root / "ran"
+    code, _ = pod.run("sh", "-c", f"touch {ran}")
+    assert code == 1
+    assert not ran.exists()
+    cause = json.loads(next(iter(pod.calls()[-1]["files"].values())))
+    assert pod.calls()[-1]["args"][1] == "send-task-failure"
+    assert cause["error"].startswith("secret 'pw' of project 'analytics': ")
+    assert "at least 4 characters" in cause["error"]
+    assert "abc" not in json.dumps(pod.calls()[-1])

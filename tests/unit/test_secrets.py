@@ -22,6 +22,7 @@ from stratoflow.secrets import (
     Masker,
     MissingSecret,
     SecretUnavailable,
+    ShortSecret,
     check_name,
     check_value,
     references,
@@ -175,11 +176,11 @@ def test_workflow_params_hold_values_not_references(now: datetime) -> None:
 
 # ------------------------------------------------------------------ resolution
 def test_resolve_replaces_each_reference_and_reports_the_values_used() -> None:
-    source = EnvironmentSource({"STRATOFLOW_SECRET_pw": VALUE, "STRATOFLOW_SECRET_DB_PW": "d"})
+    source = EnvironmentSource({"STRATOFLOW_SECRET_pw": VALUE, "STRATOFLOW_SECRET_DB_PW": "d-pw"})
     task = {"command": "a {{ secrets.pw }} b", "env": {"X": "{{ secrets.db_pw }}"}, "n": 3}
     resolved, used = resolve(task, "p", source)
-    assert resolved == {"command": f"a {VALUE} b", "env": {"X": "d"}, "n": 3}
-    assert used == {"pw": VALUE, "db_pw": "d"}  # db_pw found upper-cased in the environment
+    assert resolved == {"command": f"a {VALUE} b", "env": {"X": "d-pw"}, "n": 3}
+    assert used == {"pw": VALUE, "db_pw": "d-pw"}  # db_pw found upper-cased in the environment
     assert task["command"] == "a {{ secrets.pw }} b"  # the input is left as it was
 
 
@@ -191,6 +192,25 @@ def test_a_missing_secret_names_every_missing_one_and_no_value() -> None:
     assert "'a', 'b'" in str(caught.value)
     assert "proj" in str(caught.value)
     assert VALUE not in str(caught.value)
+
+
+def test_a_value_too_short_to_mask_is_refused_where_set_and_where_used() -> None:
+    # set through Stratoflow: refused, naming the rule and not the value
+    with pytest.raises(InvalidInput) as caught:
+        check_value("x7!")
+    assert "at least 4 characters" in str(caught.value)
+    assert "x7!" not in str(caught.value)
+    assert check_value("x7!?") == "x7!?"
+    # set around it (the server's environment, Secrets Manager): the task is refused, rather
+    # than run with a value its logs could not hide
+    source = EnvironmentSource({"STRATOFLOW_SECRET_pin": "123", "STRATOFLOW_SECRET_pw": VALUE})
+    with pytest.raises(ShortSecret) as short:
+        resolve({"env": {"P": "{{ secrets.pin }}", "W": "{{ secrets.pw }}"}}, "proj", source)
+    assert isinstance(short.value, MissingSecret)  # fails the task, not retried, as a missing one
+    assert short.value.names == ["pin"]
+    assert "secret 'pin' of project 'proj'" in str(short.value)
+    assert "123" not in str(short.value)
+    assert VALUE not in str(short.value)
 
 
 def test_the_environment_comes_before_the_home(tmp_path: Path) -> None:

@@ -64,6 +64,24 @@ class MissingSecret(NotFound):
         )
 
 
+TOO_SHORT = (
+    f"a secret's value has at least {MIN_MASKED_CHARS} characters: a shorter one could not be "
+    "masked in logs without masking ordinary text"
+)
+
+
+class ShortSecret(MissingSecret):
+    """A secret whose value is too short to mask (set outside Stratoflow: in the server's
+    environment or straight in Secrets Manager). The task fails, naming it, rather than run
+    with a value its logs would show."""
+
+    def __init__(self, project: str, names: Iterable[str]) -> None:
+        self.project = project
+        self.names = sorted(set(names))
+        listed = ", ".join(repr(n) for n in self.names)
+        NotFound.__init__(self, f"secret {listed} of project {project!r}: {TOO_SHORT}")
+
+
 class SecretUnavailable(RuntimeError):
     """A source could not be read (a permission, a file with the wrong mode, a throttle); the
     message names the secret and the reason, never a value."""
@@ -97,6 +115,8 @@ def check_project(project: str) -> str:
 def check_value(value: str, field: str = "value") -> str:
     if not isinstance(value, str) or not value:
         raise InvalidInput([Problem(field, "a secret's value must be a non-empty string")])
+    if len(value) < MIN_MASKED_CHARS:
+        raise InvalidInput([Problem(field, TOO_SHORT)])
     size = len(value.encode("utf-8", errors="surrogatepass"))
     if size > MAX_VALUE_BYTES:
         raise InvalidInput(
@@ -230,6 +250,9 @@ def lookup(source: SecretSource, project: str, names: Iterable[str]) -> dict[str
             values[name] = value
     if missing:
         raise MissingSecret(project, missing)
+    short = [name for name, value in values.items() if len(value) < MIN_MASKED_CHARS]
+    if short:  # set around Stratoflow (env, Secrets Manager): refused rather than shown
+        raise ShortSecret(project, short)
     return values
 
 
@@ -261,7 +284,7 @@ def resolve(value: Any, project: str, source: SecretSource) -> tuple[Any, dict[s
 # ------------------------------------------------------------------ masking
 class Masker:
     """Writes ``***`` for each secret value found in text (values shorter than
-    ``MIN_MASKED_CHARS`` are left: they would mask ordinary words). :func:`masker_for`
+    ``MIN_MASKED_CHARS`` are never used: :func:`lookup` refuses them). :func:`masker_for`
     keeps the last one made per project and reuses it while the values are the same."""
 
     def __init__(self, values: Iterable[str]) -> None:

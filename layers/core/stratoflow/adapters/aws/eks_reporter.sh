@@ -127,11 +127,16 @@ fetch_secrets() {  # each referenced secret into $secrets_dir/NAME; else report 
     for name in $names; do
         if aws secretsmanager get-secret-value --secret-id "$secrets_path$name" \
             --query SecretString --output text >"$secrets_dir/$name" 2>"$dir/secret.err"; then
-            continue
+            secret_value "$name"
+            [ "${#value}" -lt 4 ] || continue
+            code=TooShort # as secrets.lookup: a value too short to mask is never used
+        else
+            code=$(sed -n 's/.*(\([A-Za-z]*\)).*/\1/p' "$dir/secret.err" | head -n 1)
         fi
         rm -f "$secrets_dir/$name"
-        code=$(sed -n 's/.*(\([A-Za-z]*\)).*/\1/p' "$dir/secret.err" | head -n 1)
-        if [ "$code" = ResourceNotFoundException ]; then
+        if [ "$code" = TooShort ]; then
+            why="secret '$name' of project '$project': a secret's value has at least 4 characters: a shorter one could not be masked in logs without masking ordinary text"
+        elif [ "$code" = ResourceNotFoundException ]; then
             why="secret '$name' is not set in project '$project' (set it with \`stratoflow secrets set $name --project $project\`)"
         else
             why="secret '$name' ($secrets_path$name) could not be read: ${code:-unknown error}"
