@@ -6,38 +6,23 @@ Credentials are given as secret references, e.g.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 import click
 
 from stratoflow.alerts import CHANNEL_TYPES
-from stratoflow.cli import (
+from stratoflow.cli_common import (
     EXIT_FAILED,
-    EXIT_INVALID,
-    Client,
-    _fail,
     api_option,
+    client,
+    invalid,
     output_option,
     project_option,
+    settings,
+    show,
+    typed_line,
 )
-
-
-def _settings(pairs: Sequence[str]) -> dict[str, str]:
-    settings: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            _fail(f"--setting {pair!r}: settings are written name=value", EXIT_INVALID)
-        if key in settings:
-            _fail(f"--setting {key!r} is given twice", EXIT_INVALID)
-        settings[key] = value
-    return settings
-
-
-def _show(body: Any, output: str, text: str) -> None:
-    click.echo(json.dumps(body, indent=2) if output == "json" else text)
 
 
 @click.group()
@@ -54,7 +39,7 @@ def channels() -> None:
 @click.argument("name")
 @click.option("--type", "type_", required=True, type=click.Choice(sorted(CHANNEL_TYPES)))
 @click.option("--url", default=None, help="the type's URL (a webhook URL: a secret reference)")
-@click.option("--setting", "settings", multiple=True, metavar="K=V", help="a setting (repeat)")
+@click.option("--setting", "pairs", multiple=True, metavar="K=V", help="a setting (repeat)")
 @project_option
 @output_option
 @api_option
@@ -62,19 +47,19 @@ def channels_add(
     name: str,
     type_: str,
     url: str | None,
-    settings: Sequence[str],
+    pairs: Sequence[str],
     project: str,
     output: str,
     api: str,
 ) -> None:
     """Add (or replace) channel NAME."""
-    body: dict[str, Any] = {"type": type_, "settings": _settings(settings)}
+    body: dict[str, Any] = {"type": type_, "settings": settings(pairs)}
     if url is not None:
         body["url"] = url
-    view = Client(api).call(
+    view = client(api).call(
         "PUT", f"/alerts/channels/{name}", params={"project": project}, json=body
     )
-    _show(view, output, f"channel {name} ({type_}) saved in {project}")
+    show(view, output, f"channel {name} ({type_}) saved in {project}")
 
 
 @channels.command("list")
@@ -82,13 +67,8 @@ def channels_add(
 @output_option
 @api_option
 def channels_list(project: str, output: str, api: str) -> None:
-    body = Client(api).call("GET", "/alerts/channels", params={"project": project})
-    lines = [
-        f"{c['name']}\t{c['type']}\t"
-        + " ".join(f"{k}={v}" for k, v in sorted(c["settings"].items()))
-        for c in body["channels"]
-    ]
-    _show(body, output, "\n".join(lines) or "(no channels)")
+    body = client(api).call("GET", "/alerts/channels", params={"project": project})
+    show(body, output, "\n".join(typed_line(c) for c in body["channels"]) or "(no channels)")
 
 
 @channels.command("delete")
@@ -96,7 +76,7 @@ def channels_list(project: str, output: str, api: str) -> None:
 @project_option
 @api_option
 def channels_delete(name: str, project: str, api: str) -> None:
-    Client(api).call("DELETE", f"/alerts/channels/{name}", params={"project": project})
+    client(api).call("DELETE", f"/alerts/channels/{name}", params={"project": project})
     click.echo(f"channel {name} deleted")
 
 
@@ -115,11 +95,11 @@ def groups_set(group: str, names: str, project: str, output: str, api: str) -> N
     """Create or replace GROUP with these channels."""
     chans = [n.strip() for n in names.split(",") if n.strip()]
     if not chans:
-        _fail("--channels: name at least one channel", EXIT_INVALID)
-    view = Client(api).call(
+        invalid("--channels: name at least one channel")
+    view = client(api).call(
         "PUT", f"/alerts/groups/{group}", params={"project": project}, json={"channels": chans}
     )
-    _show(view, output, f"group {group}: {', '.join(chans)}")
+    show(view, output, f"group {group}: {', '.join(chans)}")
 
 
 @groups.command("list")
@@ -127,9 +107,9 @@ def groups_set(group: str, names: str, project: str, output: str, api: str) -> N
 @output_option
 @api_option
 def groups_list(project: str, output: str, api: str) -> None:
-    body = Client(api).call("GET", "/alerts/groups", params={"project": project})
+    body = client(api).call("GET", "/alerts/groups", params={"project": project})
     lines = [f"{g['name']}\t{','.join(g['channels'])}" for g in body["groups"]]
-    _show(body, output, "\n".join(lines) or "(no groups)")
+    show(body, output, "\n".join(lines) or "(no groups)")
 
 
 @groups.command("delete")
@@ -137,7 +117,7 @@ def groups_list(project: str, output: str, api: str) -> None:
 @project_option
 @api_option
 def groups_delete(group: str, project: str, api: str) -> None:
-    Client(api).call("DELETE", f"/alerts/groups/{group}", params={"project": project})
+    client(api).call("DELETE", f"/alerts/groups/{group}", params={"project": project})
     click.echo(f"group {group} deleted")
 
 
@@ -156,8 +136,8 @@ def _lines(deliveries: list[dict[str, Any]]) -> str:
 @api_option
 def alerts_test(group: str, project: str, output: str, api: str) -> None:
     """Send a test alert to every channel of GROUP; exit 1 unless each was sent."""
-    body = Client(api).call("POST", f"/alerts/groups/{group}/test", params={"project": project})
-    _show(body, output, _lines(body["deliveries"]))
+    body = client(api).call("POST", f"/alerts/groups/{group}/test", params={"project": project})
+    show(body, output, _lines(body["deliveries"]))
     if any(d["status"] != "sent" for d in body["deliveries"]):
         raise SystemExit(EXIT_FAILED)
 
@@ -182,5 +162,5 @@ def alerts_list(
         params["run_id"] = run_id
     if status:
         params["status"] = status
-    body = Client(api).call("GET", "/alerts", params=params)
-    _show(body, output, _lines(body["deliveries"]) or "(no alerts)")
+    body = client(api).call("GET", "/alerts", params=params)
+    show(body, output, _lines(body["deliveries"]) or "(no alerts)")
