@@ -59,7 +59,7 @@ def connections_list(project: str, output: str, api: str) -> None:
 @project_option
 @output_option
 @api_option
-def connectionsshow(name: str, project: str, output: str, api: str) -> None:
+def connections_show(name: str, project: str, output: str, api: str) -> None:
     body = client(api).call("GET", f"/connections/{name}", params={"project": project})
     show(body, output, typed_line(body))
 

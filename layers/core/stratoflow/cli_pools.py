@@ -69,7 +69,7 @@ def pools_list(project: str | None, output: str, api: str) -> None:
 @project_option
 @output_option
 @api_option
-def poolsshow(name: str, project: str | None, output: str, api: str) -> None:
+def pools_show(name: str, project: str | None, output: str, api: str) -> None:
     """A pool with its running and waiting tasks (in the order they will be served)."""
     _checked(name, 1, project)
     body = client(api).call("GET", f"/pools/{name}", params=_params(project))
