@@ -17,8 +17,8 @@ from stratoflow.cli_common import (
     api_option,
     client,
     invalid,
-    output_option,
     project_option,
+    project_output_api,
     settings,
     show,
     typed_line,
@@ -40,9 +40,7 @@ def channels() -> None:
 @click.option("--type", "type_", required=True, type=click.Choice(sorted(CHANNEL_TYPES)))
 @click.option("--url", default=None, help="the type's URL (a webhook URL: a secret reference)")
 @click.option("--setting", "pairs", multiple=True, metavar="K=V", help="a setting (repeat)")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def channels_add(
     name: str,
     type_: str,
@@ -63,9 +61,7 @@ def channels_add(
 
 
 @channels.command("list")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def channels_list(project: str, output: str, api: str) -> None:
     body = client(api).call("GET", "/alerts/channels", params={"project": project})
     show(body, output, "\n".join(typed_line(c) for c in body["channels"]) or "(no channels)")
@@ -88,9 +84,7 @@ def groups() -> None:
 @groups.command("set")
 @click.argument("group")
 @click.option("--channels", "names", required=True, help="NAME[,NAME...]")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def groups_set(group: str, names: str, project: str, output: str, api: str) -> None:
     """Create or replace GROUP with these channels."""
     chans = [n.strip() for n in names.split(",") if n.strip()]
@@ -103,9 +97,7 @@ def groups_set(group: str, names: str, project: str, output: str, api: str) -> N
 
 
 @groups.command("list")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def groups_list(project: str, output: str, api: str) -> None:
     body = client(api).call("GET", "/alerts/groups", params={"project": project})
     lines = [f"{g['name']}\t{','.join(g['channels'])}" for g in body["groups"]]
@@ -131,9 +123,7 @@ def _lines(deliveries: list[dict[str, Any]]) -> str:
 
 @alerts.command("test")
 @click.argument("group")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def alerts_test(group: str, project: str, output: str, api: str) -> None:
     """Send a test alert to every channel of GROUP; exit 1 unless each was sent."""
     body = client(api).call("POST", f"/alerts/groups/{group}/test", params={"project": project})
@@ -150,9 +140,7 @@ def alerts_test(group: str, project: str, output: str, api: str) -> None:
     type=click.Choice(["pending", "retrying", "sent", "failed", "skipped"]),
 )
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
-@project_option
-@output_option
-@api_option
+@project_output_api
 def alerts_list(
     run_id: str | None, status: str | None, limit: int, project: str, output: str, api: str
 ) -> None:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 if TYPE_CHECKING:
     from stratoflow.cli import Client
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -32,6 +34,11 @@ api_option = click.option(
 )
 project_option = click.option("--project", default="default", show_default=True)
 output_option = click.option("--output", type=click.Choice(["text", "json"]), default="text")
+
+
+def project_output_api(command: F) -> F:
+    """``--project``, ``--output`` and ``--api``, the options of most client commands."""
+    return project_option(output_option(api_option(command)))
 
 
 def fail(message: str, code: int) -> NoReturn:

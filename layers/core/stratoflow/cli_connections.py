@@ -14,8 +14,8 @@ from stratoflow.cli_common import (
     EXIT_FAILED,
     api_option,
     client,
-    output_option,
     project_option,
+    project_output_api,
     settings,
     show,
     typed_line,
@@ -32,9 +32,7 @@ def connections() -> None:
 @click.argument("name")
 @click.option("--type", "type_", required=True, type=click.Choice(list(CONNECTION_TYPES)))
 @click.option("--setting", "pairs", multiple=True, metavar="K=V", help="a setting (repeat)")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def connections_add(
     name: str, type_: str, pairs: Sequence[str], project: str, output: str, api: str
 ) -> None:
@@ -45,9 +43,7 @@ def connections_add(
 
 
 @connections.command("list")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def connections_list(project: str, output: str, api: str) -> None:
     """The project's connections (credentials as their secret references)."""
     body = client(api).call("GET", "/connections", params={"project": project})
@@ -56,9 +52,7 @@ def connections_list(project: str, output: str, api: str) -> None:
 
 @connections.command("show")
 @click.argument("name")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def connections_show(name: str, project: str, output: str, api: str) -> None:
     body = client(api).call("GET", f"/connections/{name}", params={"project": project})
     show(body, output, typed_line(body))
@@ -75,9 +69,7 @@ def connections_delete(name: str, project: str, api: str) -> None:
 
 @connections.command("test")
 @click.argument("name")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def connections_test(name: str, project: str, output: str, api: str) -> None:
     """Connect and run SELECT 1; exit 1 when that fails (the message says why)."""
     body = client(api).call("POST", f"/connections/{name}/test", params={"project": project})

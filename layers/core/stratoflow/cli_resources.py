@@ -15,7 +15,12 @@ from pathlib import Path
 
 import click
 
-from stratoflow.cli_common import api_option, client, invalid, output_option, project_option, show
+from stratoflow.cli_common import (
+    client,
+    invalid,
+    project_output_api,
+    show,
+)
 from stratoflow.errors import InvalidInput
 from stratoflow.resources import MAX_RESOURCE_BYTES, check_path, check_prefix
 
@@ -43,9 +48,7 @@ def resources() -> None:
 @resources.command("upload")
 @click.argument("local_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("path", required=False)
-@project_option
-@output_option
-@api_option
+@project_output_api
 def resources_upload(
     local_file: Path, path: str | None, project: str, output: str, api: str
 ) -> None:
@@ -77,9 +80,7 @@ def resources_upload(
 
 @resources.command("list")
 @click.argument("prefix", required=False, default="")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def resources_list(prefix: str, project: str, output: str, api: str) -> None:
     """The project's files (newest version of each), optionally under PREFIX."""
     _checked(prefix, "prefix", prefix=True)
@@ -93,9 +94,7 @@ def resources_list(prefix: str, project: str, output: str, api: str) -> None:
 
 @resources.command("versions")
 @click.argument("path")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def resources_versions(path: str, project: str, output: str, api: str) -> None:
     """Every version of PATH, newest first."""
     _checked(path)
@@ -113,9 +112,7 @@ def resources_versions(path: str, project: str, output: str, api: str) -> None:
               help="Write to this file (default: stdout)")  # fmt: skip
 @click.option("--version", "version", default=None, help="A version (default: the newest)")
 @click.option("--force", is_flag=True, help="Replace the -o file if it exists")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def resources_download(
     path: str,
     out: Path | None,
@@ -156,9 +153,7 @@ def resources_download(
 
 @resources.command("delete")
 @click.argument("path")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def resources_delete(path: str, project: str, output: str, api: str) -> None:
     """Delete PATH and all its versions."""
     _checked(path)

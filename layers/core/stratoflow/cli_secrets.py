@@ -13,7 +13,12 @@ from typing import Any
 
 import click
 
-from stratoflow.cli_common import api_option, client, invalid, output_option, project_option, show
+from stratoflow.cli_common import (
+    client,
+    invalid,
+    project_output_api,
+    show,
+)
 from stratoflow.errors import InvalidInput
 from stratoflow.secrets import MAX_VALUE_BYTES, check_name, check_value
 
@@ -57,9 +62,7 @@ def secrets() -> None:
 
 @secrets.command("set")
 @click.argument("name")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def secrets_set(name: str, project: str, output: str, api: str) -> None:
     """Set secret NAME from stdin (or a hidden prompt on a terminal)."""
     _checked_name(name)
@@ -72,9 +75,7 @@ def secrets_set(name: str, project: str, output: str, api: str) -> None:
 
 
 @secrets.command("list")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def secrets_list(project: str, output: str, api: str) -> None:
     """The names of the project's secrets (never their values)."""
     body = client(api).call("GET", "/secrets", params={"project": project})
@@ -83,9 +84,7 @@ def secrets_list(project: str, output: str, api: str) -> None:
 
 @secrets.command("delete")
 @click.argument("name")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def secrets_delete(name: str, project: str, output: str, api: str) -> None:
     """Delete secret NAME."""
     _checked_name(name)
