@@ -6,31 +6,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from click.testing import CliRunner
 
 from stratoflow.adapters.local.runtime import LocalRuntime
 from stratoflow.api.app import create_app
 from stratoflow.api.local_server import start_in_thread
-from stratoflow.cli import main
 from tests.alerts.conftest import Recorder, secrets_of
+from tests.cli_server import Server, serving
 
 PD_KEY = "PD-ROUTING-KEY-CANARY-0001"
-
-
-@dataclass
-class Server:
-    url: str
-    runtime: LocalRuntime
-    cli: CliRunner
-
-    def run(self, *args: str) -> tuple[int, str]:
-        result = self.cli.invoke(main, [*args, "--api", self.url])
-        return result.exit_code, result.output
 
 
 @pytest.fixture
@@ -40,14 +27,9 @@ def server(tmp_path: Path, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) 
         tmp_path / "home",
         resolve_secret=secrets_of({"pd_key": PD_KEY, "slack_hook": f"{recorder.url}/slack"}),
     )
-    app = create_app(rt.scheduler, on_change=rt.wake, readmodel=rt.readmodel, alerts=rt.alerts)
-    httpd, url = start_in_thread(app, "127.0.0.1", 0)
-    rt.alerts.start()
-    try:
-        yield Server(url, rt, CliRunner())
-    finally:
-        httpd.shutdown()
-        rt.close()
+    with serving(rt, alerts=rt.alerts) as server:
+        rt.alerts.start()
+        yield server
 
 
 def add_channels(server: Server, recorder: Recorder) -> None:

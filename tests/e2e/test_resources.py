@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from click.testing import CliRunner
 
 from stratoflow.adapters.local.runtime import LocalRuntime
-from stratoflow.api.app import create_app
-from stratoflow.api.local_server import start_in_thread
 from stratoflow.cli import main
 from stratoflow.engine import RunState
 from stratoflow.errors import InvalidInput
 from stratoflow.resources import MAX_RESOURCE_BYTES
+from tests.cli_server import Server, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -47,28 +44,12 @@ tasks:
 """
 
 
-@dataclass
-class Server:
-    url: str
-    runtime: LocalRuntime
-    cli: CliRunner
-
-    def run(self, *args: str) -> tuple[int, str]:
-        result = self.cli.invoke(main, [*args, "--api", self.url])
-        return result.exit_code, result.output
-
-
 @pytest.fixture
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     monkeypatch.delenv("STRATOFLOW_TOKEN", raising=False)
     rt = LocalRuntime(tmp_path / "home")
-    app = create_app(rt.scheduler, on_change=rt.wake, readmodel=rt.readmodel)
-    httpd, url = start_in_thread(app, "127.0.0.1", 0)
-    try:
-        yield Server(url, rt, CliRunner())
-    finally:
-        httpd.shutdown()
-        rt.close()
+    with serving(rt) as server:
+        yield server
 
 
 def upload(server: Server, tmp_path: Path, path: str, data: bytes, project: str = "etl") -> dict:

@@ -6,33 +6,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from click.testing import CliRunner
 
 from stratoflow.adapters.local.connections import LocalConnections
 from stratoflow.adapters.local.runtime import LocalRuntime
-from stratoflow.api.app import create_app
-from stratoflow.api.local_server import start_in_thread
-from stratoflow.cli import main
 from stratoflow.connections import validate_connection
 from stratoflow.errors import InvalidInput
+from tests.cli_server import Server, serving
 
 PASSWORD = "pw-CANARY-0001-zz"
-
-
-@dataclass
-class Server:
-    url: str
-    runtime: LocalRuntime
-    cli: CliRunner
-
-    def run(self, *args: str) -> tuple[int, str]:
-        result = self.cli.invoke(main, [*args, "--api", self.url])
-        return result.exit_code, result.output
 
 
 @pytest.fixture
@@ -40,13 +25,8 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     monkeypatch.delenv("STRATOFLOW_TOKEN", raising=False)
     rt = LocalRuntime(tmp_path / "home")
     backend = LocalConnections(rt.connections, rt.secret_source, rt.clock)
-    app = create_app(rt.scheduler, on_change=rt.wake, readmodel=rt.readmodel, connections=backend)
-    httpd, url = start_in_thread(app, "127.0.0.1", 0)
-    try:
-        yield Server(url, rt, CliRunner())
-    finally:
-        httpd.shutdown()
-        rt.close()
+    with serving(rt, connections=backend) as server:
+        yield server
 
 
 @pytest.mark.parametrize(

@@ -8,18 +8,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
-import boto3
 import pytest
-from moto import mock_aws
 from tests.fakes import FakeClock, RecordingDispatcher
+from tests.stores import STORE_KINDS, state_store
 from tests.unit.test_backfill_service import AuditLog, Events, Harness, call, fails_on
 
-from stratoflow.adapters.aws.dynamodb import DynamoStore, create_table
-from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.api.app import create_app
 from stratoflow.auth import Principal, Role
 from stratoflow.engine import RunState
@@ -41,24 +37,12 @@ def wf(name: str, *upstreams: str, cron: str = "0 2 * * *") -> str:
 DIAMOND = [wf("a"), wf("b", "a"), wf("c", "a", cron="0 3 * * *"), wf("d", "b", "c"), wf("e")]
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
+@pytest.fixture(params=STORE_KINDS)
 def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     events = Events()
     dispatcher = RecordingDispatcher()
     clock = FakeClock(datetime(2026, 6, 1, tzinfo=UTC))
-    with ExitStack() as stack:
-        store: SqliteStore | DynamoStore
-        if request.param == "sqlite":
-            store = SqliteStore(tmp_path / "state.db")
-            stack.callback(store.close)
-        else:
-            stack.enter_context(mock_aws())
-            client = boto3.client(
-                "dynamodb", region_name="us-east-1",
-                aws_access_key_id="testing", aws_secret_access_key="testing",
-            )  # fmt: skip
-            create_table(client, "stratoflow-state", stream=False)
-            store = DynamoStore("stratoflow-state", client=client)
+    with state_store(request.param, tmp_path) as store:
         scheduler = Scheduler(store, store, dispatcher, clock, events)
         for text in DIAMOND:
             scheduler.apply(text)

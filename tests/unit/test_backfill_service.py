@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 from tests.fakes import FakeClock, RecordingDispatcher
+from tests.stores import STORE_KINDS, state_store
 
-from stratoflow.adapters.aws.dynamodb import DynamoStore, create_table
+from stratoflow.adapters.aws.dynamodb import DynamoStore
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.api.app import create_app
 from stratoflow.backfills import Backfills
@@ -102,26 +100,14 @@ def h(tmp_path: Path) -> Iterator[Harness]:
     store.close()
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
+@pytest.fixture(params=STORE_KINDS)
 def hb(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     """The harness on either store (DynamoDB: moto in-process), for the races whose cure is
     a store's conditional write."""
     events = Events()
     dispatcher = RecordingDispatcher()
     clock = FakeClock(datetime(2026, 6, 1, tzinfo=UTC))
-    with ExitStack() as stack:
-        store: SqliteStore | DynamoStore
-        if request.param == "sqlite":
-            store = SqliteStore(tmp_path / "state.db")
-            stack.callback(store.close)
-        else:
-            stack.enter_context(mock_aws())
-            client = boto3.client(
-                "dynamodb", region_name="us-east-1",
-                aws_access_key_id="testing", aws_secret_access_key="testing",
-            )  # fmt: skip
-            create_table(client, "stratoflow-state", stream=False)
-            store = DynamoStore("stratoflow-state", client=client)
+    with state_store(request.param, tmp_path) as store:
         scheduler = Scheduler(store, store, dispatcher, clock, events)
         scheduler.apply(DAILY)
         yield Harness(scheduler, store, dispatcher, events, clock)

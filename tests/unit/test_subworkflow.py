@@ -7,17 +7,15 @@ of the parent reach the child, and recover reports a child whose end its parent 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import boto3
 import pytest
-from moto import mock_aws
 from tests.fakes import FakeClock, RecordingDispatcher
+from tests.stores import STORE_KINDS, state_store
 
-from stratoflow.adapters.aws.dynamodb import DynamoStore, create_table
+from stratoflow.adapters.aws.dynamodb import DynamoStore
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.engine import (
     AttemptResult,
@@ -186,23 +184,11 @@ def succeed(_: AttemptSpec) -> AttemptStatus:
     return AttemptStatus.SUCCEEDED
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
+@pytest.fixture(params=STORE_KINDS)
 def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     dispatcher = RecordingDispatcher()
     clock = FakeClock(T0)
-    with ExitStack() as stack:
-        store: SqliteStore | DynamoStore
-        if request.param == "sqlite":
-            store = SqliteStore(tmp_path / "state.db")
-            stack.callback(store.close)
-        else:
-            stack.enter_context(mock_aws())
-            client = boto3.client(
-                "dynamodb", region_name="us-east-1",
-                aws_access_key_id="testing", aws_secret_access_key="testing",
-            )  # fmt: skip
-            create_table(client, "stratoflow-state", stream=False)
-            store = DynamoStore("stratoflow-state", client=client)
+    with state_store(request.param, tmp_path) as store:
         scheduler = Scheduler(store, store, dispatcher, clock)
         scheduler.apply(CHILD)
         scheduler.apply(PARENT)

@@ -18,11 +18,20 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import click
 
+from stratoflow.cli_common import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_UNREACHABLE,
+    api_option,
+    output_option,
+    project_option,
+)
+from stratoflow.cli_common import fail as _fail
 from stratoflow.cli_sdk import schema
 from stratoflow.errors import Conflict, InvalidInput, NotFound, StratoflowError
 
@@ -31,9 +40,6 @@ if TYPE_CHECKING:
 
     from stratoflow.adapters.local.identity import SqliteIdentities
 
-EXIT_FAILED = 1
-EXIT_INVALID = 2
-EXIT_UNREACHABLE = 3
 DEFAULT_PORT = 8321
 STATE_STYLES = {
     "waiting": "dim", "queued": "cyan", "running": "bold blue", "up_for_retry": "yellow",
@@ -58,11 +64,6 @@ def default_token() -> str | None:
     and ``stratoflow admin token --reset`` issues a new one."""
     token = os.environ.get("STRATOFLOW_TOKEN")
     return token.strip() if token else None
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 @contextmanager
@@ -447,13 +448,6 @@ class Client:
                     EXIT_FAILED,
                 )
             offset = int(nxt)
-
-
-api_option = click.option(
-    "--api", default=default_api, show_default="$STRATOFLOW_API or local server", help="API URL"
-)
-project_option = click.option("--project", default="default", show_default=True)
-output_option = click.option("--output", type=click.Choice(["text", "json"]), default="text")
 
 
 @main.command()

@@ -6,38 +6,23 @@ Credentials are given as secret references, e.g.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 import click
 
 from stratoflow.alerts import CHANNEL_TYPES
-from stratoflow.cli import (
+from stratoflow.cli_common import (
     EXIT_FAILED,
-    EXIT_INVALID,
-    Client,
-    _fail,
     api_option,
-    output_option,
+    client,
+    invalid,
     project_option,
+    project_output_api,
+    settings,
+    show,
+    typed_line,
 )
-
-
-def _settings(pairs: Sequence[str]) -> dict[str, str]:
-    settings: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            _fail(f"--setting {pair!r}: settings are written name=value", EXIT_INVALID)
-        if key in settings:
-            _fail(f"--setting {key!r} is given twice", EXIT_INVALID)
-        settings[key] = value
-    return settings
-
-
-def _show(body: Any, output: str, text: str) -> None:
-    click.echo(json.dumps(body, indent=2) if output == "json" else text)
 
 
 @click.group()
@@ -54,41 +39,32 @@ def channels() -> None:
 @click.argument("name")
 @click.option("--type", "type_", required=True, type=click.Choice(sorted(CHANNEL_TYPES)))
 @click.option("--url", default=None, help="the type's URL (a webhook URL: a secret reference)")
-@click.option("--setting", "settings", multiple=True, metavar="K=V", help="a setting (repeat)")
-@project_option
-@output_option
-@api_option
+@click.option("--setting", "pairs", multiple=True, metavar="K=V", help="a setting (repeat)")
+@project_output_api
 def channels_add(
     name: str,
     type_: str,
     url: str | None,
-    settings: Sequence[str],
+    pairs: Sequence[str],
     project: str,
     output: str,
     api: str,
 ) -> None:
     """Add (or replace) channel NAME."""
-    body: dict[str, Any] = {"type": type_, "settings": _settings(settings)}
+    body: dict[str, Any] = {"type": type_, "settings": settings(pairs)}
     if url is not None:
         body["url"] = url
-    view = Client(api).call(
+    view = client(api).call(
         "PUT", f"/alerts/channels/{name}", params={"project": project}, json=body
     )
-    _show(view, output, f"channel {name} ({type_}) saved in {project}")
+    show(view, output, f"channel {name} ({type_}) saved in {project}")
 
 
 @channels.command("list")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def channels_list(project: str, output: str, api: str) -> None:
-    body = Client(api).call("GET", "/alerts/channels", params={"project": project})
-    lines = [
-        f"{c['name']}\t{c['type']}\t"
-        + " ".join(f"{k}={v}" for k, v in sorted(c["settings"].items()))
-        for c in body["channels"]
-    ]
-    _show(body, output, "\n".join(lines) or "(no channels)")
+    body = client(api).call("GET", "/alerts/channels", params={"project": project})
+    show(body, output, "\n".join(typed_line(c) for c in body["channels"]) or "(no channels)")
 
 
 @channels.command("delete")
@@ -96,7 +72,7 @@ def channels_list(project: str, output: str, api: str) -> None:
 @project_option
 @api_option
 def channels_delete(name: str, project: str, api: str) -> None:
-    Client(api).call("DELETE", f"/alerts/channels/{name}", params={"project": project})
+    client(api).call("DELETE", f"/alerts/channels/{name}", params={"project": project})
     click.echo(f"channel {name} deleted")
 
 
@@ -108,28 +84,24 @@ def groups() -> None:
 @groups.command("set")
 @click.argument("group")
 @click.option("--channels", "names", required=True, help="NAME[,NAME...]")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def groups_set(group: str, names: str, project: str, output: str, api: str) -> None:
     """Create or replace GROUP with these channels."""
     chans = [n.strip() for n in names.split(",") if n.strip()]
     if not chans:
-        _fail("--channels: name at least one channel", EXIT_INVALID)
-    view = Client(api).call(
+        invalid("--channels: name at least one channel")
+    view = client(api).call(
         "PUT", f"/alerts/groups/{group}", params={"project": project}, json={"channels": chans}
     )
-    _show(view, output, f"group {group}: {', '.join(chans)}")
+    show(view, output, f"group {group}: {', '.join(chans)}")
 
 
 @groups.command("list")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def groups_list(project: str, output: str, api: str) -> None:
-    body = Client(api).call("GET", "/alerts/groups", params={"project": project})
+    body = client(api).call("GET", "/alerts/groups", params={"project": project})
     lines = [f"{g['name']}\t{','.join(g['channels'])}" for g in body["groups"]]
-    _show(body, output, "\n".join(lines) or "(no groups)")
+    show(body, output, "\n".join(lines) or "(no groups)")
 
 
 @groups.command("delete")
@@ -137,7 +109,7 @@ def groups_list(project: str, output: str, api: str) -> None:
 @project_option
 @api_option
 def groups_delete(group: str, project: str, api: str) -> None:
-    Client(api).call("DELETE", f"/alerts/groups/{group}", params={"project": project})
+    client(api).call("DELETE", f"/alerts/groups/{group}", params={"project": project})
     click.echo(f"group {group} deleted")
 
 
@@ -151,13 +123,11 @@ def _lines(deliveries: list[dict[str, Any]]) -> str:
 
 @alerts.command("test")
 @click.argument("group")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def alerts_test(group: str, project: str, output: str, api: str) -> None:
     """Send a test alert to every channel of GROUP; exit 1 unless each was sent."""
-    body = Client(api).call("POST", f"/alerts/groups/{group}/test", params={"project": project})
-    _show(body, output, _lines(body["deliveries"]))
+    body = client(api).call("POST", f"/alerts/groups/{group}/test", params={"project": project})
+    show(body, output, _lines(body["deliveries"]))
     if any(d["status"] != "sent" for d in body["deliveries"]):
         raise SystemExit(EXIT_FAILED)
 
@@ -170,9 +140,7 @@ def alerts_test(group: str, project: str, output: str, api: str) -> None:
     type=click.Choice(["pending", "retrying", "sent", "failed", "skipped"]),
 )
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
-@project_option
-@output_option
-@api_option
+@project_output_api
 def alerts_list(
     run_id: str | None, status: str | None, limit: int, project: str, output: str, api: str
 ) -> None:
@@ -182,5 +150,5 @@ def alerts_list(
         params["run_id"] = run_id
     if status:
         params["status"] = status
-    body = Client(api).call("GET", "/alerts", params=params)
-    _show(body, output, _lines(body["deliveries"]) or "(no alerts)")
+    body = client(api).call("GET", "/alerts", params=params)
+    show(body, output, _lines(body["deliveries"]) or "(no alerts)")

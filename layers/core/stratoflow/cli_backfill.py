@@ -11,16 +11,15 @@ from typing import Any
 
 import click
 
-from stratoflow.cli import (
+from stratoflow.cli import Client, _params
+from stratoflow.cli_common import (
     EXIT_FAILED,
     EXIT_INVALID,
-    Client,
-    _fail,
-    _params,
     api_option,
     output_option,
     project_option,
 )
+from stratoflow.cli_common import fail as _fail
 
 BACKFILL_POLL_SECONDS = 1.0
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})

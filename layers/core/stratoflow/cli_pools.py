@@ -8,31 +8,16 @@ the API cannot be reached, as every client command.
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
 import click
 
+from stratoflow.cli_common import api_option, client, invalid, output_option, show
 from stratoflow.engine.pools import check_pool
 from stratoflow.model._workflow import MAX_POOL_SLOTS
 
-EXIT_INVALID = 2
-
 project_option = click.option(
     "--project", default=None, help="the pool's project (default: a global pool)"
-)
-output_option = click.option("--output", type=click.Choice(["text", "json"]), default="text")
-
-
-def _default_api() -> str:
-    from stratoflow.cli import default_api
-
-    return default_api()
-
-
-api_option = click.option(
-    "--api", default=_default_api, show_default="$STRATOFLOW_API or local server", help="API URL"
 )
 
 
@@ -43,12 +28,7 @@ def _params(project: str | None) -> dict[str, str]:
 def _checked(name: str, slots: int, project: str | None) -> None:
     problems = check_pool(name, slots, project)
     if problems:
-        click.echo(f"error: {'; '.join(str(p) for p in problems)}", err=True)
-        sys.exit(EXIT_INVALID)
-
-
-def _show(body: Any, output: str, text: str) -> None:
-    click.echo(json.dumps(body, indent=2) if output == "json" else text)
+        invalid("; ".join(str(p) for p in problems))
 
 
 def _label(pool: dict[str, Any]) -> str:
@@ -68,11 +48,9 @@ def pools() -> None:
 @api_option
 def pools_set(name: str, slots: int, project: str | None, output: str, api: str) -> None:
     """Create pool NAME or change its number of slots."""
-    from stratoflow.cli import Client
-
     _checked(name, slots, project)
-    body = Client(api).call("PUT", f"/pools/{name}", params=_params(project), json={"slots": slots})
-    _show(body, output, f"pool {_label(body)}: {body['slots']} slots, {body['used']} used")
+    body = client(api).call("PUT", f"/pools/{name}", params=_params(project), json={"slots": slots})
+    show(body, output, f"pool {_label(body)}: {body['slots']} slots, {body['used']} used")
 
 
 @pools.command("list")
@@ -81,11 +59,9 @@ def pools_set(name: str, slots: int, project: str | None, output: str, api: str)
 @api_option
 def pools_list(project: str | None, output: str, api: str) -> None:
     """The global pools (and the project's)."""
-    from stratoflow.cli import Client
-
-    body = Client(api).call("GET", "/pools", params=_params(project))
+    body = client(api).call("GET", "/pools", params=_params(project))
     lines = [f"{_label(p):<40} {p['used']}/{p['slots']} used" for p in body["pools"]]
-    _show(body, output, "\n".join(lines) or "no pools")
+    show(body, output, "\n".join(lines) or "no pools")
 
 
 @pools.command("show")
@@ -95,10 +71,8 @@ def pools_list(project: str | None, output: str, api: str) -> None:
 @api_option
 def pools_show(name: str, project: str | None, output: str, api: str) -> None:
     """A pool with its running and waiting tasks (in the order they will be served)."""
-    from stratoflow.cli import Client
-
     _checked(name, 1, project)
-    body = Client(api).call("GET", f"/pools/{name}", params=_params(project))
+    body = client(api).call("GET", f"/pools/{name}", params=_params(project))
     lines = [f"pool {_label(body)}: {body['used']}/{body['slots']} used, {body['waiting']} waiting"]
     lines += [f"  running  {t['run_id']} {t['task_id']}" for t in body["running_tasks"]]
     lines += [
@@ -107,7 +81,7 @@ def pools_show(name: str, project: str | None, output: str, api: str) -> None:
     ]
     if body["hidden"]:
         lines.append(f"  and {body['hidden']} of projects you cannot read")
-    _show(body, output, "\n".join(lines))
+    show(body, output, "\n".join(lines))
 
 
 @pools.command("delete")
@@ -117,11 +91,9 @@ def pools_show(name: str, project: str | None, output: str, api: str) -> None:
 @api_option
 def pools_delete(name: str, project: str | None, output: str, api: str) -> None:
     """Delete pool NAME (refused while tasks hold or wait for its slots)."""
-    from stratoflow.cli import Client
-
     _checked(name, 1, project)
-    body = Client(api).call("DELETE", f"/pools/{name}", params=_params(project))
-    _show(body, output, f"deleted: pool {_label(body)}")
+    body = client(api).call("DELETE", f"/pools/{name}", params=_params(project))
+    show(body, output, f"deleted: pool {_label(body)}")
 
 
 @click.command("force-start")
@@ -131,7 +103,5 @@ def pools_delete(name: str, project: str | None, output: str, api: str) -> None:
 @api_option
 def force_start(run_id: str, task_id: str, output: str, api: str) -> None:
     """Start a task waiting in a pool now, ahead of its queue and the free slots."""
-    from stratoflow.cli import Client
-
-    body = Client(api).call("POST", f"/runs/{run_id}/tasks/{task_id}/force-start")
-    _show(body, output, f"{run_id} {task_id}: {body['state']} (attempt {body['attempt']})")
+    body = client(api).call("POST", f"/runs/{run_id}/tasks/{task_id}/force-start")
+    show(body, output, f"{run_id} {task_id}: {body['state']} (attempt {body['attempt']})")

@@ -9,36 +9,27 @@ command.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
-from stratoflow.cli_secrets import api_option, output_option, project_option
+from stratoflow.cli_common import (
+    client,
+    invalid,
+    project_output_api,
+    show,
+)
 from stratoflow.errors import InvalidInput
 from stratoflow.resources import MAX_RESOURCE_BYTES, check_path, check_prefix
-
-EXIT_INVALID = 2
-
-
-def _invalid(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(EXIT_INVALID)
 
 
 def _checked(path: str, field: str = "path", prefix: bool = False) -> str:
     try:
         return check_prefix(path, field) if prefix else check_path(path, field)
     except InvalidInput as exc:
-        _invalid(str(exc))
-        raise  # pragma: no cover - _invalid exits
-
-
-def _show(body: Any, output: str, text: str) -> None:
-    click.echo(json.dumps(body, indent=2) if output == "json" else text)
+        invalid(str(exc))
 
 
 def _size(n: int) -> str:
@@ -57,34 +48,30 @@ def resources() -> None:
 @resources.command("upload")
 @click.argument("local_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("path", required=False)
-@project_option
-@output_option
-@api_option
+@project_output_api
 def resources_upload(
     local_file: Path, path: str | None, project: str, output: str, api: str
 ) -> None:
     """Upload LOCAL_FILE as a new version of PATH (default: the file's name)."""
-    from stratoflow.cli import Client
-
     target = _checked(path if path is not None else local_file.name)
     try:
         with local_file.open("rb") as fh:
             data = fh.read(MAX_RESOURCE_BYTES + 1)
     except OSError as exc:
-        _invalid(f"local_file: cannot read {local_file}: {exc.strerror}")
+        invalid(f"local_file: cannot read {local_file}: {exc.strerror}")
     if len(data) > MAX_RESOURCE_BYTES:
-        _invalid(
+        invalid(
             f"local_file: {local_file} is larger than {MAX_RESOURCE_BYTES:,} bytes "
             f"({MAX_RESOURCE_BYTES >> 20} MiB), the most a resource file may be"
         )
-    body = Client(api).call(
+    body = client(api).call(
         "PUT",
         "/resources/file",
         params={"project": project, "path": target},
         content=data,
         headers={"Content-Type": "application/octet-stream"},
     )
-    _show(
+    show(
         body,
         output,
         f"uploaded: {project}/{target} version {body['version']} ({_size(body['size'])})",
@@ -93,38 +80,30 @@ def resources_upload(
 
 @resources.command("list")
 @click.argument("prefix", required=False, default="")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def resources_list(prefix: str, project: str, output: str, api: str) -> None:
     """The project's files (newest version of each), optionally under PREFIX."""
-    from stratoflow.cli import Client
-
     _checked(prefix, "prefix", prefix=True)
-    body = Client(api).call("GET", "/resources", params={"project": project, "prefix": prefix})
+    body = client(api).call("GET", "/resources", params={"project": project, "prefix": prefix})
     lines = [
         f"{r['path']}\tv{r['version']}\t{_size(r['size'])}\t{r['created_at']}"
         for r in body["resources"]
     ]
-    _show(body, output, "\n".join(lines))
+    show(body, output, "\n".join(lines))
 
 
 @resources.command("versions")
 @click.argument("path")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def resources_versions(path: str, project: str, output: str, api: str) -> None:
     """Every version of PATH, newest first."""
-    from stratoflow.cli import Client
-
     _checked(path)
-    body = Client(api).call("GET", "/resources/versions", params={"project": project, "path": path})
+    body = client(api).call("GET", "/resources/versions", params={"project": project, "path": path})
     lines = [
         f"{v['version']}\t{_size(v['size'])}\t{v['created_at']}\tsha256:{v['sha256']}"
         for v in body["versions"]
     ]
-    _show(body, output, "\n".join(lines))
+    show(body, output, "\n".join(lines))
 
 
 @resources.command("download")
@@ -133,9 +112,7 @@ def resources_versions(path: str, project: str, output: str, api: str) -> None:
               help="Write to this file (default: stdout)")  # fmt: skip
 @click.option("--version", "version", default=None, help="A version (default: the newest)")
 @click.option("--force", is_flag=True, help="Replace the -o file if it exists")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def resources_download(
     path: str,
     out: Path | None,
@@ -146,20 +123,18 @@ def resources_download(
     api: str,
 ) -> None:
     """Download PATH (the newest version, or --version)."""
-    from stratoflow.cli import Client
-
     _checked(path)
     params = {"project": project, "path": path}
     if version is not None:
         params["version"] = version
-    response = Client(api).response(
+    response = client(api).response(
         "GET", "/resources/file", params=params, headers={"Accept": "application/octet-stream"}
     )
     data = response.content
     got = response.headers.get("X-Resource-Version", "")
     if out is None:
         if output == "json":
-            _invalid("--output json needs -o FILE (the bytes cannot go to stdout with it)")
+            invalid("--output json needs -o FILE (the bytes cannot go to stdout with it)")
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
@@ -167,24 +142,20 @@ def resources_download(
     try:
         fd = os.open(out, flags, 0o600)
     except FileExistsError:
-        _invalid(f"-o: {out} exists; pass --force to replace it")
+        invalid(f"-o: {out} exists; pass --force to replace it")
     except OSError as exc:
-        _invalid(f"-o: cannot write {out}: {exc.strerror}")
+        invalid(f"-o: cannot write {out}: {exc.strerror}")
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
     body = {"project": project, "path": path, "version": got, "size": len(data), "file": str(out)}
-    _show(body, output, f"downloaded: {project}/{path} version {got} to {out} ({_size(len(data))})")
+    show(body, output, f"downloaded: {project}/{path} version {got} to {out} ({_size(len(data))})")
 
 
 @resources.command("delete")
 @click.argument("path")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def resources_delete(path: str, project: str, output: str, api: str) -> None:
     """Delete PATH and all its versions."""
-    from stratoflow.cli import Client
-
     _checked(path)
-    body = Client(api).call("DELETE", "/resources/file", params={"project": project, "path": path})
-    _show(body, output, f"deleted: {project}/{path}")
+    body = client(api).call("DELETE", "/resources/file", params={"project": project, "path": path})
+    show(body, output, f"deleted: {project}/{path}")

@@ -8,43 +8,26 @@ the API cannot be reached, as every client command.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import click
 
+from stratoflow.cli_common import (
+    client,
+    invalid,
+    project_output_api,
+    show,
+)
 from stratoflow.errors import InvalidInput
 from stratoflow.secrets import MAX_VALUE_BYTES, check_name, check_value
-
-EXIT_INVALID = 2
-
-project_option = click.option("--project", default="default", show_default=True)
-output_option = click.option("--output", type=click.Choice(["text", "json"]), default="text")
-
-
-def _default_api() -> str:
-    from stratoflow.cli import default_api
-
-    return default_api()
-
-
-api_option = click.option(
-    "--api", default=_default_api, show_default="$STRATOFLOW_API or local server", help="API URL"
-)
-
-
-def _invalid(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(EXIT_INVALID)
 
 
 def _checked_name(name: str) -> str:
     try:
         return check_name(name)
     except InvalidInput as exc:
-        _invalid(str(exc))
-        raise  # pragma: no cover - _invalid exits
+        invalid(str(exc))
 
 
 def read_value(stream: Any, interactive: bool) -> str:
@@ -59,22 +42,17 @@ def read_value(stream: Any, interactive: bool) -> str:
         elif raw.endswith(b"\n"):
             raw = raw[:-1]
         if len(raw) > MAX_VALUE_BYTES:
-            _invalid(
+            invalid(
                 f"value: more than {MAX_VALUE_BYTES:,} bytes on stdin; a secret is at most that"
             )
         try:
             value = raw.decode("utf-8")
         except UnicodeDecodeError:
-            _invalid("value: stdin is not UTF-8 text")
+            invalid("value: stdin is not UTF-8 text")
     try:
         return check_value(value)
     except InvalidInput as exc:
-        _invalid(f"{exc} (the value is read from stdin)")
-        raise  # pragma: no cover - _invalid exits
-
-
-def _show(body: Any, output: str, text: str) -> None:
-    click.echo(json.dumps(body, indent=2) if output == "json" else text)
+        invalid(f"{exc} (the value is read from stdin)")
 
 
 @click.group("secrets")
@@ -84,43 +62,31 @@ def secrets() -> None:
 
 @secrets.command("set")
 @click.argument("name")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def secrets_set(name: str, project: str, output: str, api: str) -> None:
     """Set secret NAME from stdin (or a hidden prompt on a terminal)."""
-    from stratoflow.cli import Client
-
     _checked_name(name)
     value = read_value(sys.stdin.buffer, sys.stdin.isatty())
-    body = Client(api).call(
+    body = client(api).call(
         "PUT", f"/secrets/{name}", params={"project": project}, json={"value": value}
     )
     state = "created" if body.get("created") else "updated"
-    _show(body, output, f"{state}: secret {project}/{name}")
+    show(body, output, f"{state}: secret {project}/{name}")
 
 
 @secrets.command("list")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def secrets_list(project: str, output: str, api: str) -> None:
     """The names of the project's secrets (never their values)."""
-    from stratoflow.cli import Client
-
-    body = Client(api).call("GET", "/secrets", params={"project": project})
-    _show(body, output, "\n".join(s["name"] for s in body["secrets"]))
+    body = client(api).call("GET", "/secrets", params={"project": project})
+    show(body, output, "\n".join(s["name"] for s in body["secrets"]))
 
 
 @secrets.command("delete")
 @click.argument("name")
-@project_option
-@output_option
-@api_option
+@project_output_api
 def secrets_delete(name: str, project: str, output: str, api: str) -> None:
     """Delete secret NAME."""
-    from stratoflow.cli import Client
-
     _checked_name(name)
-    body = Client(api).call("DELETE", f"/secrets/{name}", params={"project": project})
-    _show(body, output, f"deleted: secret {project}/{name}")
+    body = client(api).call("DELETE", f"/secrets/{name}", params={"project": project})
+    show(body, output, f"deleted: secret {project}/{name}")

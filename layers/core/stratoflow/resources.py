@@ -118,6 +118,21 @@ def check_size(size: int) -> None:
         )  # fmt: skip
 
 
+def check_room(project: str, path: str, *, versions: int, files: int | None) -> None:
+    """Refuse a new version of ``path`` when it has ``versions`` (MAX_VERSIONS, the most), or
+    a new file when the project has ``files`` (MAX_FILES; None: ``path`` is not new)."""
+    if versions >= MAX_VERSIONS:
+        raise InvalidInput(
+            [Problem("path", f"resource {path!r} has {MAX_VERSIONS} versions, the most; "
+                             "delete the file to start its history anew")]
+        )  # fmt: skip
+    if files is not None and files >= MAX_FILES:
+        raise InvalidInput(
+            [Problem("path", f"project {project!r} has {MAX_FILES:,} resource files, "
+                             "the most; delete some first")]
+        )  # fmt: skip
+
+
 class ResourceStore(ABC):
     """Where a runtime keeps resource files and the versions runs pinned."""
 

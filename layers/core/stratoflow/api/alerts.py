@@ -8,14 +8,14 @@ a credential setting is refused with a 400 naming the setting.
 from __future__ import annotations
 
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from stratoflow.alerts import CHANNEL_TYPES, MAX_CHANNELS_PER_GROUP, validate_channel
+from stratoflow.api.replies import saved
 from stratoflow.auth import Action
 
 if TYPE_CHECKING:
@@ -141,6 +141,10 @@ class DeliveryList(BaseModel):
     next: int | None = Field(description="Pass as ?cursor= to get the next (older) page.")
 
 
+def _channel_view(c: Channel) -> ChannelView:
+    return ChannelView(project=c.project, name=c.name, type=c.type, settings=dict(c.settings))
+
+
 def _view(d: Delivery) -> DeliveryView:
     return DeliveryView.model_validate(d.view())
 
@@ -163,12 +167,7 @@ def register(
     )
     def list_channels(project: AlertProjectQuery = "default") -> ChannelList:
         allow(Action.READ, project, f"project {project!r}")
-        return ChannelList(
-            channels=[
-                ChannelView(project=c.project, name=c.name, type=c.type, settings=dict(c.settings))
-                for c in store.list_channels(project)
-            ]
-        )
+        return ChannelList(channels=[_channel_view(c) for c in store.list_channels(project)])
 
     @app.put(
         "/alerts/channels/<name>",
@@ -185,13 +184,7 @@ def register(
         # settings hold references, never values: safe to record as they are
         record("alerts.channel.put", f"alert-channel/{name}", project, type=channel.type,
                settings=dict(channel.settings))  # fmt: skip
-        view = ChannelView(project=project, name=name, type=channel.type,
-                           settings=dict(channel.settings))  # fmt: skip
-        return Response(
-            status_code=HTTPStatus.CREATED.value if created else HTTPStatus.OK.value,
-            content_type=content_types.APPLICATION_JSON,
-            body=view,
-        )
+        return saved(created, _channel_view(channel))
 
     @app.delete(
         "/alerts/channels/<name>",
@@ -232,11 +225,7 @@ def register(
         allow(Action.ADMINISTER, project, f"project {project!r}")
         created = store.set_group(project, name, body.channels, alerts.clock.now())
         record("alerts.group.put", f"alert-group/{name}", project, channels=body.channels)
-        return Response(
-            status_code=HTTPStatus.CREATED.value if created else HTTPStatus.OK.value,
-            content_type=content_types.APPLICATION_JSON,
-            body=GroupView(project=project, name=name, channels=body.channels),
-        )
+        return saved(created, GroupView(project=project, name=name, channels=body.channels))
 
     @app.delete(
         "/alerts/groups/<name>",

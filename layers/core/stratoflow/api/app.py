@@ -47,6 +47,7 @@ from pydantic import AwareDatetime
 from stratoflow.api.access import Authenticator
 from stratoflow.api.backfills import register_backfills
 from stratoflow.api.graph_layout import LayoutCache, quick_layout
+from stratoflow.api.replies import saved
 
 if TYPE_CHECKING:
     from stratoflow.api.alerts import AlertsBackend
@@ -901,11 +902,7 @@ def create_app(
             version=version.version, created=created,
         )  # fmt: skip
         view = {**version_view(version, full=True), "created": created}
-        return Response(
-            status_code=HTTPStatus.CREATED.value if created else HTTPStatus.OK.value,
-            content_type=content_types.APPLICATION_JSON,
-            body=AppliedVersion.model_validate(view),
-        )
+        return saved(created, AppliedVersion.model_validate(view))
 
     @app.get(
         "/workflows",
@@ -1089,11 +1086,7 @@ def create_app(
         changed()
         if created:
             record("run.trigger", f"run/{run.id}", project, workflow=name)
-        return Response(
-            status_code=HTTPStatus.CREATED.value if created else HTTPStatus.OK.value,
-            content_type=content_types.APPLICATION_JSON,
-            body=detail(run),
-        )
+        return saved(created, detail(run))
 
     @app.get(
         "/audit",

@@ -10,13 +10,13 @@ operator.
 from __future__ import annotations
 
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from stratoflow.api.replies import saved
 from stratoflow.auth import Action
 from stratoflow.connections import (
     CONNECTION_TYPES,
@@ -131,11 +131,7 @@ def register(
         # settings hold references, never values: safe to record as they are
         record("connections.put", f"connection/{name}", project, type=connection.type,
                settings=dict(connection.settings))  # fmt: skip
-        return Response(
-            status_code=HTTPStatus.CREATED.value if created else HTTPStatus.OK.value,
-            content_type=content_types.APPLICATION_JSON,
-            body=_view(connection),
-        )
+        return saved(created, _view(connection))
 
     @app.delete(
         "/connections/<name>",

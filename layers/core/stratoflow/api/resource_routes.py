@@ -16,10 +16,11 @@ from datetime import datetime
 from http import HTTPStatus
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import BaseModel
 
+from stratoflow.api.replies import saved
 from stratoflow.auth import Action, Principal
 from stratoflow.errors import InvalidInput, Problem
 from stratoflow.resources import (
@@ -153,11 +154,7 @@ def register(
         changed()
         record("resource.upload", f"resource/{project}/{path}", project,
                version=version.version, size=version.size)  # fmt: skip
-        return Response(
-            status_code=HTTPStatus.CREATED.value if created else HTTPStatus.OK.value,
-            content_type=content_types.APPLICATION_JSON,
-            body=ResourceUploaded(project=project, **version.to_json()),
-        )
+        return saved(created, ResourceUploaded(project=project, **version.to_json()))
 
     @app.get(
         "/resources",

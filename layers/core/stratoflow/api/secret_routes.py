@@ -9,13 +9,13 @@ reference them).
 from __future__ import annotations
 
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from stratoflow.api.replies import saved
 from stratoflow.auth import Action, Principal
 from stratoflow.secrets import MAX_VALUE_BYTES, NAME_PATTERN, SecretStore, check_name, check_value
 
@@ -86,11 +86,7 @@ def register(
         created = store.put(project, name, body.value)
         changed()
         record("secret.set", f"secret/{project}/{name}", project, created=created)
-        return Response(
-            status_code=HTTPStatus.CREATED.value if created else HTTPStatus.OK.value,
-            content_type=content_types.APPLICATION_JSON,
-            body=SecretSet(project=project, name=name, created=created),
-        )
+        return saved(created, SecretSet(project=project, name=name, created=created))
 
     @app.get(
         "/secrets",

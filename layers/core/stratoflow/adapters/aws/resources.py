@@ -23,15 +23,15 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from stratoflow.errors import InvalidInput, NotFound, Problem
+from stratoflow.errors import NotFound
 from stratoflow.resources import (
-    MAX_FILES,
     MAX_VERSIONS,
     ResourceStore,
     ResourceUnavailable,
     ResourceVersion,
     check_path,
     check_prefix,
+    check_room,
     check_size,
 )
 from stratoflow.secrets import check_project
@@ -156,22 +156,14 @@ class S3Resources(ResourceStore):
         check_size(len(data))
         key = resource_key(project, path)
         existing = sum(1 for i in self._versions_under(key) if i["Key"] == key)
-        if existing >= MAX_VERSIONS:
-            raise InvalidInput(
-                [Problem("path", f"resource {path!r} has {MAX_VERSIONS} versions, the most; "
-                                 "delete the file to start its history anew")]
-            )  # fmt: skip
+        files: int | None = None
         if existing == 0:
             files = sum(
                 1
                 for i in self._versions_under(f"{RESOURCES_PREFIX}{project}/")
                 if i.get("IsLatest")
             )
-            if files >= MAX_FILES:
-                raise InvalidInput(
-                    [Problem("path", f"project {project!r} has {MAX_FILES:,} resource files, "
-                                     "the most; delete some first")]
-                )  # fmt: skip
+        check_room(project, path, versions=existing, files=files)
         digest = hashlib.sha256(data).hexdigest()
         put = self._s3.put_object(
             Bucket=self.bucket,

@@ -25,15 +25,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stratoflow.errors import InvalidInput, NotFound, Problem
+from stratoflow.errors import NotFound
 from stratoflow.resources import (
-    MAX_FILES,
-    MAX_VERSIONS,
     ResourceStore,
     ResourceUnavailable,
     ResourceVersion,
     check_path,
     check_prefix,
+    check_room,
     check_size,
 )
 from stratoflow.secrets import check_project
@@ -134,18 +133,10 @@ class LocalResources(ResourceStore):
             directory = project_dir / _key(path)
             if not directory.exists():
                 files = sum(1 for n in os.listdir(project_dir) if not n.startswith("."))
-                if files >= MAX_FILES:
-                    raise InvalidInput(
-                        [Problem("path", f"project {project!r} has {MAX_FILES:,} resource "
-                                         "files, the most; delete some first")]
-                    )  # fmt: skip
+                check_room(project, path, versions=0, files=files)
             _private_dir(directory)
             numbers = self._numbers(directory)
-            if len(numbers) >= MAX_VERSIONS:
-                raise InvalidInput(
-                    [Problem("path", f"resource {path!r} has {MAX_VERSIONS} versions, the most; "
-                                     "delete the file to start its history anew")]
-                )  # fmt: skip
+            check_room(project, path, versions=len(numbers), files=None)
             deleted = _read(directory / "deleted")
             last = max([*numbers, int(deleted) if deleted and deleted.strip().isdigit() else 0])
             n = last + 1

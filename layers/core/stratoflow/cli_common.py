@@ -1,0 +1,81 @@
+"""What the client commands share: the ``--project``/``--output``/``--api`` options, printing
+a reply as text or JSON, exiting 2 on bad input, and ``--setting name=value`` pairs.
+
+It imports nothing of ``stratoflow.cli`` when loaded: that module registers the command
+modules which use this one (``Client`` and the default API URL are looked up when called)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from stratoflow.cli import Client
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_UNREACHABLE = 3
+
+
+def _default_api() -> str:
+    from stratoflow.cli import default_api
+
+    return default_api()
+
+
+api_option = click.option(
+    "--api", default=_default_api, show_default="$STRATOFLOW_API or local server", help="API URL"
+)
+project_option = click.option("--project", default="default", show_default=True)
+output_option = click.option("--output", type=click.Choice(["text", "json"]), default="text")
+
+
+def project_output_api(command: F) -> F:
+    """``--project``, ``--output`` and ``--api``, the options of most client commands."""
+    return project_option(output_option(api_option(command)))
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def invalid(message: str) -> NoReturn:
+    """Exit 2 naming the problem (bad input: nothing was sent)."""
+    fail(message, EXIT_INVALID)
+
+
+def show(body: Any, output: str, text: str) -> None:
+    """The reply as JSON (``--output json``) or as ``text``."""
+    click.echo(json.dumps(body, indent=2) if output == "json" else text)
+
+
+def client(api: str) -> Client:
+    from stratoflow.cli import Client
+
+    return Client(api)
+
+
+def settings(pairs: Sequence[str]) -> dict[str, str]:
+    """``--setting name=value`` pairs (each name once)."""
+    result: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            invalid(f"--setting {pair!r}: settings are written name=value")
+        if key in result:
+            invalid(f"--setting {key!r} is given twice")
+        result[key] = value
+    return result
+
+
+def typed_line(item: dict[str, Any]) -> str:
+    """A channel's or a connection's line: its name, type and settings."""
+    pairs = " ".join(f"{k}={v}" for k, v in sorted(item["settings"].items()))
+    return f"{item['name']}\t{item['type']}\t{pairs}"
