@@ -311,7 +311,8 @@ def subworkflow_pause() -> Scenario:
         return tasks["sub"].state is TaskState.RUNNING
 
     return Scenario(
-        "subworkflow_pause", "name: subworkflow_pause\n" + SUB_PARENT,
+        "subworkflow_pause",
+        "name: subworkflow_pause\ntasks:\n" + _tasks(["sub: {type: workflow, workflow: child}"]),
         operation=(child_started, "pause"), hang=frozenset({"x"}), children=(CHILD,),
     )  # fmt: skip
 
