@@ -140,7 +140,8 @@ class Scenario:
     yaml: str
     # task id -> how many of its first attempts fail
     fails: dict[str, int] = field(default_factory=dict)
-    # an operation to run once the predicate on the tasks holds: ("stop" | "rerun_from:<t>")
+    # an operation to run once the predicate on the tasks holds: "stop", or "pause" (pause
+    # the run, then resume it; the tasks in ``hang`` end once it is resumed)
     operation: tuple[Callable[[dict[str, TaskInstance]], bool], str] | None = None
     # tasks whose attempts never end by themselves (stopped by the operation)
     hang: frozenset[str] = frozenset()
@@ -302,6 +303,28 @@ def subworkflow_stop() -> Scenario:
     )  # fmt: skip
 
 
+def subworkflow_pause() -> Scenario:
+    """A pause of the parent while its child's x runs pauses the child (a crash between the
+    two writes is repaired by the reconciler); the resume resumes it, and both end."""
+
+    def child_started(tasks: dict[str, TaskInstance]) -> bool:
+        return tasks["sub"].state is TaskState.RUNNING
+
+    return Scenario(
+        "subworkflow_pause",
+        "name: subworkflow_pause\ntasks:\n" + _tasks(["sub: {type: workflow, workflow: child}"]),
+        operation=(child_started, "pause"), hang=frozenset({"x"}), children=(CHILD,),
+    )  # fmt: skip
+
+
+def _child_state(store: StateStore, run_id: str, task_id: str = "sub") -> str:
+    child_id = subworkflow.child_run_id(run_id, task_id, ("default", "child"))
+    try:
+        return store.get_run(child_id).state.value
+    except NotFound:
+        return "none"
+
+
 # ------------------------------------------------------------------ stores
 StoreFactory = Callable[[Faults], Any]  # a context manager yielding a StateStore
 
@@ -415,6 +438,8 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
         pass
     operated = False
     reran = False
+    seen: dict[str, str] = {}  # "pause>"/"resume>": the child's state once that op is done
+    hang = scenario.hang
     inbox: list[Finished] = []  # outcomes not yet acknowledged (SQS keeps them until then)
     for _ in range(400):
         run = store.get_run(run_id)
@@ -428,7 +453,22 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
                 continue
             if not executor.pending or all(k in executor.killed for k in executor.pending):
                 break
-        if scenario.operation and not operated and scenario.operation[0](tasks):
+        if scenario.operation and scenario.operation[1] == "pause":
+            if "pause>" not in seen and scenario.operation[0](tasks):
+                # applied, or applied before the fault hit (then the reconciler finished it)
+                if operate(lambda: scheduler.pause(run_id)) or (
+                    store.get_run(run_id).state is RunState.PAUSED
+                ):
+                    seen["pause>"] = _child_state(store, run_id)
+                continue
+            if "pause>" in seen and "resume>" not in seen:
+                if operate(lambda: scheduler.resume(run_id)) or (
+                    store.get_run(run_id).state is RunState.RUNNING
+                ):
+                    seen["resume>"] = _child_state(store, run_id)
+                    hang = frozenset()
+                continue
+        elif scenario.operation and not operated and scenario.operation[0](tasks):
             if not store.get_run(run_id).state.terminal:
                 if operate(lambda: scheduler.stop(run_id)):
                     operated = True
@@ -441,7 +481,7 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
                 inbox.append(Finished(*key, AttemptResult(AttemptStatus.STOPPED, error="killed")))
                 continue
             _, task_id, number = key
-            if task_id in scenario.hang:
+            if task_id in hang:
                 continue
             executor.pending.pop(key)
             failing = number <= scenario.fails.get(task_id, 0) and not (
@@ -476,7 +516,7 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
     held = [(p.key, p.used) for p in getattr(store, "list_pools", list)() if p.used]
     assert not held, f"pool slots still held after the run ended: {held}"
     unkilled = [k for k in executor.pending if k not in executor.killed]
-    states = {t: ti.state.value for t, ti in sorted(tasks.items())}
+    states = {t: ti.state.value for t, ti in sorted(tasks.items())} | seen
     for task_id, target in sorted(subworkflow.targets(scheduler.spec("default", name, 1)).items()):
         try:  # a child run's end is part of the outcome: its state and its tasks'
             child = store.get_run(subworkflow.child_run_id(run_id, task_id, target))

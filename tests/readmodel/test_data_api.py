@@ -70,7 +70,7 @@ RUN_META = [
         ("state", "text"), ("params", "text"), ("logical_date", "text"), ("created_at", "text"),
         ("started_at", "text"), ("ended_at", "text"), ("run_trigger", "text"),
         ("n_tasks", "int4"), ("n_done", "int4"), ("n_failed", "int4"), ("n_running", "int4"),
-        ("error", "text"),
+        ("error", "text"), ("parent", "text"),
     ]
 ]  # fmt: skip
 
@@ -133,7 +133,7 @@ def test_list_runs_filters_become_named_parameters(
     assert request["sql"] == (
         "SELECT id, project, workflow, workflow_version, state, params, logical_date, "
         "created_at, started_at, ended_at, run_trigger, n_tasks, n_done, n_failed, n_running, "
-        "error FROM runs WHERE project = :project AND workflow = :workflow AND state IN (:s0) "
+        "error, parent FROM runs WHERE project = :project AND workflow = :workflow AND state IN (:s0) "
         "AND created_at >= :t2 ORDER BY created_at DESC, id DESC LIMIT :limit"
     )
     assert sorted(request["parameters"], key=lambda p: p["name"]) == [
@@ -270,7 +270,7 @@ def test_migrations_run_statement_by_statement_under_the_advisory_lock(
         "provide-client-params.rds-data.ExecuteStatement",
         lambda params, **_: sent.append(params["sql"]),
     )
-    (migration,) = load_migrations()
+    migration = load_migrations()[0]  # one migration's statements, in its transaction
     stub.add_response("begin_transaction", {"transactionId": "tx"}, BASE)
     stub.add_response(
         "execute_statement",
@@ -293,7 +293,7 @@ def test_migrations_run_statement_by_statement_under_the_advisory_lock(
         {**BASE, "sql": ANY, "parameters": ANY, "transactionId": "tx", "formatRecordsAs": "JSON"},
     )
     stub.add_response("commit_transaction", {"transactionStatus": "Transaction Committed"})
-    assert migrate(db) == [1]
+    assert migrate(db, [migration]) == [1]
     assert sent[3:-1] == migration.statements()
     assert sent[1].startswith("CREATE TABLE IF NOT EXISTS schema_migrations")
     assert sent[-1].startswith("INSERT INTO schema_migrations")

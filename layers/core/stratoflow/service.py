@@ -437,6 +437,8 @@ class Scheduler:
                 continue
             roots = self.store.get_tasks(run.id, list(spec.dag.roots))
             plan = engine.start_plan(spec, run, roots, now)
+            if self.subworkflows.starts_paused(run):  # its parent was paused while it waited
+                plan.run = engine.pause(plan.run, by_parent=True)
             if not self.store.apply_plan(plan, RunState.QUEUED):
                 continue
             self._started_runs.append(run.id)
@@ -946,10 +948,12 @@ class Scheduler:
         run = self.store.get_run(run_id)
         return run, self._run_spec(run)
 
-    def pause(self, run_id: str) -> Run:
+    def pause(self, run_id: str, *, by_parent: bool = False) -> Run:
+        """``by_parent``: a sub-workflow child paused by its parent's pause (its parent's
+        resume resumes it; an operator's pause of the child, False, is left to the operator)."""
         with self._lock:
             run = self.store.get_run(run_id)
-            paused = engine.pause(run)
+            paused = engine.pause(run, by_parent=by_parent)
             if not self.store.put_run(paused, run.state):
                 raise Conflict(f"run {run_id} changed; try again")
             self.subworkflows.pause_children(run_id)

@@ -7,7 +7,9 @@ turn that ended the child (``run_ended``, called from the service's run-end path
 the same commit; on AWS in the advance function's turn that ended the child, so the parent
 waits for an event, never polls. A crash between the two is repaired by ``recover`` (the
 local start, the AWS reconciler), which reports the outcome of every child that ended while
-its parent's task still runs.
+its parent's task still runs, stops the children whose parent's task has ended, and pauses
+or resumes each child to match its parent (a child paused by its parent's pause says so in
+``Run.paused_by_parent``, so an operator's own pause of a child is kept).
 """
 
 from __future__ import annotations
@@ -181,7 +183,7 @@ class SubWorkflows:
             self._report(parent_run_id, task, run)
 
     # ------------------------------------------------------------ operations reach the child
-    def _children(self, run_id: str, states: Sequence[RunState]) -> list[str]:
+    def _children(self, run_id: str, states: Sequence[RunState]) -> list[Run]:
         """The child runs of ``run_id``'s running sub-workflow tasks that are in ``states``."""
         s = self.scheduler
         run = s.store.get_run(run_id)
@@ -195,25 +197,43 @@ class SubWorkflows:
                 continue
             child_id = rules.child_run_id(run_id, ti.task_id, wanted[ti.task_id])
             try:
-                if s.store.get_run(child_id).state in states:
-                    found.append(child_id)
+                child = s.store.get_run(child_id)
             except NotFound:
                 continue
+            if child.state in states:
+                found.append(child)
         return found
 
     def pause_children(self, run_id: str) -> None:
+        """The parent was paused: pause its running children, marked as paused by it."""
         for child in self._children(run_id, [RunState.RUNNING]):
             try:
-                self.scheduler.pause(child)
+                self.scheduler.pause(child.id, by_parent=True)
             except Conflict:  # it moved meanwhile
                 continue
 
     def resume_children(self, run_id: str) -> None:
+        """The parent was resumed: resume the children its pause paused (not one an operator
+        paused on its own)."""
         for child in self._children(run_id, [RunState.PAUSED]):
+            if not child.paused_by_parent:
+                continue
             try:
-                self.scheduler.resume(child)
+                self.scheduler.resume(child.id)
             except Conflict:
                 continue
+
+    def starts_paused(self, run: Run) -> bool:
+        """Whether ``run``, leaving its queue, starts paused: a child whose parent was paused
+        while it waited for a slot."""
+        link = rules.parent_of(run)
+        if link is None:
+            return False
+        try:
+            parent: Run | None = self.scheduler.store.get_run(link[0])
+        except NotFound:
+            parent = None
+        return rules.starts_paused(parent)
 
     def kill(self, spec: WorkflowSpec, ti: TaskInstance) -> bool:
         """Stop the child run of a sub-workflow task being killed (stopped, timed out, marked);
@@ -248,6 +268,32 @@ class SubWorkflows:
                 log.info("child run %s outlived its parent's task %s: stopping it", run.id, link)
                 self._stop(run.id)
 
+    def align(self, runs: Sequence[Run]) -> None:
+        """Bring each unfinished child run among ``runs`` in line with its parent: pause the
+        running child of a paused parent, resume the child a parent's pause paused once the
+        parent runs again (what a pause or resume that died between the parent's write and
+        the child's left undone)."""
+        s = self.scheduler
+        for run in runs:
+            link = rules.parent_of(run)
+            if link is None or run.state.terminal:
+                continue
+            try:
+                parent: Run | None = s.store.get_run(link[0])
+                task: TaskInstance | None = s.store.get_task(*link)
+            except NotFound:
+                parent = task = None
+            step = rules.align(parent, task, run)
+            try:
+                if step is rules.Align.PAUSE:
+                    log.info("child run %s runs while its parent %s is paused", run.id, link[0])
+                    s.pause(run.id, by_parent=True)
+                elif step is rules.Align.RESUME:
+                    log.info("child run %s is paused while its parent %s runs", run.id, link[0])
+                    s.resume(run.id)
+            except Conflict:  # it moved meanwhile
+                continue
+
     def recover(self, running: Sequence[TaskInstance]) -> list[TaskInstance]:
         """Split the running tasks: the sub-workflow ones are decided here again (start a
         child a crash kept from starting, report one that ended unheard); the others are
@@ -272,5 +318,7 @@ class SubWorkflows:
             )
             self.start(spec, run, ti, upstream)
         active = [RunState.QUEUED, RunState.RUNNING, RunState.PAUSED]
-        self.stop_orphans(list(s.store.runs_in_states(active)))
+        unfinished = list(s.store.runs_in_states(active))
+        self.stop_orphans(unfinished)
+        self.align(unfinished)
         return others

@@ -434,16 +434,18 @@ def _recount(run: Run, states: Mapping[str, TaskInstance]) -> Run:
     return run.with_(n_done=done, n_failed=failed, n_running=running)
 
 
-def pause(run: Run) -> Run:
+def pause(run: Run, *, by_parent: bool = False) -> Run:
+    """``by_parent``: the pause cascades from the parent run of a sub-workflow's child (the
+    parent's resume undoes it; an operator's own pause of the child it leaves alone)."""
     if run.state is not RunState.RUNNING:
         raise Conflict(f"run {run.id} is {run.state}; only a running run can be paused")
-    return run.with_(state=RunState.PAUSED)
+    return run.with_(state=RunState.PAUSED, paused_by_parent=by_parent)
 
 
 def resume(run: Run) -> Run:
     if run.state is not RunState.PAUSED:
         raise Conflict(f"run {run.id} is {run.state}; only a paused run can be resumed")
-    return run.with_(state=RunState.RUNNING)
+    return run.with_(state=RunState.RUNNING, paused_by_parent=False)
 
 
 def stop(

@@ -136,6 +136,9 @@ class Run:
     n_running: int = 0  # attempts dispatched and not yet finished
     error: str | None = None
     parent: str | None = None  # a sub-workflow's run: "<parent run id>/<task id>"
+    # PAUSED because its parent run was (a cascade, undone when the parent resumes), not by
+    # an operator's own pause of this run
+    paused_by_parent: bool = False
 
     def with_(self, **changes: Any) -> Self:
         return replace(self, **changes)

@@ -22,7 +22,14 @@ from enum import StrEnum
 from typing import Any
 
 from stratoflow.engine._engine import template_context
-from stratoflow.engine._states import AttemptResult, AttemptStatus, Run, RunState, TaskInstance
+from stratoflow.engine._states import (
+    AttemptResult,
+    AttemptStatus,
+    Run,
+    RunState,
+    TaskInstance,
+    TaskState,
+)
 from stratoflow.errors import InvalidInput, Problem
 from stratoflow.model import WorkflowSpec, WorkflowTask
 from stratoflow.templating import TemplateError, bounded
@@ -180,6 +187,31 @@ def orphaned(child: Run, parent_task: TaskInstance | None) -> bool:
     return parent_task is None or parent_task.state.terminal
 
 
+class Align(StrEnum):
+    PAUSE = "pause"  # the parent is paused: pause the child with it
+    RESUME = "resume"  # the parent's pause is over: undo the child's cascaded pause
+
+
+def align(parent: Run | None, parent_task: TaskInstance | None, child: Run) -> Align | None:
+    """How to bring a child run in line with its parent run (what a pause or resume of the
+    parent that died between its own write and the child's left undone). Only a child whose
+    parent's task still runs is concerned (``orphaned`` handles the others); a child an
+    operator paused (``paused_by_parent`` false) stays paused."""
+    if parent is None or parent_task is None or parent_task.state is not TaskState.RUNNING:
+        return None
+    if parent.state is RunState.PAUSED and child.state is RunState.RUNNING:
+        return Align.PAUSE
+    if parent.state is RunState.RUNNING and child.state is RunState.PAUSED:
+        return Align.RESUME if child.paused_by_parent else None
+    return None
+
+
+def starts_paused(parent: Run | None) -> bool:
+    """Whether a child run leaving its queue starts paused: its parent was paused while it
+    waited (its ``max_active_runs`` full); the parent's resume then resumes it."""
+    return parent is not None and parent.state is RunState.PAUSED
+
+
 def child_result(
     child: Run, outputs: Mapping[str, Mapping[str, Any]], failed: Iterable[TaskInstance] = ()
 ) -> AttemptResult:
@@ -218,9 +250,11 @@ def start_failed(error: str) -> AttemptResult:
 __all__ = [
     "MAX_DEPTH",
     "MAX_GRAPH",
+    "Align",
     "Next",
     "Step",
     "TemplateError",
+    "align",
     "check_depth",
     "child_params",
     "child_result",
@@ -235,5 +269,6 @@ __all__ = [
     "parent_link",
     "parent_of",
     "start_failed",
+    "starts_paused",
     "targets",
 ]

@@ -40,7 +40,7 @@ def _upsert(table: str, columns: list[str], key: list[str]) -> str:
 _RUN_COLS = [
     "id", "project", "workflow", "workflow_version", "state", "params", "logical_date",
     "created_at", "started_at", "ended_at", "run_trigger", "n_tasks", "n_done", "n_failed",
-    "n_running", "error", "rev",
+    "n_running", "error", "parent", "rev",
 ]  # fmt: skip
 _TASK_COLS = [
     "run_id", "task_id", "state", "attempt", "attempt_base", "ready_at", "deadline",

@@ -39,7 +39,8 @@ MAX_LIMIT = 500
 
 _RUN_COLS = (
     "id, project, workflow, workflow_version, state, params, logical_date, created_at, "
-    "started_at, ended_at, run_trigger, n_tasks, n_done, n_failed, n_running, error"
+    "started_at, ended_at, run_trigger, n_tasks, n_done, n_failed, n_running, error, "
+    "parent"
 )
 _LAST_RUN_COLS = ", ".join(f"r.{c.strip()} AS r_{c.strip()}" for c in _RUN_COLS.split(","))
 

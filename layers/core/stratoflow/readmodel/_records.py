@@ -158,6 +158,7 @@ def run_row(run: Run, rev: int) -> dict[str, Any]:
         "n_failed": run.n_failed,
         "n_running": run.n_running,
         "error": run.error,
+        "parent": run.parent,
         "rev": rev_text(rev),
     }
 
@@ -172,7 +173,7 @@ def run_of(row: Mapping[str, Any], prefix: str = "") -> Run:
         ended_at=dt(row[p + "ended_at"]), trigger=row[p + "run_trigger"],
         n_tasks=int(row[p + "n_tasks"]), n_done=int(row[p + "n_done"]),
         n_failed=int(row[p + "n_failed"]), n_running=int(row[p + "n_running"]),
-        error=row[p + "error"],
+        error=row[p + "error"], parent=row[p + "parent"],
     )  # fmt: skip
 
 

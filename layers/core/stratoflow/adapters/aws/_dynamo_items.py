@@ -207,6 +207,8 @@ def run_attributes(run: Run, concurrency: int | None) -> Item:
         item["error"] = s(run.error)
     if run.parent is not None:
         item["parent"] = s(run.parent)
+    if run.paused_by_parent:
+        item["pbp"] = {"BOOL": True}
     return item
 
 
@@ -239,6 +241,7 @@ def to_run(item: Item, counters: Item | None) -> Run:
         n_running=get_n(c, "n_running"),
         error=get_s(item, "error"),
         parent=get_s(item, "parent"),
+        paused_by_parent=bool(item.get("pbp", {}).get("BOOL", False)),
     )
 
 

@@ -638,6 +638,7 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         for name, value in (("started_at", run.started_at), ("ended_at", run.ended_at)):
             upd.set_or_remove(name, None if value is None else s(it.ts(value)))
         upd.set_or_remove("error", None if run.error is None else s(run.error))
+        upd.set_or_remove("pbp", {"BOOL": True} if run.paused_by_parent else None)
         # the state is still what the writer read (and the run is committed)
         cond = upd.condition(
             "attribute_exists(pk) AND attribute_not_exists({lock}) AND {st} = :expect",
@@ -1017,6 +1018,7 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         for name, value in (("started_at", run.started_at), ("ended_at", run.ended_at)):
             upd.set_or_remove(name, None if value is None else s(it.ts(value)))
         upd.set_or_remove("error", None if run.error is None else s(run.error))
+        upd.set_or_remove("pbp", {"BOOL": True} if run.paused_by_parent else None)
         if plan_id is not None:
             upd.set("plan", s(plan_id)).set("plan_at", n(int(self._clock())))
         cond = upd.condition(

@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS runs (
     created_at TEXT NOT NULL, started_at TEXT, ended_at TEXT, trigger TEXT NOT NULL,
     n_tasks INTEGER NOT NULL, n_done INTEGER NOT NULL DEFAULT 0,
     n_failed INTEGER NOT NULL DEFAULT 0, n_running INTEGER NOT NULL DEFAULT 0,
-    concurrency INTEGER, error TEXT, parent TEXT
+    concurrency INTEGER, error TEXT, parent TEXT,
+    paused_by_parent INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (project, workflow, seq);
 CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, seq);
@@ -142,7 +143,7 @@ def _json(value: Any) -> str:
 
 _RUN_COLS = (
     "id, project, workflow, version, state, params, logical_date, created_at, started_at, "
-    "ended_at, trigger, n_tasks, n_done, n_failed, n_running, error, parent"
+    "ended_at, trigger, n_tasks, n_done, n_failed, n_running, error, parent, paused_by_parent"
 )
 # The upstream count a parent's outcome adds to (any other outcome counts as failed).
 _UP_COLUMN = {TaskState.SUCCEEDED: "up_ok", TaskState.SKIPPED: "up_skipped"}
@@ -163,6 +164,7 @@ def _run(row: sqlite3.Row) -> Run:
         started_at=_dt(row["started_at"]), ended_at=_dt(row["ended_at"]), trigger=row["trigger"],
         n_tasks=row["n_tasks"], n_done=row["n_done"], n_failed=row["n_failed"],
         n_running=row["n_running"], error=row["error"], parent=row["parent"],
+        paused_by_parent=bool(row["paused_by_parent"]),
     )  # fmt: skip
 
 
@@ -274,6 +276,8 @@ class SqliteStore(
         run_columns = {row["name"] for row in conn.execute("PRAGMA table_info(runs)")}
         if "parent" not in run_columns:  # a state file from before sub-workflows
             conn.execute("ALTER TABLE runs ADD COLUMN parent TEXT")
+        if "paused_by_parent" not in run_columns:  # from before sub-workflow pause recovery
+            conn.execute("ALTER TABLE runs ADD COLUMN paused_by_parent INTEGER NOT NULL DEFAULT 0")
         columns = {row["name"] for row in conn.execute("PRAGMA table_info(tasks)")}
         if "propagating" not in columns:  # a state file from before the column existed
             conn.execute("ALTER TABLE tasks ADD COLUMN propagating INTEGER NOT NULL DEFAULT 0")
@@ -487,7 +491,7 @@ class SqliteStore(
             if self._x("SELECT 1 FROM runs WHERE id=?", (run.id,)).fetchone():
                 return False
             self._x(
-                f"INSERT INTO runs ({_RUN_COLS}, seq, concurrency) VALUES ({','.join('?' * 19)})",
+                f"INSERT INTO runs ({_RUN_COLS}, seq, concurrency) VALUES ({','.join('?' * 20)})",
                 (
                     run.id,
                     run.project,
@@ -506,6 +510,7 @@ class SqliteStore(
                     run.n_running,
                     run.error,
                     run.parent,
+                    int(run.paused_by_parent),
                     self._next("runs"),
                     concurrency,
                 ),
@@ -557,12 +562,14 @@ class SqliteStore(
     def _put_run(self, run: Run, expect: RunState) -> bool:
         # Counters are add_counters' alone: writing them here could erase a concurrent add.
         cur = self._x(
-            "UPDATE runs SET state=?, started_at=?, ended_at=?, error=? WHERE id=? AND state=?",
+            "UPDATE runs SET state=?, started_at=?, ended_at=?, error=?, paused_by_parent=? "
+            "WHERE id=? AND state=?",
             (
                 run.state.value,
                 _ts(run.started_at),
                 _ts(run.ended_at),
                 run.error,
+                int(run.paused_by_parent),
                 run.id,
                 expect.value,
             ),
@@ -576,13 +583,14 @@ class SqliteStore(
     ) -> bool:
         ended = "" if if_ended_at is None else " AND ended_at=?"
         cur = self._x(
-            "UPDATE runs SET state=?, started_at=?, ended_at=?, error=?, n_done=?, n_failed=?, "
-            f"n_running=? WHERE id=? AND state=?{ended}",
+            "UPDATE runs SET state=?, started_at=?, ended_at=?, error=?, paused_by_parent=?, "
+            f"n_done=?, n_failed=?, n_running=? WHERE id=? AND state=?{ended}",
             (
                 run.state.value,
                 _ts(run.started_at),
                 _ts(run.ended_at),
                 run.error,
+                int(run.paused_by_parent),
                 run.n_done,
                 run.n_failed,
                 run.n_running,
