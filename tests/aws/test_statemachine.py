@@ -58,6 +58,12 @@ def test_every_task_state_retries_transient_errors_and_reports_its_failures() ->
         if name.startswith("Report"):
             assert state.get("End") is True, f"{name}: the report must be the last state"
             continue
+        assert "States.TaskFailed" not in retried, f"{name} retries the task's own failure"
+        if name == "ReadSqlResult":  # the query ended: reading its result is a short, fixed job
+            assert state["TimeoutSeconds"] <= 300
+            assert [(c["ErrorEquals"], c["Next"]) for c in state["Catch"]] == [
+                (["States.ALL"], "ReportFailed")]  # fmt: skip
+            continue
         assert state["TimeoutSecondsPath"] == "$.timeout_seconds", name
         assert "States.TaskFailed" not in retried, f"{name} retries the task's own failure"
         catch = [(c["ErrorEquals"], c["Next"]) for c in state["Catch"]]

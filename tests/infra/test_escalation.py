@@ -374,11 +374,12 @@ def test_user_functions_are_invoked_with_the_lambda_task_role(cfn: dict[str, Any
         and "FunctionName.$" in state.get("Parameters", {})
         and state["Resource"].startswith("arn:aws:states:::lambda:")
     }
-    assert set(from_input) == {"InvokeUserFunction", "RunOnLambdaRunner"}
+    assert set(from_input) == {"InvokeUserFunction", "RunOnLambdaRunner", "ReadSqlResult"}
     assert from_input["InvokeUserFunction"]["Credentials"] == {"RoleArn": "${LambdaTaskRoleArn}"}
-    runner = from_input["RunOnLambdaRunner"]
-    assert runner["Parameters"]["FunctionName.$"] == "$.runner_function"
-    assert "Credentials" not in runner
+    for name in ("RunOnLambdaRunner", "ReadSqlResult"):  # both the project's runner
+        runner = from_input[name]
+        assert runner["Parameters"]["FunctionName.$"] == "$.runner_function"
+        assert "Credentials" not in runner
     for role in ("TaskAttemptStateMachineRole", "ExpressTaskAttemptStateMachineRole"):
         for arn in (*(f"{LAMBDA}{STACK}-{name}" for name in ("api", "advance", "trigger")),
                     f"{LAMBDA}etl-load"):  # fmt: skip
@@ -986,3 +987,23 @@ def test_the_dispatcher_passes_the_sql_parameters_to_project_roles(cfn: dict[str
         variable = AwsSettings.ENV[field]
         assert env[variable] == {"Fn::Join": [",", {"Ref": parameter}]}, variable
         assert cfn["Parameters"][parameter]["Default"] == ""
+
+
+def test_athena_query_states_run_as_the_role_the_dispatcher_wrote_and_no_other_yet(
+    cfn: dict[str, Any],
+) -> None:
+    """StartAthenaQuery[WithParameters] take their role from the execution input only
+    (``$$.Execution.Input``, written by the dispatcher from the run's project: who may start
+    an execution is checked above), never from the task's own fields. The state machine roles
+    may not assume a project role yet (the stack keeps STRATOFLOW_SQL_ATHENA_STATE_MACHINE
+    off): this fails once they may, and the trust of each project role must then be checked
+    here to name the state machine role only."""
+    states = json.loads(ASL.read_text())["States"]
+    athena = {name: s for name, s in states.items() if ":athena:" in str(s.get("Resource"))}
+    assert set(athena) == {"StartAthenaQuery", "StartAthenaQueryWithParameters"}
+    for state in athena.values():
+        assert state["Credentials"] == {"RoleArn.$": "$$.Execution.Input.athena.role_arn"}
+    assert "STRATOFLOW_SQL_ATHENA_STATE_MACHINE" not in json.dumps(cfn)  # no function sets it
+    for role in ("TaskAttemptStateMachineRole", "ExpressTaskAttemptStateMachineRole"):
+        for project in PROJECTS:
+            assert not decide(cfn, role, "sts:AssumeRole", places().role_arn(project)), role

@@ -352,7 +352,9 @@ def test_express_state_machine_runs_the_same_asl_without_standard_only_integrati
     subs_s, subs_e = standard["DefinitionSubstitutions"], express["DefinitionSubstitutions"]
     assert set(subs_s) == set(subs_e)
     differ = {k for k in subs_s if subs_s[k] != subs_e[k]}
-    assert differ == {"BatchSubmitJob", "EksLaunch"}
+    assert differ == {"BatchSubmitJob", "EksLaunch", "AthenaStartQuery"}
+    athena = (subs_s["AthenaStartQuery"], subs_e["AthenaStartQuery"])
+    assert athena == ("startQueryExecution.sync", "startQueryExecution")
     assert (subs_s["BatchSubmitJob"], subs_e["BatchSubmitJob"]) == ("submitJob.sync", "submitJob")
     assert (subs_s["EksLaunch"], subs_e["EksLaunch"]) == ("invoke.waitForTaskToken", "invoke")
     env = sam["Globals"]["Function"]["Environment"]["Variables"]

@@ -88,6 +88,60 @@ def _literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def athena_request(
+    sql: str, parameters: Mapping[str, Any] | None, settings: Mapping[str, str]
+) -> dict[str, Any]:
+    """The ``StartQueryExecution`` request of ``sql`` on an athena connection: ``%(name)s``
+    as ``?`` with ``ExecutionParameters`` in the order they appear (each a literal Athena
+    parses as one value: never pasted into the SQL). The same for the runner's driver and for
+    the state machine's ``StartAthenaQuery`` (built by the dispatcher)."""
+    text, order = placeholders(sql, parameters, "qmark")
+    request: dict[str, Any] = {
+        "QueryString": text,
+        "WorkGroup": settings.get("workgroup") or "primary",
+        "QueryExecutionContext": {
+            "Database": settings["database"],
+            "Catalog": settings.get("catalog") or "AwsDataCatalog",
+        },
+    }
+    if settings.get("output_location"):
+        request["ResultConfiguration"] = {"OutputLocation": settings["output_location"]}
+    if order:
+        request["ExecutionParameters"] = [_literal(parameters[n]) for n in order]  # type: ignore[index]
+    return request
+
+
+def athena_results(athena: Any, query_id: str, keep: int) -> Result:
+    """The result of the ended query ``query_id``: its columns, at most ``keep`` rows (pages
+    read only while more are wanted: a query that returned millions of rows costs one page
+    for first_row) and its row count."""
+    columns: list[str] = []
+    rows: list[tuple[Any, ...]] = []
+    count = 0
+    first = True
+    kwargs: dict[str, Any] = {"QueryExecutionId": query_id, "MaxResults": 1000}
+    while True:
+        page = athena.get_query_results(**kwargs)
+        if not columns:
+            columns = [c["Name"] for c in page["ResultSet"]["ResultSetMetadata"]["ColumnInfo"]]
+        for raw in page["ResultSet"].get("Rows", []):
+            values = tuple(d.get("VarCharValue") for d in raw.get("Data", []))
+            if first and columns and list(values) == columns:
+                first = False  # a SELECT's first row repeats the header
+                continue
+            first = False
+            count += 1
+            if len(rows) < keep:
+                rows.append(values)
+        if page.get("UpdateCount"):
+            count = int(page["UpdateCount"])
+        token = page.get("NextToken")
+        if not token or (len(rows) >= keep and keep <= 1):
+            break
+        kwargs["NextToken"] = token
+    return Result(columns, rows, count, 1)
+
+
 class AthenaDriver(_Polling):
     def __init__(self, settings: Mapping[str, str]) -> None:
         super().__init__()
@@ -95,19 +149,7 @@ class AthenaDriver(_Polling):
         self._athena = _client("athena", settings)
 
     def run(self, sql: str, parameters: Mapping[str, Any] | None, keep: int) -> Result:
-        text, order = placeholders(sql, parameters, "qmark")
-        request: dict[str, Any] = {
-            "QueryString": text,
-            "WorkGroup": self._settings.get("workgroup") or "primary",
-            "QueryExecutionContext": {
-                "Database": self._settings["database"],
-                "Catalog": self._settings.get("catalog") or "AwsDataCatalog",
-            },
-        }
-        if self._settings.get("output_location"):
-            request["ResultConfiguration"] = {"OutputLocation": self._settings["output_location"]}
-        if order:
-            request["ExecutionParameters"] = [_literal(parameters[n]) for n in order]  # type: ignore[index]
+        request = athena_request(sql, parameters, self._settings)
         self.query_id = self._athena.start_query_execution(**request)["QueryExecutionId"]
         final: dict[str, Any] = {}
 
@@ -120,31 +162,7 @@ class AthenaDriver(_Polling):
         if status != "SUCCEEDED":
             reason = final.get("StateChangeReason") or status.lower()
             raise SqlFailed(f"Athena query {self.query_id} {status.lower()}: {reason}")
-        columns: list[str] = []
-        rows: list[tuple[Any, ...]] = []
-        count = 0
-        first = True
-        kwargs: dict[str, Any] = {"QueryExecutionId": self.query_id, "MaxResults": 1000}
-        while True:
-            page = self._athena.get_query_results(**kwargs)
-            if not columns:
-                columns = [c["Name"] for c in page["ResultSet"]["ResultSetMetadata"]["ColumnInfo"]]
-            for raw in page["ResultSet"].get("Rows", []):
-                values = tuple(d.get("VarCharValue") for d in raw.get("Data", []))
-                if first and columns and list(values) == columns:
-                    first = False  # a SELECT's first row repeats the header
-                    continue
-                first = False
-                count += 1
-                if len(rows) < keep:
-                    rows.append(values)
-            if page.get("UpdateCount"):
-                count = int(page["UpdateCount"])
-            token = page.get("NextToken")
-            if not token or (len(rows) >= keep and keep <= 1):
-                break
-            kwargs["NextToken"] = token
-        return Result(columns, rows, count, 1)
+        return athena_results(self._athena, str(self.query_id), keep)
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -287,3 +305,32 @@ def open_aws_driver(kind: str, settings: Mapping[str, str]) -> Driver:
     if driver is None:
         raise SqlFailed(f"unknown connection type {kind!r}")
     return driver(settings)  # type: ignore[call-arg]
+
+
+ENDED = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+def athena_outcome(athena: Any, query: Mapping[str, Any], outputs: str) -> dict[str, Any]:
+    """What the state machine's ``ReadSqlResult`` step reports for an Athena query that
+    ``StartAthenaQuery`` ran: ``query`` is that state's result (``.sync``: the final
+    ``GetQueryExecution`` answer; the plain call: ``{"QueryExecutionId"}``). The outputs are
+    the runner's (``outputs_of``: first_row / rows bounded / row_count) plus ``query_id``. A
+    query that has not ended fails, saying so, and is stopped: nothing here waits."""
+    from stratoflow.taskexec.sql import MAX_ROWS, OUTPUT_KINDS, outputs_of
+
+    if outputs not in OUTPUT_KINDS:
+        raise SqlFailed(f"outputs must be one of {', '.join(OUTPUT_KINDS)}, not {outputs!r}")
+    found = query.get("QueryExecution") or {}
+    query_id = str(found.get("QueryExecutionId") or query.get("QueryExecutionId") or "")
+    if not query_id:
+        raise SqlFailed("the state machine's StartAthenaQuery returned no query id")
+    status = athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]["Status"]
+    state = str(status.get("State"))
+    if state not in ENDED:
+        athena.stop_query_execution(QueryExecutionId=query_id)
+        raise SqlFailed(f"Athena query {query_id} had not ended ({state}) when its result was read")
+    if state != "SUCCEEDED":
+        reason = status.get("StateChangeReason") or state.lower()
+        raise SqlFailed(f"Athena query {query_id} {state.lower()}: {reason}")
+    keep = {"first_row": 1, "rows": MAX_ROWS + 1, "none": 0}[outputs]
+    return {**outputs_of(athena_results(athena, query_id, keep), outputs), "query_id": query_id}

@@ -36,6 +36,8 @@ from stratoflow.engine import AttemptResult, AttemptStatus, TaskInstance
 from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
 from stratoflow.resources import task_resources
 from stratoflow.secrets import REFERENCE, references
+from stratoflow.taskexec.sql import SqlFailed
+from stratoflow.taskexec.sql_aws import athena_request
 
 log = logging.getLogger("stratoflow.aws.dispatch")
 
@@ -134,7 +136,17 @@ class StepFunctionsDispatcher(Dispatcher):
         job_definition_prefix: str = "stratoflow-",
         resources: S3Resources | None = None,
         connections: Callable[[str, str], Connection] | None = None,
+        athena_on_state_machine: bool | None = None,
     ) -> None:
+        # sql tasks on an athena connection: the state machine runs the query (StartAthenaQuery,
+        # as the project's role) instead of the runner polling it. Off unless the stack says
+        # so (STRATOFLOW_SQL_ATHENA_STATE_MACHINE=1): it needs the project roles to trust the
+        # state machine's role, which the template does not grant yet
+        self.athena_on_state_machine = (
+            athena_on_state_machine
+            if athena_on_state_machine is not None
+            else os.environ.get("STRATOFLOW_SQL_ATHENA_STATE_MACHINE") == "1"
+        )
         # where the versions a run pinned are read, for the runner to fetch (issue 13)
         self.resources = resources
         self._pins: dict[str, dict[str, str]] = {}  # run -> pins (never change once written)
@@ -392,9 +404,37 @@ class StepFunctionsDispatcher(Dispatcher):
                     doc["role_arn"] = pods.role_arn
         elif kind == "batch":
             doc["batch"] = self._batch_job(spec, doc)
+        elif kind == "sql" and (athena := self._athena_query(spec, doc["task"])) is not None:
+            doc["athena"] = athena
         elif runner == "batch":
             doc["batch"] = self._runner_job(spec, doc)
         return doc
+
+    def _athena_query(self, spec: AttemptSpec, task: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The state machine's Athena query for an sql task (None: the runner runs it):
+        ``request``, the ``StartQueryExecution`` call (``athena_request``: the SQL with ``?``
+        placeholders and ``ExecutionParameters`` in order, never pasted; the connection's
+        workgroup, database and catalog; results under ``athena/<project>/``), and
+        ``role_arn``, the role it runs as: the project's, computed here from the run's
+        project, never read from the workflow. Left to the runner: ``sql_file`` (a file in
+        the working directory), a connection whose settings hold a secret reference (only
+        the runner resolves them) or name another region than the stack's."""
+        connection = task.get("__connection") or {}
+        if not self.athena_on_state_machine or connection.get("type") != "athena":
+            return None
+        settings = connection.get("settings") or {}
+        if not isinstance(task.get("sql"), str) or task.get("sql_file"):
+            return None
+        if references(settings) or self.identities is None:
+            return None
+        region = settings.get("region")
+        if region and region != self._sfn.meta.region_name:
+            return None
+        try:
+            request = athena_request(task["sql"], task.get("parameters") or None, settings)
+        except SqlFailed:
+            return None  # a name the parameters lack: the runner fails it, naming it
+        return {"request": request, "role_arn": self.identity(spec.project).role_arn}
 
     def _connection_of(self, spec: AttemptSpec) -> dict[str, Any]:
         """An sql task's connection, as the runner reads it: its type and its settings, with
@@ -539,6 +579,8 @@ class StepFunctionsDispatcher(Dispatcher):
         if not self.express_state_machine_arn:
             return False
         if doc["type"] != "lambda" and doc["runner"] != "lambda":
+            return False
+        if "athena" in doc:  # StartAthenaQuery needs .sync: Standard only
             return False
         wait = 0.0
         if doc.get("start_at"):

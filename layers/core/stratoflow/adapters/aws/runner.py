@@ -398,10 +398,15 @@ def handle(
     table: str | None = None,
     secrets: SecretSource | None = None,
     lambda_client: Any = None,
+    athena_client: Any = None,
 ) -> dict[str, Any]:
     """The runner function: the state machine's attempt input in, the outcome out. With the
     state table (``dynamodb``, ``table``) a stop reaches the running task (``task_watch``);
-    ``secrets`` resolves its references (Secrets Manager, as the project's role)."""
+    ``secrets`` resolves its references (Secrets Manager, as the project's role). An input
+    with ``athena`` and ``query`` comes from ``ReadSqlResult``: the query already ran in
+    Athena (``StartAthenaQuery``); only its result is read (``read_sql_result``)."""
+    if "athena" in event and "query" in event:
+        return read_sql_result(event, athena_client)
     poll = float(os.environ.get("STRATOFLOW_STOP_POLL_SECONDS") or STOP_POLL_SECONDS)
     return run_attempt(
         event,
@@ -412,6 +417,32 @@ def handle(
         secrets=secrets,
         lambda_client=lambda_client,
     )
+
+
+def read_sql_result(attempt: Mapping[str, Any], athena: Any = None) -> dict[str, Any]:
+    """The outcome of an sql task whose Athena query the state machine ran: its outputs
+    (``athena_outcome``: first_row / rows, bounded, row_count, query_id) read as the project's
+    role (this function's), or its failure. No log: the query ran in Athena, not here."""
+    from stratoflow.taskexec.sql import SqlFailed
+    from stratoflow.taskexec.sql_aws import athena_outcome
+
+    task = attempt.get("task") or {}
+    try:
+        if athena is None:
+            import boto3
+
+            settings = (task.get("__connection") or {}).get("settings") or {}
+            athena = boto3.client("athena", region_name=settings.get("region") or None)
+        outputs = athena_outcome(athena, attempt["query"], str(task.get("outputs") or "none"))
+    except SqlFailed as exc:
+        return {
+            "status": "failed",
+            "exit_code": None,
+            "error": str(exc),
+            "outputs": {},
+            "log": None,
+        }
+    return {"status": "succeeded", "exit_code": 0, "error": None, "outputs": outputs, "log": None}
 
 
 def load_attempt(environ: Mapping[str, str], argv: list[str], s3: Any) -> dict[str, Any]:
