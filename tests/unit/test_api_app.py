@@ -243,6 +243,12 @@ EXPECTED_OPERATIONS = {
     # the graph's layout, once per version (tests in test_api_layout.py)
     ("get", "/runs/{run_id}/layout"),
     ("get", "/workflows/{name}/versions/{version}/layout"),
+    # pools, on a store that has them (tests in test_api_pools.py)
+    ("get", "/pools"),
+    ("get", "/pools/{name}"),
+    ("put", "/pools/{name}"),
+    ("delete", "/pools/{name}"),
+    ("post", "/runs/{run_id}/tasks/{task_id}/force-start"),
 }
 
 
