@@ -590,6 +590,7 @@ class Scheduler:
         its counts, and the parent's propagation intent is retired only once every child has
         heard. A repeat after a crash anywhere in between completes the work."""
         work = [done]
+        ended = [done.task_id]  # this end and those it cascaded to: dependency tasks may wait
         while work:
             parent = work.pop()
             children = spec.dag.children[parent.task_id]
@@ -615,8 +616,10 @@ class Scheduler:
                     moved = decision.tasks[0].task
                     if moved.state.terminal:
                         work.append(moved)
+                        ended.append(moved.task_id)
             if parent.propagating:
                 self.store.apply(engine.propagated(parent))
+        self.dependencies.tasks_ended(spec, done.run_id, ended)  # those naming a task: now
 
     def _settle(self, spec: WorkflowSpec, ended: TaskInstance, now: datetime) -> None:
         """After a task's end (idempotent): stop the run if the failure stops it, else end
