@@ -12,6 +12,7 @@ through the waits index recorded when the task started waiting), and ``recover``
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -168,6 +169,38 @@ class Dependencies:
             return
         run = self.scheduler.store.get_run(ti.run_id)
         self.check(spec, run, ti, first=True)
+
+    def tasks_ended(self, spec: WorkflowSpec, run_id: str, task_ids: Sequence[str]) -> None:
+        """Tasks of a run of ``spec`` ended (one end and the skips it cascaded to): look now
+        at the waiting dependents with an item naming one of them (``task:``), whose answer
+        may be decided before the run ends. One query of the waits index when nobody waits
+        on the workflow; its other waiters are left to the run's end."""
+        store = self.scheduler.store
+        if not isinstance(store, DependencyStore):
+            return
+        names = set(task_ids)
+        for waiter_run, waiter_task in store.dependency_waiters(
+            spec.project, spec.name, WAITERS_PER_END
+        ):
+            if waiter_run == run_id:
+                continue  # its own run's tasks: not an upstream run it waits for
+            try:
+                run = store.get_run(waiter_run)
+            except NotFound:
+                continue  # gone: the run's end (or the next check) forgets the wait
+            waiting_spec = self.scheduler.spec(run.project, run.workflow, run.version)
+            task = waiting_spec.workflow.tasks.get(waiter_task)
+            if not isinstance(task, DependencyTask) or not any(
+                item.task in names and item.upstream(run.project) == (spec.project, spec.name)
+                for item in task.items
+            ):
+                continue
+            try:
+                ti = store.get_task(waiter_run, waiter_task)
+            except NotFound:
+                continue
+            if ti.state is TaskState.RUNNING and not run.state.terminal:
+                self.check(waiting_spec, run, ti, first=False)
 
     def run_ended(self, ended: Run) -> None:
         """A run of a workflow others may wait on ended: look at its waiting dependents now."""

@@ -12,7 +12,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -165,6 +165,7 @@ class Scheduler:
         # tasks joined)
         self.pools: PoolStore | None = store if isinstance(store, PoolStore) else None
         self._pools_due: set[str] = set()
+        self._spec_pools: dict[int, tuple[WorkflowSpec, frozenset[str]]] = {}  # _wake_pools
 
     # ------------------------------------------------------------ workflows
     def spec(self, project: str, name: str, version: int) -> WorkflowSpec:
@@ -213,6 +214,10 @@ class Scheduler:
         with self._lock:
             pool = store.set_pool(project or "", name, slots)
             self._pools_due.add(pool.key)  # grown: its queue may move now
+            if head := store.pool_waiting(pool.key, 1):
+                # where another process takes the turns (AWS's api kicks ``advance``): the
+                # kick of a run waiting in it has that turn serve the pool's queue
+                self.made_ready(head[0].run_id)
         return pool
 
     def delete_pool(self, name: str, project: str | None = None) -> None:
@@ -282,6 +287,16 @@ class Scheduler:
                     [Finished(run.id, ti.task_id, started.attempt,
                               AttemptResult(AttemptStatus.FAILED, error=error, retryable=False))]
                 )  # fmt: skip
+
+    def _wake_pools(self, spec: WorkflowSpec) -> None:
+        """A run of ``spec`` may take tasks waiting in its pools again (resumed, a
+        ``concurrency`` slot freed): the next turn serves those pools' queues."""
+        if self.pools is None:
+            return
+        cached = self._spec_pools.get(id(spec))
+        if cached is None or cached[0] is not spec:
+            cached = self._spec_pools[id(spec)] = (spec, engine_pools.candidate_keys(spec))
+        self._pools_due |= cached[1]
 
     def _serve_pools(
         self, now: datetime, *, every: bool
@@ -536,6 +551,8 @@ class Scheduler:
         report, ti, spec, now, made = ended
         if made is not None and applied:
             self._pools_due.update(d.key for d in made[0].pools)  # freed: serve the queue
+            if spec.workflow.concurrency is not None:
+                self._wake_pools(spec)  # a run slot freed: its tasks waiting in pools may go
         if made is None or not applied:
             # someone else already moved this attempt on; finish what its turn left undone
             current = ti if made is None else self.store.get_task(ti.run_id, ti.task_id)
@@ -575,6 +592,7 @@ class Scheduler:
         its counts, and the parent's propagation intent is retired only once every child has
         heard. A repeat after a crash anywhere in between completes the work."""
         work = [done]
+        ended = [done.task_id]  # this end and those it cascaded to: dependency tasks may wait
         while work:
             parent = work.pop()
             children = spec.dag.children[parent.task_id]
@@ -600,8 +618,10 @@ class Scheduler:
                     moved = decision.tasks[0].task
                     if moved.state.terminal:
                         work.append(moved)
+                        ended.append(moved.task_id)
             if parent.propagating:
                 self.store.apply(engine.propagated(parent))
+        self.dependencies.tasks_ended(spec, done.run_id, ended)  # those naming a task: now
 
     def _settle(self, spec: WorkflowSpec, ended: TaskInstance, now: datetime) -> None:
         """After a task's end (idempotent): stop the run if the failure stops it, else end
@@ -658,8 +678,11 @@ class Scheduler:
         flight: retries, deadlines and other runs' queues are the reconciler's ``step``.
         ``runs``: also start what is ready in these (a kick, after a trigger or a rerun was
         recorded elsewhere); a run with nothing queued costs one read."""
-        reports = list(reports)
+        reports, runs = list(reports), list(runs)
         with self._lock:
+            for run_id in runs:  # a kick (resume, pools set): serve its runs' pools too
+                with suppress(NotFound):
+                    self._wake_pools(self._spec_of(run_id))
             targets = list(dict.fromkeys([*(r.run_id for r in reports), *runs]))
             more = self._start(self._turn(reports, periodic=False, runs=targets))
             while more:  # a full batch, or a switch that made more ready
@@ -966,6 +989,7 @@ class Scheduler:
             if not self.store.put_run(resumed, run.state):
                 raise Conflict(f"run {run_id} changed; try again")
             self._started_runs.append(run_id)  # what was queued while it was paused
+            self._wake_pools(self._run_spec(run))  # and what waits in pools: served at once
             self.subworkflows.resume_children(run_id)
             self._maybe_finish(self._run_spec(run), run_id, self.clock.now())
             return self.store.get_run(run_id)

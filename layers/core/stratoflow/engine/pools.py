@@ -125,6 +125,18 @@ def check(spec: WorkflowSpec, lookup: Callable[[str], Pool | None]) -> list[Prob
     return problems
 
 
+def candidate_keys(spec: WorkflowSpec) -> frozenset[str]:
+    """Every pool key a task of ``spec`` may wait in (its project's pool of each name, and
+    the global one): the queues to serve when one of its runs may take a waiting task again
+    (resumed, a ``concurrency`` slot freed). A key with no pool behind it serves nothing."""
+    return frozenset(
+        key
+        for task in spec.workflow.tasks.values()
+        if task.pool is not None
+        for key in (pool_key(spec.project, task.pool), pool_key("", task.pool))
+    )
+
+
 def split(
     spec: WorkflowSpec, queued: Sequence[TaskInstance]
 ) -> tuple[list[TaskInstance], list[TaskInstance]]:

@@ -790,7 +790,10 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
     def _pool_updates(self, deltas: Sequence[PoolDelta]) -> list[Item]:
         """One conditional counter update per pool (an item appears once per transaction):
         ADD the deltas to ``used``; with a limit, only if ``used + delta <= limit`` (written
-        ``used <= limit - delta``: conditions have no arithmetic). A release has no
+        ``used <= limit - delta``: conditions have no arithmetic), and only if ``slots`` is
+        still ``limit`` (the size the claim was decided on: a resize written meanwhile to the
+        same item fails the claim, which the next pass decides again on the new size, so a
+        shrunk pool is never over-filled). A release has no
         condition: no task can hold slots of a pool that is gone (a pool is deleted only
         when ``used`` is 0), and a task's end must never wait on its pool."""
         by_pool: dict[str, tuple[int, int | None]] = {}
@@ -805,8 +808,8 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
             cond = None
             if limit is not None:
                 cond = upd.condition(
-                    "attribute_exists(pk) AND {slots} >= :one AND {used} <= :most",
-                    one=n(1),
+                    "attribute_exists(pk) AND {slots} = :slots AND {used} <= :most",
+                    slots=n(limit),
                     most=n(limit - total),
                 )
                 upd.names["#slots"] = "slots"

@@ -737,10 +737,11 @@ class SqliteStore(
         scope, name = split_key(delta.key)
         cur = self._x(
             "UPDATE pools SET used = used + ? WHERE scope=? AND name=? "
-            "AND (? IS NULL OR used + ? <= ?)",
+            "AND (? IS NULL OR used + ? <= MIN(?, slots))",
             (delta.slots, scope, name, delta.limit, delta.slots, delta.limit),
         )
-        # a release always applies (a pool deleted meanwhile has nothing to give back to)
+        # a claim fits the slots the pool has now, not only those it had when read (a resize
+        # by another process in between); a release always applies (a pool deleted meanwhile has nothing to give back to)
         return cur.rowcount == 1 or delta.slots <= 0
 
     def pending_propagations(self, limit: int) -> list[TaskInstance]:
