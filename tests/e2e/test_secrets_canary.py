@@ -232,26 +232,28 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     server = Server(tmp_path / "home", None)
     try:
         # bad name or value: exit 2 before anything is sent
-        bad = cli(server, "secrets", "set", "bad-name", stdin="v")
+        bad = cli(server, "secrets", "set", "bad-name", stdin="v-value")
         assert (bad.exit_code, "a secret name is a letter" in bad.output) == (2, True)
         empty = cli(server, "secrets", "set", "pw", stdin="\n")
         assert (empty.exit_code, "non-empty" in empty.output) == (2, True)
         big = cli(server, "secrets", "set", "pw", stdin="x" * (64 * 1024 + 1))
         assert (big.exit_code, "at most" in big.output) == (2, True)
+        short = cli(server, "secrets", "set", "pw", stdin="abc")  # too short to mask
+        assert (short.exit_code, "at least 4 characters" in short.output) == (2, True)
         assert json.loads(cli(server, "secrets", "list", "--output", "json").output) == {
             "project": "default", "secrets": [],
         }  # fmt: skip
         # created, then updated; a name that is not there: exit 2 with the server's words
-        assert cli(server, "secrets", "set", "pw", stdin="one").output == (
+        assert cli(server, "secrets", "set", "pw", stdin="one-1").output == (
             "created: secret default/pw\n"
         )
-        assert cli(server, "secrets", "set", "pw", stdin="two").output == (
+        assert cli(server, "secrets", "set", "pw", stdin="two-2").output == (
             "updated: secret default/pw\n"
         )
         missing = cli(server, "secrets", "delete", "nope")
         assert (missing.exit_code, "'nope' not found" in missing.output) == (2, True)
         # a project name that cannot be one: 4xx naming the field, exit 2
-        odd = cli(server, "secrets", "set", "pw", "--project", "Bad/Project", stdin="v")
+        odd = cli(server, "secrets", "set", "pw", "--project", "Bad/Project", stdin="v-value")
         assert (odd.exit_code, "project" in odd.output) == (2, True)
         # a viewer may not set, list or delete: 403, exit 2
         users = CliRunner()
@@ -269,7 +271,7 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
         assert as_viewer.exit_code == 2
         assert "editor" in as_viewer.output
         assert cli(server, "secrets", "list").output == "pw\n"
-        assert json.loads((server.home / "secrets" / "default.json").read_text()) == {"pw": "two"}
+        assert json.loads((server.home / "secrets" / "default.json").read_text()) == {"pw": "two-2"}
     finally:
         server.stop()
     # no server: exit 3
