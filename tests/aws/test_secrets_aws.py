@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
@@ -165,13 +168,15 @@ def test_the_project_role_may_read_exactly_its_own_secrets() -> None:
         assert not fnmatchcase(arn.format(REGION, other), statement["Resource"]), other
 
 
-def test_a_task_that_runs_without_a_runner_of_ours_fails_instead_of_carrying_a_reference(
+def test_a_batch_task_names_its_secrets_and_refuses_what_ecs_cannot_inject(
     stack: Stack, tmp_path: Any
 ) -> None:
-    """batch and kubernetes tasks run the user's image directly: the
-    scheduler fails such a task at once (not retried) and starts no execution; except a
-    batch env variable that is one reference, which ECS injects (the job definition's
-    ``secrets``, the name built from the run's own project)."""
+    """batch tasks run the user's image directly: ECS injects the secrets as the container
+    starts (the job definition's ``secrets``, names built from the run's own project), an
+    env variable that is one reference directly, any other reference in the command or env
+    through the wrapper (tests/aws_unit/test_batch_secrets.py runs it). A reference that
+    cannot reach the container that way fails the task at once (not retried) and starts no
+    execution."""
     from stratoflow.adapters.local.sqlite_store import SqliteStore
     from stratoflow.service import Scheduler
     from tests.fakes import FakeClock
@@ -183,21 +188,24 @@ def test_a_task_that_runs_without_a_runner_of_ours_fails_instead_of_carrying_a_r
         "name: direct\nproject: analytics\ntasks:\n"
         "  job:\n    type: batch\n    image: busybox\n    command: [env]\n"
         '    env: {PW: "{{ secrets.canary }}", PLAIN: "x"}\n'
-        "  mixed:\n    type: batch\n    image: busybox\n    command: [env]\n"
-        '    env: {URL: "db://u:{{ secrets.canary }}@h"}\n'
-        "  argv:\n    type: batch\n    image: busybox\n"
-        '    command: [echo, "{{ secrets.canary }}"]\n'
+        "  image:\n    type: batch\n    image: 'reg/{{ secrets.canary }}:1'\n"
+        "    command: [env]\n"
+        "  badname:\n    type: batch\n    image: busybox\n    command: [env]\n"
+        '    env: {my-url: "db://u:{{ secrets.canary }}@h"}\n'
         "  fn:\n    type: lambda\n    function: f\n"
         '    payload: {pw: "{{ secrets.canary }}"}\n'
     )
     run, _ = scheduler.trigger("analytics", "direct")
     scheduler.step()
     tasks = {t.task_id: t for t in store.get_tasks(run.id)}
-    for name in ("mixed", "argv"):
-        assert tasks[name].state.value == "failed", name
-        assert "cannot resolve secret references (canary)" in (tasks[name].error or "")
-        assert "stratoflow/analytics/<name>" in (tasks[name].error or "")
-    assert "whole value of an env variable" in (tasks["argv"].error or "")
+    assert tasks["image"].state.value == "failed"
+    assert "cannot resolve secret references (canary)" in (tasks["image"].error or "")
+    assert "stratoflow/analytics/<name>" in (tasks["image"].error or "")
+    assert "may have them in its command and env" in (tasks["image"].error or "")
+    assert tasks["badname"].state.value == "failed"
+    assert "'my-url' holds a secret reference inside a longer value" in (
+        tasks["badname"].error or ""
+    )
     assert tasks["job"].state.value == "running"
     assert tasks["fn"].state.value == "running"  # through the project's runner (test below)
     [started] = [
@@ -208,9 +216,10 @@ def test_a_task_that_runs_without_a_runner_of_ours_fails_instead_of_carrying_a_r
     ]
     given = json.loads(stack.sfn.describe_execution(executionArn=started["executionArn"])["input"])
     assert CANARY not in json.dumps(given)
-    overrides = given["batch"]["container_overrides"]["Environment"]
-    assert {e["Name"] for e in overrides} >= {"PLAIN", "STRATOFLOW_RUN_ID"}
-    assert "PW" not in {e["Name"] for e in overrides}  # ECS sets it from the secret
+    overrides = given["batch"]["container_overrides"]
+    assert {e["Name"] for e in overrides["Environment"]} >= {"PLAIN", "STRATOFLOW_RUN_ID"}
+    assert "PW" not in {e["Name"] for e in overrides["Environment"]}  # ECS sets it
+    assert overrides["Command"] == ["env"]  # no wrapper: nothing to build
     [definition] = stack.batch.describe_job_definitions(
         jobDefinitions=[given["batch"]["job_definition"]]
     )["jobDefinitions"]
@@ -221,6 +230,70 @@ def test_a_task_that_runs_without_a_runner_of_ours_fails_instead_of_carrying_a_r
     # the same image without secrets keeps a definition of its own, named as before
     assert dispatcher.job_definition_for("busybox") != given["batch"]["job_definition"]
     store.close()
+
+
+def test_a_batch_command_and_env_value_get_the_secret_through_the_wrapper(
+    stack: Stack, manager: Any, tmp_path: Any
+) -> None:
+    """The state machine submits the job (moto's Batch); neither its request (command,
+    environment), its job definition nor the execution holds the value: Secrets Manager
+    names and ``${...}`` expansions only. The container's part, played here with
+    the job as submitted and the secrets ECS would set, runs the command with the value."""
+    report = "import json, os, sys; print(json.dumps([sys.argv[1:], os.environ['DSN']]))"
+    task = json.dumps(
+        {
+            "type": "batch",
+            "image": "example.org/etl:1",
+            "command": [sys.executable, "-c", report, "--password={{ secrets.canary }}", "$(x)"],
+            "env": {
+                "DSN": "postgres://u:{{ secrets.canary }}@h/db",
+                "WHOLE": "{{ secrets.canary }}",
+                "PLAIN": "{{ params.p }}",
+            },
+            "params": {"p": "plain"},
+        }
+    )
+    dispatcher = dispatcher_for(stack)
+    spec = direct_task(task, "wrapped")
+    assert dispatcher.refusal(spec) is None
+    dispatcher.dispatch(spec)
+    message = stack.receive()
+    assert message["status"] == "succeeded", message
+    arn = dispatcher.execution_arn(spec.run_id, spec.task_id, spec.attempt)
+    stack.wait_execution(arn)
+
+    [summary] = stack.batch.list_jobs(jobQueue=stack.job_queue_arn, jobStatus="SUCCEEDED")[
+        "jobSummaryList"
+    ]
+    [job] = stack.batch.describe_jobs(jobs=[summary["jobId"]])["jobs"]
+    [definition] = stack.batch.describe_job_definitions(jobDefinitions=[job["jobDefinition"]])[
+        "jobDefinitions"
+    ]
+    assert definition["containerProperties"]["secrets"] == [
+        {"name": "STRATOFLOW_SECRET__canary", "valueFrom": "stratoflow/analytics/canary"},
+        {"name": "WHOLE", "valueFrom": "stratoflow/analytics/canary"},
+    ]
+    command = job["container"]["command"]
+    assert command[:2] == ["/bin/sh", "-c"]
+    assert "'--password='\"${STRATOFLOW_SECRET__canary}\"" in command[2]
+    environment = {e["name"]: e["value"] for e in job["container"]["environment"]}
+    assert environment["PLAIN"] == "plain"
+    assert "DSN" not in environment  # the wrapper sets it
+    assert "WHOLE" not in environment  # ECS does
+    seen = json.dumps([job, definition, everything_the_execution_saw(stack, arn), message])
+    assert "{{ secrets.canary }}" in seen  # the execution input holds the reference
+    assert CANARY not in seen
+
+    # the container: ECS sets the environment and the definition's secrets, runs the command
+    env = {**environment, "PATH": os.environ["PATH"]}
+    for secret in definition["containerProperties"]["secrets"]:
+        value = manager.get_secret_value(SecretId=secret["valueFrom"])["SecretString"]
+        env[secret["name"]] = value
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == [
+        [f"--password={CANARY}", "$(x)"],
+        f"postgres://u:{CANARY}@h/db",
+    ]
 
 
 def test_the_api_store_sets_lists_and_deletes_under_the_project_path(aws: None) -> None:

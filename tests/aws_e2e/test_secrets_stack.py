@@ -1,11 +1,15 @@
 """The canary on the whole AWS stack (moto): set through the api function, used by a shell
-task on the runner, and found in no API response, state table item, lifecycle event,
-execution input or history, or uploaded log; the task got the value."""
+task on the runner and by a batch task's command and env (the wrapper: ECS injects it), and
+found in no API response, state table item, lifecycle event, execution input or history,
+uploaded log, submitted Batch job or job definition; each task got the value."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -31,7 +35,18 @@ tasks:
     command: >-
       printf %s "$CANARY_ENV" | sha256sum | cut -c1-64 | sed 's/^/got=/' >> "$STRATOFLOW_OUTPUT";
       echo "printed {{ secrets.canary }} and {{ params.p }}"
+  job:
+    type: batch
+    image: example.org/etl:1
+    params: {p: "{{ secrets.canary }}"}
+    env: {DSN: "postgres://etl:{{ secrets.canary }}@db/dw", MODE: full}
+    command: [PYTHON, "-c", REPORT, "--password={{ secrets.canary }}", "{{ params.p }}", "$(x)"]
 """
+# what the batch task's command runs (played here as the container): its argv and DSN
+REPORT = "import json, os, sys; print(json.dumps([sys.argv[1:], os.environ['DSN']]))"
+WORKFLOW = WORKFLOW.replace("PYTHON", json.dumps(sys.executable)).replace(
+    "REPORT", json.dumps(REPORT)
+)
 
 
 @pytest.fixture
@@ -69,10 +84,34 @@ def test_the_canary_on_the_aws_stack(stack: Stack) -> None:
     task = api("GET", f"/runs/{run_id}")["tasks"]["use"]
     assert task["outputs"] == {"got": DIGEST}
     assert api("GET", f"/runs/{run_id}/tasks/use/attempts/1/log") == "printed *** and ***\n"
-    [name] = stack.starts
-    given = stack.execution_input(name)["task"]
+    given = next(
+        stack.execution_input(name)["task"]
+        for name in stack.starts
+        if stack.execution_input(name)["task_id"] == "use"
+    )
     assert given["env"] == {"CANARY_ENV": "{{ secrets.canary }}"}
     assert given["params"]["p"] == "{{ secrets.canary }}"
+    # the batch job as submitted: names and ${...} expansions; the container (ECS sets the
+    # job definition's secrets, then runs the command) gets the value
+    [job] = [
+        stack.batch.jobs[name]
+        for name, env in stack.batch.submitted
+        if env.get("STRATOFLOW_TASK_ID") == "job"
+    ]
+    submitted = [job.describe(), job.job_definition.describe()]
+    seen.append(submitted)
+    container = job.describe()["container"]
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    assert env["MODE"] == "full"
+    assert "DSN" not in env
+    env["PATH"] = os.environ["PATH"]
+    for secret in job.job_definition.describe()["containerProperties"]["secrets"]:
+        env[secret["name"]] = manager.get_secret_value(SecretId=secret["valueFrom"])["SecretString"]
+    done = subprocess.run(container["command"], env=env, capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == [
+        [f"--password={CANARY}", CANARY, "$(x)"],
+        f"postgres://etl:{CANARY}@db/dw",
+    ]
     api("GET", "/runs", project="default")
     api("GET", f"/runs/{run_id}/timeline")
     api("DELETE", "/secrets/canary", project="default")

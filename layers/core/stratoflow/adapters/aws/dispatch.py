@@ -22,6 +22,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from stratoflow.adapters.aws import batch_secrets
 from stratoflow.adapters.aws.projects import (
     ATHENA_RESULTS,
     Identities,
@@ -35,7 +36,7 @@ from stratoflow.connections import Connection, MissingConnection
 from stratoflow.engine import AttemptResult, AttemptStatus, TaskInstance
 from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
 from stratoflow.resources import task_resources
-from stratoflow.secrets import REFERENCE, references
+from stratoflow.secrets import references
 from stratoflow.taskexec.sql import SqlFailed
 from stratoflow.taskexec.sql_aws import athena_request
 
@@ -219,14 +220,14 @@ class StepFunctionsDispatcher(Dispatcher):
     def refusal(self, spec: AttemptSpec) -> str | None:
         """A ``batch`` or ``kubernetes`` task runs the user's image directly: no Stratoflow
         runner is there to resolve a secret reference, and the state machine must never carry
-        a value. The exceptions: a ``batch`` env variable whose whole value is one reference,
-        which ECS injects from Secrets Manager as the container starts (``_batch_secrets``);
-        a ``kubernetes`` task's command and env, resolved in the pod by its reporter and
-        wrapper as the project's role (``eks.build_job``); and a ``lambda`` task, which goes
-        through the project's runner function when it holds a reference
-        (``_lambda_via_runner``). Anything else (a reference in a batch command or inside a
-        longer env value, in a kubernetes image, namespace or params) fails, saying what to
-        do instead."""
+        a value. The exceptions: a ``batch`` task's command and env, which ECS injects from
+        Secrets Manager as the container starts (a whole env value directly, any other
+        reference through the wrapper: ``batch_secrets``); a ``kubernetes`` task's command
+        and env, resolved in the pod by its reporter and wrapper as the project's role
+        (``eks.build_job``); and a ``lambda`` task, which goes through the project's runner
+        function when it holds a reference (``_lambda_via_runner``). Anything else (a
+        reference in a batch image or job queue, in a kubernetes image, namespace or params)
+        fails, saying what to do instead, as does what the batch wrapper cannot carry."""
         task = spec.task
         if task_resources(task.fields) and (why := self._resources_refusal(spec)) is not None:
             return why
@@ -246,17 +247,23 @@ class StepFunctionsDispatcher(Dispatcher):
         where = dict(task.fields, params=task.params)
         if task.task_type == "kubernetes":
             where.pop("command", None)  # resolved in the pod (eks_task.sh), as env is
-        elif task.task_type != "batch":
-            where["env"] = task.env
+        elif task.task_type == "batch":
+            argv = batch_secrets.command_argv(task.fields.get("command"))
+            if (why := batch_secrets.refusal(argv, task.env)) is not None:
+                return f"a batch task on AWS cannot have its secret references resolved: {why}"
+            # command and env are resolved as the container starts; params reach the
+            # container only through them (rendered there), so they need nothing more
+            where.pop("command", None)
+            where.pop("params", None)
         else:
-            where["env"] = {k: v for k, v in task.env.items() if not REFERENCE.fullmatch(v)}
+            where["env"] = task.env
         names = references(where)
         if not names:
             return None
         listed = ", ".join(sorted(names))
         place = f"{secrets_prefix()}{spec.project}/<name>"
         batch = {
-            "batch": "; a batch task may have one as the whole value of an env variable",
+            "batch": "; a batch task may have them in its command and env",
             "kubernetes": "; a kubernetes task may have them in its command and env",
         }.get(task.task_type, "")
         return (
@@ -320,18 +327,6 @@ class StepFunctionsDispatcher(Dispatcher):
         return task.task_type == "lambda" and bool(
             references(dict(task.fields, params=task.params, env=task.env))
         )
-
-    def _batch_secrets(self, spec: AttemptSpec) -> tuple[tuple[str, str], ...]:
-        """(variable, Secrets Manager name) of each env variable of a ``batch`` task that is
-        one reference: the job definition's ``secrets``, which ECS resolves with the stack's
-        Batch execution role (it may read under TaskSecretsPrefix). The name is built from the
-        attempt's own project: a workflow cannot name another project's secret."""
-        found = []
-        for variable, value in sorted(spec.task.env.items()):
-            match = REFERENCE.fullmatch(value)
-            if match is not None:
-                found.append((variable, secret_id(secrets_prefix(), spec.project, match[1])))
-        return tuple(found)
 
     def build_input(self, spec: AttemptSpec) -> dict[str, Any]:
         """The execution input (AWS-CONTRACT.md). Env values go as the workflow wrote them:
@@ -448,40 +443,47 @@ class StepFunctionsDispatcher(Dispatcher):
             settings["output_location"] = f"s3://{self.bucket}/{ATHENA_RESULTS}/{spec.project}/"
         return {"__connection": {"type": found.type, "settings": settings}}
 
-    def _env(self, spec: AttemptSpec) -> list[dict[str, str]]:
-        env = {
-            # a variable that is one secret reference comes from the job definition's secrets
-            **{k: v for k, v in spec.task.env.items() if not REFERENCE.fullmatch(v)},
+    def _env(self, spec: AttemptSpec, env: Mapping[str, str]) -> list[dict[str, str]]:
+        everything = {
+            **env,
             "STRATOFLOW_RUN_ID": spec.run_id,
             "STRATOFLOW_TASK_ID": spec.task_id,
             "STRATOFLOW_ATTEMPT": str(spec.attempt),
             "STRATOFLOW_WORKFLOW": spec.workflow,
             "STRATOFLOW_LOGICAL_DATE": spec.logical_date.isoformat(),
         }
-        return [{"Name": k, "Value": v} for k, v in sorted(env.items())]
+        return [{"Name": k, "Value": v} for k, v in sorted(everything.items())]
 
     def _batch_job(self, spec: AttemptSpec, doc: Mapping[str, Any]) -> dict[str, Any]:
         """A ``batch`` task: the user's image needs a job definition of its own (Batch cannot
-        override an image); command, environment and resources go in as overrides."""
+        override an image); command, environment and resources go in as overrides. Secret
+        references (``batch_secrets.launch``) become the job definition's ``secrets``, which
+        ECS resolves with the stack's Batch execution role (it may read under
+        TaskSecretsPrefix) as the container starts: an env variable that is one reference
+        directly, any other through the ``/bin/sh`` wrapper that becomes the command. Only
+        names go in; each is built from the attempt's own project, so a workflow cannot name
+        another project's secret."""
         fields = spec.task.fields
-        command = fields.get("command")
-        argv = (
-            [str(c) for c in command] if isinstance(command, list) else ["sh", "-c", str(command)]
-        )
         queue = fields.get("job_queue") or self.job_queue
         if not queue:
             raise ValueError(
                 "STRATOFLOW_BATCH_JOB_QUEUE is not set and the task names no job_queue"
             )
-        secrets = self._batch_secrets(spec)
+        start = batch_secrets.launch(
+            batch_secrets.command_argv(fields.get("command")), spec.task.env
+        )
+        prefix = secrets_prefix()
+        secrets = tuple(
+            (variable, secret_id(prefix, spec.project, name)) for variable, name in start.secrets
+        )
         return {
             "job_definition": self.job_definition_for(
                 str(fields["image"]), self._role(spec), secrets
             ),
             "job_queue": queue,
             "container_overrides": {
-                "Command": argv,
-                "Environment": self._env(spec),
+                "Command": start.command,
+                "Environment": self._env(spec, start.environment),
                 "ResourceRequirements": [
                     {"Type": "VCPU", "Value": f"{float(fields.get('vcpus', 1.0)):g}"},
                     {"Type": "MEMORY", "Value": str(int(fields.get("memory", 2048)))},

@@ -44,7 +44,7 @@ from botocore.hooks import HierarchicalEmitter
 from botocore.model import ServiceId
 from botocore.signers import RequestSigner
 
-from stratoflow.adapters.aws.secrets import secrets_prefix
+from stratoflow.adapters.aws.secrets import MAX_SECRET_REFERENCES, SHELL_NAME, secrets_prefix
 from stratoflow.errors import InvalidInput
 from stratoflow.resources import MAX_TASK_RESOURCES, check_path
 from stratoflow.secrets import references
@@ -59,9 +59,7 @@ IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
 SHARED_DIR = "/stratoflow"
 # the task's secret values (eks_task.sh): in memory, in this pod only, never in the manifest
 SECRETS_DIR = "/stratoflow-secrets"
-MAX_SECRET_REFERENCES = 16  # names one kubernetes task may reference (each up to 64 KiB)
 SECRETS_SIZE_LIMIT = "2Mi"  # MAX_SECRET_REFERENCES values of 64 KiB fit, with room
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # the task's resource files: fetched by the reporter into the shared volume, where the
 # wrapper makes them the command's working directory (eks_task.sh)
 RESOURCES_DIR = f"{SHARED_DIR}/work"
@@ -261,7 +259,7 @@ def _secret_settings(
     if not isinstance(project, str) or not project:
         raise InvalidTask("context.project is needed to read the task's secrets")
     variables = sorted(k for k, v in env.items() if references(str(v)))
-    bad = [k for k in variables if not _ENV_NAME.match(str(k))]
+    bad = [k for k in variables if not SHELL_NAME.fullmatch(str(k))]
     if bad:
         raise InvalidTask(
             f"env {bad[0]!r} holds a secret reference but is not a shell variable name "

@@ -28,6 +28,10 @@ from stratoflow.secrets import (
 _NAME = re.compile(NAME_PATTERN)
 
 PREFIX_VARIABLE = "STRATOFLOW_SECRETS_PREFIX"
+# names one kubernetes or batch task may have resolved in its container (each up to 64 KiB)
+MAX_SECRET_REFERENCES = 16
+# a variable a shell script can assign (what holds a reference resolved by a wrapper)
+SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def secrets_prefix(environ: Mapping[str, str] | None = None) -> str:
