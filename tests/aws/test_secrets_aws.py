@@ -399,9 +399,12 @@ def direct_task(task: str, task_id: str = "fn") -> AttemptSpec:
     )  # fmt: skip
 
 
-def test_a_kubernetes_task_carries_references_in_command_and_env_only(stack: Stack) -> None:
+def test_a_kubernetes_task_carries_references_in_command_env_and_params_only(
+    stack: Stack,
+) -> None:
     """Its command and env are resolved in the pod (tests/aws_eks: the manifest, and the
-    pod's scripts run for real); a reference anywhere else still fails at dispatch."""
+    pod's scripts run for real), and params reach the pod only rendered into them; a
+    reference anywhere else still fails at dispatch."""
     dispatcher = dispatcher_for(stack)
     spec = direct_task(
         '{type: kubernetes, image: busybox, command: "echo {{ secrets.canary }}", '
@@ -411,9 +414,17 @@ def test_a_kubernetes_task_carries_references_in_command_and_env_only(stack: Sta
     doc = dispatcher.build_input(spec)
     assert doc["task"]["command"] == "echo {{ secrets.canary }}"
     assert doc["task"]["env"] == {"PW": "x{{ secrets.canary }}"}
+    through_params = direct_task(
+        '{type: kubernetes, image: busybox, command: ["echo", "{{ params.p }}"], '
+        'params: {p: "{{ secrets.canary }}"}}'
+    )
+    assert dispatcher.refusal(through_params) is None
+    built = dispatcher.build_input(through_params)
+    assert built["task"]["command"] == ["echo", "{{ secrets.canary }}"]
+    assert CANARY not in json.dumps(built)
     for elsewhere in (
         '{type: kubernetes, image: "reg/{{ secrets.canary }}:1", command: [env]}',
-        '{type: kubernetes, image: busybox, command: [env], params: {p: "{{ secrets.canary }}"}}',
+        '{type: kubernetes, image: busybox, namespace: "{{ secrets.canary }}", command: [env]}',
     ):
         refused = dispatcher.refusal(direct_task(elsewhere))
         assert refused is not None

@@ -226,7 +226,7 @@ class StepFunctionsDispatcher(Dispatcher):
         and env, resolved in the pod by its reporter and wrapper as the project's role
         (``eks.build_job``); and a ``lambda`` task, which goes through the project's runner
         function when it holds a reference (``_lambda_via_runner``). Anything else (a
-        reference in a batch image or job queue, in a kubernetes image, namespace or params)
+        reference in a batch image or job queue, in a kubernetes image or namespace)
         fails, saying what to do instead, as does what the batch wrapper cannot carry."""
         task = spec.task
         if task_resources(task.fields) and (why := self._resources_refusal(spec)) is not None:
@@ -246,7 +246,10 @@ class StepFunctionsDispatcher(Dispatcher):
             return None
         where = dict(task.fields, params=task.params)
         if task.task_type == "kubernetes":
-            where.pop("command", None)  # resolved in the pod (eks_task.sh), as env is
+            # command and env are resolved in the pod (eks_task.sh); params reach the pod
+            # only through them (rendered into them here), so they need nothing more
+            where.pop("command", None)
+            where.pop("params", None)
         elif task.task_type == "batch":
             argv = batch_secrets.command_argv(task.fields.get("command"))
             if (why := batch_secrets.refusal(argv, task.env)) is not None:
