@@ -6,7 +6,6 @@ Credentials are given as secret references, e.g.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -17,11 +16,10 @@ from stratoflow.cli_common import (
     api_option,
     client,
     invalid,
+    named_settings_commands,
     project_option,
     project_output_api,
-    settings,
     show,
-    typed_line,
 )
 
 
@@ -35,45 +33,13 @@ def channels() -> None:
     """Where alerts go: PagerDuty, Slack, Webex, Teams, email, ... (per project)."""
 
 
-@channels.command("add")
-@click.argument("name")
-@click.option("--type", "type_", required=True, type=click.Choice(sorted(CHANNEL_TYPES)))
-@click.option("--url", default=None, help="the type's URL (a webhook URL: a secret reference)")
-@click.option("--setting", "pairs", multiple=True, metavar="K=V", help="a setting (repeat)")
-@project_output_api
-def channels_add(
-    name: str,
-    type_: str,
-    url: str | None,
-    pairs: Sequence[str],
-    project: str,
-    output: str,
-    api: str,
-) -> None:
-    """Add (or replace) channel NAME."""
-    body: dict[str, Any] = {"type": type_, "settings": settings(pairs)}
-    if url is not None:
-        body["url"] = url
-    view = client(api).call(
-        "PUT", f"/alerts/channels/{name}", params={"project": project}, json=body
-    )
-    show(view, output, f"channel {name} ({type_}) saved in {project}")
-
-
-@channels.command("list")
-@project_output_api
-def channels_list(project: str, output: str, api: str) -> None:
-    body = client(api).call("GET", "/alerts/channels", params={"project": project})
-    show(body, output, "\n".join(typed_line(c) for c in body["channels"]) or "(no channels)")
-
-
-@channels.command("delete")
-@click.argument("name")
-@project_option
-@api_option
-def channels_delete(name: str, project: str, api: str) -> None:
-    client(api).call("DELETE", f"/alerts/channels/{name}", params={"project": project})
-    click.echo(f"channel {name} deleted")
+named_settings_commands(
+    channels,
+    kind="channel",
+    path="/alerts/channels",
+    types=sorted(CHANNEL_TYPES),
+    url_help="the type's URL (a webhook URL: a secret reference)",
+)
 
 
 @alerts.group()
