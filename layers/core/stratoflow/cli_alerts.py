@@ -13,11 +13,10 @@ import click
 from stratoflow.alerts import CHANNEL_TYPES
 from stratoflow.cli_common import (
     EXIT_FAILED,
-    api_option,
     client,
+    delete_command,
     invalid,
     named_settings_commands,
-    project_option,
     project_output_api,
     show,
 )
@@ -70,13 +69,7 @@ def groups_list(project: str, output: str, api: str) -> None:
     show(body, output, "\n".join(lines) or "(no groups)")
 
 
-@groups.command("delete")
-@click.argument("group")
-@project_option
-@api_option
-def groups_delete(group: str, project: str, api: str) -> None:
-    client(api).call("DELETE", f"/alerts/groups/{group}", params={"project": project})
-    click.echo(f"group {group} deleted")
+delete_command(groups, kind="group", path="/alerts/groups", argument="group")
 
 
 def _lines(deliveries: list[dict[str, Any]]) -> str:

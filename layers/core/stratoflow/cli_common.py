@@ -130,10 +130,18 @@ def named_settings_commands(
             body = client(api).call("GET", f"{path}/{name}", params={"project": project})
             show(body, output, typed_line(body))
 
+    delete_command(group, kind=kind, path=path)
+
+
+def delete_command(group: click.Group, *, kind: str, path: str, argument: str = "name") -> None:
+    """Add ``delete ARGUMENT`` to ``group``: it deletes ``path``/ARGUMENT in the project and
+    says "``kind`` ARGUMENT deleted"."""
+
     @group.command("delete")
-    @click.argument("name")
+    @click.argument(argument)
     @project_option
     @api_option
-    def delete(name: str, project: str, api: str) -> None:
+    def delete(project: str, api: str, **named: str) -> None:
+        name = named[argument]
         client(api).call("DELETE", f"{path}/{name}", params={"project": project})
         click.echo(f"{kind} {name} deleted")
