@@ -7,21 +7,21 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from stratoflow.adapters.local.runtime import LocalRuntime
-from stratoflow.api.app import create_app
-from stratoflow.api.local_server import start_in_thread
 from stratoflow.cli import main
 from stratoflow.engine.backfill import BackfillState
 from stratoflow.ports import RunQuery
+from tests.e2e import test_cli, test_runtime
 from tests.e2e.test_backfill import until
 
 pytestmark = pytest.mark.e2e
+runtime = test_runtime.runtime  # the local runtime fixture, in a fresh home per test
+server = test_cli.server  # a live local server (tests/cli_server.py): its URL
 
 
 def workflow(name: str, log: Path, *upstreams: str, fail_on: str = "never") -> str:
@@ -52,13 +52,6 @@ def apply_diamond(rt: LocalRuntime, log: Path, fail_on: str = "never") -> None:
 
 def lines(log: Path) -> list[tuple[str, str, str]]:
     return [tuple(line.split()) for line in log.read_text().splitlines()]  # type: ignore[misc]
-
-
-@pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
-    rt = LocalRuntime(tmp_path / "home")
-    yield rt
-    rt.close()
 
 
 def test_a_diamond_backfill_runs_each_workflow_once_per_date_in_dependency_order(
@@ -126,18 +119,6 @@ def test_a_serial_failure_upstream_stops_the_dependents_at_that_date(
         assert [d.state.value for d in got.dates] == ["succeeded", "failed", "not_run"]
     # nothing downstream did its work for the failed date or after it
     assert not [x for x in lines(log) if x[1] != "dm_a" and x[2] >= "2026-01-02"]
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    runtime = LocalRuntime(tmp_path / "server-home")
-    httpd, url = start_in_thread(
-        create_app(runtime.scheduler, on_change=runtime.wake), "127.0.0.1", 0
-    )
-    runtime.start()
-    yield url
-    httpd.shutdown()
-    runtime.close()
 
 
 def test_cli_dependents_waits_for_every_workflow_and_shows_them_by_date(
