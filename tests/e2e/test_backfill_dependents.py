@@ -50,6 +50,11 @@ def apply_diamond(rt: LocalRuntime, log: Path, fail_on: str = "never") -> None:
     rt.scheduler.apply(workflow("dm_d", log, "dm_b", "dm_c"))
 
 
+def all_ended(rt: LocalRuntime, backfills: list[str], timeout: float = 60) -> None:
+    """Run ``rt`` until each of ``backfills`` has ended."""
+    until(rt, lambda: all(rt.store.get_backfill(b).state.terminal for b in backfills), timeout)
+
+
 def lines(log: Path) -> list[tuple[str, str, str]]:
     return [tuple(line.split()) for line in log.read_text().splitlines()]  # type: ignore[misc]
 
@@ -66,11 +71,7 @@ def test_a_diamond_backfill_runs_each_workflow_once_per_date_in_dependency_order
     group = backfills.group(root)
     assert [b.workflow for b in group] == ["dm_b", "dm_c", "dm_d"]
     everything = [root.id, *root.dependents]
-    until(
-        runtime,
-        lambda: all(runtime.store.get_backfill(b).state.terminal for b in everything),
-        timeout=120,
-    )
+    all_ended(runtime, everything, timeout=120)
     for b in everything:
         assert runtime.store.get_backfill(b).state is BackfillState.SUCCEEDED
     seen = lines(log)
@@ -90,9 +91,7 @@ def test_a_diamond_backfill_runs_each_workflow_once_per_date_in_dependency_order
     again = backfills.create(
         "default", "dm_b", start="2026-01-01", end="2026-01-03", dependents=True
     )
-    until(runtime, lambda: all(
-        runtime.store.get_backfill(b).state.terminal for b in [again.id, *again.dependents]
-    ))  # fmt: skip
+    all_ended(runtime, [again.id, *again.dependents])
     assert [b.workflow for b in backfills.group(again)] == ["dm_d"]
     assert len(lines(log)) == len(seen)
     # backfill events are not mistaken for run events by the local alerts (none logged)
@@ -108,11 +107,7 @@ def test_a_serial_failure_upstream_stops_the_dependents_at_that_date(
         "default", "dm_a", start="2026-01-01", end="2026-01-03", dependents=True
     )
     everything = [root.id, *root.dependents]
-    until(
-        runtime,
-        lambda: all(runtime.store.get_backfill(b).state.terminal for b in everything),
-        timeout=120,
-    )
+    all_ended(runtime, everything, timeout=120)
     for b in everything:
         got = runtime.store.get_backfill(b)
         assert got.state is BackfillState.FAILED
