@@ -93,8 +93,8 @@ def test_channels_groups_test_and_the_delivery_log(server: Server, recorder: Rec
     code, out = server.run("alerts", "channels", "delete", "pd")
     assert code == 2
     assert "oncall" in out
-    assert server.run("alerts", "groups", "delete", "oncall")[0] == 0
-    assert server.run("alerts", "channels", "delete", "pd")[0] == 0
+    assert server.run("alerts", "groups", "delete", "oncall") == (0, "group oncall deleted\n")
+    assert server.run("alerts", "channels", "delete", "pd") == (0, "channel pd deleted\n")
 
     audit = server.runtime.readmodel.list_audit(project="default", limit=50, cursor=None)
     actions = [e.action for e in audit.items]

@@ -137,3 +137,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.when == "call":
         item.rep_call = report  # type: ignore[attr-defined]
     return report
+
+
+def fill_settings_form(
+    page: Any, noun: str, name: str, type_: str, settings: dict[str, str]
+) -> Any:
+    """Add a ``noun`` ("channel", "connection") with the page's settings form
+    (ui/src/SettingsForm.tsx): name, type and ``settings``, then save. The form, for what it
+    says next."""
+    page.get_by_role("button", name=f"Add a {noun}").click()
+    form = page.get_by_role("form", name=f"Add a {noun}")
+    form.get_by_label(f"{noun.capitalize()} name").fill(name)
+    form.get_by_label(f"{noun.capitalize()} type").select_option(type_)
+    for key, value in settings.items():
+        form.get_by_label(key, exact=True).fill(value)
+    form.get_by_role("button", name=f"Save {noun}").click()
+    return form

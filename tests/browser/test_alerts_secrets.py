@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 
 # the local HTTP endpoint that records what alert channels send (a fixture, used by name)
 from tests.alerts.conftest import Recorder, recorder  # noqa: F401
-from tests.browser.conftest import Shots
+from tests.browser.conftest import Shots, fill_settings_form
 from tests.browser.test_narrow import assert_fits, assert_on_screen
 from tests.browser.test_ui_flows import as_user, user_token
 from tests.e2e.server_process import ServerProcess
@@ -68,16 +68,6 @@ def test_a_secret_is_listed_by_name_and_its_value_is_never_in_the_page(
     assert "db_password" not in [s["name"] for s in api.get("/secrets").json()["secrets"]]
 
 
-def add_channel(page: Any, name: str, type_: str, settings: dict[str, str]) -> None:
-    page.get_by_role("button", name="Add a channel").click()
-    form = page.get_by_role("form", name="Add a channel")
-    form.get_by_label("Channel name").fill(name)
-    form.get_by_label("Channel type").select_option(type_)
-    for key, value in settings.items():
-        form.get_by_label(key, exact=True).fill(value)
-    form.get_by_role("button", name="Save channel").click()
-
-
 def test_channels_groups_a_test_alert_and_the_delivery_log(
     page: Any,
     server: ServerProcess,
@@ -92,7 +82,7 @@ def test_channels_groups_a_test_alert_and_the_delivery_log(
     page.get_by_role("link", name="Alerts").click()
     expect(page.locator("h1")).to_contain_text("Alerts")
     # a literal credential: refused, the setting named next to its field, nothing stored
-    add_channel(page, "chat", "webhook", {"url": "http://127.0.0.1:9/literal"})
+    fill_settings_form(page, "channel", "chat", "webhook", {"url": "http://127.0.0.1:9/literal"})
     problem = page.get_by_test_id("problem-url")
     expect(problem).to_contain_text("settings.url")
     expect(problem).to_contain_text("secret reference")

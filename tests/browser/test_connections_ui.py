@@ -11,7 +11,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import Shots
+from tests.browser.conftest import Shots, fill_settings_form
 from tests.browser.test_alerts_secrets import DOM_TEXT_JS
 from tests.browser.test_ui_flows import as_user, user_token
 from tests.e2e.server_process import ServerProcess
@@ -22,17 +22,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow, pytest.mar
 LITERAL = "literal-Pw-7731"
 
 
-def fill_connection(page: Any, name: str, type_: str, settings: dict[str, str]) -> Any:
-    page.get_by_role("button", name="Add a connection").click()
-    form = page.get_by_role("form", name="Add a connection")
-    form.get_by_label("Connection name").fill(name)
-    form.get_by_label("Connection type").select_option(type_)
-    for key, value in settings.items():
-        form.get_by_label(key, exact=True).fill(value)
-    form.get_by_role("button", name="Save connection").click()
-    return form
-
-
 def test_add_refuse_a_literal_password_save_a_reference_and_test(
     page: Any, server: ServerProcess, api: httpx.Client
 ) -> None:
@@ -40,8 +29,8 @@ def test_add_refuse_a_literal_password_save_a_reference_and_test(
     page.goto(f"{server.url}/#/")
     page.get_by_role("link", name="Connections").click()
     expect(page.locator("h1")).to_contain_text("Connections")
-    form = fill_connection(page, "warehouse", "postgresql",
-                           {"url": ADMIN_URL, "password": LITERAL})  # fmt: skip
+    form = fill_settings_form(page, "connection", "warehouse", "postgresql",
+                              {"url": ADMIN_URL, "password": LITERAL})  # fmt: skip
     expect(form.get_by_test_id("problem-password")).to_contain_text("secret reference")
     assert api.get("/connections").json() == {"connections": []}
     form.get_by_label("password", exact=True).fill("{{ secrets.wh_pw }}")

@@ -7,22 +7,23 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from stratoflow.adapters.local.runtime import LocalRuntime
-from stratoflow.api.app import create_app
-from stratoflow.api.local_server import start_in_thread
 from stratoflow.backfills import Backfills
 from stratoflow.cli import main
 from stratoflow.engine import RunState
 from stratoflow.engine.backfill import Backfill, BackfillState
 from stratoflow.ports import RunQuery
+from tests.e2e import test_cli, test_runtime
 
 pytestmark = pytest.mark.e2e
+runtime = test_runtime.runtime  # the local runtime fixture, in a fresh home per test
+server = test_cli.server  # a live local server (tests/cli_server.py): its URL
 
 
 def workflow(spans: Path, *, fail_on: str = "never", sleep: str = "0.3") -> str:
@@ -53,13 +54,6 @@ def most_at_once(spans: Path) -> int:
         running += delta
         peak = max(peak, running)
     return peak
-
-
-@pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
-    rt = LocalRuntime(tmp_path / "home")
-    yield rt
-    rt.close()
 
 
 def until(rt: LocalRuntime, done: Callable[[], bool], timeout: float = 60) -> None:
@@ -174,18 +168,6 @@ def test_a_crash_between_a_run_end_and_the_next_start_recovers(
         assert len(runs(rt)) == 3
     finally:
         rt.close()
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    runtime = LocalRuntime(tmp_path / "server-home")
-    httpd, url = start_in_thread(
-        create_app(runtime.scheduler, on_change=runtime.wake), "127.0.0.1", 0
-    )
-    runtime.start()
-    yield url
-    httpd.shutdown()
-    runtime.close()
 
 
 def test_cli_backfill_waits_lists_shows_and_refuses_bad_input(

@@ -7,21 +7,21 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from stratoflow.adapters.local.runtime import LocalRuntime
-from stratoflow.api.app import create_app
-from stratoflow.api.local_server import start_in_thread
 from stratoflow.cli import main
 from stratoflow.engine.backfill import BackfillState
 from stratoflow.ports import RunQuery
+from tests.e2e import test_cli, test_runtime
 from tests.e2e.test_backfill import until
 
 pytestmark = pytest.mark.e2e
+runtime = test_runtime.runtime  # the local runtime fixture, in a fresh home per test
+server = test_cli.server  # a live local server (tests/cli_server.py): its URL
 
 
 def workflow(name: str, log: Path, *upstreams: str, fail_on: str = "never") -> str:
@@ -50,15 +50,13 @@ def apply_diamond(rt: LocalRuntime, log: Path, fail_on: str = "never") -> None:
     rt.scheduler.apply(workflow("dm_d", log, "dm_b", "dm_c"))
 
 
+def all_ended(rt: LocalRuntime, backfills: list[str], timeout: float = 60) -> None:
+    """Run ``rt`` until each of ``backfills`` has ended."""
+    until(rt, lambda: all(rt.store.get_backfill(b).state.terminal for b in backfills), timeout)
+
+
 def lines(log: Path) -> list[tuple[str, str, str]]:
     return [tuple(line.split()) for line in log.read_text().splitlines()]  # type: ignore[misc]
-
-
-@pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
-    rt = LocalRuntime(tmp_path / "home")
-    yield rt
-    rt.close()
 
 
 def test_a_diamond_backfill_runs_each_workflow_once_per_date_in_dependency_order(
@@ -73,11 +71,7 @@ def test_a_diamond_backfill_runs_each_workflow_once_per_date_in_dependency_order
     group = backfills.group(root)
     assert [b.workflow for b in group] == ["dm_b", "dm_c", "dm_d"]
     everything = [root.id, *root.dependents]
-    until(
-        runtime,
-        lambda: all(runtime.store.get_backfill(b).state.terminal for b in everything),
-        timeout=120,
-    )
+    all_ended(runtime, everything, timeout=120)
     for b in everything:
         assert runtime.store.get_backfill(b).state is BackfillState.SUCCEEDED
     seen = lines(log)
@@ -97,9 +91,7 @@ def test_a_diamond_backfill_runs_each_workflow_once_per_date_in_dependency_order
     again = backfills.create(
         "default", "dm_b", start="2026-01-01", end="2026-01-03", dependents=True
     )
-    until(runtime, lambda: all(
-        runtime.store.get_backfill(b).state.terminal for b in [again.id, *again.dependents]
-    ))  # fmt: skip
+    all_ended(runtime, [again.id, *again.dependents])
     assert [b.workflow for b in backfills.group(again)] == ["dm_d"]
     assert len(lines(log)) == len(seen)
     # backfill events are not mistaken for run events by the local alerts (none logged)
@@ -115,29 +107,13 @@ def test_a_serial_failure_upstream_stops_the_dependents_at_that_date(
         "default", "dm_a", start="2026-01-01", end="2026-01-03", dependents=True
     )
     everything = [root.id, *root.dependents]
-    until(
-        runtime,
-        lambda: all(runtime.store.get_backfill(b).state.terminal for b in everything),
-        timeout=120,
-    )
+    all_ended(runtime, everything, timeout=120)
     for b in everything:
         got = runtime.store.get_backfill(b)
         assert got.state is BackfillState.FAILED
         assert [d.state.value for d in got.dates] == ["succeeded", "failed", "not_run"]
     # nothing downstream did its work for the failed date or after it
     assert not [x for x in lines(log) if x[1] != "dm_a" and x[2] >= "2026-01-02"]
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    runtime = LocalRuntime(tmp_path / "server-home")
-    httpd, url = start_in_thread(
-        create_app(runtime.scheduler, on_change=runtime.wake), "127.0.0.1", 0
-    )
-    runtime.start()
-    yield url
-    httpd.shutdown()
-    runtime.close()
 
 
 def test_cli_dependents_waits_for_every_workflow_and_shows_them_by_date(

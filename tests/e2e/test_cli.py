@@ -10,10 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from stratoflow.adapters.local.runtime import LocalRuntime
-from stratoflow.api.app import create_app
-from stratoflow.api.local_server import start_in_thread
 from stratoflow.cli import main
 from stratoflow.ports import RunQuery
+from tests.cli_server import running_api
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -135,14 +134,8 @@ def test_run_of_an_invalid_file_exits_2_and_touches_no_state(
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    runtime = LocalRuntime(tmp_path / "server-home")
-    httpd, url = start_in_thread(
-        create_app(runtime.scheduler, on_change=runtime.wake), "127.0.0.1", 0
-    )
-    runtime.start()
-    yield url
-    httpd.shutdown()
-    runtime.close()
+    with running_api(tmp_path / "server-home") as served:
+        yield served.url
 
 
 def test_run_on_a_home_a_server_uses_exits_2_and_says_how_to_use_the_server(

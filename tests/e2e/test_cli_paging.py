@@ -16,6 +16,7 @@ from stratoflow.api.app import MAX_LOG_CHUNK, create_app
 from stratoflow.api.local_server import start_in_thread
 from stratoflow.cli import main
 from stratoflow.ports import Attempt, LogRange
+from tests.cli_server import running_api
 from tests.e2e.test_api import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -36,14 +37,8 @@ tasks:
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[str]:
-    runtime = LocalRuntime(tmp_path / "home")
-    httpd, url = start_in_thread(
-        create_app(runtime.scheduler, on_change=runtime.wake), "127.0.0.1", 0
-    )
-    runtime.start()
-    yield url
-    httpd.shutdown()
-    runtime.close()
+    with running_api(tmp_path / "home") as served:
+        yield served.url
 
 
 def test_logs_and_outputs_are_printed_whole(tmp_path: Path, api: str) -> None:

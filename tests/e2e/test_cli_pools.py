@@ -11,9 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from stratoflow.adapters.local.runtime import LocalRuntime
-from stratoflow.api.app import create_app
-from stratoflow.api.local_server import start_in_thread
 from stratoflow.cli import main
+from tests.cli_server import running_api
 
 pytestmark = pytest.mark.e2e
 
@@ -27,14 +26,8 @@ tasks:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, LocalRuntime]]:
-    runtime = LocalRuntime(tmp_path / "server-home")
-    httpd, url = start_in_thread(
-        create_app(runtime.scheduler, on_change=runtime.wake), "127.0.0.1", 0
-    )
-    runtime.start()
-    yield url, runtime
-    httpd.shutdown()
-    runtime.close()
+    with running_api(tmp_path / "server-home") as server:
+        yield server.url, server.runtime
 
 
 def test_pools_commands(tmp_path: Path, served: tuple[str, LocalRuntime]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,15 +10,10 @@ import pytest
 from stratoflow.adapters.local.runtime import LocalRuntime
 from stratoflow.engine import RunState, TaskState
 from stratoflow.errors import Conflict, InvalidInput
+from tests.e2e import test_runtime
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
-    rt = LocalRuntime(tmp_path / "home")
-    yield rt
-    rt.close()
+runtime = test_runtime.runtime  # the local runtime fixture, in a fresh home per test
 
 
 def workflow(name: str, priority: int, tasks: dict[str, float], log: Path) -> str:

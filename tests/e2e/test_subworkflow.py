@@ -6,7 +6,6 @@ reach the child; and a child nested two levels deep across projects works the sa
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,8 +14,11 @@ from stratoflow.adapters.local.runtime import LocalRuntime
 from stratoflow.engine import RunState, TaskState
 from stratoflow.engine import subworkflow as rules
 from stratoflow.errors import NotFound
+from tests.e2e import test_runtime
+from tests.e2e.test_backfill import until
 
 pytestmark = pytest.mark.e2e
+runtime = test_runtime.runtime  # the local runtime fixture, in a fresh home per test
 
 
 def child_text(flag: Path, *, hold: Path | None = None) -> str:
@@ -54,19 +56,6 @@ tasks:
     command: |
       echo "seen={{ tasks.child.outputs.extract.rows }}-{{ tasks.child.outputs.extract.region }}" >> "$STRATOFLOW_OUTPUT"
 """
-
-
-@pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[LocalRuntime]:
-    rt = LocalRuntime(tmp_path / "home")
-    yield rt
-    rt.close()
-
-
-def until(rt: LocalRuntime, done: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    rt.run_until(lambda: done() or time.monotonic() > deadline)
-    assert done(), "timed out"
 
 
 def child_id(run_id: str) -> str:

@@ -10,21 +10,10 @@ import pytest
 from stratoflow.adapters.local.runtime import LocalRuntime
 from stratoflow.engine import RunState
 from stratoflow.taskexec.sql import MAX_ROWS, MAX_ROWS_BYTES
+from tests.e2e.test_runtime import finish, start
 from tests.sql.conftest import add_connection, mysql_admin
 
 pytestmark = pytest.mark.e2e
-
-
-def start(rt: LocalRuntime, text: str, **params: object) -> str:
-    version, _ = rt.scheduler.apply(text)
-    run, _ = rt.scheduler.trigger(version.project, version.name, params=params)
-    return run.id
-
-
-def finish(rt: LocalRuntime, run_id: str, timeout: float = 60) -> RunState:
-    deadline = time.monotonic() + timeout
-    rt.run_until(lambda: rt.store.get_run(run_id).state.terminal or time.monotonic() > deadline)
-    return rt.store.get_run(run_id).state
 
 
 def log_of(rt: LocalRuntime, run_id: str, task_id: str, attempt: int = 1) -> str:

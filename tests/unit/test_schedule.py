@@ -130,6 +130,16 @@ def test_bad_field_value_message_is_exact() -> None:
     )
 
 
+def refusal(expr: str, kind: str) -> str:
+    """``parse_schedule``'s message refusing ``expr``, checked to start by naming it a bad
+    ``kind`` ("cron", "rate", "schedule") expression."""
+    with pytest.raises(ScheduleError) as info:
+        parse_schedule(expr)
+    message = str(info.value)
+    assert message.startswith(f"invalid {kind} expression {expr!r}: ")
+    return message
+
+
 @pytest.mark.parametrize(
     ("expr", "fragment"),
     [
@@ -149,11 +159,7 @@ def test_bad_field_value_message_is_exact() -> None:
     ],
 )
 def test_unix_rejections(expr: str, fragment: str) -> None:
-    with pytest.raises(ScheduleError) as info:
-        parse_schedule(expr)
-    message = str(info.value)
-    assert message.startswith(f"invalid cron expression {expr!r}: ")
-    assert fragment in message
+    assert fragment in refusal(expr, "cron")
 
 
 @pytest.mark.parametrize(
@@ -176,11 +182,7 @@ def test_unix_rejections(expr: str, fragment: str) -> None:
     ],
 )
 def test_eventbridge_cron_rejections(expr: str, fragment: str) -> None:
-    with pytest.raises(ScheduleError) as info:
-        parse_schedule(expr)
-    message = str(info.value)
-    assert message.startswith(f"invalid cron expression {expr!r}: ")
-    assert fragment in message
+    assert fragment in refusal(expr, "cron")
 
 
 @pytest.mark.parametrize(
@@ -200,11 +202,7 @@ def test_eventbridge_cron_rejections(expr: str, fragment: str) -> None:
     ],
 )
 def test_rate_rejections(expr: str, fragment: str) -> None:
-    with pytest.raises(ScheduleError) as info:
-        parse_schedule(expr)
-    message = str(info.value)
-    assert message.startswith(f"invalid rate expression {expr!r}: ")
-    assert fragment in message
+    assert fragment in refusal(expr, "rate")
 
 
 @pytest.mark.parametrize(
@@ -212,10 +210,7 @@ def test_rate_rejections(expr: str, fragment: str) -> None:
     ["", "   ", "hello", "every day at noon please", "0 2 * *", "*/5", "at(2024-01-01T00:00:00)"],
 )
 def test_garbage_names_the_accepted_forms(expr: str) -> None:
-    with pytest.raises(ScheduleError) as info:
-        parse_schedule(expr)
-    message = str(info.value)
-    assert message.startswith(f"invalid schedule expression {expr!r}: ")
+    message = refusal(expr, "schedule")
     for form in ("5-field Unix cron", "@daily", "cron(m h dom mon dow year)", "rate(N minutes"):
         assert form in message
 

@@ -6,7 +6,6 @@ Credentials are given as secret references, e.g.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -14,14 +13,12 @@ import click
 from stratoflow.alerts import CHANNEL_TYPES
 from stratoflow.cli_common import (
     EXIT_FAILED,
-    api_option,
     client,
+    delete_command,
     invalid,
-    project_option,
+    named_settings_commands,
     project_output_api,
-    settings,
     show,
-    typed_line,
 )
 
 
@@ -35,45 +32,13 @@ def channels() -> None:
     """Where alerts go: PagerDuty, Slack, Webex, Teams, email, ... (per project)."""
 
 
-@channels.command("add")
-@click.argument("name")
-@click.option("--type", "type_", required=True, type=click.Choice(sorted(CHANNEL_TYPES)))
-@click.option("--url", default=None, help="the type's URL (a webhook URL: a secret reference)")
-@click.option("--setting", "pairs", multiple=True, metavar="K=V", help="a setting (repeat)")
-@project_output_api
-def channels_add(
-    name: str,
-    type_: str,
-    url: str | None,
-    pairs: Sequence[str],
-    project: str,
-    output: str,
-    api: str,
-) -> None:
-    """Add (or replace) channel NAME."""
-    body: dict[str, Any] = {"type": type_, "settings": settings(pairs)}
-    if url is not None:
-        body["url"] = url
-    view = client(api).call(
-        "PUT", f"/alerts/channels/{name}", params={"project": project}, json=body
-    )
-    show(view, output, f"channel {name} ({type_}) saved in {project}")
-
-
-@channels.command("list")
-@project_output_api
-def channels_list(project: str, output: str, api: str) -> None:
-    body = client(api).call("GET", "/alerts/channels", params={"project": project})
-    show(body, output, "\n".join(typed_line(c) for c in body["channels"]) or "(no channels)")
-
-
-@channels.command("delete")
-@click.argument("name")
-@project_option
-@api_option
-def channels_delete(name: str, project: str, api: str) -> None:
-    client(api).call("DELETE", f"/alerts/channels/{name}", params={"project": project})
-    click.echo(f"channel {name} deleted")
+named_settings_commands(
+    channels,
+    kind="channel",
+    path="/alerts/channels",
+    types=sorted(CHANNEL_TYPES),
+    url_help="the type's URL (a webhook URL: a secret reference)",
+)
 
 
 @alerts.group()
@@ -104,13 +69,7 @@ def groups_list(project: str, output: str, api: str) -> None:
     show(body, output, "\n".join(lines) or "(no groups)")
 
 
-@groups.command("delete")
-@click.argument("group")
-@project_option
-@api_option
-def groups_delete(group: str, project: str, api: str) -> None:
-    client(api).call("DELETE", f"/alerts/groups/{group}", params={"project": project})
-    click.echo(f"group {group} deleted")
+delete_command(groups, kind="group", path="/alerts/groups", argument="group")
 
 
 def _lines(deliveries: list[dict[str, Any]]) -> str:

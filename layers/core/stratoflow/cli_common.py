@@ -79,3 +79,69 @@ def typed_line(item: dict[str, Any]) -> str:
     """A channel's or a connection's line: its name, type and settings."""
     pairs = " ".join(f"{k}={v}" for k, v in sorted(item["settings"].items()))
     return f"{item['name']}\t{item['type']}\t{pairs}"
+
+
+def named_settings_commands(
+    group: click.Group,
+    *,
+    kind: str,
+    path: str,
+    types: Sequence[str],
+    url_help: str | None = None,
+    add_epilog: str | None = None,
+    list_help: str | None = None,
+    with_show: bool = False,
+) -> None:
+    """Add ``add``, ``list``, ``show`` (``with_show``) and ``delete`` to ``group``: the commands
+    of one kind of a project's named settings (``kind`` "connection", at API ``path``
+    "/connections"; its ``list`` reply's field is ``kind`` + "s"). ``url_help`` gives ``add`` a
+    ``--url`` option, sent as the body's ``url`` when given."""
+    plural = f"{kind}s"
+
+    def add(name: str, type_: str, pairs: Sequence[str], project: str, output: str, api: str,
+            url: str | None = None) -> None:  # fmt: skip
+        body: dict[str, Any] = {"type": type_, "settings": settings(pairs)}
+        if url is not None:
+            body["url"] = url
+        view = client(api).call("PUT", f"{path}/{name}", params={"project": project}, json=body)
+        show(view, output, f"{kind} {name} ({type_}) saved in {project}")
+
+    command = click.option("--setting", "pairs", multiple=True, metavar="K=V",
+                           help="a setting (repeat)")(project_output_api(add))  # fmt: skip
+    if url_help is not None:
+        command = click.option("--url", default=None, help=url_help)(command)
+    command = click.option("--type", "type_", required=True, type=click.Choice(types))(command)
+    group.command("add", help=f"Add (or replace) {kind} NAME.", epilog=add_epilog)(
+        click.argument("name")(command)
+    )
+
+    @group.command("list", help=list_help)
+    @project_output_api
+    def list_(project: str, output: str, api: str) -> None:
+        body = client(api).call("GET", path, params={"project": project})
+        show(body, output, "\n".join(typed_line(c) for c in body[plural]) or f"(no {plural})")
+
+    if with_show:
+
+        @group.command("show")
+        @click.argument("name")
+        @project_output_api
+        def show_(name: str, project: str, output: str, api: str) -> None:
+            body = client(api).call("GET", f"{path}/{name}", params={"project": project})
+            show(body, output, typed_line(body))
+
+    delete_command(group, kind=kind, path=path)
+
+
+def delete_command(group: click.Group, *, kind: str, path: str, argument: str = "name") -> None:
+    """Add ``delete ARGUMENT`` to ``group``: it deletes ``path``/ARGUMENT in the project and
+    says "``kind`` ARGUMENT deleted"."""
+
+    @group.command("delete")
+    @click.argument(argument)
+    @project_option
+    @api_option
+    def delete(project: str, api: str, **named: str) -> None:
+        name = named[argument]
+        client(api).call("DELETE", f"{path}/{name}", params={"project": project})
+        click.echo(f"{kind} {name} deleted")

@@ -1,18 +1,16 @@
 // A project's alerts: its channels (credentials only as `{{ secrets.NAME }}` references), its
 // groups (with "send a test alert"), and the delivery log with each channel's status.
 import { useState } from "preact/hooks";
-import { ApiError, DELIVERY_STATUSES, api, fmtTime, type AlertChannel, type AlertGroup, type Delivery } from "../api";
+import { DELIVERY_STATUSES, api, fmtTime, type AlertChannel, type AlertGroup, type Delivery } from "../api";
 import channelTypes from "../channelTypes.json";
 import { ActionButton, ErrorBox, StateBadge, href, navigate, useCan, useLoad, useSession } from "../common";
-
-interface ChannelType { summary: string; required: string[]; optional: string[]; credentials: string[]; choices?: Record<string, string[]> }
+import { SettingsForm, type Field, type SettingsType } from "../SettingsForm";
 
 // The channel types of stratoflow/alerts/_channels.py (CHANNEL_TYPES), kept equal to it by
 // tests/unit/test_ui_channel_types.py. The API validates every setting again and names the one
 // it refuses: this table only shapes the form.
-const CHANNEL_TYPES: Record<string, ChannelType> = channelTypes;
+const CHANNEL_TYPES: Record<string, SettingsType> = channelTypes;
 const HEADER = "header.";
-const SECRET_HINT = "{{ secrets.NAME }}";
 
 const TABS = ["channels", "groups", "deliveries"] as const;
 
@@ -90,88 +88,44 @@ function EditDelete({ what, edit, remove, onDone }: { what: string; edit: () => 
 
 function ChannelForm({ channel, onDone, onCancel }: { channel: AlertChannel | null; onDone: () => void; onCancel: () => void }) {
   const { project } = useSession();
-  const [name, setName] = useState(channel?.name ?? "");
-  const [type, setType] = useState(channel?.type ?? "webhook");
-  const [values, setValues] = useState<Record<string, string>>(channel ? { ...channel.settings } : {});
   const [headers, setHeaders] = useState(
     Object.entries(channel?.settings ?? {}).filter(([k]) => k.startsWith(HEADER)).map(([k, v]) => `${k.slice(HEADER.length)}: ${v}`).join("\n"),
   );
-  const [error, setError] = useState<Error | null>(null);
-  const [busy, setBusy] = useState(false);
-  const kind = CHANNEL_TYPES[type];
-  const problems = error instanceof ApiError ? error.body.problems : [];
-  const problemOf = (key: string) => problems.find((p) => p.path === `settings.${key}`);
-
-  const submit = async (ev: Event) => {
-    ev.preventDefault();
-    setError(null);
+  const headerSettings = (type: string) => {
     const settings: Record<string, string> = {};
-    for (const key of [...kind.required, ...kind.optional]) if (values[key]?.trim()) settings[key] = values[key].trim();
     if (type === "webhook") {
       for (const line of headers.split("\n").map((l) => l.trim()).filter(Boolean)) {
         const at = line.indexOf(":");
-        if (at < 1) { setError(new Error(`headers: “${line}” is not “Name: value”`)); return; }
+        if (at < 1) throw new Error(`headers: “${line}” is not “Name: value”`);
         settings[HEADER + line.slice(0, at).trim()] = line.slice(at + 1).trim();
       }
     }
-    setBusy(true);
-    try {
-      await api.putChannel(project, name.trim(), type, settings);
-      onDone();
-    } catch (e) {
-      setError(e as Error);
-    } finally {
-      setBusy(false);
+    return settings;
+  };
+  const field = ({ key, kind, value, set }: Field) => {
+    const choices = kind.choices?.[key];
+    if (choices) {
+      return (
+        <select aria-label={key} value={value} onChange={(e) => set((e.target as HTMLSelectElement).value)}>
+          <option value="">(default)</option>
+          {choices.map((c) => <option key={c} value={c}>{c}</option>)}
+        </select>
+      );
     }
+    if (key === "body") {
+      return <textarea aria-label={key} rows={4} spellcheck={false} value={value} onInput={(e) => set((e.target as HTMLTextAreaElement).value)} />;
+    }
+    return null;
   };
   return (
-    <form class="card" onSubmit={submit} aria-label={channel ? `Edit channel ${channel.name}` : "Add a channel"}>
-      <h2>{channel ? `Edit ${channel.name}` : "Add a channel"}</h2>
-      <label>Name
-        <input aria-label="Channel name" value={name} disabled={channel !== null} required maxLength={128} pattern="[a-z0-9_\-]+"
-          onInput={(e) => setName((e.target as HTMLInputElement).value)} />
-      </label>
-      <label>Type
-        <select aria-label="Channel type" value={type} onChange={(e) => setType((e.target as HTMLSelectElement).value)}>
-          {Object.keys(CHANNEL_TYPES).map((t) => <option key={t} value={t}>{t}</option>)}
-        </select>
-        <span class="muted small">{kind.summary}</span>
-      </label>
-      {[...kind.required, ...kind.optional].map((key) => {
-        const credential = kind.credentials.includes(key);
-        const problem = problemOf(key);
-        const choices = kind.choices?.[key];
-        const set = (v: string) => setValues({ ...values, [key]: v });
-        return (
-          <label key={`${type}.${key}`}>
-            <span>{key}{kind.required.includes(key) ? " *" : ""}{credential && <span class="muted small"> — credential: a secret reference</span>}</span>
-            {choices ? (
-              <select aria-label={key} value={values[key] ?? ""} onChange={(e) => set((e.target as HTMLSelectElement).value)}>
-                <option value="">(default)</option>
-                {choices.map((c) => <option key={c} value={c}>{c}</option>)}
-              </select>
-            ) : key === "body" ? (
-              <textarea aria-label={key} rows={4} spellcheck={false} value={values[key] ?? ""} onInput={(e) => set((e.target as HTMLTextAreaElement).value)} />
-            ) : (
-              <input aria-label={key} class={credential ? "mono" : ""} aria-invalid={problem ? true : undefined}
-                placeholder={credential ? SECRET_HINT : ""} autocomplete="off" spellcheck={false}
-                value={values[key] ?? ""} onInput={(e) => set((e.target as HTMLInputElement).value)} />
-            )}
-            {problem && <span class="error-inline" role="alert" data-testid={`problem-${key}`}>settings.{key}: {problem.message}</span>}
-          </label>
-        );
-      })}
-      {type === "webhook" && (
+    <SettingsForm noun="channel" item={channel} types={CHANNEL_TYPES} defaultType="webhook" monoAll={false}
+      save={(name, type, settings) => api.putChannel(project, name, type, settings)} field={field} extraSettings={headerSettings}
+      extra={(type) => type === "webhook" && (
         <label>Headers (one “Name: value” a line; an Authorization, token or key header is a credential)
           <textarea aria-label="Headers" rows={3} spellcheck={false} value={headers} onInput={(e) => setHeaders((e.target as HTMLTextAreaElement).value)} />
         </label>
       )}
-      <div class="actions">
-        <button type="submit" class="primary" disabled={busy}>Save channel</button>
-        <button type="button" onClick={onCancel}>Cancel</button>
-      </div>
-      <ErrorBox error={error} />
-    </form>
+      onDone={onDone} onCancel={onCancel} />
   );
 }
 

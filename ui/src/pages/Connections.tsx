@@ -1,17 +1,15 @@
 // A project's named connections (where sql tasks run): credentials only as
 // `{{ secrets.NAME }}` references, a form shaped by the type, and "test connection".
 import { useState } from "preact/hooks";
-import { ApiError, api, type Connection, type ConnectionTest } from "../api";
+import { api, type Connection, type ConnectionTest } from "../api";
 import connectionTypes from "../connectionTypes.json";
 import { ActionButton, ErrorBox, useCan, useLoad, useSession } from "../common";
-
-interface ConnectionType { summary: string; required: string[]; optional: string[]; credentials: string[]; defaults: Record<string, string> }
+import { SettingsForm, type SettingsType } from "../SettingsForm";
 
 // The types of stratoflow/connections.py (ui_table()), kept equal to it by
 // tests/unit/test_ui_connection_types.py. The API validates every setting again and names the
 // one it refuses: this table only shapes the form.
-const CONNECTION_TYPES: Record<string, ConnectionType> = connectionTypes;
-const SECRET_HINT = "{{ secrets.NAME }}";
+const CONNECTION_TYPES: Record<string, SettingsType> = connectionTypes;
 
 export function ConnectionsPage() {
   const { project } = useSession();
@@ -74,62 +72,8 @@ export function ConnectionsPage() {
 
 function ConnectionForm({ connection, onDone, onCancel }: { connection: Connection | null; onDone: () => void; onCancel: () => void }) {
   const { project } = useSession();
-  const [name, setName] = useState(connection?.name ?? "");
-  const [type, setType] = useState(connection?.type ?? "postgresql");
-  const [values, setValues] = useState<Record<string, string>>(connection ? { ...connection.settings } : {});
-  const [error, setError] = useState<Error | null>(null);
-  const [busy, setBusy] = useState(false);
-  const kind = CONNECTION_TYPES[type];
-  const problems = error instanceof ApiError ? error.body.problems : [];
-  const problemOf = (key: string) => problems.find((p) => p.path === `settings.${key}`);
-
-  const submit = async (ev: Event) => {
-    ev.preventDefault();
-    setError(null);
-    const settings: Record<string, string> = {};
-    for (const key of [...kind.required, ...kind.optional]) if (values[key]?.trim()) settings[key] = values[key].trim();
-    setBusy(true);
-    try {
-      await api.putConnection(project, name.trim(), type, settings);
-      onDone();
-    } catch (e) {
-      setError(e as Error);
-    } finally {
-      setBusy(false);
-    }
-  };
   return (
-    <form class="card" onSubmit={submit} aria-label={connection ? `Edit connection ${connection.name}` : "Add a connection"}>
-      <h2>{connection ? `Edit ${connection.name}` : "Add a connection"}</h2>
-      <label>Name
-        <input aria-label="Connection name" value={name} disabled={connection !== null} required maxLength={128} pattern="[a-z0-9_\-]+"
-          onInput={(e) => setName((e.target as HTMLInputElement).value)} />
-      </label>
-      <label>Type
-        <select aria-label="Connection type" value={type} onChange={(e) => setType((e.target as HTMLSelectElement).value)}>
-          {Object.keys(CONNECTION_TYPES).map((t) => <option key={t} value={t}>{t}</option>)}
-        </select>
-        <span class="muted small">{kind.summary}</span>
-      </label>
-      {[...kind.required, ...kind.optional].map((key) => {
-        const credential = kind.credentials.includes(key);
-        const problem = problemOf(key);
-        const set = (v: string) => setValues({ ...values, [key]: v });
-        return (
-          <label key={`${type}.${key}`}>
-            <span>{key}{kind.required.includes(key) ? " *" : ""}{credential && <span class="muted small"> — credential: a secret reference</span>}</span>
-            <input aria-label={key} class="mono" aria-invalid={problem ? true : undefined}
-              placeholder={credential ? SECRET_HINT : kind.defaults[key] ?? ""} autocomplete="off" spellcheck={false}
-              value={values[key] ?? ""} onInput={(e) => set((e.target as HTMLInputElement).value)} />
-            {problem && <span class="error-inline" role="alert" data-testid={`problem-${key}`}>settings.{key}: {problem.message}</span>}
-          </label>
-        );
-      })}
-      <div class="actions">
-        <button type="submit" class="primary" disabled={busy}>Save connection</button>
-        <button type="button" onClick={onCancel}>Cancel</button>
-      </div>
-      <ErrorBox error={error} />
-    </form>
+    <SettingsForm noun="connection" item={connection} types={CONNECTION_TYPES} defaultType="postgresql" monoAll
+      save={(name, type, settings) => api.putConnection(project, name, type, settings)} onDone={onDone} onCancel={onCancel} />
   );
 }

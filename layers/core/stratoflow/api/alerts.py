@@ -11,10 +11,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from stratoflow.alerts import CHANNEL_TYPES, MAX_CHANNELS_PER_GROUP, validate_channel
+from stratoflow.api.named_settings import NamedSettings, NamedView, NamePath, register_named
 from stratoflow.api.replies import saved
 from stratoflow.auth import Action
 
@@ -65,7 +66,6 @@ class AlertsBackend(Protocol):
 
 TEST_WAIT_SECONDS = 15.0
 
-NamePath = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[a-z0-9_-]+$")]
 AlertProjectQuery = Annotated[
     str, Query(min_length=1, max_length=200, description="The project the alerts belong to.")
 ]
@@ -96,11 +96,8 @@ class GroupBody(BaseModel):
     channels: list[str] = Field(min_length=1, max_length=MAX_CHANNELS_PER_GROUP)
 
 
-class ChannelView(BaseModel):
-    project: str
-    name: str
-    type: str
-    settings: dict[str, str]
+class ChannelView(NamedView):
+    pass
 
 
 class ChannelList(BaseModel):
@@ -141,10 +138,6 @@ class DeliveryList(BaseModel):
     next: int | None = Field(description="Pass as ?cursor= to get the next (older) page.")
 
 
-def _channel_view(c: Channel) -> ChannelView:
-    return ChannelView(project=c.project, name=c.name, type=c.type, settings=dict(c.settings))
-
-
 def _view(d: Delivery) -> DeliveryView:
     return DeliveryView.model_validate(d.view())
 
@@ -159,44 +152,22 @@ def register(
 ) -> None:
     store = alerts.store
 
-    @app.get(
-        "/alerts/channels",
-        summary="The project's alert channels (credentials shown as their secret references)",
-        tags=["alerts"],
-        responses=responses("The channels", 400),
-    )
-    def list_channels(project: AlertProjectQuery = "default") -> ChannelList:
-        allow(Action.READ, project, f"project {project!r}")
-        return ChannelList(channels=[_channel_view(c) for c in store.list_channels(project)])
-
-    @app.put(
-        "/alerts/channels/<name>",
-        summary="Create or replace an alert channel",
-        tags=["alerts"],
-        responses=responses("The channel, replaced", 400, 404, 415, created="The channel, created"),
-    )
-    def put_channel(
-        name: NamePath, body: ChannelBody, project: AlertProjectQuery = "default"
-    ) -> Response[ChannelView]:
-        allow(Action.ADMINISTER, project, f"project {project!r}")
-        channel = validate_channel(project, name, body.type, body.settings, body.url)
-        created = store.put_channel(channel, alerts.clock.now())
-        # settings hold references, never values: safe to record as they are
-        record("alerts.channel.put", f"alert-channel/{name}", project, type=channel.type,
-               settings=dict(channel.settings))  # fmt: skip
-        return saved(created, _channel_view(channel))
-
-    @app.delete(
-        "/alerts/channels/<name>",
-        summary="Delete an alert channel (refused while a group holds it)",
-        tags=["alerts"],
-        responses=responses("Deleted", 404, 409),
-    )
-    def delete_channel(name: NamePath, project: AlertProjectQuery = "default") -> dict[str, str]:
-        allow(Action.ADMINISTER, project, f"project {project!r}")
-        store.delete_channel(project, name)
-        record("alerts.channel.delete", f"alert-channel/{name}", project)
-        return {"deleted": name}
+    channels: NamedSettings[Channel, ChannelBody] = NamedSettings(
+        kind="channel", path="/alerts/channels", tag="alerts",
+        audit="alerts.channel", resource="alert-channel", project_query=AlertProjectQuery,
+        body=ChannelBody, view=ChannelView, listing=ChannelList,
+        summaries={
+            "list": "The project's alert channels (credentials shown as their secret references)",
+            "put": "Create or replace an alert channel",
+            "delete": "Delete an alert channel (refused while a group holds it)",
+        },
+        items=store.list_channels, delete=store.delete_channel, delete_errors=(404, 409),
+        validate=lambda project, name, body: validate_channel(
+            project, name, body.type, body.settings, body.url
+        ),
+        put=lambda channel: store.put_channel(channel, alerts.clock.now()),
+    )  # fmt: skip
+    register_named(app, channels, allow=allow, record=record, responses=responses)
 
     @app.get(
         "/alerts/groups",

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from stratoflow.api.replies import saved
+from stratoflow.api.named_settings import NamedSettings, NamedView, NamePath, register_named
 from stratoflow.auth import Action
 from stratoflow.connections import (
     CONNECTION_TYPES,
@@ -48,7 +48,6 @@ class ConnectionsBackend(Protocol):
     def test(self, connection: Connection) -> TestOutcome: ...
 
 
-NamePath = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[a-z0-9_-]+$")]
 ProjectQuery = Annotated[
     str, Query(min_length=1, max_length=200, description="The project the connection is in.")
 ]
@@ -62,11 +61,8 @@ class ConnectionBody(BaseModel):
     settings: dict[str, str] = Field(default_factory=dict, max_length=MAX_SETTINGS)
 
 
-class ConnectionView(BaseModel):
-    project: str
-    name: str
-    type: str
-    settings: dict[str, str]
+class ConnectionView(NamedView):
+    pass
 
 
 class ConnectionList(BaseModel):
@@ -80,10 +76,6 @@ class ConnectionTest(BaseModel):
     message: str = Field(description="What the database said (secrets shown as ***).")
 
 
-def _view(c: Connection) -> ConnectionView:
-    return ConnectionView(project=c.project, name=c.name, type=c.type, settings=dict(c.settings))
-
-
 def register(
     app: APIGatewayRestResolver,
     backend: ConnectionsBackend,
@@ -93,57 +85,23 @@ def register(
     responses: Callable[..., Any],
 ) -> None:
     store = backend.store
-
-    @app.get(
-        "/connections",
-        summary="The project's connections (credentials shown as their secret references)",
-        tags=["connections"],
-        responses=responses("The connections", 400),
-    )
-    def list_connections(project: ProjectQuery = "default") -> ConnectionList:
-        allow(Action.READ, project, f"project {project!r}")
-        return ConnectionList(connections=[_view(c) for c in store.list(project)])
-
-    @app.get(
-        "/connections/<name>",
-        summary="A connection (credentials shown as their secret references)",
-        tags=["connections"],
-        responses=responses("The connection", 400, 404),
-    )
-    def get_connection(name: NamePath, project: ProjectQuery = "default") -> ConnectionView:
-        allow(Action.READ, project, f"project {project!r}")
-        return _view(store.get(project, name))
-
-    @app.put(
-        "/connections/<name>",
-        summary="Create or replace a connection",
-        tags=["connections"],
-        responses=responses(
-            "The connection, replaced", 400, 404, 415, created="The connection, created"
+    spec: NamedSettings[Connection, ConnectionBody] = NamedSettings(
+        kind="connection", path="/connections", tag="connections",
+        audit="connections", resource="connection", project_query=ProjectQuery,
+        body=ConnectionBody, view=ConnectionView, listing=ConnectionList,
+        summaries={
+            "list": "The project's connections (credentials shown as their secret references)",
+            "get": "A connection (credentials shown as their secret references)",
+            "put": "Create or replace a connection",
+            "delete": "Delete a connection (the sql tasks that name it then fail, naming it)",
+        },
+        items=store.list, get=store.get, delete=store.delete,
+        validate=lambda project, name, body: validate_connection(
+            project, name, body.type, body.settings
         ),
-    )
-    def put_connection(
-        name: NamePath, body: ConnectionBody, project: ProjectQuery = "default"
-    ) -> Response[ConnectionView]:
-        allow(Action.ADMINISTER, project, f"project {project!r}")
-        connection = validate_connection(project, name, body.type, body.settings)
-        created = store.put(connection, backend.now())
-        # settings hold references, never values: safe to record as they are
-        record("connections.put", f"connection/{name}", project, type=connection.type,
-               settings=dict(connection.settings))  # fmt: skip
-        return saved(created, _view(connection))
-
-    @app.delete(
-        "/connections/<name>",
-        summary="Delete a connection (the sql tasks that name it then fail, naming it)",
-        tags=["connections"],
-        responses=responses("Deleted", 404),
-    )
-    def delete_connection(name: NamePath, project: ProjectQuery = "default") -> dict[str, str]:
-        allow(Action.ADMINISTER, project, f"project {project!r}")
-        store.delete(project, name)
-        record("connections.delete", f"connection/{name}", project)
-        return {"deleted": name}
+        put=lambda connection: store.put(connection, backend.now()),
+    )  # fmt: skip
+    register_named(app, spec, allow=allow, record=record, responses=responses)
 
     @app.post(
         "/connections/<name>/test",
