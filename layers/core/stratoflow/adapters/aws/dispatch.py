@@ -139,13 +139,13 @@ class StepFunctionsDispatcher(Dispatcher):
         athena_on_state_machine: bool | None = None,
     ) -> None:
         # sql tasks on an athena connection: the state machine runs the query (StartAthenaQuery,
-        # as the project's role) instead of the runner polling it. Off unless the stack says
-        # so (STRATOFLOW_SQL_ATHENA_STATE_MACHINE=1): it needs the project roles to trust the
-        # state machine's role, which the template does not grant yet
+        # as the project's role, which trusts the state machine's role by name) instead of
+        # the runner polling it. On unless STRATOFLOW_SQL_ATHENA_STATE_MACHINE=0 (the stack
+        # sets nothing: on)
         self.athena_on_state_machine = (
             athena_on_state_machine
             if athena_on_state_machine is not None
-            else os.environ.get("STRATOFLOW_SQL_ATHENA_STATE_MACHINE") == "1"
+            else os.environ.get("STRATOFLOW_SQL_ATHENA_STATE_MACHINE") != "0"
         )
         # where the versions a run pinned are read, for the runner to fetch (issue 13)
         self.resources = resources
