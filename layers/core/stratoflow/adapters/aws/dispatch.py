@@ -37,7 +37,7 @@ from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
 from stratoflow.resources import task_resources
 from stratoflow.secrets import REFERENCE, references
 from stratoflow.taskexec.sql import SqlFailed
-from stratoflow.taskexec.sql_aws import athena_request
+from stratoflow.taskexec.sql_aws import athena_request, polls_for
 
 log = logging.getLogger("stratoflow.aws.dispatch")
 
@@ -137,6 +137,7 @@ class StepFunctionsDispatcher(Dispatcher):
         resources: S3Resources | None = None,
         connections: Callable[[str, str], Connection] | None = None,
         athena_on_state_machine: bool | None = None,
+        redshift_on_state_machine: bool | None = None,
     ) -> None:
         # sql tasks on an athena connection: the state machine runs the query (StartAthenaQuery,
         # as the project's role, which trusts the state machine's role by name) instead of
@@ -146,6 +147,14 @@ class StepFunctionsDispatcher(Dispatcher):
             athena_on_state_machine
             if athena_on_state_machine is not None
             else os.environ.get("STRATOFLOW_SQL_ATHENA_STATE_MACHINE") != "0"
+        )
+        # sql tasks on a redshift-data connection: the state machine's loop (short runner
+        # steps between Wait states) instead of a runner waiting on the statement. On unless
+        # STRATOFLOW_SQL_REDSHIFT_STATE_MACHINE=0
+        self.redshift_on_state_machine = (
+            redshift_on_state_machine
+            if redshift_on_state_machine is not None
+            else os.environ.get("STRATOFLOW_SQL_REDSHIFT_STATE_MACHINE") != "0"
         )
         # where the versions a run pinned are read, for the runner to fetch (issue 13)
         self.resources = resources
@@ -406,6 +415,9 @@ class StepFunctionsDispatcher(Dispatcher):
             doc["batch"] = self._batch_job(spec, doc)
         elif kind == "sql" and (athena := self._athena_query(spec, doc["task"])) is not None:
             doc["athena"] = athena
+        elif kind == "sql" and self._redshift_loop(doc["task"]):
+            # the bound of the loop's polls, from the timeout (docs/aws-statemachine.md)
+            doc["redshift"] = {"max_polls": polls_for(timeout) + 1}
         elif runner == "batch":
             doc["batch"] = self._runner_job(spec, doc)
         return doc
@@ -425,7 +437,7 @@ class StepFunctionsDispatcher(Dispatcher):
         settings = connection.get("settings") or {}
         if not isinstance(task.get("sql"), str) or task.get("sql_file"):
             return None
-        if references(settings) or self.identities is None:
+        if references(task) or self.identities is None:  # only the runner resolves them
             return None
         region = settings.get("region")
         if region and region != self._sfn.meta.region_name:
@@ -435,6 +447,18 @@ class StepFunctionsDispatcher(Dispatcher):
         except SqlFailed:
             return None  # a name the parameters lack: the runner fails it, naming it
         return {"request": request, "role_arn": self.identity(spec.project).role_arn}
+
+    def _redshift_loop(self, task: Mapping[str, Any]) -> bool:
+        """Whether an sql task runs in the state machine's Redshift loop: a redshift-data
+        connection, the SQL inline (``sql_file`` lives in the runner's working directory)
+        and no secret reference in the task or its connection (the loop's steps do not
+        resolve them): else the runner runs and waits on it, as before."""
+        connection = task.get("__connection") or {}
+        if not self.redshift_on_state_machine or connection.get("type") != "redshift-data":
+            return False
+        if not isinstance(task.get("sql"), str) or task.get("sql_file"):
+            return False
+        return not references(task)
 
     def _connection_of(self, spec: AttemptSpec) -> dict[str, Any]:
         """An sql task's connection, as the runner reads it: its type and its settings, with
@@ -621,11 +645,17 @@ class StepFunctionsDispatcher(Dispatcher):
     def kill(self, run_id: str, task_id: str, attempt: int) -> None:
         """Stop the execution (idempotent: a missing or ended execution is left alone). A
         Batch job behind ``submitJob.sync`` is terminated by Step Functions when its execution
-        stops; a kubernetes Job is deleted through ``on_kill``."""
+        stops; a kubernetes Job is deleted through ``on_kill``. An execution in the Redshift
+        loop is not stopped: its next poll (at most ``MAX_POLL_SECONDS_STATE_MACHINE`` later)
+        finds the attempt no longer wanted, cancels the statement as its owner (the project's
+        role: nothing else may) and ends, reporting it stopped; stopping the execution would
+        leave the statement running."""
         arn = self.execution_arn(run_id, task_id, attempt)
-        described: Mapping[str, Any] | None = None
-        if self.on_kill is not None:
-            described = self._describe(arn)
+        described = self._describe(arn)
+        sent = json.loads(described.get("input") or "{}") if described else {}
+        if described and described.get("status") == "RUNNING" and "redshift" in sent:
+            log.info("execution %s: its Redshift loop cancels the statement and ends", arn)
+            return
         try:
             self._sfn.stop_execution(
                 executionArn=arn, error="stratoflow.Stopped", cause="stopped by Stratoflow"
@@ -636,8 +666,7 @@ class StepFunctionsDispatcher(Dispatcher):
                 "ValidationException",
             ):
                 raise
-        kind = json.loads(described.get("input") or "{}").get("type") if described else None
-        if kind == "kubernetes" and self.on_kill is not None:
+        if sent.get("type") == "kubernetes" and self.on_kill is not None:
             self.on_kill(run_id, task_id, attempt)
 
     def _describe(self, arn: str) -> Mapping[str, Any] | None:
