@@ -377,9 +377,11 @@ def test_user_functions_are_invoked_with_the_lambda_task_role(cfn: dict[str, Any
         and "FunctionName.$" in state.get("Parameters", {})
         and state["Resource"].startswith("arn:aws:states:::lambda:")
     }
-    assert set(from_input) == {"InvokeUserFunction", "RunOnLambdaRunner", "ReadSqlResult"}
+    runners = ("RunOnLambdaRunner", "ReadSqlResult", "StartRedshiftStatement",
+               "PollRedshiftStatement")  # fmt: skip
+    assert set(from_input) == {"InvokeUserFunction", *runners}
     assert from_input["InvokeUserFunction"]["Credentials"] == {"RoleArn": "${LambdaTaskRoleArn}"}
-    for name in ("RunOnLambdaRunner", "ReadSqlResult"):  # both the project's runner
+    for name in runners:  # all the project's runner
         runner = from_input[name]
         assert runner["Parameters"]["FunctionName.$"] == "$.runner_function"
         assert "Credentials" not in runner
@@ -1023,7 +1025,9 @@ def test_athena_query_states_run_as_the_role_the_dispatcher_wrote(cfn: dict[str,
     assert "STRATOFLOW_SQL_ATHENA_STATE_MACHINE" not in json.dumps(cfn)  # on: the default
 
 
-OTHER_STACK_PROJECT_ROLE = f"arn:{PARTITION}:iam::{ACCOUNT}:role/stratoflow/other/other-p-0123456789"
+OTHER_STACK_PROJECT_ROLE = (
+    f"arn:{PARTITION}:iam::{ACCOUNT}:role/stratoflow/other/other-p-0123456789"
+)
 
 
 def _assumable_roles(cfn: Mapping[str, Any]) -> dict[str, str]:
@@ -1085,7 +1089,9 @@ def test_the_grant_check_finds_a_grant_too_wide(cfn: dict[str, Any]) -> None:
         "PolicyDocument"
     ]["Statement"]
     (grant,) = [st for st in statements if st.get("Sid") == "RunSqlAsTheProjectRole"]
-    grant["Resource"] = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/stratoflow/*"}
+    grant["Resource"] = {
+        "Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/stratoflow/*"
+    }
     assert decide(wide, "TaskAttemptStateMachineRole", "sts:AssumeRole", OTHER_STACK_PROJECT_ROLE)
     with pytest.raises(AssertionError):
         test_the_state_machine_role_may_assume_this_stacks_project_roles_and_nothing_else(wide)
