@@ -25,6 +25,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.redshiftdata.models import Statement, redshiftdata_backends
 
 from stratoflow.adapters.aws import runner
+from stratoflow.adapters.aws.dispatch import SQL_STATE_MACHINE_MAX_SECONDS
 from stratoflow.connections import validate_connection
 from stratoflow.taskexec.sql_aws import (
     MAX_POLL_SECONDS_STATE_MACHINE,
@@ -137,12 +138,21 @@ def test_the_dispatcher_marks_the_loop_with_its_bound_and_leaves_the_rest_to_the
     assert doc["redshift"] == {"max_polls": polls_for(600) + 1}
     assert "athena" not in doc
     assert doc["runner_function"] == stack.runner_function_arn
+    # no Lambda waits: the timeout is not capped at Lambda's 15 minutes
+    hours = dispatcher.build_input(attempt_spec("sql", SQL, timeout=timedelta(hours=2)))
+    assert hours["timeout_seconds"] == 7200
+    assert hours["redshift"] == {"max_polls": polls_for(7200) + 1}
+    untimed = dispatcher.build_input(attempt_spec("sql", SQL))
+    assert untimed["timeout_seconds"] == SQL_STATE_MACHINE_MAX_SECONDS == 6 * 3600
+    assert untimed["redshift"]["max_polls"] == 725  # 5 + ceil((21600 - 31) / 30), + 1
     off = _dispatcher(stack, redshift_on_state_machine=False)
     assert "redshift" not in off.build_input(attempt_spec("sql", SQL))
     # left to the runner (it waits): sql_file, and a secret reference (only it resolves them)
     for fields in ({"connection": "wh", "sql_file": "q.sql"},
                    {**SQL, "parameters": {"name": "{{ secrets.pw_name }}", "d": "x"}}):  # fmt: skip
-        assert "redshift" not in dispatcher.build_input(attempt_spec("sql", fields))
+        on_runner = dispatcher.build_input(attempt_spec("sql", fields))
+        assert "redshift" not in on_runner
+        assert on_runner["timeout_seconds"] == 900  # the runner function's limit
 
 
 def test_a_statement_that_finishes_is_read_and_reported_in_4_plus_3_per_poll(stack: Stack) -> None:

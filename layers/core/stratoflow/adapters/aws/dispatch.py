@@ -49,6 +49,10 @@ _HASH_CHARS = 20  # 80 bits of sha256: a collision between two keys is not a pra
 # target allows). The runner function stops its task before the function's own 15 minutes.
 LAMBDA_MAX_SECONDS = 900
 CONTAINER_MAX_SECONDS = 30 * 24 * 3600  # batch / kubernetes: 30 days
+# an Athena query or a Redshift statement the state machine waits on (no Lambda waits): 6
+# hours. The Redshift loop then makes at most polls_for(6 h) + 1 = 725 polls, about 6,500
+# history events, well under a Standard execution's 25,000
+SQL_STATE_MACHINE_MAX_SECONDS = 6 * 3600
 # kubernetes: no heartbeat from the pod's reporter for this long (it sends one a minute from
 # the pod's start) means the pod never started or was lost; below the timeout, always
 HEARTBEAT_SECONDS = 600
@@ -415,9 +419,11 @@ class StepFunctionsDispatcher(Dispatcher):
             doc["batch"] = self._batch_job(spec, doc)
         elif kind == "sql" and (athena := self._athena_query(spec, doc["task"])) is not None:
             doc["athena"] = athena
+            doc["timeout_seconds"] = self._sql_timeout(spec)
         elif kind == "sql" and self._redshift_loop(doc["task"]):
+            doc["timeout_seconds"] = self._sql_timeout(spec)
             # the bound of the loop's polls, from the timeout (docs/aws-statemachine.md)
-            doc["redshift"] = {"max_polls": polls_for(timeout) + 1}
+            doc["redshift"] = {"max_polls": polls_for(doc["timeout_seconds"]) + 1}
         elif runner == "batch":
             doc["batch"] = self._runner_job(spec, doc)
         return doc
@@ -447,6 +453,14 @@ class StepFunctionsDispatcher(Dispatcher):
         except SqlFailed:
             return None  # a name the parameters lack: the runner fails it, naming it
         return {"request": request, "role_arn": self.identity(spec.project).role_arn}
+
+    @staticmethod
+    def _sql_timeout(spec: AttemptSpec) -> int:
+        """A query the state machine waits on is not bound by Lambda's 15 minutes: the
+        task's timeout, at most (and without one) ``SQL_STATE_MACHINE_MAX_SECONDS``."""
+        if spec.timeout is None:
+            return SQL_STATE_MACHINE_MAX_SECONDS
+        return max(1, min(int(spec.timeout.total_seconds()), SQL_STATE_MACHINE_MAX_SECONDS))
 
     def _redshift_loop(self, task: Mapping[str, Any]) -> bool:
         """Whether an sql task runs in the state machine's Redshift loop: a redshift-data
