@@ -1009,6 +1009,18 @@ def test_the_dispatcher_passes_the_sql_parameters_to_project_roles(cfn: dict[str
         assert cfn["Parameters"][parameter]["Default"] == ""
 
 
+def test_a_named_role_is_deployed_with_the_named_iam_capability(sam: dict[str, Any]) -> None:
+    """CloudFormation refuses a stack with a named IAM resource unless it is given
+    CAPABILITY_NAMED_IAM: samconfig.toml (what `sam deploy` reads) gives it."""
+    import tomllib
+
+    named = [logical for logical, res in sam["Resources"].items()
+             if res["Type"].startswith("AWS::IAM::") and "RoleName" in res.get("Properties", {})]  # fmt: skip
+    assert named == ["TaskAttemptStateMachineRole"]
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    assert config["default"]["deploy"]["parameters"]["capabilities"] == "CAPABILITY_NAMED_IAM"
+
+
 def test_athena_query_states_run_as_the_role_the_dispatcher_wrote(cfn: dict[str, Any]) -> None:
     """StartAthenaQuery[WithParameters] take their role from the execution input only
     (``$$.Execution.Input.athena.role_arn``, written by the dispatcher from the run's project:
