@@ -14,6 +14,7 @@ input (below) and the IAM tests, not by moto."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import boto3
@@ -85,6 +86,10 @@ def test_the_dispatcher_builds_the_query_with_positional_parameters_and_the_proj
     assert out == f"s3://{stack.bucket}/athena/default/"
     assert doc["athena"]["role_arn"] == ROLE
     assert not dispatcher.fits_express(doc)  # .sync: Standard only
+    # no Lambda waits on the query: up to SQL_STATE_MACHINE_MAX_SECONDS, not 15 minutes
+    assert doc["timeout_seconds"] == 6 * 3600
+    long = dispatcher.build_input(attempt_spec("sql", SQL, timeout=timedelta(hours=2)))
+    assert long["timeout_seconds"] == 7200
     # the role comes from the run's project: a task field naming another role changes nothing
     forged = {**SQL, "role_arn": "arn:aws:iam::123456789012:role/stratoflow/stack/p-other",
               "athena": {"role_arn": "x"}}  # fmt: skip

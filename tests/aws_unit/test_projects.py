@@ -112,8 +112,12 @@ def test_a_project_gets_a_role_within_the_boundary_and_a_runner_function_of_its_
     trust = role["AssumeRolePolicyDocument"]
     principals = trust["Statement"][0]["Principal"]["Service"]
     assert sorted(principals) == ["ecs-tasks.amazonaws.com", "lambda.amazonaws.com"]
-    # its kubernetes pods, by EKS Pod Identity (no OIDC issuer here: no IRSA statement)
+    # the Standard task-attempt state machine's role, by name (its Athena query states),
+    # and its kubernetes pods, by EKS Pod Identity (no OIDC issuer here: no IRSA statement)
     assert trust["Statement"][1:] == [
+        {"Sid": "SqlQueriesOfTheTaskAttemptStateMachine", "Effect": "Allow",
+         "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:role/{STACK}-task-attempt"},
+         "Action": "sts:AssumeRole"},
         {"Sid": "KubernetesPodsByPodIdentity", "Effect": "Allow",
          "Principal": {"Service": "pods.eks.amazonaws.com"},
          "Action": ["sts:AssumeRole", "sts:TagSession"]},
@@ -209,6 +213,35 @@ def test_a_role_made_before_the_stack_had_an_oidc_issuer_gets_the_new_trust(aws:
     aws.identities(places=WITH_IRSA).ensure("analytics")
     role = aws.iam.get_role(RoleName=PLACES.role_name("analytics"))["Role"]
     assert role["AssumeRolePolicyDocument"] == WITH_IRSA.trust("analytics")
+    assert aws.requests["iam.UpdateAssumeRolePolicy"] == 1
+
+
+def test_a_role_made_before_the_state_machine_could_run_its_queries_gets_the_new_trust(
+    aws: Aws,
+) -> None:
+    """A project role made by a version whose trust did not name the task-attempt state
+    machine's role (its Athena queries ran on the runner then) trusts it after the next
+    ensure: the trust is part of the digest the runner's description carries, so a changed
+    trust is noticed and the role's trust policy updated (iam:UpdateAssumeRolePolicy)."""
+    identities = aws.identities()
+    identities.ensure("analytics")
+    old = PLACES.trust("analytics")
+    old["Statement"] = [st for st in old["Statement"] if "AWS" not in st["Principal"]]
+    aws.iam.update_assume_role_policy(
+        RoleName=PLACES.role_name("analytics"), PolicyDocument=json.dumps(old)
+    )
+    # the function as that version left it: its description carries the old digest
+    aws.lambda_.update_function_configuration(
+        FunctionName=PLACES.function_name("analytics"), Description="Stratoflow runner [old]"
+    )
+    aws.requests.clear()
+    aws.identities().ensure("analytics")
+    role = aws.iam.get_role(RoleName=PLACES.role_name("analytics"))["Role"]
+    assert role["AssumeRolePolicyDocument"] == PLACES.trust("analytics")
+    (sql,) = [st for st in role["AssumeRolePolicyDocument"]["Statement"]
+              if st["Sid"] == "SqlQueriesOfTheTaskAttemptStateMachine"]  # fmt: skip
+    assert sql["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT}:role/{STACK}-task-attempt"}
+    assert sql["Action"] == "sts:AssumeRole"
     assert aws.requests["iam.UpdateAssumeRolePolicy"] == 1
 
 

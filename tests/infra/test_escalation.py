@@ -96,6 +96,9 @@ def _physical(cfn: Mapping[str, Any], logical: str, attribute: str | None = None
     if kind == "AWS::S3::Bucket":
         return f"arn:{PARTITION}:s3:::{STACK}-{logical.lower()}"
     if kind == "AWS::IAM::Role":
+        if "RoleName" in props:  # named: the path is / unless the template says otherwise
+            path = props.get("Path", "/")
+            return f"arn:{PARTITION}:iam::{ACCOUNT}:role{path}{_one(cfn, props['RoleName'])}"
         return f"arn:{PARTITION}:iam::{ACCOUNT}:role/{STACK}-{logical}"
     if kind == "AWS::DynamoDB::Table":
         return f"arn:{PARTITION}:dynamodb:{REGION}:{ACCOUNT}:table/{STACK}-{logical}"
@@ -374,9 +377,11 @@ def test_user_functions_are_invoked_with_the_lambda_task_role(cfn: dict[str, Any
         and "FunctionName.$" in state.get("Parameters", {})
         and state["Resource"].startswith("arn:aws:states:::lambda:")
     }
-    assert set(from_input) == {"InvokeUserFunction", "RunOnLambdaRunner", "ReadSqlResult"}
+    runners = ("RunOnLambdaRunner", "ReadSqlResult", "StartRedshiftStatement",
+               "PollRedshiftStatement")  # fmt: skip
+    assert set(from_input) == {"InvokeUserFunction", *runners}
     assert from_input["InvokeUserFunction"]["Credentials"] == {"RoleArn": "${LambdaTaskRoleArn}"}
-    for name in ("RunOnLambdaRunner", "ReadSqlResult"):  # both the project's runner
+    for name in runners:  # all the project's runner
         runner = from_input[name]
         assert runner["Parameters"]["FunctionName.$"] == "$.runner_function"
         assert "Credentials" not in runner
@@ -765,13 +770,28 @@ def test_rules_reject_subnets_without_security_groups(cfn: dict[str, Any]) -> No
 
 def longest_name_suffix(sam: Mapping[str, Any]) -> tuple[int, str]:
     """The longest ``${AWS::StackName}<suffix>`` among names limited to 64 characters
-    (Lambda function names)."""
+    (Lambda function names, IAM role names)."""
     suffixes = []
     for res in sam["Resources"].values():
-        if res["Type"] == "AWS::Serverless::Function":
-            name = res["Properties"]["FunctionName"]["Fn::Sub"]
+        field = {"AWS::Serverless::Function": "FunctionName", "AWS::IAM::Role": "RoleName"}.get(
+            res["Type"]
+        )
+        if field is not None and field in res["Properties"]:
+            name = res["Properties"][field]["Fn::Sub"]
+            assert name.startswith("${AWS::StackName}"), name
             suffixes.append(name.removeprefix("${AWS::StackName}"))
     return max((len(s), s) for s in suffixes)
+
+
+def test_named_roles_fit_the_stack_name_limit(sam: dict[str, Any]) -> None:
+    """The task-attempt state machine's role is named (project roles trust it by name): its
+    suffix is no longer than the longest function suffix, so the documented stack name limit
+    holds for it too; and project role names (``<stack>-p-<10 hex>``) fit as well."""
+    role = sam["Resources"]["TaskAttemptStateMachineRole"]["Properties"]["RoleName"]["Fn::Sub"]
+    length, _ = longest_name_suffix(sam)
+    assert len(role.removeprefix("${AWS::StackName}")) <= length
+    longest_stack = "s" * (64 - length)
+    assert len(replace(places(), stack=longest_stack).role_name("analytics")) <= 64
 
 
 def test_the_longest_stack_name_is_documented_where_it_is_chosen(sam: dict[str, Any]) -> None:
@@ -782,7 +802,7 @@ def test_the_longest_stack_name_is_documented_where_it_is_chosen(sam: dict[str, 
     and `sam deploy --guided`) and the README, and kept equal to the template here."""
     length, suffix = longest_name_suffix(sam)
     limit = 64 - length
-    assert suffix == "-eks-launcher"
+    assert length == len("-eks-launcher") == len("-task-attempt"), suffix  # the role ties
     assert f"at most {limit} characters" in " ".join(sam["Description"].split())
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert f"at most {limit} characters" in readme
@@ -989,21 +1009,101 @@ def test_the_dispatcher_passes_the_sql_parameters_to_project_roles(cfn: dict[str
         assert cfn["Parameters"][parameter]["Default"] == ""
 
 
-def test_athena_query_states_run_as_the_role_the_dispatcher_wrote_and_no_other_yet(
-    cfn: dict[str, Any],
-) -> None:
+def test_a_named_role_is_deployed_with_the_named_iam_capability(sam: dict[str, Any]) -> None:
+    """CloudFormation refuses a stack with a named IAM resource unless it is given
+    CAPABILITY_NAMED_IAM: samconfig.toml (what `sam deploy` reads) gives it."""
+    import tomllib
+
+    named = [logical for logical, res in sam["Resources"].items()
+             if res["Type"].startswith("AWS::IAM::") and "RoleName" in res.get("Properties", {})]  # fmt: skip
+    assert named == ["TaskAttemptStateMachineRole"]
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    assert config["default"]["deploy"]["parameters"]["capabilities"] == "CAPABILITY_NAMED_IAM"
+
+
+def test_athena_query_states_run_as_the_role_the_dispatcher_wrote(cfn: dict[str, Any]) -> None:
     """StartAthenaQuery[WithParameters] take their role from the execution input only
-    (``$$.Execution.Input``, written by the dispatcher from the run's project: who may start
-    an execution is checked above), never from the task's own fields. The state machine roles
-    may not assume a project role yet (the stack keeps STRATOFLOW_SQL_ATHENA_STATE_MACHINE
-    off): this fails once they may, and the trust of each project role must then be checked
-    here to name the state machine role only."""
+    (``$$.Execution.Input.athena.role_arn``, written by the dispatcher from the run's project:
+    who may start an execution is checked above), never from the task's own fields."""
     states = json.loads(ASL.read_text())["States"]
     athena = {name: s for name, s in states.items() if ":athena:" in str(s.get("Resource"))}
     assert set(athena) == {"StartAthenaQuery", "StartAthenaQueryWithParameters"}
     for state in athena.values():
         assert state["Credentials"] == {"RoleArn.$": "$$.Execution.Input.athena.role_arn"}
-    assert "STRATOFLOW_SQL_ATHENA_STATE_MACHINE" not in json.dumps(cfn)  # no function sets it
-    for role in ("TaskAttemptStateMachineRole", "ExpressTaskAttemptStateMachineRole"):
+    # no other state of the machine runs with credentials from the input
+    from_input = {name for name, s in states.items()
+                  if "RoleArn.$" in (s.get("Credentials") or {})}  # fmt: skip
+    assert from_input == set(athena)
+    assert "STRATOFLOW_SQL_ATHENA_STATE_MACHINE" not in json.dumps(cfn)  # on: the default
+
+
+OTHER_STACK_PROJECT_ROLE = (
+    f"arn:{PARTITION}:iam::{ACCOUNT}:role/stratoflow/other/other-p-0123456789"
+)
+
+
+def _assumable_roles(cfn: Mapping[str, Any]) -> dict[str, str]:
+    """Roles an sts:AssumeRole grant could name: the stack's own (each by its ARN), each
+    example project's role, another stack's project role, a role elsewhere under this stack's
+    path that is not a project role's name, and unrelated roles of the account."""
+    roles = {logical: _physical(cfn, logical)
+             for logical in resources_of(dict(cfn), "AWS::IAM::Role")}  # fmt: skip
+    for project in PROJECTS:
+        roles[f"project:{project}"] = places().role_arn(project)
+    roles["other stack's project role"] = OTHER_STACK_PROJECT_ROLE
+    roles["this stack's path, not a project role"] = (
+        f"arn:{PARTITION}:iam::{ACCOUNT}:role/stratoflow/{STACK}/admin"
+    )
+    roles["an admin role"] = f"arn:{PARTITION}:iam::{ACCOUNT}:role/Admin"
+    roles["a role named like the stack"] = f"arn:{PARTITION}:iam::{ACCOUNT}:role/{STACK}-p-x"
+    return roles
+
+
+def test_the_state_machine_role_may_assume_this_stacks_project_roles_and_nothing_else(
+    cfn: dict[str, Any],
+) -> None:
+    """The exact grant that lets StartAthenaQuery run as a project's role: the Standard
+    state machine's role may assume the LambdaTaskRole (InvokeUserFunction) and the project
+    roles of this stack (path ``/stratoflow/<stack>/``, name ``<stack>-p-*``), nothing else;
+    the Express machine's role (no Athena: ``.sync``) the LambdaTaskRole only; and each
+    project role trusts exactly that role by the name the template gives it."""
+    roles = _assumable_roles(cfn)
+    standard = {name for name, arn in roles.items()
+                if decide(cfn, "TaskAttemptStateMachineRole", "sts:AssumeRole", arn)}  # fmt: skip
+    assert standard == {"LambdaTaskRole", *(f"project:{p}" for p in PROJECTS)}
+    express = {name for name, arn in roles.items()
+               if decide(cfn, "ExpressTaskAttemptStateMachineRole", "sts:AssumeRole", arn)}  # fmt: skip
+    assert express == {"LambdaTaskRole"}
+    # the trust side names the template's role, and only it, for AWS principals
+    named = _physical(cfn, "TaskAttemptStateMachineRole")
+    assert named == places().state_machine_role_arn()
+    assert cfn["Resources"]["TaskAttemptStateMachineRole"]["Properties"].get("Path") is None
+    for project in PROJECTS:
+        principals = [st["Principal"]["AWS"] for st in places().trust(project)["Statement"]
+                      if "AWS" in st["Principal"]]  # fmt: skip
+        assert principals == [named], project
+    # no other role of user work, and no project role, may assume a project role
+    for role in ("ExpressTaskAttemptStateMachineRole", "LambdaTaskRole",
+                 *(f"project:{p}" for p in PROJECTS)):  # fmt: skip
         for project in PROJECTS:
             assert not decide(cfn, role, "sts:AssumeRole", places().role_arn(project)), role
+    # the dispatchers may edit project roles (their path), never the named role
+    for action in ("iam:UpdateAssumeRolePolicy", "iam:PutRolePolicy", "iam:CreateRole"):
+        for fn in ("AdvanceFunction", "ReconcilerFunction"):
+            role = cfn["Resources"][fn]["Properties"]["Role"]["Fn::GetAtt"][0]
+            assert not decide(cfn, role, action, named), (fn, action)
+
+
+def test_the_grant_check_finds_a_grant_too_wide(cfn: dict[str, Any]) -> None:
+    """Not vacuous: a grant of every role under stratoflow/ is caught."""
+    wide = copy.deepcopy(cfn)
+    statements = wide["Resources"]["TaskAttemptStateMachineRole"]["Properties"]["Policies"][0][
+        "PolicyDocument"
+    ]["Statement"]
+    (grant,) = [st for st in statements if st.get("Sid") == "RunSqlAsTheProjectRole"]
+    grant["Resource"] = {
+        "Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/stratoflow/*"
+    }
+    assert decide(wide, "TaskAttemptStateMachineRole", "sts:AssumeRole", OTHER_STACK_PROJECT_ROLE)
+    with pytest.raises(AssertionError):
+        test_the_state_machine_role_may_assume_this_stacks_project_roles_and_nothing_else(wide)

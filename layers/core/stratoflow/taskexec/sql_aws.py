@@ -183,33 +183,78 @@ def _field(cell: Mapping[str, Any]) -> Any:
     return None
 
 
+def redshift_request(
+    sql: str, parameters: Mapping[str, Any] | None, settings: Mapping[str, str]
+) -> dict[str, Any]:
+    """The ``ExecuteStatement`` request of ``sql`` on a redshift-data connection: ``%(name)s``
+    as ``:name`` with ``Parameters`` (never pasted into the SQL), the connection's database,
+    cluster or serverless workgroup, user and secret. The same for the runner's driver and
+    for the state machine's Redshift loop (``StartRedshiftStatement``)."""
+    text, order = placeholders(sql, parameters, "named")
+    request: dict[str, Any] = {"Sql": text, "Database": settings["database"]}
+    for setting, field in (
+        ("cluster_identifier", "ClusterIdentifier"),
+        ("workgroup_name", "WorkgroupName"),
+        ("db_user", "DbUser"),
+        ("secret_arn", "SecretArn"),
+    ):
+        if settings.get(setting):
+            request[field] = settings[setting]
+    if order:
+        request["Parameters"] = [
+            {"name": n, "value": "" if parameters[n] is None else str(parameters[n])}  # type: ignore[index]
+            for n in dict.fromkeys(order)
+        ]
+    return request
+
+
+REDSHIFT_ENDED = ("FINISHED", "FAILED", "ABORTED")
+
+
+def redshift_failure(statement_id: str, described: Mapping[str, Any]) -> SqlFailed | None:
+    """None when the ended statement ``described`` (``DescribeStatement``) finished, else
+    the failure to report."""
+    status = str(described.get("Status"))
+    if status in ("FINISHED", "SUCCEEDED"):
+        return None
+    reason = described.get("Error") or status.lower()
+    return SqlFailed(f"Redshift statement {statement_id} {status.lower()}: {reason}")
+
+
+def redshift_results(
+    api: Any, statement_id: str, described: Mapping[str, Any], keep: int
+) -> Result:
+    """The result of the finished statement ``statement_id`` (``described``: its
+    ``DescribeStatement``): its columns, at most ``keep`` rows and its row count."""
+    if not described.get("HasResultSet"):
+        return Result([], [], max(int(described.get("ResultRows") or 0), 0), 1)
+    columns: list[str] = []
+    rows: list[tuple[Any, ...]] = []
+    count = 0
+    kwargs: dict[str, Any] = {"Id": statement_id}
+    while True:
+        page = api.get_statement_result(**kwargs)
+        if not columns:
+            columns = [c.get("name") or c.get("label") or "" for c in page["ColumnMetadata"]]
+        for record in page.get("Records", []):
+            count += 1
+            if len(rows) < keep:
+                rows.append(tuple(_field(c) for c in record))
+        token = page.get("NextToken")
+        if not token or (len(rows) >= keep and keep <= 1):
+            break
+        kwargs["NextToken"] = token
+    return Result(columns, rows, int(page.get("TotalNumRows") or count), 1)
+
+
 class RedshiftDataDriver(_Polling):
     def __init__(self, settings: Mapping[str, str]) -> None:
         super().__init__()
         self._settings = settings
         self._api = _client("redshift-data", settings)
 
-    def _target(self) -> dict[str, Any]:
-        s = self._settings
-        target: dict[str, Any] = {"Database": s["database"]}
-        if s.get("cluster_identifier"):
-            target["ClusterIdentifier"] = s["cluster_identifier"]
-        if s.get("workgroup_name"):
-            target["WorkgroupName"] = s["workgroup_name"]
-        if s.get("db_user"):
-            target["DbUser"] = s["db_user"]
-        if s.get("secret_arn"):
-            target["SecretArn"] = s["secret_arn"]
-        return target
-
     def run(self, sql: str, parameters: Mapping[str, Any] | None, keep: int) -> Result:
-        text, order = placeholders(sql, parameters, "named")
-        if order:
-            values = [{"name": n, "value": "" if parameters[n] is None else str(parameters[n])}  # type: ignore[index]
-                      for n in dict.fromkeys(order)]  # fmt: skip
-            started = self._api.execute_statement(Sql=text, Parameters=values, **self._target())
-        else:
-            started = self._api.execute_statement(Sql=text, **self._target())
+        started = self._api.execute_statement(**redshift_request(sql, parameters, self._settings))
         self.query_id = str(started["Id"])
         final: dict[str, Any] = {}
 
@@ -218,28 +263,12 @@ class RedshiftDataDriver(_Polling):
             return str(final["Status"])
 
         status = self._wait(state)
-        if status not in ("FINISHED", "SUCCEEDED"):
-            reason = final.get("Error") or status.lower()
-            raise SqlFailed(f"Redshift statement {self.query_id} {status.lower()}: {reason}")
-        if not final.get("HasResultSet"):
-            return Result([], [], max(int(final.get("ResultRows") or 0), 0), 1)
-        columns: list[str] = []
-        rows: list[tuple[Any, ...]] = []
-        count = 0
-        kwargs: dict[str, Any] = {"Id": self.query_id}
-        while True:
-            page = self._api.get_statement_result(**kwargs)
-            if not columns:
-                columns = [c.get("name") or c.get("label") or "" for c in page["ColumnMetadata"]]
-            for record in page.get("Records", []):
-                count += 1
-                if len(rows) < keep:
-                    rows.append(tuple(_field(c) for c in record))
-            token = page.get("NextToken")
-            if not token:
-                break
-            kwargs["NextToken"] = token
-        return Result(columns, rows, int(page.get("TotalNumRows") or count), 1)
+        if status == "CANCELLED":  # cancel() was called
+            final["Status"] = status
+        failure = redshift_failure(self.query_id, final)
+        if failure is not None:
+            raise failure
+        return redshift_results(self._api, self.query_id, final, keep)
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -308,6 +337,38 @@ def open_aws_driver(kind: str, settings: Mapping[str, str]) -> Driver:
 
 
 ENDED = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+# The state machine's Redshift loop (statemachines/task_attempt.asl.json): between two polls
+# it waits 1, 2, 4, 8, 16 s, then 30 s each (never past the attempt's deadline)
+FIRST_POLL_SECONDS = 1
+MAX_POLL_SECONDS_STATE_MACHINE = 30
+
+
+def poll_wait(polls: int) -> int:
+    """The wait before poll number ``polls + 1`` (``polls`` done so far): 2**polls s, at
+    most ``MAX_POLL_SECONDS_STATE_MACHINE``."""
+    if polls >= 5:
+        return MAX_POLL_SECONDS_STATE_MACHINE
+    return min(FIRST_POLL_SECONDS << max(polls, 0), MAX_POLL_SECONDS_STATE_MACHINE)
+
+
+def polls_for(seconds: float) -> int:
+    """How many polls the loop makes for a statement that runs ``seconds``: the first poll
+    whose waits so far add up to at least ``seconds`` sees it ended (at least one)."""
+    polls, waited = 0, 0
+    while True:
+        waited += poll_wait(polls)
+        polls += 1
+        if waited >= seconds:
+            return polls
+
+
+def redshift_transitions(seconds: float) -> int:
+    """State transitions of an attempt whose statement runs ``seconds`` (no retry delay):
+    Route, StartRedshiftStatement, RedshiftStatementEnded, then per poll
+    WaitForRedshiftStatement, PollRedshiftStatement, RedshiftStatementEnded, and ReportOutcome:
+    ``4 + 3 * polls_for(seconds)``."""
+    return 4 + 3 * polls_for(seconds)
 
 
 def athena_outcome(athena: Any, query: Mapping[str, Any], outputs: str) -> dict[str, Any]:

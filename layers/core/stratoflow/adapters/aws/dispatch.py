@@ -38,7 +38,7 @@ from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
 from stratoflow.resources import task_resources
 from stratoflow.secrets import references
 from stratoflow.taskexec.sql import SqlFailed
-from stratoflow.taskexec.sql_aws import athena_request
+from stratoflow.taskexec.sql_aws import athena_request, polls_for
 
 log = logging.getLogger("stratoflow.aws.dispatch")
 
@@ -50,6 +50,10 @@ _HASH_CHARS = 20  # 80 bits of sha256: a collision between two keys is not a pra
 # target allows). The runner function stops its task before the function's own 15 minutes.
 LAMBDA_MAX_SECONDS = 900
 CONTAINER_MAX_SECONDS = 30 * 24 * 3600  # batch / kubernetes: 30 days
+# an Athena query or a Redshift statement the state machine waits on (no Lambda waits): 6
+# hours. The Redshift loop then makes at most polls_for(6 h) + 1 = 725 polls, about 6,500
+# history events, well under a Standard execution's 25,000
+SQL_STATE_MACHINE_MAX_SECONDS = 6 * 3600
 # kubernetes: no heartbeat from the pod's reporter for this long (it sends one a minute from
 # the pod's start) means the pod never started or was lost; below the timeout, always
 HEARTBEAT_SECONDS = 600
@@ -138,15 +142,24 @@ class StepFunctionsDispatcher(Dispatcher):
         resources: S3Resources | None = None,
         connections: Callable[[str, str], Connection] | None = None,
         athena_on_state_machine: bool | None = None,
+        redshift_on_state_machine: bool | None = None,
     ) -> None:
         # sql tasks on an athena connection: the state machine runs the query (StartAthenaQuery,
-        # as the project's role) instead of the runner polling it. Off unless the stack says
-        # so (STRATOFLOW_SQL_ATHENA_STATE_MACHINE=1): it needs the project roles to trust the
-        # state machine's role, which the template does not grant yet
+        # as the project's role, which trusts the state machine's role by name) instead of
+        # the runner polling it. On unless STRATOFLOW_SQL_ATHENA_STATE_MACHINE=0 (the stack
+        # sets nothing: on)
         self.athena_on_state_machine = (
             athena_on_state_machine
             if athena_on_state_machine is not None
-            else os.environ.get("STRATOFLOW_SQL_ATHENA_STATE_MACHINE") == "1"
+            else os.environ.get("STRATOFLOW_SQL_ATHENA_STATE_MACHINE") != "0"
+        )
+        # sql tasks on a redshift-data connection: the state machine's loop (short runner
+        # steps between Wait states) instead of a runner waiting on the statement. On unless
+        # STRATOFLOW_SQL_REDSHIFT_STATE_MACHINE=0
+        self.redshift_on_state_machine = (
+            redshift_on_state_machine
+            if redshift_on_state_machine is not None
+            else os.environ.get("STRATOFLOW_SQL_REDSHIFT_STATE_MACHINE") != "0"
         )
         # where the versions a run pinned are read, for the runner to fetch (issue 13)
         self.resources = resources
@@ -404,6 +417,11 @@ class StepFunctionsDispatcher(Dispatcher):
             doc["batch"] = self._batch_job(spec, doc)
         elif kind == "sql" and (athena := self._athena_query(spec, doc["task"])) is not None:
             doc["athena"] = athena
+            doc["timeout_seconds"] = self._sql_timeout(spec)
+        elif kind == "sql" and self._redshift_loop(doc["task"]):
+            doc["timeout_seconds"] = self._sql_timeout(spec)
+            # the bound of the loop's polls, from the timeout (docs/aws-statemachine.md)
+            doc["redshift"] = {"max_polls": polls_for(doc["timeout_seconds"]) + 1}
         elif runner == "batch":
             doc["batch"] = self._runner_job(spec, doc)
         return doc
@@ -423,7 +441,7 @@ class StepFunctionsDispatcher(Dispatcher):
         settings = connection.get("settings") or {}
         if not isinstance(task.get("sql"), str) or task.get("sql_file"):
             return None
-        if references(settings) or self.identities is None:
+        if references(task) or self.identities is None:  # only the runner resolves them
             return None
         region = settings.get("region")
         if region and region != self._sfn.meta.region_name:
@@ -433,6 +451,26 @@ class StepFunctionsDispatcher(Dispatcher):
         except SqlFailed:
             return None  # a name the parameters lack: the runner fails it, naming it
         return {"request": request, "role_arn": self.identity(spec.project).role_arn}
+
+    @staticmethod
+    def _sql_timeout(spec: AttemptSpec) -> int:
+        """A query the state machine waits on is not bound by Lambda's 15 minutes: the
+        task's timeout, at most (and without one) ``SQL_STATE_MACHINE_MAX_SECONDS``."""
+        if spec.timeout is None:
+            return SQL_STATE_MACHINE_MAX_SECONDS
+        return max(1, min(int(spec.timeout.total_seconds()), SQL_STATE_MACHINE_MAX_SECONDS))
+
+    def _redshift_loop(self, task: Mapping[str, Any]) -> bool:
+        """Whether an sql task runs in the state machine's Redshift loop: a redshift-data
+        connection, the SQL inline (``sql_file`` lives in the runner's working directory)
+        and no secret reference in the task or its connection (the loop's steps do not
+        resolve them): else the runner runs and waits on it, as before."""
+        connection = task.get("__connection") or {}
+        if not self.redshift_on_state_machine or connection.get("type") != "redshift-data":
+            return False
+        if not isinstance(task.get("sql"), str) or task.get("sql_file"):
+            return False
+        return not references(task)
 
     def _connection_of(self, spec: AttemptSpec) -> dict[str, Any]:
         """An sql task's connection, as the runner reads it: its type and its settings, with
@@ -626,11 +664,17 @@ class StepFunctionsDispatcher(Dispatcher):
     def kill(self, run_id: str, task_id: str, attempt: int) -> None:
         """Stop the execution (idempotent: a missing or ended execution is left alone). A
         Batch job behind ``submitJob.sync`` is terminated by Step Functions when its execution
-        stops; a kubernetes Job is deleted through ``on_kill``."""
+        stops; a kubernetes Job is deleted through ``on_kill``. An execution in the Redshift
+        loop is not stopped: its next poll (at most ``MAX_POLL_SECONDS_STATE_MACHINE`` later)
+        finds the attempt no longer wanted, cancels the statement as its owner (the project's
+        role: nothing else may) and ends, reporting it stopped; stopping the execution would
+        leave the statement running."""
         arn = self.execution_arn(run_id, task_id, attempt)
-        described: Mapping[str, Any] | None = None
-        if self.on_kill is not None:
-            described = self._describe(arn)
+        described = self._describe(arn)
+        sent = json.loads(described.get("input") or "{}") if described else {}
+        if described and described.get("status") == "RUNNING" and "redshift" in sent:
+            log.info("execution %s: its Redshift loop cancels the statement and ends", arn)
+            return
         try:
             self._sfn.stop_execution(
                 executionArn=arn, error="stratoflow.Stopped", cause="stopped by Stratoflow"
@@ -641,8 +685,7 @@ class StepFunctionsDispatcher(Dispatcher):
                 "ValidationException",
             ):
                 raise
-        kind = json.loads(described.get("input") or "{}").get("type") if described else None
-        if kind == "kubernetes" and self.on_kill is not None:
+        if sent.get("type") == "kubernetes" and self.on_kill is not None:
             self.on_kill(run_id, task_id, attempt)
 
     def _describe(self, arn: str) -> Mapping[str, Any] | None:

@@ -187,16 +187,32 @@ class ProjectPlaces:
             f"{self.stack}-task-attempt"
         )
 
+    def state_machine_role_arn(self) -> str:
+        """The Standard task-attempt state machine's role (template.yaml names it
+        ``<stack>-task-attempt``, path ``/``): its ``StartAthenaQuery`` states run as a
+        project's role (``Credentials``). Named, not referenced: project roles are made at
+        run time and trust it by this name."""
+        return f"arn:{self.partition}:iam::{self.account}:role/{self.stack}-task-attempt"
+
     def trust(self, project: str) -> dict[str, Any]:
-        """Who may assume the project's role: its runner function, its Batch jobs, its pods
-        through EKS Pod Identity (the association, made by the stack, picks the service
-        account), and with an OIDC issuer its pods through IRSA: the service account
-        ``stratoflow-<digest>`` of this project in the stack's namespace, and no other."""
+        """Who may assume the project's role: its runner function, its Batch jobs, the
+        Standard task-attempt state machine's role (its Athena query states run as the
+        project's role: the dispatcher names this project's role for this project's
+        attempts only), its pods through EKS Pod Identity (the association, made by the
+        stack, picks the service account), and with an OIDC issuer its pods through IRSA:
+        the service account ``stratoflow-<digest>`` of this project in the stack's
+        namespace, and no other."""
         statements: list[dict[str, Any]] = [
             {
                 "Sid": "RunnerFunctionAndBatchJobs",
                 "Effect": "Allow",
                 "Principal": {"Service": ["lambda.amazonaws.com", "ecs-tasks.amazonaws.com"]},
+                "Action": "sts:AssumeRole",
+            },
+            {
+                "Sid": "SqlQueriesOfTheTaskAttemptStateMachine",
+                "Effect": "Allow",
+                "Principal": {"AWS": self.state_machine_role_arn()},
                 "Action": "sts:AssumeRole",
             },
             {

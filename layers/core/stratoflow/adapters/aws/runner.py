@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -399,14 +400,19 @@ def handle(
     secrets: SecretSource | None = None,
     lambda_client: Any = None,
     athena_client: Any = None,
+    redshift_client: Any = None,
 ) -> dict[str, Any]:
     """The runner function: the state machine's attempt input in, the outcome out. With the
     state table (``dynamodb``, ``table``) a stop reaches the running task (``task_watch``);
     ``secrets`` resolves its references (Secrets Manager, as the project's role). An input
     with ``athena`` and ``query`` comes from ``ReadSqlResult``: the query already ran in
-    Athena (``StartAthenaQuery``); only its result is read (``read_sql_result``)."""
+    Athena (``StartAthenaQuery``); only its result is read (``read_sql_result``). An input
+    with ``redshift`` is one short step of the state machine's Redshift loop
+    (``redshift_step``): start the statement, or look at it once."""
     if "athena" in event and "query" in event:
         return read_sql_result(event, athena_client)
+    if "redshift" in event:
+        return redshift_step(event, redshift_client, task_watch(dynamodb, table, event))
     poll = float(os.environ.get("STRATOFLOW_STOP_POLL_SECONDS") or STOP_POLL_SECONDS)
     return run_attempt(
         event,
@@ -443,6 +449,124 @@ def read_sql_result(attempt: Mapping[str, Any], athena: Any = None) -> dict[str,
             "log": None,
         }
     return {"status": "succeeded", "exit_code": 0, "error": None, "outputs": outputs, "log": None}
+
+
+def _sql_failed(error: str, query_id: str | None = None) -> dict[str, Any]:
+    outputs = {"query_id": query_id} if query_id else {}
+    return {"status": "failed", "exit_code": None, "error": error, "outputs": outputs,
+            "log": None}  # fmt: skip
+
+
+def redshift_step(
+    attempt: Mapping[str, Any],
+    api: Any = None,
+    still_wanted: StillWanted | None = None,
+    now: Callable[[], float] = time.time,
+) -> dict[str, Any]:
+    """One step of the state machine's Redshift loop (docs/aws-statemachine.md), as the
+    project's role: the statement's owner, the only one its policy lets describe, read or
+    cancel it. Nothing here waits: the state machine's Wait state does, between steps.
+
+    - ``StartRedshiftStatement`` (no ``result`` yet): ``ExecuteStatement`` (the SQL with
+      ``:name`` placeholders and ``Parameters``, never pasted), unless the attempt is no
+      longer wanted (a stop during its retry delay).
+    - ``PollRedshiftStatement`` (``result.outcome.statement``, what the previous step
+      returned): one ``DescribeStatement``. Finished: the outcome (first_row / rows bounded /
+      row_count and query_id, read with ``GetStatementResult``). Failed or aborted: failed.
+      Not wanted any more (a stop, a mark, the engine's timeout), past the attempt's
+      deadline (``timeout_seconds`` from the start) or past ``redshift.max_polls``:
+      ``CancelStatement``, and stopped / timed_out.
+
+    While the statement runs the outcome's status is ``running`` with ``statement``: its id,
+    the deadline, the polls so far and ``wait_seconds``, the next Wait (``poll_wait``, never
+    past the deadline)."""
+    from stratoflow.taskexec.sql import MAX_ROWS, OUTPUT_KINDS, SqlFailed, outputs_of
+    from stratoflow.taskexec.sql_aws import (
+        poll_wait,
+        redshift_failure,
+        redshift_request,
+        redshift_results,
+    )
+
+    task = attempt.get("task") or {}
+    settings = (task.get("__connection") or {}).get("settings") or {}
+    outputs = str(task.get("outputs") or "none")
+    if api is None:
+        import boto3
+
+        api = boto3.client("redshift-data", region_name=settings.get("region") or None)
+    previous = ((attempt.get("result") or {}).get("outcome") or {}).get("statement")
+    try:
+        timeout = float(attempt["timeout_seconds"])
+        max_polls = int((attempt.get("redshift") or {})["max_polls"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AttemptInputError(f"a Redshift step's input lacks a valid {exc}") from None
+
+    def running(statement: dict[str, Any]) -> dict[str, Any]:
+        left = max(statement["deadline"] - now(), 0.0)
+        wait = max(min(poll_wait(statement["polls"]), math.ceil(left)), 1)
+        statement["wait_seconds"] = wait
+        return {"status": "running", "exit_code": None, "error": None, "outputs": {},
+                "log": None, "statement": statement}  # fmt: skip
+
+    if previous is None:
+        if still_wanted is not None and not still_wanted():
+            return _stopped()
+        if outputs not in OUTPUT_KINDS:
+            return _sql_failed(f"outputs must be one of {', '.join(OUTPUT_KINDS)}, not {outputs!r}")
+        try:
+            request = redshift_request(str(task.get("sql") or ""), task.get("parameters") or None,
+                                       settings)  # fmt: skip
+            started = api.execute_statement(**request)
+        except SqlFailed as exc:
+            return _sql_failed(str(exc))
+        except Exception as exc:  # refused, throttled past the SDK's retries, invalid
+            return _sql_failed(f"the statement could not be started: {exc}")
+        statement_id = str(started["Id"])
+        log.info("Redshift statement %s started", statement_id)
+        return running({"id": statement_id, "deadline": now() + timeout, "polls": 0})
+
+    statement_id = str(previous["id"])
+    statement = {**previous, "polls": int(previous.get("polls") or 0) + 1}
+
+    def cancel() -> str:
+        try:
+            api.cancel_statement(Id=statement_id)
+        except Exception as exc:  # it ended meanwhile (ValidationException), or a throttle
+            return f"; cancelling it failed: {exc}"
+        return ""
+
+    if still_wanted is not None and not still_wanted():
+        gone = _stopped()
+        gone["error"] += f" (Redshift statement {statement_id} cancelled{cancel()})"
+        gone["outputs"] = {"query_id": statement_id}
+        return gone
+    try:
+        described = api.describe_statement(Id=statement_id)
+    except Exception as exc:
+        return _sql_failed(f"Redshift statement {statement_id}: {exc}{cancel()}", statement_id)
+    status = str(described.get("Status"))
+    if status in ("FINISHED", "FAILED", "ABORTED"):
+        failure = redshift_failure(statement_id, described)
+        if failure is not None:
+            return _sql_failed(str(failure), statement_id)
+        keep = {"first_row": 1, "rows": MAX_ROWS + 1, "none": 0}[outputs]
+        try:
+            found = outputs_of(redshift_results(api, statement_id, described, keep), outputs)
+        except SqlFailed as exc:
+            return _sql_failed(str(exc), statement_id)
+        found["query_id"] = statement_id
+        size = len(json.dumps(found, default=str).encode())
+        if size > MAX_OUTPUTS_BYTES:
+            return _sql_failed(f"outputs too large: {size} bytes as JSON (at most "
+                               f"{MAX_OUTPUTS_BYTES})", statement_id)  # fmt: skip
+        return {"status": "succeeded", "exit_code": 0, "error": None, "outputs": found,
+                "log": None}  # fmt: skip
+    if now() >= statement["deadline"] or statement["polls"] >= max_polls:
+        return {"status": "timed_out", "exit_code": None, "outputs": {"query_id": statement_id},
+                "error": f"timed out after {timeout:g} s (Redshift statement {statement_id} "
+                         f"{status.lower()}, cancelled{cancel()})", "log": None}  # fmt: skip
+    return running(statement)
 
 
 def load_attempt(environ: Mapping[str, str], argv: list[str], s3: Any) -> dict[str, Any]:

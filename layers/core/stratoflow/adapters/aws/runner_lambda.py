@@ -49,6 +49,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         secrets=secrets,
         lambda_client=lambda_client,
     )
+    if outcome["status"] == "running":  # a step of the Redshift loop: the attempt goes on
+        logger.info("statement running", extra={"key": event.get("key")})
+        return outcome
     metrics.add_metric(name=f"Tasks_{outcome['status']}", unit=MetricUnit.Count, value=1)
     logger.info("attempt ended", extra={"key": event.get("key"), "status": outcome["status"]})
     return outcome
