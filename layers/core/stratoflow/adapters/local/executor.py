@@ -22,12 +22,12 @@ it left running in its group with it.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import errno
 import hashlib
 import json
 import logging
-import _thread
 import os
 import select
 import shlex
