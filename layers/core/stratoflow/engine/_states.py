@@ -5,19 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Self, TypeVar
+
+_V = TypeVar("_V")
 
 
-def _with(value: Any, changes: dict[str, Any]) -> Any:
+def _with(value: _V, changes: dict[str, Any]) -> _V:
     """A copy of a frozen dataclass value (no ``__post_init__``, no init-only fields) with
     ``changes``: what ``dataclasses.replace`` makes, without calling ``__init__`` through
     a getattr per field (the scheduler copies task values ~5 times per task)."""
     names = _FIELDS.get(type(value))
     if names is None:
-        names = _FIELDS[type(value)] = frozenset(f.name for f in fields(value))
+        names = _FIELDS[type(value)] = frozenset(f.name for f in fields(value))  # type: ignore[arg-type]
     if not changes.keys() <= names:
         raise TypeError(f"{type(value).__name__} has no field {sorted(changes.keys() - names)}")
-    new = object.__new__(type(value))
+    new: _V = object.__new__(type(value))
     new.__dict__.update(value.__dict__, **changes)
     return new
 
