@@ -164,6 +164,7 @@ class Scheduler:
         self._deferring = False
         self._ready_now: dict[str, dict[str, tuple[TaskInstance, engine.Decision]]] = {}
         self._retire_later: list[TaskInstance] = []
+        self._claim_again = False  # some of them queued for want of a slot for all
         self.backfills = Backfills(self)  # their lanes move on when a run ends (_run_ended)
         self.dependencies = Dependencies(self)  # checked by the scheduler, never dispatched
         self.subworkflows = SubWorkflows(self)  # a child's end completes its parent's task
@@ -656,8 +657,8 @@ class Scheduler:
 
     def _queue_unclaimed(self) -> None:
         """After a turn's claims: queue the children made ready in it that were not claimed
-        (the claim never came, or their run had no slot), then retire the intents of the
-        parents that made them ready."""
+        (their run had no slot for all, or another writer moved them), then retire the
+        intents of the parents that made them ready."""
         ready, self._ready_now = self._ready_now, {}
         for children in ready.values():
             for _child, decision in children.values():
@@ -765,7 +766,7 @@ class Scheduler:
         instead of from every running run's."""
         now = self.clock.now()
         with self._deciding():
-            self._ready_now, self._retire_later = {}, []
+            self._ready_now, self._retire_later, self._claim_again = {}, [], False
             self._deferring = runs is not None and not self.store.atomic
             try:
                 self._apply_results(reports)
@@ -851,10 +852,11 @@ class Scheduler:
             ready = list(self._ready_now.get(run_id, {}).values())
             claimed += self._claim_run(run_id, queued, now, ready)
         self._queue_unclaimed()
+        again, self._claim_again = self._claim_again, False
         claimed += self._serve_pools(now, every=runs is None)
         ready = _Claimed(a for run, spec, task in claimed if (a := self._prepare(spec, run, task)))
         ready.claimed = len(claimed)
-        ready.more = len(claimed) >= DISPATCH_BATCH or len(ready) < len(claimed)
+        ready.more = again or len(claimed) >= DISPATCH_BATCH or len(ready) < len(claimed)
         self._record_starts(ready)
         return ready
 
@@ -879,8 +881,12 @@ class Scheduler:
         if pooled and run.state is RunState.RUNNING:
             self._join_pools(spec, run, pooled, now)
         direct = [child for child, _ in ready]
-        if head >= DISPATCH_BATCH or len(queued) + len(direct) > engine.dispatch_slots(spec, run):
-            direct = []  # no slot for all of them: they queue, behind what queued before
+        free = engine.dispatch_slots(spec, run)
+        if direct and (head >= DISPATCH_BATCH or len(queued) + len(direct) > free):
+            # no slot for all of them: they queue, and the next pass claims from the queue in
+            # its order (priority, then FIFO) what the slots left here allow
+            direct = []
+            self._claim_again = self._claim_again or free > len(queued)
         for decision in engine.claims(spec, run, queued, now, ready=direct):
             if self.store.apply(decision):
                 claimed += [(run, spec, w.task) for w in decision.tasks]
@@ -888,6 +894,9 @@ class Scheduler:
             for write in decision.tasks:
                 if self.store.apply(engine.Decision(run.id, (write,), running=1)):
                     claimed.append((run, spec, write.task))
+        waiting = self._ready_now.get(run_id, {})
+        for _, _, task in claimed:
+            waiting.pop(task.task_id, None)  # claimed: nothing left to queue
         return claimed
 
     def _record_starts(self, ready: _Claimed) -> None:
