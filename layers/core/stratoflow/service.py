@@ -849,8 +849,8 @@ class Scheduler:
                     by_run[run_id] = queue
         claimed: list[tuple[Run, WorkflowSpec, TaskInstance]] = []
         for run_id, queued in by_run.items():
-            ready = list(self._ready_now.get(run_id, {}).values())
-            claimed += self._claim_run(run_id, queued, now, ready)
+            made_ready = list(self._ready_now.get(run_id, {}).values())
+            claimed += self._claim_run(run_id, queued, now, made_ready)
         self._queue_unclaimed()
         again, self._claim_again = self._claim_again, False
         claimed += self._serve_pools(now, every=runs is None)
