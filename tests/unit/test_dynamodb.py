@@ -950,3 +950,71 @@ def test_a_task_that_ends_without_running_carries_its_intent_in_a_running_partit
     assert [t.task_id for t in env.store.pending_propagations(10)] == ["a"]
     assert env.store.expired_tasks(T0 + timedelta(days=365), 10) == []
     assert env.store.running_tasks() == []
+
+
+def fan_workflow(concurrency: int | None) -> str:
+    """root -> c0, c1, c2 (with a run ``concurrency`` if given)."""
+    lines = ["name: fan", "project: analytics", "tasks:", "  root: {type: shell, command: echo}"]
+    lines += [f"  c{i}: {{type: shell, command: echo, depends_on: [root]}}" for i in range(3)]
+    if concurrency is not None:
+        lines.insert(2, f"concurrency: {concurrency}")
+    return "\n".join(lines) + "\n"
+
+
+def run_fan_root(env: Env, concurrency: int | None) -> tuple[Scheduler, RecordingDispatcher]:
+    """Trigger the fan, start its root, then hand its success to ``advance`` (the AWS hot
+    path), with the requests of that ``advance`` alone in ``env.requests``."""
+    dispatcher = RecordingDispatcher()
+    scheduler = Scheduler(env.store, env.store, dispatcher, FixedClock())
+    scheduler.apply(fan_workflow(concurrency))
+    run, _ = scheduler.trigger("analytics", "fan", run_id="fan")
+    scheduler.advance([], runs=[run.id])
+    assert dispatcher.started == ["fan/root/1"]
+    env.requests.clear()
+    scheduler.advance([Finished(run.id, "root", 1, AttemptResult(AttemptStatus.SUCCEEDED))])
+    return scheduler, dispatcher
+
+
+def queued_writes(env: Env) -> list[str]:
+    """The writes of the recorded requests that put a task in its run's queue (gsi1 ``Q#``)."""
+    reads = ("Query", "GetItem", "BatchGetItem")
+    return [
+        name for name, params in env.requests.calls if name not in reads and "Q#fan" in repr(params)
+    ]
+
+
+def test_advance_claims_a_child_in_the_turn_that_makes_it_ready(env: Env) -> None:
+    """On DynamoDB, ``advance`` claims the children a result made ready straight from WAITING
+    when their run has a slot for each: one attempt each, never a QUEUED write nor a queue
+    index entry on the way (3 write units fewer per task), and the parent's propagation
+    intent retired once they are claimed."""
+    _, dispatcher = run_fan_root(env, None)
+
+    assert sorted(dispatcher.started[1:]) == ["fan/c0/1", "fan/c1/1", "fan/c2/1"]
+    tasks = {t.task_id: t for t in env.store.get_tasks("fan")}
+    assert [(tasks[c].state, tasks[c].attempt) for c in ("c0", "c1", "c2")] == [
+        (TaskState.RUNNING, 1)
+    ] * 3
+    assert not tasks["root"].propagating
+    assert env.store.pending_propagations(10) == []
+    assert queued_writes(env) == []
+    assert env.store.get_run("fan").n_running == 3
+
+
+def test_children_without_a_slot_for_each_queue_and_the_slots_are_filled_in_order(
+    env: Env,
+) -> None:
+    """A run with ``concurrency: 2`` and three children made ready at once: they queue (no
+    slot for all), and the same ``advance`` claims two of them from the queue in its order;
+    the third waits, QUEUED."""
+    _, dispatcher = run_fan_root(env, 2)
+
+    assert dispatcher.started[1:] == ["fan/c0/1", "fan/c1/1"]
+    states = {t.task_id: t.state for t in env.store.get_tasks("fan")}
+    assert [states[c] for c in ("c0", "c1", "c2")] == [
+        TaskState.RUNNING,
+        TaskState.RUNNING,
+        TaskState.QUEUED,
+    ]
+    assert env.store.get_run("fan").n_running == 2
+    assert env.store.pending_propagations(10) == []

@@ -787,6 +787,21 @@ def test_claims_take_the_free_slots_and_the_running_counter(now: datetime) -> No
     assert engine.claims(CHAIN3, paused, queued, now) == []
 
 
+def test_claims_take_children_made_ready_straight_from_waiting(now: datetime) -> None:
+    """A child this turn made ready is claimed from WAITING, after the queued tasks: its
+    write expects WAITING, so no QUEUED write comes first; one that is not ready is refused."""
+    run = Run("r", "c", "default", 1, RunState.RUNNING, {}, now, now)
+    ready = TaskInstance("r", "b", W, upstream=Upstream(succeeded=1))
+    (decision,) = engine.claims(CHAIN3, run, [TaskInstance("r", "d", Q)], now, ready=[ready])
+    assert [(w.task.task_id, w.task.state, w.task.attempt, w.expect) for w in decision.tasks] == [
+        ("d", R, 1, Q),
+        ("b", R, 1, W),
+    ]
+    assert decision.running == 2
+    with pytest.raises(Conflict, match="not ready to claim"):
+        engine.claims(CHAIN3, run, [], now, ready=[TaskInstance("r", "b", W)])
+
+
 def test_claims_come_in_decisions_that_fit_one_transaction(now: datetime) -> None:
     wide = spec_of(
         "name: w\ntasks:\n" + "".join(f"  t{i}: {{type: shell, command: x}}\n" for i in range(150))

@@ -157,6 +157,14 @@ class Scheduler:
         # runs with tasks made ready since the last turn: started (their roots queued), resumed,
         # rerun or marked; a turn claims from them (``advance``) and forgets them
         self._started_runs: list[str] = []
+        # claims at readiness (``advance`` on a store that applies each decision alone): the
+        # children its results made ready, still WAITING, are claimed straight from WAITING in
+        # the turn's claim when their run has a slot (else queued then), and the intents of the
+        # parents that made them ready are retired only after that
+        self._deferring = False
+        self._ready_now: dict[str, dict[str, tuple[TaskInstance, engine.Decision]]] = {}
+        self._retire_later: list[TaskInstance] = []
+        self._claim_again = False  # some of them queued for want of a slot for all
         self.backfills = Backfills(self)  # their lanes move on when a run ends (_run_ended)
         self.dependencies = Dependencies(self)  # checked by the scheduler, never dispatched
         self.subworkflows = SubWorkflows(self)  # a child's end completes its parent's task
@@ -604,6 +612,7 @@ class Scheduler:
                     for c in children
                 ],
             )
+            deferred = False
             for child_id, after in zip(children, counted, strict=True):
                 if after is not None:
                     child = after
@@ -614,14 +623,49 @@ class Scheduler:
                 else:  # counted before
                     continue
                 decision = engine.parent_heard(spec, parent, child, now, intent=self._intent)
-                if decision is not None and self.store.apply(decision):
+                if decision is None:
+                    continue
+                if self._claims_at_readiness(spec, parent, decision):
+                    self._ready_now.setdefault(parent.run_id, {})[child_id] = (child, decision)
+                    deferred = True
+                    continue
+                if self.store.apply(decision):
                     moved = decision.tasks[0].task
                     if moved.state.terminal:
                         work.append(moved)
                         ended.append(moved.task_id)
-            if parent.propagating:
+            if deferred:  # retired once its ready children are claimed or queued
+                self._retire_later.append(parent)
+            elif parent.propagating:
                 self.store.apply(engine.propagated(parent))
         self.dependencies.tasks_ended(spec, done.run_id, ended)  # those naming a task: now
+
+    def _claims_at_readiness(
+        self, spec: WorkflowSpec, parent: TaskInstance, decision: engine.Decision
+    ) -> bool:
+        """Whether the child ``decision`` queues waits for this turn's claim instead: in
+        ``advance`` on a store that applies each decision alone, for a child outside pools,
+        made ready by a parent whose propagation intent stays until the claim (a crash before
+        it leaves the child WAITING with its counts, decided again from the intent)."""
+        moved = decision.tasks[0].task
+        return (
+            self._deferring
+            and parent.propagating
+            and moved.state is TaskState.QUEUED
+            and engine_pools.pool_of(spec, moved.task_id) is None
+        )
+
+    def _queue_unclaimed(self) -> None:
+        """After a turn's claims: queue the children made ready in it that were not claimed
+        (their run had no slot for all, or another writer moved them), then retire the
+        intents of the parents that made them ready."""
+        ready, self._ready_now = self._ready_now, {}
+        for children in ready.values():
+            for _child, decision in children.values():
+                self.store.apply(decision)  # conditional on WAITING: a claimed one stays
+        retire, self._retire_later = self._retire_later, []
+        for parent in retire:
+            self.store.apply(engine.propagated(parent))
 
     def _settle(self, spec: WorkflowSpec, ended: TaskInstance, now: datetime) -> None:
         """After a task's end (idempotent): stop the run if the failure stops it, else end
@@ -722,7 +766,12 @@ class Scheduler:
         instead of from every running run's."""
         now = self.clock.now()
         with self._deciding():
-            self._apply_results(reports)
+            self._ready_now, self._retire_later, self._claim_again = {}, [], False
+            self._deferring = runs is not None and not self.store.atomic
+            try:
+                self._apply_results(reports)
+            finally:
+                self._deferring = False
             if periodic:
                 self._promote_retries(now)
                 self._time_out(now)
@@ -730,7 +779,7 @@ class Scheduler:
             started, self._started_runs = self._started_runs, []
             if runs is None:
                 return self._claim(now)
-            runs += [r for r in started if r not in runs]
+            runs += [r for r in [*started, *self._ready_now] if r not in runs]
             return self._claim(now, runs)
 
     def _promote_retries(self, now: datetime) -> None:
@@ -795,37 +844,59 @@ class Scheduler:
                 by_run.setdefault(ti.run_id, []).append(ti)
         else:
             for run_id in runs:
-                if queue := self.store.run_queue(run_id, DISPATCH_BATCH):
+                queue = self.store.run_queue(run_id, DISPATCH_BATCH)
+                if queue or run_id in self._ready_now:
                     by_run[run_id] = queue
         claimed: list[tuple[Run, WorkflowSpec, TaskInstance]] = []
         for run_id, queued in by_run.items():
-            claimed += self._claim_run(run_id, queued, now)
+            made_ready = list(self._ready_now.get(run_id, {}).values())
+            claimed += self._claim_run(run_id, queued, now, made_ready)
+        self._queue_unclaimed()
+        again, self._claim_again = self._claim_again, False
         claimed += self._serve_pools(now, every=runs is None)
         ready = _Claimed(a for run, spec, task in claimed if (a := self._prepare(spec, run, task)))
         ready.claimed = len(claimed)
-        ready.more = len(claimed) == DISPATCH_BATCH or len(ready) < len(claimed)
+        ready.more = again or len(claimed) >= DISPATCH_BATCH or len(ready) < len(claimed)
         self._record_starts(ready)
         return ready
 
     def _claim_run(
-        self, run_id: str, queued: list[TaskInstance], now: datetime
+        self,
+        run_id: str,
+        queued: list[TaskInstance],
+        now: datetime,
+        ready: Sequence[tuple[TaskInstance, engine.Decision]] = (),
     ) -> list[tuple[Run, WorkflowSpec, TaskInstance]]:
         """Claim what the run's free slots allow of ``queued``: each task QUEUED -> RUNNING
         with the running counter, in one decision. If another claimer won one of them, the
-        rest are claimed one by one."""
+        rest are claimed one by one. ``ready``: children this turn made ready, still WAITING,
+        claimed with them straight from WAITING if the run has a slot for every task of both
+        (and the queue's head was not a full batch); the others are queued after
+        (``_queue_unclaimed``)."""
         run = self.store.get_run(run_id)
         spec = self._run_spec(run)
         claimed: list[tuple[Run, WorkflowSpec, TaskInstance]] = []
+        head = len(queued)
         queued, pooled = engine_pools.split(spec, queued)
         if pooled and run.state is RunState.RUNNING:
             self._join_pools(spec, run, pooled, now)
-        for decision in engine.claims(spec, run, queued, now):
+        direct = [child for child, _ in ready]
+        free = engine.dispatch_slots(spec, run)
+        if direct and (head >= DISPATCH_BATCH or len(queued) + len(direct) > free):
+            # no slot for all of them: they queue, and the next pass claims from the queue in
+            # its order (priority, then FIFO) what the slots left here allow
+            direct = []
+            self._claim_again = self._claim_again or free > len(queued)
+        for decision in engine.claims(spec, run, queued, now, ready=direct):
             if self.store.apply(decision):
                 claimed += [(run, spec, w.task) for w in decision.tasks]
                 continue
             for write in decision.tasks:
                 if self.store.apply(engine.Decision(run.id, (write,), running=1)):
                     claimed.append((run, spec, write.task))
+        waiting = self._ready_now.get(run_id, {})
+        for _, _, task in claimed:
+            waiting.pop(task.task_id, None)  # claimed: nothing left to queue
         return claimed
 
     def _record_starts(self, ready: _Claimed) -> None:

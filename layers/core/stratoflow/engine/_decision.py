@@ -29,6 +29,7 @@ from stratoflow.engine._states import (
     TaskInstance,
     TaskState,
 )
+from stratoflow.errors import Conflict
 from stratoflow.model import WorkflowSpec
 
 # A decision a store can apply as one DynamoDB transaction (100 items): writes of up to this
@@ -135,17 +136,28 @@ def propagated(parent: TaskInstance) -> Decision:
 
 
 def claims(
-    spec: WorkflowSpec, run: Run, queued: Sequence[TaskInstance], now: datetime
+    spec: WorkflowSpec,
+    run: Run,
+    queued: Sequence[TaskInstance],
+    now: datetime,
+    *,
+    ready: Sequence[TaskInstance] = (),
 ) -> list[Decision]:
     """Claim as many of ``queued`` (this run's, in dispatch order) as the run has free slots:
     QUEUED -> RUNNING with the next attempt number, and the running counter with them, in
-    decisions small enough for one transaction each."""
+    decisions small enough for one transaction each.
+
+    ``ready``: WAITING tasks whose counts this turn made ready (``child_state`` says QUEUED),
+    claimed straight from WAITING after the queued ones, so a task that has a free slot when
+    it becomes ready is never written QUEUED first. The caller passes them only when the run
+    has a slot for every task of both lists (so no queued task is passed over)."""
+    for ti in ready:
+        if child_state(spec, ti) is not TaskState.QUEUED:
+            raise Conflict(f"task {ti.task_id} is not ready to claim from {ti.state}")
     free = dispatch_slots(spec, run)
-    chosen = [claim(spec, ti, now) for ti in queued[:free]]
-    writes = [
-        TaskWrite(new, TaskState.QUEUED, old.attempt)
-        for new, old in zip(chosen, queued, strict=False)
-    ]
+    picks = [(ti, TaskState.QUEUED) for ti in queued]
+    picks += [(ti.with_(state=TaskState.QUEUED), TaskState.WAITING) for ti in ready]
+    writes = [TaskWrite(claim(spec, ti, now), expect, ti.attempt) for ti, expect in picks[:free]]
     return [
         Decision(run.id, tuple(part), running=len(part))
         for part in (
