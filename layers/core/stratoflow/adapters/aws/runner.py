@@ -441,13 +441,7 @@ def read_sql_result(attempt: Mapping[str, Any], athena: Any = None) -> dict[str,
             athena = boto3.client("athena", region_name=settings.get("region") or None)
         outputs = athena_outcome(athena, attempt["query"], str(task.get("outputs") or "none"))
     except SqlFailed as exc:
-        return {
-            "status": "failed",
-            "exit_code": None,
-            "error": str(exc),
-            "outputs": {},
-            "log": None,
-        }
+        return _sql_failed(str(exc))
     return {"status": "succeeded", "exit_code": 0, "error": None, "outputs": outputs, "log": None}
 
 
@@ -482,6 +476,7 @@ def redshift_step(
     past the deadline)."""
     from stratoflow.taskexec.sql import MAX_ROWS, OUTPUT_KINDS, SqlFailed, outputs_of
     from stratoflow.taskexec.sql_aws import (
+        REDSHIFT_ENDED,
         poll_wait,
         redshift_failure,
         redshift_request,
@@ -546,7 +541,7 @@ def redshift_step(
     except Exception as exc:
         return _sql_failed(f"Redshift statement {statement_id}: {exc}{cancel()}", statement_id)
     status = str(described.get("Status"))
-    if status in ("FINISHED", "FAILED", "ABORTED"):
+    if status in REDSHIFT_ENDED:
         failure = redshift_failure(statement_id, described)
         if failure is not None:
             return _sql_failed(str(failure), statement_id)
