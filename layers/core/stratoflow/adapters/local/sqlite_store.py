@@ -154,6 +154,10 @@ _TASK_COLS = (
     "run_id, task_id, state, attempt, attempt_base, up_ok, up_failed, up_skipped, ready_at, deadline, "
     "started_at, ended_at, outputs, error, priority, propagating, pool, pool_rank, pool_slots"
 )
+# how many columns each list has: the row decoders read by position, and a query may add
+# columns after them (queued_tasks: the run's free slots)
+_N_RUN_COLS = len(_RUN_COLS.split(","))
+_N_TASK_COLS = len(_TASK_COLS.split(","))
 
 
 def _run(row: sqlite3.Row) -> Run:
@@ -161,7 +165,7 @@ def _run(row: sqlite3.Row) -> Run:
     (
         id_, project, workflow, version, state, params, logical_date, created_at, started_at,
         ended_at, trigger, n_tasks, n_done, n_failed, n_running, error, parent, paused_by_parent,
-    ) = tuple(row)[:18]  # fmt: skip
+    ) = tuple(row)[:_N_RUN_COLS]  # fmt: skip
     return Run(
         id=id_, project=project, workflow=workflow, version=version, state=RunState(state),
         params={} if params == "{}" else json.loads(params),
@@ -198,7 +202,7 @@ def _task(row: sqlite3.Row) -> TaskInstance:
         pool,
         pool_rank,
         pool_slots,
-    ) = tuple(row)[:19]
+    ) = tuple(row)[:_N_TASK_COLS]
     return TaskInstance(
         run_id=run_id, task_id=task_id, state=TaskState(state), attempt=attempt,
         attempt_base=attempt_base, upstream=Upstream(up_ok, up_failed, up_skipped),
@@ -856,11 +860,12 @@ class SqliteStore(
         offered: dict[str, int] = {}
         out = []
         for r in cur:
-            if r[19] is not None:  # free
-                n = offered.get(r[0], 0)
-                if n >= r[19]:
+            run_id, free = r[0], r[_N_TASK_COLS]  # _TASK_COLS starts with run_id; then free
+            if free is not None:
+                n = offered.get(run_id, 0)
+                if n >= free:
                     continue
-                offered[r[0]] = n + 1
+                offered[run_id] = n + 1
             out.append(_task(r))
             if not unlimited and len(out) >= free_slots:
                 break  # every free slot has a task: the rest would be left out
