@@ -16,6 +16,8 @@ def _with(value: _V, changes: dict[str, Any]) -> _V:
     a getattr per field (the scheduler copies task values ~5 times per task)."""
     names = _FIELDS.get(type(value))
     if names is None:
+        if hasattr(type(value), "__post_init__"):  # its __init__ must run: the slow way
+            return replace(value, **changes)  # type: ignore[type-var]
         names = _FIELDS[type(value)] = frozenset(f.name for f in fields(value))  # type: ignore[arg-type]
     if not changes.keys() <= names:
         raise TypeError(f"{type(value).__name__} has no field {sorted(changes.keys() - names)}")
