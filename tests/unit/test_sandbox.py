@@ -176,3 +176,45 @@ def test_a_task_started_through_setpriv_has_the_projects_uid_and_no_groups() -> 
     ).stdout.split("\n")  # fmt: skip
     assert out[:3] == ["70123", "70123", "70123"]
     assert out[3].split()[1] == "0000000000000000"
+
+
+@pytest.mark.skipif(sandbox.landlock_abi() < 1, reason="this kernel has no Landlock")
+def test_a_landlocked_task_imports_from_a_directory_that_holds_the_home(tmp_path: Path) -> None:
+    """``make run``: the server's cwd (the repository) holds the home (.stratoflow). Its
+    entries are readable but it is not, so Python cannot list it and imports nothing from
+    it; through the mirror of links the task imports the project's modules, and the home
+    stays out of reach."""
+    project = tmp_path / "repo"
+    home = project / ".stratoflow"
+    home.mkdir(parents=True)
+    (home / "secret").write_text("s")
+    (project / "mylib").mkdir()
+    (project / "mylib" / "__init__.py").write_text("ANSWER = 42\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    mirror = sandbox.import_mirror(project, home, tmp_path / "imports")
+    assert mirror is not None
+    assert sorted(p.name for p in mirror.iterdir()) == ["mylib"]
+    assert sandbox.import_mirror(tmp_path / "work", home, tmp_path / "unused") is None
+    read = [*sandbox.SYSTEM_READ_PATHS, sys.prefix, sys.base_prefix, project, mirror]
+    code = (
+        "import mylib; print(mylib.ANSWER)\n"
+        f"try: open({str(home / 'secret')!r}).read(); print('READ')\n"
+        "except PermissionError: print('denied')"
+    )
+
+    def run(pythonpath: Path) -> str:
+        ruleset = sandbox.Landlock(
+            sandbox.landlock_abi(), sandbox.readable_paths(read, home), []
+        ).ruleset(work, work / "log")
+        try:
+            return subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, cwd=work,
+                env={**os.environ, "PYTHONPATH": str(pythonpath)},
+                preexec_fn=lambda: sandbox.restrict_self(ruleset),
+            ).stdout.strip()  # fmt: skip
+        finally:
+            os.close(ruleset)
+
+    assert run(project) == ""  # the directory itself: "No module named 'mylib'"
+    assert run(mirror).splitlines() == ["42", "denied"]

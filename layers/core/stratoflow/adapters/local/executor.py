@@ -312,7 +312,16 @@ class LocalExecutor(Dispatcher):
         self._python = python
         self._setpriv = shutil.which("setpriv", path=os.defpath + os.pathsep + "/usr/sbin:/sbin")
         # python tasks import stratoflow and the project's callables: the server's cwd first
-        path = [os.getcwd(), environ.get("PYTHONPATH", "")]
+        # (under Landlock, when the cwd holds the home, through links to its other entries)
+        cwd = os.getcwd()
+        mirror = (
+            sandbox.import_mirror(
+                Path(cwd), home, self.work_root.with_name(self.work_root.name + ".imports")
+            )
+            if self.isolation.mode == "landlock"
+            else None
+        )
+        path = [str(mirror or cwd), environ.get("PYTHONPATH", "")]
         self._pythonpath = os.pathsep.join(p for p in path if p)
         self._landlock = (
             sandbox.Landlock(
@@ -326,6 +335,7 @@ class LocalExecutor(Dispatcher):
                         sys.exec_prefix,
                         Path(python).parent,
                         Path(python).resolve().parent,
+                        cwd,  # its entries but the home, when it holds the home
                         *self._pythonpath.split(os.pathsep),
                     ],
                     home,

@@ -28,6 +28,7 @@ import ctypes
 import functools
 import os
 import re
+import shutil
 import stat
 import sys
 import threading
@@ -305,6 +306,25 @@ def readable_paths(candidates: Iterable[str | Path], denied: Path) -> list[Path]
         if raw:
             add(Path(raw).resolve())
     return out
+
+
+def import_mirror(directory: Path, denied: Path, place: Path) -> Path | None:
+    """Where a Landlock-confined task imports ``directory``'s modules from when ``directory``
+    holds ``denied`` (the home): ``readable_paths`` grants its entries but not the directory
+    itself, and Python's import system lists a ``sys.path`` entry before it looks for a
+    module there, so ``directory`` on PYTHONPATH would import nothing. ``place`` (made anew)
+    gets a symlink to each entry of ``directory`` but ``denied`` and what leads to it; the
+    links resolve to the granted entries. Entries made after this call are not in it. None:
+    ``directory`` does not hold ``denied`` and can be on PYTHONPATH as it is."""
+    directory, denied = directory.resolve(), denied.resolve()
+    if directory not in denied.parents:
+        return None
+    shutil.rmtree(place, ignore_errors=True)
+    place.mkdir(mode=0o755)
+    for entry in directory.iterdir():
+        if entry != denied and entry not in denied.parents:
+            (place / entry.name).symlink_to(entry)
+    return place
 
 
 class Landlock:
