@@ -15,6 +15,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# In CI the property tests and storms draw the same examples on every run (``derandomize``):
+# a red run is then a bug that reproduces from the commit alone, not a draw of the dice. A
+# developer's run draws new examples each time (the default profile), and a hunt for rare
+# cases runs them with random seeds and more examples, as a script (README, "Tests").
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis_settings.register_profile("dev", print_blob=True)
+hypothesis_settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev")
+)
 
 FIXED_NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 

@@ -7,7 +7,8 @@ What it proves, after every step:
 - no (run, task, attempt) is dispatched twice (the dispatcher fails the test on the spot);
 - every run's counters equal what its task states say;
 - a sub-workflow task never waits on a child that has ended (the child's end completes it in
-  the same turn), and its end is the child's end (succeeded, failed or stopped);
+  the same turn), and its end is the child's end (succeeded, failed or stopped), except that
+  a task stopped while waiting to retry keeps the failed child of its last attempt;
 - a paused parent's running children are paused; a child names its parent;
 - once the storm is over and every attempt reports, the parent ends.
 """
@@ -171,7 +172,16 @@ class SubWorkflowStorm(RuleBasedStateMachine):
             if task.state in (TaskState.SUCCEEDED, TaskState.FAILED) and child is not None:
                 assert task.state in _END.get(child.state, set()), (task, child)
             if task.state is TaskState.STOPPED and child is not None:
-                assert child.state is RunState.STOPPED, (task, child)
+                # Stopped while its child ran: the stop reached the child. Stopped between
+                # attempts (the child had failed and the retry had not started it again):
+                # the child keeps the end it had before the stop.
+                assert child.state.terminal, (task, child)
+                if child.state is not RunState.STOPPED:
+                    assert child.state is RunState.FAILED, (task, child)
+                    # s1 has one retry: the stop came before the second attempt began
+                    assert task.attempt - task.attempt_base == 1, (task, child)
+                    assert child.ended_at is not None and task.ended_at is not None
+                    assert child.ended_at <= task.ended_at, (task, child)
 
 
 SubWorkflowStorm.TestCase.settings = settings(
@@ -181,3 +191,37 @@ SubWorkflowStorm.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 test_subworkflow_storm = pytest.mark.timeout(600)(SubWorkflowStorm.TestCase)
+
+
+def test_a_parent_stopped_while_its_task_waits_to_retry_leaves_the_failed_child_as_it_was() -> None:
+    """Found by the storm in CI: the child of s1 fails while the parent is paused, s1 waits to
+    retry, then the parent is stopped. s1 is stopped; its child keeps its failed end (nothing
+    reran it), and nothing else is left running or paused."""
+    m = SubWorkflowStorm()
+    try:
+        m.start()
+        a = next(k for k in m.dispatcher.pending if k[1] == "a")
+        m._deliver(a, AttemptStatus.SUCCEEDED)
+        m.scheduler.step()
+        m.operate(op="pause")
+        child_s1 = m.child("s1")
+        assert child_s1 is not None and child_s1.state is RunState.PAUSED
+        x = next(k for k in m.dispatcher.pending if k[0] == child_s1.id)
+        m._deliver(x, AttemptStatus.FAILED)
+        m.scheduler.step()
+        # its retry waits: for the delay, then for the resume
+        assert m.store.get_task(m.run_id, "s1").state is TaskState.UP_FOR_RETRY
+        m.clock.advance(2)
+        m.scheduler.step()
+        assert m.store.get_task(m.run_id, "s1").state is TaskState.QUEUED
+        m.operate(op="stop")
+        m.check()
+        assert m.store.get_run(m.run_id).state is RunState.STOPPED
+        assert m.store.get_task(m.run_id, "s1").state is TaskState.STOPPED
+        child_s1 = m.child("s1")
+        child_s2 = m.child("s2")
+        assert child_s1 is not None and child_s1.state is RunState.FAILED
+        assert child_s2 is not None and child_s2.state is RunState.STOPPED
+    finally:
+        m.store.close()
+        shutil.rmtree(m.dir, ignore_errors=True)
