@@ -52,7 +52,7 @@ tasks:
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or gone while being read (ESRCH)
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
 

@@ -48,7 +48,7 @@ def pid_alive(pid: int) -> bool:
     # a zombie has exited too
     try:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or gone while being read (ESRCH)
         return False
 
 

@@ -180,7 +180,8 @@ class SubWorkflowStorm(RuleBasedStateMachine):
                     assert child.state is RunState.FAILED, (task, child)
                     # s1 has one retry: the stop came before the second attempt began
                     assert task.attempt - task.attempt_base == 1, (task, child)
-                    assert child.ended_at is not None and task.ended_at is not None
+                    assert child.ended_at is not None
+                    assert task.ended_at is not None
                     assert child.ended_at <= task.ended_at, (task, child)
 
 
@@ -205,7 +206,8 @@ def test_a_parent_stopped_while_its_task_waits_to_retry_leaves_the_failed_child_
         m.scheduler.step()
         m.operate(op="pause")
         child_s1 = m.child("s1")
-        assert child_s1 is not None and child_s1.state is RunState.PAUSED
+        assert child_s1 is not None
+        assert child_s1.state is RunState.PAUSED
         x = next(k for k in m.dispatcher.pending if k[0] == child_s1.id)
         m._deliver(x, AttemptStatus.FAILED)
         m.scheduler.step()
@@ -220,8 +222,10 @@ def test_a_parent_stopped_while_its_task_waits_to_retry_leaves_the_failed_child_
         assert m.store.get_task(m.run_id, "s1").state is TaskState.STOPPED
         child_s1 = m.child("s1")
         child_s2 = m.child("s2")
-        assert child_s1 is not None and child_s1.state is RunState.FAILED
-        assert child_s2 is not None and child_s2.state is RunState.STOPPED
+        assert child_s1 is not None
+        assert child_s1.state is RunState.FAILED
+        assert child_s2 is not None
+        assert child_s2.state is RunState.STOPPED
     finally:
         m.store.close()
         shutil.rmtree(m.dir, ignore_errors=True)
