@@ -6,6 +6,7 @@ modules can ``from tests.strategies import ...``.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -34,6 +35,17 @@ FIXED_NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 def now() -> datetime:
     """A fixed, timezone-aware instant: engine tests never read a clock."""
     return FIXED_NOW
+
+
+@pytest.fixture(autouse=True)
+def _gc_restored() -> Iterator[None]:
+    """``stratoflow run`` and ``server`` invoked in process (CliRunner) settle the collector
+    for a long-lived process (``settle_gc``): put it back, so no later test runs with it."""
+    threshold = gc.get_threshold()
+    yield
+    if gc.get_threshold() != threshold or gc.get_freeze_count():
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 @pytest.fixture(autouse=True)

@@ -137,7 +137,7 @@ def run(
     """Run one workflow to completion in this process (exit 0 succeeded, 1 failed)."""
     from datetime import UTC, datetime
 
-    from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime
+    from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime, settle_gc
     from stratoflow.cli_sdk import single_source
     from stratoflow.model import load_workflow
 
@@ -165,6 +165,7 @@ def run(
             run_, _ = runtime.scheduler.trigger(
                 version.project, version.name, params=overrides, logical_date=when
             )
+            settle_gc()
             stop_requested = threading.Event()
 
             def on_signal(signum: int, frame: object) -> None:
@@ -306,7 +307,7 @@ def server(
     """Run the scheduler, cron loop and API in one process; resumes unfinished runs."""
     import logging
 
-    from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime
+    from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime, settle_gc
     from stratoflow.api.app import create_app
     from stratoflow.api.local_server import start_in_thread
     from stratoflow.cli_sdk import workflow_sources
@@ -363,6 +364,7 @@ def server(
         secret_source=runtime.secret_source,
         connections=LocalConnections(runtime.connections, runtime.secret_source, runtime.clock),
     )
+    settle_gc()
     try:
         httpd, url = start_in_thread(app, host, port)
     except OSError as exc:

@@ -47,6 +47,8 @@ def bounded_outputs(
     outputs: Mapping[str, Any], budget: OutputBudget, path: Callable[[str], str]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The outputs a view shows, and ``{key: {"size", "shown", "path"}}`` for those cut."""
+    if not outputs:  # most tasks of a big run: nothing to measure
+        return {}, {}
     shown: dict[str, Any] = {}
     cut: dict[str, Any] = {}
     for key, value in outputs.items():

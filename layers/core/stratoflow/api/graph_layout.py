@@ -87,7 +87,7 @@ def quick_layout(dag: Dag) -> dict[str, Any]:
 
 class LayoutCache:
     """The last ``size`` layouts, least recently used first out: each is computed once per
-    version while it is kept (a 10,000-task layout is a few MB of Python objects)."""
+    version while it is kept (a 10,000-task layout is about 0.5 MB of JSON)."""
 
     def __init__(self, size: int = 8) -> None:
         self._size = size

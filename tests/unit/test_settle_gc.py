@@ -1,0 +1,41 @@
+"""``settle_gc``: the collector settings of a process that keeps a scheduler (why: the
+docstring and docs/benchmarks.md, "The run view's CPU")."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from stratoflow.adapters.local import runtime
+from stratoflow.adapters.local.runtime import GC_THRESHOLDS, settle_gc
+
+
+# tests/conftest.py puts the collector back after each test (``_gc_restored``)
+def test_what_is_loaded_is_frozen_and_young_collections_are_rarer() -> None:
+    gc.unfreeze()
+    kept = [{"a": [i]} for i in range(1000)]  # container objects the collector tracks
+    settle_gc()
+    assert gc.get_threshold() == GC_THRESHOLDS
+    assert GC_THRESHOLDS[0] > 700  # Python's default, which the big views paid for
+    assert gc.get_freeze_count() >= len(kept)
+    cycle: list[object] = []
+    cycle.append(cycle)
+    del cycle
+    assert gc.collect() >= 1  # cycles made later are still collected
+
+
+def test_stratoflow_run_settles_the_collector_once_its_workflow_is_applied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stratoflow.cli import main
+
+    calls: list[int] = []
+    monkeypatch.setattr(runtime, "settle_gc", lambda: calls.append(1))
+    flow = tmp_path / "one.yaml"
+    flow.write_text('name: one\ntasks:\n  a: {type: shell, command: "true"}\n')
+    result = CliRunner().invoke(main, ["run", str(flow), "--home", str(tmp_path / "home")])
+    assert result.exit_code == 0, result.output
+    assert calls == [1]
