@@ -26,6 +26,7 @@ from stratoflow.engine import (
     RunState,
     TaskInstance,
     TaskState,
+    TaskWrite,
     Upstream,
 )
 from stratoflow.engine.pools import Pool, pool_key, split_key
@@ -221,20 +222,38 @@ def _task_values(t: TaskInstance) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-_QUEUED_SEQ = (
-    "queued_seq=CASE WHEN ?='queued' AND state!='queued' THEN (SELECT value FROM counters "
-    "WHERE name='queued') ELSE queued_seq END"
-)
+# A task entering the queue takes the sequence number bound here (None for any other move);
+# one already queued keeps its place. SET expressions read the row's old values.
+_QUEUED_SEQ = "queued_seq=CASE WHEN state='queued' THEN queued_seq ELSE COALESCE(?, queued_seq) END"
 # A transition writes the task's own fields; the upstream counts belong to record_upstream
 # (writing them here could erase a parent's concurrent count). Plans rewrite both.
 _STATE_SET = (
     "state=?, attempt=?, attempt_base=?, ready_at=?, deadline=?, started_at=?, ended_at=?, outputs=?, error=?, "
     "priority=?, propagating=?, pool=?, pool_rank=?, pool_slots=?, " + _QUEUED_SEQ
 )
+# Several conditional state writes in one statement (``_write_conditional``): a VALUES row per
+# task, its 14 state fields and queued sequence as in _STATE_SET, then its key and the state
+# and attempt it must still be in.
+_MULTI_SET = (
+    "state=v.column1, attempt=v.column2, attempt_base=v.column3, ready_at=v.column4, "
+    "deadline=v.column5, started_at=v.column6, ended_at=v.column7, outputs=v.column8, "
+    "error=v.column9, priority=v.column10, propagating=v.column11, pool=v.column12, "
+    "pool_rank=v.column13, pool_slots=v.column14, queued_seq=CASE WHEN tasks.state='queued' "
+    "THEN tasks.queued_seq ELSE COALESCE(v.column15, tasks.queued_seq) END"
+)
+_MULTI_WIDTH = 19
+_MULTI_MAX = 32
+_MULTI_UPDATE = {
+    n: f"UPDATE tasks SET {_MULTI_SET} FROM (VALUES "
+    + ",".join(["(" + ",".join("?" * _MULTI_WIDTH) + ")"] * n)
+    + ") AS v WHERE tasks.run_id=v.column16 AND tasks.task_id=v.column17 "
+    "AND tasks.state=v.column18 AND tasks.attempt=v.column19"
+    for n in (1, 2, 4, 8, 16, 32)
+}
 _FULL_SET = "up_ok=?, up_failed=?, up_skipped=?, " + _STATE_SET
 
 
-def _state_values(t: TaskInstance) -> tuple[Any, ...]:
+def _state_values(t: TaskInstance, queued_seq: int | None) -> tuple[Any, ...]:
     return (
         t.state.value,
         t.attempt,
@@ -250,7 +269,7 @@ def _state_values(t: TaskInstance) -> tuple[Any, ...]:
         t.pool,
         t.pool_rank,
         t.pool_slots,
-        t.state.value,
+        queued_seq,
     )
 
 
@@ -380,8 +399,12 @@ class SqliteStore(
         return self._conn().execute(sql, args)
 
     def _next(self, counter: str) -> int:
+        return self._add(counter, 1)
+
+    def _add(self, counter: str, n: int) -> int:
+        """Add ``n`` to a counter; its new value (the numbers above the old one are taken)."""
         row = self._x(
-            "UPDATE counters SET value = value + 1 WHERE name=? RETURNING value", (counter,)
+            "UPDATE counters SET value = value + ? WHERE name=? RETURNING value", (n, counter)
         ).fetchone()
         return int(row[0])
 
@@ -687,16 +710,48 @@ class SqliteStore(
     def _write_task(
         self, t: TaskInstance, where: str = "", args: Sequence[Any] = (), *, upstream: bool = False
     ) -> int:
-        if t.state is TaskState.QUEUED:
-            self._next("queued")
+        seq = self._next("queued") if t.state is TaskState.QUEUED else None
         counts = (t.upstream.succeeded, t.upstream.failed, t.upstream.skipped) if upstream else ()
         cur = self._x(
             f"UPDATE tasks SET {_FULL_SET if upstream else _STATE_SET} WHERE run_id=? AND task_id=?{where}",
-            (*counts, *_state_values(t), t.run_id, t.task_id, *args),
+            (*counts, *_state_values(t, seq), t.run_id, t.task_id, *args),
         )
         if cur.rowcount:
             self._changed("tasks", (t.run_id, t.task_id))
         return cur.rowcount
+
+    def _write_conditional(self, writes: Sequence[TaskWrite]) -> bool:
+        """Several conditional task writes (each only if the task is still in its expected
+        state and attempt) as one ``UPDATE ... FROM (VALUES ...)`` per 32: whether every one
+        applied, i.e. the row counts sum to the number of writes. A lost condition leaves its
+        row unwritten and the sum short, so the caller rolls the whole decision back, as when
+        the writes were one statement each (a claim of several tasks: one statement instead
+        of one per task, ~0.6x the SQLite time per row). The tasks entering the queue take
+        consecutive sequence numbers, in the writes' order, from one counter bump. The
+        statement's row counts are padded to a power of two with rows that match nothing (a
+        NULL key), so a handful of statement texts stay in the connection's cache."""
+        n_queued = sum(w.task.state is TaskState.QUEUED for w in writes)
+        seq = self._add("queued", n_queued) - n_queued if n_queued else 0
+        rows: list[tuple[Any, ...]] = []
+        for w in writes:
+            t = w.task
+            if t.state is TaskState.QUEUED:
+                seq += 1
+                values = _state_values(t, seq)
+            else:
+                values = _state_values(t, None)
+            rows.append((*values, t.run_id, t.task_id, w.expect.value, w.expect_attempt))
+        count = 0
+        for start in range(0, len(rows), _MULTI_MAX):
+            part = rows[start : start + _MULTI_MAX]
+            size = 1 << (len(part) - 1).bit_length()
+            padding = [None] * (_MULTI_WIDTH * (size - len(part)))
+            count += self._x(_MULTI_UPDATE[size], [v for r in part for v in r] + padding).rowcount
+        if count != len(writes):
+            return False
+        for w in writes:
+            self._changed("tasks", (w.task.run_id, w.task.task_id))
+        return True
 
     def apply(self, decision: Decision) -> bool:
         conn = self._conn()
@@ -723,13 +778,18 @@ class SqliteStore(
     def _apply_writes(self, decision: Decision) -> bool:
         """The decision's conditional writes in order, stopping at the first that does not
         apply; then its counters. Whether all applied."""
-        applied = all(
-            self._write_task(
-                w.task, " AND state=? AND attempt=?", (w.expect.value, w.expect_attempt)
+        keys = {(w.task.run_id, w.task.task_id) for w in decision.tasks}
+        if len(keys) > 1 and len(keys) == len(decision.tasks):
+            # several tasks, each once (one multi-row statement writes a row once)
+            applied = self._write_conditional(decision.tasks)
+        else:
+            applied = all(
+                self._write_task(
+                    w.task, " AND state=? AND attempt=?", (w.expect.value, w.expect_attempt)
+                )
+                == 1
+                for w in decision.tasks
             )
-            == 1
-            for w in decision.tasks
-        )
         if applied and decision.run is not None:
             assert decision.run_expect is not None
             applied = self._put_run(decision.run, decision.run_expect)
