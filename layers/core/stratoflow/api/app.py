@@ -634,6 +634,17 @@ def _encoded_view(model: type[BaseModel]) -> dict[str, OpenAPIResponseContentMod
     return {content_types.APPLICATION_JSON: {"model": model}}
 
 
+def _layout_responses() -> dict[int, OpenAPIResponse]:
+    """The responses of both layout routes (by version, by run); made for each, as
+    Powertools fills the dict in."""
+    return _responses(
+        "The layout: tasks, positions, edges",
+        404,
+        conditional=True,
+        ok_content=_encoded_view(GraphLayout),
+    )
+
+
 def _raw_response(handler: _Handler) -> _Handler:
     """Skip Powertools' response validation for ``handler``: it validates (and JSON-encodes)
     the body of every handler with a return annotation, which a bytes body (an image) fails.
@@ -1037,12 +1048,7 @@ def create_app(
         "/workflows/<name>/versions/<version>/layout",
         summary="Where the web UI draws each task of a version's graph",
         tags=["workflows"],
-        responses=_responses(
-            "The layout: tasks, positions, edges",
-            404,
-            conditional=True,
-            ok_content=_encoded_view(GraphLayout),
-        ),
+        responses=_layout_responses(),
     )
     @_raw_response
     def get_version_layout(
@@ -1232,12 +1238,7 @@ def create_app(
         "/runs/<run_id>/layout",
         summary="The layout of the graph of the run's workflow version",
         tags=["runs"],
-        responses=_responses(
-            "The layout: tasks, positions, edges",
-            404,
-            conditional=True,
-            ok_content=_encoded_view(GraphLayout),
-        ),
+        responses=_layout_responses(),
     )
     @_raw_response
     def get_run_layout(run_id: str) -> Response[GraphLayout]:
