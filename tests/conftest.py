@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings as hypothesis_settings
 
+from tests.moto_streams import install as install_moto_stream_fix
+
 # In CI the property tests and storms draw the same examples on every run (``derandomize``):
 # a red run is then a bug that reproduces from the commit alone, not a draw of the dice. A
 # developer's run draws new examples each time (the default profile), and a hunt for rare
@@ -27,6 +29,9 @@ hypothesis_settings.register_profile("dev", print_blob=True)
 hypothesis_settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev")
 )
+
+# moto's rollback of a cancelled transaction loses a table's stream records (tests/moto_streams)
+install_moto_stream_fix()
 
 FIXED_NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
