@@ -740,7 +740,7 @@ def _end(store: DynamoStore, attempt: Attempt, task: TaskInstance) -> bool:
     )
     applied = store.apply_end(decision, [attempt])
     if not applied:
-        store.finish_attempt(attempt)
+        store.finish_late_attempt(attempt)
     return applied
 
 
@@ -809,6 +809,17 @@ def test_a_stale_end_of_an_attempt_recorded_on_its_task_changes_nothing(env: Env
     assert not _end(store, late, task)
     assert store.list_attempts("r") == [first]
     assert store.list_attempts("r", "a") == [first]
+    # recorded once: the late end wrote no attempt item (its write is conditional on the
+    # task item not holding h1, in the same transaction)
+    items = {i["sk"]["S"]: i for i in raw_items(env, "RUN#r")}
+    assert not [sk for sk in items if sk.startswith("A#")]
+    assert it.history_entry(first) == items["T#a"]["h1"]
+    # a late end of an attempt the task item does not hold is an attempt item, once
+    second = _running(store, "r", "a", 3)
+    third = replace(first, attempt=3)
+    assert _end(store, third, second)
+    store.finish_late_attempt(replace(third, state="failed"))
+    assert store.list_attempts("r", "a") == [first, third]
 
 
 def test_an_attempt_without_a_transition_of_its_own_is_an_attempt_item(env: Env) -> None:

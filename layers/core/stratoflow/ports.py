@@ -259,6 +259,12 @@ class StateStore(ABC):
     def finish_attempt(self, attempt: Attempt) -> None:
         """Record how an attempt ended; only its first end counts."""
 
+    def finish_late_attempt(self, attempt: Attempt) -> None:
+        """``finish_attempt`` for an end whose task transition did not apply (a duplicate
+        report, an exit after a timeout, a task stopped meanwhile): only its first end counts,
+        an end already recorded with its task's transition (``apply_end``) included."""
+        self.finish_attempt(attempt)
+
     @abstractmethod
     def list_attempts(self, run_id: str, task_id: str | None = None) -> list[Attempt]: ...
 

@@ -558,7 +558,10 @@ class Scheduler:
             outputs=dict(result.outputs),
         )  # fmt: skip
         made = engine.attempt_finished(spec, ti, report.attempt, result, now, intent=self._intent)
-        if made is None or not self.store.history_on_tasks:
+        if made is None:  # the task has moved on from this attempt: a late end
+            self.store.finish_late_attempt(attempt)
+            return _Ended(report, ti, spec, now, made)
+        if not self.store.history_on_tasks:
             self.store.finish_attempt(attempt)
             return _Ended(report, ti, spec, now, made)
         return _Ended(report, ti, spec, now, made, attempt)
@@ -576,7 +579,7 @@ class Scheduler:
         if history is not None and (made is None or not applied):
             # the transition did not apply (another end or a stop moved the task first):
             # the end is recorded on its own, as the first end of its attempt only
-            self.store.finish_attempt(history)
+            self.store.finish_late_attempt(history)
         if made is not None and applied:
             self._pools_due.update(d.key for d in made[0].pools)  # freed: serve the queue
             if spec.workflow.concurrency is not None:

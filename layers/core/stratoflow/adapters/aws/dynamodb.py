@@ -1390,6 +1390,32 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         )
 
     def finish_attempt(self, attempt: Attempt) -> None:
+        self._updated(self._finish_request(attempt))
+
+    def finish_late_attempt(self, attempt: Attempt) -> None:
+        """``finish_attempt``, and for an attempt that ``apply_end`` may have recorded on its
+        task item (number 1..HISTORY_ON_TASK) only if that item does not hold it: one
+        TransactWriteItems of the attempt item's write and a ConditionCheck of the task item
+        (``attribute_not_exists(h<n>)``), so an attempt is recorded in one place whatever the
+        order of its ends. Late ends are rare: the transaction's double price is paid only
+        there."""
+        if not 1 <= attempt.attempt <= it.HISTORY_ON_TASK:
+            self.finish_attempt(attempt)
+            return
+        check = {
+            "TableName": self.table,
+            "Key": key(it.run_pk(attempt.run_id), it.task_sk(attempt.task_id)),
+            "ConditionExpression": "attribute_not_exists(#h)",
+            "ExpressionAttributeNames": {"#h": it.history_attribute(attempt.attempt)},
+        }
+        reasons = self._transact(
+            [{"ConditionCheck": check}, {"Update": self._finish_request(attempt)}]
+        )
+        if reasons is not None and "ConditionalCheckFailed" not in reasons:
+            raise RuntimeError(f"late end of {attempt.run_id}/{attempt.task_id}: {reasons}")
+
+    def _finish_request(self, attempt: Attempt) -> Item:
+        """The UpdateItem of ``finish_attempt``: the attempt item, if it has not ended."""
         upd = Update()
         upd.set("run", s(attempt.run_id)).set("task", s(attempt.task_id))
         upd.set("attempt", n(attempt.attempt)).set("st", s(attempt.state))
@@ -1404,8 +1430,8 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
             upd.set("log", s(attempt.log))
         # the first end wins: a timed-out attempt's later exit report changes nothing
         cond = upd.condition("attribute_not_exists(pk) OR {st} = :running", running=s("running"))
-        self._update(
-            upd,
+        return upd.request(
+            self.table,
             key(it.run_pk(attempt.run_id), it.attempt_sk(attempt.task_id, attempt.attempt)),
             cond,
         )

@@ -35,6 +35,7 @@ from stratoflow.adapters.aws._dynamo_items import Item
 from stratoflow.adapters.aws.dynamodb import BATCH_GET_MAX, DynamoStore
 from stratoflow.errors import NotFound
 from stratoflow.readmodel import (
+    FINAL_REV,
     Change,
     Database,
     ReadModel,
@@ -228,7 +229,13 @@ class StreamProjector:
     # ------------------------------------------------------------------ records -> targets
     def _targets(self, record: StreamRecord) -> list[tuple[Key, Change | None]]:
         """``_classify``'s target, then the attempts a task item's change records on it (an
-        attempt whose end went with its task's transition: ``DynamoStore.apply_end``)."""
+        attempt whose end went with its task's transition: ``DynamoStore.apply_end``).
+
+        Such an attempt is final (``h<n>`` is written once, by the transition the task took)
+        and wins over an attempt item of the same number (a start row, or an end whose
+        transition did not apply), as in ``DynamoStore.list_attempts``: it is projected at
+        ``FINAL_REV``, which no attempt item's sequence number reaches, whatever the order
+        the two items' records come in."""
         first = self._classify(record)
         targets = [] if first is None else [first]
         item, old = record.new, record.old
@@ -246,7 +253,7 @@ class StreamProjector:
             for attempt in it.attempts_on_task(run_id, item):
                 if before.get(attempt.attempt) != attempt:
                     key = ("attempt", run_id, attempt.task_id, attempt.attempt)
-                    targets.append((key, Change(record.rev, attempt)))
+                    targets.append((key, Change(FINAL_REV, attempt)))
         return targets
 
     def _classify(self, record: StreamRecord) -> tuple[Key, Change | None] | None:
