@@ -20,6 +20,7 @@ import pytest
 from stratoflow.adapters.aws import _dynamo_items as it
 from stratoflow.adapters.aws.projector import TTL_PRINCIPAL, StreamProjector, StreamRecord
 from stratoflow.engine import AttemptResult, AttemptStatus, RunState, Upstream
+from stratoflow.ports import Attempt
 from stratoflow.readmodel import Database, ReadModel, SqliteDatabase
 from stratoflow.service import Finished
 from tests.aws_projector.conftest import Env
@@ -438,3 +439,95 @@ def test_workflow_records_skip_the_cursor_and_report_a_failed_read(
     del env.store.get_version  # the class's method again
     assert projector.handle(event([pause])).failed == []
     assert projector.readmodel.workflow("analytics", "etl").paused is True
+
+
+# ---------------------------------------------------------------------------- one record an attempt
+def ended_attempt_items(env: Env, run_id: str) -> list[str]:
+    """The attempt items that hold an end (not only the start row the scheduler writes)."""
+    out = env.client.query(
+        TableName=env.table,
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :a)",
+        ExpressionAttributeValues={":pk": {"S": it.run_pk(run_id)}, ":a": {"S": "A#"}},
+    )
+    return [i["sk"]["S"] for i in out["Items"] if i["st"]["S"] != "running"]
+
+
+def first_attempt(env: Env) -> tuple[str, tuple[str, str, int]]:
+    """A run of ETL whose first task (extract, attempt 1) is running."""
+    env.scheduler.apply(ETL)
+    run, _ = env.scheduler.trigger("analytics", "etl", run_id="etl-1")
+    env.scheduler.dispatch_ready()
+    (key,) = env.dispatcher.pending
+    del env.dispatcher.pending[key]
+    return run.id, key
+
+
+def orders(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The records in order, reversed, and with the attempt items' records last and first."""
+    rows = [r for r in records if r["dynamodb"]["Keys"]["sk"]["S"].startswith("A#")]
+    rest = [r for r in records if r not in rows]
+    return [records, records[::-1], rest + rows, rows + rest]
+
+
+def test_a_duplicate_report_after_the_end_leaves_one_record_everywhere(
+    env: Env, tmp_path: Path
+) -> None:
+    """The runner's report delivered twice, the second with another outcome, after the task
+    took the first: the attempt's end is recorded once (on its task item; its attempt item is
+    only the start row), and the read model holds that record whatever the order the records
+    come in. (moto emits a stream record for the late end's write although its transaction
+    was cancelled and the table kept nothing of it; DynamoDB does not. The projector keeps
+    the task item's record either way.)"""
+    run_id, key = first_attempt(env)
+    ok = AttemptResult(AttemptStatus.SUCCEEDED, outputs={"rows": 1})
+    env.scheduler.on_finished([Finished(*key, ok, log="s3://logs/1")])
+    bad = AttemptResult(AttemptStatus.FAILED, error="late", exit_code=9)
+    env.scheduler.on_finished([Finished(*key, bad, log="s3://logs/2")])
+
+    assert ended_attempt_items(env, run_id) == []
+    (recorded,) = env.store.list_attempts(run_id, "extract")
+    assert (recorded.state, recorded.outputs, recorded.log) == (
+        "succeeded",
+        {"rows": 1},
+        "s3://logs/1",
+    )
+    for i, records in enumerate(orders(env.stream.read())):
+        projector = StreamProjector(env.store, sqlite(tmp_path, f"rm{i}.db"))
+        assert projector.handle(event(records)).failed == []
+        assert projector.readmodel.attempts(run_id) == env.store.list_attempts(run_id)
+
+
+def test_an_attempt_item_written_before_its_end_went_on_the_task_loses_everywhere(
+    env: Env, tmp_path: Path
+) -> None:
+    """An attempt item of attempt 1 that exists when the task's transition records attempt 1
+    on the task item (the attempt's start row; an end whose transition failed on another
+    condition, the report then retried): both readers take the task item's record, the end
+    whose transition the task took, whatever the order of the two items' stream records."""
+    run_id, key = first_attempt(env)
+    run, task, number = key
+    started = env.store.get_task(run, task).started_at
+    assert started is not None
+    env.store.start_attempt(Attempt(run, task, number, "running", started, log="s3://logs/0"))
+    stale = Attempt(run, task, number, "failed", started, ended_at=started, error="stale")
+    env.store.finish_attempt(stale)  # its transition did not apply; the task still runs it
+    ok = AttemptResult(AttemptStatus.SUCCEEDED, outputs={"rows": 1})
+    env.scheduler.on_finished([Finished(*key, ok, log="s3://logs/1")])
+    # and the attempt item written again after that (a start record delivered late): its
+    # stream record comes after the task item's (on AWS, sequence numbers of two items are
+    # not comparable anyway)
+    env.store.start_attempt(Attempt(run, task, number, "running", started, log="s3://logs/9"))
+
+    (recorded,) = env.store.list_attempts(run_id, "extract")
+    assert (recorded.state, recorded.log) == ("succeeded", "s3://logs/1")
+    records = env.stream.read()
+    assert len([r for r in records if r["dynamodb"]["Keys"]["sk"]["S"].startswith("A#")]) >= 2
+    for i, batch in enumerate(orders(records)):
+        projector = StreamProjector(env.store, sqlite(tmp_path, f"rm{i}.db"))
+        assert projector.handle(event(batch)).failed == []
+        assert projector.readmodel.attempts(run_id) == env.store.list_attempts(run_id)
+    # one record at a time, the attempt item's last: the task item's record stays
+    projector = StreamProjector(env.store, sqlite(tmp_path, "one.db"))
+    for record in orders(records)[2]:
+        assert projector.handle(event([record])).failed == []
+    assert projector.readmodel.attempts(run_id) == env.store.list_attempts(run_id)

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest.mock import patch
@@ -440,16 +440,16 @@ def test_a_task_completion_costs_the_same_requests_in_a_10k_task_run(env: Env) -
     big = completion_requests(env, BIG)
 
     assert big == small
-    # get_task; the run (its R and RC items: which version it pinned); finish_attempt; the
-    # turn's decision (the task's conditional transition and the counters' ADD) as one
-    # transaction; per child one record_upstream and one conditional move (3 children); the
+    # get_task; the run (its R and RC items: which version it pinned); the turn's decision
+    # (the task's conditional transition, with the attempt's end recorded on the task item,
+    # and the counters' ADD) as one transaction; per child one record_upstream and one conditional move (3 children); the
     # retirement of the task's propagation intent; the dependency tasks waiting on the
     # workflow (one Query of one key: none here); the run again (has every task ended?)
     assert big == {
         "GetItem": 1,
         "Query": 3,
         "TransactWriteItems": 1,
-        "UpdateItem": 1 + 3 + 3 + 1,
+        "UpdateItem": 3 + 3 + 1,
     }
 
 
@@ -729,6 +729,110 @@ def test_attempts_expire_after_the_retention_and_nothing_else_does(env: Env) -> 
     assert int(items["A#a#000002"][TTL_ATTRIBUTE]["N"]) == int(T0.timestamp()) + week
     assert [sk for sk, i in items.items() if TTL_ATTRIBUTE in i] == ["A#a#000001", "A#a#000002"]
     assert DynamoStore(TABLE, client=env.client).retention == timedelta(days=90)
+
+
+def _end(store: DynamoStore, attempt: Attempt, task: TaskInstance) -> bool:
+    """End ``attempt`` of running ``task`` through ``apply_end``, as the scheduler does, and
+    record the end on its own when the transition does not apply (a stale report)."""
+    ended = replace(task, state=TaskState.SUCCEEDED, ended_at=attempt.ended_at)
+    decision = engine.Decision(
+        task.run_id, (engine.TaskWrite(ended, TaskState.RUNNING, attempt.attempt),), done=1
+    )
+    applied = store.apply_end(decision, [attempt])
+    if not applied:
+        store.finish_late_attempt(attempt)
+    return applied
+
+
+def _running(store: DynamoStore, run_id: str, task_id: str, attempt: int) -> TaskInstance:
+    before = store.get_task(run_id, task_id)
+    running = replace(before, state=TaskState.RUNNING, attempt=attempt, started_at=T0)
+    assert store.put_task(running, before.state, before.attempt)
+    return running
+
+
+def test_the_first_attempts_are_recorded_on_the_task_item_and_later_ones_in_rows(
+    env: Env,
+) -> None:
+    """Attempts 1..HISTORY_ON_TASK whose end is the task's transition are recorded on the task
+    item in that write (no attempt item); a later attempt (a retry or rerun beyond them), a
+    timed-out end and a record over HISTORY_ENTRY_MAX bytes are attempt items as before. The
+    readers (``list_attempts``, for a run and for a task) see every attempt either way."""
+    store = env.store
+    store.create_run(a_run("r", 3), [TaskInstance("r", t) for t in ("a", "b", "c")], None)
+    ended = T0 + timedelta(minutes=1)
+    log = "s3://logs/r/a/1.log"
+    expected = []
+    for number in range(1, it.HISTORY_ON_TASK + 3):  # two beyond the cap
+        task = _running(store, "r", "a", number)
+        attempt = Attempt(
+            "r", "a", number, "succeeded", T0, ended_at=ended, exit_code=0, log=log,
+            outputs={"n": number},
+        )  # fmt: skip
+        assert _end(store, attempt, task)
+        expected.append(attempt)
+    # a timed-out end and a large one: attempt items although their numbers are in the cap
+    timed_out = Attempt("r", "b", 1, "timed_out", T0, ended_at=ended, error="timeout")
+    assert _end(store, timed_out, _running(store, "r", "b", 1))
+    large = Attempt("r", "c", 1, "failed", T0, ended_at=ended, error="x" * 1000, exit_code=1)
+    assert _end(store, large, _running(store, "r", "c", 1))
+
+    items = {i["sk"]["S"]: i for i in raw_items(env, "RUN#r")}
+    on_task = {f"h{i}" for i in range(1, it.HISTORY_ON_TASK + 1)}
+    assert on_task <= set(items["T#a"])
+    assert not any(k.startswith("h") for k in items["T#b"]) | any(
+        k.startswith("h") for k in items["T#c"]
+    )
+    rows = sorted(sk for sk in items if sk.startswith("A#"))
+    beyond = [f"A#a#{n:06d}" for n in range(it.HISTORY_ON_TASK + 1, it.HISTORY_ON_TASK + 3)]
+    assert rows == [*beyond, "A#b#000001", "A#c#000001"]
+    # the task item grows by at most HISTORY_ON_TASK records of HISTORY_ENTRY_MAX bytes
+    bare = {k: v for k, v in items["T#a"].items() if k not in on_task}
+    assert item_size(items["T#a"]) - item_size(bare) <= it.HISTORY_ON_TASK * (
+        it.HISTORY_ENTRY_MAX + 8
+    )
+    assert store.list_attempts("r") == [*expected, timed_out, large]
+    assert store.list_attempts("r", "a") == expected
+    assert store.list_attempts("r", "c") == [large]
+
+
+def test_a_stale_end_of_an_attempt_recorded_on_its_task_changes_nothing(env: Env) -> None:
+    """Of two ends of one attempt, the one whose transition the task took is its history: a
+    later report (the runner's exit after a duplicate delivery) is recorded on its own, and
+    the readers keep the first."""
+    store = env.store
+    store.create_run(a_run("r", 1), [TaskInstance("r", "a")], None)
+    task = _running(store, "r", "a", 1)
+    first = Attempt("r", "a", 1, "succeeded", T0, ended_at=T0 + timedelta(seconds=5))
+    late = replace(first, state="failed", exit_code=1, ended_at=T0 + timedelta(seconds=9))
+    assert _end(store, first, task)
+    assert not _end(store, late, task)
+    assert store.list_attempts("r") == [first]
+    assert store.list_attempts("r", "a") == [first]
+    # recorded once: the late end wrote no attempt item (its write is conditional on the
+    # task item not holding h1, in the same transaction)
+    items = {i["sk"]["S"]: i for i in raw_items(env, "RUN#r")}
+    assert not [sk for sk in items if sk.startswith("A#")]
+    assert it.history_entry(first) == items["T#a"]["h1"]
+    # a late end of an attempt the task item does not hold is an attempt item, once
+    second = _running(store, "r", "a", 3)
+    third = replace(first, attempt=3)
+    assert _end(store, third, second)
+    store.finish_late_attempt(replace(third, state="failed"))
+    assert store.list_attempts("r", "a") == [first, third]
+
+
+def test_an_attempt_without_a_transition_of_its_own_is_an_attempt_item(env: Env) -> None:
+    """``apply_end`` given an end whose task has no transition from that attempt in the
+    decision writes it as an attempt item first (so it is recorded whatever the decision)."""
+    store = env.store
+    store.create_run(a_run("r", 2), [TaskInstance("r", "a"), TaskInstance("r", "b")], None)
+    attempt = Attempt("r", "a", 1, "succeeded", T0, ended_at=T0)
+    other = engine.TaskWrite(TaskInstance("r", "b", TaskState.SKIPPED), TaskState.WAITING, 0)
+    assert store.apply_end(engine.Decision("r", (other,)), [attempt])
+    rows = [i["sk"]["S"] for i in raw_items(env, "RUN#r") if i["sk"]["S"].startswith("A#")]
+    assert rows == ["A#a#000001"]
+    assert store.list_attempts("r") == [attempt]
 
 
 # ---------------------------------------------------------------------------- indexes

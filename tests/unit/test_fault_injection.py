@@ -7,11 +7,15 @@ fan, a stop while 150 tasks run) are ``python -m tests.faultinject``."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.faultinject import (
+    T0,
+    Faults,
     Scenario,
     diamond,
     dynamodb_tables,
@@ -27,6 +31,10 @@ from tests.faultinject import (
     sweep,
     switch,
 )
+
+from stratoflow import engine
+from stratoflow.engine import Run, RunState, TaskInstance, TaskState
+from stratoflow.ports import Attempt
 
 SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "diamond": diamond,
@@ -103,3 +111,49 @@ def test_the_sweep_notices_a_lost_turn(
     monkeypatch.setattr(Scheduler, "_intent", property(lambda self: False))
     with pytest.raises(AssertionError, match="fault at write"):
         sweep(diamond(), dynamodb_store, aws=True)
+
+
+@pytest.mark.no_cover
+@pytest.mark.parametrize("held", [True, False], ids=["on_task", "stopped"])
+@pytest.mark.parametrize("after", [False, True], ids=["before", "after"])
+def test_a_fault_at_a_late_end_on_dynamodb_leaves_the_attempt_recorded_once(
+    held: bool, after: bool, dynamodb_store: Callable[..., Any]
+) -> None:
+    """A late end (its task's transition did not apply) whose write fails, before or after it
+    applied, then comes again (SQS redelivers the report). ``on_task``: the attempt's first end
+    is on its task item: the attempt stays recorded once, as that end, with no attempt item
+    (a write cancelled by its condition fails the same whether or not it was sent).
+    ``stopped``: the task was stopped while the attempt ran: the late end is its one record,
+    an attempt item written once."""
+    faults = Faults()
+    with dynamodb_store(faults) as store:
+        run = Run("r", "w", "p", 1, RunState.RUNNING, {}, T0, T0, n_tasks=1)
+        store.create_run(run, [TaskInstance("r", "a")], None)
+        before = store.get_task("r", "a")
+        running = replace(before, state=TaskState.RUNNING, attempt=1, started_at=T0)
+        assert store.put_task(running, before.state, before.attempt)
+        first = Attempt("r", "a", 1, "succeeded", T0, ended_at=T0 + timedelta(seconds=1))
+        late = replace(first, state="failed", exit_code=1, error="late")
+        if held:
+            done = replace(running, state=TaskState.SUCCEEDED, ended_at=first.ended_at)
+            write = engine.TaskWrite(done, TaskState.RUNNING, 1)
+            assert store.apply_end(engine.Decision("r", (write,), done=1), [first])
+        else:
+            stopped = replace(running, state=TaskState.STOPPED, ended_at=first.ended_at)
+            assert store.put_task(stopped, TaskState.RUNNING, 1)
+
+        faults.armed, faults.at, faults.after = True, faults.count + 1, after
+        if held and after:
+            store.finish_late_attempt(late)  # sent: its condition cancelled it
+        else:
+            with pytest.raises(Exception, match="injected fault"):
+                store.finish_late_attempt(late)
+        assert faults.fired
+        store.finish_late_attempt(late)  # redelivered
+        assert store.list_attempts("r") == [first if held else late]
+        items = store.client.query(
+            TableName=store.table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :a)",
+            ExpressionAttributeValues={":pk": {"S": "RUN#r"}, ":a": {"S": "A#"}},
+        )["Items"]
+        assert [i["sk"]["S"] for i in items] == ([] if held else ["A#a#000001"])

@@ -168,6 +168,18 @@ class StateStore(ABC):
         attempt) is the expected one, the run write if its state is the expected one, and
         the counter deltas. False (and nothing written) if any condition failed."""
 
+    #: whether ``apply_end`` records an attempt's end in its task's transition (one write)
+    history_on_tasks: bool = False
+
+    def apply_end(self, decision: Decision, history: Sequence[Attempt]) -> bool:
+        """Apply ``decision``, the transitions of attempts that ended, recording ``history``
+        (those attempts' ends) with it. Only the attempts whose task transition applies are
+        sure to be recorded: the caller records the others with ``finish_attempt``. By
+        default each end is recorded first, as ``finish_attempt`` does."""
+        for attempt in history:
+            self.finish_attempt(attempt)
+        return self.apply(decision)
+
     # conveniences: one-write decisions
     def put_task(self, task: TaskInstance, expect: TaskState, expect_attempt: int) -> bool:
         """Conditional write: only if the stored (state, attempt) is still the expected one.
@@ -246,6 +258,12 @@ class StateStore(ABC):
     @abstractmethod
     def finish_attempt(self, attempt: Attempt) -> None:
         """Record how an attempt ended; only its first end counts."""
+
+    def finish_late_attempt(self, attempt: Attempt) -> None:
+        """``finish_attempt`` for an end whose task transition did not apply (a duplicate
+        report, an exit after a timeout, a task stopped meanwhile): only its first end counts,
+        an end already recorded with its task's transition (``apply_end``) included."""
+        self.finish_attempt(attempt)
 
     @abstractmethod
     def list_attempts(self, run_id: str, task_id: str | None = None) -> list[Attempt]: ...

@@ -78,6 +78,9 @@ class _Ended(NamedTuple):
     spec: WorkflowSpec
     now: datetime
     made: tuple[engine.Decision, engine.AttemptDecision] | None
+    #: the attempt's end when it is not recorded yet: it goes with the task's transition
+    #: (``StateStore.apply_end``), or on its own if that transition does not apply
+    history: Attempt | None = None
 
 
 @dataclass(frozen=True)
@@ -510,7 +513,7 @@ class Scheduler:
         ended = self._end_of(report)
         if ended is not None:
             made = ended.made
-            self._after_end(ended, made is not None and self.store.apply(made[0]))
+            self._after_end(ended, made is not None and self._apply_ends(made[0], [ended]))
 
     def _apply_results(self, reports: Iterable[Finished]) -> None:
         """A batch of attempt ends. On a store that applies each decision on its own (one
@@ -526,10 +529,14 @@ class Scheduler:
         decided = [(i, e.made[0]) for i, e in enumerate(ended) if e.made is not None]
         applied: set[int] = set()
         for merged, parts in engine.together([d for _, d in decided]):
-            if len(parts) > 1 and self.store.apply(merged):
+            if len(parts) > 1 and self._apply_ends(merged, [ended[decided[p][0]] for p in parts]):
                 applied.update(decided[p][0] for p in parts)
                 continue
-            applied.update(decided[p][0] for p in parts if self.store.apply(decided[p][1]))
+            applied.update(
+                decided[p][0]
+                for p in parts
+                if self._apply_ends(decided[p][1], [ended[decided[p][0]]])
+            )
         for i, e in enumerate(ended):
             self._after_end(e, i in applied)
 
@@ -544,19 +551,35 @@ class Scheduler:
             log.warning("result for unknown task %s/%s ignored", report.run_id, report.task_id)
             return None
         result = report.result
-        self.store.finish_attempt(
-            Attempt(
-                run_id=report.run_id, task_id=report.task_id, attempt=report.attempt,
-                state=result.status.value, started_at=ti.started_at or now, ended_at=now,
-                exit_code=result.exit_code, error=result.error, log=report.log,
-                outputs=dict(result.outputs),
-            )
+        attempt = Attempt(
+            run_id=report.run_id, task_id=report.task_id, attempt=report.attempt,
+            state=result.status.value, started_at=ti.started_at or now, ended_at=now,
+            exit_code=result.exit_code, error=result.error, log=report.log,
+            outputs=dict(result.outputs),
         )  # fmt: skip
         made = engine.attempt_finished(spec, ti, report.attempt, result, now, intent=self._intent)
-        return _Ended(report, ti, spec, now, made)
+        if made is None:  # the task has moved on from this attempt: a late end
+            self.store.finish_late_attempt(attempt)
+            return _Ended(report, ti, spec, now, made)
+        if not self.store.history_on_tasks:
+            self.store.finish_attempt(attempt)
+            return _Ended(report, ti, spec, now, made)
+        return _Ended(report, ti, spec, now, made, attempt)
+
+    def _apply_ends(self, decision: engine.Decision, ended: Sequence[_Ended]) -> bool:
+        """Apply the transitions of ended attempts, their ends recorded with them where the
+        store can (``StateStore.apply_end``)."""
+        history = [e.history for e in ended if e.history is not None]
+        if not history:
+            return self.store.apply(decision)
+        return self.store.apply_end(decision, history)
 
     def _after_end(self, ended: _Ended, applied: bool) -> None:
-        report, ti, spec, now, made = ended
+        report, ti, spec, now, made, history = ended
+        if history is not None and (made is None or not applied):
+            # the transition did not apply (another end or a stop moved the task first):
+            # the end is recorded on its own, as the first end of its attempt only
+            self.store.finish_late_attempt(history)
         if made is not None and applied:
             self._pools_due.update(d.key for d in made[0].pools)  # freed: serve the queue
             if spec.workflow.concurrency is not None:

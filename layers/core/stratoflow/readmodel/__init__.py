@@ -24,6 +24,7 @@ from stratoflow.readmodel._migrations import Migration, MigrationError, load_mig
 from stratoflow.readmodel._projection import Projection
 from stratoflow.readmodel._queries import MAX_LIMIT, ReadModel
 from stratoflow.readmodel._records import (
+    FINAL_REV,
     AuditEntry,
     Change,
     Page,
@@ -35,6 +36,7 @@ from stratoflow.readmodel._records import (
 )
 
 __all__ = [
+    "FINAL_REV",
     "MAX_LIMIT",
     "AuditEntry",
     "Change",

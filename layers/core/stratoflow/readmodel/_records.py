@@ -45,6 +45,11 @@ def to_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
 
 
+#: the revision of a change that is final: no later change of its row may replace it (an
+#: attempt's end recorded on its task item, which is written once: docs/aws-dynamodb.md)
+FINAL_REV = 10**REV_DIGITS - 1
+
+
 def rev_text(rev: int) -> str:
     """A revision as 40 zero-padded digits: text order is numeric order in every dialect."""
     if rev < 0 or len(str(rev)) > REV_DIGITS:

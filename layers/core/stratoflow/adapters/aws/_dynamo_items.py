@@ -504,6 +504,72 @@ def to_attempt(item: Item) -> Attempt:
     )
 
 
+# ------------------------------------------------------------------ attempts on their task item
+# An attempt whose end is the task's transition is recorded on the task item, in that same
+# write (``h<n>``, a map), instead of an attempt item of its own: one write per attempt fewer.
+# Only attempts 1..HISTORY_ON_TASK and records of at most HISTORY_ENTRY_MAX bytes, so the task
+# item grows by at most HISTORY_ON_TASK x HISTORY_ENTRY_MAX bytes; every other attempt (a
+# later retry or rerun, a large record, a timed-out end) is an attempt item (``A#``) as before.
+HISTORY_ON_TASK: Final = 2
+HISTORY_ENTRY_MAX: Final = 400
+_HISTORY_ATTR: Final = "h"
+
+
+def history_attribute(attempt: int) -> str:
+    return f"{_HISTORY_ATTR}{attempt}"
+
+
+def history_entry(attempt: Attempt) -> Item | None:
+    """The map recorded on the task item for ``attempt``'s end; None when it goes to an
+    attempt item instead (its number over HISTORY_ON_TASK, or its record over
+    HISTORY_ENTRY_MAX bytes)."""
+    if not 1 <= attempt.attempt <= HISTORY_ON_TASK:
+        return None
+    entry: Item = {
+        "st": s(attempt.state),
+        "s": s(ts(attempt.started_at)),
+        "o": js(attempt.outputs),
+    }
+    if attempt.ended_at is not None:
+        entry["e"] = s(ts(attempt.ended_at))
+    if attempt.exit_code is not None:
+        entry["x"] = n(attempt.exit_code)
+    if attempt.error is not None:
+        entry["err"] = s(attempt.error)
+    if attempt.log is not None:
+        entry["log"] = s(attempt.log)
+    size = sum(len(k) + len(str(next(iter(v.values())))) for k, v in entry.items())
+    if size > HISTORY_ENTRY_MAX:
+        return None
+    return {"M": entry}
+
+
+def attempts_on_task(run_id: str, item: Item) -> list[Attempt]:
+    """The attempts recorded on a task item (``h1`` .. ``h<HISTORY_ON_TASK>``)."""
+    task_id = str(item["task"]["S"])
+    found = []
+    for number in range(1, HISTORY_ON_TASK + 1):
+        raw = item.get(history_attribute(number))
+        if raw is None:
+            continue
+        entry = raw["M"]
+        found.append(
+            Attempt(
+                run_id=run_id,
+                task_id=task_id,
+                attempt=number,
+                state=str(entry["st"]["S"]),
+                started_at=dt(entry["s"]["S"]),
+                ended_at=get_dt(entry, "e"),
+                exit_code=None if "x" not in entry else get_n(entry, "x"),
+                error=get_s(entry, "err"),
+                log=get_s(entry, "log"),
+                outputs=json.loads(entry["o"]["S"]),
+            )
+        )
+    return found
+
+
 # ------------------------------------------------------------------ task (de)serialisation for plans
 def task_to_json(task: TaskInstance) -> dict[str, Any]:
     return {

@@ -32,6 +32,7 @@ from stratoflow.adapters.aws._dynamo_items import Item, Update, key, n, s
 from stratoflow.adapters.aws.dynamo_backfills import DynamoBackfills
 from stratoflow.adapters.aws.dynamo_dependencies import DynamoDependencies, logical_date_marker
 from stratoflow.engine import (
+    AttemptStatus,
     Decision,
     Plan,
     PoolDelta,
@@ -724,8 +725,15 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
             items = self._batch_get([key(pk, it.task_sk(t)) for t in dict.fromkeys(task_ids)])
         return [it.to_task(run_id, i) for i in items]
 
-    def _task_write(self, task: TaskInstance, expect: TaskState, expect_attempt: int) -> Item:
-        """The Update of one conditional task transition (see ``put_task``)."""
+    def _task_write(
+        self,
+        task: TaskInstance,
+        expect: TaskState,
+        expect_attempt: int,
+        history: Item | None = None,
+    ) -> Item:
+        """The Update of one conditional task transition (see ``put_task``); ``history``:
+        the ended attempt's record (``it.history_entry``), set on the task item with it."""
         # A task entering the queue takes the next FIFO position (one already QUEUED that is
         # written again goes to the back: the service never does that).
         qseq = self._seq.next() if task.state is TaskState.QUEUED else None
@@ -736,6 +744,8 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         upd = it.task_fields(Update(), task, qseq, keep_index=keep)
         if qseq is None:
             upd.remove("qseq")
+        if history is not None:
+            upd.set(it.history_attribute(expect_attempt), history)
         # The (state, attempt) condition is the exactly-once guard: of the writers racing to
         # claim or finish one attempt, exactly one wins. The upstream counts are not written
         # (record_upstream owns them), so a stale copy cannot erase a count.
@@ -760,7 +770,48 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         """One TransactWriteItems: the task transitions (each conditional on its expected
         state and attempt), the run's state (conditional on its expected state) and the
         counter deltas (ADD), all or nothing. A decision of one write is one UpdateItem."""
-        requests = [self._task_write(w.task, w.expect, w.expect_attempt) for w in decision.tasks]
+        return self._apply(decision, {})
+
+    history_on_tasks = True
+
+    def apply_end(self, decision: Decision, history: Sequence[Attempt]) -> bool:
+        """``apply``, each ended attempt recorded on its task item in the write of its
+        transition (``it.history_entry``: no attempt item, no write of its own). An end that
+        cannot be (a timed-out one, whose attempt item the lifecycle function watches; one
+        over the size or number limits; one with no transition of its own here) is written as
+        an attempt item first, as ``finish_attempt`` does."""
+        entries: dict[tuple[str, int], Item] = {}
+        ending = {
+            (w.task.task_id, w.expect_attempt)
+            for w in decision.tasks
+            if w.expect is TaskState.RUNNING
+        }
+        for attempt in history:
+            entry = None
+            if (
+                attempt.state != AttemptStatus.TIMED_OUT.value
+                and attempt.run_id == decision.run_id
+                and (attempt.task_id, attempt.attempt) in ending
+            ):
+                entry = it.history_entry(attempt)
+            if entry is None:
+                self.finish_attempt(attempt)
+            else:
+                entries[(attempt.task_id, attempt.attempt)] = entry
+        return self._apply(decision, entries)
+
+    def _apply(self, decision: Decision, history: dict[tuple[str, int], Item]) -> bool:
+        requests = [
+            self._task_write(
+                w.task,
+                w.expect,
+                w.expect_attempt,
+                history.get((w.task.task_id, w.expect_attempt))
+                if w.expect is TaskState.RUNNING
+                else None,
+            )
+            for w in decision.tasks
+        ]
         if decision.run is not None:
             assert decision.run_expect is not None
             requests.append(self._run_write(decision.run, decision.run_expect))
@@ -1339,6 +1390,32 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         )
 
     def finish_attempt(self, attempt: Attempt) -> None:
+        self._updated(self._finish_request(attempt))
+
+    def finish_late_attempt(self, attempt: Attempt) -> None:
+        """``finish_attempt``, and for an attempt that ``apply_end`` may have recorded on its
+        task item (number 1..HISTORY_ON_TASK) only if that item does not hold it: one
+        TransactWriteItems of the attempt item's write and a ConditionCheck of the task item
+        (``attribute_not_exists(h<n>)``), so an attempt is recorded in one place whatever the
+        order of its ends. Late ends are rare: the transaction's double price is paid only
+        there."""
+        if not 1 <= attempt.attempt <= it.HISTORY_ON_TASK:
+            self.finish_attempt(attempt)
+            return
+        check = {
+            "TableName": self.table,
+            "Key": key(it.run_pk(attempt.run_id), it.task_sk(attempt.task_id)),
+            "ConditionExpression": "attribute_not_exists(#h)",
+            "ExpressionAttributeNames": {"#h": it.history_attribute(attempt.attempt)},
+        }
+        reasons = self._transact(
+            [{"ConditionCheck": check}, {"Update": self._finish_request(attempt)}]
+        )
+        if reasons is not None and "ConditionalCheckFailed" not in reasons:
+            raise RuntimeError(f"late end of {attempt.run_id}/{attempt.task_id}: {reasons}")
+
+    def _finish_request(self, attempt: Attempt) -> Item:
+        """The UpdateItem of ``finish_attempt``: the attempt item, if it has not ended."""
         upd = Update()
         upd.set("run", s(attempt.run_id)).set("task", s(attempt.task_id))
         upd.set("attempt", n(attempt.attempt)).set("st", s(attempt.state))
@@ -1353,12 +1430,40 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
             upd.set("log", s(attempt.log))
         # the first end wins: a timed-out attempt's later exit report changes nothing
         cond = upd.condition("attribute_not_exists(pk) OR {st} = :running", running=s("running"))
-        self._update(
-            upd,
+        return upd.request(
+            self.table,
             key(it.run_pk(attempt.run_id), it.attempt_sk(attempt.task_id, attempt.attempt)),
             cond,
         )
 
     def list_attempts(self, run_id: str, task_id: str | None = None) -> list[Attempt]:
+        """The attempt items and the attempts recorded on their task items (``apply_end``),
+        in the attempt items' order (task, then number). An attempt recorded in both (a
+        stale report of an attempt that another end had already recorded on its task) is
+        the one on the task item: the end whose transition the task took."""
+        pk = it.run_pk(run_id)
         prefix = it.ATTEMPT_PREFIX if task_id is None else f"{it.ATTEMPT_PREFIX}{task_id}#"
-        return [it.to_attempt(i) for i in self._partition(it.run_pk(run_id), prefix)]
+        found = {(a.task_id, a.attempt): a for a in map(it.to_attempt, self._partition(pk, prefix))}
+        names = ", ".join(f"#h{i}" for i in range(1, it.HISTORY_ON_TASK + 1))
+        projection: dict[str, Any] = {
+            "ProjectionExpression": f"#task, {names}",
+            "ExpressionAttributeNames": {
+                "#task": "task",
+                **{f"#h{i}": it.history_attribute(i) for i in range(1, it.HISTORY_ON_TASK + 1)},
+            },
+        }
+        if task_id is None:
+            tasks: Iterator[Item] | list[Item] = self._partition(pk, it.TASK_PREFIX, **projection)
+        else:
+            one = self.client.get_item(
+                TableName=self.table,
+                Key=key(pk, it.task_sk(task_id)),
+                ConsistentRead=True,
+                **projection,
+            ).get("Item")
+            tasks = [] if one is None else [one]
+        for item in tasks:
+            if "task" in item:
+                for attempt in it.attempts_on_task(run_id, item):
+                    found[(attempt.task_id, attempt.attempt)] = attempt
+        return [found[k] for k in sorted(found, key=lambda k: f"{k[0]}#{k[1]:06d}")]

@@ -35,6 +35,7 @@ from stratoflow.adapters.aws._dynamo_items import Item
 from stratoflow.adapters.aws.dynamodb import BATCH_GET_MAX, DynamoStore
 from stratoflow.errors import NotFound
 from stratoflow.readmodel import (
+    FINAL_REV,
     Change,
     Database,
     ReadModel,
@@ -193,26 +194,31 @@ class StreamProjector:
         for raw, seq in zip(raw_records, seqs, strict=True):
             try:
                 record = StreamRecord.parse(raw)
-                target = self._classify(record)
+                targets = self._targets(record)
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("stream record %s cannot be decoded: %s", seq, exc)
                 result.failed.append(seq)
                 continue
             if record.created is not None:
                 oldest = record.created if oldest is None else min(oldest, record.created)
-            if target is None:
+            if not targets:
                 result.skipped += 1
                 continue
-            key, change = target
-            group = groups.setdefault(key, _Group())
-            group.seqs.append(seq)
-            if change is not None:
-                group.changes.append(change)
+            for key, change in targets:
+                group = groups.setdefault(key, _Group())
+                group.seqs.append(seq)  # a record of two targets fails if either does
+                if change is not None:
+                    group.changes.append(change)
         if oldest is not None:
             result.lag_seconds = max(0.0, self._clock_ns() / 1e9 - oldest)
 
         self._read_snapshots(groups, self._next_rev())
         self._apply(groups, result)
+        # a record in two groups (a task item's change and an attempt it records) is
+        # counted once, and retried whole if either group failed
+        result.failed = list(dict.fromkeys(result.failed))
+        grouped = {q for g in groups.values() for q in g.seqs}
+        result.projected = len(grouped - set(result.failed))
         return result
 
     def _next_rev(self) -> int:
@@ -221,6 +227,35 @@ class StreamProjector:
         return self._rev
 
     # ------------------------------------------------------------------ records -> targets
+    def _targets(self, record: StreamRecord) -> list[tuple[Key, Change | None]]:
+        """``_classify``'s target, then the attempts a task item's change records on it (an
+        attempt whose end went with its task's transition: ``DynamoStore.apply_end``).
+
+        Such an attempt is final (``h<n>`` is written once, by the transition the task took)
+        and wins over an attempt item of the same number (a start row, or an end whose
+        transition did not apply), as in ``DynamoStore.list_attempts``: it is projected at
+        ``FINAL_REV``, which no attempt item's sequence number reaches, whatever the order
+        the two items' records come in."""
+        first = self._classify(record)
+        targets = [] if first is None else [first]
+        item, old = record.new, record.old
+        if (
+            record.event != "REMOVE"
+            and item is not None
+            and "task" in item
+            and record.pk.startswith("RUN#")
+            and record.sk.startswith(it.TASK_PREFIX)
+        ):
+            run_id = it.run_id_of(item)
+            before = {} if old is None or "task" not in old else {
+                a.attempt: a for a in it.attempts_on_task(run_id, old)
+            }  # fmt: skip
+            for attempt in it.attempts_on_task(run_id, item):
+                if before.get(attempt.attempt) != attempt:
+                    key = ("attempt", run_id, attempt.task_id, attempt.attempt)
+                    targets.append((key, Change(FINAL_REV, attempt)))
+        return targets
+
     def _classify(self, record: StreamRecord) -> tuple[Key, Change | None] | None:
         """The entity a record touches and, for a one-item row, its change; None when the
         read model has nothing to do with it."""
