@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from stratoflow.adapters.aws import runner
 from stratoflow.adapters.aws.dispatch import execution_name
@@ -285,6 +286,22 @@ def first(events: list[dict[str, Any]], timeout: float = 30.0) -> dict[str, Any]
     return events[0]
 
 
+def waited_on(stack: Stack, token: str, timeout: float = 30.0) -> str:
+    """``token`` once its state waits on it. The launcher is invoked before the state sets up
+    its heartbeat wait, and on moto an outcome sent in between is lost (the wait then sees no
+    heartbeat and runs to the heartbeat timeout; Step Functions has no such gap). A heartbeat
+    is refused (InvalidToken) until the wait is set up: send one until it is taken."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            stack.sfn.send_task_heartbeat(taskToken=token)
+            return token
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "InvalidToken" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def test_kubernetes_outcome_comes_back_through_the_task_token(stack: Stack) -> None:
     launched = launched_events(stack)
     spec = attempt_spec("kubernetes", {"image": "busybox", "command": ["true"]})
@@ -295,7 +312,9 @@ def test_kubernetes_outcome_comes_back_through_the_task_token(stack: Stack) -> N
     assert event["input"]["heartbeat_seconds"] < event["input"]["timeout_seconds"]
     # what the pod's reporter sends (docs/aws-eks.md)
     output = {"status": "succeeded", "exit_code": 0, "outputs": {"pods": "1"}}
-    stack.sfn.send_task_success(taskToken=event["task_token"], output=json.dumps(output))
+    stack.sfn.send_task_success(
+        taskToken=waited_on(stack, event["task_token"]), output=json.dumps(output)
+    )
 
     message = stack.receive()
     assert message == {
@@ -307,7 +326,7 @@ def test_kubernetes_outcome_comes_back_through_the_task_token(stack: Stack) -> N
 def test_kubernetes_job_failure_through_the_task_token(stack: Stack) -> None:
     launched = launched_events(stack)
     dispatcher_for(stack).dispatch(attempt_spec("kubernetes", {"image": "busybox", "command": []}))
-    token = first(launched)["task_token"]
+    token = waited_on(stack, first(launched)["task_token"])
     stack.sfn.send_task_failure(
         taskToken=token, error="Stratoflow.TaskFailed", cause='{"exit_code": 2}'
     )
