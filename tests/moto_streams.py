@@ -6,7 +6,7 @@ copy has a stream shard of its own, while a reader's shard iterator holds the ol
 reader then gets the records of the writes that were undone, and never the records of any
 write after (they go to the copy's shard). DynamoDB writes nothing for a cancelled
 transaction and emits nothing. ``install`` makes the rollback keep each table's shard, less
-the cancelled transaction's records; ``tests/unit/test_moto_streams.py`` shows both."""
+the cancelled transaction's records; ``tests/aws_projector/test_moto_streams.py`` shows both."""
 
 from __future__ import annotations
 

@@ -4,51 +4,26 @@ read (moto alone gives the reader the undone write and loses the later ones)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
-REGION = "us-east-1"
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield
+from tests.aws_projector.conftest import REGION, Stream
 
 
 def test_a_cancelled_transaction_emits_nothing_and_later_writes_are_read(aws: None) -> None:
     ddb = boto3.client("dynamodb", region_name=REGION)
-    made = ddb.create_table(
+    ddb.create_table(
         TableName="t",
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
         StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
     )
-    arn = made["TableDescription"]["LatestStreamArn"]
-    streams = boto3.client("dynamodbstreams", region_name=REGION)
-    (shard,) = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
-    iterator = streams.get_shard_iterator(
-        StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-    )["ShardIterator"]
+    stream = Stream(ddb, "t")
 
     def read() -> list[str]:
-        nonlocal iterator
-        page: dict[str, Any] = streams.get_records(ShardIterator=iterator)
-        iterator = page["NextShardIterator"]
-        return [r["dynamodb"]["Keys"]["pk"]["S"] for r in page["Records"]]
+        return [r["dynamodb"]["Keys"]["pk"]["S"] for r in stream.read()]
 
     ddb.put_item(TableName="t", Item={"pk": {"S": "a"}})
     assert read() == ["a"]
