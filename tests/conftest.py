@@ -22,8 +22,8 @@ from tests.moto_streams import install as install_moto_stream_fix
 
 # In CI the property tests and storms draw the same examples on every run (``derandomize``):
 # a red run is then a bug that reproduces from the commit alone, not a draw of the dice. A
-# developer's run draws new examples each time (the default profile), and a hunt for rare
-# cases runs them with random seeds and more examples, as a script (README, "Tests").
+# developer's run draws new examples each time (the "dev" profile), and a hunt for rare
+# cases runs them again and again with fresh seeds (README, "Development").
 hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
 hypothesis_settings.register_profile("dev", print_blob=True)
 hypothesis_settings.load_profile(

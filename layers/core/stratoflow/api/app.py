@@ -613,8 +613,8 @@ def _view_response(body: BaseModel | str, tag: str) -> Response[Any]:
     """A JSON view with its ETag; ``no-cache``: revalidate (cheaply, by the tag) every time.
 
     The body is encoded here, once, by pydantic: the model was validated when it was built,
-    and the route is an ``_encoded_view``, so Powertools neither validates it again nor walks
-    it to encode it (at 10,000 tasks a run view is 2.4 MB; the second validation and its
+    and the route is a ``_raw_response`` one (its schema documented by ``_encoded_view``), so
+    Powertools neither validates it again nor walks it to encode it (at 10,000 tasks a run view is 2.4 MB; the second validation and its
     encoding were a third of the request's CPU). ``body`` may be that JSON already (a cached
     layout)."""
     return Response(
