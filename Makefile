@@ -8,7 +8,7 @@ SAM_BIN := $(SAM_VENV)/bin
 HOME_DIR ?= $(CURDIR)/.stratoflow
 PORT ?= 8321
 
-.PHONY: install run test lint typecheck pytest check-aws sam-venv bench clean ui chromium
+.PHONY: install run test lint typecheck pytest check-aws sam-venv bench clean ui chromium mariadb
 
 $(BIN)/stratoflow: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Stratoflow needs Python 3.11+; set PYTHON=python3.11" if sys.version_info < (3, 11) else 0)'
@@ -34,13 +34,18 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 chromium:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
+## make mariadb: the server binaries of Debian's mariadb-server (mariadbd, mariadb-install-db), when
+## they are missing: the sql tests (tests/sql) start a MariaDB server of their own from them
+mariadb:
+	@PATH="$$PATH:/usr/sbin" command -v mariadbd >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q mariadb-server-core; }
+
 ## make run: install, then start a local Stratoflow (API on 127.0.0.1:$(PORT)) with the examples applied
 run: install
 	$(BIN)/stratoflow server --home $(HOME_DIR) --port $(PORT) --pool warehouse=2 --apply examples/
 
 ## make test: install, then lint, type-check, run the whole test suite with coverage, and check
 ## the AWS template and state machines (sam validate --lint, cfn-lint, statelint, sam build)
-test: install chromium lint typecheck pytest check-aws
+test: install chromium mariadb lint typecheck pytest check-aws
 
 lint:
 	$(BIN)/ruff check layers functions tests benchmarks examples

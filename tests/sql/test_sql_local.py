@@ -244,7 +244,7 @@ name: slow
 tasks:
   q: {type: sql, connection: wh, timeout: 8s, sql: "SELECT SLEEP(60) /* sf-my-marker */"}
 """)  # fmt: skip
-    admin = mysql_admin()
+    admin = mysql_admin(mysql_db)
 
     def running() -> bool:
         with admin.cursor() as cur:  # type: ignore[attr-defined]
