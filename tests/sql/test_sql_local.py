@@ -181,6 +181,39 @@ tasks:
     assert "sql_file 'queries/count.sql' is not in the task's working directory" in error
 
 
+def test_sql_file_from_the_projects_resources_in_the_version_the_run_pinned(
+    runtime: LocalRuntime, pg_db: str
+) -> None:
+    """A DolphinScheduler user keeps the script in the resource centre: ``sql_file`` names a
+    file the task lists in ``resources``; its parameters are bound as for inline SQL, and the
+    run reads the version it pinned, not one uploaded after it was created."""
+    add_connection(runtime, "wh", "postgresql", url=pg_db)
+    setup = start(runtime, """
+name: setup
+tasks:
+  make: {type: sql, connection: wh, outputs: none,
+         sql: "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2), (2)"}
+""")  # fmt: skip
+    assert finish(runtime, setup) is RunState.SUCCEEDED
+    runtime.resources.put(
+        "default", "queries/count.sql", b"SELECT count(*) AS n FROM t WHERE x = %(x)s"
+    )
+    run_id = start(runtime, """
+name: fromresource
+tasks:
+  q:
+    type: sql
+    connection: wh
+    resources: [queries/count.sql]
+    sql_file: queries/count.sql
+    parameters: {x: 2}
+""")  # fmt: skip
+    runtime.resources.put("default", "queries/count.sql", b"SELECT 999 AS n")  # after the pin
+    assert finish(runtime, run_id) is RunState.SUCCEEDED, runtime.store.get_tasks(run_id)
+    assert runtime.store.get_task(run_id, "q").outputs == {"n": "2", "row_count": 1}
+    assert runtime.resources.pins(run_id) == {"queries/count.sql": "1"}
+
+
 def _backends(url: str, marker: str) -> list[int]:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
