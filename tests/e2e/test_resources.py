@@ -1,8 +1,9 @@
 """Resource files end to end on the local runtime (issue 13, item 4): ``stratoflow resources``
 through the API of a local server (upload, list, versions, download, delete, exit codes and
-errors), a shell task that cats a resource in its working directory, a run that keeps the
-version it pinned when a new one is uploaded while it runs and when it is rerun, and a trigger
-refused naming a missing file."""
+errors), a shell task that cats a resource in its working directory (and batch and kubernetes
+tasks, whose commands run as local processes), a run that keeps the version it pinned when a
+new one is uploaded while it runs and when it is rerun, and a trigger refused naming a missing
+file. sql_file from a resource: tests/sql/test_sql_local.py."""
 
 from __future__ import annotations
 
@@ -159,7 +160,9 @@ def test_the_api_and_its_openapi_document(server: Server) -> None:
     )
     assert r.content == b"\xff\xfe binary"
     assert r.headers["X-Resource-Version"] == "1"
-    doc = httpx.get(f"{server.url}/openapi.json").json()
+    # the document is built on its first request: 1-3 s on an idle machine, past httpx's
+    # default 5 s read timeout on a loaded one (seen: a ReadTimeout at load 11 on 2 cores)
+    doc = httpx.get(f"{server.url}/openapi.json", timeout=60).json()
     for route in ("/resources", "/resources/file", "/resources/versions"):
         assert route in doc["paths"], route
     assert set(doc["paths"]["/resources/file"]) == {"get", "put", "delete"}
@@ -248,3 +251,32 @@ def test_a_pin_that_cannot_be_written_creates_no_run(
     r = httpx.post(f"{server.url}/workflows/uses_files/runs", params={"project": "etl"}, json={})
     assert r.status_code == 201, r.text
     assert rt.resources.pins(r.json()["run"]["id"]) == {"data/rows.txt": "1", "query.sql": "1"}
+
+
+def test_batch_and_kubernetes_tasks_find_them_too(server: Server, tmp_path: Path) -> None:
+    """Locally a batch or kubernetes task's command runs as a process in its working
+    directory (no image, no cluster): the files it lists are there, as for shell and python."""
+    rt = server.runtime
+    upload(server, tmp_path, "data/rows.txt", b"pinned")
+    rt.scheduler.apply("""
+name: containers
+project: etl
+tasks:
+  job:
+    type: batch
+    image: alpine
+    resources: [data/rows.txt]
+    command: [sh, -c, 'echo "seen=$(cat data/rows.txt)" >> "$STRATOFLOW_OUTPUT"']
+  pod:
+    type: kubernetes
+    image: alpine
+    resources: [data/rows.txt]
+    command: [sh, -c, 'echo "seen=$(cat data/rows.txt)" >> "$STRATOFLOW_OUTPUT"']
+""")  # fmt: skip
+    run, _ = rt.scheduler.trigger("etl", "containers")
+    upload(server, tmp_path, "data/rows.txt", b"newer")  # after the run pinned version 1
+    rt.run_until(lambda: rt.store.get_run(run.id).state.terminal)
+    tasks = {t.task_id: t for t in rt.store.get_tasks(run.id)}
+    assert rt.store.get_run(run.id).state.value == "succeeded", tasks
+    assert tasks["job"].outputs == {"seen": "pinned"}
+    assert tasks["pod"].outputs == {"seen": "pinned"}
