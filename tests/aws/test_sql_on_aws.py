@@ -1,8 +1,8 @@
 """sql tasks on AWS: the dispatcher sends them to the project's runner with the named
 connection (its credentials as references), refuses one whose connection is missing (naming
 it) or when the stack gives it no connections; the runner (called directly, S3 on moto)
-resolves the password as the project's role and runs the query on the real PostgreSQL; its
-timeout cancels the query on the server."""
+resolves the password as the project's role and runs the query on the real PostgreSQL, also
+through the state machine on moto's executor; its timeout cancels the query on the server."""
 
 from __future__ import annotations
 
@@ -120,3 +120,34 @@ def test_athena_results_go_under_the_projects_prefix_unless_the_connection_names
     assert settings["workgroup"] == "etl"
     doc = dispatcher.build_input(attempt_spec("sql", {**SQL, "connection": "own"}))
     assert doc["task"]["__connection"]["settings"]["output_location"] == "s3://mine/q/"
+
+
+def test_a_postgresql_query_runs_through_the_state_machine_on_the_runner(
+    stack: Stack, request: pytest.FixtureRequest
+) -> None:
+    """The runner path end to end on moto's executor: the dispatcher sends the task with its
+    connection to the runner state, the runner (its task process) runs the statement on the
+    real PostgreSQL with the parameter bound, and the outcome comes back as the attempt's
+    result. (The RDS Data API takes this path too; its driver is on moto in
+    tests/sql/test_sql_aws.py: the runner's task process is out of reach of moto's in-process
+    mock.)"""
+    url = request.getfixturevalue("pg_db")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE victims (name text); INSERT INTO victims VALUES ('alice')")
+    stack.lambdas["stratoflow-runner"] = lambda event: runner.handle(
+        event, lambda: 60.0, s3=stack.s3
+    )
+    wh = validate_connection("default", "wh", "postgresql", {"url": url})
+    evil = "'; DROP TABLE victims; --"
+    spec = attempt_spec("sql", {"connection": "wh", "outputs": "first_row",
+                                "sql": "SELECT count(*) AS n FROM victims WHERE name <> %(who)s",
+                                "parameters": {"who": evil}})  # fmt: skip
+    dispatcher_for(stack, connections=lookup({"wh": wh})).dispatch(spec)
+    outcome = stack.receive()
+    assert outcome["status"] == "succeeded", outcome["error"]
+    assert outcome["outputs"] == {"n": "1", "row_count": 1}
+    with psycopg.connect(url, autocommit=True) as conn:  # bound: the table is still there
+        assert conn.execute("SELECT count(*) FROM victims").fetchone() == (1,)
+    [run] = stack.sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]
+    assert stack.states_entered(run["executionArn"]) == [
+        "Route", "RunOnLambdaRunner", "ReportOutcome"]  # fmt: skip
