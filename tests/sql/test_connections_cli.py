@@ -107,6 +107,18 @@ def test_add_list_show_test_delete_and_the_audit_log(
     assert PASSWORD not in json.dumps([e.details for e in audit.items])
 
 
+def test_a_mysql_connection_tests_ok_on_the_real_server(server: Server, mysql_db: str) -> None:
+    code, out = server.run(
+        "connections", "add", "my", "--type", "mysql", "--setting", f"url={mysql_db}"
+    )
+    assert code == 0, out
+    code, out = server.run("connections", "test", "my", "--output", "json")
+    assert code == 0, out
+    answer = json.loads(out)
+    assert answer["ok"] is True
+    assert "connected and ran SELECT 1" in answer["message"]
+
+
 def test_the_api_names_bad_fields_and_documents_the_routes(server: Server) -> None:
     with httpx.Client(base_url=server.url) as http:
         bad = http.put("/connections/Not_A_Name", json={"type": "mysql", "settings": {}})
