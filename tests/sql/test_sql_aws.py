@@ -60,11 +60,15 @@ def test_athena_first_row_rows_the_query_id_and_bound_parameters(aws: None) -> N
     columns = [{"Name": "n", "Type": "bigint"}, {"Name": "region", "Type": "varchar"}]
     _athena_backend().query_results_queue.append(QueryResults([header, *rows], columns))
     sql = "SELECT n, region FROM sales WHERE region = %(region)s AND ds = %(ds)s"
-    got = execute("athena", ATHENA, sql, {"region": EVIL, "ds": "2024-05-01"}, "rows")
+    lines: list[str] = []
+    got = execute("athena", ATHENA, sql, {"region": EVIL, "ds": "2024-05-01"}, "rows",
+                  log=lines.append)  # fmt: skip
     assert got["rows"] == [{"n": "7", "region": "eu"}, {"n": "8", "region": "eu"}]
     assert got["row_count"] == 2
     [execution] = _athena_backend().executions.values()
     assert got["query_id"] == execution.id
+    assert f"query_id={execution.id}" in lines  # the attempt's log has them too
+    assert any(line.endswith("row_count=2") for line in lines), lines
     assert execution.query == "SELECT n, region FROM sales WHERE region = ? AND ds = ?"
     assert execution.execution_parameters == ["'''; DROP TABLE x; --'", "'2024-05-01'"]
     assert execution.workgroup.name == "primary"
@@ -86,7 +90,9 @@ def test_athena_a_stop_cancels_the_query(aws: None) -> None:
 
 def _statement() -> Any:
     backend = redshiftdata_backends[DEFAULT_ACCOUNT_ID][REGION]
-    deadline = time.monotonic() + 5
+    # the driver's first client takes seconds on a loaded machine (5 s ran out at load 20, and
+    # the statement then never finished: the test hung until its timeout)
+    deadline = time.monotonic() + 60
     while not backend.statements and time.monotonic() < deadline:
         time.sleep(0.01)
     return next(iter(backend.statements.values()))
@@ -100,8 +106,11 @@ def test_redshift_data_named_parameters_the_result_and_the_statement_id(aws: Non
 
     threading.Thread(target=finish).start()
     sql = "SELECT * FROM addresses WHERE city <> %(city)s"
-    got = execute("redshift-data", REDSHIFT, sql, {"city": EVIL}, "first_row", log=lambda _: None)
+    lines: list[str] = []
+    got = execute("redshift-data", REDSHIFT, sql, {"city": EVIL}, "first_row", log=lines.append)
     statement = _statement()
+    assert f"query_id={statement.id}" in lines  # the attempt's log has them too
+    assert any(line.endswith("row_count=3") for line in lines), lines
     # moto answers every statement with the same three addresses
     assert got == {"Number": "10", "Street": "Alpha st", "City": "Vancouver", "row_count": 3,
                    "query_id": statement.id}  # fmt: skip
