@@ -408,3 +408,38 @@ def test_a_channel_resolves_a_secret_set_for_its_project(
         assert sent.body is not None
     finally:
         rt.close()
+
+
+EVERY = """
+name: watched
+params: {ok: "no"}
+alerts: [{on: [start, success], group: chat}]
+tasks:
+  load:
+    type: shell
+    command: "test '{{ params.ok }}' = yes"
+    alerts: [{on: [failure], group: oncall}]
+"""
+
+
+def test_start_success_and_a_tasks_own_failure_alert_their_groups(
+    rt: LocalRuntime, recorder: Recorder
+) -> None:
+    rt.scheduler.apply(textwrap.dedent(EVERY))
+    ran = []
+    for ok in ("yes", "no"):
+        started, _ = rt.scheduler.trigger("default", "watched", params={"ok": ok})
+        rt.run_until(lambda: rt.store.get_run(started.id).state.terminal)  # noqa: B023
+        ran.append(rt.store.get_run(started.id))
+    assert [r.state.value for r in ran] == ["succeeded", "failed"]
+    assert [r.body["text"] for r in recorder.on("/slack")] == [
+        "[START] default/watched started",
+        "[SUCCESS] default/watched succeeded",
+        "[START] default/watched started",
+        "[FAILURE] default/watched task load (attempt 1) failed",  # the task's group has slack
+    ]
+    (page,) = recorder.on("/v2/enqueue")  # the run's failure: no workflow rule asked for it
+    assert page.body["dedup_key"] == f"stratoflow/default/watched/{ran[1].id}/load"
+    assert page.body["payload"]["custom_details"]["Logical date"] == (
+        ran[1].logical_date.isoformat()
+    )

@@ -303,6 +303,46 @@ def test_sla_deadline_is_a_one_time_schedule_set_at_start_and_deleted_at_the_end
     assert stack.schedules() == []
 
 
+TASK_SLA = """
+name: staged
+alerts: [{on: [sla_miss], group: oncall}]
+tasks:
+  slow: {type: shell, command: "true", sla: 30m}
+  quick: {type: shell, command: "true", sla: 30m}
+"""
+
+
+def test_each_tasks_sla_is_a_schedule_of_its_own_and_only_a_late_task_alerts(
+    stack: Stack,
+) -> None:
+    stack.scheduler.apply(textwrap.dedent(TASK_SLA))
+    run, _ = stack.scheduler.trigger("default", "staged")
+    stack.scheduler.step()
+    stack.scheduler.dispatch_ready()
+    quick = next(k for k in stack.dispatcher.pending if k[1] == "quick")
+    del stack.dispatcher.pending[quick]
+    stack.scheduler.on_finished(
+        [Finished(*quick, AttemptResult(AttemptStatus.SUCCEEDED, exit_code=0), log="s3://l/x")]
+    )
+    stack.scheduler.step()
+    for event in stack.delivered_events():
+        stack.invoke(event)
+    schedules = stack.schedules()
+    payloads = {json.loads(s["Target"]["Input"])["task_id"]: s for s in schedules}
+    assert set(payloads) == {"slow", "quick"}  # the workflow has no sla of its own
+    due = (stack.store.get_run(run.id).started_at or run.created_at) + timedelta(minutes=30)
+    for schedule in schedules:
+        assert schedule["ScheduleExpression"] == f"at({due.replace(tzinfo=None).isoformat()})"
+
+    # both deadlines fire: quick was done in time, slow was not
+    for schedule in schedules:
+        stack.invoke(json.loads(schedule["Target"]["Input"]))
+    (miss,) = [r for r in stack.recorder.on("/hook") if r.body["event"] == "sla_miss"]
+    assert (miss.body["run_id"], miss.body["task_id"]) == (run.id, "slow")
+    (page,) = stack.recorder.on("/v2/enqueue")
+    assert page.body["dedup_key"] == f"stratoflow/default/staged/{run.id}/slow"
+
+
 def test_a_failed_send_is_retried_by_a_one_time_schedule_until_it_goes_through(
     stack: Stack,
 ) -> None:

@@ -14,8 +14,9 @@ Respond = Callable[[str, str, Any, dict[str, str]], tuple[int, Any]]
 
 
 @contextmanager
-def json_stub(respond: Respond) -> Iterator[str]:
-    """Serve ``respond`` until the block ends; yields the base URL."""
+def json_stub(respond: Respond, port: int = 0) -> Iterator[str]:
+    """Serve ``respond`` until the block ends; yields the base URL. ``port``: a given one
+    (a service that comes up later at an address already configured), else any free one."""
 
     class Handler(BaseHTTPRequestHandler):
         def _answer(self) -> None:
@@ -36,7 +37,7 @@ def json_stub(respond: Respond) -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

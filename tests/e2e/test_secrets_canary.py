@@ -1,7 +1,8 @@
-"""The canary (issue 12): a secret set through the CLI and used in a task's env, a param and
-its command reaches the task, and nothing Stratoflow keeps or shows holds it: API responses,
-the state and read-model rows (SQLite, and the PostgreSQL read model), events, the audit log,
-the server's log. Also the CLI's exit codes for secrets."""
+"""The canary (issue 12): a secret set through the CLI and used in a task's env, a param, its
+command and an alert channel's header reaches the task and the channel's endpoint, and nothing
+Stratoflow keeps or shows holds it: API responses, the state, outbox and read-model rows
+(SQLite, and the PostgreSQL read model), events, the audit log, the server's log. Also the
+CLI's exit codes for secrets."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from stratoflow.cli import main
+from tests.e2e.http_stub import json_stub
 from tests.e2e.server_process import first_admin_token, free_port
 from tests.readmodel.conftest import ADMIN_URL, admin_connection, scratch_url
 
@@ -32,6 +34,7 @@ DIGEST = hashlib.sha256(CANARY.encode()).hexdigest()
 
 WORKFLOW = """
 name: canary
+alerts: [{on: [failure], group: oncall}]
 tasks:
   use:
     type: shell
@@ -153,7 +156,22 @@ def postgres_rows(url: str) -> str:
         )
 
 
-def test_the_canary_reaches_the_task_and_nothing_else(server: Server) -> None:
+@pytest.fixture
+def endpoint() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """An alert channel's endpoint: the headers of each request it got."""
+    got: list[dict[str, str]] = []
+
+    def respond(method: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+        got.append({k.lower(): v for k, v in headers.items()})
+        return 200, {"ok": True}
+
+    with json_stub(respond) as url:
+        yield url, got
+
+
+def test_the_canary_reaches_the_task_and_nothing_else(
+    server: Server, endpoint: tuple[str, list[dict[str, str]]]
+) -> None:
     # GIVEN the canary set through the CLI, the value on stdin
     made = cli(server, "secrets", "set", "canary", "--output", "json", stdin=CANARY + "\n")
     assert made.exit_code == 0, made.output
@@ -161,6 +179,16 @@ def test_the_canary_reaches_the_task_and_nothing_else(server: Server) -> None:
     listed = cli(server, "secrets", "list", "--output", "json")
     assert json.loads(listed.output)["secrets"] == [{"project": "default", "name": "canary"}]
     assert cli(server, "secrets", "list").output == "canary\n"
+    # AND a channel whose credential is the canary, in the group the workflow's failure alerts
+    url, received = endpoint
+    assert cli(server, "secrets", "set", "hook", stdin=f"{url}/hook").exit_code == 0
+    for args in (
+        ["channels", "add", "hook", "--type", "webhook", "--url", "{{ secrets.hook }}",
+         "--setting", "header.Authorization=Bearer {{ secrets.canary }}"],
+        ["groups", "set", "oncall", "--channels", "hook"],
+    ):  # fmt: skip
+        added = cli(server, "alerts", *args)
+        assert added.exit_code == 0, added.output
 
     # WHEN a workflow uses it in env, params and commands, and runs
     source = Path(server.home.parent / "canary.yaml")
@@ -182,6 +210,18 @@ def test_the_canary_reaches_the_task_and_nothing_else(server: Server) -> None:
     assert "wrong password ***" in tasks["fails"]["error"]
     assert tasks["unset"]["state"] == "failed"
     assert "secret 'never_set' is not set in project 'default'" in tasks["unset"]["error"]
+    # the run's failure alert reached the channel with the canary in its header
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        listed = cli(server, "alerts", "list", "--run", run_id, "--output", "json")
+        deliveries = json.loads(listed.output)["deliveries"]
+        if [d["status"] for d in deliveries] == ["sent"]:
+            break
+        time.sleep(0.2)
+    assert [(d["event"], d["channel"], d["status"]) for d in deliveries] == [
+        ("failure", "hook", "sent")
+    ]
+    assert [h["authorization"] for h in received] == [f"Bearer {CANARY}"]
 
     # the log view masks what the task printed (the file is the task's own writing)
     log = server.get(f"/runs/{run_id}/tasks/use/attempts/1/log")
@@ -202,7 +242,8 @@ def test_the_canary_reaches_the_task_and_nothing_else(server: Server) -> None:
     # every other view of it
     for path in (
         "/runs", f"/runs/{run_id}/timeline", "/workflows", "/workflows/canary",
-        "/secrets", "/audit", "/me", f"/runs/{run_id}/tasks/use",
+        "/secrets", "/audit", "/me", f"/runs/{run_id}/tasks/use", "/alerts",
+        "/alerts/channels", "/alerts/groups",
         f"/runs/{run_id}/tasks/py/outputs/returned", f"/runs/{run_id}/tasks/fails",
     ):  # fmt: skip
         assert server.get(path).status_code == 200, path
