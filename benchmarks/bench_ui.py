@@ -103,6 +103,26 @@ FRAME_LOOP_START = """() => {
 FRAME_LOOP_STOP = "() => { window.__frameLoop = false; return window.__frames; }"
 
 
+# Where a first visit's time goes, ms since navigation (Navigation and Resource Timing): the
+# HTML received, the script received, DOMContentLoaded (the script parsed and run), and each
+# API request the run page makes (asked, first byte, received), in the order they were asked.
+BREAKDOWN = """() => {
+    const nav = performance.getEntriesByType('navigation')[0];
+    const out = { html: nav.responseEnd, dom_content_loaded: nav.domContentLoadedEventEnd };
+    for (const e of performance.getEntriesByType('resource')) {
+        const u = new URL(e.name);
+        let name = null;
+        if (/\\.js$/.test(u.pathname) && !/worker/.test(u.pathname)) name = 'script';
+        else if (/\\/me$/.test(u.pathname)) name = 'me';
+        else if (/\\/runs\\/[^/]+\\/layout$/.test(u.pathname)) name = 'layout';
+        else if (/\\/runs\\/[^/]+\\/states$/.test(u.pathname)) name = 'states';
+        else if (/\\/runs\\/[^/]+$/.test(u.pathname)) name = 'run_view';
+        if (name && !(name in out)) out[name] = [e.startTime, e.responseStart, e.responseEnd];
+    }
+    return out;
+}"""
+
+
 def mark(page: Any, name: str) -> float:
     return float(page.evaluate(f"performance.getEntriesByName('{name}')[0].startTime"))
 
@@ -119,7 +139,18 @@ def visit(page: Any, url: str, *, reload: bool) -> dict[str, Any]:
         timeout=ELK_TIMEOUT_MS,
         polling=100,
     )
+    # a page that draws before the whole run view has arrived asks for it after drawing
+    page.wait_for_function(
+        "performance.getEntriesByType('resource')"
+        ".some((e) => /\\/runs\\/[^/?]+(\\?|$)/.test(e.name))",
+        timeout=ELK_TIMEOUT_MS,
+        polling=100,
+    )
     asked, first_byte, received = page.evaluate(RUN_VIEW_TIMES)
+    breakdown = {
+        k: [round(x) for x in v] if isinstance(v, list) else round(v)
+        for k, v in page.evaluate(BREAKDOWN).items()
+    }
     return {
         "first_paint_ms": round(mark(page, "graph-rendered")),
         "final_layout_ms": round(mark(page, "graph-final-layout")),
@@ -129,6 +160,9 @@ def visit(page: Any, url: str, *, reload: bool) -> dict[str, Any]:
         "run_view_asked_ms": round(asked),
         "run_view_first_byte_ms": round(first_byte),
         "run_view_ms": round(received),
+        # ms since navigation: html, dom_content_loaded; [asked, first byte, received] of
+        # script, me, layout, states (where the page asks for it) and run_view
+        "breakdown": breakdown,
     }
 
 
