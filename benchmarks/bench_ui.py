@@ -15,7 +15,9 @@ pixel ratio 1) then opens the run page twice in each of ``--repeat`` fresh brows
 Measured on each visit (ms since navigation, Performance API marks of the page):
 * ``first paint``: the graph first drawn with task states (``graph-rendered``);
 * ``run view received``: the end of the first ``GET /runs/{id}`` (Resource Timing), which the
-  first paint waits for;
+  first paint waited for until the page drew from ``GET /runs/{id}/states`` and the layout;
+* ``breakdown``: where a first visit's time goes: the HTML and the script received,
+  DOMContentLoaded, and each request the page makes (asked, first byte, received);
 * ``final layout``: the final layout drawn (``graph-final-layout``), and where it came from.
 
 Then, on the return visit, scripted pan and zoom from Fit to close up and back:
