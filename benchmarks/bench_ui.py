@@ -15,7 +15,9 @@ pixel ratio 1) then opens the run page twice in each of ``--repeat`` fresh brows
 Measured on each visit (ms since navigation, Performance API marks of the page):
 * ``first paint``: the graph first drawn with task states (``graph-rendered``);
 * ``run view received``: the end of the first ``GET /runs/{id}`` (Resource Timing), which the
-  first paint waits for;
+  first paint waited for until the page drew from ``GET /runs/{id}/states`` and the layout;
+* ``breakdown``: where a first visit's time goes: the HTML and the script received,
+  DOMContentLoaded, and each request the page makes (asked, first byte, received);
 * ``final layout``: the final layout drawn (``graph-final-layout``), and where it came from.
 
 Then, on the return visit, scripted pan and zoom from Fit to close up and back:
@@ -103,6 +105,26 @@ FRAME_LOOP_START = """() => {
 FRAME_LOOP_STOP = "() => { window.__frameLoop = false; return window.__frames; }"
 
 
+# Where a first visit's time goes, ms since navigation (Navigation and Resource Timing): the
+# HTML received, the script received, DOMContentLoaded (the script parsed and run), and each
+# API request the run page makes (asked, first byte, received), in the order they were asked.
+BREAKDOWN = """() => {
+    const nav = performance.getEntriesByType('navigation')[0];
+    const out = { html: nav.responseEnd, dom_content_loaded: nav.domContentLoadedEventEnd };
+    for (const e of performance.getEntriesByType('resource')) {
+        const u = new URL(e.name);
+        let name = null;
+        if (/\\.js$/.test(u.pathname) && !/worker/.test(u.pathname)) name = 'script';
+        else if (/\\/me$/.test(u.pathname)) name = 'me';
+        else if (/\\/runs\\/[^/]+\\/layout$/.test(u.pathname)) name = 'layout';
+        else if (/\\/runs\\/[^/]+\\/states$/.test(u.pathname)) name = 'states';
+        else if (/\\/runs\\/[^/]+$/.test(u.pathname)) name = 'run_view';
+        if (name && !(name in out)) out[name] = [e.startTime, e.responseStart, e.responseEnd];
+    }
+    return out;
+}"""
+
+
 def mark(page: Any, name: str) -> float:
     return float(page.evaluate(f"performance.getEntriesByName('{name}')[0].startTime"))
 
@@ -119,7 +141,18 @@ def visit(page: Any, url: str, *, reload: bool) -> dict[str, Any]:
         timeout=ELK_TIMEOUT_MS,
         polling=100,
     )
+    # a page that draws before the whole run view has arrived asks for it after drawing
+    page.wait_for_function(
+        "performance.getEntriesByType('resource')"
+        ".some((e) => /\\/runs\\/[^/?]+(\\?|$)/.test(e.name))",
+        timeout=ELK_TIMEOUT_MS,
+        polling=100,
+    )
     asked, first_byte, received = page.evaluate(RUN_VIEW_TIMES)
+    breakdown = {
+        k: [round(x) for x in v] if isinstance(v, list) else round(v)
+        for k, v in page.evaluate(BREAKDOWN).items()
+    }
     return {
         "first_paint_ms": round(mark(page, "graph-rendered")),
         "final_layout_ms": round(mark(page, "graph-final-layout")),
@@ -129,6 +162,9 @@ def visit(page: Any, url: str, *, reload: bool) -> dict[str, Any]:
         "run_view_asked_ms": round(asked),
         "run_view_first_byte_ms": round(first_byte),
         "run_view_ms": round(received),
+        # ms since navigation: html, dom_content_loaded; [asked, first byte, received] of
+        # script, me, layout, states (where the page asks for it) and run_view
+        "breakdown": breakdown,
     }
 
 

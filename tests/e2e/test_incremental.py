@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from stratoflow.adapters.local.runtime import LocalRuntime
-from stratoflow.api import create_app, start_in_thread
+from stratoflow.api import create_app, local_server, start_in_thread
 from stratoflow.cli import Client, HeldRun
 from tests.e2e.test_api import apply, finished, trigger, wait_for
 
@@ -191,6 +191,18 @@ def test_gzip_is_negotiated(served: tuple[httpx.Client, Path]) -> None:
     second = http.get("/assets/app-abc123.js", headers={"Accept-Encoding": "gzip"})
     assert second.content == source  # from the kept copy
     assert int(second.headers["content-length"]) == len(raw)
+
+    # a view with an ETag (as a layout, computed once per version) is compressed once and
+    # kept under its path and tag, then sent from the kept copy
+    path = f"/runs/{run_id}"
+    view = http.get(path, headers={"Accept-Encoding": "gzip"})
+    assert view.headers["content-encoding"] == "gzip"
+    tag = view.headers["etag"]
+    kept = [key for key in local_server._GZIPPED if key[:2] == (path, tag)]
+    assert len(kept) == 1
+    again = http.get(path, headers={"Accept-Encoding": "gzip"})
+    assert (again.json(), again.headers["etag"]) == (plain, tag)
+    assert [key for key in local_server._GZIPPED if key[:2] == (path, tag)] == kept
 
 
 def test_bad_since_is_a_json_error_and_since_ahead_is_the_full_view(

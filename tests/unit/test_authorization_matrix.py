@@ -275,6 +275,7 @@ OPERATIONS = [
     Operation("GET", "/runs/{run_id}", Action.READ, _run(), False),
     Operation("GET", "/runs/{run_id}/timeline", Action.READ, _run("/timeline"), False),
     Operation("GET", "/runs/{run_id}/layout", Action.READ, _run("/layout"), False),
+    Operation("GET", "/runs/{run_id}/states", Action.READ, _run("/states"), False),
     Operation("GET", "/runs/{run_id}/tasks/{task_id}", Action.READ, _run("/tasks/first"), False),
     Operation(
         "GET", "/runs/{run_id}/tasks/{task_id}/attempts/{attempt}/log", Action.READ,

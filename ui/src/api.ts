@@ -55,6 +55,9 @@ export interface TaskView {
 // `revision` names what the view includes; `full: false` means `tasks` holds only the tasks
 // changed since the `since` asked for (each entry whole): put them over the view you have.
 export interface RunDetail { run: RunView; tasks: Record<string, TaskView>; revision?: number | null; full?: boolean }
+/** A run and each task's state, nothing more (GET /runs/{id}/states): a run page draws its
+ * graph from this and the layout before the whole view arrives. */
+export interface RunStates { run: RunView; revision?: number | null; states: Record<string, TaskState> }
 export interface Timeline {
   run: RunView; start: string | null; end: string | null;
   tasks: { task_id: string; state: TaskState; attempts: { attempt: number; state: string; started_at: string | null; ended_at: string | null; duration_seconds: number | null }[] }[];
@@ -196,6 +199,7 @@ export const api = {
   runs: (q: { project: string; workflow?: string; state?: string; before?: string; limit?: number }) =>
     request<{ runs: RunView[]; next: string | null }>("GET", "runs", { ...q }),
   run: (id: string) => request<RunDetail>("GET", `runs/${enc(id)}`),
+  runStates: (id: string) => request<RunStates>("GET", `runs/${enc(id)}/states`),
   /** where to draw each task of the run's workflow version (the same for every run of it) */
   runLayout: (id: string) => request<ServedLayout>("GET", `runs/${enc(id)}/layout`),
   versionLayout: (project: string, name: string, version: number) =>
@@ -302,4 +306,30 @@ export function fmtDuration(seconds: number | null | undefined): string {
 export function fmtClock(iso: string | null | undefined): string {
   if (!iso) return "—";
   return new Date(iso).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
+/** A run page's first two requests: the run's task states and its layout, all its graph needs
+ * to be drawn. The page asks for the whole run view once both are in, so the server (one
+ * request at a time) answers these two first. */
+export interface FirstRequests { states: Promise<RunStates>; layout: Promise<ServedLayout> }
+
+const early = new Map<string, FirstRequests>();
+
+/** Ask for a run page's first requests as the script starts, before /me and the first render;
+ * `firstRequests` hands them to the page. */
+export function prefetchRun(id: string): void {
+  if (early.has(id)) return;
+  const asked = { states: api.runStates(id), layout: api.runLayout(id) };
+  asked.states.catch(() => undefined);
+  asked.layout.catch(() => undefined);
+  early.set(id, asked);
+}
+
+/** The run page's first requests: those asked for early (asked again if they failed, e.g.
+ * before a token was given), else asked now. */
+export function firstRequests(id: string): FirstRequests {
+  const got = early.get(id);
+  early.delete(id);
+  if (!got) return { states: api.runStates(id), layout: api.runLayout(id) };
+  return { states: got.states.catch(() => api.runStates(id)), layout: got.layout.catch(() => api.runLayout(id)) };
 }

@@ -1,6 +1,6 @@
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
-import { ApiError, api, apiToken, type Me } from "./api";
+import { ApiError, api, apiToken, prefetchRun, type Me } from "./api";
 import { SessionContext, href, parseHash, type Route } from "./common";
 import { AlertsPage } from "./pages/Alerts";
 import { ApplyPage } from "./pages/Apply";
@@ -97,5 +97,9 @@ function TokenForm({ message, onSaved }: { message: string; onSaved: () => void 
     </form>
   );
 }
+
+// a run page: its graph's data is asked for now, not after /me and the first render
+const opened = parseHash(window.location.hash).parts;
+if (opened[0] === "runs" && opened[1]) prefetchRun(opened[1]);
 
 render(<App />, document.getElementById("app") as HTMLElement);

@@ -162,6 +162,11 @@ class StateStore(ABC):
         self, run_id: str, task_ids: Sequence[str] | None = None
     ) -> list[TaskInstance]: ...
 
+    def task_states(self, run_id: str) -> dict[str, TaskState]:
+        """Each of the run's tasks' state, and nothing else (a run page's first paint). This
+        default reads the whole tasks; a store may read the states alone."""
+        return {t.task_id: t.state for t in self.get_tasks(run_id)}
+
     @abstractmethod
     def apply(self, decision: Decision) -> bool:
         """Apply a turn's decision all or nothing: every task write whose stored (state,

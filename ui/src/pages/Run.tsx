@@ -1,7 +1,7 @@
 // A run: its graph coloured by task state (live), a Gantt chart, the task list, and the
 // selected task's attempts, outputs and log. Polls while the run is not finished.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { api, fmtClock, fmtDuration, fmtTime, refreshRun, TERMINAL_RUN, type RunDetail, type TaskState, type Timeline, type TaskView } from "../api";
+import { api, firstRequests, fmtClock, fmtDuration, fmtTime, refreshRun, TERMINAL_RUN, type FirstRequests, type RunDetail, type RunStates, type TaskState, type Timeline, type TaskView } from "../api";
 import { ActionButton, ErrorBox, StateBadge, href, navigate, useCan } from "../common";
 import { Gantt } from "../Gantt";
 import { GraphView } from "../graph/GraphView";
@@ -9,8 +9,10 @@ import { VirtualList } from "../VirtualList";
 
 const TABS = ["graph", "gantt", "tasks"] as const;
 
-function useLiveRun(id: string) {
+function useLiveRun(id: string, first: FirstRequests) {
   const [detail, setDetail] = useState<RunDetail | null>(null);
+  // the run and its task states, drawn with the layout until the whole view is in
+  const [brief, setBrief] = useState<RunStates | null>(null);
   const [error, setError] = useState<Error | null>(null);
   const [tick, setTick] = useState(0);
   // the view held and its ETag: each poll asks only for what changed since (a 304 if nothing)
@@ -38,36 +40,37 @@ function useLiveRun(id: string) {
       const spent = performance.now() - started;
       timer = window.setTimeout(poll, Math.max(1000, spent * 3));
     };
-    poll();
+    first.states.then((b) => { if (live) setBrief(b); }, () => undefined);
+    // the whole view once the graph's data is in: the server answers one request at a time,
+    // and this one, the largest, would hold those two back
+    Promise.allSettled([first.states, first.layout]).then(() => { if (live) poll(); });
     return () => { live = false; window.clearTimeout(timer); };
   }, [id, tick]);
-  return { detail, error, refresh: () => setTick((t) => t + 1) };
+  return { detail, brief, error, refresh: () => setTick((t) => t + 1) };
 }
 
 export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
   const can = useCan();
   const tab = (query.get("tab") ?? "graph") as (typeof TABS)[number];
   const selected = query.get("task");
-  const { detail, error, refresh } = useLiveRun(id);
-  // the graph's layout is asked for with the run, not after it: it does not wait on the run
-  const layout = useMemo(() => {
-    const p = api.runLayout(id);
-    p.catch(() => undefined); // the graph tab shows the error, if it is ever opened
-    return p;
-  }, [id]);
-  const loadLayout = useMemo(() => () => layout, [layout]);
+  // the graph's layout and the task states are asked for first, together (or already were,
+  // as the script started: prefetchRun); the graph is drawn from them
+  const first = useMemo(() => firstRequests(id), [id]);
+  const { detail, brief, error, refresh } = useLiveRun(id, first);
+  const loadLayout = useMemo(() => () => first.layout, [first]);
   const states = useMemo(() => {
+    if (!detail) return brief?.states ?? {};
     const out: Record<string, TaskState> = {};
-    if (detail) for (const [t, v] of Object.entries(detail.tasks)) out[t] = v.state;
+    for (const [t, v] of Object.entries(detail.tasks)) out[t] = v.state;
     return out;
-  }, [detail]);
+  }, [detail, brief]);
   const go = (q: Record<string, string | undefined>) => navigate(`runs/${encodeURIComponent(id)}`, { tab, task: selected ?? undefined, ...q });
   const selectRef = useRef((task: string) => go({ task }));
   selectRef.current = (task: string) => go({ task });
   const onSelect = useMemo(() => (task: string) => selectRef.current(task), []);
 
-  if (!detail) return <section><ErrorBox error={error} />{!error && <p class="muted">Loading run…</p>}</section>;
-  const r = detail.run;
+  const r = detail?.run ?? brief?.run;
+  if (!r) return <section><ErrorBox error={error} />{!error && <p class="muted">Loading run…</p>}</section>;
   const active = !TERMINAL_RUN.includes(r.state);
   const rerunnable = !active && (r.tasks_failed > 0 || r.state !== "succeeded");
   return (
@@ -106,10 +109,11 @@ export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
           {tab === "graph" && (
             <GraphView layoutKey={`${r.project}/${r.workflow}/${r.version}`} load={loadLayout} states={states} selected={selected} onSelect={onSelect} height={520} />
           )}
-          {tab === "gantt" && <GanttTab detail={detail} onSelect={onSelect} />}
-          {tab === "tasks" && <TaskList detail={detail} onSelect={onSelect} selected={selected} />}
+          {tab !== "graph" && !detail && <p class="muted">Loading tasks…</p>}
+          {tab === "gantt" && detail && <GanttTab detail={detail} onSelect={onSelect} />}
+          {tab === "tasks" && detail && <TaskList detail={detail} onSelect={onSelect} selected={selected} />}
         </div>
-        {selected && detail.tasks[selected] && (
+        {selected && detail?.tasks[selected] && (
           <TaskPanel runId={id} taskId={selected} task={detail.tasks[selected]} runActive={active} onChange={refresh} onClose={() => go({ task: undefined })} />
         )}
       </div>

@@ -65,6 +65,7 @@ from stratoflow.api.models import (
     RerunRequest,
     RunDetail,
     RunList,
+    RunStates,
     RunView,
     TaskView,
     Timeline,
@@ -1232,6 +1233,39 @@ def create_app(
         view = run_detail(run, tasks, attempts, spec.dag.order, subworkflow.children(spec, run_id))
         full = since is None or since > revision
         body = RunDetail.model_validate({**view, "revision": revision, "full": full})
+        return _view_response(body, tag)
+
+    @app.get(
+        "/runs/<run_id>/states",
+        summary="A run and its tasks' states, nothing more (a run page's first paint)",
+        tags=["runs"],
+        responses=_responses(
+            "The run and each task's state",
+            404,
+            conditional=True,
+            ok_content=_encoded_view(RunStates),
+        ),
+    )
+    @_raw_response
+    def get_run_states(run_id: str) -> Response[RunStates]:
+        # A run page draws its graph from this and the layout, both asked for at once, then
+        # asks for the whole view: at 10,000 tasks this is ~1/20 of its server time and size.
+        run = run_for(run_id, Action.READ)
+        if_none_match = app.current_event.headers.get("if-none-match")
+        revision = store.run_revision(run_id) if isinstance(store, RunChangeLog) else None
+        tag = entity_tag("states", run, revision) if revision is not None else None
+        if tag is not None and not_modified(if_none_match, tag):
+            raise Unchanged(tag)
+        states = {task: str(state) for task, state in store.task_states(run_id).items()}
+        body = RunStates.model_validate(
+            {"run": run_view(run), "revision": revision, "states": states}
+        )
+        if tag is None:  # no revisions (AWS stores): the tag is the body's
+            encoded = body.model_dump_json()
+            tag = entity_tag("states", encoded)
+            if not_modified(if_none_match, tag):
+                raise Unchanged(tag)
+            return _view_response(encoded, tag)
         return _view_response(body, tag)
 
     @app.get(

