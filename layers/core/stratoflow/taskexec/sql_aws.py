@@ -372,20 +372,34 @@ def redshift_transitions(seconds: float) -> int:
 
 
 def athena_outcome(athena: Any, query: Mapping[str, Any], outputs: str) -> dict[str, Any]:
+    """``athena_read``'s outputs."""
+    return athena_read(athena, query, outputs)[0]
+
+
+def athena_query_id(query: Mapping[str, Any]) -> str:
+    """The query id in ``StartAthenaQuery``'s result (``.sync`` or the plain call), or ""."""
+    found = query.get("QueryExecution") or {}
+    return str(found.get("QueryExecutionId") or query.get("QueryExecutionId") or "")
+
+
+def athena_read(
+    athena: Any, query: Mapping[str, Any], outputs: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """What the state machine's ``ReadSqlResult`` step reports for an Athena query that
     ``StartAthenaQuery`` ran: ``query`` is that state's result (``.sync``: the final
     ``GetQueryExecution`` answer; the plain call: ``{"QueryExecutionId"}``). The outputs are
     the runner's (``outputs_of``: first_row / rows bounded / row_count) plus ``query_id``. A
-    query that has not ended fails, saying so, and is stopped: nothing here waits."""
+    query that has not ended fails, saying so, and is stopped: nothing here waits. Also
+    returns the query's ``GetQueryExecution`` (its state and statistics, for the log)."""
     from stratoflow.taskexec.sql import MAX_ROWS, OUTPUT_KINDS, outputs_of
 
     if outputs not in OUTPUT_KINDS:
         raise SqlFailed(f"outputs must be one of {', '.join(OUTPUT_KINDS)}, not {outputs!r}")
-    found = query.get("QueryExecution") or {}
-    query_id = str(found.get("QueryExecutionId") or query.get("QueryExecutionId") or "")
+    query_id = athena_query_id(query)
     if not query_id:
         raise SqlFailed("the state machine's StartAthenaQuery returned no query id")
-    status = athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]["Status"]
+    execution = athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]
+    status = execution["Status"]
     state = str(status.get("State"))
     if state not in ENDED:
         athena.stop_query_execution(QueryExecutionId=query_id)
@@ -394,4 +408,5 @@ def athena_outcome(athena: Any, query: Mapping[str, Any], outputs: str) -> dict[
         reason = status.get("StateChangeReason") or state.lower()
         raise SqlFailed(f"Athena query {query_id} {state.lower()}: {reason}")
     keep = {"first_row": 1, "rows": MAX_ROWS + 1, "none": 0}[outputs]
-    return {**outputs_of(athena_results(athena, query_id, keep), outputs), "query_id": query_id}
+    found = {**outputs_of(athena_results(athena, query_id, keep), outputs), "query_id": query_id}
+    return found, dict(execution)

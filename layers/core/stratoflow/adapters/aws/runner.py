@@ -378,16 +378,38 @@ def _upload_log(
         # nothing to keep: no PUT (the API answers an empty log for an attempt that ended
         # with an exit code and has no log object)
         return log_uri
-    bucket, key = _split_s3(log_uri)
+    body = log_file.read_bytes()
+    return _put_log(s3, log_uri, masker.data(body) if masker else body)
+
+
+def _put_log(s3: Any, log_uri: str, body: bytes) -> str | None:
     try:
-        body = log_file.read_bytes()
-        if masker:
-            body = masker.data(body)
+        bucket, key = _split_s3(log_uri)
         s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/plain")
     except Exception:
         log.exception("could not upload the log to %s", log_uri)
         return None
     return log_uri
+
+
+def _sql_log(
+    s3: Any, attempt: Mapping[str, Any], outcome: dict[str, Any], engine: str, *details: str
+) -> dict[str, Any]:
+    """The attempt's log for an sql task whose query ran in Athena or Redshift, not here: a
+    few lines (the query id, the engine's state, the row count, ``details``, the error) put
+    where the runner puts every log (``attempt["log"]``, as the project's role), its
+    location in the outcome. Without a query id, a bucket client or a log place: none."""
+    query_id = (outcome.get("outputs") or {}).get("query_id")
+    log_uri = attempt.get("log")
+    if s3 is None or not query_id or not isinstance(log_uri, str) or not log_uri:
+        return outcome
+    lines = [f"{engine} query_id={query_id}", *details, f"status={outcome['status']}"]
+    if "row_count" in outcome["outputs"]:
+        lines.append(f"row_count={outcome['outputs']['row_count']}")
+    if outcome.get("error"):
+        lines.append(f"error: {outcome['error']}")
+    outcome["log"] = _put_log(s3, log_uri, ("\n".join(lines) + "\n").encode())
+    return outcome
 
 
 def handle(
@@ -410,9 +432,9 @@ def handle(
     with ``redshift`` is one short step of the state machine's Redshift loop
     (``redshift_step``): start the statement, or look at it once."""
     if "athena" in event and "query" in event:
-        return read_sql_result(event, athena_client)
+        return read_sql_result(event, athena_client, s3=s3)
     if "redshift" in event:
-        return redshift_step(event, redshift_client, task_watch(dynamodb, table, event))
+        return redshift_step(event, redshift_client, task_watch(dynamodb, table, event), s3=s3)
     poll = float(os.environ.get("STRATOFLOW_STOP_POLL_SECONDS") or STOP_POLL_SECONDS)
     return run_attempt(
         event,
@@ -425,24 +447,35 @@ def handle(
     )
 
 
-def read_sql_result(attempt: Mapping[str, Any], athena: Any = None) -> dict[str, Any]:
+def read_sql_result(
+    attempt: Mapping[str, Any], athena: Any = None, *, s3: Any = None
+) -> dict[str, Any]:
     """The outcome of an sql task whose Athena query the state machine ran: its outputs
-    (``athena_outcome``: first_row / rows, bounded, row_count, query_id) read as the project's
-    role (this function's), or its failure. No log: the query ran in Athena, not here."""
+    (``athena_read``: first_row / rows, bounded, row_count, query_id) read as the project's
+    role (this function's), or its failure. Its log (``_sql_log``, with ``s3``): the query
+    id, its state, the row count and the data it scanned."""
     from stratoflow.taskexec.sql import SqlFailed
-    from stratoflow.taskexec.sql_aws import athena_outcome
+    from stratoflow.taskexec.sql_aws import athena_query_id, athena_read
 
     task = attempt.get("task") or {}
+    query = attempt["query"]
     try:
         if athena is None:
             import boto3
 
             settings = (task.get("__connection") or {}).get("settings") or {}
             athena = boto3.client("athena", region_name=settings.get("region") or None)
-        outputs = athena_outcome(athena, attempt["query"], str(task.get("outputs") or "none"))
+        outputs, execution = athena_read(athena, query, str(task.get("outputs") or "none"))
     except SqlFailed as exc:
-        return _sql_failed(str(exc))
-    return {"status": "succeeded", "exit_code": 0, "error": None, "outputs": outputs, "log": None}
+        return _sql_log(s3, attempt, _sql_failed(str(exc), athena_query_id(query) or None),
+                        "Athena")  # fmt: skip
+    details = [f"state={(execution.get('Status') or {}).get('State')}"]
+    scanned = (execution.get("Statistics") or {}).get("DataScannedInBytes")
+    if scanned is not None:
+        details.append(f"data_scanned_bytes={scanned}")
+    outcome = {"status": "succeeded", "exit_code": 0, "error": None, "outputs": outputs,
+               "log": None}  # fmt: skip
+    return _sql_log(s3, attempt, outcome, "Athena", *details)
 
 
 def _sql_failed(error: str, query_id: str | None = None) -> dict[str, Any]:
@@ -456,10 +489,14 @@ def redshift_step(
     api: Any = None,
     still_wanted: StillWanted | None = None,
     now: Callable[[], float] = time.time,
+    *,
+    s3: Any = None,
 ) -> dict[str, Any]:
     """One step of the state machine's Redshift loop (docs/aws-statemachine.md), as the
     project's role: the statement's owner, the only one its policy lets describe, read or
-    cancel it. Nothing here waits: the state machine's Wait state does, between steps.
+    cancel it. Nothing here waits: the state machine's Wait state does, between steps. The
+    final step writes the attempt's log (``_sql_log``, with ``s3``): the statement id, its
+    state, the row count.
 
     - ``StartRedshiftStatement`` (no ``result`` yet): ``ExecuteStatement`` (the SQL with
       ``:name`` placeholders and ``Parameters``, never pasted), unless the attempt is no
@@ -531,36 +568,47 @@ def redshift_step(
             return f"; cancelling it failed: {exc}"
         return ""
 
+    def ended(outcome: dict[str, Any], *details: str) -> dict[str, Any]:
+        return _sql_log(s3, attempt, outcome, "Redshift", *details)
+
     if still_wanted is not None and not still_wanted():
         gone = _stopped()
         gone["error"] += f" (Redshift statement {statement_id} cancelled{cancel()})"
         gone["outputs"] = {"query_id": statement_id}
-        return gone
+        return ended(gone)
     try:
         described = api.describe_statement(Id=statement_id)
     except Exception as exc:
-        return _sql_failed(f"Redshift statement {statement_id}: {exc}{cancel()}", statement_id)
+        return ended(
+            _sql_failed(f"Redshift statement {statement_id}: {exc}{cancel()}", statement_id)
+        )
     status = str(described.get("Status"))
+    state = f"state={status}"
     if status in REDSHIFT_ENDED:
         failure = redshift_failure(statement_id, described)
         if failure is not None:
-            return _sql_failed(str(failure), statement_id)
+            return ended(_sql_failed(str(failure), statement_id), state)
         keep = {"first_row": 1, "rows": MAX_ROWS + 1, "none": 0}[outputs]
         try:
             found = outputs_of(redshift_results(api, statement_id, described, keep), outputs)
         except SqlFailed as exc:
-            return _sql_failed(str(exc), statement_id)
+            return ended(_sql_failed(str(exc), statement_id), state)
         found["query_id"] = statement_id
         size = len(json.dumps(found, default=str).encode())
         if size > MAX_OUTPUTS_BYTES:
-            return _sql_failed(f"outputs too large: {size} bytes as JSON (at most "
-                               f"{MAX_OUTPUTS_BYTES})", statement_id)  # fmt: skip
-        return {"status": "succeeded", "exit_code": 0, "error": None, "outputs": found,
-                "log": None}  # fmt: skip
+            return ended(_sql_failed(f"outputs too large: {size} bytes as JSON (at most "
+                                     f"{MAX_OUTPUTS_BYTES})", statement_id), state)  # fmt: skip
+        details = [state]
+        if described.get("ResultSize") is not None:
+            details.append(f"result_size_bytes={described['ResultSize']}")
+        return ended({"status": "succeeded", "exit_code": 0, "error": None, "outputs": found,
+                      "log": None}, *details)  # fmt: skip
     if now() >= statement["deadline"] or statement["polls"] >= max_polls:
-        return {"status": "timed_out", "exit_code": None, "outputs": {"query_id": statement_id},
-                "error": f"timed out after {timeout:g} s (Redshift statement {statement_id} "
-                         f"{status.lower()}, cancelled{cancel()})", "log": None}  # fmt: skip
+        return ended({"status": "timed_out", "exit_code": None,
+                      "outputs": {"query_id": statement_id},
+                      "error": f"timed out after {timeout:g} s (Redshift statement "
+                               f"{statement_id} {status.lower()}, cancelled{cancel()})",
+                      "log": None}, state)  # fmt: skip
     return running(statement)
 
 
