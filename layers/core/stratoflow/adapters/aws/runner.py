@@ -31,7 +31,14 @@ from typing import Any
 import stratoflow
 from stratoflow.adapters.aws._dynamo_items import run_pk, task_sk
 from stratoflow.resources import ResourceUnavailable, materialize, reserved_name
-from stratoflow.secrets import Masker, MissingSecret, SecretSource, SecretUnavailable, resolve
+from stratoflow.secrets import (
+    Masker,
+    MissingSecret,
+    SecretSource,
+    SecretUnavailable,
+    references,
+    resolve,
+)
 from stratoflow.taskexec import result_from_files
 
 log = logging.getLogger("stratoflow.aws.runner")
@@ -430,7 +437,12 @@ def handle(
     with ``athena`` and ``query`` comes from ``ReadSqlResult``: the query already ran in
     Athena (``StartAthenaQuery``); only its result is read (``read_sql_result``). An input
     with ``redshift`` is one short step of the state machine's Redshift loop
-    (``redshift_step``): start the statement, or look at it once."""
+    (``redshift_step``): start the statement, or look at it once. An input with ``action:
+    test_connection`` is a connection test the advance function sends for the API
+    (``check_connection``): the answer is ``{ok, message}``, not an outcome."""
+    if event.get("action") == "test_connection":
+        clients = {"athena": athena_client, "redshift-data": redshift_client}
+        return check_connection(event, secrets, clients=clients)
     if "athena" in event and "query" in event:
         return read_sql_result(event, athena_client, s3=s3)
     if "redshift" in event:
@@ -445,6 +457,56 @@ def handle(
         secrets=secrets,
         lambda_client=lambda_client,
     )
+
+
+def check_connection(
+    event: Mapping[str, Any],
+    secrets: SecretSource | None,
+    *,
+    clients: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``connections test`` on AWS (the advance function asks, for the API): the
+    connection's secret references resolved as the project's role (this function's: it
+    reads its own project's secrets only, and refuses another project's connection), then a
+    cheap real call as that role (``sql.check``'s SELECT 1; ``sql_aws.check_aws`` for
+    Athena, Redshift Data and RDS Data), waited on for at most ``TEST_SECONDS``. Returns
+    ``{ok, message}``, the message masked with the secret values used."""
+    from stratoflow.connections import CONNECTION_TYPES, Connection
+    from stratoflow.taskexec import sql
+    from stratoflow.taskexec.sql_aws import TEST_SECONDS, check_aws
+
+    try:
+        project = str(event["project"])
+        found = event["connection"]
+        connection = Connection(project, str(found["name"]), str(found["type"]),
+                                dict(found["settings"]))  # fmt: skip
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AttemptInputError(f"a connection test lacks a valid {exc}") from None
+    own = os.environ.get("STRATOFLOW_PROJECT")
+    if own and own != project:
+        return {"ok": False, "message": f"a connection of project {project!r} cannot be "
+                f"tested by project {own!r}'s runner"}  # fmt: skip
+    if connection.type not in CONNECTION_TYPES:
+        return {"ok": False, "message": f"unknown connection type {connection.type!r}"}
+    try:
+        settings = connection.resolved(secrets or _NO_SECRETS)
+    except (MissingSecret, SecretUnavailable) as exc:
+        return {"ok": False, "message": str(exc)}
+    masker = Masker(settings[k] for k, v in connection.settings.items()
+                    if references(v) and settings.get(k))  # fmt: skip
+    try:
+        if connection.type in ("postgresql", "mysql"):
+            # within the API's request (API Gateway's 29 s), whatever the connection says
+            timeout = min(int(settings.get("connect_timeout") or 10), int(TEST_SECONDS))
+            settings = {**settings, "connect_timeout": str(timeout)}
+            message = sql.check(connection.type, settings)
+        else:
+            client = (clients or {}).get(connection.type)
+            message = check_aws(connection.type, settings, client=client)
+    except Exception as exc:  # what the driver or the service says is the answer
+        text = " ".join(str(exc).split())[:2000] or type(exc).__name__
+        return {"ok": False, "message": masker.text(f"cannot connect: {text}")}
+    return {"ok": True, "message": masker.text(message)}
 
 
 def read_sql_result(
@@ -599,8 +661,9 @@ def redshift_step(
             return ended(_sql_failed(f"outputs too large: {size} bytes as JSON (at most "
                                      f"{MAX_OUTPUTS_BYTES})", statement_id), state)  # fmt: skip
         details = [state]
-        if described.get("ResultSize") is not None:
-            details.append(f"result_size_bytes={described['ResultSize']}")
+        result_size = described.get("ResultSize")
+        if isinstance(result_size, int) and result_size >= 0:  # -1: not known
+            details.append(f"result_size_bytes={result_size}")
         return ended({"status": "succeeded", "exit_code": 0, "error": None, "outputs": found,
                       "log": None}, *details)  # fmt: skip
     if now() >= statement["deadline"] or statement["polls"] >= max_polls:
