@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
+from moto.athena.models import athena_backends
+from moto.core import DEFAULT_ACCOUNT_ID
 
 from stratoflow.adapters.aws import runner
 from stratoflow.adapters.aws.projects import project_digest
@@ -64,6 +66,10 @@ def test_a_connection_test_runs_in_the_projects_runner_through_advance(deployed:
     assert request == {"action": "test_connection", "project": "default",
                        "connection": {"name": "lake", **lake}}  # fmt: skip
     assert deployed.lambdas.runners == [f"sf-r-{project_digest('default')}"]
+    # its results under the project's prefix of the stack's bucket, as an sql task's
+    [query] = athena_backends[DEFAULT_ACCOUNT_ID][REGION].executions.values()
+    bucket = deployed.env["STRATOFLOW_BUCKET"]
+    assert query.config["OutputLocation"].startswith(f"s3://{bucket}/athena/default/")
     # a missing secret is named (a PostgreSQL connection: its password is a reference)
     pg = {"type": "postgresql", "settings": {"url": "postgresql://etl@db.example:5432/dw",
                                              "password": "{{ secrets.wh_pw }}"}}  # fmt: skip

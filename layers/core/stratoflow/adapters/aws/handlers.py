@@ -315,7 +315,16 @@ def check_connection(
     except Exception as exc:
         log.exception("project %s's identity for a connection test", project)
         return {"ok": False, "message": f"project {project!r}'s runner is not ready: {exc}"}
-    request = {"action": TEST_CONNECTION, "project": project, "connection": dict(connection)}
+    connection = dict(connection)
+    settings = connection.get("settings")
+    places = getattr(identities, "places", None)  # ProjectIdentities': the stack's places
+    if (connection.get("type") == "athena" and isinstance(settings, Mapping)
+            and not settings.get("output_location") and places is not None):  # fmt: skip
+        # where the project's queries write results (its role may write there only), as
+        # the dispatcher fills it in for an sql task
+        output = places.athena_output(project)
+        connection["settings"] = {**settings, "output_location": output}
+    request = {"action": TEST_CONNECTION, "project": project, "connection": connection}
     try:
         answer = invoke(runner, request)
     except Exception as exc:  # throttled, timed out, the runner failed
