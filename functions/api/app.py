@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from typing import Any
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.config import Config
 
 from stratoflow.adapters.aws.alerts import AwsAlertsApi, DynamoAlertStore, lambda_invoker
-from stratoflow.adapters.aws.connections import AwsConnectionsApi, DynamoConnectionStore
+from stratoflow.adapters.aws.connections import (
+    AwsConnectionsApi,
+    DynamoConnectionStore,
+    sync_invoker,
+)
 from stratoflow.adapters.aws.handlers import run_id_of_path
 from stratoflow.adapters.aws.runtime import AwsFunction, UtcClock
 from stratoflow.adapters.aws.secrets import SecretsManagerStore, secrets_prefix
@@ -61,11 +67,25 @@ alerts = (
     else None
 )
 
-# /connections: named connections of sql tasks, items of the alert table (references only)
+# /connections: named connections of sql tasks, items of the alert table (references only);
+# a test is run by the project's runner, through the advance function
 connections = (
     AwsConnectionsApi(
         DynamoConnectionStore(os.environ["STRATOFLOW_ALERT_TABLE"], boto3.client("dynamodb")),
         UtcClock(),
+        # a test runs in the project's runner, as the project's role: asked of the advance
+        # function (this role may invoke it, and makes no project identity itself)
+        tester=partial(
+            sync_invoker(
+                boto3.client(
+                    "lambda",
+                    config=Config(read_timeout=28, connect_timeout=5, retries={"max_attempts": 1}),
+                )
+            ),
+            os.environ["STRATOFLOW_ADVANCE_FUNCTION_ARN"],
+        )
+        if os.environ.get("STRATOFLOW_ADVANCE_FUNCTION_ARN")
+        else None,
     )
     if os.environ.get("STRATOFLOW_ALERT_TABLE")
     else None

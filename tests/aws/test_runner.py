@@ -244,3 +244,12 @@ def test_the_lambda_handler_wraps_the_runner_with_powertools(
     assert '"correlation_id":"r1"' in printed.replace(" ", "")  # the run id
     assert "Tasks_succeeded" in printed  # the EMF metric
     assert os.environ.get("STRATOFLOW_ATTEMPT_INPUT") is None
+    # a connection test (advance asks for the API): its answer, not an attempt's outcome
+    monkeypatch.setenv("STRATOFLOW_PROJECT", "default")
+    request = {"action": "test_connection", "project": "default",
+               "connection": {"name": "pg", "type": "postgresql", "settings": {
+                   "url": "postgresql://etl@127.0.0.1:5432/dw",
+                   "password": "{{ secrets.nope }}"}}}  # fmt: skip
+    answer = app.handler(request, FakeContext())
+    assert answer["ok"] is False
+    assert "nope" in answer["message"]

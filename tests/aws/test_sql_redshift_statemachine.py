@@ -176,6 +176,14 @@ def test_a_statement_that_finishes_is_read_and_reported_in_4_plus_3_per_poll(sta
     assert _entered(stack) == _loop(2)
     assert len(_loop(2)) == redshift_transitions(3) == 10  # waited 1 + 2 s
     assert [s["statement"]["wait_seconds"] for s in steps if s["status"] == "running"] == [1, 2]
+    # the attempt's log, as the runner path writes one: the statement id and the row count
+    spec = attempt_spec("sql", SQL)
+    assert outcome["log"] == f"s3://{stack.bucket}/logs/default/{spec.run_id}/{spec.task_id}/1.log"
+    key = outcome["log"].removeprefix(f"s3://{stack.bucket}/")
+    text = stack.s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read().decode()
+    assert f"query_id={statement.id}\n" in text
+    assert "state=FINISHED\n" in text
+    assert "row_count=3\n" in text
 
 
 def test_a_statement_that_fails_fails_the_attempt(stack: Stack) -> None:
@@ -189,6 +197,9 @@ def test_a_statement_that_fails_fails_the_attempt(stack: Stack) -> None:
     assert outcome["status"] == "failed"
     assert outcome["error"].startswith(f"Redshift statement {statement.id} failed")
     assert outcome["outputs"] == {"query_id": statement.id}
+    key = outcome["log"].removeprefix(f"s3://{stack.bucket}/")
+    text = stack.s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read().decode()
+    assert f"query_id={statement.id}\nstate=FAILED\nstatus=failed\nerror: " in text
     assert _entered(stack) == _loop(1)
 
 

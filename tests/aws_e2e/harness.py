@@ -679,6 +679,7 @@ def create_resources(prefix: str = "sf") -> dict[str, str]:
         "STRATOFLOW_TABLE": table,
         "STRATOFLOW_ALERT_TABLE": f"{prefix}-alerts",
         "STRATOFLOW_ALERT_FUNCTION_ARN": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{prefix}-alert",
+        "STRATOFLOW_ADVANCE_FUNCTION_ARN": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{prefix}-advance",
         "STRATOFLOW_STATE_MACHINE_ARN": machine,
         "STRATOFLOW_EXPRESS_STATE_MACHINE_ARN": machines["EXPRESS"],
         "STRATOFLOW_RESULTS_QUEUE_URL": queue,

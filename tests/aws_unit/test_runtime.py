@@ -105,6 +105,10 @@ def test_a_function_meters_dispatch(
     plain = AwsFunction.create(settings=AwsSettings.from_env(ENV), clients=made)
     assert plain.metered is None
     plain.invocation_started()  # nothing to mark; no error
+    # the advance function's connection tests use the dispatcher's identities, metered or not
+    assert function.identities() is function.metered.inner.identities  # type: ignore[attr-defined]
+    assert plain.identities() is plain.scheduler.dispatcher.identities  # type: ignore[attr-defined]
+    assert isinstance(plain.identities(), ProjectIdentities)
 
 
 def test_default_clients_come_from_one_process_wide_session(

@@ -571,6 +571,26 @@ def test_only_the_functions_that_dispatch_may_start_attempts_or_make_identities(
     assert decide(cfn, "ApiFunctionRole", "states:StopExecution", execution)
 
 
+def test_a_connection_test_goes_from_the_api_through_advance_to_the_projects_runner(
+    cfn: dict[str, Any],
+) -> None:
+    """The API function asks the advance function (it may invoke that one function), which
+    makes the project's identity ready and invokes its runner; the API function may invoke
+    no runner itself, and no role of user work may invoke advance."""
+    advance = LAMBDA + f"{STACK}-advance"
+    runner = LAMBDA + places().function_name("analytics")
+    assert decide(cfn, "ApiFunctionRole", "lambda:InvokeFunction", advance)
+    assert not decide(cfn, "ApiFunctionRole", "lambda:InvokeFunction", runner)
+    assert not decide(
+        cfn, "ApiFunctionRole", "lambda:InvokeFunction", LAMBDA + f"{STACK}-reconciler"
+    )
+    assert decide(cfn, "AdvanceFunctionRole", "lambda:InvokeFunction", runner)
+    assert not decide(cfn, "AdvanceFunctionRole", "lambda:InvokeFunction", LAMBDA + f"{STACK}-api")
+    assert not decide(cfn, "TriggerFunctionRole", "lambda:InvokeFunction", advance)
+    for who in ("LambdaTaskRole", "project:analytics"):
+        assert not decide(cfn, who, "lambda:InvokeFunction", advance), who
+
+
 def test_the_dispatcher_still_reads_and_writes_every_projects_artifacts(
     cfn: dict[str, Any],
 ) -> None:

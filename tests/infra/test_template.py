@@ -736,8 +736,10 @@ def test_the_api_manages_alerts_in_the_alert_table_and_only_asks_the_alert_funct
     }
     for action in ("dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:DeleteItem"):
         assert alert_table <= actions[action], action
-    (invoke,) = actions["lambda:InvokeFunction"]
-    assert invoke.endswith(':function:${AWS::StackName}-alert"}')
+    # the alert function (test alerts) and the advance function (connection tests), no other
+    advance, alert = sorted(actions["lambda:InvokeFunction"])
+    assert alert.endswith(':function:${AWS::StackName}-alert"}')
+    assert advance.endswith(':function:${AWS::StackName}-advance"}')
     # it sends nothing itself: no channel secret, no SES, no SNS
     assert not {"ses:SendEmail", "sns:Publish"} & set(actions)
     assert ":secret:${TaskSecretsPrefix}" not in "".join(

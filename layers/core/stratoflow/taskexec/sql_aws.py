@@ -16,9 +16,11 @@ over boto3 with the credentials of where it runs (on AWS, the project's role).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from stratoflow.taskexec.sql import Driver, Result, SqlFailed
@@ -372,20 +374,34 @@ def redshift_transitions(seconds: float) -> int:
 
 
 def athena_outcome(athena: Any, query: Mapping[str, Any], outputs: str) -> dict[str, Any]:
+    """``athena_read``'s outputs."""
+    return athena_read(athena, query, outputs)[0]
+
+
+def athena_query_id(query: Mapping[str, Any]) -> str:
+    """The query id in ``StartAthenaQuery``'s result (``.sync`` or the plain call), or ""."""
+    found = query.get("QueryExecution") or {}
+    return str(found.get("QueryExecutionId") or query.get("QueryExecutionId") or "")
+
+
+def athena_read(
+    athena: Any, query: Mapping[str, Any], outputs: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """What the state machine's ``ReadSqlResult`` step reports for an Athena query that
     ``StartAthenaQuery`` ran: ``query`` is that state's result (``.sync``: the final
     ``GetQueryExecution`` answer; the plain call: ``{"QueryExecutionId"}``). The outputs are
     the runner's (``outputs_of``: first_row / rows bounded / row_count) plus ``query_id``. A
-    query that has not ended fails, saying so, and is stopped: nothing here waits."""
+    query that has not ended fails, saying so, and is stopped: nothing here waits. Also
+    returns the query's ``GetQueryExecution`` (its state and statistics, for the log)."""
     from stratoflow.taskexec.sql import MAX_ROWS, OUTPUT_KINDS, outputs_of
 
     if outputs not in OUTPUT_KINDS:
         raise SqlFailed(f"outputs must be one of {', '.join(OUTPUT_KINDS)}, not {outputs!r}")
-    found = query.get("QueryExecution") or {}
-    query_id = str(found.get("QueryExecutionId") or query.get("QueryExecutionId") or "")
+    query_id = athena_query_id(query)
     if not query_id:
         raise SqlFailed("the state machine's StartAthenaQuery returned no query id")
-    status = athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]["Status"]
+    execution = athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]
+    status = execution["Status"]
     state = str(status.get("State"))
     if state not in ENDED:
         athena.stop_query_execution(QueryExecutionId=query_id)
@@ -394,4 +410,85 @@ def athena_outcome(athena: Any, query: Mapping[str, Any], outputs: str) -> dict[
         reason = status.get("StateChangeReason") or state.lower()
         raise SqlFailed(f"Athena query {query_id} {state.lower()}: {reason}")
     keep = {"first_row": 1, "rows": MAX_ROWS + 1, "none": 0}[outputs]
-    return {**outputs_of(athena_results(athena, query_id, keep), outputs), "query_id": query_id}
+    found = {**outputs_of(athena_results(athena, query_id, keep), outputs), "query_id": query_id}
+    return found, dict(execution)
+
+
+# ------------------------------------------------------------------ connections test
+TEST_SECONDS = 15.0  # a test's whole wait: the API's request ends within API Gateway's 29 s
+
+
+def check_aws(
+    kind: str,
+    settings: Mapping[str, str],
+    *,
+    seconds: float = TEST_SECONDS,
+    client: Any = None,
+    pause: Callable[[float], None] = time.sleep,
+) -> str:
+    """``connections test`` of an AWS connection, with the credentials of where it runs (on
+    AWS, the project's role): a cheap real call, waited on for at most ``seconds``; what the
+    service says. Athena: ``GetWorkGroup``, then ``SELECT 1`` in it; Redshift Data:
+    ``ExecuteStatement`` of ``SELECT 1``; RDS Data: ``ExecuteStatement`` of ``SELECT 1``. A
+    query still running at the end is stopped and fails the test. Raises ``SqlFailed`` (or
+    the SDK's error) when the check fails."""
+    service = {"athena": "athena", "redshift-data": "redshift-data", "aurora-data-api": "rds-data"}
+    if kind not in service:
+        raise SqlFailed(f"unknown connection type {kind!r}")
+    api = client if client is not None else _client(service[kind], settings)
+    deadline = time.monotonic() + seconds
+
+    def wait(state: Callable[[], str], ended: tuple[str, ...], stop: Callable[[], None]) -> str:
+        wait_for = 0.1
+        while True:
+            status = state()
+            if status in ended:
+                return status
+            left = deadline - time.monotonic()
+            if left <= 0:
+                with contextlib.suppress(Exception):
+                    stop()
+                raise SqlFailed(f"SELECT 1 had not ended after {seconds:g} s ({status}); stopped")
+            pause(min(wait_for, left))
+            wait_for = min(wait_for * 2, MAX_POLL_SECONDS)
+
+    if kind == "athena":
+        group = settings.get("workgroup") or "primary"
+        found = api.get_work_group(WorkGroup=group)["WorkGroup"]
+        request = athena_request("SELECT 1", None, settings)
+        query_id = str(api.start_query_execution(**request)["QueryExecutionId"])
+        final: dict[str, Any] = {}
+
+        def athena_state() -> str:
+            final.update(api.get_query_execution(QueryExecutionId=query_id)["QueryExecution"])
+            return str(final["Status"]["State"])
+
+        state = wait(athena_state, ENDED,
+                     lambda: api.stop_query_execution(QueryExecutionId=query_id))  # fmt: skip
+        if state != "SUCCEEDED":
+            reason = final["Status"].get("StateChangeReason") or state.lower()
+            raise SqlFailed(f"Athena query {query_id} {state.lower()}: {reason}")
+        return (f"workgroup {group} ({found.get('State', 'ENABLED')}) ran SELECT 1 in database "
+                f"{settings.get('database')} (query {query_id})")  # fmt: skip
+    if kind == "redshift-data":
+        statement_id = str(
+            api.execute_statement(**redshift_request("SELECT 1", None, settings))["Id"]
+        )
+        described: dict[str, Any] = {}
+
+        def redshift_state() -> str:
+            described.update(api.describe_statement(Id=statement_id))
+            return str(described["Status"])
+
+        wait(redshift_state, REDSHIFT_ENDED, lambda: api.cancel_statement(Id=statement_id))
+        failure = redshift_failure(statement_id, described)
+        if failure is not None:
+            raise failure
+        where = settings.get("cluster_identifier") or settings.get("workgroup_name")
+        return f"ran SELECT 1 on {where}, database {settings.get('database')} ({statement_id})"
+    request = {"resourceArn": settings["resource_arn"], "secretArn": settings["secret_arn"],
+               "sql": "SELECT 1"}  # fmt: skip
+    if settings.get("database"):
+        request["database"] = settings["database"]
+    api.execute_statement(**request)
+    return f"ran SELECT 1 on {settings['resource_arn']} through the Data API"

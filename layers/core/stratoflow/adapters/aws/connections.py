@@ -1,13 +1,16 @@
 """Named connections on AWS: items of the alert table (the stack's configuration table for
 alert channels and groups), ``pk=P#<project>``, ``sk=CN#<name>`` with ``type`` and
 ``settings`` (JSON: references, never values), read and written as the alert channels are
-(``DynamoAlertStore``'s queries). The API function serves them; its role reads no secret
-value, so ``connections test`` answers that the test runs where the queries run."""
+(``DynamoAlertStore``'s queries). The API function serves them. Its role reads no secret
+value, so ``connections test`` runs where the queries run: the API function asks the
+advance function (synchronously), which makes the project's identity ready and has the
+project's runner function test the connection as the project's role
+(``handlers.check_connection``, ``runner.check_connection``)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -68,19 +71,51 @@ class DynamoConnectionStore:
         )
 
 
-class AwsConnectionsApi:
-    """What the ``/connections`` routes use on AWS."""
+TestRequest = Callable[[Mapping[str, Any]], Mapping[str, Any]]  # the request in, the answer out
 
-    def __init__(self, store: DynamoConnectionStore, clock: Clock) -> None:
+
+def sync_invoker(client: Any) -> Callable[[str, Mapping[str, Any]], dict[str, Any]]:
+    """A synchronous invocation (``RequestResponse``) of a function: its JSON answer; a
+    function error raises ``RuntimeError`` with what it said."""
+
+    def invoke(function: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        answer = client.invoke(FunctionName=function, Payload=json.dumps(payload).encode())
+        body = answer["Payload"].read().decode("utf-8", errors="replace")
+        if answer.get("FunctionError"):
+            raise RuntimeError(f"{answer['FunctionError']}: {body[:1000]}")
+        found = json.loads(body) if body else {}
+        if not isinstance(found, dict):
+            raise RuntimeError(f"an answer that is not an object: {body[:200]}")
+        return found
+
+    return invoke
+
+
+class AwsConnectionsApi:
+    """What the ``/connections`` routes use on AWS. ``tester`` sends a connection test to the
+    advance function and returns its answer (``{ok, message}``); None: no test here."""
+
+    def __init__(
+        self, store: DynamoConnectionStore, clock: Clock, tester: TestRequest | None = None
+    ) -> None:
         self.store = store
         self._clock = clock
+        self._tester = tester
 
     def now(self) -> datetime:
         return self._clock.now()
 
     def test(self, connection: Connection) -> TestOutcome:
-        return TestOutcome(
-            False,
-            "connections cannot be tested from the API on AWS: its role reads no secret "
-            "value; run a workflow with an sql task on it (the project's runner connects)",
-        )
+        if self._tester is None:
+            return TestOutcome(False, "connections cannot be tested here: no advance function")
+        request = {
+            "action": "test_connection",
+            "project": connection.project,
+            "connection": {"name": connection.name, "type": connection.type,
+                           "settings": dict(connection.settings)},
+        }  # fmt: skip
+        try:
+            answer = self._tester(request)
+        except Exception as exc:  # throttled, timed out: the test did not run
+            return TestOutcome(False, f"the test could not be run: {exc}")
+        return TestOutcome(bool(answer.get("ok")), str(answer.get("message") or ""))

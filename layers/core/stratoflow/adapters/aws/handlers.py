@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from stratoflow.adapters.aws.projects import Identities
 from stratoflow.adapters.aws.results import (
     MAX_JSON_BYTES,
     Kick,
@@ -46,6 +47,7 @@ __all__ = [
     "ReadJson",
     "S3Objects",
     "advance",
+    "check_connection",
     "complete_pending_plans",
     "kill_stopped",
     "parse_message",
@@ -55,6 +57,8 @@ __all__ = [
     "run_id_of_path",
     "split_s3_uri",
 ]
+
+TEST_CONNECTION = "test_connection"  # the action of a connection test's request to advance
 
 
 def advance(
@@ -286,3 +290,44 @@ def run_id_of_path(path: str) -> str | None:
     if len(parts) >= 2 and parts[0] == "runs":
         return unquote(parts[1])
     return None
+
+
+# ------------------------------------------------------------------ connection tests
+Invoke = Callable[[str, Mapping[str, Any]], Mapping[str, Any]]  # (function, payload) -> answer
+
+
+def check_connection(
+    event: Mapping[str, Any], identities: Identities | None, invoke: Invoke
+) -> dict[str, Any]:
+    """A connection test the API function asked for (it checked that the caller may operate
+    the project and read the connection from the project's items): make the project's
+    identity ready, then have the project's runner function test the connection, as the
+    project's role (the only one that reads the project's secrets and queries its
+    workgroups and clusters), and wait for its answer. Returns ``{ok, message}``; a runner
+    that cannot be made ready or reached is a failed test, saying why."""
+    project, connection = event.get("project"), event.get("connection")
+    if not isinstance(project, str) or not project or not isinstance(connection, Mapping):
+        return {"ok": False, "message": "a connection test names a project and a connection"}
+    if identities is None:
+        return {"ok": False, "message": "this stack has no project runners"}
+    try:
+        runner = identities.ensure(project).runner_function
+    except Exception as exc:
+        log.exception("project %s's identity for a connection test", project)
+        return {"ok": False, "message": f"project {project!r}'s runner is not ready: {exc}"}
+    connection = dict(connection)
+    settings = connection.get("settings")
+    places = getattr(identities, "places", None)  # ProjectIdentities': the stack's places
+    if (connection.get("type") == "athena" and isinstance(settings, Mapping)
+            and not settings.get("output_location") and places is not None):  # fmt: skip
+        # where the project's queries write results (its role may write there only), as
+        # the dispatcher fills it in for an sql task
+        output = places.athena_output(project)
+        connection["settings"] = {**settings, "output_location": output}
+    request = {"action": TEST_CONNECTION, "project": project, "connection": connection}
+    try:
+        answer = invoke(runner, request)
+    except Exception as exc:  # throttled, timed out, the runner failed
+        log.warning("connection test in %s failed: %s", runner, exc)
+        return {"ok": False, "message": f"project {project!r}'s runner did not answer: {exc}"}
+    return {"ok": bool(answer.get("ok")), "message": str(answer.get("message") or "")}

@@ -31,7 +31,14 @@ from typing import Any
 import stratoflow
 from stratoflow.adapters.aws._dynamo_items import run_pk, task_sk
 from stratoflow.resources import ResourceUnavailable, materialize, reserved_name
-from stratoflow.secrets import Masker, MissingSecret, SecretSource, SecretUnavailable, resolve
+from stratoflow.secrets import (
+    Masker,
+    MissingSecret,
+    SecretSource,
+    SecretUnavailable,
+    references,
+    resolve,
+)
 from stratoflow.taskexec import result_from_files
 
 log = logging.getLogger("stratoflow.aws.runner")
@@ -378,16 +385,38 @@ def _upload_log(
         # nothing to keep: no PUT (the API answers an empty log for an attempt that ended
         # with an exit code and has no log object)
         return log_uri
-    bucket, key = _split_s3(log_uri)
+    body = log_file.read_bytes()
+    return _put_log(s3, log_uri, masker.data(body) if masker else body)
+
+
+def _put_log(s3: Any, log_uri: str, body: bytes) -> str | None:
     try:
-        body = log_file.read_bytes()
-        if masker:
-            body = masker.data(body)
+        bucket, key = _split_s3(log_uri)
         s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="text/plain")
     except Exception:
         log.exception("could not upload the log to %s", log_uri)
         return None
     return log_uri
+
+
+def _sql_log(
+    s3: Any, attempt: Mapping[str, Any], outcome: dict[str, Any], engine: str, *details: str
+) -> dict[str, Any]:
+    """The attempt's log for an sql task whose query ran in Athena or Redshift, not here: a
+    few lines (the query id, the engine's state, the row count, ``details``, the error) put
+    where the runner puts every log (``attempt["log"]``, as the project's role), its
+    location in the outcome. Without a query id, a bucket client or a log place: none."""
+    query_id = (outcome.get("outputs") or {}).get("query_id")
+    log_uri = attempt.get("log")
+    if s3 is None or not query_id or not isinstance(log_uri, str) or not log_uri:
+        return outcome
+    lines = [f"{engine} query_id={query_id}", *details, f"status={outcome['status']}"]
+    if "row_count" in outcome["outputs"]:
+        lines.append(f"row_count={outcome['outputs']['row_count']}")
+    if outcome.get("error"):
+        lines.append(f"error: {outcome['error']}")
+    outcome["log"] = _put_log(s3, log_uri, ("\n".join(lines) + "\n").encode())
+    return outcome
 
 
 def handle(
@@ -408,11 +437,16 @@ def handle(
     with ``athena`` and ``query`` comes from ``ReadSqlResult``: the query already ran in
     Athena (``StartAthenaQuery``); only its result is read (``read_sql_result``). An input
     with ``redshift`` is one short step of the state machine's Redshift loop
-    (``redshift_step``): start the statement, or look at it once."""
+    (``redshift_step``): start the statement, or look at it once. An input with ``action:
+    test_connection`` is a connection test the advance function sends for the API
+    (``check_connection``): the answer is ``{ok, message}``, not an outcome."""
+    if event.get("action") == "test_connection":
+        clients = {"athena": athena_client, "redshift-data": redshift_client}
+        return check_connection(event, secrets, clients=clients)
     if "athena" in event and "query" in event:
-        return read_sql_result(event, athena_client)
+        return read_sql_result(event, athena_client, s3=s3)
     if "redshift" in event:
-        return redshift_step(event, redshift_client, task_watch(dynamodb, table, event))
+        return redshift_step(event, redshift_client, task_watch(dynamodb, table, event), s3=s3)
     poll = float(os.environ.get("STRATOFLOW_STOP_POLL_SECONDS") or STOP_POLL_SECONDS)
     return run_attempt(
         event,
@@ -425,24 +459,85 @@ def handle(
     )
 
 
-def read_sql_result(attempt: Mapping[str, Any], athena: Any = None) -> dict[str, Any]:
+def check_connection(
+    event: Mapping[str, Any],
+    secrets: SecretSource | None,
+    *,
+    clients: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``connections test`` on AWS (the advance function asks, for the API): the
+    connection's secret references resolved as the project's role (this function's: it
+    reads its own project's secrets only, and refuses another project's connection), then a
+    cheap real call as that role (``sql.check``'s SELECT 1; ``sql_aws.check_aws`` for
+    Athena, Redshift Data and RDS Data), waited on for at most ``TEST_SECONDS``. Returns
+    ``{ok, message}``, the message masked with the secret values used."""
+    from stratoflow.connections import CONNECTION_TYPES, Connection
+    from stratoflow.taskexec import sql
+    from stratoflow.taskexec.sql_aws import TEST_SECONDS, check_aws
+
+    try:
+        project = str(event["project"])
+        found = event["connection"]
+        connection = Connection(project, str(found["name"]), str(found["type"]),
+                                dict(found["settings"]))  # fmt: skip
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AttemptInputError(f"a connection test lacks a valid {exc}") from None
+    own = os.environ.get("STRATOFLOW_PROJECT")
+    if own and own != project:
+        return {"ok": False, "message": f"a connection of project {project!r} cannot be "
+                f"tested by project {own!r}'s runner"}  # fmt: skip
+    if connection.type not in CONNECTION_TYPES:
+        return {"ok": False, "message": f"unknown connection type {connection.type!r}"}
+    try:
+        settings = connection.resolved(secrets or _NO_SECRETS)
+    except (MissingSecret, SecretUnavailable) as exc:
+        return {"ok": False, "message": str(exc)}
+    masker = Masker(settings[k] for k, v in connection.settings.items()
+                    if references(v) and settings.get(k))  # fmt: skip
+    try:
+        if connection.type in ("postgresql", "mysql"):
+            # within the API's request (API Gateway's 29 s), whatever the connection says
+            timeout = min(int(settings.get("connect_timeout") or 10), int(TEST_SECONDS))
+            settings = {**settings, "connect_timeout": str(timeout)}
+            message = sql.check(connection.type, settings)
+        else:
+            client = (clients or {}).get(connection.type)
+            message = check_aws(connection.type, settings, client=client)
+    except Exception as exc:  # what the driver or the service says is the answer
+        text = " ".join(str(exc).split())[:2000] or type(exc).__name__
+        return {"ok": False, "message": masker.text(f"cannot connect: {text}")}
+    return {"ok": True, "message": masker.text(message)}
+
+
+def read_sql_result(
+    attempt: Mapping[str, Any], athena: Any = None, *, s3: Any = None
+) -> dict[str, Any]:
     """The outcome of an sql task whose Athena query the state machine ran: its outputs
-    (``athena_outcome``: first_row / rows, bounded, row_count, query_id) read as the project's
-    role (this function's), or its failure. No log: the query ran in Athena, not here."""
+    (``athena_read``: first_row / rows, bounded, row_count, query_id) read as the project's
+    role (this function's), or its failure. Its log (``_sql_log``, with ``s3``): the query
+    id, its state, the row count and the data it scanned."""
     from stratoflow.taskexec.sql import SqlFailed
-    from stratoflow.taskexec.sql_aws import athena_outcome
+    from stratoflow.taskexec.sql_aws import athena_query_id, athena_read
 
     task = attempt.get("task") or {}
+    query = attempt["query"]
     try:
         if athena is None:
             import boto3
 
             settings = (task.get("__connection") or {}).get("settings") or {}
             athena = boto3.client("athena", region_name=settings.get("region") or None)
-        outputs = athena_outcome(athena, attempt["query"], str(task.get("outputs") or "none"))
+        outputs, execution = athena_read(athena, query, str(task.get("outputs") or "none"))
     except SqlFailed as exc:
-        return _sql_failed(str(exc))
-    return {"status": "succeeded", "exit_code": 0, "error": None, "outputs": outputs, "log": None}
+        return _sql_log(s3, attempt, _sql_failed(str(exc), athena_query_id(query) or None),
+                        "Athena")  # fmt: skip
+    details = [f"state={(execution.get('Status') or {}).get('State')}"]
+    scanned = (execution.get("Statistics") or {}).get("DataScannedInBytes")
+    if scanned is not None:
+        details.append(f"data_scanned_bytes={scanned}")
+    outcome = {"status": "succeeded", "exit_code": 0, "error": None, "outputs": outputs,
+               "log": None}  # fmt: skip
+    return _sql_log(s3, attempt, outcome, "Athena", *details)
 
 
 def _sql_failed(error: str, query_id: str | None = None) -> dict[str, Any]:
@@ -456,10 +551,14 @@ def redshift_step(
     api: Any = None,
     still_wanted: StillWanted | None = None,
     now: Callable[[], float] = time.time,
+    *,
+    s3: Any = None,
 ) -> dict[str, Any]:
     """One step of the state machine's Redshift loop (docs/aws-statemachine.md), as the
     project's role: the statement's owner, the only one its policy lets describe, read or
-    cancel it. Nothing here waits: the state machine's Wait state does, between steps.
+    cancel it. Nothing here waits: the state machine's Wait state does, between steps. The
+    final step writes the attempt's log (``_sql_log``, with ``s3``): the statement id, its
+    state, the row count.
 
     - ``StartRedshiftStatement`` (no ``result`` yet): ``ExecuteStatement`` (the SQL with
       ``:name`` placeholders and ``Parameters``, never pasted), unless the attempt is no
@@ -531,36 +630,48 @@ def redshift_step(
             return f"; cancelling it failed: {exc}"
         return ""
 
+    def ended(outcome: dict[str, Any], *details: str) -> dict[str, Any]:
+        return _sql_log(s3, attempt, outcome, "Redshift", *details)
+
     if still_wanted is not None and not still_wanted():
         gone = _stopped()
         gone["error"] += f" (Redshift statement {statement_id} cancelled{cancel()})"
         gone["outputs"] = {"query_id": statement_id}
-        return gone
+        return ended(gone)
     try:
         described = api.describe_statement(Id=statement_id)
     except Exception as exc:
-        return _sql_failed(f"Redshift statement {statement_id}: {exc}{cancel()}", statement_id)
+        return ended(
+            _sql_failed(f"Redshift statement {statement_id}: {exc}{cancel()}", statement_id)
+        )
     status = str(described.get("Status"))
+    state = f"state={status}"
     if status in REDSHIFT_ENDED:
         failure = redshift_failure(statement_id, described)
         if failure is not None:
-            return _sql_failed(str(failure), statement_id)
+            return ended(_sql_failed(str(failure), statement_id), state)
         keep = {"first_row": 1, "rows": MAX_ROWS + 1, "none": 0}[outputs]
         try:
             found = outputs_of(redshift_results(api, statement_id, described, keep), outputs)
         except SqlFailed as exc:
-            return _sql_failed(str(exc), statement_id)
+            return ended(_sql_failed(str(exc), statement_id), state)
         found["query_id"] = statement_id
         size = len(json.dumps(found, default=str).encode())
         if size > MAX_OUTPUTS_BYTES:
-            return _sql_failed(f"outputs too large: {size} bytes as JSON (at most "
-                               f"{MAX_OUTPUTS_BYTES})", statement_id)  # fmt: skip
-        return {"status": "succeeded", "exit_code": 0, "error": None, "outputs": found,
-                "log": None}  # fmt: skip
+            return ended(_sql_failed(f"outputs too large: {size} bytes as JSON (at most "
+                                     f"{MAX_OUTPUTS_BYTES})", statement_id), state)  # fmt: skip
+        details = [state]
+        result_size = described.get("ResultSize")
+        if isinstance(result_size, int) and result_size >= 0:  # -1: not known
+            details.append(f"result_size_bytes={result_size}")
+        return ended({"status": "succeeded", "exit_code": 0, "error": None, "outputs": found,
+                      "log": None}, *details)  # fmt: skip
     if now() >= statement["deadline"] or statement["polls"] >= max_polls:
-        return {"status": "timed_out", "exit_code": None, "outputs": {"query_id": statement_id},
-                "error": f"timed out after {timeout:g} s (Redshift statement {statement_id} "
-                         f"{status.lower()}, cancelled{cancel()})", "log": None}  # fmt: skip
+        return ended({"status": "timed_out", "exit_code": None,
+                      "outputs": {"query_id": statement_id},
+                      "error": f"timed out after {timeout:g} s (Redshift statement "
+                               f"{statement_id} {status.lower()}, cancelled{cancel()})",
+                      "log": None}, state)  # fmt: skip
     return running(statement)
 
 

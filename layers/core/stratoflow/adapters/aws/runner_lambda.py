@@ -49,6 +49,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         secrets=secrets,
         lambda_client=lambda_client,
     )
+    if event.get("action") == "test_connection":  # {ok, message} for advance, not an outcome
+        logger.info("connection tested", extra={"ok": outcome.get("ok")})
+        return outcome
     if outcome["status"] == "running":  # a step of the Redshift loop: the attempt goes on
         logger.info("statement running", extra={"key": event.get("key")})
         return outcome

@@ -19,7 +19,7 @@ from stratoflow.adapters.aws.dynamodb import DynamoStore
 from stratoflow.adapters.aws.handlers import DeadLetters, kill_stopped
 from stratoflow.adapters.aws.lifecycle import StreamPublished
 from stratoflow.adapters.aws.metrics import MeteredDispatcher, Metrics
-from stratoflow.adapters.aws.projects import ProjectIdentities, ProjectPlaces
+from stratoflow.adapters.aws.projects import Identities, ProjectIdentities, ProjectPlaces
 from stratoflow.adapters.aws.resources import S3Resources
 from stratoflow.adapters.aws.results import S3Objects, send_kicks
 from stratoflow.adapters.aws.schedules import EventBridgeSchedules
@@ -246,6 +246,12 @@ class AwsFunction:
         if not runs:
             return 0
         return send_kicks(self.clients.sqs, self.settings.results_queue_url, runs)
+
+    def identities(self) -> Identities | None:
+        """The dispatcher's project identities (None: a dispatcher without them)."""
+        dispatcher = getattr(self.scheduler.dispatcher, "inner", self.scheduler.dispatcher)
+        found = getattr(dispatcher, "identities", None)
+        return found if isinstance(found, ProjectIdentities) else None
 
     def invocation_started(self) -> None:
         """Tasks dispatched from here on became ready during this invocation."""
