@@ -163,7 +163,9 @@ def test_a_task_started_in_a_confined_thread_is_confined_and_the_scheduler_is_no
 
 def _caps(status: str) -> dict[str, str]:
     return {
-        line.split(":")[0]: line.split()[1] for line in status.splitlines() if line.startswith("Cap")
+        line.split(":")[0]: line.split()[1]
+        for line in status.splitlines()
+        if line.startswith("Cap")
     }
 
 

@@ -374,7 +374,7 @@ class Landlock:
         return _PathBeneathAttr(access & self.handled, fd)
 
     @staticmethod
-    def _add_rule(ruleset: int, path: Path, attr: _PathBeneathAttr) -> None:
+    def _add_rule(ruleset: int, path: str | Path, attr: _PathBeneathAttr) -> None:
         if _syscall()(
             _SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.byref(attr), ctypes.c_uint32(0)
         ):
