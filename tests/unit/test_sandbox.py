@@ -161,6 +161,64 @@ def test_a_task_started_in_a_confined_thread_is_confined_and_the_scheduler_is_no
         fh.write("t")
 
 
+def _caps(status: str) -> dict[str, str]:
+    return {
+        line.split(":")[0]: line.split()[1]
+        for line in status.splitlines()
+        if line.startswith("Cap")
+    }
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+@pytest.mark.skipif(sandbox.landlock_abi() < 1, reason="this kernel has no Landlock")
+def test_a_confined_task_has_no_capability_whether_its_starter_emptied_its_bounding_set_or_not(
+    tmp_path: Path,
+) -> None:
+    """The executor's start threads empty their bounding set once (``_spawn_thread``), and the
+    confining threads they create skip the drops; a confining thread made elsewhere (a lone
+    start on the loop thread) drops them itself. Either way the task has none, in any set;
+    the scheduler's other threads keep theirs."""
+    import functools
+    import threading
+
+    from stratoflow.adapters.local.executor import _confined, _spawn_thread
+
+    _, work = _secret_and_work(tmp_path)
+    landlock = sandbox.Landlock(
+        sandbox.landlock_abi(),
+        sandbox.readable_paths(["/usr", "/bin", "/lib", "/lib64", "/proc"], work),
+        [],
+    )
+    popen = functools.partial(subprocess.Popen, stdout=subprocess.PIPE, text=True)
+    got: dict[str, str] = {}
+
+    def start(label: str, empty_first: bool) -> None:
+        if empty_first:
+            _spawn_thread()
+        got[f"{label} starter"] = str(sandbox.bounding_set_empty())
+        ruleset = landlock.ruleset(work, work / "log")
+        try:
+            proc = _confined(popen, ["cat", "/proc/self/status"], ruleset, True)
+            got[label] = proc.communicate()[0]
+        finally:
+            os.close(ruleset)
+
+    try:
+        for label, empty_first in (("start thread", True), ("other thread", False)):
+            thread = threading.Thread(target=start, args=(label, empty_first))
+            thread.start()
+            thread.join()
+    finally:
+        landlock.close()
+    assert got["start thread starter"] == "True"
+    assert got["other thread starter"] == "False"
+    for label in ("start thread", "other thread"):
+        caps = _caps(got[label])
+        assert set(caps) >= {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"}
+        assert set(caps.values()) == {"0000000000000000"}, (label, caps)
+    assert _caps(Path("/proc/thread-self/status").read_text())["CapBnd"] != "0000000000000000"
+
+
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
 def test_a_task_started_through_setpriv_has_the_projects_uid_and_no_groups() -> None:
     import shutil

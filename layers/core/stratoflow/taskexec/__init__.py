@@ -16,7 +16,7 @@ from stratoflow.engine import AttemptResult, AttemptStatus
 MAX_RESULT_BYTES = 4 << 20  # what an executor reads of one file a task wrote
 
 
-def read_task_file(path: Path) -> str | None:
+def read_task_file(path: str | Path) -> str | None:
     """A file a task may have written: never through a link it left, at most
     MAX_RESULT_BYTES, None when it is missing or not a regular file."""
     try:
@@ -34,9 +34,9 @@ def read_task_file(path: Path) -> str | None:
     return data.decode("utf-8", errors="replace")
 
 
-def tail(path: Path, lines: int = 5, limit: int = 2000) -> str:
+def tail(path: str | Path, lines: int = 5, limit: int = 2000) -> str:
     try:
-        with path.open("rb") as fh:
+        with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
             fh.seek(max(fh.tell() - limit, 0))
             data = fh.read().decode("utf-8", errors="replace")
@@ -58,7 +58,7 @@ def parse_key_values(text: str) -> dict[str, str]:
 
 
 def result_from_files(
-    status: int, *, outputs: Path, structured: Path, error: Path, log: Path
+    status: int, *, outputs: str | Path, structured: str | Path, error: str | Path, log: str | Path
 ) -> AttemptResult:
     """How a task that exited with ``status`` ended, from the files it left: ``key=value``
     outputs, then the structured outputs of python and http tasks, then the error (the task's
