@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from stratoflow import engine
-from stratoflow.adapters.aws import runner
+from stratoflow.adapters.aws import batch_resources, runner
+from stratoflow.adapters.aws.dispatch import StepFunctionsDispatcher
 from stratoflow.adapters.aws.resources import S3Resources, pins_key
 from stratoflow.errors import InvalidInput, NotFound
 from stratoflow.model import load_workflow
 from stratoflow.ports import AttemptSpec
-from tests.aws.conftest import Stack, dispatcher_for
+from tests.aws.conftest import SharedIdentity, Stack, dispatcher_for
 
 pytestmark = pytest.mark.slow
 
@@ -207,12 +209,151 @@ def test_a_kubernetes_task_gets_them_through_its_pod(store: S3Resources, stack: 
     ]  # fmt: skip
 
 
+class RecordingBatch:
+    """Batch as the dispatcher calls it, recording what it registers: moto (5.2) registers no
+    ``ecsProperties`` job definition ("containerProperties or eksProperties must be
+    provided"), so the multi-container definition is checked as sent."""
+
+    def __init__(self, moto_batch: Any) -> None:
+        self.moto = moto_batch
+        self.registered: list[dict[str, Any]] = []
+
+    def describe_job_definitions(self, **kwargs: Any) -> dict[str, Any]:
+        if "jobDefinitionName" in kwargs:
+            found = [
+                {"jobDefinitionArn": f"arn:aws:batch:us-east-1:123456789012:job-definition/{r['jobDefinitionName']}:1", "revision": 1}
+                for r in self.registered
+                if r["jobDefinitionName"] == kwargs["jobDefinitionName"]
+            ]  # fmt: skip
+            return {"jobDefinitions": found}
+        return self.moto.describe_job_definitions(**kwargs)  # type: ignore[no-any-return]
+
+    def register_job_definition(self, **kwargs: Any) -> dict[str, Any]:
+        self.registered.append(kwargs)
+        name = kwargs["jobDefinitionName"]
+        return {"jobDefinitionArn": f"arn:aws:batch:us-east-1:123456789012:job-definition/{name}:1"}
+
+
+def test_a_batch_task_gets_them_through_a_fetch_container(store: S3Resources, stack: Stack) -> None:
+    # GIVEN a run that pinned data.csv, then a newer upload
+    version = store.put("analytics", "data.csv", b"pinned").version
+    store.pin(RUN_ID, "analytics", ["data.csv"])
+    store.put("analytics", "data.csv", b"newer")
+    batch = RecordingBatch(stack.batch)
+    role = "arn:aws:iam::123456789012:role/stratoflow-analytics"
+    dispatcher = StepFunctionsDispatcher(
+        stack.state_machine_arn, client=stack.sfn, batch_client=batch, s3_client=stack.s3,
+        bucket=stack.bucket, job_queue=stack.job_queue_arn,
+        runner_job_definition=stack.runner_job_definition_arn, resources=store,
+        identities=SharedIdentity(stack.runner_function_arn, role_arn=role),
+    )  # fmt: skip
+    spec = attempt("image")
+    assert dispatcher.refusal(spec) is None
+    # WHEN it is dispatched
+    job = dispatcher.build_input(spec)["batch"]
+    # THEN the job definition (one per image and role) is a multi-container one: the fetch
+    # container (the AWS CLI image) and the user's image, which starts after the fetch
+    # succeeded, both mounting the task volume at /stratoflow/work, run as the project's role
+    (sent,) = batch.registered
+    assert "containerProperties" not in sent
+    (task_props,) = sent["ecsProperties"]["taskProperties"]
+    assert task_props["taskRoleArn"] == role
+    assert task_props["volumes"] == [{"name": batch_resources.VOLUME}]
+    fetch, user = task_props["containers"]
+    assert fetch["name"] == batch_resources.FETCH_CONTAINER
+    assert fetch["image"] == batch_resources.DEFAULT_FETCH_IMAGE
+    assert fetch["essential"] is False
+    assert fetch["command"] == ["/bin/sh", "-c", batch_resources.FETCH_SCRIPT]
+    assert user["image"] == "alpine"
+    assert user["essential"] is True
+    assert user["dependsOn"] == [
+        {"containerName": batch_resources.FETCH_CONTAINER, "condition": "SUCCESS"}
+    ]
+    mount = [
+        {"sourceVolume": "stratoflow-work", "containerPath": "/stratoflow/work", "readOnly": False}
+    ]
+    assert fetch["mountPoints"] == user["mountPoints"] == mount
+    # the job's overrides: the version the run pinned (not the newer one), and the command
+    # run in the volume
+    assert "container_overrides" not in job
+    (override,) = job["ecs_properties_override"]["TaskProperties"]
+    fetch_o, user_o = override["Containers"]
+    env = {e["Name"]: e["Value"] for e in fetch_o["Environment"]}
+    assert env == {
+        "STRATOFLOW_RESOURCES": f"{version} data.csv",
+        "STRATOFLOW_RESOURCES_BUCKET": stack.bucket,
+        "STRATOFLOW_RESOURCES_PREFIX": "resources/analytics/",
+        "STRATOFLOW_RESOURCES_DIR": "/stratoflow/work",
+    }
+    assert user_o["Name"] == "task"
+    assert user_o["Command"] == [
+        "/bin/sh", "-c", 'cd /stratoflow/work || exit 1\nexec "$@"\n', "stratoflow-batch",
+        "cat", "data.csv",
+    ]  # fmt: skip
+    assert {"Type": "VCPU", "Value": "1"} in user_o["ResourceRequirements"]
+    # a second attempt reuses the definition
+    dispatcher.build_input(attempt("image"))
+    assert len(batch.registered) == 1
+
+
+def test_the_state_machine_submits_it_with_the_ecs_override(
+    store: S3Resources, stack: Stack
+) -> None:
+    # GIVEN the input of a batch task with files (dispatched as above)
+    store.put("analytics", "data.csv", b"pinned")
+    store.pin(RUN_ID, "analytics", ["data.csv"])
+    batch = RecordingBatch(stack.batch)
+    dispatcher = StepFunctionsDispatcher(
+        stack.state_machine_arn, client=stack.sfn, batch_client=batch, s3_client=stack.s3,
+        bucket=stack.bucket, job_queue=stack.job_queue_arn,
+        runner_job_definition=stack.runner_job_definition_arn, resources=store,
+        identities=SharedIdentity(stack.runner_function_arn),
+    )  # fmt: skip
+    spec = attempt("image")
+    doc = dispatcher.build_input(spec)
+    # moto registers no ecsProperties definition: the job runs under the runner's (moto's
+    # SubmitJob ignores the ECS override); what this shows is the route and that the
+    # override passes botocore's SubmitJob shape (ecsPropertiesOverride) as Step Functions
+    # sends it
+    doc["batch"]["job_definition"] = stack.runner_job_definition_arn
+    name = "files-batch-1"
+    stack.sfn.start_execution(
+        stateMachineArn=stack.state_machine_arn, name=name, input=json.dumps(doc)
+    )
+    # WHEN it runs THEN it goes through RunBatchJobWithFiles and reports success
+    assert stack.receive()["status"] == "succeeded"
+    arn = stack.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+    stack.wait_execution(arn)
+    assert stack.states_entered(arn) == [
+        "Route",
+        "RunBatchJobWithFiles",
+        "ReportBatchSucceeded",
+    ]
+
+
 def test_refusals_name_the_reason(store: S3Resources, stack: Stack) -> None:
     dispatcher = dispatcher_for(stack, resources=store)
-    why = dispatcher.refusal(attempt("image"))
-    assert why is not None
-    assert "a batch task on AWS runs your image directly" in why
-    assert f"s3://{stack.bucket}/resources/analytics/<path>" in why
+    store.put("analytics", "data.csv", b"x")
+    store.pin(RUN_ID, "analytics", ["data.csv"])
+    spec = attempt("image")
+    # a batch task that runs the image's own CMD cannot be moved into the volume
+    no_command = replace(spec, task=replace(spec.task, fields={**spec.task.fields, "command": []}))
+    assert "needs a command" in (dispatcher.refusal(no_command) or "")
+    # too long a list for the fetch container's overrides
+    many = [f"d{i}/" + "x" * 120 for i in range(40)]
+    assert "more than the 4096" in (
+        batch_resources.refusal(
+            ["true"],
+            [{"path": p, "version": "v" * 32,
+              "uri": f"s3://b/resources/analytics/{p}"} for p in many],
+            "analytics",
+        ) or ""
+    )  # fmt: skip
+    # a file of another project's is never handed to the fetch container
+    other = [{"path": "a", "version": "v", "uri": "s3://b/resources/other/a"}]
+    assert "not project 'analytics'" in (
+        batch_resources.refusal(["true"], other, "analytics") or ""
+    )
     # a run created before its tasks listed resources: nothing was pinned
     assert "'sql/load.sql' was not pinned" in (dispatcher.refusal(attempt("cat")) or "")
     assert "keeps no resource files" in (dispatcher_for(stack).refusal(attempt("cat")) or "")

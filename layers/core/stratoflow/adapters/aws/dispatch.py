@@ -22,7 +22,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from stratoflow.adapters.aws import batch_secrets
+from stratoflow.adapters.aws import batch_resources, batch_secrets
 from stratoflow.adapters.aws.projects import (
     ATHENA_RESULTS,
     Identities,
@@ -190,9 +190,13 @@ class StepFunctionsDispatcher(Dispatcher):
         self._now = now
         self._threads = threads
         self.heartbeat_seconds = heartbeat_seconds
-        # (image, role, secrets) -> job definition ARN
+        # the AWS CLI image of a batch job's fetch container (batch_resources)
+        self.fetch_image = (
+            os.environ.get("STRATOFLOW_BATCH_FETCH_IMAGE") or batch_resources.DEFAULT_FETCH_IMAGE
+        )
+        # (image, role, secrets, with files) -> job definition ARN
         self._job_definitions: dict[
-            tuple[str | None, str | None, tuple[tuple[str, str], ...]], str
+            tuple[str | None, str | None, tuple[tuple[str, str], ...], bool], str
         ] = {}
 
     # ------------------------------------------------------------ names and places
@@ -293,14 +297,6 @@ class StepFunctionsDispatcher(Dispatcher):
         """Why the task's resource files cannot be put in its working directory (None: the
         runner fetches them, the versions the run pinned). Task types that cannot list any
         (http, switch, lambda) are refused by the model already."""
-        kind = spec.task.task_type
-        if kind == "batch":
-            place = f"s3://{self.bucket}/resources/{spec.project}/<path>"
-            return (
-                f"resources: a {kind} task on AWS runs your image directly, where Stratoflow "
-                "cannot place files; list them on a shell or python task (runner: batch for "
-                f"long work), or fetch them from {place} in the task (its role may read them)"
-            )
         if self.resources is None:
             return "resources: this stack keeps no resource files (STRATOFLOW_BUCKET is not set)"
         pins = self._pinned(spec.run_id)
@@ -310,6 +306,10 @@ class StepFunctionsDispatcher(Dispatcher):
                 f"resource {missing[0]!r} was not pinned when the run was created (the run "
                 "predates the task's resources list): trigger a new run"
             )
+        if spec.task.task_type == "batch":
+            # fetched by the job's fetch container into its shared volume (batch_resources)
+            argv = batch_secrets.command_argv(spec.task.fields.get("command"))
+            return batch_resources.refusal(argv, self._resources_input(spec), spec.project)
         return None
 
     def _pinned(self, run_id: str) -> dict[str, str]:
@@ -394,7 +394,9 @@ class StepFunctionsDispatcher(Dispatcher):
             "log": log_uri,
             "outputs_uri": outputs_uri,
         }
-        if (uses_runner or kind == "kubernetes") and (fetch := self._resources_input(spec)):
+        if (uses_runner or kind in ("kubernetes", "batch")) and (
+            fetch := self._resources_input(spec)
+        ):
             doc["resources"] = fetch
         if spec.not_before is not None and spec.not_before > self._now():
             # only a retry that must wait carries start_at: the Route state sends it through a
@@ -517,19 +519,30 @@ class StepFunctionsDispatcher(Dispatcher):
         secrets = tuple(
             (variable, secret_id(prefix, spec.project, name)) for variable, name in start.secrets
         )
+        overrides = {
+            "Command": start.command,
+            "Environment": self._env(spec, start.environment),
+            "ResourceRequirements": [
+                {"Type": "VCPU", "Value": f"{float(fields.get('vcpus', 1.0)):g}"},
+                {"Type": "MEMORY", "Value": str(int(fields.get("memory", 2048)))},
+            ],
+        }
+        files = doc.get("resources") or []
+        job_definition = self.job_definition_for(
+            str(fields["image"]), self._role(spec), secrets, with_files=bool(files)
+        )
+        if files:
+            # a multi-container job: the fetch container places the pinned versions in the
+            # task volume, where the user's command then runs (batch_resources)
+            return {
+                "job_definition": job_definition,
+                "job_queue": queue,
+                "ecs_properties_override": batch_resources.override(overrides, files, spec.project),
+            }
         return {
-            "job_definition": self.job_definition_for(
-                str(fields["image"]), self._role(spec), secrets
-            ),
+            "job_definition": job_definition,
             "job_queue": queue,
-            "container_overrides": {
-                "Command": start.command,
-                "Environment": self._env(spec, start.environment),
-                "ResourceRequirements": [
-                    {"Type": "VCPU", "Value": f"{float(fields.get('vcpus', 1.0)):g}"},
-                    {"Type": "MEMORY", "Value": str(int(fields.get("memory", 2048)))},
-                ],
-            },
+            "container_overrides": overrides,
         }
 
     def _runner_job(self, spec: AttemptSpec, doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -562,17 +575,28 @@ class StepFunctionsDispatcher(Dispatcher):
         image: str | None,
         role_arn: str | None = None,
         secrets: tuple[tuple[str, str], ...] = (),
+        *,
+        with_files: bool = False,
     ) -> str:
         """The job definition for ``image`` (None: the runner's own image) run as
         ``role_arn`` (a project's role), with ``secrets`` ((variable, Secrets Manager name)
         that ECS puts in the environment): the runner's job definition (network, logging,
         execution role) with the image and the job role replaced, registered once per
         (image, role, secrets) under a name derived from them and reused from then on (found
-        again by name after a cold start)."""
-        key = (image, role_arn, secrets)
+        again by name after a cold start). ``with_files``: the multi-container definition of a
+        batch task with resource files (``batch_resources.ecs_properties``), the fetch
+        container before the user's image; the same name otherwise never changes."""
+        key = (image, role_arn, secrets, with_files)
         if key in self._job_definitions:
             return self._job_definitions[key]
-        exact = json.dumps([image, role_arn, *([list(secrets)] if secrets else [])])
+        exact = json.dumps(
+            [
+                image,
+                role_arn,
+                *([list(secrets)] if secrets else []),
+                *(["files", self.fetch_image] if with_files else []),
+            ]
+        )
         name = self.job_definition_prefix + hashlib.sha256(exact.encode()).hexdigest()[:24]
         found = self._batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")
         defs = sorted(found.get("jobDefinitions", []), key=lambda d: int(d["revision"]))
@@ -601,11 +625,16 @@ class StepFunctionsDispatcher(Dispatcher):
                 for k in ("platformCapabilities", "retryStrategy", "timeout", "propagateTags")
                 if k in base
             }
+            if with_files and image is not None:
+                extra["ecsProperties"] = batch_resources.ecs_properties(
+                    container, image, role_arn, self.fetch_image
+                )
+            else:
+                extra["containerProperties"] = container
             arn = str(
                 self._batch.register_job_definition(
                     jobDefinitionName=name,
                     type="container",
-                    containerProperties=container,
                     tags={"stratoflow:image": (image or "runner")[:256]},
                     **extra,
                 )["jobDefinitionArn"]
