@@ -51,7 +51,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -536,6 +536,27 @@ def lambda_ms(m: Measured) -> dict[str, float]:
     return total
 
 
+def advance_memory_what_if(
+    m: Measured, sizes: Sequence[int] = (256, 512, 1024)
+) -> list[dict[str, float]]:
+    """The advance function priced at other memory sizes from the same measurement: a smaller
+    one bills the requests' round trips (waiting, not CPU) at fewer GB, but gives the function
+    a smaller CPU share, so each invocation (the path from an outcome to its children's
+    dispatch) takes longer. Per million tasks, and the median modelled invocation in ms."""
+    samples = m.samples.get("advance", [])
+    rows = []
+    for mb in sizes:
+        ms = sum(modelled_ms(x, mb) for x in samples)
+        ms += COLD_START_SHARE * len(samples) * m.cold.get("advance", 0.0) * 1000 * cpu_scale(mb)
+        gb_s = ms / 1000 * mb / 1024
+        rows.append({
+            "memory_mb": mb,
+            "gb_s_cost_per_million": gb_s * PRICE["lambda_gb_second"] / m.tasks * 1e6,
+            "median_invocation_ms": median([modelled_ms(x, mb) for x in samples]) if samples else 0.0,
+        })  # fmt: skip
+    return rows
+
+
 def cost_per_task(m: Measured) -> dict[str, Decimal]:
     n = m.tasks
     per: dict[str, float] = {}
@@ -627,6 +648,11 @@ def report(m: Measured) -> list[tuple[str, bool]]:
         f"cold = interpreter start + handler import here, billed at {COLD_START_SHARE:.0%} "
         f"of invocations, x 1769/MB; interpreter start {1000 * m.cold.get('interpreter', 0):.0f} ms)"
     )
+    print("advance at other memory sizes (same measurement; GB-s $ per million tasks, median "
+          "modelled invocation ms):")  # fmt: skip
+    for row in advance_memory_what_if(m):
+        print(f"  {row['memory_mb']:>5.0f} MB  ${row['gb_s_cost_per_million']:.2f}  "
+              f"{row['median_invocation_ms']:.0f} ms")  # fmt: skip
     print(f"EventBridge events per task: {m.events_put / n:.4f}")
     per_attempt = max(m.transitions)
     mean = sum(m.transitions) / len(m.transitions)
@@ -820,6 +846,7 @@ def main(argv: list[str] | None = None) -> int:
             "wru_by_item": dict(m.writes.by_item),
             "durations": durations(m),
             "lambda_ms": lambda_ms(m),
+            "advance_memory_what_if": advance_memory_what_if(m),
             "cold_start_seconds": m.cold,
             "events_put": m.events_put,
             "cost_per_million": {k: float(v) * 1e6 for k, v in cost_per_task(m).items()},

@@ -253,3 +253,28 @@ def test_the_lambda_handler_wraps_the_runner_with_powertools(
     answer = app.handler(request, FakeContext())
     assert answer["ok"] is False
     assert "nope" in answer["message"]
+
+
+def test_the_runner_function_starts_without_the_engine() -> None:
+    """The runner's cold start (billed, once per new container) loads neither the engine nor
+    the workflow model: it reads its task's keys and its task's files without them."""
+    import subprocess
+
+    code = (
+        "import importlib.util, sys\n"
+        "spec = importlib.util.spec_from_file_location('app', sys.argv[1])\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('stratoflow')))\n"
+    )
+    handler = REPO / "layers/core/stratoflow/adapters/aws/runner_lambda.py"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "layers/core"), "AWS_DEFAULT_REGION": "us-east-1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(handler)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    loaded = json.loads(out.strip().splitlines()[-1].replace("'", '"'))
+    assert "stratoflow.adapters.aws.runner" in loaded
+    assert not [m for m in loaded if m.startswith(("stratoflow.engine", "stratoflow.model"))]

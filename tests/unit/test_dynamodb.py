@@ -999,6 +999,59 @@ def test_a_batch_of_ends_in_one_run_is_one_transaction_with_one_counters_write(
     assert (after.n_done, after.n_failed, after.n_running) == (4, 0, 1)
 
 
+def test_the_parents_of_one_child_that_end_in_one_batch_are_counted_in_one_write(
+    env: Env,
+) -> None:
+    """a, b and c end in one batch of outcomes: their child ``join`` counts the three in one
+    UpdateItem (not three), and is claimed in the same turn as before."""
+    dispatcher = RecordingDispatcher()
+    scheduler = Scheduler(env.store, env.store, dispatcher, FixedClock())
+    scheduler.apply(FAN)
+    run, _ = scheduler.trigger("analytics", "fan", run_id="fan-1")
+    scheduler.dispatch_ready()
+    scheduler.on_finished([Finished(run.id, "root", 1, AttemptResult(AttemptStatus.SUCCEEDED))])
+    scheduler.dispatch_ready()
+    env.requests.clear()
+
+    scheduler.advance(
+        [Finished(run.id, t, 1, AttemptResult(AttemptStatus.SUCCEEDED)) for t in "abc"]
+    )
+
+    counts = [
+        p
+        for name, p in env.requests.calls
+        if name == "UpdateItem" and p["Key"]["sk"]["S"] == "T#join"
+    ]
+    assert len(counts) == 1
+    join = env.store.get_task(run.id, "join")
+    assert (join.state, join.attempt) == (TaskState.RUNNING, 1)
+    item = env.client.get_item(TableName=TABLE, Key=it.key(it.run_pk(run.id), it.task_sk("join")))
+    assert len(item["Item"]["ups"]["BS"]) == 3
+    assert it.get_n(item["Item"], "up_ok") == 3
+    assert "fan-1/join/1" in dispatcher.started
+    assert env.store.pending_propagations(10) == []
+
+
+def test_a_group_count_with_a_parent_counted_before_counts_nothing(env: Env) -> None:
+    """``record_upstream_group`` is all or none: with one of its parents counted already it
+    writes nothing and returns None (each parent is then counted alone)."""
+    env.store.create_run(a_run("r", 5), [TaskInstance("r", "c", TaskState.WAITING)], None)
+    assert env.store.record_upstream("r", "c", "a", TaskState.SUCCEEDED) is not None
+    group = [("a", TaskState.SUCCEEDED), ("b", TaskState.FAILED)]
+    assert env.store.record_upstream_group("r", "c", group) is None
+    assert env.store.record_upstream("r", "c", "b", TaskState.FAILED) is not None
+    after = env.store.record_upstream_group(
+        "r", "c", [("d", TaskState.SKIPPED), ("e", TaskState.SUCCEEDED)]
+    )
+    assert after is not None
+    up = after.upstream
+    assert (up.succeeded, up.failed, up.skipped) == (2, 1, 1)
+    assert env.store.record_upstream("r", "c", "d", TaskState.SKIPPED) is None
+    with pytest.raises(NotFound):
+        env.store.record_upstream("r", "gone", "a", TaskState.SUCCEEDED)
+    assert env.store.record_upstream_group("r", "gone", group) is None
+
+
 def test_an_ended_attempt_keeps_its_running_entry_as_the_propagation_intent(env: Env) -> None:
     """An attempt that ends with children to tell keeps the gsi1 entry it had while it ran
     (one index write instead of a delete and a put elsewhere); ``pending_propagations``

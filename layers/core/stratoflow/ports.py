@@ -232,6 +232,18 @@ class StateStore(ABC):
         (one transaction, like each count alone: a crash leaves any prefix counted)."""
         return [self.record_upstream(run_id, child, parent, o) for child, o in outcomes]
 
+    #: ``record_upstream_group`` counts several parents in one write (else it counts none)
+    counts_parents_together: ClassVar[bool] = False
+
+    def record_upstream_group(
+        self, run_id: str, child: str, parents: Sequence[tuple[str, TaskState]]
+    ) -> TaskInstance | None:
+        """Count the ends of several ``parents`` ((parent, outcome) pairs) in ``child`` in
+        one write, all or none. Returns the child after the count, or None when nothing was
+        counted (one of them was counted before, the count would not fit, or the store
+        cannot): the caller then counts each with ``record_upstream``."""
+        return None
+
     @abstractmethod
     def queued_tasks(self, limit: int) -> list[TaskInstance]:
         """QUEUED tasks of RUNNING runs that have a free slot, by priority then FIFO (a store

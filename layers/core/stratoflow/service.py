@@ -168,6 +168,11 @@ class Scheduler:
         self._ready_now: dict[str, dict[str, tuple[TaskInstance, engine.Decision]]] = {}
         self._retire_later: list[TaskInstance] = []
         self._claim_again = False  # some of them queued for want of a slot for all
+        # parents of one child that ended in one batch of outcomes, counted in one write
+        # (``_plan_counts_together``): (run, child) -> its (parent, outcome) pairs, until the
+        # first of them propagates; then (run, child, parent) of the others, which skip it
+        self._together: dict[tuple[str, str], list[tuple[str, TaskState]]] = {}
+        self._counted_by_another: set[tuple[str, str, str]] = set()
         self.backfills = Backfills(self)  # their lanes move on when a run ends (_run_ended)
         self.dependencies = Dependencies(self)  # checked by the scheduler, never dispatched
         self.subworkflows = SubWorkflows(self)  # a child's end completes its parent's task
@@ -537,8 +542,55 @@ class Scheduler:
                 for p in parts
                 if self._apply_ends(decided[p][1], [ended[decided[p][0]]])
             )
-        for i, e in enumerate(ended):
-            self._after_end(e, i in applied)
+        self._plan_counts_together([e for i, e in enumerate(ended) if i in applied])
+        try:
+            for i, e in enumerate(ended):
+                self._after_end(e, i in applied)
+        finally:
+            self._together, self._counted_by_another = {}, set()
+
+    def _plan_counts_together(self, applied: Sequence[_Ended]) -> None:
+        """Before the children of a batch's ends hear of them: the parents of one child that
+        ended in the batch are counted in one write (``StateStore.record_upstream_group``),
+        by the first of them to propagate, which then decides the child; the others skip
+        it. Every one of them ended with its propagation intent in this batch, so a crash
+        anywhere leaves each to count (a no-op) and decide the child again. A switch that
+        did not choose the child counts alone (its decision skips the child)."""
+        if not self.store.counts_parents_together:
+            return
+        parents: dict[tuple[str, str], list[tuple[str, TaskState]]] = {}
+        for e in applied:
+            task = None if e.made is None else e.made[1].task
+            if task is None or not task.state.terminal or not task.propagating:
+                continue
+            for child in e.spec.dag.children[task.task_id]:
+                if engine.skipped_by_switch(e.spec, task.task_id, task.state, task.outputs, child):
+                    continue
+                outcome = engine.edge_outcome(e.spec, task.task_id, task.state, task.outputs, child)
+                parents.setdefault((task.run_id, child), []).append((task.task_id, outcome))
+        self._together = {k: v for k, v in parents.items() if len(v) > 1}
+
+    def _count_together(self, parent: TaskInstance, children: Sequence[str]) -> dict[str, Any]:
+        """The children of ``parent`` counted with other parents of this batch: the child
+        after the one write that counted them all (this parent decides it), or None where
+        another parent's write counted this one (that parent decided it)."""
+        out: dict[str, Any] = {}
+        run = parent.run_id
+        for child in children:
+            if (run, child, parent.task_id) in self._counted_by_another:
+                out[child] = None
+                continue
+            group = self._together.get((run, child))
+            if group is None or all(p != parent.task_id for p, _ in group):
+                continue
+            del self._together[(run, child)]
+            after = self.store.record_upstream_group(run, child, group)
+            if after is None:  # not counted: each parent counts alone
+                continue
+            out[child] = after
+            self._counted_by_another.update((run, child, p) for p, _ in group)
+            self._counted_by_another.discard((run, child, parent.task_id))
+        return out
 
     def _end_of(self, report: Finished) -> _Ended | None:
         """Record the attempt's end in its history and decide the task's transition (None:
@@ -627,16 +679,35 @@ class Scheduler:
         while work:
             parent = work.pop()
             children = spec.dag.children[parent.task_id]
-            counted = self.store.record_upstreams(
-                parent.run_id,
-                parent.task_id,
-                [
-                    (c, engine.edge_outcome(spec, parent.task_id, parent.state, parent.outputs, c))
-                    for c in children
-                ],
+            together = (
+                self._count_together(parent, children)
+                if self._together or self._counted_by_another
+                else {}
             )
+            alone = [c for c in children if c not in together]
+            counted = dict(
+                zip(
+                    alone,
+                    self.store.record_upstreams(
+                        parent.run_id,
+                        parent.task_id,
+                        [
+                            (c, engine.edge_outcome(spec, parent.task_id, parent.state,
+                                                    parent.outputs, c))
+                            for c in alone
+                        ],
+                    ),
+                    strict=True,
+                )
+            )  # fmt: skip
             deferred = False
-            for child_id, after in zip(children, counted, strict=True):
+            for child_id in children:
+                if child_id in together:
+                    after = together[child_id]
+                    if after is None:  # counted, and decided, with another parent of the batch
+                        continue
+                else:
+                    after = counted[child_id]
                 if after is not None:
                     child = after
                 elif parent.propagating:

@@ -10,8 +10,10 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
-from stratoflow.engine import AttemptResult, AttemptStatus
+if TYPE_CHECKING:
+    from stratoflow.engine import AttemptResult
 
 MAX_RESULT_BYTES = 4 << 20  # what an executor reads of one file a task wrote
 
@@ -57,12 +59,23 @@ def parse_key_values(text: str) -> dict[str, str]:
     return outputs
 
 
-def result_from_files(
+class FileOutcome(NamedTuple):
+    """How a task ended, read from its files (``outcome_from_files``): ``status`` is the
+    value of an ``AttemptStatus`` (succeeded or failed)."""
+
+    status: str
+    outputs: dict[str, object]
+    error: str | None
+    exit_code: int
+
+
+def outcome_from_files(
     status: int, *, outputs: str | Path, structured: str | Path, error: str | Path, log: str | Path
-) -> AttemptResult:
+) -> FileOutcome:
     """How a task that exited with ``status`` ended, from the files it left: ``key=value``
     outputs, then the structured outputs of python and http tasks, then the error (the task's
-    own words, or the log's last lines). The AWS runner reads its attempts the same way."""
+    own words, or the log's last lines). Imports nothing of the engine: the AWS runner reads
+    its attempts with it, and its cold start does not load the engine and the workflow model."""
     found: dict[str, object] = dict(parse_key_values(read_task_file(outputs) or ""))
     data = read_task_file(structured)
     if data:
@@ -71,12 +84,25 @@ def result_from_files(
             if isinstance(parsed, dict):
                 found.update(parsed)
     if status == 0:
-        return AttemptResult(AttemptStatus.SUCCEEDED, outputs=found, exit_code=0)
+        return FileOutcome("succeeded", found, None, 0)
     if status < 0:
-        why = f"killed by signal {-status}"
-        return AttemptResult(AttemptStatus.FAILED, outputs=found, error=why, exit_code=status)
+        return FileOutcome("failed", found, f"killed by signal {-status}", status)
     message = (read_task_file(error) or "").strip()
     if not message:
         last = tail(log)
         message = f"exit code {status}" + (f"; last output:\n{last}" if last else "")
-    return AttemptResult(AttemptStatus.FAILED, outputs=found, error=message, exit_code=status)
+    return FileOutcome("failed", found, message, status)
+
+
+def result_from_files(
+    status: int, *, outputs: str | Path, structured: str | Path, error: str | Path, log: str | Path
+) -> AttemptResult:
+    """``outcome_from_files`` as the attempt's result (the local executor's)."""
+    # here, not at the top: the AWS runner imports this module without the engine
+    from stratoflow.engine import AttemptResult, AttemptStatus
+
+    found = outcome_from_files(status, outputs=outputs, structured=structured, error=error, log=log)
+    return AttemptResult(
+        AttemptStatus(found.status), outputs=found.outputs, error=found.error,
+        exit_code=found.exit_code,
+    )  # fmt: skip

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from stratoflow.adapters.aws import _dynamo_keys
 from stratoflow.engine import Run, RunState, TaskInstance, TaskState, Upstream
 from stratoflow.ports import Attempt
 
@@ -25,7 +26,10 @@ Item = dict[str, Any]  # an item (or key) in DynamoDB's wire form
 # ------------------------------------------------------------------ keys
 RUN_SK: Final = "R"  # the run: its state fields; the commit point of create_run
 COUNTERS_SK: Final = "RC"  # the run's counters, kept apart so counter updates touch no index
-TASK_PREFIX: Final = "T#"
+# a task's keys live in _dynamo_keys (the runner reads its task without the rest of this)
+TASK_PREFIX: Final = _dynamo_keys.TASK_PREFIX
+run_pk = _dynamo_keys.run_pk
+task_sk = _dynamo_keys.task_sk
 ATTEMPT_PREFIX: Final = "A#"
 PLAN_PREFIX: Final = "P#"
 EDGE_PREFIX: Final = "E#"
@@ -47,14 +51,6 @@ PROPAGATING: Final = "prop"  # attribute: the task carries a propagation intent
 TIMER_SHARDS: Final = 4
 # priority sorts descending inside an ascending index: store (OFFSET - priority), fixed width
 _PRIORITY_OFFSET: Final = 10**12
-
-
-def run_pk(run_id: str) -> str:
-    return f"RUN#{run_id}"
-
-
-def task_sk(task_id: str) -> str:
-    return f"{TASK_PREFIX}{task_id}"
 
 
 def attempt_sk(task_id: str, attempt: int) -> str:

@@ -116,6 +116,11 @@ def _item_that_failed_the_condition(exc: ClientError) -> Item:
     return old
 
 
+def _upstream_column(outcome: TaskState) -> str:
+    """The child's count that a parent's ``outcome`` adds to."""
+    return {TaskState.SUCCEEDED: "up_ok", TaskState.SKIPPED: "up_skipped"}.get(outcome, "up_failed")
+
+
 def _cancel_reasons(exc: ClientError) -> list[str]:
     reasons = exc.response.get("CancellationReasons") or []
     return [str(r.get("Code", "None")) for r in reasons]
@@ -129,6 +134,7 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
     may complete it."""
 
     atomic = False  # no multi-item transactions across a step: each write stands alone
+    counts_parents_together = True  # record_upstream_group: one UpdateItem for several parents
     # Called with a committed plan that this store completes for a writer that died (from
     # ``get_run``, a later ``apply_plan`` or ``complete_pending_plans``), after its task
     # writes and before the plan is retired: the writer's own actions after the plan (its
@@ -962,9 +968,7 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         child is then read back - with this count in it, and possibly a concurrent one too,
         which the caller's conditional write of the child tolerates.
         """
-        column = {TaskState.SUCCEEDED: "up_ok", TaskState.SKIPPED: "up_skipped"}.get(
-            outcome, "up_failed"
-        )
+        column = _upstream_column(outcome)
         digest = it.parent_digest(parent)
         item_key = key(it.run_pk(run_id), it.task_sk(child))
         while True:
@@ -992,6 +996,46 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
             counted = self._count_past_the_set(run_id, child, parent, column, old)
             if counted is not None:
                 return None if counted is False else self.get_task(run_id, child)
+
+    def record_upstream_group(
+        self, run_id: str, child: str, parents: Sequence[tuple[str, TaskState]]
+    ) -> TaskInstance | None:
+        """Count several parents' ends in ``child`` in one UpdateItem: ADD each outcome's
+        count and every parent's digest to ``ups``, on condition that none of them is in the
+        set yet and that they all fit in it (the set stays at most ``UPS_MAX``). All or none:
+        the child after the count (ALL_NEW), or None when the condition failed (one was
+        counted before, the set is nearly full, the child is gone), and nothing was counted:
+        the caller counts each alone (``record_upstream``). Saves a write per parent but one
+        for a child whose parents end in the same batch of outcomes."""
+        digests = [it.parent_digest(p) for p, _ in parents]
+        if len(set(digests)) != len(digests) or len(digests) > it.UPS_MAX:
+            return None
+        counts: dict[str, int] = {}
+        for _, outcome in parents:
+            column = _upstream_column(outcome)
+            counts[column] = counts.get(column, 0) + 1
+        upd = Update()
+        for column, count in sorted(counts.items()):
+            upd.add(column, n(count))
+        upd.add("ups", {"BS": digests})
+        fresh = " AND ".join(f"NOT contains({{ups}}, :d{i})" for i in range(len(digests)))
+        cond = upd.condition(
+            "attribute_exists(pk) AND "
+            + fresh
+            + " AND (attribute_not_exists({ups}) OR size({ups}) <= :max)",
+            max=n(it.UPS_MAX - len(digests)),
+            **{f"d{i}": {"B": d} for i, d in enumerate(digests)},
+        )
+        try:
+            out = self.client.update_item(
+                **upd.request(self.table, key(it.run_pk(run_id), it.task_sk(child)), cond),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise
+            return None
+        return it.to_task(run_id, out["Attributes"])
 
     def _count_past_the_set(
         self, run_id: str, child: str, parent: str, column: str, old: Item

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import stratoflow
-from stratoflow.adapters.aws._dynamo_items import run_pk, task_sk
+from stratoflow.adapters.aws._dynamo_keys import run_pk, task_sk
 from stratoflow.resources import ResourceUnavailable, materialize, reserved_name
 from stratoflow.secrets import (
     Masker,
@@ -39,7 +39,7 @@ from stratoflow.secrets import (
     references,
     resolve,
 )
-from stratoflow.taskexec import result_from_files
+from stratoflow.taskexec import outcome_from_files
 
 log = logging.getLogger("stratoflow.aws.runner")
 
@@ -363,11 +363,11 @@ def _outcome(
     code: int, out_file: Path, result_file: Path, error_file: Path, log_file: Path
 ) -> dict[str, Any]:
     """As the local executor reads an attempt's files (the same function)."""
-    result = result_from_files(
+    result = outcome_from_files(
         code, outputs=out_file, structured=result_file, error=error_file, log=log_file
     )
     return {
-        "status": result.status.value,
+        "status": result.status,
         "exit_code": result.exit_code,
         "error": result.error,
         "outputs": result.outputs,

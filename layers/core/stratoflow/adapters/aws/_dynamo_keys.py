@@ -1,0 +1,17 @@
+"""The keys of a task item in the state table, importing nothing: the runner reads its task
+(its stop watch) with them, and its cold start does not load the engine (``_dynamo_items``,
+which holds the rest of the item layout, re-exports them)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+TASK_PREFIX: Final = "T#"
+
+
+def run_pk(run_id: str) -> str:
+    return f"RUN#{run_id}"
+
+
+def task_sk(task_id: str) -> str:
+    return f"{TASK_PREFIX}{task_id}"
