@@ -1103,6 +1103,9 @@ def test_an_exception_in_a_transaction_leaves_nothing_written(
 
 
 # ---------------------------------------------------------------------------- scale
+# moto's DynamoDB makes the 10,000 tasks in about 60 s on a quiet machine, 189 s at load ~20:
+# a functional test at scale, not a timed one, so not bound by the suite's 120 s default
+@pytest.mark.timeout(600)
 def test_a_run_of_ten_thousand_tasks(store: StateStore) -> None:
     task_ids = [f"t{i:05d}" for i in range(10_000)]
     run = seed(store, "big", task_ids)
