@@ -24,13 +24,12 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stratoflow.adapters.aws.batch_secrets import SHELL, WRAPPER_NAME
+from stratoflow.adapters.aws.resources import fetch_list
 from stratoflow.errors import InvalidInput
-from stratoflow.resources import MAX_TASK_RESOURCES, check_path
 
 # the image of the fetch container (STRATOFLOW_BATCH_FETCH_IMAGE replaces it): the one the
 # kubernetes reporter runs (eks.DEFAULT_REPORTER_IMAGE), an AWS CLI with /bin/sh
@@ -42,7 +41,6 @@ WORK_DIR = "/stratoflow/work"  # as a kubernetes task's (eks.RESOURCES_DIR)
 # the "VERSION PATH" lines in the fetch container's environment: container overrides are
 # size-limited (ECS: 8 KiB for all of them), and the task's own command and env go there too
 MAX_LIST_CHARS = 4096
-_VERSION_ID = re.compile(r"^[A-Za-z0-9._+=-]{1,1024}$")
 
 # POSIX sh in the AWS CLI image: each pinned version into its path; the first that cannot be
 # fetched stops it, saying which (the job's log), and the task container never starts
@@ -84,29 +82,6 @@ def refusal(argv: Sequence[str], files: Sequence[Mapping[str, str]], project: st
             "(runner: batch)"
         )
     return None
-
-
-def fetch_list(files: Sequence[Mapping[str, str]], project: str) -> tuple[str, str]:
-    """The fetch container's ``STRATOFLOW_RESOURCES`` ("VERSION PATH" lines) and bucket, from
-    the dispatcher's ``{path, version, uri}`` entries; ``InvalidInput`` naming the problem."""
-    if len(files) > MAX_TASK_RESOURCES:
-        raise InvalidInput(f"{len(files)} files, more than {MAX_TASK_RESOURCES}")
-    prefix = f"resources/{project}/"
-    buckets: set[str] = set()
-    lines = []
-    for entry in files:
-        path, version, uri = str(entry["path"]), str(entry["version"]), str(entry["uri"])
-        check_path(path, "resources")
-        bucket, _, key = uri.removeprefix("s3://").partition("/")
-        if not uri.startswith("s3://") or key != prefix + path:
-            raise InvalidInput(f"{path!r}: {uri} is not project {project!r}'s file")
-        if not _VERSION_ID.match(version):
-            raise InvalidInput(f"{path!r}: {version[:40]!r} is not an S3 version id")
-        buckets.add(bucket)
-        lines.append(f"{version} {path}")
-    if len(buckets) != 1:
-        raise InvalidInput("the files of a task must be in one bucket")
-    return "\n".join(lines), buckets.pop()
 
 
 def in_work_dir(command: Sequence[str]) -> list[str]:

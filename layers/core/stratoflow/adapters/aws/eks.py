@@ -44,9 +44,10 @@ from botocore.hooks import HierarchicalEmitter
 from botocore.model import ServiceId
 from botocore.signers import RequestSigner
 
+from stratoflow.adapters.aws.resources import RESOURCES_PREFIX, fetch_list
 from stratoflow.adapters.aws.secrets import MAX_SECRET_REFERENCES, SHELL_NAME, secrets_prefix
 from stratoflow.errors import InvalidInput
-from stratoflow.resources import MAX_TASK_RESOURCES, check_path
+from stratoflow.resources import MAX_TASK_RESOURCES
 from stratoflow.secrets import references
 
 TOKEN_PREFIX = "k8s-aws-v1."  # noqa: S105 (a format marker, not a secret)
@@ -63,7 +64,6 @@ SECRETS_SIZE_LIMIT = "2Mi"  # MAX_SECRET_REFERENCES values of 64 KiB fit, with r
 # the task's resource files: fetched by the reporter into the shared volume, where the
 # wrapper makes them the command's working directory (eks_task.sh)
 RESOURCES_DIR = f"{SHARED_DIR}/work"
-_VERSION_ID = re.compile(r"^[A-Za-z0-9._+=-]{1,1024}$")
 TOKEN_DIR = "/var/run/stratoflow"  # noqa: S105 (a mount path)
 TOKEN_KEY = "task-token"  # noqa: S105 (a Secret key name)
 LABEL_PREFIX = "stratoflow.io/"
@@ -293,32 +293,16 @@ def _resource_settings(event_input: Mapping[str, Any]) -> dict[str, list[dict[st
     project = (event_input.get("context") or {}).get("project")
     if not isinstance(project, str) or not project:
         raise InvalidTask("context.project is needed to fetch the task's resource files")
-    prefix = f"resources/{project}/"
-    buckets: set[str] = set()
-    lines = []
-    for entry in wanted:
-        try:
-            path, version, uri = str(entry["path"]), str(entry["version"]), str(entry["uri"])
-            check_path(path, "resources")
-        except (KeyError, TypeError) as exc:
-            raise InvalidTask(f"a resource of the execution input lacks {exc}") from None
-        except InvalidInput as exc:
-            raise InvalidTask(str(exc)) from None
-        bucket, _, key = uri.removeprefix("s3://").partition("/")
-        if not uri.startswith("s3://") or key != prefix + path:
-            raise InvalidTask(f"resource {path!r}: {uri} is not project {project!r}'s file")
-        if not _VERSION_ID.match(version):
-            raise InvalidTask(f"resource {path!r}: {version[:40]!r} is not an S3 version id")
-        buckets.add(bucket)
-        lines.append(f"{version} {path}")
-    if len(buckets) != 1:
-        raise InvalidTask("the resource files of a task must be in one bucket")
+    try:
+        listing, bucket = fetch_list(wanted, project)
+    except InvalidInput as exc:
+        raise InvalidTask(f"resource files: {exc}") from None
     return {
         "task": [{"name": "STRATOFLOW_RESOURCES_DIR", "value": RESOURCES_DIR}],
         "reporter": [
-            {"name": "STRATOFLOW_RESOURCES", "value": "\n".join(lines)},
-            {"name": "STRATOFLOW_RESOURCES_BUCKET", "value": buckets.pop()},
-            {"name": "STRATOFLOW_RESOURCES_PREFIX", "value": prefix},
+            {"name": "STRATOFLOW_RESOURCES", "value": listing},
+            {"name": "STRATOFLOW_RESOURCES_BUCKET", "value": bucket},
+            {"name": "STRATOFLOW_RESOURCES_PREFIX", "value": f"{RESOURCES_PREFIX}{project}/"},
             {"name": "STRATOFLOW_RESOURCES_DIR", "value": RESOURCES_DIR},
         ],
     }

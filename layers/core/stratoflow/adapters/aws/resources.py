@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from stratoflow.errors import NotFound
+from stratoflow.errors import InvalidInput, NotFound
 from stratoflow.resources import (
+    MAX_TASK_RESOURCES,
     MAX_VERSIONS,
     ResourceStore,
     ResourceUnavailable,
@@ -39,6 +41,35 @@ from stratoflow.secrets import check_project
 RESOURCES_PREFIX = "resources/"
 PINS_PREFIX = "pins/"
 _MISSING = {"NoSuchKey", "NoSuchVersion", "404", "NotFound", "InvalidArgument"}
+_VERSION_ID = re.compile(r"^[A-Za-z0-9._+=-]{1,1024}$")
+
+
+def fetch_list(files: Sequence[Mapping[str, Any]], project: str) -> tuple[str, str]:
+    """What a fetcher in the task's own container set (the Batch fetch container, the pod's
+    reporter) is given for the versions a run pinned: "VERSION PATH" lines and the bucket,
+    from the dispatcher's ``{path, version, uri}`` entries, each checked to be one of
+    ``project``'s files; ``InvalidInput`` naming the problem."""
+    if len(files) > MAX_TASK_RESOURCES:
+        raise InvalidInput(f"{len(files)} files, more than {MAX_TASK_RESOURCES}")
+    prefix = f"{RESOURCES_PREFIX}{project}/"
+    buckets: set[str] = set()
+    lines = []
+    for entry in files:
+        try:
+            path, version, uri = str(entry["path"]), str(entry["version"]), str(entry["uri"])
+        except (KeyError, TypeError) as exc:
+            raise InvalidInput(f"a file entry lacks {exc}") from None
+        check_path(path, "resources")
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        if not uri.startswith("s3://") or key != prefix + path:
+            raise InvalidInput(f"{path!r}: {uri} is not project {project!r}'s file")
+        if not _VERSION_ID.match(version):
+            raise InvalidInput(f"{path!r}: {version[:40]!r} is not an S3 version id")
+        buckets.add(bucket)
+        lines.append(f"{version} {path}")
+    if len(buckets) != 1:
+        raise InvalidInput("the files of a task must be in one bucket")
+    return "\n".join(lines), buckets.pop()
 
 
 def resource_key(project: str, path: str) -> str:
