@@ -7,6 +7,7 @@ is offered none of the changes. Screenshots are saved in artifacts/browser/."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -19,6 +20,7 @@ from tests.alerts.conftest import Recorder, recorder  # noqa: F401
 from tests.browser.conftest import Shots, fill_settings_form
 from tests.browser.test_narrow import assert_fits, assert_on_screen
 from tests.browser.test_ui_flows import as_user, user_token
+from tests.e2e.http_stub import json_stub
 from tests.e2e.server_process import ServerProcess
 from tests.e2e.test_api import wait_for
 
@@ -239,3 +241,57 @@ def test_an_operator_tests_a_group_and_sees_a_channel_fail_with_its_reason(
     page.get_by_label("Status filter").select_option("failed")
     failed = page.get_by_test_id("deliveries").locator(".delivery[data-channel=broken]")
     expect(failed.first).to_contain_text("failed")
+
+
+# the outbox's backoff doubles from 5 s: a slow machine that sees `retrying` late waits longer
+@pytest.mark.timeout(420)
+def test_a_delivery_that_retries_is_shown_retrying_with_its_next_try_then_sent(
+    page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """The delivery log's third status: a channel whose endpoint answers 503 is `retrying`
+    (its error and the time of its next try shown), and once the endpoint answers it is
+    `sent` on a later try, with no second alert made."""
+    answers = {"status": 503}
+    seen: list[str] = []
+
+    def respond(method: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+        seen.append(path)
+        return answers["status"], {"ok": answers["status"] == 200}
+
+    with json_stub(respond) as url:
+        made = api.put("/secrets/flaky_hook", json={"value": f"{url}/hook"})
+        assert made.status_code in (200, 201), made.text
+        settings = {"url": "{{ secrets.flaky_hook }}"}
+        made = api.put("/alerts/channels/flaky", json={"type": "webhook", "settings": settings})
+        assert made.status_code in (200, 201), made.text
+        made = api.put("/alerts/groups/flaky_group", json={"channels": ["flaky"]})
+        assert made.status_code in (200, 201), made.text
+        source = (
+            "name: breaks_flaky\nalerts:\n  - on: [failure]\n    group: flaky_group\n"
+            "tasks:\n  boom:\n    type: shell\n    command: exit 3\n"
+        )
+        assert api.post("/workflows", json={"source": source}).status_code in (200, 201)
+        run_id = api.post("/workflows/breaks_flaky/runs", json={}).json()["run"]["id"]
+
+        def deliveries(status: str) -> list[dict[str, Any]]:
+            rows = api.get("/alerts", params={"run_id": run_id}).json()["deliveries"]
+            return rows if rows and all(d["status"] == status for d in rows) else []
+
+        retrying = wait_for(lambda: deliveries("retrying"), "a retrying delivery", timeout=60)
+        assert all(d["next_at"] and "503" in (d["last_error"] or "") for d in retrying)
+
+        page.goto(f"{server.url}/#/alerts?tab=deliveries&status=retrying&run_id={run_id}")
+        entry = page.get_by_test_id("deliveries").locator(".delivery[data-channel=flaky]")
+        expect(entry.first).to_contain_text("retrying")
+        expect(entry.first).to_contain_text("503")
+        expect(entry.first).to_have_attribute("title", re.compile(r"next try"))
+        Shots(page, "alerts")("retrying")
+
+        answers["status"] = 200
+        sent = wait_for(lambda: deliveries("sent"), "the retried delivery sent", timeout=300)
+        assert {d["key"] for d in sent} == {d["key"] for d in retrying}  # the same alerts
+        assert all(d["attempts"] >= 2 for d in sent)
+        page.get_by_role("button", name="refresh").click()
+        expect(page.get_by_text("No alerts match.")).to_be_visible()  # none retrying now
+        page.get_by_label("Status filter").select_option("sent")
+        expect(entry.first).to_contain_text("sent")
