@@ -626,6 +626,16 @@ def _view_response(body: BaseModel | str, tag: str) -> Response[Any]:
     )
 
 
+def _body_tagged_view(body: BaseModel, if_none_match: str | None, *kind: str) -> Response[Any]:
+    """A view tagged by its encoded body (a store that keeps no run revisions, as on AWS:
+    nothing cheaper names its state), or the 304 when the reader holds that tag."""
+    encoded = body.model_dump_json()
+    tag = entity_tag(*kind, encoded)
+    if not_modified(if_none_match, tag):
+        raise Unchanged(tag)
+    return _view_response(encoded, tag)
+
+
 _Handler = Callable[..., Response[Any]]
 
 
@@ -1211,11 +1221,7 @@ def create_app(
         run = run_for(run_id, Action.READ)
         if_none_match = app.current_event.headers.get("if-none-match")
         if not isinstance(store, RunChangeLog):  # the tag is the whole view's (AWS stores)
-            encoded = detail(run).model_dump_json()
-            tag = entity_tag(encoded)
-            if not_modified(if_none_match, tag):
-                raise Unchanged(tag)
-            return _view_response(encoded, tag)
+            return _body_tagged_view(detail(run), if_none_match)
         # The revision is read before any task: a task changed meanwhile is sent now and again
         # after that revision, never missed. The tag names the run's state, however it was
         # sent (whole or as a delta), so a reader holding it gets a 304 whatever ``since``.
@@ -1261,11 +1267,7 @@ def create_app(
             {"run": run_view(run), "revision": revision, "states": states}
         )
         if tag is None:  # no revisions (AWS stores): the tag is the body's
-            encoded = body.model_dump_json()
-            tag = entity_tag("states", encoded)
-            if not_modified(if_none_match, tag):
-                raise Unchanged(tag)
-            return _view_response(encoded, tag)
+            return _body_tagged_view(body, if_none_match, "states")
         return _view_response(body, tag)
 
     @app.get(
@@ -1335,12 +1337,9 @@ def create_app(
                 "tasks": tasks,
             }
         )
-        encoded = body.model_dump_json()
         if tag is None:
-            tag = entity_tag(encoded)
-            if not_modified(if_none_match, tag):
-                raise Unchanged(tag)
-        return _view_response(encoded, tag)
+            return _body_tagged_view(body, if_none_match)
+        return _view_response(body, tag)
 
     @app.get(
         "/runs/<run_id>/tasks/<task_id>",
