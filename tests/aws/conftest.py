@@ -108,6 +108,13 @@ class Stack:
             e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e
         ]
 
+    def read_s3(self, uri: str) -> str:
+        """The text of ``s3://<the stack's bucket>/<key>`` (an attempt's log, say)."""
+        prefix = f"s3://{self.bucket}/"
+        assert uri.startswith(prefix), uri
+        body = self.s3.get_object(Bucket=self.bucket, Key=uri.removeprefix(prefix))["Body"]
+        return str(body.read().decode())
+
 
 class Throttled(Exception):
     """Raised by a test's function handler: Lambda answers the Invoke call itself with

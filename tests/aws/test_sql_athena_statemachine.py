@@ -134,8 +134,7 @@ def test_the_athena_attempt_runs_in_four_transitions_and_reports_the_first_row(
         "Route", "StartAthenaQueryWithParameters", "ReadSqlResult", "ReportOutcome"]  # fmt: skip
     # the attempt's log, as the runner path writes one: the query id and the row count
     assert outcome["log"] == f"s3://{stack.bucket}/logs/default/{spec.run_id}/{spec.task_id}/1.log"
-    key = outcome["log"].removeprefix(f"s3://{stack.bucket}/")
-    text = stack.s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read().decode()
+    text = stack.read_s3(outcome["log"])
     assert f"query_id={execution.id}\n" in text
     assert "state=SUCCEEDED\n" in text
     assert "row_count=2\n" in text

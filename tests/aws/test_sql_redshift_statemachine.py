@@ -179,8 +179,7 @@ def test_a_statement_that_finishes_is_read_and_reported_in_4_plus_3_per_poll(sta
     # the attempt's log, as the runner path writes one: the statement id and the row count
     spec = attempt_spec("sql", SQL)
     assert outcome["log"] == f"s3://{stack.bucket}/logs/default/{spec.run_id}/{spec.task_id}/1.log"
-    key = outcome["log"].removeprefix(f"s3://{stack.bucket}/")
-    text = stack.s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read().decode()
+    text = stack.read_s3(outcome["log"])
     assert f"query_id={statement.id}\n" in text
     assert "state=FINISHED\n" in text
     assert "row_count=3\n" in text
@@ -197,8 +196,7 @@ def test_a_statement_that_fails_fails_the_attempt(stack: Stack) -> None:
     assert outcome["status"] == "failed"
     assert outcome["error"].startswith(f"Redshift statement {statement.id} failed")
     assert outcome["outputs"] == {"query_id": statement.id}
-    key = outcome["log"].removeprefix(f"s3://{stack.bucket}/")
-    text = stack.s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read().decode()
+    text = stack.read_s3(outcome["log"])
     assert f"query_id={statement.id}\nstate=FAILED\nstatus=failed\nerror: " in text
     assert _entered(stack) == _loop(1)
 

@@ -45,6 +45,18 @@ tasks:
 """
 
 
+def prepare(rt: LocalRuntime, sql: str) -> None:
+    """Run ``sql`` (no double quotes in it) on connection ``wh`` as a workflow of its own,
+    which must succeed: the tables a test then queries."""
+    assert '"' not in sql, sql
+    setup = start(rt, f"""
+name: setup
+tasks:
+  make: {{type: sql, connection: wh, outputs: none, sql: "{sql}"}}
+""")  # fmt: skip
+    assert finish(rt, setup) is RunState.SUCCEEDED
+
+
 @pytest.mark.parametrize("engine", ["postgresql", "mysql"])
 def test_a_statement_its_first_row_and_the_count_passed_on(
     engine: str, runtime: LocalRuntime, request: pytest.FixtureRequest
@@ -79,13 +91,9 @@ def test_a_parameter_is_bound_never_executed(
 ) -> None:
     url = request.getfixturevalue("pg_db" if engine == "postgresql" else "mysql_db")
     add_connection(runtime, "wh", engine, url=url)
-    setup = start(runtime, """
-name: setup
-tasks:
-  make: {type: sql, connection: wh, outputs: none,
-         sql: "CREATE TABLE victims (name varchar(64)); INSERT INTO victims VALUES ('alice')"}
-""")  # fmt: skip
-    assert finish(runtime, setup) is RunState.SUCCEEDED
+    prepare(
+        runtime, "CREATE TABLE victims (name varchar(64)); INSERT INTO victims VALUES ('alice')"
+    )
     evil = "'; DROP TABLE victims; --"
     run_id = start(runtime, INJECTION, who=evil)
     assert finish(runtime, run_id) is RunState.SUCCEEDED, runtime.store.get_tasks(run_id)
@@ -188,13 +196,7 @@ def test_sql_file_from_the_projects_resources_in_the_version_the_run_pinned(
     file the task lists in ``resources``; its parameters are bound as for inline SQL, and the
     run reads the version it pinned, not one uploaded after it was created."""
     add_connection(runtime, "wh", "postgresql", url=pg_db)
-    setup = start(runtime, """
-name: setup
-tasks:
-  make: {type: sql, connection: wh, outputs: none,
-         sql: "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2), (2)"}
-""")  # fmt: skip
-    assert finish(runtime, setup) is RunState.SUCCEEDED
+    prepare(runtime, "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2), (2)")
     runtime.resources.put(
         "default", "queries/count.sql", b"SELECT count(*) AS n FROM t WHERE x = %(x)s"
     )

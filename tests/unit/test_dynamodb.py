@@ -966,12 +966,8 @@ def _index_entry(env: Env, run_id: str, task_id: str) -> tuple[str | None, str |
     return it.get_s(item, "gsi1pk"), it.get_s(item, "gsi2pk"), it.PROPAGATING in item
 
 
-def test_a_batch_of_ends_in_one_run_is_one_transaction_with_one_counters_write(
-    env: Env,
-) -> None:
-    """The advance function applies its batch of outcomes as one turn: the ends of one run
-    are one decision (one TransactWriteItems, the counters item in it once), and the run's
-    counters come out as if each end had been applied alone."""
+def fan_with_a_b_c_running(env: Env) -> tuple[Scheduler, RecordingDispatcher, Run]:
+    """FAN's run ``fan-1`` with ``root`` succeeded and its children a, b and c dispatched."""
     dispatcher = RecordingDispatcher()
     scheduler = Scheduler(env.store, env.store, dispatcher, FixedClock())
     scheduler.apply(FAN)
@@ -979,6 +975,16 @@ def test_a_batch_of_ends_in_one_run_is_one_transaction_with_one_counters_write(
     scheduler.dispatch_ready()
     scheduler.on_finished([Finished(run.id, "root", 1, AttemptResult(AttemptStatus.SUCCEEDED))])
     scheduler.dispatch_ready()
+    return scheduler, dispatcher, run
+
+
+def test_a_batch_of_ends_in_one_run_is_one_transaction_with_one_counters_write(
+    env: Env,
+) -> None:
+    """The advance function applies its batch of outcomes as one turn: the ends of one run
+    are one decision (one TransactWriteItems, the counters item in it once), and the run's
+    counters come out as if each end had been applied alone."""
+    scheduler, dispatcher, run = fan_with_a_b_c_running(env)
     assert sorted(dispatcher.started) == ["fan-1/a/1", "fan-1/b/1", "fan-1/c/1", "fan-1/root/1"]
     env.requests.clear()
 
@@ -1004,13 +1010,7 @@ def test_the_parents_of_one_child_that_end_in_one_batch_are_counted_in_one_write
 ) -> None:
     """a, b and c end in one batch of outcomes: their child ``join`` counts the three in one
     UpdateItem (not three), and is claimed in the same turn as before."""
-    dispatcher = RecordingDispatcher()
-    scheduler = Scheduler(env.store, env.store, dispatcher, FixedClock())
-    scheduler.apply(FAN)
-    run, _ = scheduler.trigger("analytics", "fan", run_id="fan-1")
-    scheduler.dispatch_ready()
-    scheduler.on_finished([Finished(run.id, "root", 1, AttemptResult(AttemptStatus.SUCCEEDED))])
-    scheduler.dispatch_ready()
+    scheduler, dispatcher, run = fan_with_a_b_c_running(env)
     env.requests.clear()
 
     scheduler.advance(
