@@ -42,9 +42,9 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from stratoflow.adapters.local import sandbox
+from stratoflow.adapters.local import sandbox, spawn
 from stratoflow.connections import Connection, MissingConnection
 from stratoflow.engine import AttemptResult, AttemptStatus, RenderedTask, TaskInstance
 from stratoflow.errors import InvalidInput
@@ -84,6 +84,15 @@ _PY_TYPES = {"python", "http", "lambda", "sql"}
 
 Report = Callable[[str, str, int, AttemptResult, str], None]
 Key = tuple[str, str, int]
+_P = TypeVar("_P")
+
+
+class _Started(Protocol):
+    """A started wrapper: a ``Popen``, or a :class:`.spawn.Spawned`."""
+
+    pid: int
+
+    def wait(self) -> int: ...
 
 
 @dataclass
@@ -92,7 +101,7 @@ class _Live:
     task_id: str
     attempt: int
     pid: int = 0  # 0 while it is being started
-    proc: subprocess.Popen[bytes] | None = None  # None when re-attached after a restart
+    proc: _Started | None = None  # None when re-attached after a restart
     killed: bool = False  # we stopped it
 
 
@@ -147,13 +156,14 @@ def _as_user(setpriv: str, uid: int) -> list[str]:
 
 
 def _confined(
-    popen: Callable[..., subprocess.Popen[bytes]], argv: list[str], ruleset: int, drop_caps: bool
-) -> subprocess.Popen[bytes]:
-    """Start ``argv`` inside the Landlock domain of ``ruleset`` without a ``preexec_fn`` (which
-    would make ``Popen`` fork the whole scheduler instead of vfork): a throwaway thread enters
-    the domain (no_new_privs, capabilities and Landlock domains are per thread) and starts the
-    process, which inherits that thread's restrictions; the scheduler's other threads keep
-    theirs.
+    start: Callable[[list[str]], _P], argv: list[str], ruleset: int, drop_caps: bool
+) -> _P:
+    """Start ``argv`` (through ``start``: ``Popen`` or :func:`.spawn.spawn`, both a vfork-like
+    clone made by the calling thread) inside the Landlock domain of ``ruleset`` without a
+    ``preexec_fn`` (which would make ``Popen`` fork the whole scheduler instead of vfork): a
+    throwaway thread enters the domain (no_new_privs, capabilities and Landlock domains are
+    per thread) and starts the process, which inherits that thread's restrictions; the
+    scheduler's other threads keep theirs.
 
     The thread is a bare ``_thread`` one, waited for on a lock: a ``threading.Thread`` (its
     start handshake, registry and join) cost ~0.12 ms of the scheduler's CPU per task, more
@@ -164,20 +174,20 @@ def _confined(
     # the new thread starts with this one's bounding set: empty on the start threads
     bounding = not sandbox.bounding_set_empty()
 
-    def start() -> None:
+    def confine() -> None:
         try:
             sandbox.restrict_self(ruleset, drop_caps, bounding)
-            box["proc"] = popen(argv)
+            box["proc"] = start(argv)
         except BaseException as exc:  # handed to the caller's thread
             box["error"] = exc
         finally:
             done.release()
 
-    _thread.start_new_thread(start, ())
+    _thread.start_new_thread(confine, ())
     done.acquire()  # released by the thread's last act: nothing of it runs after
     if "error" in box:
         raise box["error"]
-    proc: subprocess.Popen[bytes] = box["proc"]
+    proc: _P = box["proc"]
     return proc
 
 
@@ -322,6 +332,8 @@ class LocalExecutor(Dispatcher):
             else None
         )
         self._python = python
+        # tasks start through glibc's posix_spawn (GIL released), else through Popen
+        self._posix_spawn = spawn.available()
         self._setpriv = shutil.which("setpriv", path=os.defpath + os.pathsep + "/usr/sbin:/sbin")
         # python tasks import stratoflow and the project's callables: the server's cwd first
         # (under Landlock, when the cwd holds the home, through links to its other entries)
@@ -485,7 +497,7 @@ class LocalExecutor(Dispatcher):
 
     def _spawn(self, spec: AttemptSpec, live: _Live) -> None:
         name = f"{spec.task_id}.{spec.attempt}"
-        log_fd = ruleset = -1
+        log_fd = ruleset = work_fd = -1
         try:
             claimed = self._claim(spec)
             if claimed is None:
@@ -548,14 +560,27 @@ class LocalExecutor(Dispatcher):
                     stderr=log_fd, start_new_session=True, **extra,
                 )  # fmt: skip
 
+            def start(args: list[str]) -> _Started:
+                """The same start as ``popen(args)``, through posix_spawn when it can."""
+                if work_fd >= 0:
+                    try:
+                        return spawn.spawn(args, env, work_fd, log_fd)
+                    except spawn.Unsupported:
+                        pass
+                return popen(args)
+
+            if self._posix_spawn:
+                # held for the start (its cwd) and, under Landlock, its write rule
+                work_fd = os.open(work, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             if self._landlock is not None:
                 ruleset = self._landlock.ruleset(work, self.log_location(spec))
-                proc = _confined(popen, argv, ruleset, os.geteuid() == 0)
+                proc = _confined(start, argv, ruleset, os.geteuid() == 0)
             elif owner is not None and self._setpriv is not None:
-                proc = popen([*_as_user(self._setpriv, owner), *argv])
-            else:
-                proc = popen(argv, user=owner, group=owner,
-                             extra_groups=[] if owner is not None else None)  # fmt: skip
+                proc = start([*_as_user(self._setpriv, owner), *argv])
+            elif owner is None:
+                proc = start(argv)
+            else:  # uids changed by Popen itself (no setpriv): posix_spawn cannot do that
+                proc = popen(argv, user=owner, group=owner, extra_groups=[])
             live.proc = proc
         except (OSError, sandbox.IsolationError, subprocess.SubprocessError) as exc:
             self._forget(live)
@@ -565,7 +590,7 @@ class LocalExecutor(Dispatcher):
             self._deliver(live, AttemptResult(AttemptStatus.FAILED, error=why))
             return
         finally:
-            for fd in (log_fd, ruleset):
+            for fd in (log_fd, ruleset, work_fd):
                 if fd >= 0:
                     os.close(fd)
         live.pid = proc.pid

@@ -1,0 +1,140 @@
+"""Tasks started through glibc's posix_spawn (:mod:`stratoflow.adapters.local.spawn`): the
+executor uses it, and a task started that way is as confined as one started by ``Popen``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from stratoflow.adapters.local import sandbox, spawn
+from stratoflow.adapters.local.executor import LocalExecutor
+from stratoflow.engine import AttemptResult, RenderedTask
+from stratoflow.ports import AttemptSpec
+
+needs_spawn = pytest.mark.skipif(not spawn.available(), reason="glibc has no posix_spawn extras")
+needs_landlock = pytest.mark.skipif(sandbox.landlock_abi() < 1, reason="no Landlock here")
+
+
+@pytest.fixture
+def inherited_fd(tmp_path: Path) -> Iterator[int]:
+    """A descriptor of this process that a child would inherit (not close-on-exec)."""
+    fd = os.open(tmp_path / "inherited", os.O_WRONLY | os.O_CREAT, 0o600)
+    os.set_inheritable(fd, True)
+    yield fd
+    os.close(fd)
+
+
+def _run_task(tmp_path: Path, command: str, *, posix_spawn: bool) -> tuple[AttemptResult, str]:
+    """One shell task through a Landlock executor (started through posix_spawn or not):
+    how it ended and its log."""
+    done = threading.Event()
+    got: list[AttemptResult] = []
+
+    def report(run_id: str, task_id: str, attempt: int, result: AttemptResult, log: str) -> None:
+        got.append(result)
+        done.set()
+
+    home = tmp_path / "home"
+    executor = LocalExecutor(
+        home / "logs", report, work_root=tmp_path / "work", isolation="landlock", protect=home
+    )
+    executor._posix_spawn = posix_spawn and executor._posix_spawn
+    try:
+        spec = AttemptSpec(
+            "p.r1", "t", 1, RenderedTask("shell", {"command": command}, {}, {}),
+            datetime(2026, 12, 4, tzinfo=UTC), "wf", "p",
+        )  # fmt: skip
+        executor.dispatch(spec)
+        assert done.wait(10), "the task did not end"
+        log = executor.log_path("p.r1", "t", 1).read_text()
+    finally:
+        executor.close()
+    return got[0], log
+
+
+def _probe(secret: Path, fd: int) -> str:
+    return (
+        f"cat {secret} 2>/dev/null && echo READ || echo denied\n"
+        f"[ -e /proc/$$/fd/{fd} ] && echo inherited || echo no-fd\n"
+        "readlink /proc/$$/fd/0\n"
+        "[ \"$(cut -d' ' -f6 /proc/$$/stat)\" = $$ ] && echo own-session\n"
+        "echo to-stderr >> /dev/stderr\n"
+        "echo written > here && cat here\n"
+    )
+
+
+@needs_landlock
+@pytest.mark.parametrize("posix_spawn", [True, False])
+def test_a_landlocked_task_is_confined_whether_posix_spawn_or_popen_started_it(
+    tmp_path: Path, inherited_fd: int, monkeypatch: pytest.MonkeyPatch, posix_spawn: bool
+) -> None:
+    if posix_spawn and not spawn.available():
+        pytest.skip("glibc has no posix_spawn extras")
+    secret = tmp_path / "secret"
+    secret.write_text("s")
+    calls: list[list[str]] = []
+    real = spawn.spawn
+
+    def counted(argv: list[str], *args: object) -> spawn.Spawned:
+        calls.append(list(argv))
+        return real(argv, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(spawn, "spawn", counted)
+    result, log = _run_task(tmp_path, _probe(secret, inherited_fd), posix_spawn=posix_spawn)
+    assert result.exit_code in (0, None), (result, log)
+    assert len(calls) == (1 if posix_spawn else 0)  # the path taken is the one asked for
+    assert log.splitlines() == [
+        "denied", "no-fd", "/dev/null", "own-session", "to-stderr", "written"
+    ], log  # fmt: skip
+    assert secret.read_text() == "s"
+
+
+@needs_spawn
+def test_a_spawned_task_ends_as_popen_reports_it(tmp_path: Path) -> None:
+    """Its exit code, minus the signal that killed it; an exec that fails is the OSError
+    Popen raises; what posix_spawn cannot take is refused for Popen to handle."""
+    out = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    cwd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    bash = "/bin/bash"
+    try:
+        ends = [
+            spawn.spawn([bash, "-c", code], {"PATH": os.defpath}, cwd, out).wait()
+            for code in ("exit 3", "kill -TERM $$", "trap '' PIPE; pwd; echo $PATH")
+        ]
+        with pytest.raises(FileNotFoundError):
+            spawn.spawn([str(tmp_path / "nothing")], {}, cwd, out)
+        with pytest.raises(spawn.Unsupported):
+            spawn.spawn(["bash", "-c", "true"], {}, cwd, out)  # a bare name: Popen's PATH search
+        with pytest.raises(spawn.Unsupported):
+            spawn.spawn([bash, "-c", "true"], {"A=B": "1"}, cwd, out)
+        with pytest.raises(spawn.Unsupported):
+            spawn.spawn([bash, "-c", "true\0"], {}, cwd, out)
+    finally:
+        os.close(out)
+        os.close(cwd)
+    assert ends == [3, -signal.SIGTERM, 0]
+    assert (tmp_path / "out").read_text() == f"{tmp_path}\n{os.defpath}\n"
+
+
+@needs_spawn
+def test_a_spawned_task_gets_sigpipe_back_to_its_default(tmp_path: Path) -> None:
+    """Python ignores SIGPIPE, and an ignored signal stays ignored across exec: a task must
+    get it back (Popen's restore_signals), or `yes | head -1` would never end."""
+    out = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    cwd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        code = "grep -E '^Sig(Ign|Blk)' /proc/self/status"
+        spawn.spawn(["/bin/bash", "-c", code], {}, cwd, out).wait()
+    finally:
+        os.close(out)
+        os.close(cwd)
+    status = dict(line.split(":\t") for line in (tmp_path / "out").read_text().splitlines())
+    assert not int(status["SigIgn"], 16) & (1 << (signal.SIGPIPE - 1)), status
+    assert not int(status["SigIgn"], 16) & (1 << (signal.SIGXFSZ - 1)), status
+    assert int(status["SigBlk"], 16) == 0, status
