@@ -138,3 +138,40 @@ def test_a_spawned_task_gets_sigpipe_back_to_its_default(tmp_path: Path) -> None
     assert not int(status["SigIgn"], 16) & (1 << (signal.SIGPIPE - 1)), status
     assert not int(status["SigIgn"], 16) & (1 << (signal.SIGXFSZ - 1)), status
     assert int(status["SigBlk"], 16) == 0, status
+
+
+@needs_landlock
+def test_the_landlock_rules_of_an_attempt_may_be_given_by_its_descriptors(tmp_path: Path) -> None:
+    """The executor adds the write rules of the work dir and the log through the descriptors
+    it holds: the task writes there, and nowhere else, as with the rules made from paths."""
+    import functools
+    import subprocess
+
+    from stratoflow.adapters.local.executor import _confined
+
+    work, other = tmp_path / "work", tmp_path / "other"
+    work.mkdir()
+    other.mkdir()
+    log = tmp_path / "log"
+    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    work_fd = os.open(work, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    landlock = sandbox.Landlock(
+        sandbox.landlock_abi(),
+        sandbox.readable_paths(["/usr", "/bin", "/lib", "/lib64", "/etc"], tmp_path),
+        [],
+    )
+    ruleset = landlock.ruleset(work_fd, log_fd)
+    code = (
+        f"echo w > {work}/f && echo work-ok; echo l >> {log} && echo log-ok; "
+        f"echo o > {other}/f 2>/dev/null && echo OTHER || echo other-denied"
+    )
+    start = functools.partial(subprocess.Popen, stdout=subprocess.PIPE, text=True)
+    try:
+        proc = _confined(start, ["/bin/bash", "-c", code], ruleset, os.geteuid() == 0)
+        out = proc.communicate()[0]
+    finally:
+        for fd in (ruleset, log_fd, work_fd):
+            os.close(fd)
+        landlock.close()
+    assert out.split() == ["work-ok", "log-ok", "other-denied"]
+    assert log.read_text() == "l\n"

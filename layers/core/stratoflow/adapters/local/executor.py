@@ -573,7 +573,9 @@ class LocalExecutor(Dispatcher):
                 # held for the start (its cwd) and, under Landlock, its write rule
                 work_fd = os.open(work, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             if self._landlock is not None:
-                ruleset = self._landlock.ruleset(work, self.log_location(spec))
+                ruleset = self._landlock.ruleset(
+                    work if work_fd < 0 else work_fd, log_fd
+                )  # by the descriptors held: no path looked up again
                 proc = _confined(start, argv, ruleset, os.geteuid() == 0)
             elif owner is not None and self._setpriv is not None:
                 proc = start([*_as_user(self._setpriv, owner), *argv])

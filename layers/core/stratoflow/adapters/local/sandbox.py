@@ -390,7 +390,15 @@ class Landlock:
                 err = ctypes.get_errno()
                 raise OSError(err, f"landlock_add_rule {path}: {os.strerror(err)}")
 
-    def _add(self, ruleset: int, path: str | Path, access: int) -> None:
+    def _add(self, ruleset: int, path: str | Path | int, access: int) -> None:
+        """The rule giving ``access`` beneath ``path``, or beneath what the open descriptor
+        ``path`` (an int, not closed here) stands for: a file or directory the caller holds
+        open already costs no open, fstat and close again."""
+        if isinstance(path, int):
+            if not stat.S_ISDIR(os.fstat(path).st_mode):
+                access &= _FILE_RIGHTS
+            self._add_rule(ruleset, f"fd {path}", _PathBeneathAttr(access & self.handled, path))
+            return
         attr = self._open(path, access)
         if attr is None:
             return
@@ -406,9 +414,11 @@ class Landlock:
         for _, attr in static:
             os.close(attr.parent_fd)
 
-    def ruleset(self, work_dir: str | Path, log: str | Path) -> int:
+    def ruleset(self, work_dir: str | Path | int, log: str | Path | int) -> int:
         """A ruleset fd for one attempt: read the allowed paths; write ``work_dir``, its own
-        ``log`` (so ``echo > /dev/stderr`` works) and the harmless devices."""
+        ``log`` (so ``echo > /dev/stderr`` works) and the harmless devices. Each of
+        ``work_dir`` and ``log`` is a path or a descriptor open on it (the executor's: the
+        log it claimed, the work dir it made)."""
         attr = _RulesetAttr(self.handled, 0, 0)
         size = 8  # handled_access_fs only
         if self.abi >= 6:
