@@ -42,7 +42,14 @@ def req_dt(value: str) -> datetime:
 
 
 def to_json(value: Any) -> str:
+    if type(value) is dict and not value:  # most tasks and attempts have no outputs
+        return "{}"  # what json.dumps gives, without building an encoder (~4 us) for it
     return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def from_json(text: str) -> Any:
+    """``json.loads``, with the empty object (most outputs, most params) not parsed."""
+    return {} if text == "{}" else json.loads(text)
 
 
 #: the revision of a change that is final: no later change of its row may replace it (an
@@ -173,7 +180,7 @@ def run_of(row: Mapping[str, Any], prefix: str = "") -> Run:
     return Run(
         id=row[p + "id"], project=row[p + "project"], workflow=row[p + "workflow"],
         version=int(row[p + "workflow_version"]), state=RunState(row[p + "state"]),
-        params=json.loads(row[p + "params"]), logical_date=req_dt(row[p + "logical_date"]),
+        params=from_json(row[p + "params"]), logical_date=req_dt(row[p + "logical_date"]),
         created_at=req_dt(row[p + "created_at"]), started_at=dt(row[p + "started_at"]),
         ended_at=dt(row[p + "ended_at"]), trigger=row[p + "run_trigger"],
         n_tasks=int(row[p + "n_tasks"]), n_done=int(row[p + "n_done"]),
@@ -207,7 +214,7 @@ def task_of(row: Mapping[str, Any]) -> TaskInstance:
         attempt=int(row["attempt"]), attempt_base=int(row["attempt_base"]),
         ready_at=dt(row["ready_at"]), deadline=dt(row["deadline"]),
         started_at=dt(row["started_at"]), ended_at=dt(row["ended_at"]),
-        outputs=json.loads(row["outputs"]), error=row["error"], priority=int(row["priority"]),
+        outputs=from_json(row["outputs"]), error=row["error"], priority=int(row["priority"]),
     )  # fmt: skip
 
 
@@ -232,7 +239,7 @@ def attempt_of(row: Mapping[str, Any]) -> Attempt:
         run_id=row["run_id"], task_id=row["task_id"], attempt=int(row["attempt"]),
         state=row["state"], started_at=req_dt(row["started_at"]), ended_at=dt(row["ended_at"]),
         exit_code=None if row["exit_code"] is None else int(row["exit_code"]),
-        error=row["error"], log=row["log"], outputs=json.loads(row["outputs"]),
+        error=row["error"], log=row["log"], outputs=from_json(row["outputs"]),
     )  # fmt: skip
 
 

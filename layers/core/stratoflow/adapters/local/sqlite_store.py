@@ -1059,7 +1059,7 @@ class SqliteStore(
             (
                 attempt.run_id, attempt.task_id, attempt.attempt, attempt.state,
                 _ts(attempt.started_at), _ts(attempt.ended_at), attempt.exit_code, attempt.error,
-                attempt.log, _json(attempt.outputs),
+                attempt.log, _json(attempt.outputs) if attempt.outputs else "{}",
             ),
         )  # fmt: skip
         self._changed("attempts", (attempt.run_id, attempt.task_id, attempt.attempt))
@@ -1092,7 +1092,7 @@ class SqliteStore(
                 exit_code=r["exit_code"],
                 error=r["error"],
                 log=r["log"],
-                outputs=json.loads(r["outputs"]),
+                outputs=_outputs(r["outputs"]),
             )
             for r in rows
         ]
