@@ -4,7 +4,9 @@ executor uses it, and a task started that way is as confined as one started by `
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -30,9 +32,16 @@ def inherited_fd(tmp_path: Path) -> Iterator[int]:
     os.close(fd)
 
 
-def _run_task(tmp_path: Path, command: str, *, posix_spawn: bool) -> tuple[AttemptResult, str]:
-    """One shell task through a Landlock executor (started through posix_spawn or not):
-    how it ended and its log."""
+def _run_task(
+    tmp_path: Path,
+    command: str,
+    *,
+    posix_spawn: bool,
+    isolation: str = "landlock",
+    work_root: Path | None = None,
+) -> tuple[AttemptResult, str]:
+    """One shell task through an executor (started through posix_spawn or not): how it ended
+    and its log."""
     done = threading.Event()
     got: list[AttemptResult] = []
 
@@ -42,7 +51,11 @@ def _run_task(tmp_path: Path, command: str, *, posix_spawn: bool) -> tuple[Attem
 
     home = tmp_path / "home"
     executor = LocalExecutor(
-        home / "logs", report, work_root=tmp_path / "work", isolation="landlock", protect=home
+        home / "logs",
+        report,
+        work_root=work_root or tmp_path / "work",
+        isolation=isolation,
+        protect=home,
     )
     executor._posix_spawn = posix_spawn and executor._posix_spawn
     try:
@@ -93,6 +106,48 @@ def test_a_landlocked_task_is_confined_whether_posix_spawn_or_popen_started_it(
         "denied", "no-fd", "/dev/null", "own-session", "to-stderr", "written"
     ], log  # fmt: skip
     assert secret.read_text() == "s"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+@pytest.mark.parametrize("posix_spawn", [True, False])
+def test_a_task_with_its_projects_uid_is_started_through_setpriv_either_way(
+    tmp_path: Path, inherited_fd: int, monkeypatch: pytest.MonkeyPatch, posix_spawn: bool
+) -> None:
+    if shutil.which("setpriv", path=os.defpath + ":/usr/sbin:/sbin") is None:
+        pytest.skip("no setpriv here")
+    if posix_spawn and not spawn.available():
+        pytest.skip("glibc has no posix_spawn extras")
+    # shell tasks only: the test's Python need not be reachable by the task's uid
+    monkeypatch.setattr(sandbox, "reachable_by_others", lambda paths: True)
+    secret = tmp_path / "secret"
+    secret.write_text("s")
+    secret.chmod(0o600)
+    calls: list[list[str]] = []
+    real = spawn.spawn
+
+    def counted(argv: list[str], *args: object) -> spawn.Spawned:
+        calls.append(list(argv))
+        return real(argv, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(spawn, "spawn", counted)
+    probe = _probe(secret, inherited_fd).replace("echo to-stderr >> /dev/stderr\n", "")
+    # a work root the task's uid can reach (pytest's tmp_path is under a 0700 directory)
+    reachable = Path(tempfile.mkdtemp(prefix="sf-test-spawn-"))
+    reachable.chmod(0o711)
+    try:
+        result, log = _run_task(
+            tmp_path, f"id -u; id -G; {probe}", posix_spawn=posix_spawn, isolation="user",
+            work_root=reachable / "work",
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(reachable, ignore_errors=True)
+    assert result.exit_code in (0, None), (result, log)
+    assert len(calls) == (1 if posix_spawn else 0)
+    assert calls == [] or Path(calls[0][0]).name == "setpriv"
+    uid = str(sandbox.DEFAULT_UID_BASE)
+    assert log.splitlines() == [
+        uid, uid, "denied", "no-fd", "/dev/null", "own-session", "written"
+    ], log  # fmt: skip
 
 
 @needs_spawn
