@@ -8,7 +8,7 @@ SAM_BIN := $(SAM_VENV)/bin
 HOME_DIR ?= $(CURDIR)/.stratoflow
 PORT ?= 8321
 
-.PHONY: install run test lint typecheck pytest check-aws sam-venv bench clean ui chromium mariadb
+.PHONY: install run test test-scale lint typecheck pytest check-aws sam-venv bench clean ui chromium mariadb
 
 $(BIN)/stratoflow: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Stratoflow needs Python 3.11+; set PYTHON=python3.11" if sys.version_info < (3, 11) else 0)'
@@ -57,6 +57,10 @@ typecheck:
 
 pytest:
 	$(BIN)/pytest --cov --cov-report=term-missing:skip-covered --durations=25
+
+## make test-scale: the tests of a big run (marker `scale`) at 10,000 tasks, not 1,000 (~10 min)
+test-scale: install
+	STRATOFLOW_TEST_TASKS=10000 $(BIN)/pytest -m scale --durations=10
 
 $(SAM_BIN)/sam: .ci/requirements-sam.txt
 	$(PYTHON) -m venv $(SAM_VENV)

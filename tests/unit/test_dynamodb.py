@@ -1,5 +1,5 @@
 """DynamoStore beyond the port contract (tests/contract runs that against moto too): the
-table schema, the requests each operation makes, and what 10,000 tasks do to it.
+table schema, the requests each operation makes, and what a big run (tests/scale.py) does to it.
 
 Everything runs on moto's in-process DynamoDB. What moto cannot show is said where it matters:
 it does not throttle, does not delete expired items (TTL), and enforces the 400 KB item limit
@@ -27,6 +27,7 @@ from moto import mock_aws
 from moto.dynamodb.exceptions import TransactionCanceledException
 from moto.dynamodb.models import DynamoDBBackend, get_filter_expression
 from moto.dynamodb.models.table import Table as MotoTable
+from tests.scale import RUN_TASKS
 
 from stratoflow import engine
 from stratoflow.adapters.aws import _dynamo_items as it
@@ -53,7 +54,8 @@ from stratoflow.service import Finished, Scheduler
 
 TABLE = "stratoflow-state"
 T0 = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
-BIG = 10_000
+BIG = RUN_TASKS  # tests/scale.py: 1,000 in the suite, 10,000 in `make test-scale`
+WORKFLOW_TASKS = 10_000  # a workflow's source past 400 KB: stored in chunks
 
 
 class Crash(Exception):
@@ -252,15 +254,16 @@ def test_the_table_schema_is_the_contracts(env: Env) -> None:
 
 
 # ---------------------------------------------------------------------------- create_run
+@pytest.mark.scale
 @pytest.mark.slow
-def test_create_run_of_10k_tasks_writes_in_batches_of_25_and_commits_last(env: Env) -> None:
+def test_create_run_of_a_big_run_writes_in_batches_of_25_and_commits_last(env: Env) -> None:
     run = a_run("big", BIG)
     tasks = [TaskInstance("big", t) for t in task_ids(BIG)]
 
     assert env.store.create_run(run, tasks, concurrency=50) is True
 
     ops = env.requests.ops()
-    # claim the id, 400 batches, and the commit - in that order
+    # claim the id, BIG / 25 batches, and the commit - in that order
     assert ops == {"PutItem": 1, "BatchWriteItem": BIG // 25, "TransactWriteItems": 1}
     names = [name for name, _ in env.requests.calls]
     assert names[0] == "PutItem"
@@ -432,10 +435,11 @@ def completion_requests(env: Env, size: int) -> Counter[str]:
     return counted
 
 
+@pytest.mark.scale
 @pytest.mark.slow
-def test_a_task_completion_costs_the_same_requests_in_a_10k_task_run(env: Env) -> None:
+def test_a_task_completion_costs_the_same_requests_in_a_big_run(env: Env) -> None:
     """Invariant 3 on the real service: applying one result with out-degree 3 makes the same
-    requests in a 10-task run as in a 10,000-task run, and reads no run-sized collection."""
+    requests in a 10-task run as in a run of BIG tasks, and reads no run-sized collection."""
     small = completion_requests(env, 10)
     big = completion_requests(env, BIG)
 
@@ -533,16 +537,17 @@ def test_a_small_plan_is_one_transaction(env: Env) -> None:
     assert env.store.running_tasks() == []
 
 
+@pytest.mark.scale
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # moto parses each UpdateExpression slowly: about 3 minutes here
-def test_stopping_a_10k_task_run_respects_the_transaction_limit(env: Env) -> None:
+@pytest.mark.timeout(900)  # moto parses each UpdateExpression slowly: 3 minutes at 10,000 tasks
+def test_stopping_a_big_run_respects_the_transaction_limit(env: Env) -> None:
     run, tasks = seed_running(env, "big", BIG)
     env.requests.clear()
 
     plan = engine.stop(run, tasks, T0 + timedelta(minutes=1))
     assert env.store.apply_plan(plan, RunState.RUNNING) is True
 
-    # the pending-plan check, the journal, the commit, reading the journal back, 100 chunks,
+    # the pending-plan check, the journal, the commit, reading the journal back, BIG / 100 chunks,
     # retiring the plan (its reference, then its items)
     assert env.requests.ops() == {
         "GetItem": 1,
@@ -679,7 +684,7 @@ def test_a_plan_refused_by_the_run_state_writes_nothing_even_when_journaled(env:
 # ---------------------------------------------------------------------------- catalog
 def big_workflow(random_commands: bool) -> str:
     lines = ["name: huge", "project: analytics", "tasks:"]
-    for i in range(BIG):
+    for i in range(WORKFLOW_TASKS):
         command = secrets.token_urlsafe(96) if random_commands else f"echo task number {i}"
         lines.append(f"  t{i:05d}: {{type: shell, command: '{command}'}}")
     return "\n".join(lines) + "\n"
