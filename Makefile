@@ -55,8 +55,11 @@ lint:
 typecheck:
 	$(BIN)/mypy
 
+# two workers (pytest-xdist), a test file each at a time: the moto, Hypothesis and SQL tests are
+# one busy thread each, so one pytest process left a core of CI's two idle for most of the run
+PYTEST_WORKERS ?= 2
 pytest:
-	$(BIN)/pytest --cov --cov-report=term-missing:skip-covered --durations=25
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --cov --cov-report=term-missing:skip-covered --durations=25
 
 ## make test-scale: the tests of a big run (marker `scale`) at 10,000 tasks, not 1,000 (~10 min)
 test-scale: install
