@@ -36,7 +36,8 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
-    def start(self, timeout: float = 30.0) -> None:
+    # a readiness wait, not a timed test: at load ~19 on 2 cores a start took over 30 s
+    def start(self, timeout: float = 90.0) -> None:
         self.starts += 1
         out = self.log.open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
