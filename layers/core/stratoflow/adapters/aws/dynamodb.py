@@ -888,7 +888,7 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         token = uuid.uuid4().hex[:TOKEN_LENGTH]
         listed = [_Reserved.of(d) for d in decisions]
         if not self._reserve(run_id, token, listed):
-            return [False] * len(decisions)
+            return [False] * len(decisions)  # each is applied alone by the caller
         applied = []
         for d, w in zip(decisions, listed, strict=True):
             (write,) = d.tasks
@@ -904,17 +904,18 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
     def _reserve(self, run_id: str, token: str, listed: Sequence[_Reserved]) -> bool:
         """Open the reservation on the run's counters item, with the running-counter
         increases of its writes (a claim's slot is taken before the claim is written, so no
-        other claimer can count it free). False: the run has no counters item."""
+        other claimer can count it free). False: the run has no counters item, or this write
+        was applied already (an SDK retry of a request that had applied: its ADDs are not
+        applied twice, and the reservation, with none of its writes made, is finished after
+        the lease like any other; the caller writes each task alone)."""
+        name = f"{RESERVATION_PREFIX}{token}"
         body = {"at": int(self._clock()), "w": [w.listed() for w in listed]}
-        upd = (
-            Update()
-            .set(f"{RESERVATION_PREFIX}{token}", s(json.dumps(body, separators=(",", ":"))))
-            .add("nres", n(1))
-        )
+        upd = Update().set(name, s(json.dumps(body, separators=(",", ":")))).add("nres", n(1))
         up = sum(max(w.running, 0) for w in listed)
         if up:
             upd.add("n_running", n(up))
-        return self._update(upd, key(it.run_pk(run_id), it.COUNTERS_SK), "attribute_exists(pk)")
+        cond = upd.condition(f"attribute_exists(pk) AND attribute_not_exists({{{name}}})")
+        return self._update(upd, key(it.run_pk(run_id), it.COUNTERS_SK), cond)
 
     def _settle(
         self, run_id: str, token: str, listed: Sequence[_Reserved], applied: Sequence[bool]
