@@ -552,7 +552,8 @@ def check_counters(store: StateStore, run_id: str) -> None:
         )["Item"]  # fmt: skip
         open_ = sorted(a for a in item if a.startswith("r_"))
         nres = int(item.get("nres", {"N": "0"})["N"])
-        assert not open_ and nres == 0, f"run {run_id}: reservations left open {open_}, {nres}"
+        assert not open_, f"run {run_id}: reservations left open: {open_}"
+        assert nres == 0, f"run {run_id}: {nres} reservations counted open"
 
 
 def sweep(
