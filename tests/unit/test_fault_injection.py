@@ -115,7 +115,7 @@ def test_the_sweep_notices_a_lost_turn(
 
 @pytest.mark.no_cover
 @pytest.mark.timeout(900)
-def test_the_sweep_notices_a_reservation_left_open(
+def test_the_dynamodb_sweep_notices_a_reservation_left_open(
     monkeypatch: pytest.MonkeyPatch, dynamodb_store: Callable[..., Any]
 ) -> None:
     """The harness checks the counters: with the recovery of ``apply_each``'s reservations
