@@ -1099,6 +1099,7 @@ def test_a_reservation_whose_writer_died_is_finished_once_its_lease_is_out(env: 
     assert len(open_reservations(env, "r")[0]) == 1
     assert env.store.get_run("r").n_done == 0  # the end written is not counted yet
     tasks = env.store.get_tasks("r")
+    env.store.plan_wait = timedelta(seconds=0.2)  # the plan waits that long, then is refused
     assert env.store.apply_plan(engine.stop(run, tasks, T0), RunState.RUNNING) is False
 
     env.clock.now += env.store.lease.total_seconds() + 1
@@ -1119,6 +1120,60 @@ def test_a_reservation_whose_writer_died_is_finished_once_its_lease_is_out(env: 
     assert env.store.apply(decisions[1])
     tasks = env.store.get_tasks("r")
     assert env.store.apply_plan(engine.stop(env.store.get_run("r"), tasks, T0), RunState.RUNNING)
+
+
+def test_a_plan_waits_for_a_reservation_in_flight_and_then_commits(env: Env) -> None:
+    """A stop arrives while a batch's writer is between its reservation and its settlement:
+    the plan is not refused (a busy run would otherwise refuse every stop). It marks the
+    counters item, waits for the settlement, and commits."""
+    run, _ = seed_running(env, "r", 30)
+    decisions = [ending(run, t) for t in ("t00000", "t00010", "t00020")]
+    reserved, release = threading.Event(), threading.Event()
+
+    def slow_writer(params: dict[str, Any]) -> None:
+        if params["Key"]["sk"]["S"] == "T#t00010" and not reserved.is_set():
+            reserved.set()
+            assert release.wait(10)
+
+    env.requests.before["UpdateItem"] = slow_writer
+    writer = threading.Thread(target=env.store.apply_each, args=(decisions,))
+    writer.start()
+    assert reserved.wait(10)
+    plan = engine.stop(run, env.store.get_tasks("r"), T0)  # read while the writer is inside
+    threading.Timer(0.3, release.set).start()
+
+    assert env.store.apply_plan(plan, RunState.RUNNING) is True
+
+    writer.join(10)
+    assert release.is_set()  # the commit came after the settlement
+    assert open_reservations(env, "r") == ([], 0)
+    assert "pw" not in counters_item(env, "r")  # the commit took the mark away
+    after = env.store.get_run("r")
+    assert after.state is RunState.STOPPED
+    assert (after.n_done, after.n_running) == (30, 0)
+
+
+def test_no_reservation_opens_while_a_plan_waits(env: Env) -> None:
+    """While a plan's mark on the counters item is fresh, a batch's writes are refused a
+    reservation (the caller then writes each alone, in a transaction), so the plan's wait
+    ends; a mark left by a plan that gave up goes stale after ``plan_wait``."""
+    run, _ = seed_running(env, "r", 30)
+    env.client.update_item(
+        TableName=TABLE,
+        Key=it.key(it.run_pk("r"), it.COUNTERS_SK),
+        UpdateExpression="SET pw = :now",
+        ExpressionAttributeValues={":now": {"N": str(int(env.clock.now))}},
+    )
+    decisions = [ending(run, t) for t in ("t00000", "t00010", "t00020")]
+
+    assert env.store.apply_each(decisions) == [False, False, False]
+    assert open_reservations(env, "r") == ([], 0)
+    assert {t.state for t in env.store.get_tasks("r", ["t00000", "t00010"])} == {TaskState.RUNNING}
+
+    env.clock.now += env.store.plan_wait.total_seconds() + 1
+    assert env.store.apply_each(decisions) == [True, True, True]
+    assert open_reservations(env, "r") == ([], 0)
+    assert env.store.get_run("r").n_done == 3
 
 
 def test_a_settlement_after_a_recovery_changes_nothing(env: Env) -> None:

@@ -126,6 +126,9 @@ def _upstream_column(outcome: TaskState) -> str:
 RESERVATION_PREFIX: Final = "r_"  # on the counters item: an open reservation, by its token
 FENCE: Final = "fx"  # on a task item: tokens of reservations whose write may no longer apply
 TOKEN_LENGTH: Final = 10
+# on the counters item: when a plan began to wait for the open reservations to close; while it
+# is fresh (younger than PLAN_WAIT) no reservation opens, so the wait ends (no starvation)
+PLAN_WAITING: Final = "pw"
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,10 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
     # kills) were lost with it. The AWS runtime sends the plan's kills here. False leaves the
     # plan pending, to be completed (and this called) again.
     plan_recovered: Callable[[Plan], bool] | None = None
+
+    #: how long a plan waits for a run's open reservations (``apply_each``) to close before it
+    #: is refused; they normally close within the milliseconds of a batch's writes
+    plan_wait: timedelta = timedelta(seconds=5)
 
     def __init__(
         self,
@@ -914,7 +921,12 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         up = sum(max(w.running, 0) for w in listed)
         if up:
             upd.add("n_running", n(up))
-        cond = upd.condition(f"attribute_exists(pk) AND attribute_not_exists({{{name}}})")
+        # not while a plan waits for the open ones to close (its mark younger than plan_wait)
+        cond = upd.condition(
+            f"attribute_exists(pk) AND attribute_not_exists({{{name}}}) AND "
+            f"(attribute_not_exists({{{PLAN_WAITING}}}) OR {{{PLAN_WAITING}}} < :stale)",
+            stale=n(int(self._clock() - self.plan_wait.total_seconds())),
+        )
         return self._update(upd, key(it.run_pk(run_id), it.COUNTERS_SK), cond)
 
     def _settle(
@@ -1288,13 +1300,50 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         run_write, counters_write = self._plan_run_writes(plan, expect, None, if_ended_at)
         releases = [{"Update": u} for u in self._plan_releases(plan)]
         if len(writes) + 2 + len(releases) <= TRANSACTION_MAX:
-            reasons = self._transact([run_write, counters_write, *writes, *releases])
+            reasons = self._commit_plan(
+                plan.run.id, [run_write, counters_write, *writes, *releases]
+            )
             if reasons is None:
                 return True
             if self._plan_refused(plan.run.id, reasons):
                 return False
             raise RuntimeError(f"apply_plan {plan.run.id}: transaction cancelled: {reasons}")
         return self._apply_journaled(plan, expect, if_ended_at)
+
+    def _commit_plan(self, run_id: str, items: Sequence[Item]) -> list[str] | None:
+        """The transaction that commits a plan (its run write first, its counters second);
+        its cancellation reasons, or None when it applied. Refused only because the run has
+        open reservations (``apply_each``: the plan sets the counters whole, which a later
+        settlement would then correct wrongly), it marks the counters item (``pw``: no new
+        reservation opens while the mark is fresh), waits for the open ones to close, and
+        tries again, for up to ``plan_wait``: a busy run's stop is not refused for ever by
+        the batches that keep ending its tasks. Reservations past their lease are finished
+        (``_plan_refused``)."""
+        reasons = self._transact(items)
+        deadline = None
+        while (
+            reasons is not None
+            and reasons[0] != "ConditionalCheckFailed"
+            and reasons[1] == "ConditionalCheckFailed"
+        ):
+            if deadline is None:
+                marked = self._update(
+                    Update().set(PLAN_WAITING, n(int(self._clock()))),
+                    key(it.run_pk(run_id), it.COUNTERS_SK),
+                    "attribute_exists(pk)",
+                )
+                if not marked:
+                    return reasons
+                deadline = time.monotonic() + self.plan_wait.total_seconds()
+            elif time.monotonic() > deadline:
+                return reasons
+            counters = self._get(it.run_pk(run_id), it.COUNTERS_SK)
+            finished = self._finish_reservations(run_id, counters)
+            if not finished and counters is not None and it.get_n(counters, "nres"):
+                time.sleep(0.02)
+                continue
+            reasons = self._transact(items)
+        return reasons
 
     def _plan_refused(self, run_id: str, reasons: Sequence[str]) -> bool:
         """Whether a plan's commit was refused by its run (another state, another plan) or
@@ -1326,7 +1375,7 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
             cond += upd.condition(" AND {ended_at} = :seen_end", seen_end=s(it.ts(if_ended_at)))
         counters = Update()
         counters.set("n_done", n(run.n_done)).set("n_failed", n(run.n_failed))
-        counters.set("n_running", n(run.n_running))
+        counters.set("n_running", n(run.n_running)).remove(PLAN_WAITING)
         # the counters are set whole, from the tasks as read: not while a reservation
         # (apply_each) is open, whose settlement would then correct counters it never saw
         counters_cond = counters.condition(
@@ -1469,7 +1518,7 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         checks = self._held_checks(plan)
         if 2 + len(releases) + len(checks) > TRANSACTION_MAX:
             checks = []
-        reasons = self._transact([run_write, counters_write, *releases, *checks])
+        reasons = self._commit_plan(run_id, [run_write, counters_write, *releases, *checks])
         if reasons is not None:
             self._delete_plan(pk, plan_id, len(parts))
             if self._plan_refused(run_id, reasons):
