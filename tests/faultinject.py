@@ -517,11 +517,13 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
     assert not held, f"pool slots still held after the run ended: {held}"
     unkilled = [k for k in executor.pending if k not in executor.killed]
     states = {t: ti.state.value for t, ti in sorted(tasks.items())} | seen
+    check_counters(store, run_id)
     for task_id, target in sorted(subworkflow.targets(scheduler.spec("default", name, 1)).items()):
         try:  # a child run's end is part of the outcome: its state and its tasks'
             child = store.get_run(subworkflow.child_run_id(run_id, task_id, target))
         except NotFound:
             continue
+        check_counters(store, child.id)
         states[f"{task_id}>"] = child.state.value
         for t in store.get_tasks(child.id):
             states[f"{task_id}>{t.task_id}"] = t.state.value
@@ -529,6 +531,29 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
         run.state, states,
         len(executor.dispatched), faults.count, faults.fired, unkilled,
     )  # fmt: skip
+
+
+def check_counters(store: StateStore, run_id: str) -> None:
+    """The run's counters match its tasks, and (DynamoDB) no reservation of ``apply_each``
+    is left open on them."""
+    run = store.get_run(run_id)
+    tasks = store.get_tasks(run_id)
+    expected = (
+        sum(t.state.terminal for t in tasks),
+        sum(t.state is TaskState.FAILED for t in tasks),
+        sum(t.state is TaskState.RUNNING for t in tasks),
+    )
+    got = (run.n_done, run.n_failed, run.n_running)
+    assert got == expected, f"run {run_id}: counters (done, failed, running) {got} != {expected}"
+    if isinstance(store, DynamoStore):
+        item = store.client.get_item(
+            TableName=store.table, Key={"pk": {"S": f"RUN#{run_id}"}, "sk": {"S": "RC"}},
+            ConsistentRead=True,
+        )["Item"]  # fmt: skip
+        open_ = sorted(a for a in item if a.startswith("r_"))
+        nres = int(item.get("nres", {"N": "0"})["N"])
+        assert not open_, f"run {run_id}: reservations left open: {open_}"
+        assert nres == 0, f"run {run_id}: {nres} reservations counted open"
 
 
 def sweep(

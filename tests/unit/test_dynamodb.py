@@ -983,12 +983,36 @@ def fan_with_a_b_c_running(env: Env) -> tuple[Scheduler, RecordingDispatcher, Ru
     return scheduler, dispatcher, run
 
 
-def test_a_batch_of_ends_in_one_run_is_one_transaction_with_one_counters_write(
-    env: Env,
-) -> None:
+def writes_by_item(env: Env) -> list[tuple[str, list[str]]]:
+    """The recorded writes: (operation, the sort keys of the items it writes)."""
+    out = []
+    for name, params in env.requests.calls:
+        if name == "UpdateItem":
+            out.append((name, [params["Key"]["sk"]["S"]]))
+        elif name == "TransactWriteItems":
+            out.append(
+                (name, [next(iter(w.values()))["Key"]["sk"]["S"] for w in params["TransactItems"]])
+            )
+    return out
+
+
+def counters_item(env: Env, run_id: str) -> dict[str, Any]:
+    out = env.client.get_item(TableName=TABLE, Key=it.key(it.run_pk(run_id), it.COUNTERS_SK))
+    item: dict[str, Any] = out["Item"]
+    return item
+
+
+def open_reservations(env: Env, run_id: str) -> tuple[list[str], int]:
+    item = counters_item(env, run_id)
+    return sorted(a for a in item if a.startswith("r_")), it.get_n(item, "nres")
+
+
+def test_a_batch_of_ends_in_one_run_is_written_without_a_transaction(env: Env) -> None:
     """The advance function applies its batch of outcomes as one turn: the ends of one run
-    are one decision (one TransactWriteItems, the counters item in it once), and the run's
-    counters come out as if each end had been applied alone."""
+    are written each alone (no TransactWriteItems, which bills every item twice) between a
+    reservation on the counters item and its settlement, and the run's counters come out as
+    if each end had been applied alone; the single claim that follows (join) is one
+    transaction with the counters, as before."""
     scheduler, dispatcher, run = fan_with_a_b_c_running(env)
     assert sorted(dispatcher.started) == ["fan-1/a/1", "fan-1/b/1", "fan-1/c/1", "fan-1/root/1"]
     env.requests.clear()
@@ -996,18 +1020,187 @@ def test_a_batch_of_ends_in_one_run_is_one_transaction_with_one_counters_write(
     ends = [Finished(run.id, t, 1, AttemptResult(AttemptStatus.SUCCEEDED)) for t in "abc"]
     scheduler.advance(ends)
 
-    transactions = [p for name, p in env.requests.calls if name == "TransactWriteItems"]
-    # the three ends with the counters, then the claim of join (made ready by them)
-    assert len(transactions) == 2
-    keys = [w["Update"]["Key"]["sk"]["S"] for w in transactions[0]["TransactItems"]]
-    assert sorted(keys) == ["RC", "T#a", "T#b", "T#c"]
-    assert [w["Update"]["Key"]["sk"]["S"] for w in transactions[1]["TransactItems"]] == [
-        "T#join",
-        "RC",
+    writes = writes_by_item(env)
+    assert writes[:5] == [
+        ("UpdateItem", ["RC"]),  # the reservation
+        ("UpdateItem", ["T#a"]),
+        ("UpdateItem", ["T#b"]),
+        ("UpdateItem", ["T#c"]),
+        ("UpdateItem", ["RC"]),  # the settlement
+    ]
+    assert [w for w in writes if w[0] == "TransactWriteItems"] == [
+        ("TransactWriteItems", ["T#join", "RC"])
     ]
     assert "fan-1/join/1" in dispatcher.started
     after = env.store.get_run(run.id)
     assert (after.n_done, after.n_failed, after.n_running) == (4, 0, 1)
+    assert open_reservations(env, run.id) == ([], 0)
+    for task in "abc":  # each end tagged with its attempt
+        item = env.client.get_item(TableName=TABLE, Key=it.key(it.run_pk(run.id), it.task_sk(task)))
+        assert "z1" in item["Item"]
+
+
+def test_claims_of_one_turn_are_written_without_a_transaction(env: Env) -> None:
+    """The three children a result made ready are claimed each by its own UpdateItem (tagged
+    ``k1``), the running counter raised by the reservation before them."""
+    _, dispatcher = run_fan_root(env, None)
+
+    claims = sorted(
+        params["Key"]["sk"]["S"]
+        for name, params in env.requests.calls
+        if name == "UpdateItem" and "k1" in params["ExpressionAttributeNames"].values()
+    )
+    assert claims == ["T#c0", "T#c1", "T#c2"]
+    # the one transaction is the root's end with the counters (a single write stays so)
+    assert [w for w in writes_by_item(env) if w[0] == "TransactWriteItems"] == [
+        ("TransactWriteItems", ["T#root", "RC"])
+    ]
+    assert sorted(dispatcher.started[1:]) == ["fan/c0/1", "fan/c1/1", "fan/c2/1"]
+    assert env.store.get_run("fan").n_running == 3
+    assert open_reservations(env, "fan") == ([], 0)
+
+
+def ending(run: Run, task_id: str) -> engine.Decision:
+    done = TaskInstance(run.id, task_id, TaskState.SUCCEEDED, attempt=1, started_at=T0, ended_at=T0)
+    return engine.Decision(
+        run.id, (engine.TaskWrite(done, TaskState.RUNNING, 1),), done=1, running=-1
+    )
+
+
+def test_a_stale_write_of_a_reservation_gives_its_counters_back(env: Env) -> None:
+    """One of three ends is stale (its task no longer runs that attempt): the two others
+    apply, and the settlement counts only them."""
+    run, _ = seed_running(env, "r", 30)  # t00000, t00010, t00020 run attempt 1
+    stale = ending(run, "t00010")
+    assert env.store.apply(stale)
+
+    applied = env.store.apply_each([ending(run, t) for t in ("t00000", "t00010", "t00020")])
+
+    assert applied == [True, False, True]
+    after = env.store.get_run("r")
+    assert (after.n_done, after.n_running) == (3, 0)
+    assert open_reservations(env, "r") == ([], 0)
+
+
+def test_a_reservation_whose_writer_died_is_finished_once_its_lease_is_out(env: Env) -> None:
+    """The writer dies after its reservation and its first task write. Within the lease the
+    reservation stays open (and a plan is refused: 409); after it, ``get_run`` fences the
+    writes that did not happen (the writer's late write then fails its condition), keeps the
+    one that did, and settles: the counters match the tasks."""
+    run, _ = seed_running(env, "r", 30)
+    decisions = [ending(run, t) for t in ("t00000", "t00010", "t00020")]
+    late: list[dict[str, Any]] = []
+
+    def crash(params: dict[str, Any]) -> None:
+        if params["Key"]["sk"]["S"] == "T#t00010":
+            late.append(params)
+            raise Crash("the writer dies")
+
+    env.requests.before["UpdateItem"] = crash
+    with pytest.raises(Crash):
+        env.store.apply_each(decisions)
+    del env.requests.before["UpdateItem"]
+
+    assert len(open_reservations(env, "r")[0]) == 1
+    assert env.store.get_run("r").n_done == 0  # the end written is not counted yet
+    tasks = env.store.get_tasks("r")
+    env.store.plan_wait = timedelta(seconds=0.2)  # the plan waits that long, then is refused
+    assert env.store.apply_plan(engine.stop(run, tasks, T0), RunState.RUNNING) is False
+
+    env.clock.now += env.store.lease.total_seconds() + 1
+    after = env.store.get_run("r")
+
+    states = {t.task_id: t.state for t in env.store.get_tasks("r")}
+    assert [states[t] for t in ("t00000", "t00010", "t00020")] == [
+        TaskState.SUCCEEDED,
+        TaskState.RUNNING,
+        TaskState.RUNNING,
+    ]
+    assert (after.n_done, after.n_running) == (1, 2)
+    assert open_reservations(env, "r") == ([], 0)
+    with pytest.raises(env.client.exceptions.ConditionalCheckFailedException):
+        env.client.update_item(**late[0])  # the writer's late write: fenced off
+    assert env.store.get_task("r", "t00010").state is TaskState.RUNNING
+    # alone, without the reservation's token, the same end applies
+    assert env.store.apply(decisions[1])
+    tasks = env.store.get_tasks("r")
+    assert env.store.apply_plan(engine.stop(env.store.get_run("r"), tasks, T0), RunState.RUNNING)
+
+
+def test_a_plan_waits_for_a_reservation_in_flight_and_then_commits(env: Env) -> None:
+    """A stop arrives while a batch's writer is between its reservation and its settlement:
+    the plan is not refused (a busy run would otherwise refuse every stop). It marks the
+    counters item, waits for the settlement, and commits."""
+    run, _ = seed_running(env, "r", 30)
+    decisions = [ending(run, t) for t in ("t00000", "t00010", "t00020")]
+    reserved, release = threading.Event(), threading.Event()
+
+    def slow_writer(params: dict[str, Any]) -> None:
+        if params["Key"]["sk"]["S"] == "T#t00010" and not reserved.is_set():
+            reserved.set()
+            assert release.wait(10)
+
+    env.requests.before["UpdateItem"] = slow_writer
+    writer = threading.Thread(target=env.store.apply_each, args=(decisions,))
+    writer.start()
+    assert reserved.wait(10)
+    plan = engine.stop(run, env.store.get_tasks("r"), T0)  # read while the writer is inside
+    threading.Timer(0.3, release.set).start()
+
+    assert env.store.apply_plan(plan, RunState.RUNNING) is True
+
+    writer.join(10)
+    assert release.is_set()  # the commit came after the settlement
+    assert open_reservations(env, "r") == ([], 0)
+    assert "pw" not in counters_item(env, "r")  # the commit took the mark away
+    after = env.store.get_run("r")
+    assert after.state is RunState.STOPPED
+    assert (after.n_done, after.n_running) == (30, 0)
+
+
+def test_no_reservation_opens_while_a_plan_waits(env: Env) -> None:
+    """While a plan's mark on the counters item is fresh, a batch's writes are refused a
+    reservation (the caller then writes each alone, in a transaction), so the plan's wait
+    ends; a mark left by a plan that gave up goes stale after ``plan_wait``."""
+    run, _ = seed_running(env, "r", 30)
+    env.client.update_item(
+        TableName=TABLE,
+        Key=it.key(it.run_pk("r"), it.COUNTERS_SK),
+        UpdateExpression="SET pw = :now",
+        ExpressionAttributeValues={":now": {"N": str(int(env.clock.now))}},
+    )
+    decisions = [ending(run, t) for t in ("t00000", "t00010", "t00020")]
+
+    assert env.store.apply_each(decisions) == [False, False, False]
+    assert open_reservations(env, "r") == ([], 0)
+    assert {t.state for t in env.store.get_tasks("r", ["t00000", "t00010"])} == {TaskState.RUNNING}
+
+    env.clock.now += env.store.plan_wait.total_seconds() + 1
+    assert env.store.apply_each(decisions) == [True, True, True]
+    assert open_reservations(env, "r") == ([], 0)
+    assert env.store.get_run("r").n_done == 3
+
+
+def test_a_settlement_after_a_recovery_changes_nothing(env: Env) -> None:
+    """A writer that hung past its lease (not dead) finds its reservation finished by
+    someone else: its remaining writes fail, its settlement is refused, and what it reports
+    applied is what the counters count."""
+    run, _ = seed_running(env, "r", 30)
+    decisions = [ending(run, t) for t in ("t00000", "t00010", "t00020")]
+    hung = {"once": True}
+
+    def hang(params: dict[str, Any]) -> None:
+        if params["Key"]["sk"]["S"] == "T#t00010" and hung.pop("once", False):
+            env.clock.now += env.store.lease.total_seconds() + 1
+            env.store.get_run("r")  # another process, meanwhile, finishes the reservation
+
+    env.requests.before["UpdateItem"] = hang
+    applied = env.store.apply_each(decisions)
+
+    assert applied == [True, False, False]
+    after = env.store.get_run("r")
+    assert (after.n_done, after.n_running) == (1, 2)
+    assert open_reservations(env, "r") == ([], 0)
 
 
 def test_the_parents_of_one_child_that_end_in_one_batch_are_counted_in_one_write(

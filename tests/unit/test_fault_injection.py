@@ -114,6 +114,21 @@ def test_the_sweep_notices_a_lost_turn(
 
 
 @pytest.mark.no_cover
+@pytest.mark.timeout(900)
+def test_the_dynamodb_sweep_notices_a_reservation_left_open(
+    monkeypatch: pytest.MonkeyPatch, dynamodb_store: Callable[..., Any]
+) -> None:
+    """The harness checks the counters: with the recovery of ``apply_each``'s reservations
+    switched off, a fault between a reservation and its settlement leaves the run's counters
+    off its tasks (claims counted running that never happened)."""
+    from stratoflow.adapters.aws.dynamodb import DynamoStore
+
+    monkeypatch.setattr(DynamoStore, "_finish_reservations", lambda self, run_id, counters: False)
+    with pytest.raises(AssertionError, match=r"counters \(done, failed, running\)"):
+        sweep(diamond(), dynamodb_store, aws=True)
+
+
+@pytest.mark.no_cover
 @pytest.mark.parametrize("held", [True, False], ids=["on_task", "stopped"])
 @pytest.mark.parametrize("after", [False, True], ids=["before", "after"])
 def test_a_fault_at_a_late_end_on_dynamodb_leaves_the_attempt_recorded_once(

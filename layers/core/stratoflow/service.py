@@ -534,12 +534,21 @@ class Scheduler:
         decided = [(i, e.made[0]) for i, e in enumerate(ended) if e.made is not None]
         applied: set[int] = set()
         for merged, parts in engine.together([d for _, d in decided]):
-            if len(parts) > 1 and self._apply_ends(merged, [ended[decided[p][0]] for p in parts]):
+            alone = parts
+            if len(parts) > 1 and self._each(merged):
+                # each end written alone, the counters once (StateStore.apply_each)
+                history = [h for p in parts if (h := ended[decided[p][0]].history) is not None]
+                oks = self.store.apply_each([decided[p][1] for p in parts], history)
+                applied.update(decided[p][0] for p, ok in zip(parts, oks, strict=True) if ok)
+                # the others alone, as below: stale (nothing written), or fenced off by a
+                # recovery that took this writer for dead (then alone they apply)
+                alone = tuple(p for p, ok in zip(parts, oks, strict=True) if not ok)
+            elif len(parts) > 1 and self._apply_ends(merged, [ended[decided[p][0]] for p in parts]):
                 applied.update(decided[p][0] for p in parts)
                 continue
             applied.update(
                 decided[p][0]
-                for p in parts
+                for p in alone
                 if self._apply_ends(decided[p][1], [ended[decided[p][0]]])
             )
         self._plan_counts_together([e for i, e in enumerate(ended) if i in applied])
@@ -617,6 +626,12 @@ class Scheduler:
             self.store.finish_attempt(attempt)
             return _Ended(report, ti, spec, now, made)
         return _Ended(report, ti, spec, now, made, attempt)
+
+    def _each(self, decision: engine.Decision) -> bool:
+        """Whether the writes of ``decision`` (several, merged from a batch) go to the store
+        one by one (``StateStore.apply_each``): where the store says it is cheaper, and the
+        decision writes no run and no pool (those stay in one transaction)."""
+        return self.store.applies_each and decision.run is None and not decision.pools
 
     def _apply_ends(self, decision: engine.Decision, ended: Sequence[_Ended]) -> bool:
         """Apply the transitions of ended attempts, their ends recorded with them where the
@@ -982,10 +997,18 @@ class Scheduler:
             direct = []
             self._claim_again = self._claim_again or free > len(queued)
         for decision in engine.claims(spec, run, queued, now, ready=direct):
-            if self.store.apply(decision):
+            writes = decision.tasks
+            if len(writes) > 1 and self._each(decision):
+                # each claim written alone, the counters once (StateStore.apply_each)
+                oks = self.store.apply_each(
+                    [engine.Decision(run.id, (w,), running=1) for w in writes]
+                )
+                claimed += [(run, spec, w.task) for w, ok in zip(writes, oks, strict=True) if ok]
+                writes = tuple(w for w, ok in zip(writes, oks, strict=True) if not ok)
+            elif self.store.apply(decision):
                 claimed += [(run, spec, w.task) for w in decision.tasks]
                 continue
-            for write in decision.tasks:
+            for write in writes:
                 if self.store.apply(engine.Decision(run.id, (write,), running=1)):
                     claimed.append((run, spec, write.task))
         waiting = self._ready_now.get(run_id, {})

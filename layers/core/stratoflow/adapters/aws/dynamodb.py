@@ -16,12 +16,13 @@ operation makes, and the limits at 10,000 tasks are in docs/aws-dynamodb.md. In 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -121,6 +122,45 @@ def _upstream_column(outcome: TaskState) -> str:
     return {TaskState.SUCCEEDED: "up_ok", TaskState.SKIPPED: "up_skipped"}.get(outcome, "up_failed")
 
 
+# claims and ends without a transaction (``DynamoStore.apply_each``)
+RESERVATION_PREFIX: Final = "r_"  # on the counters item: an open reservation, by its token
+FENCE: Final = "fx"  # on a task item: tokens of reservations whose write may no longer apply
+TOKEN_LENGTH: Final = 10
+# on the counters item: when a plan began to wait for the open reservations to close; while it
+# is fresh (younger than PLAN_WAIT) no reservation opens, so the wait ends (no starvation)
+PLAN_WAITING: Final = "pw"
+
+
+@dataclass(frozen=True)
+class _Reserved:
+    """One task write of a reservation as it lists it: the task, the tag the write sets,
+    and the counter deltas of its decision."""
+
+    task: str
+    tag: str
+    done: int
+    failed: int
+    running: int
+
+    @classmethod
+    def of(cls, decision: Decision) -> _Reserved:
+        (write,) = decision.tasks
+        tag = (
+            f"z{write.expect_attempt}"  # an end of that attempt
+            if write.expect is TaskState.RUNNING
+            else f"k{write.task.attempt}"  # a claim of that attempt
+        )
+        return cls(write.task.task_id, tag, decision.done, decision.failed, decision.running)
+
+    def listed(self) -> list[Any]:
+        return [self.task, self.tag, self.done, self.failed, self.running]
+
+    @classmethod
+    def from_listed(cls, data: Sequence[Any]) -> _Reserved:
+        task, tag, done, failed, running = data
+        return cls(str(task), str(tag), int(done), int(failed), int(running))
+
+
 def _cancel_reasons(exc: ClientError) -> list[str]:
     reasons = exc.response.get("CancellationReasons") or []
     return [str(r.get("Code", "None")) for r in reasons]
@@ -141,6 +181,10 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
     # kills) were lost with it. The AWS runtime sends the plan's kills here. False leaves the
     # plan pending, to be completed (and this called) again.
     plan_recovered: Callable[[Plan], bool] | None = None
+
+    #: how long a plan waits for a run's open reservations (``apply_each``) to close before it
+    #: is refused; they normally close within the milliseconds of a batch's writes
+    plan_wait: timedelta = timedelta(seconds=5)
 
     def __init__(
         self,
@@ -574,6 +618,8 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         if "plan" in item and self._expired(item, "plan_at"):
             self._complete_plan(run_id, str(item["plan"]["S"]))
             item, counters = self._run_items(run_id)
+        if self._finish_reservations(run_id, counters):
+            item, counters = self._run_items(run_id)
         return it.to_run(item, counters)
 
     def _expired(self, item: Item, name: str) -> bool:
@@ -737,9 +783,12 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         expect: TaskState,
         expect_attempt: int,
         history: Item | None = None,
+        tag: tuple[str, str] | None = None,
     ) -> Item:
         """The Update of one conditional task transition (see ``put_task``); ``history``:
-        the ended attempt's record (``it.history_entry``), set on the task item with it."""
+        the ended attempt's record (``it.history_entry``), set on the task item with it.
+        ``tag``: (attribute, token) of a reservation's write (``apply_each``): the write
+        sets it, and applies only if the reservation has not fenced it off."""
         # A task entering the queue takes the next FIFO position (one already QUEUED that is
         # written again goes to the back: the service never does that).
         qseq = self._seq.next() if task.state is TaskState.QUEUED else None
@@ -760,6 +809,13 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
             expect=s(expect.value),
             attempt=n(expect_attempt),
         )
+        if tag is not None:
+            # a recovery that found this write missing added the token to the fence: too late
+            upd.set(tag[0], s(tag[1]))
+            cond += upd.condition(
+                f" AND (attribute_not_exists({{{FENCE}}}) OR NOT contains({{{FENCE}}}, :tok))",
+                tok=s(tag[1]),
+            )
         return upd.request(self.table, key(it.run_pk(task.run_id), it.task_sk(task.task_id)), cond)
 
     def _updated(self, request: Item) -> bool:
@@ -786,25 +842,169 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         cannot be (a timed-out one, whose attempt item the lifecycle function watches; one
         over the size or number limits; one with no transition of its own here) is written as
         an attempt item first, as ``finish_attempt`` does."""
+        return self._apply(decision, self._history_entries([decision], history))
+
+    def _history_entries(
+        self, decisions: Sequence[Decision], history: Sequence[Attempt]
+    ) -> dict[tuple[str, int], Item]:
+        """The ends of ``history`` that go on their task items in ``decisions``' writes; the
+        others are written as attempt items here."""
         entries: dict[tuple[str, int], Item] = {}
         ending = {
-            (w.task.task_id, w.expect_attempt)
-            for w in decision.tasks
+            (d.run_id, w.task.task_id, w.expect_attempt)
+            for d in decisions
+            for w in d.tasks
             if w.expect is TaskState.RUNNING
         }
         for attempt in history:
             entry = None
             if (
                 attempt.state != AttemptStatus.TIMED_OUT.value
-                and attempt.run_id == decision.run_id
-                and (attempt.task_id, attempt.attempt) in ending
+                and (attempt.run_id, attempt.task_id, attempt.attempt) in ending
             ):
                 entry = it.history_entry(attempt)
             if entry is None:
                 self.finish_attempt(attempt)
             else:
                 entries[(attempt.task_id, attempt.attempt)] = entry
-        return self._apply(decision, entries)
+        return entries
+
+    # ------------------------------------------------------------ claims and ends, each alone
+    applies_each = True
+
+    def apply_each(
+        self, decisions: Sequence[Decision], history: Sequence[Attempt] = ()
+    ) -> list[bool]:
+        """The task writes of a batch of one run's claims or ends, without a transaction (a
+        transaction bills each item twice): (a) one write to the run's counters item opens a
+        *reservation* ``r_<token>`` that lists the task writes to come (and counts it in
+        ``nres``), and adds their running-counter increases up front; (b) each task write
+        alone, under the condition it has in a transaction, setting a tag (``k<attempt>`` on
+        a claim, ``z<attempt>`` on an end) to the token; (c) the settlement, one write to
+        the counters item while the reservation exists: it adds the other deltas of the
+        writes that applied, takes back the increases of those that did not, and removes
+        the reservation. A writer that dies in between leaves the reservation open; once a
+        lease old, whoever reads the run (``get_run``: the reconciler's pass reads every
+        active run) finishes it (``_finish_reservation``). Plans refuse to commit while a
+        run has one open (``nres`` > 0). docs/aws-dynamodb.md, "Claims and ends without a
+        transaction"."""
+        if len(decisions) < 2 or not all(self._alone(d, decisions[0].run_id) for d in decisions):
+            return super().apply_each(decisions, history)
+        entries = self._history_entries(decisions, history)
+        run_id = decisions[0].run_id
+        token = uuid.uuid4().hex[:TOKEN_LENGTH]
+        listed = [_Reserved.of(d) for d in decisions]
+        if not self._reserve(run_id, token, listed):
+            return [False] * len(decisions)  # each is applied alone by the caller
+        applied = []
+        for d, w in zip(decisions, listed, strict=True):
+            (write,) = d.tasks
+            ended = write.expect is TaskState.RUNNING
+            entry = entries.get((write.task.task_id, write.expect_attempt)) if ended else None
+            request = self._task_write(
+                write.task, write.expect, write.expect_attempt, entry, tag=(w.tag, token)
+            )
+            applied.append(self._updated(request))
+        self._settle(run_id, token, listed, applied)
+        return applied
+
+    def _reserve(self, run_id: str, token: str, listed: Sequence[_Reserved]) -> bool:
+        """Open the reservation on the run's counters item, with the running-counter
+        increases of its writes (a claim's slot is taken before the claim is written, so no
+        other claimer can count it free). False: the run has no counters item, or this write
+        was applied already (an SDK retry of a request that had applied: its ADDs are not
+        applied twice, and the reservation, with none of its writes made, is finished after
+        the lease like any other; the caller writes each task alone)."""
+        name = f"{RESERVATION_PREFIX}{token}"
+        body = {"at": int(self._clock()), "w": [w.listed() for w in listed]}
+        upd = Update().set(name, s(json.dumps(body, separators=(",", ":")))).add("nres", n(1))
+        up = sum(max(w.running, 0) for w in listed)
+        if up:
+            upd.add("n_running", n(up))
+        # not while a plan waits for the open ones to close (its mark younger than plan_wait)
+        cond = upd.condition(
+            f"attribute_exists(pk) AND attribute_not_exists({{{name}}}) AND "
+            f"(attribute_not_exists({{{PLAN_WAITING}}}) OR {{{PLAN_WAITING}}} < :stale)",
+            stale=n(int(self._clock() - self.plan_wait.total_seconds())),
+        )
+        return self._update(upd, key(it.run_pk(run_id), it.COUNTERS_SK), cond)
+
+    def _settle(
+        self, run_id: str, token: str, listed: Sequence[_Reserved], applied: Sequence[bool]
+    ) -> bool:
+        """Close the reservation: the deltas of the writes that applied (but the increases
+        added up front), the increases of those that did not taken back, in one write while
+        the reservation exists (of its writer and a recovery, one settles). False: it was
+        settled already."""
+        done = sum(w.done for w, ok in zip(listed, applied, strict=True) if ok)
+        failed = sum(w.failed for w, ok in zip(listed, applied, strict=True) if ok)
+        running = sum(
+            min(w.running, 0) if ok else -max(w.running, 0)
+            for w, ok in zip(listed, applied, strict=True)
+        )
+        name = f"{RESERVATION_PREFIX}{token}"
+        upd = Update().remove(name).add("nres", n(-1))
+        for column, delta in (("n_done", done), ("n_failed", failed), ("n_running", running)):
+            if delta:
+                upd.add(column, n(delta))
+        cond = upd.condition(f"attribute_exists({{{name}}})")
+        return self._update(upd, key(it.run_pk(run_id), it.COUNTERS_SK), cond)
+
+    def _finish_reservations(self, run_id: str, counters: Item | None) -> bool:
+        """Finish the reservations of ``counters`` (the run's counters item as read) that
+        are older than the lease: their writers died or hang. Each listed task write is
+        *fenced*: the token is added to the task's fence on condition that its tag does not
+        hold the token, which makes the write, should it still come, fail its condition; a
+        fence refused means the write happened. Then it is settled as its writer would
+        have. True if one was finished."""
+        if not counters or not it.get_n(counters, "nres"):
+            return False
+        finished = False
+        for name, value in counters.items():
+            if not name.startswith(RESERVATION_PREFIX):
+                continue
+            body = json.loads(str(value["S"]))
+            if int(body["at"]) + self.lease.total_seconds() >= self._clock():
+                continue
+            token = name.removeprefix(RESERVATION_PREFIX)
+            listed = [_Reserved.from_listed(w) for w in body["w"]]
+            applied = [self._fence(run_id, w, token) for w in listed]
+            if self._settle(run_id, token, listed, applied):
+                log.warning(
+                    "run %s: reservation %s finished for its writer (%d of %d writes applied)",
+                    run_id, token, sum(applied), len(applied),
+                )  # fmt: skip
+            finished = True
+        return finished
+
+    def _fence(self, run_id: str, write: _Reserved, token: str) -> bool:
+        """Whether a reservation's task write applied; if it has not, it never will."""
+        upd = Update().add(FENCE, {"SS": [token]})
+        cond = upd.condition(
+            f"attribute_exists(pk) AND (attribute_not_exists({{{write.tag}}}) "
+            f"OR {{{write.tag}}} <> :tok)",
+            tok=s(token),
+        )
+        try:
+            self.client.update_item(
+                **upd.request(self.table, key(it.run_pk(run_id), it.task_sk(write.task)), cond),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            old = _item_that_failed_the_condition(exc)
+            return it.get_s(old, write.tag) == token  # no item: nothing was written
+        return False
+
+    @staticmethod
+    def _alone(decision: Decision, run_id: str) -> bool:
+        """Whether ``decision`` can be one of ``apply_each``'s writes: one task write of
+        ``run_id`` with its counters, no run write, no pool."""
+        return (
+            decision.run_id == run_id
+            and len(decision.tasks) == 1
+            and decision.run is None
+            and not decision.pools
+        )
 
     def _apply(self, decision: Decision, history: dict[tuple[str, int], Item]) -> bool:
         requests = [
@@ -1100,13 +1300,60 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         run_write, counters_write = self._plan_run_writes(plan, expect, None, if_ended_at)
         releases = [{"Update": u} for u in self._plan_releases(plan)]
         if len(writes) + 2 + len(releases) <= TRANSACTION_MAX:
-            reasons = self._transact([run_write, counters_write, *writes, *releases])
+            reasons = self._commit_plan(
+                plan.run.id, [run_write, counters_write, *writes, *releases]
+            )
             if reasons is None:
                 return True
-            if reasons[0] == "ConditionalCheckFailed":
+            if self._plan_refused(plan.run.id, reasons):
                 return False
             raise RuntimeError(f"apply_plan {plan.run.id}: transaction cancelled: {reasons}")
         return self._apply_journaled(plan, expect, if_ended_at)
+
+    def _commit_plan(self, run_id: str, items: Sequence[Item]) -> list[str] | None:
+        """The transaction that commits a plan (its run write first, its counters second);
+        its cancellation reasons, or None when it applied. Refused only because the run has
+        open reservations (``apply_each``: the plan sets the counters whole, which a later
+        settlement would then correct wrongly), it marks the counters item (``pw``: no new
+        reservation opens while the mark is fresh), waits for the open ones to close, and
+        tries again, for up to ``plan_wait``: a busy run's stop is not refused for ever by
+        the batches that keep ending its tasks. Reservations past their lease are finished
+        (``_plan_refused``)."""
+        reasons = self._transact(items)
+        deadline = None
+        while (
+            reasons is not None
+            and reasons[0] != "ConditionalCheckFailed"
+            and reasons[1] == "ConditionalCheckFailed"
+        ):
+            if deadline is None:
+                marked = self._update(
+                    Update().set(PLAN_WAITING, n(int(self._clock()))),
+                    key(it.run_pk(run_id), it.COUNTERS_SK),
+                    "attribute_exists(pk)",
+                )
+                if not marked:
+                    return reasons
+                deadline = time.monotonic() + self.plan_wait.total_seconds()
+            elif time.monotonic() > deadline:
+                return reasons
+            counters = self._get(it.run_pk(run_id), it.COUNTERS_SK)
+            finished = self._finish_reservations(run_id, counters)
+            if not finished and counters is not None and it.get_n(counters, "nres"):
+                time.sleep(0.02)
+                continue
+            reasons = self._transact(items)
+        return reasons
+
+    def _plan_refused(self, run_id: str, reasons: Sequence[str]) -> bool:
+        """Whether a plan's commit was refused by its run (another state, another plan) or
+        its counters (a reservation open: ``apply_each``). A reservation older than the lease
+        is finished here, so that the caller's next try can commit."""
+        if reasons[1] == "ConditionalCheckFailed":
+            counters = self._get(it.run_pk(run_id), it.COUNTERS_SK)
+            self._finish_reservations(run_id, counters)
+            return True
+        return reasons[0] == "ConditionalCheckFailed"
 
     def _plan_run_writes(
         self, plan: Plan, expect: RunState, plan_id: str | None, if_ended_at: datetime | None
@@ -1128,15 +1375,17 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
             cond += upd.condition(" AND {ended_at} = :seen_end", seen_end=s(it.ts(if_ended_at)))
         counters = Update()
         counters.set("n_done", n(run.n_done)).set("n_failed", n(run.n_failed))
-        counters.set("n_running", n(run.n_running))
+        counters.set("n_running", n(run.n_running)).remove(PLAN_WAITING)
+        # the counters are set whole, from the tasks as read: not while a reservation
+        # (apply_each) is open, whose settlement would then correct counters it never saw
+        counters_cond = counters.condition(
+            "attribute_exists(pk) AND (attribute_not_exists({nres}) OR {nres} = :zero)",
+            zero=n(0),
+        )
         pk = it.run_pk(run.id)
         return (
             {"Update": upd.request(self.table, key(pk, it.RUN_SK), cond)},
-            {
-                "Update": counters.request(
-                    self.table, key(pk, it.COUNTERS_SK), "attribute_exists(pk)"
-                )
-            },
+            {"Update": counters.request(self.table, key(pk, it.COUNTERS_SK), counters_cond)},
         )
 
     @staticmethod
@@ -1269,10 +1518,10 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         checks = self._held_checks(plan)
         if 2 + len(releases) + len(checks) > TRANSACTION_MAX:
             checks = []
-        reasons = self._transact([run_write, counters_write, *releases, *checks])
+        reasons = self._commit_plan(run_id, [run_write, counters_write, *releases, *checks])
         if reasons is not None:
             self._delete_plan(pk, plan_id, len(parts))
-            if reasons[0] == "ConditionalCheckFailed":
+            if self._plan_refused(run_id, reasons):
                 return False
             raise RuntimeError(f"apply_plan {run_id}: transaction cancelled: {reasons}")
         self._complete_plan(run_id, plan_id, recovered=False)
