@@ -82,6 +82,19 @@ def _probe(secret: Path, fd: int) -> str:
     )
 
 
+def spawn_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The argv of each start through posix_spawn from now on (the start still happens)."""
+    calls: list[list[str]] = []
+    real = spawn.spawn
+
+    def counted(argv: list[str], *args: object) -> spawn.Spawned:
+        calls.append(list(argv))
+        return real(argv, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(spawn, "spawn", counted)
+    return calls
+
+
 @needs_landlock
 @pytest.mark.parametrize("posix_spawn", [True, False])
 def test_a_landlocked_task_is_confined_whether_posix_spawn_or_popen_started_it(
@@ -91,14 +104,7 @@ def test_a_landlocked_task_is_confined_whether_posix_spawn_or_popen_started_it(
         pytest.skip("glibc has no posix_spawn extras")
     secret = tmp_path / "secret"
     secret.write_text("s")
-    calls: list[list[str]] = []
-    real = spawn.spawn
-
-    def counted(argv: list[str], *args: object) -> spawn.Spawned:
-        calls.append(list(argv))
-        return real(argv, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(spawn, "spawn", counted)
+    calls = spawn_calls(monkeypatch)
     result, log = _run_task(tmp_path, _probe(secret, inherited_fd), posix_spawn=posix_spawn)
     assert result.exit_code in (0, None), (result, log)
     assert len(calls) == (1 if posix_spawn else 0)  # the path taken is the one asked for
@@ -122,14 +128,7 @@ def test_a_task_with_its_projects_uid_is_started_through_setpriv_either_way(
     secret = tmp_path / "secret"
     secret.write_text("s")
     secret.chmod(0o600)
-    calls: list[list[str]] = []
-    real = spawn.spawn
-
-    def counted(argv: list[str], *args: object) -> spawn.Spawned:
-        calls.append(list(argv))
-        return real(argv, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(spawn, "spawn", counted)
+    calls = spawn_calls(monkeypatch)
     probe = _probe(secret, inherited_fd).replace("echo to-stderr >> /dev/stderr\n", "")
     # a work root the task's uid can reach (pytest's tmp_path is under a 0700 directory)
     reachable = Path(tempfile.mkdtemp(prefix="sf-test-spawn-"))
