@@ -108,6 +108,11 @@ def _open(
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.set_default_timeout(20_000)
+    # the same bound for expect(...) as for actions: its default of 5 s was too short for a
+    # graph's layout at load ~15 (a CI run on two workers beside other work)
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=20_000)
     yield page
     failed = getattr(request.node, "rep_call", None)
     if failed is not None and failed.failed:
