@@ -3,11 +3,14 @@ reports that arrive late, twice, out of order and in batches, with the same orac
 same invariants (no attempt dispatched twice, counters equal to the task states, no ready task
 missed, duplicates change nothing, every run ends where the oracle says), on moto's DynamoDB
 instead of SQLite. Fewer examples than the SQLite run: moto is much slower than SQLite, and the
-store-independent half of the property is already searched there.
+store-independent half of the property is already searched there. The suite draws 12 examples
+(derandomized in CI: about 4 minutes on moto under load; 25 took 9); a hunt draws more with
+``STRATOFLOW_STORM_EXAMPLES=100`` and fresh seeds (README, "Development").
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,13 +53,16 @@ def dynamodb_storm(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         yield made
 
 
+EXAMPLES = int(os.environ.get("STRATOFLOW_STORM_EXAMPLES", "12"))
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(900 * max(1, EXAMPLES // 12))
 def test_the_event_storm_on_dynamodb(dynamodb_storm: list[str]) -> None:
     run_state_machine_as_test(
         storm.EventStorm,
         settings=settings(
-            max_examples=25,
+            max_examples=EXAMPLES,
             stateful_step_count=30,
             deadline=None,
             report_multiple_bugs=False,
@@ -64,4 +70,4 @@ def test_the_event_storm_on_dynamodb(dynamodb_storm: list[str]) -> None:
             phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
         ),
     )
-    assert len(dynamodb_storm) >= 25  # every example ran on its own DynamoDB table
+    assert len(dynamodb_storm) >= EXAMPLES  # every example ran on its own DynamoDB table
