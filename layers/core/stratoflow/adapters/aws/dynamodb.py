@@ -1305,7 +1305,7 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
             )
             if reasons is None:
                 return True
-            if self._plan_refused(plan.run.id, reasons):
+            if self._plan_refused(reasons):
                 return False
             raise RuntimeError(f"apply_plan {plan.run.id}: transaction cancelled: {reasons}")
         return self._apply_journaled(plan, expect, if_ended_at)
@@ -1318,7 +1318,7 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         reservation opens while the mark is fresh), waits for the open ones to close, and
         tries again, for up to ``plan_wait``: a busy run's stop is not refused for ever by
         the batches that keep ending its tasks. Reservations past their lease are finished
-        (``_plan_refused``)."""
+        while it waits, so a writer that died does not hold the plan off beyond its lease."""
         reasons = self._transact(items)
         deadline = None
         while (
@@ -1345,15 +1345,11 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
             reasons = self._transact(items)
         return reasons
 
-    def _plan_refused(self, run_id: str, reasons: Sequence[str]) -> bool:
+    @staticmethod
+    def _plan_refused(reasons: Sequence[str]) -> bool:
         """Whether a plan's commit was refused by its run (another state, another plan) or
-        its counters (a reservation open: ``apply_each``). A reservation older than the lease
-        is finished here, so that the caller's next try can commit."""
-        if reasons[1] == "ConditionalCheckFailed":
-            counters = self._get(it.run_pk(run_id), it.COUNTERS_SK)
-            self._finish_reservations(run_id, counters)
-            return True
-        return reasons[0] == "ConditionalCheckFailed"
+        its counters (a reservation still open after ``_commit_plan``'s wait)."""
+        return "ConditionalCheckFailed" in reasons[:2]
 
     def _plan_run_writes(
         self, plan: Plan, expect: RunState, plan_id: str | None, if_ended_at: datetime | None
@@ -1521,7 +1517,7 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         reasons = self._commit_plan(run_id, [run_write, counters_write, *releases, *checks])
         if reasons is not None:
             self._delete_plan(pk, plan_id, len(parts))
-            if self._plan_refused(run_id, reasons):
+            if self._plan_refused(reasons):
                 return False
             raise RuntimeError(f"apply_plan {run_id}: transaction cancelled: {reasons}")
         self._complete_plan(run_id, plan_id, recovered=False)
