@@ -10,11 +10,12 @@ tests at 10,000 tasks are ``make test-scale`` (``STRATOFLOW_TEST_TASKS=10000 pyt
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 DEFAULT_TASKS = 1_000
 
 
-def run_tasks(environ: dict[str, str] | os._Environ[str] = os.environ) -> int:
+def run_tasks(environ: Mapping[str, str] = os.environ) -> int:
     """The size asked for in ``STRATOFLOW_TEST_TASKS``: a multiple of 100 (the tests divide
     it into batches of 25 and transactions of 100) from 1,000 to 100,000."""
     raw = environ.get("STRATOFLOW_TEST_TASKS", str(DEFAULT_TASKS))
