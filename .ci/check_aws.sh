@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The AWS checks of `make test` (issue 3, "How we will know"):
 #   sam validate --lint, cfn-lint template.yaml, statelint on every statemachines/*.asl.json,
-#   and sam build with python3.12.
+#   sam build with python3.12, and that the core layer it builds ships its bytecode.
 # Any finding fails the run. Everything runs offline with respect to AWS: no account, fake
 # credentials, a fixed Region (sam build still installs the layer's requirements with pip).
 #
@@ -101,5 +101,31 @@ step "sam build (python3.12: $PY312)"
 "$SAM_BIN/sam" build --template-file template.yaml \
     --build-dir .aws-sam/ci-build --cache-dir .aws-sam/ci-cache --cached
 
+step "the core layer ships its bytecode (layers/core/Makefile)"
+# Lambda's /opt is read-only: a module without bytecode there is compiled at every cold start.
+"$PY312" - .aws-sam/ci-build/CoreLayer/python <<'PY'
+import importlib.util
+import pathlib
+import sys
+
+site = pathlib.Path(sys.argv[1])
+package = site / "stratoflow"
+if not package.is_dir():
+    sys.exit(f"check_aws: {package} is missing: the layer was not built as layers/core/Makefile says")
+bad = []
+sources = sorted(package.rglob("*.py"))
+for source in sources:
+    cached = pathlib.Path(importlib.util.cache_from_source(str(source)))
+    if not cached.is_file():
+        bad.append(f"{source.relative_to(site)}: no {cached.name}")
+        continue
+    flags = int.from_bytes(cached.read_bytes()[4:8], "little")
+    if flags != 0b01:  # hash-based and unchecked: a zip's file times cannot invalidate it
+        bad.append(f"{cached.relative_to(site)}: not unchecked-hash bytecode (flags {flags})")
+if bad:
+    sys.exit("check_aws: the core layer lacks bytecode for python3.12:\n  " + "\n  ".join(bad[:20]))
+print(f"{len(sources)} modules of stratoflow, each with unchecked-hash bytecode for {sys.implementation.cache_tag}")
+PY
+
 echo
-echo "check_aws: sam validate --lint, cfn-lint, statelint (${#asl_files[@]} file(s)) and sam build passed"
+echo "check_aws: sam validate --lint, cfn-lint, statelint (${#asl_files[@]} file(s)), sam build and the layer's bytecode passed"

@@ -442,7 +442,12 @@ def test_every_contract_function_exists_with_the_contract_settings(sam: dict[str
         assert fn["Properties"]["CodeUri"] == code_uri, name
     layer = sam["Resources"]["CoreLayer"]
     assert layer["Properties"]["ContentUri"] == "layers/core/"
-    assert layer["Metadata"]["BuildMethod"] == "python3.12"
+    # layers/core/Makefile builds it with its bytecode (.ci/check_aws.sh checks the result)
+    assert layer["Metadata"]["BuildMethod"] == "makefile"
+    assert layer["Properties"]["CompatibleRuntimes"] == [globals_["Runtime"]]
+    makefile = (ROOT / "layers/core/Makefile").read_text()
+    assert "build-CoreLayer:" in makefile
+    assert "--invalidation-mode unchecked-hash" in makefile
 
 
 def test_every_function_gets_the_contract_environment(cfn: dict[str, Any]) -> None:
