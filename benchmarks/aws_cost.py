@@ -69,6 +69,7 @@ from tests.aws_e2e.harness import Stack, aws_stack  # noqa: E402
 
 from bench_local import layered  # noqa: E402
 from dynamo_units import DynamoMeter, WriteCost, moto_images  # noqa: E402
+from layer_cold_start import HANDLER_IMPORT_CODE  # noqa: E402
 
 # ---------------------------------------------------------------- prices (us-east-1)
 # Published list prices, us-east-1, as read from the AWS pricing pages on 2026-11-20
@@ -216,16 +217,6 @@ def modelled_ms(sample: Sample, memory_mb: int, *, own: float | None = None) -> 
     return float(math.ceil(own_s * 1000 * cpu_scale(memory_mb) + sample.requests * REQUEST_MS))
 
 
-COLD_START_CODE = """
-import importlib.util, json, sys, time
-t0 = time.perf_counter()
-spec = importlib.util.spec_from_file_location("app", sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-print(json.dumps({"import": time.perf_counter() - t0}))
-"""
-
-
 def handler_module(name: str) -> Path:
     """The file Lambda imports for ``name``: functions/<name>/app.py, or for the runner (a
     function per project, made from the core layer) its handler module in the layer."""
@@ -255,7 +246,7 @@ def cold_starts(env: Mapping[str, str], functions: list[str], repeat: int = 5) -
         times = []
         for _ in range(repeat):
             out = subprocess.run(
-                [sys.executable, "-c", COLD_START_CODE, str(handler_module(name))],
+                [sys.executable, "-c", HANDLER_IMPORT_CODE, str(handler_module(name))],
                 check=True, env=base, capture_output=True, text=True,
             )  # fmt: skip
             times.append(json.loads(out.stdout.strip().splitlines()[-1])["import"])

@@ -43,7 +43,8 @@ FUNCTIONS = {
     "runner": Path("stratoflow/adapters/aws/runner_lambda.py"),  # inside the layer
 }
 
-IMPORT_CODE = """
+# a handler module imported as Lambda's INIT phase does (aws_cost.py uses it too)
+HANDLER_IMPORT_CODE = """
 import importlib.util, json, sys, time
 t0 = time.perf_counter()
 spec = importlib.util.spec_from_file_location("app", sys.argv[1])
@@ -97,7 +98,11 @@ def sample(py: str, env: dict[str, str], module: Path) -> float:
     """Seconds of one cold start: the interpreter's start and the handler module's import."""
     t0 = time.perf_counter()
     out = subprocess.run(
-        [py, "-c", IMPORT_CODE, str(module)], check=False, env=env, capture_output=True, text=True
+        [py, "-c", HANDLER_IMPORT_CODE, str(module)],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     total = time.perf_counter() - t0
     if out.returncode != 0:
