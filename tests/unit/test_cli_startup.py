@@ -1,0 +1,117 @@
+"""The ``stratoflow`` command's start-up: what it imports, and that its lazily registered
+commands are listed and work as when they were imported up front (why: docs/benchmarks.md,
+"Eighth round")."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from stratoflow.cli import LAZY_COMMANDS, LAZY_RUNS_COMMANDS, main, runs
+from stratoflow.cli_common import LazyGroup
+
+# what a command that does not use them must not import
+HEAVY = (
+    "pydantic", "httpx", "smtplib", "boto3", "botocore", "jinja2", "yaml", "rich",
+    "stratoflow.model", "stratoflow.engine", "stratoflow.alerts", "stratoflow.adapters",
+    "stratoflow.connections",
+)  # fmt: skip
+
+# every command the CLI had when each was imported at start-up
+MAIN_COMMANDS = [
+    "admin", "alerts", "apply", "backfill", "backfills", "connections", "import", "logs",
+    "pools", "resources", "run", "runs", "schema", "secrets", "server", "tokens", "trigger",
+    "users", "validate",
+]  # fmt: skip
+RUNS_COMMANDS = [
+    "force-start", "list", "mark", "output", "pause", "rerun", "resume", "show", "stop",
+]  # fmt: skip
+
+
+def _imported_after(code: str) -> set[str]:
+    """The top-level names and stratoflow modules ``code`` leaves in sys.modules, in a fresh
+    interpreter."""
+    script = (
+        "import json, sys\n"
+        f"{code}\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    return set(json.loads(out.splitlines()[-1]))
+
+
+def _heavy(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if any(m == h or m.startswith(f"{h}.") for h in HEAVY))
+
+
+def test_importing_the_cli_imports_nothing_heavy() -> None:
+    assert _heavy(_imported_after("import stratoflow.cli")) == []
+
+
+def test_help_imports_no_command_module() -> None:
+    modules = _imported_after(
+        "from stratoflow.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
+    )
+    assert _heavy(modules) == []
+    assert not {m for m in modules if m.startswith("stratoflow.cli_")} - {"stratoflow.cli_common"}
+
+
+def test_the_groups_list_every_command_they_had() -> None:
+    ctx = click.Context(main)
+    assert main.list_commands(ctx) == MAIN_COMMANDS
+    assert runs.list_commands(click.Context(runs)) == RUNS_COMMANDS
+
+
+@pytest.mark.parametrize(
+    ("group", "name"),
+    [(main, n) for n in LAZY_COMMANDS] + [(runs, n) for n in LAZY_RUNS_COMMANDS],
+)
+def test_a_lazy_commands_listed_help_is_its_own(group: LazyGroup, name: str) -> None:
+    command = group.load(name)
+    assert command.name == name
+    listed = click.Command(name, help=group.lazy[name][1])
+    for limit in (30, 45, 60, 74, 120, 300):
+        assert listed.get_short_help_str(limit) == command.get_short_help_str(limit), limit
+
+
+def test_the_listing_is_the_same_before_and_after_the_commands_are_loaded() -> None:
+    runner = CliRunner()
+    for args in ([], ["runs"]):
+        for width in (60, 80, 200):
+            fresh = LazyGroup(name="g", lazy=(main if not args else runs).lazy)
+            before = runner.invoke(fresh, ["--help"], terminal_width=width).output
+            for name in fresh.lazy:
+                fresh.get_command(click.Context(fresh), name)
+            assert not set(fresh.lazy) - set(fresh.commands)
+            after = runner.invoke(fresh, ["--help"], terminal_width=width).output
+            assert before == after
+            assert all(name in before for name in fresh.lazy)
+
+
+def _paths(group: click.Group, prefix: list[str]) -> Iterator[list[str]]:
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None, name
+        yield [*prefix, name]
+        if isinstance(command, click.Group):
+            yield from _paths(command, [*prefix, name])
+
+
+def test_every_commands_help_works() -> None:
+    runner = CliRunner()
+    paths = list(_paths(main, []))
+    assert ["alerts", "channels", "add"] in paths
+    assert ["runs", "force-start"] in paths
+    for path in paths:
+        result = runner.invoke(main, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert f"Usage: main {' '.join(path)}" in result.output
