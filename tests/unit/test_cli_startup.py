@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
 import pytest
@@ -62,6 +63,30 @@ def test_help_imports_no_command_module() -> None:
     )
     assert _heavy(modules) == []
     assert not {m for m in modules if m.startswith("stratoflow.cli_")} - {"stratoflow.cli_common"}
+
+
+def test_apply_of_a_yaml_file_reads_it_without_the_model(tmp_path: Path) -> None:
+    """The server validates what apply sends: the CLI only reads the text (the port is
+    closed, so apply exits 3 after reading)."""
+    flow = tmp_path / "one.yaml"
+    flow.write_text("name: one\ntasks:\n  a: {type: shell, command: 'true'}\n")
+    modules = _imported_after(
+        "from stratoflow.cli import main\n"
+        "try:\n"
+        f"    main(['apply', {str(flow)!r}, '--api', 'http://127.0.0.1:9'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 3, exc.code"
+    )
+    assert "stratoflow.workflow_text" in modules
+    assert [m for m in _heavy(modules) if not m.startswith(("httpx", "rich"))] == []
+
+
+def test_apply_still_refuses_a_file_that_is_not_utf8_before_sending(tmp_path: Path) -> None:
+    flow = tmp_path / "bad.yaml"
+    flow.write_bytes(b"name: one\n\xff\n")
+    result = CliRunner().invoke(main, ["apply", str(flow), "--api", "http://127.0.0.1:9"])
+    assert result.exit_code == 2, result.output
+    assert "not UTF-8: byte 0xff at byte offset 10" in result.output
 
 
 def test_the_groups_list_every_command_they_had() -> None:
