@@ -169,6 +169,9 @@ def run(
     """Run one workflow to completion in this process (exit 0 succeeded, 1 failed)."""
     from datetime import UTC, datetime
 
+    from stratoflow.adapters.local.collector import collect_less
+
+    collect_less()  # before the runtime, the model and the workflow are loaded: they stay
     from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime, settle_gc
     from stratoflow.cli_sdk import single_source
     from stratoflow.model import load_workflow
