@@ -78,7 +78,19 @@ def test_apply_of_a_yaml_file_reads_it_without_the_model(tmp_path: Path) -> None
         "    assert exc.code == 3, exc.code"
     )
     assert "stratoflow.workflow_text" in modules
-    assert [m for m in _heavy(modules) if not m.startswith(("httpx", "rich"))] == []
+    assert "httpx" in modules
+    assert [m for m in _heavy(modules) if m != "httpx" and not m.startswith("httpx.")] == []
+    assert "httpx._main" not in modules  # httpx's own command line, with rich and pygments
+
+
+def test_httpx_main_is_still_importable_after_the_client_imported_httpx() -> None:
+    modules = _imported_after(
+        "from stratoflow.cli import Client\n"
+        "Client('http://127.0.0.1:9')\n"
+        "assert 'rich' not in sys.modules\n"
+        "import httpx._main"
+    )
+    assert "httpx._main" in modules
 
 
 def test_apply_still_refuses_a_file_that_is_not_utf8_before_sending(tmp_path: Path) -> None:

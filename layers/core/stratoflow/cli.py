@@ -429,8 +429,24 @@ def _workflow_files(paths: Sequence[str]) -> list[Path]:
 
 
 # ------------------------------------------------------------------ client commands
+def _import_httpx() -> None:
+    """Import httpx without its own command-line tool: ``httpx/__init__`` imports
+    ``httpx._main`` (rich, pygments, click's parts for it) when it can, a third of its import
+    time, that a command which only sends requests never uses. Only the first import is cut;
+    ``httpx._main`` can still be imported afterwards."""
+    if "httpx" in sys.modules:
+        return
+    sys.modules["httpx._main"] = None  # type: ignore[assignment]  # ImportError: httpx skips it
+    try:
+        import httpx  # noqa: F401
+    finally:
+        if sys.modules.get("httpx._main", False) is None:
+            del sys.modules["httpx._main"]
+
+
 class Client:
     def __init__(self, api: str) -> None:
+        _import_httpx()
         import httpx
 
         self.api = api.rstrip("/")
