@@ -9,7 +9,11 @@ The CPU is the child's user+sys as ``os.wait4`` reports it (for ``run``, that in
 ``bash -c true`` task, ~2 ms). With ``--tree DIR`` (another checkout, e.g. made by
 ``git worktree add /tmp/base main``), each command runs from both trees, alternating which goes
 first, and the report gives both medians and their ratio. Both trees' packages and this
-interpreter's site-packages are compiled to bytecode first (``make install`` does it too).
+interpreter's site-packages are compiled to bytecode first (``make install`` does it too);
+``--tree-without-bytecode`` instead deletes the other tree's ``__pycache__`` directories and
+runs it with ``PYTHONDONTWRITEBYTECODE=1``: a checkout as main's ``make install`` left it on a
+machine that keeps no bytecode (this one sets ``PYTHONDONTWRITEBYTECODE=1``), where every
+process compiled every module of the package it imported.
 
     .venv/bin/python benchmarks/bench_startup.py --tree /tmp/base --repeat 11
 """
@@ -77,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="another checkout to compare with (its layers/core is imported)",
     )
+    parser.add_argument(
+        "--tree-without-bytecode",
+        action="store_true",
+        help="delete --tree's __pycache__ directories and keep it without any",
+    )
     parser.add_argument("--repeat", type=int, default=9, help="samples per command and tree")
     parser.add_argument("--json", type=Path, default=None, help="write the samples here")
     args = parser.parse_args(argv)  # fmt: skip
@@ -87,7 +96,16 @@ def main(argv: list[str] | None = None) -> int:
         if not (other / "stratoflow" / "cli.py").is_file():
             parser.error(f"--tree {args.tree}: no layers/core/stratoflow/cli.py there")
         trees = {"tree": other, **trees}
-    compile_tree(*(root / "stratoflow" for root in trees.values()))
+    tree_env: dict[str, dict[str, str]] = {t: {} for t in trees}
+    if args.tree_without_bytecode:
+        if args.tree is None:
+            parser.error("--tree-without-bytecode needs --tree")
+        for cache in (trees["tree"] / "stratoflow").rglob("__pycache__"):
+            shutil.rmtree(cache)
+        tree_env["tree"] = {"PYTHONDONTWRITEBYTECODE": "1"}
+        compile_tree(trees["this"] / "stratoflow")
+    else:
+        compile_tree(*(root / "stratoflow" for root in trees.values()))
     tmp = Path(tempfile.mkdtemp(prefix="bench-startup-"))
     facts = machine(tmp)
     flow = tmp / "startup.yaml"
@@ -108,11 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         names = list(trees)
         for c, make_args in commands.items():
-            for root in trees.values():  # warm the page cache: not measured
-                sample(root, make_args(), env)
+            for t, root in trees.items():  # warm the page cache: not measured
+                sample(root, make_args(), {**env, **tree_env[t]})
             for i in range(args.repeat):
                 for t in names[i % len(names) :] + names[: i % len(names)]:
-                    samples[c][t].append(sample(trees[t], make_args(), env))
+                    samples[c][t].append(sample(trees[t], make_args(), {**env, **tree_env[t]}))
             print(f"  {c}: done", file=sys.stderr, flush=True)
     finally:
         server.stop()
