@@ -342,6 +342,9 @@ def server(
     """Run the scheduler, cron loop and API in one process; resumes unfinished runs."""
     import logging
 
+    from stratoflow.adapters.local.collector import collect_less
+
+    collect_less()  # as `run`: what is loaded from here on stays for the server's lifetime
     from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime, settle_gc
     from stratoflow.api.app import create_app
     from stratoflow.api.local_server import start_in_thread
