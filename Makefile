@@ -19,9 +19,10 @@ $(BIN)/stratoflow: pyproject.toml
 
 install: $(BIN)/stratoflow ui bytecode
 
-## make bytecode: compile the package and the venv's site-packages to .pyc now, so that the first
-## commands of a fresh clone do not each compile what they import (`stratoflow --help` took 0.36 s
-## of CPU instead of 0.06 s when nothing was compiled; docs/benchmarks.md, "Eighth round").
+## make bytecode: compile the package and the venv's site-packages to .pyc now: pip does not compile
+## an editable install's package, and where PYTHONDONTWRITEBYTECODE is set every process compiled
+## what it imported (`stratoflow run` of one task: ~0.1 s of its ~0.4 s of CPU; docs/benchmarks.md,
+## "Eighth round").
 ## A file compileall cannot compile (a dependency's test data) is left to be compiled when imported.
 bytecode: $(BIN)/stratoflow
 	$(BIN)/python -m compileall -q -j 0 layers/core/stratoflow $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') || true
