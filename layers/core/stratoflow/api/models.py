@@ -277,6 +277,13 @@ class RunStates(_View):
         description="The run's revision these states are of (none: the store keeps none).",
     )
     states: dict[str, str] = Field(description="Each task's state, by task id.")
+    layout: str | None = Field(
+        default=None,
+        description=(
+            "The URL (relative to the API) of the layout stored for the run's version and "
+            "graph: GET it (404: none yet; lay out and PUT it there). None: none is kept here."
+        ),
+    )
 
 
 class GraphLayout(_View):
