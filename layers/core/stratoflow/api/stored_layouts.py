@@ -40,7 +40,7 @@ STORED_FORMAT = 1  # of the stored layout's shape and of the digest's input: bum
 MAX_LAYOUT_CHARS = 1_000_000  # a 4,000-task layout (ELK's limit in the UI) is about 0.6 MB
 MAX_TASKS = 10_000
 MAX_EDGES = 4 * MAX_TASKS
-MAX_POINTS = 64  # numbers in one edge's polyline (x, y, x, y, ...)
+MAX_POINTS = 256  # numbers in one edge's polyline (x, y, x, y, ...): ELK bends few
 MAX_COORD = 10_000_000.0  # px: ten times a 10,000-task graph's extent
 DIGEST_PATTERN = r"^[0-9a-f]{32}$"
 # a stored layout is the same for every caller allowed to read it, and never changes; the
