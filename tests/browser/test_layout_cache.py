@@ -4,13 +4,13 @@ a later visit of any run of that version, from a browser that never saw it (a fr
 no IndexedDB record), downloads it and draws it without running ELK: ELK's worker script is
 never even fetched.
 
-200 tasks (4 layers of 50): enough for ELK to take a while, small enough for the suite.
+400 tasks (test_graph_levels' workflow, 4 layers of 100): enough for ELK to take a while,
+small enough for the suite.
 Figures at 2,000 tasks belong to benchmarks/bench_ui.py.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,23 +19,10 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import DESKTOP, _open
+from tests.browser.test_graph_levels import LAYERS, WIDTH, layered_workflow
 from tests.e2e.server_process import ServerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
-
-LAYERS, WIDTH = 4, 50
-
-
-def workflow(name: str) -> str:
-    rnd = random.Random(7)
-    lines = [f"name: {name}", "tasks:"]
-    for layer in range(LAYERS):
-        for i in range(WIDTH):
-            lines += [f"  l{layer}_t{i:02d}:", "    type: shell", "    command: 'true'"]
-            if layer:
-                deps = sorted({f"l{layer - 1}_t{rnd.randrange(WIDTH):02d}" for _ in range(2)})
-                lines.append(f"    depends_on: [{', '.join(deps)}]")
-    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture
@@ -61,7 +48,7 @@ def is_layout_put(response: Any) -> bool:
 def test_a_second_visit_downloads_the_layout_and_does_not_run_elk(
     page: Any, other_browser_page: Any, server: ServerProcess, api: httpx.Client
 ) -> None:
-    applied = api.post("/workflows", json={"source": workflow("kept")})
+    applied = api.post("/workflows", json={"source": layered_workflow("kept")})
     assert applied.status_code in (200, 201), applied.text
     first_run = stopped_run(api, "kept")
     states = api.get(f"/runs/{first_run}/states").json()
@@ -80,7 +67,7 @@ def test_a_second_visit_downloads_the_layout_and_does_not_run_elk(
     assert kept.status_code == 200
     assert kept.headers["cache-control"] == "private, max-age=31536000, immutable"
     assert sorted(kept.json()["tasks"]) == sorted(
-        f"l{layer}_t{i:02d}" for layer in range(LAYERS) for i in range(WIDTH)
+        f"l{layer}_t{i:03d}" for layer in range(LAYERS) for i in range(WIDTH)
     )
 
     # another run of the same version, visited from another browser: downloaded, no ELK

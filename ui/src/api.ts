@@ -1,4 +1,4 @@
-import { ELK_UP_TO, withBounds, type GNode, type Layout, type ServedLayout } from "./graph/layout";
+import { withBounds, type GNode, type Layout, type ServedLayout } from "./graph/layout";
 
 // The Stratoflow REST API as the UI uses it. Every URL is relative to the page, so the UI
 // works at the root of the local server and under an API Gateway stage prefix alike.
@@ -324,9 +324,7 @@ const early = new Map<string, FirstRequests>();
 export function prefetchRun(id: string): void {
   if (early.has(id)) return;
   const asked = { states: api.runStates(id), layout: api.runLayout(id) };
-  // ELK's layout, if kept, asked for as soon as the states name it (above ELK_UP_TO tasks the
-  // server's layout is the final one: nothing is kept)
-  asked.states.then((s) => { if (s.layout && s.run.tasks_total <= ELK_UP_TO) void keptLayout(s.layout); }, () => undefined);
+  asked.states.catch(() => undefined);
   asked.layout.catch(() => undefined);
   early.set(id, asked);
 }
