@@ -363,3 +363,7 @@ def test_the_put_route_is_documented_with_its_body(kept: tuple[Api, ReadModel]) 
     assert {"tasks", "x", "y", "w", "h", "edges", "points"} <= set(schema["properties"])
     assert "413" in route["put"]["responses"]
     assert any(p["name"] == "h" for p in route["get"]["parameters"])
+    # the GET's 200: the quick layout (without h) or the stored one (with h)
+    ok = route["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert len(ok["anyOf"]) == 2
+    assert "points" in ok["anyOf"][1]["properties"]

@@ -247,11 +247,16 @@ def document(openapi: dict[str, Any]) -> None:
     """Describe the PUT's body in the OpenAPI document (read raw, to cap its size before
     it is parsed, so Powertools does not know it)."""
     path = openapi.get("paths", {}).get("/workflows/{name}/versions/{version}/layout", {})
+    schema = StoredLayout.model_json_schema()
     put = path.get("put")
     if put is not None:
-        schema = StoredLayout.model_json_schema()
         put["requestBody"] = {
             "required": True,
             "description": f"The layout, at most {MAX_LAYOUT_CHARS:,} characters.",
             "content": {content_types.APPLICATION_JSON: {"schema": schema}},
         }
+    # the GET answers the quick layout without h, the stored one with it
+    ok = path.get("get", {}).get("responses", {}).get("200", {})
+    json_content = ok.get("content", {}).get(content_types.APPLICATION_JSON)
+    if json_content is not None and "schema" in json_content:
+        json_content["schema"] = {"anyOf": [json_content["schema"], schema]}
