@@ -88,3 +88,15 @@ def test_a_second_visit_downloads_the_layout_and_does_not_run_elk(
     assert not [u for m, u in asked if m == "PUT"], "the layout was sent again"
     # it is drawn: the nodes of the stored layout are on the canvas
     expect(graph).to_have_attribute("data-ready", "true")
+
+    # the workflow's page draws the same version from it too (this browser's own copy gone)
+    other_browser_page.evaluate(
+        "() => new Promise((ok) => { const r = indexedDB.deleteDatabase('stratoflow-layouts');"
+        " r.onsuccess = r.onerror = r.onblocked = () => ok(true); })"
+    )
+    other_browser_page.goto(f"{server.url}/#/workflows/kept")
+    other_browser_page.reload()  # the hash route alone would keep the page's memory
+    graph = other_browser_page.get_by_test_id("graph")
+    expect(graph).to_have_attribute("data-layout", "final", timeout=20_000)
+    assert graph.get_attribute("data-layout-source") == "downloaded"
+    assert not [u for _, u in asked if "elk-worker" in u], "ELK's worker was loaded"

@@ -217,9 +217,18 @@ def test_the_states_view_names_the_layout_url_of_its_version_and_graph(
     assert split(url_of(api, api.trigger("shape")))[1]["h"] != query["h"]
 
 
+def test_the_version_views_name_the_same_url(kept: tuple[Api, ReadModel]) -> None:
+    api, _ = kept
+    api.apply(SHAPE)
+    url = url_of(api, api.trigger("shape"))
+    assert api.call("GET", "/workflows/shape/versions/1").body["layout"] == url
+    assert api.call("GET", "/workflows/shape").body["layout"] == url
+
+
 def test_no_read_model_no_url(api: Api) -> None:
     api.apply(SHAPE)
     assert api.call("GET", f"/runs/{api.trigger('shape')}/states").body["layout"] is None
+    assert api.call("GET", "/workflows/shape").body["layout"] is None
 
 
 def test_a_layout_put_once_is_served_immutable_to_every_reader(

@@ -32,6 +32,8 @@ export interface TaskDoc { type: string; depends_on?: string[]; [key: string]: u
 export interface VersionDetail extends VersionSummary {
   document: { params?: Record<string, unknown>; tasks: Record<string, TaskDoc>; [key: string]: unknown };
   source: string;
+  /** where ELK's layout of this version is kept (null: this server keeps none) */
+  layout?: string | null;
 }
 export interface RunView {
   id: string; workflow: string; project: string; version: number; state: RunState; trigger: string;
@@ -206,8 +208,10 @@ export const api = {
   runStates: (id: string) => request<RunStates>("GET", `runs/${enc(id)}/states`),
   /** where to draw each task of the run's workflow version (the same for every run of it) */
   runLayout: (id: string) => request<ServedLayout>("GET", `runs/${enc(id)}/layout`),
-  versionLayout: (project: string, name: string, version: number) =>
-    request<ServedLayout>("GET", `workflows/${enc(name)}/versions/${version}/layout`, { project }),
+  /** the version's layout; `stored`: where ELK's is kept (the version's `layout`) */
+  versionLayout: (project: string, name: string, version: number, stored?: string | null) =>
+    request<ServedLayout>("GET", `workflows/${enc(name)}/versions/${version}/layout`, { project })
+      .then((s) => ({ ...s, stored: stored ?? null })),
   timeline: (id: string) => request<Timeline>("GET", `runs/${enc(id)}/timeline`),
   runAction: (id: string, action: "pause" | "resume" | "stop") => request<RunView>("POST", `runs/${enc(id)}/${action}`),
   rerun: (id: string, from?: string) => request<RunView>("POST", `runs/${enc(id)}/rerun`, {}, from ? { from } : {}),

@@ -810,6 +810,12 @@ def create_app(
             raise Unchanged(tag)
         return _view_response(body, tag)
 
+    def version_detail(version: WorkflowVersion) -> VersionDetail:
+        """A version with its document, and where its graph's stored layout is (its page
+        draws the graph as a run page does)."""
+        layout = stored_layouts.url(version.project, version.name, version.version)
+        return VersionDetail.model_validate({**version_view(version, full=True), "layout": layout})
+
     def next_run_at(version: WorkflowVersion) -> str | None:
         if version.paused or "schedule" not in version.document:
             return None
@@ -989,9 +995,7 @@ def create_app(
     )
     def get_workflow(name: str, project: ProjectQuery = DEFAULT_PROJECT) -> VersionDetail:
         allow(Action.READ, project, f"workflow {name!r} in project {project!r}")
-        return VersionDetail.model_validate(
-            version_view(catalog.get_version(project, name), full=True)
-        )
+        return version_detail(catalog.get_version(project, name))
 
     @app.get(
         "/workflows/<name>/versions",
@@ -1060,9 +1064,7 @@ def create_app(
         name: str, version: VersionPath, project: ProjectQuery = DEFAULT_PROJECT
     ) -> VersionDetail:
         allow(Action.READ, project, f"workflow {name!r} in project {project!r}")
-        return VersionDetail.model_validate(
-            version_view(catalog.get_version(project, name, version), full=True)
-        )
+        return version_detail(catalog.get_version(project, name, version))
 
     @app.get(
         "/workflows/<name>/versions/<version>/layout",

@@ -127,6 +127,13 @@ class WorkflowSummary(VersionSummary):
 class VersionDetail(VersionSummary):
     document: dict[str, Any]
     source: str
+    layout: str | None = Field(
+        default=None,
+        description=(
+            "The URL (relative to the API) of the layout stored for this version's graph, as "
+            "in a run's states view (None: none is kept here, or not named in this answer)."
+        ),
+    )
 
 
 class AppliedVersion(VersionDetail):
