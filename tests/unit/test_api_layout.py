@@ -225,6 +225,21 @@ def test_the_version_views_name_the_same_url(kept: tuple[Api, ReadModel]) -> Non
     assert api.call("GET", "/workflows/shape").body["layout"] == url
 
 
+def test_a_version_whose_graph_cannot_be_read_still_answers_without_a_url(
+    kept: tuple[Api, ReadModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api, _ = kept
+    api.apply(SHAPE)
+
+    def unreadable(*_: Any) -> Any:
+        raise ValueError("the stored document no longer parses")
+
+    monkeypatch.setattr(api.scheduler, "spec", unreadable)
+    reply = api.call("GET", "/workflows/shape/versions/1")
+    assert reply.status == 200
+    assert reply.body["layout"] is None
+
+
 def test_no_read_model_no_url(api: Api) -> None:
     api.apply(SHAPE)
     assert api.call("GET", f"/runs/{api.trigger('shape')}/states").body["layout"] is None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from http import HTTPStatus
@@ -35,6 +36,8 @@ from stratoflow.auth import Action, Principal
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem
 from stratoflow.model import Dag
 from stratoflow.readmodel import ReadModel
+
+log = logging.getLogger(__name__)
 
 STORED_FORMAT = 1  # of the stored layout's shape and of the digest's input: bumped together
 MAX_LAYOUT_CHARS = 1_000_000  # a 4,000-task layout (ELK's limit in the UI) is about 0.6 MB
@@ -150,7 +153,11 @@ class StoredLayouts:
         """Where the version's stored layout is (to be), or None when none can be kept."""
         if self._readmodel is None:
             return None
-        h = self.digest(project, name, version)
+        try:
+            h = self.digest(project, name, version)
+        except Exception:  # a version the scheduler cannot parse now: the view still answers
+            log.warning("no layout digest for %s/%s v%s", project, name, version, exc_info=True)
+            return None
         return (
             f"workflows/{quote(name, safe='')}/versions/{version}/layout"
             f"?project={quote(project, safe='')}&h={h}"
