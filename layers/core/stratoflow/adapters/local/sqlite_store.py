@@ -345,6 +345,8 @@ class SqliteStore(
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
             self._local.depth = 0
+            self._local.runs = None
+            self._local.waiters = None
         return conn
 
     def close(self) -> None:
@@ -365,6 +367,11 @@ class SqliteStore(
             return
         conn.execute("BEGIN IMMEDIATE")
         self._local.depth = 1
+        # What this transaction read of runs and of the dependency waits, for its own later
+        # reads: BEGIN IMMEDIATE holds the write lock, so no other connection changes them
+        # until it ends; its own writes update or drop the entries (before the statement, so
+        # a write that fails part-way leaves nothing stale). Never kept past its end.
+        self._local.runs, self._local.waiters = {}, {}
         try:
             yield
         except BaseException:
@@ -375,7 +382,25 @@ class SqliteStore(
             conn.execute("COMMIT")
         finally:
             self._local.depth = 0
+            self._local.runs = self._local.waiters = None
         self._publish()
+
+    def _forget_reads(self) -> None:
+        """Drop what this transaction cached (a savepoint rolled back: the rows it wrote are
+        as they were before, which the cache no longer says)."""
+        if getattr(self._local, "runs", None) is not None:
+            self._local.runs.clear()
+            self._local.waiters.clear()
+
+    def _forget_run(self, run_id: str) -> Run | None:
+        """Before a write to a run's row: drop its cached copy; the copy dropped."""
+        runs: dict[str, Run] | None = getattr(self._local, "runs", None)
+        return None if runs is None else runs.pop(run_id, None)
+
+    def _remember_run(self, run: Run) -> None:
+        runs: dict[str, Run] | None = getattr(self._local, "runs", None)
+        if runs is not None:
+            runs[run.id] = run
 
     def _changed(self, kind: str, key: Any) -> None:
         """Note a written key for the commit hooks (published now, outside a transaction)."""
@@ -568,10 +593,16 @@ class SqliteStore(
             return True
 
     def get_run(self, run_id: str) -> Run:
+        runs: dict[str, Run] | None = getattr(self._local, "runs", None)
+        if runs is not None and (cached := runs.get(run_id)) is not None:
+            return cached  # read (or written) earlier in this transaction
         row = self._x(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
         if row is None:
             raise NotFound(f"run {run_id!r} not found")
-        return _run(row)
+        run = _run(row)
+        if runs is not None:
+            runs[run_id] = run
+        return run
 
     def list_runs(self, query: RunQuery) -> list[Run]:
         where, args = [], []
@@ -593,6 +624,7 @@ class SqliteStore(
 
     def _put_run(self, run: Run, expect: RunState) -> bool:
         # Counters are add_counters' alone: writing them here could erase a concurrent add.
+        old = self._forget_run(run.id)
         cur = self._x(
             "UPDATE runs SET state=?, started_at=?, ended_at=?, error=?, paused_by_parent=? "
             "WHERE id=? AND state=?",
@@ -607,6 +639,13 @@ class SqliteStore(
             ),
         )
         if cur.rowcount == 1:
+            if old is not None:  # the cached row, with what this statement set
+                self._remember_run(
+                    old.with_(
+                        state=run.state, started_at=run.started_at, ended_at=run.ended_at,
+                        error=run.error, paused_by_parent=run.paused_by_parent,
+                    )
+                )  # fmt: skip
             self._changed("runs", run.id)
         return cur.rowcount == 1
 
@@ -614,6 +653,7 @@ class SqliteStore(
         self, run: Run, expect: RunState, if_ended_at: datetime | None = None
     ) -> bool:
         ended = "" if if_ended_at is None else " AND ended_at=?"
+        self._forget_run(run.id)
         cur = self._x(
             "UPDATE runs SET state=?, started_at=?, ended_at=?, error=?, paused_by_parent=?, "
             f"n_done=?, n_failed=?, n_running=? WHERE id=? AND state=?{ended}",
@@ -643,6 +683,7 @@ class SqliteStore(
     def _add_counters(
         self, run_id: str, *, done: int = 0, failed: int = 0, running: int = 0
     ) -> Run:
+        self._forget_run(run_id)
         row = self._x(
             f"UPDATE runs SET n_done=n_done+?, n_failed=n_failed+?, n_running=n_running+? "
             f"WHERE id=? RETURNING {_RUN_COLS}",
@@ -651,16 +692,35 @@ class SqliteStore(
         if row is None:
             raise NotFound(f"run {run_id!r} not found")
         self._changed("runs", run_id)
-        return _run(row)
+        run = _run(row)
+        self._remember_run(run)
+        return run
 
     def _bump_counters(self, decision: Decision) -> None:
-        """A decision's counters, added without reading the run back (nobody uses it)."""
+        """A decision's counters. A copy of the run cached in this transaction gets the same
+        deltas; in a transaction without one, the statement returns the run for the cache
+        (a turn reads its run after its first decision: the end's settling, the claim)."""
+        old = self._forget_run(decision.run_id)
+        if old is None and getattr(self._local, "runs", None) is not None:
+            self._add_counters(
+                decision.run_id, done=decision.done, failed=decision.failed,
+                running=decision.running,
+            )  # fmt: skip
+            return
         cur = self._x(
             "UPDATE runs SET n_done=n_done+?, n_failed=n_failed+?, n_running=n_running+? WHERE id=?",
             (decision.done, decision.failed, decision.running, decision.run_id),
         )
         if cur.rowcount != 1:
             raise NotFound(f"run {decision.run_id!r} not found")
+        if old is not None:
+            self._remember_run(
+                old.with_(
+                    n_done=old.n_done + decision.done,
+                    n_failed=old.n_failed + decision.failed,
+                    n_running=old.n_running + decision.running,
+                )
+            )
         self._changed("runs", decision.run_id)
 
     def count_active_runs(self, project: str, workflow: str) -> int:
@@ -773,10 +833,12 @@ class SqliteStore(
             try:
                 applied = self._apply_writes(decision)
             except BaseException:
+                self._forget_reads()
                 conn.execute("ROLLBACK TO decision")
                 conn.execute("RELEASE decision")
                 raise
             if not applied:
+                self._forget_reads()
                 conn.execute("ROLLBACK TO decision")
             conn.execute("RELEASE decision")
             return applied
