@@ -416,12 +416,19 @@ class Landlock:
                 err = ctypes.get_errno()
                 raise OSError(err, f"landlock_add_rule {path}: {os.strerror(err)}")
 
-    def _add(self, ruleset: int, path: str | Path | int, access: int) -> None:
+    def _add(
+        self, ruleset: int, path: str | Path | int, access: int, *, directory: bool = False
+    ) -> None:
         """The rule giving ``access`` beneath ``path``, or beneath what the open descriptor
         ``path`` (an int, not closed here) stands for: a file or directory the caller holds
-        open already costs no open, fstat and close again."""
+        open already costs no open, fstat and close again; nor an fstat when it is known to
+        be a ``directory``, or ``access`` holds only rights a file takes."""
         if isinstance(path, int):
-            if not stat.S_ISDIR(os.fstat(path).st_mode):
+            if (
+                not directory
+                and access & ~_FILE_RIGHTS
+                and not stat.S_ISDIR(os.fstat(path).st_mode)
+            ):
                 access &= _FILE_RIGHTS
             self._add_rule(ruleset, f"fd {path}", _PathBeneathAttr(access & self.handled, path))
             return
@@ -444,7 +451,8 @@ class Landlock:
         """A ruleset fd for one attempt: read the allowed paths; write ``work_dir``, its own
         ``log`` (so ``echo > /dev/stderr`` works) and the harmless devices. Each of
         ``work_dir`` and ``log`` is a path or a descriptor open on it (the executor's: the
-        log it claimed, the work dir it made)."""
+        log it claimed, the work dir it made); a descriptor for ``work_dir`` is taken for a
+        directory's (the kernel refuses directory rights on a file's)."""
         attr = _RulesetAttr(self.handled, 0, 0)
         size = 8  # handled_access_fs only
         if self.abi >= 6:
@@ -458,7 +466,7 @@ class Landlock:
             self._add_static(fd)
             for path, access in self._missing:
                 self._add(fd, path, access)
-            self._add(fd, work_dir, self.handled)
+            self._add(fd, work_dir, self.handled, directory=True)
             self._add(fd, log, _READ_FILE | _WRITE_FILE | _TRUNCATE | _IOCTL_DEV)
         except BaseException:
             os.close(fd)
