@@ -163,3 +163,67 @@ def test_dependency_waits_are_read_once_and_follow_the_transactions_writes(
         writer.close()
     with store.transaction():
         assert store.dependency_waiters("p", "up", 10) == [("r", "b")]
+
+
+def queue_order(store: SqliteStore) -> list[str]:
+    return [t.task_id for t in store.run_queue("q", 100)]
+
+
+@pytest.fixture
+def waiting(store: SqliteStore) -> SqliteStore:
+    """A second run, all of whose tasks wait to be queued."""
+    run = Run("q", "wf", "default", 1, RunState.RUNNING, {}, NOW, NOW, n_tasks=6)
+    tasks = [TaskInstance("q", t, TaskState.WAITING) for t in "uvwxyz"]
+    assert store.create_run(run, tasks, concurrency=8)
+    return store
+
+
+def enqueue(task: str) -> Decision:
+    return Decision(
+        "q", (TaskWrite(TaskInstance("q", task, TaskState.QUEUED), TaskState.WAITING, 0),)
+    )
+
+
+def test_a_transaction_numbers_its_queued_tasks_from_one_reservation(
+    waiting: SqliteStore,
+) -> None:
+    store = waiting
+    updates: list[str] = []
+    store._conn().set_trace_callback(
+        lambda sql: updates.append(sql) if sql.startswith("UPDATE counters") else None
+    )
+    with store.transaction():
+        for task in "wvu":
+            assert store.apply(enqueue(task))
+    assert len(updates) == 1, updates
+    # another writer's transaction after it queues after it, and so does the next one here
+    writer = other(store)
+    try:
+        with writer.transaction():
+            assert writer.apply(enqueue("z"))
+    finally:
+        writer.close()
+    with store.transaction():
+        assert store.apply(enqueue("x"))
+    assert queue_order(store) == ["w", "v", "u", "z", "x"]
+
+
+def test_queue_numbers_reserved_in_a_savepoint_rolled_back_are_not_given_twice(
+    waiting: SqliteStore,
+) -> None:
+    """The first decision reserves the block, then fails its last condition: its savepoint
+    takes the reservation back, so the tasks queued after it must reserve again."""
+    store = waiting
+    with store.transaction():
+        no_slot = PoolDelta(pool_key("default", "none"), 1, limit=1)
+        assert not store.apply(Decision("q", enqueue("u").tasks, pools=(no_slot,)))
+        assert store.apply(enqueue("v"))
+        assert store.apply(enqueue("w"))
+    with store.transaction():
+        assert store.apply(enqueue("u"))
+    assert queue_order(store) == ["v", "w", "u"]
+    seqs = [
+        row[0]
+        for row in store._x("SELECT queued_seq FROM tasks WHERE run_id='q' AND state='queued'")
+    ]
+    assert len(set(seqs)) == len(seqs)

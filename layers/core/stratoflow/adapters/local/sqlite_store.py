@@ -151,6 +151,8 @@ _TASK_STATES = {s.value: s for s in TaskState}  # a lookup: TaskState(value) cos
 _UP_COLUMN = {TaskState.SUCCEEDED: "up_ok", TaskState.SKIPPED: "up_skipped"}
 # Rows per multi-row statement: 4 parameters each, well under SQLite's 32,766.
 _CHUNK = 500
+# Queue sequence numbers a transaction reserves at once (``_queue_numbers``).
+_QUEUE_BLOCK = 64
 
 _TASK_COLS = (
     "run_id, task_id, state, attempt, attempt_base, up_ok, up_failed, up_skipped, ready_at, deadline, "
@@ -252,6 +254,14 @@ _MULTI_UPDATE = {
     for n in (1, 2, 4, 8, 16, 32)
 }
 _FULL_SET = "up_ok=?, up_failed=?, up_skipped=?, " + _STATE_SET
+# Attempts' starts, several rows a statement; a repeated start only fills in its log.
+_STARTS_MAX = 32
+_START_ATTEMPTS = {
+    n: "INSERT INTO attempts (run_id, task_id, attempt, state, started_at, log) VALUES "
+    + ",".join(["(?,?,?,?,?,?)"] * n)
+    + " ON CONFLICT (run_id, task_id, attempt) DO UPDATE SET log=COALESCE(excluded.log, attempts.log)"
+    for n in range(1, _STARTS_MAX + 1)
+}
 
 
 def _state_values(t: TaskInstance, queued_seq: int | None) -> tuple[Any, ...]:
@@ -347,6 +357,7 @@ class SqliteStore(
             self._local.depth = 0
             self._local.runs = None
             self._local.waiters = None
+            self._local.seqs = None
         return conn
 
     def close(self) -> None:
@@ -372,6 +383,7 @@ class SqliteStore(
         # until it ends; its own writes update or drop the entries (before the statement, so
         # a write that fails part-way leaves nothing stale). Never kept past its end.
         self._local.runs, self._local.waiters = {}, {}
+        self._local.seqs = None  # the queue numbers it reserved and has not used
         try:
             yield
         except BaseException:
@@ -382,7 +394,7 @@ class SqliteStore(
             conn.execute("COMMIT")
         finally:
             self._local.depth = 0
-            self._local.runs = self._local.waiters = None
+            self._local.runs = self._local.waiters = self._local.seqs = None
         self._publish()
 
     def _forget_reads(self) -> None:
@@ -391,6 +403,7 @@ class SqliteStore(
         if getattr(self._local, "runs", None) is not None:
             self._local.runs.clear()
             self._local.waiters.clear()
+            self._local.seqs = None  # its reservation may be what was rolled back
 
     def _forget_run(self, run_id: str) -> Run | None:
         """Before a write to a run's row: drop its cached copy; the copy dropped."""
@@ -426,6 +439,23 @@ class SqliteStore(
 
     def _next(self, counter: str) -> int:
         return self._add(counter, 1)
+
+    def _queue_numbers(self, n: int) -> int:
+        """The first of ``n`` consecutive new queue sequence numbers (a task entering the
+        queue takes one: FIFO within a priority). In a transaction they come from a block
+        reserved once (``_QUEUE_BLOCK`` numbers, one counter update per turn instead of one
+        per task queued): the write lock is held until it ends, and the next transaction,
+        here or in another process, reserves above the block, so the numbers still grow in
+        the order tasks are queued. What a transaction leaves unused is skipped."""
+        if not getattr(self._local, "depth", 0):
+            return self._add("queued", n) - n + 1
+        block: tuple[int, int] | None = self._local.seqs
+        if block is None or block[0] + n - 1 > block[1]:
+            size = max(n, _QUEUE_BLOCK)
+            top = self._add("queued", size)
+            block = (top - size + 1, top)
+        self._local.seqs = (block[0] + n, block[1])
+        return block[0]
 
     def _add(self, counter: str, n: int) -> int:
         """Add ``n`` to a counter; its new value (the numbers above the old one are taken)."""
@@ -581,7 +611,7 @@ class SqliteStore(
                         t.run_id,
                         t.task_id,
                         *_task_values(t),
-                        self._next("queued") if t.state is TaskState.QUEUED else None,
+                        self._queue_numbers(1) if t.state is TaskState.QUEUED else None,
                     )
                     for t in tasks
                 ],
@@ -776,7 +806,7 @@ class SqliteStore(
     def _write_task(
         self, t: TaskInstance, where: str = "", args: Sequence[Any] = (), *, upstream: bool = False
     ) -> int:
-        seq = self._next("queued") if t.state is TaskState.QUEUED else None
+        seq = self._queue_numbers(1) if t.state is TaskState.QUEUED else None
         counts = (t.upstream.succeeded, t.upstream.failed, t.upstream.skipped) if upstream else ()
         cur = self._x(
             f"UPDATE tasks SET {_FULL_SET if upstream else _STATE_SET} WHERE run_id=? AND task_id=?{where}",
@@ -797,7 +827,7 @@ class SqliteStore(
         statement's row counts are padded to a power of two with rows that match nothing (a
         NULL key), so a handful of statement texts stay in the connection's cache."""
         n_queued = sum(w.task.state is TaskState.QUEUED for w in writes)
-        seq = self._add("queued", n_queued) - n_queued if n_queued else 0
+        seq = self._queue_numbers(n_queued) - 1 if n_queued else 0
         rows: list[tuple[Any, ...]] = []
         for w in writes:
             t = w.task
@@ -1096,19 +1126,23 @@ class SqliteStore(
 
     # ------------------------------------------------------------ attempts
     def start_attempt(self, attempt: Attempt) -> None:
-        self._x(
-            "INSERT INTO attempts (run_id, task_id, attempt, state, started_at, log) VALUES (?,?,?,?,?,?) "
-            "ON CONFLICT (run_id, task_id, attempt) DO UPDATE SET log=COALESCE(excluded.log, attempts.log)",
-            (
-                attempt.run_id,
-                attempt.task_id,
-                attempt.attempt,
-                attempt.state,
-                _ts(attempt.started_at),
-                attempt.log,
-            ),
-        )
-        self._changed("attempts", (attempt.run_id, attempt.task_id, attempt.attempt))
+        self.start_attempts([attempt])
+
+    def start_attempts(self, attempts: Sequence[Attempt]) -> None:
+        # a turn's starts in one statement (per 32: a few statement texts stay cached)
+        for start in range(0, len(attempts), _STARTS_MAX):
+            part = attempts[start : start + _STARTS_MAX]
+            self._x(
+                _START_ATTEMPTS[len(part)],
+                [
+                    v
+                    for a in part
+                    for v in (a.run_id, a.task_id, a.attempt, a.state, _ts(a.started_at), a.log)
+                ],
+            )
+        if self.on_commit:
+            for a in attempts:
+                self._changed("attempts", (a.run_id, a.task_id, a.attempt))
 
     def finish_attempt(self, attempt: Attempt) -> None:
         self._x(
