@@ -43,3 +43,24 @@ def test_a_task_read_back_is_the_task_written(tmp_path: Path, task: TaskInstance
             read.attempt = 1  # type: ignore[misc]
     finally:
         store.close()
+
+
+def test_a_time_is_written_as_its_utc_text_whether_remembered_or_not() -> None:
+    """``_ts`` remembers the text of the times it wrote lately: an instant has one text in
+    any zone, a naive time is still refused, and forgetting (when full) changes nothing."""
+    from datetime import timedelta, timezone
+
+    from stratoflow.adapters.local import sqlite_store
+
+    at = datetime(2026, 1, 1, 10, 0, 0, 5, tzinfo=UTC)
+    assert sqlite_store._ts(at) == "2026-01-01T10:00:00.000005Z"
+    plus_two = at.astimezone(timezone(timedelta(hours=2)))
+    assert sqlite_store._ts(plus_two) == "2026-01-01T10:00:00.000005Z"
+    with pytest.raises(ValueError, match="naive"):
+        sqlite_store._ts(at.replace(tzinfo=None))
+    texts = [sqlite_store._ts(at + timedelta(seconds=i)) for i in range(sqlite_store._TS_KEPT + 10)]
+    assert len(sqlite_store._TS_TEXT) <= sqlite_store._TS_KEPT
+    assert texts[-1] == (at + timedelta(seconds=sqlite_store._TS_KEPT + 9)).isoformat(
+        timespec="microseconds"
+    ).replace("+00:00", "Z")
+    assert sqlite_store._ts(at) == "2026-01-01T10:00:00.000005Z"

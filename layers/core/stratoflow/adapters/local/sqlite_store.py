@@ -120,13 +120,28 @@ BEGIN INSERT INTO task_changes (run_id, task_id) VALUES (NEW.run_id, NEW.task_id
 """
 
 
+# The text of the times written lately: a task's start and end times are written several
+# times (its moves, its attempt's rows), ~2 us to format each time, ~0.03 to look up. Equal
+# datetimes are the same instant, whatever their zone, so they have the same text; a naive
+# one is equal to no aware one and misses. Emptied when full.
+_TS_TEXT: dict[datetime, str] = {}
+_TS_KEPT = 4096
+
+
 def _ts(value: datetime | None) -> str | None:
     if value is None:
         return None
+    text = _TS_TEXT.get(value)
+    if text is not None:
+        return text
     if value.tzinfo is None:
         raise ValueError("naive datetime reached the store")
     # isoformat, not strftime: it zero-pads the year, so every stored time parses and sorts
-    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    text = value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if len(_TS_TEXT) >= _TS_KEPT:
+        _TS_TEXT.clear()
+    _TS_TEXT[value] = text
+    return text
 
 
 def _dt(value: str | None) -> datetime | None:
