@@ -22,7 +22,7 @@ install: $(BIN)/stratoflow ui bytecode
 ## make bytecode: compile the package and the venv's site-packages to .pyc now: pip does not compile
 ## an editable install's package, and where PYTHONDONTWRITEBYTECODE is set every process compiled
 ## what it imported (`stratoflow run` of one task: ~0.1 s of its ~0.4 s of CPU; docs/benchmarks.md,
-## "Eighth round").
+## "the CLI's start-up").
 ## A file compileall cannot compile (a dependency's test data) is left to be compiled when imported.
 bytecode: $(BIN)/stratoflow
 	$(BIN)/python -m compileall -q -j 0 layers/core/stratoflow $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') || true

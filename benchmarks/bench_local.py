@@ -344,7 +344,7 @@ def floor_process_sample(path: Path, pool: int) -> Sample:
 def compile_tree(*paths: str | Path) -> None:
     """Compile the Stratoflow (and site-packages) a benchmark runs to bytecode first, as
     ``make install`` does: a process that compiled what it imports would measure the compiler,
-    once per tree (docs/benchmarks.md, "Eighth round")."""
+    once per tree (docs/benchmarks.md, "the CLI's start-up")."""
     import sysconfig
 
     subprocess.run(

@@ -11,6 +11,10 @@ pixel ratio 1) then opens the run page twice in each of ``--repeat`` fresh brows
   computes it) is drawn at once and, up to 4,000 tasks, ELK refines it in its worker.
 * ``return visit`` (a reload): ELK's layout of this version is read back from IndexedDB; above
   4,000 tasks the server's layout is the final one on both visits (revalidated by its ETag).
+* ``cached visit`` (branch h-layout): another fresh profile opens a second run of the same
+  version: ELK's layout, stored by the server when the first visit computed it (PUT on the
+  states view's ``layout`` URL), is downloaded and drawn without ELK. Before each repeat the
+  server's stored layouts are deleted, so every ``first visit`` lays out with ELK again.
 
 Measured on each visit (ms since navigation, Performance API marks of the page):
 * ``first paint``: the graph first drawn with task states (``graph-rendered``);
@@ -18,7 +22,10 @@ Measured on each visit (ms since navigation, Performance API marks of the page):
   first paint waited for until the page drew from ``GET /runs/{id}/states`` and the layout;
 * ``breakdown``: where a first visit's time goes: the HTML and the script received,
   DOMContentLoaded, and each request the page makes (asked, first byte, received);
-* ``final layout``: the final layout drawn (``graph-final-layout``), and where it came from.
+* ``final layout``: the final layout drawn (``graph-final-layout``), and where it came from;
+* ``bytes``: what the visit transferred (Resource Timing ``transferSize``: the HTML, script and
+  every API response; 0 for what came from the browser's cache), and the stored layout's
+  download alone (transferred, and its JSON decoded).
 
 Then, on the return visit, scripted pan and zoom from Fit to close up and back:
 * ``wheel``: for each of 24 wheel steps in (x1.2 each) and 24 out, the time from the event to
@@ -35,6 +42,7 @@ repeats per zoom level (targets: every frame under 50 ms, first paint under 1.5 
     .venv/bin/python benchmarks/bench_ui.py                    # 2,000 and 10,000 tasks, 3 repeats
     .venv/bin/python benchmarks/bench_ui.py --sizes 2000 --repeat 1
     .venv/bin/python benchmarks/bench_ui.py --json /tmp/ui.json
+    .venv/bin/python benchmarks/bench_ui.py --sizes 2000 --repeat 3 --no-frames  # visits only
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -61,6 +70,7 @@ from bench_local import layered, machine, source, workflow_yaml  # noqa: E402
 
 LAYERS = 20
 ELK_TIMEOUT_MS = 900_000
+ELK_UP_TO = 4000  # ui/src/graph/layout.ts: above, ELK is not run (nothing is stored)
 
 WHEEL_FRAME = """async (deltaY) => {
     const c = document.querySelector('[data-testid=graph]');
@@ -118,10 +128,30 @@ BREAKDOWN = """() => {
         else if (/\\/me$/.test(u.pathname)) name = 'me';
         else if (/\\/runs\\/[^/]+\\/layout$/.test(u.pathname)) name = 'layout';
         else if (/\\/runs\\/[^/]+\\/states$/.test(u.pathname)) name = 'states';
+        else if (/\\/versions\\/\\d+\\/layout$/.test(u.pathname) && u.searchParams.has('h')) {
+            name = 'stored_layout';
+        }
         else if (/\\/runs\\/[^/]+$/.test(u.pathname)) name = 'run_view';
         if (name && !(name in out)) out[name] = [e.startTime, e.responseStart, e.responseEnd];
     }
     return out;
+}"""
+
+
+# bytes a visit transferred (HTML + every resource; 0 for a copy from the browser's cache), and
+# the stored layout's download: [transferred, decoded]
+BYTES = """() => {
+    const nav = performance.getEntriesByType('navigation')[0];
+    let total = nav.transferSize;
+    let stored = null;
+    for (const e of performance.getEntriesByType('resource')) {
+        total += e.transferSize;
+        const u = new URL(e.name);
+        if (/\\/layout$/.test(u.pathname) && u.searchParams.has('h') && e.decodedBodySize > 0) {
+            stored = [e.transferSize, e.decodedBodySize];
+        }
+    }
+    return { total, stored };
 }"""
 
 
@@ -153,7 +183,10 @@ def visit(page: Any, url: str, *, reload: bool) -> dict[str, Any]:
         k: [round(x) for x in v] if isinstance(v, list) else round(v)
         for k, v in page.evaluate(BREAKDOWN).items()
     }
+    transferred = page.evaluate(BYTES)
     return {
+        "bytes_total": transferred["total"],
+        "bytes_stored_layout": transferred["stored"],
         "first_paint_ms": round(mark(page, "graph-rendered")),
         "final_layout_ms": round(mark(page, "graph-final-layout")),
         "layout_source": graph.get_attribute("data-layout-source"),
@@ -201,7 +234,30 @@ def frames(page: Any) -> dict[str, Any]:
     return out
 
 
-def one_size(browser: Any, tasks: int, repeat: int) -> dict[str, Any]:
+def new_page(browser: Any, token: str) -> tuple[Any, Any]:
+    """A fresh browser profile (nothing in its IndexedDB or HTTP cache), signed in."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.add_init_script(f"localStorage.setItem('stratoflow.token', {json.dumps(token)})")
+    return context, context.new_page()
+
+
+def forget_stored_layouts(home: Path) -> None:
+    """Delete what the server keeps of ELK's layouts: the next first visit lays out again."""
+    with sqlite3.connect(home / "readmodel.db") as db:
+        db.execute("DELETE FROM version_layouts")
+
+
+def stored_layout_kept(api: httpx.Client, run_id: str, timeout_s: float = 60) -> None:
+    """Wait until the first visit has sent ELK's layout to the server (it answers 200)."""
+    url = api.get(f"/runs/{run_id}/states").json()["layout"]
+    deadline = time.monotonic() + timeout_s
+    while api.get(f"/{url}").status_code != 200:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no layout stored at {url} within {timeout_s} s")
+        time.sleep(0.2)
+
+
+def one_size(browser: Any, tasks: int, repeat: int, with_frames: bool = True) -> dict[str, Any]:
     width = tasks // LAYERS
     deps = layered(LAYERS, width)
     with tempfile.TemporaryDirectory(prefix="bench-ui-") as tmp:
@@ -216,22 +272,35 @@ def one_size(browser: Any, tasks: int, repeat: int) -> dict[str, Any]:
             run_id = run.json()["run"]["id"]
             api.post(f"/runs/{run_id}/stop").raise_for_status()
             settled(api, run_id)
+            # a second run of the same version: the cached visit opens it
+            second = api.post("/workflows/layered/runs", json={})
+            second.raise_for_status()
+            second_id = second.json()["run"]["id"]
+            api.post(f"/runs/{second_id}/stop").raise_for_status()
+            settled(api, second_id)
             url = f"{server.url}/#/runs/{run_id}"
             samples = []
             for r in range(repeat):
-                context = browser.new_context(viewport={"width": 1280, "height": 800})
-                context.add_init_script(
-                    f"localStorage.setItem('stratoflow.token', {json.dumps(server.token)})"
-                )
-                page = context.new_page()
+                forget_stored_layouts(server.home)
+                context, page = new_page(browser, server.token)
                 first = visit(page, url, reload=False)
+                if tasks <= ELK_UP_TO:
+                    stored_layout_kept(api, run_id)
                 again = visit(page, url, reload=True)
-                sample = {"first_visit": first, "return_visit": again, **frames(page)}
-                samples.append(sample)
+                sample = {"first_visit": first, "return_visit": again}
+                if with_frames:
+                    sample.update(frames(page))
                 context.close()
+                context, page = new_page(browser, server.token)
+                sample["cached_visit"] = visit(
+                    page, f"{server.url}/#/runs/{second_id}", reload=False
+                )
+                context.close()
+                samples.append(sample)
                 print(
                     f"{tasks} tasks, repeat {r + 1}: first visit {first}, return visit {again},"
-                    f" mode at Fit {sample['mode_at_fit']}",
+                    f" cached visit {sample['cached_visit']},"
+                    f" mode at Fit {sample.get('mode_at_fit')}",
                     flush=True,
                 )
             api.close()
@@ -269,8 +338,12 @@ def summarise(tasks: int, samples: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"tasks": tasks, "repeats": len(samples)}
     # the first visit of the first repeat is the one that has the server compute the layout
     out["first_paint_ms_very_first_visit"] = samples[0]["first_visit"]["first_paint_ms"]
-    for v in ("first_visit", "return_visit"):
+    for v in ("first_visit", "return_visit", "cached_visit"):
         out[v] = {
+            "bytes_total_median": med(v, "bytes_total"),
+            "bytes_stored_layout": sorted(
+                {tuple(s[v]["bytes_stored_layout"] or ()) for s in samples}
+            ),
             "first_paint_ms_median": med(v, "first_paint_ms"),
             "run_view_asked_ms_median": med(v, "run_view_asked_ms"),
             "run_view_first_byte_ms_median": med(v, "run_view_first_byte_ms"),
@@ -283,6 +356,13 @@ def summarise(tasks: int, samples: list[dict[str, Any]]) -> dict[str, Any]:
         / max(out["return_visit"]["final_layout_ms_median"], 1),
         1,
     )
+    out["final_layout_ratio_first_to_cached"] = round(
+        out["first_visit"]["final_layout_ms_median"]
+        / max(out["cached_visit"]["final_layout_ms_median"], 1),
+        1,
+    )
+    if "mode_at_fit" not in samples[0]:  # --no-frames
+        return out
     out["mode_at_fit"] = sorted({s["mode_at_fit"] for s in samples})
     out["wheel_to_frame_ms"] = {
         name: stats([ms for s in samples for ms in s["wheel"][name]]) for name in LEVELS
@@ -299,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="2000,10000", help="task counts (default 2000,10000)")
     ap.add_argument("--repeat", type=int, default=3, help="visit pairs per size (default 3)")
     ap.add_argument("--json", type=Path, help="write the figures here too")
+    ap.add_argument("--no-frames", action="store_true", help="visits only: no pan and zoom")
     args = ap.parse_args(argv)
     if not Path(CHROMIUM).is_file():
         print(f"no Chromium at {CHROMIUM}: `make chromium` installs it", file=sys.stderr)
@@ -310,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         for size in (int(s) for s in args.sizes.split(",")):
-            report["sizes"].append(one_size(browser, size, args.repeat))
+            report["sizes"].append(one_size(browser, size, args.repeat, not args.no_frames))
         browser.close()
     text = json.dumps(report, indent=2)
     print(text)

@@ -1035,6 +1035,25 @@ def test_a_repeated_start_only_fills_in_the_log_location(store: StateStore) -> N
     assert store.list_attempts("run-1")[0].log == "/logs/a/1.log"
 
 
+def test_start_attempts_records_each_as_start_attempt_would(store: StateStore) -> None:
+    names = [f"t{i}" for i in range(40)]  # more than one statement's worth on SQLite
+    seed(store, "run-1", names)
+    # GIVEN one attempt started without its log location and one already finished
+    store.start_attempt(Attempt("run-1", "t0", 1, "running", at(1)))
+    finished = Attempt("run-1", "t1", 1, "succeeded", at(1), ended_at=at(2), log="/logs/t1")
+    store.finish_attempt(finished)
+    # WHEN a turn records its starts at once (those two among them)
+    store.start_attempts(
+        [Attempt("run-1", name, 1, "running", at(3), log=f"/logs/{name}") for name in names]
+    )
+    # THEN each is recorded; the repeat only filled in the log; the finished one stays
+    listed = {a.task_id: a for a in store.list_attempts("run-1")}
+    assert sorted(listed) == sorted(names)
+    assert listed["t0"] == Attempt("run-1", "t0", 1, "running", at(1), log="/logs/t0")
+    assert listed["t1"] == finished
+    assert listed["t39"] == Attempt("run-1", "t39", 1, "running", at(3), log="/logs/t39")
+
+
 def test_list_attempts_of_a_run_or_one_task(store: StateStore) -> None:
     seed(store, "run-1", ["a", "b"])
     seed(store, "run-2", ["a"])

@@ -243,6 +243,7 @@ EXPECTED_OPERATIONS = {
     # the graph's layout, once per version (tests in test_api_layout.py)
     ("get", "/runs/{run_id}/layout"),
     ("get", "/workflows/{name}/versions/{version}/layout"),
+    ("put", "/workflows/{name}/versions/{version}/layout"),
     # a run page's first paint: the task states alone (tests in test_api_run_states.py)
     ("get", "/runs/{run_id}/states"),
     # pools, on a store that has them (tests in test_api_pools.py)

@@ -18,6 +18,7 @@ not in the matrix fails the suite.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from stratoflow.adapters.local.secrets import LocalSecrets
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.api.access import token_authenticator
 from stratoflow.api.app import PUBLIC_PATHS, create_app
+from stratoflow.api.stored_layouts import layout_digest
 from stratoflow.auth import REQUIRED_ROLE, Action, Role
 from stratoflow.connections import validate_connection
 from stratoflow.engine import AttemptResult, AttemptStatus, RunState
@@ -60,6 +62,7 @@ class World:
     connections: ConnectionStore
     backfills: dict[str, str] = field(default_factory=dict)  # project -> a backfill's id
     pooled: dict[str, str] = field(default_factory=dict)  # project -> a run waiting in a pool
+    readmodel: ReadModel | None = None
 
     def call(
         self, user: str | None, method: str, path: str, body: Any = None, /, **query: str
@@ -83,7 +86,12 @@ class World:
         connections = {p: self.connections.list(p) for p in self.runs}
         total_runs = len(self.store.list_runs(_all_runs()))
         pools = self.store.list_pools()
-        return runs, versions, paused, total_runs, secrets, backfills, files, connections, pools
+        assert self.readmodel is not None
+        layouts = self.readmodel.db.query("SELECT project, name, version FROM version_layouts")
+        return (
+            runs, versions, paused, total_runs, secrets, backfills, files, connections, pools,
+            layouts,
+        )  # fmt: skip
 
 
 def _all_runs() -> Any:
@@ -139,7 +147,10 @@ def world(tmp_path: Path) -> Iterator[World]:
         scheduler.on_finished([Finished(run.id, "first", first.attempt, failed)])
         runs[project] = run.id
     assert store.get_run(runs["a"]).state is RunState.FAILED
-    yield World(api, tokens, runs, store, LocalSecrets(tmp_path), resources, connections)
+    yield World(
+        api, tokens, runs, store, LocalSecrets(tmp_path), resources, connections,
+        readmodel=readmodel,
+    )  # fmt: skip
     connections.close()
     readmodel.close()
     identities.close()
@@ -251,6 +262,33 @@ def _wf(suffix: str = "", body: Any = None) -> Callable[[World, str], Any]:
     return lambda w, p: (f"/workflows/flow{suffix}", body, {"project": p})
 
 
+def _layout_query(w: World, p: str) -> dict[str, str]:
+    return {"project": p, "h": layout_digest(w.api.scheduler.spec(p, "flow", 1).dag)}
+
+
+def _layout_body(w: World, p: str) -> dict[str, Any]:
+    """A layout of version 1 of ``flow`` as the UI sends it: first -> second."""
+    return {
+        "format": 1, "tasks": ["first", "second"], "x": [0, 112], "y": [0, 0], "w": [64, 64],
+        "h": 28, "edges": [0, 1], "points": [[64, 14, 112, 14]], "width": 176, "height": 28,
+    }  # fmt: skip
+
+
+def _layout_put(w: World, p: str) -> tuple[str, Any, dict[str, str]]:
+    return "/workflows/flow/versions/1/layout", _layout_body(w, p), _layout_query(w, p)
+
+
+def _layout_get(w: World, p: str) -> tuple[str, Any, dict[str, str]]:
+    return "/workflows/flow/versions/1/layout", None, _layout_query(w, p)
+
+
+def _layout_there(w: World, p: str) -> None:
+    assert w.readmodel is not None
+    h = _layout_query(w, p)["h"]
+    text = json.dumps(_layout_body(w, p))
+    w.readmodel.store_version_layout(p, "flow", 1, h, text, w.api.scheduler.clock.now())
+
+
 def _run(suffix: str = "", body: Any = None) -> Callable[[World, str], Any]:
     return lambda w, p: (f"/runs/{w.runs[p]}{suffix}", body, {})
 
@@ -267,6 +305,12 @@ OPERATIONS = [
     Operation(
         "GET", "/workflows/{name}/versions/{version}/layout", Action.READ, _wf("/versions/1/layout"), False
     ),
+    # with h: the layout the UI stored (the prepared one); PUT: the first one stored
+    Operation(
+        "GET", "/workflows/{name}/versions/{version}/layout", Action.READ, _layout_get, False,
+        _layout_there,
+    ),
+    Operation("PUT", "/workflows/{name}/versions/{version}/layout", Action.OPERATE, _layout_put, True),
     Operation("GET", "/workflows/{name}/diff", Action.READ, _wf("/diff"), False),
     Operation("POST", "/workflows/{name}/pause", Action.OPERATE, _wf("/pause"), True),
     Operation("POST", "/workflows/{name}/unpause", Action.OPERATE, _wf("/unpause"), False),

@@ -1,6 +1,6 @@
 """The ``stratoflow`` command's start-up: what it imports, and that its lazily registered
 commands are listed and work as when they were imported up front (why: docs/benchmarks.md,
-"Eighth round")."""
+"the CLI's start-up")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-import type { ServedLayout } from "./graph/layout";
+import { withBounds, type GNode, type Layout, type ServedLayout } from "./graph/layout";
 
 // The Stratoflow REST API as the UI uses it. Every URL is relative to the page, so the UI
 // works at the root of the local server and under an API Gateway stage prefix alike.
@@ -32,6 +32,8 @@ export interface TaskDoc { type: string; depends_on?: string[]; [key: string]: u
 export interface VersionDetail extends VersionSummary {
   document: { params?: Record<string, unknown>; tasks: Record<string, TaskDoc>; [key: string]: unknown };
   source: string;
+  /** where ELK's layout of this version is kept (null: this server keeps none) */
+  layout?: string | null;
 }
 export interface RunView {
   id: string; workflow: string; project: string; version: number; state: RunState; trigger: string;
@@ -57,7 +59,11 @@ export interface TaskView {
 export interface RunDetail { run: RunView; tasks: Record<string, TaskView>; revision?: number | null; full?: boolean }
 /** A run and each task's state, nothing more (GET /runs/{id}/states): a run page draws its
  * graph from this and the layout before the whole view arrives. */
-export interface RunStates { run: RunView; revision?: number | null; states: Record<string, TaskState> }
+export interface RunStates {
+  run: RunView; revision?: number | null; states: Record<string, TaskState>;
+  /** where ELK's layout of the run's version is kept (null: this server keeps none) */
+  layout?: string | null;
+}
 export interface Timeline {
   run: RunView; start: string | null; end: string | null;
   tasks: { task_id: string; state: TaskState; attempts: { attempt: number; state: string; started_at: string | null; ended_at: string | null; duration_seconds: number | null }[] }[];
@@ -202,8 +208,10 @@ export const api = {
   runStates: (id: string) => request<RunStates>("GET", `runs/${enc(id)}/states`),
   /** where to draw each task of the run's workflow version (the same for every run of it) */
   runLayout: (id: string) => request<ServedLayout>("GET", `runs/${enc(id)}/layout`),
-  versionLayout: (project: string, name: string, version: number) =>
-    request<ServedLayout>("GET", `workflows/${enc(name)}/versions/${version}/layout`, { project }),
+  /** the version's layout; `stored`: where ELK's is kept (the version's `layout`) */
+  versionLayout: (project: string, name: string, version: number, stored?: string | null) =>
+    request<ServedLayout>("GET", `workflows/${enc(name)}/versions/${version}/layout`, { project })
+      .then((s) => ({ ...s, stored: stored ?? null })),
   timeline: (id: string) => request<Timeline>("GET", `runs/${enc(id)}/timeline`),
   runAction: (id: string, action: "pause" | "resume" | "stop") => request<RunView>("POST", `runs/${enc(id)}/${action}`),
   rerun: (id: string, from?: string) => request<RunView>("POST", `runs/${enc(id)}/rerun`, {}, from ? { from } : {}),
@@ -326,10 +334,67 @@ export function prefetchRun(id: string): void {
 }
 
 /** The run page's first requests: those asked for early (asked again if they failed, e.g.
- * before a token was given), else asked now. */
+ * before a token was given), else asked now. The layout names where ELK's is kept, from the
+ * states. */
 export function firstRequests(id: string): FirstRequests {
   const got = early.get(id);
   early.delete(id);
-  if (!got) return { states: api.runStates(id), layout: api.runLayout(id) };
-  return { states: got.states.catch(() => api.runStates(id)), layout: got.layout.catch(() => api.runLayout(id)) };
+  const states = got ? got.states.catch(() => api.runStates(id)) : api.runStates(id);
+  const served = got ? got.layout.catch(() => api.runLayout(id)) : api.runLayout(id);
+  const layout = Promise.all([served, states.catch(() => null)])
+    .then(([s, st]) => ({ ...s, stored: st?.layout ?? null }));
+  return { states, layout };
+}
+
+// --- ELK's layout of a version, kept by the server (GET/PUT the states view's `layout` URL):
+// laid out once by the first visit, downloaded by every later one; the URL names the graph's
+// digest, so what it answers never changes (the browser's HTTP cache keeps it too).
+
+/** The layout as the server keeps it: parallel arrays (index i is tasks[i]), edges as flat
+ * pairs of task indices (parent, child), points[k] the polyline of edge k. */
+export interface StoredLayout {
+  format: 1; tasks: string[]; x: number[]; y: number[]; w: number[]; h: number;
+  edges: number[]; points: number[][]; width: number; height: number;
+}
+
+const kept = new Map<string, Promise<StoredLayout | null>>();
+
+/** The stored layout at `at` (null: none yet, or unreadable), asked for once per page. */
+function keptLayout(at: string): Promise<StoredLayout | null> {
+  let found = kept.get(at);
+  if (!found) {
+    found = request<StoredLayout>("GET", at).catch(() => null);
+    kept.set(at, found);
+  }
+  return found;
+}
+
+/** The layout kept at `at` as the graph draws it, if it draws exactly the tasks `ids`. */
+export async function downloadLayout(at: string, ids: string[]): Promise<Layout | null> {
+  const started = performance.now();
+  const s = await keptLayout(at);
+  if (!s || s.tasks.length !== ids.length) return null;
+  const nodes: GNode[] = s.tasks.map((id, i) => ({ id, x: s.x[i], y: s.y[i], w: s.w[i], h: s.h, label: id }));
+  const byId = new Map(nodes.map((n) => [n.id, n]));
+  if (!ids.every((id) => byId.has(id))) return null;
+  const edges = s.points.map((pts, k) => withBounds(s.tasks[s.edges[2 * k]], s.tasks[s.edges[2 * k + 1]], pts));
+  return { nodes, byId, edges, width: s.width, height: s.height, ms: Math.round(performance.now() - started) };
+}
+
+const tenth = (v: number) => Math.round(v * 10) / 10;
+
+/** Send ELK's layout to be kept at `at` (once: the server keeps the first; a refusal, e.g. a
+ * viewer's, only means the next visit lays out again). */
+export async function uploadLayout(at: string, l: Layout): Promise<void> {
+  const index = new Map(l.nodes.map((n, i) => [n.id, i]));
+  const body: StoredLayout = {
+    format: 1, tasks: l.nodes.map((n) => n.id), x: l.nodes.map((n) => tenth(n.x)),
+    y: l.nodes.map((n) => tenth(n.y)), w: l.nodes.map((n) => tenth(n.w)), h: l.nodes[0]?.h ?? 28,
+    edges: l.edges.flatMap((e) => [index.get(e.from) ?? -1, index.get(e.to) ?? -1]),
+    points: l.edges.map((e) => e.pts.map(tenth)), width: tenth(l.width), height: tenth(l.height),
+  };
+  try {
+    await request("PUT", at, {}, body);
+    kept.set(at, Promise.resolve(body));
+  } catch { /* not kept: laid out again next time */ }
 }

@@ -40,7 +40,7 @@ output_option = click.option("--output", type=click.Choice(["text", "json"]), de
 class LazyGroup(click.Group):
     """A group some of whose commands live in other modules, imported only when one of them
     is looked up to run (or to show its own help): ``stratoflow --help`` and every other command
-    do not import the alerts, pools or connections code (docs/benchmarks.md, "Eighth round").
+    do not import the alerts, pools or connections code (docs/benchmarks.md, "the CLI's start-up").
 
     ``lazy`` maps a command's name to ``("module:attribute", short help)``; the listing of
     ``--help`` shows that short help without importing the module, and

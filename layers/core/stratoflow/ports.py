@@ -290,6 +290,11 @@ class StateStore(ABC):
     def start_attempt(self, attempt: Attempt) -> None:
         """Record an attempt's start; repeated, it only fills in a log location."""
 
+    def start_attempts(self, attempts: Sequence[Attempt]) -> None:
+        """``start_attempt`` of each (a store may write them in fewer requests)."""
+        for attempt in attempts:
+            self.start_attempt(attempt)
+
     @abstractmethod
     def finish_attempt(self, attempt: Attempt) -> None:
         """Record how an attempt ended; only its first end counts."""

@@ -1021,20 +1021,21 @@ class Scheduler:
         advance where their logs will be (in the claim's commit: no commit of their own)."""
         if not self.record_attempt_starts:
             return
-        unrecorded = []
+        unrecorded, starts = [], []
         for i, (attempt, task) in enumerate(ready):
             if (log := self.dispatcher.log_location(attempt)) is None:
                 unrecorded.append(i)
             else:
-                self._record_start(attempt, task, log)
+                starts.append(self._started(attempt, task, log))
+        if starts:
+            self.store.start_attempts(starts)
         ready.unrecorded = tuple(unrecorded)
 
-    def _record_start(self, spec: AttemptSpec, task: TaskInstance, log: str | None) -> None:
-        self.store.start_attempt(
-            Attempt(
-                spec.run_id, spec.task_id, spec.attempt, "running",
-                started_at=task.started_at or spec.logical_date, log=log,
-            )
+    @staticmethod
+    def _started(spec: AttemptSpec, task: TaskInstance, log: str | None) -> Attempt:
+        return Attempt(
+            spec.run_id, spec.task_id, spec.attempt, "running",
+            started_at=task.started_at or spec.logical_date, log=log,
         )  # fmt: skip
 
     def _start(self, ready: _Claimed) -> bool:
@@ -1046,8 +1047,9 @@ class Scheduler:
             logs = self.dispatcher.dispatch_many([spec for spec, _ in ready])
             if ready.unrecorded:
                 with self.store.transaction():
-                    for i in ready.unrecorded:
-                        self._record_start(*ready[i], logs[i])
+                    self.store.start_attempts(
+                        [self._started(*ready[i], logs[i]) for i in ready.unrecorded]
+                    )
         return ready.more
 
     def _prepare(

@@ -1,7 +1,7 @@
 """A workflow file's text, read within the document's size limit and refused when it is not
 UTF-8, without the model: ``stratoflow apply`` sends the text to the server, which validates
-it, so reading it here does not import pydantic and the model (docs/benchmarks.md, "Eighth
-round"). The model's loader uses the same limit and checks (``stratoflow.model``)."""
+it, so reading it here does not import pydantic and the model (docs/benchmarks.md, "the CLI's
+start-up"). The model's loader uses the same limit and checks (``stratoflow.model``)."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@
 import ELK from "elkjs/lib/elk-api.js";
 import type { ElkExtendedEdge, ElkNode } from "elkjs/lib/elk-api.js";
 import workerUrl from "elkjs/lib/elk-worker.min.js?url";
+import { downloadLayout, uploadLayout } from "../api";
 
 export interface GNode { id: string; x: number; y: number; w: number; h: number; label: string }
 export interface GEdge { from: string; to: string; pts: number[]; x0: number; y0: number; x1: number; y1: number }
@@ -19,13 +20,15 @@ export const NODE_H = 28;
 export interface ServedLayout {
   format: number; tasks: string[]; x: number[]; y: number[]; w: number[]; h: number;
   edges: number[]; width: number; height: number;
+  /** where the server keeps ELK's layout of this version (the states view's `layout`) */
+  stored?: string | null;
 }
 
 let elk: InstanceType<typeof ELK> | null = null;
 
-/** Where a layout came from: laid out by ELK now, read back from an earlier visit, or the
- * server's (above ELK_UP_TO tasks). */
-export type LayoutSource = "elk" | "stored" | "served";
+/** Where a layout came from: laid out by ELK now, read back from an earlier visit, downloaded
+ * as another visit laid it out (kept by the server), or the server's (above ELK_UP_TO tasks). */
+export type LayoutSource = "elk" | "stored" | "downloaded" | "served";
 
 // ELK's layered layout did not finish within 15 minutes at 10,000 tasks (11 s at 2,000): above
 // this many tasks the server's quick layout is the final one.
@@ -47,8 +50,14 @@ async function storedOrComputed(key: string, served: ServedLayout, quick: Layout
   if (served.tasks.length > ELK_UP_TO) return { ...quick, source: "served" };
   const stored = await readStored(key, served.tasks);
   if (stored) return { ...stored, source: "stored" };
+  const kept = served.stored ? await downloadLayout(served.stored, served.tasks) : null;
+  if (kept) {
+    void writeStored(key, kept);
+    return { ...kept, source: "downloaded" };
+  }
   const computed = await compute(quick);
   void writeStored(key, computed);
+  if (served.stored) void uploadLayout(served.stored, computed);
   return { ...computed, source: "elk" };
 }
 
@@ -119,7 +128,7 @@ async function writeStored(key: string, l: Layout): Promise<void> {
   db.close();
 }
 
-function withBounds(from: string, to: string, pts: number[]): GEdge {
+export function withBounds(from: string, to: string, pts: number[]): GEdge {
   let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
   for (let i = 0; i < pts.length; i += 2) {
     x0 = Math.min(x0, pts[i]); x1 = Math.max(x1, pts[i]);

@@ -50,7 +50,7 @@ export function WorkflowPage({ name, query }: { name: string; query: URLSearchPa
           </nav>
           {tab === "graph" && (
             <div class={picked && wf.document.tasks[picked] ? "split" : ""}>
-              <GraphView layoutKey={`${wf.project}/${wf.name}/${wf.version}`} load={() => api.versionLayout(wf.project, wf.name, wf.version)} selected={picked} onSelect={setPicked} height={520} />
+              <GraphView layoutKey={`${wf.project}/${wf.name}/${wf.version}`} load={() => api.versionLayout(wf.project, wf.name, wf.version, wf.layout)} selected={picked} onSelect={setPicked} height={520} />
               {picked && wf.document.tasks[picked] && (
                 <aside class="task-panel" aria-label={`Task ${picked}`} data-testid="task-definition">
                   <div class="page-head">

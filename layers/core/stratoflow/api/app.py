@@ -49,6 +49,7 @@ from stratoflow.api.access import Authenticator
 from stratoflow.api.backfills import register_backfills
 from stratoflow.api.graph_layout import LayoutCache, quick_layout
 from stratoflow.api.replies import saved
+from stratoflow.api.stored_layouts import DigestQuery, StoredLayouts
 
 if TYPE_CHECKING:
     from stratoflow.api.alerts import AlertsBackend
@@ -246,6 +247,7 @@ _DESCRIPTIONS = {
     403: "The caller's role in the project does not allow this",
     404: "Not found",
     409: "The operation does not apply to the current state",
+    413: "The body is larger than the route accepts",
     415: "The body is not JSON",
     422: "The request does not match the schema: `problems` name each field",
     500: "Internal error (details only in the server log)",
@@ -784,6 +786,12 @@ def create_app(
         return RunView.model_validate(run_view(run))
 
     layouts = LayoutCache()
+    stored_layouts = StoredLayouts(
+        readmodel, lambda p, n, v: scheduler.spec(p, n, v).dag, scheduler.clock.now
+    )
+    from stratoflow.api import stored_layouts as stored_layout_routes
+
+    stored_layout_routes.register(app, stored_layouts, allow=allow, responses=_responses)
 
     def graph_layout(project: str, name: str, version: int) -> Response[GraphLayout]:
         """The version's layout, computed once while kept (from the parsed workflow the
@@ -801,6 +809,12 @@ def create_app(
         if not_modified(app.current_event.headers.get("if-none-match"), tag):
             raise Unchanged(tag)
         return _view_response(body, tag)
+
+    def version_detail(version: WorkflowVersion) -> VersionDetail:
+        """A version with its document, and where its graph's stored layout is (its page
+        draws the graph as a run page does)."""
+        layout = stored_layouts.url(version.project, version.name, version.version)
+        return VersionDetail.model_validate({**version_view(version, full=True), "layout": layout})
 
     def next_run_at(version: WorkflowVersion) -> str | None:
         if version.paused or "schedule" not in version.document:
@@ -881,6 +895,7 @@ def create_app(
                 from stratoflow.api import resource_routes
 
                 resource_routes.document(openapi)
+            stored_layout_routes.document(openapi)
         return openapi
 
     @app.get(
@@ -980,9 +995,7 @@ def create_app(
     )
     def get_workflow(name: str, project: ProjectQuery = DEFAULT_PROJECT) -> VersionDetail:
         allow(Action.READ, project, f"workflow {name!r} in project {project!r}")
-        return VersionDetail.model_validate(
-            version_view(catalog.get_version(project, name), full=True)
-        )
+        return version_detail(catalog.get_version(project, name))
 
     @app.get(
         "/workflows/<name>/versions",
@@ -1051,9 +1064,7 @@ def create_app(
         name: str, version: VersionPath, project: ProjectQuery = DEFAULT_PROJECT
     ) -> VersionDetail:
         allow(Action.READ, project, f"workflow {name!r} in project {project!r}")
-        return VersionDetail.model_validate(
-            version_view(catalog.get_version(project, name, version), full=True)
-        )
+        return version_detail(catalog.get_version(project, name, version))
 
     @app.get(
         "/workflows/<name>/versions/<version>/layout",
@@ -1063,9 +1074,15 @@ def create_app(
     )
     @_raw_response
     def get_version_layout(
-        name: str, version: VersionPath, project: ProjectQuery = DEFAULT_PROJECT
+        name: str,
+        version: VersionPath,
+        project: ProjectQuery = DEFAULT_PROJECT,
+        h: DigestQuery | None = None,
     ) -> Response[GraphLayout]:
+        # without h: the server's quick layout; with it: the layout the UI stored (immutable)
         allow(Action.READ, project, f"workflow {name!r} in project {project!r}")
+        if h is not None:
+            return stored_layouts.get(project, name, version, h)
         return graph_layout(project, name, version)
 
     def set_paused(project: str, name: str, paused: bool) -> VersionDetail:
@@ -1263,8 +1280,9 @@ def create_app(
         if tag is not None and not_modified(if_none_match, tag):
             raise Unchanged(tag)
         states = {task: str(state) for task, state in store.task_states(run_id).items()}
+        layout = stored_layouts.url(run.project, run.workflow, run.version)
         body = RunStates.model_validate(
-            {"run": run_view(run), "revision": revision, "states": states}
+            {"run": run_view(run), "revision": revision, "states": states, "layout": layout}
         )
         if tag is None:  # no revisions (AWS stores): the tag is the body's
             return _body_tagged_view(body, if_none_match, "states")

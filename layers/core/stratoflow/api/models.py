@@ -127,6 +127,13 @@ class WorkflowSummary(VersionSummary):
 class VersionDetail(VersionSummary):
     document: dict[str, Any]
     source: str
+    layout: str | None = Field(
+        default=None,
+        description=(
+            "The URL (relative to the API) of the layout stored for this version's graph, as "
+            "in a run's states view (None: none is kept here, or not named in this answer)."
+        ),
+    )
 
 
 class AppliedVersion(VersionDetail):
@@ -277,6 +284,13 @@ class RunStates(_View):
         description="The run's revision these states are of (none: the store keeps none).",
     )
     states: dict[str, str] = Field(description="Each task's state, by task id.")
+    layout: str | None = Field(
+        default=None,
+        description=(
+            "The URL (relative to the API) of the layout stored for the run's version and "
+            "graph: GET it (404: none yet; lay out and PUT it there). None: none is kept here."
+        ),
+    )
 
 
 class GraphLayout(_View):

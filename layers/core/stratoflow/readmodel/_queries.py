@@ -29,9 +29,11 @@ from stratoflow.readmodel._records import (
     audit_of,
     decode_cursor,
     encode_cursor,
+    pack_layout,
     req_ts,
     run_of,
     task_of,
+    unpack_layout,
     version_of,
 )
 
@@ -265,6 +267,33 @@ class ReadModel:
             r["id"]: (r["state"], int(r["n_done"]), int(r["n_failed"]), int(r["n_running"]))
             for r in rows
         }
+
+    # ------------------------------------------------------------------ layouts
+    def version_layout(self, project: str, name: str, version: int, digest: str) -> str | None:
+        """The layout stored for this version and input digest (its JSON), or None."""
+        rows = self.db.query(
+            "SELECT layout FROM version_layouts WHERE project = :project AND name = :name "
+            "AND version = :version AND digest = :digest",
+            {"project": project, "name": name, "version": version, "digest": digest},
+        )
+        return unpack_layout(rows[0]["layout"]) if rows else None
+
+    def store_version_layout(
+        self, project: str, name: str, version: int, digest: str, layout: str, at: datetime
+    ) -> bool:
+        """Keep ``layout`` (JSON) for this version and digest, compressed; False when one is
+        kept already, which stays: a version's layout is written once, never replaced."""
+        args = {
+            "project": project, "name": name, "version": version, "digest": digest,
+            "layout": pack_layout(layout), "chars": len(layout), "at": req_ts(at),
+        }  # fmt: skip
+        written = self.db.execute(
+            "INSERT INTO version_layouts (project, name, version, digest, layout, chars, "
+            "created_at) VALUES (:project, :name, :version, :digest, :layout, :chars, :at) "
+            "ON CONFLICT (project, name, version, digest) DO NOTHING",
+            args,
+        )
+        return written > 0
 
     # ------------------------------------------------------------------ audit
     def list_audit(

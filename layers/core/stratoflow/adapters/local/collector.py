@@ -2,7 +2,7 @@
 ``stratoflow server``). Apart from the runtime so that a command sets them before it imports
 the runtime and the model: that import allocates tens of thousands of objects that live as
 long as the process, and with Python's default thresholds it set off collections that walked
-them again and again (docs/benchmarks.md, "Eighth round")."""
+them again and again (docs/benchmarks.md, "the CLI's start-up")."""
 
 from __future__ import annotations
 

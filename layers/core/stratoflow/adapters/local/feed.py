@@ -87,7 +87,7 @@ class LocalFeed:
             self.store.on_commit.remove(self.on_commit)
         if self._thread is not None:
             # what is queued is projected now, not after the linger: a `stratoflow run`
-            # waited up to 0.2 s at exit for it (docs/benchmarks.md, "Eighth round")
+            # waited up to 0.2 s at exit for it (docs/benchmarks.md, "the CLI's start-up")
             self._closing.set()
             self._queue.put(None)
             self._thread.join(timeout=30)

@@ -327,6 +327,26 @@ def import_mirror(directory: Path, denied: Path, place: Path) -> Path | None:
     return place
 
 
+def prune_rules(rules: Iterable[tuple[Path, int]]) -> list[tuple[Path, int]]:
+    """The same access as ``rules`` ((path, rights) pairs, "these rights beneath this
+    path") in fewer rules: rules on one path merged, and a rule left out when the rules on
+    its ancestors grant all its rights already. Within one Landlock ruleset an access is
+    allowed if the rules on the path and its ancestors grant it together, so the set allows
+    exactly what it did. Paths are compared as given (resolved ones: the rule's inode is
+    the one its path leads to). In the order of each path's first rule."""
+    merged: dict[Path, int] = {}
+    for path, access in rules:
+        merged[path] = merged.get(path, 0) | access
+    kept = []
+    for path, access in merged.items():
+        above = 0
+        for parent in path.parents:
+            above |= merged.get(parent, 0)
+        if access & ~above:
+            kept.append((path, access))
+    return kept
+
+
 class Landlock:
     """Builds one ruleset per attempt in the server (ordinary syscalls, no fork involved);
     only the thread that starts the task enters the domain (``prctl`` and
@@ -343,12 +363,18 @@ class Landlock:
         # for again at each attempt.
         self._static: list[tuple[Path, _PathBeneathAttr]] = []
         self._missing: list[tuple[Path, int]] = []
+        # A rule beneath one granting its rights already adds nothing (a prefix under /usr,
+        # /lib a link to /usr/lib): left out, an attempt adds fewer rules (24 -> 17 here).
+        # Compared resolved: a rule is on the inode its path leads to, links followed.
         device = _READ_FILE | _WRITE_FILE | _TRUNCATE | _IOCTL_DEV
-        for path, access in [
-            *((p, _READ) for p in self.read),
-            *((p, self.handled) for p in [*self.write, Path("/dev/shm")]),  # noqa: S108
-            *((Path(d), device) for d in DEVICES),
-        ]:
+        for path, access in prune_rules(
+            (p.resolve(), access)
+            for p, access in [
+                *((p, _READ) for p in self.read),
+                *((p, self.handled) for p in [*self.write, Path("/dev/shm")]),  # noqa: S108
+                *((Path(d), device) for d in DEVICES),
+            ]
+        ):
             attr = self._open(path, access)
             if attr is None:
                 self._missing.append((path, access))
@@ -390,12 +416,19 @@ class Landlock:
                 err = ctypes.get_errno()
                 raise OSError(err, f"landlock_add_rule {path}: {os.strerror(err)}")
 
-    def _add(self, ruleset: int, path: str | Path | int, access: int) -> None:
+    def _add(
+        self, ruleset: int, path: str | Path | int, access: int, *, directory: bool = False
+    ) -> None:
         """The rule giving ``access`` beneath ``path``, or beneath what the open descriptor
         ``path`` (an int, not closed here) stands for: a file or directory the caller holds
-        open already costs no open, fstat and close again."""
+        open already costs no open, fstat and close again; nor an fstat when it is known to
+        be a ``directory``, or ``access`` holds only rights a file takes."""
         if isinstance(path, int):
-            if not stat.S_ISDIR(os.fstat(path).st_mode):
+            if (
+                not directory
+                and access & ~_FILE_RIGHTS
+                and not stat.S_ISDIR(os.fstat(path).st_mode)
+            ):
                 access &= _FILE_RIGHTS
             self._add_rule(ruleset, f"fd {path}", _PathBeneathAttr(access & self.handled, path))
             return
@@ -418,7 +451,8 @@ class Landlock:
         """A ruleset fd for one attempt: read the allowed paths; write ``work_dir``, its own
         ``log`` (so ``echo > /dev/stderr`` works) and the harmless devices. Each of
         ``work_dir`` and ``log`` is a path or a descriptor open on it (the executor's: the
-        log it claimed, the work dir it made)."""
+        log it claimed, the work dir it made); a descriptor for ``work_dir`` is taken for a
+        directory's (the kernel refuses directory rights on a file's)."""
         attr = _RulesetAttr(self.handled, 0, 0)
         size = 8  # handled_access_fs only
         if self.abi >= 6:
@@ -432,7 +466,7 @@ class Landlock:
             self._add_static(fd)
             for path, access in self._missing:
                 self._add(fd, path, access)
-            self._add(fd, work_dir, self.handled)
+            self._add(fd, work_dir, self.handled, directory=True)
             self._add(fd, log, _READ_FILE | _WRITE_FILE | _TRUNCATE | _IOCTL_DEV)
         except BaseException:
             os.close(fd)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -21,8 +22,16 @@ CREATE TABLE IF NOT EXISTS dependency_waits (
 
 
 class SqliteDependencies(DependencyStore):
+    _local: threading.local  # SqliteStore's: ``waiters``, this transaction's reads, or None
+
     def _x(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
         raise NotImplementedError  # pragma: no cover - SqliteStore's
+
+    def _forget_waiters(self) -> None:
+        """Before a write to the waits: drop what this transaction read of them."""
+        waiters: dict[Any, list[tuple[str, str]]] | None = getattr(self._local, "waiters", None)
+        if waiters:
+            waiters.clear()
 
     def runs_by_logical_date(
         self, project: str, workflow: str, start: datetime, end: datetime, limit: int
@@ -39,6 +48,7 @@ class SqliteDependencies(DependencyStore):
     def add_dependency_waits(
         self, run_id: str, task_id: str, upstreams: Sequence[tuple[str, str]]
     ) -> None:
+        self._forget_waiters()
         for project, workflow in upstreams:
             self._x(
                 "INSERT OR IGNORE INTO dependency_waits VALUES (?, ?, ?, ?)",
@@ -46,15 +56,24 @@ class SqliteDependencies(DependencyStore):
             )
 
     def dependency_waiters(self, project: str, workflow: str, limit: int) -> list[tuple[str, str]]:
+        # read once per transaction (a turn asks after every task's end: most find nobody)
+        waiters: dict[Any, list[tuple[str, str]]] | None = getattr(self._local, "waiters", None)
+        key = (project, workflow, limit)
+        if waiters is not None and (cached := waiters.get(key)) is not None:
+            return list(cached)
         rows = self._x(
             "SELECT run_id, task_id FROM dependency_waits WHERE project=? AND workflow=? LIMIT ?",
             (project, workflow, limit),
         ).fetchall()
-        return [(r["run_id"], r["task_id"]) for r in rows]
+        found = [(r["run_id"], r["task_id"]) for r in rows]
+        if waiters is not None:
+            waiters[key] = found
+        return list(found)
 
     def remove_dependency_waits(
         self, run_id: str, task_id: str, upstreams: Sequence[tuple[str, str]]
     ) -> None:
+        self._forget_waiters()
         for project, workflow in upstreams:
             self._x(
                 "DELETE FROM dependency_waits WHERE project=? AND workflow=? AND run_id=? "

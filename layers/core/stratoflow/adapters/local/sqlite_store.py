@@ -11,7 +11,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -120,13 +120,28 @@ BEGIN INSERT INTO task_changes (run_id, task_id) VALUES (NEW.run_id, NEW.task_id
 """
 
 
+# The text of the times written lately: a task's start and end times are written several
+# times (its moves, its attempt's rows), ~2 us to format each time, ~0.03 to look up. Equal
+# datetimes are the same instant, whatever their zone, so they have the same text; a naive
+# one is equal to no aware one and misses. Emptied when full.
+_TS_TEXT: dict[datetime, str] = {}
+_TS_KEPT = 4096
+
+
 def _ts(value: datetime | None) -> str | None:
     if value is None:
         return None
+    text = _TS_TEXT.get(value)
+    if text is not None:
+        return text
     if value.tzinfo is None:
         raise ValueError("naive datetime reached the store")
     # isoformat, not strftime: it zero-pads the year, so every stored time parses and sorts
-    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    text = value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if len(_TS_TEXT) >= _TS_KEPT:
+        _TS_TEXT.clear()
+    _TS_TEXT[value] = text
+    return text
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -151,6 +166,8 @@ _TASK_STATES = {s.value: s for s in TaskState}  # a lookup: TaskState(value) cos
 _UP_COLUMN = {TaskState.SUCCEEDED: "up_ok", TaskState.SKIPPED: "up_skipped"}
 # Rows per multi-row statement: 4 parameters each, well under SQLite's 32,766.
 _CHUNK = 500
+# Queue sequence numbers a transaction reserves at once (``_queue_numbers``).
+_QUEUE_BLOCK = 64
 
 _TASK_COLS = (
     "run_id, task_id, state, attempt, attempt_base, up_ok, up_failed, up_skipped, ready_at, deadline, "
@@ -182,36 +199,44 @@ def _outputs(text: str) -> Any:
     return {} if text == "{}" else json.loads(text)  # most tasks have none
 
 
+_new = object.__new__
+_from_iso = datetime.fromisoformat
+# What _task sets on a TaskInstance and its Upstream: every field (checked here, so a field
+# added to either fails every test until _task sets it too).
+_TASK_FIELDS = frozenset(
+    _TASK_COLS.replace("up_ok, up_failed, up_skipped", "upstream").replace(" ", "").split(",")
+)
+_UPSTREAM_FIELDS = frozenset({"succeeded", "failed", "skipped"})
+if {f.name for f in fields(TaskInstance)} != _TASK_FIELDS or {
+    f.name for f in fields(Upstream)
+} != _UPSTREAM_FIELDS:  # pragma: no cover - a guard for the next field
+    raise ImportError("sqlite_store._task does not set every field of TaskInstance/Upstream")
+
+
 def _task(row: sqlite3.Row) -> TaskInstance:
-    # by position, in the order of _TASK_COLS (the hot path decodes thousands of rows)
+    """A task row, by position in the order of _TASK_COLS (the hot path decodes ~5 a task).
+    Built as ``TaskInstance.with_`` copies one (its fields set at once, not through the
+    frozen dataclass's ``__init__``, a ``setattr`` per field): ~1.3 us a row instead of
+    ~4.9. The values are those ``__init__`` would hold."""
     (
-        run_id,
-        task_id,
-        state,
-        attempt,
-        attempt_base,
-        up_ok,
-        up_failed,
-        up_skipped,
-        ready_at,
-        deadline,
-        started_at,
-        ended_at,
-        outputs,
-        error,
-        priority,
-        propagating,
-        pool,
-        pool_rank,
+        run_id, task_id, state, attempt, attempt_base, up_ok, up_failed, up_skipped, ready_at,
+        deadline, started_at, ended_at, outputs, error, priority, propagating, pool, pool_rank,
         pool_slots,
-    ) = tuple(row)[:_N_TASK_COLS]
-    return TaskInstance(
-        run_id=run_id, task_id=task_id, state=TaskState(state), attempt=attempt,
-        attempt_base=attempt_base, upstream=Upstream(up_ok, up_failed, up_skipped),
-        ready_at=_dt(ready_at), deadline=_dt(deadline), started_at=_dt(started_at),
-        ended_at=_dt(ended_at), outputs=_outputs(outputs), error=error, priority=priority,
+    ) = tuple(row)[:_N_TASK_COLS]  # fmt: skip
+    upstream = _new(Upstream)
+    upstream.__dict__.update(succeeded=up_ok, failed=up_failed, skipped=up_skipped)
+    task: TaskInstance = _new(TaskInstance)
+    task.__dict__.update(
+        run_id=run_id, task_id=task_id, state=_TASK_STATES[state], attempt=attempt,
+        attempt_base=attempt_base, upstream=upstream,
+        ready_at=None if ready_at is None else _from_iso(ready_at),
+        deadline=None if deadline is None else _from_iso(deadline),
+        started_at=None if started_at is None else _from_iso(started_at),
+        ended_at=None if ended_at is None else _from_iso(ended_at),
+        outputs={} if outputs == "{}" else json.loads(outputs), error=error, priority=priority,
         propagating=bool(propagating), pool=pool, pool_rank=pool_rank, pool_slots=pool_slots,
     )  # fmt: skip
+    return task
 
 
 def _task_values(t: TaskInstance) -> tuple[Any, ...]:
@@ -252,6 +277,14 @@ _MULTI_UPDATE = {
     for n in (1, 2, 4, 8, 16, 32)
 }
 _FULL_SET = "up_ok=?, up_failed=?, up_skipped=?, " + _STATE_SET
+# Attempts' starts, several rows a statement; a repeated start only fills in its log.
+_STARTS_MAX = 32
+_START_ATTEMPTS = {
+    n: "INSERT INTO attempts (run_id, task_id, attempt, state, started_at, log) VALUES "
+    + ",".join(["(?,?,?,?,?,?)"] * n)
+    + " ON CONFLICT (run_id, task_id, attempt) DO UPDATE SET log=COALESCE(excluded.log, attempts.log)"
+    for n in range(1, _STARTS_MAX + 1)
+}
 
 
 def _state_values(t: TaskInstance, queued_seq: int | None) -> tuple[Any, ...]:
@@ -345,6 +378,9 @@ class SqliteStore(
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
             self._local.depth = 0
+            self._local.runs = None
+            self._local.waiters = None
+            self._local.seqs = None
         return conn
 
     def close(self) -> None:
@@ -365,6 +401,12 @@ class SqliteStore(
             return
         conn.execute("BEGIN IMMEDIATE")
         self._local.depth = 1
+        # What this transaction read of runs and of the dependency waits, for its own later
+        # reads: BEGIN IMMEDIATE holds the write lock, so no other connection changes them
+        # until it ends; its own writes update or drop the entries (before the statement, so
+        # a write that fails part-way leaves nothing stale). Never kept past its end.
+        self._local.runs, self._local.waiters = {}, {}
+        self._local.seqs = None  # the queue numbers it reserved and has not used
         try:
             yield
         except BaseException:
@@ -375,7 +417,26 @@ class SqliteStore(
             conn.execute("COMMIT")
         finally:
             self._local.depth = 0
+            self._local.runs = self._local.waiters = self._local.seqs = None
         self._publish()
+
+    def _forget_reads(self) -> None:
+        """Drop what this transaction cached (a savepoint rolled back: the rows it wrote are
+        as they were before, which the cache no longer says)."""
+        if getattr(self._local, "runs", None) is not None:
+            self._local.runs.clear()
+            self._local.waiters.clear()
+            self._local.seqs = None  # its reservation may be what was rolled back
+
+    def _forget_run(self, run_id: str) -> Run | None:
+        """Before a write to a run's row: drop its cached copy; the copy dropped."""
+        runs: dict[str, Run] | None = getattr(self._local, "runs", None)
+        return None if runs is None else runs.pop(run_id, None)
+
+    def _remember_run(self, run: Run) -> None:
+        runs: dict[str, Run] | None = getattr(self._local, "runs", None)
+        if runs is not None:
+            runs[run.id] = run
 
     def _changed(self, kind: str, key: Any) -> None:
         """Note a written key for the commit hooks (published now, outside a transaction)."""
@@ -401,6 +462,23 @@ class SqliteStore(
 
     def _next(self, counter: str) -> int:
         return self._add(counter, 1)
+
+    def _queue_numbers(self, n: int) -> int:
+        """The first of ``n`` consecutive new queue sequence numbers (a task entering the
+        queue takes one: FIFO within a priority). In a transaction they come from a block
+        reserved once (``_QUEUE_BLOCK`` numbers, one counter update per turn instead of one
+        per task queued): the write lock is held until it ends, and the next transaction,
+        here or in another process, reserves above the block, so the numbers still grow in
+        the order tasks are queued. What a transaction leaves unused is skipped."""
+        if not getattr(self._local, "depth", 0):
+            return self._add("queued", n) - n + 1
+        block: tuple[int, int] | None = self._local.seqs
+        if block is None or block[0] + n - 1 > block[1]:
+            size = max(n, _QUEUE_BLOCK)
+            top = self._add("queued", size)
+            block = (top - size + 1, top)
+        self._local.seqs = (block[0] + n, block[1])
+        return block[0]
 
     def _add(self, counter: str, n: int) -> int:
         """Add ``n`` to a counter; its new value (the numbers above the old one are taken)."""
@@ -556,7 +634,7 @@ class SqliteStore(
                         t.run_id,
                         t.task_id,
                         *_task_values(t),
-                        self._next("queued") if t.state is TaskState.QUEUED else None,
+                        self._queue_numbers(1) if t.state is TaskState.QUEUED else None,
                     )
                     for t in tasks
                 ],
@@ -568,10 +646,16 @@ class SqliteStore(
             return True
 
     def get_run(self, run_id: str) -> Run:
+        runs: dict[str, Run] | None = getattr(self._local, "runs", None)
+        if runs is not None and (cached := runs.get(run_id)) is not None:
+            return cached  # read (or written) earlier in this transaction
         row = self._x(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
         if row is None:
             raise NotFound(f"run {run_id!r} not found")
-        return _run(row)
+        run = _run(row)
+        if runs is not None:
+            runs[run_id] = run
+        return run
 
     def list_runs(self, query: RunQuery) -> list[Run]:
         where, args = [], []
@@ -593,6 +677,7 @@ class SqliteStore(
 
     def _put_run(self, run: Run, expect: RunState) -> bool:
         # Counters are add_counters' alone: writing them here could erase a concurrent add.
+        old = self._forget_run(run.id)
         cur = self._x(
             "UPDATE runs SET state=?, started_at=?, ended_at=?, error=?, paused_by_parent=? "
             "WHERE id=? AND state=?",
@@ -607,6 +692,13 @@ class SqliteStore(
             ),
         )
         if cur.rowcount == 1:
+            if old is not None:  # the cached row, with what this statement set
+                self._remember_run(
+                    old.with_(
+                        state=run.state, started_at=run.started_at, ended_at=run.ended_at,
+                        error=run.error, paused_by_parent=run.paused_by_parent,
+                    )
+                )  # fmt: skip
             self._changed("runs", run.id)
         return cur.rowcount == 1
 
@@ -614,6 +706,7 @@ class SqliteStore(
         self, run: Run, expect: RunState, if_ended_at: datetime | None = None
     ) -> bool:
         ended = "" if if_ended_at is None else " AND ended_at=?"
+        self._forget_run(run.id)
         cur = self._x(
             "UPDATE runs SET state=?, started_at=?, ended_at=?, error=?, paused_by_parent=?, "
             f"n_done=?, n_failed=?, n_running=? WHERE id=? AND state=?{ended}",
@@ -643,6 +736,7 @@ class SqliteStore(
     def _add_counters(
         self, run_id: str, *, done: int = 0, failed: int = 0, running: int = 0
     ) -> Run:
+        self._forget_run(run_id)
         row = self._x(
             f"UPDATE runs SET n_done=n_done+?, n_failed=n_failed+?, n_running=n_running+? "
             f"WHERE id=? RETURNING {_RUN_COLS}",
@@ -651,16 +745,35 @@ class SqliteStore(
         if row is None:
             raise NotFound(f"run {run_id!r} not found")
         self._changed("runs", run_id)
-        return _run(row)
+        run = _run(row)
+        self._remember_run(run)
+        return run
 
     def _bump_counters(self, decision: Decision) -> None:
-        """A decision's counters, added without reading the run back (nobody uses it)."""
+        """A decision's counters. A copy of the run cached in this transaction gets the same
+        deltas; in a transaction without one, the statement returns the run for the cache
+        (a turn reads its run after its first decision: the end's settling, the claim)."""
+        old = self._forget_run(decision.run_id)
+        if old is None and getattr(self._local, "runs", None) is not None:
+            self._add_counters(
+                decision.run_id, done=decision.done, failed=decision.failed,
+                running=decision.running,
+            )  # fmt: skip
+            return
         cur = self._x(
             "UPDATE runs SET n_done=n_done+?, n_failed=n_failed+?, n_running=n_running+? WHERE id=?",
             (decision.done, decision.failed, decision.running, decision.run_id),
         )
         if cur.rowcount != 1:
             raise NotFound(f"run {decision.run_id!r} not found")
+        if old is not None:
+            self._remember_run(
+                old.with_(
+                    n_done=old.n_done + decision.done,
+                    n_failed=old.n_failed + decision.failed,
+                    n_running=old.n_running + decision.running,
+                )
+            )
         self._changed("runs", decision.run_id)
 
     def count_active_runs(self, project: str, workflow: str) -> int:
@@ -716,7 +829,7 @@ class SqliteStore(
     def _write_task(
         self, t: TaskInstance, where: str = "", args: Sequence[Any] = (), *, upstream: bool = False
     ) -> int:
-        seq = self._next("queued") if t.state is TaskState.QUEUED else None
+        seq = self._queue_numbers(1) if t.state is TaskState.QUEUED else None
         counts = (t.upstream.succeeded, t.upstream.failed, t.upstream.skipped) if upstream else ()
         cur = self._x(
             f"UPDATE tasks SET {_FULL_SET if upstream else _STATE_SET} WHERE run_id=? AND task_id=?{where}",
@@ -737,7 +850,7 @@ class SqliteStore(
         statement's row counts are padded to a power of two with rows that match nothing (a
         NULL key), so a handful of statement texts stay in the connection's cache."""
         n_queued = sum(w.task.state is TaskState.QUEUED for w in writes)
-        seq = self._add("queued", n_queued) - n_queued if n_queued else 0
+        seq = self._queue_numbers(n_queued) - 1 if n_queued else 0
         rows: list[tuple[Any, ...]] = []
         for w in writes:
             t = w.task
@@ -773,10 +886,12 @@ class SqliteStore(
             try:
                 applied = self._apply_writes(decision)
             except BaseException:
+                self._forget_reads()
                 conn.execute("ROLLBACK TO decision")
                 conn.execute("RELEASE decision")
                 raise
             if not applied:
+                self._forget_reads()
                 conn.execute("ROLLBACK TO decision")
             conn.execute("RELEASE decision")
             return applied
@@ -1034,19 +1149,23 @@ class SqliteStore(
 
     # ------------------------------------------------------------ attempts
     def start_attempt(self, attempt: Attempt) -> None:
-        self._x(
-            "INSERT INTO attempts (run_id, task_id, attempt, state, started_at, log) VALUES (?,?,?,?,?,?) "
-            "ON CONFLICT (run_id, task_id, attempt) DO UPDATE SET log=COALESCE(excluded.log, attempts.log)",
-            (
-                attempt.run_id,
-                attempt.task_id,
-                attempt.attempt,
-                attempt.state,
-                _ts(attempt.started_at),
-                attempt.log,
-            ),
-        )
-        self._changed("attempts", (attempt.run_id, attempt.task_id, attempt.attempt))
+        self.start_attempts([attempt])
+
+    def start_attempts(self, attempts: Sequence[Attempt]) -> None:
+        # a turn's starts in one statement (per 32: a few statement texts stay cached)
+        for start in range(0, len(attempts), _STARTS_MAX):
+            part = attempts[start : start + _STARTS_MAX]
+            self._x(
+                _START_ATTEMPTS[len(part)],
+                [
+                    v
+                    for a in part
+                    for v in (a.run_id, a.task_id, a.attempt, a.state, _ts(a.started_at), a.log)
+                ],
+            )
+        if self.on_commit:
+            for a in attempts:
+                self._changed("attempts", (a.run_id, a.task_id, a.attempt))
 
     def finish_attempt(self, attempt: Attempt) -> None:
         self._x(
