@@ -341,11 +341,27 @@ def floor_process_sample(path: Path, pool: int) -> Sample:
     return _process_sample([sys.executable, "-c", _FLOOR_LAUNCHER, bench_dir, str(path), str(pool)])
 
 
+def compile_tree(*paths: str | Path) -> None:
+    """Compile the Stratoflow (and site-packages) a benchmark runs to bytecode first, as
+    ``make install`` does: a process that compiled what it imports would measure the compiler,
+    once per tree (docs/benchmarks.md, "the CLI's start-up")."""
+    import sysconfig
+
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "-j", "0",
+         *map(str, paths), sysconfig.get_path("purelib")],
+        stdout=subprocess.DEVNULL, check=False,
+    )  # fmt: skip
+
+
 def measure_e2e(repeat: int, tmp: Path, baseline: str | None = None) -> Workload:
     """The issue's end-to-end case: ``stratoflow run`` of the 2,000-task layered DAG with
     ``concurrency: 8`` against the naive 8-thread floor, both as whole processes,
     interleaved with the order rotating. ``baseline``: a PYTHONPATH whose Stratoflow runs
     as a third variant in the same rotation (a fair before/after on a busy machine)."""
+    import stratoflow
+
+    compile_tree(Path(stratoflow.__file__).parent, *([] if baseline is None else [baseline]))
     deps = layered(E2E_LAYERS, E2E_WIDTH)
     path = tmp / "bench-e2e-layered.yaml"
     path.write_text(workflow_yaml("e2e", deps, E2E_CONCURRENCY))

@@ -251,3 +251,22 @@ def test_a_failed_projection_is_caught_up_later(store: SqliteStore, tmp_path: Pa
     finally:
         feed.close()
         rm.close()
+
+
+def test_close_projects_what_is_queued_without_waiting_out_the_linger(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    """A process that ends (``stratoflow run``) projects its last commits at once: with an
+    hour's linger, close() still leaves them in the read model (its join gives up after 30 s,
+    so waiting out the linger would leave them out)."""
+    rm = ReadModel.open(str(tmp_path / "rm.db"))
+    feed = LocalFeed(store, rm, linger=3600)
+    feed.start()
+    try:
+        store.create_run(f.run("r1", workflow="w"), [f.task("r1", "a")], None)
+    finally:
+        feed.close()
+    try:
+        _assert_same(store, rm, "r1")
+    finally:
+        rm.close()

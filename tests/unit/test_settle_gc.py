@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import gc
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from stratoflow.adapters.local import runtime
-from stratoflow.adapters.local.runtime import GC_THRESHOLDS, settle_gc
+from stratoflow.adapters.local.collector import GC_THRESHOLDS
+from stratoflow.adapters.local.runtime import settle_gc
 
 
 # tests/conftest.py puts the collector back after each test (``_gc_restored``)
@@ -39,3 +41,29 @@ def test_stratoflow_run_settles_the_collector_once_its_workflow_is_applied(
     result = CliRunner().invoke(main, ["run", str(flow), "--home", str(tmp_path / "home")])
     assert result.exit_code == 0, result.output
     assert calls == [1]
+
+
+def test_stratoflow_run_collects_less_before_it_loads_the_workflow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The young-collection threshold is raised before the model and the workflow are
+    loaded (in a fresh process, before the runtime and the model are imported), not only once
+    the run is applied."""
+    from stratoflow import model
+    from stratoflow.adapters.local import collector
+    from stratoflow.cli import main
+
+    calls: list[str] = []
+    load = model.load_workflow
+
+    def loading(*args: Any, **kwargs: Any) -> model.WorkflowSpec:
+        calls.append("load")
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(collector, "collect_less", lambda: calls.append("collect_less"))
+    monkeypatch.setattr(model, "load_workflow", loading)
+    flow = tmp_path / "one.yaml"
+    flow.write_text('name: one\ntasks:\n  a: {type: shell, command: "true"}\n')
+    result = CliRunner().invoke(main, ["run", str(flow), "--home", str(tmp_path / "home")])
+    assert result.exit_code == 0, result.output
+    assert calls[:2] == ["collect_less", "load"]

@@ -27,12 +27,12 @@ from stratoflow.cli_common import (
     EXIT_FAILED,
     EXIT_INVALID,
     EXIT_UNREACHABLE,
+    LazyGroup,
     api_option,
     output_option,
     project_option,
 )
 from stratoflow.cli_common import fail as _fail
-from stratoflow.cli_sdk import schema
 from stratoflow.errors import Conflict, InvalidInput, NotFound, StratoflowError
 
 if TYPE_CHECKING:
@@ -87,7 +87,42 @@ def _params(pairs: Sequence[str]) -> dict[str, str]:
     return params
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# The commands of the cli_*.py modules, imported when one of them is run: most of those modules
+# import a part of the package (alerts, pools, the model) that the other commands do not need.
+# Each short help is what the command's own help starts with (tests/unit/test_cli_startup.py).
+LAZY_COMMANDS = {
+    "alerts": ("stratoflow.cli_alerts:alerts",
+               "Alert channels and groups, test alerts, and what was delivered."),
+    "backfill": ("stratoflow.cli_backfill:backfill",
+                 "Backfill NAME: one run per logical date its schedule fires in [start, end] "
+                 "(daily at 00:00 without a schedule), serial unless --parallel; a repeated "
+                 "backfill adds nothing."),
+    "backfills": ("stratoflow.cli_backfill:backfills",
+                  "List, watch, pause, resume and cancel backfills."),
+    "connections": ("stratoflow.cli_connections:connections",
+                    "Named connections of a project: where `type: sql` tasks run their SQL."),
+    "import": ("stratoflow.cli_import:import_command",
+               "Convert DolphinScheduler exports, pydolphinscheduler YAML and dag-factory YAML "
+               "into workflow files (one per workflow), with a report per file of what did not "
+               "map."),
+    "pools": ("stratoflow.cli_pools:pools",
+              "Named pools of slots that tasks share across runs (`pool:` on a task)."),
+    "resources": ("stratoflow.cli_resources:resources",
+                  "A project's resource files: tasks list them in `resources: [path, ...]`."),
+    "schema": ("stratoflow.cli_sdk:schema",
+               "Print the JSON Schema of workflow files (format v1), generated from the models."),
+    "secrets": ("stratoflow.cli_secrets:secrets",
+                "A project's secrets: tasks reference them as {{ secrets.NAME }}."),
+}  # fmt: skip
+LAZY_RUNS_COMMANDS = {
+    "force-start": ("stratoflow.cli_pools:force_start",
+                    "Start a task waiting in a pool now, ahead of its queue and the free slots."),
+}  # fmt: skip
+
+
+@click.group(
+    cls=LazyGroup, lazy=LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(package_name="stratoflow")
 def main() -> None:
     """Stratoflow: DAG workflows, locally or on AWS serverless."""
@@ -117,9 +152,6 @@ def validate(files: Sequence[str]) -> None:
         sys.exit(EXIT_INVALID)
 
 
-main.add_command(schema)  # the JSON Schema of workflow files (stratoflow.cli_sdk)
-
-
 # ------------------------------------------------------------------ run (in-process)
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
@@ -137,6 +169,9 @@ def run(
     """Run one workflow to completion in this process (exit 0 succeeded, 1 failed)."""
     from datetime import UTC, datetime
 
+    from stratoflow.adapters.local.collector import collect_less
+
+    collect_less()  # before the runtime, the model and the workflow are loaded: they stay
     from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime, settle_gc
     from stratoflow.cli_sdk import single_source
     from stratoflow.model import load_workflow
@@ -307,6 +342,9 @@ def server(
     """Run the scheduler, cron loop and API in one process; resumes unfinished runs."""
     import logging
 
+    from stratoflow.adapters.local.collector import collect_less
+
+    collect_less()  # as `run`: what is loaded from here on stays for the server's lifetime
     from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime, settle_gc
     from stratoflow.api.app import create_app
     from stratoflow.api.local_server import start_in_thread
@@ -394,8 +432,24 @@ def _workflow_files(paths: Sequence[str]) -> list[Path]:
 
 
 # ------------------------------------------------------------------ client commands
+def _import_httpx() -> None:
+    """Import httpx without its own command-line tool: ``httpx/__init__`` imports
+    ``httpx._main`` (rich, pygments, click's parts for it) when it can, a third of its import
+    time, that a command which only sends requests never uses. Only the first import is cut;
+    ``httpx._main`` can still be imported afterwards."""
+    if "httpx" in sys.modules:
+        return
+    sys.modules["httpx._main"] = None  # type: ignore[assignment]  # ImportError: httpx skips it
+    try:
+        import httpx  # noqa: F401
+    finally:
+        if sys.modules.get("httpx._main", False) is None:
+            del sys.modules["httpx._main"]
+
+
 class Client:
     def __init__(self, api: str) -> None:
+        _import_httpx()
         import httpx
 
         self.api = api.rstrip("/")
@@ -556,7 +610,7 @@ def _wait(client: Client, run_id: str, *, live: bool) -> dict[str, Any]:
     return detail
 
 
-@main.group()
+@main.group(cls=LazyGroup, lazy=LAZY_RUNS_COMMANDS)
 def runs() -> None:
     """List, inspect and operate on runs."""
 
@@ -808,62 +862,3 @@ def admin_token(home: Path | None, reset: bool) -> None:
                 identities.revoke_token(token.id)
         _, secret = identities.create_token(FIRST_ADMIN, "reset", datetime.now(UTC))
     click.echo(secret)
-
-
-# ------------------------------------------------------------------ import (cli_import.py)
-from stratoflow.cli_import import import_command  # noqa: E402 - registered after main exists
-
-main.add_command(import_command)
-
-
-# ------------------------------------------------------------------ alerts (cli_alerts.py)
-def _alerts_group() -> click.Group:
-    from stratoflow.cli_alerts import alerts  # it imports this module's client and options
-
-    return alerts
-
-
-main.add_command(_alerts_group())
-
-
-# ------------------------------------------------------------------ connections
-def _connections_group() -> click.Group:
-    from stratoflow.cli_connections import connections  # it imports this module's client
-
-    return connections
-
-
-main.add_command(_connections_group())
-
-
-# ------------------------------------------------------------------ secrets (cli_secrets.py)
-from stratoflow.cli_secrets import secrets as _secrets  # noqa: E402 - registered after main exists
-
-main.add_command(_secrets)
-
-# ------------------------------------------------------------------ resources (cli_resources.py)
-from stratoflow.cli_resources import resources as _resources  # noqa: E402 - as secrets
-
-main.add_command(_resources)
-
-
-# ------------------------------------------------------------------ backfill (its own module)
-def _add_backfill_commands() -> None:
-    from stratoflow.cli_backfill import backfill, backfills  # it uses what is above
-
-    main.add_command(backfill)
-    main.add_command(backfills)
-
-
-_add_backfill_commands()
-
-
-# ------------------------------------------------------------------ pools (cli_pools.py)
-def _add_pool_commands() -> None:
-    from stratoflow.cli_pools import force_start, pools  # it uses what is above
-
-    main.add_command(pools)
-    runs.add_command(force_start)
-
-
-_add_pool_commands()

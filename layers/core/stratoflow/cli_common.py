@@ -6,6 +6,7 @@ modules which use this one (``Client`` and the default API URL are looked up whe
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -34,6 +35,50 @@ api_option = click.option(
 )
 project_option = click.option("--project", default="default", show_default=True)
 output_option = click.option("--output", type=click.Choice(["text", "json"]), default="text")
+
+
+class LazyGroup(click.Group):
+    """A group some of whose commands live in other modules, imported only when one of them
+    is looked up to run (or to show its own help): ``stratoflow --help`` and every other command
+    do not import the alerts, pools or connections code (docs/benchmarks.md, "the CLI's start-up").
+
+    ``lazy`` maps a command's name to ``("module:attribute", short help)``; the listing of
+    ``--help`` shows that short help without importing the module, and
+    tests/unit/test_cli_startup.py checks that it lists exactly what the loaded commands say."""
+
+    def __init__(
+        self, *args: Any, lazy: dict[str, tuple[str, str]] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            self.add_command(self.load(cmd_name), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def load(self, name: str) -> click.Command:
+        module, _, attribute = self.lazy[name][0].partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{module}:{attribute} is not a click command")
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """As click's, with an unloaded lazy command's short help taken from ``lazy``."""
+        commands: list[tuple[str, click.Command]] = []
+        for name in self.list_commands(ctx):
+            if name in self.lazy and name not in self.commands:
+                commands.append((name, click.Command(name, help=self.lazy[name][1])))
+            elif (command := self.get_command(ctx, name)) is not None and not command.hidden:
+                commands.append((name, command))
+        if commands:
+            limit = formatter.width - 6 - max(len(name) for name, _ in commands)
+            with formatter.section("Commands"):
+                formatter.write_dl([(n, c.get_short_help_str(limit)) for n, c in commands])
 
 
 def project_output_api(command: F) -> F:

@@ -65,7 +65,7 @@ def workflow_sources(
     """(where, YAML text) of every workflow in ``files``, all read before any is sent: a
     YAML file as it is; a Python module's workflows validated, then rendered. A module met in
     a directory (not in ``named``) may define none; a named one must define one."""
-    from stratoflow.model import read_workflow_text
+    from stratoflow.workflow_text import read_workflow_text
 
     wanted = {Path(p) for p in named}  # Path("./a.py") == Path("a.py")
     out: list[tuple[str, str]] = []
@@ -81,7 +81,7 @@ def workflow_sources(
 
 def single_source(path: str, now: datetime) -> str:
     """The YAML text of the one workflow in ``path`` (``stratoflow run``)."""
-    from stratoflow.model import read_workflow_text
+    from stratoflow.workflow_text import read_workflow_text
 
     if not is_python(path):
         return read_workflow_text(path)

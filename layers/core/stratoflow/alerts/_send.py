@@ -9,15 +9,11 @@ import hashlib
 import hmac
 import json
 import logging
-import smtplib
-import ssl
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from email.message import EmailMessage
-from email.utils import make_msgid
 from typing import TYPE_CHECKING, Any
 
 from stratoflow.alerts._channels import Channel, MissingSecret, ResolveSecret, resolve_refs
@@ -218,6 +214,13 @@ class Sender:
 
     # ------------------------------------------------------------ email, SNS
     def _email(self, ch: Channel, facts: AlertFacts, key: str, value: Any) -> None:
+        # imported here: only an email channel's delivery needs them, and they cost every
+        # process that loads the alerts (`stratoflow run`, the server) ~15 ms of start-up
+        import smtplib
+        import ssl
+        from email.message import EmailMessage
+        from email.utils import make_msgid
+
         message = EmailMessage()
         message["Subject"] = facts.subject
         message["From"] = value("from")

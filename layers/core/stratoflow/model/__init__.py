@@ -12,10 +12,8 @@ from stratoflow.model._jsonschema import (
 from stratoflow.model._loader import (
     MAX_ALIAS_NODES,
     MAX_DEPTH,
-    MAX_DOCUMENT_BYTES,
     MAX_NODES,
     MAX_TASKS,
-    decode_source,
 )
 from stratoflow.model._schedule import (
     MAX_FIRINGS_PER_TICK,
@@ -31,7 +29,6 @@ from stratoflow.model._spec import (
     load_workflow,
     load_workflow_file,
     parse_workflow,
-    read_workflow_text,
     spec_from_document,
 )
 from stratoflow.model._workflow import (
@@ -57,6 +54,7 @@ from stratoflow.model._workflow import (
     Workflow,
     WorkflowTask,
 )
+from stratoflow.workflow_text import MAX_DOCUMENT_BYTES, decode_source, read_workflow_text
 
 __all__ = [
     "MAX_ALIAS_NODES",

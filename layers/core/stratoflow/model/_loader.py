@@ -31,11 +31,10 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from stratoflow.errors import InvalidInput, Problem
+from stratoflow.workflow_text import MAX_DOCUMENT_BYTES, too_big
 
 Path = tuple[str | int, ...]
 
-MAX_DOCUMENT_BYTES = 2 * 1024 * 1024
-"""A workflow file's size in UTF-8 bytes (a 10,000-task file is about 700 KB)."""
 MAX_ALIAS_NODES = 100_000
 """How many nodes the aliases of one document may add once expanded."""
 MAX_NODES = 500_000
@@ -303,18 +302,7 @@ def check_size(text: str, *, source: str | None = None) -> None:
     if size <= MAX_DOCUMENT_BYTES and not text.isascii():
         size = _utf8_size(text, source)
     if size > MAX_DOCUMENT_BYTES:
-        raise _too_big(source)
-
-
-def _too_big(source: str | None) -> InvalidInput:
-    return InvalidInput(
-        [
-            Problem(
-                "", f"the document is over {MAX_DOCUMENT_BYTES} bytes (limit max_document_bytes)"
-            )
-        ],
-        source=source,
-    )
+        raise too_big(source)
 
 
 def _utf8_size(text: str, source: str | None) -> int:
@@ -324,22 +312,6 @@ def _utf8_size(text: str, source: str | None) -> int:
         line = text.count("\n", 0, exc.start) + 1
         raise InvalidInput(
             [Problem("", f"not valid Unicode at character {exc.start} ({exc.reason})", line)],
-            source=source,
-        ) from None
-
-
-def decode_source(data: bytes, *, source: str | None = None) -> str:
-    """UTF-8 bytes of a workflow file as text; refuses oversized or non-UTF-8 input, naming
-    the byte offset (and line) of the first bad byte."""
-    if len(data) > MAX_DOCUMENT_BYTES:
-        raise _too_big(source)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        bad = data[exc.start : exc.start + 1].hex()
-        raise InvalidInput(
-            [Problem("", f"not UTF-8: byte 0x{bad} at byte offset {exc.start}", line)],
             source=source,
         ) from None
 

@@ -14,8 +14,9 @@ from pydantic import ValidationError
 
 from stratoflow.errors import InvalidInput, Problem
 from stratoflow.model._dag import Dag, build_dag
-from stratoflow.model._loader import MAX_DOCUMENT_BYTES, Path, decode_source, line_for, load_yaml
+from stratoflow.model._loader import Path, line_for, load_yaml
 from stratoflow.model._workflow import TASK_TYPES, Workflow
+from stratoflow.workflow_text import read_workflow_text
 
 
 @dataclass(frozen=True)
@@ -106,19 +107,6 @@ def load_workflow(
     limits. ``now``: as in :func:`parse_workflow`."""
     data, lines = load_yaml(text, source=source)
     return parse_workflow(data, source=source, lines=lines, now=now)
-
-
-def read_workflow_text(path: str | FsPath) -> str:
-    """A workflow file's text: at most ``MAX_DOCUMENT_BYTES`` are read (a FIFO or
-    ``/dev/zero`` does not fill memory), and bytes that are not UTF-8 are refused with their
-    offset."""
-    file = FsPath(path)
-    try:
-        with file.open("rb") as stream:
-            data = stream.read(MAX_DOCUMENT_BYTES + 1)
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {file}: {exc.strerror}") from None
-    return decode_source(data, source=str(file))
 
 
 def load_workflow_file(path: str | FsPath, *, now: datetime | None = None) -> WorkflowSpec:

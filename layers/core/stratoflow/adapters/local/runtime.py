@@ -21,6 +21,7 @@ from typing import Any
 
 from stratoflow.adapters.local.alerts import AlertStore, FanOutEvents, LocalAlerts
 from stratoflow.adapters.local.clock import SystemClock
+from stratoflow.adapters.local.collector import collect_less
 from stratoflow.adapters.local.connections import ConnectionStore
 from stratoflow.adapters.local.cron import CronLoop
 from stratoflow.adapters.local.executor import LocalExecutor
@@ -101,9 +102,6 @@ class JsonlEvents(EventSink):
         log.info("%s %s", kind, detail.get("run_id"))
 
 
-GC_THRESHOLDS = (50_000, 20, 100)  # Python's defaults: (700, 10, 10)
-
-
 def settle_gc() -> None:
     """For a process that keeps a scheduler (``stratoflow run``, ``stratoflow server``), once
     it has loaded what it keeps: that (modules, schemas, workflow specs) is moved out of the
@@ -115,7 +113,7 @@ def settle_gc() -> None:
     still collected, only later."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    collect_less()
 
 
 class LocalRuntime:
