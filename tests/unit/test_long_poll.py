@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.unit.test_api_app import ETL, _build
 
 from stratoflow.adapters.local.sqlite_store import StoreChanges
 from stratoflow.api.long_poll import RunWatch, resolve_held, unchanged, wanted
@@ -98,3 +100,22 @@ def test_an_unchanged_run_gets_its_304_when_the_wait_ends(wait: str) -> None:
     assert resolve_held(watch, event(wait=wait), lambda _: {"statusCode": 304}) == {
         "statusCode": 304
     }
+
+
+def test_the_resolver_alone_answers_a_wait_at_once_as_on_aws(tmp_path: Path) -> None:
+    # On AWS the resolver is all there is (API Gateway and Lambda hold nothing): `wait` is
+    # validated and the answer is the usual one, a 304 for an unchanged run
+    api = _build(tmp_path)
+    try:
+        api.apply(ETL)
+        run_id = api.trigger("etl")
+        tag = api.call("GET", f"/runs/{run_id}").headers["ETag"]
+        again = api.call(
+            "GET", f"/runs/{run_id}", query={"wait": "30"}, headers={"If-None-Match": tag}
+        )
+        assert (again.status, again.text) == (304, "")
+        refused = api.call("GET", f"/runs/{run_id}", query={"wait": "31"})
+        assert refused.status == 422
+        assert "wait" in refused.body["message"]
+    finally:
+        api.scheduler.store.close()  # type: ignore[attr-defined]
