@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ class ServerSample:
     largest_poll: int = 0
     server_cpu_seconds: float = 0.0
     chromium_cpu_seconds: float = 0.0
+    end_lag_seconds: float = 0.0
     full_view_bytes: dict[str, int] = field(default_factory=dict)
 
 
@@ -165,12 +167,16 @@ def _watched_run(browser: Any, server: ServerProcess, file: Path, tab: str) -> S
     while waiting.poll() is None:
         page.wait_for_timeout(50)  # lets Playwright take the page's events meanwhile
     seconds = time.perf_counter() - started
+    exited = time.time()
     cpu = cpu_seconds(server.proc.pid) - cpu_before
     chromium = chromium_cpu() - chromium_before
     if waiting.returncode != 0:
         raise RuntimeError(f"trigger --wait failed: {waiting.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
     page.wait_for_timeout(300)
     sample = ServerSample(seconds=round(seconds, 3), run_id=run_id)
+    # how long `trigger --wait` took to see the run's end and exit (within the 50 ms above)
+    ended_at = api.get(f"/runs/{run_id}").json()["run"]["ended_at"]
+    sample.end_lag_seconds = round(exited - datetime.fromisoformat(ended_at).timestamp(), 3)
     pattern = re.compile(rf"/runs/{re.escape(run_id)}(\?|$)")
     sizes = []
     for request in finished:
@@ -234,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"pair {i + 1}: server {s.seconds:7.2f} s, {s.polls} polls "
                         f"({s.not_modified} x 304), {s.bytes_per_poll / 1024:.1f} KiB per poll, "
                         f"CPU: server {s.server_cpu_seconds:.1f} s, "
-                        f"Chromium {s.chromium_cpu_seconds:.1f} s",
+                        f"Chromium {s.chromium_cpu_seconds:.1f} s; trigger's end lag "
+                        f"{s.end_lag_seconds:.2f} s",
                         flush=True,
                     )
         browser.close()
@@ -259,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         "run_cpu_s_median": statistics.median(run_cpu),
         "server_cpu_s_median": statistics.median(s.server_cpu_seconds for s in served),
         "chromium_cpu_s_median": statistics.median(s.chromium_cpu_seconds for s in served),
+        "end_lag_s_median": statistics.median(s.end_lag_seconds for s in served),
         "full_view_bytes": served[-1].full_view_bytes,
     }
     print()

@@ -71,6 +71,32 @@ def test_the_run_page_polls_deltas_and_gets_304_while_nothing_changes(
         expect(page.get_by_text(task_id, exact=True).first).to_be_visible()
 
 
+def test_a_live_run_is_not_laid_out_by_elk_until_it_ends(
+    page: Any, server: ServerProcess, api: httpx.Client, shared_dir: Path
+) -> None:
+    # ELK's layout takes seconds of CPU at 2,000 tasks, which a live run on the same machine
+    # needs: the page draws the server's quick layout and refines once the run has ended
+    marker = shared_dir / "refine"
+    source = gated(marker).replace("name: polled", "name: refined", 1)
+    assert api.post("/workflows", json={"source": source}).status_code in (200, 201)
+    run_id = api.post("/workflows/refined/runs", json={}).json()["run"]["id"]
+    page.goto(f"{server.url}/#/runs/{run_id}")
+    graph = page.get_by_test_id("graph")
+    expect(graph).to_have_attribute("data-refine", "waiting", timeout=RUN_TIMEOUT)
+    expect(graph).to_have_attribute("data-ready", "true")  # drawn meanwhile
+    expect(page.get_by_text("refined when the run ends")).to_be_visible()
+    expect(page.get_by_test_id("progress")).to_contain_text("5/11 done", timeout=RUN_TIMEOUT)
+    assert graph.get_attribute("data-layout") is None  # still the quick layout
+    assert graph.get_attribute("data-refine") == "waiting"
+
+    marker.touch()
+    expect(run_badge(page)).to_have_text("succeeded", timeout=RUN_TIMEOUT)
+    expect(graph).to_have_attribute("data-layout", "final", timeout=RUN_TIMEOUT)
+    assert graph.get_attribute("data-layout-source") == "elk"
+    assert graph.get_attribute("data-refine") is None
+    wait_graph_states(page, r"^Graph of 11 tasks: 11 succeeded$")
+
+
 # the first GET /runs/{id} of the page (the whole view): bytes on the wire, of its (gzipped)
 # body as sent, and of the body
 WHOLE_VIEW_SIZES = """() => {

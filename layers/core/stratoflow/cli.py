@@ -348,6 +348,7 @@ def server(
     from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime, settle_gc
     from stratoflow.api.app import create_app
     from stratoflow.api.local_server import start_in_thread
+    from stratoflow.api.long_poll import RunWatch
     from stratoflow.cli_sdk import workflow_sources
 
     logging.basicConfig(
@@ -403,8 +404,11 @@ def server(
         connections=LocalConnections(runtime.connections, runtime.secret_source, runtime.clock),
     )
     settle_gc()
+    # long polls of a run (GET /runs/{id}?wait=S) wake on the store's commits
+    watch = RunWatch()
+    runtime.store.on_commit.append(watch.on_commit)
     try:
-        httpd, url = start_in_thread(app, host, port)
+        httpd, url = start_in_thread(app, host, port, watch=watch)
     except OSError as exc:
         _fail(f"cannot listen on {host}:{port}: {exc.strerror}", EXIT_FAILED)
     runtime.alerts.link_base = runtime.alerts.link_base or url  # alerts link to run pages
@@ -557,9 +561,13 @@ def trigger(
     sys.exit(0 if detail["run"]["state"] == "succeeded" else EXIT_FAILED)
 
 
-WAIT_POLL_SECONDS = (
-    1.0  # ``trigger --wait`` without a terminal; with one it redraws 4 times a second
-)
+# ``trigger --wait`` long-polls the run (GET /runs/{id}?wait=...): the server answers when
+# the run changes, or after WAIT_SECONDS with a 304. While the run keeps changing it asks at
+# most once per WAIT_PACE_SECONDS (a quarter of that with a terminal to redraw); a server
+# that answers at once (AWS, or too many held requests) is asked once per WAIT_POLL_SECONDS.
+WAIT_SECONDS = 20
+WAIT_PACE_SECONDS = 0.5
+WAIT_POLL_SECONDS = 1.0
 
 
 class HeldRun:
@@ -572,17 +580,24 @@ class HeldRun:
         self.run_id = run_id
         self.detail: dict[str, Any] | None = None
         self.etag: str | None = None
+        self.changed = False  # whether the last refresh brought anything new
 
-    def refresh(self) -> dict[str, Any]:
+    def refresh(self, wait: float | None = None) -> dict[str, Any]:
+        """The run now; with ``wait``, a long poll: the server may hold the request up to
+        ``wait`` seconds while the run is as held."""
         held = self.detail
         headers = {"If-None-Match": self.etag} if self.etag and held is not None else {}
-        params = {}
+        params: dict[str, Any] = {}
         if held is not None and held.get("revision") is not None:
             params["since"] = held["revision"]
+        if wait is not None and held is not None:
+            params["wait"] = wait
+        timeout = 30 + (wait or 0)  # the client's own 30 s, after the hold
         response = self.client.response(
-            "GET", f"/runs/{self.run_id}", params=params, headers=headers
+            "GET", f"/runs/{self.run_id}", params=params, headers=headers, timeout=timeout
         )
-        if response.status_code == 304 and held is not None:
+        self.changed = response.status_code != 304 or held is None
+        if not self.changed and held is not None:
             return held
         body: dict[str, Any] = response.json()
         if held is not None and body.get("full") is False:
@@ -592,21 +607,34 @@ class HeldRun:
 
 
 def _wait(client: Client, run_id: str, *, live: bool) -> dict[str, Any]:
-    terminal = {"succeeded", "failed", "stopped"}
-    fetch = HeldRun(client, run_id).refresh
-    detail = fetch()
-    if not live:  # nobody watches: poll less often, a run's end is seen within a second
-        while detail["run"]["state"] not in terminal:
-            time.sleep(WAIT_POLL_SECONDS)
-            detail = fetch()
-        return detail
+    """The run once it has ended, long-polled; ``live``: redrawn on the terminal meanwhile."""
+    run = HeldRun(client, run_id)
+    detail = run.refresh()
+    if not live:
+        return _follow(run, detail, WAIT_PACE_SECONDS, lambda _: None)
     from rich.live import Live
 
     with Live(_progress(detail), refresh_per_second=4) as screen:
-        while detail["run"]["state"] not in terminal:
-            time.sleep(0.25)
-            detail = fetch()
-            screen.update(_progress(detail))
+        return _follow(run, detail, WAIT_PACE_SECONDS / 4, lambda d: screen.update(_progress(d)))
+
+
+def _follow(
+    run: HeldRun, detail: dict[str, Any], pace: float, show: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """Long-poll ``run`` until it ends, calling ``show`` with each new view. After a change
+    the next request waits out ``pace`` (a busy run changes all the time); after an unchanged
+    answer that came at once (a server that holds nothing), WAIT_POLL_SECONDS."""
+    terminal = {"succeeded", "failed", "stopped"}
+    while detail["run"]["state"] not in terminal:
+        started = time.monotonic()
+        detail = run.refresh(wait=WAIT_SECONDS)
+        if run.changed:
+            show(detail)
+            if detail["run"]["state"] in terminal:
+                break
+        rest = (pace if run.changed else WAIT_POLL_SECONDS) - (time.monotonic() - started)
+        if rest > 0:
+            time.sleep(rest)
     return detail
 
 

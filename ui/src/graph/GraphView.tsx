@@ -36,11 +36,13 @@ interface Props {
   selected?: string | null;
   onSelect?: (id: string) => void;
   height?: number;
+  /** lay out with ELK (default); false keeps the quick layout for now (a live run) */
+  refine?: boolean;
 }
 
 interface View { k: number; x: number; y: number }
 
-export function GraphView({ layoutKey, load, states, selected, onSelect, height = 480 }: Props) {
+export function GraphView({ layoutKey, load, states, selected, onSelect, height = 480, refine = true }: Props) {
   const canvasRef = useRef<HTMLCanvasElement>(null);
   const [layout, setLayout] = useState<Layout | null>(null);
   const [final, setFinal] = useState(false);
@@ -62,6 +64,8 @@ export function GraphView({ layoutKey, load, states, selected, onSelect, height 
     return indexed.current.index;
   };
 
+  // the server's layout, and the quick one drawn from it
+  const [base, setBase] = useState<{ key: string; served: ServedLayout; quick: Layout } | null>(null);
   useEffect(() => {
     let live = true;
     setError(null);
@@ -71,28 +75,52 @@ export function GraphView({ layoutKey, load, states, selected, onSelect, height 
       delete canvasRef.current.dataset.ready;
       delete canvasRef.current.dataset.layout;
       delete canvasRef.current.dataset.layoutSource;
+      delete canvasRef.current.dataset.refine;
     }
     setLayout(null);
     setIds(null);
-    load()
-      .then((served) => {
-        if (!live) return null;
+    setBase(null);
+    load().then(
+      (served) => {
+        if (!live) return;
         const quick = fromServed(served);
         setIds(served.tasks);
         if (served.tasks.length > QUICK_ABOVE) setLayout(quick);
-        return layoutGraph(layoutKey, served, quick);
-      })
-      .then(
-        (l) => {
-          if (!live || !l) return;
-          if (canvasRef.current) canvasRef.current.dataset.layoutSource = l.source;
-          setLayout(l);
-          setFinal(true);
-        },
-        (e: unknown) => { if (live) setError(String(e)); },
-      );
+        setBase({ key: layoutKey, served, quick });
+      },
+      (e: unknown) => { if (live) setError(String(e)); },
+    );
     return () => { live = false; };
   }, [layoutKey]);
+
+  // the final layout: ELK's (or a stored one); while `refine` is false ELK is not started and
+  // the quick layout stays, the canvas marked data-refine="waiting"
+  const finalFor = useRef<typeof base>(null);
+  useEffect(() => {
+    // the final layout is drawn once: a run that ends (refine turning true) does not redo it
+    if (!base || base.key !== layoutKey || finalFor.current === base) return;
+    let live = true;
+    layoutGraph(base.key, base.served, base.quick, { refine }).then(
+      (l) => {
+        if (!live) return;
+        const canvas = canvasRef.current;
+        if (!l) {
+          if (canvas) canvas.dataset.refine = "waiting";
+          setLayout((old) => old ?? base.quick);
+          return;
+        }
+        if (canvas) {
+          delete canvas.dataset.refine;
+          canvas.dataset.layoutSource = l.source;
+        }
+        finalFor.current = base;
+        setLayout(l);
+        setFinal(true);
+      },
+      (e: unknown) => { if (live) setError(String(e)); },
+    );
+    return () => { live = false; };
+  }, [base, refine]);
 
   const draw = () => {
     frame.current = 0;
@@ -445,7 +473,7 @@ export function GraphView({ layoutKey, load, states, selected, onSelect, height 
         <span class="muted">{query && matches.length ? `${matches.length} found` : ""}</span>
         {!final && !error && (
           <span class="muted small" aria-live="polite">
-            {layout ? "quick layout; refining" : "laying out"}{ids ? ` ${ids.length} tasks` : ""}…
+            {layout ? (refine ? "quick layout; refining" : "quick layout; refined when the run ends") : "laying out"}{ids ? ` ${ids.length} tasks` : ""}…
           </span>
         )}
         <span class="spacer" />

@@ -3,7 +3,8 @@
 // and it is drawn at once; up to ELK_UP_TO tasks, elkjs (ELK "layered", a Sugiyama-style
 // layout) then refines it in a Web Worker, once per workflow version: kept in memory for the
 // page and in the browser's IndexedDB across visits (a version never changes, so its layout
-// never goes stale); a run's live updates only recolour nodes, they never lay out again.
+// never goes stale); a run's live updates only recolour nodes, they never lay out again, and
+// a live run's page does not start ELK at all until the run ends (layoutGraph's `refine`).
 import ELK from "elkjs/lib/elk-api.js";
 import type { ElkExtendedEdge, ElkNode } from "elkjs/lib/elk-api.js";
 import workerUrl from "elkjs/lib/elk-worker.min.js?url";
@@ -34,9 +35,18 @@ export type LayoutSource = "elk" | "stored" | "downloaded" | "served";
 // this many tasks the server's quick layout is the final one.
 export const ELK_UP_TO = 4000;
 
-export function layoutGraph(key: string, served: ServedLayout, quick: Layout): Promise<Layout & { source: LayoutSource }> {
+/**
+ * The final layout of a workflow version. With `refine: false` ELK is not started: the
+ * layout comes from this page's memory, an earlier visit or the server's copy of another
+ * visit's, or (above ELK_UP_TO) is the server's quick one; else the answer is null and the
+ * caller draws the quick layout for now. A live run's page asks so: ELK's seconds of CPU at
+ * 2,000 tasks would compete with the run itself on the same machine (issue 10, item 3); it
+ * refines once the run has ended.
+ */
+export function layoutGraph(key: string, served: ServedLayout, quick: Layout, opts: { refine?: boolean } = {}): Promise<(Layout & { source: LayoutSource }) | null> {
   let found = cache.get(key);
   if (!found) {
+    if (opts.refine === false) return kept(key, served, quick);
     found = storedOrComputed(key, served, quick);
     cache.set(key, found);
     found.catch(() => cache.delete(key));
@@ -46,15 +56,21 @@ export function layoutGraph(key: string, served: ServedLayout, quick: Layout): P
 
 const cache = new Map<string, Promise<Layout & { source: LayoutSource }>>();
 
-async function storedOrComputed(key: string, served: ServedLayout, quick: Layout): Promise<Layout & { source: LayoutSource }> {
+/** A final layout found without laying out: the server's (too large for ELK), one stored by an
+ * earlier visit, or one another visit laid out and the server keeps (downloaded). */
+async function kept(key: string, served: ServedLayout, quick: Layout): Promise<(Layout & { source: LayoutSource }) | null> {
   if (served.tasks.length > ELK_UP_TO) return { ...quick, source: "served" };
   const stored = await readStored(key, served.tasks);
   if (stored) return { ...stored, source: "stored" };
-  const kept = served.stored ? await downloadLayout(served.stored, served.tasks) : null;
-  if (kept) {
-    void writeStored(key, kept);
-    return { ...kept, source: "downloaded" };
-  }
+  const got = served.stored ? await downloadLayout(served.stored, served.tasks) : null;
+  if (!got) return null;
+  void writeStored(key, got);
+  return { ...got, source: "downloaded" };
+}
+
+async function storedOrComputed(key: string, served: ServedLayout, quick: Layout): Promise<Layout & { source: LayoutSource }> {
+  const found = await kept(key, served, quick);
+  if (found) return found;
   const computed = await compute(quick);
   void writeStored(key, computed);
   if (served.stored) void uploadLayout(served.stored, computed);

@@ -106,8 +106,9 @@ export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
               <button type="button" role="tab" aria-selected={tab === t} class={tab === t ? "active" : ""} onClick={() => go({ tab: t })} key={t}>{t}</button>
             ))}
           </nav>
+          {/* no ELK layout while the run is live: it would take seconds of CPU from the run */}
           {tab === "graph" && (
-            <GraphView layoutKey={`${r.project}/${r.workflow}/${r.version}`} load={loadLayout} states={states} selected={selected} onSelect={onSelect} height={520} />
+            <GraphView layoutKey={`${r.project}/${r.workflow}/${r.version}`} load={loadLayout} states={states} selected={selected} onSelect={onSelect} height={520} refine={!active} />
           )}
           {tab !== "graph" && !detail && <p class="muted">Loading tasks…</p>}
           {tab === "gantt" && detail && <GanttTab detail={detail} onSelect={onSelect} />}

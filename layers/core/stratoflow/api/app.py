@@ -216,6 +216,22 @@ SinceQuery = Annotated[
         ),
     ),
 ]
+MAX_WAIT_SECONDS = 30
+WaitQuery = Annotated[
+    float | None,
+    Query(
+        gt=0,
+        le=MAX_WAIT_SECONDS,
+        description=(
+            "Long poll, up to this many seconds (0 < wait <= 30): when the answer would be "
+            "`304` (`If-None-Match` names the current `ETag`) or a delta with nothing new "
+            "(`since` is the current revision), `stratoflow server` holds the request until "
+            "the run changes or `wait` elapses, then answers as usual (still `304` if nothing "
+            "changed). At most 8 requests are held at once; beyond that, and on AWS (API "
+            "Gateway and Lambda hold no request), the answer comes at once."
+        ),
+    ),
+]
 ApplyBody = Annotated[ApplyRequest, Body()]
 TriggerBody = Annotated[TriggerRequest | None, Body()]
 RerunBody = Annotated[RerunRequest | None, Body()]
@@ -1234,7 +1250,11 @@ def create_app(
         ),
     )
     @_raw_response
-    def get_run(run_id: str, since: SinceQuery = None) -> Response[RunDetail]:
+    def get_run(
+        run_id: str, since: SinceQuery = None, wait: WaitQuery = None
+    ) -> Response[RunDetail]:
+        # ``wait`` is only validated here: the local server holds the request (it re-asks
+        # this route when the run changes: api/long_poll.py); Lambda answers at once.
         run = run_for(run_id, Action.READ)
         if_none_match = app.current_event.headers.get("if-none-match")
         if not isinstance(store, RunChangeLog):  # the tag is the whole view's (AWS stores)

@@ -38,6 +38,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from stratoflow.api.long_poll import RunWatch, resolve_held
 from stratoflow.faults import machine_fault
 
 log = logging.getLogger("stratoflow.api.server")
@@ -134,6 +135,8 @@ class ApiServer(socketserver.TCPServer):
     - Beyond ``max_connections`` open connections a new one gets a 503 and is closed.
     - Every request is resolved by ``app`` on one worker thread (a resolver keeps per-request
       state on itself); the HTTP threads only read requests and write responses.
+    - With a ``watch`` (its ``on_commit`` hooked to the store), ``GET /runs/{id}?wait=S`` is
+      a long poll: its HTTP thread holds it until the run changes (api/long_poll.py).
     """
 
     allow_reuse_address = True
@@ -148,8 +151,10 @@ class ApiServer(socketserver.TCPServer):
         idle_timeout: float = IDLE_TIMEOUT,
         request_timeout: float = REQUEST_TIMEOUT,
         max_connections: int | None = None,
+        watch: RunWatch | None = None,
     ) -> None:
         self.app = app
+        self.watch = watch
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.idle_timeout = idle_timeout
@@ -309,6 +314,12 @@ class ApiServer(socketserver.TCPServer):
 
     # ---------------------------------------------------------- the resolver
     def resolve(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The resolver's answer to ``event``; a long poll is held here, in the HTTP thread."""
+        if self.watch is not None:
+            return resolve_held(self.watch, event, self._resolve)
+        return self._resolve(event)
+
+    def _resolve(self, event: dict[str, Any]) -> dict[str, Any]:
         context = LocalContext(event["requestContext"]["requestId"])
         result: dict[str, Any] = self.worker.submit(self.app.resolve, event, context).result()
         return result
@@ -329,6 +340,8 @@ class ApiServer(socketserver.TCPServer):
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
         self._poller.join(timeout=5)
+        if self.watch is not None:
+            self.watch.close()  # held long polls answer now
         for conn in serving:  # wake threads blocked reading a slow client
             with contextlib.suppress(OSError):
                 conn.sock.shutdown(socket.SHUT_RDWR)
@@ -640,7 +653,8 @@ def serve(
     **options: Any,
 ) -> ApiServer:
     """Bind (port 0 picks a free port) and return the server; call ``serve_forever()``.
-    ``options``: ``ApiServer``'s (workers, idle_timeout, request_timeout, max_connections)."""
+    ``options``: ``ApiServer``'s (workers, idle_timeout, request_timeout, max_connections,
+    watch)."""
     return ApiServer((host, port), app, **options)
 
 

@@ -1,0 +1,199 @@
+"""The long poll of a run, ``GET /runs/{id}?wait=S``: a real LocalRuntime behind the local
+HTTP server, its store's commits waking the held requests (api/long_poll.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from stratoflow.adapters.local.runtime import LocalRuntime
+from stratoflow.api import create_app, start_in_thread
+from stratoflow.api.long_poll import MAX_HELD, RunWatch
+from stratoflow.cli import Client, HeldRun
+from tests.e2e.test_api import apply, finished, trigger
+from tests.e2e.test_incremental import gated
+
+pytestmark = pytest.mark.e2e
+
+BOUND = 60.0  # seconds any wait here may take before the test fails (a loaded machine)
+
+
+@dataclass
+class Served:
+    http: httpx.Client
+    url: str
+    tmp: Path
+    watch: RunWatch
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    runtime = LocalRuntime(tmp_path / "home", cron=False)
+    app = create_app(runtime.scheduler, on_change=runtime.wake)
+    watch = RunWatch()
+    runtime.store.on_commit.append(watch.on_commit)
+    server, url = start_in_thread(app, "127.0.0.1", 0, watch=watch)
+    runtime.start()
+    try:
+        with httpx.Client(base_url=url, timeout=BOUND) as http:
+            yield Served(http, url, tmp_path, watch)
+    finally:
+        server.shutdown()
+        runtime.close()
+
+
+def until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + BOUND
+    while not check():
+        assert time.monotonic() < deadline, f"not within {BOUND} s: {what}"
+        time.sleep(0.05)
+
+
+def quiet_gated_run(s: Served) -> tuple[str, str, int]:
+    """A run of ``gated`` held at its gate, once nothing in it changes any more: its id, the
+    ETag and revision of its view (the gate opens when ``s.tmp / "go"`` exists)."""
+    apply(s.http, gated(s.tmp / "go", 3))
+    run_id = trigger(s.http, "gated")
+    view = s.http.get(f"/runs/{run_id}")
+
+    def settled() -> bool:
+        nonlocal view
+        again = s.http.get(f"/runs/{run_id}", headers={"If-None-Match": view.headers["etag"]})
+        if again.status_code == 304:
+            states = {t: v["state"] for t, v in view.json()["tasks"].items()}
+            early = [state for t, state in states.items() if t.startswith("early")]
+            return states["gate"] == "running" and set(early) == {"succeeded"}
+        view = again
+        return False
+
+    until(settled, "the run waits at its gate, unchanged")
+    return run_id, view.headers["etag"], view.json()["revision"]
+
+
+class Held(threading.Thread):
+    """A request made in a thread: its response (or error) and when it came."""
+
+    def __init__(self, url: str, path: str, **kwargs: object) -> None:
+        super().__init__(daemon=True)
+        self.url, self.path, self.kwargs = url, path, kwargs
+        self.response: httpx.Response | None = None
+        self.error: BaseException | None = None
+        self.answered_at = 0.0
+
+    def run(self) -> None:
+        try:
+            with httpx.Client(base_url=self.url, timeout=BOUND) as http:
+                self.response = http.get(self.path, **self.kwargs)  # type: ignore[arg-type]
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+        self.answered_at = time.monotonic()
+
+    def result(self) -> httpx.Response:
+        self.join(BOUND)
+        assert not self.is_alive(), "the held request was never answered"
+        assert self.error is None, self.error
+        assert self.response is not None
+        return self.response
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "30.5", "x", "inf"])
+def test_a_bad_wait_is_refused_naming_wait(served: Served, bad: str) -> None:
+    run_id, _, _ = quiet_gated_run(served)
+    reply = served.http.get(f"/runs/{run_id}", params={"wait": bad})
+    assert reply.status_code == 422
+    body = reply.json()
+    assert body["error"] == "invalid_request"
+    assert "wait" in body["message"]
+    assert served.watch.held == 0
+    (served.tmp / "go").touch()
+    finished(served.http, run_id)
+
+
+def test_a_held_request_is_answered_when_the_run_changes(served: Served) -> None:
+    run_id, tag, revision = quiet_gated_run(served)
+    held = Held(served.url, f"/runs/{run_id}", params={"wait": 30}, headers={"If-None-Match": tag})
+    held.start()
+    until(lambda: served.watch.held == 1, "the request is held")
+    assert held.is_alive()  # nothing changed: no answer yet
+    opened = time.monotonic()
+    (served.tmp / "go").touch()  # the gate ends: the run changes
+    reply = held.result()
+    assert reply.status_code == 200
+    assert reply.headers["etag"] != tag
+    assert reply.json()["revision"] > revision
+    assert held.answered_at - opened < 25  # after the change, well before the 30 s wait
+    assert served.watch.held == 0
+    finished(served.http, run_id)
+
+
+def test_a_delta_with_nothing_new_is_held_too(served: Served) -> None:
+    run_id, _, revision = quiet_gated_run(served)
+    held = Held(served.url, f"/runs/{run_id}", params={"wait": 30, "since": revision})
+    held.start()
+    until(lambda: served.watch.held == 1, "the delta request is held")
+    (served.tmp / "go").touch()
+    delta = held.result().json()
+    assert delta["full"] is False
+    assert delta["revision"] > revision
+    assert delta["tasks"]  # what changed: the gate at least
+    finished(served.http, run_id)
+
+
+def test_an_unchanged_run_answers_304_when_the_wait_elapses(served: Served) -> None:
+    run_id, tag, _ = quiet_gated_run(served)
+    reply = served.http.get(f"/runs/{run_id}", params={"wait": 0.3}, headers={"If-None-Match": tag})
+    assert reply.status_code == 304
+    assert served.watch.held == 0
+    # a changed view is answered at once, wait or not
+    whole = served.http.get(f"/runs/{run_id}", params={"wait": 30})
+    assert whole.status_code == 200
+    assert whole.headers["etag"] == tag
+    (served.tmp / "go").touch()
+    finished(served.http, run_id)
+
+
+def test_at_most_8_requests_are_held_the_next_is_answered_at_once(served: Served) -> None:
+    assert MAX_HELD == 8
+    run_id, tag, _ = quiet_gated_run(served)
+    asks = [
+        Held(served.url, f"/runs/{run_id}", params={"wait": 30}, headers={"If-None-Match": tag})
+        for _ in range(MAX_HELD)
+    ]
+    for ask in asks:
+        ask.start()
+    until(lambda: served.watch.held == MAX_HELD, "8 requests held")
+    ninth = served.http.get(f"/runs/{run_id}", params={"wait": 30}, headers={"If-None-Match": tag})
+    assert ninth.status_code == 304  # answered at once: nothing was held for it
+    assert all(ask.is_alive() for ask in asks)  # the 8 still held meanwhile
+    (served.tmp / "go").touch()
+    assert all(ask.result().status_code == 200 for ask in asks)
+    assert served.watch.held == 0
+    finished(served.http, run_id)
+
+
+def test_the_cli_wait_long_polls_with_its_etag(served: Served) -> None:
+    run_id, _, revision = quiet_gated_run(served)
+    sent: list[httpx.Request] = []
+    client = Client(served.url)
+    client._http.event_hooks["request"].append(sent.append)
+    run = HeldRun(client, run_id)
+    run.refresh()
+    opener = threading.Timer(0.5, (served.tmp / "go").touch)
+    opener.start()
+    try:
+        changed = run.refresh(wait=20)  # held until the gate opens
+    finally:
+        opener.join()
+    assert run.changed
+    assert changed["revision"] > revision
+    asked = sent[-1]
+    assert asked.url.params["wait"] == "20"
+    assert asked.headers["if-none-match"]
+    end = finished(served.http, run_id)
+    assert run.refresh() == end  # the deltas put together are the full view

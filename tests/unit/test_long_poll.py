@@ -1,0 +1,121 @@
+"""The long poll's pieces alone: which requests may be held, which answers say nothing new,
+and RunWatch's tickets (the HTTP side is tested in tests/e2e/test_long_poll.py)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.unit.test_api_app import ETL, _build
+
+from stratoflow.adapters.local.sqlite_store import StoreChanges
+from stratoflow.api.long_poll import RunWatch, resolve_held, unchanged, wanted
+
+
+def event(path: str = "/runs/r1", method: str = "GET", **query: str) -> dict[str, Any]:
+    return {"httpMethod": method, "path": path, "queryStringParameters": query or None}
+
+
+def test_only_a_run_view_with_a_valid_wait_is_held() -> None:
+    assert wanted(event(wait="20")) == ("r1", 20.0)
+    assert wanted(event(wait="0.5", since="3")) == ("r1", 0.5)
+    assert wanted(event()) is None
+    for bad in ("0", "-1", "30.5", "x", "nan"):
+        assert wanted(event(wait=bad)) is None, bad  # the route refuses it, at once
+    assert wanted(event("/runs/r1/states", wait="5")) is None
+    assert wanted(event(method="POST", wait="5")) is None
+
+
+def test_a_304_or_an_empty_delta_at_the_same_revision_is_unchanged() -> None:
+    assert unchanged(event(wait="5"), {"statusCode": 304})
+    delta = {"full": False, "tasks": {}, "revision": 7, "run": {}}
+    answer = {"statusCode": 200, "body": json.dumps(delta)}
+    assert unchanged(event(wait="5", since="7"), answer)
+    assert not unchanged(event(wait="5", since="6"), answer)
+    assert not unchanged(event(wait="5"), answer)  # no since: a view, not a delta
+    moved = {**delta, "tasks": {"a": {"state": "running"}}}
+    assert not unchanged(event(since="7"), {"statusCode": 200, "body": json.dumps(moved)})
+    assert not unchanged(event(since="7"), {"statusCode": 404, "body": "{}"})
+
+
+def test_a_commit_wakes_the_tickets_of_the_runs_it_wrote_only() -> None:
+    watch = RunWatch(max_held=2)
+    one, two = watch.ticket("r1"), watch.ticket("r2")
+    assert one is not None
+    assert two is not None
+    assert watch.ticket("r3") is None  # two held already
+    watch.on_commit(StoreChanges(tasks={("r1", "t")}))
+    assert one.changed.is_set()
+    assert not two.changed.is_set()
+    watch.on_commit(StoreChanges(attempts={("r2", "t", 1)}))
+    assert two.changed.is_set()
+    watch.release(one)
+    watch.release(one)  # twice: counted once
+    assert watch.held == 1
+    assert watch.ticket("r3") is not None
+
+
+def test_a_held_request_is_asked_again_when_woken_and_returns_what_changed() -> None:
+    watch = RunWatch()
+    answers = [{"statusCode": 304}, {"statusCode": 200, "body": "{}"}]
+    asked: list[int] = []
+
+    def resolve(_: dict[str, Any]) -> dict[str, Any]:
+        asked.append(watch.held)
+        if len(asked) == 1:  # a commit while the first answer is made: not missed
+            watch.on_commit(StoreChanges(runs={"r1"}))
+        return answers[len(asked) - 1]
+
+    assert resolve_held(watch, event(wait="30"), resolve)["statusCode"] == 200
+    assert asked == [1, 1]
+    assert watch.held == 0
+
+
+def test_closing_the_watch_answers_held_requests() -> None:
+    watch = RunWatch()
+    got: list[dict[str, Any]] = []
+    thread = threading.Thread(
+        target=lambda: got.append(
+            resolve_held(watch, event(wait="30"), lambda _: {"statusCode": 304})
+        )
+    )
+    thread.start()
+    while watch.held == 0:
+        thread.join(0.01)
+    watch.close()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert got == [{"statusCode": 304}]
+    assert watch.ticket("r1") is None  # closed: nothing is held any more
+
+
+@pytest.mark.parametrize("wait", ["30", "0.01"])
+def test_an_unchanged_run_gets_its_304_when_the_wait_ends(wait: str) -> None:
+    watch = RunWatch()
+    if wait == "30":
+        watch.close()  # the wait is cut short by the close, not slept out
+    assert resolve_held(watch, event(wait=wait), lambda _: {"statusCode": 304}) == {
+        "statusCode": 304
+    }
+
+
+def test_the_resolver_alone_answers_a_wait_at_once_as_on_aws(tmp_path: Path) -> None:
+    # On AWS the resolver is all there is (API Gateway and Lambda hold nothing): `wait` is
+    # validated and the answer is the usual one, a 304 for an unchanged run
+    api = _build(tmp_path)
+    try:
+        api.apply(ETL)
+        run_id = api.trigger("etl")
+        tag = api.call("GET", f"/runs/{run_id}").headers["ETag"]
+        again = api.call(
+            "GET", f"/runs/{run_id}", query={"wait": "30"}, headers={"If-None-Match": tag}
+        )
+        assert (again.status, again.text) == (304, "")
+        refused = api.call("GET", f"/runs/{run_id}", query={"wait": "31"})
+        assert refused.status == 422
+        assert "wait" in refused.body["message"]
+    finally:
+        api.scheduler.store.close()  # type: ignore[attr-defined]
