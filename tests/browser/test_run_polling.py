@@ -22,7 +22,7 @@ def gated(marker: Path) -> str:
         f"  late{i}:\n    type: shell\n    depends_on: [gate]\n    command: echo {i}\n"
         for i in range(5)
     )
-    gate = f"  gate:\n    type: shell\n    command: while [ ! -f '{marker}' ]; do sleep 0.1; done\n"
+    gate = f"  gate:\n    type: shell\n    command: i=0; while [ ! -f '{marker}' ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; [ -f '{marker}' ]\n"
     return f"name: polled\ntasks:\n{early}{gate}{late}"
 
 

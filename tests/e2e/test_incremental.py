@@ -27,7 +27,8 @@ def gated(marker: Path, width: int) -> str:
     lines += [
         "  gate:",
         "    type: shell",
-        f"    command: while [ ! -f '{marker}' ]; do sleep 0.05; done",
+        # bounded (~2 min): a test that fails before opening the gate leaves no task behind
+        f"    command: i=0; while [ ! -f '{marker}' ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done; [ -f '{marker}' ]",
     ]
     for i in range(width):
         lines += [

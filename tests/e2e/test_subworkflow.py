@@ -24,7 +24,11 @@ runtime = test_runtime.runtime  # the local runtime fixture, in a fresh home per
 def child_text(flag: Path, *, hold: Path | None = None) -> str:
     """``load`` fails until ``flag`` exists; with ``hold``, ``extract`` waits until that
     file exists (a child that runs until the test lets it go)."""
-    wait = f"while [ ! -e {hold} ]; do sleep 0.05; done" if hold else "true"
+    wait = (  # bounded (~2 min): a failed test leaves no task behind
+        f"i=0; while [ ! -e {hold} ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done; [ -e {hold} ]"
+        if hold
+        else "true"
+    )
     return f"""
 name: load_region
 params: {{region: us}}
