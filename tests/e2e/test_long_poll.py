@@ -14,8 +14,8 @@ import pytest
 
 from stratoflow.adapters.local.runtime import LocalRuntime
 from stratoflow.api import create_app, start_in_thread
-from stratoflow.api.long_poll import MAX_HELD, RunWatch
-from stratoflow.cli import Client, HeldRun
+from stratoflow.api.long_poll import MAX_HELD, RunWatch, run_ended
+from stratoflow.cli import Client, HeldRun, _wait
 from tests.e2e.test_api import apply, finished, trigger
 from tests.e2e.test_incremental import gated
 
@@ -36,7 +36,7 @@ class Served:
 def served(tmp_path: Path) -> Iterator[Served]:
     runtime = LocalRuntime(tmp_path / "home", cron=False)
     app = create_app(runtime.scheduler, on_change=runtime.wake)
-    watch = RunWatch()
+    watch = RunWatch(ended=run_ended(runtime.store))
     runtime.store.on_commit.append(watch.on_commit)
     server, url = start_in_thread(app, "127.0.0.1", 0, watch=watch)
     runtime.start()
@@ -197,3 +197,51 @@ def test_the_cli_wait_long_polls_with_its_etag(served: Served) -> None:
     assert asked.headers["if-none-match"]
     end = finished(served.http, run_id)
     assert run.refresh() == end  # the deltas put together are the full view
+
+
+@pytest.mark.parametrize("query", [{"until": "ended"}, {"wait": "5", "until": "done"}])
+def test_a_bad_until_is_refused_naming_until(served: Served, query: dict[str, str]) -> None:
+    run_id, _, _ = quiet_gated_run(served)
+    reply = served.http.get(f"/runs/{run_id}", params=query)
+    assert reply.status_code == 422
+    assert "until" in reply.json()["message"]
+    assert served.watch.held == 0
+    (served.tmp / "go").touch()
+    finished(served.http, run_id)
+
+
+def test_until_ended_is_answered_when_the_run_has_ended_not_at_its_first_change(
+    served: Served,
+) -> None:
+    run_id, tag, revision = quiet_gated_run(served)
+    params = {"wait": 30, "until": "ended", "since": revision}
+    held = Held(served.url, f"/runs/{run_id}", params=params, headers={"If-None-Match": tag})
+    held.start()
+    until(lambda: served.watch.held == 1, "the request is held")
+    (served.tmp / "go").touch()  # the gate ends: three more tasks run, then the run ends
+    reply = held.result()
+    assert reply.status_code == 200
+    view = reply.json()
+    assert view["run"]["state"] == "succeeded"  # a plain wait answers at the gate's end
+    assert view["full"] is False
+    assert {f"late{i}" for i in range(3)} <= set(view["tasks"])
+    assert served.watch.held == 0
+
+
+def test_trigger_wait_without_a_terminal_asks_for_the_end_only(served: Served) -> None:
+    run_id, _, _ = quiet_gated_run(served)
+    sent: list[httpx.Request] = []
+    client = Client(served.url)
+    client._http.event_hooks["request"].append(sent.append)
+    opener = threading.Timer(0.5, (served.tmp / "go").touch)
+    opener.start()
+    try:
+        end = _wait(client, run_id, live=False)
+    finally:
+        opener.join()
+    assert end["run"]["state"] == "succeeded"
+    assert end == finished(served.http, run_id)  # the deltas put together are the full view
+    polls = sent[1:]  # after the first, whole view
+    assert polls
+    assert all(p.url.params["until"] == "ended" and p.url.params["wait"] == "20" for p in polls)
+    assert len(polls) == 1  # held from the gate's wait to the run's end: one request

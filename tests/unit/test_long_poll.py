@@ -119,3 +119,69 @@ def test_the_resolver_alone_answers_a_wait_at_once_as_on_aws(tmp_path: Path) -> 
         assert "wait" in refused.body["message"]
     finally:
         api.scheduler.store.close()  # type: ignore[attr-defined]
+
+
+def test_until_ended_holds_through_changes_and_renders_the_view_only_at_the_end() -> None:
+    # ``until=ended``: a commit that leaves the run running wakes the request to read the
+    # run's state (``ended``), not to render the view again; the view is rendered twice (the
+    # first answer, checked for access, and the one at the end)
+    state = {"ended": False}
+    watch = RunWatch(ended=lambda run_id: run_id == "r1" and state["ended"])
+    rendered: list[bool] = []
+
+    def resolve(_: dict[str, Any]) -> dict[str, Any]:
+        rendered.append(state["ended"])
+        return {"statusCode": 200, "body": json.dumps({"ended": state["ended"]})}
+
+    got: list[dict[str, Any]] = []
+    thread = threading.Thread(
+        target=lambda: got.append(resolve_held(watch, event(wait="30", until="ended"), resolve))
+    )
+    thread.start()
+    while watch.held == 0 or not rendered:
+        thread.join(0.01)
+    for _ in range(5):  # the run moves on, not ended: still held
+        watch.on_commit(StoreChanges(tasks={("r1", "t")}))
+    thread.join(0.2)
+    assert thread.is_alive()
+    state["ended"] = True
+    watch.on_commit(StoreChanges(runs={"r1"}))
+    thread.join(10)
+    assert not thread.is_alive()
+    assert got == [{"statusCode": 200, "body": json.dumps({"ended": True})}]
+    assert rendered == [False, True]
+    assert watch.held == 0
+
+
+def test_until_ended_answers_at_once_what_may_not_be_read_or_has_ended() -> None:
+    # a refused request is not held (who may not read the run learns nothing from when it
+    # ends); a run that has ended gets the one answer, not a second rendering
+    watch = RunWatch(ended=lambda _: False)
+    refused = {"statusCode": 404, "body": "{}"}
+    assert resolve_held(watch, event(wait="30", until="ended"), lambda _: refused) is refused
+    done = RunWatch(ended=lambda _: True)
+    calls: list[int] = []
+
+    def resolve(_: dict[str, Any]) -> dict[str, Any]:
+        calls.append(1)
+        return {"statusCode": 200, "body": "{}"}
+
+    assert resolve_held(done, event(wait="30", until="ended"), resolve)["statusCode"] == 200
+    assert calls == [1]
+    assert watch.held == done.held == 0
+
+
+def test_until_ended_asks_again_when_the_run_ended_while_its_first_answer_was_made() -> None:
+    state = {"ended": False}
+    watch = RunWatch(ended=lambda _: state["ended"])
+    rendered: list[bool] = []
+
+    def resolve(_: dict[str, Any]) -> dict[str, Any]:
+        rendered.append(state["ended"])
+        if len(rendered) == 1:  # the run ends just after the first answer read it
+            state["ended"] = True
+            watch.on_commit(StoreChanges(runs={"r1"}))
+        return {"statusCode": 200, "body": json.dumps(rendered[-1])}
+
+    assert resolve_held(watch, event(wait="30", until="ended"), resolve)["body"] == "true"
+    assert rendered == [False, True]

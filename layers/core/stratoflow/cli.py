@@ -348,7 +348,7 @@ def server(
     from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime, settle_gc
     from stratoflow.api.app import create_app
     from stratoflow.api.local_server import start_in_thread
-    from stratoflow.api.long_poll import RunWatch
+    from stratoflow.api.long_poll import RunWatch, run_ended
     from stratoflow.cli_sdk import workflow_sources
 
     logging.basicConfig(
@@ -405,7 +405,7 @@ def server(
     )
     settle_gc()
     # long polls of a run (GET /runs/{id}?wait=S) wake on the store's commits
-    watch = RunWatch()
+    watch = RunWatch(ended=run_ended(runtime.store))
     runtime.store.on_commit.append(watch.on_commit)
     try:
         httpd, url = start_in_thread(app, host, port, watch=watch)
@@ -561,10 +561,12 @@ def trigger(
     sys.exit(0 if detail["run"]["state"] == "succeeded" else EXIT_FAILED)
 
 
-# ``trigger --wait`` long-polls the run (GET /runs/{id}?wait=...): the server answers when
-# the run changes, or after WAIT_SECONDS with a 304. While the run keeps changing it asks at
-# most once per WAIT_PACE_SECONDS (a quarter of that with a terminal to redraw); a server
-# that answers at once (AWS, or too many held requests) is asked once per WAIT_POLL_SECONDS.
+# ``trigger --wait`` long-polls the run (GET /runs/{id}?wait=...). Without a terminal it wants
+# only the end: ``until=ended`` has the server answer when the run has ended (or after
+# WAIT_SECONDS), so it neither downloads the run's steps nor waits out a pace after the last
+# one. With a terminal to redraw, the server answers when the run changes, and while it keeps
+# changing it is asked at most once per WAIT_PACE_SECONDS / 4. A server that answers at once
+# (AWS, or too many held requests) is asked once per WAIT_POLL_SECONDS.
 WAIT_SECONDS = 20
 WAIT_PACE_SECONDS = 0.5
 WAIT_POLL_SECONDS = 1.0
@@ -582,9 +584,9 @@ class HeldRun:
         self.etag: str | None = None
         self.changed = False  # whether the last refresh brought anything new
 
-    def refresh(self, wait: float | None = None) -> dict[str, Any]:
+    def refresh(self, wait: float | None = None, *, until_ended: bool = False) -> dict[str, Any]:
         """The run now; with ``wait``, a long poll: the server may hold the request up to
-        ``wait`` seconds while the run is as held."""
+        ``wait`` seconds while the run is as held (``until_ended``: while it has not ended)."""
         held = self.detail
         headers = {"If-None-Match": self.etag} if self.etag and held is not None else {}
         params: dict[str, Any] = {}
@@ -592,6 +594,8 @@ class HeldRun:
             params["since"] = held["revision"]
         if wait is not None and held is not None:
             params["wait"] = wait
+            if until_ended:
+                params["until"] = "ended"
         timeout = 30 + (wait or 0)  # the client's own 30 s, after the hold
         response = self.client.response(
             "GET", f"/runs/{self.run_id}", params=params, headers=headers, timeout=timeout
@@ -611,7 +615,7 @@ def _wait(client: Client, run_id: str, *, live: bool) -> dict[str, Any]:
     run = HeldRun(client, run_id)
     detail = run.refresh()
     if not live:
-        return _follow(run, detail, WAIT_PACE_SECONDS, lambda _: None)
+        return _follow(run, detail, 0.0, None)
     from rich.live import Live
 
     with Live(_progress(detail), refresh_per_second=4) as screen:
@@ -619,20 +623,26 @@ def _wait(client: Client, run_id: str, *, live: bool) -> dict[str, Any]:
 
 
 def _follow(
-    run: HeldRun, detail: dict[str, Any], pace: float, show: Callable[[dict[str, Any]], None]
+    run: HeldRun,
+    detail: dict[str, Any],
+    pace: float,
+    show: Callable[[dict[str, Any]], None] | None,
 ) -> dict[str, Any]:
-    """Long-poll ``run`` until it ends, calling ``show`` with each new view. After a change
-    the next request waits out ``pace`` (a busy run changes all the time); after an unchanged
-    answer that came at once (a server that holds nothing), WAIT_POLL_SECONDS."""
+    """Long-poll ``run`` until it ends, calling ``show`` with each new view; with no ``show``,
+    held until the run ends (``until=ended``). After a change the next request waits out
+    ``pace`` (a busy run changes all the time); after an answer that came at once with the run
+    not ended (a server that holds nothing), WAIT_POLL_SECONDS."""
     terminal = {"succeeded", "failed", "stopped"}
     while detail["run"]["state"] not in terminal:
         started = time.monotonic()
-        detail = run.refresh(wait=WAIT_SECONDS)
-        if run.changed:
+        detail = run.refresh(wait=WAIT_SECONDS, until_ended=show is None)
+        if run.changed and show is not None:
             show(detail)
-            if detail["run"]["state"] in terminal:
-                break
-        rest = (pace if run.changed else WAIT_POLL_SECONDS) - (time.monotonic() - started)
+        if detail["run"]["state"] in terminal:
+            break
+        rest = (pace if run.changed and show is not None else WAIT_POLL_SECONDS) - (
+            time.monotonic() - started
+        )
         if rest > 0:
             time.sleep(rest)
     return detail

@@ -27,7 +27,7 @@ from functools import cache
 from http import HTTPStatus
 from importlib import metadata
 from pathlib import Path as FilePath
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
@@ -229,6 +229,18 @@ WaitQuery = Annotated[
             "the run changes or `wait` elapses, then answers as usual (still `304` if nothing "
             "changed). At most 8 requests are held at once; beyond that, and on AWS (API "
             "Gateway and Lambda hold no request), the answer comes at once."
+        ),
+    ),
+]
+UntilQuery = Annotated[
+    Literal["ended"] | None,
+    Query(
+        description=(
+            "With `wait`: `ended` holds the request while the run has not ended (succeeded, "
+            "failed or stopped), whatever else changes, until `wait` elapses; then answers "
+            "as usual. For a client that wants the run's end, not each step "
+            "(`stratoflow trigger --wait`). Without `wait`: 422. Where requests are not held "
+            "(AWS), the answer comes at once."
         ),
     ),
 ]
@@ -1251,10 +1263,14 @@ def create_app(
     )
     @_raw_response
     def get_run(
-        run_id: str, since: SinceQuery = None, wait: WaitQuery = None
+        run_id: str, since: SinceQuery = None, wait: WaitQuery = None, until: UntilQuery = None
     ) -> Response[RunDetail]:
-        # ``wait`` is only validated here: the local server holds the request (it re-asks
-        # this route when the run changes: api/long_poll.py); Lambda answers at once.
+        # ``wait`` and ``until`` are only validated here: the local server holds the request
+        # (it re-asks this route when the run changes: api/long_poll.py); Lambda answers at once.
+        if until is not None and wait is None:
+            raise RequestValidationError(
+                [{"loc": ("query", "until"), "msg": "until needs wait (a long poll's seconds)"}]
+            )
         run = run_for(run_id, Action.READ)
         if_none_match = app.current_event.headers.get("if-none-match")
         if not isinstance(store, RunChangeLog):  # the tag is the whole view's (AWS stores)

@@ -7,6 +7,11 @@ with nothing new), waits for a ``RunWatch`` ticket, which the store's commit hoo
 a commit touches the run, then asks again, until the answer changes or ``wait`` elapses.
 At most ``MAX_HELD`` requests are held at once (each holds an HTTP thread); beyond that a
 request is answered at once, as on AWS, where API Gateway and Lambda hold nothing.
+
+``until=ended`` asks for more: hold the request while the run has not ended, whatever else
+changes (``stratoflow trigger --wait`` wants the end, not every step). A commit that touches
+the run wakes it to check the run's state, one row read (``RunWatch.ended``), not to render
+the view again; the view is rendered once, when the run has ended or ``wait`` elapsed.
 """
 
 from __future__ import annotations
@@ -17,7 +22,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from stratoflow.errors import NotFound
+
+if TYPE_CHECKING:
+    from stratoflow.ports import StateStore
 
 MAX_HELD = 8  # requests held at once; the server has 32 HTTP threads
 MAX_WAIT = 30.0  # seconds; the route refuses more (422)
@@ -45,8 +55,13 @@ class RunWatch:
     """The held requests, by run; ``on_commit`` (a store commit hook) wakes those of the runs
     a commit wrote. Costs a commit nothing while no request is held."""
 
-    def __init__(self, max_held: int = MAX_HELD) -> None:
+    def __init__(
+        self, max_held: int = MAX_HELD, *, ended: Callable[[str], bool] | None = None
+    ) -> None:
+        """``ended``: whether a run has ended (a cheap read of its state), for ``until=ended``;
+        without it such requests are held as plain long polls."""
         self.max_held = max_held
+        self.ended = ended
         self._lock = threading.Lock()
         self._held: dict[str, set[Ticket]] = {}
         self._count = 0
@@ -104,6 +119,19 @@ class RunWatch:
             ticket.changed.set()
 
 
+def run_ended(store: StateStore) -> Callable[[str], bool]:
+    """``RunWatch.ended`` for ``store``: whether a run has ended, one read of its row. A run
+    that does not exist counts as ended: its request is answered (404) at once."""
+
+    def ended(run_id: str) -> bool:
+        try:
+            return store.get_run(run_id).state.terminal
+        except NotFound:
+            return True
+
+    return ended
+
+
 def wanted(event: Mapping[str, Any]) -> tuple[str, float] | None:
     """The run and seconds a request asks to be held for: a ``GET /runs/{id}`` with a valid
     ``wait``; None otherwise (an invalid ``wait`` is the route's to refuse, at once)."""
@@ -120,6 +148,11 @@ def wanted(event: Mapping[str, Any]) -> tuple[str, float] | None:
     if not 0 < seconds <= MAX_WAIT:
         return None
     return match.group(1), seconds
+
+
+def until_ended(event: Mapping[str, Any]) -> bool:
+    """Whether the request asks to be held until the run has ended (``until=ended``)."""
+    return (event.get("queryStringParameters") or {}).get("until") == "ended"
 
 
 def unchanged(event: Mapping[str, Any], response: Mapping[str, Any]) -> bool:
@@ -152,13 +185,31 @@ def resolve_held(
     resolve: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> dict[str, Any]:
     """Answer ``event`` with ``resolve``, holding it (in this thread) while the answer is
-    unchanged, the run has not changed and its ``wait`` has not elapsed."""
+    unchanged, the run has not changed and its ``wait`` has not elapsed; with ``until=ended``
+    (and a watch that can tell), while the run has not ended and ``wait`` has not elapsed."""
     asked = wanted(event)
     ticket = watch.ticket(asked[0]) if asked is not None else None
     if asked is None or ticket is None:
         return resolve(event)
     deadline = time.monotonic() + asked[1]
+    ended = watch.ended
     try:
+        if ended is not None and until_ended(event):
+            # asked once first: who may not read the run learns nothing from when it ends
+            response = resolve(event)
+            if response.get("statusCode") not in (200, 304):
+                return response
+            held = False
+            # a commit while the state is read sets the ticket: the wait returns at once
+            while not ended(asked[0]) and not watch.closed:
+                left = deadline - time.monotonic()
+                if left <= 0 or not ticket.changed.wait(left):
+                    break
+                ticket.changed.clear()
+                held = True
+            # a commit since the first answer began (the ticket was taken before it) made it
+            # stale: the run may have ended just after it was read
+            return resolve(event) if held or ticket.changed.is_set() else response
         while True:
             # the ticket was taken (or cleared) before asking: a commit while the resolver
             # works sets it, and the wait below returns at once
