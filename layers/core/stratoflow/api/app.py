@@ -48,8 +48,15 @@ from pydantic import AwareDatetime, BaseModel
 from stratoflow.api.access import Authenticator
 from stratoflow.api.backfills import register_backfills
 from stratoflow.api.graph_layout import LayoutCache, quick_layout
+from stratoflow.api.long_poll import MAX_HELD, MAX_WAIT
 from stratoflow.api.replies import saved
-from stratoflow.api.stored_layouts import DigestQuery, StoredLayouts
+from stratoflow.api.stored_layouts import (
+    MAX_LAYOUT_CHARS,
+    DigestQuery,
+    LayoutStored,
+    StoredLayouts,
+)
+from stratoflow.api.stored_layouts import document as document_stored_layout
 
 if TYPE_CHECKING:
     from stratoflow.api.alerts import AlertsBackend
@@ -216,19 +223,18 @@ SinceQuery = Annotated[
         ),
     ),
 ]
-MAX_WAIT_SECONDS = 30
 WaitQuery = Annotated[
     float | None,
     Query(
         gt=0,
-        le=MAX_WAIT_SECONDS,
+        le=MAX_WAIT,  # the bound the local server holds requests within (api/long_poll.py)
         description=(
-            "Long poll, up to this many seconds (0 < wait <= 30): when the answer would be "
-            "`304` (`If-None-Match` names the current `ETag`) or a delta with nothing new "
-            "(`since` is the current revision), `stratoflow server` holds the request until "
-            "the run changes or `wait` elapses, then answers as usual (still `304` if nothing "
-            "changed). At most 8 requests are held at once; beyond that, and on AWS (API "
-            "Gateway and Lambda hold no request), the answer comes at once."
+            f"Long poll, up to this many seconds (0 < wait <= {MAX_WAIT:g}): when the answer "
+            "would be `304` (`If-None-Match` names the current `ETag`) or a delta with nothing "
+            "new (`since` is the current revision), `stratoflow server` holds the request "
+            "until the run changes or `wait` elapses, then answers as usual (still `304` if "
+            f"nothing changed). At most {MAX_HELD} requests are held at once; beyond that, and "
+            "on AWS (API Gateway and Lambda hold no request), the answer comes at once."
         ),
     ),
 ]
@@ -817,9 +823,6 @@ def create_app(
     stored_layouts = StoredLayouts(
         readmodel, lambda p, n, v: scheduler.spec(p, n, v).dag, scheduler.clock.now
     )
-    from stratoflow.api import stored_layouts as stored_layout_routes
-
-    stored_layout_routes.register(app, stored_layouts, allow=allow, responses=_responses)
 
     def graph_layout(project: str, name: str, version: int) -> Response[GraphLayout]:
         """The version's layout, computed once while kept (from the parsed workflow the
@@ -923,7 +926,7 @@ def create_app(
                 from stratoflow.api import resource_routes
 
                 resource_routes.document(openapi)
-            stored_layout_routes.document(openapi)
+            document_stored_layout(openapi)
         return openapi
 
     @app.get(
@@ -1112,6 +1115,32 @@ def create_app(
         if h is not None:
             return stored_layouts.get(project, name, version, h)
         return graph_layout(project, name, version)
+
+    @app.put(
+        "/workflows/<name>/versions/<version>/layout",
+        summary="Store the layout the web UI computed for a version's graph (once)",
+        description=(
+            f"The body is a StoredLayout (JSON, at most {MAX_LAYOUT_CHARS:,} characters) "
+            "drawing exactly the version's tasks and edges; `h` the digest the run's states "
+            "view names. The first layout stored stays: a later one is not kept (200)."
+        ),
+        tags=["workflows"],
+        responses=_responses(
+            "A layout was stored already; it stays",
+            400,
+            404,
+            409,
+            413,
+            created="The layout was stored",
+        ),
+    )
+    def put_version_layout(
+        name: str, version: VersionPath, h: DigestQuery, project: ProjectQuery = DEFAULT_PROJECT
+    ) -> Response[LayoutStored]:
+        # the body is read raw (api/stored_layouts.py caps its size before parsing it)
+        allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")
+        reply = stored_layouts.put(project, name, version, h, app.current_event.decoded_body or "")
+        return saved(reply.created, reply)
 
     def set_paused(project: str, name: str, paused: bool) -> VersionDetail:
         allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")

@@ -24,15 +24,13 @@ from http import HTTPStatus
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import ServiceError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stratoflow.api.graph_layout import LayoutCache, node_width
-from stratoflow.api.replies import saved
-from stratoflow.auth import Action, Principal
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem
 from stratoflow.model import Dag
 from stratoflow.readmodel import ReadModel
@@ -49,9 +47,6 @@ DIGEST_PATTERN = r"^[0-9a-f]{32}$"
 # a stored layout is the same for every caller allowed to read it, and never changes; the
 # browser keeps it (per caller: its authorization decides whether it may read it at all)
 IMMUTABLE = "private, max-age=31536000, immutable"
-
-Allow = Callable[[Action, str, str], Principal]
-Responses = Callable[..., Any]
 
 DigestQuery = Annotated[
     str,
@@ -213,41 +208,6 @@ def parse_layout(raw: str) -> StoredLayout:
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_input=False)]
         raise RequestValidationError(errors) from None
-
-
-def register(
-    app: APIGatewayRestResolver, stored: StoredLayouts, *, allow: Allow, responses: Responses
-) -> None:
-    """Add the PUT route (``create_app`` passes its permission check); the GET shares its
-    path with the quick layout's route, in ``app``."""
-
-    @app.put(
-        "/workflows/<name>/versions/<version>/layout",
-        summary="Store the layout the web UI computed for a version's graph (once)",
-        description=(
-            f"The body is a StoredLayout (JSON, at most {MAX_LAYOUT_CHARS:,} characters) "
-            "drawing exactly the version's tasks and edges; `h` the digest the run's states "
-            "view names. The first layout stored stays: a later one is not kept (200)."
-        ),
-        tags=["workflows"],
-        responses=responses(
-            "A layout was stored already; it stays",
-            400,
-            404,
-            409,
-            413,
-            created="The layout was stored",
-        ),
-    )
-    def put_version_layout(
-        name: str,
-        version: Annotated[int, Path(ge=1, le=2**31 - 1)],
-        h: DigestQuery,
-        project: Annotated[str, Query(min_length=1, max_length=200)] = "default",
-    ) -> Response[LayoutStored]:
-        allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")
-        reply = stored.put(project, name, version, h, app.current_event.decoded_body or "")
-        return saved(reply.created, reply)
 
 
 def document(openapi: dict[str, Any]) -> None:
