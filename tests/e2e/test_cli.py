@@ -13,6 +13,7 @@ from stratoflow.adapters.local.runtime import LocalRuntime
 from stratoflow.cli import main
 from stratoflow.ports import RunQuery
 from tests.cli_server import running_api
+from tests.logframe import framed
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -181,7 +182,7 @@ def test_client_commands_against_a_server(cli: CliRunner, tmp_path: Path, server
     # logs of the latest attempt
     logs = cli.invoke(main, ["logs", run_id, "say", *api])
     assert logs.exit_code == 0
-    assert logs.output == "saying yo\n"
+    assert logs.output == framed("say", "saying yo\n")
     # run operations: rerun from a task, then mark
     rerun = cli.invoke(main, ["runs", "rerun", run_id, "--from", "shout", *api])
     assert rerun.output.strip() == f"{run_id}: running"

@@ -18,6 +18,7 @@ from stratoflow.cli import main
 from stratoflow.ports import Attempt, LogRange
 from tests.cli_server import running_api
 from tests.e2e.test_api import wait_for
+from tests.logframe import framed
 
 pytestmark = pytest.mark.e2e
 
@@ -55,8 +56,8 @@ def test_logs_and_outputs_are_printed_whole(tmp_path: Path, api: str) -> None:
     wait_for(done, "the loud run", timeout=60)
     logs = cli.invoke(main, ["logs", run_id, "talk", "--api", api])
     assert logs.exit_code == 0, logs.output[-500:]
-    assert len(logs.output) == LOG_BYTES
-    assert logs.output.endswith("aaaend\n")
+    assert len(logs.output) == LOG_BYTES + len(framed("talk", ""))  # the frame's two lines
+    assert logs.output.endswith("aaaend\n" + framed("talk", "").splitlines(keepends=True)[1])
     shown = cli.invoke(main, ["runs", "show", run_id, "--api", api])
     assert f"output 'big' is {OUTPUT_BYTES} bytes, cut in this view" in shown.output
     assert f"stratoflow runs output {run_id} talk big" in shown.output

@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from stratoflow.cli import main
 from tests.e2e.http_stub import json_stub
 from tests.e2e.server_process import first_admin_token, free_port
+from tests.logframe import framed
 from tests.readmodel.conftest import ADMIN_URL, admin_connection, scratch_url
 
 pytestmark = pytest.mark.e2e
@@ -225,7 +226,7 @@ def test_the_canary_reaches_the_task_and_nothing_else(
 
     # the log view masks what the task printed (the file is the task's own writing)
     log = server.get(f"/runs/{run_id}/tasks/use/attempts/1/log")
-    assert log.text == "the task prints its own secret: ***\n"
+    assert log.text == framed("use", "the task prints its own secret: ***\n")
     for limit in (7, 20, 33):  # paged: a value split across pages is still masked
         text, offset = "", 0
         while True:
@@ -236,8 +237,10 @@ def test_the_canary_reaches_the_task_and_nothing_else(
             offset = int(page.headers["X-Next-Offset"])
             if offset >= int(page.headers["X-Log-Size"]):
                 break
-        assert text == "the task prints its own secret: ***\n"
-    assert cli(server, "logs", run_id, "use").output == "the task prints its own secret: ***\n"
+        assert text == framed("use", "the task prints its own secret: ***\n")
+    assert cli(server, "logs", run_id, "use").output == framed(
+        "use", "the task prints its own secret: ***\n"
+    )
 
     # every other view of it
     for path in (

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from tests.logframe import framed
 
 from stratoflow.adapters.local import sandbox, spawn
 from stratoflow.adapters.local.executor import LocalExecutor
@@ -108,9 +109,7 @@ def test_a_landlocked_task_is_confined_whether_posix_spawn_or_popen_started_it(
     result, log = _run_task(tmp_path, _probe(secret, inherited_fd), posix_spawn=posix_spawn)
     assert result.exit_code in (0, None), (result, log)
     assert len(calls) == (1 if posix_spawn else 0)  # the path taken is the one asked for
-    assert log.splitlines() == [
-        "denied", "no-fd", "/dev/null", "own-session", "to-stderr", "written"
-    ], log  # fmt: skip
+    assert log == framed("t", "denied\nno-fd\n/dev/null\nown-session\nto-stderr\nwritten\n"), log
     assert secret.read_text() == "s"
 
 
@@ -144,9 +143,9 @@ def test_a_task_with_its_projects_uid_is_started_through_setpriv_either_way(
     assert len(calls) == (1 if posix_spawn else 0)
     assert calls == [] or Path(calls[0][0]).name == "setpriv"
     uid = str(sandbox.DEFAULT_UID_BASE)
-    assert log.splitlines() == [
-        uid, uid, "denied", "no-fd", "/dev/null", "own-session", "written"
-    ], log  # fmt: skip
+    assert log == framed("t", f"{uid}\n{uid}\ndenied\nno-fd\n/dev/null\nown-session\nwritten\n"), (
+        log
+    )
 
 
 @needs_spawn

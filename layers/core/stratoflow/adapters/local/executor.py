@@ -6,14 +6,14 @@ Each run has a directory ``<root>/<run>/`` in the home (0700) that holds its att
 stdout and stderr; the task never sees the home. It starts in a work directory of its own,
 ``<work root>/<run>.<task>.<attempt>/`` (0700), outside the home, with an allow-listed
 environment, as its project's uid or in a Landlock domain (see :mod:`.sandbox`). Its outputs
-(``$STRATOFLOW_OUTPUT``, the python runner's files) and the exit status that the wrapper's EXIT
-trap records are written there; the server reads them (never following a link the task left)
-and a reaper thread removes the work directory once the scheduler has recorded the result
-(what a stopped scheduler left is swept at the next start).
+(``$STRATOFLOW_OUTPUT``, the python runner's files) are written there, and the exit status that
+the wrapper's EXIT trap records goes to the end of its log; the server reads them (never
+following a link the task left) and a reaper thread removes the work directory once the
+scheduler has recorded the result (what a stopped scheduler left is swept at the next start).
 
 Nothing flows through pipes to the scheduler, so a scheduler killed with SIGKILL loses
 nothing: on restart it finds the wrappers still running by their command line, watches them
-through pidfds, and reads the exit status of those that ended meanwhile from their work dirs.
+through pidfds, and reads the exit status of those that ended meanwhile from their logs.
 
 A stop or a timeout sends SIGTERM to the attempt's process group, then SIGKILL to the group
 after the grace period whatever became of the wrapper; a task that ends on its own takes what
@@ -57,7 +57,7 @@ from stratoflow.resources import (
     task_resources,
 )
 from stratoflow.secrets import MissingSecret, SecretSource, SecretUnavailable, masker_for, resolve
-from stratoflow.taskexec import read_task_file, result_from_files
+from stratoflow.taskexec import LogRecord, log_record, read_task_file, result_from_files
 
 log = logging.getLogger("stratoflow.executor")
 
@@ -66,11 +66,16 @@ log = logging.getLogger("stratoflow.executor")
 # task's own uid only) and runs in this shell: a subshell per task would cost more than the
 # scheduler's own work. A scheduler that is alive takes the exit status from waitpid (which
 # also covers a body that replaces the shell with `exec cmd`); the trap's record is for one that
-# was not alive to wait. The empty record made before the body runs says "it started": a
-# claimed attempt without it was never started (the scheduler died before the exec).
-WRAPPER = r"""readonly __stratoflow_exit="$PWD/$2.exit"
-: > "$__stratoflow_exit"
-trap '__stratoflow_rc=$?; echo "$__stratoflow_rc" > "$__stratoflow_exit"' EXIT
+# was not alive to wait. Both the record and the line that says "it started" (written before
+# the body runs: a claimed attempt without it was never started, the scheduler died before the
+# exec) go to the attempt's log, through a descriptor of its own, so a body that redirects its
+# output still leaves them there (taskexec.log_record reads them; taskexec.tail leaves them out
+# of an error's last output). No file is made for them: a new file per attempt cost the task
+# ~0.45 ms of CPU on the ext4 measured (docs/benchmarks.md).
+WRAPPER = r"""exec {__stratoflow_log}>&1
+readonly __stratoflow_log __stratoflow_task="${2%.*}" __stratoflow_attempt="${2##*.}"
+echo "[stratoflow] task $__stratoflow_task attempt $__stratoflow_attempt started" >&"$__stratoflow_log"
+trap '__stratoflow_rc=$?; echo "[stratoflow] task $__stratoflow_task attempt $__stratoflow_attempt exited with code $__stratoflow_rc" >&"$__stratoflow_log"' EXIT
 __stratoflow_body=$__STRATOFLOW_BODY
 unset __STRATOFLOW_BODY
 set --
@@ -409,7 +414,8 @@ class LocalExecutor(Dispatcher):
 
     def path(self, run_id: str, task_id: str, attempt: int, suffix: str) -> Path:
         """The log, ``<root>/<run>/<task>.<attempt>.log``, or a file the task writes in its
-        work dir, ``<task>.<attempt><suffix>``: .out, .json, .result, .error, .exit"""
+        work dir, ``<task>.<attempt><suffix>``: .out, .json, .result, .error (and .exit,
+        where an earlier version's wrapper recorded its status)"""
         if suffix == ".log":
             return self.root / run_id / f"{task_id}.{attempt}.log"
         return self.work_dir(run_id, task_id, attempt) / f"{task_id}.{attempt}{suffix}"
@@ -428,10 +434,22 @@ class LocalExecutor(Dispatcher):
             return f"{self._root_text}/{run_id}/{task_id}.{attempt}.log"
         return f"{self._work_root_text}/{run_id}.{task_id}.{attempt}/{task_id}.{attempt}{suffix}"
 
+    def _record(self, run_id: str, task_id: str, attempt: int) -> LogRecord:
+        """What the wrapper left in the attempt's log: whether it started, the status its trap
+        recorded. An attempt started by an earlier version left them in ``<name>.exit`` in
+        its work dir (an empty file: started; else the status)."""
+        record = log_record(self._file_text(run_id, task_id, attempt, ".log"), task_id, attempt)
+        if record.started:
+            return record
+        legacy = read_task_file(self.path(run_id, task_id, attempt, ".exit"))
+        if legacy is None:
+            return record
+        text = legacy.strip()
+        return LogRecord(True, int(text) if text.lstrip("-").isdigit() else None)
+
     def _exit_status(self, run_id: str, task_id: str, attempt: int) -> int | None:
         """The status the wrapper's trap recorded, if it did."""
-        text = (read_task_file(self.path(run_id, task_id, attempt, ".exit")) or "").strip()
-        return int(text) if text.lstrip("-").isdigit() else None
+        return self._record(run_id, task_id, attempt).status
 
     # ------------------------------------------------------------ dispatch
     def _body(self, spec: AttemptSpec, owner: int | None) -> str:
@@ -842,12 +860,12 @@ class LocalExecutor(Dispatcher):
             name = f"{ti.task_id}.{ti.attempt}"
             wanted.add((ti.run_id, name))
             key = (ti.run_id, ti.task_id, ti.attempt)
-            status = self._exit_status(*key)
-            if status is not None:
-                report.results[key] = self._masked(ti.run_id, self.result(*key, status))
+            record = self._record(*key)
+            if record.status is not None:
+                report.results[key] = self._masked(ti.run_id, self.result(*key, record.status))
             elif (ti.run_id, name) in alive:
                 self._watch_pid(_Live(*key, pid=alive[(ti.run_id, name)]))
-            elif self.path(*key, ".exit").exists():  # started, then died without its trap
+            elif record.started:  # started, then died without its trap
                 report.results[key] = self._masked(ti.run_id, self.result(*key, None))
             else:  # never started (perhaps claimed just before we died): start it afresh
                 with contextlib.suppress(FileNotFoundError):

@@ -1,0 +1,140 @@
+"""An attempt's start and exit status live in its log, for a scheduler that was not alive.
+
+GIVEN attempts started by one executor, which then stops (its tasks run on without it),
+WHEN  they end (or are killed, or never started) and a new executor recovers them,
+THEN  each is reported as it ended: the status the wrapper's trap wrote at the end of its log
+      (even when the body sent its own output elsewhere), LOST when it started but left no
+      status, and started afresh only when it never started; an attempt an earlier version
+      started (its status in ``<name>.exit``) is read as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from stratoflow.adapters.local.executor import LocalExecutor, live_wrappers
+from stratoflow.engine import AttemptStatus, RenderedTask, TaskInstance, TaskState
+from stratoflow.ports import AttemptSpec
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+
+RUN = "p.r1"
+
+
+def _executor(tmp_path: Path) -> LocalExecutor:
+    home = tmp_path / "home"
+    return LocalExecutor(home / "logs", lambda *_: None, work_root=tmp_path / "work", protect=home)
+
+
+def _spec(task: str, command: str) -> AttemptSpec:
+    return AttemptSpec(
+        RUN, task, 1, RenderedTask("shell", {"command": command}, {}, {}),
+        datetime(2026, 12, 4, tzinfo=UTC), "wf", "p",
+    )  # fmt: skip
+
+
+def _until(check: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def _running(task: str) -> TaskInstance:
+    return TaskInstance(RUN, task, TaskState.RUNNING, attempt=1)
+
+
+def _started_then_orphaned(tmp_path: Path, commands: dict[str, str]) -> dict[str, int]:
+    """Start each command, wait until each wrapper runs, stop the executor: the pids."""
+    first = _executor(tmp_path)
+    try:
+        for task, command in commands.items():
+            first.dispatch(_spec(task, command))
+        root = first.root
+        _until(lambda: len(live_wrappers(root)) == len(commands))
+        pids = {name.split(".")[0]: pid for (_, name), pid in live_wrappers(root).items()}
+    finally:
+        first.close()
+    return pids
+
+
+def _gone(pid: int) -> bool:
+    """The wrapper has ended (reaped here, as its scheduler would have)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        return not Path(f"/proc/{pid}/cmdline").read_bytes()  # a zombie's is empty
+    except FileNotFoundError:
+        return True
+
+
+def test_an_end_while_down_is_read_from_the_log_even_when_the_body_redirected_its_output(
+    tmp_path: Path,
+) -> None:
+    pids = _started_then_orphaned(
+        tmp_path,
+        {
+            "quiet": "exec >/dev/null 2>/dev/null; sleep 0.3; exit 7",
+            "loud": "echo -n partial; sleep 0.3",
+        },
+    )
+    _until(lambda: all(_gone(pid) for pid in pids.values()))
+    second = _executor(tmp_path)
+    try:
+        report = second.recover([_running("quiet"), _running("loud")])
+    finally:
+        second.close()
+    assert report.not_started == []
+    quiet, loud = report.results[(RUN, "quiet", 1)], report.results[(RUN, "loud", 1)]
+    assert (quiet.status, quiet.exit_code) == (AttemptStatus.FAILED, 7)
+    assert loud.status is AttemptStatus.SUCCEEDED
+    log = (second.root / RUN / "loud.1.log").read_text()
+    # the record follows output that did not end its line
+    assert log.endswith("partial[stratoflow] task loud attempt 1 exited with code 0\n"), log
+
+
+def test_a_start_without_a_status_is_lost_and_a_claim_never_started_starts_afresh(
+    tmp_path: Path,
+) -> None:
+    pids = _started_then_orphaned(tmp_path, {"killed": "sleep 30"})
+    os.killpg(pids["killed"], signal.SIGKILL)  # no trap runs: the log says only "started"
+    _until(lambda: _gone(pids["killed"]))
+    # a claim whose wrapper never ran: the log the claim created, empty
+    claimed = tmp_path / "home" / "logs" / RUN / "claimed.1.log"
+    claimed.touch(mode=0o600)
+    second = _executor(tmp_path)
+    try:
+        report = second.recover([_running("killed"), _running("claimed")])
+    finally:
+        second.close()
+    assert report.results[(RUN, "killed", 1)].status is AttemptStatus.LOST
+    assert [t.task_id for t in report.not_started] == ["claimed"]
+    assert not claimed.exists()  # removed, so its fresh start can claim it again
+
+
+def test_an_attempt_an_earlier_version_started_is_read_from_its_exit_file(
+    tmp_path: Path,
+) -> None:
+    executor = _executor(tmp_path)
+    try:
+        (executor.root / RUN).mkdir()
+        (executor.root / RUN / "old.1.log").write_text("output\n")  # no frame: older wrapper
+        (executor.root / RUN / "older.1.log").write_text("")
+        for task, record in (("old", "3\n"), ("older", "")):
+            work = executor.work_dir(RUN, task, 1)
+            work.mkdir(parents=True)
+            (work / f"{task}.1.exit").write_text(record)
+        report = executor.recover([_running("old"), _running("older")])
+    finally:
+        executor.close()
+    assert report.results[(RUN, "old", 1)].exit_code == 3
+    assert report.results[(RUN, "older", 1)].status is AttemptStatus.LOST  # started, no status
+    assert report.not_started == []

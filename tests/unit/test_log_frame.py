@@ -1,0 +1,52 @@
+"""The wrapper's frame in an attempt's log: read back by recovery, left out of error tails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stratoflow.taskexec import RECORD_WINDOW, STARTED_LINE, LogRecord, log_record, tail
+
+
+def _log(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "t.1.log"
+    path.write_text(text)
+    return path
+
+
+START = STARTED_LINE.format(task="t", attempt=1)
+
+
+def test_a_framed_log_gives_its_start_and_its_last_status(tmp_path: Path) -> None:
+    text = START + "work\n[stratoflow] task t attempt 1 exited with code 4\n"
+    assert log_record(_log(tmp_path, text), "t", 1) == LogRecord(True, 4)
+
+
+def test_no_start_line_is_no_start_and_no_record_is_no_status(tmp_path: Path) -> None:
+    assert log_record(_log(tmp_path, ""), "t", 1) == LogRecord(False, None)
+    assert log_record(_log(tmp_path, START + "half way"), "t", 1) == LogRecord(True, None)
+    assert log_record(tmp_path / "missing.log", "t", 1) == LogRecord(False, None)
+    # a start line that is not at the top was printed by the task, not the wrapper
+    assert log_record(_log(tmp_path, "x\n" + START), "t", 1).started is False
+
+
+def test_a_record_for_another_attempt_or_task_is_not_this_ones(tmp_path: Path) -> None:
+    text = START + "[stratoflow] task t attempt 2 exited with code 0\n"
+    text += "[stratoflow] task u attempt 1 exited with code 0\n"
+    assert log_record(_log(tmp_path, text), "t", 1).status is None
+
+
+def test_the_record_is_found_after_late_output_but_not_beyond_the_window(
+    tmp_path: Path,
+) -> None:
+    record = "[stratoflow] task t attempt 1 exited with code 0\n"
+    late = "a background process wrote this after the trap\n"
+    assert log_record(_log(tmp_path, START + record + late), "t", 1).status == 0
+    far = START + record + "x" * RECORD_WINDOW
+    assert log_record(_log(tmp_path, far), "t", 1).status is None  # LOST: the safe answer
+
+
+def test_an_error_tail_holds_the_tasks_output_not_the_frame(tmp_path: Path) -> None:
+    text = START + "one\n\nthree" + "[stratoflow] task t attempt 1 exited with code 3\n"
+    assert tail(_log(tmp_path, text)) == "one\n\nthree"
+    framed_only = START + "[stratoflow] task t attempt 1 exited with code 1\n"
+    assert tail(_log(tmp_path, framed_only)) == ""
