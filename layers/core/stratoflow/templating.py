@@ -794,6 +794,37 @@ def is_template(text: str) -> bool:
     return "{{" in text or "{%" in text
 
 
+# Anything the environment could read as syntax (its start strings, and its line prefixes
+# if it had any: then anywhere in the text), taken from it so that they change together; and
+# NUL, which starts the tokens SecretTokens.finish looks for.
+_NOT_PLAIN = tuple(
+    marker
+    for marker in (
+        _ENV.variable_start_string,
+        _ENV.block_start_string,
+        _ENV.comment_start_string,
+        _ENV.line_statement_prefix,
+        _ENV.line_comment_prefix,
+        "\x00",
+    )
+    if marker
+)
+
+
+def is_plain(value: Any) -> bool:
+    """Whether rendering (:func:`render_value`) and :meth:`SecretTokens.finish` both leave
+    ``value`` as it is, whatever the context: no string in it (walking lists and dict values,
+    as they do) holds template syntax or a NUL. A stricter test than :func:`is_template`.
+    Such a value holds no secret reference either: a reference is ``{{ secrets.NAME }}``."""
+    if isinstance(value, str):
+        return not any(marker in value for marker in _NOT_PLAIN)
+    if isinstance(value, list):
+        return all(is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(is_plain(v) for v in value.values())
+    return True
+
+
 @lru_cache(maxsize=4096)
 def _parse(text: str) -> nodes.Template:
     try:

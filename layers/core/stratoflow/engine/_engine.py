@@ -7,6 +7,7 @@ path (an attempt finished) touches one task and its children: O(out-degree).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,6 +29,7 @@ from stratoflow.templating import (
     SecretTokens,
     TemplateError,
     bounded,
+    is_plain,
     render_condition,
     render_value,
 )
@@ -278,7 +280,13 @@ def render_task(
     spec: WorkflowSpec, run: Run, task_id: str, upstream_outputs: Mapping[str, Mapping[str, Any]]
 ) -> RenderedTask:
     """Render a task for dispatch; raises ``TemplateError`` naming the undefined name or the
-    rendering bound exceeded (all of a task's templates share one deadline)."""
+    rendering bound exceeded (all of a task's templates share one deadline).
+
+    A task with no template anywhere (and run params with none) is put together from what
+    was worked out once for its spec, with no context and no Jinja: the same RenderedTask."""
+    plain = _plain_task(spec, task_id)
+    if plain is not None and all(map(is_plain, run.params.values())):
+        return plain.rendered(run.params)
     with bounded():
         return _render_task(spec, run, task_id, upstream_outputs)
 
@@ -313,6 +321,79 @@ _COMMON_FIELDS = {
     "retry_backoff", "max_retry_delay", "timeout", "type", "on_timeout", "sla", "alerts",
     "pool", "pool_slots", "priority",
 }  # fmt: skip
+
+
+def _fresh(value: Any) -> Any:
+    """``value`` with its lists and dicts copied (as rendering and ``finish`` copy them)."""
+    if isinstance(value, dict):
+        return {k: _fresh(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fresh(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class _PlainTask:
+    """What ``_render_task`` makes of a task whose every rendered value is plain
+    (``templating.is_plain``): rendering copies such a value and ``finish`` copies it again,
+    whatever the context, so all of it but the run's params is known from the spec alone.
+    Held for the spec's lifetime and never handed out: each render gets its own copies."""
+
+    task_type: str
+    fields: dict[str, Any]  # the model_dump "extra" fields, then the templated ones
+    nested: tuple[str, ...]  # those of ``fields`` holding a list or a dict
+    params: dict[str, Any]  # the task's own params
+    env: dict[str, str]
+
+    @classmethod
+    def of(cls, spec: WorkflowSpec, task_id: str) -> _PlainTask | None:
+        task = spec.workflow.tasks[task_id]
+        templated = task.templated_fields()
+        rendered = {
+            name: value
+            for name, value in templated.items()
+            if name not in ("params", "env") and not name.startswith("cases.")
+        }
+        env = {k: str(v) for k, v in task.env.items()}
+        # env: what is rendered, and the text str() makes of it (what finish reads)
+        if not all(map(is_plain, (rendered, task.params, task.env, env))):
+            return None
+        extra = task.model_dump(mode="json", exclude=set(templated) | _COMMON_FIELDS)
+        fields = {**extra, **_fresh(rendered)}
+        nested = tuple(k for k, v in fields.items() if isinstance(v, (dict, list)))
+        return cls(task.type, fields, nested, _fresh(task.params), env)
+
+    def rendered(self, run_params: Mapping[str, Any]) -> RenderedTask:
+        """As ``_render_task`` renders it for a run with these (plain) params."""
+        fields = dict(self.fields)
+        for name in self.nested:
+            fields[name] = _fresh(fields[name])
+        params = {k: _fresh(v) for k, v in {**run_params, **self.params}.items()}
+        return RenderedTask(self.task_type, fields, params, dict(self.env))
+
+
+# spec (by id, while it lives) -> task id -> its _PlainTask, None if it has templates.
+# A WorkflowSpec is immutable but not hashable (its workflow holds dicts), hence ids: the
+# weak reference's callback drops the entry when the spec goes, before its id can be reused.
+_PLAIN_TASKS: dict[int, tuple[weakref.ref[WorkflowSpec], dict[str, _PlainTask | None]]] = {}
+
+
+def _plain_task(spec: WorkflowSpec, task_id: str) -> _PlainTask | None:
+    key = id(spec)
+    entry = _PLAIN_TASKS.get(key)
+    if entry is None or entry[0]() is not spec:
+
+        def forget(_: weakref.ref[WorkflowSpec]) -> None:
+            _PLAIN_TASKS.pop(key, None)
+
+        entry = (weakref.ref(spec, forget), {})
+        _PLAIN_TASKS[key] = entry
+    tasks = entry[1]
+    try:
+        return tasks[task_id]
+    except KeyError:
+        plain = tasks[task_id] = _PlainTask.of(spec, task_id)
+        return plain
 
 
 def choose_branches(
