@@ -853,7 +853,10 @@ class LocalExecutor(Dispatcher):
             return
         with self._lock:
             self._doomed.append(f"{run_id}.{task_id}.{attempt}")
-        self._reap_wake.set()
+        # set already: the reaper's coming round takes this one too (it clears the event
+        # before it takes the list), so the Event's lock and notify are spared
+        if not self._reap_wake.is_set():
+            self._reap_wake.set()
 
     def sweep(self, running: Iterable[TaskInstance]) -> None:
         """At start, once recovery has recorded what ended while the scheduler was down:
