@@ -184,3 +184,31 @@ def test_a_lone_start_under_landlock_as_root_goes_to_a_start_thread(
         assert _started_on(ex, monkeypatch).startswith("stratoflow-spawn_")
     finally:
         ex.close()
+
+
+def test_a_task_file_is_read_only_when_it_is_a_regular_file_and_a_missing_one_is_not_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stratoflow import taskexec
+
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(path: Any, *args: Any, **kwargs: Any) -> int:
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(taskexec.os, "open", counting_open)
+    (tmp_path / "out").write_text("a=1\n")
+    (tmp_path / "secret").write_text("not the task's")
+    (tmp_path / "link").symlink_to(tmp_path / "secret")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nothing")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    assert taskexec.read_task_file(tmp_path / "missing") is None
+    assert taskexec.read_task_file(str(tmp_path / "dangling")) is None
+    assert opened == []  # neither was opened
+    assert taskexec.read_task_file(tmp_path / "out") == "a=1\n"
+    assert taskexec.read_task_file(tmp_path / "link") is None  # a link is never followed
+    assert taskexec.read_task_file(tmp_path / "fifo") is None  # nor waited on
+    assert taskexec.read_task_file(tmp_path / "dir") is None
