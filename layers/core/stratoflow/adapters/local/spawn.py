@@ -71,6 +71,15 @@ def _lib() -> Any:
 
 
 @functools.cache
+def _held() -> Any:
+    """The same libc through functions that keep the GIL (``PyDLL``): for the file actions'
+    calls, which only fill memory; giving the GIL up and taking it back for each (six a
+    start) cost more than the call whenever another thread waits for it. ``posix_spawn``
+    itself, which waits for the child's exec, lets it go."""
+    return ctypes.PyDLL(None, use_errno=True)
+
+
+@functools.cache
 def _attr() -> Any:
     """The spawn attributes every start shares, made once (never destroyed: they hold no
     resource): its own session, an empty signal mask, SIGPIPE and SIGXFSZ to default."""
@@ -137,14 +146,16 @@ _FS_ENCODING = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
 
 def _encoded(values: Sequence[str]) -> Any:
     """A NULL-terminated ``char *[]`` of ``values``, each encoded as ``os.fsencode`` does
-    (``str.encode`` with its codec, called directly: ~8 us less a start, ~30 values), the
-    array filled in one slice assignment."""
-    raw: list[Any] = [value.encode(*_FS_ENCODING) for value in values]
-    for item in raw:
-        if b"\0" in item:  # a char * would end there
-            raise Unsupported("embedded null byte")
-    array = (ctypes.c_char_p * (len(raw) + 1))()
-    array[: len(raw)] = raw
+    (the same codec and error handler), the array filled in one slice assignment. The values
+    are joined with NULs, encoded in one call and split again: a value holding a NUL (a
+    ``char *`` would end there) shows as one part too many. One encode and one split in C
+    instead of an encode and a search per value: ~2/3 less for the ~20 values of a start."""
+    count = len(values)
+    raw: list[Any] = "\0".join(values).encode(*_FS_ENCODING).split(b"\0") if count else []
+    if len(raw) != count:
+        raise Unsupported("embedded null byte")
+    array = (ctypes.c_char_p * (count + 1))()
+    array[:count] = raw
     return array
 
 
@@ -160,18 +171,19 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], cwd_fd: int, output_fd: i
     for name in env:
         if "=" in name:
             raise Unsupported("illegal environment variable name")
+    held = _held()
     c_argv = _encoded(argv)
-    c_env = _encoded([f"{k}={v}" for k, v in env.items()])
+    c_env = _encoded(list(map("=".join, env.items())))  # "k=v" each
     actions = _FileActions()
-    if libc.posix_spawn_file_actions_init(actions):
+    if held.posix_spawn_file_actions_init(actions):
         raise OSError(ctypes.get_errno(), "posix_spawn_file_actions_init")
     try:
         for err in (
-            libc.posix_spawn_file_actions_adddup2(actions, _devnull(), 0),
-            libc.posix_spawn_file_actions_adddup2(actions, output_fd, 1),
-            libc.posix_spawn_file_actions_adddup2(actions, output_fd, 2),
-            libc.posix_spawn_file_actions_addfchdir_np(actions, cwd_fd),
-            libc.posix_spawn_file_actions_addclosefrom_np(actions, 3),
+            held.posix_spawn_file_actions_adddup2(actions, _devnull(), 0),
+            held.posix_spawn_file_actions_adddup2(actions, output_fd, 1),
+            held.posix_spawn_file_actions_adddup2(actions, output_fd, 2),
+            held.posix_spawn_file_actions_addfchdir_np(actions, cwd_fd),
+            held.posix_spawn_file_actions_addclosefrom_np(actions, 3),
         ):
             if err:
                 raise OSError(err, os.strerror(err))
@@ -179,7 +191,7 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], cwd_fd: int, output_fd: i
         # the GIL is released for this call: the clone and the child's exec
         err = libc.posix_spawn(ctypes.byref(pid), c_argv[0], actions, _attr(), c_argv, c_env)
     finally:
-        libc.posix_spawn_file_actions_destroy(actions)
+        held.posix_spawn_file_actions_destroy(actions)
     if err:
         raise OSError(err, os.strerror(err), argv[0])
     return Spawned(pid.value)

@@ -1,0 +1,214 @@
+"""The local executor's per-attempt paths made cheaper keep what they did: the environment and
+argv posix_spawn gets, a lone start under Landlock as root, the start threads' hand-offs, the
+disk-full check of an ended attempt, the removal of its work dir."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stratoflow.adapters.local import executor as executor_module
+from stratoflow.adapters.local import sandbox, spawn
+from stratoflow.adapters.local.executor import LocalExecutor, _remove_dir, _StartThreads
+from stratoflow.engine import AttemptStatus, RenderedTask
+from stratoflow.ports import AttemptSpec
+
+RUN = "proj.wf.1"
+
+
+def _spec(task_id: str) -> AttemptSpec:
+    task = RenderedTask("shell", {"command": "true"}, {}, {})
+    return AttemptSpec(RUN, task_id, 1, task, datetime(2026, 1, 1, tzinfo=UTC), "wf", "proj")
+
+
+@pytest.fixture
+def executor(tmp_path: Path) -> Iterator[LocalExecutor]:
+    home = tmp_path / "home"
+    home.mkdir()
+    ex = LocalExecutor(
+        home / "attempts",
+        lambda *_: None,
+        isolation="none",
+        work_root=tmp_path / "work",
+        protect=home,
+    )
+    yield ex
+    ex.close()
+
+
+def test_values_are_encoded_as_fsencode_does_and_a_nul_is_refused() -> None:
+    values = ["/bin/bash", "", "é=ü", "caf\udce9", "PATH=/usr/bin:/bin", "x" * 700]
+    array = spawn._encoded(values)
+    assert [array[i] for i in range(len(values))] == [os.fsencode(v) for v in values]
+    assert ctypes.cast(array, ctypes.POINTER(ctypes.c_void_p))[len(values)] is None  # the NULL
+    assert ctypes.cast(spawn._encoded([]), ctypes.POINTER(ctypes.c_void_p))[0] is None
+    for bad in (["a", "b\0c"], ["\0"], ["A=1\0B=2"]):
+        with pytest.raises(spawn.Unsupported):
+            spawn._encoded(bad)
+
+
+def test_an_empty_work_dir_is_removed_without_listing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listed: list[str] = []
+    real = os.listdir
+
+    def listdir(path: Any) -> list[str]:
+        listed.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(executor_module.os, "listdir", listdir)
+    empty, files, nested = tmp_path / "empty", tmp_path / "files", tmp_path / "nested"
+    for d in (empty, files, nested):
+        d.mkdir()
+    (files / "t.1.out").write_text("a=1\n")
+    (files / "link").symlink_to(tmp_path / "elsewhere")
+    (nested / "sub").mkdir()
+    (nested / "sub" / "f").write_text("x")
+    (tmp_path / "elsewhere").write_text("kept")
+    _remove_dir(str(empty))
+    assert listed == []  # one rmdir, no listing
+    _remove_dir(str(files))
+    _remove_dir(str(nested))
+    _remove_dir(str(tmp_path / "missing"))
+    assert not empty.exists()
+    assert not files.exists()
+    assert not nested.exists()
+    assert (tmp_path / "elsewhere").read_text() == "kept"  # the link removed, not followed
+
+
+def test_an_ended_attempt_looks_up_its_file_system_once_and_still_sees_it_full(
+    executor: LocalExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = executor.work_dir(RUN, "t", 1)
+    work.mkdir(parents=True)
+    executor.run_dir(RUN).mkdir(parents=True)
+    looked: list[str] = []
+    full: set[str] = set()
+    real = os.statvfs
+
+    def statvfs(path: Any) -> Any:
+        looked.append(str(path))
+        st = real(path)
+        if str(path) not in full:
+            return st
+        return os.statvfs_result((st.f_bsize, st.f_frsize, st.f_blocks, 0, 0, *st[5:]))
+
+    monkeypatch.setattr(executor_module.os, "statvfs", statvfs)
+    assert executor.result(RUN, "t", 1, 0).status is AttemptStatus.SUCCEEDED
+    assert looked == [str(executor.run_dir(RUN))]  # logs and work dirs share tmp_path's
+
+    full.add(str(executor.run_dir(RUN)))
+    result = executor.result(RUN, "t", 1, 3)
+    assert result.status is AttemptStatus.FAILED
+    assert result.exit_code == 3
+    assert f"the file system of {executor.run_dir(RUN)} is full" in (result.error or "")
+
+    # on file systems of their own, each is looked up: the work dir's full is seen
+    monkeypatch.setattr(executor, "_one_fs", False)
+    full.clear()
+    full.add(str(work))
+    looked.clear()
+    result = executor.result(RUN, "t", 1, 0)
+    assert looked == [str(executor.run_dir(RUN)), str(work)]
+    assert result.status is AttemptStatus.FAILED
+    assert f"the file system of {work} is full" in (result.error or "")
+
+
+def test_the_start_threads_run_every_batch_handed_over_before_they_stop() -> None:
+    done: list[int] = []
+    names: set[str] = set()
+    started: list[str] = []
+
+    def batch(n: int) -> None:
+        time.sleep(0.001)
+        names.add(threading.current_thread().name)
+        done.append(n)
+
+    threads = _StartThreads(3, "test-start", lambda: started.append("x"))
+    for n in range(30):
+        threads.submit(batch, n)
+    threads.submit(lambda _: 1 / 0, None)  # a failing batch stops none of them
+    threads.shutdown()
+    assert sorted(done) == list(range(30))
+    assert names <= {"test-start_0", "test-start_1", "test-start_2"}
+    assert started == ["x"] * 3
+    with pytest.raises(RuntimeError):
+        threads.submit(batch, 99)
+
+
+def _started_on(executor: LocalExecutor, monkeypatch: pytest.MonkeyPatch) -> str:
+    where: list[str] = []
+
+    def spawn_here(spec: AttemptSpec, live: Any) -> None:
+        where.append(threading.current_thread().name)
+
+    monkeypatch.setattr(executor, "_spawn", spawn_here)
+    executor.dispatch_many([_spec("lone")])
+    executor._spawner.shutdown()
+    return where[0]
+
+
+def test_a_lone_start_stays_on_the_callers_thread_when_no_capability_is_dropped(
+    executor: LocalExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _started_on(executor, monkeypatch) == threading.current_thread().name
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+@pytest.mark.skipif(sandbox.landlock_abi() < 1, reason="this kernel has no Landlock")
+def test_a_lone_start_under_landlock_as_root_goes_to_a_start_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its confining thread, made there, inherits an empty bounding set; made on a thread
+    whose set is full it would drop ~40 capabilities itself."""
+    home = tmp_path / "home"
+    home.mkdir()
+    ex = LocalExecutor(
+        home / "attempts",
+        lambda *_: None,
+        isolation="landlock",
+        work_root=tmp_path / "work",
+        protect=home,
+    )
+    try:
+        assert not sandbox.bounding_set_empty()
+        assert _started_on(ex, monkeypatch).startswith("stratoflow-spawn_")
+    finally:
+        ex.close()
+
+
+def test_a_task_file_is_read_only_when_it_is_a_regular_file_and_a_missing_one_is_not_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stratoflow import taskexec
+
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(path: Any, *args: Any, **kwargs: Any) -> int:
+        opened.append(str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(taskexec.os, "open", counting_open)
+    (tmp_path / "out").write_text("a=1\n")
+    (tmp_path / "secret").write_text("not the task's")
+    (tmp_path / "link").symlink_to(tmp_path / "secret")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nothing")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    assert taskexec.read_task_file(tmp_path / "missing") is None
+    assert taskexec.read_task_file(str(tmp_path / "dangling")) is None
+    assert opened == []  # neither was opened
+    assert taskexec.read_task_file(tmp_path / "out") == "a=1\n"
+    assert taskexec.read_task_file(tmp_path / "link") is None  # a link is never followed
+    assert taskexec.read_task_file(tmp_path / "fifo") is None  # nor waited on
+    assert taskexec.read_task_file(tmp_path / "dir") is None
