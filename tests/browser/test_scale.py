@@ -95,10 +95,17 @@ def test_a_2000_task_run_stays_responsive(
     shot("quick-layout")
     # while the run is live the quick layout stays (ELK would take seconds of CPU from the
     # run); the page is used on it meanwhile
+    assert graph.get_attribute("data-layout") is None  # not the final layout yet
     figures["visible_nodes_at_fit"] = int(graph.get_attribute("data-visible-nodes"))
-    # "Fit" shows the whole graph: each layer as a bar of its tasks' states (every task counted)
-    expect(graph).to_have_attribute("data-mode", "layers")
+    # "Fit" shows the whole graph (every task counted), at the scale that fits the quick
+    # layout in the canvas. At 1246 x 520 px that is a task 6.8 px tall: tasks, not the layer
+    # bars ELK's taller layout gets at Fit (checked once it is drawn, below)
     assert figures["visible_nodes_at_fit"] == LAYERS * WIDTH
+    quick = api.get(f"/runs/{run_id}/layout").json()
+    drawn = graph.evaluate("c => [c.clientWidth, c.clientHeight, Number(c.dataset.taskPx)]")
+    # Fit leaves 16 px each side and never zooms past 1.5 (GraphView.fit)
+    fit_scale = min((drawn[0] - 32) / quick["width"], (drawn[1] - 32) / quick["height"], 1.5)
+    assert drawn[2] == pytest.approx(fit_scale * quick["h"], abs=0.06), (drawn, fit_scale)
     shot("fit")
 
     wheel = [wheel_frame_ms(page) for _ in range(12)]  # zoom in, around the centre
@@ -138,6 +145,11 @@ def test_a_2000_task_run_stays_responsive(
     )  # since navigation: the run's end included
     figures["elk_layout_ms"] = int(graph.get_attribute("data-layout-ms"))
     expect(page.get_by_test_id("task-panel")).to_contain_text("l20_t25")  # still selected
+    # "Fit" on ELK's layout: each layer as a bar of its tasks' states (every task counted)
+    page.get_by_role("button", name="Fit", exact=True).click()
+    expect(graph).to_have_attribute("data-mode", "layers")
+    expect(graph).to_have_attribute("data-visible-nodes", str(LAYERS * WIDTH))
+    shot("fit-final")
 
     # the Gantt chart: 2,000 rows, virtualised; scroll to the bottom and the last row is there
     page.get_by_role("tab", name="gantt").click()
