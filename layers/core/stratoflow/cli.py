@@ -233,6 +233,39 @@ def _detail(runtime: Any, run_id: str) -> dict[str, Any]:
     )
 
 
+_MOVING = frozenset({"running", "up_for_retry", "failed"})
+_LIVE_ROWS = 30  # a bigger run shows what is moving; the counts tell the rest
+
+
+def _live(runtime: Any, run_id: str) -> tuple[dict[str, Any], Counter[str]]:
+    """What the live progress shows, and each state's count: read in O(the rows shown) but
+    for the tasks' states (two columns, nothing decoded), so a redraw 8 times a second costs
+    the run little however many tasks it has (reading the whole run and its attempts at
+    each one took more of the CPU than the scheduler itself at 2,000 tasks)."""
+    from stratoflow.views import run_detail
+
+    store = runtime.store
+    run_ = store.get_run(run_id)
+    order = runtime.scheduler.spec(run_.project, run_.workflow, run_.version).dag.order
+    states = {task_id: state.value for task_id, state in store.task_states(run_id).items()}
+    shown = [t for t in order if t in states]
+    if len(shown) > _LIVE_ROWS:
+        shown = [t for t in shown if states[t] in _MOVING][:_LIVE_ROWS]
+    attempts = [a for t in shown for a in store.list_attempts(run_id, t)]
+    detail = run_detail(run_, store.get_tasks(run_id, shown) if shown else [], attempts, order)
+    return detail, Counter(states.values())
+
+
+def _shown(detail: dict[str, Any]) -> tuple[dict[str, Any], Counter[str]]:
+    """``_live``'s answer made from a whole run's detail (a server's, or the last one)."""
+    tasks = detail["tasks"]
+    counts = Counter(t["state"] for t in tasks.values())
+    if len(tasks) > _LIVE_ROWS:
+        moving = [k for k, v in tasks.items() if v["state"] in _MOVING][:_LIVE_ROWS]
+        detail = {**detail, "tasks": {k: tasks[k] for k in moving}}
+    return detail, counts
+
+
 def _drive(runtime: Any, run_id: str, *, live: bool, stop: threading.Event) -> None:
     def done() -> bool:
         if stop.is_set():
@@ -248,19 +281,21 @@ def _drive(runtime: Any, run_id: str, *, live: bool, stop: threading.Event) -> N
     from rich.live import Live
 
     last = [0.0]
-    with Live(_progress(_detail(runtime, run_id)), refresh_per_second=8, transient=False) as screen:
+    with Live(_progress(*_live(runtime, run_id)), refresh_per_second=8, transient=False) as screen:
 
         def redraw() -> None:
             now = time.monotonic()
             if now - last[0] >= 0.125:
                 last[0] = now
-                screen.update(_progress(_detail(runtime, run_id)))
+                screen.update(_progress(*_live(runtime, run_id)))
 
         runtime.run_until(done, on_turn=redraw)
-        screen.update(_progress(_detail(runtime, run_id)))
+        screen.update(_progress(*_live(runtime, run_id)))
 
 
-def _progress(detail: dict[str, Any]) -> Any:
+def _progress(detail: dict[str, Any], counts: Counter[str]) -> Any:
+    """The live view: the run, its progress, each state's count and the tasks ``detail``
+    holds (``_live``: those moving, in a big run)."""
     from rich.console import Group
     from rich.progress_bar import ProgressBar
     from rich.table import Table
@@ -268,7 +303,6 @@ def _progress(detail: dict[str, Any]) -> Any:
 
     run_ = detail["run"]
     tasks = detail["tasks"]
-    counts = Counter(t["state"] for t in tasks.values())
     header = Text.assemble(
         (f"{run_['workflow']} ", "bold"), (run_["id"], "dim"), "  ",
         (run_["state"], STATE_STYLES.get(run_["state"], "")),
@@ -282,12 +316,7 @@ def _progress(detail: dict[str, Any]) -> Any:
     table.add_column("try", justify="right")
     table.add_column("secs", justify="right")
     table.add_column("note", overflow="fold")
-    shown = list(tasks.items())
-    if len(shown) > 30:  # a big run: show what is moving, the counts tell the rest
-        shown = [(k, v) for k, v in shown if v["state"] in ("running", "up_for_retry", "failed")][
-            :30
-        ]
-    for task_id, task in shown:
+    for task_id, task in tasks.items():
         secs = task["duration_seconds"]
         table.add_row(
             task_id, Text(task["state"], STATE_STYLES.get(task["state"], "")), str(task["attempts"]),
@@ -303,7 +332,7 @@ def _print_run(detail: dict[str, Any], output: str) -> None:
     from rich.console import Console
 
     console = Console()
-    console.print(_progress(detail))
+    console.print(_progress(*_shown(detail)))
     run_id = detail["run"]["id"]
     if detail["run"].get("parent_run"):
         parent = detail["run"]["parent_run"]
@@ -618,8 +647,10 @@ def _wait(client: Client, run_id: str, *, live: bool) -> dict[str, Any]:
         return _follow(run, detail, 0.0, None)
     from rich.live import Live
 
-    with Live(_progress(detail), refresh_per_second=4) as screen:
-        return _follow(run, detail, WAIT_PACE_SECONDS / 4, lambda d: screen.update(_progress(d)))
+    with Live(_progress(*_shown(detail)), refresh_per_second=4) as screen:
+        return _follow(
+            run, detail, WAIT_PACE_SECONDS / 4, lambda d: screen.update(_progress(*_shown(d)))
+        )
 
 
 def _follow(
