@@ -11,7 +11,7 @@ import pytest
 
 from stratoflow.adapters.local.feed import LocalFeed
 from stratoflow.adapters.local.runtime import LocalRuntime
-from stratoflow.adapters.local.sqlite_store import SqliteStore, StoreChanges
+from stratoflow.adapters.local.sqlite_store import FEED_RUN_COLUMNS, SqliteStore, StoreChanges
 from stratoflow.engine import RunState, TaskState
 from stratoflow.errors import NotFound
 from stratoflow.model import load_workflow
@@ -432,3 +432,19 @@ def test_a_restart_reads_only_what_differs(store: SqliteStore, tmp_path: Path) -
         assert [v.version for v in rm.versions("default", "w")] == [2, 1]
     finally:
         rm.close()
+
+
+def test_a_feed_snapshot_reads_the_store_as_of_its_first_read(store: SqliteStore) -> None:
+    """The feed reads a batch's rows in one read transaction: consistent with each other,
+    and no newer than the first read (a later commit is the next batch's to read)."""
+    store.create_run(f.run("r1"), [f.task("r1", "a")], None)
+    state = FEED_RUN_COLUMNS.index("state")
+    with store.feed_snapshot():
+        assert store.feed_runs(["r1"])[0][state] == "running"
+        writer = threading.Thread(
+            target=store.put_run, args=(f.run("r1", state=RunState.SUCCEEDED), RunState.RUNNING)
+        )
+        writer.start()
+        writer.join()
+        assert store.feed_runs(["r1"])[0][state] == "running"
+    assert store.feed_runs(["r1"])[0][state] == "succeeded"

@@ -168,7 +168,8 @@ class LocalFeed:
         if catch_up:
             self._add_catch_up(merged, whole)
         rev = self._next_rev()  # taken before the re-reads below: they see at least this
-        rows = self._read(merged, whole, rev)
+        with self.store.feed_snapshot():
+            rows = self._read(merged, whole, rev)
         if rows:
             self.readmodel.write(rows)
 

@@ -1234,6 +1234,18 @@ class SqliteStore(
             rows += self._tuples(f"{head} IN ({','.join('?' * size)}){tail}", (*first, *part))
         return rows
 
+    @contextmanager
+    def feed_snapshot(self) -> Iterator[None]:
+        """The reads inside see one snapshot (one read transaction on this thread's
+        connection: SQLite checks once whether the file changed, not once per statement).
+        Not inside a write transaction of this thread."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            conn.execute("COMMIT")
+
     def feed_runs(self, run_ids: Sequence[str]) -> list[tuple[Any, ...]]:
         """The runs of these ids (FEED_RUN_COLUMNS), in id order."""
         return self._tuples_in(_FEED_RUNS, (), run_ids, " ORDER BY id")
