@@ -110,3 +110,11 @@ def test_insert_many_writes_every_row_under_each_rows_guard(db: Database, n: int
     assert [(r["task_id"], r["state"]) for r in stored] == [
         (f"t{i:03d}", "running" if i % 2 else "queued") for i in range(n)
     ]
+
+
+def test_insert_many_refuses_a_row_of_the_wrong_width(db: Database) -> None:
+    migrate(db)
+    good = ("r", "a", "queued", 0, 0, None, None, None, None, "{}", None, 0, rev_text(1))
+    with pytest.raises((ValueError, TypeError)):
+        db.insert_many(TASK_INSERT, [good, good[:-1]])
+    assert db.query("SELECT task_id FROM task_instances") == []

@@ -225,11 +225,14 @@ class SqliteDatabase(_Pooled):
         n = len(rows)
         if not n:
             return
+        width = len(insert.columns)
         with self._borrow() as conn:
             done = 0
             while done < n:
                 size = min(self.ROWS_PER_INSERT, 1 << ((n - done).bit_length() - 1))
                 params = list(chain.from_iterable(rows[done : done + size]))
+                if len(params) != size * width:  # a short row would shift the others
+                    raise ValueError(f"{insert.table}: a row without {width} values")
                 conn.execute(_values_sql(insert, size, "?"), params)
                 done += size
 
