@@ -21,7 +21,7 @@ from stratoflow.adapters.aws import _dynamo_items as it
 from stratoflow.adapters.aws.projector import TTL_PRINCIPAL, StreamProjector, StreamRecord
 from stratoflow.engine import AttemptResult, AttemptStatus, RunState, Upstream
 from stratoflow.ports import Attempt
-from stratoflow.readmodel import Database, ReadModel, SqliteDatabase
+from stratoflow.readmodel import Database, Insert, ReadModel, SqliteDatabase
 from stratoflow.service import Finished
 from tests.aws_projector.conftest import Env
 
@@ -310,6 +310,14 @@ class FailingFor(SqliteDatabase):
         if self.down or refused:
             raise RuntimeError("refused")
         super().execute_many(sql, param_sets)
+
+    def insert_many(self, insert: Insert, rows: Any) -> None:  # the projection's row writes
+        self.batches += 1
+        at = insert.columns.index("task_id") if "task_id" in insert.columns else None
+        refused = insert.table == "task_instances" and any(r[at] == self.task for r in rows)
+        if self.down or refused:
+            raise RuntimeError("refused")
+        super().insert_many(insert, rows)
 
 
 def test_an_entity_the_database_refuses_fails_alone(env: Env, tmp_path: Path) -> None:

@@ -1,13 +1,16 @@
-"""The connection wrapper's pure parts: URL dispatch and the placeholder rewrite."""
+"""The connection wrapper: URL dispatch, the placeholder rewrite, pooling, many-row inserts."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from stratoflow.readmodel import PostgresDatabase, SqliteDatabase, connect
+from stratoflow.readmodel import Database, PostgresDatabase, SqliteDatabase, connect, migrate
 from stratoflow.readmodel._db import to_pyformat
+from stratoflow.readmodel._projection import TASK_INSERT
+from stratoflow.readmodel._records import rev_text
 
 
 def test_placeholders_become_pyformat_and_casts_and_percent_survive() -> None:
@@ -82,3 +85,36 @@ def test_a_broken_postgresql_connection_is_replaced(pg_url: str) -> None:
         assert db.query("SELECT pg_backend_pid() AS pid")[0]["pid"] != pid
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 200])
+def test_insert_many_writes_every_row_under_each_rows_guard(db: Database, n: int) -> None:
+    """Several rows per statement (64, then 32, 16, ... for the rest), each row still under
+    its own conflict clause: of rows already stored, the ones with a higher revision land."""
+    migrate(db)
+    insert = TASK_INSERT
+    row = dict(zip(insert.columns, [None] * len(insert.columns), strict=True))
+    row |= {"state": "queued", "attempt": 0, "attempt_base": 0, "outputs": "{}", "priority": 0}
+
+    def rows(state: str, rev: Callable[[int], int]) -> list[tuple[object, ...]]:
+        return [
+            tuple({**row, "run_id": "r", "task_id": f"t{i:03d}", "state": state,
+                   "rev": rev_text(rev(i))}.values())
+            for i in range(n)
+        ]  # fmt: skip
+
+    db.insert_many(insert, rows("queued", lambda i: 10))
+    # odd tasks come with a newer revision, even ones with an older one
+    db.insert_many(insert, rows("running", lambda i: 11 if i % 2 else 9))
+    stored = db.query("SELECT task_id, state, rev FROM task_instances ORDER BY task_id")
+    assert [(r["task_id"], r["state"]) for r in stored] == [
+        (f"t{i:03d}", "running" if i % 2 else "queued") for i in range(n)
+    ]
+
+
+def test_insert_many_refuses_a_row_of_the_wrong_width(db: Database) -> None:
+    migrate(db)
+    good = ("r", "a", "queued", 0, 0, None, None, None, None, "{}", None, 0, rev_text(1))
+    with pytest.raises((ValueError, TypeError)):
+        db.insert_many(TASK_INSERT, [good, good[:-1]])
+    assert db.query("SELECT task_id FROM task_instances") == []

@@ -11,11 +11,13 @@ import pytest
 
 from stratoflow.adapters.local.feed import LocalFeed
 from stratoflow.adapters.local.runtime import LocalRuntime
-from stratoflow.adapters.local.sqlite_store import SqliteStore, StoreChanges
+from stratoflow.adapters.local.sqlite_store import FEED_RUN_COLUMNS, SqliteStore, StoreChanges
 from stratoflow.engine import RunState, TaskState
 from stratoflow.errors import NotFound
 from stratoflow.model import load_workflow
-from stratoflow.readmodel import ReadModel
+from stratoflow.ports import RunQuery
+from stratoflow.readmodel import ReadModel, Rows, attempt_row, run_row, task_row
+from stratoflow.readmodel._records import version_rows
 from tests.readmodel import factories as f
 
 WORKFLOW = """\
@@ -220,16 +222,16 @@ def test_revisions_only_move_forward_even_if_the_clock_goes_back(
 def test_a_failed_projection_is_caught_up_later(store: SqliteStore, tmp_path: Path) -> None:
     """A batch that cannot be written (e.g. PostgreSQL down for a moment) is not lost."""
     rm = ReadModel.open(str(tmp_path / "rm.db"))
-    real_apply = rm.apply
+    real_write = rm.write
     calls: list[int] = []
 
-    def flaky_apply(changes: object) -> int:
+    def flaky_write(rows: Rows) -> int:
         calls.append(1)
         if len(calls) == 1:  # the first batch with anything in it
             raise ConnectionError("read model unreachable")
-        return real_apply(changes)  # type: ignore[arg-type]
+        return real_write(rows)
 
-    rm.apply = flaky_apply  # type: ignore[method-assign]
+    rm.write = flaky_write  # type: ignore[method-assign]
     feed = LocalFeed(store, rm, linger=0)
     feed.start()
     try:
@@ -270,3 +272,179 @@ def test_close_projects_what_is_queued_without_waiting_out_the_linger(
         _assert_same(store, rm, "r1")
     finally:
         rm.close()
+
+
+# ------------------------------------------------------------------ the rows the feed writes
+TABLE_KEYS = {
+    "workflows": "project, name",
+    "workflow_versions": "project, name, version",
+    "runs": "id",
+    "task_instances": "run_id, task_id",
+    "attempts": "run_id, task_id, attempt",
+}
+
+
+def _stored_rows(rm: ReadModel) -> dict[str, list[dict[str, object]]]:
+    """The read model's tables as text, revisions left out."""
+    return {
+        table: [
+            {k: v for k, v in row.items() if k != "rev"}
+            for row in rm.db.query(f"SELECT * FROM {table} ORDER BY {key}")
+        ]
+        for table, key in TABLE_KEYS.items()
+    }
+
+
+def _codec_rows(store: SqliteStore) -> dict[str, list[dict[str, object]]]:
+    """What the read model's codecs make of the store's records (the path of ``apply``)."""
+    versions, workflows = [], []
+    for head in store.list_workflows():
+        listed = sorted(store.list_versions(head.project, head.name), key=lambda v: v.version)
+        versions += [version_rows(v, 0)[0] for v in listed]
+        workflows.append(version_rows(head, 0)[1])
+    runs, tasks, attempts = [], [], []
+    for run in sorted(store.list_runs(RunQuery(limit=100)), key=lambda r: r.id):
+        runs.append(run_row(run, 0))
+        tasks += [task_row(t, 0) for t in sorted(store.get_tasks(run.id), key=lambda t: t.task_id)]
+        attempts += [attempt_row(a, 0) for a in store.list_attempts(run.id)]
+    out = {
+        "workflows": workflows,
+        "workflow_versions": versions,
+        "runs": runs,
+        "task_instances": tasks,
+        "attempts": attempts,
+    }
+    return {
+        t: [{k: v for k, v in r.items() if k != "rev"} for r in rows] for t, rows in out.items()
+    }
+
+
+def test_the_feed_writes_the_text_the_codecs_make_of_the_stores_records(
+    store: SqliteStore, db_url: str
+) -> None:
+    """The feed turns the store's rows into the read model's without building records: its
+    text (JSON with sorted keys, times as ``ts`` writes them, even from a time stored in
+    another ISO form) is what ``apply`` of the decoded records writes, on catch-up (whole
+    runs) and for single changes (keys, one attempt of several)."""
+    spec = load_workflow(
+        "name: w\ndescription: the demo\ntasks:\n"
+        "  b: {type: shell, command: 'true'}\n  a: {type: shell, command: 'true'}\n"
+    )
+    store.put_version(spec, "v1", f.T0)
+    run = f.run("r1", workflow="w", n_tasks=3, params={"zone": "eu", "after": [2, 1]})
+    store.create_run(
+        run,
+        [
+            f.task("r1", "a", TaskState.SUCCEEDED, attempt=2, started_at=f.T0, ended_at=f.T0,
+                   outputs={"rows": 42, "at": {"z": 1, "b": None}}),
+            f.task("r1", "b", TaskState.RUNNING, attempt=1, deadline=f.T0, error="slow"),
+            f.task("r1", "c", TaskState.UP_FOR_RETRY, attempt=1, ready_at=f.T0),
+        ],
+        None,
+    )  # fmt: skip
+    store.start_attempts([f.attempt("r1", "a", 1), f.attempt("r1", "a", 2), f.attempt("r1", "b")])
+    store.finish_attempt(
+        f.attempt("r1", "a", 1, "failed", ended_at=f.T0, exit_code=3, error="exit 3", log="x")
+    )
+    # a time stored in another ISO form (no microseconds, an offset instead of Z)
+    store._x("UPDATE tasks SET started_at='2026-03-01T13:00:00+01:00' WHERE task_id='c'")
+    rm = ReadModel.open(db_url)
+    feed = LocalFeed(store, rm, linger=0)
+    feed.start()
+    try:
+        assert feed.flush()
+        assert _stored_rows(rm) == _codec_rows(store)
+        by_id = {t.task_id: t for t in rm.tasks("r1")}
+        assert by_id["c"].started_at == f.T0.replace(microsecond=0)
+        # WHEN single rows change: a later attempt ends, a task moves, the workflow pauses
+        store.finish_attempt(
+            f.attempt("r1", "a", 2, "succeeded", ended_at=f.T0, exit_code=0,
+                      outputs={"y": 1, "x": [1, {"d": 2, "c": 3}]})
+        )  # fmt: skip
+        task_b = f.task("r1", "b", TaskState.SUCCEEDED, attempt=1, outputs={"k": "v", "j": 1})
+        assert store.put_task(task_b, TaskState.RUNNING, 1)
+        store.put_run(run.with_(state=RunState.SUCCEEDED, ended_at=f.T0), RunState.RUNNING)
+        store.set_paused("default", "w", True)
+        assert feed.flush()
+        # THEN the read model is again what the codecs make of the store
+        assert _stored_rows(rm) == _codec_rows(store)
+        assert rm.workflow("default", "w").paused is True
+    finally:
+        feed.close()
+        rm.close()
+
+
+def test_a_restart_reads_only_what_differs(store: SqliteStore, tmp_path: Path) -> None:
+    """The catch-up compares keys and summaries: a restart with the read model in step reads
+    no version and no run; a pause and a run that changed while nobody listened are read
+    (and nothing else)."""
+    spec = load_workflow("name: w\ntasks: {a: {type: shell, command: 'true'}}\n")
+    store.put_version(spec, "v1", f.T0)
+    store.put_version(load_workflow("name: w\ntasks: {b: {type: shell, command: 'true'}}\n"), "v2", f.T0)  # fmt: skip
+    for rid in ("done", "other"):
+        store.create_run(
+            f.run(rid, workflow="w", state=RunState.SUCCEEDED, n_tasks=1, n_done=1),
+            [f.task(rid, "a", TaskState.SUCCEEDED)],
+            None,
+        )
+    rm = ReadModel.open(str(tmp_path / "rm.db"))
+    reads: list[tuple[str, tuple[object, ...]]] = []
+    for name in ("feed_version", "feed_runs", "feed_tasks", "feed_attempts"):
+        real = getattr(store, name)
+
+        def counted(*args: object, _name: str = name, _real: object = real) -> object:
+            reads.append((_name, args))
+            return _real(*args)  # type: ignore[operator]
+
+        setattr(store, name, counted)
+    try:
+        feed = LocalFeed(store, rm)
+        feed.start()
+        assert feed.flush()
+        feed.close()
+        first = {name for name, _ in reads}
+        assert first == {"feed_version", "feed_runs", "feed_tasks", "feed_attempts"}
+        # WHEN it starts again with nothing changed
+        reads.clear()
+        feed = LocalFeed(store, rm)
+        feed.start()
+        assert feed.flush()
+        feed.close()
+        # THEN it reads nothing
+        assert reads == []
+        # WHEN the workflow was paused and a run's counters changed while nobody listened
+        store.set_paused("default", "w", True)
+        store.add_counters("other", failed=1)
+        feed = LocalFeed(store, rm)
+        feed.start()
+        assert feed.flush()
+        feed.close()
+        # THEN those are read and projected: the workflow's head, the run whole
+        assert reads == [
+            ("feed_version", ("default", "w")),
+            ("feed_runs", (["other"],)),
+            ("feed_tasks", ("other",)),
+            ("feed_attempts", ("other",)),
+        ]
+        assert rm.workflow("default", "w").paused is True
+        assert rm.workflow("default", "w").latest_version == 2
+        assert rm.run("other").n_failed == 1
+        assert [v.version for v in rm.versions("default", "w")] == [2, 1]
+    finally:
+        rm.close()
+
+
+def test_a_feed_snapshot_reads_the_store_as_of_its_first_read(store: SqliteStore) -> None:
+    """The feed reads a batch's rows in one read transaction: consistent with each other,
+    and no newer than the first read (a later commit is the next batch's to read)."""
+    store.create_run(f.run("r1"), [f.task("r1", "a")], None)
+    state = FEED_RUN_COLUMNS.index("state")
+    with store.feed_snapshot():
+        assert store.feed_runs(["r1"])[0][state] == "running"
+        writer = threading.Thread(
+            target=store.put_run, args=(f.run("r1", state=RunState.SUCCEEDED), RunState.RUNNING)
+        )
+        writer.start()
+        writer.join()
+        assert store.feed_runs(["r1"])[0][state] == "running"
+    assert store.feed_runs(["r1"])[0][state] == "succeeded"

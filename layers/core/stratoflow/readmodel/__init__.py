@@ -7,7 +7,7 @@ See docs/readmodel.md.
 - :class:`ReadModel` — the queries the API calls (lists with keyset cursors, run detail,
   tasks, attempts, audit log) and ``apply`` for change records.
 - :class:`Projection` — change records -> idempotent upserts (duplicates and reordering
-  change nothing).
+  change nothing); :class:`Rows` — rows already encoded, for a projector that reads text.
 - :func:`connect`, :class:`SqliteDatabase`, :class:`PostgresDatabase`,
   :class:`DataApiDatabase` — the connection wrapper; :func:`migrate` — the migrations.
 - ``stratoflow.adapters.local.feed.LocalFeed`` — the local runtime's inline projector.
@@ -16,12 +16,19 @@ See docs/readmodel.md.
 from stratoflow.readmodel._db import (
     DataApiDatabase,
     Database,
+    Insert,
     PostgresDatabase,
     SqliteDatabase,
     connect,
 )
 from stratoflow.readmodel._migrations import Migration, MigrationError, load_migrations, migrate
-from stratoflow.readmodel._projection import Projection
+from stratoflow.readmodel._projection import (
+    ATTEMPT_COLUMNS,
+    RUN_COLUMNS,
+    TASK_COLUMNS,
+    Projection,
+    Rows,
+)
 from stratoflow.readmodel._queries import MAX_LIMIT, ReadModel
 from stratoflow.readmodel._records import (
     FINAL_REV,
@@ -31,30 +38,43 @@ from stratoflow.readmodel._records import (
     RunFilter,
     WorkflowSummary,
     attempt_row,
+    json_text,
+    rev_text,
     run_row,
     task_row,
+    to_json,
+    ts_text,
 )
 
 __all__ = [
+    "ATTEMPT_COLUMNS",
     "FINAL_REV",
     "MAX_LIMIT",
+    "RUN_COLUMNS",
+    "TASK_COLUMNS",
     "AuditEntry",
     "Change",
     "DataApiDatabase",
     "Database",
+    "Insert",
     "Migration",
     "MigrationError",
     "Page",
     "PostgresDatabase",
     "Projection",
     "ReadModel",
+    "Rows",
     "RunFilter",
     "SqliteDatabase",
     "WorkflowSummary",
     "attempt_row",
     "connect",
+    "json_text",
     "load_migrations",
     "migrate",
+    "rev_text",
     "run_row",
     "task_row",
+    "to_json",
+    "ts_text",
 ]

@@ -10,12 +10,14 @@ append-only, keyed by the writer's entry id.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from stratoflow.engine import Run, TaskInstance
 from stratoflow.ports import Attempt, WorkflowVersion
-from stratoflow.readmodel._db import Database
+from stratoflow.readmodel._db import Database, Insert
 from stratoflow.readmodel._records import (
     AuditEntry,
     Change,
@@ -27,40 +29,49 @@ from stratoflow.readmodel._records import (
 )
 
 
-def _upsert(table: str, columns: list[str], key: list[str]) -> str:
+def _upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...]) -> Insert:
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
-    return (
-        f"INSERT INTO {table} ({', '.join(columns)}) "
-        f"VALUES ({', '.join(':' + c for c in columns)}) "
-        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates} "
-        f"WHERE excluded.rev > {table}.rev"
+    return Insert(
+        table,
+        columns,
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates} WHERE excluded.rev > {table}.rev",
     )
 
 
-_RUN_COLS = [
+# The columns of each table's rows, in the order of the values of a :class:`Rows` row.
+RUN_COLUMNS = (
     "id", "project", "workflow", "workflow_version", "state", "params", "logical_date",
     "created_at", "started_at", "ended_at", "run_trigger", "n_tasks", "n_done", "n_failed",
     "n_running", "error", "parent", "rev",
-]  # fmt: skip
-_TASK_COLS = [
+)  # fmt: skip
+TASK_COLUMNS = (
     "run_id", "task_id", "state", "attempt", "attempt_base", "ready_at", "deadline",
     "started_at", "ended_at", "outputs", "error", "priority", "rev",
-]  # fmt: skip
-_ATTEMPT_COLS = [
+)  # fmt: skip
+ATTEMPT_COLUMNS = (
     "run_id", "task_id", "attempt", "state", "started_at", "ended_at", "exit_code", "error",
     "log", "outputs", "rev",
-]  # fmt: skip
+)  # fmt: skip
+VERSION_COLUMNS = ("project", "name", "version", "digest", "document", "source", "created_at")
+WORKFLOW_COLUMNS = ("project", "name", "latest_version", "description", "paused", "rev")
+AUDIT_COLUMNS = ("id", "at", "actor", "action", "project", "target", "details")
 
-UPSERT_RUN = _upsert("runs", _RUN_COLS, ["id"])
-UPSERT_TASK = _upsert("task_instances", _TASK_COLS, ["run_id", "task_id"])
-UPSERT_ATTEMPT = _upsert("attempts", _ATTEMPT_COLS, ["run_id", "task_id", "attempt"])
-INSERT_VERSION = (
-    "INSERT INTO workflow_versions (project, name, version, digest, document, source, "
-    "created_at) VALUES (:project, :name, :version, :digest, :document, :source, :created_at) "
-    "ON CONFLICT (project, name, version) DO NOTHING"
+RUN_INSERT = _upsert("runs", RUN_COLUMNS, ("id",))
+TASK_INSERT = _upsert("task_instances", TASK_COLUMNS, ("run_id", "task_id"))
+ATTEMPT_INSERT = _upsert("attempts", ATTEMPT_COLUMNS, ("run_id", "task_id", "attempt"))
+VERSION_INSERT = Insert(
+    "workflow_versions", VERSION_COLUMNS, "ON CONFLICT (project, name, version) DO NOTHING"
 )
+AUDIT_INSERT = Insert("audit_log", AUDIT_COLUMNS, "ON CONFLICT (id) DO NOTHING")
+# the one-row statements (what the Data API runs, a parameter set per row)
+UPSERT_RUN = RUN_INSERT.sql
+UPSERT_TASK = TASK_INSERT.sql
+UPSERT_ATTEMPT = ATTEMPT_INSERT.sql
+INSERT_VERSION = VERSION_INSERT.sql
+INSERT_AUDIT = AUDIT_INSERT.sql
 # latest_version (and its description) is the maximum version seen; paused is the value of
-# the newest revision. Both merges are order-independent.
+# the newest revision. Both merges are order-independent. Sent a row per statement: a batch
+# may hold a workflow twice (two versions), which PostgreSQL refuses in one upsert.
 UPSERT_WORKFLOW = (
     "INSERT INTO workflows (project, name, latest_version, description, paused, rev) "
     "VALUES (:project, :name, :latest_version, :description, :paused, :rev) "
@@ -73,11 +84,36 @@ UPSERT_WORKFLOW = (
     "rev = CASE WHEN excluded.rev > workflows.rev THEN excluded.rev ELSE workflows.rev END "
     "WHERE excluded.rev > workflows.rev OR excluded.latest_version > workflows.latest_version"
 )
-INSERT_AUDIT = (
-    "INSERT INTO audit_log (id, at, actor, action, project, target, details) "
-    "VALUES (:id, :at, :actor, :action, :project, :target, :details) "
-    "ON CONFLICT (id) DO NOTHING"
-)
+
+Values = Sequence[Any]
+
+
+@dataclass
+class Rows:
+    """Rows ready to write: each a sequence of the values its codec in ``_records`` makes
+    (``run_row``, ``task_row``, ... with its revision's text) in the order of the table's
+    ``*_COLUMNS``. What :meth:`Projection.apply` makes of change records, and what a
+    projector that reads its source's rows as text (the local feed) hands to
+    :meth:`Projection.write` without building records first.
+
+    Within one list a row's key appears at most once (rows go several to a statement, and
+    PostgreSQL refuses an upsert that touches a row twice); ``workflows`` may hold a row
+    per version of a workflow (they go one to a statement; ``latest_version`` merges as the
+    maximum).
+    """
+
+    versions: list[Values] = field(default_factory=list)
+    workflows: list[Values] = field(default_factory=list)
+    runs: list[Values] = field(default_factory=list)
+    tasks: list[Values] = field(default_factory=list)
+    attempts: list[Values] = field(default_factory=list)
+    audit: list[Values] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return (
+            len(self.versions) + len(self.workflows) + len(self.runs) + len(self.tasks)
+            + len(self.attempts) + len(self.audit)
+        )  # fmt: skip
 
 
 class Projection:
@@ -112,16 +148,44 @@ class Projection:
             else:
                 raise TypeError(f"no projection for {type(rec).__name__}")
         pairs = [version_rows(v, rev) for rev, v in versions.values()]
-        with self.db.transaction():
-            self.db.execute_many(INSERT_VERSION, [p[0] for p in pairs])
-            self.db.execute_many(UPSERT_WORKFLOW, [p[1] for p in pairs])
-            self.db.execute_many(UPSERT_RUN, [run_row(r, rev) for rev, r in runs.values()])
-            self.db.execute_many(UPSERT_TASK, [task_row(t, rev) for rev, t in tasks.values()])
-            self.db.execute_many(
-                UPSERT_ATTEMPT, [attempt_row(a, rev) for rev, a in attempts.values()]
+        self.write(
+            Rows(
+                versions=[_VERSION(p[0]) for p in pairs],
+                workflows=[_WORKFLOW(p[1]) for p in pairs],
+                runs=[_RUN(run_row(r, rev)) for rev, r in runs.values()],
+                tasks=[_TASK(task_row(t, rev)) for rev, t in tasks.values()],
+                attempts=[_ATTEMPT(attempt_row(a, rev)) for rev, a in attempts.values()],
+                audit=[_AUDIT(audit_row(e)) for e in audit.values()],
             )
-            self.db.execute_many(INSERT_AUDIT, [audit_row(e) for e in audit.values()])
+        )
         return len(runs) + len(tasks) + len(attempts) + len(versions) + len(audit)
+
+    def write(self, rows: Rows) -> int:
+        """Write encoded rows in one transaction, each under the same guards as ``apply``
+        (a row whose revision is not above the stored one changes nothing); returns how many
+        rows it offered."""
+        db = self.db
+        with db.transaction():
+            db.insert_many(VERSION_INSERT, rows.versions)
+            if rows.workflows:
+                db.execute_many(
+                    UPSERT_WORKFLOW,
+                    [dict(zip(WORKFLOW_COLUMNS, r, strict=True)) for r in rows.workflows],
+                )
+            db.insert_many(RUN_INSERT, rows.runs)
+            db.insert_many(TASK_INSERT, rows.tasks)
+            db.insert_many(ATTEMPT_INSERT, rows.attempts)
+            db.insert_many(AUDIT_INSERT, rows.audit)
+        return len(rows)
+
+
+# a codec's dict -> its values in column order
+_RUN = itemgetter(*RUN_COLUMNS)
+_TASK = itemgetter(*TASK_COLUMNS)
+_ATTEMPT = itemgetter(*ATTEMPT_COLUMNS)
+_VERSION = itemgetter(*VERSION_COLUMNS)
+_WORKFLOW = itemgetter(*WORKFLOW_COLUMNS)
+_AUDIT = itemgetter(*AUDIT_COLUMNS)
 
 
 def _keep(into: dict[Any, tuple[int, Any]], key: Any, rev: int, record: Any) -> None:

@@ -18,7 +18,7 @@ from stratoflow.errors import InvalidInput, NotFound, Problem
 from stratoflow.ports import Attempt, WorkflowVersion
 from stratoflow.readmodel._db import Database, connect
 from stratoflow.readmodel._migrations import migrate
-from stratoflow.readmodel._projection import Projection
+from stratoflow.readmodel._projection import Projection, Rows
 from stratoflow.readmodel._records import (
     AuditEntry,
     Change,
@@ -99,6 +99,10 @@ class ReadModel:
     def apply(self, changes: Sequence[Change]) -> int:
         """Project change records (see :class:`Projection`)."""
         return self.projection.apply(changes)
+
+    def write(self, rows: Rows) -> int:
+        """Write encoded rows (see :meth:`Projection.write`)."""
+        return self.projection.write(rows)
 
     def record_audit(self, entry: AuditEntry) -> None:
         """Append an audit entry; recording the same ``entry.id`` again keeps one."""
@@ -259,6 +263,19 @@ class ReadModel:
             sql += " AND task_id = :task"
             args["task"] = task_id
         return [attempt_of(r) for r in self.db.query(sql + " ORDER BY task_id, attempt", args)]
+
+    def version_keys(self) -> set[tuple[str, str, int]]:
+        """(project, name, version) of every stored version: what the local catch-up
+        leaves out (a version never changes)."""
+        rows = self.db.query("SELECT project, name, version FROM workflow_versions")
+        return {(r["project"], r["name"], int(r["version"])) for r in rows}
+
+    def workflow_heads(self) -> dict[tuple[str, str], tuple[int, bool]]:
+        """(project, name) -> (latest version, paused): what the local catch-up compares."""
+        rows = self.db.query("SELECT project, name, latest_version, paused FROM workflows")
+        return {
+            (r["project"], r["name"]): (int(r["latest_version"]), bool(r["paused"])) for r in rows
+        }
 
     def run_summaries(self) -> dict[str, tuple[str, int, int, int]]:
         """run id -> (state, done, failed, running): what the local catch-up compares."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,25 @@ def dt(value: str | None) -> datetime | None:
 
 def req_dt(value: str) -> datetime:
     return datetime.fromisoformat(value)
+
+
+# what ``ts`` writes for the years 1000-9999 (strftime writes year 999 as "999")
+_TS_TEXT = re.compile(r"[1-9]\d{3}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", re.ASCII)
+
+
+def ts_text(text: str | None) -> str | None:
+    """An ISO 8601 time read as text (another store's column) as the read model stores it:
+    text already in that form (fixed-width UTC with microseconds and ``Z``) as it is, with
+    no parsing; any other form through ``ts`` (a naive one raises as ``ts`` does)."""
+    if text is None or _TS_TEXT.fullmatch(text):
+        return text
+    return ts(datetime.fromisoformat(text))
+
+
+def json_text(text: str) -> str:
+    """JSON read as text as the read model stores it (``to_json``'s sorted keys); the empty
+    object, most outputs and params, as it is."""
+    return text if text == "{}" else to_json(json.loads(text))
 
 
 def to_json(value: Any) -> str:

@@ -166,6 +166,35 @@ _TASK_STATES = {s.value: s for s in TaskState}  # a lookup: TaskState(value) cos
 _UP_COLUMN = {TaskState.SUCCEEDED: "up_ok", TaskState.SKIPPED: "up_skipped"}
 # Rows per multi-row statement: 4 parameters each, well under SQLite's 32,766.
 _CHUNK = 500
+# What the local feed reads (the "rows for the local feed" methods): the store's columns in the
+# order, and under the names, of the read model's.
+FEED_RUN_COLUMNS = (
+    "id", "project", "workflow", "workflow_version", "state", "params", "logical_date",
+    "created_at", "started_at", "ended_at", "run_trigger", "n_tasks", "n_done", "n_failed",
+    "n_running", "error", "parent",
+)  # fmt: skip
+FEED_TASK_COLUMNS = (
+    "run_id", "task_id", "state", "attempt", "attempt_base", "ready_at", "deadline",
+    "started_at", "ended_at", "outputs", "error", "priority",
+)  # fmt: skip
+FEED_ATTEMPT_COLUMNS = (
+    "run_id", "task_id", "attempt", "state", "started_at", "ended_at", "exit_code", "error",
+    "log", "outputs",
+)  # fmt: skip
+FEED_VERSION_COLUMNS = (
+    "project", "name", "version", "digest", "document", "source", "created_at", "paused",
+)  # fmt: skip
+_FEED_RUNS = (
+    "SELECT id, project, workflow, version, state, params, logical_date, created_at, "
+    "started_at, ended_at, trigger, n_tasks, n_done, n_failed, n_running, error, parent "
+    "FROM runs WHERE id"
+)
+_FEED_TASKS = f"SELECT {', '.join(FEED_TASK_COLUMNS)} FROM tasks"
+_FEED_ATTEMPTS = f"SELECT {', '.join(FEED_ATTEMPT_COLUMNS)} FROM attempts"
+_FEED_VERSION_COLS = (
+    "v.project, v.name, v.version, v.digest, v.document, v.source, v.created_at, w.paused"
+)
+_FEED_CHUNK = 512  # keys per IN list
 # Queue sequence numbers a transaction reserves at once (``_queue_numbers``).
 _QUEUE_BLOCK = 64
 
@@ -1182,6 +1211,89 @@ class SqliteStore(
             ),
         )  # fmt: skip
         self._changed("attempts", (attempt.run_id, attempt.task_id, attempt.attempt))
+
+    # ------------------------------------------------------------ rows for the local feed
+    # The read model's local feed (feed.py) reads what it projects as stored: plain tuples in
+    # the order of the FEED_*_COLUMNS (named as the read model names them), times and JSON as
+    # text, nothing decoded. A key list is sent as IN lists padded to a power of two (with
+    # NULLs, which match nothing), so a handful of statement texts stay in the cache.
+    def _tuples(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cur = self._conn().cursor()
+        cur.row_factory = None
+        rows: list[tuple[Any, ...]] = cur.execute(sql, args).fetchall()
+        return rows
+
+    def _tuples_in(
+        self, head: str, first: Sequence[Any], keys: Sequence[Any], tail: str = ""
+    ) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(keys), _FEED_CHUNK):
+            part = list(keys[start : start + _FEED_CHUNK])
+            size = 1 << (len(part) - 1).bit_length()
+            part += [None] * (size - len(part))
+            rows += self._tuples(f"{head} IN ({','.join('?' * size)}){tail}", (*first, *part))
+        return rows
+
+    @contextmanager
+    def feed_snapshot(self) -> Iterator[None]:
+        """The reads inside see one snapshot (one read transaction on this thread's
+        connection: SQLite checks once whether the file changed, not once per statement).
+        Not inside a write transaction of this thread."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            conn.execute("COMMIT")
+
+    def feed_runs(self, run_ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        """The runs of these ids (FEED_RUN_COLUMNS), in id order."""
+        return self._tuples_in(_FEED_RUNS, (), run_ids, " ORDER BY id")
+
+    def feed_tasks(
+        self, run_id: str, task_ids: Sequence[str] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """A run's tasks (FEED_TASK_COLUMNS), all or these, in task order."""
+        if task_ids is None:
+            return self._tuples(_FEED_TASKS + " WHERE run_id=? ORDER BY task_id", (run_id,))
+        return self._tuples_in(
+            _FEED_TASKS + " WHERE run_id=? AND task_id", (run_id,), task_ids, " ORDER BY task_id"
+        )
+
+    def feed_attempts(
+        self, run_id: str, task_ids: Sequence[str] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """The attempts (FEED_ATTEMPT_COLUMNS) of a run's tasks, all or these, in order."""
+        order = " ORDER BY task_id, attempt"
+        if task_ids is None:
+            return self._tuples(_FEED_ATTEMPTS + " WHERE run_id=?" + order, (run_id,))
+        return self._tuples_in(
+            _FEED_ATTEMPTS + " WHERE run_id=? AND task_id", (run_id,), task_ids, order
+        )
+
+    def feed_version(
+        self, project: str, name: str, version: int | None = None
+    ) -> tuple[Any, ...] | None:
+        """A version (FEED_VERSION_COLUMNS; None: the latest) with its workflow's pause, or
+        None if there is no such version."""
+        rows = self._tuples(
+            f"SELECT {_FEED_VERSION_COLS} FROM workflows w JOIN workflow_versions v "
+            "ON v.project=w.project AND v.name=w.name AND v.version=COALESCE(?, w.latest) "
+            "WHERE w.project=? AND w.name=?",
+            (version, project, name),
+        )
+        return rows[0] if rows else None
+
+    def feed_catalog(self) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, int, int]]]:
+        """Every version's key and every workflow's (project, name, latest, paused)."""
+        return (
+            self._tuples("SELECT project, name, version FROM workflow_versions"),
+            self._tuples("SELECT project, name, latest, paused FROM workflows"),
+        )
+
+    def feed_run_summaries(self) -> list[tuple[str, str, int, int, int]]:
+        """Every run's (id, state, n_done, n_failed, n_running)."""
+        return self._tuples("SELECT id, state, n_done, n_failed, n_running FROM runs")
 
     # ------------------------------------------------------------ run revisions
     def run_revision(self, run_id: str) -> int:
