@@ -239,7 +239,7 @@ _LIVE_ROWS = 30  # a bigger run shows what is moving; the counts tell the rest
 
 def _live(runtime: Any, run_id: str) -> tuple[dict[str, Any], Counter[str]]:
     """What the live progress shows, and each state's count: read in O(the rows shown) but
-    for the tasks' states (two columns, nothing decoded), so a redraw 8 times a second costs
+    for the tasks' states (two columns, nothing decoded), so a redraw 4 times a second costs
     the run little however many tasks it has (reading the whole run and its attempts at
     each one took more of the CPU than the scheduler itself at 2,000 tasks)."""
     from stratoflow.views import run_detail
@@ -281,11 +281,13 @@ def _drive(runtime: Any, run_id: str, *, live: bool, stop: threading.Event) -> N
     from rich.live import Live
 
     last = [0.0]
-    with Live(_progress(*_live(runtime, run_id)), refresh_per_second=8, transient=False) as screen:
+    # four frames a second, as `trigger --wait` draws: each costs the run a read of every
+    # task's state and a render (~7 ms at 2,000 tasks), CPU the tasks would otherwise have
+    with Live(_progress(*_live(runtime, run_id)), refresh_per_second=4, transient=False) as screen:
 
         def redraw() -> None:
             now = time.monotonic()
-            if now - last[0] >= 0.125:
+            if now - last[0] >= 0.25:
                 last[0] = now
                 screen.update(_progress(*_live(runtime, run_id)))
 
