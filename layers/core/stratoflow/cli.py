@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -237,6 +237,13 @@ _MOVING = frozenset({"running", "up_for_retry", "failed"})
 _LIVE_ROWS = 30  # a bigger run shows what is moving; the counts tell the rest
 
 
+def _rows(states: Mapping[str, str]) -> list[str]:
+    """The tasks the live view lists, of ``states`` (task -> state, in workflow order)."""
+    if len(states) <= _LIVE_ROWS:
+        return list(states)
+    return [t for t, state in states.items() if state in _MOVING][:_LIVE_ROWS]
+
+
 def _live(runtime: Any, run_id: str) -> tuple[dict[str, Any], Counter[str]]:
     """What the live progress shows, and each state's count: read in O(the rows shown) but
     for the tasks' states (two columns, nothing decoded), so a redraw 4 times a second costs
@@ -248,9 +255,7 @@ def _live(runtime: Any, run_id: str) -> tuple[dict[str, Any], Counter[str]]:
     run_ = store.get_run(run_id)
     order = runtime.scheduler.spec(run_.project, run_.workflow, run_.version).dag.order
     states = {task_id: state.value for task_id, state in store.task_states(run_id).items()}
-    shown = [t for t in order if t in states]
-    if len(shown) > _LIVE_ROWS:
-        shown = [t for t in shown if states[t] in _MOVING][:_LIVE_ROWS]
+    shown = _rows({t: states[t] for t in order if t in states})
     attempts = [a for t in shown for a in store.list_attempts(run_id, t)]
     detail = run_detail(run_, store.get_tasks(run_id, shown) if shown else [], attempts, order)
     return detail, Counter(states.values())
@@ -259,11 +264,10 @@ def _live(runtime: Any, run_id: str) -> tuple[dict[str, Any], Counter[str]]:
 def _shown(detail: dict[str, Any]) -> tuple[dict[str, Any], Counter[str]]:
     """``_live``'s answer made from a whole run's detail (a server's, or the last one)."""
     tasks = detail["tasks"]
-    counts = Counter(t["state"] for t in tasks.values())
-    if len(tasks) > _LIVE_ROWS:
-        moving = [k for k, v in tasks.items() if v["state"] in _MOVING][:_LIVE_ROWS]
-        detail = {**detail, "tasks": {k: tasks[k] for k in moving}}
-    return detail, counts
+    shown = _rows({k: v["state"] for k, v in tasks.items()})
+    if len(shown) < len(tasks):
+        detail = {**detail, "tasks": {k: tasks[k] for k in shown}}
+    return detail, Counter(t["state"] for t in tasks.values())
 
 
 def _drive(runtime: Any, run_id: str, *, live: bool, stop: threading.Event) -> None:

@@ -761,10 +761,14 @@ class LocalExecutor(Dispatcher):
         self._exited(live)
 
     def _forget(self, live: _Live) -> None:
-        key = (live.run_id, live.task_id, live.attempt)
         with self._lock:
-            if self._by_key.get(key) is live:
-                del self._by_key[key]
+            self._forget_locked(live)
+
+    def _forget_locked(self, live: _Live) -> None:
+        """``_forget``, the lock held by the caller."""
+        key = (live.run_id, live.task_id, live.attempt)
+        if self._by_key.get(key) is live:
+            del self._by_key[key]
 
     def _watch_pid(self, live: _Live) -> None:
         try:
@@ -788,10 +792,8 @@ class LocalExecutor(Dispatcher):
                     continue
                 with self._lock:
                     live = self._live.pop(fd, None)
-                    if live is not None:  # what _forget does, under the same lock
-                        key = (live.run_id, live.task_id, live.attempt)
-                        if self._by_key.get(key) is live:
-                            del self._by_key[key]
+                    if live is not None:
+                        self._forget_locked(live)
                 os.close(fd)
                 if live is not None:
                     self._exited(live)
