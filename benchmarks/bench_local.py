@@ -323,9 +323,16 @@ def _process_sample(argv: list[str], env: dict[str, str] | None = None) -> Sampl
     return Sample(wall, own["user"] + own["sys"], total - own["user"] - own["sys"])
 
 
-def cli_sample(path: Path, tmp: Path, pythonpath: str | None = None) -> Sample:
+def cli_sample(
+    path: Path, tmp: Path, pythonpath: str | None = None, homes: list[Path] | None = None
+) -> Sample:
     """``stratoflow run FILE`` in a fresh home, timed as a process from start to exit;
-    ``pythonpath``: import Stratoflow from there (another checkout, for a before/after)."""
+    ``pythonpath``: import Stratoflow from there (another checkout, for a before/after).
+    The home is removed after the run, or, given ``homes``, added to it for the caller to
+    remove when the whole set is done: on a file system where deletions make later
+    creations dearer (ext4 without a journal skips each inode deleted in the last minutes),
+    removing one run's 2,000 logs right away bills them to the next sample, which a user's
+    home, kept between runs, never does (docs/benchmarks.md, "Tenth round")."""
     home = Path(tempfile.mkdtemp(prefix="sf-cli-", dir=tmp))
     try:
         return _process_sample(
@@ -333,7 +340,10 @@ def cli_sample(path: Path, tmp: Path, pythonpath: str | None = None) -> Sample:
             {} if pythonpath is None else {"PYTHONPATH": pythonpath},
         )
     finally:
-        shutil.rmtree(home, ignore_errors=True)
+        if homes is None:
+            shutil.rmtree(home, ignore_errors=True)
+        else:
+            homes.append(home)
 
 
 def floor_process_sample(path: Path, pool: int) -> Sample:
@@ -366,12 +376,13 @@ def measure_e2e(repeat: int, tmp: Path, baseline: str | None = None) -> Workload
     path = tmp / "bench-e2e-layered.yaml"
     path.write_text(workflow_yaml("e2e", deps, E2E_CONCURRENCY))
     shape = f"{E2E_LAYERS} layers x {E2E_WIDTH}, fan-in 3, concurrency {E2E_CONCURRENCY}"
+    homes: list[Path] = []  # kept until every sample is taken (see cli_sample)
     runners: dict[str, Callable[[], Sample]] = {
-        "cli": lambda: cli_sample(path, tmp),
+        "cli": lambda: cli_sample(path, tmp, homes=homes),
         "floor_process": lambda: floor_process_sample(path, E2E_CONCURRENCY),
     }
     if baseline is not None:
-        runners["cli_baseline"] = lambda: cli_sample(path, tmp, baseline)
+        runners["cli_baseline"] = lambda: cli_sample(path, tmp, baseline, homes)
     w = Workload("E2E", shape, len(deps), {v: [] for v in runners})
     order = list(runners)
     for i in range(repeat):
@@ -385,6 +396,8 @@ def measure_e2e(repeat: int, tmp: Path, baseline: str | None = None) -> Workload
             flush=True,
         )
     path.unlink()
+    for home in homes:
+        shutil.rmtree(home, ignore_errors=True)
     return w
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from stratoflow.adapters.local import executor as executor_module
 from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime
 from stratoflow.engine import RunState, TaskState
 from tests.e2e.http_stub import json_stub
@@ -288,7 +289,10 @@ def wait_for(check: Any, timeout: float = 10) -> bool:
     return bool(check())
 
 
-def test_finished_attempts_work_dirs_are_removed_and_close_leaves_none(tmp_path: Path) -> None:
+def test_finished_attempts_work_dirs_are_removed_and_close_leaves_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(executor_module, "SPARE_SECONDS", 0.5)
     rt = LocalRuntime(tmp_path / "home")
     try:
         tasks = "".join(
@@ -297,7 +301,10 @@ def test_finished_attempts_work_dirs_are_removed_and_close_leaves_none(tmp_path:
         run_id = start(rt, f"name: many\ntasks:\n{tasks}")
         assert finish(rt, run_id) is RunState.SUCCEEDED
         root = rt.executor.work_root
-        # the reaper thread removes them after the loop has recorded each end
+        # the reaper thread takes each after the loop has recorded its end: emptied and kept
+        # as a spare of the run, then removed once the run has used none for SPARE_SECONDS
+        assert wait_for(lambda: all(p.name.startswith(".spare.") for p in root.iterdir()))
+        assert all(not any(p.iterdir()) for p in root.iterdir())
         assert wait_for(lambda: not any(root.iterdir())), sorted(p.name for p in root.iterdir())
         # released in the run's last turn and not reaped yet: close removes them
         again = start(rt, f"name: many\ntasks:\n{tasks}")

@@ -86,6 +86,15 @@ WRAPPER_NAME = "stratoflow-task"  # $0 of every wrapper: how recovery recognises
 KILL_GRACE_SECONDS = 5.0
 SPAWN_THREADS = 4  # starting a process waits on exec; threads let starts overlap (no GIL held)
 REAP_GATHER_SECONDS = 0.05  # how long the reaper waits for more released work dirs
+# A work dir whose attempt ended on its own (its process group killed with it) is emptied and
+# kept as a spare for a later attempt of the same run, instead of removed and made anew: on a
+# file system that makes a new inode expensive after deletions (ext4 without a journal skips
+# every inode deleted in the last minutes, one by one: ~0.2-1 ms of CPU per mkdir measured
+# here), a run of thousands of attempts otherwise pays that twice per attempt, its deletions
+# making its own creations dearer (docs/benchmarks.md, "Tenth round").
+SPARES_PER_RUN = 64
+SPARE_SECONDS = 10.0  # a run's spares unused this long are removed (its run has ended)
+_SPARE = ".spare."  # a spare's name: .spare.<run>.<n>; never an attempt's (<run>.<task>.<n>)
 DISK_FULL_BYTES = 64 << 10  # less than this free on a task's file system: it is full
 _PY_TYPES = {"python", "http", "lambda", "sql"}
 
@@ -470,6 +479,11 @@ class LocalExecutor(Dispatcher):
         self._thread = threading.Thread(target=self._watch, name="stratoflow-executor", daemon=True)
         self._thread.start()
         self._doomed: list[str] = []  # names of released work dirs the reaper has to remove
+        # attempts that ended on their own, their group killed: name -> run (see _SPARE)
+        self._recyclable: dict[str, str] = {}
+        self._spares: dict[str, list[str]] = {}  # run -> spare work dirs (paths), newest last
+        self._spare_used: dict[str, float] = {}  # run -> when it last recycled or took one
+        self._spare_seq = 0
         self._reap_wake = threading.Event()
         self._reaper = threading.Thread(target=self._reap, name="stratoflow-reaper", daemon=True)
         self._reaper.start()
@@ -607,11 +621,7 @@ class LocalExecutor(Dispatcher):
                 )
                 return
             work = self._work_text(spec.run_id, spec.task_id, spec.attempt)
-            try:
-                os.mkdir(work, 0o700)
-            except FileExistsError:  # left by a start that died before its wrapper ran
-                shutil.rmtree(work)
-                os.mkdir(work, 0o700)
+            self._make_work_dir(spec.run_id, work)
             owner = self._uids.uid(spec.project) if self._uids is not None else None
             if owner is not None:
                 os.chown(work, owner, owner)
@@ -691,6 +701,63 @@ class LocalExecutor(Dispatcher):
         self._watch_pid(live)
         if live.killed:  # a stop arrived while it was starting
             _kill_group(live.pid, signal.SIGTERM)
+
+    def _make_work_dir(self, run_id: str, work: str) -> None:
+        """An empty directory at ``work`` (0700): one of the run's spares renamed there, else
+        a new one. A spare found not empty (something of the run wrote there since it was
+        emptied) is not used: every attempt starts in an empty directory."""
+        spare = None
+        with self._lock:
+            spares = self._spares.get(run_id)
+            if spares:
+                spare = spares.pop()
+                self._spare_used[run_id] = time.monotonic()
+        if spare is not None:
+            try:
+                os.rename(spare, work)
+                if not os.listdir(work):
+                    return
+                shutil.rmtree(work)
+            except OSError:  # gone, or the name taken: a new one below
+                _remove_dir(spare)
+        try:
+            os.mkdir(work, 0o700)
+        except FileExistsError:  # left by a start that died before its wrapper ran
+            shutil.rmtree(work)
+            os.mkdir(work, 0o700)
+
+    def _recycle(self, run_id: str, path: str) -> bool:
+        """Empty the released work dir ``path`` and keep it as a spare of ``run_id``; False
+        (nothing changed but perhaps files removed) if the run has enough spares or the dir
+        holds more than files."""
+        with self._lock:
+            if len(self._spares.get(run_id, ())) >= SPARES_PER_RUN:
+                return False
+            self._spare_seq += 1
+            spare = f"{self._work_root_text}/{_SPARE}{run_id}.{self._spare_seq}"
+        try:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):  # not a link put in its place
+                return False
+            for name in os.listdir(path):
+                os.unlink(f"{path}/{name}")  # a directory inside: IsADirectoryError
+            os.chmod(path, 0o700)
+            os.rename(path, spare)
+        except OSError:
+            return False
+        with self._lock:
+            self._spares.setdefault(run_id, []).append(spare)
+            self._spare_used[run_id] = time.monotonic()
+        return True
+
+    def _expired_spares(self, now: float, ttl: float) -> list[str]:
+        """The spares of runs that used none for ``ttl`` seconds, taken out of the pool."""
+        out: list[str] = []
+        with self._lock:
+            for run_id, used in list(self._spare_used.items()):
+                if now - used >= ttl:
+                    out.extend(self._spares.pop(run_id, ()))
+                    del self._spare_used[run_id]
+        return out
 
     def _bash(self, env: dict[str, str]) -> str:
         """Where ``bash`` is on the task environment's PATH, looked up once per PATH:
@@ -801,8 +868,12 @@ class LocalExecutor(Dispatcher):
     def _exited(self, live: _Live) -> None:
         if not live.killed and live.pid:
             # it ended on its own: what it left running in its group ends with it (a stopped
-            # one's group gets its grace period, then the kill timer's SIGKILL)
+            # one's group gets its grace period, then the kill timer's SIGKILL); nothing of
+            # the group runs on, so its work dir may serve a later attempt of the run
             _kill_group(live.pid, signal.SIGKILL)
+            if not self._keep:
+                with self._lock:
+                    self._recyclable[f"{live.run_id}.{live.task_id}.{live.attempt}"] = live.run_id
         if live.proc is None:  # re-attached after a restart: only the trap's record exists
             status = self._exit_status(live.run_id, live.task_id, live.attempt)
         else:
@@ -878,7 +949,8 @@ class LocalExecutor(Dispatcher):
 
     def _reap(self) -> None:
         while True:
-            self._reap_wake.wait()
+            # with spares pooled, wake up to remove those of runs that stopped using them
+            self._reap_wake.wait(SPARE_SECONDS if self._spare_used else None)
             if not self._closed:
                 # the releases of the next moments join this round: a round per release
                 # (a wake-up, the Event's and the lock's work) cost more than the rmdir
@@ -895,10 +967,17 @@ class LocalExecutor(Dispatcher):
             names, self._doomed = self._doomed, []
             # a repeated start of the same attempt is running there: its own end releases it
             live = {f"{r}.{t}.{a}" for r, t, a in self._by_key}
+            recyclable = [self._recyclable.pop(name, None) for name in names]
         root = self._work_root_text
-        for name in names:
-            if name not in live:
-                _remove_dir(f"{root}/{name}")
+        for name, run_id in zip(names, recyclable, strict=True):
+            if name in live:
+                continue
+            path = f"{root}/{name}"
+            if run_id is None or self._closed or not self._recycle(run_id, path):
+                _remove_dir(path)
+        ttl = 0.0 if self._closed else SPARE_SECONDS
+        for spare in self._expired_spares(time.monotonic(), ttl):
+            _remove_dir(spare)
 
     def _deliver(self, live: _Live, result: AttemptResult) -> None:
         try:

@@ -1,0 +1,220 @@
+"""A work dir whose attempt ended on its own is emptied and kept as a spare for a later
+attempt of the same run (a rename instead of an rmdir and a mkdir): never for another run,
+never before its attempt's group is gone, never handed over with anything in it, and removed
+once the run stops using its spares or the executor closes."""
+
+from __future__ import annotations
+
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from stratoflow.adapters.local import executor as executor_module
+from stratoflow.adapters.local.executor import LocalExecutor
+from stratoflow.adapters.local.runtime import LocalRuntime
+from stratoflow.engine import AttemptResult, AttemptStatus, RenderedTask, RunState
+from stratoflow.ports import AttemptSpec
+
+RUN, OTHER = "proj.wf.1", "proj.wf.2"
+
+
+def _spec(task_id: str, command: str = "true", run_id: str = RUN) -> AttemptSpec:
+    task = RenderedTask("shell", {"command": command}, {}, {})
+    return AttemptSpec(run_id, task_id, 1, task, datetime(2026, 1, 1, tzinfo=UTC), "wf", "proj")
+
+
+class _Reports:
+    def __init__(self) -> None:
+        self.got: dict[str, AttemptResult] = {}
+        self.cond = threading.Condition()
+
+    def __call__(
+        self, run_id: str, task_id: str, attempt: int, result: AttemptResult, _: str
+    ) -> None:
+        with self.cond:
+            self.got[f"{run_id}.{task_id}.{attempt}"] = result
+            self.cond.notify_all()
+
+    def wait(self, name: str, timeout: float = 20) -> AttemptResult:
+        with self.cond:
+            assert self.cond.wait_for(lambda: name in self.got, timeout), name
+            return self.got[name]
+
+
+@pytest.fixture
+def reports() -> _Reports:
+    return _Reports()
+
+
+@pytest.fixture
+def executor(tmp_path: Path, reports: _Reports) -> Iterator[LocalExecutor]:
+    home = tmp_path / "home"
+    home.mkdir()
+    ex = LocalExecutor(
+        home / "attempts", reports, isolation="none", work_root=tmp_path / "work", protect=home
+    )
+    yield ex
+    ex.close()
+
+
+def _entries(ex: LocalExecutor) -> list[str]:
+    return sorted(p.name for p in ex.work_root.iterdir())
+
+
+def _made(path: Path) -> Path:
+    path.mkdir(mode=0o700)
+    return path
+
+
+def test_a_spare_is_emptied_and_serves_the_same_run_only(
+    executor: LocalExecutor, tmp_path: Path
+) -> None:
+    work = _made(executor.work_dir(RUN, "a", 1))
+    (work / "a.1.out").write_text("x=1\n")
+    outside = tmp_path / "outside"
+    outside.write_text("kept")
+    (work / "link").symlink_to(outside)
+    work.chmod(0o755)
+    inode = work.stat().st_ino
+    assert executor._recycle(RUN, str(work))
+    assert not work.exists()
+    assert outside.read_text() == "kept"  # the link removed, not followed
+    # another run gets a new directory; the spare stays in the pool
+    other = executor.work_dir(OTHER, "a", 1)
+    executor._make_work_dir(OTHER, str(other))
+    assert other.stat().st_ino != inode
+    # a later attempt of the run gets the spare: the same inode, empty, 0700
+    later = executor.work_dir(RUN, "b", 1)
+    executor._make_work_dir(RUN, str(later))
+    st = later.stat()
+    assert st.st_ino == inode
+    assert not any(later.iterdir())
+    assert stat.S_IMODE(st.st_mode) == 0o700
+    # the pool is empty again: the next one is new
+    again = executor.work_dir(RUN, "c", 1)
+    executor._make_work_dir(RUN, str(again))
+    assert again.stat().st_ino not in (inode, st.st_ino)
+
+
+def test_a_dir_holding_a_directory_or_a_link_in_its_place_is_not_kept(
+    executor: LocalExecutor, tmp_path: Path
+) -> None:
+    nested = _made(executor.work_dir(RUN, "a", 1))
+    (nested / "sub").mkdir()
+    assert not executor._recycle(RUN, str(nested))
+    target = _made(tmp_path / "target")
+    (target / "f").write_text("kept")
+    link = executor.work_dir(RUN, "b", 1)
+    link.symlink_to(target)
+    assert not executor._recycle(RUN, str(link))
+    assert (target / "f").read_text() == "kept"
+    assert executor._spares == {}
+
+
+def test_a_spare_written_to_after_it_was_emptied_is_not_handed_over(
+    executor: LocalExecutor,
+) -> None:
+    work = _made(executor.work_dir(RUN, "a", 1))
+    assert executor._recycle(RUN, str(work))
+    (spare,) = executor._spares[RUN]
+    Path(spare, "planted").write_text("from an earlier task's leftover process")
+    later = executor.work_dir(RUN, "b", 1)
+    executor._make_work_dir(RUN, str(later))
+    assert later.is_dir()
+    assert not any(later.iterdir())
+    assert not Path(spare).exists()
+
+
+def test_a_run_keeps_at_most_its_share_of_spares(
+    executor: LocalExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(executor_module, "SPARES_PER_RUN", 2)
+    dirs = [_made(executor.work_dir(RUN, f"t{i}", 1)) for i in range(3)]
+    assert [executor._recycle(RUN, str(d)) for d in dirs] == [True, True, False]
+    assert dirs[2].exists()  # left to the caller, which removes it
+
+
+def test_ended_attempts_become_spares_stopped_ones_do_not_and_spares_expire(
+    executor: LocalExecutor, reports: _Reports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(executor_module, "SPARE_SECONDS", 0.5)
+    executor.dispatch(_spec("done", "echo hi > mine.txt"))
+    executor.dispatch(_spec("stopped", "sleep 30"))
+    assert reports.wait(f"{RUN}.done.1").status is AttemptStatus.SUCCEEDED
+    executor.kill(RUN, "stopped", 1)
+    assert reports.wait(f"{RUN}.stopped.1").status is AttemptStatus.STOPPED
+    executor.release(RUN, "done", 1)
+    executor.release(RUN, "stopped", 1)
+    executor.reap()
+    # the ended one's dir is a spare, emptied; the stopped one's (its group perhaps still in
+    # its grace period) is removed
+    names = _entries(executor)
+    assert len(names) == 1, names
+    assert names[0].startswith(f".spare.{RUN}.")
+    assert not any((executor.work_root / names[0]).iterdir())
+    # unused for SPARE_SECONDS: the reaper removes it by itself
+    deadline = time.monotonic() + 10
+    while _entries(executor) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _entries(executor) == []
+
+
+def test_close_removes_the_spares(executor: LocalExecutor) -> None:
+    for i in range(3):
+        assert executor._recycle(RUN, str(_made(executor.work_dir(RUN, f"t{i}", 1))))
+    assert len(_entries(executor)) == 3
+    executor.close()
+    assert _entries(executor) == []
+
+
+def test_kept_work_dirs_are_not_recycled(tmp_path: Path, reports: _Reports) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    ex = LocalExecutor(
+        home / "attempts", reports, isolation="none", work_root=tmp_path / "work",
+        protect=home, keep_work_dirs=True,
+    )  # fmt: skip
+    try:
+        ex.dispatch(_spec("a", "echo hi > mine.txt"))
+        reports.wait(f"{RUN}.a.1")
+        ex.release(RUN, "a", 1)
+        ex.reap()
+        assert (ex.work_dir(RUN, "a", 1) / "mine.txt").read_text() == "hi\n"
+        assert ex._recyclable == {}
+    finally:
+        ex.close()
+
+
+def test_a_chain_reuses_its_work_dirs_and_each_task_starts_in_an_empty_one(
+    tmp_path: Path,
+) -> None:
+    """End to end: every task checks that its work dir is empty, leaves a file in it and
+    reports the directory's inode; later tasks of the chain run in earlier ones' dirs."""
+    n = 8
+    command = (
+        'test -z "$(ls -A)" || exit 3; echo x > left.txt; '
+        'echo "ino=$(stat -c %i .)" >> "$STRATOFLOW_OUTPUT"; sleep 0.15'
+    )
+    tasks = "".join(
+        f"  t{i}:\n    type: shell\n    command: '{command}'\n"
+        + (f"    depends_on: [t{i - 1}]\n" if i else "")
+        for i in range(n)
+    )
+    rt = LocalRuntime(tmp_path / "home")
+    try:
+        version, _ = rt.scheduler.apply(f"name: chain\ntasks:\n{tasks}")
+        run, _ = rt.scheduler.trigger(version.project, version.name)
+        deadline = time.monotonic() + 60
+        rt.run_until(lambda: rt.store.get_run(run.id).state.terminal or time.monotonic() > deadline)
+        assert rt.store.get_run(run.id).state is RunState.SUCCEEDED
+        inodes = [t.outputs["ino"] for t in rt.store.get_tasks(run.id)]
+        assert len(inodes) == n
+        assert len(set(inodes)) < n, inodes  # some directory served two attempts
+    finally:
+        rt.close()
+    assert not any(rt.executor.work_root.iterdir())
