@@ -218,3 +218,23 @@ def test_a_chain_reuses_its_work_dirs_and_each_task_starts_in_an_empty_one(
     finally:
         rt.close()
     assert not any(rt.executor.work_root.iterdir())
+
+
+def test_reuse_can_be_turned_off(
+    tmp_path: Path, reports: _Reports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STRATOFLOW_REUSE_WORK_DIRS", "0")
+    home = tmp_path / "home"
+    home.mkdir()
+    ex = LocalExecutor(
+        home / "attempts", reports, isolation="none", work_root=tmp_path / "work", protect=home
+    )
+    try:
+        ex.dispatch(_spec("a", "echo hi > mine.txt"))
+        reports.wait(f"{RUN}.a.1")
+        ex.release(RUN, "a", 1)
+        ex.reap()
+        assert _entries(ex) == []  # removed, not kept as a spare
+        assert ex._spares == {}
+    finally:
+        ex.close()

@@ -8,8 +8,9 @@ stdout and stderr; the task never sees the home. It starts in a work directory o
 environment, as its project's uid or in a Landlock domain (see :mod:`.sandbox`). Its outputs
 (``$STRATOFLOW_OUTPUT``, the python runner's files) are written there, and the exit status that
 the wrapper's EXIT trap records goes to the end of its log; the server reads them (never
-following a link the task left) and a reaper thread removes the work directory once the
-scheduler has recorded the result (what a stopped scheduler left is swept at the next start).
+following a link the task left) and a reaper thread empties the work directory once the
+scheduler has recorded the result, keeping it for a later attempt of the same run or removing
+it (what a stopped scheduler left is swept at the next start).
 
 Nothing flows through pipes to the scheduler, so a scheduler killed with SIGKILL loses
 nothing: on restart it finds the wrappers still running by their command line, watches them
@@ -91,7 +92,10 @@ REAP_GATHER_SECONDS = 0.05  # how long the reaper waits for more released work d
 # file system that makes a new inode expensive after deletions (ext4 without a journal skips
 # every inode deleted in the last minutes, one by one: ~0.2-1 ms of CPU per mkdir measured
 # here), a run of thousands of attempts otherwise pays that twice per attempt, its deletions
-# making its own creations dearer (docs/benchmarks.md, "Tenth round").
+# making its own creations dearer (docs/benchmarks.md, "Tenth round"). The price: a process
+# that left its group with setsid (which a stop does not reach either) keeps its Landlock
+# right to write beneath its old work dir, so it could write into a later attempt's of the
+# same run; never another run's. $STRATOFLOW_REUSE_WORK_DIRS=0 makes every work dir anew.
 SPARES_PER_RUN = 64
 SPARE_SECONDS = 10.0  # a run's spares unused this long are removed (its run has ended)
 _SPARE = ".spare."  # a spare's name: .spare.<run>.<n>; never an attempt's (<run>.<task>.<n>)
@@ -345,6 +349,7 @@ class LocalExecutor(Dispatcher):
         env_allow: str | None = None,
         protect: Path | None = None,
         keep_work_dirs: bool | None = None,
+        reuse_work_dirs: bool | None = None,
         secrets: SecretSource | None = None,
         resources: ResourceStore | None = None,
         connections: Callable[[str, str], Connection] | None = None,
@@ -357,7 +362,9 @@ class LocalExecutor(Dispatcher):
         $STRATOFLOW_TASK_WRITE_PATHS (os.pathsep-separated) add what tasks may read or write
         (never the home). ``protect``: the home, which Landlock denies (default
         ``root``'s parent). ``keep_work_dirs``: leave work dirs for inspection
-        ($STRATOFLOW_KEEP_WORK_DIRS=1). ``secrets``: where a task's ``{{ secrets.NAME }}``
+        ($STRATOFLOW_KEEP_WORK_DIRS=1). ``reuse_work_dirs``: an ended attempt's emptied work
+        dir may serve a later attempt of the same run ($STRATOFLOW_REUSE_WORK_DIRS, default
+        1; 0 gives every attempt a new one, see :data:`SPARES_PER_RUN`). ``secrets``: where a task's ``{{ secrets.NAME }}``
         references are resolved, just before it starts (none: a reference fails the task);
         what a task reports back is masked with its project's secrets. ``resources``: where
         the files a task lists in ``resources`` come from (the versions its run pinned); they
@@ -407,6 +414,11 @@ class LocalExecutor(Dispatcher):
             environ.get("STRATOFLOW_KEEP_WORK_DIRS", "") in ("1", "true", "yes")
             if keep_work_dirs is None
             else keep_work_dirs
+        )
+        self._reuse = not self._keep and (
+            environ.get("STRATOFLOW_REUSE_WORK_DIRS", "1") not in ("0", "false", "no")
+            if reuse_work_dirs is None
+            else reuse_work_dirs
         )
         self._uids = (
             sandbox.ProjectUids(
@@ -736,11 +748,13 @@ class LocalExecutor(Dispatcher):
             self._spare_seq += 1
             spare = f"{self._work_root_text}/{_SPARE}{run_id}.{self._spare_seq}"
         try:
-            if not stat.S_ISDIR(os.lstat(path).st_mode):  # not a link put in its place
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISDIR(mode):  # not a link put in its place
                 return False
             for name in os.listdir(path):
                 os.unlink(f"{path}/{name}")  # a directory inside: IsADirectoryError
-            os.chmod(path, 0o700)
+            if stat.S_IMODE(mode) != 0o700:  # as a new one is made
+                os.chmod(path, 0o700)
             os.rename(path, spare)
         except OSError:
             return False
@@ -871,7 +885,7 @@ class LocalExecutor(Dispatcher):
             # one's group gets its grace period, then the kill timer's SIGKILL); nothing of
             # the group runs on, so its work dir may serve a later attempt of the run
             _kill_group(live.pid, signal.SIGKILL)
-            if not self._keep:
+            if self._reuse:
                 with self._lock:
                     self._recyclable[f"{live.run_id}.{live.task_id}.{live.attempt}"] = live.run_id
         if live.proc is None:  # re-attached after a restart: only the trap's record exists
