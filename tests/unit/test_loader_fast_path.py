@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from tests.strategies import hostile_values, hostile_workflows
 
@@ -202,3 +203,39 @@ def test_generated_hostile_workflows_load_the_same_both_ways(text: str) -> None:
 def test_generated_values_load_the_same_both_ways(value: str) -> None:
     with pytest.MonkeyPatch.context() as monkeypatch:
         assert_same(f"a: {value}\nb: [{value}, {{c: {value}}}]\n", monkeypatch)
+
+
+def _tags(node: Any, seen: dict[int, int]) -> Any:
+    """Each node's class and tag, scalars' text, and which collections are one node."""
+    if node is None or isinstance(node.value, str):
+        return node and (type(node).__name__, node.tag, node.value)
+    if id(node) in seen:
+        return ("same as", seen[id(node)])
+    seen[id(node)] = len(seen)
+    items = [
+        (_tags(item[0], seen), _tags(item[1], seen))
+        if isinstance(item, tuple)
+        else _tags(item, seen)
+        for item in node.value
+    ]
+    return (type(node).__name__, node.tag, items)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [*CASES.values(), *(p.read_text(encoding="utf-8", errors="replace") for p in FILES)],
+)
+def test_the_remembered_tags_are_the_resolvers(text: str) -> None:
+    """``_Loader.resolve`` remembers plain scalars' tags: each node gets the tag SafeLoader's
+    own resolver gives it."""
+
+    def compose(loader_class: Any) -> Any:
+        loader = loader_class(text)
+        try:
+            return ("node", _tags(loader.get_single_node(), {}))
+        except yaml.YAMLError as exc:
+            return ("error", str(exc))
+        finally:
+            loader.dispose()
+
+    assert compose(_loader._Loader) == compose(_loader._BaseLoader)

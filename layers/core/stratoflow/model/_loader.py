@@ -237,6 +237,27 @@ class _Loader(_BaseLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.lines: dict[Path, int] = {}
+        self._plain_tags: dict[str, str] = {}
+
+    if not _BaseLoader.yaml_path_resolvers:  # SafeLoader has none: a tag depends on the node
+
+        def resolve(self, kind: type[Node], value: Any, implicit: tuple[bool, bool]) -> Any:
+            """The tag SafeLoader's resolver gives, remembered per text for plain scalars,
+            whose tag depends on the text alone (a workflow repeats ``shell``, ``true``,
+            ``type``, ... thousands of times, and each lookup tries regular expressions)."""
+            if kind is ScalarNode and implicit[0]:
+                tag = self._plain_tags.get(value)
+                if tag is None:
+                    tag = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+                    self._plain_tags[value] = tag
+                return tag
+            return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+
+        def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+            pass  # only path resolvers use the stacks these keep
+
+        def ascend_resolver(self) -> None:
+            pass
 
     fast = True
     """Build the data with :meth:`_build` (False: only the general path, for the test that
