@@ -122,6 +122,10 @@ CASES = {
     "explicit map and seq": "a: !!map {b: !!seq [1, 2]}\n",
     "python tag": "a: !!python/object:os.system x\n",
     "value key": "=: 1\n",
+    "value scalar": "a: =\nb: [=]\n",
+    "merge scalar as a value": "a: <<\n",
+    "many aliases of a task": "tasks:\n  t0: &t {type: shell, command: echo}\n"
+    + "".join(f"  t{i}: *t\n" for i in range(1, 200)),
     "quoted and block strings": "a: 'x'\nb: \"y\\n\"\nc: |\n  z\n  w\nd: >\n  folded\n  text\n",
     "unicode": 'a: é\nb: "\\u00e9"\nc: 日本\n',
     "anchor on a scalar": "a: &x 5\nb: *x\nc: [*x, *x]\n",
