@@ -16,6 +16,7 @@ import secrets as _random
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import cache
 from types import ModuleType
 from typing import Any
 
@@ -41,6 +42,7 @@ class TemplateError(ValueError):
     """A template that does not parse or does not render; the message names the problem."""
 
 
+@cache
 def _jinja() -> ModuleType:
     """The sandbox module (imported on the first template)."""
     from stratoflow import _jinja_templating
