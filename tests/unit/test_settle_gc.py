@@ -34,13 +34,13 @@ def test_stratoflow_run_settles_the_collector_once_its_workflow_is_applied(
 ) -> None:
     from stratoflow.cli import main
 
-    calls: list[int] = []
-    monkeypatch.setattr(runtime, "settle_gc", lambda: calls.append(1))
+    calls: list[bool] = []
+    monkeypatch.setattr(runtime, "settle_gc", lambda *, whole=True: calls.append(whole))
     flow = tmp_path / "one.yaml"
     flow.write_text('name: one\ntasks:\n  a: {type: shell, command: "true"}\n')
     result = CliRunner().invoke(main, ["run", str(flow), "--home", str(tmp_path / "home")])
     assert result.exit_code == 0, result.output
-    assert calls == [1]
+    assert calls == [False]  # its process ends with the run: only a young collection
 
 
 def test_stratoflow_run_collects_less_before_it_loads_the_workflow(
@@ -67,3 +67,11 @@ def test_stratoflow_run_collects_less_before_it_loads_the_workflow(
     result = CliRunner().invoke(main, ["run", str(flow), "--home", str(tmp_path / "home")])
     assert result.exit_code == 0, result.output
     assert calls[:2] == ["collect_less", "load"]
+
+
+def test_a_young_settle_freezes_what_is_loaded_too() -> None:
+    gc.unfreeze()
+    kept = [{"a": [i]} for i in range(1000)]
+    settle_gc(whole=False)
+    assert gc.get_threshold() == GC_THRESHOLDS
+    assert gc.get_freeze_count() >= len(kept)

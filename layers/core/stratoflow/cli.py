@@ -200,7 +200,7 @@ def run(
             run_, _ = runtime.scheduler.trigger(
                 version.project, version.name, params=overrides, logical_date=when
             )
-            settle_gc()
+            settle_gc(whole=False)
             stop_requested = threading.Event()
 
             def on_signal(signum: int, frame: object) -> None:

@@ -85,7 +85,9 @@ def _database_url(value: str, schemes: tuple[str, ...], example: str) -> str:
 
 
 class _Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # built when first validated: every process that starts a scheduler imports this module,
+    # few add or run a connection, and the settings' patterns cost ~10 ms to compile
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     credentials: ClassVar[tuple[str, ...]] = ()
     summary: ClassVar[str] = ""
 

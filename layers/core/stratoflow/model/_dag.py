@@ -12,6 +12,7 @@ from stratoflow.model._workflow import SwitchTask, Workflow
 from stratoflow.templating import (
     TemplateError,
     check_syntax,
+    is_template,
     mentions_secret,
     referenced_tasks,
     secret_references,
@@ -137,7 +138,12 @@ def build_dag(workflow: Workflow) -> tuple[Dag | None, list[Problem]]:
         used: set[str] = set()
         ancestors: set[str] | None = None
         for field_name, value in task.templated_fields().items():
+            # text with no template syntax has no syntax error, reference or secret to check
+            if not value or (isinstance(value, str) and not is_template(value)):
+                continue
             for path, text in _walk_strings(value, f"tasks.{task_id}.{field_name}"):
+                if not is_template(text):
+                    continue
                 try:
                     check_syntax(text)
                     refs = referenced_tasks(text)
