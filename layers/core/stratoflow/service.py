@@ -890,9 +890,18 @@ class Scheduler:
             finally:
                 self._deferring = False
             if periodic:
-                self._promote_retries(now)
-                self._time_out(now)
-                self._start_queued_runs()
+                # what none of these three finds is not looked for (one read, where the
+                # store can): promoting retries makes no deadline and starts no run, and a
+                # run that a timeout ends starts the queued runs itself (``_run_ended``)
+                retries, expired, queued = self.store.periodic_due(
+                    now + self.retry_lead, now - self.timeout_grace
+                )
+                if retries:
+                    self._promote_retries(now)
+                if expired:
+                    self._time_out(now)
+                if queued:
+                    self._start_queued_runs()
             started, self._started_runs = self._started_runs, []
             if runs is None:
                 ready = self._claim(now)
