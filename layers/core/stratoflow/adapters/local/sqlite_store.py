@@ -307,6 +307,11 @@ _MULTI_SET = (
     "THEN tasks.queued_seq ELSE COALESCE(v.column15, tasks.queued_seq) END"
 )
 _MULTI_WIDTH = 19
+# The fewest distinct tasks a decision writes with one multi-row statement: it costs a fixed
+# part (the VALUES materialised, an ephemeral table for the UPDATE ... FROM) that two or three
+# one-row statements do not (a claim of 2-3 tasks, most turns' at `concurrency: 8`:
+# ~45,000 instructions fewer a turn, callgrind, benchmarks/turn_ends.py --batch 2 and 3,4)
+_MULTI_MIN = 4
 _MULTI_MAX = 32
 _MULTI_UPDATE = {
     n: f"UPDATE tasks SET {_MULTI_SET} FROM (VALUES "
@@ -950,7 +955,7 @@ class SqliteStore(
         """The decision's conditional writes in order, stopping at the first that does not
         apply; then its counters. Whether all applied."""
         keys = {(w.task.run_id, w.task.task_id) for w in decision.tasks}
-        if len(keys) > 1 and len(keys) == len(decision.tasks):
+        if len(keys) >= _MULTI_MIN and len(keys) == len(decision.tasks):
             # several tasks, each once (one multi-row statement writes a row once)
             applied = self._write_conditional(decision.tasks)
         else:
