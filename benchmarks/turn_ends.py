@@ -47,9 +47,14 @@ class _Started(Dispatcher):
     def __init__(self) -> None:
         self.pending: list[tuple[str, str, int]] = []
 
+    def log_location(self, spec: AttemptSpec) -> str:
+        # known before the dispatch, as the local executor's: the starts' history rows go
+        # into the claim's commit, not into a second commit of their own
+        return f"/logs/{spec.run_id}/{spec.task_id}.{spec.attempt}.log"
+
     def dispatch(self, spec: AttemptSpec) -> str | None:
         self.pending.append((spec.run_id, spec.task_id, spec.attempt))
-        return None
+        return self.log_location(spec)
 
     def kill(self, run_id: str, task_id: str, attempt: int) -> None:
         pass
@@ -89,7 +94,10 @@ def main() -> int:
         scheduler.step()
         if args.no_loop:
             return 0
-        while not store.get_run(run.id).state.terminal:
+        # the poll ``stratoflow run`` makes after every turn (cli's ``done``): the state alone
+        # where the tree has it, else the whole run
+        poll = getattr(store, "run_state", None) or (lambda run_id: store.get_run(run_id).state)
+        while not poll(run.id).terminal:
             ended, started.pending = (
                 started.pending[: (k := next(sizes))],
                 started.pending[k:],

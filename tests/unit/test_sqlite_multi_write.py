@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stratoflow.adapters.local.sqlite_store import SqliteStore
+from stratoflow.adapters.local.sqlite_store import _MULTI_MIN, SqliteStore
 from stratoflow.engine import Decision, Run, RunState, TaskInstance, TaskState, TaskWrite
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -53,7 +53,7 @@ def update_statements(store: SqliteStore, patch: pytest.MonkeyPatch) -> list[str
     return seen
 
 
-@pytest.mark.parametrize("n", [3, 40])  # 40: two statements, 32 rows and 8
+@pytest.mark.parametrize("n", [2, 3, 4, 40])  # 2, 3: one statement a task; 40: 32 rows and 8
 @pytest.mark.parametrize("lost_at", ["first", "middle", "last"])
 @pytest.mark.parametrize("lost", ["state", "attempt"])
 def test_one_lost_condition_fails_the_whole_multi_row_decision(
@@ -75,24 +75,33 @@ def test_one_lost_condition_fails_the_whole_multi_row_decision(
     # no change row for the run-delta readers
     assert applied is False
     assert snapshot(store) == before
-    # AND it was the multi-row path: one statement per 32 tasks, not one per task
     updates = [s for s in statements if s.startswith("UPDATE tasks")]
+    if n < _MULTI_MIN:
+        # AND a few tasks were written one statement each, up to the lost one (rolled back)
+        assert len(updates) == i + 1, updates
+        assert not any("FROM (VALUES" in s for s in updates), updates
+        return
+    # AND from _MULTI_MIN tasks it was the multi-row path: one statement per 32 tasks
     assert len(updates) == (n + 31) // 32, updates
     assert all("FROM (VALUES" in s for s in updates), updates
 
 
-def test_a_multi_row_decision_writes_every_task_and_records_each_change(tmp_path: Path) -> None:
-    store = make_store(tmp_path, 5)
+@pytest.mark.parametrize("n", [2, 5])  # one statement each; one multi-row statement
+def test_a_multi_row_decision_writes_every_task_and_records_each_change(
+    tmp_path: Path, n: int
+) -> None:
+    store = make_store(tmp_path, n)
     revision = store.run_revision("r")
-    assert store.apply(claims(store, 5))
+    assert store.apply(claims(store, n))
     tasks = store.get_tasks("r")
-    assert [(t.state, t.attempt, t.started_at) for t in tasks] == [(TaskState.RUNNING, 1, NOW)] * 5
-    assert store.get_run("r").n_running == 5
+    assert [(t.state, t.attempt, t.started_at) for t in tasks] == [(TaskState.RUNNING, 1, NOW)] * n
+    assert store.get_run("r").n_running == n
     assert sorted(store.changed_since("r", revision)) == [t.task_id for t in tasks]
 
 
+@pytest.mark.parametrize("order", [["t03", "t00", "t04", "t01", "t02"], ["t03", "t00", "t04"]])
 def test_tasks_queued_by_one_multi_row_decision_keep_the_order_of_its_writes(
-    tmp_path: Path,
+    tmp_path: Path, order: list[str]
 ) -> None:
     # GIVEN a task queued first, then waiting tasks made ready by one decision, out of name order
     store = make_store(tmp_path, 6, TaskState.WAITING)
@@ -100,7 +109,6 @@ def test_tasks_queued_by_one_multi_row_decision_keep_the_order_of_its_writes(
     assert store.apply(
         Decision("r", (TaskWrite(first.with_(state=TaskState.QUEUED), TaskState.WAITING, 0),))
     )
-    order = ["t03", "t00", "t04", "t01", "t02"]
     writes = tuple(
         TaskWrite(store.get_task("r", t).with_(state=TaskState.QUEUED), TaskState.WAITING, 0)
         for t in order

@@ -4,7 +4,7 @@ partial index instead of a run's whole task list (what W4's flat per-task cost r
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,45 @@ def test_timed_work_is_found_through_its_partial_index(
 ) -> None:
     steps = query_plan(store, lambda: getattr(store, method)(NOW, 10))
     assert any(f"USING INDEX {index}" in step for step in steps), steps
+
+
+def test_whether_timed_work_or_queued_runs_wait_is_one_read_through_their_indexes(
+    store: SqliteStore,
+) -> None:
+    steps = query_plan(store, lambda: store.periodic_due(NOW, NOW))
+    for index in ("tasks_retry", "tasks_running", "runs_by_state"):
+        assert any(f"INDEX {index} " in step for step in steps), steps
+    assert not any(step.startswith(("SCAN tasks", "SCAN runs")) for step in steps), steps
+
+
+def test_periodic_due_says_what_the_three_reads_would_find(store: SqliteStore) -> None:
+    """Each flag of ``periodic_due`` is whether its read (``due_retries``, ``expired_tasks``,
+    ``queued_runs``) finds something, at the same times."""
+
+    def flags(due: datetime, overdue: datetime) -> tuple[bool, bool, bool]:
+        expected = (
+            bool(store.due_retries(due, 10)),
+            bool(store.expired_tasks(overdue, 10)),
+            bool(store.queued_runs(10)),
+        )
+        assert store.periodic_due(due, overdue) == expected
+        return expected
+
+    later = NOW + timedelta(minutes=5)
+    assert flags(later, later) == (False, False, False)
+    run = Run("r", "wf", "default", 1, RunState.RUNNING, {}, NOW, NOW, n_tasks=3)
+    tasks = [
+        TaskInstance("r", "retry", TaskState.UP_FOR_RETRY, attempt=1, ready_at=NOW),
+        TaskInstance("r", "slow", TaskState.RUNNING, attempt=1, deadline=later),
+        TaskInstance("r", "plain", TaskState.RUNNING, attempt=1),  # no deadline
+    ]
+    assert store.create_run(run, tasks, concurrency=None)
+    assert flags(NOW - timedelta(seconds=1), NOW) == (False, False, False)
+    assert flags(NOW, NOW) == (True, False, False)
+    assert flags(NOW, later) == (True, True, False)
+    waiting = Run("q", "wf", "default", 1, RunState.QUEUED, {}, NOW, NOW, n_tasks=1)
+    assert store.create_run(waiting, [TaskInstance("q", "t")], concurrency=None)
+    assert flags(NOW - timedelta(seconds=1), NOW) == (False, False, True)
 
 
 def test_the_queue_read_stops_once_every_free_slot_has_a_task_and_keeps_its_order(

@@ -10,6 +10,7 @@ import pytest
 
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.engine import Run, RunState, TaskInstance, TaskState, Upstream
+from stratoflow.errors import NotFound
 
 NOW = datetime(2026, 1, 1, 8, 30, 15, 123456, tzinfo=UTC)
 
@@ -64,3 +65,28 @@ def test_a_time_is_written_as_its_utc_text_whether_remembered_or_not() -> None:
         timespec="microseconds"
     ).replace("+00:00", "Z")
     assert sqlite_store._ts(at) == "2026-01-01T10:00:00.000005Z"
+
+
+def test_a_runs_state_read_alone_is_the_state_of_the_run_read_whole(tmp_path: Path) -> None:
+    """``run_state`` (what ``stratoflow run`` polls after every turn) answers what
+    ``get_run`` does, in and out of a transaction, and refuses an unknown run alike."""
+    store = SqliteStore(tmp_path / "state.db")
+    try:
+        run = Run("r", "wf", "default", 1, RunState.RUNNING, {}, NOW, NOW, n_tasks=1)
+        assert store.create_run(run, [TaskInstance("r", "t")], concurrency=None)
+        assert store.run_state("r") is store.get_run("r").state is RunState.RUNNING
+        ended = run.with_(state=RunState.SUCCEEDED, ended_at=NOW)
+        with store.transaction():
+            store.get_run("r")  # cached in the transaction, then written
+            assert store.put_run(ended, RunState.RUNNING)
+            assert store.run_state("r") is RunState.SUCCEEDED
+        assert store.run_state("r") is store.get_run("r").state is RunState.SUCCEEDED
+        for state in RunState:  # every state's text reads back as that state
+            store._x("UPDATE runs SET state=? WHERE id='r'", (state.value,))
+            assert store.run_state("r") is state
+        with pytest.raises(NotFound):
+            store.run_state("missing")
+        with pytest.raises(NotFound):
+            store.get_run("missing")
+    finally:
+        store.close()

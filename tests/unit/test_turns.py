@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -250,3 +250,46 @@ def test_a_failure_that_ends_every_child_in_one_propagation_ends_the_run(
     }
     assert store.get_run(run.id).state is RunState.FAILED
     assert pending(dispatcher) == []
+
+
+TIMED = """
+name: timed
+tasks:
+  slow: {type: shell, command: "true", timeout: 10m}
+  flaky: {type: shell, command: "true", retries: 1, retry_delay: 30s}
+"""
+
+
+@pytest.mark.parametrize("dispatcher", [PlannedLogs, LateLogs])
+def test_a_step_says_when_timed_work_is_next_due_as_the_store_does_after_it(
+    tmp_path: Path, dispatcher: type[RecordingDispatcher]
+) -> None:
+    """``step`` reads the next retry or deadline in its turn's commit (or after what acted
+    on it): what it returns is what the store says once the step is over, through claims
+    that set deadlines, a failure that schedules a retry (its event acts after the commit),
+    the retry's promotion and the ends that leave nothing timed."""
+    store = SqliteStore(tmp_path / "state.db")
+    clock = FakeClock(T0)
+    events = Events()
+    started = dispatcher()
+    scheduler = Scheduler(store, store, started, clock, events)
+    scheduler.apply(TIMED)
+    run, _ = scheduler.trigger("default", "timed")
+    deadline = T0 + timedelta(minutes=10)
+
+    assert scheduler.step() == store.next_wakeup() == deadline  # claimed: slow's deadline
+    keys = {k[1]: k for k in pending(started)}
+
+    wake = scheduler.step([Finished(*keys["flaky"], AttemptResult(AttemptStatus.FAILED))])
+    assert "task.retrying" in events.kinds
+    assert wake == store.next_wakeup() == T0 + timedelta(seconds=30)  # the retry's
+
+    clock.advance(30)
+    assert scheduler.step() == store.next_wakeup() == deadline  # promoted and claimed
+    [retry] = pending(started)
+    assert retry == (run.id, "flaky", 2)
+
+    assert scheduler.step([Finished(*keys["slow"], OK), Finished(*retry, OK)]) is None
+    assert store.next_wakeup() is None
+    assert store.get_run(run.id).state is RunState.SUCCEEDED
+    store.close()

