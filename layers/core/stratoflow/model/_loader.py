@@ -301,13 +301,7 @@ class _Loader(_BaseLoader):
                 if key_node.tag != _STR_TAG:
                     raise _GeneralPath
                 key = key_node.value
-                line = key_node.start_mark.line + 1
-                if key in seen:
-                    where = ".".join(str(p) for p in (*path, key))
-                    raise InvalidInput(
-                        [Problem(where, f"duplicate key {key!r} (first at line {seen[key]})", line)]
-                    )
-                seen[key] = line
+                line = _first_time(seen, path, key, key_node.start_mark.line + 1)
                 child = (*path, key)
                 lines[child] = line
                 if value_node.__class__ is ScalarNode:
@@ -340,13 +334,7 @@ class _Loader(_BaseLoader):
             seen: dict[Any, int] = {}
             for key_node, value_node in node.value:
                 key = key_node.value
-                line = key_node.start_mark.line + 1
-                if key in seen:
-                    where = ".".join(str(p) for p in (*path, key))
-                    raise InvalidInput(
-                        [Problem(where, f"duplicate key {key!r} (first at line {seen[key]})", line)]
-                    )
-                seen[key] = line
+                line = _first_time(seen, path, key, key_node.start_mark.line + 1)
                 child = (*path, str(key))
                 self.lines[child] = line
                 self._index(value_node, child)
@@ -374,6 +362,18 @@ class _Loader(_BaseLoader):
         raise ConstructorError(
             None, None, f"the tag {node.tag} is not allowed in a workflow", node.start_mark
         )
+
+
+def _first_time(seen: dict[Any, int], path: Path, key: Any, line: int) -> int:
+    """Note that ``key`` of the mapping at ``path`` is written at ``line`` (returned), or
+    refuse it as a duplicate naming where the first one is."""
+    if key in seen:
+        where = ".".join(str(p) for p in (*path, key))
+        raise InvalidInput(
+            [Problem(where, f"duplicate key {key!r} (first at line {seen[key]})", line)]
+        )
+    seen[key] = line
+    return line
 
 
 def _out_of_range(node: ScalarNode) -> ConstructorError:
