@@ -143,6 +143,35 @@ def test_validation_refuses_any_use_but_the_reference_itself(command: str, now: 
     assert "{{ secrets.NAME }}" in caught.value.problems[0].message
 
 
+_CONTAINER_PARAMS = """
+name: w
+tasks:
+  t:
+    type: shell
+    params: {p: ["{{ secrets.db_pw }}"], q: {k: "x {{ secrets.db_pw }}"}}
+    command: %s
+"""
+
+
+@pytest.mark.parametrize("command", ["echo {{ params.p }}", "echo {{ params.q }}", "{{ params }}"])
+def test_a_container_holding_a_reference_rendered_as_text_is_refused(
+    command: str, now: datetime
+) -> None:
+    """Its text escapes the token (a list's repr writes the NUL as four characters), so the
+    reference could be neither resolved nor seen: the task got a garbled command."""
+    with pytest.raises(TemplateError, match=r"command: a list or mapping holding a secret"):
+        render(_CONTAINER_PARAMS % json.dumps(command), now)
+
+
+def test_the_item_of_a_container_holding_a_reference_is_rendered_as_the_reference(
+    now: datetime,
+) -> None:
+    command = json.dumps("echo {{ params.p[0] }} {{ params.q.k }}")
+    rendered = render(_CONTAINER_PARAMS % command, now)
+    assert rendered.fields["command"] == "echo {{ secrets.db_pw }} x {{ secrets.db_pw }}"
+    assert rendered.params == {"p": ["{{ secrets.db_pw }}"], "q": {"k": "x {{ secrets.db_pw }}"}}
+
+
 def test_references_in_loops_and_branches_are_fine(now: datetime) -> None:
     text = (
         "name: w\ntasks:\n  t:\n    type: shell\n"

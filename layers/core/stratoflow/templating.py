@@ -188,7 +188,7 @@ class SecretTokens:
         return value
 
     def _finish_text(self, text: str, where: str) -> str:
-        if "{{" not in text and "\x00" not in text:
+        if "{{" not in text and "\x00" not in text and _TOKEN_MARK[1:] not in text:
             return text
         parts = self._tokens().split(text)  # text, name, text, name, ..., text
         for plain in parts[::2]:
@@ -202,6 +202,12 @@ class SecretTokens:
                 raise TemplateError(
                     f"{where}: a secret is referenced only as {{{{ secrets.NAME }}}}, "
                     "with no filter, slice or operation on it"
+                )
+            if self._nonce in plain:  # a token written out inside a container's text
+                raise TemplateError(
+                    f"{where}: a list or mapping holding a secret reference was rendered "
+                    "as text, which cannot carry the reference; render the item that holds "
+                    "it (e.g. {{ params.NAME[0] }} or {{ params.NAME.key }})"
                 )
         return "".join(
             part if i % 2 == 0 else "{{ secrets." + part + " }}" for i, part in enumerate(parts)
