@@ -59,7 +59,14 @@ from stratoflow.resources import (
     task_resources,
 )
 from stratoflow.secrets import MissingSecret, SecretSource, SecretUnavailable, masker_for, resolve
-from stratoflow.taskexec import LogRecord, log_record, read_task_file, result_from_files
+from stratoflow.taskexec import (
+    EXITED_LINE,
+    STARTED_LINE,
+    LogRecord,
+    log_record,
+    read_task_file,
+    result_from_files,
+)
 
 log = logging.getLogger("stratoflow.executor")
 
@@ -73,16 +80,20 @@ log = logging.getLogger("stratoflow.executor")
 # exec) go to the attempt's log, through a descriptor of its own, so a body that redirects its
 # output still leaves them there (taskexec.log_record reads them; taskexec.tail leaves them out
 # of an error's last output). No file is made for them: a new file per attempt cost the task
-# ~0.45 ms of CPU on the ext4 measured (docs/benchmarks.md).
+# ~0.45 ms of CPU on the ext4 measured (docs/benchmarks.md). The two lines are made from the
+# text recovery reads back (taskexec.STARTED_LINE and EXITED_LINE).
+_NAMES = {"task": "$__stratoflow_task", "attempt": "$__stratoflow_attempt"}
+_STARTED = STARTED_LINE.format(**_NAMES).rstrip("\n")
+_EXITED = EXITED_LINE.format(**_NAMES, code="$__stratoflow_rc").rstrip("\n")
 WRAPPER = r"""exec {__stratoflow_log}>&1
 readonly __stratoflow_log __stratoflow_task="${2%.*}" __stratoflow_attempt="${2##*.}"
-echo "[stratoflow] task $__stratoflow_task attempt $__stratoflow_attempt started" >&"$__stratoflow_log"
-trap '__stratoflow_rc=$?; echo "[stratoflow] task $__stratoflow_task attempt $__stratoflow_attempt exited with code $__stratoflow_rc" >&"$__stratoflow_log"' EXIT
+echo "<started>" >&"$__stratoflow_log"
+trap '__stratoflow_rc=$?; echo "<exited>" >&"$__stratoflow_log"' EXIT
 __stratoflow_body=$__STRATOFLOW_BODY
 unset __STRATOFLOW_BODY
 set --
 eval "$__stratoflow_body"
-"""
+""".replace("<started>", _STARTED).replace("<exited>", _EXITED)
 WRAPPER_NAME = "stratoflow-task"  # $0 of every wrapper: how recovery recognises them
 KILL_GRACE_SECONDS = 5.0
 SPAWN_THREADS = 4  # starting a process waits on exec; threads let starts overlap (no GIL held)
