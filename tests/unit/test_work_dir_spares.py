@@ -238,3 +238,63 @@ def test_reuse_can_be_turned_off(
         assert ex._spares == {}
     finally:
         ex.close()
+
+
+def test_an_attempt_that_cannot_start_is_reported_failed_not_left_waiting(
+    executor: LocalExecutor, reports: _Reports
+) -> None:
+    """A NUL in the command (Popen: ValueError) was only logged: the attempt never
+    reported and its run waited for ever."""
+    executor.dispatch(_spec("nul", "echo a\x00b"))
+    result = reports.wait(f"{RUN}.nul.1", timeout=10)
+    assert result.status is AttemptStatus.FAILED
+    assert "could not start the task" in (result.error or "")
+    assert "null" in (result.error or "")
+
+
+def test_directories_a_task_took_its_rights_off_are_given_back_links_not_followed(
+    tmp_path: Path,
+) -> None:
+    from stratoflow.adapters.local.executor import _owner_rights, _remove_dir
+
+    outside = _made(tmp_path / "outside")
+    outside.chmod(0o500)
+    work = _made(tmp_path / "work")
+    inner = _made(work / "a")
+    _made(inner / "b")
+    (work / "link").symlink_to(outside)
+    for d in (inner / "b", inner, work):
+        d.chmod(0)
+    _owner_rights(str(work))
+    assert [stat.S_IMODE(d.stat().st_mode) for d in (work, inner, inner / "b")] == [0o700] * 3
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o500  # the link's target untouched
+    work.chmod(0)
+    _remove_dir(str(work))
+    assert not work.exists()
+    assert outside.is_dir()
+
+
+def test_the_reaper_lives_on_after_a_failed_round(
+    executor: LocalExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = executor.reap
+    calls: list[int] = []
+
+    def failing_once() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise PermissionError("a work dir the server may not list")
+        real()
+
+    monkeypatch.setattr(executor, "reap", failing_once)
+    first = _made(executor.work_dir(RUN, "a", 1))
+    executor.release(RUN, "a", 1)
+    deadline = time.monotonic() + 10
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.02)
+    second = _made(executor.work_dir(RUN, "b", 1))
+    executor.release(RUN, "b", 1)
+    while second.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not second.exists()
+    assert not first.exists()  # taken again by the next round

@@ -308,14 +308,37 @@ def _remove_dir(path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         return
+    except PermissionError:  # the task took its rights off its work dir (chmod 000)
+        names = None
     try:
+        if names is None:
+            raise PermissionError(path)
         for name in names:
             os.unlink(f"{path}/{name}")
         os.rmdir(path)
     except FileNotFoundError:
         pass
     except OSError:  # a directory inside (EISDIR), or one not empty: the general way
+        _owner_rights(path)
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _owner_rights(path: str) -> None:
+    """Give the owner back every right on the directories under ``path`` that a task took
+    off (the server owns them unless the task ran as a uid of its own, and then it is root),
+    so they can be removed; a link is never followed."""
+    _with_rights(path)
+    for dirpath, dirnames, _ in os.walk(path):  # top down: each made readable before listed
+        for name in dirnames:
+            _with_rights(os.path.join(dirpath, name))
+
+
+def _with_rights(path: str) -> None:
+    """``path`` made 0700 if it is a directory (not a link) lacking the owner's rights."""
+    with contextlib.suppress(OSError):
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o700 != 0o700:
+            os.chmod(path, 0o700)
 
 
 def _kill_group(pgid: int, signum: int) -> None:
@@ -598,7 +621,7 @@ class LocalExecutor(Dispatcher):
                 if key not in self._by_key:  # else: already starting or running under our eyes
                     fresh.append((spec, self._by_key.setdefault(key, _Live(*key))))
         if len(fresh) == 1 and not (self._drop_caps and not sandbox.bounding_set_empty()):
-            self._spawn(*fresh[0])
+            self._spawn_all(fresh)  # one attempt, on this thread
         else:
             # one hand-off per spawn thread, not per attempt: each submit wakes a thread
             for i in range(min(SPAWN_THREADS, len(fresh))):
@@ -609,8 +632,16 @@ class LocalExecutor(Dispatcher):
         for spec, live in batch:
             try:  # one attempt's unexpected error must not keep the others from starting
                 self._spawn(spec, live)
-            except Exception:
+            except Exception as exc:
                 log.exception("starting %s/%s/%s failed", live.run_id, live.task_id, live.attempt)
+                if not live.pid:  # never started: nothing will report its end but this
+                    self._forget(live)
+                    self._deliver(
+                        live,
+                        AttemptResult(
+                            AttemptStatus.FAILED, error=f"could not start the task: {exc}"
+                        ),
+                    )
 
     def _claim(self, spec: AttemptSpec) -> int | None:
         """Create the attempt's log exclusively: its fd, or None when another start holds it."""
@@ -709,7 +740,8 @@ class LocalExecutor(Dispatcher):
             else:  # uids changed by Popen itself (no setpriv): posix_spawn cannot do that
                 proc = popen(argv, user=owner, group=owner, extra_groups=[])
             live.proc = proc
-        except (OSError, sandbox.IsolationError, subprocess.SubprocessError) as exc:
+        # ValueError: a NUL in the argv or environment (Popen: "embedded null byte")
+        except (OSError, ValueError, sandbox.IsolationError, subprocess.SubprocessError) as exc:
             self._forget(live)
             why = f"could not start the task: {exc}"
             if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
@@ -981,7 +1013,10 @@ class LocalExecutor(Dispatcher):
                 # (a wake-up, the Event's and the lock's work) cost more than the rmdir
                 time.sleep(REAP_GATHER_SECONDS)
             self._reap_wake.clear()
-            self.reap()
+            try:
+                self.reap()
+            except Exception:  # the thread must live on: every later removal depends on it
+                log.exception("removing released work dirs failed")
             if self._closed:
                 return
 
