@@ -348,3 +348,28 @@ def test_masker_window_holds_back_what_may_be_a_value_still_being_written() -> N
     assert used == 4
     alone = VALUE[:5].encode()  # nothing else to give: it is returned (progress is kept)
     assert masker.window(alone, len(alone)) == (alone, len(alone))
+
+
+def test_a_secret_may_be_named_like_a_method_of_the_tokens(now: datetime) -> None:
+    text = 'name: w\ntasks:\n  t: {type: shell, command: "x {{ secrets.finish }}"}\n'
+    assert render(text, now).fields["command"] == "x {{ secrets.finish }}"
+
+
+def test_a_container_holding_a_reference_is_refused_whatever_case_a_filter_gave_it(
+    now: datetime,
+) -> None:
+    with pytest.raises(TemplateError, match=r"command: a list or mapping holding a secret"):
+        render(_CONTAINER_PARAMS % json.dumps("echo {{ params.p | string | upper }}"), now)
+
+
+def test_a_nul_from_data_fails_the_render_naming_the_field(now: datetime) -> None:
+    """Popen refuses a NUL in an argument: it reached the executor, which could not start the
+    task and never reported it (the run waited for ever without a timeout)."""
+    text = """
+name: w
+tasks:
+  up: {type: shell, command: echo}
+  t: {type: shell, depends_on: [up], command: "echo [{{ tasks.up.outputs.k }}]"}
+"""
+    with pytest.raises(TemplateError, match=r"command: the rendered text holds a NUL"):
+        render(text, now, upstream={"up": {"k": "a\x00b"}})

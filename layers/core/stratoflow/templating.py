@@ -152,6 +152,7 @@ def render_condition(text: str, context: Mapping[str, Any]) -> bool:
 # written there is refused rather than resolved: data never reaches a secret.
 _SECRET_NAME = re.compile(SECRET_NAME_PATTERN)
 _TOKEN_MARK = "\x00stratoflow-secret:"  # noqa: S105 - a marker, not a password
+_MARK_TEXT = _TOKEN_MARK[1:]  # what is left of it when a container's text escapes the NUL
 
 
 class SecretTokens:
@@ -175,20 +176,20 @@ class SecretTokens:
             raise AttributeError(name)
         return f"{_TOKEN_MARK}{self._nonce}:{name}\x00"
 
-    def finish(self, value: Any, where: str) -> Any:
-        """``value`` (a rendered field, JSON-like) with this render's tokens turned into
-        canonical references; ``TemplateError`` naming ``where`` for a reference that came
-        from data, or a token a filter or slice has changed."""
+    # Every name but ``__getattr__``'s starts with "_": a secret's name starts with a letter,
+    # so ``secrets.NAME`` never finds a method (``secrets.finish`` gave the bound method's
+    # text), and the sandbox refuses "_" names to templates.
+    def _finish(self, value: Any, where: str) -> Any:
         if isinstance(value, str):
             return self._finish_text(value, where)
         if isinstance(value, list):
-            return [self.finish(v, f"{where}.{i}") for i, v in enumerate(value)]
+            return [self._finish(v, f"{where}.{i}") for i, v in enumerate(value)]
         if isinstance(value, dict):
-            return {k: self.finish(v, f"{where}.{k}") for k, v in value.items()}
+            return {k: self._finish(v, f"{where}.{k}") for k, v in value.items()}
         return value
 
     def _finish_text(self, text: str, where: str) -> str:
-        if "{{" not in text and "\x00" not in text and _TOKEN_MARK[1:] not in text:
+        if "{{" not in text and "\x00" not in text and _MARK_TEXT not in text.lower():
             return text
         parts = self._tokens().split(text)  # text, name, text, name, ..., text
         for plain in parts[::2]:
@@ -203,15 +204,24 @@ class SecretTokens:
                     f"{where}: a secret is referenced only as {{{{ secrets.NAME }}}}, "
                     "with no filter, slice or operation on it"
                 )
-            if self._nonce in plain:  # a token written out inside a container's text
+            if self._nonce in plain.lower():  # a token written out inside a container's text
                 raise TemplateError(
                     f"{where}: a list or mapping holding a secret reference was rendered "
                     "as text, which cannot carry the reference; render the item that holds "
                     "it (e.g. {{ params.NAME[0] }} or {{ params.NAME.key }})"
                 )
+            if "\x00" in plain:  # from data: no command, argument or variable can hold it
+                raise TemplateError(f"{where}: the rendered text holds a NUL character (\\0)")
         return "".join(
             part if i % 2 == 0 else "{{ secrets." + part + " }}" for i, part in enumerate(parts)
         )
+
+
+def finish_references(tokens: SecretTokens, value: Any, where: str) -> Any:
+    """``value`` (a rendered field, JSON-like) with the render's tokens turned into
+    canonical references; ``TemplateError`` naming ``where`` for a reference that came from
+    data, a token a filter or slice has changed, or a NUL the text got from data."""
+    return tokens._finish(value, where)
 
 
 def mentions_secret(text: str) -> bool:

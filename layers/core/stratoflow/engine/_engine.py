@@ -29,6 +29,7 @@ from stratoflow.templating import (
     SecretTokens,
     TemplateError,
     bounded,
+    finish_references,
     is_plain,
     render_condition,
     render_value,
@@ -307,12 +308,12 @@ def _render_task(
     extra = task.model_dump(mode="json", exclude=set(task.templated_fields()) | _COMMON_FIELDS)
     env = {k: str(v) for k, v in render_value(dict(task.env), context).items()}
     tokens: SecretTokens = context["secrets"]
-    fields = {name: tokens.finish(value, name) for name, value in fields.items()}
+    fields = {name: finish_references(tokens, value, name) for name, value in fields.items()}
     return RenderedTask(
         task.type,
         {**extra, **fields},
-        tokens.finish(context["params"], "params"),
-        tokens.finish(env, "env"),
+        finish_references(tokens, context["params"], "params"),
+        finish_references(tokens, env, "env"),
     )
 
 
