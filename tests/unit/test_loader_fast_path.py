@@ -112,6 +112,9 @@ CASES = {
     "bad date": "a: 2026-02-30\n",
     "explicit str": "a: !!str 123\nb: !!str yes\nc: !!int '5'\nd: !!float '1'\n",
     "explicit bad int": "a: !!int abc\n",
+    "explicit bad bool": "a: !!bool maybe\n",
+    "explicit bad date": "a: !!timestamp soon\n",
+    "explicit bool on a map": "a: !!bool {b: 1}\n",
     "explicit null and bool": "a: !!null ''\nb: !!bool 'true'\n",
     "binary refused": "a: !!binary AAAA\n",
     "set refused": "a: !!set {x, y}\n",
@@ -243,3 +246,22 @@ def test_the_remembered_tags_are_the_resolvers(text: str) -> None:
             loader.dispose()
 
     assert compose(_loader._Loader) == compose(_loader._BaseLoader)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: 1\nb: !!bool maybe\n", "'maybe' is not a boolean"),
+        ("a: 1\nb: !!timestamp soon\n", "'soon' is not a date"),
+        ("a: 1\nb: !!timestamp {c: 1}\n", "expected a scalar node, but found mapping"),
+    ],
+)
+def test_a_value_not_of_its_explicit_tags_type_is_refused_with_its_line(
+    text: str, message: str
+) -> None:
+    """PyYAML's constructors raised KeyError / AttributeError here: a crash, not an error."""
+    with pytest.raises(InvalidInput) as caught:
+        _loader.load_yaml(text)
+    (problem,) = caught.value.problems
+    assert message in problem.message
+    assert problem.line == 2

@@ -358,6 +358,26 @@ class _Loader(_BaseLoader):
             )
         return value
 
+    # PyYAML's own constructors fail on a value not of an explicit tag's type with a KeyError
+    # (``!!bool maybe``) or an AttributeError (``!!timestamp soon``): refused here instead,
+    # with the value's line, as ``!!int x`` and ``!!float x`` are.
+    def construct_checked_bool(self, node: Node) -> bool:
+        scalar = _scalar_node(node)
+        if scalar.value.lower() not in self.bool_values:
+            raise ConstructorError(
+                None, None, f"{_shown(scalar.value)!r} is not a boolean", node.start_mark
+            )
+        value: bool = self.construct_yaml_bool(scalar)
+        return value
+
+    def construct_checked_timestamp(self, node: Node) -> Any:
+        scalar = _scalar_node(node)
+        if not self.timestamp_regexp.match(scalar.value):
+            raise ConstructorError(
+                None, None, f"{_shown(scalar.value)!r} is not a date", node.start_mark
+            )
+        return self.construct_yaml_timestamp(scalar)
+
     def construct_refused(self, node: Node) -> Any:
         raise ConstructorError(
             None, None, f"the tag {node.tag} is not allowed in a workflow", node.start_mark
@@ -376,6 +396,18 @@ def _first_time(seen: dict[Any, int], path: Path, key: Any, line: int) -> int:
     return line
 
 
+def _scalar_node(node: Node) -> ScalarNode:
+    """``node``, refused as PyYAML's constructors refuse one when it is not a scalar."""
+    if not isinstance(node, ScalarNode):
+        raise ConstructorError(
+            None,
+            None,
+            f"expected a scalar node, but found {getattr(node, 'id', 'a collection')}",
+            node.start_mark,
+        )
+    return node
+
+
 def _out_of_range(node: ScalarNode) -> ConstructorError:
     return ConstructorError(
         None, None, f"integer {_shown(node.value)} is out of range (64 bits)", node.start_mark
@@ -384,6 +416,8 @@ def _out_of_range(node: ScalarNode) -> ConstructorError:
 
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_bounded_int)
 _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_finite_float)
+_Loader.add_constructor("tag:yaml.org,2002:bool", _Loader.construct_checked_bool)
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_checked_timestamp)
 for _tag in _REFUSED_TAGS:
     _Loader.add_constructor(_tag, _Loader.construct_refused)
 
