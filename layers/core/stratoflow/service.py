@@ -893,13 +893,12 @@ class Scheduler:
                 # what none of these three finds is not looked for (one read, where the
                 # store can): promoting retries makes no deadline and starts no run, and a
                 # run that a timeout ends starts the queued runs itself (``_run_ended``)
-                retries, expired, queued = self.store.periodic_due(
-                    now + self.retry_lead, now - self.timeout_grace
-                )
+                due, overdue = now + self.retry_lead, now - self.timeout_grace
+                retries, expired, queued = self.store.periodic_due(due, overdue)
                 if retries:
-                    self._promote_retries(now)
+                    self._promote_retries(now, due)
                 if expired:
-                    self._time_out(now)
+                    self._time_out(overdue)
                 if queued:
                     self._start_queued_runs()
             started, self._started_runs = self._started_runs, []
@@ -912,8 +911,8 @@ class Scheduler:
                 ready.wakeup = (self.store.next_wakeup(),)
             return ready
 
-    def _promote_retries(self, now: datetime) -> None:
-        due = now + self.retry_lead
+    def _promote_retries(self, now: datetime, due: datetime) -> None:
+        """Queue the retries due by ``due`` (``now`` + the retry lead)."""
         for ti in self.store.due_retries(due, DISPATCH_BATCH):
             if engine.retry_due(ti, due):  # the index finds them; the engine decides
                 self._promote(ti, now)
@@ -935,8 +934,8 @@ class Scheduler:
         if lead > timedelta(0) and (ti.ready_at is None or ti.ready_at <= now + lead):
             self._promote(ti, now)
 
-    def _time_out(self, now: datetime) -> None:
-        overdue = now - self.timeout_grace
+    def _time_out(self, overdue: datetime) -> None:
+        """End the attempts whose deadline is before ``overdue`` (now - the grace)."""
         for ti in self.store.expired_tasks(overdue, DISPATCH_BATCH):
             spec = self._spec_of(ti.run_id)
             if self.dependencies.handles(spec, ti.task_id):  # its next check, or its timeout
