@@ -309,18 +309,22 @@ def _remove_dir(path: str) -> None:
             os.unlink(path)
         return
     except PermissionError:  # the task took its rights off its work dir (chmod 000)
-        names = None
+        _remove_tree(path)
+        return
     try:
-        if names is None:
-            raise PermissionError(path)
         for name in names:
             os.unlink(f"{path}/{name}")
         os.rmdir(path)
     except FileNotFoundError:
         pass
     except OSError:  # a directory inside (EISDIR), or one not empty: the general way
-        _owner_rights(path)
-        shutil.rmtree(path, ignore_errors=True)
+        _remove_tree(path)
+
+
+def _remove_tree(path: str) -> None:
+    """Remove ``path`` and all it holds, rights a task took off its directories given back."""
+    _owner_rights(path)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _owner_rights(path: str) -> None:
@@ -770,11 +774,13 @@ class LocalExecutor(Dispatcher):
         if spare is not None:
             try:
                 os.rename(spare, work)
-                if not os.listdir(work):
-                    return
-                shutil.rmtree(work)
             except OSError:  # gone, or the name taken: a new one below
                 _remove_dir(spare)
+            else:
+                with contextlib.suppress(OSError):  # unreadable: not used either
+                    if not os.listdir(work):
+                        return
+                _remove_dir(work)
         try:
             os.mkdir(work, 0o700)
         except FileExistsError:  # left by a start that died before its wrapper ran
