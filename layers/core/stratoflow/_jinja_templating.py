@@ -778,7 +778,7 @@ _ENV = _BoundedEnvironment(
 
 # Anything the environment could read as syntax (its start strings, and its line prefixes
 # if it had any: then anywhere in the text), taken from it; and NUL, which starts the tokens
-# SecretTokens.finish looks for. ``templating.is_plain`` tests a copy of these (it runs with
+# templating.finish_references looks for. ``templating.is_plain`` tests a copy of these (it runs with
 # no Jinja2 loaded), and a test holds the two equal.
 _NOT_PLAIN = tuple(
     marker

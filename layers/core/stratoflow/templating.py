@@ -61,13 +61,13 @@ def is_template(text: str) -> bool:
 
 
 # What the sandbox reads as syntax (its start strings; it has no line prefixes), and NUL, which
-# starts the tokens SecretTokens.finish looks for: the sandbox module derives the same tuple
+# starts the tokens finish_references looks for: the sandbox module derives the same tuple
 # from its environment, and a test holds the two equal.
 _NOT_PLAIN = ("{{", "{%", "{#:", "\x00")
 
 
 def is_plain(value: Any) -> bool:
-    """Whether rendering (:func:`render_value`) and :meth:`SecretTokens.finish` both leave
+    """Whether rendering (:func:`render_value`) and :func:`finish_references` both leave
     ``value`` as it is, whatever the context: no string in it (walking lists and dict values,
     as they do) holds template syntax or a NUL. A stricter test than :func:`is_template`.
     Such a value holds no secret reference either: a reference is ``{{ secrets.NAME }}``."""
