@@ -245,3 +245,65 @@ def test_trigger_wait_without_a_terminal_asks_for_the_end_only(served: Served) -
     assert polls
     assert all(p.url.params["until"] == "ended" and p.url.params["wait"] == "20" for p in polls)
     assert len(polls) == 1  # held from the gate's wait to the run's end: one request
+
+
+def gated_chain(marker: Path, length: int) -> str:
+    """A gate that waits for ``marker``, then a chain of ``length`` tasks: each starts and
+    ends in a commit of its own, after the one before it."""
+    lines = ["name: chain", "tasks:", "  gate:", "    type: shell"]
+    lines.append(
+        f"    command: i=0; while [ ! -f '{marker}' ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done"
+    )
+    for i in range(length):
+        lines += [
+            f"  c{i}:",
+            "    type: shell",
+            f"    depends_on: [{'gate' if i == 0 else f'c{i - 1}'}]",
+        ]
+        lines.append("    command: 'true'")
+    return "\n".join(lines) + "\n"
+
+
+def test_until_ended_reads_the_run_s_state_when_it_was_written_not_at_each_commit(
+    tmp_path: Path,
+) -> None:
+    # the real store's commits: a chain of tasks after a gate, each starting and ending in
+    # commits that touch the run; the held request checks the run's state only when one of
+    # them wrote it (the run's end), not at each (api/long_poll.py)
+    runtime = LocalRuntime(tmp_path / "home", cron=False)
+    checks: list[str] = []
+    state_of = run_ended(runtime.store)
+
+    def ended(run_id: str) -> bool:
+        checks.append(run_id)
+        return state_of(run_id)
+
+    watch = RunWatch(ended=ended)
+    runtime.store.on_commit.append(watch.on_commit)
+    touching: list[int] = []
+    server, url = start_in_thread(
+        create_app(runtime.scheduler, on_change=runtime.wake), "127.0.0.1", 0, watch=watch
+    )
+    runtime.start()
+    try:
+        with httpx.Client(base_url=url, timeout=BOUND) as http:
+            apply(http, gated_chain(tmp_path / "go", 6))
+            run_id = trigger(http, "chain")
+            until(
+                lambda: http.get(f"/runs/{run_id}").json()["tasks"]["gate"]["state"] == "running",
+                "the gate runs",
+            )
+            runtime.store.on_commit.append(
+                lambda c: touching.append(1) if run_id in c.runs or c.tasks else None
+            )
+            held = Held(url, f"/runs/{run_id}", params={"wait": 30, "until": "ended"})
+            held.start()
+            until(lambda: watch.held == 1 and len(checks) == 1, "the request is held")
+            (tmp_path / "go").touch()
+            reply = held.result()
+    finally:
+        server.shutdown()
+        runtime.close()
+    assert reply.json()["run"]["state"] == "succeeded"
+    assert len(touching) >= 6  # six tasks ended one after another (a turn starts the next)
+    assert len(checks) == 2  # held: once; the run's end wakes it

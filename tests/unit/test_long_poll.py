@@ -145,7 +145,7 @@ def test_until_ended_holds_through_changes_and_renders_the_view_only_at_the_end(
     thread.join(0.2)
     assert thread.is_alive()
     state["ended"] = True
-    watch.on_commit(StoreChanges(runs={"r1"}))
+    watch.on_commit(StoreChanges(runs={"r1"}, run_states={"r1"}))
     thread.join(10)
     assert not thread.is_alive()
     assert got == [{"statusCode": 200, "body": json.dumps({"ended": True})}]
@@ -180,8 +180,86 @@ def test_until_ended_asks_again_when_the_run_ended_while_its_first_answer_was_ma
         rendered.append(state["ended"])
         if len(rendered) == 1:  # the run ends just after the first answer read it
             state["ended"] = True
-            watch.on_commit(StoreChanges(runs={"r1"}))
+            watch.on_commit(StoreChanges(runs={"r1"}, run_states={"r1"}))
         return {"statusCode": 200, "body": json.dumps(rendered[-1])}
 
     assert resolve_held(watch, event(wait="30", until="ended"), resolve)["body"] == "true"
     assert rendered == [False, True]
+
+
+def test_until_ended_is_woken_by_a_write_of_the_runs_state_alone() -> None:
+    # a run's tasks, attempts and counters commit hundreds of times; a request held until the
+    # run's end reads the run's state again only when a commit wrote that state
+    asked: list[str] = []
+    state = {"ended": False}
+
+    def ended(run_id: str) -> bool:
+        asked.append(run_id)
+        return state["ended"]
+
+    watch = RunWatch(ended=ended)
+    got: list[dict[str, Any]] = []
+    thread = threading.Thread(
+        target=lambda: got.append(
+            resolve_held(
+                watch, event(wait="30", until="ended"), lambda _: {"statusCode": 200, "body": "{}"}
+            )
+        )
+    )
+    thread.start()
+    while watch.held == 0 or not asked:
+        thread.join(0.01)
+    for i in range(20):  # a task moves, an attempt ends, the counters move
+        watch.on_commit(
+            StoreChanges(runs={"r1"}, tasks={("r1", f"t{i}")}, attempts={("r1", f"t{i}", 1)})
+        )
+    watch.on_commit(StoreChanges(runs={"r2"}, run_states={"r2"}))  # another run's state
+    thread.join(0.2)
+    assert asked == ["r1"]  # the first check alone
+    state["ended"] = True
+    watch.on_commit(StoreChanges(runs={"r1"}, run_states={"r1"}))
+    thread.join(10)
+    assert not thread.is_alive()
+    assert asked == ["r1", "r1"]
+    assert got == [{"statusCode": 200, "body": "{}"}]
+
+
+def test_until_ended_renders_again_at_the_wait_s_end_when_the_run_moved_meanwhile() -> None:
+    # not woken by a task's commit, but not answered with the view from before it either
+    rendered: list[int] = []
+
+    def resolve(_: dict[str, Any]) -> dict[str, Any]:
+        rendered.append(len(rendered))
+        if len(rendered) == 1:  # a task of the run moves while the first answer is made
+            watch.on_commit(StoreChanges(runs={"r1"}, tasks={("r1", "t")}))
+        return {"statusCode": 200, "body": str(rendered[-1])}
+
+    watch = RunWatch(ended=lambda _: False)
+    assert resolve_held(watch, event(wait="0.05", until="ended"), resolve)["body"] == "1"
+    assert rendered == [0, 1]
+    quiet: list[int] = []
+    assert resolve_held(
+        watch, event(wait="0.05", until="ended"), lambda _: quiet.append(1) or {"statusCode": 304}
+    ) == {"statusCode": 304}
+    assert quiet == [1]  # nothing moved: the first answer stands
+
+
+def test_the_store_names_a_run_in_run_states_only_when_it_writes_the_run_s_state(
+    tmp_path: Path,
+) -> None:
+    api = _build(tmp_path)
+    store = api.scheduler.store
+    seen: list[StoreChanges] = []
+    store.on_commit.append(seen.append)  # type: ignore[attr-defined]
+    try:
+        api.apply(ETL)
+        run_id = api.trigger("etl")
+        created = [c for c in seen if run_id in c.runs]
+        assert created
+        assert run_id in created[0].run_states  # created: its state written
+        seen.clear()
+        store.add_counters(run_id, running=0)  # type: ignore[attr-defined]
+        assert [c.runs for c in seen] == [{run_id}]
+        assert [c.run_states for c in seen] == [set()]  # counters alone: not its state
+    finally:
+        store.close()  # type: ignore[attr-defined]

@@ -358,6 +358,9 @@ class StoreChanges:
     versions: set[tuple[str, str, int]] = field(default_factory=set)  # (project, name, version)
     workflows: set[tuple[str, str]] = field(default_factory=set)  # paused flag changed
     runs: set[str] = field(default_factory=set)
+    # the runs whose state this commit wrote (created, started, paused, ended...), a subset of
+    # ``runs``: what a wait for a run's end wakes on, not on every counter bump
+    run_states: set[str] = field(default_factory=set)
     tasks: set[tuple[str, str]] = field(default_factory=set)  # (run, task)
     attempts: set[tuple[str, str, int]] = field(default_factory=set)  # (run, task, attempt)
 
@@ -482,14 +485,17 @@ class SqliteStore(
         if runs is not None:
             runs[run.id] = run
 
-    def _changed(self, kind: str, key: Any) -> None:
-        """Note a written key for the commit hooks (published now, outside a transaction)."""
+    def _changed(self, kind: str, key: Any, *also: str) -> None:
+        """Note a written key for the commit hooks (published now, outside a transaction), in
+        ``kind``'s set and in those named in ``also``."""
         if not self.on_commit:
             return
         changes = getattr(self._local, "changes", None)
         if changes is None:
             changes = self._local.changes = StoreChanges()
         getattr(changes, kind).add(key)
+        for other in also:
+            getattr(changes, other).add(key)
         if not self._local.depth:
             self._publish()
 
@@ -684,7 +690,7 @@ class SqliteStore(
                 ],
             )
             if self.on_commit:
-                self._changed("runs", run.id)
+                self._changed("runs", run.id, "run_states")
                 for t in tasks:
                     self._changed("tasks", (t.run_id, t.task_id))
             return True
@@ -754,7 +760,7 @@ class SqliteStore(
                         error=run.error, paused_by_parent=run.paused_by_parent,
                     )
                 )  # fmt: skip
-            self._changed("runs", run.id)
+            self._changed("runs", run.id, "run_states")
         return cur.rowcount == 1
 
     def _put_run_with_counters(
@@ -780,7 +786,7 @@ class SqliteStore(
             ),
         )
         if cur.rowcount == 1:
-            self._changed("runs", run.id)
+            self._changed("runs", run.id, "run_states")
         return cur.rowcount == 1
 
     def add_counters(self, run_id: str, *, done: int = 0, failed: int = 0, running: int = 0) -> Run:
