@@ -256,7 +256,7 @@ def _live(runtime: Any, run_id: str) -> tuple[dict[str, Any], Counter[str]]:
     order = runtime.scheduler.spec(run_.project, run_.workflow, run_.version).dag.order
     states = {task_id: state.value for task_id, state in store.task_states(run_id).items()}
     shown = _rows({t: states[t] for t in order if t in states})
-    attempts = [a for t in shown for a in store.list_attempts(run_id, t)]
+    attempts = store.attempts_of(run_id, shown) if shown else []
     detail = run_detail(run_, store.get_tasks(run_id, shown) if shown else [], attempts, order)
     return detail, Counter(states.values())
 

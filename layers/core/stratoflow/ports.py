@@ -436,6 +436,11 @@ class RunChangeLog(ABC):
     def changed_since(self, run_id: str, revision: int) -> list[str]:
         """The ids of the run's tasks changed after ``revision`` (each once)."""
 
+    @abstractmethod
+    def attempts_of(self, run_id: str, task_ids: Sequence[str]) -> list[Attempt]:
+        """The attempts of these tasks of the run, as ``list_attempts`` lists them (by task,
+        then attempt), in one read however many tasks: a delta's attempts."""
+
 
 @dataclass(frozen=True)
 class AttemptSpec:

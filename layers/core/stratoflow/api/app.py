@@ -1317,7 +1317,7 @@ def create_app(
         else:
             changed_ids = store.changed_since(run_id, since)
             tasks = store.get_tasks(run_id, changed_ids) if changed_ids else []
-            attempts = [a for t in changed_ids for a in store.list_attempts(run_id, t)]
+            attempts = store.attempts_of(run_id, changed_ids) if changed_ids else []
         view = run_detail(run, tasks, attempts, spec.dag.order, subworkflow.children(spec, run_id))
         full = since is None or since > revision
         body = RunDetail.model_validate({**view, "revision": revision, "full": full})
