@@ -362,6 +362,30 @@ def test_a_container_holding_a_reference_is_refused_whatever_case_a_filter_gave_
         render(_CONTAINER_PARAMS % json.dumps("echo {{ params.p | string | upper }}"), now)
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        "echo {{ params.r | replace('stratoflow', 'x') }}",
+        "echo {{ params.r | upper }}",
+        "echo {{ params.r[1:] }}",
+        "echo {{ params.r | replace(params.r[-5:], 'x') }}",
+    ],
+)
+def test_a_reference_in_a_param_changed_by_a_filter_is_refused_naming_the_filter(
+    command: str, now: datetime
+) -> None:
+    """Not a list or mapping rendered as text (what the message said): a single reference a
+    filter or slice changed."""
+    text = (
+        "name: w\ntasks:\n  t:\n    type: shell\n"
+        '    params: {r: "{{ secrets.db_pw }}"}\n'
+        f"    command: {json.dumps(command)}\n"
+    )
+    with pytest.raises(TemplateError, match=r"command: a secret .*filter, slice") as e:
+        render(text, now)
+    assert "list or mapping" not in str(e.value)
+
+
 def test_a_nul_from_data_fails_the_render_naming_the_field(now: datetime) -> None:
     """Popen refuses a NUL in an argument: it reached the executor, which could not start the
     task and never reported it (the run waited for ever without a timeout)."""

@@ -204,11 +204,22 @@ class SecretTokens:
                     f"{where}: a secret is referenced only as {{{{ secrets.NAME }}}}, "
                     "with no filter, slice or operation on it"
                 )
-            if self._nonce in plain.lower():  # a token written out inside a container's text
+            lowered = plain.lower()
+            if self._nonce in lowered:
+                # A container's text writes the token's NULs escaped (a repr's four
+                # characters, JSON's six): the marker is there without them. A token a
+                # filter changed (upper-cased, replaced, sliced) keeps a NUL, or lost the
+                # marker: the reference was operated on.
+                if "\x00" not in plain and _MARK_TEXT in lowered:
+                    raise TemplateError(
+                        f"{where}: a list or mapping holding a secret reference was rendered "
+                        "as text, which cannot carry the reference; render the item that "
+                        "holds it (e.g. {{ params.NAME[0] }} or {{ params.NAME.key }})"
+                    )
                 raise TemplateError(
-                    f"{where}: a list or mapping holding a secret reference was rendered "
-                    "as text, which cannot carry the reference; render the item that holds "
-                    "it (e.g. {{ params.NAME[0] }} or {{ params.NAME.key }})"
+                    f"{where}: a secret reference passed on in a parameter or output was "
+                    "changed by a filter, slice or operation; a secret is referenced only as "
+                    "{{ secrets.NAME }}, passed on as it is"
                 )
             if "\x00" in plain:  # from data: no command, argument or variable can hold it
                 raise TemplateError(f"{where}: the rendered text holds a NUL character (\\0)")
