@@ -1,7 +1,7 @@
 // A run: its graph coloured by task state (live), a Gantt chart, the task list, and the
 // selected task's attempts, outputs and log. Polls while the run is not finished.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { api, firstRequests, fmtClock, fmtDuration, fmtTime, refreshRun, TERMINAL_RUN, type FirstRequests, type RunDetail, type RunStates, type TaskState, type Timeline, type TaskView } from "../api";
+import { api, firstRequests, fmtClock, fmtDuration, fmtTime, refreshRun, refreshStates, TERMINAL_RUN, type FirstRequests, type HeldStates, type RunDetail, type RunState, type RunStates, type TaskState, type Timeline, type TaskView } from "../api";
 import { ActionButton, ErrorBox, StateBadge, href, navigate, useCan } from "../common";
 import { Gantt } from "../Gantt";
 import { GraphView } from "../graph/GraphView";
@@ -9,29 +9,47 @@ import { VirtualList } from "../VirtualList";
 
 const TABS = ["graph", "gantt", "tasks"] as const;
 
-function useLiveRun(id: string, first: FirstRequests) {
+/** The run, polled while it is live. Until something needs the whole view (`whole`: the
+ * Gantt or task tab, a task's panel), only the task states are kept, by deltas since the
+ * states view's revision; then the whole view once, and its deltas. */
+function useLiveRun(id: string, first: FirstRequests, whole: boolean) {
   const [detail, setDetail] = useState<RunDetail | null>(null);
-  // the run and its task states, drawn with the layout until the whole view is in
+  // the run and its task states: drawn with the layout, and all the graph needs
   const [brief, setBrief] = useState<RunStates | null>(null);
   const [error, setError] = useState<Error | null>(null);
   const [tick, setTick] = useState(0);
   // the view held and its ETag: each poll asks only for what changed since (a 304 if nothing)
   const held = useRef<{ detail: RunDetail; etag: string | null } | null>(null);
+  // the states held, by revision (null: none yet, or a server without revisions)
+  const heldStates = useRef<HeldStates | null>(null);
   useEffect(() => {
     let live = true;
     let timer = 0;
     if (held.current && held.current.detail.run.id !== id) held.current = null;
+    if (heldStates.current && heldStates.current.run.id !== id) heldStates.current = null;
     const poll = async () => {
       const started = performance.now();
       try {
-        const got = await refreshRun(id, held.current);
-        if (!live) return;
-        if (got !== held.current) {
-          held.current = got;
-          setDetail(got.detail);
+        let state: RunState;
+        if (whole || !heldStates.current) {
+          const got = await refreshRun(id, held.current);
+          if (!live) return;
+          if (got !== held.current) {
+            held.current = got;
+            setDetail(got.detail);
+          }
+          state = got.detail.run.state;
+        } else {
+          const got = await refreshStates(id, heldStates.current);
+          if (!live) return;
+          if (got !== heldStates.current) {
+            heldStates.current = got;
+            setBrief({ run: got.run, revision: got.revision, states: got.states });
+          }
+          state = got.run.state;
         }
         setError(null);
-        if (TERMINAL_RUN.includes(got.detail.run.state)) return;
+        if (TERMINAL_RUN.includes(state)) return;
       } catch (e) {
         if (!live) return;
         setError(e as Error);
@@ -40,12 +58,16 @@ function useLiveRun(id: string, first: FirstRequests) {
       const spent = performance.now() - started;
       timer = window.setTimeout(poll, Math.max(1000, spent * 3));
     };
-    first.states.then((b) => { if (live) setBrief(b); }, () => undefined);
-    // the whole view once the graph's data is in: the server answers one request at a time,
-    // and this one, the largest, would hold those two back
+    first.states.then((b) => {
+      if (!live || heldStates.current) return; // polled since: newer than the first states
+      setBrief(b);
+      if (b.revision != null) heldStates.current = { run: b.run, states: b.states, revision: b.revision, etag: null };
+    }, () => undefined);
+    // the first poll once the graph's data is in: the server answers one request at a time,
+    // and a whole view, the largest, would hold those two back
     Promise.allSettled([first.states, first.layout]).then(() => { if (live) poll(); });
     return () => { live = false; window.clearTimeout(timer); };
-  }, [id, tick]);
+  }, [id, tick, whole]);
   return { detail, brief, error, refresh: () => setTick((t) => t + 1) };
 }
 
@@ -56,7 +78,10 @@ export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
   // the graph's layout and the task states are asked for first, together (or already were,
   // as the script started: prefetchRun); the graph is drawn from them
   const first = useMemo(() => firstRequests(id), [id]);
-  const { detail, brief, error, refresh } = useLiveRun(id, first);
+  // the whole view is fetched once a tab or panel shows more than states, and kept from then on
+  const wholeFor = useRef<string | null>(null);
+  if (tab !== "graph" || selected) wholeFor.current = id;
+  const { detail, brief, error, refresh } = useLiveRun(id, first, wholeFor.current === id);
   const loadLayout = useMemo(() => () => first.layout, [first]);
   const states = useMemo(() => {
     if (!detail) return brief?.states ?? {};
