@@ -102,6 +102,46 @@ def test_a_live_run_is_not_laid_out_by_elk_until_it_ends(
     wait_graph_states(page, r"^Graph of 11 tasks: 11 succeeded$")
 
 
+def test_a_view_moved_during_a_live_run_keeps_its_centre_task_when_the_final_layout_comes(
+    page: Any, server: ServerProcess, api: httpx.Client, shared_dir: Path
+) -> None:
+    # zoomed in on the quick layout while the run is live, the user is not thrown back to
+    # Fit when the run ends and ELK's layout replaces it: the task at the view's centre stays
+    # there, at the same zoom
+    marker = shared_dir / "kept-view"
+    source = gated(marker).replace("name: polled", "name: kept_view", 1)
+    assert api.post("/workflows", json={"source": source}).status_code in (200, 201)
+    run_id = api.post("/workflows/kept_view/runs", json={}).json()["run"]["id"]
+    page.goto(f"{server.url}/#/runs/{run_id}")
+    graph = page.get_by_test_id("graph")
+    expect(graph).to_have_attribute("data-refine", "waiting", timeout=RUN_TIMEOUT)
+    expect(graph).to_have_attribute("data-ready", "true")
+    at_fit = graph.get_attribute("data-task-px")
+    for _ in range(6):  # zoom in around the canvas's centre
+        page.get_by_role("button", name="Zoom in").click()
+    expect(graph).not_to_have_attribute("data-task-px", at_fit or "")
+    zoomed = graph.get_attribute("data-task-px")
+    # the task nearest the centre of the quick layout (the server's): Fit centres the layout,
+    # and zooming around the canvas's centre keeps that point there
+    quick = api.get(f"/runs/{run_id}/layout").json()
+    cx, cy = quick["width"] / 2, quick["height"] / 2
+    nearest = min(
+        range(len(quick["tasks"])),
+        key=lambda i: (
+            (quick["x"][i] + quick["w"][i] / 2 - cx) ** 2
+            + (quick["y"][i] + quick["h"] / 2 - cy) ** 2
+        ),
+    )
+    centre = quick["tasks"][nearest]
+
+    marker.touch()
+    expect(run_badge(page)).to_have_text("succeeded", timeout=RUN_TIMEOUT)
+    expect(graph).to_have_attribute("data-layout", "final", timeout=RUN_TIMEOUT)
+    assert graph.get_attribute("data-task-px") == zoomed  # not reset to Fit
+    graph.click()  # at the canvas's centre: the task kept there
+    expect(page.get_by_test_id("task-panel")).to_contain_text(centre)
+
+
 # the first GET /runs/{id} of the page (the whole view): bytes on the wire, of its (gzipped)
 # body as sent, and of the body
 WHOLE_VIEW = (

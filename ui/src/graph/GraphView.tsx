@@ -51,6 +51,11 @@ export function GraphView({ layoutKey, load, states, selected, onSelect, height 
   const [query, setQuery] = useState("");
   const [matches, setMatches] = useState<string[]>([]);
   const view = useRef<View>({ k: 1, x: 0, y: 0 });
+  // whether the view is Fit's (false once zoomed, panned or centred on a task), and the layout
+  // it shows: when the final layout replaces the quick one, a view the user moved stays on
+  // the task at its centre, at its zoom, instead of jumping back to Fit
+  const atFit = useRef(true);
+  const shown = useRef<Layout | null>(null);
   const frame = useRef(0);
   const firstDraw = useRef(true);
   const props = useRef({ states, selected, matches });
@@ -335,7 +340,22 @@ export function GraphView({ layoutKey, load, states, selected, onSelect, height 
     const W = canvas.clientWidth, H = canvas.clientHeight, pad = 16;
     const k = Math.max(0.02, Math.min(1.5, (W - 2 * pad) / Math.max(layout.width, 1), (H - 2 * pad) / Math.max(layout.height, 1)));
     view.current = { k, x: (W - layout.width * k) / 2, y: (H - layout.height * k) / 2 };
+    atFit.current = true;
     redraw();
+  };
+
+  /** The task of `l` nearest the centre of the canvas as the view shows it now. */
+  const atCentre = (l: Layout): string | null => {
+    const canvas = canvasRef.current;
+    if (!canvas) return null;
+    const { k, x, y } = view.current;
+    const cx = (canvas.clientWidth / 2 - x) / k, cy = (canvas.clientHeight / 2 - y) / k;
+    let best: string | null = null, far = Infinity;
+    for (const n of l.nodes) {
+      const d = (n.x + n.w / 2 - cx) ** 2 + (n.y + n.h / 2 - cy) ** 2;
+      if (d < far) { far = d; best = n.id; }
+    }
+    return best;
   };
 
   const centerOn = (id: string, minScale = 1) => {
@@ -344,6 +364,7 @@ export function GraphView({ layoutKey, load, states, selected, onSelect, height 
     if (!canvas || !n) return;
     const k = Math.max(view.current.k, minScale);
     view.current = { k, x: canvas.clientWidth / 2 - (n.x + n.w / 2) * k, y: canvas.clientHeight / 2 - (n.y + n.h / 2) * k };
+    atFit.current = false;
     redraw();
   };
 
@@ -354,15 +375,22 @@ export function GraphView({ layoutKey, load, states, selected, onSelect, height 
     const px = cx ?? canvas.clientWidth / 2, py = cy ?? canvas.clientHeight / 2;
     const nk = Math.max(0.02, Math.min(4, k * factor));
     view.current = { k: nk, x: px - ((px - x) / k) * nk, y: py - ((py - y) / k) * nk };
+    atFit.current = false;
     redraw();
   };
 
   // a layout effect: the view is set before the page can take input (a search, a click)
   useLayoutEffect(() => {
     if (!layout) return;
-    // the final layout replaces the quick one: keep the selected task in view, else fit
+    const before = shown.current;
+    shown.current = layout;
+    // the final layout replaces the quick one: keep the selected task in view, else the task
+    // at the centre of a view the user moved (at its zoom), else fit
     const sel = props.current.selected;
-    if (final && sel && layout.byId.has(sel) && !firstDraw.current) centerOn(sel, view.current.k);
+    const replaced = final && !firstDraw.current && before !== null && before !== layout;
+    const centre = replaced && !atFit.current ? atCentre(before) : null;
+    if (replaced && sel && layout.byId.has(sel)) centerOn(sel, view.current.k);
+    else if (centre !== null && layout.byId.has(centre)) centerOn(centre, view.current.k);
     else fit();
   }, [layout]);
   useEffect(() => { redraw(); }, [states, selected, matches]);
@@ -396,6 +424,7 @@ export function GraphView({ layoutKey, load, states, selected, onSelect, height 
       if (Math.abs(dx) + Math.abs(dy) > 4) drag.moved = true;
       if (drag.moved) {
         view.current = { ...view.current, x: drag.vx + dx, y: drag.vy + dy };
+        atFit.current = false;
         redraw();
       }
     };
