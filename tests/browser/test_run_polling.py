@@ -76,19 +76,28 @@ def test_the_run_page_polls_deltas_and_gets_304_while_nothing_changes(
         expect(page.get_by_text(task_id, exact=True).first).to_be_visible()
 
 
+def live_graph(
+    page: Any, server: ServerProcess, api: httpx.Client, marker: Path, name: str
+) -> tuple[Any, str]:
+    """A run of ``gated`` (named ``name``) held at its gate, its page open: the graph, drawn
+    with the quick layout and waiting to be refined, and the run's id."""
+    source = gated(marker).replace("name: polled", f"name: {name}", 1)
+    assert api.post("/workflows", json={"source": source}).status_code in (200, 201)
+    run_id = api.post(f"/workflows/{name}/runs", json={}).json()["run"]["id"]
+    page.goto(f"{server.url}/#/runs/{run_id}")
+    graph = page.get_by_test_id("graph")
+    expect(graph).to_have_attribute("data-refine", "waiting", timeout=RUN_TIMEOUT)
+    expect(graph).to_have_attribute("data-ready", "true")  # drawn meanwhile
+    return graph, run_id
+
+
 def test_a_live_run_is_not_laid_out_by_elk_until_it_ends(
     page: Any, server: ServerProcess, api: httpx.Client, shared_dir: Path
 ) -> None:
     # ELK's layout takes seconds of CPU at 2,000 tasks, which a live run on the same machine
     # needs: the page draws the server's quick layout and refines once the run has ended
     marker = shared_dir / "refine"
-    source = gated(marker).replace("name: polled", "name: refined", 1)
-    assert api.post("/workflows", json={"source": source}).status_code in (200, 201)
-    run_id = api.post("/workflows/refined/runs", json={}).json()["run"]["id"]
-    page.goto(f"{server.url}/#/runs/{run_id}")
-    graph = page.get_by_test_id("graph")
-    expect(graph).to_have_attribute("data-refine", "waiting", timeout=RUN_TIMEOUT)
-    expect(graph).to_have_attribute("data-ready", "true")  # drawn meanwhile
+    graph, _ = live_graph(page, server, api, marker, "refined")
     expect(page.get_by_text("refined when the run ends")).to_be_visible()
     expect(page.get_by_test_id("progress")).to_contain_text("5/11 done", timeout=RUN_TIMEOUT)
     assert graph.get_attribute("data-layout") is None  # still the quick layout
@@ -109,13 +118,7 @@ def test_a_view_moved_during_a_live_run_keeps_its_centre_task_when_the_final_lay
     # Fit when the run ends and ELK's layout replaces it: the task at the view's centre stays
     # there, at the same zoom
     marker = shared_dir / "kept-view"
-    source = gated(marker).replace("name: polled", "name: kept_view", 1)
-    assert api.post("/workflows", json={"source": source}).status_code in (200, 201)
-    run_id = api.post("/workflows/kept_view/runs", json={}).json()["run"]["id"]
-    page.goto(f"{server.url}/#/runs/{run_id}")
-    graph = page.get_by_test_id("graph")
-    expect(graph).to_have_attribute("data-refine", "waiting", timeout=RUN_TIMEOUT)
-    expect(graph).to_have_attribute("data-ready", "true")
+    graph, run_id = live_graph(page, server, api, marker, "kept_view")
     at_fit = graph.get_attribute("data-task-px")
     for _ in range(6):  # zoom in around the canvas's centre
         page.get_by_role("button", name="Zoom in").click()
