@@ -298,7 +298,7 @@ def test_until_ended_reads_the_run_s_state_when_it_was_written_not_at_each_commi
             )
             held = Held(url, f"/runs/{run_id}", params={"wait": 30, "until": "ended"})
             held.start()
-            until(lambda: watch.held == 1 and len(checks) == 1, "the request is held")
+            until(lambda: watch.held == 1 and len(checks) == 2, "the request is held")
             (tmp_path / "go").touch()
             reply = held.result()
     finally:
@@ -306,4 +306,4 @@ def test_until_ended_reads_the_run_s_state_when_it_was_written_not_at_each_commi
         runtime.close()
     assert reply.json()["run"]["state"] == "succeeded"
     assert len(touching) >= 6  # six tasks ended one after another (a turn starts the next)
-    assert len(checks) == 2  # held: once; the run's end wakes it
+    assert len(checks) == 3  # before the first answer, once held, and at the run's end

@@ -54,7 +54,7 @@ def test_one_transaction_reports_its_keys_once_after_commit(store: SqliteStore) 
         store.create_run(run, [f.task("r1", "a"), f.task("r1", "b")], None)
         store.put_run(run.with_(state=RunState.RUNNING), RunState.QUEUED)
         assert seen == []  # nothing before the commit
-    assert seen == [StoreChanges(runs={"r1"}, tasks={("r1", "a"), ("r1", "b")})]
+    assert seen == [StoreChanges(runs={"r1"}, run_states={"r1"}, tasks={("r1", "a"), ("r1", "b")})]
     # an autocommit write reports at once; a write that loses its condition reports nothing
     store.start_attempt(f.attempt("r1", "a", 1))
     assert not store.put_task(f.task("r1", "a", TaskState.QUEUED), TaskState.RUNNING, 0)

@@ -368,6 +368,7 @@ def test_a_container_holding_a_reference_is_refused_whatever_case_a_filter_gave_
         "echo {{ params.r | replace('stratoflow', 'x') }}",
         "echo {{ params.r | upper }}",
         "echo {{ params.r[1:] }}",
+        "echo {{ params.r[1:-1] }}",
         "echo {{ params.r | replace(params.r[-5:], 'x') }}",
     ],
 )
@@ -384,6 +385,16 @@ def test_a_reference_in_a_param_changed_by_a_filter_is_refused_naming_the_filter
     with pytest.raises(TemplateError, match=r"command: a secret .*filter, slice") as e:
         render(text, now)
     assert "list or mapping" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "command", ["echo {{ params.p | tojson }}", "echo {{ params.q | tojson }}"]
+)
+def test_a_reference_written_out_as_json_is_refused_naming_tojson(
+    command: str, now: datetime
+) -> None:
+    with pytest.raises(TemplateError, match=r"command: a list or mapping .* such as tojson"):
+        render(_CONTAINER_PARAMS % json.dumps(command), now)
 
 
 def test_a_nul_from_data_fails_the_render_naming_the_field(now: datetime) -> None:

@@ -153,6 +153,7 @@ def render_condition(text: str, context: Mapping[str, Any]) -> bool:
 _SECRET_NAME = re.compile(SECRET_NAME_PATTERN)
 _TOKEN_MARK = "\x00stratoflow-secret:"  # noqa: S105 - a marker, not a password
 _MARK_TEXT = _TOKEN_MARK[1:]  # what is left of it when a container's text escapes the NUL
+_ESCAPED_NUL = ("\\x00", "\\u0000")  # the NUL as a repr and as JSON write it (lower-cased)
 
 
 class SecretTokens:
@@ -206,15 +207,16 @@ class SecretTokens:
                 )
             lowered = plain.lower()
             if self._nonce in lowered:
-                # A container's text writes the token's NULs escaped (a repr's four
-                # characters, JSON's six): the marker is there without them. A token a
-                # filter changed (upper-cased, replaced, sliced) keeps a NUL, or lost the
-                # marker: the reference was operated on.
-                if "\x00" not in plain and _MARK_TEXT in lowered:
+                # A container's text writes the token's NUL escaped before its marker (a
+                # repr's four characters, JSON's six). A token a filter or slice changed
+                # (upper-cased, replaced, cut) lost the marker or that NUL: the reference
+                # itself was operated on.
+                if any(escaped + _MARK_TEXT in lowered for escaped in _ESCAPED_NUL):
                     raise TemplateError(
                         f"{where}: a list or mapping holding a secret reference was rendered "
-                        "as text, which cannot carry the reference; render the item that "
-                        "holds it (e.g. {{ params.NAME[0] }} or {{ params.NAME.key }})"
+                        "as text (or the reference went through a filter such as tojson), "
+                        "which cannot carry the reference; render the item that holds it, as "
+                        "it is (e.g. {{ params.NAME[0] }} or {{ params.NAME.key }})"
                     )
                 raise TemplateError(
                     f"{where}: a secret reference passed on in a parameter or output was "

@@ -211,21 +211,27 @@ def resolve_held(
     deadline = time.monotonic() + asked[1]
     try:
         if ended is not None and to_end:
+            # read before the first answer: a run found ended later ended after it was made,
+            # whether or not this ticket has heard of that commit yet (the store's other
+            # hooks run first)
+            ended_before = ended(asked[0])
             # asked once first: who may not read the run learns nothing from when it ends
             response = resolve(event)
             if response.get("statusCode") not in (200, 304):
                 return response
-            held = False
+            held = done = False
             # a commit while the state is read sets the ticket: the wait returns at once
-            while not ended(asked[0]) and not watch.closed:
+            while not watch.closed:
+                done = ended(asked[0])
                 left = deadline - time.monotonic()
-                if left <= 0 or not ticket.changed.wait(left):
+                if done or left <= 0 or not ticket.changed.wait(left):
                     break
                 ticket.changed.clear()
                 held = True
             # a commit since the first answer began (the ticket was taken before it) made it
             # stale: the run may have ended just after it was read, or its tasks moved
-            return resolve(event) if held or ticket.touched or ticket.changed.is_set() else response
+            stale = held or ticket.touched or ticket.changed.is_set() or (done and not ended_before)
+            return resolve(event) if stale else response
         while True:
             # the ticket was taken (or cleared) before asking: a commit while the resolver
             # works sets it, and the wait below returns at once
