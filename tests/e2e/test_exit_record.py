@@ -101,6 +101,27 @@ def test_an_end_while_down_is_read_from_the_log_even_when_the_body_redirected_it
     assert log.endswith("partial[stratoflow] task loud attempt 1 exited with code 0\n"), log
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1])
+def test_an_attempt_killed_by_a_signal_while_down_is_recovered_as_failed_not_succeeded(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    # bash runs its EXIT trap when a signal kills it, with $? the last command's status: the
+    # record said 0, and recovery called a killed task succeeded (its downstream then ran)
+    pids = _started_then_orphaned(tmp_path, {"killed": "true; sleep 30; echo never"})
+    os.killpg(pids["killed"], signum)
+    _until(lambda: _gone(pids["killed"]))
+    second = _executor(tmp_path)
+    try:
+        report = second.recover([_running("killed")])
+    finally:
+        second.close()
+    result = report.results[(RUN, "killed", 1)]
+    assert (result.status, result.exit_code) == (AttemptStatus.FAILED, 128 + signum)
+    log = (second.root / RUN / "killed.1.log").read_text()
+    assert "never" not in log
+    assert log.endswith(f"[stratoflow] task killed attempt 1 exited with code {128 + signum}\n")
+
+
 def test_a_start_without_a_status_is_lost_and_a_claim_never_started_starts_afresh(
     tmp_path: Path,
 ) -> None:

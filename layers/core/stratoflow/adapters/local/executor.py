@@ -85,15 +85,36 @@ log = logging.getLogger("stratoflow.executor")
 _NAMES = {"task": "$__stratoflow_task", "attempt": "$__stratoflow_attempt"}
 _STARTED = STARTED_LINE.format(**_NAMES).rstrip("\n")
 _EXITED = EXITED_LINE.format(**_NAMES, code="$__stratoflow_rc").rstrip("\n")
-WRAPPER = r"""exec {__stratoflow_log}>&1
+# Killed by a signal it catches (TERM, HUP, INT...), bash runs its EXIT trap with $? the status
+# of the last command that ended, 0 after a `sleep` it was waiting for: a task killed while its
+# scheduler was down was recovered as succeeded, and its downstream tasks ran. Each such signal
+# is trapped: the record says 128 + the signal (the shell's convention), and the shell then
+# dies of the signal as it would have, so a scheduler that waits for it sees the same status.
+# (Traps are reset in the body's subshells and the commands it starts.) SIGKILL leaves no
+# record: LOST, the safe answer.
+_SIGNALS = ("HUP", "INT", "TERM", "USR1", "USR2", "PIPE", "ALRM", "XCPU", "XFSZ")
+_SIGNAL_TRAPS = "\n".join(
+    f"trap '__stratoflow_died {name} {int(getattr(signal, 'SIG' + name))}' {name}"
+    for name in _SIGNALS
+)
+WRAPPER = (
+    r"""exec {__stratoflow_log}>&1
 readonly __stratoflow_log __stratoflow_task="${2%.*}" __stratoflow_attempt="${2##*.}"
 echo "<started>" >&"$__stratoflow_log"
 trap '__stratoflow_rc=$?; echo "<exited>" >&"$__stratoflow_log"' EXIT
+__stratoflow_died() {
+__stratoflow_rc=$((128 + $2)); trap - EXIT "$1"; echo "<exited>" >&"$__stratoflow_log"
+kill -s "$1" "$$"
+}
+<signal traps>
 __stratoflow_body=$__STRATOFLOW_BODY
 unset __STRATOFLOW_BODY
 set --
 eval "$__stratoflow_body"
-""".replace("<started>", _STARTED).replace("<exited>", _EXITED)
+""".replace("<started>", _STARTED)
+    .replace("<exited>", _EXITED)
+    .replace("<signal traps>", _SIGNAL_TRAPS)
+)
 WRAPPER_NAME = "stratoflow-task"  # $0 of every wrapper: how recovery recognises them
 KILL_GRACE_SECONDS = 5.0
 SPAWN_THREADS = 4  # starting a process waits on exec; threads let starts overlap (no GIL held)
