@@ -89,6 +89,23 @@ def test_a_task_finds_nothing_of_the_home_the_tokens_other_runs_or_the_server_en
     assert Path(attempt.log or "").is_relative_to(home)
 
 
+def test_a_python_task_runs_when_the_server_runs_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an editable install (`make install`): stratoflow's source is outside sys.prefix; the
+    # task's Landlock domain could read it only when the server's cwd was above it
+    elsewhere = tmp_path / "workflows"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    rt = LocalRuntime(tmp_path / "home")
+    try:
+        run_id = start(rt, "name: p\ntasks:\n  t: {type: python, code: 'outputs[\"k\"] = 1'}\n")
+        assert finish(rt, run_id) is RunState.SUCCEEDED, log_of(rt, run_id, "t")
+        assert rt.store.get_task(run_id, "t").outputs == {"k": 1}
+    finally:
+        rt.close()
+
+
 def test_the_home_and_its_files_are_private(runtime: LocalRuntime) -> None:
     run_id = start(runtime, "name: p\ntasks:\n  t: {type: python, code: 'outputs[\"k\"] = 1'}\n")
     assert finish(runtime, run_id) is RunState.SUCCEEDED

@@ -46,6 +46,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import stratoflow
 from stratoflow.adapters.local import sandbox, spawn
 from stratoflow.connections import Connection, MissingConnection
 from stratoflow.engine import AttemptResult, AttemptStatus, RenderedTask, TaskInstance
@@ -133,6 +134,11 @@ SPARE_SECONDS = 10.0  # a run's spares unused this long are removed (its run has
 _SPARE = ".spare."  # a spare's name: .spare.<run>.<n>; never an attempt's (<run>.<task>.<n>)
 DISK_FULL_BYTES = 64 << 10  # less than this free on a task's file system: it is full
 _PY_TYPES = {"python", "http", "lambda", "sql"}
+# Where `import stratoflow` finds this package: a python task's runner imports it. Installed, it
+# is site-packages (under sys.prefix); installed editable (`make install`), the source tree a
+# .pth names, which a Landlock domain could not read unless the server ran from a directory
+# above it: every python, http, sql and lambda task then failed to import the runner.
+_IMPORT_ROOT = str(Path(stratoflow.__file__).resolve().parent.parent)
 
 Report = Callable[[str, str, int, AttemptResult, str], None]
 Key = tuple[str, str, int]
@@ -517,6 +523,7 @@ class LocalExecutor(Dispatcher):
                         Path(python).resolve().parent,
                         cwd,  # its entries but the home, when it holds the home
                         *self._pythonpath.split(os.pathsep),
+                        _IMPORT_ROOT,
                     ],
                     home,
                 ),
