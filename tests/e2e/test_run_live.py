@@ -23,7 +23,7 @@ import pytest
 from rich.console import Console
 
 from stratoflow.adapters.local.runtime import LocalRuntime
-from stratoflow.cli import _detail, _live, _progress, _shown
+from stratoflow.cli import _detail, _live, _print_run, _progress, _shown
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -122,3 +122,32 @@ def test_run_in_a_terminal_draws_the_progress_to_the_end(tmp_path: Path) -> None
     text = output.decode(errors="replace")
     assert "40/40 done" in text
     assert "succeeded: 40" in text
+
+
+def test_a_task_s_error_is_printed_as_text_however_it_looks_like_markup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Rich read "[/data/in.csv]" in an error as a closing tag and raised (the run could not
+    # be shown in text at all); "[t]" vanished as an unknown style
+    text = (
+        "name: marked\ntasks:\n"
+        "  a: {type: python, code: 'raise ValueError(\"cannot open [/data/in.csv]\")', retries: 0}\n"
+        "  b: {type: shell, command: 'echo \"see [t] and [bold]x\" >&2; exit 2', retries: 0}\n"
+    )
+    rt = LocalRuntime(tmp_path / "home")
+    try:
+        run_id = _ended(rt, text)
+        detail = _detail(rt, run_id)
+        shown = _text(_progress(*_shown(detail)))
+        _print_run(detail, "text")
+    finally:
+        rt.close()
+    printed = capsys.readouterr().out
+    assert "cannot open [/data/in.csv]" in shown  # the table's note: the error's first line
+    assert "cannot open [/data/in.csv]" in printed
+    assert "see [t] and [bold]x" in printed
+    assert "a failed:" in printed
+    # the counts have a line of their own, after the bar, whatever the width
+    narrow = io.StringIO()
+    Console(file=narrow, width=80, color_system=None).print(_progress(*_shown(detail)))
+    assert any(line.startswith("failed: 2") for line in narrow.getvalue().splitlines())

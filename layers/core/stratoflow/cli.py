@@ -303,7 +303,7 @@ def _drive(runtime: Any, run_id: str, *, live: bool, stop: threading.Event) -> N
 def _progress(detail: dict[str, Any], counts: Counter[str]) -> Any:
     """The live view: the run, its progress, each state's count and the tasks ``detail``
     holds (``_live``: those moving, in a big run)."""
-    from rich.console import Group
+    from rich.console import Group, NewLine
     from rich.progress_bar import ProgressBar
     from rich.table import Table
     from rich.text import Text
@@ -325,11 +325,14 @@ def _progress(detail: dict[str, Any], counts: Counter[str]) -> Any:
     table.add_column("note", overflow="fold")
     for task_id, task in tasks.items():
         secs = task["duration_seconds"]
+        # Text, not markup: an error is the task's text ("cannot open [/data/in.csv]" made
+        # Rich raise, "[t]" vanished)
         table.add_row(
-            task_id, Text(task["state"], STATE_STYLES.get(task["state"], "")), str(task["attempts"]),
-            "" if secs is None else f"{secs:.1f}", (task["error"] or "").splitlines()[0][:80] if task["error"] else "",
+            Text(task_id), Text(task["state"], STATE_STYLES.get(task["state"], "")), str(task["attempts"]),
+            "" if secs is None else f"{secs:.1f}", Text(task["error"].splitlines()[0][:80] if task["error"] else ""),
         )  # fmt: skip
-    return Group(header, bar, summary, table)
+    # the bar does not end its line: the counts went on it, cut at 80 columns
+    return Group(header, bar, NewLine(), summary, table)
 
 
 def _print_run(detail: dict[str, Any], output: str) -> None:
@@ -337,6 +340,7 @@ def _print_run(detail: dict[str, Any], output: str) -> None:
         click.echo(json.dumps(detail, indent=2))
         return
     from rich.console import Console
+    from rich.text import Text
 
     console = Console()
     console.print(_progress(*_shown(detail)))
@@ -346,7 +350,7 @@ def _print_run(detail: dict[str, Any], output: str) -> None:
         click.echo(f"sub-workflow run of {parent} (task {detail['run'].get('parent_task')})")
     for task_id, task in detail["tasks"].items():
         if task["state"] == "failed" and task["error"]:
-            console.print(f"[bold red]{task_id}[/] failed: {task['error']}")
+            console.print(Text.assemble((task_id, "bold red"), f" failed: {task['error']}"))
         if task.get("child_run"):
             click.echo(f"{task_id}: child run {task['child_run']} ({task['state']})")
         for key, cut in (task.get("outputs_truncated") or {}).items():
