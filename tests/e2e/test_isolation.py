@@ -3,6 +3,7 @@ the task that cannot write and everything recovers when space returns (issue 9, 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -104,6 +105,16 @@ def test_a_python_task_runs_when_the_server_runs_from_any_directory(
         assert rt.store.get_task(run_id, "t").outputs == {"k": 1}
     finally:
         rt.close()
+
+
+def test_a_python_task_s_prints_are_in_its_log_when_it_times_out(runtime: LocalRuntime) -> None:
+    # block-buffered to the log file, they were lost with the killed process
+    code = "import sys, time\nprint('step 1: connecting')\nprint('to stderr', file=sys.stderr)\ntime.sleep(30)\n"
+    text = f"name: p\ntasks:\n  t: {{type: python, timeout: 2s, retries: 0, code: {json.dumps(code)}}}\n"
+    run_id = start(runtime, text)
+    assert finish(runtime, run_id) is RunState.FAILED
+    log = log_of(runtime, run_id, "t")
+    assert log.index("step 1: connecting") < log.index("to stderr"), log  # in order, too
 
 
 def test_the_home_and_its_files_are_private(runtime: LocalRuntime) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import io
 import json
 import sys
 import traceback
@@ -136,6 +137,11 @@ RUNNERS = {"python": run_python, "http": run_http, "lambda": run_lambda, "sql": 
 
 def main(spec_file: str) -> int:
     """``<run dir>/<task>.<attempt>.json`` in; ``.result`` (outputs) and ``.error`` out."""
+    # the task's prints reach its log line by line, as on a terminal: block-buffered to the
+    # log file they were lost when the task was stopped or timed out, and came after a
+    # traceback printed later (stderr is line-buffered already)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
     spec = Path(spec_file)
     stem = spec.with_suffix("")
     task = json.loads(spec.read_text(encoding="utf-8"))
