@@ -113,6 +113,74 @@ def test_render_value_renders_strings_inside_lists_and_dicts() -> None:
     }
 
 
+# A key named like a dict method (items, keys, values, get, update, pop, ...) is read by
+# ``.name`` as the key, not the method: Jinja tries the attribute first.
+METHOD_NAMED = load_workflow(
+    textwrap.dedent(
+        """
+        name: methods
+        params: {items: x, keys: k, values: v, get: g, update: u, pop: p, copy: c}
+        tasks:
+          items: {type: shell, command: x}
+          show:
+            type: shell
+            depends_on: [items]
+            command: >-
+              echo items={{ params.items }} keys={{ params.keys }} values={{ params.values }}
+              get={{ params.get }} update={{ params.update }} pop={{ params.pop }}
+              copy={{ params.copy }} out={{ tasks.items.outputs.items }}
+              nested={{ tasks.items.outputs.get.pop }}
+        """
+    )
+)
+
+
+def test_a_key_named_like_a_dict_method_is_read_as_the_key() -> None:
+    outputs = {"items": {"items": "o", "get": {"pop": "n"}}}
+    run, _ = engine.new_run(METHOD_NAMED, run_id="m-1", version=1, params={},
+                            logical_date=LOGICAL, now=LOGICAL)  # fmt: skip
+    rendered = engine.render_task(METHOD_NAMED, run, "show", outputs)
+    assert rendered.fields["command"] == (
+        "echo items=x keys=k values=v get=g update=u pop=p copy=c out=o nested=n"
+    )
+    assert referenced_tasks(METHOD_NAMED.workflow.tasks["show"].command) == {"items"}
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        # not a key: the method, as before
+        ("{{ params.items() | list }}", "[('region', 'eu')]"),
+        ("{{ params.get('region') }}", "eu"),
+        ("{{ params.keys() | join(',') }}", "region"),
+        # a key: the item, whatever its name; by subscript as before
+        ("{{ params.values }}", "v"),
+        ("{{ params['values'] }}", "v"),
+        ("{{ [params] | map(attribute='values') | join }}", "v"),
+        ("{{ params.__class__ }}", "c"),  # the item, never the attribute
+    ],
+)
+def test_dot_reads_a_key_first_and_a_method_only_when_no_key(template: str, expected: str) -> None:
+    params = {"region": "eu"}
+    if "values" in template or "__class__" in template:
+        params = {"values": "v", "__class__": "c"}
+    assert render(template, {"params": params}) == expected
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ params.update(x=1) }}",
+        "{{ params.pop('region') }}",
+        "{{ params.setdefault('y', 1) }}",
+        "{{ params.__class__.__init__ }}",
+    ],
+)
+def test_a_method_name_that_is_not_a_key_is_refused_as_before(template: str) -> None:
+    with pytest.raises(TemplateError, match="not allowed"):
+        render(template, {"params": {"region": "eu"}})
+
+
 # ------------------------------------------------------------------------------------------
 # An undefined name fails, naming it
 # ------------------------------------------------------------------------------------------

@@ -718,6 +718,16 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         return value
 
     # the sandbox's hooks
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """``obj.name``: on a dict holding the key ``name``, its item. Jinja tries the
+        attribute first, so ``{{ params.items }}`` gave the dict's ``items`` method; a
+        workflow's data (params, outputs, JSON) is read by key, as Airflow's ``params.NAME``
+        is. The item is what ``obj['name']`` gives already: no new access. A name that is
+        not a key goes on as before (a safe method, or refused)."""
+        if isinstance(obj, dict) and dict.__contains__(obj, attribute):
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         budget = _current()
         budget.tick()
