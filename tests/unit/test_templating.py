@@ -15,6 +15,7 @@ from stratoflow.model import WorkflowSpec, load_workflow
 from stratoflow.templating import (
     TemplateError,
     check_syntax,
+    reads_tasks_dynamically,
     referenced_tasks,
     render,
     render_condition,
@@ -321,3 +322,68 @@ def test_conditions_read_as_booleans(text: str, value: bool) -> None:
 def test_a_condition_that_is_not_a_boolean_says_what_it_rendered() -> None:
     with pytest.raises(TemplateError, match="rendered 'eu', not true or false"):
         render_condition("{{ params.region }}", context())
+
+
+@pytest.mark.parametrize(
+    ("text", "dynamic"),
+    [
+        ("{% set t = 'my-task' %}{{ tasks[t].outputs.k }}", True),
+        ("{{ tasks['a' ~ params.n].outputs.k }}", True),
+        ("{{ tasks | list }}", True),
+        ("{% for id in tasks %}{{ id }}{% endfor %}", True),
+        ("{{ tasks.a.outputs.x }} {{ tasks['b'].outputs.y }}", False),
+        ("{{ params.tasks }} {{ params[tasks_key] }}", False),
+        ("no template: tasks[t]", False),
+    ],
+)
+def test_reads_tasks_dynamically(text: str, dynamic: bool) -> None:
+    assert reads_tasks_dynamically(text) is dynamic
+
+
+# A name computed at render time reads a direct upstream; only those outputs are read.
+DYNAMIC = load_workflow(
+    textwrap.dedent(
+        """
+        name: dynamic
+        params: {which: my-task}
+        tasks:
+          root: {type: shell, command: x}
+          my-task: {type: shell, command: x, depends_on: [root]}
+          other: {type: shell, command: x, depends_on: [root]}
+          unrelated: {type: shell, command: x}
+          literal:
+            type: shell
+            depends_on: [my-task, other]
+            command: "echo {{ tasks['my-task'].outputs.k }}"
+          dynamic:
+            type: shell
+            depends_on: [my-task, other]
+            command: "{% set t = 'my-task' %}echo {{ tasks[t].outputs.k }}"
+          by_param:
+            type: shell
+            depends_on: [my-task]
+            command: "echo {{ tasks[params.which].outputs.k }}"
+        """
+    )
+)
+
+
+def test_a_dynamic_lookup_reads_every_direct_upstream_and_a_literal_one_only_its_name() -> None:
+    reads = DYNAMIC.dag.reads
+    assert reads["literal"] == {"my-task"}  # named literally: only it is read
+    assert reads["dynamic"] == {"my-task", "other"}  # its depends_on, not root nor unrelated
+    assert reads["by_param"] == {"my-task"}
+    run, _ = engine.new_run(DYNAMIC, run_id="d-1", version=1, params={},
+                            logical_date=LOGICAL, now=LOGICAL)  # fmt: skip
+    outputs = {"my-task": {"k": "v"}, "other": {"k": "o"}}
+    rendered = engine.render_task(DYNAMIC, run, "dynamic", outputs)
+    assert rendered.fields["command"] == "echo v"
+
+
+@pytest.mark.parametrize("which", ["root", "unrelated"])
+def test_a_dynamic_lookup_of_a_task_not_directly_upstream_fails_naming_it(which: str) -> None:
+    run, _ = engine.new_run(DYNAMIC, run_id="d-2", version=1, params={"which": which},
+                            logical_date=LOGICAL, now=LOGICAL)  # fmt: skip
+    upstream = {t: {"k": t} for t in DYNAMIC.dag.reads["by_param"]}
+    with pytest.raises(TemplateError, match=f"no attribute '{which}'"):
+        engine.render_task(DYNAMIC, run, "by_param", upstream)

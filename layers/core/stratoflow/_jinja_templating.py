@@ -839,6 +839,24 @@ def referenced_tasks(text: str) -> set[str]:
     return found
 
 
+def reads_tasks_dynamically(text: str) -> bool:
+    """Whether a template reads ``tasks`` other than by a literal name (``tasks[t]``,
+    ``tasks | list``, ...): which tasks it reads is then known only when it renders."""
+    if not is_template(text) or "tasks" not in text:
+        return False
+    tree = _parse(text)
+    literal: set[int] = set()
+    for attr in tree.find_all(nodes.Getattr):
+        literal.add(id(attr.node))
+    for item in tree.find_all(nodes.Getitem):
+        if isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
+            literal.add(id(item.node))
+    return any(
+        name.name == "tasks" and name.ctx == "load" and id(name) not in literal
+        for name in tree.find_all(nodes.Name)
+    )
+
+
 @lru_cache(maxsize=4096)
 def _compile(text: str) -> Any:
     _parse(text)  # the syntax error, worded as validation words it
