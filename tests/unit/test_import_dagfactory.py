@@ -266,3 +266,39 @@ x:
     assert _tasks(result)["a"]["priority"] == 3
     assert "weight_rule" in _unmapped(result)
     assert "never summed" in _unmapped(result)
+
+
+def test_max_active_runs_defaults_to_airflows_cap_and_says_so(tmp_path: Path) -> None:
+    result = _import(
+        tmp_path,
+        """
+unset:
+  schedule_interval: "@daily"
+  start_date: 2024-01-01
+  tasks:
+    t: {operator: airflow.operators.bash.BashOperator, bash_command: "echo"}
+set:
+  schedule_interval: "@daily"
+  start_date: 2024-01-01
+  max_active_runs: 3
+  tasks:
+    t: {operator: airflow.operators.bash.BashOperator, bash_command: "echo"}
+manual:
+  schedule: null
+  max_active_runs: "many"
+  tasks:
+    t: {operator: airflow.operators.bash.BashOperator, bash_command: "echo"}
+""",
+    )
+    unset, set_, manual = (w.document or {} for w in result.workflows)
+    # Airflow 2 catches up from 2024 by default: uncapped, every missed day ran at once
+    assert unset["schedule"]["catchup"] is True
+    assert unset["max_active_runs"] == 16
+    assert set_["max_active_runs"] == 3
+    assert manual["max_active_runs"] == 16
+    notes = {(n.workflow, n.field): n for n in result.all_notes() if n.field == "max_active_runs"}
+    assert set(notes) == {("unset", "max_active_runs"), ("manual", "max_active_runs")}
+    assert notes["unset", "max_active_runs"].severity == "changed"
+    assert "16, Airflow's default" in notes["unset", "max_active_runs"].message
+    assert notes["manual", "max_active_runs"].severity == "unmapped"
+    assert "'many' is not a positive integer" in notes["manual", "max_active_runs"].message

@@ -15,6 +15,7 @@ from stratoflow.model import WorkflowSpec, load_workflow
 from stratoflow.templating import (
     TemplateError,
     check_syntax,
+    reads_tasks_dynamically,
     referenced_tasks,
     render,
     render_condition,
@@ -111,6 +112,74 @@ def test_render_value_renders_strings_inside_lists_and_dicts() -> None:
         "b": {"c": "2026-03-07"},
         "d": True,
     }
+
+
+# A key named like a dict method (items, keys, values, get, update, pop, ...) is read by
+# ``.name`` as the key, not the method: Jinja tries the attribute first.
+METHOD_NAMED = load_workflow(
+    textwrap.dedent(
+        """
+        name: methods
+        params: {items: x, keys: k, values: v, get: g, update: u, pop: p, copy: c}
+        tasks:
+          items: {type: shell, command: x}
+          show:
+            type: shell
+            depends_on: [items]
+            command: >-
+              echo items={{ params.items }} keys={{ params.keys }} values={{ params.values }}
+              get={{ params.get }} update={{ params.update }} pop={{ params.pop }}
+              copy={{ params.copy }} out={{ tasks.items.outputs.items }}
+              nested={{ tasks.items.outputs.get.pop }}
+        """
+    )
+)
+
+
+def test_a_key_named_like_a_dict_method_is_read_as_the_key() -> None:
+    outputs = {"items": {"items": "o", "get": {"pop": "n"}}}
+    run, _ = engine.new_run(METHOD_NAMED, run_id="m-1", version=1, params={},
+                            logical_date=LOGICAL, now=LOGICAL)  # fmt: skip
+    rendered = engine.render_task(METHOD_NAMED, run, "show", outputs)
+    assert rendered.fields["command"] == (
+        "echo items=x keys=k values=v get=g update=u pop=p copy=c out=o nested=n"
+    )
+    assert referenced_tasks(METHOD_NAMED.workflow.tasks["show"].command) == {"items"}
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        # not a key: the method, as before
+        ("{{ params.items() | list }}", "[('region', 'eu')]"),
+        ("{{ params.get('region') }}", "eu"),
+        ("{{ params.keys() | join(',') }}", "region"),
+        # a key: the item, whatever its name; by subscript as before
+        ("{{ params.values }}", "v"),
+        ("{{ params['values'] }}", "v"),
+        ("{{ [params] | map(attribute='values') | join }}", "v"),
+        ("{{ params.__class__ }}", "c"),  # the item, never the attribute
+    ],
+)
+def test_dot_reads_a_key_first_and_a_method_only_when_no_key(template: str, expected: str) -> None:
+    params = {"region": "eu"}
+    if "values" in template or "__class__" in template:
+        params = {"values": "v", "__class__": "c"}
+    assert render(template, {"params": params}) == expected
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ params.update(x=1) }}",
+        "{{ params.pop('region') }}",
+        "{{ params.setdefault('y', 1) }}",
+        "{{ params.__class__.__init__ }}",
+    ],
+)
+def test_a_method_name_that_is_not_a_key_is_refused_as_before(template: str) -> None:
+    with pytest.raises(TemplateError, match="not allowed"):
+        render(template, {"params": {"region": "eu"}})
 
 
 # ------------------------------------------------------------------------------------------
@@ -253,3 +322,68 @@ def test_conditions_read_as_booleans(text: str, value: bool) -> None:
 def test_a_condition_that_is_not_a_boolean_says_what_it_rendered() -> None:
     with pytest.raises(TemplateError, match="rendered 'eu', not true or false"):
         render_condition("{{ params.region }}", context())
+
+
+@pytest.mark.parametrize(
+    ("text", "dynamic"),
+    [
+        ("{% set t = 'my-task' %}{{ tasks[t].outputs.k }}", True),
+        ("{{ tasks['a' ~ params.n].outputs.k }}", True),
+        ("{{ tasks | list }}", True),
+        ("{% for id in tasks %}{{ id }}{% endfor %}", True),
+        ("{{ tasks.a.outputs.x }} {{ tasks['b'].outputs.y }}", False),
+        ("{{ params.tasks }} {{ params[tasks_key] }}", False),
+        ("no template: tasks[t]", False),
+    ],
+)
+def test_reads_tasks_dynamically(text: str, dynamic: bool) -> None:
+    assert reads_tasks_dynamically(text) is dynamic
+
+
+# A name computed at render time reads a direct upstream; only those outputs are read.
+DYNAMIC = load_workflow(
+    textwrap.dedent(
+        """
+        name: dynamic
+        params: {which: my-task}
+        tasks:
+          root: {type: shell, command: x}
+          my-task: {type: shell, command: x, depends_on: [root]}
+          other: {type: shell, command: x, depends_on: [root]}
+          unrelated: {type: shell, command: x}
+          literal:
+            type: shell
+            depends_on: [my-task, other]
+            command: "echo {{ tasks['my-task'].outputs.k }}"
+          dynamic:
+            type: shell
+            depends_on: [my-task, other]
+            command: "{% set t = 'my-task' %}echo {{ tasks[t].outputs.k }}"
+          by_param:
+            type: shell
+            depends_on: [my-task]
+            command: "echo {{ tasks[params.which].outputs.k }}"
+        """
+    )
+)
+
+
+def test_a_dynamic_lookup_reads_every_direct_upstream_and_a_literal_one_only_its_name() -> None:
+    reads = DYNAMIC.dag.reads
+    assert reads["literal"] == {"my-task"}  # named literally: only it is read
+    assert reads["dynamic"] == {"my-task", "other"}  # its depends_on, not root nor unrelated
+    assert reads["by_param"] == {"my-task"}
+    run, _ = engine.new_run(DYNAMIC, run_id="d-1", version=1, params={},
+                            logical_date=LOGICAL, now=LOGICAL)  # fmt: skip
+    outputs = {"my-task": {"k": "v"}, "other": {"k": "o"}}
+    rendered = engine.render_task(DYNAMIC, run, "dynamic", outputs)
+    assert rendered.fields["command"] == "echo v"
+
+
+@pytest.mark.parametrize("which", ["root", "unrelated"])
+def test_a_dynamic_lookup_of_a_task_not_directly_upstream_fails_naming_it(which: str) -> None:
+    run, _ = engine.new_run(DYNAMIC, run_id="d-2", version=1, params={"which": which},
+                            logical_date=LOGICAL, now=LOGICAL)  # fmt: skip
+    upstream = {t: {"k": t} for t in DYNAMIC.dag.reads["by_param"]}
+    with pytest.raises(TemplateError, match=f"no attribute '{which}'"):
+        engine.render_task(DYNAMIC, run, "by_param", upstream)

@@ -718,6 +718,16 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         return value
 
     # the sandbox's hooks
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """``obj.name``: on a dict holding the key ``name``, its item. Jinja tries the
+        attribute first, so ``{{ params.items }}`` gave the dict's ``items`` method; a
+        workflow's data (params, outputs, JSON) is read by key, as Airflow's ``params.NAME``
+        is. The item is what ``obj['name']`` gives already: no new access. A name that is
+        not a key goes on as before (a safe method, or refused)."""
+        if isinstance(obj, dict) and dict.__contains__(obj, attribute):
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         budget = _current()
         budget.tick()
@@ -827,6 +837,24 @@ def referenced_tasks(text: str) -> set[str]:
         ):
             found.add(item.arg.value)
     return found
+
+
+def reads_tasks_dynamically(text: str) -> bool:
+    """Whether a template reads ``tasks`` other than by a literal name (``tasks[t]``,
+    ``tasks | list``, ...): which tasks it reads is then known only when it renders."""
+    if not is_template(text) or "tasks" not in text:
+        return False
+    tree = _parse(text)
+    literal: set[int] = set()
+    for attr in tree.find_all(nodes.Getattr):
+        literal.add(id(attr.node))
+    for item in tree.find_all(nodes.Getitem):
+        if isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
+            literal.add(id(item.node))
+    return any(
+        name.name == "tasks" and name.ctx == "load" and id(name) not in literal
+        for name in tree.find_all(nodes.Name)
+    )
 
 
 @lru_cache(maxsize=4096)

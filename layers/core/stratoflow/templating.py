@@ -99,6 +99,14 @@ def referenced_tasks(text: str) -> set[str]:
     return found
 
 
+def reads_tasks_dynamically(text: str) -> bool:
+    """Whether a template reads ``tasks`` other than by a literal name (``tasks[t]``)."""
+    if not is_template(text) or "tasks" not in text:
+        return False
+    dynamic: bool = _jinja().reads_tasks_dynamically(text)
+    return dynamic
+
+
 def secret_references(text: str) -> tuple[set[str], list[str]]:
     """The secret names a template references, and what is wrong with how it does (see the
     sandbox module's ``secret_references``)."""

@@ -242,7 +242,8 @@ def dispatch_slots(spec: WorkflowSpec, run: Run) -> int:
 def template_context(
     spec: WorkflowSpec, run: Run, task_id: str, upstream_outputs: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, Any]:
-    """What a task's templates can read. ``upstream_outputs`` holds the tasks it references."""
+    """What a task's templates can read. ``upstream_outputs`` holds the tasks it reads
+    (``Dag.reads``: those it names, and its direct upstreams if it indexes ``tasks``)."""
     logical = run.logical_date
     base: dict[str, Any] = {
         "params": dict(run.params),

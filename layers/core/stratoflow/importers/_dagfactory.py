@@ -180,9 +180,7 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
             else:
                 notes.unmapped("Airflow 2 data intervals: this schedule's interval is not a fixed "
                                "length; date macros read the fire time", field="schedule")  # fmt: skip
-    for key in ("max_active_runs",):
-        if isinstance(config.get(key), int) and config[key] > 0:
-            doc[key] = config[key]
+    doc["max_active_runs"] = _max_active_runs(config.get("max_active_runs"), notes)
     for key in ("max_active_tasks", "concurrency"):
         if isinstance(config.get(key), int) and config[key] > 0:
             doc["concurrency"] = config[key]
@@ -283,6 +281,29 @@ _WHY = {
     "weight_rule": "is not mapped: a Stratoflow task's priority is its own (plus its "
     "workflow's), never summed over its downstream or upstream tasks",
 }
+
+
+AIRFLOW_MAX_ACTIVE_RUNS = 16  # Airflow's [core] max_active_runs_per_dag default
+
+
+def _max_active_runs(value: Any, notes: Notes) -> int:
+    """The DAG's ``max_active_runs``, else Airflow's default cap: left unset, a workflow has
+    no cap, and catchup from an old start date would start every missed run at once."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if value is None:
+        notes.changed(
+            f"max_active_runs: {AIRFLOW_MAX_ACTIVE_RUNS}, Airflow's default "
+            "(max_active_runs_per_dag)",
+            field="max_active_runs",
+        )
+    else:
+        notes.unmapped(
+            f"max_active_runs {value!r} is not a positive integer: "
+            f"{AIRFLOW_MAX_ACTIVE_RUNS}, Airflow's default (max_active_runs_per_dag)",
+            field="max_active_runs",
+        )
+    return AIRFLOW_MAX_ACTIVE_RUNS
 
 
 def _pool_settings(

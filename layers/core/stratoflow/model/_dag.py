@@ -14,6 +14,7 @@ from stratoflow.templating import (
     check_syntax,
     is_template,
     mentions_secret,
+    reads_tasks_dynamically,
     referenced_tasks,
     secret_references,
 )
@@ -26,7 +27,9 @@ class Dag:
     order: tuple[str, ...]  # a topological order
     parents: Mapping[str, tuple[str, ...]]
     children: Mapping[str, tuple[str, ...]]
-    # task -> upstream tasks whose outputs its templates read
+    # task -> upstream tasks whose outputs its templates read: those named literally
+    # (tasks.a, tasks['a']), and every direct upstream of a task whose templates index
+    # ``tasks`` dynamically (tasks[t]); only these outputs are read for its render
     reads: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     @property
@@ -148,11 +151,14 @@ def build_dag(workflow: Workflow) -> tuple[Dag | None, list[Problem]]:
                 try:
                     check_syntax(text)
                     refs = referenced_tasks(text)
+                    dynamic = reads_tasks_dynamically(text)
                     secret_names, misuse = secret_references(text)
                 except TemplateError as exc:
                     problems.append(Problem(path, str(exc)))
                     continue
                 problems.extend(Problem(path, why) for why in misuse)
+                if dynamic:  # which it reads is known only at render: its direct upstreams
+                    used.update(task.depends_on)
                 if secret_names and isinstance(task, SwitchTask):
                     problems.append(
                         Problem(path, "a switch decides in the scheduler: it cannot read secrets")
