@@ -213,3 +213,23 @@ def test_client_reports_an_unreachable_server_with_exit_3(cli: CliRunner) -> Non
     result = cli.invoke(main, ["runs", "list", "--api", "http://127.0.0.1:9"])
     assert result.exit_code == 3
     assert "cannot reach the Stratoflow API" in result.output
+
+
+def test_apply_of_several_files_names_the_one_refused_and_what_was_applied(
+    cli: CliRunner, tmp_path: Path, server: str
+) -> None:
+    first = write(
+        tmp_path, "first.yaml", "name: first\ntasks: {a: {type: shell, command: 'true'}}\n"
+    )
+    refused = write(
+        tmp_path,
+        "refused.yaml",
+        "name: refused\ntasks: {a: {type: shell, command: 'true', pool: no_such_pool}}\n",
+    )
+    last = write(tmp_path, "last.yaml", "name: last\ntasks: {a: {type: shell, command: 'true'}}\n")
+    result = cli.invoke(main, ["apply", first, refused, last, "--api", server])
+    assert result.exit_code == 2, result.output
+    error = result.output.splitlines()[-1]
+    assert error.startswith(f"error: {refused}: "), error
+    assert "no_such_pool" in error
+    assert error.endswith(f"(applied before it: {first}; not sent: {last})"), error

@@ -501,14 +501,20 @@ class Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.api, timeout=30, headers=headers)
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.response(method, path, **kwargs)
+    def call(
+        self, method: str, path: str, *, about: str = "", note: str = "", **kwargs: Any
+    ) -> Any:
+        response = self.response(method, path, about=about, note=note, **kwargs)
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.json()
         return response.text
 
-    def response(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """The successful response; an error reply or no reply exits with its message."""
+    def response(
+        self, method: str, path: str, *, about: str = "", note: str = "", **kwargs: Any
+    ) -> httpx.Response:
+        """The successful response; an error reply or no reply exits with its message, after
+        ``about`` (what the request was for, e.g. the file sent) and before ``note`` (in
+        parentheses) when given."""
         import httpx
 
         try:
@@ -526,6 +532,10 @@ class Client:
                 message = response.text
             if response.status_code == 401:
                 message += " (set STRATOFLOW_TOKEN; `stratoflow tokens create USER` makes one)"
+            if about:
+                message = f"{about}: {message}"
+            if note:
+                message = f"{message} ({note})"
             _fail(message, EXIT_INVALID if response.status_code < 500 else EXIT_FAILED)
         return response
 
@@ -560,8 +570,16 @@ def apply(files: Sequence[str], api: str) -> None:
     client = Client(api)
     with _errors():  # too big, not UTF-8, a broken module: said here, exit 2, nothing sent
         sources = workflow_sources(_workflow_files(files), files)
-    for _, source in sources:
-        body = client.call("POST", "/workflows", json={"source": source})
+    for i, (where, source) in enumerate(sources):
+        # a refusal names the file, and what of the others was applied and what not sent
+        done = [w for w, _ in sources[:i]]
+        left = [w for w, _ in sources[i + 1 :]]
+        note = "; ".join(
+            f"{what}: {', '.join(names)}"
+            for what, names in (("applied before it", done), ("not sent", left))
+            if names
+        )
+        body = client.call("POST", "/workflows", json={"source": source}, about=where, note=note)
         state = "applied" if body.get("created") else "unchanged"
         click.echo(f"{state}: {body['project']}/{body['name']} v{body['version']}")
 
