@@ -139,6 +139,20 @@ def test_outputs_too_large_for_the_state_machine_fail_the_attempt(s3: Any) -> No
     assert outcome["error"].startswith("outputs too large: ")
 
 
+def test_outputs_over_the_read_limit_fail_the_attempt_not_vanish(s3: Any) -> None:
+    # the runner reads an attempt's files as the local executor does (taskexec): a python
+    # task's outputs JSON over MAX_RESULT_BYTES was cut, no longer parsed and was dropped
+    # without a word, so the attempt succeeded with no outputs
+    code = "outputs['blob'] = 'x' * 5_000_000"
+    outcome = runner.handle(attempt("python", {"code": code}), None, s3=s3)
+    assert outcome["status"] == "failed"
+    assert outcome["outputs"] == {}
+    assert outcome["error"] == (
+        "outputs: 5,000,012 bytes written, more than the 4 MiB a task may pass on; "
+        "write large data to a file or object store and pass its path"
+    )
+
+
 def test_a_type_the_runner_does_not_run_is_refused(s3: Any) -> None:
     with pytest.raises(runner.AttemptInputError, match="not 'batch'"):
         runner.handle(attempt("batch", {"image": "x"}), None, s3=s3)

@@ -5,7 +5,6 @@ runner both use it, so a task ends the same way wherever it ran."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -16,7 +15,9 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from stratoflow.engine import AttemptResult
 
-MAX_RESULT_BYTES = 4 << 20  # what an executor reads of one file a task wrote
+# The most a task may leave in one of its result files ($STRATOFLOW_OUTPUT, the python runner's
+# outputs JSON, its error): outputs over it fail the attempt (``TaskFileTooLarge``), never cut
+MAX_RESULT_BYTES = 4 << 20
 
 # The local executor's wrapper frames each attempt's log (adapters.local.executor.WRAPPER): its
 # first line says the task started, its EXIT trap's line records the exit status, for a
@@ -66,12 +67,22 @@ def log_record(path: str | Path, task_id: str, attempt: int) -> LogRecord:
     return LogRecord(head == start, status)
 
 
-def read_task_file(path: str | Path) -> str | None:
-    """A file a task may have written: never through a link it left, at most
-    MAX_RESULT_BYTES, None when it is missing or not a regular file. Most attempts leave
-    none of the files they may write: a missing one costs an ``access`` that answers False,
-    not a failed open and the exception it raises (~3 us less each, two or three an
-    attempt); one that exists is opened as before (a link is refused there, not followed)."""
+class TaskFileTooLarge(ValueError):
+    """A file the task wrote holds more than the executor reads of it (``MAX_RESULT_BYTES``):
+    what it says would be cut, so it is not used at all."""
+
+    def __init__(self, path: str | Path, size: int, limit: int) -> None:
+        super().__init__(f"{path}: {size} bytes, more than {limit}")
+        self.path, self.size, self.limit = str(path), size, limit
+
+
+def _read_head(path: str | Path, limit: int) -> tuple[bytes, int] | None:
+    """At most ``limit`` + 1 bytes of a file a task may have written, and its size (at least
+    what was read: it may still be growing); None when it is missing or not a regular file.
+    Never through a link it left. Most attempts leave none of the files they may write: a
+    missing one costs an ``access`` that answers False, not a failed open and the exception
+    it raises (~3 us less each, two or three an attempt); one that exists is opened as
+    before (a link is refused there, not followed)."""
     if not os.access(path, os.F_OK):
         return None
     try:
@@ -79,14 +90,74 @@ def read_task_file(path: str | Path) -> str | None:
     except OSError:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             return None
-        data = os.read(fd, MAX_RESULT_BYTES)
+        want = limit + 1  # one byte more than the limit tells a file over it
+        data = os.read(fd, want)
+        # one read, as a rule; another only after a short one that stopped before the end
+        # the file had (a signal): never one more just to meet the end
+        while 0 < len(data) < min(want, info.st_size):
+            more = os.read(fd, want - len(data))
+            if not more:
+                break
+            data += more
     except OSError:
         return None
     finally:
         os.close(fd)
+    return data, max(info.st_size, len(data))
+
+
+def read_task_file(path: str | Path) -> str | None:
+    """The first ``MAX_RESULT_BYTES`` of a file a task may have written, None as
+    ``read_task_head``: only for a file whose head is all that is wanted (a legacy exit
+    status). Outputs are read whole or not at all (``read_whole_task_file``)."""
+    got = read_task_head(path)
+    return None if got is None else got[0]
+
+
+def read_whole_task_file(path: str | Path, limit: int | None = None) -> str | None:
+    """The whole of a file a task may have written, None when it is missing or not a
+    regular file (or a link). One over ``limit`` (``MAX_RESULT_BYTES``) raises
+    ``TaskFileTooLarge``: its head alone would be taken for all of it (a cut value, the
+    keys after it lost, JSON that no longer parses)."""
+    limit = MAX_RESULT_BYTES if limit is None else limit
+    got = _read_head(path, limit)
+    if got is None:
+        return None
+    data, size = got
+    if len(data) > limit:
+        raise TaskFileTooLarge(path, size, limit)
     return data.decode("utf-8", errors="replace")
+
+
+def read_task_head(path: str | Path, limit: int | None = None) -> tuple[str, int] | None:
+    """At most ``limit`` (``MAX_RESULT_BYTES``) bytes of a file a task may have written, and
+    how many it holds: for one whose head is worth having when it is too long (its error);
+    None as ``read_task_file``."""
+    limit = MAX_RESULT_BYTES if limit is None else limit
+    got = _read_head(path, limit)
+    if got is None:
+        return None
+    data, size = got
+    return data[:limit].decode("utf-8", errors="replace"), size
+
+
+def _size(limit: int) -> str:
+    """A limit as a person writes it: 4 MiB, 512 KiB, 1000 bytes."""
+    for unit, shift in (("MiB", 20), ("KiB", 10)):
+        if limit >= 1 << shift and limit % (1 << shift) == 0:
+            return f"{limit >> shift} {unit}"
+    return f"{limit:,} bytes"
+
+
+def too_large_message(exc: TaskFileTooLarge) -> str:
+    """Why an attempt whose outputs file is over the limit failed, and what to do instead."""
+    return (
+        f"outputs: {exc.size:,} bytes written, more than the {_size(exc.limit)} a task may pass "
+        "on; write large data to a file or object store and pass its path"
+    )
 
 
 def tail(path: str | Path, lines: int = 5, limit: int = 2000) -> str:
@@ -134,24 +205,60 @@ def outcome_from_files(
 ) -> FileOutcome:
     """How a task that exited with ``status`` ended, from the files it left: ``key=value``
     outputs, then the structured outputs of python and http tasks, then the error (the task's
-    own words, or the log's last lines). Imports nothing of the engine: the AWS runner reads
-    its attempts with it, and its cold start does not load the engine and the workflow model."""
-    found: dict[str, object] = dict(parse_key_values(read_task_file(outputs) or ""))
-    data = read_task_file(structured)
+    own words, or the log's last lines). Outputs that cannot be read whole (a file over
+    ``MAX_RESULT_BYTES``, structured outputs that are not a JSON object) fail the attempt
+    with none of its outputs: a downstream task must not get part of them. Imports nothing
+    of the engine: the AWS runner reads its attempts with it, and its cold start does not
+    load the engine and the workflow model."""
+    found: dict[str, object] = {}
+    problem: str | None = None
+    try:
+        found.update(parse_key_values(read_whole_task_file(outputs) or ""))
+        data = read_whole_task_file(structured)
+    except TaskFileTooLarge as exc:
+        problem, data = too_large_message(exc), None
     if data:
-        with contextlib.suppress(ValueError):
+        try:
             parsed = json.loads(data)
-            if isinstance(parsed, dict):
-                found.update(parsed)
+        except ValueError as exc:
+            parsed, why = None, f"not valid JSON ({exc})"
+        else:
+            why = f"a JSON {type(parsed).__name__}, not an object"
+        if isinstance(parsed, dict):
+            found.update(parsed)
+        else:
+            problem = f"outputs: the task's outputs file ({structured}) is {why}"
+    if problem is not None:
+        found = {}  # nothing partial is passed on
     if status == 0:
+        if problem is not None:
+            return FileOutcome("failed", found, problem, 0)
         return FileOutcome("succeeded", found, None, 0)
     if status < 0:
-        return FileOutcome("failed", found, f"killed by signal {-status}", status)
-    message = (read_task_file(error) or "").strip()
-    if not message:
-        last = tail(log)
-        message = f"exit code {status}" + (f"; last output:\n{last}" if last else "")
+        message = f"killed by signal {-status}"
+    else:
+        message = _error_message(error)
+        if not message:
+            last = tail(log)
+            message = f"exit code {status}" + (f"; last output:\n{last}" if last else "")
+    if problem is not None:
+        message += f"\n{problem}"
     return FileOutcome("failed", found, message, status)
+
+
+def _error_message(path: str | Path) -> str:
+    """The task's own error (the python runner's): its first ``MAX_RESULT_BYTES`` when it is
+    longer, saying so."""
+    got = read_task_head(path)
+    if got is None:
+        return ""
+    text, size = got
+    message = text.strip()
+    if message and size > MAX_RESULT_BYTES:
+        message += (
+            f"\n[error cut: {size:,} bytes written, the first {_size(MAX_RESULT_BYTES)} kept]"
+        )
+    return message
 
 
 def result_from_files(
