@@ -345,3 +345,25 @@ def test_work_dirs_left_by_a_stopped_scheduler_go_at_the_next_start_a_running_on
         assert wait_for(lambda: not work.exists())
     finally:
         rt.close()
+
+
+def test_the_longest_ids_run_their_tasks(tmp_path: Path) -> None:
+    # a 128-character workflow name and task id under a 250-character run id (a caller's
+    # key) passed validation, then every attempt failed: "File name too long" (a work dir is
+    # named <run>.<task>.<attempt>, and a file name holds 255 bytes)
+    name, task = "w" * 128, "T" * 128
+    text = (
+        f"name: {name}\ntasks:\n  {task}: {{type: shell, command: 'echo hi > here.txt'}}\n"
+        f"  after: {{type: python, depends_on: [{task}], code: 'outputs[\"k\"] = 1'}}\n"
+    )
+    rt = LocalRuntime(tmp_path / "home")
+    try:
+        version, _ = rt.scheduler.apply(text)
+        run_id = f"default.{name}." + "k" * (250 - len(f"default.{name}."))
+        assert len(run_id) == 250
+        run, _ = rt.scheduler.trigger(version.project, version.name, run_id=run_id)
+        assert finish(rt, run.id) is RunState.SUCCEEDED, states(rt, run.id)
+        short = start(rt, text)  # and a run of the same workflow with a generated id
+        assert finish(rt, short) is RunState.SUCCEEDED, states(rt, short)
+    finally:
+        rt.close()

@@ -132,6 +132,29 @@ REAP_GATHER_SECONDS = 0.05  # how long the reaper waits for more released work d
 SPARES_PER_RUN = 64
 SPARE_SECONDS = 10.0  # a run's spares unused this long are removed (its run has ended)
 _SPARE = ".spare."  # a spare's name: .spare.<run>.<n>; never an attempt's (<run>.<task>.<n>)
+_NAME_MAX = 255  # bytes in a file name (Linux)
+_RUN_KEY_LONGEST = 120  # characters of a run id kept as they are in a work dir's name
+
+
+def _run_key(run_id: str) -> str:
+    """A run id as work dir names hold it: as it is, or, when it is long (a caller's run_id
+    key makes ids of up to 250 characters), its head and a digest of the whole: unique and
+    the same every time, and short enough for any task id (at most 128) beside it."""
+    if len(run_id) <= _RUN_KEY_LONGEST:
+        return run_id
+    return f"{run_id[:64]}~{hashlib.sha256(run_id.encode()).hexdigest()[:32]}"
+
+
+def _work_name(run_id: str, task_id: str, attempt: int) -> str:
+    """An attempt's work dir name, ``<run>.<task>.<attempt>`` (task ids hold no dot, so it is
+    unique). Ids that would not fit a file name (255 bytes) had every attempt fail to start
+    with 'File name too long': the run's part is then ``_run_key``'s."""
+    name = f"{run_id}.{task_id}.{attempt}"
+    if len(name) <= 63 or len(name.encode()) <= _NAME_MAX:  # 63: even in 4-byte characters
+        return name
+    return f"{_run_key(run_id)}.{task_id}.{attempt}"
+
+
 DISK_FULL_BYTES = 64 << 10  # less than this free on a task's file system: it is full
 _PY_TYPES = {"python", "http", "lambda", "sql"}
 # Where `import stratoflow` finds this package: a python task's runner imports it. Installed, it
@@ -572,7 +595,7 @@ class LocalExecutor(Dispatcher):
 
     def work_dir(self, run_id: str, task_id: str, attempt: int) -> Path:
         """``<work root>/<run>.<task>.<attempt>``: task ids hold no dot, so this is unique."""
-        return self.work_root / f"{run_id}.{task_id}.{attempt}"
+        return self.work_root / _work_name(run_id, task_id, attempt)
 
     def path(self, run_id: str, task_id: str, attempt: int, suffix: str) -> Path:
         """The log, ``<root>/<run>/<task>.<attempt>.log``, or a file the task writes in its
@@ -589,12 +612,12 @@ class LocalExecutor(Dispatcher):
     # its removal): building them with pathlib (a parse per join) cost the executor's
     # threads ~0.1 ms of CPU per task.
     def _work_text(self, run_id: str, task_id: str, attempt: int) -> str:
-        return f"{self._work_root_text}/{run_id}.{task_id}.{attempt}"
+        return f"{self._work_root_text}/{_work_name(run_id, task_id, attempt)}"
 
     def _file_text(self, run_id: str, task_id: str, attempt: int, suffix: str) -> str:
         if suffix == ".log":
             return f"{self._root_text}/{run_id}/{task_id}.{attempt}.log"
-        return f"{self._work_root_text}/{run_id}.{task_id}.{attempt}/{task_id}.{attempt}{suffix}"
+        return f"{self._work_root_text}/{_work_name(run_id, task_id, attempt)}/{task_id}.{attempt}{suffix}"
 
     def _record(self, run_id: str, task_id: str, attempt: int) -> LogRecord:
         """What the wrapper left in the attempt's log: whether it started, the status its trap
@@ -823,7 +846,7 @@ class LocalExecutor(Dispatcher):
             if len(self._spares.get(run_id, ())) >= SPARES_PER_RUN:
                 return False
             self._spare_seq += 1
-            spare = f"{self._work_root_text}/{_SPARE}{run_id}.{self._spare_seq}"
+            spare = f"{self._work_root_text}/{_SPARE}{_run_key(run_id)}.{self._spare_seq}"
         try:
             mode = os.lstat(path).st_mode
             if not stat.S_ISDIR(mode):  # not a link put in its place
@@ -964,7 +987,9 @@ class LocalExecutor(Dispatcher):
             _kill_group(live.pid, signal.SIGKILL)
             if self._reuse:
                 with self._lock:
-                    self._recyclable[f"{live.run_id}.{live.task_id}.{live.attempt}"] = live.run_id
+                    self._recyclable[_work_name(live.run_id, live.task_id, live.attempt)] = (
+                        live.run_id
+                    )
         if live.proc is None:  # re-attached after a restart: only the trap's record exists
             status = self._exit_status(live.run_id, live.task_id, live.attempt)
         else:
@@ -1016,7 +1041,7 @@ class LocalExecutor(Dispatcher):
         if self._keep:
             return
         with self._lock:
-            self._doomed.append(f"{run_id}.{task_id}.{attempt}")
+            self._doomed.append(_work_name(run_id, task_id, attempt))
         # set already: the reaper's coming round takes this one too (it clears the event
         # before it takes the list), so the Event's lock and notify are spared
         if not self._reap_wake.is_set():
@@ -1028,7 +1053,7 @@ class LocalExecutor(Dispatcher):
         removal was pending when the scheduler stopped) and goes to the reaper."""
         if self._keep:
             return
-        keep = {f"{ti.run_id}.{ti.task_id}.{ti.attempt}" for ti in running}
+        keep = {_work_name(ti.run_id, ti.task_id, ti.attempt) for ti in running}
         try:
             names = [n for n in os.listdir(self.work_root) if n not in keep]
         except FileNotFoundError:
