@@ -367,3 +367,20 @@ def test_the_longest_ids_run_their_tasks(tmp_path: Path) -> None:
         assert finish(rt, short) is RunState.SUCCEEDED, states(rt, short)
     finally:
         rt.close()
+
+
+def test_a_path_in_env_without_bash_says_values_are_not_expanded(tmp_path: Path) -> None:
+    # "No such file or directory: 'bash'" left the user to guess that "$PATH" stayed as is
+    text = (
+        "name: envpath\ntasks:\n"
+        "  t: {type: shell, retries: 0, command: 'true', env: {PATH: '/opt/tools/bin:$PATH'}}\n"
+    )
+    rt = LocalRuntime(tmp_path / "home")
+    try:
+        run_id = start(rt, text)
+        assert finish(rt, run_id) is RunState.FAILED
+        error = rt.store.get_task(run_id, "t").error or ""
+    finally:
+        rt.close()
+    assert "bash is not on the task's PATH ('/opt/tools/bin:$PATH')" in error, error
+    assert "not expanded" in error

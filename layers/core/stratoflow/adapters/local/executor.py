@@ -712,6 +712,8 @@ class LocalExecutor(Dispatcher):
     def _spawn(self, spec: AttemptSpec, live: _Live) -> None:
         name = f"{spec.task_id}.{spec.attempt}"
         log_fd = ruleset = work_fd = -1
+        argv: list[str] = []
+        env: dict[str, str] = {}
         try:
             claimed = self._claim(spec)
             if claimed is None:
@@ -801,6 +803,13 @@ class LocalExecutor(Dispatcher):
             why = f"could not start the task: {exc}"
             if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
                 why = f"could not start the task: no space left on device ({exc})"
+            elif argv and argv[0] == "bash" and isinstance(exc, FileNotFoundError):
+                # an env that sets PATH (e.g. "/opt/tools/bin:$PATH": values are not expanded)
+                why = (
+                    "could not start the task: bash is not on the task's PATH "
+                    f"({env.get('PATH', os.defpath)!r}); a task's env values are taken as "
+                    "written, not expanded: give the whole PATH"
+                )
             self._deliver(live, AttemptResult(AttemptStatus.FAILED, error=why))
             return
         finally:
