@@ -444,3 +444,18 @@ def test_nesting_deeper_than_the_bound_fails_at_run_time(h: Harness) -> None:
         assert deepest.state is RunState.FAILED
     refused = h.store.get_task(deepest.id, "down")
     assert f"more than {rules.MAX_DEPTH} levels" in (refused.error or "")
+
+
+def test_a_child_run_that_could_not_be_made_is_not_linked(world: World) -> None:  # noqa: F811
+    # the child's id is known before it exists: a child that could not be created (here its
+    # workflow is missing) was linked anyway, to a run `runs show` could not find
+    source = "name: orphan\nproject: a\ntasks: {child: {type: workflow, workflow: nope}}\n"
+    assert world.call("root", "POST", "/workflows", {"source": source}).status == 201
+    run_id = world.call("root", "POST", "/workflows/orphan/runs", {}, project="a").body["run"]["id"]
+    for _ in range(3):
+        world.api.scheduler.step()
+    view = world.call("root", "GET", f"/runs/{run_id}").body
+    assert view["tasks"]["child"]["state"] == "failed"
+    assert view["tasks"]["child"]["attempts"] == 1
+    assert view["tasks"]["child"]["child_run"] is None
+    assert world.call("root", "GET", f"/runs/{run_id}/tasks/child").body["child_run"] is None

@@ -15,6 +15,7 @@ local server serialises requests onto one worker thread.
 from __future__ import annotations
 
 import binascii
+import contextlib
 import difflib
 import hashlib
 import json
@@ -97,6 +98,7 @@ from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, Unavail
 from stratoflow.faults import machine_fault
 from stratoflow.model import (
     SCHEMA_URL_PATH,
+    WorkflowSpec,
     load_workflow,
     next_firing,
     workflow_schema_document,
@@ -808,11 +810,21 @@ def create_app(
             responses=_responses,
         )  # fmt: skip
 
+    def children(spec: WorkflowSpec, run_id: str) -> dict[str, str]:
+        """The child runs of a run's sub-workflow tasks that exist: a child that could not be
+        created (a bad parameter) was named anyway, a link to a run that is not there."""
+        out: dict[str, str] = {}
+        for task_id, child in subworkflow.children(spec, run_id).items():
+            with contextlib.suppress(NotFound):
+                store.get_run(child)
+                out[task_id] = child
+        return out
+
     def detail(run: Run) -> RunDetail:
         spec = scheduler.spec(run.project, run.workflow, run.version)
         body = run_detail(
             run, store.get_tasks(run.id), store.list_attempts(run.id), spec.dag.order,
-            subworkflow.children(spec, run.id),
+            children(spec, run.id),
         )  # fmt: skip
         return RunDetail.model_validate(body)
 
@@ -1318,7 +1330,7 @@ def create_app(
             changed_ids = store.changed_since(run_id, since)
             tasks = store.get_tasks(run_id, changed_ids) if changed_ids else []
             attempts = store.attempts_of(run_id, changed_ids) if changed_ids else []
-        view = run_detail(run, tasks, attempts, spec.dag.order, subworkflow.children(spec, run_id))
+        view = run_detail(run, tasks, attempts, spec.dag.order, children(spec, run_id))
         full = since is None or since > revision
         body = RunDetail.model_validate({**view, "revision": revision, "full": full})
         return _view_response(body, tag)
@@ -1435,7 +1447,7 @@ def create_app(
         task = store.get_task(run_id, task_id)
         attempts = store.list_attempts(run_id, task_id)
         spec = scheduler.spec(run.project, run.workflow, run.version)
-        child = subworkflow.children(spec, run_id).get(task_id)
+        child = children(spec, run_id).get(task_id)
         return TaskView.model_validate(task_view(task, attempts, child_run=child))
 
     @app.get(
