@@ -285,22 +285,36 @@ class Scheduler:
         self, spec: WorkflowSpec, run: Run, pooled: list[TaskInstance], now: datetime
     ) -> None:
         """Ready tasks that name a pool join its queue (served by ``_serve_pool``). One whose
-        pool is gone (deleted after the workflow was applied) fails, saying so."""
+        pool is gone (deleted after the workflow was applied) fails, saying so; so does a
+        child run's task whose pool its ancestors' sub-workflow tasks hold too much of for it
+        ever to start (``engine.pools.starved_by_ancestors``: a deadlock otherwise)."""
         store = self.pools
+        ancestors: list[TaskInstance] | None = None  # read once, for a child run only
         for ti in pooled:
             key = (
                 None
                 if store is None
                 else engine_pools.resolve(spec, ti.task_id, lambda k: store.get_pool(k) is not None)
             )
-            if key is not None:
+            error: str | None = None
+            if key is not None and store is not None and run.parent:
+                if ancestors is None:
+                    ancestors = self.subworkflows.ancestors(run)
+                pool = (
+                    store.get_pool(key) if engine_pools.held_by_ancestors(key, ancestors) else None
+                )
+                if pool is not None:
+                    need = spec.workflow.tasks[ti.task_id].pool_slots
+                    error = engine_pools.starved_by_ancestors(pool, ti.task_id, need, ancestors)
+            if key is not None and error is None:
                 if self.store.apply(engine_pools.enqueue(ti, key, now)):
                     self._pools_due.add(key)
                 continue
             started = engine.claim(spec, ti, now)
             write = engine.TaskWrite(started, TaskState.QUEUED, ti.attempt)
             if self.store.apply(engine.Decision(run.id, (write,), running=1)):
-                error = f"pool {engine_pools.pool_of(spec, ti.task_id)!r} does not exist"
+                if error is None:
+                    error = f"pool {engine_pools.pool_of(spec, ti.task_id)!r} does not exist"
                 self.on_finished(
                     [Finished(run.id, ti.task_id, started.attempt,
                               AttemptResult(AttemptStatus.FAILED, error=error, retryable=False))]

@@ -27,6 +27,11 @@ needing more slots than are free blocks those behind it (so a wide task is not s
 narrow ones). Skipped without blocking: a task whose run cannot start it now (paused, at its
 ``concurrency``), and one needing more slots than the pool has at all (the pool was shrunk
 after it was applied: it waits until the pool grows again).
+
+Sub-workflows: a ``type: workflow`` task that names a pool holds its slots until its child
+run ends. A task of that child (at any depth) in the same pool that could never fit beside
+what its ancestors hold (``held + pool_slots > slots``) fails when it would join the queue,
+naming the pool and the cause (``starved_by_ancestors``), instead of waiting for ever.
 """
 
 from __future__ import annotations
@@ -207,6 +212,41 @@ def serve(
         free -= need
         run_free[ti.run_id] -= 1
     return out
+
+
+def held_by_ancestors(key: str, ancestors: Sequence[TaskInstance]) -> int:
+    """The slots of pool ``key`` that a run's ancestors hold: the running sub-workflow tasks
+    (its parent's, its grandparent's, ...) that wait for it to end."""
+    return sum(t.pool_slots for t in ancestors if t.state is TaskState.RUNNING and t.pool == key)
+
+
+def starved_by_ancestors(
+    pool: Pool, task_id: str, need: int, ancestors: Sequence[TaskInstance]
+) -> str | None:
+    """Why a task of a child run can never get its slots, or None if it can.
+
+    A sub-workflow task holds its pool's slots until its child run ends; a task of that child
+    (or of a grandchild) in the same pool needs slots the ancestors will not free while it
+    waits. When the ancestors hold so many that ``need`` can never fit (``held + need >
+    slots``) the task would wait for ever (Airflow's SubDag-and-pool deadlock): the message
+    says so, naming the pool, and the task fails instead. With enough slots (2 slots, the
+    parent holds 1, the child needs 1) it waits like any other task."""
+    held = held_by_ancestors(pool.key, ancestors)
+    if not held or held + need <= pool.slots:
+        return None
+    holders = ", ".join(
+        f"{t.run_id}/{t.task_id}"
+        for t in ancestors
+        if t.state is TaskState.RUNNING and t.pool == pool.key
+    )
+    project = f" --project {pool.scope}" if pool.scope else ""
+    return (
+        f"pool {pool.name!r} can never start task {task_id}: it needs {need} of the pool's "
+        f"{pool.slots} slot(s), and {held} are held until this run ends by the sub-workflow "
+        f"task(s) that started it ({holders}), a deadlock; give the pool more slots "
+        f"(stratoflow pools set {pool.name} --slots {held + need}{project}) or take the pool "
+        "off one of the two tasks"
+    )
 
 
 def force_start(spec: WorkflowSpec, run: Run, ti: TaskInstance, now: datetime) -> Decision:
