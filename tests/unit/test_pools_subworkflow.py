@@ -17,7 +17,7 @@ from tests.fakes import FakeClock, RecordingDispatcher
 from tests.stores import STORE_KINDS, state_store
 from tests.unit.test_subworkflow import Harness, succeed
 
-from stratoflow.engine import RunState, TaskInstance, TaskState
+from stratoflow.engine import AttemptStatus, RunState, TaskInstance, TaskState
 from stratoflow.engine import pools as engine_pools
 from stratoflow.engine import subworkflow as rules
 from stratoflow.service import Scheduler
@@ -172,3 +172,55 @@ def test_the_rule() -> None:
     )
     assert why is not None
     assert "--slots 2 --project sales" in why
+
+
+def test_two_parents_each_holding_a_slot_their_children_need(h: Harness) -> None:
+    # 2 slots: each run's k leaves room for its own child, but two runs' k hold both slots
+    h.scheduler.set_pool("p1", 2)
+    h.scheduler.apply(child())
+    h.scheduler.apply(parent())
+    first, _ = h.scheduler.trigger("default", "pparent")
+    second, _ = h.scheduler.trigger("default", "pparent")
+    h.finish(succeed)
+    # THEN the child that found the deadlock fails, naming the holders; the other goes on
+    states = {r: h.store.get_run(r).state for r in (first.id, second.id)}
+    assert sorted(states.values()) == [RunState.FAILED, RunState.SUCCEEDED]
+    (lost,) = [r for r, s in states.items() if s is RunState.FAILED]
+    c = h.store.get_task(child_id(lost), "c")
+    assert "all of its 2 slot(s) are held by sub-workflow tasks" in (c.error or "")
+    assert f"{first.id}/k" in (c.error or "")
+    assert f"{second.id}/k" in (c.error or "")
+    assert "pool 'p1'" in (h.store.get_task(lost, "k").error or "")
+    assert used(h) == 0
+    assert h.store.pool_waiting("/p1", 10) == []
+
+
+def test_a_plain_holder_frees_its_slot_so_the_child_waits(h: Harness) -> None:
+    # the parent's k holds 1 of 2 slots, a plain task of another run the other: the child's
+    # task waits for the plain task, not a deadlock
+    h.scheduler.set_pool("p1", 2)
+    h.scheduler.apply(child())
+    h.scheduler.apply(parent())
+    h.scheduler.apply("name: plain\ntasks:\n  t: {type: shell, command: 'true', pool: p1}\n")
+    other, _ = h.scheduler.trigger("default", "plain")
+    h.scheduler.step()
+    assert h.store.get_task(other.id, "t").state is TaskState.RUNNING
+    run, _ = h.scheduler.trigger("default", "pparent")
+    h.finish(lambda s: AttemptStatus.SUCCEEDED if s.task_id != "t" else AttemptStatus.FAILED)
+    assert h.store.get_run(run.id).state is RunState.SUCCEEDED
+    assert h.store.get_run(other.id).state is RunState.FAILED
+    assert used(h) == 0
+
+
+def test_the_cross_run_rule() -> None:
+    pool = engine_pools.Pool("", "p1", 2, used=2)
+    k1 = TaskInstance("r1", "k", TaskState.RUNNING, pool="/p1", pool_slots=1)
+    k2 = TaskInstance("r2", "k", TaskState.RUNNING, pool="/p1", pool_slots=1)
+    both = {("r1", "k"), ("r2", "k")}
+    assert engine_pools.deadlocked_across_runs(pool, "c", 1, [k1, k2], {("r1", "k")}) is None
+    assert engine_pools.deadlocked_across_runs(pool, "c", 1, [], both) is None
+    roomy = engine_pools.Pool("", "p1", 3, used=2)
+    assert engine_pools.deadlocked_across_runs(roomy, "c", 1, [k1, k2], both) is None
+    why = engine_pools.deadlocked_across_runs(pool, "c", 1, [k1, k2], both)
+    assert why is not None
+    assert "r1/k, r2/k" in why

@@ -306,6 +306,8 @@ class Scheduler:
                 if pool is not None:
                     need = spec.workflow.tasks[ti.task_id].pool_slots
                     error = engine_pools.starved_by_ancestors(pool, ti.task_id, need, ancestors)
+                    if error is None and need > pool.free:
+                        error = self._pool_deadlock(store, pool, ti.task_id, need, ancestors)
             if key is not None and error is None:
                 if self.store.apply(engine_pools.enqueue(ti, key, now)):
                     self._pools_due.add(key)
@@ -319,6 +321,34 @@ class Scheduler:
                     [Finished(run.id, ti.task_id, started.attempt,
                               AttemptResult(AttemptStatus.FAILED, error=error, retryable=False))]
                 )  # fmt: skip
+
+    def _pool_deadlock(
+        self,
+        store: PoolStore,
+        pool: engine_pools.Pool,
+        task_id: str,
+        need: int,
+        ancestors: list[TaskInstance],
+    ) -> str | None:
+        """``engine.pools.deadlocked_across_runs`` from the pool's holders and queue as read
+        (bounded: a pool with more holders than one pass reads is not judged)."""
+        limit = engine_pools.MAX_POOLS_PER_PASS
+        holders = store.pool_running(pool.key, limit + 1)
+        if len(holders) > limit:
+            return None
+        stuck = {(a.run_id, a.task_id) for a in ancestors}
+        seen: set[str] = set()
+        for waiting in store.pool_waiting(pool.key, limit):
+            if waiting.run_id in seen:
+                continue
+            seen.add(waiting.run_id)
+            try:
+                run = self.store.get_run(waiting.run_id)
+            except NotFound:
+                continue
+            if run.parent:
+                stuck |= {(a.run_id, a.task_id) for a in self.subworkflows.ancestors(run)}
+        return engine_pools.deadlocked_across_runs(pool, task_id, need, holders, stuck)
 
     def _wake_pools(self, spec: WorkflowSpec) -> None:
         """A run of ``spec`` may take tasks waiting in its pools again (resumed, a

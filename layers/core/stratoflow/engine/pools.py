@@ -31,13 +31,16 @@ after it was applied: it waits until the pool grows again).
 Sub-workflows: a ``type: workflow`` task that names a pool holds its slots until its child
 run ends. A task of that child (at any depth) in the same pool that could never fit beside
 what its ancestors hold (``held + pool_slots > slots``) fails when it would join the queue,
-naming the pool and the cause (``starved_by_ancestors``), instead of waiting for ever.
+naming the pool and the cause (``starved_by_ancestors``), instead of waiting for ever. So
+does one that would find every slot held by sub-workflow tasks whose children all wait for
+the pool (``deadlocked_across_runs``: e.g. two runs of such a parent on a pool of 2 slots);
+it is the victim, its run fails, its parent's task frees its slots, the others go on.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -246,6 +249,33 @@ def starved_by_ancestors(
         f"task(s) that started it ({holders}), a deadlock; give the pool more slots "
         f"(stratoflow pools set {pool.name} --slots {held + need}{project}) or take the pool "
         "off one of the two tasks"
+    )
+
+
+def deadlocked_across_runs(
+    pool: Pool,
+    task_id: str,
+    need: int,
+    holders: Sequence[TaskInstance],
+    stuck: Set[tuple[str, str]],
+) -> str | None:
+    """Why a task of a child run can never get its slots although its own ancestors leave
+    room for it, or None if it can: the pool has not ``need`` free and every task holding its
+    slots (``holders``, all of them) is a sub-workflow task in ``stuck``, the ancestors of
+    the tasks waiting in the pool and of this one: none of them can end before a waiting task
+    starts (two runs of a parent whose workflow task and child share a pool of 2 slots)."""
+    if need <= pool.free or not holders:
+        return None
+    if any((t.run_id, t.task_id) not in stuck for t in holders):
+        return None  # a holder that does not wait on the pool frees its slots in time
+    names = ", ".join(sorted(f"{t.run_id}/{t.task_id}" for t in holders))
+    return (
+        f"pool {pool.name!r} can never start task {task_id}: all of its {pool.slots} slot(s) are "
+        f"held by sub-workflow tasks ({names}) whose child runs wait for this pool, a deadlock; "
+        f"give the pool more slots (stratoflow pools set {pool.name} --slots N"
+        + (f" --project {pool.scope}" if pool.scope else "")
+        + "), limit the parent's max_active_runs, or take the pool off the sub-workflow task "
+        "or its child's task"
     )
 
 
