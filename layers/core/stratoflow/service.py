@@ -330,15 +330,12 @@ class Scheduler:
         need: int,
         ancestors: list[TaskInstance],
     ) -> str | None:
-        """``engine.pools.deadlocked_across_runs`` from the pool's holders and queue as read
-        (bounded: a pool with more holders than one pass reads is not judged)."""
-        limit = engine_pools.MAX_POOLS_PER_PASS
-        holders = store.pool_running(pool.key, limit + 1)
-        if len(holders) > limit:
-            return None
-        stuck = {(a.run_id, a.task_id) for a in ancestors}
+        """``engine.pools.deadlocked_across_runs`` from the pool's queue as read: the
+        ancestors of its waiting tasks (one pass of the queue's index, O(depth) reads each;
+        never a scan of the running tasks)."""
+        stuck = list(ancestors)
         seen: set[str] = set()
-        for waiting in store.pool_waiting(pool.key, limit):
+        for waiting in store.pool_waiting(pool.key, engine_pools.MAX_POOLS_PER_PASS):
             if waiting.run_id in seen:
                 continue
             seen.add(waiting.run_id)
@@ -347,8 +344,8 @@ class Scheduler:
             except NotFound:
                 continue
             if run.parent:
-                stuck |= {(a.run_id, a.task_id) for a in self.subworkflows.ancestors(run)}
-        return engine_pools.deadlocked_across_runs(pool, task_id, need, holders, stuck)
+                stuck += self.subworkflows.ancestors(run)
+        return engine_pools.deadlocked_across_runs(pool, task_id, need, stuck)
 
     def _wake_pools(self, spec: WorkflowSpec) -> None:
         """A run of ``spec`` may take tasks waiting in its pools again (resumed, a

@@ -40,7 +40,7 @@ it is the victim, its run fails, its parent's task frees its slots, the others g
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -253,22 +253,23 @@ def starved_by_ancestors(
 
 
 def deadlocked_across_runs(
-    pool: Pool,
-    task_id: str,
-    need: int,
-    holders: Sequence[TaskInstance],
-    stuck: Set[tuple[str, str]],
+    pool: Pool, task_id: str, need: int, stuck: Sequence[TaskInstance]
 ) -> str | None:
     """Why a task of a child run can never get its slots although its own ancestors leave
-    room for it, or None if it can: the pool has not ``need`` free and every task holding its
-    slots (``holders``, all of them) is a sub-workflow task in ``stuck``, the ancestors of
-    the tasks waiting in the pool and of this one: none of them can end before a waiting task
-    starts (two runs of a parent whose workflow task and child share a pool of 2 slots)."""
-    if need <= pool.free or not holders:
-        return None
-    if any((t.run_id, t.task_id) not in stuck for t in holders):
+    room for it, or None if it can: the pool has not ``need`` free, and the sub-workflow tasks
+    in ``stuck`` (the ancestors of the tasks waiting in the pool and of this one: none of them
+    can end before a waiting task starts) hold every slot in use (``used``, which always
+    equals the slots running tasks hold). E.g. two runs of a parent whose workflow task and
+    child share a pool of 2 slots."""
+    holders: dict[tuple[str, str], TaskInstance] = {
+        (t.run_id, t.task_id): t
+        for t in stuck
+        if t.state is TaskState.RUNNING and t.pool == pool.key and t.pool_slots > 0
+    }
+    held = sum(t.pool_slots for t in holders.values())
+    if need <= pool.free or not held or held < pool.used:
         return None  # a holder that does not wait on the pool frees its slots in time
-    names = ", ".join(sorted(f"{t.run_id}/{t.task_id}" for t in holders))
+    names = ", ".join(sorted(f"{run_id}/{task}" for run_id, task in holders))
     return (
         f"pool {pool.name!r} can never start task {task_id}: all of its {pool.slots} slot(s) are "
         f"held by sub-workflow tasks ({names}) whose child runs wait for this pool, a deadlock; "
