@@ -195,6 +195,39 @@ def test_two_parents_each_holding_a_slot_their_children_need(h: Harness) -> None
     assert h.store.pool_waiting("/p1", 10) == []
 
 
+def test_the_periodic_pass_breaks_a_deadlock_no_join_saw(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN two runs whose children's tasks joined the pool unjudged (as two joins racing
+    # on AWS, each reading the queue before the other's entry): both wait, all slots held
+    h.scheduler.set_pool("p1", 2)
+    h.scheduler.apply(child())
+    h.scheduler.apply(parent())
+    with monkeypatch.context() as m:
+        m.setattr(Scheduler, "_pool_deadlock", lambda *_: None)
+        first, _ = h.scheduler.trigger("default", "pparent")
+        second, _ = h.scheduler.trigger("default", "pparent")
+        h.clock.advance(0.5)
+        h.finish(succeed)
+        waiting = h.store.pool_waiting("/p1", 10)
+        assert sorted(t.run_id for t in waiting) == sorted(
+            [child_id(first.id), child_id(second.id)]
+        )
+        assert used(h) == 2
+    # WHEN the periodic pass comes (at most once a minute per pool)
+    h.clock.advance(61)
+    h.finish(succeed)
+    # THEN the last one in the queue fails naming the pool; the other run goes on
+    states = {r: h.store.get_run(r).state for r in (first.id, second.id)}
+    assert sorted(states.values()) == [RunState.FAILED, RunState.SUCCEEDED]
+    (lost,) = [r for r, s in states.items() if s is RunState.FAILED]
+    assert child_id(lost) == waiting[-1].run_id
+    c = h.store.get_task(child_id(lost), "c")
+    assert "all of its 2 slot(s) are held by sub-workflow tasks" in (c.error or "")
+    assert used(h) == 0
+    assert h.store.pool_waiting("/p1", 10) == []
+
+
 def test_a_plain_holder_frees_its_slot_so_the_child_waits(h: Harness) -> None:
     # the parent's k holds 1 of 2 slots, a plain task of another run the other: the child's
     # task waits for the plain task, not a deadlock
