@@ -17,10 +17,10 @@ from tests.fakes import FakeClock, RecordingDispatcher
 from tests.stores import STORE_KINDS, state_store
 from tests.unit.test_subworkflow import Harness, succeed
 
-from stratoflow.engine import AttemptStatus, RunState, TaskInstance, TaskState
+from stratoflow.engine import AttemptResult, AttemptStatus, RunState, TaskInstance, TaskState
 from stratoflow.engine import pools as engine_pools
 from stratoflow.engine import subworkflow as rules
-from stratoflow.service import Scheduler
+from stratoflow.service import Finished, Scheduler
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -226,6 +226,39 @@ def test_the_periodic_pass_breaks_a_deadlock_no_join_saw(
     assert "all of its 2 slot(s) are held by sub-workflow tasks" in (c.error or "")
     assert used(h) == 0
     assert h.store.pool_waiting("/p1", 10) == []
+
+
+def test_a_pool_shrunk_under_a_waiting_child_task_is_caught_by_the_periodic_pass(
+    h: Harness,
+) -> None:
+    # GIVEN 2 slots: the parent's k holds one, a plain task the other; the child's c waits
+    h.scheduler.set_pool("p1", 2)
+    h.scheduler.apply(child())
+    h.scheduler.apply(parent())
+    h.scheduler.apply("name: plain\ntasks:\n  t: {type: shell, command: 'true', pool: p1}\n")
+    other, _ = h.scheduler.trigger("default", "plain")
+    h.scheduler.step()
+    run, _ = h.scheduler.trigger("default", "pparent")
+    h.scheduler.step()
+    h.dispatcher.pending.pop((other.id, "t", 1))  # t keeps running
+    for key in list(h.dispatcher.pending):
+        del h.dispatcher.pending[key]
+        h.scheduler.on_finished(
+            [Finished(key[0], key[1], key[2], AttemptResult(AttemptStatus.SUCCEEDED))]
+        )
+        h.scheduler.step()
+    assert [t.task_id for t in h.store.pool_waiting("/p1", 10)] == ["c"]
+    # WHEN the pool shrinks to 1 and the plain task ends: only the parent's k holds it
+    h.scheduler.set_pool("p1", 1)
+    h.scheduler.on_finished([Finished(other.id, "t", 1, AttemptResult(AttemptStatus.SUCCEEDED))])
+    h.clock.advance(61)
+    h.finish(succeed)
+    # THEN the periodic pass fails the child's task, naming the pool
+    c = h.store.get_task(child_id(run.id), "c")
+    assert c.state is TaskState.FAILED
+    assert "pool 'p1' can never start task c" in (c.error or "")
+    assert h.store.get_run(run.id).state is RunState.FAILED
+    assert used(h) == 0
 
 
 def test_a_plain_holder_frees_its_slot_so_the_child_waits(h: Harness) -> None:
