@@ -81,3 +81,29 @@ def test_pools_commands(tmp_path: Path, served: tuple[str, LocalRuntime]) -> Non
         time.sleep(0.05)
     gone = cli.invoke(main, ["pools", "delete", "one", "--project", "default", *api])
     assert gone.output.strip() == "deleted: pool default/one"
+
+
+@pytest.mark.timeout(90)  # it used to wait for ever
+def test_trigger_wait_ends_when_a_sub_workflow_and_its_child_share_a_one_slot_pool(
+    tmp_path: Path, served: tuple[str, LocalRuntime]
+) -> None:
+    url, _ = served
+    cli = CliRunner()
+    api = ["--api", url]
+    (tmp_path / "pchild.yaml").write_text(
+        "name: pchild\ntasks:\n  c: {type: shell, command: 'true', pool: p1}\n"
+    )
+    (tmp_path / "pparent.yaml").write_text(
+        "name: pparent\ntasks:\n  k: {type: workflow, workflow: pchild, pool: p1}\n"
+    )
+    assert cli.invoke(main, ["pools", "set", "p1", "--slots", "1", *api]).exit_code == 0
+    for name in ("pchild", "pparent"):
+        assert cli.invoke(main, ["apply", str(tmp_path / f"{name}.yaml"), *api]).exit_code == 0
+    waited = cli.invoke(main, ["trigger", "pparent", "--wait", "--output", "json", *api])
+    assert waited.exit_code == 1, waited.output
+    k = json.loads(waited.output)["tasks"]["k"]
+    assert k["state"] == "failed"
+    assert "pool 'p1' can never start task c" in k["error"]
+    assert "stratoflow pools set p1 --slots 2" in k["error"]
+    shown = json.loads(cli.invoke(main, ["pools", "show", "p1", "--output", "json", *api]).output)
+    assert (shown["used"], shown["waiting"]) == (0, 0)

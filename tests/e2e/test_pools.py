@@ -11,6 +11,7 @@ from stratoflow.adapters.local.runtime import LocalRuntime
 from stratoflow.engine import RunState, TaskState
 from stratoflow.errors import Conflict, InvalidInput
 from tests.e2e import test_runtime
+from tests.e2e.test_backfill import until
 
 pytestmark = pytest.mark.e2e
 runtime = test_runtime.runtime  # the local runtime fixture, in a fresh home per test
@@ -111,3 +112,46 @@ def test_force_start_and_pool_management(runtime: LocalRuntime, shared_dir: Path
     assert pool.used == 0
     sched.delete_pool("shared", project="default")
     assert runtime.store.list_pools() == []
+
+
+# a pool shared by a sub-workflow task and its child run (Airflow's SubDag-and-pool deadlock)
+PCHILD = """
+name: pchild
+tasks:
+  c: {type: shell, pool: p1, command: 'echo "done=yes" >> "$STRATOFLOW_OUTPUT"'}
+"""
+PPARENT = """
+name: pparent
+tasks:
+  k: {type: workflow, workflow: pchild, pool: p1}
+"""
+
+
+@pytest.mark.timeout(90)
+def test_a_pool_a_sub_workflow_task_holds_fails_its_child_clearly(runtime: LocalRuntime) -> None:
+    sched = runtime.scheduler
+    # GIVEN a pool of 1 slot named by the parent's workflow task and by the child's task
+    sched.set_pool("p1", 1)
+    sched.apply(PCHILD)
+    sched.apply(PPARENT)
+    run, _ = sched.trigger("default", "pparent")
+    # WHEN it runs: it ends (it used to wait for ever), failed, saying why
+    until(runtime, lambda: runtime.store.get_run(run.id).state.terminal, timeout=30)
+    assert runtime.store.get_run(run.id).state is RunState.FAILED
+    k = runtime.store.get_task(run.id, "k")
+    assert k.state is TaskState.FAILED
+    assert "pool 'p1' can never start task c" in (k.error or "")
+    assert f"held until this run ends by the sub-workflow task(s) that started it ({run.id}/k)" in (
+        k.error or ""
+    )
+    # AND nothing holds or waits for the pool
+    pool, running, waiting = sched.pool_view("/p1")
+    assert (pool.used, running, waiting) == (0, [], [])
+    # WHEN the pool has a slot for each: the same workflows share it and succeed
+    sched.set_pool("p1", 2)
+    second, _ = sched.trigger("default", "pparent")
+    until(runtime, lambda: runtime.store.get_run(second.id).state.terminal, timeout=30)
+    assert runtime.store.get_run(second.id).state is RunState.SUCCEEDED
+    assert runtime.store.get_task(second.id, "k").outputs == {"c": {"done": "yes"}}
+    pool = sched.pool_view("/p1")[0]
+    assert pool.used == 0

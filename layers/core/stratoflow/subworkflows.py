@@ -101,6 +101,19 @@ class SubWorkflows:
                 break
         return depth
 
+    def ancestors(self, run: Run) -> list[TaskInstance]:
+        """The sub-workflow tasks that started ``run``: its parent's, its grandparent's, ...
+        (bounded reads; empty for a top-level run). What they hold of a pool, ``run``'s
+        tasks cannot have (``engine.pools.starved_by_ancestors``)."""
+        found: list[TaskInstance] = []
+        while (link := rules.parent_of(run)) is not None and len(found) <= rules.MAX_DEPTH:
+            try:
+                found.append(self.scheduler.store.get_task(*link))
+                run = self.scheduler.store.get_run(link[0])
+            except NotFound:
+                break
+        return found
+
     def start(
         self,
         spec: WorkflowSpec,
