@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,8 @@ from click.testing import CliRunner
 from stratoflow.adapters.local.runtime import LocalRuntime
 from stratoflow.cli import main
 from stratoflow.ports import RunQuery
-from tests.cli_server import running_api
+from tests.cli_server import running_api, serving
+from tests.fakes import FakeClock
 from tests.logframe import framed
 
 pytestmark = pytest.mark.e2e
@@ -233,3 +236,106 @@ def test_apply_of_several_files_names_the_one_refused_and_what_was_applied(
     assert error.startswith(f"error: {refused}: "), error
     assert "no_such_pool" in error
     assert error.endswith(f"(applied before it: {first}; not sent: {last})"), error
+
+
+TICKER = """
+name: ticker
+schedule: {cron: "*/2 * * * *", timezone: Europe/Paris}
+tasks: {a: {type: shell, command: 'true'}}
+"""
+
+
+def test_workflows_list_show_pause_and_unpause(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`stratoflow workflows ...` against a served runtime whose cron loop the test ticks on
+    a clock it moves: a paused workflow's schedule fires nothing, unpaused it fires again."""
+    monkeypatch.delenv("STRATOFLOW_TOKEN", raising=False)
+    clock = FakeClock(datetime(2026, 11, 20, 9, 59, 30, tzinfo=UTC))
+    runtime = LocalRuntime(tmp_path / "home", clock=clock, cron=True)
+    with serving(runtime, readmodel=None) as served:
+        api = ["--api", served.url]
+        assert runtime.cron is not None
+
+        def fired() -> list[datetime]:
+            runs = runtime.store.list_runs(RunQuery(workflow="ticker"))
+            return sorted(r.logical_date for r in runs)
+
+        for name, text in (("ticker", TICKER), ("cli_chain", CHAIN), ("cli_fails", FAILING)):
+            applied = cli.invoke(main, ["apply", write(tmp_path, f"{name}.yaml", text), *api])
+            assert applied.exit_code == 0, applied.output
+        runtime.cron.tick(clock.now())  # the schedule is read: first firing at 10:00 UTC
+        # list: by name, paged like the API (--limit, then --after the reply's `next`)
+        whole = json.loads(cli.invoke(main, ["workflows", "list", "--output", "json", *api]).output)
+        assert [w["name"] for w in whole["workflows"]] == ["cli_chain", "cli_fails", "ticker"]
+        assert whole["next"] is None
+        first = cli.invoke(main, ["workflows", "list", "--limit", "2", *api])
+        assert first.exit_code == 0, first.output
+        assert first.output.splitlines()[-1] == "(more: --after cli_fails)"
+        rest = cli.invoke(
+            main, ["workflows", "list", "--after", "cli_fails", "--output", "json", *api]
+        )
+        assert [w["name"] for w in json.loads(rest.output)["workflows"]] == ["ticker"]
+        text = cli.invoke(main, ["workflows", "list", *api]).output.splitlines()
+        rows = [re.split(r"\s{2,}", line) for line in text]  # columns: 2 spaces or more
+        assert rows == [
+            ["NAME", "VERSION", "PAUSED", "SCHEDULE", "LAST RUN", "NEXT RUN"],
+            ["cli_chain", "v1", "no", "-", "-", "-"],
+            ["cli_fails", "v1", "no", "-", "-", "-"],
+            [
+                "ticker",
+                "v1",
+                "no",
+                "*/2 * * * * (Europe/Paris)",
+                "-",
+                "2026-11-20T10:00:00+00:00",
+            ],
+        ]
+        # pause: the API says so, and the schedule fires nothing at 10:00 nor at 10:02
+        paused = cli.invoke(main, ["workflows", "pause", "ticker", *api])
+        assert (paused.exit_code, paused.output) == (0, "default/ticker: paused\n")
+        assert runtime.scheduler.catalog.get_version("default", "ticker").paused
+        shown = cli.invoke(main, ["workflows", "show", "ticker", *api])
+        assert shown.output.splitlines()[1:] == [
+            "schedule: */2 * * * * (Europe/Paris) (paused)",
+            "tasks (1): a",
+        ]
+        clock.current = datetime(2026, 11, 20, 10, 0, 5, tzinfo=UTC)
+        runtime.cron.tick(clock.now())
+        clock.current = datetime(2026, 11, 20, 10, 2, 5, tzinfo=UTC)
+        runtime.cron.tick(clock.now())
+        assert fired() == []
+        # unpause: it fires again (catchup false: the firing due now only, not 10:00)
+        unpaused = cli.invoke(main, ["workflows", "unpause", "ticker", "--output", "json", *api])
+        assert json.loads(unpaused.output)["paused"] is False
+        runtime.cron.tick(clock.now())
+        assert fired() == [datetime(2026, 11, 20, 10, 2, tzinfo=UTC)]
+        listed = json.loads(
+            cli.invoke(main, ["workflows", "list", "--output", "json", *api]).output
+        )
+        run_id = runtime.store.list_runs(RunQuery(workflow="ticker"))[0].id
+        assert listed["workflows"][2]["last_run"]["id"] == run_id
+        row = cli.invoke(main, ["workflows", "list", *api]).output.splitlines()[3]
+        assert re.split(r"\s{2,}", row)[4] == runtime.store.get_run(run_id).state.value
+        # show --version; unknown workflows and versions exit 2 with the server's words
+        cli.invoke(main, ["apply", write(tmp_path, "t2.yaml", TICKER + "description: v2\n"), *api])
+        v1 = json.loads(
+            cli.invoke(
+                main, ["workflows", "show", "ticker", "--version", "1", "--output", "json", *api]
+            ).output
+        )
+        assert (v1["version"], v1["description"]) == (1, None)
+        latest = cli.invoke(main, ["workflows", "show", "ticker", *api]).output.splitlines()
+        assert latest[0].startswith("default/ticker v2 (")
+        assert "description: v2" in latest
+        nope = "error: workflow 'nope' not found in project 'default'\n"
+        for args, said in (
+            (["pause", "nope"], nope),
+            (["unpause", "nope"], nope),
+            (["show", "nope"], nope),
+            (["show", "ticker", "--version", "9"], "error: workflow 'ticker' has no version 9\n"),
+        ):
+            missing = cli.invoke(main, ["workflows", *args, *api])
+            assert (missing.exit_code, missing.output) == (2, said), args
+        other = cli.invoke(main, ["workflows", "list", "--project", "elsewhere", *api])
+        assert other.output == "no workflows in project elsewhere\n"

@@ -112,6 +112,14 @@ def test_schema_prints_the_published_file(cli: CliRunner, tmp_path: Path) -> Non
     assert out.read_text() == published
 
 
+def test_schema_to_a_file_it_cannot_write_exits_2_naming_it(cli: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "no" / "such" / "s.json"
+    result = cli.invoke(main, ["schema", "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.output == f"error: -o: cannot write {out}: No such file or directory\n"
+    assert not (tmp_path / "no").exists()
+
+
 def test_a_directory_gives_its_yaml_and_its_modules_with_workflows(tmp_path: Path) -> None:
     write(tmp_path, "a.yaml", PAIR_YAML.replace("sdk_pair", "from_yaml"))
     write(tmp_path, "sdk_dir_pair.py", PAIR)

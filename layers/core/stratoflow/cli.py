@@ -113,6 +113,8 @@ LAZY_COMMANDS = {
                "Print the JSON Schema of workflow files (format v1), generated from the models."),
     "secrets": ("stratoflow.cli_secrets:secrets",
                 "A project's secrets: tasks reference them as {{ secrets.NAME }}."),
+    "workflows": ("stratoflow.cli_workflows:workflows",
+                  "A project's workflows: list them, show one, pause or unpause its schedule."),
 }  # fmt: skip
 LAZY_RUNS_COMMANDS = {
     "force-start": ("stratoflow.cli_pools:force_start",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from stratoflow.cli_common import invalid
 from stratoflow.errors import InvalidInput
 
 if TYPE_CHECKING:  # the model is imported when used: `stratoflow --help` stays fast
@@ -113,5 +114,8 @@ def schema(output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text, encoding="utf-8")
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:  # no such directory, a directory, no permission: exit 2
+            invalid(f"-o: cannot write {output}: {exc.strerror}")
         click.echo(f"wrote {output}", err=True)
