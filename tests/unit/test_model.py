@@ -19,6 +19,8 @@ from stratoflow.model import (
     format_duration,
     load_workflow,
     parse_duration,
+    parse_workflow,
+    spec_from_document,
 )
 
 # The example from DESIGN.md, verbatim.
@@ -770,3 +772,13 @@ def test_validation_refuses_a_name_the_render_never_has_naming_the_field() -> No
         ("tasks.b.command", "template reads params.b"),
     }
     assert all(p.line is not None for p in exc.value.problems)
+
+
+def test_a_stored_version_applied_before_the_name_check_still_loads() -> None:
+    document = {
+        "name": "old",
+        "tasks": {"a": {"type": "shell", "command": "echo {{ execution_date }} {{ params.b }}"}},
+    }
+    with pytest.raises(InvalidInput, match="execution_date"):
+        parse_workflow(document)
+    assert spec_from_document(document).name == "old"  # its runs fail the task, as before

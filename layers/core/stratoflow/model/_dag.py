@@ -99,8 +99,10 @@ def _find_cycle(workflow: Workflow) -> list[str]:
     return []
 
 
-def build_dag(workflow: Workflow) -> tuple[Dag | None, list[Problem]]:
-    """Validate the graph; return its adjacency, or the problems that prevent one."""
+def build_dag(workflow: Workflow, *, check_names: bool = True) -> tuple[Dag | None, list[Problem]]:
+    """Validate the graph; return its adjacency, or the problems that prevent one.
+    ``check_names``: refuse a template name no render has (``templating.undefined_names``);
+    off for a stored version applied before that check existed, which must still load."""
     problems: list[Problem] = []
     tasks = workflow.tasks
     for task_id, task in tasks.items():
@@ -159,8 +161,10 @@ def build_dag(workflow: Workflow) -> tuple[Dag | None, list[Problem]]:
                     dynamic = reads_tasks_dynamically(text)
                     secret_names, misuse = secret_references(text)
                     own = field_name == "params"
-                    undefined = undefined_names(
-                        text, run_params if own else all_params, own_params=own
+                    undefined = (
+                        undefined_names(text, run_params if own else all_params, own_params=own)
+                        if check_names
+                        else []
                     )
                 except TemplateError as exc:
                     problems.append(Problem(path, str(exc)))
