@@ -145,6 +145,34 @@ x:
     ):
         assert word in text
     assert not result.complete
+    # the template would be refused by validation: a failing placeholder stands in for it
+    assert "validation refuses this: template reads 'var'" in text
+    assert "exit 1" in _tasks(result)["t"]["command"]
+
+
+def test_xcom_pull_of_a_literal_task_and_key_reads_its_output(tmp_path: Path) -> None:
+    bash = "airflow.providers.standard.operators.bash.BashOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": [
+            {"task_id": "a", "operator": bash, "bash_command": "echo"},
+            {"task_id": "b-c", "operator": bash, "bash_command": "echo", "dependencies": ["a"]},
+            {"task_id": "use", "operator": bash, "dependencies": ["b-c"],
+             "bash_command": "echo {{ ti.xcom_pull(task_ids='a', key='rows') }} "
+                             "{{ task_instance.xcom_pull('b-c', key=\"n\") | int }}"},
+            {"task_id": "whole", "operator": bash, "dependencies": ["a"],
+             "bash_command": "echo {{ ti.xcom_pull(task_ids='a') }}"},
+        ]}}),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    assert tasks["use"]["command"] == (
+        "echo {{ tasks.a.outputs.rows }} {{ tasks['b-c'].outputs.n | int }}"
+    )
+    changed = [n.message for n in result.all_notes() if n.severity == "changed"]
+    assert any("reads {{ tasks.a.outputs.rows }}" in m for m in changed)
+    # no key: Airflow's return_value is the whole return, which no output is
+    assert "exit 1" in tasks["whole"]["command"]
+    assert "validation refuses this: template reads 'ti'" in _unmapped(result)
 
 
 def test_trigger_dag_run_sensor_and_sql_operators(tmp_path: Path) -> None:

@@ -150,6 +150,18 @@ def test_airflow2_dates_are_the_interval_start() -> None:
     rewrite_airflow("{{ ti.xcom_pull(task_ids='a') }} {{ var.value.k }}", AirflowDates(), problems)
     assert len(problems) == 2
     assert "ti.xcom_pull" in problems[0]
+    changes: list[str] = []
+    out = rewrite_airflow(
+        "{{ ti.xcom_pull(task_ids='a', key='k') }} {{ ti.xcom_pull(key='k', task_ids='gone') }}"
+        " {{ ti.xcom_pull(task_ids=['a'], key='k') }} {{ ti.xcom_pull(task_ids=t, key='k') }}",
+        AirflowDates(),
+        problems,
+        {"a": "a"},
+        changes,
+    )
+    assert out.startswith("{{ tasks.a.outputs.k }} {{ ti.xcom_pull(key='k', task_ids='gone') }}")
+    assert "ti.xcom_pull(task_ids=['a']" in out
+    assert len(changes) == 1
 
 
 def test_shift_date_filter_is_bounded_and_checked() -> None:

@@ -19,6 +19,8 @@ from stratoflow.model import (
     format_duration,
     load_workflow,
     parse_duration,
+    parse_workflow,
+    spec_from_document,
 )
 
 # The example from DESIGN.md, verbatim.
@@ -695,6 +697,7 @@ LINES = [
         "template error",
         """
         name: w
+        params: {x: 1}
         tasks:
           a: {type: shell, command: x}
           b:
@@ -743,3 +746,39 @@ def test_line_numbers_point_at_the_line_to_fix(text: str) -> None:
 def test_problem_reads_path_line_and_message() -> None:
     assert str(Problem("tasks.a", "bad", 3)) == "tasks.a (line 3): bad"
     assert str(Problem("", "bad")) == "workflow: bad"
+
+
+def test_validation_refuses_a_name_the_render_never_has_naming_the_field() -> None:
+    text = textwrap.dedent(
+        """
+        name: w
+        params: {region: eu}
+        tasks:
+          a: {type: shell, command: "echo {{ ti.xcom_pull(task_ids='b') }}"}
+          b:
+            type: shell
+            params: {rows: "{{ params.region }}", bad: "{{ params.rows }}"}
+            env: {R: "{{ params.rows }} {{ params.region }}"}
+            command: "echo {{ params.b }} {{ dag_run.conf }}"
+        """
+    )
+    with pytest.raises(InvalidInput) as exc:
+        load_workflow(text)
+    found = {(p.path, p.message.split(",")[0]) for p in exc.value.problems}
+    assert found == {
+        ("tasks.a.command", "template reads 'ti'"),
+        ("tasks.b.params.bad", "template reads params.rows"),  # the run's params only
+        ("tasks.b.command", "template reads 'dag_run'"),
+        ("tasks.b.command", "template reads params.b"),
+    }
+    assert all(p.line is not None for p in exc.value.problems)
+
+
+def test_a_stored_version_applied_before_the_name_check_still_loads() -> None:
+    document = {
+        "name": "old",
+        "tasks": {"a": {"type": "shell", "command": "echo {{ execution_date }} {{ params.b }}"}},
+    }
+    with pytest.raises(InvalidInput, match="execution_date"):
+        parse_workflow(document)
+    assert spec_from_document(document).name == "old"  # its runs fail the task, as before

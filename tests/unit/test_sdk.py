@@ -76,7 +76,7 @@ def test_left_shift_after_and_depends_on_count_a_dependency_once() -> None:
 
 
 def test_every_task_helper_writes_its_type_and_fields() -> None:
-    with Workflow("kinds", project="analytics", schedule="0 2 * * *") as wf:
+    with Workflow("kinds", project="analytics", schedule="0 2 * * *", params={"big": True}) as wf:
         shell("sh", "echo", runner="batch", env={"A": "1"})
         python("py", callable="pkg.mod:fn")
         http("web", "https://example.com", method="POST", body={"k": 1}, expected_status=[200])
@@ -92,6 +92,7 @@ def test_every_task_helper_writes_its_type_and_fields() -> None:
         name: kinds
         project: analytics
         schedule: {cron: "0 2 * * *"}
+        params: {big: true}
         tasks:
           sh: {type: shell, command: echo, runner: batch, env: {A: "1"}}
           py: {type: python, callable: "pkg.mod:fn"}

@@ -13,6 +13,7 @@ from stratoflow import engine
 from stratoflow.engine import Run
 from stratoflow.model import WorkflowSpec, load_workflow
 from stratoflow.templating import (
+    CONTEXT_NAMES,
     TemplateError,
     check_syntax,
     reads_tasks_dynamically,
@@ -20,6 +21,7 @@ from stratoflow.templating import (
     render,
     render_condition,
     render_value,
+    undefined_names,
 )
 
 LOGICAL = datetime(2026, 3, 7, 2, 0, tzinfo=UTC)
@@ -387,3 +389,70 @@ def test_a_dynamic_lookup_of_a_task_not_directly_upstream_fails_naming_it(which:
     upstream = {t: {"k": t} for t in DYNAMIC.dag.reads["by_param"]}
     with pytest.raises(TemplateError, match=f"no attribute '{which}'"):
         engine.render_task(DYNAMIC, run, "by_param", upstream)
+
+
+# ------------------------------------------------------------------------------------------
+# Names a template reads that its render context never has: refused when it is validated
+# ------------------------------------------------------------------------------------------
+
+
+def test_context_names_are_what_a_task_render_has() -> None:
+    assert set(context()) == CONTEXT_NAMES
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ params.region }} {{ tasks.extract.outputs.rows }} {{ run.id }} {{ task.id }}",
+        "{{ logical_date }} {{ ds }} {{ ds_nodash }} {{ ts }} {{ secrets.DB }}",
+        "{% set n = 2 %}{{ n }}",
+        "{% for x in range(3) %}{{ loop.index }}{{ x }}{% endfor %}",
+        "{% macro m(y) %}{{ y }}{% endmacro %}{{ m(1) }}",
+        "{% set ns = namespace(k=1) %}{% set ns.k = 2 %}{{ ns.k }}{{ dict(a=1) }}",
+        "{% with z = 1 %}{{ z }}{% endwith %}",
+        "{{ maybe | default('x') }}",
+        "{% if maybe is defined %}{{ maybe }}{% endif %}",
+        "{{ params.missing | default(1) }} {{ params.get('region') }} {{ params['region'] }}",
+        "{% if params.missing is defined %}{{ params.missing }}{% endif %}",
+        "{{ params[name_of] if name_of is defined else '' }}",
+        "{% set params = {'b': 1} %}{{ params.b }}",
+        "plain text, {not: a template}",
+    ],
+)
+def test_names_the_context_or_the_template_defines_are_accepted(template: str) -> None:
+    assert undefined_names(template, {"region"}) == []
+
+
+@pytest.mark.parametrize(
+    ("template", "name", "hint"),
+    [
+        ("{{ ti.xcom_pull(task_ids='a', key='k') }}", "'ti'", "tasks.<task>.outputs.<key>"),
+        ("{{ task_instance.xcom_pull('a') }}", "'task_instance'", "tasks.<task>.outputs"),
+        ("{{ execution_date }}", "'execution_date'", "{{ logical_date }}"),
+        ("{{ macros.ds_add(ds, 1) }}", "'macros'", "shift_date("),
+        ("{{ dag_run.conf['x'] }}", "'dag_run'", "{{ params.<name> }}"),
+        ("{{ var.value.x }}", "'var'", "secrets"),
+        ("{{ conn.x.host }}", "'conn'", "connection"),
+        ("{{ run_id }}", "'run_id'", "{{ run.id }}"),
+        ("{{ prev_ds }}", "'prev_ds'", "shift_date("),
+        ("{{ nope }}", "'nope'", "a template can read ds, ds_nodash, logical_date, params"),
+        ("{% for x in [1] %}{% endfor %}{{ x }}", "'x'", "not defined"),
+    ],
+)
+def test_a_name_no_render_has_is_refused_with_what_to_use(
+    template: str, name: str, hint: str
+) -> None:
+    (why,) = undefined_names(template, {"region"})
+    assert f"reads {name}" in why
+    assert hint in why
+    with pytest.raises(TemplateError, match="undefined"):
+        render(template, context())  # it would have failed the task
+
+
+def test_an_undeclared_param_is_refused_naming_it_and_the_declared_ones() -> None:
+    (why,) = undefined_names("{{ params.region }}{{ params['b'] }}{{ params.b.c }}", {"region"})
+    assert "params.b" in why
+    assert "(region)" in why
+    (own,) = undefined_names("{{ params.rows }}", {"region"}, own_params=True)
+    assert "not the task's own" in own
+    assert undefined_names("{{ params.b }}", None) == []  # params not checked

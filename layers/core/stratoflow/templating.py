@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import secrets as _random
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cache
@@ -114,6 +114,83 @@ def secret_references(text: str) -> tuple[set[str], list[str]]:
         return set(), []
     found: tuple[set[str], list[str]] = _jinja().secret_references(text)
     return found
+
+
+# The top-level names of a task's render context (``engine.template_context``; a test holds
+# the two equal). Validation refuses a template reading any other name it does not define.
+CONTEXT_NAMES = frozenset(
+    {"params", "tasks", "run", "task", "logical_date", "ds", "ds_nodash", "ts", "secrets"}
+)
+
+_DATE_SHIFT = "{{ logical_date | shift_date('%Y-%m-%d', 'UTC', days=N) }} (shift_date also "
+_DATE_SHIFT += "takes months=, minutes=, to='month_start' and any strftime format)"
+# Airflow's template names, and what reads the same in Stratoflow
+AIRFLOW_NAMES: Mapping[str, str] = {
+    "ti": "an upstream task's output is {{ tasks.<task>.outputs.<key> }} (not "
+    "ti.xcom_pull(task_ids=..., key=...); the task must be upstream), the task's id {{ task.id }}",
+    "task_instance": "an upstream task's output is {{ tasks.<task>.outputs.<key> }}, "
+    "the task's id {{ task.id }}",
+    "execution_date": "use {{ logical_date }} (ISO-8601 text), {{ ds }} or {{ ds_nodash }}",
+    "data_interval_start": "use {{ logical_date }}, {{ ds }} or {{ ds_nodash }}",
+    "data_interval_end": f"use {_DATE_SHIFT}",
+    "next_execution_date": f"use {_DATE_SHIFT}",
+    "prev_execution_date": f"use {_DATE_SHIFT}",
+    "next_ds": f"use {_DATE_SHIFT}",
+    "prev_ds": f"use {_DATE_SHIFT}",
+    "yesterday_ds": f"use {_DATE_SHIFT}",
+    "tomorrow_ds": f"use {_DATE_SHIFT}",
+    "yesterday_ds_nodash": f"use {_DATE_SHIFT}",
+    "tomorrow_ds_nodash": f"use {_DATE_SHIFT}",
+    "ts_nodash": "use {{ logical_date | shift_date('%Y%m%dT%H%M%S') }}",
+    "macros": f"Stratoflow has no macros; for macros.ds_add(ds, N) use {_DATE_SHIFT}",
+    "dag_run": "dag_run.conf is {{ params.<name> }} (a run passes only the params the "
+    "workflow declares), dag_run.run_id is {{ run.id }}",
+    "conf": "a run's values are {{ params.<name> }}, declared in the workflow's params",
+    "run_id": "use {{ run.id }}",
+    "dag": "the workflow's name is {{ run.workflow }}",
+    "var": "Stratoflow has no Variables: declare a workflow param ({{ params.<name> }}) or "
+    "reference a secret ({{ secrets.<NAME> }})",
+    "conn": "Stratoflow has no connections in templates: an sql task names its connection "
+    "(connection: <name>); other credentials are secrets ({{ secrets.<NAME> }})",
+}
+
+
+def undefined_names(
+    text: str, params: Collection[str] | None, *, own_params: bool = False
+) -> list[str]:
+    """Why a template reads a name its render context never has, one message per name:
+    a top-level name that is not in :data:`CONTEXT_NAMES` and that the template does not
+    define itself, or a param by a literal name (``params.b``) not in ``params``, the names
+    the render's params can have (a run passes only declared params; None: not checked).
+    ``own_params``: the template is one of a task's params, which read the run's params only.
+    Names guarded by a test (``is defined``) or the ``default`` filter are not refused."""
+    if not is_template(text):
+        return []
+    found: tuple[frozenset[str], frozenset[str] | None] = _jinja().names_read(text)
+    free, read = found
+    why: list[str] = []
+    for name in sorted(free - CONTEXT_NAMES):
+        hint = AIRFLOW_NAMES.get(name)
+        if hint is not None:
+            why.append(f"template reads {name!r}, an Airflow name Stratoflow does not have: {hint}")
+        else:
+            why.append(
+                f"template reads {name!r}, which is not defined: a template can read "
+                + ", ".join(sorted(CONTEXT_NAMES))
+                + " and the names it sets itself"
+            )
+    if params is None or read is None:
+        return why
+    for key in sorted(read - set(params)):
+        if hasattr(dict, key):  # params.items, params.get(...): the dict's methods
+            continue
+        declared = ", ".join(sorted(params)) or "none"
+        where = " (a task's params read the run's params, not the task's own)" if own_params else ""
+        why.append(
+            f"template reads params.{key}, which is never defined: {key!r} is not a param it "
+            f"can read ({declared}){where}; a run passes only the params the workflow declares"
+        )
+    return why
 
 
 def render(text: str, context: Mapping[str, Any]) -> str:

@@ -31,6 +31,7 @@ from stratoflow.importers._timeexpr import AirflowDates, rewrite_airflow
 from stratoflow.model import TriggerRule
 from stratoflow.model._loader import load_yaml
 from stratoflow.model._workflow import MAX_POOL_SLOTS
+from stratoflow.templating import TemplateError, undefined_names
 
 GROUP_SEPARATOR = "__"
 MAX_SECONDS = 365 * 86400  # the longest duration the format takes
@@ -219,6 +220,13 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
         for g in path:
             members[g].append(ids[original])
 
+    # the tasks ti.xcom_pull(task_ids='<id>') can name: those outside a group (a grouped
+    # task's Airflow id is prefixed with its group's)
+    outputs = {
+        str(raw.get("task_id")): ids[str(raw.get("task_id"))]
+        for raw in raw_tasks
+        if not raw.get("task_group_name")
+    }
     tasks: dict[str, dict[str, Any]] = {}
     renamed: set[str] = set()  # pool names already reported as renamed
     deferred: list[tuple[str, str, str, dict[str, Any]]] = []
@@ -228,7 +236,7 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
         for g in group_path(raw.get("task_group_name")):
             group_args.update(groups[g].get("default_args") or {})
         merged = {**args, **group_args, **raw}
-        body, reason = _operator(merged, tid, notes, dates, params)
+        body, reason = _operator(merged, tid, notes, dates, params, outputs)
         deps: list[str] = []
         for dep in raw.get("dependencies") or []:
             deps += _resolve(str(dep), ids, members)
@@ -248,7 +256,8 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
                 notes.unmapped(f"{key} {_WHY.get(key, 'is not in this version')}", task=tid)
         tasks[tid] = body
         if reason:
-            deferred.append((tid, str(raw.get("operator")), reason, raw))
+            kind = raw.get("operator") or raw.get("decorator")
+            deferred.append((tid, str(kind), reason, raw))
     for group, conf in groups.items():
         deps = [
             d for dep in conf.get("dependencies") or [] for d in _resolve(str(dep), ids, members)
@@ -420,15 +429,21 @@ _SQL_OPERATORS = {"SQLExecuteQueryOperator", "PostgresOperator", "AthenaOperator
 
 
 def _operator(
-    conf: dict[str, Any], tid: str, notes: Notes, dates: AirflowDates, params: dict[str, Any]
+    conf: dict[str, Any],
+    tid: str,
+    notes: Notes,
+    dates: AirflowDates,
+    params: dict[str, Any],
+    outputs: dict[str, str],
 ) -> tuple[dict[str, Any], str | None]:
     """The task body, or a stand-in and the reason it has no equivalent."""
     operator = str(conf.get("operator") or conf.get("decorator") or "")
     short = operator.rsplit(".", 1)[-1]
     problems: list[str] = []
+    changes: list[str] = []
 
     def text(value: Any) -> str:
-        return rewrite_airflow(str(value), dates, problems)
+        return rewrite_airflow(str(value), dates, problems, outputs, changes)
 
     body: dict[str, Any]
     reason: str | None = None
@@ -586,12 +601,35 @@ def _operator(
             notes.unmapped(f"{short} argument {key!r} is not mapped", task=tid)
     for problem in problems:
         notes.unmapped(problem, task=tid)
+    for change in dict.fromkeys(changes):
+        notes.changed(change, task=tid)
+    refused = list(dict.fromkeys(_refused(body))) if reason is None else []
+    if refused:  # the workflow would not validate: the task stands aside, saying why
+        for why in refused:
+            notes.unmapped(f"validation refuses this: {why}", task=tid)
+        body = dict(_STAND_IN)
+        reason = "its templates read names Stratoflow does not have (see this task's notes)"
     if conf.get("doc_md") or conf.get("doc"):
         body["description"] = str(conf.get("doc_md") or conf.get("doc"))
     return body, reason
 
 
 _STAND_IN: dict[str, Any] = {"type": "shell", "command": "true\n"}
+
+
+def _refused(value: Any) -> list[str]:
+    """What validation refuses in the templates of a converted task: names no render has
+    (whether params are declared is left to validation, which knows the workflow's)."""
+    if isinstance(value, str):
+        try:
+            return undefined_names(value, None)
+        except TemplateError:  # a syntax error: validation reports it
+            return []
+    if isinstance(value, list):
+        return [why for v in value for why in _refused(v)]
+    if isinstance(value, dict):
+        return [why for v in value.values() for why in _refused(v)]
+    return []
 
 
 def _trigger(

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
+from stratoflow.importers._names import output_ref
+
 Piece = tuple[bool, str]
 """(is_expression, text): a literal, or a Jinja expression."""
 
@@ -321,14 +323,59 @@ def _airflow_names(dates: AirflowDates) -> dict[str, str]:
     }
 
 
-def rewrite_airflow(text: str, dates: AirflowDates, problems: list[str]) -> str:
-    """Airflow's template variables as Stratoflow's; anything else it reads is a problem."""
+# ti.xcom_pull(...) with literal arguments only: task_ids (first, or by name) and key
+_XCOM = re.compile(r"\b(?:ti|task_instance)\.xcom_pull\(([^()]*)\)")
+_XCOM_ARG = re.compile(r"\s*(?:(\w+)\s*=\s*)?('[^'\\,]*'|\"[^\"\\,]*\")\s*")
+
+
+def _xcom_ref(args: str, outputs: Mapping[str, str]) -> str | None:
+    """``tasks.<id>.outputs.<key>`` for ``xcom_pull(task_ids='a', key='k')``: one literal
+    task id of the import (``outputs``: Airflow id -> Stratoflow id) and a literal key.
+    None for anything else (no key: Airflow's return_value is the whole return, which
+    Stratoflow's outputs are not; a list of tasks; an expression)."""
+    found: dict[str, str] = {}
+    for i, part in enumerate(args.split(",")):
+        arg = _XCOM_ARG.fullmatch(part)
+        if arg is None:
+            return None
+        name = arg.group(1) or ("task_ids" if i == 0 else "")
+        if name not in ("task_ids", "key") or name in found:
+            return None
+        found[name] = arg.group(2)[1:-1]
+    task, key = found.get("task_ids"), found.get("key")
+    if task is None or task not in outputs or not key:
+        return None
+    return output_ref(outputs[task], key)
+
+
+def rewrite_airflow(
+    text: str,
+    dates: AirflowDates,
+    problems: list[str],
+    outputs: Mapping[str, str] | None = None,
+    changes: list[str] | None = None,
+) -> str:
+    """Airflow's template variables as Stratoflow's; anything else it reads is a problem.
+    ``outputs`` (Airflow task id -> Stratoflow id) lets ``ti.xcom_pull(task_ids='a',
+    key='k')`` read ``tasks.a.outputs.k``; each such rewrite is said in ``changes``."""
     names = _airflow_names(dates)
+
+    def xcom(match: re.Match[str]) -> str:
+        ref = _xcom_ref(match.group(1), outputs or {})
+        if ref is None:
+            return match.group(0)
+        if changes is not None:
+            changes.append(
+                f"{match.group(0)} reads {{{{ {ref} }}}}: that task must write the output "
+                "and be upstream of this one"
+            )
+        return ref
 
     def block(match: re.Match[str]) -> str:
         inner = _DS_ADD.sub(
             lambda m: "(" + dates.date("%Y-%m-%d", int(m.group(1))) + ")", match.group(1)
         )
+        inner = _XCOM.sub(xcom, inner)
 
         def name(m: re.Match[str]) -> str:
             head, tail = m.group(1), m.group(2)
@@ -347,7 +394,7 @@ def rewrite_airflow(text: str, dates: AirflowDates, problems: list[str]) -> str:
                         if "|" in names[candidate]
                         else names[candidate] + rest
                     )
-            if head in ("params", "shift_date") or head in _JINJA_WORDS:
+            if head in ("params", "tasks", "shift_date") or head in _JINJA_WORDS:
                 return dotted
             problems.append(f"the template reads {dotted!r}, which Stratoflow does not provide")
             return dotted

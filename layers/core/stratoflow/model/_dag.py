@@ -17,6 +17,7 @@ from stratoflow.templating import (
     reads_tasks_dynamically,
     referenced_tasks,
     secret_references,
+    undefined_names,
 )
 
 
@@ -98,8 +99,10 @@ def _find_cycle(workflow: Workflow) -> list[str]:
     return []
 
 
-def build_dag(workflow: Workflow) -> tuple[Dag | None, list[Problem]]:
-    """Validate the graph; return its adjacency, or the problems that prevent one."""
+def build_dag(workflow: Workflow, *, check_names: bool = True) -> tuple[Dag | None, list[Problem]]:
+    """Validate the graph; return its adjacency, or the problems that prevent one.
+    ``check_names``: refuse a template name no render has (``templating.undefined_names``);
+    off for a stored version applied before that check existed, which must still load."""
     problems: list[Problem] = []
     tasks = workflow.tasks
     for task_id, task in tasks.items():
@@ -140,6 +143,10 @@ def build_dag(workflow: Workflow) -> tuple[Dag | None, list[Problem]]:
                 problems.extend(_branch_problem(task_id, target, f"default.{j}", workflow))
         used: set[str] = set()
         ancestors: set[str] | None = None
+        # the params a template can read: a run's (only declared ones), then the task's own
+        # over them, except in the task's params, which are rendered from the run's
+        run_params = workflow.params.keys()
+        all_params = run_params | task.params.keys()
         for field_name, value in task.templated_fields().items():
             # text with no template syntax has no syntax error, reference or secret to check
             # (a plain string field skipped here without the walk: ~6 ms of a 2,000-task load)
@@ -153,10 +160,17 @@ def build_dag(workflow: Workflow) -> tuple[Dag | None, list[Problem]]:
                     refs = referenced_tasks(text)
                     dynamic = reads_tasks_dynamically(text)
                     secret_names, misuse = secret_references(text)
+                    own = field_name == "params"
+                    undefined = (
+                        undefined_names(text, run_params if own else all_params, own_params=own)
+                        if check_names
+                        else []
+                    )
                 except TemplateError as exc:
                     problems.append(Problem(path, str(exc)))
                     continue
                 problems.extend(Problem(path, why) for why in misuse)
+                problems.extend(Problem(path, why) for why in undefined)
                 if dynamic:  # which it reads is known only at render: its direct upstreams
                     used.update(task.depends_on)
                 if secret_names and isinstance(task, SwitchTask):

@@ -81,9 +81,12 @@ def parse_workflow(
     source: str | None = None,
     lines: dict[Path, int] | None = None,
     now: datetime | None = None,
+    stored: bool = False,
 ) -> WorkflowSpec:
     """Validate already-parsed data (from YAML, JSON or Python). With ``now``, a schedule
-    must also have a fire time after it (new definitions; a stored one is read without)."""
+    must also have a fire time after it (new definitions; a stored one is read without).
+    ``stored``: a version applied before, rebuilt; the checks added since it was applied
+    that it may fail (a template name no render has) are left to its runs, as before."""
     lines = lines or {}
     if not isinstance(data, dict):
         raise InvalidInput("a workflow must be a mapping with 'name' and 'tasks'", source=source)
@@ -91,7 +94,7 @@ def parse_workflow(
         workflow = Workflow.model_validate(data, context={"now": now})
     except ValidationError as exc:
         raise InvalidInput(_pydantic_problems(exc, lines), source=source) from None
-    dag, problems = build_dag(workflow)
+    dag, problems = build_dag(workflow, check_names=not stored)
     if problems or dag is None:
         located = [
             Problem(p.path, p.message, line_for(lines, tuple(p.path.split(".")))) for p in problems
@@ -115,4 +118,4 @@ def load_workflow_file(path: str | FsPath, *, now: datetime | None = None) -> Wo
 
 def spec_from_document(document: dict[str, Any]) -> WorkflowSpec:
     """Rebuild a stored spec (already valid when it was applied)."""
-    return parse_workflow(document)
+    return parse_workflow(document, stored=True)
