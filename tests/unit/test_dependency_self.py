@@ -139,6 +139,23 @@ def test_a_slot_held_by_a_run_that_can_end_keeps_the_wait(h: H) -> None:
     assert h.state("d3") is RunState.SUCCEEDED
 
 
+def test_queued_runs_started_latest_first_fail_at_the_first_check(h: H) -> None:
+    """No wake needed: the 3rd, started before the 2nd (queued first), fails when its
+    dependency is claimed."""
+    h.scheduler.apply(daily(1, depends=False))
+    first = h.trigger(1)  # holds the slot
+    h.scheduler.apply(daily(1))
+    h.trigger(3)
+    h.clock.advance(1)  # created later (DynamoDB orders the queue by creation time)
+    h.trigger(2)
+    assert (h.state("d3"), h.state("d2")) == (RunState.QUEUED, RunState.QUEUED)
+    h.finish(first)  # the 3rd starts (it was queued first) and its first check decides
+    assert h.wait("d3") is TaskState.FAILED
+    assert "run d2 of this same workflow is queued" in (h.error("d3") or "")
+    h.finish("d2")
+    assert h.state("d2") is RunState.SUCCEEDED
+
+
 def test_the_earlier_run_first_still_succeeds(h: H) -> None:
     h.scheduler.apply(daily(1, depends=False))
     h.finish(h.trigger(1))

@@ -197,7 +197,9 @@ class Dependencies:
 
     def _waits_of(self, other: Run) -> frozenset[str]:
         """The runs of ``other``'s own workflow, not ended, that its waiting ``all``
-        dependency tasks wait for (none when it is paused: it may be stopped or resumed)."""
+        dependency tasks wait for (none when it is paused: it may be stopped or resumed). A
+        wait for one task of a running run is left out: that task may succeed even while its
+        run cannot end (a queued run's tasks cannot)."""
         if other.state is not RunState.RUNNING:
             return frozenset()
         spec = self.scheduler.spec(other.project, other.workflow, other.version)
@@ -218,8 +220,10 @@ class Dependencies:
                 intervals = date_intervals(item.date, other.logical_date, zone)
                 latest = self._latest(other.project, other.workflow, item.task, intervals)
                 for interval, chosen in zip(intervals, latest, strict=True):
+                    if chosen is None or (item.task is not None and chosen.state.active):
+                        continue  # a task of a running run may end while the run cannot
                     status = item_status(item, other.project, [interval], [chosen])
-                    if status.outcome is Outcome.WAITING and chosen is not None:
+                    if status.outcome is Outcome.WAITING:
                         found.add(chosen.run_id)
         return frozenset(found)
 
