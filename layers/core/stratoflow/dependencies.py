@@ -6,7 +6,9 @@ each interval, asks the engine, and either ends the attempt (succeeded, or faile
 failed or timed out) or keeps it RUNNING with its deadline set to the next check. Three things
 look again: the task's deadline (``Scheduler._time_out``: ``check_interval`` is the fallback
 timer, the timeout the last one), the end of any run of an upstream workflow (``run_ended``,
-through the waits index recorded when the task started waiting), and ``recover``.
+through the waits index recorded when the task started waiting), and ``recover``; and, for a
+task waiting on its own workflow, a run of it created queued (``run_queued``: it may be the
+awaited run, unable to start while the waiting runs hold every slot).
 """
 
 from __future__ import annotations
