@@ -6,7 +6,9 @@ each interval, asks the engine, and either ends the attempt (succeeded, or faile
 failed or timed out) or keeps it RUNNING with its deadline set to the next check. Three things
 look again: the task's deadline (``Scheduler._time_out``: ``check_interval`` is the fallback
 timer, the timeout the last one), the end of any run of an upstream workflow (``run_ended``,
-through the waits index recorded when the task started waiting), and ``recover``.
+through the waits index recorded when the task started waiting), and ``recover``; and, for a
+task waiting on its own workflow, a run of it created queued (``run_queued``: it may be the
+awaited run, unable to start while the waiting runs hold every slot).
 """
 
 from __future__ import annotations
@@ -17,16 +19,19 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from stratoflow.engine import AttemptResult, AttemptStatus, TaskInstance, TaskState
+from stratoflow.engine import AttemptResult, AttemptStatus, RunState, TaskInstance, TaskState
 from stratoflow.engine.dependency import (
     DependencyCheck,
+    Interval,
     ItemStatus,
     Outcome,
+    SlotHolder,
     UpstreamRun,
     date_intervals,
     decide,
     item_status,
     latest_in,
+    queued_behind,
     schedule_zone,
     settles,
     unknown_upstream,
@@ -56,6 +61,16 @@ def foreign_upstreams(spec: WorkflowSpec) -> list[tuple[str, str]]:
                 if project != spec.project and (project, task_id) not in found:
                     found.append((project, task_id))
     return found
+
+
+def self_waiting(spec: WorkflowSpec) -> list[str]:
+    """The dependency tasks of ``spec`` with an item on its own workflow."""
+    return [
+        task_id
+        for task_id, task in spec.workflow.tasks.items()
+        if isinstance(task, DependencyTask)
+        and any(i.upstream(spec.project) == (spec.project, spec.name) for i in task.items)
+    ]
 
 
 class Dependencies:
@@ -126,18 +141,9 @@ class Dependencies:
                     break
                 continue
             intervals = date_intervals(item.date, run.logical_date, zone)
-            latest: list[UpstreamRun | None] = []
-            for interval in intervals:
-                runs = self.store.runs_by_logical_date(
-                    project, name, interval.start, interval.end, RUNS_PER_INTERVAL
-                )
-                chosen = latest_in(
-                    interval,
-                    [UpstreamRun(r.id, r.state, r.logical_date, r.created_at) for r in runs],
-                )
-                if chosen is not None and item.task is not None:
-                    chosen = replace(chosen, task_state=self._task_state(chosen, item.task))
-                latest.append(chosen)
+            latest = self._latest(project, name, item.task, intervals)
+            if (project, name) == (run.project, run.workflow):
+                latest = [self._startable(run, chosen) for chosen in latest]
             statuses.append(item_status(item, run.project, intervals, latest))
             if settles(task.mode, statuses[-1]):
                 break  # certain already: the other items are not read
@@ -145,6 +151,103 @@ class Dependencies:
         return decide(
             task, statuses, started_at=started, timeout=spec.workflow.timeout(ti.task_id), now=now
         )
+
+    def _latest(
+        self, project: str, name: str, task: str | None, intervals: Sequence[Interval]
+    ) -> list[UpstreamRun | None]:
+        """The run that decides each interval (with the item's task's state in it)."""
+        latest: list[UpstreamRun | None] = []
+        for interval in intervals:
+            runs = self.store.runs_by_logical_date(
+                project, name, interval.start, interval.end, RUNS_PER_INTERVAL
+            )
+            chosen = latest_in(
+                interval,
+                [UpstreamRun(r.id, r.state, r.logical_date, r.created_at) for r in runs],
+            )
+            if chosen is not None and task is not None:
+                chosen = replace(chosen, task_state=self._task_state(chosen, task))
+            latest.append(chosen)
+        return latest
+
+    def _startable(self, run: Run, chosen: UpstreamRun | None) -> UpstreamRun | None:
+        """``chosen``, a run of ``run``'s own workflow; when it is QUEUED and can never start
+        while ``run`` waits (``queued_behind``), marked so (its interval has failed). Reads
+        nothing more unless every slot of the workflow is taken."""
+        if chosen is None or chosen.state is not RunState.QUEUED or not run.state.active:
+            return chosen
+        store = self.scheduler.store
+        try:
+            awaited = store.get_run(chosen.run_id)
+        except NotFound:
+            return chosen
+        limit = self.scheduler.spec(
+            awaited.project, awaited.workflow, awaited.version
+        ).workflow.max_active_runs  # the queued run's version decides when it may start
+        if limit is None or store.count_active_runs(run.project, run.workflow) < limit:
+            return chosen
+        holders = [SlotHolder(run.id, frozenset({chosen.run_id}))]
+        if limit > 1:  # the other slots' runs: what each waits for
+            holders += [
+                SlotHolder(other.id, self._waits_of(other))
+                for other in store.runs_in_states([RunState.RUNNING, RunState.PAUSED])
+                if (other.project, other.workflow) == (run.project, run.workflow)
+                and other.id != run.id
+            ]
+        why = queued_behind(run.id, chosen.run_id, limit, holders)
+        return chosen if why is None else replace(chosen, cannot_start=why)
+
+    def _waits_of(self, other: Run) -> frozenset[str]:
+        """The runs of ``other``'s own workflow, not ended, that its waiting ``all``
+        dependency tasks wait for (none when it is paused: it may be stopped or resumed). A
+        wait for one task of a running run is left out: that task may succeed even while its
+        run cannot end (a queued run's tasks cannot)."""
+        if other.state is not RunState.RUNNING:
+            return frozenset()
+        spec = self.scheduler.spec(other.project, other.workflow, other.version)
+        zone = schedule_zone(spec)
+        found: set[str] = set()
+        for task_id in self_waiting(spec):
+            task = spec.workflow.tasks[task_id]
+            assert isinstance(task, DependencyTask)
+            if task.mode != "all":
+                continue  # another item may succeed: it may end by itself
+            own = [i for i in task.items if i.upstream(other.project) == (spec.project, spec.name)]
+            try:
+                if self.scheduler.store.get_task(other.id, task_id).state is not TaskState.RUNNING:
+                    continue
+            except NotFound:
+                continue
+            for item in own:
+                intervals = date_intervals(item.date, other.logical_date, zone)
+                latest = self._latest(other.project, other.workflow, item.task, intervals)
+                for interval, chosen in zip(intervals, latest, strict=True):
+                    if chosen is None or (item.task is not None and chosen.state.active):
+                        continue  # a task of a running run may end while the run cannot
+                    status = item_status(item, other.project, [interval], [chosen])
+                    if status.outcome is Outcome.WAITING:
+                        found.add(chosen.run_id)
+        return frozenset(found)
+
+    def run_queued(self, queued: Run) -> None:
+        """A run was created QUEUED (every slot of its workflow taken): the active runs of
+        the workflow that wait for their own workflow's runs look now (it may be the one they
+        wait for, and unable to start: ``queued_behind``), not at their next check."""
+        spec = self.scheduler.spec(queued.project, queued.workflow, queued.version)
+        if not self_waiting(spec):
+            return
+        store = self.scheduler.store
+        for run in list(store.runs_in_states([RunState.RUNNING])):
+            if (run.project, run.workflow) != (queued.project, queued.workflow):
+                continue
+            run_spec = self.scheduler.spec(run.project, run.workflow, run.version)
+            for task_id in self_waiting(run_spec):
+                try:
+                    ti = store.get_task(run.id, task_id)
+                except NotFound:
+                    continue
+                if ti.state is TaskState.RUNNING:
+                    self.check(run_spec, store.get_run(run.id), ti, first=False)
 
     def _task_state(self, run: UpstreamRun, task_id: str) -> TaskState | None:
         try:

@@ -542,7 +542,12 @@ class Scheduler:
             created = self.store.create_run(run, tasks, spec.workflow.concurrency)
             if created:
                 self._start_queued_runs()
-        return self.store.get_run(rid), created
+            now_run = self.store.get_run(rid)
+            if created and now_run.state is RunState.QUEUED:
+                # a run waiting for its own workflow's may wait for this one, which cannot
+                # start while it waits: it looks now, not at its next check
+                self.dependencies.run_queued(now_run)
+        return now_run, created
 
     def _pin_resources(self, spec: WorkflowSpec, project: str, run_id: str) -> None:
         """Record the newest version of each resource file the workflow's tasks list, before

@@ -5,7 +5,10 @@ value, relative to the dependent run's logical date in its schedule's time zone,
 of intervals (hours or calendar days). The item has succeeded when, in every interval, the
 latest run of the upstream (by creation) with a logical date inside it has succeeded (its
 named task has succeeded); it has failed as soon as one interval's latest run has ended
-otherwise; else it waits (an interval with no run, or a run not yet ended).
+otherwise; else it waits (an interval with no run, or a run not yet ended). An interval
+whose run is QUEUED and can never start while this run waits (a workflow that depends on its
+own runs, every ``max_active_runs`` slot held by runs waiting on queued runs of it: see
+``queued_behind``) has failed too: waiting could never end.
 
 ``all`` fails at once when one item fails and succeeds when every item has succeeded;
 ``any`` succeeds at once when one item succeeds and fails when every item has failed.
@@ -163,6 +166,7 @@ class UpstreamRun:
     logical_date: datetime
     created_at: datetime
     task_state: TaskState | None = None
+    cannot_start: str | None = None  # why a QUEUED run can never start while this task waits
 
 
 def latest_in(interval: Interval, runs: Sequence[UpstreamRun]) -> UpstreamRun | None:
@@ -172,6 +176,50 @@ def latest_in(interval: Interval, runs: Sequence[UpstreamRun]) -> UpstreamRun | 
     if not inside:
         return None
     return max(inside, key=lambda r: (r.created_at, r.run_id))
+
+
+@dataclass(frozen=True)
+class SlotHolder:
+    """An active run of a workflow (one of its ``max_active_runs`` slots) and the runs of the
+    same workflow, not ended, that its waiting ``all`` dependency tasks wait for (empty: it
+    may end by itself, e.g. it is paused, or waits for nothing of its own workflow)."""
+
+    run_id: str
+    waits_for: frozenset[str]
+
+
+def queued_behind(
+    run_id: str, awaited: str, limit: int | None, holders: Sequence[SlotHolder]
+) -> str | None:
+    """Why ``awaited``, a QUEUED run of the workflow of ``run_id`` (an active run that waits
+    for it), can never start while ``run_id`` waits, else None.
+
+    A queued run starts only when an active run of its workflow ends. ``holders`` are those
+    active runs; one is held when it waits for a queued run or for a held run (``run_id`` is,
+    for ``awaited``). When every slot is held, none can end before a queued run starts and
+    no queued run can start before one ends: waiting would last for ever (or to a timeout).
+    A run that may end by itself (not waiting, paused, an ``any`` task) breaks the cycle."""
+    active = {h.run_id for h in holders}
+    if limit is None or len(active) < limit or run_id not in active:
+        return None
+    held = {run_id}
+    grew = True
+    while grew:
+        grew = False
+        for h in holders:
+            if h.run_id not in held and any(w not in active or w in held for w in h.waits_for):
+                held.add(h.run_id)
+                grew = True
+    if held != active:
+        return None
+    prefix = f"run {awaited} of this same workflow is queued and cannot start while this run"
+    if limit == 1:
+        return f"{prefix} holds its only active slot (max_active_runs: 1)"
+    others = ", ".join(sorted(active - {run_id}))
+    return (
+        f"{prefix} and {others} hold every active slot (max_active_runs: {limit}), each waiting "
+        "for a queued run of it or for one another"
+    )
 
 
 @dataclass(frozen=True)
@@ -185,6 +233,8 @@ class ItemStatus:
 def _interval_outcome(run: UpstreamRun | None, task: str | None) -> tuple[Outcome, str]:
     if run is None:
         return Outcome.WAITING, "no run"
+    if run.cannot_start is not None:
+        return Outcome.FAILED, run.cannot_start
     if task is None:
         if run.state is RunState.SUCCEEDED:
             return Outcome.SUCCEEDED, f"run {run.run_id} succeeded"
