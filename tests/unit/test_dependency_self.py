@@ -8,19 +8,17 @@ that can end by itself breaks no rule (the waiting goes on and ends well); and t
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from tests.fakes import FakeClock, RecordingDispatcher
 from tests.stores import STORE_KINDS, state_store
+from tests.unit.test_dependency_service import H as ServiceHarness
 
-from stratoflow.adapters.aws.dynamodb import DynamoStore
-from stratoflow.adapters.local.sqlite_store import SqliteStore
-from stratoflow.engine import AttemptResult, AttemptStatus, RunState, TaskState
+from stratoflow.engine import RunState, TaskState
 from stratoflow.engine.dependency import SlotHolder, queued_behind
-from stratoflow.service import Finished, Scheduler
+from stratoflow.service import Scheduler
 
 
 def daily(limit: int, *, depends: bool = True, mode: str = "all") -> str:
@@ -36,12 +34,8 @@ def daily(limit: int, *, depends: bool = True, mode: str = "all") -> str:
     return f"name: daily\nmax_active_runs: {limit}\ntasks:{wait if depends else plain}"
 
 
-@dataclass
-class H:
-    scheduler: Scheduler
-    store: SqliteStore | DynamoStore
-    dispatcher: RecordingDispatcher
-    clock: FakeClock
+class H(ServiceHarness):
+    """The dependency service's harness (its ``finish``), with this workflow's runs by day."""
 
     def trigger(self, day: int) -> str:
         run, _ = self.scheduler.trigger(
@@ -49,16 +43,6 @@ class H:
         )
         self.scheduler.step()
         return run.id
-
-    def finish(self, run_id: str, status: AttemptStatus = AttemptStatus.SUCCEEDED) -> None:
-        for _ in range(10):
-            pending = [k for k in self.dispatcher.pending if k[0] == run_id]
-            if not pending:
-                return
-            for key in pending:
-                del self.dispatcher.pending[key]
-                self.scheduler.on_finished([Finished(*key, AttemptResult(status))])
-            self.scheduler.step()
 
     def state(self, run_id: str) -> RunState:
         return self.store.get_run(run_id).state
