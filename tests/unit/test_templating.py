@@ -407,6 +407,10 @@ def test_context_names_are_what_a_task_render_has() -> None:
         "{{ logical_date }} {{ ds }} {{ ds_nodash }} {{ ts }} {{ secrets.DB }}",
         "{% set n = 2 %}{{ n }}",
         "{% for x in range(3) %}{{ loop.index }}{{ x }}{% endfor %}",
+        # the globals, in templates that define nothing themselves (review: refused so)
+        "{% for _ in range(3) %}echo hi; {% endfor %}",
+        "{{ range(3) | join(',') }} {{ namespace(x=1).x }} {{ dict(a=1) }}",
+        "{{ cycler('a', 'b').next() }} {{ joiner(',')() }} {{ lipsum(1) | length }}",
         "{% macro m(y) %}{{ y }}{% endmacro %}{{ m(1) }}",
         "{% set ns = namespace(k=1) %}{% set ns.k = 2 %}{{ ns.k }}{{ dict(a=1) }}",
         "{% with z = 1 %}{{ z }}{% endwith %}",

@@ -861,7 +861,8 @@ def reads_tasks_dynamically(text: str) -> bool:
 # a name under one of these may be undefined without failing the render
 _GUARD_FILTERS = frozenset({"default", "d"})
 # what a template reads without defining it: the render context, and the globals
-_KNOWN_NAMES = CONTEXT_NAMES | frozenset(_ENV.globals)
+_GLOBALS = frozenset(_ENV.globals)
+_KNOWN_NAMES = CONTEXT_NAMES | _GLOBALS
 
 
 def _root(node: nodes.Node) -> tuple[str | None, str | None]:
@@ -931,6 +932,9 @@ def names_read(text: str) -> tuple[frozenset[str], frozenset[str] | None]:
     free = loads - guarded_names
     if not free <= _KNOWN_NAMES:  # some name may be the template's own
         free &= meta.find_undeclared_variables(tree)
+    # the environment's globals (range, namespace, dict, cycler, joiner, lipsum) are there in
+    # every render: Jinja's scoping leaves them in what it finds undeclared, and so did the walk
+    free -= _GLOBALS
     if "params" not in free or "params" in bound:
         return frozenset(free), None
     return frozenset(free), frozenset(params - guarded_params)
