@@ -24,9 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "layers" / "core"))
 from stratoflow.adapters.local import executor as ex
 
 new = ex.WRAPPER
-old = re.sub(
-    r"__stratoflow_died\(\) \{.*?\n\}\n(trap '__stratoflow_died.*\n)+", "", new, flags=re.S
-)
+old = re.sub(r"__stratoflow_died\(\) \{[^\n]*\}\n(trap '__stratoflow_died[^\n]*\n)+", "", new)
 three = re.sub(r"trap '__stratoflow_died (USR1|USR2|PIPE|ALRM|XCPU|XFSZ) \d+' \w+\n", "", new)
 assert new not in (old, three), "the traps were not found to take out"
 env = {**os.environ, "__STRATOFLOW_BODY": "true"}

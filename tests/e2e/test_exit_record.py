@@ -122,6 +122,15 @@ def test_an_attempt_killed_by_a_signal_while_down_is_recovered_as_failed_not_suc
     assert log.endswith(f"[stratoflow] task killed attempt 1 exited with code {128 + signum}\n")
 
 
+def test_a_body_s_own_exit_trap_still_runs_when_a_signal_kills_it(tmp_path: Path) -> None:
+    # the signal traps must not take the body's cleanup away (`trap 'rm -rf "$tmp"' EXIT`)
+    pids = _started_then_orphaned(tmp_path, {"tidy": "trap 'echo CLEANUP-RAN' EXIT; sleep 30"})
+    os.killpg(pids["tidy"], signal.SIGTERM)
+    _until(lambda: _gone(pids["tidy"]))
+    log = (tmp_path / "home" / "logs" / RUN / "tidy.1.log").read_text()
+    assert "CLEANUP-RAN" in log
+
+
 def test_a_start_without_a_status_is_lost_and_a_claim_never_started_starts_afresh(
     tmp_path: Path,
 ) -> None:

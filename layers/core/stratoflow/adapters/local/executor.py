@@ -89,10 +89,12 @@ _EXITED = EXITED_LINE.format(**_NAMES, code="$__stratoflow_rc").rstrip("\n")
 # Killed by a signal it catches (TERM, HUP, INT...), bash runs its EXIT trap with $? the status
 # of the last command that ended, 0 after a `sleep` it was waiting for: a task killed while its
 # scheduler was down was recovered as succeeded, and its downstream tasks ran. Each such signal
-# is trapped: the record says 128 + the signal (the shell's convention), and the shell then
-# dies of the signal as it would have, so a scheduler that waits for it sees the same status.
-# (Traps are reset in the body's subshells and the commands it starts.) SIGKILL leaves no
-# record: LOST, the safe answer.
+# is trapped: the handler notes 128 + the signal (the shell's convention) for the record, puts
+# the signal back to its default and sends it again, so the shell dies of it as it would have
+# (a scheduler that waits for it sees the same status) and runs the EXIT trap on the way: the
+# record's, or the body's own (its cleanup runs, as before; the record is then the body's
+# to lose, as before). Traps are reset in the body's subshells and the commands it starts.
+# SIGKILL leaves no record: LOST, the safe answer.
 _SIGNALS = ("HUP", "INT", "TERM", "USR1", "USR2", "PIPE", "ALRM", "XCPU", "XFSZ")
 _SIGNAL_TRAPS = "\n".join(
     f"trap '__stratoflow_died {name} {int(getattr(signal, 'SIG' + name))}' {name}"
@@ -102,11 +104,8 @@ WRAPPER = (
     r"""exec {__stratoflow_log}>&1
 readonly __stratoflow_log __stratoflow_task="${2%.*}" __stratoflow_attempt="${2##*.}"
 echo "<started>" >&"$__stratoflow_log"
-trap '__stratoflow_rc=$?; echo "<exited>" >&"$__stratoflow_log"' EXIT
-__stratoflow_died() {
-__stratoflow_rc=$((128 + $2)); trap - EXIT "$1"; echo "<exited>" >&"$__stratoflow_log"
-kill -s "$1" "$$"
-}
+trap '__stratoflow_rc=${__stratoflow_signal:-$?}; echo "<exited>" >&"$__stratoflow_log"' EXIT
+__stratoflow_died() { __stratoflow_signal=$((128 + $2)); trap - "$1"; kill -s "$1" "$$"; }
 <signal traps>
 __stratoflow_body=$__STRATOFLOW_BODY
 unset __STRATOFLOW_BODY
