@@ -17,10 +17,10 @@ from tests.fakes import FakeClock, RecordingDispatcher
 from tests.stores import STORE_KINDS, state_store
 from tests.unit.test_subworkflow import Harness, succeed
 
-from stratoflow.engine import AttemptResult, AttemptStatus, RunState, TaskInstance, TaskState
+from stratoflow.engine import AttemptStatus, RunState, TaskInstance, TaskState
 from stratoflow.engine import pools as engine_pools
 from stratoflow.engine import subworkflow as rules
-from stratoflow.service import Finished, Scheduler
+from stratoflow.service import Scheduler
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -174,93 +174,6 @@ def test_the_rule() -> None:
     assert "--slots 2 --project sales" in why
 
 
-def test_two_parents_each_holding_a_slot_their_children_need(h: Harness) -> None:
-    # 2 slots: each run's k leaves room for its own child, but two runs' k hold both slots
-    h.scheduler.set_pool("p1", 2)
-    h.scheduler.apply(child())
-    h.scheduler.apply(parent())
-    first, _ = h.scheduler.trigger("default", "pparent")
-    second, _ = h.scheduler.trigger("default", "pparent")
-    h.finish(succeed)
-    # THEN the child that found the deadlock fails, naming the holders; the other goes on
-    states = {r: h.store.get_run(r).state for r in (first.id, second.id)}
-    assert sorted(states.values()) == [RunState.FAILED, RunState.SUCCEEDED]
-    (lost,) = [r for r, s in states.items() if s is RunState.FAILED]
-    c = h.store.get_task(child_id(lost), "c")
-    assert "all of its 2 slot(s) are held by sub-workflow tasks" in (c.error or "")
-    assert f"{first.id}/k" in (c.error or "")
-    assert f"{second.id}/k" in (c.error or "")
-    assert "pool 'p1'" in (h.store.get_task(lost, "k").error or "")
-    assert used(h) == 0
-    assert h.store.pool_waiting("/p1", 10) == []
-
-
-def test_the_periodic_pass_breaks_a_deadlock_no_join_saw(
-    h: Harness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # GIVEN two runs whose children's tasks joined the pool unjudged (as two joins racing
-    # on AWS, each reading the queue before the other's entry): both wait, all slots held
-    h.scheduler.set_pool("p1", 2)
-    h.scheduler.apply(child())
-    h.scheduler.apply(parent())
-    with monkeypatch.context() as m:
-        m.setattr(Scheduler, "_pool_deadlock", lambda *_: None)
-        first, _ = h.scheduler.trigger("default", "pparent")
-        second, _ = h.scheduler.trigger("default", "pparent")
-        h.clock.advance(0.5)
-        h.finish(succeed)
-        waiting = h.store.pool_waiting("/p1", 10)
-        assert sorted(t.run_id for t in waiting) == sorted(
-            [child_id(first.id), child_id(second.id)]
-        )
-        assert used(h) == 2
-    # WHEN the periodic pass comes (at most once a minute per pool)
-    h.clock.advance(61)
-    h.finish(succeed)
-    # THEN the last one in the queue fails naming the pool; the other run goes on
-    states = {r: h.store.get_run(r).state for r in (first.id, second.id)}
-    assert sorted(states.values()) == [RunState.FAILED, RunState.SUCCEEDED]
-    (lost,) = [r for r, s in states.items() if s is RunState.FAILED]
-    assert child_id(lost) == waiting[-1].run_id
-    c = h.store.get_task(child_id(lost), "c")
-    assert "all of its 2 slot(s) are held by sub-workflow tasks" in (c.error or "")
-    assert used(h) == 0
-    assert h.store.pool_waiting("/p1", 10) == []
-
-
-def test_a_pool_shrunk_under_a_waiting_child_task_is_caught_by_the_periodic_pass(
-    h: Harness,
-) -> None:
-    # GIVEN 2 slots: the parent's k holds one, a plain task the other; the child's c waits
-    h.scheduler.set_pool("p1", 2)
-    h.scheduler.apply(child())
-    h.scheduler.apply(parent())
-    h.scheduler.apply("name: plain\ntasks:\n  t: {type: shell, command: 'true', pool: p1}\n")
-    other, _ = h.scheduler.trigger("default", "plain")
-    h.scheduler.step()
-    run, _ = h.scheduler.trigger("default", "pparent")
-    h.scheduler.step()
-    h.dispatcher.pending.pop((other.id, "t", 1))  # t keeps running
-    for key in list(h.dispatcher.pending):
-        del h.dispatcher.pending[key]
-        h.scheduler.on_finished(
-            [Finished(key[0], key[1], key[2], AttemptResult(AttemptStatus.SUCCEEDED))]
-        )
-        h.scheduler.step()
-    assert [t.task_id for t in h.store.pool_waiting("/p1", 10)] == ["c"]
-    # WHEN the pool shrinks to 1 and the plain task ends: only the parent's k holds it
-    h.scheduler.set_pool("p1", 1)
-    h.scheduler.on_finished([Finished(other.id, "t", 1, AttemptResult(AttemptStatus.SUCCEEDED))])
-    h.clock.advance(61)
-    h.finish(succeed)
-    # THEN the periodic pass fails the child's task, naming the pool
-    c = h.store.get_task(child_id(run.id), "c")
-    assert c.state is TaskState.FAILED
-    assert "pool 'p1' can never start task c" in (c.error or "")
-    assert h.store.get_run(run.id).state is RunState.FAILED
-    assert used(h) == 0
-
-
 def test_a_plain_holder_frees_its_slot_so_the_child_waits(h: Harness) -> None:
     # the parent's k holds 1 of 2 slots, a plain task of another run the other: the child's
     # task waits for the plain task, not a deadlock
@@ -276,19 +189,3 @@ def test_a_plain_holder_frees_its_slot_so_the_child_waits(h: Harness) -> None:
     assert h.store.get_run(run.id).state is RunState.SUCCEEDED
     assert h.store.get_run(other.id).state is RunState.FAILED
     assert used(h) == 0
-
-
-def test_the_cross_run_rule() -> None:
-    pool = engine_pools.Pool("", "p1", 2, used=2)
-    k1 = TaskInstance("r1", "k", TaskState.RUNNING, pool="/p1", pool_slots=1)
-    k2 = TaskInstance("r2", "k", TaskState.RUNNING, pool="/p1", pool_slots=1)
-    # one holder is not stuck (a plain task, or a workflow task whose child does not wait)
-    assert engine_pools.deadlocked_across_runs(pool, "c", 1, [k1]) is None
-    assert engine_pools.deadlocked_across_runs(pool, "c", 1, []) is None
-    # a free slot for it
-    roomy = engine_pools.Pool("", "p1", 3, used=2)
-    assert engine_pools.deadlocked_across_runs(roomy, "c", 1, [k1, k2]) is None
-    # every slot in use held by stuck tasks (each counted once, however often it was read)
-    why = engine_pools.deadlocked_across_runs(pool, "c", 1, [k1, k2, k1])
-    assert why is not None
-    assert "r1/k, r2/k" in why

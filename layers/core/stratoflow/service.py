@@ -31,7 +31,7 @@ from stratoflow.engine import (
     TaskState,
 )
 from stratoflow.engine import pools as engine_pools
-from stratoflow.engine.subworkflow import may_be_child, parent_of
+from stratoflow.engine.subworkflow import parent_of
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, StratoflowError
 from stratoflow.model import ScheduleError, WorkflowSpec, load_workflow, spec_from_document
 from stratoflow.ports import (
@@ -55,9 +55,6 @@ from stratoflow.templating import TemplateError
 log = logging.getLogger("stratoflow.scheduler")
 
 DISPATCH_BATCH = 256
-# how often the periodic pass judges a pool's queue for a deadlock across runs that no join
-# could see (two joins racing on AWS): at most once per pool per this, per process
-POOL_JUDGE_EVERY = timedelta(seconds=60)
 # logical dates a run may have: wide enough for any backfill, narrow enough that every time
 # derived from one (ds, the schedule's window, time zones) stays a valid date
 MIN_LOGICAL_DATE = datetime(1900, 1, 1, tzinfo=UTC)
@@ -187,7 +184,6 @@ class Scheduler:
         self.pools: PoolStore | None = store if isinstance(store, PoolStore) else None
         self._pools_due: set[str] = set()
         self._spec_pools: dict[int, tuple[WorkflowSpec, frozenset[str]]] = {}  # _wake_pools
-        self._pools_judged: dict[str, datetime] = {}  # _judge_pools: when each was last
 
     # ------------------------------------------------------------ workflows
     def spec(self, project: str, name: str, version: int) -> WorkflowSpec:
@@ -310,8 +306,6 @@ class Scheduler:
                 if pool is not None:
                     need = spec.workflow.tasks[ti.task_id].pool_slots
                     error = engine_pools.starved_by_ancestors(pool, ti.task_id, need, ancestors)
-                    if error is None and need > pool.free:
-                        error = self._pool_deadlock(store, pool, ti.task_id, need, ancestors)
             if key is not None and error is None:
                 if self.store.apply(engine_pools.enqueue(ti, key, now)):
                     self._pools_due.add(key)
@@ -319,31 +313,6 @@ class Scheduler:
             if error is None:
                 error = f"pool {engine_pools.pool_of(spec, ti.task_id)!r} does not exist"
             self._fail_unstarted(spec, run, ti, error, now)
-
-    def _pool_deadlock(
-        self,
-        store: PoolStore,
-        pool: engine_pools.Pool,
-        task_id: str,
-        need: int,
-        ancestors: list[TaskInstance],
-    ) -> str | None:
-        """``engine.pools.deadlocked_across_runs`` from the pool's queue as read: the
-        ancestors of its waiting tasks (one pass of the queue's index, O(depth) reads each;
-        never a scan of the running tasks)."""
-        stuck = list(ancestors)
-        seen: set[str] = set()
-        for waiting in store.pool_waiting(pool.key, engine_pools.MAX_POOLS_PER_PASS):
-            if waiting.run_id in seen:
-                continue
-            seen.add(waiting.run_id)
-            try:
-                run = self.store.get_run(waiting.run_id)
-            except NotFound:
-                continue
-            if run.parent:
-                stuck += self.subworkflows.ancestors(run)
-        return engine_pools.deadlocked_across_runs(pool, task_id, need, stuck)
 
     def _wake_pools(self, spec: WorkflowSpec) -> None:
         """A run of ``spec`` may take tasks waiting in its pools again (resumed, a
@@ -362,54 +331,13 @@ class Scheduler:
         turn (``every``: of every pool with a queue, the periodic pass)."""
         if self.pools is None:
             return []
-        with_waiting = self.pools.pools_with_waiting(DISPATCH_BATCH) if every else []
-        if with_waiting:  # first: what a deadlock's victim frees is served in this pass
-            self._judge_pools(self.pools, with_waiting, now)
-        keys, self._pools_due = self._pools_due | set(with_waiting), set()
+        keys, self._pools_due = self._pools_due, set()
+        if every:
+            keys |= set(self.pools.pools_with_waiting(DISPATCH_BATCH))
         claimed: list[tuple[Run, WorkflowSpec, TaskInstance]] = []
         for key in sorted(keys):
             claimed += self._serve_pool(self.pools, key, now)
         return claimed
-
-    def _judge_pools(self, store: PoolStore, keys: Sequence[str], now: datetime) -> None:
-        """The periodic pass's look for a deadlock across runs that no join saw (on AWS two
-        child tasks may join at once, each reading the queue before the other's entry): per
-        pool at most once per ``POOL_JUDGE_EVERY``, and only a queue holding a child run's
-        task costs more than one read. The victim is the last task in the queue whose
-        ancestors hold the pool: it fails as a join would have failed it."""
-        for key in keys:
-            last = self._pools_judged.get(key)
-            if last is not None and now - last < POOL_JUDGE_EVERY:
-                continue
-            self._pools_judged[key] = now
-            waiting = store.pool_waiting(key, engine_pools.MAX_POOLS_PER_PASS)
-            if not any(may_be_child(w.run_id) for w in waiting):
-                continue
-            pool = store.get_pool(key)
-            if pool is None:
-                continue
-            stuck: list[TaskInstance] = []
-            reads: dict[str, tuple[Run, list[TaskInstance]]] = {}
-            victim: TaskInstance | None = None
-            for w in waiting:
-                if w.run_id not in reads:
-                    try:
-                        run = self.store.get_run(w.run_id)
-                    except NotFound:
-                        continue
-                    reads[w.run_id] = (run, self.subworkflows.ancestors(run) if run.parent else [])
-                ancestors = reads[w.run_id][1]
-                stuck += ancestors
-                if engine_pools.held_by_ancestors(key, ancestors):
-                    victim = w
-            if victim is None:
-                continue
-            run, _ = reads[victim.run_id]
-            spec = self._run_spec(run)
-            need = spec.workflow.tasks[victim.task_id].pool_slots
-            error = engine_pools.deadlocked_across_runs(pool, victim.task_id, need, stuck)
-            if error is not None:
-                self._fail_unstarted(spec, run, victim, error, now)
 
     def _fail_unstarted(
         self, spec: WorkflowSpec, run: Run, ti: TaskInstance, error: str, now: datetime

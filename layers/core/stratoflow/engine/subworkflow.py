@@ -107,12 +107,6 @@ def child_run_id(parent_run_id: str, task_id: str, child: WorkflowKey) -> str:
     return f"{project}.{name[:_NAME_IN_ID]}-sub-{digest}"
 
 
-def may_be_child(run_id: str) -> bool:
-    """Whether ``run_id`` may be a child run's (every one has ``-sub-`` in it): a cheap
-    filter before reading runs; a top-level run may match too."""
-    return "-sub-" in run_id
-
-
 def children(spec: WorkflowSpec, run_id: str) -> dict[str, str]:
     """Task id -> the child run id of every sub-workflow task of a run (for the views)."""
     return {task_id: child_run_id(run_id, task_id, key) for task_id, key in targets(spec).items()}
@@ -270,7 +264,6 @@ __all__ = [
     "find_cycle",
     "graph_too_large",
     "is_subworkflow",
-    "may_be_child",
     "on_claim",
     "orphaned",
     "parent_link",
