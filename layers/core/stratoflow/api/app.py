@@ -93,7 +93,7 @@ from stratoflow.auth import (
     require,
 )
 from stratoflow.dependencies import foreign_upstreams
-from stratoflow.engine import Run, RunState, TaskState, subworkflow
+from stratoflow.engine import Run, RunState, TaskInstance, TaskState, subworkflow
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, Unavailable
 from stratoflow.faults import machine_fault
 from stratoflow.model import (
@@ -810,21 +810,26 @@ def create_app(
             responses=_responses,
         )  # fmt: skip
 
-    def children(spec: WorkflowSpec, run_id: str) -> dict[str, str]:
-        """The child runs of a run's sub-workflow tasks that exist: a child that could not be
-        created (a bad parameter) was named anyway, a link to a run that is not there."""
+    def children(spec: WorkflowSpec, run_id: str, tasks: Sequence[TaskInstance]) -> dict[str, str]:
+        """The child runs of the sub-workflow tasks among ``tasks`` (those a view shows) that
+        exist: a child that could not be created (a bad parameter) was named anyway, a link to
+        a run that is not there. Only tasks tried (the views link no other) cost a read."""
+        named = subworkflow.children(spec, run_id)
         out: dict[str, str] = {}
-        for task_id, child in subworkflow.children(spec, run_id).items():
-            with contextlib.suppress(NotFound):
-                store.get_run(child)
-                out[task_id] = child
+        for task in tasks:
+            child = named.get(task.task_id)
+            if child is not None and task.attempt > 0:
+                with contextlib.suppress(NotFound):
+                    store.get_run(child)
+                    out[task.task_id] = child
         return out
 
     def detail(run: Run) -> RunDetail:
         spec = scheduler.spec(run.project, run.workflow, run.version)
+        tasks = store.get_tasks(run.id)
         body = run_detail(
-            run, store.get_tasks(run.id), store.list_attempts(run.id), spec.dag.order,
-            children(spec, run.id),
+            run, tasks, store.list_attempts(run.id), spec.dag.order,
+            children(spec, run.id, tasks),
         )  # fmt: skip
         return RunDetail.model_validate(body)
 
@@ -1330,7 +1335,7 @@ def create_app(
             changed_ids = store.changed_since(run_id, since)
             tasks = store.get_tasks(run_id, changed_ids) if changed_ids else []
             attempts = store.attempts_of(run_id, changed_ids) if changed_ids else []
-        view = run_detail(run, tasks, attempts, spec.dag.order, children(spec, run_id))
+        view = run_detail(run, tasks, attempts, spec.dag.order, children(spec, run_id, tasks))
         full = since is None or since > revision
         body = RunDetail.model_validate({**view, "revision": revision, "full": full})
         return _view_response(body, tag)
@@ -1447,7 +1452,7 @@ def create_app(
         task = store.get_task(run_id, task_id)
         attempts = store.list_attempts(run_id, task_id)
         spec = scheduler.spec(run.project, run.workflow, run.version)
-        child = children(spec, run_id).get(task_id)
+        child = children(spec, run_id, [task]).get(task_id)
         return TaskView.model_validate(task_view(task, attempts, child_run=child))
 
     @app.get(
