@@ -689,13 +689,7 @@ class LocalExecutor(Dispatcher):
             except Exception as exc:
                 log.exception("starting %s/%s/%s failed", live.run_id, live.task_id, live.attempt)
                 if not live.pid:  # never started: nothing will report its end but this
-                    self._forget(live)
-                    self._deliver(
-                        live,
-                        AttemptResult(
-                            AttemptStatus.FAILED, error=f"could not start the task: {exc}"
-                        ),
-                    )
+                    self._not_started(live, f"could not start the task: {exc}")
 
     def _claim(self, spec: AttemptSpec) -> int | None:
         """Create the attempt's log exclusively: its fd, or None when another start holds it."""
@@ -725,10 +719,7 @@ class LocalExecutor(Dispatcher):
                     spec = replace(spec, task=task)
             except (MissingSecret, SecretUnavailable, MissingConnection) as exc:
                 os.write(log_fd, f"stratoflow: {exc}\n".encode())
-                self._forget(live)
-                self._deliver(
-                    live, AttemptResult(AttemptStatus.FAILED, error=str(exc), retryable=False)
-                )
+                self._not_started(live, str(exc), retryable=False)
                 return
             work = self._work_text(spec.run_id, spec.task_id, spec.attempt)
             self._make_work_dir(spec.run_id, work)
@@ -740,10 +731,7 @@ class LocalExecutor(Dispatcher):
                 self._place_resources(spec, work, owner)
             except (ResourceUnavailable, InvalidInput) as exc:
                 os.write(log_fd, f"stratoflow: {exc}\n".encode())
-                self._forget(live)
-                self._deliver(
-                    live, AttemptResult(AttemptStatus.FAILED, error=str(exc), retryable=False)
-                )
+                self._not_started(live, str(exc), retryable=False)
                 return
             env = sandbox.environment_from(
                 self._server_env,  # filtered once, in __init__
@@ -798,7 +786,6 @@ class LocalExecutor(Dispatcher):
             live.proc = proc
         # ValueError: a NUL in the argv or environment (Popen: "embedded null byte")
         except (OSError, ValueError, sandbox.IsolationError, subprocess.SubprocessError) as exc:
-            self._forget(live)
             why = f"could not start the task: {exc}"
             if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
                 why = f"could not start the task: no space left on device ({exc})"
@@ -809,7 +796,7 @@ class LocalExecutor(Dispatcher):
                     f"({env.get('PATH', os.defpath)!r}); a task's env values are taken as "
                     "written, not expanded: give the whole PATH"
                 )
-            self._deliver(live, AttemptResult(AttemptStatus.FAILED, error=why))
+            self._not_started(live, why)
             return
         finally:
             for fd in (log_fd, ruleset, work_fd):
@@ -948,6 +935,11 @@ class LocalExecutor(Dispatcher):
             return
         self._forget(live)
         self._exited(live)
+
+    def _not_started(self, live: _Live, error: str, *, retryable: bool = True) -> None:
+        """An attempt that never started ends failed, saying why: nothing else would report it."""
+        self._forget(live)
+        self._deliver(live, AttemptResult(AttemptStatus.FAILED, error=error, retryable=retryable))
 
     def _forget(self, live: _Live) -> None:
         with self._lock:
