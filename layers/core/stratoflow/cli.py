@@ -503,10 +503,8 @@ class Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.api, timeout=30, headers=headers)
 
-    def call(
-        self, method: str, path: str, *, about: str = "", note: str = "", **kwargs: Any
-    ) -> Any:
-        response = self.response(method, path, about=about, note=note, **kwargs)
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.response(method, path, **kwargs)
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.json()
         return response.text
