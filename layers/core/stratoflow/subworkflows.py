@@ -15,7 +15,7 @@ or resumes each child to match its parent (a child paused by its parent's pause 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -90,26 +90,31 @@ class SubWorkflows:
         self.check_caller(principal, self.scheduler.spec(project, name, latest.version), doing)
 
     # ------------------------------------------------------------ run time
-    def depth(self, run: Run) -> int:
-        """How many sub-workflow levels ``run`` is below its top-level run (bounded reads)."""
-        depth = 0
-        while (link := rules.parent_of(run)) is not None and depth <= rules.MAX_DEPTH:
-            depth += 1
+    def _links(self, run: Run) -> Iterator[tuple[str, str]]:
+        """The (parent run, task) links above ``run``, nearest first: at most MAX_DEPTH + 1,
+        ending where a parent run is gone."""
+        for _ in range(rules.MAX_DEPTH + 1):
+            link = rules.parent_of(run)
+            if link is None:
+                return
+            yield link
             try:
                 run = self.scheduler.store.get_run(link[0])
             except NotFound:
-                break
-        return depth
+                return
+
+    def depth(self, run: Run) -> int:
+        """How many sub-workflow levels ``run`` is below its top-level run (bounded reads)."""
+        return sum(1 for _ in self._links(run))
 
     def ancestors(self, run: Run) -> list[TaskInstance]:
         """The sub-workflow tasks that started ``run``: its parent's, its grandparent's, ...
         (bounded reads; empty for a top-level run). What they hold of a pool, ``run``'s
         tasks cannot have (``engine.pools.starved_by_ancestors``)."""
         found: list[TaskInstance] = []
-        while (link := rules.parent_of(run)) is not None and len(found) <= rules.MAX_DEPTH:
+        for link in self._links(run):
             try:
                 found.append(self.scheduler.store.get_task(*link))
-                run = self.scheduler.store.get_run(link[0])
             except NotFound:
                 break
         return found
