@@ -217,10 +217,15 @@ def serve(
     return out
 
 
+def _holding(key: str, ancestors: Sequence[TaskInstance]) -> list[TaskInstance]:
+    """The running sub-workflow tasks among a run's ancestors that hold slots of pool ``key``."""
+    return [t for t in ancestors if t.state is TaskState.RUNNING and t.pool == key]
+
+
 def held_by_ancestors(key: str, ancestors: Sequence[TaskInstance]) -> int:
     """The slots of pool ``key`` that a run's ancestors hold: the running sub-workflow tasks
     (its parent's, its grandparent's, ...) that wait for it to end."""
-    return sum(t.pool_slots for t in ancestors if t.state is TaskState.RUNNING and t.pool == key)
+    return sum(t.pool_slots for t in _holding(key, ancestors))
 
 
 def starved_by_ancestors(
@@ -234,14 +239,11 @@ def starved_by_ancestors(
     slots``) the task would wait for ever (Airflow's SubDag-and-pool deadlock): the message
     says so, naming the pool, and the task fails instead. With enough slots (2 slots, the
     parent holds 1, the child needs 1) it waits like any other task."""
-    held = held_by_ancestors(pool.key, ancestors)
+    holding = _holding(pool.key, ancestors)
+    held = sum(t.pool_slots for t in holding)
     if not held or held + need <= pool.slots:
         return None
-    holders = ", ".join(
-        f"{t.run_id}/{t.task_id}"
-        for t in ancestors
-        if t.state is TaskState.RUNNING and t.pool == pool.key
-    )
+    holders = ", ".join(f"{t.run_id}/{t.task_id}" for t in holding)
     project = f" --project {pool.scope}" if pool.scope else ""
     return (
         f"pool {pool.name!r} can never start task {task_id}: it needs {need} of the pool's "
