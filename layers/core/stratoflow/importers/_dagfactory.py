@@ -11,6 +11,7 @@ Task groups are flattened: a task in group ``g`` (itself in ``parent``) is named
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -29,6 +30,7 @@ from stratoflow.importers._names import param_ref, task_id, unique, workflow_nam
 from stratoflow.importers._report import ImportedWorkflow, Notes
 from stratoflow.importers._timeexpr import AirflowDates, rewrite_airflow
 from stratoflow.model import TriggerRule
+from stratoflow.model._dag import _walk_strings
 from stratoflow.model._loader import load_yaml
 from stratoflow.model._workflow import MAX_POOL_SLOTS
 from stratoflow.templating import TemplateError, undefined_names
@@ -617,19 +619,14 @@ def _operator(
 _STAND_IN: dict[str, Any] = {"type": "shell", "command": "true\n"}
 
 
-def _refused(value: Any) -> list[str]:
+def _refused(body: dict[str, Any]) -> list[str]:
     """What validation refuses in the templates of a converted task: names no render has
     (whether params are declared is left to validation, which knows the workflow's)."""
-    if isinstance(value, str):
-        try:
-            return undefined_names(value, None)
-        except TemplateError:  # a syntax error: validation reports it
-            return []
-    if isinstance(value, list):
-        return [why for v in value for why in _refused(v)]
-    if isinstance(value, dict):
-        return [why for v in value.values() for why in _refused(v)]
-    return []
+    found: list[str] = []
+    for _, text in _walk_strings(body, ""):  # every string, as validation walks them
+        with contextlib.suppress(TemplateError):  # a syntax error: validation reports it
+            found += undefined_names(text, None)
+    return found
 
 
 def _trigger(
