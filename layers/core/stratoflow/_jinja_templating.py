@@ -842,9 +842,8 @@ def referenced_tasks(text: str) -> set[str]:
 
 def reads_tasks_dynamically(text: str) -> bool:
     """Whether a template reads ``tasks`` other than by a literal name (``tasks[t]``,
-    ``tasks | list``, ...): which tasks it reads is then known only when it renders."""
-    if not is_template(text) or "tasks" not in text:
-        return False
+    ``tasks | list``, ...): which tasks it reads is then known only when it renders.
+    (``templating.reads_tasks_dynamically`` has sent only templates naming ``tasks``.)"""
     tree = _parse(text)
     literal: set[int] = set()
     for attr in tree.find_all(nodes.Getattr):
