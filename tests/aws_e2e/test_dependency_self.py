@@ -11,29 +11,12 @@ from collections.abc import Iterator
 import pytest
 
 from tests.aws_e2e.harness import Stack, aws_stack
+from tests.e2e.test_dependency_self import DAILY, FIRST  # the same workflows, locally
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.filterwarnings("ignore:No application metrics to publish"),
 ]
-
-FIRST = """
-name: daily
-max_active_runs: 1
-tasks:
-  load: {type: shell, command: echo load}
-"""
-DAILY = """
-name: daily
-max_active_runs: 1
-tasks:
-  previous:
-    type: dependency
-    all: [{workflow: daily, date: last1Days}]
-    check_interval: 1h
-    timeout: 6h
-  load: {type: shell, depends_on: [previous], command: echo load}
-"""
 
 
 @pytest.fixture
