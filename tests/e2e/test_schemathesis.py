@@ -18,6 +18,7 @@ from xml.etree import ElementTree
 import httpx
 import pytest
 
+from stratoflow.api.long_poll import MAX_WAIT
 from tests.e2e.server_process import ServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -49,6 +50,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc.stop()
 
 
+# A long poll (``wait``) is held for up to MAX_WAIT seconds by design: a generated
+# ``GET /runs/{id}?until=ended&wait=15`` of a run that does not end in time is answered after 15 s,
+# which schemathesis' default 10-second request timeout reported as a network error.
+REQUEST_TIMEOUT = MAX_WAIT + 15
+
 # A crash inside schemathesis' own generator, not a finding about the API: Hypothesis'
 # lambda-source introspection trips CPython 3.11's AST recursion check now and then (seen on
 # GET /audit and elsewhere, never twice in a row). Such an operation is reported as an error
@@ -64,6 +70,7 @@ def schemathesis(server: ServerProcess, tmp_path: Path, *args: str) -> None:
             str(st), "run", f"{server.url}/openapi.json",
             "--header", f"Authorization: Bearer {server.token}",
             "--checks", CHECKS, "--max-examples", "30", "--workers", "2", "--seed", "1",
+            "--request-timeout", str(REQUEST_TIMEOUT),
             "--report", "junit", "--report-dir", str(report), *args,
         ],
         capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False,
