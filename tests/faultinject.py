@@ -21,7 +21,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -149,8 +149,14 @@ class Scenario:
     rerun_from: str | None = None
     # workflows applied first (the children of its sub-workflow tasks)
     children: tuple[str, ...] = ()
-    # global pools (name, slots) made before the workflow is applied
+    # global pools (name, slots) made before the workflows (children too) are applied
     pools: tuple[tuple[str, int], ...] = ()
+    # global pools deleted once the workflow is applied (its tasks in them can never start)
+    deleted_pools: tuple[str, ...] = ()
+    # tasks that can never start ("t", or "sub>t" for the child run of sub-workflow task
+    # ``sub``), each with what its error must say: whatever fails when, each ends FAILED
+    # with one failed attempt recorded, and no attempt of it is ever dispatched
+    unstartable: tuple[tuple[str, str], ...] = ()
 
 
 def _tasks(lines: Sequence[str]) -> str:
@@ -255,6 +261,45 @@ def pooled_stop() -> Scenario:
         hang=frozenset(f"w{i}" for i in range(4)),
         pools=(("p", 2),),
     )
+
+
+def pool_deleted() -> Scenario:
+    """b's pool is deleted after the workflow was applied: once a ends, b fails naming it
+    and never starts; c is upstream_failed, side goes on."""
+    return Scenario(
+        "pool_deleted",
+        "name: pool_deleted\ntasks:\n" + _tasks([
+            'a: {type: shell, command: "true"}',
+            'b: {type: shell, command: "true", pool: gone, depends_on: [a]}',
+            'c: {type: shell, command: "true", depends_on: [b]}',
+            'side: {type: shell, command: "true", depends_on: [a]}',
+        ]),
+        pools=(("gone", 1),),
+        deleted_pools=("gone",),
+        unstartable=(("b", "pool 'gone' does not exist"),),
+    )  # fmt: skip
+
+
+POOLED_CHILD = "name: pchild\ntasks:\n" + _tasks([
+    'x: {type: shell, command: "true", pool: p}',
+    'y: {type: shell, command: "true", depends_on: [x]}',
+])  # fmt: skip
+
+
+def pooled_child_starved() -> Scenario:
+    """The parent's sub-workflow task holds the one slot of pool p, which its child's x
+    needs too (``engine.pools.starved_by_ancestors``): x fails naming the pool and never
+    starts, y is upstream_failed, the child run fails, so do sub and the parent's run."""
+    return Scenario(
+        "pooled_child",
+        "name: pooled_child\ntasks:\n" + _tasks([
+            "sub: {type: workflow, workflow: pchild, pool: p}",
+            'b: {type: shell, command: "true", depends_on: [sub]}',
+        ]),
+        children=(POOLED_CHILD,),
+        pools=(("p", 1),),
+        unstartable=(("sub>x", "pool 'p' can never start task x"),),
+    )  # fmt: skip
 
 
 def rerun_from_task() -> Scenario:
@@ -426,11 +471,13 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
         scheduler.recover()
         scheduler.step()
 
+    for pool, slots in scenario.pools:  # first: a child's task may name one
+        scheduler.set_pool(pool, slots)
     for child in scenario.children:
         scheduler.apply(child)
-    for pool, slots in scenario.pools:
-        scheduler.set_pool(pool, slots)
     scheduler.apply(scenario.yaml)
+    for pool in scenario.deleted_pools:
+        scheduler.delete_pool(pool)
     faults.armed = True
     run_id = "run-1"
     name = scenario.yaml.split("\n", 1)[0].removeprefix("name: ")
@@ -518,7 +565,10 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
     unkilled = [k for k in executor.pending if k not in executor.killed]
     states = {t: ti.state.value for t, ti in sorted(tasks.items())} | seen
     check_counters(store, run_id)
-    for task_id, target in sorted(subworkflow.targets(scheduler.spec("default", name, 1)).items()):
+    targets = subworkflow.targets(scheduler.spec("default", name, 1))
+    for path, says in scenario.unstartable:
+        check_unstarted(store, executor, run_id, targets, path, says, faults)
+    for task_id, target in sorted(targets.items()):
         try:  # a child run's end is part of the outcome: its state and its tasks'
             child = store.get_run(subworkflow.child_run_id(run_id, task_id, target))
         except NotFound:
@@ -531,6 +581,30 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
         run.state, states,
         len(executor.dispatched), faults.count, faults.fired, unkilled,
     )  # fmt: skip
+
+
+def check_unstarted(
+    store: StateStore,
+    executor: Executor,
+    run_id: str,
+    targets: dict[str, tuple[str, str]],
+    path: str,
+    says: str,
+    faults: Faults,
+) -> None:
+    """A task that can never start (``Scenario.unstartable``) ended FAILED saying ``says``,
+    with its one attempt recorded as failed, and no attempt of it was ever dispatched."""
+    sub, _, task_id = path.rpartition(">")
+    if sub:
+        run_id = subworkflow.child_run_id(run_id, sub, targets[sub])
+    where = f"{path} (fault at write {faults.at})"
+    started = [k for k in executor.dispatched if k[:2] == (run_id, task_id)]
+    assert not started, f"{where}: dispatched although it can never start: {started}"
+    task = store.get_task(run_id, task_id)
+    assert task.state is TaskState.FAILED, f"{where}: {task.state}, expected failed"
+    assert says in (task.error or ""), f"{where}: error {task.error!r} does not say {says!r}"
+    attempts = [(a.attempt, a.state) for a in store.list_attempts(run_id, task_id)]
+    assert attempts == [(task.attempt, "failed")], f"{where}: attempts {attempts}"
 
 
 def check_counters(store: StateStore, run_id: str) -> None:
@@ -561,28 +635,67 @@ def sweep(
     open_store: Callable[[Faults], Any],
     *,
     aws: bool,
-    after: bool = False,
+    after: bool | Sequence[bool] = False,
     points: Sequence[int] | None = None,
+    within: tuple[str, Sequence[str]] | None = None,
 ) -> int:
     """Drive ``scenario`` without a fault, then with a fault at each write; returns how many
-    fault points were checked. Raises AssertionError naming the first that went wrong."""
+    fault points were checked. Raises AssertionError naming the first that went wrong.
+    ``after``: each fault after its write applied, or before, or (a sequence) each in turn.
+    ``within``: (method, but_not) of ``writes_in``: fail only the writes the drive without a
+    fault made there."""
     faults = Faults()
-    with open_store(faults) as store:
+    traced: AbstractContextManager[list[int]]
+    traced = nullcontext([]) if within is None else writes_in(faults, *within)
+    with open_store(faults) as store, traced as inside:
         baseline = drive(scenario, store, faults, aws=aws)
     assert baseline.run.terminal, baseline
     assert not baseline.unkilled, baseline
     total = baseline.writes
+    if within is not None:
+        assert inside, f"{scenario.name}: no write in {within[0]}"
+        points = inside
     checked = 0
     for k in points if points is not None else range(1, total + 1):
-        faults = Faults(at=k, after=after)
-        with open_store(faults) as store:
-            got = drive(scenario, store, faults, aws=aws)
-        where = f"{scenario.name}: fault {'after' if after else 'at'} write {k} of {total}"
-        assert got.run is baseline.run, f"{where}: run {got.run}, expected {baseline.run}"
-        assert got.tasks == baseline.tasks, f"{where}: tasks {got.tasks} != {baseline.tasks}"
-        assert not got.unkilled, f"{where}: attempts left running: {got.unkilled}"
-        checked += 1
+        for late in [after] if isinstance(after, bool) else after:
+            faults = Faults(at=k, after=late)
+            with open_store(faults) as store:
+                got = drive(scenario, store, faults, aws=aws)
+            where = f"{scenario.name}: fault {'after' if late else 'at'} write {k} of {total}"
+            assert got.run is baseline.run, f"{where}: run {got.run}, expected {baseline.run}"
+            assert got.tasks == baseline.tasks, f"{where}: tasks {got.tasks} != {baseline.tasks}"
+            assert not got.unkilled, f"{where}: attempts left running: {got.unkilled}"
+            checked += 1
     return checked
+
+
+@contextmanager
+def writes_in(faults: Faults, method: str, but_not: Sequence[str] = ()) -> Iterator[list[int]]:
+    """Within: the numbers of the writes (counted by ``faults``) made inside
+    ``Scheduler.<method>``, except those inside the methods ``but_not`` it calls, filled in
+    on leaving (``sweep``'s ``within``)."""
+    found: dict[str, set[int]] = {name: set() for name in (method, *but_not)}
+    originals = {name: getattr(Scheduler, name) for name in found}
+
+    def traced(name: str) -> Callable[..., Any]:
+        def call(self: Scheduler, *args: Any, **kwargs: Any) -> Any:
+            first = faults.count
+            try:
+                return originals[name](self, *args, **kwargs)
+            finally:
+                found[name].update(range(first + 1, faults.count + 1))
+
+        return call
+
+    points: list[int] = []
+    for name in found:
+        setattr(Scheduler, name, traced(name))
+    try:
+        yield points
+    finally:
+        for name, original in originals.items():
+            setattr(Scheduler, name, original)
+    points += sorted(found[method].difference(*(found[name] for name in but_not)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -840,6 +840,37 @@ def test_an_attempt_without_a_transition_of_its_own_is_an_attempt_item(env: Env)
     assert store.list_attempts("r") == [attempt]
 
 
+def test_the_end_of_an_attempt_that_never_started_is_recorded_in_its_one_write(
+    env: Env,
+) -> None:
+    """A queued task that can never start goes from QUEUED to FAILED at its next attempt in
+    one write (``engine.never_started``): ``apply_end`` records that attempt on the task item
+    in it, not as an attempt item of its own written first; a stale one records nothing."""
+    store = env.store
+    store.create_run(a_run("r", 1), [TaskInstance("r", "a", TaskState.QUEUED)], None)
+    spec = load_workflow('name: w\ntasks:\n  a: {type: shell, command: "true", pool: gone}\n')
+    queued = store.get_task("r", "a")
+    decision, made = engine.never_started(
+        spec, queued, "pool 'gone' does not exist", T0, intent=True
+    )
+    end = Attempt("r", "a", 1, "failed", T0, ended_at=T0, error="pool 'gone' does not exist")
+    env.requests.clear()
+    assert store.apply_end(decision, [end])
+    writes = [name for name, _ in env.requests.calls if name != "GetItem"]
+    assert writes == ["TransactWriteItems"]  # the task item and the run's counters
+    items = {i["sk"]["S"]: i for i in raw_items(env, "RUN#r")}
+    assert not [sk for sk in items if sk.startswith("A#")]
+    assert it.history_entry(end) == items["T#a"]["h1"]
+    assert store.get_task("r", "a") == made.task
+    assert store.list_attempts("r") == [end]
+    run = store.get_run("r")
+    assert (run.n_done, run.n_failed, run.n_running) == (1, 1, 0)
+    assert store.pending_propagations(10) == []  # a has no children: no intent to leave
+    # the same write again (a redelivery after it applied) is stale and writes nothing
+    assert not store.apply_end(decision, [end])
+    assert store.list_attempts("r") == [end]
+
+
 # ---------------------------------------------------------------------------- indexes
 def test_global_queries_read_only_their_index_partitions(env: Env) -> None:
     """The global queries are served by sparse index partitions: a finished 10-task run and a

@@ -239,6 +239,41 @@ def test_force_start_ignores_the_queue_and_the_free_slots() -> None:
         pools.force_start(SPEC, run_of(SPEC, state=RunState.PAUSED), ti, NOW)
 
 
+def test_a_task_that_can_never_start_fails_in_one_write_from_queued() -> None:
+    """No claim written on its own (a crash after it would leave an attempt that recovery
+    starts): the task goes from QUEUED to FAILED at its next attempt in one conditional write,
+    with the failed and done counters, not retried whatever its retries, holding no slot."""
+    spec = spec_of(
+        """
+        name: wf
+        project: p
+        defaults: {retries: 3}
+        tasks:
+          a: {type: shell, command: "true", pool: wh}
+          b: {type: shell, command: "true", depends_on: [a]}
+        """
+    )
+    queued = TaskInstance("r1", "a", TaskState.QUEUED, attempt=1, ready_at=NOW + timedelta(1))
+    decision, made = engine.never_started(
+        spec, queued, "pool 'wh' does not exist", NOW, intent=True
+    )
+    (write,) = decision.tasks
+    assert (write.expect, write.expect_attempt) == (TaskState.QUEUED, 1)
+    assert write.task is made.task
+    assert not made.retrying
+    failed = made.task
+    assert (failed.state, failed.attempt, failed.error) == (
+        TaskState.FAILED, 2, "pool 'wh' does not exist",
+    )  # fmt: skip
+    assert (failed.started_at, failed.ended_at, failed.deadline) == (NOW, NOW, None)
+    assert (failed.pool, failed.pool_rank, failed.pool_slots) == (None, None, 0)
+    assert failed.propagating  # b hears of it through the intent where a turn is not atomic
+    assert (decision.done, decision.failed, decision.running, decision.pools) == (1, 1, 0, ())
+    assert not engine.never_started(spec, queued, "x", NOW, intent=False)[1].task.propagating
+    with pytest.raises(Conflict, match="not queued"):
+        engine.never_started(spec, failed, "x", NOW, intent=False)
+
+
 def test_drift_names_pools_whose_counter_differs() -> None:
     held = TaskInstance("r", "a", TaskState.RUNNING, pool="/x", pool_slots=2)
     assert pools.drift({"/x": 2}, [held]) == {}

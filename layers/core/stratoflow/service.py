@@ -342,15 +342,27 @@ class Scheduler:
     def _fail_unstarted(
         self, spec: WorkflowSpec, run: Run, ti: TaskInstance, error: str, now: datetime
     ) -> None:
-        """A QUEUED task (in a pool's queue or joining one) ends failed, not retried: claimed
-        out of any queue, then its failure applied like any attempt's."""
-        started = engine_pools.cleared(engine.claim(spec, ti, now))
-        write = engine.TaskWrite(started, TaskState.QUEUED, ti.attempt)
-        if self.store.apply(engine.Decision(run.id, (write,), running=1)):
-            self.on_finished(
-                [Finished(run.id, ti.task_id, started.attempt,
-                          AttemptResult(AttemptStatus.FAILED, error=error, retryable=False))]
+        """A QUEUED task (in a pool's queue or joining one) that can never start ends failed,
+        not retried, in one write from QUEUED (``engine.never_started``), its attempt recorded
+        with it where the store can: a claim written apart from the failure, then a crash,
+        would leave an attempt that recovery starts (outside its pool). Then it goes on as any
+        attempt's end: the event, the children, the run's end."""
+        with self._deciding():
+            decision, made = engine.never_started(spec, ti, error, now, intent=self._intent)
+            failed = made.task
+            end = Attempt(
+                run_id=run.id, task_id=ti.task_id, attempt=failed.attempt,
+                state=AttemptStatus.FAILED.value, started_at=now, ended_at=now, error=error,
             )  # fmt: skip
+            if self.store.history_on_tasks:
+                applied = self.store.apply_end(decision, [end])
+            else:
+                applied = self.store.apply(decision)
+                if applied:  # recorded once it applied: a stale write records nothing
+                    self.store.finish_attempt(end)
+            report = Finished(run.id, ti.task_id, failed.attempt, AttemptResult(
+                AttemptStatus.FAILED, error=error, retryable=False))  # fmt: skip
+            self._after_end(_Ended(report, ti, spec, now, (decision, made)), applied)
 
     def _serve_pool(
         self, store: PoolStore, key: str, now: datetime

@@ -10,7 +10,7 @@ the service read; they are pure.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from stratoflow.engine._engine import (
@@ -23,6 +23,7 @@ from stratoflow.engine._engine import (
 )
 from stratoflow.engine._states import (
     AttemptResult,
+    AttemptStatus,
     PoolDelta,
     Run,
     RunState,
@@ -105,6 +106,25 @@ def attempt_finished(
         pools=released,
     )
     return decision, made
+
+
+def never_started(
+    spec: WorkflowSpec, ti: TaskInstance, error: str, now: datetime, *, intent: bool
+) -> tuple[Decision, AttemptDecision]:
+    """The turn of a QUEUED task that can never start (its pool is gone, or its ancestors
+    hold the pool's slots it needs: engine/pools.py): its next attempt fails, not retried,
+    in one write from QUEUED, as if claimed and failed at once. Nothing is left claimed
+    with nothing to run it (which recovery would start), whatever dies when: the write
+    applies with the task's end (the failed counter, the propagation intent) or not at all.
+    The running counter does not move (no slot of the run was ever taken), nor does any
+    pool's (a queued task holds no slots)."""
+    started = claim(spec, ti, now).with_(started_at=now, pool=None, pool_rank=None, pool_slots=0)
+    result = AttemptResult(AttemptStatus.FAILED, error=error, retryable=False)
+    made = attempt_finished(spec, started, started.attempt, result, now, intent=intent)
+    assert made is not None  # the attempt it just claimed
+    ended, transition = made
+    write = TaskWrite(transition.task, TaskState.QUEUED, ti.attempt)
+    return replace(ended, tasks=(write,), running=0, pools=()), transition
 
 
 def parent_heard(

@@ -41,6 +41,7 @@ from stratoflow.engine import (
     RunState,
     TaskInstance,
     TaskState,
+    TaskWrite,
 )
 from stratoflow.engine.pools import Pool, split_key
 from stratoflow.errors import NotFound
@@ -120,6 +121,21 @@ def _item_that_failed_the_condition(exc: ClientError) -> Item:
 def _upstream_column(outcome: TaskState) -> str:
     """The child's count that a parent's ``outcome`` adds to."""
     return {TaskState.SUCCEEDED: "up_ok", TaskState.SKIPPED: "up_skipped"}.get(outcome, "up_failed")
+
+
+def _ended_attempt(write: TaskWrite) -> int | None:
+    """The attempt whose end ``write`` records, if it ends one: an end takes its task from
+    RUNNING at that attempt; a task that can never start goes from QUEUED to its end at its
+    next attempt in one write (``engine.never_started``). None: it ends no attempt."""
+    if write.expect is TaskState.RUNNING:
+        return write.expect_attempt
+    if (
+        write.expect is TaskState.QUEUED
+        and write.task.state.terminal
+        and write.task.attempt == write.expect_attempt + 1
+    ):
+        return write.task.attempt
+    return None
 
 
 # claims and ends without a transaction (``DynamoStore.apply_each``)
@@ -800,7 +816,9 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         if qseq is None:
             upd.remove("qseq")
         if history is not None:
-            upd.set(it.history_attribute(expect_attempt), history)
+            # the attempt it ends (``_ended_attempt``): the one it ran, or one never started
+            ended = expect_attempt if expect is TaskState.RUNNING else task.attempt
+            upd.set(it.history_attribute(ended), history)
         # The (state, attempt) condition is the exactly-once guard: of the writers racing to
         # claim or finish one attempt, exactly one wins. The upstream counts are not written
         # (record_upstream owns them), so a stale copy cannot erase a count.
@@ -851,10 +869,10 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         others are written as attempt items here."""
         entries: dict[tuple[str, int], Item] = {}
         ending = {
-            (d.run_id, w.task.task_id, w.expect_attempt)
+            (d.run_id, w.task.task_id, number)
             for d in decisions
             for w in d.tasks
-            if w.expect is TaskState.RUNNING
+            if (number := _ended_attempt(w)) is not None
         }
         for attempt in history:
             entry = None
@@ -1012,9 +1030,9 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
                 w.task,
                 w.expect,
                 w.expect_attempt,
-                history.get((w.task.task_id, w.expect_attempt))
-                if w.expect is TaskState.RUNNING
-                else None,
+                None
+                if (number := _ended_attempt(w)) is None
+                else history.get((w.task.task_id, number)),
             )
             for w in decision.tasks
         ]
