@@ -48,8 +48,10 @@ mariadb:
 	@PATH="$$PATH:/usr/sbin" command -v mariadbd >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q mariadb-server-core; }
 
 ## make run: install, then start a local Stratoflow (API on 127.0.0.1:$(PORT)) with the examples applied
+## (with the pool and the alert groups they name: apply refuses unknown ones)
 run: install
-	$(BIN)/stratoflow server --home $(HOME_DIR) --port $(PORT) --pool warehouse=2 --apply examples/
+	$(BIN)/stratoflow server --home $(HOME_DIR) --port $(PORT) --pool warehouse=2 \
+		--alert-group data-oncall --alert-group data-team --apply examples/
 
 ## make test: install, then lint, type-check, run the whole test suite with coverage, and check
 ## the AWS template and state machines (sam validate --lint, cfn-lint, statelint, sam build)

@@ -15,6 +15,7 @@ from stratoflow.adapters.local.alerts import AlertStore, Backoff
 from stratoflow.adapters.local.runtime import LocalRuntime
 from stratoflow.alerts import validate_channel
 from stratoflow.engine import Run
+from stratoflow.errors import InvalidInput
 from tests.alerts.conftest import Recorder, secrets_of
 
 FLAKY = """
@@ -187,15 +188,44 @@ def test_a_send_that_keeps_failing_ends_failed(tmp_path: Path, recorder: Recorde
         rt.close()
 
 
-def test_a_group_that_does_not_exist_is_recorded_as_failed(
+def test_a_group_deleted_after_apply_is_recorded_as_failed(
     rt: LocalRuntime, recorder: Recorder
 ) -> None:
+    # GIVEN a workflow applied while its groups existed, then one of them deleted
+    rt.scheduler.apply(textwrap.dedent(FLAKY % {"retries": 0}))
     rt.alerts.store.delete_group("default", "oncall")
-    run(rt, ok=False)
+    # WHEN its run fails
+    started, _ = rt.scheduler.trigger("default", "nightly")
+    rt.run_until(lambda: rt.store.get_run(started.id).state.terminal)
+    # THEN the run is not held up, and the alert is a failed delivery naming the group
+    assert rt.store.get_run(started.id).state.value == "failed"
     (row,) = rt.alerts.store.list_deliveries("default", status="failed")[0]
     assert row.channel == "-"
-    assert "'oncall' does not exist" in (row.last_error or "")
+    assert row.last_error == "alert group 'oncall' does not exist in project 'default'"
     assert recorder.requests == []
+
+
+def test_apply_refuses_an_unknown_alert_group_as_an_unknown_pool(rt: LocalRuntime) -> None:
+    # GIVEN a workflow whose alerts (its own and a task's) name groups the project lacks
+    source = textwrap.dedent(FLAKY % {"retries": 0}).replace("group: chat", "group: nobody")
+    source += "    alerts: [{on: [retry], group: oncall}, {on: [timeout], group: ghosts}]\n"
+    # WHEN it is applied, THEN it is refused naming each field and group, and nothing is stored
+    with pytest.raises(InvalidInput) as refused:
+        rt.scheduler.apply(source)
+    assert [(p.path, p.message) for p in refused.value.problems] == [
+        ("alerts.1.group", "unknown alert group 'nobody' in project 'default' (create it first: "
+         "stratoflow alerts groups set nobody --channels NAME[,NAME...] [--project default])"),
+        ("tasks.load.alerts.1.group", "unknown alert group 'ghosts' in project 'default' "
+         "(create it first: stratoflow alerts groups set ghosts --channels NAME[,NAME...] "
+         "[--project default])"),
+    ]  # fmt: skip
+    assert rt.store.list_workflows() == []
+    # and once the groups exist it applies
+    now = rt.clock.now()
+    for group in ("nobody", "ghosts"):
+        rt.alerts.store.set_group("default", group, ["slack"], now)
+    version, created = rt.scheduler.apply(source)
+    assert (version.version, created) == (1, True)
 
 
 SLOW = """
@@ -401,6 +431,7 @@ def test_a_channel_resolves_a_secret_set_for_its_project(
             validate_channel("default", "hook", "webhook", {"url": "{{ secrets.hook }}"}), now
         )
         rt.alerts.store.set_group("default", "oncall", ["hook"], now)
+        rt.alerts.store.set_group("default", "chat", ["hook"], now)  # FLAKY's retry group
         rt.scheduler.apply(textwrap.dedent(FLAKY % {"retries": 0}))
         started, _ = rt.scheduler.trigger("default", "nightly")
         rt.run_until(lambda: rt.store.get_run(started.id).state.terminal)
@@ -443,3 +474,23 @@ def test_start_success_and_a_tasks_own_failure_alert_their_groups(
     assert page.body["payload"]["custom_details"]["Logical date"] == (
         ran[1].logical_date.isoformat()
     )
+
+
+def test_a_group_made_by_the_servers_flag_has_no_channels_and_keeps_an_existing_one(
+    rt: LocalRuntime, recorder: Recorder
+) -> None:
+    # `stratoflow server --alert-group NAME` (as `make run` does for examples/alerting.yaml)
+    store, now = rt.alerts.store, rt.clock.now()
+    assert store.ensure_group("default", "fresh", now) is True
+    assert store.ensure_group("default", "oncall", now) is False  # kept as it was
+    assert store.list_groups("default")["fresh"] == []
+    assert store.list_groups("default")["oncall"] == ["pd", "slack"]
+    with pytest.raises(InvalidInput, match="group"):
+        store.ensure_group("default", "Bad Name", now)
+    # a workflow naming it applies; its alerts are failed deliveries saying it has no channels
+    rt.scheduler.apply(textwrap.dedent(FLAKY % {"retries": 0}).replace("oncall", "fresh"))
+    started, _ = rt.scheduler.trigger("default", "nightly")
+    rt.run_until(lambda: rt.store.get_run(started.id).state.terminal)
+    (row,) = store.list_deliveries("default", status="failed")[0]
+    assert row.last_error == "alert group 'fresh' has no channels in project 'default'"
+    assert recorder.requests == []

@@ -153,6 +153,18 @@ def test_outputs_over_the_read_limit_fail_the_attempt_not_vanish(s3: Any) -> Non
     )
 
 
+def test_an_output_line_with_an_empty_key_fails_the_attempt_naming_the_line(s3: Any) -> None:
+    # the runner reads key=value outputs with the local executor's parser (taskexec): "=v"
+    # was kept under the key "", which no template can read, and the attempt succeeded
+    command = 'echo "rows=42" >> "$STRATOFLOW_OUTPUT"; echo "=v" >> "$STRATOFLOW_OUTPUT"'
+    outcome = runner.handle(attempt("shell", {"command": command}), None, s3=s3)
+    assert (outcome["status"], outcome["exit_code"], outcome["outputs"]) == ("failed", 0, {})
+    assert outcome["error"] == (
+        "outputs: line 2 of the outputs file ($STRATOFLOW_OUTPUT) has an empty key (=value); "
+        "write key=value lines with a key"
+    )
+
+
 def test_a_type_the_runner_does_not_run_is_refused(s3: Any) -> None:
     with pytest.raises(runner.AttemptInputError, match="not 'batch'"):
         runner.handle(attempt("batch", {"image": "x"}), None, s3=s3)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 
 from stratoflow.adapters.aws.eks import reporter_script, task_script
+from stratoflow.taskexec import empty_key_message
 
 SHELLS = [s for s in ("/bin/sh", "/bin/bash", shutil.which("busybox")) if s and os.path.exists(s)]
 
@@ -215,6 +217,21 @@ def test_outputs_too_large_fail_the_attempt(pod: Pod) -> None:
     assert failure["args"][1] == "send-task-failure"
     cause = json.loads(next(iter(failure["files"].values())))
     assert cause["error"] == "the outputs file is larger than 100 bytes"
+
+
+@pytest.mark.parametrize("line", ["=v", "  = v", "\t=", "=a=b"])
+def test_an_output_line_with_an_empty_key_fails_the_attempt_naming_it(pod: Pod, line: str) -> None:
+    # "=v" was reported as the output "", which no template can read, and the attempt succeeded
+    code, _ = pod.run(
+        "sh", "-c", f'printf "%s\\n" "rows=42" "# c" "" "junk" {shlex.quote(line)} "z=1" >> "$STRATOFLOW_OUTPUT"'
+    )  # fmt: skip
+    assert code == 0
+    failure = pod.calls()[-1]
+    assert failure["args"][1] == "send-task-failure"
+    cause = json.loads(next(iter(failure["files"].values())))
+    assert cause["exit_code"] == 0
+    # the local runner's words for it (taskexec), line 5 of the file
+    assert cause["error"] == empty_key_message(5)
 
 
 def test_an_image_without_tee_still_reports(pod: Pod, tmp_path: Path) -> None:

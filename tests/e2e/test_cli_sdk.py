@@ -191,6 +191,8 @@ def test_server_apply_takes_the_examples_and_their_python_twins(tmp_path: Path) 
     command = [
         sys.executable, "-m", "stratoflow", "server", "--home", str(tmp_path / "home"),
         "--port", str(port), "--pool", "warehouse=2",
+        # the groups examples/alerting.yaml names (apply refuses an unknown one), as `make run`
+        "--alert-group", "data-oncall", "--alert-group", "data-team",
         "--apply", str(EXAMPLES), "--apply", str(EXAMPLES / "python"),
     ]  # fmt: skip
     with log.open("wb") as out:

@@ -42,6 +42,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with httpx.Client(base_url=proc.url, headers=proc.headers, timeout=30) as http:
         # the pool examples/warehouse_pool.yaml uses (apply refuses an unknown pool)
         assert http.put("/pools/warehouse", json={"slots": 2}).status_code == 200
+        # and the alert groups examples/alerting.yaml names (apply refuses unknown ones)
+        hook = {"type": "webhook", "settings": {"url": "{{ secrets.hook }}"}}
+        assert http.put("/alerts/channels/hook", json=hook).status_code in (200, 201)
+        for group in ("data-oncall", "data-team"):
+            made = http.put(f"/alerts/groups/{group}", json={"channels": ["hook"]})
+            assert made.status_code in (200, 201), made.text
         for path in sorted((ROOT / "examples").glob("*.yaml")):
             reply = http.post("/workflows", json={"source": path.read_text(encoding="utf-8")})
             assert reply.status_code in (200, 201), reply.text

@@ -155,6 +155,17 @@ def test_rechecks_every_check_interval_and_times_out_naming_what_is_missing(h: H
     )
 
 
+def test_timeout_0_is_no_timeout_the_dependency_keeps_waiting(h: H) -> None:
+    # `timeout: 0` is "no timeout" (README): it failed at the first check, "timed out after 0s"
+    h.report(REPORT.replace("timeout: 6h", "timeout: 0"))
+    assert h.wait_state() is TaskState.RUNNING
+    h.clock.advance(3 * 86400)
+    h.scheduler.step()
+    task = h.store.get_task("report-1", "wait")
+    assert (task.state, task.error) == (TaskState.RUNNING, None)
+    assert task.deadline == h.clock.now() + timedelta(minutes=1)  # its next check, no more
+
+
 def test_a_run_made_without_any_wake_is_found_by_the_timer(h: H) -> None:
     for day in range(23, 30):
         h.upstream(day)  # all seven running

@@ -119,6 +119,24 @@ def test_the_pools_to_create_before_apply_are_printed(tmp_path: Path) -> None:
     ) in result.output
 
 
+def test_the_alert_groups_to_create_before_apply_are_printed(tmp_path: Path) -> None:
+    # a DolphinScheduler warning group becomes an alert group, which apply refuses until it
+    # exists (as a pool): the import says so with the pools
+    export = json.loads((FIXTURES / "ds_3.2_export.json").read_text())
+    first = export[0] if isinstance(export, list) else export
+    first["schedule"] = {**(first.get("schedule") or {}), "warningType": "FAILURE",
+                         "warningGroupId": 7, "crontab": "0 0 2 * * ? *", "timezoneId": "UTC"}  # fmt: skip
+    source = tmp_path / "ds.json"
+    source.write_text(json.dumps(export))
+    result = invoke(str(source), "-o", str(tmp_path / "out"))
+    assert "before apply: " in result.output, result.output
+    assert (
+        "warning group 7 is the alert group 'ds-7': `stratoflow apply` refuses this workflow "
+        "until the group exists; create it first with `stratoflow alerts groups set ds-7 "
+        "--channels ...`"
+    ) in result.output
+
+
 def test_report_mode_leaves_the_task_out(tmp_path: Path) -> None:
     result = invoke(
         str(FIXTURES / "ds_1.3_export.json"), "-o", str(tmp_path), "--unmapped", "report"

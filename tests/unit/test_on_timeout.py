@@ -11,7 +11,13 @@ import pytest
 from stratoflow import engine
 from stratoflow.engine import TaskInstance, TaskState
 from stratoflow.errors import InvalidInput
-from stratoflow.model import AlertEvent, OnTimeout, WorkflowSpec, load_workflow
+from stratoflow.model import (
+    AlertEvent,
+    OnTimeout,
+    WorkflowSpec,
+    load_workflow,
+    spec_from_document,
+)
 
 DOC = """
 name: wf
@@ -102,3 +108,31 @@ def test_alert_fields_are_not_passed_to_the_executor(now: datetime) -> None:
     run = Run("r", "wf", "default", 1, RunState.RUNNING, {}, now, now)
     rendered = engine.render_task(s, run, "b", {})
     assert not {"on_timeout", "sla", "alerts"} & set(rendered.fields)
+
+
+ZERO = """
+name: zero
+defaults: {timeout: 10m}
+tasks:
+  unbounded: {type: shell, command: "true", timeout: 0}
+  seconds: {type: shell, command: "true", timeout: 0s}
+  bounded: {type: shell, command: "true"}
+"""
+
+
+def test_timeout_0_is_no_timeout_and_lifts_the_defaults(now: datetime) -> None:
+    """``timeout: 0`` means no timeout (DolphinScheduler's 0, Airflow's None), wherever the
+    timeout is read: no deadline at the claim, none for an executor that enforces it (the AWS
+    dispatcher made a 0 into 1 s). A task's 0 takes away ``defaults.timeout``."""
+    s = load_workflow(ZERO)
+    for task_id in ("unbounded", "seconds"):
+        assert s.workflow.timeout(task_id) is None
+        assert engine.enforced_timeout(s, task_id) is None
+        queued = TaskInstance("r", task_id, TaskState.QUEUED)
+        assert engine.claim(s, queued, now).deadline is None
+    assert s.workflow.timeout("bounded") == timedelta(minutes=10)
+    # the stored document keeps what was written: a stored version loads as it did
+    assert s.document["tasks"]["unbounded"]["timeout"] == "0s"
+    assert spec_from_document(s.document).workflow.timeout("unbounded") is None
+    assert load_workflow("name: d\ndefaults: {timeout: 0}\ntasks: {a: {type: shell, command: x}}")\
+        .workflow.timeout("a") is None  # fmt: skip

@@ -142,3 +142,41 @@ def test_an_error_over_the_limit_keeps_its_head_and_says_it_was_cut(tmp_path: Pa
     assert found.error == (
         "E" * LIMIT + f"\n[error cut: {3 * LIMIT:,} bytes written, the first 1,000 bytes kept]"
     )
+
+
+@pytest.mark.parametrize("line", ["=value", "  = value", "\t=", "=a=b"])
+def test_a_key_value_line_with_an_empty_key_fails_the_attempt_naming_its_line(
+    tmp_path: Path, line: str
+) -> None:
+    # GIVEN a shell task whose outputs have a line with no key before its "=" (line 4)
+    paths = files(tmp_path)
+    paths["outputs"].write_text(f"rows=42\n# a comment\n\n{line}\nlast=1\n")
+    # WHEN its attempt is read
+    found = outcome_from_files(0, **paths)
+    # THEN it failed naming that line, and passes nothing on (not even the good keys)
+    assert (found.status, found.outputs, found.exit_code) == ("failed", {}, 0)
+    assert found.error == (
+        "outputs: line 4 of the outputs file ($STRATOFLOW_OUTPUT) has an empty key (=value); "
+        "write key=value lines with a key"
+    )
+
+
+def test_a_failed_task_with_an_empty_key_keeps_its_own_error_first(tmp_path: Path) -> None:
+    paths = files(tmp_path)
+    paths["outputs"].write_text("=1\n")
+    paths["error"].write_text("ValueError: bad row")
+    found = outcome_from_files(1, **paths)
+    assert (found.status, found.outputs) == ("failed", {})
+    assert found.error is not None
+    assert found.error.split("\n") == [
+        "ValueError: bad row",
+        "outputs: line 1 of the outputs file ($STRATOFLOW_OUTPUT) has an empty key (=value); "
+        "write key=value lines with a key",
+    ]
+
+
+def test_lines_without_an_equals_sign_are_still_ignored(tmp_path: Path) -> None:
+    paths = files(tmp_path)
+    paths["outputs"].write_text("junk line\n# k=v\n a = 1 \n")
+    found = outcome_from_files(0, **paths)
+    assert (found.status, found.outputs) == ("succeeded", {"a": "1"})

@@ -373,6 +373,9 @@ def _print_run(detail: dict[str, Any], output: str) -> None:
               help="read-model database, e.g. postgresql://user@host/db (default: SQLite in --home)")  # fmt: skip
 @click.option("--pool", "pools", multiple=True, metavar="NAME=SLOTS",
               help="set a global pool on start (before --apply): `stratoflow pools set` without a server")  # fmt: skip
+@click.option("--alert-group", "alert_groups", multiple=True, metavar="NAME",
+              help="create an alert group of the default project on start (before --apply), with "
+                   "no channels until `stratoflow alerts groups set` gives it some; kept if it exists")  # fmt: skip
 def server(
     home: Path | None,
     host: str,
@@ -380,6 +383,7 @@ def server(
     apply_paths: Sequence[str],
     db: str | None,
     pools: Sequence[str],
+    alert_groups: Sequence[str],
 ) -> None:
     """Run the scheduler, cron loop and API in one process; resumes unfinished runs."""
     import logging
@@ -388,7 +392,7 @@ def server(
 
     collect_less()  # as `run`: what is loaded from here on stays for the server's lifetime
     from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime, settle_gc
-    from stratoflow.api.app import create_app
+    from stratoflow.api.app import DEFAULT_PROJECT, create_app
     from stratoflow.api.local_server import start_in_thread
     from stratoflow.api.long_poll import RunWatch, run_ended
     from stratoflow.cli_sdk import workflow_sources
@@ -414,6 +418,10 @@ def server(
         with _errors():
             made = runtime.scheduler.set_pool(name.strip(), int(slots))
         click.echo(f"pool {made.name} (global): {made.slots} slots")
+    for group in alert_groups:
+        with _errors():
+            created = runtime.alerts.store.ensure_group(DEFAULT_PROJECT, group, runtime.clock.now())
+        click.echo(f"alert group {group}: {'created, no channels yet' if created else 'kept'}")
     with _errors():
         sources = workflow_sources(_workflow_files(apply_paths), apply_paths)
     for path, text in sources:

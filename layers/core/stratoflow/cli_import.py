@@ -99,7 +99,7 @@ def import_command(
             for note in result.all_notes():
                 if note.severity == "unmapped":
                     click.echo(f"  not mapped: {note.where()}: {note.message}")
-                elif note.field == "pool":  # apply refuses the workflow until the pool exists
+                elif note.field in ("pool", "alerts"):  # apply refuses it until they exist
                     click.echo(f"  before apply: {note.workflow}: {note.message}")
             click.echo(f"  report: {report_path}")
     if output == "json":

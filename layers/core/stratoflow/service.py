@@ -132,6 +132,7 @@ class Scheduler:
         timeout_grace: timedelta = timedelta(0),
         record_attempt_starts: bool = True,
         resources: ResourceStore | None = None,
+        alert_groups: Callable[[str, str], bool] | None = None,
     ) -> None:
         """``retry_lead``: dispatch a retry this long before its delay runs out, for a
         dispatcher that waits out the rest itself (``AttemptSpec.not_before``); AWS, where
@@ -141,8 +142,11 @@ class Scheduler:
         attempt's history row when it starts (where its log is, readable while it runs);
         without, the row is written when it ends — one write fewer per attempt, for
         executors whose log only exists at the end (the AWS runner), and the views show a
-        running attempt from its task."""
+        running attempt from its task. ``alert_groups(project, group)``: whether the
+        runtime's alert configuration has that group (a workflow whose ``alerts`` name one it
+        has not is refused at apply; None: a runtime without alerts, nothing to check)."""
         self.store = store
+        self.alert_groups = alert_groups
         # where a run pins the versions of the resource files its tasks list, when it is
         # created (None: a workflow that lists some cannot be triggered)
         self.resources = resources
@@ -205,6 +209,7 @@ class Scheduler:
         if spec is None:
             spec = load_workflow(text, source=source, now=self.clock.now())
         self._check_pools(spec)
+        self._check_alert_groups(spec)
         with self._lock:
             self.subworkflows.check_apply(spec)
             version, created = self.catalog.put_version(spec, text, self.clock.now())
@@ -221,6 +226,34 @@ class Scheduler:
         if self.pools is None:
             raise InvalidInput([Problem("tasks", "this runtime's store has no pools yet")])
         if problems := engine_pools.check(spec, self.pools.get_pool):
+            raise InvalidInput(problems)
+
+    def _check_alert_groups(self, spec: WorkflowSpec) -> None:
+        """Refuse a workflow whose ``alerts`` (its own or a task's) name a group its project
+        does not have, as an unknown pool is (``_check_pools``): its alerts would go nowhere.
+        A group deleted later is recorded at alert time as a failed delivery naming it."""
+        exists = self.alert_groups
+        if exists is None:
+            return
+        workflow = spec.workflow
+        named = [(f"alerts.{i}.group", rule.group) for i, rule in enumerate(workflow.alerts)]
+        for task_id, task in workflow.tasks.items():
+            named += [
+                (f"tasks.{task_id}.alerts.{i}.group", rule.group)
+                for i, rule in enumerate(task.alerts)
+            ]
+        missing = {g for g in {group for _, group in named} if not exists(spec.project, g)}
+        problems = [
+            Problem(
+                field,
+                f"unknown alert group {group!r} in project {spec.project!r} (create it first: "
+                f"stratoflow alerts groups set {group} --channels NAME[,NAME...] "
+                f"[--project {spec.project}])",
+            )
+            for field, group in named
+            if group in missing
+        ]
+        if problems:
             raise InvalidInput(problems)
 
     # ------------------------------------------------------------ pools

@@ -473,7 +473,8 @@ def _workflow_settings(flow: DsWorkflow, doc: dict[str, Any], notes: Notes) -> N
         group = f"ds-{flow.warning_group}"
         doc["alerts"] = [{"on": events, "group": group}]
         notes.changed(
-            f"warning group {flow.warning_group} is the alert group {group!r}: create it with "
+            f"warning group {flow.warning_group} is the alert group {group!r}: `stratoflow "
+            "apply` refuses this workflow until the group exists; create it first with "
             f"`stratoflow alerts groups set {group} --channels ...`",
             field="alerts",
         )

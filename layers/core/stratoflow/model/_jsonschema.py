@@ -53,7 +53,8 @@ _COMMON = {
     "retry_delay": "Wait before the first retry; default: defaults.retry_delay.",
     "retry_backoff": "Multiplier of the delay per attempt (1-10; 1 = fixed delay).",
     "max_retry_delay": "Upper bound of a retry delay after backoff.",
-    "timeout": "An attempt running longer than this is killed and fails.",
+    "timeout": "An attempt running longer than this is killed and fails; 0: no timeout "
+    "(also over defaults.timeout).",
     "on_timeout": "What a timeout does: fail (default), warn (a timeout alert; the attempt keeps "
     "running) or warn_fail (a timeout alert, and the attempt fails).",
     "alerts": "Alert groups to tell of this task's retry, timeout, failure or sla_miss.",
@@ -96,7 +97,8 @@ _DESCRIPTIONS: dict[str, dict[str, str]] = {
         "retry_delay": "Wait before the first retry. Default 30s.",
         "retry_backoff": "Multiplier of the delay per attempt (1-10). Default 1.0.",
         "max_retry_delay": "Upper bound of a retry delay after backoff. Default 1h.",
-        "timeout": "An attempt running longer than this is killed and fails.",
+        "timeout": "An attempt running longer than this is killed and fails; 0 or absent: "
+        "no timeout.",
     },
     "ShellTask": {"command": "A bash script; write key=value lines to $STRATOFLOW_OUTPUT."},
     "PythonTask": {
@@ -138,7 +140,7 @@ _DESCRIPTIONS: dict[str, dict[str, str]] = {
         "all": "Every item must have succeeded for its whole window (one failure fails at once).",
         "any": "One item that succeeded for its whole window is enough.",
         "timeout": "How long to wait for an outcome; then the task fails naming what is missing."
-        " Absent: wait until the outcome is certain.",
+        " Absent or 0: wait until the outcome is certain.",
         "check_interval": "How often to look again while waiting (5s to 1d; default 1m); an"
         " upstream run's end also wakes it.",
     },

@@ -746,5 +746,11 @@ class Workflow(_Strict):
         return self.defaults.max_retry_delay
 
     def timeout(self, task_id: str) -> timedelta | None:
+        """The task's timeout, else the defaults'; None: none. ``0`` is none too, as
+        DolphinScheduler's timeout 0 and Airflow's ``execution_timeout=None`` (a task's ``0``
+        takes away a ``defaults.timeout``): never a deadline at the attempt's start, which
+        is what a 0 became where it reached a deadline (AWS kills at 1 s at the least, a
+        dependency task failed at its first check)."""
         task = self.tasks[task_id]
-        return task.timeout if task.timeout is not None else self.defaults.timeout
+        timeout = task.timeout if task.timeout is not None else self.defaults.timeout
+        return timeout or None

@@ -178,15 +178,38 @@ def tail(path: str | Path, lines: int = 5, limit: int = 2000) -> str:
     return "\n".join(kept[-lines:])
 
 
+class MalformedOutputs(ValueError):
+    """A ``key=value`` line no template could read back (``=value``: an empty key): its
+    value would be kept under a key nothing addresses, so the outputs are not used at all."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(empty_key_message(line))
+        self.line = line
+
+
+def empty_key_message(line: int) -> str:
+    """Why an attempt whose outputs file has a line with an empty key failed (the EKS
+    reporter, eks_reporter.sh, says the same words)."""
+    return (
+        f"outputs: line {line} of the outputs file ($STRATOFLOW_OUTPUT) has an empty key "
+        "(=value); write key=value lines with a key"
+    )
+
+
 def parse_key_values(text: str) -> dict[str, str]:
-    """``key=value`` lines (blank lines and ``#`` comments ignored; last write wins)."""
+    """``key=value`` lines (blank lines, ``#`` comments and lines without ``=`` ignored;
+    last write wins). A line whose key is empty once trimmed raises ``MalformedOutputs``
+    naming it (its number, 1 for the first line)."""
     outputs: dict[str, str] = {}
-    for raw in text.splitlines():
+    for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue
         key, _, value = line.partition("=")
-        outputs[key.strip()] = value.strip()
+        key = key.strip()
+        if not key:
+            raise MalformedOutputs(number)
+        outputs[key] = value.strip()
     return outputs
 
 
@@ -206,7 +229,8 @@ def outcome_from_files(
     """How a task that exited with ``status`` ended, from the files it left: ``key=value``
     outputs, then the structured outputs of python and http tasks, then the error (the task's
     own words, or the log's last lines). Outputs that cannot be read whole (a file over
-    ``MAX_RESULT_BYTES``, structured outputs that are not a JSON object) fail the attempt
+    ``MAX_RESULT_BYTES``, a ``key=value`` line with an empty key, structured outputs that are
+    not a JSON object) fail the attempt
     with none of its outputs: a downstream task must not get part of them. Imports nothing
     of the engine: the AWS runner reads its attempts with it, and its cold start does not
     load the engine and the workflow model."""
@@ -217,6 +241,8 @@ def outcome_from_files(
         data = read_whole_task_file(structured)
     except TaskFileTooLarge as exc:
         problem, data = too_large_message(exc), None
+    except MalformedOutputs as exc:
+        problem, data = str(exc), None
     if data:
         try:
             parsed = json.loads(data)

@@ -234,6 +234,10 @@ class DynamoAlertStore:
         item = self._get(f"P#{project}", f"G#{name}")
         return None if item is None else list(json.loads(_s(item, "channels") or "[]"))
 
+    def has_group(self, project: str, name: str) -> bool:
+        """Whether the project has the group (what a workflow's ``alerts`` may name)."""
+        return self.group_channels(project, name) is not None
+
     def get_group(self, project: str, name: str) -> list[str]:
         channels = self.group_channels(project, name)
         if channels is None:

@@ -2,7 +2,8 @@
 # It heartbeats while the task runs, waits for $STRATOFLOW_DIR/exit (written by eks_task.sh),
 # then completes the Step Functions task token: send-task-success with the task's outputs
 # (key=value lines of $STRATOFLOW_DIR/outputs, last write wins), or send-task-failure with the
-# exit code and the last lines of the log. It then exits 0 so the pod completes.
+# exit code and the last lines of the log (or why the outputs were refused: too large, a line
+# with an empty key). It then exits 0 so the pod completes.
 # The token is read from a mounted Secret at each call: a retried launch replaces it there.
 # With secret references it first reads them (fetch_secrets) and masks their values in the
 # outputs and the log tail it sends. Needs sh, sed, tr, head, tail, wc, sleep, cat, rm, sort and
@@ -91,6 +92,11 @@ $key
         }
     fi
     printf '}'
+}
+
+empty_key_line() {  # FILE -> the number of its first key=value line with an empty key, if any
+    # (the key as outputs_json trims it: its control characters dropped, then its spaces)
+    tr -d '\000-\010\013\014\016-\037' <"$1" | sed -n -e '/^[[:space:]]*=/{' -e '=' -e 'q' -e '}'
 }
 
 secret_value() {  # secret_value NAME: $value is the secret as fetched, without the CLI's newline
@@ -209,6 +215,9 @@ if [ "$code" != 0 ]; then
     fail "$code" "exited with code $code"
 elif [ -f "$dir/outputs" ] && [ "$(wc -c <"$dir/outputs")" -gt "$max_outputs" ]; then
     fail 0 "the outputs file is larger than $max_outputs bytes"
+elif [ -f "$dir/outputs" ] && bad=$(empty_key_line "$dir/outputs") && [ -n "$bad" ]; then
+    # as the local runner (taskexec.empty_key_message): no template could read its value
+    fail 0 "outputs: line $bad of the outputs file (\$STRATOFLOW_OUTPUT) has an empty key (=value); write key=value lines with a key"
 else
     {
         printf '{"status":"succeeded","exit_code":0,"outputs":'

@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 
+from stratoflow.adapters.aws.alerts import DynamoAlertStore
 from stratoflow.adapters.aws.connections import DynamoConnectionStore
 from stratoflow.adapters.aws.dispatch import StepFunctionsDispatcher
 from stratoflow.adapters.aws.dynamodb import DynamoStore
@@ -193,6 +194,12 @@ def build_scheduler(
         # nothing the task row does not; skipping it saves a DynamoDB write per attempt
         record_attempt_starts=False,
         resources=resources,
+        # apply refuses an alert group the alert table does not have (no table: no alerts)
+        alert_groups=(
+            DynamoAlertStore(settings.alert_table, clients.dynamodb).has_group
+            if settings.alert_table
+            else None
+        ),
     )
 
 

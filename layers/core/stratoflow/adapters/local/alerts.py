@@ -234,6 +234,35 @@ class AlertStore(SqliteFile):
             raise NotFound(f"alert group {name!r} not found in project {project!r}")
         return list(json.loads(row[0]))
 
+    def ensure_group(self, project: str, name: str, now: datetime) -> bool:
+        """Create the group with no channels yet unless it exists (an existing one is kept
+        as it is); True if created. Alerts to a group with no channels are recorded as
+        failed deliveries saying so, until ``set_group`` gives it channels."""
+        check_group(project, name, ["-"])  # its project and name; it has no channels yet
+        with self._tx() as conn:
+            if conn.execute(
+                "SELECT 1 FROM alert_groups WHERE project=? AND name=?", (project, name)
+            ).fetchone():
+                return False
+            (count,) = conn.execute(
+                "SELECT count(*) FROM alert_groups WHERE project=?", (project,)
+            ).fetchone()
+            if count >= MAX_GROUPS:
+                raise InvalidInput([Problem("group", f"at most {MAX_GROUPS} groups")])
+            conn.execute(
+                "INSERT INTO alert_groups VALUES (?, ?, ?, ?)", (project, name, "[]", _ts(now))
+            )
+        return True
+
+    def has_group(self, project: str, name: str) -> bool:
+        """Whether the project has the group (what a workflow's ``alerts`` may name)."""
+        return (
+            self._conn()
+            .execute("SELECT 1 FROM alert_groups WHERE project=? AND name=?", (project, name))
+            .fetchone()
+            is not None
+        )
+
     def list_groups(self, project: str) -> dict[str, list[str]]:
         rows = self._conn().execute(
             "SELECT name, channels FROM alert_groups WHERE project=? ORDER BY name", (project,)

@@ -186,6 +186,7 @@ class LocalRuntime:
             self.clock,
             FanOutEvents(JsonlEvents(home / "events.jsonl", self.clock), self.alerts),
             resources=self.resources,
+            alert_groups=self.alerts.store.has_group,  # apply refuses a group unknown here
         )
         self.cron = CronLoop(self.scheduler, self.store) if cron else None
         self._stop = threading.Event()
