@@ -871,6 +871,74 @@ def test_the_end_of_an_attempt_that_never_started_is_recorded_in_its_one_write(
     assert store.list_attempts("r") == [end]
 
 
+_NEVER_STARTED = load_workflow(
+    'name: w\ntasks:\n  a: {type: shell, command: "true", pool: gone}\n'
+    '  b: {type: shell, command: "true", pool: gone}\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "error"),
+    [(0, "x" * 450), (2, "pool 'gone' does not exist")],
+    ids=["too long for the task item", "beyond the attempts the task item holds"],
+)
+def test_a_never_started_end_that_cannot_go_on_its_task_item_is_written_with_its_write(
+    env: Env, attempt: int, error: str
+) -> None:
+    """An end too long for the task item, or of an attempt past those it holds, goes in an
+    attempt item; for an attempt that never started that item is written in the same
+    transaction as the task's write, never before it: a stale write (an operator stopped the
+    task meanwhile) records no attempt, and a crash before the write leaves none either (a
+    failed record of the next attempt would otherwise stay, and win over that attempt's real
+    end when it runs: attempt items take their first end)."""
+    store = env.store
+    store.create_run(
+        a_run("r", 1), [TaskInstance("r", "a", TaskState.QUEUED, attempt=attempt)], None
+    )
+    queued = store.get_task("r", "a")  # what the failing turn read
+    decision, made = engine.never_started(_NEVER_STARTED, queued, error, T0, intent=True)
+    end = Attempt("r", "a", attempt + 1, "failed", T0, ended_at=T0, error=error)
+
+    def crash(params: dict[str, Any]) -> None:
+        raise Crash()
+
+    env.requests.before["TransactWriteItems"] = crash
+    with pytest.raises(Crash):
+        store.apply_end(decision, [end])
+    env.requests.before.clear()
+    assert store.list_attempts("r") == []
+    # meanwhile an operator stops the task: the write is stale and records nothing
+    assert store.put_task(
+        queued.with_(state=TaskState.STOPPED, ended_at=T0), TaskState.QUEUED, attempt
+    )
+    assert not store.apply_end(decision, [end])
+    assert store.list_attempts("r") == []
+    # the same write on the task still queued: applied, its attempt recorded once
+    assert store.put_task(queued, TaskState.STOPPED, attempt)
+    env.requests.clear()
+    assert store.apply_end(decision, [end])
+    assert [name for name, _ in env.requests.calls if name != "GetItem"] == ["TransactWriteItems"]
+    assert store.get_task("r", "a") == made.task
+    assert store.list_attempts("r") == [end]
+
+
+@pytest.mark.parametrize("error", ["gone", "x" * 450], ids=["on the task item", "an item"])
+def test_apply_each_records_the_ends_of_attempts_that_never_started(env: Env, error: str) -> None:
+    """``apply_each`` of never-started ends records each one's attempt (the next, not the one
+    its write expects), each in its own write's transaction."""
+    store = env.store
+    store.create_run(a_run("r", 2), [TaskInstance("r", t, TaskState.QUEUED) for t in "ab"], None)
+    decisions, ends = [], []
+    for t in "ab":
+        decision, _ = engine.never_started(
+            _NEVER_STARTED, store.get_task("r", t), error, T0, intent=False
+        )
+        decisions.append(decision)
+        ends.append(Attempt("r", t, 1, "failed", T0, ended_at=T0, error=error))
+    assert store.apply_each(decisions, ends) == [True, True]
+    assert store.list_attempts("r") == ends
+
+
 # ---------------------------------------------------------------------------- indexes
 def test_global_queries_read_only_their_index_partitions(env: Env) -> None:
     """The global queries are served by sparse index partitions: a finished 10-task run and a

@@ -198,7 +198,8 @@ class StateStore(ABC):
         failed): the caller looks at each. By default each is applied alone."""
         out = []
         for decision in decisions:
-            keys = {(w.task.task_id, w.expect_attempt) for w in decision.tasks}
+            # the attempts its writes end (a never-started one's is the next: TaskWrite)
+            keys = {(w.task.task_id, w.ended_attempt or w.expect_attempt) for w in decision.tasks}
             mine = [a for a in history if (a.task_id, a.attempt) in keys]
             out.append(self.apply_end(decision, mine) if mine else self.apply(decision))
         return out

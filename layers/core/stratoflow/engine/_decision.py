@@ -48,6 +48,27 @@ class TaskWrite:
     expect: TaskState
     expect_attempt: int
 
+    @property
+    def ended_attempt(self) -> int | None:
+        """The attempt whose end this write records, if it ends one: an end takes its task
+        from RUNNING at that attempt; a task that can never start goes from QUEUED to its end
+        at its next attempt in one write (``never_started``). None: it ends no attempt."""
+        if self.expect is TaskState.RUNNING:
+            return self.expect_attempt
+        if self.starts_and_ends:
+            return self.task.attempt
+        return None
+
+    @property
+    def starts_and_ends(self) -> bool:
+        """Whether this write is ``never_started``'s: from QUEUED straight to an end, at the
+        next attempt (an attempt that exists only if the write applies)."""
+        return (
+            self.expect is TaskState.QUEUED
+            and self.task.state.terminal
+            and self.task.attempt == self.expect_attempt + 1
+        )
+
 
 @dataclass(frozen=True)
 class Decision:

@@ -41,7 +41,6 @@ from stratoflow.engine import (
     RunState,
     TaskInstance,
     TaskState,
-    TaskWrite,
 )
 from stratoflow.engine.pools import Pool, split_key
 from stratoflow.errors import NotFound
@@ -121,21 +120,6 @@ def _item_that_failed_the_condition(exc: ClientError) -> Item:
 def _upstream_column(outcome: TaskState) -> str:
     """The child's count that a parent's ``outcome`` adds to."""
     return {TaskState.SUCCEEDED: "up_ok", TaskState.SKIPPED: "up_skipped"}.get(outcome, "up_failed")
-
-
-def _ended_attempt(write: TaskWrite) -> int | None:
-    """The attempt whose end ``write`` records, if it ends one: an end takes its task from
-    RUNNING at that attempt; a task that can never start goes from QUEUED to its end at its
-    next attempt in one write (``engine.never_started``). None: it ends no attempt."""
-    if write.expect is TaskState.RUNNING:
-        return write.expect_attempt
-    if (
-        write.expect is TaskState.QUEUED
-        and write.task.state.terminal
-        and write.task.attempt == write.expect_attempt + 1
-    ):
-        return write.task.attempt
-    return None
 
 
 # claims and ends without a transaction (``DynamoStore.apply_each``)
@@ -816,7 +800,8 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         if qseq is None:
             upd.remove("qseq")
         if history is not None:
-            # the attempt it ends (``_ended_attempt``): the one it ran, or one never started
+            # the attempt it ends (``TaskWrite.ended_attempt``): the one it ran, or one never
+            # started
             ended = expect_attempt if expect is TaskState.RUNNING else task.attempt
             upd.set(it.history_attribute(ended), history)
         # The (state, attempt) condition is the exactly-once guard: of the writers racing to
@@ -859,33 +844,37 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         transition (``it.history_entry``: no attempt item, no write of its own). An end that
         cannot be (a timed-out one, whose attempt item the lifecycle function watches; one
         over the size or number limits; one with no transition of its own here) is written as
-        an attempt item first, as ``finish_attempt`` does."""
-        return self._apply(decision, self._history_entries([decision], history))
+        an attempt item first, as ``finish_attempt`` does; but the end of an attempt that
+        never started (``TaskWrite.starts_and_ends``) exists only if its write applies, so its
+        attempt item, when it cannot go on the task item, is written in the same transaction."""
+        entries, alongside = self._history_entries([decision], history)
+        return self._apply(decision, entries, alongside)
 
     def _history_entries(
         self, decisions: Sequence[Decision], history: Sequence[Attempt]
-    ) -> dict[tuple[str, int], Item]:
-        """The ends of ``history`` that go on their task items in ``decisions``' writes; the
-        others are written as attempt items here."""
+    ) -> tuple[dict[tuple[str, int], Item], list[Attempt]]:
+        """The ends of ``history`` that go on their task items in ``decisions``' writes, and
+        those of never-started attempts that do not fit there (their attempt items go in the
+        writes' transaction); the others are written as attempt items here."""
         entries: dict[tuple[str, int], Item] = {}
-        ending = {
-            (d.run_id, w.task.task_id, number)
-            for d in decisions
-            for w in d.tasks
-            if (number := _ended_attempt(w)) is not None
-        }
+        alongside: list[Attempt] = []
+        ending: dict[tuple[str, str, int], bool] = {}  # -> whether it never started
+        for d in decisions:
+            for w in d.tasks:
+                if (number := w.ended_attempt) is not None:
+                    ending[(d.run_id, w.task.task_id, number)] = w.starts_and_ends
         for attempt in history:
             entry = None
-            if (
-                attempt.state != AttemptStatus.TIMED_OUT.value
-                and (attempt.run_id, attempt.task_id, attempt.attempt) in ending
-            ):
+            place = (attempt.run_id, attempt.task_id, attempt.attempt)
+            if attempt.state != AttemptStatus.TIMED_OUT.value and place in ending:
                 entry = it.history_entry(attempt)
-            if entry is None:
-                self.finish_attempt(attempt)
-            else:
+            if entry is not None:
                 entries[(attempt.task_id, attempt.attempt)] = entry
-        return entries
+            elif ending.get(place):
+                alongside.append(attempt)
+            else:
+                self.finish_attempt(attempt)
+        return entries, alongside
 
     # ------------------------------------------------------------ claims and ends, each alone
     applies_each = True
@@ -906,9 +895,13 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         active run) finishes it (``_finish_reservation``). Plans refuse to commit while a
         run has one open (``nres`` > 0). docs/aws-dynamodb.md, "Claims and ends without a
         transaction"."""
-        if len(decisions) < 2 or not all(self._alone(d, decisions[0].run_id) for d in decisions):
+        if (
+            len(decisions) < 2
+            or not all(self._alone(d, decisions[0].run_id) for d in decisions)
+            or any(w.starts_and_ends for d in decisions for w in d.tasks)
+        ):  # a never-started end is recorded in its write's transaction (``apply_end``)
             return super().apply_each(decisions, history)
-        entries = self._history_entries(decisions, history)
+        entries, _ = self._history_entries(decisions, history)
         run_id = decisions[0].run_id
         token = uuid.uuid4().hex[:TOKEN_LENGTH]
         listed = [_Reserved.of(d) for d in decisions]
@@ -1024,18 +1017,26 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
             and not decision.pools
         )
 
-    def _apply(self, decision: Decision, history: dict[tuple[str, int], Item]) -> bool:
+    def _apply(
+        self,
+        decision: Decision,
+        history: dict[tuple[str, int], Item],
+        alongside: Sequence[Attempt] = (),
+    ) -> bool:
+        """``decision``'s writes in one transaction, with ``history``'s entries on the task
+        items whose ends they record and ``alongside``'s attempt items."""
         requests = [
             self._task_write(
                 w.task,
                 w.expect,
                 w.expect_attempt,
                 None
-                if (number := _ended_attempt(w)) is None
+                if (number := w.ended_attempt) is None
                 else history.get((w.task.task_id, number)),
             )
             for w in decision.tasks
         ]
+        requests += [self._finish_request(attempt) for attempt in alongside]
         if decision.run is not None:
             assert decision.run_expect is not None
             requests.append(self._run_write(decision.run, decision.run_expect))
