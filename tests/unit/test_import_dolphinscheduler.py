@@ -463,3 +463,34 @@ tasks:
     assert "task group priority -150" in messages
     assert "stratoflow pools set taskgroup-3 --slots N --project etl" in messages
     assert result.complete
+
+
+def test_out_parameters_the_import_cannot_carry_are_reported(tmp_path: Path) -> None:
+    """A shell task's OUT parameter set by ``${setValue(...)}`` becomes an output; one the
+    script never sets, and a FILE one (DolphinScheduler passes the file downstream;
+    Stratoflow passes no files between tasks), were dropped without a word."""
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        """
+workflow: {name: outs}
+tasks:
+  - name: a
+    task_type: Shell
+    command: |
+      echo '${setValue(rows=42)}'
+      echo 123 >> text.txt
+    output_params: {rows: "", never: VARCHAR(), data: FILE(text.txt)}
+"""
+    )
+    (workflow,) = import_file(path, "dolphinscheduler").workflows
+    doc: dict[str, Any] = workflow.document  # type: ignore[assignment]
+    parse_workflow(doc)
+    assert 'rows=42\' >> "$STRATOFLOW_OUTPUT"' in doc["tasks"]["a"]["command"]
+    unmapped = [n.message for n in workflow.notes if n.severity == "unmapped" and n.task == "a"]
+    assert not [m for m in unmapped if "'rows'" in m]
+    (never,) = [m for m in unmapped if "'never'" in m]
+    assert "never set by the script" in never
+    assert "never=VALUE" in never
+    (data,) = [m for m in unmapped if "'data'" in m]
+    assert "FILE(text.txt)" in data
+    assert "files are not passed between tasks" in data

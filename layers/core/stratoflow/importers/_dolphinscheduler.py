@@ -815,9 +815,7 @@ def _local_params(task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx, ds: D
     for prop in _property_list(task.params.get("localParams")):
         key = str(prop["prop"])
         if str(prop.get("direct", "IN")).upper() == "OUT":
-            if task.type != "SHELL":
-                notes_text = f"OUT parameter {key!r}: set outputs[{key!r}] (python) instead"
-                ctx.notes.unmapped(notes_text, task=tid)
+            _out_param(task, tid, key, prop, ctx)
             continue
         params[key] = rewrite_ds(str(prop.get("value") or ""), ds)
     text = json.dumps(body)  # every field the task's templates are in
@@ -826,6 +824,29 @@ def _local_params(task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx, ds: D
             params[name] = "{{ " + f"{param_ref(name)} or ({expr})" + " }}"
     if params:
         body["params"] = params
+
+
+def _out_param(task: DsTask, tid: str, key: str, prop: dict[str, Any], ctx: _Ctx) -> None:
+    """Note what becomes of an OUT parameter: a shell task's ``${setValue(key=...)}`` lines
+    are rewritten to outputs (``_task``); anything else is not, and the report says so, so
+    that a downstream reference reading nothing is not a surprise."""
+    if str(prop.get("type", "")).upper() == "FILE":
+        ctx.notes.unmapped(
+            f"OUT file parameter {key!r} (FILE({prop.get('value') or ''})): files are not "
+            "passed between tasks; write the file to shared storage and set its path as an "
+            f"output ({key}=PATH in $STRATOFLOW_OUTPUT)",
+            task=tid,
+        )
+    elif task.type != "SHELL":
+        ctx.notes.unmapped(
+            f"OUT parameter {key!r}: set outputs[{key!r}] (python) instead", task=tid
+        )
+    elif f"setValue({key}=" not in str(task.params.get("rawScript", "")):
+        ctx.notes.unmapped(
+            f"OUT parameter {key!r} is never set by the script (no ${{setValue({key}=...)}}): "
+            f'it is left out; set it with echo "{key}=VALUE" >> "$STRATOFLOW_OUTPUT"',
+            task=tid,
+        )
 
 
 # ----------------------------------------------------------------------------- by code
