@@ -254,6 +254,9 @@ def test_the_remembered_tags_are_the_resolvers(text: str) -> None:
         ("a: 1\nb: !!bool maybe\n", "'maybe' is not a boolean"),
         ("a: 1\nb: !!timestamp soon\n", "'soon' is not a date"),
         ("a: 1\nb: !!timestamp {c: 1}\n", "expected a scalar node, but found mapping"),
+        # of a date's shape but no date: a ValueError, reported without its line before
+        ("a: 1\nb: 2026-13-01\n", "'2026-13-01' is not a date (month must be in 1..12)"),
+        ("a: 1\nb: 0000-01-01\n", "'0000-01-01' is not a date (year 0 is out of range)"),
     ],
 )
 def test_a_value_not_of_its_explicit_tags_type_is_refused_with_its_line(

@@ -376,7 +376,12 @@ class _Loader(_BaseLoader):
             raise ConstructorError(
                 None, None, f"{_shown(scalar.value)!r} is not a date", node.start_mark
             )
-        return self.construct_yaml_timestamp(scalar)
+        try:  # of a date's shape but no date (2026-13-01, year 0): its line, as the rest
+            return self.construct_yaml_timestamp(scalar)
+        except (ValueError, OverflowError) as exc:
+            raise ConstructorError(
+                None, None, f"{_shown(scalar.value)!r} is not a date ({exc})", node.start_mark
+            ) from None
 
     def construct_refused(self, node: Node) -> Any:
         raise ConstructorError(
