@@ -106,6 +106,7 @@ def test_run_of_a_failing_workflow_exits_1_with_the_error(cli: CliRunner, tmp_pa
         (["-p", "nope=1"], "params.nope: unknown parameter"),
         (["-p", "novalue"], "parameters are written name=value"),
         (["--logical-date", "yesterday"], "--logical-date 'yesterday' is not an ISO-8601"),
+        (["--pool", "warehouse"], "--pool 'warehouse': expected NAME=SLOTS"),
     ],
 )
 def test_run_rejects_bad_input_with_exit_2(
@@ -134,6 +135,30 @@ def test_run_of_an_invalid_file_exits_2_and_touches_no_state(
     assert result.exit_code == 2
     assert "unknown task type 'nope'" in result.output
     assert not home.exists()
+
+
+def test_run_sets_the_pools_and_alert_groups_its_workflow_needs(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """`stratoflow run` of a workflow naming a pool or an alert group: apply refuses one that
+    does not exist, and without a server there was no way to make it (`pools set` and
+    `alerts groups set` talk to a server, and `run` refuses a home a server uses)."""
+    home = str(tmp_path / "home")
+    pooled = str(EXAMPLES / "warehouse_pool.yaml")
+    refused = cli.invoke(main, ["run", pooled, "--home", home])
+    assert refused.exit_code == 2
+    assert "unknown pool 'warehouse'" in refused.output
+    result = cli.invoke(
+        main, ["run", pooled, "--home", home, "--pool", "warehouse=2", "--output", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["run"]["state"] == "succeeded"  # the notes go to stderr
+    assert "pool warehouse (global): 2 slots" in result.stderr
+    alerting = str(EXAMPLES / "alerting.yaml")
+    groups = ["--alert-group", "data-oncall", "--alert-group", "data-team"]
+    result = cli.invoke(main, ["run", alerting, "--home", home, *groups, "--output", "json"])
+    assert "alert group data-oncall: created, no channels yet" in result.stderr
+    assert json.loads(result.stdout)["run"]["workflow"] == "nightly_load"
 
 
 @pytest.fixture

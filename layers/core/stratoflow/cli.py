@@ -154,6 +154,42 @@ def validate(files: Sequence[str]) -> None:
         sys.exit(EXIT_INVALID)
 
 
+def _pool_options(pools: Sequence[str]) -> list[tuple[str, int]]:
+    """``--pool NAME=SLOTS`` options, read before anything is opened."""
+    out = []
+    for pool in pools:
+        name, _, slots = pool.partition("=")
+        if not slots.strip().isdigit():
+            _fail(f"--pool {pool!r}: expected NAME=SLOTS, e.g. warehouse=2", EXIT_INVALID)
+        out.append((name.strip(), int(slots)))
+    return out
+
+
+def _set_up(
+    runtime: Any, pools: Sequence[tuple[str, int]], alert_groups: Sequence[str], project: str
+) -> None:
+    """What ``--pool`` and ``--alert-group`` (groups of ``project``) ask for, before any
+    workflow is applied (apply refuses a workflow naming a pool or an alert group that does
+    not exist)."""
+    for name, slots in pools:
+        with _errors():
+            made = runtime.scheduler.set_pool(name, slots)
+        click.echo(f"pool {made.name} (global): {made.slots} slots", err=True)
+    for group in alert_groups:
+        with _errors():
+            created = runtime.alerts.store.ensure_group(project, group, runtime.clock.now())
+        click.echo(
+            f"alert group {group}: {'created, no channels yet' if created else 'kept'}", err=True
+        )
+
+
+_POOL_HELP = "NAME=SLOTS: set a global pool (before the workflow is applied); repeatable"
+_ALERT_GROUP_HELP = (
+    "create an alert group of the workflow's project (before it is applied), with "
+    "no channels until `stratoflow alerts groups set` gives it some; kept if it exists"
+)
+
+
 # ------------------------------------------------------------------ run (in-process)
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
@@ -165,8 +201,18 @@ def validate(files: Sequence[str]) -> None:
 )
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
 @click.option("--logical-date", default=None, help="ISO-8601 date-time with zone (default: now)")
+@click.option("--pool", "pools", multiple=True, metavar="NAME=SLOTS", help=_POOL_HELP)
+@click.option(
+    "--alert-group", "alert_groups", multiple=True, metavar="NAME", help=_ALERT_GROUP_HELP
+)
 def run(
-    file: str, params: Sequence[str], home: Path | None, output: str, logical_date: str | None
+    file: str,
+    params: Sequence[str],
+    home: Path | None,
+    output: str,
+    logical_date: str | None,
+    pools: Sequence[str],
+    alert_groups: Sequence[str],
 ) -> None:
     """Run one workflow to completion in this process (exit 0 succeeded, 1 failed)."""
     from datetime import UTC, datetime
@@ -179,6 +225,7 @@ def run(
     from stratoflow.model import load_workflow
 
     overrides = _params(params)
+    pool_slots = _pool_options(pools)
     with _errors():
         text = single_source(file, datetime.now(UTC))
         spec = load_workflow(text, source=file, now=datetime.now(UTC))  # before any state
@@ -198,6 +245,7 @@ def run(
                 "stratoflow trigger NAME --wait"
             ) from None
         try:
+            _set_up(runtime, pool_slots, alert_groups, spec.project)
             version, _ = runtime.scheduler.apply(text, source=file, spec=spec)
             run_, _ = runtime.scheduler.trigger(
                 version.project, version.name, params=overrides, logical_date=when
@@ -400,6 +448,7 @@ def server(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    pool_slots = _pool_options(pools)
     try:
         runtime = LocalRuntime(home or default_home(), cron=True, db=db)
     except HomeInUse as exc:
@@ -411,17 +460,7 @@ def server(
             _fail(f"--db: {exc}", EXIT_INVALID)
         # the driver's reason (unreachable server, unknown database); it names no password
         _fail(f"--db: cannot open the read-model database: {exc}", EXIT_FAILED)
-    for pool in pools:
-        name, _, slots = pool.partition("=")
-        if not slots.strip().isdigit():
-            _fail(f"--pool {pool!r}: expected NAME=SLOTS, e.g. warehouse=2", EXIT_INVALID)
-        with _errors():
-            made = runtime.scheduler.set_pool(name.strip(), int(slots))
-        click.echo(f"pool {made.name} (global): {made.slots} slots")
-    for group in alert_groups:
-        with _errors():
-            created = runtime.alerts.store.ensure_group(DEFAULT_PROJECT, group, runtime.clock.now())
-        click.echo(f"alert group {group}: {'created, no channels yet' if created else 'kept'}")
+    _set_up(runtime, pool_slots, alert_groups, DEFAULT_PROJECT)
     with _errors():
         sources = workflow_sources(_workflow_files(apply_paths), apply_paths)
     for path, text in sources:
