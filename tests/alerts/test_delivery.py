@@ -14,7 +14,7 @@ import pytest
 from stratoflow.adapters.local.alerts import AlertStore, Backoff
 from stratoflow.adapters.local.runtime import LocalRuntime
 from stratoflow.alerts import validate_channel
-from stratoflow.engine import Run
+from stratoflow.engine import Run, RunState, TaskState
 from stratoflow.errors import InvalidInput
 from tests.alerts.conftest import Recorder, secrets_of
 
@@ -34,6 +34,16 @@ tasks:
     retries: %(retries)s
     retry_delay: 0s
     sla: 1h
+"""
+MARKED = """
+name: al2
+alerts:
+  - on: [failure, success, recovered]
+    group: chat
+  - on: [failure]
+    group: pager
+tasks:
+  f: {type: shell, command: "exit 1"}
 """
 
 
@@ -494,3 +504,32 @@ def test_a_group_made_by_the_servers_flag_has_no_channels_and_keeps_an_existing_
     (row,) = store.list_deliveries("default", status="failed")[0]
     assert row.last_error == "alert group 'fresh' has no channels in project 'default'"
     assert recorder.requests == []
+
+
+def test_a_failed_run_marked_succeeded_alerts_success_and_resolves_its_incident_once(
+    rt: LocalRuntime, recorder: Recorder
+) -> None:
+    """The tester's repro: the run's last failed task marked succeeded ends the run at once;
+    its success alert goes out and PagerDuty's incident is resolved, each once."""
+    rt.alerts.store.set_group("default", "pager", ["pd"], rt.clock.now())
+    rt.scheduler.apply(textwrap.dedent(MARKED))
+    started, _ = rt.scheduler.trigger("default", "al2")
+    rt.run_until(lambda: rt.store.get_run(started.id).state.terminal)
+    (trigger,) = recorder.on("/v2/enqueue")
+    assert trigger.body["dedup_key"] == f"stratoflow/default/al2/{started.id}"
+
+    marked = rt.scheduler.mark(started.id, "f", TaskState.SUCCEEDED)
+    assert marked.state is RunState.SUCCEEDED
+    rt.alerts.deliver_due()
+
+    assert [r.body["text"] for r in recorder.on("/slack")] == [
+        "[FAILURE] default/al2 failed",
+        "[SUCCESS] default/al2 succeeded",
+    ]
+    pd = recorder.on("/v2/enqueue")
+    assert [r.body["event_action"] for r in pd] == ["trigger", "resolve"]
+    assert pd[1].body["dedup_key"] == trigger.body["dedup_key"]
+    # the event again (a restart's catch-up, a second emit) plans nothing new
+    rt.alerts.emit("run.succeeded", {"run_id": started.id})
+    assert rt.alerts.catch_up() == 1
+    assert rt.alerts.deliver_due() == 0

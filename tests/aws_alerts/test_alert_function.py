@@ -32,7 +32,7 @@ from stratoflow.adapters.aws.dynamodb import DynamoStore, create_table
 from stratoflow.adapters.aws.events import EventBridgeEvents
 from stratoflow.adapters.aws.lifecycle import LifecyclePublisher, StreamPublished, spec_reader
 from stratoflow.alerts import AlertFacts, Planned, validate_channel
-from stratoflow.engine import AttemptResult, AttemptStatus, Run
+from stratoflow.engine import AttemptResult, AttemptStatus, Run, RunState, TaskState
 from stratoflow.service import Finished, Scheduler
 from tests.alerts.conftest import Recorder
 from tests.aws_projector.conftest import Stream
@@ -445,3 +445,28 @@ def test_an_event_no_alert_comes_of_is_taken_quietly(stack: Stack) -> None:
     assert stack.invoke(backfill) == {"tried": 0}
     with pytest.raises(ValueError, match="not a Stratoflow lifecycle event"):
         stack.invoke({"detail-type": "Something Else", "detail": {}})
+
+
+def test_a_failed_run_marked_succeeded_resolves_its_incident_once(stack: Stack) -> None:
+    """The mark ends the run at once (nothing left to run): its run item goes from failed
+    to succeeded, the stream publishes run.succeeded, and the incident the failure opened
+    is resolved; a redelivery sends nothing more."""
+    failed = stack.run(ok=False)
+    for event in stack.delivered_events():
+        stack.invoke(event)
+    (trigger,) = stack.recorder.on("/v2/enqueue")
+
+    marked = stack.scheduler.mark(failed.id, "load", TaskState.SUCCEEDED)
+    assert marked.state is RunState.SUCCEEDED
+    events = stack.delivered_events()
+    assert [e["detail"]["kind"] for e in events] == ["run.succeeded"]
+    assert events[0]["detail"]["run_state"] == "succeeded"
+    for event in events:
+        stack.invoke(event)
+
+    pd = stack.recorder.on("/v2/enqueue")
+    assert [r.body["event_action"] for r in pd] == ["trigger", "resolve"]
+    assert pd[1].body["dedup_key"] == trigger.body["dedup_key"]
+    for event in events:  # delivered again
+        stack.invoke(event)
+    assert len(stack.recorder.on("/v2/enqueue")) == 2

@@ -92,7 +92,11 @@ CASES: list[tuple[str, Item | None, Item | None, str | None]] = [
     ("stopped while paused", run_item(RunState.PAUSED), run_item(RunState.STOPPED),
      "run.stopped"),
     ("rerun", run_item(RunState.FAILED), run_item(RunState.RUNNING), "run.started"),
-    ("ended to ended", run_item(RunState.FAILED), run_item(RunState.SUCCEEDED), None),
+    # a failed (or stopped) run a mark ends at once in another state: a new end
+    ("marked succeeded", run_item(RunState.FAILED), run_item(RunState.SUCCEEDED),
+     "run.succeeded"),
+    ("stopped, marked", run_item(RunState.STOPPED), run_item(RunState.FAILED), "run.failed"),
+    ("ended the same again", run_item(RunState.FAILED), run_item(RunState.FAILED), None),
     ("removed", run_item(RunState.FAILED), None, None),
     ("claimed", task_item(TaskState.QUEUED, 0), task_item(TaskState.RUNNING, 1, DL), None),
     ("task succeeded", task_item(TaskState.RUNNING), task_item(TaskState.SUCCEEDED), None),

@@ -87,3 +87,47 @@ def test_logs_that_stop_short_say_so_and_exit_1(tmp_path: Path) -> None:
     finally:
         httpd.shutdown()
         runtime.close()
+
+
+def test_logs_of_a_task_with_no_attempt_or_of_attempt_0_say_why(tmp_path: Path, api: str) -> None:
+    cli = CliRunner()
+    source = tmp_path / "al2.yaml"
+    source.write_text(
+        "name: al2\ntasks:\n  f: {type: shell, command: 'exit 1'}\n"
+        "  g: {type: shell, command: 'true', depends_on: [f]}\n",
+        encoding="utf-8",
+    )
+    assert cli.invoke(main, ["apply", str(source), "--api", api]).exit_code == 0
+    run_id = cli.invoke(main, ["trigger", "al2", "--api", api]).output.strip()
+
+    def failed() -> bool:
+        shown = cli.invoke(main, ["runs", "show", run_id, "--output", "json", "--api", api])
+        return bool(json.loads(shown.output)["run"]["state"] == "failed")
+
+    wait_for(failed, "the al2 run", timeout=60)
+
+    never = cli.invoke(main, ["logs", run_id, "g", "--api", api])
+    assert never.exit_code == 2
+    assert never.stderr == (
+        f"error: task g of run {run_id} has no attempt yet (state: upstream_failed), "
+        "so it has no log\n"
+    )
+    marked = cli.invoke(main, ["runs", "mark", run_id, "f", "--state", "skipped", "--api", api])
+    assert marked.exit_code == 0, marked.output
+    skipped = cli.invoke(main, ["logs", run_id, "g", "--api", api])
+    assert skipped.exit_code == 2
+    assert "has no attempt yet (state: skipped)" in skipped.stderr
+
+    for command in (["logs", run_id, "f"], ["runs", "output", run_id, "f", "k"]):
+        zero = cli.invoke(main, [*command, "--attempt", "0", "--api", api])
+        assert zero.exit_code == 2
+        assert "Invalid value for '--attempt': 0 is not in the range x>=1." in zero.stderr
+        assert "path.attempt" not in zero.stderr  # refused before any request
+    beyond = cli.invoke(main, ["logs", run_id, "f", "--attempt", "2", "--api", api])
+    assert beyond.exit_code == 2
+    assert f"task 'f' of run '{run_id}' has no attempt 2 (its latest is attempt 1)" in (
+        beyond.stderr
+    )
+    ran = cli.invoke(main, ["logs", run_id, "f", "--api", api])
+    assert ran.exit_code == 0
+    assert ran.output == framed("f", "", code=1)

@@ -598,6 +598,38 @@ def test_run_detail_task_view_and_log(api: Api) -> None:
     )
 
 
+def test_the_log_or_output_of_an_attempt_a_task_does_not_have_says_why(api: Api) -> None:
+    api.apply()
+    run_id = api.trigger()
+    api.finish(run_id, "extract", AttemptStatus.FAILED, log="broke\n")
+    assert api.task(run_id, "transform").state.value == "upstream_failed"
+
+    for path in (
+        f"/runs/{run_id}/tasks/transform/attempts/1/log",
+        f"/runs/{run_id}/tasks/transform/outputs/rows",
+    ):
+        query = {"attempt": "1"} if "outputs" in path else None
+        body = assert_error(api.call("GET", path, query=query), 404, "not_found")
+        assert body["message"] == (
+            f"task 'transform' of run '{run_id}' has no attempt yet (state: upstream_failed)"
+        )
+    body = assert_error(
+        api.call("GET", f"/runs/{run_id}/tasks/extract/attempts/3/log"), 404, "not_found"
+    )
+    assert body["message"] == (
+        f"task 'extract' of run '{run_id}' has no attempt 3 (its latest is attempt 1)"
+    )
+    # attempt 0 is no attempt: refused by the path's bounds, naming the field
+    for attempt in ("0", "-1"):
+        body = assert_error(
+            api.call("GET", f"/runs/{run_id}/tasks/extract/attempts/{attempt}/log"),
+            422,
+            "invalid_request",
+        )
+        assert body["problems"][0]["path"] == "path.attempt"
+        assert "greater than or equal to 1" in body["message"]
+
+
 def test_log_is_chunked_on_character_boundaries(tmp_path: Path) -> None:
     text = "é" * MAX_LOG_CHUNK  # two bytes each: the log is twice the chunk size
     api = _build(

@@ -837,13 +837,22 @@ def runs_mark(run_id: str, task_id: str, state: str, api: str) -> None:
 @main.command()
 @click.argument("run_id")
 @click.argument("task_id")
-@click.option("--attempt", type=int, default=None, help="default: the latest")
+@click.option(
+    "--attempt", type=click.IntRange(min=1), default=None, help="1 = the first; default: the latest"
+)
 @api_option
 def logs(run_id: str, task_id: str, attempt: int | None, api: str) -> None:
     """Print a task attempt's whole log (fetched page by page)."""
     client = Client(api)
     if attempt is None:
-        attempt = client.call("GET", f"/runs/{run_id}/tasks/{task_id}")["attempts"]
+        task = client.call("GET", f"/runs/{run_id}/tasks/{task_id}")
+        attempt = int(task["attempts"])
+        if attempt < 1:  # skipped, upstream_failed, waiting or queued in a pool: nothing ran
+            _fail(
+                f"task {task_id} of run {run_id} has no attempt yet (state: {task['state']}), "
+                "so it has no log",
+                EXIT_INVALID,
+            )
     client.follow(f"/runs/{run_id}/tasks/{task_id}/attempts/{attempt}/log", "X-Log-Size")
 
 
@@ -851,7 +860,12 @@ def logs(run_id: str, task_id: str, attempt: int | None, api: str) -> None:
 @click.argument("run_id")
 @click.argument("task_id")
 @click.argument("key")
-@click.option("--attempt", type=int, default=None, help="that attempt's; default: the task's")
+@click.option(
+    "--attempt",
+    type=click.IntRange(min=1),
+    default=None,
+    help="that attempt's (1 = the first); default: the task's",
+)
 @api_option
 def runs_output(run_id: str, task_id: str, key: str, attempt: int | None, api: str) -> None:
     """Print one output value of a task whole (run views cut large ones)."""

@@ -1236,7 +1236,9 @@ class Scheduler:
         self._pools_due.update(t.pool for t in plan.pool_releases if t.pool is not None)
         for ti in plan.kill:
             self._kill(ti)
-        if plan.run.state.terminal and not RunState(expect).terminal:
+        if plan.run.state.terminal and plan.run.state is not RunState(expect):
+            # an end, or a new end: a failed or stopped run that a mark (or a rerun with
+            # nothing left to run) ends succeeded at once ends as if it had run again
             self._run_ended(plan.run)
         return plan.run
 
@@ -1308,6 +1310,8 @@ class Scheduler:
                 spec, run, self.store.get_tasks(run_id), task_id, state, self.clock.now()
             )
             marked = self._apply(plan, run.state)
+            if run.state.terminal and marked.state is RunState.RUNNING:
+                self._emit("run.started", marked)  # an ended run made to run again, as a rerun
             self._started_runs.append(run_id)  # a task marked done may have made children ready
             return marked
 

@@ -541,6 +541,18 @@ def keyed_run_id(project: str, workflow: str, key: str) -> str:
 
 
 # ------------------------------------------------------------------ logs
+def _no_attempt(task: TaskInstance, attempts: Sequence[Attempt], attempt: int) -> NotFound:
+    """The 404 of an attempt a task does not have: none yet (skipped, upstream_failed, queued
+    in a pool: nothing ran), or which one is its latest."""
+    what = f"task {task.task_id!r} of run {task.run_id!r}"
+    if not attempts and task.attempt < 1:
+        return NotFound(f"{what} has no attempt yet (state: {task.state.value})")
+    if not attempts:  # a runtime that records an attempt when it ends (AWS): not yet
+        return NotFound(f"{what} has no attempt {attempt} recorded yet (state: {task.state.value})")
+    latest = max(a.attempt for a in attempts)
+    return NotFound(f"{what} has no attempt {attempt} (its latest is attempt {latest})")
+
+
 def read_log_file(attempt: Attempt, offset: int, length: int) -> LogRange | None:
     """The default log reader: ``Attempt.log`` is a local file path (the local executor's)."""
     if not attempt.log:
@@ -1478,10 +1490,11 @@ def create_app(
         limit: LogLimitQuery = MAX_LOG_CHUNK,
     ) -> Response[str]:
         run = run_for(run_id, Action.READ)
-        store.get_task(run_id, task_id)
-        found = [a for a in store.list_attempts(run_id, task_id) if a.attempt == attempt]
+        task = store.get_task(run_id, task_id)
+        attempts = store.list_attempts(run_id, task_id)
+        found = [a for a in attempts if a.attempt == attempt]
         if not found:
-            raise NotFound(f"task {task_id!r} of run {run_id!r} has no attempt {attempt}")
+            raise _no_attempt(task, attempts, attempt)
         masker = masker_for(secret_source, run.project)  # a task that printed its own secret
         window = reader(found[0], offset, limit + UTF8_MAX - 1 + max(masker.longest - 1, 0))
         if window is None:
@@ -1526,9 +1539,10 @@ def create_app(
         task = store.get_task(run_id, task_id)
         outputs = task.outputs
         if attempt is not None:
-            found = [a for a in store.list_attempts(run_id, task_id) if a.attempt == attempt]
+            attempts = store.list_attempts(run_id, task_id)
+            found = [a for a in attempts if a.attempt == attempt]
             if not found:
-                raise NotFound(f"task {task_id!r} of run {run_id!r} has no attempt {attempt}")
+                raise _no_attempt(task, attempts, attempt)
             outputs = found[0].outputs
         if key not in outputs:
             raise NotFound(f"task {task_id!r} of run {run_id!r} has no output {key!r}")

@@ -12,7 +12,8 @@ item's old and new image (``derive``):
 
 - run item ``R``: ``run.started`` when its state becomes ``running`` from anything but
   ``running`` or ``paused`` (a start, a rerun; a resume is not a start); ``run.<state>`` when
-  it becomes ``succeeded``, ``failed`` or ``stopped`` from a state that had not ended;
+  it becomes ``succeeded``, ``failed`` or ``stopped`` from a state that had not ended, or
+  from another end (a failed run a mark ends succeeded at once: ``Scheduler._apply``);
 - task item ``T#``: ``task.failed`` / ``task.retrying`` when its state becomes ``failed`` /
   ``up_for_retry`` (only an attempt's end does that: a task is never marked failed);
   ``task.timeout`` when a running attempt loses its deadline (``on_timeout: warn`` keeps
@@ -160,7 +161,7 @@ def _derive_run(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> Derive
         return None
     if after is RunState.RUNNING and before not in (RunState.RUNNING, RunState.PAUSED):
         kind = "run.started"
-    elif after in _ENDED_RUN and before not in _ENDED_RUN:
+    elif after in _ENDED_RUN:  # an end, or an ended run's new end (after != before)
         kind = f"run.{after.value}"
     else:
         return None

@@ -1,0 +1,149 @@
+"""A mark (or a rerun) that ends an ended run again in another state says so: the run-end
+event is emitted once, as when the run ends after running again (docs/events.md), and what
+follows a run's end (dependents, backfills, parents) hears of it. An end that stays what it
+was (a failed run still failed after a mark) emits nothing more."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.fakes import FakeClock, RecordingDispatcher
+
+from stratoflow.adapters.local.sqlite_store import SqliteStore
+from stratoflow.engine import AttemptResult, AttemptStatus, RunState, TaskState
+from stratoflow.ports import EventSink
+from stratoflow.service import Finished, Scheduler
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+ONE = """
+name: one
+tasks:
+  a: {type: shell, command: "exit 1"}
+"""
+PAIR = """
+name: pair
+tasks:
+  a: {type: shell, command: "exit 1"}
+  b: {type: shell, command: "exit 1"}
+"""
+CHAIN = """
+name: chain
+tasks:
+  a: {type: shell, command: "exit 1"}
+  b: {type: shell, command: "true", depends_on: [a]}
+"""
+FAILED = AttemptResult(AttemptStatus.FAILED, error="exit code 1", exit_code=1)
+OK = AttemptResult(AttemptStatus.SUCCEEDED)
+
+
+class Events(EventSink):
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def emit(self, kind: str, detail: Mapping[str, Any]) -> None:
+        self.seen.append((kind, str(detail.get("state"))))
+
+    def runs(self) -> list[tuple[str, str]]:
+        return [(k, s) for k, s in self.seen if k.startswith("run.")]
+
+
+class World:
+    def __init__(self, path: Path) -> None:
+        self.store = SqliteStore(path)
+        self.dispatcher = RecordingDispatcher()
+        self.clock = FakeClock(T0)
+        self.events = Events()
+        self.scheduler = Scheduler(self.store, self.store, self.dispatcher, self.clock, self.events)
+
+    def run(self, text: str, name: str, result: AttemptResult = FAILED) -> str:
+        """Trigger ``name`` and end every attempt it starts with ``result``."""
+        self.scheduler.apply(text)
+        run, _ = self.scheduler.trigger("default", name)
+        self.finish(result)
+        return run.id
+
+    def finish(self, result: AttemptResult = OK) -> None:
+        for _ in range(10):
+            self.clock.advance(1)
+            self.scheduler.step()
+            if not self.dispatcher.pending:
+                return
+            keys = list(self.dispatcher.pending)
+            self.dispatcher.pending.clear()
+            self.scheduler.step([Finished(*k, result) for k in keys])
+
+
+@pytest.fixture
+def w(tmp_path: Path) -> Iterator[World]:
+    world = World(tmp_path / "state.db")
+    yield world
+    world.store.close()
+
+
+@pytest.mark.parametrize("mark", [TaskState.SUCCEEDED, TaskState.SKIPPED])
+def test_marking_the_last_failed_task_ends_the_failed_run_succeeded_with_its_event(
+    w: World, mark: TaskState
+) -> None:
+    run_id = w.run(ONE, "one")
+    assert w.store.get_run(run_id).state is RunState.FAILED
+    assert w.events.runs() == [("run.started", "running"), ("run.failed", "failed")]
+    w.clock.advance(60)
+    at = w.clock.now()
+
+    marked = w.scheduler.mark(run_id, "a", mark)
+    w.finish()
+
+    assert marked.state is RunState.SUCCEEDED
+    assert marked.ended_at == at  # a new end: the alerts it makes are keyed by it
+    assert w.events.runs()[2:] == [("run.succeeded", "succeeded")]
+
+
+def test_a_mark_that_leaves_the_run_failed_emits_no_second_end(w: World) -> None:
+    run_id = w.run(PAIR, "pair")
+    assert w.events.runs()[-1] == ("run.failed", "failed")
+    before = len(w.events.seen)
+
+    still = w.scheduler.mark(run_id, "a", TaskState.SUCCEEDED)
+    w.finish()
+    assert still.state is RunState.FAILED
+    assert w.events.seen[before:] == []
+
+    done = w.scheduler.mark(run_id, "b", TaskState.SUCCEEDED)
+    w.finish()
+    assert done.state is RunState.SUCCEEDED
+    assert w.events.runs()[-1:] == [("run.succeeded", "succeeded")]
+    assert [k for k, _ in w.events.seen[before:]] == ["run.succeeded"]
+
+
+def test_a_stopped_run_marked_done_ends_succeeded_with_its_event_once(w: World) -> None:
+    w.scheduler.apply(PAIR)
+    run, _ = w.scheduler.trigger("default", "pair")
+    w.scheduler.step()
+    w.scheduler.stop(run.id)
+    w.dispatcher.pending.clear()  # the killed attempts' reports come late: nothing changes
+    assert w.events.runs()[-1] == ("run.stopped", "stopped")
+
+    w.scheduler.mark(run.id, "a", TaskState.SUCCEEDED)  # b stopped: not a failure
+    w.scheduler.mark(run.id, "b", TaskState.SKIPPED)  # succeeded already: no new end
+
+    assert w.store.get_run(run.id).state is RunState.SUCCEEDED
+    assert w.events.runs()[-1] == ("run.succeeded", "succeeded")
+    assert [k for k, _ in w.events.runs()].count("run.succeeded") == 1
+
+
+def test_a_mark_that_lets_a_task_run_ends_the_run_once_when_it_has_run(w: World) -> None:
+    run_id = w.run(CHAIN, "chain")
+    assert w.events.runs()[-1] == ("run.failed", "failed")
+
+    rerunning = w.scheduler.mark(run_id, "a", TaskState.SUCCEEDED)
+    assert rerunning.state is RunState.RUNNING
+    w.finish()
+
+    assert w.store.get_run(run_id).state is RunState.SUCCEEDED
+    kinds = [k for k, _ in w.events.runs()]
+    # made to run again by the mark: started again (as on AWS, from the run item's change)
+    assert kinds == ["run.started", "run.failed", "run.started", "run.succeeded"]
