@@ -115,6 +115,15 @@ def _dt(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
+def _room_for_a_group(conn: sqlite3.Connection, project: str) -> None:
+    """Refuse a new group of ``project`` beyond :data:`MAX_GROUPS`."""
+    (count,) = conn.execute(
+        "SELECT count(*) FROM alert_groups WHERE project=?", (project,)
+    ).fetchone()
+    if count >= MAX_GROUPS:
+        raise InvalidInput([Problem("group", f"at most {MAX_GROUPS} groups")])
+
+
 def _delivery(row: sqlite3.Row) -> Delivery:
     return Delivery(
         key=row["key"], project=row["project"], channel=row["channel"], group=row["grp"],
@@ -211,11 +220,7 @@ class AlertStore(SqliteFile):
                 "SELECT 1 FROM alert_groups WHERE project=? AND name=?", (project, name)
             ).fetchone()
             if not exists:
-                (count,) = conn.execute(
-                    "SELECT count(*) FROM alert_groups WHERE project=?", (project,)
-                ).fetchone()
-                if count >= MAX_GROUPS:
-                    raise InvalidInput([Problem("group", f"at most {MAX_GROUPS} groups")])
+                _room_for_a_group(conn, project)
             conn.execute(
                 "INSERT OR REPLACE INTO alert_groups VALUES (?, ?, ?, ?)",
                 (project, name, json.dumps(list(channels)), _ts(now)),
@@ -244,11 +249,7 @@ class AlertStore(SqliteFile):
                 "SELECT 1 FROM alert_groups WHERE project=? AND name=?", (project, name)
             ).fetchone():
                 return False
-            (count,) = conn.execute(
-                "SELECT count(*) FROM alert_groups WHERE project=?", (project,)
-            ).fetchone()
-            if count >= MAX_GROUPS:
-                raise InvalidInput([Problem("group", f"at most {MAX_GROUPS} groups")])
+            _room_for_a_group(conn, project)
             conn.execute(
                 "INSERT INTO alert_groups VALUES (?, ?, ?, ?)", (project, name, "[]", _ts(now))
             )
