@@ -201,6 +201,13 @@ class Scheduler:
     def _run_spec(self, run: Run) -> WorkflowSpec:
         return self.spec(run.project, run.workflow, run.version)
 
+    def current_spec(self, project: str, name: str) -> WorkflowSpec:
+        """The workflow's latest version, whose ``max_active_runs`` governs every run of it,
+        queued ones made from older versions included (as Airflow's DAG-level setting): a
+        run pins everything else of its version. One small read (the version's number); the
+        spec itself is cached."""
+        return self.spec(project, name, self.catalog.latest_version(project, name))
+
     def apply(
         self, text: str, *, source: str | None = None, spec: WorkflowSpec | None = None
     ) -> tuple[WorkflowVersion, bool]:
@@ -213,7 +220,9 @@ class Scheduler:
         with self._lock:
             self.subworkflows.check_apply(spec)
             version, created = self.catalog.put_version(spec, text, self.clock.now())
-        self._specs[(spec.project, spec.name, version.version)] = spec
+            self._specs[(spec.project, spec.name, version.version)] = spec
+            if created:  # a changed max_active_runs governs the runs already queued at once
+                self._start_queued_runs()
         # every apply, not only a new version: a schedule lost or changed by hand is repaired
         self.schedules.sync(spec, paused=version.paused)
         return version, created
@@ -534,17 +543,31 @@ class Scheduler:
         self.resources.pin(run_id, project, paths)
 
     def _start_queued_runs(self) -> None:
+        """Start queued runs, oldest first, while their workflow has an active slot free. The
+        workflow's current ``max_active_runs`` (``current_spec``) decides for every queued
+        run of it, whatever version the run was made from, so a run never starts ahead of an
+        older queued run of its workflow. Reads per workflow with queued runs, not per run:
+        its latest version's number and its active runs."""
         now = self.clock.now()
+        admission: dict[tuple[str, str], tuple[WorkflowSpec, int]] = {}  # (current, active)
         for run in self.store.queued_runs(limit=100):
-            spec = self._run_spec(run)
-            if not engine.may_start(spec, self.store.count_active_runs(run.project, run.workflow)):
+            workflow = (run.project, run.workflow)
+            if workflow not in admission:
+                admission[workflow] = (
+                    self.current_spec(*workflow),
+                    self.store.count_active_runs(*workflow),
+                )
+            current, active = admission[workflow]
+            if not engine.may_start(current, active):
                 continue
+            spec = self._run_spec(run)
             roots = self.store.get_tasks(run.id, list(spec.dag.roots))
             plan = engine.start_plan(spec, run, roots, now)
             if self.subworkflows.starts_paused(run):  # its parent was paused while it waited
                 plan.run = engine.pause(plan.run, by_parent=True)
             if not self.store.apply_plan(plan, RunState.QUEUED):
                 continue
+            admission[workflow] = (current, active + 1)
             self._started_runs.append(run.id)
             self._emit("run.started", plan.run)
 
