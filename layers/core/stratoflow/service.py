@@ -326,35 +326,31 @@ class Scheduler:
     def _join_pools(
         self, spec: WorkflowSpec, run: Run, pooled: list[TaskInstance], now: datetime
     ) -> None:
-        """Ready tasks that name a pool join its queue (served by ``_serve_pool``). One whose
-        pool is gone (deleted after the workflow was applied) fails, saying so; so does a
-        child run's task whose pool its ancestors' sub-workflow tasks hold too much of for it
-        ever to start (``engine.pools.starved_by_ancestors``: a deadlock otherwise)."""
+        """Ready tasks that name a pool join its queue (served by ``_serve_pool``). One that
+        could never start there fails at once, saying why (``_fail_unstarted``): its pool is
+        gone (deleted after the workflow was applied), the pool has fewer slots than its
+        ``pool_slots`` (shrunk after: ``engine.pools.too_small``), or it is a child run's task
+        whose pool its ancestors' sub-workflow tasks hold too much of for it ever to start
+        (``engine.pools.starved_by_ancestors``: a deadlock otherwise). The pool read to find
+        it is the one these are decided from: no read more."""
         store = self.pools
         ancestors: list[TaskInstance] | None = None  # read once, for a child run only
         for ti in pooled:
-            key = (
-                None
-                if store is None
-                else engine_pools.resolve(spec, ti.task_id, lambda k: store.get_pool(k) is not None)
-            )
-            error: str | None = None
-            if key is not None and store is not None and run.parent:
-                if ancestors is None:
-                    ancestors = self.subworkflows.ancestors(run)
-                pool = (
-                    store.get_pool(key) if engine_pools.held_by_ancestors(key, ancestors) else None
-                )
-                if pool is not None:
-                    need = spec.workflow.tasks[ti.task_id].pool_slots
-                    error = engine_pools.starved_by_ancestors(pool, ti.task_id, need, ancestors)
-            if key is not None and error is None:
-                if self.store.apply(engine_pools.enqueue(ti, key, now)):
-                    self._pools_due.add(key)
-                continue
-            if error is None:
+            pool = None if store is None else engine_pools.find(spec, ti.task_id, store.get_pool)
+            error: str | None
+            if pool is None:
                 error = f"pool {engine_pools.pool_of(spec, ti.task_id)!r} does not exist"
-            self._fail_unstarted(spec, run, ti, error, now)
+            else:
+                need = spec.workflow.tasks[ti.task_id].pool_slots
+                error = engine_pools.too_small(pool, ti.task_id, need)
+                if error is None and run.parent:
+                    if ancestors is None:
+                        ancestors = self.subworkflows.ancestors(run)
+                    error = engine_pools.starved_by_ancestors(pool, ti.task_id, need, ancestors)
+            if error is not None:
+                self._fail_unstarted(spec, run, ti, error, now)
+            elif pool is not None and self.store.apply(engine_pools.enqueue(ti, pool.key, now)):
+                self._pools_due.add(pool.key)
 
     def _wake_pools(self, spec: WorkflowSpec) -> None:
         """A run of ``spec`` may take tasks waiting in its pools again (resumed, a
@@ -405,6 +401,10 @@ class Scheduler:
             report = Finished(run.id, ti.task_id, failed.attempt, AttemptResult(
                 AttemptStatus.FAILED, error=error, retryable=False))  # fmt: skip
             self._after_end(_Ended(report, ti, spec, now, (decision, made)), applied)
+        # decided inside a claim, after its run's queue was read: a dependent its end queued
+        # (trigger_rule all_done, ...) is claimed by another pass of this turn's caller
+        self.made_ready(run.id)
+        self._claim_again = True
 
     def _serve_pool(
         self, store: PoolStore, key: str, now: datetime
@@ -418,6 +418,10 @@ class Scheduler:
             if ti.run_id not in runs:
                 run = self.store.get_run(ti.run_id)
                 runs[ti.run_id] = (run, self._run_spec(run))
+        for ti, error in engine_pools.too_small_waiting(pool, waiting, runs):
+            # waiting since before the pool shrank below its pool_slots: it can never start
+            run, spec = runs[ti.run_id]
+            self._fail_unstarted(spec, run, ti, error, now)
         claimed: list[tuple[Run, WorkflowSpec, TaskInstance]] = []
         for decision in engine_pools.serve(pool, waiting, runs, now):
             if not self.store.apply(decision):
@@ -1075,8 +1079,8 @@ class Scheduler:
             made_ready = list(self._ready_now.get(run_id, {}).values())
             claimed += self._claim_run(run_id, queued, now, made_ready)
         self._queue_unclaimed()
-        again, self._claim_again = self._claim_again, False
         claimed += self._serve_pools(now, every=runs is None)
+        again, self._claim_again = self._claim_again, False
         ready = _Claimed(a for run, spec, task in claimed if (a := self._prepare(spec, run, task)))
         ready.claimed = len(claimed)
         ready.more = again or len(claimed) >= DISPATCH_BATCH or len(ready) < len(claimed)
