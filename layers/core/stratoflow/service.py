@@ -280,6 +280,26 @@ class Scheduler:
                 self.made_ready(head[0].run_id)
         return pool
 
+    def outgrown_pool(self, pool: engine_pools.Pool) -> list[str]:
+        """After a resize: the tasks of the latest versions of the workflows that use
+        ``pool`` (a project's pool: that project's; a global one: every project without its
+        own pool of that name) needing more slots than it has, one warning each
+        (``engine.pools.outgrown``). Reads every such workflow's latest version: for a
+        resize that shrank the pool, not for a turn."""
+        store = self.pool_store()
+        shadowed: dict[str, bool] = {}  # project -> it has its own pool of this name
+        warnings: list[str] = []
+        for latest in self.catalog.list_workflows(pool.scope or None):
+            project = latest.project
+            if not pool.scope and project not in shadowed:
+                own = store.get_pool(engine_pools.pool_key(project, pool.name))
+                shadowed[project] = own is not None
+            if shadowed.get(project):
+                continue
+            spec = self.spec(project, latest.name, latest.version)
+            warnings += engine_pools.outgrown(pool, spec)
+        return warnings
+
     def delete_pool(self, name: str, project: str | None = None) -> None:
         store = self.pool_store()
         key = engine_pools.pool_key(project or "", name)

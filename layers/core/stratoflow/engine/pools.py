@@ -156,6 +156,19 @@ def too_small_waiting(
     return out
 
 
+def outgrown(pool: Pool, spec: WorkflowSpec) -> list[str]:
+    """What a resize of ``pool`` to fewer slots than tasks of ``spec`` (a version whose
+    tasks use it) need means for them, one line each: they will fail (``too_small``)."""
+    return [
+        f"workflow {spec.project}/{spec.name}: task {task_id} needs {task.pool_slots} slot(s) "
+        f"(pool_slots: {task.pool_slots}) of pool {pool.name!r}, which has {pool.slots} now: "
+        "it fails when it becomes ready (one waiting already, at the next pass over the queue) "
+        f"until the pool has {task.pool_slots} again or the task's pool_slots is lowered"
+        for task_id, task in spec.workflow.tasks.items()
+        if task.pool == pool.name and task.pool_slots > pool.slots
+    ]
+
+
 def check(spec: WorkflowSpec, lookup: Callable[[str], Pool | None]) -> list[Problem]:
     """Apply-time checks: every pool a task names exists for its project, and is wide
     enough for the task's ``pool_slots``."""
