@@ -148,6 +148,18 @@ def test_get_version_of_an_unknown_version_raises_not_found(catalog: Catalog) ->
         catalog.get_version("analytics", "sales_daily", 0)
 
 
+def test_latest_version_is_the_newest_number(catalog: Catalog) -> None:
+    put(catalog, yaml(command="echo 1"))
+    assert catalog.latest_version("analytics", "sales_daily") == 1
+    put(catalog, yaml(command="echo 2"))
+    put(catalog, yaml(command="echo 2"))  # unchanged: no new version
+    assert catalog.latest_version("analytics", "sales_daily") == 2
+    with pytest.raises(NotFound):
+        catalog.latest_version("analytics", "nothing")
+    with pytest.raises(NotFound):
+        catalog.latest_version("ops", "sales_daily")
+
+
 # ---------------------------------------------------------------------------- listing
 def test_list_workflows_gives_the_latest_version_of_each(catalog: Catalog) -> None:
     assert catalog.list_workflows() == []

@@ -107,3 +107,31 @@ def test_trigger_wait_ends_when_a_sub_workflow_and_its_child_share_a_one_slot_po
     assert "stratoflow pools set p1 --slots 2" in k["error"]
     shown = json.loads(cli.invoke(main, ["pools", "show", "p1", "--output", "json", *api]).output)
     assert (shown["used"], shown["waiting"]) == (0, 0)
+
+
+@pytest.mark.timeout(90)  # it used to wait for ever
+def test_a_pool_shrunk_below_a_task_warns_and_the_task_fails_at_once(
+    tmp_path: Path, served: tuple[str, LocalRuntime]
+) -> None:
+    # the tester's case: a pool shrunk below a task's pool_slots after its workflow was applied
+    url, _ = served
+    cli = CliRunner()
+    api = ["--api", url]
+    (tmp_path / "wide.yaml").write_text(
+        "name: wide\ntasks:\n  t: {type: shell, pool: p4, pool_slots: 3, command: echo wide}\n"
+    )
+    assert cli.invoke(main, ["pools", "set", "p4", "--slots", "3", *api]).exit_code == 0
+    assert cli.invoke(main, ["apply", str(tmp_path / "wide.yaml"), *api]).exit_code == 0
+    shrunk = cli.invoke(main, ["pools", "set", "p4", "--slots", "2", *api])
+    assert shrunk.exit_code == 0, shrunk.output  # an operator may shrink it: a warning
+    assert shrunk.stdout.strip() == "pool p4 (global): 2 slots, 0 used"
+    assert shrunk.stderr.startswith("warning: workflow default/wide: task t needs 3 slot(s)")
+    waited = cli.invoke(main, ["trigger", "wide", "--wait", "--output", "json", *api])
+    assert waited.exit_code == 1, waited.output
+    t = json.loads(waited.stdout)["tasks"]["t"]
+    assert t["state"] == "failed"
+    assert "pool 'p4' can never start task t" in t["error"]
+    assert "(pool_slots: 3) and the pool has 2" in t["error"]
+    assert "stratoflow pools set p4 --slots 3" in t["error"]
+    shown = json.loads(cli.invoke(main, ["pools", "show", "p4", "--output", "json", *api]).output)
+    assert (shown["used"], shown["waiting"]) == (0, 0)

@@ -41,6 +41,7 @@ def test_pools_are_set_listed_viewed_and_deleted(api: Api) -> None:
         "slots": 1,
         "used": 0,
         "waiting": None,
+        "warnings": [],
     }
     api.call("PUT", "/pools/other", {"slots": 3})  # global
     listed = api.call("GET", "/pools", query={"project": "default"}).body["pools"]
@@ -87,3 +88,35 @@ def test_a_task_whose_pool_was_deleted_after_apply_fails_saying_so(api: Api) -> 
     assert b.state.value == "failed"
     assert b.error == "pool 'gone' does not exist"
     assert api.scheduler.store.get_run(run_id).state.value == "failed"
+
+
+def test_shrinking_a_pool_below_what_tasks_need_warns_naming_them(api: Api) -> None:
+    # GIVEN a global pool of 3 used by a task needing 3 and one needing 2, and a project with
+    # a pool of its own of the same name (its tasks use that one)
+    api.call("PUT", "/pools/p4", {"slots": 3})
+    api.call("PUT", "/pools/p4", {"slots": 5}, query={"project": "sales"})
+    wide = "name: wide\n{project}tasks:\n  w: {{type: shell, command: 'true', pool: p4, pool_slots: 3}}\n"
+    api.apply(wide.format(project=""))
+    api.apply(wide.format(project="project: sales\n"))
+    api.apply("name: fits\ntasks:\n  f: {type: shell, command: 'true', pool: p4, pool_slots: 2}\n")
+    # WHEN the global pool shrinks to 2 THEN it is changed, with a warning naming the task
+    # that no longer fits (not the project's, which uses its own pool)
+    reply = api.call("PUT", "/pools/p4", {"slots": 2})
+    assert reply.status == 200, reply.text
+    assert reply.body["slots"] == 2
+    assert reply.body["warnings"] == [
+        "workflow default/wide: task w needs 3 slot(s) (pool_slots: 3) of pool 'p4', which has "
+        "2 now: it fails when it becomes ready (one waiting already, at the next pass over the "
+        "queue) until the pool has 3 again or the task's pool_slots is lowered"
+    ]
+    # AND the task then fails at once, saying why
+    run_id = api.trigger("wide")
+    api.scheduler.dispatch_ready()
+    w = api.task(run_id, "w")
+    assert w.state.value == "failed"
+    assert "the task needs 3 slot(s) (pool_slots: 3) and the pool has 2" in (w.error or "")
+    # a pool grown, or set to the same size, warns of nothing (and reads no workflow)
+    assert api.call("PUT", "/pools/p4", {"slots": 3}).body["warnings"] == []
+    # the project's pool shrunk: its own workflow's task
+    reply = api.call("PUT", "/pools/p4", {"slots": 1}, query={"project": "sales"})
+    assert [w.split(":")[0] for w in reply.body["warnings"]] == ["workflow sales/wide"]

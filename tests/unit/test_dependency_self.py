@@ -179,3 +179,25 @@ def test_queued_behind_rule() -> None:
     assert queued_behind("a", "q", 3, holders) is None
     # the deciding run must hold a slot (another workflow's run never does)
     assert queued_behind("x", "q", 1, [SlotHolder("b", frozenset({"q"}))]) is None
+
+
+def test_the_current_limit_decides_whether_a_queued_run_can_ever_start(h: H) -> None:
+    # GIVEN one slot, held by the 10th (waiting for the 9th: no run yet, one may come), and
+    # the 3rd and the 2nd queued behind it (made from that version)
+    h.scheduler.apply(daily(1))
+    for day in (10, 3, 2):
+        h.clock.advance(1)  # created in this order: the queue's order on both stores
+        h.trigger(day)
+    assert [h.state(r) for r in ("d10", "d3", "d2")] == [
+        RunState.RUNNING, RunState.QUEUED, RunState.QUEUED,
+    ]  # fmt: skip
+    # WHEN a new version allows 2: the 3rd starts and waits for the 2nd, still queued
+    h.scheduler.apply(daily(2))
+    h.scheduler.step()
+    assert h.state("d3") is RunState.RUNNING
+    # THEN the 2nd can start once the 10th ends (the workflow's limit is 2 now, whatever the
+    # 2nd's version said), so the 3rd waits rather than failing on a limit of 1
+    assert h.wait("d3") is TaskState.RUNNING, h.error("d3")
+    assert h.state("d2") is RunState.QUEUED
+    h.scheduler.stop("d10")
+    assert h.state("d2") is RunState.RUNNING

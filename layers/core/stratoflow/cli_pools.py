@@ -47,10 +47,14 @@ def pools() -> None:
 @output_option
 @api_option
 def pools_set(name: str, slots: int, project: str | None, output: str, api: str) -> None:
-    """Create pool NAME or change its number of slots."""
+    """Create pool NAME or change its number of slots (a warning names each task of a
+    workflow that needs more slots than the pool then has: it will fail, not wait)."""
     _checked(name, slots, project)
     body = client(api).call("PUT", f"/pools/{name}", params=_params(project), json={"slots": slots})
     show(body, output, f"pool {_label(body)}: {body['slots']} slots, {body['used']} used")
+    if output != "json":
+        for warning in body.get("warnings", []):
+            click.echo(f"warning: {warning}", err=True)
 
 
 @pools.command("list")

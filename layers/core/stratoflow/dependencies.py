@@ -181,9 +181,10 @@ class Dependencies:
             awaited = store.get_run(chosen.run_id)
         except NotFound:
             return chosen
-        limit = self.scheduler.spec(
-            awaited.project, awaited.workflow, awaited.version
-        ).workflow.max_active_runs  # the queued run's version decides when it may start
+        # the workflow's current version decides when a queued run of it may start
+        limit = self.scheduler.current_spec(
+            awaited.project, awaited.workflow
+        ).workflow.max_active_runs
         if limit is None or store.count_active_runs(run.project, run.workflow) < limit:
             return chosen
         holders = [SlotHolder(run.id, frozenset({chosen.run_id}))]

@@ -90,6 +90,12 @@ class Catalog(ABC):
     def get_version(self, project: str, name: str, version: int | None = None) -> WorkflowVersion:
         """The given version, or the latest. Raises NotFound."""
 
+    def latest_version(self, project: str, name: str) -> int:
+        """The number of the workflow's latest version (whose ``max_active_runs`` governs
+        every run of it). Raises NotFound. By default read with the version's document; a
+        store may read the number alone."""
+        return self.get_version(project, name).version
+
     @abstractmethod
     def list_workflows(self, project: str | None = None) -> list[WorkflowVersion]:
         """The latest version of every workflow."""

@@ -201,6 +201,13 @@ class Scheduler:
     def _run_spec(self, run: Run) -> WorkflowSpec:
         return self.spec(run.project, run.workflow, run.version)
 
+    def current_spec(self, project: str, name: str) -> WorkflowSpec:
+        """The workflow's latest version, whose ``max_active_runs`` governs every run of it,
+        queued ones made from older versions included (as Airflow's DAG-level setting): a
+        run pins everything else of its version. One small read (the version's number); the
+        spec itself is cached."""
+        return self.spec(project, name, self.catalog.latest_version(project, name))
+
     def apply(
         self, text: str, *, source: str | None = None, spec: WorkflowSpec | None = None
     ) -> tuple[WorkflowVersion, bool]:
@@ -213,7 +220,9 @@ class Scheduler:
         with self._lock:
             self.subworkflows.check_apply(spec)
             version, created = self.catalog.put_version(spec, text, self.clock.now())
-        self._specs[(spec.project, spec.name, version.version)] = spec
+            self._specs[(spec.project, spec.name, version.version)] = spec
+            if created:  # a changed max_active_runs governs the runs already queued at once
+                self._start_queued_runs()
         # every apply, not only a new version: a schedule lost or changed by hand is repaired
         self.schedules.sync(spec, paused=version.paused)
         return version, created
@@ -271,6 +280,26 @@ class Scheduler:
                 self.made_ready(head[0].run_id)
         return pool
 
+    def outgrown_pool(self, pool: engine_pools.Pool) -> list[str]:
+        """After a resize: the tasks of the latest versions of the workflows that use
+        ``pool`` (a project's pool: that project's; a global one: every project without its
+        own pool of that name) needing more slots than it has, one warning each
+        (``engine.pools.outgrown``). Reads every such workflow's latest version: for a
+        resize that shrank the pool, not for a turn."""
+        store = self.pool_store()
+        shadowed: dict[str, bool] = {}  # project -> it has its own pool of this name
+        warnings: list[str] = []
+        for latest in self.catalog.list_workflows(pool.scope or None):
+            project = latest.project
+            if not pool.scope and project not in shadowed:
+                own = store.get_pool(engine_pools.pool_key(project, pool.name))
+                shadowed[project] = own is not None
+            if shadowed.get(project):
+                continue
+            spec = self.spec(project, latest.name, latest.version)
+            warnings += engine_pools.outgrown(pool, spec)
+        return warnings
+
     def delete_pool(self, name: str, project: str | None = None) -> None:
         store = self.pool_store()
         key = engine_pools.pool_key(project or "", name)
@@ -317,35 +346,31 @@ class Scheduler:
     def _join_pools(
         self, spec: WorkflowSpec, run: Run, pooled: list[TaskInstance], now: datetime
     ) -> None:
-        """Ready tasks that name a pool join its queue (served by ``_serve_pool``). One whose
-        pool is gone (deleted after the workflow was applied) fails, saying so; so does a
-        child run's task whose pool its ancestors' sub-workflow tasks hold too much of for it
-        ever to start (``engine.pools.starved_by_ancestors``: a deadlock otherwise)."""
+        """Ready tasks that name a pool join its queue (served by ``_serve_pool``). One that
+        could never start there fails at once, saying why (``_fail_unstarted``): its pool is
+        gone (deleted after the workflow was applied), the pool has fewer slots than its
+        ``pool_slots`` (shrunk after: ``engine.pools.too_small``), or it is a child run's task
+        whose pool its ancestors' sub-workflow tasks hold too much of for it ever to start
+        (``engine.pools.starved_by_ancestors``: a deadlock otherwise). The pool read to find
+        it is the one these are decided from: no read more."""
         store = self.pools
         ancestors: list[TaskInstance] | None = None  # read once, for a child run only
         for ti in pooled:
-            key = (
-                None
-                if store is None
-                else engine_pools.resolve(spec, ti.task_id, lambda k: store.get_pool(k) is not None)
-            )
-            error: str | None = None
-            if key is not None and store is not None and run.parent:
-                if ancestors is None:
-                    ancestors = self.subworkflows.ancestors(run)
-                pool = (
-                    store.get_pool(key) if engine_pools.held_by_ancestors(key, ancestors) else None
-                )
-                if pool is not None:
-                    need = spec.workflow.tasks[ti.task_id].pool_slots
-                    error = engine_pools.starved_by_ancestors(pool, ti.task_id, need, ancestors)
-            if key is not None and error is None:
-                if self.store.apply(engine_pools.enqueue(ti, key, now)):
-                    self._pools_due.add(key)
-                continue
-            if error is None:
+            pool = None if store is None else engine_pools.find(spec, ti.task_id, store.get_pool)
+            error: str | None
+            if pool is None:
                 error = f"pool {engine_pools.pool_of(spec, ti.task_id)!r} does not exist"
-            self._fail_unstarted(spec, run, ti, error, now)
+            else:
+                need = spec.workflow.tasks[ti.task_id].pool_slots
+                error = engine_pools.too_small(pool, ti.task_id, need)
+                if error is None and run.parent:
+                    if ancestors is None:
+                        ancestors = self.subworkflows.ancestors(run)
+                    error = engine_pools.starved_by_ancestors(pool, ti.task_id, need, ancestors)
+            if error is not None:
+                self._fail_unstarted(spec, run, ti, error, now)
+            elif pool is not None and self.store.apply(engine_pools.enqueue(ti, pool.key, now)):
+                self._pools_due.add(pool.key)
 
     def _wake_pools(self, spec: WorkflowSpec) -> None:
         """A run of ``spec`` may take tasks waiting in its pools again (resumed, a
@@ -396,6 +421,10 @@ class Scheduler:
             report = Finished(run.id, ti.task_id, failed.attempt, AttemptResult(
                 AttemptStatus.FAILED, error=error, retryable=False))  # fmt: skip
             self._after_end(_Ended(report, ti, spec, now, (decision, made)), applied)
+        # decided inside a claim, after its run's queue was read: a dependent its end queued
+        # (trigger_rule all_done, ...) is claimed by another pass of this turn's caller
+        self.made_ready(run.id)
+        self._claim_again = True
 
     def _serve_pool(
         self, store: PoolStore, key: str, now: datetime
@@ -409,6 +438,10 @@ class Scheduler:
             if ti.run_id not in runs:
                 run = self.store.get_run(ti.run_id)
                 runs[ti.run_id] = (run, self._run_spec(run))
+        for ti, error in engine_pools.too_small_waiting(pool, waiting, runs):
+            # waiting since before the pool shrank below its pool_slots: it can never start
+            run, spec = runs[ti.run_id]
+            self._fail_unstarted(spec, run, ti, error, now)
         claimed: list[tuple[Run, WorkflowSpec, TaskInstance]] = []
         for decision in engine_pools.serve(pool, waiting, runs, now):
             if not self.store.apply(decision):
@@ -534,17 +567,31 @@ class Scheduler:
         self.resources.pin(run_id, project, paths)
 
     def _start_queued_runs(self) -> None:
+        """Start queued runs, oldest first, while their workflow has an active slot free. The
+        workflow's current ``max_active_runs`` (``current_spec``) decides for every queued
+        run of it, whatever version the run was made from, so a run never starts ahead of an
+        older queued run of its workflow. Reads per workflow with queued runs, not per run:
+        its latest version's number and its active runs."""
         now = self.clock.now()
+        admission: dict[tuple[str, str], tuple[WorkflowSpec, int]] = {}  # (current, active)
         for run in self.store.queued_runs(limit=100):
-            spec = self._run_spec(run)
-            if not engine.may_start(spec, self.store.count_active_runs(run.project, run.workflow)):
+            workflow = (run.project, run.workflow)
+            if workflow not in admission:
+                admission[workflow] = (
+                    self.current_spec(*workflow),
+                    self.store.count_active_runs(*workflow),
+                )
+            current, active = admission[workflow]
+            if not engine.may_start(current, active):
                 continue
+            spec = self._run_spec(run)
             roots = self.store.get_tasks(run.id, list(spec.dag.roots))
             plan = engine.start_plan(spec, run, roots, now)
             if self.subworkflows.starts_paused(run):  # its parent was paused while it waited
                 plan.run = engine.pause(plan.run, by_parent=True)
             if not self.store.apply_plan(plan, RunState.QUEUED):
                 continue
+            admission[workflow] = (current, active + 1)
             self._started_runs.append(run.id)
             self._emit("run.started", plan.run)
 
@@ -1052,8 +1099,8 @@ class Scheduler:
             made_ready = list(self._ready_now.get(run_id, {}).values())
             claimed += self._claim_run(run_id, queued, now, made_ready)
         self._queue_unclaimed()
-        again, self._claim_again = self._claim_again, False
         claimed += self._serve_pools(now, every=runs is None)
+        again, self._claim_again = self._claim_again, False
         ready = _Claimed(a for run, spec, task in claimed if (a := self._prepare(spec, run, task)))
         ready.claimed = len(claimed)
         ready.more = again or len(claimed) >= DISPATCH_BATCH or len(ready) < len(claimed)

@@ -45,6 +45,15 @@ class PoolView(BaseModel):
     waiting: int | None = Field(default=None, description="Tasks in its queue (in the detail).")
 
 
+class PoolSet(PoolView):
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Tasks of the workflows using the pool (their latest versions) that need "
+        "more slots than it has after this change: each fails when it becomes ready until "
+        "the pool grows back or its `pool_slots` is lowered. The change is made all the same.",
+    )
+
+
 class PoolList(BaseModel):
     pools: list[PoolView]
 
@@ -116,12 +125,16 @@ def register(
         tags=["pools"],
         responses=responses("The pool after the change", 400, 404, 415),
     )
-    def put_pool(name: NamePath, body: SizeBody, project: ProjectParam = None) -> PoolView:
+    def put_pool(name: NamePath, body: SizeBody, project: ProjectParam = None) -> PoolSet:
         may_manage(project, name)
+        before = scheduler.pool_store().get_pool(pool_key(project or "", name))
         pool = scheduler.set_pool(name, body.slots, project)
         changed()
         record("pool.set", f"pool/{pool.key}", project or "", slots=body.slots)
-        return _view(pool)
+        # shrunk (or new, perhaps shadowing a global pool): say which tasks no longer fit
+        shrunk = before is None or pool.slots < before.slots
+        warnings = scheduler.outgrown_pool(pool) if shrunk else []
+        return PoolSet(**_view(pool).model_dump(), warnings=warnings)
 
     @app.get(
         "/pools",

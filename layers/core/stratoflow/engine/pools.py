@@ -25,8 +25,12 @@ The bound (documented in the README): a task of priority ``p`` that joined the q
 Head of line: the queue is served in rank order while the head fits the free slots; a head
 needing more slots than are free blocks those behind it (so a wide task is not starved by
 narrow ones). Skipped without blocking: a task whose run cannot start it now (paused, at its
-``concurrency``), and one needing more slots than the pool has at all (the pool was shrunk
-after it was applied: it waits until the pool grows again).
+``concurrency``), and one needing more slots than the pool has at all.
+
+A pool shrunk below a task's ``pool_slots`` after its workflow was applied: the task can never
+start (apply refuses such a workflow, so it is a stale one). It fails instead of waiting for
+ever, naming the pool, both sizes and the fix (``too_small``): when it would join the queue,
+and, if it was waiting already, when a pass over the queue finds it (``too_small_waiting``).
 
 Sub-workflows: a ``type: workflow`` task that names a pool holds its slots until its child
 run ends. A task of that child (at any depth) in the same pool that could never fit beside
@@ -103,6 +107,66 @@ def resolve(spec: WorkflowSpec, task_id: str, exists: Callable[[str], bool]) -> 
         if exists(key):
             return key
     return None
+
+
+def find(spec: WorkflowSpec, task_id: str, lookup: Callable[[str], Pool | None]) -> Pool | None:
+    """The pool a task uses (its project's pool of that name if there is one, else the
+    global one, as ``resolve`` finds its key), as ``lookup`` reads it; None if neither."""
+    name = pool_of(spec, task_id)
+    if name is None:
+        return None
+    for key in (pool_key(spec.project, name), pool_key("", name)):
+        if (pool := lookup(key)) is not None:
+            return pool
+    return None
+
+
+def too_small(pool: Pool, task_id: str, need: int) -> str | None:
+    """Why a task needing ``need`` slots can never start in ``pool`` (the pool was shrunk
+    below its ``pool_slots`` after its workflow was applied), or None if it fits."""
+    if need <= pool.slots:
+        return None
+    project = f" --project {pool.scope}" if pool.scope else ""
+    return (
+        f"pool {pool.name!r} can never start task {task_id}: the task needs {need} slot(s) "
+        f"(pool_slots: {need}) and the pool has {pool.slots}; give the pool more slots "
+        f"(stratoflow pools set {pool.name} --slots {need}{project}) or lower the task's "
+        f"pool_slots to {pool.slots} and apply the workflow again"
+    )
+
+
+def too_small_waiting(
+    pool: Pool,
+    waiting: Sequence[TaskInstance],
+    runs: Mapping[str, tuple[Run, WorkflowSpec]],
+) -> list[tuple[TaskInstance, str]]:
+    """The waiting tasks (as read, with their runs) that need more slots than the pool has,
+    each with why (``too_small``): those of running runs only (a paused run's task fails
+    once its run is resumed and the queue served again)."""
+    out: list[tuple[TaskInstance, str]] = []
+    for ti in waiting:
+        if ti.state is not TaskState.QUEUED or ti.pool != pool.key or ti.run_id not in runs:
+            continue
+        run, spec = runs[ti.run_id]
+        if run.state is not RunState.RUNNING:
+            continue
+        why = too_small(pool, ti.task_id, spec.workflow.tasks[ti.task_id].pool_slots)
+        if why is not None:
+            out.append((ti, why))
+    return out
+
+
+def outgrown(pool: Pool, spec: WorkflowSpec) -> list[str]:
+    """What a resize of ``pool`` to fewer slots than tasks of ``spec`` (a version whose
+    tasks use it) need means for them, one line each: they will fail (``too_small``)."""
+    return [
+        f"workflow {spec.project}/{spec.name}: task {task_id} needs {task.pool_slots} slot(s) "
+        f"(pool_slots: {task.pool_slots}) of pool {pool.name!r}, which has {pool.slots} now: "
+        "it fails when it becomes ready (one waiting already, at the next pass over the queue) "
+        f"until the pool has {task.pool_slots} again or the task's pool_slots is lowered"
+        for task_id, task in spec.workflow.tasks.items()
+        if task.pool == pool.name and task.pool_slots > pool.slots
+    ]
 
 
 def check(spec: WorkflowSpec, lookup: Callable[[str], Pool | None]) -> list[Problem]:
@@ -206,7 +270,7 @@ def serve(
         spec = runs[ti.run_id][1]
         need = spec.workflow.tasks[ti.task_id].pool_slots
         if need > pool.slots:
-            continue  # cannot fit until the pool grows: does not block the others
+            continue  # can never fit (too_small_waiting): does not block the others
         if run_free.get(ti.run_id, 0) <= 0:
             continue  # its run cannot start it now (paused, at its concurrency)
         if need > free:

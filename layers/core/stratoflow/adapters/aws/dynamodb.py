@@ -472,6 +472,9 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         head = self._head(project, name)
         return self._version(head, it.get_n(head, "latest") if version is None else version)
 
+    def latest_version(self, project: str, name: str) -> int:
+        return it.get_n(self._head(project, name), "latest")  # the head item alone
+
     def list_workflows(self, project: str | None = None) -> list[WorkflowVersion]:
         if project is None:
             heads = self._index("gsi3", "WORKFLOWS")

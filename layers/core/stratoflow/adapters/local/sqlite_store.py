@@ -610,6 +610,14 @@ class SqliteStore(
             raise NotFound(f"workflow {name!r} has no version {version}")
         return self._version(row, bool(head["paused"]), head["error"])
 
+    def latest_version(self, project: str, name: str) -> int:
+        row = self._x(
+            "SELECT latest FROM workflows WHERE project=? AND name=?", (project, name)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"workflow {name!r} not found in project {project!r}")
+        return int(row["latest"])
+
     def list_workflows(self, project: str | None = None) -> list[WorkflowVersion]:
         sql = (
             "SELECT v.*, w.paused AS paused, e.error AS schedule_error FROM workflows w "

@@ -1,0 +1,125 @@
+"""``max_active_runs`` changed by a new version governs every run of the workflow, the runs
+already queued included (as Airflow's DAG-level setting), and queued runs start oldest first
+as slots free, whatever version each was made from. On both stores (SQLite, DynamoDB on moto):
+the rule is the service's, the same for both runtimes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from tests.fakes import FakeClock, RecordingDispatcher
+from tests.stores import STORE_KINDS, state_store
+from tests.unit.test_subworkflow import Harness
+
+from stratoflow.engine import AttemptResult, AttemptStatus, RunState
+from stratoflow.service import Finished, Scheduler
+
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def sleeper(limit: int) -> str:
+    return (
+        f"name: sleeper\nmax_active_runs: {limit}\ntasks:\n  t: {{type: shell, command: sleep 6}}\n"
+    )
+
+
+@pytest.fixture(params=STORE_KINDS)
+def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    dispatcher = RecordingDispatcher()
+    clock = FakeClock(T0)
+    with state_store(request.param, tmp_path) as store:
+        yield Harness(Scheduler(store, store, dispatcher, clock), store, dispatcher, clock)
+
+
+def trigger(h: Harness, n: int) -> list[str]:
+    ids = []
+    for _ in range(n):
+        h.clock.advance(1)  # distinct creation times: the queue's order is certain
+        run, _ = h.scheduler.trigger("default", "sleeper")
+        ids.append(run.id)
+    h.scheduler.step()
+    return ids
+
+
+def states(h: Harness, ids: list[str]) -> list[RunState]:
+    return [h.store.get_run(i).state for i in ids]
+
+
+def end(h: Harness, run_id: str) -> None:
+    """The run's one task succeeds, then a turn."""
+    h.scheduler.step()
+    key = (run_id, "t", 1)
+    assert key in h.dispatcher.pending, f"{run_id} was never dispatched"
+    del h.dispatcher.pending[key]
+    h.clock.advance(1)
+    ok = AttemptResult(AttemptStatus.SUCCEEDED)
+    h.scheduler.on_finished([Finished(run_id, "t", 1, ok)])
+    h.scheduler.step()
+
+
+def active(runs: list[RunState]) -> int:
+    return sum(1 for s in runs if s is RunState.RUNNING)
+
+
+Q, R, S = RunState.QUEUED, RunState.RUNNING, RunState.SUCCEEDED
+
+
+def test_a_lowered_limit_holds_the_runs_queued_before_it(h: Harness) -> None:
+    # GIVEN 5 runs of a workflow that allows 3: 3 run, 2 wait
+    h.scheduler.apply(sleeper(3))
+    old = trigger(h, 5)
+    assert states(h, old) == [R, R, R, Q, Q]
+    # WHEN the limit is lowered to 1 and one more run is triggered
+    h.scheduler.apply(sleeper(1))
+    new = trigger(h, 1)
+    ids = old + new
+    assert h.store.get_run(new[0]).version == 2
+    # THEN no queued run starts while 1 or more are active, whatever version it was made from
+    end(h, old[0])
+    assert states(h, ids) == [S, R, R, Q, Q, Q]
+    end(h, old[1])
+    assert states(h, ids) == [S, S, R, Q, Q, Q]
+    end(h, old[2])
+    # AND the queued runs then start one at a time, oldest first
+    assert states(h, ids) == [S, S, S, R, Q, Q]
+    end(h, old[3])
+    assert states(h, ids) == [S, S, S, S, R, Q]
+    end(h, old[4])
+    assert states(h, ids) == [S, S, S, S, S, R]
+    end(h, new[0])
+    assert states(h, ids) == [S] * 6
+
+
+def test_a_raised_limit_starts_the_runs_queued_before_it_first(h: Harness) -> None:
+    # GIVEN a workflow that allows 1 run: 1 runs, 2 wait
+    h.scheduler.apply(sleeper(1))
+    old = trigger(h, 3)
+    assert states(h, old) == [R, Q, Q]
+    # WHEN the limit is raised to 3: the waiting runs start at once (the apply says so to
+    # whoever dispatches: AWS's api function hands them to ``advance``)
+    h.scheduler.apply(sleeper(3))
+    assert states(h, old) == [R, R, R]
+    assert set(h.scheduler.take_runs_to_dispatch()) >= set(old[1:])
+    # AND a run triggered now waits for a slot instead of going ahead of them
+    new = trigger(h, 1)
+    assert states(h, old + new) == [R, R, R, Q]
+    end(h, old[1])
+    assert states(h, old + new) == [R, S, R, R]
+
+
+def test_a_raised_limit_before_a_trigger_keeps_the_queue_order(h: Harness) -> None:
+    # the tester's case: raised and triggered in one go, every run queued before the new
+    # version's starts before it, and no more than the limit run at once
+    h.scheduler.apply(sleeper(1))
+    old = trigger(h, 3)
+    h.scheduler.apply(sleeper(2))
+    new = trigger(h, 1)
+    runs = states(h, old + new)
+    assert runs == [R, R, Q, Q]
+    end(h, old[0])
+    assert states(h, old + new) == [S, R, R, Q]
+    end(h, old[1])
+    assert states(h, old + new) == [S, S, R, R]
