@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -26,6 +27,7 @@ from stratoflow.engine.backfill import (
     backfill_from_document,
     cancel_backfill,
     new_backfill,
+    parse_moment,
     pause_backfill,
     resume_backfill,
     wanted_runs,
@@ -98,6 +100,23 @@ def test_bad_ranges_name_the_field(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidInput) as err:
         backfill_dates(None, **kwargs)
     assert field in [p.path for p in err.value.problems]
+
+
+def test_a_bound_message_says_what_the_input_means_and_never_contradicts_it() -> None:
+    # '9999-12-29' as an end is that whole day: past the last instant allowed, and said so
+    # (it used to read "must be between 1900-01-02 and 9999-12-29" for 9999-12-29 itself)
+    with pytest.raises(InvalidInput) as err:
+        backfill_dates(None, start="9999-12-29", end="9999-12-29")
+    message = err.value.problems[0].message
+    assert err.value.problems[0].path == "end"
+    assert "'9999-12-29' means 9999-12-29T23:59:59.999999Z" in message
+    assert "between 1900-01-02T00:00:00Z and 9999-12-29T00:00:00Z" in message
+    # a day that looks inside but whose start in the schedule's zone is outside, likewise
+    with pytest.raises(InvalidInput, match=r"'1900-01-02' means 1900-01-01T\d\d:\d\d:\d\dZ"):
+        parse_moment("1900-01-02", "start", ZoneInfo("Asia/Tokyo"))
+    # the bounds themselves are inside
+    assert parse_moment("9999-12-29T00:00:00Z", "end", ZoneInfo("UTC")) == utc(9999, 12, 29)
+    assert parse_moment("1900-01-02", "start", ZoneInfo("UTC")) == utc(1900, 1, 2)
 
 
 def test_exact_times_in_one_second_are_one_date() -> None:

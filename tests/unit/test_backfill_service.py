@@ -447,6 +447,7 @@ def test_api_creates_lists_shows_and_operates_backfills_with_audit_entries(h: Ha
         ({"start": "2026-01-01", "end": "2026-01-02", "params": {"nope": 1}}, "params.nope"),
         ({"start": "x" * 41, "end": "2026-01-02"}, "start"),
         ({"dates": []}, "dates"),
+        ({"start": "9999-12-29", "end": "9999-12-29"}, "9999-12-29T23:59:59.999999Z"),
     ],
 )
 def test_api_bad_input_is_a_4xx_naming_the_field_and_changes_nothing(

@@ -170,8 +170,20 @@ def parse_moment(text: str, field_name: str, zone: ZoneInfo, *, end: bool = Fals
                                  "between 1900 and 9999")]
         ) from None  # fmt: skip
     if not _EARLIEST <= moment <= _LATEST:
-        raise InvalidInput([Problem(field_name, "must be between 1900-01-02 and 9999-12-29")])
+        # the bounds are instants in UTC: a day means its first instant (as an end, its last)
+        # in the schedule's time zone, which can fall outside though the day looks inside
+        whole = " (as an end: through that whole day)" if end and len(value) == 10 else ""
+        raise InvalidInput(
+            [Problem(field_name, f"{text!r} means {_utc_text(moment)}{whole}; it must be "
+                                 f"between {_utc_text(_EARLIEST)} and {_utc_text(_LATEST)}")]
+        )  # fmt: skip
     return moment
+
+
+def _utc_text(moment: datetime) -> str:
+    """An instant as UTC ISO-8601 with a Z (microseconds only when it has them)."""
+    text = moment.astimezone(UTC).replace(tzinfo=None).isoformat()
+    return f"{text}Z"
 
 
 _EARLIEST = datetime(1900, 1, 2, tzinfo=UTC)
