@@ -29,6 +29,7 @@ from stratoflow.engine.backfill import (
     new_backfill,
     parse_moment,
     pause_backfill,
+    refuse_future_dates,
     resume_backfill,
     wanted_runs,
 )
@@ -117,6 +118,39 @@ def test_a_bound_message_says_what_the_input_means_and_never_contradicts_it() ->
     # the bounds themselves are inside
     assert parse_moment("9999-12-29T00:00:00Z", "end", ZoneInfo("UTC")) == utc(9999, 12, 29)
     assert parse_moment("1900-01-02", "start", ZoneInfo("UTC")) == utc(1900, 1, 2)
+
+
+def test_dates_after_now_are_refused_naming_the_first_and_now() -> None:
+    now = datetime(2026, 6, 1, 12, 0, 30, 123456, tzinfo=UTC)
+    refuse_future_dates([utc(2026, 6, 1, 12), now], now, "end")  # up to now itself: fine
+    later = [utc(2026, 6, 3), utc(2026, 6, 1, 12, 1), utc(2026, 5, 31)]  # --order desc too
+    with pytest.raises(InvalidInput) as err:
+        refuse_future_dates(later, now, "dates")
+    problem = err.value.problems[0]
+    assert problem.path == "dates"
+    assert "2026-06-01T12:01:00Z is after now (2026-06-01T12:00:30Z)" in problem.message
+
+
+def test_the_dates_refuse_the_earliest_after_now_without_looking_past_it() -> None:
+    minutely = Schedule(cron="* * * * *")
+    # a range far in the future: refused as future, not as "more than 1000 dates"
+    with pytest.raises(InvalidInput) as err:
+        backfill_dates(minutely, start="2030-03-01", end="2030-03-02", now=NOW)
+    assert (err.value.problems[0].path, err.value.problems[0].message[:50]) == (
+        "start",
+        "logical date 2030-03-01T00:00:00Z is after now (20",
+    )
+    # a range across now: the first firing after now (the end is what reaches too far)
+    with pytest.raises(InvalidInput, match=r"2026-06-01T00:01:00Z is after now \(2026-06-01T00:00:00Z\)") as err:  # fmt: skip
+        backfill_dates(minutely, start="2026-05-31T22:00", end="2026-06-03", now=NOW)
+    assert err.value.problems[0].path == "end"
+    # a list: the earliest of its future dates, whatever the order given
+    with pytest.raises(InvalidInput, match=r"2026-06-01T12:00:00Z is after now") as err:
+        backfill_dates(None, dates=["2026-06-03", "2026-06-01T12:00:00Z", "2026-05-30"], now=NOW)
+    assert err.value.problems[0].path == "dates"
+    # up to now is fine
+    got = backfill_dates(None, start="2026-05-30", end="2026-06-01", now=NOW)
+    assert got == [utc(2026, 5, 30), utc(2026, 5, 31), utc(2026, 6, 1)]
 
 
 def test_exact_times_in_one_second_are_one_date() -> None:

@@ -21,7 +21,7 @@ from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.api.app import create_app
 from stratoflow.backfills import Backfills
 from stratoflow.engine import AttemptResult, AttemptStatus, RunState
-from stratoflow.engine.backfill import Action, Backfill, BackfillState, Rerun
+from stratoflow.engine.backfill import Action, Backfill, BackfillState, Order, Rerun
 from stratoflow.errors import Conflict, InvalidInput
 from stratoflow.ports import AttemptSpec, EventSink, RunQuery
 from stratoflow.service import Finished, Scheduler, scheduled_run_id
@@ -378,6 +378,42 @@ def test_bad_input_changes_nothing(h: Harness) -> None:
     assert h.runs() == []
 
 
+MINUTELY = """\
+name: fut
+schedule: {cron: "* * * * *", timezone: UTC}
+tasks:
+  t: {type: shell, command: echo}
+"""
+
+
+def test_dates_after_now_are_refused_before_anything_is_made(h: Harness) -> None:
+    """A future date's run would take the id its schedule firing uses: run at once, it made
+    the real firing find it and add nothing. Refused, naming the first such date and now."""
+    h.scheduler.apply(MINUTELY)
+    h.clock.advance(30)  # 2026-06-01T00:00:30Z
+    with pytest.raises(InvalidInput) as err:
+        h.backfills.create("default", "fut", dates=["2026-06-01T00:02:00Z"])
+    assert err.value.problems[0].path == "dates"
+    assert "2026-06-01T00:02:00Z is after now (2026-06-01T00:00:30Z)" in str(err.value)
+    with pytest.raises(InvalidInput, match=r"2026-06-01T00:01:00Z is after now"):
+        h.backfills.create("default", "fut", start="2026-06-01T00:00", end="2026-06-01T00:05")
+    with pytest.raises(
+        InvalidInput, match=r"start: logical date 2030-03-01T02:00:00Z is after now"
+    ):
+        h.backfills.create("default", "daily", start="2030-03-01", end="2030-03-02")
+    with pytest.raises(InvalidInput, match=r"2026-06-01T02:00:00Z is after now"):
+        h.backfills.create(
+            "default", "daily", start="2026-05-31", end="2026-06-03", order=Order.DESC
+        )
+    assert h.backfills.list_backfills("default") == []
+    assert h.runs() == []
+    assert h.store.list_runs(RunQuery(workflow="fut")) == []
+    # a date up to now is backfilled as before
+    bf = h.backfills.create("default", "fut", dates=["2026-06-01T00:00:00Z"])
+    h.drive()
+    assert h.get(bf).state is BackfillState.SUCCEEDED
+
+
 # ------------------------------------------------------------------ the API
 class AuditLog:
     def __init__(self) -> None:
@@ -447,6 +483,8 @@ def test_api_creates_lists_shows_and_operates_backfills_with_audit_entries(h: Ha
         ({"start": "2026-01-01", "end": "2026-01-02", "params": {"nope": 1}}, "params.nope"),
         ({"start": "x" * 41, "end": "2026-01-02"}, "start"),
         ({"dates": []}, "dates"),
+        ({"start": "2030-03-01", "end": "2030-03-02"}, "2030-03-01T02:00:00Z is after now"),
+        ({"dates": ["2026-06-01T02:00:00Z"]}, "dates"),
         ({"start": "9999-12-29", "end": "9999-12-29"}, "9999-12-29T23:59:59.999999Z"),
     ],
 )

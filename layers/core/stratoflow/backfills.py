@@ -122,8 +122,8 @@ class Backfills:
         spec = s.spec(project, name, latest.version)
         given = dict(params or {})
         engine.effective_params(spec, given)  # an unknown parameter: said now, not per run
-        logical = backfill_dates(
-            spec.workflow.schedule, start=start, end=end, dates=dates, order=order
+        logical = backfill_dates(  # none after now (the schedule's to run when they come)
+            spec.workflow.schedule, start=start, end=end, dates=dates, order=order, now=now
         )
         root_id = backfill_id(project, name, now)
         children: list[Backfill] = []
@@ -135,7 +135,7 @@ class Backfills:
             }
             plans = plan_dependents(
                 (project, name), {k: v[1] for k, v in specs.items()}, start=start, end=end,
-                dates=dates, order=order, root_schedule=spec.workflow.schedule,
+                dates=dates, order=order, root_schedule=spec.workflow.schedule, now=now,
             )  # fmt: skip
             for plan in plans:
                 version, child_spec = specs[(plan.project, plan.workflow)]

@@ -33,7 +33,8 @@ class BackfillRequest(BaseModel):
     start: str | None = Field(
         default=None, min_length=1, max_length=MOMENT_CHARS,
         description="First logical date, inclusive: YYYY-MM-DD (00:00 in the schedule's time "
-        "zone) or an ISO-8601 date-time (without an offset: wall time in that zone).",
+        "zone) or an ISO-8601 date-time (without an offset: wall time in that zone). No "
+        "logical date may be after now (400: the schedule runs those).",
     )  # fmt: skip
     end: str | None = Field(
         default=None, min_length=1, max_length=MOMENT_CHARS,

@@ -198,6 +198,7 @@ def backfill_dates(
     dates: Sequence[str] = (),
     order: Order = Order.ASC,
     allow_empty: bool = False,
+    now: datetime | None = None,
 ) -> list[datetime]:
     """The logical dates of a backfill (aware UTC, in ``order``, each once): every time the
     schedule fires in the closed range [start, end] — daily at 00:00 in the schedule's time
@@ -205,12 +206,15 @@ def backfill_dates(
     days (a date) or exactly those instants (a date-time). The schedule's own start/end window
     does not limit a backfill: asking for the dates is the point (a rate() schedule keeps its
     start as the anchor of its times). ``allow_empty``: a range the schedule never fires in
-    gives no dates instead of an error (a dependent's, in ``plan_dependents``)."""
+    gives no dates instead of an error (a dependent's, in ``plan_dependents``). ``now``: a
+    date after it is refused (``refuse_future_dates``), naming the earliest; a range is not
+    looked at past it (a far end is refused as future, not as too many dates)."""
     zone = _zone(schedule)
     expr = parse_schedule(schedule.cron if schedule is not None else DAILY)
     anchor = schedule.start if schedule is not None and expr.rate is not None else None
     tz = str(zone)
     found: set[datetime] = set()
+    later: list[datetime] = []  # the earliest date after ``now`` of each range or instant
 
     def fire(lo: datetime, hi: datetime, where: str) -> None:
         t = lo - timedelta(microseconds=1)
@@ -220,6 +224,9 @@ def backfill_dates(
             except ScheduleError:  # no more fire times
                 return
             if t > hi:
+                return
+            if now is not None and t > now:
+                later.append(t)  # and every later one of this range is after now too
                 return
             found.add(t)
             if len(found) > MAX_BACKFILL_DATES:
@@ -239,6 +246,9 @@ def backfill_dates(
                 fire(parse_moment(text, where, zone), parse_moment(text, where, zone, end=True), where)  # fmt: skip
             else:  # to the second, as run ids are: two instants in one second are one date
                 found.add(parse_moment(text, where, zone).replace(microsecond=0))
+        if now is not None:
+            later += [d for d in found if d > now]
+            refuse_future_dates(later, now, "dates")
     else:
         if start is None or end is None:
             missing = [f for f, v in (("start", start), ("end", end)) if v is None]
@@ -248,6 +258,8 @@ def backfill_dates(
         if hi < lo:
             raise InvalidInput([Problem("end", f"{end} is before start {start}")])
         fire(lo, hi, "end")
+        if now is not None:
+            refuse_future_dates(later, now, "end" if lo <= now else "start")
     if not found and not allow_empty:
         raise InvalidInput(
             [Problem("dates" if dates else "end", "the schedule fires at no time in this range")]
@@ -255,6 +267,19 @@ def backfill_dates(
     if len(found) > MAX_BACKFILL_DATES:
         raise InvalidInput([Problem("dates", f"at most {MAX_BACKFILL_DATES} dates")])
     return sorted(found, reverse=order is Order.DESC)
+
+
+def refuse_future_dates(logical_dates: Iterable[datetime], now: datetime, field_name: str) -> None:
+    """A backfill runs only logical dates that have come (Airflow 3 refuses later ones too):
+    the run of a later date would take the id its schedule firing uses then, so the firing
+    would find it and add nothing, and the date would have run before its time."""
+    later = [d for d in logical_dates if d > now]
+    if later:
+        raise InvalidInput(
+            [Problem(field_name, f"logical date {_utc_text(min(later))} is after now "
+                                 f"({_utc_text(now.replace(microsecond=0))}): a backfill runs "
+                                 "only dates that have come; the schedule runs later ones")]
+        )  # fmt: skip
 
 
 def new_backfill(
@@ -328,6 +353,7 @@ def plan_dependents(
     dates: Sequence[str] = (),
     order: Order = Order.ASC,
     root_schedule: Schedule | None = None,
+    now: datetime | None = None,
 ) -> list[DependentPlan]:
     """The downstream workflows a dependent-mode backfill of ``root`` includes, and their
     dates (DolphinScheduler's complement data with dependent mode).
@@ -343,6 +369,8 @@ def plan_dependents(
       [start, end], or on the same days (``dates``; a date-time names its day in the root's
       time zone). One whose schedule fires at no time in the range is left out (nothing to
       backfill there), but what depends on it is still looked at.
+    - ``now``: a date of one after it is refused like the root's (``backfill_dates``); a
+      problem with one's dates names it.
     Raises ``InvalidInput`` when more than ``MAX_BACKFILL_DEPENDENTS`` are included."""
     downstream: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for key in sorted(workflows):
@@ -364,10 +392,16 @@ def plan_dependents(
                     [Problem("dependents", f"more than {MAX_BACKFILL_DEPENDENTS} workflows "
                                            "depend on this one; backfill them in parts")]
                 )  # fmt: skip
-            logical = backfill_dates(
-                workflows[key].workflow.schedule, start=start, end=end, dates=day_list,
-                order=order, allow_empty=True,
-            )  # fmt: skip
+            try:
+                logical = backfill_dates(
+                    workflows[key].workflow.schedule, start=start, end=end, dates=day_list,
+                    order=order, allow_empty=True, now=now,
+                )  # fmt: skip
+            except InvalidInput as exc:  # its own schedule's dates: say whose they are
+                raise InvalidInput(
+                    [Problem("dependents", f"{key[0]}/{key[1]}: {p.path}: {p.message}")
+                     for p in exc.problems]
+                ) from None  # fmt: skip
             if not logical:
                 continue  # its schedule fires at no time in the range: nothing to backfill
             plans.append(DependentPlan(key[0], key[1], tuple(logical), upstream))
@@ -629,6 +663,7 @@ __all__ = [
     "parse_moment",
     "pause_backfill",
     "plan_dependents",
+    "refuse_future_dates",
     "rerun_all",
     "rerun_due",
     "resume_backfill",
