@@ -414,6 +414,43 @@ def test_dates_after_now_are_refused_before_anything_is_made(h: Harness) -> None
     assert h.get(bf).state is BackfillState.SUCCEEDED
 
 
+def test_params_given_with_rerun_over_runs_with_other_params_are_refused(hb: Harness) -> None:
+    """A rerun goes on under its run's params (its earlier attempts ran with them): -p with
+    --rerun over dates whose runs have other values is refused up front, naming the dates,
+    instead of being recorded on the backfill and silently not applied."""
+    first = hb.backfills.create("default", "daily", start="2026-01-01", end="2026-01-03")
+    hb.drive(fails_on("2026-01-02"))
+    assert date_states(hb.get(first)) == ["succeeded", "failed", "not_run"]
+    before = _attempts(hb, first.dates[1].run_id)
+    for rerun in (Rerun.FAILED, Rerun.ALL):
+        with pytest.raises(InvalidInput) as err:
+            hb.backfills.create(
+                "default", "daily", start="2026-01-01", end="2026-01-05", rerun=rerun,
+                params={"region": "us"},
+            )  # fmt: skip
+        problem = err.value.problems[0]
+        assert problem.path == "params"
+        assert "2 date(s) have runs with other values of region" in problem.message
+        assert "2026-01-01T02:00:00Z, 2026-01-02T02:00:00Z)" in problem.message
+        assert "new runs only" in problem.message
+    assert [b.id for b in hb.backfills.list_backfills("default")] == [first.id]
+    assert _attempts(hb, first.dates[1].run_id) == before
+    # the same values as the runs have: nothing would be ignored, so the rerun goes ahead
+    again = hb.backfills.create(
+        "default", "daily", start="2026-01-01", end="2026-01-03", rerun=Rerun.FAILED,
+        params={"region": "eu"},
+    )  # fmt: skip
+    hb.drive()
+    assert date_states(hb.get(again)) == ["skipped", "succeeded", "succeeded"]
+    # dates that have no run yet take the params given, as ever
+    fresh = hb.backfills.create(
+        "default", "daily", start="2026-01-04", end="2026-01-04", rerun=Rerun.FAILED,
+        params={"region": "us"},
+    )  # fmt: skip
+    hb.drive()
+    assert hb.store.get_run(fresh.dates[0].run_id).params["region"] == "us"
+
+
 # ------------------------------------------------------------------ the API
 class AuditLog:
     def __init__(self) -> None:

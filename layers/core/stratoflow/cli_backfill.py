@@ -82,7 +82,11 @@ def _print_one(body: dict[str, Any]) -> None:
     "--rerun", type=click.Choice(["none", "failed", "all"]), default="none", show_default=True,
     help="dates that already have a run: keep it, rerun its failed tasks, or rerun it whole",
 )  # fmt: skip
-@click.option("-p", "--param", "params", multiple=True, help="name=value, for every run")
+@click.option(
+    "-p", "--param", "params", multiple=True,
+    help="name=value, for every run it makes (with --rerun, refused for dates whose runs have "
+    "other values: a rerun keeps its run's params)",
+)  # fmt: skip
 @click.option(
     "--dependents", is_flag=True,
     help="also backfill the workflows whose dependency tasks wait on this one (transitively, "

@@ -58,7 +58,9 @@ class BackfillRequest(BaseModel):
     )
     params: dict[str, Any] = Field(
         default_factory=dict, max_length=MAX_PARAMS,
-        description="Overrides of the workflow's declared params, for every run it makes.",
+        description="Overrides of the workflow's declared params, for every run it makes. A "
+        "rerun keeps its run's params: with `rerun` `failed` or `all`, values that differ from "
+        "those of a date's existing run are refused (400, naming the dates).",
     )  # fmt: skip
     dependents: bool = Field(
         default=False,
