@@ -31,6 +31,7 @@ from stratoflow.engine.backfill import (
     pause_backfill,
     refuse_future_dates,
     resume_backfill,
+    settle_cancelled,
     wanted_runs,
 )
 from stratoflow.errors import Conflict, InvalidInput
@@ -253,7 +254,6 @@ def test_a_failed_lane_stops_while_the_others_go_on() -> None:
     ("rerun", "existing", "action"),
     [
         (Rerun.NONE, RunState.SUCCEEDED, None),
-        (Rerun.NONE, RunState.FAILED, None),
         (Rerun.NONE, RunState.RUNNING, Action.ADOPT),
         (Rerun.FAILED, RunState.SUCCEEDED, None),
         (Rerun.FAILED, RunState.FAILED, Action.RERUN),
@@ -276,6 +276,38 @@ def test_rerun_modes_for_dates_that_have_runs(
         assert first.state is DateState.RUNNING
         assert first.action is action
         assert (first in turn.acts) is (action is Action.RERUN)
+
+
+@pytest.mark.parametrize(
+    ("existing", "state"), [(RunState.FAILED, "failed"), (RunState.STOPPED, "stopped")]
+)
+def test_a_kept_run_that_did_not_succeed_is_no_skip_and_stops_its_lane(
+    existing: RunState, state: str
+) -> None:
+    """--rerun none over a date whose run failed or was stopped: the date never completed,
+    so it is not `skipped` (which counts as done) but ends as its run did, and its lane
+    stops as after any failure: the backfill fails instead of claiming success."""
+    bf = make(3)
+    turn = advance_backfill(bf, known(bf, r1=RunState.SUCCEEDED, r0=existing), NOW)
+    assert states(turn.backfill) == [state, "not_run", "not_run"]
+    assert turn.backfill.dates[0].run_state is existing
+    assert "--rerun failed" in (turn.backfill.dates[0].error or "")
+    assert turn.backfill.state is BackfillState.FAILED
+    assert not turn.acts
+    # with two lanes, only its lane stops: the other goes on past the kept success
+    bf = make(3, parallel=2)
+    turn = advance_backfill(bf, known(bf, r0=existing, r1=RunState.SUCCEEDED), NOW)
+    assert states(turn.backfill) == [state, "skipped", "running"]
+    assert turn.backfill.dates[0].lane not in {turn.backfill.dates[2].lane}
+
+
+def test_a_run_stopped_mid_run_leaves_its_date_stopped_not_failed_nor_not_run() -> None:
+    bf = make(2)
+    bf = advance_backfill(bf, known(bf), NOW).backfill
+    turn = advance_backfill(bf, known(bf, r0=RunState.STOPPED), NOW)
+    assert states(turn.backfill) == ["stopped", "not_run"]
+    assert turn.backfill.state is BackfillState.FAILED
+    assert turn.backfill.counts()["stopped"] == 1
 
 
 def test_a_repeated_backfill_of_succeeded_dates_adds_nothing_and_succeeds() -> None:
@@ -328,7 +360,10 @@ def test_pause_takes_nothing_new_resume_goes_on_cancel_stops_its_own_runs() -> N
     cancelled, stop = cancel_backfill(bf, NOW)
     assert cancelled.state is BackfillState.CANCELLED
     assert stop == ["r1", "r2"]
-    assert states(cancelled) == ["succeeded", "not_run", "not_run", "not_run"]
+    # the runs it stops were under way: stopped, not "not_run" (that is for what never ran)
+    assert states(cancelled) == ["succeeded", "stopped", "stopped", "not_run"]
+    counts = cancelled.counts()
+    assert (counts["stopped"], counts["not_run"], counts["succeeded"]) == (2, 1, 1)
     with pytest.raises(Conflict):
         cancel_backfill(cancelled, NOW)
 
@@ -337,7 +372,19 @@ def test_cancel_leaves_a_run_it_only_waited_for_alone() -> None:
     bf = make(1)
     bf = advance_backfill(bf, known(bf, r0=RunState.RUNNING), NOW).backfill
     assert bf.dates[0].action is Action.ADOPT
-    assert cancel_backfill(bf, NOW)[1] == []
+    cancelled, stop = cancel_backfill(bf, NOW)
+    assert stop == []
+    assert states(cancelled) == ["not_run"]  # its run is not this backfill's, and goes on
+
+
+def test_a_cancelled_date_whose_run_could_not_be_stopped_ends_as_its_run_did() -> None:
+    bf = make(3, parallel=3)
+    bf = advance_backfill(bf, known(bf), NOW).backfill
+    cancelled, _ = cancel_backfill(bf, NOW)
+    cancelled = settle_cancelled(cancelled, "r0", run("r0", RunState.SUCCEEDED))
+    cancelled = settle_cancelled(cancelled, "r1", None)  # never made (a crash before it)
+    assert states(cancelled) == ["succeeded", "not_run", "stopped"]
+    assert cancelled.dates[0].error is None
 
 
 def test_parallel_is_bounded() -> None:
@@ -351,6 +398,9 @@ def test_the_stored_document_reads_back_equal() -> None:
     bf = make(3, parallel=2, rerun=Rerun.ALL)
     bf = advance_backfill(bf, known(bf, r0=RunState.FAILED), NOW).backfill
     assert backfill_from_document(backfill_document(bf)) == bf
+    stopped = cancel_backfill(bf, NOW)[0]
+    assert DateState.STOPPED in {d.state for d in stopped.dates}
+    assert backfill_from_document(backfill_document(stopped)) == stopped
 
 
 # ------------------------------------------------------------------ a storm of run ends
@@ -407,8 +457,11 @@ def test_lanes_hold_their_invariants_whatever_order_runs_end_in(
     assert len(made) == len(set(made))  # each date's run made once
     assert not set(made) & {f"r{i}" for i, s in enumerate(existing[:n]) if s is not None}
     assert len(rerun_of) == len(set(rerun_of))
-    bad = {DateState.FAILED, DateState.NOT_RUN}
+    bad = {DateState.FAILED, DateState.STOPPED, DateState.NOT_RUN}
     assert (bf.state is BackfillState.SUCCEEDED) == (not {d.state for d in bf.dates} & bad)
-    if parallel == 1 and DateState.FAILED in {d.state for d in bf.dates}:
-        first = [d.state for d in bf.dates].index(DateState.FAILED)
+    # a skip counts as done only over a run that succeeded
+    assert all(d.run_state is RunState.SUCCEEDED for d in bf.dates if d.state is DateState.SKIPPED)
+    ended = [d.state in (DateState.FAILED, DateState.STOPPED) for d in bf.dates]
+    if parallel == 1 and any(ended):
+        first = ended.index(True)
         assert {d.state for d in bf.dates[first + 1 :]} <= {DateState.NOT_RUN}

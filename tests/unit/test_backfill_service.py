@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from tests.fakes import FakeClock, RecordingDispatcher
 from tests.stores import STORE_KINDS, state_store
 
+from stratoflow import cli_backfill
 from stratoflow.adapters.aws.dynamodb import DynamoStore
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.api.app import create_app
+from stratoflow.api.backfills import backfill_view
 from stratoflow.backfills import Backfills
 from stratoflow.engine import AttemptResult, AttemptStatus, RunState
 from stratoflow.engine.backfill import Action, Backfill, BackfillState, Order, Rerun
@@ -239,7 +242,8 @@ def test_pause_resume_and_cancel(h: Harness) -> None:
     h.drive()
     assert {r.state for r in h.runs()} == {RunState.SUCCEEDED, RunState.STOPPED}
     assert len(h.runs(RunState.STOPPED)) == 2
-    assert date_states(h.get(bf)) == ["succeeded", "succeeded"] + ["not_run"] * 4
+    # the two it stopped mid-run are stopped; the two never taken are not_run
+    assert date_states(h.get(bf)) == ["succeeded"] * 2 + ["stopped"] * 2 + ["not_run"] * 2
     assert len(h.runs()) == 4  # nothing started after the cancel
     kinds = h.events.kinds()
     assert kinds.index("backfill.paused") < kinds.index("backfill.resumed")
@@ -449,6 +453,70 @@ def test_params_given_with_rerun_over_runs_with_other_params_are_refused(hb: Har
     )  # fmt: skip
     hb.drive()
     assert hb.store.get_run(fresh.dates[0].run_id).params["region"] == "us"
+
+
+def test_cancelled_runs_are_stopped_and_a_keeping_backfill_over_them_fails(hb: Harness) -> None:
+    """After a cancel, dates whose runs were stopped mid-run say so (not `not_run`), and a
+    later --rerun none backfill over them does not call them skipped nor itself succeeded:
+    those days never completed. --rerun failed then completes them."""
+    bf = hb.backfills.create("default", "daily", start="2026-01-01", end="2026-01-04", parallel=2)
+    hb.scheduler.step()
+    cancelled = hb.backfills.cancel(bf.id)
+    hb.drive()
+    assert date_states(hb.get(bf)) == ["stopped", "stopped", "not_run", "not_run"]
+    assert cancelled.counts()["stopped"] == 2
+    keep = hb.backfills.create("default", "daily", start="2026-01-01", end="2026-01-04")
+    hb.drive()
+    keep = hb.get(keep)
+    assert keep.state is BackfillState.FAILED
+    assert date_states(keep) == ["stopped", "not_run", "not_run", "not_run"]
+    assert "--rerun failed" in (keep.dates[0].error or "")
+    redo = hb.backfills.create(
+        "default", "daily", start="2026-01-01", end="2026-01-04", rerun=Rerun.FAILED
+    )
+    hb.drive()
+    assert hb.get(redo).state is BackfillState.SUCCEEDED
+    assert date_states(hb.get(redo)) == ["succeeded"] * 4
+
+
+def test_a_cancel_whose_run_had_ended_already_records_how_it_ended(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bf = h.backfills.create("default", "daily", start="2026-01-01", end="2026-01-02")
+    with monkeypatch.context() as m:  # the run ends before the lane hears of it
+        m.setattr(Backfills, "run_ended", lambda self, run: None)
+        h.drive()
+    assert date_states(h.get(bf)) == ["running", "pending"]
+    cancelled = h.backfills.cancel(bf.id)
+    assert date_states(cancelled) == ["succeeded", "not_run"]
+    assert date_states(h.get(bf)) == ["succeeded", "not_run"]
+
+
+def test_cli_list_counts_only_the_dates_that_ran_or_were_kept(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`backfills list` after a cancel that stopped 2 runs of 6 dates: 2/6 done (it said
+    6/6: the 4 dates never taken counted as done)."""
+    done = h.backfills.create("default", "daily", start="2026-02-01", end="2026-02-02")
+    h.drive()
+    bf = h.backfills.create("default", "daily", start="2026-01-01", end="2026-01-06", parallel=2)
+    h.scheduler.step()
+    h.backfills.cancel(bf.id)
+    h.drive()
+    found = h.backfills.list_backfills("default")
+    body = {"backfills": [backfill_view(b, dates=False) for b in found]}
+
+    class FakeClient:
+        def __init__(self, api: str) -> None:
+            self.api = api
+
+        def call(self, method: str, path: str, **kwargs: Any) -> Any:
+            return body
+
+    monkeypatch.setattr(cli_backfill, "Client", FakeClient)
+    out = CliRunner().invoke(cli_backfill.backfills, ["list", "--api", "http://x"]).output
+    lines = {line.split()[0]: line.split()[1:3] for line in out.splitlines()}
+    assert lines == {bf.id: ["cancelled", "2/6"], done.id: ["succeeded", "2/2"]}
 
 
 # ------------------------------------------------------------------ the API

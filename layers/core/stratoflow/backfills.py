@@ -36,6 +36,7 @@ from stratoflow.engine.backfill import (
     plan_dependents,
     rerun_all,
     resume_backfill,
+    settle_cancelled,
     wanted_runs,
 )
 from stratoflow.errors import (
@@ -306,11 +307,21 @@ class Backfills:
         with self.scheduler._lock:
             cancelled = self._change(backfill_id, cancel)
             self._emit("backfill.cancelled", cancelled)
+            unstopped: list[str] = []
             for run_id in to_stop:
                 try:
                     self.scheduler.stop(run_id)
                 except (Conflict, NotFound):  # it ended meanwhile, or was never made
-                    continue
+                    unstopped.append(run_id)
+            if unstopped:  # those dates end as their runs did, not as stopped
+                runs = self._read_runs(unstopped)
+
+                def settle(backfill: Backfill, now: datetime) -> Backfill:
+                    for run_id in unstopped:
+                        backfill = settle_cancelled(backfill, run_id, runs[run_id])
+                    return backfill
+
+                cancelled = self._change(backfill_id, settle)
             return cancelled
 
     def _change(

@@ -54,9 +54,12 @@ class DateState(StrEnum):
     PENDING = "pending"  # not taken by a lane yet
     RUNNING = "running"  # a lane waits for its run
     SUCCEEDED = "succeeded"
-    FAILED = "failed"  # its run failed or was stopped: its lane stopped
-    SKIPPED = "skipped"  # a run existed and --rerun did not ask to run it again
-    NOT_RUN = "not_run"  # left when every lane stopped, or the backfill was cancelled
+    FAILED = "failed"  # its run failed (or a failed run was kept): its lane stopped
+    # its run was stopped (the backfill's cancel, or a user; or a stopped run was kept): its
+    # lane stopped; the date did not complete
+    STOPPED = "stopped"
+    SKIPPED = "skipped"  # a succeeded run existed and --rerun did not ask to run it again
+    NOT_RUN = "not_run"  # no run of it started here: every lane stopped, or cancelled first
 
 
 class Rerun(StrEnum):
@@ -477,10 +480,9 @@ def advance_backfill(
         if run.state.terminal:
             ok = run.state is RunState.SUCCEEDED
             dates[i] = d.with_(
-                state=DateState.SUCCEEDED if ok else DateState.FAILED,
-                run_state=run.state,
+                state=_ended(run.state), run_state=run.state,
                 error=None if ok else (run.error or f"run {run.id} {run.state}"),
-            )
+            )  # fmt: skip
             if not ok:
                 stopped.add(d.lane or 0)
         elif d.run_state is not run.state:
@@ -499,10 +501,22 @@ def advance_backfill(
                 break
             existing = runs[d.run_id]
             action = _take(existing, backfill.rerun)
-            if action is None:
-                assert existing is not None
+            if action is None and existing is not None and existing.state is RunState.SUCCEEDED:
                 dates[i] = d.with_(state=DateState.SKIPPED, run_state=existing.state)
                 continue
+            if action is None and existing is not None:
+                # a kept run that did not succeed: the date did not complete, so it is not
+                # skipped (a success) but ends as its run did, and stops its lane like a
+                # failure (serial: no date starts after one that did not succeed)
+                lane = free.pop(0)
+                dates[i] = d.with_(
+                    state=_ended(existing.state), lane=lane, run_state=existing.state,
+                    error=f"its run {existing.id} {existing.state.value} and --rerun "
+                          f"{backfill.rerun.value} keeps it (--rerun failed runs it again)",
+                )  # fmt: skip
+                stopped.add(lane)
+                continue
+            assert action is not None
             dates[i] = d.with_(
                 state=DateState.RUNNING, lane=free.pop(0), action=action,
                 prior_end=existing.ended_at if existing is not None else None,
@@ -521,6 +535,13 @@ def advance_backfill(
     return BackfillTurn(after, tuple(acts), tuple(events), tuple(lookup), changed)
 
 
+def _ended(state: RunState) -> DateState:
+    """A date's state once its run ended in ``state``."""
+    if state is RunState.SUCCEEDED:
+        return DateState.SUCCEEDED
+    return DateState.STOPPED if state is RunState.STOPPED else DateState.FAILED
+
+
 def _maybe_end(backfill: Backfill, now: datetime) -> Backfill:
     states = {d.state for d in backfill.dates}
     if DateState.RUNNING in states:
@@ -532,7 +553,7 @@ def _maybe_end(backfill: Backfill, now: datetime) -> Backfill:
         d.with_(state=DateState.NOT_RUN) if d.state is DateState.PENDING else d
         for d in backfill.dates
     )
-    bad = any(d.state in (DateState.FAILED, DateState.NOT_RUN) for d in dates)
+    bad = any(d.state in (DateState.FAILED, DateState.STOPPED, DateState.NOT_RUN) for d in dates)
     return backfill.with_(
         dates=dates,
         state=BackfillState.FAILED if bad else BackfillState.SUCCEEDED,
@@ -555,22 +576,48 @@ def resume_backfill(backfill: Backfill, now: datetime) -> Backfill:
 
 def cancel_backfill(backfill: Backfill, now: datetime) -> tuple[Backfill, list[str]]:
     """End it: no date is taken any more, and the runs it made or reran that still go on
-    are to be stopped (returned); a run it only waited for (a schedule's) is left alone."""
+    are to be stopped (returned; their dates are ``stopped``); a run it only waited for (a
+    schedule's) is left alone (its date, like a pending one, is ``not_run`` here). A run
+    that ended before its stop reached it is ``settle_cancelled``'s."""
     if backfill.state.terminal:
         raise Conflict(f"backfill {backfill.id} is already {backfill.state}")
-    stop = [
-        d.run_id
-        for d in backfill.dates
-        if d.state is DateState.RUNNING and d.action is not Action.ADOPT
-    ]
-    dates = tuple(
-        d.with_(state=DateState.NOT_RUN, error="backfill cancelled")
-        if d.state in (DateState.PENDING, DateState.RUNNING)
-        else d
-        for d in backfill.dates
+    stop: list[str] = []
+    dates = list(backfill.dates)
+    for i, d in enumerate(dates):
+        if d.state is DateState.RUNNING and d.action is not Action.ADOPT:
+            stop.append(d.run_id)
+            dates[i] = d.with_(
+                state=DateState.STOPPED, error="backfill cancelled: its run was stopped"
+            )
+        elif d.state is DateState.RUNNING:
+            dates[i] = d.with_(
+                state=DateState.NOT_RUN,
+                error="backfill cancelled: its run, not made by this backfill, goes on",
+            )
+        elif d.state is DateState.PENDING:
+            dates[i] = d.with_(state=DateState.NOT_RUN, error="backfill cancelled")
+    after = backfill.with_(
+        dates=tuple(dates), state=BackfillState.CANCELLED, ended_at=now, updated_at=now
     )
-    after = backfill.with_(dates=dates, state=BackfillState.CANCELLED, ended_at=now, updated_at=now)
     return after, stop
+
+
+def settle_cancelled(backfill: Backfill, run_id: str, run: Run | None) -> Backfill:
+    """A cancelled backfill's date whose run its cancel could not stop: the run had ended
+    already (the date ends as it did), or was never made (a crash before it: ``not_run``)."""
+    dates = list(backfill.dates)
+    for i, d in enumerate(dates):
+        if d.run_id != run_id or d.state is not DateState.STOPPED:
+            continue
+        if run is None:
+            dates[i] = d.with_(state=DateState.NOT_RUN, run_state=None, error="backfill cancelled")
+        elif run.state.terminal:
+            ok = run.state is RunState.SUCCEEDED
+            dates[i] = d.with_(
+                state=_ended(run.state), run_state=run.state,
+                error=None if ok else (run.error or f"run {run.id} {run.state}"),
+            )  # fmt: skip
+    return backfill.with_(dates=tuple(dates))
 
 
 def rerun_all(spec: WorkflowSpec, run: Run, tasks: Iterable[TaskInstance], now: datetime) -> Plan:
@@ -667,6 +714,7 @@ __all__ = [
     "rerun_all",
     "rerun_due",
     "resume_backfill",
+    "settle_cancelled",
     "upstreams_of",
     "wanted_runs",
 ]
