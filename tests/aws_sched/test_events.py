@@ -350,7 +350,15 @@ BACKFILL = {
     "project": "default",
     "workflow": "daily",
     "state": "running",
-    "dates": {"pending": 2, "running": 1, "succeeded": 0, "failed": 0, "skipped": 0, "not_run": 0},
+    "dates": {
+        "pending": 2,
+        "running": 1,
+        "succeeded": 0,
+        "failed": 0,
+        "stopped": 0,
+        "skipped": 0,
+        "not_run": 0,
+    },
     "params": {"password": "hunter2"},
     "parent": None,
 }

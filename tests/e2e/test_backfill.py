@@ -203,6 +203,13 @@ def test_cli_backfill_waits_lists_shows_and_refuses_bad_input(
     assert bad.exit_code == 2
     assert "end" in bad.output
     assert cli.invoke(main, ["backfill", "bf_e2e", "--start", "2026-01-01", *api]).exit_code == 2
+    # a logical date after now: refused, naming it and now (the schedule runs it when it comes)
+    future = cli.invoke(main, ["backfill", "bf_e2e", "--start", "2030-03-01", "--end", "2030-03-02", *api])  # fmt: skip
+    assert future.exit_code == 2, future.output
+    assert "2030-03-01T00:00:00Z is after now (" in future.output
+    edge = cli.invoke(main, ["backfill", "bf_e2e", "--start", "9999-12-29", "--end", "9999-12-29", *api])  # fmt: skip
+    assert edge.exit_code == 2, edge.output
+    assert "'9999-12-29' means 9999-12-29T23:59:59.999999Z" in edge.output
     assert cli.invoke(main, ["backfills", "pause", body["id"], *api]).exit_code == 2  # finished
     after = json.loads(cli.invoke(main, ["backfills", "list", "--output", "json", *api]).output)
     assert len(after["backfills"]) == 2

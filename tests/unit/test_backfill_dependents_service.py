@@ -20,6 +20,7 @@ from stratoflow.api.app import create_app
 from stratoflow.auth import Principal, Role
 from stratoflow.engine import RunState
 from stratoflow.engine.backfill import Backfill, BackfillState
+from stratoflow.errors import InvalidInput
 from stratoflow.ports import RunQuery
 from stratoflow.service import Scheduler, scheduled_run_id
 
@@ -205,3 +206,16 @@ def test_a_crash_while_creating_leaves_no_root_naming_a_missing_backfill(
         assert h.get(b).state is BackfillState.SUCCEEDED, h.get(b)
     for name in "abcd":
         assert len(runs_of(h, name)) == 2, name
+
+
+def test_a_dependent_date_after_now_is_refused_before_anything_is_made(h: Harness) -> None:
+    """The root's dates have all come, but c's own schedule fires at 03:00 on the last day,
+    which has not: refused, naming c, and no backfill nor run of any of them is made."""
+    h.clock.advance(2 * 3600 + 1800)  # 2026-06-01T02:30Z: a's 02:00 has come, c's 03:00 not
+    with pytest.raises(InvalidInput) as err:
+        h.backfills.create("default", "a", start="2026-05-31", end="2026-06-01", dependents=True)
+    problem = err.value.problems[0]
+    assert problem.path == "dependents"
+    assert problem.message.startswith("default/c: end: logical date 2026-06-01T03:00:00Z is after")
+    assert h.backfills.list_backfills("default") == []
+    assert h.store.list_runs(RunQuery(limit=10)) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -26,8 +27,11 @@ from stratoflow.engine.backfill import (
     backfill_from_document,
     cancel_backfill,
     new_backfill,
+    parse_moment,
     pause_backfill,
+    refuse_future_dates,
     resume_backfill,
+    settle_cancelled,
     wanted_runs,
 )
 from stratoflow.errors import Conflict, InvalidInput
@@ -98,6 +102,56 @@ def test_bad_ranges_name_the_field(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidInput) as err:
         backfill_dates(None, **kwargs)
     assert field in [p.path for p in err.value.problems]
+
+
+def test_a_bound_message_says_what_the_input_means_and_never_contradicts_it() -> None:
+    # '9999-12-29' as an end is that whole day: past the last instant allowed, and said so
+    # (it used to read "must be between 1900-01-02 and 9999-12-29" for 9999-12-29 itself)
+    with pytest.raises(InvalidInput) as err:
+        backfill_dates(None, start="9999-12-29", end="9999-12-29")
+    message = err.value.problems[0].message
+    assert err.value.problems[0].path == "end"
+    assert "'9999-12-29' means 9999-12-29T23:59:59.999999Z" in message
+    assert "between 1900-01-02T00:00:00Z and 9999-12-29T00:00:00Z" in message
+    # a day that looks inside but whose start in the schedule's zone is outside, likewise
+    with pytest.raises(InvalidInput, match=r"'1900-01-02' means 1900-01-01T\d\d:\d\d:\d\dZ"):
+        parse_moment("1900-01-02", "start", ZoneInfo("Asia/Tokyo"))
+    # the bounds themselves are inside
+    assert parse_moment("9999-12-29T00:00:00Z", "end", ZoneInfo("UTC")) == utc(9999, 12, 29)
+    assert parse_moment("1900-01-02", "start", ZoneInfo("UTC")) == utc(1900, 1, 2)
+
+
+def test_dates_after_now_are_refused_naming_the_first_and_now() -> None:
+    now = datetime(2026, 6, 1, 12, 0, 30, 123456, tzinfo=UTC)
+    refuse_future_dates([utc(2026, 6, 1, 12), now], now, "end")  # up to now itself: fine
+    later = [utc(2026, 6, 3), utc(2026, 6, 1, 12, 1), utc(2026, 5, 31)]  # --order desc too
+    with pytest.raises(InvalidInput) as err:
+        refuse_future_dates(later, now, "dates")
+    problem = err.value.problems[0]
+    assert problem.path == "dates"
+    assert "2026-06-01T12:01:00Z is after now (2026-06-01T12:00:30Z)" in problem.message
+
+
+def test_the_dates_refuse_the_earliest_after_now_without_looking_past_it() -> None:
+    minutely = Schedule(cron="* * * * *")
+    # a range far in the future: refused as future, not as "more than 1000 dates"
+    with pytest.raises(InvalidInput) as err:
+        backfill_dates(minutely, start="2030-03-01", end="2030-03-02", now=NOW)
+    assert (err.value.problems[0].path, err.value.problems[0].message[:50]) == (
+        "start",
+        "logical date 2030-03-01T00:00:00Z is after now (20",
+    )
+    # a range across now: the first firing after now (the end is what reaches too far)
+    with pytest.raises(InvalidInput, match=r"2026-06-01T00:01:00Z is after now \(2026-06-01T00:00:00Z\)") as err:  # fmt: skip
+        backfill_dates(minutely, start="2026-05-31T22:00", end="2026-06-03", now=NOW)
+    assert err.value.problems[0].path == "end"
+    # a list: the earliest of its future dates, whatever the order given
+    with pytest.raises(InvalidInput, match=r"2026-06-01T12:00:00Z is after now") as err:
+        backfill_dates(None, dates=["2026-06-03", "2026-06-01T12:00:00Z", "2026-05-30"], now=NOW)
+    assert err.value.problems[0].path == "dates"
+    # up to now is fine
+    got = backfill_dates(None, start="2026-05-30", end="2026-06-01", now=NOW)
+    assert got == [utc(2026, 5, 30), utc(2026, 5, 31), utc(2026, 6, 1)]
 
 
 def test_exact_times_in_one_second_are_one_date() -> None:
@@ -200,7 +254,6 @@ def test_a_failed_lane_stops_while_the_others_go_on() -> None:
     ("rerun", "existing", "action"),
     [
         (Rerun.NONE, RunState.SUCCEEDED, None),
-        (Rerun.NONE, RunState.FAILED, None),
         (Rerun.NONE, RunState.RUNNING, Action.ADOPT),
         (Rerun.FAILED, RunState.SUCCEEDED, None),
         (Rerun.FAILED, RunState.FAILED, Action.RERUN),
@@ -223,6 +276,38 @@ def test_rerun_modes_for_dates_that_have_runs(
         assert first.state is DateState.RUNNING
         assert first.action is action
         assert (first in turn.acts) is (action is Action.RERUN)
+
+
+@pytest.mark.parametrize(
+    ("existing", "state"), [(RunState.FAILED, "failed"), (RunState.STOPPED, "stopped")]
+)
+def test_a_kept_run_that_did_not_succeed_is_no_skip_and_stops_its_lane(
+    existing: RunState, state: str
+) -> None:
+    """--rerun none over a date whose run failed or was stopped: the date never completed,
+    so it is not `skipped` (which counts as done) but ends as its run did, and its lane
+    stops as after any failure: the backfill fails instead of claiming success."""
+    bf = make(3)
+    turn = advance_backfill(bf, known(bf, r1=RunState.SUCCEEDED, r0=existing), NOW)
+    assert states(turn.backfill) == [state, "not_run", "not_run"]
+    assert turn.backfill.dates[0].run_state is existing
+    assert "--rerun failed" in (turn.backfill.dates[0].error or "")
+    assert turn.backfill.state is BackfillState.FAILED
+    assert not turn.acts
+    # with two lanes, only its lane stops: the other goes on past the kept success
+    bf = make(3, parallel=2)
+    turn = advance_backfill(bf, known(bf, r0=existing, r1=RunState.SUCCEEDED), NOW)
+    assert states(turn.backfill) == [state, "skipped", "running"]
+    assert turn.backfill.dates[0].lane not in {turn.backfill.dates[2].lane}
+
+
+def test_a_run_stopped_mid_run_leaves_its_date_stopped_not_failed_nor_not_run() -> None:
+    bf = make(2)
+    bf = advance_backfill(bf, known(bf), NOW).backfill
+    turn = advance_backfill(bf, known(bf, r0=RunState.STOPPED), NOW)
+    assert states(turn.backfill) == ["stopped", "not_run"]
+    assert turn.backfill.state is BackfillState.FAILED
+    assert turn.backfill.counts()["stopped"] == 1
 
 
 def test_a_repeated_backfill_of_succeeded_dates_adds_nothing_and_succeeds() -> None:
@@ -275,7 +360,10 @@ def test_pause_takes_nothing_new_resume_goes_on_cancel_stops_its_own_runs() -> N
     cancelled, stop = cancel_backfill(bf, NOW)
     assert cancelled.state is BackfillState.CANCELLED
     assert stop == ["r1", "r2"]
-    assert states(cancelled) == ["succeeded", "not_run", "not_run", "not_run"]
+    # the runs it stops were under way: stopped, not "not_run" (that is for what never ran)
+    assert states(cancelled) == ["succeeded", "stopped", "stopped", "not_run"]
+    counts = cancelled.counts()
+    assert (counts["stopped"], counts["not_run"], counts["succeeded"]) == (2, 1, 1)
     with pytest.raises(Conflict):
         cancel_backfill(cancelled, NOW)
 
@@ -284,7 +372,19 @@ def test_cancel_leaves_a_run_it_only_waited_for_alone() -> None:
     bf = make(1)
     bf = advance_backfill(bf, known(bf, r0=RunState.RUNNING), NOW).backfill
     assert bf.dates[0].action is Action.ADOPT
-    assert cancel_backfill(bf, NOW)[1] == []
+    cancelled, stop = cancel_backfill(bf, NOW)
+    assert stop == []
+    assert states(cancelled) == ["not_run"]  # its run is not this backfill's, and goes on
+
+
+def test_a_cancelled_date_whose_run_could_not_be_stopped_ends_as_its_run_did() -> None:
+    bf = make(3, parallel=3)
+    bf = advance_backfill(bf, known(bf), NOW).backfill
+    cancelled, _ = cancel_backfill(bf, NOW)
+    cancelled = settle_cancelled(cancelled, "r0", run("r0", RunState.SUCCEEDED))
+    cancelled = settle_cancelled(cancelled, "r1", None)  # never made (a crash before it)
+    assert states(cancelled) == ["succeeded", "not_run", "stopped"]
+    assert cancelled.dates[0].error is None
 
 
 def test_parallel_is_bounded() -> None:
@@ -298,6 +398,9 @@ def test_the_stored_document_reads_back_equal() -> None:
     bf = make(3, parallel=2, rerun=Rerun.ALL)
     bf = advance_backfill(bf, known(bf, r0=RunState.FAILED), NOW).backfill
     assert backfill_from_document(backfill_document(bf)) == bf
+    stopped = cancel_backfill(bf, NOW)[0]
+    assert DateState.STOPPED in {d.state for d in stopped.dates}
+    assert backfill_from_document(backfill_document(stopped)) == stopped
 
 
 # ------------------------------------------------------------------ a storm of run ends
@@ -354,8 +457,11 @@ def test_lanes_hold_their_invariants_whatever_order_runs_end_in(
     assert len(made) == len(set(made))  # each date's run made once
     assert not set(made) & {f"r{i}" for i, s in enumerate(existing[:n]) if s is not None}
     assert len(rerun_of) == len(set(rerun_of))
-    bad = {DateState.FAILED, DateState.NOT_RUN}
+    bad = {DateState.FAILED, DateState.STOPPED, DateState.NOT_RUN}
     assert (bf.state is BackfillState.SUCCEEDED) == (not {d.state for d in bf.dates} & bad)
-    if parallel == 1 and DateState.FAILED in {d.state for d in bf.dates}:
-        first = [d.state for d in bf.dates].index(DateState.FAILED)
+    # a skip counts as done only over a run that succeeded
+    assert all(d.run_state is RunState.SUCCEEDED for d in bf.dates if d.state is DateState.SKIPPED)
+    ended = [d.state in (DateState.FAILED, DateState.STOPPED) for d in bf.dates]
+    if parallel == 1 and any(ended):
+        first = ended.index(True)
         assert {d.state for d in bf.dates[first + 1 :]} <= {DateState.NOT_RUN}

@@ -13,15 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from tests.fakes import FakeClock, RecordingDispatcher
 from tests.stores import STORE_KINDS, state_store
 
+from stratoflow import cli_backfill
 from stratoflow.adapters.aws.dynamodb import DynamoStore
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.api.app import create_app
+from stratoflow.api.backfills import backfill_view
 from stratoflow.backfills import Backfills
 from stratoflow.engine import AttemptResult, AttemptStatus, RunState
-from stratoflow.engine.backfill import Action, Backfill, BackfillState, Rerun
+from stratoflow.engine.backfill import Action, Backfill, BackfillState, Order, Rerun
 from stratoflow.errors import Conflict, InvalidInput
 from stratoflow.ports import AttemptSpec, EventSink, RunQuery
 from stratoflow.service import Finished, Scheduler, scheduled_run_id
@@ -239,7 +242,8 @@ def test_pause_resume_and_cancel(h: Harness) -> None:
     h.drive()
     assert {r.state for r in h.runs()} == {RunState.SUCCEEDED, RunState.STOPPED}
     assert len(h.runs(RunState.STOPPED)) == 2
-    assert date_states(h.get(bf)) == ["succeeded", "succeeded"] + ["not_run"] * 4
+    # the two it stopped mid-run are stopped; the two never taken are not_run
+    assert date_states(h.get(bf)) == ["succeeded"] * 2 + ["stopped"] * 2 + ["not_run"] * 2
     assert len(h.runs()) == 4  # nothing started after the cancel
     kinds = h.events.kinds()
     assert kinds.index("backfill.paused") < kinds.index("backfill.resumed")
@@ -378,6 +382,143 @@ def test_bad_input_changes_nothing(h: Harness) -> None:
     assert h.runs() == []
 
 
+MINUTELY = """\
+name: fut
+schedule: {cron: "* * * * *", timezone: UTC}
+tasks:
+  t: {type: shell, command: echo}
+"""
+
+
+def test_dates_after_now_are_refused_before_anything_is_made(h: Harness) -> None:
+    """A future date's run would take the id its schedule firing uses: run at once, it made
+    the real firing find it and add nothing. Refused, naming the first such date and now."""
+    h.scheduler.apply(MINUTELY)
+    h.clock.advance(30)  # 2026-06-01T00:00:30Z
+    with pytest.raises(InvalidInput) as err:
+        h.backfills.create("default", "fut", dates=["2026-06-01T00:02:00Z"])
+    assert err.value.problems[0].path == "dates"
+    assert "2026-06-01T00:02:00Z is after now (2026-06-01T00:00:30Z)" in str(err.value)
+    with pytest.raises(InvalidInput, match=r"2026-06-01T00:01:00Z is after now"):
+        h.backfills.create("default", "fut", start="2026-06-01T00:00", end="2026-06-01T00:05")
+    with pytest.raises(
+        InvalidInput, match=r"start: logical date 2030-03-01T02:00:00Z is after now"
+    ):
+        h.backfills.create("default", "daily", start="2030-03-01", end="2030-03-02")
+    with pytest.raises(InvalidInput, match=r"2026-06-01T02:00:00Z is after now"):
+        h.backfills.create(
+            "default", "daily", start="2026-05-31", end="2026-06-03", order=Order.DESC
+        )
+    assert h.backfills.list_backfills("default") == []
+    assert h.runs() == []
+    assert h.store.list_runs(RunQuery(workflow="fut")) == []
+    # a date up to now is backfilled as before
+    bf = h.backfills.create("default", "fut", dates=["2026-06-01T00:00:00Z"])
+    h.drive()
+    assert h.get(bf).state is BackfillState.SUCCEEDED
+
+
+def test_params_given_with_rerun_over_runs_with_other_params_are_refused(hb: Harness) -> None:
+    """A rerun goes on under its run's params (its earlier attempts ran with them): -p with
+    --rerun over dates whose runs have other values is refused up front, naming the dates,
+    instead of being recorded on the backfill and silently not applied."""
+    first = hb.backfills.create("default", "daily", start="2026-01-01", end="2026-01-03")
+    hb.drive(fails_on("2026-01-02"))
+    assert date_states(hb.get(first)) == ["succeeded", "failed", "not_run"]
+    before = _attempts(hb, first.dates[1].run_id)
+    for rerun in (Rerun.FAILED, Rerun.ALL):
+        with pytest.raises(InvalidInput) as err:
+            hb.backfills.create(
+                "default", "daily", start="2026-01-01", end="2026-01-05", rerun=rerun,
+                params={"region": "us"},
+            )  # fmt: skip
+        problem = err.value.problems[0]
+        assert problem.path == "params"
+        assert "2 date(s) have runs with other values of region" in problem.message
+        assert "2026-01-01T02:00:00Z, 2026-01-02T02:00:00Z)" in problem.message
+        assert "new runs only" in problem.message
+    assert [b.id for b in hb.backfills.list_backfills("default")] == [first.id]
+    assert _attempts(hb, first.dates[1].run_id) == before
+    # the same values as the runs have: nothing would be ignored, so the rerun goes ahead
+    again = hb.backfills.create(
+        "default", "daily", start="2026-01-01", end="2026-01-03", rerun=Rerun.FAILED,
+        params={"region": "eu"},
+    )  # fmt: skip
+    hb.drive()
+    assert date_states(hb.get(again)) == ["skipped", "succeeded", "succeeded"]
+    # dates that have no run yet take the params given, as ever
+    fresh = hb.backfills.create(
+        "default", "daily", start="2026-01-04", end="2026-01-04", rerun=Rerun.FAILED,
+        params={"region": "us"},
+    )  # fmt: skip
+    hb.drive()
+    assert hb.store.get_run(fresh.dates[0].run_id).params["region"] == "us"
+
+
+def test_cancelled_runs_are_stopped_and_a_keeping_backfill_over_them_fails(hb: Harness) -> None:
+    """After a cancel, dates whose runs were stopped mid-run say so (not `not_run`), and a
+    later --rerun none backfill over them does not call them skipped nor itself succeeded:
+    those days never completed. --rerun failed then completes them."""
+    bf = hb.backfills.create("default", "daily", start="2026-01-01", end="2026-01-04", parallel=2)
+    hb.scheduler.step()
+    cancelled = hb.backfills.cancel(bf.id)
+    hb.drive()
+    assert date_states(hb.get(bf)) == ["stopped", "stopped", "not_run", "not_run"]
+    assert cancelled.counts()["stopped"] == 2
+    keep = hb.backfills.create("default", "daily", start="2026-01-01", end="2026-01-04")
+    hb.drive()
+    keep = hb.get(keep)
+    assert keep.state is BackfillState.FAILED
+    assert date_states(keep) == ["stopped", "not_run", "not_run", "not_run"]
+    assert "--rerun failed" in (keep.dates[0].error or "")
+    redo = hb.backfills.create(
+        "default", "daily", start="2026-01-01", end="2026-01-04", rerun=Rerun.FAILED
+    )
+    hb.drive()
+    assert hb.get(redo).state is BackfillState.SUCCEEDED
+    assert date_states(hb.get(redo)) == ["succeeded"] * 4
+
+
+def test_a_cancel_whose_run_had_ended_already_records_how_it_ended(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bf = h.backfills.create("default", "daily", start="2026-01-01", end="2026-01-02")
+    with monkeypatch.context() as m:  # the run ends before the lane hears of it
+        m.setattr(Backfills, "run_ended", lambda self, run: None)
+        h.drive()
+    assert date_states(h.get(bf)) == ["running", "pending"]
+    cancelled = h.backfills.cancel(bf.id)
+    assert date_states(cancelled) == ["succeeded", "not_run"]
+    assert date_states(h.get(bf)) == ["succeeded", "not_run"]
+
+
+def test_cli_list_counts_only_the_dates_that_ran_or_were_kept(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`backfills list` after a cancel that stopped 2 runs of 6 dates: 2/6 done (it said
+    6/6: the 4 dates never taken counted as done)."""
+    done = h.backfills.create("default", "daily", start="2026-02-01", end="2026-02-02")
+    h.drive()
+    bf = h.backfills.create("default", "daily", start="2026-01-01", end="2026-01-06", parallel=2)
+    h.scheduler.step()
+    h.backfills.cancel(bf.id)
+    h.drive()
+    found = h.backfills.list_backfills("default")
+    body = {"backfills": [backfill_view(b, dates=False) for b in found]}
+
+    class FakeClient:
+        def __init__(self, api: str) -> None:
+            self.api = api
+
+        def call(self, method: str, path: str, **kwargs: Any) -> Any:
+            return body
+
+    monkeypatch.setattr(cli_backfill, "Client", FakeClient)
+    out = CliRunner().invoke(cli_backfill.backfills, ["list", "--api", "http://x"]).output
+    lines = {line.split()[0]: line.split()[1:3] for line in out.splitlines()}
+    assert lines == {bf.id: ["cancelled", "2/6"], done.id: ["succeeded", "2/2"]}
+
+
 # ------------------------------------------------------------------ the API
 class AuditLog:
     def __init__(self) -> None:
@@ -447,6 +588,9 @@ def test_api_creates_lists_shows_and_operates_backfills_with_audit_entries(h: Ha
         ({"start": "2026-01-01", "end": "2026-01-02", "params": {"nope": 1}}, "params.nope"),
         ({"start": "x" * 41, "end": "2026-01-02"}, "start"),
         ({"dates": []}, "dates"),
+        ({"start": "2030-03-01", "end": "2030-03-02"}, "2030-03-01T02:00:00Z is after now"),
+        ({"dates": ["2026-06-01T02:00:00Z"]}, "dates"),
+        ({"start": "9999-12-29", "end": "9999-12-29"}, "9999-12-29T23:59:59.999999Z"),
     ],
 )
 def test_api_bad_input_is_a_4xx_naming_the_field_and_changes_nothing(

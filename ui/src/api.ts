@@ -69,7 +69,7 @@ export interface Timeline {
   tasks: { task_id: string; state: TaskState; attempts: { attempt: number; state: string; started_at: string | null; ended_at: string | null; duration_seconds: number | null }[] }[];
 }
 export type BackfillState = "running" | "paused" | "succeeded" | "failed" | "cancelled";
-export type BackfillDateState = "pending" | "running" | "succeeded" | "failed" | "skipped" | "not_run";
+export type BackfillDateState = "pending" | "running" | "succeeded" | "failed" | "stopped" | "skipped" | "not_run";
 export interface BackfillDate {
   logical_date: string; run_id: string; state: BackfillDateState; lane: number | null;
   action: string | null; run_state: RunState | null; error: string | null;

@@ -36,9 +36,17 @@ from stratoflow.engine.backfill import (
     plan_dependents,
     rerun_all,
     resume_backfill,
+    settle_cancelled,
     wanted_runs,
 )
-from stratoflow.errors import Conflict, NotFound, StratoflowError, Unavailable
+from stratoflow.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    Problem,
+    StratoflowError,
+    Unavailable,
+)
 from stratoflow.ports import BackfillStore
 
 if TYPE_CHECKING:
@@ -55,6 +63,15 @@ RECONCILE_EVERY = timedelta(seconds=30)
 def backfill_id(project: str, name: str, now: datetime) -> str:
     """Like a run id it starts with its project ('.' cannot occur in a name)."""
     return f"{project}.backfill-{name}-{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+_ABSENT = object()
+
+
+def _same(had: Any, given: Any) -> bool:
+    """Whether a run's param value is the one given, as its tasks see it (rendered: the
+    CLI sends "10" for a default's 10)."""
+    return had is not _ABSENT and (had == given or str(had) == str(given))
 
 
 def backfill_event(backfill: Backfill) -> dict[str, Any]:
@@ -122,9 +139,12 @@ class Backfills:
         spec = s.spec(project, name, latest.version)
         given = dict(params or {})
         engine.effective_params(spec, given)  # an unknown parameter: said now, not per run
-        logical = backfill_dates(
-            spec.workflow.schedule, start=start, end=end, dates=dates, order=order
+        logical = backfill_dates(  # none after now (the schedule's to run when they come)
+            spec.workflow.schedule, start=start, end=end, dates=dates, order=order, now=now
         )
+        run_ids = [scheduled_run_id(project, name, d) for d in logical]
+        if given and rerun is not Rerun.NONE:
+            self._refuse_params_on_reruns(run_ids, logical, given, rerun)
         root_id = backfill_id(project, name, now)
         children: list[Backfill] = []
         if dependents:
@@ -135,7 +155,7 @@ class Backfills:
             }
             plans = plan_dependents(
                 (project, name), {k: v[1] for k, v in specs.items()}, start=start, end=end,
-                dates=dates, order=order, root_schedule=spec.workflow.schedule,
+                dates=dates, order=order, root_schedule=spec.workflow.schedule, now=now,
             )  # fmt: skip
             for plan in plans:
                 version, child_spec = specs[(plan.project, plan.workflow)]
@@ -153,7 +173,7 @@ class Backfills:
                 )  # fmt: skip
         made = new_backfill(
             backfill_id=root_id, spec=spec, version=latest.version,
-            logical_dates=logical, run_ids=[scheduled_run_id(project, name, d) for d in logical],
+            logical_dates=logical, run_ids=run_ids,
             params=given, parallel=parallel, order=order, rerun=rerun, now=now,
             created_by=created_by, dependents=[c.id for c in children],
         )  # fmt: skip
@@ -169,6 +189,37 @@ class Backfills:
             for child in children:  # a date two lanes reach has one run id: made once
                 self._advance_quietly(child.id)
             return root
+
+    def _refuse_params_on_reruns(
+        self, run_ids: Sequence[str], logical: Sequence[datetime], given: Mapping[str, Any],
+        rerun: Rerun,
+    ) -> None:  # fmt: skip
+        """Params apply to the runs a backfill makes: a rerun (``--rerun failed|all``) goes on
+        under its run's params, which its earlier attempts ran with (a run has one set of
+        params, so its tasks and history agree). A date whose run has other values for the
+        params given would silently not get them: the request is refused, naming the dates."""
+        runs = self._read_runs(run_ids)
+        differ: set[str] = set()
+        clash: list[datetime] = []
+        for day, run_id in zip(logical, run_ids, strict=True):
+            run = runs[run_id]
+            if run is None:
+                continue
+            # as a task sees it (rendered): the CLI's "10" is a default's 10
+            names = {k for k, v in given.items() if not _same(run.params.get(k, _ABSENT), v)}
+            if names:
+                differ |= names
+                clash.append(day)
+        if not clash:
+            return
+        days = ", ".join(f"{d:%Y-%m-%dT%H:%M:%SZ}" for d in clash[:5])
+        more = f" and {len(clash) - 5} more" if len(clash) > 5 else ""
+        raise InvalidInput(
+            [Problem("params", f"params apply to new runs only: {len(clash)} date(s) have runs "
+                               f"with other values of {', '.join(sorted(differ))} ({days}{more}), "
+                               f"and --rerun {rerun.value} would rerun them with their own "
+                               "params; leave those dates out, or give no params")]
+        )  # fmt: skip
 
     def _advance_quietly(self, backfill_id: str) -> None:
         try:
@@ -256,11 +307,21 @@ class Backfills:
         with self.scheduler._lock:
             cancelled = self._change(backfill_id, cancel)
             self._emit("backfill.cancelled", cancelled)
+            unstopped: list[str] = []
             for run_id in to_stop:
                 try:
                     self.scheduler.stop(run_id)
                 except (Conflict, NotFound):  # it ended meanwhile, or was never made
-                    continue
+                    unstopped.append(run_id)
+            if unstopped:  # those dates end as their runs did, not as stopped
+                runs = self._read_runs(unstopped)
+
+                def settle(backfill: Backfill, now: datetime) -> Backfill:
+                    for run_id in unstopped:
+                        backfill = settle_cancelled(backfill, run_id, runs[run_id])
+                    return backfill
+
+                cancelled = self._change(backfill_id, settle)
             return cancelled
 
     def _change(

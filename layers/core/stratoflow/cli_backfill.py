@@ -24,8 +24,8 @@ from stratoflow.cli_common import fail as _fail
 BACKFILL_POLL_SECONDS = 1.0
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 DATE_COLORS = {
-    "running": "blue", "succeeded": "green", "failed": "red", "skipped": "magenta",
-    "not_run": "bright_black",
+    "running": "blue", "succeeded": "green", "failed": "red", "stopped": "yellow",
+    "skipped": "magenta", "not_run": "bright_black",
 }  # fmt: skip
 OPERATIONS = {
     "pause": "Pause a backfill: no lane takes a new date (runs going on go on).",
@@ -82,7 +82,11 @@ def _print_one(body: dict[str, Any]) -> None:
     "--rerun", type=click.Choice(["none", "failed", "all"]), default="none", show_default=True,
     help="dates that already have a run: keep it, rerun its failed tasks, or rerun it whole",
 )  # fmt: skip
-@click.option("-p", "--param", "params", multiple=True, help="name=value, for every run")
+@click.option(
+    "-p", "--param", "params", multiple=True,
+    help="name=value, for every run it makes (with --rerun, refused for dates whose runs have "
+    "other values: a rerun keeps its run's params)",
+)  # fmt: skip
 @click.option(
     "--dependents", is_flag=True,
     help="also backfill the workflows whose dependency tasks wait on this one (transitively, "
@@ -163,7 +167,7 @@ def backfills_list(workflow: str | None, limit: int, project: str, output: str, 
         click.echo(json.dumps(body, indent=2))
         return
     for b in body["backfills"]:
-        done = sum(b["counts"][s] for s in ("succeeded", "failed", "skipped", "not_run"))
+        done = _completed(b["counts"])
         link = f"  (dependent of {b['parent']})" if b.get("parent") else ""
         if b.get("dependents"):
             link = f"  (+{len(b['dependents'])} dependents)"
@@ -171,6 +175,13 @@ def backfills_list(workflow: str | None, limit: int, project: str, output: str, 
             f"{b['id']:<56} {b['state']:<10} {done}/{sum(b['counts'].values())}  "
             f"{b['created_at']}{link}"
         )
+
+
+def _completed(counts: dict[str, int]) -> int:
+    """The dates that reached an end through a run: theirs ran (succeeded, failed or
+    stopped) or one was kept (skipped); a date left ``not_run`` (a cancel, a stopped lane)
+    never ran, however final the backfill's state."""
+    return sum(counts.get(s, 0) for s in ("succeeded", "failed", "stopped", "skipped"))
 
 
 @backfills.command("show")

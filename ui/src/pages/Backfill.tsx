@@ -2,7 +2,7 @@ import { useEffect, useState } from "preact/hooks";
 import { api, fmtTime, TERMINAL_BACKFILL, type BackfillRequest, type BackfillView, type VersionDetail } from "../api";
 import { ActionButton, ErrorBox, StateBadge, href, navigate, useCan, useLoad, useSession } from "../common";
 
-const DATE_STATES = ["pending", "running", "succeeded", "failed", "skipped", "not_run"] as const;
+const DATE_STATES = ["pending", "running", "succeeded", "failed", "stopped", "skipped", "not_run"] as const;
 
 /** The backfill dialog of a workflow: a date range (or a list of days), lanes, order, what to
  * do with dates that already have runs, and parameters. The API checks everything again. */

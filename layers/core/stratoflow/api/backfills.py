@@ -33,7 +33,8 @@ class BackfillRequest(BaseModel):
     start: str | None = Field(
         default=None, min_length=1, max_length=MOMENT_CHARS,
         description="First logical date, inclusive: YYYY-MM-DD (00:00 in the schedule's time "
-        "zone) or an ISO-8601 date-time (without an offset: wall time in that zone).",
+        "zone) or an ISO-8601 date-time (without an offset: wall time in that zone). No "
+        "logical date may be after now (400: the schedule runs those).",
     )  # fmt: skip
     end: str | None = Field(
         default=None, min_length=1, max_length=MOMENT_CHARS,
@@ -57,7 +58,9 @@ class BackfillRequest(BaseModel):
     )
     params: dict[str, Any] = Field(
         default_factory=dict, max_length=MAX_PARAMS,
-        description="Overrides of the workflow's declared params, for every run it makes.",
+        description="Overrides of the workflow's declared params, for every run it makes. A "
+        "rerun keeps its run's params: with `rerun` `failed` or `all`, values that differ from "
+        "those of a date's existing run are refused (400, naming the dates).",
     )  # fmt: skip
     dependents: bool = Field(
         default=False,

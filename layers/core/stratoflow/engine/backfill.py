@@ -54,9 +54,12 @@ class DateState(StrEnum):
     PENDING = "pending"  # not taken by a lane yet
     RUNNING = "running"  # a lane waits for its run
     SUCCEEDED = "succeeded"
-    FAILED = "failed"  # its run failed or was stopped: its lane stopped
-    SKIPPED = "skipped"  # a run existed and --rerun did not ask to run it again
-    NOT_RUN = "not_run"  # left when every lane stopped, or the backfill was cancelled
+    FAILED = "failed"  # its run failed (or a failed run was kept): its lane stopped
+    # its run was stopped (the backfill's cancel, or a user; or a stopped run was kept): its
+    # lane stopped; the date did not complete
+    STOPPED = "stopped"
+    SKIPPED = "skipped"  # a succeeded run existed and --rerun did not ask to run it again
+    NOT_RUN = "not_run"  # no run of it started here: every lane stopped, or cancelled first
 
 
 class Rerun(StrEnum):
@@ -170,8 +173,20 @@ def parse_moment(text: str, field_name: str, zone: ZoneInfo, *, end: bool = Fals
                                  "between 1900 and 9999")]
         ) from None  # fmt: skip
     if not _EARLIEST <= moment <= _LATEST:
-        raise InvalidInput([Problem(field_name, "must be between 1900-01-02 and 9999-12-29")])
+        # the bounds are instants in UTC: a day means its first instant (as an end, its last)
+        # in the schedule's time zone, which can fall outside though the day looks inside
+        whole = " (as an end: through that whole day)" if end and len(value) == 10 else ""
+        raise InvalidInput(
+            [Problem(field_name, f"{text!r} means {_utc_text(moment)}{whole}; it must be "
+                                 f"between {_utc_text(_EARLIEST)} and {_utc_text(_LATEST)}")]
+        )  # fmt: skip
     return moment
+
+
+def _utc_text(moment: datetime) -> str:
+    """An instant as UTC ISO-8601 with a Z (microseconds only when it has them)."""
+    text = moment.astimezone(UTC).replace(tzinfo=None).isoformat()
+    return f"{text}Z"
 
 
 _EARLIEST = datetime(1900, 1, 2, tzinfo=UTC)
@@ -186,6 +201,7 @@ def backfill_dates(
     dates: Sequence[str] = (),
     order: Order = Order.ASC,
     allow_empty: bool = False,
+    now: datetime | None = None,
 ) -> list[datetime]:
     """The logical dates of a backfill (aware UTC, in ``order``, each once): every time the
     schedule fires in the closed range [start, end] — daily at 00:00 in the schedule's time
@@ -193,12 +209,15 @@ def backfill_dates(
     days (a date) or exactly those instants (a date-time). The schedule's own start/end window
     does not limit a backfill: asking for the dates is the point (a rate() schedule keeps its
     start as the anchor of its times). ``allow_empty``: a range the schedule never fires in
-    gives no dates instead of an error (a dependent's, in ``plan_dependents``)."""
+    gives no dates instead of an error (a dependent's, in ``plan_dependents``). ``now``: a
+    date after it is refused (``refuse_future_dates``), naming the earliest; a range is not
+    looked at past it (a far end is refused as future, not as too many dates)."""
     zone = _zone(schedule)
     expr = parse_schedule(schedule.cron if schedule is not None else DAILY)
     anchor = schedule.start if schedule is not None and expr.rate is not None else None
     tz = str(zone)
     found: set[datetime] = set()
+    later: list[datetime] = []  # the earliest date after ``now`` of each range or instant
 
     def fire(lo: datetime, hi: datetime, where: str) -> None:
         t = lo - timedelta(microseconds=1)
@@ -208,6 +227,9 @@ def backfill_dates(
             except ScheduleError:  # no more fire times
                 return
             if t > hi:
+                return
+            if now is not None and t > now:
+                later.append(t)  # and every later one of this range is after now too
                 return
             found.add(t)
             if len(found) > MAX_BACKFILL_DATES:
@@ -227,6 +249,9 @@ def backfill_dates(
                 fire(parse_moment(text, where, zone), parse_moment(text, where, zone, end=True), where)  # fmt: skip
             else:  # to the second, as run ids are: two instants in one second are one date
                 found.add(parse_moment(text, where, zone).replace(microsecond=0))
+        if now is not None:
+            later += [d for d in found if d > now]
+            refuse_future_dates(later, now, "dates")
     else:
         if start is None or end is None:
             missing = [f for f, v in (("start", start), ("end", end)) if v is None]
@@ -236,6 +261,8 @@ def backfill_dates(
         if hi < lo:
             raise InvalidInput([Problem("end", f"{end} is before start {start}")])
         fire(lo, hi, "end")
+        if now is not None:
+            refuse_future_dates(later, now, "end" if lo <= now else "start")
     if not found and not allow_empty:
         raise InvalidInput(
             [Problem("dates" if dates else "end", "the schedule fires at no time in this range")]
@@ -243,6 +270,19 @@ def backfill_dates(
     if len(found) > MAX_BACKFILL_DATES:
         raise InvalidInput([Problem("dates", f"at most {MAX_BACKFILL_DATES} dates")])
     return sorted(found, reverse=order is Order.DESC)
+
+
+def refuse_future_dates(logical_dates: Iterable[datetime], now: datetime, field_name: str) -> None:
+    """A backfill runs only logical dates that have come (Airflow 3 refuses later ones too):
+    the run of a later date would take the id its schedule firing uses then, so the firing
+    would find it and add nothing, and the date would have run before its time."""
+    later = [d for d in logical_dates if d > now]
+    if later:
+        raise InvalidInput(
+            [Problem(field_name, f"logical date {_utc_text(min(later))} is after now "
+                                 f"({_utc_text(now.replace(microsecond=0))}): a backfill runs "
+                                 "only dates that have come; the schedule runs later ones")]
+        )  # fmt: skip
 
 
 def new_backfill(
@@ -316,6 +356,7 @@ def plan_dependents(
     dates: Sequence[str] = (),
     order: Order = Order.ASC,
     root_schedule: Schedule | None = None,
+    now: datetime | None = None,
 ) -> list[DependentPlan]:
     """The downstream workflows a dependent-mode backfill of ``root`` includes, and their
     dates (DolphinScheduler's complement data with dependent mode).
@@ -331,6 +372,8 @@ def plan_dependents(
       [start, end], or on the same days (``dates``; a date-time names its day in the root's
       time zone). One whose schedule fires at no time in the range is left out (nothing to
       backfill there), but what depends on it is still looked at.
+    - ``now``: a date of one after it is refused like the root's (``backfill_dates``); a
+      problem with one's dates names it.
     Raises ``InvalidInput`` when more than ``MAX_BACKFILL_DEPENDENTS`` are included."""
     downstream: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for key in sorted(workflows):
@@ -352,10 +395,16 @@ def plan_dependents(
                     [Problem("dependents", f"more than {MAX_BACKFILL_DEPENDENTS} workflows "
                                            "depend on this one; backfill them in parts")]
                 )  # fmt: skip
-            logical = backfill_dates(
-                workflows[key].workflow.schedule, start=start, end=end, dates=day_list,
-                order=order, allow_empty=True,
-            )  # fmt: skip
+            try:
+                logical = backfill_dates(
+                    workflows[key].workflow.schedule, start=start, end=end, dates=day_list,
+                    order=order, allow_empty=True, now=now,
+                )  # fmt: skip
+            except InvalidInput as exc:  # its own schedule's dates: say whose they are
+                raise InvalidInput(
+                    [Problem("dependents", f"{key[0]}/{key[1]}: {p.path}: {p.message}")
+                     for p in exc.problems]
+                ) from None  # fmt: skip
             if not logical:
                 continue  # its schedule fires at no time in the range: nothing to backfill
             plans.append(DependentPlan(key[0], key[1], tuple(logical), upstream))
@@ -431,10 +480,9 @@ def advance_backfill(
         if run.state.terminal:
             ok = run.state is RunState.SUCCEEDED
             dates[i] = d.with_(
-                state=DateState.SUCCEEDED if ok else DateState.FAILED,
-                run_state=run.state,
+                state=_ended(run.state), run_state=run.state,
                 error=None if ok else (run.error or f"run {run.id} {run.state}"),
-            )
+            )  # fmt: skip
             if not ok:
                 stopped.add(d.lane or 0)
         elif d.run_state is not run.state:
@@ -453,10 +501,22 @@ def advance_backfill(
                 break
             existing = runs[d.run_id]
             action = _take(existing, backfill.rerun)
-            if action is None:
-                assert existing is not None
+            if action is None and existing is not None and existing.state is RunState.SUCCEEDED:
                 dates[i] = d.with_(state=DateState.SKIPPED, run_state=existing.state)
                 continue
+            if action is None and existing is not None:
+                # a kept run that did not succeed: the date did not complete, so it is not
+                # skipped (a success) but ends as its run did, and stops its lane like a
+                # failure (serial: no date starts after one that did not succeed)
+                lane = free.pop(0)
+                dates[i] = d.with_(
+                    state=_ended(existing.state), lane=lane, run_state=existing.state,
+                    error=f"its run {existing.id} {existing.state.value} and --rerun "
+                          f"{backfill.rerun.value} keeps it (--rerun failed runs it again)",
+                )  # fmt: skip
+                stopped.add(lane)
+                continue
+            assert action is not None
             dates[i] = d.with_(
                 state=DateState.RUNNING, lane=free.pop(0), action=action,
                 prior_end=existing.ended_at if existing is not None else None,
@@ -475,6 +535,13 @@ def advance_backfill(
     return BackfillTurn(after, tuple(acts), tuple(events), tuple(lookup), changed)
 
 
+def _ended(state: RunState) -> DateState:
+    """A date's state once its run ended in ``state``."""
+    if state is RunState.SUCCEEDED:
+        return DateState.SUCCEEDED
+    return DateState.STOPPED if state is RunState.STOPPED else DateState.FAILED
+
+
 def _maybe_end(backfill: Backfill, now: datetime) -> Backfill:
     states = {d.state for d in backfill.dates}
     if DateState.RUNNING in states:
@@ -486,7 +553,7 @@ def _maybe_end(backfill: Backfill, now: datetime) -> Backfill:
         d.with_(state=DateState.NOT_RUN) if d.state is DateState.PENDING else d
         for d in backfill.dates
     )
-    bad = any(d.state in (DateState.FAILED, DateState.NOT_RUN) for d in dates)
+    bad = any(d.state in (DateState.FAILED, DateState.STOPPED, DateState.NOT_RUN) for d in dates)
     return backfill.with_(
         dates=dates,
         state=BackfillState.FAILED if bad else BackfillState.SUCCEEDED,
@@ -509,22 +576,48 @@ def resume_backfill(backfill: Backfill, now: datetime) -> Backfill:
 
 def cancel_backfill(backfill: Backfill, now: datetime) -> tuple[Backfill, list[str]]:
     """End it: no date is taken any more, and the runs it made or reran that still go on
-    are to be stopped (returned); a run it only waited for (a schedule's) is left alone."""
+    are to be stopped (returned; their dates are ``stopped``); a run it only waited for (a
+    schedule's) is left alone (its date, like a pending one, is ``not_run`` here). A run
+    that ended before its stop reached it is ``settle_cancelled``'s."""
     if backfill.state.terminal:
         raise Conflict(f"backfill {backfill.id} is already {backfill.state}")
-    stop = [
-        d.run_id
-        for d in backfill.dates
-        if d.state is DateState.RUNNING and d.action is not Action.ADOPT
-    ]
-    dates = tuple(
-        d.with_(state=DateState.NOT_RUN, error="backfill cancelled")
-        if d.state in (DateState.PENDING, DateState.RUNNING)
-        else d
-        for d in backfill.dates
+    stop: list[str] = []
+    dates = list(backfill.dates)
+    for i, d in enumerate(dates):
+        if d.state is DateState.RUNNING and d.action is not Action.ADOPT:
+            stop.append(d.run_id)
+            dates[i] = d.with_(
+                state=DateState.STOPPED, error="backfill cancelled: its run was stopped"
+            )
+        elif d.state is DateState.RUNNING:
+            dates[i] = d.with_(
+                state=DateState.NOT_RUN,
+                error="backfill cancelled: its run, not made by this backfill, goes on",
+            )
+        elif d.state is DateState.PENDING:
+            dates[i] = d.with_(state=DateState.NOT_RUN, error="backfill cancelled")
+    after = backfill.with_(
+        dates=tuple(dates), state=BackfillState.CANCELLED, ended_at=now, updated_at=now
     )
-    after = backfill.with_(dates=dates, state=BackfillState.CANCELLED, ended_at=now, updated_at=now)
     return after, stop
+
+
+def settle_cancelled(backfill: Backfill, run_id: str, run: Run | None) -> Backfill:
+    """A cancelled backfill's date whose run its cancel could not stop: the run had ended
+    already (the date ends as it did), or was never made (a crash before it: ``not_run``)."""
+    dates = list(backfill.dates)
+    for i, d in enumerate(dates):
+        if d.run_id != run_id or d.state is not DateState.STOPPED:
+            continue
+        if run is None:
+            dates[i] = d.with_(state=DateState.NOT_RUN, run_state=None, error="backfill cancelled")
+        elif run.state.terminal:
+            ok = run.state is RunState.SUCCEEDED
+            dates[i] = d.with_(
+                state=_ended(run.state), run_state=run.state,
+                error=None if ok else (run.error or f"run {run.id} {run.state}"),
+            )  # fmt: skip
+    return backfill.with_(dates=tuple(dates))
 
 
 def rerun_all(spec: WorkflowSpec, run: Run, tasks: Iterable[TaskInstance], now: datetime) -> Plan:
@@ -617,9 +710,11 @@ __all__ = [
     "parse_moment",
     "pause_backfill",
     "plan_dependents",
+    "refuse_future_dates",
     "rerun_all",
     "rerun_due",
     "resume_backfill",
+    "settle_cancelled",
     "upstreams_of",
     "wanted_runs",
 ]
