@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,6 +87,100 @@ tasks:
     while any(pid_alive(p) for p in grandchildren) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(pid_alive(p) for p in grandchildren)
+
+
+# a task that ignores SIGTERM and marks the time every 0.1 s until it is killed, as attempt 1;
+# attempt 2 (the retry, or a rerun's) marks once and succeeds
+STUBBORN = """
+name: stubborn
+tasks:
+  t:
+    type: shell
+    timeout: {timeout}
+    retries: 1
+    retry_delay: 0s
+    command: |
+      trap '' TERM
+      if [ "$STRATOFLOW_ATTEMPT" != 1 ]; then echo "$STRATOFLOW_ATTEMPT $(date +%s.%N)" >> {marks}; exit 0; fi
+      while true; do echo "1 $(date +%s.%N)" >> {marks}; sleep 0.1; done
+"""
+
+
+def marks(path: Path) -> dict[int, list[float]]:
+    """attempt -> the times its processes wrote a mark, in order."""
+    out: dict[int, list[float]] = {}
+    for line in path.read_text().splitlines():
+        attempt, at = line.split()
+        out.setdefault(int(attempt), []).append(float(at))
+    return out
+
+
+@pytest.fixture
+def short_grace(monkeypatch: pytest.MonkeyPatch) -> float:
+    grace = 1.5
+    monkeypatch.setattr(executor_module, "KILL_GRACE_SECONDS", grace)
+    return grace
+
+
+def test_a_timed_out_attempt_that_ignores_sigterm_is_gone_before_its_retry_starts(
+    runtime: LocalRuntime, shared_dir: Path, short_grace: float
+) -> None:
+    # GIVEN a task that ignores SIGTERM, with a 1 s timeout, one retry and no retry delay
+    path = shared_dir / "marks"
+    run_id = start(runtime, STUBBORN.format(timeout="1s", marks=path))
+    # WHEN its first attempt times out, THEN the retry runs (not timed out while it waited)
+    assert finish(runtime, run_id) is RunState.SUCCEEDED
+    attempts = runtime.store.list_attempts(run_id, "t")
+    assert [a.state for a in attempts] == ["timed_out", "succeeded"]
+    time.sleep(short_grace + 0.5)  # whatever of attempt 1 still ran has been killed by now
+    # THEN the retry wrote its first mark after the killed attempt's last: never both at once
+    first, second = marks(path)[1], marks(path)[2]
+    assert second[0] > first[-1], (first[-1], second)
+    # and the killed attempt did run on through the grace (SIGTERM did not end it: SIGKILL)
+    assert first[-1] - first[0] > 1 + short_grace / 2, first
+
+
+def test_a_rerun_right_after_a_stop_starts_once_the_stopped_attempt_is_gone(
+    runtime: LocalRuntime, shared_dir: Path, short_grace: float
+) -> None:
+    # GIVEN the task running its first attempt, which ignores SIGTERM
+    path = shared_dir / "marks"
+    run_id = start(runtime, STUBBORN.format(timeout="1h", marks=path))
+    assert wait_for(lambda: (runtime.run_once(0.05), path.exists())[1])
+    # WHEN the run is stopped and at once rerun
+    runtime.scheduler.stop(run_id)
+    runtime.run_once(timeout=0)
+    assert runtime.store.get_run(run_id).state is RunState.STOPPED
+    runtime.scheduler.rerun(run_id)
+    assert finish(runtime, run_id) is RunState.SUCCEEDED
+    time.sleep(short_grace + 0.5)  # whatever of attempt 1 still ran has been killed by now
+    # THEN the rerun's attempt wrote its first mark after the stopped one's last
+    first, second = marks(path)[1], marks(path)[2]
+    assert second[0] > first[-1], (first[-1], second)
+    assert second[0] - first[0] > short_grace / 2  # it did wait for the kill
+
+
+def test_closing_the_runtime_kills_what_a_timeout_left_in_its_grace(
+    tmp_path: Path, shared_dir: Path, short_grace: float
+) -> None:
+    # GIVEN a run that failed on the timeout of a task that ignores SIGTERM (no retry left)
+    path = shared_dir / "marks"
+    rt = LocalRuntime(tmp_path / "home")
+    try:
+        text = STUBBORN.format(timeout="1s", marks=path).replace("retries: 1", "retries: 0")
+        run_id = start(rt, text)
+        assert finish(rt, run_id) is RunState.FAILED
+    finally:
+        # WHEN the scheduler closes at once (`stratoflow run` exits after its run)
+        rt.close()
+    # THEN the killed attempt was killed before close returned: it marks no more
+    closed = time.time()
+    time.sleep(0.5)
+    left = executor_module.live_wrappers(rt.executor.root)
+    for pgid in left.values():  # a failure here must not leave it running for good
+        os.killpg(pgid, signal.SIGKILL)
+    assert marks(path)[1][-1] < closed
+    assert not left
 
 
 def test_run_concurrency_limits_tasks_running_at_once(
