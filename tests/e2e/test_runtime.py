@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ import pytest
 
 from stratoflow.adapters.local import executor as executor_module
 from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime
-from stratoflow.engine import RunState, TaskState
+from stratoflow.engine import RenderedTask, RunState, TaskInstance, TaskState
+from stratoflow.ports import AttemptSpec
 from tests.e2e.http_stub import json_stub
 
 pytestmark = pytest.mark.e2e
@@ -181,6 +183,62 @@ def test_closing_the_runtime_kills_what_a_timeout_left_in_its_grace(
         os.killpg(pgid, signal.SIGKILL)
     assert marks(path)[1][-1] < closed
     assert not left
+
+
+def test_a_restart_while_a_killed_attempt_holds_the_next_one_kills_it_then_starts_that(
+    tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an executor running attempt 1, which ignores SIGTERM, killed with a long grace,
+    # and attempt 2 of the same task dispatched meanwhile
+    monkeypatch.setattr(executor_module, "KILL_GRACE_SECONDS", 60.0)
+    path = shared_dir / "marks"
+    command = STUBBORN.split("command: |\n", 1)[1].format(marks=path)
+    home = tmp_path / "home"
+
+    def executor() -> executor_module.LocalExecutor:
+        return executor_module.LocalExecutor(
+            home / "logs", lambda *_: None, work_root=tmp_path / "work", protect=home
+        )
+
+    def spec(attempt: int) -> AttemptSpec:
+        return AttemptSpec(
+            "p.r1", "t", attempt, RenderedTask("shell", {"command": command}, {}, {}),
+            datetime(2026, 12, 4, tzinfo=UTC), "wf", "p",
+        )  # fmt: skip
+
+    try:
+        first = executor()
+        first.dispatch(spec(1))
+        assert wait_for(path.exists)
+        first.kill("p.r1", "t", 1)
+        first.dispatch(spec(2))
+        time.sleep(0.5)
+        # THEN attempt 2 waits: attempt 1 still marks, attempt 2 has not started
+        assert 2 not in marks(path)
+        assert not first.log_path("p.r1", "t", 2).exists()
+        # WHEN the scheduler dies before the grace is over (no SIGKILL sent: its timer is gone)
+        monkeypatch.setattr(first, "_finish_kills", lambda: None)
+        first.close()
+        first._ending.clear()  # the dead scheduler's timer must not fire later
+        # and a new one recovers: attempt 2 is claimed but never started
+        second = executor()
+        try:
+            task = TaskInstance("p.r1", "t", TaskState.RUNNING, attempt=2)
+            report = second.recover([task])
+            assert report.not_started == [task]
+            # THEN attempt 1 was killed first (its wrapper found alive and not wanted), and the
+            # restarted attempt 2 marks after attempt 1's last mark
+            second.dispatch(spec(2))
+            assert wait_for(lambda: 2 in marks(path))
+        finally:
+            second.close()
+        first_marks, second_marks = marks(path)[1], marks(path)[2]
+        time.sleep(0.3)
+        assert marks(path)[1] == first_marks  # attempt 1 marks no more
+        assert second_marks[0] > first_marks[-1]
+    finally:  # a failure must not leave a task that ignores SIGTERM running for good
+        for pgid in executor_module.live_wrappers(home / "logs").values():
+            os.killpg(pgid, signal.SIGKILL)
 
 
 def test_run_concurrency_limits_tasks_running_at_once(
