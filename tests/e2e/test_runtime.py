@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,8 @@ import pytest
 
 from stratoflow.adapters.local import executor as executor_module
 from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime
-from stratoflow.engine import RunState, TaskState
+from stratoflow.engine import RenderedTask, RunState, TaskInstance, TaskState
+from stratoflow.ports import AttemptSpec
 from tests.e2e.http_stub import json_stub
 
 pytestmark = pytest.mark.e2e
@@ -86,6 +89,156 @@ tasks:
     while any(pid_alive(p) for p in grandchildren) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(pid_alive(p) for p in grandchildren)
+
+
+# a task that ignores SIGTERM and marks the time every 0.1 s until it is killed, as attempt 1;
+# attempt 2 (the retry, or a rerun's) marks once and succeeds
+STUBBORN = """
+name: stubborn
+tasks:
+  t:
+    type: shell
+    timeout: {timeout}
+    retries: 1
+    retry_delay: 0s
+    command: |
+      trap '' TERM
+      if [ "$STRATOFLOW_ATTEMPT" != 1 ]; then echo "$STRATOFLOW_ATTEMPT $(date +%s.%N)" >> {marks}; exit 0; fi
+      while true; do echo "1 $(date +%s.%N)" >> {marks}; sleep 0.1; done
+"""
+
+
+def marks(path: Path) -> dict[int, list[float]]:
+    """attempt -> the times its processes wrote a mark, in order."""
+    out: dict[int, list[float]] = {}
+    for line in path.read_text().splitlines():
+        attempt, at = line.split()
+        out.setdefault(int(attempt), []).append(float(at))
+    return out
+
+
+@pytest.fixture
+def short_grace(monkeypatch: pytest.MonkeyPatch) -> float:
+    grace = 1.5
+    monkeypatch.setattr(executor_module, "KILL_GRACE_SECONDS", grace)
+    return grace
+
+
+def test_a_timed_out_attempt_that_ignores_sigterm_is_gone_before_its_retry_starts(
+    runtime: LocalRuntime, shared_dir: Path, short_grace: float
+) -> None:
+    # GIVEN a task that ignores SIGTERM, with a 1 s timeout, one retry and no retry delay
+    path = shared_dir / "marks"
+    run_id = start(runtime, STUBBORN.format(timeout="1s", marks=path))
+    # WHEN its first attempt times out, THEN the retry runs (not timed out while it waited)
+    assert finish(runtime, run_id) is RunState.SUCCEEDED
+    attempts = runtime.store.list_attempts(run_id, "t")
+    assert [a.state for a in attempts] == ["timed_out", "succeeded"]
+    time.sleep(short_grace + 0.5)  # whatever of attempt 1 still ran has been killed by now
+    # THEN the retry wrote its first mark after the killed attempt's last: never both at once
+    first, second = marks(path)[1], marks(path)[2]
+    assert second[0] > first[-1], (first[-1], second)
+    # and the killed attempt did run on through the grace (SIGTERM did not end it: SIGKILL)
+    assert first[-1] - first[0] > 1 + short_grace / 2, first
+
+
+def test_a_rerun_right_after_a_stop_starts_once_the_stopped_attempt_is_gone(
+    runtime: LocalRuntime, shared_dir: Path, short_grace: float
+) -> None:
+    # GIVEN the task running its first attempt, which ignores SIGTERM
+    path = shared_dir / "marks"
+    run_id = start(runtime, STUBBORN.format(timeout="1h", marks=path))
+    assert wait_for(lambda: (runtime.run_once(0.05), path.exists())[1])
+    # WHEN the run is stopped and at once rerun
+    runtime.scheduler.stop(run_id)
+    runtime.run_once(timeout=0)
+    assert runtime.store.get_run(run_id).state is RunState.STOPPED
+    runtime.scheduler.rerun(run_id)
+    assert finish(runtime, run_id) is RunState.SUCCEEDED
+    time.sleep(short_grace + 0.5)  # whatever of attempt 1 still ran has been killed by now
+    # THEN the rerun's attempt wrote its first mark after the stopped one's last
+    first, second = marks(path)[1], marks(path)[2]
+    assert second[0] > first[-1], (first[-1], second)
+    assert second[0] - first[0] > short_grace / 2  # it did wait for the kill
+
+
+def test_closing_the_runtime_kills_what_a_timeout_left_in_its_grace(
+    tmp_path: Path, shared_dir: Path, short_grace: float
+) -> None:
+    # GIVEN a run that failed on the timeout of a task that ignores SIGTERM (no retry left)
+    path = shared_dir / "marks"
+    rt = LocalRuntime(tmp_path / "home")
+    try:
+        text = STUBBORN.format(timeout="1s", marks=path).replace("retries: 1", "retries: 0")
+        run_id = start(rt, text)
+        assert finish(rt, run_id) is RunState.FAILED
+    finally:
+        # WHEN the scheduler closes at once (`stratoflow run` exits after its run)
+        rt.close()
+    # THEN the killed attempt was killed before close returned: it marks no more
+    closed = time.time()
+    time.sleep(0.5)
+    left = executor_module.live_wrappers(rt.executor.root)
+    for pgid in left.values():  # a failure here must not leave it running for good
+        os.killpg(pgid, signal.SIGKILL)
+    assert marks(path)[1][-1] < closed
+    assert not left
+
+
+def test_a_restart_while_a_killed_attempt_holds_the_next_one_kills_it_then_starts_that(
+    tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an executor running attempt 1, which ignores SIGTERM, killed with a long grace,
+    # and attempt 2 of the same task dispatched meanwhile
+    monkeypatch.setattr(executor_module, "KILL_GRACE_SECONDS", 60.0)
+    path = shared_dir / "marks"
+    command = STUBBORN.split("command: |\n", 1)[1].format(marks=path)
+    home = tmp_path / "home"
+
+    def executor() -> executor_module.LocalExecutor:
+        return executor_module.LocalExecutor(
+            home / "logs", lambda *_: None, work_root=tmp_path / "work", protect=home
+        )
+
+    def spec(attempt: int) -> AttemptSpec:
+        return AttemptSpec(
+            "p.r1", "t", attempt, RenderedTask("shell", {"command": command}, {}, {}),
+            datetime(2026, 12, 4, tzinfo=UTC), "wf", "p",
+        )  # fmt: skip
+
+    try:
+        first = executor()
+        first.dispatch(spec(1))
+        assert wait_for(path.exists)
+        first.kill("p.r1", "t", 1)
+        first.dispatch(spec(2))
+        time.sleep(0.5)
+        # THEN attempt 2 waits: attempt 1 still marks, attempt 2 has not started
+        assert 2 not in marks(path)
+        assert not first.log_path("p.r1", "t", 2).exists()
+        # WHEN the scheduler dies before the grace is over (no SIGKILL sent: its timer is gone)
+        monkeypatch.setattr(first, "_finish_kills", lambda: None)
+        first.close()
+        first._ending.clear()  # the dead scheduler's timer must not fire later
+        # and a new one recovers: attempt 2 is claimed but never started
+        second = executor()
+        try:
+            task = TaskInstance("p.r1", "t", TaskState.RUNNING, attempt=2)
+            report = second.recover([task])
+            assert report.not_started == [task]
+            # THEN attempt 1 was killed first (its wrapper found alive and not wanted), and the
+            # restarted attempt 2 marks after attempt 1's last mark
+            second.dispatch(spec(2))
+            assert wait_for(lambda: 2 in marks(path))
+        finally:
+            second.close()
+        first_marks, second_marks = marks(path)[1], marks(path)[2]
+        time.sleep(0.3)
+        assert marks(path)[1] == first_marks  # attempt 1 marks no more
+        assert second_marks[0] > first_marks[-1]
+    finally:  # a failure must not leave a task that ignores SIGTERM running for good
+        for pgid in executor_module.live_wrappers(home / "logs").values():
+            os.killpg(pgid, signal.SIGKILL)
 
 
 def test_run_concurrency_limits_tasks_running_at_once(

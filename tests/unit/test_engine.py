@@ -238,6 +238,22 @@ def test_a_timed_out_attempt_is_retried_like_a_failure(now: datetime) -> None:
     assert decision.task.state is RETRY
 
 
+def test_a_killed_attempt_s_retry_waits_until_its_processes_are_gone(now: datetime) -> None:
+    # GIVEN a timed-out attempt whose processes may live 15 s more (the kill's grace), and a
+    # retry delay of 10 s
+    gone_by = now + timedelta(seconds=15)
+    result = AttemptResult(AttemptStatus.TIMED_OUT, error="timed out", retry_not_before=gone_by)
+    # WHEN it ends, THEN its retry is due when they are gone, not at the delay's end
+    decision = engine.on_attempt_finished(RETRYING, running("fixed", 1, now), 1, result, now)
+    assert decision is not None
+    assert (decision.task.state, decision.task.ready_at) == (RETRY, gone_by)
+    # a delay longer than the grace is kept as it is
+    early = AttemptResult(AttemptStatus.TIMED_OUT, retry_not_before=now + timedelta(seconds=5))
+    decision = engine.on_attempt_finished(RETRYING, running("fixed", 1, now), 1, early, now)
+    assert decision is not None
+    assert decision.task.ready_at == now + timedelta(seconds=10)
+
+
 def test_a_non_retryable_failure_fails_at_once(now: datetime) -> None:
     result = AttemptResult(AttemptStatus.FAILED, error="undefined: x", retryable=False)
     decision = engine.on_attempt_finished(RETRYING, running("a", 1, now), 1, result, now)

@@ -215,6 +215,40 @@ def test_a_timeout_is_committed_before_the_attempt_is_killed(tmp_path: Path) -> 
     store.close()
 
 
+def test_a_timed_out_attempt_s_retry_is_due_after_the_executor_s_kill_grace(
+    tmp_path: Path,
+) -> None:
+    # GIVEN an executor whose killed attempts may run 5 s after the kill, and a task with a
+    # 30 s timeout, one retry and no retry delay
+    store = SqliteStore(tmp_path / "state.db")
+    clock = FakeClock(T0)
+
+    class Graceful(PlannedLogs):
+        def kill_grace(self) -> timedelta:
+            return timedelta(seconds=5)
+
+    dispatcher = Graceful()
+    scheduler = Scheduler(store, store, dispatcher, clock)
+    scheduler.apply(
+        ONE.replace(
+            'command: "true"}', 'command: "true", timeout: 30s, retries: 1, retry_delay: 0}'
+        )
+    )
+    run, _ = scheduler.trigger("default", "one")
+    scheduler.step()
+    clock.advance(31)
+    # WHEN its attempt times out
+    scheduler.step()
+    # THEN the retry waits for the grace, not for the (zero) delay: attempt 2 is not started
+    task = store.get_task(run.id, "job")
+    assert (task.state, task.ready_at) == (TaskState.UP_FOR_RETRY, T0 + timedelta(seconds=36))
+    assert list(dispatcher.dispatched) == [(run.id, "job", 1)]
+    clock.advance(5)
+    scheduler.step()
+    assert list(dispatcher.dispatched) == [(run.id, "job", 1), (run.id, "job", 2)]
+    store.close()
+
+
 CASCADE = """
 name: cascade
 tasks:

@@ -497,6 +497,13 @@ class Dispatcher(ABC):
     def kill(self, run_id: str, task_id: str, attempt: int) -> None:
         """Stop a running attempt and everything it started."""
 
+    def kill_grace(self) -> timedelta:
+        """How long a killed attempt's processes may still run after ``kill`` (the local
+        executor's SIGTERM-to-SIGKILL grace): a timed-out attempt's retry is not due before
+        it ends. An executor that is asked to start the next attempt of a task while it
+        knows the previous one alive must wait for it all the same (the local one does)."""
+        return timedelta(0)
+
     @abstractmethod
     def recover(self, running: Sequence[TaskInstance]) -> Recovery:
         """After a restart: re-attach to attempts still running, kill attempts whose task is

@@ -1069,10 +1069,16 @@ class Scheduler:
             if outcome.warn:  # on_timeout: warn_fail (said before the failure it causes)
                 self._emit("task.timeout", self.store.get_run(ti.run_id), task=ti)
             timeout = spec.workflow.timeout(ti.task_id)
+            # the kill lets its processes run this much longer: the retry waits it out (a
+            # sub-workflow's child run is stopped, not killed by the dispatcher)
+            subworkflow = spec.workflow.tasks[ti.task_id].type == "workflow"
+            grace = timedelta(0) if subworkflow else self.dispatcher.kill_grace()
+            gone_by = self.clock.now() + grace if grace > timedelta(0) else None
             # record the timeout first, then kill: the killed process's own report is stale
             self._apply_result(
                 Finished(ti.run_id, ti.task_id, ti.attempt,
-                         AttemptResult(AttemptStatus.TIMED_OUT, error=f"timed out after {timeout}"))
+                         AttemptResult(AttemptStatus.TIMED_OUT, error=f"timed out after {timeout}",
+                                       retry_not_before=gone_by))
             )  # fmt: skip
             self._kill(ti)
 

@@ -157,12 +157,11 @@ def on_attempt_finished(
         return AttemptDecision(base.with_(state=TaskState.STOPPED))
     try_number = ti.try_number
     if result.retryable and try_number <= spec.workflow.retries(ti.task_id):
+        ready_at = now + retry_delay(spec, ti.task_id, try_number)
+        if result.retry_not_before is not None and result.retry_not_before > ready_at:
+            ready_at = result.retry_not_before  # the killed attempt may run until then
         return AttemptDecision(
-            base.with_(
-                state=TaskState.UP_FOR_RETRY,
-                ready_at=now + retry_delay(spec, ti.task_id, try_number),
-                ended_at=None,
-            ),
+            base.with_(state=TaskState.UP_FOR_RETRY, ready_at=ready_at, ended_at=None),
             retrying=True,
         )
     return AttemptDecision(base.with_(state=TaskState.FAILED))

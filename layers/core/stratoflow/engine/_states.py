@@ -185,3 +185,6 @@ class AttemptResult:
     error: str | None = None
     exit_code: int | None = None
     retryable: bool = True  # a template error is not worth retrying
+    # a killed attempt (timed out) whose processes may live on until then (the executor's
+    # SIGTERM-to-SIGKILL grace): its retry is not due before, so two never run at once
+    retry_not_before: datetime | None = None

@@ -17,8 +17,14 @@ nothing: on restart it finds the wrappers still running by their command line, w
 through pidfds, and reads the exit status of those that ended meanwhile from their logs.
 
 A stop or a timeout sends SIGTERM to the attempt's process group, then SIGKILL to the group
-after the grace period whatever became of the wrapper; a task that ends on its own takes what
-it left running in its group with it.
+after the grace period whatever became of the wrapper (unless the group is found empty when
+the wrapper ends); a task that ends on its own takes what it left running in its group with
+it. Until a killed group is gone (empty, or sent SIGKILL: nothing of it runs user code after
+that), a later attempt of the same task that is dispatched waits here, claimed but not started
+(no log yet), so two attempts of a task never run at once; the scheduler already makes a
+timed-out attempt's retry wait the grace (``kill_grace``), so that wait is short, but a rerun
+right after a stop waits up to the grace. Closing the executor sends the SIGKILLs still due,
+once their grace is over: a killed task does not outlive ``stratoflow run``.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -183,6 +190,26 @@ class _Live:
     pid: int = 0  # 0 while it is being started
     proc: _Started | None = None  # None when re-attached after a restart
     killed: bool = False  # we stopped it
+
+
+@dataclass
+class _Ending:
+    """A task's killed attempt whose process group may still run: what is dispatched of the
+    task meanwhile waits here, started once every group is gone (``_group_gone``)."""
+
+    groups: dict[int, float] = field(default_factory=dict)  # pgid -> when SIGKILL is due
+    waiting: list[tuple[AttemptSpec, _Live]] = field(default_factory=list)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process is left in the group (one syscall; only after a kill)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone is there
+        return True
+    return True
 
 
 def disk_full(paths: Sequence[str], threshold: int = DISK_FULL_BYTES) -> str | None:
@@ -560,6 +587,8 @@ class LocalExecutor(Dispatcher):
         self._report = report
         self._live: dict[int, _Live] = {}  # pidfd -> attempt
         self._by_key: dict[Key, _Live] = {}
+        # (run, task) -> its killed attempts' groups not known gone, and what waits for them
+        self._ending: dict[tuple[str, str], _Ending] = {}
         self._run_dirs: set[str] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -670,10 +699,15 @@ class LocalExecutor(Dispatcher):
         than the hand-off), one made by a spawn thread inherits theirs empty."""
         fresh: list[tuple[AttemptSpec, _Live]] = []
         with self._lock:
+            ending = self._ending  # empty unless something was killed lately: no cost
             for spec in specs:
                 key = (spec.run_id, spec.task_id, spec.attempt)
                 if key not in self._by_key:  # else: already starting or running under our eyes
-                    fresh.append((spec, self._by_key.setdefault(key, _Live(*key))))
+                    live = self._by_key.setdefault(key, _Live(*key))
+                    if ending and (old := ending.get((spec.run_id, spec.task_id))) is not None:
+                        old.waiting.append((spec, live))  # an earlier attempt still ends
+                        continue
+                    fresh.append((spec, live))
         if len(fresh) == 1 and not (self._drop_caps and not sandbox.bounding_set_empty()):
             self._spawn_all(fresh)  # one attempt, on this thread
         else:
@@ -805,7 +839,7 @@ class LocalExecutor(Dispatcher):
         live.pid = proc.pid
         self._watch_pid(live)
         if live.killed:  # a stop arrived while it was starting
-            _kill_group(live.pid, signal.SIGTERM)
+            self._terminate(live)
 
     def _make_work_dir(self, run_id: str, work: str) -> None:
         """An empty directory at ``work`` (0700): one of the run's spares renamed there, else
@@ -994,6 +1028,8 @@ class LocalExecutor(Dispatcher):
             status = self._exit_status(live.run_id, live.task_id, live.attempt)
         else:
             status = live.proc.wait()
+        if live.killed and live.pid and not _group_alive(live.pid):  # the wrapper reaped
+            self._group_gone((live.run_id, live.task_id), live.pid)
         self._deliver(
             live, self.result(live.run_id, live.task_id, live.attempt, status, live.killed)
         )
@@ -1118,26 +1154,89 @@ class LocalExecutor(Dispatcher):
         return replace(result, outputs=masker.value(result.outputs), error=error)
 
     # ------------------------------------------------------------ kill
+    def kill_grace(self) -> timedelta:
+        return timedelta(seconds=KILL_GRACE_SECONDS)
+
     def kill(self, run_id: str, task_id: str, attempt: int) -> None:
         """SIGTERM to the attempt's process group now, SIGKILL to it after the grace period,
-        sent by the server whatever happened to the wrapper meanwhile."""
+        sent by the server whatever happened to the wrapper meanwhile (unless the group is
+        found empty first). An attempt still waiting for an earlier one's group never
+        starts: it ends stopped now."""
         key = (run_id, task_id, attempt)
+        parked = False
         with self._lock:
             live = self._by_key.get(key)
             if live is not None:
                 live.killed = True
+                if not live.pid and (ending := self._ending.get((run_id, task_id))) is not None:
+                    kept = [w for w in ending.waiting if w[1] is not live]
+                    parked = len(kept) < len(ending.waiting)
+                    ending.waiting = kept
+                    if parked:
+                        self._forget_locked(live)
+        if parked and live is not None:
+            self._deliver(live, self.result(run_id, task_id, attempt, None, killed=True))
+            return
         if live is None:  # not ours (e.g. started before a restart): find it by its command line
             pid = live_wrappers(self.root).get((run_id, f"{task_id}.{attempt}"))
             if pid is None:
                 return
             live = _Live(*key, pid=pid, killed=True)
         if not live.pid:
-            return  # still starting: _spawn signals it once it has a pid
-        pgid = live.pid
+            return  # still starting: _spawn terminates it once it has a pid
+        self._terminate(live)
+
+    def _terminate(self, live: _Live) -> None:
+        """SIGTERM to the group, and SIGKILL when its grace is over; until one of them
+        leaves it empty, what is dispatched of its task waits (``dispatch_many``)."""
+        pgid, task = live.pid, (live.run_id, live.task_id)
+        grace = KILL_GRACE_SECONDS
+        with self._lock:
+            ending = self._ending.setdefault(task, _Ending())
+            first = pgid not in ending.groups  # a repeated kill keeps the first one's timer
+            if first:
+                ending.groups[pgid] = time.monotonic() + grace
         _kill_group(pgid, signal.SIGTERM)
-        timer = threading.Timer(KILL_GRACE_SECONDS, _kill_group, (pgid, signal.SIGKILL))
-        timer.daemon = True
-        timer.start()
+        if first:
+            timer = threading.Timer(grace, self._grace_over, (task, pgid))
+            timer.daemon = True
+            timer.start()
+
+    def _grace_over(self, task: tuple[str, str], pgid: int) -> None:
+        """The kill timer: SIGKILL to the group, unless it was found empty meanwhile (its id
+        may then be another's)."""
+        with self._lock:
+            ending = self._ending.get(task)
+            if ending is None or pgid not in ending.groups:
+                return
+        _kill_group(pgid, signal.SIGKILL)
+        self._group_gone(task, pgid)
+
+    def _group_gone(self, task: tuple[str, str], pgid: int) -> None:
+        """Nothing of the group runs on (it is empty, or has been sent SIGKILL, after which
+        none of it returns to user code): once none of the task's killed groups is left,
+        start what waited for them."""
+        with self._lock:
+            ending = self._ending.get(task)
+            if ending is None or ending.groups.pop(pgid, None) is None or ending.groups:
+                return
+            del self._ending[task]
+        if ending.waiting and not self._closed:
+            log.info("%s/%s: its killed attempt is gone; starting the next", *task)
+            # closing meanwhile: they stay claimed and unstarted, which the next start's
+            # recovery dispatches again
+            with contextlib.suppress(RuntimeError):
+                self._spawner.submit(self._spawn_all, ending.waiting)
+
+    def _finish_kills(self) -> None:
+        """On close: the SIGKILLs still due, each once its grace is over, so that what was
+        killed does not outlive the scheduler (``stratoflow run`` exits after its run)."""
+        with self._lock:
+            due = sorted((at, pgid) for e in self._ending.values() for pgid, at in e.groups.items())
+            self._ending.clear()
+        for at, pgid in due:
+            time.sleep(max(at - time.monotonic(), 0.0))
+            _kill_group(pgid, signal.SIGKILL)
 
     # ------------------------------------------------------------ recovery
     def recover(self, running: Sequence[TaskInstance]) -> Recovery:
@@ -1168,6 +1267,7 @@ class LocalExecutor(Dispatcher):
     def close(self) -> None:
         self._closed = True
         self._spawner.shutdown()
+        self._finish_kills()
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
         self._thread.join(timeout=5)
