@@ -1,8 +1,10 @@
 """Sub-workflow tasks (``type: workflow``): the engine's rules, the apply-time cycle check,
 and the service on both stores (SQLite, DynamoDB on moto) with a dispatcher the test
 drives: the child's outputs reach the parent, a failed child fails the parent's task, a
-rerun of the parent reruns the same child run from its failed tasks, stop, pause and resume
-of the parent reach the child, and recover reports a child whose end its parent missed."""
+rerun of the parent's failed tasks reruns the same child run from its failed tasks (and
+keeps one that succeeded), a rerun from the task or of all tasks reruns the child whole,
+stop, pause and resume of the parent reach the child, and recover reports a child whose end
+its parent missed."""
 
 from __future__ import annotations
 
