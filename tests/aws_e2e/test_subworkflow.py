@@ -3,7 +3,7 @@ advance function starts the child run when it claims the sub-workflow task, the 
 machine runs the child's attempts, and the advance turn that ends the child run completes
 the parent's task (no polling: the parent's next task is dispatched in that same turn). A
 failed child fails the parent; a rerun through the api reruns the same child run from its
-failed task; a stop of the parent stops the child; the reconciler reports a child whose end
+failed task, or whole when rerun from the task; a stop of the parent stops the child; the reconciler reports a child whose end
 its parent missed. See harness.py for what stands in for compute."""
 
 from __future__ import annotations
@@ -107,6 +107,20 @@ def test_a_failed_child_fails_the_parent_and_a_rerun_reruns_the_same_child(
     assert tasks["extract"].attempt == 1  # kept
     assert tasks["load"].attempt == 2  # rerun from its failure, in the same child run
     assert stack.observer.get_task(run_id, "report").outputs == {"seen": "42"}
+
+
+def test_a_rerun_from_the_succeeded_task_runs_its_child_again_whole(stack: Stack) -> None:
+    run_id = trigger(stack)
+    assert stack.run_ends(run_id) == "succeeded"
+    status, body = stack.api("POST", f"/runs/{run_id}/rerun", {"from": "child"})
+    assert status == 200, body
+    stack.deliver_kicks()
+    assert stack.run_ends(run_id) == "succeeded"
+    # the same child run, every task of it run again: not its old end reported at once
+    tasks = {t.task_id: t for t in stack.observer.get_tasks(child_of(run_id))}
+    assert (tasks["extract"].attempt, tasks["load"].attempt) == (2, 2)
+    assert stack.observer.get_task(run_id, "child").attempt == 2
+    assert stack.observer.get_task(run_id, "report").attempt == 2
 
 
 def test_a_stop_of_the_parent_stops_the_child(stack: Stack) -> None:

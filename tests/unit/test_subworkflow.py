@@ -1,11 +1,14 @@
 """Sub-workflow tasks (``type: workflow``): the engine's rules, the apply-time cycle check,
 and the service on both stores (SQLite, DynamoDB on moto) with a dispatcher the test
 drives: the child's outputs reach the parent, a failed child fails the parent's task, a
-rerun of the parent reruns the same child run from its failed tasks, stop, pause and resume
-of the parent reach the child, and recover reports a child whose end its parent missed."""
+rerun of the parent's failed tasks reruns the same child run from its failed tasks (and
+keeps one that succeeded), a rerun from the task or of all tasks reruns the child whole,
+stop, pause and resume of the parent reach the child, and recover reports a child whose end
+its parent missed."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,6 +18,7 @@ import pytest
 from tests.fakes import FakeClock, RecordingDispatcher
 from tests.stores import STORE_KINDS, state_store
 
+from stratoflow import engine
 from stratoflow.adapters.aws.dynamodb import DynamoStore
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.engine import (
@@ -26,6 +30,7 @@ from stratoflow.engine import (
     TaskState,
 )
 from stratoflow.engine import subworkflow as rules
+from stratoflow.engine.backfill import rerun_all
 from stratoflow.errors import InvalidInput, NotFound
 from stratoflow.model import WorkflowTask, load_workflow
 from stratoflow.ports import AttemptSpec
@@ -123,6 +128,52 @@ def test_on_claim_starts_waits_reruns_or_reports() -> None:
     assert rules.on_claim(ti, _run(RunState.FAILED, later)).step is rules.Step.REPORT
 
 
+def test_on_claim_reruns_the_whole_child_on_the_first_attempt_of_a_rerun_from_the_task() -> None:
+    later, earlier = T0 + timedelta(seconds=1), T0 - timedelta(seconds=1)
+    first = TaskInstance(
+        "r", "child", TaskState.RUNNING, attempt=2, attempt_base=1, started_at=T0,
+        rerun_child=True,
+    )  # fmt: skip
+    for end in (RunState.SUCCEEDED, RunState.FAILED, RunState.STOPPED):
+        assert rules.on_claim(first, _run(end, earlier)).step is rules.Step.RERUN_ALL
+    # the child rerun for this attempt has ended: report it, never rerun it again
+    assert rules.on_claim(first, _run(RunState.SUCCEEDED, later)).step is rules.Step.REPORT
+    assert rules.on_claim(first, _run(RunState.RUNNING)).step is rules.Step.WAIT
+    # a retry of that attempt reruns the child's failures only, as any retry
+    retry = first.with_(attempt=3)
+    assert rules.on_claim(retry, _run(RunState.FAILED, earlier)).step is rules.Step.RERUN
+    assert rules.on_claim(retry, _run(RunState.SUCCEEDED, earlier)).step is rules.Step.REPORT
+
+
+def test_a_rerun_from_a_task_marks_the_sub_workflow_tasks_it_resets_and_only_those() -> None:
+    spec = load_workflow(PARENT)
+    run = Run("r", "parent", "default", 1, RunState.SUCCEEDED, {}, T0, T0, ended_at=T0)
+    done = [
+        TaskInstance("r", t, TaskState.SUCCEEDED, attempt=1, ended_at=T0)
+        for t in ("prepare", "child", "report")
+    ]
+    for start in ("prepare", "child"):
+        plan = engine.rerun_from(spec, run, done, start, T0)
+        assert plan.tasks["child"].rerun_child
+        assert not plan.tasks["report"].rerun_child  # not a sub-workflow task
+    assert "child" not in engine.rerun_from(spec, run, done, "report", T0).tasks
+    assert rerun_all(spec, run, done, T0).tasks["child"].rerun_child
+    # the failed tasks only: the sub-workflow task keeps its child (from its failed tasks)
+    failed = run.with_(state=RunState.FAILED)
+    tasks = [*done[:1], done[1].with_(state=TaskState.FAILED), done[2]]
+    assert not engine.rerun_failed(spec, failed, tasks, T0).tasks["child"].rerun_child
+    # a rerun from upstream whose upstream failed again: the task never ran, so the rerun
+    # of the failed tasks after it still owes the whole child
+    owed = TaskInstance(
+        "r", "child", TaskState.UPSTREAM_FAILED, attempt=1, attempt_base=1, rerun_child=True
+    )
+    tasks = [done[0].with_(state=TaskState.FAILED, attempt=2, attempt_base=1), owed, done[2]]
+    assert engine.rerun_failed(spec, failed, tasks, T0).tasks["child"].rerun_child
+    ran = owed.with_(state=TaskState.FAILED, attempt=2)  # it ran (and failed) since
+    tasks[1] = ran
+    assert not engine.rerun_failed(spec, failed, tasks, T0).tasks["child"].rerun_child
+
+
 def test_child_result_maps_the_child_run_end() -> None:
     ok = rules.child_result(_run(RunState.SUCCEEDED), {"a": {"k": "v"}, "b": {}})
     assert ok == AttemptResult(AttemptStatus.SUCCEEDED, {"a": {"k": "v"}})
@@ -160,8 +211,15 @@ class Harness:
     dispatcher: RecordingDispatcher
     clock: FakeClock
 
-    def finish(self, outcome: Callable[[AttemptSpec], AttemptStatus], *, limit: int = 200) -> None:
-        """Dispatch, then end attempts one at a time until nothing is pending."""
+    def finish(
+        self,
+        outcome: Callable[[AttemptSpec], AttemptStatus],
+        *,
+        limit: int = 200,
+        rows: str = "42",
+    ) -> None:
+        """Dispatch, then end attempts one at a time until nothing is pending (``extract``
+        outputs ``rows``)."""
         self.scheduler.step()
         for _ in range(limit):
             if not self.dispatcher.pending:
@@ -170,7 +228,7 @@ class Harness:
             del self.dispatcher.pending[key]
             self.clock.advance(1)
             status = outcome(spec)
-            outputs = {"rows": "42"} if spec.task_id == "extract" else {}
+            outputs = {"rows": rows} if spec.task_id == "extract" else {}
             result = AttemptResult(status, outputs if status is AttemptStatus.SUCCEEDED else {})
             self.scheduler.on_finished([Finished(spec.run_id, spec.task_id, spec.attempt, result)])
             self.scheduler.step()
@@ -237,6 +295,111 @@ def test_child_fails_then_a_rerun_of_the_parent_reruns_the_same_child(h: Harness
         (child.id, "load", 1),
         (child.id, "load", 2),
     ]
+
+
+def _child_attempts(h: Harness, child_id: str) -> list[tuple[str, str, int]]:
+    return sorted(k for k in h.dispatcher.dispatched if k[0] == child_id)
+
+
+@pytest.mark.parametrize("start", ["child", "prepare"])
+def test_a_rerun_from_a_succeeded_sub_workflow_task_runs_its_child_again(
+    h: Harness, start: str
+) -> None:
+    run, _ = h.scheduler.trigger("default", "parent")
+    h.finish(succeed)
+    child = h.child_of(run.id)
+    assert child.state is RunState.SUCCEEDED
+
+    h.clock.advance(60)
+    h.scheduler.rerun(run.id, from_task=start)
+    h.finish(succeed, rows="43")
+    assert h.store.get_run(run.id).state is RunState.SUCCEEDED
+    # the same child run, every task of it run again (not its old end reported at once)
+    again = h.child_of(run.id)
+    assert again.id == child.id
+    assert again.state is RunState.SUCCEEDED
+    assert again.ended_at is not None
+    assert child.ended_at is not None
+    assert again.ended_at > child.ended_at
+    assert _child_attempts(h, child.id) == [
+        (child.id, "extract", 1), (child.id, "extract", 2),
+        (child.id, "load", 1), (child.id, "load", 2),
+    ]  # fmt: skip
+    task = h.store.get_task(run.id, "child")
+    assert task.attempt == 2
+    assert task.outputs == {"extract": {"rows": "43"}}  # the new child's, not the old
+    report = h.dispatcher.dispatched[(run.id, "report", 2)]
+    assert report.task.fields["command"] == "echo 43"
+    history = [a for a in h.store.list_attempts(run.id) if a.task_id == "child"]
+    assert [(a.attempt, a.state) for a in history] == [(1, "succeeded"), (2, "succeeded")]
+    assert history[1].ended_at is not None
+    assert history[1].ended_at > history[1].started_at
+
+
+def test_a_rerun_of_all_tasks_runs_a_failed_child_again_whole(h: Harness) -> None:
+    run, _ = h.scheduler.trigger("default", "parent")
+    h.finish(lambda s: AttemptStatus.FAILED if s.task_id == "load" else AttemptStatus.SUCCEEDED)
+    child = h.child_of(run.id)
+    assert child.state is RunState.FAILED
+    h.clock.advance(60)
+    h.scheduler.rerun(run.id, all_tasks=True)  # a backfill's --rerun all
+    h.finish(succeed)
+    assert h.store.get_run(run.id).state is RunState.SUCCEEDED
+    assert (child.id, "extract", 2) in h.dispatcher.dispatched  # not only its failed task
+
+
+def test_a_rerun_of_the_failed_tasks_keeps_a_child_that_succeeded(h: Harness) -> None:
+    # the child succeeds but its outputs are too large for the parent: the task fails
+    run, _ = h.scheduler.trigger("default", "parent")
+    h.finish(succeed, rows="x" * (rules.MAX_OUTPUTS_BYTES + 1))
+    task = h.store.get_task(run.id, "child")
+    assert task.state is TaskState.FAILED
+    child = h.child_of(run.id)
+    assert child.state is RunState.SUCCEEDED
+    h.clock.advance(60)
+    h.scheduler.rerun(run.id)
+    h.finish(succeed)
+    # the child stands: its end is reported again, no task of it runs again
+    assert h.child_of(run.id).ended_at == child.ended_at
+    assert _child_attempts(h, child.id) == [(child.id, "extract", 1), (child.id, "load", 1)]
+    assert h.store.get_task(run.id, "child").attempt == 2
+
+
+def test_two_callers_rerunning_the_same_child_rerun_it_once(h: Harness) -> None:
+    run, _ = h.scheduler.trigger("default", "parent")
+    h.finish(succeed)
+    ended = h.child_of(run.id)
+    h.clock.advance(60)
+    h.scheduler.rerun(run.id, from_task="child")
+    h.scheduler.step()  # claims the task and reruns its child whole
+    task = h.store.get_task(run.id, "child")
+    assert task.state is TaskState.RUNNING
+    assert h.child_of(run.id).state is RunState.RUNNING
+    # a second caller (a recovery) that read the child as it had ended: it waits, not fails
+    h.scheduler.subworkflows._rerun(run.id, task, ended, whole=True)
+    assert h.store.get_task(run.id, "child").state is TaskState.RUNNING
+    h.finish(succeed)
+    assert h.store.get_run(run.id).state is RunState.SUCCEEDED
+    assert _child_attempts(h, ended.id).count((ended.id, "extract", 2)) == 1
+    assert (ended.id, "extract", 3) not in h.dispatcher.dispatched
+
+
+def test_sqlite_adds_the_rerun_child_column_to_an_older_state_file(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SqliteStore(path)
+    store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE tasks DROP COLUMN rerun_child")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    try:
+        scheduler = Scheduler(store, store, RecordingDispatcher(), FakeClock(T0))
+        scheduler.apply(CHILD)
+        run, _ = scheduler.trigger("default", "load_region")
+        assert not store.get_task(run.id, "extract").rerun_child
+    finally:
+        store.close()
 
 
 def test_stop_of_the_parent_stops_the_child(h: Harness) -> None:

@@ -19,7 +19,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from stratoflow import engine
-from stratoflow.engine import RunState
 from stratoflow.engine.backfill import (
     Action,
     Backfill,
@@ -34,7 +33,6 @@ from stratoflow.engine.backfill import (
     new_backfill,
     pause_backfill,
     plan_dependents,
-    rerun_all,
     resume_backfill,
     settle_cancelled,
     wanted_runs,
@@ -438,10 +436,8 @@ class Backfills:
                 )  # fmt: skip
                 return
             try:  # conditional on the end the decision saw: a second application is a no-op
-                if backfill.rerun is Rerun.ALL:
-                    self._rerun_all(date.run_id, date.prior_end)
-                else:
-                    s.rerun(date.run_id, if_ended_at=date.prior_end)
+                all_tasks = backfill.rerun is Rerun.ALL
+                s.rerun(date.run_id, all_tasks=all_tasks, if_ended_at=date.prior_end)
             except Conflict as exc:  # someone else moved it on: its end is recorded the same
                 log.info("backfill %s: run %s not rerun: %s", backfill.id, date.run_id, exc)
             self._rerun_applied(backfill.id, date.run_id)
@@ -461,15 +457,6 @@ class Backfills:
             return backfill.with_(dates=dates)
 
         self._change(backfill_id, applied)
-
-    def _rerun_all(self, run_id: str, if_ended_at: datetime | None) -> None:
-        s = self.scheduler
-        run, spec = s._load(run_id)
-        plan = rerun_all(spec, run, s.store.get_tasks(run_id), s.clock.now())
-        new = s._apply(plan, run.state, if_ended_at)
-        if new.state is RunState.RUNNING:
-            s._emit("run.started", new)
-        s._started_runs.append(run_id)
 
     def _date_failed(self, backfill_id: str, run_id: str, error: str) -> None:
         def fail(backfill: Backfill, now: datetime) -> Backfill:

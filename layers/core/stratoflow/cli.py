@@ -810,9 +810,17 @@ for _op in ("pause", "resume", "stop"):
 
 @runs.command("rerun")
 @click.argument("run_id")
-@click.option("--from", "from_task", default=None, help="rerun this task and everything downstream")
 @click.option(
-    "--failed", is_flag=True, help="rerun failed tasks, keep what succeeded (the default)"
+    "--from",
+    "from_task",
+    default=None,
+    help="rerun this task and everything downstream (a sub-workflow task: its child run whole)",
+)
+@click.option(
+    "--failed",
+    is_flag=True,
+    help="rerun failed tasks, keep what succeeded (the default; a sub-workflow task: its "
+    "child run from its failed tasks)",
 )
 @api_option
 def runs_rerun(run_id: str, from_task: str | None, failed: bool, api: str) -> None:

@@ -31,6 +31,7 @@ from stratoflow.engine import (
     TaskState,
 )
 from stratoflow.engine import pools as engine_pools
+from stratoflow.engine.backfill import rerun_all
 from stratoflow.engine.subworkflow import parent_of
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, StratoflowError
 from stratoflow.model import ScheduleError, WorkflowSpec, load_workflow, spec_from_document
@@ -1338,15 +1339,24 @@ class Scheduler:
             )
 
     def rerun(
-        self, run_id: str, *, from_task: str | None = None, if_ended_at: datetime | None = None
+        self,
+        run_id: str,
+        *,
+        from_task: str | None = None,
+        all_tasks: bool = False,
+        if_ended_at: datetime | None = None,
     ) -> Run:
-        """Rerun failed tasks (keeping what succeeded), or ``from_task`` and its downstream;
-        with ``if_ended_at``, only the run's end at that instant (else Conflict)."""
+        """Rerun failed tasks (keeping what succeeded), or ``from_task`` and its downstream,
+        or (``all_tasks``) every task; with ``if_ended_at``, only the run's end at that
+        instant (else Conflict). A sub-workflow task rerun from or whole runs its child run
+        again whole (``engine.subworkflow.on_claim``)."""
         with self._lock:
             run, spec = self._load(run_id)
             tasks = self.store.get_tasks(run_id)
             now = self.clock.now()
-            if from_task is None:
+            if all_tasks:
+                plan = rerun_all(spec, run, tasks, now)
+            elif from_task is None:
                 plan = engine.rerun_failed(spec, run, tasks, now)
             else:
                 plan = engine.rerun_from(spec, run, tasks, from_task, now)

@@ -1,8 +1,8 @@
 """Sub-workflow tasks on the scheduler service, the same for both runtimes.
 
 Sequencing only (the rules are ``stratoflow.engine.subworkflow``'s): read the child run,
-ask the engine, then trigger, rerun, pause, resume or stop it through the service's own
-operations. The child's end reaches its parent's task as an attempt result applied in the
+ask the engine, then trigger, rerun (from its failed tasks, or whole when the parent's task
+was rerun whole), pause, resume or stop it through the service's own operations. The child's end reaches its parent's task as an attempt result applied in the
 turn that ended the child (``run_ended``, called from the service's run-end path): locally in
 the same commit; on AWS in the advance function's turn that ended the child, so the parent
 waits for an event, never polls. A crash between the two is repaired by ``recover`` (the
@@ -142,12 +142,9 @@ class SubWorkflows:
             assert child is not None
             self._report(run.id, task, child)
             return
-        if step.step is rules.Step.RERUN:
+        if step.step in (rules.Step.RERUN, rules.Step.RERUN_ALL):
             assert child is not None
-            try:
-                s.rerun(child_id)
-            except StratoflowError as exc:
-                self._fail(run.id, task, f"rerun of child run {child_id}: {exc}")
+            self._rerun(run.id, task, child, whole=step.step is rules.Step.RERUN_ALL)
             return
         problem = rules.check_depth(self.depth(run) + 1)
         if problem is not None:
@@ -163,6 +160,25 @@ class SubWorkflows:
             self._fail(run.id, task, f"params: {exc}")
         except StratoflowError as exc:
             self._fail(run.id, task, f"cannot start {target[0]}/{target[1]}: {exc}")
+
+    def _rerun(self, run_id: str, task: TaskInstance, child: Run, *, whole: bool) -> None:
+        """Rerun the ended child run for this attempt of its parent's task: from its failed
+        tasks, or ``whole`` (every task). Conditional on the child's end as read, so of two
+        callers deciding from the same read (the dispatch and a recovery) one reruns it and
+        the other, finding it moved on, waits for its end like the first."""
+        s = self.scheduler
+        try:
+            s.rerun(child.id, all_tasks=whole, if_ended_at=child.ended_at)
+        except Conflict as exc:
+            try:
+                now = s.store.get_run(child.id)
+            except NotFound:
+                now = child
+            if now.state is not child.state or now.ended_at != child.ended_at:
+                return  # rerun by the other caller: its end reports to this attempt
+            self._fail(run_id, task, f"rerun of child run {child.id}: {exc}")
+        except StratoflowError as exc:
+            self._fail(run_id, task, f"rerun of child run {child.id}: {exc}")
 
     def _fail(self, run_id: str, task: TaskInstance, error: str) -> None:
         self._finish(run_id, task, rules.start_failed(error))

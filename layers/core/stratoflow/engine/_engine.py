@@ -24,7 +24,14 @@ from stratoflow.engine._states import (
     Upstream,
 )
 from stratoflow.errors import Conflict, InvalidInput, Problem
-from stratoflow.model import OnFailure, OnTimeout, SwitchTask, TriggerRule, WorkflowSpec
+from stratoflow.model import (
+    OnFailure,
+    OnTimeout,
+    SwitchTask,
+    TriggerRule,
+    WorkflowSpec,
+    WorkflowTask,
+)
 from stratoflow.templating import (
     SecretTokens,
     TemplateError,
@@ -568,11 +575,30 @@ def stop(
 _RERUNNABLE = frozenset({TaskState.FAILED, TaskState.UPSTREAM_FAILED, TaskState.STOPPED})
 
 
+def _rerun_child(spec: WorkflowSpec, old: TaskInstance, *, whole: bool) -> bool:
+    """Whether a reset sub-workflow task's next attempt runs its child run again whole:
+    ``whole`` (the rerun asked to run it again: from it or a task upstream of it, or all of
+    the run), or an earlier such rerun whose attempt it has not made yet (it failed upstream
+    meanwhile); never for another type of task."""
+    if not isinstance(spec.workflow.tasks.get(old.task_id), WorkflowTask):
+        return False
+    return whole or (old.rerun_child and old.try_number == 0)
+
+
 def _reset(
-    spec: WorkflowSpec, run: Run, current: dict[str, TaskInstance], reset: set[str], now: datetime
+    spec: WorkflowSpec,
+    run: Run,
+    current: dict[str, TaskInstance],
+    reset: set[str],
+    now: datetime,
+    *,
+    whole: bool = False,
 ) -> Plan:
     """Reset ``reset`` to WAITING, recount their upstream from the tasks kept, and decide
-    (in topological order) which of them are ready, skipped or upstream_failed now."""
+    (in topological order) which of them are ready, skipped or upstream_failed now.
+    ``whole``: the rerun asked to run these tasks again whole, so a sub-workflow task among
+    them runs its child again (``TaskInstance.rerun_child``); else a child that had
+    succeeded is kept."""
     states = dict(current)
     edges: dict[str, dict[str, TaskState]] = {}
     for task_id in spec.dag.order:
@@ -597,6 +623,7 @@ def _reset(
             attempt_base=old.attempt,
             upstream=up,
             priority=old.priority,
+            rerun_child=_rerun_child(spec, old, whole=whole),
         )
         nxt = child_state(spec, fresh, unchosen=unchosen)
         if nxt is not None:
@@ -619,7 +646,9 @@ def _require_finished(run: Run, what: str) -> None:
 def rerun_failed(
     spec: WorkflowSpec, run: Run, tasks: Iterable[TaskInstance], now: datetime
 ) -> Plan:
-    """Run again every task that failed, was stopped or never ran; keep what succeeded."""
+    """Run again every task that failed, was stopped or never ran; keep what succeeded (a
+    sub-workflow task reruns its child run from the child's failed tasks, and a child that
+    had succeeded stands)."""
     _require_finished(run, "rerun")
     current = {t.task_id: t for t in tasks}
     reset = {t for t, ti in current.items() if ti.state in _RERUNNABLE or not ti.state.terminal}
@@ -631,7 +660,8 @@ def rerun_failed(
 def rerun_from(
     spec: WorkflowSpec, run: Run, tasks: Iterable[TaskInstance], task_id: str, now: datetime
 ) -> Plan:
-    """Run ``task_id`` and everything downstream of it again."""
+    """Run ``task_id`` and everything downstream of it again: a sub-workflow task among
+    them runs its child run again whole, even one that had succeeded."""
     _require_finished(run, "rerun")
     if task_id not in spec.workflow.tasks:
         raise InvalidInput([Problem("from", f"unknown task {task_id!r} in workflow {spec.name}")])
@@ -645,8 +675,10 @@ def rerun_from(
         attempt=old.attempt,
         attempt_base=old.attempt,
         priority=old.priority,
+        rerun_child=_rerun_child(spec, old, whole=True),
     )
-    plan = _reset(spec, run, current, set(spec.dag.downstream(task_id)) - {task_id}, now)
+    downstream = set(spec.dag.downstream(task_id)) - {task_id}
+    plan = _reset(spec, run, current, downstream, now, whole=True)
     plan.tasks[task_id] = current[task_id]
     plan.edges[task_id] = {}
     return plan

@@ -128,6 +128,11 @@ class TaskInstance:
     pool: str | None = None
     pool_rank: int | None = None
     pool_slots: int = 0
+    # A sub-workflow task that a rerun asked to run again whole (``--from`` it or a task
+    # upstream of it, a backfill's ``--rerun all``): the first attempt after that rerun runs
+    # its child run again, all of it, where a child that had succeeded would otherwise stand
+    # (``engine.subworkflow.on_claim``). Kept until that attempt is made.
+    rerun_child: bool = False
 
     @property
     def try_number(self) -> int:

@@ -621,10 +621,11 @@ def settle_cancelled(backfill: Backfill, run_id: str, run: Run | None) -> Backfi
 
 
 def rerun_all(spec: WorkflowSpec, run: Run, tasks: Iterable[TaskInstance], now: datetime) -> Plan:
-    """Run every task of a finished run again (``--rerun all``): its roots are queued."""
+    """Run every task of a finished run again (``--rerun all``): its roots are queued, and
+    its sub-workflow tasks run their child runs again whole."""
     _require_finished(run, "rerun")
     current = {t.task_id: t for t in tasks}
-    return _reset(spec, run, current, set(current), now)
+    return _reset(spec, run, current, set(current), now, whole=True)
 
 
 # ------------------------------------------------------------------ stored form

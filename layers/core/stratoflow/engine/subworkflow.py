@@ -3,9 +3,12 @@
 A sub-workflow task starts a run of another workflow (the *child*) and takes its final
 state; its outputs are the child's task outputs, keyed by child task. The child run's id is
 derived from (parent run, task) alone, never from the attempt: a retry or a rerun of the
-parent's task finds the same child run and reruns it from its failed tasks, as
-DolphinScheduler's SubWorkflowLogicTask does. Nothing here reads or writes: the service
-reads the slice (the child run, if any), asks, and persists.
+parent's task finds the same child run. A retry, or a rerun of the parent's failed tasks,
+reruns the child from its failed tasks, as DolphinScheduler's SubWorkflowLogicTask does; a
+rerun that asked to run the task again whole (``--from``, a backfill's ``--rerun all``:
+``TaskInstance.rerun_child``) reruns all of the child, as clearing an Airflow SubDAG task
+clears its inner tasks. Nothing here reads or writes: the service reads the slice (the
+child run, if any), asks, and persists.
 
 The child links back to its parent with :attr:`Run.parent` (``"<parent run id>/<task id>"``;
 a task id holds no ``/``), which is how the child's end reaches the parent's task.
@@ -150,6 +153,7 @@ def child_params(
 class Step(StrEnum):
     START = "start"  # no child run yet: trigger it
     RERUN = "rerun"  # the child ended failed or stopped before this attempt: rerun its failures
+    RERUN_ALL = "rerun_all"  # the task was rerun whole: run every task of the ended child again
     WAIT = "wait"  # the child is on its way: its end will report
     REPORT = "report"  # the child has ended for this attempt: report its outcome now
 
@@ -163,17 +167,23 @@ class Next:
 def on_claim(ti: TaskInstance, child: Run | None) -> Next:
     """What a claimed (RUNNING) sub-workflow task does with its child run as read.
 
-    A child that ended before this attempt started is an earlier attempt's: a failed or
-    stopped one is rerun from its failed tasks; a succeeded one is kept (its outputs stand,
-    as a rerun of the parent keeps what succeeded). A child that ended since the attempt
-    started ended for this attempt (its report was lost in a crash): report it now."""
+    A child that ended since the attempt started ended for this attempt (its report was lost
+    in a crash): report it now. A child that ended before this attempt started is an earlier
+    attempt's: on the first attempt after a rerun that asked to run the task again whole
+    (``ti.rerun_child``), every task of it runs again, whatever its end; otherwise a failed
+    or stopped one is rerun from its failed tasks and a succeeded one is kept (its outputs
+    stand, as a rerun of the parent's failed tasks keeps what succeeded)."""
     if child is None:
         return Next(Step.START)
     if not child.state.terminal:
         return Next(Step.WAIT)
     started = ti.started_at
     for_this = started is not None and child.ended_at is not None and child.ended_at >= started
-    if child.state is RunState.SUCCEEDED or for_this:
+    if for_this:
+        return Next(Step.REPORT)
+    if ti.rerun_child and ti.try_number == 1:
+        return Next(Step.RERUN_ALL)
+    if child.state is RunState.SUCCEEDED:
         return Next(Step.REPORT)
     return Next(Step.RERUN)
 

@@ -45,6 +45,9 @@ NO_TIME: Final = "~"
 # partitions (read by ``pending_propagations`` until no such item is left)
 PROPAGATE_PREFIX: Final = "PROP#"
 PROPAGATING: Final = "prop"  # attribute: the task carries a propagation intent
+# attribute: a sub-workflow task's next attempt reruns its child whole
+# (``TaskInstance.rerun_child``); written by plans only, which alone change it
+RERUN_CHILD: Final = "rchild"
 
 # Timer partitions (RETRY#n / RUNNING#n on gsi1) are spread over this many keys, so that a
 # burst of claims and finishes is not limited by one index partition's write rate.
@@ -438,6 +441,8 @@ def task_item(task: TaskInstance, qseq: str | None) -> Item:
         item["gsi1pk"], item["gsi1sk"] = s(index[0]), s(index[1])
     if task.propagating:
         item[PROPAGATING] = {"BOOL": True}
+    if task.rerun_child:
+        item[RERUN_CHILD] = {"BOOL": True}
     if task.pool is not None:
         item["pool"] = s(task.pool)
     if task.pool_rank is not None:
@@ -466,6 +471,7 @@ def to_task(run_id: str, item: Item) -> TaskInstance:
         priority=get_n(item, "prio"),
         # "gsi2pk": an intent written before it moved to gsi1 (PROP#n partitions of gsi2)
         propagating=PROPAGATING in item or "gsi2pk" in item,
+        rerun_child=RERUN_CHILD in item,
         pool=get_s(item, "pool"),
         pool_rank=get_n(item, "prank") if "prank" in item else None,
         pool_slots=get_n(item, "pslots"),
@@ -582,6 +588,7 @@ def task_to_json(task: TaskInstance) -> dict[str, Any]:
         "error": task.error,
         "priority": task.priority,
         "propagating": task.propagating,
+        "rerun_child": task.rerun_child,
         "pool": task.pool,
         "pool_rank": task.pool_rank,
         "pool_slots": task.pool_slots,
@@ -604,6 +611,7 @@ def task_from_json(run_id: str, data: Mapping[str, Any]) -> TaskInstance:
         error=data["error"],
         priority=data["priority"],
         propagating=bool(data.get("propagating", False)),
+        rerun_child=bool(data.get("rerun_child", False)),
         pool=data.get("pool"),
         pool_rank=data.get("pool_rank"),
         pool_slots=int(data.get("pool_slots", 0)),

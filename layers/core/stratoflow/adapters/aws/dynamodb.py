@@ -1454,6 +1454,8 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
             upd = it.task_fields(Update(), task, qseq)
             if qseq is None:
                 upd.remove("qseq")
+            # only a plan changes it (a transition carries it as it was)
+            upd.set_or_remove(it.RERUN_CHILD, {"BOOL": True} if task.rerun_child else None)
             parents = plan.edges.get(task_id)
             it.upstream_fields(upd, task, None if parents is None else list(parents))
             attempt = None if held is None else held.get(task_id)

@@ -77,6 +77,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     ready_at TEXT, deadline TEXT, started_at TEXT, ended_at TEXT,
     outputs TEXT NOT NULL DEFAULT '{}', error TEXT, priority INTEGER NOT NULL DEFAULT 0,
     queued_seq INTEGER, propagating INTEGER NOT NULL DEFAULT 0,
+    rerun_child INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, task_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pools (
@@ -201,7 +202,8 @@ _QUEUE_BLOCK = 64
 
 _TASK_COLS = (
     "run_id, task_id, state, attempt, attempt_base, up_ok, up_failed, up_skipped, ready_at, deadline, "
-    "started_at, ended_at, outputs, error, priority, propagating, pool, pool_rank, pool_slots"
+    "started_at, ended_at, outputs, error, priority, propagating, pool, pool_rank, pool_slots, "
+    "rerun_child"
 )
 # how many columns each list has: the row decoders read by position, and a query may add
 # columns after them (queued_tasks: the run's free slots)
@@ -275,7 +277,7 @@ def _task(row: sqlite3.Row) -> TaskInstance:
     (
         run_id, task_id, state, attempt, attempt_base, up_ok, up_failed, up_skipped, ready_at,
         deadline, started_at, ended_at, outputs, error, priority, propagating, pool, pool_rank,
-        pool_slots,
+        pool_slots, rerun_child,
     ) = tuple(row)[:_N_TASK_COLS]  # fmt: skip
     upstream = _new(Upstream)
     upstream.__dict__.update(succeeded=up_ok, failed=up_failed, skipped=up_skipped)
@@ -289,6 +291,7 @@ def _task(row: sqlite3.Row) -> TaskInstance:
         ended_at=None if ended_at is None else _from_iso(ended_at),
         outputs={} if outputs == "{}" else json.loads(outputs), error=error, priority=priority,
         propagating=bool(propagating), pool=pool, pool_rank=pool_rank, pool_slots=pool_slots,
+        rerun_child=bool(rerun_child),
     )  # fmt: skip
     return task
 
@@ -298,7 +301,7 @@ def _task_values(t: TaskInstance) -> tuple[Any, ...]:
         t.state.value, t.attempt, t.attempt_base, t.upstream.succeeded, t.upstream.failed, t.upstream.skipped,
         _ts(t.ready_at), _ts(t.deadline), _ts(t.started_at), _ts(t.ended_at),
         _json(t.outputs) if t.outputs else "{}", t.error, t.priority, int(t.propagating),
-        t.pool, t.pool_rank, t.pool_slots,
+        t.pool, t.pool_rank, t.pool_slots, int(t.rerun_child),
     )  # fmt: skip
 
 
@@ -335,7 +338,9 @@ _MULTI_UPDATE = {
     "AND tasks.state=v.column18 AND tasks.attempt=v.column19"
     for n in (1, 2, 4, 8, 16, 32)
 }
-_FULL_SET = "up_ok=?, up_failed=?, up_skipped=?, " + _STATE_SET
+# ``rerun_child`` is written with them: only a plan (a rerun, a mark) changes it; a transition
+# carries it as it was.
+_FULL_SET = "up_ok=?, up_failed=?, up_skipped=?, rerun_child=?, " + _STATE_SET
 # Attempts' starts, several rows a statement; a repeated start only fills in its log.
 _STARTS_MAX = 32
 _START_ATTEMPTS = {
@@ -404,6 +409,8 @@ class SqliteStore(
         columns = {row["name"] for row in conn.execute("PRAGMA table_info(tasks)")}
         if "propagating" not in columns:  # a state file from before the column existed
             conn.execute("ALTER TABLE tasks ADD COLUMN propagating INTEGER NOT NULL DEFAULT 0")
+        if "rerun_child" not in columns:  # from before a rerun could rerun a child whole
+            conn.execute("ALTER TABLE tasks ADD COLUMN rerun_child INTEGER NOT NULL DEFAULT 0")
         conn.execute(
             "CREATE INDEX IF NOT EXISTS tasks_propagating ON tasks (ended_at) WHERE propagating=1"
         )
@@ -701,7 +708,7 @@ class SqliteStore(
             # A task created QUEUED joins the queue now: give it its place in FIFO order
             # (a NULL queued_seq would sort before every task queued earlier).
             self._conn().executemany(
-                f"INSERT INTO tasks ({_TASK_COLS}, queued_seq) VALUES ({','.join('?' * 20)})",
+                f"INSERT INTO tasks ({_TASK_COLS}, queued_seq) VALUES ({','.join('?' * (_N_TASK_COLS + 1))})",
                 [
                     (
                         t.run_id,
@@ -919,7 +926,11 @@ class SqliteStore(
         self, t: TaskInstance, where: str = "", args: Sequence[Any] = (), *, upstream: bool = False
     ) -> int:
         seq = self._queue_numbers(1) if t.state is TaskState.QUEUED else None
-        counts = (t.upstream.succeeded, t.upstream.failed, t.upstream.skipped) if upstream else ()
+        counts = (
+            (t.upstream.succeeded, t.upstream.failed, t.upstream.skipped, int(t.rerun_child))
+            if upstream
+            else ()
+        )
         cur = self._x(
             f"UPDATE tasks SET {_FULL_SET if upstream else _STATE_SET} WHERE run_id=? AND task_id=?{where}",
             (*counts, *_state_values(t, seq), t.run_id, t.task_id, *args),
