@@ -96,7 +96,12 @@ def test_the_runner_resolves_what_the_state_machine_never_holds(stack: Stack, ma
     assert message["outputs"] == {"from_env": DIGEST, "from_command": DIGEST, "echoed": "***"}
     assert log_uri is not None
     bucket, _, key = log_uri[5:].partition("/")
-    assert stack.s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"printed ***\n"
+    uploaded = stack.s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    # what the task printed, masked, then the runner's note on the output it masked
+    printed, note = uploaded.split("\n", 1)
+    assert printed == "printed ***"
+    assert note.startswith("[stratoflow] outputs 'echoed' held the value of a secret")
+    assert CANARY not in uploaded
 
     arn = dispatcher.execution_arn(spec.run_id, spec.task_id, spec.attempt)
     stack.wait_execution(arn)

@@ -236,3 +236,28 @@ def test_the_admin_token_is_shown_once_kept_nowhere_and_can_be_reset(tmp_path: P
         assert old.status_code == 401
     finally:
         server.stop()
+
+
+def test_an_output_masked_for_a_secret_is_named_in_the_log_downstream_reads_it_masked(
+    tmp_path: Path,
+) -> None:
+    """A project secret whose value is an ordinary word (``postgres``) masks it inside an
+    unrelated output (``postgresql://...``): outputs never hold secrets, so the downstream task
+    reads ``***ql://...``; that was silent (found by an exploratory tester), the producing
+    attempt's log now names the outputs masked and why."""
+    rt = LocalRuntime(tmp_path / "home")
+    try:
+        rt.secrets.put("default", "pgpw", "postgres")
+        text = (
+            "name: maskedout\ntasks:\n"
+            "  make: {type: shell, command: 'echo dsn=postgresql://db/x >> \"$STRATOFLOW_OUTPUT\"'}\n"
+            "  use: {type: shell, depends_on: [make], command: 'echo got {{ tasks.make.outputs.dsn }}'}\n"
+        )
+        run_id = start(rt, text)
+        assert finish(rt, run_id) is RunState.SUCCEEDED
+        assert rt.store.get_task(run_id, "make").outputs == {"dsn": "***ql://db/x"}
+        made = rt.executor.log_path(run_id, "make", 1).read_text()
+        assert "outputs 'dsn' held the value of a secret" in made
+        assert "got ***ql://db/x" in rt.executor.log_path(run_id, "use", 1).read_text()
+    finally:
+        rt.close()

@@ -23,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from stratoflow.cli import main
+from stratoflow.secrets import Masker, mask_outputs
 from tests.e2e.http_stub import json_stub
 from tests.e2e.server_process import first_admin_token, free_port
 from tests.logframe import framed
@@ -226,7 +227,10 @@ def test_the_canary_reaches_the_task_and_nothing_else(
 
     # the log view masks what the task printed (the file is the task's own writing)
     log = server.get(f"/runs/{run_id}/tasks/use/attempts/1/log")
-    assert log.text == framed("use", "the task prints its own secret: ***\n")
+    # ... and after it the executor's note on the output it masked (`echoed`)
+    _, note = mask_outputs(Masker([CANARY]), {"echoed": CANARY})
+    whole = framed("use", "the task prints its own secret: ***\n") + str(note)
+    assert log.text == whole
     for limit in (7, 20, 33):  # paged: a value split across pages is still masked
         text, offset = "", 0
         while True:
@@ -237,10 +241,8 @@ def test_the_canary_reaches_the_task_and_nothing_else(
             offset = int(page.headers["X-Next-Offset"])
             if offset >= int(page.headers["X-Log-Size"]):
                 break
-        assert text == framed("use", "the task prints its own secret: ***\n")
-    assert cli(server, "logs", run_id, "use").output == framed(
-        "use", "the task prints its own secret: ***\n"
-    )
+        assert text == whole
+    assert cli(server, "logs", run_id, "use").output == whole
 
     # every other view of it
     for path in (

@@ -25,6 +25,7 @@ from stratoflow.secrets import (
     ShortSecret,
     check_name,
     check_value,
+    mask_outputs,
     references,
     resolve,
 )
@@ -408,3 +409,22 @@ tasks:
 """
     with pytest.raises(TemplateError, match=r"command: the rendered text holds a NUL"):
         render(text, now, upstream={"up": {"k": "a\x00b"}})
+
+
+def test_masked_outputs_are_named_in_a_note_for_the_attempt_s_log() -> None:
+    """Outputs are data downstream tasks read: a value masked there reaches them as ``***``
+    (by substring: a secret ``postgres`` masks ``postgresql://...``). Unchanged outputs get no
+    note; a key holding a secret is named masked."""
+    masker = Masker(["postgres", VALUE])
+    outputs = {"dsn": "postgresql://db/x", "n": 3, VALUE: "k", "plain": "ok"}
+    masked, note = mask_outputs(masker, outputs)
+    assert masked == {"dsn": f"{MASK}ql://db/x", "n": 3, MASK: "k", "plain": "ok"}
+    assert note is not None
+    assert f"outputs 'dsn', '{MASK}' held the value of a secret" in note
+    assert "downstream tasks read them so" in note
+    assert VALUE not in note
+    assert note.endswith("\n")
+    assert mask_outputs(masker, {"plain": "ok", "n": [1, "x"]}) == (
+        {"plain": "ok", "n": [1, "x"]},
+        None,
+    )

@@ -355,6 +355,32 @@ def _safe_end(data: bytes, pos: int, end: int, values: list[str]) -> int:
     return cut
 
 
+def mask_outputs(masker: Masker, outputs: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """A task's outputs with its secrets' values written ``***``, and, when that changed any
+    of them, a line for the attempt's log saying which and what follows: outputs are data
+    that downstream tasks read, so a value masked there reaches them as ``***``. Masking is
+    by substring, so a secret whose value is an ordinary word (``postgres``) masks that word
+    inside unrelated values (``postgresql://...``): the note says so rather than let a
+    downstream task fail on data it cannot explain."""
+    masked: dict[str, Any] = {}
+    changed: list[str] = []  # as shown: a key holding a secret is shown masked too
+    for key, value in outputs.items():
+        shown, kept = masker.value(key), masker.value(value)
+        masked[shown] = kept
+        if shown != key or kept != value:
+            changed.append(str(shown))
+    if not changed:
+        return masked, None
+    keys = ", ".join(repr(k) for k in changed[:10]) + (" ..." if len(changed) > 10 else "")
+    note = (
+        f"[stratoflow] outputs {keys} held the value of a secret and are stored with it "
+        f"written {MASK}: downstream tasks read them so. Outputs never hold secrets: pass a "
+        "secret to the task that needs it by reference ({{ secrets.NAME }}). Masking is by "
+        "substring: a secret whose value is an ordinary word masks that word in any output.\n"
+    )
+    return masked, note
+
+
 def masker_for(source: SecretSource | None, project: str) -> Masker:
     """A masker of every secret ``source`` knows for ``project``; a source that cannot be
     read masks nothing (the log view still answers)."""

@@ -36,6 +36,7 @@ from stratoflow.secrets import (
     MissingSecret,
     SecretSource,
     SecretUnavailable,
+    mask_outputs,
     references,
     resolve,
 )
@@ -234,9 +235,13 @@ def run_attempt(
         elapsed = time.monotonic() - started
         outcome = _outcome(code, out_file, result_file, error_file, log_file)
         if masker:  # a task that printed or returned its own secret
-            outcome.update(outputs=masker.value(outcome["outputs"]))
+            outputs, note = mask_outputs(masker, outcome["outputs"])
+            outcome.update(outputs=outputs)
             if outcome["error"]:
                 outcome["error"] = masker.text(outcome["error"])
+            if note is not None:  # downstream tasks read them masked: the log says so
+                with log_file.open("a", encoding="utf-8") as fh:
+                    fh.write(note)
         size = len(json.dumps(outcome["outputs"], default=str).encode())
         if size > MAX_OUTPUTS_BYTES:
             outcome.update(

@@ -66,7 +66,14 @@ from stratoflow.resources import (
     reserved_name,
     task_resources,
 )
-from stratoflow.secrets import MissingSecret, SecretSource, SecretUnavailable, masker_for, resolve
+from stratoflow.secrets import (
+    MissingSecret,
+    SecretSource,
+    SecretUnavailable,
+    mask_outputs,
+    masker_for,
+    resolve,
+)
 from stratoflow.taskexec import (
     EXITED_LINE,
     STARTED_LINE,
@@ -1136,22 +1143,27 @@ class LocalExecutor(Dispatcher):
 
     def _deliver(self, live: _Live, result: AttemptResult) -> None:
         try:
-            result = self._masked(live.run_id, result)
             log_file = self._file_text(live.run_id, live.task_id, live.attempt, ".log")
+            result = self._masked(live.run_id, result, log_file)
             self._report(live.run_id, live.task_id, live.attempt, result, log_file)
         except Exception:
             log.exception("reporting %s/%s/%s failed", live.run_id, live.task_id, live.attempt)
 
-    def _masked(self, run_id: str, result: AttemptResult) -> AttemptResult:
+    def _masked(self, run_id: str, result: AttemptResult, log_file: str | None) -> AttemptResult:
         """What the task reports, with its project's secret values written ``***`` (a run
-        id starts with its project and a '.')."""
+        id starts with its project and a '.'); outputs that changed so are named in the
+        attempt's log (``log_file``), since downstream tasks read them masked."""
         if self._secrets is None or not (result.outputs or result.error):
             return result
         masker = masker_for(self._secrets, run_id.partition(".")[0])
         if not masker:
             return result
         error = masker.text(result.error) if result.error else result.error
-        return replace(result, outputs=masker.value(result.outputs), error=error)
+        outputs, note = mask_outputs(masker, result.outputs)
+        if note is not None and log_file is not None:
+            with contextlib.suppress(OSError), open(log_file, "a", encoding="utf-8") as fh:
+                fh.write(note)
+        return replace(result, outputs=outputs, error=error)
 
     # ------------------------------------------------------------ kill
     def kill_grace(self) -> timedelta:
@@ -1249,11 +1261,13 @@ class LocalExecutor(Dispatcher):
             key = (ti.run_id, ti.task_id, ti.attempt)
             record = self._record(*key)
             if record.status is not None:
-                report.results[key] = self._masked(ti.run_id, self.result(*key, record.status))
+                report.results[key] = self._masked(
+                    ti.run_id, self.result(*key, record.status), self.log_path(*key).as_posix()
+                )
             elif (ti.run_id, name) in alive:
                 self._watch_pid(_Live(*key, pid=alive[(ti.run_id, name)]))
             elif record.started:  # started, then died without its trap
-                report.results[key] = self._masked(ti.run_id, self.result(*key, None))
+                report.results[key] = self._masked(ti.run_id, self.result(*key, None), None)
             else:  # never started (perhaps claimed just before we died): start it afresh
                 with contextlib.suppress(FileNotFoundError):
                     self.log_path(*key).unlink()
