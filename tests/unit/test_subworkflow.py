@@ -416,6 +416,33 @@ def test_a_whole_rerun_of_a_child_takes_the_params_its_task_renders_now(
     assert [a.attempt for a in h.store.list_attempts(child_id)] == [1, 2]
 
 
+def test_a_whole_rerun_whose_params_no_longer_render_fails_the_task_and_keeps_the_child(
+    h: Harness,
+) -> None:
+    # GIVEN a child run with n=1, and an x whose second attempt outputs no v
+    h.scheduler.apply(COUNTED_CHILD)
+    h.scheduler.apply(
+        COUNTED_PARENT.replace(
+            "name: counted_parent", "name: counted_parent\ndefaults: {retries: 2}"
+        )
+    )
+    run, _ = h.scheduler.trigger("default", "counted_parent")
+    h.finish(succeed, outputs=_attempt_as_v)
+    child_id = rules.child_run_id(run.id, "sub", ("default", "counted_child"))
+    first = h.store.get_run(child_id)
+    # WHEN the parent is rerun from x
+    h.clock.advance(60)
+    h.scheduler.rerun(run.id, from_task="x")
+    h.finish(succeed, outputs=lambda s: _attempt_as_v(s) if s.attempt == 1 else {})
+    # THEN sub fails at once (not retried), naming the param, and the child is untouched
+    task = h.store.get_task(run.id, "sub")
+    assert task.state is TaskState.FAILED
+    assert task.attempt == 2
+    assert (task.error or "").startswith("params: undefined in template")
+    assert "tasks.x.outputs.v" in (task.error or "")
+    assert h.store.get_run(child_id) == first
+
+
 def test_a_rerun_of_the_failed_tasks_keeps_the_child_params(h: Harness) -> None:
     # GIVEN a child that failed with n=1
     h.scheduler.apply(COUNTED_CHILD)
