@@ -1,16 +1,17 @@
 """Sub-workflow tasks on the scheduler service, the same for both runtimes.
 
-Sequencing only (the rules are ``stratoflow.engine.subworkflow``'s): read the child run,
-ask the engine, then trigger, rerun (from its failed tasks, keeping its params; or whole
-when the parent's task was rerun whole, with the params the task renders now), pause,
-resume or stop it through the service's own operations. The child's end reaches its
-parent's task as an attempt result applied in the turn that ended the child (``run_ended``, called from the service's run-end path): locally in
-the same commit; on AWS in the advance function's turn that ended the child, so the parent
-waits for an event, never polls. A crash between the two is repaired by ``recover`` (the
-local start, the AWS reconciler), which reports the outcome of every child that ended while
-its parent's task still runs, stops the children whose parent's task has ended, and pauses
-or resumes each child to match its parent (a child paused by its parent's pause says so in
-``Run.paused_by_parent``, so an operator's own pause of a child is kept).
+Sequencing only (the rules are ``stratoflow.engine.subworkflow``'s): read the child run, ask
+the engine, then trigger, rerun (from its failed tasks, keeping its params; or whole when
+the parent's task was rerun whole, with the params the task renders now), pause, resume or
+stop it through the service's own operations. The child's end reaches its parent's task as
+an attempt result applied in the turn that ended the child (``run_ended``, called from the
+service's run-end path): locally in the same commit; on AWS in the advance function's turn
+that ended the child, so the parent waits for an event, never polls. A crash between the two
+is repaired by ``recover`` (the local start, the AWS reconciler), which reports the outcome
+of every child that ended while its parent's task still runs, stops the children whose
+parent's task has ended, and pauses or resumes each child to match its parent (a child
+paused by its parent's pause says so in ``Run.paused_by_parent``, so an operator's own pause
+of a child is kept).
 """
 
 from __future__ import annotations
