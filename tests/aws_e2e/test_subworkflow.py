@@ -3,8 +3,9 @@ advance function starts the child run when it claims the sub-workflow task, the 
 machine runs the child's attempts, and the advance turn that ends the child run completes
 the parent's task (no polling: the parent's next task is dispatched in that same turn). A
 failed child fails the parent; a rerun through the api reruns the same child run from its
-failed task, or whole when rerun from the task; a stop of the parent stops the child; the reconciler reports a child whose end
-its parent missed. See harness.py for what stands in for compute."""
+failed task, or whole when rerun from the task (with the params its task renders now); a
+stop of the parent stops the child; the reconciler reports a child whose end its parent
+missed. See harness.py for what stands in for compute."""
 
 from __future__ import annotations
 
@@ -121,6 +122,46 @@ def test_a_rerun_from_the_succeeded_task_runs_its_child_again_whole(stack: Stack
     assert (tasks["extract"].attempt, tasks["load"].attempt) == (2, 2)
     assert stack.observer.get_task(run_id, "child").attempt == 2
     assert stack.observer.get_task(run_id, "report").attempt == 2
+
+
+COUNTED_CHILD = """
+name: counted_child
+params: {n: "0"}
+tasks:
+  use: {type: shell, command: 'echo "seen={{ params.n }}" >> "$STRATOFLOW_OUTPUT"'}
+"""
+COUNTED_PARENT = """
+name: counted_parent
+tasks:
+  x: {type: shell, command: 'echo "v=$STRATOFLOW_ATTEMPT" >> "$STRATOFLOW_OUTPUT"'}
+  sub:
+    type: workflow
+    depends_on: [x]
+    workflow: counted_child
+    params: {n: "{{ tasks.x.outputs.v }}"}
+"""
+
+
+def test_a_rerun_from_upstream_gives_the_child_the_params_rendered_now(stack: Stack) -> None:
+    stack.apply_with_runner(COUNTED_CHILD)
+    stack.apply_with_runner(COUNTED_PARENT)
+    status, body = stack.api("POST", "/workflows/counted_parent/runs", {})
+    assert status == 201, body
+    stack.deliver_kicks()
+    run_id = str(body["run"]["id"])
+    child_id = rules.child_run_id(run_id, "sub", ("default", "counted_child"))
+    assert stack.run_ends(run_id) == "succeeded"
+    assert stack.observer.get_task(child_id, "use").outputs == {"seen": "1"}
+    # x runs again and makes v=2: the child reruns whole with n=2, not its first pass's 1
+    status, body = stack.api("POST", f"/runs/{run_id}/rerun", {"from": "x"})
+    assert status == 200, body
+    stack.deliver_kicks()
+    assert stack.run_ends(run_id) == "succeeded"
+    assert stack.observer.get_task(child_id, "use").outputs == {"seen": "2"}
+    assert stack.observer.get_task(child_id, "use").attempt == 2
+    status, body = stack.api("GET", f"/runs/{child_id}")
+    assert status == 200, body
+    assert body["run"]["params"] == {"n": "2"}
 
 
 def test_a_stop_of_the_parent_stops_the_child(stack: Stack) -> None:

@@ -25,6 +25,7 @@ from stratoflow.engine import (
     TaskState,
     TaskWrite,
     Upstream,
+    stop,
 )
 from stratoflow.errors import NotFound
 from stratoflow.ports import Attempt, RunQuery, StateStore
@@ -862,6 +863,28 @@ def test_apply_plan_writes_the_run_and_its_tasks_when_the_run_state_matches(
     assert store.get_task("run-1", "report") == plan.tasks["report"]
     assert store.get_task("run-1", "extract") == tasks["extract"]
     assert keys(store.queued_tasks(10)) == [("run-1", "load")]
+
+
+def test_apply_plan_writes_the_run_params_only_when_the_plan_gives_new_ones(
+    store: StateStore,
+) -> None:
+    # GIVEN a failed run, and a rerun of it that gives it new params (a child rerun whole)
+    run, tasks = _failed_run(store)
+    plan = _rerun_plan(run, tasks)
+    plan.run = plan.run.with_(params={**run.params, "n": "2"})
+    plan.new_params = True
+    # WHEN it is refused (another end), THEN the params stay
+    assert store.apply_plan(plan, RunState.FAILED, if_ended_at=at(1)) is False
+    assert store.get_run("run-1").params == run.params
+    # WHEN it applies, THEN the run has them with its new state
+    assert store.apply_plan(plan, RunState.FAILED) is True
+    assert store.get_run("run-1") == plan.run
+    # WHEN a plan decided from a read before them (a stop) applies, THEN they stay: only
+    # a plan that gives new params writes them
+    stale = stop(run.with_(state=RunState.RUNNING), [], at(3))
+    assert stale.run.params == run.params
+    assert store.apply_plan(stale, RunState.RUNNING) is True
+    assert store.get_run("run-1").params == plan.run.params
 
 
 def test_apply_plan_is_refused_when_the_run_state_moved_on(store: StateStore) -> None:

@@ -629,6 +629,40 @@ def test_a_journaled_plan_if_ended_at_is_refused_for_another_end_and_leaves_no_j
     assert env.store.queued_tasks(1000) != []
 
 
+@pytest.mark.parametrize("size", [20, 150], ids=["one transaction", "journaled"])
+def test_a_plan_new_params_are_written_in_its_commit_and_only_there(env: Env, size: int) -> None:
+    """A rerun giving its run new params (a sub-workflow child rerun whole) writes them in the
+    transaction that commits the run's new state: one that dies after it (journaled: before
+    any task chunk) has them with the reset; one refused has neither; a plan that gives no
+    new params leaves the run's as they are."""
+    # GIVEN a stopped run with params {region: eu}
+    run, tasks = seed_running(env, "r", size)
+    assert env.store.apply_plan(engine.stop(run, tasks, T0), RunState.RUNNING)
+    stopped = env.store.get_run("r")
+    plan = rerun_plan(stopped, env.store.get_tasks("r"))
+    plan = replace(plan, run=plan.run.with_(params={"n": "2"}), new_params=True)
+    # WHEN the plan is refused (another end), THEN the params stay
+    assert env.store.apply_plan(plan, RunState.STOPPED, if_ended_at=T0 - timedelta(1)) is False
+    assert env.store.get_run("r").params == stopped.params
+    # WHEN it dies right after its commit (journaled: before the task chunks)
+    if size > 100:
+        _crash_at(env, "TransactWriteItems", 2)
+        with pytest.raises(Crash):
+            env.store.apply_plan(plan, RunState.STOPPED)
+        env.requests.before.clear()
+        env.clock.now += env.store.lease.total_seconds() + 1
+    else:
+        assert env.store.apply_plan(plan, RunState.STOPPED)
+    # THEN the run has its new params with its new state, and every task is reset
+    assert env.store.get_run("r") == plan.run
+    assert env.store.get_run("r").params == {"n": "2"}
+    assert {t.task_id: t for t in env.store.get_tasks("r")} == plan.tasks
+    # AND a later plan that gives no new params (a stop) keeps them, even from a stale read
+    stale = engine.stop(stopped.with_(state=RunState.RUNNING), [], T0)
+    assert env.store.apply_plan(stale, RunState.RUNNING)
+    assert env.store.get_run("r").params == {"n": "2"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("completed_by", ["get_run", "reconciler"])
 def test_a_large_plan_that_dies_midway_is_completed_once(env: Env, completed_by: str) -> None:

@@ -174,6 +174,21 @@ def test_a_rerun_from_a_task_marks_the_sub_workflow_tasks_it_resets_and_only_tho
     assert not engine.rerun_failed(spec, failed, tasks, T0).tasks["child"].rerun_child
 
 
+def test_with_params_gives_a_plan_new_params_only_when_they_differ() -> None:
+    spec = load_workflow(CHILD)
+    run = _run(RunState.FAILED, T0).with_(params={"region": "eu"})
+    plan = rerun_all(spec, run, [TaskInstance(run.id, "extract", TaskState.FAILED)], T0)
+    assert engine.with_params(spec, plan, {"region": "eu"}) is plan  # nothing to write
+    moved = engine.with_params(spec, plan, {"region": "us"})
+    assert moved.new_params
+    assert moved.run.params == {"region": "us"}
+    assert moved.tasks == plan.tasks
+    assert engine.with_params(spec, plan, {}).run.params == {"region": "us"}  # the default
+    with pytest.raises(InvalidInput, match="unknown parameter"):
+        engine.with_params(spec, plan, {"nope": 1})
+    assert engine.changed_params({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": None}) == ["b", "c"]
+
+
 def test_child_result_maps_the_child_run_end() -> None:
     ok = rules.child_result(_run(RunState.SUCCEEDED), {"a": {"k": "v"}, "b": {}})
     assert ok == AttemptResult(AttemptStatus.SUCCEEDED, {"a": {"k": "v"}})
@@ -217,9 +232,10 @@ class Harness:
         *,
         limit: int = 200,
         rows: str = "42",
+        outputs: Callable[[AttemptSpec], dict[str, str]] | None = None,
     ) -> None:
         """Dispatch, then end attempts one at a time until nothing is pending (``extract``
-        outputs ``rows``)."""
+        outputs ``rows``; ``outputs``, when given, says what each attempt outputs)."""
         self.scheduler.step()
         for _ in range(limit):
             if not self.dispatcher.pending:
@@ -228,8 +244,10 @@ class Harness:
             del self.dispatcher.pending[key]
             self.clock.advance(1)
             status = outcome(spec)
-            outputs = {"rows": rows} if spec.task_id == "extract" else {}
-            result = AttemptResult(status, outputs if status is AttemptStatus.SUCCEEDED else {})
+            made = {"rows": rows} if spec.task_id == "extract" else {}
+            if outputs is not None:
+                made = outputs(spec)
+            result = AttemptResult(status, made if status is AttemptStatus.SUCCEEDED else {})
             self.scheduler.on_finished([Finished(spec.run_id, spec.task_id, spec.attempt, result)])
             self.scheduler.step()
         raise AssertionError("the runs never ended")
@@ -336,6 +354,133 @@ def test_a_rerun_from_a_succeeded_sub_workflow_task_runs_its_child_again(
     assert history[1].ended_at > history[1].started_at
 
 
+# x outputs a new v on each attempt (as `echo v=$STRATOFLOW_ATTEMPT >> $STRATOFLOW_OUTPUT`)
+COUNTED_CHILD = """\
+name: counted_child
+params: {n: "0", unchanged: "u"}
+tasks:
+  use: {type: shell, command: "echo n={{ params.n }} u={{ params.unchanged }}"}
+"""
+
+COUNTED_PARENT = """\
+name: counted_parent
+tasks:
+  x: {type: shell, command: "echo v=$STRATOFLOW_ATTEMPT >> $STRATOFLOW_OUTPUT"}
+  sub:
+    type: workflow
+    depends_on: [x]
+    workflow: counted_child
+    params: {n: "{{ tasks.x.outputs.v }}"}
+"""
+
+
+def _attempt_as_v(spec: AttemptSpec) -> dict[str, str]:
+    return {"v": str(spec.attempt)} if spec.task_id == "x" else {}
+
+
+def _use_command(h: Harness, child_id: str, attempt: int) -> str:
+    """The command the child's ``use`` task ran with on ``attempt``."""
+    return str(h.dispatcher.dispatched[(child_id, "use", attempt)].task.fields["command"])
+
+
+@pytest.mark.parametrize("rerun", ["from_x", "from_sub", "all"])
+def test_a_whole_rerun_of_a_child_takes_the_params_its_task_renders_now(
+    h: Harness, rerun: str
+) -> None:
+    # GIVEN a parent whose sub-workflow task passes x's output to its child, run once
+    h.scheduler.apply(COUNTED_CHILD)
+    h.scheduler.apply(COUNTED_PARENT)
+    run, _ = h.scheduler.trigger("default", "counted_parent")
+    h.finish(succeed, outputs=_attempt_as_v)
+    child_id = rules.child_run_id(run.id, "sub", ("default", "counted_child"))
+    first = h.store.get_run(child_id)
+    assert first.params == {"n": "1", "unchanged": "u"}
+    assert _use_command(h, child_id, 1) == "echo n=1 u=u"
+    # WHEN the parent is rerun so that x runs again (and makes v=2) and sub reruns its child
+    h.clock.advance(60)
+    if rerun == "all":
+        h.scheduler.rerun(run.id, all_tasks=True)
+    elif rerun == "from_x":
+        h.scheduler.rerun(run.id, from_task="x")
+    else:  # x keeps v=1: the child's params are rendered again, to the same values
+        h.scheduler.rerun(run.id, from_task="sub")
+    h.finish(succeed, outputs=_attempt_as_v)
+    # THEN the same child run reran whole with n as rendered now, and says so
+    assert h.store.get_run(run.id).state is RunState.SUCCEEDED
+    again = h.store.get_run(child_id)
+    want = "1" if rerun == "from_sub" else "2"
+    assert again.params == {"n": want, "unchanged": "u"}
+    assert again.state is RunState.SUCCEEDED
+    assert _use_command(h, child_id, 2) == f"echo n={want} u=u"
+    # the earlier attempt's history stays as it ran
+    assert [a.attempt for a in h.store.list_attempts(child_id)] == [1, 2]
+
+
+def test_a_whole_rerun_whose_params_no_longer_render_fails_the_task_and_keeps_the_child(
+    h: Harness,
+) -> None:
+    # GIVEN a child run with n=1, and an x whose second attempt outputs no v
+    h.scheduler.apply(COUNTED_CHILD)
+    h.scheduler.apply(
+        COUNTED_PARENT.replace(
+            "name: counted_parent", "name: counted_parent\ndefaults: {retries: 2}"
+        )
+    )
+    run, _ = h.scheduler.trigger("default", "counted_parent")
+    h.finish(succeed, outputs=_attempt_as_v)
+    child_id = rules.child_run_id(run.id, "sub", ("default", "counted_child"))
+    first = h.store.get_run(child_id)
+    # WHEN the parent is rerun from x
+    h.clock.advance(60)
+    h.scheduler.rerun(run.id, from_task="x")
+    h.finish(succeed, outputs=lambda s: _attempt_as_v(s) if s.attempt == 1 else {})
+    # THEN sub fails at once (not retried), naming the param, and the child is untouched
+    task = h.store.get_task(run.id, "sub")
+    assert task.state is TaskState.FAILED
+    assert task.attempt == 2
+    assert (task.error or "").startswith("params: undefined in template")
+    assert "tasks.x.outputs.v" in (task.error or "")
+    assert h.store.get_run(child_id) == first
+
+
+def test_a_rerun_of_the_failed_tasks_keeps_the_child_params(h: Harness) -> None:
+    # GIVEN a child that failed with n=1
+    h.scheduler.apply(COUNTED_CHILD)
+    h.scheduler.apply(COUNTED_PARENT)
+    run, _ = h.scheduler.trigger("default", "counted_parent")
+    h.finish(
+        lambda s: AttemptStatus.FAILED if s.task_id == "use" else AttemptStatus.SUCCEEDED,
+        outputs=_attempt_as_v,
+    )
+    child_id = rules.child_run_id(run.id, "sub", ("default", "counted_child"))
+    assert h.store.get_run(child_id).state is RunState.FAILED
+    # WHEN the parent's failed tasks are rerun (x stands), THEN the child keeps its params
+    h.clock.advance(60)
+    h.scheduler.rerun(run.id)
+    h.finish(succeed, outputs=_attempt_as_v)
+    assert h.store.get_run(child_id).params == {"n": "1", "unchanged": "u"}
+    assert _use_command(h, child_id, 2) == "echo n=1 u=u"
+
+
+def test_params_of_a_rerun_other_than_of_all_tasks_are_refused(h: Harness) -> None:
+    run, _ = h.scheduler.trigger("default", "parent")
+    h.finish(succeed)
+    before = h.store.get_run(run.id)
+    with pytest.raises(InvalidInput, match="params"):
+        h.scheduler.rerun(run.id, from_task="prepare", params={"region": "us"})
+    assert h.store.get_run(run.id) == before
+
+
+def test_a_whole_rerun_with_an_unknown_param_changes_nothing(h: Harness) -> None:
+    child = h.scheduler.trigger("default", "load_region")[0]
+    h.finish(succeed)
+    before = h.store.get_run(child.id)
+    with pytest.raises(InvalidInput, match="unknown parameter"):
+        h.scheduler.rerun(child.id, all_tasks=True, params={"nope": "1"})
+    assert h.store.get_run(child.id) == before
+    assert h.store.get_task(child.id, "extract").attempt == 1
+
+
 def test_a_rerun_of_all_tasks_runs_a_failed_child_again_whole(h: Harness) -> None:
     run, _ = h.scheduler.trigger("default", "parent")
     h.finish(lambda s: AttemptStatus.FAILED if s.task_id == "load" else AttemptStatus.SUCCEEDED)
@@ -376,7 +521,7 @@ def test_two_callers_rerunning_the_same_child_rerun_it_once(h: Harness) -> None:
     assert task.state is TaskState.RUNNING
     assert h.child_of(run.id).state is RunState.RUNNING
     # a second caller (a recovery) that read the child as it had ended: it waits, not fails
-    h.scheduler.subworkflows._rerun(run.id, task, ended, whole=True)
+    h.scheduler.subworkflows._rerun(run.id, task, ended, params={"region": "eu"})
     assert h.store.get_task(run.id, "child").state is TaskState.RUNNING
     h.finish(succeed)
     assert h.store.get_run(run.id).state is RunState.SUCCEEDED

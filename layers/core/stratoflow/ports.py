@@ -239,7 +239,9 @@ class StateStore(ABC):
     ) -> bool:
         """Write a whole-run operation (stop, rerun, mark) if the run is still ``expect``
         and, with ``if_ended_at``, still ended at that instant (one conditional write: a
-        rerun decided from one end of the run applies to that end only, once)."""
+        rerun decided from one end of the run applies to that end only, once). The run
+        write sets its state, times, error, pause flag and counters, and its params only
+        when ``plan.new_params`` says so (in the same write)."""
 
     @abstractmethod
     def record_upstream(

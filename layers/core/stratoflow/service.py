@@ -1344,23 +1344,33 @@ class Scheduler:
         *,
         from_task: str | None = None,
         all_tasks: bool = False,
+        params: Mapping[str, Any] | None = None,
         if_ended_at: datetime | None = None,
     ) -> Run:
         """Rerun failed tasks (keeping what succeeded), or ``from_task`` and its downstream,
         or (``all_tasks``) every task; with ``if_ended_at``, only the run's end at that
         instant (else Conflict). A sub-workflow task rerun from or whole runs its child run
-        again whole (``engine.subworkflow.on_claim``)."""
+        again whole (``engine.subworkflow.on_claim``). ``params`` (with ``all_tasks`` only:
+        a sub-workflow child rerun whole, with its parent task's params rendered now): the
+        run's param overrides from now on, written in the write that resets its tasks."""
+        if params is not None and not all_tasks:
+            raise InvalidInput([Problem("params", "only a rerun of all tasks takes new params")])
         with self._lock:
             run, spec = self._load(run_id)
             tasks = self.store.get_tasks(run_id)
             now = self.clock.now()
             if all_tasks:
                 plan = rerun_all(spec, run, tasks, now)
+                if params is not None:
+                    plan = engine.with_params(spec, plan, params)
             elif from_task is None:
                 plan = engine.rerun_failed(spec, run, tasks, now)
             else:
                 plan = engine.rerun_from(spec, run, tasks, from_task, now)
             new = self._apply(plan, run.state, if_ended_at)
+            if plan.new_params:  # names only: a value may be anything a task output
+                changed = ", ".join(engine.changed_params(run.params, new.params))
+                log.info("run %s reruns with new values of params %s", run_id, changed)
             if new.state is RunState.RUNNING:
                 self._emit("run.started", new)
             self._started_runs.append(run_id)

@@ -1,15 +1,17 @@
 """Sub-workflow tasks on the scheduler service, the same for both runtimes.
 
-Sequencing only (the rules are ``stratoflow.engine.subworkflow``'s): read the child run,
-ask the engine, then trigger, rerun (from its failed tasks, or whole when the parent's task
-was rerun whole), pause, resume or stop it through the service's own operations. The child's end reaches its parent's task as an attempt result applied in the
-turn that ended the child (``run_ended``, called from the service's run-end path): locally in
-the same commit; on AWS in the advance function's turn that ended the child, so the parent
-waits for an event, never polls. A crash between the two is repaired by ``recover`` (the
-local start, the AWS reconciler), which reports the outcome of every child that ended while
-its parent's task still runs, stops the children whose parent's task has ended, and pauses
-or resumes each child to match its parent (a child paused by its parent's pause says so in
-``Run.paused_by_parent``, so an operator's own pause of a child is kept).
+Sequencing only (the rules are ``stratoflow.engine.subworkflow``'s): read the child run, ask
+the engine, then trigger, rerun (from its failed tasks, keeping its params; or whole when
+the parent's task was rerun whole, with the params the task renders now), pause, resume or
+stop it through the service's own operations. The child's end reaches its parent's task as
+an attempt result applied in the turn that ended the child (``run_ended``, called from the
+service's run-end path): locally in the same commit; on AWS in the advance function's turn
+that ended the child, so the parent waits for an event, never polls. A crash between the two
+is repaired by ``recover`` (the local start, the AWS reconciler), which reports the outcome
+of every child that ended while its parent's task still runs, stops the children whose
+parent's task has ended, and pauses or resumes each child to match its parent (a child
+paused by its parent's pause says so in ``Run.paused_by_parent``, so an operator's own pause
+of a child is kept).
 """
 
 from __future__ import annotations
@@ -142,9 +144,18 @@ class SubWorkflows:
             assert child is not None
             self._report(run.id, task, child)
             return
-        if step.step in (rules.Step.RERUN, rules.Step.RERUN_ALL):
+        if step.step is rules.Step.RERUN:
             assert child is not None
-            self._rerun(run.id, task, child, whole=step.step is rules.Step.RERUN_ALL)
+            self._rerun(run.id, task, child)  # keeps the child's params, as a retry does
+            return
+        if step.step is rules.Step.RERUN_ALL:
+            assert child is not None
+            try:  # as at the child's start: the task's params may read what upstream made anew
+                params = rules.child_params(spec, run, task.task_id, upstream)
+            except TemplateError as exc:
+                self._fail(run.id, task, f"params: {exc}")
+                return
+            self._rerun(run.id, task, child, params=params)
             return
         problem = rules.check_depth(self.depth(run) + 1)
         if problem is not None:
@@ -161,14 +172,24 @@ class SubWorkflows:
         except StratoflowError as exc:
             self._fail(run.id, task, f"cannot start {target[0]}/{target[1]}: {exc}")
 
-    def _rerun(self, run_id: str, task: TaskInstance, child: Run, *, whole: bool) -> None:
+    def _rerun(
+        self,
+        run_id: str,
+        task: TaskInstance,
+        child: Run,
+        *,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
         """Rerun the ended child run for this attempt of its parent's task: from its failed
-        tasks, or ``whole`` (every task). Conditional on the child's end as read, so of two
-        callers deciding from the same read (the dispatch and a recovery) one reruns it and
-        the other, finding it moved on, waits for its end like the first."""
+        tasks (keeping its params), or with ``params`` whole (every task, with the params
+        the parent's task renders now, written with the reset of its tasks). Conditional on
+        the child's end as read, so of two callers deciding from the same read (the
+        dispatch and a recovery) one reruns it and the other, finding it moved on, waits
+        for its end like the first."""
         s = self.scheduler
+        whole = params is not None
         try:
-            s.rerun(child.id, all_tasks=whole, if_ended_at=child.ended_at)
+            s.rerun(child.id, all_tasks=whole, params=params, if_ended_at=child.ended_at)
         except Conflict as exc:
             try:
                 now = s.store.get_run(child.id)

@@ -18,6 +18,7 @@ from stratoflow.engine._engine import (
     Plan,
     Readiness,
     RenderedTask,
+    changed_params,
     child_state,
     choose_branches,
     claim,
@@ -46,6 +47,7 @@ from stratoflow.engine._engine import (
     stops_run_on_failure,
     template_context,
     timed_out,
+    with_params,
 )
 from stratoflow.engine._states import (
     AttemptResult,
@@ -77,6 +79,7 @@ __all__ = [
     "TaskWrite",
     "Upstream",
     "attempt_finished",
+    "changed_params",
     "child_state",
     "choose_branches",
     "claim",
@@ -110,4 +113,5 @@ __all__ = [
     "template_context",
     "timed_out",
     "together",
+    "with_params",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -514,6 +514,26 @@ class Plan:
     edges: dict[str, dict[str, TaskState]] = field(default_factory=dict)
     # running attempts (as read) whose pool slots the plan frees (engine/pools.settle_plan)
     pool_releases: list[TaskInstance] = field(default_factory=list)
+    # ``run.params`` replace the stored run's, in the plan's run write (``with_params``: a
+    # sub-workflow child rerun whole takes its parent task's params as rendered now); else
+    # a store leaves the run's params as they are
+    new_params: bool = False
+
+
+def with_params(spec: WorkflowSpec, plan: Plan, overrides: Mapping[str, Any]) -> Plan:
+    """``plan`` (a rerun of every task) giving its run new params: ``spec``'s defaults
+    overridden by ``overrides``, as a new run's are (an unknown name: InvalidInput). Only
+    params that differ are written; the reset tasks render with the new ones."""
+    params = effective_params(spec, overrides)
+    if params == plan.run.params:
+        return plan
+    return replace(plan, run=plan.run.with_(params=params), new_params=True)
+
+
+def changed_params(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """The names of the params that ``after`` adds, drops or gives another value."""
+    names = before.keys() | after.keys()
+    return sorted(k for k in names if k not in before or k not in after or before[k] != after[k])
 
 
 def _recount(run: Run, states: Mapping[str, TaskInstance]) -> Run:

@@ -153,7 +153,9 @@ def child_params(
 class Step(StrEnum):
     START = "start"  # no child run yet: trigger it
     RERUN = "rerun"  # the child ended failed or stopped before this attempt: rerun its failures
-    RERUN_ALL = "rerun_all"  # the task was rerun whole: run every task of the ended child again
+    # the task was rerun whole: run every task of the ended child again, with the params
+    # the task renders now (its upstream may have made new outputs)
+    RERUN_ALL = "rerun_all"
     WAIT = "wait"  # the child is on its way: its end will report
     REPORT = "report"  # the child has ended for this attempt: report its outcome now
 

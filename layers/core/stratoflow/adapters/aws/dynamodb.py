@@ -1382,6 +1382,8 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
             upd.set_or_remove(name, None if value is None else s(it.ts(value)))
         upd.set_or_remove("error", None if run.error is None else s(run.error))
         upd.set_or_remove("pbp", {"BOOL": True} if run.paused_by_parent else None)
+        if plan.new_params:  # with the state that resets the tasks that read them
+            upd.set("params", it.js(run.params))
         if plan_id is not None:
             upd.set("plan", s(plan_id)).set("plan_at", n(int(self._clock())))
         cond = upd.condition(

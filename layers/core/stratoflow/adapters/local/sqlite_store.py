@@ -794,14 +794,23 @@ class SqliteStore(
         return cur.rowcount == 1
 
     def _put_run_with_counters(
-        self, run: Run, expect: RunState, if_ended_at: datetime | None = None
+        self,
+        run: Run,
+        expect: RunState,
+        if_ended_at: datetime | None = None,
+        *,
+        params: bool = False,
     ) -> bool:
+        """``params``: write ``run.params`` too (a plan's ``new_params``), in the same
+        statement as its state."""
         ended = "" if if_ended_at is None else " AND ended_at=?"
+        new_params = "params=?, " if params else ""
         self._forget_run(run.id)
         cur = self._x(
-            "UPDATE runs SET state=?, started_at=?, ended_at=?, error=?, paused_by_parent=?, "
-            f"n_done=?, n_failed=?, n_running=? WHERE id=? AND state=?{ended}",
+            f"UPDATE runs SET {new_params}state=?, started_at=?, ended_at=?, error=?, "
+            f"paused_by_parent=?, n_done=?, n_failed=?, n_running=? WHERE id=? AND state=?{ended}",
             (
+                *((_json(run.params),) if params else ()),
                 run.state.value,
                 _ts(run.started_at),
                 _ts(run.ended_at),
@@ -1044,7 +1053,9 @@ class SqliteStore(
         self, plan: Plan, expect: RunState, *, if_ended_at: datetime | None = None
     ) -> bool:
         with self.transaction():
-            if not self._put_run_with_counters(plan.run, expect, if_ended_at):
+            if not self._put_run_with_counters(
+                plan.run, expect, if_ended_at, params=plan.new_params
+            ):
                 return False
             for held in plan.pool_releases:  # only if still running that attempt
                 row = self._x(
