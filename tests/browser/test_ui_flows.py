@@ -173,6 +173,7 @@ def test_apply_trigger_watch_fail_read_log_fix_and_rerun(
 
     # rerun from a task: it and everything downstream run again
     find_task(page, "prepare")
+    page.once("dialog", lambda dialog: dialog.accept())  # asked first, naming task and run
     panel.get_by_role("button", name="Rerun from here").click()
     expect(panel.get_by_test_id("attempts").locator("tbody tr")).to_have_count(
         2, timeout=RUN_TIMEOUT
@@ -284,6 +285,7 @@ def test_pause_resume_stop_and_mark_from_the_run_page(
     shot("stopped")
     # mark the stopped task succeeded: what waited on it runs, and the run succeeds
     find_task(page, "sleeper")
+    page.once("dialog", lambda dialog: dialog.accept())  # asked first, as Stop is
     page.get_by_test_id("task-panel").get_by_role("button", name="Mark succeeded").click()
     wait_graph_states(page, r"^Graph of 2 tasks: 2 succeeded$")
     expect(run_badge(page)).to_have_text("succeeded")

@@ -68,8 +68,10 @@ export function ErrorBox({ error }: { error: Error | null }) {
   );
 }
 
-/** A button that runs an action, shows it is busy, and reports a failure next to it. */
-export function ActionButton({ label, run, onDone, danger, confirm: ask }: { label: string; run: () => Promise<unknown>; onDone?: () => void; danger?: boolean; confirm?: string }) {
+/** A button that runs an action, shows it is busy, and reports a failure next to it.
+ * ``confirm``: asked first; ``disabledReason``: why the action cannot be taken now (the
+ * button is shown disabled, the reason as its tooltip). */
+export function ActionButton({ label, run, onDone, danger, confirm: ask, disabledReason }: { label: string; run: () => Promise<unknown>; onDone?: () => void; danger?: boolean; confirm?: string; disabledReason?: string | null }) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const click = async () => {
@@ -87,7 +89,7 @@ export function ActionButton({ label, run, onDone, danger, confirm: ask }: { lab
   };
   return (
     <span class="action">
-      <button type="button" class={danger ? "danger" : ""} disabled={busy} onClick={click}>{label}</button>
+      <button type="button" class={danger ? "danger" : ""} disabled={busy || !!disabledReason} title={disabledReason ?? undefined} onClick={click}>{label}</button>
       {error && <span class="error-inline" role="alert">{error}</span>}
     </span>
   );

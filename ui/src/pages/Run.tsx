@@ -140,7 +140,7 @@ export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
           {tab === "tasks" && detail && <TaskList detail={detail} onSelect={onSelect} selected={selected} />}
         </div>
         {selected && detail?.tasks[selected] && (
-          <TaskPanel runId={id} taskId={selected} task={detail.tasks[selected]} runActive={active} onChange={refresh} onClose={() => go({ task: undefined })} />
+          <TaskPanel runId={id} taskId={selected} task={detail.tasks[selected]} runState={r.state} onChange={refresh} onClose={() => go({ task: undefined })} />
         )}
       </div>
     </section>
@@ -202,7 +202,20 @@ function TaskList({ detail, onSelect, selected }: { detail: RunDetail; onSelect:
   );
 }
 
-function TaskPanel({ runId, taskId, task, runActive, onChange, onClose }: { runId: string; taskId: string; task: TaskView; runActive: boolean; onChange: () => void; onClose: () => void }) {
+/** What a task's action will do, asked before it is done (as Stop asks). */
+function markQuestion(runId: string, taskId: string, task: TaskView, state: "succeeded" | "skipped", runState: RunState): string {
+  const kill = task.state === "running" ? " Its running attempt is killed." : "";
+  const again = TERMINAL_RUN.includes(runState) ? " The run is finished: it runs again if anything is left to run." : "";
+  return `Mark task ${taskId} of run ${runId} ${state}?${kill} The tasks downstream of it are decided again, and may start.${again}`;
+}
+
+function rerunQuestion(runId: string, taskId: string, task: TaskView): string {
+  const child = task.child_run ? ` Its child run ${task.child_run} runs again whole.` : "";
+  return `Rerun task ${taskId} of run ${runId} and every task downstream of it? They run again (their earlier attempts and logs are kept).${child}`;
+}
+
+function TaskPanel({ runId, taskId, task, runState, onChange, onClose }: { runId: string; taskId: string; task: TaskView; runState: RunState; onChange: () => void; onClose: () => void }) {
+  const runActive = !TERMINAL_RUN.includes(runState);
   const can = useCan();
   const attempts = task.history.map((a) => a.attempt);
   const [attempt, setAttempt] = useState<number | null>(null);
@@ -226,9 +239,13 @@ function TaskPanel({ runId, taskId, task, runActive, onChange, onClose }: { runI
       </div>
       {task.error && <p class="error">{task.error}</p>}
       <div class="actions">
-        {can("run.rerun") && done && <ActionButton label="Rerun from here" run={() => api.rerun(runId, taskId)} onDone={onChange} />}
-        {can("task.mark") && task.state !== "succeeded" && <ActionButton label="Mark succeeded" run={() => api.mark(runId, taskId, "succeeded")} onDone={onChange} />}
-        {can("task.mark") && task.state !== "skipped" && <ActionButton label="Mark skipped" run={() => api.mark(runId, taskId, "skipped")} onDone={onChange} />}
+        {/* the API reruns only a finished run (409 otherwise): shown, disabled, with its reason */}
+        {can("run.rerun") && (done || runActive) && (
+          <ActionButton label="Rerun from here" disabledReason={runActive ? `run ${runId} is ${runState}; rerun needs a finished run (stop it first)` : null}
+            confirm={rerunQuestion(runId, taskId, task)} run={() => api.rerun(runId, taskId)} onDone={onChange} />
+        )}
+        {can("task.mark") && task.state !== "succeeded" && <ActionButton label="Mark succeeded" confirm={markQuestion(runId, taskId, task, "succeeded", runState)} run={() => api.mark(runId, taskId, "succeeded")} onDone={onChange} />}
+        {can("task.mark") && task.state !== "skipped" && <ActionButton label="Mark skipped" confirm={markQuestion(runId, taskId, task, "skipped", runState)} run={() => api.mark(runId, taskId, "skipped")} onDone={onChange} />}
       </div>
       {task.history.length > 0 && (
         <div class="table-wrap">

@@ -223,9 +223,19 @@ class TaskView(_View):
         default_factory=dict, description=_TRUNCATED_OUTPUTS
     )
     error: str | None
-    started_at: str | None
-    ended_at: str | None
-    duration_seconds: float | None
+    started_at: str | None = Field(
+        description="When its last attempt started (none once a rerun has reset it)."
+    )
+    ended_at: str | None = Field(
+        description="When it reached its state: a marked task's is the mark's time."
+    )
+    duration_seconds: float | None = Field(
+        description=(
+            "How long its last attempt ran (that attempt's `duration_seconds`), not "
+            "`started_at` to `ended_at`; none for a task that has not run since it was last "
+            "reset, or whose attempt is running."
+        )
+    )
     next_try_at: str | None
     history: list[AttemptView]
     child_run: str | None = Field(
