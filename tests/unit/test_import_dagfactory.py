@@ -330,3 +330,47 @@ manual:
     assert "16, Airflow's default" in notes["unset", "max_active_runs"].message
     assert notes["manual", "max_active_runs"].severity == "unmapped"
     assert "'many' is not a positive integer" in notes["manual", "max_active_runs"].message
+
+
+def _notes(result: FileImport, task: str, severity: str = "unmapped") -> list[str]:
+    return [n.message for n in result.all_notes() if n.task == task and n.severity == severity]
+
+
+def test_a_relative_start_date_is_reported_as_written(tmp_path: Path) -> None:
+    result = _import(
+        tmp_path,
+        """
+x:
+  default_args: {start_date: 2 days, end_date: 3 days}
+  schedule: "0 3 * * *"
+  tasks:
+    t: {operator: airflow.operators.bash.BashOperator, bash_command: "true"}
+""",
+    )
+    text = _unmapped(result)
+    assert "start_date '2 days' (relative) has no equivalent" in text
+    assert "end_date '3 days' (relative)" in text
+
+
+def test_task_in_a_template_is_kept_and_its_rendering_is_said(tmp_path: Path) -> None:
+    bash = "airflow.operators.bash.BashOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": [
+            {"task_id": "whole", "operator": bash, "bash_command": "echo 'The task is {{ task }}'"},
+            {"task_id": "id", "operator": bash, "bash_command": "echo {{ task.task_id }}"},
+            {"task_id": "owner", "operator": bash, "bash_command": "echo {{ task.owner }}"},
+        ]}}),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    # GIVEN {{ task }}, which Stratoflow has too (as {'id': ...}, not Airflow's operator)
+    # THEN it is kept, and the report says how its rendering differs, not that it is missing
+    assert tasks["whole"]["command"] == "echo 'The task is {{ task }}'"
+    assert not _notes(result, "whole")
+    (note,) = _notes(result, "whole", "changed")
+    assert "renders the mapping {'id': '<task id>'}" in note
+    assert "<Task(<Operator>): <task id>>" in note
+    assert tasks["id"]["command"] == "echo {{ task.id }}"
+    # AND an attribute Stratoflow's task lacks is reported as failing the render
+    (owner,) = _notes(result, "owner")
+    assert "'task.owner': Stratoflow's task has only task.id" in owner

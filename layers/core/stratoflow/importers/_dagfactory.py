@@ -165,8 +165,8 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
             if text[:4].isdigit():
                 schedule[key] = text if "T" in text else text + "T00:00:00"
             else:
-                notes.unmapped(
-                    f"{key}_date {text!r} (relative) has no equivalent", field="schedule"
+                notes.unmapped(  # the value as written, not as rewritten above
+                    f"{key}_date {str(value)!r} (relative) has no equivalent", field="schedule"
                 )
         if "catchup" in config:
             schedule["catchup"] = bool(config["catchup"])
