@@ -330,3 +330,154 @@ manual:
     assert "16, Airflow's default" in notes["unset", "max_active_runs"].message
     assert notes["manual", "max_active_runs"].severity == "unmapped"
     assert "'many' is not a positive integer" in notes["manual", "max_active_runs"].message
+
+
+TASK = "airflow.decorators.task"
+
+
+def _notes(result: FileImport, task: str, severity: str = "unmapped") -> list[str]:
+    return [n.message for n in result.all_notes() if n.task == task and n.severity == severity]
+
+
+def test_a_plus_task_read_anywhere_in_the_arguments_is_a_dependency(tmp_path: Path) -> None:
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": [
+            {"task_id": "first", "decorator": TASK, "python_callable": "sample.some_number"},
+            {"task_id": "numbers", "decorator": TASK, "python_callable": "sample.numbers"},
+            {"task_id": "arg", "decorator": TASK, "python_callable": "sample.double",
+             "number": "+first"},
+            {"task_id": "mapped", "decorator": TASK, "python_callable": "sample.multiply",
+             "expand": {"a": "+numbers", "b": [1, 2]}, "partial": {"c": "+first"}},
+            {"task_id": "params", "decorator": TASK, "python_callable": "sample.read",
+             "params": "+first"},
+            {"task_id": "nested", "operator": "airflow.operators.python.PythonOperator",
+             "python_callable": "sample.read",
+             "op_kwargs": {"n": {"deep": ["+numbers"]}, "text": "+nosuchtask"},
+             "dependencies": ["first"]},
+            {"task_id": "plain", "decorator": TASK, "python_callable": "sample.echo",
+             "value": "+ not a task read", "other": "+nosuchtask"},
+        ]}}),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    # GIVEN reads of a task's return value in arguments, expand/partial, params, op_kwargs
+    # THEN each reading task runs after the task it reads (and after its dependencies)
+    assert tasks["arg"]["depends_on"] == ["first"]
+    assert tasks["mapped"]["depends_on"] == ["numbers", "first"]
+    assert tasks["params"]["depends_on"] == ["first"]
+    assert tasks["nested"]["depends_on"] == ["first", "numbers"]
+    assert "depends_on" not in tasks["plain"]
+    # AND no whole return value is mapped (no documented output holds it): each read is
+    # reported, naming the dependency it still adds
+    assert "number" not in tasks["arg"].get("params", {})
+    (arg,) = _notes(result, "arg")
+    assert "'+first' reads the whole return value of task 'first'" in arg
+    assert "the task depends on 'first'" in arg
+    mapped = " | ".join(_notes(result, "mapped"))
+    assert "expand.a: '+numbers' reads the whole return value of task 'numbers'" in mapped
+    assert "partial.c: '+first'" in mapped
+    (params,) = _notes(result, "params")
+    assert "'+first' reads the whole return value of task 'first'" in params
+    (nested,) = _notes(result, "nested")  # where dag-factory reads no task, text is text
+    assert "op_kwargs.n.deep.0: '+numbers': dag-factory passes this text as it is" in nested
+    assert tasks["nested"]["params"]["text"] == "+nosuchtask"
+    # AND a text that is no read is a param as before; a read of no task is reported
+    assert tasks["plain"]["params"]["value"] == "+ not a task read"
+    assert "'+nosuchtask' names no other task of this DAG" in " | ".join(_notes(result, "plain"))
+    assert not result.complete
+
+
+def test_a_read_of_one_key_maps_to_that_output(tmp_path: Path) -> None:
+    # GIVEN dag-factory's example_multiple_outputs_taskflow
+    result = _import(
+        tmp_path,
+        """
+example_multiple_outputs_taskflow:
+  tasks:
+    - task_id: collect
+      multiple_outputs: true
+      decorator: airflow.decorators.task
+      python_callable: sample.collect
+    - task_id: echo1
+      decorator: airflow.decorators.task
+      python_callable: sample.echo
+      value: "+collect['key1']"
+    - task_id: echo2
+      decorator: airflow.decorators.task
+      python_callable: sample.echo
+      value: '+collect["key 2"]'
+""",
+    )
+    tasks = _tasks(result)
+    # THEN the reads are outputs of collect (its returned dict's keys), after it
+    assert tasks["echo1"]["params"] == {"value": "{{ tasks.collect.outputs.key1 }}"}
+    assert tasks["echo2"]["params"] == {"value": "{{ tasks.collect.outputs['key 2'] }}"}
+    assert tasks["echo1"]["depends_on"] == tasks["echo2"]["depends_on"] == ["collect"]
+    (note,) = _notes(result, "echo1", "changed")
+    assert "reads output 'key1' of task 'collect'" in note
+    # AND multiple_outputs, the operator's option, is no param of the callable's
+    assert tasks["collect"] == {"type": "python", "callable": "sample:collect"}
+    assert not [n for n in result.all_notes() if "multiple_outputs" in n.message]
+    assert result.complete
+
+
+def test_a_task_reading_a_task_left_out_is_left_out_too(tmp_path: Path) -> None:
+    path = tmp_path / "dags.yml"
+    path.write_text(
+        """
+x:
+  tasks:
+    collect: {operator: some.Unknown}
+    echo: {decorator: airflow.decorators.task, python_callable: s.echo, value: "+collect['k']"}
+    after: {operator: airflow.operators.bash.BashOperator, bash_command: "true",
+            dependencies: [echo]}
+"""
+    )
+    # WHEN a task with no equivalent is left out (--unmapped report)
+    result = import_file(path, "dag-factory", unmapped="report")
+    document = result.workflows[0].document
+    # THEN the task reading its output is left out too (its read could not validate)
+    assert document is not None
+    assert set(document["tasks"]) == {"after"}
+    parse_workflow(document)
+    assert "it reads outputs of 'collect', left out" in " | ".join(_notes(result, "echo"))
+
+
+def test_a_relative_start_date_is_reported_as_written(tmp_path: Path) -> None:
+    result = _import(
+        tmp_path,
+        """
+x:
+  default_args: {start_date: 2 days, end_date: 3 days}
+  schedule: "0 3 * * *"
+  tasks:
+    t: {operator: airflow.operators.bash.BashOperator, bash_command: "true"}
+""",
+    )
+    text = _unmapped(result)
+    assert "start_date '2 days' (relative) has no equivalent" in text
+    assert "end_date '3 days' (relative)" in text
+
+
+def test_task_in_a_template_is_kept_and_its_rendering_is_said(tmp_path: Path) -> None:
+    bash = "airflow.operators.bash.BashOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": [
+            {"task_id": "whole", "operator": bash, "bash_command": "echo 'The task is {{ task }}'"},
+            {"task_id": "id", "operator": bash, "bash_command": "echo {{ task.task_id }}"},
+            {"task_id": "owner", "operator": bash, "bash_command": "echo {{ task.owner }}"},
+        ]}}),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    # GIVEN {{ task }}, which Stratoflow has too (as {'id': ...}, not Airflow's operator)
+    # THEN it is kept, and the report says how its rendering differs, not that it is missing
+    assert tasks["whole"]["command"] == "echo 'The task is {{ task }}'"
+    assert not _notes(result, "whole")
+    (note,) = _notes(result, "whole", "changed")
+    assert "renders the mapping {'id': '<task id>'}" in note
+    assert "<Task(<Operator>): <task id>>" in note
+    assert tasks["id"]["command"] == "echo {{ task.id }}"
+    # AND an attribute Stratoflow's task lacks is reported as failing the render
+    (owner,) = _notes(result, "owner")
+    assert "'task.owner': Stratoflow's task has only task.id" in owner

@@ -26,14 +26,14 @@ from stratoflow.importers._build import (
 )
 from stratoflow.importers._cron import airflow_schedule, interval_before
 from stratoflow.importers._dolphinscheduler import number
-from stratoflow.importers._names import param_ref, task_id, unique, workflow_name
+from stratoflow.importers._names import output_ref, param_ref, task_id, unique, workflow_name
 from stratoflow.importers._report import ImportedWorkflow, Notes
 from stratoflow.importers._timeexpr import AirflowDates, rewrite_airflow
 from stratoflow.model import TriggerRule
 from stratoflow.model._dag import _walk_strings
 from stratoflow.model._loader import load_yaml
 from stratoflow.model._workflow import MAX_POOL_SLOTS
-from stratoflow.templating import TemplateError, undefined_names
+from stratoflow.templating import TemplateError, referenced_tasks, undefined_names
 
 GROUP_SEPARATOR = "__"
 MAX_SECONDS = 365 * 86400  # the longest duration the format takes
@@ -165,8 +165,8 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
             if text[:4].isdigit():
                 schedule[key] = text if "T" in text else text + "T00:00:00"
             else:
-                notes.unmapped(
-                    f"{key}_date {text!r} (relative) has no equivalent", field="schedule"
+                notes.unmapped(  # the value as written, not as rewritten above
+                    f"{key}_date {str(value)!r} (relative) has no equivalent", field="schedule"
                 )
         if "catchup" in config:
             schedule["catchup"] = bool(config["catchup"])
@@ -238,10 +238,11 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
         for g in group_path(raw.get("task_group_name")):
             group_args.update(groups[g].get("default_args") or {})
         merged = {**args, **group_args, **raw}
-        body, reason = _operator(merged, tid, notes, dates, params, outputs)
+        body, reason, reads = _operator(merged, tid, notes, dates, params, outputs, ids)
         deps: list[str] = []
         for dep in raw.get("dependencies") or []:
             deps += _resolve(str(dep), ids, members)
+        deps += reads  # a task reading another's return value runs after it, as in Airflow
         if deps:
             body["depends_on"] = list(dict.fromkeys(deps))
         body.update(_retry_settings(raw, notes, tid))
@@ -277,6 +278,9 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
             notes.unmapped(f"task group {group!r}: {', '.join(map(str, conf))} not mapped")
     for tid, operator, reason, raw in deferred:
         unmapped_task(tasks, tid, operator.rsplit(".", 1)[-1], tid, reason, raw, mode, notes)
+    if mode == "report":  # a task reading the outputs of a task left out cannot validate
+        originals = {ids[str(raw.get("task_id"))]: raw for raw in raw_tasks}
+        _leave_out_readers(tasks, {t for t, _, _, _ in deferred}, originals, notes)
     if params:
         doc["params"] = params
     doc["tasks"] = tasks
@@ -286,6 +290,40 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
             pools.setdefault(body["pool"], []).append(tid)
     pools_to_create(pools, None, "N = the Airflow pool's slots", notes)
     return ImportedWorkflow(name, dag_id, doc if tasks else None, tuple(notes.items))
+
+
+def _leave_out_readers(
+    tasks: dict[str, dict[str, Any]],
+    gone: set[str],
+    originals: dict[str, dict[str, Any]],
+    notes: Notes,
+) -> None:
+    """Leave out, too, every task whose templates read outputs of a task left out (and then
+    the tasks reading those): validation refuses a read of a task that is not there."""
+    while True:
+        readers = {
+            tid: sorted(found & gone)
+            for tid, body in tasks.items()
+            for found in [{t for _, text in _walk_strings(body, "") for t in _reads(text)}]
+            if found & gone
+        }
+        if not readers:
+            return
+        for tid, read in readers.items():
+            original = originals.get(tid, {})
+            kind = str(original.get("operator") or tasks[tid].get("type"))  # a @task: python
+            unmapped_task(
+                tasks, tid, kind.rsplit(".", 1)[-1], tid,
+                f"it reads outputs of {', '.join(map(repr, read))}, left out", original,
+                "report", notes,
+            )  # fmt: skip
+            gone.add(tid)
+
+
+def _reads(text: str) -> set[str]:
+    with contextlib.suppress(TemplateError):  # a syntax error: validation reports it
+        return referenced_tasks(text)
+    return set()
 
 
 _WHY = {
@@ -402,8 +440,11 @@ _DEFAULT_ARG_KEYS = {
 }  # fmt: skip
 _OPERATOR_KEYS = {
     "BashOperator": {"bash_command", "env", "append_env"},
-    "PythonOperator": {"python_callable", "python_callable_name", "python_callable_file", "op_kwargs"},
-    "task": {"python_callable", "python_callable_name", "python_callable_file", "op_kwargs"},
+    # multiple_outputs is the operator's, not the callable's: a returned dict is the outputs anyway
+    "PythonOperator": {"python_callable", "python_callable_name", "python_callable_file", "op_kwargs",
+                       "multiple_outputs"},
+    "task": {"python_callable", "python_callable_name", "python_callable_file", "op_kwargs",
+             "multiple_outputs"},
     "HttpOperator": {"http_conn_id", "endpoint", "method", "headers", "data"},
     "SimpleHttpOperator": {"http_conn_id", "endpoint", "method", "headers", "data"},
     "HttpSensor": {"http_conn_id", "endpoint", "method", "headers", "data", "poke_interval", "timeout", "mode"},
@@ -424,6 +465,7 @@ _OPERATOR_KEYS = {
     "RedshiftDataOperator": {"sql", "database", "cluster_identifier", "workgroup_name",
                              "db_user", "secret_arn", "parameters", "aws_conn_id"},
 }  # fmt: skip
+_TASKFLOW_KEYS = _OPERATOR_KEYS["task"]
 # a statement starting with one of these returns rows: the task reports the first
 _QUERY = re.compile(r"\s*(select|show|with|desc|describe|explain|values)\b", re.I)
 _SQL_OPERATORS = {"SQLExecuteQueryOperator", "PostgresOperator", "AthenaOperator",
@@ -437,12 +479,17 @@ def _operator(
     dates: AirflowDates,
     params: dict[str, Any],
     outputs: dict[str, str],
-) -> tuple[dict[str, Any], str | None]:
-    """The task body, or a stand-in and the reason it has no equivalent."""
+    names: dict[str, str],
+) -> tuple[dict[str, Any], str | None, list[str]]:
+    """The task body, or a stand-in and the reason it has no equivalent; and the tasks
+    (Stratoflow ids) whose return values it reads with dag-factory's ``+task``, which it
+    must run after. ``names``: every task of the DAG, dag-factory id -> Stratoflow id."""
     operator = str(conf.get("operator") or conf.get("decorator") or "")
     short = operator.rsplit(".", 1)[-1]
     problems: list[str] = []
     changes: list[str] = []
+    taskflow = short == "task" or operator.endswith(".task")
+    reads, read_args = _task_reads(conf, tid, taskflow, names, notes)
 
     def text(value: Any) -> str:
         return rewrite_airflow(str(value), dates, problems, outputs, changes)
@@ -579,15 +626,13 @@ def _operator(
     if isinstance(conf.get("params"), dict) and reason is None:  # the task's params win
         body.setdefault("params", {}).update(_params(conf["params"]))
     used = _COMMON_KEYS | _OPERATOR_KEYS.get(short, set())
-    if short == "task" or operator.endswith(".task"):  # TaskFlow: other keys are the arguments
+    if taskflow:  # TaskFlow: other keys are the arguments
         for key, value in conf.items():
             if key in used or key in _DEFAULT_ARG_KEYS:
                 continue
-            if isinstance(value, str) and value.startswith("+"):
-                notes.unmapped(
-                    f"argument {key!r} reads task {value[1:]!r}'s return value (XCom): not mapped",
-                    task=tid,
-                )
+            if key in read_args:  # a read of an upstream's output, said by _task_reads
+                if read_args[key] is not None:
+                    body.setdefault("params", {})[key] = read_args[key]
             elif key in ("expand", "partial"):
                 notes.unmapped(
                     f"dynamic task mapping ({key}) has no equivalent: the task runs once", task=tid
@@ -613,7 +658,100 @@ def _operator(
         reason = "its templates read names Stratoflow does not have (see this task's notes)"
     if conf.get("doc_md") or conf.get("doc"):
         body["description"] = str(conf.get("doc_md") or conf.get("doc"))
-    return body, reason
+    return body, reason, reads
+
+
+# dag-factory's read of a task's return value (XCom): ``+task``, or ``+task['key']`` for one
+# key of a returned dict (dag-factory's own pattern: dagbuilder._replace_kwargs_values_as_xcom)
+_TASK_READ = re.compile(r"\+(\w+)(?:\[(?:'(.*)'|\"(.*)\")\])?")
+# keys of a task that are not arguments: no +task read is looked for in them
+_NOT_ARGUMENTS = (_COMMON_KEYS - {"params"}) | _DEFAULT_ARG_KEYS
+
+
+_Read = tuple[tuple[str, ...], str, str, str | None]
+
+
+def _reads_in(value: Any, path: tuple[str, ...]) -> list[_Read]:
+    """Every ``+task`` in ``value``, however deep: (where, as written, task, key or None)."""
+    if isinstance(value, str):
+        found = _TASK_READ.fullmatch(value.strip())
+        if found is None:
+            return []
+        key = found.group(2) if found.group(2) is not None else found.group(3)
+        return [(path, value.strip(), found.group(1), key)]
+    if isinstance(value, list):
+        value = dict(enumerate(value))
+    if not isinstance(value, dict):
+        return []
+    return [read for k, v in value.items() for read in _reads_in(v, (*path, str(k)))]
+
+
+def _task_reads(
+    conf: dict[str, Any], tid: str, taskflow: bool, names: dict[str, str], notes: Notes
+) -> tuple[list[str], dict[str, str | None]]:
+    """The ``+task`` reads anywhere in a task's arguments: the tasks read (Stratoflow ids),
+    each one a dependency whether or not the value maps; and the TaskFlow arguments that are
+    reads, with the template each becomes (None: not mapped, so not passed). Each read is
+    reported. dag-factory resolves a read in a @task's own arguments and in the first level of
+    its ``expand``/``partial``; elsewhere it passes the text as written."""
+    reads: list[str] = []
+    args: dict[str, str | None] = {}
+    for top, value in conf.items():
+        if top in _NOT_ARGUMENTS:
+            continue
+        for path, text, name, key in _reads_in(value, (top,)):
+            # the report line names the field (top); a deeper place is said in the message
+            written = (f"{'.'.join(path)}: " if len(path) > 1 else "") + repr(text)
+            resolved = taskflow and (
+                len(path) == 1 or (len(path) == 2 and path[0] in ("expand", "partial"))
+            )
+            if len(path) == 1:
+                args[top] = None
+            if name not in names or names[name] == tid:
+                if resolved:  # dag-factory fails on it; elsewhere it is only text
+                    notes.unmapped(
+                        f"{written} names no other task of this DAG: not mapped",
+                        task=tid,
+                        field=top,
+                    )
+                continue
+            upstream = names[name]
+            reads.append(upstream)
+            then = f"the task depends on {upstream!r}"
+            if not resolved:
+                notes.unmapped(
+                    f"{written}: dag-factory passes this text as it is (it reads a task's "
+                    "return value only in a @task's own arguments and in expand/partial), and "
+                    f"so does this import; {then} all the same",
+                    task=tid,
+                    field=top,
+                )
+            elif len(path) == 1 and key is not None and top not in _COMMON_KEYS | _TASKFLOW_KEYS:
+                ref = "{{ " + output_ref(upstream, key) + " }}"
+                args[top] = ref
+                notes.changed(
+                    f"{written} reads output {key!r} of task {upstream!r} (a returned dict's keys "
+                    f"are its outputs): the task param {top!r} is {ref} (rendered as text); "
+                    f"{then}",
+                    task=tid,
+                    field=top,
+                )
+            else:
+                what = f"output {key!r}" if key is not None else "the whole return value"
+                why = (
+                    "dynamic task mapping has no equivalent"
+                    if path[0] in ("expand", "partial")
+                    else f"a Stratoflow task's {top!r} is not one value"
+                    if top in _COMMON_KEYS | _TASKFLOW_KEYS
+                    else "no documented output holds a task's whole return value: a returned "
+                    "dict's keys become its outputs"
+                )
+                notes.unmapped(
+                    f"{written} reads {what} of task {name!r} (XCom): not mapped, as {why}; {then}",
+                    task=tid,
+                    field=top,
+                )
+    return list(dict.fromkeys(reads)), args
 
 
 _STAND_IN: dict[str, Any] = {"type": "shell", "command": "true\n"}

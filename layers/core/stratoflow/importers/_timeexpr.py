@@ -396,6 +396,20 @@ def rewrite_airflow(
                     )
             if head in ("params", "tasks", "shift_date") or head in _JINJA_WORDS:
                 return dotted
+            if head == "task":  # Stratoflow has a task too: {"id": <task id>}, not the operator
+                if tail:
+                    problems.append(
+                        f"the template reads {dotted!r}: Stratoflow's task has only task.id, "
+                        "so rendering it fails the task"
+                    )
+                else:
+                    (changes if changes is not None else problems).append(
+                        "{{ task }} is kept: in Stratoflow it renders the mapping "
+                        "{'id': '<task id>'} as text (its quotes end a shell's single quotes "
+                        "around it), where Airflow's renders the operator as "
+                        "<Task(<Operator>): <task id>>; {{ task.id }} is the id alone"
+                    )
+                return dotted
             problems.append(f"the template reads {dotted!r}, which Stratoflow does not provide")
             return dotted
 
