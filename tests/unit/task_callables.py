@@ -15,3 +15,14 @@ def answer() -> int:
 
 def everything(**kwargs: Any) -> dict[str, Any]:
     return {"names": sorted(kwargs)}
+
+
+def double(number: str, params: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
+    """A TaskFlow-style callable: its argument by name, beside the runner's own."""
+    outputs["seen"] = sorted(params)
+    return {"doubled": int(number) * 2}
+
+
+def shadowed(params: dict[str, Any]) -> dict[str, Any]:
+    """A param named ``params`` does not replace the task's params."""
+    return {"keys": sorted(params)}

@@ -126,3 +126,20 @@ def test_http_task_fails_on_an_unexpected_status_and_keeps_the_response(tmp_path
 def test_http_task_reports_an_unreachable_host(tmp_path: Path) -> None:
     assert runner.main(str(spec_file(tmp_path, "http", {"url": "http://127.0.0.1:9/"}))) == 1
     assert "GET http://127.0.0.1:9/ failed" in (outcome(tmp_path)[1] or "")
+
+
+def test_a_callable_gets_each_param_it_names_as_an_argument(tmp_path: Path) -> None:
+    """Airflow's TaskFlow callables (and dag-factory's imports of them) take their inputs as
+    named arguments (``def double(number)``): a callable naming a param gets its value; it
+    failed with 'missing 1 required positional argument'. ``params``, ``outputs`` and
+    ``context`` stay the runner's own."""
+    spec = spec_file(
+        tmp_path, "python", {"callable": "tests.unit.task_callables:double"}, {"number": "21"}
+    )
+    assert runner.main(str(spec)) == 0
+    assert outcome(tmp_path) == ({"seen": ["number"], "doubled": 42}, None)
+    spec = spec_file(
+        tmp_path, "python", {"callable": "tests.unit.task_callables:shadowed"}, {"params": "x"}
+    )
+    assert runner.main(str(spec)) == 0
+    assert outcome(tmp_path) == ({"keys": ["params"]}, None)

@@ -34,12 +34,19 @@ def _load_callable(ref: str) -> Callable[..., Any]:
     return fn  # type: ignore[no-any-return]
 
 
-def _call(fn: Callable[..., Any], available: dict[str, Any]) -> Any:
-    """Pass the keyword arguments the function names (all of them if it takes **kwargs)."""
+def _call(fn: Callable[..., Any], available: dict[str, Any], params: dict[str, Any]) -> Any:
+    """Pass the keyword arguments the function names (all of ``available`` if it takes
+    **kwargs): ``params``, ``outputs``, ``context``, and any other name one of the task's
+    params, as Airflow's ``op_kwargs`` and TaskFlow arguments are (``def double(number)``
+    with ``params: {number: ...}``); the three names win over params of the same name."""
     sig = inspect.signature(fn)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return fn(**available)
-    return fn(**{k: v for k, v in available.items() if k in sig.parameters})
+    named = {k: v for k, v in available.items() if k in sig.parameters}
+    for name, parameter in sig.parameters.items():
+        if name not in named and name in params and parameter.kind is not parameter.POSITIONAL_ONLY:
+            named[name] = params[name]
+    return fn(**named)
 
 
 def run_python(
@@ -59,6 +66,7 @@ def run_python(
         result = _call(
             _load_callable(fields["callable"]),
             {"params": params, "outputs": outputs, "context": context},
+            params,
         )
     if isinstance(result, dict):
         outputs.update(result)
@@ -80,6 +88,7 @@ def run_lambda(
     result = _call(
         _load_callable(ref),
         {"event": payload, "payload": payload, "params": params, "context": context},
+        {},  # a Lambda handler's stand-in: its arguments are the event's, not params by name
     )
     if isinstance(result, dict):
         return result
