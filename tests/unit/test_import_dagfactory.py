@@ -367,10 +367,11 @@ def test_a_plus_task_read_anywhere_in_the_arguments_is_a_dependency(tmp_path: Pa
     assert tasks["params"]["depends_on"] == ["first"]
     assert tasks["nested"]["depends_on"] == ["first", "numbers"]
     assert "depends_on" not in tasks["plain"]
-    # AND no whole return value is mapped (no documented output holds it): each read is
-    # reported, naming the dependency it still adds
-    assert "number" not in tasks["arg"].get("params", {})
-    (arg,) = _notes(result, "arg")
+    # AND a @task's own argument reading a whole return value gets the output a python task
+    # keeps it in ('return_value', unless it returned a dict); elsewhere it is reported,
+    # naming the dependency it still adds
+    assert tasks["arg"]["params"] == {"number": "{{ tasks.first.outputs.return_value }}"}
+    (arg,) = _notes(result, "arg", "changed")
     assert "'+first' reads the whole return value of task 'first'" in arg
     assert "the task depends on 'first'" in arg
     mapped = " | ".join(_notes(result, "mapped"))

@@ -641,7 +641,11 @@ def _operator(
                 body.setdefault("params", {})[key] = (
                     value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
                 )
-                notes.changed(f"argument {key!r} is passed as a task param", task=tid)
+                notes.changed(
+                    f"argument {key!r} is passed as a task param (the callable gets it by "
+                    "name, as text)",
+                    task=tid,
+                )
             used = used | {key}
     for key in conf:
         if key not in used and key not in _DEFAULT_ARG_KEYS and reason is None:
@@ -726,13 +730,19 @@ def _task_reads(
                     task=tid,
                     field=top,
                 )
-            elif len(path) == 1 and key is not None and top not in _COMMON_KEYS | _TASKFLOW_KEYS:
-                ref = "{{ " + output_ref(upstream, key) + " }}"
+            elif len(path) == 1 and top not in _COMMON_KEYS | _TASKFLOW_KEYS:
+                ref = "{{ " + output_ref(upstream, key or "return_value") + " }}"
                 args[top] = ref
+                how = (
+                    f"output {key!r} of task {upstream!r} (a returned dict's keys are its outputs)"
+                    if key is not None
+                    else f"the whole return value of task {upstream!r}, which a python task "
+                    "keeps as its output 'return_value' unless it is a dict (whose keys are "
+                    "its outputs: then read one key, +task['key'])"
+                )
                 notes.changed(
-                    f"{written} reads output {key!r} of task {upstream!r} (a returned dict's keys "
-                    f"are its outputs): the task param {top!r} is {ref} (rendered as text); "
-                    f"{then}",
+                    f"{written} reads {how}: the task param {top!r} is {ref} (rendered as "
+                    f"text); {then}",
                     task=tid,
                     field=top,
                 )
@@ -742,9 +752,6 @@ def _task_reads(
                     "dynamic task mapping has no equivalent"
                     if path[0] in ("expand", "partial")
                     else f"a Stratoflow task's {top!r} is not one value"
-                    if top in _COMMON_KEYS | _TASKFLOW_KEYS
-                    else "no documented output holds a task's whole return value: a returned "
-                    "dict's keys become its outputs"
                 )
                 notes.unmapped(
                     f"{written} reads {what} of task {name!r} (XCom): not mapped, as {why}; {then}",
