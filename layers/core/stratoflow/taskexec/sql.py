@@ -174,12 +174,14 @@ class PostgresDriver(Driver):
             # all of them are read here, as a plain query would be
             cur.execute("SET LOCAL cursor_tuple_fraction = 1.0")
             try:
-                # prepare=True: the extended protocol, which refuses more than one statement
-                # (the simple protocol would run the rest after the DECLARE)
+                # binary=True (the DECLARE returns no rows to read in binary): psycopg sends it
+                # with the extended protocol, unnamed (no prepared statement a pooler such as
+                # PgBouncer must keep), which refuses a script: the simple protocol would run
+                # the statements after the DECLARE
                 cur.execute(
                     b'DECLARE "stratoflow_result" NO SCROLL CURSOR FOR ' + sql.encode("utf-8"),
                     parameters,
-                    prepare=True,
+                    binary=True,
                 )
             except psycopg.Error as exc:
                 if self._cancelled or (exc.sqlstate or "")[:2] not in _NOT_A_CURSOR:
