@@ -98,9 +98,10 @@ def _address(url: str, default_port: int) -> tuple[str, int, str, str]:
 
 # A statement that may be one query a server-side cursor can hold (after blanks, comments and
 # opening parentheses): SELECT, WITH, VALUES, TABLE. Anything else is run as a script.
+# (possessive, and a comment that ends at its first */: no backtracking, whatever the text)
 _QUERY_START = re.compile(
-    r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*(?:select|with|values|table)\b",
-    re.IGNORECASE | re.DOTALL,
+    r"(?:\s|--[^\n]*+|/\*(?:[^*]|\*(?!/))*+\*/|\()*+(?:select|with|values|table)\b",
+    re.IGNORECASE,
 )
 # SQLSTATE classes of a DECLARE that is not one query a cursor holds (syntax error or access
 # rule violation: a script, INSERT ... RETURNING, an unknown table; feature not supported: a
