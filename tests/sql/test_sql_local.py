@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import psycopg
@@ -130,6 +131,10 @@ tasks:
     connection: wh
     outputs: none
     sql: "SELECT g FROM generate_series(1, 5000) g"
+  shown:
+    type: shell
+    depends_on: [some]
+    command: echo 'json={{{{ tasks.some.outputs.rows }}}}' >> "$STRATOFLOW_OUTPUT"
 """)  # fmt: skip
     assert finish(runtime, run_id) is RunState.FAILED
     some = runtime.store.get_task(run_id, "some")
@@ -141,6 +146,9 @@ tasks:
         ],
         "row_count": 3,
     }
+    # what a template sees of them is the JSON the README promises
+    shown = runtime.store.get_task(run_id, "shown").outputs["json"]
+    assert json.loads(shown) == some.outputs["rows"]
     assert runtime.store.get_task(run_id, "exactly").outputs == {"row_count": 5000}
     many = runtime.store.get_task(run_id, "too_many")
     assert many.state.value == "failed"

@@ -471,12 +471,12 @@ def test_task_in_a_template_is_kept_and_its_rendering_is_said(tmp_path: Path) ->
         ]}}),
     )  # fmt: skip
     tasks = _tasks(result)
-    # GIVEN {{ task }}, which Stratoflow has too (as {'id': ...}, not Airflow's operator)
+    # GIVEN {{ task }}, which Stratoflow has too (as {"id": ...}, not Airflow's operator)
     # THEN it is kept, and the report says how its rendering differs, not that it is missing
     assert tasks["whole"]["command"] == "echo 'The task is {{ task }}'"
     assert not _notes(result, "whole")
     (note,) = _notes(result, "whole", "changed")
-    assert "renders the mapping {'id': '<task id>'}" in note
+    assert 'renders the mapping {"id": "<task id>"} as JSON' in note
     assert "<Task(<Operator>): <task id>>" in note
     assert tasks["id"]["command"] == "echo {{ task.id }}"
     # AND an attribute Stratoflow's task lacks is reported as failing the render

@@ -153,7 +153,7 @@ def test_a_key_named_like_a_dict_method_is_read_as_the_key() -> None:
     ("template", "expected"),
     [
         # not a key: the method, as before
-        ("{{ params.items() | list }}", "[('region', 'eu')]"),
+        ("{{ params.items() | list }}", '[["region", "eu"]]'),  # a list written out: JSON
         ("{{ params.get('region') }}", "eu"),
         ("{{ params.keys() | join(',') }}", "region"),
         # a key: the item, whatever its name; by subscript as before
@@ -460,3 +460,24 @@ def test_an_undeclared_param_is_refused_naming_it_and_the_declared_ones() -> Non
     (own,) = undefined_names("{{ params.rows }}", {"region"}, own_params=True)
     assert "not the task's own" in own
     assert undefined_names("{{ params.b }}", None) == []  # params not checked
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{{ tasks.q.outputs.rows }}", '[{"id": 1, "note": null, "ok": true, "name": "O\'Neil"}]'),
+        ("{{ tasks.q.outputs.body }}", '{"city": "Zürich", "tags": ["a", "b"]}'),
+        ("{{ tasks.q.outputs.rows[0] }}", '{"id": 1, "note": null, "ok": true, "name": "O\'Neil"}'),
+        ("{{ tasks.q.outputs.rows[0].note }}", "None"),  # a value alone: as before
+        ("{{ (1, 'a') }}", '[1, "a"]'),
+        ("{{ {1: 'a'} }}", '{"1": "a"}'),
+    ],
+)
+def test_a_list_or_mapping_written_out_is_json(template: str, expected: str) -> None:
+    """Structured outputs (an sql task's ``rows``, an http ``body``, a python task's dicts)
+    are JSON values, and a template writes one out as JSON, not as Python's text of it."""
+    outputs = {
+        "rows": [{"id": 1, "note": None, "ok": True, "name": "O'Neil"}],
+        "body": {"city": "Zürich", "tags": ["a", "b"]},
+    }
+    assert render(template, {"tasks": {"q": {"outputs": outputs}}}) == expected

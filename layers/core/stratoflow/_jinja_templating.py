@@ -30,6 +30,7 @@ monotonic clock: it measures the render's own duration, never the scheduler's "n
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import re
 import time
@@ -664,6 +665,17 @@ class _CodeGenerator(CodeGenerator):
             super().visit_Tuple(node, frame)
 
 
+def _as_json(value: list[Any] | tuple[Any, ...] | dict[Any, Any]) -> Any:
+    """A list or mapping written out, as JSON: what a task's structured outputs (an sql task's
+    ``rows``, an http ``body``, a python task's dicts) and params are; Python's text of it
+    (``None``, single quotes) is no format a command or a request reads. One JSON cannot
+    write (a key that is not text or a number) stays Python's text."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return value
+
+
 class _BoundedEnvironment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(_BINOP_CHECKS)
     code_generator_class = _CodeGenerator
@@ -716,6 +728,8 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
                 _current().chars(len(value), "a value written out")
         elif not isinstance(value, (int, float)) and value is not None:
             _current().size(value, "a value written out")
+            if isinstance(value, (list, tuple, dict)):
+                return _as_json(value)
         return value
 
     # the sandbox's hooks

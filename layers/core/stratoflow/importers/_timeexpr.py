@@ -405,7 +405,7 @@ def rewrite_airflow(
                 else:
                     (changes if changes is not None else problems).append(
                         "{{ task }} is kept: in Stratoflow it renders the mapping "
-                        "{'id': '<task id>'} as text (its quotes end a shell's single quotes "
+                        '{"id": "<task id>"} as JSON (its quotes end a shell\'s double quotes '
                         "around it), where Airflow's renders the operator as "
                         "<Task(<Operator>): <task id>>; {{ task.id }} is the id alone"
                     )

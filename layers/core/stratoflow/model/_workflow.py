@@ -589,6 +589,31 @@ class SqlTask(_TaskBase):
         "as JSON; none. Each also reports row_count.",
     )
 
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _one_value_each(cls, value: Any) -> Any:
+        """One message for a value that is not one value (pydantic gave one per type of the
+        union), saying what a value may be."""
+        if not isinstance(value, dict):
+            return value
+        for name, item in value.items():
+            if item is None or isinstance(item, (str, int, float, bool)):
+                continue
+            what = (
+                "a list"
+                if isinstance(item, list)
+                else "a mapping"
+                if isinstance(item, dict)
+                else f"a {type(item).__name__}"
+            )
+            raise ValueError(
+                f"parameter {name!r} is {what}: a parameter is bound as one value, a string, "
+                "number, boolean or null; pass several as one string and split it in the SQL "
+                f"(PostgreSQL: = ANY(string_to_array(%({name})s, ',')::int[]); MySQL: "
+                f"FIND_IN_SET(id, %({name})s)), or write them in the SQL itself"
+            )
+        return value
+
     @model_validator(mode="after")
     def _one_statement(self) -> SqlTask:
         if (self.sql is None) == (self.sql_file is None):

@@ -14,6 +14,15 @@ written. What the task reports:
 
 ``row_count`` is the last statement's: the rows it returned, or those it changed.
 
+Only the rows kept reach the task's memory (one for ``first_row``, ``MAX_ROWS + 1`` for
+``rows``, none for ``none``), however many the query returns. On PostgreSQL a single query
+(SELECT, WITH, VALUES, TABLE) runs through a server-side cursor: ``FETCH`` the rows kept,
+then ``MOVE FORWARD ALL`` runs the rest on the server and counts it without sending it. A
+script (or a statement a cursor cannot hold: INSERT ... RETURNING, a data-modifying WITH)
+runs as written, and libpq then receives each of its result sets whole. On MySQL the rows are
+read unbuffered (PyMySQL's ``SSCursor``): the rest is read, counted and dropped a chunk at a
+time. The AWS drivers read results a page at a time (sql_aws).
+
 A stop of the run or its timeout reaches the task runner as SIGTERM: the query is then
 cancelled on the server (PostgreSQL's cancel request, what ``pg_cancel_backend`` does; MySQL's
 ``KILL QUERY``), and the task fails saying so. The statement runs on a thread; the main thread
@@ -27,6 +36,7 @@ import datetime as dt
 import decimal
 import json
 import math
+import re
 import signal
 import threading
 import time
@@ -43,6 +53,7 @@ MAX_ROWS_BYTES = 128 * 1024  # the `rows` output, as JSON: it travels with the t
 MAX_SQL_FILE_BYTES = 1 << 20
 CANCEL_WAIT_SECONDS = 3.0  # after a cancel, how long to wait for the driver to give up
 OUTPUT_KINDS = ("first_row", "rows", "none")
+_SKIP_CHUNK = 1_000  # rows past those kept are read (to count them) this many at a time
 
 
 class SqlFailed(Exception):
@@ -85,6 +96,25 @@ def _address(url: str, default_port: int) -> tuple[str, int, str, str]:
     )
 
 
+# A statement that may be one query a server-side cursor can hold (after blanks, comments and
+# opening parentheses): SELECT, WITH, VALUES, TABLE. Anything else is run as a script.
+# (possessive, and a comment that ends at its first */: no backtracking, whatever the text)
+_QUERY_START = re.compile(
+    r"(?:\s|--[^\n]*+|/\*(?:[^*]|\*(?!/))*+\*/|\()*+(?:select|with|values|table)\b",
+    re.IGNORECASE,
+)
+# SQLSTATE classes of a DECLARE that is not one query a cursor holds (syntax error or access
+# rule violation: a script, INSERT ... RETURNING, an unknown table; feature not supported: a
+# data-modifying WITH): the transaction is rolled back and the SQL run as a script
+_NOT_A_CURSOR = ("42", "0A")
+
+
+def _comment(sql: str) -> str:
+    """``sql``'s start as the text of a ``/* */`` comment (PostgreSQL nests them: no ``/*``
+    or ``*/`` in it), as much as pg_stat_activity shows by default (1,024 bytes)."""
+    return " ".join(sql[:900].replace("/*", "/ *").replace("*/", "* /").split())
+
+
 class PostgresDriver(Driver):
     def __init__(self, settings: Mapping[str, str]) -> None:
         import psycopg  # imported here: only sql tasks pay for it
@@ -101,13 +131,20 @@ class PostgresDriver(Driver):
             application_name="stratoflow",
         )
         self.backend_pid = self._conn.info.backend_pid
+        self._cancelled = False
 
     def run(self, sql: str, parameters: Mapping[str, Any] | None, keep: int) -> Result:
+        if _QUERY_START.match(sql):
+            found = self._run_cursor(sql, parameters, keep)
+            if found is not None:
+                return found
         statements = 0
         columns: list[str] = []
         rows: list[tuple[Any, ...]] = []
         count = 0
         with self._conn.cursor() as cur:
+            # a script: libpq receives each statement's whole result (the last one's rows
+            # are then cut to ``keep``); a single query went through _run_cursor
             cur.execute(sql.encode("utf-8"), parameters)  # bytes: psycopg takes any SQL text
             while True:
                 statements += 1
@@ -122,7 +159,53 @@ class PostgresDriver(Driver):
         self._conn.commit()
         return Result(columns, rows, count, statements)
 
+    def _run_cursor(
+        self, sql: str, parameters: Mapping[str, Any] | None, keep: int
+    ) -> Result | None:
+        """``sql`` as one query through a server-side cursor: only the ``keep`` rows kept
+        reach this process; the rest is run to its end on the server (``MOVE FORWARD ALL``,
+        which also counts it), so the memory a task takes does not grow with its result.
+        None (the transaction rolled back, nothing run) when ``sql`` is not one query a
+        cursor can hold: a script, an INSERT ... RETURNING, a data-modifying WITH, or an
+        error the plain run then reports in the user's own words and positions."""
+        import psycopg
+
+        with self._conn.cursor() as cur:
+            # the plan of a cursor is made for its first rows (cursor_tuple_fraction 0.1):
+            # all of them are read here, as a plain query would be
+            cur.execute("SET LOCAL cursor_tuple_fraction = 1.0")
+            try:
+                # binary=True (the DECLARE returns no rows to read in binary): psycopg sends it
+                # with the extended protocol, unnamed (no prepared statement a pooler such as
+                # PgBouncer must keep), which refuses a script: the simple protocol would run
+                # the statements after the DECLARE
+                cur.execute(
+                    b'DECLARE "stratoflow_result" NO SCROLL CURSOR FOR ' + sql.encode("utf-8"),
+                    parameters,
+                    binary=True,
+                )
+            except psycopg.Error as exc:
+                if self._cancelled or (exc.sqlstate or "")[:2] not in _NOT_A_CURSOR:
+                    raise
+                self._conn.rollback()
+                return None
+            columns: list[str] = []
+            rows: list[tuple[Any, ...]] = []
+            # the query's text as a comment: what pg_stat_activity shows of the FETCH and
+            # the MOVE, which run it, still says which query it is
+            label = f" /* {_comment(sql)} */"
+            if keep:
+                cur.execute(f'FETCH FORWARD {int(keep)} FROM "stratoflow_result"{label}')
+                columns = [c.name for c in cur.description or []]
+                rows = cur.fetchall()
+            cur.execute(f'MOVE FORWARD ALL FROM "stratoflow_result"{label}')
+            count = len(rows) + max(cur.rowcount, 0)
+            cur.execute('CLOSE "stratoflow_result"')
+        self._conn.commit()
+        return Result(columns, rows, count, 1)
+
     def cancel(self) -> None:
+        self._cancelled = True  # a DECLARE cancelled is not retried as a plain run
         self._conn.cancel_safe(timeout=CANCEL_WAIT_SECONDS)
 
     def close(self) -> None:
@@ -154,20 +237,27 @@ class MysqlDriver(Driver):
         self.thread_id: int = self._conn.thread_id()  # type: ignore[no-untyped-call]
 
     def run(self, sql: str, parameters: Mapping[str, Any] | None, keep: int) -> Result:
+        from pymysql.cursors import SSCursor
+
         statements = 0
         columns: list[str] = []
         rows: list[tuple[Any, ...]] = []
         count = 0
-        with self._conn.cursor() as cur:
+        # unbuffered: rows are read from the socket as fetched, so the rows past ``keep`` are
+        # counted and dropped a chunk at a time, never held (MySQL has no server-side count)
+        with self._conn.cursor(SSCursor) as cur:
             cur.execute(sql, dict(parameters) if parameters else None)
             while True:
                 statements += 1
                 if cur.description is not None:
                     columns = [c[0] for c in cur.description]
                     rows = list(cur.fetchmany(keep)) if keep else []
+                    count = len(rows)
+                    while chunk := cur.fetchmany(_SKIP_CHUNK):
+                        count += len(chunk)
                 else:
                     columns, rows = [], []
-                count = max(cur.rowcount, 0)
+                    count = max(cur.rowcount, 0)
                 if not cur.nextset():
                     break
         self._conn.commit()
