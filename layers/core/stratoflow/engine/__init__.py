@@ -47,6 +47,7 @@ from stratoflow.engine._engine import (
     stops_run_on_failure,
     template_context,
     timed_out,
+    trigger_differences,
     with_params,
 )
 from stratoflow.engine._states import (
@@ -113,5 +114,6 @@ __all__ = [
     "template_context",
     "timed_out",
     "together",
+    "trigger_differences",
     "with_params",
 ]

@@ -7,6 +7,7 @@ path (an attempt finished) touches one task and its children: O(out-degree).
 
 from __future__ import annotations
 
+import json
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -470,6 +471,40 @@ def new_run(
         for task_id in spec.dag.order
     ]
     return run, tasks
+
+
+def trigger_differences(
+    spec: WorkflowSpec,
+    run: Run,
+    params: Mapping[str, Any],
+    logical_date: datetime | None,
+) -> list[str]:
+    """What a trigger naming an existing ``run`` (by its idempotency key) asks otherwise than
+    the run was made with, sorted: ``params.<name>`` for each param whose value the request
+    would give otherwise (its overrides over the defaults of the run's version, ``spec``,
+    compared as JSON, so ``1``, ``1.0``, ``true`` and ``"1"`` differ), and ``logical_date``.
+    A request without a logical date asks for the trigger's time, which a run made so has
+    as its ``created_at`` (both are one reading of the clock): it differs from a run whose
+    logical date was given."""
+    asked = {**spec.workflow.params, **params}
+    differ = [
+        f"params.{name}"
+        for name in sorted(set(asked) | set(run.params))
+        if name not in asked
+        or name not in run.params
+        or _canonical(asked[name]) != _canonical(run.params[name])
+    ]
+    if logical_date is None:
+        other_date = run.logical_date != run.created_at  # the run's was given
+    else:
+        other_date = logical_date != run.logical_date
+    if other_date:
+        differ.append("logical_date")
+    return differ
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def may_start(spec: WorkflowSpec, active_runs: int) -> bool:
