@@ -751,7 +751,8 @@ class Scheduler:
         result = report.result
         attempt = Attempt(
             run_id=report.run_id, task_id=report.task_id, attempt=report.attempt,
-            state=result.status.value, started_at=ti.started_at or now, ended_at=now,
+            state=result.status.value, started_at=ti.started_at or now,
+            ended_at=engine.attempt_end(ti, result, now),
             exit_code=result.exit_code, error=result.error, log=report.log,
             outputs=dict(result.outputs),
         )  # fmt: skip

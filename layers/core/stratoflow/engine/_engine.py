@@ -156,7 +156,8 @@ def on_attempt_finished(
     """Apply an attempt's result. ``None`` means the event is stale or a duplicate: ignore it."""
     if ti.state is not TaskState.RUNNING or ti.attempt != attempt:
         return None
-    base = ti.with_(deadline=None, ended_at=now, error=result.error)
+    ended = attempt_end(ti, result, now)
+    base = ti.with_(deadline=None, ended_at=ended, error=result.error)
     if result.status is AttemptStatus.SUCCEEDED:
         return AttemptDecision(
             base.with_(state=TaskState.SUCCEEDED, outputs=dict(result.outputs), error=None)
@@ -165,7 +166,7 @@ def on_attempt_finished(
         return AttemptDecision(base.with_(state=TaskState.STOPPED))
     try_number = ti.try_number
     if result.retryable and try_number <= spec.workflow.retries(ti.task_id):
-        ready_at = now + retry_delay(spec, ti.task_id, try_number)
+        ready_at = ended + retry_delay(spec, ti.task_id, try_number)
         if result.retry_not_before is not None and result.retry_not_before > ready_at:
             ready_at = result.retry_not_before  # the killed attempt may run until then
         return AttemptDecision(
@@ -173,6 +174,16 @@ def on_attempt_finished(
             retrying=True,
         )
     return AttemptDecision(base.with_(state=TaskState.FAILED))
+
+
+def attempt_end(ti: TaskInstance, result: AttemptResult, now: datetime) -> datetime:
+    """When an attempt ended: ``now``, its report, unless the executor found it ended
+    earlier (``result.ended_at``: while the scheduler was down), then that, though never
+    before the attempt started (a clock set back meanwhile)."""
+    end = result.ended_at
+    if end is None or end >= now:
+        return now
+    return end if ti.started_at is None or end >= ti.started_at else ti.started_at
 
 
 def claim(spec: WorkflowSpec, ti: TaskInstance, now: datetime) -> TaskInstance:
