@@ -104,6 +104,15 @@ def test_python_code_and_callable(s3: Any) -> None:
     assert "cannot import 'no_such_module_here'" in outcome["error"]
 
 
+def test_python_code_gets_the_attempts_identity_in_context_on_the_runner(s3: Any) -> None:
+    code = "outputs.update({k: v for k, v in context.items() if k not in ('work_dir', 'run_dir')})"
+    outcome = runner.handle(attempt("python", {"code": code}), None, s3=s3)
+    assert outcome["outputs"] == {
+        "run_id": "r1", "task_id": "t1", "attempt": 1, "workflow": "wf",
+        "logical_date": "2026-01-01T00:00:00+00:00",
+    }  # fmt: skip
+
+
 def test_python_exception_is_a_failed_outcome(s3: Any) -> None:
     outcome = runner.handle(
         attempt("python", {"code": "raise RuntimeError('bad rows')"}), None, s3=s3

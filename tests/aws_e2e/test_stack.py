@@ -308,6 +308,26 @@ def test_a_schedule_firing_twice_creates_one_run(stack: Stack) -> None:
     assert set(stack.starts.values()) == {1}
 
 
+def test_a_run_id_repeated_with_other_params_is_a_conflict_on_dynamodb(stack: Stack) -> None:
+    """The api function shares the local API's idempotency rule: the same key and request
+    get the run back; other params, a 409 naming the run and the param, and nothing else."""
+    apply(stack, NIGHTLY.replace("schedule:", "params: {x: '1'}\nschedule:"))
+    body = {"run_id": "myrun1", "params": {"x": "1"}}
+    status, first = stack.api("POST", "/workflows/nightly/runs", body)
+    assert status == 201, first
+    status, again = stack.api("POST", "/workflows/nightly/runs", body)
+    assert status == 200, again
+    status, error = stack.api("POST", "/workflows/nightly/runs", {**body, "params": {"x": "999"}})
+    assert status == 409, error
+    assert "'default.nightly.myrun1'" in error["message"]
+    assert "params.x" in error["message"]
+    status, run = stack.api("GET", "/runs/default.nightly.myrun1")
+    assert status == 200, run
+    assert run["run"]["params"] == {"x": "1"}
+    status, page = stack.api("GET", "/runs", query={"workflow": "nightly"})
+    assert [r["id"] for r in page["runs"]] == ["default.nightly.myrun1"]
+
+
 def test_a_garbled_firing_is_rejected_without_a_run(stack: Stack) -> None:
     result = stack.call("trigger", {"project": "default", "scheduled_time": "yesterday"})
     assert result["created"] is False

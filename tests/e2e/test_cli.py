@@ -67,6 +67,19 @@ def test_validate_names_the_cycle_and_exits_2(cli: CliRunner, tmp_path: Path) ->
     assert all(f"{t} ->" in result.output or f"-> {t}" in result.output for t in "abc")
 
 
+def test_validate_refuses_a_template_in_python_code_and_exits_2(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    bad = write(
+        tmp_path,
+        "code.yaml",
+        "name: w\ntasks:\n  t: {type: python, code: \"print('{{ ds }}')\"}\n",
+    )
+    result = cli.invoke(main, ["validate", bad])
+    assert result.exit_code == 2, result.output
+    assert "tasks.t.code (line 3): code is not templated: '{{ ds }}'" in result.output
+
+
 def test_run_prints_the_run_as_json_and_exits_0(cli: CliRunner, tmp_path: Path) -> None:
     result = cli.invoke(
         main,
@@ -90,6 +103,46 @@ def test_run_prints_the_run_as_json_and_exits_0(cli: CliRunner, tmp_path: Path) 
     assert body["tasks"]["shout"]["attempts"] == 1
     assert body["tasks"]["shout"]["outputs"] == {"loud": "HI"}
     assert body["tasks"]["shout"]["error"] is None
+
+
+CONTEXT = """
+name: knows_itself
+tasks:
+  inline:
+    type: python
+    retries: 1
+    retry_delay: 0
+    code: |
+      import os
+      if context["attempt"] == 1:
+          raise RuntimeError("first attempt")
+      outputs.update({k: context[k] for k in ("run_id", "task_id", "attempt", "workflow",
+                                                "logical_date")})
+      outputs["in_work_dir"] = context["work_dir"] == os.getcwd()
+"""
+
+
+def test_python_code_gets_its_run_task_attempt_and_logical_date_in_context(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """``context`` holds what the README says: the attempt's identity and its work dir."""
+    result = cli.invoke(
+        main,
+        [
+            "run", write(tmp_path, "context.yaml", CONTEXT), "--home", str(tmp_path / "home"),
+            "--output", "json", "--logical-date", "2026-03-04T05:06:07Z",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert body["tasks"]["inline"]["outputs"] == {
+        "run_id": body["run"]["id"],
+        "task_id": "inline",
+        "attempt": 2,
+        "workflow": "knows_itself",
+        "logical_date": "2026-03-04T05:06:07+00:00",
+        "in_work_dir": True,
+    }
 
 
 def test_run_of_a_failing_workflow_exits_1_with_the_error(cli: CliRunner, tmp_path: Path) -> None:

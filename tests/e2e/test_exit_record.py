@@ -15,7 +15,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -99,6 +99,28 @@ def test_an_end_while_down_is_read_from_the_log_even_when_the_body_redirected_it
     log = (second.root / RUN / "loud.1.log").read_text()
     # the record follows output that did not end its line
     assert log.endswith("partial[stratoflow] task loud attempt 1 exited with code 0\n"), log
+
+
+def test_an_end_while_down_is_reported_with_the_time_of_the_log_s_exit_record(
+    tmp_path: Path,
+) -> None:
+    """Recovery says when the attempt ended (its log's last write, the exit record), so the
+    scheduler records that, not the time it came back."""
+    pids = _started_then_orphaned(tmp_path, {"quick": "sleep 0.2; exit 3"})
+    _until(lambda: _gone(pids["quick"]))
+    time.sleep(0.5)  # the scheduler stays down a while after
+    second = _executor(tmp_path)
+    try:
+        recovered_at = datetime.now(UTC)
+        report = second.recover([_running("quick")])
+    finally:
+        second.close()
+    result = report.results[(RUN, "quick", 1)]
+    log = second.root / RUN / "quick.1.log"
+    assert result.exit_code == 3
+    assert result.ended_at == datetime.fromtimestamp(log.stat().st_mtime, UTC)
+    assert result.ended_at is not None
+    assert recovered_at - result.ended_at >= timedelta(seconds=0.45)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1])

@@ -475,6 +475,54 @@ def test_trigger_with_a_run_id_is_idempotent(api: Api) -> None:
     assert len(api.call("GET", "/runs").body["runs"]) == 1
 
 
+def test_a_run_id_returns_its_run_only_to_the_same_request(api: Api) -> None:
+    """An idempotency key repeated with other params or another logical date is a 409 that
+    names the run and what differs, and changes nothing; the same request (or one that asks
+    for the same values) gets the run back."""
+    api.apply()
+    body = {"run_id": "k1", "params": {"region": "us"}, "logical_date": "2026-01-02T00:00:00Z"}
+    assert api.call("POST", "/workflows/etl/runs", body).status == 201
+    assert api.call("POST", "/workflows/etl/runs", body).status == 200
+    same_instant = {**body, "logical_date": "2026-01-02T08:00:00+08:00"}
+    assert api.call("POST", "/workflows/etl/runs", same_instant).status == 200
+    changes = list(api.changes)
+
+    differing = [
+        ({**body, "params": {"region": "ap"}}, ["params.region"]),
+        ({**body, "params": {}}, ["params.region"]),  # the default, not the run's "us"
+        ({**body, "logical_date": "2026-01-03T00:00:00Z"}, ["logical_date"]),
+        ({"run_id": "k1", "params": {"region": "us"}}, ["logical_date"]),  # now, not the run's
+        ({"run_id": "k1"}, ["params.region, logical_date"]),
+    ]
+    for request, named in differing:
+        assert_error(
+            api.call("POST", "/workflows/etl/runs", request),
+            409, "conflict", "'default.etl.k1'", *named,
+        )  # fmt: skip
+    run = api.call("GET", "/runs/default.etl.k1").body["run"]
+    assert run["params"] == {"region": "us"}
+    assert datetime.fromisoformat(run["logical_date"]) == datetime(2026, 1, 2, tzinfo=UTC)
+    assert len(api.call("GET", "/runs").body["runs"]) == 1
+    assert api.changes == changes  # nothing was changed
+
+
+def test_a_run_id_compares_the_values_the_request_asks_for(api: Api) -> None:
+    """Without a logical date a request asks for the trigger's time: a repeat without one is
+    the same request. Params compare as the values they give over the defaults of the run's
+    version (not of a version applied since), and as JSON: 1 is not "1"."""
+    api.apply(ETL.replace("params: {region: eu}", "params: {region: eu, n: 1}"))
+    assert api.call("POST", "/workflows/etl/runs", {"run_id": "k2"}).status == 201
+    assert api.call("POST", "/workflows/etl/runs", {"run_id": "k2"}).status == 200
+    spelled_out = {"run_id": "k2", "params": {"region": "eu", "n": 1}}
+    assert api.call("POST", "/workflows/etl/runs", spelled_out).status == 200
+    api.apply(ETL.replace("params: {region: eu}", "params: {region: us, n: 1}"))  # v2
+    assert api.call("POST", "/workflows/etl/runs", {"run_id": "k2"}).status == 200
+    assert_error(
+        api.call("POST", "/workflows/etl/runs", {"run_id": "k2", "params": {"n": "1"}}),
+        409, "conflict", "params.n",
+    )  # fmt: skip
+
+
 def test_trigger_without_a_body_uses_the_defaults(api: Api) -> None:
     api.apply()
     reply = api.call("POST", "/workflows/etl/runs")

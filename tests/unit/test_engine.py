@@ -282,6 +282,29 @@ def test_success_keeps_outputs_and_clears_the_deadline(now: datetime) -> None:
     )
 
 
+def test_an_end_found_after_a_restart_is_when_the_attempt_ended(now: datetime) -> None:
+    """An executor that finds, on restart, an attempt that ended while the scheduler was
+    down says when (``ended_at``): the task ends then, and a retry waits its delay from
+    then; an end reported as it happens (None) or "later than now" ends now; one before the
+    attempt's start (a clock set back) ends at the start."""
+    started = now - timedelta(minutes=10)
+    ended = now - timedelta(minutes=8)
+    ok = AttemptResult(AttemptStatus.SUCCEEDED, ended_at=ended)
+    decision = engine.on_attempt_finished(RETRYING, running("a", 1, started), 1, ok, now)
+    assert decision is not None
+    assert decision.task.ended_at == ended
+    failing = AttemptResult(AttemptStatus.FAILED, error="exit code 1", ended_at=ended)
+    retry = engine.on_attempt_finished(RETRYING, running("fixed", 1, started), 1, failing, now)
+    assert retry is not None
+    assert (retry.task.state, retry.task.ready_at) == (RETRY, ended + timedelta(seconds=10))
+    ti = running("a", 1, started)
+    assert engine.attempt_end(ti, AttemptResult(AttemptStatus.SUCCEEDED), now) == now
+    future = AttemptResult(AttemptStatus.SUCCEEDED, ended_at=now + timedelta(seconds=1))
+    assert engine.attempt_end(ti, future, now) == now
+    early = AttemptResult(AttemptStatus.SUCCEEDED, ended_at=started - timedelta(seconds=1))
+    assert engine.attempt_end(ti, early, now) == started
+
+
 def test_a_stopped_attempt_stops_the_task(now: datetime) -> None:
     result = AttemptResult(AttemptStatus.STOPPED, error="killed")
     decision = engine.on_attempt_finished(RETRYING, running("a", 1, now), 1, result, now)

@@ -774,6 +774,72 @@ def test_validation_refuses_a_name_the_render_never_has_naming_the_field() -> No
     assert all(p.line is not None for p in exc.value.problems)
 
 
+CODE_WITH_TEMPLATES = """\
+name: w
+tasks:
+  a: {type: shell, command: echo k=1 >> "$STRATOFLOW_OUTPUT"}
+  b:
+    type: python
+    depends_on: [a]
+    code: |
+      rows = "{{ tasks.zzz.outputs.k }}"
+      day = "{{ ds }}"
+      pulled = "{{ ti.xcom_pull(task_ids='a') }}"
+  c:
+    type: python
+    code: |
+      password = "{{secrets.pw}}"
+"""
+
+
+def test_validation_refuses_a_template_in_python_code_saying_code_is_not_templated() -> None:
+    """Python code is never rendered: a template in it would reach Python as its braces, so
+    it is refused (as the same in a shell command is), pointing at params instead."""
+    with pytest.raises(InvalidInput) as exc:
+        load_workflow(CODE_WITH_TEMPLATES)
+    b, c = exc.value.problems
+    assert (b.path, b.line, c.path, c.line) == ("tasks.b.code", 7, "tasks.c.code", 13)
+    for text in ("{{ tasks.zzz.outputs.k }}", "{{ ds }}", "{{ ti.xcom_pull(task_ids='a') }}"):
+        assert repr(text) in b.message
+    assert b.message.startswith("code is not templated: ")
+    assert 'read params["rows"] in the code' in b.message
+    assert "'{{secrets.pw}}'" in c.message  # only the canonical form is replaced in code
+    assert "written {{ secrets.NAME }}" in c.message
+
+
+def test_python_code_may_hold_a_secret_reference_and_braces_of_its_own() -> None:
+    """A canonical secret reference is replaced by the executor; braces that read no name a
+    workflow template reads (an f-string's, a template the code renders itself) are Python's."""
+    spec = load_workflow(
+        textwrap.dedent(
+            """
+            name: w
+            tasks:
+              a:
+                type: python
+                code: |
+                  password = "{{ secrets.pw }}"
+                  body = f'{{"n": {len(password)}}}'
+                  greeting = f"{{x}}"
+                  import string
+                  hello = "Hello {{ name }}, {{ user.first | upper }}"
+            """
+        )
+    )
+    assert isinstance(spec.workflow.tasks["a"], PythonTask)
+
+
+def test_a_stored_version_with_a_template_in_python_code_still_loads() -> None:
+    """Versions applied before the check load as they were (their runs print the braces)."""
+    document = {
+        "name": "old",
+        "tasks": {"a": {"type": "python", "code": "print('{{ ds }}')"}},
+    }
+    with pytest.raises(InvalidInput, match="code is not templated"):
+        parse_workflow(document)
+    assert spec_from_document(document).name == "old"
+
+
 def test_a_stored_version_applied_before_the_name_check_still_loads() -> None:
     document = {
         "name": "old",

@@ -523,10 +523,16 @@ class Scheduler:
         trigger: str = "manual",
         version: int | None = None,
         parent: str | None = None,
+        keyed: bool = False,
     ) -> tuple[Run, bool]:
         """Create a run (QUEUED; it starts when ``max_active_runs`` allows). Returns the run
         and whether it was created: a repeated ``run_id`` returns the existing run.
-        ``parent``: the sub-workflow task that starts it ("<run id>/<task id>")."""
+        ``parent``: the sub-workflow task that starts it ("<run id>/<task id>").
+        ``keyed``: ``run_id`` is a caller's idempotency key, which returns the existing run
+        only to the same request (params and logical date): another is a Conflict naming
+        what differs, and changes nothing. (A schedule's, a backfill's or a sub-workflow's
+        own ids are not keys: a repeat finds its run whatever the params' defaults now are.)
+        """
         now = self.clock.now()
         stored = self.catalog.get_version(project, name, version)
         spec = self.spec(project, name, stored.version)
@@ -554,6 +560,16 @@ class Scheduler:
                 # a run waiting for its own workflow's may wait for this one, which cannot
                 # start while it waits: it looks now, not at its next check
                 self.dependencies.run_queued(now_run)
+        if keyed and not created:
+            differ = engine.trigger_differences(
+                self._run_spec(now_run), now_run, params or {}, logical_date
+            )
+            if differ:
+                raise Conflict(
+                    f"run_id: run {rid!r} already exists and this request differs from it "
+                    f"in {', '.join(differ)}; the same run_id returns the run only to the "
+                    "same request (choose another run_id for another run)"
+                )
         return now_run, created
 
     def _pin_resources(self, spec: WorkflowSpec, project: str, run_id: str) -> None:
@@ -735,7 +751,8 @@ class Scheduler:
         result = report.result
         attempt = Attempt(
             run_id=report.run_id, task_id=report.task_id, attempt=report.attempt,
-            state=result.status.value, started_at=ti.started_at or now, ended_at=now,
+            state=result.status.value, started_at=ti.started_at or now,
+            ended_at=engine.attempt_end(ti, result, now),
             exit_code=result.exit_code, error=result.error, log=report.log,
             outputs=dict(result.outputs),
         )  # fmt: skip

@@ -193,6 +193,57 @@ def undefined_names(
     return why
 
 
+_CODE_EXAMPLES = 3  # template expressions a problem of python code quotes
+_CODE_PARSES = 1_000  # braces in one code parsed as Jinja at most (~50 us each)
+_TEMPLATE_NAME = re.compile(
+    r"\b(?:" + "|".join(sorted(CONTEXT_NAMES | AIRFLOW_NAMES.keys())) + r")\b"
+)
+
+
+def code_templates(code: str) -> str | None:
+    """Why a python task's ``code`` misleads, or None: code is not rendered (Jinja over Python
+    source would let data write code), so a ``{{ ... }}`` in it that reads what a workflow's
+    templates read (:data:`CONTEXT_NAMES`, an Airflow name) would reach Python as written.
+    A canonical secret reference (``{{ secrets.NAME }}``) is fine: the executor replaces
+    it. Braces that are not such an expression (an f-string's ``{{``, a Jinja template the
+    code renders itself with its own names) are Python's business and left alone. Bounded:
+    each ``{{`` is paired with the next ``}}`` (as Jinja's lexer would), only a pair that
+    names such a name is parsed, at most ``_CODE_PARSES`` of them."""
+    if "{{" not in code:
+        return None
+    wrong: dict[str, None] = {}  # in the code's order
+    secret_form = False
+    at = parses = 0
+    while (start := code.find("{{", at)) >= 0 and (end := code.find("}}", start + 2)) >= 0:
+        at = end + 2
+        text = code[start:at]
+        if text in wrong or SECRET_REFERENCE.fullmatch(text) or not _TEMPLATE_NAME.search(text):
+            continue
+        parses += 1
+        if parses > _CODE_PARSES or len(wrong) > _CODE_EXAMPLES:
+            break
+        try:
+            free, _ = _jinja().names_read(text)
+        except TemplateError:  # not a template expression: Python's own braces
+            continue
+        if free & (CONTEXT_NAMES | AIRFLOW_NAMES.keys()):
+            wrong[text] = None
+            secret_form = secret_form or "secrets" in free
+    if not wrong:
+        return None
+    quoted = ", ".join(repr(t) for t in list(wrong)[:_CODE_EXAMPLES])
+    if len(wrong) > _CODE_EXAMPLES:
+        quoted += " and more"
+    why = (
+        f"code is not templated: {quoted} would reach Python as written; pass the value "
+        "through the task's params, which are templated (params: {rows: \"{{ tasks.a.outputs"
+        '.rows }}"}), and read params["rows"] in the code'
+    )
+    if secret_form:
+        why += "; a secret reference in code is replaced only when written {{ secrets.NAME }}"
+    return why
+
+
 def render(text: str, context: Mapping[str, Any]) -> str:
     """Render ``text`` within the bounds (:data:`LIMITS`); an undefined name, or a bound
     exceeded, raises ``TemplateError`` naming it."""

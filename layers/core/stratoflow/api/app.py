@@ -1204,9 +1204,11 @@ def create_app(
         summary="Trigger a run of the latest version",
         tags=["runs"],
         responses=_responses(
-            "A run with this run_id already existed; it is returned unchanged",
+            "A run with this run_id already existed, triggered with the same params and "
+            "logical date; it is returned unchanged",
             400,
             404,
+            409,
             415,
             created="The run was created",
         ),
@@ -1225,6 +1227,7 @@ def create_app(
             logical_date=request.logical_date,
             run_id=None if key is None else keyed_run_id(project, name, key),
             trigger=TRIGGER,
+            keyed=key is not None,
         )
         if (run.project, run.workflow) != (project, name):  # pragma: no cover - ids are disjoint
             raise Conflict("run_id: this key is in use; choose another")  # says nothing more

@@ -47,7 +47,9 @@ class TriggerRequest(_Request):
         description=(
             "Idempotency key, scoped to the project and workflow: the run's id is "
             "`<project>.<workflow>.<run_id>`, and triggering with a key already used for this "
-            "workflow returns that run (200) instead of creating one (201). Keys in the "
+            "workflow returns that run (200) instead of creating one (201) when the request "
+            "asks for the same params and logical date; otherwise it is refused (409, naming "
+            "what differs) and nothing changes. Keys in the "
             "scheduled runs' form (`...scheduled-<YYYYmmddTHHMMSS>Z`) are refused (400)."
         ),
     )

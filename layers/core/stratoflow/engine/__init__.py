@@ -18,6 +18,7 @@ from stratoflow.engine._engine import (
     Plan,
     Readiness,
     RenderedTask,
+    attempt_end,
     changed_params,
     child_state,
     choose_branches,
@@ -47,6 +48,7 @@ from stratoflow.engine._engine import (
     stops_run_on_failure,
     template_context,
     timed_out,
+    trigger_differences,
     with_params,
 )
 from stratoflow.engine._states import (
@@ -78,6 +80,7 @@ __all__ = [
     "TaskState",
     "TaskWrite",
     "Upstream",
+    "attempt_end",
     "attempt_finished",
     "changed_params",
     "child_state",
@@ -113,5 +116,6 @@ __all__ = [
     "template_context",
     "timed_out",
     "together",
+    "trigger_differences",
     "with_params",
 ]

@@ -7,6 +7,7 @@ path (an attempt finished) touches one task and its children: O(out-degree).
 
 from __future__ import annotations
 
+import json
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -155,7 +156,8 @@ def on_attempt_finished(
     """Apply an attempt's result. ``None`` means the event is stale or a duplicate: ignore it."""
     if ti.state is not TaskState.RUNNING or ti.attempt != attempt:
         return None
-    base = ti.with_(deadline=None, ended_at=now, error=result.error)
+    ended = attempt_end(ti, result, now)
+    base = ti.with_(deadline=None, ended_at=ended, error=result.error)
     if result.status is AttemptStatus.SUCCEEDED:
         return AttemptDecision(
             base.with_(state=TaskState.SUCCEEDED, outputs=dict(result.outputs), error=None)
@@ -164,7 +166,7 @@ def on_attempt_finished(
         return AttemptDecision(base.with_(state=TaskState.STOPPED))
     try_number = ti.try_number
     if result.retryable and try_number <= spec.workflow.retries(ti.task_id):
-        ready_at = now + retry_delay(spec, ti.task_id, try_number)
+        ready_at = ended + retry_delay(spec, ti.task_id, try_number)
         if result.retry_not_before is not None and result.retry_not_before > ready_at:
             ready_at = result.retry_not_before  # the killed attempt may run until then
         return AttemptDecision(
@@ -172,6 +174,16 @@ def on_attempt_finished(
             retrying=True,
         )
     return AttemptDecision(base.with_(state=TaskState.FAILED))
+
+
+def attempt_end(ti: TaskInstance, result: AttemptResult, now: datetime) -> datetime:
+    """When an attempt ended: ``now``, its report, unless the executor found it ended
+    earlier (``result.ended_at``: while the scheduler was down), then that, though never
+    before the attempt started (a clock set back meanwhile)."""
+    end = result.ended_at
+    if end is None or end >= now:
+        return now
+    return end if ti.started_at is None or end >= ti.started_at else ti.started_at
 
 
 def claim(spec: WorkflowSpec, ti: TaskInstance, now: datetime) -> TaskInstance:
@@ -470,6 +482,40 @@ def new_run(
         for task_id in spec.dag.order
     ]
     return run, tasks
+
+
+def trigger_differences(
+    spec: WorkflowSpec,
+    run: Run,
+    params: Mapping[str, Any],
+    logical_date: datetime | None,
+) -> list[str]:
+    """What a trigger naming an existing ``run`` (by its idempotency key) asks otherwise than
+    the run was made with, sorted: ``params.<name>`` for each param whose value the request
+    would give otherwise (its overrides over the defaults of the run's version, ``spec``,
+    compared as JSON, so ``1``, ``1.0``, ``true`` and ``"1"`` differ), and ``logical_date``.
+    A request without a logical date asks for the trigger's time, which a run made so has
+    as its ``created_at`` (both are one reading of the clock): it differs from a run whose
+    logical date was given."""
+    asked = {**spec.workflow.params, **params}
+    differ = [
+        f"params.{name}"
+        for name in sorted(set(asked) | set(run.params))
+        if name not in asked
+        or name not in run.params
+        or _canonical(asked[name]) != _canonical(run.params[name])
+    ]
+    if logical_date is None:
+        other_date = run.logical_date != run.created_at  # the run's was given
+    else:
+        other_date = logical_date != run.logical_date
+    if other_date:
+        differ.append("logical_date")
+    return differ
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def may_start(spec: WorkflowSpec, active_runs: int) -> bool:

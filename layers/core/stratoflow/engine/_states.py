@@ -193,3 +193,6 @@ class AttemptResult:
     # a killed attempt (timed out) whose processes may live on until then (the executor's
     # SIGTERM-to-SIGKILL grace): its retry is not due before, so two never run at once
     retry_not_before: datetime | None = None
+    # when it ended, where the executor knows that to be before its report: an end found
+    # after a restart (the scheduler was down when it happened). None: when reported.
+    ended_at: datetime | None = None

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stratoflow.errors import Problem
-from stratoflow.model._workflow import SwitchTask, Workflow
+from stratoflow.model._workflow import PythonTask, SwitchTask, Workflow
 from stratoflow.templating import (
     TemplateError,
     check_syntax,
+    code_templates,
     is_template,
     mentions_secret,
     reads_tasks_dynamically,
@@ -99,10 +100,11 @@ def _find_cycle(workflow: Workflow) -> list[str]:
     return []
 
 
-def build_dag(workflow: Workflow, *, check_names: bool = True) -> tuple[Dag | None, list[Problem]]:
+def build_dag(workflow: Workflow, *, stored: bool = False) -> tuple[Dag | None, list[Problem]]:
     """Validate the graph; return its adjacency, or the problems that prevent one.
-    ``check_names``: refuse a template name no render has (``templating.undefined_names``);
-    off for a stored version applied before that check existed, which must still load."""
+    ``stored``: a version applied before, which must still load, so the checks added since
+    are left out: a template name no render has (``templating.undefined_names``), a template
+    in python code (``templating.code_templates``)."""
     problems: list[Problem] = []
     tasks = workflow.tasks
     for task_id, task in tasks.items():
@@ -163,7 +165,7 @@ def build_dag(workflow: Workflow, *, check_names: bool = True) -> tuple[Dag | No
                     own = field_name == "params"
                     undefined = (
                         undefined_names(text, run_params if own else all_params, own_params=own)
-                        if check_names
+                        if not stored
                         else []
                     )
                 except TemplateError as exc:
@@ -191,6 +193,10 @@ def build_dag(workflow: Workflow, *, check_names: bool = True) -> tuple[Dag | No
                             )
                         )
                     used.add(ref)
+        if isinstance(task, PythonTask) and task.code is not None and not stored:
+            why = code_templates(task.code)
+            if why is not None:
+                problems.append(Problem(f"tasks.{task_id}.code", why))
         reads[task_id] = frozenset(used)
     for path, text in _walk_strings(workflow.params, "params"):
         if mentions_secret(text):

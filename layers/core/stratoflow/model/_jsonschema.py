@@ -102,7 +102,9 @@ _DESCRIPTIONS: dict[str, dict[str, str]] = {
     },
     "ShellTask": {"command": "A bash script; write key=value lines to $STRATOFLOW_OUTPUT."},
     "PythonTask": {
-        "code": "Python run with params, outputs and context in scope; set outputs[...] .",
+        "code": "Python run with params, outputs and context in scope; set outputs[...] . "
+        "Not templated (only {{ secrets.NAME }} is replaced): template values go in the "
+        "task's params, read as params[...] .",
         "callable": "package.module:function, called with the arguments it names (params, "
         "outputs, context); a returned dict becomes outputs.",
     },

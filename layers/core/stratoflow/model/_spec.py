@@ -86,7 +86,8 @@ def parse_workflow(
     """Validate already-parsed data (from YAML, JSON or Python). With ``now``, a schedule
     must also have a fire time after it (new definitions; a stored one is read without).
     ``stored``: a version applied before, rebuilt; the checks added since it was applied
-    that it may fail (a template name no render has) are left to its runs, as before."""
+    that it may fail (a template name no render has, a template in python code) are left to
+    its runs, as before."""
     lines = lines or {}
     if not isinstance(data, dict):
         raise InvalidInput("a workflow must be a mapping with 'name' and 'tasks'", source=source)
@@ -94,7 +95,7 @@ def parse_workflow(
         workflow = Workflow.model_validate(data, context={"now": now})
     except ValidationError as exc:
         raise InvalidInput(_pydantic_problems(exc, lines), source=source) from None
-    dag, problems = build_dag(workflow, check_names=not stored)
+    dag, problems = build_dag(workflow, stored=stored)
     if problems or dag is None:
         located = [
             Problem(p.path, p.message, line_for(lines, tuple(p.path.split(".")))) for p in problems

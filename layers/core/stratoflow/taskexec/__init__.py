@@ -40,6 +40,10 @@ class LogRecord(NamedTuple):
 
     started: bool
     status: int | None
+    # when the log was last written (its mtime, seconds since the epoch, from the fstat made
+    # for its size anyway): the wrapper's exit record is its last write, so where there is
+    # one, when the attempt ended (output a background process wrote later moves it on)
+    written_at: float | None = None
 
 
 def log_record(path: str | Path, task_id: str, attempt: int) -> LogRecord:
@@ -54,7 +58,8 @@ def log_record(path: str | Path, task_id: str, attempt: int) -> LogRecord:
         return LogRecord(False, None)
     try:
         head = os.pread(fd, len(start), 0)
-        size = os.fstat(fd).st_size
+        stat = os.fstat(fd)
+        size = stat.st_size
         end = os.pread(fd, RECORD_WINDOW, max(size - RECORD_WINDOW, 0))
     except OSError:
         return LogRecord(False, None)
@@ -64,7 +69,7 @@ def log_record(path: str | Path, task_id: str, attempt: int) -> LogRecord:
     for m in _EXITED.finditer(end):
         if m[1].decode(errors="replace") == task_id and int(m[2]) == attempt:
             status = int(m[3])
-    return LogRecord(head == start, status)
+    return LogRecord(head == start, status, stat.st_mtime)
 
 
 class TaskFileTooLarge(ValueError):

@@ -11,9 +11,10 @@ import importlib
 import inspect
 import io
 import json
+import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,23 @@ def run_sql(
 RUNNERS = {"python": run_python, "http": run_http, "lambda": run_lambda, "sql": run_sql}
 
 
+def task_context(work_dir: Path, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The ``context`` a python task (its code, or a callable naming it) and a local lambda
+    callable get: the attempt's identity from the variables every executor sets for the task
+    process (README, "Workflow format"), and its working directory (also the current one).
+    ``run_dir`` is ``work_dir``'s older name, kept for code written against it."""
+    attempt = environ.get("STRATOFLOW_ATTEMPT", "")
+    return {
+        "run_id": environ.get("STRATOFLOW_RUN_ID", ""),
+        "task_id": environ.get("STRATOFLOW_TASK_ID", ""),
+        "attempt": int(attempt) if attempt.isdecimal() else None,
+        "workflow": environ.get("STRATOFLOW_WORKFLOW", ""),
+        "logical_date": environ.get("STRATOFLOW_LOGICAL_DATE", ""),
+        "work_dir": str(work_dir),
+        "run_dir": str(work_dir),
+    }
+
+
 def main(spec_file: str) -> int:
     """``<run dir>/<task>.<attempt>.json`` in; ``.result`` (outputs) and ``.error`` out."""
     # the task's prints reach its log line by line, as on a terminal: block-buffered to the
@@ -154,7 +172,7 @@ def main(spec_file: str) -> int:
     spec = Path(spec_file)
     stem = spec.with_suffix("")
     task = json.loads(spec.read_text(encoding="utf-8"))
-    context = {"run_dir": str(spec.parent), "attempt": stem.name}
+    context = task_context(spec.parent, os.environ)
     result_file, error_file = (
         stem.with_suffix(stem.suffix + ".result"),
         stem.with_suffix(stem.suffix + ".error"),

@@ -49,7 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -1261,8 +1261,14 @@ class LocalExecutor(Dispatcher):
             key = (ti.run_id, ti.task_id, ti.attempt)
             record = self._record(*key)
             if record.status is not None:
+                # it ended while we were down: when, its log says (the exit record was its
+                # last write), not this restart
+                result = self.result(*key, record.status)
+                if record.written_at is not None:
+                    ended = datetime.fromtimestamp(record.written_at, UTC)
+                    result = replace(result, ended_at=ended)
                 report.results[key] = self._masked(
-                    ti.run_id, self.result(*key, record.status), self.log_path(*key).as_posix()
+                    ti.run_id, result, self.log_path(*key).as_posix()
                 )
             elif (ti.run_id, name) in alive:
                 self._watch_pid(_Live(*key, pid=alive[(ti.run_id, name)]))
