@@ -478,12 +478,8 @@ def advance_backfill(
             acts.append(d)  # the rerun was decided but not applied
             continue
         if run.state.terminal:
-            ok = run.state is RunState.SUCCEEDED
-            dates[i] = d.with_(
-                state=_ended(run.state), run_state=run.state,
-                error=None if ok else (run.error or f"run {run.id} {run.state}"),
-            )  # fmt: skip
-            if not ok:
+            dates[i] = _ended_as(d, run)
+            if run.state is not RunState.SUCCEEDED:
                 stopped.add(d.lane or 0)
         elif d.run_state is not run.state:
             dates[i] = d.with_(run_state=run.state)
@@ -602,6 +598,15 @@ def cancel_backfill(backfill: Backfill, now: datetime) -> tuple[Backfill, list[s
     return after, stop
 
 
+def _ended_as(d: BackfillDate, run: Run) -> BackfillDate:
+    """Date ``d`` ended as its ended ``run`` did (its error unless it succeeded)."""
+    ok = run.state is RunState.SUCCEEDED
+    return d.with_(
+        state=_ended(run.state), run_state=run.state,
+        error=None if ok else (run.error or f"run {run.id} {run.state}"),
+    )  # fmt: skip
+
+
 def settle_cancelled(backfill: Backfill, run_id: str, run: Run | None) -> Backfill:
     """A cancelled backfill's date whose run its cancel could not stop: the run had ended
     already (the date ends as it did), or was never made (a crash before it: ``not_run``)."""
@@ -612,11 +617,7 @@ def settle_cancelled(backfill: Backfill, run_id: str, run: Run | None) -> Backfi
         if run is None:
             dates[i] = d.with_(state=DateState.NOT_RUN, run_state=None, error="backfill cancelled")
         elif run.state.terminal:
-            ok = run.state is RunState.SUCCEEDED
-            dates[i] = d.with_(
-                state=_ended(run.state), run_state=run.state,
-                error=None if ok else (run.error or f"run {run.id} {run.state}"),
-            )  # fmt: skip
+            dates[i] = _ended_as(d, run)
     return backfill.with_(dates=tuple(dates))
 
 
