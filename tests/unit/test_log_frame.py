@@ -18,12 +18,14 @@ START = STARTED_LINE.format(task="t", attempt=1)
 
 def test_a_framed_log_gives_its_start_and_its_last_status(tmp_path: Path) -> None:
     text = START + "work\n[stratoflow] task t attempt 1 exited with code 4\n"
-    assert log_record(_log(tmp_path, text), "t", 1) == LogRecord(True, 4)
+    path = _log(tmp_path, text)
+    # written_at: the log's mtime, when the attempt ended (recovery's end time)
+    assert log_record(path, "t", 1) == LogRecord(True, 4, path.stat().st_mtime)
 
 
 def test_no_start_line_is_no_start_and_no_record_is_no_status(tmp_path: Path) -> None:
-    assert log_record(_log(tmp_path, ""), "t", 1) == LogRecord(False, None)
-    assert log_record(_log(tmp_path, START + "half way"), "t", 1) == LogRecord(True, None)
+    assert log_record(_log(tmp_path, ""), "t", 1)[:2] == (False, None)
+    assert log_record(_log(tmp_path, START + "half way"), "t", 1)[:2] == (True, None)
     assert log_record(tmp_path / "missing.log", "t", 1) == LogRecord(False, None)
     # a start line that is not at the top was printed by the task, not the wrapper
     assert log_record(_log(tmp_path, "x\n" + START), "t", 1).started is False
