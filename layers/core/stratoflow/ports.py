@@ -186,10 +186,19 @@ class StateStore(ABC):
         """Apply ``decision``, the transitions of attempts that ended, recording ``history``
         (those attempts' ends) with it. Only the attempts whose task transition applies are
         sure to be recorded: the caller records the others with ``finish_attempt``. By
-        default each end is recorded first, as ``finish_attempt`` does."""
+        default each end is recorded first, as ``finish_attempt`` does; but the end of an
+        attempt that never started (``TaskWrite.starts_and_ends``) exists only if its write
+        applies, so it is recorded after, and only then (a stale write records nothing)."""
+        never = {(w.task.task_id, w.ended_attempt) for w in decision.tasks if w.starts_and_ends}
+        after = [a for a in history if (a.task_id, a.attempt) in never]
         for attempt in history:
-            self.finish_attempt(attempt)
-        return self.apply(decision)
+            if (attempt.task_id, attempt.attempt) not in never:
+                self.finish_attempt(attempt)
+        applied = self.apply(decision)
+        if applied:
+            for attempt in after:
+                self.finish_attempt(attempt)
+        return applied
 
     #: whether ``apply_each`` is cheaper than ``apply`` of the same writes in one decision
     applies_each: ClassVar[bool] = False

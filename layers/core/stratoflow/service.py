@@ -403,9 +403,10 @@ class Scheduler:
     ) -> None:
         """A QUEUED task (in a pool's queue or joining one) that can never start ends failed,
         not retried, in one write from QUEUED (``engine.never_started``), its attempt recorded
-        with it where the store can: a claim written apart from the failure, then a crash,
-        would leave an attempt that recovery starts (outside its pool). Then it goes on as any
-        attempt's end: the event, the children, the run's end."""
+        with it (``apply_end``: never by a write that did not apply): a claim written apart
+        from the failure, then a crash, would leave an attempt that recovery starts (outside
+        its pool). Then it goes on as any attempt's end: the event, the children, the run's
+        end."""
         with self._deciding():
             decision, made = engine.never_started(spec, ti, error, now, intent=self._intent)
             failed = made.task
@@ -413,12 +414,7 @@ class Scheduler:
                 run_id=run.id, task_id=ti.task_id, attempt=failed.attempt,
                 state=AttemptStatus.FAILED.value, started_at=now, ended_at=now, error=error,
             )  # fmt: skip
-            if self.store.history_on_tasks:
-                applied = self.store.apply_end(decision, [end])
-            else:
-                applied = self.store.apply(decision)
-                if applied:  # recorded once it applied: a stale write records nothing
-                    self.store.finish_attempt(end)
+            applied = self.store.apply_end(decision, [end])  # recorded only if it applied
             report = Finished(run.id, ti.task_id, failed.attempt, AttemptResult(
                 AttemptStatus.FAILED, error=error, retryable=False))  # fmt: skip
             self._after_end(_Ended(report, ti, spec, now, (decision, made)), applied)
