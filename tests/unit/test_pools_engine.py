@@ -82,10 +82,10 @@ def test_check_refuses_unknown_pools_and_too_wide_tasks() -> None:
     # a project's pool shadows a global one of the same name
     known = {"/wh": Pool("", "wh", 1), "p/wh": Pool("p", "wh", 4)}
     assert pools.check(SPEC, known.get) == []
-    assert pools.resolve(SPEC, "a", known.__contains__) == "p/wh"
-    assert pools.resolve(SPEC, "a", {"/wh"}.__contains__) == "/wh"
-    assert pools.resolve(SPEC, "a", set().__contains__) is None
-    assert pools.resolve(SPEC, "c", known.__contains__) is None
+    assert pools.find(SPEC, "a", known.get) == Pool("p", "wh", 4)
+    assert pools.find(SPEC, "a", {"/wh": known["/wh"]}.get) == Pool("", "wh", 1)
+    assert pools.find(SPEC, "a", {}.get) is None
+    assert pools.find(SPEC, "c", known.get) is None
 
 
 def test_split_sends_pooled_tasks_to_their_pool_queue_once() -> None:

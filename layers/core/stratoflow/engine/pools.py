@@ -97,21 +97,9 @@ def pool_of(spec: WorkflowSpec, task_id: str) -> str | None:
     return spec.workflow.tasks[task_id].pool
 
 
-def resolve(spec: WorkflowSpec, task_id: str, exists: Callable[[str], bool]) -> str | None:
-    """The key of the pool a task uses: its project's pool of that name if there is one,
-    else the global one; None if neither exists (or the task names no pool)."""
-    name = pool_of(spec, task_id)
-    if name is None:
-        return None
-    for key in (pool_key(spec.project, name), pool_key("", name)):
-        if exists(key):
-            return key
-    return None
-
-
 def find(spec: WorkflowSpec, task_id: str, lookup: Callable[[str], Pool | None]) -> Pool | None:
-    """The pool a task uses (its project's pool of that name if there is one, else the
-    global one, as ``resolve`` finds its key), as ``lookup`` reads it; None if neither."""
+    """The pool a task uses: its project's pool of that name if there is one, else the
+    global one, as ``lookup`` reads it; None if neither exists (or the task names no pool)."""
     name = pool_of(spec, task_id)
     if name is None:
         return None
@@ -176,7 +164,7 @@ def check(spec: WorkflowSpec, lookup: Callable[[str], Pool | None]) -> list[Prob
     for task_id, task in spec.workflow.tasks.items():
         if task.pool is None:
             continue
-        pool = lookup(pool_key(spec.project, task.pool)) or lookup(pool_key("", task.pool))
+        pool = find(spec, task_id, lookup)
         if pool is None:
             problems.append(
                 Problem(
