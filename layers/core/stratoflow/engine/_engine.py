@@ -497,14 +497,9 @@ def trigger_differences(
     A request without a logical date asks for the trigger's time, which a run made so has
     as its ``created_at`` (both are one reading of the clock): it differs from a run whose
     logical date was given."""
-    asked = {**spec.workflow.params, **params}
-    differ = [
-        f"params.{name}"
-        for name in sorted(set(asked) | set(run.params))
-        if name not in asked
-        or name not in run.params
-        or _canonical(asked[name]) != _canonical(run.params[name])
-    ]
+    asked = {k: _canonical(v) for k, v in {**spec.workflow.params, **params}.items()}
+    had = {k: _canonical(v) for k, v in run.params.items()}
+    differ = [f"params.{name}" for name in changed_params(had, asked)]
     if logical_date is None:
         other_date = run.logical_date != run.created_at  # the run's was given
     else:
