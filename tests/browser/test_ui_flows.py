@@ -371,6 +371,43 @@ def test_actions_the_caller_may_not_perform_are_hidden(
     api.post(f"/runs/{run_id}/stop")
 
 
+# A fetch of a run page's first requests (its states and its layout) answered at once with a
+# 401, as a token cleared or revoked while the page is open is answered: the rejection lands
+# before the page's effects (Preact runs them after the next frame) have taken it up.
+REFUSE_FIRST_REQUESTS = """
+const realFetch = window.fetch.bind(window);
+window.fetch = (input, init) => /\\/runs\\/[^/?]+\\/(states|layout)/.test(String(input))
+  ? Promise.resolve(new Response(
+      JSON.stringify({error: "unauthorized", message: "this API needs a token", problems: []}),
+      {status: 401, headers: {"Content-Type": "application/json"}}))
+  : realFetch(input, init);
+"""
+
+
+@pytest.mark.parametrize("opened", ["at the run", "from the list"])
+def test_a_run_page_whose_first_requests_are_refused_reports_no_uncaught_error(
+    page: Any, server: ServerProcess, api: httpx.Client, opened: str
+) -> None:
+    """The first requests are made as the page renders (or as the script starts) and taken
+    up by its effects a frame later; refused before then, they are still the page's errors to
+    show, not uncaught rejections (the page fixture fails the test on any). The run view's
+    own poll is not refused, so the run is shown, and the graph says why it cannot draw."""
+    source = "name: refused\ntasks:\n  nap:\n    type: shell\n    command: sleep 30\n"
+    assert api.post("/workflows", json={"source": source}).status_code in (200, 201)
+    run_id = api.post("/workflows/refused/runs", json={}).json()["run"]["id"]
+    page.context.add_init_script(REFUSE_FIRST_REQUESTS)
+    if opened == "at the run":
+        page.goto(f"{server.url}/#/runs/{run_id}")
+    else:  # the same document: the page asks for them as it renders
+        page.goto(f"{server.url}/#/")
+        expect(page.get_by_test_id("workflows")).to_contain_text("refused")
+        page.goto(f"{server.url}/#/runs/{run_id}")
+    expect(run_badge(page)).to_have_text("running")
+    expect(page.get_by_text("this API needs a token")).to_be_visible()
+    page.evaluate("new Promise((done) => setTimeout(done, 500))")  # any rejection has landed
+    api.post(f"/runs/{run_id}/stop")
+
+
 def test_signing_in_with_a_token(signed_out_page: Any, server: ServerProcess) -> None:
     """Without a token the API answers 401 and the UI asks for one; a bad token is refused
     with the server's words; the first admin's token signs in, and the UI sends it as a

@@ -360,6 +360,10 @@ export function firstRequests(id: string): FirstRequests {
   const served = got ? got.layout.catch(() => api.runLayout(id)) : api.runLayout(id);
   const layout = Promise.all([served, states.catch(() => null)])
     .then(([s, st]) => ({ ...s, stored: st?.layout ?? null }));
+  // made as the page renders, taken up by its effects a frame later: a refusal landing before
+  // then is still the page's to show, not an uncaught rejection
+  states.catch(() => undefined);
+  layout.catch(() => undefined);
   return { states, layout };
 }
 
