@@ -175,6 +175,18 @@ def diamond() -> Scenario:
     )  # fmt: skip
 
 
+def serial() -> Scenario:
+    """A workflow that allows one active run: its start also writes the workflow's admission
+    (on DynamoDB, in the start's transaction)."""
+    return Scenario(
+        "serial",
+        "name: serial\nmax_active_runs: 1\ntasks:\n" + _tasks([
+            'a: {type: shell, command: "true"}',
+            'b: {type: shell, command: "true", depends_on: [a]}',
+        ]),
+    )  # fmt: skip
+
+
 def fan(width: int) -> Scenario:
     middle = [f'm{i}: {{type: shell, command: "true", depends_on: [root]}}' for i in range(width)]
     sink = f'sink: {{type: shell, command: "true", depends_on: [{", ".join(f"m{i}" for i in range(width))}]}}'

@@ -24,6 +24,7 @@ from tests.faultinject import (
     pooled_stop,
     rerun_from_task,
     retried,
+    serial,
     sqlite_store,
     stop_while_running,
     subworkflow_rerun,
@@ -38,6 +39,7 @@ from stratoflow.ports import Attempt
 
 SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "diamond": diamond,
+    "serial": serial,
     "fan": lambda: fan(4),
     "switch": switch,
     "retried": retried,
@@ -67,6 +69,7 @@ def dynamodb_store() -> Iterator[Callable[..., Any]]:
 # script, python -m tests.faultinject, sweeps larger fans on DynamoDB)
 DYNAMODB_SCENARIOS = [
     "diamond",
+    "serial",
     "switch",
     "retried",
     "stop",
@@ -90,7 +93,7 @@ def test_every_write_fails_once_on_dynamodb(name: str, dynamodb_store: Callable[
 
 @pytest.mark.no_cover
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("name", ["diamond", "stop"])
+@pytest.mark.parametrize("name", ["diamond", "serial", "stop"])
 def test_every_write_fails_after_it_was_applied_on_dynamodb(
     name: str, dynamodb_store: Callable[..., Any]
 ) -> None:

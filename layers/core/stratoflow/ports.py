@@ -252,6 +252,15 @@ class StateStore(ABC):
         write sets its state, times, error, pause flag and counters, and its params only
         when ``plan.new_params`` says so (in the same write)."""
 
+    def start_queued_run(self, plan: Plan, max_active: int | None) -> bool:
+        """Start a QUEUED run (``plan``: ``engine.start_plan``) if its workflow then has fewer
+        than ``max_active`` active runs (None: no limit); False, and nothing written, if it
+        is no longer QUEUED or the workflow has no slot free. By default the caller's count
+        of active runs stands, and this is ``apply_plan(plan, QUEUED)``: a store with one
+        writer, whose scheduler counted under its lock. A store that concurrent schedulers
+        write makes the count and the start one conditional write."""
+        return self.apply_plan(plan, RunState.QUEUED)
+
     @abstractmethod
     def record_upstream(
         self, run_id: str, child: str, parent: str, outcome: TaskState

@@ -602,7 +602,9 @@ class Scheduler:
             plan = engine.start_plan(spec, run, roots, now)
             if self.subworkflows.starts_paused(run):  # its parent was paused while it waited
                 plan.run = engine.pause(plan.run, by_parent=True)
-            if not self.store.apply_plan(plan, RunState.QUEUED):
+            # the store has the last word: on one written by concurrent schedulers, the
+            # count read above may already be stale
+            if not self.store.start_queued_run(plan, current.workflow.max_active_runs):
                 continue
             admission[workflow] = (current, active + 1)
             self._started_runs.append(run.id)

@@ -69,6 +69,9 @@ def workflow_pk(project: str, name: str) -> str:
     return f"WF#{project}#{name}"
 
 
+ADMISSION_SK: Final = "ADMIT"  # in a workflow's partition: the runs its starts admitted
+
+
 def version_sk(version: int) -> str:
     return f"{VERSION_PREFIX}{version:010d}"
 

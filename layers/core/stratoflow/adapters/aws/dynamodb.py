@@ -85,6 +85,9 @@ DEFAULT_RETENTION: Final = timedelta(days=90)
 BATCH_WRITE_MAX: Final = 25  # BatchWriteItem
 BATCH_GET_MAX: Final = 100  # BatchGetItem
 TRANSACTION_MAX: Final = 100  # TransactWriteItems
+# a workflow's admission item lists at most this many run ids (~50 bytes each; an item holds
+# 400 KB): a max_active_runs above it is counted on the state index alone
+ADMISSION_RUNS_MAX: Final = 1_000
 _BACKOFF_MAX: Final = 2.0
 
 
@@ -724,15 +727,58 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         return it.to_run(item, out["Attributes"])
 
     def count_active_runs(self, project: str, workflow: str) -> int:
-        # every active run of every workflow is read (there are few: max_active_runs bounds
-        # them), filtered to this one; the terminal runs (unbounded history) are never read
-        count = 0
+        return len(self._active_run_ids(project, workflow))
+
+    def _active_run_ids(self, project: str, workflow: str) -> set[str]:
+        """The workflow's active runs by the state index (eventually consistent: a run that
+        just started may be missing). Every active run of every workflow is read (there are
+        few: max_active_runs bounds them), filtered to this one; the terminal runs
+        (unbounded history) are never read."""
+        found: set[str] = set()
         for state in (state for state in RunState if state.active):
-            for _ in self._index(
+            for item in self._index(
                 "gsi2", f"RUNS#{state.value}", filters={"project": project, "workflow": workflow}
             ):
-                count += 1
-        return count
+                found.add(it.run_id_of(item))
+        return found
+
+    def start_queued_run(self, plan: Plan, max_active: int | None) -> bool:
+        """The run's start and its workflow's admission in one transaction. Advance
+        invocations run concurrently, and the state index they count active runs on lags
+        the writes: two could each count a free slot and start a run in it. So each start
+        also rewrites the workflow's admission item (``ADMIT`` in its partition: the runs
+        it admitted that are still active, and a version), conditional on the version read:
+        of two starts that read the same admission, one applies and the other is refused
+        (its run stays QUEUED for the next advance). The active runs are those the item
+        lists whose run items (read strongly) are still active, with those the index shows
+        (runs made active otherwise: a rerun of an ended run). A limit above
+        ``ADMISSION_RUNS_MAX`` is counted on the index alone, as before (the item would
+        outgrow DynamoDB's 400 KB)."""
+        run = plan.run
+        if max_active is None or max_active > ADMISSION_RUNS_MAX:
+            return self.apply_plan(plan, RunState.QUEUED)
+        pk = it.workflow_pk(run.project, run.workflow)
+        held = self._get(pk, it.ADMISSION_SK)
+        listed = sorted(held["runs"]["SS"]) if held is not None and "runs" in held else []
+        active = {
+            it.run_id_of(item)
+            for item in self._batch_get([key(it.run_pk(r), it.RUN_SK) for r in listed])
+            if "st" in item and RunState(item["st"]["S"]).active
+        }
+        active |= self._active_run_ids(run.project, run.workflow)
+        active.discard(run.id)
+        if len(active) >= max_active:
+            return False
+        upd = Update().set("runs", {"SS": sorted(active | {run.id})})
+        if held is None:
+            upd.set("v", n(1))
+            cond = upd.condition("attribute_not_exists(pk)")
+        else:
+            version = it.get_n(held, "v")
+            upd.set("v", n(version + 1))
+            cond = upd.condition("{v} = :held", held=n(version))
+        admission = {"Update": upd.request(self.table, key(pk, it.ADMISSION_SK), cond)}
+        return self._apply_plan(plan, RunState.QUEUED, None, admission)
 
     def queued_runs(self, limit: int) -> list[Run]:
         items = self._take(self._index("gsi2", f"RUNS#{RunState.QUEUED.value}", limit=limit), limit)
@@ -1315,22 +1361,30 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         (2) is completed by the next ``get_run`` after the lease, or by
         ``complete_pending_plans`` (the reconciler); before (2) it changed nothing visible.
         """
+        return self._apply_plan(plan, expect, if_ended_at, None)
+
+    def _apply_plan(
+        self, plan: Plan, expect: RunState, if_ended_at: datetime | None, extra: Item | None
+    ) -> bool:
+        """``apply_plan``, with ``extra`` (a conditional write: ``start_queued_run``'s
+        admission) last in the transaction that commits the plan; refused if it is."""
         pending = self._get(it.run_pk(plan.run.id), it.RUN_SK)
         if pending is not None and "plan" in pending:
             self._complete_plan(plan.run.id, str(pending["plan"]["S"]))
         writes = self._plan_writes(plan, plan_id=None, held=self._held(plan))
         run_write, counters_write = self._plan_run_writes(plan, expect, None, if_ended_at)
         releases = [{"Update": u} for u in self._plan_releases(plan)]
-        if len(writes) + 2 + len(releases) <= TRANSACTION_MAX:
+        extras = [] if extra is None else [extra]
+        if len(writes) + 2 + len(releases) + len(extras) <= TRANSACTION_MAX:
             reasons = self._commit_plan(
-                plan.run.id, [run_write, counters_write, *writes, *releases]
+                plan.run.id, [run_write, counters_write, *writes, *releases, *extras]
             )
             if reasons is None:
                 return True
-            if self._plan_refused(reasons):
+            if self._plan_refused(reasons, extras):
                 return False
             raise RuntimeError(f"apply_plan {plan.run.id}: transaction cancelled: {reasons}")
-        return self._apply_journaled(plan, expect, if_ended_at)
+        return self._apply_journaled(plan, expect, if_ended_at, extras)
 
     def _commit_plan(self, run_id: str, items: Sequence[Item]) -> list[str] | None:
         """The transaction that commits a plan (its run write first, its counters second);
@@ -1368,10 +1422,12 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         return reasons
 
     @staticmethod
-    def _plan_refused(reasons: Sequence[str]) -> bool:
-        """Whether a plan's commit was refused by its run (another state, another plan) or
-        its counters (a reservation still open after ``_commit_plan``'s wait)."""
-        return "ConditionalCheckFailed" in reasons[:2]
+    def _plan_refused(reasons: Sequence[str], extras: Sequence[Item] = ()) -> bool:
+        """Whether a plan's commit was refused by its run (another state, another plan), its
+        counters (a reservation still open after ``_commit_plan``'s wait) or one of the
+        ``extras`` that close its transaction (an admission another start changed)."""
+        tail = reasons[len(reasons) - len(extras) :] if extras else []
+        return "ConditionalCheckFailed" in [*reasons[:2], *tail]
 
     def _plan_run_writes(
         self, plan: Plan, expect: RunState, plan_id: str | None, if_ended_at: datetime | None
@@ -1502,7 +1558,11 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         return {"Update": upd.request(self.table, key(pk, it.task_sk(task_id)), cond)}
 
     def _apply_journaled(
-        self, plan: Plan, expect: RunState, if_ended_at: datetime | None = None
+        self,
+        plan: Plan,
+        expect: RunState,
+        if_ended_at: datetime | None = None,
+        extras: Sequence[Item] = (),
     ) -> bool:
         run_id = plan.run.id
         pk = it.run_pk(run_id)
@@ -1538,12 +1598,14 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         # when they fit in the transaction; else released as read)
         releases = [{"Update": u} for u in self._plan_releases(plan)]
         checks = self._held_checks(plan)
-        if 2 + len(releases) + len(checks) > TRANSACTION_MAX:
+        if 2 + len(releases) + len(checks) + len(extras) > TRANSACTION_MAX:
             checks = []
-        reasons = self._commit_plan(run_id, [run_write, counters_write, *releases, *checks])
+        reasons = self._commit_plan(
+            run_id, [run_write, counters_write, *releases, *checks, *extras]
+        )
         if reasons is not None:
             self._delete_plan(pk, plan_id, len(parts))
-            if self._plan_refused(reasons):
+            if self._plan_refused(reasons, extras):
                 return False
             raise RuntimeError(f"apply_plan {run_id}: transaction cancelled: {reasons}")
         self._complete_plan(run_id, plan_id, recovered=False)
