@@ -9,8 +9,10 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-# (method, path, JSON body or None, headers) -> (status, JSON payload)
-Respond = Callable[[str, str, Any, dict[str, str]], tuple[int, Any]]
+# (method, path, JSON body or None, headers) -> (status, JSON payload[, response headers])
+Respond = Callable[
+    [str, str, Any, dict[str, str]], tuple[int, Any] | tuple[int, Any, dict[str, str]]
+]
 
 
 @contextmanager
@@ -22,11 +24,14 @@ def json_stub(respond: Respond, port: int = 0) -> Iterator[str]:
         def _answer(self) -> None:
             length = int(self.headers.get("Content-Length", 0))
             raw = self.rfile.read(length) if length else b""
-            status, payload = respond(
+            answer = respond(
                 self.command, self.path, json.loads(raw) if raw else None, dict(self.headers)
             )
+            status, payload = answer[0], answer[1]
             body = json.dumps(payload).encode()
             self.send_response(status)
+            for name, value in (answer[2] if len(answer) == 3 else {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -848,3 +848,13 @@ def test_a_stored_version_applied_before_the_name_check_still_loads() -> None:
     with pytest.raises(InvalidInput, match="execution_date"):
         parse_workflow(document)
     assert spec_from_document(document).name == "old"  # its runs fail the task, as before
+
+
+def test_an_http_task_follows_redirects_unless_told_not_and_unset_stays_out_of_the_digest() -> None:
+    base = "name: h\ntasks:\n  call: {type: http, url: 'http://example.invalid/'"
+    unset, told = load(base + "}\n"), load(base + ", follow_redirects: false}\n")
+    assert "follow_redirects" not in unset.document["tasks"]["call"]
+    assert told.document["tasks"]["call"]["follow_redirects"] is False
+    assert unset.digest != told.digest
+    problem = refusal(base + ", follow_redirects: sometimes}\n").problems[0]
+    assert problem.path == "tasks.call.follow_redirects"

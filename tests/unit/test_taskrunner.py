@@ -123,6 +123,57 @@ def test_http_task_fails_on_an_unexpected_status_and_keeps_the_response(tmp_path
     assert error == f"HTTP 503 from {url} (expected 200, 204)"
 
 
+def test_http_task_follows_redirects_and_logs_each(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As Airflow's HttpOperator and DolphinScheduler's HTTP task do: a 301/302/307 is
+    followed (a 307 keeps the method and body), and each hop is in the log."""
+
+    def respond(method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
+        if path == "/old":
+            return 301, {}, {"Location": "/moved"}
+        if path == "/moved":
+            return 307, {}, {"Location": "/new"}
+        return 201, {"method": method, "path": path, "got": body}
+
+    with json_stub(respond) as url:
+        spec = spec_file(tmp_path, "http", {"url": f"{url}/old", "method": "POST", "body": [1]})
+        assert runner.main(str(spec)) == 0
+    # a 301 turns a POST into a GET (as browsers, requests and httpx do); the 307 keeps it
+    assert outcome(tmp_path) == (
+        {"status_code": 201, "body": {"method": "GET", "path": "/new", "got": None}},
+        None,
+    )
+    log = capsys.readouterr().out
+    assert f"POST {url}/old -> 301 /moved" in log
+    assert f"GET {url}/moved -> 307 /new" in log
+    assert f"GET {url}/new -> 201" in log
+
+
+def test_http_task_with_follow_redirects_false_takes_the_3xx_as_its_response(
+    tmp_path: Path,
+) -> None:
+    def respond(method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
+        return (302, {"see": "/elsewhere"}, {"Location": "/elsewhere"})
+
+    with json_stub(respond) as url:
+        fields: dict[str, Any] = {"url": url, "follow_redirects": False}
+        assert runner.main(str(spec_file(tmp_path, "http", fields))) == 1
+        assert outcome(tmp_path)[1] == f"HTTP 302 from {url} (expected 2xx)"
+        fields["expected_status"] = [302]
+        assert runner.main(str(spec_file(tmp_path, "http", fields))) == 0
+    assert outcome(tmp_path)[0] == {"status_code": 302, "body": {"see": "/elsewhere"}}
+
+
+def test_http_task_fails_on_a_redirect_loop_naming_the_limit(tmp_path: Path) -> None:
+    def respond(method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
+        return 302, {}, {"Location": "/again"}
+
+    with json_stub(respond) as url:
+        assert runner.main(str(spec_file(tmp_path, "http", {"url": url}))) == 1
+    assert outcome(tmp_path)[1] == f"GET {url} failed: more than {runner.MAX_REDIRECTS} redirects"
+
+
 def test_http_task_reports_an_unreachable_host(tmp_path: Path) -> None:
     assert runner.main(str(spec_file(tmp_path, "http", {"url": "http://127.0.0.1:9/"}))) == 1
     assert "GET http://127.0.0.1:9/ failed" in (outcome(tmp_path)[1] or "")

@@ -114,6 +114,8 @@ _DESCRIPTIONS: dict[str, dict[str, str]] = {
         "headers": "Request headers (templated).",
         "body": "Request body: text, or JSON (a mapping or a list).",
         "expected_status": "Status codes that count as success (one or a list); empty: any 2xx.",
+        "follow_redirects": "Follow redirects (3xx with a Location, at most 20). Default true; "
+        "false: a 3xx is the response (a failure unless expected_status lists it).",
     },
     "SwitchCase": {
         "when": "A template that renders true or false.",

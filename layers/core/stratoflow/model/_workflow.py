@@ -342,6 +342,9 @@ class HttpTask(_TaskBase):
     headers: dict[str, str] = Field(default_factory=_dict)
     body: str | dict[str, Any] | list[Any] | None = None
     expected_status: list[int] = Field(default_factory=_list, description="empty: any 2xx")
+    # None (unset) follows redirects, as Airflow's HttpOperator and DolphinScheduler's HTTP
+    # task do; unset is kept out of the stored document, so a workflow's digest is unchanged
+    follow_redirects: bool | None = None
 
     @field_validator("url")
     @classmethod

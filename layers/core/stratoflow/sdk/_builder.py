@@ -261,12 +261,14 @@ def http(
     headers: Mapping[str, Any] | None = None,
     body: str | Mapping[str, Any] | Sequence[Any] | None = None,
     expected_status: int | Sequence[int] | None = None,
+    follow_redirects: bool | None = None,
     **options: Any,
 ) -> Task:
-    """An HTTP request; the status code and the (JSON) body become outputs."""
+    """An HTTP request; the status code and the (JSON) body become outputs. Redirects are
+    followed unless ``follow_redirects=False``."""
     return Task(
         task_id, "http", url=url, method=method, headers=headers, body=body,
-        expected_status=expected_status, **options,
+        expected_status=expected_status, follow_redirects=follow_redirects, **options,
     )  # fmt: skip
 
 

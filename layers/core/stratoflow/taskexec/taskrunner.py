@@ -96,6 +96,9 @@ def run_lambda(
     return {} if result is None else {"return_value": result}
 
 
+MAX_REDIRECTS = 20  # an http task follows at most this many (httpx's default)
+
+
 def run_http(
     fields: dict[str, Any], params: dict[str, Any], context: dict[str, Any]
 ) -> dict[str, Any]:
@@ -108,12 +111,23 @@ def run_http(
     elif body is not None:
         kwargs["content"] = str(body)
     timeout = float(context.get("timeout_seconds") or 300)
+    follow = fields.get("follow_redirects") is not False  # unset: follow
     try:
-        response = httpx.request(
-            fields.get("method", "GET"), fields["url"], timeout=timeout, **kwargs
-        )
+        with httpx.Client(
+            timeout=timeout, follow_redirects=follow, max_redirects=MAX_REDIRECTS
+        ) as client:
+            response = client.request(fields.get("method", "GET"), fields["url"], **kwargs)
+    except httpx.TooManyRedirects:
+        raise TaskFailed(
+            f"{fields.get('method', 'GET')} {fields['url']} failed: more than "
+            f"{MAX_REDIRECTS} redirects"
+        ) from None
     except httpx.HTTPError as exc:
         raise TaskFailed(f"{fields.get('method', 'GET')} {fields['url']} failed: {exc}") from None
+    for hop in response.history:  # the redirects followed, in order
+        print(
+            f"{hop.request.method} {hop.request.url} -> {hop.status_code} {hop.headers.get('location', '')}"
+        )
     print(f"{response.request.method} {response.request.url} -> {response.status_code}")
     print(response.text[:10000])
     try:
