@@ -288,6 +288,19 @@ def test_client_commands_against_a_server(cli: CliRunner, tmp_path: Path, server
     missing = cli.invoke(main, ["trigger", "no_such_workflow", *api])
     assert missing.exit_code == 2
     assert "not found" in missing.output
+    # --run-id: an idempotency key (Airflow's `dags trigger --run-id`); the same key with the
+    # same request is that run again, with other params a refusal naming what differs
+    keyed = ["trigger", "cli_chain", "--run-id", "nightly-42", "-p", "word=a", *api]
+    first = cli.invoke(main, keyed)
+    assert first.exit_code == 0, first.output
+    assert first.output.strip() == "default.cli_chain.nightly-42"
+    assert cli.invoke(main, keyed).output == first.output
+    other = cli.invoke(main, [*keyed[: -len(api)], "-p", "word=b", *api])
+    assert other.exit_code == 2
+    assert "params.word" in other.output
+    bad = cli.invoke(main, ["trigger", "cli_chain", "--run-id", "no spaces", *api])
+    assert bad.exit_code == 2
+    assert "run_id" in bad.output
 
 
 def test_client_reports_an_unreachable_server_with_exit_3(cli: CliRunner) -> None:

@@ -635,6 +635,12 @@ def apply(files: Sequence[str], api: str) -> None:
 @click.argument("name")
 @click.option("-p", "--param", "params", multiple=True, help="name=value")
 @click.option("--logical-date", default=None)
+@click.option(
+    "--run-id",
+    default=None,
+    help="an idempotency key: the run is <project>.<name>.<RUN_ID>; triggering again with the "
+    "same key, params and logical date returns that run instead of starting another",
+)
 @click.option("--wait", is_flag=True, help="wait for the run to finish; exit 1 if it failed")
 @project_option
 @output_option
@@ -643,6 +649,7 @@ def trigger(
     name: str,
     params: Sequence[str],
     logical_date: str | None,
+    run_id: str | None,
     wait: bool,
     project: str,
     output: str,
@@ -653,8 +660,10 @@ def trigger(
     body: dict[str, Any] = {"params": _params(params)}
     if logical_date:
         body["logical_date"] = logical_date
+    if run_id is not None:
+        body["run_id"] = run_id
     detail = client.call("POST", f"/workflows/{name}/runs", params={"project": project}, json=body)
-    run_id = detail["run"]["id"]
+    run_id = detail["run"]["id"]  # the whole id, <project>.<name>.<key> for a --run-id
     if not wait:
         if output == "json":
             click.echo(json.dumps(detail, indent=2))
