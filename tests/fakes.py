@@ -41,6 +41,10 @@ class RecordingDispatcher(Dispatcher):
         self.on_dispatch(spec)
         return None
 
+    def live_attempts(self) -> int:
+        """What is pending (a killed attempt too, until its report: as a real executor)."""
+        return len(self.pending)
+
     def kill(self, run_id: str, task_id: str, attempt: int) -> None:
         # A killed attempt may still report (a real executor races the kill): it stays
         # pending, and its report then arrives late.

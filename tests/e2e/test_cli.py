@@ -430,3 +430,40 @@ def test_workflows_list_show_pause_and_unpause(
             assert (missing.exit_code, missing.output) == (2, said), args
         other = cli.invoke(main, ["workflows", "list", "--project", "elsewhere", *api])
         assert other.output == "no workflows in project elsewhere\n"
+
+
+def _overlap(spans: list[tuple[float, float]]) -> int:
+    """The most spans open at one instant."""
+    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_run_with_parallelism_runs_at_most_that_many_task_processes_at_once(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """Six independent tasks of 0.4 s, `--parallelism 2`: never more than two at once (each
+    records when it started and ended), and all succeed; `--parallelism -1` is refused."""
+    tasks = "\n".join(
+        f"  t{i}:\n    type: shell\n    command: |\n"
+        '      echo "start=$(date +%s.%N)" >> "$STRATOFLOW_OUTPUT"\n'
+        "      sleep 0.4\n"
+        '      echo "end=$(date +%s.%N)" >> "$STRATOFLOW_OUTPUT"'
+        for i in range(6)
+    )
+    path = write(tmp_path, "six.yaml", f"name: six\ntasks:\n{tasks}\n")
+    home = str(tmp_path / "home")
+    result = cli.invoke(
+        main, ["run", path, "--home", home, "--output", "json", "--parallelism", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    outputs = [t["outputs"] for t in json.loads(result.output)["tasks"].values()]
+    spans = [(float(o["start"]), float(o["end"])) for o in outputs]
+    assert len(spans) == 6
+    assert _overlap(spans) == 2
+    refused = cli.invoke(main, ["run", path, "--home", home, "--parallelism", "-1"])
+    assert refused.exit_code == 2
+    assert "-1 is negative" in refused.output

@@ -184,6 +184,21 @@ def _set_up(
 
 
 _POOL_HELP = "NAME=SLOTS: set a global pool (before the workflow is applied); repeatable"
+# task processes at once on one machine, unless `--parallelism` says otherwise: Airflow's
+# `parallelism` default (DolphinScheduler's worker runs 100 task threads)
+DEFAULT_PARALLELISM = 32
+_PARALLELISM_HELP = (
+    "at most this many task processes at once, across every run (queued tasks past it wait "
+    f"for one to end); 0: no limit  [default: {DEFAULT_PARALLELISM}, or $STRATOFLOW_PARALLELISM]"
+)
+
+
+def _parallelism(value: int) -> int | None:
+    if value < 0:
+        raise click.BadParameter(f"{value} is negative: give 1 or more, or 0 for no limit")
+    return value or None
+
+
 _ALERT_GROUP_HELP = (
     "create an alert group of the workflow's project (before it is applied), with "
     "no channels until `stratoflow alerts groups set` gives it some; kept if it exists"
@@ -205,6 +220,13 @@ _ALERT_GROUP_HELP = (
 @click.option(
     "--alert-group", "alert_groups", multiple=True, metavar="NAME", help=_ALERT_GROUP_HELP
 )
+@click.option(
+    "--parallelism",
+    type=int,
+    default=DEFAULT_PARALLELISM,
+    envvar="STRATOFLOW_PARALLELISM",
+    help=_PARALLELISM_HELP,
+)
 def run(
     file: str,
     params: Sequence[str],
@@ -213,6 +235,7 @@ def run(
     logical_date: str | None,
     pools: Sequence[str],
     alert_groups: Sequence[str],
+    parallelism: int,
 ) -> None:
     """Run one workflow to completion in this process (exit 0 succeeded, 1 failed)."""
     from datetime import UTC, datetime
@@ -226,6 +249,7 @@ def run(
 
     overrides = _params(params)
     pool_slots = _pool_options(pools)
+    processes = _parallelism(parallelism)
     with _errors():
         text = single_source(file, datetime.now(UTC))
         spec = load_workflow(text, source=file, now=datetime.now(UTC))  # before any state
@@ -238,7 +262,7 @@ def run(
                     f"--logical-date {logical_date!r} is not an ISO-8601 date-time"
                 ) from None
         try:
-            runtime = LocalRuntime(home or default_home())
+            runtime = LocalRuntime(home or default_home(), parallelism=processes)
         except HomeInUse as exc:
             raise HomeInUse(
                 f"{exc}. To run it on that server: stratoflow apply {file}, then "
@@ -424,6 +448,8 @@ def _print_run(detail: dict[str, Any], output: str) -> None:
 @click.option("--alert-group", "alert_groups", multiple=True, metavar="NAME",
               help="create an alert group of the default project on start (before --apply), with "
                    "no channels until `stratoflow alerts groups set` gives it some; kept if it exists")  # fmt: skip
+@click.option("--parallelism", type=int, default=DEFAULT_PARALLELISM,
+              envvar="STRATOFLOW_PARALLELISM", help=_PARALLELISM_HELP)  # fmt: skip
 def server(
     home: Path | None,
     host: str,
@@ -432,6 +458,7 @@ def server(
     db: str | None,
     pools: Sequence[str],
     alert_groups: Sequence[str],
+    parallelism: int,
 ) -> None:
     """Run the scheduler, cron loop and API in one process; resumes unfinished runs."""
     import logging
@@ -449,8 +476,9 @@ def server(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     pool_slots = _pool_options(pools)
+    processes = _parallelism(parallelism)
     try:
-        runtime = LocalRuntime(home or default_home(), cron=True, db=db)
+        runtime = LocalRuntime(home or default_home(), cron=True, db=db, parallelism=processes)
     except HomeInUse as exc:
         _fail(str(exc), EXIT_INVALID)
     except Exception as exc:

@@ -517,6 +517,12 @@ class Dispatcher(ABC):
     def kill(self, run_id: str, task_id: str, attempt: int) -> None:
         """Stop a running attempt and everything it started."""
 
+    def live_attempts(self) -> int | None:
+        """How many attempts this dispatcher is starting or running now, each a process (for
+        a scheduler's ``parallelism``); None: it cannot say (AWS: Lambda, Batch and EKS
+        scale out, and limit themselves)."""
+        return None
+
     def kill_grace(self) -> timedelta:
         """How long a killed attempt's processes may still run after ``kill`` (the local
         executor's SIGTERM-to-SIGKILL grace): a timed-out attempt's retry is not due before

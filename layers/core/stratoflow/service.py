@@ -134,6 +134,7 @@ class Scheduler:
         record_attempt_starts: bool = True,
         resources: ResourceStore | None = None,
         alert_groups: Callable[[str, str], bool] | None = None,
+        parallelism: int | None = None,
     ) -> None:
         """``retry_lead``: dispatch a retry this long before its delay runs out, for a
         dispatcher that waits out the rest itself (``AttemptSpec.not_before``); AWS, where
@@ -145,7 +146,19 @@ class Scheduler:
         executors whose log only exists at the end (the AWS runner), and the views show a
         running attempt from its task. ``alert_groups(project, group)``: whether the
         runtime's alert configuration has that group (a workflow whose ``alerts`` name one it
-        has not is refused at apply; None: a runtime without alerts, nothing to check)."""
+        has not is refused at apply; None: a runtime without alerts, nothing to check).
+        ``parallelism``: at most this many task processes at once, across every run and
+        project (Airflow's ``parallelism``): queued tasks past it wait, in their order, for
+        one to end; tasks that run no process (switch, dependency, sub-workflow) take none.
+        It needs a dispatcher that counts its live attempts (``live_attempts``)."""
+        if parallelism is not None:
+            if parallelism < 1:
+                raise ValueError(f"parallelism must be at least 1, not {parallelism}")
+            if dispatcher.live_attempts() is None:
+                raise ValueError("this dispatcher cannot count its attempts: no parallelism")
+        self.parallelism = parallelism
+        # task processes this claim pass may still start (None: no parallelism)
+        self._processes: int | None = None
         self.store = store
         self.alert_groups = alert_groups
         # where a run pins the versions of the resource files its tasks list, when it is
@@ -440,11 +453,12 @@ class Scheduler:
             run, spec = runs[ti.run_id]
             self._fail_unstarted(spec, run, ti, error, now)
         claimed: list[tuple[Run, WorkflowSpec, TaskInstance]] = []
-        for decision in engine_pools.serve(pool, waiting, runs, now):
+        for decision in engine_pools.serve(pool, waiting, runs, now, processes=self._processes):
             if not self.store.apply(decision):
                 break  # another claimer took slots meanwhile: the next pass goes on
             run, spec = runs[decision.run_id]
             claimed.append((run, spec, decision.tasks[0].task))
+        self._took_processes(claimed)
         return claimed
 
     def set_paused(self, project: str, name: str, paused: bool) -> WorkflowVersion:
@@ -1108,6 +1122,8 @@ class Scheduler:
         and render them. A switch, or a task whose templates fail, ends here; its result may
         make others ready, and so may a full batch: then ``more`` asks for another pass."""
         by_run: dict[str, list[TaskInstance]] = {}
+        if self.parallelism is not None:
+            self._processes = max(self.parallelism - (self.dispatcher.live_attempts() or 0), 0)
         if runs is None:
             for ti in self.store.queued_tasks(DISPATCH_BATCH):
                 by_run.setdefault(ti.run_id, []).append(ti)
@@ -1151,12 +1167,16 @@ class Scheduler:
             self._join_pools(spec, run, pooled, now)
         direct = [child for child, _ in ready]
         free = engine.dispatch_slots(spec, run)
+        if self._processes is not None:
+            free = min(free, self._processes)  # as if each ran a process: none passed over
         if direct and (head >= DISPATCH_BATCH or len(queued) + len(direct) > free):
             # no slot for all of them: they queue, and the next pass claims from the queue in
             # its order (priority, then FIFO) what the slots left here allow
             direct = []
             self._claim_again = self._claim_again or free > len(queued)
-        for decision in engine.claims(spec, run, queued, now, ready=direct):
+        for decision in engine.claims(
+            spec, run, queued, now, ready=direct, processes=self._processes
+        ):
             writes = decision.tasks
             if len(writes) > 1 and self._each(decision):
                 # each claim written alone, the counters once (StateStore.apply_each)
@@ -1174,7 +1194,14 @@ class Scheduler:
         waiting = self._ready_now.get(run_id, {})
         for _, _, task in claimed:
             waiting.pop(task.task_id, None)  # claimed: nothing left to queue
+        self._took_processes(claimed)
         return claimed
+
+    def _took_processes(self, claimed: Sequence[tuple[Run, WorkflowSpec, TaskInstance]]) -> None:
+        """Count the claimed tasks that run a process against this pass's ``parallelism``."""
+        if self._processes is not None:
+            taken = sum(engine.runs_process(spec, task.task_id) for _, spec, task in claimed)
+            self._processes = max(self._processes - taken, 0)
 
     def _record_starts(self, ready: _Claimed) -> None:
         """Write the history rows of attempts about to start, where the dispatcher can say in

@@ -9,7 +9,9 @@ from stratoflow.engine._decision import (
     never_started,
     parent_heard,
     propagated,
+    runs_process,
     together,
+    within_processes,
 )
 from stratoflow.engine._engine import (
     SWITCH_BRANCH_KEY,
@@ -108,6 +110,7 @@ __all__ = [
     "retry_delay",
     "retry_due",
     "run_finished_state",
+    "runs_process",
     "skipped_by_switch",
     "start_plan",
     "start_run",
@@ -118,4 +121,5 @@ __all__ = [
     "together",
     "trigger_differences",
     "with_params",
+    "within_processes",
 ]

@@ -183,6 +183,7 @@ def claims(
     now: datetime,
     *,
     ready: Sequence[TaskInstance] = (),
+    processes: int | None = None,
 ) -> list[Decision]:
     """Claim as many of ``queued`` (this run's, in dispatch order) as the run has free slots:
     QUEUED -> RUNNING with the next attempt number, and the running counter with them, in
@@ -191,20 +192,50 @@ def claims(
     ``ready``: WAITING tasks whose counts this turn made ready (``child_state`` says QUEUED),
     claimed straight from WAITING after the queued ones, so a task that has a free slot when
     it becomes ready is never written QUEUED first. The caller passes them only when the run
-    has a slot for every task of both lists (so no queued task is passed over)."""
+    has a slot for every task of both lists (so no queued task is passed over).
+
+    ``processes``: how many more task processes may start (the scheduler's ``parallelism``
+    left; None: no such limit). Only tasks that run a process count (``runs_process``); the
+    claims stop at the first that would exceed it, so none is passed over."""
     for ti in ready:
         if child_state(spec, ti) is not TaskState.QUEUED:
             raise Conflict(f"task {ti.task_id} is not ready to claim from {ti.state}")
     free = dispatch_slots(spec, run)
     picks = [(ti, TaskState.QUEUED) for ti in queued]
     picks += [(ti.with_(state=TaskState.QUEUED), TaskState.WAITING) for ti in ready]
-    writes = [TaskWrite(claim(spec, ti, now), expect, ti.attempt) for ti, expect in picks[:free]]
+    picks = picks[:free]
+    if processes is not None:
+        picks = picks[: within_processes(spec, [ti.task_id for ti, _ in picks], processes)]
+    writes = [TaskWrite(claim(spec, ti, now), expect, ti.attempt) for ti, expect in picks]
     return [
         Decision(run.id, tuple(part), running=len(part))
         for part in (
             writes[i : i + MAX_DECISION_TASKS] for i in range(0, len(writes), MAX_DECISION_TASKS)
         )
     ]
+
+
+# Task types that run no process of their own: the scheduler decides a switch, checks a
+# dependency and starts a sub-workflow's child run itself. They take no part of a
+# ``parallelism`` limit: a sub-workflow task waiting on its child, or a dependency task on
+# another run, counted there could hold every process slot its awaited tasks need.
+NO_PROCESS_TYPES = frozenset({"switch", "dependency", "workflow"})
+
+
+def runs_process(spec: WorkflowSpec, task_id: str) -> bool:
+    """Whether an attempt of the task runs a process (counts against ``parallelism``)."""
+    return spec.workflow.tasks[task_id].type not in NO_PROCESS_TYPES
+
+
+def within_processes(spec: WorkflowSpec, task_ids: Sequence[str], processes: int) -> int:
+    """How many of ``task_ids`` (in claim order) may be claimed with ``processes`` more task
+    processes allowed: up to, not including, the first process task past the limit."""
+    for i, task_id in enumerate(task_ids):
+        if runs_process(spec, task_id):
+            if processes <= 0:
+                return i
+            processes -= 1
+    return len(task_ids)
 
 
 def together(decisions: Sequence[Decision]) -> list[tuple[Decision, tuple[int, ...]]]:

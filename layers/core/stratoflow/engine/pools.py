@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from stratoflow.engine._decision import Decision, TaskWrite
+from stratoflow.engine._decision import Decision, TaskWrite, runs_process
 from stratoflow.engine._engine import Plan, claim, dispatch_slots
 from stratoflow.engine._states import PoolDelta, Run, RunState, TaskInstance, TaskState
 from stratoflow.errors import Conflict, Problem
@@ -242,11 +242,15 @@ def serve(
     waiting: Sequence[TaskInstance],
     runs: Mapping[str, tuple[Run, WorkflowSpec]],
     now: datetime,
+    *,
+    processes: int | None = None,
 ) -> list[Decision]:
     """Which of a pool's waiting tasks (in queue order) to claim now, one decision each:
     the task QUEUED -> RUNNING, its run's running counter and the pool's ``used`` counter,
     conditional on the slots being free when it is applied. ``runs``: each waiting task's
-    run and spec, as read."""
+    run and spec, as read. ``processes``: how many more task processes may start (the
+    scheduler's ``parallelism`` left; None: no limit); the first task that runs a process
+    past it stops the pass, as a slot short does."""
     free = pool.free
     run_free = {rid: dispatch_slots(spec, run) for rid, (run, spec) in runs.items()}
     out: list[Decision] = []
@@ -263,6 +267,10 @@ def serve(
             continue  # its run cannot start it now (paused, at its concurrency)
         if need > free:
             break  # head of line: narrower tasks behind it do not overtake it
+        if processes is not None and runs_process(spec, ti.task_id):
+            if processes <= 0:
+                break  # nor does a task behind it take the process it waits for
+            processes -= 1
         out.append(_claim(spec, ti, pool.key, now, pool.slots))
         free -= need
         run_free[ti.run_id] -= 1

@@ -1166,6 +1166,12 @@ class LocalExecutor(Dispatcher):
         return replace(result, outputs=outputs, error=error)
 
     # ------------------------------------------------------------ kill
+    def live_attempts(self) -> int:
+        # every attempt handed over and not yet ended: starting, running, or held behind an
+        # earlier attempt of its task that is still being killed (a process soon)
+        with self._lock:
+            return len(self._by_key)
+
     def kill_grace(self) -> timedelta:
         return timedelta(seconds=KILL_GRACE_SECONDS)
 

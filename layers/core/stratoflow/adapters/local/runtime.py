@@ -131,9 +131,12 @@ class LocalRuntime:
         cron: bool = False,
         db: str | None = None,
         resolve_secret: ResolveSecret | None = None,
+        parallelism: int | None = None,
     ) -> None:
         """``db``: the read model's database (``postgresql://...``); default a SQLite file
         ``readmodel.db`` in ``home``. The store's commits are projected into it inline.
+        ``parallelism``: at most this many task processes at once (None: no limit; the CLI's
+        default is ``cli.DEFAULT_PARALLELISM``).
         ``resolve_secret``: how alert channels' ``{{ secrets.NAME }}`` resolve when an
         alert is sent (default: the same sources a task's references resolve from: the
         environment's ``STRATOFLOW_SECRET_<NAME>``, then the project's secrets file)."""
@@ -144,12 +147,14 @@ class LocalRuntime:
         os.chmod(home, 0o700)  # also a home made by an older version: only its owner reads it
         self._lock_fd = lock_home(home)
         try:
-            self._open(home, clock, cron, db)
+            self._open(home, clock, cron, db, parallelism)
         except BaseException:
             os.close(self._lock_fd)  # e.g. the --db server is unreachable: leave no lock held
             raise
 
-    def _open(self, home: Path, clock: Clock | None, cron: bool, db: str | None) -> None:
+    def _open(
+        self, home: Path, clock: Clock | None, cron: bool, db: str | None, parallelism: int | None
+    ) -> None:
         self.clock = clock or SystemClock()
         private_files(home, PRIVATE_FILES if db is None else ("stratoflow.db", "events.jsonl"))
         self.store = SqliteStore(home / "stratoflow.db")
@@ -187,6 +192,7 @@ class LocalRuntime:
             FanOutEvents(JsonlEvents(home / "events.jsonl", self.clock), self.alerts),
             resources=self.resources,
             alert_groups=self.alerts.store.has_group,  # apply refuses a group unknown here
+            parallelism=parallelism,
         )
         self.cron = CronLoop(self.scheduler, self.store) if cron else None
         self._stop = threading.Event()
