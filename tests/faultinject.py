@@ -17,6 +17,7 @@ ones (a 1 -> 200 -> 1 fan, a stop while 150 tasks run).
 from __future__ import annotations
 
 import argparse
+import json
 import sqlite3
 import sys
 import time
@@ -348,6 +349,28 @@ def subworkflow_rerun() -> Scenario:
     )  # fmt: skip
 
 
+CHILD_N = "name: child_n\nparams: {n: 0}\ntasks:\n" + _tasks([
+    'x: {type: shell, command: "echo {{ params.n }}"}',
+    'y: {type: shell, command: "true", depends_on: [x]}',
+])  # fmt: skip
+
+
+def subworkflow_params() -> Scenario:
+    """The child's params come from an upstream output (``a``'s ``n``: its attempt number).
+    The child's y fails once, so both runs fail; the rerun from ``a`` gives ``n`` a new value
+    and reruns the child whole with the params rendered now, written in the rerun's one write
+    (the outcome holds the child's params, so a write that lost them is seen)."""
+    parent = "tasks:\n" + _tasks([
+        'a: {type: shell, command: "true"}',
+        'sub: {type: workflow, workflow: child_n, depends_on: [a], params: {n: "{{ tasks.a.outputs.n }}"}}',
+        'b: {type: shell, command: "true", depends_on: [sub]}',
+    ])  # fmt: skip
+    return Scenario(
+        "subworkflow_params", "name: subworkflow_params\n" + parent, fails={"y": 1},
+        rerun_from="a", children=(CHILD_N,),
+    )  # fmt: skip
+
+
 def subworkflow_stop() -> Scenario:
     """A stop of the parent while its child's x runs stops (and kills) the child."""
 
@@ -587,6 +610,7 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
             continue
         check_counters(store, child.id)
         states[f"{task_id}>"] = child.state.value
+        states[f"{task_id}>params"] = json.dumps(child.params, sort_keys=True)
         for t in store.get_tasks(child.id):
             states[f"{task_id}>{t.task_id}"] = t.state.value
     return Outcome(
