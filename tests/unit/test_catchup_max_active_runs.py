@@ -14,11 +14,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from tests.fakes import FakeClock, RecordingDispatcher
 from tests.stores import STORE_KINDS, state_store
+from tests.unit.test_api_app import Api, _build
 
 from stratoflow.adapters.aws.firing import fire
 from stratoflow.adapters.local.cron import CronLoop
+from stratoflow.cli import main
+from stratoflow.cli_common import view_implied_limit
 from stratoflow.engine import AttemptResult, AttemptStatus, Run, RunState
 from stratoflow.engine.dependency import SlotHolder, queued_behind
 from stratoflow.model import CATCHUP_MAX_ACTIVE_RUNS, load_workflow
@@ -193,3 +197,57 @@ def test_a_run_that_can_never_start_names_the_implied_limit() -> None:
     plain = queued_behind("a", "q", 1, [me])
     assert plain is not None
     assert "(max_active_runs: 1)" in plain
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    built = _build(tmp_path)
+    yield built
+    built.scheduler.store.close()  # type: ignore[attr-defined]
+
+
+FUTURE = "2090-01-01T00:00:00"  # nothing fires while the test runs
+IMPLIED = "max_active_runs: 16, implied by catchup (set max_active_runs to change it)"
+
+
+def later(*, catchup: bool, limit: int | None = None) -> str:
+    text = (
+        f"name: later\nschedule: {{cron: '0 0 1 1 *', start: {FUTURE}, "
+        f"catchup: {str(catchup).lower()}}}\ntasks:\n  t: {{type: shell, command: echo}}\n"
+    )
+    return text if limit is None else text + f"max_active_runs: {limit}\n"
+
+
+@pytest.mark.parametrize(
+    ("catchup", "limit", "effective", "said"),
+    [
+        (True, None, 16, IMPLIED),
+        (True, 3, 3, None),
+        (False, None, None, None),
+    ],
+)
+def test_the_api_views_give_the_effective_limit(
+    api: Api, catchup: bool, limit: int | None, effective: int | None, said: str | None
+) -> None:
+    applied = api.apply(later(catchup=catchup, limit=limit))
+    assert applied["effective_max_active_runs"] == effective
+    shown = api.call("GET", "/workflows/later").body
+    assert shown["effective_max_active_runs"] == effective
+    (listed,) = api.call("GET", "/workflows").body["workflows"]
+    assert listed["effective_max_active_runs"] == effective
+    (version,) = api.call("GET", "/workflows/later/versions").body["versions"]
+    assert version["effective_max_active_runs"] == effective
+    # what `stratoflow apply` and `workflows show` print from that view
+    assert view_implied_limit(applied) == said
+
+
+def test_validate_names_the_implied_limit(tmp_path: Path) -> None:
+    implied = tmp_path / "implied.yaml"
+    implied.write_text(later(catchup=True))
+    explicit = tmp_path / "explicit.yaml"
+    explicit.write_text(later(catchup=True, limit=3))
+    result = CliRunner().invoke(main, ["validate", str(implied), str(explicit)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == f"ok: {implied} (default/later, 1 tasks; {IMPLIED})"
+    assert lines[1] == f"ok: {explicit} (default/later, 1 tasks)"
