@@ -236,6 +236,28 @@ def test_run_on_a_home_a_server_uses_exits_2_and_says_how_to_use_the_server(
         serving.close()
 
 
+def test_apply_and_show_name_the_limit_catchup_implies(
+    cli: CliRunner, tmp_path: Path, server: str
+) -> None:
+    api = ["--api", server]
+    # a start far ahead: nothing fires while the test runs
+    text = (
+        "name: later\nschedule: {cron: '0 0 1 1 *', start: 2090-01-01T00:00:00, catchup: true}\n"
+        "tasks:\n  t: {type: shell, command: echo}\n"
+    )
+    implied = "max_active_runs: 16, implied by catchup (set max_active_runs to change it)"
+    applied = cli.invoke(main, ["apply", write(tmp_path, "later.yaml", text), *api])
+    assert applied.output.strip() == f"applied: default/later v1 ({implied})"
+    shown = cli.invoke(main, ["workflows", "show", "later", *api])
+    assert implied in shown.output.splitlines()
+    # an explicit max_active_runs is the workflow's own: apply says nothing, show gives it
+    explicit = write(tmp_path, "later3.yaml", text + "max_active_runs: 3\n")
+    assert cli.invoke(main, ["apply", explicit, *api]).output.strip() == "applied: default/later v2"
+    shown = cli.invoke(main, ["workflows", "show", "later", *api])
+    assert "max_active_runs: 3" in shown.output.splitlines()
+    assert "implied" not in shown.output
+
+
 def test_client_commands_against_a_server(cli: CliRunner, tmp_path: Path, server: str) -> None:
     api = ["--api", server]
     chain = write(tmp_path, "chain.yaml", CHAIN)

@@ -165,3 +165,23 @@ def test_a_limit_above_what_the_item_can_list_is_counted_on_the_index(
     a.step()
     assert states(stores[0], ids) == [R, R]
     assert admitted(stores[0]) is None
+
+
+def test_the_limit_catchup_implies_holds_on_a_lagging_index(stores: list[DynamoStore]) -> None:
+    """A workflow whose schedule catches up and that sets no max_active_runs runs 16 at once
+    (Airflow's default): the store's admission enforces that implied limit too, not only the
+    service's count (which the lagging index makes 0 here)."""
+    clock = FakeClock(T0)
+    a, b = schedulers(stores, clock)
+    start = "2020-01-01T00:00:00"
+    a.apply(
+        "name: sleeper\n"
+        f'schedule: {{cron: "0 0 1 1 *", start: {start}, catchup: true}}\n'
+        "tasks:\n  t: {type: shell, command: sleep 6}\n"
+    )
+    ids = trigger(a, clock, 20)
+    for _ in range(2):
+        a.step()
+        b.step()
+    assert states(stores[0], ids) == [R] * 16 + [Q] * 4
+    assert len(admitted(stores[0])["runs"]["SS"]) == 16

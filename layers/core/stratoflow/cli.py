@@ -29,8 +29,10 @@ from stratoflow.cli_common import (
     EXIT_UNREACHABLE,
     LazyGroup,
     api_option,
+    implied_limit,
     output_option,
     project_option,
+    view_implied_limit,
 )
 from stratoflow.cli_common import fail as _fail
 from stratoflow.errors import Conflict, InvalidInput, NotFound, StratoflowError
@@ -149,7 +151,11 @@ def validate(files: Sequence[str]) -> None:
             click.echo(f"error: {exc}", err=True)
             continue
         for spec in specs:
-            click.echo(f"ok: {file} ({spec.project}/{spec.name}, {len(spec.workflow.tasks)} tasks)")
+            workflow, tasks = spec.workflow, len(spec.workflow.tasks)
+            limit = ""
+            if workflow.max_active_runs_implied and workflow.effective_max_active_runs:
+                limit = f"; {implied_limit(workflow.effective_max_active_runs)}"
+            click.echo(f"ok: {file} ({spec.project}/{spec.name}, {tasks} tasks{limit})")
     if bad:
         sys.exit(EXIT_INVALID)
 
@@ -656,7 +662,9 @@ def apply(files: Sequence[str], api: str) -> None:
         )
         body = client.call("POST", "/workflows", json={"source": source}, about=where, note=note)
         state = "applied" if body.get("created") else "unchanged"
-        click.echo(f"{state}: {body['project']}/{body['name']} v{body['version']}")
+        implied = view_implied_limit(body)
+        limit = f" ({implied})" if implied else ""
+        click.echo(f"{state}: {body['project']}/{body['name']} v{body['version']}{limit}")
 
 
 @main.command()

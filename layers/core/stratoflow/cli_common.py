@@ -24,6 +24,21 @@ EXIT_INVALID = 2
 EXIT_UNREACHABLE = 3
 
 
+def implied_limit(limit: int) -> str:
+    """How validate, apply and ``workflows show`` name the limit on a workflow's active runs
+    that its schedule's ``catchup`` implies (it sets no ``max_active_runs``)."""
+    return f"max_active_runs: {limit}, implied by catchup (set max_active_runs to change it)"
+
+
+def view_implied_limit(view: dict[str, Any]) -> str | None:
+    """:func:`implied_limit` of a workflow version's API view (with its ``document``); None
+    when the workflow sets its own ``max_active_runs`` or has no limit."""
+    limit = view.get("effective_max_active_runs")
+    if limit is None or "max_active_runs" in (view.get("document") or {}):
+        return None
+    return implied_limit(limit)
+
+
 def _default_api() -> str:
     from stratoflow.cli import default_api
 

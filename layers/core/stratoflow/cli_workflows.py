@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import click
 
-from stratoflow.cli_common import client, project_output_api, show
+from stratoflow.cli_common import client, project_output_api, show, view_implied_limit
 
 
 def _path(name: str) -> str:
@@ -87,6 +87,11 @@ def workflows_show(name: str, version: int | None, project: str, output: str, ap
         lines.append(f"schedule error: {body['schedule_error']}")
     if body.get("description"):
         lines.append(f"description: {body['description']}")
+    implied = view_implied_limit(body)
+    if implied:
+        lines.append(implied)
+    elif body.get("effective_max_active_runs") is not None:
+        lines.append(f"max_active_runs: {body['effective_max_active_runs']}")
     lines.append(f"tasks ({len(tasks)}): {', '.join(tasks)}")
     show(body, output, "\n".join(lines))
 

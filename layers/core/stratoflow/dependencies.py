@@ -182,9 +182,8 @@ class Dependencies:
         except NotFound:
             return chosen
         # the workflow's current version decides when a queued run of it may start
-        limit = self.scheduler.current_spec(
-            awaited.project, awaited.workflow
-        ).workflow.max_active_runs
+        current = self.scheduler.current_spec(awaited.project, awaited.workflow).workflow
+        limit = current.effective_max_active_runs
         if limit is None or store.count_active_runs(run.project, run.workflow) < limit:
             return chosen
         holders = [SlotHolder(run.id, frozenset({chosen.run_id}))]
@@ -195,7 +194,9 @@ class Dependencies:
                 if (other.project, other.workflow) == (run.project, run.workflow)
                 and other.id != run.id
             ]
-        why = queued_behind(run.id, chosen.run_id, limit, holders)
+        why = queued_behind(
+            run.id, chosen.run_id, limit, holders, implied=current.max_active_runs_implied
+        )
         return chosen if why is None else replace(chosen, cannot_start=why)
 
     def _waits_of(self, other: Run) -> frozenset[str]:

@@ -595,9 +595,10 @@ class Scheduler:
 
     def _start_queued_runs(self) -> None:
         """Start queued runs, oldest first, while their workflow has an active slot free. The
-        workflow's current ``max_active_runs`` (``current_spec``) decides for every queued
-        run of it, whatever version the run was made from, so a run never starts ahead of an
-        older queued run of its workflow. Reads per workflow with queued runs, not per run:
+        workflow's current effective ``max_active_runs`` (``current_spec``; 16 when it sets
+        none and its schedule catches up) decides for every queued run of it, whatever
+        version the run was made from, so a run never starts ahead of an older queued run of
+        its workflow. Reads per workflow with queued runs, not per run:
         its latest version's number and its active runs."""
         now = self.clock.now()
         admission: dict[tuple[str, str], tuple[WorkflowSpec, int]] = {}  # (current, active)
@@ -618,7 +619,8 @@ class Scheduler:
                 plan.run = engine.pause(plan.run, by_parent=True)
             # the store has the last word: on one written by concurrent schedulers, the
             # count read above may already be stale
-            if not self.store.start_queued_run(plan, current.workflow.max_active_runs):
+            limit = current.workflow.effective_max_active_runs
+            if not self.store.start_queued_run(plan, limit):
                 continue
             admission[workflow] = (current, active + 1)
             self._started_runs.append(run.id)

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from stratoflow.engine import Run, TaskInstance, TaskState
 from stratoflow.engine.subworkflow import parent_of
+from stratoflow.model import effective_max_active_runs
 from stratoflow.ports import Attempt, WorkflowVersion
 
 MAX_OUTPUT_CHARS = 16 * 1024  # one output value, as a view shows it
@@ -201,6 +202,15 @@ def run_detail(
     }
 
 
+def _effective_max_active_runs(document: Mapping[str, Any]) -> int | None:
+    """The limit on a stored version's active runs (``Workflow.effective_max_active_runs``
+    read from its document, without rebuilding the workflow)."""
+    schedule = document.get("schedule")
+    catchup = isinstance(schedule, Mapping) and schedule.get("catchup") is True
+    limit = document.get("max_active_runs")
+    return effective_max_active_runs(limit if isinstance(limit, int) else None, catchup)
+
+
 def version_view(version: WorkflowVersion, *, full: bool = False) -> dict[str, Any]:
     view: dict[str, Any] = {
         "project": version.project,
@@ -213,6 +223,7 @@ def version_view(version: WorkflowVersion, *, full: bool = False) -> dict[str, A
         "description": version.document.get("description"),
         "schedule": version.document.get("schedule"),
         "tasks": len(version.document.get("tasks", {})),
+        "effective_max_active_runs": _effective_max_active_runs(version.document),
     }
     if full:
         view["document"] = version.document

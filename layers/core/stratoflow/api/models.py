@@ -107,6 +107,13 @@ class VersionSummary(_View):
     description: str | None = None
     schedule: dict[str, Any] | None = None
     tasks: int
+    effective_max_active_runs: int | None = Field(
+        default=None,
+        description="At most this many runs of the workflow at once (null: no limit): its "
+        "`max_active_runs`, else 16 when its schedule has `catchup: true` (Airflow's "
+        "`max_active_runs_per_dag` default), so that catching up does not start every "
+        "missed run at once.",
+    )
 
 
 class LastRun(_View):

@@ -514,7 +514,9 @@ def _canonical(value: Any) -> str:
 
 
 def may_start(spec: WorkflowSpec, active_runs: int) -> bool:
-    limit = spec.workflow.max_active_runs
+    """Whether one more run of the workflow may start while ``active_runs`` are active: its
+    effective limit (``max_active_runs``, else 16 with ``catchup``) decides."""
+    limit = spec.workflow.effective_max_active_runs
     return limit is None or active_runs < limit
 
 

@@ -189,7 +189,12 @@ class SlotHolder:
 
 
 def queued_behind(
-    run_id: str, awaited: str, limit: int | None, holders: Sequence[SlotHolder]
+    run_id: str,
+    awaited: str,
+    limit: int | None,
+    holders: Sequence[SlotHolder],
+    *,
+    implied: bool = False,
 ) -> str | None:
     """Why ``awaited``, a QUEUED run of the workflow of ``run_id`` (an active run that waits
     for it), can never start while ``run_id`` waits, else None.
@@ -198,7 +203,9 @@ def queued_behind(
     active runs; one is held when it waits for a queued run or for a held run (``run_id`` is,
     for ``awaited``). When every slot is held, none can end before a queued run starts and
     no queued run can start before one ends: waiting would last for ever (or to a timeout).
-    A run that may end by itself (not waiting, paused, an ``any`` task) breaks the cycle."""
+    A run that may end by itself (not waiting, paused, an ``any`` task) breaks the cycle.
+    ``limit``: the workflow's effective ``max_active_runs``; ``implied``: it is the one
+    ``catchup`` implies (the workflow sets none), and the message says so."""
     active = {h.run_id for h in holders}
     if limit is None or len(active) < limit or run_id not in active:
         return None
@@ -213,11 +220,12 @@ def queued_behind(
     if held != active:
         return None
     prefix = f"run {awaited} of this same workflow is queued and cannot start while this run"
+    setting = f"max_active_runs: {limit}{', implied by catchup' if implied else ''}"
     if limit == 1:
-        return f"{prefix} holds its only active slot (max_active_runs: 1)"
+        return f"{prefix} holds its only active slot ({setting})"
     others = ", ".join(sorted(active - {run_id}))
     return (
-        f"{prefix} and {others} hold every active slot (max_active_runs: {limit}), each waiting "
+        f"{prefix} and {others} hold every active slot ({setting}), each waiting "
         "for a queued run of it or for one another"
     )
 

@@ -29,7 +29,7 @@ from stratoflow.importers._dolphinscheduler import number
 from stratoflow.importers._names import output_ref, param_ref, task_id, unique, workflow_name
 from stratoflow.importers._report import ImportedWorkflow, Notes
 from stratoflow.importers._timeexpr import AirflowDates, rewrite_airflow
-from stratoflow.model import TriggerRule
+from stratoflow.model import CATCHUP_MAX_ACTIVE_RUNS, TriggerRule
 from stratoflow.model._dag import _walk_strings
 from stratoflow.model._loader import load_yaml
 from stratoflow.model._workflow import MAX_POOL_SLOTS
@@ -332,12 +332,14 @@ _WHY = {
 }
 
 
-AIRFLOW_MAX_ACTIVE_RUNS = 16  # Airflow's [core] max_active_runs_per_dag default
+# Airflow's [core] max_active_runs_per_dag default, the one a workflow that catches up gets
+AIRFLOW_MAX_ACTIVE_RUNS = CATCHUP_MAX_ACTIVE_RUNS
 
 
 def _max_active_runs(value: Any, notes: Notes) -> int:
-    """The DAG's ``max_active_runs``, else Airflow's default cap: left unset, a workflow has
-    no cap, and catchup from an old start date would start every missed run at once."""
+    """The DAG's ``max_active_runs``, else Airflow's default cap, written out: a workflow
+    that catches up gets it anyway (``Workflow.effective_max_active_runs``), but one that
+    does not would have no cap, where Airflow applies it to every DAG."""
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     if value is None:

@@ -32,6 +32,7 @@ from stratoflow.model._spec import (
     spec_from_document,
 )
 from stratoflow.model._workflow import (
+    CATCHUP_MAX_ACTIVE_RUNS,
     AlertEvent,
     AlertRule,
     BatchTask,
@@ -53,10 +54,12 @@ from stratoflow.model._workflow import (
     TriggerRule,
     Workflow,
     WorkflowTask,
+    effective_max_active_runs,
 )
 from stratoflow.workflow_text import MAX_DOCUMENT_BYTES, decode_source, read_workflow_text
 
 __all__ = [
+    "CATCHUP_MAX_ACTIVE_RUNS",
     "MAX_ALIAS_NODES",
     "MAX_DEPTH",
     "MAX_DOCUMENT_BYTES",
@@ -93,6 +96,7 @@ __all__ = [
     "WorkflowTask",
     "decode_source",
     "due_firings",
+    "effective_max_active_runs",
     "format_duration",
     "load_workflow",
     "load_workflow_file",

@@ -73,7 +73,9 @@ _DESCRIPTIONS: dict[str, dict[str, str]] = {
         "description": "What the workflow does.",
         "schedule": "When runs start by themselves; absent: only when triggered.",
         "params": "Parameter defaults; a run may override any of them ({{ params.NAME }}).",
-        "max_active_runs": "At most this many runs of the workflow at once.",
+        "max_active_runs": "At most this many runs of the workflow at once (more wait, queued). "
+        "Unset: no limit, except with a schedule that has catchup: true, where it is 16 "
+        "(Airflow's max_active_runs_per_dag default).",
         "concurrency": "At most this many tasks of one run at once.",
         "on_failure": "continue: independent branches go on after a failure; stop: the run stops.",
         "defaults": "Task settings applied to every task that does not set its own.",
@@ -90,7 +92,8 @@ _DESCRIPTIONS: dict[str, dict[str, str]] = {
         "timezone": "IANA time zone of the cron expression, e.g. Europe/Paris. Default UTC.",
         "start": "No run is scheduled before this date.",
         "end": "No run is scheduled after this date.",
-        "catchup": "true: missed intervals since start (or the last firing) run, oldest first.",
+        "catchup": "true: missed intervals since start (or the last firing) run, oldest first; "
+        "at most 16 at once unless the workflow sets max_active_runs.",
     },
     "TaskDefaults": {
         "retries": "Attempts after the first failure (0-100). Default 0.",

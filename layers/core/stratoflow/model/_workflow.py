@@ -40,10 +40,24 @@ _CALLABLE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_CONCURRENCY = 10_000
 MAX_ACTIVE_RUNS = 10_000
+# The max_active_runs of a workflow whose schedule catches up (catchup: true) and that sets
+# none: Airflow's [core] max_active_runs_per_dag default, so that catching up from an old
+# start does not start every missed run at once (due_firings makes hundreds in one tick).
+CATCHUP_MAX_ACTIVE_RUNS = 16
 # Schedule dates every time zone can represent: a UTC offset of up to a day either way must
 # not leave datetime's range (years 1..9999) when the cron loop converts them.
 FIRST_SCHEDULE_DATE = datetime(1900, 1, 1)
 LAST_SCHEDULE_DATE = datetime(9999, 12, 30, 23, 59, 59, 999999)
+
+
+def effective_max_active_runs(max_active_runs: int | None, catchup: bool) -> int | None:
+    """How many runs of a workflow may be active at once (None: no limit): its own
+    ``max_active_runs``, else :data:`CATCHUP_MAX_ACTIVE_RUNS` when its schedule has
+    ``catchup: true``, else none. The one rule every reader of the limit goes through
+    (:attr:`Workflow.effective_max_active_runs`; the API's views, from a stored document)."""
+    if max_active_runs is not None:
+        return max_active_runs
+    return CATCHUP_MAX_ACTIVE_RUNS if catchup else None
 
 
 def _duration(value: object) -> timedelta:
@@ -753,6 +767,19 @@ class Workflow(_Strict):
                     f"invalid task id {task_id!r}: use letters, digits, '_' and '-' (at most 128)"
                 )
         return value
+
+    @property
+    def effective_max_active_runs(self) -> int | None:
+        """The limit on its active runs that holds (None: none): ``max_active_runs``, else
+        16 when the schedule catches up (:func:`effective_max_active_runs`). Read this, not
+        ``max_active_runs``, wherever runs are admitted or the limit is named."""
+        catchup = self.schedule is not None and self.schedule.catchup
+        return effective_max_active_runs(self.max_active_runs, catchup)
+
+    @property
+    def max_active_runs_implied(self) -> bool:
+        """Whether the limit is the one ``catchup`` implies (no ``max_active_runs`` set)."""
+        return self.max_active_runs is None and self.effective_max_active_runs is not None
 
     # --- effective per-task settings (task value, else workflow default) ---
     def retries(self, task_id: str) -> int:
