@@ -185,3 +185,27 @@ def test_the_limit_catchup_implies_holds_on_a_lagging_index(stores: list[DynamoS
         b.step()
     assert states(stores[0], ids) == [R] * 16 + [Q] * 4
     assert len(admitted(stores[0])["runs"]["SS"]) == 16
+
+
+def test_a_refused_start_leaves_the_workflows_younger_runs_for_the_next_pass(
+    stores: list[DynamoStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index lags, so the scheduler counts a free slot; the admission says the workflow
+    is full. The first refusal ends the pass for that workflow: its younger queued runs are
+    not each tried (reads for nothing), nor could one start ahead of the older run."""
+    clock = FakeClock(T0)
+    a, _ = schedulers(stores, clock)
+    a.apply(sleeper(1))
+    ids = trigger(a, clock, 6)
+    assert states(stores[0], ids) == [R, Q, Q, Q, Q, Q]
+    tried: list[str] = []
+    real = stores[0].start_queued_run
+
+    def counted(plan: Any, max_active: int | None) -> bool:
+        tried.append(plan.run.id)
+        return real(plan, max_active)
+
+    monkeypatch.setattr(stores[0], "start_queued_run", counted)
+    a.step()
+    assert tried == [ids[1]]
+    assert states(stores[0], ids) == [R, Q, Q, Q, Q, Q]

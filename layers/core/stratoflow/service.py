@@ -621,6 +621,11 @@ class Scheduler:
             # count read above may already be stale
             limit = current.workflow.effective_max_active_runs
             if not self.store.start_queued_run(plan, limit):
+                if limit is not None:
+                    # refused: the workflow is full after all, or another scheduler started
+                    # a run of it meanwhile. Its younger runs wait for the next pass rather
+                    # than each be tried now (and one start ahead of this older run)
+                    admission[workflow] = (current, limit)
                 continue
             admission[workflow] = (current, active + 1)
             self._started_runs.append(run.id)

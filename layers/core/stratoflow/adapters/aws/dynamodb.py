@@ -85,8 +85,9 @@ DEFAULT_RETENTION: Final = timedelta(days=90)
 BATCH_WRITE_MAX: Final = 25  # BatchWriteItem
 BATCH_GET_MAX: Final = 100  # BatchGetItem
 TRANSACTION_MAX: Final = 100  # TransactWriteItems
-# a workflow's admission item lists at most this many run ids (~50 bytes each; an item holds
-# 400 KB): a max_active_runs above it is counted on the state index alone
+# a workflow's admission item lists at most this many run ids (at most ~290 bytes each: a
+# project and a workflow name of up to 128 in them; an item holds 400 KB): a max_active_runs
+# above it is counted on the state index alone
 ADMISSION_RUNS_MAX: Final = 1_000
 _BACKOFF_MAX: Final = 2.0
 
