@@ -209,3 +209,53 @@ def test_a_refused_start_leaves_the_workflows_younger_runs_for_the_next_pass(
     a.step()
     assert tried == [ids[1]]
     assert states(stores[0], ids) == [R, Q, Q, Q, Q, Q]
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before", "after"])
+def test_the_start_that_waited_for_a_slot_survives_any_failed_write(
+    after: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs of a ``max_active_runs: 1`` workflow: the first runs, the second waits. The
+    turn that ends the first and starts the second (the admission's versioned rewrite) is
+    driven with its k-th write failing, for every k (``after``: the write applied, then its
+    caller saw an error), as the fault sweeps do: the outcome is redelivered to a fresh
+    process and the reconciler passes. The index shows no active run throughout, so only the
+    admission item holds the limit. Never two runs active at once, the second run's task
+    dispatched exactly once, and both runs end as without the fault."""
+    from botocore.exceptions import ClientError
+    from tests.faultinject import Executor, Faults, _scheduler, dynamodb_tables
+
+    checked = 0
+    with dynamodb_tables() as open_store:
+        for k in range(1, 200):
+            faults = Faults(after=after)
+            with open_store(faults) as store:
+                monkeypatch.setattr(store, "_active_run_ids", lambda project, workflow: set())
+                clock, executor = FakeClock(T0), Executor()
+                s = _scheduler(store, executor, clock, aws=True)
+                s.apply(sleeper(1))
+                first, second = trigger(s, clock, 2)
+                s.step()
+                assert states(store, [first, second]) == [R, Q]
+                faults.armed, faults.at = True, k
+                ended = [Finished(first, "t", 1, AttemptResult(AttemptStatus.SUCCEEDED))]
+                del executor.pending[(first, "t", 1)]
+                for _ in range(6):  # SQS redelivers until the turn goes through
+                    try:
+                        s.advance(ended)
+                        s.recover()
+                        s.step()
+                        break
+                    except (ClientError, RuntimeError):
+                        assert faults.fired
+                        s = _scheduler(store, executor, clock, aws=True)  # a fresh process
+                    finally:
+                        active = [r for r in (first, second) if store.get_run(r).state.active]
+                        assert len(active) <= 1, f"write {k}: {active} active at once"
+                assert states(store, [first, second]) == [S, R], f"write {k}"
+                assert list(executor.pending) == [(second, "t", 1)], f"write {k}"
+                fired = faults.fired
+            if not fired:  # past the last write of the turn: the whole sweep is done
+                break
+            checked += 1
+    assert checked >= 5
