@@ -7,6 +7,7 @@ execution must not exist before the bound of its target."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -171,6 +172,45 @@ def test_a_lambda_task_s_retry_waits_for_the_function_s_own_timeout(
     # start's init and the margin
     grace = 120 + LAMBDA_INIT_SECONDS + GONE_MARGIN_SECONDS
     run.retry_held_until(run.clock.now() + timedelta(seconds=grace))
+
+
+def invoked_at(run: Run) -> datetime:
+    """When the state machine called the user's function, from the execution's history."""
+    arn = run.dispatcher.execution_arn(run.run_id, "job", 1)
+    events = run.stack.sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    [started] = [
+        e["timestamp"]
+        for e in events
+        if e["type"] == "TaskStarted" and e["taskStartedEventDetails"]["resourceType"] == "lambda"
+    ]
+    return started.astimezone(UTC)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("function_timeout", [120, 3])
+def test_a_lambda_task_s_function_timeout_counts_from_its_invocation(
+    start: Any, stack: Stack, function_timeout: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a function with its own timeout, invoked by a task with a 30 s one, on a clock
+    # that reads as AWS's (the history's times are real ones here)
+    monkeypatch.setattr(sys.modules[__name__], "T0", datetime.now(UTC).replace(microsecond=0))
+    calls: list[Any] = []
+    stack.add_function("user-etl", lambda event: calls.append(event) or {"ok": True})
+    stack.lambda_.update_function_configuration(FunctionName="user-etl", Timeout=function_timeout)
+    run: Run = start("type: lambda, function: user-etl")
+    wait_for(calls)
+    run.clock.advance(TIMEOUT + 1)
+    # WHEN its state times out
+    run.report_timed_out()
+    # THEN the retry waits until the function's timeout after the invocation's start (plus
+    # init and margin), not after the timeout's report; a function whose own timeout has
+    # passed since is gone: nothing to wait for
+    gone_by = invoked_at(run) + timedelta(
+        seconds=function_timeout + LAMBDA_INIT_SECONDS + GONE_MARGIN_SECONDS
+    )
+    if gone_by > run.clock.now():
+        run.retry_held_until(gone_by)
+    else:  # the retry (no delay) started in the turn that recorded the timeout
+        assert run.started(2)
 
 
 def test_a_lambda_task_whose_function_cannot_be_read_waits_the_lambda_maximum(

@@ -328,6 +328,12 @@ def test_dispatchers_may_read_the_timeout_of_the_functions_lambda_tasks_invoke(
     assert read["Action"] == "lambda:GetFunctionConfiguration"
     assert read["Resource"] == invoke["Resource"]
     assert "lambda:GetFunctionConfiguration" not in _actions_on(cfn, "SchedulerCorePolicy")
+    # ... counted from the invocation's start, in the history of the attempt's execution
+    history = statements["DispatchPolicy", "TimedOutLambdaInvocations"]
+    assert history["Action"] == "states:GetExecutionHistory"
+    assert (
+        history["Resource"] == statements["ReconcilerFunctionRole", "ReadLostReports"]["Resource"]
+    )
     for role in ("AdvanceFunctionRole", "ReconcilerFunctionRole"):
         managed = cfn["Resources"][role]["Properties"]["ManagedPolicyArns"]
         assert {"Ref": "DispatchPolicy"} in managed, role

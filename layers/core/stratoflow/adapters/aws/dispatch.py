@@ -782,7 +782,7 @@ class StepFunctionsDispatcher(Dispatcher):
         kind = task.type
         margin = GONE_MARGIN_SECONDS
         if kind == "lambda":
-            return timedelta(seconds=self._function_timeout(ti) + LAMBDA_INIT_SECONDS + margin)
+            return self._function_grace(ti)
         on_batch = kind == "batch" or (
             kind in ("shell", "python") and str(getattr(task, "runner", None) or "") == "batch"
         )
@@ -798,24 +798,55 @@ class StepFunctionsDispatcher(Dispatcher):
             return timedelta(seconds=STOP_POLL_SECONDS + KILL_GRACE_SECONDS + margin)
         return timedelta(0)  # nothing of it runs on AWS (switch, workflow, dependency)
 
-    def _function_timeout(self, ti: TaskInstance) -> float:
-        """The configured timeout of the function a ``lambda`` attempt invoked (its name as
-        dispatched, in its execution's input), or the Lambda maximum when it cannot be read
-        (no execution, a secret reference for a name, a missing permission, a throttle)."""
+    def _function_grace(self, ti: TaskInstance) -> timedelta:
+        """How long a timed-out ``lambda`` attempt's invocation may still run: until its
+        function's configured timeout (the function as dispatched, in its execution's input;
+        the Lambda maximum when it cannot be read: no execution, a secret reference for a
+        name, a missing permission, a throttle) plus a cold start's init and the margin,
+        counted from the invocation's start where the execution's history shows it (the
+        state invoked the function itself), from now otherwise (it started before)."""
         arn = self.execution_arn(ti.run_id, ti.task_id, ti.attempt)
+        timeout, sent = float(LAMBDA_MAX_SECONDS), {}
         try:
             described = self._describe(arn)
             sent = json.loads((described or {}).get("input") or "{}")
             function = (sent.get("task") or {}).get("function")
-            if not isinstance(function, str) or not function or "{{" in function:
-                return LAMBDA_MAX_SECONDS
-            config = self._lambda.get_function_configuration(FunctionName=function)
-            return float(config["Timeout"])
+            if isinstance(function, str) and function and "{{" not in function:
+                config = self._lambda.get_function_configuration(FunctionName=function)
+                timeout = float(config["Timeout"])
         except (ClientError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning(
-                "timeout of attempt %s's function unread (%s): 15 minutes assumed", arn, exc
+            log.warning("attempt %s: its function's timeout unread (%s): 15 minutes", arn, exc)
+        grace = timedelta(seconds=timeout + LAMBDA_INIT_SECONDS + GONE_MARGIN_SECONDS)
+        if isinstance(sent, dict) and sent.get("runner") is None:
+            # the state invoked it (not the runner, which invokes it later than its own
+            # start): the invocation began when the state's last Lambda call started
+            invoked = self._invoked_at(arn)
+            if invoked is not None:
+                left = invoked + grace - self._now()
+                return min(grace, max(left, timedelta(0)))
+        return grace
+
+    def _invoked_at(self, arn: str) -> datetime | None:
+        """When the execution's last Lambda call started (its last ``TaskStarted`` of a
+        Lambda resource: a throttled call that was retried never ran), None when the
+        history cannot be read or shows none."""
+        try:
+            pages = self._sfn.get_paginator("get_execution_history").paginate(
+                executionArn=arn, reverseOrder=True, PaginationConfig={"PageSize": 50}
             )
-            return LAMBDA_MAX_SECONDS
+            for page in pages:
+                for event in page.get("events", []):
+                    details = event.get("taskStartedEventDetails") or {}
+                    stamp = event.get("timestamp")
+                    if (
+                        event.get("type") == "TaskStarted"
+                        and details.get("resourceType") == "lambda"
+                        and isinstance(stamp, datetime)
+                    ):
+                        return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+        except ClientError as exc:
+            log.warning("history of execution %s unreadable: %s", arn, exc)
+        return None
 
     # ------------------------------------------------------------ recovery
     def recover(self, running: Sequence[TaskInstance]) -> Recovery:
