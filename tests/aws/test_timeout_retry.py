@@ -10,7 +10,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -294,3 +294,17 @@ def test_a_batch_job_carries_the_attempt_s_timeout_as_its_own(stack: Stack) -> N
         ]
         [job] = stack.batch.describe_jobs(jobs=[summary["jobId"]])["jobs"]
         assert job["timeout"] == {"attemptDurationSeconds": expected}
+
+
+def test_a_lambda_attempt_with_no_standard_execution_reads_the_function_the_workflow_names(
+    start: Any, stack: Stack
+) -> None:
+    """An Express execution cannot be described: the function's name is then the one the
+    workflow wrote (no template), and its timeout counts from now."""
+    stack.add_function("user-etl", lambda event: {"ok": True})
+    stack.lambda_.update_function_configuration(FunctionName="user-etl", Timeout=120)
+    run: Run = start("type: lambda, function: user-etl")
+    spec = run.scheduler.current_spec("default", "flaky")
+    on_express = replace(run.store.get_task(run.run_id, "job"), attempt=7)  # no execution
+    grace = run.dispatcher.timed_out_grace(spec, on_express, killed=False)
+    assert grace == timedelta(seconds=120 + LAMBDA_INIT_SECONDS + GONE_MARGIN_SECONDS)

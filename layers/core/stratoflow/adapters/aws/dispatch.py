@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from stratoflow.adapters.aws import batch_resources, batch_secrets
 from stratoflow.adapters.aws.eks import POD_TERMINATION_GRACE_SECONDS
@@ -782,7 +782,7 @@ class StepFunctionsDispatcher(Dispatcher):
         kind = task.type
         margin = GONE_MARGIN_SECONDS
         if kind == "lambda":
-            return self._function_grace(ti)
+            return self._function_grace(ti, getattr(task, "function", None))
         on_batch = kind == "batch" or (
             kind in ("shell", "python") and str(getattr(task, "runner", None) or "") == "batch"
         )
@@ -798,23 +798,24 @@ class StepFunctionsDispatcher(Dispatcher):
             return timedelta(seconds=STOP_POLL_SECONDS + KILL_GRACE_SECONDS + margin)
         return timedelta(0)  # nothing of it runs on AWS (switch, workflow, dependency)
 
-    def _function_grace(self, ti: TaskInstance) -> timedelta:
+    def _function_grace(self, ti: TaskInstance, written: object) -> timedelta:
         """How long a timed-out ``lambda`` attempt's invocation may still run: until its
-        function's configured timeout (the function as dispatched, in its execution's input;
-        the Lambda maximum when it cannot be read: no execution, a secret reference for a
-        name, a missing permission, a throttle) plus a cold start's init and the margin,
-        counted from the invocation's start where the execution's history shows it (the
-        state invoked the function itself), from now otherwise (it started before)."""
+        function's configured timeout (the function as dispatched, in its execution's input,
+        or as the workflow ``written`` it when that is no template: an Express execution
+        cannot be described; the Lambda maximum when it cannot be read: a secret reference
+        for a name, a missing permission, a throttle) plus a cold start's init and the
+        margin, counted from the invocation's start where the execution's history shows it
+        (the state invoked the function itself), from now otherwise (it started before)."""
         arn = self.execution_arn(ti.run_id, ti.task_id, ti.attempt)
         timeout, sent = float(LAMBDA_MAX_SECONDS), {}
         try:
             described = self._describe(arn)
             sent = json.loads((described or {}).get("input") or "{}")
-            function = (sent.get("task") or {}).get("function")
+            function = (sent.get("task") or {}).get("function") if described else written
             if isinstance(function, str) and function and "{{" not in function:
                 config = self._lambda.get_function_configuration(FunctionName=function)
                 timeout = float(config["Timeout"])
-        except (ClientError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ClientError, BotoCoreError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("attempt %s: its function's timeout unread (%s): 15 minutes", arn, exc)
         grace = timedelta(seconds=timeout + LAMBDA_INIT_SECONDS + GONE_MARGIN_SECONDS)
         if isinstance(sent, dict) and sent.get("runner") is None:
@@ -844,7 +845,7 @@ class StepFunctionsDispatcher(Dispatcher):
                         and isinstance(stamp, datetime)
                     ):
                         return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             log.warning("history of execution %s unreadable: %s", arn, exc)
         return None
 
