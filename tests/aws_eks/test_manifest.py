@@ -11,6 +11,7 @@ import pytest
 
 from stratoflow.adapters.aws.eks import (
     DEFAULT_REPORTER_IMAGE,
+    POD_TERMINATION_GRACE_SECONDS,
     EksSettings,
     InvalidTask,
     build_job,
@@ -68,6 +69,8 @@ def test_job_spec_fields_that_matter() -> None:
     assert spec["ttlSecondsAfterFinished"] == 3600
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
+    # what a timed-out attempt's retry waits for (dispatch.timed_out_grace), set, not assumed
+    assert pod["terminationGracePeriodSeconds"] == POD_TERMINATION_GRACE_SECONDS == 30
     # the project's own service account (the dispatcher names it; its role is the project's)
     assert pod["serviceAccountName"] == service_account_name("analytics")
     assert request.account == {

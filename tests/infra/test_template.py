@@ -313,6 +313,32 @@ def test_dispatchers_may_register_runner_job_definitions(cfn: dict[str, Any]) ->
     }  # fmt: skip
 
 
+def test_dispatchers_may_read_the_timeout_of_the_functions_lambda_tasks_invoke(
+    cfn: dict[str, Any],
+) -> None:
+    """A timed-out lambda task's retry waits for its function's own timeout: advance and the
+    reconciler read it, from exactly the functions lambda tasks may invoke."""
+    statements = {
+        (where.split("/")[0], st.get("Sid")): st
+        for where, st in iam_statements(cfn)
+        if st.get("Effect") == "Allow"
+    }
+    read = statements["DispatchPolicy", "TimedOutLambdaTasks"]
+    invoke = statements["LambdaTaskRole", "UserLambdaTasks"]
+    assert read["Action"] == "lambda:GetFunctionConfiguration"
+    assert read["Resource"] == invoke["Resource"]
+    assert "lambda:GetFunctionConfiguration" not in _actions_on(cfn, "SchedulerCorePolicy")
+    # ... counted from the invocation's start, in the history of the attempt's execution
+    history = statements["DispatchPolicy", "TimedOutLambdaInvocations"]
+    assert history["Action"] == "states:GetExecutionHistory"
+    assert (
+        history["Resource"] == statements["ReconcilerFunctionRole", "ReadLostReports"]["Resource"]
+    )
+    for role in ("AdvanceFunctionRole", "ReconcilerFunctionRole"):
+        managed = cfn["Resources"][role]["Properties"]["ManagedPolicyArns"]
+        assert {"Ref": "DispatchPolicy"} in managed, role
+
+
 def test_state_machine_role_has_what_the_integrations_need(cfn: dict[str, Any]) -> None:
     actions = _actions_on(cfn, "TaskAttemptStateMachineRole/")
     invoke = actions["lambda:InvokeFunction"]

@@ -530,6 +530,16 @@ class Dispatcher(ABC):
         knows the previous one alive must wait for it all the same (the local one does)."""
         return timedelta(0)
 
+    def timed_out_grace(self, spec: WorkflowSpec, ti: TaskInstance, *, killed: bool) -> timedelta:
+        """How long after its timeout is recorded (now) the timed-out attempt ``ti`` may
+        still run: its retry is not due before, so two attempts of a task never run at once.
+        ``killed``: the scheduler ended it at its deadline and kills it (``kill`` follows);
+        otherwise its executor reported the timeout. The default: ``kill_grace`` for a killed
+        attempt, nothing for a reported one (an executor that reports a timeout has ended
+        the attempt itself). An executor whose targets outlive a timeout (AWS: a Batch job,
+        a user's Lambda function) says how long, per attempt."""
+        return self.kill_grace() if killed else timedelta(0)
+
     @abstractmethod
     def recover(self, running: Sequence[TaskInstance]) -> Recovery:
         """After a restart: re-attach to attempts still running, kill attempts whose task is

@@ -13,7 +13,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, NamedTuple
@@ -767,7 +767,7 @@ class Scheduler:
         except NotFound:
             log.warning("result for unknown task %s/%s ignored", report.run_id, report.task_id)
             return None
-        result = report.result
+        result = self._held(report.result, spec, ti, report.attempt, now)
         attempt = Attempt(
             run_id=report.run_id, task_id=report.task_id, attempt=report.attempt,
             state=result.status.value, started_at=ti.started_at or now,
@@ -783,6 +783,33 @@ class Scheduler:
             self.store.finish_attempt(attempt)
             return _Ended(report, ti, spec, now, made)
         return _Ended(report, ti, spec, now, made, attempt)
+
+    def _held(
+        self,
+        result: AttemptResult,
+        spec: WorkflowSpec,
+        ti: TaskInstance,
+        attempt: int,
+        now: datetime,
+    ) -> AttemptResult:
+        """A timeout its executor reported (on AWS: the attempt's state timed out) while the
+        attempt's work may go on (a Batch job until Batch ends it, a user's Lambda function
+        until its own timeout): its retry is held until the dispatcher says the work is gone
+        (``Dispatcher.timed_out_grace``; the engine keeps the later of that and the retry
+        delay). A stale report, or one that already says when, is left as it is."""
+        if (
+            result.status is not AttemptStatus.TIMED_OUT
+            or result.retry_not_before is not None
+            or not result.retryable
+            or ti.state is not TaskState.RUNNING
+            or ti.attempt != attempt
+            or spec.workflow.tasks[ti.task_id].type == "workflow"  # its child run is stopped
+        ):
+            return result
+        grace = self.dispatcher.timed_out_grace(spec, ti, killed=False)
+        if grace <= timedelta(0):
+            return result
+        return replace(result, retry_not_before=now + grace)
 
     def _each(self, decision: engine.Decision) -> bool:
         """Whether the writes of ``decision`` (several, merged from a batch) go to the store
@@ -1109,7 +1136,11 @@ class Scheduler:
             # the kill lets its processes run this much longer: the retry waits it out (a
             # sub-workflow's child run is stopped, not killed by the dispatcher)
             subworkflow = spec.workflow.tasks[ti.task_id].type == "workflow"
-            grace = timedelta(0) if subworkflow else self.dispatcher.kill_grace()
+            grace = (
+                timedelta(0)
+                if subworkflow
+                else self.dispatcher.timed_out_grace(spec, ti, killed=True)
+            )
             gone_by = self.clock.now() + grace if grace > timedelta(0) else None
             # record the timeout first, then kill: the killed process's own report is stale
             self._apply_result(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -20,9 +21,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from stratoflow.adapters.aws import batch_resources, batch_secrets
+from stratoflow.adapters.aws.eks import POD_TERMINATION_GRACE_SECONDS
 from stratoflow.adapters.aws.projects import (
     ATHENA_RESULTS,
     Identities,
@@ -31,9 +33,11 @@ from stratoflow.adapters.aws.projects import (
 )
 from stratoflow.adapters.aws.resources import S3Resources
 from stratoflow.adapters.aws.results import MalformedOutcome, ReadJson, S3Objects, parse_outcome
+from stratoflow.adapters.aws.runner import KILL_GRACE_SECONDS, STOP_POLL_SECONDS
 from stratoflow.adapters.aws.secrets import secret_id, secrets_prefix
 from stratoflow.connections import Connection, MissingConnection
 from stratoflow.engine import AttemptResult, AttemptStatus, TaskInstance
+from stratoflow.model import WorkflowSpec
 from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
 from stratoflow.resources import task_resources
 from stratoflow.secrets import references
@@ -70,6 +74,17 @@ REPORT_GRACE = timedelta(minutes=2)
 INLINE_INPUT_LIMIT = 6 * 1024  # a Batch runner's attempt larger than this goes through S3
 RUNNER_COMMAND = ["python", "-m", "stratoflow.adapters.aws.runner"]
 _DIRECT_TYPES = ("batch", "kubernetes", "lambda")  # no runner of ours between (see refusal)
+
+# How long a timed-out attempt's work may still run once its timeout is recorded (its retry
+# is held that long: docs/aws-statemachine.md, "A timeout and the retry"), from the bounds
+# AWS or the runner enforce, plus this margin (clocks, a slow call, a best-effort kill late)
+GONE_MARGIN_SECONDS = 10
+# Batch ends a job attemptDurationSeconds (at least this) after it started
+BATCH_MIN_TIMEOUT_SECONDS = 60
+# ... with SIGTERM, then SIGKILL this long after (docs.aws.amazon.com/batch, "Job timeouts")
+BATCH_KILL_GRACE_SECONDS = 30
+# a cold start's init (at most 10 s), which comes before the function's own timeout counts
+LAMBDA_INIT_SECONDS = 10
 
 KillHook = Callable[[str, str, int], None]  # (run, task, attempt): EksJobs.kill
 Now = Callable[[], datetime]
@@ -143,6 +158,7 @@ class StepFunctionsDispatcher(Dispatcher):
         connections: Callable[[str, str], Connection] | None = None,
         athena_on_state_machine: bool | None = None,
         redshift_on_state_machine: bool | None = None,
+        lambda_client: Any = None,
     ) -> None:
         # sql tasks on an athena connection: the state machine runs the query (StartAthenaQuery,
         # as the project's role, which trusts the state machine's role by name) instead of
@@ -180,6 +196,7 @@ class StepFunctionsDispatcher(Dispatcher):
         ) or None
         self._sfn = client if client is not None else boto3.client("stepfunctions")
         self._batch_client = batch_client
+        self._lambda_client = lambda_client
         self._s3_client = s3_client
         self.bucket = bucket or os.environ.get("STRATOFLOW_BUCKET") or None
         self.job_queue = job_queue or os.environ.get("STRATOFLOW_BATCH_JOB_QUEUE") or None
@@ -226,6 +243,12 @@ class StepFunctionsDispatcher(Dispatcher):
         if self._batch_client is None:
             self._batch_client = boto3.client("batch")
         return self._batch_client
+
+    @property
+    def _lambda(self) -> Any:
+        if self._lambda_client is None:
+            self._lambda_client = boto3.client("lambda")
+        return self._lambda_client
 
     @property
     def _s3(self) -> Any:
@@ -528,6 +551,9 @@ class StepFunctionsDispatcher(Dispatcher):
             ],
         }
         files = doc.get("resources") or []
+        # Batch itself ends the job at the attempt's timeout (at least 60 s) after it started:
+        # a timed-out attempt's retry counts on it (timed_out_grace)
+        duration = batch_timeout_seconds(int(doc["timeout_seconds"]))
         job_definition = self.job_definition_for(
             str(fields["image"]), self._role(spec), secrets, with_files=bool(files)
         )
@@ -538,11 +564,13 @@ class StepFunctionsDispatcher(Dispatcher):
                 "job_definition": job_definition,
                 "job_queue": queue,
                 "ecs_properties_override": batch_resources.override(overrides, files, spec.project),
+                "attempt_duration_seconds": duration,
             }
         return {
             "job_definition": job_definition,
             "job_queue": queue,
             "container_overrides": overrides,
+            "attempt_duration_seconds": duration,
         }
 
     def _runner_job(self, spec: AttemptSpec, doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -565,6 +593,8 @@ class StepFunctionsDispatcher(Dispatcher):
         return {
             "job_definition": self.job_definition_for(None, self._role(spec)),
             "container_overrides": {"Command": list(RUNNER_COMMAND), "Environment": env},
+            # Batch ends the job if its runner does not end the task (timed_out_grace)
+            "attempt_duration_seconds": batch_timeout_seconds(int(doc["timeout_seconds"])),
         }
 
     def _role(self, spec: AttemptSpec) -> str | None:
@@ -725,6 +755,100 @@ class StepFunctionsDispatcher(Dispatcher):
                 return None
             raise
 
+    # ------------------------------------------------------------ after a timeout
+    def timed_out_grace(self, spec: WorkflowSpec, ti: TaskInstance, *, killed: bool) -> timedelta:
+        """How long after its timeout is recorded (now) the attempt's work may still run,
+        per target, from the bounds AWS or the runner enforce (docs/aws-statemachine.md, "A
+        timeout and the retry"), each plus ``GONE_MARGIN_SECONDS``. The same whether its
+        state timed out (``killed`` False) or the scheduler ended it at its deadline and
+        stops its execution: neither stops what the execution started.
+
+        - the Lambda runner's task (shell, python, http, sql): the runner asks every
+          ``STOP_POLL_SECONDS`` whether its task is still running this attempt; once the
+          timeout is recorded it is not, and the runner sends SIGTERM, then SIGKILL after
+          ``KILL_GRACE_SECONDS``;
+        - a Batch job (``batch``, ``runner: batch``): Batch ends it its own timeout
+          (``attemptDurationSeconds``: the attempt's, at least 60 s) after it started, which
+          was before now if it runs at all, then SIGKILL 30 s after SIGTERM;
+        - a kubernetes Job: its ``activeDeadlineSeconds`` (the attempt's timeout, from the
+          Job's start, which its launcher made when the state started) has passed when the
+          state times out; its pods then have their termination grace;
+        - a user's ``lambda`` function: its configured timeout (GetFunctionConfiguration; the
+          15-minute maximum when it cannot be read), from its invocation, which started
+          before now, plus a cold start's init."""
+        task = spec.workflow.tasks.get(ti.task_id)
+        if task is None:
+            return timedelta(0)
+        kind = task.type
+        margin = GONE_MARGIN_SECONDS
+        if kind == "lambda":
+            return self._function_grace(ti, getattr(task, "function", None))
+        on_batch = kind == "batch" or (
+            kind in ("shell", "python") and str(getattr(task, "runner", None) or "") == "batch"
+        )
+        if on_batch:
+            timeout = spec.workflow.timeout(ti.task_id)
+            seconds = CONTAINER_MAX_SECONDS if timeout is None else timeout.total_seconds()
+            return timedelta(
+                seconds=batch_timeout_seconds(seconds) + BATCH_KILL_GRACE_SECONDS + margin
+            )
+        if kind == "kubernetes":
+            return timedelta(seconds=POD_TERMINATION_GRACE_SECONDS + margin)
+        if kind in ("shell", "python", "http", "sql"):
+            return timedelta(seconds=STOP_POLL_SECONDS + KILL_GRACE_SECONDS + margin)
+        return timedelta(0)  # nothing of it runs on AWS (switch, workflow, dependency)
+
+    def _function_grace(self, ti: TaskInstance, written: object) -> timedelta:
+        """How long a timed-out ``lambda`` attempt's invocation may still run: until its
+        function's configured timeout (the function as dispatched, in its execution's input,
+        or as the workflow ``written`` it when that is no template: an Express execution
+        cannot be described; the Lambda maximum when it cannot be read: a secret reference
+        for a name, a missing permission, a throttle) plus a cold start's init and the
+        margin, counted from the invocation's start where the execution's history shows it
+        (the state invoked the function itself), from now otherwise (it started before)."""
+        arn = self.execution_arn(ti.run_id, ti.task_id, ti.attempt)
+        timeout, sent = float(LAMBDA_MAX_SECONDS), {}
+        try:
+            described = self._describe(arn)
+            sent = json.loads((described or {}).get("input") or "{}")
+            function = (sent.get("task") or {}).get("function") if described else written
+            if isinstance(function, str) and function and "{{" not in function:
+                config = self._lambda.get_function_configuration(FunctionName=function)
+                timeout = float(config["Timeout"])
+        except (ClientError, BotoCoreError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("attempt %s: its function's timeout unread (%s): 15 minutes", arn, exc)
+        grace = timedelta(seconds=timeout + LAMBDA_INIT_SECONDS + GONE_MARGIN_SECONDS)
+        if isinstance(sent, dict) and sent.get("runner") is None:
+            # the state invoked it (not the runner, which invokes it later than its own
+            # start): the invocation began when the state's last Lambda call started
+            invoked = self._invoked_at(arn)
+            if invoked is not None:
+                left = invoked + grace - self._now()
+                return min(grace, max(left, timedelta(0)))
+        return grace
+
+    def _invoked_at(self, arn: str) -> datetime | None:
+        """When the execution's last Lambda call started (its last ``TaskStarted`` of a
+        Lambda resource: a throttled call that was retried never ran), None when the
+        history cannot be read or shows none."""
+        try:
+            pages = self._sfn.get_paginator("get_execution_history").paginate(
+                executionArn=arn, reverseOrder=True, PaginationConfig={"PageSize": 50}
+            )
+            for page in pages:
+                for event in page.get("events", []):
+                    details = event.get("taskStartedEventDetails") or {}
+                    stamp = event.get("timestamp")
+                    if (
+                        event.get("type") == "TaskStarted"
+                        and details.get("resourceType") == "lambda"
+                        and isinstance(stamp, datetime)
+                    ):
+                        return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("history of execution %s unreadable: %s", arn, exc)
+        return None
+
     # ------------------------------------------------------------ recovery
     def recover(self, running: Sequence[TaskInstance]) -> Recovery:
         """What became of attempts the store thinks are running: a running execution needs
@@ -820,6 +944,12 @@ class StepFunctionsDispatcher(Dispatcher):
         if not self.express_state_machine_arn or ti.deadline is None or ti.started_at is None:
             return False
         return (ti.deadline - ti.started_at).total_seconds() <= EXPRESS_MAX_SECONDS
+
+
+def batch_timeout_seconds(timeout_seconds: float) -> int:
+    """The Batch job's own timeout (SubmitJob ``Timeout.AttemptDurationSeconds``) for an
+    attempt's timeout: the same, but at least the 60 s Batch accepts."""
+    return max(math.ceil(timeout_seconds), BATCH_MIN_TIMEOUT_SECONDS)
 
 
 def _ended_unreported(described: Mapping[str, Any]) -> AttemptResult | None:

@@ -53,6 +53,9 @@ from stratoflow.secrets import references
 TOKEN_PREFIX = "k8s-aws-v1."  # noqa: S105 (a format marker, not a secret)
 # EKS accepts a token for 15 minutes after X-Amz-Date whatever this says; 60 s is the usual value
 TOKEN_EXPIRES_SECONDS = 60
+# SIGTERM to SIGKILL for a pod whose Job is past its activeDeadlineSeconds, or deleted (the
+# kubelet's default, written into the pod spec so the scheduler can count on it)
+POD_TERMINATION_GRACE_SECONDS = 30
 DEFAULT_REPORTER_IMAGE = "public.ecr.aws/aws-cli/aws-cli:2.15.0"
 # the service account of inputs that name none (a dispatcher without project identities)
 DEFAULT_SERVICE_ACCOUNT = "stratoflow-reporter"
@@ -390,6 +393,9 @@ def build_job(event_input: Any, task_token: str, settings: EksSettings) -> JobRe
             "metadata": {"labels": labels, "annotations": annotations},
             "spec": {
                 "restartPolicy": "Never",
+                # set, not left to the default: a timed-out attempt's retry waits for it
+                # (dispatch.timed_out_grace)
+                "terminationGracePeriodSeconds": POD_TERMINATION_GRACE_SECONDS,
                 "serviceAccountName": account["metadata"]["name"],
                 # the reporter first: the kubelet starts containers in order, so it heartbeats
                 # while a large task image is still being pulled

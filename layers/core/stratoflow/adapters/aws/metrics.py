@@ -16,10 +16,11 @@ pass a recorder and the handlers the real thing.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
 from stratoflow.engine import TaskInstance
+from stratoflow.model import WorkflowSpec
 from stratoflow.ports import AttemptSpec, Clock, Dispatcher, Recovery
 
 RUN_METRICS: Final[Mapping[str, str]] = {
@@ -73,6 +74,13 @@ class MeteredDispatcher(Dispatcher):
 
     def kill(self, run_id: str, task_id: str, attempt: int) -> None:
         self.inner.kill(run_id, task_id, attempt)
+
+    def kill_grace(self) -> timedelta:
+        return self.inner.kill_grace()
+
+    def timed_out_grace(self, spec: WorkflowSpec, ti: TaskInstance, *, killed: bool) -> timedelta:
+        # the inner dispatcher's, or a timed-out attempt's retry would not wait for its work
+        return self.inner.timed_out_grace(spec, ti, killed=killed)
 
     def recover(self, running: Sequence[TaskInstance]) -> Recovery:
         return self.inner.recover(running)

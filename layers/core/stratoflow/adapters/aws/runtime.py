@@ -155,6 +155,8 @@ def build_scheduler(
         client=clients.stepfunctions,
         batch_client=clients.batch,
         s3_client=clients.s3,
+        # a timed-out lambda task's function timeout (timed_out_grace)
+        lambda_client=clients.lambda_,
         bucket=settings.bucket,
         job_queue=settings.batch_job_queue,
         runner_job_definition=settings.runner_job_definition,
