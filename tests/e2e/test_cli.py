@@ -489,3 +489,27 @@ def test_run_with_parallelism_runs_at_most_that_many_task_processes_at_once(
     refused = cli.invoke(main, ["run", path, "--home", home, "--parallelism", "-1"])
     assert refused.exit_code == 2
     assert "-1 is negative" in refused.output
+
+
+def test_a_python_task_whose_outputs_nest_too_deep_fails_naming_the_limit(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """Outputs 900 levels deep left the attempt running for ever, with no process behind it
+    (its end could not be masked or reported), and its server could not start again."""
+    deep = (
+        "name: deep\ntasks:\n  p:\n    type: python\n    code: |\n"
+        "      x = []\n      y = x\n      for i in range(900):\n"
+        "          z = []\n          y.append(z)\n          y = z\n"
+        "      outputs['deep'] = x\n"
+    )
+    home = str(tmp_path / "home")
+    result = cli.invoke(
+        main, ["run", write(tmp_path, "deep.yaml", deep), "--home", home, "--output", "json"]
+    )
+    assert result.exit_code == 1, result.output
+    task = json.loads(result.output)["tasks"]["p"]
+    assert task["state"] == "failed"
+    assert "nested deeper than 64 levels" in task["error"]
+    # the home opens again (recovery reads nothing it cannot)
+    again = cli.invoke(main, ["run", write(tmp_path, "c.yaml", CHAIN), "--home", home])
+    assert again.exit_code == 0, again.output

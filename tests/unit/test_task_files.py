@@ -180,3 +180,44 @@ def test_lines_without_an_equals_sign_are_still_ignored(tmp_path: Path) -> None:
     paths["outputs"].write_text("junk line\n# k=v\n a = 1 \n")
     found = outcome_from_files(0, **paths)
     assert (found.status, found.outputs) == ("succeeded", {"a": "1"})
+
+
+def nested(depth: int) -> str:
+    """Outputs ``{"deep": [[...]]}`` whose lists nest ``depth`` levels below the object."""
+    return '{"deep": ' + "[" * depth + "]" * depth + "}"
+
+
+def test_outputs_nested_as_deep_as_a_workflow_document_are_passed_on(tmp_path: Path) -> None:
+    paths = files(tmp_path)
+    paths["structured"].write_text(nested(taskexec.MAX_OUTPUT_DEPTH - 1))
+    found = outcome_from_files(0, **paths)
+    assert found.status == "succeeded"
+
+
+@pytest.mark.parametrize("depth", [taskexec.MAX_OUTPUT_DEPTH, 900, 100_000])
+def test_outputs_nested_deeper_fail_the_attempt_naming_the_limit(
+    tmp_path: Path, depth: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A python task's outputs 900 levels deep left its attempt running for ever (masking
+    them overflowed the stack, so its end was never told) and the server could not start
+    again (recovery read them too). They fail the attempt, with none of them kept."""
+    monkeypatch.setattr(taskexec, "MAX_RESULT_BYTES", 4 << 20)
+    paths = files(tmp_path)
+    paths["structured"].write_text(nested(depth))
+    found = outcome_from_files(0, **paths)
+    assert (found.status, found.outputs) == ("failed", {})
+    assert found.error is not None
+    if depth < 1000:  # deeper still, the JSON reader itself refuses it
+        assert f"nested deeper than {taskexec.MAX_OUTPUT_DEPTH} levels" in found.error
+    assert found.error.startswith("outputs: ")
+
+
+@pytest.mark.parametrize("value", ["Infinity", "-Infinity", "NaN"])
+def test_non_finite_numbers_in_outputs_fail_the_attempt(tmp_path: Path, value: str) -> None:
+    """Python's json writes float('inf') as Infinity, which is not JSON: it reached the run
+    view as null and a template as 'inf'."""
+    paths = files(tmp_path)
+    paths["structured"].write_text(f'{{"f": {value}, "ok": 1}}')
+    found = outcome_from_files(0, **paths)
+    assert (found.status, found.outputs) == ("failed", {})
+    assert f"a non-finite number ({value})" in (found.error or "")

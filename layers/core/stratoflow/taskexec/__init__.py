@@ -9,6 +9,7 @@ import json
 import os
 import re
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -250,11 +251,21 @@ def outcome_from_files(
         problem, data = str(exc), None
     if data:
         try:
-            parsed = json.loads(data)
-        except ValueError as exc:
+            parsed = json.loads(data, parse_constant=_no_constant)
+        except _NonFinite as exc:
+            parsed, why = None, f"holding {exc}, which JSON has not: give such a value as text"
+        except (ValueError, RecursionError) as exc:
             parsed, why = None, f"not valid JSON ({exc})"
         else:
             why = f"a JSON {type(parsed).__name__}, not an object"
+            if isinstance(parsed, dict) and _deeper_than(parsed, MAX_OUTPUT_DEPTH):
+                parsed, why = (
+                    None,
+                    (
+                        f"nested deeper than {MAX_OUTPUT_DEPTH} levels (downstream tasks, the run "
+                        "views and alerts read outputs whole): flatten it"
+                    ),
+                )
         if isinstance(parsed, dict):
             found.update(parsed)
         else:
@@ -275,6 +286,39 @@ def outcome_from_files(
     if problem is not None:
         message += f"\n{problem}"
     return FileOutcome("failed", found, message, status)
+
+
+# How deep a task's structured outputs may nest (lists and objects within the outputs
+# object): as deep as a workflow document may (model.MAX_DEPTH), far below where reading,
+# masking or serialising them would exhaust Python's recursion
+MAX_OUTPUT_DEPTH = 64
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> object:
+    """``json.loads``' hook for ``NaN``, ``Infinity`` and ``-Infinity``: refused."""
+    raise _NonFinite(f"a non-finite number ({name})")
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether ``value`` nests lists and objects more than ``limit`` levels (walked without
+    recursion: the value may be far deeper than the stack)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _error_message(path: str | Path) -> str:

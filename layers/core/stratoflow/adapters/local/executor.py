@@ -1159,7 +1159,14 @@ class LocalExecutor(Dispatcher):
         if not masker:
             return result
         error = masker.text(result.error) if result.error else result.error
-        outputs, note = mask_outputs(masker, result.outputs)
+        try:
+            outputs, note = mask_outputs(masker, result.outputs)
+        except Exception as exc:  # what a task wrote must never keep its end from being told
+            log.exception("masking the outputs of an attempt of run %s failed", run_id)
+            return replace(
+                result, status=AttemptStatus.FAILED, outputs={},
+                error=f"outputs: they could not be read ({type(exc).__name__}); none are kept",
+            )  # fmt: skip
         if note is not None and log_file is not None:
             with contextlib.suppress(OSError), open(log_file, "a", encoding="utf-8") as fh:
                 fh.write(note)
