@@ -17,7 +17,7 @@ from tests.fakes import text_logs
 
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.api.app import MAX_LOG_CHUNK, ReadLog, create_app, read_log_file
-from stratoflow.engine import AttemptResult, AttemptStatus, TaskInstance
+from stratoflow.engine import MAX_PARAM_DEPTH, AttemptResult, AttemptStatus, TaskInstance
 from stratoflow.ports import Attempt, AttemptSpec, Clock, Dispatcher, LogRange, Recovery
 from stratoflow.service import Finished, Scheduler
 
@@ -556,6 +556,33 @@ def test_trigger_errors(api: Api) -> None:
     assert_error(api.call("POST", "/workflows/nope/runs", {}), 404, "not_found", "nope")
     assert api.call("GET", "/runs").body["runs"] == []
     assert api.changes == [1]  # only the apply
+
+
+def nest(depth: int) -> object:
+    value: object = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_trigger_refuses_params_too_deep_or_not_finite_and_creates_nothing(api: Api) -> None:
+    """A param 500 levels deep answered 500 yet created the run, whose rendering then failed
+    on every turn of the scheduler (every project's runs waited); 1e999 became null."""
+    api.apply()
+    for value, words in [
+        (json.dumps(nest(MAX_PARAM_DEPTH + 1)), f"nests deeper than {MAX_PARAM_DEPTH} levels"),
+        (json.dumps(nest(500)), f"nests deeper than {MAX_PARAM_DEPTH} levels"),
+        ('{"ok": [1.5, 1e999]}', "inf is not a finite number"),  # a number JSON cannot hold
+        ("-1e999", "-inf is not a finite number"),
+    ]:
+        raw = '{"params": {"region": ' + value + "}}"
+        body = assert_error(
+            api.call("POST", "/workflows/etl/runs", raw=raw), 400, "invalid_input", "params.region"
+        )
+        assert words in body["problems"][0]["message"]
+    assert api.call("GET", "/runs").body["runs"] == []
+    deep_enough = api.call("POST", "/workflows/etl/runs", {"params": {"region": nest(31)}})
+    assert deep_enough.status == 201
 
 
 # ------------------------------------------------------------------ reading runs

@@ -14,6 +14,7 @@ from stratoflow.engine._decision import (
     within_processes,
 )
 from stratoflow.engine._engine import (
+    MAX_PARAM_DEPTH,
     SWITCH_BRANCH_KEY,
     AttemptDecision,
     DeadlineOutcome,
@@ -66,6 +67,7 @@ from stratoflow.engine._states import (
 
 __all__ = [
     "MAX_DECISION_TASKS",
+    "MAX_PARAM_DEPTH",
     "SWITCH_BRANCH_KEY",
     "AttemptDecision",
     "AttemptResult",

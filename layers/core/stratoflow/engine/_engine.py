@@ -8,6 +8,7 @@ path (an attempt finished) touches one task and its children: O(out-degree).
 from __future__ import annotations
 
 import json
+import math
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -438,19 +439,51 @@ def choose_branches(
 
 
 # ---------------------------------------------------------------- runs
+# How deep a run's param value may nest lists and objects: a value is read by every template
+# of the run and kept in its views; one 500 levels deep overflowed the stack in rendering, on
+# every turn of the scheduler, for every project
+MAX_PARAM_DEPTH = 32
+
+
 def effective_params(spec: WorkflowSpec, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Workflow defaults overridden per run; an unknown name is a mistake, not a new param."""
+    """Workflow defaults overridden per run; an unknown name is a mistake, not a new param,
+    and so is a value nested deeper than ``MAX_PARAM_DEPTH`` or a number that is not
+    finite (JSON has no such number: it would be stored as null)."""
     declared = spec.workflow.params
     unknown = sorted(set(overrides) - set(declared))
+    problems = []
     if unknown:
         known = ", ".join(sorted(declared)) or "none declared"
-        raise InvalidInput(
-            [
-                Problem(f"params.{name}", f"unknown parameter (workflow params: {known})")
-                for name in unknown
-            ]
-        )
+        problems += [
+            Problem(f"params.{name}", f"unknown parameter (workflow params: {known})")
+            for name in unknown
+        ]
+    problems += [p for name, value in overrides.items() if (p := _param_problem(name, value))]
+    if problems:
+        raise InvalidInput(problems)
     return {**declared, **overrides}
+
+
+def _param_problem(name: str, value: Any) -> Problem | None:
+    """What is wrong with a param's value, walked without recursion (it may be far deeper
+    than the stack), or None."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return Problem(f"params.{name}", f"{item} is not a finite number")
+        if isinstance(item, Mapping):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > MAX_PARAM_DEPTH:
+            return Problem(
+                f"params.{name}", f"nests deeper than {MAX_PARAM_DEPTH} levels of lists and objects"
+            )
+        stack.extend((child, depth + 1) for child in children)
+    return None
 
 
 def new_run(
