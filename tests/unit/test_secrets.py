@@ -243,6 +243,16 @@ def test_a_value_too_short_to_mask_is_refused_where_set_and_where_used() -> None
     assert VALUE not in str(short.value)
 
 
+@pytest.mark.parametrize("value", ["    ", " \t\n  ", "  ab  "])
+def test_a_value_of_mostly_whitespace_is_refused(value: str) -> None:
+    """Masked wherever it appears, a secret of four spaces turned every run of spaces in the
+    project's logs into *** (`ls -la` printed 'root***')."""
+    with pytest.raises(InvalidInput) as caught:
+        check_value(value)
+    assert "mostly whitespace" in str(caught.value)
+    assert check_value("  abcd  ") == "  abcd  "  # kept as given: spaces around are its own
+
+
 def test_the_environment_comes_before_the_home(tmp_path: Path) -> None:
     store = LocalSecrets(tmp_path)
     store.put("p", "pw", "from-file")

@@ -117,6 +117,12 @@ def check_value(value: str, field: str = "value") -> str:
         raise InvalidInput([Problem(field, "a secret's value must be a non-empty string")])
     if len(value) < MIN_MASKED_CHARS:
         raise InvalidInput([Problem(field, TOO_SHORT)])
+    if len(value.strip()) < MIN_MASKED_CHARS:
+        # masked wherever it appears, a secret of spaces would turn every run of spaces in the
+        # project's logs into ***
+        raise InvalidInput(
+            [Problem(field, f"is mostly whitespace: {TOO_SHORT}, not counting spaces and tabs")]
+        )
     size = len(value.encode("utf-8", errors="surrogatepass"))
     if size > MAX_VALUE_BYTES:
         raise InvalidInput(
