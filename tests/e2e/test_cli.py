@@ -513,3 +513,23 @@ def test_a_python_task_whose_outputs_nest_too_deep_fails_naming_the_limit(
     # the home opens again (recovery reads nothing it cannot)
     again = cli.invoke(main, ["run", write(tmp_path, "c.yaml", CHAIN), "--home", home])
     assert again.exit_code == 0, again.output
+
+
+def test_workflows_show_prints_a_description_s_escape_sequences_escaped(
+    cli: CliRunner, tmp_path: Path, server: str
+) -> None:
+    """A description is the applier's text; printed raw, its escape sequences retitled,
+    cleared or rewrote the terminal of whoever ran `workflows show` (newlines stay)."""
+    source = json.dumps(
+        {
+            "name": "ansi",
+            "description": "line one\nsee \x1b]0;pwned\x07\x1b[2Jhere \x9b1m",
+            "tasks": {"a": {"type": "shell", "command": "true"}},
+        }
+    )
+    path = write(tmp_path, "ansi.json", source)
+    assert cli.invoke(main, ["apply", path, "--api", server]).exit_code == 0
+    shown = cli.invoke(main, ["workflows", "show", "ansi", "--api", server]).output
+    for raw in ("\x1b", "\x9b", "\x07"):
+        assert raw not in shown
+    assert "line one\nsee \\x1b]0;pwned\\x07\\x1b[2Jhere \\x9b1m" in shown

@@ -31,6 +31,7 @@ from stratoflow.cli_common import (
     api_option,
     implied_limit,
     output_option,
+    printable,
     project_option,
     view_implied_limit,
 )
@@ -409,7 +410,7 @@ def _progress(detail: dict[str, Any], counts: Counter[str]) -> Any:
         # Rich raise, "[t]" vanished)
         table.add_row(
             Text(task_id), Text(task["state"], STATE_STYLES.get(task["state"], "")), str(task["attempts"]),
-            "" if secs is None else f"{secs:.1f}", Text(task["error"].splitlines()[0][:80] if task["error"] else ""),
+            "" if secs is None else f"{secs:.1f}", Text(printable(task["error"].splitlines()[0][:80]) if task["error"] else ""),
         )  # fmt: skip
     # the bar does not end its line: the counts went on it, cut at 80 columns
     return Group(header, bar, NewLine(), summary, table)
@@ -430,7 +431,9 @@ def _print_run(detail: dict[str, Any], output: str) -> None:
         click.echo(f"sub-workflow run of {parent} (task {detail['run'].get('parent_task')})")
     for task_id, task in detail["tasks"].items():
         if task["state"] == "failed" and task["error"]:
-            console.print(Text.assemble((task_id, "bold red"), f" failed: {task['error']}"))
+            console.print(
+                Text.assemble((task_id, "bold red"), f" failed: {printable(task['error'])}")
+            )
         if task.get("child_run"):
             click.echo(f"{task_id}: child run {task['child_run']} ({task['state']})")
         for key, cut in (task.get("outputs_truncated") or {}).items():

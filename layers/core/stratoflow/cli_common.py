@@ -39,6 +39,18 @@ def view_implied_limit(view: dict[str, Any]) -> str | None:
     return implied_limit(limit)
 
 
+_TERMINAL_CONTROLS = {
+    c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0)) if chr(c) not in "\n\t"
+}
+
+
+def printable(text: str) -> str:
+    """``text`` (a workflow's description, a task's error: what a user or a task wrote) for
+    a terminal: control characters other than newline and tab shown escaped, so an escape
+    sequence in it cannot retitle, clear or rewrite the terminal it is printed to."""
+    return text.translate(_TERMINAL_CONTROLS)
+
+
 def _default_api() -> str:
     from stratoflow.cli import default_api
 

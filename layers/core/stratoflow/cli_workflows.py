@@ -15,7 +15,13 @@ from urllib.parse import quote
 
 import click
 
-from stratoflow.cli_common import client, project_output_api, show, view_implied_limit
+from stratoflow.cli_common import (
+    client,
+    printable,
+    project_output_api,
+    show,
+    view_implied_limit,
+)
 
 
 def _path(name: str) -> str:
@@ -86,7 +92,7 @@ def workflows_show(name: str, version: int | None, project: str, output: str, ap
     if body.get("schedule_error"):
         lines.append(f"schedule error: {body['schedule_error']}")
     if body.get("description"):
-        lines.append(f"description: {body['description']}")
+        lines.append(f"description: {printable(body['description'])}")
     implied = view_implied_limit(body)
     if implied:
         lines.append(implied)
