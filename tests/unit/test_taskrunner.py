@@ -174,6 +174,25 @@ def test_http_task_fails_on_a_redirect_loop_naming_the_limit(tmp_path: Path) -> 
     assert outcome(tmp_path)[1] == f"GET {url} failed: more than {runner.MAX_REDIRECTS} redirects"
 
 
+def test_http_task_stops_reading_a_body_larger_than_outputs_may_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 300 MB response was read whole and written out (1.9 GB on disk) before the outputs'
+    4 MiB limit refused it: the body is read up to the limit, and the task fails there."""
+    from stratoflow import taskexec
+
+    monkeypatch.setattr(taskexec, "MAX_RESULT_BYTES", 1000)
+    with json_stub(lambda method, path, body, headers: (200, {"blob": "x" * 5000})) as url:
+        assert runner.main(str(spec_file(tmp_path, "http", {"url": url}))) == 1
+        assert outcome(tmp_path)[1] == (
+            f"GET {url} -> 200: the response body is more than 1,000 bytes, more than a "
+            "task's outputs may hold; fetch it into a file from a shell or python task"
+        )
+    with json_stub(lambda method, path, body, headers: (200, {"blob": "x" * 900})) as url:
+        assert runner.main(str(spec_file(tmp_path, "http", {"url": url}))) == 0
+    assert outcome(tmp_path)[0] == {"status_code": 200, "body": {"blob": "x" * 900}}
+
+
 def test_http_task_reports_an_unreachable_host(tmp_path: Path) -> None:
     assert runner.main(str(spec_file(tmp_path, "http", {"url": "http://127.0.0.1:9/"}))) == 1
     assert "GET http://127.0.0.1:9/ failed" in (outcome(tmp_path)[1] or "")

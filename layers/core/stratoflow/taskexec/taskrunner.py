@@ -104,6 +104,8 @@ def run_http(
 ) -> dict[str, Any]:
     import httpx  # imported here: python tasks should not pay for it
 
+    from stratoflow import taskexec
+
     body = fields.get("body")
     kwargs: dict[str, Any] = {"headers": fields.get("headers") or {}}
     if isinstance(body, dict | list):
@@ -112,11 +114,27 @@ def run_http(
         kwargs["content"] = str(body)
     timeout = float(context.get("timeout_seconds") or 300)
     follow = fields.get("follow_redirects") is not False  # unset: follow
+    method = fields.get("method", "GET")
     try:
-        with httpx.Client(
-            timeout=timeout, follow_redirects=follow, max_redirects=MAX_REDIRECTS
-        ) as client:
-            response = client.request(fields.get("method", "GET"), fields["url"], **kwargs)
+        with (
+            httpx.Client(
+                timeout=timeout, follow_redirects=follow, max_redirects=MAX_REDIRECTS
+            ) as client,
+            client.stream(method, fields["url"], **kwargs) as response,
+        ):
+            # the body becomes an output: read no more of it than an output may hold (a
+            # 300 MB download was read whole, written out, and only then refused)
+            limit = taskexec.MAX_RESULT_BYTES
+            kept = bytearray()
+            for chunk in response.iter_bytes():
+                kept += chunk
+                if len(kept) > limit:
+                    raise TaskFailed(
+                        f"{method} {fields['url']} -> {response.status_code}: the response body "
+                        f"is more than {limit:,} bytes, more than a task's outputs may hold; "
+                        "fetch it into a file from a shell or python task"
+                    )
+            text = bytes(kept).decode(response.charset_encoding or "utf-8", errors="replace")
     except httpx.TooManyRedirects:
         raise TaskFailed(
             f"{fields.get('method', 'GET')} {fields['url']} failed: more than "
@@ -129,11 +147,11 @@ def run_http(
             f"{hop.request.method} {hop.request.url} -> {hop.status_code} {hop.headers.get('location', '')}"
         )
     print(f"{response.request.method} {response.request.url} -> {response.status_code}")
-    print(response.text[:10000])
+    print(text[:10000])
     try:
-        parsed: Any = response.json()
+        parsed: Any = json.loads(text)
     except ValueError:
-        parsed = response.text
+        parsed = text
     expected = fields.get("expected_status") or []
     ok = response.status_code in expected if expected else 200 <= response.status_code < 300
     outputs = {"status_code": response.status_code, "body": parsed}
