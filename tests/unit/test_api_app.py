@@ -940,3 +940,20 @@ def test_a_value_error_of_our_own_is_still_a_500(api: Api, monkeypatch: pytest.M
 def test_date_filters_need_the_read_model(api: Api) -> None:
     reply = api.call("GET", "/runs", query={"logical_from": "2026-01-01T00:00:00Z"})
     assert_error(reply, 400, "invalid_input", "read model")
+
+
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [("/pools/a\nb", "\\n"), ("/secrets/a\x1b[31m", "\\x1b"), ("/connections/a\u202eb", "\\u202e")],
+)
+def test_a_name_with_a_control_character_is_refused_naming_it(
+    api: Api, path: str, shown: str
+) -> None:
+    """It matched no route's pattern, so the answer was 404 'no route for PUT /pools/a' and
+    a raw newline: the character is named instead, and nothing changes."""
+    body = assert_error(
+        api.call("PUT", path, {"slots": 2}), 422, "invalid_request", "control character"
+    )
+    assert body["problems"][0]["path"] == "path"
+    assert shown in body["message"]
+    assert api.changes == []

@@ -292,6 +292,15 @@ _DESCRIPTIONS = {
 }
 
 
+_PATH_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _path_control(path: str) -> str | None:
+    """The first control (or bidirectional override) character of a request path, escaped."""
+    found = _PATH_CONTROL.search(path)
+    return None if found is None else ascii(found.group())[1:-1]
+
+
 def _error_response(
     status: HTTPStatus,
     error: str,
@@ -371,6 +380,12 @@ def _register_errors(app: APIGatewayRestResolver) -> None:
     def route_not_found(exc: NotFoundError) -> Response[dict[str, Any]]:
         path = app.current_event.path if app.current_event is not None else ""
         method = app.current_event.http_method if app.current_event is not None else ""
+        if (bad := _path_control(path)) is not None:
+            # a name with a control character matches no route's pattern: say why instead
+            problem = Problem("path", f"contains the control character {bad}: no name has one")
+            return _error_response(
+                HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_request", str(problem), [problem]
+            )
         return _error_response(
             HTTPStatus.NOT_FOUND, "not_found", f"no route for {method} {path}"[:300]
         )
