@@ -86,11 +86,12 @@ class World:
         connections = {p: self.connections.list(p) for p in self.runs}
         total_runs = len(self.store.list_runs(_all_runs()))
         pools = self.store.list_pools()
+        variables = {p: self.store.list_variables(p) for p in self.runs}
         assert self.readmodel is not None
         layouts = self.readmodel.db.query("SELECT project, name, version FROM version_layouts")
         return (
             runs, versions, paused, total_runs, secrets, backfills, files, connections, pools,
-            layouts,
+            layouts, variables,
         )  # fmt: skip
 
 
@@ -177,6 +178,17 @@ def _secret_put(w: World, p: str) -> tuple[str, Any, dict[str, str]]:
 
 def _secret_there(w: World, project: str) -> None:
     w.secrets.put(project, "gone", "to be deleted")
+
+
+def _variable_put(w: World, p: str) -> tuple[str, Any, dict[str, str]]:
+    return "/variables/bucket", {"value": f"s3://b-{next(_VALUES)}"}, {"project": p}
+
+
+def _variable_there(w: World, project: str) -> None:
+    from stratoflow.variables import Variable
+
+    now = w.api.scheduler.clock.now()
+    w.store.put_variable(Variable(project, "there", f"of {project}", now, "test"))
 
 
 def _resource_put(w: World, p: str) -> tuple[str, Any, dict[str, str]]:
@@ -380,6 +392,19 @@ OPERATIONS = [
     Operation(
         "POST", "/connections/{name}/test", Action.OPERATE,
         lambda w, p: ("/connections/lake/test", None, {"project": p}), False, _connection_there,
+    ),
+    Operation("PUT", "/variables/{name}", Action.EDIT, _variable_put, True),
+    Operation(
+        "GET", "/variables", Action.READ, lambda w, p: ("/variables", None, {"project": p}),
+        False, _variable_there,
+    ),
+    Operation(
+        "GET", "/variables/{name}", Action.READ,
+        lambda w, p: ("/variables/there", None, {"project": p}), False, _variable_there,
+    ),
+    Operation(
+        "DELETE", "/variables/{name}", Action.EDIT,
+        lambda w, p: ("/variables/there", None, {"project": p}), True, _variable_there,
     ),
     Operation(
         "PUT", "/pools/{name}", Action.EDIT,
