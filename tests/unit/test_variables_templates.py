@@ -69,6 +69,7 @@ def test_variables_read_by_a_written_name(template: str, names: set[str]) -> Non
         ("{{ var.other.x }}", "var.json.NAME"),
         ("{{ var.value | list }}", "var.value.NAME"),
         ("{{ var.value['my-var'] }}", "a variable name is a letter"),
+        ("{{ var.value.get('x', 'd') }}", "var.value.NAME | default("),
     ],
 )
 def test_other_reads_of_var_are_refused_at_validation(template: str, needle: str) -> None:

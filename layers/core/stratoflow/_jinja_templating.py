@@ -887,6 +887,7 @@ def variable_references(text: str) -> tuple[set[str], list[str]]:
     names: set[str] = set()
     why: list[str] = []
     literal: set[int] = set()
+    called = {id(call.node) for call in tree.find_all(nodes.Call)}
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         assert isinstance(node, (nodes.Getattr, nodes.Getitem))
         inner = node.node
@@ -900,7 +901,12 @@ def variable_references(text: str) -> tuple[set[str], list[str]]:
         if kind not in ("value", "json") or name is None:
             continue
         literal.add(id(inner.node))
-        if _VARIABLE_NAME.fullmatch(name):
+        if id(node) in called:  # var.value.get('x', 'd'): Airflow's, a method call here
+            why.append(
+                f"template calls var.{kind}.{name}(...): write the variable's name out, with "
+                f"a default if it may be unset: {{{{ var.{kind}.NAME | default('...') }}}}"
+            )
+        elif _VARIABLE_NAME.fullmatch(name):
             names.add(name)
         else:
             why.append(
