@@ -132,3 +132,19 @@ def test_validation_refuses_var_read_other_than_by_a_written_name(api: Api) -> N
     assert_error(reply, 400, "invalid_input", "var.value.NAME")
     flow = "name: dyn\ntasks:\n  a: {type: shell, command: 'echo {{ vars.value.x }}'}\n"
     assert_error(api.call("POST", "/workflows", {"source": flow}), 400, "invalid_input", "'vars'")
+
+
+def test_a_sub_workflow_task_passes_a_variable_to_its_child_run(api: Api) -> None:
+    api.apply("name: child\nparams: {where: none}\ntasks:\n  a: {type: shell, command: 'true'}\n")
+    api.apply(
+        "name: parent\ntasks:\n  sub:\n    type: workflow\n    workflow: child\n"
+        "    params: {where: '{{ var.value.region }}'}\n"
+    )
+    api.call("PUT", "/variables/region", {"value": "eu-west-1"}, query={"project": "default"})
+    run_id = api.trigger("parent")
+    api.scheduler.dispatch_ready()
+    child = api.call("GET", "/runs", query={"workflow": "child"}).body["runs"]
+    assert len(child) == 1, api.task(run_id, "sub")
+    assert api.call("GET", f"/runs/{child[0]['id']}").body["run"]["params"] == {
+        "where": "eu-west-1"
+    }
