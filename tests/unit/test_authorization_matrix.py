@@ -553,3 +553,34 @@ def test_only_superusers_change_global_pools_and_foreign_tasks_stay_hidden(world
     assert view["running_tasks"] == view["waiting_tasks"] == []
     assert len(world.call("root", "GET", "/pools/shared").body["waiting_tasks"]) == 1
     assert world.call("admin", "DELETE", "/pools/shared").status == 403
+
+
+def test_viewers_read_variables_editors_set_them_and_other_projects_see_none(world: World) -> None:
+    assert (
+        world.call("editor", "PUT", "/variables/bucket", {"value": "s3://a"}, project="a").status
+        == 201
+    )
+    assert (
+        world.call("root", "PUT", "/variables/bucket", {"value": "s3://b"}, project="b").status
+        == 201
+    )
+    seen = world.call("viewer", "GET", "/variables/bucket", project="a")
+    assert (seen.status, seen.body["value"], seen.body["updated_by"]) == (200, "s3://a", "editor")
+    listed = world.call("viewer", "GET", "/variables", project="a").body["variables"]
+    assert [(v["name"], v["value"]) for v in listed] == [("bucket", "s3://a")]
+    before = world.snapshot()
+    refused = world.call("operator", "PUT", "/variables/bucket", {"value": "x"}, project="a")
+    assert refused.status == 403, refused.text
+    assert "needs editor" in refused.body["message"]
+    assert world.call("viewer", "DELETE", "/variables/bucket", project="a").status == 403
+    # project b's variable: a user of a only is told it does not exist, as a missing one
+    for user in ("viewer", "admin"):
+        hidden = world.call(user, "GET", "/variables/bucket", project="b")
+        assert hidden.status == 404, hidden.text
+        assert "s3://b" not in hidden.text
+        assert world.call(user, "GET", "/variables", project="b").status == 404
+    assert world.snapshot() == before
+    entries = world.call("admin", "GET", "/audit", project="a").body["entries"]
+    assert [(e["actor"], e["action"], e["target"]) for e in entries] == [
+        ("editor", "variable.set", "variable/a/bucket")
+    ]
