@@ -83,8 +83,8 @@ def variables() -> None:
 def variables_set(
     name: str, value: str | None, file: str | None, project: str, output: str, api: str
 ) -> None:
-    """Set variable NAME to VALUE (or --file's contents; '-': stdin). Tasks rendered after
-    it read the new value."""
+    """Set variable NAME to VALUE (or --file's contents; '-': stdin; a VALUE starting with
+    '-' goes after --). Tasks rendered after it read the new value."""
     _checked_name(name)
     text = _value(value, file)
     body = client(api).call(
