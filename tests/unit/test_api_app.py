@@ -252,6 +252,11 @@ EXPECTED_OPERATIONS = {
     ("put", "/pools/{name}"),
     ("delete", "/pools/{name}"),
     ("post", "/runs/{run_id}/tasks/{task_id}/force-start"),
+    # variables, on a store that has them (tests in test_api_variables.py)
+    ("get", "/variables"),
+    ("get", "/variables/{name}"),
+    ("put", "/variables/{name}"),
+    ("delete", "/variables/{name}"),
 }
 
 

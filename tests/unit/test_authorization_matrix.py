@@ -86,11 +86,12 @@ class World:
         connections = {p: self.connections.list(p) for p in self.runs}
         total_runs = len(self.store.list_runs(_all_runs()))
         pools = self.store.list_pools()
+        variables = {p: self.store.list_variables(p) for p in self.runs}
         assert self.readmodel is not None
         layouts = self.readmodel.db.query("SELECT project, name, version FROM version_layouts")
         return (
             runs, versions, paused, total_runs, secrets, backfills, files, connections, pools,
-            layouts,
+            layouts, variables,
         )  # fmt: skip
 
 
@@ -177,6 +178,17 @@ def _secret_put(w: World, p: str) -> tuple[str, Any, dict[str, str]]:
 
 def _secret_there(w: World, project: str) -> None:
     w.secrets.put(project, "gone", "to be deleted")
+
+
+def _variable_put(w: World, p: str) -> tuple[str, Any, dict[str, str]]:
+    return "/variables/bucket", {"value": f"s3://b-{next(_VALUES)}"}, {"project": p}
+
+
+def _variable_there(w: World, project: str) -> None:
+    from stratoflow.variables import Variable
+
+    now = w.api.scheduler.clock.now()
+    w.store.put_variable(Variable(project, "there", f"of {project}", now, "test"))
 
 
 def _resource_put(w: World, p: str) -> tuple[str, Any, dict[str, str]]:
@@ -381,6 +393,19 @@ OPERATIONS = [
         "POST", "/connections/{name}/test", Action.OPERATE,
         lambda w, p: ("/connections/lake/test", None, {"project": p}), False, _connection_there,
     ),
+    Operation("PUT", "/variables/{name}", Action.EDIT, _variable_put, True),
+    Operation(
+        "GET", "/variables", Action.READ, lambda w, p: ("/variables", None, {"project": p}),
+        False, _variable_there,
+    ),
+    Operation(
+        "GET", "/variables/{name}", Action.READ,
+        lambda w, p: ("/variables/there", None, {"project": p}), False, _variable_there,
+    ),
+    Operation(
+        "DELETE", "/variables/{name}", Action.EDIT,
+        lambda w, p: ("/variables/there", None, {"project": p}), True, _variable_there,
+    ),
     Operation(
         "PUT", "/pools/{name}", Action.EDIT,
         lambda w, p: ("/pools/wh", {"slots": 3}, {"project": p}), True,
@@ -528,3 +553,34 @@ def test_only_superusers_change_global_pools_and_foreign_tasks_stay_hidden(world
     assert view["running_tasks"] == view["waiting_tasks"] == []
     assert len(world.call("root", "GET", "/pools/shared").body["waiting_tasks"]) == 1
     assert world.call("admin", "DELETE", "/pools/shared").status == 403
+
+
+def test_viewers_read_variables_editors_set_them_and_other_projects_see_none(world: World) -> None:
+    assert (
+        world.call("editor", "PUT", "/variables/bucket", {"value": "s3://a"}, project="a").status
+        == 201
+    )
+    assert (
+        world.call("root", "PUT", "/variables/bucket", {"value": "s3://b"}, project="b").status
+        == 201
+    )
+    seen = world.call("viewer", "GET", "/variables/bucket", project="a")
+    assert (seen.status, seen.body["value"], seen.body["updated_by"]) == (200, "s3://a", "editor")
+    listed = world.call("viewer", "GET", "/variables", project="a").body["variables"]
+    assert [(v["name"], v["value"]) for v in listed] == [("bucket", "s3://a")]
+    before = world.snapshot()
+    refused = world.call("operator", "PUT", "/variables/bucket", {"value": "x"}, project="a")
+    assert refused.status == 403, refused.text
+    assert "needs editor" in refused.body["message"]
+    assert world.call("viewer", "DELETE", "/variables/bucket", project="a").status == 403
+    # project b's variable: a user of a only is told it does not exist, as a missing one
+    for user in ("viewer", "admin"):
+        hidden = world.call(user, "GET", "/variables/bucket", project="b")
+        assert hidden.status == 404, hidden.text
+        assert "s3://b" not in hidden.text
+        assert world.call(user, "GET", "/variables", project="b").status == 404
+    assert world.snapshot() == before
+    entries = world.call("admin", "GET", "/audit", project="a").body["entries"]
+    assert [(e["actor"], e["action"], e["target"]) for e in entries] == [
+        ("editor", "variable.set", "variable/a/bucket")
+    ]

@@ -28,7 +28,7 @@ HEAVY = (
 MAIN_COMMANDS = [
     "admin", "alerts", "apply", "backfill", "backfills", "connections", "import", "logs",
     "pools", "resources", "run", "runs", "schema", "secrets", "server", "tokens", "trigger",
-    "users", "validate", "workflows",
+    "users", "validate", "variables", "workflows",
 ]  # fmt: skip
 RUNS_COMMANDS = [
     "force-start", "list", "mark", "output", "pause", "rerun", "resume", "show", "stop",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from stratoflow.importers import import_file
@@ -130,7 +131,7 @@ x:
   tasks:
     t:
       operator: airflow.providers.standard.operators.bash.BashOperator
-      bash_command: "echo {{ var.value.secret }}"
+      bash_command: "echo {{ conn.secret.host }}"
       executor_config: {pod_override: 1}
       weight_rule: absolute
       trigger_rule: none_failed_min_one_success
@@ -139,15 +140,55 @@ x:
     text = _unmapped(result)
     for word in (
         "executor_config",
-        "var.value.secret",
+        "conn.secret.host",
         "weight_rule",
         "none_failed_min_one_success",
     ):
         assert word in text
     assert not result.complete
     # the template would be refused by validation: a failing placeholder stands in for it
-    assert "validation refuses this: template reads 'var'" in text
+    assert "validation refuses this: template reads 'conn'" in text
     assert "exit 1" in _tasks(result)["t"]["command"]
+
+
+def test_airflow_variables_map_as_they_are_to_project_variables(tmp_path: Path) -> None:
+    bash = "airflow.providers.standard.operators.bash.BashOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": [
+            {"task_id": "copy", "operator": bash,
+             "bash_command": "aws s3 cp f {{ var.value.bucket }}/{{ var.json.cfg.prefix }}"},
+        ]}}),
+    )  # fmt: skip
+    assert result.complete, _unmapped(result)
+    assert _tasks(result)["copy"]["command"] == (
+        "aws s3 cp f {{ var.value.bucket }}/{{ var.json.cfg.prefix }}"
+    )
+    changed = " | ".join(n.message for n in result.all_notes() if n.severity != "unmapped")
+    assert "reads the project's variable 'bucket'" in changed
+    assert "stratoflow variables set cfg VALUE" in changed
+
+
+@pytest.mark.parametrize(
+    ("command", "needle"),
+    [
+        ("echo {{ var.value.get('bucket', 'b') }}", "var.value.NAME | default("),
+        ("echo {{ var.value['my-bucket'] }}", "a variable name is a letter"),
+    ],
+)
+def test_airflow_variable_reads_stratoflow_cannot_render_are_reported(
+    tmp_path: Path, command: str, needle: str
+) -> None:
+    bash = "airflow.providers.standard.operators.bash.BashOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump(
+            {"x": {"tasks": [{"task_id": "t", "operator": bash, "bash_command": command}]}}
+        ),
+    )
+    assert not result.complete
+    assert needle in _unmapped(result)
+    assert "exit 1" in _tasks(result)["t"]["command"]  # a placeholder stands in
 
 
 def test_xcom_pull_of_a_literal_task_and_key_reads_its_output(tmp_path: Path) -> None:

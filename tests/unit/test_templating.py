@@ -435,7 +435,6 @@ def test_names_the_context_or_the_template_defines_are_accepted(template: str) -
         ("{{ execution_date }}", "'execution_date'", "{{ logical_date }}"),
         ("{{ macros.ds_add(ds, 1) }}", "'macros'", "shift_date("),
         ("{{ dag_run.conf['x'] }}", "'dag_run'", "{{ params.<name> }}"),
-        ("{{ var.value.x }}", "'var'", "secrets"),
         ("{{ conn.x.host }}", "'conn'", "connection"),
         ("{{ run_id }}", "'run_id'", "{{ run.id }}"),
         ("{{ prev_ds }}", "'prev_ds'", "shift_date("),

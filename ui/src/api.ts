@@ -95,6 +95,15 @@ export interface LogPage { text: string; next: number; size: number }
 // Alert channels hold credentials only as `{{ secrets.NAME }}` references, so `settings` never
 // carries a credential's value.
 export interface AlertChannel { project: string; name: string; type: string; settings: Record<string, string> }
+// A project's variable: text that templates read as {{ var.value.NAME }} (not a secret).
+export interface Variable {
+  project: string;
+  name: string;
+  value: string;
+  updated_at: string;
+  updated_by: string;
+}
+
 // Connections hold credentials only as `{{ secrets.NAME }}` references, like alert channels.
 export interface Connection { project: string; name: string; type: string; settings: Record<string, string> }
 export interface ConnectionTest { project: string; name: string; ok: boolean; message: string }
@@ -264,6 +273,10 @@ export const api = {
   putSecret: (project: string, name: string, value: string) =>
     request<{ name: string; created: boolean }>("PUT", `secrets/${enc(name)}`, { project }, { value }),
   deleteSecret: (project: string, name: string) => request<unknown>("DELETE", `secrets/${enc(name)}`, { project }),
+  variables: (project: string) => request<{ project: string; variables: Variable[] }>("GET", "variables", { project }),
+  putVariable: (project: string, name: string, value: string) =>
+    request<Variable>("PUT", `variables/${enc(name)}`, { project }, { value }),
+  deleteVariable: (project: string, name: string) => request<unknown>("DELETE", `variables/${enc(name)}`, { project }),
   resources: (project: string, prefix = "") =>
     request<{ project: string; prefix: string; resources: ResourceFile[] }>("GET", "resources", { project, prefix }),
   resourceVersions: (project: string, path: string) =>

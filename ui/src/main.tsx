@@ -11,6 +11,7 @@ import { RunsPage } from "./pages/Runs";
 import { ResourcesPage } from "./pages/Resources";
 import { PoolPage, PoolsPage } from "./pages/Pools";
 import { SecretsPage } from "./pages/Secrets";
+import { VariablesPage } from "./pages/Variables";
 import { WorkflowPage } from "./pages/Workflow";
 import { WorkflowsPage } from "./pages/Workflows";
 import "./styles.css";
@@ -50,6 +51,7 @@ function App() {
   else if (section === "apply") page = <ApplyPage />;
   else if (section === "alerts") page = <AlertsPage query={route.query} />;
   else if (section === "secrets") page = <SecretsPage />;
+  else if (section === "variables") page = <VariablesPage />;
   else if (section === "resources") page = <ResourcesPage />;
   else if (section === "connections") page = <ConnectionsPage />;
   else if (section === "pools" && arg) page = <PoolPage name={arg} query={route.query} key={`${arg}?${route.query}`} />;
@@ -67,6 +69,7 @@ function App() {
           <a class={active("alerts")} href={href("alerts")}>Alerts</a>
           <a class={active("connections")} href={href("connections")}>Connections</a>
           <a class={active("pools")} href={href("pools")}>Pools</a>
+          <a class={active("variables")} href={href("variables")}>Variables</a>
           {me?.actions.includes("secrets.edit") && <a class={active("secrets")} href={href("secrets")}>Secrets</a>}
           <a class={active("resources")} href={href("resources")}>Resources</a>
         </nav>

@@ -60,8 +60,10 @@ from stratoflow.templating import (
     LIMITS,
     Limits,
     TemplateError,
+    TemplateVariables,
     is_template,
 )
+from stratoflow.variables import NAME_PATTERN as VARIABLE_NAME_PATTERN
 
 
 class _OverBound(Exception):
@@ -741,7 +743,14 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         not a key goes on as before (a safe method, or refused)."""
         if isinstance(obj, dict) and dict.__contains__(obj, attribute):
             return obj[attribute]
+        if isinstance(obj, TemplateVariables):  # a variable that is not set: say which
+            return self.undefined(hint=obj.missing(attribute), obj=obj, name=attribute)
         return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if isinstance(obj, TemplateVariables) and not dict.__contains__(obj, argument):
+            return self.undefined(hint=obj.missing(argument), obj=obj, name=argument)
+        return super().getitem(obj, argument)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         budget = _current()
@@ -852,6 +861,64 @@ def referenced_tasks(text: str) -> set[str]:
         ):
             found.add(item.arg.value)
     return found
+
+
+def _literal_key(node: nodes.Node) -> str | None:
+    """``b`` of ``a.b`` or ``a['b']``; None for any other subscript."""
+    if isinstance(node, nodes.Getattr):
+        return node.attr
+    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        return node.arg.value if isinstance(node.arg.value, str) else None
+    return None
+
+
+_VARIABLE_NAME = re.compile(VARIABLE_NAME_PATTERN)
+_VARIABLE_FORMS = "{{ var.value.NAME }} (the text) or {{ var.json.NAME }} (the text as JSON)"
+
+
+def variable_references(text: str) -> tuple[set[str], list[str]]:
+    """The variables a template reads by a literal name (``var.value.NAME``,
+    ``var.json['NAME']``), and one message per other read of ``var`` (``var.value[name]``,
+    ``var``, ``var.other``): a render reads only the variables its task names. A template
+    that binds ``var`` itself (``{% set var = ... %}``) reads no variable."""
+    tree = _parse(text)
+    if any(n.name == "var" and n.ctx != "load" for n in tree.find_all(nodes.Name)):
+        return set(), []
+    names: set[str] = set()
+    why: list[str] = []
+    literal: set[int] = set()
+    called = {id(call.node) for call in tree.find_all(nodes.Call)}
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, (nodes.Getattr, nodes.Getitem))
+        inner = node.node
+        if not (
+            isinstance(inner, (nodes.Getattr, nodes.Getitem))
+            and isinstance(inner.node, nodes.Name)
+            and inner.node.name == "var"
+        ):
+            continue
+        kind, name = _literal_key(inner), _literal_key(node)
+        if kind not in ("value", "json") or name is None:
+            continue
+        literal.add(id(inner.node))
+        if id(node) in called:  # var.value.get('x', 'd'): Airflow's, a method call here
+            why.append(
+                f"template calls var.{kind}.{name}(...): write the variable's name out, with "
+                f"a default if it may be unset: {{{{ var.{kind}.NAME | default('...') }}}}"
+            )
+        elif _VARIABLE_NAME.fullmatch(name):
+            names.add(name)
+        else:
+            why.append(
+                f"template reads variable {name!r}: a variable name is a letter followed by "
+                "up to 127 letters, digits or underscores"
+            )
+    if any(n.name == "var" and id(n) not in literal for n in tree.find_all(nodes.Name)):
+        why.append(
+            f"template reads var other than as {_VARIABLE_FORMS}, with the name written out "
+            "(which variables a task reads is known before it renders)"
+        )
+    return names, why
 
 
 def reads_tasks_dynamically(text: str) -> bool:

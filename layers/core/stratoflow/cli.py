@@ -116,6 +116,9 @@ LAZY_COMMANDS = {
                "Print the JSON Schema of workflow files (format v1), generated from the models."),
     "secrets": ("stratoflow.cli_secrets:secrets",
                 "A project's secrets: tasks reference them as {{ secrets.NAME }}."),
+    "variables": ("stratoflow.cli_variables:variables",
+                  "A project's variables: templates read them as {{ var.value.NAME }} / "
+                  "{{ var.json.NAME }}."),
     "workflows": ("stratoflow.cli_workflows:workflows",
                   "A project's workflows: list them, show one, pause or unpause its schedule."),
 }  # fmt: skip

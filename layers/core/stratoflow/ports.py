@@ -7,7 +7,7 @@ The contract suite in ``tests/contract`` runs against every StateStore implement
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,6 +29,7 @@ from stratoflow.engine.backfill import Backfill
 from stratoflow.engine.pools import Pool
 from stratoflow.errors import NotFound
 from stratoflow.model import WorkflowSpec
+from stratoflow.variables import Variable
 
 
 @dataclass(frozen=True)
@@ -376,6 +377,31 @@ class PoolStore(ABC):
     @abstractmethod
     def pools_with_waiting(self, limit: int) -> list[str]:
         """Keys of pools with a non-empty queue (for the periodic pass)."""
+
+
+class VariableStore(ABC):
+    """A project's variables (:mod:`stratoflow.variables`): named text values that templates
+    read when a task is rendered. Names and values are checked before they reach a store."""
+
+    @abstractmethod
+    def put_variable(self, variable: Variable) -> bool:
+        """Create or replace; True if it is new. A new one past ``MAX_VARIABLES`` of its
+        project raises InvalidInput (nothing changed)."""
+
+    @abstractmethod
+    def get_variable(self, project: str, name: str) -> Variable | None: ...
+
+    @abstractmethod
+    def variable_values(self, project: str, names: Collection[str]) -> dict[str, str]:
+        """The values of those of ``names`` that are set (what a render reads)."""
+
+    @abstractmethod
+    def list_variables(self, project: str) -> list[Variable]:
+        """Every variable of the project, by name."""
+
+    @abstractmethod
+    def delete_variable(self, project: str, name: str) -> bool:
+        """False if there was none."""
 
 
 class BackfillStore(ABC):

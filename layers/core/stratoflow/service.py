@@ -47,6 +47,7 @@ from stratoflow.ports import (
     PoolStore,
     Schedules,
     StateStore,
+    VariableStore,
     WorkflowVersion,
 )
 from stratoflow.resources import ResourceStore, workflow_resources
@@ -200,6 +201,9 @@ class Scheduler:
         # refused at apply); the keys of pools whose queue a turn must serve (slots freed,
         # tasks joined)
         self.pools: PoolStore | None = store if isinstance(store, PoolStore) else None
+        # the projects' variables, read when a task whose templates name some is rendered
+        # (None: a store without them; such a task then fails naming the variable)
+        self.variables: VariableStore | None = store if isinstance(store, VariableStore) else None
         self._pools_due: set[str] = set()
         self._spec_pools: dict[int, tuple[WorkflowSpec, frozenset[str]]] = {}  # _wake_pools
 
@@ -278,6 +282,16 @@ class Scheduler:
         ]
         if problems:
             raise InvalidInput(problems)
+
+    # ------------------------------------------------------------ variables
+    def variables_for(self, spec: WorkflowSpec, run: Run, task_id: str) -> dict[str, str]:
+        """The values of the variables of the run's project that the task's templates read
+        and that are set (the render fails naming one that is not): read when the task is
+        rendered, so a change applies to every task rendered after it."""
+        names = spec.dag.variables.get(task_id)
+        if not names or self.variables is None:
+            return {}
+        return self.variables.variable_values(run.project, names)
 
     # ------------------------------------------------------------ pools
     def set_pool(self, name: str, slots: int, project: str | None = None) -> engine_pools.Pool:
@@ -1293,14 +1307,18 @@ class Scheduler:
             self.subworkflows.start(spec, run, task, upstream)
             return None
         if spec.workflow.tasks[task.task_id].type == "switch":
-            result = engine.choose_branches(spec, run, task.task_id, upstream)
+            result = engine.choose_branches(
+                spec, run, task.task_id, upstream, self.variables_for(spec, run, task.task_id)
+            )
             self.on_finished([Finished(run.id, task.task_id, task.attempt, result)])
             return None
         if self.dependencies.handles(spec, task.task_id):  # the scheduler checks it itself
             self.dependencies.check(spec, run, task, first=True)
             return None
         try:
-            rendered = engine.render_task(spec, run, task.task_id, upstream)
+            rendered = engine.render_task(
+                spec, run, task.task_id, upstream, self.variables_for(spec, run, task.task_id)
+            )
         except TemplateError as exc:
             self.on_finished(
                 [Finished(run.id, task.task_id, task.attempt,

@@ -107,6 +107,16 @@ def reads_tasks_dynamically(text: str) -> bool:
     return dynamic
 
 
+def variable_references(text: str) -> tuple[set[str], list[str]]:
+    """The variables a template reads (``var.value.NAME``, ``var.json.NAME``, or with
+    ``['NAME']``), and what is wrong with how it reads ``var`` (any other form: which
+    variables it reads must be known before it renders, so that a render reads only those)."""
+    if not is_template(text) or "var" not in text:
+        return set(), []
+    found: tuple[set[str], list[str]] = _jinja().variable_references(text)
+    return found
+
+
 def secret_references(text: str) -> tuple[set[str], list[str]]:
     """The secret names a template references, and what is wrong with how it does (see the
     sandbox module's ``secret_references``)."""
@@ -116,10 +126,41 @@ def secret_references(text: str) -> tuple[set[str], list[str]]:
     return found
 
 
+class TemplateVariables(dict[str, Any]):
+    """``var.value`` (the text) or ``var.json`` (the text parsed as JSON) of a render context:
+    the project's variables that the task's templates read and that are set. The sandbox
+    reads one that is not set as undefined with :meth:`missing`'s words (so ``| default``
+    and ``is defined`` work, and otherwise the task fails naming it and the project)."""
+
+    def __init__(self, project: str, values: Mapping[str, str], *, as_json: bool) -> None:
+        super().__init__(values)
+        self.project = project
+        self.as_json = as_json
+
+    def missing(self, name: str) -> str:
+        from stratoflow.variables import missing_message
+
+        return missing_message(self.project, str(name))
+
+    def __getitem__(self, name: str) -> Any:
+        text = dict.__getitem__(self, name)
+        if not self.as_json:
+            return text
+        import json
+
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise TemplateError(
+                f"variable {name!r} of project {self.project!r} is not JSON ({exc}): "
+                f"var.json.{name} reads JSON; var.value.{name} reads the text"
+            ) from None
+
+
 # The top-level names of a task's render context (``engine.template_context``; a test holds
 # the two equal). Validation refuses a template reading any other name it does not define.
 CONTEXT_NAMES = frozenset(
-    {"params", "tasks", "run", "task", "logical_date", "ds", "ds_nodash", "ts", "secrets"}
+    {"params", "tasks", "run", "task", "logical_date", "ds", "ds_nodash", "ts", "secrets", "var"}
 )
 
 _DATE_SHIFT = "{{ logical_date | shift_date('%Y-%m-%d', 'UTC', days=N) }} (shift_date also "
@@ -148,8 +189,6 @@ AIRFLOW_NAMES: Mapping[str, str] = {
     "conf": "a run's values are {{ params.<name> }}, declared in the workflow's params",
     "run_id": "use {{ run.id }}",
     "dag": "the workflow's name is {{ run.workflow }}",
-    "var": "Stratoflow has no Variables: declare a workflow param ({{ params.<name> }}) or "
-    "reference a secret ({{ secrets.<NAME> }})",
     "conn": "Stratoflow has no connections in templates: an sql task names its connection "
     "(connection: <name>); other credentials are secrets ({{ secrets.<NAME> }})",
 }

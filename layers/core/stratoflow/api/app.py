@@ -144,7 +144,13 @@ UI_ACTIONS: Mapping[Action, tuple[str, ...]] = {
         "alerts.test",
         "connections.test",
     ),
-    Action.EDIT: ("workflow.apply", "secrets.edit", "resources.edit", "pools.edit"),
+    Action.EDIT: (
+        "workflow.apply",
+        "secrets.edit",
+        "resources.edit",
+        "pools.edit",
+        "variables.edit",
+    ),
     Action.ADMINISTER: ("alerts.edit", "connections.edit"),
 }
 ACTIONS = tuple(name for names in UI_ACTIONS.values() for name in names)
@@ -828,6 +834,14 @@ def create_app(
         secret_routes.register(
             app, secrets, allow=allow, record=record, changed=changed, responses=_responses
         )
+
+    if scheduler.variables is not None:
+        from stratoflow.api import variable_routes
+
+        variable_routes.register(
+            app, scheduler.variables, scheduler.clock, allow=allow, record=record,
+            changed=changed, responses=_responses,
+        )  # fmt: skip
 
     if scheduler.resources is not None:
         from stratoflow.api import resource_routes

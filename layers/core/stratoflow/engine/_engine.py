@@ -37,6 +37,7 @@ from stratoflow.model import (
 from stratoflow.templating import (
     SecretTokens,
     TemplateError,
+    TemplateVariables,
     bounded,
     finish_references,
     is_plain,
@@ -259,10 +260,18 @@ def dispatch_slots(spec: WorkflowSpec, run: Run) -> int:
 
 # ---------------------------------------------------------------- templating
 def template_context(
-    spec: WorkflowSpec, run: Run, task_id: str, upstream_outputs: Mapping[str, Mapping[str, Any]]
+    spec: WorkflowSpec,
+    run: Run,
+    task_id: str,
+    upstream_outputs: Mapping[str, Mapping[str, Any]],
+    variables: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """What a task's templates can read. ``upstream_outputs`` holds the tasks it reads
-    (``Dag.reads``: those it names, and its direct upstreams if it indexes ``tasks``)."""
+    (``Dag.reads``: those it names, and its direct upstreams if it indexes ``tasks``);
+    ``variables`` the values of the project's variables it reads that are set
+    (``Dag.variables``; the service reads them from its store when the task is rendered):
+    one that is not there fails the render naming it and the project."""
+    values = variables or {}
     logical = run.logical_date
     base: dict[str, Any] = {
         "params": dict(run.params),
@@ -280,6 +289,10 @@ def template_context(
         "ts": logical.isoformat(),
         # secrets.NAME stays a reference (see templating.SecretTokens): never a value here
         "secrets": SecretTokens(),
+        "var": {
+            "value": TemplateVariables(run.project, values, as_json=False),
+            "json": TemplateVariables(run.project, values, as_json=True),
+        },
     }
     task = spec.workflow.tasks[task_id]
     rendered_params = render_value(task.params, base)
@@ -298,7 +311,11 @@ class RenderedTask:
 
 
 def render_task(
-    spec: WorkflowSpec, run: Run, task_id: str, upstream_outputs: Mapping[str, Mapping[str, Any]]
+    spec: WorkflowSpec,
+    run: Run,
+    task_id: str,
+    upstream_outputs: Mapping[str, Mapping[str, Any]],
+    variables: Mapping[str, str] | None = None,
 ) -> RenderedTask:
     """Render a task for dispatch; raises ``TemplateError`` naming the undefined name or the
     rendering bound exceeded (all of a task's templates share one deadline).
@@ -309,14 +326,18 @@ def render_task(
     if plain is not None and all(map(is_plain, run.params.values())):
         return plain.rendered(run.params)
     with bounded():
-        return _render_task(spec, run, task_id, upstream_outputs)
+        return _render_task(spec, run, task_id, upstream_outputs, variables)
 
 
 def _render_task(
-    spec: WorkflowSpec, run: Run, task_id: str, upstream_outputs: Mapping[str, Mapping[str, Any]]
+    spec: WorkflowSpec,
+    run: Run,
+    task_id: str,
+    upstream_outputs: Mapping[str, Mapping[str, Any]],
+    variables: Mapping[str, str] | None = None,
 ) -> RenderedTask:
     task = spec.workflow.tasks[task_id]
-    context = template_context(spec, run, task_id, upstream_outputs)
+    context = template_context(spec, run, task_id, upstream_outputs, variables)
     fields: dict[str, Any] = {}
     for name, value in task.templated_fields().items():
         if name in ("params", "env") or name.startswith("cases."):
@@ -418,14 +439,18 @@ def _plain_task(spec: WorkflowSpec, task_id: str) -> _PlainTask | None:
 
 
 def choose_branches(
-    spec: WorkflowSpec, run: Run, task_id: str, upstream_outputs: Mapping[str, Mapping[str, Any]]
+    spec: WorkflowSpec,
+    run: Run,
+    task_id: str,
+    upstream_outputs: Mapping[str, Mapping[str, Any]],
+    variables: Mapping[str, str] | None = None,
 ) -> AttemptResult:
     """Evaluate a switch: the first case whose condition holds, else the default."""
     task = spec.workflow.tasks[task_id]
     assert isinstance(task, SwitchTask)
     try:
         with bounded():  # one deadline for all of the switch's templates
-            context = template_context(spec, run, task_id, upstream_outputs)
+            context = template_context(spec, run, task_id, upstream_outputs, variables)
             for i, case in enumerate(task.cases):
                 if render_condition(case.when, context):
                     return AttemptResult(

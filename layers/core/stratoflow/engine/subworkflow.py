@@ -141,12 +141,13 @@ def child_params(
     run: Run,
     task_id: str,
     upstream_outputs: Mapping[str, Mapping[str, Any]],
+    variables: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The task's own ``params``, rendered: the child run's param overrides (the parent's run
     params are not passed down unless the task names them). Raises ``TemplateError``."""
     task = spec.workflow.tasks[task_id]
     with bounded():  # template_context renders the task's params over the run's
-        context = template_context(spec, run, task_id, upstream_outputs)
+        context = template_context(spec, run, task_id, upstream_outputs, variables)
     return {name: context["params"][name] for name in task.params}
 
 

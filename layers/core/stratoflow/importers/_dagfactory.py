@@ -33,7 +33,12 @@ from stratoflow.model import CATCHUP_MAX_ACTIVE_RUNS, TriggerRule
 from stratoflow.model._dag import _walk_strings
 from stratoflow.model._loader import load_yaml
 from stratoflow.model._workflow import MAX_POOL_SLOTS
-from stratoflow.templating import TemplateError, referenced_tasks, undefined_names
+from stratoflow.templating import (
+    TemplateError,
+    referenced_tasks,
+    undefined_names,
+    variable_references,
+)
 
 GROUP_SEPARATOR = "__"
 MAX_SECONDS = 365 * 86400  # the longest duration the format takes
@@ -773,6 +778,7 @@ def _refused(body: dict[str, Any]) -> list[str]:
     for _, text in _walk_strings(body, ""):  # every string, as validation walks them
         with contextlib.suppress(TemplateError):  # a syntax error: validation reports it
             found += undefined_names(text, None)
+            found += variable_references(text)[1]  # var read other than by a written name
     return found
 
 

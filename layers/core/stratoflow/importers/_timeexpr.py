@@ -396,6 +396,17 @@ def rewrite_airflow(
                     )
             if head in ("params", "tasks", "shift_date") or head in _JINJA_WORDS:
                 return dotted
+            if head == "var":  # Airflow's Variables are Stratoflow's project variables
+                parts = dotted.split(".")
+                if len(parts) >= 3 and parts[1] in ("value", "json") and parts[2] != "get":
+                    # (var.value.get(...) is left to validation, which refuses it saying why)
+                    if changes is not None:
+                        changes.append(
+                            f"{{{{ {'.'.join(parts[:3])} }}}} reads the project's variable "
+                            f"{parts[2]!r}: set it before a run "
+                            f"(stratoflow variables set {parts[2]} VALUE --project P)"
+                        )
+                    return dotted
             if head == "task":  # Stratoflow has a task too: {"id": <task id>}, not the operator
                 if tail:
                     problems.append(

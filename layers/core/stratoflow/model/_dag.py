@@ -19,6 +19,7 @@ from stratoflow.templating import (
     referenced_tasks,
     secret_references,
     undefined_names,
+    variable_references,
 )
 
 
@@ -33,6 +34,9 @@ class Dag:
     # (tasks.a, tasks['a']), and every direct upstream of a task whose templates index
     # ``tasks`` dynamically (tasks[t]); only these outputs are read for its render
     reads: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # task -> the project variables its templates read (var.value.NAME, var.json.NAME): only
+    # these are read from the store for its render
+    variables: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def roots(self) -> tuple[str, ...]:
@@ -134,6 +138,7 @@ def build_dag(workflow: Workflow, *, stored: bool = False) -> tuple[Dag | None, 
     )
 
     reads: dict[str, frozenset[str]] = {}
+    variables: dict[str, frozenset[str]] = {}
     for task_id, task in tasks.items():
         if isinstance(task, SwitchTask):
             for i, case in enumerate(task.cases):
@@ -144,6 +149,7 @@ def build_dag(workflow: Workflow, *, stored: bool = False) -> tuple[Dag | None, 
             for j, target in enumerate(task.default):
                 problems.extend(_branch_problem(task_id, target, f"default.{j}", workflow))
         used: set[str] = set()
+        var_names: set[str] = set()
         ancestors: set[str] | None = None
         # the params a template can read: a run's (only declared ones), then the task's own
         # over them, except in the task's params, which are rendered from the run's
@@ -162,6 +168,7 @@ def build_dag(workflow: Workflow, *, stored: bool = False) -> tuple[Dag | None, 
                     refs = referenced_tasks(text)
                     dynamic = reads_tasks_dynamically(text)
                     secret_names, misuse = secret_references(text)
+                    var_read, var_misuse = variable_references(text)
                     own = field_name == "params"
                     undefined = (
                         undefined_names(text, run_params if own else all_params, own_params=own)
@@ -172,6 +179,9 @@ def build_dag(workflow: Workflow, *, stored: bool = False) -> tuple[Dag | None, 
                     problems.append(Problem(path, str(exc)))
                     continue
                 problems.extend(Problem(path, why) for why in misuse)
+                var_names |= var_read
+                if not stored:
+                    problems.extend(Problem(path, why) for why in var_misuse)
                 problems.extend(Problem(path, why) for why in undefined)
                 if dynamic:  # which it reads is known only at render: its direct upstreams
                     used.update(task.depends_on)
@@ -198,6 +208,8 @@ def build_dag(workflow: Workflow, *, stored: bool = False) -> tuple[Dag | None, 
             if why is not None:
                 problems.append(Problem(f"tasks.{task_id}.code", why))
         reads[task_id] = frozenset(used)
+        if var_names:
+            variables[task_id] = frozenset(var_names)
     for path, text in _walk_strings(workflow.params, "params"):
         if mentions_secret(text):
             problems.append(
@@ -209,7 +221,7 @@ def build_dag(workflow: Workflow, *, stored: bool = False) -> tuple[Dag | None, 
             )
     if problems:
         return None, problems
-    return Dag(dag.order, dag.parents, dag.children, reads), []
+    return Dag(dag.order, dag.parents, dag.children, reads, variables), []
 
 
 def _branch_problem(switch_id: str, target: str, where: str, workflow: Workflow) -> list[Problem]:

@@ -32,6 +32,7 @@ from stratoflow.adapters.aws import _dynamo_items as it
 from stratoflow.adapters.aws._dynamo_items import Item, Update, key, n, s
 from stratoflow.adapters.aws.dynamo_backfills import DynamoBackfills
 from stratoflow.adapters.aws.dynamo_dependencies import DynamoDependencies, logical_date_marker
+from stratoflow.adapters.aws.dynamo_variables import DynamoVariables
 from stratoflow.engine import (
     AttemptStatus,
     Decision,
@@ -170,7 +171,9 @@ def _cancel_reasons(exc: ClientError) -> list[str]:
     return [str(r.get("Code", "None")) for r in reasons]
 
 
-class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, PoolStore):
+class DynamoStore(
+    StateStore, Catalog, DynamoBackfills, DynamoDependencies, PoolStore, DynamoVariables
+):
     """``table_name``: the StateTable. ``client``: a boto3 DynamoDB client (created once per
     Lambda container and passed in); by default one is made from the environment.
     ``retention``: how long attempt history lives (``expires_at`` TTL). ``lease``: how long a

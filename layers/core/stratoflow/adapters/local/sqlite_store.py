@@ -18,6 +18,7 @@ from typing import Any
 
 from stratoflow.adapters.local.sqlite_backfills import BACKFILL_SCHEMA, SqliteBackfills
 from stratoflow.adapters.local.sqlite_dependencies import DEPENDENCY_SCHEMA, SqliteDependencies
+from stratoflow.adapters.local.sqlite_variables import VARIABLE_SCHEMA, SqliteVariables
 from stratoflow.engine import (
     Decision,
     Plan,
@@ -386,7 +387,13 @@ class StoreChanges:
 
 
 class SqliteStore(
-    StateStore, Catalog, RunChangeLog, SqliteBackfills, SqliteDependencies, PoolStore
+    StateStore,
+    Catalog,
+    RunChangeLog,
+    SqliteBackfills,
+    SqliteDependencies,
+    PoolStore,
+    SqliteVariables,
 ):
     def __init__(self, path: str | Path, *, durable: bool = False) -> None:
         """``durable=True`` syncs every commit to disk (survives power loss); the default
@@ -401,6 +408,7 @@ class SqliteStore(
         conn.executescript(SCHEMA)
         conn.executescript(BACKFILL_SCHEMA)
         conn.executescript(DEPENDENCY_SCHEMA)
+        conn.executescript(VARIABLE_SCHEMA)
         run_columns = {row["name"] for row in conn.execute("PRAGMA table_info(runs)")}
         if "parent" not in run_columns:  # a state file from before sub-workflows
             conn.execute("ALTER TABLE runs ADD COLUMN parent TEXT")
