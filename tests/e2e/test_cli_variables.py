@@ -103,3 +103,19 @@ def test_variables_commands_and_a_run_reading_them(
     assert code == 1
     task = json.loads(out)["tasks"]["copy"]
     assert "variable 'bucket' is not set in project 'default'" in task["error"]
+
+
+def test_list_prints_a_value_s_escape_sequences_escaped(
+    served: tuple[str, LocalRuntime],
+) -> None:
+    """An editor's value reached a viewer's terminal raw: `list` shows it escaped; `get
+    --output json` gives it exactly, for scripts."""
+    url, _ = served
+    cli = CliRunner()
+    value = "ok\x1b]0;owned\x07\x1b[2J"
+    assert cli.invoke(main, ["variables", "set", "t", value, "--api", url]).exit_code == 0
+    listed = cli.invoke(main, ["variables", "list", "--api", url]).output
+    assert "\x1b" not in listed
+    assert "ok\\x1b]0;owned\\x07\\x1b[2J" in listed
+    got = cli.invoke(main, ["variables", "get", "t", "--output", "json", "--api", url]).output
+    assert json.loads(got)["value"] == value

@@ -148,3 +148,43 @@ def test_a_sub_workflow_task_passes_a_variable_to_its_child_run(api: Api) -> Non
     assert api.call("GET", f"/runs/{child[0]['id']}").body["run"]["params"] == {
         "where": "eu-west-1"
     }
+
+
+def test_a_list_shows_each_value_s_beginning_and_its_size(api: Api) -> None:
+    """1,000 values of 64 KiB listed whole were a 64 MB reply, past the 6 MB Lambda answers:
+    a list shows each value's first 1,024 characters; GET of one gives it whole."""
+    q = {"project": "default"}
+    big = "é" * (32 * 1024)  # 64 KiB of UTF-8
+    assert api.call("PUT", "/variables/big", {"value": big}, query=q).status == 201
+    assert api.call("PUT", "/variables/small", {"value": "s3://x"}, query=q).status == 201
+    listed = {v["name"]: v for v in api.call("GET", "/variables", query=q).body["variables"]}
+    assert listed["big"]["value"] == "é" * 1024
+    assert (listed["big"]["size"], listed["big"]["truncated"]) == (64 * 1024, True)
+    assert (listed["small"]["value"], listed["small"]["truncated"]) == ("s3://x", False)
+    assert api.call("GET", "/variables/big", query=q).body["value"] == big
+
+
+def test_a_template_binding_var_and_reading_the_project_s_is_refused(api: Api) -> None:
+    """Bound in a loop before it (another scope), ``var`` was taken for the template's own
+    everywhere: its read of var.value.bucket was neither recorded nor refused, and the task
+    failed 'variable bucket is not set' with bucket set."""
+    for command in (
+        "{% for var in [1] %}{% endfor %}echo {{ var.value.bucket }}",
+        "{% macro m(var) %}{{ var }}{% endmacro %}echo {{ var.value[params.n] }}",
+    ):
+        flow = (
+            "name: scoped\nparams: {n: bucket}\ntasks:\n"
+            f"  a: {{type: shell, command: '{command}'}}\n"
+        )
+        reply = api.call("POST", "/workflows", {"source": flow})
+        assert_error(reply, 400, "invalid_input", "binds the name var")
+    own = "name: own\ntasks:\n  a: {type: shell, command: '{% set var = 1 %}echo {{ var }}'}\n"
+    assert api.call("POST", "/workflows", {"source": own}).status == 201
+
+
+def test_a_task_reads_at_most_100_variables(api: Api) -> None:
+    names = " ".join(f"{{{{ var.value.v{i} }}}}" for i in range(101))
+    flow = f"name: many\ntasks:\n  a: {{type: shell, command: 'echo {names}'}}\n"
+    assert_error(
+        api.call("POST", "/workflows", {"source": flow}), 400, "invalid_input", "101 variables"
+    )

@@ -102,6 +102,9 @@ export interface Variable {
   value: string;
   updated_at: string;
   updated_by: string;
+  /** in a list: the whole value's size in bytes, and whether ``value`` is its beginning only */
+  size?: number;
+  truncated?: boolean;
 }
 
 // Connections hold credentials only as `{{ secrets.NAME }}` references, like alert channels.

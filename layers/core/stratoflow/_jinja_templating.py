@@ -880,9 +880,16 @@ def variable_references(text: str) -> tuple[set[str], list[str]]:
     """The variables a template reads by a literal name (``var.value.NAME``,
     ``var.json['NAME']``), and one message per other read of ``var`` (``var.value[name]``,
     ``var``, ``var.other``): a render reads only the variables its task names. A template
-    that binds ``var`` itself (``{% set var = ... %}``) reads no variable."""
+    that binds ``var`` itself (``{% set var = ... %}``) and reads only that binding reads no
+    variable; one that binds it somewhere (a loop, a macro, a branch) and also reads the
+    project's ``var`` elsewhere is refused: which reads are whose only Jinja's scoping knows."""
     tree = _parse(text)
     if any(n.name == "var" and n.ctx != "load" for n in tree.find_all(nodes.Name)):
+        if "var" in meta.find_undeclared_variables(tree):
+            return set(), [
+                "template binds the name var (a loop, a macro argument, a set) and also reads "
+                f"the project's variables, {_VARIABLE_FORMS}: give its own value another name"
+            ]
         return set(), []
     names: set[str] = set()
     why: list[str] = []

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 
 import click
 
-from stratoflow.cli_common import client, invalid, project_output_api, show
+from stratoflow.cli_common import client, invalid, printable, project_output_api, show
 from stratoflow.errors import InvalidInput
 from stratoflow.variables import MAX_VALUE_BYTES, check_name, check_value
 
@@ -67,7 +67,7 @@ def _line(variable: dict[str, Any]) -> str:
         if len(value) <= 60 and "\n" not in value
         else value[:57].split("\n", maxsplit=1)[0] + "..."
     )
-    return f"{variable['name']:<32} {shown}"
+    return f"{variable['name']:<32} {printable(shown)}"
 
 
 @click.group("variables")
@@ -100,7 +100,9 @@ def variables_get(name: str, project: str, output: str, api: str) -> None:
     """Print variable NAME's value (as it is, with --output json its details too)."""
     _checked_name(name)
     body = client(api).call("GET", f"/variables/{name}", params={"project": project})
-    show(body, output, str(body["value"]))
+    value = str(body["value"])
+    # as it is into a pipe or file; on a terminal, its escape sequences shown, not obeyed
+    show(body, output, printable(value) if sys.stdout.isatty() else value)
 
 
 @variables.command("list")

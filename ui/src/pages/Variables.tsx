@@ -66,7 +66,7 @@ export function VariablesPage() {
               {data.variables.map((v) => (
                 <tr key={v.name}>
                   <td class="mono">{v.name}</td>
-                  <td class="mono"><span title={v.value}>{v.value.length > 120 ? `${v.value.slice(0, 117)}...` : v.value}</span></td>
+                  <td class="mono"><span title={v.truncated ? `${v.value}… (${v.size} bytes in all)` : v.value}>{v.value.length > 120 || v.truncated ? `${v.value.slice(0, 117)}...` : v.value}</span></td>
                   <td>{v.updated_by}</td>
                   <td class="small">{new Date(v.updated_at).toLocaleString()}</td>
                   {editor && (

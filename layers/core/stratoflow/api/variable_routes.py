@@ -59,9 +59,35 @@ class VariableView(BaseModel):
         )  # fmt: skip
 
 
+# how much of each value a list shows: 1,000 values of 64 KiB would be a 64 MB reply (Lambda
+# answers at most 6 MB); the whole value is GET /variables/{name}
+LIST_PREVIEW_CHARS = 1024
+
+
+class VariableSummary(BaseModel):
+    """A variable as a list shows it: its value's first ``LIST_PREVIEW_CHARS`` characters."""
+
+    project: str
+    name: str
+    value: str = Field(description="the value, or its first 1,024 characters (truncated)")
+    size: int = Field(description="the whole value's size in bytes (UTF-8)")
+    truncated: bool = Field(description="value is the beginning only: GET the variable")
+    updated_at: datetime
+    updated_by: str
+
+    @classmethod
+    def of(cls, variable: Variable) -> VariableSummary:
+        value = variable.value
+        return cls(
+            project=variable.project, name=variable.name, value=value[:LIST_PREVIEW_CHARS],
+            size=len(value.encode("utf-8")), truncated=len(value) > LIST_PREVIEW_CHARS,
+            updated_at=variable.updated_at, updated_by=variable.updated_by,
+        )  # fmt: skip
+
+
 class VariableList(BaseModel):
     project: str
-    variables: list[VariableView]
+    variables: list[VariableSummary]
 
 
 class VariableDeleted(BaseModel):
@@ -90,7 +116,7 @@ def register(
 
     @app.get(
         "/variables",
-        summary="The project's variables, with their values",
+        summary="The project's variables, each value's first 1,024 characters",
         tags=["variables"],
         responses=responses("The variables, by name", 400),
     )
@@ -98,7 +124,7 @@ def register(
         allow(Action.READ, project, f"project {project!r}")
         return VariableList(
             project=project,
-            variables=[VariableView.of(v) for v in store.list_variables(project)],
+            variables=[VariableSummary.of(v) for v in store.list_variables(project)],
         )
 
     @app.get(

@@ -64,6 +64,11 @@ class Dag:
         return seen
 
 
+# how many variables one task's templates may read: each render reads them all (a project may
+# hold 1,000 of 64 KiB: read whole, ~64 MB on one render)
+MAX_TASK_VARIABLES = 100
+
+
 def _walk_strings(value: Any, path: str) -> list[tuple[str, str]]:
     if isinstance(value, str):
         return [(path, value)]
@@ -208,6 +213,14 @@ def build_dag(workflow: Workflow, *, stored: bool = False) -> tuple[Dag | None, 
             if why is not None:
                 problems.append(Problem(f"tasks.{task_id}.code", why))
         reads[task_id] = frozenset(used)
+        if len(var_names) > MAX_TASK_VARIABLES and not stored:
+            problems.append(
+                Problem(
+                    f"tasks.{task_id}",
+                    f"its templates read {len(var_names)} variables, more than the "
+                    f"{MAX_TASK_VARIABLES} a task may (each is read when it is rendered)",
+                )
+            )
         if var_names:
             variables[task_id] = frozenset(var_names)
     for path, text in _walk_strings(workflow.params, "params"):
