@@ -498,7 +498,6 @@ class LocalExecutor(Dispatcher):
         self._connections = connections
         self.root = root.resolve()
         self._root_text = str(self.root)
-        _private_dir(self.root, 0o700)
         home = (protect or self.root.parent).resolve()
         chosen = work_root or (
             Path(environ["STRATOFLOW_WORK_ROOT"])
@@ -513,18 +512,33 @@ class LocalExecutor(Dispatcher):
                 f"the work root {self.work_root} is inside the home {home}: tasks must work "
                 "outside the server's state"
             )
-        if work_root is None:
-            _private_dir(self.work_root.parent, 0o711)
-        _private_dir(self.work_root, 0o711)
-        # the logs and the work dirs on one file system: its space is looked up once an
-        # attempt (a run dir or work dir made here is on its parent's file system)
-        self._one_fs = os.stat(self.root).st_dev == os.stat(self.work_root).st_dev
         self.isolation = sandbox.choose_isolation(
             isolation or environ.get("STRATOFLOW_TASK_ISOLATION") or "auto",
             euid=os.geteuid(),
             landlock_abi=sandbox.landlock_abi(),
             runtime_reachable=sandbox.reachable_by_others([python, sys.prefix, sys.base_prefix]),
         )
+        imports_at = self.work_root.with_name(self.work_root.name + ".imports")
+        write_paths: list[Path] = []
+        if self.isolation.mode == "landlock":
+            asked = [
+                p for p in environ.get("STRATOFLOW_TASK_WRITE_PATHS", "").split(os.pathsep) if p
+            ]
+            # what every task may write must hold neither the server's state nor the other
+            # tasks' work dirs and the mirror they import from (checked before making any)
+            sandbox.refuse_under_writable(
+                {"the home": home, "the attempts root": self.root,
+                 "the work root": self.work_root, "the imports mirror": imports_at},
+                map(Path, asked),
+            )  # fmt: skip
+            write_paths = sandbox.readable_paths(asked, home)
+        _private_dir(self.root, 0o700)
+        if work_root is None:
+            _private_dir(self.work_root.parent, 0o711)
+        _private_dir(self.work_root, 0o711)
+        # the logs and the work dirs on one file system: its space is looked up once an
+        # attempt (a run dir or work dir made here is on its parent's file system)
+        self._one_fs = os.stat(self.root).st_dev == os.stat(self.work_root).st_dev
         self._env_allow = sandbox.allowed_env_names(
             environ.get("STRATOFLOW_TASK_ENV_ALLOW", "") if env_allow is None else env_allow
         )
@@ -553,43 +567,42 @@ class LocalExecutor(Dispatcher):
         # tasks start through glibc's posix_spawn (GIL released), else through Popen
         self._posix_spawn = spawn.available()
         self._setpriv = shutil.which("setpriv", path=os.defpath + os.pathsep + "/usr/sbin:/sbin")
-        # python tasks import stratoflow and the project's callables: the server's cwd first
-        # (under Landlock, when the cwd holds the home, through links to its other entries)
+        # python tasks import stratoflow and the project's callables: the server's cwd first;
+        # under Landlock through a mirror of its Python files only (see sandbox.import_tree)
         cwd = os.getcwd()
-        mirror = (
-            sandbox.import_mirror(
-                Path(cwd), home, self.work_root.with_name(self.work_root.name + ".imports")
-            )
+        imports = (
+            sandbox.import_tree(Path(cwd), home, imports_at)
             if self.isolation.mode == "landlock"
             else None
         )
-        path = [str(mirror or cwd), environ.get("PYTHONPATH", "")]
+        path = [str(imports.mirror if imports else cwd), environ.get("PYTHONPATH", "")]
         self._pythonpath = os.pathsep.join(p for p in path if p)
-        self._landlock = (
-            sandbox.Landlock(
-                sandbox.landlock_abi(),
-                sandbox.readable_paths(
-                    [
-                        *environ.get("STRATOFLOW_TASK_READ_PATHS", "").split(os.pathsep),
-                        *sandbox.SYSTEM_READ_PATHS,
-                        sys.prefix,
-                        sys.base_prefix,
-                        sys.exec_prefix,
-                        Path(python).parent,
-                        Path(python).resolve().parent,
-                        cwd,  # its entries but the home, when it holds the home
-                        *self._pythonpath.split(os.pathsep),
-                        _IMPORT_ROOT,
-                    ],
-                    home,
-                ),
-                sandbox.readable_paths(
-                    environ.get("STRATOFLOW_TASK_WRITE_PATHS", "").split(os.pathsep), home
-                ),
+        if imports is not None:
+            read = sandbox.readable_paths(
+                [
+                    *environ.get("STRATOFLOW_TASK_READ_PATHS", "").split(os.pathsep),
+                    *sandbox.SYSTEM_READ_PATHS,
+                    sys.prefix,
+                    sys.base_prefix,
+                    sys.exec_prefix,
+                    Path(python).parent,
+                    Path(python).resolve().parent,
+                    # the server's own PYTHONPATH and stratoflow's import root, but never the
+                    # cwd as a whole (PYTHONPATH=.): the mirror and its files stand for it
+                    *(
+                        p
+                        for p in [*self._pythonpath.split(os.pathsep), _IMPORT_ROOT]
+                        if p and Path(p).resolve() != Path(cwd).resolve()
+                    ),
+                    *imports.files,
+                ],
+                home,
             )
-            if self.isolation.mode == "landlock"
-            else None
-        )
+            self._landlock: sandbox.Landlock | None = sandbox.Landlock(
+                sandbox.landlock_abi(), read, write_paths
+            )
+        else:
+            self._landlock = None
         log.info("task isolation: %s (%s)", self.isolation.mode, self.isolation.reason)
         self._report = report
         self._live: dict[int, _Live] = {}  # pidfd -> attempt

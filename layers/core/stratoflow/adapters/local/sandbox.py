@@ -230,6 +230,10 @@ SYSTEM_READ_PATHS = (
 )  # fmt: skip
 
 
+# writable by every task, whatever its project (POSIX shared memory and semaphores:
+# multiprocessing needs it); so nothing of the server's may be under it
+SHARED_WRITE_PATHS = ("/dev/shm",)  # noqa: S108
+
 # the devices a task may open (not /dev as a whole: raw disks are there)
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")
 
@@ -342,23 +346,96 @@ def readable_paths(candidates: Iterable[str | Path], denied: Path) -> list[Path]
     return out
 
 
-def import_mirror(directory: Path, denied: Path, place: Path) -> Path | None:
-    """Where a Landlock-confined task imports ``directory``'s modules from when ``directory``
-    holds ``denied`` (the home): ``readable_paths`` grants its entries but not the directory
-    itself, and Python's import system lists a ``sys.path`` entry before it looks for a
-    module there, so ``directory`` on PYTHONPATH would import nothing. ``place`` (made anew)
-    gets a symlink to each entry of ``directory`` but ``denied`` and what leads to it; the
-    links resolve to the granted entries. Entries made after this call are not in it. None:
-    ``directory`` does not hold ``denied`` and can be on PYTHONPATH as it is."""
+def refuse_under_writable(places: Mapping[str, Path], write: Iterable[Path]) -> None:
+    """Refuse (:class:`IsolationError`) when one of ``places`` (what -> path: the home, the
+    work root...) is, or is under, a path every confined task may write: ``write`` (the
+    grants asked for) or :data:`SHARED_WRITE_PATHS`. A task could read it and change it
+    there (the database and tokens of a home; another project's work dir or imports)."""
+    shared = {Path(p).resolve() for p in SHARED_WRITE_PATHS}
+    grants = [*shared, *(Path(p).resolve() for p in write)]
+    for what, given in places.items():
+        place = given.resolve()
+        for grant in grants:
+            if place == grant or grant in place.parents:
+                why = (
+                    "shared by all tasks of all projects"
+                    if grant in shared
+                    else "granted by STRATOFLOW_TASK_WRITE_PATHS"
+                )
+                raise IsolationError(
+                    f"{what} {place} is under {grant}, which every task may write ({why}): "
+                    "tasks could read and change it there; put it elsewhere (--home, "
+                    "STRATOFLOW_WORK_ROOT) or grant tasks less"
+                )
+
+
+# What a task may read of the server's directory: Python source and bytecode, nothing else.
+IMPORTABLE_SUFFIXES = (".py", ".pyc")
+
+
+@dataclass(frozen=True)
+class ImportTree:
+    """What :func:`import_tree` made: ``mirror`` (for PYTHONPATH, readable whole: it holds
+    only directories and links) and the ``files`` its links lead to (resolved; each one
+    readable on its own)."""
+
+    mirror: Path
+    files: list[Path]
+
+
+def import_tree(directory: Path, denied: Path, place: Path) -> ImportTree:
+    """Where a Landlock-confined task imports ``directory``'s (the server's cwd) modules from,
+    without reading anything else of it (a server.log, a .env, ~/.ssh when the cwd is the
+    user's home). ``place`` (made anew) gets a tree of real directories holding a link to
+    each Python file (``*.py``, ``*.pyc``) of ``directory``, recursively; a directory is in
+    it only if a Python file is somewhere beneath it (a package, a namespace package, a
+    ``__pycache__``). Never a hidden entry (its name starts with "."), nor ``denied`` (the
+    home) or what is under it, nor any other file: inside a package a data file or a .env
+    stays unreadable too. A link is followed only to a file whose name is a Python file's.
+    Python lists each ``sys.path`` entry and package directory before it looks for a module
+    there: the mirror's directories are listed instead of the cwd's, so the task sees the
+    names of its Python files only. The set is fixed now: a file added, or replaced by a
+    new one (an editor's or git's rename), is readable after a restart."""
     directory, denied = directory.resolve(), denied.resolve()
-    if directory not in denied.parents:
-        return None
     shutil.rmtree(place, ignore_errors=True)
     place.mkdir(mode=0o755)
-    for entry in directory.iterdir():
-        if entry != denied and entry not in denied.parents:
-            (place / entry.name).symlink_to(entry)
-    return place
+    files: list[Path] = []
+
+    def blocked(path: Path) -> bool:
+        return path == denied or denied in path.parents
+
+    def walk(source: Path, target: Path, ancestors: frozenset[Path]) -> bool:
+        try:
+            entries = sorted(os.scandir(source), key=lambda e: e.name)
+        except OSError:
+            return False
+        kept = False
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            real = Path(entry.path).resolve()
+            if blocked(real) or real.name.startswith("."):
+                continue
+            try:
+                is_dir, is_file = entry.is_dir(), entry.is_file()
+            except OSError:
+                continue
+            if is_file and entry.name.endswith(IMPORTABLE_SUFFIXES):
+                if real.name.endswith(IMPORTABLE_SUFFIXES):
+                    (target / entry.name).symlink_to(real)
+                    files.append(real)
+                    kept = True
+            elif is_dir and real not in ancestors:  # a link back up: not again
+                sub = target / entry.name
+                sub.mkdir(mode=0o755)
+                if walk(real, sub, ancestors | {real}):
+                    kept = True
+                else:
+                    sub.rmdir()
+        return kept
+
+    walk(directory, place, frozenset({directory}))
+    return ImportTree(place, files)
 
 
 def prune_rules(rules: Iterable[tuple[Path, int]]) -> list[tuple[Path, int]]:
@@ -405,7 +482,7 @@ class Landlock:
             (p.resolve(), access)
             for p, access in [
                 *((p, _READ) for p in self.read),
-                *((p, self.handled) for p in [*self.write, Path("/dev/shm")]),  # noqa: S108
+                *((p, self.handled) for p in [*self.write, *map(Path, SHARED_WRITE_PATHS)]),
                 *((Path(d), device) for d in DEVICES),
             ]
         ):
