@@ -270,10 +270,15 @@ def _as_user(setpriv: str, uid: int) -> list[str]:
 
 
 def _confined(
-    start: Callable[[list[str]], _P], argv: list[str], ruleset: int, drop_caps: bool
+    start: Callable[[list[str]], _P],
+    argv: list[str],
+    ruleset: int,
+    drop_caps: bool,
+    also: int | None = None,
 ) -> _P:
     """Start ``argv`` (through ``start``: ``Popen`` or :func:`.spawn.spawn`, both a vfork-like
-    clone made by the calling thread) inside the Landlock domain of ``ruleset`` without a
+    clone made by the calling thread) inside the Landlock domain of ``ruleset`` (and of
+    ``also`` on top, :attr:`.sandbox.Landlock.narrowing`) without a
     ``preexec_fn`` (which would make ``Popen`` fork the whole scheduler instead of vfork): a
     throwaway thread enters the domain (no_new_privs, capabilities and Landlock domains are
     per thread) and starts the process, which inherits that thread's restrictions; the
@@ -290,7 +295,7 @@ def _confined(
 
     def confine() -> None:
         try:
-            sandbox.restrict_self(ruleset, drop_caps, bounding)
+            sandbox.restrict_self(ruleset, drop_caps, bounding, also)
             box["proc"] = start(argv)
         except BaseException as exc:  # handed to the caller's thread
             box["error"] = exc
@@ -588,18 +593,28 @@ class LocalExecutor(Dispatcher):
                     Path(python).parent,
                     Path(python).resolve().parent,
                     # the server's own PYTHONPATH and stratoflow's import root, but never the
-                    # cwd as a whole (PYTHONPATH=.): the mirror and its files stand for it
+                    # cwd as a whole (PYTHONPATH=.): of the cwd, only its Python files
                     *(
                         p
                         for p in [*self._pythonpath.split(os.pathsep), _IMPORT_ROOT]
                         if p and Path(p).resolve() != Path(cwd).resolve()
                     ),
-                    *imports.files,
                 ],
                 home,
             )
+            # the cwd (its entries but the home, when it holds the home) in each attempt's
+            # ruleset, narrowed to its Python files by a second domain made once
+            narrowed = sandbox.readable_paths([cwd], home)
+            outside = [f for f in imports.files if not any(
+                f == n or n in f.parents for n in narrowed
+            )]  # fmt: skip
             self._landlock: sandbox.Landlock | None = sandbox.Landlock(
-                sandbox.landlock_abi(), read, write_paths
+                sandbox.landlock_abi(),
+                [*read, *outside],
+                write_paths,
+                narrowed=narrowed,
+                files=imports.files,
+                also=[self.work_root],
             )
         else:
             self._landlock = None
@@ -830,7 +845,7 @@ class LocalExecutor(Dispatcher):
                 ruleset = self._landlock.ruleset(
                     work if work_fd < 0 else work_fd, log_fd
                 )  # by the descriptors held: no path looked up again
-                proc = _confined(start, argv, ruleset, self._drop_caps)
+                proc = _confined(start, argv, ruleset, self._drop_caps, self._landlock.narrowing)
             elif owner is not None and self._setpriv is not None:
                 proc = start([*_as_user(self._setpriv, owner), *argv])
             elif owner is None:
