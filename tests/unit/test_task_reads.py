@@ -191,3 +191,36 @@ def test_a_server_refuses_a_home_under_dev_shm_under_landlock(
     assert f"the home {base / 'home'} is under /dev/shm, which every task may write" in (
         out.stderr + out.stdout
     )
+
+
+@landlock
+def test_a_task_reads_no_other_work_dir_when_the_cwd_holds_the_work_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cd /tmp && stratoflow server``: the default work root is in the cwd. The cwd is
+    granted less the home and the work root, whose attempts' work dirs stay each its own."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    home = tmp_path / "home"
+    done: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    ex = LocalExecutor(
+        home / "attempts",
+        lambda run, task, attempt, result, log: done.put((result, log)),
+        isolation="landlock",
+        work_root=tmp_path / "work",
+        protect=home,
+    )
+    try:
+        other = tmp_path / "work" / "q.wf.1.t.1"  # another project's attempt
+        other.mkdir()
+        (other / "out").write_text("theirs")
+        code = READER.format(paths={"other": str(other / "out")}, cwd=str(other))
+        task = RenderedTask("python", {"code": code}, {}, {})
+        ex.dispatch(
+            AttemptSpec("p.wf.1", "t", 1, task, datetime(2026, 1, 1, tzinfo=UTC), "wf", "p")
+        )
+        result, log = done.get(timeout=60)
+        assert result.status == AttemptStatus.SUCCEEDED, Path(log).read_text()
+        assert result.outputs == {"other": "denied", "listed": "denied"}
+    finally:
+        ex.close()

@@ -572,11 +572,17 @@ class LocalExecutor(Dispatcher):
         # tasks start through glibc's posix_spawn (GIL released), else through Popen
         self._posix_spawn = spawn.available()
         self._setpriv = shutil.which("setpriv", path=os.defpath + os.pathsep + "/usr/sbin:/sbin")
+        # what a task never reads, when the cwd holds it: the home, the work dirs (each
+        # attempt's own is granted to it), and when the work root is the default or
+        # $STRATOFLOW_WORK_ROOT's, the work roots of other homes beside it
+        kept_out = [home, self.work_root, imports_at]
+        if work_root is None:
+            kept_out.append(self.work_root.parent)
         # python tasks import stratoflow and the project's callables: the server's cwd first;
         # under Landlock through a mirror of its Python files only (see sandbox.import_tree)
         cwd = os.getcwd()
         imports = (
-            sandbox.import_tree(Path(cwd), home, imports_at)
+            sandbox.import_tree(Path(cwd), kept_out, imports_at)
             if self.isolation.mode == "landlock"
             else None
         )
@@ -600,11 +606,12 @@ class LocalExecutor(Dispatcher):
                         if p and Path(p).resolve() != Path(cwd).resolve()
                     ),
                 ],
-                home,
+                [home, self.work_root],
             )
-            # the cwd (its entries but the home, when it holds the home) in each attempt's
-            # ruleset, narrowed to its Python files by a second domain made once
-            narrowed = sandbox.readable_paths([cwd], home)
+            # the cwd (its entries but the home and the work root, when it holds them: the
+            # second domain allows reading the work root for each attempt's work dir) in each
+            # attempt's ruleset, narrowed to its Python files by a second domain made once
+            narrowed = sandbox.readable_paths([cwd], kept_out)
             outside = [f for f in imports.files if not any(
                 f == n or n in f.parents for n in narrowed
             )]  # fmt: skip

@@ -315,12 +315,13 @@ def handled_access(abi: int) -> int:
     return rights
 
 
-def readable_paths(candidates: Iterable[str | Path], denied: Path) -> list[Path]:
-    """The paths a task may read: each candidate that exists, except ``denied`` and what is
-    under it. A candidate that contains ``denied`` (the project directory that holds
-    ``.stratoflow``) is replaced by its entries, recursively down to ``denied``: Landlock only
-    adds rights, so "all of X but Y" is "each entry of X on the way to Y, but Y"."""
-    denied = denied.resolve()
+def readable_paths(candidates: Iterable[str | Path], denied: Path | Iterable[Path]) -> list[Path]:
+    """The paths a task may read: each candidate that exists, except ``denied`` (one path or
+    several) and what is under it. A candidate that contains a denied path (the project
+    directory that holds ``.stratoflow``) is replaced by its entries, recursively down to it:
+    Landlock only adds rights, so "all of X but Y" is "each entry of X on the way to Y, but
+    Y"."""
+    refused = [p.resolve() for p in ([denied] if isinstance(denied, Path) else denied)]
     out: list[Path] = []
     seen: set[Path] = set()
 
@@ -328,9 +329,9 @@ def readable_paths(candidates: Iterable[str | Path], denied: Path) -> list[Path]
         if path in seen or not path.exists():
             return
         seen.add(path)
-        if path == denied or denied in path.parents:
+        if any(path == d or d in path.parents for d in refused):
             return
-        if path in denied.parents:
+        if any(path in d.parents for d in refused):
             try:
                 entries = list(path.iterdir())
             except OSError:
@@ -383,26 +384,27 @@ class ImportTree:
     files: list[Path]
 
 
-def import_tree(directory: Path, denied: Path, place: Path) -> ImportTree:
+def import_tree(directory: Path, denied: Path | Iterable[Path], place: Path) -> ImportTree:
     """Where a Landlock-confined task imports ``directory``'s (the server's cwd) modules from,
     without reading anything else of it (a server.log, a .env, ~/.ssh when the cwd is the
     user's home). ``place`` (made anew) gets a tree of real directories holding a link to
     each Python file (``*.py``, ``*.pyc``) of ``directory``, recursively; a directory is in
     it only if a Python file is somewhere beneath it (a package, a namespace package, a
     ``__pycache__``). Never a hidden entry (its name starts with "."), nor ``denied`` (the
-    home) or what is under it, nor any other file: inside a package a data file or a .env
+    home; several may be given) or what is under it, nor ``place``, nor any other file: inside a package a data file or a .env
     stays unreadable too. A link is followed only to a file whose name is a Python file's.
     Python lists each ``sys.path`` entry and package directory before it looks for a module
     there: the mirror's directories are listed instead of the cwd's, so the task sees the
     names of its Python files only. The set is fixed now: a file added, or replaced by a
     new one (an editor's or git's rename), is readable after a restart."""
-    directory, denied = directory.resolve(), denied.resolve()
+    directory = directory.resolve()
+    refused = [p.resolve() for p in [*([denied] if isinstance(denied, Path) else denied), place]]
     shutil.rmtree(place, ignore_errors=True)
     place.mkdir(mode=0o755)
     files: list[Path] = []
 
     def blocked(path: Path) -> bool:
-        return path == denied or denied in path.parents
+        return any(path == d or d in path.parents for d in refused)
 
     def walk(source: Path, target: Path, ancestors: frozenset[Path]) -> bool:
         try:
