@@ -11,8 +11,10 @@ Three mechanisms, chosen once when the executor starts (:func:`choose_isolation`
     server or of another project's task is closed to it (another uid).
 ``landlock``
     The server runs as an ordinary user and the kernel offers Landlock: each task runs in its
-    own Landlock domain that may read the system directories, the Python it needs and the
-    project's directory (minus the home), and write only its work directory and ``/dev``. A
+    own Landlock domain that may read the system directories, the Python it needs and, of
+    the server's cwd, only its Python files (:func:`import_tree`; never the home), and write
+    only its work directory, its log, a few devices and ``/dev/shm`` (shared by every task:
+    the home and the work root may not be there, :func:`refuse_under_writable`). A
     Landlock domain cannot ptrace (so cannot read ``/proc/<pid>/environ`` of) the server or
     another task, and from ABI 6 on it cannot signal them either.
 ``none``
