@@ -30,6 +30,7 @@ SECRETS = {
     "pkg_data": "mypkg/data.json",
     "notes": "notes/todo.txt",  # a directory with no Python in it
     "home": "home/stratoflow.db",
+    "linked": "linked/secret.txt",
 }
 
 READER = """
@@ -53,6 +54,8 @@ def _project(cwd: Path) -> None:
     """The server's cwd as in the report: the home in it, a log with a token, secrets beside a
     package, a top-level module, a namespace package."""
     for name, rel in SECRETS.items():
+        if name == "linked":
+            continue  # through the link, below
         (cwd / rel).parent.mkdir(parents=True, exist_ok=True)
         (cwd / rel).write_text(f"sft_{name}")
     (cwd / "mypkg" / "__init__.py").write_text("")
@@ -60,6 +63,13 @@ def _project(cwd: Path) -> None:
     (cwd / "reports.py").write_text("def daily():\n    return {'from': 'reports'}\n")
     (cwd / "nspkg" / "sub").mkdir(parents=True)
     (cwd / "nspkg" / "sub" / "part.py").write_text("def fn():\n    return {'from': 'nspkg'}\n")
+    # a package linked in from elsewhere (a checkout beside), and a link back up (no loop)
+    linked = cwd.parent / "src" / "linked"
+    linked.mkdir(parents=True)
+    (linked / "__init__.py").write_text("def fn():\n    return {'from': 'linked'}\n")
+    (linked / "secret.txt").write_text("sft_linked")
+    (cwd / "linked").symlink_to(linked)
+    (cwd / "nspkg" / "up").symlink_to(cwd)
 
 
 @pytest.fixture
@@ -115,6 +125,7 @@ def test_a_task_still_imports_a_package_a_module_and_a_namespace_package_of_the_
     assert run({"callable": "mypkg.mod:fn"}) == {"from": "mypkg"}
     assert run({"callable": "reports:daily"}) == {"from": "reports"}
     assert run({"callable": "nspkg.sub.part:fn"}) == {"from": "nspkg"}
+    assert run({"callable": "linked:fn"}) == {"from": "linked"}
 
 
 def test_the_mirror_links_python_files_only(tmp_path: Path) -> None:
@@ -129,13 +140,15 @@ def test_the_mirror_links_python_files_only(tmp_path: Path) -> None:
     tree = sandbox.import_tree(cwd, cwd / "home", tmp_path / "imports")
     linked = sorted(str(p.relative_to(tree.mirror)) for p in tree.mirror.rglob("*"))
     assert linked == [
+        "linked", "linked/__init__.py",
         "mypkg", "mypkg/__init__.py", "mypkg/__pycache__",
         "mypkg/__pycache__/mod.cpython-312.pyc", "mypkg/mod.py",
         "nspkg", "nspkg/sub", "nspkg/sub/part.py", "reports.py",
     ]  # fmt: skip
-    assert sorted(p.relative_to(cwd).as_posix() for p in tree.files) == [
-        "mypkg/__init__.py", "mypkg/__pycache__/mod.cpython-312.pyc", "mypkg/mod.py",
-        "nspkg/sub/part.py", "reports.py",
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tree.files) == [
+        "explore/mypkg/__init__.py", "explore/mypkg/__pycache__/mod.cpython-312.pyc",
+        "explore/mypkg/mod.py", "explore/nspkg/sub/part.py", "explore/reports.py",
+        "src/linked/__init__.py",
     ]  # fmt: skip
 
 

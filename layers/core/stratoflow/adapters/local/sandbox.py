@@ -400,45 +400,49 @@ def import_tree(directory: Path, denied: Path | Iterable[Path], place: Path) -> 
     names of its Python files only. The set is fixed now: a file added, or replaced by a
     new one (an editor's or git's rename), is readable after a restart."""
     directory = directory.resolve()
-    refused = [p.resolve() for p in [*([denied] if isinstance(denied, Path) else denied), place]]
-    shutil.rmtree(place, ignore_errors=True)
-    place.mkdir(mode=0o755)
-    files: list[Path] = []
+    refused = [
+        str(p.resolve()) for p in [*([denied] if isinstance(denied, Path) else denied), place]
+    ]
+    found: list[tuple[str, str]] = []  # (path in the mirror, the file it leads to)
 
-    def blocked(path: Path) -> bool:
-        return any(path == d or d in path.parents for d in refused)
+    def blocked(real: str) -> bool:
+        return any(real == d or real.startswith(d + "/") for d in refused)
 
-    def walk(source: Path, target: Path, ancestors: frozenset[Path]) -> bool:
+    # strings, not Path: the repository as cwd is some 13,000 entries
+    def walk(source: str, rel: str, ancestors: frozenset[str]) -> None:
         try:
             entries = sorted(os.scandir(source), key=lambda e: e.name)
         except OSError:
-            return False
-        kept = False
+            return
         for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            real = Path(entry.path).resolve()
-            if blocked(real) or real.name.startswith("."):
+            name = entry.name
+            if name.startswith("."):
                 continue
             try:
+                real = os.path.realpath(entry.path) if entry.is_symlink() else entry.path
                 is_dir, is_file = entry.is_dir(), entry.is_file()
             except OSError:
                 continue
-            if is_file and entry.name.endswith(IMPORTABLE_SUFFIXES):
-                if real.name.endswith(IMPORTABLE_SUFFIXES):
-                    (target / entry.name).symlink_to(real)
-                    files.append(real)
-                    kept = True
+            if blocked(real) or os.path.basename(real).startswith("."):
+                continue
+            if is_file:
+                if name.endswith(IMPORTABLE_SUFFIXES) and real.endswith(IMPORTABLE_SUFFIXES):
+                    found.append((f"{rel}{name}", real))
             elif is_dir and real not in ancestors:  # a link back up: not again
-                sub = target / entry.name
-                sub.mkdir(mode=0o755)
-                if walk(real, sub, ancestors | {real}):
-                    kept = True
-                else:
-                    sub.rmdir()
-        return kept
+                walk(real, f"{rel}{name}/", ancestors | {real})
 
-    walk(directory, place, frozenset({directory}))
+    walk(str(directory), "", frozenset({str(directory)}))
+    shutil.rmtree(place, ignore_errors=True)
+    place.mkdir(mode=0o755)
+    made = {""}
+    files: list[Path] = []
+    for rel, real in found:
+        parent = rel.rpartition("/")[0]
+        if parent not in made:
+            os.makedirs(place / parent, mode=0o755, exist_ok=True)
+            made.add(parent)
+        os.symlink(real, place / rel)
+        files.append(Path(real))
     return ImportTree(place, files)
 
 
