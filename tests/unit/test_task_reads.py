@@ -196,14 +196,17 @@ def test_a_server_refuses_a_home_under_dev_shm_under_landlock(
             env={**os.environ, "STRATOFLOW_TASK_ISOLATION": "landlock",
                  "STRATOFLOW_WORK_ROOT": str(tmp_path / "work")},
         )  # fmt: skip
+        made = (base / "home").exists()
     finally:
         import shutil
 
         shutil.rmtree(base, ignore_errors=True)
-    assert out.returncode != 0
-    assert f"the home {base / 'home'} is under /dev/shm, which every task may write" in (
-        out.stderr + out.stdout
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith(
+        f"error: the home {base / 'home'} is under /dev/shm, which every task may write"
     )
+    assert "Traceback" not in out.stderr
+    assert not made  # refused before it was made
 
 
 @landlock

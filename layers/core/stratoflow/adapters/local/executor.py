@@ -47,7 +47,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -463,6 +463,57 @@ def default_work_root(root: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"stratoflow-{os.geteuid()}" / digest
 
 
+def _places(
+    root: Path,
+    home: Path,
+    work_root: Path | None,
+    isolation: str | None,
+    python: str,
+    environ: Mapping[str, str],
+) -> tuple[Path, sandbox.Isolation, Path, list[Path]]:
+    """Where an executor of ``root`` (resolved) would keep its work dirs, the isolation it
+    would choose, where its imports mirror goes and what every task may write (Landlock):
+    refused (:class:`.sandbox.IsolationError`) when a task could reach the server's state
+    there. Makes nothing."""
+    chosen = work_root or (
+        Path(environ["STRATOFLOW_WORK_ROOT"]) / hashlib.sha256(str(root).encode()).hexdigest()[:16]
+        if environ.get("STRATOFLOW_WORK_ROOT")
+        else default_work_root(root)
+    )
+    resolved = chosen.resolve()
+    if resolved == home or home in resolved.parents:
+        raise sandbox.IsolationError(
+            f"the work root {resolved} is inside the home {home}: tasks must work "
+            "outside the server's state"
+        )
+    chosen_isolation = sandbox.choose_isolation(
+        isolation or environ.get("STRATOFLOW_TASK_ISOLATION") or "auto",
+        euid=os.geteuid(),
+        landlock_abi=sandbox.landlock_abi(),
+        runtime_reachable=sandbox.reachable_by_others([python, sys.prefix, sys.base_prefix]),
+    )
+    imports_at = resolved.with_name(resolved.name + ".imports")
+    write_paths: list[Path] = []
+    if chosen_isolation.mode == "landlock":
+        asked = [p for p in environ.get("STRATOFLOW_TASK_WRITE_PATHS", "").split(os.pathsep) if p]
+        # what every task may write must hold neither the server's state nor the other
+        # tasks' work dirs and the mirror they import from (checked before making any)
+        sandbox.refuse_under_writable(
+            {"the home": home, "the attempts root": root,
+             "the work root": resolved, "the imports mirror": imports_at},
+            map(Path, asked),
+        )  # fmt: skip
+        write_paths = sandbox.readable_paths(asked, home)
+    return resolved, chosen_isolation, imports_at, write_paths
+
+
+def check_places(home: Path) -> None:
+    """Refuse (:class:`.sandbox.IsolationError`) a ``home`` whose executor would refuse to
+    start (:func:`_places`), before anything is made in it."""
+    home = home.resolve()
+    _places(home / "attempts", home, None, None, sys.executable, os.environ)
+
+
 class LocalExecutor(Dispatcher):
     def __init__(
         self,
@@ -504,39 +555,9 @@ class LocalExecutor(Dispatcher):
         self.root = root.resolve()
         self._root_text = str(self.root)
         home = (protect or self.root.parent).resolve()
-        chosen = work_root or (
-            Path(environ["STRATOFLOW_WORK_ROOT"])
-            / hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
-            if environ.get("STRATOFLOW_WORK_ROOT")
-            else default_work_root(self.root)
-        )
-        self.work_root = chosen.resolve()
+        places = _places(self.root, home, work_root, isolation, python, environ)
+        self.work_root, self.isolation, imports_at, write_paths = places
         self._work_root_text = str(self.work_root)
-        if self.work_root == home or home in self.work_root.parents:
-            raise sandbox.IsolationError(
-                f"the work root {self.work_root} is inside the home {home}: tasks must work "
-                "outside the server's state"
-            )
-        self.isolation = sandbox.choose_isolation(
-            isolation or environ.get("STRATOFLOW_TASK_ISOLATION") or "auto",
-            euid=os.geteuid(),
-            landlock_abi=sandbox.landlock_abi(),
-            runtime_reachable=sandbox.reachable_by_others([python, sys.prefix, sys.base_prefix]),
-        )
-        imports_at = self.work_root.with_name(self.work_root.name + ".imports")
-        write_paths: list[Path] = []
-        if self.isolation.mode == "landlock":
-            asked = [
-                p for p in environ.get("STRATOFLOW_TASK_WRITE_PATHS", "").split(os.pathsep) if p
-            ]
-            # what every task may write must hold neither the server's state nor the other
-            # tasks' work dirs and the mirror they import from (checked before making any)
-            sandbox.refuse_under_writable(
-                {"the home": home, "the attempts root": self.root,
-                 "the work root": self.work_root, "the imports mirror": imports_at},
-                map(Path, asked),
-            )  # fmt: skip
-            write_paths = sandbox.readable_paths(asked, home)
         _private_dir(self.root, 0o700)
         if work_root is None:
             _private_dir(self.work_root.parent, 0o711)
