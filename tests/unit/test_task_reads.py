@@ -240,3 +240,11 @@ def test_a_task_reads_no_other_work_dir_when_the_cwd_holds_the_work_root(
         assert result.outputs == {"other": "denied", "listed": "denied"}
     finally:
         ex.close()
+
+
+def test_no_mirror_of_the_whole_machine_when_the_cwd_is_the_root(tmp_path: Path) -> None:
+    """A service started without a working directory runs in /: its Python files are every
+    user's (settings.py with passwords), none of them the project's."""
+    tree = sandbox.import_tree(Path("/"), tmp_path / "home", tmp_path / "imports")
+    assert tree.files == []
+    assert list(tree.mirror.iterdir()) == []
