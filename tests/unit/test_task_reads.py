@@ -137,13 +137,16 @@ def test_the_mirror_links_python_files_only(tmp_path: Path) -> None:
     (cwd / "trap.py").symlink_to(cwd / "server.log")  # a .py name leading to another file
     (cwd / ".venv" / "lib").mkdir(parents=True)
     (cwd / ".venv" / "lib" / "site.py").write_text("")
-    tree = sandbox.import_tree(cwd, cwd / "home", tmp_path / "imports")
+    (cwd / "venv" / "lib").mkdir(parents=True)  # a virtualenv tasks may read anyway
+    (cwd / "venv" / "lib" / "six.py").write_text("")
+    tree = sandbox.import_tree(cwd, cwd / "home", tmp_path / "imports", [cwd / "venv"])
+    assert (tree.mirror / "venv").resolve() == cwd / "venv"  # linked whole, not walked
     linked = sorted(str(p.relative_to(tree.mirror)) for p in tree.mirror.rglob("*"))
     assert linked == [
         "linked", "linked/__init__.py",
         "mypkg", "mypkg/__init__.py", "mypkg/__pycache__",
         "mypkg/__pycache__/mod.cpython-312.pyc", "mypkg/mod.py",
-        "nspkg", "nspkg/sub", "nspkg/sub/part.py", "reports.py",
+        "nspkg", "nspkg/sub", "nspkg/sub/part.py", "reports.py", "venv",
     ]  # fmt: skip
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tree.files) == [
         "explore/mypkg/__init__.py", "explore/mypkg/__pycache__/mod.cpython-312.pyc",

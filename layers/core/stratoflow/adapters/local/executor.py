@@ -602,33 +602,38 @@ class LocalExecutor(Dispatcher):
         # python tasks import stratoflow and the project's callables: the server's cwd first;
         # under Landlock through a mirror of its Python files only (see sandbox.import_tree)
         cwd = os.getcwd()
+        server_path = environ.get("PYTHONPATH", "")
+        # what a confined task may read whole: the system, its Python, what the server adds
+        readable: list[str | Path] = [
+            *environ.get("STRATOFLOW_TASK_READ_PATHS", "").split(os.pathsep),
+            *sandbox.SYSTEM_READ_PATHS,
+            sys.prefix,
+            sys.base_prefix,
+            sys.exec_prefix,
+            Path(python).parent,
+            Path(python).resolve().parent,
+            # the server's own PYTHONPATH and stratoflow's import root, but never the cwd as
+            # a whole (PYTHONPATH=.): of the cwd, only its Python files
+            *(
+                p
+                for p in [*server_path.split(os.pathsep), _IMPORT_ROOT]
+                if p and Path(p).resolve() != Path(cwd).resolve()
+            ),
+        ]
         imports = (
-            sandbox.import_tree(Path(cwd), kept_out, imports_at)
+            sandbox.import_tree(
+                Path(cwd),
+                kept_out,
+                imports_at,
+                sandbox.readable_paths(readable, [home, self.work_root]),
+            )
             if self.isolation.mode == "landlock"
             else None
         )
-        path = [str(imports.mirror if imports else cwd), environ.get("PYTHONPATH", "")]
+        path = [str(imports.mirror if imports else cwd), server_path]
         self._pythonpath = os.pathsep.join(p for p in path if p)
         if imports is not None:
-            read = sandbox.readable_paths(
-                [
-                    *environ.get("STRATOFLOW_TASK_READ_PATHS", "").split(os.pathsep),
-                    *sandbox.SYSTEM_READ_PATHS,
-                    sys.prefix,
-                    sys.base_prefix,
-                    sys.exec_prefix,
-                    Path(python).parent,
-                    Path(python).resolve().parent,
-                    # the server's own PYTHONPATH and stratoflow's import root, but never the
-                    # cwd as a whole (PYTHONPATH=.): of the cwd, only its Python files
-                    *(
-                        p
-                        for p in [*self._pythonpath.split(os.pathsep), _IMPORT_ROOT]
-                        if p and Path(p).resolve() != Path(cwd).resolve()
-                    ),
-                ],
-                [home, self.work_root],
-            )
+            read = sandbox.readable_paths([*readable, imports.mirror], [home, self.work_root])
             # the cwd (its entries but the home and the work root, when it holds them: the
             # second domain allows reading the work root for each attempt's work dir) in each
             # attempt's ruleset, narrowed to its Python files by a second domain made once

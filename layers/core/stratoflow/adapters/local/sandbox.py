@@ -386,7 +386,9 @@ class ImportTree:
     files: list[Path]
 
 
-def import_tree(directory: Path, denied: Path | Iterable[Path], place: Path) -> ImportTree:
+def import_tree(
+    directory: Path, denied: Path | Iterable[Path], place: Path, readable: Iterable[Path] = ()
+) -> ImportTree:
     """Where a Landlock-confined task imports ``directory``'s (the server's cwd) modules from,
     without reading anything else of it (a server.log, a .env, ~/.ssh when the cwd is the
     user's home). ``place`` (made anew) gets a tree of real directories holding a link to
@@ -402,7 +404,9 @@ def import_tree(directory: Path, denied: Path | Iterable[Path], place: Path) -> 
     new one (an editor's or git's rename), is readable after a restart. The system
     directories (:data:`SYSTEM_READ_PATHS`, ``/dev``) are not walked, and ``/`` as
     ``directory`` (a service started without a working directory) gives an empty mirror:
-    every Python file of the machine is no project's."""
+    every Python file of the machine is no project's. A directory tasks may read whole
+    anyway (``readable``: a virtualenv in ``directory``, stratoflow's own source) is linked
+    as it is, not walked."""
     directory = directory.resolve()
     refused = [
         str(p.resolve()) for p in [*([denied] if isinstance(denied, Path) else denied), place]
@@ -410,6 +414,8 @@ def import_tree(directory: Path, denied: Path | Iterable[Path], place: Path) -> 
     found: list[tuple[str, str]] = []  # (path in the mirror, the file it leads to)
 
     skipped = {os.path.realpath(p) for p in [*SYSTEM_READ_PATHS, "/dev"]}
+    whole = [str(p.resolve()) for p in readable]
+    linked: list[tuple[str, str]] = []  # (path in the mirror, the directory it leads to)
 
     def blocked(real: str) -> bool:
         return real in skipped or any(real == d or real.startswith(d + "/") for d in refused)
@@ -434,6 +440,8 @@ def import_tree(directory: Path, denied: Path | Iterable[Path], place: Path) -> 
             if is_file:
                 if name.endswith(IMPORTABLE_SUFFIXES) and real.endswith(IMPORTABLE_SUFFIXES):
                     found.append((f"{rel}{name}", real))
+            elif is_dir and any(real == w or real.startswith(w + "/") for w in whole):
+                linked.append((f"{rel}{name}", real))
             elif is_dir and real not in ancestors:  # a link back up: not again
                 walk(real, f"{rel}{name}/", ancestors | {real})
 
@@ -442,14 +450,13 @@ def import_tree(directory: Path, denied: Path | Iterable[Path], place: Path) -> 
     shutil.rmtree(place, ignore_errors=True)
     place.mkdir(mode=0o755)
     made = {""}
-    files: list[Path] = []
-    for rel, real in found:
+    for rel, real in [*found, *linked]:
         parent = rel.rpartition("/")[0]
         if parent not in made:
             os.makedirs(place / parent, mode=0o755, exist_ok=True)
             made.add(parent)
         os.symlink(real, place / rel)
-        files.append(Path(real))
+    files = [Path(real) for _, real in found]
     return ImportTree(place, files)
 
 
