@@ -10,7 +10,9 @@ RUSAGE_SELF at exit is the total the threads add up to. Several checkouts given 
     PYTHONPATH=layers/core .venv/bin/python benchmarks/cpu_by_thread.py --repeat 3 \\
         --tree /tmp/base/layers/core --tree layers/core --tmpdir /dev/shm
 
-(For tmpfs homes set STRATOFLOW_WORK_ROOT too: it is passed on.)
+(For tmpfs homes set STRATOFLOW_WORK_ROOT too: it is passed on. /dev/shm only as root, with
+per-project uids: under Landlock a home or work root there is refused, every task may write
+it; mount a tmpfs of your own instead.)
 """
 
 from __future__ import annotations

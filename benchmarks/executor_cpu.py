@@ -1,6 +1,7 @@
 """The local executor's CPU per attempt, by thread: ``--attempts`` attempts of ``true`` run
 through a real :class:`LocalExecutor` (Landlock isolation, home and work root under
-``--tmpdir``, e.g. /dev/shm), ``--concurrency`` at a time, each finished one released and its
+``--tmpdir``, e.g. a tmpfs of your own: not /dev/shm, which every confined task may write,
+so the executor refuses it), ``--concurrency`` at a time, each finished one released and its
 successors dispatched in one ``dispatch_many`` as the scheduler's loop does (so most starts go
 through the spawn threads, a lone one through the caller's). Nothing else runs in the
 process: every thread's CPU is the executor's (the driver's own bookkeeping, a queue get and
@@ -8,7 +9,7 @@ a spec per attempt, is in "driver (main thread)"). Each ``--tree`` runs in a pro
 own, alternated, for a before/after in the same minutes; medians.
 
     PYTHONPATH=layers/core .venv/bin/python benchmarks/executor_cpu.py --repeat 5 \\
-        --tree /work/main/layers/core --tree layers/core --tmpdir /dev/shm
+        --tree /work/main/layers/core --tree layers/core --tmpdir /mnt/sf-bench
 
 ``--child`` runs one sample in this process and prints it as JSON (what the parent runs; also
 the thing to profile: ``py-spy record --gil -r 500 -f raw -o out -- python

@@ -254,6 +254,7 @@ def run(
 
     collect_less()  # before the runtime, the model and the workflow are loaded: they stay
     from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime, settle_gc
+    from stratoflow.adapters.local.sandbox import IsolationError
     from stratoflow.cli_sdk import single_source
     from stratoflow.model import load_workflow
 
@@ -278,6 +279,8 @@ def run(
                 f"{exc}. To run it on that server: stratoflow apply {file}, then "
                 "stratoflow trigger NAME --wait"
             ) from None
+        except IsolationError as exc:  # a home tasks could reach, an unknown isolation...
+            _fail(str(exc), EXIT_INVALID)
         try:
             _set_up(runtime, pool_slots, alert_groups, spec.project)
             version, _ = runtime.scheduler.apply(text, source=file, spec=spec)
@@ -479,6 +482,7 @@ def server(
 
     collect_less()  # as `run`: what is loaded from here on stays for the server's lifetime
     from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime, settle_gc
+    from stratoflow.adapters.local.sandbox import IsolationError
     from stratoflow.api.app import DEFAULT_PROJECT, create_app
     from stratoflow.api.local_server import start_in_thread
     from stratoflow.api.long_poll import RunWatch, run_ended
@@ -491,7 +495,7 @@ def server(
     processes = _parallelism(parallelism)
     try:
         runtime = LocalRuntime(home or default_home(), cron=True, db=db, parallelism=processes)
-    except HomeInUse as exc:
+    except (HomeInUse, IsolationError) as exc:
         _fail(str(exc), EXIT_INVALID)
     except Exception as exc:
         if db is None:

@@ -47,7 +47,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -270,10 +270,15 @@ def _as_user(setpriv: str, uid: int) -> list[str]:
 
 
 def _confined(
-    start: Callable[[list[str]], _P], argv: list[str], ruleset: int, drop_caps: bool
+    start: Callable[[list[str]], _P],
+    argv: list[str],
+    ruleset: int,
+    drop_caps: bool,
+    also: int | None = None,
 ) -> _P:
     """Start ``argv`` (through ``start``: ``Popen`` or :func:`.spawn.spawn`, both a vfork-like
-    clone made by the calling thread) inside the Landlock domain of ``ruleset`` without a
+    clone made by the calling thread) inside the Landlock domain of ``ruleset`` (and of
+    ``also`` on top, :attr:`.sandbox.Landlock.narrowing`) without a
     ``preexec_fn`` (which would make ``Popen`` fork the whole scheduler instead of vfork): a
     throwaway thread enters the domain (no_new_privs, capabilities and Landlock domains are
     per thread) and starts the process, which inherits that thread's restrictions; the
@@ -290,7 +295,7 @@ def _confined(
 
     def confine() -> None:
         try:
-            sandbox.restrict_self(ruleset, drop_caps, bounding)
+            sandbox.restrict_self(ruleset, drop_caps, bounding, also)
             box["proc"] = start(argv)
         except BaseException as exc:  # handed to the caller's thread
             box["error"] = exc
@@ -458,6 +463,57 @@ def default_work_root(root: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"stratoflow-{os.geteuid()}" / digest
 
 
+def _places(
+    root: Path,
+    home: Path,
+    work_root: Path | None,
+    isolation: str | None,
+    python: str,
+    environ: Mapping[str, str],
+) -> tuple[Path, sandbox.Isolation, Path, list[Path]]:
+    """Where an executor of ``root`` (resolved) would keep its work dirs, the isolation it
+    would choose, where its imports mirror goes and what every task may write (Landlock):
+    refused (:class:`.sandbox.IsolationError`) when a task could reach the server's state
+    there. Makes nothing."""
+    chosen = work_root or (
+        Path(environ["STRATOFLOW_WORK_ROOT"]) / hashlib.sha256(str(root).encode()).hexdigest()[:16]
+        if environ.get("STRATOFLOW_WORK_ROOT")
+        else default_work_root(root)
+    )
+    resolved = chosen.resolve()
+    if resolved == home or home in resolved.parents:
+        raise sandbox.IsolationError(
+            f"the work root {resolved} is inside the home {home}: tasks must work "
+            "outside the server's state"
+        )
+    chosen_isolation = sandbox.choose_isolation(
+        isolation or environ.get("STRATOFLOW_TASK_ISOLATION") or "auto",
+        euid=os.geteuid(),
+        landlock_abi=sandbox.landlock_abi(),
+        runtime_reachable=sandbox.reachable_by_others([python, sys.prefix, sys.base_prefix]),
+    )
+    imports_at = resolved.with_name(resolved.name + ".imports")
+    write_paths: list[Path] = []
+    if chosen_isolation.mode == "landlock":
+        asked = [p for p in environ.get("STRATOFLOW_TASK_WRITE_PATHS", "").split(os.pathsep) if p]
+        # what every task may write must hold neither the server's state nor the other
+        # tasks' work dirs and the mirror they import from (checked before making any)
+        sandbox.refuse_under_writable(
+            {"the home": home, "the attempts root": root,
+             "the work root": resolved, "the imports mirror": imports_at},
+            map(Path, asked),
+        )  # fmt: skip
+        write_paths = sandbox.readable_paths(asked, home)
+    return resolved, chosen_isolation, imports_at, write_paths
+
+
+def check_places(home: Path) -> None:
+    """Refuse (:class:`.sandbox.IsolationError`) a ``home`` whose executor would refuse to
+    start (:func:`_places`), before anything is made in it."""
+    home = home.resolve()
+    _places(home / "attempts", home, None, None, sys.executable, os.environ)
+
+
 class LocalExecutor(Dispatcher):
     def __init__(
         self,
@@ -498,33 +554,17 @@ class LocalExecutor(Dispatcher):
         self._connections = connections
         self.root = root.resolve()
         self._root_text = str(self.root)
-        _private_dir(self.root, 0o700)
         home = (protect or self.root.parent).resolve()
-        chosen = work_root or (
-            Path(environ["STRATOFLOW_WORK_ROOT"])
-            / hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
-            if environ.get("STRATOFLOW_WORK_ROOT")
-            else default_work_root(self.root)
-        )
-        self.work_root = chosen.resolve()
+        places = _places(self.root, home, work_root, isolation, python, environ)
+        self.work_root, self.isolation, imports_at, write_paths = places
         self._work_root_text = str(self.work_root)
-        if self.work_root == home or home in self.work_root.parents:
-            raise sandbox.IsolationError(
-                f"the work root {self.work_root} is inside the home {home}: tasks must work "
-                "outside the server's state"
-            )
+        _private_dir(self.root, 0o700)
         if work_root is None:
             _private_dir(self.work_root.parent, 0o711)
         _private_dir(self.work_root, 0o711)
         # the logs and the work dirs on one file system: its space is looked up once an
         # attempt (a run dir or work dir made here is on its parent's file system)
         self._one_fs = os.stat(self.root).st_dev == os.stat(self.work_root).st_dev
-        self.isolation = sandbox.choose_isolation(
-            isolation or environ.get("STRATOFLOW_TASK_ISOLATION") or "auto",
-            euid=os.geteuid(),
-            landlock_abi=sandbox.landlock_abi(),
-            runtime_reachable=sandbox.reachable_by_others([python, sys.prefix, sys.base_prefix]),
-        )
         self._env_allow = sandbox.allowed_env_names(
             environ.get("STRATOFLOW_TASK_ENV_ALLOW", "") if env_allow is None else env_allow
         )
@@ -553,43 +593,64 @@ class LocalExecutor(Dispatcher):
         # tasks start through glibc's posix_spawn (GIL released), else through Popen
         self._posix_spawn = spawn.available()
         self._setpriv = shutil.which("setpriv", path=os.defpath + os.pathsep + "/usr/sbin:/sbin")
-        # python tasks import stratoflow and the project's callables: the server's cwd first
-        # (under Landlock, when the cwd holds the home, through links to its other entries)
+        # what a task never reads, when the cwd holds it: the home, the work dirs (each
+        # attempt's own is granted to it), and when the work root is the default or
+        # $STRATOFLOW_WORK_ROOT's, the work roots of other homes beside it
+        kept_out = [home, self.work_root, imports_at]
+        if work_root is None:
+            kept_out.append(self.work_root.parent)
+        # python tasks import stratoflow and the project's callables: the server's cwd first;
+        # under Landlock through a mirror of its Python files only (see sandbox.import_tree)
         cwd = os.getcwd()
-        mirror = (
-            sandbox.import_mirror(
-                Path(cwd), home, self.work_root.with_name(self.work_root.name + ".imports")
+        server_path = environ.get("PYTHONPATH", "")
+        # what a confined task may read whole: the system, its Python, what the server adds
+        readable: list[str | Path] = [
+            *environ.get("STRATOFLOW_TASK_READ_PATHS", "").split(os.pathsep),
+            *sandbox.SYSTEM_READ_PATHS,
+            sys.prefix,
+            sys.base_prefix,
+            sys.exec_prefix,
+            Path(python).parent,
+            Path(python).resolve().parent,
+            # the server's own PYTHONPATH and stratoflow's import root, but never the cwd as
+            # a whole (PYTHONPATH=.): of the cwd, only its Python files
+            *(
+                p
+                for p in [*server_path.split(os.pathsep), _IMPORT_ROOT]
+                if p and Path(p).resolve() != Path(cwd).resolve()
+            ),
+        ]
+        imports = (
+            sandbox.import_tree(
+                Path(cwd),
+                kept_out,
+                imports_at,
+                sandbox.readable_paths(readable, [home, self.work_root]),
             )
             if self.isolation.mode == "landlock"
             else None
         )
-        path = [str(mirror or cwd), environ.get("PYTHONPATH", "")]
+        path = [str(imports.mirror if imports else cwd), server_path]
         self._pythonpath = os.pathsep.join(p for p in path if p)
-        self._landlock = (
-            sandbox.Landlock(
+        if imports is not None:
+            read = sandbox.readable_paths([*readable, imports.mirror], [home, self.work_root])
+            # the cwd (its entries but the home and the work root, when it holds them: the
+            # second domain allows reading the work root for each attempt's work dir) in each
+            # attempt's ruleset, narrowed to its Python files by a second domain made once
+            narrowed = sandbox.readable_paths([cwd], kept_out)
+            outside = [f for f in imports.files if not any(
+                f == n or n in f.parents for n in narrowed
+            )]  # fmt: skip
+            self._landlock: sandbox.Landlock | None = sandbox.Landlock(
                 sandbox.landlock_abi(),
-                sandbox.readable_paths(
-                    [
-                        *environ.get("STRATOFLOW_TASK_READ_PATHS", "").split(os.pathsep),
-                        *sandbox.SYSTEM_READ_PATHS,
-                        sys.prefix,
-                        sys.base_prefix,
-                        sys.exec_prefix,
-                        Path(python).parent,
-                        Path(python).resolve().parent,
-                        cwd,  # its entries but the home, when it holds the home
-                        *self._pythonpath.split(os.pathsep),
-                        _IMPORT_ROOT,
-                    ],
-                    home,
-                ),
-                sandbox.readable_paths(
-                    environ.get("STRATOFLOW_TASK_WRITE_PATHS", "").split(os.pathsep), home
-                ),
+                [*read, *outside],
+                write_paths,
+                narrowed=narrowed,
+                files=imports.files,
+                also=[self.work_root],
             )
-            if self.isolation.mode == "landlock"
-            else None
-        )
+        else:
+            self._landlock = None
         log.info("task isolation: %s (%s)", self.isolation.mode, self.isolation.reason)
         self._report = report
         self._live: dict[int, _Live] = {}  # pidfd -> attempt
@@ -817,7 +878,7 @@ class LocalExecutor(Dispatcher):
                 ruleset = self._landlock.ruleset(
                     work if work_fd < 0 else work_fd, log_fd
                 )  # by the descriptors held: no path looked up again
-                proc = _confined(start, argv, ruleset, self._drop_caps)
+                proc = _confined(start, argv, ruleset, self._drop_caps, self._landlock.narrowing)
             elif owner is not None and self._setpriv is not None:
                 proc = start([*_as_user(self._setpriv, owner), *argv])
             elif owner is None:

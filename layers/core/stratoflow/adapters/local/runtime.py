@@ -24,7 +24,7 @@ from stratoflow.adapters.local.clock import SystemClock
 from stratoflow.adapters.local.collector import collect_less
 from stratoflow.adapters.local.connections import ConnectionStore
 from stratoflow.adapters.local.cron import CronLoop
-from stratoflow.adapters.local.executor import LocalExecutor
+from stratoflow.adapters.local.executor import LocalExecutor, check_places
 from stratoflow.adapters.local.feed import LocalFeed
 from stratoflow.adapters.local.resources import LocalResources
 from stratoflow.adapters.local.secrets import LocalSecrets
@@ -143,6 +143,7 @@ class LocalRuntime:
         self._resolve_secret = resolve_secret
         home = home.resolve()
         self.home = home
+        check_places(home)  # a home tasks could reach is refused before it is made
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(home, 0o700)  # also a home made by an older version: only its owner reads it
         self._lock_fd = lock_home(home)

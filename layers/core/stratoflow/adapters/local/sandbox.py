@@ -11,8 +11,10 @@ Three mechanisms, chosen once when the executor starts (:func:`choose_isolation`
     server or of another project's task is closed to it (another uid).
 ``landlock``
     The server runs as an ordinary user and the kernel offers Landlock: each task runs in its
-    own Landlock domain that may read the system directories, the Python it needs and the
-    project's directory (minus the home), and write only its work directory and ``/dev``. A
+    own Landlock domain that may read the system directories, the Python it needs and, of
+    the server's cwd, only its Python files (:func:`import_tree`; never the home), and write
+    only its work directory, its log, a few devices and ``/dev/shm`` (shared by every task:
+    the home and the work root may not be there, :func:`refuse_under_writable`). A
     Landlock domain cannot ptrace (so cannot read ``/proc/<pid>/environ`` of) the server or
     another task, and from ABI 6 on it cannot signal them either.
 ``none``
@@ -230,6 +232,10 @@ SYSTEM_READ_PATHS = (
 )  # fmt: skip
 
 
+# writable by every task, whatever its project (POSIX shared memory and semaphores:
+# multiprocessing needs it); so nothing of the server's may be under it
+SHARED_WRITE_PATHS = ("/dev/shm",)  # noqa: S108
+
 # the devices a task may open (not /dev as a whole: raw disks are there)
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")
 
@@ -311,12 +317,13 @@ def handled_access(abi: int) -> int:
     return rights
 
 
-def readable_paths(candidates: Iterable[str | Path], denied: Path) -> list[Path]:
-    """The paths a task may read: each candidate that exists, except ``denied`` and what is
-    under it. A candidate that contains ``denied`` (the project directory that holds
-    ``.stratoflow``) is replaced by its entries, recursively down to ``denied``: Landlock only
-    adds rights, so "all of X but Y" is "each entry of X on the way to Y, but Y"."""
-    denied = denied.resolve()
+def readable_paths(candidates: Iterable[str | Path], denied: Path | Iterable[Path]) -> list[Path]:
+    """The paths a task may read: each candidate that exists, except ``denied`` (one path or
+    several) and what is under it. A candidate that contains a denied path (the project
+    directory that holds ``.stratoflow``) is replaced by its entries, recursively down to it:
+    Landlock only adds rights, so "all of X but Y" is "each entry of X on the way to Y, but
+    Y"."""
+    refused = [p.resolve() for p in ([denied] if isinstance(denied, Path) else denied)]
     out: list[Path] = []
     seen: set[Path] = set()
 
@@ -324,9 +331,9 @@ def readable_paths(candidates: Iterable[str | Path], denied: Path) -> list[Path]
         if path in seen or not path.exists():
             return
         seen.add(path)
-        if path == denied or denied in path.parents:
+        if any(path == d or d in path.parents for d in refused):
             return
-        if path in denied.parents:
+        if any(path in d.parents for d in refused):
             try:
                 entries = list(path.iterdir())
             except OSError:
@@ -342,23 +349,115 @@ def readable_paths(candidates: Iterable[str | Path], denied: Path) -> list[Path]
     return out
 
 
-def import_mirror(directory: Path, denied: Path, place: Path) -> Path | None:
-    """Where a Landlock-confined task imports ``directory``'s modules from when ``directory``
-    holds ``denied`` (the home): ``readable_paths`` grants its entries but not the directory
-    itself, and Python's import system lists a ``sys.path`` entry before it looks for a
-    module there, so ``directory`` on PYTHONPATH would import nothing. ``place`` (made anew)
-    gets a symlink to each entry of ``directory`` but ``denied`` and what leads to it; the
-    links resolve to the granted entries. Entries made after this call are not in it. None:
-    ``directory`` does not hold ``denied`` and can be on PYTHONPATH as it is."""
-    directory, denied = directory.resolve(), denied.resolve()
-    if directory not in denied.parents:
-        return None
+def refuse_under_writable(places: Mapping[str, Path], write: Iterable[Path]) -> None:
+    """Refuse (:class:`IsolationError`) when one of ``places`` (what -> path: the home, the
+    work root...) is, or is under, a path every confined task may write: ``write`` (the
+    grants asked for) or :data:`SHARED_WRITE_PATHS`. A task could read it and change it
+    there (the database and tokens of a home; another project's work dir or imports)."""
+    shared = {Path(p).resolve() for p in SHARED_WRITE_PATHS}
+    grants = [*shared, *(Path(p).resolve() for p in write)]
+    for what, given in places.items():
+        place = given.resolve()
+        for grant in grants:
+            if place == grant or grant in place.parents:
+                why = (
+                    "shared by all tasks of all projects"
+                    if grant in shared
+                    else "granted by STRATOFLOW_TASK_WRITE_PATHS"
+                )
+                raise IsolationError(
+                    f"{what} {place} is under {grant}, which every task may write ({why}): "
+                    "tasks could read and change it there; put it elsewhere (--home, "
+                    "STRATOFLOW_WORK_ROOT) or grant tasks less"
+                )
+
+
+# What a task may read of the server's directory: Python source and bytecode, nothing else.
+IMPORTABLE_SUFFIXES = (".py", ".pyc")
+
+
+@dataclass(frozen=True)
+class ImportTree:
+    """What :func:`import_tree` made: ``mirror`` (for PYTHONPATH, readable whole: it holds
+    only directories and links) and the ``files`` its links lead to (resolved; each one
+    readable on its own)."""
+
+    mirror: Path
+    files: list[Path]
+
+
+def import_tree(
+    directory: Path, denied: Path | Iterable[Path], place: Path, readable: Iterable[Path] = ()
+) -> ImportTree:
+    """Where a Landlock-confined task imports ``directory``'s (the server's cwd) modules from,
+    without reading anything else of it (a server.log, a .env, ~/.ssh when the cwd is the
+    user's home). ``place`` (made anew) gets a tree of real directories holding a link to
+    each Python file (``*.py``, ``*.pyc``) of ``directory``, recursively; a directory is in
+    it only if a Python file is somewhere beneath it (a package, a namespace package, a
+    ``__pycache__``). Never a hidden entry (its name starts with "."), nor ``denied`` (the
+    home; several may be given) or what is under it, nor ``place``, nor any other file:
+    inside a package a data file or a .env stays unreadable too. A link is followed only to
+    a file whose name is a Python file's, or to a directory not on the way up.
+    Python lists each ``sys.path`` entry and package directory before it looks for a module
+    there: the mirror's directories are listed instead of the cwd's, so the task sees the
+    names of its Python files only. The set is fixed now: a file added, or replaced by a
+    new one (an editor's or git's rename), is readable after a restart. The system
+    directories (:data:`SYSTEM_READ_PATHS`, ``/dev``) are not walked, and ``/`` as
+    ``directory`` (a service started without a working directory) gives an empty mirror:
+    every Python file of the machine is no project's. A directory tasks may read whole
+    anyway (``readable``: a virtualenv in ``directory``, stratoflow's own source) is linked
+    as it is, not walked."""
+    directory = directory.resolve()
+    refused = [
+        str(p.resolve()) for p in [*([denied] if isinstance(denied, Path) else denied), place]
+    ]
+    found: list[tuple[str, str]] = []  # (path in the mirror, the file it leads to)
+
+    skipped = {os.path.realpath(p) for p in [*SYSTEM_READ_PATHS, "/dev"]}
+    whole = [str(p.resolve()) for p in readable]
+    linked: list[tuple[str, str]] = []  # (path in the mirror, the directory it leads to)
+
+    def blocked(real: str) -> bool:
+        return real in skipped or any(real == d or real.startswith(d + "/") for d in refused)
+
+    # strings, not Path: the repository as cwd is some 13,000 entries
+    def walk(source: str, rel: str, ancestors: frozenset[str]) -> None:
+        try:
+            entries = sorted(os.scandir(source), key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
+                continue
+            try:
+                real = os.path.realpath(entry.path) if entry.is_symlink() else entry.path
+                is_dir, is_file = entry.is_dir(), entry.is_file()
+            except OSError:
+                continue
+            if blocked(real) or os.path.basename(real).startswith("."):
+                continue
+            if is_file:
+                if name.endswith(IMPORTABLE_SUFFIXES) and real.endswith(IMPORTABLE_SUFFIXES):
+                    found.append((f"{rel}{name}", real))
+            elif is_dir and any(real == w or real.startswith(w + "/") for w in whole):
+                linked.append((f"{rel}{name}", real))
+            elif is_dir and real not in ancestors:  # a link back up: not again
+                walk(real, f"{rel}{name}/", ancestors | {real})
+
+    if directory != Path("/"):
+        walk(str(directory), "", frozenset({str(directory)}))
     shutil.rmtree(place, ignore_errors=True)
     place.mkdir(mode=0o755)
-    for entry in directory.iterdir():
-        if entry != denied and entry not in denied.parents:
-            (place / entry.name).symlink_to(entry)
-    return place
+    made = {""}
+    for rel, real in [*found, *linked]:
+        parent = rel.rpartition("/")[0]
+        if parent not in made:
+            os.makedirs(place / parent, mode=0o755, exist_ok=True)
+            made.add(parent)
+        os.symlink(real, place / rel)
+    files = [Path(real) for _, real in found]
+    return ImportTree(place, files)
 
 
 def prune_rules(rules: Iterable[tuple[Path, int]]) -> list[tuple[Path, int]]:
@@ -386,11 +485,35 @@ class Landlock:
     only the thread that starts the task enters the domain (``prctl`` and
     ``landlock_restrict_self``)."""
 
-    def __init__(self, abi: int, read: Iterable[Path], write: Iterable[Path]) -> None:
+    def __init__(
+        self,
+        abi: int,
+        read: Iterable[Path],
+        write: Iterable[Path],
+        *,
+        narrowed: Iterable[Path] = (),
+        files: Iterable[Path] = (),
+        also: Iterable[Path] = (),
+    ) -> None:
+        """``read``, ``write``: what every attempt may read, write (and its own work dir and
+        log, given to :meth:`ruleset`). ``narrowed``: paths granted like ``read`` in each
+        attempt's ruleset, of which a second, fixed domain lets a task read, list or run
+        only ``files`` (the server's cwd, of which only its Python files: see
+        :func:`import_tree`); that domain allows reading everywhere else the first allows
+        (``read``, ``write``, ``also``: the work root holding each attempt's work dir) and
+        is made once (:attr:`narrowing`): an attempt adds no rule for them (one rule a file
+        cost ~2.5 us of CPU an attempt), the kernel copies them as the attempt enters the
+        domain (~0.2 us a rule)."""
         self.abi = abi
         self.handled = handled_access(abi)
         self.read = list(read)
         self.write = list(write)
+        narrowed = list(narrowed)
+        # the second domain (None: no narrowed path), entered by restrict_self after the first
+        self.narrowing: int | None = (
+            self._narrowing([*self.read, *files], [*self.write, *also]) if narrowed else None
+        )
+        self.read += narrowed
         # The rules every attempt shares are opened once (O_PATH descriptors, closed on
         # exec) and only added per attempt: opening some thirty paths for each attempt cost
         # the scheduler about a millisecond of CPU per task. A path missing now is looked
@@ -405,7 +528,7 @@ class Landlock:
             (p.resolve(), access)
             for p, access in [
                 *((p, _READ) for p in self.read),
-                *((p, self.handled) for p in [*self.write, Path("/dev/shm")]),  # noqa: S108
+                *((p, self.handled) for p in [*self.write, *map(Path, SHARED_WRITE_PATHS)]),
                 *((Path(d), device) for d in DEVICES),
             ]
         ):
@@ -417,6 +540,34 @@ class Landlock:
         self._static_refs: list[tuple[Path, Any]] = [
             (path, ctypes.byref(attr)) for path, attr in self._static
         ]
+
+    def _narrowing(self, read: list[Path], write: list[Path]) -> int:
+        """A ruleset handling only reading (a file, a directory) and running a file, which
+        grants them beneath ``read``, ``write``, the shared write paths and the devices."""
+        handled = _READ & self.handled
+        attr = _RulesetAttr(handled, 0, 0)
+        fd = int(_held_syscall()(_SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(8), 0))
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"landlock_create_ruleset: {os.strerror(err)}")
+        os.set_inheritable(fd, False)
+        try:
+            for path, _ in prune_rules(
+                (p.resolve(), _READ)
+                for p in [*read, *write, *map(Path, SHARED_WRITE_PATHS), *map(Path, DEVICES)]
+            ):
+                rule = self._open(path, _READ)
+                if rule is None:
+                    continue
+                try:
+                    rule.allowed_access &= handled
+                    self._add_rule(fd, path, rule)
+                finally:
+                    os.close(rule.parent_fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _open(self, path: str | Path, access: int) -> _PathBeneathAttr | None:
         """The rule giving ``access`` beneath ``path`` (its O_PATH descriptor held), or None
@@ -480,6 +631,9 @@ class Landlock:
         self._static_refs = []
         for _, attr in static:
             os.close(attr.parent_fd)
+        narrowing, self.narrowing = self.narrowing, None
+        if narrowing is not None:
+            os.close(narrowing)
 
     def ruleset(self, work_dir: str | Path | int, log: str | Path | int) -> int:
         """A ruleset fd for one attempt: read the allowed paths; write ``work_dir``, its own
@@ -576,13 +730,18 @@ def drop_capabilities(bounding: bool = True) -> None:
         raise OSError(ctypes.get_errno(), "capset")
 
 
-def restrict_self(ruleset_fd: int, drop_caps: bool = False, bounding: bool = True) -> None:
+def restrict_self(
+    ruleset_fd: int, drop_caps: bool = False, bounding: bool = True, also: int | None = None
+) -> None:
     """Enter the ruleset's domain, for good (and, when the server is root, give up every
     capability first): in a child between fork and exec, or in a thread of its own that then
-    starts the task (all of these are per-thread and inherited by the processes it starts)."""
+    starts the task (all of these are per-thread and inherited by the processes it starts).
+    ``also``: a second ruleset entered on top (:attr:`Landlock.narrowing`): an access is
+    allowed only if both allow it."""
     if drop_caps:
         drop_capabilities(bounding)
     if _held().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0):
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
-    if _held_syscall()(_SYS_RESTRICT_SELF, ruleset_fd, ctypes.c_uint32(0)):
-        raise OSError(ctypes.get_errno(), "landlock_restrict_self")
+    for fd in (ruleset_fd,) if also is None else (ruleset_fd, also):
+        if _held_syscall()(_SYS_RESTRICT_SELF, fd, ctypes.c_uint32(0)):
+            raise OSError(ctypes.get_errno(), "landlock_restrict_self")

@@ -1,0 +1,253 @@
+"""What a Landlock-confined task may read of the server's working directory (its Python files,
+to import the project's callables, and nothing else), and where the server refuses to keep
+its state (nowhere every task may write)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stratoflow.adapters.local import sandbox
+from stratoflow.adapters.local.executor import LocalExecutor
+from stratoflow.engine import AttemptStatus, RenderedTask
+from stratoflow.ports import AttemptSpec
+
+landlock = pytest.mark.skipif(sandbox.landlock_abi() < 1, reason="this kernel has no Landlock")
+
+# what must stay out of a task's reach: name -> path under the server's cwd
+SECRETS = {
+    "log": "server.log",  # the first admin token is printed there
+    "env": ".env",
+    "hidden": ".aws/credentials",
+    "pkg_env": "mypkg/.env",  # a secrets file inside a package
+    "pkg_data": "mypkg/data.json",
+    "notes": "notes/todo.txt",  # a directory with no Python in it
+    "home": "home/stratoflow.db",
+    "linked": "linked/secret.txt",
+}
+
+READER = """
+import os
+for name, path in {paths!r}.items():
+    try:
+        with open(path) as f:
+            f.read()
+        outputs[name] = "READ"
+    except PermissionError:
+        outputs[name] = "denied"
+try:
+    os.listdir({cwd!r})
+    outputs["listed"] = "READ"
+except PermissionError:
+    outputs["listed"] = "denied"
+"""
+
+
+def _project(cwd: Path) -> None:
+    """The server's cwd as in the report: the home in it, a log with a token, secrets beside a
+    package, a top-level module, a namespace package."""
+    for name, rel in SECRETS.items():
+        if name == "linked":
+            continue  # through the link, below
+        (cwd / rel).parent.mkdir(parents=True, exist_ok=True)
+        (cwd / rel).write_text(f"sft_{name}")
+    (cwd / "mypkg" / "__init__.py").write_text("")
+    (cwd / "mypkg" / "mod.py").write_text("def fn():\n    return {'from': 'mypkg'}\n")
+    (cwd / "reports.py").write_text("def daily():\n    return {'from': 'reports'}\n")
+    (cwd / "nspkg" / "sub").mkdir(parents=True)
+    (cwd / "nspkg" / "sub" / "part.py").write_text("def fn():\n    return {'from': 'nspkg'}\n")
+    # a package linked in from elsewhere (a checkout beside), and a link back up (no loop)
+    linked = cwd.parent / "src" / "linked"
+    linked.mkdir(parents=True)
+    (linked / "__init__.py").write_text("def fn():\n    return {'from': 'linked'}\n")
+    (linked / "secret.txt").write_text("sft_linked")
+    (cwd / "linked").symlink_to(linked)
+    (cwd / "nspkg" / "up").symlink_to(cwd)
+
+
+@pytest.fixture
+def confined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Runs one python task (fields) under a Landlock executor started from the cwd."""
+    cwd = tmp_path / "explore"
+    cwd.mkdir()
+    _project(cwd)
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    done: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    ex = LocalExecutor(
+        cwd / "home" / "attempts",
+        lambda run, task, attempt, result, log: done.put((result, log)),
+        isolation="landlock",
+        work_root=tmp_path / "work",
+        protect=cwd / "home",
+    )
+    count = iter(range(1, 100))
+
+    def run(fields: dict[str, Any]) -> Any:
+        task = RenderedTask("python", fields, {}, {})
+        ex.dispatch(
+            AttemptSpec(
+                "p.wf.1", f"t{next(count)}", 1, task, datetime(2026, 1, 1, tzinfo=UTC), "wf", "p"
+            )
+        )
+        result, log = done.get(timeout=60)
+        assert result.status == AttemptStatus.SUCCEEDED, (result, Path(log).read_text())
+        return result.outputs
+
+    yield run, cwd
+    ex.close()
+
+
+@landlock
+def test_a_task_reads_nothing_of_the_servers_cwd_but_its_python_files(confined: Any) -> None:
+    run, cwd = confined
+    paths = {name: str(cwd / rel) for name, rel in SECRETS.items()}
+    paths["source"] = str(cwd / "mypkg" / "mod.py")
+    outputs = run({"code": READER.format(paths=paths, cwd=str(cwd))})
+    assert {k: v for k, v in outputs.items() if k != "source"} == dict.fromkeys(
+        [*SECRETS, "listed"], "denied"
+    )
+    assert outputs["source"] == "READ"
+
+
+@landlock
+def test_a_task_still_imports_a_package_a_module_and_a_namespace_package_of_the_cwd(
+    confined: Any,
+) -> None:
+    run, _ = confined
+    assert run({"callable": "mypkg.mod:fn"}) == {"from": "mypkg"}
+    assert run({"callable": "reports:daily"}) == {"from": "reports"}
+    assert run({"callable": "nspkg.sub.part:fn"}) == {"from": "nspkg"}
+    assert run({"callable": "linked:fn"}) == {"from": "linked"}
+
+
+def test_the_mirror_links_python_files_only(tmp_path: Path) -> None:
+    cwd = tmp_path / "explore"
+    cwd.mkdir()
+    _project(cwd)
+    (cwd / "mypkg" / "__pycache__").mkdir()
+    (cwd / "mypkg" / "__pycache__" / "mod.cpython-312.pyc").write_bytes(b"")
+    (cwd / "trap.py").symlink_to(cwd / "server.log")  # a .py name leading to another file
+    (cwd / ".venv" / "lib").mkdir(parents=True)
+    (cwd / ".venv" / "lib" / "site.py").write_text("")
+    (cwd / "venv" / "lib").mkdir(parents=True)  # a virtualenv tasks may read anyway
+    (cwd / "venv" / "lib" / "six.py").write_text("")
+    tree = sandbox.import_tree(cwd, cwd / "home", tmp_path / "imports", [cwd / "venv"])
+    assert (tree.mirror / "venv").resolve() == cwd / "venv"  # linked whole, not walked
+    linked = sorted(str(p.relative_to(tree.mirror)) for p in tree.mirror.rglob("*"))
+    assert linked == [
+        "linked", "linked/__init__.py",
+        "mypkg", "mypkg/__init__.py", "mypkg/__pycache__",
+        "mypkg/__pycache__/mod.cpython-312.pyc", "mypkg/mod.py",
+        "nspkg", "nspkg/sub", "nspkg/sub/part.py", "reports.py", "venv",
+    ]  # fmt: skip
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tree.files) == [
+        "explore/mypkg/__init__.py", "explore/mypkg/__pycache__/mod.cpython-312.pyc",
+        "explore/mypkg/mod.py", "explore/nspkg/sub/part.py", "explore/reports.py",
+        "src/linked/__init__.py",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("where", ["home", "work root"])
+def test_a_home_or_work_root_every_task_may_write_is_refused(
+    tmp_path: Path, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under Landlock every task may write /dev/shm (and STRATOFLOW_TASK_WRITE_PATHS): the
+    database and tokens of a home there, or the other tasks' work dirs, would be theirs."""
+    shared = tmp_path / "shared"  # stands for /dev/shm: a grant every task has
+    monkeypatch.setenv("STRATOFLOW_TASK_WRITE_PATHS", str(shared))
+    monkeypatch.setattr(sandbox, "landlock_abi", lambda: 6)
+    home = (shared if where == "home" else tmp_path) / "home"
+    work = (shared if where == "work root" else tmp_path) / "work"
+    with pytest.raises(sandbox.IsolationError) as raised:
+        LocalExecutor(
+            home / "attempts", lambda *_: None, isolation="landlock", work_root=work, protect=home
+        )
+    place = home if where == "home" else work
+    assert f"the {where} {place}" in str(raised.value)
+    assert f"under {shared}, which every task may write" in str(raised.value)
+    assert not home.exists()  # refused before anything was made
+    assert not work.exists()
+
+
+def test_dev_shm_is_refused_for_the_home_and_named_as_shared() -> None:
+    with pytest.raises(sandbox.IsolationError, match="shared by all tasks of all projects"):
+        sandbox.refuse_under_writable({"the home": Path("/dev/shm/sf/home")}, [])
+    sandbox.refuse_under_writable({"the home": Path("/var/tmp/sf/home")}, [])  # elsewhere: fine
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no /dev/shm")
+def test_a_server_refuses_a_home_under_dev_shm_under_landlock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="sf-shm-test-", dir="/dev/shm"))
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "stratoflow", "server", "--home", str(base / "home"),
+             "--port", "0"],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+            env={**os.environ, "STRATOFLOW_TASK_ISOLATION": "landlock",
+                 "STRATOFLOW_WORK_ROOT": str(tmp_path / "work")},
+        )  # fmt: skip
+        made = (base / "home").exists()
+    finally:
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith(
+        f"error: the home {base / 'home'} is under /dev/shm, which every task may write"
+    )
+    assert "Traceback" not in out.stderr
+    assert not made  # refused before it was made
+
+
+@landlock
+def test_a_task_reads_no_other_work_dir_when_the_cwd_holds_the_work_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cd /tmp && stratoflow server``: the default work root is in the cwd. The cwd is
+    granted less the home and the work root, whose attempts' work dirs stay each its own."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    home = tmp_path / "home"
+    done: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    ex = LocalExecutor(
+        home / "attempts",
+        lambda run, task, attempt, result, log: done.put((result, log)),
+        isolation="landlock",
+        work_root=tmp_path / "work",
+        protect=home,
+    )
+    try:
+        other = tmp_path / "work" / "q.wf.1.t.1"  # another project's attempt
+        other.mkdir()
+        (other / "out").write_text("theirs")
+        code = READER.format(paths={"other": str(other / "out")}, cwd=str(other))
+        task = RenderedTask("python", {"code": code}, {}, {})
+        ex.dispatch(
+            AttemptSpec("p.wf.1", "t", 1, task, datetime(2026, 1, 1, tzinfo=UTC), "wf", "p")
+        )
+        result, log = done.get(timeout=60)
+        assert result.status == AttemptStatus.SUCCEEDED, Path(log).read_text()
+        assert result.outputs == {"other": "denied", "listed": "denied"}
+    finally:
+        ex.close()
+
+
+def test_no_mirror_of_the_whole_machine_when_the_cwd_is_the_root(tmp_path: Path) -> None:
+    """A service started without a working directory runs in /: its Python files are every
+    user's (settings.py with passwords), none of them the project's."""
+    tree = sandbox.import_tree(Path("/"), tmp_path / "home", tmp_path / "imports")
+    assert tree.files == []
+    assert list(tree.mirror.iterdir()) == []
