@@ -153,6 +153,10 @@ class StateStore(ABC):
     def count_active_runs(self, project: str, workflow: str) -> int: ...
 
     @abstractmethod
+    def count_queued_runs(self, project: str, workflow: str) -> int:
+        """How many of the workflow's runs are QUEUED (a catch-up's room counts them)."""
+
+    @abstractmethod
     def queued_runs(self, limit: int) -> list[Run]:
         """QUEUED runs, oldest first."""
 

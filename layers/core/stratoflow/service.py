@@ -502,6 +502,22 @@ class Scheduler:
             self.catalog.set_schedule_error(project, name, None)
         return made
 
+    def catchup_room(self, latest: WorkflowVersion) -> int | None:
+        """How many missed runs a catch-up of the workflow may create now (``due_firings``'s
+        ``room``): its effective ``max_active_runs`` less its queued and active runs, so a
+        backlog (minute intervals since 1970 are millions) is created as runs end, not all at
+        once. ``None`` (no bound) for a schedule without catchup."""
+        spec = self.spec(latest.project, latest.name, latest.version)
+        schedule = spec.workflow.schedule
+        limit = spec.workflow.effective_max_active_runs
+        if schedule is None or not schedule.catchup or limit is None:
+            return None
+        project, name = latest.project, latest.name
+        used = self.store.count_queued_runs(project, name)
+        if used < limit:
+            used += self.store.count_active_runs(project, name)
+        return max(limit - used, 0)
+
     def schedule_failed(self, latest: WorkflowVersion, exc: BaseException) -> None:
         """A workflow whose schedule cannot be computed or fired is marked in error (shown by
         the API and the UI) and skipped; the others go on. Recorded and logged once: the same

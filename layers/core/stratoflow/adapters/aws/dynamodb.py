@@ -781,6 +781,14 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         admission = {"Update": upd.request(self.table, key(pk, it.ADMISSION_SK), cond)}
         return self._apply_plan(plan, RunState.QUEUED, None, admission)
 
+    def count_queued_runs(self, project: str, workflow: str) -> int:
+        """By the state index, as ``count_active_runs`` (eventually consistent): the queued
+        runs of every workflow are read, filtered to this one. A catch-up keeps its own
+        within its workflow's ``max_active_runs``."""
+        queued = f"RUNS#{RunState.QUEUED.value}"
+        filters = {"project": project, "workflow": workflow}
+        return sum(1 for _ in self._index("gsi2", queued, filters=filters))
+
     def queued_runs(self, limit: int) -> list[Run]:
         items = self._take(self._index("gsi2", f"RUNS#{RunState.QUEUED.value}", limit=limit), limit)
         return self._with_counters(items)

@@ -14,8 +14,12 @@ pure rules in :mod:`stratoflow.model`):
 * the run id is ``scheduled_run_id(project, workflow, logical date)``: a duplicate firing (EventBridge
   delivers at least once, and retries) finds the run it created before;
 * with ``catchup: true`` the firing also creates the runs missed since the workflow's cursor
-  (EventBridge Scheduler does not backfill), oldest first, at most ``MAX_FIRINGS_PER_TICK`` per
-  firing: a longer backlog continues at the next firing. The firing's own run is always created;
+  (EventBridge Scheduler does not backfill), oldest first, at most as many as the workflow has
+  room for (``Scheduler.catchup_room``: its effective ``max_active_runs`` less its queued and
+  active runs) and ``MAX_FIRINGS_PER_TICK``: a longer backlog continues at the next firing.
+  The firing's own run is created when nothing missed is left before it (then whatever the
+  room, as a schedule without catchup); behind a backlog it waits its turn, and the firing
+  returns the last run it created (``None`` when it had no room for any);
 * a paused workflow, a workflow whose schedule was removed, and a firing outside the schedule's
   window create nothing (``fire`` returns ``None``);
 * a schedule whose times cannot be computed (an error of any kind, e.g. an ``OverflowError`` at
@@ -133,7 +137,8 @@ def fire(scheduler: Scheduler, event: Any) -> tuple[Run, bool] | None:
     try:
         logical = logical_date(schedule, firing.scheduled_time)
         if schedule.catchup and logical is not None:
-            missed, caught_up = due_firings(schedule, cursor, logical)
+            room = scheduler.catchup_room(latest)
+            missed, caught_up = due_firings(schedule, cursor, logical, room)
     except Exception as exc:  # this workflow's schedule cannot be computed: mark it, go on
         scheduler.schedule_failed(latest, exc)
         return None
@@ -148,6 +153,11 @@ def fire(scheduler: Scheduler, event: Any) -> tuple[Run, bool] | None:
             "firing of %s/%s at %s is not a fire time of %r; using the one before it, %s",
             project, name, firing.scheduled_time.isoformat(), schedule.cron, logical.isoformat(),
         )  # fmt: skip
+    if caught_up is not None and caught_up < logical:
+        # a backlog bounded by the workflow's room: the missed runs it had room for, oldest
+        # first; this firing's own run comes in its turn, after them (a later firing)
+        made = scheduler.fire(latest, missed, cursor, caught_up)
+        return made[-1] if made else None
     dates = [when for when in missed if when != logical] + [logical]
     made = scheduler.fire(latest, dates, cursor, logical if caught_up is None else caught_up)
     return made[-1]

@@ -885,6 +885,13 @@ class SqliteStore(
         ).fetchone()
         return int(row[0])
 
+    def count_queued_runs(self, project: str, workflow: str) -> int:
+        row = self._x(
+            "SELECT COUNT(*) FROM runs WHERE project=? AND workflow=? AND state='queued'",
+            (project, workflow),
+        ).fetchone()
+        return int(row[0])
+
     def queued_runs(self, limit: int) -> list[Run]:
         rows = self._x(
             f"SELECT {_RUN_COLS} FROM runs WHERE state='queued' ORDER BY seq LIMIT ?", (limit,)
