@@ -7,7 +7,7 @@ The contract suite in ``tests/contract`` runs against every StateStore implement
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -157,8 +157,9 @@ class StateStore(ABC):
         """How many of the workflow's runs are QUEUED (a catch-up's room counts them)."""
 
     @abstractmethod
-    def queued_runs(self, limit: int) -> list[Run]:
-        """QUEUED runs, oldest first."""
+    def queued_runs(self, limit: int, skip: Collection[tuple[str, str]] = ()) -> list[Run]:
+        """QUEUED runs, oldest first, but none of the (project, workflow)s in ``skip`` (full
+        workflows, whose queued runs would otherwise hide the younger runs of others)."""
 
     @abstractmethod
     def runs_in_states(self, states: Sequence[RunState]) -> Iterator[Run]: ...

@@ -20,7 +20,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -789,9 +789,17 @@ class DynamoStore(StateStore, Catalog, DynamoBackfills, DynamoDependencies, Pool
         filters = {"project": project, "workflow": workflow}
         return sum(1 for _ in self._index("gsi2", queued, filters=filters))
 
-    def queued_runs(self, limit: int) -> list[Run]:
-        items = self._take(self._index("gsi2", f"RUNS#{RunState.QUEUED.value}", limit=limit), limit)
-        return self._with_counters(items)
+    def queued_runs(self, limit: int, skip: Collection[tuple[str, str]] = ()) -> list[Run]:
+        queued = f"RUNS#{RunState.QUEUED.value}"
+        if not skip:
+            return self._with_counters(self._take(self._index("gsi2", queued, limit=limit), limit))
+        pairs = set(skip)
+        found = (
+            item
+            for item in self._index("gsi2", queued, limit=max(limit, 100))
+            if (item["project"]["S"], item["workflow"]["S"]) not in pairs
+        )
+        return self._with_counters(self._take(found, limit))
 
     def runs_in_states(self, states: Sequence[RunState]) -> Iterator[Run]:
         for state in states:
