@@ -19,6 +19,7 @@ from tests.fakes import FakeClock, RecordingDispatcher
 from tests.stores import STORE_KINDS, state_store
 
 from stratoflow.adapters.aws.firing import fire
+from stratoflow.adapters.aws.handlers import reconcile
 from stratoflow.adapters.local.cron import CronLoop
 from stratoflow.engine import AttemptResult, AttemptStatus, Run, RunState
 from stratoflow.errors import InvalidInput
@@ -197,3 +198,30 @@ def test_due_firings_takes_the_on_time_firing_whatever_the_room() -> None:
     times, new_cursor = due_firings(schedule, NOW - timedelta(minutes=1), NOW, 0)
     assert times == [NOW]
     assert new_cursor == NOW
+
+
+# ------------------------------------------------------------------ AWS, between firings
+
+
+def test_the_reconciler_goes_on_with_a_backlog_between_firings(h: Backlog) -> None:
+    # GIVEN a daily catch-up from 30 days ago, full after its first firing: EventBridge
+    # fires it again only tomorrow
+    daily = CU.replace('"* * * * *"', '"0 0 * * *"').replace(
+        "2000-01-01T00:00:00", "2026-05-02T00:00:00"
+    )
+    h.scheduler.apply(daily)
+    event = {"project": "pa", "workflow": "cu", "scheduled_time": "2026-06-01T00:00:00Z"}
+    fire(h.scheduler, event)
+    h.scheduler.step()
+    first = datetime(2026, 5, 2, tzinfo=UTC)
+    assert [r.logical_date for r in h.runs()] == [first, first + timedelta(days=1)]
+    # WHEN a run ends and the reconciler's pass runs, the same day
+    h.end(h.runs()[0].id)
+    h.clock.advance(300)
+    handled = reconcile(h.scheduler)
+    # THEN the next missed day is made, in order, without waiting for tomorrow's firing
+    assert [r.logical_date for r in h.runs()] == [first + timedelta(days=i) for i in range(3)]
+    assert handled["catchups"] == 1
+    # AND while the workflow is full, a pass makes nothing more
+    assert reconcile(h.scheduler)["catchups"] == 0
+    assert len(h.runs()) == 3

@@ -46,7 +46,7 @@ from stratoflow.model import (
 )
 from stratoflow.service import Scheduler
 
-__all__ = ["Firing", "fire", "logical_date", "parse_firing"]
+__all__ = ["Firing", "continue_catchups", "fire", "logical_date", "parse_firing"]
 
 log = logging.getLogger("stratoflow.firing")
 
@@ -161,3 +161,39 @@ def fire(scheduler: Scheduler, event: Any) -> tuple[Run, bool] | None:
     dates = [when for when in missed if when != logical] + [logical]
     made = scheduler.fire(latest, dates, cursor, logical if caught_up is None else caught_up)
     return made[-1]
+
+
+def continue_catchups(scheduler: Scheduler) -> int:
+    """Go on with the catch-ups that waited for room (the reconciler's periodic pass).
+
+    EventBridge Scheduler fires only at the schedule's times, and a catch-up makes only the
+    runs its workflow has room for: a daily schedule's backlog would move on once a day. So
+    for each unpaused workflow that catches up and whose cursor is behind its latest fire
+    time, this does what a firing at that time does (``fire``: the missed runs it has room
+    for, oldest first, and that time's own run once nothing is missed before it). A
+    workflow that has never fired is left to its first firing. Returns how many workflows
+    it fired for; one that fails is marked in error (as a firing would) and the others go
+    on."""
+    fired = 0
+    now = scheduler.clock.now()
+    for latest in scheduler.catalog.list_workflows():
+        if latest.paused or "schedule" not in latest.document:
+            continue
+        try:
+            schedule = scheduler.spec(latest.project, latest.name, latest.version).workflow.schedule
+            if schedule is None or not schedule.catchup:
+                continue
+            cursor = scheduler.catalog.get_cursor(latest.project, latest.name)
+            due = None if cursor is None else logical_date(schedule, now)
+            if cursor is None or due is None or due <= cursor:
+                continue
+            event = {
+                "project": latest.project,
+                "workflow": latest.name,
+                "scheduled_time": due.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            }
+            if fire(scheduler, event) is not None:
+                fired += 1
+        except Exception as exc:  # this workflow only: marked, the others go on
+            scheduler.schedule_failed(latest, exc)
+    return fired
