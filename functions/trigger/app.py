@@ -34,7 +34,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.warning("firing rejected: %s", exc)
         return {"run_id": None, "created": False, "error": str(exc)}
     if fired is None:
-        logger.info("firing creates no run (paused, unscheduled or outside the window)")
+        logger.info(
+            "firing creates no run (paused, unscheduled, outside the window, or a catch-up "
+            "waiting for room)"
+        )
         return {"run_id": None, "created": False}
     run, created = fired
     logger.set_correlation_id(run.id)

@@ -384,7 +384,9 @@ def test_reconcile_restarts_what_was_claimed_but_never_started(
     )
     result = handlers.reconcile(scheduler)
     assert (run.id, "first", first.attempt) in dispatcher.dispatched
-    assert result == {"next_wakeup": None, "plans_completed": 0, "dead_letters": {}}
+    assert result == {
+        "next_wakeup": None, "plans_completed": 0, "dead_letters": {}, "catchups": 0,
+    }  # fmt: skip
 
 
 def test_run_id_of_path() -> None:

@@ -392,6 +392,26 @@ def test_queued_runs_are_oldest_first(store: StateStore) -> None:
     assert ids(store.queued_runs(10)) == ["q-alpha", "q-mike"]
 
 
+def test_queued_runs_can_skip_full_workflows_and_queued_ones_are_counted(
+    store: StateStore,
+) -> None:
+    seed(store, "q-zulu", state=RunState.QUEUED, created=1)
+    seed(store, "q-alpha", state=RunState.QUEUED, created=2)
+    seed(store, "q-mike", state=RunState.QUEUED, created=3, workflow="billing")
+    seed(store, "q-ops", state=RunState.QUEUED, created=4, project="ops")
+    seed(store, "running", state=RunState.RUNNING, created=5)
+
+    skip = [("analytics", "sales_daily")]
+    assert ids(store.queued_runs(10, skip=skip)) == ["q-mike", "q-ops"]
+    assert ids(store.queued_runs(1, skip=skip)) == ["q-mike"]
+    both = [("analytics", "sales_daily"), ("analytics", "billing")]
+    assert ids(store.queued_runs(10, skip=both)) == ["q-ops"]
+    assert store.count_queued_runs("analytics", "sales_daily") == 2
+    assert store.count_queued_runs("analytics", "billing") == 1
+    assert store.count_queued_runs("ops", "sales_daily") == 1
+    assert store.count_queued_runs("analytics", "nothing") == 0
+
+
 def test_runs_in_states(store: StateStore) -> None:
     for minute, state in enumerate(RunState):
         seed(store, f"run-{state.value}", state=state, created=minute)

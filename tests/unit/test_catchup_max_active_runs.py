@@ -1,5 +1,6 @@
 """A schedule that catches up from long ago does not start every missed run at once: a
-workflow with ``catchup: true`` and no ``max_active_runs`` runs at most 16 at a time
+workflow with ``catchup: true`` and no ``max_active_runs`` runs at most 16 at a time (and its
+catch-up makes only the runs it has room for; tests/unit/test_catchup_backlog.py)
 (Airflow's ``max_active_runs_per_dag`` default), an explicit ``max_active_runs`` wins, and
 without catchup there is still no limit. On both stores (SQLite fired by the local cron loop,
 DynamoDB on moto fired as EventBridge Scheduler fires the trigger function), with a fake
@@ -97,43 +98,50 @@ def hourly(*, catchup: bool, limit: int | None = None) -> str:
     return text if limit is None else text + f"max_active_runs: {limit}\n"
 
 
-def test_catchup_without_a_limit_runs_16_at_once_and_queues_the_rest(h: Catchup) -> None:
+def test_catchup_without_a_limit_runs_16_at_once_and_makes_the_rest_as_they_end(
+    h: Catchup,
+) -> None:
     # GIVEN an hourly workflow that catches up from 39 hours ago and sets no max_active_runs
     h.scheduler.apply(hourly(catchup=True))
-    # WHEN its schedule fires: the 40 missed intervals become runs
+    # WHEN its schedule fires: of the 40 missed intervals, as many as it has room for
     h.fire_due()
     h.scheduler.step()
     runs = h.runs()
-    assert len(runs) == MISSED
-    # THEN 16 run (Airflow's max_active_runs_per_dag default) and 24 wait, queued
+    # THEN 16 runs (Airflow's max_active_runs_per_dag default) are made, and all run: the
+    # other 24 are not made yet (a catch-up makes runs only while its workflow has room)
     assert CATCHUP_MAX_ACTIVE_RUNS == 16
+    assert len(runs) == 16
     assert h.count(RunState.RUNNING) == 16
-    assert h.count(RunState.QUEUED) == MISSED - 16
     # AND they are the 16 oldest intervals: catch-up goes oldest first
-    assert [r.state for r in runs[:16]] == [RunState.RUNNING] * 16
-    # AND when one ends, the oldest queued run takes its slot, and no more
+    assert [r.logical_date for r in runs] == [START + timedelta(hours=i) for i in range(16)]
+    # AND a firing while the workflow is full makes nothing more
+    h.fire_due()
+    assert len(h.runs()) == 16
+    # AND when one ends, the next firing makes the next interval, which takes its slot
     h.end(runs[0].id)
+    h.fire_due()
+    h.scheduler.step()
     after = h.runs()
+    assert len(after) == 17
+    assert after[16].logical_date == START + timedelta(hours=16)
     assert after[16].state is RunState.RUNNING
     assert h.count(RunState.RUNNING) == 16
-    assert h.count(RunState.QUEUED) == MISSED - 17
 
 
 def test_catchup_with_an_explicit_limit_runs_that_many(h: Catchup) -> None:
     h.scheduler.apply(hourly(catchup=True, limit=3))
     h.fire_due()
     h.scheduler.step()
-    assert len(h.runs()) == MISSED
+    assert len(h.runs()) == 3
     assert h.count(RunState.RUNNING) == 3
-    assert h.count(RunState.QUEUED) == MISSED - 3
 
 
 def test_an_explicit_limit_above_16_wins_over_the_implied_one(h: Catchup) -> None:
     h.scheduler.apply(hourly(catchup=True, limit=30))
     h.fire_due()
     h.scheduler.step()
+    assert len(h.runs()) == 30
     assert h.count(RunState.RUNNING) == 30
-    assert h.count(RunState.QUEUED) == MISSED - 30
 
 
 def test_without_catchup_no_limit_holds_manual_runs(h: Catchup) -> None:
@@ -161,9 +169,12 @@ def test_the_implied_limit_holds_manual_runs_too(h: Catchup) -> None:
 
 
 def test_turning_catchup_off_lifts_the_implied_limit_for_the_queued_runs(h: Catchup) -> None:
-    # GIVEN a catch-up holding 24 runs queued behind the implied 16
+    # GIVEN a catch-up at the implied 16, and 24 runs by hand queued behind them
     h.scheduler.apply(hourly(catchup=True))
     h.fire_due()
+    for _ in range(MISSED - 16):
+        h.clock.advance(1)
+        h.scheduler.trigger("default", "hourly")
     h.scheduler.step()
     assert h.count(RunState.QUEUED) == MISSED - 16
     # WHEN a new version turns catchup off (and sets no max_active_runs)

@@ -68,10 +68,10 @@ def poisoned(monkeypatch: pytest.MonkeyPatch) -> None:
     """The poison workflow's schedule raises as the reported one did, on every computation."""
     real = cron.due_firings
 
-    def due_firings(schedule: Schedule, cursor: Any, now: datetime) -> Any:
+    def due_firings(schedule: Schedule, cursor: Any, now: datetime, room: int | None = None) -> Any:
         if schedule.cron == "0 0 * * *":
             raise OverflowError("date value out of range")
-        return real(schedule, cursor, now)
+        return real(schedule, cursor, now, room)
 
     monkeypatch.setattr(cron, "due_firings", due_firings)
     monkeypatch.setattr(firing, "due_firings", due_firings)

@@ -123,3 +123,18 @@ def test_a_raised_limit_before_a_trigger_keeps_the_queue_order(h: Harness) -> No
     assert states(h, old + new) == [S, R, R, Q]
     end(h, old[1])
     assert states(h, old + new) == [S, S, R, R]
+
+
+def test_a_full_workflows_long_queue_does_not_hide_another_workflows_run(h: Harness) -> None:
+    # GIVEN more queued runs of one full workflow than the start loop reads at once
+    from stratoflow.service import QUEUED_PAGE
+
+    h.scheduler.apply(sleeper(1))
+    trigger(h, QUEUED_PAGE + 5)
+    h.scheduler.apply("name: other\nproject: pb\ntasks:\n  t: {type: shell, command: 'true'}\n")
+    # WHEN another project's workflow is triggered by hand
+    h.clock.advance(1)
+    run, _ = h.scheduler.trigger("pb", "other")
+    h.scheduler.step()
+    # THEN it starts, though younger than the whole queue ahead of it
+    assert h.store.get_run(run.id).state is RunState.RUNNING

@@ -49,6 +49,7 @@ from stratoflow.ports import BackfillStore
 
 if TYPE_CHECKING:
     from stratoflow.engine import Run
+    from stratoflow.model import WorkflowSpec
     from stratoflow.service import Scheduler
 
 log = logging.getLogger("stratoflow.backfill")
@@ -115,6 +116,7 @@ class Backfills:
         created_by: str | None = None,
         dependents: bool = False,
         may_trigger: Callable[[str], bool] | None = None,
+        may_rerun: Callable[[WorkflowSpec], None] | None = None,
     ) -> Backfill:
         """Validate everything first (bad input changes nothing), store the backfill, and let
         its lanes take their first dates.
@@ -127,7 +129,11 @@ class Backfills:
         ``dependents``), and all start at once: a downstream run's dependency task waits for
         its upstream runs itself. The dependents are stored before this one, so this one
         never names a backfill that does not exist (a crash in between leaves them as
-        ordinary backfills that run to their end, each naming its parent)."""
+        ordinary backfills that run to their end, each naming its parent).
+
+        ``may_rerun``: with ``rerun``, called with the version of each existing run the
+        backfill would rerun (a run reruns under the version it pinned, whose sub-workflows
+        may reach other projects than the latest's); it raises (``Forbidden``) to refuse."""
         from stratoflow.service import scheduled_run_id
 
         s = self.scheduler
@@ -143,6 +149,10 @@ class Backfills:
         run_ids = [scheduled_run_id(project, name, d) for d in logical]
         if given and rerun is not Rerun.NONE:
             self._refuse_params_on_reruns(run_ids, logical, given, rerun)
+        if may_rerun is not None and rerun is not Rerun.NONE:
+            versions = {r.version for r in self._read_runs(run_ids).values() if r is not None}
+            for version in sorted(versions):
+                may_rerun(s.spec(project, name, version))
         root_id = backfill_id(project, name, now)
         children: list[Backfill] = []
         if dependents:

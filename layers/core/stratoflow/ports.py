@@ -154,8 +154,13 @@ class StateStore(ABC):
     def count_active_runs(self, project: str, workflow: str) -> int: ...
 
     @abstractmethod
-    def queued_runs(self, limit: int) -> list[Run]:
-        """QUEUED runs, oldest first."""
+    def count_queued_runs(self, project: str, workflow: str) -> int:
+        """How many of the workflow's runs are QUEUED (a catch-up's room counts them)."""
+
+    @abstractmethod
+    def queued_runs(self, limit: int, skip: Collection[tuple[str, str]] = ()) -> list[Run]:
+        """QUEUED runs, oldest first, but none of the (project, workflow)s in ``skip`` (full
+        workflows, whose queued runs would otherwise hide the younger runs of others)."""
 
     @abstractmethod
     def runs_in_states(self, states: Sequence[RunState]) -> Iterator[Run]: ...

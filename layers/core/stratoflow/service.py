@@ -120,6 +120,12 @@ def schedule_error_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:1000]
 
 
+QUEUED_PAGE = 100
+"""Queued runs read at once by the start loop."""
+QUEUED_PAGES = 10
+"""Pages the start loop reads in one pass, each without the workflows found full before."""
+
+
 class Scheduler:
     def __init__(
         self,
@@ -516,6 +522,22 @@ class Scheduler:
             self.catalog.set_schedule_error(project, name, None)
         return made
 
+    def catchup_room(self, latest: WorkflowVersion) -> int | None:
+        """How many missed runs a catch-up of the workflow may create now (``due_firings``'s
+        ``room``): its effective ``max_active_runs`` less its queued and active runs, so a
+        backlog (minute intervals since 1970 are millions) is created as runs end, not all at
+        once. ``None`` (no bound) for a schedule without catchup."""
+        spec = self.spec(latest.project, latest.name, latest.version)
+        schedule = spec.workflow.schedule
+        limit = spec.workflow.effective_max_active_runs
+        if schedule is None or not schedule.catchup or limit is None:
+            return None
+        project, name = latest.project, latest.name
+        used = self.store.count_queued_runs(project, name)
+        if used < limit:
+            used += self.store.count_active_runs(project, name)
+        return max(limit - used, 0)
+
     def schedule_failed(self, latest: WorkflowVersion, exc: BaseException) -> None:
         """A workflow whose schedule cannot be computed or fired is marked in error (shown by
         the API and the UI) and skipped; the others go on. Recorded and logged once: the same
@@ -613,37 +635,65 @@ class Scheduler:
         none and its schedule catches up) decides for every queued run of it, whatever
         version the run was made from, so a run never starts ahead of an older queued run of
         its workflow. Reads per workflow with queued runs, not per run:
-        its latest version's number and its active runs."""
+        its latest version's number and its active runs.
+
+        Runs are read a page (``QUEUED_PAGE``) at a time. A full page whose workflows were
+        found full is followed by the next page without them (at most ``QUEUED_PAGES``), so
+        one workflow's long queue cannot hide another workflow's younger run for ever."""
         now = self.clock.now()
         admission: dict[tuple[str, str], tuple[WorkflowSpec, int]] = {}  # (current, active)
-        for run in self.store.queued_runs(limit=100):
-            workflow = (run.project, run.workflow)
-            if workflow not in admission:
-                admission[workflow] = (
-                    self.current_spec(*workflow),
-                    self.store.count_active_runs(*workflow),
-                )
-            current, active = admission[workflow]
-            if not engine.may_start(current, active):
-                continue
-            spec = self._run_spec(run)
-            roots = self.store.get_tasks(run.id, list(spec.dag.roots))
-            plan = engine.start_plan(spec, run, roots, now)
-            if self.subworkflows.starts_paused(run):  # its parent was paused while it waited
-                plan.run = engine.pause(plan.run, by_parent=True)
-            # the store has the last word: on one written by concurrent schedulers, the
-            # count read above may already be stale
-            limit = current.workflow.effective_max_active_runs
-            if not self.store.start_queued_run(plan, limit):
-                if limit is not None:
-                    # refused: the workflow is full after all, or another scheduler started
-                    # a run of it meanwhile. Its younger runs wait for the next pass rather
-                    # than each be tried now (and one start ahead of this older run)
-                    admission[workflow] = (current, limit)
-                continue
-            admission[workflow] = (current, active + 1)
-            self._started_runs.append(run.id)
-            self._emit("run.started", plan.run)
+        full: set[tuple[str, str]] = set()
+        for _ in range(QUEUED_PAGES):
+            page = self.store.queued_runs(QUEUED_PAGE, skip=full)
+            progress = False
+            for run in page:
+                workflow = (run.project, run.workflow)
+                if workflow in full:
+                    continue
+                if workflow not in admission:
+                    admission[workflow] = (
+                        self.current_spec(*workflow),
+                        self.store.count_active_runs(*workflow),
+                    )
+                current, active = admission[workflow]
+                if not engine.may_start(current, active):
+                    full.add(workflow)
+                    progress = True
+                    continue
+                if self._start_queued(run, current, active, now, admission):
+                    progress = True
+            if len(page) < QUEUED_PAGE or not progress:
+                return
+
+    def _start_queued(
+        self,
+        run: Run,
+        current: WorkflowSpec,
+        active: int,
+        now: datetime,
+        admission: dict[tuple[str, str], tuple[WorkflowSpec, int]],
+    ) -> bool:
+        """Start one queued run whose workflow has a slot free; False if the store refused."""
+        workflow = (run.project, run.workflow)
+        spec = self._run_spec(run)
+        roots = self.store.get_tasks(run.id, list(spec.dag.roots))
+        plan = engine.start_plan(spec, run, roots, now)
+        if self.subworkflows.starts_paused(run):  # its parent was paused while it waited
+            plan.run = engine.pause(plan.run, by_parent=True)
+        # the store has the last word: on one written by concurrent schedulers, the
+        # count read above may already be stale
+        limit = current.workflow.effective_max_active_runs
+        if not self.store.start_queued_run(plan, limit):
+            if limit is not None:
+                # refused: the workflow is full after all, or another scheduler started
+                # a run of it meanwhile. Its younger runs wait for the next pass rather
+                # than each be tried now (and one start ahead of this older run)
+                admission[workflow] = (current, limit)
+            return False
+        admission[workflow] = (current, active + 1)
+        self._started_runs.append(run.id)
+        self._emit("run.started", plan.run)
+        return True
 
     # ------------------------------------------------------------ the hot path
     def on_finished(self, reports: Iterable[Finished]) -> None:

@@ -91,6 +91,14 @@ class SubWorkflows:
         latest = self.scheduler.catalog.get_version(project, name)
         self.check_caller(principal, self.scheduler.spec(project, name, latest.version), doing)
 
+    def check_caller_run(self, principal: Principal, run: Run, doing: str) -> None:
+        """``check_caller`` for the version a run pinned: rerunning a run or marking its tasks
+        (re)starts its sub-workflow tasks, and so runs in the projects they reach, as
+        triggering it did."""
+        self.check_caller(
+            principal, self.scheduler.spec(run.project, run.workflow, run.version), doing
+        )
+
     # ------------------------------------------------------------ run time
     def _links(self, run: Run) -> Iterator[tuple[str, str]]:
         """The (parent run, task) links above ``run``, nearest first: at most MAX_DEPTH + 1,

@@ -1635,7 +1635,9 @@ def create_app(
         responses=_responses("The run, running again", 400, 404, 409, 415),
     )
     def rerun_run(run_id: str, body: RerunBody = None) -> RunView:
-        project = run_for(run_id, Action.OPERATE).project
+        target = run_for(run_id, Action.OPERATE)
+        project = target.project
+        scheduler.subworkflows.check_caller_run(caller(), target, "rerunning it")
         from_task = body.from_ if body is not None else None
         run = scheduler.rerun(run_id, from_task=from_task)
         changed()
@@ -1649,8 +1651,10 @@ def create_app(
         responses=_responses("The run after the change", 400, 404, 409, 415),
     )
     def mark_task(run_id: str, task_id: str, body: MarkBody) -> RunView:
-        project = run_for(run_id, Action.OPERATE).project
+        target = run_for(run_id, Action.OPERATE)
+        project = target.project
         store.get_task(run_id, task_id)
+        scheduler.subworkflows.check_caller_run(caller(), target, "marking its tasks")
         run = scheduler.mark(run_id, task_id, TaskState(body.state))
         changed()
         record("run.mark", f"run/{run_id}", project, task=task_id, state=body.state)

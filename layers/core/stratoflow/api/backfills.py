@@ -185,6 +185,9 @@ def register_backfills(
             parallel=body.parallel, order=Order(body.order), rerun=Rerun(body.rerun),
             params=body.params, created_by=principal.name, dependents=body.dependents,
             may_trigger=lambda p: principal.can(Action.OPERATE, p),
+            may_rerun=lambda spec: scheduler.subworkflows.check_caller(
+                principal, spec, "backfilling it with --rerun"
+            ),
         )  # fmt: skip
         changed()
         group = backfills.group(made)

@@ -50,6 +50,7 @@ __all__ = [
     "MAX_FIRINGS_PER_TICK",
     "ScheduleError",
     "ScheduleExpression",
+    "catchup_start_problem",
     "due_firings",
     "never_fires",
     "next_firing",
@@ -309,7 +310,7 @@ def schedule_window(schedule: Schedule) -> tuple[datetime | None, datetime | Non
 
 
 def due_firings(
-    schedule: Schedule, cursor: datetime | None, now: datetime
+    schedule: Schedule, cursor: datetime | None, now: datetime, room: int | None = None
 ) -> tuple[list[datetime], datetime]:
     """Logical dates to fire now, and the new cursor.
 
@@ -318,6 +319,13 @@ def due_firings(
     every time missed since the cursor (oldest first, at most :data:`MAX_FIRINGS_PER_TICK`;
     the cursor then stops at the last one, so the next call resumes there); without, only the
     latest missed time.
+
+    ``room`` bounds a catch-up by the runs its workflow may still have (its effective
+    ``max_active_runs`` less its queued and active runs; ``None``: no bound): when more than
+    one time is due, at most ``room`` of them (the oldest; none when ``room <= 0``), the cursor
+    stopping at the last one taken, so the backlog is created as runs end, not all at once.
+    A single due time is the schedule's on-time firing and is taken whatever the room, as a
+    schedule without catchup would take it.
     """
     expr = parse_schedule(schedule.cron)
     start, end = schedule_window(schedule)
@@ -329,17 +337,24 @@ def due_firings(
     if until <= cursor:
         return [], cursor
     if schedule.catchup:
+        most = MAX_FIRINGS_PER_TICK if room is None else min(max(room, 1), MAX_FIRINGS_PER_TICK)
         times: list[datetime] = []
         t = cursor
-        while len(times) < MAX_FIRINGS_PER_TICK:
+        more = False  # a due time left beyond those taken
+        while True:
             try:
                 t = expr.next_after(t, schedule.timezone, start)
             except ScheduleError:  # the expression has no more fire times (its years passed)
                 break
             if t > until:
                 break
+            if len(times) == most:
+                more = True
+                break
             times.append(t)
-        return times, times[-1] if len(times) == MAX_FIRINGS_PER_TICK else until
+        if more and room is not None and room <= 0:
+            return [], cursor  # a backlog and no room: nothing now, the cursor stays
+        return times, times[-1] if more else until
     latest = expr.previous_at_or_before(until, schedule.timezone, start)
     if latest is None or latest <= cursor:
         return [], until
@@ -355,6 +370,34 @@ def next_firing(schedule: Schedule, cursor: datetime) -> datetime | None:
     except ScheduleError:  # no more fire times
         return None
     return None if end is not None and t > end else t
+
+
+CRON_FIRST_YEAR = 1970
+"""Cron schedules fire from this year on (EventBridge's year field is 1970-2199)."""
+
+
+def catchup_start_problem(schedule: Schedule) -> str | None:
+    """Why a catch-up from ``schedule.start`` cannot be honoured, or ``None``.
+
+    A cron expression has no fire time before 1970-01-01 on its time zone's wall clock (the
+    EventBridge cron year field, and so ``aws_croniter``, spans 1970-2199): a catch-up from
+    an earlier start would silently begin at 1970. ``rate()`` schedules count from any start.
+    """
+    if not schedule.catchup or schedule.start is None:
+        return None
+    if parse_schedule(schedule.cron).kind != "cron":
+        return None
+    zone = _zone(schedule.timezone)
+    start_utc = _start_utc(schedule.start, zone)
+    assert start_utc is not None
+    if _wall(start_utc, zone) >= datetime(CRON_FIRST_YEAR, 1, 1):
+        return None
+    return (
+        f"start {schedule.start.isoformat()} is before {CRON_FIRST_YEAR}-01-01T00:00 "
+        f"({schedule.timezone}): a cron schedule has no fire time before then (cron years are "
+        f"{CRON_FIRST_YEAR}-2199), so its catch-up could not begin at that start; use a start "
+        f"from {CRON_FIRST_YEAR}-01-01 on, or a rate() schedule"
+    )
 
 
 def never_fires(schedule: Schedule, now: datetime) -> str | None:

@@ -22,6 +22,7 @@ from stratoflow.model._durations import format_duration, parse_duration
 from stratoflow.model._loader import MAX_TASKS
 from stratoflow.model._schedule import (
     ScheduleError,
+    catchup_start_problem,
     never_fires,
     parse_schedule,
     validate_timezone,
@@ -197,7 +198,10 @@ class Schedule(_Strict):
         if self.start and self.end and _naive(self.end) <= _naive(self.start):
             raise ValueError("end must be after start")
         now = info.context.get("now") if isinstance(info.context, dict) else None
-        if isinstance(now, datetime):
+        if isinstance(now, datetime):  # a file applied now (a stored document loads as it is)
+            early = catchup_start_problem(self)
+            if early is not None:
+                raise ValueError(early)
             problem = never_fires(self, now)
             if problem is not None:
                 raise ValueError(problem)

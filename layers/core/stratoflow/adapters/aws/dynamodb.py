@@ -20,7 +20,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -784,9 +784,25 @@ class DynamoStore(
         admission = {"Update": upd.request(self.table, key(pk, it.ADMISSION_SK), cond)}
         return self._apply_plan(plan, RunState.QUEUED, None, admission)
 
-    def queued_runs(self, limit: int) -> list[Run]:
-        items = self._take(self._index("gsi2", f"RUNS#{RunState.QUEUED.value}", limit=limit), limit)
-        return self._with_counters(items)
+    def count_queued_runs(self, project: str, workflow: str) -> int:
+        """By the state index, as ``count_active_runs`` (eventually consistent): the queued
+        runs of every workflow are read, filtered to this one. A catch-up keeps its own
+        within its workflow's ``max_active_runs``."""
+        queued = f"RUNS#{RunState.QUEUED.value}"
+        filters = {"project": project, "workflow": workflow}
+        return sum(1 for _ in self._index("gsi2", queued, filters=filters))
+
+    def queued_runs(self, limit: int, skip: Collection[tuple[str, str]] = ()) -> list[Run]:
+        queued = f"RUNS#{RunState.QUEUED.value}"
+        if not skip:
+            return self._with_counters(self._take(self._index("gsi2", queued, limit=limit), limit))
+        pairs = set(skip)
+        found = (
+            item
+            for item in self._index("gsi2", queued, limit=max(limit, 100))
+            if (item["project"]["S"], item["workflow"]["S"]) not in pairs
+        )
+        return self._with_counters(self._take(found, limit))
 
     def runs_in_states(self, states: Sequence[RunState]) -> Iterator[Run]:
         for state in states:

@@ -14,8 +14,12 @@ pure rules in :mod:`stratoflow.model`):
 * the run id is ``scheduled_run_id(project, workflow, logical date)``: a duplicate firing (EventBridge
   delivers at least once, and retries) finds the run it created before;
 * with ``catchup: true`` the firing also creates the runs missed since the workflow's cursor
-  (EventBridge Scheduler does not backfill), oldest first, at most ``MAX_FIRINGS_PER_TICK`` per
-  firing: a longer backlog continues at the next firing. The firing's own run is always created;
+  (EventBridge Scheduler does not backfill), oldest first, at most as many as the workflow has
+  room for (``Scheduler.catchup_room``: its effective ``max_active_runs`` less its queued and
+  active runs) and ``MAX_FIRINGS_PER_TICK``: a longer backlog continues at the next firing.
+  The firing's own run is created when nothing missed is left before it (then whatever the
+  room, as a schedule without catchup); behind a backlog it waits its turn, and the firing
+  returns the last run it created (``None`` when it had no room for any);
 * a paused workflow, a workflow whose schedule was removed, and a firing outside the schedule's
   window create nothing (``fire`` returns ``None``);
 * a schedule whose times cannot be computed (an error of any kind, e.g. an ``OverflowError`` at
@@ -42,7 +46,7 @@ from stratoflow.model import (
 )
 from stratoflow.service import Scheduler
 
-__all__ = ["Firing", "fire", "logical_date", "parse_firing"]
+__all__ = ["Firing", "continue_catchups", "fire", "logical_date", "parse_firing"]
 
 log = logging.getLogger("stratoflow.firing")
 
@@ -133,7 +137,8 @@ def fire(scheduler: Scheduler, event: Any) -> tuple[Run, bool] | None:
     try:
         logical = logical_date(schedule, firing.scheduled_time)
         if schedule.catchup and logical is not None:
-            missed, caught_up = due_firings(schedule, cursor, logical)
+            room = scheduler.catchup_room(latest)
+            missed, caught_up = due_firings(schedule, cursor, logical, room)
     except Exception as exc:  # this workflow's schedule cannot be computed: mark it, go on
         scheduler.schedule_failed(latest, exc)
         return None
@@ -148,6 +153,47 @@ def fire(scheduler: Scheduler, event: Any) -> tuple[Run, bool] | None:
             "firing of %s/%s at %s is not a fire time of %r; using the one before it, %s",
             project, name, firing.scheduled_time.isoformat(), schedule.cron, logical.isoformat(),
         )  # fmt: skip
+    if caught_up is not None and caught_up < logical:
+        # a backlog bounded by the workflow's room: the missed runs it had room for, oldest
+        # first; this firing's own run comes in its turn, after them (a later firing)
+        made = scheduler.fire(latest, missed, cursor, caught_up)
+        return made[-1] if made else None
     dates = [when for when in missed if when != logical] + [logical]
     made = scheduler.fire(latest, dates, cursor, logical if caught_up is None else caught_up)
     return made[-1]
+
+
+def continue_catchups(scheduler: Scheduler) -> int:
+    """Go on with the catch-ups that waited for room (the reconciler's periodic pass).
+
+    EventBridge Scheduler fires only at the schedule's times, and a catch-up makes only the
+    runs its workflow has room for: a daily schedule's backlog would move on once a day. So
+    for each unpaused workflow that catches up and whose cursor is behind its latest fire
+    time, this does what a firing at that time does (``fire``: the missed runs it has room
+    for, oldest first, and that time's own run once nothing is missed before it). A
+    workflow that has never fired is left to its first firing. Returns how many workflows
+    it fired for; one that fails is marked in error (as a firing would) and the others go
+    on."""
+    fired = 0
+    now = scheduler.clock.now()
+    for latest in scheduler.catalog.list_workflows():
+        if latest.paused or "schedule" not in latest.document:
+            continue
+        try:
+            schedule = scheduler.spec(latest.project, latest.name, latest.version).workflow.schedule
+            if schedule is None or not schedule.catchup:
+                continue
+            cursor = scheduler.catalog.get_cursor(latest.project, latest.name)
+            due = None if cursor is None else logical_date(schedule, now)
+            if cursor is None or due is None or due <= cursor:
+                continue
+            event = {
+                "project": latest.project,
+                "workflow": latest.name,
+                "scheduled_time": due.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            }
+            if fire(scheduler, event) is not None:
+                fired += 1
+        except Exception as exc:  # this workflow only: marked, the others go on
+            scheduler.schedule_failed(latest, exc)
+    return fired

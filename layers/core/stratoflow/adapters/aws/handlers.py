@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from stratoflow.adapters.aws.firing import continue_catchups
 from stratoflow.adapters.aws.projects import Identities
 from stratoflow.adapters.aws.results import (
     MAX_JSON_BYTES,
@@ -258,9 +259,10 @@ def reconcile(scheduler: Scheduler, *, dead_letters: DeadLetters | None = None) 
     """The periodic repair, each part idempotent and safe to run concurrently with
     ``advance``: operations whose writer died half way (and their kills); outcomes that
     reached the dead-letter queue; results of executions that ended without a report (or
-    whose report was lost); attempts claimed but never started; due retries, stuck
-    (timed-out) attempts, queued runs; then dispatch. In the result ``None`` marks a repair
-    that failed this pass (logged)."""
+    whose report was lost); catch-ups that waited for room (``continue_catchups``);
+    attempts claimed but never started; due retries, stuck (timed-out) attempts, queued
+    runs; then dispatch. In the result ``None`` marks a repair that failed this pass
+    (logged)."""
     # each repair on its own: one that keeps failing (a plan whose chunk is refused, an
     # unreachable queue) must not keep the others from running
     plans: int | None = None
@@ -275,12 +277,18 @@ def reconcile(scheduler: Scheduler, *, dead_letters: DeadLetters | None = None) 
         except Exception:
             log.exception("reading the dead-letter queue failed; the next pass tries again")
             replayed = None
+    catchups: int | None = None
+    try:  # backlogs that waited for room go on between their schedule's firings
+        catchups = continue_catchups(scheduler)
+    except Exception:
+        log.exception("continuing catch-ups failed; the next pass tries again")
     scheduler.recover()
     next_wakeup = scheduler.step()
     return {
         "next_wakeup": next_wakeup.isoformat() if next_wakeup else None,
         "plans_completed": plans,
         "dead_letters": replayed,
+        "catchups": catchups,
     }
 
 

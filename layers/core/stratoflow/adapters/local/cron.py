@@ -33,6 +33,8 @@ log = logging.getLogger("stratoflow.cron")
 
 # The catalog is read again at least this often even when nothing said it changed.
 RECHECK = timedelta(seconds=30)
+# A catch-up that waits for room (its workflow full) is looked at again this often.
+BACKLOG_RECHECK = timedelta(seconds=1)
 
 
 class CronLoop:
@@ -87,6 +89,12 @@ class CronLoop:
         schedule = spec.workflow.schedule
         assert schedule is not None
         cursor = self.catalog.get_cursor(version.project, version.name)
-        times, new_cursor = due_firings(schedule, cursor, now)
+        room = self.scheduler.catchup_room(version)
+        times, new_cursor = due_firings(schedule, cursor, now, room)
         self.scheduler.fire(version, times, cursor, new_cursor)
-        return next_firing(schedule, new_cursor)
+        found = next_firing(schedule, new_cursor)
+        if found is not None and found <= now and room is not None:
+            # a catch-up waiting for room (its workflow is full): look again shortly, not on
+            # every turn of the loop (runs ending make the room)
+            found = now + BACKLOG_RECHECK
+        return found

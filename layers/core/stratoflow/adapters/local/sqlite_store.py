@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -893,9 +893,19 @@ class SqliteStore(
         ).fetchone()
         return int(row[0])
 
-    def queued_runs(self, limit: int) -> list[Run]:
+    def count_queued_runs(self, project: str, workflow: str) -> int:
+        row = self._x(
+            "SELECT COUNT(*) FROM runs WHERE project=? AND workflow=? AND state='queued'",
+            (project, workflow),
+        ).fetchone()
+        return int(row[0])
+
+    def queued_runs(self, limit: int, skip: Collection[tuple[str, str]] = ()) -> list[Run]:
+        pairs = sorted(set(skip))
+        where = "".join(" AND NOT (project=? AND workflow=?)" for _ in pairs)
         rows = self._x(
-            f"SELECT {_RUN_COLS} FROM runs WHERE state='queued' ORDER BY seq LIMIT ?", (limit,)
+            f"SELECT {_RUN_COLS} FROM runs WHERE state='queued'{where} ORDER BY seq LIMIT ?",
+            (*(v for pair in pairs for v in pair), limit),
         ).fetchall()
         return [_run(r) for r in rows]
 

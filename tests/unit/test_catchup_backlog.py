@@ -1,0 +1,227 @@
+"""A catch-up from far in the past makes its missed runs only while its workflow has room
+(its effective ``max_active_runs`` less its queued and active runs), oldest first, and works
+through the backlog in order as runs end: one schedule cannot fill the disk with queued runs,
+nor keep other projects' runs from starting. On both stores and both paths that fire
+schedules (SQLite fired by the local cron loop, DynamoDB on moto fired as EventBridge
+Scheduler fires the trigger function), with a fake clock. And a cron catch-up from before
+1970 (when cron schedules begin) is refused on apply, naming it, while ``rate()`` honours it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from tests.fakes import FakeClock, RecordingDispatcher
+from tests.stores import STORE_KINDS, state_store
+
+from stratoflow.adapters.aws.firing import fire
+from stratoflow.adapters.aws.handlers import reconcile
+from stratoflow.adapters.local.cron import CronLoop
+from stratoflow.engine import AttemptResult, AttemptStatus, Run, RunState
+from stratoflow.errors import InvalidInput
+from stratoflow.model import load_workflow
+from stratoflow.model._schedule import due_firings
+from stratoflow.ports import RunQuery
+from stratoflow.service import Finished, Scheduler
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+START = datetime(2000, 1, 1, tzinfo=UTC)  # 13.8 million minutes before NOW
+
+CU = (
+    "name: cu\n"
+    "project: pa\n"
+    "max_active_runs: 2\n"
+    'schedule: {cron: "* * * * *", start: "2000-01-01T00:00:00", catchup: true}\n'
+    'tasks: {t: {type: shell, command: "true"}}\n'
+)
+OTHER = "name: other\nproject: pb\ntasks: {t: {type: shell, command: 'true'}}\n"
+
+
+@dataclass
+class Backlog:
+    scheduler: Scheduler
+    dispatcher: RecordingDispatcher
+    clock: FakeClock
+    fire_due: Callable[[], None]  # what the runtime does when the schedule is due now
+
+    def runs(self, project: str = "pa", name: str = "cu") -> list[Run]:
+        found = self.scheduler.store.list_runs(
+            RunQuery(project=project, workflow=name, limit=10_000)
+        )
+        return sorted(found, key=lambda run: run.logical_date)
+
+    def end(self, run_id: str) -> None:
+        """The run's one task succeeds, then a turn."""
+        self.scheduler.step()
+        key = (run_id, "t", 1)
+        assert key in self.dispatcher.pending, f"{run_id} was never dispatched"
+        del self.dispatcher.pending[key]
+        ok = AttemptResult(AttemptStatus.SUCCEEDED)
+        self.scheduler.on_finished([Finished(run_id, "t", 1, ok)])
+        self.scheduler.step()
+
+    def minute_later(self) -> None:
+        self.clock.advance(60)
+        self.fire_due()
+        self.scheduler.step()
+
+
+@pytest.fixture(params=STORE_KINDS)
+def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backlog]:
+    clock = FakeClock(NOW)
+    dispatcher = RecordingDispatcher()
+    with state_store(request.param, tmp_path) as store:
+        scheduler = Scheduler(store, store, dispatcher, clock)
+        if request.param == "sqlite":  # the local runtime: the server's cron loop ticks
+            loop = CronLoop(scheduler, store)
+
+            def fire_due() -> None:
+                loop.tick(clock.now())
+
+        else:  # AWS: EventBridge Scheduler invokes the trigger function each minute
+
+            def fire_due() -> None:
+                at = clock.now().replace(second=0, microsecond=0)
+                event = {
+                    "project": "pa",
+                    "workflow": "cu",
+                    "scheduled_time": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
+                fire(scheduler, event)
+
+        yield Backlog(scheduler, dispatcher, clock, fire_due)
+
+
+def test_a_catchup_from_long_ago_makes_only_the_runs_its_workflow_has_room_for(
+    h: Backlog,
+) -> None:
+    # GIVEN a minute schedule catching up from 2000 with max_active_runs: 2
+    h.scheduler.apply(CU)
+    # WHEN it fires, and fires again every minute while its runs go on
+    h.fire_due()
+    h.scheduler.step()
+    for _ in range(5):
+        h.minute_later()
+    # THEN only two runs exist, the two oldest intervals, both running: nothing queued
+    runs = h.runs()
+    assert [r.logical_date for r in runs] == [START, START + timedelta(minutes=1)]
+    assert [r.state for r in runs] == [RunState.RUNNING] * 2
+
+
+def test_the_backlog_is_worked_through_in_order_as_runs_end(h: Backlog) -> None:
+    h.scheduler.apply(CU)
+    h.fire_due()
+    h.scheduler.step()
+    # WHEN the oldest run ends, again and again, with a firing after each end
+    for done in range(6):
+        oldest = next(r for r in h.runs() if r.state is RunState.RUNNING)
+        h.end(oldest.id)
+        h.minute_later()
+        runs = h.runs()
+        # THEN each end makes room for exactly the next interval, in order
+        assert [r.logical_date for r in runs] == [
+            START + timedelta(minutes=i) for i in range(done + 3)
+        ]
+        assert sum(1 for r in runs if not r.state.terminal) == 2
+        assert not any(r.state is RunState.QUEUED for r in runs)
+
+
+def test_another_projects_manual_run_starts_while_a_backlog_exists(h: Backlog) -> None:
+    # GIVEN a catch-up with millions of missed intervals, fired for a while
+    h.scheduler.apply(CU)
+    h.scheduler.apply(OTHER)
+    h.fire_due()
+    for _ in range(3):
+        h.minute_later()
+    # WHEN another project's workflow is triggered by hand
+    run, _ = h.scheduler.trigger("pb", "other")
+    h.scheduler.step()
+    # THEN it starts at once
+    assert h.scheduler.store.get_run(run.id).state is RunState.RUNNING
+
+
+# ------------------------------------------------------------------ the start before 1970
+
+
+def test_a_cron_catchup_from_before_1970_is_refused_naming_the_start(h: Backlog) -> None:
+    text = CU.replace("2000-01-01T00:00:00", "1900-01-02T00:00:00")
+    with pytest.raises(InvalidInput) as raised:
+        h.scheduler.apply(text)
+    message = str(raised.value)
+    assert "start 1900-01-02T00:00:00 is before 1970-01-01T00:00" in message
+    assert "rate()" in message
+    # AND nothing was stored
+    assert [v.name for v in h.scheduler.catalog.list_workflows()] == []
+
+
+def test_a_rate_catchup_from_1900_begins_at_its_start(h: Backlog) -> None:
+    text = CU.replace('"* * * * *"', '"rate(1 minute)"').replace(
+        "2000-01-01T00:00:00", "1900-01-02T00:00:00"
+    )
+    h.scheduler.apply(text)
+    h.fire_due()
+    h.scheduler.step()
+    first = datetime(1900, 1, 2, tzinfo=UTC)
+    assert [r.logical_date for r in h.runs()] == [first, first + timedelta(minutes=1)]
+
+
+def test_without_catchup_a_start_before_1970_is_accepted() -> None:
+    text = CU.replace("2000-01-01T00:00:00", "1900-01-02T00:00:00").replace(
+        "catchup: true", "catchup: false"
+    )
+    schedule = load_workflow(text, now=NOW).workflow.schedule
+    assert schedule is not None
+    assert schedule.start == datetime(1900, 1, 2)
+
+
+# ------------------------------------------------------------------ the pure rule
+
+
+@pytest.mark.parametrize(("room", "taken"), [(0, 0), (1, 1), (2, 2), (-3, 0)])
+def test_due_firings_takes_at_most_the_room_of_a_backlog(room: int, taken: int) -> None:
+    schedule = load_workflow(CU, now=NOW).workflow.schedule
+    assert schedule is not None
+    cursor = START - timedelta(minutes=1)
+    times, new_cursor = due_firings(schedule, cursor, NOW, room)
+    assert times == [START + timedelta(minutes=i) for i in range(taken)]
+    # the cursor stops at the last one taken (or stays), so the next call resumes there
+    assert new_cursor == (times[-1] if times else cursor)
+
+
+def test_due_firings_takes_the_on_time_firing_whatever_the_room() -> None:
+    schedule = load_workflow(CU, now=NOW).workflow.schedule
+    assert schedule is not None
+    times, new_cursor = due_firings(schedule, NOW - timedelta(minutes=1), NOW, 0)
+    assert times == [NOW]
+    assert new_cursor == NOW
+
+
+# ------------------------------------------------------------------ AWS, between firings
+
+
+def test_the_reconciler_goes_on_with_a_backlog_between_firings(h: Backlog) -> None:
+    # GIVEN a daily catch-up from 30 days ago, full after its first firing: EventBridge
+    # fires it again only tomorrow
+    daily = CU.replace('"* * * * *"', '"0 0 * * *"').replace(
+        "2000-01-01T00:00:00", "2026-05-02T00:00:00"
+    )
+    h.scheduler.apply(daily)
+    event = {"project": "pa", "workflow": "cu", "scheduled_time": "2026-06-01T00:00:00Z"}
+    fire(h.scheduler, event)
+    h.scheduler.step()
+    first = datetime(2026, 5, 2, tzinfo=UTC)
+    assert [r.logical_date for r in h.runs()] == [first, first + timedelta(days=1)]
+    # WHEN a run ends and the reconciler's pass runs, the same day
+    h.end(h.runs()[0].id)
+    h.clock.advance(300)
+    handled = reconcile(h.scheduler)
+    # THEN the next missed day is made, in order, without waiting for tomorrow's firing
+    assert [r.logical_date for r in h.runs()] == [first + timedelta(days=i) for i in range(3)]
+    assert handled["catchups"] == 1
+    # AND while the workflow is full, a pass makes nothing more
+    assert reconcile(h.scheduler)["catchups"] == 0
+    assert len(h.runs()) == 3
