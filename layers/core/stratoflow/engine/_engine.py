@@ -34,6 +34,7 @@ from stratoflow.model import (
     WorkflowSpec,
     WorkflowTask,
 )
+from stratoflow.nesting import is_nest, walk
 from stratoflow.templating import (
     SecretTokens,
     TemplateError,
@@ -490,24 +491,15 @@ def effective_params(spec: WorkflowSpec, overrides: Mapping[str, Any]) -> dict[s
 
 
 def _param_problem(name: str, value: Any) -> Problem | None:
-    """What is wrong with a param's value, walked without recursion (it may be far deeper
+    """What is wrong with a param's value (walked without recursion: it may be far deeper
     than the stack), or None."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
+    for item, depth in walk(value):
         if isinstance(item, float) and not math.isfinite(item):
             return Problem(f"params.{name}", f"{item} is not a finite number")
-        if isinstance(item, Mapping):
-            children: Iterable[Any] = item.values()
-        elif isinstance(item, list | tuple):
-            children = item
-        else:
-            continue
-        if depth > MAX_PARAM_DEPTH:
+        if depth > MAX_PARAM_DEPTH and is_nest(item):
             return Problem(
                 f"params.{name}", f"nests deeper than {MAX_PARAM_DEPTH} levels of lists and objects"
             )
-        stack.extend((child, depth + 1) for child in children)
     return None
 
 

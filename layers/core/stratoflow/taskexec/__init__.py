@@ -9,9 +9,10 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
+
+from stratoflow.nesting import is_nest, walk
 
 if TYPE_CHECKING:
     from stratoflow.engine import AttemptResult
@@ -304,21 +305,8 @@ def _no_constant(name: str) -> object:
 
 
 def _deeper_than(value: object, limit: int) -> bool:
-    """Whether ``value`` nests lists and objects more than ``limit`` levels (walked without
-    recursion: the value may be far deeper than the stack)."""
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Iterable[object] = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
+    """Whether ``value`` nests lists and objects more than ``limit`` levels."""
+    return any(depth > limit and is_nest(item) for item, depth in walk(value))
 
 
 def _error_message(path: str | Path) -> str:
