@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
+from stratoflow.errors import InvalidInput
+
 if TYPE_CHECKING:
     from stratoflow.cli import Client
 
@@ -121,6 +123,14 @@ def fail(message: str, code: int) -> NoReturn:
 def invalid(message: str) -> NoReturn:
     """Exit 2 naming the problem (bad input: nothing was sent)."""
     fail(message, EXIT_INVALID)
+
+
+def checked(check: Callable[[str], str], value: str) -> str:
+    """``check(value)``, its refusal (InvalidInput) an exit 2 with its words."""
+    try:
+        return check(value)
+    except InvalidInput as exc:
+        invalid(str(exc))
 
 
 def show(body: Any, output: str, text: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from stratoflow.cli_common import (
+    checked,
     client,
     invalid,
     project_output_api,
@@ -21,13 +22,6 @@ from stratoflow.cli_common import (
 )
 from stratoflow.errors import InvalidInput
 from stratoflow.secrets import MAX_VALUE_BYTES, check_name, check_value
-
-
-def _checked_name(name: str) -> str:
-    try:
-        return check_name(name)
-    except InvalidInput as exc:
-        invalid(str(exc))
 
 
 def read_value(stream: Any, interactive: bool) -> str:
@@ -65,7 +59,7 @@ def secrets() -> None:
 @project_output_api
 def secrets_set(name: str, project: str, output: str, api: str) -> None:
     """Set secret NAME from stdin (or a hidden prompt on a terminal)."""
-    _checked_name(name)
+    checked(check_name, name)
     value = read_value(sys.stdin.buffer, sys.stdin.isatty())
     body = client(api).call(
         "PUT", f"/secrets/{name}", params={"project": project}, json={"value": value}
@@ -87,6 +81,6 @@ def secrets_list(project: str, output: str, api: str) -> None:
 @project_output_api
 def secrets_delete(name: str, project: str, output: str, api: str) -> None:
     """Delete secret NAME."""
-    _checked_name(name)
+    checked(check_name, name)
     body = client(api).call("DELETE", f"/secrets/{name}", params={"project": project})
     show(body, output, f"deleted: secret {project}/{name}")

@@ -14,16 +14,8 @@ from typing import Any, BinaryIO
 
 import click
 
-from stratoflow.cli_common import client, invalid, printable, project_output_api, show
-from stratoflow.errors import InvalidInput
+from stratoflow.cli_common import checked, client, invalid, printable, project_output_api, show
 from stratoflow.variables import MAX_VALUE_BYTES, check_name, check_value
-
-
-def _checked_name(name: str) -> str:
-    try:
-        return check_name(name)
-    except InvalidInput as exc:
-        invalid(str(exc))
 
 
 def _read(stream: BinaryIO, where: str) -> str:
@@ -54,10 +46,7 @@ def _value(value: str | None, file: str | None) -> str:
     else:
         assert value is not None
         text = value
-    try:
-        return check_value(text)
-    except InvalidInput as exc:
-        invalid(str(exc))
+    return checked(check_value, text)
 
 
 def _line(variable: dict[str, Any]) -> str:
@@ -85,7 +74,7 @@ def variables_set(
 ) -> None:
     """Set variable NAME to VALUE (or --file's contents; '-': stdin; a VALUE starting with
     '-' goes after --). Tasks rendered after it read the new value."""
-    _checked_name(name)
+    checked(check_name, name)
     text = _value(value, file)
     body = client(api).call(
         "PUT", f"/variables/{name}", params={"project": project}, json={"value": text}
@@ -98,7 +87,7 @@ def variables_set(
 @project_output_api
 def variables_get(name: str, project: str, output: str, api: str) -> None:
     """Print variable NAME's value (as it is, with --output json its details too)."""
-    _checked_name(name)
+    checked(check_name, name)
     body = client(api).call("GET", f"/variables/{name}", params={"project": project})
     value = str(body["value"])
     # as it is into a pipe or file; on a terminal, its escape sequences shown, not obeyed
@@ -119,6 +108,6 @@ def variables_list(project: str, output: str, api: str) -> None:
 @project_output_api
 def variables_delete(name: str, project: str, output: str, api: str) -> None:
     """Delete variable NAME (tasks that read it then fail, naming it)."""
-    _checked_name(name)
+    checked(check_name, name)
     body = client(api).call("DELETE", f"/variables/{name}", params={"project": project})
     show(body, output, f"deleted: variable {project}/{name}")
