@@ -4,6 +4,7 @@ its state (nowhere every task may write)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import sys
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from stratoflow.adapters.local import sandbox
+from stratoflow.adapters.local import executor, sandbox
 from stratoflow.adapters.local.executor import LocalExecutor
 from stratoflow.engine import AttemptStatus, RenderedTask
 from stratoflow.ports import AttemptSpec
@@ -72,22 +73,41 @@ def _project(cwd: Path) -> None:
     (cwd / "nspkg" / "up").symlink_to(cwd)
 
 
-@pytest.fixture
-def confined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """Runs one python task (fields) under a Landlock executor started from the cwd."""
+def _no_hard_links(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As where the mirror is on another file system than the cwd."""
+
+    def refuse(*_: Any, **__: Any) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", refuse)
+
+
+@pytest.fixture(params=["hard links", "symbolic links"])
+def confined(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
+    """Runs one python task (fields) under a Landlock executor started from the cwd, its
+    mirror made of hard links (the cwd and the work root on one file system) or, where
+    those cannot be made, of symbolic links (each file then a rule of its own)."""
     cwd = tmp_path / "explore"
     cwd.mkdir()
     _project(cwd)
     monkeypatch.chdir(cwd)
     monkeypatch.delenv("PYTHONPATH", raising=False)
     done: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    ex = LocalExecutor(
-        cwd / "home" / "attempts",
-        lambda run, task, attempt, result, log: done.put((result, log)),
-        isolation="landlock",
-        work_root=tmp_path / "work",
-        protect=cwd / "home",
-    )
+    with monkeypatch.context() as links:
+        if request.param == "symbolic links":
+            _no_hard_links(links)
+        ex = LocalExecutor(
+            cwd / "home" / "attempts",
+            lambda run, task, attempt, result, log: done.put((result, log)),
+            isolation="landlock",
+            work_root=tmp_path / "work",
+            protect=cwd / "home",
+        )
+    assert ex._landlock is not None
+    # a second domain only for the files reached by symbolic links
+    assert (ex._landlock.narrowing is None) == (request.param == "hard links")
     count = iter(range(1, 100))
 
     def run(fields: dict[str, Any]) -> Any:
@@ -106,15 +126,23 @@ def confined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 @landlock
-def test_a_task_reads_nothing_of_the_servers_cwd_but_its_python_files(confined: Any) -> None:
+def test_a_task_reads_nothing_of_the_servers_cwd_but_its_python_files(
+    confined: Any, request: pytest.FixtureRequest
+) -> None:
+    """The Python files through the mirror on PYTHONPATH; at their own path only where the
+    mirror links them symbolically (each then a rule of its own)."""
     run, cwd = confined
     paths = {name: str(cwd / rel) for name, rel in SECRETS.items()}
     paths["source"] = str(cwd / "mypkg" / "mod.py")
-    outputs = run({"code": READER.format(paths=paths, cwd=str(cwd))})
-    assert {k: v for k, v in outputs.items() if k != "source"} == dict.fromkeys(
-        [*SECRETS, "listed"], "denied"
+    code = READER.format(paths=paths, cwd=str(cwd)) + (
+        "mirror = os.environ['PYTHONPATH'].split(os.pathsep)[0]\n"
+        "outputs['mirrored'] = open(mirror + '/mypkg/mod.py').read()[:7]\n"
     )
-    assert outputs["source"] == "READ"
+    outputs = run({"code": code})
+    assert outputs.pop("mirrored") == "def fn("
+    hard = request.node.callspec.params["confined"] == "hard links"
+    assert outputs.pop("source") == ("denied" if hard else "READ")
+    assert outputs == dict.fromkeys([*SECRETS, "listed"], "denied")
 
 
 @landlock
@@ -128,7 +156,25 @@ def test_a_task_still_imports_a_package_a_module_and_a_namespace_package_of_the_
     assert run({"callable": "linked:fn"}) == {"from": "linked"}
 
 
-def test_the_mirror_links_python_files_only(tmp_path: Path) -> None:
+@landlock
+def test_a_module_replaced_while_the_server_runs_is_imported_in_its_new_version(
+    confined: Any, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An editor's save or a ``git checkout`` puts a new file in place of the old: tasks
+    started after it import the new one (never the version the server started with). Only
+    through hard links: a file reached by a symbolic link is readable by its own rule, which
+    the new file has not (it is importable after a restart, as the README says)."""
+    run, cwd = confined
+    monkeypatch.setattr(executor, "IMPORTS_CHECK_SECONDS", 0.0)
+    assert run({"callable": "mypkg.mod:fn"}) == {"from": "mypkg"}
+    (cwd / "mypkg" / "mod.py").write_text("def fn():\n    return {'from': 'edited'}\n")
+    assert run({"callable": "mypkg.mod:fn"}) == {"from": "edited"}  # in place: one file
+    _replace(cwd / "mypkg" / "mod.py", "def fn():\n    return {'from': 'replaced'}\n")
+    if request.node.callspec.params["confined"] == "hard links":
+        assert run({"callable": "mypkg.mod:fn"}) == {"from": "replaced"}
+
+
+def _explore(tmp_path: Path) -> Path:
     cwd = tmp_path / "explore"
     cwd.mkdir()
     _project(cwd)
@@ -139,20 +185,83 @@ def test_the_mirror_links_python_files_only(tmp_path: Path) -> None:
     (cwd / ".venv" / "lib" / "site.py").write_text("")
     (cwd / "venv" / "lib").mkdir(parents=True)  # a virtualenv tasks may read anyway
     (cwd / "venv" / "lib" / "six.py").write_text("")
+    return cwd
+
+
+MIRRORED = {  # in the mirror -> the file it stands for, under tmp_path
+    "linked/__init__.py": "src/linked/__init__.py",
+    "mypkg/__init__.py": "explore/mypkg/__init__.py",
+    "mypkg/__pycache__/mod.cpython-312.pyc": "explore/mypkg/__pycache__/mod.cpython-312.pyc",
+    "mypkg/mod.py": "explore/mypkg/mod.py",
+    "nspkg/sub/part.py": "explore/nspkg/sub/part.py",
+    "reports.py": "explore/reports.py",
+}
+
+
+def _mirrored(tree: sandbox.ImportTree) -> list[str]:
+    return sorted(str(p.relative_to(tree.mirror)) for p in tree.mirror.rglob("*"))
+
+
+def test_the_mirror_hard_links_python_files_only(tmp_path: Path) -> None:
+    cwd = _explore(tmp_path)
     tree = sandbox.import_tree(cwd, cwd / "home", tmp_path / "imports", [cwd / "venv"])
     assert (tree.mirror / "venv").resolve() == cwd / "venv"  # linked whole, not walked
-    linked = sorted(str(p.relative_to(tree.mirror)) for p in tree.mirror.rglob("*"))
-    assert linked == [
+    assert _mirrored(tree) == [
         "linked", "linked/__init__.py",
         "mypkg", "mypkg/__init__.py", "mypkg/__pycache__",
         "mypkg/__pycache__/mod.cpython-312.pyc", "mypkg/mod.py",
         "nspkg", "nspkg/sub", "nspkg/sub/part.py", "reports.py", "venv",
     ]  # fmt: skip
-    assert sorted(p.relative_to(tmp_path).as_posix() for p in tree.files) == [
-        "explore/mypkg/__init__.py", "explore/mypkg/__pycache__/mod.cpython-312.pyc",
-        "explore/mypkg/mod.py", "explore/nspkg/sub/part.py", "explore/reports.py",
-        "src/linked/__init__.py",
-    ]  # fmt: skip
+    for link, real in MIRRORED.items():  # the files themselves: the mirror's rule covers them
+        assert not (tree.mirror / link).is_symlink()
+        assert (tree.mirror / link).samefile(tmp_path / real)
+    assert tree.symlinked == []
+    assert tree.hard_links == len(MIRRORED)
+
+
+def test_where_no_hard_link_can_be_made_the_mirror_links_symbolically(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cwd = _explore(tmp_path)
+    _no_hard_links(monkeypatch)
+    tree = sandbox.import_tree(cwd, cwd / "home", tmp_path / "imports", [cwd / "venv"])
+    for link, real in MIRRORED.items():
+        assert (tree.mirror / link).is_symlink()
+        assert (tree.mirror / link).resolve() == tmp_path / real
+    # each such file is readable only by a rule of its own
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tree.symlinked) == sorted(
+        MIRRORED.values()
+    )
+    assert tree.hard_links == 0
+
+
+def _replace(path: Path, text: str) -> None:
+    """As an editor or git does: a new file renamed over the old one."""
+    new = path.with_name(path.name + ".tmp")
+    new.write_text(text)
+    os.replace(new, path)
+
+
+def test_a_refresh_links_a_replaced_file_anew_and_drops_one_gone(tmp_path: Path) -> None:
+    cwd = _explore(tmp_path)
+    tree = sandbox.import_tree(cwd, cwd / "home", tmp_path / "imports", [cwd / "venv"])
+    assert tree.refresh() == 0  # nothing changed: nothing done
+    (cwd / "mypkg" / "__init__.py").write_text("edited = 1\n")  # in place: seen at once
+    assert (tree.mirror / "mypkg" / "__init__.py").read_text() == "edited = 1\n"
+    assert tree.refresh() == 0
+    _replace(cwd / "mypkg" / "mod.py", "NEW = 2\n")
+    (cwd / "reports.py").unlink()
+    (cwd / "nspkg" / "sub" / "part.py").unlink()
+    (cwd / "nspkg" / "sub" / "part.py").symlink_to(cwd / "server.log")  # not a file now
+    assert (tree.mirror / "mypkg" / "mod.py").read_text() != "NEW = 2\n"  # stale until...
+    assert tree.refresh() == 3
+    assert (tree.mirror / "mypkg" / "mod.py").read_text() == "NEW = 2\n"
+    assert (tree.mirror / "mypkg" / "mod.py").samefile(cwd / "mypkg" / "mod.py")
+    assert not (tree.mirror / "reports.py").exists()
+    assert not os.path.lexists(tree.mirror / "nspkg" / "sub" / "part.py")  # never the log
+    assert tree.refresh() == 0
+    assert tree.hard_links == len(MIRRORED) - 2
+    assert not list(tree.mirror.rglob("*.new"))  # no leftover of the relinking
 
 
 @pytest.mark.parametrize("where", ["home", "work root"])
@@ -249,5 +358,6 @@ def test_no_mirror_of_the_whole_machine_when_the_cwd_is_the_root(tmp_path: Path)
     """A service started without a working directory runs in /: its Python files are every
     user's (settings.py with passwords), none of them the project's."""
     tree = sandbox.import_tree(Path("/"), tmp_path / "home", tmp_path / "imports")
-    assert tree.files == []
+    assert tree.symlinked == []
+    assert tree.hard_links == 0
     assert list(tree.mirror.iterdir()) == []

@@ -142,6 +142,10 @@ REAP_GATHER_SECONDS = 0.05  # how long the reaper waits for more released work d
 # that left its group with setsid (which a stop does not reach either) keeps its Landlock
 # right to write beneath its old work dir, so it could write into a later attempt's of the
 # same run; never another run's. $STRATOFLOW_REUSE_WORK_DIRS=0 makes every work dir anew.
+# How often, at most, the mirror of the cwd's Python files is checked against the cwd as
+# attempts start (an lstat a file: ~0.3 ms for the repository's ~600), so a module an editor or
+# git replaced is imported in its new version, not the one linked when the server started
+IMPORTS_CHECK_SECONDS = 0.5
 SPARES_PER_RUN = 64
 SPARE_SECONDS = 10.0  # a run's spares unused this long are removed (its run has ended)
 _SPARE = ".spare."  # a spare's name: .spare.<run>.<n>; never an attempt's (<run>.<task>.<n>)
@@ -632,13 +636,18 @@ class LocalExecutor(Dispatcher):
         )
         path = [str(imports.mirror if imports else cwd), server_path]
         self._pythonpath = os.pathsep.join(p for p in path if p)
+        self._imports = imports
+        self._imports_checked = time.monotonic()
         if imports is not None:
             read = sandbox.readable_paths([*readable, imports.mirror], [home, self.work_root])
-            # the cwd (its entries but the home and the work root, when it holds them: the
-            # second domain allows reading the work root for each attempt's work dir) in each
-            # attempt's ruleset, narrowed to its Python files by a second domain made once
-            narrowed = sandbox.readable_paths([cwd], kept_out)
-            outside = [f for f in imports.files if not any(
+            # The mirror's hard links are read through the mirror's rule. A file only a
+            # symbolic link reaches is read at its own path: the cwd (its entries but the home
+            # and the work root, when it holds them: the second domain allows reading the work
+            # root for each attempt's work dir) in each attempt's ruleset, narrowed to those
+            # files by a second domain made once.
+            symlinked = imports.symlinked
+            narrowed = sandbox.readable_paths([cwd], kept_out) if symlinked else []
+            outside = [f for f in symlinked if not any(
                 f == n or n in f.parents for n in narrowed
             )]  # fmt: skip
             self._landlock: sandbox.Landlock | None = sandbox.Landlock(
@@ -646,9 +655,16 @@ class LocalExecutor(Dispatcher):
                 [*read, *outside],
                 write_paths,
                 narrowed=narrowed,
-                files=imports.files,
+                files=symlinked,
                 also=[self.work_root],
             )
+            if symlinked:
+                log.info(
+                    "%d of the cwd's Python files are reached by symbolic links (a hard link "
+                    "could not be made: another file system?): each adds a rule to every "
+                    "task's start",
+                    len(symlinked),
+                )
         else:
             self._landlock = None
         log.info("task isolation: %s (%s)", self.isolation.mode, self.isolation.reason)
@@ -765,6 +781,12 @@ class LocalExecutor(Dispatcher):
         thread's capability bounding set is empty: a confining thread made here would have
         to empty its own (~40 drops, each a new set of credentials: ~0.12 ms of CPU, more
         than the hand-off), one made by a spawn thread inherits theirs empty."""
+        imports = self._imports
+        if imports is not None and imports.hard_links:
+            now = time.monotonic()
+            if now - self._imports_checked >= IMPORTS_CHECK_SECONDS:
+                self._imports_checked = now
+                imports.refresh()  # files of the cwd replaced since: linked anew
         fresh: list[tuple[AttemptSpec, _Live]] = []
         with self._lock:
             ending = self._ending  # empty unless something was killed lately: no cost

@@ -26,6 +26,7 @@ The environment is an allow-list in every mode (:func:`task_environment`).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
@@ -376,14 +377,80 @@ def refuse_under_writable(places: Mapping[str, Path], write: Iterable[Path]) -> 
 IMPORTABLE_SUFFIXES = (".py", ".pyc")
 
 
-@dataclass(frozen=True)
 class ImportTree:
-    """What :func:`import_tree` made: ``mirror`` (for PYTHONPATH, readable whole: it holds
-    only directories and links) and the ``files`` its links lead to (resolved; each one
-    readable on its own)."""
+    """What :func:`import_tree` made: ``mirror`` (for PYTHONPATH, readable whole), holding a
+    hard link to each Python file of the server's cwd, and ``symlinked``: the files it could
+    reach only through a symbolic link (a hard link cannot cross file systems, nor be made to
+    another user's file where the kernel protects hard links), each of which a task may read
+    only by a rule of its own.
 
-    mirror: Path
-    files: list[Path]
+    A hard link is the file itself under a name in the mirror: a rule on the mirror covers
+    it, and what is written into the file is what tasks import. A file *replaced* by a new one
+    (an editor's or git's rename) leaves the link on the old one: :meth:`refresh` links the
+    new one in its place, and removes the link of a file gone."""
+
+    def __init__(self, mirror: Path) -> None:
+        self.mirror = mirror
+        self.symlinked: list[Path] = []
+        # (link in the mirror, the file it stands for, (st_dev, st_ino) of what it links)
+        self._links: list[tuple[str, str, tuple[int, int]]] = []
+        self._lock = threading.Lock()
+
+    def add(self, link: Path, real: str) -> None:
+        """A link at ``link`` to the Python file ``real``: a hard one, else a symbolic one."""
+        try:
+            os.link(real, link, follow_symlinks=False)
+            st = os.lstat(link)
+        except OSError:
+            os.symlink(real, link)
+            self.symlinked.append(Path(real))
+            return
+        self._links.append((str(link), real, (st.st_dev, st.st_ino)))
+
+    @property
+    def hard_links(self) -> int:
+        """How many files the mirror holds a hard link to."""
+        return len(self._links)
+
+    def refresh(self) -> int:
+        """Make every hard link stand for the file now at its path (one ``lstat`` a file): a
+        file replaced is linked anew, a file gone (or no longer a regular file) is unlinked,
+        so a task never imports a version the directory no longer holds. Returns how many
+        links changed. Safe from several threads (one refreshes, the others return 0)."""
+        if not self._lock.acquire(blocking=False):
+            return 0
+        try:
+            changed = 0
+            kept: list[tuple[str, str, tuple[int, int]]] = []
+            for link, real, ident in self._links:
+                try:
+                    st: os.stat_result | None = os.lstat(real)
+                except OSError:
+                    st = None
+                if st is not None and (st.st_dev, st.st_ino) == ident:
+                    kept.append((link, real, ident))
+                    continue
+                changed += 1
+                if st is not None and stat.S_ISREG(st.st_mode):
+                    fresh = f"{link}.{os.getpid()}.new"
+                    try:
+                        os.link(real, fresh, follow_symlinks=False)
+                        now = os.lstat(fresh)  # what was linked (if replaced again: newer)
+                        if not stat.S_ISREG(now.st_mode):
+                            raise IsADirectoryError(fresh)  # a link put there meanwhile
+                        os.replace(fresh, link)
+                    except OSError:
+                        with contextlib.suppress(OSError):
+                            os.unlink(fresh)
+                    else:
+                        kept.append((link, real, (now.st_dev, now.st_ino)))
+                        continue
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(link)  # gone, or not linkable now: not importable, never stale
+            self._links = kept
+            return changed
+        finally:
+            self._lock.release()
 
 
 def import_tree(
@@ -391,22 +458,23 @@ def import_tree(
 ) -> ImportTree:
     """Where a Landlock-confined task imports ``directory``'s (the server's cwd) modules from,
     without reading anything else of it (a server.log, a .env, ~/.ssh when the cwd is the
-    user's home). ``place`` (made anew) gets a tree of real directories holding a link to
-    each Python file (``*.py``, ``*.pyc``) of ``directory``, recursively; a directory is in
-    it only if a Python file is somewhere beneath it (a package, a namespace package, a
-    ``__pycache__``). Never a hidden entry (its name starts with "."), nor ``denied`` (the
-    home; several may be given) or what is under it, nor ``place``, nor any other file:
-    inside a package a data file or a .env stays unreadable too. A link is followed only to
-    a file whose name is a Python file's, or to a directory not on the way up.
+    user's home). ``place`` (made anew) gets a tree of real directories holding a hard link to
+    each Python file (``*.py``, ``*.pyc``) of ``directory``, recursively (a symbolic link where
+    a hard one cannot be made: :class:`ImportTree`); a directory is in it only if a Python file
+    is somewhere beneath it (a package, a namespace package, a ``__pycache__``). Never a hidden
+    entry (its name starts with "."), nor ``denied`` (the home; several may be given) or what
+    is under it, nor ``place``, nor any other file: inside a package a data file or a .env
+    stays unreadable too. A link is followed only to a file whose name is a Python file's, or
+    to a directory not on the way up.
     Python lists each ``sys.path`` entry and package directory before it looks for a module
     there: the mirror's directories are listed instead of the cwd's, so the task sees the
-    names of its Python files only. The set is fixed now: a file added, or replaced by a
-    new one (an editor's or git's rename), is readable after a restart. The system
+    names of its Python files only. The set of files is fixed now: a file added is importable
+    after a restart (one replaced is linked anew by :meth:`ImportTree.refresh`). The system
     directories (:data:`SYSTEM_READ_PATHS`, ``/dev``) are not walked, and ``/`` as
     ``directory`` (a service started without a working directory) gives an empty mirror:
     every Python file of the machine is no project's. A directory tasks may read whole
     anyway (``readable``: a virtualenv in ``directory``, stratoflow's own source) is linked
-    as it is, not walked."""
+    as it is (symbolically), not walked."""
     directory = directory.resolve()
     refused = [
         str(p.resolve()) for p in [*([denied] if isinstance(denied, Path) else denied), place]
@@ -450,14 +518,17 @@ def import_tree(
     shutil.rmtree(place, ignore_errors=True)
     place.mkdir(mode=0o755)
     made = {""}
-    for rel, real in [*found, *linked]:
+    tree = ImportTree(place)
+    for rel, _ in [*found, *linked]:
         parent = rel.rpartition("/")[0]
         if parent not in made:
             os.makedirs(place / parent, mode=0o755, exist_ok=True)
             made.add(parent)
-        os.symlink(real, place / rel)
-    files = [Path(real) for _, real in found]
-    return ImportTree(place, files)
+    for rel, real in found:
+        tree.add(place / rel, real)
+    for rel, real in linked:
+        os.symlink(real, place / rel)  # a directory tasks may read whole anyway
+    return tree
 
 
 def prune_rules(rules: Iterable[tuple[Path, int]]) -> list[tuple[Path, int]]:
