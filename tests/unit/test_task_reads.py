@@ -217,6 +217,8 @@ def test_the_mirror_hard_links_python_files_only(tmp_path: Path) -> None:
         assert (tree.mirror / link).samefile(tmp_path / real)
     assert tree.symlinked == []
     assert tree.hard_links == len(MIRRORED)
+    # by the mirror's path no other user reaches a file of a directory they cannot enter
+    assert tree.mirror.stat().st_mode & 0o777 == 0o700
 
 
 def test_where_no_hard_link_can_be_made_the_mirror_links_symbolically(

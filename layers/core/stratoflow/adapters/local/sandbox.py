@@ -516,13 +516,15 @@ def import_tree(
     if directory != Path("/"):
         walk(str(directory), "", frozenset({str(directory)}))
     shutil.rmtree(place, ignore_errors=True)
-    place.mkdir(mode=0o755)
+    # 0700: a hard link makes a file reachable by the mirror's path, whatever the directories
+    # above the file itself let other users through (a project under a 0700 home)
+    place.mkdir(mode=0o700)
     made = {""}
     tree = ImportTree(place)
     for rel, _ in [*found, *linked]:
         parent = rel.rpartition("/")[0]
         if parent not in made:
-            os.makedirs(place / parent, mode=0o755, exist_ok=True)
+            os.makedirs(place / parent, mode=0o700, exist_ok=True)
             made.add(parent)
     for rel, real in found:
         tree.add(place / rel, real)
