@@ -8,7 +8,7 @@ SAM_BIN := $(SAM_VENV)/bin
 HOME_DIR ?= $(CURDIR)/.stratoflow
 PORT ?= 8321
 
-.PHONY: install bytecode run test test-scale lint typecheck pytest check-aws sam-venv bench clean ui chromium mariadb
+.PHONY: install native bytecode run test test-scale lint typecheck pytest check-aws sam-venv bench clean ui chromium mariadb
 
 $(BIN)/stratoflow: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Stratoflow needs Python 3.11+; set PYTHON=python3.11" if sys.version_info < (3, 11) else 0)'
@@ -17,7 +17,21 @@ $(BIN)/stratoflow: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(BIN)/stratoflow ui bytecode
+install: $(BIN)/stratoflow ui bytecode native
+
+## make native: build native/confine.c into the virtualenv, where the local executor loads it: a
+## confined task then enters its Landlock domain in the child, between vfork and exec, instead of
+## from a thread the scheduler makes per start (~0.2 ms of its CPU a task; docs/benchmarks.md,
+## "Fourteenth round"). Without a C compiler tasks start as before (CI must build it).
+CC ?= cc
+NATIVE := $(VENV)/lib/stratoflow-native/confine.so
+native: $(NATIVE)
+$(NATIVE): native/confine.c $(BIN)/stratoflow
+	@mkdir -p $(dir $@)
+	@if command -v $(CC) >/dev/null; then \
+	  $(CC) -O2 -fPIC -shared -Wall -Wextra -Werror -o $@.tmp native/confine.c && mv $@.tmp $@; \
+	elif [ "$$CI" = true ]; then echo "$(CC) is missing: CI must build native/confine.c" >&2; exit 1; \
+	else echo "warning: no C compiler ($(CC)): confined tasks start from a thread each (slower)" >&2; fi
 
 ## make bytecode: compile the package and the venv's site-packages to .pyc now: pip does not compile
 ## an editable install's package, and where PYTHONDONTWRITEBYTECODE is set every process compiled

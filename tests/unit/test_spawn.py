@@ -3,6 +3,7 @@ executor uses it, and a task started that way is as confined as one started by `
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -11,10 +12,12 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.logframe import framed
 
+from stratoflow.adapters.local import executor as executor_module
 from stratoflow.adapters.local import sandbox, spawn
 from stratoflow.adapters.local.executor import LocalExecutor
 from stratoflow.engine import AttemptResult, RenderedTask
@@ -38,11 +41,12 @@ def _run_task(
     command: str,
     *,
     posix_spawn: bool,
+    native: bool = False,
     isolation: str = "landlock",
     work_root: Path | None = None,
 ) -> tuple[AttemptResult, str]:
-    """One shell task through an executor (started through posix_spawn or not): how it ended
-    and its log."""
+    """One shell task through an executor (started through posix_spawn or not; confined in
+    the child by native/confine.c or not): how it ended and its log."""
     done = threading.Event()
     got: list[AttemptResult] = []
 
@@ -59,6 +63,7 @@ def _run_task(
         protect=home,
     )
     executor._posix_spawn = posix_spawn and executor._posix_spawn
+    executor._native = native and executor._native
     try:
         spec = AttemptSpec(
             "p.r1", "t", 1, RenderedTask("shell", {"command": command}, {}, {}),
@@ -96,21 +101,76 @@ def spawn_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     return calls
 
 
+def confined_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The argv of each start confined in the child (:func:`spawn.confined`) from now on."""
+    calls: list[list[str]] = []
+    real = spawn.confined
+
+    def counted(argv: list[str], *args: Any) -> spawn.Spawned:
+        calls.append(list(argv))
+        return real(argv, *args)
+
+    monkeypatch.setattr(spawn, "confined", counted)
+    return calls
+
+
+def needs_native() -> None:
+    """native/confine.c built (`make native`): CI builds it, so there its absence fails."""
+    if not spawn.native_available():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"native/confine.c is not built at {spawn.NATIVE_CONFINE} (make native)")
+        pytest.skip("native/confine.c is not built (make native)")
+
+
 @needs_landlock
-@pytest.mark.parametrize("posix_spawn", [True, False])
-def test_a_landlocked_task_is_confined_whether_posix_spawn_or_popen_started_it(
-    tmp_path: Path, inherited_fd: int, monkeypatch: pytest.MonkeyPatch, posix_spawn: bool
+@pytest.mark.parametrize("start", ["native", "posix_spawn", "popen"])
+def test_a_landlocked_task_is_confined_however_it_was_started(
+    tmp_path: Path, inherited_fd: int, monkeypatch: pytest.MonkeyPatch, start: str
 ) -> None:
-    if posix_spawn and not spawn.available():
+    """In the child by native/confine.c (no thread of the scheduler's), or from a throwaway
+    thread that starts it through posix_spawn or Popen: the same confinement."""
+    if start == "native":
+        needs_native()
+    if start != "popen" and not spawn.available():
         pytest.skip("glibc has no posix_spawn extras")
     secret = tmp_path / "secret"
     secret.write_text("s")
-    calls = spawn_calls(monkeypatch)
-    result, log = _run_task(tmp_path, _probe(secret, inherited_fd), posix_spawn=posix_spawn)
+    calls, in_child = spawn_calls(monkeypatch), confined_calls(monkeypatch)
+    threads = []
+    real_thread = executor_module._thread.start_new_thread
+
+    def counted_thread(*args: Any) -> Any:
+        threads.append(args)
+        return real_thread(*args)
+
+    monkeypatch.setattr(executor_module._thread, "start_new_thread", counted_thread)
+    result, log = _run_task(
+        tmp_path, _probe(secret, inherited_fd) + _STATUS, posix_spawn=start != "popen",
+        native=start == "native",
+    )  # fmt: skip
     assert result.exit_code in (0, None), (result, log)
-    assert len(calls) == (1 if posix_spawn else 0)  # the path taken is the one asked for
-    assert log == framed("t", "denied\nno-fd\n/dev/null\nown-session\nto-stderr\nwritten\n"), log
+    # the path taken is the one asked for
+    assert (len(in_child), len(calls)) == {"native": (1, 0), "posix_spawn": (0, 1)}.get(
+        start, (0, 0)
+    )
+    assert len(threads) == (0 if start == "native" else 1)  # no confining thread
+    lines = log.splitlines()
+    status = dict(line.split(":\t") for line in lines if line.startswith(_FIELDS))
+    expected = "denied\nno-fd\n/dev/null\nown-session\nto-stderr\nwritten\n"
+    kept = "\n".join(line for line in lines if not line.startswith(_FIELDS)) + "\n"
+    assert kept == framed("t", expected), log
     assert secret.read_text() == "s"
+    assert status["NoNewPrivs"] == "1"
+    assert int(status["SigBlk"], 16) == 0
+    assert not int(status["SigIgn"], 16) & (1 << (signal.SIGPIPE - 1))
+    if os.geteuid() == 0:  # root gives up every capability, and can get none back
+        assert {k: int(status[k], 16) for k in ("CapEff", "CapPrm", "CapBnd")} == dict.fromkeys(
+            ("CapEff", "CapPrm", "CapBnd"), 0
+        )
+
+
+_FIELDS = ("NoNewPrivs", "SigBlk", "SigIgn", "CapEff", "CapPrm", "CapBnd")
+_STATUS = f"grep -E '^({'|'.join(_FIELDS)}):' /proc/self/status\n"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -228,3 +288,76 @@ def test_the_landlock_rules_of_an_attempt_may_be_given_by_its_descriptors(tmp_pa
         landlock.close()
     assert out.split() == ["work-ok", "log-ok", "other-denied"]
     assert log.read_text() == "l\n"
+
+
+def test_a_start_confined_in_the_child_ends_and_fails_as_a_spawned_one_does(
+    tmp_path: Path,
+) -> None:
+    """Its exit code, minus the signal that killed it; an exec that fails is the OSError
+    Popen raises; a step of the child's that fails (here: entering a ruleset that is no
+    ruleset) is an OSError naming it, and no process is left; what it cannot take is
+    refused for the caller to start otherwise."""
+    needs_native()
+    out = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    cwd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    bash, env = "/bin/bash", {"PATH": os.defpath}
+    try:
+        ends = [
+            spawn.confined([bash, "-c", code], env, cwd, out, [], False).wait()
+            for code in ("exit 3", "kill -TERM $$", "pwd; echo $PATH")
+        ]
+        with pytest.raises(FileNotFoundError):
+            spawn.confined([str(tmp_path / "nothing")], {}, cwd, out, [], False)
+        with pytest.raises(OSError, match="landlock_restrict_self") as failed:
+            spawn.confined([bash, "-c", "echo RAN"], env, cwd, out, [out], False)
+        with pytest.raises(spawn.Unsupported):
+            spawn.confined(["bash", "-c", "true"], {}, cwd, out, [], False)
+        with pytest.raises(spawn.Unsupported):
+            spawn.confined([bash, "-c", "true"], {"A=B": "1"}, cwd, out, [], False)
+        with pytest.raises(spawn.Unsupported):
+            spawn.confined([bash, "-c", "true\0"], {}, cwd, out, [], False)
+    finally:
+        os.close(out)
+        os.close(cwd)
+    assert ends == [3, -signal.SIGTERM, 0]
+    assert failed.value.errno == errno.EBADFD  # not a ruleset
+    assert (tmp_path / "out").read_text() == f"{tmp_path}\n{os.defpath}\n"  # never RAN
+    with pytest.raises(ChildProcessError):  # the failed child was reaped
+        os.waitpid(-1, os.WNOHANG)
+
+
+def test_without_the_native_helper_built_nothing_uses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spawn, "NATIVE_CONFINE", tmp_path / "missing.so")
+    spawn._native.cache_clear()
+    try:
+        assert not spawn.native_available()
+        executor = LocalExecutor(tmp_path / "home" / "logs", lambda *_: None, isolation="none")
+        executor.close()
+        assert executor._native is False
+    finally:
+        monkeypatch.undo()
+        spawn._native.cache_clear()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_a_root_start_confined_in_the_child_keeps_no_capability(tmp_path: Path) -> None:
+    """Started from a thread that still holds its bounding set (the test's, as a lone
+    attempt on the scheduler's loop would be): the child empties it before anything else,
+    so its exec as uid 0 grants nothing back."""
+    needs_native()
+    status = Path("/proc/thread-self/status").read_text()
+    assert "CapBnd:\t0000000000000000" not in status  # this thread holds them: a real test
+    out = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    cwd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        code = "grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs):' /proc/self/status"
+        assert spawn.confined(["/bin/bash", "-c", code], {}, cwd, out, [], True).wait() == 0
+    finally:
+        os.close(out)
+        os.close(cwd)
+    status = dict(line.split(":\t") for line in (tmp_path / "out").read_text().splitlines())
+    assert {k: int(v, 16) for k, v in status.items() if k.startswith("Cap")} == dict.fromkeys(
+        ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"], 0
+    )

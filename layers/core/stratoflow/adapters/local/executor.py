@@ -290,7 +290,8 @@ def _confined(
 
     The thread is a bare ``_thread`` one, waited for on a lock: a ``threading.Thread`` (its
     start handshake, registry and join) cost ~0.12 ms of the scheduler's CPU per task, more
-    than the thread itself."""
+    than the thread itself. Where native/confine.c is built the executor does without it:
+    :func:`.spawn.confined` enters the domain in the child, between vfork and exec."""
     box: dict[str, Any] = {}
     done = _thread.allocate_lock()
     done.acquire()
@@ -596,6 +597,8 @@ class LocalExecutor(Dispatcher):
         self._python = python
         # tasks start through glibc's posix_spawn (GIL released), else through Popen
         self._posix_spawn = spawn.available()
+        # confined tasks enter their domain in the child (native/confine.c), where it is built
+        self._native = self._posix_spawn and spawn.native_available()
         self._setpriv = shutil.which("setpriv", path=os.defpath + os.pathsep + "/usr/sbin:/sbin")
         # what a task never reads, when the cwd holds it: the home, the work dirs (each
         # attempt's own is granted to it), and when the work root is the default or
@@ -900,7 +903,15 @@ class LocalExecutor(Dispatcher):
                 ruleset = self._landlock.ruleset(
                     work if work_fd < 0 else work_fd, log_fd
                 )  # by the descriptors held: no path looked up again
-                proc = _confined(start, argv, ruleset, self._drop_caps, self._landlock.narrowing)
+                narrowing = self._landlock.narrowing
+                native: _Started | None = None
+                if self._native and work_fd >= 0:
+                    with contextlib.suppress(spawn.Unsupported):  # else as below
+                        rulesets = [ruleset] if narrowing is None else [ruleset, narrowing]
+                        native = spawn.confined(
+                            argv, env, work_fd, log_fd, rulesets, self._drop_caps
+                        )
+                proc = native or _confined(start, argv, ruleset, self._drop_caps, narrowing)
             elif owner is not None and self._setpriv is not None:
                 proc = start([*_as_user(self._setpriv, owner), *argv])
             elif owner is None:

@@ -30,6 +30,7 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 _SETSIGDEF, _SETSIGMASK, _SETSID = 0x04, 0x08, 0x80
@@ -159,18 +160,94 @@ def _encoded(values: Sequence[str]) -> Any:
     return array
 
 
-def spawn(argv: Sequence[str], env: Mapping[str, str], cwd_fd: int, output_fd: int) -> Spawned:
-    """Start ``argv[0]`` (a path: no PATH search) with ``argv``, exactly ``env``, cwd the
-    directory of ``cwd_fd``, stdout and stderr ``output_fd``, stdin ``/dev/null``, nothing
-    else open, in a session of its own. An exec that fails raises the ``OSError`` Popen would
-    (the child's errno, reported by glibc)."""
-    libc = _lib()
+def _check(argv: Sequence[str], env: Mapping[str, str], cwd_fd: int, output_fd: int) -> None:
+    """What a start here cannot take (:class:`Unsupported`: the caller starts through Popen)."""
     if "/" not in argv[0] or min(cwd_fd, output_fd, _devnull()) < 3:
         # a bare name (Popen searches PATH for it) or a descriptor the dup2s would clobber
         raise Unsupported("argv[0] is not a path, or a descriptor is below 3")
     for name in env:
         if "=" in name:
             raise Unsupported("illegal environment variable name")
+
+
+# Where `make install` builds native/confine.c: in the virtualenv, beside the Python that runs
+# the scheduler (never in the package, which the AWS layer ships)
+NATIVE_CONFINE = Path(sys.prefix) / "lib" / "stratoflow-native" / "confine.so"
+# sf_confined_spawn's stages (native/confine.c), as its errors name them
+_STAGES = {
+    1: "resetting signal dispositions", 2: "setsid", 3: "dup2", 4: "fchdir",
+    5: "dropping capabilities", 6: "prctl(PR_SET_NO_NEW_PRIVS)", 7: "landlock_restrict_self",
+    8: "closing descriptors",
+}  # fmt: skip
+_EXEC = 9
+
+
+@functools.cache
+def _native() -> Any:
+    """native/confine.c, built and loadable here, or None (the executor then starts each
+    confined task from a thread of its own, as before). Through ``CDLL``, whose calls give up
+    the GIL: the vfork's wait for the child's exec holds nothing of the scheduler."""
+    if _lib() is None or not NATIVE_CONFINE.is_file():
+        return None
+    try:
+        lib = ctypes.CDLL(str(NATIVE_CONFINE), use_errno=True)
+        fn = lib.sf_confined_spawn
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [
+        ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+        ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+        ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int),
+    ]  # fmt: skip
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def native_available() -> bool:
+    """Whether a confined task can start without a thread of its own (:func:`confined`)."""
+    return _native() is not None and available()
+
+
+def confined(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd_fd: int,
+    output_fd: int,
+    rulesets: Sequence[int],
+    drop_caps: bool,
+) -> Spawned:
+    """:func:`spawn`'s start, the child entering each Landlock ruleset of ``rulesets`` in
+    turn (after ``PR_SET_NO_NEW_PRIVS``) and, when ``drop_caps`` (a root server), giving up
+    every capability, bounding set first, before it execs: what :func:`.executor._confined`
+    does from a throwaway thread, done in the child (native/confine.c), so the scheduler
+    makes no thread and enters no domain. Raises what :func:`spawn` raises; a step of the
+    child's that failed is named in the ``OSError``. Only where :func:`native_available`."""
+    fn = _native()
+    _check(argv, env, cwd_fd, output_fd)
+    c_argv = _encoded(argv)
+    c_env = _encoded(list(map("=".join, env.items())))
+    c_rulesets = (ctypes.c_int * max(1, len(rulesets)))(*rulesets)
+    stage, error = ctypes.c_int(0), ctypes.c_int(0)
+    pid = fn(
+        c_argv[0], c_argv, c_env, cwd_fd, output_fd, _devnull(), c_rulesets, len(rulesets),
+        int(drop_caps), ctypes.byref(stage), ctypes.byref(error),
+    )  # fmt: skip
+    if pid < 0:
+        err = error.value
+        if stage.value == _EXEC:
+            raise OSError(err, os.strerror(err), argv[0])
+        step = _STAGES.get(stage.value, "vfork")
+        raise OSError(err, f"starting the task: {step}: {os.strerror(err)}")
+    return Spawned(pid)
+
+
+def spawn(argv: Sequence[str], env: Mapping[str, str], cwd_fd: int, output_fd: int) -> Spawned:
+    """Start ``argv[0]`` (a path: no PATH search) with ``argv``, exactly ``env``, cwd the
+    directory of ``cwd_fd``, stdout and stderr ``output_fd``, stdin ``/dev/null``, nothing
+    else open, in a session of its own. An exec that fails raises the ``OSError`` Popen would
+    (the child's errno, reported by glibc)."""
+    libc = _lib()
+    _check(argv, env, cwd_fd, output_fd)
     held = _held()
     c_argv = _encoded(argv)
     c_env = _encoded(list(map("=".join, env.items())))  # "k=v" each

@@ -1,0 +1,166 @@
+/*
+ * Starting a local task inside its Landlock domain without a thread per start.
+ *
+ * Landlock domains, no_new_privs and capabilities belong to a thread, so the Python executor
+ * enters an attempt's domain in a throwaway thread that then starts the task (which inherits
+ * it): ~0.2 ms of the scheduler's CPU per task went to that thread, its Python and the
+ * ctypes calls around glibc's posix_spawn (docs/benchmarks.md, "Fourteenth round"). Here the
+ * child itself enters the domain between vfork and exec, as posix_spawn's child applies its
+ * file actions: the calling thread is only suspended until the exec, the scheduler's other
+ * threads run on, and nothing of the scheduler is restricted.
+ *
+ * What the task gets is what stratoflow.adapters.local.spawn.spawn gives it, plus the domain:
+ * stdin /dev/null, stdout and stderr the log, every other descriptor closed, a session of its
+ * own, every signal at its default disposition and none blocked, its work dir as cwd, exactly
+ * the given environment; as root, no capability (the bounding set emptied first, so an exec
+ * as uid 0 grants none back); no_new_privs; each ruleset entered in turn.
+ *
+ * Built by `make install` into the virtualenv (not the package: the AWS layer never loads it)
+ * and loaded by spawn.py through ctypes, which gives up the GIL for the call. Where it is
+ * missing the executor starts tasks as before.
+ *
+ * Only async-signal-safe calls in the child: it runs on the caller's stack, sharing its
+ * memory, until it execs or exits.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <linux/capability.h>
+
+#ifndef SYS_landlock_restrict_self
+#define SYS_landlock_restrict_self 446
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+
+/* Where the child failed: the caller names it in its error. */
+enum sf_stage {
+    SF_OK = 0,
+    SF_SIGNALS,
+    SF_SESSION,
+    SF_DESCRIPTORS,
+    SF_CWD,
+    SF_CAPABILITIES,
+    SF_NO_NEW_PRIVS,
+    SF_LANDLOCK,
+    SF_CLOSE,
+    SF_EXEC,
+};
+
+struct sf_failure {
+    int stage;
+    int error;
+};
+
+static void close_from_3(void) {
+    if (syscall(SYS_close_range, 3, ~0U, 0) == 0) return;
+    /* kernels before 5.9: every descriptor the limit allows */
+    long max = sysconf(_SC_OPEN_MAX);
+    for (long fd = 3; fd < (max > 0 && max < 1048576 ? max : 1048576); fd++) close((int)fd);
+}
+
+/* Empty the bounding set (an exec as uid 0 would grant it again), then every other set. A
+ * drop makes new credentials (~3 us each): only what is there is dropped, and the executor's
+ * start threads have emptied theirs, which their children inherit. */
+static int drop_capabilities(void) {
+    for (int cap = 0; cap < 64; cap++) {
+        int held = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
+        if (held < 0) break; /* EINVAL: past the kernel's last capability */
+        if (held == 1 && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) return -1;
+    }
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    return syscall(SYS_capset, &header, data) == 0 ? 0 : -1;
+}
+
+static void __attribute__((noreturn))
+child(const char *path, char *const argv[], char *const envp[], int cwd_fd, int out_fd,
+      int null_fd, const int *rulesets, int n_rulesets, int drop_caps,
+      volatile struct sf_failure *failure) {
+    int stage = SF_SIGNALS;
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction old;
+        if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &old) != 0) continue;
+        /* a handler of the scheduler's, and what Python ignores (SIGPIPE, SIGXFSZ): default */
+        if (old.sa_handler != SIG_DFL &&
+            (old.sa_handler != SIG_IGN || sig == SIGPIPE || sig == SIGXFSZ))
+            if (sigaction(sig, &dfl, NULL) != 0) goto fail;
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    if (sigprocmask(SIG_SETMASK, &none, NULL) != 0) goto fail;
+    stage = SF_SESSION;
+    if (setsid() < 0) goto fail;
+    stage = SF_DESCRIPTORS;
+    if (dup2(null_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0) goto fail;
+    stage = SF_CWD;
+    if (fchdir(cwd_fd) != 0) goto fail;
+    if (drop_caps) {
+        stage = SF_CAPABILITIES;
+        if (drop_capabilities() != 0) goto fail;
+    }
+    if (n_rulesets > 0) {
+        stage = SF_NO_NEW_PRIVS;
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) goto fail;
+        stage = SF_LANDLOCK;
+        for (int i = 0; i < n_rulesets; i++)
+            if (syscall(SYS_landlock_restrict_self, rulesets[i], 0) != 0) goto fail;
+    }
+    stage = SF_CLOSE;
+    close_from_3();
+    stage = SF_EXEC;
+    execve(path, argv, envp);
+fail:
+    failure->error = errno != 0 ? errno : EINVAL;
+    failure->stage = stage;
+    _exit(127);
+}
+
+/*
+ * Start `path` (no PATH search) with `argv` and `envp` (NULL-terminated), cwd the directory of
+ * `cwd_fd`, stdout and stderr `out_fd`, stdin `null_fd`, inside each of the `n_rulesets`
+ * Landlock rulesets (none: no domain, no no_new_privs), as root without capabilities when
+ * `drop_caps`. Returns the child's pid; or -1 with `*stage` and `*error` saying where and why
+ * it failed (the child, if one was made, has been reaped).
+ */
+int sf_confined_spawn(const char *path, char *const argv[], char *const envp[], int cwd_fd,
+                      int out_fd, int null_fd, const int *rulesets, int n_rulesets,
+                      int drop_caps, int *stage, int *error) {
+    volatile struct sf_failure failure = {SF_OK, 0};
+    sigset_t all, old;
+    sigfillset(&all);
+    /* no handler of the scheduler's may run in the child, which shares its memory */
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = vfork();
+    if (pid == 0)
+        child(path, argv, envp, cwd_fd, out_fd, null_fd, rulesets, n_rulesets, drop_caps,
+              &failure);
+    int vfork_error = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0) {
+        *stage = SF_OK;
+        *error = vfork_error;
+        return -1;
+    }
+    if (failure.stage != SF_OK) {
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        *stage = failure.stage;
+        *error = failure.error;
+        return -1;
+    }
+    return pid;
+}
