@@ -8,6 +8,7 @@ import errno
 import os
 import queue
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -363,3 +364,34 @@ def test_no_mirror_of_the_whole_machine_when_the_cwd_is_the_root(tmp_path: Path)
     assert tree.symlinked == []
     assert tree.hard_links == 0
     assert list(tree.mirror.iterdir()) == []
+
+
+def test_the_mirror_is_checked_less_often_the_longer_a_check_takes(tmp_path: Path) -> None:
+    """A directory of thousands of files: its checks take at most ~2% of a core."""
+    ex = LocalExecutor(tmp_path / "home" / "logs", lambda *_: None, isolation="none")
+    checks: list[float] = []
+
+    class Tree:  # stands for a mirror of many files: each check takes 20 ms
+        hard_links = 1
+
+        def refresh(self) -> int:
+            checks.append(time.monotonic())
+            time.sleep(0.02)
+            return 0
+
+    try:
+        ex._imports = Tree()  # type: ignore[assignment]
+        ex._imports_checked = time.monotonic() - executor.IMPORTS_CHECK_SECONDS
+        ex.dispatch_many([])
+        assert len(checks) == 1
+        every = max(executor.IMPORTS_CHECK_SECONDS, 50 * ex._imports_cost)
+        assert every >= 1.0  # 50 x 20 ms
+        ex._imports_checked = time.monotonic() - 0.9 * every
+        ex.dispatch_many([])
+        assert len(checks) == 1  # not yet
+        ex._imports_checked = time.monotonic() - 1.1 * every
+        ex.dispatch_many([])
+        assert len(checks) == 2
+    finally:
+        ex._imports = None
+        ex.close()

@@ -143,7 +143,7 @@ REAP_GATHER_SECONDS = 0.05  # how long the reaper waits for more released work d
 # right to write beneath its old work dir, so it could write into a later attempt's of the
 # same run; never another run's. $STRATOFLOW_REUSE_WORK_DIRS=0 makes every work dir anew.
 # How often, at most, the mirror of the cwd's Python files is checked against the cwd as
-# attempts start (an lstat a file: ~0.3 ms for the repository's ~600), so a module an editor or
+# attempts start (an lstat a file: ~1.5 ms for the repository's ~300), so a module an editor or
 # git replaced is imported in its new version, not the one linked when the server started
 IMPORTS_CHECK_SECONDS = 0.5
 SPARES_PER_RUN = 64
@@ -641,6 +641,7 @@ class LocalExecutor(Dispatcher):
         self._pythonpath = os.pathsep.join(p for p in path if p)
         self._imports = imports
         self._imports_checked = time.monotonic()
+        self._imports_cost = 0.0  # seconds the last refresh of the mirror took
         if imports is not None:
             read = sandbox.readable_paths([*readable, imports.mirror], [home, self.work_root])
             # The mirror's hard links are read through the mirror's rule. A file only a
@@ -787,9 +788,11 @@ class LocalExecutor(Dispatcher):
         imports = self._imports
         if imports is not None and imports.hard_links:
             now = time.monotonic()
-            if now - self._imports_checked >= IMPORTS_CHECK_SECONDS:
+            # thousands of files: less often, so the checks take at most ~2% of a core
+            if now - self._imports_checked >= max(IMPORTS_CHECK_SECONDS, 50 * self._imports_cost):
                 self._imports_checked = now
                 imports.refresh()  # files of the cwd replaced since: linked anew
+                self._imports_cost = time.monotonic() - now
         fresh: list[tuple[AttemptSpec, _Live]] = []
         with self._lock:
             ending = self._ending  # empty unless something was killed lately: no cost
