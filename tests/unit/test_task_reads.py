@@ -111,7 +111,7 @@ def confined(
     assert (ex._landlock.narrowing is None) == (request.param == "hard links")
     count = iter(range(1, 100))
 
-    def run(fields: dict[str, Any]) -> Any:
+    def run(fields: dict[str, Any], ok: bool = True) -> Any:
         task = RenderedTask("python", fields, {}, {})
         ex.dispatch(
             AttemptSpec(
@@ -119,8 +119,11 @@ def confined(
             )
         )
         result, log = done.get(timeout=60)
-        assert result.status == AttemptStatus.SUCCEEDED, (result, Path(log).read_text())
-        return result.outputs
+        assert result.status == (AttemptStatus.SUCCEEDED if ok else AttemptStatus.FAILED), (
+            result,
+            Path(log).read_text(),
+        )
+        return result.outputs if ok else Path(log).read_text()
 
     yield run, cwd
     ex.close()
@@ -173,6 +176,8 @@ def test_a_module_replaced_while_the_server_runs_is_imported_in_its_new_version(
     _replace(cwd / "mypkg" / "mod.py", "def fn():\n    return {'from': 'replaced'}\n")
     if request.node.callspec.params["confined"] == "hard links":
         assert run({"callable": "mypkg.mod:fn"}) == {"from": "replaced"}
+    else:  # the new file has no rule of its own
+        assert "PermissionError" in run({"callable": "mypkg.mod:fn"}, ok=False)
 
 
 def _explore(tmp_path: Path) -> Path:
@@ -265,6 +270,60 @@ def test_a_refresh_links_a_replaced_file_anew_and_drops_one_gone(tmp_path: Path)
     assert tree.refresh() == 0
     assert tree.hard_links == len(MIRRORED) - 2
     assert not list(tree.mirror.rglob("*.new"))  # no leftover of the relinking
+
+
+def test_a_directory_swapped_for_a_link_gets_no_other_file_into_the_mirror(
+    tmp_path: Path,
+) -> None:
+    """Whoever can write the cwd (a task granted it, a co-user of a shared checkout) puts a
+    link to a directory of secrets where a package was: the refresh, done by the server
+    outside any sandbox, must not follow it to a file of the same name there."""
+    cwd = _explore(tmp_path)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "mod.py").write_text("PASSWORD = 'hunter2'\n")
+    tree = sandbox.import_tree(cwd, cwd / "home", tmp_path / "imports", [cwd / "venv"])
+    os.rename(cwd / "mypkg", cwd / "mypkg_old")
+    (cwd / "mypkg").symlink_to(secrets)
+    tree.refresh()
+    assert not os.path.lexists(tree.mirror / "mypkg" / "mod.py")
+    assert "hunter2" not in "".join(p.read_text() for p in tree.mirror.rglob("*.py") if p.is_file())
+
+
+def test_a_file_gone_for_a_moment_is_linked_again_when_it_is_back(tmp_path: Path) -> None:
+    """``git checkout`` of another branch and back: the file is removed, then made anew."""
+    cwd = _explore(tmp_path)
+    tree = sandbox.import_tree(cwd, cwd / "home", tmp_path / "imports", [cwd / "venv"])
+    (cwd / "reports.py").unlink()
+    assert tree.refresh() == 1
+    assert not (tree.mirror / "reports.py").exists()
+    (cwd / "reports.py").write_text("BACK = 1\n")
+    assert tree.refresh() == 1
+    assert (tree.mirror / "reports.py").read_text() == "BACK = 1\n"
+    assert tree.hard_links == len(MIRRORED)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown)")
+def test_a_root_server_hard_links_no_file_its_confined_tasks_could_not_reach(
+    tmp_path: Path,
+) -> None:
+    """A root server's tasks run as root without capabilities: another user's file, or a
+    file under another user's 0700 directory, is linked symbolically (so reading it takes
+    what reading it at its own path takes), never hard-linked past those permissions."""
+    cwd = _explore(tmp_path)
+    for path in (tmp_path, cwd):  # pytest's directories: root's, 0700
+        path.chmod(0o755)
+    (cwd / "bob").mkdir(mode=0o700)
+    (cwd / "bob" / "tool.py").write_text("BOB = 'private'\n")
+    os.chown(cwd / "bob", 65534, 65534)
+    os.chown(cwd / "bob" / "tool.py", 65534, 65534)
+    (cwd / "theirs.py").write_text("THEIRS = 1\n")
+    os.chown(cwd / "theirs.py", 65534, 65534)
+    tree = sandbox.import_tree(cwd, cwd / "home", tmp_path / "imports", [cwd / "venv"])
+    assert (tree.mirror / "bob" / "tool.py").is_symlink()
+    assert (tree.mirror / "theirs.py").is_symlink()
+    assert sorted(p.name for p in tree.symlinked) == ["theirs.py", "tool.py"]
+    assert not (tree.mirror / "reports.py").is_symlink()  # root's own: hard-linked
 
 
 @pytest.mark.parametrize("where", ["home", "work root"])

@@ -143,8 +143,9 @@ REAP_GATHER_SECONDS = 0.05  # how long the reaper waits for more released work d
 # right to write beneath its old work dir, so it could write into a later attempt's of the
 # same run; never another run's. $STRATOFLOW_REUSE_WORK_DIRS=0 makes every work dir anew.
 # How often, at most, the mirror of the cwd's Python files is checked against the cwd as
-# attempts start (an lstat a file: ~1.5 ms for the repository's ~300), so a module an editor or
-# git replaced is imported in its new version, not the one linked when the server started
+# attempts start (an lstat a directory holding some, and of the files of those that changed:
+# ~0.1 ms for the repository's ~30), so a module an editor or git replaced is imported in its
+# new version, not the one linked when the server started
 IMPORTS_CHECK_SECONDS = 0.5
 SPARES_PER_RUN = 64
 SPARE_SECONDS = 10.0  # a run's spares unused this long are removed (its run has ended)

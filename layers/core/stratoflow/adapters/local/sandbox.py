@@ -28,17 +28,22 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import functools
+import logging
 import os
 import re
 import shutil
 import stat
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+_log = logging.getLogger(__name__)
 
 MODES = ("auto", "user", "landlock", "none")
 
@@ -377,80 +382,166 @@ def refuse_under_writable(places: Mapping[str, Path], write: Iterable[Path]) -> 
 IMPORTABLE_SUFFIXES = (".py", ".pyc")
 
 
+_O_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# a directory modified this recently may change again within the same clock tick without its
+# mtime moving: its files are looked at again at each check until it is older than this
+_RACY_SECONDS = 2.0
+
+
+class _Unlinkable(OSError):
+    """A file the mirror may not hard-link (another owner, a directory above it root without
+    capabilities cannot enter, not a regular file, a link on its way)."""
+
+
+def _enterable(directory: str, cache: dict[str, bool]) -> bool:
+    """Whether root without capabilities (a confined task of a root server) may search
+    ``directory`` and every directory above it by their permission bits alone."""
+    known = cache.get(directory)
+    if known is not None:
+        return known
+    parent = os.path.dirname(directory)
+    ok = parent == directory or _enterable(parent, cache)
+    if ok:
+        st = os.stat(directory)
+        groups = {os.getegid(), *os.getgroups()}
+        bit = 0o100 if st.st_uid == os.geteuid() else 0o010 if st.st_gid in groups else 0o001
+        ok = bool(st.st_mode & bit)
+    cache[directory] = ok
+    return ok
+
+
 class ImportTree:
     """What :func:`import_tree` made: ``mirror`` (for PYTHONPATH, readable whole), holding a
     hard link to each Python file of the server's cwd, and ``symlinked``: the files it could
-    reach only through a symbolic link (a hard link cannot cross file systems, nor be made to
-    another user's file where the kernel protects hard links), each of which a task may read
-    only by a rule of its own.
+    reach only through a symbolic link (a hard link cannot cross file systems; the server
+    links only its own files, and as root only those root without capabilities may reach
+    anyway), each of which a task may read only by a rule of its own.
 
     A hard link is the file itself under a name in the mirror: a rule on the mirror covers
     it, and what is written into the file is what tasks import. A file *replaced* by a new one
     (an editor's or git's rename) leaves the link on the old one: :meth:`refresh` links the
-    new one in its place, and removes the link of a file gone."""
+    new one in its place, and removes the link of a file gone (linked again if it comes
+    back). Links are made through directory descriptors opened without following links, so
+    a directory on a file's path swapped for a link (by whoever can write there) never gets
+    another file into the mirror."""
 
     def __init__(self, mirror: Path) -> None:
         self.mirror = mirror
         self.symlinked: list[Path] = []
-        # (link in the mirror, the file it stands for, (st_dev, st_ino) of what it links)
-        self._links: list[tuple[str, str, tuple[int, int]]] = []
+        # link in the mirror -> (the file it stands for, (st_dev, st_ino) linked; None: none)
+        self._links: dict[str, tuple[str, tuple[int, int] | None]] = {}
+        self._by_dir: dict[str, list[str]] = {}  # a file's directory -> links of its files
+        self._dirs: dict[str, tuple[int, int, int]] = {}  # directory -> (dev, ino, mtime_ns)
+        self._enterable: dict[str, bool] = {}
+        self._warned: set[str] = set()
+        self._temp = 0
         self._lock = threading.Lock()
 
     def add(self, link: Path, real: str) -> None:
         """A link at ``link`` to the Python file ``real``: a hard one, else a symbolic one."""
+        directory = os.path.dirname(real)
         try:
-            os.link(real, link, follow_symlinks=False)
-            st = os.lstat(link)
+            ident = self._link(real, str(link))
         except OSError:
             os.symlink(real, link)
             self.symlinked.append(Path(real))
             return
-        self._links.append((str(link), real, (st.st_dev, st.st_ino)))
+        self._links[str(link)] = (real, ident)
+        self._by_dir.setdefault(directory, []).append(str(link))
+        if directory not in self._dirs:
+            with contextlib.suppress(OSError):
+                self._dirs[directory] = self._dir_ident(directory)
 
     @property
     def hard_links(self) -> int:
         """How many files the mirror holds a hard link to."""
-        return len(self._links)
+        return sum(ident is not None for _, ident in self._links.values())
+
+    @staticmethod
+    def _dir_ident(directory: str) -> tuple[int, int, int]:
+        st = os.lstat(directory)
+        return st.st_dev, st.st_ino, st.st_mtime_ns
+
+    def _link(self, real: str, link: str) -> tuple[int, int]:
+        """Hard-link ``real`` at ``link`` (replacing it), each directory on the way opened
+        without following a link; (st_dev, st_ino) of the file linked."""
+        head, name = os.path.split(real)
+        if os.geteuid() == 0 and not _enterable(head, self._enterable):
+            raise _Unlinkable(errno.EACCES, "root without capabilities cannot reach it", real)
+        self._temp += 1
+        fresh = f"{self.mirror}/.{self._temp}.new"  # short: a name of any length fits beside
+        fd = os.open("/", _O_DIR)
+        try:
+            for part in head.strip("/").split("/"):
+                if part:
+                    inner = os.open(part, _O_DIR, dir_fd=fd)
+                    os.close(fd)
+                    fd = inner
+            os.link(name, fresh, src_dir_fd=fd, follow_symlinks=False)
+        finally:
+            os.close(fd)
+        try:
+            st = os.lstat(fresh)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+                os.replace(fresh, link)
+                return st.st_dev, st.st_ino
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(fresh)
+            raise
+        os.unlink(fresh)  # a link, a directory; another user's file
+        raise _Unlinkable(errno.EPERM, "not a file of the server's user", real)
 
     def refresh(self) -> int:
-        """Make every hard link stand for the file now at its path (one ``lstat`` a file): a
-        file replaced is linked anew, a file gone (or no longer a regular file) is unlinked,
-        so a task never imports a version the directory no longer holds. Returns how many
-        links changed. Safe from several threads (one refreshes, the others return 0)."""
-        if not self._lock.acquire(blocking=False):
-            return 0
-        try:
+        """Make every hard link stand for the file now at its path: a file replaced is linked
+        anew, a file gone (or no longer linkable) is unlinked and linked again once it is
+        back. Only the files of directories that changed since the last look (their identity
+        or mtime; one ``lstat`` each) are looked at. Returns how many links changed. One
+        refresh at a time (a second caller waits for the first's)."""
+        with self._lock:
             changed = 0
-            kept: list[tuple[str, str, tuple[int, int]]] = []
-            for link, real, ident in self._links:
+            wall = time.time()
+            for directory, links in self._by_dir.items():
                 try:
-                    st: os.stat_result | None = os.lstat(real)
+                    ident = self._dir_ident(directory)
                 except OSError:
-                    st = None
-                if st is not None and (st.st_dev, st.st_ino) == ident:
-                    kept.append((link, real, ident))
-                    continue
-                changed += 1
-                if st is not None and stat.S_ISREG(st.st_mode):
-                    fresh = f"{link}.{os.getpid()}.new"
-                    try:
-                        os.link(real, fresh, follow_symlinks=False)
-                        now = os.lstat(fresh)  # what was linked (if replaced again: newer)
-                        if not stat.S_ISREG(now.st_mode):
-                            raise IsADirectoryError(fresh)  # a link put there meanwhile
-                        os.replace(fresh, link)
-                    except OSError:
-                        with contextlib.suppress(OSError):
-                            os.unlink(fresh)
-                    else:
-                        kept.append((link, real, (now.st_dev, now.st_ino)))
-                        continue
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(link)  # gone, or not linkable now: not importable, never stale
-            self._links = kept
+                    ident = None
+                if (
+                    ident is not None
+                    and ident == self._dirs.get(directory)
+                    and wall - ident[2] / 1e9 > _RACY_SECONDS
+                ):
+                    continue  # nothing renamed, created or removed in it
+                if ident is not None:
+                    self._dirs[directory] = ident
+                else:
+                    self._dirs.pop(directory, None)
+                for link in links:
+                    changed += self._refresh_one(link)
             return changed
-        finally:
-            self._lock.release()
+
+    def _refresh_one(self, link: str) -> int:
+        real, ident = self._links[link]
+        try:
+            st = os.lstat(real)
+            if ident is not None and (st.st_dev, st.st_ino) == ident:
+                return 0
+            self._links[link] = (real, self._link(real, link))
+        except OSError as exc:
+            if ident is None:
+                return 0  # still not there, or still not linkable
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(link)  # never a version the directory no longer holds
+            self._links[link] = (real, None)
+            if not isinstance(exc, FileNotFoundError) and link not in self._warned:
+                self._warned.add(link)
+                _log.warning(
+                    "%s cannot be linked into the imports mirror anew (%s): tasks cannot "
+                    "import it until it can be", real, exc.strerror or type(exc).__name__,
+                )  # fmt: skip
+            return 1
+        self._warned.discard(link)
+        return 1
 
 
 def import_tree(
