@@ -28,10 +28,10 @@ NATIVE := $(VENV)/lib/stratoflow-native/confine.so
 native: $(NATIVE)
 $(NATIVE): native/confine.c $(BIN)/stratoflow
 	@mkdir -p $(dir $@)
-	@if command -v $(CC) >/dev/null; then \
-	  $(CC) -O2 -fPIC -shared -Wall -Wextra -Werror -o $@.tmp native/confine.c && mv $@.tmp $@; \
-	elif [ "$$CI" = true ]; then echo "$(CC) is missing: CI must build native/confine.c" >&2; exit 1; \
-	else echo "warning: no C compiler ($(CC)): confined tasks start from a thread each (slower)" >&2; fi
+	@if command -v $(CC) >/dev/null && $(CC) -O2 -fPIC -shared -Wall -Wextra $(if $(CI),-Werror) \
+	    -Wl,-z,now -o $@.tmp native/confine.c; then chmod 0755 $@.tmp && mv $@.tmp $@; \
+	elif [ "$$CI" = true ]; then echo "CI must build native/confine.c with $(CC)" >&2; exit 1; \
+	else echo "warning: native/confine.c not built ($(CC)): confined tasks start from a thread each (slower)" >&2; fi
 
 ## make bytecode: compile the package and the venv's site-packages to .pyc now: pip does not compile
 ## an editable install's package, and where PYTHONDONTWRITEBYTECODE is set every process compiled

@@ -12,8 +12,8 @@
  * What the task gets is what stratoflow.adapters.local.spawn.spawn gives it, plus the domain:
  * stdin /dev/null, stdout and stderr the log, every other descriptor closed, a session of its
  * own, every signal at its default disposition and none blocked, its work dir as cwd, exactly
- * the given environment; as root, no capability (the bounding set emptied first, so an exec
- * as uid 0 grants none back); no_new_privs; each ruleset entered in turn.
+ * the given environment; as root, no capability (the bounding set emptied, then capset; with
+ * no_new_privs an exec as uid 0 grants none back); no_new_privs; each ruleset entered in turn.
  *
  * Built by `make install` into the virtualenv (not the package: the AWS layer never loads it)
  * and loaded by spawn.py through ctypes, which gives up the GIL for the call. Where it is
@@ -60,29 +60,45 @@ struct sf_failure {
     int error;
 };
 
-static void close_from_3(void) {
-    if (syscall(SYS_close_range, 3, ~0U, 0) == 0) return;
-    /* kernels before 5.9: every descriptor the limit allows */
-    long max = sysconf(_SC_OPEN_MAX);
-    for (long fd = 3; fd < (max > 0 && max < 1048576 ? max : 1048576); fd++) close((int)fd);
-}
-
-/* Empty the bounding set (an exec as uid 0 would grant it again), then every other set. A
- * drop makes new credentials (~3 us each): only what is there is dropped, and the executor's
- * start threads have emptied theirs, which their children inherit. */
-static int drop_capabilities(void) {
+/* Empty the bounding set, then every other set. Without CAP_SETPCAP (a root scheduler started
+ * without it) the bounding set cannot be emptied: no_new_privs, set after this whenever a
+ * domain is entered, still keeps an exec as uid 0 from gaining what capset gave up. A drop
+ * makes new credentials (~3 us each): only what is there is dropped (the executor's start
+ * threads have emptied theirs, which their children inherit). */
+static int drop_capabilities(int tolerate_bounding) {
     for (int cap = 0; cap < 64; cap++) {
         int held = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
         if (held < 0) break; /* EINVAL: past the kernel's last capability */
-        if (held == 1 && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) return -1;
+        if (held == 1 && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+            if (errno == EPERM && tolerate_bounding) break;
+            return -1;
+        }
     }
+    /* capset also clears the ambient set (nothing is permitted any more) */
     struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
     struct __user_cap_data_struct data[2];
     memset(data, 0, sizeof data);
     return syscall(SYS_capset, &header, data) == 0 ? 0 : -1;
 }
 
-static void __attribute__((noreturn))
+/* Discard the signals that arrived while everything was blocked (setting SIG_IGN discards a
+ * pending signal), keeping each disposition as it is (SIG_DFL or SIG_IGN by now). */
+static int discard_pending(void) {
+    sigset_t pending;
+    if (sigpending(&pending) != 0) return -1;
+    struct sigaction ign, was;
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP || sigismember(&pending, sig) != 1) continue;
+        if (sigaction(sig, &ign, &was) != 0) return -1;
+        if (was.sa_handler != SIG_IGN && sigaction(sig, &was, NULL) != 0) return -1;
+    }
+    return 0;
+}
+
+/* noinline: its frame lies below the caller's, whose variables the parent reads after */
+static void __attribute__((noreturn, noinline))
 child(const char *path, char *const argv[], char *const envp[], int cwd_fd, int out_fd,
       int null_fd, const int *rulesets, int n_rulesets, int drop_caps,
       volatile struct sf_failure *failure) {
@@ -98,9 +114,8 @@ child(const char *path, char *const argv[], char *const envp[], int cwd_fd, int 
             (old.sa_handler != SIG_IGN || sig == SIGPIPE || sig == SIGXFSZ))
             if (sigaction(sig, &dfl, NULL) != 0) goto fail;
     }
-    sigset_t none;
-    sigemptyset(&none);
-    if (sigprocmask(SIG_SETMASK, &none, NULL) != 0) goto fail;
+    /* everything stays blocked until the exec: a signal now would find the scheduler's
+     * memory in this process (a core dump of it) */
     stage = SF_SESSION;
     if (setsid() < 0) goto fail;
     stage = SF_DESCRIPTORS;
@@ -109,7 +124,7 @@ child(const char *path, char *const argv[], char *const envp[], int cwd_fd, int 
     if (fchdir(cwd_fd) != 0) goto fail;
     if (drop_caps) {
         stage = SF_CAPABILITIES;
-        if (drop_capabilities() != 0) goto fail;
+        if (drop_capabilities(n_rulesets > 0) != 0) goto fail;
     }
     if (n_rulesets > 0) {
         stage = SF_NO_NEW_PRIVS;
@@ -119,7 +134,11 @@ child(const char *path, char *const argv[], char *const envp[], int cwd_fd, int 
             if (syscall(SYS_landlock_restrict_self, rulesets[i], 0) != 0) goto fail;
     }
     stage = SF_CLOSE;
-    close_from_3();
+    if (syscall(SYS_close_range, 3, ~0U, 0) != 0) goto fail; /* Linux 5.9, before Landlock */
+    stage = SF_SIGNALS;
+    sigset_t none;
+    sigemptyset(&none);
+    if (discard_pending() != 0 || sigprocmask(SIG_SETMASK, &none, NULL) != 0) goto fail;
     stage = SF_EXEC;
     execve(path, argv, envp);
 fail:
@@ -127,6 +146,11 @@ fail:
     failure->stage = stage;
     _exit(127);
 }
+
+/* What spawn.py checks before it calls anything: a helper built from another version of this
+ * file (a checkout updated, `make install` not run again) is not called with the wrong
+ * arguments. */
+int sf_abi_version(void) { return 1; }
 
 /*
  * Start `path` (no PATH search) with `argv` and `envp` (NULL-terminated), cwd the directory of

@@ -3,6 +3,7 @@ executor uses it, and a task started that way is as confined as one started by `
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import shutil
@@ -361,3 +362,128 @@ def test_a_root_start_confined_in_the_child_keeps_no_capability(tmp_path: Path) 
     assert {k: int(v, 16) for k, v in status.items() if k.startswith("Cap")} == dict.fromkeys(
         ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"], 0
     )
+
+
+def _start_confined(tmp_path: Path, code: str, rulesets: list[int], drop_caps: bool) -> str:
+    """What ``bash -c code`` started by :func:`spawn.confined` printed."""
+    out = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    cwd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        spawn.confined(["/bin/bash", "-c", code], {}, cwd, out, rulesets, drop_caps).wait()
+    finally:
+        os.close(out)
+        os.close(cwd)
+    return (tmp_path / "out").read_text()
+
+
+@needs_landlock
+def test_a_start_confined_in_the_child_enters_every_ruleset_given(tmp_path: Path) -> None:
+    """The narrowing domain comes second: an access is allowed only if both allow it."""
+    needs_native()
+    system = ["/usr", "/bin", "/lib", "/lib64"]
+    wide = sandbox.Landlock(sandbox.landlock_abi(), [Path(p) for p in [*system, "/etc"]], [])
+    narrow = sandbox.Landlock(sandbox.landlock_abi(), [Path(p) for p in system], [])
+    log = tmp_path / "log"
+    log.touch()
+    rulesets = [wide.ruleset(tmp_path, log), narrow.ruleset(tmp_path, log)]
+    code = "cat /etc/hostname >/dev/null 2>&1 && echo READ || echo denied"
+    try:
+        one = _start_confined(tmp_path, code, rulesets[:1], os.geteuid() == 0)
+        both = _start_confined(tmp_path, code, rulesets, os.geteuid() == 0)
+    finally:
+        for fd in rulesets:
+            os.close(fd)
+        wide.close()
+        narrow.close()
+    assert (one, both) == ("READ\n", "denied\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_a_root_start_keeps_no_capability_its_caller_had_inheritable(tmp_path: Path) -> None:
+    """An exec as uid 0 gets its bounding set and its inheritable ones: the child gives up
+    every set, not only the bounding one."""
+    needs_native()
+    libc = ctypes.CDLL(None, use_errno=True)
+    outcome: list[Any] = []
+
+    def start() -> None:  # a thread of its own: its credentials are changed for good
+        try:
+            header = sandbox._CapHeader(0x20080522, 0)
+            data = (sandbox._CapData * 2)()
+            assert libc.capget(ctypes.byref(header), data) == 0
+            data[0].inheritable |= (1 << 1) | (1 << 21)  # CAP_DAC_OVERRIDE, CAP_SYS_ADMIN
+            assert libc.capset(ctypes.byref(header), data) == 0
+            status = Path("/proc/thread-self/status").read_text()
+            assert "CapInh:\t0000000000200002" in status  # a real test
+            outcome.append(_start_confined(tmp_path, _CAPS, [], True))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    thread.join()
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    caps = dict(line.split(":\t") for line in outcome[0].splitlines())
+    assert {k: int(v, 16) for k, v in caps.items()} == dict.fromkeys(caps, 0)
+    assert set(caps) == {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"}
+
+
+_CAPS = "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb):' /proc/self/status"
+
+
+def test_a_start_confined_in_the_child_reads_nothing_of_the_callers_stdin(
+    tmp_path: Path,
+) -> None:
+    """The caller's fd 0 a real file (pytest's is /dev/null already): the task's is not it."""
+    needs_native()
+    (tmp_path / "stdin").write_text("the scheduler's\n")
+    saved = os.dup(0)
+    held = os.open(tmp_path / "stdin", os.O_RDONLY)
+    try:
+        os.dup2(held, 0)
+        printed = _start_confined(tmp_path, "readlink /proc/$$/fd/0; cat", [], False)
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(held)
+    assert printed == "/dev/null\n"
+
+
+def test_a_native_helper_others_could_change_is_not_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduler maps it: a helper in a directory others may write (or writable itself)
+    could be changed under it into code that runs in the scheduler."""
+    needs_native()
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o755)
+    shutil.copy(spawn.NATIVE_CONFINE, mine / "confine.so")
+    for path in (tmp_path, *tmp_path.parents):  # pytest's directories are 0700 (root's)
+        assert spawn._only_ours(path), path
+    loaded = {}
+    for mode in (0o755, 0o777, 0o1777):
+        mine.chmod(mode)
+        monkeypatch.setattr(spawn, "NATIVE_CONFINE", mine / "confine.so")
+        spawn._native.cache_clear()
+        loaded[oct(mode)] = spawn._native() is not None
+    (mine / "confine.so").chmod(0o666)
+    spawn._native.cache_clear()
+    loaded["file 0o666"] = spawn._native() is not None
+    monkeypatch.undo()
+    spawn._native.cache_clear()
+    assert loaded == {"0o755": True, "0o777": False, "0o1777": True, "file 0o666": False}
+
+
+@needs_landlock
+def test_a_server_whose_python_tasks_may_write_refuses_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """STRATOFLOW_TASK_WRITE_PATHS covering the server's virtualenv (a repository granted
+    whole, its .venv inside): a task could change the code the server runs."""
+    import sys
+
+    monkeypatch.setenv("STRATOFLOW_TASK_WRITE_PATHS", sys.prefix)
+    with pytest.raises(sandbox.IsolationError, match="the server's Python environment"):
+        LocalExecutor(tmp_path / "home" / "logs", lambda *_: None, isolation="landlock")
+    assert not (tmp_path / "home").exists()

@@ -504,9 +504,13 @@ def _places(
         asked = [p for p in environ.get("STRATOFLOW_TASK_WRITE_PATHS", "").split(os.pathsep) if p]
         # what every task may write must hold neither the server's state nor the other
         # tasks' work dirs and the mirror they import from (checked before making any)
+        # nor what the server runs: its Python environment (the native start helper in it,
+        # which the scheduler maps) and Stratoflow's code
         sandbox.refuse_under_writable(
             {"the home": home, "the attempts root": root,
-             "the work root": resolved, "the imports mirror": imports_at},
+             "the work root": resolved, "the imports mirror": imports_at,
+             "the server's Python environment": Path(sys.prefix),
+             "Stratoflow's code": Path(_IMPORT_ROOT)},
             map(Path, asked),
         )  # fmt: skip
         write_paths = sandbox.readable_paths(asked, home)

@@ -28,6 +28,7 @@ import ctypes
 import functools
 import os
 import signal
+import stat
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -182,15 +183,37 @@ _STAGES = {
 _EXEC = 9
 
 
+_ABI = 1  # sf_abi_version() of the native/confine.c this calls
+
+
+def _only_ours(path: Path) -> bool:
+    """Whether only root or the server's user can change ``path``: owned by one of them, not
+    writable by group or others, nor any directory above it (but for a sticky one such as
+    /tmp, where no one else may replace what is ours). The scheduler maps the helper: who
+    could write it would run code in the scheduler at its next start of a task."""
+    allowed = {0, os.geteuid()}
+    for place in (path, *path.parents):
+        try:
+            st = os.stat(place)
+        except OSError:
+            return False
+        sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+        if st.st_uid not in allowed or (st.st_mode & 0o022 and not sticky_dir):
+            return False
+    return True
+
+
 @functools.cache
 def _native() -> Any:
     """native/confine.c, built and loadable here, or None (the executor then starts each
     confined task from a thread of its own, as before). Through ``CDLL``, whose calls give up
     the GIL: the vfork's wait for the child's exec holds nothing of the scheduler."""
-    if _lib() is None or not NATIVE_CONFINE.is_file():
+    if _lib() is None or not NATIVE_CONFINE.is_file() or not _only_ours(NATIVE_CONFINE):
         return None
     try:
         lib = ctypes.CDLL(str(NATIVE_CONFINE), use_errno=True)
+        if lib.sf_abi_version() != _ABI:  # built from another version: rebuild (make install)
+            return None
         fn = lib.sf_confined_spawn
     except (OSError, AttributeError):
         return None
