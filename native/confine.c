@@ -24,6 +24,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
@@ -32,13 +33,29 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <sys/socket.h>
+#include <linux/audit.h>
 #include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 
 #ifndef SYS_landlock_restrict_self
 #define SYS_landlock_restrict_self 446
 #endif
 #ifndef SYS_close_range
 #define SYS_close_range 436
+#endif
+
+/* sf_confined_spawn's flags */
+#define SF_DROP_CAPS 1      /* root: give up every capability */
+#define SF_NO_UNIX_SOCKETS 2 /* no socket(AF_UNIX) (seccomp): see no_unix_sockets() */
+
+#if defined(__x86_64__)
+#define SF_AUDIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define SF_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#else
+#error "native/confine.c knows the seccomp architecture of x86-64 and aarch64 only"
 #endif
 
 /* Where the child failed: the caller names it in its error. */
@@ -53,6 +70,7 @@ enum sf_stage {
     SF_LANDLOCK,
     SF_CLOSE,
     SF_EXEC,
+    SF_SECCOMP,
 };
 
 struct sf_failure {
@@ -81,6 +99,36 @@ static int drop_capabilities(int tolerate_bounding) {
     return syscall(SYS_capset, &header, data) == 0 ? 0 : -1;
 }
 
+/* A task of a root server is uid 0 even without capabilities, and Landlock does not cover
+ * connecting to a Unix socket's path: Docker's or systemd's socket would give it root on the
+ * machine. Under this filter it cannot make a socket to connect with: socket(AF_UNIX) fails
+ * with EACCES (socketpair, which asyncio and multiprocessing use, still works: its sockets
+ * are connected to each other only); io_uring, which could make one without a syscall, is
+ * refused; another architecture's syscalls (i386, x32) kill the process. */
+static int no_unix_sockets(void) {
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SF_AUDIT_ARCH, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+#if defined(__x86_64__)
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000 /* __X32_SYSCALL_BIT */, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+#endif
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_socket, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        /* the family: the low half of the first argument (an int) */
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_UNIX, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EACCES),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog program = {(unsigned short)(sizeof code / sizeof code[0]), code};
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program, 0, 0);
+}
+
 /* Discard the signals that arrived while everything was blocked (setting SIG_IGN discards a
  * pending signal), keeping each disposition as it is (SIG_DFL or SIG_IGN by now). */
 static int discard_pending(void) {
@@ -100,7 +148,7 @@ static int discard_pending(void) {
 /* noinline: its frame lies below the caller's, whose variables the parent reads after */
 static void __attribute__((noreturn, noinline))
 child(const char *path, char *const argv[], char *const envp[], int cwd_fd, int out_fd,
-      int null_fd, const int *rulesets, int n_rulesets, int drop_caps,
+      int null_fd, const int *rulesets, int n_rulesets, int flags,
       volatile struct sf_failure *failure) {
     int stage = SF_SIGNALS;
     struct sigaction dfl;
@@ -122,7 +170,7 @@ child(const char *path, char *const argv[], char *const envp[], int cwd_fd, int 
     if (dup2(null_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0) goto fail;
     stage = SF_CWD;
     if (fchdir(cwd_fd) != 0) goto fail;
-    if (drop_caps) {
+    if (flags & SF_DROP_CAPS) {
         stage = SF_CAPABILITIES;
         if (drop_capabilities(n_rulesets > 0) != 0) goto fail;
     }
@@ -132,6 +180,12 @@ child(const char *path, char *const argv[], char *const envp[], int cwd_fd, int 
         stage = SF_LANDLOCK;
         for (int i = 0; i < n_rulesets; i++)
             if (syscall(SYS_landlock_restrict_self, rulesets[i], 0) != 0) goto fail;
+    }
+    if (flags & SF_NO_UNIX_SOCKETS) {
+        stage = SF_NO_NEW_PRIVS; /* a filter needs it (no capability is left to waive it) */
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) goto fail;
+        stage = SF_SECCOMP;
+        if (no_unix_sockets() != 0) goto fail;
     }
     stage = SF_CLOSE;
     if (syscall(SYS_close_range, 3, ~0U, 0) != 0) goto fail; /* Linux 5.9, before Landlock */
@@ -150,18 +204,18 @@ fail:
 /* What spawn.py checks before it calls anything: a helper built from another version of this
  * file (a checkout updated, `make install` not run again) is not called with the wrong
  * arguments. */
-int sf_abi_version(void) { return 1; }
+int sf_abi_version(void) { return 2; }
 
 /*
  * Start `path` (no PATH search) with `argv` and `envp` (NULL-terminated), cwd the directory of
  * `cwd_fd`, stdout and stderr `out_fd`, stdin `null_fd`, inside each of the `n_rulesets`
  * Landlock rulesets (none: no domain, no no_new_privs), as root without capabilities when
- * `drop_caps`. Returns the child's pid; or -1 with `*stage` and `*error` saying where and why
+ * `flags` holds SF_DROP_CAPS, without Unix sockets when it holds SF_NO_UNIX_SOCKETS. Returns the child's pid; or -1 with `*stage` and `*error` saying where and why
  * it failed (the child, if one was made, has been reaped).
  */
 int sf_confined_spawn(const char *path, char *const argv[], char *const envp[], int cwd_fd,
                       int out_fd, int null_fd, const int *rulesets, int n_rulesets,
-                      int drop_caps, int *stage, int *error) {
+                      int flags, int *stage, int *error) {
     volatile struct sf_failure failure = {SF_OK, 0};
     sigset_t all, old;
     sigfillset(&all);
@@ -169,7 +223,7 @@ int sf_confined_spawn(const char *path, char *const argv[], char *const envp[], 
     pthread_sigmask(SIG_SETMASK, &all, &old);
     pid_t pid = vfork();
     if (pid == 0)
-        child(path, argv, envp, cwd_fd, out_fd, null_fd, rulesets, n_rulesets, drop_caps,
+        child(path, argv, envp, cwd_fd, out_fd, null_fd, rulesets, n_rulesets, flags,
               &failure);
     int vfork_error = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);

@@ -107,9 +107,9 @@ def confined_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     calls: list[list[str]] = []
     real = spawn.confined
 
-    def counted(argv: list[str], *args: Any) -> spawn.Spawned:
+    def counted(argv: list[str], *args: Any, **kwargs: Any) -> spawn.Spawned:
         calls.append(list(argv))
-        return real(argv, *args)
+        return real(argv, *args, **kwargs)
 
     monkeypatch.setattr(spawn, "confined", counted)
     return calls
@@ -487,3 +487,45 @@ def test_a_server_whose_python_tasks_may_write_refuses_to_start(
     with pytest.raises(sandbox.IsolationError, match="the server's Python environment"):
         LocalExecutor(tmp_path / "home" / "logs", lambda *_: None, isolation="landlock")
     assert not (tmp_path / "home").exists()
+
+
+@needs_landlock
+@pytest.mark.skipif(os.geteuid() != 0, reason="a root server's tasks only")
+def test_a_root_servers_task_cannot_make_a_unix_socket(tmp_path: Path) -> None:
+    """It is uid 0 without capabilities, and Landlock does not cover connecting to a socket's
+    path: root's sockets (Docker's, systemd's) would give it root. socket(AF_UNIX) is refused;
+    socketpair (asyncio, multiprocessing) and network sockets still work."""
+    needs_native()
+    import sys
+
+    code = (
+        "import socket\n"
+        "for name, make in [('unix', lambda: socket.socket(socket.AF_UNIX)),\n"
+        "                   ('pair', socket.socketpair), ('tcp', socket.socket)]:\n"
+        "    try:\n"
+        "        make()\n"
+        "        print(name, 'made')\n"
+        "    except OSError as exc:\n"
+        "        print(name, exc.errno)\n"
+    )
+    read = sandbox.readable_paths(
+        [*sandbox.SYSTEM_READ_PATHS, sys.prefix, sys.base_prefix, Path(sys.executable).parent],
+        tmp_path / "none",
+    )
+    landlock = sandbox.Landlock(sandbox.landlock_abi(), read, [])
+    log = tmp_path / "log"
+    log.touch()
+    out = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    cwd = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    ruleset = landlock.ruleset(tmp_path, log)
+    try:
+        argv = [sys.executable, "-c", code]
+        for no_unix in (False, True):
+            spawn.confined(argv, {}, cwd, out, [ruleset], True, no_unix_sockets=no_unix).wait()
+    finally:
+        for fd in (out, cwd, ruleset):
+            os.close(fd)
+        landlock.close()
+    without, within = (tmp_path / "out").read_text().split("tcp made\n")[:2]
+    assert without == "unix made\npair made\n"
+    assert within == f"unix {errno.EACCES}\npair made\n"

@@ -694,6 +694,12 @@ class LocalExecutor(Dispatcher):
         # capabilities; the start threads that create them empty their own bounding set once
         # (they never exec), so each confining thread inherits it empty (see _spawn_thread)
         self._drop_caps = self._landlock is not None and os.geteuid() == 0
+        if self._drop_caps and not self._native:
+            log.warning(
+                "tasks run as uid 0 without capabilities, and without native/confine.c "
+                "(make native) they can connect to root's Unix sockets (Docker's, systemd's: "
+                "root on this machine)"
+            )
         self._spawner = _StartThreads(
             SPAWN_THREADS, "stratoflow-spawn", _spawn_thread if self._drop_caps else None
         )
@@ -917,8 +923,9 @@ class LocalExecutor(Dispatcher):
                     with contextlib.suppress(spawn.Unsupported):  # else as below
                         rulesets = [ruleset] if narrowing is None else [ruleset, narrowing]
                         native = spawn.confined(
-                            argv, env, work_fd, log_fd, rulesets, self._drop_caps
-                        )
+                            argv, env, work_fd, log_fd, rulesets, self._drop_caps,
+                            no_unix_sockets=self._drop_caps,  # root's tasks: see spawn.confined
+                        )  # fmt: skip
                 proc = native or _confined(start, argv, ruleset, self._drop_caps, narrowing)
             elif owner is not None and self._setpriv is not None:
                 proc = start([*_as_user(self._setpriv, owner), *argv])

@@ -178,12 +178,13 @@ NATIVE_CONFINE = Path(sys.prefix) / "lib" / "stratoflow-native" / "confine.so"
 _STAGES = {
     1: "resetting signal dispositions", 2: "setsid", 3: "dup2", 4: "fchdir",
     5: "dropping capabilities", 6: "prctl(PR_SET_NO_NEW_PRIVS)", 7: "landlock_restrict_self",
-    8: "closing descriptors",
+    8: "closing descriptors", 10: "seccomp (no Unix sockets)",
 }  # fmt: skip
 _EXEC = 9
+_DROP_CAPS, _NO_UNIX_SOCKETS = 1, 2  # its flags
 
 
-_ABI = 1  # sf_abi_version() of the native/confine.c this calls
+_ABI = 2  # sf_abi_version() of the native/confine.c this calls
 
 
 def _only_ours(path: Path) -> bool:
@@ -238,10 +239,13 @@ def confined(
     output_fd: int,
     rulesets: Sequence[int],
     drop_caps: bool,
+    no_unix_sockets: bool = False,
 ) -> Spawned:
     """:func:`spawn`'s start, the child entering each Landlock ruleset of ``rulesets`` in
     turn (after ``PR_SET_NO_NEW_PRIVS``) and, when ``drop_caps`` (a root server), giving up
-    every capability, bounding set first, before it execs: what :func:`.executor._confined`
+    every capability, bounding set first, and with ``no_unix_sockets`` unable to make a Unix
+    socket (a seccomp filter: a task of a root server is uid 0, and root's sockets give root),
+    before it execs: what :func:`.executor._confined`
     does from a throwaway thread, done in the child (native/confine.c), so the scheduler
     makes no thread and enters no domain. Raises what :func:`spawn` raises; a step of the
     child's that failed is named in the ``OSError``. Only where :func:`native_available`."""
@@ -253,7 +257,8 @@ def confined(
     stage, error = ctypes.c_int(0), ctypes.c_int(0)
     pid = fn(
         c_argv[0], c_argv, c_env, cwd_fd, output_fd, _devnull(), c_rulesets, len(rulesets),
-        int(drop_caps), ctypes.byref(stage), ctypes.byref(error),
+        (_DROP_CAPS if drop_caps else 0) | (_NO_UNIX_SOCKETS if no_unix_sockets else 0),
+        ctypes.byref(stage), ctypes.byref(error),
     )  # fmt: skip
     if pid < 0:
         err = error.value
