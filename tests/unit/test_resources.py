@@ -12,7 +12,7 @@ import pytest
 
 from stratoflow.adapters.local.resources import LocalResources
 from stratoflow.errors import InvalidInput, NotFound
-from stratoflow.model import load_workflow
+from stratoflow.model import load_workflow, spec_from_document
 from stratoflow.resources import (
     MAX_PATH_CHARS,
     MAX_RESOURCE_BYTES,
@@ -188,6 +188,29 @@ def test_the_task_field() -> None:
         assert says in str(err.value)
     with pytest.raises(InvalidInput, match=r"a http task runs no process"):
         load_workflow('name: w\ntasks:\n  t: {type: http, url: "http://x", resources: [a]}\n')
+
+
+def test_a_resource_inside_another_the_task_lists_is_refused_at_apply(tmp_path: Path) -> None:
+    """``[a, a/b]`` cannot be placed ('a' a file and a directory): refused when applied,
+    naming both, not at every start; a version stored before the check still loads."""
+    work = tmp_path / "work"
+    work.mkdir()
+    text = "name: w\ntasks:\n  t: {type: shell, command: x, resources: [sql/a, b, sql/a/c/d]}\n"
+    with pytest.raises(InvalidInput) as err:
+        load_workflow(text)
+    (problem,) = err.value.problems
+    assert problem.path == "tasks.t.resources.2"
+    assert "resource 'sql/a/c/d' is inside 'sql/a', which the task lists too" in problem.message
+    document = {"name": "w", "tasks": {"t": {"type": "shell", "command": "x",
+                                             "resources": ["a", "a/b"]}}}  # fmt: skip
+    assert spec_from_document(document).workflow.tasks["t"].resources == ["a", "a/b"]
+    with pytest.raises(ResourceUnavailable) as failed:  # its runs fail the task, as before
+        materialize(work, {"a": "1", "a/b": "1"}, ["a", "a/b"], lambda p, v: b"")
+    assert str(failed.value).startswith("resource 'a/b': 'a' in the task's working directory")
+    assert str(tmp_path) not in str(failed.value)  # not the server's place of it
+    # other tasks may list them: each task has a work dir of its own
+    load_workflow("name: w\ntasks:\n  t: {type: shell, command: x, resources: [a]}\n"
+                  "  u: {type: shell, command: x, resources: [a/b]}\n")  # fmt: skip
 
 
 def test_a_write_that_fails_at_any_step_leaves_the_versions_as_they_were(

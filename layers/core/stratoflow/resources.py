@@ -21,7 +21,7 @@ import errno
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -209,6 +209,21 @@ class ResourceStore(ABC):
             except NotFound:
                 continue
         return found
+
+
+def nested_paths(paths: Sequence[str]) -> list[tuple[int, str, str]]:
+    """The paths of one task's list that lie inside another path of it, as (index, path,
+    the other): ``a`` and ``a/b`` cannot both be placed (``a`` is a file, or a directory)."""
+    listed = set(paths)
+    found: list[tuple[int, str, str]] = []
+    for i, path in enumerate(paths):
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            above = "/".join(parts[:depth])
+            if above in listed:
+                found.append((i, path, above))
+                break
+    return found
 
 
 def task_resources(fields: Mapping[str, Any]) -> list[str]:
