@@ -274,6 +274,39 @@ def test_directories_a_task_took_its_rights_off_are_given_back_links_not_followe
     assert outside.is_dir()
 
 
+def test_giving_rights_back_chmods_no_link_swapped_in_after_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process left running in the work dir swaps a directory for a link to one outside
+    between the server's look at it and its chmod: the chmod still reaches the directory
+    it looked at (a path looked up again would follow the link: root chmods its target)."""
+    import os
+
+    from stratoflow.adapters.local.executor import _owner_rights
+
+    outside = _made(tmp_path / "outside")
+    outside.chmod(0o500)
+    work = _made(tmp_path / "work")
+    inner = _made(work / "a")
+    inner.chmod(0o500)
+    real = os.chmod
+    swapped: list[str] = []
+
+    def chmod(path: str, mode: int, **kwargs: object) -> None:
+        if not swapped and os.path.samestat(os.stat(path), os.lstat(inner)):
+            os.rename(inner, work / "a.moved")
+            inner.symlink_to(outside)
+            swapped.append(str(path))
+        real(path, mode, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "chmod", chmod)
+    _owner_rights(str(work))
+    monkeypatch.undo()
+    assert swapped
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o500  # the link's target untouched
+    assert stat.S_IMODE((work / "a.moved").stat().st_mode) == 0o700
+
+
 def test_the_reaper_lives_on_after_a_failed_round(
     executor: LocalExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
