@@ -331,3 +331,43 @@ def test_the_reaper_lives_on_after_a_failed_round(
         time.sleep(0.02)
     assert not second.exists()
     assert not first.exists()  # taken again by the next round
+
+
+def test_a_link_left_in_a_work_dir_fails_the_start_naming_the_resource(
+    tmp_path: Path, reports: _Reports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a process of an earlier attempt, left running in a reused work dir, can leave
+    where a resource's directory goes: a link. The attempt fails (not retried: the run's
+    own doing), naming the resource and the part, not the server's place of the work dir,
+    and nothing is written through the link."""
+    from stratoflow.adapters.local.resources import LocalResources
+
+    home = _made(tmp_path / "home")
+    store = LocalResources(home / "resources")
+    store.put("proj", "d/x", b"data")
+    store.pin(RUN, "proj", ["d/x"])
+    outside = _made(tmp_path / "outside")
+    ex = LocalExecutor(
+        home / "attempts", reports, isolation="none", work_root=tmp_path / "work",
+        protect=home, resources=store,
+    )  # fmt: skip
+    made = ex._make_work_dir
+
+    def make_work_dir(run_id: str, work: str) -> None:
+        made(run_id, work)
+        Path(work, "d").symlink_to(outside)  # as the leftover would, after the check
+
+    monkeypatch.setattr(ex, "_make_work_dir", make_work_dir)
+    try:
+        task = RenderedTask("shell", {"command": "true", "resources": ["d/x"]}, {}, {})
+        ex.dispatch(AttemptSpec(RUN, "t", 1, task, datetime(2026, 1, 1, tzinfo=UTC), "wf", "proj"))
+        result = reports.wait(f"{RUN}.t.1")
+    finally:
+        ex.close()
+    assert result.status is AttemptStatus.FAILED
+    assert not result.retryable
+    assert result.error is not None
+    assert result.error.startswith("resource 'd/x': 'd' in the task's working directory is not")
+    assert str(tmp_path) not in result.error
+    assert "Traceback" not in result.error
+    assert list(outside.iterdir()) == []
