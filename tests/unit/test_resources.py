@@ -341,3 +341,28 @@ def test_materialize_into_a_descriptor_chowns_what_it_made(
     assert {ino for ino, _ in chowned} == inodes  # 'a' once, when it was made
     assert len(chowned) == 4
     assert {u for _, u in chowned} == {7}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a directory of another uid is made by root")
+def test_materialize_chowns_no_directory_swapped_in_after_its_mkdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The racer puts a directory of its own (another uid: the project's) where the server
+    just made one: the server refuses it rather than chown what it did not make."""
+    work = tmp_path / "work"
+    work.mkdir()
+    real = os.mkdir
+
+    def mkdir(path: str | Path, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        real(path, mode, dir_fd=dir_fd)
+        if (work / "d").is_dir() and not (work / "d.moved").exists():
+            os.rename(work / "d", work / "d.moved")
+            real(work / "d", 0o755)
+            os.chown(work / "d", 12345, 12345)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    with pytest.raises(ResourceUnavailable, match=r"'d/x': directory 'd' .* was replaced"):
+        materialize(work, {"d/x": "1"}, ["d/x"], lambda p, v: b"x", owner=54321)
+    monkeypatch.undo()
+    assert os.stat(work / "d").st_uid == 12345
+    assert list((work / "d").iterdir()) == []
