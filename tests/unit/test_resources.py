@@ -12,7 +12,7 @@ import pytest
 
 from stratoflow.adapters.local.resources import LocalResources
 from stratoflow.errors import InvalidInput, NotFound
-from stratoflow.model import load_workflow
+from stratoflow.model import load_workflow, spec_from_document
 from stratoflow.resources import (
     MAX_PATH_CHARS,
     MAX_RESOURCE_BYTES,
@@ -190,6 +190,29 @@ def test_the_task_field() -> None:
         load_workflow('name: w\ntasks:\n  t: {type: http, url: "http://x", resources: [a]}\n')
 
 
+def test_a_resource_inside_another_the_task_lists_is_refused_at_apply(tmp_path: Path) -> None:
+    """``[a, a/b]`` cannot be placed ('a' a file and a directory): refused when applied,
+    naming both, not at every start; a version stored before the check still loads."""
+    work = tmp_path / "work"
+    work.mkdir()
+    text = "name: w\ntasks:\n  t: {type: shell, command: x, resources: [sql/a, b, sql/a/c/d]}\n"
+    with pytest.raises(InvalidInput) as err:
+        load_workflow(text)
+    (problem,) = err.value.problems
+    assert problem.path == "tasks.t.resources.2"
+    assert "resource 'sql/a/c/d' is inside 'sql/a', which the task lists too" in problem.message
+    document = {"name": "w", "tasks": {"t": {"type": "shell", "command": "x",
+                                             "resources": ["a", "a/b"]}}}  # fmt: skip
+    assert spec_from_document(document).workflow.tasks["t"].resources == ["a", "a/b"]
+    with pytest.raises(ResourceUnavailable) as failed:  # its runs fail the task, as before
+        materialize(work, {"a": "1", "a/b": "1"}, ["a", "a/b"], lambda p, v: b"")
+    assert str(failed.value).startswith("resource 'a/b': 'a' in the task's working directory")
+    assert str(tmp_path) not in str(failed.value)  # not the server's place of it
+    # other tasks may list them: each task has a work dir of its own
+    load_workflow("name: w\ntasks:\n  t: {type: shell, command: x, resources: [a]}\n"
+                  "  u: {type: shell, command: x, resources: [a/b]}\n")  # fmt: skip
+
+
 def test_a_write_that_fails_at_any_step_leaves_the_versions_as_they_were(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -218,3 +241,128 @@ def test_a_write_that_fails_at_any_step_leaves_the_versions_as_they_were(
         assert leftovers == []
     assert store.put("p", "a.txt", b"two").version == "2"
     assert store.get("p", "a.txt", "2")[1] == b"two"
+
+
+def _swapping_mkdir(
+    monkeypatch: pytest.MonkeyPatch, work: Path, swap: str, outside: Path
+) -> list[str]:
+    """``os.mkdir`` as ``materialize`` sees it, with a racer's move right after the mkdir of
+    ``work/swap``: that directory renamed away and a link to ``outside`` put in its place
+    (what a process an earlier attempt left running in a reused work dir can do between
+    two of the server's calls). Returns the names mkdir was called with."""
+    real = os.mkdir
+    calls: list[str] = []
+    target = work / swap
+
+    def mkdir(path: str | Path, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        real(path, mode, dir_fd=dir_fd)
+        calls.append(str(path))
+        made = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+        if not target.is_symlink() and target.exists() and os.path.samestat(made, target.stat()):
+            os.rename(target, f"{target}.moved")
+            target.symlink_to(outside)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    return calls
+
+
+@pytest.mark.parametrize("swap", ["d", "d/e"])
+def test_materialize_cannot_be_led_out_by_a_swap_after_a_mkdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swap: str
+) -> None:
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    work.mkdir()
+    outside.mkdir()
+    calls = _swapping_mkdir(monkeypatch, work, swap, outside)
+    with pytest.raises(ResourceUnavailable) as caught:
+        materialize(work, {"d/e/x": "1"}, ["d/e/x"], lambda p, v: b"evil")
+    monkeypatch.undo()
+    assert calls  # the swap did happen
+    assert (work / swap).is_symlink()
+    assert list(outside.iterdir()) == []  # nothing made, nothing written through the link
+    message = str(caught.value)
+    assert f"resource 'd/e/x': {swap!r} in the task's working directory is not a directory" in (
+        message
+    )
+    assert str(tmp_path) not in message  # the work dir's place is not shown
+
+
+def test_materialize_never_chowns_through_a_swapped_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the server does for a project with a uid of its own: each directory it makes is
+    chowned, by the descriptor it opened, never by a path a racer could have redirected."""
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    work.mkdir()
+    outside.mkdir()
+    _swapping_mkdir(monkeypatch, work, "d", outside)
+    chowned: list[object] = []
+    monkeypatch.setattr(os, "chown", lambda p, *a, **k: chowned.append(p))
+    monkeypatch.setattr(os, "fchown", lambda fd, *a, **k: chowned.append(os.fstat(fd)))
+    with pytest.raises(ResourceUnavailable, match=r"'d' in the task's working directory"):
+        materialize(work, {"d/x": "1"}, ["d/x"], lambda p, v: b"x", owner=os.getuid())
+    monkeypatch.undo()
+    assert chowned == []
+    assert list(outside.iterdir()) == []
+
+
+def test_materialize_refuses_a_link_planted_below_a_directory(tmp_path: Path) -> None:
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    (work / "d").mkdir(parents=True)
+    outside.mkdir()
+    (work / "d" / "e").symlink_to(outside)
+    with pytest.raises(ResourceUnavailable, match=r"'d/e' in the task's working directory is"):
+        materialize(work, {"d/e/x": "1"}, ["d/e/x"], lambda p, v: b"x")
+    assert list(outside.iterdir()) == []
+    (work / "f").write_bytes(b"")
+    with pytest.raises(ResourceUnavailable, match=r"'f' in the task's working directory is not"):
+        materialize(work, {"f/x": "1"}, ["f/x"], lambda p, v: b"x")
+
+
+def test_materialize_into_a_descriptor_chowns_what_it_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    chowned: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "fchown", lambda fd, u, g: chowned.append((os.fstat(fd).st_ino, u)))
+    fd = os.open(work, os.O_PATH | os.O_DIRECTORY)
+    try:
+        written = materialize(
+            fd, {"a/b/c": "1", "a/d": "1"}, ["a/b/c", "a/d"], lambda p, v: p.encode(), owner=7
+        )
+        os.fstat(fd)  # still open: the caller's
+    finally:
+        os.close(fd)
+    assert written == ["a/b/c", "a/d"]
+    assert (work / "a" / "b" / "c").read_bytes() == b"a/b/c"
+    assert stat.S_IMODE(os.stat(work / "a" / "b").st_mode) == 0o700
+    inodes = {os.stat(work / p).st_ino for p in ("a", "a/b", "a/b/c", "a/d")}
+    assert {ino for ino, _ in chowned} == inodes  # 'a' once, when it was made
+    assert len(chowned) == 4
+    assert {u for _, u in chowned} == {7}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a directory of another uid is made by root")
+def test_materialize_chowns_no_directory_swapped_in_after_its_mkdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The racer puts a directory of its own (another uid: the project's) where the server
+    just made one: the server refuses it rather than chown what it did not make."""
+    work = tmp_path / "work"
+    work.mkdir()
+    real = os.mkdir
+
+    def mkdir(path: str | Path, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        real(path, mode, dir_fd=dir_fd)
+        if (work / "d").is_dir() and not (work / "d.moved").exists():
+            os.rename(work / "d", work / "d.moved")
+            real(work / "d", 0o755)
+            os.chown(work / "d", 12345, 12345)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    with pytest.raises(ResourceUnavailable, match=r"'d/x': directory 'd' .* was replaced"):
+        materialize(work, {"d/x": "1"}, ["d/x"], lambda p, v: b"x", owner=54321)
+    monkeypatch.undo()
+    assert os.stat(work / "d").st_uid == 12345
+    assert list((work / "d").iterdir()) == []

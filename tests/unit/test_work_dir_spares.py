@@ -274,6 +274,39 @@ def test_directories_a_task_took_its_rights_off_are_given_back_links_not_followe
     assert outside.is_dir()
 
 
+def test_giving_rights_back_chmods_no_link_swapped_in_after_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process left running in the work dir swaps a directory for a link to one outside
+    between the server's look at it and its chmod: the chmod still reaches the directory
+    it looked at (a path looked up again would follow the link: root chmods its target)."""
+    import os
+
+    from stratoflow.adapters.local.executor import _owner_rights
+
+    outside = _made(tmp_path / "outside")
+    outside.chmod(0o500)
+    work = _made(tmp_path / "work")
+    inner = _made(work / "a")
+    inner.chmod(0o500)
+    real = os.chmod
+    swapped: list[str] = []
+
+    def chmod(path: str, mode: int, **kwargs: object) -> None:
+        if not swapped and os.path.samestat(os.stat(path), os.lstat(inner)):
+            os.rename(inner, work / "a.moved")
+            inner.symlink_to(outside)
+            swapped.append(str(path))
+        real(path, mode, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "chmod", chmod)
+    _owner_rights(str(work))
+    monkeypatch.undo()
+    assert swapped
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o500  # the link's target untouched
+    assert stat.S_IMODE((work / "a.moved").stat().st_mode) == 0o700
+
+
 def test_the_reaper_lives_on_after_a_failed_round(
     executor: LocalExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -298,3 +331,43 @@ def test_the_reaper_lives_on_after_a_failed_round(
         time.sleep(0.02)
     assert not second.exists()
     assert not first.exists()  # taken again by the next round
+
+
+def test_a_link_left_in_a_work_dir_fails_the_start_naming_the_resource(
+    tmp_path: Path, reports: _Reports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a process of an earlier attempt, left running in a reused work dir, can leave
+    where a resource's directory goes: a link. The attempt fails (not retried: the run's
+    own doing), naming the resource and the part, not the server's place of the work dir,
+    and nothing is written through the link."""
+    from stratoflow.adapters.local.resources import LocalResources
+
+    home = _made(tmp_path / "home")
+    store = LocalResources(home / "resources")
+    store.put("proj", "d/x", b"data")
+    store.pin(RUN, "proj", ["d/x"])
+    outside = _made(tmp_path / "outside")
+    ex = LocalExecutor(
+        home / "attempts", reports, isolation="none", work_root=tmp_path / "work",
+        protect=home, resources=store,
+    )  # fmt: skip
+    made = ex._make_work_dir
+
+    def make_work_dir(run_id: str, work: str) -> None:
+        made(run_id, work)
+        Path(work, "d").symlink_to(outside)  # as the leftover would, after the check
+
+    monkeypatch.setattr(ex, "_make_work_dir", make_work_dir)
+    try:
+        task = RenderedTask("shell", {"command": "true", "resources": ["d/x"]}, {}, {})
+        ex.dispatch(AttemptSpec(RUN, "t", 1, task, datetime(2026, 1, 1, tzinfo=UTC), "wf", "proj"))
+        result = reports.wait(f"{RUN}.t.1")
+    finally:
+        ex.close()
+    assert result.status is AttemptStatus.FAILED
+    assert not result.retryable
+    assert result.error is not None
+    assert result.error.startswith("resource 'd/x': 'd' in the task's working directory is not")
+    assert str(tmp_path) not in result.error
+    assert "Traceback" not in result.error
+    assert list(outside.iterdir()) == []

@@ -11,15 +11,17 @@ for a rerun of it; a file missing then refuses the trigger, naming it.
 - on AWS: the stack's bucket under ``resources/<project>/`` with S3 object versioning, see
   ``adapters.aws.resources``; each project's task role reads its own prefix only.
 
-Pure: no I/O here but :func:`materialize`, which writes fetched bytes into a work directory.
+Pure: no I/O here but :func:`materialize`, which writes fetched bytes into a work directory
+(by descriptors, never following a link: see there).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -209,6 +211,21 @@ class ResourceStore(ABC):
         return found
 
 
+def nested_paths(paths: Sequence[str]) -> list[tuple[int, str, str]]:
+    """The paths of one task's list that lie inside another path of it, as (index, path,
+    the other): ``a`` and ``a/b`` cannot both be placed (``a`` is a file, or a directory)."""
+    listed = set(paths)
+    found: list[tuple[int, str, str]] = []
+    for i, path in enumerate(paths):
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            above = "/".join(parts[:depth])
+            if above in listed:
+                found.append((i, path, above))
+                break
+    return found
+
+
 def task_resources(fields: Mapping[str, Any]) -> list[str]:
     """The resource paths of a rendered task's fields."""
     value = fields.get("resources") or []
@@ -227,45 +244,114 @@ def reserved_name(path: str, task_id: str, attempt: int) -> bool:
 
 Fetch = Callable[[str, str], bytes]  # (path, version) -> bytes; raises ResourceUnavailable
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # readable: fchown
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_NOT_A_DIR = (errno.ELOOP, errno.ENOTDIR)  # a link (O_NOFOLLOW), a file (O_DIRECTORY)
+_REFUSED = (errno.ENOENT, errno.EACCES, errno.EPERM)  # removed, or made unreadable, meanwhile
+
 
 def materialize(
-    dest: Path, pins: Mapping[str, str], paths: Iterable[str], fetch: Fetch,
+    dest: Path | int, pins: Mapping[str, str], paths: Iterable[str], fetch: Fetch,
     *, owner: int | None = None,
 ) -> list[str]:  # fmt: skip
-    """Write each resource into ``dest`` under its path (directories 0700, files 0600, owned
-    by ``owner`` when given), never following a link. Raises ResourceUnavailable naming the
-    first path that is not pinned or cannot be fetched. Returns the paths written."""
+    """Write each resource into ``dest`` (a directory, or a descriptor of one, O_PATH will do)
+    under its path (directories 0700, files 0600, owned by ``owner`` when given), never
+    following a link. Raises ResourceUnavailable naming the first path that is not pinned,
+    cannot be fetched or cannot be placed. Returns the paths written.
+
+    Every step is taken from a descriptor of the directory above it (mkdirat, openat with
+    O_NOFOLLOW, fchown of what was opened), never from a path: a work dir is reused within a
+    run, and a process an earlier attempt left running there (``setsid``) may swap a
+    directory for a link between two of the server's calls; a path looked up again would
+    then lead the server (root, unconfined) to write, or chown, wherever the link points.
+    A link, or anything else not a directory, met on the way is refused (the error names
+    the resource and the part, never the work dir's place)."""
+    root = dest if isinstance(dest, int) else os.open(dest, _DIR_FLAGS)
     written: list[str] = []
-    for path in paths:
-        check_path(path, "resources")
-        version = pins.get(path)
-        if version is None:
-            raise ResourceUnavailable(
-                f"resource {path!r} was not pinned when the run was created (the run predates "
-                "the task's resources list, or its pins are lost): trigger a new run"
-            )
-        data = fetch(path, version)
-        parent = dest
-        for part in path.split("/")[:-1]:
-            parent = parent / part
-            try:
-                os.mkdir(parent, 0o700)
-                if owner is not None:
-                    os.chown(parent, owner, owner)
-            except FileExistsError:
-                if parent.is_symlink() or not parent.is_dir():
-                    raise ResourceUnavailable(
-                        f"resource {path!r}: {parent} is not a directory"
-                    ) from None
-        target = parent / path.rsplit("/", 1)[-1]
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        for path in paths:
+            check_path(path, "resources")
+            version = pins.get(path)
+            if version is None:
+                raise ResourceUnavailable(
+                    f"resource {path!r} was not pinned when the run was created (the run "
+                    "predates the task's resources list, or its pins are lost): trigger a new run"
+                )
+            data = fetch(path, version)
+            _place(root, path, data, owner)
+            written.append(path)
+    finally:
+        if not isinstance(dest, int):
+            os.close(root)
+    return written
+
+
+def _place(root: int, path: str, data: bytes, owner: int | None) -> None:
+    """Write one resource under ``root`` (a directory's descriptor), see :func:`materialize`."""
+    parts = path.split("/")
+    opened: list[int] = []
+    parent = root
+    try:
+        for depth in range(1, len(parts)):
+            parent = _subdir(parent, path, "/".join(parts[:depth]), owner)
+            opened.append(parent)
         try:
-            fd = os.open(target, flags, 0o600)
-        except FileExistsError:
-            raise ResourceUnavailable(f"resource {path!r} is listed twice or clashes") from None
+            fd = os.open(parts[-1], _FILE_FLAGS, 0o600, dir_fd=parent)
+        except FileExistsError:  # O_EXCL: a file, a directory or a link already there
+            raise ResourceUnavailable(
+                f"resource {path!r} is listed twice or clashes with a file, directory or link "
+                "already in the task's working directory"
+            ) from None
+        except OSError as exc:
+            if exc.errno not in _REFUSED:
+                raise  # ENOSPC and the like: as any other failure to start
+            raise ResourceUnavailable(
+                f"resource {path!r} could not be created in the task's working directory "
+                f"({os.strerror(exc.errno)}): was a process of an earlier attempt left "
+                "running there?"
+            ) from None
         with os.fdopen(fd, "wb") as fh:
             if owner is not None:
                 os.fchown(fh.fileno(), owner, owner)
             fh.write(data)
-        written.append(path)
-    return written
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
+def _subdir(parent: int, path: str, part: str, owner: int | None) -> int:
+    """A descriptor of the directory ``part`` (of resource ``path``) in ``parent``, made
+    (0700, chowned to ``owner``) if it is not there; never through a link."""
+    name = part.rsplit("/", 1)[-1]
+    made = True
+    try:
+        os.mkdir(name, 0o700, dir_fd=parent)
+    except FileExistsError:
+        made = False  # another resource's directory, or whatever is there: opened below
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno in _NOT_A_DIR:
+            raise ResourceUnavailable(
+                f"resource {path!r}: {part!r} in the task's working directory is not a "
+                "directory (a link or a file is there); nothing was written through it"
+            ) from None
+        if exc.errno in _REFUSED:
+            raise ResourceUnavailable(
+                f"resource {path!r}: directory {part!r} in the task's working directory was "
+                f"removed or changed while it was made ({os.strerror(exc.errno)}): was a "
+                "process of an earlier attempt left running there?"
+            ) from None
+        raise
+    if made and owner is not None:
+        # what was opened is a directory (O_DIRECTORY), not a link (O_NOFOLLOW); the one
+        # made here is the server's: one swapped in (the task's own) is refused, not chowned
+        if os.fstat(fd).st_uid != os.geteuid():
+            os.close(fd)
+            raise ResourceUnavailable(
+                f"resource {path!r}: directory {part!r} in the task's working directory was "
+                "replaced while it was made: was a process of an earlier attempt left "
+                "running there?"
+            )
+        os.fchown(fd, owner, owner)
+    return fd

@@ -9,6 +9,7 @@ from typing import Any
 
 from stratoflow.errors import Problem
 from stratoflow.model._workflow import PythonTask, SwitchTask, Workflow
+from stratoflow.resources import nested_paths
 from stratoflow.templating import (
     TemplateError,
     check_syntax,
@@ -113,7 +114,8 @@ def build_dag(workflow: Workflow, *, stored: bool = False) -> tuple[Dag | None, 
     """Validate the graph; return its adjacency, or the problems that prevent one.
     ``stored``: a version applied before, which must still load, so the checks added since
     are left out: a template name no render has (``templating.undefined_names``), a template
-    in python code (``templating.code_templates``)."""
+    in python code (``templating.code_templates``), a resource inside another the task
+    lists (``resources.nested_paths``)."""
     problems: list[Problem] = []
     tasks = workflow.tasks
     for task_id, task in tasks.items():
@@ -208,6 +210,15 @@ def build_dag(workflow: Workflow, *, stored: bool = False) -> tuple[Dag | None, 
                             )
                         )
                     used.add(ref)
+        if not stored:  # a check added since: a stored version loads; its runs fail the task
+            problems.extend(
+                Problem(
+                    f"tasks.{task_id}.resources.{i}",
+                    f"resource {path!r} is inside {above!r}, which the task lists too: a path "
+                    "is a file or a directory, not both",
+                )
+                for i, path, above in nested_paths(getattr(task, "resources", None) or [])
+            )
         if isinstance(task, PythonTask) and task.code is not None and not stored:
             why = code_templates(task.code)
             if why is not None:

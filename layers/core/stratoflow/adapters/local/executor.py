@@ -424,19 +424,27 @@ def _remove_tree(path: str) -> None:
 def _owner_rights(path: str) -> None:
     """Give the owner back every right on the directories under ``path`` that a task took
     off (the server owns them unless the task ran as a uid of its own, and then it is root),
-    so they can be removed; a link is never followed."""
+    so they can be removed; a link is never followed. Below ``path`` (whose name, in the
+    work root, only the server can change) each directory is reached from the descriptor of
+    the one above it and changed through its own: a process left running there cannot swap
+    one for a link between the check and the chmod to have the server chmod its target."""
     _with_rights(path)
-    for dirpath, dirnames, _ in os.walk(path):  # top down: each made readable before listed
+    for _, dirnames, _, dir_fd in os.fwalk(path):  # top down: each made readable before listed
         for name in dirnames:
-            _with_rights(os.path.join(dirpath, name))
+            _with_rights(name, dir_fd)
 
 
-def _with_rights(path: str) -> None:
+def _with_rights(path: str, dir_fd: int | None = None) -> None:
     """``path`` made 0700 if it is a directory (not a link) lacking the owner's rights."""
     with contextlib.suppress(OSError):
-        st = os.lstat(path)
-        if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o700 != 0o700:
-            os.chmod(path, 0o700)
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o700 != 0o700:
+                # the inode opened (an O_PATH descriptor has no fchmod; its /proc link does)
+                os.chmod(f"/proc/self/fd/{fd}", 0o700)
+        finally:
+            os.close(fd)
 
 
 def _kill_group(pgid: int, signum: int) -> None:
