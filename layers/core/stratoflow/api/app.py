@@ -94,7 +94,15 @@ from stratoflow.auth import (
 )
 from stratoflow.dependencies import foreign_upstreams
 from stratoflow.engine import Run, RunState, TaskInstance, TaskState, subworkflow
-from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, Unavailable
+from stratoflow.errors import (
+    LISTED_PROBLEMS,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    Problem,
+    Unavailable,
+    more_problems,
+)
 from stratoflow.faults import machine_fault
 from stratoflow.model import (
     SCHEMA_URL_PATH,
@@ -317,7 +325,10 @@ def _error_response(
     body: dict[str, Any] = {
         "error": error,
         "message": message,
-        "problems": [{"path": p.path, "message": p.message, "line": p.line} for p in problems],
+        "problems": [
+            {"path": p.path, "message": p.message, "line": p.line}
+            for p in problems[:LISTED_PROBLEMS]  # the message counts them all
+        ],
     }
     return Response(
         status_code=status.value,
@@ -347,7 +358,10 @@ def _validation_problems(errors: Sequence[Any]) -> list[Problem]:
 def _summary(problems: Sequence[Problem]) -> str:
     if len(problems) == 1:
         return str(problems[0])
-    return f"{len(problems)} problems: " + "; ".join(str(p) for p in problems)
+    listed = [str(p) for p in problems[:LISTED_PROBLEMS]]
+    if len(problems) > LISTED_PROBLEMS:
+        listed.append(more_problems(len(problems)))
+    return f"{len(problems):,} problems: " + "; ".join(listed)
 
 
 def _register_errors(app: APIGatewayRestResolver) -> None:
