@@ -292,14 +292,16 @@ def _is_public(path: str) -> bool:
 
 
 _DESCRIPTIONS = {
-    400: "Invalid input: `problems` name each field and the reason",
+    400: "Invalid input: `problems` name each field and the reason (the first 100; "
+    "`message` counts them all)",
     401: "No valid identity: send `Authorization: Bearer <token>`",
     403: "The caller's role in the project does not allow this",
     404: "Not found",
     409: "The operation does not apply to the current state",
     413: "The body is larger than the route accepts",
     415: "The body is not JSON",
-    422: "The request does not match the schema: `problems` name each field",
+    422: "The request does not match the schema: `problems` name each field (the first "
+    "100; `message` counts them all)",
     500: "Internal error (details only in the server log)",
     503: "The machine cannot serve it now (disk full, I/O error, busy): nothing was changed; "
     "retry after `Retry-After` seconds",
