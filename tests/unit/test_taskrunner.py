@@ -171,12 +171,19 @@ def test_http_task_sends_its_headers_to_no_other_site_a_redirect_names(
             return 302, {}, {"Location": f"{other}/landing"}
 
         with json_stub(home) as url:
-            task_headers = {"X-Api-Key": "s3cret", "Authorization": "Bearer t0ken"}
+            task_headers = {
+                "X-Api-Key": "s3cret",
+                "Authorization": "Bearer t0ken",
+                "Content-Type": "application/json",
+                "Host": "api.example.test",  # httpx sets the new site's
+            }
             fields = {"url": f"{url}/start", "headers": task_headers}
             assert runner.main(str(spec_file(tmp_path, "http", fields))) == 0
     assert seen["/start"]["x-api-key"] == seen["/same"]["x-api-key"] == "s3cret"
     assert "x-api-key" not in seen["elsewhere"]
     assert "authorization" not in seen["elsewhere"]
+    assert seen["elsewhere"]["content-type"] == "application/json"  # it describes the request
+    assert seen["elsewhere"]["host"] == other.removeprefix("http://")
     log = capsys.readouterr().out
     assert f"GET {url}/same -> 302 {other}/landing" in log
     assert (

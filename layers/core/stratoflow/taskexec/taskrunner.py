@@ -97,6 +97,9 @@ def run_lambda(
 
 
 MAX_REDIRECTS = 20  # an http task follows at most this many (httpx's default)
+# headers a redirect to another site keeps though the task set them: they describe the
+# request (httpx sets Host to the new site, and the length of the body a 307 forwards)
+_KEPT_ACROSS_SITES = frozenset({"host", "content-length", "transfer-encoding", "content-type"})
 
 
 def _origin(url: Any) -> tuple[str, str, int | None]:
@@ -127,7 +130,11 @@ def _follow(response: Any, task_url: Any, task_headers: list[str]) -> Any:
             "unencrypted); set url to the address wanted, or follow_redirects: false"
         )
     # those the last request carried (httpx may have dropped Authorization from the next)
-    dropped = [name for name in task_headers if name in request.headers]
+    dropped = [
+        name
+        for name in task_headers
+        if name in request.headers and name.lower() not in _KEPT_ACROSS_SITES
+    ]
     if dropped and not _same_site(task_url, nxt.url):
         for name in dropped:
             nxt.headers.pop(name, None)
