@@ -252,6 +252,35 @@ def test_too_many_headers_and_a_bad_request_line_are_json(tiny: ApiServer) -> No
     assert garbage["error"] == "bad_request"
 
 
+@pytest.mark.parametrize(
+    ("lengths", "words"),
+    [
+        ([b"0", b"40"], "2 Content-Length headers; send one"),
+        ([b"40", b"40"], "2 Content-Length headers; send one"),
+        ([b"-1"], "not a number of bytes"),
+        ([b"+5"], "not a number of bytes"),
+        ([b"1_0"], "not a number of bytes"),
+        ([b"ten"], "not a number of bytes"),
+        ([b"0, 40"], "not a number of bytes"),
+    ],
+)
+def test_a_content_length_that_is_not_one_number_is_a_json_400(
+    tiny: ApiServer, lengths: list[bytes], words: str
+) -> None:
+    """RFC 9112 6.3. `Content-Length: 0` then `40` was taken as no body and the 40 bytes
+    as a next, pipelined request; `-1` was a 413. The connection is closed: the next
+    request is never served."""
+    hidden = b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n"  # 35 bytes: the smuggled one
+    head = b"POST /health HTTP/1.1\r\nHost: t\r\n" + b"".join(
+        b"Content-Length: %s\r\n" % n for n in lengths
+    )
+    reply = _exchange(tiny.server_address[1], head + b"\r\n" + hidden.ljust(40))
+    body = _json_error(reply, 400)
+    assert words in body["message"]
+    assert b"200 OK" not in reply
+    assert reply.count(b"HTTP/1.1 ") == 1
+
+
 def test_unknown_paths_and_methods_are_json(server: ServerProcess) -> None:
     reply = httpx.get(f"{server.url}/no/such/thing", headers=server.headers, timeout=10)
     assert reply.status_code == 404

@@ -30,6 +30,8 @@ def test_pools_are_set_listed_viewed_and_deleted(api: Api) -> None:
     assert "tasks.a.pool" in str(body)
     # bad sizes and names change nothing
     assert api.call("PUT", "/pools/wh", {"slots": 0}).status == 422
+    assert_error(api.call("PUT", "/pools/wh", {"slots": True}), 422, "invalid_request",
+                 "body.slots", "valid integer")  # fmt: skip
     assert api.call("PUT", "/pools/Bad Name", {"slots": 1}).status in (400, 404, 422)
     assert api.call("GET", "/pools").body == {"pools": []}
     # a project pool

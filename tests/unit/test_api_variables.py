@@ -74,6 +74,24 @@ def test_bad_names_and_values_are_refused_and_change_nothing(api: Api) -> None:
     assert api.call("GET", "/variables", query=q).body["variables"] == []
 
 
+@pytest.mark.parametrize("project", ["../../x", "Bad Project/..", "a\nb", "a\x1b[2Jb", "x" * 129])
+def test_a_bad_project_name_is_refused_as_secrets_refuse_it(api: Api, project: str) -> None:
+    """PUT /variables/n9?project=../../x was a 201: the project is checked as secrets',
+    resources' and pools' are, and nothing changes."""
+    q = {"project": project}
+    words = "a project name is 1-128 of a-z, 0-9, '_' and '-'"
+    for method, path, body in (
+        ("PUT", "/variables/n9", {"value": "1"}),
+        ("GET", "/variables/n9", None),
+        ("GET", "/variables", None),
+        ("DELETE", "/variables/n9", None),
+    ):
+        reply = api.call(method, path, body, query=q)
+        problems = assert_error(reply, 400, "invalid_input", words)["problems"]
+        assert problems[0]["path"] == "project", (method, path)
+    assert api.scheduler.store.list_variables(project) == []  # type: ignore[attr-defined]
+
+
 def _dispatched_command(api: Api, run_id: str, task_id: str) -> str:
     specs = [s for s in api.dispatcher.dispatched if (s.run_id, s.task_id) == (run_id, task_id)]
     return str(specs[-1].task.fields["command"])

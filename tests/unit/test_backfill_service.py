@@ -584,6 +584,7 @@ def test_api_creates_lists_shows_and_operates_backfills_with_audit_entries(h: Ha
     [
         ({"start": "2026-01-05", "end": "2026-01-01"}, "end"),
         ({"start": "2026-01-01", "end": "2026-01-02", "parallel": 0}, "parallel"),
+        ({"start": "2026-01-01", "end": "2026-01-02", "parallel": True}, "parallel"),
         ({"start": "2026-01-01", "end": "2026-01-02", "rerun": "some"}, "rerun"),
         ({"start": "2026-01-01", "end": "2026-01-02", "params": {"nope": 1}}, "params.nope"),
         ({"start": "x" * 41, "end": "2026-01-02"}, "start"),

@@ -858,3 +858,42 @@ def test_an_http_task_follows_redirects_unless_told_not_and_unset_stays_out_of_t
     assert unset.digest != told.digest
     problem = refusal(base + ", follow_redirects: sometimes}\n").problems[0]
     assert problem.path == "tasks.call.follow_redirects"
+
+
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [
+        ("max_active_runs", "max_active_runs: true\n"),
+        ("concurrency", "concurrency: false\n"),
+        ("priority", "priority: true\n"),
+        ("defaults.retries", "defaults: {retries: true}\n"),
+        ("defaults.retry_backoff", "defaults: {retry_backoff: true}\n"),
+        ("tasks.a.retries", "tasks:\n  a: {type: shell, command: x, retries: yes}\n"),
+        ("tasks.a.pool_slots", "tasks:\n  a: {type: shell, command: x, pool_slots: true}\n"),
+        ("tasks.a.priority", "tasks:\n  a: {type: shell, command: x, priority: true}\n"),
+        ("tasks.a.memory", "tasks:\n  a: {type: batch, image: i, command: x, memory: true}\n"),
+        ("tasks.a.vcpus", "tasks:\n  a: {type: batch, image: i, command: x, vcpus: true}\n"),
+        ("tasks.a.expected_status", "tasks:\n  a: {type: http, url: u, expected_status: true}\n"),
+    ],
+)
+def test_a_boolean_where_a_number_is_expected_is_refused(field: str, text: str) -> None:
+    """bool is an int subclass and pydantic read `max_active_runs: true` as a limit of 1."""
+    if "tasks:" not in text:
+        text += "tasks:\n  a: {type: shell, command: x}\n"
+    problems = refusal("name: w\n" + text).problems
+    assert [(p.path, p.message) for p in problems] == [
+        (field, f"expected a number, not {'false' if 'false' in text else 'true'}")
+    ]
+    assert problems[0].line is not None
+
+
+def test_numbers_still_load_where_numbers_are_expected() -> None:
+    spec = load(
+        "name: w\nmax_active_runs: 2\nconcurrency: 3\npriority: -1\n"
+        "defaults: {retries: 1, retry_backoff: 2}\n"
+        "tasks:\n  a: {type: batch, image: i, command: x, memory: 512, vcpus: 0.5, priority: 4}\n"
+        "  h: {type: http, url: u, expected_status: 201}\n"
+    )
+    assert (spec.workflow.max_active_runs, spec.workflow.concurrency) == (2, 3)
+    assert spec.document["tasks"]["a"]["memory"] == 512
+    assert spec.document["tasks"]["h"]["expected_status"] == [201]

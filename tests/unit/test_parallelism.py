@@ -157,3 +157,40 @@ def test_a_limit_below_one_or_a_dispatcher_that_cannot_count_is_refused(
 
     with pytest.raises(ValueError, match="cannot count"):
         Scheduler(store, store, Uncounted(), FakeClock(T0), parallelism=2)
+
+
+@pytest.mark.parametrize("command", ["run", "server"])
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("99999999999999999999999", "99999999999999999999999 is more than 10,000"),
+        ("10001", "10001 is more than 10,000"),
+        ("-1", "-1 is negative"),
+    ],
+)
+def test_the_cli_refuses_a_parallelism_past_its_bounds(
+    tmp_path: Path, command: str, value: str, words: str
+) -> None:
+    """`--parallelism 99999999999999999999999` was taken: 1 to 10,000 (0: no limit), and
+    nothing is started or created (the home stays empty)."""
+    from click.testing import CliRunner
+
+    from stratoflow.cli import main
+
+    home = tmp_path / "home"
+    args = ["--home", str(home), "--parallelism", value]
+    result = CliRunner().invoke(main, [command, *(["x.yaml"] if command == "run" else []), *args])
+    assert result.exit_code == 2, result.output
+    assert words in result.output
+    assert "give 1 to 10,000, or 0 for no limit" in result.output
+    assert not home.exists()
+
+
+def test_the_parallelism_help_gives_its_bounds() -> None:
+    from click.testing import CliRunner
+
+    from stratoflow.cli import main
+
+    for command in ("run", "server"):
+        shown = " ".join(CliRunner().invoke(main, [command, "--help"]).output.split())
+        assert "1 to 10,000; 0: no limit" in shown

@@ -150,6 +150,86 @@ def test_http_task_follows_redirects_and_logs_each(
     assert f"GET {url}/new -> 201" in log
 
 
+def test_http_task_sends_its_headers_to_no_other_site_a_redirect_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """httpx strips only Authorization and Cookie on the way to another origin: a task's
+    ``X-Api-Key: "{{ secrets.apikey }}"`` reached the redirect target on another port. The
+    task's headers reach its own origin (redirects within it too), and no other."""
+    seen: dict[str, dict[str, str]] = {}
+
+    def elsewhere(method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
+        seen["elsewhere"] = {k.lower(): v for k, v in headers.items()}
+        return 200, {"ok": True}
+
+    with json_stub(elsewhere) as other:
+
+        def home(method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
+            seen[path] = {k.lower(): v for k, v in headers.items()}
+            if path == "/start":
+                return 302, {}, {"Location": "/same"}
+            return 302, {}, {"Location": f"{other}/landing"}
+
+        with json_stub(home) as url:
+            task_headers = {
+                "X-Api-Key": "s3cret",
+                "Authorization": "Bearer t0ken",
+                "Content-Type": "application/json",
+                "Host": "api.example.test",  # httpx sets the new site's
+            }
+            fields = {"url": f"{url}/start", "headers": task_headers}
+            assert runner.main(str(spec_file(tmp_path, "http", fields))) == 0
+    assert seen["/start"]["x-api-key"] == seen["/same"]["x-api-key"] == "s3cret"
+    assert "x-api-key" not in seen["elsewhere"]
+    assert "authorization" not in seen["elsewhere"]
+    assert seen["elsewhere"]["content-type"] == "application/json"  # it describes the request
+    assert seen["elsewhere"]["host"] == other.removeprefix("http://")
+    log = capsys.readouterr().out
+    assert f"GET {url}/same -> 302 {other}/landing" in log
+    assert (
+        f"  {other} is another site than the task's url: its headers X-Api-Key, "
+        "Authorization are not sent there" in log
+    )
+    assert "s3cret" not in log
+
+
+def test_http_task_refuses_a_redirect_from_https_to_http(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functools
+
+    import httpx
+
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(str(request.url))
+        return httpx.Response(301, headers={"Location": "http://example.test/plain"})
+
+    client = functools.partial(httpx.Client, transport=httpx.MockTransport(handler))
+    monkeypatch.setattr(httpx, "Client", client)
+    fields = {"url": "https://example.test/secure", "headers": {"X-Api-Key": "k"}}
+    assert runner.main(str(spec_file(tmp_path, "http", fields))) == 1
+    assert sent == ["https://example.test/secure"]
+    assert outcome(tmp_path)[1] == (
+        "GET https://example.test/secure -> 301 http://example.test/plain: refused to follow a "
+        "redirect from https to http (the request would travel unencrypted); set url to the "
+        "address wanted, or follow_redirects: false"
+    )
+
+
+def test_http_task_keeps_its_headers_on_an_upgrade_to_https_of_the_same_host() -> None:
+    import httpx
+
+    task_url = httpx.URL("http://api.test/x")
+    assert runner._same_site(task_url, httpx.URL("https://api.test/y"))
+    assert runner._same_site(task_url, httpx.URL("http://api.test:80/z"))
+    assert not runner._same_site(task_url, httpx.URL("https://api.test:8443/y"))
+    assert not runner._same_site(task_url, httpx.URL("http://api.test:8080/y"))
+    assert not runner._same_site(task_url, httpx.URL("http://other.test/x"))
+    assert not runner._same_site(httpx.URL("https://api.test/x"), httpx.URL("http://api.test/"))
+
+
 def test_http_task_with_follow_redirects_false_takes_the_3xx_as_its_response(
     tmp_path: Path,
 ) -> None:

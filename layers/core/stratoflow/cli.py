@@ -197,16 +197,34 @@ _POOL_HELP = "NAME=SLOTS: set a global pool (before the workflow is applied); re
 # task processes at once on one machine, unless `--parallelism` says otherwise: Airflow's
 # `parallelism` default (DolphinScheduler's worker runs 100 task threads)
 DEFAULT_PARALLELISM = 32
+# more processes than any machine starts at once (99999999999999999999999 was taken)
+MAX_PARALLELISM = 10_000
 _PARALLELISM_HELP = (
     "at most this many task processes at once, across every run (queued tasks past it wait "
-    f"for one to end); 0: no limit  [default: {DEFAULT_PARALLELISM}, or $STRATOFLOW_PARALLELISM]"
+    f"for one to end): 1 to {MAX_PARALLELISM:,}; 0: no limit  [default: {DEFAULT_PARALLELISM}, "
+    "or $STRATOFLOW_PARALLELISM]"
 )
 
 
 def _parallelism(value: int) -> int | None:
     if value < 0:
-        raise click.BadParameter(f"{value} is negative: give 1 or more, or 0 for no limit")
+        raise click.BadParameter(
+            f"{value} is negative: give 1 to {MAX_PARALLELISM:,}, or 0 for no limit",
+            param_hint="'--parallelism'",
+        )
+    if value > MAX_PARALLELISM:
+        raise click.BadParameter(
+            f"{value} is more than {MAX_PARALLELISM:,}: give 1 to {MAX_PARALLELISM:,}, "
+            "or 0 for no limit",
+            param_hint="'--parallelism'",
+        )
     return value or None
+
+
+def _check_parallelism(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    """``--parallelism`` checked as the options are read, before the command starts anything."""
+    _parallelism(value)
+    return value
 
 
 _ALERT_GROUP_HELP = (
@@ -235,6 +253,7 @@ _ALERT_GROUP_HELP = (
     type=int,
     default=DEFAULT_PARALLELISM,
     envvar="STRATOFLOW_PARALLELISM",
+    callback=_check_parallelism,
     help=_PARALLELISM_HELP,
 )
 def run(
@@ -463,8 +482,8 @@ def _print_run(detail: dict[str, Any], output: str) -> None:
 @click.option("--alert-group", "alert_groups", multiple=True, metavar="NAME",
               help="create an alert group of the default project on start (before --apply), with "
                    "no channels until `stratoflow alerts groups set` gives it some; kept if it exists")  # fmt: skip
-@click.option("--parallelism", type=int, default=DEFAULT_PARALLELISM,
-              envvar="STRATOFLOW_PARALLELISM", help=_PARALLELISM_HELP)  # fmt: skip
+@click.option("--parallelism", type=int, default=DEFAULT_PARALLELISM, envvar="STRATOFLOW_PARALLELISM",
+              callback=_check_parallelism, help=_PARALLELISM_HELP)  # fmt: skip
 def server(
     home: Path | None,
     host: str,

@@ -3,7 +3,7 @@ project's variables, through the API.
 
 A variable is not a secret: its value may be an argument, and ``get``/``list`` print it. The
 value of ``set`` is VALUE, or the contents of ``--file`` (``-``, or VALUE ``-``: stdin), whole
-(nothing stripped; at most 64 KiB of UTF-8). Exit 2 for a bad name or value (before anything
+(nothing stripped; at most 64 KiB of UTF-8). Exit 2 for a bad project, name or value (before anything
 is sent) or a refused request, 3 when the API cannot be reached, as every client command.
 """
 
@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 import click
 
 from stratoflow.cli_common import checked, client, invalid, printable, project_output_api, show
+from stratoflow.secrets import check_project
 from stratoflow.variables import MAX_VALUE_BYTES, check_name, check_value
 
 
@@ -74,6 +75,7 @@ def variables_set(
 ) -> None:
     """Set variable NAME to VALUE (or --file's contents; '-': stdin; a VALUE starting with
     '-' goes after --). Tasks rendered after it read the new value."""
+    checked(check_project, project)
     checked(check_name, name)
     text = _value(value, file)
     body = client(api).call(
@@ -87,17 +89,24 @@ def variables_set(
 @project_output_api
 def variables_get(name: str, project: str, output: str, api: str) -> None:
     """Print variable NAME's value (as it is, with --output json its details too)."""
+    checked(check_project, project)
     checked(check_name, name)
     body = client(api).call("GET", f"/variables/{name}", params={"project": project})
     value = str(body["value"])
-    # as it is into a pipe or file; on a terminal, its escape sequences shown, not obeyed
-    show(body, output, printable(value) if sys.stdout.isatty() else value)
+    if output == "json" or sys.stdout.isatty():
+        # on a terminal, its escape sequences shown, not obeyed
+        show(body, output, printable(value))
+    else:
+        # as it is into a pipe or file: click.echo strips what looks like a colour
+        # sequence from text not bound for a terminal, and the value would not be its own
+        click.echo(value, color=True)
 
 
 @variables.command("list")
 @project_output_api
 def variables_list(project: str, output: str, api: str) -> None:
     """The project's variables and their values (long ones cut)."""
+    checked(check_project, project)
     body = client(api).call("GET", "/variables", params={"project": project})
     lines = [_line(v) for v in body["variables"]]
     show(body, output, "\n".join(lines) or f"no variables in project {project}")
@@ -108,6 +117,7 @@ def variables_list(project: str, output: str, api: str) -> None:
 @project_output_api
 def variables_delete(name: str, project: str, output: str, api: str) -> None:
     """Delete variable NAME (tasks that read it then fail, naming it)."""
+    checked(check_project, project)
     checked(check_name, name)
     body = client(api).call("DELETE", f"/variables/{name}", params={"project": project})
     show(body, output, f"deleted: variable {project}/{name}")

@@ -94,7 +94,15 @@ from stratoflow.auth import (
 )
 from stratoflow.dependencies import foreign_upstreams
 from stratoflow.engine import Run, RunState, TaskInstance, TaskState, subworkflow
-from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, Unavailable
+from stratoflow.errors import (
+    LISTED_PROBLEMS,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    Problem,
+    Unavailable,
+    more_problems,
+)
 from stratoflow.faults import machine_fault
 from stratoflow.model import (
     SCHEMA_URL_PATH,
@@ -284,14 +292,16 @@ def _is_public(path: str) -> bool:
 
 
 _DESCRIPTIONS = {
-    400: "Invalid input: `problems` name each field and the reason",
+    400: "Invalid input: `problems` name each field and the reason (the first 100; "
+    "`message` counts them all)",
     401: "No valid identity: send `Authorization: Bearer <token>`",
     403: "The caller's role in the project does not allow this",
     404: "Not found",
     409: "The operation does not apply to the current state",
     413: "The body is larger than the route accepts",
     415: "The body is not JSON",
-    422: "The request does not match the schema: `problems` name each field",
+    422: "The request does not match the schema: `problems` name each field (the first "
+    "100; `message` counts them all)",
     500: "Internal error (details only in the server log)",
     503: "The machine cannot serve it now (disk full, I/O error, busy): nothing was changed; "
     "retry after `Retry-After` seconds",
@@ -317,7 +327,10 @@ def _error_response(
     body: dict[str, Any] = {
         "error": error,
         "message": message,
-        "problems": [{"path": p.path, "message": p.message, "line": p.line} for p in problems],
+        "problems": [
+            {"path": p.path, "message": p.message, "line": p.line}
+            for p in problems[:LISTED_PROBLEMS]  # the message counts them all
+        ],
     }
     return Response(
         status_code=status.value,
@@ -347,7 +360,10 @@ def _validation_problems(errors: Sequence[Any]) -> list[Problem]:
 def _summary(problems: Sequence[Problem]) -> str:
     if len(problems) == 1:
         return str(problems[0])
-    return f"{len(problems)} problems: " + "; ".join(str(p) for p in problems)
+    listed = [str(p) for p in problems[:LISTED_PROBLEMS]]
+    if len(problems) > LISTED_PROBLEMS:
+        listed.append(more_problems(len(problems)))
+    return f"{len(problems):,} problems: " + "; ".join(listed)
 
 
 def _register_errors(app: APIGatewayRestResolver) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from stratoflow.auth import Action, Principal
 from stratoflow.engine.backfill import (
@@ -45,7 +45,7 @@ class BackfillRequest(BaseModel):
         description="Instead of start/end: these days (every time the schedule fires on each) "
         "or these exact date-times.",
     )  # fmt: skip
-    parallel: int = Field(
+    parallel: StrictInt = Field(  # strict: `true` was read as 1
         default=1, ge=1, le=MAX_BACKFILL_PARALLEL,
         description="Lanes: runs going at once (each lane takes the next date when its run "
         "succeeded; a failure stops its lane). Runs still respect `max_active_runs`.",

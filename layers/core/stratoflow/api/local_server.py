@@ -486,16 +486,28 @@ class _Handler(BaseHTTPRequestHandler):
             return False
 
     def _handle(self) -> None:
-        length = self.headers.get("Content-Length")
+        lengths = self.headers.get_all("Content-Length") or []
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self._refuse(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length")
             return
-        try:
-            size = int(length) if length else 0
-        except ValueError:
-            self._refuse(HTTPStatus.BAD_REQUEST, "the Content-Length header is not a number")
+        # RFC 9112 6.3: a length that is not one number is a 400 (Content-Length: 0 then 40
+        # was read as no body, and the 40 bytes as a next, pipelined request); int() took
+        # "-1", "+5" and "1_0" too
+        if len(lengths) > 1:
+            self._refuse(
+                HTTPStatus.BAD_REQUEST,
+                f"the request has {len(lengths)} Content-Length headers; send one",
+            )
             return
-        if size < 0 or size > MAX_BODY_BYTES:
+        length = lengths[0].strip(" \t") if lengths else ""
+        if lengths and not (length.isascii() and length.isdecimal()):
+            self._refuse(
+                HTTPStatus.BAD_REQUEST,
+                "the Content-Length header is not a number of bytes (one, of digits 0-9)",
+            )
+            return
+        size = int(length) if length else 0
+        if size > MAX_BODY_BYTES:
             self._refuse(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body exceeds {MAX_BODY_BYTES} bytes"
             )

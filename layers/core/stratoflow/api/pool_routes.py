@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from stratoflow.auth import Action, Forbidden, Principal
 from stratoflow.engine import TaskInstance
@@ -32,7 +32,8 @@ Caller = Callable[[], Principal]
 
 class PoolSize(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    slots: int = Field(ge=1, le=MAX_POOL_SLOTS, description="How many slots the pool has.")
+    # strict: `true` was read as 1
+    slots: StrictInt = Field(ge=1, le=MAX_POOL_SLOTS, description="How many slots the pool has.")
 
 
 class PoolView(BaseModel):

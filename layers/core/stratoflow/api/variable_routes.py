@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from stratoflow.api.replies import saved
 from stratoflow.auth import Action, Principal
 from stratoflow.ports import Clock, VariableStore
+from stratoflow.secrets import check_project
 from stratoflow.variables import (
     MAX_VALUE_BYTES,
     NAME_PATTERN,
@@ -121,6 +122,7 @@ def register(
         responses=responses("The variables, by name", 400),
     )
     def list_variables(project: ProjectParam = "default") -> VariableList:
+        check_project(project)
         allow(Action.READ, project, f"project {project!r}")
         return VariableList(
             project=project,
@@ -134,6 +136,7 @@ def register(
         responses=responses("The variable", 400, 404),
     )
     def get_variable(name: NamePath, project: ProjectParam = "default") -> VariableView:
+        check_project(project)
         allow(Action.READ, project, f"project {project!r}")
         variable = store.get_variable(project, name)
         if variable is None:
@@ -152,6 +155,7 @@ def register(
     def put_variable(
         name: NamePath, body: VariableBody, project: ProjectParam = "default"
     ) -> Response[VariableView]:
+        check_project(project)  # as secrets, resources and pools: '../../x' was stored
         principal = allow(Action.EDIT, project, f"project {project!r}")
         check_name(name)
         check_value(body.value)
@@ -171,6 +175,7 @@ def register(
         responses=responses("The variable is gone", 400, 404),
     )
     def delete_variable(name: NamePath, project: ProjectParam = "default") -> VariableDeleted:
+        check_project(project)
         allow(Action.EDIT, project, f"project {project!r}")
         if not store.delete_variable(project, name):
             raise MissingVariable(project, name)

@@ -118,6 +118,9 @@ _DESCRIPTIONS: dict[str, dict[str, str]] = {
         "body": "Request body: text, or JSON (a mapping or a list).",
         "expected_status": "Status codes that count as success (one or a list); empty: any 2xx.",
         "follow_redirects": "Follow redirects (3xx with a Location, at most 20). Default true; "
+        "a redirect to another origin (scheme, host or port; http to https on the same host "
+        "excepted) gets none of the task's headers but Content-Type, and one from https to "
+        "http fails the task. "
         "false: a 3xx is the response (a failure unless expected_status lists it).",
     },
     "SwitchCase": {

@@ -100,6 +100,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+def _not_bool(value: Any) -> Any:
+    """A number field's input: bool is an int subclass, and pydantic reads true as 1, so
+    `max_active_runs: true` was a limit of one run and `retries: yes` one retry."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, not {str(value).lower()}")
+    return value
+
+
 class TriggerRule(StrEnum):
     ALL_SUCCESS = "all_success"
     ALL_DONE = "all_done"
@@ -219,6 +227,11 @@ class TaskDefaults(_Strict):
     max_retry_delay: Duration = timedelta(hours=1)
     timeout: Duration | None = None
 
+    @field_validator("retries", "retry_backoff", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        return _not_bool(value)
+
 
 class _TaskBase(_Strict):
     description: str | None = None
@@ -258,6 +271,11 @@ class _TaskBase(_Strict):
         "task finds in its working directory under the same paths; a run uses the versions "
         "that were newest when it was created.",
     )
+
+    @field_validator("retries", "retry_backoff", "pool_slots", "priority", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        return _not_bool(value)
 
     @field_validator("resources")
     @classmethod
@@ -386,7 +404,10 @@ class HttpTask(_TaskBase):
     @field_validator("expected_status", mode="before")
     @classmethod
     def _status_list(cls, value: Any) -> Any:
-        return [value] if isinstance(value, int) else value
+        statuses = [value] if isinstance(value, int) else value
+        for status in statuses if isinstance(statuses, list) else ():
+            _not_bool(status)
+        return statuses
 
     @field_validator("expected_status")
     @classmethod
@@ -434,6 +455,11 @@ class BatchTask(_TaskBase):
     vcpus: float = Field(default=1.0, gt=0, le=256, allow_inf_nan=False)
     memory: int = Field(default=2048, gt=0, le=4_194_304, description="MiB")
     job_queue: str | None = None
+
+    @field_validator("vcpus", "memory", mode="before")
+    @classmethod
+    def _batch_numbers(cls, value: Any) -> Any:  # not _numbers: that would hide _TaskBase's
+        return _not_bool(value)
 
     def templated_fields(self) -> dict[str, Any]:
         return {**super().templated_fields(), "command": self.command}
@@ -750,6 +776,11 @@ class Workflow(_Strict):
     alerts: AlertRules = Field(default_factory=_list)
     defaults: TaskDefaults = Field(default_factory=TaskDefaults)
     tasks: dict[str, Task] = Field(min_length=1)
+
+    @field_validator("max_active_runs", "concurrency", "priority", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        return _not_bool(value)
 
     @field_validator("params")
     @classmethod

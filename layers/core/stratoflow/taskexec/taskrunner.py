@@ -97,6 +97,53 @@ def run_lambda(
 
 
 MAX_REDIRECTS = 20  # an http task follows at most this many (httpx's default)
+# headers a redirect to another site keeps though the task set them: they describe the
+# request (httpx sets Host to the new site, and the length of the body a 307 forwards)
+_KEPT_ACROSS_SITES = frozenset({"host", "content-length", "transfer-encoding", "content-type"})
+
+
+def _origin(url: Any) -> tuple[str, str, int | None]:
+    """Scheme, host and port (the scheme's default when unset) of an ``httpx.URL``."""
+    port = url.port if url.port is not None else {"http": 80, "https": 443}.get(url.scheme)
+    return (url.scheme, url.host, port)
+
+
+def _same_site(task_url: Any, url: Any) -> bool:
+    """``url`` has the task's origin, or is its https upgrade (same host, default ports: what
+    the task's headers were sent to in clear is not told more by sending them over TLS)."""
+    first, other = _origin(task_url), _origin(url)
+    upgrade = first == ("http", other[1], 80) and other == ("https", first[1], 443)
+    return first == other or upgrade
+
+
+def _follow(response: Any, task_url: Any, task_headers: list[str]) -> Any:
+    """The request a redirect leads to, logged as a hop. httpx strips only Authorization and
+    Cookie on the way to another origin: a task's ``X-Api-Key: "{{ secrets.key }}"`` was sent
+    to whatever site the redirect named. The headers the task set are dropped on the way to
+    another origin (scheme, host or port), and a redirect from https to http is refused."""
+    request, nxt = response.request, response.next_request
+    hop = f"{request.method} {request.url} -> {response.status_code} {response.headers.get('location', '')}"
+    print(hop)
+    if request.url.scheme == "https" and nxt.url.scheme == "http":
+        raise TaskFailed(
+            f"{hop}: refused to follow a redirect from https to http (the request would travel "
+            "unencrypted); set url to the address wanted, or follow_redirects: false"
+        )
+    # those the last request carried (httpx may have dropped Authorization from the next)
+    dropped = [
+        name
+        for name in task_headers
+        if name in request.headers and name.lower() not in _KEPT_ACROSS_SITES
+    ]
+    if dropped and not _same_site(task_url, nxt.url):
+        for name in dropped:
+            nxt.headers.pop(name, None)
+        scheme, host, port = _origin(nxt.url)
+        print(
+            f"  {scheme}://{host}:{port} is another site than the task's url: its headers "
+            f"{', '.join(dropped)} are not sent there"
+        )
+    return nxt
 
 
 def run_http(
@@ -107,7 +154,8 @@ def run_http(
     from stratoflow import taskexec
 
     body = fields.get("body")
-    kwargs: dict[str, Any] = {"headers": fields.get("headers") or {}}
+    headers: dict[str, Any] = fields.get("headers") or {}
+    kwargs: dict[str, Any] = {"headers": headers}
     if isinstance(body, dict | list):
         kwargs["json"] = body
     elif body is not None:
@@ -116,36 +164,38 @@ def run_http(
     follow = fields.get("follow_redirects") is not False  # unset: follow
     method = fields.get("method", "GET")
     try:
-        with (
-            httpx.Client(
-                timeout=timeout, follow_redirects=follow, max_redirects=MAX_REDIRECTS
-            ) as client,
-            client.stream(method, fields["url"], **kwargs) as response,
-        ):
-            # the body becomes an output: read no more of it than an output may hold (a
-            # 300 MB download was read whole, written out, and only then refused)
-            limit = taskexec.MAX_RESULT_BYTES
-            kept = bytearray()
-            for chunk in response.iter_bytes():
-                kept += chunk
-                if len(kept) > limit:
-                    raise TaskFailed(
-                        f"{method} {fields['url']} -> {response.status_code}: the response body "
-                        f"is more than {limit:,} bytes, more than a task's outputs may hold; "
-                        "fetch it into a file from a shell or python task"
-                    )
+        # redirects followed here, not by httpx, to choose the headers each hop carries
+        with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+            request = client.build_request(method, fields["url"], **kwargs)
+            task_url = request.url
+            for _ in range(MAX_REDIRECTS + 1):
+                response = client.send(request, stream=True)
+                if not (follow and response.next_request is not None):
+                    break
+                response.close()
+                request = _follow(response, task_url, list(headers))
+            else:
+                raise TaskFailed(
+                    f"{method} {fields['url']} failed: more than {MAX_REDIRECTS} redirects"
+                )
+            try:
+                # the body becomes an output: read no more of it than an output may hold (a
+                # 300 MB download was read whole, written out, and only then refused)
+                limit = taskexec.MAX_RESULT_BYTES
+                kept = bytearray()
+                for chunk in response.iter_bytes():
+                    kept += chunk
+                    if len(kept) > limit:
+                        raise TaskFailed(
+                            f"{method} {fields['url']} -> {response.status_code}: the response "
+                            f"body is more than {limit:,} bytes, more than a task's outputs may "
+                            "hold; fetch it into a file from a shell or python task"
+                        )
+            finally:
+                response.close()
             text = bytes(kept).decode(response.charset_encoding or "utf-8", errors="replace")
-    except httpx.TooManyRedirects:
-        raise TaskFailed(
-            f"{fields.get('method', 'GET')} {fields['url']} failed: more than "
-            f"{MAX_REDIRECTS} redirects"
-        ) from None
     except httpx.HTTPError as exc:
-        raise TaskFailed(f"{fields.get('method', 'GET')} {fields['url']} failed: {exc}") from None
-    for hop in response.history:  # the redirects followed, in order
-        print(
-            f"{hop.request.method} {hop.request.url} -> {hop.status_code} {hop.headers.get('location', '')}"
-        )
+        raise TaskFailed(f"{method} {fields['url']} failed: {exc}") from None
     print(f"{response.request.method} {response.request.url} -> {response.status_code}")
     print(text[:10000])
     try:
