@@ -92,9 +92,10 @@ class SubWorkflows:
         self.check_caller(principal, self.scheduler.spec(project, name, latest.version), doing)
 
     def check_caller_run(self, principal: Principal, run: Run, doing: str) -> None:
-        """``check_caller`` for the version a run pinned: rerunning a run or marking its tasks
-        (re)starts its sub-workflow tasks, and so runs in the projects they reach, as
-        triggering it did."""
+        """``check_caller`` for the version a run pinned: rerunning a run, marking or
+        force-starting its tasks (re)starts its sub-workflow tasks, and so runs in the
+        projects they reach, as triggering it did; pausing, resuming or stopping it does the
+        same to its child runs there."""
         self.check_caller(
             principal, self.scheduler.spec(run.project, run.workflow, run.version), doing
         )

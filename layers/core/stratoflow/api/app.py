@@ -1201,7 +1201,11 @@ def create_app(
         return saved(reply.created, reply)
 
     def set_paused(project: str, name: str, paused: bool) -> VersionDetail:
-        allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")
+        principal = allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")
+        if not paused:  # its schedule's runs start runs where its sub-workflows reach
+            scheduler.subworkflows.check_caller_latest(
+                principal, project, name, "unpausing its schedule"
+            )
         latest = scheduler.set_paused(project, name, paused)  # keeps its schedule in step
         changed()
         record(
@@ -1596,7 +1600,9 @@ def create_app(
         responses=_responses("The run, paused", 404, 409),
     )
     def pause_run(run_id: str) -> RunView:
-        project = run_for(run_id, Action.OPERATE).project
+        target = run_for(run_id, Action.OPERATE)
+        project = target.project
+        scheduler.subworkflows.check_caller_run(caller(), target, "pausing it")
         run = scheduler.pause(run_id)
         changed()
         record("run.pause", f"run/{run_id}", project)
@@ -1609,7 +1615,9 @@ def create_app(
         responses=_responses("The run, resumed", 404, 409),
     )
     def resume_run(run_id: str) -> RunView:
-        project = run_for(run_id, Action.OPERATE).project
+        target = run_for(run_id, Action.OPERATE)
+        project = target.project
+        scheduler.subworkflows.check_caller_run(caller(), target, "resuming it")
         run = scheduler.resume(run_id)
         changed()
         record("run.resume", f"run/{run_id}", project)
@@ -1622,7 +1630,9 @@ def create_app(
         responses=_responses("The run, stopped", 404, 409),
     )
     def stop_run(run_id: str) -> RunView:
-        project = run_for(run_id, Action.OPERATE).project
+        target = run_for(run_id, Action.OPERATE)
+        project = target.project
+        scheduler.subworkflows.check_caller_run(caller(), target, "stopping it")
         run = scheduler.stop(run_id)
         changed()
         record("run.stop", f"run/{run_id}", project)

@@ -153,6 +153,7 @@ def register_backfills(
     responses: Callable[..., dict[int, OpenAPIResponse]],
 ) -> None:
     backfills = scheduler.backfills
+    subworkflows = scheduler.subworkflows
 
     def backfill_for(backfill_id: str, action: Action) -> Backfill:
         """Like a run, a backfill of a project the caller has no role in reads as absent."""
@@ -251,6 +252,12 @@ def register_backfills(
             project = before.project
             principal = allow(Action.OPERATE, project, f"backfill {backfill_id!r}")
             states = {c.id: c.state for c in backfills.group(before)}
+            if op != "pause":  # its runs start, or stop, runs where their sub-workflows reach
+                doing = "resuming" if op == "resume" else "cancelling"
+                for b in [before, *backfills.group(before)]:
+                    if b is before or principal.can(Action.OPERATE, b.project):
+                        spec = scheduler.spec(b.project, b.workflow, b.version)
+                        subworkflows.check_caller(principal, spec, f"{doing} backfill {b.id}")
             # dependent mode: it reaches the included backfills of projects the caller operates
             after = act(backfill_id, lambda p: principal.can(Action.OPERATE, p))
             changed()

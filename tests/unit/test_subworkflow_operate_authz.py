@@ -1,0 +1,171 @@
+"""Every operation that acts on a child run in another project, or will start one there,
+needs the operator role in that project, like triggering (README section 12): stopping,
+pausing or resuming a parent run (each cascades into its child runs), force-starting a
+sub-workflow task waiting in a pool, unpausing the schedule of a workflow whose runs start
+runs there, and resuming or cancelling a backfill of one. A caller without it gets 403
+naming the project, and nothing changes. Pausing a schedule or a backfill only holds
+things back: an operator of the parent's project alone may. Through the API, with real
+roles: ``operator`` is operator in project ``a`` only (no role in ``b``); ``both`` is
+operator in ``a`` and ``b``, and may."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.unit.test_authorization_matrix import World, world  # noqa: F401
+from tests.unit.test_subworkflow_rerun_authz import SUBX, state
+
+from stratoflow.adapters.local.identity import SqliteIdentities
+from stratoflow.auth import Role
+from stratoflow.engine import RunState, TaskState
+from stratoflow.engine import subworkflow as rules
+from stratoflow.engine.backfill import BackfillState
+
+CHILD = ("b", "flow")
+DAILY = """\
+name: daily
+project: a
+schedule: {cron: '0 0 * * *', start: 2026-01-01T00:00:00}
+tasks: {t: {type: workflow, workflow: b/flow}}
+"""
+POOLED = """\
+name: pooledsub
+project: a
+tasks:
+  hold: {type: shell, command: "true", pool: wh, priority: 1}
+  t: {type: workflow, workflow: b/flow, pool: wh}
+"""
+
+
+@pytest.fixture
+def w(world: World, tmp_path: Path) -> World:  # noqa: F811
+    """The world, with ``both``: operator in ``a`` and in ``b`` (no superuser)."""
+    identities = SqliteIdentities(tmp_path / "state.db")
+    now = world.api.scheduler.clock.now()
+    identities.create_user("both", superuser=False, now=now)
+    identities.set_role("both", "a", Role.OPERATOR)
+    identities.set_role("both", "b", Role.OPERATOR)
+    world.tokens["both"] = identities.create_token("both", "t", now)[1]
+    identities.close()
+    return world
+
+
+def refused(w: World, path: str, doing: str, **query: str) -> None:
+    before = state(w), paused(w)
+    reply = w.call("operator", "POST", path, None, **query)
+    assert reply.status == 403, reply.text
+    message = reply.body["message"]
+    assert "may not trigger runs in project b" in message
+    assert doing in message
+    assert (state(w), paused(w)) == before  # nothing changed, in a or in b
+
+
+def allowed(w: World, path: str, **query: str) -> Any:
+    reply = w.call("both", "POST", path, None, **query)
+    assert reply.status in (200, 201), reply.text
+    return reply.body
+
+
+def paused(w: World) -> dict[str, bool]:
+    return {v.name: v.paused for v in w.store.list_workflows("a")}
+
+
+def running_subx(w: World) -> tuple[str, str]:
+    """A run of subx in a whose child run in b runs."""
+    assert w.call("root", "POST", "/workflows", {"source": SUBX}).status == 201
+    run_id = w.call("root", "POST", "/workflows/subx/runs", {}, project="a").body["run"]["id"]
+    w.api.scheduler.step()
+    child = rules.child_run_id(run_id, "t", CHILD)
+    assert w.store.get_run(child).state is RunState.RUNNING
+    return run_id, child
+
+
+def test_stopping_a_parent_run_needs_operator_where_its_child_runs(w: World) -> None:
+    run_id, child = running_subx(w)
+    refused(w, f"/runs/{run_id}/stop", "stopping it")
+    assert w.store.get_run(child).state is RunState.RUNNING
+    allowed(w, f"/runs/{run_id}/stop")
+    w.api.scheduler.step()
+    assert w.store.get_run(run_id).state is RunState.STOPPED
+    assert w.store.get_run(child).state is RunState.STOPPED
+
+
+def test_pausing_and_resuming_a_parent_run_need_operator_where_its_child_runs(
+    w: World,
+) -> None:
+    run_id, child = running_subx(w)
+    refused(w, f"/runs/{run_id}/pause", "pausing it")
+    assert w.store.get_run(child).state is RunState.RUNNING
+    allowed(w, f"/runs/{run_id}/pause")
+    assert w.store.get_run(child).state is RunState.PAUSED
+    refused(w, f"/runs/{run_id}/resume", "resuming it")
+    assert w.store.get_run(child).state is RunState.PAUSED
+    allowed(w, f"/runs/{run_id}/resume")
+    assert w.store.get_run(run_id).state is RunState.RUNNING
+    assert w.store.get_run(child).state is RunState.RUNNING
+
+
+def test_unpausing_a_schedule_that_starts_runs_in_another_project_needs_operator_there(
+    w: World,
+) -> None:
+    assert w.call("root", "POST", "/workflows", {"source": DAILY}).status == 201
+    assert w.call("root", "POST", "/workflows/daily/pause", None, project="a").status == 200
+    refused(w, "/workflows/daily/unpause", "unpausing its schedule", project="a")
+    assert paused(w)["daily"] is True
+    allowed(w, "/workflows/daily/unpause", project="a")
+    assert paused(w)["daily"] is False
+    # pausing it only holds runs back: the operator of a alone may
+    reply = w.call("operator", "POST", "/workflows/daily/pause", None, project="a")
+    assert reply.status == 200, reply.text
+    assert paused(w)["daily"] is True
+
+
+def test_force_starting_a_subworkflow_task_needs_operator_in_its_project(w: World) -> None:
+    # GIVEN a run in a whose sub-workflow task t waits in pool wh for the slot hold holds
+    w.api.scheduler.set_pool("wh", 1, "a")
+    assert w.call("root", "POST", "/workflows", {"source": POOLED}).status == 201
+    made = w.call("root", "POST", "/workflows/pooledsub/runs", {}, project="a")
+    run_id = made.body["run"]["id"]
+    w.api.scheduler.step()
+    assert w.store.get_task(run_id, "hold").state is TaskState.RUNNING
+    assert w.store.get_task(run_id, "t").state is not TaskState.RUNNING
+    child = rules.child_run_id(run_id, "t", CHILD)
+    # WHEN the operator of a only force-starts t (it would start a run in b): refused
+    refused(w, f"/runs/{run_id}/tasks/t/force-start", "force-starting its tasks")
+    # AND an operator of both may: the child run in b is made
+    allowed(w, f"/runs/{run_id}/tasks/t/force-start")
+    w.api.scheduler.step()
+    assert w.store.get_run(child).state is RunState.RUNNING
+
+
+def daily_backfill(w: World) -> str:
+    assert w.call("root", "POST", "/workflows", {"source": DAILY}).status == 201
+    body = {"start": "2026-01-01", "end": "2026-01-03"}
+    made = w.call("root", "POST", "/workflows/daily/backfills", body, project="a")
+    assert made.status == 201, made.text
+    return str(made.body["id"])
+
+
+def test_cancelling_a_backfill_whose_runs_start_child_runs_needs_operator_there(
+    w: World,
+) -> None:
+    backfill_id = daily_backfill(w)
+    w.api.scheduler.step()
+    refused(w, f"/backfills/{backfill_id}/cancel", "cancelling backfill")
+    assert w.store.get_backfill(backfill_id).state is BackfillState.RUNNING
+    allowed(w, f"/backfills/{backfill_id}/cancel")
+    assert w.store.get_backfill(backfill_id).state is BackfillState.CANCELLED
+
+
+def test_resuming_a_backfill_whose_runs_start_child_runs_needs_operator_there(
+    w: World,
+) -> None:
+    backfill_id = daily_backfill(w)
+    # pausing only holds its dates back: the operator of a alone may
+    assert w.call("operator", "POST", f"/backfills/{backfill_id}/pause").status == 200
+    refused(w, f"/backfills/{backfill_id}/resume", "resuming backfill")
+    assert w.store.get_backfill(backfill_id).state is BackfillState.PAUSED
+    allowed(w, f"/backfills/{backfill_id}/resume")
+    assert w.store.get_backfill(backfill_id).state is BackfillState.RUNNING
