@@ -169,3 +169,30 @@ def test_resuming_a_backfill_whose_runs_start_child_runs_needs_operator_there(
     assert w.store.get_backfill(backfill_id).state is BackfillState.PAUSED
     allowed(w, f"/backfills/{backfill_id}/resume")
     assert w.store.get_backfill(backfill_id).state is BackfillState.RUNNING
+
+
+def test_a_dependent_backfill_leaves_out_a_workflow_whose_subworkflows_reach_elsewhere(
+    w: World,
+) -> None:
+    # GIVEN plain in a, and down in a: it waits on plain and its sub-workflow
+    # starts a run in b
+    schedule = "schedule: {cron: '0 0 * * *', start: 2026-01-01T00:00:00}\n"
+    plain = "name: plain\nproject: a\n" + schedule + "tasks: {t: {type: shell, command: 'true'}}\n"
+    down = (
+        "name: down\nproject: a\n" + schedule + "tasks:\n"
+        "  wait: {type: dependency, all: [{workflow: plain, date: today}]}\n"
+        "  t: {type: workflow, workflow: b/flow, depends_on: [wait]}\n"
+    )
+    for source in (plain, down):
+        assert w.call("root", "POST", "/workflows", {"source": source}).status == 201
+    body = {"start": "2026-01-01", "end": "2026-01-01", "dependents": True}
+    # WHEN the operator of a only backfills plain with its dependents: down is left out, as
+    # a workflow of a project the operator may not trigger in would be
+    made = w.call("operator", "POST", "/workflows/plain/backfills", body, project="a")
+    assert made.status == 201, made.text
+    assert made.body["dependents"] == []
+    assert [b.workflow for b in w.store.list_backfills("a")] == ["plain"]
+    # AND an operator of both gets down's backfill too
+    made = w.call("both", "POST", "/workflows/plain/backfills", body, project="a")
+    assert made.status == 201, made.text
+    assert [d["workflow"] for d in made.body["dependents"]] == ["down"]
