@@ -3,10 +3,12 @@ needs the operator role in that project, like triggering (README section 12): st
 pausing or resuming a parent run (each cascades into its child runs), force-starting a
 sub-workflow task waiting in a pool, unpausing the schedule of a workflow whose runs start
 runs there, and resuming or cancelling a backfill of one. A caller without it gets 403
-naming the project, and nothing changes. Pausing a schedule or a backfill only holds
-things back: an operator of the parent's project alone may. Through the API, with real
-roles: ``operator`` is operator in project ``a`` only (no role in ``b``); ``both`` is
-operator in ``a`` and ``b``, and may."""
+naming the project, and nothing changes; a pause, resume or stop is checked against the
+unfinished child runs themselves too (one may have pinned an older version that reaches
+further than the latest). Pausing a schedule or a backfill only holds things back: an
+operator of the parent's project alone may. Through the API, with real roles: ``operator``
+is operator in project ``a`` only (no role in ``b``); ``both`` is operator in ``a`` and
+``b``, and may."""
 
 from __future__ import annotations
 
@@ -196,3 +198,35 @@ def test_a_dependent_backfill_leaves_out_a_workflow_whose_subworkflows_reach_els
     made = w.call("both", "POST", "/workflows/plain/backfills", body, project="a")
     assert made.status == 201, made.text
     assert [d["workflow"] for d in made.body["dependents"]] == ["down"]
+
+
+def test_stopping_reaches_the_child_runs_of_older_versions_too(w: World) -> None:
+    # GIVEN outer in a, whose sub-workflow runs a/mid, whose version 1 starts b/flow: a run
+    # of outer, its child run of mid and that one's child run in b all running
+    mid1 = "name: mid\nproject: a\ntasks: {t: {type: workflow, workflow: b/flow}}\n"
+    outer = "name: outer\nproject: a\ntasks: {m: {type: workflow, workflow: mid}}\n"
+    for source in (mid1, outer):
+        assert w.call("root", "POST", "/workflows", {"source": source}).status == 201
+    run_id = w.call("root", "POST", "/workflows/outer/runs", {}, project="a").body["run"]["id"]
+    for _ in range(3):
+        w.api.scheduler.step()
+    mid = rules.child_run_id(run_id, "m", ("a", "mid"))
+    grandchild = rules.child_run_id(mid, "t", CHILD)
+    assert w.store.get_run(grandchild).state is RunState.RUNNING
+    # AND mid's latest version no longer reaches b (its run goes on under version 1)
+    mid2 = "name: mid\nproject: a\ntasks: {t: {type: shell, command: 'true'}}\n"
+    assert w.call("root", "POST", "/workflows", {"source": mid2}).status == 201
+    # WHEN the operator of a only stops, or pauses, outer: refused, naming b's run
+    for op, doing in (("stop", "stopping it"), ("pause", "pausing it")):
+        before = state(w)
+        reply = w.call("operator", "POST", f"/runs/{run_id}/{op}")
+        assert reply.status == 403, reply.text
+        assert "may not operate runs in project b" in reply.body["message"]
+        assert grandchild in reply.body["message"]
+        assert doing in reply.body["message"]
+        assert state(w) == before
+    # AND an operator of both may: the run in b is stopped with them
+    allowed(w, f"/runs/{run_id}/stop")
+    for _ in range(3):
+        w.api.scheduler.step()
+    assert w.store.get_run(grandchild).state is RunState.STOPPED

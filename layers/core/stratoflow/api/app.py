@@ -1603,6 +1603,7 @@ def create_app(
         target = run_for(run_id, Action.OPERATE)
         project = target.project
         scheduler.subworkflows.check_caller_run(caller(), target, "pausing it")
+        scheduler.subworkflows.check_caller_children(caller(), target, "pausing it")
         run = scheduler.pause(run_id)
         changed()
         record("run.pause", f"run/{run_id}", project)
@@ -1618,6 +1619,7 @@ def create_app(
         target = run_for(run_id, Action.OPERATE)
         project = target.project
         scheduler.subworkflows.check_caller_run(caller(), target, "resuming it")
+        scheduler.subworkflows.check_caller_children(caller(), target, "resuming it")
         run = scheduler.resume(run_id)
         changed()
         record("run.resume", f"run/{run_id}", project)
@@ -1633,6 +1635,7 @@ def create_app(
         target = run_for(run_id, Action.OPERATE)
         project = target.project
         scheduler.subworkflows.check_caller_run(caller(), target, "stopping it")
+        scheduler.subworkflows.check_caller_children(caller(), target, "stopping it")
         run = scheduler.stop(run_id)
         changed()
         record("run.stop", f"run/{run_id}", project)
