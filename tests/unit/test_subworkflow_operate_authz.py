@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from tests.unit.test_authorization_matrix import World, world  # noqa: F401
-from tests.unit.test_subworkflow_rerun_authz import SUBX, state
+from tests.unit.test_subworkflow_rerun_authz import SUBX, fail, state
 
 from stratoflow.adapters.local.identity import SqliteIdentities
 from stratoflow.auth import Role
@@ -32,6 +32,7 @@ project: a
 schedule: {cron: '0 0 * * *', start: 2026-01-01T00:00:00}
 tasks: {t: {type: workflow, workflow: b/flow}}
 """
+ONE_DAY = {"start": "2026-01-01", "end": "2026-01-01"}
 POOLED = """\
 name: pooledsub
 project: a
@@ -200,9 +201,10 @@ def test_a_dependent_backfill_leaves_out_a_workflow_whose_subworkflows_reach_els
     assert [d["workflow"] for d in made.body["dependents"]] == ["down"]
 
 
-def test_stopping_reaches_the_child_runs_of_older_versions_too(w: World) -> None:
-    # GIVEN outer in a, whose sub-workflow runs a/mid, whose version 1 starts b/flow: a run
-    # of outer, its child run of mid and that one's child run in b all running
+def outer_over_old_mid(w: World) -> tuple[str, str]:
+    """outer in a, whose sub-workflow runs a/mid, whose version 1 starts b/flow: a run of
+    outer, its child run of mid and that one's child run in b all running; then mid's
+    version 2, which no longer reaches b (its run goes on under version 1)."""
     mid1 = "name: mid\nproject: a\ntasks: {t: {type: workflow, workflow: b/flow}}\n"
     outer = "name: outer\nproject: a\ntasks: {m: {type: workflow, workflow: mid}}\n"
     for source in (mid1, outer):
@@ -213,9 +215,13 @@ def test_stopping_reaches_the_child_runs_of_older_versions_too(w: World) -> None
     mid = rules.child_run_id(run_id, "m", ("a", "mid"))
     grandchild = rules.child_run_id(mid, "t", CHILD)
     assert w.store.get_run(grandchild).state is RunState.RUNNING
-    # AND mid's latest version no longer reaches b (its run goes on under version 1)
     mid2 = "name: mid\nproject: a\ntasks: {t: {type: shell, command: 'true'}}\n"
     assert w.call("root", "POST", "/workflows", {"source": mid2}).status == 201
+    return run_id, grandchild
+
+
+def test_stopping_reaches_the_child_runs_of_older_versions_too(w: World) -> None:
+    run_id, grandchild = outer_over_old_mid(w)
     # WHEN the operator of a only stops, or pauses, outer: refused, naming b's run
     for op, doing in (("stop", "stopping it"), ("pause", "pausing it")):
         before = state(w)
@@ -230,3 +236,48 @@ def test_stopping_reaches_the_child_runs_of_older_versions_too(w: World) -> None
     for _ in range(3):
         w.api.scheduler.step()
     assert w.store.get_run(grandchild).state is RunState.STOPPED
+
+
+def test_marking_a_running_subworkflow_task_checks_the_child_runs_it_stops(w: World) -> None:
+    run_id, grandchild = outer_over_old_mid(w)
+    before = state(w)
+    path = f"/runs/{run_id}/tasks/m/mark"
+    reply = w.call("operator", "POST", path, {"state": "succeeded"})
+    assert reply.status == 403, reply.text
+    assert "may not operate runs in project b" in reply.body["message"]
+    assert "marking its tasks" in reply.body["message"]
+    assert state(w) == before
+    assert w.call("both", "POST", path, {"state": "succeeded"}).status == 200
+    for _ in range(3):
+        w.api.scheduler.step()
+    assert w.store.get_run(grandchild).state is RunState.STOPPED
+
+
+def test_cancelling_a_backfill_checks_the_versions_its_runs_rerun_under(w: World) -> None:
+    # GIVEN a daily workflow whose version 1 starts a sub-workflow in b, and a failed run of
+    # that version for 2026-01-01
+    assert w.call("root", "POST", "/workflows", {"source": DAILY}).status == 201
+    made = w.call("root", "POST", "/workflows/daily/backfills", ONE_DAY, project="a")
+    w.api.scheduler.step()
+    run_id = made.body["dates"][0]["run_id"]
+    fail(w, rules.child_run_id(run_id, "t", CHILD), "first")
+    assert w.store.get_run(run_id).state is RunState.FAILED
+    # AND version 2 (the latest) reaches no other project; a backfill of it reruns that run
+    # under version 1, so its child run in b runs again
+    v2 = DAILY.replace(
+        "{t: {type: workflow, workflow: b/flow}}", "{t: {type: shell, command: 'true'}}"
+    )
+    assert w.call("root", "POST", "/workflows", {"source": v2}).status == 201
+    rerun = {**ONE_DAY, "rerun": "failed"}
+    made = w.call("root", "POST", "/workflows/daily/backfills", rerun, project="a")
+    assert made.status == 201, made.text
+    w.api.scheduler.step()
+    child = rules.child_run_id(run_id, "t", CHILD)
+    assert w.store.get_run(child).state is RunState.RUNNING
+    # WHEN the operator of a only cancels it: refused (it would stop the run in b)
+    refused(w, f"/backfills/{made.body['id']}/cancel", "cancelling backfill")
+    assert w.store.get_run(child).state is RunState.RUNNING
+    # AND an operator of both may
+    allowed(w, f"/backfills/{made.body['id']}/cancel")
+    w.api.scheduler.step()
+    assert w.store.get_run(child).state is RunState.STOPPED

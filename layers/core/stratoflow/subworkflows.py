@@ -103,8 +103,9 @@ class SubWorkflows:
 
     def check_caller_children(self, principal: Principal, run: Run, doing: str) -> None:
         """Pausing, resuming or stopping a run does the same to its unfinished child runs,
-        through any depth: a caller must be operator where each of them is (Forbidden,
-        naming the project, otherwise). ``check_caller_run`` reads the sub-workflows of the
+        through any depth (and marking a running sub-workflow task stops its child): a
+        caller must be operator where each of them is (Forbidden, naming the project,
+        otherwise). ``check_caller_run`` reads the sub-workflows of the
         workflows' latest versions; a child run that pinned an older version may reach
         further."""
         todo = [(run, 0)]

@@ -1668,6 +1668,7 @@ def create_app(
         project = target.project
         store.get_task(run_id, task_id)
         scheduler.subworkflows.check_caller_run(caller(), target, "marking its tasks")
+        scheduler.subworkflows.check_caller_children(caller(), target, "marking its tasks")
         run = scheduler.mark(run_id, task_id, TaskState(body.state))
         changed()
         record("run.mark", f"run/{run_id}", project, task=task_id, state=body.state)
