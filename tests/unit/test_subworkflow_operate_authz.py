@@ -8,24 +8,31 @@ unfinished child runs themselves too (one may have pinned an older version that 
 further than the latest). Pausing a schedule or a backfill only holds things back: an
 operator of the parent's project alone may. Through the API, with real roles: ``operator``
 is operator in project ``a`` only (no role in ``b``); ``both`` is operator in ``a`` and
-``b``, and may."""
+``b``, and may. The checks read the store through its port: the last test runs them on
+the local store and on DynamoDB (the AWS API's)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.fakes import FakeClock, RecordingDispatcher
+from tests.stores import STORE_KINDS, state_store
 from tests.unit.test_authorization_matrix import World, world  # noqa: F401
 from tests.unit.test_subworkflow_rerun_authz import SUBX, fail, state
 
 from stratoflow.adapters.local.identity import SqliteIdentities
-from stratoflow.auth import Role
+from stratoflow.auth import Forbidden, Principal, Role
 from stratoflow.engine import RunState, TaskState
 from stratoflow.engine import subworkflow as rules
 from stratoflow.engine.backfill import BackfillState
+from stratoflow.service import Scheduler
 
 CHILD = ("b", "flow")
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
 DAILY = """\
 name: daily
 project: a
@@ -281,3 +288,32 @@ def test_cancelling_a_backfill_checks_the_versions_its_runs_rerun_under(w: World
     allowed(w, f"/backfills/{made.body['id']}/cancel")
     w.api.scheduler.step()
     assert w.store.get_run(child).state is RunState.STOPPED
+
+
+@pytest.fixture(params=STORE_KINDS)
+def scheduler(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Scheduler]:
+    with state_store(request.param, tmp_path) as store:
+        yield Scheduler(store, store, RecordingDispatcher(), FakeClock(T0))
+
+
+def test_the_checks_read_the_child_runs_on_both_stores(scheduler: Scheduler) -> None:
+    # GIVEN outer -> a/mid (version 1) -> b/flow, all running, then mid's version 2 that
+    # no longer reaches b: on the local store and on DynamoDB (the AWS API's)
+    scheduler.apply("name: flow\nproject: b\ntasks: {x: {type: shell, command: 'true'}}\n")
+    scheduler.apply("name: mid\nproject: a\ntasks: {t: {type: workflow, workflow: b/flow}}\n")
+    scheduler.apply("name: outer\nproject: a\ntasks: {m: {type: workflow, workflow: mid}}\n")
+    run, _ = scheduler.trigger("a", "outer")
+    for _ in range(3):
+        scheduler.step()
+    mid = rules.child_run_id(run.id, "m", ("a", "mid"))
+    assert scheduler.store.get_run(rules.child_run_id(mid, "t", CHILD)).state is RunState.RUNNING
+    scheduler.apply("name: mid\nproject: a\ntasks: {t: {type: shell, command: 'true'}}\n")
+    only_a = Principal("carol", {"a": Role.OPERATOR})
+    both = Principal("dave", {"a": Role.OPERATOR, "b": Role.OPERATOR})
+    subworkflows = scheduler.subworkflows
+    # THEN the latest versions reach only a, but the running child run in b is found
+    subworkflows.check_caller_run(only_a, run, "stopping it")
+    with pytest.raises(Forbidden, match="may not operate runs in project b"):
+        subworkflows.check_caller_children(only_a, run, "stopping it")
+    subworkflows.check_caller_run(both, run, "stopping it")
+    subworkflows.check_caller_children(both, run, "stopping it")
