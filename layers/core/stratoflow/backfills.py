@@ -123,11 +123,11 @@ class Backfills:
 
         ``dependents`` (DolphinScheduler's dependent mode): also backfill, for the same range,
         every workflow whose dependency tasks wait on this one, transitively, among those of
-        the projects ``may_trigger`` allows (all without it), each once (the engine's
-        ``plan_dependents``). Each gets its own backfill (same lanes, order and rerun; its
-        own schedule's dates; its declared params), linked to this one (``parent`` and
-        ``dependents``), and all start at once: a downstream run's dependency task waits for
-        its upstream runs itself. The dependents are stored before this one, so this one
+        the projects ``may_trigger`` allows (all without it) whose sub-workflows start runs
+        only in projects it allows too, each once (the engine's ``plan_dependents``). Each
+        gets its own backfill (same lanes, order and rerun; its own schedule's dates; its
+        declared params), linked to this one (``parent`` and ``dependents``), and all start
+        at once: a downstream run's dependency task waits for its upstream runs itself. The dependents are stored before this one, so this one
         never names a backfill that does not exist (a crash in between leaves them as
         ordinary backfills that run to their end, each naming its parent).
 
@@ -161,6 +161,13 @@ class Backfills:
                 for v in s.catalog.list_workflows()
                 if may_trigger is None or may_trigger(v.project)
             }
+            if may_trigger is not None:  # nor one whose sub-workflows start runs elsewhere
+                specs = {
+                    key: (version, spec_)
+                    for key, (version, spec_) in specs.items()
+                    if key == (project, name)
+                    or all(map(may_trigger, s.subworkflows.projects_reached(spec_)))
+                }
             plans = plan_dependents(
                 (project, name), {k: v[1] for k, v in specs.items()}, start=start, end=end,
                 dates=dates, order=order, root_schedule=spec.workflow.schedule, now=now,

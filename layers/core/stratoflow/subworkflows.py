@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("stratoflow.subworkflow")
 
 TRIGGER = "workflow"  # a child run's trigger
+ACTIVE = (RunState.QUEUED, RunState.RUNNING, RunState.PAUSED)
 
 
 class SubWorkflows:
@@ -92,12 +93,34 @@ class SubWorkflows:
         self.check_caller(principal, self.scheduler.spec(project, name, latest.version), doing)
 
     def check_caller_run(self, principal: Principal, run: Run, doing: str) -> None:
-        """``check_caller`` for the version a run pinned: rerunning a run or marking its tasks
-        (re)starts its sub-workflow tasks, and so runs in the projects they reach, as
-        triggering it did."""
+        """``check_caller`` for the version a run pinned: rerunning a run, marking or
+        force-starting its tasks (re)starts its sub-workflow tasks, and so runs in the
+        projects they reach, as triggering it did; pausing, resuming or stopping it does the
+        same to its child runs there."""
         self.check_caller(
             principal, self.scheduler.spec(run.project, run.workflow, run.version), doing
         )
+
+    def check_caller_children(self, principal: Principal, run: Run, doing: str) -> None:
+        """Pausing, resuming or stopping a run does the same to its unfinished child runs,
+        through any depth (and marking a running sub-workflow task stops its child): a
+        caller must be operator where each of them is (Forbidden, naming the project,
+        otherwise). ``check_caller_run`` reads the sub-workflows of the
+        workflows' latest versions; a child run that pinned an older version may reach
+        further."""
+        todo = [(run, 0)]
+        while todo:
+            parent, depth = todo.pop()
+            if depth > rules.MAX_DEPTH:
+                continue
+            for child in self._children(parent.id, ACTIVE):
+                if not principal.can(Action.OPERATE, child.project):
+                    raise Forbidden(
+                        f"{principal.name} may not operate runs in project {child.project}, "
+                        f"where run {child.id} is a sub-workflow child of run {run.id}; "
+                        f"{doing} needs operator there"
+                    )
+                todo.append((child, depth + 1))
 
     # ------------------------------------------------------------ run time
     def _links(self, run: Run) -> Iterator[tuple[str, str]]:

@@ -1217,7 +1217,11 @@ def create_app(
         return saved(reply.created, reply)
 
     def set_paused(project: str, name: str, paused: bool) -> VersionDetail:
-        allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")
+        principal = allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")
+        if not paused:  # its schedule's runs start runs where its sub-workflows reach
+            scheduler.subworkflows.check_caller_latest(
+                principal, project, name, "unpausing its schedule"
+            )
         latest = scheduler.set_paused(project, name, paused)  # keeps its schedule in step
         changed()
         record(
@@ -1612,7 +1616,10 @@ def create_app(
         responses=_responses("The run, paused", 404, 409),
     )
     def pause_run(run_id: str) -> RunView:
-        project = run_for(run_id, Action.OPERATE).project
+        target = run_for(run_id, Action.OPERATE)
+        project = target.project
+        scheduler.subworkflows.check_caller_run(caller(), target, "pausing it")
+        scheduler.subworkflows.check_caller_children(caller(), target, "pausing it")
         run = scheduler.pause(run_id)
         changed()
         record("run.pause", f"run/{run_id}", project)
@@ -1625,7 +1632,10 @@ def create_app(
         responses=_responses("The run, resumed", 404, 409),
     )
     def resume_run(run_id: str) -> RunView:
-        project = run_for(run_id, Action.OPERATE).project
+        target = run_for(run_id, Action.OPERATE)
+        project = target.project
+        scheduler.subworkflows.check_caller_run(caller(), target, "resuming it")
+        scheduler.subworkflows.check_caller_children(caller(), target, "resuming it")
         run = scheduler.resume(run_id)
         changed()
         record("run.resume", f"run/{run_id}", project)
@@ -1638,7 +1648,10 @@ def create_app(
         responses=_responses("The run, stopped", 404, 409),
     )
     def stop_run(run_id: str) -> RunView:
-        project = run_for(run_id, Action.OPERATE).project
+        target = run_for(run_id, Action.OPERATE)
+        project = target.project
+        scheduler.subworkflows.check_caller_run(caller(), target, "stopping it")
+        scheduler.subworkflows.check_caller_children(caller(), target, "stopping it")
         run = scheduler.stop(run_id)
         changed()
         record("run.stop", f"run/{run_id}", project)
@@ -1671,6 +1684,7 @@ def create_app(
         project = target.project
         store.get_task(run_id, task_id)
         scheduler.subworkflows.check_caller_run(caller(), target, "marking its tasks")
+        scheduler.subworkflows.check_caller_children(caller(), target, "marking its tasks")
         run = scheduler.mark(run_id, task_id, TaskState(body.state))
         changed()
         record("run.mark", f"run/{run_id}", project, task=task_id, state=body.state)

@@ -17,9 +17,11 @@ from stratoflow.engine.backfill import (
     MAX_BACKFILL_DATES,
     MAX_BACKFILL_PARALLEL,
     Backfill,
+    DateState,
     Order,
     Rerun,
 )
+from stratoflow.engine.backfill import Action as DateAction
 from stratoflow.errors import NotFound
 from stratoflow.service import Scheduler
 
@@ -153,6 +155,7 @@ def register_backfills(
     responses: Callable[..., dict[int, OpenAPIResponse]],
 ) -> None:
     backfills = scheduler.backfills
+    subworkflows = scheduler.subworkflows
 
     def backfill_for(backfill_id: str, action: Action) -> Backfill:
         """Like a run, a backfill of a project the caller has no role in reads as absent."""
@@ -243,6 +246,31 @@ def register_backfills(
         view = group_view(backfill, backfills.group(backfill), principal)
         return BackfillView.model_validate(view)
 
+    def check_reach(principal: Principal, backfill: Backfill, op: str) -> None:
+        """Resuming a backfill starts runs of its version; cancelling one stops the runs it
+        made or reran (each under the version it pinned), and so their child runs: like
+        triggering them, it needs operator where their sub-workflows reach (Forbidden,
+        naming the project); the same for each included backfill the operation reaches."""
+        doing = "resuming" if op == "resume" else "cancelling"
+        for b in [backfill, *backfills.group(backfill)]:
+            if b is not backfill and not principal.can(Action.OPERATE, b.project):
+                continue  # the operation leaves it alone
+            what = f"{doing} backfill {b.id}"
+            subworkflows.check_caller(
+                principal, scheduler.spec(b.project, b.workflow, b.version), what
+            )
+            if op != "cancel":
+                continue
+            for d in b.dates:  # the runs a cancel stops (at most its lanes')
+                if d.state is not DateState.RUNNING or d.action is DateAction.ADOPT:
+                    continue
+                try:
+                    run = scheduler.store.get_run(d.run_id)
+                except NotFound:
+                    continue
+                subworkflows.check_caller_run(principal, run, what)
+                subworkflows.check_caller_children(principal, run, what)
+
     def operation(
         op: str, summary: str, act: Callable[[str, Callable[[str], bool]], Backfill]
     ) -> None:
@@ -251,6 +279,8 @@ def register_backfills(
             project = before.project
             principal = allow(Action.OPERATE, project, f"backfill {backfill_id!r}")
             states = {c.id: c.state for c in backfills.group(before)}
+            if op != "pause":  # pausing only holds runs back
+                check_reach(principal, before, op)
             # dependent mode: it reaches the included backfills of projects the caller operates
             after = act(backfill_id, lambda p: principal.can(Action.OPERATE, p))
             changed()
