@@ -244,3 +244,32 @@ def test_a_pooled_claim_given_back_frees_its_pool_slots(
     held = scheduler.pool_store().get_pool(pool.key)
     assert held is not None
     assert held.used == 8
+
+
+def test_sub_workflow_params_count_against_the_budget(
+    store: SqliteStore | DynamoStore, clock: RenderClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stratoflow.engine import subworkflow as rules
+
+    real = rules.child_params
+
+    def child_params(spec: Any, run: Any, task_id: str, *args: Any) -> Any:
+        clock.now += SLOW_SECONDS
+        return real(spec, run, task_id, *args)
+
+    monkeypatch.setattr(rules, "child_params", child_params)
+    # GIVEN a run of six sub-workflow tasks whose params take 0.4 s each to render
+    scheduler, _, _ = scheduler_of(store, clock)
+    scheduler.apply("name: leaf\nproject: b\ntasks: {t: {type: shell, command: 'true'}}\n")
+    tasks = "\n".join(f"  c{i}: {{type: workflow, workflow: leaf}}" for i in range(6))
+    scheduler.apply(f"name: parent\nproject: b\ntasks:\n{tasks}\n")
+    run, _ = scheduler.trigger("b", "parent")
+    # WHEN the scheduler turns
+    scheduler.step()
+    # THEN three children started; the other tasks went back to the queue
+    states = [t.state for t in store.get_tasks(run.id)]
+    assert states.count(TaskState.RUNNING) == 3
+    assert states.count(TaskState.QUEUED) == 3
+    # AND the next turn starts the rest
+    scheduler.step()
+    assert all(t.state is TaskState.RUNNING for t in store.get_tasks(run.id))
