@@ -1328,7 +1328,7 @@ class Scheduler:
         spent: dict[str, float] = {}
         given_back: list[tuple[Run, TaskInstance]] = []
         for run, spec, task in claimed:
-            if self._render_left <= 0:
+            if self._render_left <= 0 and (run.id, task.task_id) in before:
                 given_back.append((run, task))
                 continue
             left = self._render_left
@@ -1337,10 +1337,8 @@ class Scheduler:
                     ready.append(attempt)
             finally:
                 spent[run.id] = spent.get(run.id, 0.0) + left - self._render_left
-        for run, task in given_back:
-            origin = before.get((run.id, task.task_id))
-            if origin is not None:  # (else it stays claimed: recovery starts it)
-                self.store.apply(engine.unclaimed(origin, task))
+        for run, task in given_back:  # (a claim whose origin is unknown is prepared anyway)
+            self.store.apply(engine.unclaimed(before[(run.id, task.task_id)], task))
             self._left_over.add(run.id)
         slowest = None
         if self._render_left <= 0 and spent:
