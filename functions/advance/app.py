@@ -35,9 +35,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if event.get("action") == handlers.TEST_CONNECTION:
         return handlers.check_connection(event, function.identities(), invoke_runner)
     function.invocation_started()
-    return handlers.advance(
+    response = handlers.advance(
         function.scheduler,
         event,
         function.objects.read_json,
         on_report=lambda report: logger.set_correlation_id(report.run_id),
     )
+    function.kick_left_over()  # runs whose slow templates used this turn's render budget
+    return response

@@ -24,4 +24,6 @@ function = AwsFunction.create(metrics=metrics)  # once per container
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     function.invocation_started()
-    return handlers.reconcile(function.scheduler, dead_letters=function.dead_letters())
+    result = handlers.reconcile(function.scheduler, dead_letters=function.dead_letters())
+    function.kick_left_over()  # runs whose slow templates used its turn's render budget
+    return result

@@ -63,6 +63,10 @@ BOMBS = [
     (BIG + "{{ '{0}{0}'.format(a) }}", "max_chars"),
     (BIG + "{{ a }}{{ a }}", "max_chars"),
     (BIG + "{{ a | tojson }}", "max_chars"),
+    # an indent is a width, and the lines it pads are counted before anything is written
+    ("{{ range(10) | list | tojson(indent=10000000) | length }}", "max_width"),
+    ("{{ [1] | tojson(indent='x' * 999999) }}", "max_width"),
+    ("{{ range(1000) | list | tojson(indent=5000) | length }}", "max_chars"),
     ("{{ ('A' * 1000) | replace('A', 'B' * 100000) }}", "max_chars"),
     ("{{ ('A' * 1000).replace('A', 'B' * 100000) }}", "max_chars"),
     ("{{ 'x\ny' | indent('A' * 900000) }}", "max_chars"),
@@ -129,6 +133,41 @@ def test_the_bombs_stay_within_a_bounded_memory() -> None:
         tracemalloc.stop()
     peak_mb = peak / (1 << 20)
     assert peak_mb < 256  # 'A' * 2000000000 alone would be 2 GB; 7**(7**9) 14 MB and hours
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        # ~8,000,000 characters of indentation: refused before json writes any of it
+        "{{ range(1000) | list | tojson(indent=8000) | length }}",
+        "{{ range(1000) | list | tojson(indent='\t' * 8000) | length }}",
+        # nested: each level indents its items once more (~7,800,000 characters)
+        "{% set ns = namespace(t=[1]) %}{% for i in range(250) %}{% set ns.t = [ns.t, 1] %}"
+        "{% endfor %}{{ ns.t | tojson(indent=250) | length }}",
+    ],
+)
+def test_an_indented_tojson_is_refused_before_it_is_written(template: str) -> None:
+    with pytest.raises(TemplateError):  # compiled (and cached) outside the trace
+        render(template, {})
+    tracemalloc.start()
+    try:
+        with bounded(NO_HURRY), pytest.raises(TemplateError) as caught:
+            render(template, {})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "the result of tojson with an indent of" in str(caught.value)
+    assert "max_chars" in str(caught.value)
+    assert peak < 2 << 20  # the text alone would be 8 MB
+
+
+def test_an_indented_tojson_within_the_bounds_renders_as_json() -> None:
+    assert render("{{ {'a': [1, 2]} | tojson(indent=2) }}", CTX) == (
+        '{\n  "a": [\n    1,\n    2\n  ]\n}'
+    )
+    assert render("{{ [1] | tojson(indent='\t') }}", CTX) == "[\n\t1\n]"
+    rendered = render("{{ range(90) | list | tojson(indent=10000) | length }}", CTX)
+    assert 900_000 < int(rendered) < 1_000_000
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ therefore bounded (:class:`Limits`), using the sandbox's own hooks:
   ``*`` on integers (result bits), ``*`` and ``+`` on strings and lists, ``%`` formatting and
   ``str.format`` (widths, precisions, the size of what they format), ``~`` concatenation,
   list/tuple/dict literals, ``range``, the string methods and filters that take a width or a
-  count (``center``, ``indent``, ``wordwrap``, ``replace``, ``join``, ``batch``, ...), and the
-  buffers of ``{% set %}`` blocks and macros;
+  count (``center``, ``indent``, ``wordwrap``, ``replace``, ``join``, ``batch``, ``tojson``'s
+  indent, ...), and the buffers of ``{% set %}`` blocks and macros;
 * sizes are "tree sizes" (characters of strings plus one per item, shared parts counted each
   time they occur), so a small template cannot build a structure that prints, hashes or
   compares in exponential time;
@@ -480,6 +480,57 @@ def _filter_sum(budget: _Budget, arguments: dict[str, Any]) -> None:
         budget.chars(total * len(items) // 10, "the copying done by sum over sequences")
 
 
+def _filter_tojson(budget: _Budget, arguments: dict[str, Any]) -> None:
+    """``tojson(indent=N)`` writes every item on a line of its own, indented N (or the text
+    N) per level it is nested at: a small list with a large indent is gigabytes. The indent
+    is a width; what it adds is counted before anything is written."""
+    indent = arguments.get("indent")
+    if isinstance(indent, str):
+        pad = len(indent)
+        budget.width(pad, "the tojson indent's length")
+    elif isinstance(indent, int):
+        budget.width(indent, "the tojson indent")
+        pad = max(indent, 0)  # json writes no indent for 0 or less, but the newlines still
+    else:
+        return  # None: compact; anything else json refuses itself
+    cap = budget.limits.max_chars
+    value = arguments.get("value")
+    total = _size(value, budget, cap)
+    if total <= cap:
+        total += _indented_layout(value, pad, budget, cap - total)
+    budget.chars(total, f"the result of tojson with an indent of {pad:,}")
+
+
+def _indented_layout(value: Any, pad: int, budget: _Budget, cap: int) -> int:
+    """What indenting adds to the JSON of ``value``: a newline and ``pad`` characters per
+    level for each item (a list's item, a mapping's pair) and each non-empty container's
+    closing bracket; stops once past ``cap``. (Key order, separators and escapes are the
+    compact text's, which the value's size and the result's check bound.)"""
+    total = 0
+    steps = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        count = 0
+        for child in islice(children, cap - total + 1):  # each child adds one at least
+            stack.append((child, depth + 1))
+            count += 1
+        if count:
+            total += count * ((depth + 1) * pad + 1) + depth * pad + 1
+        if total > cap:
+            return total
+        steps += 1
+        if not steps & 0x3FF:
+            budget.tick()
+    return total
+
+
 _FILTER_CHECKS: dict[str, Callable[[_Budget, dict[str, Any]], None]] = {
     "center": _filter_width("width"),
     "indent": _filter_indent,
@@ -491,6 +542,7 @@ _FILTER_CHECKS: dict[str, Callable[[_Budget, dict[str, Any]], None]] = {
     "join": _filter_join,
     "format": _filter_format,
     "sum": _filter_sum,
+    "tojson": _filter_tojson,
 }
 # filters that neither print, copy nor walk their value
 _CHEAP_FILTERS = frozenset(

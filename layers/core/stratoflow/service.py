@@ -9,8 +9,10 @@ the next event or ``recover`` completes; a duplicate event loses its conditional
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
@@ -120,6 +122,13 @@ def schedule_error_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:1000]
 
 
+RENDER_BUDGET_SECONDS = 1.0
+"""How long one turn (``step``, ``advance``, ``dispatch_ready``) may spend rendering the
+templates of the attempts it claimed (a task's fields, a switch's conditions, a sub-workflow
+task's params), all runs together; the store's reads and writes are not counted."""
+BEHIND_RUNS = 1024
+"""Runs remembered as having spent a turn's render budget (``Scheduler._behind``)."""
+
 QUEUED_PAGE = 100
 """Queued runs read at once by the start loop."""
 QUEUED_PAGES = 10
@@ -142,6 +151,8 @@ class Scheduler:
         resources: ResourceStore | None = None,
         alert_groups: Callable[[str, str], bool] | None = None,
         parallelism: int | None = None,
+        render_budget: float | None = RENDER_BUDGET_SECONDS,
+        render_clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         """``retry_lead``: dispatch a retry this long before its delay runs out, for a
         dispatcher that waits out the rest itself (``AttemptSpec.not_before``); AWS, where
@@ -157,7 +168,11 @@ class Scheduler:
         ``parallelism``: at most this many task processes at once, across every run and
         project (Airflow's ``parallelism``): queued tasks past it wait, in their order, for
         one to end; tasks that run no process (switch, dependency, sub-workflow) take none.
-        It needs a dispatcher that counts its live attempts (``live_attempts``)."""
+        It needs a dispatcher that counts its live attempts (``live_attempts``).
+        ``render_budget``: seconds one turn may spend rendering the templates of what it
+        claimed (each task's render is bounded on its own: ``templating.Limits.seconds``),
+        measured on ``render_clock``; the claims past it are given back to their queues
+        and the turn ends, so the lock is released between turns (None: no budget)."""
         if parallelism is not None:
             if parallelism < 1:
                 raise ValueError(f"parallelism must be at least 1, not {parallelism}")
@@ -212,6 +227,16 @@ class Scheduler:
         self.variables: VariableStore | None = store if isinstance(store, VariableStore) else None
         self._pools_due: set[str] = set()
         self._spec_pools: dict[int, tuple[WorkflowSpec, frozenset[str]]] = {}  # _wake_pools
+        # the render budget (``_prepare_claimed``): what this turn has left of it; each claim's
+        # task as it was before the claim (to give it back); the runs that spent the budget,
+        # least recently first, whose claims are prepared after every other run's; the runs
+        # whose claims were given back, for ``take_left_over``
+        self.render_budget = render_budget
+        self._render_clock = render_clock
+        self._render_left = math.inf
+        self._before_claim: dict[tuple[str, str], TaskInstance] = {}
+        self._behind: dict[str, None] = {}
+        self._left_over: set[str] = set()
 
     # ------------------------------------------------------------ workflows
     def spec(self, project: str, name: str, version: int) -> WorkflowSpec:
@@ -473,11 +498,14 @@ class Scheduler:
             run, spec = runs[ti.run_id]
             self._fail_unstarted(spec, run, ti, error, now)
         claimed: list[tuple[Run, WorkflowSpec, TaskInstance]] = []
+        origins = {(ti.run_id, ti.task_id): ti for ti in waiting}
         for decision in engine_pools.serve(pool, waiting, runs, now, processes=self._processes):
             if not self.store.apply(decision):
                 break  # another claimer took slots meanwhile: the next pass goes on
             run, spec = runs[decision.run_id]
-            claimed.append((run, spec, decision.tasks[0].task))
+            task = decision.tasks[0].task
+            claimed.append((run, spec, task))
+            self._before_claim[(run.id, task.task_id)] = origins[(run.id, task.task_id)]
         self._took_processes(claimed)
         return claimed
 
@@ -1054,6 +1082,7 @@ class Scheduler:
         """What follows a run's end, however it ended: forget its pinned version, say so,
         and start the runs that waited for a slot."""
         self._run_keys.pop(run.id, None)
+        self._behind.pop(run.id, None)
         self._emit(f"run.{run.state.value}", run)
         self.backfills.run_ended(run)
         self.dependencies.run_ended(run)  # dependency tasks waiting on this workflow
@@ -1067,11 +1096,15 @@ class Scheduler:
         it: kill what timed out, emit events, start the claimed attempts. Returns when it
         next has timed work to do (a retry or a deadline)."""
         with self._lock:
+            self._new_render_budget()
+            self._left_over = set()  # this turn claims from every queue: theirs too
             ready = self._turn(reports, wakeup=True)
             more = self._start(ready)
             while more:  # a full batch, or a switch that made more ready: dispatch only
                 ready = self._turn((), periodic=False, wakeup=True)
                 more = self._start(ready)
+            if self._render_left <= 0:  # claims were given back: the next turn takes them
+                return self.clock.now()
         return ready.wakeup[0] if ready.wakeup is not None else self.store.next_wakeup()
 
     def advance(self, reports: Iterable[Finished], *, runs: Iterable[str] = ()) -> None:
@@ -1083,6 +1116,7 @@ class Scheduler:
         recorded elsewhere); a run with nothing queued costs one read."""
         reports, runs = list(reports), list(runs)
         with self._lock:
+            self._new_render_budget()
             for run_id in runs:  # a kick (resume, pools set): serve its runs' pools too
                 with suppress(NotFound):
                     self._wake_pools(self._spec_of(run_id))
@@ -1090,6 +1124,32 @@ class Scheduler:
             more = self._start(self._turn(reports, periodic=False, runs=targets))
             while more:  # a full batch, or a switch that made more ready
                 more = self._start(self._turn((), periodic=False, runs=targets))
+            if self._render_left <= 0:  # what they still have ready waits for another turn
+                self._left_over.update(targets)
+
+    @contextmanager
+    def rendering(self) -> Iterator[None]:
+        """Count the time spent inside (rendering a claimed task's templates) against the
+        turn's render budget (``_prepare_claimed``)."""
+        started = self._render_clock()
+        try:
+            yield
+        finally:
+            self._render_left -= max(self._render_clock() - started, 0.0)
+
+    def _new_render_budget(self) -> None:
+        """A turn starts: its render budget is whole again."""
+        self._render_left = math.inf if self.render_budget is None else self.render_budget
+
+    def take_left_over(self) -> list[str]:
+        """The runs whose ready tasks turns left queued when their render budget ran out
+        (claimed and given back, or not claimed), since the last call or the last ``step``
+        (which claims from every queue: it starts by taking what earlier turns left),
+        forgotten here: for a caller whose next turn is another process's (AWS: a kick of
+        ``advance`` for each, a turn with a budget of its own)."""
+        with self._lock:
+            left, self._left_over = self._left_over, set()
+        return sorted(left)
 
     def made_ready(self, run_id: str) -> None:
         """``run_id`` has tasks made ready outside a turn's own work: the next turn claims
@@ -1109,6 +1169,7 @@ class Scheduler:
         """Claim queued tasks (one conditional write each, exactly one winner), commit, then
         start them. Returns how many were claimed."""
         with self._lock:
+            self._new_render_budget()
             ready = self._turn((), periodic=False)
             self._start(ready)
         return ready.claimed
@@ -1241,11 +1302,55 @@ class Scheduler:
         self._queue_unclaimed()
         claimed += self._serve_pools(now, every=runs is None)
         again, self._claim_again = self._claim_again, False
-        ready = _Claimed(a for run, spec, task in claimed if (a := self._prepare(spec, run, task)))
+        ready, prepared = self._prepare_claimed(claimed)
         ready.claimed = len(claimed)
-        ready.more = again or len(claimed) >= DISPATCH_BATCH or len(ready) < len(claimed)
+        ready.more = self._render_left > 0 and (
+            again or len(claimed) >= DISPATCH_BATCH or len(ready) < prepared
+        )
         self._record_starts(ready)
         return ready
+
+    def _prepare_claimed(
+        self, claimed: Sequence[tuple[Run, WorkflowSpec, TaskInstance]]
+    ) -> tuple[_Claimed, int]:
+        """Prepare the claims (``_prepare``) within what is left of the turn's render budget,
+        the runs that spent it last (``_behind``) after every other; give back the claims
+        past it (``engine.unclaimed``: QUEUED again at their attempt, in this turn's commit),
+        so that a turn of slow templates ends and releases the lock, and the next turn
+        starts with the others' tasks. Returns the attempts to start and how many claims
+        were prepared."""
+        before, self._before_claim = self._before_claim, {}
+        behind = self._behind
+        if behind:  # stable: in claim order otherwise
+            rank = {run_id: i for i, run_id in enumerate(behind)}
+            claimed = sorted(claimed, key=lambda c: rank.get(c[0].id, -1))
+        ready = _Claimed()
+        spent: dict[str, float] = {}
+        given_back: list[tuple[Run, TaskInstance]] = []
+        for run, spec, task in claimed:
+            if self._render_left <= 0 and (run.id, task.task_id) in before:
+                given_back.append((run, task))
+                continue
+            left = self._render_left
+            try:
+                if (attempt := self._prepare(spec, run, task)) is not None:
+                    ready.append(attempt)
+            finally:
+                spent[run.id] = spent.get(run.id, 0.0) + left - self._render_left
+        for run, task in given_back:  # (a claim whose origin is unknown is prepared anyway)
+            self.store.apply(engine.unclaimed(before[(run.id, task.task_id)], task))
+            self._left_over.add(run.id)
+        slowest = None
+        if self._render_left <= 0 and spent:
+            # the run that spent most of the budget goes after every other run next time
+            slowest = max(spent, key=lambda r: spent[r])
+            behind.pop(slowest, None)
+            behind[slowest] = None
+            while len(behind) > BEHIND_RUNS:
+                behind.pop(next(iter(behind)))
+        for run_id in spent.keys() - {r.id for r, _ in given_back} - {slowest}:
+            behind.pop(run_id, None)  # its claims all prepared: no longer behind
+        return ready, len(claimed) - len(given_back)
 
     def _claim_run(
         self,
@@ -1294,8 +1399,10 @@ class Scheduler:
                 if self.store.apply(engine.Decision(run.id, (write,), running=1)):
                     claimed.append((run, spec, write.task))
         waiting = self._ready_now.get(run_id, {})
+        origins = {ti.task_id: ti for ti in (*queued, *direct)}
         for _, _, task in claimed:
             waiting.pop(task.task_id, None)  # claimed: nothing left to queue
+            self._before_claim[(run_id, task.task_id)] = origins[task.task_id]
         self._took_processes(claimed)
         return claimed
 
@@ -1357,18 +1464,18 @@ class Scheduler:
             self.subworkflows.start(spec, run, task, upstream)
             return None
         if spec.workflow.tasks[task.task_id].type == "switch":
-            result = engine.choose_branches(
-                spec, run, task.task_id, upstream, self.variables_for(spec, run, task.task_id)
-            )
+            variables = self.variables_for(spec, run, task.task_id)
+            with self.rendering():
+                result = engine.choose_branches(spec, run, task.task_id, upstream, variables)
             self.on_finished([Finished(run.id, task.task_id, task.attempt, result)])
             return None
         if self.dependencies.handles(spec, task.task_id):  # the scheduler checks it itself
             self.dependencies.check(spec, run, task, first=True)
             return None
         try:
-            rendered = engine.render_task(
-                spec, run, task.task_id, upstream, self.variables_for(spec, run, task.task_id)
-            )
+            variables = self.variables_for(spec, run, task.task_id)
+            with self.rendering():
+                rendered = engine.render_task(spec, run, task.task_id, upstream, variables)
         except TemplateError as exc:
             self.on_finished(
                 [Finished(run.id, task.task_id, task.attempt,

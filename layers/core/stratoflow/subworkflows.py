@@ -182,9 +182,9 @@ class SubWorkflows:
         if step.step is rules.Step.RERUN_ALL:
             assert child is not None
             try:  # as at the child's start: the task's params may read what upstream made anew
-                params = rules.child_params(
-                    spec, run, task.task_id, upstream, s.variables_for(spec, run, task.task_id)
-                )
+                variables = s.variables_for(spec, run, task.task_id)
+                with s.rendering():
+                    params = rules.child_params(spec, run, task.task_id, upstream, variables)
             except TemplateError as exc:
                 self._fail(run.id, task, f"params: {exc}")
                 return
@@ -195,9 +195,9 @@ class SubWorkflows:
             self._fail(run.id, task, problem)
             return
         try:
-            params = rules.child_params(
-                spec, run, task.task_id, upstream, s.variables_for(spec, run, task.task_id)
-            )
+            variables = s.variables_for(spec, run, task.task_id)
+            with s.rendering():
+                params = rules.child_params(spec, run, task.task_id, upstream, variables)
             s.trigger(
                 *target, params=params, logical_date=run.logical_date, run_id=child_id,
                 trigger=TRIGGER, parent=rules.parent_link(run.id, task.task_id),

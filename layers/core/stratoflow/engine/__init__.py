@@ -11,6 +11,7 @@ from stratoflow.engine._decision import (
     propagated,
     runs_process,
     together,
+    unclaimed,
     within_processes,
 )
 from stratoflow.engine._engine import (
@@ -122,6 +123,7 @@ __all__ = [
     "timed_out",
     "together",
     "trigger_differences",
+    "unclaimed",
     "with_params",
     "within_processes",
 ]

@@ -215,6 +215,26 @@ def claims(
     ]
 
 
+def unclaimed(before: TaskInstance, claimed: TaskInstance) -> Decision:
+    """A claim given back before its attempt was prepared (the turn's render budget ran out,
+    ``Scheduler``): the task as it was before the claim, QUEUED (one claimed straight from
+    WAITING joins its run's queue), at the attempt it had, conditional on the claim still
+    standing; the run's running counter and the pool slots the claim took with it. The
+    attempt never existed: the next claim takes the same number, so its dispatch key too."""
+    released = (
+        (PoolDelta(claimed.pool, -claimed.pool_slots),)
+        if claimed.pool and claimed.pool_slots > 0
+        else ()
+    )
+    back = before.with_(state=TaskState.QUEUED)
+    return Decision(
+        claimed.run_id,
+        (TaskWrite(back, TaskState.RUNNING, claimed.attempt),),
+        running=-1,
+        pools=released,
+    )
+
+
 # Task types that run no process of their own: the scheduler decides a switch, checks a
 # dependency and starts a sub-workflow's child run itself. They take no part of a
 # ``parallelism`` limit: a sub-workflow task waiting on its child, or a dependency task on

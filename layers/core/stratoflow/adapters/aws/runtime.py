@@ -6,6 +6,7 @@ boto3 clients are made once per Lambda container (``AwsClients.create`` at modul
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -28,6 +29,8 @@ from stratoflow.adapters.aws.secrets import PREFIX_VARIABLE, secrets_prefix
 from stratoflow.adapters.aws.settings import AwsSettings
 from stratoflow.ports import Clock, Dispatcher, EventSink
 from stratoflow.service import Scheduler
+
+log = logging.getLogger("stratoflow.aws.runtime")
 
 # Every retry is dispatched at once with ``not_before`` = when its delay ends: the state
 # machine's Wait state waits it out, so nothing has to poll for due retries.
@@ -255,6 +258,22 @@ class AwsFunction:
         if not runs:
             return 0
         return send_kicks(self.clients.sqs, self.settings.results_queue_url, runs)
+
+    def kick_left_over(self) -> int:
+        """Kick ``advance`` once for each run whose ready tasks this invocation's turns left
+        queued when their render budget ran out (``Scheduler.take_left_over``): slow
+        templates go on in another invocation, with a budget of its own, behind the messages
+        already queued. A kick that is not sent is logged, not raised (the outcomes were
+        applied): the reconciler's pass claims what it would have. Returns how many were
+        sent."""
+        runs = self.scheduler.take_left_over()
+        if not runs:
+            return 0
+        try:
+            return send_kicks(self.clients.sqs, self.settings.results_queue_url, runs)
+        except Exception:
+            log.exception("kicks of %d runs left over by the render budget not sent", len(runs))
+            return 0
 
     def identities(self) -> Identities | None:
         """The dispatcher's project identities (None: a dispatcher without them)."""
