@@ -4,7 +4,7 @@ values (a credential only as a secret reference, a database URL without a passwo
 Imported where a connection's settings are validated or listed
 (:func:`stratoflow.connections.validate_connection`, ``Connection.resolved``, the API, the
 CLI), not by every process that loads :mod:`stratoflow.connections`: a scheduler that runs no
-``type: sql`` task never needs these classes (~6 ms to define, on every ``stratoflow run``).
+``type: sql`` task never needs these classes (~5 ms to define, on every ``stratoflow run``).
 
 Pure: no I/O.
 """

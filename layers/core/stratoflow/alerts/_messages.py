@@ -204,7 +204,7 @@ def teams_payload(facts: AlertFacts) -> dict[str, Any]:
 
 def telegram_payload(facts: AlertFacts, chat_id: str) -> dict[str, Any]:
     """``sendMessage`` with ``parse_mode: HTML`` (at most 4096 characters)."""
-    import html  # here, as in email_html: its entity table costs every process ~3 ms to load
+    import html  # here, as in email_html: its entity table costs every process ~2 ms to load
 
     lines = [f"<b>{html.escape(facts.subject)}</b>", ""]
     lines += [f"<b>{html.escape(k)}</b>: {html.escape(v)}" for k, v in facts.facts()]
