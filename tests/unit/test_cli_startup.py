@@ -24,6 +24,16 @@ HEAVY = (
     "stratoflow.connections",
 )  # fmt: skip
 
+# what `stratoflow run` of a workflow of shell tasks, without a schedule, an alert or a
+# template, does not use: each is imported where it is needed (a cron expression, an alert's
+# HTML, a connection's settings, ...), not by every run's start-up
+RUN_UNUSED = (
+    "aws_croniter", "dateutil", "html", "stratoflow.connection_types", "rich._emoji_codes",
+    "jinja2", "stratoflow._jinja_templating", "httpx", "smtplib", "boto3", "botocore",
+    "stratoflow.api", "stratoflow.importers", "stratoflow.taskexec.sql", "psycopg", "pymysql",
+    "aws_lambda_powertools",
+)  # fmt: skip
+
 # every command the CLI had when each was imported at start-up
 MAIN_COMMANDS = [
     "admin", "alerts", "apply", "backfill", "backfills", "connections", "import", "logs",
@@ -49,8 +59,8 @@ def _imported_after(code: str) -> set[str]:
     return set(json.loads(out.splitlines()[-1]))
 
 
-def _heavy(modules: set[str]) -> list[str]:
-    return sorted(m for m in modules if any(m == h or m.startswith(f"{h}.") for h in HEAVY))
+def _heavy(modules: set[str], heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    return sorted(m for m in modules if any(m == h or m.startswith(f"{h}.") for h in heavy))
 
 
 def test_importing_the_cli_imports_nothing_heavy() -> None:
@@ -81,6 +91,20 @@ def test_apply_of_a_yaml_file_reads_it_without_the_model(tmp_path: Path) -> None
     assert "httpx" in modules
     assert [m for m in _heavy(modules) if m != "httpx" and not m.startswith("httpx.")] == []
     assert "httpx._main" not in modules  # httpx's own command line, with rich and pygments
+
+
+def test_run_of_a_shell_workflow_imports_only_what_it_uses(tmp_path: Path) -> None:
+    flow = tmp_path / "one.yaml"
+    flow.write_text("name: one\ntasks:\n  a: {type: shell, command: 'true'}\n")
+    modules = _imported_after(
+        "from stratoflow.cli import main\n"
+        "try:\n"
+        f"    main(['run', {str(flow)!r}, '--home', {str(tmp_path / 'home')!r}])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code"
+    )
+    assert {"stratoflow.adapters.local.runtime", "stratoflow.connections", "rich"} <= modules
+    assert _heavy(modules, RUN_UNUSED) == []
 
 
 def test_httpx_main_is_still_importable_after_the_client_imported_httpx() -> None:

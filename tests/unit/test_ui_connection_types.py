@@ -1,5 +1,5 @@
 """The web UI's connection form is shaped by ui/src/connectionTypes.json: it must name the same
-types, settings, credentials and defaults as the API validates (stratoflow.connections).
+types, settings, credentials and defaults as the API validates (stratoflow.connection_types).
 Regenerate it with ``stratoflow.connections.ui_table()``."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stratoflow.connections import CONNECTION_TYPES, ui_table
+from stratoflow.connection_types import CONNECTION_TYPES
+from stratoflow.connections import ui_table
 
 UI_TABLE = Path(__file__).resolve().parents[2] / "ui" / "src" / "connectionTypes.json"
 

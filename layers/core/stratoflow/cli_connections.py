@@ -15,7 +15,8 @@ from stratoflow.cli_common import (
     project_output_api,
     show,
 )
-from stratoflow.connections import CONNECTION_TYPES, type_help
+from stratoflow.connection_types import CONNECTION_TYPES
+from stratoflow.connections import type_help
 
 
 @click.group()

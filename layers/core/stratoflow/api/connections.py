@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stratoflow.api.named_settings import NamedSettings, NamedView, NamePath, register_named
 from stratoflow.auth import Action
+from stratoflow.connection_types import CONNECTION_TYPES
 from stratoflow.connections import (
-    CONNECTION_TYPES,
     MAX_SETTINGS,
     Connection,
     TestOutcome,

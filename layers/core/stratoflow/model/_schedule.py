@@ -40,8 +40,6 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from aws_croniter import AwsCroniter
-
 if TYPE_CHECKING:  # _workflow imports this module
     from stratoflow.model._workflow import Schedule
 
@@ -745,6 +743,11 @@ class _CronEvaluator:
             # Day-of-week 'L' alone is the last day of the week, Saturday; aws_croniter would
             # never match it.
             fields[4] = "SAT"
+        # imported with the first cron expression (evaluators are cached, _evaluator): a
+        # workflow without one (every `stratoflow run` of an unscheduled file) never needs it,
+        # and it costs a start ~7 ms (with dateutil and six: 25 M instructions)
+        from aws_croniter import AwsCroniter
+
         self.body = body
         self._cron: Any = AwsCroniter(" ".join(fields))
         years: list[int] = self._cron.years

@@ -476,7 +476,8 @@ def check_connection(
     cheap real call as that role (``sql.check``'s SELECT 1; ``sql_aws.check_aws`` for
     Athena, Redshift Data and RDS Data), waited on for at most ``TEST_SECONDS``. Returns
     ``{ok, message}``, the message masked with the secret values used."""
-    from stratoflow.connections import CONNECTION_TYPES, Connection
+    from stratoflow.connection_types import CONNECTION_TYPES
+    from stratoflow.connections import Connection
     from stratoflow.taskexec import sql
     from stratoflow.taskexec.sql_aws import TEST_SECONDS, check_aws
 
