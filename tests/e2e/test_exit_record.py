@@ -129,6 +129,8 @@ def test_an_attempt_killed_by_a_signal_while_down_is_recovered_as_failed_not_suc
 ) -> None:
     # bash runs its EXIT trap when a signal kills it, with $? the last command's status: the
     # record said 0, and recovery called a killed task succeeded (its downstream then ran)
+    if signal.getsignal(signum) == signal.SIG_IGN:  # `nohup make test`: SIGHUP ignored
+        pytest.skip(f"{signum.name} is ignored here, so the tasks started here ignore it too")
     pids = _started_then_orphaned(tmp_path, {"killed": "true; sleep 30; echo never"})
     os.killpg(pids["killed"], signum)
     _until(lambda: _gone(pids["killed"]))
