@@ -1,7 +1,9 @@
 """The starting process's CPU per confined task start: ``Popen`` against glibc's
 ``posix_spawn`` (:mod:`stratoflow.adapters.local.spawn`), each from a confining thread in a
-fresh Landlock domain, the ruleset built per start as the executor builds it (by paths for
-``Popen``, as before; by the held descriptors for ``posix_spawn``). Alternated, medians.
+fresh Landlock domain, and against native/confine.c (``spawn.confined``: the child enters the
+domain between vfork and exec, no thread), the ruleset built per start as the executor builds
+it (by paths for ``Popen``, as before; by the held descriptors for the others). Alternated,
+medians. The native variant runs only where ``make native`` built the helper.
 
     PYTHONPATH=layers/core .venv/bin/python benchmarks/confined_start.py --starts 300 --repeat 5
 """
@@ -46,6 +48,7 @@ def run(kind: str, landlock: sandbox.Landlock, tmp: Path, starts: int) -> float:
         return spawn.spawn(argv, env, work_fd, log_fd)
 
     started = []
+    root = os.geteuid() == 0
     before = _cpu()
     for _ in range(starts):
         if kind == "popen":
@@ -53,7 +56,10 @@ def run(kind: str, landlock: sandbox.Landlock, tmp: Path, starts: int) -> float:
         else:
             ruleset, start = landlock.ruleset(work_fd, log_fd), posix_spawn
         try:
-            started.append(_confined(start, ARGV, ruleset, os.geteuid() == 0))
+            if kind == "native":
+                started.append(spawn.confined(ARGV, env, work_fd, log_fd, [ruleset], root))
+            else:
+                started.append(_confined(start, ARGV, ruleset, root))
         finally:
             os.close(ruleset)
     spent = _cpu() - before
@@ -81,6 +87,8 @@ def main() -> int:
         [],
     )
     samples: dict[str, list[float]] = {"popen": [], "posix_spawn": []}
+    if spawn.native_available():
+        samples["native"] = []
     try:
         for _ in range(args.repeat):
             for kind, values in samples.items():
@@ -92,6 +100,9 @@ def main() -> int:
         print(f"{kind}: {runs} (median {statistics.median(values):.0f} us per start)")
     ratio = statistics.median(samples["posix_spawn"]) / statistics.median(samples["popen"])
     print(f"posix_spawn / popen: {ratio:.2f}x; load average {os.getloadavg()}")
+    if "native" in samples:
+        native = statistics.median(samples["native"]) / statistics.median(samples["posix_spawn"])
+        print(f"native / posix_spawn: {native:.2f}x")
     return 0
 
 
