@@ -805,7 +805,7 @@ class LocalExecutor(Dispatcher):
         to empty its own (~40 drops, each a new set of credentials: ~0.12 ms of CPU, more
         than the hand-off), one made by a spawn thread inherits theirs empty."""
         imports = self._imports
-        if imports is not None and imports.hard_links:
+        if imports is not None:  # (a mirror of symbolic links only: its refresh does nothing)
             now = time.monotonic()
             # thousands of files: less often, so the checks take at most ~2% of a core
             if now - self._imports_checked >= max(IMPORTS_CHECK_SECONDS, 50 * self._imports_cost):
