@@ -133,6 +133,11 @@ WRAPPER_NAME = "stratoflow-task"  # $0 of every wrapper: how recovery recognises
 KILL_GRACE_SECONDS = 5.0
 SPAWN_THREADS = 4  # starting a process waits on exec; threads let starts overlap (no GIL held)
 REAP_GATHER_SECONDS = 0.05  # how long the reaper waits for more released work dirs
+# How often, at most, the mirror of the cwd's Python files is checked against the cwd as
+# attempts start (an lstat a directory holding some, and of the files of those that changed:
+# ~0.1 ms for the repository's ~30), so a module an editor or git replaced is imported in its
+# new version, not the one linked when the server started
+IMPORTS_CHECK_SECONDS = 0.5
 # A work dir whose attempt ended on its own (its process group killed with it) is emptied and
 # kept as a spare for a later attempt of the same run, instead of removed and made anew: on a
 # file system that makes a new inode expensive after deletions (ext4 without a journal skips
@@ -142,11 +147,6 @@ REAP_GATHER_SECONDS = 0.05  # how long the reaper waits for more released work d
 # that left its group with setsid (which a stop does not reach either) keeps its Landlock
 # right to write beneath its old work dir, so it could write into a later attempt's of the
 # same run; never another run's. $STRATOFLOW_REUSE_WORK_DIRS=0 makes every work dir anew.
-# How often, at most, the mirror of the cwd's Python files is checked against the cwd as
-# attempts start (an lstat a directory holding some, and of the files of those that changed:
-# ~0.1 ms for the repository's ~30), so a module an editor or git replaced is imported in its
-# new version, not the one linked when the server started
-IMPORTS_CHECK_SECONDS = 0.5
 SPARES_PER_RUN = 64
 SPARE_SECONDS = 10.0  # a run's spares unused this long are removed (its run has ended)
 _SPARE = ".spare."  # a spare's name: .spare.<run>.<n>; never an attempt's (<run>.<task>.<n>)
