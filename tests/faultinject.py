@@ -523,6 +523,9 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
     seen: dict[str, str] = {}  # "pause>"/"resume>": the child's state once that op is done
     hang = scenario.hang
     inbox: list[Finished] = []  # outcomes not yet acknowledged (SQS keeps them until then)
+    # runs the advance function kicked for what its render budget left queued (its kicks are
+    # SQS messages too: the next batch carries them, and a batch that fails keeps them)
+    kicks: list[str] = []
     for _ in range(400):
         run = store.get_run(run_id)
         tasks = {t.task_id: t for t in store.get_tasks(run_id)}
@@ -580,8 +583,12 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
             # the delivery is an SQS batch, applied as one turn as the advance function does
             # (its ends of one run as one decision); the process dies at the fault, so the
             # whole batch is redelivered
-            if not attempt(lambda d=delivery: scheduler.advance(d)):  # type: ignore[misc]
+            kicked, kicks = kicks, []
+            if attempt(lambda d=delivery, k=kicked: scheduler.advance(d, runs=k)):  # type: ignore[misc]
+                kicks = scheduler.take_left_over()  # AwsFunction.kick_left_over
+            else:
                 inbox += delivery
+                kicks = kicked
         elif not attempt(lambda d=delivery: scheduler.step(d)):  # type: ignore[misc]
             inbox += delivery  # the local loop puts its reports back
         clock.advance(11)

@@ -178,3 +178,51 @@ def test_a_fault_at_a_late_end_on_dynamodb_leaves_the_attempt_recorded_once(
             ExpressionAttributeValues={":pk": {"S": "RUN#r"}, ":a": {"S": "A#"}},
         )["Items"]
         assert [i["sk"]["S"] for i in items] == ([] if held else ["A#a#000001"])
+
+
+@pytest.fixture
+def one_render_a_turn(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every render spends the turn's whole render budget: each turn prepares one claim and
+    gives the others back to their queues (``Scheduler._prepare_claimed``), so every turn
+    writes the give-backs the sweep then fails one by one."""
+    from contextlib import contextmanager
+
+    from stratoflow.service import Scheduler
+
+    @contextmanager
+    def spent(self: Scheduler) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            self._render_left = 0.0
+
+    monkeypatch.setattr(Scheduler, "rendering", spent)
+    given_back: list[object] = []  # each claim given back (the sweep must reach them)
+    unclaimed = engine.unclaimed
+
+    def counted(*args: Any) -> Any:
+        given_back.append(args)
+        return unclaimed(*args)
+
+    monkeypatch.setattr(engine, "unclaimed", counted)
+    return given_back
+
+
+@pytest.mark.parametrize("name", ["fan", "pooled"])
+def test_every_write_fails_once_with_claims_given_back_on_sqlite(
+    name: str, tmp_path: Path, one_render_a_turn: list[object]
+) -> None:
+    checked = sweep(SCENARIOS[name](), lambda f: sqlite_store(tmp_path, f), aws=False)
+    assert checked > 5
+    assert one_render_a_turn  # claims were given back
+
+
+@pytest.mark.no_cover
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("name", ["diamond", "pooled"])
+def test_every_write_fails_once_with_claims_given_back_on_dynamodb(
+    name: str, dynamodb_store: Callable[..., Any], one_render_a_turn: list[object]
+) -> None:
+    checked = sweep(SCENARIOS[name](), dynamodb_store, aws=True, after=[False, True])
+    assert checked > 5
+    assert one_render_a_turn  # claims were given back
