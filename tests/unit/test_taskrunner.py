@@ -193,6 +193,57 @@ def test_http_task_sends_its_headers_to_no_other_site_a_redirect_names(
     assert "s3cret" not in log
 
 
+@pytest.mark.parametrize("status", [307, 308])
+def test_http_task_takes_its_body_to_no_other_site_a_307_or_308_names(
+    tmp_path: Path, status: int
+) -> None:
+    """A 307/308 keeps the method and the body: the task's body (``{"token": "{{ secrets.t
+    }}"}``) reached the site the redirect named. To another site it is now refused before
+    anything is sent there (within its own site: the next test)."""
+    elsewhere: list[Any] = []
+
+    def other_site(method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
+        elsewhere.append(body)
+        return 200, {"ok": True}
+
+    with json_stub(other_site) as other:
+
+        def home(method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
+            if path == "/start":
+                return status, {}, {"Location": "/same"}
+            if path == "/same":
+                return status, {}, {"Location": f"{other}/landing"}
+            return 201, {"got": body}
+
+        with json_stub(home) as url:
+            fields = {"url": f"{url}/start", "method": "POST", "body": {"token": "s3cret"}}
+            assert runner.main(str(spec_file(tmp_path, "http", fields))) == 1
+            assert elsewhere == []
+            assert outcome(tmp_path)[1] == (
+                f"POST {url}/same -> {status} {other}/landing: refused to follow a {status} "
+                "redirect to another site with the task's body (it would be sent there as it "
+                "is); set url to the address wanted, or follow_redirects: false"
+            )
+            # the same redirects without a body (a GET) are followed there, as before
+            assert runner.main(str(spec_file(tmp_path, "http", {"url": f"{url}/start"}))) == 0
+    assert elsewhere == [None]
+
+
+def test_http_task_follows_a_307_with_its_body_within_its_own_site(tmp_path: Path) -> None:
+    def respond(method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
+        if path == "/start":
+            return 308, {}, {"Location": "/kept"}
+        return 201, {"method": method, "got": body}
+
+    with json_stub(respond) as url:
+        fields = {"url": f"{url}/start", "method": "PUT", "body": {"token": "s3cret"}}
+        assert runner.main(str(spec_file(tmp_path, "http", fields))) == 0
+    assert outcome(tmp_path) == (
+        {"status_code": 201, "body": {"method": "PUT", "got": {"token": "s3cret"}}},
+        None,
+    )
+
+
 def test_http_task_refuses_a_redirect_from_https_to_http(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

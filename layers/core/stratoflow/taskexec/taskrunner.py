@@ -116,11 +116,22 @@ def _same_site(task_url: Any, url: Any) -> bool:
     return first == other or upgrade
 
 
+def _carries_body(request: Any) -> bool:
+    """Whether ``request`` (a redirect's next) sends a body: httpx keeps it on a 307 or 308."""
+    length = request.headers.get("content-length")
+    return bool(request.headers.get("transfer-encoding")) or (
+        length is not None and length.strip() not in ("", "0")
+    )
+
+
 def _follow(response: Any, task_url: Any, task_headers: list[str]) -> Any:
     """The request a redirect leads to, logged as a hop. httpx strips only Authorization and
     Cookie on the way to another origin: a task's ``X-Api-Key: "{{ secrets.key }}"`` was sent
     to whatever site the redirect named. The headers the task set are dropped on the way to
-    another origin (scheme, host or port), and a redirect from https to http is refused."""
+    another origin (scheme, host or port), and a redirect from https to http is refused. A
+    307 or 308 keeps the method and the body: one that would take the task's body to another
+    origin is refused (the body may hold a secret as a header does, and without it the
+    request would not be the one the redirect asks for)."""
     request, nxt = response.request, response.next_request
     hop = f"{request.method} {request.url} -> {response.status_code} {response.headers.get('location', '')}"
     print(hop)
@@ -128,6 +139,12 @@ def _follow(response: Any, task_url: Any, task_headers: list[str]) -> Any:
         raise TaskFailed(
             f"{hop}: refused to follow a redirect from https to http (the request would travel "
             "unencrypted); set url to the address wanted, or follow_redirects: false"
+        )
+    if _carries_body(nxt) and not _same_site(task_url, nxt.url):
+        raise TaskFailed(
+            f"{hop}: refused to follow a {response.status_code} redirect to another site with "
+            "the task's body (it would be sent there as it is); set url to the address "
+            "wanted, or follow_redirects: false"
         )
     # those the last request carried (httpx may have dropped Authorization from the next)
     dropped = [
