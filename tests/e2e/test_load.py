@@ -281,6 +281,31 @@ def test_a_content_length_that_is_not_one_number_is_a_json_400(
     assert reply.count(b"HTTP/1.1 ") == 1
 
 
+@pytest.mark.parametrize(
+    ("codings", "status", "words"),
+    [
+        ([b"chunked"], 411, "send the body with a Content-Length"),
+        ([b"gzip, chunked"], 411, "send the body with a Content-Length"),
+        ([b"gzip"], 501, "transfer coding 'gzip' is not supported"),
+        ([b"identity", b"x-custom"], 501, "transfer coding 'identity,x-custom' is not supp"),
+    ],
+)
+def test_a_transfer_coding_is_refused_before_the_body_is_read(
+    tiny: ApiServer, codings: list[bytes], status: int, words: str
+) -> None:
+    """RFC 9112 6.1: a transfer coding overrides Content-Length. Only chunked was refused;
+    `Transfer-Encoding: gzip` with a Content-Length was read by its length, the framing a
+    proxy in front may read otherwise (a smuggled request). Refused, connection closed."""
+    hidden = b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n"
+    head = b"POST /health HTTP/1.1\r\nHost: t\r\nContent-Length: 40\r\n" + b"".join(
+        b"Transfer-Encoding: %s\r\n" % c for c in codings
+    )
+    reply = _exchange(tiny.server_address[1], head + b"\r\n" + hidden.ljust(40))
+    body = _json_error(reply, status)
+    assert words in body["message"]
+    assert reply.count(b"HTTP/1.1 ") == 1
+
+
 def test_unknown_paths_and_methods_are_json(server: ServerProcess) -> None:
     reply = httpx.get(f"{server.url}/no/such/thing", headers=server.headers, timeout=10)
     assert reply.status_code == 404

@@ -487,8 +487,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         lengths = self.headers.get_all("Content-Length") or []
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+        codings = ",".join(self.headers.get_all("Transfer-Encoding") or []).lower()
+        if "chunked" in codings:
             self._refuse(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length")
+            return
+        if codings.strip(" \t,"):
+            # RFC 9112 6.1: a transfer coding overrides Content-Length, and a server that
+            # does not know one answers 501. Read by Content-Length (what was done), a body
+            # in "gzip" or "identity, x" framing was taken for what it is not
+            self._refuse(
+                HTTPStatus.NOT_IMPLEMENTED,
+                f"transfer coding {codings.strip()!r} is not supported: send the body as it "
+                "is, with a Content-Length",
+            )
             return
         # RFC 9112 6.3: a length that is not one number is a 400 (Content-Length: 0 then 40
         # was read as no body, and the 40 bytes as a next, pipelined request); int() took
