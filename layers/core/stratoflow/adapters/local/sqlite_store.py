@@ -10,10 +10,11 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from stratoflow.adapters.local.sqlite_backfills import BACKFILL_SCHEMA, SqliteBackfills
@@ -386,6 +387,54 @@ class StoreChanges:
     attempts: set[tuple[str, str, int]] = field(default_factory=set)  # (run, task, attempt)
 
 
+class _Transaction(AbstractContextManager[None]):
+    """``SqliteStore.transaction``: its state is the thread's (``SqliteStore._local``), so one
+    instance serves every thread and every depth."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> None:
+        store = self._store
+        conn = store._conn()
+        local = store._local
+        if local.depth:
+            local.depth += 1
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        local.depth = 1
+        # What this transaction read of runs and of the dependency waits, for its own later
+        # reads: BEGIN IMMEDIATE holds the write lock, so no other connection changes them
+        # until it ends; its own writes update or drop the entries (before the statement, so
+        # a write that fails part-way leaves nothing stale). Never kept past its end.
+        local.runs, local.waiters = {}, {}
+        local.seqs = None  # the queue numbers it reserved and has not used
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        store = self._store
+        local = store._local
+        if local.depth > 1:
+            local.depth -= 1
+            return
+        try:
+            if kind is not None:
+                local.conn.execute("ROLLBACK")
+                local.changes = None
+                return
+            local.conn.execute("COMMIT")
+        finally:
+            local.depth = 0
+            local.runs = local.waiters = local.seqs = None
+        store._publish()
+
+
 class SqliteStore(
     StateStore,
     Catalog,
@@ -401,6 +450,7 @@ class SqliteStore(
         self.path = str(path)
         self._durable = durable
         self._local = threading.local()
+        self._transaction = _Transaction(self)
         # Called after each commit, in the committing thread, with the keys it wrote (one
         # call per transaction). Empty list: no bookkeeping at all.
         self.on_commit: list[Callable[[StoreChanges], None]] = []
@@ -466,36 +516,11 @@ class SqliteStore(
             conn.close()
             self._local.conn = None
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        conn = self._conn()
-        if self._local.depth:
-            self._local.depth += 1
-            try:
-                yield
-            finally:
-                self._local.depth -= 1
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        self._local.depth = 1
-        # What this transaction read of runs and of the dependency waits, for its own later
-        # reads: BEGIN IMMEDIATE holds the write lock, so no other connection changes them
-        # until it ends; its own writes update or drop the entries (before the statement, so
-        # a write that fails part-way leaves nothing stale). Never kept past its end.
-        self._local.runs, self._local.waiters = {}, {}
-        self._local.seqs = None  # the queue numbers it reserved and has not used
-        try:
-            yield
-        except BaseException:
-            conn.execute("ROLLBACK")
-            self._local.changes = None
-            raise
-        else:
-            conn.execute("COMMIT")
-        finally:
-            self._local.depth = 0
-            self._local.runs = self._local.waiters = self._local.seqs = None
-        self._publish()
+    def transaction(self) -> AbstractContextManager[None]:
+        """One atomic transaction (BEGIN IMMEDIATE: the write lock from its start); nested
+        uses join the outermost. A class of its own, not a generator: the scheduler enters
+        some seven a task, and contextlib's machinery cost ~2 us each."""
+        return self._transaction
 
     def _forget_reads(self) -> None:
         """Drop what this transaction cached (a savepoint rolled back: the rows it wrote are
