@@ -292,7 +292,8 @@ def run(
                     f"--logical-date {logical_date!r} is not an ISO-8601 date-time"
                 ) from None
         try:
-            runtime = LocalRuntime(home or default_home(), parallelism=processes)
+            # the read model is brought up to date by the next server on the home
+            runtime = LocalRuntime(home or default_home(), parallelism=processes, project=False)
         except HomeInUse as exc:
             raise HomeInUse(
                 f"{exc}. To run it on that server: stratoflow apply {file}, then "
