@@ -142,6 +142,42 @@ def test_a_run_is_in_the_read_model_once_a_server_opens_its_home(
         runtime.close()
 
 
+def test_run_s_text_summary_reads_only_the_tasks_it_names_and_says_the_same(
+    cli: CliRunner, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The text summary at the end of `stratoflow run` reads the tasks that failed or hold
+    outputs, not the whole run (~50 ms at 2,000 tasks): what it prints is what the whole
+    run's detail prints: the progress, each failure, each output cut in the view (the
+    run's output budget spent in workflow order, so a cut depends on what came before)."""
+    from stratoflow.cli import _detail, _live, _of_note, _print_run
+
+    big = (
+        "printf 'blob=%s\\n' \"$(head -c 20000 /dev/zero | tr '\\0' x)\" >> \"$STRATOFLOW_OUTPUT\""
+    )
+    tasks = {f"quiet{i:02d}": {"type": "shell", "command": "true"} for i in range(20)}
+    tasks |= {f"big{i:02d}": {"type": "shell", "command": big} for i in range(35)}
+    tasks["small"] = {"type": "shell", "command": 'echo "n=1" >> "$STRATOFLOW_OUTPUT"'}
+    tasks["boom"] = {"type": "shell", "command": "echo broke >&2; exit 3", "retries": 0}
+    text = json.dumps({"name": "noted", "tasks": tasks})
+    home = tmp_path / "home"
+    result = cli.invoke(main, ["run", write(tmp_path, "noted.yaml", text), "--home", str(home)])
+    assert result.exit_code == 1, result.output
+    runtime = LocalRuntime(home, project=False)
+    try:
+        (run,) = runtime.store.list_runs(RunQuery(limit=1))
+        assert len(runtime.store.tasks_of_note(run.id)[0]) == 37  # not the 20 quiet ones
+        _print_run(_detail(runtime, run.id), "text")
+        whole = capsys.readouterr().out
+        _print_run(_of_note(runtime, run.id), "text", _live(runtime, run.id))
+        noted = capsys.readouterr().out
+    finally:
+        runtime.close()
+    assert noted == whole
+    assert "boom failed: exit code 3" in noted
+    assert "big00: output 'blob' is 20000 bytes, cut in this view" in noted
+    assert "small: output 'n' is 1 bytes, cut in this view" in noted  # the run's budget spent
+
+
 CONTEXT = """
 name: knows_itself
 tasks:

@@ -323,11 +323,28 @@ def run(
                 )
             finally:
                 signal.signal(signal.SIGINT, previous)
-            detail = _detail(runtime, run_.id)
+            if output == "json":
+                detail, progress = _detail(runtime, run_.id), None
+            else:  # what the text says: the counts, the moving tasks, the tasks of note
+                detail, progress = _of_note(runtime, run_.id), _live(runtime, run_.id)
         finally:
             runtime.close()
-    _print_run(detail, output)
+    _print_run(detail, output, progress)
     sys.exit(0 if detail["run"]["state"] == "succeeded" else EXIT_FAILED)
+
+
+def _of_note(runtime: Any, run_id: str) -> dict[str, Any]:
+    """The run's detail for its text summary: with only the tasks that failed or hold
+    outputs (``SqliteStore.tasks_of_note``), the lines ``_print_run`` prints after the
+    progress, as the whole detail would have them (an output's cut depends only on the
+    outputs before it). Reading, decoding and viewing every task and attempt for them
+    cost ~50 ms at the end of a 2,000-task run."""
+    from stratoflow.views import run_detail
+
+    run_ = runtime.store.get_run(run_id)
+    order = runtime.scheduler.spec(run_.project, run_.workflow, run_.version).dag.order
+    tasks, attempts = runtime.store.tasks_of_note(run_id)
+    return run_detail(run_, tasks, attempts, order)
 
 
 def _detail(runtime: Any, run_id: str) -> dict[str, Any]:
@@ -442,7 +459,13 @@ def _progress(detail: dict[str, Any], counts: Counter[str]) -> Any:
     return Group(header, bar, NewLine(), summary, table)
 
 
-def _print_run(detail: dict[str, Any], output: str) -> None:
+def _print_run(
+    detail: dict[str, Any],
+    output: str,
+    progress: tuple[dict[str, Any], Counter[str]] | None = None,
+) -> None:
+    """``progress``: what the progress shows (``_live``), when ``detail`` holds only some of
+    the run's tasks (``_of_note``); else it is made from ``detail``."""
     if output == "json":
         click.echo(json.dumps(detail, indent=2))
         return
@@ -453,7 +476,7 @@ def _print_run(detail: dict[str, Any], output: str) -> None:
     # its plain ones are numbers and the column names), and looking for one loads rich's
     # table of them (~3 ms) into every `stratoflow run`
     console = Console(emoji=False)
-    console.print(_progress(*_shown(detail)))
+    console.print(_progress(*(progress or _shown(detail))))
     run_id = detail["run"]["id"]
     if detail["run"].get("parent_run"):
         parent = detail["run"]["parent_run"]
