@@ -229,14 +229,16 @@ def outer_over_old_mid(w: World) -> tuple[str, str]:
 
 def test_stopping_reaches_the_child_runs_of_older_versions_too(w: World) -> None:
     run_id, grandchild = outer_over_old_mid(w)
-    # WHEN the operator of a only stops, or pauses, outer: refused, naming b's run
+    # WHEN the operator of a only stops, or pauses, outer: refused, naming the version of
+    # mid that its child run pinned (which reaches b; the latest does not)
     for op, doing in (("stop", "stopping it"), ("pause", "pausing it")):
         before = state(w)
         reply = w.call("operator", "POST", f"/runs/{run_id}/{op}")
         assert reply.status == 403, reply.text
-        assert "may not operate runs in project b" in reply.body["message"]
-        assert grandchild in reply.body["message"]
-        assert doing in reply.body["message"]
+        assert reply.body["message"] == (
+            "operator may not trigger runs in project b, where a sub-workflow of a/mid starts "
+            f"one; {doing} needs operator there"
+        )
         assert state(w) == before
     # AND an operator of both may: the run in b is stopped with them
     allowed(w, f"/runs/{run_id}/stop")
@@ -251,8 +253,10 @@ def test_marking_a_running_subworkflow_task_checks_the_child_runs_it_stops(w: Wo
     path = f"/runs/{run_id}/tasks/m/mark"
     reply = w.call("operator", "POST", path, {"state": "succeeded"})
     assert reply.status == 403, reply.text
-    assert "may not operate runs in project b" in reply.body["message"]
-    assert "marking its tasks" in reply.body["message"]
+    assert reply.body["message"] == (
+        "operator may not trigger runs in project b, where a sub-workflow of a/mid starts one; "
+        "marking its tasks needs operator there"
+    )
     assert state(w) == before
     assert w.call("both", "POST", path, {"state": "succeeded"}).status == 200
     for _ in range(3):
@@ -311,9 +315,82 @@ def test_the_checks_read_the_child_runs_on_both_stores(scheduler: Scheduler) -> 
     only_a = Principal("carol", {"a": Role.OPERATOR})
     both = Principal("dave", {"a": Role.OPERATOR, "b": Role.OPERATOR})
     subworkflows = scheduler.subworkflows
-    # THEN the latest versions reach only a, but the running child run in b is found
-    subworkflows.check_caller_run(only_a, run, "stopping it")
+    # THEN the latest versions reach only a, but the child runs already made are found: by
+    # the versions they pinned (check_caller_run), and the one running in b as itself
+    pinned = "carol may not trigger runs in project b, where a sub-workflow of a/mid starts one"
+    with pytest.raises(Forbidden, match=pinned):
+        subworkflows.check_caller_run(only_a, run, "stopping it")
     with pytest.raises(Forbidden, match="may not operate runs in project b"):
         subworkflows.check_caller_children(only_a, run, "stopping it")
     subworkflows.check_caller_run(both, run, "stopping it")
     subworkflows.check_caller_children(both, run, "stopping it")
+
+
+DEEP = "name: deep\nproject: c\ntasks: {first: {type: shell, command: 'true'}}\n"
+MID_V1 = "name: mid\nproject: b\ntasks: {t: {type: workflow, workflow: c/deep}}\n"
+MID_V2 = "name: mid\nproject: b\ntasks: {t: {type: shell, command: 'true'}}\n"
+TOP = "name: top\nproject: a\ntasks: {t: {type: workflow, workflow: b/mid}}\n"
+
+
+def failed_top(w: World) -> tuple[str, str]:
+    """A failed run of a/top whose child run of b/mid (v1) failed with its child run of
+    c/deep; b/mid's latest version (v2) then reaches no other project."""
+    for source in (DEEP, MID_V1, TOP):
+        assert w.call("root", "POST", "/workflows", {"source": source}).status == 201
+    top = w.call("root", "POST", "/workflows/top/runs", {}, project="a").body["run"]["id"]
+    w.api.scheduler.step()
+    mid = rules.child_run_id(top, "t", ("b", "mid"))
+    w.api.scheduler.step()
+    deep = rules.child_run_id(mid, "t", ("c", "deep"))
+    fail(w, deep, "first")
+    assert [w.store.get_run(r).state for r in (deep, mid, top)] == [RunState.FAILED] * 3
+    assert w.call("root", "POST", "/workflows", {"source": MID_V2}).status == 201
+    return top, deep
+
+
+def test_rerunning_a_run_is_checked_against_the_versions_its_child_runs_pinned(
+    w: World,
+) -> None:
+    """A rerun of ``a/top`` reruns its child run of ``b/mid``, in the version that child
+    pinned (v1, whose sub-workflow starts runs in ``c``), not in ``b/mid``'s latest (v2,
+    which reaches no other project): operator in ``a`` and ``b`` is not enough to restart
+    a run in ``c``."""
+    top, deep = failed_top(w)
+    before = state(w)
+    reply = w.call("both", "POST", f"/runs/{top}/rerun", {"from": "t"})
+    assert reply.status == 403, reply.text
+    assert reply.body["message"] == (
+        "both may not trigger runs in project c, where a sub-workflow of b/mid starts one; "
+        "rerunning it needs operator there"
+    )
+    assert state(w) == before  # nothing changed, in a, b or c
+    # the same rerun by a superuser restarts all three
+    assert w.call("root", "POST", f"/runs/{top}/rerun", {"from": "t"}).status == 200
+    for _ in range(3):
+        w.api.scheduler.step()
+    assert w.store.get_run(deep).state in (RunState.RUNNING, RunState.QUEUED)
+
+
+def test_a_run_with_more_child_runs_than_are_checked_is_refused_but_to_a_superuser(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stratoflow import subworkflows
+
+    top, _ = failed_top(w)  # top -> mid -> deep: two child runs to read
+    identities = SqliteIdentities(w.store.path)
+    now = w.api.scheduler.clock.now()
+    identities.create_user("all", superuser=False, now=now)
+    for project in ("a", "b", "c"):
+        identities.set_role("all", project, Role.OPERATOR)
+    w.tokens["all"] = identities.create_token("all", "t", now)[1]
+    identities.close()
+    monkeypatch.setattr(subworkflows, "MAX_CHILD_RUNS_CHECKED", 1)
+    before = state(w)
+    reply = w.call("all", "POST", f"/runs/{top}/rerun", {"from": "t"})
+    assert reply.status == 403, reply.text
+    assert reply.body["message"] == (
+        f"run {top} has more than 1 sub-workflow child runs to check for the projects they "
+        "reach; rerunning it needs a superuser"
+    )
+    assert state(w) == before
+    assert w.call("root", "POST", f"/runs/{top}/rerun", {"from": "t"}).status == 200

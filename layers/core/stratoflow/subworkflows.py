@@ -35,6 +35,8 @@ log = logging.getLogger("stratoflow.subworkflow")
 
 TRIGGER = "workflow"  # a child run's trigger
 ACTIVE = (RunState.QUEUED, RunState.RUNNING, RunState.PAUSED)
+# the child runs an operation's authorization check reads, at most (check_caller_run)
+MAX_CHILD_RUNS_CHECKED = 1000
 
 
 class SubWorkflows:
@@ -96,18 +98,39 @@ class SubWorkflows:
         """``check_caller`` for the version a run pinned: rerunning a run, marking or
         force-starting its tasks (re)starts its sub-workflow tasks, and so runs in the
         projects they reach, as triggering it did; pausing, resuming or stopping it does the
-        same to its child runs there."""
-        self.check_caller(
-            principal, self.scheduler.spec(run.project, run.workflow, run.version), doing
-        )
+        same to its child runs there. A sub-workflow task started again reruns the child
+        run it made, in the version that child pinned (and that one its own): each child
+        run already made, at any depth and in any state, is checked for the version it
+        pinned, which may reach projects the workflow's latest version no longer does.
+        At most ``MAX_CHILD_RUNS_CHECKED`` are read; a run with more is refused (Forbidden,
+        saying so) to anyone but a superuser, who may act everywhere."""
+        s = self.scheduler
+        todo, read = [(run, 0)], 0
+        while todo:
+            current, depth = todo.pop()
+            spec = s.spec(current.project, current.workflow, current.version)
+            self.check_caller(principal, spec, doing)
+            if depth >= rules.MAX_DEPTH or principal.superuser:
+                continue
+            for task_id, target in sorted(rules.targets(spec).items()):
+                read += 1
+                if read > MAX_CHILD_RUNS_CHECKED:
+                    raise Forbidden(
+                        f"run {run.id} has more than {MAX_CHILD_RUNS_CHECKED} sub-workflow "
+                        f"child runs to check for the projects they reach; {doing} needs a "
+                        "superuser"
+                    )
+                try:
+                    child = s.store.get_run(rules.child_run_id(current.id, task_id, target))
+                except NotFound:
+                    continue
+                todo.append((child, depth + 1))
 
     def check_caller_children(self, principal: Principal, run: Run, doing: str) -> None:
         """Pausing, resuming or stopping a run does the same to its unfinished child runs,
         through any depth (and marking a running sub-workflow task stops its child): a
         caller must be operator where each of them is (Forbidden, naming the project,
-        otherwise). ``check_caller_run`` reads the sub-workflows of the
-        workflows' latest versions; a child run that pinned an older version may reach
-        further."""
+        otherwise), as ``check_caller_run`` checks the projects their pinned versions reach."""
         todo = [(run, 0)]
         while todo:
             parent, depth = todo.pop()
