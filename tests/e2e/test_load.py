@@ -288,6 +288,8 @@ def test_a_content_length_that_is_not_one_number_is_a_json_400(
         ([b"gzip, chunked"], 411, "send the body with a Content-Length"),
         ([b"gzip"], 501, "transfer coding 'gzip' is not supported"),
         ([b"identity", b"x-custom"], 501, "transfer coding 'identity,x-custom' is not supp"),
+        ([b""], 501, "transfer coding '' is not supported"),
+        ([b"x" * 5000], 501, f"transfer coding '{'x' * 40}...' is not supported"),
     ],
 )
 def test_a_transfer_coding_is_refused_before_the_body_is_read(

@@ -229,16 +229,14 @@ def outer_over_old_mid(w: World) -> tuple[str, str]:
 
 def test_stopping_reaches_the_child_runs_of_older_versions_too(w: World) -> None:
     run_id, grandchild = outer_over_old_mid(w)
-    # WHEN the operator of a only stops, or pauses, outer: refused, naming the version of
-    # mid that its child run pinned (which reaches b; the latest does not)
+    # WHEN the operator of a only stops, or pauses, outer: refused, naming b's run
     for op, doing in (("stop", "stopping it"), ("pause", "pausing it")):
         before = state(w)
         reply = w.call("operator", "POST", f"/runs/{run_id}/{op}")
         assert reply.status == 403, reply.text
-        assert reply.body["message"] == (
-            "operator may not trigger runs in project b, where a sub-workflow of a/mid starts "
-            f"one; {doing} needs operator there"
-        )
+        assert "may not operate runs in project b" in reply.body["message"]
+        assert grandchild in reply.body["message"]
+        assert doing in reply.body["message"]
         assert state(w) == before
     # AND an operator of both may: the run in b is stopped with them
     allowed(w, f"/runs/{run_id}/stop")
@@ -315,15 +313,17 @@ def test_the_checks_read_the_child_runs_on_both_stores(scheduler: Scheduler) -> 
     only_a = Principal("carol", {"a": Role.OPERATOR})
     both = Principal("dave", {"a": Role.OPERATOR, "b": Role.OPERATOR})
     subworkflows = scheduler.subworkflows
-    # THEN the latest versions reach only a, but the child runs already made are found: by
-    # the versions they pinned (check_caller_run), and the one running in b as itself
-    pinned = "carol may not trigger runs in project b, where a sub-workflow of a/mid starts one"
-    with pytest.raises(Forbidden, match=pinned):
-        subworkflows.check_caller_run(only_a, run, "stopping it")
+    # THEN the latest versions reach only a, but the running child run in b is found, and
+    # so is the version of mid its child run pinned (what a rerun would run again)
+    subworkflows.check_caller_run(only_a, run, "stopping it")
     with pytest.raises(Forbidden, match="may not operate runs in project b"):
         subworkflows.check_caller_children(only_a, run, "stopping it")
+    pinned = "carol may not trigger runs in project b, where a sub-workflow of a/mid starts one"
+    with pytest.raises(Forbidden, match=pinned):
+        subworkflows.check_caller_rerun(only_a, run, "rerunning it")
     subworkflows.check_caller_run(both, run, "stopping it")
     subworkflows.check_caller_children(both, run, "stopping it")
+    subworkflows.check_caller_rerun(both, run, "rerunning it")
 
 
 DEEP = "name: deep\nproject: c\ntasks: {first: {type: shell, command: 'true'}}\n"
@@ -394,3 +394,35 @@ def test_a_run_with_more_child_runs_than_are_checked_is_refused_but_to_a_superus
     )
     assert state(w) == before
     assert w.call("root", "POST", f"/runs/{top}/rerun", {"from": "t"}).status == 200
+
+
+def test_a_backfill_rerun_is_checked_against_the_versions_its_child_runs_pinned(
+    w: World,
+) -> None:
+    """``POST /backfills`` with ``rerun`` reruns the existing runs of its dates, and so
+    their child runs in the versions they pinned: refused as the run's own rerun is."""
+    daily_top = TOP.replace("name: top", "name: dtop").replace(
+        "tasks:", "schedule: {cron: '0 0 * * *', start: 2026-01-01T00:00:00}\ntasks:"
+    )
+    for source in (DEEP, MID_V1, daily_top):
+        assert w.call("root", "POST", "/workflows", {"source": source}).status == 201
+    made = w.call("root", "POST", "/workflows/dtop/backfills", ONE_DAY, project="a")
+    assert made.status == 201, made.text
+    top = made.body["dates"][0]["run_id"]
+    w.api.scheduler.step()
+    mid = rules.child_run_id(top, "t", ("b", "mid"))
+    w.api.scheduler.step()
+    fail(w, rules.child_run_id(mid, "t", ("c", "deep")), "first")
+    assert w.store.get_run(top).state is RunState.FAILED
+    assert w.call("root", "POST", "/workflows", {"source": MID_V2}).status == 201
+    before = state(w)
+    again = {**ONE_DAY, "rerun": "failed"}
+    reply = w.call("both", "POST", "/workflows/dtop/backfills", again, project="a")
+    assert reply.status == 403, reply.text
+    assert reply.body["message"] == (
+        "both may not trigger runs in project c, where a sub-workflow of b/mid starts one; "
+        "backfilling it with --rerun needs operator there"
+    )
+    assert state(w) == before
+    allowed = w.call("root", "POST", "/workflows/dtop/backfills", again, project="a")
+    assert allowed.status == 201, allowed.text

@@ -193,12 +193,12 @@ def test_http_task_sends_its_headers_to_no_other_site_a_redirect_names(
     assert "s3cret" not in log
 
 
-@pytest.mark.parametrize("status", [307, 308])
-def test_http_task_takes_its_body_to_no_other_site_a_307_or_308_names(
-    tmp_path: Path, status: int
+@pytest.mark.parametrize(("status", "method"), [(307, "POST"), (308, "POST"), (301, "PUT")])
+def test_http_task_takes_its_body_to_no_other_site_a_method_keeping_redirect_names(
+    tmp_path: Path, status: int, method: str
 ) -> None:
-    """A 307/308 keeps the method and the body: the task's body (``{"token": "{{ secrets.t
-    }}"}``) reached the site the redirect named. To another site it is now refused before
+    """A redirect that keeps the method keeps the body (a 307 or 308; a 301 of a PUT): the
+    task's body (``{"token": "{{ secrets.t }}"}``) reached the site the redirect named. To another site it is now refused before
     anything is sent there (within its own site: the next test)."""
     elsewhere: list[Any] = []
 
@@ -216,11 +216,11 @@ def test_http_task_takes_its_body_to_no_other_site_a_307_or_308_names(
             return 201, {"got": body}
 
         with json_stub(home) as url:
-            fields = {"url": f"{url}/start", "method": "POST", "body": {"token": "s3cret"}}
+            fields = {"url": f"{url}/start", "method": method, "body": {"token": "s3cret"}}
             assert runner.main(str(spec_file(tmp_path, "http", fields))) == 1
             assert elsewhere == []
             assert outcome(tmp_path)[1] == (
-                f"POST {url}/same -> {status} {other}/landing: refused to follow a {status} "
+                f"{method} {url}/same -> {status} {other}/landing: refused to follow a {status} "
                 "redirect to another site with the task's body (it would be sent there as it "
                 "is); set url to the address wanted, or follow_redirects: false"
             )

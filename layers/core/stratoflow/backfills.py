@@ -49,7 +49,6 @@ from stratoflow.ports import BackfillStore
 
 if TYPE_CHECKING:
     from stratoflow.engine import Run
-    from stratoflow.model import WorkflowSpec
     from stratoflow.service import Scheduler
 
 log = logging.getLogger("stratoflow.backfill")
@@ -116,7 +115,7 @@ class Backfills:
         created_by: str | None = None,
         dependents: bool = False,
         may_trigger: Callable[[str], bool] | None = None,
-        may_rerun: Callable[[WorkflowSpec], None] | None = None,
+        may_rerun: Callable[[Run], None] | None = None,
     ) -> Backfill:
         """Validate everything first (bad input changes nothing), store the backfill, and let
         its lanes take their first dates.
@@ -131,9 +130,10 @@ class Backfills:
         never names a backfill that does not exist (a crash in between leaves them as
         ordinary backfills that run to their end, each naming its parent).
 
-        ``may_rerun``: with ``rerun``, called with the version of each existing run the
-        backfill would rerun (a run reruns under the version it pinned, whose sub-workflows
-        may reach other projects than the latest's); it raises (``Forbidden``) to refuse."""
+        ``may_rerun``: with ``rerun``, called with each existing run the backfill would
+        rerun (a run reruns under the version it pinned, and its child runs under theirs,
+        whose sub-workflows may reach other projects than the latest's); it raises
+        (``Forbidden``) to refuse."""
         from stratoflow.service import scheduled_run_id
 
         s = self.scheduler
@@ -150,9 +150,9 @@ class Backfills:
         if given and rerun is not Rerun.NONE:
             self._refuse_params_on_reruns(run_ids, logical, given, rerun)
         if may_rerun is not None and rerun is not Rerun.NONE:
-            versions = {r.version for r in self._read_runs(run_ids).values() if r is not None}
-            for version in sorted(versions):
-                may_rerun(s.spec(project, name, version))
+            for existing in self._read_runs(run_ids).values():
+                if existing is not None:
+                    may_rerun(existing)
         root_id = backfill_id(project, name, now)
         children: list[Backfill] = []
         if dependents:

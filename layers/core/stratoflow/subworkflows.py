@@ -35,7 +35,7 @@ log = logging.getLogger("stratoflow.subworkflow")
 
 TRIGGER = "workflow"  # a child run's trigger
 ACTIVE = (RunState.QUEUED, RunState.RUNNING, RunState.PAUSED)
-# the child runs an operation's authorization check reads, at most (check_caller_run)
+# the child runs an operation's authorization check reads, at most (check_caller_rerun)
 MAX_CHILD_RUNS_CHECKED = 1000
 
 
@@ -98,39 +98,66 @@ class SubWorkflows:
         """``check_caller`` for the version a run pinned: rerunning a run, marking or
         force-starting its tasks (re)starts its sub-workflow tasks, and so runs in the
         projects they reach, as triggering it did; pausing, resuming or stopping it does the
-        same to its child runs there. A sub-workflow task started again reruns the child
-        run it made, in the version that child pinned (and that one its own): each child
-        run already made, at any depth and in any state, is checked for the version it
-        pinned, which may reach projects the workflow's latest version no longer does.
-        At most ``MAX_CHILD_RUNS_CHECKED`` are read; a run with more is refused (Forbidden,
-        saying so) to anyone but a superuser, who may act everywhere."""
-        s = self.scheduler
-        todo, read = [(run, 0)], 0
+        same to its child runs there."""
+        self.check_caller(
+            principal, self.scheduler.spec(run.project, run.workflow, run.version), doing
+        )
+
+    def check_caller_rerun(
+        self,
+        principal: Principal,
+        run: Run,
+        doing: str,
+        checked: set[tuple[str, str, int]] | None = None,
+    ) -> None:
+        """``check_caller_run``, and the same for every child run ``run`` already made, at
+        any depth and in any state: rerunning a run (marking, force-starting its tasks, a
+        backfill's ``--rerun``) starts its sub-workflow tasks again, which rerun the child
+        runs they made in the versions those pinned (and those theirs), which may reach
+        projects the workflows' latest versions no longer do. A child run exists only for a
+        sub-workflow task that was started: one read of the run's sub-workflow tasks, and
+        one of each child run. Each pinned version is checked once (``checked``: those
+        already checked, shared by a caller checking several runs). At most
+        ``MAX_CHILD_RUNS_CHECKED`` child runs are read; a run with more is refused
+        (Forbidden, saying so) to anyone but a superuser, who may act everywhere."""
+        if principal.superuser:
+            return
+        s, seen = self.scheduler, set() if checked is None else checked
+        todo, found = [(run, 0)], 0
         while todo:
             current, depth = todo.pop()
-            spec = s.spec(current.project, current.workflow, current.version)
-            self.check_caller(principal, spec, doing)
-            if depth >= rules.MAX_DEPTH or principal.superuser:
+            key = (current.project, current.workflow, current.version)
+            spec = s.spec(*key)
+            if key not in seen:
+                self.check_caller(principal, spec, doing)
+                seen.add(key)
+            targets = rules.targets(spec)
+            if depth >= rules.MAX_DEPTH or not targets:
                 continue
-            for task_id, target in sorted(rules.targets(spec).items()):
-                read += 1
-                if read > MAX_CHILD_RUNS_CHECKED:
+            for task in s.store.get_tasks(current.id, sorted(targets)):
+                if task.attempt == 0:  # never started: no child run
+                    continue
+                child_id = rules.child_run_id(current.id, task.task_id, targets[task.task_id])
+                try:
+                    child = s.store.get_run(child_id)
+                except NotFound:
+                    continue
+                found += 1
+                if found > MAX_CHILD_RUNS_CHECKED:
                     raise Forbidden(
                         f"run {run.id} has more than {MAX_CHILD_RUNS_CHECKED} sub-workflow "
                         f"child runs to check for the projects they reach; {doing} needs a "
                         "superuser"
                     )
-                try:
-                    child = s.store.get_run(rules.child_run_id(current.id, task_id, target))
-                except NotFound:
-                    continue
                 todo.append((child, depth + 1))
 
     def check_caller_children(self, principal: Principal, run: Run, doing: str) -> None:
         """Pausing, resuming or stopping a run does the same to its unfinished child runs,
         through any depth (and marking a running sub-workflow task stops its child): a
         caller must be operator where each of them is (Forbidden, naming the project,
-        otherwise), as ``check_caller_run`` checks the projects their pinned versions reach."""
+        otherwise). ``check_caller_run`` reads the sub-workflows of the workflows' latest
+        versions below the run's own; a child run that pinned an older version may reach
+        further (``check_caller_rerun`` checks those)."""
         todo = [(run, 0)]
         while todo:
             parent, depth = todo.pop()

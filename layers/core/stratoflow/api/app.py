@@ -1666,7 +1666,7 @@ def create_app(
     def rerun_run(run_id: str, body: RerunBody = None) -> RunView:
         target = run_for(run_id, Action.OPERATE)
         project = target.project
-        scheduler.subworkflows.check_caller_run(caller(), target, "rerunning it")
+        scheduler.subworkflows.check_caller_rerun(caller(), target, "rerunning it")
         from_task = body.from_ if body is not None else None
         run = scheduler.rerun(run_id, from_task=from_task)
         changed()
@@ -1683,7 +1683,7 @@ def create_app(
         target = run_for(run_id, Action.OPERATE)
         project = target.project
         store.get_task(run_id, task_id)
-        scheduler.subworkflows.check_caller_run(caller(), target, "marking its tasks")
+        scheduler.subworkflows.check_caller_rerun(caller(), target, "marking its tasks")
         scheduler.subworkflows.check_caller_children(caller(), target, "marking its tasks")
         run = scheduler.mark(run_id, task_id, TaskState(body.state))
         changed()

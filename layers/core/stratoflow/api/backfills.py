@@ -183,13 +183,14 @@ def register_backfills(
     ) -> Response[BackfillView]:
         principal = allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")
         scheduler.subworkflows.check_caller_latest(principal, project, name, "backfilling it")
+        checked: set[tuple[str, str, int]] = set()  # the pinned versions checked (once each)
         made = backfills.create(
             project, name, start=body.start, end=body.end, dates=body.dates or (),
             parallel=body.parallel, order=Order(body.order), rerun=Rerun(body.rerun),
             params=body.params, created_by=principal.name, dependents=body.dependents,
             may_trigger=lambda p: principal.can(Action.OPERATE, p),
-            may_rerun=lambda spec: scheduler.subworkflows.check_caller(
-                principal, spec, "backfilling it with --rerun"
+            may_rerun=lambda run: scheduler.subworkflows.check_caller_rerun(
+                principal, run, "backfilling it with --rerun", checked
             ),
         )  # fmt: skip
         changed()

@@ -487,18 +487,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         lengths = self.headers.get_all("Content-Length") or []
-        codings = ",".join(self.headers.get_all("Transfer-Encoding") or []).lower()
+        transfer = self.headers.get_all("Transfer-Encoding")
+        codings = ",".join(transfer or []).lower()
         if "chunked" in codings:
             self._refuse(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length")
             return
-        if codings.strip(" \t,"):
+        if transfer:
             # RFC 9112 6.1: a transfer coding overrides Content-Length, and a server that
             # does not know one answers 501. Read by Content-Length (what was done), a body
-            # in "gzip" or "identity, x" framing was taken for what it is not
+            # in "gzip" or "identity, x" framing (or an empty one) was taken for what it is
+            # not. The value is echoed cut: a header may hold 64 KiB
+            shown = codings.strip()
+            shown = f"{shown[:40]}..." if len(shown) > 40 else shown
             self._refuse(
                 HTTPStatus.NOT_IMPLEMENTED,
-                f"transfer coding {codings.strip()!r} is not supported: send the body as it "
-                "is, with a Content-Length",
+                f"transfer coding {shown!r} is not supported: send the body as it is, with a "
+                "Content-Length",
             )
             return
         # RFC 9112 6.3: a length that is not one number is a 400 (Content-Length: 0 then 40

@@ -224,7 +224,7 @@ def register(
             raise NotFound(f"run {run_id!r} not found") from None
         principal = allow(Action.OPERATE, run.project, f"run {run_id!r}")
         scheduler.store.get_task(run_id, task_id)
-        scheduler.subworkflows.check_caller_run(principal, run, "force-starting its tasks")
+        scheduler.subworkflows.check_caller_rerun(principal, run, "force-starting its tasks")
         ti = scheduler.force_start(run_id, task_id)
         changed()
         record("task.force_start", f"run/{run_id}", run.project, task=task_id)

@@ -117,7 +117,8 @@ def _same_site(task_url: Any, url: Any) -> bool:
 
 
 def _carries_body(request: Any) -> bool:
-    """Whether ``request`` (a redirect's next) sends a body: httpx keeps it on a 307 or 308."""
+    """Whether ``request`` (a redirect's next) sends a body: httpx keeps it wherever the
+    redirect keeps the method."""
     length = request.headers.get("content-length")
     return bool(request.headers.get("transfer-encoding")) or (
         length is not None and length.strip() not in ("", "0")
@@ -129,9 +130,10 @@ def _follow(response: Any, task_url: Any, task_headers: list[str]) -> Any:
     Cookie on the way to another origin: a task's ``X-Api-Key: "{{ secrets.key }}"`` was sent
     to whatever site the redirect named. The headers the task set are dropped on the way to
     another origin (scheme, host or port), and a redirect from https to http is refused. A
-    307 or 308 keeps the method and the body: one that would take the task's body to another
-    origin is refused (the body may hold a secret as a header does, and without it the
-    request would not be the one the redirect asks for)."""
+    redirect that keeps the method keeps the body (httpx: a 307 or 308, and a 301 or 302 of
+    a request other than POST): one that would take the task's body to another origin is
+    refused (the body may hold a secret as a header does, and without it the request would
+    not be the one the redirect asks for)."""
     request, nxt = response.request, response.next_request
     hop = f"{request.method} {request.url} -> {response.status_code} {response.headers.get('location', '')}"
     print(hop)
