@@ -142,6 +142,33 @@ def test_a_run_is_in_the_read_model_once_a_server_opens_its_home(
         runtime.close()
 
 
+def test_a_server_started_on_the_home_lists_the_run_from_its_first_answer(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """The server projects what `stratoflow run` left before its API answers: the first
+    request after it is up already finds the run, its tasks and their states."""
+    import httpx
+
+    from tests.e2e.server_process import ServerProcess
+
+    home = tmp_path / "home"
+    argv = ["run", write(tmp_path, "chain.yaml", CHAIN), "--home", str(home), "--output", "json"]
+    result = cli.invoke(main, argv)
+    assert result.exit_code == 0, result.output
+    run_id = json.loads(result.output)["run"]["id"]
+    server = ServerProcess(home)
+    server.start()
+    try:
+        listed = httpx.get(f"{server.url}/runs", headers=server.headers, timeout=30)
+        assert [r["id"] for r in listed.json()["runs"]] == [run_id]
+        shown = httpx.get(f"{server.url}/runs/{run_id}", headers=server.headers, timeout=30)
+        assert {t: v["state"] for t, v in shown.json()["tasks"].items()} == {
+            "say": "succeeded", "shout": "succeeded"
+        }  # fmt: skip
+    finally:
+        server.stop()
+
+
 def test_run_s_text_summary_reads_only_the_tasks_it_names_and_says_the_same(
     cli: CliRunner, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

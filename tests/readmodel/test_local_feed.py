@@ -166,6 +166,25 @@ def test_catch_up_projects_what_was_committed_while_nobody_listened(
         rm.close()
 
 
+def test_the_catch_up_on_start_waits_for_no_linger(store: SqliteStore, tmp_path: Path) -> None:
+    """A server waits for its feed's first catch-up before it serves (a run `stratoflow run`
+    made is projected then): the catch-up is projected at once, not after the linger that
+    gathers ordinary commits (here 60 s, so a wait for it would fail the flush)."""
+    spec = load_workflow("name: w\ntasks: {a: {type: shell, command: 'true'}}\n")
+    store.put_version(spec, "v1", f.T0)
+    done = f.run("done", workflow="w", state=RunState.SUCCEEDED, n_tasks=1, n_done=1)
+    store.create_run(done, [f.task("done", "a", TaskState.SUCCEEDED)], None)
+    rm = ReadModel.open(str(tmp_path / "rm.db"))
+    feed = LocalFeed(store, rm, linger=60.0)
+    feed.start()
+    try:
+        assert feed.flush(timeout=10)
+        _assert_same(store, rm, "done")
+    finally:
+        feed.close()
+        rm.close()
+
+
 def test_concurrent_writers_end_with_the_stores_state(store: SqliteStore, tmp_path: Path) -> None:
     """Commits from several threads, projected while they happen: the read model ends equal
     to the store (a late re-read can never overwrite a newer one)."""

@@ -583,6 +583,10 @@ def server(
         connections=LocalConnections(runtime.connections, runtime.secret_source, runtime.clock),
     )
     settle_gc()
+    # the read model caught up before the API answers from it: the runs `stratoflow run`
+    # made on this home are projected by the server (LocalRuntime's project=False)
+    if not runtime.feed.flush(timeout=60):
+        click.echo("the read model is still catching up: run lists may lag a moment", err=True)
     # long polls of a run (GET /runs/{id}?wait=S) wake on the store's commits
     watch = RunWatch(ended=run_ended(runtime.store))
     runtime.store.on_commit.append(watch.on_commit)

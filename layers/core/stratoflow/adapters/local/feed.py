@@ -120,7 +120,9 @@ class LocalFeed:
     def _work(self) -> None:
         while True:
             items = [self._queue.get()]
-            if items[0] is not None and self._linger > 0:
+            # a catch-up (on start, after a failure) goes at once: a server waits for the
+            # first before it serves (what `stratoflow run` left unprojected)
+            if items[0] is not None and not isinstance(items[0], str) and self._linger > 0:
                 self._closing.wait(self._linger)
             while True:
                 try:
