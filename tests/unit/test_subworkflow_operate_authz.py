@@ -26,10 +26,10 @@ from tests.unit.test_subworkflow_rerun_authz import SUBX, fail, state
 
 from stratoflow.adapters.local.identity import SqliteIdentities
 from stratoflow.auth import Forbidden, Principal, Role
-from stratoflow.engine import RunState, TaskState
+from stratoflow.engine import AttemptResult, AttemptStatus, RunState, TaskState
 from stratoflow.engine import subworkflow as rules
 from stratoflow.engine.backfill import BackfillState
-from stratoflow.service import Scheduler
+from stratoflow.service import Finished, Scheduler
 
 CHILD = ("b", "flow")
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
@@ -426,3 +426,47 @@ def test_a_backfill_rerun_is_checked_against_the_versions_its_child_runs_pinned(
     assert state(w) == before
     allowed = w.call("root", "POST", "/workflows/dtop/backfills", again, project="a")
     assert allowed.status == 201, allowed.text
+
+
+def test_a_dependent_backfill_leaves_out_a_workflow_whose_runs_child_runs_reach_elsewhere(
+    w: World,
+) -> None:
+    """With ``rerun`` and ``dependents``, a dependent workflow whose existing runs would be
+    rerun, with the child runs they made in the versions those pinned, is left out where
+    those reach a project the caller may not trigger in (as one whose latest version
+    reaches there is); the root's own runs are checked as a plain backfill's."""
+    schedule = "schedule: {cron: '0 0 * * *', start: 2026-01-01T00:00:00}\n"
+    plain = "name: plain\nproject: a\n" + schedule + "tasks: {t: {type: shell, command: 'true'}}\n"
+    down = (
+        "name: down\nproject: a\n" + schedule + "tasks:\n"
+        "  wait: {type: dependency, all: [{workflow: plain, date: today}]}\n"
+        "  t: {type: workflow, workflow: b/mid, depends_on: [wait]}\n"
+    )
+    for source in (DEEP, MID_V1, plain, down):
+        assert w.call("root", "POST", "/workflows", {"source": source}).status == 201
+    body: dict[str, Any] = {"start": "2026-01-01", "end": "2026-01-01", "dependents": True}
+    made = w.call("root", "POST", "/workflows/plain/backfills", body, project="a")
+    assert made.status == 201, made.text
+    (down_backfill,) = made.body["dependents"]
+    scheduler = w.api.scheduler
+    plain_run = made.body["dates"][0]["run_id"]
+    scheduler.step()
+    ok = AttemptResult(AttemptStatus.SUCCEEDED)
+    scheduler.on_finished([Finished(plain_run, "t", 1, ok)])
+    down_run = w.store.get_backfill(down_backfill["id"]).dates[0].run_id
+    for _ in range(4):  # down's wait sees plain succeeded, its sub-workflow starts mid, deep
+        scheduler.step()
+    mid = rules.child_run_id(down_run, "t", ("b", "mid"))
+    fail(w, rules.child_run_id(mid, "t", ("c", "deep")), "first")
+    assert w.store.get_run(down_run).state is RunState.FAILED
+    assert w.call("root", "POST", "/workflows", {"source": MID_V2}).status == 201
+    # WHEN an operator of a and b backfills plain again with --rerun and its dependents
+    again = {**body, "rerun": "all"}
+    made = w.call("both", "POST", "/workflows/plain/backfills", again, project="a")
+    # THEN plain is backfilled, down left out: rerunning its run would restart a run in c
+    assert made.status == 201, made.text
+    assert made.body["dependents"] == []
+    # AND a superuser gets down's too
+    made = w.call("root", "POST", "/workflows/plain/backfills", again, project="a")
+    assert made.status == 201, made.text
+    assert [d["workflow"] for d in made.body["dependents"]] == ["down"]

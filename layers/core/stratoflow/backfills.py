@@ -19,6 +19,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from stratoflow import engine
+from stratoflow.auth import Forbidden
 from stratoflow.engine.backfill import (
     Action,
     Backfill,
@@ -172,6 +173,22 @@ class Backfills:
                 (project, name), {k: v[1] for k, v in specs.items()}, start=start, end=end,
                 dates=dates, order=order, root_schedule=spec.workflow.schedule, now=now,
             )  # fmt: skip
+            while may_rerun is not None and rerun is not Rerun.NONE:
+                # nor one whose runs a rerun would rerun reach elsewhere through the child
+                # runs they made (the versions those pinned): left out as well, and planned
+                # again without it (what depends only through it is left out with it)
+                refused = {
+                    (p.project, p.workflow)
+                    for p in plans
+                    if not self._may_rerun_runs(p.project, p.workflow, p.logical_dates, may_rerun)
+                }
+                if not refused:
+                    break
+                specs = {k: v for k, v in specs.items() if k not in refused}
+                plans = plan_dependents(
+                    (project, name), {k: v[1] for k, v in specs.items()}, start=start, end=end,
+                    dates=dates, order=order, root_schedule=spec.workflow.schedule, now=now,
+                )  # fmt: skip
             for plan in plans:
                 version, child_spec = specs[(plan.project, plan.workflow)]
                 children.append(
@@ -204,6 +221,25 @@ class Backfills:
             for child in children:  # a date two lanes reach has one run id: made once
                 self._advance_quietly(child.id)
             return root
+
+    def _may_rerun_runs(
+        self,
+        project: str,
+        name: str,
+        logical: Sequence[datetime],
+        may_rerun: Callable[[Run], None],
+    ) -> bool:
+        """Whether ``may_rerun`` lets each existing run of these dates be rerun."""
+        from stratoflow.service import scheduled_run_id
+
+        run_ids = [scheduled_run_id(project, name, d) for d in logical]
+        try:
+            for existing in self._read_runs(run_ids).values():
+                if existing is not None:
+                    may_rerun(existing)
+        except Forbidden:
+            return False
+        return True
 
     def _refuse_params_on_reruns(
         self, run_ids: Sequence[str], logical: Sequence[datetime], given: Mapping[str, Any],
