@@ -151,9 +151,7 @@ class Backfills:
         if given and rerun is not Rerun.NONE:
             self._refuse_params_on_reruns(run_ids, logical, given, rerun)
         if may_rerun is not None and rerun is not Rerun.NONE:
-            for existing in self._read_runs(run_ids).values():
-                if existing is not None:
-                    may_rerun(existing)
+            self._check_reruns(run_ids, may_rerun)
         root_id = backfill_id(project, name, now)
         children: list[Backfill] = []
         if dependents:
@@ -169,26 +167,25 @@ class Backfills:
                     if key == (project, name)
                     or all(map(may_trigger, s.subworkflows.projects_reached(spec_)))
                 }
-            plans = plan_dependents(
-                (project, name), {k: v[1] for k, v in specs.items()}, start=start, end=end,
-                dates=dates, order=order, root_schedule=spec.workflow.schedule, now=now,
-            )  # fmt: skip
-            while may_rerun is not None and rerun is not Rerun.NONE:
+            refused: set[tuple[str, str]] = set()
+            while True:
+                specs = {k: v for k, v in specs.items() if k not in refused}
+                plans = plan_dependents(
+                    (project, name), {k: v[1] for k, v in specs.items()}, start=start, end=end,
+                    dates=dates, order=order, root_schedule=spec.workflow.schedule, now=now,
+                )  # fmt: skip
+                if may_rerun is None or rerun is Rerun.NONE:
+                    break
                 # nor one whose runs a rerun would rerun reach elsewhere through the child
                 # runs they made (the versions those pinned): left out as well, and planned
                 # again without it (what depends only through it is left out with it)
                 refused = {
                     (p.project, p.workflow)
                     for p in plans
-                    if not self._may_rerun_runs(p.project, p.workflow, p.logical_dates, may_rerun)
+                    if not self._may_rerun_dates(p.project, p.workflow, p.logical_dates, may_rerun)
                 }
                 if not refused:
                     break
-                specs = {k: v for k, v in specs.items() if k not in refused}
-                plans = plan_dependents(
-                    (project, name), {k: v[1] for k, v in specs.items()}, start=start, end=end,
-                    dates=dates, order=order, root_schedule=spec.workflow.schedule, now=now,
-                )  # fmt: skip
             for plan in plans:
                 version, child_spec = specs[(plan.project, plan.workflow)]
                 children.append(
@@ -222,7 +219,13 @@ class Backfills:
                 self._advance_quietly(child.id)
             return root
 
-    def _may_rerun_runs(
+    def _check_reruns(self, run_ids: Sequence[str], may_rerun: Callable[[Run], None]) -> None:
+        """``may_rerun`` for each of these runs that exists (it raises to refuse)."""
+        for existing in self._read_runs(run_ids).values():
+            if existing is not None:
+                may_rerun(existing)
+
+    def _may_rerun_dates(
         self,
         project: str,
         name: str,
@@ -232,11 +235,8 @@ class Backfills:
         """Whether ``may_rerun`` lets each existing run of these dates be rerun."""
         from stratoflow.service import scheduled_run_id
 
-        run_ids = [scheduled_run_id(project, name, d) for d in logical]
         try:
-            for existing in self._read_runs(run_ids).values():
-                if existing is not None:
-                    may_rerun(existing)
+            self._check_reruns([scheduled_run_id(project, name, d) for d in logical], may_rerun)
         except Forbidden:
             return False
         return True

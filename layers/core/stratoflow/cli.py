@@ -341,17 +341,21 @@ def _of_note(runtime: Any, run_id: str) -> dict[str, Any]:
     cost ~50 ms at the end of a 2,000-task run."""
     from stratoflow.views import run_detail
 
-    run_ = runtime.store.get_run(run_id)
-    order = runtime.scheduler.spec(run_.project, run_.workflow, run_.version).dag.order
+    run_, order = _run_and_order(runtime, run_id)
     tasks, attempts = runtime.store.tasks_of_note(run_id)
     return run_detail(run_, tasks, attempts, order)
+
+
+def _run_and_order(runtime: Any, run_id: str) -> tuple[Any, tuple[str, ...]]:
+    """The run, and its workflow's tasks in the order views list them."""
+    run_ = runtime.store.get_run(run_id)
+    return run_, runtime.scheduler.spec(run_.project, run_.workflow, run_.version).dag.order
 
 
 def _detail(runtime: Any, run_id: str) -> dict[str, Any]:
     from stratoflow.views import run_detail
 
-    run_ = runtime.store.get_run(run_id)
-    order = runtime.scheduler.spec(run_.project, run_.workflow, run_.version).dag.order
+    run_, order = _run_and_order(runtime, run_id)
     return run_detail(
         run_, runtime.store.get_tasks(run_id), runtime.store.list_attempts(run_id), order
     )
@@ -376,8 +380,7 @@ def _live(runtime: Any, run_id: str) -> tuple[dict[str, Any], Counter[str]]:
     from stratoflow.views import run_detail
 
     store = runtime.store
-    run_ = store.get_run(run_id)
-    order = runtime.scheduler.spec(run_.project, run_.workflow, run_.version).dag.order
+    run_, order = _run_and_order(runtime, run_id)
     states = {task_id: state.value for task_id, state in store.task_states(run_id).items()}
     shown = _rows({t: states[t] for t in order if t in states})
     attempts = store.attempts_of(run_id, shown) if shown else []

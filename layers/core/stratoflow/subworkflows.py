@@ -17,7 +17,7 @@ of a child is kept).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -131,17 +131,10 @@ class SubWorkflows:
             if key not in seen:
                 self.check_caller(principal, spec, doing)
                 seen.add(key)
-            targets = rules.targets(spec)
-            if depth >= rules.MAX_DEPTH or not targets:
+            if depth >= rules.MAX_DEPTH:
                 continue
-            for task in s.store.get_tasks(current.id, sorted(targets)):
-                if task.attempt == 0:  # never started: no child run
-                    continue
-                child_id = rules.child_run_id(current.id, task.task_id, targets[task.task_id])
-                try:
-                    child = s.store.get_run(child_id)
-                except NotFound:
-                    continue
+            # a task never started (attempt 0) made no child run
+            for child in self._made_children(current, spec, lambda t: t.attempt > 0):
                 found += 1
                 if found > MAX_CHILD_RUNS_CHECKED:
                     raise Forbidden(
@@ -327,22 +320,26 @@ class SubWorkflows:
         """The child runs of ``run_id``'s running sub-workflow tasks that are in ``states``."""
         s = self.scheduler
         run = s.store.get_run(run_id)
-        spec = s._run_spec(run)
+        running = self._made_children(run, s._run_spec(run), lambda t: t.state is TaskState.RUNNING)
+        return [child for child in running if child.state in states]
+
+    def _made_children(
+        self, run: Run, spec: WorkflowSpec, tasks: Callable[[TaskInstance], bool]
+    ) -> Iterator[Run]:
+        """The child runs that the sub-workflow tasks of ``run`` (of version ``spec``)
+        picked by ``tasks`` made (one read of those tasks, one of each child run)."""
         wanted = rules.targets(spec)
         if not wanted:
-            return []
-        found = []
-        for ti in s.store.get_tasks(run_id, sorted(wanted)):
-            if ti.state is not TaskState.RUNNING:
+            return
+        store = self.scheduler.store
+        for ti in store.get_tasks(run.id, sorted(wanted)):
+            if not tasks(ti):
                 continue
-            child_id = rules.child_run_id(run_id, ti.task_id, wanted[ti.task_id])
             try:
-                child = s.store.get_run(child_id)
+                child = store.get_run(rules.child_run_id(run.id, ti.task_id, wanted[ti.task_id]))
             except NotFound:
                 continue
-            if child.state in states:
-                found.append(child)
-        return found
+            yield child
 
     def pause_children(self, run_id: str) -> None:
         """The parent was paused: pause its running children, marked as paused by it."""
