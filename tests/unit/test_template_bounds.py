@@ -5,6 +5,7 @@ once (not retried, not rendered again after a restart) while the other tasks go 
 from __future__ import annotations
 
 import json
+import time
 import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from tests.fakes import FakeClock, RecordingDispatcher
 
-from stratoflow import engine
+from stratoflow import _jinja_templating, engine
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.api.app import create_app
 from stratoflow.engine import TaskState
@@ -203,6 +204,51 @@ def test_one_budget_covers_every_render_inside_it() -> None:
             render("{{ params.region }}", CTX)
     # AND outside it, rendering is back to normal
     assert render("{{ params.region }}", CTX) == "eu"
+
+
+class _PausedProcess:
+    """``time`` as seen by a process paused for a second at each look at its monotonic clock
+    (descheduled on a busy machine, or a laptop asleep), with its CPU clock as it is."""
+
+    def __init__(self) -> None:
+        self.paused = 0.0
+
+    def monotonic(self) -> float:
+        self.paused += 1.0
+        return time.monotonic() + self.paused
+
+    def thread_time(self) -> float:
+        return time.thread_time()
+
+
+def test_a_render_paused_past_its_deadline_is_not_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a process paused far longer than the deadline while it renders
+    paused = _PausedProcess()
+    monkeypatch.setattr(_jinja_templating, "time", paused)
+    loop = "{% for a in range(200) %}{{ a }}{% endfor %}"
+    # WHEN a task's templates render, one by one and under one budget
+    assert render("echo {{ params.region }}", CTX) == "echo eu"
+    with bounded(Limits(seconds=0.05)):
+        assert render(loop, CTX) == "".join(map(str, range(200)))
+        assert render("{{ params.tables | join(',') }}", CTX) == "a,b"
+    # THEN they render: the wall clock ran for minutes, the renders used little CPU time
+    assert paused.paused > 60
+
+
+def test_a_paused_render_that_burns_its_cpu_time_still_stops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN the wall clock far ahead of the CPU clock, the deadline moved on each look
+    monkeypatch.setattr(_jinja_templating, "time", _PausedProcess())
+    loop = "{% for a in range(10000) %}{% for b in range(10000) %}{% endfor %}{% endfor %}"
+    started = time.thread_time()
+    with bounded(Limits(seconds=0.05)), pytest.raises(TemplateError) as caught:
+        render(loop, CTX)
+    # THEN the loop stops once it has used its CPU time, not much later
+    assert "deadline of 0.05 s of CPU time" in str(caught.value)
+    assert time.thread_time() - started < 2
 
 
 def test_a_bound_in_a_branch_never_taken_does_not_fail_the_render() -> None:

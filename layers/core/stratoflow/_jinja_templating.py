@@ -18,13 +18,17 @@ therefore bounded (:class:`Limits`), using the sandbox's own hooks:
 * sizes are "tree sizes" (characters of strings plus one per item, shared parts counted each
   time they occur), so a small template cannot build a structure that prints, hashes or
   compares in exponential time;
-* a wall-clock deadline is checked in every intercepted operation, every loop iteration and
+* a deadline of CPU time is checked in every intercepted operation, every loop iteration and
   every chunk of output, so a loop that writes nothing still stops;
 * the rendered text of one template is at most ``max_chars`` characters.
 
 A template over a bound raises :class:`TemplateError` naming the bound (``max_chars``, ...);
-the scheduler fails the task with that message and does not retry it. The deadline reads a
-monotonic clock: it measures the render's own duration, never the scheduler's "now".
+the scheduler fails the task with that message and does not retry it. The deadline counts
+the rendering thread's CPU time, never the scheduler's "now" nor the wall clock: a render is
+pure computation, and a process paused or descheduled mid-render (a busy machine, a laptop
+put to sleep) has not rendered for that long, so it must not fail a task that would pass on a
+quiet machine (it did: a fault sweep failed once under the suite's load). The monotonic clock
+stays the cheap check; the thread's CPU time is read only once it has passed.
 """
 
 from __future__ import annotations
@@ -72,13 +76,16 @@ class _OverBound(Exception):
 
 
 class _Budget:
-    """The bounds and deadline of the render in progress."""
+    """The bounds and deadline of the render in progress. ``timed=False``: no deadline."""
 
-    __slots__ = ("deadline", "exceeded", "limits", "sizes")
+    __slots__ = ("cpu_started", "deadline", "exceeded", "limits", "sizes")
 
-    def __init__(self, limits: Limits, deadline: float) -> None:
+    def __init__(self, limits: Limits, *, timed: bool = True) -> None:
         self.limits = limits
-        self.deadline = deadline
+        # the deadline on the monotonic clock: a thread's CPU time never runs faster than it,
+        # so until then the CPU budget cannot be spent (and reading it costs a system call)
+        self.deadline = time.monotonic() + limits.seconds if timed else math.inf
+        self.cpu_started = time.thread_time() if timed else 0.0
         self.exceeded: str | None = None
         # sizes of the large lists, tuples and dicts already measured (the sandbox cannot
         # change them), so [x, x] costs one step per x, not a walk: id -> (object, size)
@@ -93,7 +100,17 @@ class _Budget:
         if self.exceeded is not None:
             raise _OverBound(self.exceeded)
         if time.monotonic() > self.deadline:
-            self.over(f"rendering took longer than its deadline of {self.limits.seconds:g} s")
+            self._past_deadline()
+
+    def _past_deadline(self) -> None:
+        """The monotonic deadline passed: fail if the render's CPU time reached its budget,
+        else move the deadline to the earliest moment it could."""
+        left = self.limits.seconds - (time.thread_time() - self.cpu_started)
+        if left <= 0:
+            self.over(
+                f"rendering took longer than its deadline of {self.limits.seconds:g} s of CPU time"
+            )
+        self.deadline = time.monotonic() + left
 
     def chars(self, n: int, what: str) -> None:
         if n > self.limits.max_chars:
@@ -140,7 +157,7 @@ def _current() -> _Budget:
     """The active render's budget; outside a render (compile-time constant folding) the
     size bounds still hold, with no deadline."""
     budget = _BUDGET.get()
-    return budget if budget is not None else _Budget(LIMITS, math.inf)
+    return budget if budget is not None else _Budget(LIMITS, timed=False)
 
 
 @contextmanager
@@ -151,7 +168,7 @@ def bounded(limits: Limits | None = None) -> Iterator[None]:
         yield  # the outer budget's limits and deadline apply
         return
     chosen = limits or LIMITS
-    token = _BUDGET.set(_Budget(chosen, time.monotonic() + chosen.seconds))
+    token = _BUDGET.set(_Budget(chosen))
     try:
         yield
     finally:
@@ -1108,7 +1125,7 @@ def render(text: str, context: Mapping[str, Any]) -> str:
     budget = _BUDGET.get()
     token = None
     if budget is None:  # (not ``bounded()``: this is the hot path, and a plain set is cheaper)
-        budget = _Budget(LIMITS, time.monotonic() + LIMITS.seconds)
+        budget = _Budget(LIMITS)
         token = _BUDGET.set(budget)
     try:
         template = _compile(text)

@@ -28,7 +28,7 @@ from stratoflow.secrets import REFERENCE as SECRET_REFERENCE
 class Limits:
     """What one render may cost. The names appear in the errors of a template over them."""
 
-    seconds: float = 0.5  # wall-clock deadline of one render (of a whole task's templates)
+    seconds: float = 0.5  # CPU time of one render (of a whole task's templates)
     max_chars: int = 1_000_000  # characters of the rendered text, or size of any value built
     max_width: int = 10_000  # a width, precision, fill count or tab size given to a format
     max_range: int = 10_000  # items of one range()
