@@ -21,7 +21,7 @@ from playwright.sync_api import expect
 from stratoflow.cli import main
 from tests.browser.conftest import ROOT, Shots
 from tests.e2e.server_process import ServerProcess
-from tests.logframe import framed
+from tests.logframe import framed, pid_of
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -303,7 +303,7 @@ def test_a_long_log_is_read_in_pages(page: Any, server: ServerProcess, api: http
     more = page.get_by_role("button", name=re.compile(r"^Load more"))
     expect(run_badge(page)).to_have_text("succeeded", timeout=RUN_TIMEOUT)
     expect(log).to_contain_text("1\n2\n3\n")
-    start, end = framed("count", "").splitlines(keepends=True)
+    start, end = framed("count", "", pid=pid_of(log.inner_text())).splitlines(keepends=True)
     size = len(start) + 588_895 + len(end)
     expect(more).to_have_text(re.compile(rf"\({size - 262_144:,} bytes left\)"))
     assert "100000" not in log.inner_text()

@@ -13,16 +13,19 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from stratoflow.adapters.local.executor import LocalExecutor, live_wrappers
 from stratoflow.engine import AttemptStatus, RenderedTask, TaskInstance, TaskState
 from stratoflow.ports import AttemptSpec
+from tests.logframe import pid_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -192,3 +195,144 @@ def test_an_attempt_an_earlier_version_started_is_read_from_its_exit_file(
     assert report.results[(RUN, "old", 1)].exit_code == 3
     assert report.results[(RUN, "older", 1)].status is AttemptStatus.LOST  # started, no status
     assert report.not_started == []
+
+
+def _replaced_then_orphaned(tmp_path: Path, task: str, command: str) -> int:
+    """Start ``command``, an ``exec`` of another program, wait until that program replaced
+    the wrapper, stop the executor: the pid the log's start line names."""
+    first = _executor(tmp_path)
+    try:
+        first.dispatch(_spec(task, command))
+        log = first.root / RUN / f"{task}.1.log"
+        _until(lambda: log.exists() and b", pid " in log.read_bytes())
+        pid = pid_of(log.read_text())
+        _until(lambda: Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep\0"))
+    finally:
+        first.close()
+    assert live_wrappers(first.root) == {}  # its command line is the body's now
+    return pid
+
+
+def _second(tmp_path: Path, reports: list[tuple[Any, ...]]) -> LocalExecutor:
+    home = tmp_path / "home"
+    return LocalExecutor(
+        home / "logs", lambda *a: reports.append(a), work_root=tmp_path / "work", protect=home
+    )
+
+
+def _alive(pid: int) -> bool:
+    return not _gone(pid)
+
+
+@pytest.mark.parametrize("recovered", [True, False], ids=["recovered", "killed-unrecovered"])
+def test_a_body_that_replaced_its_wrapper_with_exec_is_found_again_after_a_restart(
+    tmp_path: Path, recovered: bool
+) -> None:
+    # a restarted scheduler found wrappers by their command line only: an `exec` in the body
+    # took it away, so the attempt was reported LOST while it ran on (a retry would run beside
+    # it) and a stop could not reach it
+    pid = _replaced_then_orphaned(tmp_path, "replaced", "exec sleep 30")
+    reports: list[tuple[Any, ...]] = []
+    second = _second(tmp_path, reports)
+    try:
+        if recovered:
+            report = second.recover([_running("replaced")])
+            assert report.results == {}  # still running: watched, not LOST
+            assert report.not_started == []
+            time.sleep(0.2)
+            assert _alive(pid)  # and left running
+        second.kill(RUN, "replaced", 1)
+        _until(lambda: _gone(pid))
+        if recovered:
+            _until(lambda: bool(reports))
+    finally:
+        second.close()
+    if recovered:
+        assert [(r[:3], r[3].status) for r in reports] == [
+            ((RUN, "replaced", 1), AttemptStatus.STOPPED)
+        ]
+
+
+def test_a_replaced_wrapper_that_ends_while_watched_is_lost(tmp_path: Path) -> None:
+    pid = _replaced_then_orphaned(tmp_path, "short", "exec sleep 30")
+    reports: list[tuple[Any, ...]] = []
+    second = _second(tmp_path, reports)
+    try:
+        assert second.recover([_running("short")]).results == {}
+        os.kill(pid, signal.SIGTERM)  # it ends on its own (not stopped by the scheduler)
+        _until(lambda: _gone(pid))
+        _until(lambda: bool(reports))
+    finally:
+        second.close()
+    (result,) = [r[3] for r in reports]
+    assert result.status is AttemptStatus.LOST  # exec leaves no exit record: unknown end
+
+
+@pytest.mark.parametrize("impostor", ["another-environment", "not-a-session-leader"])
+def test_a_process_the_log_names_is_not_taken_for_the_wrapper_unless_it_is_one(
+    tmp_path: Path, impostor: str
+) -> None:
+    """A pid reused since (or a line the body wrote over its log's first): the process it
+    names must lead a session of its own and carry the attempt's environment, or the
+    attempt is LOST as before, and that process is neither watched nor stopped."""
+    pid = _replaced_then_orphaned(tmp_path, "named", "exec sleep 30")
+    os.kill(pid, signal.SIGKILL)
+    _until(lambda: _gone(pid))
+    second = _executor(tmp_path)
+    output = second._file_text(RUN, "named", 1, ".out")
+    if impostor == "another-environment":  # leads a session, but not with the attempt's env
+        env = {"PATH": os.defpath, "STRATOFLOW_OUTPUT": output + "x"}
+        other = subprocess.Popen(["sleep", "30"], env=env, start_new_session=True)
+    else:  # the attempt's environment, in no session of its own
+        env = {"PATH": os.defpath, "STRATOFLOW_OUTPUT": output}
+        other = subprocess.Popen(["sleep", "30"], env=env)
+    try:
+        log = second.root / RUN / "named.1.log"
+        log.write_text(log.read_text().replace(f"pid {pid}\n", f"pid {other.pid}\n", 1))
+        report = second.recover([_running("named")])
+        second.kill(RUN, "named", 1)
+        time.sleep(0.2)
+        assert other.poll() is None  # neither stopped nor killed
+    finally:
+        second.close()
+        other.kill()
+        other.wait()
+    assert report.results[(RUN, "named", 1)].status is AttemptStatus.LOST
+
+
+def test_recovery_builds_no_path_of_ids_another_process_carries(tmp_path: Path) -> None:
+    """Any session leader may carry an attempt's variables: a run id that climbs out of the
+    home must not make recovery open what it names (a FIFO there hung it for good)."""
+    second = _executor(tmp_path)
+    climb = "../../../../../../../../../.." + str(tmp_path / "trap")
+    (tmp_path / "trap").mkdir()
+    os.mkfifo(tmp_path / "trap" / "t.1.log")
+    env = {
+        "PATH": os.defpath,
+        "STRATOFLOW_OUTPUT": f"{second._work_root_text}/x/t.1.out",
+        "STRATOFLOW_RUN_ID": climb,
+        "STRATOFLOW_TASK_ID": "t",
+        "STRATOFLOW_ATTEMPT": "1",
+    }
+    other = subprocess.Popen(["sleep", "30"], env=env, start_new_session=True)
+    try:
+        time.sleep(0.1)
+        assert second.recover([]).results == {}  # returns (the module's timeout: a hang)
+        assert other.poll() is None
+    finally:
+        second.close()
+        other.kill()
+        other.wait()
+
+
+def test_a_replaced_wrapper_whose_task_was_stopped_while_down_is_killed_at_recovery(
+    tmp_path: Path,
+) -> None:
+    pid = _replaced_then_orphaned(tmp_path, "stopped", "exec sleep 30")
+    second = _executor(tmp_path)
+    try:
+        report = second.recover([])  # its task is no longer running: stopped meanwhile
+        _until(lambda: _gone(pid))
+    finally:
+        second.close()
+    assert report.results == {}

@@ -26,7 +26,7 @@ from stratoflow.cli import main
 from stratoflow.secrets import Masker, mask_outputs
 from tests.e2e.http_stub import json_stub
 from tests.e2e.server_process import first_admin_token, free_port
-from tests.logframe import framed
+from tests.logframe import framed, pid_of
 from tests.readmodel.conftest import ADMIN_URL, admin_connection, scratch_url
 
 pytestmark = pytest.mark.e2e
@@ -229,7 +229,7 @@ def test_the_canary_reaches_the_task_and_nothing_else(
     log = server.get(f"/runs/{run_id}/tasks/use/attempts/1/log")
     # ... and after it the executor's note on the output it masked (`echoed`)
     _, note = mask_outputs(Masker([CANARY]), {"echoed": CANARY})
-    whole = framed("use", "the task prints its own secret: ***\n") + str(note)
+    whole = framed("use", "the task prints its own secret: ***\n", pid=pid_of(log.text)) + str(note)
     assert log.text == whole
     for limit in (7, 20, 33):  # paged: a value split across pages is still masked
         text, offset = "", 0

@@ -13,14 +13,14 @@ def _log(tmp_path: Path, text: str) -> Path:
     return path
 
 
-START = STARTED_LINE.format(task="t", attempt=1)
+START = STARTED_LINE.format(task="t", attempt=1, pid=4242)
 
 
 def test_a_framed_log_gives_its_start_and_its_last_status(tmp_path: Path) -> None:
     text = START + "work\n[stratoflow] task t attempt 1 exited with code 4\n"
     path = _log(tmp_path, text)
     # written_at: the log's mtime, when the attempt ended (recovery's end time)
-    assert log_record(path, "t", 1) == LogRecord(True, 4, path.stat().st_mtime)
+    assert log_record(path, "t", 1) == LogRecord(True, 4, path.stat().st_mtime, pid=4242)
 
 
 def test_no_start_line_is_no_start_and_no_record_is_no_status(tmp_path: Path) -> None:
@@ -29,6 +29,24 @@ def test_no_start_line_is_no_start_and_no_record_is_no_status(tmp_path: Path) ->
     assert log_record(tmp_path / "missing.log", "t", 1) == LogRecord(False, None)
     # a start line that is not at the top was printed by the task, not the wrapper
     assert log_record(_log(tmp_path, "x\n" + START), "t", 1).started is False
+
+
+def test_the_start_line_names_the_wrapper_s_pid_and_an_older_one_still_counts(
+    tmp_path: Path,
+) -> None:
+    # the pid recovery finds a wrapper by once its body replaced it with `exec`
+    assert log_record(_log(tmp_path, START + "x\n"), "t", 1)[::3] == (True, 4242)
+    # an earlier version's start line names none: started all the same
+    old = "[stratoflow] task t attempt 1 started\nx\n"
+    assert log_record(_log(tmp_path, old), "t", 1)[::3] == (True, None)
+    # a pid cut short or garbled: started (never started afresh), no pid to look for
+    for garbled in (", pid \n", ", pid 12x\n", ", pid 12"):
+        text = "[stratoflow] task t attempt 1 started" + garbled + "x\n"
+        assert log_record(_log(tmp_path, text), "t", 1)[::3] == (True, None), garbled
+    # attempt 1's prefix is not attempt 10's
+    ten = STARTED_LINE.format(task="t", attempt=10, pid=7)
+    assert log_record(_log(tmp_path, ten), "t", 1).started is False
+    assert log_record(_log(tmp_path, ten), "t", 10)[::3] == (True, 7)
 
 
 def test_a_record_for_another_attempt_or_task_is_not_this_ones(tmp_path: Path) -> None:

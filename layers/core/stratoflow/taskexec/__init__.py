@@ -26,11 +26,16 @@ MAX_RESULT_BYTES = 4 << 20
 # scheduler that was not alive to wait for it. Both go to the log the scheduler created, so an
 # attempt's start makes no file of its own (each new file cost ~0.2-0.7 ms of CPU on the ext4
 # of the machines measured; docs/benchmarks.md).
-STARTED_LINE = "[stratoflow] task {task} attempt {attempt} started\n"
+# The start line names the wrapper's pid: a body that replaces the wrapper shell with `exec cmd`
+# leaves a process whose command line is its own, which a restarted scheduler finds by that pid
+# (an earlier version's line ends at "started").
+STARTED_LINE = "[stratoflow] task {task} attempt {attempt} started, pid {pid}\n"
+_STARTED_HEAD = "[stratoflow] task {task} attempt {attempt} started"
+_PID = re.compile(rb", pid ([1-9][0-9]{0,9})\n")
 EXITED_LINE = "[stratoflow] task {task} attempt {attempt} exited with code {code}\n"
 _EXITED = re.compile(rb"\[stratoflow\] task (\S+) attempt (\d+) exited with code (\d+)\n")
 _FRAME = re.compile(
-    r"^\[stratoflow\] task \S+ attempt \d+ started$|"
+    r"^\[stratoflow\] task \S+ attempt \d+ started(?:, pid \d+)?$|"
     r"\[stratoflow\] task \S+ attempt \d+ exited with code \d+$"
 )
 RECORD_WINDOW = 4096  # how far from the log's end the exit record is looked for
@@ -46,6 +51,8 @@ class LogRecord(NamedTuple):
     # for its size anyway): the wrapper's exit record is its last write, so where there is
     # one, when the attempt ended (output a background process wrote later moves it on)
     written_at: float | None = None
+    # the wrapper's pid, as its start line names it (None: a line an earlier version wrote)
+    pid: int | None = None
 
 
 def log_record(path: str | Path, task_id: str, attempt: int) -> LogRecord:
@@ -53,15 +60,17 @@ def log_record(path: str | Path, task_id: str, attempt: int) -> LogRecord:
     attempt within its last ``RECORD_WINDOW`` bytes (output a background process wrote
     after the trap is allowed for; a record further back is not looked for: LOST is the
     safe answer). A missing log: not started."""
-    start = STARTED_LINE.format(task=task_id, attempt=attempt).encode()
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    start = _STARTED_HEAD.format(task=task_id, attempt=attempt).encode()
+    try:  # (non-blocking, and only a regular file is read: never a FIFO put in its place)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return LogRecord(False, None)
     try:
-        head = os.pread(fd, len(start), 0)
-        stat = os.fstat(fd)
-        size = stat.st_size
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return LogRecord(False, None)
+        head = os.pread(fd, len(start) + 20, 0)  # and ", pid <at most 10 digits>\n"
+        size = info.st_size
         end = os.pread(fd, RECORD_WINDOW, max(size - RECORD_WINDOW, 0))
     except OSError:
         return LogRecord(False, None)
@@ -71,7 +80,11 @@ def log_record(path: str | Path, task_id: str, attempt: int) -> LogRecord:
     for m in _EXITED.finditer(end):
         if m[1].decode(errors="replace") == task_id and int(m[2]) == attempt:
             status = int(m[3])
-    return LogRecord(head == start, status, stat.st_mtime)
+    rest = head[len(start) :] if head.startswith(start) else b""
+    named = _PID.match(rest)  # a line cut short, or garbled: started, no pid known
+    return LogRecord(
+        head.startswith(start), status, info.st_mtime, int(named[1]) if named else None
+    )
 
 
 class TaskFileTooLarge(ValueError):

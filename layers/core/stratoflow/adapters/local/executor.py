@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import queue
+import re
 import select
 import shlex
 import shutil
@@ -90,15 +91,18 @@ log = logging.getLogger("stratoflow.executor")
 # task's own uid only) and runs in this shell: a subshell per task would cost more than the
 # scheduler's own work. A scheduler that is alive takes the exit status from waitpid (which
 # also covers a body that replaces the shell with `exec cmd`); the trap's record is for one that
-# was not alive to wait. Both the record and the line that says "it started" (written before
-# the body runs: a claimed attempt without it was never started, the scheduler died before the
-# exec) go to the attempt's log, through a descriptor of its own, so a body that redirects its
-# output still leaves them there (taskexec.log_record reads them; taskexec.tail leaves them out
-# of an error's last output). No file is made for them: a new file per attempt cost the task
-# ~0.45 ms of CPU on the ext4 measured (docs/benchmarks.md). The two lines are made from the
-# text recovery reads back (taskexec.STARTED_LINE and EXITED_LINE).
+# was not alive to wait. The start line names the shell's pid ($$): a restarted scheduler finds
+# a wrapper by its argv, or, once `exec cmd` replaced it (argv and traps gone, no record to
+# come), by that pid (_replaced_wrapper), and watches and stops it as any other. Both the
+# record and the line that says "it started" (written before the body runs: a claimed attempt
+# without it was never started, the scheduler died before the exec) go to the attempt's log,
+# through a descriptor of its own, so a body that redirects its output still leaves them there
+# (taskexec.log_record reads them; taskexec.tail leaves them out of an error's last output).
+# No file is made for them: a new file per attempt cost the task ~0.45 ms of CPU on the ext4
+# measured (docs/benchmarks.md). The two lines are made from the text recovery reads back
+# (taskexec.STARTED_LINE and EXITED_LINE).
 _NAMES = {"task": "$__stratoflow_task", "attempt": "$__stratoflow_attempt"}
-_STARTED = STARTED_LINE.format(**_NAMES).rstrip("\n")
+_STARTED = STARTED_LINE.format(**_NAMES, pid="$$").rstrip("\n")
 _EXITED = EXITED_LINE.format(**_NAMES, code="$__stratoflow_rc").rstrip("\n")
 # Killed by a signal it catches (TERM, HUP, INT...), bash runs its EXIT trap with $? the status
 # of the last command that ended, 0 after a `sleep` it was waiting for: a task killed while its
@@ -248,6 +252,66 @@ def _is_wrapper(pid: int, run_dir: Path, name: str) -> bool:
     """Is ``pid`` (still) the wrapper of this attempt, and not a reused pid?"""
     argv = _wrapper_argv(pid)
     return argv is not None and WRAPPER_NAME in argv and str(run_dir) in argv and name in argv
+
+
+def _replaced_wrapper(pid: int, output: str) -> bool:
+    """Whether ``pid``, the wrapper an attempt's log names, still runs as that attempt's after
+    its body replaced the shell (``exec cmd``: the command line is the body's now, which
+    :func:`live_wrappers` does not know): it leads its own session, as every wrapper does, and
+    the environment it was started with names the attempt's output file (its work root, run,
+    task and attempt). A pid reused by another process fails one or the other (a descendant of the
+    attempt that made a session of its own has a pid of its own); a zombie's environment is
+    empty. Not found (LOST, as before): a program started with another environment (``exec
+    env -i``, ``exec -c``, $STRATOFLOW_OUTPUT changed), one that writes over its environment
+    (a process title) or makes it unreadable to a server of its uid (not dumpable)."""
+    environ = _leader_environ(str(pid))
+    return environ is not None and b"STRATOFLOW_OUTPUT=" + output.encode() in environ
+
+
+def _leader_environ(pid: str) -> list[bytes] | None:
+    """The environment ``pid`` was started with (``NAME=value`` entries), if it leads a
+    session of its own (as every wrapper does), else None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        fields = stat[stat.rfind(b")") + 1 :].split()  # after the command name: it may hold ")"
+        if len(fields) < 4 or fields[3] != pid.encode():  # state, ppid, pgrp, session
+            return None
+        return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+
+
+def _session_leaders_of_attempts(work_root: str) -> dict[tuple[str, str], list[int]]:
+    """(run id, attempt name) -> the pids of the processes that lead a session of their own
+    and were started with the environment of an attempt whose work dir is under
+    ``work_root``: wrappers (those :func:`live_wrappers` knows, and those whose body replaced
+    them with ``exec``) and any process of an attempt that made a session of its own; the
+    caller keeps the pid the attempt's log names. A walk of /proc (at recovery only)."""
+    found: dict[tuple[str, str], list[int]] = {}
+    prefix = (work_root.rstrip(os.sep) + os.sep).encode()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        environ = _leader_environ(entry.name)
+        if environ is None:
+            continue
+        env = dict(v.split(b"=", 1) for v in environ if b"=" in v)
+        if not env.get(b"STRATOFLOW_OUTPUT", b"").startswith(prefix):
+            continue
+        # ids anyone can set (any session leader may carry them): the caller builds paths of
+        # them, so only those a run and a task could have ("../x" reads no file elsewhere)
+        run_id, task_id = env.get(b"STRATOFLOW_RUN_ID", b""), env.get(b"STRATOFLOW_TASK_ID", b"")
+        attempt = env.get(b"STRATOFLOW_ATTEMPT", b"")
+        if not (_RUN_ID.match(run_id) and _TASK_ID.match(task_id) and _ATTEMPT.match(attempt)):
+            continue
+        name = f"{task_id.decode()}.{int(attempt)}"
+        found.setdefault((run_id.decode(), name), []).append(int(entry.name))
+    return found
+
+
+_RUN_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9_.:-]{0,249}\Z")  # as the API takes them
+_TASK_ID = re.compile(rb"[A-Za-z0-9_-]{1,128}\Z")  # as a workflow declares them
+_ATTEMPT = re.compile(rb"[1-9][0-9]{0,8}\Z")
 
 
 def live_wrappers(root: Path) -> dict[tuple[str, str], int]:
@@ -767,6 +831,13 @@ class LocalExecutor(Dispatcher):
         text = legacy.strip()
         return LogRecord(True, int(text) if text.lstrip("-").isdigit() else None)
 
+    def _replaced(self, run_id: str, task_id: str, attempt: int) -> int | None:
+        """The pid of this attempt's wrapper when its body replaced it with ``exec`` and it
+        still runs (the pid its log's start line names: :func:`_replaced_wrapper`)."""
+        pid = self._record(run_id, task_id, attempt).pid
+        output = self._file_text(run_id, task_id, attempt, ".out")
+        return pid if pid is not None and _replaced_wrapper(pid, output) else None
+
     def _exit_status(self, run_id: str, task_id: str, attempt: int) -> int | None:
         """The status the wrapper's trap recorded, if it did."""
         return self._record(run_id, task_id, attempt).status
@@ -1087,6 +1158,8 @@ class LocalExecutor(Dispatcher):
         wrapper if it still runs, else take what it recorded."""
         name = f"{live.task_id}.{live.attempt}"
         pid = live_wrappers(self.root).get((live.run_id, name))
+        if pid is None:
+            pid = self._replaced(live.run_id, live.task_id, live.attempt)
         if pid is not None:
             live.pid = pid
             self._watch_pid(live)
@@ -1322,6 +1395,8 @@ class LocalExecutor(Dispatcher):
         if live is None:  # not ours (e.g. started before a restart): find it by its command line
             pid = live_wrappers(self.root).get((run_id, f"{task_id}.{attempt}"))
             if pid is None:
+                pid = self._replaced(*key)
+            if pid is None:
                 return
             live = _Live(*key, pid=pid, killed=True)
         if not live.pid:
@@ -1402,6 +1477,10 @@ class LocalExecutor(Dispatcher):
                 )
             elif (ti.run_id, name) in alive:
                 self._watch_pid(_Live(*key, pid=alive[(ti.run_id, name)]))
+            elif record.pid is not None and _replaced_wrapper(
+                record.pid, self._file_text(*key, ".out")
+            ):  # its body replaced the wrapper (exec): watched as it; no record, so it ends LOST
+                self._watch_pid(_Live(*key, pid=record.pid))
             elif record.started:  # started, then died without its trap
                 report.results[key] = self._masked(ti.run_id, self.result(*key, None), None)
             else:  # never started (perhaps claimed just before we died): start it afresh
@@ -1412,6 +1491,14 @@ class LocalExecutor(Dispatcher):
         for (run_id, name), pid in alive.items():
             if (run_id, name) not in wanted and _is_wrapper(pid, self.run_dir(run_id), name):
                 _kill_group(pid, signal.SIGKILL)
+        # and those whose body replaced them with `exec` (the pid their log names)
+        for (run_id, name), pids in _session_leaders_of_attempts(self._work_root_text).items():
+            if (run_id, name) in wanted or (run_id, name) in alive:
+                continue
+            task_id, _, number = name.rpartition(".")
+            replaced = self._replaced(run_id, task_id, int(number))
+            if replaced in pids:
+                _kill_group(replaced, signal.SIGKILL)
         return report
 
     def close(self) -> None:
