@@ -336,3 +336,35 @@ def test_a_replaced_wrapper_whose_task_was_stopped_while_down_is_killed_at_recov
     finally:
         second.close()
     assert report.results == {}
+
+
+def test_a_task_bash_warns_about_before_its_start_line_is_not_started_again(
+    tmp_path: Path,
+) -> None:
+    # bash warns of a locale it lacks before the wrapper writes its first line: recovery
+    # missed the start line (and the pid it names), took the attempt whose body had replaced
+    # the wrapper for one never started, and started it again beside the running one
+    first = _executor(tmp_path)
+    spec = AttemptSpec(
+        RUN, "warned", 1,
+        RenderedTask("shell", {"command": "exec sleep 30"}, {}, {"LC_ALL": "xx_XX.UTF-8"}),
+        datetime(2026, 12, 4, tzinfo=UTC), "wf", "p",
+    )  # fmt: skip
+    log = first.root / RUN / "warned.1.log"
+    try:
+        first.dispatch(spec)
+        _until(lambda: log.exists() and b", pid " in log.read_bytes())
+        warning, start = log.read_text().splitlines()[:2]
+        pid = pid_of(start + "\n")
+        _until(lambda: Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep\0"))
+    finally:
+        first.close()
+    assert "bash: warning: setlocale" in warning
+    second = _executor(tmp_path)
+    try:
+        report = second.recover([_running("warned")])
+        assert (report.results, report.not_started) == ({}, [])  # running: watched
+        second.kill(RUN, "warned", 1)
+        _until(lambda: _gone(pid))
+    finally:
+        second.close()

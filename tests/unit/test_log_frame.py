@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stratoflow.taskexec import RECORD_WINDOW, STARTED_LINE, LogRecord, log_record, tail
+from stratoflow.taskexec import (
+    HEAD_WINDOW,
+    RECORD_WINDOW,
+    STARTED_LINE,
+    LogRecord,
+    log_record,
+    tail,
+)
 
 
 def _log(tmp_path: Path, text: str) -> Path:
@@ -27,8 +34,17 @@ def test_no_start_line_is_no_start_and_no_record_is_no_status(tmp_path: Path) ->
     assert log_record(_log(tmp_path, ""), "t", 1)[:2] == (False, None)
     assert log_record(_log(tmp_path, START + "half way"), "t", 1)[:2] == (True, None)
     assert log_record(tmp_path / "missing.log", "t", 1) == LogRecord(False, None)
-    # a start line that is not at the top was printed by the task, not the wrapper
-    assert log_record(_log(tmp_path, "x\n" + START), "t", 1).started is False
+    # a start line within a line is not one; one beyond the head window is not looked for
+    assert log_record(_log(tmp_path, "x" + START), "t", 1).started is False
+    far = "x" * (HEAD_WINDOW - 10) + "\n" + START
+    assert log_record(_log(tmp_path, far), "t", 1).started is False
+
+
+def test_what_bash_wrote_before_the_start_line_does_not_hide_it(tmp_path: Path) -> None:
+    # a task whose locale is not installed: bash warns before the wrapper's first line (a
+    # start looked for at the top only was "never started", and started again beside itself)
+    warned = "bash: warning: setlocale: LC_ALL: cannot change locale (xx_XX.UTF-8)\n" + START
+    assert log_record(_log(tmp_path, warned + "x\n"), "t", 1)[::3] == (True, 4242)
 
 
 def test_the_start_line_names_the_wrapper_s_pid_and_an_older_one_still_counts(

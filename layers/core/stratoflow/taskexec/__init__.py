@@ -39,6 +39,7 @@ _FRAME = re.compile(
     r"\[stratoflow\] task \S+ attempt \d+ exited with code \d+$"
 )
 RECORD_WINDOW = 4096  # how far from the log's end the exit record is looked for
+HEAD_WINDOW = 4096  # how far from the log's start the start line is (bash may warn first)
 
 
 class LogRecord(NamedTuple):
@@ -56,10 +57,17 @@ class LogRecord(NamedTuple):
 
 
 def log_record(path: str | Path, task_id: str, attempt: int) -> LogRecord:
-    """The start line at the top of the attempt's log and the last exit record of this
+    """The start line near the top of the attempt's log and the last exit record of this
     attempt within its last ``RECORD_WINDOW`` bytes (output a background process wrote
     after the trap is allowed for; a record further back is not looked for: LOST is the
-    safe answer). A missing log: not started."""
+    safe answer). A missing log: not started.
+
+    The start line is the wrapper's first write, but bash may write before it: a warning
+    of its own start-up (``setlocale: LC_ALL: cannot change locale``, common where a task's
+    or the server's locale is not installed). A start looked for at the very top only was
+    then "never started", and a restarted scheduler started the attempt again beside the
+    one still running. Nothing of the body can come before the line (it runs after it), so
+    the first line that is the start line within ``HEAD_WINDOW`` bytes counts."""
     start = _STARTED_HEAD.format(task=task_id, attempt=attempt).encode()
     try:  # (non-blocking, and only a regular file is read: never a FIFO put in its place)
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -69,7 +77,7 @@ def log_record(path: str | Path, task_id: str, attempt: int) -> LogRecord:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             return LogRecord(False, None)
-        head = os.pread(fd, len(start) + 20, 0)  # and ", pid <at most 10 digits>\n"
+        head = os.pread(fd, HEAD_WINDOW, 0)
         size = info.st_size
         end = os.pread(fd, RECORD_WINDOW, max(size - RECORD_WINDOW, 0))
     except OSError:
@@ -80,11 +88,13 @@ def log_record(path: str | Path, task_id: str, attempt: int) -> LogRecord:
     for m in _EXITED.finditer(end):
         if m[1].decode(errors="replace") == task_id and int(m[2]) == attempt:
             status = int(m[3])
-    rest = head[len(start) :] if head.startswith(start) else b""
-    named = _PID.match(rest)  # a line cut short, or garbled: started, no pid known
-    return LogRecord(
-        head.startswith(start), status, info.st_mtime, int(named[1]) if named else None
-    )
+    if head.startswith(start):
+        at = 0
+    else:  # after what bash wrote first, at the start of a line
+        found = head.find(b"\n" + start)
+        at = found + 1 if found >= 0 else -1
+    named = _PID.match(head, at + len(start)) if at >= 0 else None  # cut short: no pid known
+    return LogRecord(at >= 0, status, info.st_mtime, int(named[1]) if named else None)
 
 
 class TaskFileTooLarge(ValueError):
