@@ -32,9 +32,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 RUN = "p.r1"
 
 
-def _executor(tmp_path: Path) -> LocalExecutor:
+def _executor(tmp_path: Path, reports: list[tuple[Any, ...]] | None = None) -> LocalExecutor:
+    """An executor on the test's home; what it reports goes to ``reports``, if given."""
     home = tmp_path / "home"
-    return LocalExecutor(home / "logs", lambda *_: None, work_root=tmp_path / "work", protect=home)
+    report = (lambda *_: None) if reports is None else (lambda *a: reports.append(a))
+    return LocalExecutor(home / "logs", report, work_root=tmp_path / "work", protect=home)
 
 
 def _spec(task: str, command: str) -> AttemptSpec:
@@ -213,13 +215,6 @@ def _replaced_then_orphaned(tmp_path: Path, task: str, command: str) -> int:
     return pid
 
 
-def _second(tmp_path: Path, reports: list[tuple[Any, ...]]) -> LocalExecutor:
-    home = tmp_path / "home"
-    return LocalExecutor(
-        home / "logs", lambda *a: reports.append(a), work_root=tmp_path / "work", protect=home
-    )
-
-
 def _alive(pid: int) -> bool:
     return not _gone(pid)
 
@@ -233,7 +228,7 @@ def test_a_body_that_replaced_its_wrapper_with_exec_is_found_again_after_a_resta
     # it) and a stop could not reach it
     pid = _replaced_then_orphaned(tmp_path, "replaced", "exec sleep 30")
     reports: list[tuple[Any, ...]] = []
-    second = _second(tmp_path, reports)
+    second = _executor(tmp_path, reports)
     try:
         if recovered:
             report = second.recover([_running("replaced")])
@@ -256,7 +251,7 @@ def test_a_body_that_replaced_its_wrapper_with_exec_is_found_again_after_a_resta
 def test_a_replaced_wrapper_that_ends_while_watched_is_lost(tmp_path: Path) -> None:
     pid = _replaced_then_orphaned(tmp_path, "short", "exec sleep 30")
     reports: list[tuple[Any, ...]] = []
-    second = _second(tmp_path, reports)
+    second = _executor(tmp_path, reports)
     try:
         assert second.recover([_running("short")]).results == {}
         os.kill(pid, signal.SIGTERM)  # it ends on its own (not stopped by the scheduler)

@@ -29,8 +29,8 @@ MAX_RESULT_BYTES = 4 << 20
 # The start line names the wrapper's pid: a body that replaces the wrapper shell with `exec cmd`
 # leaves a process whose command line is its own, which a restarted scheduler finds by that pid
 # (an earlier version's line ends at "started").
-STARTED_LINE = "[stratoflow] task {task} attempt {attempt} started, pid {pid}\n"
 _STARTED_HEAD = "[stratoflow] task {task} attempt {attempt} started"
+STARTED_LINE = _STARTED_HEAD + ", pid {pid}\n"
 _PID = re.compile(rb", pid ([1-9][0-9]{0,9})\n")
 EXITED_LINE = "[stratoflow] task {task} attempt {attempt} exited with code {code}\n"
 _EXITED = re.compile(rb"\[stratoflow\] task (\S+) attempt (\d+) exited with code (\d+)\n")

@@ -259,9 +259,9 @@ def _replaced_wrapper(pid: int, output: str) -> bool:
     its body replaced the shell (``exec cmd``: the command line is the body's now, which
     :func:`live_wrappers` does not know): it leads its own session, as every wrapper does, and
     the environment it was started with names the attempt's output file (its work root, run,
-    task and attempt). A pid reused by another process fails one or the other (a descendant of the
-    attempt that made a session of its own has a pid of its own); a zombie's environment is
-    empty. Not found (LOST, as before): a program started with another environment (``exec
+    task and attempt). A pid reused by another process fails one or the other (a descendant
+    of the attempt that made a session of its own has a pid of its own); a zombie's
+    environment is empty. Not found (LOST, as before): a program started with another environment (``exec
     env -i``, ``exec -c``, $STRATOFLOW_OUTPUT changed), one that writes over its environment
     (a process title) or makes it unreadable to a server of its uid (not dumpable)."""
     environ = _leader_environ(str(pid))
@@ -831,10 +831,13 @@ class LocalExecutor(Dispatcher):
         text = legacy.strip()
         return LogRecord(True, int(text) if text.lstrip("-").isdigit() else None)
 
-    def _replaced(self, run_id: str, task_id: str, attempt: int) -> int | None:
+    def _replaced(
+        self, run_id: str, task_id: str, attempt: int, record: LogRecord | None = None
+    ) -> int | None:
         """The pid of this attempt's wrapper when its body replaced it with ``exec`` and it
-        still runs (the pid its log's start line names: :func:`_replaced_wrapper`)."""
-        pid = self._record(run_id, task_id, attempt).pid
+        still runs (the pid its log's start line names: :func:`_replaced_wrapper`); its log
+        is read unless its ``record`` is given."""
+        pid = (record or self._record(run_id, task_id, attempt)).pid
         output = self._file_text(run_id, task_id, attempt, ".out")
         return pid if pid is not None and _replaced_wrapper(pid, output) else None
 
@@ -1477,10 +1480,9 @@ class LocalExecutor(Dispatcher):
                 )
             elif (ti.run_id, name) in alive:
                 self._watch_pid(_Live(*key, pid=alive[(ti.run_id, name)]))
-            elif record.pid is not None and _replaced_wrapper(
-                record.pid, self._file_text(*key, ".out")
-            ):  # its body replaced the wrapper (exec): watched as it; no record, so it ends LOST
-                self._watch_pid(_Live(*key, pid=record.pid))
+            elif (replaced := self._replaced(*key, record)) is not None:
+                # its body replaced the wrapper (exec): watched as it; no record, so it ends LOST
+                self._watch_pid(_Live(*key, pid=replaced))
             elif record.started:  # started, then died without its trap
                 report.results[key] = self._masked(ti.run_id, self.result(*key, None), None)
             else:  # never started (perhaps claimed just before we died): start it afresh
