@@ -18,15 +18,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import pickle
+import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+import traceback
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from botocore.exceptions import ClientError
 
@@ -64,18 +69,110 @@ class Faults:
     after: bool = False
     count: int = 0
     fired: bool = False
+    fired_on: str = ""  # what the failed write was (on DynamoDB: its call and the keys it names)
     armed: bool = False  # the workflow's definition is stored before the writes count
+    # a drive without a fault whose store lives in this process (moto): before each write it
+    # is to check, it forks a child that fails that write (``Branches``)
+    branches: Branches | None = None
 
-    def write(self, perform: Callable[[], Any], error: Callable[[], Exception]) -> Any:
+    def write(
+        self, perform: Callable[[], Any], error: Callable[[], Exception], what: str = ""
+    ) -> Any:
         if not self.armed:
             return perform()
+        if self.branches is not None:
+            self.branches.before(self.count + 1, self)
         self.count += 1
         if self.count != self.at:
             return perform()
-        self.fired = True
+        self.fired, self.fired_on = True, what
         if self.after:
             perform()
         raise error()
+
+
+# a child that has not reported its outcome within this is killed (a drive ends in seconds)
+BRANCH_LIMIT_S = 300
+
+
+@dataclass
+class Branches:
+    """One drive without a fault stands for every drive with one: before write k (each of
+    ``points``; all when None), the process forks once per kind in ``kinds`` (False: the write
+    fails before it applies; True: after), and the child fails write k and drives on to the
+    end, sending its ``Outcome`` (or what it raised) back through a pipe, while the parent waits
+    for it and goes on without a fault. Every child has exactly the past a fresh drive failing
+    write k would have had (the drive is deterministic), so a sweep costs the drives' halves
+    after their faults, not whole drives (``test_a_forked_sweep_sees_what_fresh_drives_see``).
+    Only for a store whose whole state is in this process's memory (moto): a child of a SQLite
+    drive would write the parent's database file."""
+
+    points: Collection[int] | None
+    kinds: Sequence[bool]
+    seen: Callable[[int, bool, Outcome | str], None]  # each outcome as it comes (may raise)
+    outcomes: dict[tuple[int, bool], Outcome | str] = field(default_factory=dict)
+    report_to: int | None = None  # in a child: the pipe its outcome goes to
+    failed: AssertionError | None = None  # what ``seen`` raised: no more children after it
+
+    def before(self, k: int, faults: Faults) -> None:
+        if self.report_to is not None or self.failed is not None:
+            return
+        if self.points is not None and k not in self.points:
+            return
+        for late in self.kinds:
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: fail write k, drive on, report (``sweep``)
+                os.close(read)
+                self.report_to = write
+                faults.at, faults.after = k, late
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)  # not the test runner's handler
+                signal.alarm(BRANCH_LIMIT_S)
+                return
+            os.close(write)
+            self.outcomes[(k, late)] = got = self._collect(pid, read)
+            try:
+                self.seen(k, late, got)
+            except AssertionError as failed:  # raised after the drive: the store could catch it
+                self.failed = failed
+                return
+
+    @staticmethod
+    def _collect(pid: int, read: int) -> Outcome | str:
+        chunks = []
+        try:
+            with os.fdopen(read, "rb") as pipe:
+                chunks.append(pipe.read())
+        except BaseException:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
+        _, status = os.waitpid(pid, 0)
+        data = b"".join(chunks)
+        if not data:
+            return f"the drive's process ended without an outcome ({_wait_status(status)})"
+        got: Outcome | str = pickle.loads(data)
+        return got
+
+    def report(self, got: Outcome | BaseException) -> NoReturn:
+        """In a child: send the outcome (or the traceback of what the drive raised), exit."""
+        assert self.report_to is not None
+        try:
+            sent: Outcome | str = (
+                got
+                if isinstance(got, Outcome)
+                else "".join(traceback.format_exception(got)).rstrip()
+            )
+            with os.fdopen(self.report_to, "wb") as pipe:
+                pipe.write(pickle.dumps(sent))
+        finally:
+            os._exit(0)  # nothing of the parent's (atexit, buffers, the test runner) runs twice
+
+
+def _wait_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
 class FaultyClient:
@@ -98,9 +195,24 @@ class FaultyClient:
                                "Message": "injected fault"}},
                     name,
                 ),
+                _written(name, kwargs),
             )  # fmt: skip
 
         return call
+
+
+def _written(call: str, request: dict[str, Any]) -> str:
+    """A DynamoDB write by its call and the keys of the items it writes, in order."""
+
+    def key(of: dict[str, Any]) -> str:
+        return "/".join(of[a]["S"] for a in ("pk", "sk") if a in of)
+
+    items = [request] if "TableName" in request else []
+    items += [next(iter(t.values())) for t in request.get("TransactItems", ())]
+    items += [r for rs in request.get("RequestItems", {}).values() for r in rs]
+    forms = [f for i in items for f in (i, i.get("PutRequest", {}), i.get("DeleteRequest", {}))]
+    keys = [key(f.get("Key") or f["Item"]) for f in forms if "Key" in f or "Item" in f]
+    return f"{call} {' '.join(keys)}"
 
 
 class FaultySqliteStore(SqliteStore):
@@ -113,6 +225,7 @@ class FaultySqliteStore(SqliteStore):
             return self.faults.write(  # type: ignore[no-any-return]
                 lambda: super(FaultySqliteStore, self)._x(sql, args),
                 lambda: sqlite3.OperationalError("disk I/O error (injected fault)"),
+                " ".join(sql.split()[:3]),
             )
         return super()._x(sql, args)
 
@@ -405,6 +518,23 @@ def _child_state(store: StateStore, run_id: str, task_id: str = "sub") -> str:
         return "none"
 
 
+# the scenarios the test suite sweeps, by the name its tests give them
+SCENARIOS: dict[str, Callable[[], Scenario]] = {
+    "diamond": diamond,
+    "serial": serial,
+    "fan": lambda: fan(4),
+    "switch": switch,
+    "retried": retried,
+    "stop": lambda: stop_while_running(6),
+    "rerun": rerun_from_task,
+    "subworkflow": subworkflow_rerun,
+    "subworkflow_params": subworkflow_params,
+    "subworkflow_stop": subworkflow_stop,
+    "pooled": pooled,
+    "pooled_stop": pooled_stop,
+}
+
+
 # ------------------------------------------------------------------ stores
 StoreFactory = Callable[[Faults], Any]  # a context manager yielding a StateStore
 
@@ -458,6 +588,7 @@ class Outcome:
     writes: int
     fired: bool
     unkilled: list[Key]
+    fired_on: str = ""
 
 
 def _scheduler(store: StateStore, executor: Executor, clock: FakeClock, aws: bool) -> Scheduler:
@@ -622,7 +753,7 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
             states[f"{task_id}>{t.task_id}"] = t.state.value
     return Outcome(
         run.state, states,
-        len(executor.dispatched), faults.count, faults.fired, unkilled,
+        len(executor.dispatched), faults.count, faults.fired, unkilled, faults.fired_on,
     )  # fmt: skip
 
 
@@ -687,29 +818,81 @@ def sweep(
     ``after``: each fault after its write applied, or before, or (a sequence) each in turn.
     ``within``: (method, but_not) of ``writes_in``: fail only the writes the drive without a
     fault made there."""
+
+    def check(baseline: Outcome, k: int, late: bool, got: Outcome | str) -> None:
+        total = baseline.writes
+        where = f"{scenario.name}: fault {'after' if late else 'at'} write {k} of {total}"
+        assert not isinstance(got, str), f"{where}: {got}"
+        assert got.run is baseline.run, f"{where}: run {got.run}, expected {baseline.run}"
+        assert got.tasks == baseline.tasks, f"{where}: tasks {got.tasks} != {baseline.tasks}"
+        assert not got.unkilled, f"{where}: attempts left running: {got.unkilled}"
+
+    _, outcomes = drives(
+        scenario, open_store, aws=aws, after=after, points=points, within=within, check=check
+    )
+    return len(outcomes)
+
+
+Check = Callable[["Outcome", int, bool, "Outcome | str"], None]
+
+
+def drives(
+    scenario: Scenario,
+    open_store: Callable[[Faults], Any],
+    *,
+    aws: bool,
+    after: bool | Sequence[bool] = False,
+    points: Sequence[int] | None = None,
+    within: tuple[str, Sequence[str]] | None = None,
+    fork: bool | None = None,
+    check: Check | None = None,
+) -> tuple[Outcome, dict[tuple[int, bool], Outcome | str]]:
+    """``sweep``'s drives: the one without a fault, and one per (write, kind) to check, each
+    the outcome of a drive failing that write, or (forked) the traceback of what it raised;
+    ``check`` (the baseline, k, kind, outcome) sees each as it comes, so the first to fail it
+    ends the sweep. ``fork``: by default, where the store's state is all in this process
+    (``Branches``)."""
     faults = Faults()
     traced: AbstractContextManager[list[int]]
     traced = nullcontext([]) if within is None else writes_in(faults, *within)
     with open_store(faults) as store, traced as inside:
         baseline = drive(scenario, store, faults, aws=aws)
+        forkable = isinstance(store, DynamoStore) and hasattr(os, "fork")
     assert baseline.run.terminal, baseline
     assert not baseline.unkilled, baseline
-    total = baseline.writes
     if within is not None:
         assert inside, f"{scenario.name}: no write in {within[0]}"
         points = inside
-    checked = 0
-    for k in points if points is not None else range(1, total + 1):
-        for late in [after] if isinstance(after, bool) else after:
+    kinds = [after] if isinstance(after, bool) else list(after)
+    seen: Callable[[int, bool, Outcome | str], None] = (
+        (lambda k, late, got: None) if check is None else partial(check, baseline)
+    )
+    if forkable if fork is None else fork:
+        branches = Branches(None if points is None else frozenset(points), kinds, seen)
+        faults = Faults(branches=branches)
+        with open_store(faults) as store:
+            try:
+                again = drive(scenario, store, faults, aws=aws)
+            except BaseException as error:
+                if branches.report_to is not None:
+                    branches.report(error)
+                raise
+            if branches.report_to is not None:
+                branches.report(again)
+        if branches.failed is not None:
+            raise branches.failed
+        assert (again.run, again.tasks) == (baseline.run, baseline.tasks), (
+            f"{scenario.name}: the drive without a fault ended otherwise the second time: {again}"
+        )
+        return baseline, branches.outcomes
+    outcomes: dict[tuple[int, bool], Outcome | str] = {}
+    for k in points if points is not None else range(1, baseline.writes + 1):
+        for late in kinds:
             faults = Faults(at=k, after=late)
             with open_store(faults) as store:
-                got = drive(scenario, store, faults, aws=aws)
-            where = f"{scenario.name}: fault {'after' if late else 'at'} write {k} of {total}"
-            assert got.run is baseline.run, f"{where}: run {got.run}, expected {baseline.run}"
-            assert got.tasks == baseline.tasks, f"{where}: tasks {got.tasks} != {baseline.tasks}"
-            assert not got.unkilled, f"{where}: attempts left running: {got.unkilled}"
-            checked += 1
-    return checked
+                outcomes[(k, late)] = got = drive(scenario, store, faults, aws=aws)
+            seen(k, late, got)
+    return baseline, outcomes
 
 
 @contextmanager

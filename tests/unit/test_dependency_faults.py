@@ -5,12 +5,12 @@ waits first and is decided by a later check."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.faultinject import Faults, Scenario, drive, dynamodb_tables, sqlite_store, sweep
+from tests.faultinject import Faults, Scenario, drive, sqlite_store, sweep
 
 from stratoflow.engine import RunState
 
@@ -38,12 +38,6 @@ def test_the_drive_waits_then_succeeds(tmp_path: Path) -> None:
 
 def test_every_write_fails_once_on_sqlite(tmp_path: Path) -> None:
     assert sweep(SELF_WAIT, lambda f: sqlite_store(tmp_path, f), aws=False) > 5
-
-
-@pytest.fixture(scope="module")
-def dynamodb_store() -> Iterator[Callable[..., Any]]:
-    with dynamodb_tables() as open_store:
-        yield open_store
 
 
 @pytest.mark.no_cover

@@ -6,6 +6,8 @@ fan, a stop while 150 tasks run) are ``python -m tests.faultinject``."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -14,44 +16,19 @@ from typing import Any
 
 import pytest
 from tests.faultinject import (
+    SCENARIOS,
     T0,
+    Branches,
     Faults,
-    Scenario,
     diamond,
-    dynamodb_tables,
-    fan,
-    pooled,
-    pooled_stop,
-    rerun_from_task,
-    retried,
-    serial,
+    drives,
     sqlite_store,
-    stop_while_running,
-    subworkflow_params,
-    subworkflow_rerun,
-    subworkflow_stop,
     sweep,
-    switch,
 )
 
 from stratoflow import engine
 from stratoflow.engine import Run, RunState, TaskInstance, TaskState
 from stratoflow.ports import Attempt
-
-SCENARIOS: dict[str, Callable[[], Scenario]] = {
-    "diamond": diamond,
-    "serial": serial,
-    "fan": lambda: fan(4),
-    "switch": switch,
-    "retried": retried,
-    "stop": lambda: stop_while_running(6),
-    "rerun": rerun_from_task,
-    "subworkflow": subworkflow_rerun,
-    "subworkflow_params": subworkflow_params,
-    "subworkflow_stop": subworkflow_stop,
-    "pooled": pooled,
-    "pooled_stop": pooled_stop,
-}
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
@@ -60,49 +37,37 @@ def test_every_write_fails_once_on_sqlite(name: str, tmp_path: Path) -> None:
     assert checked > 5
 
 
-@pytest.fixture(scope="module")
-def dynamodb_store() -> Iterator[Callable[..., Any]]:
-    with dynamodb_tables() as open_store:
-        yield open_store
-
-
-# moto costs about 15 ms a request, so the DynamoDB sweeps in CI are the workflows whose turns
-# differ (the fan's turns are the diamond's, many times over; the SQLite sweep has it, and the
-# script, python -m tests.faultinject, sweeps larger fans on DynamoDB)
-DYNAMODB_SCENARIOS = [
-    "diamond",
-    "serial",
-    "switch",
-    "retried",
-    "stop",
-    "rerun",
-    "subworkflow",
-    "subworkflow_params",
-    "subworkflow_stop",
-    "pooled",
-    "pooled_stop",
-]
-
-
-# Not traced for coverage (the SQLite sweeps and the contract suite cover the same code): the
-# tracer makes moto several times slower.
-@pytest.mark.no_cover
-@pytest.mark.timeout(900)  # a sweep drives its workflow once per write
-@pytest.mark.parametrize("name", DYNAMODB_SCENARIOS)
-def test_every_write_fails_once_on_dynamodb(name: str, dynamodb_store: Callable[..., Any]) -> None:
-    checked = sweep(SCENARIOS[name](), dynamodb_store, aws=True)
-    assert checked > 5
-
-
 @pytest.mark.no_cover
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("name", ["diamond", "serial", "stop"])
-def test_every_write_fails_after_it_was_applied_on_dynamodb(
-    name: str, dynamodb_store: Callable[..., Any]
+def test_a_forked_sweep_sees_what_fresh_drives_see(dynamodb_store: Callable[..., Any]) -> None:
+    """A DynamoDB sweep forks its drive without a fault at each write (``Branches``): each
+    child fails the same write (the same call on the same keys) a fresh drive failing write k
+    fails, and ends as it ends: the same run and task states, the same attempts dispatched,
+    nothing left running (how many writes the recovery makes may differ: leases are read off
+    the real clock)."""
+
+    def ends(outcomes: dict[tuple[int, bool], Any]) -> dict[tuple[int, bool], tuple[Any, ...]]:
+        return {
+            k: (o.fired_on, o.run, o.tasks, o.dispatched, o.unkilled) for k, o in outcomes.items()
+        }
+
+    scenario = SCENARIOS["serial"]
+    baseline, forked = drives(scenario(), dynamodb_store, aws=True, after=[False, True], fork=True)
+    _, fresh = drives(scenario(), dynamodb_store, aws=True, after=[False, True], fork=False)
+    assert len(forked) == 2 * baseline.writes
+    assert ends(forked) == ends(fresh)
+    assert all(o.fired and o.fired_on for o in forked.values())
+    assert len({o.fired_on for o in forked.values()}) > 5  # the children failed different writes
+
+
+@pytest.mark.no_cover
+def test_a_forked_drive_that_dies_is_a_failure(
+    monkeypatch: pytest.MonkeyPatch, dynamodb_store: Callable[..., Any]
 ) -> None:
-    """The write happened, but its caller saw an error (a timeout after the request)."""
-    checked = sweep(SCENARIOS[name](), dynamodb_store, aws=True, after=True)
-    assert checked > 5
+    """A child that ends without reporting (killed, or exited) fails the sweep at its write."""
+    monkeypatch.setattr(Branches, "report", lambda self, got: os.kill(os.getpid(), signal.SIGKILL))
+    with pytest.raises(AssertionError, match=r"fault at write 1 of \d+: .*killed by signal 9"):
+        sweep(SCENARIOS["serial"](), dynamodb_store, aws=True)
 
 
 @pytest.mark.no_cover

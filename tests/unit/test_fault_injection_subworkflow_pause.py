@@ -12,7 +12,6 @@ import pytest
 from tests.faultinject import (
     Faults,
     drive,
-    dynamodb_tables,
     sqlite_store,
     subworkflow_pause,
     sweep,
@@ -36,8 +35,6 @@ def test_every_write_fails_once_on_sqlite(tmp_path: Path) -> None:
 
 @pytest.mark.no_cover
 @pytest.mark.timeout(900)
-def test_every_write_fails_once_on_dynamodb() -> None:
-    open_store: Callable[..., Any]
-    with dynamodb_tables() as open_store:
-        checked = sweep(subworkflow_pause(), open_store, aws=True)
+def test_every_write_fails_once_on_dynamodb(dynamodb_store: Callable[..., Any]) -> None:
+    checked = sweep(subworkflow_pause(), dynamodb_store, aws=True)
     assert checked > 5

@@ -7,7 +7,7 @@ written apart from its failure, then a crash, had recovery start it outside its 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,6 @@ from tests.faultinject import (
     Faults,
     Scenario,
     drive,
-    dynamodb_tables,
     pool_deleted,
     pooled_child_starved,
     sqlite_store,
@@ -51,12 +50,6 @@ def test_without_a_fault_the_task_fails_naming_its_pool(name: str, tmp_path: Pat
 def test_every_write_fails_once_on_sqlite(name: str, tmp_path: Path) -> None:
     checked = sweep(SCENARIOS[name](), lambda f: sqlite_store(tmp_path, f), aws=False)
     assert checked > 5
-
-
-@pytest.fixture(scope="module")
-def dynamodb_store() -> Iterator[Callable[..., Any]]:
-    with dynamodb_tables() as open_store:
-        yield open_store
 
 
 # moto costs about 15 ms a request: on DynamoDB the sweep fails the writes of the task's failure

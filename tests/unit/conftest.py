@@ -1,0 +1,17 @@
+"""Fixtures the unit tests of more than one module share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from tests.faultinject import dynamodb_tables
+
+
+@pytest.fixture(scope="module")
+def dynamodb_store() -> Iterator[Callable[..., Any]]:
+    """The fault sweeps' DynamoDB stores (``tests.faultinject.dynamodb_tables``): one moto
+    session a module (starting one costs seconds), a table a store."""
+    with dynamodb_tables() as open_store:
+        yield open_store

@@ -1,0 +1,40 @@
+"""Turns survive any single failed write on DynamoDB (tests/faultinject.py): for each workflow,
+fail the k-th write at the boto3 client for every k, before it applied (a throttle) and, for
+some, after (a timeout after the request), and check the run ends as it does without the fault,
+with nothing dispatched twice and nothing left running. The sub-workflow scenarios are
+test_fault_injection_subworkflow_dynamodb.py (a file each, so two test workers share them)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from tests.faultinject import SCENARIOS, sweep
+
+# moto costs milliseconds a request, so the DynamoDB sweeps in CI are the workflows whose turns
+# differ (the fan's turns are the diamond's, many times over; the SQLite sweep has it, and the
+# script, python -m tests.faultinject, sweeps larger fans on DynamoDB)
+DYNAMODB_SCENARIOS = ["diamond", "serial", "switch", "retried", "stop", "rerun", "pooled",
+                      "pooled_stop"]  # fmt: skip
+
+
+# Not traced for coverage (the SQLite sweeps and the contract suite cover the same code): the
+# tracer makes moto several times slower.
+@pytest.mark.no_cover
+@pytest.mark.timeout(900)  # a sweep drives its workflow once per write
+@pytest.mark.parametrize("name", DYNAMODB_SCENARIOS)
+def test_every_write_fails_once_on_dynamodb(name: str, dynamodb_store: Callable[..., Any]) -> None:
+    checked = sweep(SCENARIOS[name](), dynamodb_store, aws=True)
+    assert checked > 5
+
+
+@pytest.mark.no_cover
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("name", ["diamond", "serial", "stop"])
+def test_every_write_fails_after_it_was_applied_on_dynamodb(
+    name: str, dynamodb_store: Callable[..., Any]
+) -> None:
+    """The write happened, but its caller saw an error (a timeout after the request)."""
+    checked = sweep(SCENARIOS[name](), dynamodb_store, aws=True, after=True)
+    assert checked > 5
