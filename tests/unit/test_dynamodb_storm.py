@@ -56,6 +56,9 @@ def dynamodb_storm(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 EXAMPLES = int(os.environ.get("STRATOFLOW_STORM_EXAMPLES", "12"))
 
 
+# Not traced for coverage, like the other storms on moto (test_event_storm_dynamodb.py): the
+# tracer doubled its time, and the store's lines are the contract suite's to cover.
+@pytest.mark.no_cover
 @pytest.mark.slow
 @pytest.mark.timeout(900 * max(1, EXAMPLES // 12))
 def test_the_event_storm_on_dynamodb(dynamodb_storm: list[str]) -> None:

@@ -39,7 +39,9 @@ class RandomFaults(Faults):
         self.enabled = False
         self.injected = 0
 
-    def write(self, perform: Callable[[], Any], error: Callable[[], Exception]) -> Any:
+    def write(
+        self, perform: Callable[[], Any], error: Callable[[], Exception], what: str = ""
+    ) -> Any:
         if not self.enabled or self.rng.random() >= self.p:
             return perform()
         self.injected += 1
