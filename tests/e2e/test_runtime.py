@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -239,6 +240,73 @@ def test_a_restart_while_a_killed_attempt_holds_the_next_one_kills_it_then_start
     finally:  # a failure must not leave a task that ignores SIGTERM running for good
         for pgid in executor_module.live_wrappers(home / "logs").values():
             os.killpg(pgid, signal.SIGKILL)
+
+
+def running_in_group(pgid: int) -> list[int]:
+    """The processes of the group that have not ended (a zombie has: an orphan waits for init,
+    which on some machines reaps late)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("ignores_sigterm", [False, True], ids=["ends", "ignores_sigterm"])
+def test_a_kill_of_an_attempt_started_before_a_restart_is_disarmed_once_its_group_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ignores_sigterm: bool
+) -> None:
+    """kill() of an attempt this executor did not start (found by its command line) SIGTERMs
+    its group and arms the SIGKILL timer; once the group is gone the timer is disarmed at once,
+    not left to fire at a group id the kernel may have given to another's processes since. A
+    group that ignores SIGTERM still gets its SIGKILL when the grace is over."""
+    # GIVEN an attempt left running by a scheduler that died
+    grace = 2.0 if ignores_sigterm else 60.0
+    monkeypatch.setattr(executor_module, "KILL_GRACE_SECONDS", grace)
+    home = tmp_path / "home"
+    command = "trap '' TERM; while true; do sleep 0.1; done" if ignores_sigterm else "sleep 60"
+
+    def executor() -> executor_module.LocalExecutor:
+        return executor_module.LocalExecutor(
+            home / "logs", lambda *_: None, work_root=tmp_path / "work", protect=home
+        )
+
+    spec = AttemptSpec(
+        "p.r1", "t", 1, RenderedTask("shell", {"command": command}, {}, {}),
+        datetime(2026, 12, 5, tzinfo=UTC), "wf", "p",
+    )  # fmt: skip
+    first = executor()
+    first.dispatch(spec)
+    assert wait_for(lambda: ("p.r1", "t.1") in executor_module.live_wrappers(home / "logs"))
+    pgid = executor_module.live_wrappers(home / "logs")[("p.r1", "t.1")]
+    first.close()
+    # its parent (this process: the first executor's) reaps it once it ends, as init would
+    # after a real restart: a zombie still counts as a member of its group
+    reaped = threading.Thread(target=os.waitpid, args=(pgid, 0), daemon=True)
+    reaped.start()
+    second = executor()
+    try:
+        # WHEN the new scheduler stops it without having recovered it
+        killed = time.monotonic()
+        second.kill("p.r1", "t", 1)
+        if ignores_sigterm:  # THEN the group outlives SIGTERM, and the timer stays armed
+            time.sleep(grace / 2)
+            assert second._ending
+            assert running_in_group(pgid)
+        # THEN the group is gone, and the timer disarmed: at once, or by its SIGKILL
+        assert wait_for(lambda: not second._ending, timeout=10)
+        assert (time.monotonic() - killed >= grace) is ignores_sigterm
+        assert wait_for(lambda: not running_in_group(pgid))
+    finally:
+        second.close()
+        for left in executor_module.live_wrappers(home / "logs").values():
+            os.killpg(left, signal.SIGKILL)
 
 
 def test_run_concurrency_limits_tasks_running_at_once(

@@ -135,6 +135,8 @@ eval "$__stratoflow_body"
 )
 WRAPPER_NAME = "stratoflow-task"  # $0 of every wrapper: how recovery recognises them
 KILL_GRACE_SECONDS = 5.0
+# after a killed wrapper kill() found has exited: how often to look whether its group is gone
+GONE_POLL_SECONDS = 0.1
 SPAWN_THREADS = 4  # starting a process waits on exec; threads let starts overlap (no GIL held)
 REAP_GATHER_SECONDS = 0.05  # how long the reaper waits for more released work dirs
 # How often, at most, the mirror of the cwd's Python files is checked against the cwd as
@@ -206,6 +208,9 @@ class _Live:
     pid: int = 0  # 0 while it is being started
     proc: _Started | None = None  # None when re-attached after a restart
     killed: bool = False  # we stopped it
+    # False: not an attempt this executor runs (kill() found it by its command line), watched
+    # only so that its kill timer is disarmed once its group is gone (its id may be reused)
+    report: bool = True
 
 
 @dataclass
@@ -1214,6 +1219,9 @@ class LocalExecutor(Dispatcher):
                     self._exited(live)
 
     def _exited(self, live: _Live) -> None:
+        if not live.report:  # a wrapper kill() found: its group's timer is all there is
+            self._disarm_when_gone((live.run_id, live.task_id), live.pid)
+            return
         if not live.killed and live.pid:
             # it ended on its own: what it left running in its group ends with it (a stopped
             # one's group gets its grace period, then the kill timer's SIGKILL); nothing of
@@ -1401,10 +1409,26 @@ class LocalExecutor(Dispatcher):
                 pid = self._replaced(*key)
             if pid is None:
                 return
-            live = _Live(*key, pid=pid, killed=True)
+            untracked = _Live(*key, pid=pid, killed=True, report=False)
+            self._terminate(untracked)
+            self._watch_gone(untracked)
+            return
         if not live.pid:
             return  # still starting: _spawn terminates it once it has a pid
         self._terminate(live)
+
+    def _watch_gone(self, live: _Live) -> None:
+        """Watch a killed wrapper this executor did not start: once it is gone with its whole
+        group, the group's kill timer is disarmed (``_exited``), so its SIGKILL cannot reach
+        a later group given the same id."""
+        try:
+            fd = os.pidfd_open(live.pid)
+        except ProcessLookupError:
+            self._exited(live)
+            return
+        with self._lock:
+            self._live[fd] = live
+            self._epoll.register(fd, select.EPOLLIN | select.EPOLLONESHOT)
 
     def _terminate(self, live: _Live) -> None:
         """SIGTERM to the group, and SIGKILL when its grace is over; until one of them
@@ -1431,6 +1455,21 @@ class LocalExecutor(Dispatcher):
                 return
         _kill_group(pgid, signal.SIGKILL)
         self._group_gone(task, pgid)
+
+    def _disarm_when_gone(self, task: tuple[str, str], pgid: int) -> None:
+        """Once the group of a wrapper kill() found is gone, disarm its kill timer. Its leader
+        has just exited, but it counts as a member until its parent (init, after a restart)
+        reaps it: look again every ``GONE_POLL_SECONDS`` until then, or until the timer fired."""
+        with self._lock:
+            ending = self._ending.get(task)
+            if self._closed or ending is None or pgid not in ending.groups:
+                return
+        if not _group_alive(pgid):
+            self._group_gone(task, pgid)
+            return
+        again = threading.Timer(GONE_POLL_SECONDS, self._disarm_when_gone, (task, pgid))
+        again.daemon = True
+        again.start()
 
     def _group_gone(self, task: tuple[str, str], pgid: int) -> None:
         """Nothing of the group runs on (it is empty, or has been sent SIGKILL, after which
