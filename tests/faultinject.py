@@ -17,6 +17,7 @@ ones (a 1 -> 200 -> 1 fan, a stop while 150 tasks run).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pickle
@@ -74,6 +75,7 @@ class Faults:
     # a drive without a fault whose store lives in this process (moto): before each write it
     # is to check, it forks a child that fails that write (``Branches``)
     branches: Branches | None = None
+    trail: list[str] | None = None  # when a list: each counted write's ``what``, in order
 
     def write(
         self, perform: Callable[[], Any], error: Callable[[], Exception], what: str = ""
@@ -83,6 +85,8 @@ class Faults:
         if self.branches is not None:
             self.branches.before(self.count + 1, self)
         self.count += 1
+        if self.trail is not None:
+            self.trail.append(what)
         if self.count != self.at:
             return perform()
         self.fired, self.fired_on = True, what
@@ -120,35 +124,46 @@ class Branches:
         if self.points is not None and k not in self.points:
             return
         for late in self.kinds:
-            read, write = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # the child: fail write k, drive on, report (``sweep``)
-                os.close(read)
-                self.report_to = write
-                faults.at, faults.after = k, late
-                signal.signal(signal.SIGALRM, signal.SIG_DFL)  # not the test runner's handler
-                signal.alarm(BRANCH_LIMIT_S)
+            got = self._branch(k, late, faults)
+            if got is None:  # the child: fail write k, drive on, report (``drives``)
                 return
-            os.close(write)
-            self.outcomes[(k, late)] = got = self._collect(pid, read)
+            self.outcomes[(k, late)] = got
             try:
                 self.seen(k, late, got)
             except AssertionError as failed:  # raised after the drive: the store could catch it
                 self.failed = failed
                 return
 
-    @staticmethod
-    def _collect(pid: int, read: int) -> Outcome | str:
-        chunks = []
+    def _branch(self, k: int, late: bool, faults: Faults) -> Outcome | str | None:
+        """Fork; in the child, arm the fault at write k and return None; in the parent, return
+        what the child reported, once it has ended."""
+        parent = os.getpid()
+        read, write = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(read)
+            os.close(write)
+            raise
+        if pid == 0:
+            os.close(read)
+            self.report_to = write
+            faults.at, faults.after = k, late
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)  # not the test runner's handler
+            signal.alarm(BRANCH_LIMIT_S)
+            _die_with_parent(parent)
+            return None
+        os.close(write)
         try:
             with os.fdopen(read, "rb") as pipe:
-                chunks.append(pipe.read())
-        except BaseException:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+                data = pipe.read()
+            _, status = os.waitpid(pid, 0)
+        except BaseException:  # interrupted (a test's timeout): no child left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
             raise
-        _, status = os.waitpid(pid, 0)
-        data = b"".join(chunks)
         if not data:
             return f"the drive's process ended without an outcome ({_wait_status(status)})"
         got: Outcome | str = pickle.loads(data)
@@ -167,6 +182,17 @@ class Branches:
                 pipe.write(pickle.dumps(sent))
         finally:
             os._exit(0)  # nothing of the parent's (atexit, buffers, the test runner) runs twice
+
+
+def _die_with_parent(parent: int) -> None:
+    """A child ends with the process that forked it (killed, say, by a test's timeout), not
+    up to ``BRANCH_LIMIT_S`` later holding the test runner's descriptors."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _wait_status(status: int) -> str:
@@ -852,12 +878,13 @@ def drives(
     ``check`` (the baseline, k, kind, outcome) sees each as it comes, so the first to fail it
     ends the sweep. ``fork``: by default, where the store's state is all in this process
     (``Branches``)."""
-    faults = Faults()
+    faults = Faults(trail=[])
     traced: AbstractContextManager[list[int]]
     traced = nullcontext([]) if within is None else writes_in(faults, *within)
     with open_store(faults) as store, traced as inside:
         baseline = drive(scenario, store, faults, aws=aws)
         forkable = isinstance(store, DynamoStore) and hasattr(os, "fork")
+    trail = faults.trail
     assert baseline.run.terminal, baseline
     assert not baseline.unkilled, baseline
     if within is not None:
@@ -869,7 +896,7 @@ def drives(
     )
     if forkable if fork is None else fork:
         branches = Branches(None if points is None else frozenset(points), kinds, seen)
-        faults = Faults(branches=branches)
+        faults = Faults(branches=branches, trail=[])
         with open_store(faults) as store:
             try:
                 again = drive(scenario, store, faults, aws=aws)
@@ -881,8 +908,14 @@ def drives(
                 branches.report(again)
         if branches.failed is not None:
             raise branches.failed
+        # the children failed the writes the points name: the second drive wrote as the first
+        assert faults.trail == trail, f"{scenario.name}: the drive without a fault wrote otherwise"
         assert (again.run, again.tasks) == (baseline.run, baseline.tasks), (
             f"{scenario.name}: the drive without a fault ended otherwise the second time: {again}"
+        )
+        wanted = range(1, baseline.writes + 1) if points is None else points
+        assert set(branches.outcomes) == {(k, late) for k in wanted for late in kinds}, (
+            f"{scenario.name}: not every write was failed"
         )
         return baseline, branches.outcomes
     outcomes: dict[tuple[int, bool], Outcome | str] = {}

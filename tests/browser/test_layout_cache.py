@@ -35,16 +35,20 @@ def other_browser_page(
 
 def stopped_run(api: httpx.Client, name: str) -> str:
     """A run of ``name``, stopped (it need not run its 400 tasks), or ended before the stop came
-    (a quick machine runs 400 ``true`` tasks in a second or two: then the stop is a 409)."""
+    (a quick machine runs 400 ``true`` tasks in a second or two: then the stop is a 409; so is
+    a stop that met a change of the run, which is tried again)."""
     run = api.post(f"/workflows/{name}/runs", json={})
     assert run.status_code == 201, run.text
     run_id: str = run.json()["run"]["id"]
-    stop = api.post(f"/runs/{run_id}/stop")
-    if stop.status_code == 409:
-        assert api.get(f"/runs/{run_id}").json()["run"]["state"] == "succeeded", stop.text
-    else:
-        assert stop.status_code < 300, stop.text
-    return run_id
+    for _ in range(20):
+        stop = api.post(f"/runs/{run_id}/stop")
+        if stop.status_code < 300:
+            return run_id
+        assert stop.status_code == 409, stop.text
+        if api.get(f"/runs/{run_id}").json()["run"]["state"] == "succeeded":
+            return run_id
+        # else the run changed while the stop was applied ("try again"): it did
+    raise AssertionError(f"the run was neither stopped nor ended: {stop.text}")
 
 
 def is_layout_put(response: Any) -> bool:
