@@ -830,20 +830,10 @@ def check_counters(store: StateStore, run_id: str) -> None:
         assert nres == 0, f"run {run_id}: {nres} reservations counted open"
 
 
-def sweep(
-    scenario: Scenario,
-    open_store: Callable[[Faults], Any],
-    *,
-    aws: bool,
-    after: bool | Sequence[bool] = False,
-    points: Sequence[int] | None = None,
-    within: tuple[str, Sequence[str]] | None = None,
-) -> int:
-    """Drive ``scenario`` without a fault, then with a fault at each write; returns how many
-    fault points were checked. Raises AssertionError naming the first that went wrong.
-    ``after``: each fault after its write applied, or before, or (a sequence) each in turn.
-    ``within``: (method, but_not) of ``writes_in``: fail only the writes the drive without a
-    fault made there."""
+def sweep(scenario: Scenario, open_store: Callable[[Faults], Any], **options: Any) -> int:
+    """Drive ``scenario`` without a fault, then with a fault at each write (``drives``, whose
+    options it takes: ``aws``, ``after``, ``points``, ``within``, ``fork``); returns how many
+    fault points were checked. Raises AssertionError naming the first that went wrong."""
 
     def check(baseline: Outcome, k: int, late: bool, got: Outcome | str) -> None:
         total = baseline.writes
@@ -853,10 +843,7 @@ def sweep(
         assert got.tasks == baseline.tasks, f"{where}: tasks {got.tasks} != {baseline.tasks}"
         assert not got.unkilled, f"{where}: attempts left running: {got.unkilled}"
 
-    _, outcomes = drives(
-        scenario, open_store, aws=aws, after=after, points=points, within=within, check=check
-    )
-    return len(outcomes)
+    return len(drives(scenario, open_store, check=check, **options)[1])
 
 
 Check = Callable[["Outcome", int, bool, "Outcome | str"], None]
@@ -876,8 +863,11 @@ def drives(
     """``sweep``'s drives: the one without a fault, and one per (write, kind) to check, each
     the outcome of a drive failing that write, or (forked) the traceback of what it raised;
     ``check`` (the baseline, k, kind, outcome) sees each as it comes, so the first to fail it
-    ends the sweep. ``fork``: by default, where the store's state is all in this process
-    (``Branches``)."""
+    ends the sweep. ``aws``: drive as the AWS functions do (``drive``). ``after``: each
+    fault after its write applied, or before, or (a sequence) each in turn. ``points``: the
+    writes to fail (all by default). ``within``: (method, but_not) of ``writes_in``: fail only
+    the writes the drive without a fault made there. ``fork``: by default, where the store's
+    state is all in this process (``Branches``)."""
     faults = Faults(trail=[])
     traced: AbstractContextManager[list[int]]
     traced = nullcontext([]) if within is None else writes_in(faults, *within)
