@@ -187,6 +187,14 @@ def test_closing_the_runtime_kills_what_a_timeout_left_in_its_grace(
     assert not left
 
 
+def _executor(tmp_path: Path) -> executor_module.LocalExecutor:
+    """An executor on the test's home, as a scheduler (re)started there makes it."""
+    home = tmp_path / "home"
+    return executor_module.LocalExecutor(
+        home / "logs", lambda *_: None, work_root=tmp_path / "work", protect=home
+    )
+
+
 def test_a_restart_while_a_killed_attempt_holds_the_next_one_kills_it_then_starts_that(
     tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -197,11 +205,6 @@ def test_a_restart_while_a_killed_attempt_holds_the_next_one_kills_it_then_start
     command = STUBBORN.split("command: |\n", 1)[1].format(marks=path)
     home = tmp_path / "home"
 
-    def executor() -> executor_module.LocalExecutor:
-        return executor_module.LocalExecutor(
-            home / "logs", lambda *_: None, work_root=tmp_path / "work", protect=home
-        )
-
     def spec(attempt: int) -> AttemptSpec:
         return AttemptSpec(
             "p.r1", "t", attempt, RenderedTask("shell", {"command": command}, {}, {}),
@@ -209,7 +212,7 @@ def test_a_restart_while_a_killed_attempt_holds_the_next_one_kills_it_then_start
         )  # fmt: skip
 
     try:
-        first = executor()
+        first = _executor(tmp_path)
         first.dispatch(spec(1))
         assert wait_for(path.exists)
         first.kill("p.r1", "t", 1)
@@ -223,7 +226,7 @@ def test_a_restart_while_a_killed_attempt_holds_the_next_one_kills_it_then_start
         first.close()
         first._ending.clear()  # the dead scheduler's timer must not fire later
         # and a new one recovers: attempt 2 is claimed but never started
-        second = executor()
+        second = _executor(tmp_path)
         try:
             task = TaskInstance("p.r1", "t", TaskState.RUNNING, attempt=2)
             report = second.recover([task])
@@ -273,16 +276,11 @@ def test_a_kill_of_an_attempt_started_before_a_restart_is_disarmed_once_its_grou
     home = tmp_path / "home"
     command = "trap '' TERM; while true; do sleep 0.1; done" if ignores_sigterm else "sleep 60"
 
-    def executor() -> executor_module.LocalExecutor:
-        return executor_module.LocalExecutor(
-            home / "logs", lambda *_: None, work_root=tmp_path / "work", protect=home
-        )
-
     spec = AttemptSpec(
         "p.r1", "t", 1, RenderedTask("shell", {"command": command}, {}, {}),
         datetime(2026, 12, 5, tzinfo=UTC), "wf", "p",
     )  # fmt: skip
-    first = executor()
+    first = _executor(tmp_path)
     first.dispatch(spec)
     assert wait_for(lambda: ("p.r1", "t.1") in executor_module.live_wrappers(home / "logs"))
     pgid = executor_module.live_wrappers(home / "logs")[("p.r1", "t.1")]
@@ -291,7 +289,7 @@ def test_a_kill_of_an_attempt_started_before_a_restart_is_disarmed_once_its_grou
     # after a real restart: a zombie still counts as a member of its group
     reaped = threading.Thread(target=os.waitpid, args=(pgid, 0), daemon=True)
     reaped.start()
-    second = executor()
+    second = _executor(tmp_path)
     try:
         # WHEN the new scheduler stops it without having recovered it
         killed = time.monotonic()

@@ -266,9 +266,10 @@ def _replaced_wrapper(pid: int, output: str) -> bool:
     the environment it was started with names the attempt's output file (its work root, run,
     task and attempt). A pid reused by another process fails one or the other (a descendant
     of the attempt that made a session of its own has a pid of its own); a zombie's
-    environment is empty. Not found (LOST, as before): a program started with another environment (``exec
-    env -i``, ``exec -c``, $STRATOFLOW_OUTPUT changed), one that writes over its environment
-    (a process title) or makes it unreadable to a server of its uid (not dumpable)."""
+    environment is empty. Not found (LOST, as before): a program started with another
+    environment (``exec env -i``, ``exec -c``, $STRATOFLOW_OUTPUT changed), one that writes
+    over its environment (a process title) or makes it unreadable to a server of its uid (not
+    dumpable)."""
     environ = _leader_environ(str(pid))
     return environ is not None and b"STRATOFLOW_OUTPUT=" + output.encode() in environ
 
@@ -1199,7 +1200,8 @@ class LocalExecutor(Dispatcher):
             return
         with self._lock:
             self._live[fd] = live
-            self._by_key[(live.run_id, live.task_id, live.attempt)] = live
+            if live.report:  # an attempt this executor runs, not one kill() merely found
+                self._by_key[(live.run_id, live.task_id, live.attempt)] = live
             # one shot: the watcher closes the pidfd without unregistering it (the close
             # does, once no start's child holds a copy of it; disarmed, it reports no more)
             self._epoll.register(fd, select.EPOLLIN | select.EPOLLONESHOT)
@@ -1409,26 +1411,15 @@ class LocalExecutor(Dispatcher):
                 pid = self._replaced(*key)
             if pid is None:
                 return
+            # watched so that, once its group is gone, the kill timer is disarmed (``_exited``)
+            # and its SIGKILL cannot reach a later group given the same id
             untracked = _Live(*key, pid=pid, killed=True, report=False)
             self._terminate(untracked)
-            self._watch_gone(untracked)
+            self._watch_pid(untracked)
             return
         if not live.pid:
             return  # still starting: _spawn terminates it once it has a pid
         self._terminate(live)
-
-    def _watch_gone(self, live: _Live) -> None:
-        """Watch a killed wrapper this executor did not start: once it is gone with its whole
-        group, the group's kill timer is disarmed (``_exited``), so its SIGKILL cannot reach
-        a later group given the same id."""
-        try:
-            fd = os.pidfd_open(live.pid)
-        except ProcessLookupError:
-            self._exited(live)
-            return
-        with self._lock:
-            self._live[fd] = live
-            self._epoll.register(fd, select.EPOLLIN | select.EPOLLONESHOT)
 
     def _terminate(self, live: _Live) -> None:
         """SIGTERM to the group, and SIGKILL when its grace is over; until one of them
