@@ -172,6 +172,26 @@ def test_close_removes_the_spares(executor: LocalExecutor) -> None:
     assert _entries(executor) == []
 
 
+def test_close_does_not_wait_out_the_reapers_gathering_pause(
+    tmp_path: Path, reports: _Reports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the reaper, woken by a release, waits a moment for more; a close meanwhile ends that
+    # wait (it held up the end of every `stratoflow run` by up to the whole pause)
+    monkeypatch.setattr(executor_module, "REAP_GATHER_SECONDS", 60.0)
+    home = tmp_path / "home"
+    home.mkdir()
+    ex = LocalExecutor(
+        home / "attempts", reports, isolation="none", work_root=tmp_path / "work", protect=home
+    )
+    released = _made(ex.work_dir(RUN, "a", 1))
+    ex.release(RUN, "a", 1)
+    time.sleep(0.3)  # the reaper wakes and pauses (it pauses only if not closed yet)
+    started = time.monotonic()
+    ex.close()
+    assert time.monotonic() - started < 20  # not the pause's 60 s (nor the join's 30)
+    assert not released.exists()
+
+
 def test_kept_work_dirs_are_not_recycled(tmp_path: Path, reports: _Reports) -> None:
     home = tmp_path / "home"
     home.mkdir()

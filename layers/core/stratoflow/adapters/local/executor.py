@@ -791,6 +791,9 @@ class LocalExecutor(Dispatcher):
         self._spare_used: dict[str, float] = {}  # run -> when it last recycled or took one
         self._spare_seq = 0
         self._reap_wake = threading.Event()
+        # set by close(): the reaper's gathering wait ends at once, not 50 ms later (a
+        # sleep held up every close, the end of each `stratoflow run`, by up to that)
+        self._reap_now = threading.Event()
         self._reaper = threading.Thread(target=self._reap, name="stratoflow-reaper", daemon=True)
         self._reaper.start()
 
@@ -1316,7 +1319,7 @@ class LocalExecutor(Dispatcher):
             if not self._closed:
                 # the releases of the next moments join this round: a round per release
                 # (a wake-up, the Event's and the lock's work) cost more than the rmdir
-                time.sleep(REAP_GATHER_SECONDS)
+                self._reap_now.wait(REAP_GATHER_SECONDS)
             self._reap_wake.clear()
             try:
                 self.reap()
@@ -1540,6 +1543,7 @@ class LocalExecutor(Dispatcher):
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
         self._thread.join(timeout=5)
+        self._reap_now.set()
         self._reap_wake.set()
         self._reaper.join(timeout=30)
         self.reap()  # whatever was released after the reaper's last round
