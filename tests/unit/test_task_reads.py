@@ -227,6 +227,28 @@ def test_the_mirror_hard_links_python_files_only(tmp_path: Path) -> None:
     assert tree.mirror.stat().st_mode & 0o777 == 0o700
 
 
+def test_a_directory_too_big_to_walk_is_walked_only_so_far_and_the_server_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sandbox, "IMPORT_WALK_LIMIT", 30)
+    cwd = tmp_path / "cwd"
+    for package in ("a", "b"):  # 2 directories, 40 files: 42 entries
+        (cwd / package).mkdir(parents=True)
+        for i in range(20):
+            (cwd / package / f"m{i:02d}.py").write_text("")
+    with caplog.at_level("WARNING", logger=sandbox.__name__):
+        tree = sandbox.import_tree(cwd, tmp_path / "home", tmp_path / "imports")
+    # in name order: a, its 20 files, b, 8 of its files: 30 entries looked at
+    mirrored = _mirrored(tree)
+    assert [m for m in mirrored if m.startswith("a/")] == [f"a/m{i:02d}.py" for i in range(20)]
+    assert [m for m in mirrored if m.startswith("b/")] == [f"b/m{i:02d}.py" for i in range(8)]
+    assert tree.hard_links == 28
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert str(cwd) in warning
+    assert "more than 30 entries" in warning
+    assert "28 of them" in warning
+
+
 def test_where_no_hard_link_can_be_made_the_mirror_links_symbolically(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -380,6 +380,16 @@ def refuse_under_writable(places: Mapping[str, Path], write: Iterable[Path]) -> 
 
 # What a task may read of the server's directory: Python source and bytecode, nothing else.
 IMPORTABLE_SUFFIXES = (".py", ".pyc")
+# How many entries of the server's directory import_tree looks at, at most. The walk costs
+# ~10-20 us an entry here: from a directory the size of a home (a cwd of 128,000 entries took
+# 2.4 s) it held up every start of a server or of `stratoflow run` by seconds, and linked
+# every Python file below it. Beyond this, a warning names the directory, and its Python
+# files past the limit (in the walk's name order) are not importable by tasks.
+IMPORT_WALK_LIMIT = 20_000
+
+
+class _WalkLimit(Exception):
+    """import_tree looked at IMPORT_WALK_LIMIT entries: it stops there."""
 
 
 _O_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -563,7 +573,9 @@ def import_tree(
     after a restart (one replaced is linked anew by :meth:`ImportTree.refresh`). The system
     directories (:data:`SYSTEM_READ_PATHS`, ``/dev``) are not walked, and ``/`` as
     ``directory`` (a service started without a working directory) gives an empty mirror:
-    every Python file of the machine is no project's. A directory tasks may read whole
+    every Python file of the machine is no project's, and of a bigger directory than
+    :data:`IMPORT_WALK_LIMIT` entries only that many are looked at (a warning says so). A
+    directory tasks may read whole
     anyway (``readable``: a virtualenv in ``directory``, stratoflow's own source) is linked
     as it is (symbolically), not walked."""
     directory = directory.resolve()
@@ -579,6 +591,8 @@ def import_tree(
     def blocked(real: str) -> bool:
         return real in skipped or any(real == d or real.startswith(d + "/") for d in refused)
 
+    seen = [0]  # entries looked at (IMPORT_WALK_LIMIT)
+
     # strings, not Path: the repository as cwd is some 13,000 entries
     def walk(source: str, rel: str, ancestors: frozenset[str]) -> None:
         try:
@@ -586,6 +600,9 @@ def import_tree(
         except OSError:
             return
         for entry in entries:
+            seen[0] += 1
+            if seen[0] > IMPORT_WALK_LIMIT:
+                raise _WalkLimit
             name = entry.name
             if name.startswith("."):
                 continue
@@ -605,7 +622,15 @@ def import_tree(
                 walk(real, f"{rel}{name}/", ancestors | {real})
 
     if directory != Path("/"):
-        walk(str(directory), "", frozenset({str(directory)}))
+        try:
+            walk(str(directory), "", frozenset({str(directory)}))
+        except _WalkLimit:
+            _log.warning(
+                "the server's directory %s holds more than %d entries: tasks can import only "
+                "the Python files among the first %d looked at (in name order, %d of them); "
+                "start the server from your project's directory", directory,
+                IMPORT_WALK_LIMIT, IMPORT_WALK_LIMIT, len(found),
+            )  # fmt: skip
     shutil.rmtree(place, ignore_errors=True)
     # 0700: a hard link makes a file reachable by the mirror's path, whatever the directories
     # above the file itself let other users through (a project under a 0700 home)
