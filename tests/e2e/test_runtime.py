@@ -309,6 +309,48 @@ def test_a_kill_of_an_attempt_started_before_a_restart_is_disarmed_once_its_grou
                 os.killpg(left, signal.SIGKILL)
 
 
+@pytest.mark.parametrize("when", ["grace over", "close"])
+def test_a_kill_whose_group_id_another_process_took_since_sends_it_no_sigkill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """The SIGKILL due at the end of a kill's grace (or at close) goes to the group's id only
+    if it is still that group's: a process now at that pid that started after the leader the
+    kill saw is another's (the group had ended, and the id came round again)."""
+    grace = 1.0
+    monkeypatch.setattr(executor_module, "KILL_GRACE_SECONDS", grace)
+    home = tmp_path / "home"
+    spec = AttemptSpec(
+        "p.r1", "t", 1,
+        RenderedTask("shell", {"command": "trap '' TERM; while true; do sleep 0.1; done"}, {}, {}),
+        datetime(2026, 12, 5, tzinfo=UTC), "wf", "p",
+    )  # fmt: skip
+    ex = _executor(tmp_path)
+    try:
+        ex.dispatch(spec)
+        assert wait_for(lambda: ("p.r1", "t.1") in executor_module.live_wrappers(home / "logs"))
+        pgid = executor_module.live_wrappers(home / "logs")[("p.r1", "t.1")]
+        seen = executor_module._start_time(pgid)
+        assert seen > 0
+        ex.kill("p.r1", "t", 1)  # SIGTERM, which the group ignores; the SIGKILL is armed
+        # WHEN that id is taken by a process that started later, as far as the timer can see
+        real = executor_module._start_time
+        monkeypatch.setattr(
+            executor_module, "_start_time", lambda pid: seen + 1 if pid == pgid else real(pid)
+        )
+        if when == "close":
+            ex.close()
+        else:
+            assert wait_for(lambda: not ex._ending, timeout=grace + 5)
+        # THEN no SIGKILL went to that id: the group that ignores SIGTERM still runs
+        time.sleep(0.3)
+        assert running_in_group(pgid)
+    finally:
+        ex.close()
+        for left in executor_module.live_wrappers(home / "logs").values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(left, signal.SIGKILL)
+
+
 def test_run_concurrency_limits_tasks_running_at_once(
     runtime: LocalRuntime, shared_dir: Path
 ) -> None:

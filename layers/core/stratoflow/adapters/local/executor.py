@@ -236,7 +236,32 @@ class _Ending:
     task meanwhile waits here, started once every group is gone (``_group_gone``)."""
 
     groups: dict[int, float] = field(default_factory=dict)  # pgid -> when SIGKILL is due
+    # pgid -> when its leader started, as the kill saw it (_start_time): _still_the_group
+    leaders: dict[int, int] = field(default_factory=dict)
     waiting: list[tuple[AttemptSpec, _Live]] = field(default_factory=list)
+
+
+def _start_time(pid: int) -> int:
+    """When the process ``pid`` started (clock ticks after boot: /proc/PID/stat's 22nd
+    field); 0 when there is none."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+        return int(data[data.rindex(b")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _still_the_group(pgid: int, leader_start: int) -> bool:
+    """Whether ``pgid`` still names the group a kill was sent to when its leader had
+    started at ``leader_start`` (0: there was no leader any more). A group's id is its
+    leader's pid, which is not handed out again while any process of the group lives; once
+    the group is gone it may be, to a process that started later, in a group of its own
+    (every task is one): pids come round within a minute on a busy machine whose pid_max is
+    32768. No process at that pid: the group is gone, or leaderless and then only its own
+    members can be in it."""
+    now = _start_time(pgid)
+    return now in (0, leader_start)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -1451,6 +1476,7 @@ class LocalExecutor(Dispatcher):
             first = pgid not in ending.groups  # a repeated kill keeps the first one's timer
             if first:
                 ending.groups[pgid] = time.monotonic() + grace
+                ending.leaders[pgid] = _start_time(pgid)
         _kill_group(pgid, signal.SIGTERM)
         if first:
             timer = threading.Timer(grace, self._grace_over, (task, pgid))
@@ -1458,13 +1484,15 @@ class LocalExecutor(Dispatcher):
             timer.start()
 
     def _grace_over(self, task: tuple[str, str], pgid: int) -> None:
-        """The kill timer: SIGKILL to the group, unless it was found empty meanwhile (its id
-        may then be another's)."""
+        """The kill timer: SIGKILL to the group, unless it was found empty meanwhile or its
+        id is another group's now (``_still_the_group``)."""
         with self._lock:
             ending = self._ending.get(task)
             if ending is None or pgid not in ending.groups:
                 return
-        _kill_group(pgid, signal.SIGKILL)
+            leader = ending.leaders.get(pgid, 0)
+        if _still_the_group(pgid, leader):
+            _kill_group(pgid, signal.SIGKILL)
         self._group_gone(task, pgid)
 
     def _disarm_when_gone(self, task: tuple[str, str], pgid: int) -> None:
@@ -1475,7 +1503,8 @@ class LocalExecutor(Dispatcher):
             ending = self._ending.get(task)
             if self._closed or ending is None or pgid not in ending.groups:
                 return
-        if not _group_alive(pgid):
+            leader = ending.leaders.get(pgid, 0)
+        if not _group_alive(pgid) or not _still_the_group(pgid, leader):
             self._group_gone(task, pgid)
             return
         again = threading.Timer(GONE_POLL_SECONDS, self._disarm_when_gone, (task, pgid))
@@ -1502,11 +1531,16 @@ class LocalExecutor(Dispatcher):
         """On close: the SIGKILLs still due, each once its grace is over, so that what was
         killed does not outlive the scheduler (``stratoflow run`` exits after its run)."""
         with self._lock:
-            due = sorted((at, pgid) for e in self._ending.values() for pgid, at in e.groups.items())
+            due = sorted(
+                (at, pgid, e.leaders.get(pgid, 0))
+                for e in self._ending.values()
+                for pgid, at in e.groups.items()
+            )
             self._ending.clear()
-        for at, pgid in due:
+        for at, pgid, leader in due:
             time.sleep(max(at - time.monotonic(), 0.0))
-            _kill_group(pgid, signal.SIGKILL)
+            if _still_the_group(pgid, leader):
+                _kill_group(pgid, signal.SIGKILL)
 
     # ------------------------------------------------------------ recovery
     def recover(self, running: Sequence[TaskInstance]) -> Recovery:
