@@ -351,6 +351,46 @@ def test_a_kill_whose_group_id_another_process_took_since_sends_it_no_sigkill(
                 os.killpg(left, signal.SIGKILL)
 
 
+@pytest.mark.parametrize("left_ends", [True, False], ids=["left ends", "left ignores TERM"])
+def test_what_a_killed_wrapper_leaves_in_its_group_is_watched_until_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, left_ends: bool
+) -> None:
+    """A killed attempt's wrapper ends at SIGTERM while something it started, ignoring it,
+    runs on in the group: the group is looked at until it is gone, and the kill timer
+    disarmed then (not left to fire at the id once the kernel may have handed it out
+    again); what never ends gets its SIGKILL when the grace is over."""
+    grace = 2.0 if not left_ends else 60.0
+    monkeypatch.setattr(executor_module, "KILL_GRACE_SECONDS", grace)
+    home = tmp_path / "home"
+    left = "sleep 1" if left_ends else "while true; do sleep 0.1; done"
+    spec = AttemptSpec(
+        "p.r1", "t", 1,
+        RenderedTask("shell", {"command": f"(trap '' TERM; {left}) & wait"}, {}, {}),
+        datetime(2026, 12, 5, tzinfo=UTC), "wf", "p",
+    )  # fmt: skip
+    ex = _executor(tmp_path)
+    try:
+        ex.dispatch(spec)
+        assert wait_for(lambda: ("p.r1", "t.1") in executor_module.live_wrappers(home / "logs"))
+        pgid = executor_module.live_wrappers(home / "logs")[("p.r1", "t.1")]
+        time.sleep(0.2)  # the body's subshell has set its trap
+        killed = time.monotonic()
+        ex.kill("p.r1", "t", 1)
+        # THEN the wrapper is gone, what it left still runs, and the timer stays armed
+        assert wait_for(lambda: ("p.r1", "t.1") not in executor_module.live_wrappers(home / "logs"))
+        assert running_in_group(pgid)
+        assert ex._ending
+        # THEN once nothing of the group is left, the timer is disarmed: by the group's own
+        # end, long before the grace is over, or by the SIGKILL at its end
+        assert wait_for(lambda: not ex._ending, timeout=grace + 5)
+        assert (time.monotonic() - killed >= grace) is not left_ends
+        assert not running_in_group(pgid)
+    finally:
+        ex.close()
+        with contextlib.suppress(ProcessLookupError, UnboundLocalError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
 def test_run_concurrency_limits_tasks_running_at_once(
     runtime: LocalRuntime, shared_dir: Path
 ) -> None:

@@ -17,8 +17,8 @@ nothing: on restart it finds the wrappers still running by their command line, w
 through pidfds, and reads the exit status of those that ended meanwhile from their logs.
 
 A stop or a timeout sends SIGTERM to the attempt's process group, then SIGKILL to the group
-after the grace period whatever became of the wrapper (unless the group is found empty when
-the wrapper ends); a task that ends on its own takes what it left running in its group with
+after the grace period whatever became of the wrapper (unless the group is found empty first,
+or its id is another group's by then); a task that ends on its own takes what it left running in its group with
 it. Until a killed group is gone (empty, or sent SIGKILL: nothing of it runs user code after
 that), a later attempt of the same task that is dispatched waits here, claimed but not started
 (no log yet), so two attempts of a task never run at once; the scheduler already makes a
@@ -259,7 +259,9 @@ def _still_the_group(pgid: int, leader_start: int) -> bool:
     the group is gone it may be, to a process that started later, in a group of its own
     (every task is one): pids come round within a minute on a busy machine whose pid_max is
     32768. No process at that pid: the group is gone, or leaderless and then only its own
-    members can be in it."""
+    members can be in it, unless it emptied and its id was taken and left leaderless again
+    since: a killed group outliving its wrapper is looked at every ``GONE_POLL_SECONDS``
+    (``_disarm_when_gone``), so that would all have to happen within that moment."""
     now = _start_time(pgid)
     return now in (0, leader_start)
 
@@ -1283,8 +1285,11 @@ class LocalExecutor(Dispatcher):
             status = self._exit_status(live.run_id, live.task_id, live.attempt)
         else:
             status = live.proc.wait()
-        if live.killed and live.pid and not _group_alive(live.pid):  # the wrapper reaped
-            self._group_gone((live.run_id, live.task_id), live.pid)
+        if live.killed and live.pid:  # the wrapper reaped: is anything left of its group?
+            if _group_alive(live.pid):  # what it started outlives it: watched until gone
+                self._disarm_when_gone((live.run_id, live.task_id), live.pid)
+            else:
+                self._group_gone((live.run_id, live.task_id), live.pid)
         self._deliver(
             live, self.result(live.run_id, live.task_id, live.attempt, status, live.killed)
         )
@@ -1433,7 +1438,7 @@ class LocalExecutor(Dispatcher):
     def kill(self, run_id: str, task_id: str, attempt: int) -> None:
         """SIGTERM to the attempt's process group now, SIGKILL to it after the grace period,
         sent by the server whatever happened to the wrapper meanwhile (unless the group is
-        found empty first). An attempt still waiting for an earlier one's group never
+        found empty first, or its id is another group's by then). An attempt still waiting for an earlier one's group never
         starts: it ends stopped now."""
         key = (run_id, task_id, attempt)
         parked = False
@@ -1471,12 +1476,13 @@ class LocalExecutor(Dispatcher):
         leaves it empty, what is dispatched of its task waits (``dispatch_many``)."""
         pgid, task = live.pid, (live.run_id, live.task_id)
         grace = KILL_GRACE_SECONDS
+        leader = _start_time(pgid)  # (a read of /proc: not under the lock every start takes)
         with self._lock:
             ending = self._ending.setdefault(task, _Ending())
             first = pgid not in ending.groups  # a repeated kill keeps the first one's timer
             if first:
                 ending.groups[pgid] = time.monotonic() + grace
-                ending.leaders[pgid] = _start_time(pgid)
+                ending.leaders[pgid] = leader
         _kill_group(pgid, signal.SIGTERM)
         if first:
             timer = threading.Timer(grace, self._grace_over, (task, pgid))
@@ -1496,9 +1502,10 @@ class LocalExecutor(Dispatcher):
         self._group_gone(task, pgid)
 
     def _disarm_when_gone(self, task: tuple[str, str], pgid: int) -> None:
-        """Once the group of a wrapper kill() found is gone, disarm its kill timer. Its leader
-        has just exited, but it counts as a member until its parent (init, after a restart)
-        reaps it: look again every ``GONE_POLL_SECONDS`` until then, or until the timer fired."""
+        """Once a killed group whose wrapper has exited is gone, disarm its kill timer: the
+        group of a wrapper kill() found (its leader counts as a member until its parent,
+        init after a restart, reaps it), or what a wrapper of ours left running in its group.
+        Look again every ``GONE_POLL_SECONDS`` until then, or until the timer fired."""
         with self._lock:
             ending = self._ending.get(task)
             if self._closed or ending is None or pgid not in ending.groups:
