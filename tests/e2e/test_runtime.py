@@ -351,6 +351,38 @@ def test_a_kill_whose_group_id_another_process_took_since_sends_it_no_sigkill(
                 os.killpg(left, signal.SIGKILL)
 
 
+def test_a_restart_finds_the_wrapper_not_a_subshell_of_its_body(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subshell of the body is a copy of the wrapper's shell, command line and all: a
+    restarted scheduler must watch and stop the wrapper (the session leader), not it."""
+    home = tmp_path / "home"
+    spec = AttemptSpec(
+        "p.r1", "t", 1,
+        RenderedTask("shell", {"command": "(while true; do sleep 0.1; done) & wait"}, {}, {}),
+        datetime(2026, 12, 5, tzinfo=UTC), "wf", "p",
+    )  # fmt: skip
+    first = _executor(tmp_path)
+    first.dispatch(spec)
+    log = home / "logs" / "p.r1" / "t.1.log"
+    assert wait_for(lambda: log.exists() and "started, pid" in log.read_text())
+    wrapper = int(log.read_text().split("started, pid ")[1].split()[0])
+    # the body's subshell runs, with the wrapper's command line
+    assert wait_for(lambda: len(running_in_group(wrapper)) >= 3)  # wrapper, subshell, sleep
+    first.close()
+    second = _executor(tmp_path)
+    try:
+        # WHEN a restarted scheduler looks for the attempt's wrapper
+        assert executor_module.live_wrappers(home / "logs") == {("p.r1", "t.1"): wrapper}
+        # THEN a stop reaches the whole group
+        second.kill("p.r1", "t", 1)
+        assert wait_for(lambda: not running_in_group(wrapper))
+    finally:
+        second.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(wrapper, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("left_ends", [True, False], ids=["left ends", "left ignores TERM"])
 def test_what_a_killed_wrapper_leaves_in_its_group_is_watched_until_gone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, left_ends: bool

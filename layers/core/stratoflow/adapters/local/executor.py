@@ -290,9 +290,19 @@ def disk_full(paths: Sequence[str], threshold: int = DISK_FULL_BYTES) -> str | N
 
 
 def _wrapper_argv(pid: int) -> list[str] | None:
+    """The command line of ``pid`` if it leads a session of its own, as every wrapper does
+    (else None). A subshell of the body (``( ... )``, ``$( ... )``, a pipeline's part, a
+    compound command run with ``&``) is a copy of the wrapper's shell, command line and all,
+    but in the wrapper's session: a restarted scheduler took one for the wrapper, watched it
+    (the attempt was LOST once it ended, while the wrapper ran on, and was started again)
+    and sent its kills to a group id that was not one."""
     try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        fields = stat[stat.rfind(b")") + 1 :].split()  # state, ppid, pgrp, session, ...
+        if len(fields) < 4 or int(fields[3]) != pid:
+            return None
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+    except (OSError, ValueError):
         return None
     return raw.decode(errors="replace").split("\0")
 
