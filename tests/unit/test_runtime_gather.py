@@ -4,7 +4,6 @@ runs (a chain's next step), nor for a turn that was asked for (``wake``)."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,16 +37,19 @@ def _live(rt: LocalRuntime, monkeypatch: pytest.MonkeyPatch, n: int) -> None:
 def test_ends_arriving_while_others_run_join_one_turn(
     rt: LocalRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runtime_module, "GATHER_SECONDS", 0.5)
     _live(rt, monkeypatch, 3)
+    paused: list[float] = []
+
+    class Pause:  # the pause, in which another end arrives
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            paused.append(seconds)
+            rt._reports.put(_end("b"))
+
+    monkeypatch.setattr(runtime_module, "time", Pause)
     rt._reports.put(_end("a"))
-    later = threading.Timer(0.1, rt._reports.put, [_end("b")])
-    later.start()
-    try:
-        batch = rt._wait(1.0)
-    finally:
-        later.join()
-    assert [f.task_id for f in batch] == ["a", "b"]
+    assert [f.task_id for f in rt._wait(1.0)] == ["a", "b"]
+    assert paused == [LONG]
 
 
 def test_an_end_with_nothing_else_running_is_taken_at_once(
