@@ -227,26 +227,38 @@ def test_the_mirror_hard_links_python_files_only(tmp_path: Path) -> None:
     assert tree.mirror.stat().st_mode & 0o777 == 0o700
 
 
-def test_a_directory_too_big_to_walk_is_walked_only_so_far_and_the_server_says_so(
+def test_a_directory_too_big_to_walk_is_walked_level_by_level_so_far_and_the_server_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(sandbox, "IMPORT_WALK_LIMIT", 30)
     cwd = tmp_path / "cwd"
-    for package in ("a", "b"):  # 2 directories, 40 files: 42 entries
+    for package, files in (("a_data", 40), ("pkg", 5)):
         (cwd / package).mkdir(parents=True)
-        for i in range(20):
+        for i in range(files):
             (cwd / package / f"m{i:02d}.py").write_text("")
+    (cwd / "z_mod.py").write_text("")
+    # within the limit: every Python file, no warning
+    monkeypatch.setattr(sandbox, "IMPORT_WALK_LIMIT", 48)  # 3 entries, then 40 and 5
     with caplog.at_level("WARNING", logger=sandbox.__name__):
-        tree = sandbox.import_tree(cwd, tmp_path / "home", tmp_path / "imports")
-    # in name order: a, its 20 files, b, 8 of its files: 30 entries looked at
-    mirrored = _mirrored(tree)
-    assert [m for m in mirrored if m.startswith("a/")] == [f"a/m{i:02d}.py" for i in range(20)]
-    assert [m for m in mirrored if m.startswith("b/")] == [f"b/m{i:02d}.py" for i in range(8)]
-    assert tree.hard_links == 28
+        whole = sandbox.import_tree(cwd, tmp_path / "home", tmp_path / "imports")
+    assert whole.hard_links == 46
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    # one entry fewer: the walk stops at the directory that does not fit (what is left of
+    # the cwd's level below it too), and the cwd's own modules are linked all the same,
+    # whatever their names (level by level, not depth first)
+    monkeypatch.setattr(sandbox, "IMPORT_WALK_LIMIT", 47)
+    with caplog.at_level("WARNING", logger=sandbox.__name__):
+        cut = sandbox.import_tree(cwd, tmp_path / "home", tmp_path / "imports")
+    assert [m for m in _mirrored(cut) if m.endswith(".py")] == [
+        f"a_data/m{i:02d}.py" for i in range(40)
+    ] + ["z_mod.py"]
     [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert str(cwd) in warning
-    assert "more than 30 entries" in warning
-    assert "28 of them" in warning
+    assert f"stopped at {cwd / 'pkg'}" in warning
+    assert "41 linked" in warning
+    # far fewer: the big directory is not walked, the top level still is
+    monkeypatch.setattr(sandbox, "IMPORT_WALK_LIMIT", 30)
+    small = sandbox.import_tree(cwd, tmp_path / "home", tmp_path / "imports")
+    assert _mirrored(small) == ["z_mod.py"]
 
 
 def test_where_no_hard_link_can_be_made_the_mirror_links_symbolically(

@@ -30,6 +30,7 @@ import contextlib
 import ctypes
 import errno
 import functools
+import itertools
 import logging
 import os
 import re
@@ -384,12 +385,8 @@ IMPORTABLE_SUFFIXES = (".py", ".pyc")
 # ~10-20 us an entry here: from a directory the size of a home (a cwd of 128,000 entries took
 # 2.4 s) it held up every start of a server or of `stratoflow run` by seconds, and linked
 # every Python file below it. Beyond this, a warning names the directory, and its Python
-# files past the limit (in the walk's name order) are not importable by tasks.
+# files past the limit (the walk goes level by level) are not importable by tasks.
 IMPORT_WALK_LIMIT = 20_000
-
-
-class _WalkLimit(Exception):
-    """import_tree looked at IMPORT_WALK_LIMIT entries: it stops there."""
 
 
 _O_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -591,46 +588,56 @@ def import_tree(
     def blocked(real: str) -> bool:
         return real in skipped or any(real == d or real.startswith(d + "/") for d in refused)
 
-    seen = [0]  # entries looked at (IMPORT_WALK_LIMIT)
-
-    # strings, not Path: the repository as cwd is some 13,000 entries
-    def walk(source: str, rel: str, ancestors: frozenset[str]) -> None:
-        try:
-            entries = sorted(os.scandir(source), key=lambda e: e.name)
-        except OSError:
-            return
-        for entry in entries:
-            seen[0] += 1
-            if seen[0] > IMPORT_WALK_LIMIT:
-                raise _WalkLimit
-            name = entry.name
-            if name.startswith("."):
-                continue
+    # Breadth first, each directory's entries in name order: the cwd's own modules and
+    # packages, then theirs, level by level, so a big directory (data, a node_modules) takes
+    # only what is left of the walk's budget when its level comes. Strings, not Path: the
+    # repository as cwd is some 13,000 entries.
+    seen = 0  # entries looked at (IMPORT_WALK_LIMIT)
+    level: list[tuple[str, str, frozenset[str]]] = (
+        [] if directory == Path("/") else [(str(directory), "", frozenset())]
+    )
+    cut: str | None = None  # the first directory not walked whole
+    while level and cut is None:
+        below: list[tuple[str, str, frozenset[str]]] = []
+        for source, rel, above in level:
             try:
-                real = os.path.realpath(entry.path) if entry.is_symlink() else entry.path
-                is_dir, is_file = entry.is_dir(), entry.is_file()
+                with os.scandir(source) as it:
+                    # never more than the budget's rest is listed (one directory of millions)
+                    listed = list(itertools.islice(it, IMPORT_WALK_LIMIT - seen + 1))
             except OSError:
                 continue
-            if blocked(real) or os.path.basename(real).startswith("."):
-                continue
-            if is_file:
-                if name.endswith(IMPORTABLE_SUFFIXES) and real.endswith(IMPORTABLE_SUFFIXES):
-                    found.append((f"{rel}{name}", real))
-            elif is_dir and any(real == w or real.startswith(w + "/") for w in whole):
-                linked.append((f"{rel}{name}", real))
-            elif is_dir and real not in ancestors:  # a link back up: not again
-                walk(real, f"{rel}{name}/", ancestors | {real})
-
-    if directory != Path("/"):
-        try:
-            walk(str(directory), "", frozenset({str(directory)}))
-        except _WalkLimit:
-            _log.warning(
-                "the server's directory %s holds more than %d entries: tasks can import only "
-                "the Python files among the first %d looked at (in name order, %d of them); "
-                "start the server from your project's directory", directory,
-                IMPORT_WALK_LIMIT, IMPORT_WALK_LIMIT, len(found),
-            )  # fmt: skip
+            if seen + len(listed) > IMPORT_WALK_LIMIT:
+                cut = source
+                break
+            seen += len(listed)
+            ancestors = above | {source}
+            for entry in sorted(listed, key=lambda e: e.name):
+                name = entry.name
+                if name.startswith("."):
+                    continue
+                try:
+                    real = os.path.realpath(entry.path) if entry.is_symlink() else entry.path
+                    is_dir, is_file = entry.is_dir(), entry.is_file()
+                except OSError:
+                    continue
+                if blocked(real) or os.path.basename(real).startswith("."):
+                    continue
+                if is_file:
+                    if name.endswith(IMPORTABLE_SUFFIXES) and real.endswith(IMPORTABLE_SUFFIXES):
+                        found.append((f"{rel}{name}", real))
+                elif is_dir and any(real == w or real.startswith(w + "/") for w in whole):
+                    linked.append((f"{rel}{name}", real))
+                elif is_dir and real not in ancestors:  # a link back up: not again
+                    below.append((real, f"{rel}{name}/", ancestors))
+        level = below
+    if cut is not None:
+        _log.warning(
+            "the server's directory %s holds more than %d entries: the walk for the Python "
+            "files tasks import stopped at %s (it goes level by level, each directory in name "
+            "order): %d linked, those below or after that one are not importable; start the "
+            "server from your project's directory", directory, IMPORT_WALK_LIMIT, cut,
+            len(found),
+        )  # fmt: skip
     shutil.rmtree(place, ignore_errors=True)
     # 0700: a hard link makes a file reachable by the mirror's path, whatever the directories
     # above the file itself let other users through (a project under a 0700 home)
