@@ -187,6 +187,14 @@ def test_closing_the_runtime_kills_what_a_timeout_left_in_its_grace(
     assert not left
 
 
+def _shell(command: str, attempt: int = 1) -> AttemptSpec:
+    """Attempt ``attempt`` of task t of run p.r1: a shell task running ``command``."""
+    return AttemptSpec(
+        "p.r1", "t", attempt, RenderedTask("shell", {"command": command}, {}, {}),
+        datetime(2026, 12, 5, tzinfo=UTC), "wf", "p",
+    )  # fmt: skip
+
+
 def _executor(tmp_path: Path) -> executor_module.LocalExecutor:
     """An executor on the test's home, as a scheduler (re)started there makes it."""
     home = tmp_path / "home"
@@ -206,10 +214,7 @@ def test_a_restart_while_a_killed_attempt_holds_the_next_one_kills_it_then_start
     home = tmp_path / "home"
 
     def spec(attempt: int) -> AttemptSpec:
-        return AttemptSpec(
-            "p.r1", "t", attempt, RenderedTask("shell", {"command": command}, {}, {}),
-            datetime(2026, 12, 4, tzinfo=UTC), "wf", "p",
-        )  # fmt: skip
+        return _shell(command, attempt)
 
     try:
         first = _executor(tmp_path)
@@ -276,10 +281,7 @@ def test_a_kill_of_an_attempt_started_before_a_restart_is_disarmed_once_its_grou
     home = tmp_path / "home"
     command = "trap '' TERM; while true; do sleep 0.1; done" if ignores_sigterm else "sleep 60"
 
-    spec = AttemptSpec(
-        "p.r1", "t", 1, RenderedTask("shell", {"command": command}, {}, {}),
-        datetime(2026, 12, 5, tzinfo=UTC), "wf", "p",
-    )  # fmt: skip
+    spec = _shell(command)
     first = _executor(tmp_path)
     first.dispatch(spec)
     assert wait_for(lambda: ("p.r1", "t.1") in executor_module.live_wrappers(home / "logs"))
@@ -319,11 +321,7 @@ def test_a_kill_whose_group_id_another_process_took_since_sends_it_no_sigkill(
     grace = 1.0
     monkeypatch.setattr(executor_module, "KILL_GRACE_SECONDS", grace)
     home = tmp_path / "home"
-    spec = AttemptSpec(
-        "p.r1", "t", 1,
-        RenderedTask("shell", {"command": "trap '' TERM; while true; do sleep 0.1; done"}, {}, {}),
-        datetime(2026, 12, 5, tzinfo=UTC), "wf", "p",
-    )  # fmt: skip
+    spec = _shell("trap '' TERM; while true; do sleep 0.1; done")
     ex = _executor(tmp_path)
     try:
         ex.dispatch(spec)
@@ -357,11 +355,7 @@ def test_a_restart_finds_the_wrapper_not_a_subshell_of_its_body(
     """A subshell of the body is a copy of the wrapper's shell, command line and all: a
     restarted scheduler must watch and stop the wrapper (the session leader), not it."""
     home = tmp_path / "home"
-    spec = AttemptSpec(
-        "p.r1", "t", 1,
-        RenderedTask("shell", {"command": "(while true; do sleep 0.1; done) & wait"}, {}, {}),
-        datetime(2026, 12, 5, tzinfo=UTC), "wf", "p",
-    )  # fmt: skip
+    spec = _shell("(while true; do sleep 0.1; done) & wait")
     first = _executor(tmp_path)
     first.dispatch(spec)
     log = home / "logs" / "p.r1" / "t.1.log"
@@ -395,11 +389,7 @@ def test_what_a_killed_wrapper_leaves_in_its_group_is_watched_until_gone(
     monkeypatch.setattr(executor_module, "KILL_GRACE_SECONDS", grace)
     home = tmp_path / "home"
     left = "sleep 1" if left_ends else "while true; do sleep 0.1; done"
-    spec = AttemptSpec(
-        "p.r1", "t", 1,
-        RenderedTask("shell", {"command": f"(trap '' TERM; {left}) & wait"}, {}, {}),
-        datetime(2026, 12, 5, tzinfo=UTC), "wf", "p",
-    )  # fmt: skip
+    spec = _shell(f"(trap '' TERM; {left}) & wait")
     ex = _executor(tmp_path)
     try:
         ex.dispatch(spec)
