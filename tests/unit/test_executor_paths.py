@@ -157,6 +157,39 @@ def _started_on(executor: LocalExecutor, monkeypatch: pytest.MonkeyPatch) -> str
     return where[0]
 
 
+@pytest.mark.parametrize(
+    ("cpu_max", "cfs", "affinity", "threads"),
+    [
+        (None, None, 2, 2),  # no quota: one per core of the affinity mask
+        (None, None, 16, 4),  # at most four
+        ("max 100000", None, 3, 3),  # v2, unlimited
+        ("150000 100000", None, 8, 2),  # v2: --cpus=1.5 counts as 2
+        ("50000 100000", None, 8, 1),  # v2: half a CPU, one thread
+        (None, ("-1", "100000"), 2, 2),  # v1, unlimited
+        (None, ("100000", "100000"), 8, 1),  # v1: one CPU
+        ("garbage", ("100000", "100000"), 8, 1),  # an unreadable v2 file: v1's quota
+    ],
+)
+def test_start_threads_follow_the_cores_and_a_cgroup_quota(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cpu_max: str | None,
+    cfs: tuple[str, str] | None,
+    affinity: int,
+    threads: int,
+) -> None:
+    v2, quota, period = tmp_path / "cpu.max", tmp_path / "quota", tmp_path / "period"
+    if cpu_max is not None:
+        v2.write_text(cpu_max + "\n")
+    if cfs is not None:
+        quota.write_text(cfs[0] + "\n")
+        period.write_text(cfs[1] + "\n")
+    monkeypatch.setattr(executor_module, "CPU_MAX_FILES", (v2,))
+    monkeypatch.setattr(executor_module, "CFS_FILES", (quota, period))
+    monkeypatch.setattr(executor_module.os, "sched_getaffinity", lambda _: set(range(affinity)))
+    assert executor_module._start_thread_count() == threads
+
+
 def test_a_lone_start_stays_on_the_callers_thread_when_no_capability_is_dropped(
     executor: LocalExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -35,6 +35,7 @@ import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import queue
 import re
@@ -146,12 +147,40 @@ def _start_thread_count() -> int:
     cores only queue behind each other and the tasks, with a thread hand-off and GIL
     hand-offs each: on 2 cores, 2 threads ran the issue's 2,000-task DAG at concurrency 8
     4-6% faster than 4 and spent ~0.05 ms less of the scheduler's CPU a task; at
-    concurrency 16 the two were within 1% (docs/benchmarks.md, "Seventeenth round")."""
+    concurrency 16 the two were within 1% (docs/benchmarks.md, "Seventeenth round"). A
+    cgroup's CPU quota (``docker --cpus``) counts as what it allows."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         cores = os.cpu_count() or 1
+    quota = _cpu_quota()
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
     return max(1, min(4, cores))
+
+
+# cgroup v2's, then v1's: where a container's CPU quota is read (its own cgroup's, under the
+# usual cgroup namespace)
+CPU_MAX_FILES = (Path("/sys/fs/cgroup/cpu.max"),)
+CFS_FILES = (
+    Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"),
+    Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us"),
+)
+
+
+def _cpu_quota() -> float | None:
+    """The CPUs a cgroup quota lets this process use (2.5 for ``--cpus=2.5``), or None."""
+    for path in CPU_MAX_FILES:
+        try:
+            quota, period = path.read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        except (OSError, ValueError):
+            continue
+    try:
+        quota_us, period_us = (int(p.read_text()) for p in CFS_FILES)
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
 
 
 SPAWN_THREADS = _start_thread_count()
