@@ -4,6 +4,7 @@ disk-full check of an ended attempt, the removal of its work dir."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import threading
@@ -245,3 +246,45 @@ def test_a_task_file_is_read_only_when_it_is_a_regular_file_and_a_missing_one_is
     assert taskexec.read_task_file(tmp_path / "link") is None  # a link is never followed
     assert taskexec.read_task_file(tmp_path / "fifo") is None  # nor waited on
     assert taskexec.read_task_file(tmp_path / "dir") is None
+
+
+def _watcher_fds() -> dict[str, int]:
+    """This process's pidfds, epolls and pipes, by kind."""
+    kinds: dict[str, int] = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        for kind in ("anon_inode:[pidfd]", "anon_inode:[eventpoll]", "pipe:"):
+            if target.startswith(kind):
+                kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
+def test_close_leaves_no_descriptor_of_the_watcher_open(tmp_path: Path) -> None:
+    """Its epoll, its wake pipe and the pidfd of each attempt still running (left to run,
+    as a server's restart leaves them) are closed; a kill arriving after close watches
+    nothing (no descriptor opened for it stays)."""
+    before = _watcher_fds()
+    home = tmp_path / "home"
+    home.mkdir()
+    ex = LocalExecutor(
+        home / "attempts", lambda *_: None, isolation="none", work_root=tmp_path / "work",
+        protect=home,
+    )  # fmt: skip
+    task = RenderedTask("shell", {"command": "sleep 30"}, {}, {})
+    ex.dispatch(AttemptSpec(RUN, "long", 1, task, datetime(2026, 1, 1, tzinfo=UTC), "wf", "proj"))
+    deadline = time.monotonic() + 10
+    while not ex._live and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pid = next(iter(ex._live.values())).pid
+    try:
+        assert _watcher_fds() != before
+        ex.close()
+        assert _watcher_fds() == before
+        ex._watch_pid(executor_module._Live(RUN, "long", 1, pid=pid, report=False))
+        assert _watcher_fds() == before
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, 9)

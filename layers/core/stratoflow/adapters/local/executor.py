@@ -850,6 +850,7 @@ class LocalExecutor(Dispatcher):
         # register pidfds directly; the pipe only wakes the watcher to close.
         self._epoll = select.epoll()
         self._wake_r, self._wake_w = os.pipe()
+        self._fds_closed = False  # close() closed the watcher's descriptors
         self._epoll.register(self._wake_r, select.EPOLLIN)
         # Under Landlock as root every start is made by a confining thread that gives up all
         # capabilities; the start threads that create them empty their own bounding set once
@@ -1285,6 +1286,9 @@ class LocalExecutor(Dispatcher):
             self._exited(live)
             return
         with self._lock:
+            if self._fds_closed:  # closed meanwhile (a kill during shutdown): not watched
+                os.close(fd)
+                return
             self._live[fd] = live
             if live.report:  # an attempt this executor runs, not one kill() merely found
                 self._by_key[(live.run_id, live.task_id, live.attempt)] = live
@@ -1640,6 +1644,14 @@ class LocalExecutor(Dispatcher):
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
         self._thread.join(timeout=5)
+        if not self._thread.is_alive():  # the watcher is done with them: none left open
+            with self._lock:
+                self._fds_closed = True
+                watched, self._live = list(self._live), {}
+            for fd in [*watched, self._wake_r, self._wake_w]:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._epoll.close()
         self._reap_now.set()
         self._reap_wake.set()
         self._reaper.join(timeout=30)
