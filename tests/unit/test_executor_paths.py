@@ -285,6 +285,22 @@ def test_close_leaves_no_descriptor_of_the_watcher_open(tmp_path: Path) -> None:
         assert _watcher_fds() == before
         ex._watch_pid(executor_module._Live(RUN, "long", 1, pid=pid, report=False))
         assert _watcher_fds() == before
+        # a second close closes nothing again: the numbers may be other files' by now
+        other_r, other_w = os.pipe()
+        try:
+            closed: list[int] = []
+            real_close = os.close
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(
+                    executor_module.os, "close", lambda fd: (closed.append(fd), real_close(fd))[0]
+                )
+                ex.close()
+            assert closed == []
+            os.fstat(other_r)
+            os.fstat(other_w)
+        finally:
+            os.close(other_r)
+            os.close(other_w)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, 9)

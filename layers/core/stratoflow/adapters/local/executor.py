@@ -1641,17 +1641,19 @@ class LocalExecutor(Dispatcher):
         self._closed = True
         self._spawner.shutdown()
         self._finish_kills()
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")
+        if not self._fds_closed:  # (a second close() must not write to a reused number)
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")
         self._thread.join(timeout=5)
         if not self._thread.is_alive():  # the watcher is done with them: none left open
             with self._lock:
-                self._fds_closed = True
+                closing, self._fds_closed = not self._fds_closed, True
                 watched, self._live = list(self._live), {}
-            for fd in [*watched, self._wake_r, self._wake_w]:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            self._epoll.close()
+            if closing:  # once: a number closed twice may be another file's by then
+                for fd in [*watched, self._wake_r, self._wake_w]:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                self._epoll.close()
         self._reap_now.set()
         self._reap_wake.set()
         self._reaper.join(timeout=30)
