@@ -227,7 +227,7 @@ def test_the_mirror_hard_links_python_files_only(tmp_path: Path) -> None:
     assert tree.mirror.stat().st_mode & 0o777 == 0o700
 
 
-def test_a_directory_too_big_to_walk_is_walked_level_by_level_so_far_and_the_server_says_so(
+def test_a_directory_too_big_for_the_walk_is_left_out_and_the_server_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     cwd = tmp_path / "cwd"
@@ -242,23 +242,20 @@ def test_a_directory_too_big_to_walk_is_walked_level_by_level_so_far_and_the_ser
         whole = sandbox.import_tree(cwd, tmp_path / "home", tmp_path / "imports")
     assert whole.hard_links == 46
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
-    # one entry fewer: the walk stops at the directory that does not fit (what is left of
-    # the cwd's level below it too), and the cwd's own modules are linked all the same,
-    # whatever their names (level by level, not depth first)
-    monkeypatch.setattr(sandbox, "IMPORT_WALK_LIMIT", 47)
+    # less: the directory that does not fit what is left is not walked, the walk goes on
+    # with the others, and the cwd's own modules are linked whatever their names (level by
+    # level, not depth first)
+    monkeypatch.setattr(sandbox, "IMPORT_WALK_LIMIT", 30)
     with caplog.at_level("WARNING", logger=sandbox.__name__):
         cut = sandbox.import_tree(cwd, tmp_path / "home", tmp_path / "imports")
     assert [m for m in _mirrored(cut) if m.endswith(".py")] == [
-        f"a_data/m{i:02d}.py" for i in range(40)
-    ] + ["z_mod.py"]
+        *(f"pkg/m{i:02d}.py" for i in range(5)),
+        "z_mod.py",
+    ]
     [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert str(cwd) in warning
-    assert f"stopped at {cwd / 'pkg'}" in warning
-    assert "41 linked" in warning
-    # far fewer: the big directory is not walked, the top level still is
-    monkeypatch.setattr(sandbox, "IMPORT_WALK_LIMIT", 30)
-    small = sandbox.import_tree(cwd, tmp_path / "home", tmp_path / "imports")
-    assert _mirrored(small) == ["z_mod.py"]
+    assert f"left out 1 directory, the first {cwd / 'a_data'}" in warning
+    assert "6 files linked" in warning
 
 
 def test_where_no_hard_link_can_be_made_the_mirror_links_symbolically(

@@ -384,8 +384,8 @@ IMPORTABLE_SUFFIXES = (".py", ".pyc")
 # How many entries of the server's directory import_tree looks at, at most. The walk costs
 # ~10-20 us an entry here: from a directory the size of a home (a cwd of 128,000 entries took
 # 2.4 s) it held up every start of a server or of `stratoflow run` by seconds, and linked
-# every Python file below it. Beyond this, a warning names the directory, and its Python
-# files past the limit (the walk goes level by level) are not importable by tasks.
+# every Python file below it. A directory too big for what is left is not walked (a warning
+# names it), and its Python files are not importable by tasks.
 IMPORT_WALK_LIMIT = 20_000
 
 
@@ -589,29 +589,34 @@ def import_tree(
         return real in skipped or any(real == d or real.startswith(d + "/") for d in refused)
 
     # Breadth first, each directory's entries in name order: the cwd's own modules and
-    # packages, then theirs, level by level, so a big directory (data, a node_modules) takes
-    # only what is left of the walk's budget when its level comes. Strings, not Path: the
-    # repository as cwd is some 13,000 entries.
-    seen = 0  # entries looked at (IMPORT_WALK_LIMIT)
+    # packages, then theirs, level by level. A directory with more entries than the walk has
+    # left (data, a node_modules) is left out, and the walk goes on with the others; no more
+    # than twice the budget is listed in all. Strings, not Path: the repository as cwd is
+    # some 13,000 entries.
+    seen = listed = 0  # entries taken; entries listed, taken or not
+    left_out: list[str] = []  # directories not walked: too big for what was left
     level: list[tuple[str, str, frozenset[str]]] = (
         [] if directory == Path("/") else [(str(directory), "", frozenset())]
     )
-    cut: str | None = None  # the first directory not walked whole
-    while level and cut is None:
+    while level:
         below: list[tuple[str, str, frozenset[str]]] = []
         for source, rel, above in level:
+            room = IMPORT_WALK_LIMIT - seen
+            if room <= 0 or listed > 2 * IMPORT_WALK_LIMIT:
+                left_out.append(source)
+                continue
             try:
                 with os.scandir(source) as it:
-                    # never more than the budget's rest is listed (one directory of millions)
-                    listed = list(itertools.islice(it, IMPORT_WALK_LIMIT - seen + 1))
+                    entries = list(itertools.islice(it, room + 1))  # never more than that
             except OSError:
                 continue
-            if seen + len(listed) > IMPORT_WALK_LIMIT:
-                cut = source
-                break
-            seen += len(listed)
+            listed += len(entries)
+            if len(entries) > room:
+                left_out.append(source)
+                continue
+            seen += len(entries)
             ancestors = above | {source}
-            for entry in sorted(listed, key=lambda e: e.name):
+            for entry in sorted(entries, key=lambda e: e.name):
                 name = entry.name
                 if name.startswith("."):
                     continue
@@ -630,13 +635,13 @@ def import_tree(
                 elif is_dir and real not in ancestors:  # a link back up: not again
                     below.append((real, f"{rel}{name}/", ancestors))
         level = below
-    if cut is not None:
+    if left_out:
         _log.warning(
             "the server's directory %s holds more than %d entries: the walk for the Python "
-            "files tasks import stopped at %s (it goes level by level, each directory in name "
-            "order): %d linked, those below or after that one are not importable; start the "
-            "server from your project's directory", directory, IMPORT_WALK_LIMIT, cut,
-            len(found),
+            "files tasks import (level by level, each directory in name order) left out %d "
+            "director%s, the first %s, and what is below them: %d files linked; start the "
+            "server from your project's directory", directory, IMPORT_WALK_LIMIT,
+            len(left_out), "y" if len(left_out) == 1 else "ies", left_out[0], len(found),
         )  # fmt: skip
     shutil.rmtree(place, ignore_errors=True)
     # 0700: a hard link makes a file reachable by the mirror's path, whatever the directories
