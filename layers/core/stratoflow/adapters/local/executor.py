@@ -174,7 +174,7 @@ def _cpu_quota() -> float | None:
         try:
             quota, period = path.read_text().split()[:2]
             return None if quota == "max" else int(quota) / int(period)
-        except (OSError, ValueError):
+        except (OSError, ValueError, ZeroDivisionError):
             continue
     try:
         quota_us, period_us = (int(p.read_text()) for p in CFS_FILES)
@@ -326,11 +326,13 @@ def _wrapper_argv(pid: int) -> list[str] | None:
     (the attempt was LOST once it ended, while the wrapper ran on, and was started again)
     and sent its kills to a group id that was not one."""
     try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if WRAPPER_NAME.encode() not in raw:  # not a wrapper: its stat is not read
+            return None
         stat = Path(f"/proc/{pid}/stat").read_bytes()
         fields = stat[stat.rfind(b")") + 1 :].split()  # state, ppid, pgrp, session, ...
         if len(fields) < 4 or int(fields[3]) != pid:
             return None
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
     return raw.decode(errors="replace").split("\0")
@@ -1641,9 +1643,10 @@ class LocalExecutor(Dispatcher):
         self._closed = True
         self._spawner.shutdown()
         self._finish_kills()
-        if not self._fds_closed:  # (a second close() must not write to a reused number)
-            with contextlib.suppress(OSError):
-                os.write(self._wake_w, b"x")
+        with self._lock:  # not once a close() closed them (the number may be reused)
+            if not self._fds_closed:
+                with contextlib.suppress(OSError):
+                    os.write(self._wake_w, b"x")
         self._thread.join(timeout=5)
         if not self._thread.is_alive():  # the watcher is done with them: none left open
             with self._lock:
