@@ -354,6 +354,7 @@ def test_a_restart_finds_the_wrapper_not_a_subshell_of_its_body(
 ) -> None:
     """A subshell of the body is a copy of the wrapper's shell, command line and all: a
     restarted scheduler must watch and stop the wrapper (the session leader), not it."""
+    monkeypatch.setattr(executor_module, "KILL_GRACE_SECONDS", 0.5)
     home = tmp_path / "home"
     spec = _shell("(while true; do sleep 0.1; done) & wait")
     first = _executor(tmp_path)
@@ -379,7 +380,7 @@ def test_a_restart_finds_the_wrapper_not_a_subshell_of_its_body(
 
 @pytest.mark.parametrize("left_ends", [True, False], ids=["left ends", "left ignores TERM"])
 def test_what_a_killed_wrapper_leaves_in_its_group_is_watched_until_gone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, left_ends: bool
+    tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch, left_ends: bool
 ) -> None:
     """A killed attempt's wrapper ends at SIGTERM while something it started, ignoring it,
     runs on in the group: the group is looked at until it is gone, and the kill timer
@@ -388,29 +389,34 @@ def test_what_a_killed_wrapper_leaves_in_its_group_is_watched_until_gone(
     grace = 2.0 if not left_ends else 60.0
     monkeypatch.setattr(executor_module, "KILL_GRACE_SECONDS", grace)
     home = tmp_path / "home"
-    left = "sleep 1" if left_ends else "while true; do sleep 0.1; done"
-    spec = _shell(f"(trap '' TERM; {left}) & wait")
+    ready, stop = shared_dir / "ready", shared_dir / "stop"
+    # the left one ignores SIGTERM before it says it is there; it ends once told (or never)
+    until = f"[ -e {stop} ]" if left_ends else "false"
+    spec = _shell(f"(trap '' TERM; touch {ready}; until {until}; do sleep 0.05; done) & wait")
     ex = _executor(tmp_path)
+    pgid = 0
     try:
         ex.dispatch(spec)
-        assert wait_for(lambda: ("p.r1", "t.1") in executor_module.live_wrappers(home / "logs"))
+        assert wait_for(ready.exists)
         pgid = executor_module.live_wrappers(home / "logs")[("p.r1", "t.1")]
-        time.sleep(0.2)  # the body's subshell has set its trap
         killed = time.monotonic()
         ex.kill("p.r1", "t", 1)
         # THEN the wrapper is gone, what it left still runs, and the timer stays armed
         assert wait_for(lambda: ("p.r1", "t.1") not in executor_module.live_wrappers(home / "logs"))
         assert running_in_group(pgid)
         assert ex._ending
+        if left_ends:
+            stop.touch()
         # THEN once nothing of the group is left, the timer is disarmed: by the group's own
         # end, long before the grace is over, or by the SIGKILL at its end
         assert wait_for(lambda: not ex._ending, timeout=grace + 5)
         assert (time.monotonic() - killed >= grace) is not left_ends
-        assert not running_in_group(pgid)
+        assert wait_for(lambda: not running_in_group(pgid))
     finally:
         ex.close()
-        with contextlib.suppress(ProcessLookupError, UnboundLocalError):
-            os.killpg(pgid, signal.SIGKILL)
+        if pgid:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
 
 
 def test_run_concurrency_limits_tasks_running_at_once(

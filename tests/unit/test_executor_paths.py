@@ -248,25 +248,18 @@ def test_a_task_file_is_read_only_when_it_is_a_regular_file_and_a_missing_one_is
     assert taskexec.read_task_file(tmp_path / "dir") is None
 
 
-def _watcher_fds() -> dict[str, int]:
-    """This process's pidfds, epolls and pipes, by kind."""
-    kinds: dict[str, int] = {}
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            continue
-        for kind in ("anon_inode:[pidfd]", "anon_inode:[eventpoll]", "pipe:"):
-            if target.startswith(kind):
-                kinds[kind] = kinds.get(kind, 0) + 1
-    return kinds
+def _target(fd: int) -> str | None:
+    """What the descriptor ``fd`` of this process is (its /proc link), None if closed."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
 
 
 def test_close_leaves_no_descriptor_of_the_watcher_open(tmp_path: Path) -> None:
     """Its epoll, its wake pipe and the pidfd of each attempt still running (left to run,
     as a server's restart leaves them) are closed; a kill arriving after close watches
-    nothing (no descriptor opened for it stays)."""
-    before = _watcher_fds()
+    nothing (no descriptor opened for it stays); a second close closes nothing again."""
     home = tmp_path / "home"
     home.mkdir()
     ex = LocalExecutor(
@@ -279,12 +272,25 @@ def test_close_leaves_no_descriptor_of_the_watcher_open(tmp_path: Path) -> None:
     while not ex._live and time.monotonic() < deadline:
         time.sleep(0.02)
     pid = next(iter(ex._live.values())).pid
+    own = [ex._epoll.fileno(), ex._wake_r, ex._wake_w, *ex._live]
+    targets = {fd: _target(fd) for fd in own}
+    assert all(targets.values())
     try:
-        assert _watcher_fds() != before
         ex.close()
-        assert _watcher_fds() == before
-        ex._watch_pid(executor_module._Live(RUN, "long", 1, pid=pid, report=False))
-        assert _watcher_fds() == before
+        # each is closed, or (a number taken again meanwhile) another file's
+        assert all(_target(fd) != targets[fd] for fd in own)
+        opened: list[int] = []
+        real_pidfd_open = os.pidfd_open
+
+        def pidfd_open(p: int, flags: int = 0) -> int:
+            opened.append(fd := real_pidfd_open(p, flags))
+            return fd
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(executor_module.os, "pidfd_open", pidfd_open)
+            ex._watch_pid(executor_module._Live(RUN, "long", 1, pid=pid, report=False))
+        assert len(opened) == 1
+        assert _target(opened[0]) is None  # closed at once: watched by nothing
         # a second close closes nothing again: the numbers may be other files' by now
         other_r, other_w = os.pipe()
         try:
