@@ -378,6 +378,50 @@ def test_a_restart_finds_the_wrapper_not_a_subshell_of_its_body(
             os.killpg(wrapper, signal.SIGKILL)
 
 
+@pytest.mark.parametrize("how", ["killed alone", "ended"])
+def test_a_restart_kills_what_a_wrapper_gone_meanwhile_left_in_its_group(
+    tmp_path: Path, shared_dir: Path, how: str
+) -> None:
+    """A wrapper that ended while no scheduler watched (with its record, or killed alone
+    without one) may leave something running in its group: a restarted scheduler kills it,
+    as a live one does when a wrapper ends, before the attempt's end is recorded (and a
+    retry of it may start)."""
+    home = tmp_path / "home"
+    ready, done = shared_dir / "ready", shared_dir / "done"
+    then = f"touch {done}; exit 0" if how == "ended" else "sleep 30"
+    spec = _shell(
+        f"(touch {ready}; until false; do sleep 0.05; done) & until [ -e {done} ]; do sleep 0.05; done; {then}"
+    )
+    first = _executor(tmp_path)
+    first.dispatch(spec)
+    assert wait_for(ready.exists)
+    log = home / "logs" / "p.r1" / "t.1.log"
+    wrapper = int(log.read_text().split("started, pid ")[1].split()[0])
+    first.close()  # the scheduler goes; its attempt runs on
+    try:
+        if how == "ended":
+            done.touch()  # the wrapper writes its record and exits
+            assert wait_for(lambda: "exited with code 0" in log.read_text())
+        else:
+            os.kill(wrapper, signal.SIGKILL)  # the wrapper alone: no record
+        os.waitpid(wrapper, 0)  # (its parent: this process, as init would after a restart)
+        assert running_in_group(wrapper)  # the body's subshell runs on
+        second = _executor(tmp_path)
+        try:
+            # WHEN a restarted scheduler recovers the attempt
+            task = TaskInstance("p.r1", "t", TaskState.RUNNING, attempt=1)
+            report = second.recover([task])
+            # THEN its end is recorded as its log says, and nothing of it runs any more
+            result = report.results[("p.r1", "t", 1)]
+            assert result.status.value == ("succeeded" if how == "ended" else "lost")
+            assert wait_for(lambda: not running_in_group(wrapper))
+        finally:
+            second.close()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(wrapper, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("left_ends", [True, False], ids=["left ends", "left ignores TERM"])
 def test_what_a_killed_wrapper_leaves_in_its_group_is_watched_until_gone(
     tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch, left_ends: bool

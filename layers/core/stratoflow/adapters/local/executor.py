@@ -359,6 +359,26 @@ def _replaced_wrapper(pid: int, output: str) -> bool:
     return environ is not None and b"STRATOFLOW_OUTPUT=" + output.encode() in environ
 
 
+def _group_holds_attempt(pgid: int, output: str) -> bool:
+    """Whether a process of the group ``pgid`` was started with the environment of the attempt
+    whose output file is ``output`` (what its wrapper left running: a subshell of its body,
+    a job it put in the background). A walk of /proc (at recovery only)."""
+    marker = b"STRATOFLOW_OUTPUT=" + output.encode()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry.name}/stat").read_bytes()
+            fields = stat[stat.rfind(b")") + 1 :].split()  # state, ppid, pgrp, ...
+            if len(fields) < 3 or int(fields[2]) != pgid or fields[0] == b"Z":
+                continue
+            if marker in Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0"):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
 def _leader_environ(pid: str) -> list[bytes] | None:
     """The environment ``pid`` was started with (``NAME=value`` entries), if it leads a
     session of its own (as every wrapper does), else None."""
@@ -935,6 +955,18 @@ class LocalExecutor(Dispatcher):
         pid = (record or self._record(run_id, task_id, attempt)).pid
         output = self._file_text(run_id, task_id, attempt, ".out")
         return pid if pid is not None and _replaced_wrapper(pid, output) else None
+
+    def _kill_leftovers(self, key: Key, record: LogRecord) -> None:
+        """SIGKILL what the attempt's wrapper, gone while no scheduler watched, left in its
+        group (the group's id is the wrapper's pid, which its log's start line names), if
+        anything of the attempt's is there: the id may be another group's by now."""
+        if (
+            record.pid is not None
+            and _group_alive(record.pid)  # (a walk of /proc only where the group lives on)
+            and _group_holds_attempt(record.pid, self._file_text(*key, ".out"))
+        ):
+            log.info("%s/%s/%s: killing what its wrapper left running", *key)
+            _kill_group(record.pid, signal.SIGKILL)
 
     def _exit_status(self, run_id: str, task_id: str, attempt: int) -> int | None:
         """The status the wrapper's trap recorded, if it did."""
@@ -1604,6 +1636,15 @@ class LocalExecutor(Dispatcher):
             wanted.add((ti.run_id, name))
             key = (ti.run_id, ti.task_id, ti.attempt)
             record = self._record(*key)
+            if record.status is not None or (
+                record.started
+                and (ti.run_id, name) not in alive
+                and self._replaced(*key, record) is None
+            ):
+                # its wrapper is gone (it ended, or died without its record): what it left
+                # running in its group goes, as it does when the wrapper ends under a live
+                # scheduler (``_exited``); left, it ran on beside the retry, or for good
+                self._kill_leftovers(key, record)
             if record.status is not None:
                 # it ended while we were down: when, its log says (the exit record was its
                 # last write), not this restart
