@@ -18,8 +18,8 @@ through pidfds, and reads the exit status of those that ended meanwhile from the
 
 A stop or a timeout sends SIGTERM to the attempt's process group, then SIGKILL to the group
 after the grace period whatever became of the wrapper (unless the group is found empty first,
-or its id is another group's by then); a task that ends on its own takes what it left running in its group with
-it. Until a killed group is gone (empty, or sent SIGKILL: nothing of it runs user code after
+or its id is another group's by then); a task that ends on its own takes what it left running
+in its group with it. Until a killed group is gone (empty, or sent SIGKILL: nothing of it runs user code after
 that), a later attempt of the same task that is dispatched waits here, claimed but not started
 (no log yet), so two attempts of a task never run at once; the scheduler already makes a
 timed-out attempt's retry wait the grace (``kill_grace``), so that wait is short, but a rerun
@@ -136,7 +136,7 @@ eval "$__stratoflow_body"
 )
 WRAPPER_NAME = "stratoflow-task"  # $0 of every wrapper: how recovery recognises them
 KILL_GRACE_SECONDS = 5.0
-# after a killed wrapper kill() found has exited: how often to look whether its group is gone
+# once a killed attempt's wrapper has exited: how often to look whether its group is gone
 GONE_POLL_SECONDS = 0.1
 
 
@@ -270,14 +270,30 @@ class _Ending:
     waiting: list[tuple[AttemptSpec, _Live]] = field(default_factory=list)
 
 
+def _stat(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name (which may hold ")"): state,
+    ppid, pgrp, session, ... (the 3rd field of the file first); None when there is no such
+    process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 1 :].split()
+
+
+def _leads_session(fields: list[bytes] | None, pid: int | str) -> bool:
+    """Whether the process of these ``_stat`` fields leads a session of its own (as every
+    wrapper does), ``pid`` its id."""
+    return fields is not None and len(fields) > 3 and fields[3] == str(pid).encode()
+
+
 def _start_time(pid: int) -> int:
     """When the process ``pid`` started (clock ticks after boot: /proc/PID/stat's 22nd
     field); 0 when there is none."""
+    fields = _stat(pid)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-        return int(data[data.rindex(b")") + 2 :].split()[19])
-    except (OSError, ValueError, IndexError):
+        return int(fields[19]) if fields is not None else 0
+    except (ValueError, IndexError):
         return 0
 
 
@@ -327,14 +343,10 @@ def _wrapper_argv(pid: int) -> list[str] | None:
     and sent its kills to a group id that was not one."""
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        if WRAPPER_NAME.encode() not in raw:  # not a wrapper: its stat is not read
-            return None
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-        fields = stat[stat.rfind(b")") + 1 :].split()  # state, ppid, pgrp, session, ...
-        if len(fields) < 4 or int(fields[3]) != pid:
-            return None
-    except (OSError, ValueError):
+    except OSError:
         return None
+    if WRAPPER_NAME.encode() not in raw or not _leads_session(_stat(pid), pid):
+        return None  # (not a wrapper: its stat is not read)
     return raw.decode(errors="replace").split("\0")
 
 
@@ -365,16 +377,15 @@ def _group_holds_attempt(pgid: int, output: str) -> bool:
     a job it put in the background). A walk of /proc (at recovery only)."""
     marker = b"STRATOFLOW_OUTPUT=" + output.encode()
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
+        fields = _stat(entry.name) if entry.name.isdigit() else None
+        if fields is None or len(fields) < 3 or fields[2] != str(pgid).encode():
+            continue
+        if fields[0] == b"Z":  # a zombie's environment is empty
             continue
         try:
-            stat = Path(f"/proc/{entry.name}/stat").read_bytes()
-            fields = stat[stat.rfind(b")") + 1 :].split()  # state, ppid, pgrp, ...
-            if len(fields) < 3 or int(fields[2]) != pgid or fields[0] == b"Z":
-                continue
             if marker in Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0"):
                 return True
-        except (OSError, ValueError):
+        except OSError:
             continue
     return False
 
@@ -382,11 +393,9 @@ def _group_holds_attempt(pgid: int, output: str) -> bool:
 def _leader_environ(pid: str) -> list[bytes] | None:
     """The environment ``pid`` was started with (``NAME=value`` entries), if it leads a
     session of its own (as every wrapper does), else None."""
+    if not _leads_session(_stat(pid), pid):
+        return None
     try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-        fields = stat[stat.rfind(b")") + 1 :].split()  # after the command name: it may hold ")"
-        if len(fields) < 4 or fields[3] != pid.encode():  # state, ppid, pgrp, session
-            return None
         return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return None
@@ -1515,8 +1524,8 @@ class LocalExecutor(Dispatcher):
     def kill(self, run_id: str, task_id: str, attempt: int) -> None:
         """SIGTERM to the attempt's process group now, SIGKILL to it after the grace period,
         sent by the server whatever happened to the wrapper meanwhile (unless the group is
-        found empty first, or its id is another group's by then). An attempt still waiting for an earlier one's group never
-        starts: it ends stopped now."""
+        found empty first, or its id is another group's by then). An attempt still waiting for
+        an earlier one's group never starts: it ends stopped now."""
         key = (run_id, task_id, attempt)
         parked = False
         with self._lock:
@@ -1636,10 +1645,13 @@ class LocalExecutor(Dispatcher):
             wanted.add((ti.run_id, name))
             key = (ti.run_id, ti.task_id, ti.attempt)
             record = self._record(*key)
+            wrapper = alive.get((ti.run_id, name))
+            # its body replaced the wrapper (exec), which still runs: the pid its log names
+            replaced = (
+                self._replaced(*key, record) if record.status is None and wrapper is None else None
+            )
             if record.status is not None or (
-                record.started
-                and (ti.run_id, name) not in alive
-                and self._replaced(*key, record) is None
+                record.started and wrapper is None and replaced is None
             ):
                 # its wrapper is gone (it ended, or died without its record): what it left
                 # running in its group goes, as it does when the wrapper ends under a live
@@ -1655,9 +1667,9 @@ class LocalExecutor(Dispatcher):
                 report.results[key] = self._masked(
                     ti.run_id, result, self.log_path(*key).as_posix()
                 )
-            elif (ti.run_id, name) in alive:
-                self._watch_pid(_Live(*key, pid=alive[(ti.run_id, name)]))
-            elif (replaced := self._replaced(*key, record)) is not None:
+            elif wrapper is not None:
+                self._watch_pid(_Live(*key, pid=wrapper))
+            elif replaced is not None:
                 # its body replaced the wrapper (exec): watched as it; no record, so it ends LOST
                 self._watch_pid(_Live(*key, pid=replaced))
             elif record.started:  # started, then died without its trap
