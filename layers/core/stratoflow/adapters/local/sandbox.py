@@ -570,9 +570,9 @@ def import_tree(
     after a restart (one replaced is linked anew by :meth:`ImportTree.refresh`). The system
     directories (:data:`SYSTEM_READ_PATHS`, ``/dev``) are not walked, and ``/`` as
     ``directory`` (a service started without a working directory) gives an empty mirror:
-    every Python file of the machine is no project's, and of a bigger directory than
-    :data:`IMPORT_WALK_LIMIT` entries only that many are looked at (a warning says so). A
-    directory tasks may read whole
+    every Python file of the machine is no project's; at most :data:`IMPORT_WALK_LIMIT`
+    entries are taken, a directory too big for what is left is left out (a warning names
+    it). A directory tasks may read whole
     anyway (``readable``: a virtualenv in ``directory``, stratoflow's own source) is linked
     as it is (symbolically), not walked."""
     directory = directory.resolve()
