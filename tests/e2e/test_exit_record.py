@@ -219,14 +219,21 @@ def _alive(pid: int) -> bool:
     return not _gone(pid)
 
 
+# `exec -c` starts the program with an empty environment: only its copy of the log (which
+# every `exec` keeps) says whose it is. Found by its environment alone, it was LOST after a
+# restart while it ran on, and its retry ran beside it: the task twice.
+EXECS = pytest.mark.parametrize("exec_", ["exec", "exec -c"], ids=["exec", "exec-c"])
+
+
+@EXECS
 @pytest.mark.parametrize("recovered", [True, False], ids=["recovered", "killed-unrecovered"])
 def test_a_body_that_replaced_its_wrapper_with_exec_is_found_again_after_a_restart(
-    tmp_path: Path, recovered: bool
+    tmp_path: Path, recovered: bool, exec_: str
 ) -> None:
     # a restarted scheduler found wrappers by their command line only: an `exec` in the body
     # took it away, so the attempt was reported LOST while it ran on (a retry would run beside
     # it) and a stop could not reach it
-    pid = _replaced_then_orphaned(tmp_path, "replaced", "exec sleep 30")
+    pid = _replaced_then_orphaned(tmp_path, "replaced", f"{exec_} sleep 30")
     reports: list[tuple[Any, ...]] = []
     second = _executor(tmp_path, reports)
     try:
@@ -248,8 +255,9 @@ def test_a_body_that_replaced_its_wrapper_with_exec_is_found_again_after_a_resta
         ]
 
 
-def test_a_replaced_wrapper_that_ends_while_watched_is_lost(tmp_path: Path) -> None:
-    pid = _replaced_then_orphaned(tmp_path, "short", "exec sleep 30")
+@EXECS
+def test_a_replaced_wrapper_that_ends_while_watched_is_lost(tmp_path: Path, exec_: str) -> None:
+    pid = _replaced_then_orphaned(tmp_path, "short", f"{exec_} sleep 30")
     reports: list[tuple[Any, ...]] = []
     second = _executor(tmp_path, reports)
     try:
@@ -263,13 +271,16 @@ def test_a_replaced_wrapper_that_ends_while_watched_is_lost(tmp_path: Path) -> N
     assert result.status is AttemptStatus.LOST  # exec leaves no exit record: unknown end
 
 
-@pytest.mark.parametrize("impostor", ["another-environment", "not-a-session-leader"])
+@pytest.mark.parametrize(
+    "impostor", ["another-environment", "another-attempt-s-log", "not-a-session-leader"]
+)
 def test_a_process_the_log_names_is_not_taken_for_the_wrapper_unless_it_is_one(
     tmp_path: Path, impostor: str
 ) -> None:
     """A pid reused since (or a line the body wrote over its log's first): the process it
-    names must lead a session of its own and carry the attempt's environment, or the
-    attempt is LOST as before, and that process is neither watched nor stopped."""
+    names must lead a session of its own and carry the attempt's environment or hold its
+    log, or the attempt is LOST as before, and that process is neither watched nor
+    stopped."""
     pid = _replaced_then_orphaned(tmp_path, "named", "exec sleep 30")
     os.kill(pid, signal.SIGKILL)
     _until(lambda: _gone(pid))
@@ -278,6 +289,11 @@ def test_a_process_the_log_names_is_not_taken_for_the_wrapper_unless_it_is_one(
     if impostor == "another-environment":  # leads a session, but not with the attempt's env
         env = {"PATH": os.defpath, "STRATOFLOW_OUTPUT": output + "x"}
         other = subprocess.Popen(["sleep", "30"], env=env, start_new_session=True)
+    elif impostor == "another-attempt-s-log":  # leads a session, holding a log not its own
+        with (second.root / RUN / "named.2.log").open("w") as held:
+            other = subprocess.Popen(
+                ["sleep", "30"], env={"PATH": os.defpath}, stdout=held, start_new_session=True
+            )
     else:  # the attempt's environment, in no session of its own
         env = {"PATH": os.defpath, "STRATOFLOW_OUTPUT": output}
         other = subprocess.Popen(["sleep", "30"], env=env)
@@ -320,10 +336,11 @@ def test_recovery_builds_no_path_of_ids_another_process_carries(tmp_path: Path) 
         other.wait()
 
 
+@EXECS
 def test_a_replaced_wrapper_whose_task_was_stopped_while_down_is_killed_at_recovery(
-    tmp_path: Path,
+    tmp_path: Path, exec_: str
 ) -> None:
-    pid = _replaced_then_orphaned(tmp_path, "stopped", "exec sleep 30")
+    pid = _replaced_then_orphaned(tmp_path, "stopped", f"{exec_} sleep 30")
     second = _executor(tmp_path)
     try:
         report = second.recover([])  # its task is no longer running: stopped meanwhile

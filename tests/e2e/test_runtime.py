@@ -251,6 +251,13 @@ def test_a_restart_while_a_killed_attempt_holds_the_next_one_kills_it_then_start
             os.killpg(pgid, signal.SIGKILL)
 
 
+def _argv(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+    except OSError:
+        return []
+
+
 def running_in_group(pgid: int) -> list[int]:
     """The processes of the group that have not ended (a zombie has: an orphan waits for init,
     which on some machines reaps late)."""
@@ -378,25 +385,32 @@ def test_a_restart_finds_the_wrapper_not_a_subshell_of_its_body(
             os.killpg(wrapper, signal.SIGKILL)
 
 
-@pytest.mark.parametrize("how", ["killed alone", "ended"])
+@pytest.mark.parametrize(
+    ("how", "left"),
+    [("killed alone", "a loop"), ("ended", "a loop"), ("killed alone", "exec -c sleep")],
+)
 def test_a_restart_kills_what_a_wrapper_gone_meanwhile_left_in_its_group(
-    tmp_path: Path, shared_dir: Path, how: str
+    tmp_path: Path, shared_dir: Path, how: str, left: str
 ) -> None:
     """A wrapper that ended while no scheduler watched (with its record, or killed alone
     without one) may leave something running in its group: a restarted scheduler kills it,
     as a live one does when a wrapper ends, before the attempt's end is recorded (and a
-    retry of it may start)."""
+    retry of it may start). Also a program started with an empty environment (``exec -c``):
+    its copy of the attempt's log says whose it is."""
     home = tmp_path / "home"
     ready, done = shared_dir / "ready", shared_dir / "done"
     then = f"touch {done}; exit 0" if how == "ended" else "sleep 30"
-    spec = _shell(
-        f"(touch {ready}; until false; do sleep 0.05; done) & until [ -e {done} ]; do sleep 0.05; done; {then}"
-    )
+    runs_on = "until false; do sleep 0.05; done" if left == "a loop" else "exec -c sleep 300"
+    spec = _shell(f"(touch {ready}; {runs_on}) & until [ -e {done} ]; do sleep 0.05; done; {then}")
     first = _executor(tmp_path)
     first.dispatch(spec)
     assert wait_for(ready.exists)
     log = home / "logs" / "p.r1" / "t.1.log"
     wrapper = int(log.read_text().split("started, pid ")[1].split()[0])
+    if left != "a loop":  # once the program replaced the subshell (its environment gone)
+        assert wait_for(
+            lambda: any(_argv(p) == [b"sleep", b"300"] for p in running_in_group(wrapper))
+        )
     first.close()  # the scheduler goes; its attempt runs on
     try:
         if how == "ended":

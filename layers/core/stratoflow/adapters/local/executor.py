@@ -94,7 +94,8 @@ log = logging.getLogger("stratoflow.executor")
 # also covers a body that replaces the shell with `exec cmd`); the trap's record is for one that
 # was not alive to wait. The start line names the shell's pid ($$): a restarted scheduler finds
 # a wrapper by its argv, or, once `exec cmd` replaced it (argv and traps gone, no record to
-# come), by that pid (_replaced_wrapper), and watches and stops it as any other. Both the
+# come), by that pid (_replaced_wrapper: its session, and its environment or its copy of the
+# log), and watches and stops it as any other. Both the
 # record and the line that says "it started" (written before the body runs: a claimed attempt
 # without it was never started, the scheduler died before the exec) go to the attempt's log,
 # through a descriptor of its own, so a body that redirects its output still leaves them there
@@ -356,25 +357,46 @@ def _is_wrapper(pid: int, run_dir: Path, name: str) -> bool:
     return argv is not None and WRAPPER_NAME in argv and str(run_dir) in argv and name in argv
 
 
-def _replaced_wrapper(pid: int, output: str) -> bool:
+def _replaced_wrapper(pid: int, output: str, log_file: str) -> bool:
     """Whether ``pid``, the wrapper an attempt's log names, still runs as that attempt's after
     its body replaced the shell (``exec cmd``: the command line is the body's now, which
     :func:`live_wrappers` does not know): it leads its own session, as every wrapper does, and
-    the environment it was started with names the attempt's output file (its work root, run,
-    task and attempt). A pid reused by another process fails one or the other (a descendant
-    of the attempt that made a session of its own has a pid of its own); a zombie's
-    environment is empty. Not found (LOST, as before): a program started with another
-    environment (``exec env -i``, ``exec -c``, $STRATOFLOW_OUTPUT changed), one that writes
-    over its environment (a process title) or makes it unreadable to a server of its uid (not
-    dumpable)."""
+    it is the attempt's: the environment it was started with names the attempt's output file
+    (its work root, run, task and attempt), or it holds the attempt's log open (``log_file``:
+    the wrapper's copy of its stdout, which an ``exec`` keeps, whatever the program does with
+    its environment: ``exec env -i``, ``exec -c``, a process title written over it). Only the
+    attempt's processes hold its log (private to the server; tasks cannot reach the logs
+    directory): a pid reused by another process fails (a descendant of the attempt that made
+    a session of its own has a pid of its own); a zombie holds nothing and its environment is
+    empty. Not found (LOST, as before): a program that closed every copy of its log and
+    changed its environment, or is unreadable to a server of its uid (not dumpable)."""
     environ = _leader_environ(str(pid))
-    return environ is not None and b"STRATOFLOW_OUTPUT=" + output.encode() in environ
+    if environ is None:
+        return False
+    return b"STRATOFLOW_OUTPUT=" + output.encode() in environ or log_file in _open_files(pid)
 
 
-def _group_holds_attempt(pgid: int, output: str) -> bool:
-    """Whether a process of the group ``pgid`` was started with the environment of the attempt
-    whose output file is ``output`` (what its wrapper left running: a subshell of its body,
-    a job it put in the background). A walk of /proc (at recovery only)."""
+def _open_files(pid: int | str) -> set[str]:
+    """What the process's descriptors name (/proc/PID/fd's links, read as text: nothing is
+    opened or looked up through them, so a FIFO or a hung file system stops nothing); empty
+    when they cannot be read."""
+    base = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return set()
+    found: set[str] = set()
+    for name in names:
+        with contextlib.suppress(OSError):
+            found.add(os.readlink(f"{base}/{name}"))
+    return found
+
+
+def _group_holds_attempt(pgid: int, output: str, log_file: str) -> bool:
+    """Whether a process of the group ``pgid`` is the attempt's, whose output file is
+    ``output`` and log ``log_file`` (what its wrapper left running: a subshell of its body, a
+    job it put in the background): started with the attempt's environment, or holding its
+    log open (as :func:`_replaced_wrapper` tells). A walk of /proc (at recovery only)."""
     marker = b"STRATOFLOW_OUTPUT=" + output.encode()
     for entry in os.scandir("/proc"):
         fields = _stat(entry.name) if entry.name.isdigit() else None
@@ -386,7 +408,9 @@ def _group_holds_attempt(pgid: int, output: str) -> bool:
             if marker in Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0"):
                 return True
         except OSError:
-            continue
+            pass
+        if log_file in _open_files(entry.name):
+            return True
     return False
 
 
@@ -401,12 +425,14 @@ def _leader_environ(pid: str) -> list[bytes] | None:
         return None
 
 
-def _session_leaders_of_attempts(work_root: str) -> dict[tuple[str, str], list[int]]:
+def _session_leaders_of_attempts(work_root: str, log_root: str) -> dict[tuple[str, str], list[int]]:
     """(run id, attempt name) -> the pids of the processes that lead a session of their own
-    and were started with the environment of an attempt whose work dir is under
-    ``work_root``: wrappers (those :func:`live_wrappers` knows, and those whose body replaced
-    them with ``exec``) and any process of an attempt that made a session of its own; the
-    caller keeps the pid the attempt's log names. A walk of /proc (at recovery only)."""
+    and are an attempt's: started with the environment of an attempt whose work dir is under
+    ``work_root``, or else holding open an attempt's log under ``log_root`` (an ``exec``
+    that changed its environment: :func:`_replaced_wrapper`). Wrappers (those
+    :func:`live_wrappers` knows, and those whose body replaced them with ``exec``) and any
+    process of an attempt that made a session of its own; the caller keeps the pid the
+    attempt's log names. A walk of /proc (at recovery only)."""
     found: dict[tuple[str, str], list[int]] = {}
     prefix = (work_root.rstrip(os.sep) + os.sep).encode()
     for entry in os.scandir("/proc"):
@@ -417,6 +443,8 @@ def _session_leaders_of_attempts(work_root: str) -> dict[tuple[str, str], list[i
             continue
         env = dict(v.split(b"=", 1) for v in environ if b"=" in v)
         if not env.get(b"STRATOFLOW_OUTPUT", b"").startswith(prefix):
+            for key in _logs_held(entry.name, log_root):
+                found.setdefault(key, []).append(int(entry.name))
             continue
         # ids anyone can set (any session leader may carry them): the caller builds paths of
         # them, so only those a run and a task could have ("../x" reads no file elsewhere)
@@ -427,6 +455,24 @@ def _session_leaders_of_attempts(work_root: str) -> dict[tuple[str, str], list[i
         name = f"{task_id.decode()}.{int(attempt)}"
         found.setdefault((run_id.decode(), name), []).append(int(entry.name))
     return found
+
+
+def _logs_held(pid: str, log_root: str) -> set[tuple[str, str]]:
+    """(run id, attempt name) of each attempt's log under ``log_root`` the process holds
+    open (``<log_root>/<run id>/<task>.<attempt>.log``), ids checked as the environment's
+    are."""
+    prefix = log_root.rstrip(os.sep) + os.sep
+    held: set[tuple[str, str]] = set()
+    for link in _open_files(pid):
+        if not link.startswith(prefix) or not link.endswith(".log"):
+            continue
+        run_id, sep, file = link[len(prefix) : -len(".log")].partition(os.sep)
+        task_id, dot, attempt = file.rpartition(".")
+        if not (sep and dot and _RUN_ID.match(run_id.encode())):
+            continue
+        if _TASK_ID.match(task_id.encode()) and _ATTEMPT.match(attempt.encode()):
+            held.add((run_id, f"{task_id}.{int(attempt)}"))
+    return held
 
 
 _RUN_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9_.:-]{0,249}\Z")  # as the API takes them
@@ -962,8 +1008,11 @@ class LocalExecutor(Dispatcher):
         still runs (the pid its log's start line names: :func:`_replaced_wrapper`); its log
         is read unless its ``record`` is given."""
         pid = (record or self._record(run_id, task_id, attempt)).pid
+        if pid is None:
+            return None
         output = self._file_text(run_id, task_id, attempt, ".out")
-        return pid if pid is not None and _replaced_wrapper(pid, output) else None
+        log_file = self._file_text(run_id, task_id, attempt, ".log")
+        return pid if _replaced_wrapper(pid, output, log_file) else None
 
     def _kill_leftovers(self, key: Key, record: LogRecord) -> None:
         """SIGKILL what the attempt's wrapper, gone while no scheduler watched, left in its
@@ -972,7 +1021,9 @@ class LocalExecutor(Dispatcher):
         if (
             record.pid is not None
             and _group_alive(record.pid)  # (a walk of /proc only where the group lives on)
-            and _group_holds_attempt(record.pid, self._file_text(*key, ".out"))
+            and _group_holds_attempt(
+                record.pid, self._file_text(*key, ".out"), self._file_text(*key, ".log")
+            )
         ):
             log.info("%s/%s/%s: killing what its wrapper left running", *key)
             _kill_group(record.pid, signal.SIGKILL)
@@ -1683,7 +1734,9 @@ class LocalExecutor(Dispatcher):
             if (run_id, name) not in wanted and _is_wrapper(pid, self.run_dir(run_id), name):
                 _kill_group(pid, signal.SIGKILL)
         # and those whose body replaced them with `exec` (the pid their log names)
-        for (run_id, name), pids in _session_leaders_of_attempts(self._work_root_text).items():
+        for (run_id, name), pids in _session_leaders_of_attempts(
+            self._work_root_text, self._root_text
+        ).items():
             if (run_id, name) in wanted or (run_id, name) in alive:
                 continue
             task_id, _, number = name.rpartition(".")
