@@ -187,10 +187,10 @@ def test_closing_the_runtime_kills_what_a_timeout_left_in_its_grace(
     assert not left
 
 
-def _shell(command: str, attempt: int = 1) -> AttemptSpec:
-    """Attempt ``attempt`` of task t of run p.r1: a shell task running ``command``."""
+def _shell(command: str, attempt: int = 1, task: str = "t") -> AttemptSpec:
+    """Attempt ``attempt`` of ``task`` of run p.r1: a shell task running ``command``."""
     return AttemptSpec(
-        "p.r1", "t", attempt, RenderedTask("shell", {"command": command}, {}, {}),
+        "p.r1", task, attempt, RenderedTask("shell", {"command": command}, {}, {}),
         datetime(2026, 12, 5, tzinfo=UTC), "wf", "p",
     )  # fmt: skip
 
@@ -475,6 +475,47 @@ def test_what_a_killed_wrapper_leaves_in_its_group_is_watched_until_gone(
         if pgid:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
+
+
+def test_a_stop_of_many_tasks_whose_groups_outlive_their_wrappers_makes_no_thread_for_each(
+    tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each killed attempt needs its SIGKILL when the grace is over and, its wrapper gone
+    while something ignoring SIGTERM runs on, a look at its group every tenth of a second:
+    all of them from one thread. A thread per call made a stop of a few hundred such tasks
+    thousands of threads a second, for the whole grace."""
+    monkeypatch.setattr(executor_module, "KILL_GRACE_SECONDS", 4.0)  # long enough to look
+    n = 12
+    home = tmp_path / "home"
+    ex = _executor(tmp_path)
+    groups: list[int] = []
+    try:
+        for i in range(n):
+            ready = shared_dir / f"ready{i}"
+            command = f"(trap '' TERM; touch {ready}; until false; do sleep 0.05; done) & wait"
+            ex.dispatch(_shell(command, task=f"t{i}"))
+        assert wait_for(lambda: all((shared_dir / f"ready{i}").exists() for i in range(n)))
+        wrappers = executor_module.live_wrappers(home / "logs")
+        groups = [wrappers[("p.r1", f"t{i}.1")] for i in range(n)]
+        before = threading.active_count()
+        for i in range(n):
+            ex.kill("p.r1", f"t{i}", 1)
+        # WHEN every wrapper has ended at SIGTERM and what each left runs on in its group
+        assert wait_for(lambda: not executor_module.live_wrappers(home / "logs"))
+        assert all(running_in_group(g) for g in groups)
+        # THEN the grace timers and the looks at the groups take one thread, not one each
+        counts = []
+        for _ in range(10):
+            counts.append(threading.active_count())
+            time.sleep(0.03)
+        assert max(counts) <= before + 1, counts
+        assert len(ex._ending) == n  # all still armed, each to be SIGKILLed at its grace
+    finally:
+        ex.close()  # the SIGKILLs due
+        for g in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(g, signal.SIGKILL)
+    assert not any(running_in_group(g) for g in groups)
 
 
 def test_run_concurrency_limits_tasks_running_at_once(

@@ -57,6 +57,7 @@ from typing import Any, Protocol, TypeVar
 
 import stratoflow
 from stratoflow.adapters.local import sandbox, spawn
+from stratoflow.adapters.local.deadlines import Deadlines
 from stratoflow.connections import Connection, MissingConnection
 from stratoflow.engine import AttemptResult, AttemptStatus, RenderedTask, TaskInstance
 from stratoflow.errors import InvalidInput
@@ -943,6 +944,8 @@ class LocalExecutor(Dispatcher):
             SPAWN_THREADS, "stratoflow-spawn", _spawn_thread if self._drop_caps else None
         )
         self._wrapper_shell: dict[str, str] = {}  # PATH -> where bash is on it
+        # kills' SIGKILLs when their grace is over, looks at groups that outlive their wrapper
+        self._deadlines = Deadlines("stratoflow-kills")
         self._thread = threading.Thread(target=self._watch, name="stratoflow-executor", daemon=True)
         self._thread.start()
         self._doomed: list[str] = []  # names of released work dirs the reaper has to remove
@@ -1622,9 +1625,7 @@ class LocalExecutor(Dispatcher):
                 ending.leaders[pgid] = leader
         _kill_group(pgid, signal.SIGTERM)
         if first:
-            timer = threading.Timer(grace, self._grace_over, (task, pgid))
-            timer.daemon = True
-            timer.start()
+            self._deadlines.after(grace, self._grace_over, task, pgid)
 
     def _grace_over(self, task: tuple[str, str], pgid: int) -> None:
         """The kill timer: SIGKILL to the group, unless it was found empty meanwhile or its
@@ -1651,9 +1652,7 @@ class LocalExecutor(Dispatcher):
         if not _group_alive(pgid) or not _still_the_group(pgid, leader):
             self._group_gone(task, pgid)
             return
-        again = threading.Timer(GONE_POLL_SECONDS, self._disarm_when_gone, (task, pgid))
-        again.daemon = True
-        again.start()
+        self._deadlines.after(GONE_POLL_SECONDS, self._disarm_when_gone, task, pgid)
 
     def _group_gone(self, task: tuple[str, str], pgid: int) -> None:
         """Nothing of the group runs on (it is empty, or has been sent SIGKILL, after which
@@ -1749,6 +1748,7 @@ class LocalExecutor(Dispatcher):
         self._closed = True
         self._spawner.shutdown()
         self._finish_kills()
+        self._deadlines.close()  # what is due of kills was done just now
         with self._lock:  # not once a close() closed them (the number may be reused)
             if not self._fds_closed:
                 with contextlib.suppress(OSError):
