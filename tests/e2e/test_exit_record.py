@@ -272,15 +272,16 @@ def test_a_replaced_wrapper_that_ends_while_watched_is_lost(tmp_path: Path, exec
 
 
 @pytest.mark.parametrize(
-    "impostor", ["another-environment", "another-attempt-s-log", "not-a-session-leader"]
+    "impostor",
+    ["another-environment", "another-attempt-s-log", "a-reader-of-the-log", "not-a-session-leader"],
 )
 def test_a_process_the_log_names_is_not_taken_for_the_wrapper_unless_it_is_one(
     tmp_path: Path, impostor: str
 ) -> None:
     """A pid reused since (or a line the body wrote over its log's first): the process it
-    names must lead a session of its own and carry the attempt's environment or hold its
-    log, or the attempt is LOST as before, and that process is neither watched nor
-    stopped."""
+    names must lead a session of its own and carry the attempt's environment or write to
+    its log (a reader of it, as `tail -f` is, does not count), or the attempt is LOST as
+    before, and that process is neither watched nor stopped."""
     pid = _replaced_then_orphaned(tmp_path, "named", "exec sleep 30")
     os.kill(pid, signal.SIGKILL)
     _until(lambda: _gone(pid))
@@ -293,6 +294,11 @@ def test_a_process_the_log_names_is_not_taken_for_the_wrapper_unless_it_is_one(
         with (second.root / RUN / "named.2.log").open("w") as held:
             other = subprocess.Popen(
                 ["sleep", "30"], env={"PATH": os.defpath}, stdout=held, start_new_session=True
+            )
+    elif impostor == "a-reader-of-the-log":  # leads a session, reading this attempt's log
+        with (second.root / RUN / "named.1.log").open("r") as held:
+            other = subprocess.Popen(
+                ["sleep", "30"], env={"PATH": os.defpath}, stdin=held, start_new_session=True
             )
     else:  # the attempt's environment, in no session of its own
         env = {"PATH": os.defpath, "STRATOFLOW_OUTPUT": output}

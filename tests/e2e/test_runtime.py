@@ -515,7 +515,7 @@ def test_a_stop_of_many_tasks_whose_groups_outlive_their_wrappers_makes_no_threa
         for g in groups:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(g, signal.SIGKILL)
-    assert not any(running_in_group(g) for g in groups)
+    assert wait_for(lambda: not any(running_in_group(g) for g in groups))
 
 
 def test_run_concurrency_limits_tasks_running_at_once(

@@ -30,7 +30,7 @@ def test_calls_come_in_due_order_from_one_thread() -> None:
         made.append((name, threading.current_thread().name))
 
     try:
-        # asked for out of order; two at the same time keep the order they were asked in
+        # asked for out of order (two for about the same time: in the order asked)
         deadlines.after(0.15, note, "third")
         deadlines.after(0.05, note, "first")
         deadlines.after(0.10, note, "second-a")
@@ -88,7 +88,7 @@ def test_close_drops_what_is_to_come_and_ends_the_thread() -> None:
     deadlines.after(0.2, called.set)
     deadlines.close()
     assert not any(t.name == "test-deadlines" for t in threading.enumerate())
-    deadlines.after(0.0, called.set)  # nothing once closed
+    assert deadlines.after(0.0, called.set) is False  # nothing once closed
     time.sleep(0.3)
     assert not called.is_set()
     assert deadlines.pending() == 0
@@ -100,3 +100,24 @@ def test_no_thread_until_the_first_call() -> None:
         assert not any(t.name == "test-deadlines-idle" for t in threading.enumerate())
     finally:
         deadlines.close()  # (closing one that never ran: nothing to join)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_thread_ended_by_what_no_call_should_raise_is_started_again() -> None:
+    """A call that raised past ``Exception`` (SystemExit) ended the thread: the calls asked
+    for after it still come (else no kill's SIGKILL would ever be sent again)."""
+    deadlines = Deadlines("test-deadlines-again")
+
+    def leave() -> None:
+        raise SystemExit
+
+    try:
+        deadlines.after(0.0, leave)
+        assert _wait(
+            lambda: not any(t.name == "test-deadlines-again" for t in threading.enumerate())
+        )
+        came = threading.Event()
+        assert deadlines.after(0.0, came.set) is True
+        assert came.wait(5)
+    finally:
+        deadlines.close()

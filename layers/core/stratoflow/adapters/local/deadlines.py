@@ -33,17 +33,22 @@ class Deadlines:
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def after(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
-        """Call ``fn(*args)`` in ``delay`` seconds (nothing once closed)."""
+    def after(self, delay: float, fn: Callable[..., None], *args: Any) -> bool:
+        """Call ``fn(*args)`` in ``delay`` seconds. False, and nothing will be called, once
+        closed; raises what starting the thread raises (it is tried again at the next call,
+        and the calls asked for before stay due)."""
         at = time.monotonic() + max(delay, 0.0)
         with self._changed:
             if self._closed:
-                return
+                return False
             heapq.heappush(self._due, (at, next(self._order), fn, args))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
+            if self._thread is None or not self._thread.is_alive():
+                # the first call, or a thread that ended on an exception no call should raise
+                thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                thread.start()
+                self._thread = thread
             self._changed.notify()  # it may be sooner than what the thread waits for
+            return True
 
     def pending(self) -> int:
         """How many calls are still to come."""

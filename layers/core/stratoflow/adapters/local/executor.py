@@ -49,7 +49,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -363,41 +363,55 @@ def _replaced_wrapper(pid: int, output: str, log_file: str) -> bool:
     its body replaced the shell (``exec cmd``: the command line is the body's now, which
     :func:`live_wrappers` does not know): it leads its own session, as every wrapper does, and
     it is the attempt's: the environment it was started with names the attempt's output file
-    (its work root, run, task and attempt), or it holds the attempt's log open (``log_file``:
+    (its work root, run, task and attempt), or it writes to the attempt's log (``log_file``:
     the wrapper's copy of its stdout, which an ``exec`` keeps, whatever the program does with
-    its environment: ``exec env -i``, ``exec -c``, a process title written over it). Only the
-    attempt's processes hold its log (private to the server; tasks cannot reach the logs
-    directory): a pid reused by another process fails (a descendant of the attempt that made
-    a session of its own has a pid of its own); a zombie holds nothing and its environment is
-    empty. Not found (LOST, as before): a program that closed every copy of its log and
-    changed its environment, or is unreadable to a server of its uid (not dumpable)."""
+    its environment: ``exec env -i``, ``exec -c``, a process title written over it). The
+    server opens each log for its attempt alone and its processes inherit it; a reader of the
+    log (``tail -f``, a log shipper) holds it read-only and is not taken. A pid reused by
+    another process fails (a descendant of the attempt that made a session of its own has a
+    pid of its own); a zombie holds nothing and its environment is empty. Not found (LOST,
+    as before): a program that changed its environment and closed every copy of its log, one
+    unreadable to a server of its uid (not dumpable), a log deleted or reached by another
+    path since (a home moved or mounted elsewhere)."""
     environ = _leader_environ(str(pid))
     if environ is None:
         return False
-    return b"STRATOFLOW_OUTPUT=" + output.encode() in environ or log_file in _open_files(pid)
+    if b"STRATOFLOW_OUTPUT=" + output.encode() in environ:
+        return True
+    return any(link == log_file for link in _written_files(pid, log_file))
 
 
-def _open_files(pid: int | str) -> set[str]:
-    """What the process's descriptors name (/proc/PID/fd's links, read as text: nothing is
-    opened or looked up through them, so a FIFO or a hung file system stops nothing); empty
-    when they cannot be read."""
+_FDINFO_FLAGS = re.compile(rb"^flags:\s*([0-7]+)", re.MULTILINE)  # octal open(2) flags
+
+
+def _written_files(pid: int | str, prefix: str) -> Iterator[str]:
+    """What the process's descriptors open for writing name, of those that start with
+    ``prefix``: /proc/PID/fd's links, read as text (nothing is opened or looked up through
+    them, so a FIFO or a hung file system stops nothing), and for those under ``prefix``
+    the access mode /proc/PID/fdinfo says. Nothing when they cannot be read."""
     base = f"/proc/{pid}/fd"
     try:
         names = os.listdir(base)
     except OSError:
-        return set()
-    found: set[str] = set()
+        return
     for name in names:
-        with contextlib.suppress(OSError):
-            found.add(os.readlink(f"{base}/{name}"))
-    return found
+        try:
+            link = os.readlink(f"{base}/{name}")
+            if not link.startswith(prefix):
+                continue
+            info = Path(f"/proc/{pid}/fdinfo/{name}").read_bytes()
+        except OSError:
+            continue
+        flags = _FDINFO_FLAGS.search(info)
+        if flags is not None and int(flags.group(1), 8) & os.O_ACCMODE != os.O_RDONLY:
+            yield link
 
 
 def _group_holds_attempt(pgid: int, output: str, log_file: str) -> bool:
     """Whether a process of the group ``pgid`` is the attempt's, whose output file is
     ``output`` and log ``log_file`` (what its wrapper left running: a subshell of its body, a
-    job it put in the background): started with the attempt's environment, or holding its
-    log open (as :func:`_replaced_wrapper` tells). A walk of /proc (at recovery only)."""
+    job it put in the background): started with the attempt's environment, or writing to its
+    log (as :func:`_replaced_wrapper` tells). A walk of /proc (at recovery only)."""
     marker = b"STRATOFLOW_OUTPUT=" + output.encode()
     for entry in os.scandir("/proc"):
         fields = _stat(entry.name) if entry.name.isdigit() else None
@@ -410,7 +424,7 @@ def _group_holds_attempt(pgid: int, output: str, log_file: str) -> bool:
                 return True
         except OSError:
             pass
-        if log_file in _open_files(entry.name):
+        if any(link == log_file for link in _written_files(entry.name, log_file)):
             return True
     return False
 
@@ -429,8 +443,8 @@ def _leader_environ(pid: str) -> list[bytes] | None:
 def _session_leaders_of_attempts(work_root: str, log_root: str) -> dict[tuple[str, str], list[int]]:
     """(run id, attempt name) -> the pids of the processes that lead a session of their own
     and are an attempt's: started with the environment of an attempt whose work dir is under
-    ``work_root``, or else holding open an attempt's log under ``log_root`` (an ``exec``
-    that changed its environment: :func:`_replaced_wrapper`). Wrappers (those
+    ``work_root``, or else writing to an attempt's log under ``log_root`` (an ``exec`` that
+    changed its environment: :func:`_replaced_wrapper`). Wrappers (those
     :func:`live_wrappers` knows, and those whose body replaced them with ``exec``) and any
     process of an attempt that made a session of its own; the caller keeps the pid the
     attempt's log names. A walk of /proc (at recovery only)."""
@@ -460,12 +474,12 @@ def _session_leaders_of_attempts(work_root: str, log_root: str) -> dict[tuple[st
 
 def _logs_held(pid: str, log_root: str) -> set[tuple[str, str]]:
     """(run id, attempt name) of each attempt's log under ``log_root`` the process holds
-    open (``<log_root>/<run id>/<task>.<attempt>.log``), ids checked as the environment's
-    are."""
+    open for writing (``<log_root>/<run id>/<task>.<attempt>.log``), ids checked as the
+    environment's are."""
     prefix = log_root.rstrip(os.sep) + os.sep
     held: set[tuple[str, str]] = set()
-    for link in _open_files(pid):
-        if not link.startswith(prefix) or not link.endswith(".log"):
+    for link in _written_files(pid, prefix):
+        if not link.endswith(".log"):
             continue
         run_id, sep, file = link[len(prefix) : -len(".log")].partition(os.sep)
         task_id, dot, attempt = file.rpartition(".")
@@ -1624,8 +1638,11 @@ class LocalExecutor(Dispatcher):
                 ending.groups[pgid] = time.monotonic() + grace
                 ending.leaders[pgid] = leader
         _kill_group(pgid, signal.SIGTERM)
-        if first:
-            self._deadlines.after(grace, self._grace_over, task, pgid)
+        if first and not self._deadlines.after(grace, self._grace_over, task, pgid):
+            # a kill while the executor closes, after its due SIGKILLs were sent: its own
+            timer = threading.Timer(grace, self._grace_over, (task, pgid))
+            timer.daemon = True
+            timer.start()
 
     def _grace_over(self, task: tuple[str, str], pgid: int) -> None:
         """The kill timer: SIGKILL to the group, unless it was found empty meanwhile or its
