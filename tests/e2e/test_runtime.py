@@ -318,15 +318,26 @@ def test_a_kill_of_an_attempt_started_before_a_restart_is_disarmed_once_its_grou
                 os.killpg(left, signal.SIGKILL)
 
 
+def _pidfd_groups_here() -> bool:
+    """Whether this kernel signals a group through its leader's pidfd (Linux 6.9+)."""
+    fd = os.pidfd_open(os.getpid())
+    try:
+        return executor_module._group_by_pidfd(fd, 0) is not None
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.parametrize("when", ["grace over", "close"])
 def test_a_kill_whose_group_id_another_process_took_since_sends_it_no_sigkill(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
 ) -> None:
-    """The SIGKILL due at the end of a kill's grace (or at close) goes to the group's id only
-    if it is still that group's: a process now at that pid that started after the leader the
-    kill saw is another's (the group had ended, and the id came round again)."""
+    """Where the kernel cannot signal a group through its leader's pidfd: the SIGKILL due at
+    the end of a kill's grace (or at close) goes to the group's id only if it is still that
+    group's: a process now at that pid that started after the leader the kill saw is
+    another's (the group had ended, and the id came round again)."""
     grace = 1.0
     monkeypatch.setattr(executor_module, "KILL_GRACE_SECONDS", grace)
+    monkeypatch.setattr(executor_module, "_pidfd_groups", [False])  # a kernel before 6.9
     home = tmp_path / "home"
     spec = _shell("trap '' TERM; while true; do sleep 0.1; done")
     ex = _executor(tmp_path)
@@ -354,6 +365,58 @@ def test_a_kill_whose_group_id_another_process_took_since_sends_it_no_sigkill(
         for left in executor_module.live_wrappers(home / "logs").values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(left, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("when", ["grace over", "close"])
+def test_a_kill_reaches_its_group_through_the_leader_s_pidfd_whoever_has_its_id(
+    tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """Where the kernel can (Linux 6.9+), the kill's SIGKILL goes through a pidfd of the
+    group's leader, taken while the executor watched it: it reaches exactly that group, its
+    wrapper long reaped, whatever process holds the group's id by then (here: one that, as
+    far as /proc tells, started later), and nothing is sent to the id."""
+    if not _pidfd_groups_here():
+        pytest.skip("this kernel has no PIDFD_SIGNAL_PROCESS_GROUP (Linux < 6.9)")
+    grace = 1.0
+    monkeypatch.setattr(executor_module, "KILL_GRACE_SECONDS", grace)
+    by_id: list[tuple[int, int]] = []
+    monkeypatch.setattr(executor_module, "_kill_group", lambda g, sig: by_id.append((g, sig)))
+    home = tmp_path / "home"
+    ready = shared_dir / "ready"
+    # the wrapper ends at SIGTERM; what it left ignores it: a group without its leader
+    spec = _shell(f"(trap '' TERM; touch {ready}; while true; do sleep 0.1; done) & wait")
+    ex = _executor(tmp_path)
+    pgid = 0
+    try:
+        ex.dispatch(spec)
+        assert wait_for(ready.exists)
+        pgid = executor_module.live_wrappers(home / "logs")[("p.r1", "t.1")]
+        seen = executor_module._start_time(pgid)
+        ex.kill("p.r1", "t", 1)
+        copy = ex._ending[("p.r1", "t")].pidfds[pgid]  # the watcher's pidfd, copied
+        assert os.readlink(f"/proc/self/fd/{copy}") == "anon_inode:[pidfd]"
+        assert wait_for(lambda: ("p.r1", "t.1") not in executor_module.live_wrappers(home / "logs"))
+        assert running_in_group(pgid)  # leaderless, still armed
+        # WHEN the group's id looks taken by a process that started later
+        real = executor_module._start_time
+        monkeypatch.setattr(
+            executor_module, "_start_time", lambda pid: seen + 1 if pid == pgid else real(pid)
+        )
+        if when == "close":
+            ex.close()
+        else:
+            assert wait_for(lambda: not ex._ending, timeout=grace + 5)
+        # THEN the group got its SIGKILL all the same, and nothing went to the id
+        assert wait_for(lambda: not running_in_group(pgid))
+        assert (pgid, signal.SIGKILL) not in by_id
+        # and the copy is closed (its number may be another file's by now)
+        with contextlib.suppress(OSError):
+            assert os.readlink(f"/proc/self/fd/{copy}") != "anon_inode:[pidfd]"
+    finally:
+        ex.close()
+        if pgid:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
 
 
 def test_a_restart_finds_the_wrapper_not_a_subshell_of_its_body(

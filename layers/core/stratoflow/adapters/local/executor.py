@@ -269,6 +269,10 @@ class _Ending:
     groups: dict[int, float] = field(default_factory=dict)  # pgid -> when SIGKILL is due
     # pgid -> when its leader started, as the kill saw it (_start_time): _still_the_group
     leaders: dict[int, int] = field(default_factory=dict)
+    # pgid -> a pidfd of its leader (a copy of the watcher's, taken while it watched), used
+    # and closed under the executor's lock: where the kernel can, the group is signalled and
+    # looked for through it (_group_by_pidfd), exactly that group whoever has its id since
+    pidfds: dict[int, int] = field(default_factory=dict)
     waiting: list[tuple[AttemptSpec, _Live]] = field(default_factory=list)
 
 
@@ -308,9 +312,36 @@ def _still_the_group(pgid: int, leader_start: int) -> bool:
     32768. No process at that pid: the group is gone, or leaderless and then only its own
     members can be in it, unless it emptied and its id was taken and left leaderless again
     since: a killed group outliving its wrapper is looked at every ``GONE_POLL_SECONDS``
-    (``_disarm_when_gone``), so that would all have to happen within that moment."""
+    (``_disarm_when_gone``), so that would all have to happen within that moment. Asked only
+    where the group cannot be reached through its leader's pidfd (``_group_by_pidfd``: a
+    kernel before 6.9, or a leader the executor never watched), which has no such moment."""
     now = _start_time(pgid)
     return now in (0, leader_start)
+
+
+PIDFD_SIGNAL_PROCESS_GROUP = 4  # pidfd_send_signal's flag (Linux 6.9): the group it leads
+_pidfd_groups = [True]  # [False] once the kernel said it has no such flag
+
+
+def _group_by_pidfd(pidfd: int, signum: int) -> bool | None:
+    """Send ``signum`` (0: only look) to the process group the pidfd's process leads,
+    through the pidfd: the kernel finds the group by the leader's own pid, which a later
+    process given the same number is not, and which the group keeps after its leader was
+    reaped. Whether any process of it was there; None where the kernel cannot (before 6.9:
+    the caller signals by id)."""
+    if not _pidfd_groups[0]:
+        return None
+    try:
+        signal.pidfd_send_signal(pidfd, signum, None, PIDFD_SIGNAL_PROCESS_GROUP)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone is there
+        return True
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            _pidfd_groups[0] = False
+        return None
+    return True
 
 
 def _group_alive(pgid: int) -> bool:
@@ -1440,7 +1471,7 @@ class LocalExecutor(Dispatcher):
         else:
             status = live.proc.wait()
         if live.killed and live.pid:  # the wrapper reaped: is anything left of its group?
-            if _group_alive(live.pid):  # what it started outlives it: watched until gone
+            if self._group_left((live.run_id, live.task_id), live.pid):  # outlives it: watched
                 self._disarm_when_gone((live.run_id, live.task_id), live.pid)
             else:
                 self._group_gone((live.run_id, live.task_id), live.pid)
@@ -1616,10 +1647,11 @@ class LocalExecutor(Dispatcher):
             if pid is None:
                 return
             # watched so that, once its group is gone, the kill timer is disarmed (``_exited``)
-            # and its SIGKILL cannot reach a later group given the same id
+            # and its SIGKILL cannot reach a later group given the same id; watched first, so
+            # that the kill has the watcher's pidfd to reach the group by
             untracked = _Live(*key, pid=pid, killed=True, report=False)
-            self._terminate(untracked)
             self._watch_pid(untracked)
+            self._terminate(untracked)
             return
         if not live.pid:
             return  # still starting: _spawn terminates it once it has a pid
@@ -1637,7 +1669,15 @@ class LocalExecutor(Dispatcher):
             if first:
                 ending.groups[pgid] = time.monotonic() + grace
                 ending.leaders[pgid] = leader
-        _kill_group(pgid, signal.SIGTERM)
+                # the watcher's pidfd, while it is one (the wrapper not reaped: its pid is
+                # still its own): a copy of it to reach this very group later
+                watched = next((fd for fd, w in self._live.items() if w is live), None)
+                if watched is not None and _pidfd_groups[0]:
+                    ending.pidfds[pgid] = os.dup(watched)
+            pidfd = ending.pidfds.get(pgid)
+            sent = None if pidfd is None else _group_by_pidfd(pidfd, signal.SIGTERM)
+        if sent is None:
+            _kill_group(pgid, signal.SIGTERM)
         if first and not self._deadlines.after(grace, self._grace_over, task, pgid):
             # a kill while the executor closes, after its due SIGKILLs were sent: its own
             timer = threading.Timer(grace, self._grace_over, (task, pgid))
@@ -1652,7 +1692,9 @@ class LocalExecutor(Dispatcher):
             if ending is None or pgid not in ending.groups:
                 return
             leader = ending.leaders.get(pgid, 0)
-        if _still_the_group(pgid, leader):
+            pidfd = ending.pidfds.get(pgid)
+            sent = None if pidfd is None else _group_by_pidfd(pidfd, signal.SIGKILL)
+        if sent is None and _still_the_group(pgid, leader):
             _kill_group(pgid, signal.SIGKILL)
         self._group_gone(task, pgid)
 
@@ -1661,15 +1703,27 @@ class LocalExecutor(Dispatcher):
         group of a wrapper kill() found (its leader counts as a member until its parent,
         init after a restart, reaps it), or what a wrapper of ours left running in its group.
         Look again every ``GONE_POLL_SECONDS`` until then, or until the timer fired."""
-        with self._lock:
-            ending = self._ending.get(task)
-            if self._closed or ending is None or pgid not in ending.groups:
-                return
-            leader = ending.leaders.get(pgid, 0)
-        if not _group_alive(pgid) or not _still_the_group(pgid, leader):
+        if self._closed:  # close() sends what is due (_finish_kills)
+            return
+        if not self._group_left(task, pgid):
             self._group_gone(task, pgid)
             return
         self._deadlines.after(GONE_POLL_SECONDS, self._disarm_when_gone, task, pgid)
+
+    def _group_left(self, task: tuple[str, str], pgid: int) -> bool:
+        """Whether anything of the task's killed group ``pgid`` is left (False also once it
+        is no longer a killed group): through its leader's pidfd where the kernel can, else by
+        its id while that is still the group's."""
+        with self._lock:
+            ending = self._ending.get(task)
+            if ending is None or pgid not in ending.groups:
+                return False
+            leader = ending.leaders.get(pgid, 0)
+            pidfd = ending.pidfds.get(pgid)
+            there = None if pidfd is None else _group_by_pidfd(pidfd, 0)
+        if there is not None:
+            return there
+        return _group_alive(pgid) and _still_the_group(pgid, leader)
 
     def _group_gone(self, task: tuple[str, str], pgid: int) -> None:
         """Nothing of the group runs on (it is empty, or has been sent SIGKILL, after which
@@ -1677,7 +1731,11 @@ class LocalExecutor(Dispatcher):
         start what waited for them."""
         with self._lock:
             ending = self._ending.get(task)
-            if ending is None or ending.groups.pop(pgid, None) is None or ending.groups:
+            if ending is None or ending.groups.pop(pgid, None) is None:
+                return
+            if (pidfd := ending.pidfds.pop(pgid, None)) is not None:
+                os.close(pidfd)
+            if ending.groups:
                 return
             del self._ending[task]
         if ending.waiting and not self._closed:
@@ -1692,15 +1750,18 @@ class LocalExecutor(Dispatcher):
         killed does not outlive the scheduler (``stratoflow run`` exits after its run)."""
         with self._lock:
             due = sorted(
-                (at, pgid, e.leaders.get(pgid, 0))
+                (at, pgid, e.leaders.get(pgid, 0), e.pidfds.get(pgid, -1))
                 for e in self._ending.values()
                 for pgid, at in e.groups.items()
             )
-            self._ending.clear()
-        for at, pgid, leader in due:
+            self._ending.clear()  # (their pidfds are this call's now)
+        for at, pgid, leader, pidfd in due:
             time.sleep(max(at - time.monotonic(), 0.0))
-            if _still_the_group(pgid, leader):
+            sent = None if pidfd < 0 else _group_by_pidfd(pidfd, signal.SIGKILL)
+            if sent is None and _still_the_group(pgid, leader):
                 _kill_group(pgid, signal.SIGKILL)
+            if pidfd >= 0:
+                os.close(pidfd)
 
     # ------------------------------------------------------------ recovery
     def recover(self, running: Sequence[TaskInstance]) -> Recovery:
