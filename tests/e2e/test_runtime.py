@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -229,7 +230,10 @@ def test_a_restart_while_a_killed_attempt_holds_the_next_one_kills_it_then_start
         # WHEN the scheduler dies before the grace is over (no SIGKILL sent: its timer is gone)
         monkeypatch.setattr(first, "_finish_kills", lambda: None)
         first.close()
-        first._ending.clear()  # the dead scheduler's timer must not fire later
+        for ending in first._ending.values():  # the dead scheduler's timer must not fire later
+            for copy in ending.pidfds.values():
+                os.close(copy)
+        first._ending.clear()
         # and a new one recovers: attempt 2 is claimed but never started
         second = _executor(tmp_path)
         try:
@@ -322,9 +326,35 @@ def _pidfd_groups_here() -> bool:
     """Whether this kernel signals a group through its leader's pidfd (Linux 6.9+)."""
     fd = os.pidfd_open(os.getpid())
     try:
-        return executor_module._group_by_pidfd(fd, 0) is not None
+        signal.pidfd_send_signal(fd, 0, None, executor_module.PIDFD_SIGNAL_PROCESS_GROUP)
+    except ProcessLookupError:  # (this process leads no group: the flag is known)
+        return True
+    except OSError:
+        return False
     finally:
         os.close(fd)
+    return True
+
+
+def _id_taken_then(
+    ex: executor_module.LocalExecutor,
+    monkeypatch: pytest.MonkeyPatch,
+    pgid: int,
+    seen: int,
+    when: str,
+    grace: float,
+) -> None:
+    """Make /proc say that ``pgid`` is held by a process that started after the leader the
+    kill saw (``seen``), then let the kill's SIGKILL fall due: at the grace's end, or at
+    close."""
+    real = executor_module._start_time
+    monkeypatch.setattr(
+        executor_module, "_start_time", lambda pid: seen + 1 if pid == pgid else real(pid)
+    )
+    if when == "close":
+        ex.close()
+    else:
+        assert wait_for(lambda: not ex._ending, timeout=grace + 5)
 
 
 @pytest.mark.parametrize("when", ["grace over", "close"])
@@ -349,14 +379,7 @@ def test_a_kill_whose_group_id_another_process_took_since_sends_it_no_sigkill(
         assert seen > 0
         ex.kill("p.r1", "t", 1)  # SIGTERM, which the group ignores; the SIGKILL is armed
         # WHEN that id is taken by a process that started later, as far as the timer can see
-        real = executor_module._start_time
-        monkeypatch.setattr(
-            executor_module, "_start_time", lambda pid: seen + 1 if pid == pgid else real(pid)
-        )
-        if when == "close":
-            ex.close()
-        else:
-            assert wait_for(lambda: not ex._ending, timeout=grace + 5)
+        _id_taken_then(ex, monkeypatch, pgid, seen, when, grace)
         # THEN no SIGKILL went to that id: the group that ignores SIGTERM still runs
         time.sleep(0.3)
         assert running_in_group(pgid)
@@ -377,7 +400,7 @@ def test_a_kill_reaches_its_group_through_the_leader_s_pidfd_whoever_has_its_id(
     far as /proc tells, started later), and nothing is sent to the id."""
     if not _pidfd_groups_here():
         pytest.skip("this kernel has no PIDFD_SIGNAL_PROCESS_GROUP (Linux < 6.9)")
-    grace = 1.0
+    grace = 3.0  # time to see the group outlive its wrapper on a loaded machine
     monkeypatch.setattr(executor_module, "KILL_GRACE_SECONDS", grace)
     by_id: list[tuple[int, int]] = []
     monkeypatch.setattr(executor_module, "_kill_group", lambda g, sig: by_id.append((g, sig)))
@@ -398,14 +421,7 @@ def test_a_kill_reaches_its_group_through_the_leader_s_pidfd_whoever_has_its_id(
         assert wait_for(lambda: ("p.r1", "t.1") not in executor_module.live_wrappers(home / "logs"))
         assert running_in_group(pgid)  # leaderless, still armed
         # WHEN the group's id looks taken by a process that started later
-        real = executor_module._start_time
-        monkeypatch.setattr(
-            executor_module, "_start_time", lambda pid: seen + 1 if pid == pgid else real(pid)
-        )
-        if when == "close":
-            ex.close()
-        else:
-            assert wait_for(lambda: not ex._ending, timeout=grace + 5)
+        _id_taken_then(ex, monkeypatch, pgid, seen, when, grace)
         # THEN the group got its SIGKILL all the same, and nothing went to the id
         assert wait_for(lambda: not running_in_group(pgid))
         assert (pgid, signal.SIGKILL) not in by_id
@@ -417,6 +433,27 @@ def test_a_kill_reaches_its_group_through_the_leader_s_pidfd_whoever_has_its_id(
         if pgid:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
+
+
+def test_a_kill_no_watcher_will_report_on_looks_at_its_group_until_it_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill of a wrapper that no watcher reports the end of (it ended as the kill came, or
+    was never watched) looks at the group itself: disarmed once the group is gone, not at the
+    grace's end (what waits for the task would wait out the whole grace, and the SIGKILL
+    would go to the id then)."""
+    monkeypatch.setattr(executor_module, "KILL_GRACE_SECONDS", 60.0)
+    ex = _executor(tmp_path)
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        ex._terminate(executor_module._Live("p.r1", "t", 1, pid=proc.pid, report=False))
+        assert ("p.r1", "t") in ex._ending  # armed: SIGTERM sent, SIGKILL due in 60 s
+        proc.wait(timeout=10)  # it ended at SIGTERM (and is reaped: nothing of the group left)
+        assert wait_for(lambda: not ex._ending, timeout=5)
+    finally:
+        ex.close()
+        proc.kill()
+        proc.wait()
 
 
 def test_a_restart_finds_the_wrapper_not_a_subshell_of_its_body(

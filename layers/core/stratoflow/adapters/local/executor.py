@@ -254,6 +254,7 @@ class _Live:
     task_id: str
     attempt: int
     pid: int = 0  # 0 while it is being started
+    pidfd: int = -1  # the watcher's pidfd of it while it watches it (under the lock)
     proc: _Started | None = None  # None when re-attached after a restart
     killed: bool = False  # we stopped it
     # False: not an attempt this executor runs (kill() found it by its command line), watched
@@ -335,8 +336,10 @@ def _group_by_pidfd(pidfd: int, signum: int) -> bool | None:
         signal.pidfd_send_signal(pidfd, signum, None, PIDFD_SIGNAL_PROCESS_GROUP)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone is there
-        return True
+    except PermissionError:
+        # someone is there; a signal refused (a policy that allows pidfd_open but not this):
+        # sent by id instead
+        return True if signum == 0 else None
     except OSError as exc:
         if exc.errno == errno.EINVAL:
             _pidfd_groups[0] = False
@@ -1432,6 +1435,7 @@ class LocalExecutor(Dispatcher):
                 os.close(fd)
                 return
             self._live[fd] = live
+            live.pidfd = fd
             if live.report:  # an attempt this executor runs, not one kill() merely found
                 self._by_key[(live.run_id, live.task_id, live.attempt)] = live
             # one shot: the watcher closes the pidfd without unregistering it (the close
@@ -1447,6 +1451,7 @@ class LocalExecutor(Dispatcher):
                 with self._lock:
                     live = self._live.pop(fd, None)
                     if live is not None:
+                        live.pidfd = -1  # closed below: no kill copies it any more
                         self._forget_locked(live)
                 os.close(fd)
                 if live is not None:
@@ -1669,11 +1674,12 @@ class LocalExecutor(Dispatcher):
             if first:
                 ending.groups[pgid] = time.monotonic() + grace
                 ending.leaders[pgid] = leader
-                # the watcher's pidfd, while it is one (the wrapper not reaped: its pid is
+                # the watcher's pidfd, while it watches (the wrapper not reaped: its pid is
                 # still its own): a copy of it to reach this very group later
-                watched = next((fd for fd, w in self._live.items() if w is live), None)
-                if watched is not None and _pidfd_groups[0]:
-                    ending.pidfds[pgid] = os.dup(watched)
+                if live.pidfd >= 0 and _pidfd_groups[0]:
+                    with contextlib.suppress(OSError):  # (out of descriptors: by id, as before)
+                        ending.pidfds[pgid] = os.dup(live.pidfd)
+            watched = live.pidfd >= 0
             pidfd = ending.pidfds.get(pgid)
             sent = None if pidfd is None else _group_by_pidfd(pidfd, signal.SIGTERM)
         if sent is None:
@@ -1683,6 +1689,10 @@ class LocalExecutor(Dispatcher):
             timer = threading.Timer(grace, self._grace_over, (task, pgid))
             timer.daemon = True
             timer.start()
+        if first and not watched:
+            # no watcher will say when the wrapper ends (it ended as the kill came, or was
+            # never watched): look at the group until it is gone instead
+            self._deadlines.after(GONE_POLL_SECONDS, self._disarm_when_gone, task, pgid)
 
     def _grace_over(self, task: tuple[str, str], pgid: int) -> None:
         """The kill timer: SIGKILL to the group, unless it was found empty meanwhile or its
@@ -1825,8 +1835,10 @@ class LocalExecutor(Dispatcher):
     def close(self) -> None:
         self._closed = True
         self._spawner.shutdown()
+        # first: the kills' due calls are _finish_kills' now, and a kill from here on keeps a
+        # Timer of its own (_terminate), its pidfd copy closed by its _grace_over
+        self._deadlines.close()
         self._finish_kills()
-        self._deadlines.close()  # what is due of kills was done just now
         with self._lock:  # not once a close() closed them (the number may be reused)
             if not self._fds_closed:
                 with contextlib.suppress(OSError):
@@ -1835,7 +1847,10 @@ class LocalExecutor(Dispatcher):
         if not self._thread.is_alive():  # the watcher is done with them: none left open
             with self._lock:
                 closing, self._fds_closed = not self._fds_closed, True
-                watched, self._live = list(self._live), {}
+                lives, self._live = self._live, {}
+                watched = list(lives)
+                for live in lives.values():
+                    live.pidfd = -1  # closed below: a kill from now on copies none of them
             if closing:  # once: a number closed twice may be another file's by then
                 for fd in [*watched, self._wake_r, self._wake_w]:
                     with contextlib.suppress(OSError):
