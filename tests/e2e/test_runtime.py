@@ -324,7 +324,10 @@ def test_a_kill_of_an_attempt_started_before_a_restart_is_disarmed_once_its_grou
 
 def _pidfd_groups_here() -> bool:
     """Whether this kernel signals a group through its leader's pidfd (Linux 6.9+)."""
-    fd = os.pidfd_open(os.getpid())
+    try:
+        fd = os.pidfd_open(os.getpid())
+    except OSError:  # (no pidfds at all: a filter refuses them)
+        return False
     try:
         signal.pidfd_send_signal(fd, 0, None, executor_module.PIDFD_SIGNAL_PROCESS_GROUP)
     except ProcessLookupError:  # (this process leads no group: the flag is known)
@@ -451,6 +454,7 @@ def test_a_kill_no_watcher_will_report_on_looks_at_its_group_until_it_is_gone(
         proc.wait(timeout=10)  # it ended at SIGTERM (and is reaped: nothing of the group left)
         assert wait_for(lambda: not ex._ending, timeout=5)
     finally:
+        monkeypatch.setattr(ex, "_finish_kills", lambda: None)  # (failed: no 60 s wait)
         ex.close()
         proc.kill()
         proc.wait()

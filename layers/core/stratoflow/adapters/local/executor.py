@@ -1674,11 +1674,12 @@ class LocalExecutor(Dispatcher):
             if first:
                 ending.groups[pgid] = time.monotonic() + grace
                 ending.leaders[pgid] = leader
-                # the watcher's pidfd, while it watches (the wrapper not reaped: its pid is
-                # still its own): a copy of it to reach this very group later
-                if live.pidfd >= 0 and _pidfd_groups[0]:
-                    with contextlib.suppress(OSError):  # (out of descriptors: by id, as before)
-                        ending.pidfds[pgid] = os.dup(live.pidfd)
+            # the watcher's pidfd, while it watches (the wrapper not reaped: its pid is still
+            # its own): a copy of it to reach this very group later (also at a repeated kill:
+            # the first may have come before the watcher had it, as the attempt started)
+            if pgid not in ending.pidfds and live.pidfd >= 0 and _pidfd_groups[0]:
+                with contextlib.suppress(OSError):  # (out of descriptors: by id, as before)
+                    ending.pidfds[pgid] = os.dup(live.pidfd)
             watched = live.pidfd >= 0
             pidfd = ending.pidfds.get(pgid)
             sent = None if pidfd is None else _group_by_pidfd(pidfd, signal.SIGTERM)
