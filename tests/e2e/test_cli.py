@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +16,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from stratoflow.adapters.local import runtime as runtime_module
 from stratoflow.adapters.local.runtime import LocalRuntime
 from stratoflow.cli import main
 from stratoflow.ports import RunQuery
@@ -243,6 +248,39 @@ def test_python_code_gets_its_run_task_attempt_and_logical_date_in_context(
         "logical_date": "2026-03-04T05:06:07+00:00",
         "in_work_dir": True,
     }
+
+
+def test_ctrl_c_stops_the_run_at_once_not_at_the_loop_s_next_look(
+    cli: CliRunner, tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C asks for the loop's turn: the run is stopped then, not once the loop's wait for
+    a report runs out (up to a second; a minute here, so that only the wake can end it)."""
+    monkeypatch.setattr(runtime_module, "MAX_SLEEP_SECONDS", 60.0)
+    started = shared_dir / "started"
+    flow = f"name: slow\ntasks:\n  a:\n    type: shell\n    command: touch {started}; sleep 60\n"
+    interrupted: list[float] = []
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)  # the loop back in its wait for a report
+        interrupted.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    sender = threading.Thread(target=interrupt)
+    sender.start()
+    try:
+        args = ["run", write(tmp_path, "slow.yaml", flow), "--home", str(tmp_path / "home")]
+        result = cli.invoke(main, [*args, "--output", "json"])
+    finally:
+        sender.join()
+    ended = time.monotonic()
+    assert result.exit_code == 1, result.output
+    said, _, body = result.output.partition("\n")  # (the runner mixes stderr in first)
+    assert said == "stopping the run (Ctrl-C again to leave it running)..."
+    assert json.loads(body)["run"]["state"] == "stopped"
+    assert ended - interrupted[0] < 20  # a turn, not the 60 s wait
 
 
 def test_run_of_a_failing_workflow_exits_1_with_the_error(cli: CliRunner, tmp_path: Path) -> None:

@@ -312,6 +312,9 @@ def run(
 
             def on_signal(signum: int, frame: object) -> None:
                 stop_requested.set()
+                # the loop's turn now, not when its wait for a report times out (up to 1 s):
+                # the queue's put may be called from a signal handler
+                runtime.wake()
 
             previous = signal.signal(signal.SIGINT, on_signal)
             try:
