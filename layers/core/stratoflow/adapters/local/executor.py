@@ -267,14 +267,20 @@ class _Ending:
     """A task's killed attempt whose process group may still run: what is dispatched of the
     task meanwhile waits here, started once every group is gone (``_group_gone``)."""
 
-    groups: dict[int, float] = field(default_factory=dict)  # pgid -> when SIGKILL is due
-    # pgid -> when its leader started, as the kill saw it (_start_time): _still_the_group
-    leaders: dict[int, int] = field(default_factory=dict)
-    # pgid -> a pidfd of its leader (a copy of the watcher's, taken while it watched), used
-    # and closed under the executor's lock: where the kernel can, the group is signalled and
-    # looked for through it (_group_by_pidfd), exactly that group whoever has its id since
-    pidfds: dict[int, int] = field(default_factory=dict)
+    groups: dict[int, _Killed] = field(default_factory=dict)  # pgid -> its kill
     waiting: list[tuple[AttemptSpec, _Live]] = field(default_factory=list)
+
+
+@dataclass
+class _Killed:
+    """A killed process group (the executor's lock guards it)."""
+
+    due: float  # when its SIGKILL is due (time.monotonic)
+    leader: int  # when its leader started, as the kill saw it (_start_time): _still_the_group
+    # a pidfd of its leader (a copy of the watcher's, taken while it watched), used and closed
+    # under the executor's lock: where the kernel can, the group is signalled and looked for
+    # through it (_group_by_pidfd), exactly that group whoever has its id since
+    pidfd: int | None = None
 
 
 def _stat(pid: int | str) -> list[bytes] | None:
@@ -408,9 +414,16 @@ def _replaced_wrapper(pid: int, output: str, log_file: str) -> bool:
     unreadable to a server of its uid (not dumpable), a log deleted or reached by another
     path since (a home moved or mounted elsewhere)."""
     environ = _leader_environ(str(pid))
-    if environ is None:
-        return False
-    if b"STRATOFLOW_OUTPUT=" + output.encode() in environ:
+    return environ is not None and _attempts_process(pid, environ, output, log_file)
+
+
+def _attempts_process(
+    pid: int | str, environ: list[bytes] | None, output: str, log_file: str
+) -> bool:
+    """Whether the process ``pid`` is the attempt's whose output file is ``output`` and log
+    ``log_file``: ``environ`` (the environment it was started with, if it could be read)
+    names that output file, or it writes to that log (:func:`_replaced_wrapper`)."""
+    if environ is not None and b"STRATOFLOW_OUTPUT=" + output.encode() in environ:
         return True
     return any(link == log_file for link in _written_files(pid, log_file))
 
@@ -446,7 +459,6 @@ def _group_holds_attempt(pgid: int, output: str, log_file: str) -> bool:
     ``output`` and log ``log_file`` (what its wrapper left running: a subshell of its body, a
     job it put in the background): started with the attempt's environment, or writing to its
     log (as :func:`_replaced_wrapper` tells). A walk of /proc (at recovery only)."""
-    marker = b"STRATOFLOW_OUTPUT=" + output.encode()
     for entry in os.scandir("/proc"):
         fields = _stat(entry.name) if entry.name.isdigit() else None
         if fields is None or len(fields) < 3 or fields[2] != str(pgid).encode():
@@ -454,11 +466,12 @@ def _group_holds_attempt(pgid: int, output: str, log_file: str) -> bool:
         if fields[0] == b"Z":  # a zombie's environment is empty
             continue
         try:
-            if marker in Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0"):
-                return True
+            environ: list[bytes] | None = (
+                Path(f"/proc/{entry.name}/environ").read_bytes().split(b"\0")
+            )
         except OSError:
-            pass
-        if any(link == log_file for link in _written_files(entry.name, log_file)):
+            environ = None
+        if _attempts_process(entry.name, environ, output, log_file):
             return True
     return False
 
@@ -1672,17 +1685,16 @@ class LocalExecutor(Dispatcher):
             ending = self._ending.setdefault(task, _Ending())
             first = pgid not in ending.groups  # a repeated kill keeps the first one's timer
             if first:
-                ending.groups[pgid] = time.monotonic() + grace
-                ending.leaders[pgid] = leader
+                ending.groups[pgid] = _Killed(time.monotonic() + grace, leader)
+            killed = ending.groups[pgid]
             # the watcher's pidfd, while it watches (the wrapper not reaped: its pid is still
             # its own): a copy of it to reach this very group later (also at a repeated kill:
             # the first may have come before the watcher had it, as the attempt started)
-            if pgid not in ending.pidfds and live.pidfd >= 0 and _pidfd_groups[0]:
+            if killed.pidfd is None and live.pidfd >= 0 and _pidfd_groups[0]:
                 with contextlib.suppress(OSError):  # (out of descriptors: by id, as before)
-                    ending.pidfds[pgid] = os.dup(live.pidfd)
+                    killed.pidfd = os.dup(live.pidfd)
             watched = live.pidfd >= 0
-            pidfd = ending.pidfds.get(pgid)
-            sent = None if pidfd is None else _group_by_pidfd(pidfd, signal.SIGTERM)
+            sent = None if killed.pidfd is None else _group_by_pidfd(killed.pidfd, signal.SIGTERM)
         if sent is None:
             _kill_group(pgid, signal.SIGTERM)
         if first and not self._deadlines.after(grace, self._grace_over, task, pgid):
@@ -1699,12 +1711,11 @@ class LocalExecutor(Dispatcher):
         """The kill timer: SIGKILL to the group, unless it was found empty meanwhile or its
         id is another group's now (``_still_the_group``)."""
         with self._lock:
-            ending = self._ending.get(task)
-            if ending is None or pgid not in ending.groups:
+            killed = self._killed(task, pgid)
+            if killed is None:
                 return
-            leader = ending.leaders.get(pgid, 0)
-            pidfd = ending.pidfds.get(pgid)
-            sent = None if pidfd is None else _group_by_pidfd(pidfd, signal.SIGKILL)
+            leader = killed.leader
+            sent = None if killed.pidfd is None else _group_by_pidfd(killed.pidfd, signal.SIGKILL)
         if sent is None and _still_the_group(pgid, leader):
             _kill_group(pgid, signal.SIGKILL)
         self._group_gone(task, pgid)
@@ -1726,15 +1737,19 @@ class LocalExecutor(Dispatcher):
         is no longer a killed group): through its leader's pidfd where the kernel can, else by
         its id while that is still the group's."""
         with self._lock:
-            ending = self._ending.get(task)
-            if ending is None or pgid not in ending.groups:
+            killed = self._killed(task, pgid)
+            if killed is None:
                 return False
-            leader = ending.leaders.get(pgid, 0)
-            pidfd = ending.pidfds.get(pgid)
-            there = None if pidfd is None else _group_by_pidfd(pidfd, 0)
+            leader = killed.leader
+            there = None if killed.pidfd is None else _group_by_pidfd(killed.pidfd, 0)
         if there is not None:
             return there
         return _group_alive(pgid) and _still_the_group(pgid, leader)
+
+    def _killed(self, task: tuple[str, str], pgid: int) -> _Killed | None:
+        """The task's killed group ``pgid``, while it is one (under the lock)."""
+        ending = self._ending.get(task)
+        return None if ending is None else ending.groups.get(pgid)
 
     def _group_gone(self, task: tuple[str, str], pgid: int) -> None:
         """Nothing of the group runs on (it is empty, or has been sent SIGKILL, after which
@@ -1742,10 +1757,11 @@ class LocalExecutor(Dispatcher):
         start what waited for them."""
         with self._lock:
             ending = self._ending.get(task)
-            if ending is None or ending.groups.pop(pgid, None) is None:
+            killed = None if ending is None else ending.groups.pop(pgid, None)
+            if ending is None or killed is None:
                 return
-            if (pidfd := ending.pidfds.pop(pgid, None)) is not None:
-                os.close(pidfd)
+            if killed.pidfd is not None:
+                os.close(killed.pidfd)
             if ending.groups:
                 return
             del self._ending[task]
@@ -1761,17 +1777,17 @@ class LocalExecutor(Dispatcher):
         killed does not outlive the scheduler (``stratoflow run`` exits after its run)."""
         with self._lock:
             due = sorted(
-                (at, pgid, e.leaders.get(pgid, 0), e.pidfds.get(pgid, -1))
-                for e in self._ending.values()
-                for pgid, at in e.groups.items()
+                ((k.due, pgid, k) for e in self._ending.values() for pgid, k in e.groups.items()),
+                key=lambda d: d[:2],
             )
             self._ending.clear()  # (their pidfds are this call's now)
-        for at, pgid, leader, pidfd in due:
+        for at, pgid, killed in due:
             time.sleep(max(at - time.monotonic(), 0.0))
-            sent = None if pidfd < 0 else _group_by_pidfd(pidfd, signal.SIGKILL)
-            if sent is None and _still_the_group(pgid, leader):
+            pidfd = killed.pidfd
+            sent = None if pidfd is None else _group_by_pidfd(pidfd, signal.SIGKILL)
+            if sent is None and _still_the_group(pgid, killed.leader):
                 _kill_group(pgid, signal.SIGKILL)
-            if pidfd >= 0:
+            if pidfd is not None:
                 os.close(pidfd)
 
     # ------------------------------------------------------------ recovery
