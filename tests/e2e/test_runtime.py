@@ -20,6 +20,7 @@ from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime
 from stratoflow.engine import RenderedTask, RunState, TaskInstance, TaskState
 from stratoflow.ports import AttemptSpec
 from tests.e2e.http_stub import json_stub
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -196,6 +197,26 @@ def _shell(command: str, attempt: int = 1, task: str = "t") -> AttemptSpec:
     )  # fmt: skip
 
 
+def _kill_groups(*pgids: int) -> None:
+    """SIGKILL each group still there (0: none): what a failed test must not leave running."""
+    for pgid in pgids:
+        if pgid:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+
+
+def _left_behind(
+    ex: executor_module.LocalExecutor, tmp_path: Path, shared_dir: Path, until: str = "false"
+) -> int:
+    """Dispatch an attempt whose wrapper waits for a child that ignores SIGTERM (and runs
+    until ``until`` holds): its group's id, once the child runs. A kill's SIGTERM ends the
+    wrapper and leaves the child in the group."""
+    ready = shared_dir / "ready"
+    ex.dispatch(_shell(f"(trap '' TERM; touch {ready}; until {until}; do sleep 0.05; done) & wait"))
+    assert wait_for(ready.exists)
+    return executor_module.live_wrappers(tmp_path / "home" / "logs")[("p.r1", "t.1")]
+
+
 def _executor(tmp_path: Path) -> executor_module.LocalExecutor:
     """An executor on the test's home, as a scheduler (re)started there makes it."""
     home = tmp_path / "home"
@@ -231,8 +252,9 @@ def test_a_restart_while_a_killed_attempt_holds_the_next_one_kills_it_then_start
         monkeypatch.setattr(first, "_finish_kills", lambda: None)
         first.close()
         for ending in first._ending.values():  # the dead scheduler's timer must not fire later
-            for copy in ending.pidfds.values():
-                os.close(copy)
+            for killed in ending.groups.values():
+                if killed.pidfd is not None:
+                    os.close(killed.pidfd)
         first._ending.clear()
         # and a new one recovers: attempt 2 is claimed but never started
         second = _executor(tmp_path)
@@ -317,9 +339,7 @@ def test_a_kill_of_an_attempt_started_before_a_restart_is_disarmed_once_its_grou
         assert wait_for(lambda: not running_in_group(pgid))
     finally:
         second.close()
-        for left in executor_module.live_wrappers(home / "logs").values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(left, signal.SIGKILL)
+        _kill_groups(*executor_module.live_wrappers(home / "logs").values())
 
 
 def _pidfd_groups_here() -> bool:
@@ -388,9 +408,7 @@ def test_a_kill_whose_group_id_another_process_took_since_sends_it_no_sigkill(
         assert running_in_group(pgid)
     finally:
         ex.close()
-        for left in executor_module.live_wrappers(home / "logs").values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(left, signal.SIGKILL)
+        _kill_groups(*executor_module.live_wrappers(home / "logs").values())
 
 
 @pytest.mark.parametrize("when", ["grace over", "close"])
@@ -408,18 +426,15 @@ def test_a_kill_reaches_its_group_through_the_leader_s_pidfd_whoever_has_its_id(
     by_id: list[tuple[int, int]] = []
     monkeypatch.setattr(executor_module, "_kill_group", lambda g, sig: by_id.append((g, sig)))
     home = tmp_path / "home"
-    ready = shared_dir / "ready"
-    # the wrapper ends at SIGTERM; what it left ignores it: a group without its leader
-    spec = _shell(f"(trap '' TERM; touch {ready}; while true; do sleep 0.1; done) & wait")
     ex = _executor(tmp_path)
     pgid = 0
     try:
-        ex.dispatch(spec)
-        assert wait_for(ready.exists)
-        pgid = executor_module.live_wrappers(home / "logs")[("p.r1", "t.1")]
+        # the wrapper ends at SIGTERM; what it left ignores it: a group without its leader
+        pgid = _left_behind(ex, tmp_path, shared_dir)
         seen = executor_module._start_time(pgid)
         ex.kill("p.r1", "t", 1)
-        copy = ex._ending[("p.r1", "t")].pidfds[pgid]  # the watcher's pidfd, copied
+        copy = ex._ending[("p.r1", "t")].groups[pgid].pidfd  # the watcher's pidfd, copied
+        assert copy is not None
         assert os.readlink(f"/proc/self/fd/{copy}") == "anon_inode:[pidfd]"
         assert wait_for(lambda: ("p.r1", "t.1") not in executor_module.live_wrappers(home / "logs"))
         assert running_in_group(pgid)  # leaderless, still armed
@@ -433,9 +448,7 @@ def test_a_kill_reaches_its_group_through_the_leader_s_pidfd_whoever_has_its_id(
             assert os.readlink(f"/proc/self/fd/{copy}") != "anon_inode:[pidfd]"
     finally:
         ex.close()
-        if pgid:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
+        _kill_groups(pgid)
 
 
 def test_a_kill_no_watcher_will_report_on_looks_at_its_group_until_it_is_gone(
@@ -485,8 +498,7 @@ def test_a_restart_finds_the_wrapper_not_a_subshell_of_its_body(
         assert wait_for(lambda: not running_in_group(wrapper))
     finally:
         second.close()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(wrapper, signal.SIGKILL)
+        _kill_groups(wrapper)
 
 
 @pytest.mark.parametrize(
@@ -536,8 +548,7 @@ def test_a_restart_kills_what_a_wrapper_gone_meanwhile_left_in_its_group(
         finally:
             second.close()
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(wrapper, signal.SIGKILL)
+        _kill_groups(wrapper)
 
 
 @pytest.mark.parametrize("left_ends", [True, False], ids=["left ends", "left ignores TERM"])
@@ -551,16 +562,12 @@ def test_what_a_killed_wrapper_leaves_in_its_group_is_watched_until_gone(
     grace = 2.0 if not left_ends else 60.0
     monkeypatch.setattr(executor_module, "KILL_GRACE_SECONDS", grace)
     home = tmp_path / "home"
-    ready, stop = shared_dir / "ready", shared_dir / "stop"
-    # the left one ignores SIGTERM before it says it is there; it ends once told (or never)
-    until = f"[ -e {stop} ]" if left_ends else "false"
-    spec = _shell(f"(trap '' TERM; touch {ready}; until {until}; do sleep 0.05; done) & wait")
+    stop = shared_dir / "stop"
     ex = _executor(tmp_path)
     pgid = 0
     try:
-        ex.dispatch(spec)
-        assert wait_for(ready.exists)
-        pgid = executor_module.live_wrappers(home / "logs")[("p.r1", "t.1")]
+        # the left one ignores SIGTERM before it says it is there; it ends once told (or never)
+        pgid = _left_behind(ex, tmp_path, shared_dir, f"[ -e {stop} ]" if left_ends else "false")
         killed = time.monotonic()
         ex.kill("p.r1", "t", 1)
         # THEN the wrapper is gone, what it left still runs, and the timer stays armed
@@ -576,9 +583,7 @@ def test_what_a_killed_wrapper_leaves_in_its_group_is_watched_until_gone(
         assert wait_for(lambda: not running_in_group(pgid))
     finally:
         ex.close()
-        if pgid:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
+        _kill_groups(pgid)
 
 
 def test_a_stop_of_many_tasks_whose_groups_outlive_their_wrappers_makes_no_thread_for_each(
@@ -616,9 +621,7 @@ def test_a_stop_of_many_tasks_whose_groups_outlive_their_wrappers_makes_no_threa
         assert len(ex._ending) == n  # all still armed, each to be SIGKILLed at its grace
     finally:
         ex.close()  # the SIGKILLs due
-        for g in groups:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(g, signal.SIGKILL)
+        _kill_groups(*groups)
     assert wait_for(lambda: not any(running_in_group(g) for g in groups))
 
 
@@ -814,13 +817,6 @@ def test_a_second_scheduler_on_one_home_refuses_to_start(tmp_path: Path) -> None
     first.close()
     second = LocalRuntime(tmp_path / "home")  # the lock goes with its holder
     second.close()
-
-
-def wait_for(check: Any, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return bool(check())
 
 
 def test_finished_attempts_work_dirs_are_removed_and_close_leaves_none(

@@ -13,6 +13,7 @@ from stratoflow.engine import RunState
 from stratoflow.taskexec.sql import MAX_ROWS, MAX_ROWS_BYTES
 from tests.e2e.test_runtime import finish, start
 from tests.sql.conftest import add_connection, mysql_admin
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -233,15 +234,6 @@ def _backends(url: str, marker: str) -> list[int]:
     return [r[0] for r in rows]
 
 
-def _wait(check: object, timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def _drive(rt: LocalRuntime, check: object, timeout: float = 20) -> bool:
     """Run the scheduler until ``check()`` holds."""
     deadline = time.monotonic() + timeout
@@ -260,7 +252,7 @@ tasks:
     assert _drive(runtime, lambda: bool(_backends(pg_db, "sf-timeout-marker")))
     assert finish(runtime, run_id, timeout=30) is RunState.FAILED
     # gone at once, not after the 60 s the statement asked for
-    assert _wait(lambda: not _backends(pg_db, "sf-timeout-marker"), timeout=5)
+    assert wait_for(lambda: not _backends(pg_db, "sf-timeout-marker"), timeout=5)
     assert "cancelling the query on the server" in log_of(runtime, run_id, "q")
 
 
@@ -276,7 +268,7 @@ tasks:
     assert _drive(runtime, lambda: bool(_backends(pg_db, "sf-stop-marker")))
     runtime.scheduler.stop(run_id)
     assert finish(runtime, run_id, timeout=30) is RunState.STOPPED
-    assert _wait(lambda: not _backends(pg_db, "sf-stop-marker"), timeout=5)
+    assert wait_for(lambda: not _backends(pg_db, "sf-stop-marker"), timeout=5)
     assert "cancelling the query on the server" in log_of(runtime, run_id, "q")
 
 
@@ -297,5 +289,5 @@ tasks:
 
     assert _drive(runtime, running)
     assert finish(runtime, run_id, timeout=30) is RunState.FAILED
-    assert _wait(lambda: not running(), timeout=5)
+    assert wait_for(lambda: not running(), timeout=5)
     admin.close()  # type: ignore[attr-defined]

@@ -9,17 +9,9 @@ import threading
 import time
 
 import pytest
+from tests.waiting import wait_for
 
 from stratoflow.adapters.local.deadlines import Deadlines
-
-
-def _wait(check: object, timeout: float = 5.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.005)
-    return False
 
 
 def test_calls_come_in_due_order_from_one_thread() -> None:
@@ -35,7 +27,7 @@ def test_calls_come_in_due_order_from_one_thread() -> None:
         deadlines.after(0.05, note, "first")
         deadlines.after(0.10, note, "second-a")
         deadlines.after(0.10, note, "second-b")
-        assert _wait(lambda: len(made) == 4)
+        assert wait_for(lambda: len(made) == 4)
     finally:
         deadlines.close()
     assert [name for name, _ in made] == ["first", "second-a", "second-b", "third"]
@@ -76,7 +68,7 @@ def test_a_call_may_ask_for_the_next_and_a_failing_one_stops_no_other(
         with caplog.at_level(logging.ERROR, logger="stratoflow.executor"):
             deadlines.after(0.0, fail)
             deadlines.after(0.01, look, 1)
-            assert _wait(lambda: looks == [1, 2, 3])
+            assert wait_for(lambda: looks == [1, 2, 3])
     finally:
         deadlines.close()
     assert "a due call of the executor failed" in caplog.text
@@ -113,7 +105,7 @@ def test_a_thread_ended_by_what_no_call_should_raise_is_started_again() -> None:
 
     try:
         deadlines.after(0.0, leave)
-        assert _wait(
+        assert wait_for(
             lambda: not any(t.name == "test-deadlines-again" for t in threading.enumerate())
         )
         came = threading.Event()
