@@ -46,6 +46,7 @@ from typing import Any, Final
 
 from botocore.exceptions import ClientError
 
+from stratoflow.adapters.aws.counted import CountedItems
 from stratoflow.alerts import (
     MAX_CHANNELS,
     MAX_GROUPS,
@@ -144,19 +145,6 @@ class DynamoAlertStore:
         self.client = client
 
     # ------------------------------------------------------------ configuration
-    def _count(self, project: str, prefix: str) -> int:
-        count, kwargs = 0, {
-            "TableName": self.table, "Select": "COUNT", "ConsistentRead": True,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": {":pk": {"S": f"P#{project}"}, ":prefix": {"S": prefix}},
-        }  # fmt: skip
-        while True:
-            page = self.client.query(**kwargs)
-            count += int(page.get("Count", 0))
-            if "LastEvaluatedKey" not in page:
-                return count
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
     def _items(self, project: str, prefix: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
@@ -171,21 +159,30 @@ class DynamoAlertStore:
                 return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
+    def counted(
+        self, project: str, prefix: str, limit: int, too_many: Callable[[], Exception]
+    ) -> CountedItems:
+        """The project's items of one kind (channels, groups, connections), at most
+        ``limit``, whatever the concurrent writers (``adapters.aws.counted``)."""
+        return CountedItems(self.client, self.table, f"P#{project}", prefix, limit, too_many)
+
+    def _channels(self, project: str) -> CountedItems:
+        return self.counted(project, "CH#", MAX_CHANNELS, lambda: InvalidInput(
+            [Problem("name", f"project {project} has {MAX_CHANNELS} channels, the most")]
+        ))  # fmt: skip
+
+    def _groups(self, project: str) -> CountedItems:
+        return self.counted(project, "G#", MAX_GROUPS, lambda: InvalidInput(
+            [Problem("group", f"at most {MAX_GROUPS} groups")]
+        ))  # fmt: skip
+
     def put_channel(self, channel: Channel, now: datetime) -> bool:
         """Create or replace; True if it is new."""
-        exists = self._get(f"P#{channel.project}", f"CH#{channel.name}") is not None
-        if not exists and self._count(channel.project, "CH#") >= MAX_CHANNELS:
-            raise InvalidInput([Problem("name", f"project {channel.project} has "
-                                        f"{MAX_CHANNELS} channels, the most")])  # fmt: skip
-        self.client.put_item(
-            TableName=self.table,
-            Item={
-                "pk": {"S": f"P#{channel.project}"}, "sk": {"S": f"CH#{channel.name}"},
-                "type": {"S": channel.type}, "settings": {"S": json.dumps(dict(channel.settings))},
-                "updated_at": {"S": _ts(now)},
-            },
+        return self._channels(channel.project).put(
+            channel.name,
+            {"type": {"S": channel.type}, "settings": {"S": json.dumps(dict(channel.settings))},
+             "updated_at": {"S": _ts(now)}},
         )  # fmt: skip
-        return not exists
 
     def get_channel(self, project: str, name: str) -> Channel:
         item = self._get(f"P#{project}", f"CH#{name}")
@@ -206,9 +203,8 @@ class DynamoAlertStore:
                 f"alert channel {name!r} is in group(s) {', '.join(sorted(users))}; "
                 "take it out of them first"
             )
-        self.client.delete_item(
-            TableName=self.table, Key={"pk": {"S": f"P#{project}"}, "sk": {"S": f"CH#{name}"}}
-        )
+        if not self._channels(project).delete(name):  # deleted meanwhile
+            raise NotFound(f"alert channel {name!r} not found in project {project!r}")
 
     def set_group(self, project: str, name: str, channels: Sequence[str], now: datetime) -> bool:
         """Create or replace; True if it is new. Every channel must exist."""
@@ -220,15 +216,9 @@ class DynamoAlertStore:
                 [Problem("channels", f"no channel {c!r} in project {project!r} "
                          "(add it with `stratoflow alerts channels add`)") for c in missing]
             )  # fmt: skip
-        exists = self._get(f"P#{project}", f"G#{name}") is not None
-        if not exists and self._count(project, "G#") >= MAX_GROUPS:
-            raise InvalidInput([Problem("group", f"at most {MAX_GROUPS} groups")])
-        self.client.put_item(
-            TableName=self.table,
-            Item={"pk": {"S": f"P#{project}"}, "sk": {"S": f"G#{name}"},
-                  "channels": {"S": json.dumps(list(channels))}, "updated_at": {"S": _ts(now)}},
-        )  # fmt: skip
-        return not exists
+        return self._groups(project).put(
+            name, {"channels": {"S": json.dumps(list(channels))}, "updated_at": {"S": _ts(now)}}
+        )
 
     def group_channels(self, project: str, name: str) -> list[str] | None:
         item = self._get(f"P#{project}", f"G#{name}")
@@ -251,16 +241,8 @@ class DynamoAlertStore:
         }
 
     def delete_group(self, project: str, name: str) -> None:
-        try:
-            self.client.delete_item(
-                TableName=self.table,
-                Key={"pk": {"S": f"P#{project}"}, "sk": {"S": f"G#{name}"}},
-                ConditionExpression="attribute_exists(pk)",
-            )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                raise NotFound(f"alert group {name!r} not found in project {project!r}") from None
-            raise
+        if not self._groups(project).delete(name):
+            raise NotFound(f"alert group {name!r} not found in project {project!r}")
 
     def enqueue(self, planned: Sequence[Planned], now: datetime) -> list[tuple[str, str]]:
         """One record per channel of each plan's group (as the group is now); returns every

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from stratoflow.adapters.aws.alerts import DynamoAlertStore
+from stratoflow.adapters.aws.counted import CountedItems
 from stratoflow.connections import MAX_CONNECTIONS, Connection, MissingConnection, TestOutcome
 from stratoflow.errors import InvalidInput, Problem
 from stratoflow.ports import Clock
@@ -35,23 +36,19 @@ class DynamoConnectionStore:
     def __init__(self, table: str, client: Any) -> None:
         self._table = DynamoAlertStore(table, client)  # its queries over one project's items
 
+    def _counted(self, project: str) -> CountedItems:
+        return self._table.counted(project, PREFIX, MAX_CONNECTIONS, lambda: InvalidInput(
+            [Problem("name", f"project {project} has {MAX_CONNECTIONS} connections, the most")]
+        ))  # fmt: skip
+
     def put(self, connection: Connection, now: datetime) -> bool:
         """Create or replace; True if it is new."""
-        t = self._table
-        exists = t._get(f"P#{connection.project}", PREFIX + connection.name) is not None
-        if not exists and t._count(connection.project, PREFIX) >= MAX_CONNECTIONS:
-            raise InvalidInput([Problem("name", f"project {connection.project} has "
-                                        f"{MAX_CONNECTIONS} connections, the most")])  # fmt: skip
-        t.client.put_item(
-            TableName=t.table,
-            Item={
-                "pk": {"S": f"P#{connection.project}"}, "sk": {"S": PREFIX + connection.name},
-                "type": {"S": connection.type},
-                "settings": {"S": json.dumps(dict(connection.settings))},
-                "updated_at": {"S": now.isoformat()},
-            },
+        return self._counted(connection.project).put(
+            connection.name,
+            {"type": {"S": connection.type},
+             "settings": {"S": json.dumps(dict(connection.settings))},
+             "updated_at": {"S": now.isoformat()}},
         )  # fmt: skip
-        return not exists
 
     def get(self, project: str, name: str) -> Connection:
         item = self._table._get(f"P#{project}", PREFIX + name)
@@ -63,12 +60,8 @@ class DynamoConnectionStore:
         return [_connection(project, item) for item in self._table._items(project, PREFIX)]
 
     def delete(self, project: str, name: str) -> None:
-        t = self._table
-        if t._get(f"P#{project}", PREFIX + name) is None:
+        if not self._counted(project).delete(name):
             raise MissingConnection(project, name)
-        t.client.delete_item(
-            TableName=t.table, Key={"pk": {"S": f"P#{project}"}, "sk": {"S": PREFIX + name}}
-        )
 
 
 TestRequest = Callable[[Mapping[str, Any]], Mapping[str, Any]]  # the request in, the answer out

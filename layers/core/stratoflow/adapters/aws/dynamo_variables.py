@@ -1,7 +1,8 @@
 """A project's variables in the DynamoDB state table (a mixin of ``DynamoStore``).
 
 One item per variable: ``VAR#<project>`` / ``V#<name>`` with ``value``, ``updated_at`` and
-``updated_by``; no index entry. Listing a project's is one Query of its partition; a render
+``updated_by``; no index entry. Their number is kept by a counter item in the same partition
+(``adapters.aws.counted``), so concurrent creations cannot pass ``MAX_VARIABLES``. Listing a project's is one Query of its partition; a render
 reads only the variables its task's templates name, one BatchGetItem (strongly consistent, so
 a task rendered after ``variables set`` answered reads the new value). The projector ignores
 them (their keys are neither ``RUN#`` nor ``WF#``).
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from stratoflow.adapters.aws import _dynamo_items as it
 from stratoflow.adapters.aws._dynamo_items import Item, key, s
+from stratoflow.adapters.aws.counted import CountedItems
 from stratoflow.ports import VariableStore
 from stratoflow.variables import MAX_VARIABLES, Variable, too_many
 
@@ -48,40 +50,21 @@ class DynamoVariables(VariableStore):
     def _batch_get(self, keys: Sequence[Item]) -> list[Item]:
         raise NotImplementedError  # pragma: no cover - DynamoStore's
 
-    def _count_variables(self, project: str) -> int:
-        total = 0
-        args: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": s(f"{VARIABLE_PREFIX}{project}")},
-            "Select": "COUNT",
-        }
-        while True:
-            out = self.client.query(**args)
-            total += out.get("Count", 0)
-            last = out.get("LastEvaluatedKey")
-            if not last:
-                return total
-            args["ExclusiveStartKey"] = last
+    def _counted(self, project: str) -> CountedItems:
+        return CountedItems(
+            self.client, self.table, f"{VARIABLE_PREFIX}{project}", NAME_PREFIX,
+            MAX_VARIABLES, lambda: too_many(project),
+        )  # fmt: skip
 
     def put_variable(self, variable: Variable) -> bool:
-        item_key = variable_key(variable.project, variable.name)
-        exists = "Item" in self.client.get_item(
-            TableName=self.table, Key=item_key, ConsistentRead=True, ProjectionExpression="pk"
-        )
-        if not exists and self._count_variables(variable.project) >= MAX_VARIABLES:
-            raise too_many(variable.project)
-        old = self.client.put_item(
-            TableName=self.table,
-            Item={
-                **item_key,
+        return self._counted(variable.project).put(
+            variable.name,
+            {
                 "value": s(variable.value),
                 "updated_at": s(it.ts(variable.updated_at)),
                 "updated_by": s(variable.updated_by),
             },
-            ReturnValues="ALL_OLD",
         )
-        return "Attributes" not in old
 
     def get_variable(self, project: str, name: str) -> Variable | None:
         item = self.client.get_item(
@@ -97,14 +80,14 @@ class DynamoVariables(VariableStore):
 
     def list_variables(self, project: str) -> list[Variable]:
         items = self._query(
-            KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": s(f"{VARIABLE_PREFIX}{project}")},
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :name)",
+            ExpressionAttributeValues={
+                ":pk": s(f"{VARIABLE_PREFIX}{project}"),
+                ":name": s(NAME_PREFIX),
+            },
             ConsistentRead=True,
         )
         return sorted((_variable(project, i) for i in items), key=lambda v: v.name)
 
     def delete_variable(self, project: str, name: str) -> bool:
-        old = self.client.delete_item(
-            TableName=self.table, Key=variable_key(project, name), ReturnValues="ALL_OLD"
-        )
-        return "Attributes" in old
+        return self._counted(project).delete(name)
