@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -24,13 +25,14 @@ import stratoflow.adapters.aws.alerts as aws_alerts
 import stratoflow.adapters.aws.connections as aws_connections
 import stratoflow.adapters.aws.dynamo_variables as dynamo_variables
 import stratoflow.variables as variables
+from stratoflow.adapters.aws import counted
 from stratoflow.adapters.aws.alerts import ALERT_TABLE_SCHEMA, DynamoAlertStore
 from stratoflow.adapters.aws.connections import DynamoConnectionStore
-from stratoflow.adapters.aws.counted import COUNTER_PREFIX
+from stratoflow.adapters.aws.counted import COUNTER_PREFIX, counter_key
 from stratoflow.adapters.aws.dynamodb import DynamoStore, create_table
 from stratoflow.alerts import Channel
 from stratoflow.connections import Connection, MissingConnection
-from stratoflow.errors import InvalidInput, NotFound
+from stratoflow.errors import InvalidInput, NotFound, Unavailable
 from stratoflow.variables import Variable
 
 T0 = datetime(2026, 12, 6, tzinfo=UTC)
@@ -129,38 +131,54 @@ def _stored(client: Any, kind: Kind) -> tuple[list[str], int | None]:
         ExpressionAttributeValues={":pk": {"S": kind.pk}, ":prefix": {"S": kind.prefix}},
     )["Items"]  # fmt: skip
     counter = client.get_item(
-        TableName=kind.table, ConsistentRead=True,
-        Key={"pk": {"S": kind.pk}, "sk": {"S": COUNTER_PREFIX + kind.prefix}},
-    ).get("Item")  # fmt: skip
+        TableName=kind.table, ConsistentRead=True, Key=counter_key(kind.pk, kind.prefix)
+    ).get("Item")
     names = sorted(i["sk"]["S"][len(kind.prefix) :] for i in items)
     return names, None if counter is None else int(counter["n"]["N"])
 
 
-def _before_writes(client: Any, act: Callable[[int], object]) -> Callable[[], None]:
-    """Call ``act(n)`` before the n-th write request (from 0) the client sends from now on,
-    except those ``act`` itself sends; returns what removes the hook."""
-    state = {"n": 0, "inside": False}
+Request = tuple[str, dict[str, Any]]  # an operation's name and its parameters
 
-    def hook(**_: Any) -> None:
-        if state["inside"]:
+
+class SlipIn:
+    """Runs ``act`` once, just before the first request of the client that ``when`` picks
+    (requests ``act`` sends itself excepted), and keeps the trace of what the client sent."""
+
+    def __init__(self, client: Any, when: Callable[[str, dict[str, Any]], bool],
+                 act: Callable[[], object]) -> None:  # fmt: skip
+        self.client, self.when, self.act = client, when, act
+        self.ran = False
+        self.trace: list[str] = []
+        self._inside = False
+
+    def _hook(self, model: Any, params: dict[str, Any], **_: Any) -> None:
+        if self._inside:
             return
-        state["inside"] = True
-        try:
-            act(state["n"])
-        finally:
-            state["n"] += 1
-            state["inside"] = False
+        self.trace.append(model.name)
+        if not self.ran and self.when(model.name, params):
+            self._inside, self.ran = True, True
+            try:
+                self.act()
+            finally:
+                self._inside = False
 
-    events = [f"before-call.dynamodb.{op}"
-              for op in ("PutItem", "TransactWriteItems", "DeleteItem", "UpdateItem")]  # fmt: skip
-    for event in events:
-        client.meta.events.register(event, hook)
+    def __enter__(self) -> SlipIn:
+        self.client.meta.events.register("before-parameter-build.dynamodb", self._hook)
+        return self
 
-    def remove() -> None:
-        for event in events:
-            client.meta.events.unregister(event, hook)
+    def __exit__(self, *exc: object) -> None:
+        self.client.meta.events.unregister("before-parameter-build.dynamodb", self._hook)
 
-    return remove
+
+def _op(name: str, *, counter: bool | None = None) -> Callable[[str, dict[str, Any]], bool]:
+    """Picks a request of operation ``name`` (on the counter item, or not, if ``counter``
+    says)."""
+
+    def pick(op: str, params: dict[str, Any]) -> bool:
+        on_counter = str(params.get("Item", params.get("Key", {})).get("pk", {}).get("S", ""))
+        return op == name and (counter is None or on_counter.startswith(COUNTER_PREFIX) == counter)
+
+    return pick
 
 
 def test_limit_counts_replaces_and_deletes(client: Any, kind: Kind) -> None:
@@ -169,12 +187,24 @@ def test_limit_counts_replaces_and_deletes(client: Any, kind: Kind) -> None:
     with pytest.raises(InvalidInput, match=f"{LIMIT}"):
         kind.add("c")
     assert kind.add("a") is False  # a replacement needs no room
-    assert kind.names() == ["a", "b"]  # the counter item is not listed
+    assert kind.names() == ["a", "b"]
     assert _stored(client, kind) == (["a", "b"], 2)
     kind.delete("a")
     assert _stored(client, kind) == (["b"], 1)
     assert kind.add("c") is True
     assert _stored(client, kind) == (["b", "c"], 2)
+
+
+def test_the_counter_is_not_in_the_items_partition(client: Any, kind: Kind) -> None:
+    """An older version lists a project's variables by its partition alone: the counter
+    must not be among them."""
+    kind.add("a")
+    everything = client.query(
+        TableName=kind.table, ConsistentRead=True, KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": kind.pk}},
+    )["Items"]  # fmt: skip
+    assert not [i for i in everything if COUNTER_PREFIX in i["sk"]["S"]]
+    assert _stored(client, kind) == (["a"], 1)
 
 
 def test_deleting_what_is_not_there_changes_no_count(client: Any, kind: Kind) -> None:
@@ -185,58 +215,124 @@ def test_deleting_what_is_not_there_changes_no_count(client: Any, kind: Kind) ->
     assert _stored(client, kind) == (["a"], 1)
 
 
-@pytest.mark.parametrize("slip_in_before", [0, 1, 2, 3])
+@pytest.mark.parametrize("slip_in_before", ["PutItem", "TransactWriteItems"])
 def test_a_writer_slipping_in_cannot_pass_the_limit(
-    client: Any, kind: Kind, slip_in_before: int
+    client: Any, kind: Kind, slip_in_before: str
 ) -> None:
-    """One slot left; before the first writer's n-th write request another writer takes it.
-    Exactly one of the two gets in, whatever n."""
+    """One slot left; another writer takes it just before the first writer's first write
+    (where a count made before it goes stale: the old race), or just before its creating
+    transaction. The first is refused, and the project holds exactly its limit."""
     kind.add("a")
-    remove = _before_writes(client, lambda n: kind.add("rival") if n == slip_in_before else None)
-    try:
-        try:
-            added = kind.add("mine")
-        except InvalidInput:
-            added = False
-    finally:
-        remove()
-    names, counted = _stored(client, kind)
-    assert len(names) <= LIMIT
-    assert counted == len(names)
-    assert ("mine" in names) == added
-    assert len(names) == LIMIT  # one of the two got the slot
+    slip = SlipIn(client, _op(slip_in_before, counter=False), lambda: kind.add("rival"))
+    with slip, pytest.raises(InvalidInput):
+        kind.add("mine")
+    assert slip.ran
+    assert _stored(client, kind) == (["a", "rival"], LIMIT)
 
 
 def test_writers_that_all_find_no_counter_agree_on_one(client: Any, kind: Kind) -> None:
-    """Items an older version wrote have no counter. Two writers each find none; the second
-    makes it first (with its own item in it) and the first's count of the items is
-    discarded: the counter equals the items, and the limit still holds."""
+    """Items an older version wrote have no counter. The writer finds none and counts the
+    items; before it puts the counter a rival does the same, puts its counter and takes the
+    last slot. The writer's counter put fails, its count is dropped, and it is refused: the
+    counter equals the items."""
     client.put_item(TableName=kind.table, Item={
         "pk": {"S": kind.pk}, "sk": {"S": kind.prefix + "old"}, **_attributes(kind)})  # fmt: skip
     assert _stored(client, kind) == (["old"], None)
-
-    def rival(n: int) -> None:
-        if n == 0:
-            kind.add("rival")  # finds no counter either, makes it, takes the last slot
-
-    remove = _before_writes(client, rival)
-    try:
-        with pytest.raises(InvalidInput):
-            kind.add("mine")
-    finally:
-        remove()
+    slip = SlipIn(client, _op("PutItem", counter=True), lambda: kind.add("rival"))
+    with slip, pytest.raises(InvalidInput):
+        kind.add("mine")
+    assert slip.ran
+    # the writer's own counter put came after the rival's and failed; it then read theirs
+    assert slip.trace.count("PutItem") >= 3  # replace, its counter, replace again
     assert _stored(client, kind) == (["old", "rival"], 2)
 
 
 def test_a_delete_meanwhile_makes_room(client: Any, kind: Kind) -> None:
+    """The writer's transaction is refused at the limit; before it reads the counter a
+    delete makes room, so it tries again and gets in."""
     kind.add("a")
     kind.add("b")
-    remove = _before_writes(client, lambda n: kind.delete("a") if n == 1 else None)
-    try:
-        assert kind.add("c") is True  # refused by the counter, then room was made: in
-    finally:
-        remove()
+    with SlipIn(client, _op("GetItem", counter=True), lambda: kind.delete("a")) as slip:
+        assert kind.add("c") is True
+    assert slip.ran
+    assert slip.trace.count("TransactWriteItems") == 2  # refused, then applied
     assert _stored(client, kind) == (["b", "c"], 2)
+
+
+def test_a_counter_an_older_writer_left_behind_is_mended_at_the_limit(
+    client: Any, kind: Kind
+) -> None:
+    """A writer of an older version (a deploy in progress, a rollback) deletes an item
+    without the counter: it says 2 where 1 is left. The next create is refused by it,
+    counts the items, mends the counter and gets in."""
+    kind.add("a")
+    kind.add("b")
+    client.delete_item(TableName=kind.table, Key={"pk": {"S": kind.pk},
+                                                  "sk": {"S": kind.prefix + "a"}})  # fmt: skip
+    assert _stored(client, kind) == (["b"], 2)
+    assert kind.add("c") is True
+    assert _stored(client, kind) == (["b", "c"], 2)
+    with pytest.raises(InvalidInput):  # at the limit for real: refused, nothing mended
+        kind.add("d")
+    assert _stored(client, kind) == (["b", "c"], 2)
+
+
+def _refuse(code: str, reasons: list[str] | None, times: int) -> Callable[..., Any]:
+    """A ``before-call`` answer: the first ``times`` calls fail with ``code`` (and these
+    cancellation reasons), as DynamoDB answers when another transaction holds an item or
+    the table is throttled; None lets the call through."""
+    left = [times]
+
+    def answer(**_: Any) -> Any:
+        if left[0] <= 0:
+            return None
+        left[0] -= 1
+        body: dict[str, Any] = {"Error": {"Code": code, "Message": "busy"}}
+        if reasons is not None:
+            body["CancellationReasons"] = [{"Code": r} for r in reasons]
+        return SimpleNamespace(status_code=400, headers={}), body
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("operation", "code", "reasons"),
+    [
+        ("TransactWriteItems", "TransactionCanceledException", ["None", "TransactionConflict"]),
+        ("TransactWriteItems", "TransactionCanceledException", ["None", "ThrottlingError"]),
+        ("TransactWriteItems", "TransactionCanceledException",
+         ["TransactionConflict", "TransactionConflict"]),
+        ("PutItem", "TransactionConflictException", None),
+        ("TransactWriteItems", "ProvisionedThroughputExceededException", None),
+    ],
+)  # fmt: skip
+def test_a_busy_counter_is_waited_for(
+    client: Any, kind: Kind, monkeypatch: pytest.MonkeyPatch,
+    operation: str, code: str, reasons: list[str] | None,
+) -> None:  # fmt: skip
+    """Another request's transaction on the counter, or a throttle, cancels the write: it
+    is tried again after a pause, and gets in; if it never can, the caller is told to retry
+    (503), with nothing changed."""
+    monkeypatch.setattr(counted, "_FIRST_PAUSE", 0.0)
+    event = f"before-call.dynamodb.{operation}"
+    for_a_while = _refuse(code, reasons, 3)
+    client.meta.events.register(event, for_a_while)
+    try:
+        assert kind.add("a") is True
+        assert _stored(client, kind) == (["a"], 1)
+        if operation == "TransactWriteItems":
+            assert kind.delete("a") in (True, None)
+            assert _stored(client, kind) == ([], 0)
+    finally:
+        client.meta.events.unregister(event, for_a_while)
+    always = _refuse(code, reasons, 1_000)
+    client.meta.events.register(event, always)
+    try:
+        with pytest.raises(Unavailable, match="busy"):
+            kind.add("b")
+    finally:
+        client.meta.events.unregister(event, always)
+    assert _stored(client, kind)[0] == ([] if operation == "TransactWriteItems" else ["a"])
 
 
 def _attributes(kind: Kind) -> dict[str, Any]:

@@ -3,44 +3,64 @@ channels, alert groups or connections, at most ``limit`` of each.
 
 Counting the items with a Query and then writing the new one left a window: two requests that
 both counted ``limit - 1`` both wrote, and the project ended past its limit (by as many as
-the API's concurrent requests). Here the count is an item of its own in the same partition
-(``sk = #count#<prefix>``, attribute ``n``), and a new item is written in one
-``TransactWriteItems`` with the counter's increment, conditioned on the item not existing and
-on ``n < limit``: DynamoDB applies both or neither, so no interleaving of writers passes the
-limit. A delete takes ``n`` down in the same way. Replacing an existing item is one
-conditional put and leaves the count alone.
+the API's concurrent requests). Here the count is an item of its own (``n``), and a new item
+is written in one ``TransactWriteItems`` with the counter's increment, conditioned on the
+item not existing and on ``n < limit``: DynamoDB applies both or neither, so no interleaving
+of writers passes the limit. A delete takes ``n`` down in the same way. Replacing an existing
+item is one conditional put and leaves the count alone.
 
-The counter is made on first need, from a strongly consistent Query of the items it counts
-(a project whose items an older version wrote has none). Every write of a new item and every
-delete needs the counter to exist (their transactions check ``attribute_exists(n)``), so
-nothing can change the items between that Query and the counter's conditional put; of two
-writers that both found it missing, the second's put fails and it uses the first's.
+The counter lives in a partition of its own (``#count#<partition>``, sort key the kind's
+prefix), so no Query of the items (this version's or an older one's) ever returns it.
 
-Its key starts with ``#``, which no prefix of a counted kind does, so a Query by the kind's
-prefix never returns it.
+It is made on first need, from a strongly consistent Query of the items it counts (a project
+whose items an older version wrote has none). Every write of a new item and every delete
+needs the counter to exist (their transactions check ``attribute_exists(n)``), so nothing
+this version runs can change the items between that Query and the counter's conditional
+put; of two writers that both found it missing, the second's put fails and it uses the
+first's.
+
+A writer of an older version (a container still running during a deploy, or after a
+rollback) changes the items without the counter, so ``n`` can drift from them. A create
+refused at the limit therefore counts the items once more; if they differ from ``n``, it
+sets ``n`` to the count, on the condition that ``n`` is still what it read (every write of
+this version changes ``n``, so nothing came in between), and tries again.
+
+A transaction cancelled because another one held the counter (``TransactionConflict``) or by
+throttling is tried again after a pause; one that still cannot be applied after
+``_ATTEMPTS`` raises :class:`Unavailable` (HTTP 503: nothing was changed, retry later).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from botocore.exceptions import ClientError
 
-from stratoflow.errors import Conflict
+from stratoflow.errors import Unavailable
 
 COUNTER_PREFIX: Final = "#count#"
-# how many times a write starts over after another writer changed what it had seen (the item
-# appeared or went, the counter was made meanwhile); each start over follows a real change
-_ATTEMPTS: Final = 8
+# how many times a write starts over, after another writer changed what it had seen or a
+# transaction conflicted or was throttled; a pause before each, doubling up to a second
+_ATTEMPTS: Final = 10
+_FIRST_PAUSE: Final = 0.02
+_LONGEST_PAUSE: Final = 1.0
+# cancellation reasons (and error codes of a single write) that say "not now", not "no"
+_BUSY: Final = frozenset({
+    "TransactionConflict", "TransactionConflictException", "ThrottlingError",
+    "ThrottlingException", "ProvisionedThroughputExceeded",
+    "ProvisionedThroughputExceededException", "RequestLimitExceeded",
+})  # fmt: skip
+_FAILED: Final = "ConditionalCheckFailed"
 
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _reasons(exc: ClientError) -> list[str]:
-    return [str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons") or []]
+class _Busy(Exception):
+    """The write could not be applied now (a conflict, a throttle): try again after a pause."""
 
 
 class CountedItems:
@@ -62,7 +82,7 @@ class CountedItems:
         self._prefix = prefix
         self._limit = limit
         self._too_many = too_many
-        self._counter_key = {"pk": {"S": pk}, "sk": {"S": COUNTER_PREFIX + prefix}}
+        self._counter_key = counter_key(pk, prefix)
 
     def _key(self, name: str) -> dict[str, Any]:
         return {"pk": {"S": self._pk}, "sk": {"S": self._prefix + name}}
@@ -72,55 +92,87 @@ class CountedItems:
         True if it is new. A new item past the limit raises ``too_many()`` and writes
         nothing."""
         item = {**self._key(name), **attributes}
-        for _ in range(_ATTEMPTS):
-            try:  # a replacement: the count does not change
-                self._client.put_item(
-                    TableName=self._table, Item=item, ConditionExpression="attribute_exists(pk)"
-                )
-            except ClientError as exc:
-                if _code(exc) != "ConditionalCheckFailedException":
-                    raise
-            else:
-                return False
-            try:
-                self._client.transact_write_items(
-                    TransactItems=[
-                        {"Put": {"TableName": self._table, "Item": item,
-                                 "ConditionExpression": "attribute_not_exists(pk)"}},
-                        self._count_by(1, "attribute_exists(n) AND n < :limit"),
-                    ]
-                )  # fmt: skip
-            except ClientError as exc:
-                reasons = self._cancelled(exc)
-                if reasons[0] == "ConditionalCheckFailed":
-                    continue  # made meanwhile: replace it
-                counted = self._counter()
-                if counted is not None and counted >= self._limit:
-                    raise self._too_many() from None
-                # no counter yet (made now), or a delete made room meanwhile: again
-            else:
-                return True
-        raise Conflict(f"{self._prefix}{name} kept changing while it was written; try again")
+        return self._again(lambda: self._put(item), f"{self._prefix}{name} was not written")
 
     def delete(self, name: str) -> bool:
         """Delete item ``name``; True if it existed."""
+        return self._again(lambda: self._delete(name), f"{self._prefix}{name} was not deleted")
+
+    def _again(self, attempt: Callable[[], bool | None], what: str) -> bool:
+        """Run ``attempt`` until it answers (None: start over at once; ``_Busy``: after a
+        pause), at most ``_ATTEMPTS`` times."""
+        pause = _FIRST_PAUSE
         for _ in range(_ATTEMPTS):
             try:
-                self._client.transact_write_items(
-                    TransactItems=[
-                        {"Delete": {"TableName": self._table, "Key": self._key(name),
-                                    "ConditionExpression": "attribute_exists(pk)"}},
-                        self._count_by(-1, "attribute_exists(n)"),
-                    ]
-                )  # fmt: skip
-            except ClientError as exc:
-                reasons = self._cancelled(exc)
-                if reasons[0] == "ConditionalCheckFailed":
-                    return False  # not there
-                self._counter()  # none yet: made now, then again
-            else:
-                return True
-        raise Conflict(f"{self._prefix}{name} kept changing while it was deleted; try again")
+                answer = attempt()
+            except _Busy:
+                time.sleep(pause)
+                pause = min(pause * 2, _LONGEST_PAUSE)
+                continue
+            if answer is not None:
+                return answer
+        raise Unavailable(
+            f"{what}: DynamoDB stayed busy with other writes; try again", retry_after=1
+        )
+
+    def _put(self, item: Mapping[str, Any]) -> bool | None:
+        try:  # a replacement: the count does not change
+            self._client.put_item(
+                TableName=self._table, Item=item, ConditionExpression="attribute_exists(pk)"
+            )
+        except ClientError as exc:
+            if _code(exc) in _BUSY:
+                raise _Busy from None
+            if _code(exc) != f"{_FAILED}Exception":
+                raise
+        else:
+            return False
+        reasons = self._transact(
+            {"Put": {"TableName": self._table, "Item": item,
+                     "ConditionExpression": "attribute_not_exists(pk)"}},
+            self._count_by(1, "attribute_exists(n) AND n < :limit"),
+        )  # fmt: skip
+        if reasons is None:
+            return True
+        if reasons[0] == _FAILED:
+            return None  # made meanwhile: replace it
+        seen = self._counter()
+        if seen is not None and seen >= self._limit and not self._recount(seen):
+            raise self._too_many()
+        return None  # the counter made now, room made meanwhile, or a drift mended: again
+
+    def _delete(self, name: str) -> bool | None:
+        reasons = self._transact(
+            {"Delete": {"TableName": self._table, "Key": self._key(name),
+                        "ConditionExpression": "attribute_exists(pk)"}},
+            self._count_by(-1, "attribute_exists(n)"),
+        )  # fmt: skip
+        if reasons is None:
+            return True
+        if reasons[0] == _FAILED:
+            return False  # not there
+        self._counter()  # none yet: made now, then again
+        return None
+
+    def _transact(self, item: Mapping[str, Any], counter: Mapping[str, Any]) -> list[str] | None:
+        """The item's write and the counter's in one transaction: None when applied, else
+        the two cancellation reasons (item first); busy raises ``_Busy``."""
+        try:
+            self._client.transact_write_items(TransactItems=[item, counter])
+        except ClientError as exc:
+            if _code(exc) in _BUSY:
+                raise _Busy from None
+            if _code(exc) != "TransactionCanceledException":
+                raise
+            reasons = [str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons") or []]  # fmt: skip
+            if len(reasons) != 2:
+                raise
+            if _FAILED not in reasons and _BUSY.intersection(reasons):
+                raise _Busy from None
+            if _FAILED not in reasons:
+                raise
+            return reasons
+        return None
 
     def _count_by(self, delta: int, condition: str) -> dict[str, Any]:
         values: dict[str, Any] = {":d": {"N": str(delta)}}
@@ -135,15 +187,6 @@ class CountedItems:
                 "ExpressionAttributeValues": values,
             }
         }
-
-    @staticmethod
-    def _cancelled(exc: ClientError) -> list[str]:
-        """The cancellation reasons of a transaction refused by its conditions (item first,
-        counter second); anything else is raised again."""
-        reasons = _reasons(exc) if _code(exc) == "TransactionCanceledException" else []
-        if len(reasons) != 2 or "ConditionalCheckFailed" not in reasons:
-            raise exc
-        return reasons
 
     def _counter(self) -> int | None:
         """The count, made from the items if there is no counter yet (then None: the caller
@@ -160,9 +203,29 @@ class CountedItems:
                 ConditionExpression="attribute_not_exists(pk)",
             )
         except ClientError as exc:
-            if _code(exc) != "ConditionalCheckFailedException":
+            if _code(exc) in _BUSY:
+                raise _Busy from None
+            if _code(exc) != f"{_FAILED}Exception":
                 raise  # else another writer made it first: theirs stands
         return None
+
+    def _recount(self, seen: int) -> bool:
+        """Whether the items differ from the counter's ``seen``: then the counter is set to
+        them, unless a write changed it meanwhile (either way, the caller tries again)."""
+        counted = self._count_items()
+        if counted == seen:
+            return False
+        try:
+            self._client.update_item(
+                TableName=self._table, Key=self._counter_key,
+                UpdateExpression="SET n = :counted", ConditionExpression="n = :seen",
+                ExpressionAttributeValues={":counted": {"N": str(counted)},
+                                           ":seen": {"N": str(seen)}},
+            )  # fmt: skip
+        except ClientError as exc:
+            if _code(exc) != f"{_FAILED}Exception" and _code(exc) not in _BUSY:
+                raise
+        return True
 
     def _count_items(self) -> int:
         total = 0
@@ -179,3 +242,8 @@ class CountedItems:
             if "LastEvaluatedKey" not in out:
                 return total
             args["ExclusiveStartKey"] = out["LastEvaluatedKey"]
+
+
+def counter_key(pk: str, prefix: str) -> dict[str, Any]:
+    """The key of the counter of partition ``pk``'s items starting with ``prefix``."""
+    return {"pk": {"S": COUNTER_PREFIX + pk}, "sk": {"S": prefix}}

@@ -1,11 +1,11 @@
 """A project's variables in the DynamoDB state table (a mixin of ``DynamoStore``).
 
 One item per variable: ``VAR#<project>`` / ``V#<name>`` with ``value``, ``updated_at`` and
-``updated_by``; no index entry. Their number is kept by a counter item in the same partition
-(``adapters.aws.counted``), so concurrent creations cannot pass ``MAX_VARIABLES``. Listing a project's is one Query of its partition; a render
-reads only the variables its task's templates name, one BatchGetItem (strongly consistent, so
-a task rendered after ``variables set`` answered reads the new value). The projector ignores
-them (their keys are neither ``RUN#`` nor ``WF#``).
+``updated_by``; no index entry. A counter item keeps their number (``adapters.aws.counted``),
+so concurrent creations cannot pass ``MAX_VARIABLES``. Listing a project's is one Query of its
+partition; a render reads only the variables its task's templates name, one BatchGetItem
+(strongly consistent, so a task rendered after ``variables set`` answered reads the new
+value). The projector ignores them (their keys are neither ``RUN#`` nor ``WF#``).
 """
 
 from __future__ import annotations
