@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ import yaml
 from stratoflow.importers import import_file
 from stratoflow.importers._report import FileImport
 from stratoflow.model import parse_workflow
+from stratoflow.model._schedule import parse_schedule, schedule_window
+from stratoflow.templating import render
 
 
 def _import(tmp_path: Path, text: str, defaults: str | None = None) -> FileImport:
@@ -523,3 +526,56 @@ def test_task_in_a_template_is_kept_and_its_rendering_is_said(tmp_path: Path) ->
     # AND an attribute Stratoflow's task lacks is reported as failing the render
     (owner,) = _notes(result, "owner")
     assert "'task.owner': Stratoflow's task has only task.id" in owner
+
+
+@pytest.mark.parametrize(
+    ("interval", "cron_step", "first_logical"),
+    [
+        ("@daily", timedelta(days=1), datetime(2026, 12, 4, tzinfo=UTC)),
+        ("@hourly", timedelta(hours=1), datetime(2026, 12, 4, tzinfo=UTC)),
+        # weekly: Sunday midnight; the first interval starts at the first after start_date
+        ("@weekly", timedelta(days=7), datetime(2026, 12, 6, tzinfo=UTC)),
+    ],
+)
+def test_airflow2_runs_read_the_dates_airflow2_gives_them(
+    tmp_path: Path, interval: str, cron_step: timedelta, first_logical: datetime
+) -> None:
+    """An Airflow 2 DAG runs the interval that starts at start_date (or at its schedule's
+    first time after it) when the interval ends, and its macros read that start: the first
+    run's ds is never a date before start_date, and ``macros.ds_add(ds, n)`` is that ds plus
+    n days. The imported workflow's fire times, rendered as a task renders them, give the
+    dates Airflow 2 would."""
+    result = _import(
+        tmp_path,
+        f"""
+dated:
+  default_args: {{start_date: 2026-12-04, end_date: 2026-12-31}}
+  schedule_interval: "{interval}"
+  catchup: true
+  tasks:
+    t:
+      operator: airflow.operators.bash.BashOperator
+      bash_command: "{{{{ ds }}}} {{{{ macros.ds_add(ds, 0) }}}} {{{{ macros.ds_add(ds, 3) }}}} {{{{ macros.ds_add(ds, -1) }}}}"
+""",
+    )
+    document = result.workflows[0].document or {}
+    spec = parse_workflow(document)
+    schedule = spec.workflow.schedule
+    assert schedule is not None
+    start, end = schedule_window(schedule)
+    assert start is not None
+    assert end is not None
+    fires = parse_schedule(schedule.cron).fire_times(
+        start - timedelta(seconds=1), start + 3 * cron_step, schedule.timezone, schedule.start
+    )
+    command = _tasks(result)["t"]["command"]
+    for n, fire in enumerate(fires[:3]):
+        logical = first_logical + n * cron_step  # the interval this fire time closes
+        assert fire == logical + cron_step
+        context = {"logical_date": fire.isoformat(), "ds": fire.strftime("%Y-%m-%d"),
+                   "ds_nodash": fire.strftime("%Y%m%d"), "ts": fire.isoformat()}  # fmt: skip
+        day = logical.date()
+        expected = [day, day, day + timedelta(days=3), day - timedelta(days=1)]
+        assert render(command, context).split() == [d.isoformat() for d in expected]
+    # the last interval Airflow 2 runs starts at end_date: it closes one interval later
+    assert end == datetime(2026, 12, 31, tzinfo=UTC) + cron_step

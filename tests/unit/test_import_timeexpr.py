@@ -147,6 +147,16 @@ def test_airflow2_dates_are_the_interval_start() -> None:
     problems: list[str] = []
     out = rewrite_airflow("{{ ds }}/{{ yesterday_ds_nodash }}", AirflowDates(days=-1), problems)
     assert render(out, {"logical_date": LOGICAL}) == "2026-02-28/20260227"
+    # ds_add reads the same ds: the interval's start, moved back once, not twice
+    out = rewrite_airflow(
+        "{{ macros.ds_add(ds, 0) }} {{ macros.ds_add(ds, 3) }} {{ macros.ds_add(ds, -1) }}",
+        AirflowDates(days=-1),
+        problems,
+    )
+    assert render(out, {"logical_date": LOGICAL}) == "2026-02-28 2026-03-03 2026-02-27"
+    weekly = rewrite_airflow("{{ macros.ds_add(ds, 1) }}", AirflowDates(days=-7), problems)
+    assert render(weekly, {"logical_date": LOGICAL}) == "2026-02-23"
+    assert not problems
     rewrite_airflow("{{ ti.xcom_pull(task_ids='a') }} {{ var.value.k }}", AirflowDates(), problems)
     assert len(problems) == 1  # var.value.k is a project variable: kept as it is
     assert "ti.xcom_pull" in problems[0]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,17 @@ def _airflow2(config: dict[str, Any]) -> bool:
     return any(o.startswith(("airflow.operators.", "airflow.sensors.")) for o in operators)
 
 
+def _later(text: str, shift: tuple[int, int]) -> str:
+    """``text`` (an ISO date and time) one Airflow 2 interval later: ``shift`` is the
+    interval back from a fire time to its logical date (``interval_before``). Text that is
+    not a date and time is left for validation to refuse, naming it."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    return (when - timedelta(days=shift[0], minutes=shift[1])).isoformat()
+
+
 def _task_list(tasks: Any) -> list[dict[str, Any]]:
     if isinstance(tasks, dict):
         return [
@@ -163,12 +175,20 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
         schedule: dict[str, Any] = {"cron": converted.cron, "timezone": tz}
         start = config.get("start_date", args.get("start_date"))
         end = config.get("end_date", args.get("end_date"))
+        shift = interval_before(converted.cron) if airflow2 else None
         for key, value in (("start", start), ("end", end)):
             if value is None:
                 continue
             text = str(value).replace(" ", "T", 1)
             if text[:4].isdigit():
-                schedule[key] = text if "T" in text else text + "T00:00:00"
+                text = text if "T" in text else text + "T00:00:00"
+                # Airflow 2 runs the interval that starts at start_date once it ends: the
+                # fire time one interval later, whose ds is start_date (and so for end_date)
+                schedule[key] = _later(text, shift) if shift else text
+                if schedule[key] != text:
+                    notes.changed(f"{key}_date {text} is the schedule's {key} "
+                                  f"{schedule[key]}: Airflow 2 runs the interval that starts "
+                                  "then when it ends", field="schedule")  # fmt: skip
             else:
                 notes.unmapped(  # the value as written, not as rewritten above
                     f"{key}_date {str(value)!r} (relative) has no equivalent", field="schedule"
@@ -179,7 +199,6 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
             schedule["catchup"] = True
             notes.changed("catchup: true, Airflow 2's default", field="schedule")
         doc["schedule"] = schedule
-        shift = interval_before(converted.cron) if airflow2 else None
         if airflow2:
             if shift:
                 dates = AirflowDates(tz="UTC", days=shift[0], minutes=shift[1])

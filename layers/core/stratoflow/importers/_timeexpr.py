@@ -272,6 +272,7 @@ def js_condition(text: str, ctx: DsContext, numeric: Callable[[str], bool]) -> s
 # ------------------------------------------------------------------------- Airflow macros
 _MACRO_BLOCK = re.compile(r"\{\{(.*?)\}\}", re.S)
 _DS_ADD = re.compile(r"macros\.ds_add\(\s*ds\s*,\s*(-?[0-9]{1,6})\s*\)")
+_HELD = re.compile("\x00([0-9]+)\x00")  # an expression held out of the renaming
 _NAME = re.compile(r"(?<![\w.\]'\"])([A-Za-z_]\w*)((?:\.\w+)*)")
 _JINJA_WORDS = frozenset(
     {"and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True", "False",
@@ -348,6 +349,12 @@ def _xcom_ref(args: str, outputs: Mapping[str, str]) -> str | None:
     return output_ref(outputs[task], key)
 
 
+def held(match: re.Match[str], made: list[str]) -> str:
+    """What a ``_HELD`` marker stands for (anything else that looks like one, as written)."""
+    index = int(match.group(1))
+    return made[index] if index < len(made) else match.group(0)
+
+
 def rewrite_airflow(
     text: str,
     dates: AirflowDates,
@@ -372,9 +379,16 @@ def rewrite_airflow(
         return ref
 
     def block(match: re.Match[str]) -> str:
-        inner = _DS_ADD.sub(
-            lambda m: "(" + dates.date("%Y-%m-%d", int(m.group(1))) + ")", match.group(1)
-        )
+        # ds_add(ds, n) becomes an expression already in Stratoflow's names (the logical
+        # date, shifted as this DAG's dates are, plus n days): held out of the renaming
+        # below, which would shift its logical_date a second time
+        made: list[str] = []
+
+        def ds_add(m: re.Match[str]) -> str:
+            made.append("(" + dates.date("%Y-%m-%d", int(m.group(1))) + ")")
+            return f"\x00{len(made) - 1}\x00"
+
+        inner = _DS_ADD.sub(ds_add, match.group(1))
         inner = _XCOM.sub(xcom, inner)
 
         def name(m: re.Match[str]) -> str:
@@ -428,6 +442,6 @@ def rewrite_airflow(
         parts = re.split(r"('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")", inner)
         for i in range(0, len(parts), 2):
             parts[i] = _NAME.sub(name, parts[i])
-        return "{{" + "".join(parts) + "}}"
+        return "{{" + _HELD.sub(lambda m: held(m, made), "".join(parts)) + "}}"
 
     return _MACRO_BLOCK.sub(block, text)
