@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +27,7 @@ from stratoflow.readmodel import ReadModel
 from tests.cli_server import running_api, serving
 from tests.fakes import FakeClock
 from tests.logframe import framed, unpid
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -281,6 +285,64 @@ def test_ctrl_c_stops_the_run_at_once_not_at_the_loop_s_next_look(
     assert said == "stopping the run (Ctrl-C again to leave it running)..."
     assert json.loads(body)["run"]["state"] == "stopped"
     assert ended - interrupted[0] < 20  # a turn, not the 60 s wait
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie no one reaped yet has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def test_sigterm_stops_the_run_as_ctrl_c_does(tmp_path: Path, shared_dir: Path) -> None:
+    """``timeout``, ``docker stop`` and a cancelled CI job send SIGTERM. It used to end the
+    process at once: the run stayed ``running`` and its task ran on, watched by no one. Now
+    the run is stopped (its task's group killed), the summary printed, and the exit is 1; a
+    second SIGTERM changes nothing."""
+    pid_file = shared_dir / "task.pid"
+    flow = (
+        "name: long\ntasks:\n"
+        f"  a: {{type: shell, command: 'echo $$ > {pid_file}; exec sleep 60'}}\n"
+        "  b: {type: shell, depends_on: [a], command: 'echo b'}\n"
+    )
+    home = tmp_path / "home"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stratoflow", "run", write(tmp_path, "long.yaml", flow),
+         "--home", str(home), "--output", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.exists() and pid_file.read_text().strip()):
+            assert time.monotonic() < deadline, "the task never started"
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        task = int(pid_file.read_text())
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)  # a second one: ignored, the stop is under way
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        left = pid_file.read_text().strip() if pid_file.exists() else ""
+        if left and not _gone(int(left)):  # left running by a failure: end it
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(left), signal.SIGKILL)
+    assert proc.returncode == 1, err
+    assert "stopping the run (SIGTERM)..." in err
+    body = json.loads(out)
+    assert body["run"]["state"] == "stopped"
+    assert body["tasks"]["a"]["state"] == "stopped"
+    assert body["tasks"]["b"]["state"] != "running"
+    assert wait_for(lambda: _gone(task), timeout=10), "the task's process was left running"
+    rt = LocalRuntime(home)  # what the home holds says the same
+    try:
+        assert rt.store.run_state(body["run"]["id"]).value == "stopped"
+    finally:
+        rt.close()
 
 
 def test_run_of_a_failing_workflow_exits_1_with_the_error(cli: CliRunner, tmp_path: Path) -> None:

@@ -308,15 +308,18 @@ def run(
                 version.project, version.name, params=overrides, logical_date=when
             )
             settle_gc(whole=False)
-            stop_requested = threading.Event()
+            stop_requested: list[int] = []  # the signal that asked for the stop
 
             def on_signal(signum: int, frame: object) -> None:
-                stop_requested.set()
+                stop_requested.append(signum)
                 # the loop's turn now, not when its wait for a report times out (up to 1 s):
                 # the queue's put may be called from a signal handler
                 runtime.wake()
 
-            previous = signal.signal(signal.SIGINT, on_signal)
+            # SIGTERM (timeout, docker stop, a CI job cancelled) stops the run as Ctrl-C
+            # does: left to its default it ended this process at once, the run recorded as
+            # running and its tasks running on with no one to watch them
+            previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
             try:
                 _drive(
                     runtime,
@@ -325,7 +328,8 @@ def run(
                     stop=stop_requested,
                 )
             finally:
-                signal.signal(signal.SIGINT, previous)
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
             if output == "json":
                 detail, progress = _detail(runtime, run_.id), None
             else:  # what the text says: the counts, the moving tasks, the tasks of note
@@ -400,13 +404,23 @@ def _shown(detail: dict[str, Any]) -> tuple[dict[str, Any], Counter[str]]:
     return detail, Counter(t["state"] for t in tasks.values())
 
 
-def _drive(runtime: Any, run_id: str, *, live: bool, stop: threading.Event) -> None:
+def _drive(runtime: Any, run_id: str, *, live: bool, stop: list[int]) -> None:
+    """Run the loop until the run ends. A signal in ``stop`` (SIGINT, SIGTERM) stops the run
+    once; after it, a second Ctrl-C leaves at once (the run left running, for the next
+    scheduler on the home to take up) and a second SIGTERM is ignored: the stop is under way
+    and ends within the tasks' kill grace."""
+
     def done() -> bool:
-        if stop.is_set():
+        if stop:
+            first = stop[0]
             stop.clear()
-            click.echo("stopping the run (Ctrl-C again to leave it running)...", err=True)
-            runtime.scheduler.stop(run_id)
+            if first == signal.SIGTERM:
+                click.echo("stopping the run (SIGTERM)...", err=True)
+            else:
+                click.echo("stopping the run (Ctrl-C again to leave it running)...", err=True)
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, _ignored)
+            runtime.scheduler.stop(run_id)
         # the state alone (read after every turn): ~3.7 µs, the whole row decoded ~9.5
         return bool(runtime.store.run_state(run_id).terminal)
 
@@ -428,6 +442,11 @@ def _drive(runtime: Any, run_id: str, *, live: bool, stop: threading.Event) -> N
 
         runtime.run_until(done, on_turn=redraw)
         screen.update(_progress(*_live(runtime, run_id)))
+
+
+def _ignored(signum: int, frame: object) -> None:
+    """A handler that does nothing (not SIG_IGN, which the tasks started later would
+    inherit)."""
 
 
 def _progress(detail: dict[str, Any], counts: Counter[str]) -> Any:
