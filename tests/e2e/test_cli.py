@@ -345,6 +345,31 @@ def test_sigterm_stops_the_run_as_ctrl_c_does(tmp_path: Path, shared_dir: Path) 
         rt.close()
 
 
+TYPED = """
+name: typed
+params: {n: 3, flag: false}
+tasks:
+  a:
+    type: shell
+    command: >-
+      echo "double={{ params.n * 2 }}" >> "$STRATOFLOW_OUTPUT";
+      echo "flag={{ 'on' if params.flag else 'off' }}" >> "$STRATOFLOW_OUTPUT"
+"""
+
+
+def test_p_values_take_the_type_of_the_param_s_default(cli: CliRunner, tmp_path: Path) -> None:
+    """``-p n=5`` doubled to 55 and ``-p flag=false`` was true: every -p value was text."""
+    flow = write(tmp_path, "typed.yaml", TYPED)
+    home = ["--home", str(tmp_path / "home"), "--output", "json"]
+    result = cli.invoke(main, ["run", flow, *home, "-p", "n=5", "-p", "flag=false"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert body["tasks"]["a"]["outputs"] == {"double": "10", "flag": "off"}
+    refused = cli.invoke(main, ["run", flow, *home, "-p", "n=lots"])
+    assert refused.exit_code == 2
+    assert "params.n: expected an integer (its default is 3), got 'lots'" in refused.output
+
+
 def test_run_of_a_failing_workflow_exits_1_with_the_error(cli: CliRunner, tmp_path: Path) -> None:
     result = cli.invoke(
         main, ["run", write(tmp_path, "f.yaml", FAILING), "--home", str(tmp_path / "home")]

@@ -533,6 +533,65 @@ def test_unknown_run_params_are_rejected_by_name() -> None:
     assert "limit, region" in str(exc.value)
 
 
+TYPED = spec_of(
+    """
+    name: typed
+    params: {n: 3, ratio: 0.5, flag: false, tags: [a], opts: {k: 1}, region: eu, anything: null}
+    tasks:
+      a: {type: shell, command: x}
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("given", "read"),
+    [
+        ({"n": "5"}, {"n": 5}),
+        ({"n": " -12 "}, {"n": -12}),
+        ({"ratio": "2"}, {"ratio": 2.0}),
+        ({"ratio": "1e-3"}, {"ratio": 0.001}),
+        ({"flag": "false"}, {"flag": False}),
+        ({"flag": "TRUE"}, {"flag": True}),
+        ({"flag": "0"}, {"flag": False}),
+        ({"tags": '["x", "y"]'}, {"tags": ["x", "y"]}),
+        ({"opts": '{"k": 2}'}, {"opts": {"k": 2}}),
+        ({"region": "5"}, {"region": "5"}),  # a text param stays text
+        ({"anything": "5"}, {"anything": "5"}),  # no type to read it as
+        ({"n": 7, "flag": 1}, {"n": 7, "flag": 1}),  # typed values (the API's JSON) as given
+    ],
+)
+def test_text_given_for_a_typed_param_is_read_as_its_default_s_type(
+    given: dict[str, object], read: dict[str, object]
+) -> None:
+    """``-p n=5`` is text; left so, ``{{ params.n * 2 }}`` gave 55 and ``{% if params.flag
+    %}`` took ``"false"`` as true."""
+    params = engine.effective_params(TYPED, given)
+    assert {k: params[k] for k in read} == read
+    assert all(type(params[k]) is type(v) for k, v in read.items())
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ({"n": "five"}, "params.n: expected an integer (its default is 3), got 'five'"),
+        ({"n": "2.5"}, "params.n: expected an integer"),
+        ({"n": "9" * 65}, "params.n: expected an integer"),
+        ({"ratio": "nan"}, "params.ratio: nan is not a finite number"),
+        ({"ratio": "x"}, "params.ratio: expected a number (its default is 0.5)"),
+        ({"flag": "maybe"}, "params.flag: expected true or false (its default is false)"),
+        ({"tags": '{"a": 1}'}, "params.tags: expected a JSON list"),
+        ({"opts": "[1"}, "params.opts: expected a JSON object"),
+        ({"opts": "[" * 100_000}, "params.opts: expected a JSON object"),
+    ],
+)
+def test_text_that_is_not_of_the_param_s_type_is_refused_naming_it(
+    given: dict[str, object], said: str
+) -> None:
+    with pytest.raises(InvalidInput) as exc:
+        engine.effective_params(TYPED, given)
+    assert said in str(exc.value)
+
+
 def test_start_run_queues_the_roots_once(now: datetime) -> None:
     run, _ = engine.new_run(OPS, run_id="r", version=1, params={}, logical_date=now, now=now)
     started, roots = engine.start_run(OPS, run, now)

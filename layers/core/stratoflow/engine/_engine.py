@@ -474,7 +474,13 @@ MAX_PARAM_DEPTH = 32
 def effective_params(spec: WorkflowSpec, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Workflow defaults overridden per run; an unknown name is a mistake, not a new param,
     and so is a value nested deeper than ``MAX_PARAM_DEPTH`` or a number that is not
-    finite (JSON has no such number: it would be stored as null)."""
+    finite (JSON has no such number: it would be stored as null).
+
+    A param's default gives its type: text given for a param whose default is a number, a
+    boolean, a list or an object is read as one (``-p n=5`` is 5 where ``n`` defaults to 3,
+    ``-p flag=false`` is false), as DolphinScheduler's typed parameters are; text that does
+    not read as one is refused, naming the param and the type. Left as text, ``{{ params.n
+    * 2 }}`` repeated the text and ``{% if params.flag %}`` took ``"false"`` as true."""
     declared = spec.workflow.params
     unknown = sorted(set(overrides) - set(declared))
     problems = []
@@ -484,10 +490,57 @@ def effective_params(spec: WorkflowSpec, overrides: Mapping[str, Any]) -> dict[s
             Problem(f"params.{name}", f"unknown parameter (workflow params: {known})")
             for name in unknown
         ]
-    problems += [p for name, value in overrides.items() if (p := _param_problem(name, value))]
+    typed: dict[str, Any] = {}
+    for name, given in overrides.items():
+        if name in declared and isinstance(given, str):
+            try:
+                typed[name] = _as_type_of(declared[name], given)
+            except ValueError as exc:
+                problems.append(Problem(f"params.{name}", str(exc)))
+        else:
+            typed[name] = given
+    problems += [p for name, value in typed.items() if (p := _param_problem(name, value))]
     if problems:
         raise InvalidInput(problems)
-    return {**declared, **overrides}
+    return {**declared, **typed}
+
+
+_TRUE, _FALSE = frozenset({"true", "yes", "on", "1"}), frozenset({"false", "no", "off", "0"})
+_MAX_NUMBER_CHARS = 64  # a number's text: int() of a longer one is slow, and none needs it
+
+
+def _as_type_of(default: Any, text: str) -> Any:
+    """``text`` read as a value of ``default``'s type (text, and anything for a default of
+    null, stays text); ValueError says what was expected."""
+    shown = text if len(text) <= 40 else text[:40] + "..."
+    if isinstance(default, bool):  # before int: a bool is an int
+        word = text.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        raise ValueError(f"expected true or false (its default is {str(default).lower()}), "
+                         f"got {shown!r}")  # fmt: skip
+    if isinstance(default, (int, float)):
+        kind = "an integer" if isinstance(default, int) else "a number"
+        wrong = ValueError(f"expected {kind} (its default is {default}), got {shown!r}")
+        if len(text) > _MAX_NUMBER_CHARS:
+            raise wrong
+        try:
+            number = int(text.strip(), 10) if isinstance(default, int) else float(text.strip())
+        except ValueError:
+            raise wrong from None
+        if isinstance(number, float) and not math.isfinite(number):
+            raise ValueError(f"{shown} is not a finite number")
+        return number
+    if isinstance(default, (list, dict)):
+        kind = "a JSON list" if isinstance(default, list) else "a JSON object"
+        try:
+            parsed = json.loads(text)
+        except (ValueError, RecursionError):
+            raise ValueError(f"expected {kind} (as its default is), got {shown!r}") from None
+        if not isinstance(parsed, type(default)):
+            raise ValueError(f"expected {kind} (as its default is), got {shown!r}")
+        return parsed
+    return text
 
 
 def _param_problem(name: str, value: Any) -> Problem | None:
