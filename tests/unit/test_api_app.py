@@ -514,7 +514,9 @@ def test_a_run_id_returns_its_run_only_to_the_same_request(api: Api) -> None:
 def test_a_run_id_compares_the_values_the_request_asks_for(api: Api) -> None:
     """Without a logical date a request asks for the trigger's time: a repeat without one is
     the same request. Params compare as the values they give over the defaults of the run's
-    version (not of a version applied since), and as JSON: 1 is not "1"."""
+    version (not of a version applied since), and as JSON: 1 is not true, nor 1.0; text
+    given for a typed param is read as the run's was (``-p n=1`` is 1, a retry of it the
+    same request)."""
     api.apply(ETL.replace("params: {region: eu}", "params: {region: eu, n: 1}"))
     assert api.call("POST", "/workflows/etl/runs", {"run_id": "k2"}).status == 201
     assert api.call("POST", "/workflows/etl/runs", {"run_id": "k2"}).status == 200
@@ -522,10 +524,21 @@ def test_a_run_id_compares_the_values_the_request_asks_for(api: Api) -> None:
     assert api.call("POST", "/workflows/etl/runs", spelled_out).status == 200
     api.apply(ETL.replace("params: {region: eu}", "params: {region: us, n: 1}"))  # v2
     assert api.call("POST", "/workflows/etl/runs", {"run_id": "k2"}).status == 200
-    assert_error(
-        api.call("POST", "/workflows/etl/runs", {"run_id": "k2", "params": {"n": "1"}}),
-        409, "conflict", "params.n",
-    )  # fmt: skip
+    assert (
+        api.call("POST", "/workflows/etl/runs", {"run_id": "k2", "params": {"n": "1"}}).status
+        == 200
+    )
+    for other in ("2", True, 1.5):
+        assert_error(
+            api.call("POST", "/workflows/etl/runs", {"run_id": "k2", "params": {"n": other}}),
+            409, "conflict", "params.n",
+        )  # fmt: skip
+    typed = {"run_id": "k3", "params": {"n": "5"}}
+    assert api.call("POST", "/workflows/etl/runs", typed).status == 201
+    assert api.call("POST", "/workflows/etl/runs", typed).status == 200  # a retry, as sent
+    assert (
+        api.call("POST", "/workflows/etl/runs", {"run_id": "k3", "params": {"n": 5}}).status == 200
+    )
 
 
 def test_trigger_without_a_body_uses_the_defaults(api: Api) -> None:

@@ -455,6 +455,30 @@ def test_params_given_with_rerun_over_runs_with_other_params_are_refused(hb: Har
     assert hb.store.get_run(fresh.dates[0].run_id).params["region"] == "us"
 
 
+def test_the_same_typed_params_given_as_text_again_are_the_runs_params(hb: Harness) -> None:
+    """-p sends text: n=5 makes runs whose n is 5 (the param's type, from its default), and a
+    rerun backfill given the same -p again is the same request, not "other values"."""
+    hb.scheduler.apply(
+        DAILY.replace("params: {region: eu}", "params: {region: eu, n: 3, on: false}")
+    )
+    text = {"n": "5", "on": "false"}
+    first = hb.backfills.create(
+        "default", "daily", start="2026-01-01", end="2026-01-02", params=text
+    )
+    hb.drive(fails_on("2026-01-02"))
+    assert hb.store.get_run(first.dates[0].run_id).params == {"region": "eu", "n": 5, "on": False}
+    again = hb.backfills.create(
+        "default", "daily", start="2026-01-01", end="2026-01-02", rerun=Rerun.FAILED, params=text
+    )
+    hb.drive()
+    assert date_states(hb.get(again)) == ["skipped", "succeeded"]
+    with pytest.raises(InvalidInput, match="other values of n"):
+        hb.backfills.create(
+            "default", "daily", start="2026-01-01", end="2026-01-02", rerun=Rerun.ALL,
+            params={"n": "6"},
+        )  # fmt: skip
+
+
 def test_cancelled_runs_are_stopped_and_a_keeping_backfill_over_them_fails(hb: Harness) -> None:
     """After a cancel, dates whose runs were stopped mid-run say so (not `not_run`), and a
     later --rerun none backfill over them does not call them skipped nor itself succeeded:

@@ -548,6 +548,8 @@ TYPED = spec_of(
     [
         ({"n": "5"}, {"n": 5}),
         ({"n": " -12 "}, {"n": -12}),
+        ({"n": "+7"}, {"n": 7}),
+        ({"ratio": ".5"}, {"ratio": 0.5}),
         ({"ratio": "2"}, {"ratio": 2.0}),
         ({"ratio": "1e-3"}, {"ratio": 0.001}),
         ({"flag": "false"}, {"flag": False}),
@@ -576,7 +578,10 @@ def test_text_given_for_a_typed_param_is_read_as_its_default_s_type(
         ({"n": "five"}, "params.n: expected an integer (its default is 3), got 'five'"),
         ({"n": "2.5"}, "params.n: expected an integer"),
         ({"n": "9" * 65}, "params.n: expected an integer"),
-        ({"ratio": "nan"}, "params.ratio: nan is not a finite number"),
+        ({"ratio": "nan"}, "params.ratio: expected a number (its default is 0.5), got 'nan'"),
+        ({"ratio": "1e999"}, "params.ratio: 1e999 is not a finite number"),
+        ({"n": "1_000"}, "params.n: expected an integer"),
+        ({"n": "\u0661\u0662"}, "params.n: expected an integer"),  # Arabic-Indic digits
         ({"ratio": "x"}, "params.ratio: expected a number (its default is 0.5)"),
         ({"flag": "maybe"}, "params.flag: expected true or false (its default is false)"),
         ({"tags": '{"a": 1}'}, "params.tags: expected a JSON list"),

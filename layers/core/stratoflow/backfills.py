@@ -11,6 +11,7 @@ a run's end and the next date's start loses nothing and makes nothing twice.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -68,9 +69,13 @@ _ABSENT = object()
 
 
 def _same(had: Any, given: Any) -> bool:
-    """Whether a run's param value is the one given, as its tasks see it (rendered: the
-    CLI sends "10" for a default's 10)."""
-    return had is not _ABSENT and (had == given or str(had) == str(given))
+    """Whether a run's param value is the one given (read as the param's type), as its
+    tasks see it: a run made before params were typed holds the CLI's text ("10", "false")
+    where ``given`` is 10 or false."""
+    if had is _ABSENT:
+        return False
+    text = json.dumps(given) if not isinstance(given, str) else given
+    return had in (given, text) or str(had) == str(given)
 
 
 def backfill_event(backfill: Backfill) -> dict[str, Any]:
@@ -143,13 +148,14 @@ class Backfills:
         latest = s.catalog.get_version(project, name)
         spec = s.spec(project, name, latest.version)
         given = dict(params or {})
-        engine.effective_params(spec, given)  # an unknown parameter: said now, not per run
+        # an unknown or mistyped parameter: said now, not per run
+        typed = engine.effective_params(spec, given)
         logical = backfill_dates(  # none after now (the schedule's to run when they come)
             spec.workflow.schedule, start=start, end=end, dates=dates, order=order, now=now
         )
         run_ids = [scheduled_run_id(project, name, d) for d in logical]
         if given and rerun is not Rerun.NONE:
-            self._refuse_params_on_reruns(run_ids, logical, given, rerun)
+            self._refuse_params_on_reruns(run_ids, logical, {k: typed[k] for k in given}, rerun)
         if may_rerun is not None and rerun is not Rerun.NONE:
             self._check_reruns(run_ids, may_rerun)
         root_id = backfill_id(project, name, now)
@@ -256,7 +262,6 @@ class Backfills:
             run = runs[run_id]
             if run is None:
                 continue
-            # as a task sees it (rendered): the CLI's "10" is a default's 10
             names = {k for k, v in given.items() if not _same(run.params.get(k, _ABSENT), v)}
             if names:
                 differ |= names

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -490,7 +491,21 @@ def effective_params(spec: WorkflowSpec, overrides: Mapping[str, Any]) -> dict[s
             Problem(f"params.{name}", f"unknown parameter (workflow params: {known})")
             for name in unknown
         ]
+    typed, wrong = _typed(declared, overrides)
+    problems += wrong
+    problems += [p for name, value in typed.items() if (p := _param_problem(name, value))]
+    if problems:
+        raise InvalidInput(problems)
+    return {**declared, **typed}
+
+
+def _typed(
+    declared: Mapping[str, Any], overrides: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[Problem]]:
+    """``overrides`` with each text given for a declared param read as its default's type
+    (``_as_type_of``), and the problems of those that do not read (left out of the first)."""
     typed: dict[str, Any] = {}
+    problems: list[Problem] = []
     for name, given in overrides.items():
         if name in declared and isinstance(given, str):
             try:
@@ -499,14 +514,13 @@ def effective_params(spec: WorkflowSpec, overrides: Mapping[str, Any]) -> dict[s
                 problems.append(Problem(f"params.{name}", str(exc)))
         else:
             typed[name] = given
-    problems += [p for name, value in typed.items() if (p := _param_problem(name, value))]
-    if problems:
-        raise InvalidInput(problems)
-    return {**declared, **typed}
+    return typed, problems
 
 
 _TRUE, _FALSE = frozenset({"true", "yes", "on", "1"}), frozenset({"false", "no", "off", "0"})
 _MAX_NUMBER_CHARS = 64  # a number's text: int() of a longer one is slow, and none needs it
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def _as_type_of(default: Any, text: str) -> Any:
@@ -522,14 +536,16 @@ def _as_type_of(default: Any, text: str) -> Any:
     if isinstance(default, (int, float)):
         kind = "an integer" if isinstance(default, int) else "a number"
         wrong = ValueError(f"expected {kind} (its default is {default}), got {shown!r}")
-        if len(text) > _MAX_NUMBER_CHARS:
+        pattern = _INTEGER if isinstance(default, int) else _NUMBER
+        word = text.strip()
+        # digits as written (int() and float() also take "1_000", other scripts' digits,
+        # "inf" and "nan"), and not so long that reading them is slow
+        if len(word) > _MAX_NUMBER_CHARS or not pattern.fullmatch(word):
             raise wrong
-        try:
-            number = int(text.strip(), 10) if isinstance(default, int) else float(text.strip())
-        except ValueError:
-            raise wrong from None
-        if isinstance(number, float) and not math.isfinite(number):
-            raise ValueError(f"{shown} is not a finite number")
+        if isinstance(default, int):
+            return int(word)
+        if not math.isfinite(number := float(word)):  # 1e999
+            raise ValueError(f"{word} is not a finite number")
         return number
     if isinstance(default, (list, dict)):
         kind = "a JSON list" if isinstance(default, list) else "a JSON object"
@@ -596,11 +612,15 @@ def trigger_differences(
     """What a trigger naming an existing ``run`` (by its idempotency key) asks otherwise than
     the run was made with, sorted: ``params.<name>`` for each param whose value the request
     would give otherwise (its overrides over the defaults of the run's version, ``spec``,
-    compared as JSON, so ``1``, ``1.0``, ``true`` and ``"1"`` differ), and ``logical_date``.
-    A request without a logical date asks for the trigger's time, which a run made so has
-    as its ``created_at`` (both are one reading of the clock): it differs from a run whose
-    logical date was given."""
-    asked = {k: _canonical(v) for k, v in {**spec.workflow.params, **params}.items()}
+    compared as JSON, so ``1``, ``1.0``, ``true`` and ``"1"`` differ, after text given for a
+    typed param is read as the run's was: ``-p n=5`` asks what the run holds as 5), and
+    ``logical_date``. A request without a logical date asks for the trigger's time, which a
+    run made so has as its ``created_at`` (both are one reading of the clock): it differs
+    from a run whose logical date was given."""
+    typed, unread = _typed(spec.workflow.params, params)
+    given = {**typed, **{p.path.removeprefix("params."): params[p.path.removeprefix("params.")]
+                         for p in unread}}  # fmt: skip
+    asked = {k: _canonical(v) for k, v in {**spec.workflow.params, **given}.items()}
     had = {k: _canonical(v) for k, v in run.params.items()}
     differ = [f"params.{name}" for name in changed_params(had, asked)]
     if logical_date is None:
