@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from stratoflow.adapters.local import runtime as runtime_module
 from stratoflow.adapters.local.runtime import LocalRuntime
-from stratoflow.cli import main
+from stratoflow.cli import _drive, _stop, main
 from stratoflow.ports import RunQuery
 from stratoflow.readmodel import ReadModel
 from tests.cli_server import running_api, serving
@@ -285,6 +285,58 @@ def test_ctrl_c_stops_the_run_at_once_not_at_the_loop_s_next_look(
     assert said == "stopping the run (Ctrl-C again to leave it running)..."
     assert json.loads(body)["run"]["state"] == "stopped"
     assert ended - interrupted[0] < 20  # a turn, not the 60 s wait
+
+
+@pytest.fixture
+def handlers_kept() -> Iterator[None]:
+    """The process's SIGINT and SIGTERM handlers as they were, whatever the test set."""
+    kept = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in kept.items():
+            signal.signal(signum, handler)
+
+
+def test_a_signal_as_the_run_ends_leaves_it_as_it_ended(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], handlers_kept: None
+) -> None:
+    """A SIGTERM or Ctrl-C seen in the turn the run ended in: stopping it raised "already
+    succeeded" (exit 2, no summary); now nothing is stopped and nothing said."""
+    rt = LocalRuntime(tmp_path / "home")
+    try:
+        version, _ = rt.scheduler.apply(
+            "name: quick\ntasks:\n  a: {type: shell, command: 'true'}\n"
+        )
+        run, _ = rt.scheduler.trigger(version.project, version.name)
+        rt.run_until(lambda: rt.store.run_state(run.id).terminal)
+        asked = [signal.SIGTERM]
+        _stop(rt, run.id, asked)
+        assert asked == []
+        assert rt.store.run_state(run.id).value == "succeeded"
+        assert "stopping" not in capsys.readouterr().err
+    finally:
+        rt.close()
+
+
+def test_a_signal_before_the_run_s_first_turn_starts_no_task(
+    tmp_path: Path, shared_dir: Path, handlers_kept: None
+) -> None:
+    """A SIGTERM that came while the run was being made (the handlers are set before the
+    trigger): the run is stopped before its first turn, so no task process starts."""
+    started = shared_dir / "started"
+    rt = LocalRuntime(tmp_path / "home")
+    try:
+        version, _ = rt.scheduler.apply(
+            f"name: never\ntasks:\n  a: {{type: shell, command: 'touch {started}'}}\n"
+        )
+        run, _ = rt.scheduler.trigger(version.project, version.name)
+        _drive(rt, run.id, live=False, stop=[signal.SIGTERM])
+        assert rt.store.run_state(run.id).value == "stopped"
+        assert rt.store.get_task(run.id, "a").attempt == 0
+    finally:
+        rt.close()
+    assert not started.exists()
 
 
 def _gone(pid: int) -> bool:
