@@ -121,7 +121,7 @@ def workflows_pause(name: str, project: str, output: str, api: str) -> None:
 @click.argument("name")
 @project_output_api
 def workflows_unpause(name: str, project: str, output: str, api: str) -> None:
-    """Unpause NAME's schedule: it fires again, at once for the latest time it missed while
-    paused (as Airflow does without catchup), or with `catchup: true` for every time it
-    missed, oldest first."""
+    """Unpause NAME's schedule: it fires again; with `catchup: true` also every time it
+    missed while paused, oldest first. Without catchup, a local server fires the latest
+    missed time at once (as Airflow does), and AWS waits for the next time."""
     _set_paused(name, project, output, api, paused=False)
