@@ -352,6 +352,13 @@ def test_apply_invalid_fields_name_each_field(api: Api) -> None:
     assert any(p.startswith("tasks.a") for p in paths), paths
 
 
+def test_apply_names_a_filter_that_does_not_exist(api: Api) -> None:
+    """It was a 500: Jinja's error escaped validation's scoping pass."""
+    source = "name: uf\ntasks:\n  a: {type: shell, command: 'echo {{ x | ds_nodash }}'}\n"
+    body = assert_error(api.call("POST", "/workflows", {"source": source}), 400, "invalid_input")
+    assert "the filter 'ds_nodash'" in body["message"]
+
+
 @pytest.mark.parametrize(
     ("body", "raw", "field_path"),
     [

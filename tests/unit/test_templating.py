@@ -304,6 +304,25 @@ def test_check_syntax_reports_the_line() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("{{ run.id | ds_nodash }}", "the filter 'ds_nodash' on its line 1"),
+        ("{{ x | ds_nodash }}", "the filter 'ds_nodash' on its line 1"),  # and a free name
+        ("a\n{% filter nope %}x{% endfilter %}", "the filter 'nope' on its line 2"),
+        ("{{ 1 if run.id is nosuchtest }}", "the test 'nosuchtest' on its line 1"),
+    ],
+)
+def test_a_filter_or_test_that_does_not_exist_is_a_template_error(text: str, said: str) -> None:
+    """Jinja finds an unknown filter only when it compiles: validation's scoping pass raised
+    a bare Jinja error (a traceback from ``stratoflow validate``, a 500 from the API) and an
+    unknown filter alone passed validation to fail every render."""
+    for check in (check_syntax, lambda t: undefined_names(t, None)):
+        with pytest.raises(TemplateError, match=said):
+            check(text)
+    check_syntax("{{ logical_date | shift_date('%Y', 'UTC') }} {{ x is defined }}")
+
+
+@pytest.mark.parametrize(
     ("text", "value"),
     [
         ("true", True),

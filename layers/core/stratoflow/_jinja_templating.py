@@ -899,12 +899,25 @@ _NOT_PLAIN = tuple(
 
 @lru_cache(maxsize=4096)
 def _parse(text: str) -> nodes.Template:
+    """The template's tree; a syntax error, or a filter or test Stratoflow does not have, is
+    a TemplateError naming it and its line (Jinja itself finds an unknown filter only when
+    it compiles: the render failed, and validation's scoping pass raised a bare Jinja
+    error, ``stratoflow validate`` a traceback)."""
     try:
-        return _ENV.parse(text)
+        tree = _ENV.parse(text)
     except TemplateSyntaxError as exc:
         raise TemplateError(
             f"template syntax error on its line {exc.lineno}: {exc.message}"
         ) from None
+    for node in tree.find_all((nodes.Filter, nodes.Test)):
+        known = _ENV.filters if isinstance(node, nodes.Filter) else _ENV.tests
+        if node.name not in known:
+            kind = "filter" if isinstance(node, nodes.Filter) else "test"
+            raise TemplateError(
+                f"template uses the {kind} {node.name!r} on its line {node.lineno}, which "
+                f"Stratoflow's templates do not have"
+            )
+    return tree
 
 
 def check_syntax(text: str) -> None:
