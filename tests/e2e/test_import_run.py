@@ -175,3 +175,56 @@ def test_imported_task_group_runs_in_its_pool(runtime: LocalRuntime, tmp_path: P
     # every task went through the pool, which is free again
     pool, running, waiting = runtime.scheduler.pool_view(pool_key("analytics", "taskgroup-5"))
     assert (pool.slots, pool.used, running, waiting) == (1, 0, [], [])
+
+
+def _shell(code: int, name: str, script: str, *params: tuple[str, str, str]) -> dict[str, Any]:
+    """A DolphinScheduler 3.x SHELL task; ``params``: (name, IN or OUT, value)."""
+    local = [{"prop": p, "direct": d, "type": "VARCHAR", "value": v} for p, d, v in params]
+    return {"code": code, "name": name, "taskType": "SHELL", "flag": "YES",
+            "taskParams": {"localParams": local, "rawScript": script, "resourceList": []}}  # fmt: skip
+
+
+def test_a_parameter_reads_the_nearest_upstream_that_sets_it_over_the_global(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    """DolphinScheduler's precedence (startup > local > upstream > global): ``${rows}`` read
+    the global param wherever one was named so, never what an upstream task set; with two
+    setters in a chain the reference was left to the shell (empty); a local param reading
+    a global computed per run (``${system.biz.date}``) rendered it empty."""
+    set_rows = "echo '${setValue(rows=%s)}'\n"
+    tasks = [
+        _shell(1, "a", set_rows % 42, ("rows", "OUT", "")),
+        _shell(
+            2,
+            "b",
+            'echo "seen=${rows}|${mine}" >> $STRATOFLOW_OUTPUT\n' + set_rows % 99,
+            ("mine", "IN", "${dt}-x"),
+            ("rows", "OUT", ""),
+        ),
+        _shell(3, "c", 'echo "seen=${rows}" >> $STRATOFLOW_OUTPUT\n'),
+        _shell(4, "d", 'echo "seen=${rows}" >> $STRATOFLOW_OUTPUT\n'),  # beside b: a's
+        _shell(5, "quiet", "true\n", ("rows", "OUT", "")),  # never sets it
+        _shell(6, "e", 'echo "seen=${rows}" >> $STRATOFLOW_OUTPUT\n'),
+    ]
+    edges = [(0, 1), (1, 2), (2, 3), (1, 4), (0, 5), (5, 6)]
+    export = {
+        "processDefinition": {
+            "code": 8001, "name": "precedence", "projectName": "Analytics",
+            "globalParams": json.dumps([
+                {"prop": "dt", "direct": "IN", "type": "VARCHAR", "value": "${system.biz.date}"},
+                {"prop": "rows", "direct": "IN", "type": "VARCHAR", "value": "0"},
+            ]),
+        },
+        "processTaskRelationList": [{"preTaskCode": a, "postTaskCode": b, "conditionType": "NONE",
+                                     "conditionParams": "{}"} for a, b in edges],
+        "taskDefinitionList": tasks,
+        "schedule": None,
+    }  # fmt: skip
+    path = tmp_path / "precedence.json"
+    path.write_text(json.dumps([export]))
+    run_id = _run(runtime, path)
+    assert finish(runtime, run_id) is RunState.SUCCEEDED
+    seen = {t: o.get("seen") for t, o in _outputs(runtime, run_id).items() if "seen" in o}
+    # the biz date: the day before the logical date; 1.x names no zone, 3.x without a
+    # schedule neither: UTC
+    assert seen == {"b": "42|20260228-x", "c": "99", "d": "42", "e": "0"}

@@ -494,3 +494,24 @@ tasks:
     (data,) = [m for m in unmapped if "'data'" in m]
     assert "FILE(text.txt)" in data
     assert "files are not passed between tasks" in data
+
+
+def test_an_out_param_set_on_parallel_branches_is_reported() -> None:
+    """Two upstream tasks on parallel branches set ``k``: DolphinScheduler passes down the
+    one that ended last, which an import cannot know; it reads the global and says so."""
+
+    def setter(code: int, name: str) -> dict[str, Any]:
+        return _task(code, name, "SHELL", {
+            "rawScript": "echo '${setValue(k=" + name + ")}'\n",
+            "localParams": [{"prop": "k", "direct": "OUT", "type": "VARCHAR", "value": ""}]})  # fmt: skip
+
+    reader = _task(3, "e", "SHELL", {"rawScript": "echo ${k}\n", "localParams": []})
+    result = _import(
+        setter(1, "p1"), setter(2, "p2"), reader, edges=[(1, 3), (2, 3)],
+        globalParams='[{"prop": "k", "direct": "IN", "type": "VARCHAR", "value": "g"}]',
+    )  # fmt: skip
+    doc: dict[str, Any] = result.document  # type: ignore[assignment]
+    assert doc["tasks"]["e"]["command"] == "echo {{ params.k }}\n"
+    (note,) = [m for m in _unmapped(result, "e") if "${k}" in m]
+    assert "parallel branches (p1, p2)" in note
+    assert "read here as the global param 'k'" in note

@@ -493,21 +493,55 @@ _BY_CODE = {*_SUB_WORKFLOW, "DEPENDENT", "SQL"}
 _HANDLED = {"SHELL", "PYTHON", "HTTP", "K8S", "KUBERNETES", "SWITCH", "CONDITIONS", *_BY_CODE}
 
 
-def _ds_context(task: DsTask, tid: str, ctx: _Ctx, parents: Mapping[str, list[str]]) -> DsContext:
+def _ds_context(
+    task: DsTask,
+    tid: str,
+    ctx: _Ctx,
+    parents: Mapping[str, list[str]],
+    *,
+    in_params: bool = False,
+) -> DsContext:
+    """What each ``${name}`` of the task reads, in DolphinScheduler's order of precedence
+    (its docs: startup > local > upstream > global): a local IN param; else the output of
+    the nearest upstream task that sets it as an OUT param (the global's value if that task
+    did not write it); else the workflow's global param. ``in_params``: for the values of
+    the task's own params, which read the run's params only: a global computed per run
+    (``${system.biz.date}``) is computed there too."""
     refs: dict[str, str] = {}
+    for prop in _property_list(ctx.flow.global_params):
+        refs[str(prop["prop"])] = param_ref(str(prop["prop"]))
+    for name, expr in ctx.global_exprs.items():
+        refs[name] = f"({param_ref(name)} or ({expr}))" if in_params else param_ref(name)
     upstream = _ancestors(tid, parents) if ctx.outputs else set()  # only OUT params need it
     for key, setters in ctx.outputs.items():
         from_above = [s for s in setters if s in upstream]
-        if len(from_above) == 1:
-            refs[key] = output_ref(from_above[0], key)
-    for name in ctx.global_exprs:
-        refs[name] = param_ref(name)
-    for prop in _property_list(ctx.flow.global_params):
-        refs[str(prop["prop"])] = param_ref(str(prop["prop"]))
+        nearest = _nearest(from_above, parents)
+        if nearest is not None:
+            ref = output_ref(nearest, key)
+            refs[key] = f"({ref} | default({refs[key]}))" if key in refs else ref
+        elif from_above and not in_params:
+            ctx.notes.unmapped(
+                f"${{{key}}} is set by upstream tasks on parallel branches "
+                f"({', '.join(sorted(from_above))}): DolphinScheduler reads the one that ended "
+                "last; "
+                + (f"read here as the global param {key!r}" if key in refs else "left to the shell"),
+                task=tid,
+            )  # fmt: skip
     for prop in _property_list(task.params.get("localParams")):
         if str(prop.get("direct", "IN")).upper() == "IN":
             refs[str(prop["prop"])] = param_ref(str(prop["prop"]))
     return DsContext(ctx.flow.timezone, refs, [])
+
+
+def _nearest(setters: list[str], parents: Mapping[str, list[str]]) -> str | None:
+    """Of upstream tasks that set one OUT param, the one after all the others (each other
+    one is its ancestor, so its value is the last set on every path): DolphinScheduler's
+    varPool passes it down. None if there is none such (parallel setters) or no setter."""
+    for setter in setters:
+        above = _ancestors(setter, parents)
+        if all(other == setter or other in above for other in setters):
+            return setter
+    return None
 
 
 def _ancestors(tid: str, parents: Mapping[str, list[str]]) -> set[str]:
@@ -563,7 +597,7 @@ def _task(task: DsTask, tid: str, ctx: _Ctx, parents: Mapping[str, list[str]]) -
     if task.description:
         body["description"] = str(task.description)
     _task_settings(task, tid, body, ctx)
-    _local_params(task, tid, body, ctx, ds)
+    _local_params(task, tid, body, ctx, parents)
     if not task.enabled and task.type in _HANDLED:
         notes.changed(
             "disabled in DolphinScheduler (flag NO): imported as a task that does nothing", task=tid
@@ -810,8 +844,11 @@ def _task_settings(task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx) -> N
         notes.unmapped(f"resources {shown(task.params['resourceList'])} are not copied", task=tid)
 
 
-def _local_params(task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx, ds: DsContext) -> None:
+def _local_params(
+    task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx, parents: Mapping[str, list[str]]
+) -> None:
     params: dict[str, Any] = {}
+    ds = _ds_context(task, tid, ctx, parents, in_params=True)
     for prop in _property_list(task.params.get("localParams")):
         key = str(prop["prop"])
         if str(prop.get("direct", "IN")).upper() == "OUT":
@@ -822,6 +859,8 @@ def _local_params(task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx, ds: D
     for name, expr in ctx.global_exprs.items():
         if name not in params and param_ref(name) in text:
             params[name] = "{{ " + f"{param_ref(name)} or ({expr})" + " }}"
+    for problem in ds.problems:
+        ctx.notes.unmapped(problem, task=tid)
     if params:
         body["params"] = params
 
