@@ -228,3 +228,56 @@ def test_a_parameter_reads_the_nearest_upstream_that_sets_it_over_the_global(
     # the biz date: the day before the logical date; 1.x names no zone, 3.x without a
     # schedule neither: UTC
     assert seen == {"b": "42|20260228-x", "c": "99", "d": "42", "e": "0"}
+
+
+def _export(code: int, name: str, tasks: list[dict[str, Any]], edges: list[tuple[int, int]],
+            **globals_: str) -> dict[str, Any]:  # fmt: skip
+    """A DolphinScheduler 3.x export of one workflow (``globals_``: its global IN params)."""
+    params = [
+        {"prop": k, "direct": "IN", "type": "VARCHAR", "value": v} for k, v in globals_.items()
+    ]
+    return {
+        "processDefinition": {"code": code, "name": name, "projectName": "Analytics",
+                              "globalParams": json.dumps(params)},
+        "processTaskRelationList": [{"preTaskCode": a, "postTaskCode": b, "conditionType": "NONE",
+                                     "conditionParams": "{}"} for a, b in edges],
+        "taskDefinitionList": tasks,
+        "schedule": None,
+    }  # fmt: skip
+
+
+def test_a_sub_process_takes_the_parent_s_params_and_gives_back_its_outputs(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    """Across a SUB_PROCESS DolphinScheduler passes the parent's global params (and its
+    upstream OUT params) over the child's own, and the child's OUT params to the parent's
+    downstream tasks. The import passed neither: the child ran with its own ``owner`` and
+    the parent's ``${rows}`` was left to the shell (empty)."""
+    child = _export(9001, "child", [
+        _shell(91, "extract", "echo \"seen=${owner}|${region}\" >> $STRATOFLOW_OUTPUT\n"
+               "echo '${setValue(rows=42)}'\n", ("rows", "OUT", "")),
+    ], [(0, 91)], owner="child", region="us", step="0")  # fmt: skip
+    sub = {"code": 82, "name": "run child", "taskType": "SUB_PROCESS", "flag": "YES",
+           "taskParams": {"processDefinitionCode": 9001, "resourceList": [], "localParams": [
+               {"prop": "region", "direct": "IN", "type": "VARCHAR", "value": "eu"}]}}  # fmt: skip
+    parent = _export(9002, "parent", [
+        _shell(81, "prepare", "echo '${setValue(step=7)}'\n", ("step", "OUT", "")),
+        sub,
+        _shell(83, "after", "echo \"res=${rows}\" >> $STRATOFLOW_OUTPUT\n"),
+    ], [(0, 81), (81, 82), (82, 83)], owner="parent")  # fmt: skip
+    files = []
+    for export in (child, parent):
+        path = tmp_path / f"{export['processDefinition']['name']}.json"
+        path.write_text(json.dumps([export]))
+        files.append(path)
+    codes = import_codes(files)
+    for path in files:
+        (workflow,) = import_file(path, codes=codes).workflows
+        runtime.scheduler.apply(to_yaml(workflow, path.name))
+    run, _ = runtime.scheduler.trigger("analytics", "parent", logical_date=LOGICAL)
+    assert finish(runtime, run.id) is RunState.SUCCEEDED
+    child_run = rules.child_run_id(run.id, "run_child", ("analytics", "child"))
+    # owner: the parent's global; region: the task's own local param; step: the upstream's
+    assert _outputs(runtime, child_run)["extract"] == {"seen": "parent|eu", "rows": "42"}
+    assert runtime.store.get_run(child_run).params["step"] == "7"
+    assert _outputs(runtime, run.id)["after"] == {"res": "42"}

@@ -106,6 +106,10 @@ class DsRef:
     project: str | None  # Stratoflow project name
     name: str  # Stratoflow workflow name
     tasks: dict[str, str]  # task code -> task id
+    params: frozenset[str] = frozenset()  # its global params: what a parent may pass it
+    # OUT param -> the task of it whose value the workflow ends with (a parent's downstream
+    # tasks read it through the sub-workflow task's outputs)
+    outputs: Mapping[str, str] = field(default_factory=dict)
 
 
 CodeTable = dict[str, DsRef]
@@ -128,10 +132,34 @@ def code_table(flows: list[DsWorkflow]) -> CodeTable:
             workflow_name(str(flow.project)) if flow.project else None,
             workflow_name(flow.name),
             task_ids(flow),
+            frozenset(str(p["prop"]) for p in _property_list(flow.global_params)),
+            _last_setters(flow),
         )
         for flow in flows
         if flow.code not in (None, "", "None", "0")
     }
+
+
+def _parents(flow: DsWorkflow, ids: Mapping[str, str]) -> dict[str, list[str]]:
+    """Task id -> the ids of its upstream tasks (relations naming unknown codes left out)."""
+    parents: dict[str, list[str]] = {ids[t.code]: [] for t in flow.tasks}
+    for pre, post in flow.edges:
+        if pre in ids and post in ids and ids[pre] not in parents[ids[post]]:
+            parents[ids[post]].append(ids[pre])
+    return parents
+
+
+def _last_setters(flow: DsWorkflow) -> dict[str, str]:
+    """OUT param -> the task whose value the workflow ends with: the setter below every
+    other setter of it (setters on parallel branches: none)."""
+    ids = task_ids(flow)
+    parents = _parents(flow, ids)
+    setters: dict[str, list[str]] = {}
+    for task in flow.tasks:
+        for prop in _property_list(task.params.get("localParams")):
+            if str(prop.get("direct", "IN")).upper() == "OUT":
+                setters.setdefault(str(prop["prop"]), []).append(ids[task.code])
+    return {key: last for key, found in setters.items() if (last := _nearest(found, parents))}
 
 
 # ----------------------------------------------------------------------------- reading
@@ -310,6 +338,8 @@ class _Ctx:
     outputs: dict[str, list[str]]  # OUT param name -> task ids that set it
     codes: CodeTable = field(default_factory=dict)
     project: str | None = None  # this workflow's Stratoflow project
+    # (sub-workflow task id, OUT param) -> the child's task that sets it
+    child_outputs: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 def _property_list(value: Any) -> list[dict[str, Any]]:
@@ -369,17 +399,20 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
     if doc_params:
         doc["params"] = doc_params
 
-    parents: dict[str, list[str]] = {ids[t.code]: [] for t in flow.tasks}
     for pre, post in flow.edges:
         if pre not in ids or post not in ids:
             notes.unmapped(f"a relation names an unknown task code ({pre} -> {post}); left out")
-            continue
-        if ids[pre] not in parents[ids[post]]:
-            parents[ids[post]].append(ids[pre])
+    parents = _parents(flow, ids)
     for task in flow.tasks:
         for prop in _property_list(task.params.get("localParams")):
             if str(prop.get("direct", "IN")).upper() == "OUT":
                 ctx.outputs.setdefault(str(prop["prop"]), []).append(ids[task.code])
+        child = _child_ref(task, ctx) if task.type in _SUB_WORKFLOW else None
+        for key, child_task in (child.outputs if child else {}).items():
+            # the child's OUT params reach the parent's downstream tasks (DolphinScheduler
+            # passes the child's varPool up)
+            ctx.outputs.setdefault(key, []).append(ids[task.code])
+            ctx.child_outputs[ids[task.code], key] = child_task
 
     tasks: dict[str, dict[str, Any]] = {}
     for task in flow.tasks:
@@ -517,7 +550,12 @@ def _ds_context(
         from_above = [s for s in setters if s in upstream]
         nearest = _nearest(from_above, parents)
         if nearest is not None:
-            ref = output_ref(nearest, key)
+            child_task = ctx.child_outputs.get((nearest, key))
+            ref = (
+                output_ref(nearest, key)
+                if child_task is None
+                else f"{output_ref(nearest, child_task)}[{key!r}]"
+            )
             refs[key] = f"({ref} | default({refs[key]}))" if key in refs else ref
         elif from_above and not in_params:
             ctx.notes.unmapped(
@@ -598,6 +636,7 @@ def _task(task: DsTask, tid: str, ctx: _Ctx, parents: Mapping[str, list[str]]) -
         body["description"] = str(task.description)
     _task_settings(task, tid, body, ctx)
     _local_params(task, tid, body, ctx, parents)
+    _pass_to_child(task, tid, body, ctx, parents)
     if not task.enabled and task.type in _HANDLED:
         notes.changed(
             "disabled in DolphinScheduler (flag NO): imported as a task that does nothing", task=tid
@@ -894,6 +933,15 @@ def _cannot(reason: str) -> dict[str, Any]:
     return {"type": "placeholder", "description": reason}
 
 
+def _child_ref(task: DsTask, ctx: _Ctx) -> DsRef | None:
+    """The workflow of this import a sub-workflow task runs, if named by its code."""
+    p = task.params
+    for k in ("workflowDefinitionCode", "processDefinitionCode", "processDefinitionId"):
+        if p.get(k) not in (None, ""):
+            return ctx.codes.get(str(p[k]))
+    return None
+
+
 def _workflow_ref(
     code: str, ctx: _Ctx, name: Any = None, project: Any = None
 ) -> tuple[str, DsRef] | None:
@@ -939,6 +987,35 @@ def _sub_workflow(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict
         return _cannot(_not_in_import("the sub-workflow's", code))
     ctx.notes.changed(f"the sub-workflow (definition code {code}) is {found[0]!r}", task=tid)
     return {"type": "workflow", "workflow": found[0]}
+
+
+def _pass_to_child(
+    task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx, parents: Mapping[str, list[str]]
+) -> None:
+    """DolphinScheduler gives a sub-workflow the parent's global params and its upstream
+    tasks' OUT params over the child's own globals: each the child declares is passed
+    (the task's local IN params, already in ``body``, win); a child takes no other."""
+    child = _child_ref(task, ctx)
+    if child is None or body.get("type") != "workflow":
+        return
+    ds = _ds_context(task, tid, ctx, parents, in_params=True)
+    given = body.get("params", {})
+    passed = {name: "{{ " + ref + " }}" for name in sorted(child.params - set(given))
+              if (ref := ds.params.get(name)) is not None}  # fmt: skip
+    if passed:
+        body["params"] = {**passed, **given}
+        ctx.notes.changed(
+            f"passes {', '.join(passed)} to the sub-workflow as DolphinScheduler does (the "
+            "parent's global params and upstream OUT params it declares)", task=tid,
+        )  # fmt: skip
+    kept = sorted(k for k in ctx.outputs if k not in child.params and k not in given
+                  and "tasks" in ds.params.get(k, ""))  # fmt: skip
+    if kept:
+        ctx.notes.unmapped(
+            f"upstream OUT params {', '.join(kept)} are not passed to the sub-workflow: "
+            "DolphinScheduler passes them all, a Stratoflow workflow takes only the params it "
+            "declares (declare them in the child to pass them)", task=tid,
+        )  # fmt: skip
 
 
 # DolphinScheduler's date values as the dependency task's: same names, one spelled differently
