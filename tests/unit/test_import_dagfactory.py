@@ -579,3 +579,25 @@ dated:
         assert render(command, context).split() == [d.isoformat() for d in expected]
     # the last interval Airflow 2 runs starts at end_date: it closes one interval later
     assert end == datetime(2026, 12, 31, tzinfo=UTC) + cron_step
+
+
+def test_default_args_timezone_is_the_schedule_s_and_a_start_offset_is_its_wall_time(
+    tmp_path: Path,
+) -> None:
+    """dag-factory reads start_date in default_args.timezone (replacing any offset), and
+    Airflow schedules the DAG in that zone: the import ran it in UTC, 8 hours off."""
+    result = _import(
+        tmp_path,
+        """
+zoned:
+  default_args: {start_date: "2026-01-01T00:00:00+02:00", timezone: Asia/Shanghai}
+  schedule: "0 1 * * *"
+  tasks:
+    t: {operator: airflow.providers.standard.operators.bash.BashOperator, bash_command: "true"}
+""",
+    )
+    schedule = (result.workflows[0].document or {})["schedule"]
+    assert schedule["timezone"] == "Asia/Shanghai"
+    assert schedule["start"] == "2026-01-01T00:00:00"  # Airflow 3: no interval shift
+    changed = [n.message for n in result.all_notes() if n.severity == "changed"]
+    assert any("offset +0200 is dropped" in m and "Asia/Shanghai" in m for m in changed)

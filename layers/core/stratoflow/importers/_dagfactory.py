@@ -108,6 +108,18 @@ def _airflow2(config: dict[str, Any]) -> bool:
     return any(o.startswith(("airflow.operators.", "airflow.sensors.")) for o in operators)
 
 
+def _wall_time(text: str) -> tuple[str, str | None]:
+    """``text`` without its UTC offset, and the offset (None if it had none, or is not a
+    date and time): dag-factory replaces a start_date's zone with the DAG's."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return text, None
+    if when.tzinfo is None:
+        return text, None
+    return when.replace(tzinfo=None).isoformat(), when.strftime("%z") or None
+
+
 def _later(text: str, shift: tuple[int, int]) -> str:
     """``text`` (an ISO date and time) one Airflow 2 interval later: ``shift`` is the
     interval back from a fire time to its logical date (``interval_before``). Text that is
@@ -159,7 +171,9 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
     if config.get("description"):
         doc["description"] = str(config["description"])
     airflow2 = _airflow2(config)
-    tz = str(config.get("timezone") or "UTC")
+    # dag-factory reads default_args' start_date and end_date in default_args.timezone, and
+    # Airflow schedules a DAG in its start_date's zone
+    tz = str(config.get("timezone") or args.get("timezone") or "UTC")
     schedule_value = config.get("timetable") or config.get(
         "schedule", config.get("schedule_interval", args.get("schedule"))
     )
@@ -182,6 +196,10 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
             text = str(value).replace(" ", "T", 1)
             if text[:4].isdigit():
                 text = text if "T" in text else text + "T00:00:00"
+                text, offset = _wall_time(text)
+                if offset:
+                    notes.changed(f"{key}_date's offset {offset} is dropped: dag-factory reads "
+                                  f"it in the DAG's time zone, {tz}", field="schedule")  # fmt: skip
                 # Airflow 2 runs the interval that starts at start_date once it ends: the
                 # fire time one interval later, whose ds is start_date (and so for end_date)
                 schedule[key] = _later(text, shift) if shift else text
