@@ -194,3 +194,20 @@ def test_shift_date_filter_is_bounded_and_checked() -> None:
             "{{ logical_date | shift_date('%Y', 'UTC', days=-10000000) }}",
             {"logical_date": LOGICAL},
         )
+
+
+def test_a_method_of_an_airflow_datetime_is_reported() -> None:
+    """Airflow's execution_date and logical_date are datetimes; Stratoflow's is text, so
+    ``.strftime(...)`` or ``.year`` fails every render: said at import, not at run time."""
+    problems: list[str] = []
+    out = rewrite_airflow(
+        "{{ execution_date.strftime('%Y') }} {{ logical_date.year }} {{ ds }}",
+        AirflowDates(),
+        problems,
+    )
+    assert out.startswith("{{ logical_date.strftime('%Y') }}")
+    assert [p.split(":")[0] for p in problems] == [
+        "the template reads 'execution_date.strftime'",
+        "the template reads 'logical_date.year'",
+    ]
+    assert all("shift_date" in p for p in problems)

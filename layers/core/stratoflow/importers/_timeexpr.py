@@ -272,6 +272,9 @@ def js_condition(text: str, ctx: DsContext, numeric: Callable[[str], bool]) -> s
 # ------------------------------------------------------------------------- Airflow macros
 _MACRO_BLOCK = re.compile(r"\{\{(.*?)\}\}", re.S)
 _DS_ADD = re.compile(r"macros\.ds_add\(\s*ds\s*,\s*(-?[0-9]{1,6})\s*\)")
+# Airflow names that are datetimes (their methods and attributes: .strftime(), .year, ...),
+# where Stratoflow's are text
+_DATE_OBJECTS = frozenset({"logical_date", "execution_date", "ts"})
 _HELD = re.compile("\x00([0-9]+)\x00")  # an expression held out of the renaming
 _NAME = re.compile(r"(?<![\w.\]'\"])([A-Za-z_]\w*)((?:\.\w+)*)")
 _JINJA_WORDS = frozenset(
@@ -403,6 +406,12 @@ def rewrite_airflow(
                 candidate = ".".join(dotted.split(".")[: len(dotted.split(".")) - length])
                 if candidate in names:
                     rest = dotted[len(candidate) :]
+                    if rest and candidate in _DATE_OBJECTS:
+                        problems.append(
+                            f"the template reads {dotted!r}: Airflow's {candidate} is a "
+                            "datetime, Stratoflow's logical_date is ISO-8601 text, so rendering "
+                            "it fails the task; use {{ logical_date | shift_date(fmt, tz) }}"
+                        )
                     return (
                         f"({names[candidate]}){rest}"
                         if "|" in names[candidate]
