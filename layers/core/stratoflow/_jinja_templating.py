@@ -46,7 +46,14 @@ from functools import lru_cache, wraps
 from itertools import islice
 from typing import Any, NoReturn
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
+from jinja2 import (
+    StrictUndefined,
+    TemplateAssertionError,
+    TemplateSyntaxError,
+    UndefinedError,
+    meta,
+    nodes,
+)
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
@@ -899,25 +906,36 @@ _NOT_PLAIN = tuple(
 
 @lru_cache(maxsize=4096)
 def _parse(text: str) -> nodes.Template:
-    """The template's tree; a syntax error, or a filter or test Stratoflow does not have, is
-    a TemplateError naming it and its line (Jinja itself finds an unknown filter only when
-    it compiles: the render failed, and validation's scoping pass raised a bare Jinja
-    error, ``stratoflow validate`` a traceback)."""
     try:
-        tree = _ENV.parse(text)
+        return _ENV.parse(text)
     except TemplateSyntaxError as exc:
         raise TemplateError(
             f"template syntax error on its line {exc.lineno}: {exc.message}"
         ) from None
-    for node in tree.find_all((nodes.Filter, nodes.Test)):
-        known = _ENV.filters if isinstance(node, nodes.Filter) else _ENV.tests
-        if node.name not in known:
-            kind = "filter" if isinstance(node, nodes.Filter) else "test"
-            raise TemplateError(
-                f"template uses the {kind} {node.name!r} on its line {node.lineno}, which "
-                f"Stratoflow's templates do not have"
-            )
-    return tree
+
+
+def unknown_filters(text: str) -> list[str]:
+    """Why a template uses a filter or test Stratoflow's templates do not have, one message
+    for each use outside a condition's branches (one there fails only the renders that take
+    it, as in Jinja). Jinja itself finds one only when it compiles: every render failed, and
+    validation said nothing."""
+    if not is_template(text):
+        return []
+    why: list[str] = []
+    stack: list[nodes.Node] = [_parse(text)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (nodes.If, nodes.CondExpr)):
+            stack.append(node.test)  # the test always runs; the branches may not
+            continue
+        if isinstance(node, (nodes.Filter, nodes.Test)):
+            known = _ENV.filters if isinstance(node, nodes.Filter) else _ENV.tests
+            if node.name not in known:
+                kind = "filter" if isinstance(node, nodes.Filter) else "test"
+                why.append(f"template uses the {kind} {node.name!r} on its line {node.lineno}, "
+                           "which Stratoflow's templates do not have")  # fmt: skip
+        stack.extend(node.iter_child_nodes())
+    return why
 
 
 def check_syntax(text: str) -> None:
@@ -1100,7 +1118,10 @@ def names_read(text: str) -> tuple[frozenset[str], frozenset[str] | None]:
         stack.extend(node.iter_child_nodes())
     free = loads - guarded_names
     if not free <= _KNOWN_NAMES:  # some name may be the template's own
-        free &= meta.find_undeclared_variables(tree)
+        try:
+            free &= meta.find_undeclared_variables(tree)
+        except TemplateAssertionError as exc:  # compiling it found a filter it lacks
+            raise TemplateError(f"template error on its line {exc.lineno}: {exc.message}") from None
     # the environment's globals (range, namespace, dict, cycler, joiner, lipsum) are there in
     # every render: Jinja's scoping leaves them in what it finds undeclared, and so did the walk
     free -= _GLOBALS

@@ -202,9 +202,15 @@ def undefined_names(
     define itself, or a param by a literal name (``params.b``) not in ``params``, the names
     the render's params can have (a run passes only declared params; None: not checked).
     ``own_params``: the template is one of a task's params, which read the run's params only.
-    Names guarded by a test (``is defined``) or the ``default`` filter are not refused."""
+    Names guarded by a test (``is defined``) or the ``default`` filter are not refused.
+    A filter or test Stratoflow's templates do not have, used outside a condition's
+    branches, is said instead (``unknown_filters``): the names are not looked at then.
+    Validation asks this of new workflows only: a stored version loads as it was applied."""
     if not is_template(text):
         return []
+    missing: list[str] = _jinja().unknown_filters(text)
+    if missing:
+        return missing
     found: tuple[frozenset[str], frozenset[str] | None] = _jinja().names_read(text)
     free, read = found
     why: list[str] = []
