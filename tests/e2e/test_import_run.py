@@ -281,3 +281,21 @@ def test_a_sub_process_takes_the_parent_s_params_and_gives_back_its_outputs(
     assert _outputs(runtime, child_run)["extract"] == {"seen": "parent|eu", "rows": "42"}
     assert runtime.store.get_run(child_run).params["step"] == "7"
     assert _outputs(runtime, run.id)["after"] == {"res": "42"}
+
+
+def test_a_disabled_task_runs_as_one_that_does_nothing(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    """Its command ``: disabled in DolphinScheduler (SHELL task)`` was a bash syntax error:
+    every disabled task failed. And a disabled setter of an OUT param sets nothing: the
+    task after it reads the setter above it."""
+    path = tmp_path / "disabled.json"
+    tasks = [
+        _shell(1, "a", "echo '${setValue(rows=1)}'\n", ("rows", "OUT", "")),
+        {**_shell(2, "b", "echo '${setValue(rows=2)}'\n", ("rows", "OUT", "")), "flag": "NO"},
+        _shell(3, "c", 'echo "seen=${rows}" >> $STRATOFLOW_OUTPUT\n'),
+    ]
+    path.write_text(json.dumps([_export(8101, "disabled", tasks, [(0, 1), (1, 2), (2, 3)])]))
+    run_id = _run(runtime, path)
+    assert finish(runtime, run_id) is RunState.SUCCEEDED
+    assert _outputs(runtime, run_id)["c"] == {"seen": "1"}

@@ -601,3 +601,20 @@ zoned:
     assert schedule["start"] == "2026-01-01T00:00:00"  # Airflow 3: no interval shift
     changed = [n.message for n in result.all_notes() if n.severity == "changed"]
     assert any("offset +0200 is dropped" in m and "Asia/Shanghai" in m for m in changed)
+
+
+def test_a_dag_level_start_date_is_read_in_the_dag_s_zone_not_default_args(
+    tmp_path: Path,
+) -> None:
+    result = _import(
+        tmp_path,
+        """
+dag_level:
+  start_date: 2026-01-01
+  default_args: {timezone: Asia/Shanghai}
+  schedule: "0 1 * * *"
+  tasks:
+    t: {operator: airflow.providers.standard.operators.bash.BashOperator, bash_command: "true"}
+""",
+    )
+    assert (result.workflows[0].document or {})["schedule"]["timezone"] == "UTC"

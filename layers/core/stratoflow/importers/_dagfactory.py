@@ -171,9 +171,13 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
     if config.get("description"):
         doc["description"] = str(config["description"])
     airflow2 = _airflow2(config)
-    # dag-factory reads default_args' start_date and end_date in default_args.timezone, and
-    # Airflow schedules a DAG in its start_date's zone
-    tz = str(config.get("timezone") or args.get("timezone") or "UTC")
+    # dag-factory reads a DAG's start_date in the DAG's timezone and default_args' in
+    # default_args.timezone (UTC by default), and Airflow schedules a DAG in the zone of
+    # the start_date it uses
+    if "start_date" in config:
+        tz = str(config.get("timezone") or "UTC")
+    else:
+        tz = str(args.get("timezone") or config.get("timezone") or "UTC")
     schedule_value = config.get("timetable") or config.get(
         "schedule", config.get("schedule_interval", args.get("schedule"))
     )

@@ -156,6 +156,8 @@ def _last_setters(flow: DsWorkflow) -> dict[str, str]:
     parents = _parents(flow, ids)
     setters: dict[str, list[str]] = {}
     for task in flow.tasks:
+        if not task.enabled:
+            continue
         for prop in _property_list(task.params.get("localParams")):
             if str(prop.get("direct", "IN")).upper() == "OUT":
                 setters.setdefault(str(prop["prop"]), []).append(ids[task.code])
@@ -404,6 +406,8 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
             notes.unmapped(f"a relation names an unknown task code ({pre} -> {post}); left out")
     parents = _parents(flow, ids)
     for task in flow.tasks:
+        if not task.enabled:  # sets nothing: it does nothing
+            continue
         for prop in _property_list(task.params.get("localParams")):
             if str(prop.get("direct", "IN")).upper() == "OUT":
                 ctx.outputs.setdefault(str(prop["prop"]), []).append(ids[task.code])
@@ -642,7 +646,8 @@ def _task(task: DsTask, tid: str, ctx: _Ctx, parents: Mapping[str, list[str]]) -
             "disabled in DolphinScheduler (flag NO): imported as a task that does nothing", task=tid
         )
         body = {k: v for k, v in body.items() if k in ("description", "depends_on")}
-        body.update(type="shell", command=f": disabled in DolphinScheduler ({task.type} task)\n")
+        # quoted: bash reads an unquoted "(" as a syntax error, and the task failed
+        body.update(type="shell", command=f": 'disabled in DolphinScheduler ({task.type} task)'\n")
     return body
 
 

@@ -274,7 +274,7 @@ _MACRO_BLOCK = re.compile(r"\{\{(.*?)\}\}", re.S)
 _DS_ADD = re.compile(r"macros\.ds_add\(\s*ds\s*,\s*(-?[0-9]{1,6})\s*\)")
 # Airflow names that are datetimes (their methods and attributes: .strftime(), .year, ...),
 # where Stratoflow's are text
-_DATE_OBJECTS = frozenset({"logical_date", "execution_date", "ts"})
+_DATE_OBJECTS = frozenset({"logical_date", "execution_date"})  # (ts is text in Airflow too)
 _HELD = re.compile("\x00([0-9]+)\x00")  # an expression held out of the renaming
 _NAME = re.compile(r"(?<![\w.\]'\"])([A-Za-z_]\w*)((?:\.\w+)*)")
 _JINJA_WORDS = frozenset(
