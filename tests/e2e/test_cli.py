@@ -24,6 +24,7 @@ from stratoflow.adapters.local.runtime import LocalRuntime
 from stratoflow.cli import _drive, _stop, main
 from stratoflow.ports import RunQuery
 from stratoflow.readmodel import ReadModel
+from stratoflow.service import Scheduler
 from tests.cli_server import running_api, serving
 from tests.fakes import FakeClock
 from tests.logframe import framed, unpid
@@ -337,6 +338,34 @@ def test_a_signal_before_the_run_s_first_turn_starts_no_task(
     finally:
         rt.close()
     assert not started.exists()
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 1)])
+def test_a_signal_before_the_run_is_made_leaves_with_no_run(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handlers_kept: None,
+    signum: int, code: int,
+) -> None:  # fmt: skip
+    """Ctrl-C during the apply aborts, as it did before the handlers: no run is made (one
+    made and stopped at once would be a run the user never asked for)."""
+    real_apply = Scheduler.apply
+
+    def apply_interrupted(self: Scheduler, *args: Any, **kwargs: Any) -> Any:
+        os.kill(os.getpid(), signum)
+        time.sleep(0.5)  # the handler runs here
+        return real_apply(self, *args, **kwargs)
+
+    monkeypatch.setattr(Scheduler, "apply", apply_interrupted)
+    home = tmp_path / "home"
+    flow = write(tmp_path, "q.yaml", "name: q\ntasks:\n  a: {type: shell, command: 'true'}\n")
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    result = cli.invoke(main, ["run", flow, "--home", str(home)])
+    assert result.exit_code == code, result.output
+    rt = LocalRuntime(home)
+    try:
+        assert rt.store.list_runs(RunQuery()) == []
+    finally:
+        rt.close()
+    assert {s: signal.getsignal(s) for s in before} == before  # restored by the command
 
 
 def _gone(pid: int) -> bool:

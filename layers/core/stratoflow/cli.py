@@ -302,8 +302,11 @@ def run(
         except IsolationError as exc:  # a home tasks could reach, an unknown isolation...
             _fail(str(exc), EXIT_INVALID)
         stop_requested: list[int] = []  # the signal that asked for the stop
+        triggering = threading.Event()  # set once the run may exist
 
         def on_signal(signum: int, frame: object) -> None:
+            if not triggering.is_set():  # no run yet: leave now, as the default would
+                raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
             stop_requested.append(signum)
             # the loop's turn now, not when its wait for a report times out (up to 1 s):
             # the queue's put may be called from a signal handler
@@ -311,12 +314,14 @@ def run(
 
         # SIGTERM (timeout, docker stop, a CI job cancelled) stops the run as Ctrl-C does:
         # left to its default it ended this process at once, the run recorded as running
-        # and its tasks running on with no one to watch them. From before the trigger: a
-        # signal while the run is made stops it before its first task starts.
+        # and its tasks running on with no one to watch them. Before the trigger a signal
+        # ends the process with no run made; during it, the run is stopped before its first
+        # task starts.
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             _set_up(runtime, pool_slots, alert_groups, spec.project)
             version, _ = runtime.scheduler.apply(text, source=file, spec=spec)
+            triggering.set()
             run_, _ = runtime.scheduler.trigger(
                 version.project, version.name, params=overrides, logical_date=when
             )
