@@ -203,7 +203,7 @@ def test_a_parameter_reads_the_nearest_upstream_that_sets_it_over_the_global(
         ),
         _shell(3, "c", 'echo "seen=${rows}" >> $STRATOFLOW_OUTPUT\n'),
         _shell(4, "d", 'echo "seen=${rows}" >> $STRATOFLOW_OUTPUT\n'),  # beside b: a's
-        _shell(5, "quiet", "true\n", ("rows", "OUT", "")),  # never sets it
+        _shell(5, "quiet", "true\n", ("rows", "OUT", "5")),  # never sets it: its declared 5
         _shell(6, "e", 'echo "seen=${rows}" >> $STRATOFLOW_OUTPUT\n'),
     ]
     edges = [(0, 1), (1, 2), (2, 3), (1, 4), (0, 5), (5, 6)]
@@ -227,7 +227,7 @@ def test_a_parameter_reads_the_nearest_upstream_that_sets_it_over_the_global(
     seen = {t: o.get("seen") for t, o in _outputs(runtime, run_id).items() if "seen" in o}
     # the biz date: the day before the logical date; 1.x names no zone, 3.x without a
     # schedule neither: UTC
-    assert seen == {"b": "42|20260228-x", "c": "99", "d": "42", "e": "0"}
+    assert seen == {"b": "42|20260228-x", "c": "99", "d": "42", "e": "5"}
 
 
 def _export(code: int, name: str, tasks: list[dict[str, Any]], edges: list[tuple[int, int]],
@@ -259,7 +259,9 @@ def test_a_sub_process_takes_the_parent_s_params_and_gives_back_its_outputs(
     ], [(0, 91)], owner="child", region="us", step="0")  # fmt: skip
     sub = {"code": 82, "name": "run child", "taskType": "SUB_PROCESS", "flag": "YES",
            "taskParams": {"processDefinitionCode": 9001, "resourceList": [], "localParams": [
-               {"prop": "region", "direct": "IN", "type": "VARCHAR", "value": "eu"}]}}  # fmt: skip
+               {"prop": "region", "direct": "IN", "type": "VARCHAR", "value": "eu"},
+               # passed back: DolphinScheduler returns the OUT params the task declares
+               {"prop": "rows", "direct": "OUT", "type": "VARCHAR", "value": ""}]}}  # fmt: skip
     parent = _export(9002, "parent", [
         _shell(81, "prepare", "echo '${setValue(step=7)}'\n", ("step", "OUT", "")),
         sub,

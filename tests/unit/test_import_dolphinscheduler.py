@@ -12,6 +12,7 @@ from stratoflow.importers import import_file
 from stratoflow.importers._dolphinscheduler import code_table, convert, read_export
 from stratoflow.importers._report import ImportedWorkflow
 from stratoflow.model import parse_workflow
+from stratoflow.templating import render
 
 
 def _task(code: int, name: str, kind: str, params: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -178,7 +179,7 @@ def test_a_warning_type_without_a_group_is_reported() -> None:
 
 def test_disabled_task_does_nothing() -> None:
     result = _import(_task(1, "a", "SHELL", {"rawScript": "rm -rf /data"}, flag="NO"))
-    assert result.document["tasks"]["a"]["command"].startswith(": disabled")  # type: ignore[index]
+    assert result.document["tasks"]["a"]["command"].startswith(": 'disabled")  # type: ignore[index]
 
 
 def test_python_with_parameters_or_python2_runs_through_python3_as_text() -> None:
@@ -496,9 +497,10 @@ tasks:
     assert "files are not passed between tasks" in data
 
 
-def test_an_out_param_set_on_parallel_branches_is_reported() -> None:
+def test_an_out_param_set_on_parallel_branches_is_reported_where_it_is_read() -> None:
     """Two upstream tasks on parallel branches set ``k``: DolphinScheduler passes down the
-    one that ended last, which an import cannot know; it reads the global and says so."""
+    one that ended last, which an import cannot know; it reads the global and says so, in
+    the task that reads ``${k}`` only."""
 
     def setter(code: int, name: str) -> dict[str, Any]:
         return _task(code, name, "SHELL", {
@@ -506,12 +508,61 @@ def test_an_out_param_set_on_parallel_branches_is_reported() -> None:
             "localParams": [{"prop": "k", "direct": "OUT", "type": "VARCHAR", "value": ""}]})  # fmt: skip
 
     reader = _task(3, "e", "SHELL", {"rawScript": "echo ${k}\n", "localParams": []})
+    other = _task(4, "f", "SHELL", {"rawScript": "echo f\n", "localParams": []})
     result = _import(
-        setter(1, "p1"), setter(2, "p2"), reader, edges=[(1, 3), (2, 3)],
+        setter(1, "p1"), setter(2, "p2"), reader, other, edges=[(1, 3), (2, 3), (1, 4), (2, 4)],
         globalParams='[{"prop": "k", "direct": "IN", "type": "VARCHAR", "value": "g"}]',
     )  # fmt: skip
     doc: dict[str, Any] = result.document  # type: ignore[assignment]
     assert doc["tasks"]["e"]["command"] == "echo {{ params.k }}\n"
     (note,) = [m for m in _unmapped(result, "e") if "${k}" in m]
-    assert "parallel branches (p1, p2)" in note
+    assert "different paths (p1, p2)" in note
     assert "read here as the global param 'k'" in note
+    assert not [m for m in _unmapped(result, "f") if "${k}" in m]  # f does not read it
+
+
+def _sub_pair(*sub_params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A child (global ``region``; task ``extract`` sets OUT ``rows``) and a parent whose
+    SUB_PROCESS task has ``sub_params`` and whose task ``after`` reads ``${rows}``."""
+    out = [{"prop": "rows", "direct": "OUT", "type": "VARCHAR", "value": ""}]
+    child = _export("child", 5001, _task(51, "extract", "SHELL", {
+        "rawScript": "echo '${setValue(rows=42)}'\n", "localParams": out}))  # fmt: skip
+    child["workflowDefinition"]["globalParams"] = (
+        '[{"prop": "region", "direct": "IN", "type": "VARCHAR", "value": "us"}]'
+    )
+    parent = _export(
+        "parent", 5002,
+        _task(61, "run", "SUB_PROCESS", {"processDefinitionCode": 5001,
+                                          "localParams": list(sub_params)}),
+        _task(62, "after", "SHELL", {"rawScript": "echo ${rows}\n", "localParams": []}),
+    )  # fmt: skip
+    parent["workflowTaskRelationList"] = [
+        {"preTaskCode": 0, "postTaskCode": 61},
+        {"preTaskCode": 61, "postTaskCode": 62},
+    ]
+    return child, parent
+
+
+def test_a_sub_process_passes_only_what_its_child_declares_and_returns_what_it_declares() -> None:
+    """A local param the child does not declare made the child's trigger fail ("unknown
+    parameter"); an OUT param comes back only if the SUB_PROCESS task declares it, as in
+    DolphinScheduler, and reads as empty when the child's task did not write it."""
+    child, parent = _sub_pair(
+        {"prop": "region", "direct": "IN", "type": "VARCHAR", "value": "eu"},
+        {"prop": "batch", "direct": "IN", "type": "VARCHAR", "value": "7"},
+        {"prop": "rows", "direct": "OUT", "type": "VARCHAR", "value": ""},
+    )
+    _, converted = _import_all(child, parent)
+    doc: dict[str, Any] = converted.document  # type: ignore[assignment]
+    assert doc["tasks"]["run"]["params"] == {"region": "eu"}
+    assert any("local params batch are not passed" in m for m in _unmapped(converted, "run"))
+    command = doc["tasks"]["after"]["command"]
+    assert (
+        command == "echo {{ ((tasks.run.outputs.extract | default({}))['rows'] | default('')) }}\n"
+    )
+    assert (
+        render(command, {"tasks": {"run": {"outputs": {"extract": {"rows": "42"}}}}}) == "echo 42\n"
+    )
+    assert render(command, {"tasks": {"run": {"outputs": {}}}}) == "echo \n"  # it did not run
+    _, undeclared = _import_all(*_sub_pair())
+    assert undeclared.document["tasks"]["after"]["command"] == "echo ${rows}\n"  # type: ignore[index]

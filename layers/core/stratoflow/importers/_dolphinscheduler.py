@@ -150,8 +150,8 @@ def _parents(flow: DsWorkflow, ids: Mapping[str, str]) -> dict[str, list[str]]:
 
 
 def _last_setters(flow: DsWorkflow) -> dict[str, str]:
-    """OUT param -> the task whose value the workflow ends with: the setter below every
-    other setter of it (setters on parallel branches: none)."""
+    """OUT param -> the task whose value the workflow ends with: the setter that every other
+    setter of it is above (setters on paths that do not meet: none)."""
     ids = task_ids(flow)
     parents = _parents(flow, ids)
     setters: dict[str, list[str]] = {}
@@ -161,7 +161,15 @@ def _last_setters(flow: DsWorkflow) -> dict[str, str]:
         for prop in _property_list(task.params.get("localParams")):
             if str(prop.get("direct", "IN")).upper() == "OUT":
                 setters.setdefault(str(prop["prop"]), []).append(ids[task.code])
-    return {key: last for key, found in setters.items() if (last := _nearest(found, parents))}
+    has_children = {p for ps in parents.values() for p in ps}
+    sinks = [t for t in parents if t not in has_children]
+    last: dict[str, str] = {}
+    for key, reach in _reaching(setters, parents).items():
+        # the values the workflow can end with: the last setter on each path to its end
+        ends = set().union(*({t} if t in setters[key] else reach[t] for t in sinks))
+        if len(ends) == 1:
+            (last[key],) = ends
+    return last
 
 
 # ----------------------------------------------------------------------------- reading
@@ -342,6 +350,11 @@ class _Ctx:
     project: str | None = None  # this workflow's Stratoflow project
     # (sub-workflow task id, OUT param) -> the child's task that sets it
     child_outputs: dict[tuple[str, str], str] = field(default_factory=dict)
+    # OUT param -> task id -> the setters whose value reaches the task: the last setter on
+    # each path into it (more than one: paths disagree, and DolphinScheduler passes down
+    # whichever ended last)
+    reach: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
+    out_values: dict[tuple[str, str], str] = field(default_factory=dict)  # declared value
 
 
 def _property_list(value: Any) -> list[dict[str, Any]]:
@@ -408,15 +421,18 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
     for task in flow.tasks:
         if not task.enabled:  # sets nothing: it does nothing
             continue
-        for prop in _property_list(task.params.get("localParams")):
-            if str(prop.get("direct", "IN")).upper() == "OUT":
-                ctx.outputs.setdefault(str(prop["prop"]), []).append(ids[task.code])
         child = _child_ref(task, ctx) if task.type in _SUB_WORKFLOW else None
-        for key, child_task in (child.outputs if child else {}).items():
-            # the child's OUT params reach the parent's downstream tasks (DolphinScheduler
-            # passes the child's varPool up)
-            ctx.outputs.setdefault(key, []).append(ids[task.code])
-            ctx.child_outputs[ids[task.code], key] = child_task
+        for prop in _property_list(task.params.get("localParams")):
+            if str(prop.get("direct", "IN")).upper() != "OUT":
+                continue
+            key, tid = str(prop["prop"]), ids[task.code]
+            ctx.outputs.setdefault(key, []).append(tid)
+            ctx.out_values[tid, key] = str(prop.get("value") or "")
+            if child is not None and key in child.outputs:
+                # an OUT param declared on a sub-workflow task: the child's value of it
+                # comes back (DolphinScheduler passes back those the task declares)
+                ctx.child_outputs[tid, key] = child.outputs[key]
+    ctx.reach = _reaching(ctx.outputs, parents)
 
     tasks: dict[str, dict[str, Any]] = {}
     for task in flow.tasks:
@@ -539,62 +555,84 @@ def _ds_context(
     in_params: bool = False,
 ) -> DsContext:
     """What each ``${name}`` of the task reads, in DolphinScheduler's order of precedence
-    (its docs: startup > local > upstream > global): a local IN param; else the output of
-    the nearest upstream task that sets it as an OUT param (the global's value if that task
-    did not write it); else the workflow's global param. ``in_params``: for the values of
-    the task's own params, which read the run's params only: a global computed per run
+    (its docs: startup > local > upstream > global): a local IN param; else the value that
+    reaches the task from the last upstream task setting it as an OUT param (its declared
+    value if that task did not write it: DolphinScheduler passes the declared one down);
+    else the workflow's global param. ``in_params``: for the values of the task's own
+    params, which read the run's params only: a global computed per run
     (``${system.biz.date}``) is computed there too."""
     refs: dict[str, str] = {}
     for prop in _property_list(ctx.flow.global_params):
         refs[str(prop["prop"])] = param_ref(str(prop["prop"]))
     for name, expr in ctx.global_exprs.items():
         refs[name] = f"({param_ref(name)} or ({expr}))" if in_params else param_ref(name)
-    upstream = _ancestors(tid, parents) if ctx.outputs else set()  # only OUT params need it
-    for key, setters in ctx.outputs.items():
-        from_above = [s for s in setters if s in upstream]
-        nearest = _nearest(from_above, parents)
-        if nearest is not None:
-            child_task = ctx.child_outputs.get((nearest, key))
-            ref = (
-                output_ref(nearest, key)
-                if child_task is None
-                else f"{output_ref(nearest, child_task)}[{key!r}]"
-            )
-            refs[key] = f"({ref} | default({refs[key]}))" if key in refs else ref
-        elif from_above and not in_params:
-            ctx.notes.unmapped(
-                f"${{{key}}} is set by upstream tasks on parallel branches "
-                f"({', '.join(sorted(from_above))}): DolphinScheduler reads the one that ended "
+    ambiguous: dict[str, str] = {}
+    for key, reaching in ctx.reach.items():
+        setters = reaching.get(tid, frozenset())
+        if len(setters) == 1:
+            (setter,) = setters
+            declared = ctx.out_values.get((setter, key), "")
+            refs[key] = f"({_out_ref(ctx, setter, key)} | default({declared!r}))"
+        elif setters:
+            ambiguous[key] = (
+                f"${{{key}}} is set by upstream tasks on different paths "
+                f"({', '.join(sorted(setters))}): DolphinScheduler reads the one that ended "
                 "last; "
-                + (f"read here as the global param {key!r}" if key in refs else "left to the shell"),
-                task=tid,
+                + (f"read here as the global param {key!r}" if key in refs else "left to the shell")
             )  # fmt: skip
     for prop in _property_list(task.params.get("localParams")):
         if str(prop.get("direct", "IN")).upper() == "IN":
-            refs[str(prop["prop"])] = param_ref(str(prop["prop"]))
-    return DsContext(ctx.flow.timezone, refs, [])
+            name = str(prop["prop"])
+            refs[name] = param_ref(name)
+            ambiguous.pop(name, None)
+    return DsContext(ctx.flow.timezone, refs, [], ambiguous)
 
 
-def _nearest(setters: list[str], parents: Mapping[str, list[str]]) -> str | None:
-    """Of upstream tasks that set one OUT param, the one after all the others (each other
-    one is its ancestor, so its value is the last set on every path): DolphinScheduler's
-    varPool passes it down. None if there is none such (parallel setters) or no setter."""
-    for setter in setters:
-        above = _ancestors(setter, parents)
-        if all(other == setter or other in above for other in setters):
-            return setter
-    return None
+def _out_ref(ctx: _Ctx, setter: str, key: str) -> str:
+    """Output ``key`` of upstream task ``setter``: a sub-workflow task's comes from its child's
+    task (each key of its outputs one child task's; missing when that task did not run)."""
+    child_task = ctx.child_outputs.get((setter, key))
+    if child_task is None:
+        return output_ref(setter, key)
+    return f"({output_ref(setter, child_task)} | default({{}}))[{key!r}]"
 
 
-def _ancestors(tid: str, parents: Mapping[str, list[str]]) -> set[str]:
-    seen: set[str] = set()
-    stack = list(parents.get(tid, []))
-    while stack:
-        node = stack.pop()
-        if node not in seen:
-            seen.add(node)
-            stack.extend(parents.get(node, []))
-    return seen
+def _reaching(
+    setters: Mapping[str, list[str]], parents: Mapping[str, list[str]]
+) -> dict[str, dict[str, frozenset[str]]]:
+    """For each OUT param, each task's last setters: along every path into the task, the
+    last task on it that sets the param (one pass in topological order per param)."""
+    order = _topological(parents)
+    out: dict[str, dict[str, frozenset[str]]] = {}
+    for key, found in setters.items():
+        sets = set(found)
+        reach: dict[str, frozenset[str]] = {}
+        for tid in order:
+            into: set[str] = set()
+            for parent in parents.get(tid, []):
+                into |= {parent} if parent in sets else reach.get(parent, frozenset())
+            reach[tid] = frozenset(into)
+        out[key] = reach
+    return out
+
+
+def _topological(parents: Mapping[str, list[str]]) -> list[str]:
+    """The tasks, each after its parents (those in a cycle, which validation refuses, last)."""
+    children: dict[str, list[str]] = {t: [] for t in parents}
+    waiting = {t: len(ps) for t, ps in parents.items()}
+    for tid, ps in parents.items():
+        for parent in ps:
+            children.setdefault(parent, []).append(tid)
+    ready = [t for t, n in waiting.items() if n == 0]
+    order: list[str] = []
+    while ready:
+        tid = ready.pop()
+        order.append(tid)
+        for child in children.get(tid, []):
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                ready.append(child)
+    return order + [t for t in parents if waiting[t] > 0]
 
 
 _SET_VALUE_LINE = re.compile(r"^(\s*)echo\s+(['\"])\$\{setValue\(([^=()]+)=(.*)\)\}\2\s*$", re.M)
@@ -920,6 +958,13 @@ def _out_param(task: DsTask, tid: str, key: str, prop: dict[str, Any], ctx: _Ctx
             f"output ({key}=PATH in $STRATOFLOW_OUTPUT)",
             task=tid,
         )
+    elif task.type in _SUB_WORKFLOW:
+        if (tid, key) not in ctx.child_outputs:
+            ctx.notes.unmapped(
+                f"OUT parameter {key!r}: the sub-workflow sets no OUT param {key!r} that it "
+                "ends with (none in this import, or several on paths that do not meet)",
+                task=tid,
+            )
     elif task.type != "SHELL":
         ctx.notes.unmapped(
             f"OUT parameter {key!r}: set outputs[{key!r}] (python) instead", task=tid
@@ -1004,7 +1049,17 @@ def _pass_to_child(
     if child is None or body.get("type") != "workflow":
         return
     ds = _ds_context(task, tid, ctx, parents, in_params=True)
-    given = body.get("params", {})
+    given = {k: v for k, v in body.get("params", {}).items() if k in child.params}
+    dropped = sorted(set(body.get("params", {})) - set(given))
+    if dropped:
+        body.pop("params")  # what remains is set below
+        ctx.notes.unmapped(
+            f"local params {', '.join(dropped)} are not passed to the sub-workflow: it does "
+            "not declare them (a Stratoflow workflow takes only its declared params; declare "
+            "them in the child to pass them)", task=tid,
+        )  # fmt: skip
+    if given:
+        body["params"] = given
     passed = {name: "{{ " + ref + " }}" for name in sorted(child.params - set(given))
               if (ref := ds.params.get(name)) is not None}  # fmt: skip
     if passed:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 from stratoflow.importers._names import output_ref
@@ -187,8 +187,13 @@ class DsContext:
     tz: str
     params: Mapping[str, str]  # name -> Jinja expression
     problems: list[str]  # collects what could not be rewritten
+    # name -> why what it reads is not certain (said once, where the name is read)
+    doubts: Mapping[str, str] = field(default_factory=dict)
 
     def name(self, name: str) -> str | None:
+        doubt = self.doubts.get(name)
+        if doubt is not None and doubt not in self.problems:
+            self.problems.append(doubt)
         return self.params.get(name) or builtin(name, self.tz)
 
 
