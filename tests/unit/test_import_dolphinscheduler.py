@@ -566,3 +566,35 @@ def test_a_sub_process_passes_only_what_its_child_declares_and_returns_what_it_d
     assert render(command, {"tasks": {"run": {"outputs": {}}}}) == "echo \n"  # it did not run
     _, undeclared = _import_all(*_sub_pair())
     assert undeclared.document["tasks"]["after"]["command"] == "echo ${rows}\n"  # type: ignore[index]
+
+
+def test_a_child_passes_back_its_workflow_s_out_params() -> None:
+    """DolphinScheduler 3.2+: a SUB_PROCESS task needs no OUT param of its own; the child's
+    workflow declares what it passes back (a global param with direction OUT)."""
+    child, parent = _sub_pair()
+    child["workflowDefinition"]["globalParams"] = (
+        '[{"prop": "rows", "direct": "OUT", "type": "VARCHAR", "value": ""}]'
+    )
+    _, converted = _import_all(child, parent)
+    command = converted.document["tasks"]["after"]["command"]  # type: ignore[index]
+    assert (
+        render(command, {"tasks": {"run": {"outputs": {"extract": {"rows": "42"}}}}}) == "echo 42\n"
+    )
+
+
+def test_an_upstream_that_did_not_write_its_param_gives_its_declared_value_or_the_global() -> None:
+    def setter(code: int, declared: str) -> dict[str, Any]:
+        return _task(code, f"s{code}", "SHELL", {"rawScript": "true\n", "localParams": [
+            {"prop": "k", "direct": "OUT", "type": "VARCHAR", "value": declared}]})  # fmt: skip
+
+    for declared, expected in (("5", "echo 5\n"), ("", "echo g\n")):
+        result = _import(
+            setter(1, declared), _task(2, "r", "SHELL", {"rawScript": "echo ${k}\n"}),
+            edges=[(1, 2)],
+            globalParams='[{"prop": "k", "direct": "IN", "type": "VARCHAR", "value": "g"}]',
+        )  # fmt: skip
+        command = result.document["tasks"]["r"]["command"]  # type: ignore[index]
+        assert render(command, {"tasks": {"s1": {"outputs": {}}}, "params": {"k": "g"}}) == expected
+        assert (
+            render(command, {"tasks": {"s1": {"outputs": {"k": "1"}}}, "params": {}}) == "echo 1\n"
+        )

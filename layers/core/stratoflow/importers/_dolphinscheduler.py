@@ -107,6 +107,7 @@ class DsRef:
     name: str  # Stratoflow workflow name
     tasks: dict[str, str]  # task code -> task id
     params: frozenset[str] = frozenset()  # its global params: what a parent may pass it
+    returns: frozenset[str] = frozenset()  # its global OUT params: what it passes back
     # OUT param -> the task of it whose value the workflow ends with (a parent's downstream
     # tasks read it through the sub-workflow task's outputs)
     outputs: Mapping[str, str] = field(default_factory=dict)
@@ -133,6 +134,11 @@ def code_table(flows: list[DsWorkflow]) -> CodeTable:
             workflow_name(flow.name),
             task_ids(flow),
             frozenset(str(p["prop"]) for p in _property_list(flow.global_params)),
+            frozenset(
+                str(p["prop"])
+                for p in _property_list(flow.global_params)
+                if str(p.get("direct", "IN")).upper() == "OUT"
+            ),
             _last_setters(flow),
         )
         for flow in flows
@@ -421,16 +427,22 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
     for task in flow.tasks:
         if not task.enabled:  # sets nothing: it does nothing
             continue
-        child = _child_ref(task, ctx) if task.type in _SUB_WORKFLOW else None
+        tid = ids[task.code]
         for prop in _property_list(task.params.get("localParams")):
-            if str(prop.get("direct", "IN")).upper() != "OUT":
-                continue
-            key, tid = str(prop["prop"]), ids[task.code]
-            ctx.outputs.setdefault(key, []).append(tid)
-            ctx.out_values[tid, key] = str(prop.get("value") or "")
-            if child is not None and key in child.outputs:
-                # an OUT param declared on a sub-workflow task: the child's value of it
-                # comes back (DolphinScheduler passes back those the task declares)
+            if str(prop.get("direct", "IN")).upper() == "OUT":
+                key = str(prop["prop"])
+                ctx.outputs.setdefault(key, []).append(tid)
+                ctx.out_values[tid, key] = str(prop.get("value") or "")
+        child = _child_ref(task, ctx) if task.type in _SUB_WORKFLOW else None
+        if child is not None:
+            # what a child passes back: its workflow's OUT params (DolphinScheduler 3.2+)
+            # and those the task declares OUT (earlier versions), each from the child's
+            # task that sets it last
+            for key in sorted(child.returns - {k for (t, k) in ctx.out_values if t == tid}):
+                ctx.outputs.setdefault(key, []).append(tid)
+            for key in sorted(
+                set(child.outputs) & {k for k, ts in ctx.outputs.items() if tid in ts}
+            ):
                 ctx.child_outputs[tid, key] = child.outputs[key]
     ctx.reach = _reaching(ctx.outputs, parents)
 
@@ -571,13 +583,15 @@ def _ds_context(
         setters = reaching.get(tid, frozenset())
         if len(setters) == 1:
             (setter,) = setters
+            # not written by it: its declared value, else (empty) the global's
             declared = ctx.out_values.get((setter, key), "")
-            refs[key] = f"({_out_ref(ctx, setter, key)} | default({declared!r}))"
+            fallback = repr(declared) if declared or key not in refs else refs[key]
+            refs[key] = f"({_out_ref(ctx, setter, key)} | default({fallback}))"
         elif setters:
             ambiguous[key] = (
                 f"${{{key}}} is set by upstream tasks on different paths "
-                f"({', '.join(sorted(setters))}): DolphinScheduler reads the one that ended "
-                "last; "
+                f"({', '.join(sorted(setters))}): DolphinScheduler reads the non-empty one "
+                "whose task ended first; "
                 + (f"read here as the global param {key!r}" if key in refs else "left to the shell")
             )  # fmt: skip
     for prop in _property_list(task.params.get("localParams")):
