@@ -348,7 +348,12 @@ def test_render_task_is_the_full_path_for_any_task(
             assume(False)  # not a valid workflow (a template that does not parse, a NUL)
             return
         event("plain" if _engine._plain_task(spec, "t") is not None else "templated")
-        assert_same(spec, run_of(spec, **run_params))
+        try:
+            run = run_of(spec, **run_params)
+        except InvalidInput:
+            assume(False)  # text for the integer param n that is not one: refused, as a run
+            return
+        assert_same(spec, run)
 
 
 def assert_same(spec: WorkflowSpec, run: Run) -> None:
