@@ -315,6 +315,12 @@ def test_check_syntax_reports_the_line() -> None:
         # in a branch (Jinja checks it when the branch runs), with a name its scoping pass
         # compiles to look at: no crash, the name is said
         ("{{ (x | nope) if run.id else 1 }}", "template reads 'x', which is not defined"),
+        # a block with a frame of its own inside a branch: Jinja refuses it when compiling,
+        # so every render fails, the branch taken or not
+        ("{% if params.c %}{% filter nope %}x{% endfilter %}{% endif %}", "the filter 'nope'"),
+        ("{% if 1 %}{% for x in [1] %}{{ x | nope }}{% endfor %}{% endif %}", "the filter 'nope'"),
+        # binding var sends validation through Jinja's scoping: a clean error, no traceback
+        ("{% for var in params.l %}{{ var | nope }}{% endfor %}", "the filter 'nope'"),
     ],
 )
 def test_a_filter_or_test_that_does_not_exist_is_said_by_validation(text: str, said: str) -> None:
@@ -337,6 +343,7 @@ def test_a_filter_or_test_that_does_not_exist_is_said_by_validation(text: str, s
         # used only in a branch the render may not take, as Jinja allows
         "{% if 'nope' is filter %}{{ run.id | nope }}{% else %}{{ run.id }}{% endif %}",
         "{{ (run.id | nope) if false else 'ok' }}",
+        "{% for x in [1] %}{% if x > 1 %}{{ x | nope }}{% endif %}{% endfor %}",
     ],
 )
 def test_known_filters_and_ones_in_a_branch_only_are_not_refused(text: str) -> None:

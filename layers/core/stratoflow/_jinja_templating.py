@@ -914,28 +914,59 @@ def _parse(text: str) -> nodes.Template:
         ) from None
 
 
+def _undeclared(tree: nodes.Template) -> set[str]:
+    """Jinja's own scoping of ``tree`` (a code generation pass). Generating code is where
+    Jinja refuses a filter or test it does not have outside a condition's frame: that is a
+    TemplateError here, as a syntax error is (it was a bare Jinja error: a traceback from
+    validation, or a home whose stored versions would not load)."""
+    try:
+        found: set[str] = meta.find_undeclared_variables(tree)
+    except TemplateAssertionError as exc:
+        raise TemplateError(f"template error on its line {exc.lineno}: {exc.message}") from None
+    return found
+
+
 def unknown_filters(text: str) -> list[str]:
-    """Why a template uses a filter or test Stratoflow's templates do not have, one message
-    for each use outside a condition's branches (one there fails only the renders that take
-    it, as in Jinja). Jinja itself finds one only when it compiles: every render failed, and
-    validation said nothing."""
+    """Why a template uses a filter or test Stratoflow's templates do not have where Jinja
+    refuses it: anywhere but in a condition's own frame (``{% if %}`` branches, ``x if c
+    else y``), where it fails only the renders that take it. Jinja finds one only when it
+    generates code: every render failed, and validation said nothing. The walk looks for
+    names the environment lacks; only a template that uses one is compiled to learn whether
+    Jinja defers it."""
     if not is_template(text):
         return []
-    why: list[str] = []
-    stack: list[nodes.Node] = [_parse(text)]
+    tree = _parse(text)
+    unknown = [
+        node
+        for node in tree.find_all((nodes.Filter, nodes.Test))
+        if node.name not in (_ENV.filters if isinstance(node, nodes.Filter) else _ENV.tests)
+    ]
+    if not unknown:
+        return []
+    try:
+        _ENV.compile(tree, raw=True)  # deferred uses compile; the others raise
+    except TemplateAssertionError as exc:
+        named = _NO_SUCH.fullmatch(exc.message or "")
+        what = f"the {named[1]} {named[2]!r}" if named else f"what it says ({exc.message})"
+        return [f"template uses {what} on its line {exc.lineno}, which Stratoflow's templates "
+                "do not have"]  # fmt: skip
+    # deferred, yet in a condition every render evaluates (an {% if %}'s own test outside
+    # any branch): it fails every render all the same
+    stack: list[nodes.Node] = [tree]
     while stack:
         node = stack.pop()
         if isinstance(node, (nodes.If, nodes.CondExpr)):
-            stack.append(node.test)  # the test always runs; the branches may not
+            stack.append(node.test)  # its branches run only when taken
             continue
-        if isinstance(node, (nodes.Filter, nodes.Test)):
-            known = _ENV.filters if isinstance(node, nodes.Filter) else _ENV.tests
-            if node.name not in known:
-                kind = "filter" if isinstance(node, nodes.Filter) else "test"
-                why.append(f"template uses the {kind} {node.name!r} on its line {node.lineno}, "
-                           "which Stratoflow's templates do not have")  # fmt: skip
+        if isinstance(node, (nodes.Filter, nodes.Test)) and node in unknown:
+            kind = "filter" if isinstance(node, nodes.Filter) else "test"
+            return [f"template uses the {kind} {node.name!r} on its line {node.lineno}, which "
+                    "Stratoflow's templates do not have"]  # fmt: skip
         stack.extend(node.iter_child_nodes())
-    return why
+    return []
+
+
+_NO_SUCH = re.compile(r"No (filter|test) named '(.*)'\.")
 
 
 def check_syntax(text: str) -> None:
@@ -985,7 +1016,7 @@ def variable_references(text: str) -> tuple[set[str], list[str]]:
     project's ``var`` elsewhere is refused: which reads are whose only Jinja's scoping knows."""
     tree = _parse(text)
     if any(n.name == "var" and n.ctx != "load" for n in tree.find_all(nodes.Name)):
-        if "var" in meta.find_undeclared_variables(tree):
+        if "var" in _undeclared(tree):
             return set(), [
                 "template binds the name var (a loop, a macro argument, a set) and also reads "
                 f"the project's variables, {_VARIABLE_FORMS}: give its own value another name"
@@ -1118,10 +1149,7 @@ def names_read(text: str) -> tuple[frozenset[str], frozenset[str] | None]:
         stack.extend(node.iter_child_nodes())
     free = loads - guarded_names
     if not free <= _KNOWN_NAMES:  # some name may be the template's own
-        try:
-            free &= meta.find_undeclared_variables(tree)
-        except TemplateAssertionError as exc:  # compiling it found a filter it lacks
-            raise TemplateError(f"template error on its line {exc.lineno}: {exc.message}") from None
+        free &= _undeclared(tree)
     # the environment's globals (range, namespace, dict, cycler, joiner, lipsum) are there in
     # every render: Jinja's scoping leaves them in what it finds undeclared, and so did the walk
     free -= _GLOBALS
