@@ -839,3 +839,25 @@ def test_workflows_show_prints_a_description_s_escape_sequences_escaped(
     for raw in ("\x1b", "\x9b", "\x07"):
         assert raw not in shown
     assert "line one\nsee \\x1b]0;pwned\\x07\\x1b[2Jhere \\x9b1m" in shown
+
+
+def test_a_signal_ignored_by_the_shell_stays_ignored(
+    cli: CliRunner, tmp_path: Path, handlers_kept: None
+) -> None:
+    """A shell starts a background job (`stratoflow run ... &`) with SIGINT ignored: the run
+    must not start taking it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    flow = write(tmp_path, "q.yaml", "name: q\ntasks:\n  a: {type: shell, command: 'true'}\n")
+    seen: list[Any] = []
+    real = Scheduler.trigger
+
+    def trigger(self: Scheduler, *args: Any, **kwargs: Any) -> Any:
+        seen.append(signal.getsignal(signal.SIGINT))
+        return real(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Scheduler, "trigger", trigger)
+        result = cli.invoke(main, ["run", flow, "--home", str(tmp_path / "home")])
+    assert result.exit_code == 0, result.output
+    assert seen == [signal.SIG_IGN]
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN

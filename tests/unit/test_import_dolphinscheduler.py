@@ -598,3 +598,36 @@ def test_an_upstream_that_did_not_write_its_param_gives_its_declared_value_or_th
         assert (
             render(command, {"tasks": {"s1": {"outputs": {"k": "1"}}}, "params": {}}) == "echo 1\n"
         )
+
+
+def test_what_no_task_of_the_child_sets_is_not_read_from_the_sub_workflow_s_outputs() -> None:
+    """Its outputs are keyed by the child's tasks: ``tasks.run.outputs.rows`` read a child
+    task named rows, or nothing, silently. A name no child task sets reads the fallback."""
+    child, parent = _sub_pair({"prop": "rows", "direct": "OUT", "type": "VARCHAR", "value": "9"})
+    child["taskDefinitionList"][0]["taskParams"]["localParams"] = []  # extract sets nothing
+    child["workflowDefinition"]["globalParams"] = (
+        '[{"prop": "rows", "direct": "OUT", "type": "VARCHAR", "value": ""}]'
+    )
+    _, converted = _import_all(child, parent)
+    doc: dict[str, Any] = converted.document  # type: ignore[assignment]
+    assert doc["tasks"]["after"]["command"] == "echo {{ '9' }}\n"  # the declared value
+    assert any(
+        "the sub-workflow sets no OUT param 'rows'" in m for m in _unmapped(converted, "run")
+    )
+
+
+def test_a_value_set_on_paths_that_do_not_meet_and_passed_to_a_child_is_reported() -> None:
+    child, parent = _sub_pair()
+    out = [{"prop": "region", "direct": "OUT", "type": "VARCHAR", "value": ""}]
+    parent["taskDefinitionList"] += [
+        _task(71, "p1", "SHELL", {"rawScript": "true\n", "localParams": out}),
+        _task(72, "p2", "SHELL", {"rawScript": "true\n", "localParams": out}),
+    ]
+    parent["workflowTaskRelationList"] = [
+        {"preTaskCode": 0, "postTaskCode": 71}, {"preTaskCode": 0, "postTaskCode": 72},
+        {"preTaskCode": 71, "postTaskCode": 61}, {"preTaskCode": 72, "postTaskCode": 61},
+        {"preTaskCode": 61, "postTaskCode": 62},
+    ]  # fmt: skip
+    _, converted = _import_all(child, parent)
+    assert any("${region} is set by upstream tasks on different paths (p1, p2)" in m
+               for m in _unmapped(converted, "run"))  # fmt: skip

@@ -317,7 +317,13 @@ def run(
         # and its tasks running on with no one to watch them. Before the trigger a signal
         # ends the process with no run made; during it, the run is stopped before its first
         # task starts.
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        # (a signal the shell set to be ignored, as for `stratoflow run ... &` in a script,
+        # stays ignored)
+        previous = {
+            s: signal.signal(s, on_signal)
+            for s in (signal.SIGINT, signal.SIGTERM)
+            if signal.getsignal(s) is not signal.SIG_IGN
+        }
         try:
             _set_up(runtime, pool_slots, alert_groups, spec.project)
             version, _ = runtime.scheduler.apply(text, source=file, spec=spec)
@@ -447,7 +453,7 @@ def _stop(runtime: Any, run_id: str, stop: list[int]) -> None:
     has just ended; then a second Ctrl-C leaves at once and a second SIGTERM does nothing."""
     first = stop[0]
     stop.clear()
-    signal.signal(signal.SIGTERM, _ignored)
+    _unless_ignored(signal.SIGTERM, _ignored)
     if not runtime.store.run_state(run_id).terminal:
         if first == signal.SIGTERM:
             click.echo("stopping the run (SIGTERM)...", err=True)
@@ -456,7 +462,14 @@ def _stop(runtime: Any, run_id: str, stop: list[int]) -> None:
         with contextlib.suppress(Conflict):  # it ended meanwhile: nothing to stop
             runtime.scheduler.stop(run_id)
     # after the stop is recorded: a Ctrl-C inside it would leave the run half stopped
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _unless_ignored(signal.SIGINT, signal.default_int_handler)
+
+
+def _unless_ignored(signum: int, handler: Any) -> None:
+    """Set ``handler`` for ``signum``, unless it is ignored (``SIG_IGN``, as a shell sets it
+    for a background job): that stays so."""
+    if signal.getsignal(signum) is not signal.SIG_IGN:
+        signal.signal(signum, handler)
 
 
 def _ignored(signum: int, frame: object) -> None:

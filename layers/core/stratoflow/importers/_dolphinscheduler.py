@@ -361,6 +361,7 @@ class _Ctx:
     # whichever ended last)
     reach: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
     out_values: dict[tuple[str, str], str] = field(default_factory=dict)  # declared value
+    sub_tasks: set[str] = field(default_factory=set)  # the sub-workflow tasks (their ids)
 
 
 def _property_list(value: Any) -> list[dict[str, Any]]:
@@ -416,7 +417,11 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
         else:
             doc_params[key] = value if isinstance(value, (int, float, bool)) else str(value or "")
         if str(prop.get("direct", "IN")).upper() == "OUT":
-            notes.unmapped(f"global OUT parameter {key!r} has no equivalent", field=f"params.{key}")
+            notes.unmapped(
+                f"global OUT parameter {key!r}: passed back to a parent's SUB_PROCESS task "
+                "imported with it; a run of this workflow on its own has no equivalent",
+                field=f"params.{key}",
+            )
     if doc_params:
         doc["params"] = doc_params
 
@@ -434,12 +439,15 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
                 ctx.outputs.setdefault(key, []).append(tid)
                 ctx.out_values[tid, key] = str(prop.get("value") or "")
         child = _child_ref(task, ctx) if task.type in _SUB_WORKFLOW else None
+        if task.type in _SUB_WORKFLOW:
+            ctx.sub_tasks.add(tid)
         if child is not None:
             # what a child passes back: its workflow's OUT params (DolphinScheduler 3.2+)
             # and those the task declares OUT (earlier versions), each from the child's
             # task that sets it last
             for key in sorted(child.returns - {k for (t, k) in ctx.out_values if t == tid}):
-                ctx.outputs.setdefault(key, []).append(tid)
+                if key in child.outputs:  # (one no task of the child sets gives nothing)
+                    ctx.outputs.setdefault(key, []).append(tid)
             for key in sorted(
                 set(child.outputs) & {k for k, ts in ctx.outputs.items() if tid in ts}
             ):
@@ -586,7 +594,8 @@ def _ds_context(
             # not written by it: its declared value, else (empty) the global's
             declared = ctx.out_values.get((setter, key), "")
             fallback = repr(declared) if declared or key not in refs else refs[key]
-            refs[key] = f"({_out_ref(ctx, setter, key)} | default({fallback}))"
+            ref = _out_ref(ctx, setter, key)
+            refs[key] = fallback if ref is None else f"({ref} | default({fallback}))"
         elif setters:
             ambiguous[key] = (
                 f"${{{key}}} is set by upstream tasks on different paths "
@@ -602,13 +611,16 @@ def _ds_context(
     return DsContext(ctx.flow.timezone, refs, [], ambiguous)
 
 
-def _out_ref(ctx: _Ctx, setter: str, key: str) -> str:
+def _out_ref(ctx: _Ctx, setter: str, key: str) -> str | None:
     """Output ``key`` of upstream task ``setter``: a sub-workflow task's comes from its child's
-    task (each key of its outputs one child task's; missing when that task did not run)."""
+    task (each key of its outputs one child task's; missing when that task did not run), and
+    None when no task of the child sets it (its outputs are keyed by the child's tasks)."""
     child_task = ctx.child_outputs.get((setter, key))
-    if child_task is None:
-        return output_ref(setter, key)
-    return f"({output_ref(setter, child_task)} | default({{}}))[{key!r}]"
+    if child_task is not None:
+        return f"({output_ref(setter, child_task)} | default({{}}))[{key!r}]"
+    if setter in ctx.sub_tasks:
+        return None
+    return output_ref(setter, key)
 
 
 def _reaching(
@@ -1075,7 +1087,10 @@ def _pass_to_child(
     if given:
         body["params"] = given
     passed = {name: "{{ " + ref + " }}" for name in sorted(child.params - set(given))
-              if (ref := ds.params.get(name)) is not None}  # fmt: skip
+              if (name in ds.params or name in ds.doubts)
+              and (ref := ds.name(name)) is not None}  # fmt: skip
+    for problem in ds.problems:  # e.g. a value set on paths that do not meet
+        ctx.notes.unmapped(problem, task=tid)
     if passed:
         body["params"] = {**passed, **given}
         ctx.notes.changed(
