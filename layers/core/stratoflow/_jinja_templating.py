@@ -948,8 +948,7 @@ def unknown_filters(text: str) -> list[str]:
     except TemplateAssertionError as exc:
         named = _NO_SUCH.fullmatch(exc.message or "")
         what = f"the {named[1]} {named[2]!r}" if named else f"what it says ({exc.message})"
-        return [f"template uses {what} on its line {exc.lineno}, which Stratoflow's templates "
-                "do not have"]  # fmt: skip
+        return [_lacking(what, exc.lineno)]
     # deferred, yet in a condition every render evaluates (an {% if %}'s own test outside
     # any branch): it fails every render all the same
     stack: list[nodes.Node] = [tree]
@@ -960,13 +959,16 @@ def unknown_filters(text: str) -> list[str]:
             continue
         if isinstance(node, (nodes.Filter, nodes.Test)) and node in unknown:
             kind = "filter" if isinstance(node, nodes.Filter) else "test"
-            return [f"template uses the {kind} {node.name!r} on its line {node.lineno}, which "
-                    "Stratoflow's templates do not have"]  # fmt: skip
+            return [_lacking(f"the {kind} {node.name!r}", node.lineno)]
         stack.extend(node.iter_child_nodes())
     return []
 
 
 _NO_SUCH = re.compile(r"No (filter|test) named '(.*)'\.")
+
+
+def _lacking(what: str, line: int | None) -> str:
+    return f"template uses {what} on its line {line}, which Stratoflow's templates do not have"
 
 
 def check_syntax(text: str) -> None:

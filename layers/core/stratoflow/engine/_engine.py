@@ -503,8 +503,9 @@ def _typed(
     declared: Mapping[str, Any], overrides: Mapping[str, Any]
 ) -> tuple[dict[str, Any], list[Problem]]:
     """``overrides`` with each text given for a declared param read as its default's type
-    (``_as_type_of``), and the problems of those that do not read (left out of the first)."""
-    typed: dict[str, Any] = {}
+    (``_as_type_of``; text that does not read stays as given), and the problems of those
+    that do not read."""
+    typed = dict(overrides)
     problems: list[Problem] = []
     for name, given in overrides.items():
         if name in declared and isinstance(given, str):
@@ -512,8 +513,6 @@ def _typed(
                 typed[name] = _as_type_of(declared[name], given)
             except ValueError as exc:
                 problems.append(Problem(f"params.{name}", str(exc)))
-        else:
-            typed[name] = given
     return typed, problems
 
 
@@ -617,10 +616,8 @@ def trigger_differences(
     ``logical_date``. A request without a logical date asks for the trigger's time, which a
     run made so has as its ``created_at`` (both are one reading of the clock): it differs
     from a run whose logical date was given."""
-    typed, unread = _typed(spec.workflow.params, params)
-    given = {**typed, **{p.path.removeprefix("params."): params[p.path.removeprefix("params.")]
-                         for p in unread}}  # fmt: skip
-    asked = {k: _canonical(v) for k, v in {**spec.workflow.params, **given}.items()}
+    typed, _ = _typed(spec.workflow.params, params)  # (text that does not read: as given)
+    asked = {k: _canonical(v) for k, v in {**spec.workflow.params, **typed}.items()}
     had = {k: _canonical(v) for k, v in run.params.items()}
     differ = [f"params.{name}" for name in changed_params(had, asked)]
     if logical_date is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,18 +155,24 @@ def _parents(flow: DsWorkflow, ids: Mapping[str, str]) -> dict[str, list[str]]:
     return parents
 
 
+def _out_props(flow: DsWorkflow, ids: Mapping[str, str]) -> Iterator[tuple[str, str, str]]:
+    """(task id, OUT param, its declared value) of each enabled task (a disabled one does
+    nothing, so it sets nothing)."""
+    for task in flow.tasks:
+        if task.enabled:
+            for prop in _property_list(task.params.get("localParams")):
+                if str(prop.get("direct", "IN")).upper() == "OUT":
+                    yield ids[task.code], str(prop["prop"]), str(prop.get("value") or "")
+
+
 def _last_setters(flow: DsWorkflow) -> dict[str, str]:
     """OUT param -> the task whose value the workflow ends with: the setter that every other
     setter of it is above (setters on paths that do not meet: none)."""
     ids = task_ids(flow)
     parents = _parents(flow, ids)
     setters: dict[str, list[str]] = {}
-    for task in flow.tasks:
-        if not task.enabled:
-            continue
-        for prop in _property_list(task.params.get("localParams")):
-            if str(prop.get("direct", "IN")).upper() == "OUT":
-                setters.setdefault(str(prop["prop"]), []).append(ids[task.code])
+    for tid, key, _ in _out_props(flow, ids):
+        setters.setdefault(key, []).append(tid)
     has_children = {p for ps in parents.values() for p in ps}
     sinks = [t for t in parents if t not in has_children]
     last: dict[str, str] = {}
@@ -429,18 +435,15 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
         if pre not in ids or post not in ids:
             notes.unmapped(f"a relation names an unknown task code ({pre} -> {post}); left out")
     parents = _parents(flow, ids)
+    for tid, key, declared in _out_props(flow, ids):
+        ctx.outputs.setdefault(key, []).append(tid)
+        ctx.out_values[tid, key] = declared
     for task in flow.tasks:
-        if not task.enabled:  # sets nothing: it does nothing
+        if not task.enabled or task.type not in _SUB_WORKFLOW:
             continue
         tid = ids[task.code]
-        for prop in _property_list(task.params.get("localParams")):
-            if str(prop.get("direct", "IN")).upper() == "OUT":
-                key = str(prop["prop"])
-                ctx.outputs.setdefault(key, []).append(tid)
-                ctx.out_values[tid, key] = str(prop.get("value") or "")
-        child = _child_ref(task, ctx) if task.type in _SUB_WORKFLOW else None
-        if task.type in _SUB_WORKFLOW:
-            ctx.sub_tasks.add(tid)
+        ctx.sub_tasks.add(tid)
+        child = _child_ref(task, ctx)
         if child is not None:
             # what a child passes back: its workflow's OUT params (DolphinScheduler 3.2+)
             # and those the task declares OUT (earlier versions), each from the child's
@@ -703,8 +706,13 @@ def _task(task: DsTask, tid: str, ctx: _Ctx, parents: Mapping[str, list[str]]) -
     if task.description:
         body["description"] = str(task.description)
     _task_settings(task, tid, body, ctx)
-    _local_params(task, tid, body, ctx, parents)
-    _pass_to_child(task, tid, body, ctx, parents)
+    # what the task's own params read (the run's params only): one context for both, its
+    # problems said once
+    own = _ds_context(task, tid, ctx, parents, in_params=True)
+    _local_params(task, tid, body, ctx, own)
+    _pass_to_child(task, tid, body, ctx, own)
+    for problem in own.problems:
+        notes.unmapped(problem, task=tid)
     if not task.enabled and task.type in _HANDLED:
         notes.changed(
             "disabled in DolphinScheduler (flag NO): imported as a task that does nothing", task=tid
@@ -952,11 +960,8 @@ def _task_settings(task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx) -> N
         notes.unmapped(f"resources {shown(task.params['resourceList'])} are not copied", task=tid)
 
 
-def _local_params(
-    task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx, parents: Mapping[str, list[str]]
-) -> None:
+def _local_params(task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx, ds: DsContext) -> None:
     params: dict[str, Any] = {}
-    ds = _ds_context(task, tid, ctx, parents, in_params=True)
     for prop in _property_list(task.params.get("localParams")):
         key = str(prop["prop"])
         if str(prop.get("direct", "IN")).upper() == "OUT":
@@ -967,8 +972,6 @@ def _local_params(
     for name, expr in ctx.global_exprs.items():
         if name not in params and param_ref(name) in text:
             params[name] = "{{ " + f"{param_ref(name)} or ({expr})" + " }}"
-    for problem in ds.problems:
-        ctx.notes.unmapped(problem, task=tid)
     if params:
         body["params"] = params
 
@@ -1009,13 +1012,18 @@ def _cannot(reason: str) -> dict[str, Any]:
     return {"type": "placeholder", "description": reason}
 
 
-def _child_ref(task: DsTask, ctx: _Ctx) -> DsRef | None:
-    """The workflow of this import a sub-workflow task runs, if named by its code."""
-    p = task.params
+def _child_code(p: Mapping[str, Any]) -> str | None:
+    """The definition code a sub-workflow task's params name its child by, if any."""
     for k in ("workflowDefinitionCode", "processDefinitionCode", "processDefinitionId"):
         if p.get(k) not in (None, ""):
-            return ctx.codes.get(str(p[k]))
+            return str(p[k])
     return None
+
+
+def _child_ref(task: DsTask, ctx: _Ctx) -> DsRef | None:
+    """The workflow of this import a sub-workflow task runs, if named by its code."""
+    code = _child_code(task.params)
+    return None if code is None else ctx.codes.get(code)
 
 
 def _workflow_ref(
@@ -1043,14 +1051,7 @@ def _not_in_import(what: str, code: str) -> str:
 
 
 def _sub_workflow(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict[str, Any]:
-    code = next(
-        (
-            str(p[k])
-            for k in ("workflowDefinitionCode", "processDefinitionCode", "processDefinitionId")
-            if p.get(k) not in (None, "")
-        ),
-        None,
-    )
+    code = _child_code(p)
     if p.get("workflowName"):  # pydolphinscheduler YAML: by name
         found = _workflow_ref("", ctx, p["workflowName"])
         assert found is not None
@@ -1065,16 +1066,13 @@ def _sub_workflow(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict
     return {"type": "workflow", "workflow": found[0]}
 
 
-def _pass_to_child(
-    task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx, parents: Mapping[str, list[str]]
-) -> None:
+def _pass_to_child(task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx, ds: DsContext) -> None:
     """DolphinScheduler gives a sub-workflow the parent's global params and its upstream
     tasks' OUT params over the child's own globals: each the child declares is passed
     (the task's local IN params, already in ``body``, win); a child takes no other."""
     child = _child_ref(task, ctx)
     if child is None or body.get("type") != "workflow":
         return
-    ds = _ds_context(task, tid, ctx, parents, in_params=True)
     given = {k: v for k, v in body.get("params", {}).items() if k in child.params}
     dropped = sorted(set(body.get("params", {})) - set(given))
     if dropped:
@@ -1089,8 +1087,6 @@ def _pass_to_child(
     passed = {name: "{{ " + ref + " }}" for name in sorted(child.params - set(given))
               if (name in ds.params or name in ds.doubts)
               and (ref := ds.name(name)) is not None}  # fmt: skip
-    for problem in ds.problems:  # e.g. a value set on paths that do not meet
-        ctx.notes.unmapped(problem, task=tid)
     if passed:
         body["params"] = {**passed, **given}
         ctx.notes.changed(
