@@ -19,6 +19,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 import stratoflow.adapters.aws.alerts as aws_alerts
@@ -345,3 +346,66 @@ def _attributes(kind: Kind) -> dict[str, Any]:
     settings = '{"database": "d"}' if kind.prefix == "CN#" else '{"url": "https://x"}'
     return {"type": {"S": "athena" if kind.prefix == "CN#" else "webhook"},
             "settings": {"S": settings}, "updated_at": now}  # fmt: skip
+
+
+_WRITES = ("PutItem", "TransactWriteItems", "DeleteItem", "UpdateItem")
+
+
+def _fail_write(client: Any, n: int) -> Callable[..., Any]:
+    """A ``before-call`` answer that fails the client's n-th write request (from 0) with a
+    server error, as a lost connection or a crash there would leave it: not applied."""
+    seen = [-1]
+
+    def answer(model: Any, **_: Any) -> Any:
+        if model.name not in _WRITES:
+            return None
+        seen[0] += 1
+        if seen[0] != n:
+            return None
+        return SimpleNamespace(status_code=500, headers={}), {
+            "Error": {"Code": "InternalServerError", "Message": "injected"}
+        }
+
+    return answer
+
+
+@pytest.mark.parametrize("operation", ["create", "delete"])
+def test_a_write_failing_at_every_point_leaves_the_count_true_and_a_retry_ends_well(
+    client: Any, kind: Kind, operation: str
+) -> None:
+    """Over items an older version wrote (no counter yet), each write request of a create
+    or a delete in turn fails (the first, the second, ...): the operation fails, the counter
+    never disagrees with the items (absent is allowed: it is made from them), and doing it
+    again ends as it would have."""
+    keys = [counter_key(kind.pk, kind.prefix)] + [
+        {"pk": {"S": kind.pk}, "sk": {"S": kind.prefix + n}} for n in ("old", "a")
+    ]
+
+    def act() -> object:
+        return kind.add("a") if operation == "create" else kind.delete("old")
+
+    expected = (["a", "old"], 2) if operation == "create" else ([], 0)
+    n = 0
+    while True:
+        for key in keys:  # the kind's items and counter as an older version left them
+            client.delete_item(TableName=kind.table, Key=key)
+        client.put_item(TableName=kind.table, Item={
+            "pk": {"S": kind.pk}, "sk": {"S": kind.prefix + "old"}, **_attributes(kind)})  # fmt: skip
+        failing = _fail_write(client, n)
+        client.meta.events.register("before-call.dynamodb", failing)
+        try:
+            act()
+            failed = False
+        except ClientError:
+            failed = True
+        finally:
+            client.meta.events.unregister("before-call.dynamodb", failing)
+        names, counted = _stored(client, kind)
+        assert counted in (None, len(names)), (n, names, counted)
+        if not failed:
+            assert (names, counted) == expected
+            break
+        act()  # again, with nothing failing
+        assert _stored(client, kind) == expected, n
+        n += 1
+    assert n >= 3  # the operation's every write request was failed in turn
