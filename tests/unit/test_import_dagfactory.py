@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -579,6 +580,58 @@ dated:
         assert render(command, context).split() == [d.isoformat() for d in expected]
     # the last interval Airflow 2 runs starts at end_date: it closes one interval later
     assert end == datetime(2026, 12, 31, tzinfo=UTC) + cron_step
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/New_York", "UTC"])
+def test_airflow2_dates_of_a_zoned_daily_dag_hold_across_dst_changes(
+    tmp_path: Path, zone: str
+) -> None:
+    """Airflow 2's interval of a daily cron in a zone runs from the previous fire time, on
+    that zone's clock, to this one: 23 or 25 hours long on a DST change. Its ds is that
+    start's date in UTC. The import shifted the fire time by 24 hours in UTC, so a fire
+    time within an hour of UTC midnight got a ds one day off on both change days."""
+    result = _import(
+        tmp_path,
+        f"""
+zoned:
+  start_date: 2026-03-01
+  end_date: 2026-11-10
+  timezone: {zone}
+  schedule_interval: "0 1 * * *"
+  default_args: {{owner: me}}
+  tasks:
+    t:
+      operator: airflow.operators.bash.BashOperator
+      bash_command: "{{{{ ds }}}} {{{{ ds_nodash }}}} {{{{ yesterday_ds }}}} {{{{ macros.ds_add(ds, 3) }}}} {{{{ ts }}}}"
+""",
+    )
+    document = result.workflows[0].document or {}
+    spec = parse_workflow(document)
+    schedule = spec.workflow.schedule
+    assert schedule is not None
+    assert schedule.timezone == zone
+    command = _tasks(result)["t"]["command"]
+    cron = parse_schedule(schedule.cron)
+    for change in (
+        datetime(2026, m, d, tzinfo=UTC) for m, d in ((3, 8), (3, 29), (10, 25), (11, 1))
+    ):
+        fires = cron.fire_times(
+            change - timedelta(days=3), change + timedelta(days=3), schedule.timezone
+        )
+        assert len(fires) >= 5
+        for before, fire in itertools.pairwise(fires):
+            context = {"logical_date": fire.isoformat(), "ds": fire.strftime("%Y-%m-%d"),
+                       "ds_nodash": fire.strftime("%Y%m%d"), "ts": fire.isoformat()}  # fmt: skip
+            start = before.astimezone(UTC)  # the interval this fire time closes
+            day = start.date()
+            expected = [
+                day.isoformat(),
+                day.strftime("%Y%m%d"),
+                (day - timedelta(days=1)).isoformat(),
+                (day + timedelta(days=3)).isoformat(),
+                start.isoformat(),
+            ]
+            assert render(command, context).split() == expected, fire
 
 
 def test_default_args_timezone_is_the_schedule_s_and_a_start_offset_is_its_wall_time(

@@ -177,9 +177,19 @@ def test_airflow2_dates_are_the_interval_start() -> None:
 def test_shift_date_filter_is_bounded_and_checked() -> None:
     assert shift_date("2026-01-31T12:00:00+00:00", "%Y-%m-%d", "UTC", months=1) == "2026-02-28"
     assert shift_date("2026-03-01T00:00:00", "%d", "Europe/Berlin", to="month_end") == "31"
+    # read, and shifted, on Berlin's clock; written on another
+    berlin = "2026-03-30T01:00:00+02:00"
+    assert shift_date(berlin, "%Y-%m-%d %H", "Europe/Berlin", days=-1) == "2026-03-29 01"
+    assert shift_date(berlin, "%Y-%m-%d %H", "Europe/Berlin", days=-1, out_tz="UTC") == (
+        "2026-03-29 00"
+    )
+    assert shift_date(berlin, "%H:%M", "UTC", out_tz="Asia/Kolkata") == "04:30"
     for bad in (
         {"tz": "../../etc/passwd"},
         {"tz": "Mars/Olympus"},
+        {"out_tz": "../../etc/passwd"},
+        {"out_tz": "Mars/Olympus"},
+        {"out_tz": 5},
         {"days": 10**9},
         {"days": 1.5},
         {"to": "year_end"},

@@ -650,9 +650,12 @@ def shift_date(
     to: str | None = None,
     days: int = 0,
     minutes: int = 0,
+    out_tz: str | None = None,
 ) -> str:
     """A date-time (an ISO-8601 text such as ``logical_date``, or a datetime) read on the wall
-    clock of ``tz``, shifted, and formatted with ``fmt`` (strftime codes).
+    clock of ``tz``, shifted, and formatted with ``fmt`` (strftime codes) on the wall clock of
+    ``out_tz`` (default ``tz``): Airflow's ``ds`` of a schedule in another zone steps in
+    that zone's calendar days and is written in UTC.
 
     In this order: ``months`` calendar months (the day clamped to the month's last), then
     ``to`` an anchor (``month_start``, ``month_end``, ``week_start`` = Monday, ``week_end`` =
@@ -675,12 +678,17 @@ def shift_date(
         raise TemplateError(f"shift_date needs a date-time text, not {type(value).__name__}")
     if not isinstance(fmt, str) or len(fmt) > _MAX_DATE_FORMAT:
         raise TemplateError(f"shift_date: the format must be text of at most {_MAX_DATE_FORMAT}")
-    if not isinstance(tz, str) or ".." in tz or not _ZONE_NAME.fullmatch(tz):
-        raise TemplateError(f"shift_date: {tz!r} is not a time zone name")
-    try:
-        zone = ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise TemplateError(f"shift_date: unknown time zone {tz!r}") from None
+
+    def zone_of(name: Any) -> ZoneInfo:
+        if not isinstance(name, str) or ".." in name or not _ZONE_NAME.fullmatch(name):
+            raise TemplateError(f"shift_date: {name!r} is not a time zone name")
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise TemplateError(f"shift_date: unknown time zone {name!r}") from None
+
+    zone = zone_of(tz)
+    shown = zone if out_tz is None else zone_of(out_tz)
     months = _shift_amount(months, "months", _MAX_SHIFT_DAYS // 28)
     days = _shift_amount(days, "days", _MAX_SHIFT_DAYS)
     minutes = _shift_amount(minutes, "minutes", _MAX_SHIFT_DAYS * 1440)
@@ -707,7 +715,7 @@ def shift_date(
         # back to an instant (a wall time in a spring-forward gap moves past it), and elapsed
         # minutes added in UTC: aware arithmetic in one zone would add wall-clock minutes
         instant = wall.replace(tzinfo=zone).astimezone(UTC) + timedelta(minutes=minutes)
-        return instant.astimezone(zone).strftime(fmt)
+        return instant.astimezone(shown).strftime(fmt)
     except (ValueError, OverflowError) as exc:
         raise TemplateError(f"shift_date: the shifted date is out of range ({exc})") from None
 

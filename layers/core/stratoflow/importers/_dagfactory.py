@@ -223,7 +223,7 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
         doc["schedule"] = schedule
         if airflow2:
             if shift:
-                dates = AirflowDates(tz="UTC", days=shift[0], minutes=shift[1])
+                dates = AirflowDates(tz=tz, days=shift[0], minutes=shift[1])
                 notes.changed("Airflow 2 dates: ds and the other date macros read the start of "
                               "the interval before the fire time, as Airflow 2 does", field="schedule")  # fmt: skip
             else:

@@ -291,28 +291,47 @@ _JINJA_WORDS = frozenset(
 @dataclass(frozen=True)
 class AirflowDates:
     """How Airflow's date macros read for one DAG: the logical date's shift from the fire
-    time (Airflow 2's data intervals start one interval before it), in the zone ``tz``."""
+    time (Airflow 2's data intervals start one interval before it). ``days`` step on the
+    wall clock of ``tz``, the schedule's zone, as cron intervals do across a DST change;
+    ``minutes`` are elapsed time. The dates are written in UTC, as Airflow's are."""
 
     tz: str = "UTC"
     days: int = 0
     minutes: int = 0
 
     def date(self, fmt: str, extra_days: int = 0) -> str:
-        args = [repr(fmt), repr(self.tz)]
-        if self.days + extra_days:
-            args.append(f"days={self.days + extra_days}")
-        if self.minutes:
-            args.append(f"minutes={self.minutes}")
-        if args == [repr("%Y-%m-%d"), repr("UTC")]:
-            return "ds"
-        if args == [repr("%Y%m%d"), repr("UTC")]:
-            return "ds_nodash"
-        return f"logical_date | shift_date({', '.join(args)})"
+        """``fmt`` of the interval's start, moved ``extra_days`` calendar days in UTC (as
+        Airflow's ``yesterday_ds`` and ``macros.ds_add(ds, n)`` move its UTC date)."""
+        if self.tz != "UTC" and self.days:
+            start = _shift_call(_ISO_UTC, self.tz, self.days, self.minutes, out_tz="UTC")
+            if not extra_days:
+                return _shift_call(fmt, self.tz, self.days, self.minutes, out_tz="UTC")
+            return f"{start} | shift_date({fmt!r}, 'UTC', days={extra_days})"
+        call = _shift_call(fmt, "UTC", self.days + extra_days, self.minutes)
+        return {_PLAIN_DS: "ds", _PLAIN_DS_NODASH: "ds_nodash"}.get(call, call)
+
+
+# the text of Airflow's ts and logical_date (an isoformat, "+00:00"), the dates being in UTC
+_ISO_UTC = "%Y-%m-%dT%H:%M:%S+00:00"
+
+
+def _shift_call(fmt: str, tz: str, days: int, minutes: int, out_tz: str | None = None) -> str:
+    args = [repr(fmt), repr(tz)]
+    if days:
+        args.append(f"days={days}")
+    if minutes:
+        args.append(f"minutes={minutes}")
+    if out_tz is not None:
+        args.append(f"out_tz={out_tz!r}")
+    return f"logical_date | shift_date({', '.join(args)})"
+
+
+_PLAIN_DS = _shift_call("%Y-%m-%d", "UTC", 0, 0)
+_PLAIN_DS_NODASH = _shift_call("%Y%m%d", "UTC", 0, 0)
 
 
 def _airflow_names(dates: AirflowDates) -> dict[str, str]:
-    iso = "%Y-%m-%dT%H:%M:%S%z"
-    logical = "logical_date" if not (dates.days or dates.minutes) else dates.date(iso)
+    logical = "logical_date" if not (dates.days or dates.minutes) else dates.date(_ISO_UTC)
     return {
         "ds": dates.date("%Y-%m-%d"),
         "ds_nodash": dates.date("%Y%m%d"),
