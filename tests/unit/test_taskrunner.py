@@ -344,3 +344,23 @@ def test_a_callable_gets_each_param_it_names_as_an_argument(tmp_path: Path) -> N
     )
     assert runner.main(str(spec)) == 0
     assert outcome(tmp_path) == ({"keys": ["params"]}, None)
+
+
+def test_a_callable_decorated_with_the_sdk_s_task_runs_the_function(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``@task(callable=True)`` writes ``callable: module:name``, and the module's ``name``
+    is the decorator's TaskFunction: calling that made a Task and the task 'succeeded' with
+    ``return_value: "Task('decorated', 'python')"``. The runner calls the function."""
+    (tmp_path / "sdkflows.py").write_text(
+        "from stratoflow.sdk import task\n"
+        "@task(callable=True)\n"
+        "def decorated(n):\n"
+        "    return {'sq': int(n) ** 2}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    work = tmp_path / "work"
+    work.mkdir()
+    spec = spec_file(work, "python", {"callable": "sdkflows:decorated"}, {"n": "3"})
+    assert runner.main(str(spec)) == 0
+    assert outcome(work) == ({"sq": 9}, None)

@@ -30,6 +30,12 @@ def _load_callable(ref: str) -> Callable[..., Any]:
     except ImportError as exc:
         raise TaskFailed(f"cannot import {module_name!r} for callable {ref!r}: {exc}") from None
     fn = getattr(module, attr, None)
+    # a function decorated with the SDK's @task(callable=True): the module's name is bound to
+    # the decorator's TaskFunction (calling it adds a task to a workflow), the function is
+    # its .function. (The SDK is imported already if the module used it.)
+    taskflow = sys.modules.get("stratoflow.sdk._taskflow")
+    if taskflow is not None and isinstance(fn, taskflow.TaskFunction):
+        fn = fn.function
     if not callable(fn):
         raise TaskFailed(f"{ref!r}: module {module_name!r} has no callable {attr!r}")
     return fn  # type: ignore[no-any-return]
