@@ -218,6 +218,23 @@ def test_get_tasks_returns_the_named_tasks_of_one_run(store: StateStore) -> None
     assert store.get_tasks("run-1", []) == []
 
 
+def test_states_present_names_the_asked_states_the_run_s_tasks_are_in(store: StateStore) -> None:
+    seed(
+        store,
+        "run-1",
+        [a_task("run-1", "a", TaskState.SUCCEEDED), a_task("run-1", "b", TaskState.STOPPED),
+         a_task("run-1", "c", TaskState.UPSTREAM_FAILED), a_task("run-1", "d", TaskState.SKIPPED)],
+    )  # fmt: skip
+    seed(store, "run-2", [a_task("run-2", "a", TaskState.FAILED)])
+    asked = {TaskState.STOPPED, TaskState.UPSTREAM_FAILED, TaskState.FAILED}
+
+    assert store.states_present("run-1", asked) == {TaskState.STOPPED, TaskState.UPSTREAM_FAILED}
+    assert store.states_present("run-1", {TaskState.FAILED}) == set()
+    assert store.states_present("run-2", asked) == {TaskState.FAILED}  # of that run alone
+    assert store.states_present("run-1", set()) == set()
+    assert store.states_present("no-such-run", asked) == set()
+
+
 # ---------------------------------------------------------------------------- list runs
 # Created in this order; the ids deliberately do not sort in creation order.
 LISTED = [

@@ -629,6 +629,16 @@ def test_run_finishes_when_every_task_ended(now: datetime) -> None:
     assert engine.run_finished_state(OPS, run.with_(n_done=5, n_failed=1)) is RunState.FAILED
     done = run.with_(n_done=5, state=RunState.STOPPED)
     assert engine.run_finished_state(OPS, done) is None  # already ended
+    # every task ended, none failed: what else they ended in decides
+    ended = run.with_(n_done=5)
+    stopped, upstream = TaskState.STOPPED, TaskState.UPSTREAM_FAILED
+    assert engine.run_finished_state(OPS, ended, set()) is RunState.SUCCEEDED
+    assert engine.run_finished_state(OPS, ended, {stopped, upstream}) is RunState.STOPPED
+    assert engine.run_finished_state(OPS, ended, {stopped}) is RunState.STOPPED
+    assert engine.run_finished_state(OPS, ended, {upstream}) is RunState.FAILED
+    assert engine.run_finished_state(OPS, ended.with_(n_failed=1), {stopped}) is RunState.FAILED
+    tasks = [TaskInstance(run.id, "a", stopped), TaskInstance(run.id, "b", TaskState.SKIPPED)]
+    assert engine.states_present(tasks) == {stopped}
 
 
 def test_on_failure_stop_stops_the_run_only_for_a_real_failure() -> None:
@@ -823,6 +833,9 @@ def test_mark_refuses_other_states_unknown_tasks_and_no_ops(now: datetime) -> No
         engine.mark(OPS, run, tasks, "nope", OK, now)
     with pytest.raises(Conflict, match="already succeeded"):
         engine.mark(OPS, run, tasks, "extract", OK, now)
+    queued, waiting = make_run(OPS, {}, now, state=RunState.QUEUED)
+    with pytest.raises(Conflict, match="is queued"):  # its start would undo the mark
+        engine.mark(OPS, queued, waiting, "extract", OK, now)
 
 
 # ------------------------------------------------------------------------------------------

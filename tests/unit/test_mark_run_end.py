@@ -126,13 +126,65 @@ def test_a_stopped_run_marked_done_ends_succeeded_with_its_event_once(w: World) 
     w.scheduler.stop(run.id)
     w.dispatcher.pending.clear()  # the killed attempts' reports come late: nothing changes
     assert w.events.runs()[-1] == ("run.stopped", "stopped")
+    before = len(w.events.seen)
 
-    w.scheduler.mark(run.id, "a", TaskState.SUCCEEDED)  # b stopped: not a failure
-    w.scheduler.mark(run.id, "b", TaskState.SKIPPED)  # succeeded already: no new end
+    # b is still stopped: the run did not succeed, and stays as it ended (no new end)
+    still = w.scheduler.mark(run.id, "a", TaskState.SUCCEEDED)
+    assert still.state is RunState.STOPPED
+    assert w.store.get_run(run.id).state is RunState.STOPPED
+    assert w.events.seen[before:] == []
+    w.scheduler.mark(run.id, "b", TaskState.SKIPPED)  # nothing stopped is left
 
     assert w.store.get_run(run.id).state is RunState.SUCCEEDED
     assert w.events.runs()[-1] == ("run.succeeded", "succeeded")
     assert [k for k, _ in w.events.runs()].count("run.succeeded") == 1
+
+
+SPLIT = """
+name: split
+tasks:
+  x: {type: shell, command: "true"}
+  y: {type: shell, command: "true", depends_on: [x]}
+  z: {type: shell, command: "true"}
+"""
+
+
+def test_a_run_reopened_by_a_mark_with_a_task_still_stopped_ends_stopped_not_succeeded(
+    w: World,
+) -> None:
+    """Stop a run while x and z run, mark x succeeded: y runs, and when it has run every
+    task has ended, none failed, but z was stopped and never ran: the run is stopped
+    again, not succeeded (as Airflow would not call a DAG run with an unfinished task a
+    success)."""
+    w.scheduler.apply(SPLIT)
+    run, _ = w.scheduler.trigger("default", "split")
+    w.scheduler.step()
+    w.scheduler.stop(run.id)
+    w.dispatcher.pending.clear()
+
+    reopened = w.scheduler.mark(run.id, "x", TaskState.SUCCEEDED)
+    assert reopened.state is RunState.RUNNING
+    w.finish()  # y runs and succeeds
+
+    tasks = {t.task_id: t.state for t in w.store.get_tasks(run.id)}
+    assert tasks == {"x": TaskState.SUCCEEDED, "y": TaskState.SUCCEEDED, "z": TaskState.STOPPED}
+    assert w.store.get_run(run.id).state is RunState.STOPPED
+    kinds = [k for k, _ in w.events.runs()]
+    assert kinds == ["run.started", "run.stopped", "run.started", "run.stopped"]
+
+
+def test_a_rerun_from_one_branch_of_a_stopped_run_leaves_it_stopped(w: World) -> None:
+    w.scheduler.apply(SPLIT)
+    run, _ = w.scheduler.trigger("default", "split")
+    w.scheduler.step()
+    w.scheduler.stop(run.id)
+    w.dispatcher.pending.clear()
+
+    w.scheduler.rerun(run.id, from_task="x")
+    w.finish()
+
+    assert w.store.get_task(run.id, "z").state is TaskState.STOPPED
+    assert w.store.get_run(run.id).state is RunState.STOPPED
 
 
 def test_a_mark_that_lets_a_task_run_ends_the_run_once_when_it_has_run(w: World) -> None:

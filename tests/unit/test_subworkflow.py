@@ -565,6 +565,28 @@ def test_stop_of_the_parent_stops_the_child(h: Harness) -> None:
     assert h.store.get_task(run.id, "child").state is TaskState.STOPPED
 
 
+def test_a_child_run_stopped_on_its_own_leaves_its_parent_run_stopped(h: Harness) -> None:
+    """The child run is stopped (not the parent): its task in the parent is stopped and the
+    task after it upstream_failed. No task failed, but the parent's work was not done: the
+    parent run ends stopped, as its child did, never succeeded."""
+    run, _ = h.scheduler.trigger("default", "parent")
+    h.scheduler.step()
+    h.dispatcher.pending.clear()
+    h.scheduler.on_finished(
+        [Finished(run.id, "prepare", 1, AttemptResult(AttemptStatus.SUCCEEDED))]
+    )
+    h.scheduler.step()
+    child = h.child_of(run.id)
+    assert child.state is RunState.RUNNING
+    h.scheduler.stop(child.id)
+    h.dispatcher.pending.clear()  # the killed attempt's report comes late
+    h.finish(succeed)
+
+    assert h.store.get_task(run.id, "child").state is TaskState.STOPPED
+    assert h.store.get_task(run.id, "report").state is TaskState.UPSTREAM_FAILED
+    assert h.store.get_run(run.id).state is RunState.STOPPED
+
+
 def test_pause_and_resume_of_the_parent_reach_the_child(h: Harness) -> None:
     run, _ = h.scheduler.trigger("default", "parent")
     h.scheduler.step()

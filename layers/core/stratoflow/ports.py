@@ -179,6 +179,13 @@ class StateStore(ABC):
         default reads the whole tasks; a store may read the states alone."""
         return {t.task_id: t.state for t in self.get_tasks(run_id)}
 
+    def states_present(self, run_id: str, states: Collection[TaskState]) -> set[TaskState]:
+        """Which of ``states`` at least one of the run's tasks is in (read once, when a run
+        whose tasks all ended, none failed, ends: it did not succeed if one was stopped).
+        This default reads every task's state; a store may ask for those states alone."""
+        wanted = set(states)
+        return {s for s in self.task_states(run_id).values() if s in wanted}
+
     @abstractmethod
     def apply(self, decision: Decision) -> bool:
         """Apply a turn's decision all or nothing: every task write whose stored (state,

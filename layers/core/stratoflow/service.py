@@ -1072,6 +1072,9 @@ class Scheduler:
         if isinstance(run, str):
             run = self.store.get_run(run)
         end = engine.run_finished_state(spec, run)
+        if end is RunState.SUCCEEDED:  # unless a task was stopped: read for that, once
+            present = self.store.states_present(run.id, engine.SHORT_OF_SUCCESS)
+            end = engine.run_finished_state(spec, run, present)
         if end is None:
             return
         ended = run.with_(state=end, ended_at=now)

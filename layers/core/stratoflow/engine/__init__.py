@@ -16,6 +16,7 @@ from stratoflow.engine._decision import (
 )
 from stratoflow.engine._engine import (
     MAX_PARAM_DEPTH,
+    SHORT_OF_SUCCESS,
     SWITCH_BRANCH_KEY,
     AttemptDecision,
     DeadlineOutcome,
@@ -48,6 +49,7 @@ from stratoflow.engine._engine import (
     skipped_by_switch,
     start_plan,
     start_run,
+    states_present,
     stop,
     stops_run_on_failure,
     template_context,
@@ -69,6 +71,7 @@ from stratoflow.engine._states import (
 __all__ = [
     "MAX_DECISION_TASKS",
     "MAX_PARAM_DEPTH",
+    "SHORT_OF_SUCCESS",
     "SWITCH_BRANCH_KEY",
     "AttemptDecision",
     "AttemptResult",
@@ -117,6 +120,7 @@ __all__ = [
     "skipped_by_switch",
     "start_plan",
     "start_run",
+    "states_present",
     "stop",
     "stops_run_on_failure",
     "template_context",

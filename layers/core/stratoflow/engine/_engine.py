@@ -11,7 +11,7 @@ import json
 import math
 import re
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -654,11 +654,33 @@ def start_plan(spec: WorkflowSpec, run: Run, roots: Iterable[TaskInstance], now:
     return Plan(started, {t.task_id: t.with_(state=TaskState.QUEUED) for t in roots})
 
 
-def run_finished_state(spec: WorkflowSpec, run: Run) -> RunState | None:
-    """The end state once every task is terminal, else None."""
+# The ends of a task that are neither success nor a failure of its own: a task stopped
+# (the run was stopped, then reopened by a mark or a rerun of other tasks; a sub-workflow's
+# child run was stopped) and what could not run because of it. The run's counters do not
+# count them, so a run whose tasks all ended, none failed, is read for them once.
+SHORT_OF_SUCCESS = frozenset({TaskState.STOPPED, TaskState.UPSTREAM_FAILED})
+
+
+def run_finished_state(
+    spec: WorkflowSpec, run: Run, present: Collection[TaskState] | None = None
+) -> RunState | None:
+    """The end state once every task is terminal, else None. ``present``: which of
+    SHORT_OF_SUCCESS the run's tasks are in; None: not known yet, and the answer SUCCEEDED
+    then means "read them, and ask again". A run with a failed task failed; else one with a
+    stopped task was stopped (a task upstream_failed with no failed or stopped task above
+    it cannot be, but would fail the run); else it succeeded."""
     if run.n_done < run.n_tasks or run.state.terminal:
         return None
-    return RunState.FAILED if run.n_failed else RunState.SUCCEEDED
+    if run.n_failed:
+        return RunState.FAILED
+    if present and TaskState.STOPPED in present:
+        return RunState.STOPPED
+    return RunState.FAILED if present else RunState.SUCCEEDED
+
+
+def states_present(tasks: Iterable[TaskInstance]) -> set[TaskState]:
+    """Which of SHORT_OF_SUCCESS ``tasks`` are in (``run_finished_state``'s ``present``)."""
+    return {t.state for t in tasks if t.state in SHORT_OF_SUCCESS}
 
 
 def stops_run_on_failure(spec: WorkflowSpec, state: TaskState) -> bool:
@@ -816,7 +838,7 @@ def _reset(
     plan.tasks = {t: states[t] for t in reset}
     new_run = _recount(run, states).with_(ended_at=None, error=None)
     finished = new_run.with_(state=RunState.RUNNING)
-    end = run_finished_state(spec, finished)
+    end = run_finished_state(spec, finished, states_present(states.values()))
     plan.run = finished if end is None else finished.with_(state=end, ended_at=now)
     return plan
 
@@ -878,6 +900,12 @@ def mark(
     """Mark a task succeeded or skipped; what waited on it is decided again."""
     if state not in (TaskState.SUCCEEDED, TaskState.SKIPPED):
         raise InvalidInput([Problem("state", f"can mark a task succeeded or skipped, not {state}")])
+    if run.state is RunState.QUEUED:
+        # its start sets every root task QUEUED as it reads it: a mark would not hold (the
+        # marked root ran anyway, its children with it)
+        raise Conflict(
+            f"run {run.id} is queued (it has not started); mark its tasks once it runs, or stop it"
+        )
     current = {t.task_id: t for t in tasks}
     if task_id not in current:
         raise InvalidInput([Problem("task", f"unknown task {task_id!r} in run {run.id}")])
@@ -902,7 +930,12 @@ def mark(
         plan.run = plan.run.with_(state=run.state, ended_at=None)
         if (
             run.state is RunState.RUNNING
-            and (end := run_finished_state(spec, plan.run)) is not None
+            and (
+                end := run_finished_state(
+                    spec, plan.run, states_present({**current, **plan.tasks}.values())
+                )
+            )
+            is not None
         ):
             plan.run = plan.run.with_(state=end, ended_at=now)
     return plan

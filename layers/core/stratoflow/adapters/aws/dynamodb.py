@@ -846,6 +846,27 @@ class DynamoStore(
             items = self._batch_get([key(pk, it.task_sk(t)) for t in dict.fromkeys(task_ids)])
         return [it.to_task(run_id, i) for i in items]
 
+    def states_present(self, run_id: str, states: Collection[TaskState]) -> set[TaskState]:
+        # the run's task items, their state alone sent back, and only those in ``states``
+        # (the Query still reads, and is billed for, every task item of the run: once a run)
+        if not states:
+            return set()
+        names = {f":st{i}": s(state.value) for i, state in enumerate(states)}
+        found: set[TaskState] = set()
+        for item in self._query(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            FilterExpression=f"st IN ({', '.join(names)})",
+            ProjectionExpression="st",
+            ExpressionAttributeValues={
+                ":pk": s(it.run_pk(run_id)), ":prefix": s(it.TASK_PREFIX), **names,
+            },
+            ConsistentRead=True,
+        ):  # fmt: skip
+            found.add(TaskState(item["st"]["S"]))
+            if len(found) == len(states):
+                break
+        return found
+
     def _task_write(
         self,
         task: TaskInstance,

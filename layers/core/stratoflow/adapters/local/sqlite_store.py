@@ -974,6 +974,16 @@ class SqliteStore(
         rows = self._x("SELECT task_id, state FROM tasks WHERE run_id=?", (run_id,)).fetchall()
         return {task_id: _TASK_STATES[state] for task_id, state in rows}
 
+    def states_present(self, run_id: str, states: Collection[TaskState]) -> set[TaskState]:
+        if not states:
+            return set()
+        rows = self._x(
+            f"SELECT DISTINCT state FROM tasks WHERE run_id=? AND state IN "
+            f"({','.join('?' * len(states))})",
+            (run_id, *(s.value for s in states)),
+        ).fetchall()
+        return {_TASK_STATES[state] for (state,) in rows}
+
     def _write_task(
         self, t: TaskInstance, where: str = "", args: Sequence[Any] = (), *, upstream: bool = False
     ) -> int:
