@@ -61,6 +61,30 @@ def test_requests_without_a_valid_token_are_refused(
         token_authenticator(ids, FakeClock(T0))(event(headers))
 
 
+def test_two_authorization_headers_are_refused_whichever_is_valid(
+    ids: SqliteIdentities,
+) -> None:
+    """The last of two headers won: 'Bearer bogus' then a valid one authenticated; which one
+    a proxy or a log keeps is not the caller's to leave open."""
+    ids.create_user("alice", superuser=False, now=T0)
+    _, secret = ids.create_token("alice", "t", T0)
+    auth = token_authenticator(ids, FakeClock(T0))
+    for sent in (["Bearer bogus", f"Bearer {secret}"], [f"Bearer {secret}", f"Bearer {secret}"]):
+        two = APIGatewayProxyEvent(
+            {"httpMethod": "GET", "path": "/runs", "requestContext": {},
+             "headers": {"Authorization": sent[-1]},
+             "multiValueHeaders": {"Authorization": sent}}
+        )  # fmt: skip
+        with pytest.raises(Unauthenticated, match="2 Authorization headers"):
+            auth(two)
+    one = APIGatewayProxyEvent(
+        {"httpMethod": "GET", "path": "/runs", "requestContext": {},
+         "headers": {"authorization": f"Bearer {secret}"},
+         "multiValueHeaders": {"authorization": [f"Bearer {secret}"]}}
+    )  # fmt: skip
+    assert auth(one).name == "alice"
+
+
 @pytest.mark.parametrize(
     "groups",
     [

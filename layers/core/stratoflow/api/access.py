@@ -36,6 +36,16 @@ _BEARER = re.compile(r"Bearer\s+(\S+)", re.IGNORECASE)
 
 def token_authenticator(identities: Identities, clock: Clock) -> Authenticator:
     def authenticate(event: APIGatewayProxyEvent) -> Principal:
+        sent = [
+            value
+            for name, values in (event.multi_value_headers or {}).items()
+            if name.lower() == "authorization"
+            for value in values or ()
+        ]
+        if len(sent) > 1:  # which one counts would be the proxy's choice, not the caller's
+            raise Unauthenticated(
+                f"the request has {len(sent)} Authorization headers; send exactly one"
+            )
         header = event.headers.get("authorization") or event.headers.get("Authorization")
         if not header:
             raise Unauthenticated(
