@@ -17,7 +17,7 @@ from tests.fakes import text_logs
 
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.api.app import MAX_LOG_CHUNK, ReadLog, create_app, read_log_file
-from stratoflow.engine import MAX_PARAM_DEPTH, AttemptResult, AttemptStatus, TaskInstance
+from stratoflow.engine import MAX_PARAM_DEPTH, MAX_PARAMS_BYTES, AttemptResult, AttemptStatus, TaskInstance
 from stratoflow.ports import Attempt, AttemptSpec, Clock, Dispatcher, LogRange, Recovery
 from stratoflow.service import Finished, Scheduler
 
@@ -622,6 +622,26 @@ def test_trigger_refuses_params_too_deep_or_not_finite_and_creates_nothing(api: 
     assert api.call("GET", "/runs").body["runs"] == []
     deep_enough = api.call("POST", "/workflows/etl/runs", {"params": {"region": nest(31)}})
     assert deep_enough.status == 201
+
+
+def test_trigger_refuses_params_too_big_or_not_text_and_creates_nothing(api: Api) -> None:
+    """A 9 MB param was accepted, and every view of the run (the runs list too) returned it
+    whole; a lone surrogate was accepted and made the run's views answer 500; a NUL was
+    accepted and the task failed at its start."""
+    api.apply()
+    for raw, path, words in [
+        ('{"params": {"region": "' + "y" * MAX_PARAMS_BYTES + '"}}', "params", "over 65,536"),
+        ('{"params": {"region": "\\ud800"}}', "params.region", "lone surrogate"),
+        ('{"params": {"region": ["a", {"k\\udfff": 1}]}}', "params.region", "lone surrogate"),
+        ('{"params": {"region": "a\\u0000b"}}', "params.region", "NUL"),
+    ]:
+        body = assert_error(
+            api.call("POST", "/workflows/etl/runs", raw=raw), 400, "invalid_input", path
+        )
+        assert words in body["problems"][0]["message"]
+    assert api.call("GET", "/runs").body["runs"] == []
+    room = "y" * (MAX_PARAMS_BYTES - len('{"region":""}'))
+    assert api.call("POST", "/workflows/etl/runs", {"params": {"region": room}}).status == 201
 
 
 # ------------------------------------------------------------------ reading runs

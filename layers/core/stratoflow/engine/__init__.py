@@ -16,6 +16,7 @@ from stratoflow.engine._decision import (
 )
 from stratoflow.engine._engine import (
     MAX_PARAM_DEPTH,
+    MAX_PARAMS_BYTES,
     SHORT_OF_SUCCESS,
     SWITCH_BRANCH_KEY,
     AttemptDecision,
@@ -70,6 +71,7 @@ from stratoflow.engine._states import (
 
 __all__ = [
     "MAX_DECISION_TASKS",
+    "MAX_PARAMS_BYTES",
     "MAX_PARAM_DEPTH",
     "SHORT_OF_SUCCESS",
     "SWITCH_BRANCH_KEY",

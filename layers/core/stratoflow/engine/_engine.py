@@ -470,6 +470,20 @@ def choose_branches(
 # of the run and kept in its views; one 500 levels deep overflowed the stack in rendering, on
 # every turn of the scheduler, for every project
 MAX_PARAM_DEPTH = 32
+# What a run is given for its params (a trigger's, a backfill's or a rerun's overrides, a
+# sub-workflow's rendered params), as compact JSON: every view of the run returns them whole
+MAX_PARAMS_BYTES = 64 * 1024
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _bad_text(text: str) -> str | None:
+    """Why ``text`` cannot be a param's text: a NUL (no command line or environment holds
+    one) or a lone surrogate (not Unicode: it cannot be written as UTF-8), or None."""
+    if "\x00" in text:
+        return "holds a NUL character"
+    if _SURROGATE.search(text):
+        return "holds a lone surrogate (text that is not valid Unicode)"
+    return None
 
 
 def effective_params(spec: WorkflowSpec, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -494,9 +508,19 @@ def effective_params(spec: WorkflowSpec, overrides: Mapping[str, Any]) -> dict[s
     typed, wrong = _typed(declared, overrides)
     problems += wrong
     problems += [p for name, value in typed.items() if (p := _param_problem(name, value))]
+    if not problems and (size := _json_size(typed)) > MAX_PARAMS_BYTES:
+        problems.append(
+            Problem("params", f"the params given are {size:,} bytes as JSON, over "
+                              f"{MAX_PARAMS_BYTES:,}: pass data as a resource or a variable")
+        )  # fmt: skip
     if problems:
         raise InvalidInput(problems)
     return {**declared, **typed}
+
+
+def _json_size(value: Any) -> int:
+    """The bytes of ``value`` as compact JSON in UTF-8 (every text in it is Unicode)."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode())
 
 
 def _typed(
@@ -564,6 +588,9 @@ def _param_problem(name: str, value: Any) -> Problem | None:
     for item, depth in walk(value):
         if isinstance(item, float) and not math.isfinite(item):
             return Problem(f"params.{name}", f"{item} is not a finite number")
+        for text in (item, *item) if isinstance(item, Mapping) else (item,):
+            if isinstance(text, str) and (why := _bad_text(text)):
+                return Problem(f"params.{name}", why)
         if depth > MAX_PARAM_DEPTH and is_nest(item):
             return Problem(
                 f"params.{name}", f"nests deeper than {MAX_PARAM_DEPTH} levels of lists and objects"
