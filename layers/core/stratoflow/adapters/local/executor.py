@@ -995,11 +995,25 @@ class LocalExecutor(Dispatcher):
         # capabilities; the start threads that create them empty their own bounding set once
         # (they never exec), so each confining thread inherits it empty (see _spawn_thread)
         self._drop_caps = self._landlock is not None and os.geteuid() == 0
+        # Landlock has no right for chmod, utime nor xattrs: a root server's tasks (uid 0)
+        # start in a mount namespace where all but what they may write is read-only
+        self._read_only_but: spawn.Writable | None = None
+        if self._drop_caps and self._native and self._landlock is not None:
+            self._read_only_but = spawn.Writable(self._landlock.shared_write_paths())
         if self._drop_caps and not self._native:
             log.warning(
                 "tasks run as uid 0 without capabilities, and without native/confine.c "
                 "(make native) they can connect to root's Unix sockets (Docker's, systemd's: "
-                "root on this machine)"
+                "root on this machine) and change the mode, times and extended attributes of "
+                "any file root owns (a setuid bit, the home's mode, another project's files): "
+                "Landlock does not cover them"
+            )
+        elif self._landlock is not None and not self._drop_caps:
+            log.warning(
+                "tasks run as this server's user: Landlock does not cover chmod, utime nor "
+                "extended attributes, so a task can change the mode, times and extended "
+                "attributes of any file this user owns (the home's mode among them); run the "
+                "server as root (a uid per project, or Landlock with native/confine.c built)"
             )
         self._spawner = _StartThreads(
             SPAWN_THREADS, "stratoflow-spawn", _spawn_thread if self._drop_caps else None
@@ -1258,6 +1272,7 @@ class LocalExecutor(Dispatcher):
                         native = spawn.confined(
                             argv, env, work_fd, log_fd, rulesets, self._drop_caps,
                             no_unix_sockets=self._drop_caps,  # root's tasks: see spawn.confined
+                            read_only_but=self._read_only_but,  # as root: all else read-only
                         )  # fmt: skip
                 proc = native or _confined(start, argv, ruleset, self._drop_caps, narrowing)
             elif owner is not None and self._setpriv is not None:

@@ -826,6 +826,14 @@ class Landlock:
         finally:
             os.close(attr.parent_fd)
 
+    def shared_write_paths(self) -> list[Path]:
+        """What every attempt may write besides its own work dir, its log and the devices:
+        the grants (``write``) and :data:`SHARED_WRITE_PATHS`, resolved, as the rules give
+        them (what a root server's task may still write in its read-only mount namespace;
+        devices open for writing there anyway, and the log is a descriptor the server
+        opened)."""
+        return [p.resolve() for p in [*self.write, *map(Path, SHARED_WRITE_PATHS)]]
+
     def close(self) -> None:
         """Close the descriptors of the shared rules."""
         static, self._static = self._static, []
