@@ -272,3 +272,19 @@ def test_a_step_that_fails_fails_the_start(tmp_path: Path) -> None:
         os.close(cwd)
     assert failed.value.errno == errno.ENOTDIR
     assert (tmp_path / "out").read_text() == "missing-skipped\n"
+
+
+def test_a_server_whose_tasks_could_not_start_read_only_refuses_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the namespace cannot be made (here: unshare refused, as without CAP_SYS_ADMIN)
+    every task would fail to start: the server says so once, as it starts."""
+
+    def refused(cwd_fd: int, writable: spawn.Writable) -> None:
+        raise OSError(errno.EPERM, "starting the task: unshare(CLONE_NEWNS): not permitted")
+
+    monkeypatch.setattr(spawn, "check_read_only", refused)
+    with pytest.raises(sandbox.IsolationError, match="CAP_SYS_ADMIN"):
+        _Server(tmp_path)
+    monkeypatch.undo()
+    _Server(tmp_path).close()  # where it can: it starts

@@ -1000,6 +1000,7 @@ class LocalExecutor(Dispatcher):
         self._read_only_but: spawn.Writable | None = None
         if self._drop_caps and self._native and self._landlock is not None:
             self._read_only_but = spawn.Writable(self._landlock.shared_write_paths())
+            self._check_read_only(self._read_only_but)
         if self._drop_caps and not self._native:
             log.warning(
                 "tasks run as uid 0 without capabilities, and without native/confine.c "
@@ -1304,6 +1305,26 @@ class LocalExecutor(Dispatcher):
         self._watch_pid(live)
         if live.killed:  # a stop arrived while it was starting
             self._terminate(live)
+
+    def _check_read_only(self, writable: spawn.Writable) -> None:
+        """Refuse (:class:`.sandbox.IsolationError`) to serve as a root server under Landlock
+        whose tasks could not start in their read-only mount namespace (each would fail to
+        start: better said once, now)."""
+        fd = os.open(self.work_root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            spawn.check_read_only(fd, writable)
+        except OSError as exc:
+            if self._landlock is not None:
+                self._landlock.close()
+            raise sandbox.IsolationError(
+                f"tasks of a root server under Landlock start in a mount namespace read-only "
+                f"but what they may write, and that cannot be made here ({exc}): give the "
+                "server CAP_SYS_ADMIN (a container's seccomp profile must allow unshare and "
+                "mount), install its Python where other users can read it (a uid per "
+                "project), or run it as an ordinary user"
+            ) from exc
+        finally:
+            os.close(fd)
 
     def _make_work_dir(self, run_id: str, work: str) -> None:
         """An empty directory at ``work`` (0700): one of the run's spares renamed there, else

@@ -277,6 +277,21 @@ def confined(
     does from a throwaway thread, done in the child (native/confine.c), so the scheduler
     makes no thread and enters no domain. Raises what :func:`spawn` raises; a step of the
     child's that failed is named in the ``OSError``. Only where :func:`native_available`."""
+    return _confined(argv, env, cwd_fd, output_fd, rulesets, drop_caps, no_unix_sockets,
+                     read_only_but)  # fmt: skip
+
+
+def _confined(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd_fd: int,
+    output_fd: int,
+    rulesets: Sequence[int],
+    drop_caps: bool,
+    no_unix_sockets: bool,
+    read_only_but: Writable | None,
+) -> Spawned:
+    """:func:`confined` (what :func:`check_read_only` calls: no task's start)."""
     fn = _native()
     _check(argv, env, cwd_fd, output_fd)
     c_argv = _encoded(argv)
@@ -299,6 +314,22 @@ def confined(
         step = _STAGES.get(stage.value, "vfork")
         raise OSError(err, f"starting the task: {step}: {os.strerror(err)}")
     return Spawned(pid)
+
+
+def check_read_only(cwd_fd: int, writable: Writable) -> None:
+    """Whether a task could start here in a mount namespace read-only but ``writable`` (and
+    the directory of ``cwd_fd``): every step of :func:`confined`'s, then an exec of a path
+    that does not exist (its ENOENT at the exec says all before it worked, and nothing ran).
+    Raises the ``OSError`` naming the step that failed (no ``CAP_SYS_ADMIN``: a container
+    without it; no ``mount_setattr``)."""
+    missing = "/proc/self/fd/-1/stratoflow-probe"  # never a file
+    try:
+        started = _confined([missing], {}, cwd_fd, _devnull(), [], True, False, writable)
+    except OSError as exc:
+        if exc.filename == missing:  # the exec: every step before it worked
+            return
+        raise
+    started.wait()  # it cannot be there, but if it were it ran confined: that is a yes
 
 
 def spawn(argv: Sequence[str], env: Mapping[str, str], cwd_fd: int, output_fd: int) -> Spawned:
