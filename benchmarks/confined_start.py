@@ -3,7 +3,11 @@
 fresh Landlock domain, and against native/confine.c (``spawn.confined``: the child enters the
 domain between vfork and exec, no thread), the ruleset built per start as the executor builds
 it (by paths for ``Popen``, as before; by the held descriptors for the others). Alternated,
-medians. The native variant runs only where ``make native`` built the helper.
+medians. The native variant runs only where ``make native`` built the helper; as root also
+``native-ro``: the same start in a mount namespace read-only but the work dir and /dev/shm
+(what a root server's tasks get). Besides this process's CPU (the scheduler's), each start's
+wall time (the starting thread waits for the exec) and the children's CPU (the task's own
+start and end, its namespace's set-up and teardown included) are shown.
 
     PYTHONPATH=layers/core .venv/bin/python benchmarks/confined_start.py --starts 300 --repeat 5
 """
@@ -17,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +36,16 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(kind: str, landlock: sandbox.Landlock, tmp: Path, starts: int) -> float:
-    """Microseconds of this process's CPU per start (its children's excluded)."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(
+    kind: str, landlock: sandbox.Landlock, tmp: Path, starts: int
+) -> tuple[float, float, float]:
+    """Microseconds per start of this process's CPU (its children's excluded), of wall time
+    in the starts, and of the children's CPU (counted once they are waited for)."""
     work, log = tmp / "work", tmp / "log"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(work)}
     log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
@@ -49,6 +62,9 @@ def run(kind: str, landlock: sandbox.Landlock, tmp: Path, starts: int) -> float:
 
     started = []
     root = os.geteuid() == 0
+    writable = spawn.Writable(["/dev/shm"]) if kind == "native-ro" else None
+    children = _children_cpu()
+    wall = time.perf_counter()
     before = _cpu()
     for _ in range(starts):
         if kind == "popen":
@@ -56,18 +72,24 @@ def run(kind: str, landlock: sandbox.Landlock, tmp: Path, starts: int) -> float:
         else:
             ruleset, start = landlock.ruleset(work_fd, log_fd), posix_spawn
         try:
-            if kind == "native":
-                started.append(spawn.confined(ARGV, env, work_fd, log_fd, [ruleset], root))
+            if kind.startswith("native"):
+                started.append(
+                    spawn.confined(
+                        ARGV, env, work_fd, log_fd, [ruleset], root, read_only_but=writable
+                    )
+                )
             else:
                 started.append(_confined(start, ARGV, ruleset, root))
         finally:
             os.close(ruleset)
     spent = _cpu() - before
+    wall = time.perf_counter() - wall
     for proc in started:
         proc.wait()
+    children = _children_cpu() - children
     os.close(log_fd)
     os.close(work_fd)
-    return spent / starts * 1e6
+    return spent / starts * 1e6, wall / starts * 1e6, children / starts * 1e6
 
 
 def main() -> int:
@@ -89,20 +111,35 @@ def main() -> int:
     samples: dict[str, list[float]] = {"popen": [], "posix_spawn": []}
     if spawn.native_available():
         samples["native"] = []
+        if os.geteuid() == 0:
+            samples["native-ro"] = []
+    walls: dict[str, list[float]] = {kind: [] for kind in samples}
+    childs: dict[str, list[float]] = {kind: [] for kind in samples}
     try:
         for _ in range(args.repeat):
             for kind, values in samples.items():
-                values.append(run(kind, landlock, tmp, args.starts))
+                cpu, wall, child = run(kind, landlock, tmp, args.starts)
+                values.append(cpu)
+                walls[kind].append(wall)
+                childs[kind].append(child)
     finally:
         landlock.close()
     for kind, values in samples.items():
         runs = ", ".join(f"{v:.0f}" for v in values)
-        print(f"{kind}: {runs} (median {statistics.median(values):.0f} us per start)")
+        print(
+            f"{kind}: {runs} (median {statistics.median(values):.0f} us per start; "
+            f"wall {statistics.median(walls[kind]):.0f} us, children's CPU "
+            f"{statistics.median(childs[kind]):.0f} us)"
+        )
     ratio = statistics.median(samples["posix_spawn"]) / statistics.median(samples["popen"])
     print(f"posix_spawn / popen: {ratio:.2f}x; load average {os.getloadavg()}")
     if "native" in samples:
         native = statistics.median(samples["native"]) / statistics.median(samples["posix_spawn"])
         print(f"native / posix_spawn: {native:.2f}x")
+    if "native-ro" in samples:
+        for what, table in (("CPU", samples), ("wall", walls), ("children's CPU", childs)):
+            more = statistics.median(table["native-ro"]) - statistics.median(table["native"])
+            print(f"native-ro - native, {what}: {more:+.1f} us per start")
     return 0
 
 

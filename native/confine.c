@@ -13,7 +13,9 @@
  * stdin /dev/null, stdout and stderr the log, every other descriptor closed, a session of its
  * own, every signal at its default disposition and none blocked, its work dir as cwd, exactly
  * the given environment; as root, no capability (the bounding set emptied, then capset; with
- * no_new_privs an exec as uid 0 grants none back); no_new_privs; each ruleset entered in turn.
+ * no_new_privs an exec as uid 0 grants none back); no_new_privs; each ruleset entered in turn;
+ * as root, a mount namespace of its own in which every mount is read-only but what it may write
+ * (see read_only_but()).
  *
  * Built by `make install` into the virtualenv (not the package: the AWS layer never loads it)
  * and loaded by spawn.py through ctypes, which gives up the GIL for the call. Where it is
@@ -28,6 +30,10 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdint.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -45,10 +51,31 @@
 #ifndef SYS_close_range
 #define SYS_close_range 436
 #endif
+/* the same number on x86-64 and aarch64 (every architecture since 5.1's common table) */
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+/* <linux/mount.h>'s, spelled here: it clashes with glibc's <sys/mount.h> before 2.36 */
+#define SF_OPEN_TREE_CLONE 1
+#define SF_AT_RECURSIVE 0x8000
+#define SF_MOVE_MOUNT_F_EMPTY_PATH 0x4
+#define SF_MOUNT_ATTR_RDONLY 0x1
+struct sf_mount_attr {
+    uint64_t attr_set, attr_clr, propagation, userns_fd;
+};
+/* the most paths read_only_but() keeps writable besides the work dir (spawn.py refuses more) */
+#define SF_MAX_WRITABLE 64
 
 /* sf_confined_spawn's flags */
 #define SF_DROP_CAPS 1      /* root: give up every capability */
 #define SF_NO_UNIX_SOCKETS 2 /* no socket(AF_UNIX) (seccomp): see no_unix_sockets() */
+#define SF_READ_ONLY_MOUNTS 4 /* every mount read-only but the writable paths: read_only_but() */
 
 #if defined(__x86_64__)
 #define SF_AUDIT_ARCH AUDIT_ARCH_X86_64
@@ -71,6 +98,11 @@ enum sf_stage {
     SF_CLOSE,
     SF_EXEC,
     SF_SECCOMP,
+    SF_MOUNT_NS,
+    SF_MOUNT_PRIVATE,
+    SF_MOUNT_CLONE,
+    SF_MOUNT_READ_ONLY,
+    SF_MOUNT_WRITABLE,
 };
 
 struct sf_failure {
@@ -129,6 +161,52 @@ static int no_unix_sockets(void) {
     return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program, 0, 0);
 }
 
+/* A task of a root server is uid 0 even without capabilities, and Landlock has no right for
+ * chmod, chown, utime nor the extended attributes: it could chmod 4755 a copy of a shell root
+ * owns, open the home to everyone, or lock another project out of its work dir. In a mount
+ * namespace of its own, every mount is read-only (those calls fail with EROFS there) but a
+ * clone of what Landlock lets it write: its work dir (the cwd, fchdir'd to already) and each
+ * of `writable` (resolved paths; one missing is skipped, as Landlock skips it). Each clone is
+ * taken before the mounts are made read-only, so it keeps the flags the host gives it (a
+ * read-only one stays so), and is mounted back on its own path after. Devices still open for
+ * writing on a read-only mount, and the log is the descriptor the caller opened (on the
+ * host's mount). Every mount is made private first: nothing done here reaches the host, and
+ * the namespace goes with the task's last process. The cwd ends in the work dir's clone (by
+ * its descriptor, no path looked up): a cwd left on the host's mount would reach, through
+ * "..", every mount of the host, writable. Needs CAP_SYS_ADMIN: before the capabilities go,
+ * and before Landlock, which forbids changing mounts. */
+static int read_only_but(char *const writable[], int n_writable, int *stage) {
+    int trees[SF_MAX_WRITABLE + 1];
+    *stage = SF_MOUNT_NS;
+    if (n_writable < 0 || n_writable > SF_MAX_WRITABLE) {
+        errno = E2BIG;
+        return -1;
+    }
+    if (unshare(CLONE_NEWNS) != 0) return -1;
+    *stage = SF_MOUNT_PRIVATE;
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) return -1;
+    *stage = SF_MOUNT_CLONE;
+    for (int i = 0; i <= n_writable; i++) {
+        const char *path = i == 0 ? "." : writable[i - 1];
+        trees[i] = syscall(SYS_open_tree, AT_FDCWD, path,
+                           SF_OPEN_TREE_CLONE | O_CLOEXEC | SF_AT_RECURSIVE);
+        if (trees[i] < 0 && (i == 0 || errno != ENOENT)) return -1;
+    }
+    *stage = SF_MOUNT_READ_ONLY; /* mount_setattr came with 5.12, before Landlock (5.13) */
+    struct sf_mount_attr read_only = {SF_MOUNT_ATTR_RDONLY, 0, 0, 0};
+    if (syscall(SYS_mount_setattr, AT_FDCWD, "/", SF_AT_RECURSIVE, &read_only,
+                sizeof read_only) != 0)
+        return -1;
+    *stage = SF_MOUNT_WRITABLE;
+    for (int i = 0; i <= n_writable; i++)
+        if (trees[i] >= 0 && syscall(SYS_move_mount, trees[i], "", AT_FDCWD,
+                                     i == 0 ? "." : writable[i - 1],
+                                     SF_MOVE_MOUNT_F_EMPTY_PATH) != 0)
+            return -1;
+    *stage = SF_CWD;
+    return fchdir(trees[0]); /* the others are closed with the rest (close_range) */
+}
+
 /* Discard the signals that arrived while everything was blocked (setting SIG_IGN discards a
  * pending signal), keeping each disposition as it is (SIG_DFL or SIG_IGN by now). */
 static int discard_pending(void) {
@@ -148,8 +226,8 @@ static int discard_pending(void) {
 /* noinline: its frame lies below the caller's, whose variables the parent reads after */
 static void __attribute__((noreturn, noinline))
 child(const char *path, char *const argv[], char *const envp[], int cwd_fd, int out_fd,
-      int null_fd, const int *rulesets, int n_rulesets, int flags,
-      volatile struct sf_failure *failure) {
+      int null_fd, const int *rulesets, int n_rulesets, int flags, char *const writable[],
+      int n_writable, volatile struct sf_failure *failure) {
     int stage = SF_SIGNALS;
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
@@ -170,6 +248,8 @@ child(const char *path, char *const argv[], char *const envp[], int cwd_fd, int 
     if (dup2(null_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0) goto fail;
     stage = SF_CWD;
     if (fchdir(cwd_fd) != 0) goto fail;
+    if ((flags & SF_READ_ONLY_MOUNTS) && read_only_but(writable, n_writable, &stage) != 0)
+        goto fail;
     if (flags & SF_DROP_CAPS) {
         stage = SF_CAPABILITIES;
         if (drop_capabilities(n_rulesets > 0) != 0) goto fail;
@@ -204,18 +284,21 @@ fail:
 /* What spawn.py checks before it calls anything: a helper built from another version of this
  * file (a checkout updated, `make install` not run again) is not called with the wrong
  * arguments. */
-int sf_abi_version(void) { return 2; }
+int sf_abi_version(void) { return 3; }
 
 /*
  * Start `path` (no PATH search) with `argv` and `envp` (NULL-terminated), cwd the directory of
  * `cwd_fd`, stdout and stderr `out_fd`, stdin `null_fd`, inside each of the `n_rulesets`
  * Landlock rulesets (none: no domain, no no_new_privs), as root without capabilities when
- * `flags` holds SF_DROP_CAPS, without Unix sockets when it holds SF_NO_UNIX_SOCKETS. Returns the child's pid; or -1 with `*stage` and `*error` saying where and why
- * it failed (the child, if one was made, has been reaped).
+ * `flags` holds SF_DROP_CAPS, without Unix sockets when it holds SF_NO_UNIX_SOCKETS, in a mount
+ * namespace where only its cwd and the `n_writable` paths of `writable` are not read-only when
+ * it holds SF_READ_ONLY_MOUNTS. Returns the child's pid; or -1 with `*stage` and `*error`
+ * saying where and why it failed (the child, if one was made, has been reaped).
  */
 int sf_confined_spawn(const char *path, char *const argv[], char *const envp[], int cwd_fd,
                       int out_fd, int null_fd, const int *rulesets, int n_rulesets,
-                      int flags, int *stage, int *error) {
+                      int flags, char *const writable[], int n_writable, int *stage,
+                      int *error) {
     volatile struct sf_failure failure = {SF_OK, 0};
     sigset_t all, old;
     sigfillset(&all);
@@ -223,8 +306,8 @@ int sf_confined_spawn(const char *path, char *const argv[], char *const envp[], 
     pthread_sigmask(SIG_SETMASK, &all, &old);
     pid_t pid = vfork();
     if (pid == 0)
-        child(path, argv, envp, cwd_fd, out_fd, null_fd, rulesets, n_rulesets, flags,
-              &failure);
+        child(path, argv, envp, cwd_fd, out_fd, null_fd, rulesets, n_rulesets, flags, writable,
+              n_writable, &failure);
     int vfork_error = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (pid < 0) {

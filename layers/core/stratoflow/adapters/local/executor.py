@@ -995,11 +995,26 @@ class LocalExecutor(Dispatcher):
         # capabilities; the start threads that create them empty their own bounding set once
         # (they never exec), so each confining thread inherits it empty (see _spawn_thread)
         self._drop_caps = self._landlock is not None and os.geteuid() == 0
+        # Landlock has no right for chmod, utime nor xattrs: a root server's tasks (uid 0)
+        # start in a mount namespace where all but what they may write is read-only
+        self._read_only_but: spawn.Writable | None = None
+        if self._drop_caps and self._native and self._landlock is not None:
+            self._read_only_but = spawn.Writable(self._landlock.shared_write_paths())
+            self._check_read_only(self._read_only_but)
         if self._drop_caps and not self._native:
             log.warning(
                 "tasks run as uid 0 without capabilities, and without native/confine.c "
                 "(make native) they can connect to root's Unix sockets (Docker's, systemd's: "
-                "root on this machine)"
+                "root on this machine) and change the mode, times and extended attributes of "
+                "any file root owns (a setuid bit, the home's mode, another project's files): "
+                "Landlock does not cover them"
+            )
+        elif self._landlock is not None and not self._drop_caps:
+            log.warning(
+                "tasks run as this server's user: Landlock does not cover chmod, utime nor "
+                "extended attributes, so a task can change the mode, times and extended "
+                "attributes of any file this user owns (the home's mode among them); run the "
+                "server as root (a uid per project, or Landlock with native/confine.c built)"
             )
         self._spawner = _StartThreads(
             SPAWN_THREADS, "stratoflow-spawn", _spawn_thread if self._drop_caps else None
@@ -1258,6 +1273,7 @@ class LocalExecutor(Dispatcher):
                         native = spawn.confined(
                             argv, env, work_fd, log_fd, rulesets, self._drop_caps,
                             no_unix_sockets=self._drop_caps,  # root's tasks: see spawn.confined
+                            read_only_but=self._read_only_but,  # as root: all else read-only
                         )  # fmt: skip
                 proc = native or _confined(start, argv, ruleset, self._drop_caps, narrowing)
             elif owner is not None and self._setpriv is not None:
@@ -1289,6 +1305,26 @@ class LocalExecutor(Dispatcher):
         self._watch_pid(live)
         if live.killed:  # a stop arrived while it was starting
             self._terminate(live)
+
+    def _check_read_only(self, writable: spawn.Writable) -> None:
+        """Refuse (:class:`.sandbox.IsolationError`) to serve as a root server under Landlock
+        whose tasks could not start in their read-only mount namespace (each would fail to
+        start: better said once, now)."""
+        fd = os.open(self.work_root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            spawn.check_read_only(fd, writable)
+        except OSError as exc:
+            if self._landlock is not None:
+                self._landlock.close()
+            raise sandbox.IsolationError(
+                f"tasks of a root server under Landlock start in a mount namespace read-only "
+                f"but what they may write, and that cannot be made here ({exc}): give the "
+                "server CAP_SYS_ADMIN (a container's seccomp profile must allow unshare and "
+                "mount), install its Python where other users can read it (a uid per "
+                "project), or run it as an ordinary user"
+            ) from exc
+        finally:
+            os.close(fd)
 
     def _make_work_dir(self, run_id: str, work: str) -> None:
         """An empty directory at ``work`` (0700): one of the run's spares renamed there, else

@@ -16,7 +16,11 @@ Three mechanisms, chosen once when the executor starts (:func:`choose_isolation`
     only its work directory, its log, a few devices and ``/dev/shm`` (shared by every task:
     the home and the work root may not be there, :func:`refuse_under_writable`). A
     Landlock domain cannot ptrace (so cannot read ``/proc/<pid>/environ`` of) the server or
-    another task, and from ABI 6 on it cannot signal them either.
+    another task, and from ABI 6 on it cannot signal them either. Landlock does not cover
+    chmod, utime nor extended attributes: as root (uid 0, every capability dropped) a task
+    starts in a mount namespace read-only but what it may write (native/confine.c,
+    :func:`.spawn.confined`'s ``read_only_but``); under an ordinary user it can change the
+    modes and times of that user's files.
 ``none``
     Neither: a task runs as the server's user. It does not inherit the server's environment
     and does not start inside the home, but it can read whatever that user can read.
@@ -825,6 +829,14 @@ class Landlock:
             self._add_rule(ruleset, path, attr)
         finally:
             os.close(attr.parent_fd)
+
+    def shared_write_paths(self) -> list[Path]:
+        """What every attempt may write besides its own work dir, its log and the devices:
+        the grants (``write``) and :data:`SHARED_WRITE_PATHS`, resolved, as the rules give
+        them (what a root server's task may still write in its read-only mount namespace;
+        devices open for writing there anyway, and the log is a descriptor the server
+        opened)."""
+        return [p.resolve() for p in [*self.write, *map(Path, SHARED_WRITE_PATHS)]]
 
     def close(self) -> None:
         """Close the descriptors of the shared rules."""

@@ -179,12 +179,36 @@ _STAGES = {
     1: "resetting signal dispositions", 2: "setsid", 3: "dup2", 4: "fchdir",
     5: "dropping capabilities", 6: "prctl(PR_SET_NO_NEW_PRIVS)", 7: "landlock_restrict_self",
     8: "closing descriptors", 10: "seccomp (no Unix sockets)",
+    11: "unshare(CLONE_NEWNS) (read-only mounts)", 12: "making every mount private",
+    13: "open_tree (cloning a writable path)", 14: "mount_setattr (making every mount read-only)",
+    15: "move_mount (a writable path back in place)",
 }  # fmt: skip
 _EXEC = 9
-_DROP_CAPS, _NO_UNIX_SOCKETS = 1, 2  # its flags
+_DROP_CAPS, _NO_UNIX_SOCKETS, _READ_ONLY_MOUNTS = 1, 2, 4  # its flags
+MAX_WRITABLE = 64  # the most paths Writable holds (SF_MAX_WRITABLE)
 
 
-_ABI = 2  # sf_abi_version() of the native/confine.c this calls
+_ABI = 3  # sf_abi_version() of the native/confine.c this calls
+
+
+class Writable:
+    """The paths that stay writable (besides the work dir) in a task's mount namespace where
+    every other mount is read-only (:func:`confined`'s ``read_only_but``), encoded once for
+    every start: resolved paths, none beneath another (its clone would add nothing)."""
+
+    __slots__ = ("array", "count", "paths")
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]]) -> None:
+        resolved = sorted({os.path.realpath(p) for p in paths}, key=lambda p: (len(p), p))
+        kept: list[str] = []
+        for path in resolved:
+            if not any(path == k or path.startswith(k.rstrip("/") + "/") for k in kept):
+                kept.append(path)
+        if len(kept) > MAX_WRITABLE:
+            raise ValueError(f"more than {MAX_WRITABLE} writable paths")
+        self.paths = tuple(kept)
+        self.count = len(kept)
+        self.array = _encoded(kept)
 
 
 def _only_ours(path: Path) -> bool:
@@ -220,8 +244,8 @@ def _native() -> Any:
         return None
     fn.argtypes = [
         ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
-        ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
-        ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int),
+        ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+        ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int),
     ]  # fmt: skip
     fn.restype = ctypes.c_int
     return fn
@@ -240,25 +264,48 @@ def confined(
     rulesets: Sequence[int],
     drop_caps: bool,
     no_unix_sockets: bool = False,
+    read_only_but: Writable | None = None,
 ) -> Spawned:
     """:func:`spawn`'s start, the child entering each Landlock ruleset of ``rulesets`` in
     turn (after ``PR_SET_NO_NEW_PRIVS``) and, when ``drop_caps`` (a root server), giving up
     every capability, bounding set first, and with ``no_unix_sockets`` unable to make a Unix
     socket (a seccomp filter: a task of a root server is uid 0, and root's sockets give root),
-    before it execs: what :func:`.executor._confined`
+    and with ``read_only_but`` in a mount namespace of its own where every mount is read-only
+    but its cwd (the work dir) and those paths (a task of a root server owns what root owns,
+    and Landlock does not cover chmod, utime nor xattrs: there they fail with EROFS; needs
+    root), before it execs: what :func:`.executor._confined`
     does from a throwaway thread, done in the child (native/confine.c), so the scheduler
     makes no thread and enters no domain. Raises what :func:`spawn` raises; a step of the
     child's that failed is named in the ``OSError``. Only where :func:`native_available`."""
+    return _confined(argv, env, cwd_fd, output_fd, rulesets, drop_caps, no_unix_sockets,
+                     read_only_but)  # fmt: skip
+
+
+def _confined(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd_fd: int,
+    output_fd: int,
+    rulesets: Sequence[int],
+    drop_caps: bool,
+    no_unix_sockets: bool,
+    read_only_but: Writable | None,
+) -> Spawned:
+    """:func:`confined` (what :func:`check_read_only` calls: no task's start)."""
     fn = _native()
     _check(argv, env, cwd_fd, output_fd)
     c_argv = _encoded(argv)
     c_env = _encoded(list(map("=".join, env.items())))
     c_rulesets = (ctypes.c_int * max(1, len(rulesets)))(*rulesets)
     stage, error = ctypes.c_int(0), ctypes.c_int(0)
+    flags = (_DROP_CAPS if drop_caps else 0) | (_NO_UNIX_SOCKETS if no_unix_sockets else 0)
+    writable, n_writable = None, 0
+    if read_only_but is not None:
+        flags |= _READ_ONLY_MOUNTS
+        writable, n_writable = read_only_but.array, read_only_but.count
     pid = fn(
         c_argv[0], c_argv, c_env, cwd_fd, output_fd, _devnull(), c_rulesets, len(rulesets),
-        (_DROP_CAPS if drop_caps else 0) | (_NO_UNIX_SOCKETS if no_unix_sockets else 0),
-        ctypes.byref(stage), ctypes.byref(error),
+        flags, writable, n_writable, ctypes.byref(stage), ctypes.byref(error),
     )  # fmt: skip
     if pid < 0:
         err = error.value
@@ -267,6 +314,22 @@ def confined(
         step = _STAGES.get(stage.value, "vfork")
         raise OSError(err, f"starting the task: {step}: {os.strerror(err)}")
     return Spawned(pid)
+
+
+def check_read_only(cwd_fd: int, writable: Writable) -> None:
+    """Whether a task could start here in a mount namespace read-only but ``writable`` (and
+    the directory of ``cwd_fd``): every step of :func:`confined`'s, then an exec of a path
+    that does not exist (its ENOENT at the exec says all before it worked, and nothing ran).
+    Raises the ``OSError`` naming the step that failed (no ``CAP_SYS_ADMIN``: a container
+    without it; no ``mount_setattr``)."""
+    missing = "/proc/self/fd/-1/stratoflow-probe"  # never a file
+    try:
+        started = _confined([missing], {}, cwd_fd, _devnull(), [], True, False, writable)
+    except OSError as exc:
+        if exc.filename == missing:  # the exec: every step before it worked
+            return
+        raise
+    started.wait()  # it cannot be there, but if it were it ran confined: that is a yes
 
 
 def spawn(argv: Sequence[str], env: Mapping[str, str], cwd_fd: int, output_fd: int) -> Spawned:
