@@ -1548,12 +1548,15 @@ def create_app(
         if not found:
             raise _no_attempt(task, attempts, attempt)
         masker = masker_for(secret_source, run.project)  # a task that printed its own secret
-        window = reader(found[0], offset, limit + UTF8_MAX - 1 + max(masker.longest - 1, 0))
+        window = reader(found[0], offset, limit + UTF8_MAX - 1 + masker.hold)
         if window is None:
             raise NotFound(f"no log for attempt {attempt} of task {task_id!r} in run {run_id!r}")
         chunk, next_offset = _log_chunk(window, limit)
         if masker:
-            chunk, used = masker.window(window.data, len(chunk))
+            # a log still being written keeps its last `hold` bytes back, whatever they are
+            ended = found[0].ended_at is not None
+            final = ended and window.start + len(window.data) >= window.size
+            chunk, used = masker.window(window.data, len(chunk), final=final)
             next_offset = window.start + used
         return Response(
             status_code=HTTPStatus.OK.value,
