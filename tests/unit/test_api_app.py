@@ -826,6 +826,19 @@ def test_a_live_log_ends_its_page_at_the_same_place_whatever_its_tail_holds(
     assert page.headers["X-Next-Offset"] == page.headers["X-Log-Size"]
 
 
+def test_a_secrets_file_that_cannot_be_used_is_a_503_naming_it(tmp_path: Path) -> None:
+    secrets = LocalSecrets(tmp_path / "home")
+    secrets.put("default", "pw", SECRET)
+    secrets.path("default").chmod(0o644)
+    api = _build(tmp_path, secrets=secrets, secret_source=secrets)
+    for reply in (
+        api.call("GET", "/secrets", query={"project": "default"}),
+        api.call("PUT", "/secrets/other", {"value": "another-value"}, query={"project": "default"}),
+    ):
+        assert_error(reply, 503, "secrets_unavailable", "readable by others", "chmod 600")
+        assert SECRET not in reply.text
+
+
 def test_the_local_reader_reads_a_range_of_the_file(tmp_path: Path) -> None:
     path = tmp_path / "big.log"
     path.write_bytes(b"x" * 1_000_000 + "é!".encode())

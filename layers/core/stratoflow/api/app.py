@@ -113,7 +113,7 @@ from stratoflow.model import (
 )
 from stratoflow.ports import Attempt, LogRange, RunChangeLog, RunQuery, WorkflowVersion
 from stratoflow.readmodel import AuditEntry, ReadModel, RunFilter
-from stratoflow.secrets import SecretSource, SecretStore, masker_for
+from stratoflow.secrets import SecretSource, SecretStore, SecretUnavailable, masker_for
 from stratoflow.service import Scheduler
 from stratoflow.views import (
     attempt_view,
@@ -281,6 +281,9 @@ _DOMAIN_ERRORS: Mapping[type[Exception], tuple[HTTPStatus, str]] = {
     Unauthenticated: (HTTPStatus.UNAUTHORIZED, "unauthenticated"),
     Forbidden: (HTTPStatus.FORBIDDEN, "forbidden"),
     Unavailable: (HTTPStatus.SERVICE_UNAVAILABLE, "unavailable"),
+    # a project's secrets that cannot be used as they are (a file others can read, not ours):
+    # the message names the file and the fix, never a value; no retry helps until it is fixed
+    SecretUnavailable: (HTTPStatus.SERVICE_UNAVAILABLE, "secrets_unavailable"),
 }
 # routes anyone may call: liveness, the API's and the workflow format's descriptions, and the
 # UI's static files
