@@ -28,9 +28,11 @@ from stratoflow.secrets import (
     ShortSecret,
     check_name,
     check_value,
+    hold_values,
     mask_outputs,
     masker_for,
     references,
+    release,
     resolve,
 )
 from stratoflow.templating import TemplateError
@@ -457,6 +459,35 @@ def test_masking_a_project_s_largest_secrets_is_quick() -> None:
     chunk, _used = masker.window(page, len(page), final=True)
     assert chunk == b"ordinary text\n" * 10_000 + b"***\nend\n"
     assert time.perf_counter() - start < 0.5
+
+
+def test_values_given_to_a_running_attempt_stay_masked_when_rotated(tmp_path: Path) -> None:
+    store = LocalSecrets(tmp_path)
+    store.put("rot", "pw", VALUE)
+    key = ("rot.w-1", "t", 1)
+    hold_values("rot", key, [VALUE])  # the executor, as it starts the attempt
+    store.put("rot", "pw", "the-new-value-of-pw")
+    masker = masker_for(store, "rot")
+    assert masker.text(f"{VALUE} the-new-value-of-pw") == f"{MASK} {MASK}"
+    release("rot", key)  # it ended (its log was written again, masked)
+    assert masker_for(store, "rot").text(VALUE) == VALUE
+
+
+@pytest.mark.parametrize("block", [1, 5, 16, 1024])
+def test_a_log_file_is_written_again_masked_a_block_at_a_time(tmp_path: Path, block: int) -> None:
+    from stratoflow.adapters.local.executor import mask_log_file
+
+    path = tmp_path / "t.1.log"
+    text = f"start\n{VALUE}{VALUE}\nmiddle {VALUE} end\n{VALUE[:-1]}"
+    path.write_text(text)
+    path.chmod(0o640)
+    assert mask_log_file(str(path), Masker([VALUE]), block=block) is True
+    assert path.read_text() == f"start\n{MASK}{MASK}\nmiddle {MASK} end\n{VALUE[:-1]}"
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["t.1.log"]
+    before = path.stat().st_ino
+    assert mask_log_file(str(path), Masker([VALUE]), block=block) is False  # nothing to do
+    assert path.stat().st_ino == before
 
 
 def test_a_secret_may_be_named_like_a_method_of_the_tokens(now: datetime) -> None:
