@@ -818,12 +818,14 @@ def test_a_live_log_ends_its_page_at_the_same_place_whatever_its_tail_holds(
         assert page.status == 200
         size = int(page.headers["X-Log-Size"])
         ends[guess] = size - int(page.headers["X-Next-Offset"])
+        assert page.headers["X-Log-Held"] == "63"
     assert len(set(ends.values())) == 1, ends
     printed["extract"] = f"password is {SECRET} ok\nparam=hunter2-c"
     api.finish(run_id, "extract", log=None)  # it ended: the whole log, masked
     page = api.call("GET", url)
     assert page.text == "password is *** ok\nparam=hunter2-c"
     assert page.headers["X-Next-Offset"] == page.headers["X-Log-Size"]
+    assert "X-Log-Held" not in page.headers
 
 
 def test_a_secrets_file_that_cannot_be_used_is_a_503_naming_it(tmp_path: Path) -> None:

@@ -189,6 +189,7 @@ INDEX_CACHE = "no-cache"
 # it has no log (yet). A reader reads only that range, however long the log has grown.
 ReadLog = Callable[[Attempt, int, int], LogRange | None]
 UTF8_MAX = 4  # bytes in the longest UTF-8 character
+LOG_HELD_HEADER = "X-Log-Held"  # a running log's last bytes held back (secrets: see get_log)
 
 # Parameter types shared by several routes (module level: Powertools resolves the string
 # annotations against this module's globals).
@@ -1561,11 +1562,15 @@ def create_app(
             final = ended and window.start + len(window.data) >= window.size
             chunk, used = masker.window(window.data, len(chunk), final=final)
             next_offset = window.start + used
+        headers = {NEXT_OFFSET_HEADER: str(next_offset), LOG_SIZE_HEADER: str(window.size)}
+        if masker and found[0].ended_at is None:
+            # its tail is held back until more is written or it ends (the same for any text)
+            headers[LOG_HELD_HEADER] = str(masker.hold)
         return Response(
             status_code=HTTPStatus.OK.value,
             content_type="text/plain; charset=utf-8",
             body=chunk.decode("utf-8", errors="replace"),
-            headers={NEXT_OFFSET_HEADER: str(next_offset), LOG_SIZE_HEADER: str(window.size)},
+            headers=headers,
         )
 
     @app.get(
