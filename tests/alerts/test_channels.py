@@ -286,6 +286,30 @@ def test_no_error_carries_a_resolved_secret() -> None:
     assert SECRETS["tg_token"] not in str(caught.value)
 
 
+def test_a_receiver_echoing_a_webhook_url_s_path_shows_none_of_its_secret_parts(
+    recorder: Recorder,
+) -> None:
+    """A webhook URL is a secret as a whole, and its path and query are the credential: a
+    receiver that answers 400 quoting the path (or its last segment, or the query) must not
+    put them in last_error, cut at 200 characters or not."""
+    url = f"{recorder.url}/hook/T0K3N-SECRETPATH-abc?sig=QUERYSIG-xyz"
+    for echoed in (
+        "no route for /hook/T0K3N-SECRETPATH-abc?sig=QUERYSIG-xyz",
+        "unknown webhook T0K3N-SECRETPATH-abc (signature QUERYSIG-xyz)",
+        "x" * 170 + "/hook/T0K3N-SECRETPATH-abc",  # cut at 200 inside the secret part
+        "signature QUERYSIG-xyz does not match",
+    ):
+        recorder.answer((400, {"error": echoed}))
+        with pytest.raises(DeliveryError, match="HTTP 400") as caught:
+            sender(recorder, {"hookurl": url}).send(
+                channel("slack", url="{{ secrets.hookurl }}"), FAIL, "k"
+            )
+        error = str(caught.value)
+        for part in ("T0K3N", "SECRETPATH", "QUERYSIG"):
+            assert part not in error, (echoed, error)
+        assert "***" in error
+
+
 def test_only_pagerduty_resolves() -> None:
     resolve = AlertFacts("success", "p", "w", dedup_key="d", action="resolve")
     with pytest.raises(Skipped):

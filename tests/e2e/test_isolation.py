@@ -261,3 +261,32 @@ def test_an_output_masked_for_a_secret_is_named_in_the_log_downstream_reads_it_m
         assert "got ***ql://db/x" in rt.executor.log_path(run_id, "use", 1).read_text()
     finally:
         rt.close()
+
+
+def test_a_secret_rotated_or_deleted_stays_masked_in_the_logs_of_tasks_given_it(
+    tmp_path: Path,
+) -> None:
+    """The log view masks with the values a project's secrets have now; a task's log is
+    written again with the values it was given when it ends, so a secret rotated or
+    deleted since does not show its old value there."""
+    rt = LocalRuntime(tmp_path / "home")
+    try:
+        rt.secrets.put("default", "pw", "old-value-of-pw-1234")
+        rt.secrets.put("default", "gone", "old-value-of-gone-99")
+        text = (
+            "name: rotated\ntasks:\n"
+            "  given:\n    type: shell\n"
+            '    env: {PW: "{{ secrets.pw }}", GONE: "{{ secrets.gone }}"}\n'
+            "    command: 'echo \"pw=$PW gone=$GONE\"'\n"
+            "  plain: {type: shell, command: 'echo nothing secret here'}\n"
+        )
+        run_id = start(rt, text)
+        assert finish(rt, run_id) is RunState.SUCCEEDED
+        rt.secrets.put("default", "pw", "new-value-of-pw-5678")
+        rt.secrets.delete("default", "gone")
+        given = rt.executor.log_path(run_id, "given", 1).read_text()
+        assert "pw=*** gone=***" in given
+        assert "old-value" not in given
+        assert "nothing secret here" in rt.executor.log_path(run_id, "plain", 1).read_text()
+    finally:
+        rt.close()

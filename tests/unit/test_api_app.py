@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from tests.fakes import text_logs
 
+from stratoflow.adapters.local.secrets import LocalSecrets
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.api.app import MAX_LOG_CHUNK, ReadLog, create_app, read_log_file
 from stratoflow.engine import MAX_PARAM_DEPTH, MAX_PARAMS_BYTES, AttemptResult, AttemptStatus, TaskInstance
@@ -169,14 +170,16 @@ class Api:
         self.scheduler.on_finished([Finished(run_id, task_id, task.attempt, result, path)])
 
 
-def _build(tmp_path: Path, read_log: ReadLog | None = None) -> Api:
+def _build(tmp_path: Path, read_log: ReadLog | None = None, **extra: Any) -> Api:
     store = SqliteStore(tmp_path / "state.db")
     dispatcher = FakeDispatcher()
     scheduler = Scheduler(store, store, dispatcher, StepClock())
     logs = tmp_path / "logs"
     logs.mkdir(exist_ok=True)
     api = Api(None, scheduler, dispatcher, logs)
-    api.app = create_app(scheduler, on_change=lambda: api.changes.append(1), read_log=read_log)
+    api.app = create_app(
+        scheduler, on_change=lambda: api.changes.append(1), read_log=read_log, **extra
+    )
     return api
 
 
@@ -805,6 +808,57 @@ def test_a_log_page_reads_only_its_range(tmp_path: Path) -> None:
     assert page.text == "line\n"  # the last line: the log ends before the limit
     assert (page.headers["X-Next-Offset"], page.headers["X-Log-Size"]) == ("5000", "5000")
     assert asked == [(4995, 10)], "the page and at most 3 bytes more (to end on a character)"
+
+
+SECRET = "hunter2-canary-value"
+
+
+def test_a_live_log_ends_its_page_at_the_same_place_whatever_its_tail_holds(
+    tmp_path: Path,
+) -> None:
+    """While a task runs, where a page of its log ends (X-Next-Offset against X-Log-Size)
+    does not say whether the text it printed last (a param a caller passed) is the start of
+    one of the project's secrets."""
+    secrets = LocalSecrets(tmp_path / "home")
+    secrets.put("default", "pw", SECRET)
+    printed: dict[str, str] = {}
+    api = _build(
+        tmp_path,
+        read_log=text_logs(lambda attempt: printed.get(attempt.task_id)),
+        secret_source=secrets,
+    )
+    api.apply()
+    run_id = api.trigger()
+    api.scheduler.dispatch_ready()  # extract runs: its log is still being written
+    url = f"/runs/{run_id}/tasks/extract/attempts/1/log"
+    ends = {}
+    for guess in ("hunter2-c", "hunter2-x", "zzzzzzzzz"):
+        printed["extract"] = "x" * 100 + "\nparam=" + guess
+        page = api.call("GET", url)
+        assert page.status == 200
+        size = int(page.headers["X-Log-Size"])
+        ends[guess] = size - int(page.headers["X-Next-Offset"])
+        assert page.headers["X-Log-Held"] == "63"
+    assert len(set(ends.values())) == 1, ends
+    printed["extract"] = f"password is {SECRET} ok\nparam=hunter2-c"
+    api.finish(run_id, "extract", log=None)  # it ended: the whole log, masked
+    page = api.call("GET", url)
+    assert page.text == "password is *** ok\nparam=hunter2-c"
+    assert page.headers["X-Next-Offset"] == page.headers["X-Log-Size"]
+    assert "X-Log-Held" not in page.headers
+
+
+def test_a_secrets_file_that_cannot_be_used_is_a_503_naming_it(tmp_path: Path) -> None:
+    secrets = LocalSecrets(tmp_path / "home")
+    secrets.put("default", "pw", SECRET)
+    secrets.path("default").chmod(0o644)
+    api = _build(tmp_path, secrets=secrets, secret_source=secrets)
+    for reply in (
+        api.call("GET", "/secrets", query={"project": "default"}),
+        api.call("PUT", "/secrets/other", {"value": "another-value"}, query={"project": "default"}),
+    ):
+        assert_error(reply, 503, "secrets_unavailable", "readable by others", "chmod 600")
+        assert SECRET not in reply.text
 
 
 def test_the_local_reader_reads_a_range_of_the_file(tmp_path: Path) -> None:

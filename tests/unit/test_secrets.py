@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from stratoflow import engine
+from stratoflow import secrets as secrets_module
 from stratoflow.adapters.local.secrets import LocalSecrets
 from stratoflow.errors import InvalidInput, NotFound
 from stratoflow.model import load_workflow
 from stratoflow.secrets import (
     MASK,
+    MAX_TOTAL_BYTES,
     MAX_VALUE_BYTES,
     ChainedSource,
     EnvironmentSource,
@@ -25,8 +28,11 @@ from stratoflow.secrets import (
     ShortSecret,
     check_name,
     check_value,
+    hold_values,
     mask_outputs,
+    masker_for,
     references,
+    release,
     resolve,
 )
 from stratoflow.templating import TemplateError
@@ -341,8 +347,9 @@ def test_masker_window_never_splits_a_value_across_pages() -> None:
         pages.clear()
         offset = 0
         while offset < len(log):
-            window = log[offset : offset + limit + masker.longest - 1]
-            chunk, used = masker.window(window, min(limit, len(window)))
+            window = log[offset : offset + limit + masker.hold]
+            final = offset + len(window) >= len(log)  # the log's attempt ended
+            chunk, used = masker.window(window, min(limit, len(window)), final=final)
             assert used > 0
             pages.append(chunk)
             offset += used
@@ -351,14 +358,136 @@ def test_masker_window_never_splits_a_value_across_pages() -> None:
         assert text == f"line one\nprinted {MASK} here\nand {MASK}"
 
 
-def test_masker_window_holds_back_what_may_be_a_value_still_being_written() -> None:
+def test_masker_window_never_splits_a_value_of_a_growing_log() -> None:
+    masker = Masker([VALUE, "x" * 200])
+    log = f"line one\nprinted {VALUE} here\nand {VALUE} end\n".encode() * 3
+    for step in (1, 7, 30):
+        shown: list[bytes] = []
+        offset = 0
+        for size in range(0, len(log) + 1, step):  # the log grows, read as it does
+            window = log[offset:size]
+            chunk, used = masker.window(window, len(window))
+            shown.append(chunk)
+            offset += used
+        chunk, used = masker.window(log[offset:], len(log) - offset, final=True)  # it ended
+        shown.append(chunk)
+        assert b"".join(shown).decode() == log.decode().replace(VALUE, MASK)
+
+
+def test_a_growing_log_holds_back_the_same_tail_whatever_it_holds() -> None:
+    """The end of a page of a log still being written does not depend on whether its last
+    bytes could be the start of a secret: else a caller who can make a task print text (a
+    param) learns from where the page ends whether that text starts a secret, a character at
+    a time."""
+    masker = Masker([VALUE, "a-much-longer-secret-value-" * 3])
+    assert masker.hold == 127  # the longest value (81 bytes), rounded up to a power of two, - 1
+    body = b"x" * 500 + b"\n"
+    for guess in ("h", "hu", "hunter2-c", "hunter2-canary-valu", "q", "qz", "zzzzzzzzz"):
+        log = body + guess.encode()
+        chunk, used = masker.window(log, len(log))
+        assert used == len(log) - masker.hold, guess
+        assert chunk == log[:used]
+    # shorter than what is held back: nothing yet, whatever it is (the caller asks again)
+    for guess in ("hunt", "abcd"):
+        assert masker.window(guess.encode(), 4) == (b"", 0)
+        assert masker.window(guess.encode(), 4, final=True) == (guess.encode(), 4)
+
+
+def test_a_held_back_tail_never_ends_inside_a_character() -> None:
     masker = Masker([VALUE])
-    growing = b"abc " + VALUE[:5].encode()
-    chunk, used = masker.window(growing, len(growing))
-    assert chunk == b"abc "
-    assert used == 4
-    alone = VALUE[:5].encode()  # nothing else to give: it is returned (progress is kept)
-    assert masker.window(alone, len(alone)) == (alone, len(alone))
+    assert masker.hold == 63
+    log = b"a" + "é".encode() * 40  # 81 bytes; 81 - 63 = 18 is inside the 9th é
+    chunk, used = masker.window(log, len(log))
+    assert used == 17
+    chunk.decode()
+
+
+class CountingStore(LocalSecrets):
+    def __init__(self, home: Path) -> None:
+        super().__init__(home)
+        self.reads = 0
+
+    def known(self, project: str) -> dict[str, str]:
+        self.reads += 1
+        return super().known(project)
+
+
+def test_a_masker_is_made_once_per_version_of_the_project_s_secrets(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path)
+    store.put("once", "pw", VALUE)
+    first = masker_for(store, "once")
+    assert masker_for(store, "once") is first
+    assert store.reads == 1, "nothing changed: neither the file nor the values are read again"
+    store.put("once", "other", "another-value")
+    second = masker_for(store, "once")
+    assert second is not first
+    assert second.text(f"{VALUE} another-value") == f"{MASK} {MASK}"
+    assert store.reads == 2
+    # a file made unsafe is refused, but what it held stays masked
+    os.chmod(store.path("once"), 0o644)
+    assert masker_for(store, "once").text(VALUE) == MASK
+
+
+def test_the_values_of_a_project_s_secrets_are_bounded_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(secrets_module, "MAX_TOTAL_BYTES", 100)
+    store = LocalSecrets(tmp_path)
+    store.put("p", "a", "a" * 60)
+    with pytest.raises(InvalidInput) as caught:
+        store.put("p", "b", "b" * 41)
+    message = str(caught.value.problems[0])
+    assert "101 bytes" in message
+    assert "at most 100" in message
+    assert "b" * 41 not in message
+    store.put("p", "b", "b" * 40)  # 100: at the bound
+    monkeypatch.setattr(secrets_module, "MAX_TOTAL_BYTES", 50)  # over it, from before
+    store.put("p", "a", "a" * 10)  # a change that does not grow the total is allowed
+    with pytest.raises(InvalidInput):
+        store.put("p", "a", "a" * 11)
+    assert store.known("p") == {"a": "a" * 10, "b": "b" * 40}
+
+
+def test_masking_a_project_s_largest_secrets_is_quick() -> None:
+    """16 values of 64 KiB (MAX_TOTAL_BYTES): no pattern built from them (compiling one took
+    ~1.5 s and ~100 MB), one search of the text per value."""
+    values = [f"{i:04d}" + "k" * (MAX_VALUE_BYTES - 4) for i in range(16)]
+    assert sum(len(v) for v in values) <= MAX_TOTAL_BYTES
+    start = time.perf_counter()
+    masker = Masker(values)
+    page = b"ordinary text\n" * 10_000 + values[3].encode() + b"\nend\n"
+    chunk, _used = masker.window(page, len(page), final=True)
+    assert chunk == b"ordinary text\n" * 10_000 + b"***\nend\n"
+    assert time.perf_counter() - start < 0.5
+
+
+def test_values_given_to_a_running_attempt_stay_masked_when_rotated(tmp_path: Path) -> None:
+    store = LocalSecrets(tmp_path)
+    store.put("rot", "pw", VALUE)
+    key = ("rot.w-1", "t", 1)
+    hold_values("rot", key, [VALUE])  # the executor, as it starts the attempt
+    store.put("rot", "pw", "the-new-value-of-pw")
+    masker = masker_for(store, "rot")
+    assert masker.text(f"{VALUE} the-new-value-of-pw") == f"{MASK} {MASK}"
+    release("rot", key)  # it ended (its log was written again, masked)
+    assert masker_for(store, "rot").text(VALUE) == VALUE
+
+
+@pytest.mark.parametrize("block", [1, 5, 16, 1024])
+def test_a_log_file_is_written_again_masked_a_block_at_a_time(tmp_path: Path, block: int) -> None:
+    from stratoflow.adapters.local.executor import mask_log_file
+
+    path = tmp_path / "t.1.log"
+    text = f"start\n{VALUE}{VALUE}\nmiddle {VALUE} end\n{VALUE[:-1]}"
+    path.write_text(text)
+    path.chmod(0o640)
+    assert mask_log_file(str(path), Masker([VALUE]), block=block) is True
+    assert path.read_text() == f"start\n{MASK}{MASK}\nmiddle {MASK} end\n{VALUE[:-1]}"
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["t.1.log"]
+    before = path.stat().st_ino
+    assert mask_log_file(str(path), Masker([VALUE]), block=block) is False  # nothing to do
+    assert path.stat().st_ino == before
 
 
 def test_a_secret_may_be_named_like_a_method_of_the_tokens(now: datetime) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from stratoflow.errors import InvalidInput, NotFound, Problem
@@ -31,6 +31,9 @@ NAME_PATTERN = r"[A-Za-z][A-Za-z0-9_]{0,127}"
 _NAME = re.compile(NAME_PATTERN)
 MAX_VALUE_BYTES = 64 * 1024  # a secret's value, UTF-8 encoded (Secrets Manager allows 64 KiB)
 MAX_SECRETS = 1_000  # secrets of one project
+# the values of one project's secrets together, UTF-8 encoded: every log page, task result
+# and output is searched for each of them, and the masker holds them all in memory
+MAX_TOTAL_BYTES = 1024 * 1024
 MASK = "***"
 MIN_MASKED_CHARS = 4  # shorter values are not masked in text: "***" for every "a" helps no one
 ENV_PREFIX = "STRATOFLOW_SECRET_"
@@ -139,6 +142,29 @@ def check_value(value: str, field: str = "value") -> str:
     return value
 
 
+def check_total(project: str, secrets: Mapping[str, str], name: str, value: str) -> None:
+    """Refuse setting ``name`` to ``value`` when the project's values would then add up to
+    more than ``MAX_TOTAL_BYTES`` (a change that does not grow the total is allowed, so a
+    project over the bound, from before it, can still rotate and delete)."""
+
+    def size(values: Iterable[str]) -> int:
+        return sum(len(v.encode("utf-8", errors="surrogatepass")) for v in values)
+
+    before = size(secrets.values())
+    after = before - size([secrets[name]] if name in secrets else []) + size([value])
+    if after > MAX_TOTAL_BYTES and after > before:
+        raise InvalidInput(
+            [
+                Problem(
+                    "value",
+                    f"project {project!r}'s secrets would hold {after:,} bytes of values; "
+                    f"together they are at most {MAX_TOTAL_BYTES:,} (each is searched for in "
+                    "every log and result): delete secrets it no longer uses",
+                )
+            ]
+        )
+
+
 # ------------------------------------------------------------------ ports
 class SecretSource(ABC):
     """Where an executor reads a project's secrets: ``get(project, name)`` -> value or None."""
@@ -152,6 +178,12 @@ class SecretSource(ABC):
         """The names this source knows for ``project`` (what masking can look for); a source
         that cannot list answers none."""
         return []
+
+    def version(self, project: str) -> Hashable | None:
+        """Something that changes whenever ``project``'s secrets may have (a file's identity
+        and time, a counter): :func:`masker_for` makes a new masker only then. None: the
+        source cannot say cheaply, and the values are read and compared each time."""
+        return None
 
     def known(self, project: str) -> dict[str, str]:
         """Every secret of ``project`` this source can list, with its value (what masking
@@ -192,6 +224,10 @@ class ChainedSource(SecretSource):
     def names(self, project: str) -> list[str]:
         return sorted({n for source in self.sources for n in source.names(project)})
 
+    def version(self, project: str) -> Hashable | None:
+        versions = tuple(source.version(project) for source in self.sources)
+        return None if None in versions else versions
+
     def known(self, project: str) -> dict[str, str]:
         found: dict[str, str] = {}
         for source in reversed(self.sources):  # the first source's value wins
@@ -214,6 +250,9 @@ class EnvironmentSource(SecretSource):
 
     def names(self, project: str) -> list[str]:
         return sorted(self._found)
+
+    def version(self, project: str) -> Hashable | None:
+        return 0  # read once, from the server's environment: it never changes
 
     def known(self, project: str) -> dict[str, str]:
         return dict(self._found)
@@ -288,28 +327,78 @@ def resolve(value: Any, project: str, source: SecretSource) -> tuple[Any, dict[s
 
 
 # ------------------------------------------------------------------ masking
+def _hold(longest: int) -> int:
+    """How many bytes at the end of a log still being written the log view holds back: the
+    longest value's length less one, rounded up to a power of two (at least 64) less one, so
+    that what is held back says little of how long the longest secret is. It depends on the
+    values only, never on the text (see :meth:`Masker.window`)."""
+    if longest <= 1:
+        return 0
+    return max(64, 1 << (longest - 1).bit_length()) - 1
+
+
+def _spans(data: Any, needles: list[Any]) -> list[tuple[int, int]]:
+    """The stretches of ``data`` (str or bytes) that hold one of ``needles``, overlapping ones
+    merged, in order. One ``find`` pass per value (C, linear in the text whatever the value:
+    CPython's two-way search), no pattern to compile: building a masker costs nothing, and
+    masking costs (values x text), bounded by ``MAX_SECRETS`` and the page's size."""
+    found: list[tuple[int, int]] = []
+    for needle in needles:
+        size = len(needle)
+        at = data.find(needle)
+        while at >= 0:
+            found.append((at, at + size))
+            at = data.find(needle, at + size)
+    if len(found) < 2:
+        return found
+    found.sort()
+    merged = [found[0]]
+    for start, stop in found[1:]:
+        last_start, last_stop = merged[-1]
+        if start < last_stop:  # overlapping values: one mask over both
+            if stop > last_stop:
+                merged[-1] = (last_start, stop)
+        else:
+            merged.append((start, stop))
+    return merged
+
+
+def _replaced(data: Any, spans: list[tuple[int, int]], mask: Any) -> Any:
+    parts = []
+    pos = 0
+    for start, stop in spans:
+        parts.append(data[pos:start])
+        parts.append(mask)
+        pos = stop
+    parts.append(data[pos:])
+    return data[:0].join(parts)
+
+
 class Masker:
     """Writes ``***`` for each secret value found in text (values shorter than
     ``MIN_MASKED_CHARS`` are never used: :func:`lookup` refuses them). :func:`masker_for`
-    keeps the last one made per project and reuses it while the values are the same."""
+    keeps the last one made per project and reuses it while the project's secrets are the
+    same version. Values that overlap in the text are masked together, as one ``***``."""
 
     def __init__(self, values: Iterable[str]) -> None:
         kept = sorted({v for v in values if len(v) >= MIN_MASKED_CHARS}, key=len, reverse=True)
         self.values = kept
-        self._text = re.compile("|".join(map(re.escape, kept))) if kept else None
-        encoded = [v.encode("utf-8") for v in kept]
-        self._bytes = re.compile(b"|".join(map(re.escape, encoded))) if encoded else None
-        self.longest = max((len(v) for v in encoded), default=0)
+        self._encoded = [v.encode("utf-8", errors="surrogatepass") for v in kept]
+        self.longest = max((len(v) for v in self._encoded), default=0)
+        self.hold = _hold(self.longest)
 
     def __bool__(self) -> bool:
-        return self._text is not None
+        return bool(self.values)
 
     def text(self, text: str) -> str:
-        return text if self._text is None else self._text.sub(MASK, text)
+        if not self.values:
+            return text
+        spans = _spans(text, self.values)
+        return _replaced(text, spans, MASK) if spans else text
 
     def value(self, value: Any) -> Any:
         """Every string in a JSON-like value masked (keys too)."""
-        if self._text is None:
+        if not self.values:
             return value
         if isinstance(value, str):
             return self.text(value)
@@ -320,45 +409,35 @@ class Masker:
         return value
 
     def data(self, data: bytes) -> bytes:
-        return data if self._bytes is None else self._bytes.sub(MASK.encode(), data)
+        if not self._encoded:
+            return data
+        spans = _spans(data, self._encoded)
+        return _replaced(data, spans, MASK.encode()) if spans else data
 
-    def window(self, data: bytes, limit: int) -> tuple[bytes, int]:
-        """Mask the first ``limit`` bytes of ``data``, a window of a text that may go on past
-        it (a log being written): the masked bytes and how many bytes of ``data`` they stand
-        for. A value that starts before ``limit`` is masked whole when the window holds it
-        (read ``longest - 1`` bytes past ``limit``); a chunk does not end on what may be the
-        start of a value still being written, unless that would return nothing."""
-        if self._bytes is None:
-            return data[:limit], min(limit, len(data))
-        out: list[bytes] = []
-        pos = 0
-        for match in self._bytes.finditer(data):
-            if match.start() >= limit:
-                break
-            out.append(data[pos : match.start()])
-            out.append(MASK.encode())
-            pos = match.end()
+    def window(self, data: bytes, limit: int, *, final: bool = False) -> tuple[bytes, int]:
+        """Mask the first ``limit`` bytes of ``data``, a window of a log: the masked bytes and
+        how many bytes of ``data`` they stand for. A value that starts before ``limit`` is
+        masked whole when the window holds it (read ``hold`` bytes past ``limit``).
+
+        ``final``: ``data`` runs to the end of a log that will not grow (its attempt ended).
+        Otherwise the last ``hold`` bytes of ``data`` are never returned, whatever they hold:
+        they may be the start of a value still being written. How much is held back depends
+        on the values' lengths only, never on the text, so where a page ends says nothing of
+        whether the text is the start of a secret (holding back only a tail that *was* such a
+        start let a caller who can make a task print text learn a secret a character at a
+        time). A page may then be empty; the caller asks again as the log grows."""
+        if not self._encoded:
+            end = min(limit, len(data))
+            return data[:end], end
+        spans = [s for s in _spans(data, self._encoded) if s[0] < limit]
+        pos = spans[-1][1] if spans else 0
         end = max(pos, min(limit, len(data)))
-        if len(data) - end < self.longest - 1:  # too little seen after it to be sure
-            cut = _safe_end(data, pos, end, self.values)
-            if cut > 0:
-                end = cut
-        out.append(data[pos:end])
-        return b"".join(out), end
-
-
-def _safe_end(data: bytes, pos: int, end: int, values: list[str]) -> int:
-    """The furthest point <= ``end`` not inside a possible start of a value (a suffix of
-    ``data[pos:end]`` that is a proper prefix of some value)."""
-    tail = data[pos:end]
-    cut = end
-    for value in values:
-        raw = value.encode("utf-8")
-        for k in range(min(len(raw) - 1, len(tail)), 0, -1):
-            if tail.endswith(raw[:k]):
-                cut = min(cut, end - k)
-                break
-    return cut
+        if not final and end > len(data) - self.hold:
+            end = max(pos, len(data) - self.hold)
+            while end > pos and (data[end] & 0xC0) == 0x80:  # not inside a character
+                end -= 1
+        head = data[:end]
+        return (_replaced(head, spans, MASK.encode()) if spans else head), end
 
 
 def mask_outputs(masker: Masker, outputs: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
@@ -388,27 +467,70 @@ def mask_outputs(masker: Masker, outputs: Mapping[str, Any]) -> tuple[dict[str, 
 
 
 def masker_for(source: SecretSource | None, project: str) -> Masker:
-    """A masker of every secret ``source`` knows for ``project``; a source that cannot be
-    read masks nothing (the log view still answers)."""
+    """A masker of every secret ``source`` knows for ``project``, and of the values attempts
+    still running were given (:func:`hold_values`: a secret rotated or deleted meanwhile
+    stays masked in their logs). Made once per version of the project's secrets
+    (``SecretSource.version``), so a log view or a task's result costs a ``stat``, not a read
+    of the file. A source that cannot be read keeps the last masker made for the project (a
+    file made unsafe does not unmask its values), else masks nothing (the log view still
+    answers)."""
     if source is None:
         return _NO_MASK
+    held = _HELD.get(project)
+    try:
+        stamp = source.version(project)
+    except SecretUnavailable:
+        stamp = None
+    version = None if stamp is None else (stamp, held[0] if held else 0)
+    cached = _MASKERS.get(project)
+    if cached is not None and version is not None and cached[0] == version:
+        return cached[2]
     try:
         values = frozenset(source.known(project).values())
     except SecretUnavailable:
-        return _NO_MASK
-    if not values:
-        return _NO_MASK
-    cached = _MASKERS.get(project)
-    if cached is not None and cached[0] == values:
-        return cached[1]
-    masker = Masker(values)
+        return _NO_MASK if cached is None else cached[2]
+    if held:
+        values = values.union(*held[1].values())
+    if cached is not None and cached[1] == values:
+        masker = cached[2]
+    else:
+        masker = Masker(values) if values else _NO_MASK
     with _MASKERS_LOCK:  # the executor's threads and the API's serve many projects at once
-        if len(_MASKERS) >= 256:  # bounded: the oldest project goes
+        if project not in _MASKERS and len(_MASKERS) >= 256:  # bounded: the oldest goes
             _MASKERS.pop(next(iter(_MASKERS)))
-        _MASKERS[project] = (values, masker)
+        _MASKERS[project] = (version, values, masker)
     return masker
+
+
+def hold_values(project: str, key: object, values: Iterable[str]) -> None:
+    """Mask ``values`` in ``project``'s logs (:func:`masker_for`) until :func:`release`
+    (``key``): the values an attempt was given, while it runs. Its log is masked with them
+    when it ends (the local executor rewrites it); until then a view masks them even if the
+    secret was rotated or deleted meanwhile. Only attempts given a secret come here."""
+    kept = frozenset(values)
+    if not kept:
+        return
+    with _MASKERS_LOCK:
+        generation, by_key = _HELD.get(project, (0, {}))
+        _HELD[project] = (generation + 1, {**by_key, key: kept})
+
+
+def release(project: str, key: object) -> None:
+    """The end of :func:`hold_values` for ``key``."""
+    with _MASKERS_LOCK:
+        found = _HELD.get(project)
+        if found is None or key not in found[1]:
+            return
+        rest = {k: v for k, v in found[1].items() if k != key}
+        if rest:
+            _HELD[project] = (found[0] + 1, rest)
+        else:
+            _HELD[project] = (found[0] + 1, {})  # the generation only grows
 
 
 _NO_MASK = Masker(())
 _MASKERS_LOCK = threading.Lock()
-_MASKERS: dict[str, tuple[frozenset[str], Masker]] = {}  # project -> its values, its masker
+# project -> (the version it was made for, its values, its masker)
+_MASKERS: dict[str, tuple[Hashable, frozenset[str], Masker]] = {}
+# project -> (a generation bumped at each change, attempt key -> the values it was given)
+_HELD: dict[str, tuple[int, dict[object, frozenset[str]]]] = {}

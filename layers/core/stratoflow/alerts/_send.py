@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # imported where an alert is sent: a scheduler without alerts
     import httpx
 
 MAX_ERROR_CHARS = 500
+MAX_BODY_CHARS = 4096  # of a receiver's answer read for an error (then scrubbed, then cut)
 
 _sending = threading.local()
 
@@ -98,10 +99,13 @@ class Sender:
                 secrets.append(resolved)
             return resolved
 
+        _sending.secrets = secrets  # _post scrubs a receiver's answer before cutting it
         try:
             getattr(self, f"_{channel.type}")(channel, facts, key, value)
         except DeliveryError as exc:
             raise DeliveryError(_scrub(str(exc), secrets), permanent=exc.permanent) from None
+        finally:
+            _sending.secrets = []
 
     # ------------------------------------------------------------ HTTP providers
     @contextmanager
@@ -131,12 +135,13 @@ class Sender:
         except httpx.InvalidURL as exc:
             raise DeliveryError(f"invalid URL: {exc}", permanent=True) from None
         except httpx.HTTPError as exc:
-            raise DeliveryError(f"{type(exc).__name__}: {exc}") from None
+            raise DeliveryError(_scrub(f"{type(exc).__name__}: {exc}", _given())) from None
         finally:
             _sending.active = False
         status = response.status_code
         if status >= 300:
-            text = response.text[:200]
+            # scrubbed whole, then cut: a cut first could leave the start of a secret
+            text = _scrub(response.text[:MAX_BODY_CHARS], _given())[:200]
             retry = status in (408, 425, 429) or status >= 500
             raise DeliveryError(f"HTTP {status}: {text}", permanent=not retry)
         problem = ok(response)
@@ -293,8 +298,33 @@ def _json_says(response: httpx.Response, field: str, expected: Any, why: str) ->
     return None
 
 
+def _given() -> list[str]:
+    return getattr(_sending, "secrets", [])
+
+
+def _pieces(secret: str) -> set[str]:
+    """What of a secret's value may show in a receiver's answer or an HTTP error: the value,
+    and when it is a URL (a webhook's), its credential-bearing parts too: the user and
+    password, the path, the query, each path segment and query value, as written and
+    percent-decoded. A receiver that answers 400 echoing the path it was sent (``/hook/
+    SECRETPATH``) shows those, not the whole URL. Parts shorter than 4 characters are
+    not masked (a ``/``, ``v2``): they would mask ordinary text and protect nothing."""
+    found = {secret}
+    parts = urllib.parse.urlsplit(secret) if "://" in secret else None
+    if parts is not None and parts.netloc:
+        found.update(p for p in (parts.username, parts.password) if p)
+        if parts.username and parts.password:
+            found.add(f"{parts.username}:{parts.password}")
+        found.update((parts.path, parts.query, f"{parts.path}?{parts.query}"))
+        found.update(parts.path.split("/"))
+        for pair in parts.query.split("&"):
+            found.update((pair, pair.partition("=")[2]))
+        found |= {urllib.parse.unquote(p) for p in found}
+    return {p for p in found if len(p) >= 4}
+
+
 def _scrub(text: str, secrets: list[str]) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "***")
+    pieces = {p for secret in secrets if secret for p in _pieces(secret)}
+    for piece in sorted(pieces, key=len, reverse=True):
+        text = text.replace(piece, "***")
     return text

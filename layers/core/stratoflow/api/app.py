@@ -113,7 +113,7 @@ from stratoflow.model import (
 )
 from stratoflow.ports import Attempt, LogRange, RunChangeLog, RunQuery, WorkflowVersion
 from stratoflow.readmodel import AuditEntry, ReadModel, RunFilter
-from stratoflow.secrets import SecretSource, SecretStore, masker_for
+from stratoflow.secrets import SecretSource, SecretStore, SecretUnavailable, masker_for
 from stratoflow.service import Scheduler
 from stratoflow.views import (
     attempt_view,
@@ -189,6 +189,7 @@ INDEX_CACHE = "no-cache"
 # it has no log (yet). A reader reads only that range, however long the log has grown.
 ReadLog = Callable[[Attempt, int, int], LogRange | None]
 UTF8_MAX = 4  # bytes in the longest UTF-8 character
+LOG_HELD_HEADER = "X-Log-Held"  # a running log's last bytes held back (secrets: see get_log)
 
 # Parameter types shared by several routes (module level: Powertools resolves the string
 # annotations against this module's globals).
@@ -281,6 +282,9 @@ _DOMAIN_ERRORS: Mapping[type[Exception], tuple[HTTPStatus, str]] = {
     Unauthenticated: (HTTPStatus.UNAUTHORIZED, "unauthenticated"),
     Forbidden: (HTTPStatus.FORBIDDEN, "forbidden"),
     Unavailable: (HTTPStatus.SERVICE_UNAVAILABLE, "unavailable"),
+    # a project's secrets that cannot be used as they are (a file others can read, not ours):
+    # the message names the file and the fix, never a value; no retry helps until it is fixed
+    SecretUnavailable: (HTTPStatus.SERVICE_UNAVAILABLE, "secrets_unavailable"),
 }
 # routes anyone may call: liveness, the API's and the workflow format's descriptions, and the
 # UI's static files
@@ -1548,18 +1552,25 @@ def create_app(
         if not found:
             raise _no_attempt(task, attempts, attempt)
         masker = masker_for(secret_source, run.project)  # a task that printed its own secret
-        window = reader(found[0], offset, limit + UTF8_MAX - 1 + max(masker.longest - 1, 0))
+        window = reader(found[0], offset, limit + UTF8_MAX - 1 + masker.hold)
         if window is None:
             raise NotFound(f"no log for attempt {attempt} of task {task_id!r} in run {run_id!r}")
         chunk, next_offset = _log_chunk(window, limit)
         if masker:
-            chunk, used = masker.window(window.data, len(chunk))
+            # a log still being written keeps its last `hold` bytes back, whatever they are
+            ended = found[0].ended_at is not None
+            final = ended and window.start + len(window.data) >= window.size
+            chunk, used = masker.window(window.data, len(chunk), final=final)
             next_offset = window.start + used
+        headers = {NEXT_OFFSET_HEADER: str(next_offset), LOG_SIZE_HEADER: str(window.size)}
+        if masker and found[0].ended_at is None:
+            # its tail is held back until more is written or it ends (the same for any text)
+            headers[LOG_HELD_HEADER] = str(masker.hold)
         return Response(
             status_code=HTTPStatus.OK.value,
             content_type="text/plain; charset=utf-8",
             body=chunk.decode("utf-8", errors="replace"),
-            headers={NEXT_OFFSET_HEADER: str(next_offset), LOG_SIZE_HEADER: str(window.size)},
+            headers=headers,
         )
 
     @app.get(

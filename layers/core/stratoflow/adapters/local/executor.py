@@ -70,11 +70,16 @@ from stratoflow.resources import (
     task_resources,
 )
 from stratoflow.secrets import (
+    Masker,
     MissingSecret,
     SecretSource,
     SecretUnavailable,
+    hold_values,
+    lookup,
     mask_outputs,
     masker_for,
+    references,
+    release,
     resolve,
 )
 from stratoflow.taskexec import (
@@ -260,6 +265,9 @@ class _Live:
     # False: not an attempt this executor runs (kill() found it by its command line), watched
     # only so that its kill timer is disarmed once its group is gone (its id may be reused)
     report: bool = True
+    # the secret values it was given (none for most tasks): its log is masked with them when
+    # it ends, and the log view masks them meanwhile (secrets.hold_values)
+    given: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -1203,9 +1211,12 @@ class LocalExecutor(Dispatcher):
                 return
             log_fd = claimed
             try:
-                task = self._resolved(spec)
+                task, given = self._resolved(spec)
                 if task is not spec.task:  # a reference resolved (a copy costs ~3 us)
                     spec = replace(spec, task=task)
+                if given:
+                    live.given = given
+                    hold_values(spec.project, (spec.run_id, spec.task_id, spec.attempt), given)
             except (MissingSecret, SecretUnavailable, MissingConnection) as exc:
                 os.write(log_fd, f"stratoflow: {exc}\n".encode())
                 self._not_started(live, str(exc), retryable=False)
@@ -1421,18 +1432,22 @@ class LocalExecutor(Dispatcher):
             Path(work), pins, paths, lambda p, v: store.fetch(spec.project, p, v), owner=owner
         )
 
-    def _resolved(self, spec: AttemptSpec) -> RenderedTask:
+    def _resolved(self, spec: AttemptSpec) -> tuple[RenderedTask, frozenset[str]]:
         """The task with its secret references replaced by their values (here, in the
-        process that starts it, and nowhere before)."""
+        process that starts it, and nowhere before), and the values it is given."""
         task = spec.task
         value = {"fields": task.fields, "params": task.params, "env": task.env}
         source = _NoSecrets() if self._secrets is None else self._secrets
-        resolved, _ = resolve(value, spec.project, source)
+        resolved, used = resolve(value, spec.project, source)
+        given = frozenset(used.values())
         if task.task_type == "sql":  # the named connection, its credentials resolved here
             name = str(task.fields.get("connection") or "")
             if self._connections is None:
                 raise MissingConnection(spec.project, name)
             connection = self._connections(spec.project, name)
+            named = references(dict(connection.settings))
+            if named:  # its credentials are values this attempt is given too
+                given |= frozenset(lookup(source, spec.project, named).values())
             fields = {
                 **resolved["fields"],
                 "__connection": {"type": connection.type,
@@ -1440,8 +1455,11 @@ class LocalExecutor(Dispatcher):
             }  # fmt: skip
             resolved = {**resolved, "fields": fields}
         if resolved is value:
-            return task
-        return RenderedTask(task.task_type, resolved["fields"], resolved["params"], resolved["env"])
+            return task, given
+        rendered = RenderedTask(
+            task.task_type, resolved["fields"], resolved["params"], resolved["env"]
+        )
+        return rendered, given
 
     def _follow(self, live: _Live) -> None:
         """Another start holds the claim (a dispatch repeated across a restart): watch its
@@ -1637,9 +1655,29 @@ class LocalExecutor(Dispatcher):
         try:
             log_file = self._file_text(live.run_id, live.task_id, live.attempt, ".log")
             result = self._masked(live.run_id, result, log_file)
+            if live.given:
+                self._mask_log(live, log_file)
             self._report(live.run_id, live.task_id, live.attempt, result, log_file)
         except Exception:
             log.exception("reporting %s/%s/%s failed", live.run_id, live.task_id, live.attempt)
+
+    def _mask_log(self, live: _Live, log_file: str) -> None:
+        """Write the log of an attempt that was given secrets again with their values
+        ``***``, before its end is reported. The log view masks with the values the
+        project's secrets have when it is read; a secret rotated or deleted since would
+        show its old value in every earlier log. Masking at the end with the values the
+        attempt was given keeps them masked for as long as the log exists, without keeping
+        old values anywhere: it costs one read of the log, and a write only when it holds
+        one, for the attempts given a secret only (nothing for the others). Until then the
+        log view masks them too (``hold_values``), even when rotated meanwhile."""
+        project = live.run_id.partition(".")[0]
+        try:
+            mask_log_file(log_file, Masker(live.given))
+        except OSError:
+            log.exception("masking the log of %s/%s/%s failed", live.run_id, live.task_id,
+                          live.attempt)  # fmt: skip
+        finally:
+            release(project, (live.run_id, live.task_id, live.attempt))
 
     def _masked(self, run_id: str, result: AttemptResult, log_file: str | None) -> AttemptResult:
         """What the task reports, with its project's secret values written ``***`` (a run
@@ -1922,3 +1960,46 @@ class _NoSecrets(SecretSource):
 
     def get(self, project: str, name: str) -> str | None:
         return None
+
+
+MASK_BLOCK = 1024 * 1024  # bytes of a log masked at a time (mask_log_file)
+
+
+def mask_log_file(path: str, masker: Masker, block: int = MASK_BLOCK) -> bool:
+    """Rewrite the file at ``path`` with ``masker``'s values written ``***``: True when it
+    held one (it is then replaced whole, by a rename: a reader sees the old file or the new
+    one, never half of each); False, and nothing written, when it held none. Read ``block``
+    bytes at a time, never a value split between two."""
+    with open(path, "rb") as src:
+
+        def pages() -> Iterator[tuple[bytes, bytes]]:
+            offset = 0
+            while True:
+                src.seek(offset)
+                data = src.read(block + masker.hold)
+                final = len(data) < block + masker.hold  # the rest of the file
+                limit = len(data) if final else block
+                masked, used = masker.window(data, limit, final=final)
+                yield data[:used], masked
+                offset += used
+                if final or not used:
+                    return
+
+        if all(raw == masked for raw, masked in pages()):
+            return False
+        st = os.fstat(src.fileno())
+        directory, name = os.path.split(path)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".masking")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for _, masked in pages():
+                    out.write(masked)
+                os.fchmod(out.fileno(), stat.S_IMODE(st.st_mode))
+                if st.st_uid != os.geteuid():  # the task's user owns it (a root server)
+                    os.fchown(out.fileno(), st.st_uid, st.st_gid)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    return True

@@ -15,7 +15,7 @@ import os
 import stat
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 
 from stratoflow.errors import InvalidInput, NotFound, Problem
@@ -25,6 +25,7 @@ from stratoflow.secrets import (
     SecretUnavailable,
     check_name,
     check_project,
+    check_total,
     check_value,
 )
 
@@ -41,6 +42,7 @@ class LocalSecrets(SecretStore):
     def __init__(self, home: Path) -> None:
         self.dir = home / SECRETS_DIR
         self._lock = threading.Lock()
+        self._writes = 0  # see version()
         # project -> (the file's identity and version, its secrets): every task's result is
         # masked with its project's secrets, so the file is parsed only when it changed
         self._cache: dict[str, tuple[tuple[int, int, int, int], dict[str, str]]] = {}
@@ -100,6 +102,7 @@ class LocalSecrets(SecretStore):
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
+            self._writes += 1
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -114,6 +117,18 @@ class LocalSecrets(SecretStore):
     def known(self, project: str) -> dict[str, str]:
         return self._read(project)
 
+    def version(self, project: str) -> Hashable | None:
+        """The file's identity, time and size (a write renames a new file in: a new inode),
+        and how many writes this store made (a write within the clock's tick): what
+        :func:`stratoflow.secrets.masker_for` keys its masker by. One ``stat``."""
+        try:
+            st = os.stat(self.path(project), follow_symlinks=False)
+        except FileNotFoundError:
+            return (None, self._writes)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size, st.st_mode, self._writes)
+
     def put(self, project: str, name: str, value: str) -> bool:
         check_name(name)
         check_value(value)
@@ -124,6 +139,7 @@ class LocalSecrets(SecretStore):
                 raise InvalidInput(
                     [Problem("name", f"project {project!r} has {MAX_SECRETS} secrets, the most")]
                 )
+            check_total(project, secrets, name, value)
             secrets[name] = value
             self._write(project, secrets)
         return created
