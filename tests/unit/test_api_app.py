@@ -18,7 +18,13 @@ from tests.fakes import text_logs
 from stratoflow.adapters.local.secrets import LocalSecrets
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.api.app import MAX_LOG_CHUNK, ReadLog, create_app, read_log_file
-from stratoflow.engine import MAX_PARAM_DEPTH, MAX_PARAMS_BYTES, AttemptResult, AttemptStatus, TaskInstance
+from stratoflow.engine import (
+    MAX_PARAM_DEPTH,
+    MAX_PARAMS_BYTES,
+    AttemptResult,
+    AttemptStatus,
+    TaskInstance,
+)
 from stratoflow.ports import Attempt, AttemptSpec, Clock, Dispatcher, LogRange, Recovery
 from stratoflow.service import Finished, Scheduler
 
