@@ -319,6 +319,27 @@ def test_a_long_log_is_read_in_pages(page: Any, server: ServerProcess, api: http
     Shots(page, "log")("paged")
 
 
+def test_a_followed_log_shows_its_last_words_once_the_task_ends(
+    page: Any, api: httpx.Client, server: ServerProcess
+) -> None:
+    """The task panel follows a running attempt's log every 1.5 s, and the server holds back
+    its last bytes while it runs (a secret could be split there). When the attempt ended the
+    panel stopped following, and what was written after its last read (the held tail with
+    it) stayed behind a "Load more" button: the log seemed to end early."""
+    source = (
+        "name: last_words\ntasks:\n  talk:\n    type: shell\n"
+        "    command: 'echo first; sleep 4; echo these are the last words'\n"
+    )
+    assert api.post("/workflows", json={"source": source}).status_code in (200, 201)
+    run_id = api.post("/workflows/last_words/runs", json={}).json()["run"]["id"]
+    page.goto(f"{server.url}/#/runs/{run_id}?task=talk")
+    log = page.get_by_test_id("task-panel").get_by_test_id("log")
+    expect(log).to_contain_text("first", timeout=RUN_TIMEOUT)
+    expect(run_badge(page)).to_have_text("succeeded", timeout=RUN_TIMEOUT)
+    expect(log).to_contain_text("these are the last words")
+    expect(page.get_by_role("button", name=re.compile(r"^Load more"))).to_have_count(0)
+
+
 def user_token(server: ServerProcess, name: str, project: str, role: str) -> str:
     """A real user with a real role and token, made with the CLI on the server's home."""
     runner = CliRunner()

@@ -282,6 +282,7 @@ function LogView({ runId, taskId, attempt, follow }: { runId: string; taskId: st
   const [error, setError] = useState<Error | null>(null);
   const [busy, setBusy] = useState(false);
   const offset = useRef(0);
+  const followed = useRef(false);
   const load = async (reset: boolean) => {
     setBusy(true);
     try {
@@ -299,13 +300,23 @@ function LogView({ runId, taskId, attempt, follow }: { runId: string; taskId: st
   };
   useEffect(() => {
     offset.current = 0;
+    followed.current = false; // another attempt's log: nothing of it was followed yet
     setText("");
     load(true);
   }, [runId, taskId, attempt]);
   useEffect(() => {
-    if (!follow) return;
-    const t = window.setInterval(() => load(false), 1500);
-    return () => window.clearInterval(t);
+    if (follow) {
+      followed.current = true;
+      const t = window.setInterval(() => load(false), 1500);
+      return () => window.clearInterval(t);
+    }
+    // followed until now, the attempt has ended: its tail, which the server holds back
+    // while the attempt runs (a secret could be split there), is read once more
+    if (followed.current) {
+      followed.current = false;
+      load(false);
+    }
+    return undefined;
   }, [follow, runId, taskId, attempt]);
   return (
     <div class="log">
