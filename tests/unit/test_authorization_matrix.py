@@ -322,7 +322,8 @@ OPERATIONS = [
         "GET", "/workflows/{name}/versions/{version}/layout", Action.READ, _layout_get, False,
         _layout_there,
     ),
-    Operation("PUT", "/workflows/{name}/versions/{version}/layout", Action.OPERATE, _layout_put, True),
+    # an editor's: the first stays for good, and every viewer of the version sees it
+    Operation("PUT", "/workflows/{name}/versions/{version}/layout", Action.EDIT, _layout_put, True),
     Operation("GET", "/workflows/{name}/diff", Action.READ, _wf("/diff"), False),
     Operation("POST", "/workflows/{name}/pause", Action.OPERATE, _wf("/pause"), True),
     Operation("POST", "/workflows/{name}/unpause", Action.OPERATE, _wf("/unpause"), False),

@@ -1215,8 +1215,10 @@ def create_app(
     def put_version_layout(
         name: str, version: VersionPath, h: DigestQuery, project: ProjectQuery = DEFAULT_PROJECT
     ) -> Response[LayoutStored]:
-        # the body is read raw (api/stored_layouts.py caps its size before parsing it)
-        allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")
+        # the body is read raw (api/stored_layouts.py caps its size before parsing it). The
+        # first layout stays for good and every viewer downloads it: whoever may store it may
+        # change what the version's page shows, as an editor may (a new version), not less
+        allow(Action.EDIT, project, f"workflow {name!r} in project {project!r}")
         reply = stored_layouts.put(project, name, version, h, app.current_event.decoded_body or "")
         return saved(reply.created, reply)
 
