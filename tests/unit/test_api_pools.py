@@ -92,6 +92,32 @@ def test_a_task_whose_pool_was_deleted_after_apply_fails_saying_so(api: Api) -> 
     assert api.scheduler.store.get_run(run_id).state.value == "failed"
 
 
+def test_a_pool_a_paused_run_s_ready_task_waits_for_is_not_deleted(api: Api) -> None:
+    """A paused run's ready task is queued in its run, not yet in its pool's queue: the
+    pool showed '0 waiting', its delete was accepted, and the task failed when the run
+    resumed ('pool does not exist'), where a running run's would have held the delete."""
+    api.call("PUT", "/pools/p4", {"slots": 1})
+    api.apply(
+        "name: paused\ntasks:\n  a: {type: shell, command: 'true'}\n"
+        "  t2: {type: shell, command: 'true', pool: p4, depends_on: [a]}\n"
+    )
+    run_id = api.trigger("paused")
+    api.scheduler.dispatch_ready()
+    assert api.call("POST", f"/runs/{run_id}/pause").status == 200
+    api.finish(run_id, "a")
+    assert api.task(run_id, "t2").state.value == "queued"
+
+    reply = api.call("DELETE", "/pools/p4")
+    assert_error(reply, 409, "conflict", "in use", f"task t2 of run {run_id}", "paused")
+    assert api.call("GET", "/pools/p4").status == 200
+
+    assert api.call("POST", f"/runs/{run_id}/resume").status == 200
+    api.scheduler.dispatch_ready()
+    api.finish(run_id, "t2")
+    assert api.scheduler.store.get_run(run_id).state.value == "succeeded"
+    assert api.call("DELETE", "/pools/p4").status == 200  # nothing waits for it now
+
+
 def test_shrinking_a_pool_below_what_tasks_need_warns_naming_them(api: Api) -> None:
     # GIVEN a global pool of 3 used by a task needing 3 and one needing 2, and a project with
     # a pool of its own of the same name (its tasks use that one)

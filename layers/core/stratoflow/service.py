@@ -363,11 +363,34 @@ class Scheduler:
         store = self.pool_store()
         key = engine_pools.pool_key(project or "", name)
         with self._lock:
+            if waiting := self._paused_waiting_for(key):
+                raise Conflict(
+                    f"pool {name!r} is in use: {waiting} waits for its slots in a paused run "
+                    "(it joins the pool's queue when the run resumes); delete it once done"
+                )
             if not store.delete_pool(key):
                 raise Conflict(
                     f"pool {name!r} is in use (tasks hold or wait for its slots); "
                     "delete it once they are done"
                 )
+
+    def _paused_waiting_for(self, key: str) -> str | None:
+        """A ready task ("<run id>/<task id>") of a paused run that will ask for pool
+        ``key`` when the run resumes (a paused run's ready tasks are queued in their run,
+        not yet in their pool's queue, which the store's delete looks at), or None. Reads
+        every paused run's task states: for a pool's deletion, not for a turn."""
+        store = self.pool_store()
+        for run in self.store.runs_in_states([RunState.PAUSED]):
+            states = self.store.task_states(run.id)
+            queued = [t for t, state in states.items() if state is TaskState.QUEUED]
+            if not queued:
+                continue
+            spec = self._run_spec(run)
+            for task_id in queued:
+                pool = engine_pools.find(spec, task_id, store.get_pool)
+                if pool is not None and pool.key == key:
+                    return f"task {task_id} of run {run.id}"
+        return None
 
     def pool_store(self) -> PoolStore:
         if self.pools is None:
