@@ -252,6 +252,17 @@ class Harness:
             self.scheduler.step()
         raise AssertionError("the runs never ended")
 
+    def child_started(self) -> tuple[Run, Run]:
+        """A run of ``parent`` whose ``prepare`` succeeded, and the child run it started."""
+        run, _ = self.scheduler.trigger("default", "parent")
+        self.scheduler.step()
+        self.dispatcher.pending.clear()
+        self.scheduler.on_finished(
+            [Finished(run.id, "prepare", 1, AttemptResult(AttemptStatus.SUCCEEDED))]
+        )
+        self.scheduler.step()
+        return run, self.child_of(run.id)
+
     def child_of(self, run_id: str, task: str = "child") -> Run:
         return self.store.get_run(rules.child_run_id(run_id, task, ("default", "load_region")))
 
@@ -569,14 +580,7 @@ def test_a_child_run_stopped_on_its_own_leaves_its_parent_run_stopped(h: Harness
     """The child run is stopped (not the parent): its task in the parent is stopped and the
     task after it upstream_failed. No task failed, but the parent's work was not done: the
     parent run ends stopped, as its child did, never succeeded."""
-    run, _ = h.scheduler.trigger("default", "parent")
-    h.scheduler.step()
-    h.dispatcher.pending.clear()
-    h.scheduler.on_finished(
-        [Finished(run.id, "prepare", 1, AttemptResult(AttemptStatus.SUCCEEDED))]
-    )
-    h.scheduler.step()
-    child = h.child_of(run.id)
+    run, child = h.child_started()
     assert child.state is RunState.RUNNING
     h.scheduler.stop(child.id)
     h.dispatcher.pending.clear()  # the killed attempt's report comes late
@@ -588,14 +592,7 @@ def test_a_child_run_stopped_on_its_own_leaves_its_parent_run_stopped(h: Harness
 
 
 def test_pause_and_resume_of_the_parent_reach_the_child(h: Harness) -> None:
-    run, _ = h.scheduler.trigger("default", "parent")
-    h.scheduler.step()
-    h.dispatcher.pending.clear()
-    h.scheduler.on_finished(
-        [Finished(run.id, "prepare", 1, AttemptResult(AttemptStatus.SUCCEEDED))]
-    )
-    h.scheduler.step()
-    child = h.child_of(run.id)
+    run, child = h.child_started()
     h.scheduler.pause(run.id)
     assert h.child_of(run.id).state is RunState.PAUSED
     h.dispatcher.pending.clear()
@@ -635,14 +632,7 @@ def test_apply_refuses_a_cycle_through_any_depth_and_projects(h: Harness) -> Non
 
 
 def test_recover_reports_a_child_whose_end_the_parent_missed(h: Harness) -> None:
-    run, _ = h.scheduler.trigger("default", "parent")
-    h.scheduler.step()
-    h.dispatcher.pending.clear()
-    h.scheduler.on_finished(
-        [Finished(run.id, "prepare", 1, AttemptResult(AttemptStatus.SUCCEEDED))]
-    )
-    h.scheduler.step()
-    child = h.child_of(run.id)
+    run, child = h.child_started()
     # the turn that ends the child dies before the parent hears: simulate by ending the
     # child with the run-end hook switched off
     hook = h.scheduler.subworkflows.run_ended
