@@ -18,9 +18,11 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:No application metrics to publish"),
 ]
 
+# 03:00: 02:00 does not exist in Berlin on 2026-03-29, a day a dependency on it would then
+# not wait for (tests/unit/test_dependency_dst.py); this test waits for that Sunday's run
 DAILY = """
 name: daily
-schedule: {cron: "0 2 * * *", timezone: Europe/Berlin}
+schedule: {cron: "0 3 * * *", timezone: Europe/Berlin}
 params: {ok: "yes"}
 tasks:
   load: {type: shell, command: 'test "{{ params.ok }}" = yes'}

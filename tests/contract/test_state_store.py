@@ -429,6 +429,26 @@ def test_queued_runs_can_skip_full_workflows_and_queued_ones_are_counted(
     assert store.count_queued_runs("analytics", "nothing") == 0
 
 
+def test_queued_runs_of_one_workflow_by_what_made_them(store: StateStore) -> None:
+    # a schedule without catchup keeps one of its queued runs (Scheduler.fire)
+    seed(store, "s-zulu", state=RunState.QUEUED, created=1, trigger="schedule")
+    seed(store, "manual", state=RunState.QUEUED, created=2)
+    seed(store, "s-alpha", state=RunState.QUEUED, created=3, trigger="schedule")
+    seed(store, "s-running", state=RunState.RUNNING, created=4, trigger="schedule")
+    seed(
+        store, "s-billing", state=RunState.QUEUED, created=5, trigger="schedule", workflow="billing"
+    )
+    seed(store, "s-ops", state=RunState.QUEUED, created=6, trigger="schedule", project="ops")
+
+    assert ids(store.queued_runs_of("analytics", "sales_daily", "schedule")) == [
+        "s-zulu",
+        "s-alpha",
+    ]
+    assert ids(store.queued_runs_of("analytics", "sales_daily", "manual")) == ["manual"]
+    assert ids(store.queued_runs_of("analytics", "billing", "schedule")) == ["s-billing"]
+    assert store.queued_runs_of("analytics", "nothing", "schedule") == []
+
+
 def test_runs_in_states(store: StateStore) -> None:
     for minute, state in enumerate(RunState):
         seed(store, f"run-{state.value}", state=state, created=minute)

@@ -3,13 +3,17 @@ through untouched, and what the sandbox refuses."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from stratoflow import engine
+from stratoflow.cli import main
 from stratoflow.engine import Run
 from stratoflow.errors import InvalidInput
 from stratoflow.model import WorkflowSpec, load_workflow, parse_workflow
@@ -498,6 +502,54 @@ def test_a_name_no_render_has_is_refused_with_what_to_use(
     assert hint in why
     with pytest.raises(TemplateError, match="undefined"):
         render(template, context())  # it would have failed the task
+
+
+_SHIFTED = re.compile(r"\{\{ logical_date \| shift_date\([^}]*\) \}\}")
+
+
+@pytest.mark.parametrize("name", ["data_interval_start", "execution_date"])
+def test_the_start_of_an_airflow_interval_is_hinted_as_the_previous_fire_time(name: str) -> None:
+    # Stratoflow's logical date is the fire time (Airflow's data_interval_end): the start of
+    # Airflow's interval, and Airflow 2's execution_date, are one interval before it
+    (why,) = undefined_names(f"{{{{ {name} }}}}", None)
+    assert "use {{ logical_date }}" not in why
+    assert "previous fire time" in why
+    assert "for a daily schedule" in why
+    # the forms it gives render the previous daily fire time and its date (2026-03-07T02:00Z
+    # fires for the day from 2026-03-06T02:00Z), the date as the importer writes Airflow 2's ds
+    shown = _SHIFTED.findall(why)
+    assert [render(form, context()) for form in shown] == [
+        "2026-03-06T02:00:00+00:00",
+        "2026-03-06",
+    ]
+    assert "{{ logical_date | shift_date('%Y-%m-%d', 'UTC', days=-1) }}" in shown
+
+
+@pytest.mark.parametrize("name", ["data_interval_end", "next_execution_date"])
+def test_the_end_of_an_airflow_interval_is_hinted_as_the_logical_date(name: str) -> None:
+    (why,) = undefined_names(f"{{{{ {name} }}}}", None)
+    assert "use {{ logical_date }} or {{ ts }}" in why
+    assert "shift_date" not in why
+    assert render("{{ ts }}", context()) == render("{{ logical_date }}", context())
+
+
+def test_validate_hints_airflow_interval_names_by_what_they_map_to(tmp_path: Path) -> None:
+    path = tmp_path / "airflow.yaml"
+    path.write_text(
+        "name: airflow\nschedule: {cron: '0 2 * * *'}\ntasks:\n"
+        "  a: {type: shell, command: 'echo {{ data_interval_start }} {{ data_interval_end }}'}\n"
+    )
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2, result.output
+    out = " ".join(result.output.split())
+    assert (
+        "'data_interval_start', an Airflow name Stratoflow does not have: the start of the "
+        "interval is the previous fire time"
+    ) in out
+    assert (
+        "'data_interval_end', an Airflow name Stratoflow does not have: Stratoflow's logical date is the fire time"
+        in out
+    )
 
 
 def test_an_undeclared_param_is_refused_naming_it_and_the_declared_ones() -> None:

@@ -29,6 +29,7 @@ from stratoflow.engine.dependency import (
     UpstreamRun,
     date_intervals,
     decide,
+    fires_in,
     item_status,
     latest_in,
     queued_behind,
@@ -134,7 +135,7 @@ class Dependencies:
         for item in task.items:
             project, name = item.upstream(run.project)
             try:
-                self.scheduler.catalog.get_version(project, name)
+                upstream = self.scheduler.catalog.get_version(project, name)
             except NotFound:
                 statuses.append(unknown_upstream(item, run.project))
                 if settles(task.mode, statuses[-1]):
@@ -144,7 +145,11 @@ class Dependencies:
             latest = self._latest(project, name, item.task, intervals)
             if (project, name) == (run.project, run.workflow):
                 latest = [self._startable(run, chosen) for chosen in latest]
-            statuses.append(item_status(item, run.project, intervals, latest))
+            # an interval where the upstream's current schedule has no fire time (a DST gap,
+            # a repeated hour) gets no run of it: it is not waited for
+            schedule = self.scheduler.spec(project, name, upstream.version).workflow.schedule
+            fires = fires_in(schedule, intervals)
+            statuses.append(item_status(item, run.project, intervals, latest, fires))
             if settles(task.mode, statuses[-1]):
                 break  # certain already: the other items are not read
         started = ti.started_at or now

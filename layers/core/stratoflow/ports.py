@@ -163,6 +163,11 @@ class StateStore(ABC):
         workflows, whose queued runs would otherwise hide the younger runs of others)."""
 
     @abstractmethod
+    def queued_runs_of(self, project: str, workflow: str, trigger: str) -> list[Run]:
+        """The workflow's QUEUED runs made by ``trigger`` (``schedule``: its firings), oldest
+        first (a schedule without catchup keeps one of them: ``Scheduler.fire``)."""
+
+    @abstractmethod
     def runs_in_states(self, states: Sequence[RunState]) -> Iterator[Run]: ...
 
     # tasks

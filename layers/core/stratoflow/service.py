@@ -553,7 +553,13 @@ class Scheduler:
         from (project, workflow, date) so a repeated firing finds the run it made, pinned to
         the version the firing read; then the cursor moves forward (never back: a late or
         duplicate firing leaves it where it is). A workflow that fires again loses its
-        schedule error."""
+        schedule error.
+
+        A schedule without catchup keeps one run of its own waiting, the latest: a firing
+        supersedes the runs of earlier firings still queued behind ``max_active_runs``
+        (``_supersede_queued``), rather than queue behind them a backlog the user turned off
+        (Airflow makes no scheduled run while a DAG is at max_active_runs, and then only the
+        latest interval's)."""
         project, name = latest.project, latest.name
         made = [
             self.trigger(
@@ -566,12 +572,50 @@ class Scheduler:
             )
             for logical in logical_dates
         ]
+        schedule = self.spec(project, name, latest.version).workflow.schedule
+        if made and schedule is not None and not schedule.catchup:
+            self._supersede_queued(project, name, made[-1][0])
         if cursor is None or new_cursor > cursor:
             self.catalog.set_cursor(project, name, new_cursor)
         if latest.schedule_error is not None:
             log.info("schedule of %s/%s fires again", project, name)
             self.catalog.set_schedule_error(project, name, None)
         return made
+
+    def _supersede_queued(self, project: str, name: str, fired: Run) -> None:
+        """Without catchup, after a firing made (or found) ``fired``: the runs of the
+        workflow's schedule still QUEUED (every ``max_active_runs`` slot taken) but the one of
+        the latest logical date end STOPPED, their error naming it. Run ids are derived from
+        logical dates and runs are kept, so the superseded ones stay, ended, in the history
+        (a repeated firing of their date finds them and makes nothing). Manual, API and
+        backfill runs are never touched. Idempotent: a run that started meanwhile is left
+        to run (the stop is a write conditional on QUEUED)."""
+        queued = {r.id: r for r in self.store.queued_runs_of(project, name, "schedule")}
+        if fired.state is RunState.QUEUED:
+            queued.setdefault(fired.id, fired)  # an index that does not show it yet
+        if len(queued) < 2:
+            return
+        keep = max(queued.values(), key=lambda r: (r.logical_date, r.id))
+        reason = (
+            f"superseded by run {keep.id} ({keep.logical_date.isoformat()}), made by a later "
+            "firing while this one was still queued behind max_active_runs: a schedule "
+            "without catchup keeps only its latest run waiting"
+        )
+        for run in queued.values():
+            if run.id == keep.id or run.logical_date >= keep.logical_date:
+                continue
+            with self._lock:
+                try:
+                    current = self.store.get_run(run.id)
+                    if current.state is not RunState.QUEUED:
+                        continue
+                    tasks = self.store.get_tasks(run.id)
+                    plan = engine.stop(current, tasks, self.clock.now(), reason=reason)
+                    plan.run = plan.run.with_(error=reason)
+                    self._apply(plan, RunState.QUEUED)
+                except (Conflict, NotFound):
+                    continue  # it started, or ended, meanwhile: left as it is
+            log.info("run %s of %s/%s %s", run.id, project, name, reason)
 
     def catchup_room(self, latest: WorkflowVersion) -> int | None:
         """How many missed runs a catch-up of the workflow may create now (``due_firings``'s

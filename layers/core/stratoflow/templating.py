@@ -165,18 +165,35 @@ CONTEXT_NAMES = frozenset(
 
 _DATE_SHIFT = "{{ logical_date | shift_date('%Y-%m-%d', 'UTC', days=N) }} (shift_date also "
 _DATE_SHIFT += "takes months=, minutes=, to='month_start' and any strftime format)"
+# Stratoflow's logical date is the fire time: Airflow 2's data_interval_end. Airflow 2's
+# logical date (execution_date, ds) is the start of the interval, the previous fire time, which
+# a run's context does not have: shifted back one interval, as the importer writes Airflow 2's
+# {{ ds }} (a daily schedule's interval is a day; in another zone it steps in that zone's days)
+_FIRE_TIME = (
+    "Stratoflow's logical date is the fire time, Airflow's data_interval_end: "
+    "use {{ logical_date }} or {{ ts }} (ISO-8601 text); {{ ds }} and {{ ds_nodash }} are its date"
+)
+_PREVIOUS_FIRE = (
+    "the previous fire time, one interval before Stratoflow's {{ logical_date }} (the fire "
+    "time, Airflow's data_interval_end); for a daily schedule write "
+    "{{ logical_date | shift_date('%Y-%m-%dT%H:%M:%S+00:00', 'UTC', days=-1) }}, or its date "
+    "{{ logical_date | shift_date('%Y-%m-%d', 'UTC', days=-1) }} (a daily schedule in another "
+    "time zone: shift_date(fmt, '<zone>', days=-1, out_tz='UTC'); another interval: shift by it)"
+)
 # Airflow's template names, and what reads the same in Stratoflow
 AIRFLOW_NAMES: Mapping[str, str] = {
     "ti": "an upstream task's output is {{ tasks.<task>.outputs.<key> }} (not "
     "ti.xcom_pull(task_ids=..., key=...); the task must be upstream), the task's id {{ task.id }}",
     "task_instance": "an upstream task's output is {{ tasks.<task>.outputs.<key> }}, "
     "the task's id {{ task.id }}",
-    "execution_date": "use {{ logical_date }} (ISO-8601 text), {{ ds }} or {{ ds_nodash }}",
-    "data_interval_start": "use {{ logical_date }}, {{ ds }} or {{ ds_nodash }}",
-    "data_interval_end": f"use {_DATE_SHIFT}",
-    "next_execution_date": f"use {_DATE_SHIFT}",
+    "execution_date": "Airflow 2's execution_date (as its {{ ds }}) is the start of the "
+    f"interval: {_PREVIOUS_FIRE}",
+    "data_interval_start": f"the start of the interval is {_PREVIOUS_FIRE}",
+    "data_interval_end": _FIRE_TIME,
+    "next_execution_date": f"Airflow 2's next_execution_date is data_interval_end: {_FIRE_TIME}",
     "prev_execution_date": f"use {_DATE_SHIFT}",
-    "next_ds": f"use {_DATE_SHIFT}",
+    "next_ds": "Airflow 2's next_ds is data_interval_end's date, Stratoflow's {{ ds }} (the "
+    "fire time's)",
     "prev_ds": f"use {_DATE_SHIFT}",
     "yesterday_ds": f"use {_DATE_SHIFT}",
     "tomorrow_ds": f"use {_DATE_SHIFT}",

@@ -5,7 +5,11 @@ value, relative to the dependent run's logical date in its schedule's time zone,
 of intervals (hours or calendar days). The item has succeeded when, in every interval, the
 latest run of the upstream (by creation) with a logical date inside it has succeeded (its
 named task has succeeded); it has failed as soon as one interval's latest run has ended
-otherwise; else it waits (an interval with no run, or a run not yet ended). An interval
+otherwise; else it waits (an interval with no run, or a run not yet ended). An interval with
+no run in which the upstream's schedule has no fire time (``fires_in``: a DST gap its time
+falls in, an hour a fall-back repeats, which it fires once, a day it skips) is not waited for:
+its schedule never makes that run (an upstream without a schedule is waited for in every
+interval). An interval
 whose run is QUEUED and can never start while this run waits (a workflow that depends on its
 own runs, every ``max_active_runs`` slot held by runs waiting on queued runs of it: see
 ``queued_behind``) has failed too: waiting could never end.
@@ -31,7 +35,9 @@ from stratoflow.model import (
     DateValue,
     DependencyItem,
     DependencyTask,
+    Schedule,
     WorkflowSpec,
+    fires_within,
     format_duration,
 )
 
@@ -147,6 +153,15 @@ def date_intervals(value: DateValue, logical_date: datetime, zone: ZoneInfo) -> 
         case DateValue.LAST_MONTH_END:
             return [_day(last_month_end, zone)]
     raise AssertionError(value)  # pragma: no cover - every date value is handled above
+
+
+def fires_in(schedule: Schedule | None, intervals: Sequence[Interval]) -> list[bool]:
+    """For each interval, whether ``schedule`` (the upstream's) has a fire time in it, so
+    that its schedule makes a run there; every one when there is no schedule (its runs are
+    made by hand or by backfill, for any date)."""
+    if schedule is None:
+        return [True] * len(intervals)
+    return [fires_within(schedule, i.start, i.end) for i in intervals]
 
 
 class Outcome(StrEnum):
@@ -266,12 +281,21 @@ def item_status(
     project: str,
     intervals: Sequence[Interval],
     latest: Sequence[UpstreamRun | None],
+    fires: Sequence[bool] | None = None,
 ) -> ItemStatus:
-    """Every interval must have succeeded; the first failed one fails the item at once."""
+    """Every interval must have succeeded; the first failed one fails the item at once.
+    ``fires`` (``fires_in``; None: every one): an interval with no run where the upstream's
+    schedule has no fire time is not waited for, and a success names it."""
     owner, name = item.upstream(project)
     who = name if owner == project else f"{owner}/{name}"
     waiting: list[str] = []
-    for interval, run in zip(intervals, latest, strict=True):
+    unscheduled: list[str] = []
+    if fires is None:
+        fires = [True] * len(intervals)
+    for interval, run, scheduled in zip(intervals, latest, fires, strict=True):
+        if run is None and not scheduled:
+            unscheduled.append(interval.label)
+            continue
         outcome, why = _interval_outcome(run, item.task)
         if outcome is Outcome.FAILED:
             return ItemStatus(Outcome.FAILED, f"{who} ({item.date.value}) {interval.label}: {why}")
@@ -282,7 +306,15 @@ def item_status(
             f"; and {len(waiting) - 10} more" if len(waiting) > 10 else ""
         )
         return ItemStatus(Outcome.WAITING, f"{who} ({item.date.value}) {shown}")
-    return ItemStatus(Outcome.SUCCEEDED, f"{who} ({item.date.value}) succeeded")
+    if not unscheduled:
+        return ItemStatus(Outcome.SUCCEEDED, f"{who} ({item.date.value}) succeeded")
+    skipped = ", ".join(unscheduled[:10]) + (
+        f" and {len(unscheduled) - 10} more" if len(unscheduled) > 10 else ""
+    )
+    note = f"not waited for, its schedule has no fire time in: {skipped}"
+    if len(unscheduled) == len(intervals):
+        return ItemStatus(Outcome.SUCCEEDED, f"{who} ({item.date.value}) {note}")
+    return ItemStatus(Outcome.SUCCEEDED, f"{who} ({item.date.value}) succeeded; {note}")
 
 
 def unknown_upstream(item: DependencyItem, project: str) -> ItemStatus:

@@ -50,6 +50,7 @@ __all__ = [
     "ScheduleExpression",
     "catchup_start_problem",
     "due_firings",
+    "fires_within",
     "never_fires",
     "next_firing",
     "parse_schedule",
@@ -62,6 +63,7 @@ MAX_FIRE_TIMES = 100_000
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UTC_ZONE = ZoneInfo("UTC")
+_TICK = timedelta(microseconds=1)
 # Wall-clock candidates skipped in one search: a DST gap or repeated stretch holds at most a few
 # hundred minutes, so reaching this means a bug, not a sparse schedule.
 _MAX_SKIPPED_CANDIDATES = 10_000
@@ -368,6 +370,33 @@ def next_firing(schedule: Schedule, cursor: datetime) -> datetime | None:
     except ScheduleError:  # no more fire times
         return None
     return None if end is not None and t > end else t
+
+
+def fires_within(schedule: Schedule, start: datetime, end: datetime) -> bool:
+    """Whether the schedule's expression has a fire time ``t`` with ``start <= t < end``.
+
+    What its times are, not whether it fires them now: the window (``start``/``end``) bounds
+    nothing here, since a backfill makes the runs of times outside it; a ``rate()`` schedule
+    keeps its grid (``start + k * rate`` for any ``k``, or the Unix epoch's). An interval where
+    it has none (a spring-forward gap its wall-clock time falls in, the second pass of an hour
+    a fall-back repeats, which fires once, a day its fields skip) is one a run of it is never
+    made for by its schedule (a dependency on it does not wait for it)."""
+    start_utc, end_utc = _as_utc(start), _as_utc(end)
+    if end_utc <= start_utc:
+        return False
+    expr = parse_schedule(schedule.cron)
+    if expr.rate is not None:
+        anchor = schedule_window(schedule)[0] or _EPOCH
+        try:
+            first = anchor + ((start_utc - anchor - _TICK) // expr.rate + 1) * expr.rate
+        except OverflowError:  # beyond the calendar
+            return False
+        return first < end_utc
+    try:
+        found = expr.next_after(start_utc - _TICK, schedule.timezone)
+    except (ScheduleError, OverflowError):  # no fire time after it (its years have passed)
+        return False
+    return found < end_utc
 
 
 CRON_FIRST_YEAR = 1970

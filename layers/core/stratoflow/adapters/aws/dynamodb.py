@@ -804,6 +804,13 @@ class DynamoStore(
         )
         return self._with_counters(self._take(found, limit))
 
+    def queued_runs_of(self, project: str, workflow: str, trigger: str) -> list[Run]:
+        """By the state index, as ``count_queued_runs``: the queued runs of every workflow
+        are read, filtered to this one's made by ``trigger``."""
+        queued = f"RUNS#{RunState.QUEUED.value}"
+        filters = {"project": project, "workflow": workflow, "trigger": trigger}
+        return self._with_counters(list(self._index("gsi2", queued, filters=filters)))
+
     def runs_in_states(self, states: Sequence[RunState]) -> Iterator[Run]:
         for state in states:
             page: list[Item] = []

@@ -20,6 +20,9 @@ pure rules in :mod:`stratoflow.model`):
   The firing's own run is created when nothing missed is left before it (then whatever the
   room, as a schedule without catchup); behind a backlog it waits its turn, and the firing
   returns the last run it created (``None`` when it had no room for any);
+* without catchup, the firing's run supersedes a run of the schedule still queued behind
+  ``max_active_runs`` (``Scheduler.fire``: that run ends stopped, naming the new one), so
+  the one waiting is the latest;
 * a paused workflow, a workflow whose schedule was removed, and a firing outside the schedule's
   window create nothing (``fire`` returns ``None``);
 * a schedule whose times cannot be computed (an error of any kind, e.g. an ``OverflowError`` at

@@ -4,7 +4,8 @@ Each scheduled workflow keeps a cursor: the last logical date it fired for. A fi
 a run whose id is derived from the logical date, so firing twice for one date (a crash
 between creating the run and moving the cursor) creates one run. What is due, given the
 cursor, is decided by the pure ``due_firings``/``next_firing`` in ``stratoflow.model``, which
-the AWS trigger (``adapters/aws/firing.py``) shares.
+the AWS trigger (``adapters/aws/firing.py``) shares; and so is ``Scheduler.fire``, which,
+without catchup, supersedes a run of the schedule still queued by the new firing's.
 """
 
 from __future__ import annotations

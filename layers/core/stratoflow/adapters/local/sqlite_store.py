@@ -934,6 +934,14 @@ class SqliteStore(
         ).fetchall()
         return [_run(r) for r in rows]
 
+    def queued_runs_of(self, project: str, workflow: str, trigger: str) -> list[Run]:
+        rows = self._x(
+            f"SELECT {_RUN_COLS} FROM runs WHERE project=? AND workflow=? AND state='queued' "
+            "AND trigger=? ORDER BY seq",
+            (project, workflow, trigger),
+        ).fetchall()
+        return [_run(r) for r in rows]
+
     def runs_in_states(self, states: Sequence[RunState]) -> Iterator[Run]:
         marks = ",".join("?" * len(states))
         rows = self._x(

@@ -1,0 +1,152 @@
+"""A schedule without catchup keeps one run waiting, its latest: a firing while the workflow is
+at ``max_active_runs`` supersedes the scheduled run still queued (it ends stopped, naming the
+newer one) instead of queueing behind it, so a slow minute schedule does not pile up runs of
+stale dates (Airflow makes no scheduled run while a DAG is at max_active_runs and, with
+catchup=False, then runs the latest interval). Manual and backfill runs stay queued; a schedule
+with catchup keeps its queue. On both stores (SQLite fired by the local cron loop, DynamoDB on
+moto fired as EventBridge Scheduler fires the trigger function), with a fake clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from tests.fakes import FakeClock, RecordingDispatcher
+from tests.stores import STORE_KINDS, state_store
+
+from stratoflow.adapters.aws.firing import fire
+from stratoflow.adapters.local.cron import CronLoop
+from stratoflow.engine import AttemptResult, AttemptStatus, Run, RunState, TaskState
+from stratoflow.ports import RunQuery
+from stratoflow.service import Finished, Scheduler, scheduled_run_id
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def minutely(*, catchup: bool = False) -> str:
+    return (
+        "name: slow\n"
+        "schedule:\n"
+        '  cron: "* * * * *"\n'
+        f"  catchup: {'true' if catchup else 'false'}\n"
+        f"  start: {(NOW - timedelta(minutes=1)).strftime('%Y-%m-%dT%H:%M:%S')}\n"
+        "max_active_runs: 1\n"
+        "tasks:\n"
+        "  t: {type: shell, command: sleep 150}\n"
+    )
+
+
+@dataclass
+class H:
+    scheduler: Scheduler
+    dispatcher: RecordingDispatcher
+    clock: FakeClock
+    fire_at: Callable[[datetime], None]  # the runtime's firing of the schedule at that time
+
+    def minutes(self, count: int) -> None:
+        """``count`` minutes go by, the schedule firing at each, a turn after each."""
+        for _ in range(count):
+            self.clock.advance(60)
+            self.fire_at(self.clock.now())
+            self.scheduler.step()
+
+    def runs(self) -> list[Run]:
+        found = self.scheduler.store.list_runs(RunQuery(workflow="slow", limit=1000))
+        return sorted(found, key=lambda run: (run.logical_date, run.id))
+
+    def of(self, state: RunState, trigger: str = "schedule") -> list[Run]:
+        return [r for r in self.runs() if r.state is state and r.trigger == trigger]
+
+    def end(self, run_id: str) -> None:
+        key = (run_id, "t", 1)
+        del self.dispatcher.pending[key]
+        ok = AttemptResult(AttemptStatus.SUCCEEDED)
+        self.scheduler.on_finished([Finished(run_id, "t", 1, ok)])
+        self.scheduler.step()
+
+
+@pytest.fixture(params=STORE_KINDS)
+def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[H]:
+    clock = FakeClock(NOW)
+    dispatcher = RecordingDispatcher()
+    with state_store(request.param, tmp_path) as store:
+        scheduler = Scheduler(store, store, dispatcher, clock)
+        if request.param == "sqlite":  # the local runtime: the server's cron loop ticks
+            loop = CronLoop(scheduler, store)
+
+            def fire_at(when: datetime) -> None:
+                loop.invalidate()
+                loop.tick(when)
+
+        else:  # AWS: EventBridge Scheduler invokes the trigger function at each fire time
+
+            def fire_at(when: datetime) -> None:
+                event = {
+                    "project": "default",
+                    "workflow": "slow",
+                    "scheduled_time": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
+                fire(scheduler, event)
+
+        scheduler.apply(minutely())
+        fire_at(NOW)  # its first sight (the cron loop starts its cursor; AWS fires NOW's)
+        scheduler.step()
+        yield H(scheduler, dispatcher, clock, fire_at)
+
+
+def test_a_firing_supersedes_the_scheduled_run_still_queued(h: H) -> None:
+    # GIVEN a minute schedule, max_active_runs 1, its run taking 150 s: 12 minutes go by
+    h.minutes(12)
+    # THEN one run runs and one waits, of the latest minute; no backlog of stale dates
+    (running,) = h.of(RunState.RUNNING)
+    (queued,) = h.of(RunState.QUEUED)
+    assert queued.logical_date == NOW + timedelta(minutes=12)
+    assert queued.id == scheduled_run_id("default", "slow", queued.logical_date)
+    # AND each run that waited before it ended stopped, naming the run that replaced it
+    stopped = h.of(RunState.STOPPED)
+    assert len(stopped) == 11 - (running.logical_date - NOW) // timedelta(minutes=1)
+    for old, new in zip(stopped, [*stopped[1:], queued], strict=True):
+        assert old.started_at is None
+        assert old.error is not None
+        assert old.error.startswith(f"superseded by run {new.id} ({new.logical_date.isoformat()})")
+        assert "without catchup" in old.error
+        task = h.scheduler.store.get_task(old.id, "t")
+        assert (task.state, task.error) == (TaskState.STOPPED, old.error)
+    # AND when the running one ends, the latest minute's run takes its slot
+    h.end(running.id)
+    assert h.scheduler.store.get_run(queued.id).state is RunState.RUNNING
+
+
+def test_a_repeated_firing_of_a_superseded_minute_makes_nothing(h: H) -> None:
+    h.minutes(3)
+    stopped = h.of(RunState.STOPPED)[-1]
+    (queued,) = h.of(RunState.QUEUED)
+    h.fire_at(stopped.logical_date)  # EventBridge delivers at least once, late too
+    h.fire_at(queued.logical_date)
+    h.scheduler.step()
+    assert h.scheduler.store.get_run(stopped.id).state is RunState.STOPPED
+    assert h.of(RunState.QUEUED) == [h.scheduler.store.get_run(queued.id)]
+
+
+def test_manual_and_backfill_runs_stay_queued(h: H) -> None:
+    h.minutes(1)
+    manual, _ = h.scheduler.trigger("default", "slow")
+    backfilled, _ = h.scheduler.trigger(
+        "default", "slow", logical_date=NOW - timedelta(days=1), trigger="backfill",
+        run_id="default.slow-backfill-1",
+    )  # fmt: skip
+    h.minutes(3)
+    assert h.scheduler.store.get_run(manual.id).state is RunState.QUEUED
+    assert h.scheduler.store.get_run(backfilled.id).state is RunState.QUEUED
+    (queued,) = h.of(RunState.QUEUED)  # of the schedule's own: the latest
+    assert queued.logical_date == NOW + timedelta(minutes=4)
+
+
+def test_with_catchup_the_scheduled_runs_queue_as_before(h: H) -> None:
+    h.scheduler.apply(minutely(catchup=True))
+    h.minutes(4)
+    assert h.of(RunState.STOPPED) == []
+    assert len(h.of(RunState.QUEUED)) >= 2  # each waits its turn, oldest first
