@@ -193,6 +193,19 @@ def backfills_show(backfill_id: str, output: str, api: str) -> None:
     _print(Client(api).call("GET", f"/backfills/{backfill_id}"), output)
 
 
+def _print_reached(body: dict[str, Any]) -> None:
+    """What a pause, resume or cancel changed: this backfill (or that it was left as it
+    was, its own dates done) and each backfill it included that the operation reached."""
+    reached = body.get("reached")
+    if reached is None or body["id"] in reached:
+        click.echo(f"{body['id']}: {body['state']}")
+    else:
+        click.echo(f"{body['id']}: {body['state']} (unchanged; it reached its dependents)")
+    for child in body.get("dependents") or []:
+        if isinstance(child, dict) and child["id"] in (reached or ()):
+            click.echo(f"  dependent {child['id']}: {child['state']}")
+
+
 def _operation(op: str) -> None:
     @backfills.command(op, help=OPERATIONS[op])
     @click.argument("backfill_id")
@@ -203,7 +216,7 @@ def _operation(op: str) -> None:
         if output == "json":
             click.echo(json.dumps(body, indent=2))
         else:
-            click.echo(f"{body['id']}: {body['state']}")
+            _print_reached(body)
 
 
 for _op in OPERATIONS:

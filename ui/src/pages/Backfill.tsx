@@ -146,10 +146,11 @@ export function BackfillPage({ id }: { id: string }) {
     <section>
       <div class="page-head">
         <h1>Backfill {b && <a href={href(`workflows/${encodeURIComponent(b.workflow)}`)}>{b.workflow}</a>} {b && <StateBadge state={b.state} />}</h1>
-        {b && !ended && can("run.trigger") && (
+        {/* its own dates done, the operations still reach the dependents it included */}
+        {b && !settled && can("run.trigger") && (
           <div class="actions">
-            {b.state === "running" && <ActionButton label="Pause" run={() => api.backfillAction(id, "pause")} onDone={reload} />}
-            {b.state === "paused" && <ActionButton label="Resume" run={() => api.backfillAction(id, "resume")} onDone={reload} />}
+            {[b, ...children].some((x) => x.state === "running") && <ActionButton label="Pause" run={() => api.backfillAction(id, "pause")} onDone={reload} />}
+            {[b, ...children].some((x) => x.state === "paused") && <ActionButton label="Resume" run={() => api.backfillAction(id, "resume")} onDone={reload} />}
             <ActionButton label="Cancel" danger confirm="Cancel this backfill and stop the runs it started?" run={() => api.backfillAction(id, "cancel")} onDone={reload} />
           </div>
         )}
