@@ -207,8 +207,9 @@ def backfill_dates(
     schedule fires in the closed range [start, end] — daily at 00:00 in the schedule's time
     zone (UTC) without a schedule — or, with ``dates``, the times it fires on each of those
     days (a date) or exactly those instants (a date-time). The schedule's own start/end window
-    does not limit a backfill: asking for the dates is the point (a rate() schedule keeps its
-    start as the anchor of its times). ``allow_empty``: a range the schedule never fires in
+    does not limit a backfill: asking for the dates is the point (a rate() schedule's dates
+    are its grid, start + k * rate with k negative too, so dates before its start are on the
+    times it keeps after it). ``allow_empty``: a range the schedule never fires in
     gives no dates instead of an error (a dependent's, in ``plan_dependents``). ``now``: a
     date after it is refused (``refuse_future_dates``), naming the earliest; a range is not
     looked at past it (a far end is refused as future, not as too many dates)."""
@@ -223,7 +224,7 @@ def backfill_dates(
         t = lo - timedelta(microseconds=1)
         while True:
             try:
-                t = expr.next_after(t, tz, anchor)
+                t = expr.grid_after(t, tz, anchor)  # its start no bound: the grid's anchor
             except ScheduleError:  # no more fire times
                 return
             if t > hi:
