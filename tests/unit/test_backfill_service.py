@@ -426,7 +426,13 @@ def test_params_given_with_rerun_over_runs_with_other_params_are_refused(hb: Har
     hb.drive(fails_on("2026-01-02"))
     assert date_states(hb.get(first)) == ["succeeded", "failed", "not_run"]
     before = _attempts(hb, first.dates[1].run_id)
-    for rerun in (Rerun.FAILED, Rerun.ALL):
+    # only the dates each mode would rerun: --rerun failed keeps the run that succeeded
+    named = {
+        Rerun.FAILED: "1 date(s) have runs with other values of region (2026-01-02T02:00:00Z)",
+        Rerun.ALL: "2 date(s) have runs with other values of region "
+        "(2026-01-01T02:00:00Z, 2026-01-02T02:00:00Z)",
+    }
+    for rerun, says in named.items():
         with pytest.raises(InvalidInput) as err:
             hb.backfills.create(
                 "default", "daily", start="2026-01-01", end="2026-01-05", rerun=rerun,
@@ -434,8 +440,8 @@ def test_params_given_with_rerun_over_runs_with_other_params_are_refused(hb: Har
             )  # fmt: skip
         problem = err.value.problems[0]
         assert problem.path == "params"
-        assert "2 date(s) have runs with other values of region" in problem.message
-        assert "2026-01-01T02:00:00Z, 2026-01-02T02:00:00Z)" in problem.message
+        assert says in problem.message
+        assert f"--rerun {rerun.value} would rerun them" in problem.message
         assert "new runs only" in problem.message
     assert [b.id for b in hb.backfills.list_backfills("default")] == [first.id]
     assert _attempts(hb, first.dates[1].run_id) == before
@@ -453,6 +459,25 @@ def test_params_given_with_rerun_over_runs_with_other_params_are_refused(hb: Har
     )  # fmt: skip
     hb.drive()
     assert hb.store.get_run(fresh.dates[0].run_id).params["region"] == "us"
+
+
+def test_params_with_rerun_failed_over_runs_that_succeeded_are_accepted(hb: Harness) -> None:
+    """--rerun failed keeps a run that succeeded: its date is skipped, not rerun, so params
+    it lacks are no reason to refuse (they were refused, naming it, "--rerun failed would
+    rerun them"); the dates without a run take the params, as ever."""
+    first = hb.backfills.create("default", "daily", start="2026-01-01", end="2026-01-02")
+    hb.drive()
+    assert date_states(hb.get(first)) == ["succeeded", "succeeded"]
+    bf = hb.backfills.create(
+        "default", "daily", dates=["2026-01-01", "2026-01-02", "2026-01-03"],
+        rerun=Rerun.FAILED, params={"region": "us"},
+    )  # fmt: skip
+    hb.drive()
+    bf = hb.get(bf)
+    assert bf.state is BackfillState.SUCCEEDED
+    assert date_states(bf) == ["skipped", "skipped", "succeeded"]
+    assert hb.store.get_run(bf.dates[0].run_id).params["region"] == "eu"  # kept as it was
+    assert hb.store.get_run(bf.dates[2].run_id).params["region"] == "us"
 
 
 def test_the_same_typed_params_given_as_text_again_are_the_runs_params(hb: Harness) -> None:

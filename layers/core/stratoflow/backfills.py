@@ -38,6 +38,7 @@ from stratoflow.engine.backfill import (
     resume_backfill,
     settle_cancelled,
     wanted_runs,
+    would_rerun,
 )
 from stratoflow.errors import (
     Conflict,
@@ -253,14 +254,16 @@ class Backfills:
     ) -> None:  # fmt: skip
         """Params apply to the runs a backfill makes: a rerun (``--rerun failed|all``) goes on
         under its run's params, which its earlier attempts ran with (a run has one set of
-        params, so its tasks and history agree). A date whose run has other values for the
-        params given would silently not get them: the request is refused, naming the dates."""
+        params, so its tasks and history agree). A date whose run ``rerun`` would rerun
+        (``would_rerun``: not one that succeeded under ``failed``, which is kept) and has other
+        values for the params given would silently not get them: the request is refused,
+        naming those dates only."""
         runs = self._read_runs(run_ids)
         differ: set[str] = set()
         clash: list[datetime] = []
         for day, run_id in zip(logical, run_ids, strict=True):
             run = runs[run_id]
-            if run is None:
+            if run is None or not would_rerun(run, rerun):
                 continue
             names = {k for k, v in given.items() if not _same(run.params.get(k, _ABSENT), v)}
             if names:

@@ -448,6 +448,16 @@ def _take(existing: Run | None, rerun: Rerun) -> Action | None:
     return None
 
 
+def would_rerun(existing: Run, rerun: Rerun) -> bool:
+    """Whether a backfill with ``rerun`` would rerun ``existing`` (the run of one of its
+    dates) when a lane takes the date: an ended run as ``_take`` decides; one still going
+    is waited for then, but may end before its lane gets there (and is taken as it ended
+    then), so any rerun mode may rerun it. A run that succeeded is rerun by ``all`` only."""
+    if not existing.state.terminal:
+        return rerun is not Rerun.NONE
+    return _take(existing, rerun) is Action.RERUN
+
+
 def advance_backfill(
     backfill: Backfill, runs: Mapping[str, Run | None], now: datetime
 ) -> BackfillTurn:
@@ -720,4 +730,5 @@ __all__ = [
     "settle_cancelled",
     "upstreams_of",
     "wanted_runs",
+    "would_rerun",
 ]
