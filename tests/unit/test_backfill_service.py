@@ -568,6 +568,61 @@ def test_cli_list_counts_only_the_dates_that_ran_or_were_kept(
     assert lines == {bf.id: ["cancelled", "2/6"], done.id: ["succeeded", "2/2"]}
 
 
+def test_a_rerun_backfill_says_the_version_each_dates_run_uses(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rerun goes on under its run's version (v1) after v2 was applied: each date says
+    which version its run uses, and `--wait`'s header does not claim v2 for v1's reruns
+    (it printed `default/daily v2` while v1's code ran)."""
+    first = h.backfills.create("default", "daily", start="2026-01-01", end="2026-01-02")
+    h.drive(fails_on("2026-01-02"))
+    assert date_states(h.get(first)) == ["succeeded", "failed"]
+    assert [d.version for d in h.get(first).dates] == [1, 1]
+    h.scheduler.apply(DAILY.replace("echo {{ ds }}", "echo v2 {{ ds }}"))
+    ran: list[str] = []
+
+    def outcome(spec: AttemptSpec) -> AttemptStatus:
+        ran.append(str(spec.task.fields.get("command")))
+        return AttemptStatus.SUCCEEDED
+
+    redo = h.backfills.create("default", "daily", dates=["2026-01-02"], rerun=Rerun.FAILED)
+    h.drive(outcome)
+    redo = h.get(redo)
+    assert redo.version == 2  # what the runs it makes would pin
+    assert [d.version for d in redo.dates] == [1]  # the run it reran pins v1
+    assert ran[0] == "echo 2026-01-02"  # v1's code ran (v2 echoes "v2" first)
+    shown = backfill_view(redo)
+    assert shown["dates"][0]["version"] == 1
+
+    class FakeClient:
+        def __init__(self, api: str) -> None:
+            pass
+
+        def call(self, method: str, path: str, **kwargs: Any) -> Any:
+            return shown
+
+    monkeypatch.setattr(cli_backfill, "Client", FakeClient)
+    out = (
+        CliRunner()
+        .invoke(
+            cli_backfill.backfill, ["daily", "--dates", "2026-01-02", "--wait", "--api", "http://x"]
+        )
+        .output
+    )
+    header, line = out.splitlines()[:2]
+    assert "default/daily v1  parallel" in header, out
+    assert line.rstrip().endswith("lane 0 v1"), out
+    # one new date and one rerun: both versions, each said for what
+    mixed = h.backfills.create(
+        "default", "daily", dates=["2026-01-02", "2026-01-03"], rerun=Rerun.ALL
+    )
+    h.drive()
+    shown = backfill_view(h.get(mixed))
+    assert [d["version"] for d in shown["dates"]] == [1, 2]
+    out = CliRunner().invoke(cli_backfill.backfills, ["show", "x", "--api", "http://x"]).output
+    assert "default/daily v2 for new runs, v1 for runs it reran or kept  parallel" in out
+
+
 # ------------------------------------------------------------------ the API
 class AuditLog:
     def __init__(self) -> None:

@@ -87,6 +87,9 @@ class BackfillDateView(_View):
     action: str | None = None
     run_state: str | None = None
     error: str | None = None
+    # the workflow version its run pins once a lane took the date: the backfill's `version`
+    # for a run it made; a run it reran, waited for or kept goes on under its own
+    version: int | None = None
 
 
 class BackfillView(_View):
@@ -146,6 +149,7 @@ def backfill_view(backfill: Backfill, *, dates: bool = True) -> dict[str, Any]:
                 "state": d.state.value, "lane": d.lane,
                 "action": d.action.value if d.action else None,
                 "run_state": d.run_state.value if d.run_state else None, "error": d.error,
+                "version": d.version,
             }
             for d in backfill.dates
         ]  # fmt: skip
