@@ -6,23 +6,28 @@ date and includes only workflows of projects the caller may trigger."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from tests.fakes import FakeClock, RecordingDispatcher
 from tests.stores import STORE_KINDS, state_store
 from tests.unit.test_backfill_service import AuditLog, Events, Harness, call, fails_on
 
+from stratoflow import cli_backfill
 from stratoflow.api.app import create_app
 from stratoflow.auth import Principal, Role
-from stratoflow.engine import RunState
+from stratoflow.engine import AttemptResult, AttemptStatus, RunState
 from stratoflow.engine.backfill import Backfill, BackfillState
-from stratoflow.errors import InvalidInput
+from stratoflow.errors import Conflict, InvalidInput
 from stratoflow.ports import RunQuery
-from stratoflow.service import Scheduler, scheduled_run_id
+from stratoflow.service import Finished, Scheduler, scheduled_run_id
 
 
 def wf(name: str, *upstreams: str, cron: str = "0 2 * * *") -> str:
@@ -219,3 +224,104 @@ def test_a_dependent_date_after_now_is_refused_before_anything_is_made(h: Harnes
     assert problem.message.startswith("default/c: end: logical date 2026-06-01T03:00:00Z is after")
     assert h.backfills.list_backfills("default") == []
     assert h.store.list_runs(RunQuery(limit=10)) == []
+
+
+def finish_only(h: Harness, workflow: str) -> None:
+    """End every attempt of ``workflow``'s runs (and only those) until none is left."""
+    h.scheduler.step()
+    for _ in range(200):
+        mine = [s for s in h.dispatcher.pending.values() if s.workflow == workflow]
+        if not mine:
+            return
+        spec = mine[0]
+        del h.dispatcher.pending[(spec.run_id, spec.task_id, spec.attempt)]
+        result = AttemptResult(AttemptStatus.SUCCEEDED)
+        h.scheduler.on_finished([Finished(spec.run_id, spec.task_id, spec.attempt, result)])
+        h.scheduler.step()
+    raise AssertionError(f"the runs of {workflow} never ended")
+
+
+def test_pause_resume_and_cancel_reach_the_dependents_once_the_parents_dates_are_done(
+    h: Harness,
+) -> None:
+    """The root's own dates all succeeded while its dependents still go on: pause, resume
+    and cancel of the root still reach them (they answered "already succeeded" and left
+    them going); refused only when no included backfill could take it, saying so."""
+    root = h.backfills.create(
+        "default", "a", start="2026-01-01", end="2026-01-02", parallel=2, dependents=True
+    )
+    finish_only(h, "a")
+    assert h.get(root).state is BackfillState.SUCCEEDED
+    group = h.backfills.group(root)
+    assert {b.state for b in group} == {BackfillState.RUNNING}
+    assert h.backfills.pause(root.id).state is BackfillState.SUCCEEDED
+    assert {b.state for b in h.backfills.group(root)} == {BackfillState.PAUSED}
+    with pytest.raises(
+        Conflict, match=re.escape("none of the 3 backfill(s) it included is running")
+    ):
+        h.backfills.pause(root.id)
+    reached: list[str] = []
+    h.backfills.resume(root.id, reached=reached)
+    assert reached == [b.id for b in group]
+    assert {b.state for b in h.backfills.group(root)} == {BackfillState.RUNNING}
+    # an operator of another project only: none of them is reached, and it says why
+    with pytest.raises(Conflict, match="none of the 0 of its 3 included"):
+        h.backfills.cancel(root.id, may_operate=lambda p: p == "other")
+    assert h.backfills.cancel(root.id).state is BackfillState.SUCCEEDED
+    assert {b.state for b in h.backfills.group(root)} == {BackfillState.CANCELLED}
+    h.drive()
+    assert {r.state for r in h.store.list_runs(RunQuery(workflow="b", limit=100))} == {
+        RunState.STOPPED
+    }
+    assert h.get(root).state is BackfillState.SUCCEEDED  # its own end stands
+    with pytest.raises(Conflict, match="already succeeded, and none of the 3"):
+        h.backfills.cancel(root.id)
+
+
+def test_api_cancel_of_a_parent_whose_dates_are_done_cancels_its_dependents(h: Harness) -> None:
+    audit = AuditLog()
+    app = create_app(h.scheduler, readmodel=audit)  # type: ignore[arg-type]
+    status, made = call(
+        app, "POST", "/workflows/a/backfills",
+        {"start": "2026-01-01", "end": "2026-01-02", "parallel": 2, "dependents": True},
+    )  # fmt: skip
+    assert status == 201, made
+    finish_only(h, "a")
+    ids = [d["id"] for d in made["dependents"]]
+    status, body = call(app, "POST", f"/backfills/{made['id']}/pause")
+    assert status == 200, body
+    assert (body["state"], body["reached"]) == ("succeeded", ids)
+    assert {d["state"] for d in body["dependents"]} == {"paused"}
+    status, body = call(app, "POST", f"/backfills/{made['id']}/cancel")
+    assert status == 200, body
+    assert body["reached"] == ids
+    assert {d["state"] for d in body["dependents"]} == {"cancelled"}
+    assert audit.entries[-1].action == "backfill.cancel"
+    assert audit.entries[-1].details["dependents"] == ids
+    status, body = call(app, "POST", f"/backfills/{made['id']}/cancel")
+    assert status == 409, body
+    assert "none of the 3 backfill(s) it included still goes on" in json.dumps(body)
+
+
+def test_cli_operation_says_what_it_reached(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = {
+        "id": "default.backfill-a-1", "state": "succeeded", "reached": ["default.backfill-b-1"],
+        "dependents": [
+            {"id": "default.backfill-b-1", "state": "cancelled"},
+            {"id": "default.backfill-c-1", "state": "failed"},
+        ],
+    }  # fmt: skip
+
+    class FakeClient:
+        def __init__(self, api: str) -> None:
+            pass
+
+        def call(self, method: str, path: str, **kwargs: Any) -> Any:
+            return body
+
+    monkeypatch.setattr(cli_backfill, "Client", FakeClient)
+    out = CliRunner().invoke(cli_backfill.backfills, ["cancel", "x", "--api", "http://x"]).output
+    assert out.splitlines() == [
+        "default.backfill-a-1: succeeded (unchanged; it reached its dependents)",
+        "  dependent default.backfill-b-1: cancelled",
+    ]

@@ -85,6 +85,29 @@ def test_a_list_of_days_takes_every_firing_of_each_day_and_exact_times_as_given(
     assert got == [utc(2026, 1, 2, 7), utc(2026, 1, 5, 6), utc(2026, 1, 5, 18)]
 
 
+def test_a_rate_schedule_backfills_its_grid_before_its_start_too() -> None:
+    """A rate() schedule's start anchors its times but does not limit a backfill (README
+    section 9): dates before it are start + k * rate, k negative too (they were dropped,
+    without a word). The schedule's own firing still never fires before its start."""
+    daily = Schedule(cron="rate(1 day)", start=datetime(2026, 11, 20))
+    got = backfill_dates(daily, start="2026-11-10", end="2026-11-22")
+    assert got == [utc(2026, 11, day) for day in range(10, 23)]
+    # off the day's start, in the schedule's time zone: the grid, not midnight
+    six = Schedule(
+        cron="rate(6 hours)", timezone="Europe/Berlin", start=datetime(2026, 1, 10, 2, 30)
+    )
+    got = backfill_dates(six, start="2026-01-09", end="2026-01-10")  # 01-08T23:00Z on
+    assert got == [utc(2026, 1, day, h, 30) for day in (9, 10) for h in (1, 7, 13, 19)]
+    assert backfill_dates(six, dates=["2026-01-09"])[0] == utc(2026, 1, 9, 1, 30)
+    # the schedule itself: its first firing is its start, none before
+    expr = parse_schedule(daily.cron)
+    assert expr.next_after(utc(2026, 11, 10), "UTC", daily.start) == utc(2026, 11, 20)
+    assert expr.fire_times(utc(2026, 11, 10), utc(2026, 11, 21), "UTC", daily.start) == [
+        utc(2026, 11, 20), utc(2026, 11, 21),
+    ]  # fmt: skip
+    assert expr.previous_at_or_before(utc(2026, 11, 19), "UTC", daily.start) is None
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [

@@ -426,7 +426,13 @@ def test_params_given_with_rerun_over_runs_with_other_params_are_refused(hb: Har
     hb.drive(fails_on("2026-01-02"))
     assert date_states(hb.get(first)) == ["succeeded", "failed", "not_run"]
     before = _attempts(hb, first.dates[1].run_id)
-    for rerun in (Rerun.FAILED, Rerun.ALL):
+    # only the dates each mode would rerun: --rerun failed keeps the run that succeeded
+    named = {
+        Rerun.FAILED: "1 date(s) have runs with other values of region (2026-01-02T02:00:00Z)",
+        Rerun.ALL: "2 date(s) have runs with other values of region "
+        "(2026-01-01T02:00:00Z, 2026-01-02T02:00:00Z)",
+    }
+    for rerun, says in named.items():
         with pytest.raises(InvalidInput) as err:
             hb.backfills.create(
                 "default", "daily", start="2026-01-01", end="2026-01-05", rerun=rerun,
@@ -434,8 +440,8 @@ def test_params_given_with_rerun_over_runs_with_other_params_are_refused(hb: Har
             )  # fmt: skip
         problem = err.value.problems[0]
         assert problem.path == "params"
-        assert "2 date(s) have runs with other values of region" in problem.message
-        assert "2026-01-01T02:00:00Z, 2026-01-02T02:00:00Z)" in problem.message
+        assert says in problem.message
+        assert f"--rerun {rerun.value} would rerun them" in problem.message
         assert "new runs only" in problem.message
     assert [b.id for b in hb.backfills.list_backfills("default")] == [first.id]
     assert _attempts(hb, first.dates[1].run_id) == before
@@ -453,6 +459,25 @@ def test_params_given_with_rerun_over_runs_with_other_params_are_refused(hb: Har
     )  # fmt: skip
     hb.drive()
     assert hb.store.get_run(fresh.dates[0].run_id).params["region"] == "us"
+
+
+def test_params_with_rerun_failed_over_runs_that_succeeded_are_accepted(hb: Harness) -> None:
+    """--rerun failed keeps a run that succeeded: its date is skipped, not rerun, so params
+    it lacks are no reason to refuse (they were refused, naming it, "--rerun failed would
+    rerun them"); the dates without a run take the params, as ever."""
+    first = hb.backfills.create("default", "daily", start="2026-01-01", end="2026-01-02")
+    hb.drive()
+    assert date_states(hb.get(first)) == ["succeeded", "succeeded"]
+    bf = hb.backfills.create(
+        "default", "daily", dates=["2026-01-01", "2026-01-02", "2026-01-03"],
+        rerun=Rerun.FAILED, params={"region": "us"},
+    )  # fmt: skip
+    hb.drive()
+    bf = hb.get(bf)
+    assert bf.state is BackfillState.SUCCEEDED
+    assert date_states(bf) == ["skipped", "skipped", "succeeded"]
+    assert hb.store.get_run(bf.dates[0].run_id).params["region"] == "eu"  # kept as it was
+    assert hb.store.get_run(bf.dates[2].run_id).params["region"] == "us"
 
 
 def test_the_same_typed_params_given_as_text_again_are_the_runs_params(hb: Harness) -> None:
@@ -541,6 +566,61 @@ def test_cli_list_counts_only_the_dates_that_ran_or_were_kept(
     out = CliRunner().invoke(cli_backfill.backfills, ["list", "--api", "http://x"]).output
     lines = {line.split()[0]: line.split()[1:3] for line in out.splitlines()}
     assert lines == {bf.id: ["cancelled", "2/6"], done.id: ["succeeded", "2/2"]}
+
+
+def test_a_rerun_backfill_says_the_version_each_dates_run_uses(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rerun goes on under its run's version (v1) after v2 was applied: each date says
+    which version its run uses, and `--wait`'s header does not claim v2 for v1's reruns
+    (it printed `default/daily v2` while v1's code ran)."""
+    first = h.backfills.create("default", "daily", start="2026-01-01", end="2026-01-02")
+    h.drive(fails_on("2026-01-02"))
+    assert date_states(h.get(first)) == ["succeeded", "failed"]
+    assert [d.version for d in h.get(first).dates] == [1, 1]
+    h.scheduler.apply(DAILY.replace("echo {{ ds }}", "echo v2 {{ ds }}"))
+    ran: list[str] = []
+
+    def outcome(spec: AttemptSpec) -> AttemptStatus:
+        ran.append(str(spec.task.fields.get("command")))
+        return AttemptStatus.SUCCEEDED
+
+    redo = h.backfills.create("default", "daily", dates=["2026-01-02"], rerun=Rerun.FAILED)
+    h.drive(outcome)
+    redo = h.get(redo)
+    assert redo.version == 2  # what the runs it makes would pin
+    assert [d.version for d in redo.dates] == [1]  # the run it reran pins v1
+    assert ran[0] == "echo 2026-01-02"  # v1's code ran (v2 echoes "v2" first)
+    shown = backfill_view(redo)
+    assert shown["dates"][0]["version"] == 1
+
+    class FakeClient:
+        def __init__(self, api: str) -> None:
+            pass
+
+        def call(self, method: str, path: str, **kwargs: Any) -> Any:
+            return shown
+
+    monkeypatch.setattr(cli_backfill, "Client", FakeClient)
+    out = (
+        CliRunner()
+        .invoke(
+            cli_backfill.backfill, ["daily", "--dates", "2026-01-02", "--wait", "--api", "http://x"]
+        )
+        .output
+    )
+    header, line = out.splitlines()[:2]
+    assert "default/daily v1  parallel" in header, out
+    assert line.rstrip().endswith("lane 0 v1"), out
+    # one new date and one rerun: both versions, each said for what
+    mixed = h.backfills.create(
+        "default", "daily", dates=["2026-01-02", "2026-01-03"], rerun=Rerun.ALL
+    )
+    h.drive()
+    shown = backfill_view(h.get(mixed))
+    assert [d["version"] for d in shown["dates"]] == [1, 2]
+    out = CliRunner().invoke(cli_backfill.backfills, ["show", "x", "--api", "http://x"]).output
+    assert "default/daily v2 for new runs, v1 for runs it reran or kept  parallel" in out
 
 
 # ------------------------------------------------------------------ the API

@@ -73,6 +73,8 @@ export type BackfillDateState = "pending" | "running" | "succeeded" | "failed" |
 export interface BackfillDate {
   logical_date: string; run_id: string; state: BackfillDateState; lane: number | null;
   action: string | null; run_state: RunState | null; error: string | null;
+  /** the workflow version its run uses, once a lane took it (a rerun: its run's own) */
+  version?: number | null;
 }
 export interface BackfillView {
   id: string; project: string; workflow: string; version: number; state: BackfillState;

@@ -38,6 +38,7 @@ from stratoflow.engine.backfill import (
     resume_backfill,
     settle_cancelled,
     wanted_runs,
+    would_rerun,
 )
 from stratoflow.errors import (
     Conflict,
@@ -253,14 +254,16 @@ class Backfills:
     ) -> None:  # fmt: skip
         """Params apply to the runs a backfill makes: a rerun (``--rerun failed|all``) goes on
         under its run's params, which its earlier attempts ran with (a run has one set of
-        params, so its tasks and history agree). A date whose run has other values for the
-        params given would silently not get them: the request is refused, naming the dates."""
+        params, so its tasks and history agree). A date whose run ``rerun`` would rerun
+        (``would_rerun``: not one that succeeded under ``failed``, which is kept) and has other
+        values for the params given would silently not get them: the request is refused,
+        naming those dates only."""
         runs = self._read_runs(run_ids)
         differ: set[str] = set()
         clash: list[datetime] = []
         for day, run_id in zip(logical, run_ids, strict=True):
             run = runs[run_id]
-            if run is None:
+            if run is None or not would_rerun(run, rerun):
                 continue
             names = {k for k, v in given.items() if not _same(run.params.get(k, _ABSENT), v)}
             if names:
@@ -301,31 +304,112 @@ class Backfills:
     ) -> list[Backfill]:
         return self.store.list_backfills(project, workflow, limit)
 
-    def pause(self, backfill_id: str, may_operate: Callable[[str], bool] | None = None) -> Backfill:
-        """Pause it, and the running backfills it included (dependent mode) in the projects
-        ``may_operate`` allows (all without it)."""
-        with self.scheduler._lock:
-            paused = self._change(backfill_id, pause_backfill)
-            self._emit("backfill.paused", paused)
-            for child in self._reachable(paused, BackfillState.RUNNING, may_operate):
-                try:
-                    self.pause(child.id)
-                except Conflict:  # it ended or was paused meanwhile
-                    continue
-            return paused
+    def pause(
+        self,
+        backfill_id: str,
+        may_operate: Callable[[str], bool] | None = None,
+        reached: list[str] | None = None,
+    ) -> Backfill:
+        """Pause it if it runs, and the running backfills it included (dependent mode) in
+        the projects ``may_operate`` allows (all without it), whatever its own state: its
+        own dates done, its dependents still go on and pause. Conflict only when none of
+        them could be paused. ``reached``: the ids of those paused are appended to it."""
+        return self._operate(
+            backfill_id, BackfillState.RUNNING, self._pause_one, "is running", may_operate,
+            reached,
+        )  # fmt: skip
+
+    def _pause_one(self, backfill_id: str) -> Backfill:
+        paused = self._change(backfill_id, pause_backfill)
+        self._emit("backfill.paused", paused)
+        return paused
 
     def resume(
-        self, backfill_id: str, may_operate: Callable[[str], bool] | None = None
+        self,
+        backfill_id: str,
+        may_operate: Callable[[str], bool] | None = None,
+        reached: list[str] | None = None,
     ) -> Backfill:
+        """Resume it if it is paused, and the paused backfills it included (as ``pause``)."""
+        return self._operate(
+            backfill_id, BackfillState.PAUSED, self._resume_one, "is paused", may_operate,
+            reached,
+        )  # fmt: skip
+
+    def _resume_one(self, backfill_id: str) -> Backfill:
         with self.scheduler._lock:
             resumed = self._change(backfill_id, resume_backfill)
             self._emit("backfill.resumed", resumed)
-            for child in self._reachable(resumed, BackfillState.PAUSED, may_operate):
-                try:
-                    self.resume(child.id)
-                except Conflict:  # it was resumed or cancelled meanwhile
-                    continue
             return self.advance(backfill_id)
+
+    def cancel(
+        self,
+        backfill_id: str,
+        may_operate: Callable[[str], bool] | None = None,
+        reached: list[str] | None = None,
+    ) -> Backfill:
+        """End the backfill and stop the runs it made or reran that still go on; the same
+        for the backfills it included (dependent mode) that have not ended, also once it
+        has ended itself (as ``pause``)."""
+        return self._operate(
+            backfill_id, None, self._cancel_one, "still goes on", may_operate, reached
+        )
+
+    def _operate(
+        self,
+        backfill_id: str,
+        takes: BackfillState | None,
+        one: Callable[[str], Backfill],
+        taking: str,
+        may_operate: Callable[[str], bool] | None,
+        reached: list[str] | None,
+    ) -> Backfill:
+        """Apply ``one`` (pause, resume or cancel of one backfill) to this backfill if its
+        state ``takes`` it (None: any state but an end), then to each backfill it included
+        that takes it. Its own state refuses (Conflict, saying so and why no dependent was
+        reached) only when none of them took it: a parent whose own dates are done still
+        operates the dependents it included, as pause, resume and cancel of it promise."""
+        done: list[str] = []
+
+        def admits(b: Backfill) -> bool:
+            return b.state is takes if takes is not None else not b.state.terminal
+
+        with self.scheduler._lock:
+            refusal: Conflict | None = None
+            try:
+                backfill = one(backfill_id)
+                done.append(backfill_id)
+            except Conflict as exc:
+                backfill = self.store.get_backfill(backfill_id)
+                if admits(backfill):  # it could take it, but kept changing: not a refusal
+                    raise
+                refusal = exc
+            for child in self._reachable(backfill, takes, may_operate):
+                try:
+                    one(child.id)
+                except Conflict:  # it changed meanwhile (ended, paused, resumed)
+                    continue
+                done.append(child.id)
+            if reached is not None:
+                reached += done
+            if refusal is not None and not done:
+                raise Conflict(f"{refusal}{self._none_reached(backfill, taking, may_operate)}")
+            return backfill
+
+    def _none_reached(
+        self, backfill: Backfill, taking: str, may_operate: Callable[[str], bool] | None
+    ) -> str:
+        """Why a refused operation reached no included backfill either (empty: none)."""
+        if not backfill.dependents:
+            return ""
+        group = self.group(backfill)
+        mine = [c for c in group if may_operate is None or may_operate(c.project)]
+        if len(mine) < len(group):
+            return (
+                f", and none of the {len(mine)} of its {len(backfill.dependents)} included "
+                f"backfill(s) that you operate {taking}"
+            )
+        return f", and none of the {len(backfill.dependents)} backfill(s) it included {taking}"
 
     def _reachable(
         self, backfill: Backfill, state: BackfillState | None,
@@ -337,20 +421,6 @@ class Backfills:
             if (c.state is state if state is not None else not c.state.terminal)
             and (may_operate is None or may_operate(c.project))
         ]
-
-    def cancel(
-        self, backfill_id: str, may_operate: Callable[[str], bool] | None = None
-    ) -> Backfill:
-        """End the backfill and stop the runs it made or reran that still go on; the same
-        for the backfills it included (dependent mode) that have not ended."""
-        cancelled = self._cancel_one(backfill_id)
-        with self.scheduler._lock:
-            for child in self._reachable(cancelled, None, may_operate):
-                try:
-                    self._cancel_one(child.id)
-                except Conflict:  # it ended meanwhile
-                    continue
-        return cancelled
 
     def _cancel_one(self, backfill_id: str) -> Backfill:
         to_stop: list[str] = []

@@ -56,17 +56,34 @@ def _succeeded(body: dict[str, Any]) -> bool:
     return all(b["state"] == "succeeded" for b in [body, *children])
 
 
+def _versions(body: dict[str, Any]) -> str:
+    """The workflow versions its dates' runs use: the backfill's ``version`` is the one the
+    runs it makes pin, while a run it reran, waited for or kept goes on under its own (each
+    date's ``version``, once a lane took it). One version when every date's is the same."""
+    new = body["version"]
+    dates = body.get("dates") or []
+    known = [d["version"] for d in dates if d.get("version") is not None]
+    if dates and len(known) == len(dates) and len(set(known)) == 1:
+        return f"v{known[0]}"
+    others = sorted(set(known) - {new})
+    if not others:
+        return f"v{new}"
+    runs = ", ".join(f"v{v}" for v in others)
+    return f"v{new} for new runs, {runs} for runs it reran or kept"
+
+
 def _print_one(body: dict[str, Any]) -> None:
     counts = ", ".join(f"{n} {state}" for state, n in body["counts"].items() if n)
     click.echo(
         f"{body['id']}  {body['state']}  {body['project']}/{body['workflow']} "
-        f"v{body['version']}  parallel {body['parallel']}  rerun {body['rerun']}  ({counts})"
+        f"{_versions(body)}  parallel {body['parallel']}  rerun {body['rerun']}  ({counts})"
     )
     for date in body.get("dates") or []:
         state = click.style(f"{date['state']:<10}", fg=DATE_COLORS.get(date["state"]))
         lane = "" if date["lane"] is None else f" lane {date['lane']}"
+        version = "" if date.get("version") is None else f" v{date['version']}"
         error = f"  {date['error']}" if date.get("error") else ""
-        click.echo(f"  {date['logical_date']:<27} {state} {date['run_id']}{lane}{error}")
+        click.echo(f"  {date['logical_date']:<27} {state} {date['run_id']}{lane}{version}{error}")
 
 
 @click.command()
@@ -193,6 +210,19 @@ def backfills_show(backfill_id: str, output: str, api: str) -> None:
     _print(Client(api).call("GET", f"/backfills/{backfill_id}"), output)
 
 
+def _print_reached(body: dict[str, Any]) -> None:
+    """What a pause, resume or cancel changed: this backfill (or that it was left as it
+    was, its own dates done) and each backfill it included that the operation reached."""
+    reached = body.get("reached")
+    if reached is None or body["id"] in reached:
+        click.echo(f"{body['id']}: {body['state']}")
+    else:
+        click.echo(f"{body['id']}: {body['state']} (unchanged; it reached its dependents)")
+    for child in body.get("dependents") or []:
+        if isinstance(child, dict) and child["id"] in (reached or ()):
+            click.echo(f"  dependent {child['id']}: {child['state']}")
+
+
 def _operation(op: str) -> None:
     @backfills.command(op, help=OPERATIONS[op])
     @click.argument("backfill_id")
@@ -203,7 +233,7 @@ def _operation(op: str) -> None:
         if output == "json":
             click.echo(json.dumps(body, indent=2))
         else:
-            click.echo(f"{body['id']}: {body['state']}")
+            _print_reached(body)
 
 
 for _op in OPERATIONS:

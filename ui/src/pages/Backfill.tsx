@@ -146,10 +146,11 @@ export function BackfillPage({ id }: { id: string }) {
     <section>
       <div class="page-head">
         <h1>Backfill {b && <a href={href(`workflows/${encodeURIComponent(b.workflow)}`)}>{b.workflow}</a>} {b && <StateBadge state={b.state} />}</h1>
-        {b && !ended && can("run.trigger") && (
+        {/* its own dates done, the operations still reach the dependents it included */}
+        {b && !settled && can("run.trigger") && (
           <div class="actions">
-            {b.state === "running" && <ActionButton label="Pause" run={() => api.backfillAction(id, "pause")} onDone={reload} />}
-            {b.state === "paused" && <ActionButton label="Resume" run={() => api.backfillAction(id, "resume")} onDone={reload} />}
+            {[b, ...children].some((x) => x.state === "running") && <ActionButton label="Pause" run={() => api.backfillAction(id, "pause")} onDone={reload} />}
+            {[b, ...children].some((x) => x.state === "paused") && <ActionButton label="Resume" run={() => api.backfillAction(id, "resume")} onDone={reload} />}
             <ActionButton label="Cancel" danger confirm="Cancel this backfill and stop the runs it started?" run={() => api.backfillAction(id, "cancel")} onDone={reload} />
           </div>
         )}
@@ -158,7 +159,7 @@ export function BackfillPage({ id }: { id: string }) {
       {b && (
         <>
           <p class="muted">
-            <span class="mono">{b.id}</span> · v{b.version} · {b.parallel} lane{b.parallel > 1 ? "s" : ""} · {b.order === "asc" ? "oldest first" : "newest first"} · dates with runs: {b.rerun === "none" ? "kept" : `rerun ${b.rerun}`} · created {fmtTime(b.created_at)}{b.created_by ? ` by ${b.created_by}` : ""}
+            <span class="mono">{b.id}</span> · new runs v{b.version} · {b.parallel} lane{b.parallel > 1 ? "s" : ""} · {b.order === "asc" ? "oldest first" : "newest first"} · dates with runs: {b.rerun === "none" ? "kept" : `rerun ${b.rerun}`} · created {fmtTime(b.created_at)}{b.created_by ? ` by ${b.created_by}` : ""}
           </p>
           <p data-testid="backfill-counts"><BackfillCounts b={b} /></p>
           {b.parent && <p class="muted small">Included by the dependent-mode backfill <a class="mono" href={href(`backfills/${encodeURIComponent(b.parent)}`)}>{b.parent}</a>.</p>}
@@ -184,7 +185,7 @@ function BackfillDates({ b }: { b: BackfillView }) {
   return (
     <div class="table-wrap">
       <table data-testid="backfill-dates">
-        <thead><tr><th>Logical date</th><th>State</th><th>Run</th><th>Lane</th><th>Error</th></tr></thead>
+        <thead><tr><th>Logical date</th><th>State</th><th>Run</th><th>Lane</th><th>Version</th><th>Error</th></tr></thead>
         <tbody>
           {(b.dates ?? []).map((d) => (
             <tr key={d.run_id} data-state={d.state}>
@@ -192,6 +193,7 @@ function BackfillDates({ b }: { b: BackfillView }) {
               <td><StateBadge state={d.state} /></td>
               <td>{d.state === "pending" || (d.state === "not_run" && !d.run_state) ? <span class="muted mono small">{d.run_id}</span> : <a class="mono small" href={href(`runs/${encodeURIComponent(d.run_id)}`)}>{d.run_id}</a>}</td>
               <td>{d.lane ?? ""}</td>
+              <td>{d.version != null ? `v${d.version}` : ""}</td>
               <td class="fail small">{d.error ?? ""}</td>
             </tr>
           ))}

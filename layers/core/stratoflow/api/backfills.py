@@ -17,6 +17,7 @@ from stratoflow.engine.backfill import (
     MAX_BACKFILL_DATES,
     MAX_BACKFILL_PARALLEL,
     Backfill,
+    BackfillState,
     DateState,
     Order,
     Rerun,
@@ -86,6 +87,9 @@ class BackfillDateView(_View):
     action: str | None = None
     run_state: str | None = None
     error: str | None = None
+    # the workflow version its run pins once a lane took the date: the backfill's `version`
+    # for a run it made; a run it reran, waited for or kept goes on under its own
+    version: int | None = None
 
 
 class BackfillView(_View):
@@ -106,11 +110,17 @@ class BackfillView(_View):
     parent: str | None = None
     dates: list[BackfillDateView] | None = None
     dependents: list[Any] | None = None  # ids in a list; backfill views (with dates) when shown
+    # pause, resume and cancel: the backfills the operation changed (this one first if it
+    # did; a parent whose own dates are done is not, while its dependents still are)
+    reached: list[str] | None = None
 
 
 class BackfillList(_View):
     backfills: list[BackfillView]
 
+
+# pause, resume or cancel: (backfill id, may operate a project, ids reached) -> the backfill
+Operation = Callable[[str, Callable[[str], bool], list[str]], Backfill]
 
 BackfillBody = Annotated[BackfillRequest, Body()]
 BackfillProjectQuery = Annotated[
@@ -139,6 +149,7 @@ def backfill_view(backfill: Backfill, *, dates: bool = True) -> dict[str, Any]:
                 "state": d.state.value, "lane": d.lane,
                 "action": d.action.value if d.action else None,
                 "run_state": d.run_state.value if d.run_state else None, "error": d.error,
+                "version": d.version,
             }
             for d in backfill.dates
         ]  # fmt: skip
@@ -256,6 +267,8 @@ def register_backfills(
         for b in [backfill, *backfills.group(backfill)]:
             if b is not backfill and not principal.can(Action.OPERATE, b.project):
                 continue  # the operation leaves it alone
+            if (b.state is not BackfillState.PAUSED) if op == "resume" else b.state.terminal:
+                continue  # nor one that cannot take it (a parent whose own dates are done)
             what = f"{doing} backfill {b.id}"
             subworkflows.check_caller(
                 principal, scheduler.spec(b.project, b.workflow, b.version), what
@@ -272,24 +285,24 @@ def register_backfills(
                 subworkflows.check_caller_run(principal, run, what)
                 subworkflows.check_caller_children(principal, run, what)
 
-    def operation(
-        op: str, summary: str, act: Callable[[str, Callable[[str], bool]], Backfill]
-    ) -> None:
+    def operation(op: str, summary: str, act: Operation) -> None:
         def handler(backfill_id: str) -> BackfillView:
             before = backfill_for(backfill_id, Action.OPERATE)
             project = before.project
             principal = allow(Action.OPERATE, project, f"backfill {backfill_id!r}")
-            states = {c.id: c.state for c in backfills.group(before)}
             if op != "pause":  # pausing only holds runs back
                 check_reach(principal, before, op)
-            # dependent mode: it reaches the included backfills of projects the caller operates
-            after = act(backfill_id, lambda p: principal.can(Action.OPERATE, p))
+            # dependent mode: it reaches the included backfills of projects the caller
+            # operates, also once this one's own dates are done (409 only if none took it)
+            reached: list[str] = []
+            after = act(backfill_id, lambda p: principal.can(Action.OPERATE, p), reached)
             changed()
-            reached = [c.id for c in backfills.group(after) if states.get(c.id) is not c.state]
             # one entry per request (its id is the request's): the backfills it reached in it
-            details = {"dependents": reached} if reached else {}
+            dependents = [b for b in reached if b != backfill_id]
+            details = {"dependents": dependents} if dependents else {}
             record(f"backfill.{op}", f"backfill/{backfill_id}", project, **details)
             view = group_view(after, backfills.group(after), principal)
+            view["reached"] = reached
             return BackfillView.model_validate(view)
 
         handler.__name__ = f"{op}_backfill"
@@ -297,7 +310,11 @@ def register_backfills(
             f"/backfills/<backfill_id>/{op}",
             summary=summary,
             tags=["backfills"],
-            responses=responses(f"The backfill, {op} applied", 404, 409),
+            responses=responses(
+                f"The backfill, {op} applied to it or to backfills it included (`reached`)",
+                404,
+                409,
+            ),
         )(handler)
 
     operation("pause", "Pause a backfill: no lane takes a new date", backfills.pause)

@@ -94,6 +94,10 @@ class BackfillDate:
     prior_end: datetime | None = None
     run_state: RunState | None = None  # the run's state when the backfill last looked
     error: str | None = None
+    # the workflow version its run pins, once a lane took the date (None before): the
+    # backfill's for a run it made, the run's own for one it reran, waited for or kept (a
+    # rerun goes on under its run's version, whatever the latest is)
+    version: int | None = None
 
     def with_(self, **changes: Any) -> Self:
         return replace(self, **changes)
@@ -104,7 +108,9 @@ class Backfill:
     id: str
     project: str
     workflow: str
-    version: int  # the version its runs pin (the latest when it was created)
+    # the version the runs it makes pin (the latest when it was created); a run it reruns,
+    # waits for or keeps has its own (each date's ``version``)
+    version: int
     params: dict[str, Any]
     parallel: int
     order: Order
@@ -207,8 +213,9 @@ def backfill_dates(
     schedule fires in the closed range [start, end] — daily at 00:00 in the schedule's time
     zone (UTC) without a schedule — or, with ``dates``, the times it fires on each of those
     days (a date) or exactly those instants (a date-time). The schedule's own start/end window
-    does not limit a backfill: asking for the dates is the point (a rate() schedule keeps its
-    start as the anchor of its times). ``allow_empty``: a range the schedule never fires in
+    does not limit a backfill: asking for the dates is the point (a rate() schedule's dates
+    are its grid, start + k * rate with k negative too, so dates before its start are on the
+    times it keeps after it). ``allow_empty``: a range the schedule never fires in
     gives no dates instead of an error (a dependent's, in ``plan_dependents``). ``now``: a
     date after it is refused (``refuse_future_dates``), naming the earliest; a range is not
     looked at past it (a far end is refused as future, not as too many dates)."""
@@ -223,7 +230,7 @@ def backfill_dates(
         t = lo - timedelta(microseconds=1)
         while True:
             try:
-                t = expr.next_after(t, tz, anchor)
+                t = expr.grid_after(t, tz, anchor)  # its start no bound: the grid's anchor
             except ScheduleError:  # no more fire times
                 return
             if t > hi:
@@ -447,6 +454,16 @@ def _take(existing: Run | None, rerun: Rerun) -> Action | None:
     return None
 
 
+def would_rerun(existing: Run, rerun: Rerun) -> bool:
+    """Whether a backfill with ``rerun`` would rerun ``existing`` (the run of one of its
+    dates) when a lane takes the date: an ended run as ``_take`` decides; one still going
+    is waited for then, but may end before its lane gets there (and is taken as it ended
+    then), so any rerun mode may rerun it. A run that succeeded is rerun by ``all`` only."""
+    if not existing.state.terminal:
+        return rerun is not Rerun.NONE
+    return _take(existing, rerun) is Action.RERUN
+
+
 def advance_backfill(
     backfill: Backfill, runs: Mapping[str, Run | None], now: datetime
 ) -> BackfillTurn:
@@ -481,8 +498,8 @@ def advance_backfill(
             dates[i] = _ended_as(d, run)
             if run.state is not RunState.SUCCEEDED:
                 stopped.add(d.lane or 0)
-        elif d.run_state is not run.state:
-            dates[i] = d.with_(run_state=run.state)
+        elif d.run_state is not run.state or d.version != run.version:
+            dates[i] = d.with_(run_state=run.state, version=run.version)
     lookup: list[str] = []
     if backfill.state is BackfillState.RUNNING:
         busy = {d.lane for d in dates if d.state is DateState.RUNNING}
@@ -498,7 +515,9 @@ def advance_backfill(
             existing = runs[d.run_id]
             action = _take(existing, backfill.rerun)
             if action is None and existing is not None and existing.state is RunState.SUCCEEDED:
-                dates[i] = d.with_(state=DateState.SKIPPED, run_state=existing.state)
+                dates[i] = d.with_(
+                    state=DateState.SKIPPED, run_state=existing.state, version=existing.version
+                )
                 continue
             if action is None and existing is not None:
                 # a kept run that did not succeed: the date did not complete, so it is not
@@ -507,6 +526,7 @@ def advance_backfill(
                 lane = free.pop(0)
                 dates[i] = d.with_(
                     state=_ended(existing.state), lane=lane, run_state=existing.state,
+                    version=existing.version,
                     error=f"its run {existing.id} {existing.state.value} and --rerun "
                           f"{backfill.rerun.value} keeps it (--rerun failed runs it again)",
                 )  # fmt: skip
@@ -517,6 +537,7 @@ def advance_backfill(
                 state=DateState.RUNNING, lane=free.pop(0), action=action,
                 prior_end=existing.ended_at if existing is not None else None,
                 run_state=existing.state if existing is not None else None,
+                version=existing.version if existing is not None else backfill.version,
             )  # fmt: skip
             if action is not Action.ADOPT:
                 acts.append(dates[i])
@@ -602,7 +623,7 @@ def _ended_as(d: BackfillDate, run: Run) -> BackfillDate:
     """Date ``d`` ended as its ended ``run`` did (its error unless it succeeded)."""
     ok = run.state is RunState.SUCCEEDED
     return d.with_(
-        state=_ended(run.state), run_state=run.state,
+        state=_ended(run.state), run_state=run.state, version=run.version,
         error=None if ok else (run.error or f"run {run.id} {run.state}"),
     )  # fmt: skip
 
@@ -655,6 +676,7 @@ def backfill_document(backfill: Backfill) -> dict[str, Any]:
                 "lane": d.lane, "action": d.action.value if d.action else None,
                 "prior_end": _ts(d.prior_end),
                 "run_state": d.run_state.value if d.run_state else None, "error": d.error,
+                "version": d.version,
             }
             for d in backfill.dates
         ],
@@ -683,7 +705,7 @@ def backfill_from_document(doc: Mapping[str, Any]) -> Backfill:
                 action=_ACTIONS[d["action"]] if d["action"] else None,
                 prior_end=_dt(d["prior_end"]),
                 run_state=_RUN_STATES[d["run_state"]] if d["run_state"] else None,
-                error=d["error"],
+                error=d["error"], version=d.get("version"),  # absent: stored before it was
             )
             for d in doc["dates"]
         ),
@@ -719,4 +741,5 @@ __all__ = [
     "settle_cancelled",
     "upstreams_of",
     "wanted_runs",
+    "would_rerun",
 ]

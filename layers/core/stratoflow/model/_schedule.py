@@ -159,6 +159,28 @@ class ScheduleExpression:
             )
         return found
 
+    def grid_after(
+        self, after: datetime, tz: str = "UTC", start: datetime | None = None
+    ) -> datetime:
+        """The first of the schedule's times strictly after ``after`` (aware UTC), with
+        ``start`` not a bound: a ``rate()`` schedule's grid ``start + k * rate`` for every
+        integer ``k``, negative too (the epoch's without ``start``), and a cron schedule's
+        every match. A backfill's dates: a date before ``start`` is asked for on purpose.
+        The schedule's own firing (``next_after``) never fires before ``start``.
+
+        Raises :class:`ScheduleError` if there is no such time."""
+        zone = _zone(tz)
+        after_utc = _as_utc(after)
+        if self.rate is None:
+            found = next(_evaluator(self.eventbridge).after(zone, after_utc), None)
+        else:
+            found = _rate_next(after_utc, _start_utc(start, zone) or _EPOCH, self.rate)
+        if found is None:
+            raise ScheduleError(
+                f"schedule {self.source!r} has no fire time after {after_utc.isoformat()}"
+            )
+        return found
+
     def fire_times(
         self,
         after: datetime,
@@ -216,11 +238,7 @@ class ScheduleExpression:
         if self.rate is not None:
             if start_utc is not None and after_utc < start_utc:
                 return start_utc
-            anchor = _EPOCH if start_utc is None else start_utc
-            try:
-                return anchor + ((after_utc - anchor) // self.rate + 1) * self.rate
-            except OverflowError:  # after datetime.max
-                return None
+            return _rate_next(after_utc, _EPOCH if start_utc is None else start_utc, self.rate)
         fire_times = _evaluator(self.eventbridge).after(zone, _lower_bound(after_utc, start_utc))
         return next(fire_times, None)
 
@@ -711,6 +729,14 @@ def _lower_bound(after_utc: datetime, start_utc: datetime | None) -> datetime:
     if start_utc is not None and after_utc < start_utc:
         return start_utc - timedelta(microseconds=1)
     return after_utc
+
+
+def _rate_next(after_utc: datetime, anchor: datetime, rate: timedelta) -> datetime | None:
+    """The first ``anchor + k * rate`` strictly after ``after_utc``, for any integer ``k``."""
+    try:
+        return anchor + ((after_utc - anchor) // rate + 1) * rate
+    except OverflowError:  # past datetime.max (or before datetime.min)
+        return None
 
 
 def _start_utc(start: datetime | None, zone: ZoneInfo) -> datetime | None:
