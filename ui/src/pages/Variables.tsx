@@ -6,6 +6,7 @@ import { api } from "../api";
 import { ActionButton, ErrorBox, useCan, useLoad, useSession } from "../common";
 
 const NAME = "[A-Za-z][A-Za-z0-9_]{0,127}";
+const NAME_HINT = "a letter, then letters, digits or _ (at most 128)";
 const MAX_BYTES = 64 * 1024;
 
 export function VariablesPage() {
@@ -23,6 +24,12 @@ export function VariablesPage() {
     ev.preventDefault();
     setFormError(null);
     setSaved(null);
+    // the limit is in UTF-8 bytes, as the API counts it: said here, and nothing typed is cut
+    const bytes = new TextEncoder().encode(value).length;
+    if (bytes > MAX_BYTES) {
+      setFormError(new Error(`The value is ${bytes.toLocaleString("en")} bytes (UTF-8); a variable's value is at most ${MAX_BYTES.toLocaleString("en")} bytes (64 KiB). Nothing was saved.`));
+      return;
+    }
     setBusy(true);
     try {
       const set = await api.putVariable(project, name.trim(), value);
@@ -44,11 +51,11 @@ export function VariablesPage() {
       {editor && (
         <form class="card" onSubmit={submit} aria-label="Set a variable">
           <label>Name
-            <input aria-label="Variable name" class="mono" value={name} required maxLength={128} pattern={NAME} autocomplete="off" spellcheck={false}
+            <input aria-label="Variable name" class="mono" value={name} required maxLength={128} pattern={NAME} title={NAME_HINT} autocomplete="off" spellcheck={false}
               onInput={(e) => setName((e.target as HTMLInputElement).value)} />
           </label>
-          <label>Value <span class="muted small">(text, at most 64 KiB)</span>
-            <textarea aria-label="Variable value" class="mono" rows={3} value={value} maxLength={MAX_BYTES}
+          <label>Value <span class="muted small">(text, at most 64 KiB: {MAX_BYTES.toLocaleString("en")} bytes in UTF-8)</span>
+            <textarea aria-label="Variable value" class="mono" rows={3} value={value}
               onInput={(e) => setValue((e.target as HTMLTextAreaElement).value)} />
           </label>
           <div><button type="submit" class="primary" disabled={busy}>Set variable</button></div>
