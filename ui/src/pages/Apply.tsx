@@ -2,7 +2,7 @@
 // words the CLI prints) and marks each problem's line in the editor.
 import { useRef, useState } from "preact/hooks";
 import { ApiError, api } from "../api";
-import { href, navigate, useCan } from "../common";
+import { href, navigate, useCan, useSession } from "../common";
 
 const EXAMPLE = `name: hello
 description: A first workflow
@@ -16,9 +16,19 @@ tasks:
     command: echo "{{ tasks.greet.outputs.greeting }}!"
 `;
 
+// the text being edited, kept for the tab's life: leaving the page and coming back loses nothing
+const DRAFT_KEY = "stratoflow.apply.draft";
+const draft = {
+  get: (): string | null => { try { return sessionStorage.getItem(DRAFT_KEY); } catch { return null; } },
+  set: (text: string) => { try { sessionStorage.setItem(DRAFT_KEY, text); } catch { /* storage full or off */ } },
+  clear: () => { try { sessionStorage.removeItem(DRAFT_KEY); } catch { /* storage off */ } },
+};
+
 export function ApplyPage() {
   const can = useCan();
-  const [source, setSource] = useState(EXAMPLE);
+  const { project, setProject } = useSession();
+  const [source, setSourceState] = useState(() => draft.get() ?? EXAMPLE);
+  const setSource = (text: string) => { setSourceState(text); draft.set(text); };
   const [error, setError] = useState<ApiError | Error | null>(null);
   const [busy, setBusy] = useState(false);
   const area = useRef<HTMLTextAreaElement>(null);
@@ -31,6 +41,10 @@ export function ApplyPage() {
     setError(null);
     try {
       const applied = await api.apply(source);
+      draft.clear();
+      // the workflow names its project (the API's answer says which): shown there, whatever
+      // project was selected
+      if (applied.project !== project) setProject(applied.project);
       navigate(`workflows/${encodeURIComponent(applied.name)}`, { applied: applied.created ? `v${applied.version}` : "unchanged" });
     } catch (e) {
       setError(e as Error);
@@ -51,11 +65,16 @@ export function ApplyPage() {
     el.scrollTop = (line - 3) * 18;
   };
 
-  if (!can("workflow.apply")) return <p class="muted">Your role cannot apply workflows.</p>;
+  // the project a workflow goes to is the one its YAML names, so the role in the selected
+  // project does not decide: the server does, and its refusal is shown like any error
   return (
     <section>
       <div class="page-head"><h1>Apply a workflow</h1><a href={href("")}>Back to workflows</a></div>
-      <p class="muted">Paste a workflow (format version 1). A changed definition becomes a new version; an unchanged one changes nothing.</p>
+      <p class="muted">Paste a workflow (format version 1). A changed definition becomes a new version; an unchanged one changes nothing.
+        It goes to the project its <code>project:</code> names (else <code>default</code>).</p>
+      {!can("workflow.apply") && (
+        <p class="muted" data-testid="apply-role-note">Your role in project “{project}” cannot apply workflows there; a workflow naming a project where you are an editor can still be applied.</p>
+      )}
       <div class="editor">
         <div class="gutter" ref={gutter} aria-hidden="true">
           {Array.from({ length: lines }, (_, i) => (
