@@ -1,5 +1,5 @@
 import { createContext } from "preact";
-import { useCallback, useContext, useEffect, useState } from "preact/hooks";
+import { useCallback, useContext, useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, type Me } from "./api";
 
 // ---------------------------------------------------------------- routing (hash based, so
@@ -34,25 +34,56 @@ export const useCan = () => {
 };
 
 // ---------------------------------------------------------------- data loading
-export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): { data: T | null; error: ApiError | Error | null; reload: () => void } {
-  const [data, setData] = useState<T | null>(null);
-  const [error, setError] = useState<ApiError | Error | null>(null);
+/** What ``load`` gives, for the inputs ``deps``. Data loaded for other inputs (another
+ * project, filter or page) is never returned: when the inputs change the page shows nothing
+ * until the new load answers, and a failed load shows its error alone, never the data of the
+ * project before it. ``every``: reload that often (ms) while the tab is visible, and at once
+ * when it becomes visible again, keeping what is shown until the new answer. */
+export function useLoad<T>(load: () => Promise<T>, deps: unknown[], every?: number): { data: T | null; error: ApiError | Error | null; reload: () => void } {
+  const key = JSON.stringify(deps);
+  const [got, setGot] = useState<{ key: string; data: T | null; error: ApiError | Error | null }>({ key, data: null, error: null });
   const [tick, setTick] = useState(0);
+  const asked = useRef(0);
   useEffect(() => {
     let live = true;
-    load().then(
-      (d) => { if (live) { setData(d); setError(null); } },
-      (e: Error) => { if (live) setError(e); },
-    );
-    return () => { live = false; };
-  }, [...deps, tick]);
+    const fetchNow = () => {
+      const seq = ++asked.current; // only the latest request's answer is shown
+      load().then(
+        (d) => { if (live && seq === asked.current) setGot({ key, data: d, error: null }); },
+        (e: Error) => { if (live && seq === asked.current) setGot({ key, data: null, error: e }); },
+      );
+    };
+    fetchNow();
+    if (!every) return () => { live = false; };
+    const visible = () => document.visibilityState === "visible";
+    const timer = window.setInterval(() => { if (visible()) fetchNow(); }, every);
+    const onVisible = () => { if (visible()) fetchNow(); };
+    document.addEventListener("visibilitychange", onVisible);
+    return () => { live = false; window.clearInterval(timer); document.removeEventListener("visibilitychange", onVisible); };
+  }, [key, tick, every]);
   const reload = useCallback(() => setTick((t) => t + 1), []);
-  return { data, error, reload };
+  const current = got.key === key;
+  return { data: current ? got.data : null, error: current ? got.error : null, reload };
 }
+
+/** A keydown handler that runs ``act`` on Enter or Space: a row that is clicked can be
+ * operated by keyboard too (it also needs role="button" and tabIndex={0}). */
+export const onActivate = (act: () => void) => (e: KeyboardEvent) => {
+  if (e.key === "Enter" || e.key === " ") {
+    e.preventDefault();
+    act();
+  }
+};
+
+/** "1 task", "3 tasks". */
+export const plural = (n: number, noun: string) => `${n.toLocaleString("en")} ${noun}${n === 1 ? "" : "s"}`;
+
+/** A task or run state as words: "up_for_retry" reads "up for retry". */
+export const stateLabel = (state: string) => state.replace(/_/g, " ");
 
 export function StateBadge({ state }: { state: string | null | undefined }) {
   if (!state) return <span class="muted">—</span>;
-  return <span class={`badge s-${state}`} data-state={state}>{state.replace("_", " ")}</span>;
+  return <span class={`badge s-${state}`} data-state={state}>{stateLabel(state)}</span>;
 }
 
 export function ErrorBox({ error }: { error: Error | null }) {

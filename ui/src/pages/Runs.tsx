@@ -1,6 +1,9 @@
 import { api, fmtDuration, fmtTime, RUN_STATES, type RunView } from "../api";
 import { ErrorBox, StateBadge, href, navigate, useLoad, useSession } from "../common";
 
+/** How often the runs and workflows lists ask again while the tab is visible. */
+export const REFRESH_MS = 5000;
+
 export function RunTable({ runs, showWorkflow = true }: { runs: RunView[]; showWorkflow?: boolean }) {
   return (
     <div class="table-wrap">
@@ -11,7 +14,7 @@ export function RunTable({ runs, showWorkflow = true }: { runs: RunView[]; showW
         <tbody>
           {runs.map((r) => (
             <tr key={r.id}>
-              <td><a href={href(`runs/${encodeURIComponent(r.id)}`)} class="mono">{r.id}</a></td>
+              <td><a href={href(`runs/${encodeURIComponent(r.id)}`)} class="mono run-id">{r.id}</a></td>
               {showWorkflow && <td><a href={href(`workflows/${encodeURIComponent(r.workflow)}`)}>{r.workflow}</a> <span class="muted small">v{r.version}</span></td>}
               <td><StateBadge state={r.state} /></td>
               <td>{r.tasks_done}/{r.tasks_total}{r.tasks_failed > 0 && <span class="fail"> · {r.tasks_failed} failed</span>}</td>
@@ -32,7 +35,7 @@ export function RunsPage({ query }: { query: URLSearchParams }) {
   const state = query.get("state") ?? "";
   const before = query.get("before") ?? "";
   const prev = query.get("prev") ?? ""; // comma-separated cursor stack for "Newer"
-  const { data, error } = useLoad(() => api.runs({ project, workflow, state, before, limit: 25 }), [project, workflow, state, before]);
+  const { data, error } = useLoad(() => api.runs({ project, workflow, state, before, limit: 25 }), [project, workflow, state, before], REFRESH_MS);
   const workflows = useLoad(() => api.workflows(project, undefined, 500), [project]);
   const go = (q: Record<string, string | undefined>) => navigate("runs", { workflow, state, ...q });
   const stack = prev ? prev.split(",") : [];

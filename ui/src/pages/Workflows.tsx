@@ -1,13 +1,14 @@
 import { useState } from "preact/hooks";
 import { api, fmtTime } from "../api";
 import { ErrorBox, StateBadge, href, useCan, useLoad, useSession } from "../common";
+import { REFRESH_MS } from "./Runs";
 
 export function WorkflowsPage() {
   const { project } = useSession();
   const can = useCan();
   const [after, setAfter] = useState<string[]>([]); // cursor stack: back and forth
   const cursor = after[after.length - 1];
-  const { data, error } = useLoad(() => api.workflows(project, cursor, 50), [project, cursor]);
+  const { data, error } = useLoad(() => api.workflows(project, cursor, 50), [project, cursor], REFRESH_MS);
   return (
     <section>
       <div class="page-head">
@@ -29,7 +30,7 @@ export function WorkflowsPage() {
                 <tr key={w.name}>
                   <td>
                     <a href={href(`workflows/${encodeURIComponent(w.name)}`)}>{w.name}</a>
-                    {w.description && <div class="muted small">{w.description}</div>}
+                    {w.description && <div class="muted small description" title={w.description}>{w.description}</div>}
                   </td>
                   <td>
                     {w.last_run ? (
