@@ -1,9 +1,9 @@
 import { useState } from "preact/hooks";
 import { api, fmtTime, type VersionDetail } from "../api";
-import { ActionButton, ErrorBox, href, navigate, useCan, useLoad, useSession } from "../common";
+import { ActionButton, ErrorBox, href, navigate, plural, useCan, useLoad, useSession } from "../common";
 import { GraphView } from "../graph/GraphView";
 import { BackfillForm, WorkflowBackfills } from "./Backfill";
-import { RunTable } from "./Runs";
+import { REFRESH_MS, RunTable } from "./Runs";
 
 const TABS = ["graph", "yaml", "versions", "diff", "runs", "backfills"] as const;
 
@@ -13,6 +13,9 @@ export function WorkflowPage({ name, query }: { name: string; query: URLSearchPa
   const tab = (query.get("tab") ?? "graph") as (typeof TABS)[number];
   const version = Number(query.get("version")) || undefined;
   const { data: wf, error, reload } = useLoad(() => api.workflow(project, name, version), [project, name, version]);
+  // an older version's page still triggers and diffs against the real latest version
+  const newest = useLoad(() => (version ? api.workflow(project, name) : Promise.resolve(null)), [project, name, version]);
+  const latest = version ? newest.data : wf;
   const [triggering, setTriggering] = useState(false);
   const [backfilling, setBackfilling] = useState(false);
   const [picked, setPicked] = useState<string | null>(null);
@@ -22,7 +25,11 @@ export function WorkflowPage({ name, query }: { name: string; query: URLSearchPa
       <div class="page-head">
         <h1>{name} {wf && <span class="muted">v{wf.version}</span>}</h1>
         <div class="actions">
-          {wf && can("run.trigger") && <button type="button" class="primary" onClick={() => setTriggering(!triggering)}>Trigger run</button>}
+          {wf && latest && can("run.trigger") && (
+            <button type="button" class="primary" onClick={() => setTriggering(!triggering)}>
+              {latest.version === wf.version ? "Trigger run" : `Trigger run of v${latest.version} (latest)`}
+            </button>
+          )}
           {wf && can("run.trigger") && <button type="button" onClick={() => setBackfilling(!backfilling)}>Backfill</button>}
           {wf && wf.schedule && can("workflow.pause") && (
             <ActionButton label={wf.paused ? "Unpause schedule" : "Pause schedule"} run={() => api.pauseWorkflow(project, name, !wf.paused)} onDone={reload} />
@@ -37,11 +44,11 @@ export function WorkflowPage({ name, query }: { name: string; query: URLSearchPa
             {[
               wf.description,
               wf.schedule && `schedule ${wf.schedule.cron} ${wf.schedule.timezone ?? "UTC"}${wf.paused ? " (paused)" : ""}`,
-              `${wf.tasks} tasks`,
+              plural(wf.tasks, "task"),
               `applied ${fmtTime(wf.created_at)}`,
             ].filter(Boolean).join(" · ")}
           </p>
-          {triggering && <TriggerForm wf={wf} />}
+          {triggering && latest && <TriggerForm wf={latest} viewed={wf.version} />}
           {backfilling && <BackfillForm wf={wf} onClose={() => setBackfilling(false)} />}
           <nav class="tabs" role="tablist">
             {TABS.map((t) => (
@@ -64,7 +71,7 @@ export function WorkflowPage({ name, query }: { name: string; query: URLSearchPa
           )}
           {tab === "yaml" && <pre class="code" data-testid="yaml">{wf.source}</pre>}
           {tab === "versions" && <Versions name={name} />}
-          {tab === "diff" && <Diff name={name} latest={wf.version} />}
+          {tab === "diff" && (latest ? <Diff name={name} latest={latest.version} viewed={wf.version} /> : <ErrorBox error={newest.error} />)}
           {tab === "runs" && <WorkflowRuns name={name} />}
           {tab === "backfills" && <WorkflowBackfills name={name} />}
         </>
@@ -73,7 +80,9 @@ export function WorkflowPage({ name, query }: { name: string; query: URLSearchPa
   );
 }
 
-function TriggerForm({ wf }: { wf: VersionDetail }) {
+/** The API triggers a workflow's latest version, so the form is the latest's (`wf`), and says
+ * so when the page shows another (`viewed`). */
+function TriggerForm({ wf, viewed }: { wf: VersionDetail; viewed: number }) {
   const { project } = useSession();
   const [params, setParams] = useState(JSON.stringify(wf.document.params ?? {}, null, 2));
   const [logical, setLogical] = useState("");
@@ -98,6 +107,9 @@ function TriggerForm({ wf }: { wf: VersionDetail }) {
   };
   return (
     <form class="card trigger" onSubmit={submit} aria-label="Trigger a run">
+      <p class={wf.version === viewed ? "muted" : "notice"} data-testid="trigger-version">
+        Starts a run of the latest version, v{wf.version}{wf.version === viewed ? "" : ` (this page shows v${viewed}; its parameters below are v${wf.version}'s defaults)`}.
+      </p>
       <label>Parameters (JSON)
         <textarea rows={Math.min(10, params.split("\n").length + 1)} value={params} onInput={(e) => setParams((e.target as HTMLTextAreaElement).value)} aria-label="Parameters" spellcheck={false} />
       </label>
@@ -141,11 +153,13 @@ function Versions({ name }: { name: string }) {
   );
 }
 
-function Diff({ name, latest }: { name: string; latest: number }) {
+/** Any two versions; by default the one before the latest against it, or, on an older
+ * version's page, that version against the latest. */
+function Diff({ name, latest, viewed }: { name: string; latest: number; viewed: number }) {
   const { project } = useSession();
   const q = new URLSearchParams(window.location.hash.split("?")[1] ?? "");
   const [to, setTo] = useState(Number(q.get("to")) || latest);
-  const [from, setFrom] = useState(Number(q.get("from")) || Math.max(1, latest - 1));
+  const [from, setFrom] = useState(Number(q.get("from")) || (viewed < latest ? viewed : Math.max(1, latest - 1)));
   const { data, error } = useLoad(() => api.diff(project, name, from, to), [project, name, from, to]);
   const options = Array.from({ length: latest }, (_, i) => latest - i);
   return (
@@ -169,11 +183,12 @@ function Diff({ name, latest }: { name: string; latest: number }) {
 
 function WorkflowRuns({ name }: { name: string }) {
   const { project } = useSession();
-  const { data, error } = useLoad(() => api.runs({ project, workflow: name, limit: 20 }), [project, name]);
+  const { data, error } = useLoad(() => api.runs({ project, workflow: name, limit: 20 }), [project, name], REFRESH_MS);
   return (
     <div>
       <ErrorBox error={error} />
-      {data && <RunTable runs={data.runs} showWorkflow={false} />}
+      {data && data.runs.length === 0 && <p class="muted">No runs of {name} yet.</p>}
+      {data && data.runs.length > 0 && <RunTable runs={data.runs} showWorkflow={false} />}
       <a href={href("runs", { workflow: name })}>All runs of {name} →</a>
     </div>
   );
