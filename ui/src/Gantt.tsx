@@ -3,6 +3,7 @@
 import { useMemo } from "preact/hooks";
 import { fmtDuration, type Timeline } from "./api";
 import { STATE_COLORS } from "./graph/GraphView";
+import { onActivate } from "./common";
 import { VirtualList } from "./VirtualList";
 
 const ATTEMPT_COLORS: Record<string, string> = {
@@ -35,7 +36,8 @@ export function Gantt({ timeline, onSelect }: { timeline: Timeline; onSelect: (i
           </div>
         }
         row={(task) => (
-          <div class="gantt-row" onClick={() => onSelect(task.task_id)}>
+          <div class="gantt-row" role="button" tabIndex={0}
+            onClick={() => onSelect(task.task_id)} onKeyDown={onActivate(() => onSelect(task.task_id))}>
             <span class="gantt-name" title={task.task_id}>{task.task_id}</span>
             <span class="gantt-track">
               {task.attempts.map((a) => {

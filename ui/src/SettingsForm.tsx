@@ -73,7 +73,7 @@ export function SettingsForm({ noun, item, types, defaultType, monoAll, save, fi
     <form class="card" onSubmit={submit} aria-label={item ? `Edit ${noun} ${item.name}` : `Add a ${noun}`}>
       <h2>{item ? `Edit ${item.name}` : `Add a ${noun}`}</h2>
       <label>Name
-        <input aria-label={`${Noun} name`} value={name} disabled={item !== null} required maxLength={128} pattern="[a-z0-9_\-]+"
+        <input aria-label={`${Noun} name`} value={name} disabled={item !== null} required maxLength={128} pattern="[a-z0-9_\-]+" title="lower-case letters, digits, _ or -"
           onInput={(e) => setName((e.target as HTMLInputElement).value)} />
       </label>
       <label>Type

@@ -155,6 +155,13 @@ async function request<T>(method: string, path: string, query: Record<string, st
   return reply<T>(await fetch(url(path, query), init));
 }
 
+/** Told of every 401 the API answers (a token missing, revoked or expired): the app then asks
+ * for a token, whatever page made the request. */
+let unauthorized: (err: ApiError) => void = () => {};
+export function onUnauthorized(listener: (err: ApiError) => void): void {
+  unauthorized = listener;
+}
+
 /** A response's JSON body, or an ApiError with the API's error body. */
 async function reply<T>(res: Response): Promise<T> {
   const text = await res.text();
@@ -166,7 +173,9 @@ async function reply<T>(res: Response): Promise<T> {
   }
   if (!res.ok) {
     const err = (parsed ?? {}) as Partial<ErrorBody>;
-    throw new ApiError(res.status, { error: err.error ?? "error", message: err.message ?? `HTTP ${res.status}`, problems: err.problems ?? [] });
+    const failure = new ApiError(res.status, { error: err.error ?? "error", message: err.message ?? `HTTP ${res.status}`, problems: err.problems ?? [] });
+    if (res.status === 401) unauthorized(failure);
+    throw failure;
   }
   return parsed as T;
 }
@@ -316,7 +325,9 @@ export const api = {
     if (!res.ok) {
       let body: ErrorBody = { error: "error", message: text, problems: [] };
       try { body = JSON.parse(text) as ErrorBody; } catch { /* plain text */ }
-      throw new ApiError(res.status, body);
+      const failure = new ApiError(res.status, body);
+      if (res.status === 401) unauthorized(failure);
+      throw failure;
     }
     return { text, next: Number(res.headers.get("X-Next-Offset") ?? offset), size: Number(res.headers.get("X-Log-Size") ?? 0) };
   },
@@ -337,13 +348,18 @@ export function fmtTime(iso: string | null | undefined): string {
   return d.toLocaleString(undefined, { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" });
 }
 
+/** A duration as people read it: "850 ms", "12.3 s", "2m 5s", "1h 4m". Rounded once, to the
+ * unit shown, so a carry reaches the larger unit ("2m 0s", never "1m 60s" or "60.0 s"). */
 export function fmtDuration(seconds: number | null | undefined): string {
   if (seconds === null || seconds === undefined) return "—";
-  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
-  if (seconds < 60) return `${seconds.toFixed(1)} s`;
-  const m = Math.floor(seconds / 60);
-  if (m < 60) return `${m}m ${Math.round(seconds % 60)}s`;
-  return `${Math.floor(m / 60)}h ${m % 60}m`;
+  const ms = Math.round(seconds * 1000);
+  if (ms < 1000) return `${ms} ms`;
+  const tenths = Math.round(seconds * 10);
+  if (tenths < 600) return `${(tenths / 10).toFixed(1)} s`;
+  const whole = Math.round(seconds);
+  if (whole < 3600) return `${Math.floor(whole / 60)}m ${whole % 60}s`;
+  const minutes = Math.round(seconds / 60);
+  return `${Math.floor(minutes / 60)}h ${minutes % 60}m`;
 }
 
 export function fmtClock(iso: string | null | undefined): string {

@@ -1,6 +1,6 @@
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
-import { ApiError, api, apiToken, prefetchRun, type Me } from "./api";
+import { ApiError, api, apiToken, onUnauthorized, prefetchRun, type Me } from "./api";
 import { SessionContext, href, parseHash, type Route } from "./common";
 import { AlertsPage } from "./pages/Alerts";
 import { ApplyPage } from "./pages/Apply";
@@ -40,6 +40,9 @@ function App() {
       (e: Error) => { setMe(null); setMeError(e); },
     );
   }, [project, signIn]);
+  // any request answered 401 (a token revoked or expired while a page is open, not only /me's)
+  // brings the sign-in form
+  useEffect(() => onUnauthorized((e) => { setMe(null); setMeError(e); }), []);
   const [section, arg] = route.parts;
   let page;
   if (!me && meError instanceof ApiError && meError.status === 401) page = <TokenForm message={meError.message} onSaved={() => setSignIn((n) => n + 1)} />;

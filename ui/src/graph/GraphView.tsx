@@ -516,7 +516,7 @@ export function GraphView({ layoutKey, load, states, selected, onSelect, height 
       {states && (
         <div class="legend">
           {Object.entries(STATE_COLORS).map(([s, c]) => (
-            <span key={s}><i style={{ background: c }} />{s.replace("_", " ")}</span>
+            <span key={s}><i style={{ background: c }} />{s.replace(/_/g, " ")}</span>
           ))}
         </div>
       )}

@@ -210,7 +210,7 @@ function GroupForm({ group, channels, onDone, onCancel }: { group: AlertGroup | 
     <form class="card" onSubmit={submit} aria-label={group ? `Edit group ${group.name}` : "Add a group"}>
       <h2>{group ? `Edit ${group.name}` : "Add a group"}</h2>
       <label>Name
-        <input aria-label="Group name" value={name} disabled={group !== null} required maxLength={128} pattern="[a-z0-9_\-]+"
+        <input aria-label="Group name" value={name} disabled={group !== null} required maxLength={128} pattern="[a-z0-9_\-]+" title="lower-case letters, digits, _ or -"
           onInput={(e) => setName((e.target as HTMLInputElement).value)} />
       </label>
       <fieldset class="checks">

@@ -54,7 +54,7 @@ export function PoolsPage() {
       {can("pools.edit") && (
         <form class="card" onSubmit={submit} aria-label="Set a pool">
           <label>Name
-            <input aria-label="Pool name" class="mono" value={name} required maxLength={128} pattern={NAME}
+            <input aria-label="Pool name" class="mono" value={name} required maxLength={128} pattern={NAME} title="lower-case letters, digits, _ or -"
               onInput={(e) => setName((e.target as HTMLInputElement).value)} />
           </label>
           <label>Slots

@@ -98,7 +98,7 @@ export function ResourcesPage() {
             }} />
           </label>
           <label>Path <span class="muted small">(default: the file's name)</span>
-            <input aria-label="Resource path" class="mono" value={path} maxLength={256} pattern={PATH} placeholder={file?.name ?? "sql/load.sql"}
+            <input aria-label="Resource path" class="mono" value={path} maxLength={256} pattern={PATH} title="a relative path: up to 8 parts joined by /, each of letters, digits, . _ or -, not starting with ." placeholder={file?.name ?? "sql/load.sql"}
               autocomplete="off" spellcheck={false} onInput={(e) => setPath((e.target as HTMLInputElement).value)} />
           </label>
           <div><button type="submit" class="primary" disabled={busy || !file}>Upload</button></div>

@@ -2,7 +2,7 @@
 // selected task's attempts, outputs and log. Polls while the run is not finished.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { api, firstRequests, fmtClock, fmtDuration, fmtTime, refreshRun, refreshStates, TERMINAL_RUN, type FirstRequests, type HeldStates, type RunDetail, type RunState, type RunStates, type TaskState, type Timeline, type TaskView } from "../api";
-import { ActionButton, ErrorBox, StateBadge, href, navigate, useCan } from "../common";
+import { ActionButton, ErrorBox, StateBadge, href, navigate, onActivate, plural, useCan } from "../common";
 import { Gantt } from "../Gantt";
 import { GraphView } from "../graph/GraphView";
 import { VirtualList } from "../VirtualList";
@@ -182,7 +182,7 @@ function TaskList({ detail, onSelect, selected }: { detail: RunDetail; onSelect:
     <div>
       <div class="filters">
         <input type="search" placeholder="Filter by id or state" aria-label="Filter tasks" value={filter} onInput={(e) => setFilter((e.target as HTMLInputElement).value)} />
-        <span class="muted">{rows.length} tasks</span>
+        <span class="muted">{plural(rows.length, "task")}</span>
       </div>
       <VirtualList
         label="Tasks"
@@ -190,7 +190,8 @@ function TaskList({ detail, onSelect, selected }: { detail: RunDetail; onSelect:
         rowHeight={30}
         height={480}
         row={([id, t]) => (
-          <div class={`task-row${id === selected ? " selected" : ""}`} onClick={() => onSelect(id)}>
+          <div class={`task-row${id === selected ? " selected" : ""}`} role="button" tabIndex={0}
+            aria-pressed={id === selected} onClick={() => onSelect(id)} onKeyDown={onActivate(() => onSelect(id))}>
             <span class="mono">{id}</span>
             <StateBadge state={t.state} />
             <span class="muted small">try {t.attempts}</span>
@@ -254,7 +255,8 @@ function TaskPanel({ runId, taskId, task, runState, onChange, onClose }: { runId
             <tbody>
               {task.history.map((a) => (
                 <tr key={a.attempt} class={a.attempt === shown ? "selected" : ""} onClick={() => setAttempt(a.attempt)}>
-                  <td>{a.attempt}</td><td><StateBadge state={a.state} /></td><td title={a.started_at ?? ""}>{fmtClock(a.started_at)}</td>
+                  <td><button type="button" class="link" aria-pressed={a.attempt === shown} aria-label={`Show attempt ${a.attempt}`}
+                    onClick={(e) => { e.stopPropagation(); setAttempt(a.attempt); }}>{a.attempt}</button></td><td><StateBadge state={a.state} /></td><td title={a.started_at ?? ""}>{fmtClock(a.started_at)}</td>
                   <td>{fmtDuration(a.duration_seconds)}</td><td>{a.exit_code ?? "—"}</td>
                 </tr>
               ))}

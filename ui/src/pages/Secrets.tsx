@@ -41,7 +41,7 @@ export function SecretsPage() {
       <p class="muted">Tasks and alert channels use a secret as <code>{"{{ secrets.NAME }}"}</code>; it is resolved only where the task or alert runs.</p>
       <form class="card" onSubmit={submit} aria-label="Set a secret">
         <label>Name
-          <input aria-label="Secret name" class="mono" value={name} required maxLength={128} pattern={NAME} autocomplete="off" spellcheck={false}
+          <input aria-label="Secret name" class="mono" value={name} required maxLength={128} pattern={NAME} title="a letter, then letters, digits or _ (at most 128)" autocomplete="off" spellcheck={false}
             onInput={(e) => setName((e.target as HTMLInputElement).value)} />
         </label>
         <label>Value <span class="muted small">(sent once, never shown again)</span>
