@@ -1,5 +1,5 @@
 import { render } from "preact";
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, api, apiToken, onUnauthorized, prefetchRun, type Me } from "./api";
 import { SessionContext, href, parseHash, type Route } from "./common";
 import { AlertsPage } from "./pages/Alerts";
@@ -33,16 +33,18 @@ function App() {
     window.addEventListener("hashchange", onHash);
     return () => window.removeEventListener("hashchange", onHash);
   }, []);
+  const asking = useRef(false); // /me is being asked: a 401 meanwhile is its own to report
   useEffect(() => {
     // what the caller may do depends on their role in the project
+    asking.current = true;
     api.me(project).then(
-      (m) => { setMe(m); setMeError(null); },
-      (e: Error) => { setMe(null); setMeError(e); },
+      (m) => { asking.current = false; setMe(m); setMeError(null); },
+      (e: Error) => { asking.current = false; setMe(null); setMeError(e); },
     );
   }, [project, signIn]);
-  // any request answered 401 (a token revoked or expired while a page is open, not only /me's)
-  // brings the sign-in form
-  useEffect(() => onUnauthorized((e) => { setMe(null); setMeError(e); }), []);
+  // a 401 to any request (a token revoked or expired while a page is open) asks /me again:
+  // if it too answers 401, the sign-in form shows, whatever page is open
+  useEffect(() => onUnauthorized(() => { if (!asking.current) setSignIn((n) => n + 1); }), []);
   const [section, arg] = route.parts;
   let page;
   if (!me && meError instanceof ApiError && meError.status === 401) page = <TokenForm message={meError.message} onSaved={() => setSignIn((n) => n + 1)} />;
