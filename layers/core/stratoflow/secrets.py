@@ -414,10 +414,18 @@ class Masker:
         spans = _spans(data, self._encoded)
         return _replaced(data, spans, MASK.encode()) if spans else data
 
-    def window(self, data: bytes, limit: int, *, final: bool = False) -> tuple[bytes, int]:
+    def window(
+        self, data: bytes, limit: int, *, final: bool = False, lead: int = 0
+    ) -> tuple[bytes, int]:
         """Mask the first ``limit`` bytes of ``data``, a window of a log: the masked bytes and
         how many bytes of ``data`` they stand for. A value that starts before ``limit`` is
         masked whole when the window holds it (read ``hold`` bytes past ``limit``).
+
+        ``lead``: ``data`` starts that many bytes before the page asked for (read ``hold``
+        bytes back from its offset). A value that begins before the page and ends in it is
+        shown ``***`` and the page goes on after it: a page asked for one byte into a value
+        found nothing to mask and showed the rest of it (any reader may choose the offset).
+        ``limit`` and the count returned are then from the page's start.
 
         ``final``: ``data`` runs to the end of a log that will not grow (its attempt ended).
         Otherwise the last ``hold`` bytes of ``data`` are never returned, whatever they hold:
@@ -426,6 +434,14 @@ class Masker:
         whether the text is the start of a secret (holding back only a tail that *was* such a
         start let a caller who can make a task print text learn a secret a character at a
         time). A page may then be empty; the caller asks again as the log grows."""
+        if lead:
+            begin, prefix = lead, b""
+            for start, stop in _spans(data[: lead + self.longest], self._encoded):
+                if start < lead < stop:  # a value straddles the page's start: skip it whole
+                    begin, prefix = stop, MASK.encode()
+                    break
+            rest, used = self.window(data[begin:], max(limit - (begin - lead), 0), final=final)
+            return prefix + rest, begin - lead + used
         if not self._encoded:
             end = min(limit, len(data))
             return data[:end], end

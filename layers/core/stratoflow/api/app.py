@@ -1554,16 +1554,21 @@ def create_app(
         if not found:
             raise _no_attempt(task, attempts, attempt)
         masker = masker_for(secret_source, run.project)  # a task that printed its own secret
-        window = reader(found[0], offset, limit + UTF8_MAX - 1 + masker.hold)
+        # with secrets to mask, read `hold` bytes before the page too: a value that begins
+        # there and ends in the page is masked, not shown from its second byte on
+        back = min(offset, masker.hold) if masker else 0
+        window = reader(found[0], offset - back, back + limit + UTF8_MAX - 1 + masker.hold)
         if window is None:
             raise NotFound(f"no log for attempt {attempt} of task {task_id!r} in run {run_id!r}")
-        chunk, next_offset = _log_chunk(window, limit)
+        lead = max(0, min(offset - window.start, len(window.data)))
+        page = LogRange(window.data[lead:], window.start + lead, window.size)
+        chunk, next_offset = _log_chunk(page, limit)
         if masker:
             # a log still being written keeps its last `hold` bytes back, whatever they are
             ended = found[0].ended_at is not None
             final = ended and window.start + len(window.data) >= window.size
-            chunk, used = masker.window(window.data, len(chunk), final=final)
-            next_offset = window.start + used
+            chunk, used = masker.window(window.data, len(chunk), final=final, lead=lead)
+            next_offset = page.start + used
         headers = {NEXT_OFFSET_HEADER: str(next_offset), LOG_SIZE_HEADER: str(window.size)}
         if masker and found[0].ended_at is None:
             # its tail is held back until more is written or it ends (the same for any text)
