@@ -150,3 +150,55 @@ def test_with_catchup_the_scheduled_runs_queue_as_before(h: H) -> None:
     h.minutes(4)
     assert h.of(RunState.STOPPED) == []
     assert len(h.of(RunState.QUEUED)) >= 2  # each waits its turn, oldest first
+
+
+HOURLY = f"""\
+name: up
+schedule: {{cron: "0 * * * *", catchup: false, start: "{(NOW - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S")}"}}
+max_active_runs: 1
+tasks:
+  t: {{type: shell, command: sleep 5000}}
+"""
+DOWN = """\
+name: down
+tasks:
+  wait:
+    type: dependency
+    all: [{workflow: up, date: currentHour}]
+    check_interval: 5s
+    timeout: 60s
+"""
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_a_dependency_on_a_superseded_interval_is_not_failed_by_it(
+    tmp_path: Path, kind: str
+) -> None:
+    """The superseded run is its interval's only run (its id comes from its date) and it
+    ended stopped: a dependency on that interval failed ('run ... stopped'), and one on the
+    workflow's own previous interval failed every run after. The interval is skipped, as
+    one the schedule does not fire in, and the task's message says why."""
+    clock = FakeClock(NOW)
+    dispatcher = RecordingDispatcher()
+    with state_store(kind, tmp_path) as store:
+        scheduler = Scheduler(store, store, dispatcher, clock)
+        scheduler.apply(HOURLY)
+        scheduler.apply(DOWN)
+        for hour in (0, 1, 2):  # 12:00 runs; 13:00 waits, then 14:00 supersedes it
+            if hour:
+                clock.advance(3600)
+            fire(scheduler, {"project": "default", "workflow": "up",
+                             "scheduled_time": clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")})  # fmt: skip
+            scheduler.step()
+        superseded = store.get_run(scheduled_run_id("default", "up", NOW + timedelta(hours=1)))
+        assert superseded.state is RunState.STOPPED
+        assert superseded.error is not None
+        assert superseded.error.startswith("superseded by run")
+
+        run, _ = scheduler.trigger(
+            "default", "down", logical_date=NOW + timedelta(hours=1, minutes=30)
+        )
+        scheduler.step()
+        wait = store.get_task(run.id, "wait")
+        assert wait.state is TaskState.SUCCEEDED, wait.error
+        assert "superseded by a later firing" in str(wait.outputs)

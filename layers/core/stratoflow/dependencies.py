@@ -30,6 +30,7 @@ from stratoflow.engine.dependency import (
     date_intervals,
     decide,
     fires_in,
+    is_superseded,
     item_status,
     latest_in,
     queued_behind,
@@ -168,7 +169,16 @@ class Dependencies:
             )
             chosen = latest_in(
                 interval,
-                [UpstreamRun(r.id, r.state, r.logical_date, r.created_at) for r in runs],
+                [
+                    UpstreamRun(
+                        r.id,
+                        r.state,
+                        r.logical_date,
+                        r.created_at,
+                        superseded=is_superseded(r.state, r.error),
+                    )
+                    for r in runs
+                ],
             )
             if chosen is not None and task is not None:
                 chosen = replace(chosen, task_state=self._task_state(chosen, task))

@@ -34,6 +34,7 @@ from stratoflow.engine import (
 )
 from stratoflow.engine import pools as engine_pools
 from stratoflow.engine.backfill import rerun_all
+from stratoflow.engine.dependency import SUPERSEDED
 from stratoflow.engine.subworkflow import parent_of
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, StratoflowError
 from stratoflow.model import ScheduleError, WorkflowSpec, load_workflow, spec_from_document
@@ -573,8 +574,13 @@ class Scheduler:
             for logical in logical_dates
         ]
         schedule = self.spec(project, name, latest.version).workflow.schedule
+        # only a run that had to wait (every max_active_runs slot taken) can have one of its
+        # schedule's before it still waiting: else nothing is read (on DynamoDB that read is
+        # of the queued runs' index, every workflow's)
         if made and schedule is not None and not schedule.catchup:
-            self._supersede_queued(project, name, made[-1][0])
+            fired = made[-1][0]
+            if fired.state is RunState.QUEUED:
+                self._supersede_queued(project, name, fired)
         if cursor is None or new_cursor > cursor:
             self.catalog.set_cursor(project, name, new_cursor)
         if latest.schedule_error is not None:
@@ -597,7 +603,7 @@ class Scheduler:
             return
         keep = max(queued.values(), key=lambda r: (r.logical_date, r.id))
         reason = (
-            f"superseded by run {keep.id} ({keep.logical_date.isoformat()}), made by a later "
+            f"{SUPERSEDED}{keep.id} ({keep.logical_date.isoformat()}), made by a later "
             "firing while this one was still queued behind max_active_runs: a schedule "
             "without catchup keeps only its latest run waiting"
         )

@@ -182,6 +182,18 @@ class UpstreamRun:
     created_at: datetime
     task_state: TaskState | None = None
     cannot_start: str | None = None  # why a QUEUED run can never start while this task waits
+    # stopped before it started: a later firing of a schedule without catchup took its place
+    # (``Scheduler.fire``): its interval is skipped, as one the schedule does not fire in
+    superseded: bool = False
+
+
+# the start of a superseded run's error (``Scheduler._supersede_queued``, ``is_superseded``)
+SUPERSEDED = "superseded by run "
+
+
+def is_superseded(state: RunState, error: str | None) -> bool:
+    """Whether a run with this state and error was superseded (never started)."""
+    return state is RunState.STOPPED and (error or "").startswith(SUPERSEDED)
 
 
 def latest_in(interval: Interval, runs: Sequence[UpstreamRun]) -> UpstreamRun | None:
@@ -292,9 +304,13 @@ def item_status(
     unscheduled: list[str] = []
     if fires is None:
         fires = [True] * len(intervals)
+    superseded: list[str] = []
     for interval, run, scheduled in zip(intervals, latest, fires, strict=True):
         if run is None and not scheduled:
             unscheduled.append(interval.label)
+            continue
+        if run is not None and run.superseded:
+            superseded.append(interval.label)
             continue
         outcome, why = _interval_outcome(run, item.task)
         if outcome is Outcome.FAILED:
@@ -306,15 +322,24 @@ def item_status(
             f"; and {len(waiting) - 10} more" if len(waiting) > 10 else ""
         )
         return ItemStatus(Outcome.WAITING, f"{who} ({item.date.value}) {shown}")
-    if not unscheduled:
+    if not unscheduled and not superseded:
         return ItemStatus(Outcome.SUCCEEDED, f"{who} ({item.date.value}) succeeded")
-    skipped = ", ".join(unscheduled[:10]) + (
-        f" and {len(unscheduled) - 10} more" if len(unscheduled) > 10 else ""
-    )
-    note = f"not waited for, its schedule has no fire time in: {skipped}"
-    if len(unscheduled) == len(intervals):
+    notes = []
+    if unscheduled:
+        notes.append(f"not waited for, its schedule has no fire time in: {_few(unscheduled)}")
+    if superseded:
+        notes.append(
+            "not waited for, its run was superseded by a later firing (a schedule without "
+            f"catchup keeps only its latest run waiting) in: {_few(superseded)}"
+        )
+    note = "; ".join(notes)
+    if len(unscheduled) + len(superseded) == len(intervals):
         return ItemStatus(Outcome.SUCCEEDED, f"{who} ({item.date.value}) {note}")
     return ItemStatus(Outcome.SUCCEEDED, f"{who} ({item.date.value}) succeeded; {note}")
+
+
+def _few(labels: Sequence[str]) -> str:
+    return ", ".join(labels[:10]) + (f" and {len(labels) - 10} more" if len(labels) > 10 else "")
 
 
 def unknown_upstream(item: DependencyItem, project: str) -> ItemStatus:
