@@ -474,20 +474,47 @@ def test_values_given_to_a_running_attempt_stay_masked_when_rotated(tmp_path: Pa
 
 
 @pytest.mark.parametrize("block", [1, 5, 16, 1024])
-def test_a_log_file_is_written_again_masked_a_block_at_a_time(tmp_path: Path, block: int) -> None:
+def test_a_log_file_is_masked_in_place_a_block_at_a_time(tmp_path: Path, block: int) -> None:
     from stratoflow.adapters.local.executor import mask_log_file
 
     path = tmp_path / "t.1.log"
     text = f"start\n{VALUE}{VALUE}\nmiddle {VALUE} end\n{VALUE[:-1]}"
     path.write_text(text)
     path.chmod(0o640)
+    before = path.stat()
+    stars = "*" * len(VALUE)
     assert mask_log_file(str(path), Masker([VALUE]), block=block) is True
-    assert path.read_text() == f"start\n{MASK}{MASK}\nmiddle {MASK} end\n{VALUE[:-1]}"
-    assert path.stat().st_mode & 0o777 == 0o640
+    assert path.read_text() == f"start\n{stars}{stars}\nmiddle {stars} end\n{VALUE[:-1]}"
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mode) == (
+        before.st_ino, before.st_size, before.st_mode,
+    )  # fmt: skip
     assert [p.name for p in tmp_path.iterdir()] == ["t.1.log"]
-    before = path.stat().st_ino
     assert mask_log_file(str(path), Masker([VALUE]), block=block) is False  # nothing to do
-    assert path.stat().st_ino == before
+
+
+def test_masking_a_log_keeps_its_holes_and_what_is_written_after(tmp_path: Path) -> None:
+    """The log was copied and the copy renamed over it: a task that had truncated its log to
+    a huge sparse size had that copy filled (300 MB of holes became 314 MB on disk, 2.25 s on
+    the thread that reports every end), and a process the attempt left behind wrote on into
+    the replaced file, lost."""
+    from stratoflow.adapters.local.executor import mask_log_file
+
+    path = tmp_path / "t.1.log"
+    with path.open("wb") as log:
+        log.write(f"pw={VALUE}\n".encode())
+        log.truncate(256 * 1024 * 1024)  # 256 MiB, a hole but for its first line
+        log.seek(0, 2)
+        log.write(f"late {VALUE}\n".encode())
+    allocated = path.stat().st_blocks
+    with path.open("ab") as leftover:  # a process the attempt left, its log still open
+        assert mask_log_file(str(path), Masker([VALUE]), block=64 * 1024) is True
+        leftover.write(b"written after\n")
+    assert path.stat().st_blocks <= allocated + 8  # the hole stayed a hole
+    with path.open("rb") as log:
+        assert log.read(64).startswith(b"pw=" + b"*" * len(VALUE))
+        log.seek(256 * 1024 * 1024)
+        assert log.read() == b"late " + b"*" * len(VALUE) + b"\nwritten after\n"
 
 
 def test_a_secret_may_be_named_like_a_method_of_the_tokens(now: datetime) -> None:

@@ -414,6 +414,10 @@ class Masker:
         spans = _spans(data, self._encoded)
         return _replaced(data, spans, MASK.encode()) if spans else data
 
+    def spans(self, data: bytes) -> list[tuple[int, int]]:
+        """Where ``data`` holds one of the values (overlapping ones merged), in order."""
+        return _spans(data, self._encoded) if self._encoded else []
+
     def window(
         self, data: bytes, limit: int, *, final: bool = False, lead: int = 0
     ) -> tuple[bytes, int]:

@@ -1033,6 +1033,8 @@ class LocalExecutor(Dispatcher):
         self._thread = threading.Thread(target=self._watch, name="stratoflow-executor", daemon=True)
         self._thread.start()
         self._doomed: list[str] = []  # names of released work dirs the reaper has to remove
+        # (run, task, attempt, log, values given) of ended attempts whose logs it masks
+        self._to_mask: list[tuple[str, str, int, str, frozenset[str]]] = []
         # attempts that ended on their own, their group killed: name -> run (see _SPARE)
         self._recyclable: dict[str, str] = {}
         self._spares: dict[str, list[str]] = {}  # run -> spare work dirs (paths), newest last
@@ -1635,6 +1637,7 @@ class LocalExecutor(Dispatcher):
     def reap(self) -> None:
         """Remove the released work dirs now (the reaper thread's work; :meth:`close`
         calls it last)."""
+        self._mask_logs()
         with self._lock:
             names, self._doomed = self._doomed, []
             # a repeated start of the same attempt is running there: its own end releases it
@@ -1655,29 +1658,34 @@ class LocalExecutor(Dispatcher):
         try:
             log_file = self._file_text(live.run_id, live.task_id, live.attempt, ".log")
             result = self._masked(live.run_id, result, log_file)
-            if live.given:
-                self._mask_log(live, log_file)
+            if live.given:  # its log is masked by the reaper (a large log takes a while)
+                with self._lock:
+                    self._to_mask.append((live.run_id, live.task_id, live.attempt,
+                                          log_file, live.given))  # fmt: skip
+                self._reap_wake.set()
             self._report(live.run_id, live.task_id, live.attempt, result, log_file)
         except Exception:
             log.exception("reporting %s/%s/%s failed", live.run_id, live.task_id, live.attempt)
 
-    def _mask_log(self, live: _Live, log_file: str) -> None:
-        """Write the log of an attempt that was given secrets again with their values
-        ``***``, before its end is reported. The log view masks with the values the
-        project's secrets have when it is read; a secret rotated or deleted since would
-        show its old value in every earlier log. Masking at the end with the values the
-        attempt was given keeps them masked for as long as the log exists, without keeping
-        old values anywhere: it costs one read of the log, and a write only when it holds
-        one, for the attempts given a secret only (nothing for the others). Until then the
-        log view masks them too (``hold_values``), even when rotated meanwhile."""
-        project = live.run_id.partition(".")[0]
-        try:
-            mask_log_file(log_file, Masker(live.given))
-        except OSError:
-            log.exception("masking the log of %s/%s/%s failed", live.run_id, live.task_id,
-                          live.attempt)  # fmt: skip
-        finally:
-            release(project, (live.run_id, live.task_id, live.attempt))
+    def _mask_logs(self) -> None:
+        """Mask, in place, the logs of the attempts that ended having been given secrets:
+        each value they were given written ``*`` over. The log view masks with the values the
+        project's secrets have when it is read; a secret rotated or deleted since would show
+        its old value in every earlier log. Masking at the end with the values the attempt
+        was given keeps them masked for as long as the log exists, without keeping old values
+        anywhere: one read of the log's data, a write only over a value, for the attempts
+        given a secret only (nothing for the others). On the reaper's thread, not the
+        watcher's: a large log would hold up every other end's report. Until it is done,
+        the log view masks those values too (``hold_values``), even when rotated meanwhile."""
+        with self._lock:
+            jobs, self._to_mask = self._to_mask, []
+        for run_id, task_id, attempt, log_file, given in jobs:
+            try:
+                mask_log_file(log_file, Masker(given))
+            except OSError:
+                log.exception("masking the log of %s/%s/%s failed", run_id, task_id, attempt)
+            finally:
+                release(run_id.partition(".")[0], (run_id, task_id, attempt))
 
     def _masked(self, run_id: str, result: AttemptResult, log_file: str | None) -> AttemptResult:
         """What the task reports, with its project's secret values written ``***`` (a run
@@ -1966,40 +1974,38 @@ MASK_BLOCK = 1024 * 1024  # bytes of a log masked at a time (mask_log_file)
 
 
 def mask_log_file(path: str, masker: Masker, block: int = MASK_BLOCK) -> bool:
-    """Rewrite the file at ``path`` with ``masker``'s values written ``***``: True when it
-    held one (it is then replaced whole, by a rename: a reader sees the old file or the new
-    one, never half of each); False, and nothing written, when it held none. Read ``block``
-    bytes at a time, never a value split between two."""
-    with open(path, "rb") as src:
-
-        def pages() -> Iterator[tuple[bytes, bytes]]:
-            offset = 0
-            while True:
-                src.seek(offset)
-                data = src.read(block + masker.hold)
-                final = len(data) < block + masker.hold  # the rest of the file
-                limit = len(data) if final else block
-                masked, used = masker.window(data, limit, final=final)
-                yield data[:used], masked
-                offset += used
-                if final or not used:
-                    return
-
-        if all(raw == masked for raw, masked in pages()):
-            return False
-        st = os.fstat(src.fileno())
-        directory, name = os.path.split(path)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".masking")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                for _, masked in pages():
-                    out.write(masked)
-                os.fchmod(out.fileno(), stat.S_IMODE(st.st_mode))
-                if st.st_uid != os.geteuid():  # the task's user owns it (a root server)
-                    os.fchown(out.fileno(), st.st_uid, st.st_gid)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-    return True
+    """Write ``*`` over each of ``masker``'s values in the file at ``path``, in place and of
+    the same length: True when it held one; False, and nothing written, when it held none.
+    Nothing else of the file changes: its offsets (a reader paging through it), its holes (a
+    task may ``ftruncate`` its log to a huge sparse size, which a copy would have filled),
+    its inode and mode, and what a process the attempt left behind writes to it after (a
+    copy put in its place by a rename lost that). Reads ``block`` bytes at a time, overlapping
+    by the longest value so none is split, and only where the file has data (``SEEK_DATA``)."""
+    overlap = max(masker.longest - 1, 0)
+    found = False
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        size = os.fstat(fd).st_size
+        pos = 0
+        while pos < size:
+            try:
+                pos = os.lseek(fd, pos, os.SEEK_DATA)
+                end = min(os.lseek(fd, pos, os.SEEK_HOLE), size)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:  # no data after pos
+                    break
+                end = size  # a file system that cannot say where its holes are
+            while pos < end:
+                step = min(block, end - pos)
+                data = os.pread(fd, step + overlap, pos)
+                if not data:
+                    break
+                for start, stop in masker.spans(data):
+                    if start >= step:  # the next block's (it starts there)
+                        break
+                    os.pwrite(fd, b"*" * (stop - start), pos + start)
+                    found = True
+                pos += step
+    finally:
+        os.close(fd)
+    return found
