@@ -202,3 +202,33 @@ def test_a_dependency_on_a_superseded_interval_is_not_failed_by_it(
         wait = store.get_task(run.id, "wait")
         assert wait.state is TaskState.SUCCEEDED, wait.error
         assert "superseded by a later firing" in str(wait.outputs)
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_a_superseded_run_does_not_decide_an_interval_another_run_is_in(
+    tmp_path: Path, kind: str
+) -> None:
+    """A schedule firing twice an hour: 12:00 runs, 12:30 waits and 13:00 supersedes it.
+    The dependency on 12:00-13:00 took the latest run of the hour, the superseded one, and
+    skipped the hour while 12:00 was still running."""
+    clock = FakeClock(NOW)
+    dispatcher = RecordingDispatcher()
+    with state_store(kind, tmp_path) as store:
+        scheduler = Scheduler(store, store, dispatcher, clock)
+        scheduler.apply(HOURLY.replace('"0 * * * *"', '"0,30 * * * *"'))
+        scheduler.apply(DOWN)
+        for step in (0, 1, 2):  # 12:00 runs; 12:30 waits, then 13:00 supersedes it
+            if step:
+                clock.advance(1800)
+            fire(scheduler, {"project": "default", "workflow": "up",
+                             "scheduled_time": clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")})  # fmt: skip
+            scheduler.step()
+        assert store.get_run(scheduled_run_id("default", "up", NOW)).state is RunState.RUNNING
+        half = store.get_run(scheduled_run_id("default", "up", NOW + timedelta(minutes=30)))
+        assert half.state is RunState.STOPPED
+
+        run, _ = scheduler.trigger("default", "down", logical_date=NOW + timedelta(minutes=45))
+        scheduler.step()
+        wait = store.get_task(run.id, "wait")
+        assert wait.state is not TaskState.SUCCEEDED, wait.outputs
+        assert not wait.state.terminal

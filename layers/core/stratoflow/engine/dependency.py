@@ -198,11 +198,14 @@ def is_superseded(state: RunState, error: str | None) -> bool:
 
 def latest_in(interval: Interval, runs: Sequence[UpstreamRun]) -> UpstreamRun | None:
     """The run that decides an interval: the latest created (then the greatest id) whose
-    logical date is inside it."""
+    logical date is inside it, a superseded one only if no other is (a schedule firing more
+    than once an interval: its run still running there decides it, not the later one a
+    firing superseded, which would have skipped the interval)."""
     inside = [r for r in runs if interval.start <= r.logical_date < interval.end]
-    if not inside:
+    deciding = [r for r in inside if not r.superseded] or inside
+    if not deciding:
         return None
-    return max(inside, key=lambda r: (r.created_at, r.run_id))
+    return max(deciding, key=lambda r: (r.created_at, r.run_id))
 
 
 @dataclass(frozen=True)
