@@ -292,3 +292,35 @@ def test_a_secret_rotated_or_deleted_stays_masked_in_the_logs_of_tasks_given_it(
         assert "nothing secret here" in rt.executor.log_path(run_id, "plain", 1).read_text()
     finally:
         rt.close()
+
+
+def test_what_a_stopped_attempt_s_leftover_writes_after_its_end_is_masked_too(
+    tmp_path: Path,
+) -> None:
+    """A stopped attempt's group lives on through its grace period: a process of it that
+    ignores SIGTERM writes on. Its log was masked as the wrapper's end was reported, so
+    what that process wrote after kept the value it was given, shown after a rotation. The
+    log is masked once the group is gone."""
+    rt = LocalRuntime(tmp_path / "home")
+    try:
+        rt.secrets.put("default", "pw", "old-value-of-pw-1234")
+        text = (
+            "name: leftover\ntasks:\n  t:\n    type: shell\n"
+            '    env: {PW: "{{ secrets.pw }}"}\n'
+            "    command: |\n"
+            '      echo "pw=$PW"\n'
+            '      (trap "" TERM; sleep 1.5; echo "late $PW") &\n'
+            "      sleep 30\n"
+        )
+        run_id = start(rt, text)
+        log = rt.executor.log_path(run_id, "t", 1)
+        assert wait_for(lambda: (rt.run_once(0.05), log.exists() and "pw=" in log.read_text())[1])
+        rt.scheduler.stop(run_id)
+        rt.run_once(timeout=0)
+        assert rt.store.get_run(run_id).state is RunState.STOPPED
+        rt.secrets.put("default", "pw", "new-value-of-pw-5678")
+        assert wait_for(lambda: "late" in log.read_text(), timeout=10), log.read_text()
+        assert wait_for(lambda: "old-value" not in log.read_text(), timeout=10), log.read_text()
+        assert f"late {'*' * len('old-value-of-pw-1234')}" in log.read_text()
+    finally:
+        rt.close()

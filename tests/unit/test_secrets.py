@@ -517,6 +517,33 @@ def test_masking_a_log_keeps_its_holes_and_what_is_written_after(tmp_path: Path)
         assert log.read() == b"late " + b"*" * len(VALUE) + b"\nwritten after\n"
 
 
+def test_overlapping_values_are_masked_whole_from_any_offset_and_across_blocks(
+    tmp_path: Path,
+) -> None:
+    """Two values overlapping in the text (a URL and its host with the port and path): the
+    log view started inside the first found only it and showed the second's tail, and the
+    file's masking starred the first in one block so the next could not find the second.
+    A value overlapping itself was masked only in part."""
+    from stratoflow.adapters.local.executor import mask_log_file
+
+    first, second = "https://db.example.com", "db.example.com:5432/prod-pw"
+    text = f"conn {first}:5432/prod-pw done\n".encode()
+    masker = Masker([first, second])
+    covered = text.index(b"https"), text.index(b" done")
+    for lead in range(1, len(text)):
+        shown, used = masker.window(text, len(text) - lead, final=True, lead=lead)
+        if covered[0] < lead < covered[1]:
+            assert shown == b"***" + text[covered[1] :], lead
+        assert b"prod-pw" not in shown, lead
+    for block in range(1, 64):
+        path = tmp_path / f"{block}.log"
+        path.write_bytes(text)
+        assert mask_log_file(str(path), masker, block=block) is True
+        after = path.read_bytes()
+        assert after[covered[0] : covered[1]] == b"*" * (covered[1] - covered[0]), block
+    assert Masker(["ab12ab"]).text("x ab12ab12ab y") == "x *** y"
+
+
 def test_a_secret_may_be_named_like_a_method_of_the_tokens(now: datetime) -> None:
     text = 'name: w\ntasks:\n  t: {type: shell, command: "x {{ secrets.finish }}"}\n'
     assert render(text, now).fields["command"] == "x {{ secrets.finish }}"

@@ -347,8 +347,11 @@ def _spans(data: Any, needles: list[Any]) -> list[tuple[int, int]]:
         size = len(needle)
         at = data.find(needle)
         while at >= 0:
-            found.append((at, at + size))
-            at = data.find(needle, at + size)
+            if found and found[-1][0] <= at < found[-1][1]:  # overlaps its last match
+                found[-1] = (found[-1][0], max(found[-1][1], at + size))
+            else:
+                found.append((at, at + size))
+            at = data.find(needle, at + 1)  # a value may overlap itself ("ab1ab" in "ab1ab1ab")
     if len(found) < 2:
         return found
     found.sort()
@@ -440,9 +443,11 @@ class Masker:
         time). A page may then be empty; the caller asks again as the log grows."""
         if lead:
             begin, prefix = lead, b""
-            for start, stop in _spans(data[: lead + self.longest], self._encoded):
+            for start, stop in self.spans(data):  # merged: values that overlap go together
                 if start < lead < stop:  # a value straddles the page's start: skip it whole
                     begin, prefix = stop, MASK.encode()
+                    break
+                if start >= lead:
                     break
             rest, used = self.window(data[begin:], max(limit - (begin - lead), 0), final=final)
             return prefix + rest, begin - lead + used

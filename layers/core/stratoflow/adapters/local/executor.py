@@ -277,6 +277,9 @@ class _Ending:
 
     groups: dict[int, _Killed] = field(default_factory=dict)  # pgid -> its kill
     waiting: list[tuple[AttemptSpec, _Live]] = field(default_factory=list)
+    # its logs to mask (``_to_mask``'s jobs) once the group is gone: what it writes in its
+    # grace period is masked too, and the log view masks its given values until then
+    to_mask: list[tuple[str, str, int, str, frozenset[str]]] = field(default_factory=list)
 
 
 @dataclass
@@ -1659,9 +1662,14 @@ class LocalExecutor(Dispatcher):
             log_file = self._file_text(live.run_id, live.task_id, live.attempt, ".log")
             result = self._masked(live.run_id, result, log_file)
             if live.given:  # its log is masked by the reaper (a large log takes a while)
+                job = (live.run_id, live.task_id, live.attempt, log_file, live.given)
                 with self._lock:
-                    self._to_mask.append((live.run_id, live.task_id, live.attempt,
-                                          log_file, live.given))  # fmt: skip
+                    # a killed attempt whose group lives on in its grace: once it is gone
+                    ending = self._ending.get((live.run_id, live.task_id))
+                    if live.killed and ending is not None and ending.groups:
+                        ending.to_mask.append(job)
+                    else:
+                        self._to_mask.append(job)
                 self._reap_wake.set()
             self._report(live.run_id, live.task_id, live.attempt, result, log_file)
         except Exception:
@@ -1682,7 +1690,7 @@ class LocalExecutor(Dispatcher):
         for run_id, task_id, attempt, log_file, given in jobs:
             try:
                 mask_log_file(log_file, Masker(given))
-            except OSError:
+            except Exception:  # the other jobs are still masked (and released)
                 log.exception("masking the log of %s/%s/%s failed", run_id, task_id, attempt)
             finally:
                 release(run_id.partition(".")[0], (run_id, task_id, attempt))
@@ -1847,6 +1855,9 @@ class LocalExecutor(Dispatcher):
             if ending.groups:
                 return
             del self._ending[task]
+            self._to_mask.extend(ending.to_mask)
+        if ending.to_mask:
+            self._reap_wake.set()
         if ending.waiting and not self._closed:
             log.info("%s/%s: its killed attempt is gone; starting the next", *task)
             # closing meanwhile: they stay claimed and unstarted, which the next start's
@@ -1971,6 +1982,9 @@ class _NoSecrets(SecretSource):
 
 
 MASK_BLOCK = 1024 * 1024  # bytes of a log masked at a time (mask_log_file)
+# the longest stretch of overlapping values mask_log_file reads at once (a value that repeats
+# overlapping itself for longer is masked in pieces of this size)
+MASK_RUN_MAX = 64 * 1024 * 1024
 
 
 def mask_log_file(path: str, masker: Masker, block: int = MASK_BLOCK) -> bool:
@@ -1980,7 +1994,10 @@ def mask_log_file(path: str, masker: Masker, block: int = MASK_BLOCK) -> bool:
     task may ``ftruncate`` its log to a huge sparse size, which a copy would have filled),
     its inode and mode, and what a process the attempt left behind writes to it after (a
     copy put in its place by a rename lost that). Reads ``block`` bytes at a time, overlapping
-    by the longest value so none is split, and only where the file has data (``SEEK_DATA``)."""
+    by the longest value so none is split, and only where the file has data (``SEEK_DATA``).
+    Values that overlap one another are masked together: a stretch of them that runs past a
+    block is left to the next, which starts where it starts (its first bytes not yet
+    written over, or the next block would not find the value that begins there)."""
     overlap = max(masker.longest - 1, 0)
     found = False
     fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -1997,15 +2014,28 @@ def mask_log_file(path: str, masker: Masker, block: int = MASK_BLOCK) -> bool:
                 end = size  # a file system that cannot say where its holes are
             while pos < end:
                 step = min(block, end - pos)
-                data = os.pread(fd, step + overlap, pos)
-                if not data:
-                    break
-                for start, stop in masker.spans(data):
-                    if start >= step:  # the next block's (it starts there)
+                need = step + overlap
+                while True:
+                    data = os.pread(fd, need, pos)
+                    if not data:  # shorter than it was (truncated meanwhile): done
+                        return found
+                    # the block's stretches; one is whole once what follows it is read as
+                    # far as a value overlapping its end could reach (or the file ends)
+                    spans = [span for span in masker.spans(data) if span[0] < step]
+                    whole = len(data) < need or not spans or spans[-1][1] + overlap <= need
+                    if whole or spans[-1][0] > 0 or need >= MASK_RUN_MAX:
                         break
+                    need = min(spans[-1][1] + overlap, MASK_RUN_MAX)  # it starts here: read on
+                advance = step
+                for start, stop in spans:
+                    if not whole and start > 0 and stop + overlap > need:
+                        advance = start  # may run on: the next block starts there
+                        break
+                    if os.fstat(fd).st_size < pos + stop:  # truncated meanwhile
+                        return found
                     os.pwrite(fd, b"*" * (stop - start), pos + start)
                     found = True
-                pos += step
+                pos += advance
     finally:
         os.close(fd)
     return found
