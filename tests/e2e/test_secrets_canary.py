@@ -28,6 +28,7 @@ from tests.e2e.http_stub import json_stub
 from tests.e2e.server_process import first_admin_token, free_port
 from tests.logframe import framed, pid_of
 from tests.readmodel.conftest import ADMIN_URL, admin_connection, scratch_url
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -225,11 +226,18 @@ def test_the_canary_reaches_the_task_and_nothing_else(
     ]
     assert [h["authorization"] for h in received] == [f"Bearer {CANARY}"]
 
-    # the log view masks what the task printed (the file is the task's own writing)
-    log = server.get(f"/runs/{run_id}/tasks/use/attempts/1/log")
+    # the log view masks what the task printed (the file is the task's own writing), and
+    # soon after its end the executor writes '*' over each value the task was given, in
+    # place (so that rotating the secret later never shows it): once that is done the view
+    # shows the file's stars
+    stars = "*" * len(CANARY)
+    url = f"/runs/{run_id}/tasks/use/attempts/1/log"
+    assert wait_for(lambda: stars in server.get(url).text, timeout=10)
+    log = server.get(url)
     # ... and after it the executor's note on the output it masked (`echoed`)
     _, note = mask_outputs(Masker([CANARY]), {"echoed": CANARY})
-    whole = framed("use", "the task prints its own secret: ***\n", pid=pid_of(log.text)) + str(note)
+    whole = framed("use", f"the task prints its own secret: {stars}\n", pid=pid_of(log.text))
+    whole += str(note)
     assert log.text == whole
     for limit in (7, 20, 33):  # paged: a value split across pages is still masked
         text, offset = "", 0
