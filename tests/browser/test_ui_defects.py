@@ -338,3 +338,47 @@ def test_plurals_an_empty_runs_tab_and_the_apply_draft(
     expect(page.locator("h1")).to_have_text("Runs")
     page.get_by_role("link", name="Apply", exact=True).click()
     expect(page.get_by_label("Workflow YAML")).to_have_value(draft)
+
+
+# ------------------------------------------------------------------ review of the fixes
+def slow_fetch(page: Any, part: str, ms: int) -> None:
+    """Every fetch whose URL holds ``part`` answers ``ms`` later than the server did."""
+    page.add_init_script(
+        "const real = window.fetch; window.fetch = async (...a) => { const r = await real(...a);"
+        f" if (String(a[0]).includes({part!r})) await new Promise(s => setTimeout(s, {ms}));"
+        " return r; };"
+    )
+
+
+def test_a_list_slower_than_its_refresh_still_shows(
+    page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """The workflows list refreshed every 5 s whether or not its last request had answered,
+    and showed only the newest request's answer: an API slower than 5 s (a cold start) left
+    the page empty, with no error, for good."""
+    apply(api, "name: slowlisted\ntasks:\n  t: {type: shell, command: 'true'}\n")
+    slow_fetch(page, "/workflows?", 5_500)
+    page.goto(f"{server.url}/#/")
+    expect(page.get_by_role("link", name="slowlisted")).to_be_visible(timeout=20_000)
+
+
+def test_a_followed_log_read_slower_than_it_is_followed_shows_each_line_once(
+    page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """The panel read a followed log every 1.5 s, each read from the offset the last
+    answered one ended at: reads slower than that started from the same offset and each
+    appended its text (a 14-line log shown as 31 lines)."""
+    source = (
+        "name: slowlog\ntasks:\n  talk:\n    type: shell\n"
+        "    command: 'for i in $(seq 1 12); do echo line-$i; sleep 0.5; done'\n"
+    )
+    apply(api, source)
+    slow_fetch(page, "/log?", 2_000)
+    run_id = api.post("/workflows/slowlog/runs", json={}).json()["run"]["id"]
+    page.goto(f"{server.url}/#/runs/{run_id}?task=talk")
+    log = page.get_by_test_id("task-panel").get_by_test_id("log")
+    wait_run(api, run_id, ("succeeded",))
+    expect(log).to_contain_text("line-12", timeout=30_000)
+    page.wait_for_timeout(3_000)  # any read still on its way has answered
+    lines = [x for x in log.inner_text().splitlines() if x.startswith("line-")]
+    assert lines == [f"line-{i}" for i in range(1, 13)]

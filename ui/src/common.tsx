@@ -36,9 +36,10 @@ export const useCan = () => {
 // ---------------------------------------------------------------- data loading
 /** What ``load`` gives, for the inputs ``deps``. Data loaded for other inputs (another
  * project, filter or page) is never returned: when the inputs change the page shows nothing
- * until the new load answers, and a failed load shows its error alone, never the data of the
- * project before it. ``every``: reload that often (ms) while the tab is visible, and at once
- * when it becomes visible again, keeping what is shown until the new answer. */
+ * until the new load answers, and a failed first load shows its error alone, never the data of
+ * the project before it (a failed refresh of the same inputs keeps what they showed, the error
+ * beside it). ``every``: reload that often (ms) while the tab is visible and no load is on its
+ * way, and at once when it becomes visible again, keeping what is shown until the answer. */
 export function useLoad<T>(load: () => Promise<T>, deps: unknown[], every?: number): { data: T | null; error: ApiError | Error | null; reload: () => void } {
   const key = JSON.stringify(deps);
   const [got, setGot] = useState<{ key: string; data: T | null; error: ApiError | Error | null }>({ key, data: null, error: null });
@@ -46,18 +47,21 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[], every?: numb
   const asked = useRef(0);
   useEffect(() => {
     let live = true;
+    let pending = false; // a refresh is not asked while one is on its way (a slow API)
     const fetchNow = () => {
       const seq = ++asked.current; // only the latest request's answer is shown
+      pending = true;
       load().then(
-        (d) => { if (live && seq === asked.current) setGot({ key, data: d, error: null }); },
-        (e: Error) => { if (live && seq === asked.current) setGot({ key, data: null, error: e }); },
+        (d) => { if (live && seq === asked.current) { pending = false; setGot({ key, data: d, error: null }); } },
+        // a failed refresh keeps what was shown for these inputs, the error beside it
+        (e: Error) => { if (live && seq === asked.current) { pending = false; setGot((old) => ({ key, data: old.key === key ? old.data : null, error: e })); } },
       );
     };
     fetchNow();
     if (!every) return () => { live = false; };
     const visible = () => document.visibilityState === "visible";
-    const timer = window.setInterval(() => { if (visible()) fetchNow(); }, every);
-    const onVisible = () => { if (visible()) fetchNow(); };
+    const timer = window.setInterval(() => { if (visible() && !pending) fetchNow(); }, every);
+    const onVisible = () => { if (visible() && !pending) fetchNow(); };
     document.addEventListener("visibilitychange", onVisible);
     return () => { live = false; window.clearInterval(timer); document.removeEventListener("visibilitychange", onVisible); };
   }, [key, tick, every]);

@@ -285,20 +285,31 @@ function LogView({ runId, taskId, attempt, follow }: { runId: string; taskId: st
   const [busy, setBusy] = useState(false);
   const offset = useRef(0);
   const followed = useRef(false);
-  const load = async (reset: boolean) => {
-    setBusy(true);
-    try {
-      const page = await api.log(runId, taskId, attempt, reset ? 0 : offset.current);
-      offset.current = page.next;
-      setText((old) => (reset ? page.text : old + page.text));
-      setNext(page.next);
-      setSize(page.size);
-      setError(null);
-    } catch (e) {
-      setError(e as Error);
-    } finally {
-      setBusy(false);
-    }
+  // reads one at a time, each from where the one before ended (two at once read the same
+  // offset and both appended their text); a read for an attempt no longer shown is dropped
+  const chain = useRef<Promise<void>>(Promise.resolve());
+  const shown = useRef(0);
+  const pending = useRef(0);
+  const load = (reset: boolean) => {
+    const generation = reset ? ++shown.current : shown.current;
+    pending.current += 1;
+    chain.current = chain.current.then(async () => {
+      if (generation !== shown.current) return;
+      setBusy(true);
+      try {
+        const page = await api.log(runId, taskId, attempt, reset ? 0 : offset.current);
+        if (generation !== shown.current) return;
+        offset.current = page.next;
+        setText((old) => (reset ? page.text : old + page.text));
+        setNext(page.next);
+        setSize(page.size);
+        setError(null);
+      } catch (e) {
+        if (generation === shown.current) setError(e as Error);
+      } finally {
+        setBusy(false);
+      }
+    }).finally(() => { pending.current -= 1; });
   };
   useEffect(() => {
     offset.current = 0;
@@ -309,7 +320,7 @@ function LogView({ runId, taskId, attempt, follow }: { runId: string; taskId: st
   useEffect(() => {
     if (follow) {
       followed.current = true;
-      const t = window.setInterval(() => load(false), 1500);
+      const t = window.setInterval(() => { if (!pending.current) load(false); }, 1500);
       return () => window.clearInterval(t);
     }
     // followed until now, the attempt has ended: its tail, which the server holds back
