@@ -170,6 +170,16 @@ tasks:
 """
 
 
+def fire_up(scheduler: Scheduler, clock: FakeClock, every: int) -> None:
+    """``up``'s schedule fires three times, ``every`` seconds apart, as EventBridge would."""
+    for n in range(3):
+        if n:
+            clock.advance(every)
+        when = clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        fire(scheduler, {"project": "default", "workflow": "up", "scheduled_time": when})
+        scheduler.step()
+
+
 @pytest.mark.parametrize("kind", STORE_KINDS)
 def test_a_dependency_on_a_superseded_interval_is_not_failed_by_it(
     tmp_path: Path, kind: str
@@ -184,12 +194,7 @@ def test_a_dependency_on_a_superseded_interval_is_not_failed_by_it(
         scheduler = Scheduler(store, store, dispatcher, clock)
         scheduler.apply(HOURLY)
         scheduler.apply(DOWN)
-        for hour in (0, 1, 2):  # 12:00 runs; 13:00 waits, then 14:00 supersedes it
-            if hour:
-                clock.advance(3600)
-            fire(scheduler, {"project": "default", "workflow": "up",
-                             "scheduled_time": clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")})  # fmt: skip
-            scheduler.step()
+        fire_up(scheduler, clock, 3600)  # 12:00 runs; 13:00 waits, then 14:00 supersedes it
         superseded = store.get_run(scheduled_run_id("default", "up", NOW + timedelta(hours=1)))
         assert superseded.state is RunState.STOPPED
         assert superseded.error is not None
@@ -217,12 +222,7 @@ def test_a_superseded_run_does_not_decide_an_interval_another_run_is_in(
         scheduler = Scheduler(store, store, dispatcher, clock)
         scheduler.apply(HOURLY.replace('"0 * * * *"', '"0,30 * * * *"'))
         scheduler.apply(DOWN)
-        for step in (0, 1, 2):  # 12:00 runs; 12:30 waits, then 13:00 supersedes it
-            if step:
-                clock.advance(1800)
-            fire(scheduler, {"project": "default", "workflow": "up",
-                             "scheduled_time": clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")})  # fmt: skip
-            scheduler.step()
+        fire_up(scheduler, clock, 1800)  # 12:00 runs; 12:30 waits, then 13:00 supersedes it
         assert store.get_run(scheduled_run_id("default", "up", NOW)).state is RunState.RUNNING
         half = store.get_run(scheduled_run_id("default", "up", NOW + timedelta(minutes=30)))
         assert half.state is RunState.STOPPED
