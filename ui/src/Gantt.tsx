@@ -35,8 +35,8 @@ export function Gantt({ timeline, onSelect }: { timeline: Timeline; onSelect: (i
             </span>
           </div>
         }
-        row={(task) => (
-          <div class="gantt-row" role="button" tabIndex={0}
+        row={(task, _i, tabIndex) => (
+          <div class="gantt-row" role="button" tabIndex={tabIndex}
             onClick={() => onSelect(task.task_id)} onKeyDown={onActivate(() => onSelect(task.task_id))}>
             <span class="gantt-name" title={task.task_id}>{task.task_id}</span>
             <span class="gantt-track">

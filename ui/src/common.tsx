@@ -71,7 +71,8 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[], every?: numb
 }
 
 /** A keydown handler that runs ``act`` on Enter or Space: a row that is clicked can be
- * operated by keyboard too (it also needs role="button" and tabIndex={0}). */
+ * operated by keyboard too (it also needs role="button" and a tabIndex: in a VirtualList,
+ * the one the list gives it). */
 export const onActivate = (act: () => void) => (e: KeyboardEvent) => {
   if (e.key === "Enter" || e.key === " ") {
     e.preventDefault();

@@ -189,8 +189,8 @@ function TaskList({ detail, onSelect, selected }: { detail: RunDetail; onSelect:
         items={rows}
         rowHeight={30}
         height={480}
-        row={([id, t]) => (
-          <div class={`task-row${id === selected ? " selected" : ""}`} role="button" tabIndex={0}
+        row={([id, t], _i, tabIndex) => (
+          <div class={`task-row${id === selected ? " selected" : ""}`} role="button" tabIndex={tabIndex}
             aria-pressed={id === selected} onClick={() => onSelect(id)} onKeyDown={onActivate(() => onSelect(id))}>
             <span class="mono">{id}</span>
             <StateBadge state={t.state} />

@@ -1,0 +1,86 @@
+"""Web UI defects a review found, one test each (each failed before its fix), in a real
+browser (headless Chromium at 1280x800) against a real local server."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.test_ui_defects import apply, wait_run
+from tests.e2e.server_process import ServerProcess
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
+
+# what has keyboard focus: its row's name (a task list's or a Gantt chart's), whether it is in
+# a list, whether it is what a user sees at its centre (not scrolled away, not under the
+# Gantt's sticky axis), and whether it shows a focus ring
+FOCUSED = """() => {
+  const a = document.activeElement;
+  const r = a.getBoundingClientRect();
+  const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+  return {
+    name: a.querySelector('.mono, .gantt-name')?.textContent ?? null,
+    in_list: !!a.closest('[role=list]'),
+    seen: !!hit && a.contains(hit),
+    ring: a.matches(':focus-visible') && getComputedStyle(a).outlineStyle !== 'none',
+  };
+}"""
+
+
+SHOWN = {"in_list": True, "seen": True, "ring": True}  # a row of a list, in view, ringed
+
+
+def focused(page: Any, name: str | None = None) -> dict[str, Any]:
+    """What has focus, once it is the row ``name`` (when given)."""
+    if name is not None:
+        expect(page.locator(":focus").locator(".mono, .gantt-name")).to_have_text(name)
+    return page.evaluate(FOCUSED)  # type: ignore[no-any-return]
+
+
+def test_a_long_list_of_rows_is_one_tab_stop_walked_with_the_arrow_keys(
+    page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """Every task row (and Gantt row) was a tab stop of its own: 40 tasks, 40 Tabs to get
+    past the list. Now the list is one stop; the arrows, Home and End move between its rows
+    (also to rows not rendered yet: the list is virtualised), each shown and ringed, and
+    Enter opens the focused one."""
+    tasks = "".join(f"  t{i:02d}: {{type: shell, command: 'true'}}\n" for i in range(40))
+    apply(api, f"name: many_rows\ntasks:\n{tasks}")
+    run_id = api.post("/workflows/many_rows/runs", json={}).json()["run"]["id"]
+    assert wait_run(api, run_id, ("succeeded", "failed"))["run"]["state"] == "succeeded"
+    for tab, label, before in (
+        ("tasks", "Tasks", lambda: page.get_by_label("Filter tasks")),
+        ("gantt", "Gantt chart", lambda: page.get_by_role("tab", name="tasks")),
+    ):
+        page.goto(f"{server.url}/#/runs/{run_id}?tab={tab}")
+        rows = page.get_by_role("list", name=label)
+        expect(rows.get_by_role("button", name=re.compile("t00"))).to_be_visible()
+        before().focus()
+        page.keyboard.press("Tab")
+        assert focused(page) == {"name": "t00", **SHOWN}
+        page.keyboard.press("Tab")  # one Tab leaves the list
+        assert not focused(page)["in_list"], f"{label}: Tab stayed in the list"
+        page.keyboard.press("Shift+Tab")  # and one comes back, to the row it left
+        assert focused(page)["name"] == "t00"
+        for key, name in (
+            ("ArrowDown", "t01"),
+            ("ArrowDown", "t02"),
+            ("ArrowUp", "t01"),
+            ("End", "t39"),  # not rendered until reached
+            ("ArrowUp", "t38"),
+            ("Home", "t00"),
+            ("ArrowUp", "t00"),  # the first row stays
+        ):
+            page.keyboard.press(key)
+            assert focused(page, name) == {"name": name, **SHOWN}, (label, key)
+        page.keyboard.press("End")
+        page.keyboard.press("Tab")
+        page.keyboard.press("Shift+Tab")  # the list's stop is now its last row
+        assert focused(page, "t39")["in_list"]
+        page.keyboard.press("Enter")
+        expect(page.get_by_test_id("task-panel").locator("h2")).to_have_text("t39")
+        expect(page).to_have_url(re.compile(r"task=t39"))
