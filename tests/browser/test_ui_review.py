@@ -10,7 +10,8 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_ui_defects import apply, wait_run
+from tests.browser.test_ui_defects import apply, cli, wait_run
+from tests.browser.test_ui_flows import as_user, user_token
 from tests.e2e.server_process import ServerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -84,3 +85,41 @@ def test_a_long_list_of_rows_is_one_tab_stop_walked_with_the_arrow_keys(
         page.keyboard.press("Enter")
         expect(page.get_by_test_id("task-panel").locator("h2")).to_have_text("t39")
         expect(page).to_have_url(re.compile(r"task=t39"))
+
+
+DRAFT_KEY = "stratoflow.apply.draft"
+
+
+def sign_in(page: Any, token: str) -> None:
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Use this token").click()
+
+
+def test_the_apply_draft_is_forgotten_on_sign_out_and_when_a_401_asks_for_a_token(
+    signed_out_page: Any, server: ServerProcess
+) -> None:
+    """The Apply page's draft (kept in the tab's sessionStorage) outlived a sign-out: the
+    tab's next user opened Apply and found the previous user's text."""
+    page = signed_out_page
+    as_user(page, user_token(server, "dora", "default", "editor"))
+    eve = user_token(server, "eve", "default", "editor")
+    frank = user_token(server, "frank", "default", "editor")
+    page.goto(f"{server.url}/#/apply")
+    editor = page.get_by_label("Workflow YAML")
+    editor.fill("name: doras_draft\ntasks:\n  t: {type: shell, command: 'echo dora'}\n")
+    page.get_by_role("button", name="sign out").click()
+    sign_in(page, eve)  # the page asked again is still Apply
+    expect(editor).to_have_value(re.compile(r"^name: hello\n"))  # the example, not dora's
+    assert page.evaluate(f"sessionStorage.getItem('{DRAFT_KEY}')") is None
+
+    # a 401 (eve's token revoked while a page is open) brings the sign-in form: forgotten too
+    editor.fill("name: eves_draft\ntasks:\n  t: {type: shell, command: 'echo eve'}\n")
+    listed = cli(server, "tokens", "list", "--user", "eve").strip().splitlines()
+    cli(server, "tokens", "revoke", listed[0].split("\t")[0])
+    page.get_by_role("link", name="Runs", exact=True).click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    assert page.evaluate(f"sessionStorage.getItem('{DRAFT_KEY}')") is None
+    sign_in(page, frank)
+    page.get_by_role("link", name="Apply", exact=True).click()
+    expect(editor).to_have_value(re.compile(r"^name: hello\n"))

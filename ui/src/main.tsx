@@ -3,7 +3,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, api, apiToken, onUnauthorized, prefetchRun, type Me } from "./api";
 import { SessionContext, href, parseHash, type Route } from "./common";
 import { AlertsPage } from "./pages/Alerts";
-import { ApplyPage } from "./pages/Apply";
+import { ApplyPage, forgetApplyDraft } from "./pages/Apply";
 import { BackfillPage } from "./pages/Backfill";
 import { ConnectionsPage } from "./pages/Connections";
 import { RunPage } from "./pages/Run";
@@ -39,9 +39,21 @@ function App() {
     asking.current = true;
     api.me(project).then(
       (m) => { asking.current = false; setMe(m); setMeError(null); },
-      (e: Error) => { asking.current = false; setMe(null); setMeError(e); },
+      (e: Error) => {
+        asking.current = false;
+        setMe(null);
+        setMeError(e);
+        if (e instanceof ApiError && e.status === 401) forgetApplyDraft(); // the sign-in form shows
+      },
     );
   }, [project, signIn]);
+  const signOut = () => {
+    apiToken.clear();
+    forgetApplyDraft(); // the tab's next user must not see it
+    setMe(null); // no page of this user's stays open meanwhile
+    setMeError(null);
+    setSignIn((n) => n + 1);
+  };
   // a 401 to any request (a token revoked or expired while a page is open) asks /me again:
   // if it too answers 401, the sign-in form shows, whatever page is open
   useEffect(() => onUnauthorized(() => { if (!asking.current) setSignIn((n) => n + 1); }), []);
@@ -84,7 +96,7 @@ function App() {
         </label>
         {me && <span class="muted small user" title={me.role ? `${me.role} in ${me.project}` : "no role in this project"}>{me.user}</span>}
         {apiToken.get() && (
-          <button type="button" class="link small" onClick={() => { apiToken.clear(); setSignIn((n) => n + 1); }}>sign out</button>
+          <button type="button" class="link small" onClick={signOut}>sign out</button>
         )}
       </header>
       <main>{page}</main>

@@ -24,6 +24,10 @@ const draft = {
   clear: () => { try { sessionStorage.removeItem(DRAFT_KEY); } catch { /* storage off */ } },
 };
 
+/** Forget the draft: on sign-out, and when a 401 brings the sign-in form, so the tab's next
+ * user never sees it. */
+export const forgetApplyDraft = draft.clear;
+
 export function ApplyPage() {
   const can = useCan();
   const { project, setProject } = useSession();
