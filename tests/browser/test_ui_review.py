@@ -10,7 +10,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_ui_defects import apply, cli, wait_run
+from tests.browser.test_ui_defects import apply, cli, switch_project, wait_run
 from tests.browser.test_ui_flows import as_user, user_token
 from tests.e2e.server_process import ServerProcess
 
@@ -123,3 +123,41 @@ def test_the_apply_draft_is_forgotten_on_sign_out_and_when_a_401_asks_for_a_toke
     sign_in(page, frank)
     page.get_by_role("link", name="Apply", exact=True).click()
     expect(editor).to_have_value(re.compile(r"^name: hello\n"))
+
+
+# counts the response bodies the page has read, by URL: once one is counted, what the app
+# does with it (all in microtasks after the read) has been done
+READS = """
+window.__reads = [];
+const text = Response.prototype.text;
+Response.prototype.text = function () {
+  const url = this.url;
+  return text.call(this).then((t) => { window.__reads.push(url); return t; });
+};
+"""
+
+
+def test_a_late_answer_to_me_never_overwrites_a_newer_one(page: Any, server: ServerProcess) -> None:
+    """/me for a project switched away from, answering after /me for the project switched
+    to, replaced it: the header (and the actions offered) said the previous project's."""
+    page.add_init_script(READS)
+    held: list[Any] = []
+
+    def me(route: Any) -> None:
+        if "project=slowpoke" in route.request.url:
+            held.append(route)  # answered below, after the newer one
+        else:
+            route.continue_()
+
+    page.route(re.compile(r"/me\?"), me)
+    page.goto(f"{server.url}/#/")
+    user = page.locator("header .user")
+    expect(user).to_have_attribute("title", "admin in default")
+    switch_project(page, "slowpoke")
+    switch_project(page, "fresh")
+    expect(user).to_have_attribute("title", "admin in fresh")
+    assert len(held) == 1
+    held[0].fulfill(json={"user": "late", "project": "slowpoke", "role": "viewer", "actions": []})
+    page.wait_for_function("() => window.__reads.some((u) => u.includes('project=slowpoke'))")
+    expect(user).to_have_attribute("title", "admin in fresh")
+    expect(page.get_by_label("Project")).to_have_value("fresh")

@@ -35,17 +35,21 @@ function App() {
   }, []);
   const asking = useRef(false); // /me is being asked: a 401 meanwhile is its own to report
   useEffect(() => {
-    // what the caller may do depends on their role in the project
+    // what the caller may do depends on their role in the project. Only the newest request's
+    // answer is applied: one asked before it (another project, another token) is dropped
+    let newest = true;
     asking.current = true;
     api.me(project).then(
-      (m) => { asking.current = false; setMe(m); setMeError(null); },
+      (m) => { if (newest) { asking.current = false; setMe(m); setMeError(null); } },
       (e: Error) => {
+        if (!newest) return;
         asking.current = false;
         setMe(null);
         setMeError(e);
         if (e instanceof ApiError && e.status === 401) forgetApplyDraft(); // the sign-in form shows
       },
     );
+    return () => { newest = false; };
   }, [project, signIn]);
   const signOut = () => {
     apiToken.clear();
