@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
@@ -161,3 +162,29 @@ def test_a_late_answer_to_me_never_overwrites_a_newer_one(page: Any, server: Ser
     page.wait_for_function("() => window.__reads.some((u) => u.includes('project=slowpoke'))")
     expect(user).to_have_attribute("title", "admin in fresh")
     expect(page.get_by_label("Project")).to_have_value("fresh")
+
+
+def test_a_new_project_starts_on_its_first_page_of_workflows(
+    page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """The workflows list kept its cursor when the project changed: the new project was
+    shown from where the previous one's pages had got to (here: nothing, and ← Previous)."""
+    for i in range(51):  # pages of 50: a second page of one
+        apply(
+            api, f"name: w{i:02d}\nproject: paged\ntasks:\n  t: {{type: shell, command: 'true'}}\n"
+        )
+    apply(api, "name: a_single\nproject: unpaged\ntasks:\n  t: {type: shell, command: 'true'}\n")
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/workflows?" in r.url else None)
+    page.goto(f"{server.url}/#/")
+    switch_project(page, "paged")
+    table = page.get_by_test_id("workflows")
+    expect(table).to_contain_text("w49")
+    page.get_by_role("button", name="Next →").click()
+    expect(table).to_contain_text("w50")
+    switch_project(page, "unpaged")
+    expect(page.get_by_role("link", name="a_single")).to_be_visible()
+    expect(page.get_by_role("button", name="← Previous")).to_have_count(0)
+    unpaged = [parse_qs(urlparse(u).query) for u in asked if "project=unpaged" in u]
+    assert unpaged, asked
+    assert all("after" not in q and "cursor" not in q for q in unpaged), unpaged

@@ -6,7 +6,10 @@ import { REFRESH_MS } from "./Runs";
 export function WorkflowsPage() {
   const { project } = useSession();
   const can = useCan();
-  const [after, setAfter] = useState<string[]>([]); // cursor stack: back and forth
+  // the cursor stack (back and forth) of the project it was made in: another starts on its first page
+  const [paged, setPaged] = useState<{ project: string; after: string[] }>({ project, after: [] });
+  const after = paged.project === project ? paged.after : [];
+  const setAfter = (stack: string[]) => setPaged({ project, after: stack });
   const cursor = after[after.length - 1];
   const { data, error } = useLoad(() => api.workflows(project, cursor, 50), [project, cursor], REFRESH_MS);
   return (
