@@ -188,3 +188,62 @@ def test_a_new_project_starts_on_its_first_page_of_workflows(
     unpaged = [parse_qs(urlparse(u).query) for u in asked if "project=unpaged" in u]
     assert unpaged, asked
     assert all("after" not in q and "cursor" not in q for q in unpaged), unpaged
+
+
+HIDE = """(hidden) => {
+  Object.defineProperty(document, 'hidden', { configurable: true, get: () => hidden });
+  Object.defineProperty(document, 'visibilityState', {
+    configurable: true, get: () => (hidden ? 'hidden' : 'visible'),
+  });
+  document.dispatchEvent(new Event('visibilitychange'));
+}"""
+
+
+def test_a_hidden_tab_does_not_poll_the_run_or_its_log_and_refreshes_once_shown(
+    page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """The run page and the followed log went on polling in a hidden tab. Time is the
+    page's fake clock (paused): while hidden, 60 s of it pass without a request; shown
+    again, the run and the log are each asked once, at once."""
+    apply(api, "name: napping\ntasks:\n  nap: {type: shell, command: 'echo awake; sleep 300'}\n")
+    run_id = api.post("/workflows/napping/runs", json={}).json()["run"]["id"]
+    run_paths = {f"/runs/{run_id}", f"/runs/{run_id}/states"}
+    seen: list[str] = []
+    page.on("request", lambda r: seen.append(r.url))
+
+    def polls(since: int, until: int) -> dict[str, int]:
+        paths = [urlparse(u).path for u in seen[since:until]]
+        return {
+            "run": sum(p in run_paths for p in paths),
+            "log": sum(p.endswith("/log") for p in paths),
+        }
+
+    def mark(name: str) -> int:
+        """A request of the test's own: every request the page made before it is in
+        ``seen`` once it is; its index there."""
+        with page.expect_request(lambda r: f"mark={name}" in r.url):
+            page.evaluate(f"fetch('health?mark={name}')")
+        return next(i for i, u in enumerate(seen) if f"mark={name}" in u)
+
+    page.clock.install()
+    page.goto(f"{server.url}/#/runs/{run_id}?tab=tasks&task=nap")
+    expect(page.get_by_test_id("log")).to_contain_text("awake", timeout=30_000)
+    expect(page.locator(".live")).to_be_visible()
+    page.clock.pause_at(page.evaluate("Date.now()") + 1_000)
+    page.evaluate(HIDE, True)
+    hidden = mark("hidden")
+    page.clock.run_for(60_000)  # the run was polled about once a second, the log every 1.5 s
+    shown = mark("shown")
+    assert polls(hidden, shown) == {"run": 0, "log": 0}
+    with (
+        page.expect_response(lambda r: urlparse(r.url).path in run_paths),
+        page.expect_response(lambda r: urlparse(r.url).path.endswith("/log")),
+    ):
+        page.evaluate(HIDE, False)
+    after = mark("after")
+    assert polls(shown, after) == {"run": 1, "log": 1}
+    page.clock.run_for(5_000)  # visible, the same clock's time polls again
+    later = mark("later")
+    assert polls(after, later)["run"] >= 1, seen[after:later]
+    assert polls(after, later)["log"] >= 1, seen[after:later]
+    assert api.post(f"/runs/{run_id}/stop").status_code == 200

@@ -25,10 +25,15 @@ function useLiveRun(id: string, first: FirstRequests, whole: boolean) {
   useEffect(() => {
     let live = true;
     let timer = 0;
+    let polling = false; // a poll is on its way: it asks for the next itself
+    let ended = false; // the run has finished: nothing more to ask
+    let started = false; // the first requests are in: polls may start
     if (held.current && held.current.detail.run.id !== id) held.current = null;
     if (heldStates.current && heldStates.current.run.id !== id) heldStates.current = null;
     const poll = async () => {
-      const started = performance.now();
+      window.clearTimeout(timer);
+      polling = true;
+      const began = performance.now();
       try {
         let state: RunState;
         if (whole || !heldStates.current) {
@@ -49,15 +54,20 @@ function useLiveRun(id: string, first: FirstRequests, whole: boolean) {
           state = got.run.state;
         }
         setError(null);
-        if (TERMINAL_RUN.includes(state)) return;
+        ended = TERMINAL_RUN.includes(state);
       } catch (e) {
         if (!live) return;
         setError(e as Error);
+      } finally {
+        polling = false;
       }
-      // poll again soon, but never spend more than a third of the time fetching
-      const spent = performance.now() - started;
-      timer = window.setTimeout(poll, Math.max(1000, spent * 3));
+      // poll again soon, but never spend more than a third of the time fetching; not while
+      // the tab is hidden (its return polls at once)
+      const spent = performance.now() - began;
+      if (!ended) timer = window.setTimeout(() => { if (!document.hidden) poll(); }, Math.max(1000, spent * 3));
     };
+    const onVisible = () => { if (live && started && !ended && !polling && !document.hidden) poll(); };
+    document.addEventListener("visibilitychange", onVisible);
     first.states.then((b) => {
       if (!live || heldStates.current) return; // polled since: newer than the first states
       setBrief(b);
@@ -65,8 +75,8 @@ function useLiveRun(id: string, first: FirstRequests, whole: boolean) {
     }, () => undefined);
     // the first poll once the graph's data is in: the server answers one request at a time,
     // and a whole view, the largest, would hold those two back
-    Promise.allSettled([first.states, first.layout]).then(() => { if (live) poll(); });
-    return () => { live = false; window.clearTimeout(timer); };
+    Promise.allSettled([first.states, first.layout]).then(() => { if (live) { started = true; poll(); } });
+    return () => { live = false; window.clearTimeout(timer); document.removeEventListener("visibilitychange", onVisible); };
   }, [id, tick, whole]);
   return { detail, brief, error, refresh: () => setTick((t) => t + 1) };
 }
@@ -320,8 +330,11 @@ function LogView({ runId, taskId, attempt, follow }: { runId: string; taskId: st
   useEffect(() => {
     if (follow) {
       followed.current = true;
-      const t = window.setInterval(() => { if (!pending.current) load(false); }, 1500);
-      return () => window.clearInterval(t);
+      // not while the tab is hidden; at once when it is visible again
+      const read = () => { if (!document.hidden && !pending.current) load(false); };
+      const t = window.setInterval(read, 1500);
+      document.addEventListener("visibilitychange", read);
+      return () => { window.clearInterval(t); document.removeEventListener("visibilitychange", read); };
     }
     // followed until now, the attempt has ended: its tail, which the server holds back
     // while the attempt runs (a secret could be split there), is read once more
