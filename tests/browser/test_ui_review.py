@@ -247,3 +247,51 @@ def test_a_hidden_tab_does_not_poll_the_run_or_its_log_and_refreshes_once_shown(
     assert polls(after, later)["run"] >= 1, seen[after:later]
     assert polls(after, later)["log"] >= 1, seen[after:later]
     assert api.post(f"/runs/{run_id}/stop").status_code == 200
+
+
+# the first GET /me?project=nav_view waits in the page until window.__release() sends it
+HOLD_FIRST_ME_OF_NAV_VIEW = """
+const realFetch = window.fetch.bind(window);
+let held = false;
+window.__release = () => false; // true once it has sent the one held
+window.fetch = (input, init) => {
+  if (held || !String(input).includes('me?project=nav_view')) return realFetch(input, init);
+  held = true;
+  return new Promise((resolve) => { window.__release = () => { resolve(realFetch(input, init)); return true; }; });
+};
+"""
+
+
+def test_the_navigations_apply_entry_follows_the_role_in_the_selected_project(
+    signed_out_page: Any, server: ServerProcess
+) -> None:
+    """The Apply entry shows exactly where the role in the selected project may apply
+    (editor, admin; not viewer, operator or no role), as /me says. What was wrong: while a
+    newly selected project's /me was on its way, the previous project's actions (Apply among
+    them) were still offered."""
+    page = signed_out_page
+    token = user_token(server, "nia", "nav_edit", "editor")
+    for project, role in (("nav_view", "viewer"), ("nav_op", "operator"), ("nav_admin", "admin")):
+        cli(server, "users", "grant", "nia", project, role)
+    as_user(page, token)
+    page.add_init_script(HOLD_FIRST_ME_OF_NAV_VIEW)
+    entry = page.locator("header nav").get_by_role("link", name="Apply", exact=True)
+    user = page.locator("header .user")
+    page.goto(f"{server.url}/#/runs")
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as nia:
+        for project, title, shown in (
+            ("nav_edit", "editor in nav_edit", True),
+            ("nav_view", "viewer in nav_view", False),
+            ("nav_op", "operator in nav_op", False),
+            ("nav_admin", "admin in nav_admin", True),
+            ("nav_none", "no role in this project", False),
+            ("nav_edit", "editor in nav_edit", True),
+        ):
+            switch_project(page, project)
+            if project == "nav_view":  # its /me held: the editor's actions are not offered
+                expect(entry).to_have_count(0)
+                assert page.evaluate("window.__release()")
+            expect(user).to_have_attribute("title", title)
+            expect(entry).to_have_count(1 if shown else 0)
+            actions = nia.get("/me", params={"project": project}).json()["actions"]
+            assert ("workflow.apply" in actions) == shown, (project, actions)

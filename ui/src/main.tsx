@@ -58,6 +58,9 @@ function App() {
     setMeError(null);
     setSignIn((n) => n + 1);
   };
+  // the actions of the selected project's role: until its /me answers, none (not the ones
+  // of the project selected before)
+  const actions = me && me.project === project ? me.actions : [];
   // a 401 to any request (a token revoked or expired while a page is open) asks /me again:
   // if it too answers 401, the sign-in form shows, whatever page is open
   useEffect(() => onUnauthorized(() => { if (!asking.current) setSignIn((n) => n + 1); }), []);
@@ -80,18 +83,18 @@ function App() {
   else page = <WorkflowsPage />;
   const active = (s: string) => ((section ?? "") === s || (s === "" && section === "workflows") ? "active" : "");
   return (
-    <SessionContext.Provider value={{ me: me ?? { user: "", project, role: null, actions: [] }, project, setProject }}>
+    <SessionContext.Provider value={{ me: me ? { ...me, actions } : { user: "", project, role: null, actions: [] }, project, setProject }}>
       <header class="top">
         <a class="brand" href={href("")}>Stratoflow</a>
         <nav>
           <a class={active("")} href={href("")}>Workflows</a>
           <a class={active("runs")} href={href("runs")}>Runs</a>
-          {me?.actions.includes("workflow.apply") && <a class={active("apply")} href={href("apply")}>Apply</a>}
+          {actions.includes("workflow.apply") && <a class={active("apply")} href={href("apply")}>Apply</a>}
           <a class={active("alerts")} href={href("alerts")}>Alerts</a>
           <a class={active("connections")} href={href("connections")}>Connections</a>
           <a class={active("pools")} href={href("pools")}>Pools</a>
           <a class={active("variables")} href={href("variables")}>Variables</a>
-          {me?.actions.includes("secrets.edit") && <a class={active("secrets")} href={href("secrets")}>Secrets</a>}
+          {actions.includes("secrets.edit") && <a class={active("secrets")} href={href("secrets")}>Secrets</a>}
           <a class={active("resources")} href={href("resources")}>Resources</a>
         </nav>
         <span class="spacer" />
