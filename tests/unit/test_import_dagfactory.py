@@ -87,7 +87,10 @@ two:
         defaults="default_args: {retry_delay_sec: 99, retry_exponential_backoff: true}\nschedule: '@daily'\n",
     )
     one, two = (w.document or {} for w in result.workflows)
-    assert one["defaults"] == {"retries": 4, "retry_delay": "10s", "retry_backoff": 2.0}
+    # (a backed-off delay is capped at Airflow's max_task_retry_delay, 24 h, not at 1 h)
+    assert one["defaults"] == {
+        "retries": 4, "retry_delay": "10s", "retry_backoff": 2.0, "max_retry_delay": "86400s"
+    }  # fmt: skip
     assert one["tasks"]["a"] == {"type": "shell", "command": "echo one"}
     assert one["schedule"]["cron"] == "0 * * * *"
     assert two["schedule"]["cron"] == "rate(30 minutes)"
@@ -671,3 +674,104 @@ dag_level:
 """,
     )
     assert (result.workflows[0].document or {})["schedule"]["timezone"] == "UTC"
+
+
+BASH = "airflow.providers.standard.operators.bash.BashOperator"
+
+
+def _messages(result: FileImport, severity: str | None = None) -> str:
+    return " | ".join(
+        n.message for n in result.all_notes() if severity is None or n.severity == severity
+    )
+
+
+def test_task_group_default_args_and_trigger_rules_merge_as_airflow_merges_them(
+    tmp_path: Path,
+) -> None:
+    """Airflow merges a task's arguments over its task group's default_args (an inner
+    group's over its parent's) over the DAG's default_args; trigger_rule is one of them."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"etl": {
+            "default_args": {"trigger_rule": "all_done", "retries": 1, "retry_delay_sec": 10},
+            "task_groups": {
+                "loads": {"default_args": {"retries": 4, "retry_delay_sec": 120,
+                                           "execution_timeout_secs": 600,
+                                           "trigger_rule": "one_success"}},
+                "inner": {"parent_group_name": "loads", "default_args": {"retries": 5}},
+            },
+            "tasks": {
+                "a": {"operator": BASH, "bash_command": "exit 1"},
+                "b": {"operator": BASH, "bash_command": "true", "dependencies": ["a"]},
+                "c": {"operator": BASH, "bash_command": "true", "dependencies": ["a"],
+                      "task_group_name": "loads"},
+                "d": {"operator": BASH, "bash_command": "true", "task_group_name": "inner",
+                      "retries": 2, "trigger_rule": "none_failed",
+                      "retry_delay": {"__type__": "datetime.timedelta", "seconds": 7}},
+                "e": {"operator": BASH, "bash_command": "true", "task_group_name": "inner"},
+            },
+        }}),
+    )  # fmt: skip
+    document = result.workflows[0].document or {}
+    spec = parse_workflow(document).workflow
+    effective = {
+        tid: (spec.retries(tid), spec.retry_delay(tid).total_seconds(),
+              (spec.timeout(tid) or timedelta()).total_seconds(), spec.tasks[tid].trigger_rule.value)
+        for tid in spec.tasks
+    }  # fmt: skip
+    assert effective == {
+        "a": (1, 10, 0, "all_done"),
+        "b": (1, 10, 0, "all_done"),  # the DAG's default_args: b runs after a failed
+        "loads__c": (4, 120, 600, "one_success"),  # the group's default_args win
+        "loads__inner__d": (2, 7, 600, "none_failed"),  # the task's own win
+        "loads__inner__e": (5, 120, 600, "one_success"),  # the inner group's over its parent's
+    }
+    assert result.complete, _unmapped(result)
+
+
+def test_airflow_s_default_retry_delay_and_backoff_cap_are_written_out(tmp_path: Path) -> None:
+    """Airflow's retry_delay defaults to 300 s (Stratoflow's to 30 s), and a backed-off delay
+    is capped at max_task_retry_delay, 24 h by default (Stratoflow's default cap is 1 h)."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({
+            "plain": {"default_args": {"retries": 3},
+                      "tasks": {"t": {"operator": BASH, "bash_command": "true"}}},
+            "backoff": {"default_args": {"retries": 3, "retry_exponential_backoff": True},
+                        "tasks": {"t": {"operator": BASH, "bash_command": "true"},
+                                  "capped": {"operator": BASH, "bash_command": "true",
+                                             "max_retry_delay": 600}}},
+            "long": {"tasks": {"t": {"operator": BASH, "bash_command": "true", "retries": 1,
+                                     "retry_delay": 7200}}},
+        }),
+    )  # fmt: skip
+    specs = {w.name: parse_workflow(w.document or {}).workflow for w in result.workflows}
+    plain, backoff, long = specs["plain"], specs["backoff"], specs["long"]
+    assert plain.retry_delay("t") == timedelta(seconds=300)
+    assert (backoff.retry_delay("t"), backoff.retry_backoff("t")) == (timedelta(seconds=300), 2.0)
+    assert backoff.max_retry_delay("t") == timedelta(hours=24)
+    assert backoff.max_retry_delay("capped") == timedelta(seconds=600)
+    # without backoff Airflow does not cap the delay: Stratoflow's 1 h cap must not either
+    assert long.retry_delay("t") == timedelta(hours=2)
+    assert long.max_retry_delay("t") >= timedelta(hours=2)
+    changed = _messages(result, "changed")
+    assert "300s, Airflow's default" in changed
+    assert "86400s" in changed
+
+
+@pytest.mark.parametrize(
+    ("retries", "expected", "severity"),
+    [("3", 3, "changed"), (" 2 ", 2, "changed"), (2.0, 2, "changed"), ("three", 0, "unmapped")],
+)
+def test_retries_written_as_text_read_as_airflow_reads_them(
+    tmp_path: Path, retries: Any, expected: int, severity: str
+) -> None:
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"default_args": {"retries": retries},
+                              "tasks": {"t": {"operator": BASH, "bash_command": "true",
+                                              "retries": retries}}}}),
+    )  # fmt: skip
+    spec = parse_workflow(result.workflows[0].document or {}).workflow
+    assert spec.retries("t") == expected
+    assert repr(retries) in _messages(result, severity)

@@ -26,11 +26,19 @@ from stratoflow.importers._build import (
     unmapped_task,
 )
 from stratoflow.importers._cron import airflow_schedule, interval_before
+from stratoflow.importers._dagfactory_args import (
+    Settings,
+    Where,
+    read_level,
+    seconds,
+    task_settings,
+    workflow_defaults,
+)
 from stratoflow.importers._dolphinscheduler import number
 from stratoflow.importers._names import output_ref, param_ref, task_id, unique, workflow_name
 from stratoflow.importers._report import ImportedWorkflow, Notes
 from stratoflow.importers._timeexpr import AirflowDates, rewrite_airflow
-from stratoflow.model import CATCHUP_MAX_ACTIVE_RUNS, TriggerRule
+from stratoflow.model import CATCHUP_MAX_ACTIVE_RUNS
 from stratoflow.model._dag import _walk_strings
 from stratoflow.model._loader import load_yaml
 from stratoflow.model._workflow import MAX_POOL_SLOTS
@@ -42,7 +50,6 @@ from stratoflow.templating import (
 )
 
 GROUP_SEPARATOR = "__"
-MAX_SECONDS = 365 * 86400  # the longest duration the format takes
 _DAG_ONLY = {"tasks", "task_groups", "default_args"}
 _REPORTED_DAG_KEYS = {
     "tags": "tags", "owner": "owner", "doc_md": "documentation", "dagrun_timeout": "run timeout",
@@ -131,6 +138,10 @@ def _later(text: str, shift: tuple[int, int]) -> str:
     return (when - timedelta(days=shift[0], minutes=shift[1])).isoformat()
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {}
+
+
 def _task_list(tasks: Any) -> list[dict[str, Any]]:
     if isinstance(tasks, dict):
         return [
@@ -147,18 +158,6 @@ def _groups(groups: Any) -> dict[str, dict[str, Any]]:
     return {
         str(g["group_name"]): g for g in groups or [] if isinstance(g, dict) and "group_name" in g
     }
-
-
-def _seconds(value: Any) -> int | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return int(value) if 0 <= value <= MAX_SECONDS else None
-    if isinstance(value, dict) and str(value.get("__type__", "")).endswith("timedelta"):
-        units = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
-        total = sum(number(value.get(k, 0)) * v for k, v in units.items())
-        return int(total) if 0 <= total <= MAX_SECONDS else None
-    return None
 
 
 def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -> ImportedWorkflow:
@@ -237,9 +236,7 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
     for key, what in _REPORTED_DAG_KEYS.items():
         if config.get(key):
             notes.unmapped(f"{key} ({what}) has no equivalent", field=key)
-    defaults = _retry_settings(args, notes, None)
-    if defaults:
-        doc["defaults"] = defaults
+    dag_level = read_level(args, Where("default_args.", dag=True), notes)
     for key in ("weight_rule", "email", "email_on_failure", "email_on_retry",
                 "depends_on_past", "sla", "on_failure_callback", "queue"):  # fmt: skip
         if args.get(key):
@@ -258,15 +255,31 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
             group = groups[group].get("parent_group_name")
         return path
 
+    group_levels = {
+        g: read_level(
+            _mapping(conf.get("default_args")), Where(f"task group {g!r}: default_args."), notes
+        )
+        for g, conf in groups.items()
+    }
     ids: dict[str, str] = {}
     members: dict[str, list[str]] = {g: [] for g in groups}
     task_taken: set[str] = set()
+    # each task's retries, delays, timeout and trigger rule: the DAG's default_args, then its
+    # groups' (outer to inner), then its own, as Airflow merges them
+    settings: dict[str, Settings] = {}
     for raw in raw_tasks:
         original = str(raw.get("task_id"))
         path = group_path(raw.get("task_group_name"))
-        ids[original] = unique(task_id(GROUP_SEPARATOR.join([*path, original])), task_taken)
+        tid = ids[original] = unique(task_id(GROUP_SEPARATOR.join([*path, original])), task_taken)
         for g in path:
             members[g].append(ids[original])
+        own = read_level(raw, Where("", task=tid), notes)
+        settings[tid] = Settings.merged(dag_level, *(group_levels[g] for g in path), own)
+    written = workflow_defaults(
+        Settings.merged(dag_level), dag_level, list(settings.values()), notes
+    )
+    if written.defaults:
+        doc["defaults"] = written.defaults
 
     # the tasks ti.xcom_pull(task_ids='<id>') can name: those outside a group (a grouped
     # task's Airflow id is prefixed with its group's)
@@ -291,13 +304,7 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
         deps += reads  # a task reading another's return value runs after it, as in Airflow
         if deps:
             body["depends_on"] = list(dict.fromkeys(deps))
-        body.update(_retry_settings(raw, notes, tid))
-        if raw.get("trigger_rule"):
-            rule = str(raw["trigger_rule"])
-            if rule in {r.value for r in TriggerRule}:
-                body["trigger_rule"] = rule
-            else:
-                notes.unmapped(f"trigger rule {rule!r} has no equivalent: all_success", task=tid)
+        body.update(task_settings(settings[tid], written, notes, tid))
         _pool_settings(merged, tid, body, notes, renamed)
         for key in ("weight_rule", "depends_on_past", "sla", "outlets", "inlets",
                     "on_failure_callback", "on_success_callback", "queue"):  # fmt: skip
@@ -453,24 +460,6 @@ def _params(value: Any) -> dict[str, Any]:
         out[str(key)] = (
             raw if isinstance(raw, (str, int, float, bool)) else json.dumps(raw, default=str)
         )
-    return out
-
-
-def _retry_settings(conf: dict[str, Any], notes: Notes, tid: str | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if isinstance(conf.get("retries"), int) and conf["retries"] >= 0:
-        out["retries"] = min(conf["retries"], 100)
-    delay = _seconds(conf.get("retry_delay_sec", conf.get("retry_delay")))
-    if delay is not None and delay >= 0:
-        out["retry_delay"] = f"{delay}s"
-    if conf.get("retry_exponential_backoff"):
-        out["retry_backoff"] = 2.0
-    most = _seconds(conf.get("max_retry_delay_sec", conf.get("max_retry_delay")))
-    if most:
-        out["max_retry_delay"] = f"{most}s"
-    timeout = _seconds(conf.get("execution_timeout_secs", conf.get("execution_timeout")))
-    if timeout:
-        out["timeout"] = f"{timeout}s"
     return out
 
 
@@ -882,10 +871,10 @@ def _sensor(conf: dict[str, Any], tid: str, notes: Notes) -> tuple[dict[str, Any
         "only when the upstream runs at most daily at that time: check it",
         task=tid,
     )
-    seconds = _seconds(conf.get("poke_interval"))
-    if seconds:
-        body["check_interval"] = f"{min(max(seconds, 5), 86400)}s"
-    timeout = _seconds(conf.get("timeout"))
+    interval = seconds(conf.get("poke_interval"))
+    if interval:
+        body["check_interval"] = f"{min(max(interval, 5), 86400)}s"
+    timeout = seconds(conf.get("timeout"))
     if timeout:
         body["timeout"] = f"{min(timeout, 365 * 86400)}s"
     for key in ("allowed_states", "failed_states", "skipped_states"):
