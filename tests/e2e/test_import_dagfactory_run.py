@@ -22,6 +22,11 @@ from stratoflow.engine import TaskState
 pytestmark = pytest.mark.e2e
 BASH = "airflow.providers.standard.operators.bash.BashOperator"
 # the interval of 1 March, which an Airflow 2 daily DAG runs once it ends, on 2 March
+FIRE = "2026-03-02T00:00:00+00:00"
+SAMPLE = """
+def record(day, nested):
+    return {"day": day, "nested": nested}
+"""
 
 
 def _import(tmp_path: Path, dags: dict[str, Any]) -> Path:
@@ -103,3 +108,25 @@ def test_a_retry_waits_airflow_s_default_300_seconds(tmp_path: Path) -> None:
         runtime.scheduler.stop(run.id)
     finally:
         runtime.close()
+
+
+def test_airflow_2_dates_in_statements_and_arguments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where python tasks import dfsample from
+    (tmp_path / "dfsample.py").write_text(SAMPLE)
+    workflow = _import(tmp_path, {"old": {
+        "schedule_interval": "@daily", "start_date": "2026-01-01", "catchup": False,
+        "tasks": {
+            "bash": {"operator": "airflow.operators.bash.BashOperator",
+                     "bash_command": '{% set day = ds %}echo "set={{ day }}" >> "$STRATOFLOW_OUTPUT"; '
+                                     'echo "ds={{ ds }}" >> "$STRATOFLOW_OUTPUT"'},
+            "py": {"operator": "airflow.operators.python.PythonOperator",
+                   "python_callable": "dfsample.record",
+                   "op_kwargs": {"day": "{{ ds }}", "nested": ["{{ ds_nodash }}"]}},
+        },
+    }})  # fmt: skip
+    body = _run(tmp_path, workflow, "--logical-date", FIRE)
+    assert body["run"]["state"] == "succeeded", body
+    assert body["tasks"]["bash"]["outputs"] == {"set": "2026-03-01", "ds": "2026-03-01"}
+    assert body["tasks"]["py"]["outputs"] == {"day": "2026-03-01", "nested": '["20260301"]'}

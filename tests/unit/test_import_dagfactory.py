@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from stratoflow.importers import import_file
 from stratoflow.importers._report import FileImport
 from stratoflow.model import parse_workflow
 from stratoflow.model._schedule import parse_schedule, schedule_window
-from stratoflow.templating import render
+from stratoflow.templating import render, render_value
 
 
 def _import(tmp_path: Path, text: str, defaults: str | None = None) -> FileImport:
@@ -759,6 +760,70 @@ def test_airflow_s_default_retry_delay_and_backoff_cap_are_written_out(tmp_path:
     assert "86400s" in changed
 
 
+def _context(fire: datetime) -> dict[str, Any]:
+    return {"logical_date": fire.isoformat(), "ds": fire.strftime("%Y-%m-%d"),
+            "ds_nodash": fire.strftime("%Y%m%d"), "ts": fire.isoformat()}  # fmt: skip
+
+
+def test_every_templated_field_reads_airflow_2_dates_statements_included(tmp_path: Path) -> None:
+    """An Airflow 2 DAG's ds is the start of the interval: every field Airflow renders reads
+    it so, in statements too ({% set day = ds %}); params, which Airflow does not render,
+    stay text."""
+    ops = "airflow.providers"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"old": {"schedule_interval": "@daily", "start_date": "2026-01-01",
+                                "tasks": [
+            {"task_id": "bash", "operator": "airflow.operators.bash.BashOperator",
+             "bash_command": "{% set day = ds %}{% if ds_nodash > '2000' %}{{ day }}{% endif %} "
+                             "{{ ds }}{# an Airflow comment #}",
+             "params": {"literal": "{{ ds }}"}},
+            {"task_id": "py", "operator": "airflow.operators.python.PythonOperator",
+             "python_callable": "sample.record",
+             "op_kwargs": {"day": "{{ ds }}", "nested": {"days": ["{{ ds_nodash }}"]}}},
+            {"task_id": "flow", "decorator": "airflow.decorators.task",
+             "python_callable": "sample.record", "day": "{{ ds }}",
+             "nested": {"days": ["{{ ds_nodash }}"]}},
+            {"task_id": "sql", "operator": f"{ops}.common.sql.operators.sql.SQLExecuteQueryOperator",
+             "conn_id": "w", "sql": "select %(day)s", "parameters": {"day": "{{ ds }}"}},
+            {"task_id": "http", "operator": f"{ops}.http.operators.http.HttpOperator",
+             "endpoint": "https://example.com/{{ ds }}", "method": "POST",
+             "data": {"day": "{{ ds }}", "nested": {"days": ["{{ ds_nodash }}"]}}},
+            {"task_id": "fn", "operator": f"{ops}.amazon.aws.operators.lambda_function.LambdaInvokeFunctionOperator",
+             "function_name": "f", "payload": {"day": "{{ ds }}", "nested": ["{{ ds_nodash }}"]}},
+            {"task_id": "fn_text", "operator": f"{ops}.amazon.aws.operators.lambda_function.LambdaInvokeFunctionOperator",
+             "function_name": "f", "payload": '{"day": "{{ ds }}"}'},
+            {"task_id": "next", "operator": f"{ops}.standard.operators.trigger_dagrun.TriggerDagRunOperator",
+             "trigger_dag_id": "child", "wait_for_completion": True,
+             "conf": {"day": "{{ ds }}", "nested": {"days": ["{{ ds_nodash }}"]}}},
+        ]}}),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    context = _context(datetime(2026, 3, 2, tzinfo=UTC))  # the run for 1 March's interval
+
+    def rendered(value: Any) -> Any:
+        return render_value(value, context)
+
+    assert rendered(tasks["bash"]["command"]) == "2026-03-01 2026-03-01"
+    assert rendered(tasks["bash"]["params"]) == {"literal": "{{ ds }}"}  # as Airflow passes it
+    for tid in ("py", "flow"):
+        params = rendered(tasks[tid]["params"])
+        assert params["day"] == "2026-03-01", tid
+        assert json.loads(params["nested"]) == {"days": ["20260301"]}, tid
+    assert rendered(tasks["sql"]["parameters"]) == {"day": "2026-03-01"}
+    assert rendered(tasks["http"]["url"]) == "https://example.com/2026-03-01"
+    assert rendered(tasks["http"]["body"]) == {
+        "day": "2026-03-01",
+        "nested": {"days": ["20260301"]},
+    }
+    assert rendered(tasks["fn"]["payload"]) == {"day": "2026-03-01", "nested": ["20260301"]}
+    assert rendered(tasks["fn_text"]["payload"]) == {"day": "2026-03-01"}
+    next_params = rendered(tasks["next"]["params"])
+    assert next_params["day"] == "2026-03-01"
+    assert json.loads(next_params["nested"]) == {"days": ["20260301"]}
+    assert not any("PLACEHOLDER" in str(t.get("description")) for t in tasks.values())
+
+
 @pytest.mark.parametrize(
     ("retries", "expected", "severity"),
     [("3", 3, "changed"), (" 2 ", 2, "changed"), (2.0, 2, "changed"), ("three", 0, "unmapped")],
@@ -775,3 +840,28 @@ def test_retries_written_as_text_read_as_airflow_reads_them(
     spec = parse_workflow(result.workflows[0].document or {}).workflow
     assert spec.retries("t") == expected
     assert repr(retries) in _messages(result, severity)
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{% for d in [ds, yesterday_ds] %}{{ d }} {% endfor %}", "2026-03-01 2026-02-28 "),
+        ("{%- macro day(fmt=ds) -%}{{ fmt }}{%- endmacro %}{{ day() }}", "2026-03-01"),
+        ("{% with d = ds_nodash %}{{ d }}{% endwith %}", "20260301"),
+        ("{% raw %}{{ ds }}{% endraw %} {{ ds }}", "{{ ds }} 2026-03-01"),
+        ("{# Airflow drops a comment: {{ ds }} #}{{ ds }}", "2026-03-01"),
+        ("{% if macros.ds_add(ds, 1) == '2026-03-02' %}next{% endif %}", "next"),
+    ],
+)
+def test_airflow_2_statements_read_airflow_2_dates(
+    tmp_path: Path, template: str, expected: str
+) -> None:
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"old": {"schedule_interval": "@daily", "tasks": {
+            "t": {"operator": "airflow.operators.bash.BashOperator", "bash_command": template},
+        }}}),
+    )  # fmt: skip
+    assert result.complete, _unmapped(result)
+    command = _tasks(result)["t"]["command"]
+    assert render(command, _context(datetime(2026, 3, 2, tzinfo=UTC))) == expected

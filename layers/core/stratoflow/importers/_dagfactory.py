@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from stratoflow.importers._dagfactory_args import (
 from stratoflow.importers._dolphinscheduler import number
 from stratoflow.importers._names import output_ref, param_ref, task_id, unique, workflow_name
 from stratoflow.importers._report import ImportedWorkflow, Notes
-from stratoflow.importers._timeexpr import AirflowDates, rewrite_airflow
+from stratoflow.importers._timeexpr import AirflowDates, escape_literal, rewrite_airflow
 from stratoflow.model import CATCHUP_MAX_ACTIVE_RUNS
 from stratoflow.model._dag import _walk_strings
 from stratoflow.model._loader import load_yaml
@@ -453,6 +454,43 @@ def _resolve(name: str, ids: dict[str, str], members: dict[str, list[str]]) -> l
     return list(members.get(name, []))
 
 
+def _rendered(value: Any, text: Callable[[Any], str]) -> Any:
+    """A value Airflow renders (a template field): its strings, however deep, rewritten."""
+    if isinstance(value, str):
+        return text(value)
+    if isinstance(value, list):
+        return [_rendered(v, text) for v in value]
+    if isinstance(value, dict):
+        return {k: _rendered(v, text) for k, v in value.items()}
+    return value
+
+
+def _argument(value: Any, text: Callable[[Any], str]) -> Any:
+    """A rendered argument as a task param: text, a number or a bool as it is, anything else
+    as JSON text (a python task's params are text or scalars)."""
+    value = _rendered(value, text)
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _literal_params(value: dict[str, Any], notes: Notes, tid: str) -> dict[str, Any]:
+    """A task's Airflow ``params``: Airflow does not render them (apache/airflow#31801), where
+    Stratoflow renders a task's params, so template syntax in them is written to render as
+    the text it is."""
+    out = _params(value)
+    for key, written in out.items():
+        if isinstance(written, str) and escape_literal(written) != written:
+            out[key] = escape_literal(written)
+            notes.changed(
+                f"param {key!r} holds template syntax, which Airflow passes as it is (it does "
+                "not render params): written to render as that text",
+                task=tid,
+                field="params",
+            )
+    return out
+
+
 def _params(value: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, written in (value or {}).items() if isinstance(value, dict) else []:
@@ -531,6 +569,9 @@ def _operator(
     def text(value: Any) -> str:
         return rewrite_airflow(str(value), dates, problems, outputs, changes)
 
+    def argument(value: Any) -> Any:
+        return _argument(value, text)
+
     body: dict[str, Any]
     reason: str | None = None
     if short == "BashOperator":
@@ -554,10 +595,7 @@ def _operator(
         else:
             body, reason = {"type": "shell", "command": "true\n"}, "no python_callable to call"
         if isinstance(conf.get("op_kwargs"), dict):
-            body["params"] = {
-                str(k): v if isinstance(v, (str, int, float, bool)) else json.dumps(v)
-                for k, v in conf["op_kwargs"].items()
-            }
+            body["params"] = {str(k): argument(v) for k, v in conf["op_kwargs"].items()}
             notes.changed("op_kwargs are passed as the task's params", task=tid)
     elif short in ("HttpOperator", "SimpleHttpOperator", "HttpSensor"):
         conn = str(conf.get("http_conn_id") or "http_default")
@@ -582,7 +620,7 @@ def _operator(
             body["headers"] = {str(k): text(v) for k, v in conf["headers"].items()}
         if conf.get("data") is not None:
             data = conf["data"]
-            body["body"] = text(data) if isinstance(data, str) else data
+            body["body"] = _rendered(data, text)
         if short == "HttpSensor":
             notes.unmapped("a sensor pokes until its check passes; this task checks once", task=tid)
     elif short in ("KubernetesPodOperator", "EksPodOperator"):
@@ -615,12 +653,13 @@ def _operator(
                 )
     elif short in ("LambdaInvokeFunctionOperator", "AwsLambdaInvokeFunctionOperator"):
         payload = conf.get("payload") or {}
-        if isinstance(payload, str):
+        if isinstance(payload, str):  # Airflow renders the text, then sends it
             try:
                 payload = json.loads(payload)
             except ValueError:
                 payload = {"payload": payload}
                 notes.changed("a payload that is not JSON is passed as {'payload': text}", task=tid)
+        payload = _rendered(payload, text)
         body = {
             "type": "lambda",
             "function": str(conf.get("function_name", "")),
@@ -661,7 +700,7 @@ def _operator(
         body = {"type": "shell", "command": "true\n"}
         reason = f"operator {operator or '(none)'} has no equivalent"
     if isinstance(conf.get("params"), dict) and reason is None:  # the task's params win
-        body.setdefault("params", {}).update(_params(conf["params"]))
+        body.setdefault("params", {}).update(_literal_params(conf["params"], notes, tid))
     used = _COMMON_KEYS | _OPERATOR_KEYS.get(short, set())
     if taskflow:  # TaskFlow: other keys are the arguments
         for key, value in conf.items():
@@ -675,9 +714,7 @@ def _operator(
                     f"dynamic task mapping ({key}) has no equivalent: the task runs once", task=tid
                 )
             else:
-                body.setdefault("params", {})[key] = (
-                    value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
-                )
+                body.setdefault("params", {})[key] = argument(value)
                 notes.changed(
                     f"argument {key!r} is passed as a task param (the callable gets it by "
                     "name, as text)",
@@ -824,11 +861,7 @@ def _trigger(
         notes.changed(f"DAG {dag_id!r} is the workflow {workflow_name(dag_id)!r}", task=tid)
     run_conf = conf.get("conf")
     if isinstance(run_conf, dict):
-        body["params"] = {
-            str(k): text(v) if isinstance(v, str) else v if isinstance(v, (int, float, bool))
-            else json.dumps(v)
-            for k, v in run_conf.items()
-        }  # fmt: skip
+        body["params"] = {str(k): _argument(v, text) for k, v in run_conf.items()}
     elif run_conf is not None:
         notes.unmapped(f"conf {run_conf!r} is not a mapping: not passed", task=tid)
     if not conf.get("wait_for_completion"):
@@ -923,8 +956,7 @@ def _sql(
     parameters = conf.get("parameters")
     if isinstance(parameters, dict):
         body["parameters"] = {
-            str(k): v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(v)
-            for k, v in parameters.items()
+            str(k): None if v is None else _argument(v, text) for k, v in parameters.items()
         }
     elif parameters:
         notes.unmapped(
