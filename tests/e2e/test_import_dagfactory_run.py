@@ -130,3 +130,18 @@ def test_airflow_2_dates_in_statements_and_arguments(
     assert body["run"]["state"] == "succeeded", body
     assert body["tasks"]["bash"]["outputs"] == {"set": "2026-03-01", "ds": "2026-03-01"}
     assert body["tasks"]["py"]["outputs"] == {"day": "2026-03-01", "nested": '["20260301"]'}
+
+
+def test_a_taskflow_dag_of_airflow_2_reads_airflow_2_dates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dfsample.py").write_text(SAMPLE)
+    workflow = _import(tmp_path, {"flow": {
+        "schedule": "@daily", "start_date": "2026-01-01", "catchup": False,
+        "tasks": {"t": {"decorator": "airflow.decorators.task",
+                        "python_callable": "dfsample.record", "day": "{{ ds }}",
+                        "nested": "{{ ds_nodash }}"}},
+    }})  # fmt: skip
+    body = _run(tmp_path, workflow, "--logical-date", FIRE)
+    assert body["tasks"]["t"]["outputs"] == {"day": "2026-03-01", "nested": "20260301"}

@@ -825,24 +825,6 @@ def test_every_templated_field_reads_airflow_2_dates_statements_included(tmp_pat
 
 
 @pytest.mark.parametrize(
-    ("retries", "expected", "severity"),
-    [("3", 3, "changed"), (" 2 ", 2, "changed"), (2.0, 2, "changed"), ("three", 0, "unmapped")],
-)
-def test_retries_written_as_text_read_as_airflow_reads_them(
-    tmp_path: Path, retries: Any, expected: int, severity: str
-) -> None:
-    result = _import(
-        tmp_path,
-        yaml.safe_dump({"x": {"default_args": {"retries": retries},
-                              "tasks": {"t": {"operator": BASH, "bash_command": "true",
-                                              "retries": retries}}}}),
-    )  # fmt: skip
-    spec = parse_workflow(result.workflows[0].document or {}).workflow
-    assert spec.retries("t") == expected
-    assert repr(retries) in _messages(result, severity)
-
-
-@pytest.mark.parametrize(
     ("template", "expected"),
     [
         ("{% for d in [ds, yesterday_ds] %}{{ d }} {% endfor %}", "2026-03-01 2026-02-28 "),
@@ -865,3 +847,68 @@ def test_airflow_2_statements_read_airflow_2_dates(
     assert result.complete, _unmapped(result)
     command = _tasks(result)["t"]["command"]
     assert render(command, _context(datetime(2026, 3, 2, tzinfo=UTC))) == expected
+
+
+@pytest.mark.parametrize(
+    ("decorator", "major"),
+    [("airflow.decorators.task", 2), ("airflow.sdk.definitions.decorators.task", 3),
+     ("airflow.sdk.task", 3)],
+)  # fmt: skip
+def test_a_taskflow_only_dag_s_airflow_version_comes_from_its_decorators(
+    tmp_path: Path, decorator: str, major: int
+) -> None:
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"flow": {"schedule": "@daily", "start_date": "2026-01-01", "tasks": {
+            "t": {"decorator": decorator, "python_callable": "sample.record", "day": "{{ ds }}"},
+        }}}),
+    )  # fmt: skip
+    document = result.workflows[0].document or {}
+    schedule = document["schedule"]
+    day = render(
+        document["tasks"]["t"]["params"]["day"], _context(datetime(2026, 3, 2, tzinfo=UTC))
+    )
+    if major == 2:  # catchup by default, the first run at the end of start_date's interval
+        assert (schedule.get("catchup"), schedule["start"], day) == (
+            True, "2026-01-02T00:00:00", "2026-03-01"
+        )  # fmt: skip
+    else:
+        assert (schedule.get("catchup"), schedule["start"], day) == (
+            None, "2026-01-01T00:00:00", "2026-03-02"
+        )  # fmt: skip
+    (said,) = [n.message for n in result.all_notes() if "assumed" in n.message]
+    assert f"Airflow {major} assumed" in said
+    assert decorator in said
+
+
+def test_the_corpus_taskflow_pair_reads_as_airflow_2_and_3() -> None:
+    corpora = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "dag-factory"
+    if not corpora.is_dir():
+        corpora = Path("/work/shared/corpora/dag-factory")
+    if not corpora.is_dir():
+        pytest.skip("the corpora are not beside the checkout")
+    old = import_file(corpora / "airflow2" / "example_taskflow.yml")
+    new = import_file(corpora / "airflow3" / "example_taskflow.yml")
+    assert "Airflow 2 assumed" in _messages(old)
+    assert "Airflow 2 dates" in _messages(old)
+    # the Airflow 3 twin uses airflow.sdk (and airflow.decorators for two tasks): Airflow 3
+    assert "Airflow 3 assumed" in _messages(new)
+    assert "Airflow 2 dates" not in _messages(new)
+
+
+@pytest.mark.parametrize(
+    ("retries", "expected", "severity"),
+    [("3", 3, "changed"), (" 2 ", 2, "changed"), (2.0, 2, "changed"), ("three", 0, "unmapped")],
+)
+def test_retries_written_as_text_read_as_airflow_reads_them(
+    tmp_path: Path, retries: Any, expected: int, severity: str
+) -> None:
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"default_args": {"retries": retries},
+                              "tasks": {"t": {"operator": BASH, "bash_command": "true",
+                                              "retries": retries}}}}),
+    )  # fmt: skip
+    spec = parse_workflow(result.workflows[0].document or {}).workflow
+    assert spec.retries("t") == expected
+    assert repr(retries) in _messages(result, severity)

@@ -109,11 +109,37 @@ def read_dag_factory(data: dict[str, Any], path: Path, mode: Unmapped) -> list[I
     return out
 
 
-def _airflow2(config: dict[str, Any]) -> bool:
+# the import paths of Airflow 3's Task SDK, which Airflow 2 does not have; and those of
+# Airflow 2 that Airflow 3 moved (to airflow.sdk and the standard provider)
+_AIRFLOW3_PATHS = ("airflow.sdk.",)
+_AIRFLOW2_PATHS = ("airflow.operators.", "airflow.sensors.", "airflow.decorators.")
+
+
+def _airflow_major(config: dict[str, Any]) -> tuple[int, str]:
+    """The Airflow major version a DAG is written for, and why it is taken to be: Airflow 2
+    for ``schedule_interval`` (Airflow 3 has none); Airflow 3 for an operator or decorator of
+    ``airflow.sdk`` (Airflow 2 has none); Airflow 2 for one of Airflow 2's own paths
+    (``airflow.operators``, ``airflow.sensors``, ``airflow.decorators``; Airflow 3 keeps
+    them only as deprecated aliases); otherwise Airflow 3."""
+    paths = [
+        (kind, str(t[kind]))
+        for t in _task_list(config.get("tasks"))
+        for kind in ("operator", "decorator")
+        if t.get(kind)
+    ]
+    new = next(((k, p) for k, p in paths if p.startswith(_AIRFLOW3_PATHS)), None)
+    old = next(((k, p) for k, p in paths if p.startswith(_AIRFLOW2_PATHS)), None)
     if "schedule_interval" in config:
-        return True
-    operators = [str(t.get("operator", "")) for t in _task_list(config.get("tasks"))]
-    return any(o.startswith(("airflow.operators.", "airflow.sensors.")) for o in operators)
+        also = f"; its {new[0]} {new[1]!r} is Airflow 3's" if new else ""
+        return 2, f"it sets schedule_interval, which Airflow 3 does not have{also}"
+    if new:
+        return 3, f"its {new[0]} {new[1]!r} is of Airflow 3's Task SDK"
+    if old:
+        return 2, f"its {old[0]} {old[1]!r} is Airflow 2's path"
+    return 3, (
+        "no Airflow 2 name in it (schedule_interval, airflow.operators, airflow.sensors, "
+        "airflow.decorators)"
+    )
 
 
 def _wall_time(text: str) -> tuple[str, str | None]:
@@ -170,7 +196,8 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
     args = dict(config.get("default_args") or {})
     if config.get("description"):
         doc["description"] = str(config["description"])
-    airflow2 = _airflow2(config)
+    major, why = _airflow_major(config)
+    airflow2 = major == 2
     # dag-factory reads a DAG's start_date in the DAG's timezone and default_args' in
     # default_args.timezone (UTC by default), and Airflow schedules a DAG in the zone of
     # the start_date it uses
@@ -215,6 +242,16 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
                 notes.unmapped(  # the value as written, not as rewritten above
                     f"{key}_date {str(value)!r} (relative) has no equivalent", field="schedule"
                 )
+        notes.changed(
+            f"Airflow {major} assumed: {why}. "
+            + (
+                "A run's ds is the start of the interval before its fire time, and catchup "
+                "defaults to true"
+                if airflow2
+                else "A run's ds is its fire time's date, and catchup defaults to false"
+            ),
+            field="schedule",
+        )
         if "catchup" in config:
             schedule["catchup"] = bool(config["catchup"])
         elif airflow2:  # Airflow 2's catchup_by_default is True (Airflow 3's is False)
