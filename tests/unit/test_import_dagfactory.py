@@ -10,7 +10,10 @@ from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from stratoflow.cli import main
+from stratoflow.errors import InvalidInput
 from stratoflow.importers import import_file
 from stratoflow.importers._report import FileImport
 from stratoflow.model import parse_workflow
@@ -894,6 +897,61 @@ def test_the_corpus_taskflow_pair_reads_as_airflow_2_and_3() -> None:
     # the Airflow 3 twin uses airflow.sdk (and airflow.decorators for two tasks): Airflow 3
     assert "Airflow 3 assumed" in _messages(new)
     assert "Airflow 2 dates" not in _messages(new)
+
+
+@pytest.mark.parametrize(
+    ("dag", "where"),
+    [
+        ({"tasks": {"extract": {"operator": BASH, "bash_command": "true"},
+                    "load": {"operator": BASH, "bash_command": "true",
+                             "dependencies": ["extarct"]}}}, "task 'load'"),
+        ({"task_groups": {"g": {"dependencies": ["nogroup"]}},
+          "tasks": {"load": {"operator": BASH, "bash_command": "true",
+                             "task_group_name": "g"}}}, "task group 'g'"),
+    ],
+)  # fmt: skip
+def test_a_dependency_on_an_unknown_task_or_group_is_refused(
+    tmp_path: Path, dag: dict[str, Any], where: str
+) -> None:
+    path = tmp_path / "dags.yml"
+    path.write_text(yaml.safe_dump({"etl_daily": dag}))
+    with pytest.raises(InvalidInput) as caught:
+        import_file(path, "dag-factory")
+    message = str(caught.value)
+    assert "etl_daily" in message
+    assert where in message
+    assert ("'extarct'" if "load'" in where else "'nogroup'") in message
+
+
+def test_the_cli_refuses_a_dag_file_dag_factory_refuses_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "dags.yml"
+    path.write_text(yaml.safe_dump({"etl_daily": {"tasks": {
+        "extract": {"operator": BASH, "bash_command": "true"},
+        "load": {"operator": BASH, "bash_command": "true", "dependencies": ["extarct"]},
+    }}}))  # fmt: skip
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["import", str(path), "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "etl_daily" in result.output
+    assert "'extarct'" in result.output
+    assert not out.exists()
+
+
+def test_a_defaults_file_that_does_not_parse_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "defaults.yml").write_text("default_args:\n  retries: [1\n")
+    path = tmp_path / "dags.yml"
+    path.write_text(
+        yaml.safe_dump({"x": {"tasks": {"t": {"operator": BASH, "bash_command": "true"}}}})
+    )
+    with pytest.raises(InvalidInput) as caught:
+        import_file(path, "dag-factory")
+    assert "defaults.yml" in str(caught.value)
+    assert "line" in str(caught.value)  # the parser's problem, where it is
+    (tmp_path / "defaults.yml").write_text("- a list\n")
+    with pytest.raises(InvalidInput, match=r"defaults\.yml.*not a mapping"):
+        import_file(path, "dag-factory")
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from stratoflow.errors import InvalidInput
+from stratoflow.errors import InvalidInput, Problem
 from stratoflow.importers._build import (
     Unmapped,
     clamped_priority,
@@ -39,7 +39,7 @@ from stratoflow.importers._dolphinscheduler import number
 from stratoflow.importers._names import output_ref, param_ref, task_id, unique, workflow_name
 from stratoflow.importers._report import ImportedWorkflow, Notes
 from stratoflow.importers._timeexpr import AirflowDates, escape_literal, rewrite_airflow
-from stratoflow.model import CATCHUP_MAX_ACTIVE_RUNS
+from stratoflow.model import CATCHUP_MAX_ACTIVE_RUNS, MAX_DOCUMENT_BYTES
 from stratoflow.model._dag import _walk_strings
 from stratoflow.model._loader import load_yaml
 from stratoflow.model._workflow import MAX_POOL_SLOTS
@@ -87,25 +87,57 @@ def _merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
 
 
 def defaults_beside(path: Path) -> dict[str, Any]:
+    """The ``defaults.yml`` (or ``defaults.yaml``) beside ``path``, which dag-factory merges
+    into every DAG of the folder; {} when there is none. One that does not load is refused,
+    naming it and why: dag-factory loads none of the DAGs beside it then."""
     for name in ("defaults.yml", "defaults.yaml"):
         candidate = path.parent / name
         if candidate.is_file() and candidate.resolve() != path.resolve():
-            try:
-                data = load_yaml(candidate.read_text(encoding="utf-8")[: 1 << 20])[0]
-            except (OSError, UnicodeDecodeError, InvalidInput):
-                return {}
-            return data if isinstance(data, dict) else {}
+            return _defaults_file(candidate, path)
     return {}
 
 
+def _defaults_file(path: Path, dags: Path) -> dict[str, Any]:
+    why = f"dag-factory loads none of the DAGs beside it, {dags.name}'s among them, until it loads"
+
+    def refused(message: str, line: int | None = None) -> InvalidInput:
+        return InvalidInput([Problem("defaults", f"{message} ({why})", line)], source=str(path))
+
+    try:
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_DOCUMENT_BYTES + 1)
+    except OSError as exc:
+        raise refused(f"cannot read it: {exc.strerror}") from None
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise refused(f"over {MAX_DOCUMENT_BYTES:,} bytes")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise refused(f"not UTF-8 (byte {exc.start})") from None
+    try:
+        data = load_yaml(text, source=str(path))[0]
+    except InvalidInput as exc:
+        first = exc.problems[0]
+        raise refused(first.message, first.line) from None
+    if not isinstance(data, dict):
+        raise refused(f"it is not a mapping of settings but {type(data).__name__}")
+    return data
+
+
 def read_dag_factory(data: dict[str, Any], path: Path, mode: Unmapped) -> list[ImportedWorkflow]:
+    """The DAGs of a dag-factory file. Raises :class:`InvalidInput` for what dag-factory
+    refuses to load: a ``defaults.yml`` beside it that does not load, a dependency on a task
+    or group the DAG does not have."""
     base = _merge(defaults_beside(path), data.get("default") or {})
     out = []
     taken: set[str] = set()
     for dag_id, config in data.items():
         if dag_id == "default" or not isinstance(config, dict) or "tasks" not in config:
             continue
-        out.append(_dag(str(dag_id), _merge(base, config), mode, taken))
+        try:
+            out.append(_dag(str(dag_id), _merge(base, config), mode, taken))
+        except InvalidInput as exc:
+            raise InvalidInput(exc.problems, source=str(path)) from None
     return out
 
 
@@ -336,9 +368,9 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
             group_args.update(groups[g].get("default_args") or {})
         merged = {**args, **group_args, **raw}
         body, reason, reads = _operator(merged, tid, notes, dates, params, outputs, ids)
-        deps: list[str] = []
-        for dep in raw.get("dependencies") or []:
-            deps += _resolve(str(dep), ids, members)
+        where = f"tasks.{raw.get('task_id')}"
+        what = f"task {raw.get('task_id')!r}"
+        deps = _depends(raw.get("dependencies"), dag_id, where, what, ids, members)
         deps += reads  # a task reading another's return value runs after it, as in Airflow
         if deps:
             body["depends_on"] = list(dict.fromkeys(deps))
@@ -353,9 +385,8 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
             kind = raw.get("operator") or raw.get("decorator")
             deferred.append((tid, str(kind), reason, raw))
     for group, conf in groups.items():
-        deps = [
-            d for dep in conf.get("dependencies") or [] for d in _resolve(str(dep), ids, members)
-        ]
+        where, what = f"task_groups.{group}", f"task group {group!r}"
+        deps = _depends(conf.get("dependencies"), dag_id, where, what, ids, members)
         inside = set(members[group])
         for member in members[group]:
             if not any(d in inside for d in tasks[member].get("depends_on", [])):
@@ -481,6 +512,36 @@ def _pool_settings(
         priority = clamped_priority(number(weight), "priority_weight", notes, tid)
         if priority:
             body["priority"] = priority
+
+
+def _depends(
+    written: Any,
+    dag_id: str,
+    where: str,
+    what: str,
+    ids: dict[str, str],
+    members: dict[str, list[str]],
+) -> list[str]:
+    """A task's or group's ``dependencies``: the tasks it waits for. A name that is no task
+    or group of the DAG is refused, as dag-factory refuses it (its lookup fails)."""
+    if written is None:
+        return []
+    if not isinstance(written, list):
+        raise InvalidInput(
+            [Problem(f"{dag_id}.{where}.dependencies", f"DAG {dag_id!r}: {what}'s dependencies "
+                     f"{written!r} are not a list of task and group names")]
+        )  # fmt: skip
+    out: list[str] = []
+    for dep in written:
+        name = str(dep)
+        if name not in ids and name not in members:
+            raise InvalidInput(
+                [Problem(f"{dag_id}.{where}.dependencies", f"DAG {dag_id!r}: {what} depends on "
+                         f"{name!r}, which is no task or task group of the DAG (dag-factory "
+                         "refuses the DAG)")]
+            )  # fmt: skip
+        out += _resolve(name, ids, members)
+    return out
 
 
 def _resolve(name: str, ids: dict[str, str], members: dict[str, list[str]]) -> list[str]:
