@@ -954,6 +954,68 @@ def test_a_defaults_file_that_does_not_parse_is_refused(tmp_path: Path) -> None:
         import_file(path, "dag-factory")
 
 
+def test_dag_and_default_args_keys_left_out_are_noted_and_dagrun_timeout_is_the_sla(
+    tmp_path: Path,
+) -> None:
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {
+            "dagrun_timeout_sec": 3600,
+            "on_failure_callback_name": "notify", "on_failure_callback_file": "/dags/cb.py",
+            "template_searchpath": ["/dags/sql"],
+            "jinja_environment_kwargs": {"trim_blocks": True},
+            "default_args": {"owner": "me", "on_retry_callback": "cb.retried",
+                             "executor_config": {"k": 1}, "depends_on_past": True},
+            "tasks": {"t": {"operator": BASH, "bash_command": "true"}},
+        }, "y": {
+            "dagrun_timeout": {"__type__": "datetime.timedelta", "hours": 2},
+            "tasks": {"t": {"operator": BASH, "bash_command": "true"}},
+        }}),
+    )  # fmt: skip
+    x, y = (w.document or {} for w in result.workflows)
+    assert (x["sla"], y["sla"]) == ("3600s", "7200s")
+    notes = [n for n in result.all_notes() if n.severity == "unmapped" and n.workflow == "x"]
+    fields = {n.field for n in notes}
+    for key in ("on_failure_callback_name", "on_failure_callback_file", "template_searchpath",
+                "jinja_environment_kwargs", "default_args.owner", "default_args.on_retry_callback",
+                "default_args.executor_config", "default_args.depends_on_past"):  # fmt: skip
+        assert key in fields, key
+    (sla,) = [n.message for n in notes if n.field == "dagrun_timeout_sec"]
+    assert "sla" in sla
+    assert "does not fail the run" in sla
+    assert not [n for n in notes if n.task]  # default_args are noted once, at the DAG
+
+
+def test_default_args_are_no_taskflow_arguments_and_fail_stop_stops_the_run(
+    tmp_path: Path,
+) -> None:
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {
+            "fail_stop": True,
+            "params": {"region": "eu", "size": 1},
+            "default_args": {"executor_config": {"k": 1}, "params": {"size": 2}},
+            "task_groups": {"g": {"default_args": {"queue": "fast"}}},
+            "tasks": {
+                "t": {"decorator": "airflow.decorators.task", "python_callable": "s.f", "n": 1},
+                "u": {"operator": BASH, "bash_command": "true", "task_group_name": "g"},
+                "v": {"operator": BASH, "bash_command": "true", "task_group_name": "g"},
+            },
+        }}),
+    )  # fmt: skip
+    document = result.workflows[0].document or {}
+    assert document["on_failure"] == "stop"
+    assert document["params"] == {"region": "eu", "size": 2}  # default_args' params win
+    assert document["tasks"]["t"]["params"] == {"n": 1}  # not executor_config
+    unmapped = [n for n in result.all_notes() if n.severity == "unmapped"]
+    assert [n.field for n in unmapped if "queue" in n.message] == [
+        "task_groups.g.default_args.queue"
+    ]
+    assert [n.field for n in unmapped if "executor_config" in n.message] == [
+        "default_args.executor_config"
+    ]
+
+
 @pytest.mark.parametrize(
     ("retries", "expected", "severity"),
     [("3", 3, "changed"), (" 2 ", 2, "changed"), (2.0, 2, "changed"), ("three", 0, "unmapped")],
@@ -970,3 +1032,24 @@ def test_retries_written_as_text_read_as_airflow_reads_them(
     spec = parse_workflow(result.workflows[0].document or {}).workflow
     assert spec.retries("t") == expected
     assert repr(retries) in _messages(result, severity)
+
+
+def test_every_renamed_task_is_noted(tmp_path: Path) -> None:
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {
+            "task_groups": {"g": {}},
+            "tasks": {
+                "wait_for_producer_task:": {"operator": BASH, "bash_command": "true"},
+                "a b": {"operator": BASH, "bash_command": "true"},
+                "a_b": {"operator": BASH, "bash_command": "true"},
+                "kept": {"operator": BASH, "bash_command": "true"},
+                "inside": {"operator": BASH, "bash_command": "true", "task_group_name": "g"},
+            },
+        }}),
+    )  # fmt: skip
+    assert set(_tasks(result)) == {"wait_for_producer_task", "a_b", "a_b_2", "kept", "g__inside"}
+    renames = {n.task: n.message for n in result.all_notes() if "is named" in n.message and n.task}
+    assert set(renames) == {"wait_for_producer_task", "a_b", "a_b_2", "g__inside"}
+    assert "'wait_for_producer_task:'" in renames["wait_for_producer_task"]
+    assert "'g.inside'" in renames["g__inside"]  # Airflow's id of a task in a group

@@ -28,11 +28,16 @@ from stratoflow.importers._build import (
 )
 from stratoflow.importers._cron import airflow_schedule, interval_before
 from stratoflow.importers._dagfactory_args import (
+    READ_ARG_KEYS,
+    READ_DAG_KEYS,
+    SETTING_KEYS,
     Settings,
     Where,
+    left_out,
     read_level,
     seconds,
     task_settings,
+    why_left_out,
     workflow_defaults,
 )
 from stratoflow.importers._dolphinscheduler import number
@@ -51,15 +56,6 @@ from stratoflow.templating import (
 )
 
 GROUP_SEPARATOR = "__"
-_DAG_ONLY = {"tasks", "task_groups", "default_args"}
-_REPORTED_DAG_KEYS = {
-    "tags": "tags", "owner": "owner", "doc_md": "documentation", "dagrun_timeout": "run timeout",
-    "on_failure_callback": "callback", "on_success_callback": "callback",
-    "sla_miss_callback": "callback", "user_defined_macros": "macros",
-    "user_defined_filters": "filters", "access_control": "access control",
-    "is_paused_upon_creation": "paused on creation", "max_consecutive_failed_dag_runs": "limit",
-}  # fmt: skip
-_QUIET_DAG_KEYS = {"render_template_as_native_obj", "timezone", "dag_id"}
 
 
 def is_dag_factory(data: Any) -> bool:
@@ -302,18 +298,11 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
     for key in ("max_active_tasks", "concurrency"):
         if isinstance(config.get(key), int) and config[key] > 0:
             doc["concurrency"] = config[key]
-    params = _params(config.get("params"))
-    for key, what in _REPORTED_DAG_KEYS.items():
-        if config.get(key):
-            notes.unmapped(f"{key} ({what}) has no equivalent", field=key)
+    _run_limits(config, doc, notes)
+    # Airflow merges default_args' params over the DAG's
+    params = _params({**_mapping(config.get("params")), **_mapping(args.get("params"))})
+    left_out(notes, config, READ_DAG_KEYS)
     dag_level = read_level(args, Where("default_args.", dag=True), notes)
-    for key in ("weight_rule", "email", "email_on_failure", "email_on_retry",
-                "depends_on_past", "sla", "on_failure_callback", "queue"):  # fmt: skip
-        if args.get(key):
-            notes.unmapped(
-                f"default_args.{key} {_WHY.get(key, 'is not in this version')}",
-                field=f"default_args.{key}",
-            )
 
     groups = _groups(config.get("task_groups"))
     raw_tasks = _task_list(config.get("tasks"))
@@ -341,6 +330,17 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
         original = str(raw.get("task_id"))
         path = group_path(raw.get("task_group_name"))
         tid = ids[original] = unique(task_id(GROUP_SEPARATOR.join([*path, original])), task_taken)
+        if tid != original:
+            # Airflow's id of a grouped task is prefixed with its groups' ids (those that
+            # prefix their tasks')
+            prefixes = [g for g in path if groups[g].get("prefix_group_id", True) is not False]
+            airflow_id = ".".join([*prefixes, original])
+            notes.changed(
+                f"task {airflow_id!r} is named {tid!r} (Stratoflow task ids: letters, digits, "
+                f"_ and -; a task group's tasks are prefixed with its path and "
+                f"{GROUP_SEPARATOR!r}; a name taken already gets _2, _3...)",
+                task=tid,
+            )
         for g in path:
             members[g].append(ids[original])
         own = read_level(raw, Where("", task=tid), notes)
@@ -361,13 +361,21 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
     tasks: dict[str, dict[str, Any]] = {}
     renamed: set[str] = set()  # pool names already reported as renamed
     deferred: list[tuple[str, str, str, dict[str, Any]]] = []
+    # the keys of default_args (the DAG's, each group's) some task's operator reads
+    used_args: set[str] = set()
+    used_group_args: dict[str, set[str]] = {g: set() for g in groups}
     for raw in raw_tasks:
         tid = ids[str(raw.get("task_id"))]
         group_args: dict[str, Any] = {}
         for g in group_path(raw.get("task_group_name")):
-            group_args.update(groups[g].get("default_args") or {})
+            group_args.update(_mapping(groups[g].get("default_args")))
         merged = {**args, **group_args, **raw}
-        body, reason, reads = _operator(merged, tid, notes, dates, params, outputs, ids)
+        body, reason, reads, used = _operator(
+            merged, set(raw), tid, notes, dates, params, outputs, ids
+        )
+        used_args |= used
+        for g in group_path(raw.get("task_group_name")):
+            used_group_args[g] |= used
         where = f"tasks.{raw.get('task_id')}"
         what = f"task {raw.get('task_id')!r}"
         deps = _depends(raw.get("dependencies"), dag_id, where, what, ids, members)
@@ -376,10 +384,6 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
             body["depends_on"] = list(dict.fromkeys(deps))
         body.update(task_settings(settings[tid], written, notes, tid))
         _pool_settings(merged, tid, body, notes, renamed)
-        for key in ("weight_rule", "depends_on_past", "sla", "outlets", "inlets",
-                    "on_failure_callback", "on_success_callback", "queue"):  # fmt: skip
-            if raw.get(key) or group_args.get(key):
-                notes.unmapped(f"{key} {_WHY.get(key, 'is not in this version')}", task=tid)
         tasks[tid] = body
         if reason:
             kind = raw.get("operator") or raw.get("decorator")
@@ -393,11 +397,20 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
                 merged = tasks[member].get("depends_on", []) + [d for d in deps if d not in inside]
                 if merged:
                     tasks[member]["depends_on"] = list(dict.fromkeys(merged))
+        left_out(
+            notes,
+            _mapping(conf.get("default_args")),
+            READ_ARG_KEYS | used_group_args[group],
+            prefix=f"task group {group!r}: default_args.",
+            field_prefix=f"task_groups.{group}.default_args.",
+        )
         for key in ("group_name", "tooltip", "prefix_group_id", "ui_color", "ui_fgcolor",
                     "parent_group_name", "dependencies", "default_args"):  # fmt: skip
             conf.pop(key, None)
         if conf:
             notes.unmapped(f"task group {group!r}: {', '.join(map(str, conf))} not mapped")
+    # a default_args key no task's operator reads, and not read for every task, is left out
+    left_out(notes, args, READ_ARG_KEYS | used_args, "default_args.", "default_args.")
     for tid, operator, reason, raw in deferred:
         unmapped_task(tasks, tid, operator.rsplit(".", 1)[-1], tid, reason, raw, mode, notes)
     if mode == "report":  # a task reading the outputs of a task left out cannot validate
@@ -448,10 +461,31 @@ def _reads(text: str) -> set[str]:
     return set()
 
 
-_WHY = {
-    "weight_rule": "is not mapped: a Stratoflow task's priority is its own (plus its "
-    "workflow's), never summed over its downstream or upstream tasks",
-}
+def _run_limits(config: dict[str, Any], doc: dict[str, Any], notes: Notes) -> None:
+    """dagrun_timeout as the workflow's sla (which alerts, where Airflow fails the run), and
+    fail_stop (Airflow 3: fail_fast) as on_failure: stop."""
+    key = next((k for k in ("dagrun_timeout_sec", "dagrun_timeout") if config.get(k)), None)
+    if key is not None:
+        timeout = seconds(config[key])
+        if timeout:
+            doc["sla"] = f"{timeout}s"
+            notes.unmapped(
+                f"{key} {timeout}s is the workflow's sla: a run unfinished that long after it "
+                "started raises sla_miss (alerts: [{on: [sla_miss], group: G}] to hear of "
+                "it), but Stratoflow does not fail the run or stop its tasks then, as "
+                "Airflow's dagrun_timeout does: stop such a run by hand",
+                field=key,
+            )
+        else:
+            notes.unmapped(f"{key} {config[key]!r} is not a duration: left out", field=key)
+    stop = next((k for k in ("fail_stop", "fail_fast") if config.get(k)), None)
+    if stop is not None:
+        doc["on_failure"] = "stop"
+        notes.changed(
+            f"{stop}: on_failure: stop: a failed task stops the run (its running tasks end "
+            "stopped, where Airflow marks them failed)",
+            field=stop,
+        )
 
 
 # Airflow's [core] max_active_runs_per_dag default, the one a workflow that catches up gets
@@ -599,17 +633,23 @@ def _params(value: Any) -> dict[str, Any]:
     return out
 
 
-_COMMON_KEYS = {
-    "task_id", "operator", "decorator", "dependencies", "task_group_name", "trigger_rule",
-    "retries", "retry_delay", "retry_delay_sec", "retry_exponential_backoff", "max_retry_delay",
-    "max_retry_delay_sec", "execution_timeout", "execution_timeout_secs", "doc_md", "doc",
-    "pool", "pool_slots", "priority_weight", "weight_rule", "depends_on_past", "sla", "outlets", "inlets", "queue",
-    "on_failure_callback", "on_success_callback", "params",
+# the keys of a task the import reads whatever its operator
+_COMMON_KEYS = SETTING_KEYS | {
+    "task_id", "operator", "decorator", "dependencies", "task_group_name", "doc_md", "doc",
+    "pool", "pool_slots", "priority_weight", "params",
 }  # fmt: skip
-# default_args keys a task inherits (reported once, at the DAG, where they are set)
-_DEFAULT_ARG_KEYS = {
-    "owner", "start_date", "end_date", "email", "email_on_failure", "email_on_retry",
-    "schedule", "timezone", "on_retry_callback", "on_execute_callback", "on_skipped_callback",
+# BaseOperator's own arguments (a @task's other keys are its callable's arguments)
+_OPERATOR_ARGS = {
+    "owner", "email", "email_on_retry", "email_on_failure", "start_date", "end_date",
+    "depends_on_past", "ignore_first_depends_on_past", "wait_for_past_depends_before_skipping",
+    "wait_for_downstream", "queue", "sla", "weight_rule", "outlets", "inlets", "resources",
+    "run_as_user", "task_concurrency", "max_active_tis_per_dag", "max_active_tis_per_dagrun",
+    "executor", "executor_config", "do_xcom_push", "task_display_name", "logger_name",
+    "map_index_template", "doc_json", "doc_yaml", "doc_rst", "timezone", "schedule",
+    "templates_dict", "templates_exts", "show_return_value_in_logs",
+    *(f"{c}{s}" for c in ("on_success_callback", "on_failure_callback", "on_retry_callback",
+                           "on_execute_callback", "on_skipped_callback")
+      for s in ("", "_name", "_file")),
 }  # fmt: skip
 _OPERATOR_KEYS = {
     "BashOperator": {"bash_command", "env", "append_env"},
@@ -647,22 +687,28 @@ _SQL_OPERATORS = {"SQLExecuteQueryOperator", "PostgresOperator", "AthenaOperator
 
 def _operator(
     conf: dict[str, Any],
+    own: set[str],
     tid: str,
     notes: Notes,
     dates: AirflowDates,
     params: dict[str, Any],
     outputs: dict[str, str],
     names: dict[str, str],
-) -> tuple[dict[str, Any], str | None, list[str]]:
-    """The task body, or a stand-in and the reason it has no equivalent; and the tasks
+) -> tuple[dict[str, Any], str | None, list[str], set[str]]:
+    """The task body, or a stand-in and the reason it has no equivalent; the tasks
     (Stratoflow ids) whose return values it reads with dag-factory's ``+task``, which it
-    must run after. ``names``: every task of the DAG, dag-factory id -> Stratoflow id."""
+    must run after; and the keys of ``conf`` it read. ``conf``: the task's keys over its
+    groups' and the DAG's default_args; ``own``: the task's own keys (only those are a
+    @task's arguments, and only those are noted here when not read). ``names``: every task
+    of the DAG, dag-factory id -> Stratoflow id."""
     operator = str(conf.get("operator") or conf.get("decorator") or "")
     short = operator.rsplit(".", 1)[-1]
     problems: list[str] = []
     changes: list[str] = []
     taskflow = short == "task" or operator.endswith(".task")
-    reads, read_args = _task_reads(conf, tid, taskflow, names, notes)
+    reads, read_args = _task_reads(
+        {k: v for k, v in conf.items() if k in own}, tid, taskflow, names, notes
+    )
 
     def text(value: Any) -> str:
         return rewrite_airflow(str(value), dates, problems, outputs, changes)
@@ -797,12 +843,13 @@ def _operator(
     else:
         body = {"type": "shell", "command": "true\n"}
         reason = f"operator {operator or '(none)'} has no equivalent"
-    if isinstance(conf.get("params"), dict) and reason is None:  # the task's params win
+    # the task's own params win over the DAG's (default_args' are the DAG's, as in Airflow)
+    if "params" in own and isinstance(conf.get("params"), dict) and reason is None:
         body.setdefault("params", {}).update(_literal_params(conf["params"], notes, tid))
-    used = _COMMON_KEYS | _OPERATOR_KEYS.get(short, set())
-    if taskflow:  # TaskFlow: other keys are the arguments
+    used = set(_COMMON_KEYS) | _OPERATOR_KEYS.get(short, set())
+    if taskflow:  # TaskFlow: the task's other keys are the arguments (not default_args')
         for key, value in conf.items():
-            if key in used or key in _DEFAULT_ARG_KEYS:
+            if key in used or key in _OPERATOR_ARGS or key not in own:
                 continue
             if key in read_args:  # a read of an upstream's output, said by _task_reads
                 if read_args[key] is not None:
@@ -819,9 +866,12 @@ def _operator(
                     task=tid,
                 )
             used = used | {key}
-    for key in conf:
-        if key not in used and key not in _DEFAULT_ARG_KEYS and reason is None:
-            notes.unmapped(f"{short} argument {key!r} is not mapped", task=tid)
+    for key in own:  # (default_args' keys are said once, where they are written)
+        if key not in used and reason is None and conf[key] is not None:
+            why = why_left_out(key)
+            notes.unmapped(
+                f"{short} argument {key!r} is not mapped{f': {why}' if why else ''}", task=tid
+            )
     for problem in problems:
         notes.unmapped(problem, task=tid)
     for change in dict.fromkeys(changes):
@@ -834,14 +884,14 @@ def _operator(
         reason = "its templates read names Stratoflow does not have (see this task's notes)"
     if conf.get("doc_md") or conf.get("doc"):
         body["description"] = str(conf.get("doc_md") or conf.get("doc"))
-    return body, reason, reads
+    return body, reason, reads, used
 
 
 # dag-factory's read of a task's return value (XCom): ``+task``, or ``+task['key']`` for one
 # key of a returned dict (dag-factory's own pattern: dagbuilder._replace_kwargs_values_as_xcom)
 _TASK_READ = re.compile(r"\+(\w+)(?:\[(?:'(.*)'|\"(.*)\")\])?")
 # keys of a task that are not arguments: no +task read is looked for in them
-_NOT_ARGUMENTS = (_COMMON_KEYS - {"params"}) | _DEFAULT_ARG_KEYS
+_NOT_ARGUMENTS = (_COMMON_KEYS - {"params"}) | _OPERATOR_ARGS
 
 
 _Read = tuple[tuple[str, ...], str, str, str | None]

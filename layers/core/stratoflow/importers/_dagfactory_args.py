@@ -250,3 +250,76 @@ def task_settings(task: Settings, written: Written, notes: Notes, tid: str) -> d
     else:
         notes.unmapped(f"trigger rule {task.rule!r} has no equivalent: all_success", task=tid)
     return out
+
+
+# ------------------------------------------------------------------ keys read and keys left out
+# DAG keys the import reads (the schedule's, the limits', the params; dagrun_timeout becomes
+# the workflow's sla and fail_stop its on_failure: stop)
+READ_DAG_KEYS = frozenset(
+    {"tasks", "task_groups", "default_args", "description", "schedule", "schedule_interval",
+     "timetable", "start_date", "end_date", "catchup", "timezone", "max_active_runs",
+     "max_active_tasks", "concurrency", "params", "dag_id", "dagrun_timeout",
+     "dagrun_timeout_sec", "fail_stop", "fail_fast"}
+)  # fmt: skip
+# default_args keys the import reads for every task (retries, delays, timeout, trigger rule,
+# pool, priority) or for the DAG (its schedule's dates and zone, its params)
+READ_ARG_KEYS = SETTING_KEYS | {
+    "pool", "pool_slots", "priority_weight", "start_date", "end_date", "timezone", "params",
+    "schedule",
+}  # fmt: skip
+# a key whose value is its default changes nothing where it is left out
+_QUIET_VALUES: dict[str, Any] = {"render_template_as_native_obj": False}
+_CALLBACKS = ("on_success_callback", "on_failure_callback", "on_retry_callback",
+              "on_execute_callback", "on_skipped_callback", "sla_miss_callback")  # fmt: skip
+_REASONS = {
+    "tags": "UI labels have no equivalent",
+    "owner": "an owner has no equivalent",
+    "doc_md": "documentation has no equivalent (description has)",
+    "user_defined_macros": "macros have no equivalent",
+    "user_defined_filters": "filters have no equivalent",
+    "access_control": "Airflow's roles have no equivalent (projects and their members are "
+    "Stratoflow's)",
+    "is_paused_upon_creation": "an imported workflow is applied paused or not by `apply`",
+    "max_consecutive_failed_dag_runs": "no limit on failed runs in a row",
+    "template_searchpath": "templates are not read from files",
+    "jinja_environment_kwargs": "Stratoflow's template environment is fixed",
+    "render_template_as_native_obj": "Stratoflow's templates render text",
+    "catchup": "is a DAG argument, which Airflow does not read from default_args either",
+    "email": "alerts notify instead (alerts: [{on: [failure], group: G}])",
+    "email_on_failure": "alerts notify instead (alerts: [{on: [failure], group: G}])",
+    "email_on_retry": "alerts notify instead (alerts: [{on: [retry], group: G}])",
+    "weight_rule": "a Stratoflow task's priority is its own (plus its workflow's), never "
+    "summed over its downstream or upstream tasks",
+    "depends_on_past": "a task does not wait for its previous run's",
+    "sla": "Airflow's task sla counts from the interval's end, Stratoflow's from the run's "
+    "start: set a task's sla by hand",
+}
+
+
+def why_left_out(key: str) -> str | None:
+    """Why a key has no equivalent, when there is more to say than that."""
+    if key in _REASONS:
+        return _REASONS[key]
+    if key.startswith(_CALLBACKS):
+        return "callbacks have no equivalent: alerts notify instead (alerts: [{on: [...], group}])"
+    return None
+
+
+def left_out(
+    notes: Notes,
+    values: dict[str, Any],
+    read: frozenset[str] | set[str],
+    prefix: str = "",
+    field_prefix: str = "",
+) -> None:
+    """Note every key of ``values`` that is not ``read`` and sets something."""
+    for key, value in values.items():
+        if key in read or value is None or value in ("", [], {}):
+            continue
+        if key in _QUIET_VALUES and value == _QUIET_VALUES[key]:
+            continue
+        reason = why_left_out(key)
+        notes.unmapped(
+            f"{prefix}{key} is not mapped{f': {reason}' if reason else ''}",
+            field=f"{field_prefix}{key}",
+        )
