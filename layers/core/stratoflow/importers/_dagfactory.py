@@ -15,6 +15,7 @@ import contextlib
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from stratoflow.importers._dagfactory_args import (
 from stratoflow.importers._dolphinscheduler import number
 from stratoflow.importers._names import output_ref, param_ref, task_id, unique, workflow_name
 from stratoflow.importers._report import ImportedWorkflow, Notes
+from stratoflow.importers._sizes import least_text
 from stratoflow.importers._timeexpr import AirflowDates, escape_literal, rewrite_airflow
 from stratoflow.model import CATCHUP_MAX_ACTIVE_RUNS, MAX_DOCUMENT_BYTES
 from stratoflow.model._dag import _walk_strings
@@ -363,6 +365,7 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
     deferred: list[tuple[str, str, str, dict[str, Any]]] = []
     # the keys of default_args (the DAG's, each group's) some task's operator reads
     used_args: set[str] = set()
+    budget = _Budget()
     used_group_args: dict[str, set[str]] = {g: set() for g in groups}
     for raw in raw_tasks:
         tid = ids[str(raw.get("task_id"))]
@@ -371,7 +374,7 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
             group_args.update(_mapping(groups[g].get("default_args")))
         merged = {**args, **group_args, **raw}
         body, reason, reads, used = _operator(
-            merged, set(raw), tid, notes, dates, params, outputs, ids
+            merged, set(raw), budget, tid, notes, dates, params, outputs, ids
         )
         used_args |= used
         for g in group_path(raw.get("task_group_name")):
@@ -413,7 +416,9 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
     left_out(notes, args, READ_ARG_KEYS | used_args, "default_args.", "default_args.")
     for tid, operator, reason, raw in deferred:
         unmapped_task(tasks, tid, operator.rsplit(".", 1)[-1], tid, reason, raw, mode, notes)
-    if mode == "report":  # a task reading the outputs of a task left out cannot validate
+    if mode == "report" and budget.spent <= MAX_DOCUMENT_BYTES:
+        # a task reading the outputs of a task left out cannot validate (a workflow too big
+        # to write is not: importers._validated says so)
         originals = {ids[str(raw.get("task_id"))]: raw for raw in raw_tasks}
         _leave_out_readers(tasks, {t for t, _, _, _ in deferred}, originals, notes)
     if params:
@@ -685,9 +690,17 @@ _SQL_OPERATORS = {"SQLExecuteQueryOperator", "PostgresOperator", "AthenaOperator
                   "RedshiftDataOperator"}  # fmt: skip
 
 
+@dataclass
+class _Budget:
+    """The bytes of text of the tasks converted so far."""
+
+    spent: int = 0
+
+
 def _operator(
     conf: dict[str, Any],
     own: set[str],
+    budget: _Budget,
     tid: str,
     notes: Notes,
     dates: AirflowDates,
@@ -876,7 +889,11 @@ def _operator(
         notes.unmapped(problem, task=tid)
     for change in dict.fromkeys(changes):
         notes.changed(change, task=tid)
-    refused = list(dict.fromkeys(_refused(body))) if reason is None else []
+    # a workflow over the size a workflow file may hold is not written (importers._validated):
+    # its templates are not worth parsing (seconds a megabyte)
+    budget.spent += least_text(body)
+    checked = reason is None and budget.spent <= MAX_DOCUMENT_BYTES
+    refused = list(dict.fromkeys(_refused(body))) if checked else []
     if refused:  # the workflow would not validate: the task stands aside, saying why
         for why in refused:
             notes.unmapped(f"validation refuses this: {why}", task=tid)
