@@ -365,8 +365,8 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
     deferred: list[tuple[str, str, str, dict[str, Any]]] = []
     # the keys of default_args (the DAG's, each group's) some task's operator reads
     used_args: set[str] = set()
-    budget = _Budget()
     used_group_args: dict[str, set[str]] = {g: set() for g in groups}
+    budget = _Budget()  # the text of the tasks kept so far
     for raw in raw_tasks:
         tid = ids[str(raw.get("task_id"))]
         group_args: dict[str, Any] = {}
@@ -692,7 +692,7 @@ _SQL_OPERATORS = {"SQLExecuteQueryOperator", "PostgresOperator", "AthenaOperator
 
 @dataclass
 class _Budget:
-    """The bytes of text of the tasks converted so far."""
+    """The bytes of text of the tasks kept so far (a lower bound of their YAML's)."""
 
     spent: int = 0
 
@@ -889,16 +889,18 @@ def _operator(
         notes.unmapped(problem, task=tid)
     for change in dict.fromkeys(changes):
         notes.changed(change, task=tid)
-    # a workflow over the size a workflow file may hold is not written (importers._validated):
-    # its templates are not worth parsing (seconds a megabyte)
-    budget.spent += least_text(body)
-    checked = reason is None and budget.spent <= MAX_DOCUMENT_BYTES
+    # a workflow whose file would be over the size a workflow file may hold is not written
+    # (importers._validated): once the tasks kept so far are over it, the templates of the
+    # rest are not worth parsing (seconds a megabyte)
+    checked = reason is None and budget.spent + least_text(body) <= MAX_DOCUMENT_BYTES
     refused = list(dict.fromkeys(_refused(body))) if checked else []
     if refused:  # the workflow would not validate: the task stands aside, saying why
         for why in refused:
             notes.unmapped(f"validation refuses this: {why}", task=tid)
         body = dict(_STAND_IN)
         reason = "its templates read names Stratoflow does not have (see this task's notes)"
+    if reason is None:  # (a task with no equivalent may be left out)
+        budget.spent += least_text(body)
     if conf.get("doc_md") or conf.get("doc"):
         body["description"] = str(conf.get("doc_md") or conf.get("doc"))
     return body, reason, reads, used
