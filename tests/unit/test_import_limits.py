@@ -50,7 +50,7 @@ def test_a_dag_whose_workflow_file_would_be_over_the_limit_is_not_written(
     assert workflow.document is None
     _refused([n.message for n in workflow.notes if n.severity == "unmapped"], "wide_dag")
     assert not result.complete
-    assert elapsed < 10  # refused before the work of validating 2.5 MB of templates
+    assert elapsed < 15  # refused before the work of validating 2.5 MB of templates (20 s)
 
 
 def test_a_ds_export_whose_workflow_would_be_over_the_limit_is_refused_quickly(
@@ -67,7 +67,7 @@ def test_a_ds_export_whose_workflow_would_be_over_the_limit_is_refused_quickly(
     (workflow,) = result.workflows
     assert workflow.document is None
     _refused([n.message for n in workflow.notes if n.severity == "unmapped"], "sales_daily")
-    assert elapsed < 10  # 27 s before: the 4 MB document was validated, then written
+    assert elapsed < 15  # 27 s before: the 4 MB document was validated, then written
 
 
 def test_the_cli_writes_no_file_over_the_limit_and_says_which(tmp_path: Path) -> None:
@@ -95,7 +95,7 @@ def test_pydolphinscheduler_file_includes_are_bounded_in_all(
     started = time.monotonic()
     with pytest.raises(InvalidInput) as caught:
         import_file(path)
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 15
     message = str(caught.value)
     assert "flow.yaml" in message
     assert "$FILE" in message
