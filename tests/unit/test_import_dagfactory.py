@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from stratoflow.cli import main
+from stratoflow.errors import InvalidInput
 from stratoflow.importers import import_file
 from stratoflow.importers._report import FileImport
 from stratoflow.model import parse_workflow
 from stratoflow.model._schedule import parse_schedule, schedule_window
-from stratoflow.templating import render
+from stratoflow.templating import render, render_value
 
 
 def _import(tmp_path: Path, text: str, defaults: str | None = None) -> FileImport:
@@ -87,7 +91,10 @@ two:
         defaults="default_args: {retry_delay_sec: 99, retry_exponential_backoff: true}\nschedule: '@daily'\n",
     )
     one, two = (w.document or {} for w in result.workflows)
-    assert one["defaults"] == {"retries": 4, "retry_delay": "10s", "retry_backoff": 2.0}
+    # (a backed-off delay is capped at Airflow's max_task_retry_delay, 24 h, not at 1 h)
+    assert one["defaults"] == {
+        "retries": 4, "retry_delay": "10s", "retry_backoff": 2.0, "max_retry_delay": "86400s"
+    }  # fmt: skip
     assert one["tasks"]["a"] == {"type": "shell", "command": "echo one"}
     assert one["schedule"]["cron"] == "0 * * * *"
     assert two["schedule"]["cron"] == "rate(30 minutes)"
@@ -671,3 +678,378 @@ dag_level:
 """,
     )
     assert (result.workflows[0].document or {})["schedule"]["timezone"] == "UTC"
+
+
+BASH = "airflow.providers.standard.operators.bash.BashOperator"
+
+
+def _messages(result: FileImport, severity: str | None = None) -> str:
+    return " | ".join(
+        n.message for n in result.all_notes() if severity is None or n.severity == severity
+    )
+
+
+def test_task_group_default_args_and_trigger_rules_merge_as_airflow_merges_them(
+    tmp_path: Path,
+) -> None:
+    """Airflow merges a task's arguments over its task group's default_args (an inner
+    group's over its parent's) over the DAG's default_args; trigger_rule is one of them."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"etl": {
+            "default_args": {"trigger_rule": "all_done", "retries": 1, "retry_delay_sec": 10},
+            "task_groups": {
+                "loads": {"default_args": {"retries": 4, "retry_delay_sec": 120,
+                                           "execution_timeout_secs": 600,
+                                           "trigger_rule": "one_success"}},
+                "inner": {"parent_group_name": "loads", "default_args": {"retries": 5}},
+            },
+            "tasks": {
+                "a": {"operator": BASH, "bash_command": "exit 1"},
+                "b": {"operator": BASH, "bash_command": "true", "dependencies": ["a"]},
+                "c": {"operator": BASH, "bash_command": "true", "dependencies": ["a"],
+                      "task_group_name": "loads"},
+                "d": {"operator": BASH, "bash_command": "true", "task_group_name": "inner",
+                      "retries": 2, "trigger_rule": "none_failed",
+                      "retry_delay": {"__type__": "datetime.timedelta", "seconds": 7}},
+                "e": {"operator": BASH, "bash_command": "true", "task_group_name": "inner"},
+            },
+        }}),
+    )  # fmt: skip
+    document = result.workflows[0].document or {}
+    spec = parse_workflow(document).workflow
+    effective = {
+        tid: (spec.retries(tid), spec.retry_delay(tid).total_seconds(),
+              (spec.timeout(tid) or timedelta()).total_seconds(), spec.tasks[tid].trigger_rule.value)
+        for tid in spec.tasks
+    }  # fmt: skip
+    assert effective == {
+        "a": (1, 10, 0, "all_done"),
+        "b": (1, 10, 0, "all_done"),  # the DAG's default_args: b runs after a failed
+        "loads__c": (4, 120, 600, "one_success"),  # the group's default_args win
+        "loads__inner__d": (2, 7, 600, "none_failed"),  # the task's own win
+        "loads__inner__e": (5, 120, 600, "one_success"),  # the inner group's over its parent's
+    }
+    assert result.complete, _unmapped(result)
+
+
+def test_airflow_s_default_retry_delay_and_backoff_cap_are_written_out(tmp_path: Path) -> None:
+    """Airflow's retry_delay defaults to 300 s (Stratoflow's to 30 s), and a backed-off delay
+    is capped at max_task_retry_delay, 24 h by default (Stratoflow's default cap is 1 h)."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({
+            "plain": {"default_args": {"retries": 3},
+                      "tasks": {"t": {"operator": BASH, "bash_command": "true"}}},
+            "backoff": {"default_args": {"retries": 3, "retry_exponential_backoff": True},
+                        "tasks": {"t": {"operator": BASH, "bash_command": "true"},
+                                  "capped": {"operator": BASH, "bash_command": "true",
+                                             "max_retry_delay": 600}}},
+            "long": {"tasks": {"t": {"operator": BASH, "bash_command": "true", "retries": 1,
+                                     "retry_delay": 7200}}},
+        }),
+    )  # fmt: skip
+    specs = {w.name: parse_workflow(w.document or {}).workflow for w in result.workflows}
+    plain, backoff, long = specs["plain"], specs["backoff"], specs["long"]
+    assert plain.retry_delay("t") == timedelta(seconds=300)
+    assert (backoff.retry_delay("t"), backoff.retry_backoff("t")) == (timedelta(seconds=300), 2.0)
+    assert backoff.max_retry_delay("t") == timedelta(hours=24)
+    assert backoff.max_retry_delay("capped") == timedelta(seconds=600)
+    # without backoff Airflow does not cap the delay: Stratoflow's 1 h cap must not either
+    assert long.retry_delay("t") == timedelta(hours=2)
+    assert long.max_retry_delay("t") >= timedelta(hours=2)
+    changed = _messages(result, "changed")
+    assert "300s, Airflow's default" in changed
+    assert "86400s" in changed
+
+
+def _context(fire: datetime) -> dict[str, Any]:
+    return {"logical_date": fire.isoformat(), "ds": fire.strftime("%Y-%m-%d"),
+            "ds_nodash": fire.strftime("%Y%m%d"), "ts": fire.isoformat()}  # fmt: skip
+
+
+def test_every_templated_field_reads_airflow_2_dates_statements_included(tmp_path: Path) -> None:
+    """An Airflow 2 DAG's ds is the start of the interval: every field Airflow renders reads
+    it so, in statements too ({% set day = ds %}); params, which Airflow does not render,
+    stay text."""
+    ops = "airflow.providers"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"old": {"schedule_interval": "@daily", "start_date": "2026-01-01",
+                                "tasks": [
+            {"task_id": "bash", "operator": "airflow.operators.bash.BashOperator",
+             "bash_command": "{% set day = ds %}{% if ds_nodash > '2000' %}{{ day }}{% endif %} "
+                             "{{ ds }}{# an Airflow comment #}",
+             "params": {"literal": "{{ ds }}"}},
+            {"task_id": "py", "operator": "airflow.operators.python.PythonOperator",
+             "python_callable": "sample.record",
+             "op_kwargs": {"day": "{{ ds }}", "nested": {"days": ["{{ ds_nodash }}"]}}},
+            {"task_id": "flow", "decorator": "airflow.decorators.task",
+             "python_callable": "sample.record", "day": "{{ ds }}",
+             "nested": {"days": ["{{ ds_nodash }}"]}},
+            {"task_id": "sql", "operator": f"{ops}.common.sql.operators.sql.SQLExecuteQueryOperator",
+             "conn_id": "w", "sql": "select %(day)s", "parameters": {"day": "{{ ds }}"}},
+            {"task_id": "http", "operator": f"{ops}.http.operators.http.HttpOperator",
+             "endpoint": "https://example.com/{{ ds }}", "method": "POST",
+             "data": {"day": "{{ ds }}", "nested": {"days": ["{{ ds_nodash }}"]}}},
+            {"task_id": "fn", "operator": f"{ops}.amazon.aws.operators.lambda_function.LambdaInvokeFunctionOperator",
+             "function_name": "f", "payload": {"day": "{{ ds }}", "nested": ["{{ ds_nodash }}"]}},
+            {"task_id": "fn_text", "operator": f"{ops}.amazon.aws.operators.lambda_function.LambdaInvokeFunctionOperator",
+             "function_name": "f", "payload": '{"day": "{{ ds }}"}'},
+            {"task_id": "next", "operator": f"{ops}.standard.operators.trigger_dagrun.TriggerDagRunOperator",
+             "trigger_dag_id": "child", "wait_for_completion": True,
+             "conf": {"day": "{{ ds }}", "nested": {"days": ["{{ ds_nodash }}"]}}},
+        ]}}),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    context = _context(datetime(2026, 3, 2, tzinfo=UTC))  # the run for 1 March's interval
+
+    def rendered(value: Any) -> Any:
+        return render_value(value, context)
+
+    assert rendered(tasks["bash"]["command"]) == "2026-03-01 2026-03-01"
+    assert rendered(tasks["bash"]["params"]) == {"literal": "{{ ds }}"}  # as Airflow passes it
+    for tid in ("py", "flow"):
+        params = rendered(tasks[tid]["params"])
+        assert params["day"] == "2026-03-01", tid
+        assert json.loads(params["nested"]) == {"days": ["20260301"]}, tid
+    assert rendered(tasks["sql"]["parameters"]) == {"day": "2026-03-01"}
+    assert rendered(tasks["http"]["url"]) == "https://example.com/2026-03-01"
+    assert rendered(tasks["http"]["body"]) == {
+        "day": "2026-03-01",
+        "nested": {"days": ["20260301"]},
+    }
+    assert rendered(tasks["fn"]["payload"]) == {"day": "2026-03-01", "nested": ["20260301"]}
+    assert rendered(tasks["fn_text"]["payload"]) == {"day": "2026-03-01"}
+    next_params = rendered(tasks["next"]["params"])
+    assert next_params["day"] == "2026-03-01"
+    assert json.loads(next_params["nested"]) == {"days": ["20260301"]}
+    assert not any("PLACEHOLDER" in str(t.get("description")) for t in tasks.values())
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{% for d in [ds, yesterday_ds] %}{{ d }} {% endfor %}", "2026-03-01 2026-02-28 "),
+        ("{%- macro day(fmt=ds) -%}{{ fmt }}{%- endmacro %}{{ day() }}", "2026-03-01"),
+        ("{% with d = ds_nodash %}{{ d }}{% endwith %}", "20260301"),
+        ("{% raw %}{{ ds }}{% endraw %} {{ ds }}", "{{ ds }} 2026-03-01"),
+        ("{# Airflow drops a comment: {{ ds }} #}{{ ds }}", "2026-03-01"),
+        ("{% if macros.ds_add(ds, 1) == '2026-03-02' %}next{% endif %}", "next"),
+    ],
+)
+def test_airflow_2_statements_read_airflow_2_dates(
+    tmp_path: Path, template: str, expected: str
+) -> None:
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"old": {"schedule_interval": "@daily", "tasks": {
+            "t": {"operator": "airflow.operators.bash.BashOperator", "bash_command": template},
+        }}}),
+    )  # fmt: skip
+    assert result.complete, _unmapped(result)
+    command = _tasks(result)["t"]["command"]
+    assert render(command, _context(datetime(2026, 3, 2, tzinfo=UTC))) == expected
+
+
+@pytest.mark.parametrize(
+    ("decorator", "major"),
+    [("airflow.decorators.task", 2), ("airflow.sdk.definitions.decorators.task", 3),
+     ("airflow.sdk.task", 3)],
+)  # fmt: skip
+def test_a_taskflow_only_dag_s_airflow_version_comes_from_its_decorators(
+    tmp_path: Path, decorator: str, major: int
+) -> None:
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"flow": {"schedule": "@daily", "start_date": "2026-01-01", "tasks": {
+            "t": {"decorator": decorator, "python_callable": "sample.record", "day": "{{ ds }}"},
+        }}}),
+    )  # fmt: skip
+    document = result.workflows[0].document or {}
+    schedule = document["schedule"]
+    day = render(
+        document["tasks"]["t"]["params"]["day"], _context(datetime(2026, 3, 2, tzinfo=UTC))
+    )
+    if major == 2:  # catchup by default, the first run at the end of start_date's interval
+        assert (schedule.get("catchup"), schedule["start"], day) == (
+            True, "2026-01-02T00:00:00", "2026-03-01"
+        )  # fmt: skip
+    else:
+        assert (schedule.get("catchup"), schedule["start"], day) == (
+            None, "2026-01-01T00:00:00", "2026-03-02"
+        )  # fmt: skip
+    (said,) = [n.message for n in result.all_notes() if "assumed" in n.message]
+    assert f"Airflow {major} assumed" in said
+    assert decorator in said
+
+
+def test_the_corpus_taskflow_pair_reads_as_airflow_2_and_3() -> None:
+    corpora = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "dag-factory"
+    if not corpora.is_dir():
+        corpora = Path("/work/shared/corpora/dag-factory")
+    if not corpora.is_dir():
+        pytest.skip("the corpora are not beside the checkout")
+    old = import_file(corpora / "airflow2" / "example_taskflow.yml")
+    new = import_file(corpora / "airflow3" / "example_taskflow.yml")
+    assert "Airflow 2 assumed" in _messages(old)
+    assert "Airflow 2 dates" in _messages(old)
+    # the Airflow 3 twin uses airflow.sdk (and airflow.decorators for two tasks): Airflow 3
+    assert "Airflow 3 assumed" in _messages(new)
+    assert "Airflow 2 dates" not in _messages(new)
+
+
+@pytest.mark.parametrize(
+    ("dag", "where"),
+    [
+        ({"tasks": {"extract": {"operator": BASH, "bash_command": "true"},
+                    "load": {"operator": BASH, "bash_command": "true",
+                             "dependencies": ["extarct"]}}}, "task 'load'"),
+        ({"task_groups": {"g": {"dependencies": ["nogroup"]}},
+          "tasks": {"load": {"operator": BASH, "bash_command": "true",
+                             "task_group_name": "g"}}}, "task group 'g'"),
+    ],
+)  # fmt: skip
+def test_a_dependency_on_an_unknown_task_or_group_is_refused(
+    tmp_path: Path, dag: dict[str, Any], where: str
+) -> None:
+    path = tmp_path / "dags.yml"
+    path.write_text(yaml.safe_dump({"etl_daily": dag}))
+    with pytest.raises(InvalidInput) as caught:
+        import_file(path, "dag-factory")
+    message = str(caught.value)
+    assert "etl_daily" in message
+    assert where in message
+    assert ("'extarct'" if "load'" in where else "'nogroup'") in message
+
+
+def test_the_cli_refuses_a_dag_file_dag_factory_refuses_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "dags.yml"
+    path.write_text(yaml.safe_dump({"etl_daily": {"tasks": {
+        "extract": {"operator": BASH, "bash_command": "true"},
+        "load": {"operator": BASH, "bash_command": "true", "dependencies": ["extarct"]},
+    }}}))  # fmt: skip
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["import", str(path), "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "etl_daily" in result.output
+    assert "'extarct'" in result.output
+    assert not out.exists()
+
+
+def test_a_defaults_file_that_does_not_parse_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "defaults.yml").write_text("default_args:\n  retries: [1\n")
+    path = tmp_path / "dags.yml"
+    path.write_text(
+        yaml.safe_dump({"x": {"tasks": {"t": {"operator": BASH, "bash_command": "true"}}}})
+    )
+    with pytest.raises(InvalidInput) as caught:
+        import_file(path, "dag-factory")
+    assert "defaults.yml" in str(caught.value)
+    assert "line" in str(caught.value)  # the parser's problem, where it is
+    (tmp_path / "defaults.yml").write_text("- a list\n")
+    with pytest.raises(InvalidInput, match=r"defaults\.yml.*not a mapping"):
+        import_file(path, "dag-factory")
+
+
+def test_dag_and_default_args_keys_left_out_are_noted_and_dagrun_timeout_is_the_sla(
+    tmp_path: Path,
+) -> None:
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {
+            "dagrun_timeout_sec": 3600,
+            "on_failure_callback_name": "notify", "on_failure_callback_file": "/dags/cb.py",
+            "template_searchpath": ["/dags/sql"],
+            "jinja_environment_kwargs": {"trim_blocks": True},
+            "default_args": {"owner": "me", "on_retry_callback": "cb.retried",
+                             "executor_config": {"k": 1}, "depends_on_past": True},
+            "tasks": {"t": {"operator": BASH, "bash_command": "true"}},
+        }, "y": {
+            "dagrun_timeout": {"__type__": "datetime.timedelta", "hours": 2},
+            "tasks": {"t": {"operator": BASH, "bash_command": "true"}},
+        }}),
+    )  # fmt: skip
+    x, y = (w.document or {} for w in result.workflows)
+    assert (x["sla"], y["sla"]) == ("3600s", "7200s")
+    notes = [n for n in result.all_notes() if n.severity == "unmapped" and n.workflow == "x"]
+    fields = {n.field for n in notes}
+    for key in ("on_failure_callback_name", "on_failure_callback_file", "template_searchpath",
+                "jinja_environment_kwargs", "default_args.owner", "default_args.on_retry_callback",
+                "default_args.executor_config", "default_args.depends_on_past"):  # fmt: skip
+        assert key in fields, key
+    (sla,) = [n.message for n in notes if n.field == "dagrun_timeout_sec"]
+    assert "sla" in sla
+    assert "does not fail the run" in sla
+    assert not [n for n in notes if n.task]  # default_args are noted once, at the DAG
+
+
+def test_default_args_are_no_taskflow_arguments_and_fail_stop_stops_the_run(
+    tmp_path: Path,
+) -> None:
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {
+            "fail_stop": True,
+            "params": {"region": "eu", "size": 1},
+            "default_args": {"executor_config": {"k": 1}, "params": {"size": 2}},
+            "task_groups": {"g": {"default_args": {"queue": "fast"}}},
+            "tasks": {
+                "t": {"decorator": "airflow.decorators.task", "python_callable": "s.f", "n": 1},
+                "u": {"operator": BASH, "bash_command": "true", "task_group_name": "g"},
+                "v": {"operator": BASH, "bash_command": "true", "task_group_name": "g"},
+            },
+        }}),
+    )  # fmt: skip
+    document = result.workflows[0].document or {}
+    assert document["on_failure"] == "stop"
+    assert document["params"] == {"region": "eu", "size": 2}  # default_args' params win
+    assert document["tasks"]["t"]["params"] == {"n": 1}  # not executor_config
+    unmapped = [n for n in result.all_notes() if n.severity == "unmapped"]
+    assert [n.field for n in unmapped if "queue" in n.message] == [
+        "task_groups.g.default_args.queue"
+    ]
+    assert [n.field for n in unmapped if "executor_config" in n.message] == [
+        "default_args.executor_config"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("retries", "expected", "severity"),
+    [("3", 3, "changed"), (" 2 ", 2, "changed"), (2.0, 2, "changed"), ("three", 0, "unmapped")],
+)
+def test_retries_written_as_text_read_as_airflow_reads_them(
+    tmp_path: Path, retries: Any, expected: int, severity: str
+) -> None:
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"default_args": {"retries": retries},
+                              "tasks": {"t": {"operator": BASH, "bash_command": "true",
+                                              "retries": retries}}}}),
+    )  # fmt: skip
+    spec = parse_workflow(result.workflows[0].document or {}).workflow
+    assert spec.retries("t") == expected
+    assert repr(retries) in _messages(result, severity)
+
+
+def test_every_renamed_task_is_noted(tmp_path: Path) -> None:
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {
+            "task_groups": {"g": {}},
+            "tasks": {
+                "wait_for_producer_task:": {"operator": BASH, "bash_command": "true"},
+                "a b": {"operator": BASH, "bash_command": "true"},
+                "a_b": {"operator": BASH, "bash_command": "true"},
+                "kept": {"operator": BASH, "bash_command": "true"},
+                "inside": {"operator": BASH, "bash_command": "true", "task_group_name": "g"},
+            },
+        }}),
+    )  # fmt: skip
+    assert set(_tasks(result)) == {"wait_for_producer_task", "a_b", "a_b_2", "kept", "g__inside"}
+    renames = {n.task: n.message for n in result.all_notes() if "is named" in n.message and n.task}
+    assert set(renames) == {"wait_for_producer_task", "a_b", "a_b_2", "g__inside"}
+    assert "'wait_for_producer_task:'" in renames["wait_for_producer_task"]
+    assert "'g.inside'" in renames["g__inside"]  # Airflow's id of a task in a group

@@ -9,6 +9,8 @@ Formats: DolphinScheduler export JSON (1.x ``processDefinitionJson``; 3.0-3.2
 from __future__ import annotations
 
 import json
+import stat
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -26,8 +28,15 @@ from stratoflow.importers._dolphinscheduler import (
     is_export,
     read_export,
 )
-from stratoflow.importers._pydolphin import is_pydolphin, read_pydolphin
+from stratoflow.importers._pydolphin import (
+    _FILE,
+    _WORKFLOW,
+    MAX_INCLUDED_BYTES,
+    is_pydolphin,
+    read_pydolphin,
+)
 from stratoflow.importers._report import FileImport, ImportedWorkflow, Note, Notes
+from stratoflow.importers._sizes import least_text
 from stratoflow.model import MAX_DOCUMENT_BYTES, MAX_TASKS, parse_workflow
 from stratoflow.model._loader import load_yaml
 
@@ -126,6 +135,7 @@ def _convert(
         workflows = [convert(flow, unmapped, table) for flow in flows]
     elif source in (None, "dolphinscheduler") and is_pydolphin(data):
         fmt = "pydolphinscheduler-yaml"
+        _includes_bounded(file, data)
         reading = Notes()
         flow = read_pydolphin(data, file, reading)
         _bounded(file, 1, len(flow.tasks))
@@ -155,7 +165,7 @@ def _convert(
             "dag-factory": "dag-factory YAML (DAG ids mapping to configurations with tasks)",
         }[source]
         raise _bad(file, f"no workflow found: expected {expected}")
-    return FileImport(str(file), fmt, tuple(_validated(w) for w in workflows))
+    return FileImport(str(file), fmt, tuple(_validated(w, file.name) for w in workflows))
 
 
 MAX_WORKFLOWS = 1_000
@@ -169,13 +179,103 @@ def _bounded(file: Path, workflows: int, tasks: int) -> None:
         raise _bad(file, f"a workflow with {tasks:,} tasks; at most {MAX_TASKS:,}")
 
 
-def _validated(workflow: ImportedWorkflow) -> ImportedWorkflow:
-    """Check the document with Stratoflow's own loader; one it refuses is not written."""
+MAX_INCLUDES = 1_000
+"""The most ``$FILE{}`` and ``$WORKFLOW{}`` includes one pydolphinscheduler file may hold."""
+MAX_INCLUDED_TOTAL = MAX_DOCUMENT_BYTES
+"""The most bytes a pydolphinscheduler file's ``$FILE{}`` includes may hold in all: their
+text goes into the workflow, whose file holds at most this."""
+MAX_WORKFLOW_READS = 8 * MAX_DOCUMENT_BYTES
+"""The most bytes its ``$WORKFLOW{}`` includes may hold in all (each is read and parsed)."""
+
+
+def _includes_bounded(file: Path, data: dict[str, Any]) -> None:
+    """Refuse a pydolphinscheduler file whose ``$FILE{}`` / ``$WORKFLOW{}`` includes are too
+    many or too big in all, before any is read: 50 includes of a 1 MiB file made a 52 MB
+    workflow file. Each counts what reading it costs (a file over ``MAX_INCLUDED_BYTES`` is
+    read that far, then reported, not included); one that is not a regular file (a FIFO, a
+    device, which a read could wait on forever) is refused."""
+    count = 0
+    spent = {"$FILE": 0, "$WORKFLOW": 0}
+    budget = {"$FILE": MAX_INCLUDED_TOTAL, "$WORKFLOW": MAX_WORKFLOW_READS}
+    for text in _strings([data.get("workflow"), data.get("tasks")]):
+        for token, pattern in (("$FILE", _FILE), ("$WORKFLOW", _WORKFLOW)):
+            for match in pattern.finditer(text):
+                count += 1
+                if count > MAX_INCLUDES:
+                    raise _bad(
+                        file, f"more than {MAX_INCLUDES:,} $FILE{{}} / $WORKFLOW{{}} includes"
+                    )
+                spent[token] += _read_cost(file, token, match.group(1))
+                if spent[token] > budget[token]:
+                    raise _bad(
+                        file,
+                        f"its {token}{{}} includes hold over {budget[token]:,} bytes in all "
+                        f"(each included file counts each time it is named): at most "
+                        f"{budget[token]:,}, as a workflow file holds",
+                    )
+
+
+def _read_cost(file: Path, token: str, name: str) -> int:
+    try:
+        status = (file.parent / name).stat()
+    except (OSError, ValueError):
+        return 0  # unreadable: the import reports it
+    if stat.S_ISDIR(status.st_mode):
+        return 0
+    if not stat.S_ISREG(status.st_mode):
+        raise _bad(file, f"{token}{{{name!r}}} is not a regular file")
+    return min(status.st_size, MAX_INCLUDED_BYTES + 1)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string value inside ``value`` (not the keys), however deep."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _too_big(workflow: ImportedWorkflow, source: str) -> Note | None:
+    """Why the workflow's file would be refused by ``validate`` and ``apply`` (over the
+    document limit they check first), or None. The cheap lower bound decides first, so a
+    document of 50 MB is not written out as YAML to learn it."""
+    assert workflow.document is not None
+    least = least_text(workflow.document)
+    if least > MAX_DOCUMENT_BYTES:
+        said = f"at least {least:,}"
+    else:
+        size = len(to_yaml(workflow, source).encode())
+        if size <= MAX_DOCUMENT_BYTES:
+            return None
+        said = f"{size:,}"
+    return Note(
+        "unmapped",
+        f"the file of workflow {workflow.name!r} would be {said} bytes of YAML, over the "
+        f"{MAX_DOCUMENT_BYTES:,} bytes `stratoflow validate` and `apply` take: it is not "
+        "written",
+        workflow.name,
+    )
+
+
+def _validated(workflow: ImportedWorkflow, source: str) -> ImportedWorkflow:
+    """Check the document with Stratoflow's own loader; one it refuses is not written. Its
+    size is checked first: validating a document that is too big anyway was most of the
+    work (27 s for a 4 MB one)."""
     if workflow.document is None:
         note = Note(
             "unmapped", "no task could be written: the workflow is not written", workflow.name
         )
         return ImportedWorkflow(workflow.name, workflow.source_name, None, (*workflow.notes, note))
+    refused = _too_big(workflow, source)
+    if refused is not None:
+        return ImportedWorkflow(
+            workflow.name, workflow.source_name, None, (*workflow.notes, refused)
+        )
     document, notes = workflow.document, workflow.notes
     try:
         parse_workflow(document, now=datetime.now(UTC))
@@ -184,7 +284,8 @@ def _validated(workflow: ImportedWorkflow) -> ImportedWorkflow:
             document = {k: v for k, v in document.items() if k != "schedule"}
             note = Note("unmapped", f"schedule left out: {exc}", workflow.name, field="schedule")
             return _validated(
-                ImportedWorkflow(workflow.name, workflow.source_name, document, (*notes, note))
+                ImportedWorkflow(workflow.name, workflow.source_name, document, (*notes, note)),
+                source,
             )
         note = Note(
             "unmapped",
@@ -223,6 +324,12 @@ def distinct_names(results: list[FileImport]) -> list[FileImport]:
                 renamed = ImportedWorkflow(
                     name, workflow.source_name, {**document, "name": name}, (*workflow.notes, note)
                 )
+                # the longer name may take the file over the limit
+                refused = _too_big(renamed, Path(result.path).name)
+                if refused is not None:
+                    renamed = ImportedWorkflow(
+                        name, workflow.source_name, None, (*renamed.notes, refused)
+                    )
                 workflows.append(renamed)
                 continue
             workflows.append(workflow)

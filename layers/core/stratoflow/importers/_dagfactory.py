@@ -14,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from stratoflow.errors import InvalidInput
+from stratoflow.errors import InvalidInput, Problem
 from stratoflow.importers._build import (
     Unmapped,
     clamped_priority,
@@ -26,11 +28,25 @@ from stratoflow.importers._build import (
     unmapped_task,
 )
 from stratoflow.importers._cron import airflow_schedule, interval_before
+from stratoflow.importers._dagfactory_args import (
+    READ_ARG_KEYS,
+    READ_DAG_KEYS,
+    SETTING_KEYS,
+    Settings,
+    Where,
+    left_out,
+    read_level,
+    seconds,
+    task_settings,
+    why_left_out,
+    workflow_defaults,
+)
 from stratoflow.importers._dolphinscheduler import number
 from stratoflow.importers._names import output_ref, param_ref, task_id, unique, workflow_name
 from stratoflow.importers._report import ImportedWorkflow, Notes
-from stratoflow.importers._timeexpr import AirflowDates, rewrite_airflow
-from stratoflow.model import CATCHUP_MAX_ACTIVE_RUNS, TriggerRule
+from stratoflow.importers._sizes import least_text
+from stratoflow.importers._timeexpr import AirflowDates, escape_literal, rewrite_airflow
+from stratoflow.model import CATCHUP_MAX_ACTIVE_RUNS, MAX_DOCUMENT_BYTES
 from stratoflow.model._dag import _walk_strings
 from stratoflow.model._loader import load_yaml
 from stratoflow.model._workflow import MAX_POOL_SLOTS
@@ -42,16 +58,6 @@ from stratoflow.templating import (
 )
 
 GROUP_SEPARATOR = "__"
-MAX_SECONDS = 365 * 86400  # the longest duration the format takes
-_DAG_ONLY = {"tasks", "task_groups", "default_args"}
-_REPORTED_DAG_KEYS = {
-    "tags": "tags", "owner": "owner", "doc_md": "documentation", "dagrun_timeout": "run timeout",
-    "on_failure_callback": "callback", "on_success_callback": "callback",
-    "sla_miss_callback": "callback", "user_defined_macros": "macros",
-    "user_defined_filters": "filters", "access_control": "access control",
-    "is_paused_upon_creation": "paused on creation", "max_consecutive_failed_dag_runs": "limit",
-}  # fmt: skip
-_QUIET_DAG_KEYS = {"render_template_as_native_obj", "timezone", "dag_id"}
 
 
 def is_dag_factory(data: Any) -> bool:
@@ -79,33 +85,91 @@ def _merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
 
 
 def defaults_beside(path: Path) -> dict[str, Any]:
+    """The ``defaults.yml`` (or ``defaults.yaml``) beside ``path``, which dag-factory merges
+    into every DAG of the folder; {} when there is none. One that does not load is refused,
+    naming it and why: dag-factory loads none of the DAGs beside it then."""
     for name in ("defaults.yml", "defaults.yaml"):
         candidate = path.parent / name
         if candidate.is_file() and candidate.resolve() != path.resolve():
-            try:
-                data = load_yaml(candidate.read_text(encoding="utf-8")[: 1 << 20])[0]
-            except (OSError, UnicodeDecodeError, InvalidInput):
-                return {}
-            return data if isinstance(data, dict) else {}
+            return _defaults_file(candidate, path)
     return {}
 
 
+def _defaults_file(path: Path, dags: Path) -> dict[str, Any]:
+    why = f"dag-factory loads none of the DAGs beside it, {dags.name}'s among them, until it loads"
+
+    def refused(message: str, line: int | None = None) -> InvalidInput:
+        return InvalidInput([Problem("defaults", f"{message} ({why})", line)], source=str(path))
+
+    try:
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_DOCUMENT_BYTES + 1)
+    except OSError as exc:
+        raise refused(f"cannot read it: {exc.strerror}") from None
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise refused(f"over {MAX_DOCUMENT_BYTES:,} bytes")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise refused(f"not UTF-8 (byte {exc.start})") from None
+    try:
+        data = load_yaml(text, source=str(path))[0]
+    except InvalidInput as exc:
+        first = exc.problems[0]
+        raise refused(first.message, first.line) from None
+    if not isinstance(data, dict):
+        raise refused(f"it is not a mapping of settings but {type(data).__name__}")
+    return data
+
+
 def read_dag_factory(data: dict[str, Any], path: Path, mode: Unmapped) -> list[ImportedWorkflow]:
+    """The DAGs of a dag-factory file. Raises :class:`InvalidInput` for what dag-factory
+    refuses to load: a ``defaults.yml`` beside it that does not load, a dependency on a task
+    or group the DAG does not have."""
     base = _merge(defaults_beside(path), data.get("default") or {})
     out = []
     taken: set[str] = set()
     for dag_id, config in data.items():
         if dag_id == "default" or not isinstance(config, dict) or "tasks" not in config:
             continue
-        out.append(_dag(str(dag_id), _merge(base, config), mode, taken))
+        try:
+            out.append(_dag(str(dag_id), _merge(base, config), mode, taken))
+        except InvalidInput as exc:
+            raise InvalidInput(exc.problems, source=str(path)) from None
     return out
 
 
-def _airflow2(config: dict[str, Any]) -> bool:
+# the import paths of Airflow 3's Task SDK, which Airflow 2 does not have; and those of
+# Airflow 2 that Airflow 3 moved (to airflow.sdk and the standard provider)
+_AIRFLOW3_PATHS = ("airflow.sdk.",)
+_AIRFLOW2_PATHS = ("airflow.operators.", "airflow.sensors.", "airflow.decorators.")
+
+
+def _airflow_major(config: dict[str, Any]) -> tuple[int, str]:
+    """The Airflow major version a DAG is written for, and why it is taken to be: Airflow 2
+    for ``schedule_interval`` (Airflow 3 has none); Airflow 3 for an operator or decorator of
+    ``airflow.sdk`` (Airflow 2 has none); Airflow 2 for one of Airflow 2's own paths
+    (``airflow.operators``, ``airflow.sensors``, ``airflow.decorators``; Airflow 3 keeps
+    them only as deprecated aliases); otherwise Airflow 3."""
+    paths = [
+        (kind, str(t[kind]))
+        for t in _task_list(config.get("tasks"))
+        for kind in ("operator", "decorator")
+        if t.get(kind)
+    ]
+    new = next(((k, p) for k, p in paths if p.startswith(_AIRFLOW3_PATHS)), None)
+    old = next(((k, p) for k, p in paths if p.startswith(_AIRFLOW2_PATHS)), None)
     if "schedule_interval" in config:
-        return True
-    operators = [str(t.get("operator", "")) for t in _task_list(config.get("tasks"))]
-    return any(o.startswith(("airflow.operators.", "airflow.sensors.")) for o in operators)
+        also = f"; its {new[0]} {new[1]!r} is Airflow 3's" if new else ""
+        return 2, f"it sets schedule_interval, which Airflow 3 does not have{also}"
+    if new:
+        return 3, f"its {new[0]} {new[1]!r} is of Airflow 3's Task SDK"
+    if old:
+        return 2, f"its {old[0]} {old[1]!r} is Airflow 2's path"
+    return 3, (
+        "no Airflow 2 name in it (schedule_interval, airflow.operators, airflow.sensors, "
+        "airflow.decorators)"
+    )
 
 
 def _wall_time(text: str) -> tuple[str, str | None]:
@@ -131,6 +195,10 @@ def _later(text: str, shift: tuple[int, int]) -> str:
     return (when - timedelta(days=shift[0], minutes=shift[1])).isoformat()
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {}
+
+
 def _task_list(tasks: Any) -> list[dict[str, Any]]:
     if isinstance(tasks, dict):
         return [
@@ -149,18 +217,6 @@ def _groups(groups: Any) -> dict[str, dict[str, Any]]:
     }
 
 
-def _seconds(value: Any) -> int | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return int(value) if 0 <= value <= MAX_SECONDS else None
-    if isinstance(value, dict) and str(value.get("__type__", "")).endswith("timedelta"):
-        units = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
-        total = sum(number(value.get(k, 0)) * v for k, v in units.items())
-        return int(total) if 0 <= total <= MAX_SECONDS else None
-    return None
-
-
 def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -> ImportedWorkflow:
     name = unique(workflow_name(dag_id), taken)
     notes = Notes(workflow=name)
@@ -170,7 +226,8 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
     args = dict(config.get("default_args") or {})
     if config.get("description"):
         doc["description"] = str(config["description"])
-    airflow2 = _airflow2(config)
+    major, why = _airflow_major(config)
+    airflow2 = major == 2
     # dag-factory reads a DAG's start_date in the DAG's timezone and default_args' in
     # default_args.timezone (UTC by default), and Airflow schedules a DAG in the zone of
     # the start_date it uses
@@ -215,6 +272,16 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
                 notes.unmapped(  # the value as written, not as rewritten above
                     f"{key}_date {str(value)!r} (relative) has no equivalent", field="schedule"
                 )
+        notes.changed(
+            f"Airflow {major} assumed: {why}. "
+            + (
+                "A run's ds is the start of the interval before its fire time, and catchup "
+                "defaults to true"
+                if airflow2
+                else "A run's ds is its fire time's date, and catchup defaults to false"
+            ),
+            field="schedule",
+        )
         if "catchup" in config:
             schedule["catchup"] = bool(config["catchup"])
         elif airflow2:  # Airflow 2's catchup_by_default is True (Airflow 3's is False)
@@ -233,20 +300,11 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
     for key in ("max_active_tasks", "concurrency"):
         if isinstance(config.get(key), int) and config[key] > 0:
             doc["concurrency"] = config[key]
-    params = _params(config.get("params"))
-    for key, what in _REPORTED_DAG_KEYS.items():
-        if config.get(key):
-            notes.unmapped(f"{key} ({what}) has no equivalent", field=key)
-    defaults = _retry_settings(args, notes, None)
-    if defaults:
-        doc["defaults"] = defaults
-    for key in ("weight_rule", "email", "email_on_failure", "email_on_retry",
-                "depends_on_past", "sla", "on_failure_callback", "queue"):  # fmt: skip
-        if args.get(key):
-            notes.unmapped(
-                f"default_args.{key} {_WHY.get(key, 'is not in this version')}",
-                field=f"default_args.{key}",
-            )
+    _run_limits(config, doc, notes)
+    # Airflow merges default_args' params over the DAG's
+    params = _params({**_mapping(config.get("params")), **_mapping(args.get("params"))})
+    left_out(notes, config, READ_DAG_KEYS)
+    dag_level = read_level(args, Where("default_args.", dag=True), notes)
 
     groups = _groups(config.get("task_groups"))
     raw_tasks = _task_list(config.get("tasks"))
@@ -258,15 +316,42 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
             group = groups[group].get("parent_group_name")
         return path
 
+    group_levels = {
+        g: read_level(
+            _mapping(conf.get("default_args")), Where(f"task group {g!r}: default_args."), notes
+        )
+        for g, conf in groups.items()
+    }
     ids: dict[str, str] = {}
     members: dict[str, list[str]] = {g: [] for g in groups}
     task_taken: set[str] = set()
+    # each task's retries, delays, timeout and trigger rule: the DAG's default_args, then its
+    # groups' (outer to inner), then its own, as Airflow merges them
+    settings: dict[str, Settings] = {}
     for raw in raw_tasks:
         original = str(raw.get("task_id"))
         path = group_path(raw.get("task_group_name"))
-        ids[original] = unique(task_id(GROUP_SEPARATOR.join([*path, original])), task_taken)
+        tid = ids[original] = unique(task_id(GROUP_SEPARATOR.join([*path, original])), task_taken)
+        if tid != original:
+            # Airflow's id of a grouped task is prefixed with its groups' ids (those that
+            # prefix their tasks')
+            prefixes = [g for g in path if groups[g].get("prefix_group_id", True) is not False]
+            airflow_id = ".".join([*prefixes, original])
+            notes.changed(
+                f"task {airflow_id!r} is named {tid!r} (Stratoflow task ids: letters, digits, "
+                f"_ and -; a task group's tasks are prefixed with its path and "
+                f"{GROUP_SEPARATOR!r}; a name taken already gets _2, _3...)",
+                task=tid,
+            )
         for g in path:
             members[g].append(ids[original])
+        own = read_level(raw, Where("", task=tid), notes)
+        settings[tid] = Settings.merged(dag_level, *(group_levels[g] for g in path), own)
+    written = workflow_defaults(
+        Settings.merged(dag_level), dag_level, list(settings.values()), notes
+    )
+    if written.defaults:
+        doc["defaults"] = written.defaults
 
     # the tasks ti.xcom_pull(task_ids='<id>') can name: those outside a group (a grouped
     # task's Airflow id is prefixed with its group's)
@@ -278,53 +363,62 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
     tasks: dict[str, dict[str, Any]] = {}
     renamed: set[str] = set()  # pool names already reported as renamed
     deferred: list[tuple[str, str, str, dict[str, Any]]] = []
+    # the keys of default_args (the DAG's, each group's) some task's operator reads
+    used_args: set[str] = set()
+    used_group_args: dict[str, set[str]] = {g: set() for g in groups}
+    budget = _Budget()  # the text of the tasks kept so far
     for raw in raw_tasks:
         tid = ids[str(raw.get("task_id"))]
         group_args: dict[str, Any] = {}
         for g in group_path(raw.get("task_group_name")):
-            group_args.update(groups[g].get("default_args") or {})
+            group_args.update(_mapping(groups[g].get("default_args")))
         merged = {**args, **group_args, **raw}
-        body, reason, reads = _operator(merged, tid, notes, dates, params, outputs, ids)
-        deps: list[str] = []
-        for dep in raw.get("dependencies") or []:
-            deps += _resolve(str(dep), ids, members)
+        body, reason, reads, used = _operator(
+            merged, set(raw), budget, tid, notes, dates, params, outputs, ids
+        )
+        used_args |= used
+        for g in group_path(raw.get("task_group_name")):
+            used_group_args[g] |= used
+        where = f"tasks.{raw.get('task_id')}"
+        what = f"task {raw.get('task_id')!r}"
+        deps = _depends(raw.get("dependencies"), dag_id, where, what, ids, members)
         deps += reads  # a task reading another's return value runs after it, as in Airflow
         if deps:
             body["depends_on"] = list(dict.fromkeys(deps))
-        body.update(_retry_settings(raw, notes, tid))
-        if raw.get("trigger_rule"):
-            rule = str(raw["trigger_rule"])
-            if rule in {r.value for r in TriggerRule}:
-                body["trigger_rule"] = rule
-            else:
-                notes.unmapped(f"trigger rule {rule!r} has no equivalent: all_success", task=tid)
+        body.update(task_settings(settings[tid], written, notes, tid))
         _pool_settings(merged, tid, body, notes, renamed)
-        for key in ("weight_rule", "depends_on_past", "sla", "outlets", "inlets",
-                    "on_failure_callback", "on_success_callback", "queue"):  # fmt: skip
-            if raw.get(key) or group_args.get(key):
-                notes.unmapped(f"{key} {_WHY.get(key, 'is not in this version')}", task=tid)
         tasks[tid] = body
         if reason:
             kind = raw.get("operator") or raw.get("decorator")
             deferred.append((tid, str(kind), reason, raw))
     for group, conf in groups.items():
-        deps = [
-            d for dep in conf.get("dependencies") or [] for d in _resolve(str(dep), ids, members)
-        ]
+        where, what = f"task_groups.{group}", f"task group {group!r}"
+        deps = _depends(conf.get("dependencies"), dag_id, where, what, ids, members)
         inside = set(members[group])
         for member in members[group]:
             if not any(d in inside for d in tasks[member].get("depends_on", [])):
                 merged = tasks[member].get("depends_on", []) + [d for d in deps if d not in inside]
                 if merged:
                     tasks[member]["depends_on"] = list(dict.fromkeys(merged))
+        left_out(
+            notes,
+            _mapping(conf.get("default_args")),
+            READ_ARG_KEYS | used_group_args[group],
+            prefix=f"task group {group!r}: default_args.",
+            field_prefix=f"task_groups.{group}.default_args.",
+        )
         for key in ("group_name", "tooltip", "prefix_group_id", "ui_color", "ui_fgcolor",
                     "parent_group_name", "dependencies", "default_args"):  # fmt: skip
             conf.pop(key, None)
         if conf:
             notes.unmapped(f"task group {group!r}: {', '.join(map(str, conf))} not mapped")
+    # a default_args key no task's operator reads, and not read for every task, is left out
+    left_out(notes, args, READ_ARG_KEYS | used_args, "default_args.", "default_args.")
     for tid, operator, reason, raw in deferred:
         unmapped_task(tasks, tid, operator.rsplit(".", 1)[-1], tid, reason, raw, mode, notes)
-    if mode == "report":  # a task reading the outputs of a task left out cannot validate
+    if mode == "report" and budget.spent <= MAX_DOCUMENT_BYTES:
+        # a task reading the outputs of a task left out cannot validate (a workflow too big
+        # to write is not: importers._validated says so)
         originals = {ids[str(raw.get("task_id"))]: raw for raw in raw_tasks}
         _leave_out_readers(tasks, {t for t, _, _, _ in deferred}, originals, notes)
     if params:
@@ -372,10 +466,31 @@ def _reads(text: str) -> set[str]:
     return set()
 
 
-_WHY = {
-    "weight_rule": "is not mapped: a Stratoflow task's priority is its own (plus its "
-    "workflow's), never summed over its downstream or upstream tasks",
-}
+def _run_limits(config: dict[str, Any], doc: dict[str, Any], notes: Notes) -> None:
+    """dagrun_timeout as the workflow's sla (which alerts, where Airflow fails the run), and
+    fail_stop (Airflow 3: fail_fast) as on_failure: stop."""
+    key = next((k for k in ("dagrun_timeout_sec", "dagrun_timeout") if config.get(k)), None)
+    if key is not None:
+        timeout = seconds(config[key])
+        if timeout:
+            doc["sla"] = f"{timeout}s"
+            notes.unmapped(
+                f"{key} {timeout}s is the workflow's sla: a run unfinished that long after it "
+                "started raises sla_miss (alerts: [{on: [sla_miss], group: G}] to hear of "
+                "it), but Stratoflow does not fail the run or stop its tasks then, as "
+                "Airflow's dagrun_timeout does: stop such a run by hand",
+                field=key,
+            )
+        else:
+            notes.unmapped(f"{key} {config[key]!r} is not a duration: left out", field=key)
+    stop = next((k for k in ("fail_stop", "fail_fast") if config.get(k)), None)
+    if stop is not None:
+        doc["on_failure"] = "stop"
+        notes.changed(
+            f"{stop}: on_failure: stop: a failed task stops the run (its running tasks end "
+            "stopped, where Airflow marks them failed)",
+            field=stop,
+        )
 
 
 # Airflow's [core] max_active_runs_per_dag default, the one a workflow that catches up gets
@@ -438,12 +553,79 @@ def _pool_settings(
             body["priority"] = priority
 
 
+def _depends(
+    written: Any,
+    dag_id: str,
+    where: str,
+    what: str,
+    ids: dict[str, str],
+    members: dict[str, list[str]],
+) -> list[str]:
+    """A task's or group's ``dependencies``: the tasks it waits for. A name that is no task
+    or group of the DAG is refused, as dag-factory refuses it (its lookup fails)."""
+    if written is None:
+        return []
+    if not isinstance(written, list):
+        raise InvalidInput(
+            [Problem(f"{dag_id}.{where}.dependencies", f"DAG {dag_id!r}: {what}'s dependencies "
+                     f"{written!r} are not a list of task and group names")]
+        )  # fmt: skip
+    out: list[str] = []
+    for dep in written:
+        name = str(dep)
+        if name not in ids and name not in members:
+            raise InvalidInput(
+                [Problem(f"{dag_id}.{where}.dependencies", f"DAG {dag_id!r}: {what} depends on "
+                         f"{name!r}, which is no task or task group of the DAG (dag-factory "
+                         "refuses the DAG)")]
+            )  # fmt: skip
+        out += _resolve(name, ids, members)
+    return out
+
+
 def _resolve(name: str, ids: dict[str, str], members: dict[str, list[str]]) -> list[str]:
     """A dependency name: a task's id, or every task of a group (with all_success the same as
     its last tasks: they succeed only after the rest did)."""
     if name in ids:
         return [ids[name]]
     return list(members.get(name, []))
+
+
+def _rendered(value: Any, text: Callable[[Any], str]) -> Any:
+    """A value Airflow renders (a template field): its strings, however deep, rewritten."""
+    if isinstance(value, str):
+        return text(value)
+    if isinstance(value, list):
+        return [_rendered(v, text) for v in value]
+    if isinstance(value, dict):
+        return {k: _rendered(v, text) for k, v in value.items()}
+    return value
+
+
+def _argument(value: Any, text: Callable[[Any], str]) -> Any:
+    """A rendered argument as a task param: text, a number or a bool as it is, anything else
+    as JSON text (a python task's params are text or scalars)."""
+    value = _rendered(value, text)
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _literal_params(value: dict[str, Any], notes: Notes, tid: str) -> dict[str, Any]:
+    """A task's Airflow ``params``: Airflow does not render them (apache/airflow#31801), where
+    Stratoflow renders a task's params, so template syntax in them is written to render as
+    the text it is."""
+    out = _params(value)
+    for key, written in out.items():
+        if isinstance(written, str) and escape_literal(written) != written:
+            out[key] = escape_literal(written)
+            notes.changed(
+                f"param {key!r} holds template syntax, which Airflow passes as it is (it does "
+                "not render params): written to render as that text",
+                task=tid,
+                field="params",
+            )
+    return out
 
 
 def _params(value: Any) -> dict[str, Any]:
@@ -456,35 +638,23 @@ def _params(value: Any) -> dict[str, Any]:
     return out
 
 
-def _retry_settings(conf: dict[str, Any], notes: Notes, tid: str | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if isinstance(conf.get("retries"), int) and conf["retries"] >= 0:
-        out["retries"] = min(conf["retries"], 100)
-    delay = _seconds(conf.get("retry_delay_sec", conf.get("retry_delay")))
-    if delay is not None and delay >= 0:
-        out["retry_delay"] = f"{delay}s"
-    if conf.get("retry_exponential_backoff"):
-        out["retry_backoff"] = 2.0
-    most = _seconds(conf.get("max_retry_delay_sec", conf.get("max_retry_delay")))
-    if most:
-        out["max_retry_delay"] = f"{most}s"
-    timeout = _seconds(conf.get("execution_timeout_secs", conf.get("execution_timeout")))
-    if timeout:
-        out["timeout"] = f"{timeout}s"
-    return out
-
-
-_COMMON_KEYS = {
-    "task_id", "operator", "decorator", "dependencies", "task_group_name", "trigger_rule",
-    "retries", "retry_delay", "retry_delay_sec", "retry_exponential_backoff", "max_retry_delay",
-    "max_retry_delay_sec", "execution_timeout", "execution_timeout_secs", "doc_md", "doc",
-    "pool", "pool_slots", "priority_weight", "weight_rule", "depends_on_past", "sla", "outlets", "inlets", "queue",
-    "on_failure_callback", "on_success_callback", "params",
+# the keys of a task the import reads whatever its operator
+_COMMON_KEYS = SETTING_KEYS | {
+    "task_id", "operator", "decorator", "dependencies", "task_group_name", "doc_md", "doc",
+    "pool", "pool_slots", "priority_weight", "params",
 }  # fmt: skip
-# default_args keys a task inherits (reported once, at the DAG, where they are set)
-_DEFAULT_ARG_KEYS = {
-    "owner", "start_date", "end_date", "email", "email_on_failure", "email_on_retry",
-    "schedule", "timezone", "on_retry_callback", "on_execute_callback", "on_skipped_callback",
+# BaseOperator's own arguments (a @task's other keys are its callable's arguments)
+_OPERATOR_ARGS = {
+    "owner", "email", "email_on_retry", "email_on_failure", "start_date", "end_date",
+    "depends_on_past", "ignore_first_depends_on_past", "wait_for_past_depends_before_skipping",
+    "wait_for_downstream", "queue", "sla", "weight_rule", "outlets", "inlets", "resources",
+    "run_as_user", "task_concurrency", "max_active_tis_per_dag", "max_active_tis_per_dagrun",
+    "executor", "executor_config", "do_xcom_push", "task_display_name", "logger_name",
+    "map_index_template", "doc_json", "doc_yaml", "doc_rst", "timezone", "schedule",
+    "templates_dict", "templates_exts", "show_return_value_in_logs",
+    *(f"{c}{s}" for c in ("on_success_callback", "on_failure_callback", "on_retry_callback",
+                           "on_execute_callback", "on_skipped_callback")
+      for s in ("", "_name", "_file")),
 }  # fmt: skip
 _OPERATOR_KEYS = {
     "BashOperator": {"bash_command", "env", "append_env"},
@@ -520,27 +690,44 @@ _SQL_OPERATORS = {"SQLExecuteQueryOperator", "PostgresOperator", "AthenaOperator
                   "RedshiftDataOperator"}  # fmt: skip
 
 
+@dataclass
+class _Budget:
+    """The bytes of text of the tasks kept so far (a lower bound of their YAML's)."""
+
+    spent: int = 0
+
+
 def _operator(
     conf: dict[str, Any],
+    own: set[str],
+    budget: _Budget,
     tid: str,
     notes: Notes,
     dates: AirflowDates,
     params: dict[str, Any],
     outputs: dict[str, str],
     names: dict[str, str],
-) -> tuple[dict[str, Any], str | None, list[str]]:
-    """The task body, or a stand-in and the reason it has no equivalent; and the tasks
+) -> tuple[dict[str, Any], str | None, list[str], set[str]]:
+    """The task body, or a stand-in and the reason it has no equivalent; the tasks
     (Stratoflow ids) whose return values it reads with dag-factory's ``+task``, which it
-    must run after. ``names``: every task of the DAG, dag-factory id -> Stratoflow id."""
+    must run after; and the keys of ``conf`` it read. ``conf``: the task's keys over its
+    groups' and the DAG's default_args; ``own``: the task's own keys (only those are a
+    @task's arguments, and only those are noted here when not read). ``names``: every task
+    of the DAG, dag-factory id -> Stratoflow id."""
     operator = str(conf.get("operator") or conf.get("decorator") or "")
     short = operator.rsplit(".", 1)[-1]
     problems: list[str] = []
     changes: list[str] = []
     taskflow = short == "task" or operator.endswith(".task")
-    reads, read_args = _task_reads(conf, tid, taskflow, names, notes)
+    reads, read_args = _task_reads(
+        {k: v for k, v in conf.items() if k in own}, tid, taskflow, names, notes
+    )
 
     def text(value: Any) -> str:
         return rewrite_airflow(str(value), dates, problems, outputs, changes)
+
+    def argument(value: Any) -> Any:
+        return _argument(value, text)
 
     body: dict[str, Any]
     reason: str | None = None
@@ -565,10 +752,7 @@ def _operator(
         else:
             body, reason = {"type": "shell", "command": "true\n"}, "no python_callable to call"
         if isinstance(conf.get("op_kwargs"), dict):
-            body["params"] = {
-                str(k): v if isinstance(v, (str, int, float, bool)) else json.dumps(v)
-                for k, v in conf["op_kwargs"].items()
-            }
+            body["params"] = {str(k): argument(v) for k, v in conf["op_kwargs"].items()}
             notes.changed("op_kwargs are passed as the task's params", task=tid)
     elif short in ("HttpOperator", "SimpleHttpOperator", "HttpSensor"):
         conn = str(conf.get("http_conn_id") or "http_default")
@@ -593,7 +777,7 @@ def _operator(
             body["headers"] = {str(k): text(v) for k, v in conf["headers"].items()}
         if conf.get("data") is not None:
             data = conf["data"]
-            body["body"] = text(data) if isinstance(data, str) else data
+            body["body"] = _rendered(data, text)
         if short == "HttpSensor":
             notes.unmapped("a sensor pokes until its check passes; this task checks once", task=tid)
     elif short in ("KubernetesPodOperator", "EksPodOperator"):
@@ -626,12 +810,13 @@ def _operator(
                 )
     elif short in ("LambdaInvokeFunctionOperator", "AwsLambdaInvokeFunctionOperator"):
         payload = conf.get("payload") or {}
-        if isinstance(payload, str):
+        if isinstance(payload, str):  # Airflow renders the text, then sends it
             try:
                 payload = json.loads(payload)
             except ValueError:
                 payload = {"payload": payload}
                 notes.changed("a payload that is not JSON is passed as {'payload': text}", task=tid)
+        payload = _rendered(payload, text)
         body = {
             "type": "lambda",
             "function": str(conf.get("function_name", "")),
@@ -671,12 +856,13 @@ def _operator(
     else:
         body = {"type": "shell", "command": "true\n"}
         reason = f"operator {operator or '(none)'} has no equivalent"
-    if isinstance(conf.get("params"), dict) and reason is None:  # the task's params win
-        body.setdefault("params", {}).update(_params(conf["params"]))
-    used = _COMMON_KEYS | _OPERATOR_KEYS.get(short, set())
-    if taskflow:  # TaskFlow: other keys are the arguments
+    # the task's own params win over the DAG's (default_args' are the DAG's, as in Airflow)
+    if "params" in own and isinstance(conf.get("params"), dict) and reason is None:
+        body.setdefault("params", {}).update(_literal_params(conf["params"], notes, tid))
+    used = set(_COMMON_KEYS) | _OPERATOR_KEYS.get(short, set())
+    if taskflow:  # TaskFlow: the task's other keys are the arguments (not default_args')
         for key, value in conf.items():
-            if key in used or key in _DEFAULT_ARG_KEYS:
+            if key in used or key in _OPERATOR_ARGS or key not in own:
                 continue
             if key in read_args:  # a read of an upstream's output, said by _task_reads
                 if read_args[key] is not None:
@@ -686,38 +872,45 @@ def _operator(
                     f"dynamic task mapping ({key}) has no equivalent: the task runs once", task=tid
                 )
             else:
-                body.setdefault("params", {})[key] = (
-                    value if isinstance(value, (str, int, float, bool)) else json.dumps(value)
-                )
+                body.setdefault("params", {})[key] = argument(value)
                 notes.changed(
                     f"argument {key!r} is passed as a task param (the callable gets it by "
                     "name, as text)",
                     task=tid,
                 )
             used = used | {key}
-    for key in conf:
-        if key not in used and key not in _DEFAULT_ARG_KEYS and reason is None:
-            notes.unmapped(f"{short} argument {key!r} is not mapped", task=tid)
+    for key in own:  # (default_args' keys are said once, where they are written)
+        if key not in used and reason is None and conf[key] is not None:
+            why = why_left_out(key)
+            notes.unmapped(
+                f"{short} argument {key!r} is not mapped{f': {why}' if why else ''}", task=tid
+            )
     for problem in problems:
         notes.unmapped(problem, task=tid)
     for change in dict.fromkeys(changes):
         notes.changed(change, task=tid)
-    refused = list(dict.fromkeys(_refused(body))) if reason is None else []
+    # a workflow whose file would be over the size a workflow file may hold is not written
+    # (importers._validated): once the tasks kept so far are over it, the templates of the
+    # rest are not worth parsing (seconds a megabyte)
+    checked = reason is None and budget.spent + least_text(body) <= MAX_DOCUMENT_BYTES
+    refused = list(dict.fromkeys(_refused(body))) if checked else []
     if refused:  # the workflow would not validate: the task stands aside, saying why
         for why in refused:
             notes.unmapped(f"validation refuses this: {why}", task=tid)
         body = dict(_STAND_IN)
         reason = "its templates read names Stratoflow does not have (see this task's notes)"
+    if reason is None:  # (a task with no equivalent may be left out)
+        budget.spent += least_text(body)
     if conf.get("doc_md") or conf.get("doc"):
         body["description"] = str(conf.get("doc_md") or conf.get("doc"))
-    return body, reason, reads
+    return body, reason, reads, used
 
 
 # dag-factory's read of a task's return value (XCom): ``+task``, or ``+task['key']`` for one
 # key of a returned dict (dag-factory's own pattern: dagbuilder._replace_kwargs_values_as_xcom)
 _TASK_READ = re.compile(r"\+(\w+)(?:\[(?:'(.*)'|\"(.*)\")\])?")
 # keys of a task that are not arguments: no +task read is looked for in them
-_NOT_ARGUMENTS = (_COMMON_KEYS - {"params"}) | _DEFAULT_ARG_KEYS
+_NOT_ARGUMENTS = (_COMMON_KEYS - {"params"}) | _OPERATOR_ARGS
 
 
 _Read = tuple[tuple[str, ...], str, str, str | None]
@@ -835,11 +1028,7 @@ def _trigger(
         notes.changed(f"DAG {dag_id!r} is the workflow {workflow_name(dag_id)!r}", task=tid)
     run_conf = conf.get("conf")
     if isinstance(run_conf, dict):
-        body["params"] = {
-            str(k): text(v) if isinstance(v, str) else v if isinstance(v, (int, float, bool))
-            else json.dumps(v)
-            for k, v in run_conf.items()
-        }  # fmt: skip
+        body["params"] = {str(k): _argument(v, text) for k, v in run_conf.items()}
     elif run_conf is not None:
         notes.unmapped(f"conf {run_conf!r} is not a mapping: not passed", task=tid)
     if not conf.get("wait_for_completion"):
@@ -882,10 +1071,10 @@ def _sensor(conf: dict[str, Any], tid: str, notes: Notes) -> tuple[dict[str, Any
         "only when the upstream runs at most daily at that time: check it",
         task=tid,
     )
-    seconds = _seconds(conf.get("poke_interval"))
-    if seconds:
-        body["check_interval"] = f"{min(max(seconds, 5), 86400)}s"
-    timeout = _seconds(conf.get("timeout"))
+    interval = seconds(conf.get("poke_interval"))
+    if interval:
+        body["check_interval"] = f"{min(max(interval, 5), 86400)}s"
+    timeout = seconds(conf.get("timeout"))
     if timeout:
         body["timeout"] = f"{min(timeout, 365 * 86400)}s"
     for key in ("allowed_states", "failed_states", "skipped_states"):
@@ -934,8 +1123,7 @@ def _sql(
     parameters = conf.get("parameters")
     if isinstance(parameters, dict):
         body["parameters"] = {
-            str(k): v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(v)
-            for k, v in parameters.items()
+            str(k): None if v is None else _argument(v, text) for k, v in parameters.items()
         }
     elif parameters:
         notes.unmapped(

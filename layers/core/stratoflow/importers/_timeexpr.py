@@ -275,7 +275,27 @@ def js_condition(text: str, ctx: DsContext, numeric: Callable[[str], bool]) -> s
 
 
 # ------------------------------------------------------------------------- Airflow macros
-_MACRO_BLOCK = re.compile(r"\{\{(.*?)\}\}", re.S)
+# one piece of an Airflow template: a {% raw %} block (kept as it is), a comment (Airflow
+# renders it as nothing; Stratoflow's comments are written {#: ... :#}), an expression or a
+# statement
+_TEMPLATE_PART = re.compile(
+    r"(?P<raw>\{%[-+]?\s*raw\s*[-+]?%\}.*?\{%[-+]?\s*endraw\s*[-+]?%\})"
+    r"|(?P<comment>\{#.*?#\})"
+    r"|\{\{(?P<expr>.*?)\}\}"
+    r"|\{%(?P<stmt>.*?)%\}",
+    re.S,
+)
+_STATEMENT_HEAD = re.compile(r"\s*[-+]?\s*(\w*)")
+# statements whose words are not names read from the context (a filter's name, a template
+# to load): left as written, for validation to judge
+_OPAQUE_STATEMENTS = frozenset({"filter", "import", "from", "include", "extends", "block"})
+# the names a template defines itself: {% set a = ... %} / {% set a %}, {% for k, v in ...
+# %}, {% macro m(a, b=1) %}, {% call(a) ... %}, {% with a = ..., b = ... %}
+_SET_OR_FOR = re.compile(r"\{%[-+]?\s*(?:set|for)\s+([\w\s,()]+?)\s*(?:=|\bin\b|[-+]?%\})")
+_SIGNATURE = re.compile(r"\{%[-+]?\s*(?:macro\s+(\w+)\s*|call\s*)\(([^)]*)\)")
+_WITH = re.compile(r"\{%[-+]?\s*with\s+(.*?)[-+]?%\}", re.S)
+_ASSIGNED = re.compile(r"(\w+)\s*=(?!=)")
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 _DS_ADD = re.compile(r"macros\.ds_add\(\s*ds\s*,\s*(-?[0-9]{1,6})\s*\)")
 # Airflow names that are datetimes (their methods and attributes: .strftime(), .year, ...),
 # where Stratoflow's are text
@@ -284,8 +304,25 @@ _HELD = re.compile("\x00([0-9]+)\x00")  # an expression held out of the renaming
 _NAME = re.compile(r"(?<![\w.\]'\"])([A-Za-z_]\w*)((?:\.\w+)*)")
 _JINJA_WORDS = frozenset(
     {"and", "or", "not", "in", "is", "if", "else", "true", "false", "none", "True", "False",
-     "None", "loop", "range"}
+     "None", "loop", "range", "caller", "varargs", "kwargs", "namespace", "dict", "lipsum",
+     "cycler", "joiner"}
 )  # fmt: skip
+# words of a statement that are no names (``for a in b recursive``, ``with context``)
+_STATEMENT_WORDS = frozenset({"recursive", "ignore", "missing", "with", "without", "context", "as"})
+
+
+def _defined_names(text: str) -> set[str]:
+    """The names ``text`` defines for itself (set, for, macro and call arguments, with)."""
+    found: set[str] = set()
+    for match in _SET_OR_FOR.finditer(text):
+        found.update(_IDENTIFIER.findall(match.group(1)))
+    for match in _SIGNATURE.finditer(text):
+        if match.group(1):
+            found.add(match.group(1))
+        found.update(p.split("=")[0].strip() for p in match.group(2).split(",") if p.strip())
+    for match in _WITH.finditer(text):
+        found.update(_ASSIGNED.findall(match.group(1)))
+    return found - _STATEMENT_WORDS
 
 
 @dataclass(frozen=True)
@@ -389,10 +426,13 @@ def rewrite_airflow(
     outputs: Mapping[str, str] | None = None,
     changes: list[str] | None = None,
 ) -> str:
-    """Airflow's template variables as Stratoflow's; anything else it reads is a problem.
-    ``outputs`` (Airflow task id -> Stratoflow id) lets ``ti.xcom_pull(task_ids='a',
-    key='k')`` read ``tasks.a.outputs.k``; each such rewrite is said in ``changes``."""
+    """Airflow's template variables as Stratoflow's, in expressions and statements alike;
+    anything else it reads is a problem (not the names the template sets itself). An Airflow
+    comment (``{# ... #}``) is dropped, as Airflow renders it. ``outputs`` (Airflow task id ->
+    Stratoflow id) lets ``ti.xcom_pull(task_ids='a', key='k')`` read ``tasks.a.outputs.k``;
+    each such rewrite is said in ``changes``."""
     names = _airflow_names(dates)
+    defined = _defined_names(text)
 
     def xcom(match: re.Match[str]) -> str:
         ref = _xcom_ref(match.group(1), outputs or {})
@@ -405,7 +445,7 @@ def rewrite_airflow(
             )
         return ref
 
-    def block(match: re.Match[str]) -> str:
+    def rename(inner: str, statement: bool) -> str:
         # ds_add(ds, n) becomes an expression already in Stratoflow's names (the logical
         # date, shifted as this DAG's dates are, plus n days): held out of the renaming
         # below, which would shift its logical_date a second time
@@ -415,7 +455,7 @@ def rewrite_airflow(
             made.append("(" + dates.date("%Y-%m-%d", int(m.group(1))) + ")")
             return f"\x00{len(made) - 1}\x00"
 
-        inner = _DS_ADD.sub(ds_add, match.group(1))
+        inner = _DS_ADD.sub(ds_add, inner)
         inner = _XCOM.sub(xcom, inner)
 
         def name(m: re.Match[str]) -> str:
@@ -426,6 +466,8 @@ def rewrite_airflow(
             if before.endswith("|") or before.endswith(" is") or keyword:
                 return head + tail  # a filter or test name, or a keyword argument
             dotted = head + tail
+            if head in defined or (statement and head in _STATEMENT_WORDS):
+                return dotted  # the template's own name (it may shadow Airflow's)
             for length in range(len(dotted.split("."))):
                 candidate = ".".join(dotted.split(".")[: len(dotted.split(".")) - length])
                 if candidate in names:
@@ -475,6 +517,19 @@ def rewrite_airflow(
         parts = re.split(r"('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")", inner)
         for i in range(0, len(parts), 2):
             parts[i] = _NAME.sub(name, parts[i])
-        return "{{" + _HELD.sub(lambda m: held(m, made), "".join(parts)) + "}}"
+        return _HELD.sub(lambda m: held(m, made), "".join(parts))
 
-    return _MACRO_BLOCK.sub(block, text)
+    def part(match: re.Match[str]) -> str:
+        if match.group("raw") is not None:
+            return match.group(0)
+        if match.group("comment") is not None:
+            return ""
+        if match.group("expr") is not None:
+            return "{{" + rename(match.group("expr"), statement=False) + "}}"
+        inner = match.group("stmt")
+        head = _STATEMENT_HEAD.match(inner)
+        if head is None or head.group(1) in _OPAQUE_STATEMENTS:
+            return match.group(0)
+        return "{%" + inner[: head.end()] + rename(inner[head.end() :], statement=True) + "%}"
+
+    return _TEMPLATE_PART.sub(part, text)

@@ -1,0 +1,101 @@
+"""What `stratoflow import` writes is what `validate` and `apply` take: a workflow whose file
+would be over the 2 MiB a workflow file may hold is not written (the report says so, naming
+it), decided before the work of validating it; and pydolphinscheduler's ``$FILE{}`` includes
+are bounded before any is read."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from stratoflow.cli import main
+from stratoflow.errors import InvalidInput
+from stratoflow.importers import import_file
+from stratoflow.model import MAX_DOCUMENT_BYTES
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "importers"
+
+
+def _airflow2_dag(tmp_path: Path, dates: int) -> Path:
+    """An Airflow 2 DAG whose command reads ds ``dates`` times: each ``{{ ds }}`` (8
+    characters) becomes a shift_date expression of about 60."""
+    path = tmp_path / "dags.yml"
+    path.write_text(yaml.safe_dump({"wide_dag": {"schedule_interval": "@daily", "tasks": {
+        "t": {"operator": "airflow.operators.bash.BashOperator",
+              "bash_command": "echo " + "{{ ds }} " * dates},
+    }}}))  # fmt: skip
+    return path
+
+
+def _refused(result_notes: list[str], name: str) -> None:
+    (said,) = [m for m in result_notes if "bytes" in m]
+    assert name in said
+    assert f"{MAX_DOCUMENT_BYTES:,}" in said
+
+
+def test_a_dag_whose_workflow_file_would_be_over_the_limit_is_not_written(
+    tmp_path: Path,
+) -> None:
+    path = _airflow2_dag(tmp_path, 40_000)
+    assert path.stat().st_size < MAX_DOCUMENT_BYTES  # the source fits
+    started = time.monotonic()
+    result = import_file(path, "dag-factory")
+    elapsed = time.monotonic() - started
+    (workflow,) = result.workflows
+    assert workflow.document is None
+    _refused([n.message for n in workflow.notes if n.severity == "unmapped"], "wide_dag")
+    assert not result.complete
+    assert elapsed < 15  # refused before the work of validating 2.5 MB of templates (20 s)
+
+
+def test_a_ds_export_whose_workflow_would_be_over_the_limit_is_refused_quickly(
+    tmp_path: Path,
+) -> None:
+    export = json.loads((FIXTURES / "ds_3.3_export.json").read_text())
+    task = export[0]["taskDefinitionList"][0]
+    task["taskParams"]["rawScript"] = "echo " + " ".join(["$[yyyyMMdd-1]"] * 60_000) + "\n"
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(export))
+    started = time.monotonic()
+    result = import_file(path)
+    elapsed = time.monotonic() - started
+    (workflow,) = result.workflows
+    assert workflow.document is None
+    _refused([n.message for n in workflow.notes if n.severity == "unmapped"], "sales_daily")
+    assert elapsed < 15  # 27 s before: the 4 MB document was validated, then written
+
+
+def test_the_cli_writes_no_file_over_the_limit_and_says_which(tmp_path: Path) -> None:
+    path = _airflow2_dag(tmp_path, 40_000)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["import", str(path), "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "partial" in result.output
+    assert "wide_dag" in result.output
+    assert f"{MAX_DOCUMENT_BYTES:,}" in result.output
+    assert not (out / "wide_dag.yaml").exists()
+
+
+@pytest.mark.parametrize(("includes", "size"), [(50, 1 << 20), (1_001, 10)])
+def test_pydolphinscheduler_file_includes_are_bounded_in_all(
+    tmp_path: Path, includes: int, size: int
+) -> None:
+    (tmp_path / "big.sh").write_bytes(b"#" * size)
+    command = "\n".join(['$FILE{"big.sh"}'] * includes)
+    path = tmp_path / "flow.yaml"
+    path.write_text(yaml.safe_dump({
+        "workflow": {"name": "includes"},
+        "tasks": [{"name": "t", "task_type": "Shell", "command": command}],
+    }))  # fmt: skip
+    started = time.monotonic()
+    with pytest.raises(InvalidInput) as caught:
+        import_file(path)
+    assert time.monotonic() - started < 15
+    message = str(caught.value)
+    assert "flow.yaml" in message
+    assert "$FILE" in message
