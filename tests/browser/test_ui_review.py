@@ -290,7 +290,9 @@ def test_the_navigations_apply_entry_follows_the_role_in_the_selected_project(
             switch_project(page, project)
             if project == "nav_view":  # its /me held: the editor's actions are not offered
                 expect(entry).to_have_count(0)
-                assert page.evaluate("window.__release()")
+                # the project is switched before its /me is asked (an effect, after the
+                # render): release it once it is held, not before
+                page.wait_for_function("window.__release()")
             expect(user).to_have_attribute("title", title)
             expect(entry).to_have_count(1 if shown else 0)
             actions = nia.get("/me", params={"project": project}).json()["actions"]
