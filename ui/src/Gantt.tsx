@@ -23,6 +23,7 @@ export function Gantt({ timeline, onSelect }: { timeline: Timeline; onSelect: (i
       <VirtualList
         label="Gantt chart"
         items={rows}
+        keyOf={(task) => task.task_id}
         rowHeight={24}
         height={Math.min(560, rows.length * 24 + 40)}
         header={

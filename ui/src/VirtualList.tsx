@@ -2,11 +2,16 @@
 // Its rows are one tab stop (a roving tabindex): Tab enters the list at the row last focused
 // and leaves it at once; ArrowUp/ArrowDown, Home and End move between rows, scrolling the row
 // reached into view; the row's own handler opens it (Enter).
+// The tab stop is an item (its key), not a row number: when a poll changes the list (a task
+// leaves a filtered list, one is added) the focus stays on its item, and an item that leaves
+// hands the tab stop, and the focus if it had it, to the row taking its place.
 import type { ComponentChildren } from "preact";
 import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 
 interface Props<T> {
   items: T[];
+  /** what identifies an item across renders (a task's id) */
+  keyOf: (item: T) => string;
   rowHeight: number;
   height: number;
   header?: ComponentChildren;
@@ -15,11 +20,12 @@ interface Props<T> {
   label: string;
 }
 
-export function VirtualList<T>({ items, rowHeight, height, header, row, label }: Props<T>) {
+export function VirtualList<T>({ items, keyOf, rowHeight, height, header, row, label }: Props<T>) {
   const ref = useRef<HTMLDivElement>(null);
   const [top, setTop] = useState(0);
-  const [active, setActive] = useState(0);
-  const moved = useRef(false); // the keyboard moved to `active`: focus it once rendered
+  const [activeKey, setActiveKey] = useState<string | null>(null);
+  const at = useRef(0); // the tab stop's row number when last rendered: where a leaving item's successor is
+  const moved = useRef(false); // the keyboard moved the tab stop: focus it once rendered
   useEffect(() => {
     const el = ref.current;
     if (!el) return;
@@ -27,29 +33,40 @@ export function VirtualList<T>({ items, rowHeight, height, header, row, label }:
     el.addEventListener("scroll", onScroll, { passive: true });
     return () => el.removeEventListener("scroll", onScroll);
   }, []);
-  const current = Math.max(0, Math.min(active, items.length - 1)); // the list may have shrunk
+  const keys = items.map(keyOf);
+  const found = activeKey === null ? -1 : keys.indexOf(activeKey);
+  const current = found >= 0 ? found : Math.max(0, Math.min(at.current, items.length - 1));
+  at.current = current;
+  // whether this list holds the focus as this render begins: a row it removes takes it along
+  const focused = !!ref.current && ref.current.contains(document.activeElement);
+  const focusRow = () => ref.current?.querySelector<HTMLElement>(`[data-row="${current}"] [tabindex]`) ?? null;
   useLayoutEffect(() => {
-    if (!moved.current) return;
-    moved.current = false;
-    const el = ref.current?.querySelector<HTMLElement>(`[data-row="${current}"] [tabindex]`);
-    el?.focus({ preventScroll: true });
-    el?.scrollIntoView({ block: "nearest" });
-  }, [current]);
+    if (moved.current) {
+      moved.current = false;
+      const el = focusRow();
+      el?.focus({ preventScroll: true });
+      el?.scrollIntoView({ block: "nearest" });
+    } else if (focused && ref.current && !ref.current.contains(document.activeElement)) {
+      focusRow()?.focus({ preventScroll: true }); // its row left the list (or was moved): the one in its place
+    }
+    // the item in the leaving one's place is the tab stop now, wherever the list goes next
+    if (found < 0 && items.length > 0 && activeKey !== null) setActiveKey(keys[current]);
+  });
   const onKeyDown = (e: KeyboardEvent) => {
-    const at = (e.target as HTMLElement).closest<HTMLElement>("[data-row]");
-    if (!at || e.altKey || e.ctrlKey || e.metaKey) return;
+    const from = (e.target as HTMLElement).closest<HTMLElement>("[data-row]");
+    if (!from || e.altKey || e.ctrlKey || e.metaKey) return;
     const to = { ArrowDown: current + 1, ArrowUp: current - 1, Home: 0, End: items.length - 1 }[e.key];
     if (to === undefined) return;
     e.preventDefault(); // the list scrolls to the row, not by itself
     const next = Math.max(0, Math.min(to, items.length - 1));
     if (next === current) return;
     moved.current = true;
-    setActive(next);
+    setActiveKey(keys[next]);
   };
   // a row focused by a click (or by the keys above) becomes the list's tab stop
   const onFocusIn = (e: FocusEvent) => {
-    const at = (e.target as HTMLElement).closest<HTMLElement>("[data-row]");
-    if (at) setActive(Number(at.dataset.row));
+    const row = (e.target as HTMLElement).closest<HTMLElement>("[data-row]");
+    if (row) setActiveKey(keys[Number(row.dataset.row)] ?? null);
   };
   const first = Math.max(0, Math.floor(top / rowHeight) - 5);
   const last = Math.min(items.length, Math.ceil((top + height) / rowHeight) + 5);
@@ -63,7 +80,7 @@ export function VirtualList<T>({ items, rowHeight, height, header, row, label }:
       {header}
       <div style={{ height: `${items.length * rowHeight}px`, position: "relative" }}>
         {shown.map((i) => (
-          <div class="vrow" style={{ top: `${i * rowHeight}px`, height: `${rowHeight}px` }} key={i} data-row={i}>
+          <div class="vrow" style={{ top: `${i * rowHeight}px`, height: `${rowHeight}px` }} key={keys[i]} data-row={i}>
             {row(items[i], i, i === current ? 0 : -1)}
           </div>
         ))}

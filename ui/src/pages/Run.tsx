@@ -185,6 +185,8 @@ function GanttTab({ detail, onSelect }: { detail: RunDetail; onSelect: (t: strin
   return <Gantt timeline={timeline} onSelect={onSelect} />;
 }
 
+const taskKey = ([id]: [string, TaskView]) => id;
+
 function TaskList({ detail, onSelect, selected }: { detail: RunDetail; onSelect: (t: string) => void; selected: string | null }) {
   const [filter, setFilter] = useState("");
   const rows = Object.entries(detail.tasks).filter(([id, t]) => !filter || t.state === filter || id.includes(filter));
@@ -197,6 +199,7 @@ function TaskList({ detail, onSelect, selected }: { detail: RunDetail; onSelect:
       <VirtualList
         label="Tasks"
         items={rows}
+        keyOf={taskKey}
         rowHeight={30}
         height={480}
         row={([id, t], _i, tabIndex) => (

@@ -1,0 +1,65 @@
+"""Web UI defects a second review found, and what the first review's work left, one test each
+(each failed before its fix), in a real browser (headless Chromium at 1280x800) against a real
+local server."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.test_ui_defects import apply
+from tests.browser.test_ui_review import FOCUSED
+from tests.e2e.server_process import ServerProcess
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def waits_for(marker: Path) -> str:
+    return f"while [ ! -f '{marker}' ]; do sleep 0.2; done"
+
+
+def test_the_focused_row_stays_on_its_task_when_a_poll_changes_the_list(
+    page: Any, server: ServerProcess, api: httpx.Client, tmp_path: Path
+) -> None:
+    """The list's tab stop was a row number: filtered to *running*, when a task above the
+    focused one finished (and left the list) the focus stayed on the row number, now another
+    task (Enter opened the wrong one); when the list shrank below it the focused row was
+    removed and the focus fell to the page. Now the focus stays on its task, and a task that
+    leaves hands it to the row taking its place."""
+    marks = {t: tmp_path / t for t in "abc"}
+    tasks = "".join(f"  {t}: {{type: shell, command: \"{waits_for(m)}\"}}\n" for t, m in marks.items())
+    apply(api, f"name: leaving\ntasks:\n{tasks}  d: {{type: shell, command: 'sleep 300'}}\n")
+    run_id = api.post("/workflows/leaving/runs", json={}).json()["run"]["id"]
+    try:
+        page.goto(f"{server.url}/#/runs/{run_id}?tab=tasks")
+        page.get_by_label("Filter tasks").fill("running")
+        rows = page.locator(".task-row")
+        expect(rows).to_have_count(4, timeout=30_000)  # all four running
+        page.get_by_label("Filter tasks").focus()
+        page.keyboard.press("Tab")
+        page.keyboard.press("ArrowDown")
+        assert page.evaluate(FOCUSED)["name"] == "b"
+
+        marks["a"].touch()  # a leaves the list, above b
+        expect(rows).to_have_count(3)
+        assert page.evaluate(FOCUSED)["name"] == "b", "the focus moved to another task"
+
+        marks["b"].touch()  # b itself leaves: the row taking its place gets the focus
+        expect(rows).to_have_count(2)
+        assert page.evaluate(FOCUSED)["name"] == "c"
+
+        page.keyboard.press("End")
+        assert page.evaluate(FOCUSED)["name"] == "d"
+        marks["c"].touch()  # d's row number (1) is gone: d keeps the focus all the same
+        expect(rows).to_have_count(1)
+        got = page.evaluate(FOCUSED)
+        assert got["name"] == "d" and got["in_list"], got
+        page.keyboard.press("Enter")
+        expect(page.get_by_test_id("task-panel").locator("h2")).to_have_text("d")
+    finally:
+        api.post(f"/runs/{run_id}/stop")
