@@ -13,7 +13,8 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.test_ui_defects import apply
-from tests.browser.test_ui_review import FOCUSED
+from tests.browser.test_ui_flows import user_token
+from tests.browser.test_ui_review import DRAFT_KEY, FOCUSED, sign_in
 from tests.e2e.server_process import ServerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -63,3 +64,30 @@ def test_the_focused_row_stays_on_its_task_when_a_poll_changes_the_list(
         expect(page.get_by_test_id("task-panel").locator("h2")).to_have_text("d")
     finally:
         api.post(f"/runs/{run_id}/stop")
+
+
+def test_a_sign_out_in_another_tab_forgets_this_tabs_apply_draft(
+    signed_out_page: Any, server: ServerProcess
+) -> None:
+    """The token is kept for every tab (local storage), the Apply draft for one (session
+    storage): signing out in one tab forgot that tab's draft only. Another tab kept showing
+    its user's draft, with no request to bring the sign-in form, and went on showing it to
+    the next user signing in anywhere (their token now sent from that tab too)."""
+    mine = signed_out_page
+    mine.goto(f"{server.url}/#/apply")
+    sign_in(mine, user_token(server, "gus", "default", "editor"))
+    editor = mine.get_by_label("Workflow YAML")
+    editor.fill("name: gus_draft\ntasks:\n  t: {type: shell, command: 'echo gus'}\n")
+    user = mine.locator("header .user")
+    expect(user).to_have_text("gus")
+
+    other = mine.context.new_page()
+    other.goto(f"{server.url}/#/")
+    expect(other.locator("header .user")).to_have_text("gus")
+    other.get_by_role("button", name="sign out").click()
+    expect(mine.get_by_role("heading", name="Sign in")).to_be_visible()  # this tab too
+    assert mine.evaluate(f"sessionStorage.getItem('{DRAFT_KEY}')") is None
+    sign_in(other, user_token(server, "hal", "default", "editor"))
+    expect(user).to_have_text("hal")  # this tab follows: the next user is hal
+    expect(editor).to_have_value(re.compile(r"^name: hello\n"))  # the example, not gus's
+    other.close()

@@ -51,13 +51,21 @@ function App() {
     );
     return () => { newest = false; };
   }, [project, signIn]);
-  const signOut = () => {
-    apiToken.clear();
-    forgetApplyDraft(); // the tab's next user must not see it
-    setMe(null); // no page of this user's stays open meanwhile
+  // the user leaves: their Apply draft is forgotten (the tab's next user must not see it),
+  // no page of theirs stays open meanwhile, and /me is asked again
+  const userChanged = () => {
+    forgetApplyDraft();
+    setMe(null);
     setMeError(null);
     setSignIn((n) => n + 1);
   };
+  const signOut = () => {
+    apiToken.clear();
+    userChanged();
+  };
+  // signed out, or in as someone else, in another tab: the token is every tab's, so this
+  // tab's user has changed too (the draft, in this tab's session storage, is this tab's to forget)
+  useEffect(() => apiToken.onChangeElsewhere(userChanged), []);
   // the actions of the selected project's role: until its /me answers, none (not the ones
   // of the project selected before)
   const actions = me && me.project === project ? me.actions : [];
