@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_ui_defects import apply
+from tests.browser.test_ui_defects import apply, switch_project
 from tests.browser.test_ui_flows import user_token
 from tests.browser.test_ui_review import DRAFT_KEY, FOCUSED, sign_in
 from tests.e2e.server_process import ServerProcess
@@ -91,3 +91,29 @@ def test_a_sign_out_in_another_tab_forgets_this_tabs_apply_draft(
     expect(user).to_have_text("hal")  # this tab follows: the next user is hal
     expect(editor).to_have_value(re.compile(r"^name: hello\n"))  # the example, not gus's
     other.close()
+
+
+def test_no_page_says_the_role_cannot_act_while_the_projects_role_is_unknown(
+    page: Any, server: ServerProcess
+) -> None:
+    """While a newly selected project's /me was on its way, no action was offered (right),
+    but the Secrets page said "Your role cannot manage the secrets of project …" and the
+    Apply page that the role cannot apply there: untrue for an admin, and shown to every
+    user at every project switch until the answer came."""
+    held: list[Any] = []
+    page.route(re.compile(r"/me\?project=flick"), lambda route: held.append(route))
+    page.goto(f"{server.url}/#/secrets")
+    expect(page.get_by_role("button", name="Set secret")).to_be_visible()
+    with page.expect_request(lambda r: "me?project=flick" in r.url):  # asked once rendered
+        switch_project(page, "flick")
+    expect(page.get_by_role("button", name="Set secret")).to_have_count(0)  # not known yet
+    expect(page.get_by_text("cannot manage")).to_have_count(0)
+    page.evaluate("location.hash = '#/apply'")  # no Apply link until the role is known
+    expect(page.get_by_label("Workflow YAML")).to_be_visible()
+    expect(page.get_by_test_id("apply-role-note")).to_have_count(0)
+    assert len(held) == 1
+    held[0].continue_()
+    expect(page.locator("header .user")).to_have_attribute("title", "admin in flick")
+    expect(page.get_by_test_id("apply-role-note")).to_have_count(0)
+    page.get_by_role("link", name="Secrets", exact=True).click()
+    expect(page.get_by_role("button", name="Set secret")).to_be_visible()

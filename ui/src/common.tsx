@@ -24,8 +24,10 @@ export function navigate(path: string, query: Record<string, string | undefined>
 }
 
 // ---------------------------------------------------------------- who may do what
-export interface Session { me: Me; project: string; setProject: (p: string) => void }
-export const SessionContext = createContext<Session>({ me: { user: "", project: "default", role: null, actions: [] }, project: "default", setProject: () => {} });
+/** ``known``: the selected project's /me has answered. Until it has, no action is offered
+ * (``me.actions`` is empty) and no page may say the role cannot act: it is not known yet. */
+export interface Session { me: Me; project: string; setProject: (p: string) => void; known: boolean }
+export const SessionContext = createContext<Session>({ me: { user: "", project: "default", role: null, actions: [] }, project: "default", setProject: () => {}, known: false });
 export const useSession = () => useContext(SessionContext);
 /** Whether the caller's role allows ``action`` (from GET /me); the UI hides what is not. */
 export const useCan = () => {

@@ -68,7 +68,8 @@ function App() {
   useEffect(() => apiToken.onChangeElsewhere(userChanged), []);
   // the actions of the selected project's role: until its /me answers, none (not the ones
   // of the project selected before)
-  const actions = me && me.project === project ? me.actions : [];
+  const known = !!me && me.project === project;
+  const actions = known && me ? me.actions : [];
   // a 401 to any request (a token revoked or expired while a page is open) asks /me again:
   // if it too answers 401, the sign-in form shows, whatever page is open
   useEffect(() => onUnauthorized(() => { if (!asking.current) setSignIn((n) => n + 1); }), []);
@@ -91,7 +92,7 @@ function App() {
   else page = <WorkflowsPage />;
   const active = (s: string) => ((section ?? "") === s || (s === "" && section === "workflows") ? "active" : "");
   return (
-    <SessionContext.Provider value={{ me: me ? { ...me, actions } : { user: "", project, role: null, actions: [] }, project, setProject }}>
+    <SessionContext.Provider value={{ me: me ? { ...me, actions } : { user: "", project, role: null, actions: [] }, project, setProject, known }}>
       <header class="top">
         <a class="brand" href={href("")}>Stratoflow</a>
         <nav>
