@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
@@ -117,3 +118,45 @@ def test_no_page_says_the_role_cannot_act_while_the_projects_role_is_unknown(
     expect(page.get_by_test_id("apply-role-note")).to_have_count(0)
     page.get_by_role("link", name="Secrets", exact=True).click()
     expect(page.get_by_role("button", name="Set secret")).to_be_visible()
+
+
+def test_a_project_switched_to_starts_on_its_first_page_of_runs_with_no_workflow_filter(
+    page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """The Runs page keeps its workflow filter and its page (``before``, ``prev``) in the URL,
+    and kept them when the project changed: the new project was asked for the previous one's
+    workflow from the previous one's cursor (here: "No runs match." and a "← Newer" button).
+    So did a Back to a URL made in the previous project."""
+    apply(api, "name: many\nproject: rpaged\ntasks:\n  t: {type: shell, command: 'true'}\n")
+    for _ in range(26):  # pages of 25: a second page of one
+        reply = api.post("/workflows/many/runs", params={"project": "rpaged"}, json={})
+        assert reply.status_code in (200, 201), reply.text
+    apply(api, "name: single\nproject: rsingle\ntasks:\n  t: {type: shell, command: 'true'}\n")
+    single = api.post("/workflows/single/runs", params={"project": "rsingle"}, json={})
+    single_id = single.json()["run"]["id"]
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/runs?" in r.url else None)
+    page.goto(f"{server.url}/#/runs")
+    switch_project(page, "rpaged")
+    page.get_by_label("Workflow filter").select_option("many")
+    rows = page.get_by_test_id("runs").locator("tbody tr")
+    expect(rows).to_have_count(25)
+    page.get_by_role("button", name="Older →").click()
+    expect(rows).to_have_count(1)
+    expect(page).to_have_url(re.compile(r"before="))
+
+    def first_page_of_rsingle() -> None:
+        expect(page.get_by_role("link", name=single_id)).to_be_visible()
+        expect(rows).to_have_count(1)
+        expect(page.get_by_role("button", name="← Newer")).to_have_count(0)
+        expect(page.get_by_label("Workflow filter")).to_have_value("")
+        expect(page).not_to_have_url(re.compile(r"before=|prev=|workflow="))
+        mine = [parse_qs(urlparse(u).query) for u in asked if "project=rsingle" in u]
+        assert mine, asked
+        assert all("before" not in q and "workflow" not in q for q in mine), mine
+
+    switch_project(page, "rsingle")
+    first_page_of_rsingle()
+    page.go_back()  # rpaged's first page of "many": its filter is not rsingle's
+    expect(page).to_have_url(re.compile(r"#/runs"))
+    first_page_of_rsingle()

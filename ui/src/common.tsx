@@ -19,8 +19,15 @@ export function href(path: string, query: Record<string, string | undefined> = {
   return `#/${path.replace(/^\//, "")}${s ? `?${s}` : ""}`;
 }
 
-export function navigate(path: string, query: Record<string, string | undefined> = {}): void {
-  window.location.hash = href(path, query);
+/** Goes to a page; ``replace``: in place of the current history entry (a URL corrected, not
+ * a step the user took, so Back does not return to it). */
+export function navigate(path: string, query: Record<string, string | undefined> = {}, replace = false): void {
+  if (!replace) {
+    window.location.hash = href(path, query);
+    return;
+  }
+  history.replaceState(history.state, "", href(path, query));
+  window.dispatchEvent(new HashChangeEvent("hashchange")); // replaceState announces nothing
 }
 
 // ---------------------------------------------------------------- who may do what
