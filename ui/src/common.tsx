@@ -1,6 +1,7 @@
 import { createContext } from "preact";
 import { useCallback, useContext, useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, type Me } from "./api";
+import { pollWhileVisible } from "./poll";
 
 // ---------------------------------------------------------------- routing (hash based, so
 // any static host and any API Gateway stage prefix serve every page from one index.html)
@@ -47,32 +48,33 @@ export const useCan = () => {
  * project, filter or page) is never returned: when the inputs change the page shows nothing
  * until the new load answers, and a failed first load shows its error alone, never the data of
  * the project before it (a failed refresh of the same inputs keeps what they showed, the error
- * beside it). ``every``: reload that often (ms) while the tab is visible and no load is on its
- * way, and at once when it becomes visible again, keeping what is shown until the answer. */
-export function useLoad<T>(load: () => Promise<T>, deps: unknown[], every?: number): { data: T | null; error: ApiError | Error | null; reload: () => void } {
+ * beside it). ``every``: load again that long (ms) after each answer while the tab is visible,
+ * and at once when it becomes visible again, keeping what is shown until the answer
+ * (``pollWhileVisible``); ``until``: an answer that ends the polling (a finished backfill). */
+export function useLoad<T>(load: () => Promise<T>, deps: unknown[], every?: number, until?: (data: T) => boolean): { data: T | null; error: ApiError | Error | null; reload: () => void } {
   const key = JSON.stringify(deps);
   const [got, setGot] = useState<{ key: string; data: T | null; error: ApiError | Error | null }>({ key, data: null, error: null });
   const [tick, setTick] = useState(0);
   const asked = useRef(0);
   useEffect(() => {
     let live = true;
-    let pending = false; // a refresh is not asked while one is on its way (a slow API)
     const fetchNow = () => {
       const seq = ++asked.current; // only the latest request's answer is shown
-      pending = true;
-      load().then(
-        (d) => { if (live && seq === asked.current) { pending = false; setGot({ key, data: d, error: null }); } },
+      return load().then(
+        (d) => {
+          if (live && seq === asked.current) setGot({ key, data: d, error: null });
+          return !until?.(d);
+        },
         // a failed refresh keeps what was shown for these inputs, the error beside it
-        (e: Error) => { if (live && seq === asked.current) { pending = false; setGot((old) => ({ key, data: old.key === key ? old.data : null, error: e })); } },
+        (e: Error) => { if (live && seq === asked.current) setGot((old) => ({ key, data: old.key === key ? old.data : null, error: e })); },
       );
     };
-    fetchNow();
-    if (!every) return () => { live = false; };
-    const visible = () => document.visibilityState === "visible";
-    const timer = window.setInterval(() => { if (visible() && !pending) fetchNow(); }, every);
-    const onVisible = () => { if (visible() && !pending) fetchNow(); };
-    document.addEventListener("visibilitychange", onVisible);
-    return () => { live = false; window.clearInterval(timer); document.removeEventListener("visibilitychange", onVisible); };
+    if (!every) {
+      fetchNow();
+      return () => { live = false; };
+    }
+    const stop = pollWhileVisible(fetchNow, () => every);
+    return () => { live = false; stop(); };
   }, [key, tick, every]);
   const reload = useCallback(() => setTick((t) => t + 1), []);
   const current = got.key === key;
