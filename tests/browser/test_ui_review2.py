@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 
 from tests.browser.test_ui_defects import apply, switch_project
 from tests.browser.test_ui_flows import user_token
-from tests.browser.test_ui_review import DRAFT_KEY, FOCUSED, sign_in
+from tests.browser.test_ui_review import DRAFT_KEY, FOCUSED, HIDE, sign_in
 from tests.e2e.server_process import ServerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -34,7 +34,9 @@ def test_the_focused_row_stays_on_its_task_when_a_poll_changes_the_list(
     removed and the focus fell to the page. Now the focus stays on its task, and a task that
     leaves hands it to the row taking its place."""
     marks = {t: tmp_path / t for t in "abc"}
-    tasks = "".join(f"  {t}: {{type: shell, command: \"{waits_for(m)}\"}}\n" for t, m in marks.items())
+    tasks = "".join(
+        f'  {t}: {{type: shell, command: "{waits_for(m)}"}}\n' for t, m in marks.items()
+    )
     apply(api, f"name: leaving\ntasks:\n{tasks}  d: {{type: shell, command: 'sleep 300'}}\n")
     run_id = api.post("/workflows/leaving/runs", json={}).json()["run"]["id"]
     try:
@@ -160,3 +162,85 @@ def test_a_project_switched_to_starts_on_its_first_page_of_runs_with_no_workflow
     page.go_back()  # rpaged's first page of "many": its filter is not rsingle's
     expect(page).to_have_url(re.compile(r"#/runs"))
     first_page_of_rsingle()
+
+
+def asked_while_hidden_and_once_shown(page: Any, url: str, path: str, every_ms: int) -> None:
+    """Opens ``url`` under the page's fake clock (paused), hides the tab for 60 s of that
+    clock and shows it again: no request for ``path`` while hidden, one at once when shown,
+    and polling goes on (about every ``every_ms``) from there."""
+    seen: list[str] = []
+    page.on("request", lambda r: seen.append(r.url))
+
+    def polls(since: int, until: int) -> int:
+        return sum(urlparse(u).path == path for u in seen[since:until])
+
+    def mark(name: str) -> int:
+        """A request of the test's own: every request the page made before it is in
+        ``seen`` once it is; its index there."""
+        with page.expect_request(lambda r: f"mark={name}" in r.url):
+            page.evaluate(f"fetch('health?mark={name}')")
+        return next(i for i, u in enumerate(seen) if f"mark={name}" in u)
+
+    page.clock.install()
+    with page.expect_response(lambda r: urlparse(r.url).path == path):
+        page.goto(url)
+    page.clock.pause_at(page.evaluate("Date.now()") + 1_000)
+    page.evaluate(HIDE, True)
+    hidden = mark("hidden")
+    page.clock.run_for(60_000)
+    shown = mark("shown")
+    assert polls(hidden, shown) == 0, seen[hidden:shown]
+    with page.expect_response(lambda r: urlparse(r.url).path == path):
+        page.evaluate(HIDE, False)
+    after = mark("after")
+    assert polls(shown, after) == 1, seen[shown:after]
+    for _ in range(20):  # visible, the same clock's time polls again (once the answer is in)
+        page.clock.run_for(every_ms)
+        later = mark("later")
+        if polls(after, later):
+            break
+    assert polls(after, later) >= 1, seen[after:later]
+
+
+def test_a_hidden_tab_does_not_poll_a_backfill_and_refreshes_once_shown(
+    page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """The Backfill page asked every 2 s in a hidden tab too."""
+    apply(api, "name: dozing\ntasks:\n  nap: {type: shell, command: 'sleep 300'}\n")
+    made = api.post(
+        "/workflows/dozing/backfills",
+        json={
+            "start": "2026-01-01",
+            "end": "2026-01-02",
+            "parallel": 1,
+            "order": "asc",
+            "rerun": "none",
+            "params": {},
+        },
+    )
+    assert made.status_code in (200, 201), made.text
+    backfill = made.json()["id"]
+    try:
+        asked_while_hidden_and_once_shown(
+            page, f"{server.url}/#/backfills/{backfill}", f"/backfills/{backfill}", 2_000
+        )
+    finally:
+        api.post(f"/backfills/{backfill}/cancel")
+
+
+def test_a_hidden_tab_does_not_poll_a_pool_and_refreshes_once_shown(
+    page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """A pool's page asked every 3 s in a hidden tab too."""
+    assert api.put("/pools/hid", params={"project": "default"}, json={"slots": 1}).status_code in (
+        200,
+        201,
+    )
+    apply(api, "name: pooled\ntasks:\n  nap: {type: shell, command: 'sleep 300', pool: hid}\n")
+    run_id = api.post("/workflows/pooled/runs", json={}).json()["run"]["id"]
+    try:
+        asked_while_hidden_and_once_shown(
+            page, f"{server.url}/#/pools/hid?project=default", "/pools/hid", 3_000
+        )
+    finally:
+        api.post(f"/runs/{run_id}/stop")
