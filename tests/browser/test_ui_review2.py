@@ -13,7 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.test_ui_defects import apply, switch_project
+from tests.browser.test_ui_defects import apply, switch_project, wait_run
 from tests.browser.test_ui_flows import user_token
 from tests.browser.test_ui_review import DRAFT_KEY, FOCUSED, HIDE, sign_in
 from tests.e2e.server_process import ServerProcess
@@ -62,7 +62,8 @@ def test_the_focused_row_stays_on_its_task_when_a_poll_changes_the_list(
         marks["c"].touch()  # d's row number (1) is gone: d keeps the focus all the same
         expect(rows).to_have_count(1)
         got = page.evaluate(FOCUSED)
-        assert got["name"] == "d" and got["in_list"], got
+        assert got["name"] == "d", got
+        assert got["in_list"], got
         page.keyboard.press("Enter")
         expect(page.get_by_test_id("task-panel").locator("h2")).to_have_text("d")
     finally:
@@ -244,3 +245,41 @@ def test_a_hidden_tab_does_not_poll_a_pool_and_refreshes_once_shown(
         )
     finally:
         api.post(f"/runs/{run_id}/stop")
+
+
+def forty_tasks_run(api: httpx.Client, name: str) -> str:
+    tasks = "".join(f"  t{i:02d}: {{type: shell, command: 'true'}}\n" for i in range(40))
+    apply(api, f"name: {name}\ntasks:\n{tasks}")
+    run_id = api.post(f"/workflows/{name}/runs", json={}).json()["run"]["id"]
+    assert wait_run(api, run_id, ("succeeded", "failed"))["run"]["state"] == "succeeded"
+    return str(run_id)
+
+
+def test_task_and_gantt_rows_are_options_of_a_listbox(
+    page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """The task list and the Gantt chart were role="list" holding role="button" rows (and the
+    Gantt's axis): a list whose children are no listitems, and the arrow keys of a widget a
+    list is not. They are listboxes of options now: each option says its place
+    (aria-posinset of aria-setsize, which counts the rows not rendered too) and whether it
+    is the task open in the panel (aria-selected)."""
+    run_id = forty_tasks_run(api, "optioned")
+    for tab, label in (("tasks", "Tasks"), ("gantt", "Gantt chart")):
+        page.goto(f"{server.url}/#/runs/{run_id}?tab={tab}&task=t03")
+        box = page.get_by_role("listbox", name=label)
+        expect(box.get_by_role("option", name=re.compile("t00"))).to_be_visible()
+        tree = box.aria_snapshot().splitlines()
+        assert tree[0].startswith(f'- listbox "{label}"'), tree
+        assert len(tree) > 1, tree
+        assert all(re.match(r"  - '?option ", line) for line in tree[1:]), tree
+        assert page.get_by_role("list").count() == 0
+        assert page.get_by_role("button", name=re.compile("^t0")).count() == 0
+        first = box.get_by_role("option").first
+        assert first.get_attribute("aria-setsize") == "40"
+        assert first.get_attribute("aria-posinset") == "1"
+        selected = box.get_by_role("option", selected=True)
+        expect(selected).to_have_accessible_name(re.compile(r"^t03\b"))
+        first.focus()
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(re.compile(r"task=t00"))
+        expect(selected).to_have_accessible_name(re.compile(r"^t00\b"))

@@ -81,16 +81,6 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[], every?: numb
   return { data: current ? got.data : null, error: current ? got.error : null, reload };
 }
 
-/** A keydown handler that runs ``act`` on Enter or Space: a row that is clicked can be
- * operated by keyboard too (it also needs role="button" and a tabIndex: in a VirtualList,
- * the one the list gives it). */
-export const onActivate = (act: () => void) => (e: KeyboardEvent) => {
-  if (e.key === "Enter" || e.key === " ") {
-    e.preventDefault();
-    act();
-  }
-};
-
 /** "1 task", "3 tasks". */
 export const plural = (n: number, noun: string) => `${n.toLocaleString("en")} ${noun}${n === 1 ? "" : "s"}`;
 

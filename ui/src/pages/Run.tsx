@@ -2,7 +2,7 @@
 // selected task's attempts, outputs and log. Polls while the run is not finished.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { api, firstRequests, fmtClock, fmtDuration, fmtTime, refreshRun, refreshStates, TERMINAL_RUN, type FirstRequests, type HeldStates, type RunDetail, type RunState, type RunStates, type TaskState, type Timeline, type TaskView } from "../api";
-import { ActionButton, ErrorBox, StateBadge, href, navigate, onActivate, plural, useCan } from "../common";
+import { ActionButton, ErrorBox, StateBadge, href, navigate, plural, useCan } from "../common";
 import { Gantt } from "../Gantt";
 import { GraphView } from "../graph/GraphView";
 import { pollWhileVisible } from "../poll";
@@ -137,7 +137,7 @@ export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
             <GraphView layoutKey={`${r.project}/${r.workflow}/${r.version}`} load={loadLayout} states={states} selected={selected} onSelect={onSelect} height={520} refine={!active} />
           )}
           {tab !== "graph" && !detail && <p class="muted">Loading tasks…</p>}
-          {tab === "gantt" && detail && <GanttTab detail={detail} onSelect={onSelect} />}
+          {tab === "gantt" && detail && <GanttTab detail={detail} onSelect={onSelect} selected={selected} />}
           {tab === "tasks" && detail && <TaskList detail={detail} onSelect={onSelect} selected={selected} />}
         </div>
         {selected && detail?.tasks[selected] && (
@@ -171,9 +171,9 @@ export function timelineOf(detail: RunDetail): Timeline {
   return { run: detail.run, start: iso(start ?? (detail.run.started_at ? Date.parse(detail.run.started_at) : null)), end: iso(end), tasks };
 }
 
-function GanttTab({ detail, onSelect }: { detail: RunDetail; onSelect: (t: string) => void }) {
+function GanttTab({ detail, onSelect, selected }: { detail: RunDetail; onSelect: (t: string) => void; selected: string | null }) {
   const timeline = useMemo(() => timelineOf(detail), [detail]);
-  return <Gantt timeline={timeline} onSelect={onSelect} />;
+  return <Gantt timeline={timeline} onSelect={onSelect} selected={selected} />;
 }
 
 const taskKey = ([id]: [string, TaskView]) => id;
@@ -193,9 +193,10 @@ function TaskList({ detail, onSelect, selected }: { detail: RunDetail; onSelect:
         keyOf={taskKey}
         rowHeight={30}
         height={480}
-        row={([id, t], _i, tabIndex) => (
-          <div class={`task-row${id === selected ? " selected" : ""}`} role="button" tabIndex={tabIndex}
-            aria-pressed={id === selected} onClick={() => onSelect(id)} onKeyDown={onActivate(() => onSelect(id))}>
+        onOpen={([id]) => onSelect(id)}
+        selected={selected}
+        row={([id, t]) => (
+          <div class={`task-row${id === selected ? " selected" : ""}`}>
             <span class="mono">{id}</span>
             <StateBadge state={t.state} />
             <span class="muted small">try {t.attempts}</span>
