@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 
 from tests.browser.test_ui_defects import apply, switch_project, wait_run
 from tests.browser.test_ui_flows import user_token
-from tests.browser.test_ui_review import DRAFT_KEY, FOCUSED, HIDE, sign_in
+from tests.browser.test_ui_review import DRAFT_KEY, FOCUSED, HIDE, SHOWN, focused, sign_in
 from tests.e2e.server_process import ServerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -247,6 +247,15 @@ def test_a_hidden_tab_does_not_poll_a_pool_and_refreshes_once_shown(
         api.post(f"/runs/{run_id}/stop")
 
 
+# the rows a page holds: those wholly in the focused row's list's view, under its header
+PER_PAGE = """() => {
+  const a = document.activeElement;
+  const list = a.closest('.vlist');
+  const head = list.querySelector('.gantt-axis');
+  return Math.floor((list.clientHeight - (head ? head.offsetHeight : 0)) / a.offsetHeight);
+}"""
+
+
 def forty_tasks_run(api: httpx.Client, name: str) -> str:
     tasks = "".join(f"  t{i:02d}: {{type: shell, command: 'true'}}\n" for i in range(40))
     apply(api, f"name: {name}\ntasks:\n{tasks}")
@@ -283,3 +292,29 @@ def test_task_and_gantt_rows_are_options_of_a_listbox(
         page.keyboard.press("Enter")
         expect(page).to_have_url(re.compile(r"task=t00"))
         expect(selected).to_have_accessible_name(re.compile(r"^t00\b"))
+
+
+def test_page_down_and_page_up_move_the_focus_by_a_page_of_rows(
+    page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """PageDown and PageUp in the task list or the Gantt chart scrolled the list and left
+    the focus behind (the next arrow key jumped back); they move the focus by a page of
+    rows, the row reached shown and ringed, not past either end."""
+    run_id = forty_tasks_run(api, "paged_rows")
+    for tab in ("tasks", "gantt"):
+        page.goto(f"{server.url}/#/runs/{run_id}?tab={tab}")
+        first = page.locator(".vlist [tabindex]").first
+        expect(first).to_contain_text("t00")
+        first.focus()
+        per_page = page.evaluate(PER_PAGE)
+        assert 13 <= per_page < 39, per_page  # three pages reach either end of 40 rows
+        at = 0
+        for key, step in (
+            *[("PageDown", per_page)] * 3,  # not past the last row
+            *[("PageUp", -per_page)] * 3,  # nor before the first
+            ("ArrowDown", 1),  # the arrows go on from there
+        ):
+            at = max(0, min(39, at + step))
+            page.keyboard.press(key)
+            name = f"t{at:02d}"
+            assert focused(page, name) == {"name": name, **SHOWN}, (tab, key)

@@ -2,8 +2,9 @@
 // It is a listbox (the ARIA pattern) whose rows are its options: each says its place in the
 // whole list (aria-posinset of aria-setsize, rows not rendered counted too) and whether it is
 // the item open (aria-selected). Its rows are one tab stop (a roving tabindex): Tab enters the
-// list at the row last focused and leaves it at once; ArrowUp/ArrowDown, Home and End move
-// between rows, scrolling the row reached into view; a click, Enter or Space opens it.
+// list at the row last focused and leaves it at once; ArrowUp/ArrowDown, PageUp/PageDown (a
+// page: the rows the view shows), Home and End move between rows, scrolling the row reached
+// into view; a click, Enter or Space opens it.
 // The tab stop is an item (its key), not a row number: when a poll changes the list (a task
 // leaves a filtered list, one is added) the focus stays on its item, and an item that leaves
 // hands the tab stop, and the focus if it had it, to the row taking its place.
@@ -60,6 +61,8 @@ export function VirtualList<T>({ items, keyOf, rowHeight, height, header, row, o
     // the item in the leaving one's place is the tab stop now, wherever the list goes next
     if (found < 0 && items.length > 0 && activeKey !== null) setActiveKey(keys[current]);
   });
+  // a page: the rows wholly in view, below the header (the listbox starts under it)
+  const perPage = () => Math.max(1, Math.floor(((ref.current?.clientHeight ?? height) - (box.current?.offsetTop ?? 0)) / rowHeight));
   const onKeyDown = (e: KeyboardEvent) => {
     const from = (e.target as HTMLElement).closest<HTMLElement>("[data-row]");
     if (!from || e.altKey || e.ctrlKey || e.metaKey || items.length === 0) return;
@@ -68,7 +71,10 @@ export function VirtualList<T>({ items, keyOf, rowHeight, height, header, row, o
       onOpen(items[current]);
       return;
     }
-    const to = { ArrowDown: current + 1, ArrowUp: current - 1, Home: 0, End: items.length - 1 }[e.key];
+    const to = {
+      ArrowDown: current + 1, ArrowUp: current - 1, PageDown: current + perPage(), PageUp: current - perPage(),
+      Home: 0, End: items.length - 1,
+    }[e.key];
     if (to === undefined) return;
     e.preventDefault(); // the list scrolls to the row, not by itself
     const next = Math.max(0, Math.min(to, items.length - 1));
