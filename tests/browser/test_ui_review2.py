@@ -318,3 +318,24 @@ def test_page_down_and_page_up_move_the_focus_by_a_page_of_rows(
             page.keyboard.press(key)
             name = f"t{at:02d}"
             assert focused(page, name) == {"name": name, **SHOWN}, (tab, key)
+
+
+def test_the_delivery_logs_run_filter_and_page_stay_in_their_project(
+    page: Any, server: ServerProcess
+) -> None:
+    """The Alerts page's delivery log has the Runs page's defect: its run filter and its page
+    (``cursor``) are in the URL and were kept when the project changed, so another project
+    was asked for the previous one's run from the previous one's cursor."""
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/alerts?" in r.url else None)
+    page.goto(f"{server.url}/#/alerts?tab=deliveries&run_id=default.some-run&cursor=7")
+    expect(page.get_by_label("Run filter")).to_have_value("default.some-run")
+    expect(page.get_by_text("No alerts match.")).to_be_visible()
+    switch_project(page, "quiet")
+    expect(page).not_to_have_url(re.compile(r"run_id=|cursor="))
+    expect(page).to_have_url(re.compile(r"tab=deliveries"))
+    expect(page.get_by_label("Run filter")).to_have_value("")
+    expect(page.get_by_text("No alerts match.")).to_be_visible()
+    mine = [parse_qs(urlparse(u).query) for u in asked if "project=quiet" in u]
+    assert mine, asked
+    assert all("run_id" not in q and "cursor" not in q for q in mine), mine

@@ -43,6 +43,23 @@ export const useCan = () => {
   return (action: string) => me.actions.includes(action);
 };
 
+/** Whether a page's URL parameters that belong to a project (a filter naming its workflow or
+ * run, a page's cursor) are the selected project's: they belong to the URL's ``project``, or
+ * else to the project selected when that URL was opened. When they are another project's
+ * (the project was switched, or Back returned to another project's URL) the page must not use
+ * them, not even for its first request: ``restart`` then replaces the URL by the page's first
+ * page (keeping what is not a project's, e.g. a state filter). The page's own URLs name
+ * ``project`` when they carry such parameters. */
+export function useProjectParams(query: URLSearchParams, restart: () => void): boolean {
+  const { project } = useSession();
+  const url = query.toString();
+  const opened = useRef({ url, project });
+  if (opened.current.url !== url) opened.current = { url, project };
+  const mine = (query.get("project") ?? opened.current.project) === project;
+  useEffect(() => { if (!mine) restart(); }, [mine]);
+  return mine;
+}
+
 // ---------------------------------------------------------------- data loading
 /** What ``load`` gives, for the inputs ``deps``. Data loaded for other inputs (another
  * project, filter or page) is never returned: when the inputs change the page shows nothing

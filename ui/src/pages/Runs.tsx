@@ -1,6 +1,5 @@
-import { useEffect, useRef } from "preact/hooks";
 import { api, fmtDuration, fmtTime, RUN_STATES, type RunView } from "../api";
-import { ErrorBox, StateBadge, href, navigate, useLoad, useSession } from "../common";
+import { ErrorBox, StateBadge, href, navigate, useLoad, useProjectParams, useSession } from "../common";
 
 /** How often the runs and workflows lists ask again while the tab is visible. */
 export const REFRESH_MS = 5000;
@@ -32,21 +31,13 @@ export function RunTable({ runs, showWorkflow = true }: { runs: RunView[]; showW
 
 export function RunsPage({ query }: { query: URLSearchParams }) {
   const { project } = useSession();
-  // The workflow filter and the page (`before`, `prev`) belong to the project they were
-  // chosen in: the URL's `project`, or else the one selected when that URL was opened.
-  // Another project starts on its first page, with all its workflows (the state filter,
-  // the same in every project, is kept).
-  const url = query.toString();
-  const opened = useRef({ url, project });
-  if (opened.current.url !== url) opened.current = { url, project };
-  const mine = (query.get("project") ?? opened.current.project) === project;
-  const workflow = mine ? query.get("workflow") ?? "" : "";
   const state = query.get("state") ?? "";
+  // the workflow filter and the page (`before`, `prev`) are a project's: another starts on
+  // its first page, with all its workflows (the state filter, the same in every project, is kept)
+  const mine = useProjectParams(query, () => navigate("runs", { state: state || undefined }, true));
+  const workflow = mine ? query.get("workflow") ?? "" : "";
   const before = mine ? query.get("before") ?? "" : "";
   const prev = mine ? query.get("prev") ?? "" : ""; // comma-separated cursor stack for "Newer"
-  useEffect(() => {
-    if (!mine) navigate("runs", { state: state || undefined }, true);
-  }, [mine, state]);
   const { data, error } = useLoad(() => api.runs({ project, workflow, state, before, limit: 25 }), [project, workflow, state, before], REFRESH_MS);
   const workflows = useLoad(() => api.workflows(project, undefined, 500), [project]);
   const go = (q: Record<string, string | undefined>) => navigate("runs", { project, workflow, state, ...q });
