@@ -48,15 +48,16 @@ export const useCan = () => {
  * else to the project selected when that URL was opened. When they are another project's
  * (the project was switched, or Back returned to another project's URL) the page must not use
  * them, not even for its first request: ``restart`` then replaces the URL by the page's first
- * page (keeping what is not a project's, e.g. a state filter). The page's own URLs name
+ * page in ``project`` (keeping what is not a project's, e.g. a state filter; naming the
+ * project, so the URL is another and is the selected project's). The page's own URLs name
  * ``project`` when they carry such parameters. */
-export function useProjectParams(query: URLSearchParams, restart: () => void): boolean {
+export function useProjectParams(query: URLSearchParams, restart: (project: string) => void): boolean {
   const { project } = useSession();
   const url = query.toString();
   const opened = useRef({ url, project });
   if (opened.current.url !== url) opened.current = { url, project };
   const mine = (query.get("project") ?? opened.current.project) === project;
-  useEffect(() => { if (!mine) restart(); }, [mine]);
+  useEffect(() => { if (!mine) restart(project); }, [mine, project]);
   return mine;
 }
 

@@ -237,7 +237,7 @@ function Deliveries({ query }: { query: URLSearchParams }) {
   const status = query.get("status") ?? "";
   // the run filter and the page (`cursor`) are a project's: another starts on its newest
   // alerts, of every run (the status filter is kept)
-  const mine = useProjectParams(query, () => navigate("alerts", { tab: "deliveries", status: status || undefined }, true));
+  const mine = useProjectParams(query, (p) => navigate("alerts", { tab: "deliveries", project: p, status: status || undefined }, true));
   const runId = mine ? query.get("run_id") ?? "" : "";
   const cursor = (mine && Number(query.get("cursor"))) || undefined;
   const [runInput, setRunInput] = useState(runId);

@@ -34,7 +34,7 @@ export function RunsPage({ query }: { query: URLSearchParams }) {
   const state = query.get("state") ?? "";
   // the workflow filter and the page (`before`, `prev`) are a project's: another starts on
   // its first page, with all its workflows (the state filter, the same in every project, is kept)
-  const mine = useProjectParams(query, () => navigate("runs", { state: state || undefined }, true));
+  const mine = useProjectParams(query, (p) => navigate("runs", { project: p, state: state || undefined }, true));
   const workflow = mine ? query.get("workflow") ?? "" : "";
   const before = mine ? query.get("before") ?? "" : "";
   const prev = mine ? query.get("prev") ?? "" : ""; // comma-separated cursor stack for "Newer"
