@@ -262,7 +262,7 @@ def test_durations_carry_into_the_larger_unit_and_up_for_retry_reads_whole(
         assert time.monotonic() < deadline
         time.sleep(0.2)
     page.goto(f"{server.url}/#/runs/{run_id}?tab=tasks")
-    expect(page.get_by_role("list", name="Tasks").locator(".badge")).to_have_text("up for retry")
+    expect(page.get_by_role("listbox", name="Tasks").locator(".badge")).to_have_text("up for retry")
     page.goto(f"{server.url}/#/runs/{run_id}")
     expect(page.locator(".legend")).to_contain_text("up for retry")
     assert api.post(f"/runs/{run_id}/stop").status_code == 200
@@ -303,7 +303,7 @@ tasks:
     run_id = api.post("/workflows/wobbly/runs", json={}).json()["run"]["id"]
     assert wait_run(api, run_id, ("succeeded", "failed"))["run"]["state"] == "succeeded"
     page.goto(f"{server.url}/#/runs/{run_id}?tab=tasks")
-    row = page.get_by_role("list", name="Tasks").get_by_role("button", name=re.compile("wobble"))
+    row = page.get_by_role("listbox", name="Tasks").get_by_role("option", name=re.compile("wobble"))
     row.focus()
     page.keyboard.press("Enter")
     panel = page.get_by_test_id("task-panel")
@@ -314,8 +314,8 @@ tasks:
     expect(panel.get_by_role("heading", name="Log of attempt 1")).to_be_visible()
     expect(panel.get_by_test_id("log")).to_contain_text("first try fails")
     page.get_by_role("tab", name="gantt").click()
-    gantt = page.get_by_role("list", name="Gantt chart").get_by_role(
-        "button", name=re.compile("after")
+    gantt = page.get_by_role("listbox", name="Gantt chart").get_by_role(
+        "option", name=re.compile("after")
     )
     gantt.focus()
     page.keyboard.press(" ")

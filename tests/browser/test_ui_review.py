@@ -26,7 +26,7 @@ FOCUSED = """() => {
   const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
   return {
     name: a.querySelector('.mono, .gantt-name')?.textContent ?? null,
-    in_list: !!a.closest('[role=list]'),
+    in_list: !!a.closest('.vlist'),
     seen: !!hit && a.contains(hit),
     ring: a.matches(':focus-visible') && getComputedStyle(a).outlineStyle !== 'none',
   };
@@ -59,8 +59,8 @@ def test_a_long_list_of_rows_is_one_tab_stop_walked_with_the_arrow_keys(
         ("gantt", "Gantt chart", lambda: page.get_by_role("tab", name="tasks")),
     ):
         page.goto(f"{server.url}/#/runs/{run_id}?tab={tab}")
-        rows = page.get_by_role("list", name=label)
-        expect(rows.get_by_role("button", name=re.compile("t00"))).to_be_visible()
+        rows = page.get_by_role("listbox", name=label)
+        expect(rows.get_by_role("option", name=re.compile("t00"))).to_be_visible()
         before().focus()
         page.keyboard.press("Tab")
         assert focused(page) == {"name": "t00", **SHOWN}
@@ -290,7 +290,9 @@ def test_the_navigations_apply_entry_follows_the_role_in_the_selected_project(
             switch_project(page, project)
             if project == "nav_view":  # its /me held: the editor's actions are not offered
                 expect(entry).to_have_count(0)
-                assert page.evaluate("window.__release()")
+                # the project is switched before its /me is asked (an effect, after the
+                # render): release it once it is held, not before
+                page.wait_for_function("window.__release()")
             expect(user).to_have_attribute("title", title)
             expect(entry).to_have_count(1 if shown else 0)
             actions = nia.get("/me", params={"project": project}).json()["actions"]

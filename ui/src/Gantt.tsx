@@ -3,14 +3,13 @@
 import { useMemo } from "preact/hooks";
 import { fmtDuration, type Timeline } from "./api";
 import { STATE_COLORS } from "./graph/GraphView";
-import { onActivate } from "./common";
 import { VirtualList } from "./VirtualList";
 
 const ATTEMPT_COLORS: Record<string, string> = {
   ...STATE_COLORS, timed_out: STATE_COLORS.failed, lost: STATE_COLORS.stopped,
 };
 
-export function Gantt({ timeline, onSelect }: { timeline: Timeline; onSelect: (id: string) => void }) {
+export function Gantt({ timeline, onSelect, selected }: { timeline: Timeline; onSelect: (id: string) => void; selected: string | null }) {
   const t0 = timeline.start ? Date.parse(timeline.start) : 0;
   const t1 = timeline.end ? Date.parse(timeline.end) : t0 + 1000;
   const span = Math.max(t1 - t0, 1);
@@ -23,6 +22,7 @@ export function Gantt({ timeline, onSelect }: { timeline: Timeline; onSelect: (i
       <VirtualList
         label="Gantt chart"
         items={rows}
+        keyOf={(task) => task.task_id}
         rowHeight={24}
         height={Math.min(560, rows.length * 24 + 40)}
         header={
@@ -35,9 +35,10 @@ export function Gantt({ timeline, onSelect }: { timeline: Timeline; onSelect: (i
             </span>
           </div>
         }
-        row={(task, _i, tabIndex) => (
-          <div class="gantt-row" role="button" tabIndex={tabIndex}
-            onClick={() => onSelect(task.task_id)} onKeyDown={onActivate(() => onSelect(task.task_id))}>
+        onOpen={(task) => onSelect(task.task_id)}
+        selected={selected}
+        row={(task) => (
+          <div class="gantt-row">
             <span class="gantt-name" title={task.task_id}>{task.task_id}</span>
             <span class="gantt-track">
               {task.attempts.map((a) => {

@@ -139,6 +139,15 @@ export const apiToken = {
   get: (): string | null => localStorage.getItem(TOKEN_KEY),
   set: (value: string) => localStorage.setItem(TOKEN_KEY, value),
   clear: () => localStorage.removeItem(TOKEN_KEY),
+  /** Calls ``listener`` when another tab of the browser signs in or out: the token is every
+   * tab's, so this tab's user has changed too. Returns the unsubscribe. */
+  onChangeElsewhere: (listener: () => void): (() => void) => {
+    const onStorage = (e: StorageEvent) => {
+      if (e.storageArea === localStorage && (e.key === TOKEN_KEY || e.key === null)) listener();
+    };
+    window.addEventListener("storage", onStorage);
+    return () => window.removeEventListener("storage", onStorage);
+  },
 };
 
 function authHeaders(): Record<string, string> {

@@ -1,6 +1,7 @@
 import { createContext } from "preact";
 import { useCallback, useContext, useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, type Me } from "./api";
+import { pollWhileVisible } from "./poll";
 
 // ---------------------------------------------------------------- routing (hash based, so
 // any static host and any API Gateway stage prefix serve every page from one index.html)
@@ -19,13 +20,22 @@ export function href(path: string, query: Record<string, string | undefined> = {
   return `#/${path.replace(/^\//, "")}${s ? `?${s}` : ""}`;
 }
 
-export function navigate(path: string, query: Record<string, string | undefined> = {}): void {
-  window.location.hash = href(path, query);
+/** Goes to a page; ``replace``: in place of the current history entry (a URL corrected, not
+ * a step the user took, so Back does not return to it). */
+export function navigate(path: string, query: Record<string, string | undefined> = {}, replace = false): void {
+  if (!replace) {
+    window.location.hash = href(path, query);
+    return;
+  }
+  history.replaceState(history.state, "", href(path, query));
+  window.dispatchEvent(new HashChangeEvent("hashchange")); // replaceState announces nothing
 }
 
 // ---------------------------------------------------------------- who may do what
-export interface Session { me: Me; project: string; setProject: (p: string) => void }
-export const SessionContext = createContext<Session>({ me: { user: "", project: "default", role: null, actions: [] }, project: "default", setProject: () => {} });
+/** ``known``: the selected project's /me has answered. Until it has, no action is offered
+ * (``me.actions`` is empty) and no page may say the role cannot act: it is not known yet. */
+export interface Session { me: Me; project: string; setProject: (p: string) => void; known: boolean }
+export const SessionContext = createContext<Session>({ me: { user: "", project: "default", role: null, actions: [] }, project: "default", setProject: () => {}, known: false });
 export const useSession = () => useContext(SessionContext);
 /** Whether the caller's role allows ``action`` (from GET /me); the UI hides what is not. */
 export const useCan = () => {
@@ -33,52 +43,61 @@ export const useCan = () => {
   return (action: string) => me.actions.includes(action);
 };
 
+/** Whether a page's URL parameters that belong to a project (a filter naming its workflow or
+ * run, a page's cursor) are the selected project's: they belong to the URL's ``project``, or
+ * else to the project selected when that URL was opened. When they are another project's
+ * (the project was switched, or Back returned to another project's URL) the page must not use
+ * them, not even for its first request: ``restart`` then replaces the URL by the page's first
+ * page in ``project`` (keeping what is not a project's, e.g. a state filter; naming the
+ * project, so the URL is another and is the selected project's). The page's own URLs name
+ * ``project`` when they carry such parameters. */
+export function useProjectParams(query: URLSearchParams, restart: (project: string) => void): boolean {
+  const { project } = useSession();
+  const url = query.toString();
+  const opened = useRef({ url, project });
+  if (opened.current.url !== url) opened.current = { url, project };
+  const mine = (query.get("project") ?? opened.current.project) === project;
+  useEffect(() => { if (!mine) restart(project); }, [mine, project]);
+  return mine;
+}
+
 // ---------------------------------------------------------------- data loading
 /** What ``load`` gives, for the inputs ``deps``. Data loaded for other inputs (another
  * project, filter or page) is never returned: when the inputs change the page shows nothing
  * until the new load answers, and a failed first load shows its error alone, never the data of
  * the project before it (a failed refresh of the same inputs keeps what they showed, the error
- * beside it). ``every``: reload that often (ms) while the tab is visible and no load is on its
- * way, and at once when it becomes visible again, keeping what is shown until the answer. */
-export function useLoad<T>(load: () => Promise<T>, deps: unknown[], every?: number): { data: T | null; error: ApiError | Error | null; reload: () => void } {
+ * beside it). ``every``: load again that long (ms) after each answer while the tab is visible,
+ * and at once when it becomes visible again, keeping what is shown until the answer
+ * (``pollWhileVisible``); ``until``: an answer that ends the polling (a finished backfill). */
+export function useLoad<T>(load: () => Promise<T>, deps: unknown[], every?: number, until?: (data: T) => boolean): { data: T | null; error: ApiError | Error | null; reload: () => void } {
   const key = JSON.stringify(deps);
   const [got, setGot] = useState<{ key: string; data: T | null; error: ApiError | Error | null }>({ key, data: null, error: null });
   const [tick, setTick] = useState(0);
   const asked = useRef(0);
   useEffect(() => {
     let live = true;
-    let pending = false; // a refresh is not asked while one is on its way (a slow API)
     const fetchNow = () => {
       const seq = ++asked.current; // only the latest request's answer is shown
-      pending = true;
-      load().then(
-        (d) => { if (live && seq === asked.current) { pending = false; setGot({ key, data: d, error: null }); } },
+      return load().then(
+        (d) => {
+          if (live && seq === asked.current) setGot({ key, data: d, error: null });
+          return !until?.(d);
+        },
         // a failed refresh keeps what was shown for these inputs, the error beside it
-        (e: Error) => { if (live && seq === asked.current) { pending = false; setGot((old) => ({ key, data: old.key === key ? old.data : null, error: e })); } },
+        (e: Error) => { if (live && seq === asked.current) setGot((old) => ({ key, data: old.key === key ? old.data : null, error: e })); },
       );
     };
-    fetchNow();
-    if (!every) return () => { live = false; };
-    const visible = () => document.visibilityState === "visible";
-    const timer = window.setInterval(() => { if (visible() && !pending) fetchNow(); }, every);
-    const onVisible = () => { if (visible() && !pending) fetchNow(); };
-    document.addEventListener("visibilitychange", onVisible);
-    return () => { live = false; window.clearInterval(timer); document.removeEventListener("visibilitychange", onVisible); };
+    if (!every) {
+      fetchNow();
+      return () => { live = false; };
+    }
+    const stop = pollWhileVisible(fetchNow, () => every);
+    return () => { live = false; stop(); };
   }, [key, tick, every]);
   const reload = useCallback(() => setTick((t) => t + 1), []);
   const current = got.key === key;
   return { data: current ? got.data : null, error: current ? got.error : null, reload };
 }
-
-/** A keydown handler that runs ``act`` on Enter or Space: a row that is clicked can be
- * operated by keyboard too (it also needs role="button" and a tabIndex: in a VirtualList,
- * the one the list gives it). */
-export const onActivate = (act: () => void) => (e: KeyboardEvent) => {
-  if (e.key === "Enter" || e.key === " ") {
-    e.preventDefault();
-    act();
-  }
-};
 
 /** "1 task", "3 tasks". */
 export const plural = (n: number, noun: string) => `${n.toLocaleString("en")} ${noun}${n === 1 ? "" : "s"}`;

@@ -51,16 +51,25 @@ function App() {
     );
     return () => { newest = false; };
   }, [project, signIn]);
-  const signOut = () => {
-    apiToken.clear();
-    forgetApplyDraft(); // the tab's next user must not see it
-    setMe(null); // no page of this user's stays open meanwhile
+  // the user leaves: their Apply draft is forgotten (the tab's next user must not see it),
+  // no page of theirs stays open meanwhile, and /me is asked again
+  const userChanged = () => {
+    forgetApplyDraft();
+    setMe(null);
     setMeError(null);
     setSignIn((n) => n + 1);
   };
+  const signOut = () => {
+    apiToken.clear();
+    userChanged();
+  };
+  // signed out, or in as someone else, in another tab: the token is every tab's, so this
+  // tab's user has changed too (the draft, in this tab's session storage, is this tab's to forget)
+  useEffect(() => apiToken.onChangeElsewhere(userChanged), []);
   // the actions of the selected project's role: until its /me answers, none (not the ones
   // of the project selected before)
-  const actions = me && me.project === project ? me.actions : [];
+  const known = !!me && me.project === project;
+  const actions = known && me ? me.actions : [];
   // a 401 to any request (a token revoked or expired while a page is open) asks /me again:
   // if it too answers 401, the sign-in form shows, whatever page is open
   useEffect(() => onUnauthorized(() => { if (!asking.current) setSignIn((n) => n + 1); }), []);
@@ -83,7 +92,7 @@ function App() {
   else page = <WorkflowsPage />;
   const active = (s: string) => ((section ?? "") === s || (s === "" && section === "workflows") ? "active" : "");
   return (
-    <SessionContext.Provider value={{ me: me ? { ...me, actions } : { user: "", project, role: null, actions: [] }, project, setProject }}>
+    <SessionContext.Provider value={{ me: me ? { ...me, actions } : { user: "", project, role: null, actions: [] }, project, setProject, known }}>
       <header class="top">
         <a class="brand" href={href("")}>Stratoflow</a>
         <nav>

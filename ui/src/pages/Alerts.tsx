@@ -1,9 +1,9 @@
 // A project's alerts: its channels (credentials only as `{{ secrets.NAME }}` references), its
 // groups (with "send a test alert"), and the delivery log with each channel's status.
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import { DELIVERY_STATUSES, api, fmtTime, type AlertChannel, type AlertGroup, type Delivery } from "../api";
 import channelTypes from "../channelTypes.json";
-import { ActionButton, ErrorBox, StateBadge, href, navigate, useCan, useLoad, useSession } from "../common";
+import { ActionButton, ErrorBox, StateBadge, href, navigate, useCan, useLoad, useProjectParams, useSession } from "../common";
 import { SettingsForm, type Field, type SettingsType } from "../SettingsForm";
 
 // The channel types of stratoflow/alerts/_channels.py (CHANNEL_TYPES), kept equal to it by
@@ -234,12 +234,16 @@ function GroupForm({ group, channels, onDone, onCancel }: { group: AlertGroup | 
 /** The delivery log: one row an alert, each of its channels with its status. */
 function Deliveries({ query }: { query: URLSearchParams }) {
   const { project } = useSession();
-  const runId = query.get("run_id") ?? "";
   const status = query.get("status") ?? "";
-  const cursor = Number(query.get("cursor")) || undefined;
+  // the run filter and the page (`cursor`) are a project's: another starts on its newest
+  // alerts, of every run (the status filter is kept)
+  const mine = useProjectParams(query, (p) => navigate("alerts", { tab: "deliveries", project: p, status: status || undefined }, true));
+  const runId = mine ? query.get("run_id") ?? "" : "";
+  const cursor = (mine && Number(query.get("cursor"))) || undefined;
   const [runInput, setRunInput] = useState(runId);
+  useEffect(() => setRunInput(runId), [runId]); // the URL's filter, when it changes
   const { data, error, reload } = useLoad(() => api.deliveries({ project, run_id: runId, status, cursor, limit: 100 }), [project, runId, status, cursor]);
-  const go = (q: Record<string, string | undefined>) => navigate("alerts", { tab: "deliveries", run_id: runId || undefined, status: status || undefined, ...q });
+  const go = (q: Record<string, string | undefined>) => navigate("alerts", { tab: "deliveries", project, run_id: runId || undefined, status: status || undefined, ...q });
   const alerts: Delivery[][] = [];
   for (const d of data?.deliveries ?? []) {
     const last = alerts[alerts.length - 1];

@@ -30,7 +30,7 @@ export const forgetApplyDraft = draft.clear;
 
 export function ApplyPage() {
   const can = useCan();
-  const { project, setProject } = useSession();
+  const { project, setProject, known } = useSession();
   const [source, setSourceState] = useState(() => draft.get() ?? EXAMPLE);
   const setSource = (text: string) => { setSourceState(text); draft.set(text); };
   const [error, setError] = useState<ApiError | Error | null>(null);
@@ -76,7 +76,7 @@ export function ApplyPage() {
       <div class="page-head"><h1>Apply a workflow</h1><a href={href("")}>Back to workflows</a></div>
       <p class="muted">Paste a workflow (format version 1). A changed definition becomes a new version; an unchanged one changes nothing.
         It goes to the project its <code>project:</code> names (else <code>default</code>).</p>
-      {!can("workflow.apply") && (
+      {known && !can("workflow.apply") && (
         <p class="muted" data-testid="apply-role-note">Your role in project “{project}” cannot apply workflows there; a workflow naming a project where you are an editor can still be applied.</p>
       )}
       <div class="editor">

@@ -1,4 +1,4 @@
-import { useEffect, useState } from "preact/hooks";
+import { useState } from "preact/hooks";
 import { api, fmtTime, TERMINAL_BACKFILL, type BackfillRequest, type BackfillView, type VersionDetail } from "../api";
 import { ActionButton, ErrorBox, StateBadge, href, navigate, useCan, useLoad, useSession } from "../common";
 
@@ -129,19 +129,19 @@ export function BackfillTable({ backfills }: { backfills: BackfillView[] }) {
   );
 }
 
+const dependentsOf = (b: BackfillView | null) => (b?.dependents ?? []).filter((c): c is BackfillView => typeof c === "object");
+
+/** Whether a backfill and every backfill it included have ended: nothing changes any more. */
+const settledBackfill = (b: BackfillView) =>
+  [b, ...dependentsOf(b)].every((x) => TERMINAL_BACKFILL.includes(x.state));
+
 /** A backfill's progress by date, refreshed every two seconds until it ends. */
 export function BackfillPage({ id }: { id: string }) {
   const can = useCan();
-  const { data: b, error, reload } = useLoad(() => api.backfill(id), [id]);
-  const children = (b?.dependents ?? []).filter((c): c is BackfillView => typeof c === "object");
-  const ended = b ? TERMINAL_BACKFILL.includes(b.state) : false;
-  // refreshed until it and every backfill it included have ended
-  const settled = ended && children.every((c) => TERMINAL_BACKFILL.includes(c.state));
-  useEffect(() => {
-    if (!b || settled) return;
-    const timer = window.setTimeout(reload, 2000);
-    return () => window.clearTimeout(timer);
-  }, [b, settled]);
+  // asked again 2 s after each answer (not in a hidden tab) until it has settled
+  const { data: b, error, reload } = useLoad(() => api.backfill(id), [id], 2000, settledBackfill);
+  const children = dependentsOf(b);
+  const settled = b ? settledBackfill(b) : false;
   return (
     <section>
       <div class="page-head">

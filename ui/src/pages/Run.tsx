@@ -2,9 +2,10 @@
 // selected task's attempts, outputs and log. Polls while the run is not finished.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { api, firstRequests, fmtClock, fmtDuration, fmtTime, refreshRun, refreshStates, TERMINAL_RUN, type FirstRequests, type HeldStates, type RunDetail, type RunState, type RunStates, type TaskState, type Timeline, type TaskView } from "../api";
-import { ActionButton, ErrorBox, StateBadge, href, navigate, onActivate, plural, useCan } from "../common";
+import { ActionButton, ErrorBox, StateBadge, href, navigate, plural, useCan } from "../common";
 import { Gantt } from "../Gantt";
 import { GraphView } from "../graph/GraphView";
+import { pollWhileVisible } from "../poll";
 import { VirtualList } from "../VirtualList";
 
 const TABS = ["graph", "gantt", "tasks"] as const;
@@ -24,21 +25,16 @@ function useLiveRun(id: string, first: FirstRequests, whole: boolean) {
   const heldStates = useRef<HeldStates | null>(null);
   useEffect(() => {
     let live = true;
-    let timer = 0;
-    let polling = false; // a poll is on its way: it asks for the next itself
-    let ended = false; // the run has finished: nothing more to ask
-    let started = false; // the first requests are in: polls may start
+    let stop = () => {};
     if (held.current && held.current.detail.run.id !== id) held.current = null;
     if (heldStates.current && heldStates.current.run.id !== id) heldStates.current = null;
-    const poll = async () => {
-      window.clearTimeout(timer);
-      polling = true;
-      const began = performance.now();
+    // one poll: false once the run has finished (nothing more to ask)
+    const poll = async (): Promise<boolean> => {
       try {
         let state: RunState;
         if (whole || !heldStates.current) {
           const got = await refreshRun(id, held.current);
-          if (!live) return;
+          if (!live) return false;
           if (got !== held.current) {
             held.current = got;
             setDetail(got.detail);
@@ -46,7 +42,7 @@ function useLiveRun(id: string, first: FirstRequests, whole: boolean) {
           state = got.detail.run.state;
         } else {
           const got = await refreshStates(id, heldStates.current);
-          if (!live) return;
+          if (!live) return false;
           if (got !== heldStates.current) {
             heldStates.current = got;
             setBrief({ run: got.run, revision: got.revision, states: got.states });
@@ -54,29 +50,24 @@ function useLiveRun(id: string, first: FirstRequests, whole: boolean) {
           state = got.run.state;
         }
         setError(null);
-        ended = TERMINAL_RUN.includes(state);
+        return !TERMINAL_RUN.includes(state);
       } catch (e) {
-        if (!live) return;
-        setError(e as Error);
-      } finally {
-        polling = false;
+        if (live) setError(e as Error);
+        return live;
       }
-      // poll again soon, but never spend more than a third of the time fetching; not while
-      // the tab is hidden (its return polls at once)
-      const spent = performance.now() - began;
-      if (!ended) timer = window.setTimeout(() => { if (!document.hidden) poll(); }, Math.max(1000, spent * 3));
     };
-    const onVisible = () => { if (live && started && !ended && !polling && !document.hidden) poll(); };
-    document.addEventListener("visibilitychange", onVisible);
     first.states.then((b) => {
       if (!live || heldStates.current) return; // polled since: newer than the first states
       setBrief(b);
       if (b.revision != null) heldStates.current = { run: b.run, states: b.states, revision: b.revision, etag: null };
     }, () => undefined);
     // the first poll once the graph's data is in: the server answers one request at a time,
-    // and a whole view, the largest, would hold those two back
-    Promise.allSettled([first.states, first.layout]).then(() => { if (live) { started = true; poll(); } });
-    return () => { live = false; window.clearTimeout(timer); document.removeEventListener("visibilitychange", onVisible); };
+    // and a whole view, the largest, would hold those two back. Then polls again soon, but
+    // never spending more than a third of the time fetching; none while the tab is hidden
+    Promise.allSettled([first.states, first.layout]).then(() => {
+      if (live) stop = pollWhileVisible(poll, (spent) => Math.max(1000, spent * 3));
+    });
+    return () => { live = false; stop(); };
   }, [id, tick, whole]);
   return { detail, brief, error, refresh: () => setTick((t) => t + 1) };
 }
@@ -146,7 +137,7 @@ export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
             <GraphView layoutKey={`${r.project}/${r.workflow}/${r.version}`} load={loadLayout} states={states} selected={selected} onSelect={onSelect} height={520} refine={!active} />
           )}
           {tab !== "graph" && !detail && <p class="muted">Loading tasks…</p>}
-          {tab === "gantt" && detail && <GanttTab detail={detail} onSelect={onSelect} />}
+          {tab === "gantt" && detail && <GanttTab detail={detail} onSelect={onSelect} selected={selected} />}
           {tab === "tasks" && detail && <TaskList detail={detail} onSelect={onSelect} selected={selected} />}
         </div>
         {selected && detail?.tasks[selected] && (
@@ -180,10 +171,12 @@ export function timelineOf(detail: RunDetail): Timeline {
   return { run: detail.run, start: iso(start ?? (detail.run.started_at ? Date.parse(detail.run.started_at) : null)), end: iso(end), tasks };
 }
 
-function GanttTab({ detail, onSelect }: { detail: RunDetail; onSelect: (t: string) => void }) {
+function GanttTab({ detail, onSelect, selected }: { detail: RunDetail; onSelect: (t: string) => void; selected: string | null }) {
   const timeline = useMemo(() => timelineOf(detail), [detail]);
-  return <Gantt timeline={timeline} onSelect={onSelect} />;
+  return <Gantt timeline={timeline} onSelect={onSelect} selected={selected} />;
 }
+
+const taskKey = ([id]: [string, TaskView]) => id;
 
 function TaskList({ detail, onSelect, selected }: { detail: RunDetail; onSelect: (t: string) => void; selected: string | null }) {
   const [filter, setFilter] = useState("");
@@ -197,11 +190,13 @@ function TaskList({ detail, onSelect, selected }: { detail: RunDetail; onSelect:
       <VirtualList
         label="Tasks"
         items={rows}
+        keyOf={taskKey}
         rowHeight={30}
         height={480}
-        row={([id, t], _i, tabIndex) => (
-          <div class={`task-row${id === selected ? " selected" : ""}`} role="button" tabIndex={tabIndex}
-            aria-pressed={id === selected} onClick={() => onSelect(id)} onKeyDown={onActivate(() => onSelect(id))}>
+        onOpen={([id]) => onSelect(id)}
+        selected={selected}
+        row={([id, t]) => (
+          <div class={`task-row${id === selected ? " selected" : ""}`}>
             <span class="mono">{id}</span>
             <StateBadge state={t.state} />
             <span class="muted small">try {t.attempts}</span>
@@ -300,7 +295,7 @@ function LogView({ runId, taskId, attempt, follow }: { runId: string; taskId: st
   const chain = useRef<Promise<void>>(Promise.resolve());
   const shown = useRef(0);
   const pending = useRef(0);
-  const load = (reset: boolean) => {
+  const load = (reset: boolean): Promise<void> => {
     const generation = reset ? ++shown.current : shown.current;
     pending.current += 1;
     chain.current = chain.current.then(async () => {
@@ -320,6 +315,7 @@ function LogView({ runId, taskId, attempt, follow }: { runId: string; taskId: st
         setBusy(false);
       }
     }).finally(() => { pending.current -= 1; });
+    return chain.current;
   };
   useEffect(() => {
     offset.current = 0;
@@ -330,11 +326,9 @@ function LogView({ runId, taskId, attempt, follow }: { runId: string; taskId: st
   useEffect(() => {
     if (follow) {
       followed.current = true;
-      // not while the tab is hidden; at once when it is visible again
-      const read = () => { if (!document.hidden && !pending.current) load(false); };
-      const t = window.setInterval(read, 1500);
-      document.addEventListener("visibilitychange", read);
-      return () => { window.clearInterval(t); document.removeEventListener("visibilitychange", read); };
+      // from where the last read ended, 1.5 s after it; not while the tab is hidden, and at
+      // once when it is shown again (a read already asked for, "Load more", is waited for)
+      return pollWhileVisible(() => (pending.current ? chain.current : load(false)), () => 1500, false);
     }
     // followed until now, the attempt has ended: its tail, which the server holds back
     // while the attempt runs (a secret could be split there), is read once more

@@ -1,5 +1,5 @@
 import { api, fmtDuration, fmtTime, RUN_STATES, type RunView } from "../api";
-import { ErrorBox, StateBadge, href, navigate, useLoad, useSession } from "../common";
+import { ErrorBox, StateBadge, href, navigate, useLoad, useProjectParams, useSession } from "../common";
 
 /** How often the runs and workflows lists ask again while the tab is visible. */
 export const REFRESH_MS = 5000;
@@ -31,13 +31,16 @@ export function RunTable({ runs, showWorkflow = true }: { runs: RunView[]; showW
 
 export function RunsPage({ query }: { query: URLSearchParams }) {
   const { project } = useSession();
-  const workflow = query.get("workflow") ?? "";
   const state = query.get("state") ?? "";
-  const before = query.get("before") ?? "";
-  const prev = query.get("prev") ?? ""; // comma-separated cursor stack for "Newer"
+  // the workflow filter and the page (`before`, `prev`) are a project's: another starts on
+  // its first page, with all its workflows (the state filter, the same in every project, is kept)
+  const mine = useProjectParams(query, (p) => navigate("runs", { project: p, state: state || undefined }, true));
+  const workflow = mine ? query.get("workflow") ?? "" : "";
+  const before = mine ? query.get("before") ?? "" : "";
+  const prev = mine ? query.get("prev") ?? "" : ""; // comma-separated cursor stack for "Newer"
   const { data, error } = useLoad(() => api.runs({ project, workflow, state, before, limit: 25 }), [project, workflow, state, before], REFRESH_MS);
   const workflows = useLoad(() => api.workflows(project, undefined, 500), [project]);
-  const go = (q: Record<string, string | undefined>) => navigate("runs", { workflow, state, ...q });
+  const go = (q: Record<string, string | undefined>) => navigate("runs", { project, workflow, state, ...q });
   const stack = prev ? prev.split(",") : [];
   return (
     <section>

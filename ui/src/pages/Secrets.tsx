@@ -7,7 +7,7 @@ import { ActionButton, ErrorBox, useCan, useLoad, useSession } from "../common";
 const NAME = "[A-Za-z][A-Za-z0-9_]{0,127}";
 
 export function SecretsPage() {
-  const { project } = useSession();
+  const { project, known } = useSession();
   const can = useCan();
   const { data, error, reload } = useLoad(() => api.secrets(project), [project]);
   const [name, setName] = useState("");
@@ -16,6 +16,7 @@ export function SecretsPage() {
   const [formError, setFormError] = useState<Error | null>(null);
   const [busy, setBusy] = useState(false);
 
+  if (!known) return <p class="muted">Loading…</p>; // the role here is not known yet
   if (!can("secrets.edit")) return <p class="muted">Your role cannot manage the secrets of project “{project}”.</p>;
 
   const submit = async (ev: Event) => {

@@ -189,7 +189,7 @@ function WorkflowRuns({ name }: { name: string }) {
       <ErrorBox error={error} />
       {data && data.runs.length === 0 && <p class="muted">No runs of {name} yet.</p>}
       {data && data.runs.length > 0 && <RunTable runs={data.runs} showWorkflow={false} />}
-      <a href={href("runs", { workflow: name })}>All runs of {name} →</a>
+      <a href={href("runs", { project, workflow: name })}>All runs of {name} →</a>
     </div>
   );
 }
