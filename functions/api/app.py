@@ -26,6 +26,7 @@ from stratoflow.adapters.aws.runtime import AwsFunction, UtcClock
 from stratoflow.adapters.aws.secrets import SecretsManagerStore, secrets_prefix
 from stratoflow.api.app import create_app
 from stratoflow.api.gateway import api_authenticator, api_gateway_check
+from stratoflow.api.paths import with_decoded_path
 from stratoflow.readmodel import DataApiDatabase, ReadModel
 
 logger = Logger()
@@ -120,4 +121,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     run_id = run_id_of_path(str(event.get("path") or ""))
     if run_id is not None:
         logger.set_correlation_id(run_id)
-    return app.resolve(event, context)
+    # API Gateway REST leaves the path percent-encoded; routes see it decoded, as locally
+    return app.resolve(with_decoded_path(event), context)
