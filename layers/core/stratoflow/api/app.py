@@ -100,6 +100,7 @@ from stratoflow.errors import (
     InvalidInput,
     NotFound,
     Problem,
+    ScheduleSyncFailed,
     Unavailable,
     more_problems,
 )
@@ -282,6 +283,9 @@ _DOMAIN_ERRORS: Mapping[type[Exception], tuple[HTTPStatus, str]] = {
     Unauthenticated: (HTTPStatus.UNAUTHORIZED, "unauthenticated"),
     Forbidden: (HTTPStatus.FORBIDDEN, "forbidden"),
     Unavailable: (HTTPStatus.SERVICE_UNAVAILABLE, "unavailable"),
+    # the version is stored but EventBridge Scheduler refused or failed its schedule: the
+    # message names the error and says to apply again (a service behind the API failed: 502)
+    ScheduleSyncFailed: (HTTPStatus.BAD_GATEWAY, "schedule_sync_failed"),
     # a project's secrets that cannot be used as they are (a file others can read, not ours):
     # the message names the file and the fix, never a value; no retry helps until it is fixed
     SecretUnavailable: (HTTPStatus.SERVICE_UNAVAILABLE, "secrets_unavailable"),
@@ -307,6 +311,8 @@ _DESCRIPTIONS = {
     422: "The request does not match the schema: `problems` name each field (the first "
     "100; `message` counts them all)",
     500: "Internal error (details only in the server log)",
+    502: "The workflow version is stored, but its EventBridge schedule could not be written "
+    "(AWS): `message` says why; apply it again to retry",
     503: "The machine cannot serve it now (disk full, I/O error, busy): nothing was changed; "
     "retry after `Retry-After` seconds",
 }
@@ -1039,6 +1045,7 @@ def create_app(
             "Identical to the latest version: nothing changed (`created` is false)",
             400,
             415,
+            502,
             created="Stored as a new version (`created` is true)",
         ),
     )
@@ -1240,7 +1247,7 @@ def create_app(
         "/workflows/<name>/pause",
         summary="Pause the workflow's schedule (runs already started go on)",
         tags=["workflows"],
-        responses=_responses("The workflow, now paused", 404),
+        responses=_responses("The workflow, now paused", 404, 502),
     )
     def pause_workflow(name: str, project: ProjectQuery = DEFAULT_PROJECT) -> VersionDetail:
         return set_paused(project, name, True)
@@ -1249,7 +1256,7 @@ def create_app(
         "/workflows/<name>/unpause",
         summary="Unpause the workflow's schedule",
         tags=["workflows"],
-        responses=_responses("The workflow, now unpaused", 404),
+        responses=_responses("The workflow, now unpaused", 404, 502),
     )
     def unpause_workflow(name: str, project: ProjectQuery = DEFAULT_PROJECT) -> VersionDetail:
         return set_paused(project, name, False)
