@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from .harness import aws_stack
+from .harness import ACCOUNT, ROLE_MAP, aws_stack
 
 NIGHTLY = (
     "name: nightly\nschedule: {cron: '0 2 * * *'}\ntasks:\n  a: {type: shell, command: echo}\n"
@@ -50,3 +50,43 @@ def test_a_schedule_sync_failure_says_the_version_is_stored_and_to_apply_again(
             s["Name"] for s in stack.scheduler_client.list_schedules(GroupName=group)["Schedules"]
         ]
         assert names == ["default.nightly"]
+
+
+def test_the_runs_cursor_says_nothing_of_runs_the_caller_may_not_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    alpha_role = f"arn:aws:iam::{ACCOUNT}:role/AlphaAdmin"
+    monkeypatch.setitem(ROLE_MAP, alpha_role, {"alpha": "admin"})
+    alpha = f"arn:aws:sts::{ACCOUNT}:assumed-role/AlphaAdmin/s"
+    source = "name: w\nproject: {}\ntasks:\n  a: {{type: shell, command: echo}}\n"
+    with aws_stack(monkeypatch) as stack:
+        for project in ("alpha", "beta"):
+            status, body = stack.api("POST", "/workflows", {"source": source.format(project)})
+            assert status == 201, body
+        status, body = stack.api("POST", "/workflows/w/runs", {"run_id": "k1"}, {"project": "beta"})
+        assert status == 201, body
+        beta_run = body["run"]["id"]
+        status, body = stack.api(
+            "POST", "/workflows/w/runs", {"run_id": "k1"}, {"project": "alpha"}
+        )
+        assert status == 201, body
+        alpha_run = body["run"]["id"]
+
+        # as the local runtime answers a cursor it did not return, whether or not the run exists
+        refused = {
+            "error": "invalid_input",
+            "message": "cursor: not a cursor this API returned",
+            "problems": [
+                {"path": "cursor", "message": "not a cursor this API returned", "line": None}
+            ],
+        }
+        for before in (beta_run, "beta.w.nonexistent", "alpha.w.nonexistent"):
+            answer = stack.api(
+                "GET", "/runs", None, {"project": "alpha", "before": before}, caller=alpha
+            )
+            assert answer == (400, refused), before
+        # the cursor this API returns still pages on
+        status, body = stack.api(
+            "GET", "/runs", None, {"project": "alpha", "before": alpha_run}, caller=alpha
+        )
+        assert (status, body) == (200, {"runs": [], "next": None})

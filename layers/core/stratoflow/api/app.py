@@ -1357,12 +1357,15 @@ def create_app(
                 [Problem("logical_from", "date filters need the read model (stratoflow server)")]
             )
         if before is not None:
+            # The cursor is a run of this project (the `next` this listing returned). Any
+            # other, there or not, is answered as the read model answers a cursor it did not
+            # return: the same words whether another project's run exists or not
             try:
-                store.get_run(before)
+                cursor_run: Run | None = store.get_run(before)
             except NotFound:
-                raise InvalidInput(
-                    [Problem("before", f"no run {before!r}: pass the `next` of a previous page")]
-                ) from None
+                cursor_run = None
+            if cursor_run is None or cursor_run.project != project:
+                raise InvalidInput([Problem("cursor", "not a cursor this API returned")])
         query = RunQuery(
             project=project, workflow=workflow, state=state, limit=limit + 1, before=before
         )
