@@ -90,3 +90,33 @@ def test_the_runs_cursor_says_nothing_of_runs_the_caller_may_not_read(
             "GET", "/runs", None, {"project": "alpha", "before": alpha_run}, caller=alpha
         )
         assert (status, body) == (200, {"runs": [], "next": None})
+
+
+def test_a_variable_written_but_answered_with_a_throttle_is_answered_as_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The variable's transaction is applied, its answer lost (a throttle): the API answers
+    as if the first try had been answered (201 new, then the delete that deleted it)."""
+    with aws_stack(monkeypatch) as stack:
+        client = stack.functions["api"].function.scheduler.store.client
+        real = client.transact_write_items
+        armed = {"on": False}
+
+        def applied_then_throttled(**kwargs: Any) -> Any:
+            out = real(**kwargs)
+            if armed["on"]:
+                armed["on"] = False
+                error = {"Error": {"Code": "ThrottlingException", "Message": "lost answer"}}
+                raise ClientError(error, "TransactWriteItems")  # type: ignore[arg-type]
+            return out
+
+        monkeypatch.setattr(client, "transact_write_items", applied_then_throttled)
+        armed["on"] = True
+        status, body = stack.api("PUT", "/variables/colour", {"value": "blue"})
+        assert (status, armed["on"]) == (201, False), body
+        armed["on"] = True
+        status, body = stack.api("DELETE", "/variables/colour")
+        assert armed["on"] is False
+        assert status in (200, 204), body
+        status, _ = stack.api("GET", "/variables/colour")
+        assert status == 404
