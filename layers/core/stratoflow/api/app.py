@@ -322,8 +322,8 @@ _DESCRIPTIONS = {
     422: "The request does not match the schema: `problems` name each field (the first "
     "100; `message` counts them all)",
     500: "Internal error (details only in the server log)",
-    502: "The workflow version is stored, but its EventBridge schedule could not be written "
-    "(AWS): `message` says why; apply it again to retry",
+    502: "The change is stored, but the workflow's EventBridge schedule could not be written "
+    "(AWS): `message` says why; make the same request again to retry",
     503: "The machine cannot serve it now (disk full, I/O error, busy): nothing was changed; "
     "retry after `Retry-After` seconds",
 }
@@ -653,10 +653,11 @@ def _fitting_page(cut: Callable[[int], tuple[bytes, int]], limit: int) -> tuple[
         chunk, next_offset = cut(length)
         text = chunk.decode("utf-8", errors="replace")
         size = wire_size(text)
-        if size <= MAX_PAGE_WIRE or len(chunk) <= UTF8_MAX:
+        if size <= MAX_PAGE_WIRE or length <= 1:
             return text, next_offset
-        # what the page costs per byte varies: aim a little under and try again
-        length = max(1, min(len(chunk) - 1, len(chunk) * MAX_PAGE_WIRE // size * 15 // 16))
+        # what the page costs per byte varies: aim a little under and try again (the length
+        # asked shrinks every time, so this ends, at worst with one character)
+        length = max(1, min(length - 1, len(chunk) * MAX_PAGE_WIRE // size * 15 // 16))
 
 
 def wire_size(text: str) -> int:
