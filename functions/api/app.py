@@ -25,7 +25,8 @@ from stratoflow.adapters.aws.handlers import run_id_of_path
 from stratoflow.adapters.aws.runtime import AwsFunction, UtcClock
 from stratoflow.adapters.aws.secrets import SecretsManagerStore, secrets_prefix
 from stratoflow.api.app import create_app
-from stratoflow.api.gateway import api_authenticator, api_gateway_check
+from stratoflow.api.gateway import api_authenticator, api_gateway_check, within_lambda_limit
+from stratoflow.api.paths import with_decoded_path
 from stratoflow.readmodel import DataApiDatabase, ReadModel
 
 logger = Logger()
@@ -120,4 +121,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     run_id = run_id_of_path(str(event.get("path") or ""))
     if run_id is not None:
         logger.set_correlation_id(run_id)
-    return app.resolve(event, context)
+    # API Gateway REST leaves the path percent-encoded; routes see it decoded, as locally
+    request = with_decoded_path(event)
+    response = app.resolve(request, context)
+    return within_lambda_limit(response, str(request.get("httpMethod")), request["path"])

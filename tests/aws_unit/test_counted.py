@@ -299,10 +299,13 @@ def _refuse(code: str, reasons: list[str] | None, times: int) -> Callable[..., A
 @pytest.mark.parametrize(
     ("operation", "code", "reasons"),
     [
-        ("TransactWriteItems", "TransactionCanceledException", ["None", "TransactionConflict"]),
-        ("TransactWriteItems", "TransactionCanceledException", ["None", "ThrottlingError"]),
+        # the item's, the counter's and the write's marker's (adapters/aws/counted.py)
         ("TransactWriteItems", "TransactionCanceledException",
-         ["TransactionConflict", "TransactionConflict"]),
+         ["None", "TransactionConflict", "None"]),
+        ("TransactWriteItems", "TransactionCanceledException",
+         ["None", "ThrottlingError", "None"]),
+        ("TransactWriteItems", "TransactionCanceledException",
+         ["TransactionConflict", "TransactionConflict", "None"]),
         ("PutItem", "TransactionConflictException", None),
         ("TransactWriteItems", "ProvisionedThroughputExceededException", None),
     ],
@@ -409,3 +412,40 @@ def test_a_write_failing_at_every_point_leaves_the_count_true_and_a_retry_ends_w
         assert _stored(client, kind) == expected, n
         n += 1
     assert n >= 3  # the operation's every write request was failed in turn
+
+
+@pytest.mark.parametrize("code", ["ThrottlingException", "ProvisionedThroughputExceededException"])
+def test_a_write_applied_but_answered_with_an_error_is_reported_as_applied(
+    client: Any, kind: Kind, code: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction DynamoDB applied whose answer was lost (a throttle after the write): the
+    retry must find its own write, not take the item for someone else's (a new
+    item answered as a replacement, a delete that deleted answered as not there)."""
+    real = client.transact_write_items
+    armed = {"on": True}
+
+    def applied_then_failed(**kwargs: Any) -> Any:
+        out = real(**kwargs)
+        if armed["on"]:
+            armed["on"] = False
+            error = {"Error": {"Code": code, "Message": "the answer was lost"}}
+            raise ClientError(error, "TransactWriteItems")  # type: ignore[arg-type]
+        return out
+
+    monkeypatch.setattr(client, "transact_write_items", applied_then_failed)
+    assert kind.add("a") is True
+    assert not armed["on"]  # the fault did happen
+    assert _stored(client, kind) == (["a"], 1)
+    armed["on"] = True
+    deleted = kind.delete("a")  # not NotFound: it was there, and this request deleted it
+    assert not armed["on"]
+    if kind.prefix == "V#":
+        assert deleted is True
+    assert _stored(client, kind) == ([], 0)
+    # what marked the writes as this request's is gone with them: only counters are left
+    left = client.query(
+        TableName=kind.table, ConsistentRead=True, KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": COUNTER_PREFIX + kind.pk}},
+    )["Items"]  # fmt: skip
+    assert kind.prefix in [i["sk"]["S"] for i in left]
+    assert not [i for i in left if not i["sk"]["S"].endswith("#")]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,20 +87,74 @@ def test_two_authorization_headers_are_refused_whichever_is_valid(
     assert auth(one).name == "alice"
 
 
+def id_token(payload: dict[str, Any]) -> str:
+    """An ID token as the client sends it (API Gateway checked its signature; none here)."""
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'RS256'})}.{part(payload)}.c2lnbmF0dXJl"
+
+
+def cognito_event(groups: Any, token_groups: list[str] | None = None) -> APIGatewayProxyEvent:
+    """A request as the REST API's Cognito authorizer hands it over: the verified claims
+    (``cognito:groups`` as the authorizer serialised it) and the token in Authorization."""
+    claims = {"sub": "u-1", "cognito:username": "carol", "cognito:groups": groups}
+    headers = {}
+    if token_groups is not None:
+        headers["Authorization"] = id_token({**claims, "cognito:groups": token_groups})
+    return event(headers, authorizer={"claims": claims})
+
+
 @pytest.mark.parametrize(
-    "groups",
+    ("groups", "token_groups"),
     [
-        ["a.operator", "stratoflow-admins"],
-        "[a.operator stratoflow-admins]",
-        "a.operator,stratoflow-admins",
+        (["a.operator", "stratoflow-admins"], None),  # a JWT list, as it is
+        ("[a.operator stratoflow-admins]", None),  # names hold no whitespace: unambiguous
+        # the REST authorizer joins the list with commas; the token says where names end
+        ("a.operator,stratoflow-admins", ["a.operator", "stratoflow-admins"]),
+        ("[a.operator,stratoflow-admins]", ["a.operator", "stratoflow-admins"]),
     ],
 )
-def test_cognito_claims_in_every_shape_the_authorizer_passes(groups: Any) -> None:
-    claims = {"cognito:username": "carol", "cognito:groups": groups}
-    principal = cognito_authenticator()(event(authorizer={"claims": claims}))
+def test_cognito_claims_in_every_shape_the_authorizer_passes(
+    groups: Any, token_groups: list[str] | None
+) -> None:
+    principal = cognito_authenticator()(cognito_event(groups, token_groups))
     assert (principal.name, principal.roles, principal.superuser) == (
         "carol", {"a": Role.OPERATOR}, True,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("groups", "token_groups"),
+    [
+        (["x,stratoflow-admins"], None),
+        ("x,stratoflow-admins", ["x,stratoflow-admins"]),
+        ("[x,stratoflow-admins]", ["x,stratoflow-admins"]),
+        ("[analysts,stratoflow-admins]", ["analysts,stratoflow-admins"]),
+        # no token to say where names end: a comma may be inside one, so the superuser
+        # group is not honoured from that form
+        ("x,stratoflow-admins", None),
+        ("[analysts,stratoflow-admins]", None),
+        # a token whose groups do not give the verified string is not the verified token
+        ("x,stratoflow-admins", ["x", "stratoflow-admins", "y"]),
+        ("a.viewer x,stratoflow-admins", None),
+    ],
+)
+def test_a_group_named_with_a_comma_grants_no_superuser(
+    groups: Any, token_groups: list[str] | None
+) -> None:
+    principal = cognito_authenticator()(cognito_event(groups, token_groups))
+    assert not principal.superuser
+
+
+def test_a_token_of_another_subject_does_not_split_the_groups() -> None:
+    claims = {"sub": "u-1", "cognito:username": "carol", "cognito:groups": "x,stratoflow-admins"}
+    forged = id_token({"sub": "u-2", "cognito:groups": ["x", "stratoflow-admins"]})
+    principal = cognito_authenticator()(
+        event({"Authorization": forged}, authorizer={"claims": claims})
+    )
+    assert not principal.superuser
 
 
 def test_cognito_without_claims_is_refused() -> None:

@@ -64,6 +64,13 @@ class Conflict(StratoflowError):
     """The operation does not apply to the current state (HTTP 409), e.g. resuming a finished run."""
 
 
+class ScheduleSyncFailed(StratoflowError):
+    """The workflow version is stored, but its schedule could not be written where schedules
+    fire (EventBridge Scheduler refused or failed): the message says why and to apply again,
+    which completes it. HTTP 502 (a service behind the API failed):
+    the request was valid and its own part was done; not 503, which promises nothing changed."""
+
+
 class Unavailable(StratoflowError):
     """The machine cannot do it now (disk full, I/O error, throttled); nothing was changed and
     the same request may succeed later (HTTP 503 with Retry-After, CLI exit 1).

@@ -211,6 +211,21 @@ def _effective_max_active_runs(document: Mapping[str, Any]) -> int | None:
     return effective_max_active_runs(limit if isinstance(limit, int) else None, catchup)
 
 
+MAX_SUMMARY_DESCRIPTION = 1000
+"""Characters of a workflow's description in a summary (a listing, a version's header); the
+whole text is the document's. A description may be most of a 2 MiB workflow: sent whole in
+each summary, a page of workflows, or a version with its document and source, outgrew what
+an API answer can be on AWS (a Lambda answer is at most 6 MB)."""
+
+
+def summary_description(description: Any) -> Any:
+    """The description as a summary shows it: cut to ``MAX_SUMMARY_DESCRIPTION`` characters
+    and ended with '…' when longer (the document keeps it whole)."""
+    if isinstance(description, str) and len(description) > MAX_SUMMARY_DESCRIPTION:
+        return description[: MAX_SUMMARY_DESCRIPTION - 1] + "…"
+    return description
+
+
 def version_view(version: WorkflowVersion, *, full: bool = False) -> dict[str, Any]:
     view: dict[str, Any] = {
         "project": version.project,
@@ -220,7 +235,7 @@ def version_view(version: WorkflowVersion, *, full: bool = False) -> dict[str, A
         "created_at": _iso(version.created_at),
         "paused": version.paused,
         "schedule_error": version.schedule_error,
-        "description": version.document.get("description"),
+        "description": summary_description(version.document.get("description")),
         "schedule": version.document.get("schedule"),
         "tasks": len(version.document.get("tasks", {})),
         "effective_max_active_runs": _effective_max_active_runs(version.document),

@@ -18,7 +18,10 @@ overwrites ``requestContext``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,6 +33,8 @@ from stratoflow.errors import InvalidInput, Problem
 from stratoflow.ports import Clock, Identities
 
 Authenticator = Callable[[APIGatewayProxyEvent], Principal]
+
+log = logging.getLogger("stratoflow.api.access")
 
 _BEARER = re.compile(r"Bearer\s+(\S+)", re.IGNORECASE)
 
@@ -68,22 +73,71 @@ def cognito_authenticator(*, superuser_group: str = "stratoflow-admins") -> Auth
         name = claims.get("cognito:username") or claims.get("username") or claims.get("sub")
         if not isinstance(name, str) or not name:
             raise Unauthenticated("the verified identity has no user name")
-        return principal_from_groups(
-            name, _groups(claims.get("cognito:groups")), superuser_group=superuser_group
-        )
+        groups, ambiguous = _groups(claims, _token_claims(event))
+        if ambiguous and superuser_group in groups:
+            log.warning(
+                "cognito:groups of %s arrived comma-joined (%r) with no token that says where "
+                "each name ends; a group name may hold a comma, so %r is not honoured from it",
+                name, claims.get("cognito:groups"), superuser_group,
+            )  # fmt: skip
+            groups = [g for g in groups if g != superuser_group]
+        return principal_from_groups(name, groups, superuser_group=superuser_group)
 
     return authenticate
 
 
-def _groups(value: Any) -> list[str]:
-    """``cognito:groups`` arrives as a list (JWT) or, through the REST authorizer, as a
-    string such as ``"[a.viewer b.admin]"`` or ``"a.viewer,b.admin"``."""
+def _groups(claims: Mapping[str, Any], token: Mapping[str, Any] | None) -> tuple[list[str], bool]:
+    """The caller's groups from the verified claims, and whether where each name ends is a
+    guess. ``cognito:groups`` arrives as a list (a JWT's own) or, through the REST API's
+    authorizer, as one string: the list joined with commas (``"a.viewer,b.admin"``), or
+    ``"[a.viewer b.admin]"``. A Cognito group name may hold a comma but no whitespace, so a
+    comma in the string may be inside a name: a group named ``x,stratoflow-admins`` reads
+    like two groups. The token in the Authorization header (the one the authorizer
+    verified, so the claims' own) has the list: when it is the same subject's and its groups,
+    joined as the authorizer joins them, give the string exactly, its list is used.
+    Otherwise the string is split on commas and whitespace, and a comma makes it ambiguous."""
+    value = claims.get("cognito:groups")
     if value is None:
-        return []
+        return [], False
     if isinstance(value, list):
-        return [str(v) for v in value]
-    text = str(value).strip().strip("[]")
-    return [g for g in re.split(r"[,\s]+", text) if g]
+        return [str(v) for v in value], False
+    text = str(value).strip()
+    listed = token.get("cognito:groups") if token is not None else None
+    if (
+        token is not None
+        and isinstance(listed, list)
+        and all(isinstance(g, str) for g in listed)
+        and token.get("sub") == claims.get("sub")
+        and text in (",".join(listed), f"[{','.join(listed)}]", f"[{' '.join(listed)}]")
+    ):
+        return list(listed), False
+    inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    return [g for g in re.split(r"[,\s]+", inner) if g], "," in inner
+
+
+def _token_claims(event: APIGatewayProxyEvent) -> Mapping[str, Any] | None:
+    """The payload of the JWT in the request's one Authorization header (``Bearer`` or not),
+    its signature not checked here: API Gateway's Cognito authorizer checked that header's
+    token before the request got here. None when there is not exactly one, or it is no JWT."""
+    sent = [
+        value
+        for name, values in (event.multi_value_headers or {}).items()
+        if name.lower() == "authorization"
+        for value in values or ()
+    ]
+    header = event.headers.get("authorization") or event.headers.get("Authorization")
+    if len(sent) > 1 or not header:
+        return None
+    token = header.strip()
+    match = _BEARER.fullmatch(token)
+    parts = (match.group(1) if match else token).split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 def parse_role_map(text: str) -> dict[str, Principal]:

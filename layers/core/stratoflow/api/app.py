@@ -24,7 +24,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from functools import cache
+from functools import cache, partial
 from http import HTTPStatus
 from importlib import metadata
 from pathlib import Path as FilePath
@@ -44,6 +44,7 @@ from aws_lambda_powertools.event_handler.openapi.types import (
     OpenAPIResponseContentModel,
     OpenAPIResponseContentSchema,
 )
+from aws_lambda_powertools.shared.json_encoder import Encoder
 from pydantic import AwareDatetime, BaseModel
 
 from stratoflow.api.access import Authenticator
@@ -100,6 +101,7 @@ from stratoflow.errors import (
     InvalidInput,
     NotFound,
     Problem,
+    ScheduleSyncFailed,
     Unavailable,
     more_problems,
 )
@@ -130,6 +132,16 @@ log = logging.getLogger("stratoflow.api")
 DEFAULT_PROJECT = "default"
 MAX_LIMIT = 500
 MAX_LOG_CHUNK = 4 * 1024 * 1024  # bytes per log response (a Lambda response is at most 6 MB)
+# A text page (a log, an output value) as an answer's body carries it, at most: its text as a
+# JSON string in UTF-8, which is how the Lambda runtime (python3.12) sends the proxy response.
+# A byte that is not UTF-8 becomes U+FFFD (3 bytes), a control byte \u00XX (6), a quote \"
+# (2): 4 MiB of log could be 24 MiB of answer. The rest of the 6 MB is the headers' and
+# the envelope's. A page that would be larger ends sooner (X-Next-Offset says where).
+MAX_PAGE_WIRE = 5 * 1024 * 1024
+# A workflow version as GET .../versions/N answers it (its source and document; as above): a
+# workflow whose view would be larger is refused when applied, so every version stored can be
+# read back on AWS (the loader bounds the source at 2 MiB; escaping can double it, twice)
+MAX_VERSION_WIRE = 5 * 1024 * 1024
 NEXT_OFFSET_HEADER = "X-Next-Offset"
 LOG_SIZE_HEADER = "X-Log-Size"
 OUTPUT_SIZE_HEADER = "X-Output-Size"
@@ -282,6 +294,9 @@ _DOMAIN_ERRORS: Mapping[type[Exception], tuple[HTTPStatus, str]] = {
     Unauthenticated: (HTTPStatus.UNAUTHORIZED, "unauthenticated"),
     Forbidden: (HTTPStatus.FORBIDDEN, "forbidden"),
     Unavailable: (HTTPStatus.SERVICE_UNAVAILABLE, "unavailable"),
+    # the version is stored but EventBridge Scheduler refused or failed its schedule: the
+    # message names the error and says to apply again (a service behind the API failed: 502)
+    ScheduleSyncFailed: (HTTPStatus.BAD_GATEWAY, "schedule_sync_failed"),
     # a project's secrets that cannot be used as they are (a file others can read, not ours):
     # the message names the file and the fix, never a value; no retry helps until it is fixed
     SecretUnavailable: (HTTPStatus.SERVICE_UNAVAILABLE, "secrets_unavailable"),
@@ -307,6 +322,8 @@ _DESCRIPTIONS = {
     422: "The request does not match the schema: `problems` name each field (the first "
     "100; `message` counts them all)",
     500: "Internal error (details only in the server log)",
+    502: "The change is stored, but the workflow's EventBridge schedule could not be written "
+    "(AWS): `message` says why; make the same request again to retry",
     503: "The machine cannot serve it now (disk full, I/O error, busy): nothing was changed; "
     "retry after `Retry-After` seconds",
 }
@@ -626,6 +643,63 @@ def _log_chunk(window: LogRange, limit: int) -> tuple[bytes, int]:
     return data[:end], window.start + end
 
 
+def _fitting_page(cut: Callable[[int], tuple[bytes, int]], limit: int) -> tuple[str, int]:
+    """The text of a page of up to ``limit`` bytes (``cut(length)``: its bytes and the next
+    offset) and the offset after it, the page shortened until its text takes at most
+    ``MAX_PAGE_WIRE`` bytes in the answer. ``cut`` returns at least one character, however
+    short the length asked, so a reader paging by the next offset always moves on."""
+    length = limit
+    while True:
+        chunk, next_offset = cut(length)
+        text = chunk.decode("utf-8", errors="replace")
+        size = wire_size(text)
+        if size <= MAX_PAGE_WIRE or length <= 1:
+            return text, next_offset
+        # what the page costs per byte varies: aim a little under and try again (the length
+        # asked shrinks every time, so this ends, at worst with one character)
+        length = max(1, min(length - 1, len(chunk) * MAX_PAGE_WIRE // size * 15 // 16))
+
+
+def wire_size(text: str) -> int:
+    """The bytes ``text`` takes as a JSON string in UTF-8: how a response body travels in the
+    proxy response the Lambda runtime (python3.12) sends; the same locally, for one answer."""
+    return len(json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+def _serialize(value: Any) -> str:
+    """A JSON response body: non-ASCII text as it is (UTF-8 on the wire), not ``\\u``
+    escapes, which made a character of CJK text 6 bytes, and 7 once the proxy response
+    escaped the body again (a 1.8 MB description answered in 12.6 MB). Text that cannot be
+    UTF-8 (a lone surrogate a client sent as ``\\ud800``) is escaped as before."""
+    text = _json_body(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _json_body(value, ensure_ascii=True)
+    return text
+
+
+_json_body = partial(json.dumps, separators=(",", ":"), cls=Encoder)
+
+
+def _version_fits(source: str, document: Mapping[str, Any]) -> None:
+    """InvalidInput when the version's view (its source and document) would not fit an API
+    answer on AWS (``MAX_VERSION_WIRE``): nothing stored could then be read back there."""
+    size = wire_size(_serialize({"document": document, "source": source}))
+    if size > MAX_VERSION_WIRE:
+        raise InvalidInput(
+            [
+                Problem(
+                    "source",
+                    f"the workflow, as the API answers it (its source and document as JSON), "
+                    f"would be {size:,} bytes; at most {MAX_VERSION_WIRE:,} (an answer on AWS "
+                    "is at most 6 MB): make it smaller (quotes, backslashes and control "
+                    "characters take two bytes or more each)",
+                )
+            ]
+        )
+
+
 @cache
 def _package_version() -> str:
     try:
@@ -787,6 +861,7 @@ def create_app(
         enable_validation=True,
         response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR,
         json_body_deserializer=_parse_json,
+        serializer=_serialize,
     )
     _register_errors(app)
     store = scheduler.store
@@ -1039,6 +1114,7 @@ def create_app(
             "Identical to the latest version: nothing changed (`created` is false)",
             400,
             415,
+            502,
             created="Stored as a new version (`created` is true)",
         ),
     )
@@ -1060,6 +1136,7 @@ def create_app(
         for other, _task in foreign_upstreams(spec):  # a dependency reads its runs' states
             allow(Action.READ, other, f"project {other!r}")
         scheduler.subworkflows.check_caller(caller(), spec, "applying it")
+        _version_fits(body.source, spec.document)
         version, created = scheduler.apply(body.source, spec=spec)
         changed()
         record(
@@ -1240,7 +1317,7 @@ def create_app(
         "/workflows/<name>/pause",
         summary="Pause the workflow's schedule (runs already started go on)",
         tags=["workflows"],
-        responses=_responses("The workflow, now paused", 404),
+        responses=_responses("The workflow, now paused", 404, 502),
     )
     def pause_workflow(name: str, project: ProjectQuery = DEFAULT_PROJECT) -> VersionDetail:
         return set_paused(project, name, True)
@@ -1249,7 +1326,7 @@ def create_app(
         "/workflows/<name>/unpause",
         summary="Unpause the workflow's schedule",
         tags=["workflows"],
-        responses=_responses("The workflow, now unpaused", 404),
+        responses=_responses("The workflow, now unpaused", 404, 502),
     )
     def unpause_workflow(name: str, project: ProjectQuery = DEFAULT_PROJECT) -> VersionDetail:
         return set_paused(project, name, False)
@@ -1350,12 +1427,15 @@ def create_app(
                 [Problem("logical_from", "date filters need the read model (stratoflow server)")]
             )
         if before is not None:
+            # The cursor is a run of this project (the `next` this listing returned). Any
+            # other, there or not, is answered as the read model answers a cursor it did not
+            # return: the same words whether another project's run exists or not
             try:
-                store.get_run(before)
+                cursor_run: Run | None = store.get_run(before)
             except NotFound:
-                raise InvalidInput(
-                    [Problem("before", f"no run {before!r}: pass the `next` of a previous page")]
-                ) from None
+                cursor_run = None
+            if cursor_run is None or cursor_run.project != project:
+                raise InvalidInput([Problem("cursor", "not a cursor this API returned")])
         query = RunQuery(
             project=project, workflow=workflow, state=state, limit=limit + 1, before=before
         )
@@ -1562,13 +1642,18 @@ def create_app(
             raise NotFound(f"no log for attempt {attempt} of task {task_id!r} in run {run_id!r}")
         lead = max(0, min(offset - window.start, len(window.data)))
         page = LogRange(window.data[lead:], window.start + lead, window.size)
-        chunk, next_offset = _log_chunk(page, limit)
-        if masker:
-            # a log still being written keeps its last `hold` bytes back, whatever they are
-            ended = found[0].ended_at is not None
-            final = ended and window.start + len(window.data) >= window.size
-            chunk, used = masker.window(window.data, len(chunk), final=final, lead=lead)
-            next_offset = page.start + used
+        # a log still being written keeps its last `hold` bytes back, whatever they are
+        ended = found[0].ended_at is not None
+        final = ended and window.start + len(window.data) >= window.size
+
+        def cut(length: int) -> tuple[bytes, int]:
+            chunk, next_offset = _log_chunk(page, length)
+            if masker:
+                chunk, used = masker.window(window.data, len(chunk), final=final, lead=lead)
+                next_offset = page.start + used
+            return chunk, next_offset
+
+        text, next_offset = _fitting_page(cut, limit)
         headers = {NEXT_OFFSET_HEADER: str(next_offset), LOG_SIZE_HEADER: str(window.size)}
         if masker and found[0].ended_at is None:
             # its tail is held back until more is written or it ends (the same for any text)
@@ -1576,7 +1661,7 @@ def create_app(
         return Response(
             status_code=HTTPStatus.OK.value,
             content_type="text/plain; charset=utf-8",
-            body=chunk.decode("utf-8", errors="replace"),
+            body=text,
             headers=headers,
         )
 
@@ -1619,11 +1704,11 @@ def create_app(
         data = output_text(outputs[key]).encode()
         start = min(offset, len(data))
         window = LogRange(data[start : start + limit + UTF8_MAX - 1], start, len(data))
-        chunk, next_offset = _log_chunk(window, limit)
+        text, next_offset = _fitting_page(partial(_log_chunk, window), limit)
         return Response(
             status_code=HTTPStatus.OK.value,
             content_type="text/plain; charset=utf-8",
-            body=chunk.decode("utf-8", errors="replace"),
+            body=text,
             headers={NEXT_OFFSET_HEADER: str(next_offset), OUTPUT_SIZE_HEADER: str(len(data))},
         )
 

@@ -4,6 +4,8 @@ who its authorizer says the caller is. The local server authenticates with API t
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,6 +21,13 @@ from stratoflow.api.access import (
 from stratoflow.auth import Principal, Unauthenticated
 
 AUTH_MODES = ("IAM", "COGNITO")
+# What a Lambda function may answer a synchronous invocation with: the proxy response as the
+# runtime serialises it (python3.12: JSON, text as UTF-8). API Gateway answers 502 for more.
+LAMBDA_RESPONSE_MAX = 6 * 1024 * 1024
+_HEADROOM = 64 * 1024  # headers and the envelope, at most (a body's bound below)
+_WIDEST = 6  # bytes a character of the body may take in the envelope (a control: \u00XX)
+
+log = logging.getLogger("stratoflow.api.gateway")
 
 GatewayCheck = Callable[[Mapping[str, Any]], "str | None"]
 
@@ -95,3 +104,30 @@ def api_authenticator(environ: Mapping[str, str]) -> Authenticator:
         return inner(event)
 
     return authenticate
+
+
+def within_lambda_limit(response: Mapping[str, Any], method: str, path: str) -> dict[str, Any]:
+    """``response`` if Lambda can return it (``LAMBDA_RESPONSE_MAX``); else a 500 saying how
+    large it was and how to ask for less, instead of the 502 API Gateway would give. The API
+    keeps its answers within the limit (pages of logs and outputs, workflows refused when
+    applied); this is the last guard, for what no route bounds (a run view of very many
+    tasks, say). The local server has no such limit and answers whole."""
+    body = response.get("body")
+    if not isinstance(body, str) or len(body) * _WIDEST <= LAMBDA_RESPONSE_MAX - _HEADROOM:
+        return dict(response)
+    size = len(json.dumps(response, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    if size <= LAMBDA_RESPONSE_MAX:
+        return dict(response)
+    log.warning("an answer of %d bytes to %s %s is over Lambda's limit", size, method, path)
+    message = (
+        f"the answer to {method} {path[:200]} would be {size:,} bytes; a Lambda function "
+        f"answers at most {LAMBDA_RESPONSE_MAX:,}: ask for less (a smaller `limit`; a log or "
+        "output value by `offset` and `limit`; a run's `/states`, or `since`, rather than its "
+        "whole view)"
+    )
+    return {
+        "statusCode": 500,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps({"error": "response_too_large", "message": message, "problems": []}),
+        "isBase64Encoded": False,
+    }

@@ -33,12 +33,13 @@ from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from stratoflow.api.long_poll import RunWatch, resolve_held
+from stratoflow.api.paths import request_path
 from stratoflow.faults import machine_fault
 
 log = logging.getLogger("stratoflow.api.server")
@@ -87,7 +88,7 @@ def to_event(
 ) -> dict[str, Any]:
     """An API Gateway REST (v1) proxy event for one HTTP request."""
     url = urlsplit(target)
-    path = unquote(url.path) or "/"
+    path = request_path(url.path)  # as the api function decodes API Gateway's (api/paths.py)
     multi_headers: dict[str, list[str]] = {}
     for name, value in headers.items():
         multi_headers.setdefault(name, []).append(str(value))

@@ -28,12 +28,24 @@ this version changes ``n``, so nothing came in between), and tries again.
 A transaction cancelled because another one held the counter (``TransactionConflict``) or by
 throttling is tried again after a pause; one that still cannot be applied after
 ``_ATTEMPTS`` raises :class:`Unavailable` (HTTP 503: nothing was changed, retry later).
+
+A transaction answered as a whole with a throttle (as when the answer to a write DynamoDB
+applied was lost; botocore's own retries of a 500 reuse its idempotency token, so DynamoDB
+answers those as the first) may have been applied. The retry must not take what it
+finds for another writer's doing: a new item would be answered as a replacement, a delete
+that deleted as "not there". So each put or delete writes, in its transaction, a marker only
+it writes (``#write#<token>`` in the counter's partition); after such an error the next try
+first reads the marker: there, the transaction was applied and the write answers as it would
+have. The marker is deleted when the write returns (and expires by ``expires_at`` where the
+table keeps a TTL, should that delete be lost).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final
 
 from botocore.exceptions import ClientError
@@ -53,6 +65,8 @@ _BUSY: Final = frozenset({
     "ProvisionedThroughputExceededException", "RequestLimitExceeded",
 })  # fmt: skip
 _FAILED: Final = "ConditionalCheckFailed"
+_MARKER: Final = "#write#"
+_MARKER_SECONDS: Final = 86400  # a marker whose delete was lost expires (a TTL's attribute)
 
 
 def _code(exc: ClientError) -> str:
@@ -61,6 +75,16 @@ def _code(exc: ClientError) -> str:
 
 class _Busy(Exception):
     """The write could not be applied now (a conflict, a throttle): try again after a pause."""
+
+
+class _Write:
+    """One put or delete: the token of its marker, whether a transaction carrying it was
+    sent, and whether one was answered with an error that does not say if it was applied."""
+
+    def __init__(self) -> None:
+        self.token = uuid.uuid4().hex
+        self.sent = False
+        self.unsure = False
 
 
 class CountedItems:
@@ -92,11 +116,40 @@ class CountedItems:
         True if it is new. A new item past the limit raises ``too_many()`` and writes
         nothing."""
         item = {**self._key(name), **attributes}
-        return self._again(lambda: self._put(item), f"{self._prefix}{name} was not written")
+        with self._write() as write:
+            return self._again(
+                lambda: self._put(item, write), f"{self._prefix}{name} was not written"
+            )
 
     def delete(self, name: str) -> bool:
         """Delete item ``name``; True if it existed."""
-        return self._again(lambda: self._delete(name), f"{self._prefix}{name} was not deleted")
+        with self._write() as write:
+            return self._again(
+                lambda: self._delete(name, write), f"{self._prefix}{name} was not deleted"
+            )
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[_Write]:
+        """A write's marker token; its marker, if a transaction may have written it, is
+        deleted when the write returns (best effort: it expires anyway)."""
+        write = _Write()
+        try:
+            yield write
+        finally:
+            if write.sent:
+                with contextlib.suppress(ClientError):
+                    self._client.delete_item(TableName=self._table, Key=self._marker_key(write))
+
+    def _marker_key(self, write: _Write) -> dict[str, Any]:
+        return {"pk": self._counter_key["pk"], "sk": {"S": _MARKER + write.token}}
+
+    def _applied(self, write: _Write) -> bool:
+        """After an answer that did not say: whether the write's transaction was applied."""
+        write.unsure = False
+        found = self._client.get_item(
+            TableName=self._table, Key=self._marker_key(write), ConsistentRead=True
+        ).get("Item")
+        return found is not None
 
     def _again(self, attempt: Callable[[], bool | None], what: str) -> bool:
         """Run ``attempt`` until it answers (None: start over at once; ``_Busy``: after a
@@ -115,7 +168,9 @@ class CountedItems:
             f"{what}: DynamoDB stayed busy with other writes; try again", retry_after=1
         )
 
-    def _put(self, item: Mapping[str, Any]) -> bool | None:
+    def _put(self, item: Mapping[str, Any], write: _Write) -> bool | None:
+        if write.unsure and self._applied(write):
+            return True  # its transaction made the item: new, as the first try would have said
         try:  # a replacement: the count does not change
             self._client.put_item(
                 TableName=self._table, Item=item, ConditionExpression="attribute_exists(pk)"
@@ -131,6 +186,7 @@ class CountedItems:
             {"Put": {"TableName": self._table, "Item": item,
                      "ConditionExpression": "attribute_not_exists(pk)"}},
             self._count_by(1, "attribute_exists(n) AND n < :limit"),
+            write,
         )  # fmt: skip
         if reasons is None:
             return True
@@ -141,11 +197,14 @@ class CountedItems:
             raise self._too_many()
         return None  # the counter made now, room made meanwhile, or a drift mended: again
 
-    def _delete(self, name: str) -> bool | None:
+    def _delete(self, name: str, write: _Write) -> bool | None:
+        if write.unsure and self._applied(write):
+            return True  # its transaction deleted the item: it existed
         reasons = self._transact(
             {"Delete": {"TableName": self._table, "Key": self._key(name),
                         "ConditionExpression": "attribute_exists(pk)"}},
             self._count_by(-1, "attribute_exists(n)"),
+            write,
         )  # fmt: skip
         if reasons is None:
             return True
@@ -154,18 +213,29 @@ class CountedItems:
         self._counter()  # none yet: made now, then again
         return None
 
-    def _transact(self, item: Mapping[str, Any], counter: Mapping[str, Any]) -> list[str] | None:
-        """The item's write and the counter's in one transaction: None when applied, else
-        the two cancellation reasons (item first); busy raises ``_Busy``."""
+    def _transact(
+        self, item: Mapping[str, Any], counter: Mapping[str, Any], write: _Write
+    ) -> list[str] | None:
+        """The item's write, the counter's and the write's marker in one transaction: None
+        when applied, else the cancellation reasons (item first); busy raises ``_Busy``
+        (and an answer that does not say whether it was applied marks ``write`` unsure)."""
+        marker = {
+            **self._marker_key(write),
+            "expires_at": {"N": str(int(time.time()) + _MARKER_SECONDS)},
+        }
+        write.sent = True
         try:
-            self._client.transact_write_items(TransactItems=[item, counter])
+            self._client.transact_write_items(
+                TransactItems=[item, counter, {"Put": {"TableName": self._table, "Item": marker}}]
+            )
         except ClientError as exc:
-            if _code(exc) in _BUSY:
+            if _code(exc) in _BUSY:  # as a whole: it says nothing of whether it was applied
+                write.unsure = True
                 raise _Busy from None
             if _code(exc) != "TransactionCanceledException":
                 raise
             reasons = [str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons") or []]  # fmt: skip
-            if len(reasons) != 2:
+            if len(reasons) != 3:
                 raise
             if _FAILED not in reasons and _BUSY.intersection(reasons):
                 raise _Busy from None

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 import boto3
 from botocore.exceptions import ClientError
 
-from stratoflow.errors import StratoflowError
+from stratoflow.errors import ScheduleSyncFailed
 from stratoflow.model import ScheduleError, WorkflowSpec, parse_schedule, schedule_window
 from stratoflow.ports import Clock, Schedules
 
@@ -66,7 +66,7 @@ RETRY_POLICY: Final[dict[str, int]] = {
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class ScheduleSyncError(StratoflowError):
+class ScheduleSyncError(ScheduleSyncFailed):
     """EventBridge Scheduler refused or failed a request for a workflow's schedule. The
     workflow version is stored; applying it again retries the sync."""
 
