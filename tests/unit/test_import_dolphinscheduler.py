@@ -631,3 +631,37 @@ def test_a_value_set_on_paths_that_do_not_meet_and_passed_to_a_child_is_reported
     _, converted = _import_all(child, parent)
     assert any("${region} is set by upstream tasks on different paths (p1, p2)" in m
                for m in _unmapped(converted, "run"))  # fmt: skip
+
+
+# ------------------------------------------------------------------- pydolphinscheduler's rules
+def _pydolphin(tmp_path: Path, text: str) -> ImportedWorkflow:
+    path = tmp_path / "wf.yaml"
+    path.write_text(text)
+    (workflow,) = import_file(path, "dolphinscheduler").workflows
+    assert workflow.document is not None
+    parse_workflow(workflow.document)
+    return workflow
+
+
+def test_pydolphinscheduler_sql_type_is_detected_as_the_sdk_does(tmp_path: Path) -> None:
+    """Sql.sql_type: a query unless the first line holds insert/delete/drop/update/truncate/
+    alter/create (at its start or after a space); a SQL starting with a /* comment */ was
+    read as a statement, so its first row was not the task's outputs."""
+    workflow = _pydolphin(
+        tmp_path,
+        """
+workflow: {name: q}
+tasks:
+  - {name: commented, task_type: Sql, datasource_name: wh, sql: "/* nightly */ select 1 AS n"}
+  - {name: call, task_type: Sql, datasource_name: wh, sql: "call refresh()"}
+  - {name: ins, task_type: Sql, datasource_name: wh, sql: "/* load */ INSERT INTO t VALUES (1)"}
+  - {name: upd, task_type: Sql, datasource_name: wh, sql: "with x as (select 1) update t set a = 1"}
+  - {name: forced, task_type: Sql, datasource_name: wh, sql: "select 1", sql_type: "1"}
+""",
+    )
+    tasks = workflow.document["tasks"]  # type: ignore[index]
+    outputs = {name: body["outputs"] for name, body in tasks.items()}
+    assert outputs == {
+        "commented": "first_row", "call": "first_row", "ins": "none", "upd": "none",
+        "forced": "none",
+    }  # fmt: skip
