@@ -153,10 +153,10 @@ def test_what_maps_in_the_corpus() -> None:
     assert (shell["retries"], shell["retry_delay"], shell["timeout"]) == (30, "300s", "3600s")
     assert "{{ params.n }}" in shell["command"]
     assert "${HOME}" in shell["command"]
-    tutorial = import_file(ds / "tutorial.yaml").workflows[0].document or {}
-    assert tutorial["schedule"] == {
-        "cron": "cron(0 0 * * ? *)", "timezone": "Asia/Shanghai", "start": "2021-01-01T00:00:00"
-    }  # fmt: skip
+    # released offline: its schedule does not fire in DolphinScheduler, so it is left out
+    tutorial = import_file(ds / "tutorial.yaml").workflows[0]
+    assert "schedule" not in (tutorial.document or {})
+    assert any("offline" in n.message and "cron(0 0 * * ? *)" in n.message for n in tutorial.notes)
 
     df = CORPORA / "dag-factory"
     group = import_file(df / "airflow3" / "example_task_group.yml").workflows[0].document or {}

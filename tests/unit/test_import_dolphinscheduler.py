@@ -665,3 +665,69 @@ tasks:
         "commented": "first_row", "call": "first_row", "ins": "none", "upd": "none",
         "forced": "none",
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("settings", "live"),
+    [
+        ("release_state: offline", False),
+        ("release_state: OFFLINE", False),
+        ('release_state: "${CONFIG.WORKFLOW_RELEASE_STATE}"', True),  # the SDK's default: online
+        ("release_state: online", True),
+        ("online_schedule: false", False),
+    ],
+)
+def test_a_pydolphinscheduler_workflow_released_offline_gets_no_live_schedule(
+    tmp_path: Path, settings: str, live: bool
+) -> None:
+    """An offline workflow's schedule does not fire in DolphinScheduler; imported, it went
+    live with the first apply. Left out as an offline schedule of an export is, and said."""
+    workflow = _pydolphin(
+        tmp_path,
+        f"""
+workflow:
+  name: nightly
+  schedule: "0 0 2 * * ? *"
+  {settings}
+tasks:
+  - {{name: a, task_type: Shell, command: "true"}}
+""",
+    )
+    assert ("schedule" in workflow.document) is live  # type: ignore[operator]
+    if not live:
+        (note,) = [n.message for n in workflow.notes if n.field == "schedule"]
+        assert "offline" in note
+        assert "cron(0 2 * * ? *)" in note
+
+
+def test_an_export_of_an_offline_workflow_gets_no_live_schedule() -> None:
+    """A 3.x definition's own releaseState OFFLINE: DolphinScheduler fires none of its
+    schedules (it takes a workflow offline with its schedule)."""
+    export = {
+        "workflowDefinition": {"name": "wf", "releaseState": "OFFLINE"},
+        "workflowTaskRelationList": [{"preTaskCode": 0, "postTaskCode": 1}],
+        "taskDefinitionList": [_task(1, "a", "SHELL", {"rawScript": "true"})],
+        "schedule": {"crontab": "0 0 3 * * ? *", "timezoneId": "UTC", "releaseState": "ONLINE"},
+    }
+    result = convert(read_export(export)[0], "placeholder")
+    assert "schedule" not in (result.document or {})
+    (note,) = [n.message for n in result.notes if n.field == "schedule"]
+    assert "the workflow was offline" in note
+    assert "cron(0 3 * * ? *)" in note
+    export["workflowDefinition"]["releaseState"] = "ONLINE"  # type: ignore[index]
+    assert "schedule" in (convert(read_export(export)[0], "placeholder").document or {})
+
+
+def test_a_released_pydolphinscheduler_schedule_keeps_its_zone_and_start(tmp_path: Path) -> None:
+    workflow = _pydolphin(
+        tmp_path,
+        """
+workflow: {name: tutorial, schedule: "0 0 0 * * ? *", start_time: "2021-01-01",
+           release_state: online}
+tasks:
+  - {name: a, task_type: Shell, command: "true"}
+""",
+    )
+    assert workflow.document["schedule"] == {  # type: ignore[index]
+        "cron": "cron(0 0 * * ? *)", "timezone": "Asia/Shanghai", "start": "2021-01-01T00:00:00"
+    }  # fmt: skip

@@ -89,6 +89,7 @@ class DsWorkflow:
     start: str | None = None
     end: str | None = None
     schedule_online: bool = True
+    workflow_online: bool = True  # released: an offline workflow's schedules do not fire
     failure_strategy: str = "CONTINUE"
     execution_type: str = "PARALLEL"
     timeout: float = 0
@@ -280,6 +281,7 @@ def _read_v3(item: dict[str, Any]) -> DsWorkflow:
         start=schedule.get("startTime"),
         end=schedule.get("endTime"),
         schedule_online=str(schedule.get("releaseState", "ONLINE")).upper() == "ONLINE",
+        workflow_online=str(definition.get("releaseState") or "ONLINE").upper() != "OFFLINE",
         failure_strategy=str(schedule.get("failureStrategy") or "CONTINUE").upper(),
         execution_type=str(definition.get("executionType") or "PARALLEL").upper(),
         timeout=number(definition.get("timeout")),
@@ -510,10 +512,18 @@ def _schedule(flow: DsWorkflow, doc: dict[str, Any], notes: Notes) -> None:
     if converted.cron is None:
         notes.unmapped(f"schedule: {converted.problem}", field="schedule")
         return
-    if not flow.schedule_online:
+    if not flow.schedule_online or not flow.workflow_online:
+        # an offline workflow's schedule does not fire either (DolphinScheduler takes a
+        # workflow offline with its schedules)
+        shown_cron = f"({flow.crontab!r} = {converted.cron}, {flow.timezone})"
+        what = (
+            f"the schedule {shown_cron} was offline"
+            if flow.workflow_online
+            else f"the workflow was offline (not released), so its schedule {shown_cron} did "
+            "not fire"
+        )
         notes.changed(
-            f"the schedule ({flow.crontab!r} = {converted.cron}, {flow.timezone}) was offline: "
-            "left out, so imported workflows do not start firing; add it when ready",
+            f"{what}: left out, so imported workflows do not start firing; add it when ready",
             field="schedule",
         )
         return

@@ -211,6 +211,12 @@ def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow
         start=_date_time(wf.get("start_time")),
         end=_date_time(wf.get("end_time")),
         schedule_online=bool(wf.get("online_schedule", True)),
+        # release_state: offline (any case, as the SDK lowers it) leaves the workflow and its
+        # schedule offline in DolphinScheduler
+        workflow_online=str(
+            wf.get("release_state") or _CONFIG_DEFAULTS["WORKFLOW_RELEASE_STATE"]
+        ).lower()
+        != "offline",
         execution_type=str(wf.get("execution_type") or "PARALLEL").upper(),
         timeout=number(wf.get("timeout")),
         warning_type=str(wf.get("warning_type") or "NONE").upper(),
