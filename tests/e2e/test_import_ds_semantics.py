@@ -25,24 +25,28 @@ def _write(tmp_path: Path, name: str, content: Any) -> Path:
     return path
 
 
-def import_and_run(
-    tmp_path: Path,
-    source: Path,
-    *params: str,
-    unmapped: str = "placeholder",
-    connections: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """`stratoflow import SOURCE`, then `stratoflow run` of the one workflow it wrote: the
-    run's JSON (``run``, ``tasks``). ``connections``: name -> PostgreSQL URL, added first."""
+def import_files(tmp_path: Path, source: Path, unmapped: str = "placeholder") -> dict[str, Path]:
+    """`stratoflow import SOURCE -o OUT`: the files it wrote, by workflow name."""
     out = tmp_path / "out"
     imported = CliRunner().invoke(
         main, ["import", str(source), "-o", str(out), "--unmapped", unmapped]
     )
     assert imported.exit_code in (0, 1), imported.output
-    (written,) = out.glob("*.yaml")
+    return {path.stem: path for path in out.glob("*.yaml")}
+
+
+def run(
+    tmp_path: Path,
+    path: Path,
+    *params: str,
+    logical_date: str | None = None,
+    connections: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """`stratoflow run PATH` (in one home per test): the run's JSON (``run``, ``tasks``).
+    ``connections``: name -> PostgreSQL URL, added to the home first."""
     home = tmp_path / "home"
     if connections:
-        project = _project_of(written)
+        project = _project_of(path)
         runtime = LocalRuntime(home, project=False)
         try:
             for name, url in connections.items():
@@ -50,13 +54,25 @@ def import_and_run(
                 runtime.connections.put(connection, runtime.clock.now())
         finally:
             runtime.close()
-    ran = CliRunner().invoke(
-        main,
-        ["run", str(written), "--home", str(home), "--output", "json"]
-        + [f"--param={p}" for p in params],
-    )
+    args = ["run", str(path), "--home", str(home), "--output", "json"]
+    args += [f"--param={p}" for p in params]
+    if logical_date:
+        args += ["--logical-date", logical_date]
+    ran = CliRunner().invoke(main, args)
     assert ran.exit_code in (0, 1), ran.output
     return json.loads(ran.output)  # type: ignore[no-any-return]
+
+
+def import_and_run(
+    tmp_path: Path,
+    source: Path,
+    *params: str,
+    unmapped: str = "placeholder",
+    connections: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """`stratoflow import SOURCE`, then `stratoflow run` of the one workflow it wrote."""
+    (written,) = import_files(tmp_path, source, unmapped).values()
+    return run(tmp_path, written, *params, connections=connections)
 
 
 def _project_of(path: Path) -> str:
@@ -92,3 +108,33 @@ tasks:
     result = import_and_run(tmp_path, source, connections={"wh": pg_url})
     assert result["run"]["state"] == "succeeded"
     assert outputs(result, "count")["n"] == "7"
+
+
+# ----------------------------------------------------------------------------- DEPENDENT
+def test_a_1x_dependent_task_waits_for_its_upstream_run(tmp_path: Path) -> None:
+    """A DolphinScheduler 1.x DEPENDENT task (its ``dependence`` beside empty ``params``)
+    waits for the upstream workflow's run of the day; imported, it was a failing
+    placeholder, so the run failed whatever the upstream did."""
+
+    def task(name: str, kind: str, params: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return {"type": kind, "id": f"tasks-{name}", "name": name, "params": params,
+                "runFlag": "NORMAL", "preTasks": [], "dependence": {}, **extra}  # fmt: skip
+
+    def item(name: str, definition_id: int, *tasks: dict[str, Any]) -> dict[str, Any]:
+        body = json.dumps({"globalParams": [], "tasks": list(tasks), "timeout": 0})
+        return {"projectName": "legacy", "processDefinitionName": name,
+                "processDefinitionId": definition_id, "processDefinitionJson": body}  # fmt: skip
+
+    wait = {"relation": "AND", "dependTaskList": [{"relation": "AND", "dependItemList": [
+        {"projectId": 1, "definitionId": 12, "depTasks": "load", "cycle": "day",
+         "dateValue": "today"}]}]}  # fmt: skip
+    export = [
+        item("upstream", 12, task("load", "SHELL", {"rawScript": "echo loaded"})),
+        item("report", 13, task("wait", "DEPENDENT", {}, dependence=wait)),
+    ]
+    files = import_files(tmp_path, _write(tmp_path, "export.json", export))
+    day = "2026-03-01T06:00:00+00:00"
+    assert run(tmp_path, files["upstream"], logical_date=day)["run"]["state"] == "succeeded"
+    result = run(tmp_path, files["report"], logical_date=day)
+    assert task_states(result) == {"wait": "succeeded"}
+    assert result["run"]["state"] == "succeeded"

@@ -3,6 +3,7 @@ equivalent is named in the report (never dropped silently)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -731,3 +732,56 @@ tasks:
     assert workflow.document["schedule"] == {  # type: ignore[index]
         "cron": "cron(0 0 * * ? *)", "timezone": "Asia/Shanghai", "start": "2021-01-01T00:00:00"
     }  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- DS 1.x
+def _v1(name: str, definition_id: int, *tasks: dict[str, Any]) -> dict[str, Any]:
+    """A DolphinScheduler 1.x export item (``processDefinitionJson`` as text)."""
+    body = {"globalParams": [], "tasks": list(tasks), "timeout": 0}
+    return {
+        "projectName": "legacy",
+        "processDefinitionName": name,
+        "processDefinitionId": definition_id,
+        "processDefinitionJson": json.dumps(body),
+    }
+
+
+def _v1_task(
+    name: str, kind: str, params: dict[str, Any], *pre: str, **extra: Any
+) -> dict[str, Any]:
+    return {"type": kind, "id": f"tasks-{name}", "name": name, "params": params,
+            "runFlag": "NORMAL", "preTasks": list(pre), "dependence": {}, **extra}  # fmt: skip
+
+
+DEPENDENCE_1X = {
+    "relation": "AND",
+    "dependTaskList": [{"relation": "OR", "dependItemList": [
+        {"projectId": 1, "definitionId": 12, "depTasks": "ALL", "cycle": "day",
+         "dateValue": "today"},
+        {"projectId": 1, "definitionId": 12, "depTasks": "load", "cycle": "day",
+         "dateValue": "last1Days"},
+    ]}],
+}  # fmt: skip
+
+
+def test_a_1x_dependent_task_waits_as_a_3x_one_does() -> None:
+    """DolphinScheduler 1.x keeps a DEPENDENT task's ``dependence`` beside its (empty)
+    ``params``, as it does a CONDITIONS task's: only the latter was read, so every 1.x
+    DEPENDENT task became a failing placeholder."""
+    upstream = _v1("upstream", 12, _v1_task("load", "SHELL", {"rawScript": "true"}))
+    dependent = _v1(
+        "report",
+        13,
+        _v1_task("wait", "DEPENDENT", {}, dependence=DEPENDENCE_1X),
+        _v1_task("publish", "SHELL", {"rawScript": "true"}, "wait"),
+    )
+    _, result = _import_all(upstream, dependent)
+    tasks = result.document["tasks"]  # type: ignore[index]
+    assert tasks["wait"] == {
+        "type": "dependency",
+        "any": [
+            {"workflow": "upstream", "date": "today"},
+            {"workflow": "upstream", "date": "last1Days", "task": "load"},
+        ],
+    }
+    assert not _unmapped(result, "wait")

@@ -306,8 +306,10 @@ def _read_v1(item: dict[str, Any]) -> DsWorkflow:
         params = _json_field(raw.get("params")) or {}
         params = dict(params) if isinstance(params, dict) else {}
         kind = str(raw.get("type", "")).upper()
-        if kind == "CONDITIONS":  # 1.x keeps these beside params; 3.x inside them
+        # 1.x keeps these beside params; 3.x inside them
+        if kind in ("CONDITIONS", "DEPENDENT") and not params.get("dependence"):
             params["dependence"] = _json_field(raw.get("dependence")) or {}
+        if kind == "CONDITIONS":
             params["conditionResult"] = _json_field(raw.get("conditionResult")) or {}
         timeout = _json_field(raw.get("timeout")) or {}
         timeout = timeout if isinstance(timeout, dict) else {}
