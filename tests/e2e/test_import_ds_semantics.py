@@ -138,3 +138,55 @@ def test_a_1x_dependent_task_waits_for_its_upstream_run(tmp_path: Path) -> None:
     result = run(tmp_path, files["report"], logical_date=day)
     assert task_states(result) == {"wait": "succeeded"}
     assert result["run"]["state"] == "succeeded"
+
+
+# ----------------------------------------------------------------------------- left out
+def _ds_export(
+    name: str, tasks: list[dict[str, Any]], edges: list[tuple[int, int]], **definition: Any
+) -> dict[str, Any]:
+    """A DolphinScheduler 3.3 export of one workflow."""
+    return {
+        "workflowDefinition": {"name": name, "code": 7000, **definition},
+        "workflowTaskRelationList": [{"preTaskCode": a, "postTaskCode": b} for a, b in edges]
+        + [{"preTaskCode": 0, "postTaskCode": t["code"]} for t in tasks],
+        "taskDefinitionList": tasks,
+    }
+
+
+def _ds_task(code: int, name: str, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    return {"code": code, "name": name, "taskType": kind, "taskParams": params}
+
+
+def _shell(code: int, name: str, script: str = "true") -> dict[str, Any]:
+    return _ds_task(code, name, "SHELL", {"rawScript": script})
+
+
+def _global(name: str, value: str, kind: str = "VARCHAR") -> str:
+    return json.dumps([{"prop": name, "direct": "IN", "type": kind, "value": value}])
+
+
+@pytest.mark.parametrize("with_child", [True, False])
+def test_a_switch_branch_left_out_is_still_the_branch_taken(
+    tmp_path: Path, with_child: bool
+) -> None:
+    """`--unmapped report` left the Spark branch out and deleted its case: with n=5 the switch
+    took the next case (mid), where DolphinScheduler takes the big branch."""
+    switch = {"switchResult": {"dependTaskList": [{"condition": "${n} > 3", "nextNode": 2},
+                                                  {"condition": "${n} > 1", "nextNode": 5}],
+                               "nextNode": 3}}  # fmt: skip
+    tasks = [
+        _ds_task(1, "route", "SWITCH", switch),
+        _ds_task(2, "big", "SPARK", {"mainClass": "Big"}),
+        _shell(3, "small"),
+        _shell(5, "mid"),
+    ]
+    edges = [(1, 2), (1, 3), (1, 5)]
+    if with_child:
+        tasks.append(_shell(4, "after_big"))
+        edges.append((2, 4))
+    export = _ds_export("routed", tasks, edges, globalParams=_global("n", "5", "INTEGER"))
+    result = import_and_run(tmp_path, _write(tmp_path, "x.json", export), unmapped="report")
+    assert result["run"]["state"] == "succeeded"
+    got = task_states(result)
+    assert (got["small"], got["mid"]) == ("skipped", "skipped")
+    assert got["after_big" if with_child else "big"] == "succeeded"

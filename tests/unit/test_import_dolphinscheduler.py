@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from stratoflow.importers import import_file
+from stratoflow.importers._build import Unmapped
 from stratoflow.importers._dolphinscheduler import code_table, convert, read_export
 from stratoflow.importers._report import ImportedWorkflow
 from stratoflow.model import parse_workflow
@@ -21,15 +22,18 @@ def _task(code: int, name: str, kind: str, params: dict[str, Any], **extra: Any)
 
 
 def _import(
-    *tasks: dict[str, Any], edges: list[tuple[int, int]] = (), **definition: Any
-) -> ImportedWorkflow:  # type: ignore[assignment]
+    *tasks: dict[str, Any],
+    edges: list[tuple[int, int]] = (),  # type: ignore[assignment]
+    mode: Unmapped = "placeholder",
+    **definition: Any,
+) -> ImportedWorkflow:
     export = {
         "workflowDefinition": {"name": "wf", "globalParams": "[]", **definition},
         "workflowTaskRelationList": [{"preTaskCode": a, "postTaskCode": b} for a, b in edges]
         + [{"preTaskCode": 0, "postTaskCode": t["code"]} for t in tasks],
         "taskDefinitionList": list(tasks),
     }
-    result = convert(read_export([export])[0], "placeholder")
+    result = convert(read_export([export])[0], mode)
     assert result.document is not None
     parse_workflow(result.document)  # what is written validates
     return result
@@ -785,3 +789,64 @@ def test_a_1x_dependent_task_waits_as_a_3x_one_does() -> None:
         ],
     }
     assert not _unmapped(result, "wait")
+
+
+# ----------------------------------------------------------------------------- left out
+def _routed(*extra: dict[str, Any], edges: list[tuple[int, int]]) -> ImportedWorkflow:
+    """Switch ``route`` (``${n} > 3`` -> big, a Spark task Stratoflow has no equivalent
+    for, else small) imported with ``--unmapped report``."""
+    switch = {"switchResult": {"dependTaskList": [{"condition": "${n} > 3", "nextNode": 2}],
+                               "nextNode": 3}}  # fmt: skip
+    return _import(
+        _task(1, "route", "SWITCH", switch),
+        _task(2, "big", "SPARK", {"mainClass": "Big"}),
+        _task(3, "small", "SHELL", {"rawScript": "echo small"}),
+        *extra,
+        edges=[(1, 2), (1, 3), *edges],
+        mode="report",
+        globalParams='[{"prop": "n", "direct": "IN", "type": "INTEGER", "value": "5"}]',
+    )
+
+
+def test_a_branch_left_out_hands_its_case_to_its_children() -> None:
+    """A switch branch left out (--unmapped report) deleted its case, so the switch took its
+    default where DolphinScheduler takes that branch; its only child is the branch now."""
+    result = _routed(_task(4, "after_big", "SHELL", {"rawScript": "true"}), edges=[(2, 4)])
+    tasks = result.document["tasks"]  # type: ignore[index]
+    assert "big" not in tasks
+    (case,) = tasks["route"]["cases"]
+    assert case["next"] == ["after_big"]
+    assert tasks["route"]["default"] == ["small"]
+    assert tasks["after_big"]["depends_on"] == ["route"]
+    (note,) = _unmapped(result, "big")
+    assert "left out" in note
+    assert "after_big" in note
+
+
+@pytest.mark.parametrize(
+    ("extra", "edges"),
+    [
+        ((), []),  # no child to take its place: the case would be gone
+        # a child with another parent: as a branch the switch would skip it whatever that
+        # parent did, where DolphinScheduler runs it when the parent ran
+        (
+            (
+                _task(4, "after_big", "SHELL", {"rawScript": "true"}),
+                _task(5, "other", "SHELL", {"rawScript": "true"}),
+            ),
+            [(2, 4), (5, 4)],
+        ),
+    ],
+)
+def test_a_branch_whose_children_cannot_take_its_place_stays_as_a_task_that_does_nothing(
+    extra: tuple[dict[str, Any], ...], edges: list[tuple[int, int]]
+) -> None:
+    result = _routed(*extra, edges=edges)
+    tasks = result.document["tasks"]  # type: ignore[index]
+    assert tasks["big"]["type"] == "shell"
+    assert tasks["big"]["depends_on"] == ["route"]
+    assert "exit" not in tasks["big"]["command"]  # not a failing placeholder
+    assert tasks["route"]["cases"][0]["next"] == ["big"]
+    (note,) = _unmapped(result, "big")
+    assert "switch branch" in note
+    assert "does nothing" in note

@@ -29,8 +29,39 @@ def placeholder(kind: str, original: str, reason: str) -> dict[str, Any]:
     }
 
 
+def _switches_choosing(tasks: dict[str, dict[str, Any]], task: str) -> list[str]:
+    """The switch tasks ``task`` is a branch of (in a case's ``next`` or the ``default``)."""
+    return [
+        tid
+        for tid, body in tasks.items()
+        if body.get("type") == "switch"
+        and (
+            task in body.get("default", [])
+            or any(task in case.get("next", []) for case in body.get("cases", []))
+        )
+    ]
+
+
+def branch_heirs(tasks: dict[str, dict[str, Any]], task: str) -> list[str] | None:
+    """What takes a switch branch's place when ``task`` is left out: its children, when it
+    has some and each has ``task`` as its only upstream (a switch skips its unchosen branches
+    whatever their other upstream tasks did, where DolphinScheduler skips a task only when
+    all of its upstream tasks were skipped). None when nothing can: ``task`` then stays as a
+    task that does nothing, or its case would be gone and the switch would choose another
+    branch. An empty list when ``task`` is no switch's branch."""
+    if not _switches_choosing(tasks, task):
+        return []
+    children = [t for t, body in tasks.items() if task in body.get("depends_on", [])]
+    if not children or any(tasks[c].get("depends_on") != [task] for c in children):
+        return None
+    return children
+
+
 def leave_out(tasks: dict[str, dict[str, Any]], task: str) -> None:
-    """Remove ``task``; its children depend on its parents instead, so order is kept."""
+    """Remove ``task``; its children depend on its parents instead, so order is kept. A
+    switch branch's children become the branch in its place (see :func:`branch_heirs`,
+    which says whether they can: the caller keeps the task otherwise)."""
+    heirs = branch_heirs(tasks, task) or []
     parents = tasks.pop(task).get("depends_on", [])
     for body in tasks.values():
         deps = body.get("depends_on", [])
@@ -40,11 +71,21 @@ def leave_out(tasks: dict[str, dict[str, Any]], task: str) -> None:
             body["depends_on"] = merged
         if body.get("type") == "switch":  # a branch left out: its children are the branch now
             for case in body.get("cases", []):
-                if task in case["next"]:
-                    case["next"] = [t for t in case["next"] if t != task] or []
+                case["next"] = _replaced(case["next"], task, heirs)
             if task in body.get("default", []):
-                body["default"] = [t for t in body["default"] if t != task]
+                body["default"] = _replaced(body["default"], task, heirs)
             body["cases"] = [c for c in body.get("cases", []) if c["next"]]
+
+
+def _replaced(targets: list[str], task: str, heirs: list[str]) -> list[str]:
+    if task not in targets:
+        return targets
+    out: list[str] = []
+    for target in targets:
+        for name in heirs if target == task else [target]:
+            if name not in out:
+                out.append(name)
+    return out
 
 
 def unmapped_task(
@@ -57,7 +98,8 @@ def unmapped_task(
     mode: Unmapped,
     notes: Notes,
 ) -> None:
-    """Replace ``task`` by a placeholder, or leave it out, and say so."""
+    """Replace ``task`` by a placeholder, or leave it out, and say so. A switch branch no
+    child can take the place of (:func:`branch_heirs`) is not left out but does nothing."""
     if mode == "placeholder":
         deps = tasks[task].get("depends_on", [])
         tasks[task] = placeholder(kind, original, reason)
@@ -65,8 +107,27 @@ def unmapped_task(
             tasks[task]["depends_on"] = deps
         done = "a failing placeholder task stands in its place"
     else:
-        leave_out(tasks, task)
-        done = "left out (its downstream tasks now follow its upstream tasks)"
+        heirs = branch_heirs(tasks, task)
+        if heirs is None:
+            switches = ", ".join(_switches_choosing(tasks, task))
+            deps = tasks[task].get("depends_on", [])
+            tasks[task] = {
+                "type": "shell",
+                "description": f"LEFT OUT (imported {kind} task {original!r}): {reason}",
+                "command": "true\n",
+            }
+            if deps:
+                tasks[task]["depends_on"] = deps
+            done = (
+                f"kept as a task that does nothing: it is a switch branch (of {switches}), and "
+                "left out its case would be gone, the switch choosing another branch (no "
+                "child can take its place: it has none, or one with other upstream tasks)"
+            )
+        else:
+            leave_out(tasks, task)
+            done = "left out (its downstream tasks now follow its upstream tasks)"
+            if heirs:
+                done += f"; {', '.join(heirs)} take its place as the switch's branch"
     notes.unmapped(f"{kind} task: {reason}; {done}. Original: {shown(definition)}", task=task)
 
 
