@@ -110,6 +110,78 @@ tasks:
     assert outputs(result, "count")["n"] == "7"
 
 
+def _sql(code: int, name: str, sql: str, sql_type: str = "0", **extra: Any) -> dict[str, Any]:
+    params = {"type": "POSTGRESQL", "datasource": 1, "sql": sql, "sqlType": sql_type, **extra}
+    return {"code": code, "name": name, "taskType": "SQL", "taskParams": params}
+
+
+QUOTED = "select count(*) AS n from pg_class where relname = '${region}' and relname like 'pg%'"
+
+
+def test_sql_parameters_are_bound_not_pasted(
+    tmp_path: Path,
+    pg_url: str,  # noqa: F811
+) -> None:
+    """DolphinScheduler's SqlTask binds ``${region}`` (``'${region}'`` too, quotes and all)
+    as a prepared statement's parameter and pastes ``!{table}`` as text. The import pasted
+    ``${region}`` into the SQL: ``relname = ${region}`` read a column named eu (the task
+    failed) and a value could rewrite the statement."""
+    globals_ = [
+        {"prop": "region", "direct": "IN", "type": "VARCHAR", "value": "pg_class"},
+        {"prop": "table", "direct": "IN", "type": "VARCHAR", "value": "pg_class"},
+    ]
+    tasks = [
+        _sql(1, "bare", "select count(*) AS n from !{table} where relname = ${region}"),
+        _sql(2, "quoted", QUOTED),
+    ]
+    export = {
+        "workflowDefinition": {"name": "bound", "globalParams": json.dumps(globals_)},
+        "workflowTaskRelationList": [{"preTaskCode": 0, "postTaskCode": t["code"]} for t in tasks],
+        "taskDefinitionList": tasks,
+    }
+    files = import_files(tmp_path, _write(tmp_path, "sql.json", export))
+    result = run(tmp_path, files["bound"], connections={"datasource-1": pg_url})
+    assert result["run"]["state"] == "succeeded", result
+    assert (outputs(result, "bare")["n"], outputs(result, "quoted")["n"]) == ("1", "1")
+    # a value that would rewrite pasted SQL is data: it names no table
+    hostile = "x' or '1'='1"
+    result = run(tmp_path, files["bound"], f"region={hostile}")
+    assert result["run"]["state"] == "succeeded", result
+    assert (outputs(result, "bare")["n"], outputs(result, "quoted")["n"]) == ("0", "0")
+
+
+def test_pre_and_post_statements_with_parameters_run_in_order(
+    tmp_path: Path,
+    pg_url: str,  # noqa: F811
+) -> None:
+    """Pre statements, the SQL and post statements each bind ``${region}``: they ran as one
+    script, which takes no parameters (the task failed)."""
+    globals_ = [{"prop": "region", "direct": "IN", "type": "VARCHAR", "value": "eu"}]
+    tasks = [
+        _sql(1, "load", "insert into loads values (${region}, 1); insert into loads values "
+                        "('${region}', 2)", "1",
+             preStatements=["create table if not exists loads (region text, n int)",
+                            "delete from loads where region = '${region}'"],
+             postStatements=["update loads set n = n * 10 where region = ${region}"]),
+        _sql(2, "check", "select sum(n) AS total, count(*) AS rows from loads "
+                         "where region = ${region}",
+             postStatements=["delete from loads where region <> ${region}"]),
+    ]  # fmt: skip
+    export = {
+        "workflowDefinition": {"name": "loading", "globalParams": json.dumps(globals_)},
+        "workflowTaskRelationList": [
+            {"preTaskCode": 0, "postTaskCode": 1},
+            {"preTaskCode": 1, "postTaskCode": 2},
+        ],
+        "taskDefinitionList": tasks,
+    }
+    files = import_files(tmp_path, _write(tmp_path, "sql.json", export))
+    for _ in range(2):  # the pre statements make it repeatable
+        result = run(tmp_path, files["loading"], connections={"datasource-1": pg_url})
+        assert result["run"]["state"] == "succeeded", result
+        assert outputs(result, "check") == {"total": "30", "rows": "2", "row_count": 1}
+
+
 # ----------------------------------------------------------------------------- DEPENDENT
 def test_a_1x_dependent_task_waits_for_its_upstream_run(tmp_path: Path) -> None:
     """A DolphinScheduler 1.x DEPENDENT task (its ``dependence`` beside empty ``params``)

@@ -3,6 +3,7 @@ equivalent is named in the report (never dropped silently)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from stratoflow.importers import import_file
 from stratoflow.importers._build import Unmapped
-from stratoflow.importers._dolphinscheduler import code_table, convert, read_export
+from stratoflow.importers._dolphinscheduler import _split_sql, code_table, convert, read_export
 from stratoflow.importers._report import ImportedWorkflow
 from stratoflow.model import parse_workflow
 from stratoflow.templating import render
@@ -431,17 +432,22 @@ def test_sql_tasks() -> None:
                               "postStatements": ["drop table x"]}),
     )  # fmt: skip
     tasks = result.document["tasks"]  # type: ignore[index]
-    assert tasks["q"]["sql"] == "select * from t where d = '{{ params.dt }}'"
+    # '${dt}' is bound, quotes and all, as DolphinScheduler binds it (never pasted)
+    assert tasks["q"]["sql"] == "select * from t where d = %(dt)s"
+    assert tasks["q"]["parameters"] == {"dt": "{{ params.dt }}"}
     assert (tasks["q"]["connection"], tasks["q"]["outputs"]) == ("datasource-3", "first_row")
     assert tasks["w"]["sql"] == "set role etl;\ninsert into t values (1);\nanalyze t\n"
+    assert "parameters" not in tasks["w"]
     assert tasks["w"]["outputs"] == "none"
     assert not _unmapped(result, "w")
     changed = [n.message for n in result.notes if n.task == "q"]
     assert any("--type mysql" in m for m in changed)
-    # Hive: no connection type; the query stays last, so its post statement is reported
+    # Hive: no connection type; the post statement runs after the query, in a task of its
+    # own (the outputs are the query's)
     assert any("HIVE has no Stratoflow connection type" in m for m in _unmapped(result, "h"))
-    assert any("post statements" in m for m in _unmapped(result, "h"))
     assert tasks["h"]["sql"] == "select 1"
+    assert tasks["h__post_1"]["sql"] == "drop table x"
+    assert tasks["h__post_1"]["depends_on"] == ["h"]
 
 
 def test_pydolphinscheduler_priorities_and_task_groups(tmp_path: Path) -> None:
@@ -850,3 +856,108 @@ def test_a_branch_whose_children_cannot_take_its_place_stays_as_a_task_that_does
     (note,) = _unmapped(result, "big")
     assert "switch branch" in note
     assert "does nothing" in note
+
+
+# ----------------------------------------------------------------------------- SQL binding
+SQL_GLOBALS = json.dumps([
+    {"prop": "region", "direct": "IN", "type": "VARCHAR", "value": "eu"},
+    {"prop": "tbl", "direct": "IN", "type": "VARCHAR", "value": "sales"},
+    {"prop": "ids", "direct": "IN", "type": "LIST", "value": "[1, 2]"},
+])  # fmt: skip
+
+
+def _sql_task(code: int, name: str, sql: str, sql_type: str = "0", **extra: Any) -> dict[str, Any]:
+    params = {"type": "POSTGRESQL", "datasource": 1, "sql": sql, "sqlType": sql_type, **extra}
+    return _task(code, name, "SQL", params)
+
+
+def test_sql_parameters_are_bound_and_bang_parameters_pasted() -> None:
+    """DolphinScheduler's SqlTask binds each ``${x}`` (a quote each side going with it) as a
+    prepared statement's parameter and pastes ``!{x}`` (the quotes around it too) as text;
+    the import pasted ``${x}`` into the SQL, where a value could rewrite the statement."""
+    sql = ("select count(*) as n from !{tbl} where region = ${region} and code = '${region}' "
+           "and name like 'a%' and day = '$[yyyyMMdd]' and t = '!{tbl}' and ${unknown} = 1")  # fmt: skip
+    result = _import(_sql_task(1, "q", sql), globalParams=SQL_GLOBALS)
+    body = result.document["tasks"]["q"]  # type: ignore[index]
+    text = "{{ params.tbl | replace('%', '%%') }}"
+    day = "{{ logical_date | shift_date('%Y%m%d', 'UTC') | replace('%', '%%') }}"
+    assert body["sql"] == (
+        f"select count(*) as n from {text} where region = %(region)s and code = %(region)s "
+        f"and name like 'a%%' and day = '{day}' and t = {text} and ${{unknown}} = 1"
+    )
+    assert body["parameters"] == {"region": "{{ params.region }}"}
+    (unknown,) = _unmapped(result, "q")
+    assert "${unknown}" in unknown
+
+
+def test_a_list_parameter_and_built_in_parameters_in_sql() -> None:
+    result = _import(
+        _sql_task(1, "q", "select 1 where id in (${ids}) and d = ${system.biz.date}"),
+        globalParams=SQL_GLOBALS,
+    )
+    body = result.document["tasks"]["q"]  # type: ignore[index]
+    assert body["sql"] == "select 1 where id in (%(ids)s) and d = %(system_biz_date)s"
+    assert body["parameters"] == {
+        "ids": "{{ params.ids }}",
+        "system_biz_date": "{{ logical_date | shift_date('%Y%m%d', 'UTC', days=-1) }}",
+    }
+    (listed,) = _unmapped(result, "q")
+    assert "LIST" in listed
+    assert "one value" in listed
+
+
+def test_statements_around_a_bound_sql_run_as_a_chain_of_sql_tasks() -> None:
+    """A script of several statements takes no parameters in Stratoflow: where one binds
+    a value, each statement is an sql task of its own, in DolphinScheduler's order."""
+    switch = {"switchResult": {"dependTaskList": [{"condition": "true", "nextNode": 2}],
+                               "nextNode": 3}}  # fmt: skip
+    result = _import(
+        _task(1, "route", "SWITCH", switch),
+        _sql_task(2, "load", "insert into t select * from s where r = '${region}'; analyze s",
+                  "1", preStatements=["delete from t where r = '${region}'", "set x = 1"],
+                  postStatements=["analyze t"]),
+        _task(3, "other", "SHELL", {"rawScript": "true"}),
+        _task(4, "after", "SHELL", {"rawScript": "true"}),
+        edges=[(1, 2), (1, 3), (2, 4)],
+        globalParams=SQL_GLOBALS,
+    )  # fmt: skip
+    tasks = result.document["tasks"]  # type: ignore[index]
+    chain = ["load__pre_1", "load__pre_2", "load__sql_1", "load", "load__post_1"]
+    assert [t for t in tasks if t.startswith("load")] == chain
+    sqls = {t: (tasks[t]["sql"], tasks[t].get("parameters")) for t in chain}
+    bound = {"region": "{{ params.region }}"}
+    assert sqls == {
+        "load__pre_1": ("delete from t where r = %(region)s", bound),
+        "load__pre_2": ("set x = 1", None),
+        "load__sql_1": ("insert into t select * from s where r = %(region)s", bound),
+        "load": ("analyze s", None),
+        "load__post_1": ("analyze t", None),
+    }
+    # the chain stands where the task stood: the switch chooses its first statement
+    assert tasks["route"]["cases"][0]["next"] == ["load__pre_1"]
+    assert tasks["load__pre_1"]["depends_on"] == ["route"]
+    for before, after in itertools.pairwise(chain):
+        assert tasks[after]["depends_on"] == [before]
+    assert tasks["after"]["depends_on"] == ["load__post_1"]
+    assert all(tasks[t]["outputs"] == "none" for t in chain)
+    changed = " | ".join(n.message for n in result.notes if n.task == "load")
+    assert "load__pre_1 -> load__pre_2 -> load__sql_1 -> load -> load__post_1" in changed
+
+
+@pytest.mark.parametrize(
+    ("sql", "backslash", "statements"),
+    [
+        ("a; b;", False, ["a", "b"]),
+        ("select ';' ; select \"x;y\"", False, ["select ';'", 'select "x;y"']),
+        ("select 'it''s; fine'; b", False, ["select 'it''s; fine'", "b"]),
+        ("select 'a\\'; b'; c", True, ["select 'a\\'; b'", "c"]),
+        ("select 'a\\'; b", False, ["select 'a\\'", "b"]),  # PostgreSQL: no backslash escape
+        ("do $f$ begin; end $f$; b", False, ["do $f$ begin; end $f$", "b"]),
+        ("a -- x; y\n; /* c; */ ; b", False, ["a -- x; y", "b"]),
+        ("select ${x}; select $[yyyy]", False, ["select ${x}", "select $[yyyy]"]),
+    ],
+)
+def test_sql_is_split_into_statements_outside_quotes_and_comments(
+    sql: str, backslash: bool, statements: list[str]
+) -> None:
+    assert _split_sql(sql, backslash) == statements

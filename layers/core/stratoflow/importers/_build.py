@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+from stratoflow.importers._names import unique
 from stratoflow.importers._report import Notes
 from stratoflow.model._workflow import MAX_PRIORITY
 
@@ -75,6 +76,54 @@ def leave_out(tasks: dict[str, dict[str, Any]], task: str) -> None:
             if task in body.get("default", []):
                 body["default"] = _replaced(body["default"], task, heirs)
             body["cases"] = [c for c in body.get("cases", []) if c["next"]]
+
+
+def chain_around(
+    tasks: dict[str, dict[str, Any]],
+    task: str,
+    before: list[tuple[str, dict[str, Any]]],
+    after: list[tuple[str, dict[str, Any]]],
+) -> list[str]:
+    """Put the tasks ``before`` and ``after`` (each (id, body); the ids made unique) in a
+    chain with ``task``: the first of the chain takes ``task``'s place above it (its
+    upstream tasks, its trigger rule, a switch's choice of it), the last below it (the tasks
+    that depended on it depend on the last). The chain's ids, in order."""
+    taken = set(tasks)
+    head = [(unique(name, taken), body) for name, body in before]
+    tail = [(unique(name, taken), body) for name, body in after]
+    chain = [name for name, _ in head] + [task] + [name for name, _ in tail]
+    first, last = chain[0], chain[-1]
+    own = tasks[task]
+    if last != task:
+        for body in tasks.values():
+            if task in body.get("depends_on", []):
+                body["depends_on"] = _replaced(body["depends_on"], task, [last])
+    if first != task:
+        for body in tasks.values():
+            if body.get("type") == "switch":
+                for case in body.get("cases", []):
+                    case["next"] = _replaced(case["next"], task, [first])
+                if task in body.get("default", []):
+                    body["default"] = _replaced(body["default"], task, [first])
+    bodies = dict(head) | {task: own} | dict(tail)
+    upstream: dict[str, Any] = {k: own.pop(k) for k in ("depends_on", "trigger_rule") if k in own}
+    for i, name in enumerate(chain):
+        body = bodies[name]
+        body.pop("depends_on", None)
+        body.pop("trigger_rule", None)
+        if i == 0:
+            body.update(upstream)
+        else:
+            body["depends_on"] = [chain[i - 1]]
+    ordered: dict[str, dict[str, Any]] = {}
+    for name, body in tasks.items():
+        if name == task:
+            ordered.update({n: bodies[n] for n in chain})
+        else:
+            ordered[name] = body
+    tasks.clear()
+    tasks.update(ordered)
+    return chain
 
 
 def _replaced(targets: list[str], task: str, heirs: list[str]) -> list[str]:

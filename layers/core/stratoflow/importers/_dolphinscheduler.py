@@ -15,6 +15,7 @@ from typing import Any
 
 from stratoflow.importers._build import (
     Unmapped,
+    chain_around,
     clamped_priority,
     ds_priority,
     leave_out,
@@ -30,8 +31,10 @@ from stratoflow.importers._timeexpr import (
     Unsupported,
     as_expression,
     ds_pieces,
+    escape_literal,
     js_condition,
     rewrite_ds,
+    time_expression,
 )
 from stratoflow.model._workflow import MAX_DEPENDENCY_ITEMS, DateValue
 from stratoflow.templating import TemplateError, check_syntax
@@ -156,14 +159,19 @@ def _parents(flow: DsWorkflow, ids: Mapping[str, str]) -> dict[str, list[str]]:
     return parents
 
 
-def _out_props(flow: DsWorkflow, ids: Mapping[str, str]) -> Iterator[tuple[str, str, str]]:
-    """(task id, OUT param, its declared value) of each enabled task (a disabled one does
-    nothing, so it sets nothing)."""
+def _out_props(flow: DsWorkflow, ids: Mapping[str, str]) -> Iterator[tuple[str, str, str, str]]:
+    """(task id, OUT param, its declared value, its declared type) of each enabled task (a
+    disabled one does nothing, so it sets nothing)."""
     for task in flow.tasks:
         if task.enabled:
             for prop in _property_list(task.params.get("localParams")):
                 if str(prop.get("direct", "IN")).upper() == "OUT":
-                    yield ids[task.code], str(prop["prop"]), str(prop.get("value") or "")
+                    yield (
+                        ids[task.code],
+                        str(prop["prop"]),
+                        str(prop.get("value") or ""),
+                        _type_of(prop),
+                    )
 
 
 def _last_setters(flow: DsWorkflow) -> dict[str, str]:
@@ -172,7 +180,7 @@ def _last_setters(flow: DsWorkflow) -> dict[str, str]:
     ids = task_ids(flow)
     parents = _parents(flow, ids)
     setters: dict[str, list[str]] = {}
-    for tid, key, _ in _out_props(flow, ids):
+    for tid, key, _, _ in _out_props(flow, ids):
         setters.setdefault(key, []).append(tid)
     has_children = {p for ps in parents.values() for p in ps}
     sinks = [t for t in parents if t not in has_children]
@@ -371,6 +379,12 @@ class _Ctx:
     # whichever ended last)
     reach: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
     out_values: dict[tuple[str, str], str] = field(default_factory=dict)  # declared value
+    out_types: dict[tuple[str, str], str] = field(default_factory=dict)  # declared type
+    # sql task id -> the sql tasks that run before it and after it (its pre and post
+    # statements, and the other statements of its SQL), each (suffix, body)
+    sql_chains: dict[
+        str, tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, dict[str, Any]]]]
+    ] = field(default_factory=dict)
     sub_tasks: set[str] = field(default_factory=set)  # the sub-workflow tasks (their ids)
 
 
@@ -439,9 +453,10 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
         if pre not in ids or post not in ids:
             notes.unmapped(f"a relation names an unknown task code ({pre} -> {post}); left out")
     parents = _parents(flow, ids)
-    for tid, key, declared in _out_props(flow, ids):
+    for tid, key, declared, kind in _out_props(flow, ids):
         ctx.outputs.setdefault(key, []).append(tid)
         ctx.out_values[tid, key] = declared
+        ctx.out_types[tid, key] = kind
     for task in flow.tasks:
         if not task.enabled or task.type not in _SUB_WORKFLOW:
             continue
@@ -488,6 +503,17 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
                 else "Stratoflow has no equivalent task type"
             )
             unmapped_task(tasks, tid, task.type, task.name, reason, task.params, mode, notes)
+    for tid, (before, after) in ctx.sql_chains.items():
+        if tasks.get(tid, {}).get("type") != "sql":
+            continue  # disabled: a task that does nothing
+        settings = {k: v for k, v in tasks[tid].items() if k not in _SQL_OWN}
+        names = chain_around(
+            tasks,
+            tid,
+            [(f"{tid}__{suffix}", {**piece, **settings}) for suffix, piece in before],
+            [(f"{tid}__{suffix}", {**piece, **settings}) for suffix, piece in after],
+        )
+        _chain_note(ctx, tid, names)
     doc["tasks"] = tasks
     pools: dict[str, list[str]] = {}
     for tid, body in tasks.items():
@@ -578,6 +604,12 @@ def _workflow_settings(flow: DsWorkflow, doc: dict[str, Any], notes: Notes) -> N
 
 
 _BY_CODE = {*_SUB_WORKFLOW, "DEPENDENT", "SQL"}
+# an sql task's own fields: the other ones (retries, timeout, pool, params...) go to each
+# task of its chain
+_SQL_OWN = frozenset(
+    {"type", "connection", "sql", "parameters", "outputs", "depends_on", "trigger_rule",
+     "description"}
+)  # fmt: skip
 _HANDLED = {"SHELL", "PYTHON", "HTTP", "K8S", "KUBERNETES", "SWITCH", "CONDITIONS", *_BY_CODE}
 
 
@@ -597,8 +629,10 @@ def _ds_context(
     params, which read the run's params only: a global computed per run
     (``${system.biz.date}``) is computed there too."""
     refs: dict[str, str] = {}
+    types: dict[str, str] = {}
     for prop in _property_list(ctx.flow.global_params):
         refs[str(prop["prop"])] = param_ref(str(prop["prop"]))
+        types[str(prop["prop"])] = _type_of(prop)
     for name, expr in ctx.global_exprs.items():
         refs[name] = f"({param_ref(name)} or ({expr}))" if in_params else param_ref(name)
     ambiguous: dict[str, str] = {}
@@ -611,7 +645,10 @@ def _ds_context(
             fallback = repr(declared) if declared or key not in refs else refs[key]
             ref = _out_ref(ctx, setter, key)
             refs[key] = fallback if ref is None else f"({ref} | default({fallback}))"
+            types[key] = ctx.out_types.get((setter, key), "VARCHAR")
         elif setters:
+            kinds = {ctx.out_types.get((t, key), "VARCHAR") for t in setters}
+            types[key] = kinds.pop() if len(kinds) == 1 else "VARCHAR"
             ambiguous[key] = (
                 f"${{{key}}} is set by upstream tasks on different paths "
                 f"({', '.join(sorted(setters))}): DolphinScheduler reads the non-empty one "
@@ -622,8 +659,14 @@ def _ds_context(
         if str(prop.get("direct", "IN")).upper() == "IN":
             name = str(prop["prop"])
             refs[name] = param_ref(name)
+            types[name] = _type_of(prop)
             ambiguous.pop(name, None)
-    return DsContext(ctx.flow.timezone, refs, [], ambiguous)
+    return DsContext(ctx.flow.timezone, refs, [], ambiguous, types)
+
+
+def _type_of(prop: Mapping[str, Any]) -> str:
+    """A parameter's declared DolphinScheduler type (VARCHAR when it declares none)."""
+    return str(prop.get("type") or "VARCHAR").upper()
 
 
 def _out_ref(ctx: _Ctx, setter: str, key: str) -> str | None:
@@ -1221,25 +1264,202 @@ def _sql(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict[str, Any
             task=tid,
         )
     query = str(p.get("sqlType", "0")).upper() in ("0", "QUERY")
+    backslash = kind in ("MYSQL", "")  # MySQL strings take backslash escapes
+    main = str(p.get("sql") or "")
     pre = [str(s) for s in p.get("preStatements") or [] if str(s).strip()]
     post = [str(s) for s in p.get("postStatements") or [] if str(s).strip()]
-    if query and post:  # the outputs are the last statement's: the query must stay last
-        ctx.notes.unmapped(
-            f"post statements {shown(post)} are left out: the outputs are the query's", task=tid
-        )
-        post = []
-    statements = [s.strip().rstrip(";") for s in [*pre, str(p.get("sql") or ""), *post]]
-    sql = rewrite_ds(";\n".join(s for s in statements if s) + ("\n" if pre or post else ""), ds)
-    if not sql.strip():
+    if not main.strip():
         return _cannot("the SQL task has no SQL")
-    if pre or post:
-        ctx.notes.changed("pre and post statements run in one script with the SQL", task=tid)
     for key in ("udfs", "sendEmail"):
         if p.get(key) not in (None, "", False, [], "false"):
             ctx.notes.unmapped(f"{key} = {p[key]!r} has no equivalent", task=tid)
-    return {
-        "type": "sql",
-        "connection": connection,
-        "sql": sql,
-        "outputs": "first_row" if query else "none",
-    }
+    binder = _SqlBinder(ds)
+    bound = any(binder.bind(text).parameters for text in [*pre, main, *post])
+    several = bool(pre or post) or len(_split_sql(main, backslash)) > 1
+    for problem in binder.problems:
+        ctx.notes.unmapped(problem, task=tid)
+    body: dict[str, Any] = {"type": "sql", "connection": connection}
+    if not (bound and several) and not (query and post):
+        # one task: one statement with its parameters, or a script of several without
+        statements = [s.strip().rstrip(";") for s in [*pre, main, *post]]
+        script = binder.bind(";\n".join(s for s in statements if s) + ("\n" if pre or post else ""))
+        if pre or post:
+            ctx.notes.changed("pre and post statements run in one script with the SQL", task=tid)
+        body.update(script.fields())
+        body["outputs"] = "first_row" if query else "none"
+        return body
+    # a chain of sql tasks, one statement each, in DolphinScheduler's order: a script of
+    # several statements takes no parameters in Stratoflow (and the outputs are the last
+    # statement's, where DolphinScheduler's are the query's, before its post statements)
+    whole = main.strip().rstrip(";")
+    mains = ([] if query else _split_sql(main, backslash)) or [whole]
+    pres = [x for statement in pre for x in _split_sql(statement, backslash)]
+    posts = [x for statement in post for x in _split_sql(statement, backslash)]
+
+    def piece(statement: str) -> dict[str, Any]:
+        fields = {"type": "sql", "connection": connection, **binder.bind(statement).fields()}
+        return {**fields, "outputs": "none"}
+
+    before = [(f"pre_{i}", piece(x)) for i, x in enumerate(pres, 1)]
+    before += [(f"sql_{i}", piece(x)) for i, x in enumerate(mains[:-1], 1)]
+    after = [(f"post_{i}", piece(x)) for i, x in enumerate(posts, 1)]
+    body.update(binder.bind(mains[-1]).fields())
+    body["outputs"] = "first_row" if query else "none"
+    ctx.sql_chains[tid] = (before, after)
+    return body
+
+
+def _chain_note(ctx: _Ctx, tid: str, names: list[str]) -> None:
+    ctx.notes.changed(
+        f"its statements run as a chain of sql tasks ({' -> '.join(names)}): a script of "
+        "several statements binds no parameters in Stratoflow, and a query's outputs come "
+        "before its post statements; each is a connection and a transaction of its own "
+        "(DolphinScheduler runs them on one connection, committing each statement: a SET or "
+        "a temporary table does not carry over to the next task), and each retries and times "
+        "out on its own",
+        task=tid,
+    )
+
+
+# DolphinScheduler's SqlTask: $[...] is pasted as text first; then each ${x} (a quote each
+# side going with it, or bare) becomes a ? bound to x's value, and !{x} (with any quotes
+# around it, which go with it) is pasted as text; a ${x} of no parameter stays as written
+_SQL_TOKEN = re.compile(
+    r"\$\[(?P<time>[^\]\n]{1,200})\]"
+    r"|['\"]\$\{(?P<quoted>[^}\n]{1,200})\}['\"]"
+    r"|\$\{(?P<bare>[^}\n]{1,200})\}"
+    r"|['\"]*!\{(?P<text>[^}\n]{1,200})\}['\"]*"
+)
+_NOT_PARAMETER_CHAR = re.compile(r"[^A-Za-z0-9_]")
+
+
+@dataclass
+class _BoundSql:
+    """One SQL text: literal text (``False``), a parameter (``%``: its name) and expressions
+    pasted as text (``True``), with the parameters it binds."""
+
+    pieces: list[tuple[bool | str, str]]
+    parameters: dict[str, str]
+
+    def fields(self) -> dict[str, Any]:
+        """``sql`` (and ``parameters``, with ``%%`` for a literal ``%``, when it binds some)."""
+        bound = bool(self.parameters)
+        out: list[str] = []
+        for kind, text in self.pieces:
+            if kind == "%":
+                out.append(f"%({text})s")
+            elif kind is True:
+                # a pasted value's own % is text too, where the driver reads placeholders
+                out.append("{{ " + text + (" | replace('%', '%%')" if bound else "") + " }}")
+            else:
+                literal = escape_literal(text)
+                out.append(literal.replace("%", "%%") if bound else literal)
+        fields: dict[str, Any] = {"sql": "".join(out)}
+        if bound:
+            fields["parameters"] = dict(self.parameters)
+        return fields
+
+
+class _SqlBinder:
+    """Binds a task's SQL texts as DolphinScheduler's SqlTask does, one parameter name per
+    ``${name}`` of the task."""
+
+    def __init__(self, ds: DsContext) -> None:
+        self.ds = ds
+        self.names: dict[str, str] = {}  # ${name} -> parameter name
+        self.taken: set[str] = set()
+        self.problems: list[str] = []
+
+    def _problem(self, text: str) -> None:
+        if text not in self.problems:
+            self.problems.append(text)
+
+    def bind(self, text: str) -> _BoundSql:
+        pieces: list[tuple[bool | str, str]] = []
+        parameters: dict[str, str] = {}
+        at = 0
+        for match in _SQL_TOKEN.finditer(text):
+            if match.start() > at:
+                pieces.append((False, text[at : match.start()]))
+            at = match.end()
+            if match.group("time") is not None:
+                try:
+                    pieces.append((True, time_expression(match.group("time"), self.ds.tz)))
+                except Unsupported as exc:
+                    self._problem(str(exc))
+                    pieces.append((False, match.group(0)))
+                continue
+            name = match.group("quoted") or match.group("bare") or match.group("text")
+            ref = self.ds.name(name)  # (its doubts go to ds.problems, reported by _task)
+            if ref is None:
+                self._problem(
+                    f"${{{name}}} / !{{{name}}} names no parameter: DolphinScheduler leaves it "
+                    "in the SQL as written (or, for !{...}, fails the task); so does the import"
+                    if not name.startswith("system.")
+                    else f"built-in parameter {name} has no equivalent; left in the SQL"
+                )
+                pieces.append((False, match.group(0)))
+                continue
+            if match.group("text") is not None:
+                pieces.append((True, ref))
+                continue
+            if self.ds.types.get(name) == "LIST":
+                self._problem(
+                    f"${{{name}}} is a LIST parameter: DolphinScheduler binds each of its "
+                    "items (IN (?, ?, ...)); here it is bound as one value, its text: split "
+                    "it in the SQL (PostgreSQL: = ANY(string_to_array(..., ','))) or make "
+                    "it !{...} text"
+                )
+            if name not in self.names:
+                clean = _NOT_PARAMETER_CHAR.sub("_", name)[:60]
+                clean = clean if clean[:1].isalpha() or clean[:1] == "_" else f"p_{clean}"
+                self.names[name] = unique(clean, self.taken)
+            parameters[self.names[name]] = "{{ " + ref + " }}"
+            pieces.append(("%", self.names[name]))
+        if at < len(text):
+            pieces.append((False, text[at:]))
+        return _BoundSql(pieces, parameters)
+
+
+_DOLLAR_QUOTE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+
+
+def _split_sql(text: str, backslash: bool) -> list[str]:
+    """``text``'s statements: cut at each ``;`` outside quotes (``'...'``, ``"..."``,
+    backquotes, PostgreSQL's ``$tag$...$tag$``) and comments; those with no code left out."""
+    out: list[str] = []
+    start, i, n, code = 0, 0, len(text), False
+    while i < n:
+        char = text[i]
+        if char in "'\"`":
+            i += 1
+            while i < n:
+                if backslash and text[i] == "\\":
+                    i += 2
+                    continue
+                if text[i] == char:
+                    if text[i + 1 : i + 2] == char:  # a doubled quote is one
+                        i += 2
+                        continue
+                    break
+                i += 1
+            i, code = i + 1, True
+        elif text.startswith("--", i) or (backslash and char == "#"):
+            end = text.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+        elif char == "$" and (dollar := _DOLLAR_QUOTE.match(text, i)) is not None:
+            end = text.find(dollar.group(0), dollar.end())
+            i, code = (n if end < 0 else end + len(dollar.group(0))), True
+        elif char == ";":
+            if code:
+                out.append(text[start:i].strip())
+            start, i, code = i + 1, i + 1, False
+        else:
+            code = code or not char.isspace()
+            i += 1
+    if code:
+        out.append(text[start:].strip())
+    return out

@@ -189,6 +189,9 @@ class DsContext:
     problems: list[str]  # collects what could not be rewritten
     # name -> why what it reads is not certain (said once, where the name is read)
     doubts: Mapping[str, str] = field(default_factory=dict)
+    # name -> the DolphinScheduler type declared for it (VARCHAR, INTEGER, LIST, ...) where
+    # the value it reads was declared with one
+    types: Mapping[str, str] = field(default_factory=dict)
 
     def name(self, name: str) -> str | None:
         doubt = self.doubts.get(name)
