@@ -262,3 +262,47 @@ def test_a_switch_branch_left_out_is_still_the_branch_taken(
     got = task_states(result)
     assert (got["small"], got["mid"]) == ("skipped", "skipped")
     assert got["after_big" if with_child else "big"] == "succeeded"
+
+
+# ----------------------------------------------------------------------------- switch
+def _switch(code: int, name: str, condition: str, yes: int, no: int) -> dict[str, Any]:
+    result = {"dependTaskList": [{"condition": condition, "nextNode": yes}], "nextNode": no}
+    return _ds_task(code, name, "SWITCH", {"switchResult": result})
+
+
+def _setter(code: int, name: str, param: str, value: str, kind: str) -> dict[str, Any]:
+    out = [{"prop": param, "direct": "OUT", "type": kind, "value": ""}]
+    script = f"echo '${{setValue({param}={value})}}'"
+    return _ds_task(code, name, "SHELL", {"rawScript": script, "localParams": out})
+
+
+def test_switch_conditions_decide_as_dolphinscheduler_s_javascript(tmp_path: Path) -> None:
+    """DolphinScheduler pastes each value into the condition as text and evaluates it as
+    JavaScript: ``${rows} > 0`` with INTEGER rows=42 (the run failed: str > int),
+    ``${status} == 1`` with VARCHAR status=1 (false: "1" == 1 in Python) and
+    ``'${n}' == '5'`` with n=5 (false: the reference was written inside the literal) all
+    take their first branch."""
+    tasks = [
+        _setter(1, "count", "rows", "42", "INTEGER"),
+        _switch(2, "route_rows", "${rows} > 0", 3, 4),
+        _shell(3, "has_rows"),
+        _shell(4, "no_rows"),
+        _setter(5, "check", "status", "1", "VARCHAR"),
+        _switch(6, "route_status", "${status} == 1", 7, 8),
+        _shell(7, "ok"),
+        _shell(8, "not_ok"),
+        _switch(9, "route_n", "'${n}' == '5'", 10, 11),
+        _shell(10, "five"),
+        _shell(11, "other"),
+    ]
+    edges = [(1, 2), (2, 3), (2, 4), (5, 6), (6, 7), (6, 8), (9, 10), (9, 11)]
+    export = _ds_export("switches", tasks, edges, globalParams=_global("n", "5"))
+    result = import_and_run(tmp_path, _write(tmp_path, "x.json", export))
+    assert result["run"]["state"] == "succeeded", result
+    got = task_states(result)
+    assert {t: got[t] for t in ("has_rows", "ok", "five")} == dict.fromkeys(
+        ("has_rows", "ok", "five"), "succeeded"
+    )
+    assert {t: got[t] for t in ("no_rows", "not_ok", "other")} == dict.fromkeys(
+        ("no_rows", "not_ok", "other"), "skipped"
+    )

@@ -15,7 +15,7 @@ from stratoflow.importers._build import Unmapped
 from stratoflow.importers._dolphinscheduler import _split_sql, code_table, convert, read_export
 from stratoflow.importers._report import ImportedWorkflow
 from stratoflow.model import parse_workflow
-from stratoflow.templating import render
+from stratoflow.templating import render, render_condition
 
 
 def _task(code: int, name: str, kind: str, params: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -296,7 +296,9 @@ def test_switch_with_3_0_list_branches_and_an_unknown_code() -> None:
         globalParams='[{"prop": "n", "direct": "IN", "type": "VARCHAR", "value": "1"}]',
     )
     body = result.document["tasks"]["s"]  # type: ignore[index]
-    assert body["cases"] == [{"when": "{{ (params.n | float) > 2 }}", "next": ["a", "b"]}]
+    assert body["cases"] == [
+        {"when": "{{ ((params.n | js_value) | js_op('>', 2)) }}", "next": ["a", "b"]}
+    ]
     assert body["default"] == ["b"]
     assert any("unknown task code 99" in m for m in _unmapped(result, "s"))
 
@@ -961,3 +963,57 @@ def test_sql_is_split_into_statements_outside_quotes_and_comments(
     sql: str, backslash: bool, statements: list[str]
 ) -> None:
     assert _split_sql(sql, backslash) == statements
+
+
+# ----------------------------------------------------------------------------- switch
+def _switch_on(condition: str, *setter: dict[str, Any], **definition: Any) -> ImportedWorkflow:
+    """Switch ``route`` (``condition`` -> yes, else no) after the tasks ``setter``."""
+    switch = {"switchResult": {"dependTaskList": [{"condition": condition, "nextNode": 2}],
+                               "nextNode": 3}}  # fmt: skip
+    return _import(
+        *setter,
+        _task(1, "route", "SWITCH", switch),
+        _task(2, "yes", "SHELL", {"rawScript": "true"}),
+        _task(3, "no", "SHELL", {"rawScript": "true"}),
+        edges=[(1, 2), (1, 3), *((t["code"], 1) for t in setter)],
+        **definition,
+    )
+
+
+def _setter(name: str, value: str, kind: str) -> dict[str, Any]:
+    """A shell task setting OUT param ``name`` (declared ``kind``) to ``value``."""
+    out = [{"prop": name, "direct": "OUT", "type": kind, "value": ""}]
+    script = f"echo '${{setValue({name}={value})}}'"
+    return _task(9, "setter", "SHELL", {"rawScript": script, "localParams": out})
+
+
+def _chooses(result: ImportedWorkflow, **context: Any) -> bool:
+    (case,) = result.document["tasks"]["route"]["cases"]  # type: ignore[index]
+    return render_condition(case["when"], context)
+
+
+def test_an_integer_out_param_compares_as_a_number() -> None:
+    """DolphinScheduler pastes rows=42 into ``${rows} > 0``: 42 > 0. The import compared the
+    output's text with 0: "'>' not supported between 'str' and 'int'", the run failed."""
+    result = _switch_on("${rows} > 0", _setter("rows", "42", "INTEGER"))
+    assert _chooses(result, tasks={"setter": {"outputs": {"rows": "42"}}}) is True
+    assert _chooses(result, tasks={"setter": {"outputs": {"rows": "0"}}}) is False
+
+
+def test_a_varchar_out_param_equal_to_a_number_as_in_javascript() -> None:
+    """VARCHAR status=1 with ``${status} == 1`` is true in DolphinScheduler (1 == 1, or
+    "1" == 1 in 3.1 and later); the import compared "1" with 1: false."""
+    result = _switch_on("${status} == 1", _setter("status", "1", "VARCHAR"))
+    assert _chooses(result, tasks={"setter": {"outputs": {"status": "1"}}}) is True
+    assert _chooses(result, tasks={"setter": {"outputs": {"status": "2"}}}) is False
+
+
+def test_a_parameter_inside_a_string_literal_is_its_text() -> None:
+    """``'${n}' == '5'`` with n=5 is true in DolphinScheduler; the import wrote the reference
+    inside the string literal, so it compared the text ``${n}``: always false."""
+    result = _switch_on(
+        "'${n}' == '5'",
+        globalParams='[{"prop": "n", "direct": "IN", "type": "VARCHAR", "value": "5"}]',
+    )
+    assert _chooses(result, params={"n": "5"}) is True
+    assert _chooses(result, params={"n": "6"}) is False

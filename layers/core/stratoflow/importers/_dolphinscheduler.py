@@ -54,7 +54,6 @@ _CONNECTION_TYPES = {
     "ATHENA": "athena",
     "REDSHIFT": "redshift-data",
 }
-_NUMERIC_TYPES = {"INTEGER", "LONG", "FLOAT", "DOUBLE"}
 _MAX_RETRIES = 100
 _MAX_SECONDS = 365 * 86400  # the longest duration the format takes
 
@@ -368,7 +367,6 @@ class _Ctx:
     mode: Unmapped
     ids: dict[str, str]  # code -> task id
     global_exprs: dict[str, str]  # name -> Jinja expression of its value (when computed)
-    global_numeric: set[str]
     outputs: dict[str, list[str]]  # OUT param name -> task ids that set it
     codes: CodeTable = field(default_factory=dict)
     project: str | None = None  # this workflow's Stratoflow project
@@ -419,14 +417,12 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
         if ids[task.code] != task.name:
             notes.changed(f"task {task.name!r} is named {ids[task.code]!r}", task=ids[task.code])
 
-    ctx = _Ctx(flow, notes, mode, ids, {}, set(), {}, dict(codes or {}), doc.get("project"))
+    ctx = _Ctx(flow, notes, mode, ids, {}, {}, dict(codes or {}), doc.get("project"))
     if flow.code and flow.code not in ctx.codes:  # a workflow can reference itself
         ctx.codes.update(code_table([flow]))
     doc_params: dict[str, Any] = {}
     for prop in _property_list(flow.global_params):
         key, value = str(prop["prop"]), prop.get("value")
-        if str(prop.get("type", "")).upper() in _NUMERIC_TYPES or _isnumber(value):
-            ctx.global_numeric.add(key)
         problems: list[str] = []
         pieces = ds_pieces(
             str(value if value is not None else ""), DsContext(flow.timezone, {}, problems)
@@ -521,16 +517,6 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
             pools.setdefault(body["pool"], []).append(tid)
     pools_to_create(pools, doc.get("project"), "N = the DolphinScheduler task group's size", notes)
     return ImportedWorkflow(name, flow.name, doc if tasks else None, tuple(notes.items))
-
-
-def _isnumber(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, float)):
-        return True
-    return (
-        isinstance(value, str) and re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", value.strip()) is not None
-    )
 
 
 def _schedule(flow: DsWorkflow, doc: dict[str, Any], notes: Notes) -> None:
@@ -899,14 +885,17 @@ def _targets(value: Any, ctx: _Ctx, tid: str) -> list[str]:
 def _switch(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict[str, Any]:
     result = p.get("switchResult") or {}
     cases: list[dict[str, Any]] = []
-    numeric = ctx.global_numeric.__contains__
     for branch in result.get("dependTaskList") or []:
         targets = _targets(branch.get("nextNode"), ctx, tid)
         if not targets:
             continue
         try:
-            when = js_condition(str(branch.get("condition", "")), ds, numeric)
+            when, caveats = js_condition(str(branch.get("condition", "")), ds)
             check_syntax("{{ " + when + " }}")
+            for caveat in caveats:
+                ctx.notes.changed(
+                    f"switch condition {branch.get('condition')!r}: {caveat}", task=tid
+                )
         except (Unsupported, TemplateError) as exc:
             ctx.notes.unmapped(
                 f"switch condition {branch.get('condition')!r}: {exc}; this branch is never chosen",
@@ -920,7 +909,11 @@ def _switch(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict[str, 
         body["default"] = default
     if cases:
         ctx.notes.changed(
-            "switch conditions translated from JavaScript to Jinja expressions", task=tid
+            "switch conditions translated from JavaScript to Jinja expressions (each "
+            "${name} read as DolphinScheduler pastes it: its text inside a string literal, "
+            "else a number when it is declared one or its text is one; JavaScript's == and "
+            "other operators kept with the js_value and js_op filters)",
+            task=tid,
         )
     else:
         ctx.notes.unmapped(
