@@ -306,3 +306,61 @@ def test_switch_conditions_decide_as_dolphinscheduler_s_javascript(tmp_path: Pat
     assert {t: got[t] for t in ("no_rows", "not_ok", "other")} == dict.fromkeys(
         ("no_rows", "not_ok", "other"), "skipped"
     )
+
+
+# ----------------------------------------------------------------------------- joins
+def _params(**values: str) -> str:
+    return json.dumps(
+        [{"prop": k, "direct": "IN", "type": "INTEGER", "value": v} for k, v in values.items()]
+    )
+
+
+@pytest.mark.parametrize(
+    ("n", "taken", "not_taken"), [("5", "big", "small"), ("1", "small", "big")]
+)
+def test_the_join_of_a_switch_s_branches_runs(
+    tmp_path: Path, n: str, taken: str, not_taken: str
+) -> None:
+    """DolphinScheduler skips a task only when all its upstream tasks were skipped: the join
+    of big and small runs whichever the switch chose. Imported, it kept all_success and was
+    skipped with the branch not chosen."""
+    tasks = [
+        _switch(1, "route", "${n} > 3", 2, 3),
+        _shell(2, "big"),
+        _shell(3, "small"),
+        _shell(4, "join", 'echo "joined=yes" >> "$STRATOFLOW_OUTPUT"'),
+    ]
+    export = _ds_export(
+        "joined", tasks, [(1, 2), (1, 3), (2, 4), (3, 4)], globalParams=_params(n="5")
+    )
+    result = import_and_run(tmp_path, _write(tmp_path, "x.json", export), f"n={n}")
+    assert result["run"]["state"] == "succeeded", result
+    got = task_states(result)
+    assert (got[taken], got[not_taken], got["join"]) == ("succeeded", "skipped", "succeeded")
+    assert outputs(result, "join")["joined"] == "yes"
+
+
+@pytest.mark.parametrize(("m", "join"), [("5", "succeeded"), ("0", "skipped")])
+def test_a_join_whose_upstream_tasks_may_all_be_skipped(tmp_path: Path, m: str, join: str) -> None:
+    """Behind a switch that is itself a branch: when the outer switch takes the route, big
+    runs and the join runs (reading big's OUT param through its gates); when it does not,
+    big and small are both skipped, and so is the join, as in DolphinScheduler."""
+    out = [{"prop": "rows", "direct": "OUT", "type": "VARCHAR", "value": ""}]
+    big = _ds_task(
+        2, "big", "SHELL", {"rawScript": "echo '${setValue(rows=42)}'", "localParams": out}
+    )
+    tasks = [
+        _switch(10, "outer", "${m} > 1", 1, 11),
+        _shell(11, "elsewhere"),
+        _switch(1, "route", "${n} > 3", 2, 3),
+        big,
+        _shell(3, "small"),
+        _shell(4, "join", 'echo "seen=${rows}" >> "$STRATOFLOW_OUTPUT"'),
+    ]
+    edges = [(10, 1), (10, 11), (1, 2), (1, 3), (2, 4), (3, 4)]
+    export = _ds_export("nested", tasks, edges, globalParams=_params(n="5", m="5"))
+    result = import_and_run(tmp_path, _write(tmp_path, "x.json", export), f"m={m}")
+    assert result["run"]["state"] == "succeeded", result
+    assert task_states(result)["join"] == join
+    if join == "succeeded":
+        assert outputs(result, "join") == {"seen": "42"}

@@ -1017,3 +1017,95 @@ def test_a_parameter_inside_a_string_literal_is_its_text() -> None:
     )
     assert _chooses(result, params={"n": "5"}) is True
     assert _chooses(result, params={"n": "6"}) is False
+
+
+# ----------------------------------------------------------------------------- joins
+def _join_of(
+    *extra: dict[str, Any], edges: list[tuple[int, int]], **definition: Any
+) -> ImportedWorkflow:
+    """Switch ``route`` (``${n} > 3`` -> big, else small), then ``extra`` tasks."""
+    switch = {"switchResult": {"dependTaskList": [{"condition": "${n} > 3", "nextNode": 2}],
+                               "nextNode": 3}}  # fmt: skip
+    return _import(
+        _task(1, "route", "SWITCH", switch),
+        _task(2, "big", "SHELL", {"rawScript": "true"}),
+        _task(3, "small", "SHELL", {"rawScript": "true"}),
+        *extra,
+        edges=[(1, 2), (1, 3), *edges],
+        globalParams='[{"prop": "n", "direct": "IN", "type": "INTEGER", "value": "5"}]',
+        **definition,
+    )
+
+
+def _join_rule(result: ImportedWorkflow, task: str) -> tuple[list[str], str | None]:
+    body = result.document["tasks"][task]  # type: ignore[index]
+    return body["depends_on"], body.get("trigger_rule")
+
+
+def test_a_task_joining_a_switch_s_branches_runs_unless_all_were_skipped() -> None:
+    """DolphinScheduler skips a task only when all its upstream tasks were skipped
+    (DagHelper.isTaskNodeNeedSkip); the join of big and small kept all_success and was
+    skipped with the branch the switch did not choose. One of its upstream tasks always
+    runs here (the switch always takes a branch), so none_failed says it exactly."""
+    result = _join_of(_task(4, "join", "SHELL", {"rawScript": "true"}), edges=[(2, 4), (3, 4)])
+    assert _join_rule(result, "join") == (["big", "small"], "none_failed")
+    assert any("none_failed" in n.message for n in result.notes if n.task == "join")
+
+
+def test_a_join_behind_a_branch_s_own_tasks_and_a_plain_upstream_task() -> None:
+    result = _join_of(
+        _task(4, "after_big", "SHELL", {"rawScript": "true"}),
+        _task(5, "plain", "SHELL", {"rawScript": "true"}),
+        _task(6, "join", "SHELL", {"rawScript": "true"}),
+        _task(7, "join2", "SHELL", {"rawScript": "true"}),
+        _task(8, "single", "SHELL", {"rawScript": "true"}),
+        edges=[(2, 4), (4, 6), (3, 6), (5, 7), (2, 7), (2, 8)],
+    )
+    assert _join_rule(result, "join") == (["after_big", "small"], "none_failed")
+    assert _join_rule(result, "join2") == (["plain", "big"], "none_failed")
+    assert _join_rule(result, "single") == (["big"], None)  # one upstream: skipped with it
+
+
+def test_a_join_whose_upstream_tasks_may_all_be_skipped_waits_on_two_gates() -> None:
+    """Behind a switch that is itself a branch, big and small may both be skipped: then
+    DolphinScheduler skips the join, and none_failed would run it. No single trigger rule
+    says 'none failed and one succeeded' (Airflow's none_failed_min_one_success): two gates
+    do."""
+    outer = {"switchResult": {"dependTaskList": [{"condition": "${n} > 1", "nextNode": 1}],
+                              "nextNode": 11}}  # fmt: skip
+    result = _join_of(
+        _task(10, "outer", "SWITCH", outer),
+        _task(11, "elsewhere", "SHELL", {"rawScript": "true"}),
+        _task(4, "join", "SHELL", {"rawScript": "echo ${n}"}),
+        edges=[(10, 1), (10, 11), (2, 4), (3, 4)],
+    )
+    tasks = result.document["tasks"]  # type: ignore[index]
+    assert _join_rule(result, "join") == (["join__upstream_done", "join__upstream_ran"], None)
+    assert _join_rule(result, "join__upstream_done") == (["big", "small"], "none_failed")
+    assert _join_rule(result, "join__upstream_ran") == (["big", "small"], "one_success")
+    assert tasks["join__upstream_done"]["command"] == "true\n"
+    note = " | ".join(n.message for n in result.notes if n.task == "join")
+    assert "none_failed_min_one_success" in note
+
+
+def test_a_branch_with_another_upstream_task_that_may_all_be_skipped_is_reported() -> None:
+    """Branch big of route also waits for a branch of another switch: when neither switch
+    chooses its way DolphinScheduler skips big, where none_failed runs it (a switch branch
+    cannot wait on gates: it must depend on its switch)."""
+
+    def switch(yes: int, no: int) -> dict[str, Any]:
+        return {"switchResult": {"dependTaskList": [{"condition": "${n} > 1", "nextNode": yes}],
+                                 "nextNode": no}}  # fmt: skip
+
+    result = _join_of(
+        _task(10, "outer", "SWITCH", switch(1, 11)),
+        _task(11, "away", "SHELL", {"rawScript": "true"}),
+        _task(20, "side", "SWITCH", switch(21, 22)),
+        _task(21, "elsewhere", "SHELL", {"rawScript": "true"}),
+        _task(22, "away2", "SHELL", {"rawScript": "true"}),
+        edges=[(10, 1), (10, 11), (20, 21), (20, 22), (21, 2)],
+    )
+    assert _join_rule(result, "big") == (["route", "elsewhere"], "none_failed")
+    (note,) = _unmapped(result, "big")
+    assert "switch branch" in note
+    assert "none_failed_min_one_success" in note

@@ -510,6 +510,7 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
             [(f"{tid}__{suffix}", {**piece, **settings}) for suffix, piece in after],
         )
         _chain_note(ctx, tid, names)
+    _joins(tasks, notes)
     doc["tasks"] = tasks
     pools: dict[str, list[str]] = {}
     for tid, body in tasks.items():
@@ -967,6 +968,139 @@ def _conditions(task: DsTask, tid: str, ctx: _Ctx, tasks: dict[str, dict[str, An
         task=tid,
     )
     leave_out(tasks, tid)
+
+
+# trigger rules that skip a task whose upstream tasks were not all skipped
+_SKIP_SOURCES = frozenset({"all_failed", "one_failed"})
+
+
+def _joins(tasks: dict[str, dict[str, Any]], notes: Notes) -> None:
+    """DolphinScheduler skips a task only when all its upstream tasks were skipped
+    (DagHelper.isTaskNodeNeedSkip; its 3.3 engine: isAllPredecessorsSkipped), and runs it
+    once they all ended and none failed. With one upstream task that is all_success; a task
+    with several, one of which a skip can reach, gets the rule that says it: Airflow's
+    none_failed_min_one_success, which Stratoflow has not. So ``none_failed`` where one of
+    its upstream tasks always runs when it would (none_failed and one that succeeded are
+    the same then); else two gates, ``none_failed`` (all ended, none failed) and
+    ``one_success`` (one succeeded), with the task after both (all_success: a skipped gate,
+    all upstream skipped, skips it)."""
+    branches: dict[str, list[str]] = {}  # task -> the switches that choose it
+    for sid, body in tasks.items():
+        if body.get("type") == "switch":
+            targets = {t for case in body.get("cases", []) for t in case["next"]}
+            for target in targets | set(body.get("default", [])):
+                branches.setdefault(target, []).append(sid)
+    parents = {t: list(body.get("depends_on", [])) for t, body in tasks.items()}
+    skippable: dict[str, bool] = {}
+    for tid in _topological(parents):
+        ups = parents[tid]
+        rule = tasks[tid].get("trigger_rule", "all_success")
+        if rule == "all_success" and len(ups) > 1 and any(skippable.get(u) for u in ups):
+            exact = not all(skippable.get(u) for u in ups) or _always_one_runs(
+                tid, tasks, parents, branches, skippable
+            )
+            switches = [s for s in branches.get(tid, []) if not skippable.get(s)]
+            if exact or switches or tid in branches:
+                tasks[tid]["trigger_rule"] = "none_failed"
+                why = (
+                    "one of them always runs when it would"
+                    if exact
+                    else f"the switch {switches[0]} always runs before it"
+                    if switches
+                    else None
+                )
+                if why is None:
+                    notes.unmapped(
+                        "trigger rule none_failed, as DolphinScheduler runs a task unless all "
+                        "its upstream tasks were skipped; but as a switch branch it keeps "
+                        "the switch as its upstream task, and when all of them are skipped "
+                        "(none_failed_min_one_success, which Stratoflow has not) it runs "
+                        "where DolphinScheduler skips it",
+                        task=tid,
+                    )
+                else:
+                    notes.changed(
+                        "trigger rule none_failed: DolphinScheduler runs a task unless all "
+                        f"its upstream tasks were skipped ({why}, so none_failed says it)",
+                        task=tid,
+                    )
+                skippable[tid] = tid in branches
+            else:
+                _gate(tasks, tid, ups, notes)
+                skippable[tid] = True
+        elif tid in branches or rule in _SKIP_SOURCES:
+            skippable[tid] = True
+        elif rule in ("all_success", "one_success"):
+            skippable[tid] = bool(ups) and (
+                any(skippable.get(u) for u in ups)
+                if rule == "all_success"
+                else all(skippable.get(u) for u in ups)
+            )
+        else:
+            skippable[tid] = False  # none_failed, all_done: never skipped
+
+
+def _always_one_runs(
+    tid: str,
+    tasks: dict[str, dict[str, Any]],
+    parents: Mapping[str, list[str]],
+    branches: Mapping[str, list[str]],
+    skippable: Mapping[str, bool],
+) -> bool:
+    """Whether a switch that always runs (no skip reaches it) has a default and, whichever
+    branch it chooses, one of ``tid``'s upstream tasks follows that branch (is it, or after
+    it through tasks with it as their only upstream): then one of them runs."""
+
+    def follows(task: str) -> str | None:
+        seen = 0
+        while task not in branches:
+            ups = parents.get(task, [])
+            rule = tasks.get(task, {}).get("trigger_rule", "all_success")
+            if len(ups) != 1 or rule != "all_success" or seen > len(tasks):
+                return None
+            task, seen = ups[0], seen + 1
+        return task
+
+    heads = {follows(u) for u in parents[tid]} - {None}
+    for switch in {s for h in heads for s in branches.get(str(h), [])}:
+        body = tasks[switch]
+        if skippable.get(switch) or not body.get("default"):
+            continue
+        choices = [case["next"] for case in body.get("cases", [])] + [body["default"]]
+        if all(heads & set(choice) for choice in choices):
+            return True
+    return False
+
+
+def _gate(tasks: dict[str, dict[str, Any]], tid: str, ups: list[str], notes: Notes) -> None:
+    """``tid`` after two gates over its upstream tasks ``ups``: one that runs when they all
+    ended and none failed, one that runs when one succeeded."""
+    taken = set(tasks)
+    done = unique(f"{tid}__upstream_done", taken)
+    ran = unique(f"{tid}__upstream_ran", taken)
+    gates = {
+        done: {"type": "shell", "command": "true\n", "depends_on": list(ups),
+               "trigger_rule": "none_failed",
+               "description": f"{tid}'s upstream tasks all ended, none failed"},
+        ran: {"type": "shell", "command": "true\n", "depends_on": list(ups),
+              "trigger_rule": "one_success",
+              "description": f"one of {tid}'s upstream tasks succeeded"},
+    }  # fmt: skip
+    ordered: dict[str, dict[str, Any]] = {}
+    for name, body in tasks.items():
+        if name == tid:
+            ordered.update(gates)
+        ordered[name] = body
+    tasks.clear()
+    tasks.update(ordered)
+    tasks[tid]["depends_on"] = [done, ran]
+    notes.changed(
+        f"waits on {done} (none_failed over its upstream tasks {', '.join(ups)}) and {ran} "
+        "(one_success): DolphinScheduler runs a task unless all its upstream tasks were "
+        "skipped, which they all may be here; Stratoflow has no single trigger rule for it "
+        "(Airflow's none_failed_min_one_success)",
+        task=tid,
+    )
 
 
 def _task_settings(task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx) -> None:
