@@ -364,3 +364,39 @@ def test_a_join_whose_upstream_tasks_may_all_be_skipped(tmp_path: Path, m: str, 
     assert task_states(result)["join"] == join
     if join == "succeeded":
         assert outputs(result, "join") == {"seen": "42"}
+
+
+# ----------------------------------------------------------------------------- CONDITIONS
+@pytest.mark.parametrize("fail", ["0", "1"])
+def test_a_conditions_task_waits_for_all_its_upstream_and_its_branches_join(
+    tmp_path: Path, fail: str
+) -> None:
+    """a and b feed the Conditions task cond, which checks a only: DolphinScheduler runs it
+    once b ended too, then one branch, skipping the other, and runs the task joining them.
+    Imported, the branches followed a alone (the success branch ran while b still ran), and
+    the unchosen one ended upstream_failed, failing the join."""
+    dependence = {"relation": "AND", "dependTaskList": [
+        {"relation": "AND", "dependItemList": [{"depTaskCode": 1, "status": "SUCCESS"}]}]}  # fmt: skip
+    tasks = [
+        _shell(1, "a", "exit ${fail}"),
+        _shell(2, "b", "sleep 1"),
+        _ds_task(
+            3,
+            "cond",
+            "CONDITIONS",
+            {"dependence": dependence, "conditionResult": {"successNode": [4], "failedNode": [5]}},
+        ),
+        _shell(4, "yes"),
+        _shell(5, "no"),
+        _shell(6, "join"),
+    ]
+    edges = [(1, 3), (2, 3), (3, 4), (3, 5), (4, 6), (5, 6)]
+    export = _ds_export("conditioned", tasks, edges, globalParams=_params(fail="0"))
+    result = import_and_run(tmp_path, _write(tmp_path, "x.json", export), f"fail={fail}")
+    got = task_states(result)
+    taken, skipped = ("yes", "no") if fail == "0" else ("no", "yes")
+    assert (got[taken], got[skipped], got["join"]) == ("succeeded", "skipped", "succeeded")
+    # the branch started once b had ended
+    assert result["tasks"][taken]["started_at"] >= result["tasks"]["b"]["ended_at"]
+    # (a failed task fails the Stratoflow run: the report says DolphinScheduler's goes on)
+    assert result["run"]["state"] == ("succeeded" if fail == "0" else "failed")

@@ -227,32 +227,98 @@ def test_http_and_kubernetes() -> None:
     assert any("cluster 'c1'" in m for m in _unmapped(result, "pod"))
 
 
-@pytest.mark.parametrize(
-    ("relation", "status", "success_rule", "failed_rule"),
-    [
-        ("AND", "SUCCESS", "all_success", "one_failed"),
-        ("OR", "SUCCESS", "one_success", "all_failed"),
-        ("AND", "FAILURE", "all_failed", "one_success"),
-        ("OR", "FAILURE", "one_failed", "all_success"),
-    ],
-)
-def test_conditions_become_trigger_rules(
-    relation: str, status: str, success_rule: str, failed_rule: str
-) -> None:
-    items = [{"depTaskCode": c, "status": status} for c in (1, 2)]
-    result = _import(
+def _conditions(
+    dependence: dict[str, Any], *extra: dict[str, Any], edges: list[tuple[int, int]]
+) -> ImportedWorkflow:
+    """Tasks a and b, then Conditions task cond (``dependence``) choosing yes or no."""
+    return _import(
         _task(1, "a", "SHELL", {"rawScript": "true"}),
         _task(2, "b", "SHELL", {"rawScript": "true"}),
-        _task(3, "cond", "CONDITIONS", {"dependence": {"relation": relation, "dependTaskList": [{"relation": relation, "dependItemList": items}]},
+        _task(3, "cond", "CONDITIONS", {"dependence": dependence,
               "conditionResult": {"successNode": [4], "failedNode": [5]}}),
         _task(4, "yes", "SHELL", {"rawScript": "true"}),
         _task(5, "no", "SHELL", {"rawScript": "true"}),
-        edges=[(1, 3), (2, 3), (3, 4), (3, 5)],
+        *extra,
+        edges=[(3, 4), (3, 5), *edges],
     )  # fmt: skip
+
+
+def _decides(result: ImportedWorkflow, **ran: bool) -> list[str]:
+    """The branches cond chooses when the witness tasks named in ``ran`` ran (or not)."""
+    body = result.document["tasks"]["cond"]  # type: ignore[index]
+    outputs = {f"cond__{k}": {"outputs": {"met": "true"} if v else {}} for k, v in ran.items()}
+    for case in body["cases"]:
+        if render_condition(case["when"], {"tasks": outputs}):
+            return list(case["next"])
+    return list(body.get("default", []))
+
+
+@pytest.mark.parametrize(
+    ("relation", "status", "truth"),
+    [
+        ("AND", "SUCCESS", lambda a, b: a and b),
+        ("OR", "SUCCESS", lambda a, b: a or b),
+        ("AND", "FAILURE", lambda a, b: a and b),
+        ("OR", "FAILURE", lambda a, b: a or b),
+    ],
+)
+def test_a_conditions_task_is_a_switch_over_what_its_items_saw(
+    relation: str, status: str, truth: Any
+) -> None:
+    """The Conditions task runs once its upstream tasks all ended (whatever their states),
+    checks each item's task's state and chooses its success or its failed branch; the other
+    branch is skipped. Each item becomes a task that runs only when its task ended so
+    (all_success, or all_failed, over it), the Conditions task a switch reading them."""
+    items = [{"depTaskCode": c, "status": status} for c in (1, 2)]
+    dependence = {"relation": relation,
+                  "dependTaskList": [{"relation": relation, "dependItemList": items}]}  # fmt: skip
+    result = _conditions(dependence, edges=[(1, 3), (2, 3)])
     tasks = result.document["tasks"]  # type: ignore[index]
-    assert "cond" not in tasks
-    assert (tasks["yes"]["depends_on"], tasks["yes"]["trigger_rule"]) == (["a", "b"], success_rule)
-    assert (tasks["no"]["depends_on"], tasks["no"]["trigger_rule"]) == (["a", "b"], failed_rule)
+    word = "succeeded" if status == "SUCCESS" else "failed"
+    witnesses = [f"cond__a_{word}", f"cond__b_{word}"]
+    rule = "all_success" if status == "SUCCESS" else "all_failed"
+    for witness, upstream in zip(witnesses, ("a", "b"), strict=True):
+        assert tasks[witness]["depends_on"] == [upstream]
+        assert tasks[witness]["trigger_rule"] == rule
+    assert tasks["cond"]["type"] == "switch"
+    assert (tasks["cond"]["depends_on"], tasks["cond"]["trigger_rule"]) == (
+        ["a", "b", *witnesses], "all_done"
+    )  # fmt: skip
+    assert (tasks["yes"]["depends_on"], tasks["no"]["depends_on"]) == (["cond"], ["cond"])
+    assert "trigger_rule" not in tasks["yes"]
+    for a in (True, False):
+        for b in (True, False):
+            expected = ["yes"] if truth(a, b) else ["no"]
+            assert _decides(result, **{f"a_{word}": a, f"b_{word}": b}) == expected
+
+
+def test_the_branches_still_wait_for_the_conditions_task_s_other_upstream_tasks() -> None:
+    """a and b feed cond, which checks a only: DolphinScheduler runs cond (and then a
+    branch) once b ended too; the branches lost b and ran before it ended."""
+    dependence = {"relation": "AND", "dependTaskList": [
+        {"relation": "AND", "dependItemList": [{"depTaskCode": 1, "status": "SUCCESS"}]}]}  # fmt: skip
+    result = _conditions(dependence, edges=[(1, 3), (2, 3)])
+    tasks = result.document["tasks"]  # type: ignore[index]
+    assert tasks["cond"]["depends_on"] == ["a", "b", "cond__a_succeeded"]
+    assert tasks["yes"]["depends_on"] == ["cond"]  # after b, through cond
+    assert _decides(result, a_succeeded=True) == ["yes"]
+    assert _decides(result, a_succeeded=False) == ["no"]
+
+
+def test_mixed_conditions_map_too() -> None:
+    """pydolphinscheduler's example: a and b succeeded, and c failed; or, between groups."""
+    dependence = {"relation": "OR", "dependTaskList": [
+        {"relation": "AND", "dependItemList": [{"depTaskCode": 1, "status": "SUCCESS"},
+                                               {"depTaskCode": 2, "status": "FAILURE"}]},
+        {"relation": "AND", "dependItemList": [{"depTaskCode": 6, "status": "SUCCESS"}]},
+    ]}  # fmt: skip
+    result = _conditions(
+        dependence, _task(6, "c", "SHELL", {"rawScript": "true"}), edges=[(1, 3), (2, 3), (6, 3)]
+    )
+    assert not _unmapped(result, "cond")
+    assert _decides(result, a_succeeded=True, b_failed=True, c_succeeded=False) == ["yes"]
+    assert _decides(result, a_succeeded=True, b_failed=False, c_succeeded=False) == ["no"]
+    assert _decides(result, a_succeeded=False, b_failed=False, c_succeeded=True) == ["yes"]
 
 
 def test_names_are_made_valid_and_unique() -> None:

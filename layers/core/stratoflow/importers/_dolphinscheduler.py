@@ -18,7 +18,6 @@ from stratoflow.importers._build import (
     chain_around,
     clamped_priority,
     ds_priority,
-    leave_out,
     pools_to_create,
     shown,
     unmapped_task,
@@ -384,6 +383,8 @@ class _Ctx:
         str, tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, dict[str, Any]]]]
     ] = field(default_factory=dict)
     sub_tasks: set[str] = field(default_factory=set)  # the sub-workflow tasks (their ids)
+    # Conditions task (now a switch) -> its upstream tasks (not its items' tasks)
+    conditions: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _property_list(value: Any) -> list[dict[str, Any]]:
@@ -479,11 +480,14 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
         if parents[tid]:
             body["depends_on"] = parents[tid]
         tasks[tid] = body
-    for task in flow.tasks:  # second pass: needs the whole graph
+    for task in flow.tasks:  # second pass: needs the whole graph (Conditions tasks first:
+        if task.type == "CONDITIONS":  # a branch left out hands its place on)
+            _conditions(task, ids[task.code], ctx, tasks)
+    for task in flow.tasks:
         tid = ids[task.code]
         if task.type == "CONDITIONS":
-            _conditions(task, tid, ctx, tasks)
-        elif task.type in _BY_CODE and tasks[tid].get("type") == "placeholder":
+            continue
+        if task.type in _BY_CODE and tasks[tid].get("type") == "placeholder":
             reason = tasks[tid].pop("description")
             deps = tasks[tid].get("depends_on")
             tasks[tid] = {"type": "shell", "command": "true\n"}
@@ -510,7 +514,7 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
             [(f"{tid}__{suffix}", {**piece, **settings}) for suffix, piece in after],
         )
         _chain_note(ctx, tid, names)
-    _joins(tasks, notes)
+    _joins(tasks, notes, ctx.conditions)
     doc["tasks"] = tasks
     pools: dict[str, list[str]] = {}
     for tid, body in tasks.items():
@@ -924,57 +928,123 @@ def _switch(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict[str, 
     return body
 
 
-_RULES = {  # (relation, status) -> trigger rule that holds when the condition is true, and its negation
-    ("AND", "SUCCESS"): ("all_success", "one_failed"),
-    ("OR", "SUCCESS"): ("one_success", "all_failed"),
-    ("AND", "FAILURE"): ("all_failed", "one_success"),
-    ("OR", "FAILURE"): ("one_failed", "all_success"),
-}
+# a Conditions item's status -> the trigger rule of the task that runs when its task ended
+# so (and the word in that task's name)
+_WITNESS = {"SUCCESS": ("all_success", "succeeded"), "FAILURE": ("all_failed", "failed")}
 
 
 def _conditions(task: DsTask, tid: str, ctx: _Ctx, tasks: dict[str, dict[str, Any]]) -> None:
-    """A Conditions task as trigger rules on its two branches, where one rule says it."""
+    """A Conditions task as DolphinScheduler runs it: once all its upstream tasks ended,
+    whatever their states (``all_done``), it checks each item (its task ended with the
+    status it names: a skipped task, or one that did not run, did not), combines them by
+    the groups' relations, and takes its success branch or its failed branch; the other
+    is skipped. Stratoflow's templates read outputs, not states: each item becomes a task
+    that runs only when its task ended so (``all_success`` / ``all_failed`` over it) and
+    says ``met=true``, and the Conditions task a switch that reads them."""
     dependence = task.params.get("dependence") or {}
     result = task.params.get("conditionResult") or {}
-    outer = str(dependence.get("relation", "AND")).upper()
-    items: list[tuple[str, str]] = []
-    relations = {outer}
-    for group in dependence.get("dependTaskList") or []:
-        group_items = group.get("dependItemList") or []
-        if len(group_items) > 1:
-            relations.add(str(group.get("relation", "AND")).upper())
-        for item in group_items:
-            code = str(item.get("depTaskCode") or item.get("depTasks"))
-            items.append((ctx.ids.get(code, code), str(item.get("status", "SUCCESS")).upper()))
-    statuses = {s for _, s in items}
-    success = [ctx.ids.get(str(c), str(c)) for c in result.get("successNode") or [] if str(c)]
-    failed = [ctx.ids.get(str(c), str(c)) for c in result.get("failedNode") or [] if str(c)]
-    checked = [t for t, _ in items]
-    branches_ok = all(b in tasks and tasks[b].get("depends_on") == [tid] for b in success + failed)
-    if len(relations) != 1 or len(statuses) != 1 or not items or not branches_ok:
+    outer = str(dependence.get("relation") or "AND").upper()
+    groups = [g for g in dependence.get("dependTaskList") or [] if isinstance(g, dict)]
+    success = [b for b in _branch_ids(result.get("successNode"), ctx) if b in tasks]
+    failed = [b for b in _branch_ids(result.get("failedNode"), ctx) if b in tasks]
+    body = tasks[tid]
+    upstream = list(body.get("depends_on", []))
+    relations = {outer} | {str(g.get("relation") or "AND").upper() for g in groups}
+    items = [i for g in groups for i in g.get("dependItemList") or [] if isinstance(i, dict)]
+    statuses = {str(i.get("status") or "SUCCESS").upper() for i in items}
+    if not items or relations - {"AND", "OR"} or statuses - set(_WITNESS):
         reason = (
-            "this condition mixes AND/OR or success/failure checks, or its branches have other "
-            "upstream tasks: no single trigger rule says it"
+            f"its relations {sorted(relations)} or item statuses {sorted(statuses)} are not "
+            "AND/OR and SUCCESS/FAILURE, or it checks nothing"
         )
         unmapped_task(tasks, tid, "CONDITIONS", task.name, reason, task.params, ctx.mode, ctx.notes)
         return
-    rule, negation = _RULES[(relations.pop(), statuses.pop())]
-    for branch, chosen in [(b, rule) for b in success] + [(b, negation) for b in failed]:
-        tasks[branch]["depends_on"] = list(checked)
-        tasks[branch]["trigger_rule"] = chosen
+    taken = set(tasks)
+    witnesses: dict[tuple[str, str], str] = {}  # (task id, status) -> its witness task
+    unknown: list[str] = []
+
+    def item(raw: dict[str, Any]) -> str:
+        code = str(raw.get("depTaskCode") or raw.get("depTasks") or "")
+        status = str(raw.get("status") or "SUCCESS").upper()
+        checked = ctx.ids.get(code)
+        if checked is None or checked not in tasks:
+            unknown.append(code)
+            return "false"  # no such task ran: DolphinScheduler's item fails
+        if (checked, status) not in witnesses:
+            word = _WITNESS[status][1]
+            witnesses[checked, status] = unique(f"{tid}__{checked}_{word}", taken)
+        return f"(({output_ref(witnesses[checked, status], 'met')} | default('')) == 'true')"
+
+    parts = []
+    for group in groups:
+        terms = [item(i) for i in group.get("dependItemList") or [] if isinstance(i, dict)]
+        if terms:
+            word = " and " if str(group.get("relation") or "AND").upper() == "AND" else " or "
+            parts.append(terms[0] if len(terms) == 1 else "(" + word.join(terms) + ")")
+    condition = (" and " if outer == "AND" else " or ").join(parts)
+    for code in unknown:
+        ctx.notes.unmapped(
+            f"an item checks unknown task code {code}: it never holds (DolphinScheduler finds "
+            "no such task instance)",
+            task=tid,
+        )
+    # the witnesses first, in the order of their items, then the switch
+    ordered: dict[str, dict[str, Any]] = {}
+    for name, existing in tasks.items():
+        if name == tid:
+            for (checked, status), witness in witnesses.items():
+                ordered[witness] = {
+                    "type": "shell",
+                    "description": f"{checked} {_WITNESS[status][1]} ({tid}'s condition)",
+                    "depends_on": [checked],
+                    "trigger_rule": _WITNESS[status][0],
+                    "command": 'echo "met=true" >> "$STRATOFLOW_OUTPUT"\n',
+                }
+        ordered[name] = existing
+    tasks.clear()
+    tasks.update(ordered)
+    # its own settings stay (description, pool, priority, timeout...); the tasks made for
+    # its items are the importer's and take none
+    drop = ("type", "command", "cases", "default", "depends_on", "trigger_rule")
+    new: dict[str, Any] = {k: v for k, v in body.items() if k not in drop}
+    new["depends_on"] = upstream + [w for w in witnesses.values() if w not in upstream]
+    new["trigger_rule"] = "all_done"
+    if success or failed:
+        new["type"] = "switch"
+        if success:
+            new["cases"] = [{"when": "{{ " + condition + " }}", "next": success}]
+            if failed:
+                new["default"] = failed
+        else:
+            new["cases"] = [{"when": "{{ not (" + condition + ") }}", "next": failed}]
+    else:  # no branch: a task that runs once its upstream tasks ended, doing nothing
+        new.update(type="shell", command="true\n")
+        new["depends_on"] = upstream
+    tasks[tid] = new
     ctx.notes.changed(
-        f"the Conditions task became trigger rules: success branch {rule}, failed branch "
-        f"{negation}, over {', '.join(checked)}",
+        f"the Conditions task is a switch that runs once all its upstream tasks ended "
+        f"(all_done) and reads {', '.join(witnesses.values()) or 'nothing'}, each a task "
+        "that runs only when the task it checks ended so; it takes its success branch, "
+        "else its failed branch. A failed task fails the Stratoflow run, where "
+        "DolphinScheduler does not count a failure that only Conditions tasks follow",
         task=tid,
     )
-    leave_out(tasks, tid)
+    ctx.conditions[tid] = [t for t in upstream if t not in witnesses.values()]
+
+
+def _branch_ids(value: Any, ctx: _Ctx) -> list[str]:
+    """A Conditions task's success or failed nodes (codes; 1.x: names) as task ids."""
+    codes = value if isinstance(value, list) else [] if value in (None, "") else [value]
+    return [ctx.ids.get(str(c), str(c)) for c in codes if str(c)]
 
 
 # trigger rules that skip a task whose upstream tasks were not all skipped
 _SKIP_SOURCES = frozenset({"all_failed", "one_failed"})
 
 
-def _joins(tasks: dict[str, dict[str, Any]], notes: Notes) -> None:
+def _joins(
+    tasks: dict[str, dict[str, Any]], notes: Notes, conditions: Mapping[str, list[str]]
+) -> None:
     """DolphinScheduler skips a task only when all its upstream tasks were skipped
     (DagHelper.isTaskNodeNeedSkip; its 3.3 engine: isAllPredecessorsSkipped), and runs it
     once they all ended and none failed. With one upstream task that is all_success; a task
@@ -983,7 +1053,8 @@ def _joins(tasks: dict[str, dict[str, Any]], notes: Notes) -> None:
     its upstream tasks always runs when it would (none_failed and one that succeeded are
     the same then); else two gates, ``none_failed`` (all ended, none failed) and
     ``one_success`` (one succeeded), with the task after both (all_success: a skipped gate,
-    all upstream skipped, skips it)."""
+    all upstream skipped, skips it). ``conditions``: the Conditions tasks (now switches that
+    run once their upstream tasks ended) and those upstream tasks."""
     branches: dict[str, list[str]] = {}  # task -> the switches that choose it
     for sid, body in tasks.items():
         if body.get("type") == "switch":
@@ -995,6 +1066,13 @@ def _joins(tasks: dict[str, dict[str, Any]], notes: Notes) -> None:
     for tid in _topological(parents):
         ups = parents[tid]
         rule = tasks[tid].get("trigger_rule", "all_success")
+        if conditions.get(tid) and all(skippable.get(u) for u in conditions[tid]):
+            notes.unmapped(
+                "its upstream tasks may all be skipped: DolphinScheduler then skips it and "
+                "both its branches, where here it runs and takes its failed branch (all_done "
+                "has no 'unless all were skipped')",
+                task=tid,
+            )
         if rule == "all_success" and len(ups) > 1 and any(skippable.get(u) for u in ups):
             exact = not all(skippable.get(u) for u in ups) or _always_one_runs(
                 tid, tasks, parents, branches, skippable
