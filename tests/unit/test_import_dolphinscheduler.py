@@ -1175,3 +1175,17 @@ def test_a_branch_with_another_upstream_task_that_may_all_be_skipped_is_reported
     (note,) = _unmapped(result, "big")
     assert "switch branch" in note
     assert "none_failed_min_one_success" in note
+
+
+def test_a_query_keeps_its_pre_statements_and_hands_its_post_statements_on() -> None:
+    """Nothing bound: the pre statements stay in the query's script (a SET still holds for
+    the query), the post statements run after it, the outputs being the query's."""
+    result = _import(
+        _sql_task(1, "q", "select count(*) AS n from t", preStatements=["set search_path to s"],
+                  postStatements=["truncate t"]),
+    )  # fmt: skip
+    tasks = result.document["tasks"]  # type: ignore[index]
+    assert tasks["q"]["sql"] == "set search_path to s;\nselect count(*) AS n from t\n"
+    assert tasks["q"]["outputs"] == "first_row"
+    assert (tasks["q__post_1"]["sql"], tasks["q__post_1"]["depends_on"]) == ("truncate t", ["q"])
+    assert list(tasks) == ["q", "q__post_1"]

@@ -1493,13 +1493,20 @@ def _sql(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict[str, Any
         body.update(script.fields())
         body["outputs"] = "first_row" if query else "none"
         return body
-    # a chain of sql tasks, one statement each, in DolphinScheduler's order: a script of
-    # several statements takes no parameters in Stratoflow (and the outputs are the last
-    # statement's, where DolphinScheduler's are the query's, before its post statements)
+    # a chain of sql tasks in DolphinScheduler's order: a script of several statements takes
+    # no parameters in Stratoflow, so where one binds a value each statement is a task; and
+    # the outputs are the last statement's, where DolphinScheduler's are the query's, before
+    # its post statements, which then follow it (the pre statements and the query stay one
+    # script when nothing is bound, so that a SET before the query still holds for it)
     whole = main.strip().rstrip(";")
-    mains = ([] if query else _split_sql(main, backslash)) or [whole]
-    pres = [x for statement in pre for x in _split_sql(statement, backslash)]
     posts = [x for statement in post for x in _split_sql(statement, backslash)]
+    if bound:
+        mains = ([] if query else _split_sql(main, backslash)) or [whole]
+        pres = [x for statement in pre for x in _split_sql(statement, backslash)]
+    else:
+        statements = [s.strip().rstrip(";") for s in [*pre, main]]
+        mains = [";\n".join(s for s in statements if s) + ("\n" if pre else "")]
+        pres = []
 
     def piece(statement: str) -> dict[str, Any]:
         fields = {"type": "sql", "connection": connection, **binder.bind(statement).fields()}
