@@ -16,7 +16,7 @@ from stratoflow.importers._timeexpr import (
     rewrite_ds,
     time_expression,
 )
-from stratoflow.templating import TemplateError, render, shift_date
+from stratoflow.templating import TemplateError, render, render_condition, shift_date
 
 # 2026-03-01 16:30 UTC is 2026-03-02 00:30 in Shanghai: a different calendar day
 LOGICAL = "2026-03-01T16:30:00+00:00"
@@ -110,19 +110,93 @@ def test_java_patterns() -> None:
     assert java_date_format("yy/MM 100%") == "%y/%m 100%%"
 
 
+def _js(condition: str, types: dict[str, str] | None = None, **params: object) -> bool:
+    """What the converted condition decides for these params (each declared VARCHAR unless
+    ``types`` says otherwise)."""
+    ctx = DsContext("UTC", {k: f"params.{k}" for k in params}, [], types=types or {})
+    expr, _ = js_condition(condition, ctx)
+    return render_condition("{{ " + expr + " }}", {"params": params})
+
+
 def test_switch_conditions_from_javascript() -> None:
+    condition = '${n} > 1 && ${s} === "eu" || !(${n} == 3)'
+    assert _js(condition, n="2", s="eu") is True
+    assert _js(condition, n="3", s="us") is False
+    assert _js(condition, n="4", s="us") is True
+
+
+@pytest.mark.parametrize(
+    ("condition", "types", "params", "taken"),
+    [
+        # a parameter is pasted in as text: a number literal when its text is one
+        ("${rows} > 0", {"rows": "INTEGER"}, {"rows": "42"}, True),
+        ("${rows} > 0", {}, {"rows": "42"}, True),
+        ("${status} == 1", {}, {"status": "1"}, True),
+        ("${status} == 1", {}, {"status": "01"}, True),
+        ("${status} == '1'", {}, {"status": "1.0"}, True),  # 1.0 == "1": JavaScript converts
+        ("${status} === 1", {}, {"status": "1"}, True),
+        # inside a string literal, its text
+        ("'${n}' == '5'", {}, {"n": "5"}, True),
+        ("'${n}' == '5'", {}, {"n": "6"}, False),
+        ('"v${n}" == "v5"', {"n": "INTEGER"}, {"n": "5"}, True),
+        ("'${n}' === 5", {}, {"n": "5"}, False),  # a string is never === a number
+        ('${region} == "eu"', {}, {"region": "eu"}, True),
+        ("${region} > 3", {}, {"region": "eu"}, False),  # NaN: false, not a failed task
+        ("${a} < ${b}", {}, {"a": "9", "b": "10"}, True),  # as numbers
+        ("'${a}' < '${b}'", {}, {"a": "9", "b": "10"}, False),  # as strings
+        ("${flag}", {"flag": "BOOLEAN"}, {"flag": "true"}, True),
+        ("${flag}", {}, {"flag": "true"}, False),  # the string "true" is not true
+        ("${n}", {}, {"n": "1"}, False),  # nor is 1: DolphinScheduler wants the boolean
+        ("!${flag} || ${n} * 2 == 10", {"flag": "BOOLEAN"}, {"flag": "true", "n": "5"}, True),
+        ("${n} % 3 == -1", {}, {"n": "-7"}, True),
+        ("(${n} + 1) + '' == '61'", {"n": "INTEGER"}, {"n": "6"}, False),  # 7 + '' = '7'
+        ("${n} + 1 == '51'", {}, {"n": "5"}, False),  # a number: 6
+        ("${s} + 1 == 'x1'", {}, {"s": "x"}, True),
+        ("true && null == undefined", {}, {}, True),
+        ("0x10 == 16 && 1e1 == 10 && .5 == 0.5", {}, {}, True),
+        ("'it\\'s' == \"it's\"", {}, {}, True),
+    ],
+)
+def test_switch_conditions_keep_javascript_s_meaning(
+    condition: str, types: dict[str, str], params: dict[str, object], taken: bool
+) -> None:
+    assert _js(condition, types, **params) is taken
+
+
+@pytest.mark.parametrize(
+    "condition",
+    ["${s}.startsWith('a')", "[1, 2].includes(${n})", "${n} > 1 ? true : false", "${x} == 1",
+     "Math.max(${n}, 1) > 2", "(${n} > 1", "${n} >", ""],
+)  # fmt: skip
+def test_javascript_the_importer_does_not_convert_is_refused(condition: str) -> None:
     ctx = DsContext("UTC", {"n": "params.n", "s": "params.s"}, [])
-    numeric = {"n"}.__contains__
-    expr = js_condition('${n} > 1 && ${s} === "eu" || !(${n} == 3)', ctx, numeric)
-    assert (
-        expr
-        == '(params.n | float) > 1 and params.s == "eu" or not (( params.n | float) == 3)'.replace(
-            "( params", "(params"
-        )
-    )
-    context = {"params": {"n": "2", "s": "eu"}}
-    assert render("{{ " + expr + " }}", context) == "True"
-    assert render("{{ " + expr + " }}", {"params": {"n": "3", "s": "us"}}) == "False"
+    with pytest.raises(Unsupported):
+        js_condition(condition, ctx)
+
+
+@pytest.mark.parametrize(
+    ("condition", "expr"),
+    [
+        # text that is no number: JavaScript's == says what Python's does of the plain value
+        ('${region} == "eu"', "(params.region == 'eu')"),
+        ("'eu' != ${region}", "(params.region != 'eu')"),
+        ('${region} == "5"', "((params.region | js_value) | js_op('==', '5'))"),
+        ("${n} > 3", "((params.n | js_value('number')) > 3)"),
+        ("${n}", "(((params.n | js_value('number'))) is true)"),
+    ],
+)
+def test_what_a_condition_is_written_as(condition: str, expr: str) -> None:
+    ctx = DsContext("UTC", {"region": "params.region", "n": "params.n"}, [], types={"n": "LONG"})
+    assert js_condition(condition, ctx) == (expr, [])
+
+
+def test_a_varchar_compared_by_order_or_strictly_is_a_caveat() -> None:
+    ctx = DsContext("UTC", {"a": "params.a", "b": "params.b"}, [], types={"b": "INTEGER"})
+    assert js_condition("${a} == 1 && ${a} > 1 && ${b} > 1", ctx)[1] == []
+    _, caveats = js_condition("${a} > ${b} || ${a} === '1'", ctx)
+    assert len(caveats) == 1
+    assert "${a}" in caveats[0]
+    assert "3.1" in caveats[0]
 
 
 def test_airflow_macros() -> None:

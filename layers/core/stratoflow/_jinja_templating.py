@@ -720,6 +720,169 @@ def shift_date(
         raise TemplateError(f"shift_date: the shifted date is out of range ({exc})") from None
 
 
+# ---------------------------------------------------------------- JavaScript's values
+# DolphinScheduler's switch conditions are JavaScript over parameters pasted in as text: the
+# importer writes them as Jinja expressions whose values (js_value) and operators (js_op)
+# keep JavaScript's meaning, where Python's differ ("1" == 1 is true there, "10" < 9 false)
+_JS_NUMBER_TEXT = re.compile(
+    r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|0[xX][0-9a-fA-F]+"
+)
+# JavaScript's StringToNumber: decimal (signed) or Infinity, 0x / 0o / 0b (unsigned)
+_JS_DECIMAL = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|Infinity)")
+_JS_RADIX = re.compile(r"0([xX][0-9a-fA-F]+|[oO][0-7]+|[bB][01]+)")
+_JS_SPACE = " \t\n\v\f\r\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_JS_MAX_TEXT = 10_000  # characters of a number's text (int() of more is slow)
+_NOTHING = object()
+
+
+def _js_check(value: Any, what: str) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TemplateError(f"{what}: a JavaScript value is text, a number, a boolean or null, "
+                        f"not {type(value).__name__}")  # fmt: skip
+
+
+def _js_string(value: Any) -> str:
+    """JavaScript's ToString."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        if value.is_integer() and abs(value) < 1e21:
+            return str(int(value))
+        return repr(value)
+    return str(value)
+
+
+def _js_number(value: Any) -> float:
+    """JavaScript's ToNumber (NaN for text that is no number)."""
+    if value is None:
+        return 0.0
+    if isinstance(value, (bool, int, float)):
+        return float(value)
+    text = str(value).strip(_JS_SPACE)
+    if not text:
+        return 0.0
+    if len(text) > _JS_MAX_TEXT:
+        return math.nan
+    if _JS_DECIMAL.fullmatch(text):
+        return float(text.replace("Infinity", "inf"))
+    radix = _JS_RADIX.fullmatch(text)
+    if radix:
+        return float(int(radix.group(1)[1:], {"x": 16, "o": 8, "b": 2}[radix.group(1)[0].lower()]))
+    return math.nan
+
+
+def _js_truthy(value: Any) -> bool:
+    if isinstance(value, float) and math.isnan(value):
+        return False
+    return bool(value)
+
+
+def _js_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return "number" if isinstance(value, (int, float)) else "string"
+
+
+def _js_equal(left: Any, right: Any) -> bool:
+    """JavaScript's ``==`` on primitives."""
+    kinds = (_js_kind(left), _js_kind(right))
+    if kinds[0] == kinds[1]:
+        return bool(left == right)
+    if "null" in kinds:
+        return False
+    if "boolean" in kinds:
+        return _js_equal(*(_js_number(v) if isinstance(v, bool) else v for v in (left, right)))
+    return _js_number(left) == _js_number(right)  # a number and a string
+
+
+def _utf16(text: str) -> bytes:
+    return text.encode("utf-16-be", "surrogatepass")
+
+
+def js_value(value: Any, kind: str = "text") -> Any:
+    """A parameter's value as DolphinScheduler pastes it into a switch condition, as the
+    JavaScript value it then is. ``kind``: ``text`` (a number when its text is one, else a
+    string), ``number`` (INTEGER, LONG, FLOAT, DOUBLE parameters), ``boolean`` (BOOLEAN: true
+    when its text is true), ``string`` (pasted inside a string literal: its text)."""
+    value = _js_check(value, "js_value")
+    text = _js_string(value) if value is not None else ""
+    if kind == "string":
+        return text
+    if kind == "boolean":
+        return text.strip().lower() == "true"
+    if kind not in ("text", "number"):
+        raise TemplateError(f"js_value: kind {kind!r} is not text, number, boolean or string")
+    if len(text) <= _JS_MAX_TEXT and _JS_NUMBER_TEXT.fullmatch(text):
+        if text[:2].lower() == "0x":
+            return int(text, 16)
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    if kind == "number":
+        raise TemplateError(f"js_value: {_quoted(text[:100])} is not a number")
+    return text
+
+
+def js_op(left: Any, op: str, right: Any = _NOTHING) -> Any:
+    """JavaScript's operator ``op`` on JavaScript values: ``==`` ``!=`` ``===`` ``!==`` (loose
+    and strict equality), ``<`` ``<=`` ``>`` ``>=`` (strings by UTF-16 units, else as
+    numbers, false with NaN), ``+`` (joins when either side is text), ``-`` ``*`` ``/``
+    ``%`` (as numbers); with no ``right``: ``!``, ``-``, ``+``."""
+    left = _js_check(left, "js_op")
+    if right is _NOTHING:
+        if op == "!":
+            return not _js_truthy(left)
+        if op in ("-", "+"):
+            number = _js_number(left)
+            return -number if op == "-" else number
+        raise TemplateError(f"js_op: {op!r} is no unary operator (!, -, +)")
+    right = _js_check(right, "js_op")
+    if op in ("==", "!="):
+        return _js_equal(left, right) is (op == "==")
+    if op in ("===", "!=="):
+        same = _js_kind(left) == _js_kind(right) and bool(left == right)
+        return same is (op == "===")
+    if op in ("<", "<=", ">", ">="):
+        if isinstance(left, str) and isinstance(right, str):
+            order = (_utf16(left) > _utf16(right)) - (_utf16(left) < _utf16(right))
+            return {"<": order < 0, "<=": order <= 0, ">": order > 0, ">=": order >= 0}[op]
+        x, y = _js_number(left), _js_number(right)  # (a comparison with NaN is false)
+        return {"<": x < y, "<=": x <= y, ">": x > y, ">=": x >= y}[op]
+    if op == "+" and (isinstance(left, str) or isinstance(right, str)):
+        budget = _current()
+        budget.chars(len(_js_string(left)) + len(_js_string(right)), "the result of js_op '+'")
+        return _js_string(left) + _js_string(right)
+    if op in ("+", "-", "*", "/", "%"):
+        a, b = _js_number(left), _js_number(right)
+        if op == "+":
+            return a + b
+        if op == "-":
+            return a - b
+        if op == "*":
+            return a * b
+        if op == "/":
+            if b == 0:
+                return (
+                    math.nan
+                    if a == 0 or math.isnan(a)
+                    else math.copysign(math.inf, a) * math.copysign(1, b)
+                )
+            return a / b
+        if b == 0 or math.isinf(a) or math.isnan(a) or math.isnan(b):
+            return math.nan
+        return a if math.isinf(b) else math.fmod(a, b)
+    raise TemplateError(f"js_op: {op!r} is not a JavaScript operator this filter knows")
+
+
 # ---------------------------------------------------------------- the environment
 class _CodeGenerator(CodeGenerator):
     """Routes what the sandbox has no hook for through the environment's checks: ``~``,
@@ -771,6 +934,8 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         self.globals["range"] = _range
         self.globals["lipsum"] = _lipsum
         self.filters["shift_date"] = shift_date
+        self.filters["js_value"] = js_value
+        self.filters["js_op"] = js_op
         self.filters = {name: _bounded_filter(name, f) for name, f in self.filters.items()}
 
     # what compiled templates call (see _CodeGenerator)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+from stratoflow.importers._names import unique
 from stratoflow.importers._report import Notes
 from stratoflow.model._workflow import MAX_PRIORITY
 
@@ -29,8 +30,39 @@ def placeholder(kind: str, original: str, reason: str) -> dict[str, Any]:
     }
 
 
+def _switches_choosing(tasks: dict[str, dict[str, Any]], task: str) -> list[str]:
+    """The switch tasks ``task`` is a branch of (in a case's ``next`` or the ``default``)."""
+    return [
+        tid
+        for tid, body in tasks.items()
+        if body.get("type") == "switch"
+        and (
+            task in body.get("default", [])
+            or any(task in case.get("next", []) for case in body.get("cases", []))
+        )
+    ]
+
+
+def branch_heirs(tasks: dict[str, dict[str, Any]], task: str) -> list[str] | None:
+    """What takes a switch branch's place when ``task`` is left out: its children, when it
+    has some and each has ``task`` as its only upstream (a switch skips its unchosen branches
+    whatever their other upstream tasks did, where DolphinScheduler skips a task only when
+    all of its upstream tasks were skipped). None when nothing can: ``task`` then stays as a
+    task that does nothing, or its case would be gone and the switch would choose another
+    branch. An empty list when ``task`` is no switch's branch."""
+    if not _switches_choosing(tasks, task):
+        return []
+    children = [t for t, body in tasks.items() if task in body.get("depends_on", [])]
+    if not children or any(tasks[c].get("depends_on") != [task] for c in children):
+        return None
+    return children
+
+
 def leave_out(tasks: dict[str, dict[str, Any]], task: str) -> None:
-    """Remove ``task``; its children depend on its parents instead, so order is kept."""
+    """Remove ``task``; its children depend on its parents instead, so order is kept. A
+    switch branch's children become the branch in its place (see :func:`branch_heirs`,
+    which says whether they can: the caller keeps the task otherwise)."""
+    heirs = branch_heirs(tasks, task) or []
     parents = tasks.pop(task).get("depends_on", [])
     for body in tasks.values():
         deps = body.get("depends_on", [])
@@ -40,11 +72,69 @@ def leave_out(tasks: dict[str, dict[str, Any]], task: str) -> None:
             body["depends_on"] = merged
         if body.get("type") == "switch":  # a branch left out: its children are the branch now
             for case in body.get("cases", []):
-                if task in case["next"]:
-                    case["next"] = [t for t in case["next"] if t != task] or []
+                case["next"] = _replaced(case["next"], task, heirs)
             if task in body.get("default", []):
-                body["default"] = [t for t in body["default"] if t != task]
+                body["default"] = _replaced(body["default"], task, heirs)
             body["cases"] = [c for c in body.get("cases", []) if c["next"]]
+
+
+def chain_around(
+    tasks: dict[str, dict[str, Any]],
+    task: str,
+    before: list[tuple[str, dict[str, Any]]],
+    after: list[tuple[str, dict[str, Any]]],
+) -> list[str]:
+    """Put the tasks ``before`` and ``after`` (each (id, body); the ids made unique) in a
+    chain with ``task``: the first of the chain takes ``task``'s place above it (its
+    upstream tasks, its trigger rule, a switch's choice of it), the last below it (the tasks
+    that depended on it depend on the last). The chain's ids, in order."""
+    taken = set(tasks)
+    head = [(unique(name, taken), body) for name, body in before]
+    tail = [(unique(name, taken), body) for name, body in after]
+    chain = [name for name, _ in head] + [task] + [name for name, _ in tail]
+    first, last = chain[0], chain[-1]
+    own = tasks[task]
+    if last != task:
+        for body in tasks.values():
+            if task in body.get("depends_on", []):
+                body["depends_on"] = _replaced(body["depends_on"], task, [last])
+    if first != task:
+        for body in tasks.values():
+            if body.get("type") == "switch":
+                for case in body.get("cases", []):
+                    case["next"] = _replaced(case["next"], task, [first])
+                if task in body.get("default", []):
+                    body["default"] = _replaced(body["default"], task, [first])
+    bodies = dict(head) | {task: own} | dict(tail)
+    upstream: dict[str, Any] = {k: own.pop(k) for k in ("depends_on", "trigger_rule") if k in own}
+    for i, name in enumerate(chain):
+        body = bodies[name]
+        body.pop("depends_on", None)
+        body.pop("trigger_rule", None)
+        if i == 0:
+            body.update(upstream)
+        else:
+            body["depends_on"] = [chain[i - 1]]
+    ordered: dict[str, dict[str, Any]] = {}
+    for name, body in tasks.items():
+        if name == task:
+            ordered.update({n: bodies[n] for n in chain})
+        else:
+            ordered[name] = body
+    tasks.clear()
+    tasks.update(ordered)
+    return chain
+
+
+def _replaced(targets: list[str], task: str, heirs: list[str]) -> list[str]:
+    if task not in targets:
+        return targets
+    out: list[str] = []
+    for target in targets:
+        for name in heirs if target == task else [target]:
+            if name not in out:
+                out.append(name)
+    return out
 
 
 def unmapped_task(
@@ -57,7 +147,8 @@ def unmapped_task(
     mode: Unmapped,
     notes: Notes,
 ) -> None:
-    """Replace ``task`` by a placeholder, or leave it out, and say so."""
+    """Replace ``task`` by a placeholder, or leave it out, and say so. A switch branch no
+    child can take the place of (:func:`branch_heirs`) is not left out but does nothing."""
     if mode == "placeholder":
         deps = tasks[task].get("depends_on", [])
         tasks[task] = placeholder(kind, original, reason)
@@ -65,8 +156,27 @@ def unmapped_task(
             tasks[task]["depends_on"] = deps
         done = "a failing placeholder task stands in its place"
     else:
-        leave_out(tasks, task)
-        done = "left out (its downstream tasks now follow its upstream tasks)"
+        heirs = branch_heirs(tasks, task)
+        if heirs is None:
+            switches = ", ".join(_switches_choosing(tasks, task))
+            deps = tasks[task].get("depends_on", [])
+            tasks[task] = {
+                "type": "shell",
+                "description": f"LEFT OUT (imported {kind} task {original!r}): {reason}",
+                "command": "true\n",
+            }
+            if deps:
+                tasks[task]["depends_on"] = deps
+            done = (
+                f"kept as a task that does nothing: it is a switch branch (of {switches}), and "
+                "left out its case would be gone, the switch choosing another branch (no "
+                "child can take its place: it has none, or one with other upstream tasks)"
+            )
+        else:
+            leave_out(tasks, task)
+            done = "left out (its downstream tasks now follow its upstream tasks)"
+            if heirs:
+                done += f"; {', '.join(heirs)} take its place as the switch's branch"
     notes.unmapped(f"{kind} task: {reason}; {done}. Original: {shown(definition)}", task=task)
 
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from stratoflow.importers._build import (
     Unmapped,
+    chain_around,
     clamped_priority,
     ds_priority,
-    leave_out,
     pools_to_create,
     shown,
     unmapped_task,
@@ -30,8 +30,10 @@ from stratoflow.importers._timeexpr import (
     Unsupported,
     as_expression,
     ds_pieces,
+    escape_literal,
     js_condition,
     rewrite_ds,
+    time_expression,
 )
 from stratoflow.model._workflow import MAX_DEPENDENCY_ITEMS, DateValue
 from stratoflow.templating import TemplateError, check_syntax
@@ -51,7 +53,6 @@ _CONNECTION_TYPES = {
     "ATHENA": "athena",
     "REDSHIFT": "redshift-data",
 }
-_NUMERIC_TYPES = {"INTEGER", "LONG", "FLOAT", "DOUBLE"}
 _MAX_RETRIES = 100
 _MAX_SECONDS = 365 * 86400  # the longest duration the format takes
 
@@ -89,6 +90,7 @@ class DsWorkflow:
     start: str | None = None
     end: str | None = None
     schedule_online: bool = True
+    workflow_online: bool = True  # released: an offline workflow's schedules do not fire
     failure_strategy: str = "CONTINUE"
     execution_type: str = "PARALLEL"
     timeout: float = 0
@@ -155,14 +157,19 @@ def _parents(flow: DsWorkflow, ids: Mapping[str, str]) -> dict[str, list[str]]:
     return parents
 
 
-def _out_props(flow: DsWorkflow, ids: Mapping[str, str]) -> Iterator[tuple[str, str, str]]:
-    """(task id, OUT param, its declared value) of each enabled task (a disabled one does
-    nothing, so it sets nothing)."""
+def _out_props(flow: DsWorkflow, ids: Mapping[str, str]) -> Iterator[tuple[str, str, str, str]]:
+    """(task id, OUT param, its declared value, its declared type) of each enabled task (a
+    disabled one does nothing, so it sets nothing)."""
     for task in flow.tasks:
         if task.enabled:
             for prop in _property_list(task.params.get("localParams")):
                 if str(prop.get("direct", "IN")).upper() == "OUT":
-                    yield ids[task.code], str(prop["prop"]), str(prop.get("value") or "")
+                    yield (
+                        ids[task.code],
+                        str(prop["prop"]),
+                        str(prop.get("value") or ""),
+                        _type_of(prop),
+                    )
 
 
 def _last_setters(flow: DsWorkflow) -> dict[str, str]:
@@ -171,7 +178,7 @@ def _last_setters(flow: DsWorkflow) -> dict[str, str]:
     ids = task_ids(flow)
     parents = _parents(flow, ids)
     setters: dict[str, list[str]] = {}
-    for tid, key, _ in _out_props(flow, ids):
+    for tid, key, _, _ in _out_props(flow, ids):
         setters.setdefault(key, []).append(tid)
     has_children = {p for ps in parents.values() for p in ps}
     sinks = [t for t in parents if t not in has_children]
@@ -280,6 +287,7 @@ def _read_v3(item: dict[str, Any]) -> DsWorkflow:
         start=schedule.get("startTime"),
         end=schedule.get("endTime"),
         schedule_online=str(schedule.get("releaseState", "ONLINE")).upper() == "ONLINE",
+        workflow_online=str(definition.get("releaseState") or "ONLINE").upper() != "OFFLINE",
         failure_strategy=str(schedule.get("failureStrategy") or "CONTINUE").upper(),
         execution_type=str(definition.get("executionType") or "PARALLEL").upper(),
         timeout=number(definition.get("timeout")),
@@ -304,8 +312,10 @@ def _read_v1(item: dict[str, Any]) -> DsWorkflow:
         params = _json_field(raw.get("params")) or {}
         params = dict(params) if isinstance(params, dict) else {}
         kind = str(raw.get("type", "")).upper()
-        if kind == "CONDITIONS":  # 1.x keeps these beside params; 3.x inside them
+        # 1.x keeps these beside params; 3.x inside them
+        if kind in ("CONDITIONS", "DEPENDENT") and not params.get("dependence"):
             params["dependence"] = _json_field(raw.get("dependence")) or {}
+        if kind == "CONDITIONS":
             params["conditionResult"] = _json_field(raw.get("conditionResult")) or {}
         timeout = _json_field(raw.get("timeout")) or {}
         timeout = timeout if isinstance(timeout, dict) else {}
@@ -356,7 +366,6 @@ class _Ctx:
     mode: Unmapped
     ids: dict[str, str]  # code -> task id
     global_exprs: dict[str, str]  # name -> Jinja expression of its value (when computed)
-    global_numeric: set[str]
     outputs: dict[str, list[str]]  # OUT param name -> task ids that set it
     codes: CodeTable = field(default_factory=dict)
     project: str | None = None  # this workflow's Stratoflow project
@@ -367,7 +376,15 @@ class _Ctx:
     # whichever ended last)
     reach: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
     out_values: dict[tuple[str, str], str] = field(default_factory=dict)  # declared value
+    out_types: dict[tuple[str, str], str] = field(default_factory=dict)  # declared type
+    # sql task id -> the sql tasks that run before it and after it (its pre and post
+    # statements, and the other statements of its SQL), each (suffix, body)
+    sql_chains: dict[
+        str, tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, dict[str, Any]]]]
+    ] = field(default_factory=dict)
     sub_tasks: set[str] = field(default_factory=set)  # the sub-workflow tasks (their ids)
+    # Conditions task (now a switch) -> its upstream tasks (not its items' tasks)
+    conditions: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _property_list(value: Any) -> list[dict[str, Any]]:
@@ -401,14 +418,12 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
         if ids[task.code] != task.name:
             notes.changed(f"task {task.name!r} is named {ids[task.code]!r}", task=ids[task.code])
 
-    ctx = _Ctx(flow, notes, mode, ids, {}, set(), {}, dict(codes or {}), doc.get("project"))
+    ctx = _Ctx(flow, notes, mode, ids, {}, {}, dict(codes or {}), doc.get("project"))
     if flow.code and flow.code not in ctx.codes:  # a workflow can reference itself
         ctx.codes.update(code_table([flow]))
     doc_params: dict[str, Any] = {}
     for prop in _property_list(flow.global_params):
         key, value = str(prop["prop"]), prop.get("value")
-        if str(prop.get("type", "")).upper() in _NUMERIC_TYPES or _isnumber(value):
-            ctx.global_numeric.add(key)
         problems: list[str] = []
         pieces = ds_pieces(
             str(value if value is not None else ""), DsContext(flow.timezone, {}, problems)
@@ -435,9 +450,10 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
         if pre not in ids or post not in ids:
             notes.unmapped(f"a relation names an unknown task code ({pre} -> {post}); left out")
     parents = _parents(flow, ids)
-    for tid, key, declared in _out_props(flow, ids):
+    for tid, key, declared, kind in _out_props(flow, ids):
         ctx.outputs.setdefault(key, []).append(tid)
         ctx.out_values[tid, key] = declared
+        ctx.out_types[tid, key] = kind
     for task in flow.tasks:
         if not task.enabled or task.type not in _SUB_WORKFLOW:
             continue
@@ -464,11 +480,14 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
         if parents[tid]:
             body["depends_on"] = parents[tid]
         tasks[tid] = body
-    for task in flow.tasks:  # second pass: needs the whole graph
+    for task in flow.tasks:  # second pass: needs the whole graph (Conditions tasks first:
+        if task.type == "CONDITIONS":  # a branch left out hands its place on)
+            _conditions(task, ids[task.code], ctx, tasks)
+    for task in flow.tasks:
         tid = ids[task.code]
         if task.type == "CONDITIONS":
-            _conditions(task, tid, ctx, tasks)
-        elif task.type in _BY_CODE and tasks[tid].get("type") == "placeholder":
+            continue
+        if task.type in _BY_CODE and tasks[tid].get("type") == "placeholder":
             reason = tasks[tid].pop("description")
             deps = tasks[tid].get("depends_on")
             tasks[tid] = {"type": "shell", "command": "true\n"}
@@ -484,6 +503,18 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
                 else "Stratoflow has no equivalent task type"
             )
             unmapped_task(tasks, tid, task.type, task.name, reason, task.params, mode, notes)
+    for tid, (before, after) in ctx.sql_chains.items():
+        if tasks.get(tid, {}).get("type") != "sql":
+            continue  # disabled: a task that does nothing
+        settings = {k: v for k, v in tasks[tid].items() if k not in _SQL_OWN}
+        names = chain_around(
+            tasks,
+            tid,
+            [(f"{tid}__{suffix}", {**piece, **settings}) for suffix, piece in before],
+            [(f"{tid}__{suffix}", {**piece, **settings}) for suffix, piece in after],
+        )
+        _chain_note(ctx, tid, names)
+    _joins(tasks, notes, ctx.conditions)
     doc["tasks"] = tasks
     pools: dict[str, list[str]] = {}
     for tid, body in tasks.items():
@@ -493,16 +524,6 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
     return ImportedWorkflow(name, flow.name, doc if tasks else None, tuple(notes.items))
 
 
-def _isnumber(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, float)):
-        return True
-    return (
-        isinstance(value, str) and re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", value.strip()) is not None
-    )
-
-
 def _schedule(flow: DsWorkflow, doc: dict[str, Any], notes: Notes) -> None:
     if not flow.crontab:
         return
@@ -510,10 +531,18 @@ def _schedule(flow: DsWorkflow, doc: dict[str, Any], notes: Notes) -> None:
     if converted.cron is None:
         notes.unmapped(f"schedule: {converted.problem}", field="schedule")
         return
-    if not flow.schedule_online:
+    if not flow.schedule_online or not flow.workflow_online:
+        # an offline workflow's schedule does not fire either (DolphinScheduler takes a
+        # workflow offline with its schedules)
+        shown_cron = f"({flow.crontab!r} = {converted.cron}, {flow.timezone})"
+        what = (
+            f"the schedule {shown_cron} was offline"
+            if flow.workflow_online
+            else f"the workflow was offline (not released), so its schedule {shown_cron} did "
+            "not fire"
+        )
         notes.changed(
-            f"the schedule ({flow.crontab!r} = {converted.cron}, {flow.timezone}) was offline: "
-            "left out, so imported workflows do not start firing; add it when ready",
+            f"{what}: left out, so imported workflows do not start firing; add it when ready",
             field="schedule",
         )
         return
@@ -566,6 +595,12 @@ def _workflow_settings(flow: DsWorkflow, doc: dict[str, Any], notes: Notes) -> N
 
 
 _BY_CODE = {*_SUB_WORKFLOW, "DEPENDENT", "SQL"}
+# an sql task's own fields: the other ones (retries, timeout, pool, params...) go to each
+# task of its chain
+_SQL_OWN = frozenset(
+    {"type", "connection", "sql", "parameters", "outputs", "depends_on", "trigger_rule",
+     "description"}
+)  # fmt: skip
 _HANDLED = {"SHELL", "PYTHON", "HTTP", "K8S", "KUBERNETES", "SWITCH", "CONDITIONS", *_BY_CODE}
 
 
@@ -585,8 +620,10 @@ def _ds_context(
     params, which read the run's params only: a global computed per run
     (``${system.biz.date}``) is computed there too."""
     refs: dict[str, str] = {}
+    types: dict[str, str] = {}
     for prop in _property_list(ctx.flow.global_params):
         refs[str(prop["prop"])] = param_ref(str(prop["prop"]))
+        types[str(prop["prop"])] = _type_of(prop)
     for name, expr in ctx.global_exprs.items():
         refs[name] = f"({param_ref(name)} or ({expr}))" if in_params else param_ref(name)
     ambiguous: dict[str, str] = {}
@@ -599,7 +636,10 @@ def _ds_context(
             fallback = repr(declared) if declared or key not in refs else refs[key]
             ref = _out_ref(ctx, setter, key)
             refs[key] = fallback if ref is None else f"({ref} | default({fallback}))"
+            types[key] = ctx.out_types.get((setter, key), "VARCHAR")
         elif setters:
+            kinds = {ctx.out_types.get((t, key), "VARCHAR") for t in setters}
+            types[key] = kinds.pop() if len(kinds) == 1 else "VARCHAR"
             ambiguous[key] = (
                 f"${{{key}}} is set by upstream tasks on different paths "
                 f"({', '.join(sorted(setters))}): DolphinScheduler reads the non-empty one "
@@ -610,8 +650,14 @@ def _ds_context(
         if str(prop.get("direct", "IN")).upper() == "IN":
             name = str(prop["prop"])
             refs[name] = param_ref(name)
+            types[name] = _type_of(prop)
             ambiguous.pop(name, None)
-    return DsContext(ctx.flow.timezone, refs, [], ambiguous)
+    return DsContext(ctx.flow.timezone, refs, [], ambiguous, types)
+
+
+def _type_of(prop: Mapping[str, Any]) -> str:
+    """A parameter's declared DolphinScheduler type (VARCHAR when it declares none)."""
+    return str(prop.get("type") or "VARCHAR").upper()
 
 
 def _out_ref(ctx: _Ctx, setter: str, key: str) -> str | None:
@@ -844,14 +890,17 @@ def _targets(value: Any, ctx: _Ctx, tid: str) -> list[str]:
 def _switch(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict[str, Any]:
     result = p.get("switchResult") or {}
     cases: list[dict[str, Any]] = []
-    numeric = ctx.global_numeric.__contains__
     for branch in result.get("dependTaskList") or []:
         targets = _targets(branch.get("nextNode"), ctx, tid)
         if not targets:
             continue
         try:
-            when = js_condition(str(branch.get("condition", "")), ds, numeric)
+            when, caveats = js_condition(str(branch.get("condition", "")), ds)
             check_syntax("{{ " + when + " }}")
+            for caveat in caveats:
+                ctx.notes.changed(
+                    f"switch condition {branch.get('condition')!r}: {caveat}", task=tid
+                )
         except (Unsupported, TemplateError) as exc:
             ctx.notes.unmapped(
                 f"switch condition {branch.get('condition')!r}: {exc}; this branch is never chosen",
@@ -865,7 +914,11 @@ def _switch(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict[str, 
         body["default"] = default
     if cases:
         ctx.notes.changed(
-            "switch conditions translated from JavaScript to Jinja expressions", task=tid
+            "switch conditions translated from JavaScript to Jinja expressions (each "
+            "${name} read as DolphinScheduler pastes it: its text inside a string literal, "
+            "else a number when it is declared one or its text is one; JavaScript's == and "
+            "other operators kept with the js_value and js_op filters)",
+            task=tid,
         )
     else:
         ctx.notes.unmapped(
@@ -875,50 +928,257 @@ def _switch(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict[str, 
     return body
 
 
-_RULES = {  # (relation, status) -> trigger rule that holds when the condition is true, and its negation
-    ("AND", "SUCCESS"): ("all_success", "one_failed"),
-    ("OR", "SUCCESS"): ("one_success", "all_failed"),
-    ("AND", "FAILURE"): ("all_failed", "one_success"),
-    ("OR", "FAILURE"): ("one_failed", "all_success"),
-}
+# a Conditions item's status -> the trigger rule of the task that runs when its task ended
+# so (and the word in that task's name)
+_WITNESS = {"SUCCESS": ("all_success", "succeeded"), "FAILURE": ("all_failed", "failed")}
 
 
 def _conditions(task: DsTask, tid: str, ctx: _Ctx, tasks: dict[str, dict[str, Any]]) -> None:
-    """A Conditions task as trigger rules on its two branches, where one rule says it."""
+    """A Conditions task as DolphinScheduler runs it: once all its upstream tasks ended,
+    whatever their states (``all_done``), it checks each item (its task ended with the
+    status it names: a skipped task, or one that did not run, did not), combines them by
+    the groups' relations, and takes its success branch or its failed branch; the other
+    is skipped. Stratoflow's templates read outputs, not states: each item becomes a task
+    that runs only when its task ended so (``all_success`` / ``all_failed`` over it) and
+    says ``met=true``, and the Conditions task a switch that reads them."""
     dependence = task.params.get("dependence") or {}
     result = task.params.get("conditionResult") or {}
-    outer = str(dependence.get("relation", "AND")).upper()
-    items: list[tuple[str, str]] = []
-    relations = {outer}
-    for group in dependence.get("dependTaskList") or []:
-        group_items = group.get("dependItemList") or []
-        if len(group_items) > 1:
-            relations.add(str(group.get("relation", "AND")).upper())
-        for item in group_items:
-            code = str(item.get("depTaskCode") or item.get("depTasks"))
-            items.append((ctx.ids.get(code, code), str(item.get("status", "SUCCESS")).upper()))
-    statuses = {s for _, s in items}
-    success = [ctx.ids.get(str(c), str(c)) for c in result.get("successNode") or [] if str(c)]
-    failed = [ctx.ids.get(str(c), str(c)) for c in result.get("failedNode") or [] if str(c)]
-    checked = [t for t, _ in items]
-    branches_ok = all(b in tasks and tasks[b].get("depends_on") == [tid] for b in success + failed)
-    if len(relations) != 1 or len(statuses) != 1 or not items or not branches_ok:
+    outer = str(dependence.get("relation") or "AND").upper()
+    groups = [g for g in dependence.get("dependTaskList") or [] if isinstance(g, dict)]
+    success = [b for b in _branch_ids(result.get("successNode"), ctx) if b in tasks]
+    failed = [b for b in _branch_ids(result.get("failedNode"), ctx) if b in tasks]
+    body = tasks[tid]
+    upstream = list(body.get("depends_on", []))
+    relations = {outer} | {str(g.get("relation") or "AND").upper() for g in groups}
+    items = [i for g in groups for i in g.get("dependItemList") or [] if isinstance(i, dict)]
+    statuses = {str(i.get("status") or "SUCCESS").upper() for i in items}
+    if not items or relations - {"AND", "OR"} or statuses - set(_WITNESS):
         reason = (
-            "this condition mixes AND/OR or success/failure checks, or its branches have other "
-            "upstream tasks: no single trigger rule says it"
+            f"its relations {sorted(relations)} or item statuses {sorted(statuses)} are not "
+            "AND/OR and SUCCESS/FAILURE, or it checks nothing"
         )
         unmapped_task(tasks, tid, "CONDITIONS", task.name, reason, task.params, ctx.mode, ctx.notes)
         return
-    rule, negation = _RULES[(relations.pop(), statuses.pop())]
-    for branch, chosen in [(b, rule) for b in success] + [(b, negation) for b in failed]:
-        tasks[branch]["depends_on"] = list(checked)
-        tasks[branch]["trigger_rule"] = chosen
+    taken = set(tasks)
+    witnesses: dict[tuple[str, str], str] = {}  # (task id, status) -> its witness task
+    unknown: list[str] = []
+
+    def item(raw: dict[str, Any]) -> str:
+        code = str(raw.get("depTaskCode") or raw.get("depTasks") or "")
+        status = str(raw.get("status") or "SUCCESS").upper()
+        checked = ctx.ids.get(code)
+        if checked is None or checked not in tasks:
+            unknown.append(code)
+            return "false"  # no such task ran: DolphinScheduler's item fails
+        if (checked, status) not in witnesses:
+            word = _WITNESS[status][1]
+            witnesses[checked, status] = unique(f"{tid}__{checked}_{word}", taken)
+        return f"(({output_ref(witnesses[checked, status], 'met')} | default('')) == 'true')"
+
+    parts = []
+    for group in groups:
+        terms = [item(i) for i in group.get("dependItemList") or [] if isinstance(i, dict)]
+        if terms:
+            word = " and " if str(group.get("relation") or "AND").upper() == "AND" else " or "
+            parts.append(terms[0] if len(terms) == 1 else "(" + word.join(terms) + ")")
+    condition = (" and " if outer == "AND" else " or ").join(parts)
+    for code in unknown:
+        ctx.notes.unmapped(
+            f"an item checks unknown task code {code}: it never holds (DolphinScheduler finds "
+            "no such task instance)",
+            task=tid,
+        )
+    # the witnesses first, in the order of their items, then the switch
+    ordered: dict[str, dict[str, Any]] = {}
+    for name, existing in tasks.items():
+        if name == tid:
+            for (checked, status), witness in witnesses.items():
+                ordered[witness] = {
+                    "type": "shell",
+                    "description": f"{checked} {_WITNESS[status][1]} ({tid}'s condition)",
+                    "depends_on": [checked],
+                    "trigger_rule": _WITNESS[status][0],
+                    "command": 'echo "met=true" >> "$STRATOFLOW_OUTPUT"\n',
+                }
+        ordered[name] = existing
+    tasks.clear()
+    tasks.update(ordered)
+    # its own settings stay (description, pool, priority, timeout...); the tasks made for
+    # its items are the importer's and take none
+    drop = ("type", "command", "cases", "default", "depends_on", "trigger_rule")
+    new: dict[str, Any] = {k: v for k, v in body.items() if k not in drop}
+    new["depends_on"] = upstream + [w for w in witnesses.values() if w not in upstream]
+    new["trigger_rule"] = "all_done"
+    if success or failed:
+        new["type"] = "switch"
+        if success:
+            new["cases"] = [{"when": "{{ " + condition + " }}", "next": success}]
+            if failed:
+                new["default"] = failed
+        else:
+            new["cases"] = [{"when": "{{ not (" + condition + ") }}", "next": failed}]
+    else:  # no branch: a task that runs once its upstream tasks ended, doing nothing
+        new.update(type="shell", command="true\n")
+        new["depends_on"] = upstream
+    tasks[tid] = new
     ctx.notes.changed(
-        f"the Conditions task became trigger rules: success branch {rule}, failed branch "
-        f"{negation}, over {', '.join(checked)}",
+        f"the Conditions task is a switch that runs once all its upstream tasks ended "
+        f"(all_done) and reads {', '.join(witnesses.values()) or 'nothing'}, each a task "
+        "that runs only when the task it checks ended so; it takes its success branch, "
+        "else its failed branch. A failed task fails the Stratoflow run, where "
+        "DolphinScheduler does not count a failure that only Conditions tasks follow",
         task=tid,
     )
-    leave_out(tasks, tid)
+    ctx.conditions[tid] = [t for t in upstream if t not in witnesses.values()]
+
+
+def _branch_ids(value: Any, ctx: _Ctx) -> list[str]:
+    """A Conditions task's success or failed nodes (codes; 1.x: names) as task ids."""
+    codes = value if isinstance(value, list) else [] if value in (None, "") else [value]
+    return [ctx.ids.get(str(c), str(c)) for c in codes if str(c)]
+
+
+# trigger rules that skip a task whose upstream tasks were not all skipped
+_SKIP_SOURCES = frozenset({"all_failed", "one_failed"})
+
+
+def _joins(
+    tasks: dict[str, dict[str, Any]], notes: Notes, conditions: Mapping[str, list[str]]
+) -> None:
+    """DolphinScheduler skips a task only when all its upstream tasks were skipped
+    (DagHelper.isTaskNodeNeedSkip; its 3.3 engine: isAllPredecessorsSkipped), and runs it
+    once they all ended and none failed. With one upstream task that is all_success; a task
+    with several, one of which a skip can reach, gets the rule that says it: Airflow's
+    none_failed_min_one_success, which Stratoflow has not. So ``none_failed`` where one of
+    its upstream tasks always runs when it would (none_failed and one that succeeded are
+    the same then); else two gates, ``none_failed`` (all ended, none failed) and
+    ``one_success`` (one succeeded), with the task after both (all_success: a skipped gate,
+    all upstream skipped, skips it). ``conditions``: the Conditions tasks (now switches that
+    run once their upstream tasks ended) and those upstream tasks."""
+    branches: dict[str, list[str]] = {}  # task -> the switches that choose it
+    for sid, body in tasks.items():
+        if body.get("type") == "switch":
+            targets = {t for case in body.get("cases", []) for t in case["next"]}
+            for target in targets | set(body.get("default", [])):
+                branches.setdefault(target, []).append(sid)
+    parents = {t: list(body.get("depends_on", [])) for t, body in tasks.items()}
+    skippable: dict[str, bool] = {}
+    for tid in _topological(parents):
+        ups = parents[tid]
+        rule = tasks[tid].get("trigger_rule", "all_success")
+        if conditions.get(tid) and all(skippable.get(u) for u in conditions[tid]):
+            notes.unmapped(
+                "its upstream tasks may all be skipped: DolphinScheduler then skips it and "
+                "both its branches, where here it runs and takes its failed branch (all_done "
+                "has no 'unless all were skipped')",
+                task=tid,
+            )
+        if rule == "all_success" and len(ups) > 1 and any(skippable.get(u) for u in ups):
+            exact = not all(skippable.get(u) for u in ups) or _always_one_runs(
+                tid, tasks, parents, branches, skippable
+            )
+            switches = [s for s in branches.get(tid, []) if not skippable.get(s)]
+            if exact or switches or tid in branches:
+                tasks[tid]["trigger_rule"] = "none_failed"
+                why = (
+                    "one of them always runs when it would"
+                    if exact
+                    else f"the switch {switches[0]} always runs before it"
+                    if switches
+                    else None
+                )
+                if why is None:
+                    notes.unmapped(
+                        "trigger rule none_failed, as DolphinScheduler runs a task unless all "
+                        "its upstream tasks were skipped; but as a switch branch it keeps "
+                        "the switch as its upstream task, and when all of them are skipped "
+                        "(none_failed_min_one_success, which Stratoflow has not) it runs "
+                        "where DolphinScheduler skips it",
+                        task=tid,
+                    )
+                else:
+                    notes.changed(
+                        "trigger rule none_failed: DolphinScheduler runs a task unless all "
+                        f"its upstream tasks were skipped ({why}, so none_failed says it)",
+                        task=tid,
+                    )
+                skippable[tid] = tid in branches
+            else:
+                _gate(tasks, tid, ups, notes)
+                skippable[tid] = True
+        elif tid in branches or rule in _SKIP_SOURCES:
+            skippable[tid] = True
+        elif rule in ("all_success", "one_success"):
+            skippable[tid] = bool(ups) and (
+                any(skippable.get(u) for u in ups)
+                if rule == "all_success"
+                else all(skippable.get(u) for u in ups)
+            )
+        else:
+            skippable[tid] = False  # none_failed, all_done: never skipped
+
+
+def _always_one_runs(
+    tid: str,
+    tasks: dict[str, dict[str, Any]],
+    parents: Mapping[str, list[str]],
+    branches: Mapping[str, list[str]],
+    skippable: Mapping[str, bool],
+) -> bool:
+    """Whether a switch that always runs (no skip reaches it) has a default and, whichever
+    branch it chooses, one of ``tid``'s upstream tasks follows that branch (is it, or after
+    it through tasks with it as their only upstream): then one of them runs."""
+
+    def follows(task: str) -> str | None:
+        seen = 0
+        while task not in branches:
+            ups = parents.get(task, [])
+            rule = tasks.get(task, {}).get("trigger_rule", "all_success")
+            if len(ups) != 1 or rule != "all_success" or seen > len(tasks):
+                return None
+            task, seen = ups[0], seen + 1
+        return task
+
+    heads = {follows(u) for u in parents[tid]} - {None}
+    for switch in {s for h in heads for s in branches.get(str(h), [])}:
+        body = tasks[switch]
+        if skippable.get(switch) or not body.get("default"):
+            continue
+        choices = [case["next"] for case in body.get("cases", [])] + [body["default"]]
+        if all(heads & set(choice) for choice in choices):
+            return True
+    return False
+
+
+def _gate(tasks: dict[str, dict[str, Any]], tid: str, ups: list[str], notes: Notes) -> None:
+    """``tid`` after two gates over its upstream tasks ``ups``: one that runs when they all
+    ended and none failed, one that runs when one succeeded."""
+    taken = set(tasks)
+    done = unique(f"{tid}__upstream_done", taken)
+    ran = unique(f"{tid}__upstream_ran", taken)
+    gates = {
+        done: {"type": "shell", "command": "true\n", "depends_on": list(ups),
+               "trigger_rule": "none_failed",
+               "description": f"{tid}'s upstream tasks all ended, none failed"},
+        ran: {"type": "shell", "command": "true\n", "depends_on": list(ups),
+              "trigger_rule": "one_success",
+              "description": f"one of {tid}'s upstream tasks succeeded"},
+    }  # fmt: skip
+    ordered: dict[str, dict[str, Any]] = {}
+    for name, body in tasks.items():
+        if name == tid:
+            ordered.update(gates)
+        ordered[name] = body
+    tasks.clear()
+    tasks.update(ordered)
+    tasks[tid]["depends_on"] = [done, ran]
+    notes.changed(
+        f"waits on {done} (none_failed over its upstream tasks {', '.join(ups)}) and {ran} "
+        "(one_success): DolphinScheduler runs a task unless all its upstream tasks were "
+        "skipped, which they all may be here; Stratoflow has no single trigger rule for it "
+        "(Airflow's none_failed_min_one_success)",
+        task=tid,
+    )
 
 
 def _task_settings(task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx) -> None:
@@ -1209,25 +1469,209 @@ def _sql(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict[str, Any
             task=tid,
         )
     query = str(p.get("sqlType", "0")).upper() in ("0", "QUERY")
+    backslash = kind in ("MYSQL", "")  # MySQL strings take backslash escapes
+    main = str(p.get("sql") or "")
     pre = [str(s) for s in p.get("preStatements") or [] if str(s).strip()]
     post = [str(s) for s in p.get("postStatements") or [] if str(s).strip()]
-    if query and post:  # the outputs are the last statement's: the query must stay last
-        ctx.notes.unmapped(
-            f"post statements {shown(post)} are left out: the outputs are the query's", task=tid
-        )
-        post = []
-    statements = [s.strip().rstrip(";") for s in [*pre, str(p.get("sql") or ""), *post]]
-    sql = rewrite_ds(";\n".join(s for s in statements if s) + ("\n" if pre or post else ""), ds)
-    if not sql.strip():
+    if not main.strip():
         return _cannot("the SQL task has no SQL")
-    if pre or post:
-        ctx.notes.changed("pre and post statements run in one script with the SQL", task=tid)
     for key in ("udfs", "sendEmail"):
         if p.get(key) not in (None, "", False, [], "false"):
             ctx.notes.unmapped(f"{key} = {p[key]!r} has no equivalent", task=tid)
-    return {
-        "type": "sql",
-        "connection": connection,
-        "sql": sql,
-        "outputs": "first_row" if query else "none",
-    }
+    binder = _SqlBinder(ds)
+    bound = any(binder.bind(text).parameters for text in [*pre, main, *post])
+    several = bool(pre or post) or len(_split_sql(main, backslash)) > 1
+    for problem in binder.problems:
+        ctx.notes.unmapped(problem, task=tid)
+    body: dict[str, Any] = {"type": "sql", "connection": connection}
+    if not (bound and several) and not (query and post):
+        # one task: one statement with its parameters, or a script of several without
+        statements = [s.strip().rstrip(";") for s in [*pre, main, *post]]
+        script = binder.bind(";\n".join(s for s in statements if s) + ("\n" if pre or post else ""))
+        if pre or post:
+            ctx.notes.changed("pre and post statements run in one script with the SQL", task=tid)
+        body.update(script.fields())
+        body["outputs"] = "first_row" if query else "none"
+        return body
+    # a chain of sql tasks in DolphinScheduler's order: a script of several statements takes
+    # no parameters in Stratoflow, so where one binds a value each statement is a task; and
+    # the outputs are the last statement's, where DolphinScheduler's are the query's, before
+    # its post statements, which then follow it (the pre statements and the query stay one
+    # script when nothing is bound, so that a SET before the query still holds for it)
+    whole = main.strip().rstrip(";")
+    posts = [x for statement in post for x in _split_sql(statement, backslash)]
+    if bound:
+        mains = ([] if query else _split_sql(main, backslash)) or [whole]
+        pres = [x for statement in pre for x in _split_sql(statement, backslash)]
+    else:
+        statements = [s.strip().rstrip(";") for s in [*pre, main]]
+        mains = [";\n".join(s for s in statements if s) + ("\n" if pre else "")]
+        pres = []
+
+    def piece(statement: str) -> dict[str, Any]:
+        fields = {"type": "sql", "connection": connection, **binder.bind(statement).fields()}
+        return {**fields, "outputs": "none"}
+
+    before = [(f"pre_{i}", piece(x)) for i, x in enumerate(pres, 1)]
+    before += [(f"sql_{i}", piece(x)) for i, x in enumerate(mains[:-1], 1)]
+    after = [(f"post_{i}", piece(x)) for i, x in enumerate(posts, 1)]
+    body.update(binder.bind(mains[-1]).fields())
+    body["outputs"] = "first_row" if query else "none"
+    ctx.sql_chains[tid] = (before, after)
+    return body
+
+
+def _chain_note(ctx: _Ctx, tid: str, names: list[str]) -> None:
+    ctx.notes.changed(
+        f"its statements run as a chain of sql tasks ({' -> '.join(names)}): a script of "
+        "several statements binds no parameters in Stratoflow, and a query's outputs come "
+        "before its post statements; each is a connection and a transaction of its own "
+        "(DolphinScheduler runs them on one connection, committing each statement: a SET or "
+        "a temporary table does not carry over to the next task), and each retries and times "
+        "out on its own",
+        task=tid,
+    )
+
+
+# DolphinScheduler's SqlTask: $[...] is pasted as text first; then each ${x} (a quote each
+# side going with it, or bare) becomes a ? bound to x's value, and !{x} (with any quotes
+# around it, which go with it) is pasted as text; a ${x} of no parameter stays as written
+_SQL_TOKEN = re.compile(
+    r"\$\[(?P<time>[^\]\n]{1,200})\]"
+    r"|['\"]\$\{(?P<quoted>[^}\n]{1,200})\}['\"]"
+    r"|\$\{(?P<bare>[^}\n]{1,200})\}"
+    r"|['\"]*!\{(?P<text>[^}\n]{1,200})\}['\"]*"
+)
+_NOT_PARAMETER_CHAR = re.compile(r"[^A-Za-z0-9_]")
+
+
+@dataclass
+class _BoundSql:
+    """One SQL text: literal text (``False``), a parameter (``%``: its name) and expressions
+    pasted as text (``True``), with the parameters it binds."""
+
+    pieces: list[tuple[bool | str, str]]
+    parameters: dict[str, str]
+
+    def fields(self) -> dict[str, Any]:
+        """``sql`` (and ``parameters``, with ``%%`` for a literal ``%``, when it binds some)."""
+        bound = bool(self.parameters)
+        out: list[str] = []
+        for kind, text in self.pieces:
+            if kind == "%":
+                out.append(f"%({text})s")
+            elif kind is True:
+                # a pasted value's own % is text too, where the driver reads placeholders
+                out.append("{{ " + text + (" | replace('%', '%%')" if bound else "") + " }}")
+            else:
+                literal = escape_literal(text)
+                out.append(literal.replace("%", "%%") if bound else literal)
+        fields: dict[str, Any] = {"sql": "".join(out)}
+        if bound:
+            fields["parameters"] = dict(self.parameters)
+        return fields
+
+
+class _SqlBinder:
+    """Binds a task's SQL texts as DolphinScheduler's SqlTask does, one parameter name per
+    ``${name}`` of the task."""
+
+    def __init__(self, ds: DsContext) -> None:
+        self.ds = ds
+        self.names: dict[str, str] = {}  # ${name} -> parameter name
+        self.taken: set[str] = set()
+        self.problems: list[str] = []
+
+    def _problem(self, text: str) -> None:
+        if text not in self.problems:
+            self.problems.append(text)
+
+    def bind(self, text: str) -> _BoundSql:
+        pieces: list[tuple[bool | str, str]] = []
+        parameters: dict[str, str] = {}
+        at = 0
+        for match in _SQL_TOKEN.finditer(text):
+            if match.start() > at:
+                pieces.append((False, text[at : match.start()]))
+            at = match.end()
+            if match.group("time") is not None:
+                try:
+                    pieces.append((True, time_expression(match.group("time"), self.ds.tz)))
+                except Unsupported as exc:
+                    self._problem(str(exc))
+                    pieces.append((False, match.group(0)))
+                continue
+            name = match.group("quoted") or match.group("bare") or match.group("text")
+            ref = self.ds.name(name)  # (its doubts go to ds.problems, reported by _task)
+            if ref is None:
+                self._problem(
+                    f"${{{name}}} / !{{{name}}} names no parameter: DolphinScheduler leaves it "
+                    "in the SQL as written (or, for !{...}, fails the task); so does the import"
+                    if not name.startswith("system.")
+                    else f"built-in parameter {name} has no equivalent; left in the SQL"
+                )
+                pieces.append((False, match.group(0)))
+                continue
+            if match.group("text") is not None:
+                pieces.append((True, ref))
+                continue
+            if self.ds.types.get(name) == "LIST":
+                self._problem(
+                    f"${{{name}}} is a LIST parameter: DolphinScheduler binds each of its "
+                    "items (IN (?, ?, ...)); here it is bound as one value, its text: split "
+                    "it in the SQL (PostgreSQL: = ANY(string_to_array(..., ','))) or make "
+                    "it !{...} text"
+                )
+            if name not in self.names:
+                clean = _NOT_PARAMETER_CHAR.sub("_", name)[:60]
+                clean = clean if clean[:1].isalpha() or clean[:1] == "_" else f"p_{clean}"
+                self.names[name] = unique(clean, self.taken)
+            parameters[self.names[name]] = "{{ " + ref + " }}"
+            pieces.append(("%", self.names[name]))
+        if at < len(text):
+            pieces.append((False, text[at:]))
+        return _BoundSql(pieces, parameters)
+
+
+_DOLLAR_QUOTE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+
+
+def _split_sql(text: str, backslash: bool) -> list[str]:
+    """``text``'s statements: cut at each ``;`` outside quotes (``'...'``, ``"..."``,
+    backquotes, PostgreSQL's ``$tag$...$tag$``) and comments; those with no code left out."""
+    out: list[str] = []
+    start, i, n, code = 0, 0, len(text), False
+    while i < n:
+        char = text[i]
+        if char in "'\"`":
+            i += 1
+            while i < n:
+                if backslash and text[i] == "\\":
+                    i += 2
+                    continue
+                if text[i] == char:
+                    if text[i + 1 : i + 2] == char:  # a doubled quote is one
+                        i += 2
+                        continue
+                    break
+                i += 1
+            i, code = i + 1, True
+        elif text.startswith("--", i) or (backslash and char == "#"):
+            end = text.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+        elif char == "$" and (dollar := _DOLLAR_QUOTE.match(text, i)) is not None:
+            end = text.find(dollar.group(0), dollar.end())
+            i, code = (n if end < 0 else end + len(dollar.group(0))), True
+        elif char == ";":
+            if code:
+                out.append(text[start:i].strip())
+            start, i, code = i + 1, i + 1, False
+        else:
+            code = code or not char.isspace()
+            i += 1
+    if code:
+        out.append(text[start:].strip())
+    return out

@@ -211,6 +211,12 @@ def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow
         start=_date_time(wf.get("start_time")),
         end=_date_time(wf.get("end_time")),
         schedule_online=bool(wf.get("online_schedule", True)),
+        # release_state: offline (any case, as the SDK lowers it) leaves the workflow and its
+        # schedule offline in DolphinScheduler
+        workflow_online=str(
+            wf.get("release_state") or _CONFIG_DEFAULTS["WORKFLOW_RELEASE_STATE"]
+        ).lower()
+        != "offline",
         execution_type=str(wf.get("execution_type") or "PARALLEL").upper(),
         timeout=number(wf.get("timeout")),
         warning_type=str(wf.get("warning_type") or "NONE").upper(),
@@ -294,13 +300,14 @@ def _type_params(kind: str, raw: dict[str, Any], edges: list[tuple[str, str]]) -
         return {"dependence": _dependence(raw)}
     if kind == "SQL":
         sql = str(raw.get("sql") or "")
-        query = _QUERY.match(sql) is not None
         sql_type = raw.get("sql_type")
+        if sql_type not in ("0", "1"):  # the SDK takes only these two; else it detects it
+            sql_type = "0" if _QUERY.match(sql) is not None else "1"
         return {
             "type": str(raw.get("datasource_type") or "").upper(),
             "datasourceName": raw.get("datasource_name"),
             "sql": sql,
-            "sqlType": str(sql_type) if sql_type is not None else "0" if query else "1",
+            "sqlType": sql_type,
             "preStatements": raw.get("pre_statements") or [],
             "postStatements": raw.get("post_statements") or [],
         }
@@ -311,8 +318,14 @@ def _type_params(kind: str, raw: dict[str, Any], edges: list[tuple[str, str]]) -
     return {k: v for k, v in raw.items() if k not in skip}
 
 
-# pydolphinscheduler's Sql task: a statement starting with one of these is a query
-_QUERY = re.compile(r"\s*(select|show|with|desc|describe|explain)\b", re.I)
+# pydolphinscheduler's Sql.sql_type: a query unless the first line (``.`` stops at a newline)
+# holds one of these words at its start or after a space, followed by a space; so a SQL that
+# starts with a /* comment */ is a query, as the SDK submits it
+_QUERY = re.compile(
+    r"^(?!(.* |)insert |(.* |)delete |(.* |)drop |(.* |)update |(.* |)truncate "
+    r"|(.* |)alter |(.* |)create ).*",
+    re.I,
+)
 
 
 def _dependence(raw: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import NamedTuple
 
 from stratoflow.importers._names import output_ref
 
@@ -189,6 +190,9 @@ class DsContext:
     problems: list[str]  # collects what could not be rewritten
     # name -> why what it reads is not certain (said once, where the name is read)
     doubts: Mapping[str, str] = field(default_factory=dict)
+    # name -> the DolphinScheduler type declared for it (VARCHAR, INTEGER, LIST, ...) where
+    # the value it reads was declared with one
+    types: Mapping[str, str] = field(default_factory=dict)
 
     def name(self, name: str) -> str | None:
         doubt = self.doubts.get(name)
@@ -245,33 +249,253 @@ def rewrite_ds(text: str, ctx: DsContext) -> str:
     return as_template(ds_pieces(text, ctx))
 
 
-_JS_OPERATORS = (("===", "=="), ("!==", "!="), ("&&", " and "), ("||", " or "))
-_JS_NOT = re.compile(r"!(?!=)")
+# ------------------------------------------------------------------ switch conditions
+# DolphinScheduler pastes each parameter's value into a switch condition as text and
+# evaluates it as JavaScript (SwitchTaskUtils). The condition is read here as a small
+# JavaScript expression and written as a Jinja one over the js_value / js_op filters, which
+# keep JavaScript's values and operators where Python's differ.
+_JS_TOKEN = re.compile(
+    r"\s*(?:(?P<ref>\$\{[^{}\s]{1,200}\})|(?P<time>\$\[[^\]\n]{1,200}\])"
+    r"|(?P<string>'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\")"
+    r"|(?P<number>0[xX][0-9a-fA-F]+|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
+    r"|(?P<name>[A-Za-z_$][A-Za-z0-9_$]*)"
+    r"|(?P<op>===|!==|==|!=|<=|>=|&&|\|\||[<>!+\-*/%()]))"
+)
+_JS_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "v": "\v", "0": "\0"}
+_NUMERIC_TYPES = frozenset({"INTEGER", "LONG", "FLOAT", "DOUBLE"})
+_JS_LITERALS = {"true": ("true", "boolean"), "false": ("false", "boolean"),
+                "null": ("none", "null"), "undefined": ("none", "null")}  # fmt: skip
+_COMPARISONS = ("==", "!=", "===", "!==", "<", "<=", ">", ">=")
+_MAX_JS_DEPTH = 50
+
+# JavaScript's StringToNumber reads these as numbers (any other text is NaN)
+_JS_NUMERIC_TEXT = re.compile(
+    r"\s*(?:[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|Infinity)"
+    r"|0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+)?\s*"
+)
 
 
-def js_condition(text: str, ctx: DsContext, numeric: Callable[[str], bool]) -> str:
-    """A DolphinScheduler switch condition (JavaScript over ``${name}`` text substitutions) as
-    a Jinja expression. A parameter whose value is a number is compared as a number, as
-    JavaScript's coercion does."""
-    out: list[str] = []
-    at = 0
-    for match in _TOKEN.finditer(text):
-        out.append(text[at : match.start()])
-        at = match.end()
-        if match.group("time") is not None:
-            out.append(f"({time_expression(match.group('time'), ctx.tz)})")
-            continue
-        name = match.group("name")
-        ref = ctx.name(name)
+class _Js(NamedTuple):
+    """A converted JavaScript value: its Jinja expression and JavaScript type (number,
+    string, boolean, null, any, or ``text:NAME`` for a VARCHAR parameter: a number or a
+    string by its text); for such a parameter its plain reference, for a string literal
+    without parameters its text."""
+
+    expr: str
+    kind: str
+    raw: str = ""
+    text: str | None = None
+
+
+class _JsCondition:
+    """A recursive-descent reader of the JavaScript a switch condition is (literals,
+    parameters, parentheses, ! - +, arithmetic, comparisons, && ||), writing Jinja."""
+
+    def __init__(self, text: str, ctx: DsContext) -> None:
+        self.text = text
+        self.ctx = ctx
+        self.tokens: list[tuple[str, str]] = []
+        self.caveats: list[str] = []
+        at = 0
+        while at < len(text):
+            if not text[at:].strip():
+                break
+            match = _JS_TOKEN.match(text, at)
+            if match is None or match.end() == at:
+                raise Unsupported(
+                    f"{text[at:].strip()[:20]!r} is JavaScript the importer does not convert "
+                    "(method calls, properties, arrays, ?:)"
+                )
+            kind = match.lastgroup or ""
+            self.tokens.append((kind, match.group(kind)))
+            at = match.end()
+        self.at = 0
+        self.depth = 0
+
+    def peek(self) -> tuple[str, str]:
+        return self.tokens[self.at] if self.at < len(self.tokens) else ("end", "")
+
+    def take(self) -> tuple[str, str]:
+        token = self.peek()
+        self.at += 1
+        return token
+
+    def parse(self) -> str:
+        if not self.tokens:
+            raise Unsupported("the condition is empty")
+        value = self.binary(0)
+        if self.peek()[0] != "end":
+            raise Unsupported(f"{self.peek()[1]!r} does not continue the expression")
+        # DolphinScheduler takes a branch when the condition is the boolean true, nothing else
+        return value.expr if value.kind == "boolean" else f"(({value.expr}) is true)"
+
+    _LEVELS: tuple[tuple[str, ...], ...] = (
+        ("||",), ("&&",), ("==", "!=", "===", "!=="), ("<", "<=", ">", ">="), ("+", "-"),
+        ("*", "/", "%"),
+    )  # fmt: skip
+
+    def binary(self, level: int) -> _Js:
+        if level == len(self._LEVELS):
+            return self.unary()
+        left = self.binary(level + 1)
+        while self.peek() in [("op", o) for o in self._LEVELS[level]]:
+            op = self.take()[1]
+            left = self.operator(op, left, self.binary(level + 1))
+        return left
+
+    def unary(self) -> _Js:
+        kind, value = self.peek()
+        if (kind, value) in (("op", "!"), ("op", "-"), ("op", "+")):
+            self.take()
+            self.depth += 1
+            if self.depth > _MAX_JS_DEPTH:
+                raise Unsupported("the condition nests too deep")
+            operand = self.unary()
+            self.depth -= 1
+            expr = operand.expr
+            if value == "!":
+                negated = f"(not {expr})" if operand.kind == "boolean" else f"({expr} | js_op('!'))"
+                return _Js(negated, "boolean")
+            if value == "-" and operand.kind == "number":
+                return _Js(f"(-{expr})", "number")
+            return _Js(f"({expr} | js_op({value!r}))", "number")
+        return self.primary()
+
+    def primary(self) -> _Js:
+        kind, value = self.take()
+        if kind == "number":
+            if value[:2].lower() == "0x":
+                return _Js(str(int(value, 16)), "number")
+            exact = repr(float(value)) if any(c in value for c in ".eE") else str(int(value))
+            return _Js(exact, "number")
+        if kind == "string":
+            return self.string(value[1:-1])
+        if kind == "ref":
+            return self.reference(value[2:-1])
+        if kind == "time":
+            return _Js(f"({time_expression(value[2:-1], self.ctx.tz)} | js_value)", "any")
+        if kind == "name" and value in _JS_LITERALS:
+            return _Js(*_JS_LITERALS[value])
+        if kind == "name" and value in ("NaN", "Infinity"):
+            return _Js(f"({value!r} | js_op('+'))", "number")
+        if (kind, value) == ("op", "("):
+            self.depth += 1
+            if self.depth > _MAX_JS_DEPTH:
+                raise Unsupported("the condition nests too deep")
+            inner = self.binary(0)
+            self.depth -= 1
+            if self.take() != ("op", ")"):
+                raise Unsupported("a parenthesis is not closed")
+            return _Js(f"({inner.expr})", inner.kind, inner.raw, inner.text)
+        if kind == "name":
+            raise Unsupported(f"it reads the JavaScript name {value!r}, which is not converted")
+        raise Unsupported(f"{value or 'its end'!r} is not where a value is expected")
+
+    def reference(self, name: str) -> _Js:
+        ref = self.ctx.name(name)
         if ref is None:
-            raise Unsupported(f"condition {text!r} reads ${{{name}}}, which is not a parameter")
-        out.append(f"({ref} | float)" if numeric(name) else ref)
-    out.append(text[at:])
-    expr = "".join(out)
-    for js, jinja in _JS_OPERATORS:
-        expr = expr.replace(js, jinja)
-    expr = _JS_NOT.sub(" not ", expr)
-    return " ".join(expr.split())
+            raise Unsupported(f"it reads ${{{name}}}, which is not a parameter")
+        declared = self.ctx.types.get(name, "VARCHAR")
+        if declared in _NUMERIC_TYPES:
+            return _Js(f"({ref} | js_value('number'))", "number")
+        if declared == "BOOLEAN":
+            return _Js(f"({ref} | js_value('boolean'))", "boolean")
+        return _Js(f"({ref} | js_value)", f"text:{name}", raw=ref)
+
+    def string(self, body: str) -> _Js:
+        """A string literal: its text, with each ``${name}`` in it pasted as text."""
+        parts: list[str] = []
+        literal: list[str] = []
+        i = 0
+        while i < len(body):
+            match = _TOKEN.match(body, i)
+            if match is not None:
+                if literal:
+                    parts.append(repr("".join(literal)))
+                    literal = []
+                if match.group("time") is not None:
+                    parts.append(f"({time_expression(match.group('time'), self.ctx.tz)})")
+                else:
+                    name = match.group("name")
+                    ref = self.ctx.name(name)
+                    if ref is None:
+                        raise Unsupported(f"it reads ${{{name}}}, which is not a parameter")
+                    parts.append(f"({ref} | js_value('string'))")
+                i = match.end()
+            elif body[i] == "\\" and i + 1 < len(body):
+                literal.append(_JS_ESCAPES.get(body[i + 1], body[i + 1]))
+                i += 2
+            else:
+                literal.append(body[i])
+                i += 1
+        if literal or not parts:
+            parts.append(repr("".join(literal)))
+        if len(parts) == 1 and not parts[0].startswith("("):
+            return _Js(parts[0], "string", text="".join(literal))
+        return _Js(parts[0] if len(parts) == 1 else "(" + " ~ ".join(parts) + ")", "string")
+
+    def operator(self, op: str, left: _Js, right: _Js) -> _Js:
+        a, b, ta, tb = left.expr, right.expr, left.kind, right.kind
+        for side, other in ((left, right), (right, left)):
+            if side.kind.startswith("text:") and self._differs_in_3_1(op, other):
+                self.caveat(side.kind[5:], op)
+        if op in ("&&", "||"):
+            word = "and" if op == "&&" else "or"
+            return _Js(f"({a} {word} {b})", "boolean" if ta == tb == "boolean" else "any")
+        known = {ta, tb} <= {"number", "string", "boolean"}
+        if op in _COMPARISONS:
+            python = {"===": "==", "!==": "!="}.get(op, op)
+            if known and ta == tb and (op in _COMPARISONS[:4] or ta != "boolean"):
+                return _Js(f"({a} {python} {b})", "boolean")
+            if op in ("===", "!==") and known:  # two known types that differ
+                return _Js("false" if op == "===" else "true", "boolean")
+            if op in _COMPARISONS[:4]:
+                # a parameter and text JavaScript reads as NaN: equal only as the same text
+                # (a number is never equal to NaN), as Python's == says of the plain value
+                for side, other in ((left, right), (right, left)):
+                    if side.raw and other.text is not None and not _numeric_text(other.text):
+                        return _Js(f"({side.raw} {python} {other.expr})", "boolean")
+            return _Js(f"({a} | js_op({op!r}, {b}))", "boolean")
+        if op == "+" and "string" in (ta, tb):
+            return _Js(f"({a} | js_op('+', {b}))", "string")
+        if op in ("+", "-", "*") and ta == tb == "number":
+            return _Js(f"({a} {op} {b})", "number")
+        return _Js(f"({a} | js_op({op!r}, {b}))", "number" if op != "+" else "any")
+
+    @staticmethod
+    def _differs_in_3_1(op: str, other: _Js) -> bool:
+        """Whether a VARCHAR parameter read as a number when its text is one (2.x, 3.0)
+        may give another result than read as a string (3.1 and later) under ``op``."""
+        if op in ("===", "!=="):
+            return other.text is None or _numeric_text(other.text)
+        if op in _COMPARISONS[4:]:
+            return other.kind != "number"
+        return op == "+"
+
+    def caveat(self, name: str, op: str) -> None:
+        text = (
+            f"${{{name}}} is read as a number when its text is one (DolphinScheduler 2.x and "
+            "3.0 paste it so; 3.1 and later paste a VARCHAR parameter as a quoted string): "
+            f"with {op} the result may differ from 3.1+ (declare it INTEGER, or compare "
+            "with ==, to make it the same)"
+        )
+        if text not in self.caveats:
+            self.caveats.append(text)
+
+
+def _numeric_text(text: str) -> bool:
+    return _JS_NUMERIC_TEXT.fullmatch(text) is not None
+
+
+def js_condition(text: str, ctx: DsContext) -> tuple[str, list[str]]:
+    """A DolphinScheduler switch condition as a Jinja expression that is true where
+    DolphinScheduler's JavaScript is: a ``${name}`` inside a string literal becomes that
+    literal's text; outside, its value as the JavaScript DolphinScheduler pastes it in
+    (``js_value``: a number when its declared type is numeric or its text is a number, a
+    boolean when it is declared BOOLEAN, else a string), with JavaScript's operators
+    (``js_op``) where Python's differ. Also the caveats the report should carry."""
+    reader = _JsCondition(text, ctx)
+    return reader.parse(), reader.caveats
 
 
 # ------------------------------------------------------------------------- Airflow macros
