@@ -33,7 +33,7 @@ from stratoflow.engine import (
     TaskState,
 )
 from stratoflow.engine import pools as engine_pools
-from stratoflow.engine.backfill import rerun_all
+from stratoflow.engine.backfill import awaited_runs, rerun_all
 from stratoflow.engine.dependency import SUPERSEDED
 from stratoflow.engine.subworkflow import parent_of
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, StratoflowError
@@ -41,6 +41,7 @@ from stratoflow.model import ScheduleError, WorkflowSpec, load_workflow, spec_fr
 from stratoflow.ports import (
     Attempt,
     AttemptSpec,
+    BackfillStore,
     Catalog,
     Clock,
     Dispatcher,
@@ -594,13 +595,21 @@ class Scheduler:
         the latest logical date end STOPPED, their error naming it. Run ids are derived from
         logical dates and runs are kept, so the superseded ones stay, ended, in the history
         (a repeated firing of their date finds them and makes nothing). Manual, API and
-        backfill runs are never touched. Idempotent: a run that started meanwhile is left
-        to run (the stop is a write conditional on QUEUED)."""
+        backfill runs are never touched, nor a scheduled run a running or paused backfill
+        adopted or will take (``awaited_runs``): its date is one a user asked to run, and
+        its run id is the date's, so no other run could run it. Idempotent: a run that
+        started meanwhile is left to run (the stop is a write conditional on QUEUED)."""
         queued = {r.id: r for r in self.store.queued_runs_of(project, name, "schedule")}
         if fired.state is RunState.QUEUED:
             queued.setdefault(fired.id, fired)  # an index that does not show it yet
         if len(queued) < 2:
             return
+        if isinstance(self.store, BackfillStore):  # a Query of an index, empty as a rule
+            for run_id in awaited_runs(self.store.active_backfills(project, name)):
+                if run_id != fired.id:
+                    queued.pop(run_id, None)
+            if len(queued) < 2:
+                return
         keep = max(queued.values(), key=lambda r: (r.logical_date, r.id))
         reason = (
             f"{SUPERSEDED}{keep.id} ({keep.logical_date.isoformat()}), made by a later "

@@ -446,6 +446,19 @@ def rerun_due(date: BackfillDate, run: Run) -> bool:
     )
 
 
+def awaited_runs(backfills: Iterable[Backfill]) -> set[str]:
+    """The run ids of the dates running or paused backfills still run: taken (a run made,
+    rerun or adopted) or to be taken. A schedule's firing does not supersede a queued run
+    of one of them (``Scheduler._supersede_queued``): its date is one a user asked for."""
+    return {
+        d.run_id
+        for b in backfills
+        if b.state in (BackfillState.RUNNING, BackfillState.PAUSED)
+        for d in b.dates
+        if d.state in (DateState.PENDING, DateState.RUNNING)
+    }
+
+
 def _take(existing: Run | None, rerun: Rerun) -> Action | None:
     """How a lane takes a date, given the run that already has its id (None: skip it)."""
     if existing is None:
@@ -732,6 +745,7 @@ __all__ = [
     "Order",
     "Rerun",
     "advance_backfill",
+    "awaited_runs",
     "backfill_dates",
     "backfill_document",
     "backfill_from_document",
