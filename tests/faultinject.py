@@ -683,6 +683,9 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
     # runs the advance function kicked for what its render budget left queued (its kicks are
     # SQS messages too: the next batch carries them, and a batch that fails keeps them)
     kicks: list[str] = []
+    # runs whose slot-bound retries wait out their delay, by when (the advance function sends
+    # each a delayed kick after its turn, ``AwsFunction.send_retry_wakes``; SQS keeps it)
+    wakes: dict[str, datetime] = {}
     for _ in range(400):
         run = store.get_run(run_id)
         tasks = {t.task_id: t for t in store.get_tasks(run_id)}
@@ -741,11 +744,19 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
             # (its ends of one run as one decision); the process dies at the fault, so the
             # whole batch is redelivered
             kicked, kicks = kicks, []
-            if attempt(lambda d=delivery, k=kicked: scheduler.advance(d, runs=k)):  # type: ignore[misc]
+            due = {r: w for r, w in wakes.items() if w <= clock.now()}
+            if attempt(lambda d=delivery, k=kicked, w=due: scheduler.advance(d, runs=k, wakes=w)):  # type: ignore[misc]
                 kicks = scheduler.take_left_over()  # AwsFunction.kick_left_over
+                for woken in due:
+                    del wakes[woken]
+                wakes.update(scheduler.take_retry_wakes())  # AwsFunction.send_retry_wakes
             else:
                 inbox += delivery
                 kicks = kicked
+            if not (inbox or kicks or wakes or executor.pending or run.state.terminal):
+                # a wake lost with a process that died before sending it: the reconciler's
+                # periodic pass queues the retry once it is due
+                attempt(reconcile)
         elif not attempt(lambda d=delivery: scheduler.step(d)):  # type: ignore[misc]
             inbox += delivery  # the local loop puts its reports back
         clock.advance(11)

@@ -41,5 +41,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         function.objects.read_json,
         on_report=lambda report: logger.set_correlation_id(report.run_id),
     )
+    function.send_retry_wakes()  # runs whose pooled retries wait out their delay
     function.kick_left_over()  # runs whose slow templates used this turn's render budget
     return response

@@ -31,7 +31,6 @@ from stratoflow.engine.backfill import (
     pause_backfill,
     refuse_future_dates,
     resume_backfill,
-    settle_cancelled,
     wanted_runs,
 )
 from stratoflow.errors import Conflict, InvalidInput
@@ -380,13 +379,29 @@ def test_pause_takes_nothing_new_resume_goes_on_cancel_stops_its_own_runs() -> N
     bf = resume_backfill(turn.backfill, NOW)
     bf = advance_backfill(bf, known(bf, r1=RunState.RUNNING), NOW).backfill
     assert states(bf) == ["succeeded", "running", "running", "pending"]
-    cancelled, stop = cancel_backfill(bf, NOW)
+    cancelling = cancel_backfill(bf, NOW)
+    # the cancel's intent: nothing more is taken, its own runs are still to be stopped
+    assert cancelling.state is BackfillState.CANCELLING
+    assert states(cancelling) == ["succeeded", "running", "running", "not_run"]
+    assert cancel_backfill(cancelling, NOW) is cancelling  # a repeated cancel: the same
+    turn = advance_backfill(
+        cancelling, known(cancelling, r1=RunState.RUNNING, r2=RunState.RUNNING), NOW
+    )
+    assert turn.stop == ("r1", "r2")
+    assert not turn.acts
+    assert turn.backfill.state is BackfillState.CANCELLING  # until its runs have ended
+    # one stopped; the other's stop found it ended: it ends as its run did
+    turn = advance_backfill(
+        turn.backfill, known(turn.backfill, r1=RunState.STOPPED, r2=RunState.SUCCEEDED), NOW
+    )
+    cancelled = turn.backfill
+    assert turn.stop == ()
+    assert turn.events == ("backfill.cancelled",)
     assert cancelled.state is BackfillState.CANCELLED
-    assert stop == ["r1", "r2"]
-    # the runs it stops were under way: stopped, not "not_run" (that is for what never ran)
-    assert states(cancelled) == ["succeeded", "stopped", "stopped", "not_run"]
-    counts = cancelled.counts()
-    assert (counts["stopped"], counts["not_run"], counts["succeeded"]) == (2, 1, 1)
+    assert cancelled.ended_at == NOW
+    # the runs it stopped were under way: stopped, not "not_run" (that is for what never ran)
+    assert states(cancelled) == ["succeeded", "stopped", "succeeded", "not_run"]
+    assert "backfill cancelled" in (cancelled.dates[1].error or "")
     with pytest.raises(Conflict):
         cancel_backfill(cancelled, NOW)
 
@@ -395,19 +410,23 @@ def test_cancel_leaves_a_run_it_only_waited_for_alone() -> None:
     bf = make(1)
     bf = advance_backfill(bf, known(bf, r0=RunState.RUNNING), NOW).backfill
     assert bf.dates[0].action is Action.ADOPT
-    cancelled, stop = cancel_backfill(bf, NOW)
-    assert stop == []
-    assert states(cancelled) == ["not_run"]  # its run is not this backfill's, and goes on
+    cancelling = cancel_backfill(bf, NOW)
+    assert states(cancelling) == ["not_run"]  # its run is not this backfill's, and goes on
+    turn = advance_backfill(cancelling, known(cancelling, r0=RunState.RUNNING), NOW)
+    assert turn.stop == ()
+    assert turn.backfill.state is BackfillState.CANCELLED
 
 
-def test_a_cancelled_date_whose_run_could_not_be_stopped_ends_as_its_run_did() -> None:
+def test_a_cancelled_date_whose_run_was_never_made_is_not_run() -> None:
     bf = make(3, parallel=3)
     bf = advance_backfill(bf, known(bf), NOW).backfill
-    cancelled, _ = cancel_backfill(bf, NOW)
-    cancelled = settle_cancelled(cancelled, "r0", run("r0", RunState.SUCCEEDED))
-    cancelled = settle_cancelled(cancelled, "r1", None)  # never made (a crash before it)
-    assert states(cancelled) == ["succeeded", "not_run", "stopped"]
-    assert cancelled.dates[0].error is None
+    cancelling = cancel_backfill(bf, NOW)
+    runs = known(cancelling, r0=RunState.SUCCEEDED, r1=None, r2=RunState.RUNNING)
+    turn = advance_backfill(cancelling, runs, NOW)
+    assert not turn.acts  # a date its creator died before making is not made now
+    assert turn.stop == ("r2",)
+    assert states(turn.backfill) == ["succeeded", "not_run", "running"]
+    assert turn.backfill.dates[0].error is None
 
 
 def test_parallel_is_bounded() -> None:
@@ -421,8 +440,8 @@ def test_the_stored_document_reads_back_equal() -> None:
     bf = make(3, parallel=2, rerun=Rerun.ALL)
     bf = advance_backfill(bf, known(bf, r0=RunState.FAILED), NOW).backfill
     assert backfill_from_document(backfill_document(bf)) == bf
-    stopped = cancel_backfill(bf, NOW)[0]
-    assert DateState.STOPPED in {d.state for d in stopped.dates}
+    stopped = cancel_backfill(bf, NOW)
+    assert stopped.state is BackfillState.CANCELLING
     assert backfill_from_document(backfill_document(stopped)) == stopped
 
 

@@ -145,6 +145,34 @@ def test_manual_and_backfill_runs_stay_queued(h: H) -> None:
     assert queued.logical_date == NOW + timedelta(minutes=4)
 
 
+def test_a_queued_run_a_backfill_adopted_is_not_superseded(h: H) -> None:
+    """A date a user backfilled is a date they asked to run: a backfill that adopted the
+    scheduled run still queued for it (the run has the date's id, so the backfill waits for
+    it rather than make another) keeps it from being superseded; it runs in its turn and the
+    date succeeds (as Airflow, whose catchup=False never drops a backfill's runs)."""
+    # GIVEN a minute's run queued behind the running one, and a backfill adopting it
+    h.minutes(2)
+    (running,) = h.of(RunState.RUNNING)
+    (queued,) = h.of(RunState.QUEUED)
+    minute = queued.logical_date.strftime("%Y-%m-%dT%H:%M:%S")
+    backfill = h.scheduler.backfills.create("default", "slow", dates=[minute])
+    assert [(d.run_id, d.state.value) for d in backfill.dates] == [(queued.id, "running")]
+    # WHEN the schedule fires again (which supersedes the schedule's older queued runs)
+    h.minutes(1)
+    # THEN the backfilled minute's run still waits, and runs when the running one ends
+    assert h.scheduler.store.get_run(queued.id).state is RunState.QUEUED
+    h.end(running.id)
+    assert h.scheduler.store.get_run(queued.id).state is RunState.RUNNING
+    h.end(queued.id)
+    done = h.scheduler.backfills.get(backfill.id)
+    assert [d.state.value for d in done.dates] == ["succeeded"]
+    assert done.state.value == "succeeded"
+    # AND the schedule's own latest run, which waited behind it, runs next
+    latest = h.runs()[-1]
+    assert latest.logical_date == NOW + timedelta(minutes=3)
+    assert latest.state is RunState.RUNNING
+
+
 def test_with_catchup_the_scheduled_runs_queue_as_before(h: H) -> None:
     h.scheduler.apply(minutely(catchup=True))
     h.minutes(4)

@@ -68,7 +68,13 @@ export interface Timeline {
   run: RunView; start: string | null; end: string | null;
   tasks: { task_id: string; state: TaskState; attempts: { attempt: number; state: string; started_at: string | null; ended_at: string | null; duration_seconds: number | null }[] }[];
 }
-export type BackfillState = "running" | "paused" | "succeeded" | "failed" | "cancelled";
+export type BackfillState =
+  | "running"
+  | "paused"
+  | "cancelling"
+  | "succeeded"
+  | "failed"
+  | "cancelled";
 export type BackfillDateState = "pending" | "running" | "succeeded" | "failed" | "stopped" | "skipped" | "not_run";
 export interface BackfillDate {
   logical_date: string; run_id: string; state: BackfillDateState; lane: number | null;

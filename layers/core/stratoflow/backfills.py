@@ -36,7 +36,6 @@ from stratoflow.engine.backfill import (
     pause_backfill,
     plan_dependents,
     resume_backfill,
-    settle_cancelled,
     wanted_runs,
     would_rerun,
 )
@@ -423,32 +422,47 @@ class Backfills:
         ]
 
     def _cancel_one(self, backfill_id: str) -> Backfill:
-        to_stop: list[str] = []
-
-        def cancel(backfill: Backfill, now: datetime) -> Backfill:
-            after, stop = cancel_backfill(backfill, now)
-            to_stop[:] = stop
-            return after
-
+        """Record the cancel (``cancelling``: its durable intent), then stop its runs and end
+        it ``cancelled`` (``advance``, which a repeated cancel, a run's end and the
+        reconciler's pass also do: whatever dies between the writes, they finish it). Once
+        the intent is written, a failure to stop a run now (a throttle) leaves it
+        ``cancelling`` for the next of them, and is answered as that (Unavailable saying the
+        cancel is recorded: try again), never as a change that did not happen."""
         with self.scheduler._lock:
-            cancelled = self._change(backfill_id, cancel)
-            self._emit("backfill.cancelled", cancelled)
-            unstopped: list[str] = []
-            for run_id in to_stop:
-                try:
-                    self.scheduler.stop(run_id)
-                except (Conflict, NotFound):  # it ended meanwhile, or was never made
-                    unstopped.append(run_id)
-            if unstopped:  # those dates end as their runs did, not as stopped
-                runs = self._read_runs(unstopped)
+            try:
+                self._change(backfill_id, cancel_backfill)
+            except StratoflowError:  # ended already, unknown, kept changing: nothing written
+                raise
+            except Exception:
+                # the write may have applied before the failure (a timeout after it): then
+                # the cancel is recorded, and is finished now rather than reported undone
+                if not self._cancel_recorded(backfill_id):
+                    raise
+            try:
+                for _ in range(2):  # stop its runs; then their ends end it
+                    self.advance(backfill_id)
+                return self.store.get_backfill(backfill_id)
+            except StratoflowError:
+                raise
+            except Exception as exc:
+                # not "nothing was changed" (a store's fault says that): the cancel is
+                # recorded, and the same request (or the reconciler's next pass) finishes it
+                log.warning("backfill %s: cancel recorded, runs not all stopped: %r",
+                            backfill_id, exc)  # fmt: skip
+                raise Unavailable(
+                    f"backfill {backfill_id} is cancelling: the cancel is recorded and no "
+                    "date starts any more, but its runs could not all be stopped now; "
+                    "cancel again to finish it (the reconciler also does, within minutes)"
+                ) from exc
 
-                def settle(backfill: Backfill, now: datetime) -> Backfill:
-                    for run_id in unstopped:
-                        backfill = settle_cancelled(backfill, run_id, runs[run_id])
-                    return backfill
-
-                cancelled = self._change(backfill_id, settle)
-            return cancelled
+    def _cancel_recorded(self, backfill_id: str) -> bool:
+        """Whether its cancel is recorded (``cancelling``), read again after a write whose
+        outcome is unknown (False when it cannot be read now either)."""
+        try:
+            stored = self.store.get_backfill(backfill_id)
+        except Exception:
+            return False
+        return stored.state is BackfillState.CANCELLING
 
     def _change(
         self, backfill_id: str, change: Callable[[Backfill, datetime], Backfill]
@@ -457,6 +471,8 @@ class Backfills:
         for _ in range(WRITE_TRIES):
             current = store.get_backfill(backfill_id)
             after = change(current, self.scheduler.clock.now())
+            if after is current:  # nothing to change (a repeated cancel): nothing written
+                return current
             after = after.with_(revision=current.revision + 1)
             if store.put_backfill(after, current.revision):
                 return after
@@ -507,7 +523,7 @@ class Backfills:
         with s._lock:
             for _ in range(WRITE_TRIES):
                 current = store.get_backfill(backfill_id)
-                after, acts, events = self._decide(current)
+                after, acts, events, stop = self._decide(current)
                 if after is not current:
                     after = after.with_(revision=current.revision + 1)
                     if not store.put_backfill(after, current.revision):
@@ -516,14 +532,19 @@ class Backfills:
                     self._emit(kind, after)
                 for date in acts:
                     self._act(after, date)
+                for run_id in stop:  # a cancelling backfill's: each run's end moves it on
+                    self._stop_run(backfill_id, run_id)
                 return after
             raise Conflict(f"backfill {backfill_id} keeps changing; the reconciler goes on")
 
-    def _decide(self, backfill: Backfill) -> tuple[Backfill, list[BackfillDate], list[str]]:
+    def _decide(
+        self, backfill: Backfill
+    ) -> tuple[Backfill, list[BackfillDate], list[str], list[str]]:
         now = self.scheduler.clock.now()
         known: dict[str, Run | None] = {}
         acts: dict[str, BackfillDate] = {}
         events: list[str] = []
+        stop: list[str] = []
         current = backfill
         # the runs of the running dates, and of as many pending ones as lanes could take; more
         # only when the engine asks (dates skipped because their runs exist free no lane)
@@ -535,10 +556,19 @@ class Backfills:
             turn = advance_backfill(current, known, now)
             acts.update((d.run_id, d) for d in turn.acts)
             events += turn.events
+            stop += [r for r in turn.stop if r not in stop]
             if turn.changed:
                 current = turn.backfill
             if not turn.lookup:
-                return current, list(acts.values()), events
+                return current, list(acts.values()), events, stop
+
+    def _stop_run(self, backfill_id: str, run_id: str) -> None:
+        """Stop a run a cancel stops (idempotent: one that ended meanwhile is left as it
+        ended, and its date ends so on the next turn)."""
+        try:
+            self.scheduler.stop(run_id)
+        except (Conflict, NotFound) as exc:
+            log.info("backfill %s: run %s not stopped: %s", backfill_id, run_id, exc)
 
     def _read_runs(self, run_ids: Sequence[str]) -> dict[str, Run | None]:
         found: dict[str, Run | None] = {}

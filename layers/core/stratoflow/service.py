@@ -33,7 +33,7 @@ from stratoflow.engine import (
     TaskState,
 )
 from stratoflow.engine import pools as engine_pools
-from stratoflow.engine.backfill import rerun_all
+from stratoflow.engine.backfill import awaited_runs, rerun_all
 from stratoflow.engine.dependency import SUPERSEDED
 from stratoflow.engine.subworkflow import parent_of
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, StratoflowError
@@ -41,6 +41,7 @@ from stratoflow.model import ScheduleError, WorkflowSpec, load_workflow, spec_fr
 from stratoflow.ports import (
     Attempt,
     AttemptSpec,
+    BackfillStore,
     Catalog,
     Clock,
     Dispatcher,
@@ -238,6 +239,8 @@ class Scheduler:
         self._before_claim: dict[tuple[str, str], TaskInstance] = {}
         self._behind: dict[str, None] = {}
         self._left_over: set[str] = set()
+        # runs whose retry waits out its delay UP_FOR_RETRY (``_promote_early``), by when
+        self._retry_wakes: dict[str, datetime] = {}
 
     # ------------------------------------------------------------ workflows
     def spec(self, project: str, name: str, version: int) -> WorkflowSpec:
@@ -594,13 +597,21 @@ class Scheduler:
         the latest logical date end STOPPED, their error naming it. Run ids are derived from
         logical dates and runs are kept, so the superseded ones stay, ended, in the history
         (a repeated firing of their date finds them and makes nothing). Manual, API and
-        backfill runs are never touched. Idempotent: a run that started meanwhile is left
-        to run (the stop is a write conditional on QUEUED)."""
+        backfill runs are never touched, nor a scheduled run a running or paused backfill
+        adopted or will take (``awaited_runs``): its date is one a user asked to run, and
+        its run id is the date's, so no other run could run it. Idempotent: a run that
+        started meanwhile is left to run (the stop is a write conditional on QUEUED)."""
         queued = {r.id: r for r in self.store.queued_runs_of(project, name, "schedule")}
         if fired.state is RunState.QUEUED:
             queued.setdefault(fired.id, fired)  # an index that does not show it yet
         if len(queued) < 2:
             return
+        if isinstance(self.store, BackfillStore):  # a Query of an index, empty as a rule
+            for run_id in awaited_runs(self.store.active_backfills(project, name)):
+                if run_id != fired.id:
+                    queued.pop(run_id, None)
+            if len(queued) < 2:
+                return
         keep = max(queued.values(), key=lambda r: (r.logical_date, r.id))
         reason = (
             f"{SUPERSEDED}{keep.id} ({keep.logical_date.isoformat()}), made by a later "
@@ -1011,7 +1022,7 @@ class Scheduler:
         new = made[1].task
         if made[1].retrying:
             self._emit("task.retrying", self.store.get_run(report.run_id), task=new)
-            self._promote_early(new, now)
+            self._promote_early(spec, new, now)
         elif new.state is TaskState.FAILED:
             self._emit("task.failed", self.store.get_run(report.run_id), task=new)
         if new.state.terminal:
@@ -1183,16 +1194,34 @@ class Scheduler:
                 return self.clock.now()
         return ready.wakeup[0] if ready.wakeup is not None else self.store.next_wakeup()
 
-    def advance(self, reports: Iterable[Finished], *, runs: Iterable[str] = ()) -> None:
+    def advance(
+        self,
+        reports: Iterable[Finished],
+        *,
+        runs: Iterable[str] = (),
+        wakes: Mapping[str, datetime] | None = None,
+    ) -> None:
         """The hot path where nothing polls (AWS): apply outcomes, then claim and start what
         they made ready in their own runs (and in runs that their runs' ends let start). Its
         requests grow with the out-degree of what finished, never with the number of runs in
         flight: retries, deadlines and other runs' queues are the reconciler's ``step``.
         ``runs``: also start what is ready in these (a kick, after a trigger or a rerun was
-        recorded elsewhere); a run with nothing queued costs one read."""
+        recorded elsewhere); a run with nothing queued costs one read. ``wakes``: runs whose
+        slot-bound retry waited out its delay (``take_retry_wakes``), by when: those due now
+        are queued (one read of the due retries) and claimed like ``runs``; one woken early
+        (a wake's delay is bounded) is woken again (``take_retry_wakes``)."""
         reports, runs = list(reports), list(runs)
         with self._lock:
             self._new_render_budget()
+            if wakes:
+                now = self.clock.now()
+                due = [run_id for run_id, when in wakes.items() if when <= now]
+                for run_id, when in wakes.items():
+                    if when > now:
+                        self._wake_retry(run_id, when)
+                if due:
+                    self._promote_retries(now, now)
+                    runs += [r for r in due if r not in runs]
             for run_id in runs:  # a kick (resume, pools set): serve its runs' pools too
                 with suppress(NotFound):
                     self._wake_pools(self._spec_of(run_id))
@@ -1295,9 +1324,11 @@ class Scheduler:
             return ready
 
     def _promote_retries(self, now: datetime, due: datetime) -> None:
-        """Queue the retries due by ``due`` (``now`` + the retry lead)."""
+        """Queue the retries due by ``due`` (``now`` + the retry lead), but a slot-bound
+        one (``_holds_slot``) only once its delay has run out."""
         for ti in self.store.due_retries(due, DISPATCH_BATCH):
-            if engine.retry_due(ti, due):  # the index finds them; the engine decides
+            by = now if due > now and self._holds_slot(self._spec_of(ti.run_id), ti) else due
+            if engine.retry_due(ti, by):  # the index finds them; the engine decides
                 self._promote(ti, now)
 
     def _promote(self, ti: TaskInstance, now: datetime) -> None:
@@ -1310,12 +1341,40 @@ class Scheduler:
             ti.attempt,
         )
 
-    def _promote_early(self, ti: TaskInstance, now: datetime) -> None:
+    def _promote_early(self, spec: WorkflowSpec, ti: TaskInstance, now: datetime) -> None:
         """A retry the dispatcher may wait out itself is queued in the turn that decided it
-        (on AWS, where nothing polls for due retries between reconciler passes)."""
+        (on AWS, where nothing polls for due retries between reconciler passes): its attempt
+        starts at once and waits for ``not_before``. Not one that would hold a slot while it
+        waits (``_holds_slot``): it waits UP_FOR_RETRY, its slot free, as locally, and its
+        run is woken when the delay runs out (``take_retry_wakes``: on AWS a delayed kick;
+        the reconciler's pass queues it too)."""
         lead = self.retry_lead
-        if lead > timedelta(0) and (ti.ready_at is None or ti.ready_at <= now + lead):
-            self._promote(ti, now)
+        if lead <= timedelta(0) or (ti.ready_at is not None and ti.ready_at > now + lead):
+            return
+        if ti.ready_at is not None and ti.ready_at > now and self._holds_slot(spec, ti):
+            self._wake_retry(ti.run_id, ti.ready_at)
+            return
+        self._promote(ti, now)
+
+    @staticmethod
+    def _holds_slot(spec: WorkflowSpec, ti: TaskInstance) -> bool:
+        """Whether a started attempt of ``ti`` takes a slot others wait for: a pool's, or
+        one of its run's ``concurrency``."""
+        task = spec.workflow.tasks.get(ti.task_id)
+        return (task is not None and task.pool is not None) or spec.workflow.concurrency is not None
+
+    def _wake_retry(self, run_id: str, when: datetime) -> None:
+        known = self._retry_wakes.get(run_id)
+        if known is None or when < known:
+            self._retry_wakes[run_id] = when
+
+    def take_retry_wakes(self) -> dict[str, datetime]:
+        """The runs to wake (``advance``'s ``wakes``) when a slot-bound retry's delay runs
+        out, by when, since the last call (forgotten here): for a runtime that dispatches
+        retries early (``retry_lead``: AWS sends each a delayed kick)."""
+        with self._lock:
+            wakes, self._retry_wakes = self._retry_wakes, {}
+            return wakes
 
     def _time_out(self, overdue: datetime) -> None:
         """End the attempts whose deadline is before ``overdue`` (now - the grace)."""

@@ -41,6 +41,9 @@ DAILY = "0 0 * * *"
 class BackfillState(StrEnum):
     RUNNING = "running"
     PAUSED = "paused"
+    # cancelled, its runs still being stopped: the durable intent of a cancel, completed by
+    # whoever comes next (a repeated cancel, a run's end, the reconciler), then ``cancelled``
+    CANCELLING = "cancelling"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -146,9 +149,11 @@ class BackfillTurn:
 
     backfill: Backfill
     acts: tuple[BackfillDate, ...] = ()
-    events: tuple[str, ...] = ()  # backfill.succeeded | backfill.failed
+    events: tuple[str, ...] = ()  # backfill.succeeded | backfill.failed | backfill.cancelled
     lookup: tuple[str, ...] = ()
     changed: bool = False
+    # a cancelling backfill's runs still going on that it made or reran: to be stopped
+    stop: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------ dates
@@ -441,6 +446,19 @@ def rerun_due(date: BackfillDate, run: Run) -> bool:
     )
 
 
+def awaited_runs(backfills: Iterable[Backfill]) -> set[str]:
+    """The run ids of the dates running or paused backfills still run: taken (a run made,
+    rerun or adopted) or to be taken. A schedule's firing does not supersede a queued run
+    of one of them (``Scheduler._supersede_queued``): its date is one a user asked for."""
+    return {
+        d.run_id
+        for b in backfills
+        if b.state in (BackfillState.RUNNING, BackfillState.PAUSED)
+        for d in b.dates
+        if d.state in (DateState.PENDING, DateState.RUNNING)
+    }
+
+
 def _take(existing: Run | None, rerun: Rerun) -> Action | None:
     """How a lane takes a date, given the run that already has its id (None: skip it)."""
     if existing is None:
@@ -474,9 +492,11 @@ def advance_backfill(
     Idempotent: the same inputs after the same backfill decide nothing new."""
     if backfill.state.terminal:
         return BackfillTurn(backfill)
+    cancelling = backfill.state is BackfillState.CANCELLING
     dates = list(backfill.dates)
     stopped = set(backfill.stopped_lanes)
     acts: list[BackfillDate] = []
+    stop: list[str] = []
     events: list[str] = []
     for i, d in enumerate(dates):
         if d.state is not DateState.RUNNING:
@@ -484,6 +504,17 @@ def advance_backfill(
         if d.run_id not in runs:
             continue  # not read: decided next time
         run = runs[d.run_id]
+        if cancelling:
+            # its cancel stops what it made or reran; a date ends once its run has
+            if run is None:  # never made (its creator died): nothing to stop
+                dates[i] = d.with_(state=DateState.NOT_RUN, run_state=None, error=CANCELLED)
+            elif run.state.terminal:
+                dates[i] = _ended_as(d, run)
+                if run.state is RunState.STOPPED:
+                    dates[i] = dates[i].with_(error=f"{CANCELLED}: its run was stopped")
+            else:
+                stop.append(d.run_id)
+            continue
         if run is None:
             if d.action is Action.CREATE:
                 acts.append(d)  # marked, then the creator died: make it (same id: once)
@@ -549,7 +580,7 @@ def advance_backfill(
     changed = after != backfill
     if changed:
         after = after.with_(updated_at=now)
-    return BackfillTurn(after, tuple(acts), tuple(events), tuple(lookup), changed)
+    return BackfillTurn(after, tuple(acts), tuple(events), tuple(lookup), changed, tuple(stop))
 
 
 def _ended(state: RunState) -> DateState:
@@ -563,6 +594,8 @@ def _maybe_end(backfill: Backfill, now: datetime) -> Backfill:
     states = {d.state for d in backfill.dates}
     if DateState.RUNNING in states:
         return backfill
+    if backfill.state is BackfillState.CANCELLING:  # every run it stops has ended
+        return backfill.with_(state=BackfillState.CANCELLED, ended_at=now)
     lanes_left = len(backfill.stopped_lanes) < backfill.parallel
     if DateState.PENDING in states and lanes_left:
         return backfill  # running or paused: lanes will take them
@@ -591,32 +624,32 @@ def resume_backfill(backfill: Backfill, now: datetime) -> Backfill:
     return backfill.with_(state=BackfillState.RUNNING, updated_at=now)
 
 
-def cancel_backfill(backfill: Backfill, now: datetime) -> tuple[Backfill, list[str]]:
-    """End it: no date is taken any more, and the runs it made or reran that still go on
-    are to be stopped (returned; their dates are ``stopped``); a run it only waited for (a
-    schedule's) is left alone (its date, like a pending one, is ``not_run`` here). A run
-    that ended before its stop reached it is ``settle_cancelled``'s."""
+def cancel_backfill(backfill: Backfill, now: datetime) -> Backfill:
+    """Cancel it (its durable intent, ``cancelling``): no date is taken any more; a pending
+    date, and one whose run it only waited for (a schedule's, left alone), is ``not_run``
+    now. The runs it made or reran that still go on keep their dates running until they
+    are stopped: ``advance_backfill`` names them (``stop``) on every turn of a cancelling
+    backfill and ends their dates as their runs end (``stopped``), then the backfill
+    ``cancelled``. So whatever dies between the cancel's writes, the next cancel, run end or
+    reconciler pass finishes it. A cancelling backfill is returned as it is (a repeated
+    cancel finishes the job); an ended one is a Conflict."""
     if backfill.state.terminal:
         raise Conflict(f"backfill {backfill.id} is already {backfill.state}")
-    stop: list[str] = []
+    if backfill.state is BackfillState.CANCELLING:
+        return backfill
     dates = list(backfill.dates)
     for i, d in enumerate(dates):
-        if d.state is DateState.RUNNING and d.action is not Action.ADOPT:
-            stop.append(d.run_id)
-            dates[i] = d.with_(
-                state=DateState.STOPPED, error="backfill cancelled: its run was stopped"
-            )
-        elif d.state is DateState.RUNNING:
+        if d.state is DateState.RUNNING and d.action is Action.ADOPT:
             dates[i] = d.with_(
                 state=DateState.NOT_RUN,
-                error="backfill cancelled: its run, not made by this backfill, goes on",
+                error=f"{CANCELLED}: its run, not made by this backfill, goes on",
             )
         elif d.state is DateState.PENDING:
-            dates[i] = d.with_(state=DateState.NOT_RUN, error="backfill cancelled")
-    after = backfill.with_(
-        dates=tuple(dates), state=BackfillState.CANCELLED, ended_at=now, updated_at=now
-    )
-    return after, stop
+            dates[i] = d.with_(state=DateState.NOT_RUN, error=CANCELLED)
+    return backfill.with_(dates=tuple(dates), state=BackfillState.CANCELLING, updated_at=now)
+
+
+CANCELLED = "backfill cancelled"
 
 
 def _ended_as(d: BackfillDate, run: Run) -> BackfillDate:
@@ -626,20 +659,6 @@ def _ended_as(d: BackfillDate, run: Run) -> BackfillDate:
         state=_ended(run.state), run_state=run.state, version=run.version,
         error=None if ok else (run.error or f"run {run.id} {run.state}"),
     )  # fmt: skip
-
-
-def settle_cancelled(backfill: Backfill, run_id: str, run: Run | None) -> Backfill:
-    """A cancelled backfill's date whose run its cancel could not stop: the run had ended
-    already (the date ends as it did), or was never made (a crash before it: ``not_run``)."""
-    dates = list(backfill.dates)
-    for i, d in enumerate(dates):
-        if d.run_id != run_id or d.state is not DateState.STOPPED:
-            continue
-        if run is None:
-            dates[i] = d.with_(state=DateState.NOT_RUN, run_state=None, error="backfill cancelled")
-        elif run.state.terminal:
-            dates[i] = _ended_as(d, run)
-    return backfill.with_(dates=tuple(dates))
 
 
 def rerun_all(spec: WorkflowSpec, run: Run, tasks: Iterable[TaskInstance], now: datetime) -> Plan:
@@ -726,6 +745,7 @@ __all__ = [
     "Order",
     "Rerun",
     "advance_backfill",
+    "awaited_runs",
     "backfill_dates",
     "backfill_document",
     "backfill_from_document",
@@ -738,7 +758,6 @@ __all__ = [
     "rerun_all",
     "rerun_due",
     "resume_backfill",
-    "settle_cancelled",
     "upstreams_of",
     "wanted_runs",
     "would_rerun",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import unquote
 
@@ -97,7 +98,9 @@ def advance(
             log.warning("message %s dropped to the DLQ path: %s", record.message_id, exc)
             raise
         on_report(message)
-        if isinstance(message, Kick):
+        if isinstance(message, Kick) and message.due is not None:  # a retry's wake
+            scheduler.advance((), wakes={message.run_id: message.due})
+        elif isinstance(message, Kick):
             scheduler.advance((), runs=[message.run_id])
         else:
             scheduler.advance([message])
@@ -125,9 +128,16 @@ def _advance_together(
         log.info("batch of %d not applied as one turn: %s", len(records), exc)
         return False
     reports = [m for m in messages if isinstance(m, Finished)]
-    kicks = [m.run_id for m in messages if isinstance(m, Kick)]
+    kicks = [m.run_id for m in messages if isinstance(m, Kick) and m.due is None]
+    wakes: dict[str, datetime] = {}
+    for m in messages:
+        if isinstance(m, Kick) and m.due is not None:
+            wakes[m.run_id] = min(m.due, wakes.get(m.run_id, m.due))
     try:
-        scheduler.advance(reports, runs=kicks)
+        if wakes:  # retries' wakes (``Scheduler.take_retry_wakes``), rarer than kicks
+            scheduler.advance(reports, runs=kicks, wakes=wakes)
+        else:
+            scheduler.advance(reports, runs=kicks)
     except Exception:
         log.exception("the batch of %d as one turn failed; applying each alone", len(records))
         return False

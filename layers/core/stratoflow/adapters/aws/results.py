@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlparse
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from stratoflow.engine import AttemptResult, AttemptStatus
 from stratoflow.ports import Attempt, LogRange
@@ -48,6 +50,9 @@ class Kick:
     a run with nothing queued, or one already advanced, changes nothing."""
 
     run_id: str
+    # a retry's wake (``Scheduler.take_retry_wakes``): the run's slot-bound retry waited
+    # out its delay UP_FOR_RETRY, holding no slot, and is due then (a delayed message)
+    due: datetime | None = None
 
 
 class _KickMessage(BaseModel):
@@ -55,6 +60,7 @@ class _KickMessage(BaseModel):
 
     kind: Literal["kick"]
     run_id: str = Field(min_length=1, max_length=512)
+    due: AwareDatetime | None = None
 
 
 class Outcome(BaseModel):
@@ -79,8 +85,39 @@ class Outcome(BaseModel):
     retryable: bool = True
 
 
-def kick_body(run_id: str) -> str:
-    return json.dumps({"kind": "kick", "run_id": run_id})
+def kick_body(run_id: str, due: datetime | None = None) -> str:
+    if due is None:
+        return json.dumps({"kind": "kick", "run_id": run_id})
+    return json.dumps({"kind": "kick", "run_id": run_id, "due": due.isoformat()})
+
+
+MAX_DELAY_S = 900  # SQS's longest message delay: a later wake arrives early and is sent again
+
+
+def send_retry_wakes(
+    client: Any, queue_url: str, wakes: Mapping[str, datetime], now: datetime
+) -> int:
+    """One kick per run whose slot-bound retry waits out its delay (``wakes``: when each is
+    due), delayed until then (at most ``MAX_DELAY_S``: ``advance`` sends a wake that came
+    early again). Raises if SQS refused any: the reconciler's pass queues a due retry
+    itself. Returns how many were sent."""
+    runs = list(wakes)
+    for first in range(0, len(runs), SEND_BATCH):
+        entries = [
+            {
+                "Id": str(i), "MessageBody": kick_body(run_id, wakes[run_id]),
+                "DelaySeconds": min(
+                    MAX_DELAY_S, max(0, math.ceil((wakes[run_id] - now).total_seconds()))
+                ),
+            }
+            for i, run_id in enumerate(runs[first : first + SEND_BATCH])
+        ]  # fmt: skip
+        failed = client.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed")
+        if failed:
+            refused = [runs[first + int(f["Id"])] for f in failed]
+            reasons = sorted({str(f.get("Code") or f.get("Message")) for f in failed})
+            raise RuntimeError(f"retry wakes of runs {refused} not sent: {', '.join(reasons)}")
+    return len(runs)
 
 
 def send_kicks(client: Any, queue_url: str, run_ids: Iterable[str]) -> int:
@@ -121,7 +158,7 @@ def parse_message(body: str, read_json: ReadJson) -> Finished | Kick:
         kick = _KickMessage.model_validate(data)
     except ValidationError as exc:
         raise MalformedOutcome(f"not a kick message ({_where(exc)})") from None
-    return Kick(kick.run_id)
+    return Kick(kick.run_id, kick.due)
 
 
 def _where(exc: ValidationError) -> str:

@@ -23,7 +23,7 @@ from stratoflow.adapters.aws.lifecycle import StreamPublished
 from stratoflow.adapters.aws.metrics import MeteredDispatcher, Metrics
 from stratoflow.adapters.aws.projects import Identities, ProjectIdentities, ProjectPlaces
 from stratoflow.adapters.aws.resources import S3Resources
-from stratoflow.adapters.aws.results import S3Objects, send_kicks
+from stratoflow.adapters.aws.results import S3Objects, send_kicks, send_retry_wakes
 from stratoflow.adapters.aws.schedules import EventBridgeSchedules
 from stratoflow.adapters.aws.secrets import PREFIX_VARIABLE, secrets_prefix
 from stratoflow.adapters.aws.settings import AwsSettings
@@ -33,7 +33,9 @@ from stratoflow.service import Scheduler
 log = logging.getLogger("stratoflow.aws.runtime")
 
 # Every retry is dispatched at once with ``not_before`` = when its delay ends: the state
-# machine's Wait state waits it out, so nothing has to poll for due retries.
+# machine's Wait state waits it out, so nothing has to poll for due retries. Not one that would
+# hold a slot while it waits (a pooled task's, or one of a run with ``concurrency``): it waits
+# UP_FOR_RETRY, as locally, and a delayed kick wakes its run (``AwsFunction.send_retry_wakes``).
 RETRY_LEAD = timedelta(days=366)
 # The state machine enforces the task timeout and reports first; ``step`` only times out an
 # attempt whose report was lost, this long after its deadline.
@@ -273,6 +275,24 @@ class AwsFunction:
             return send_kicks(self.clients.sqs, self.settings.results_queue_url, runs)
         except Exception:
             log.exception("kicks of %d runs left over by the render budget not sent", len(runs))
+            return 0
+
+    def send_retry_wakes(self) -> int:
+        """A delayed kick for each run whose slot-bound retry this invocation left waiting
+        out its delay UP_FOR_RETRY, holding no pool or ``concurrency`` slot
+        (``Scheduler.take_retry_wakes``): ``advance`` queues and claims it when it is due.
+        One not sent is logged, not raised (the outcomes were applied): the reconciler's
+        pass queues a due retry itself, up to a pass late. Returns how many were sent."""
+        wakes = self.scheduler.take_retry_wakes()
+        if not wakes:
+            return 0
+        try:
+            return send_retry_wakes(
+                self.clients.sqs, self.settings.results_queue_url, wakes,
+                self.scheduler.clock.now(),
+            )  # fmt: skip
+        except Exception:
+            log.exception("retry wakes of %d runs not sent", len(wakes))
             return 0
 
     def identities(self) -> Identities | None:

@@ -20,9 +20,12 @@ CREATE TABLE IF NOT EXISTS backfills (
     revision INTEGER NOT NULL, document TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS backfills_by_workflow ON backfills (project, workflow);
-CREATE INDEX IF NOT EXISTS backfills_active ON backfills (project, workflow)
-    WHERE state IN ('running', 'paused');
+DROP INDEX IF EXISTS backfills_active;
+CREATE INDEX IF NOT EXISTS backfills_unended ON backfills (project, workflow)
+    WHERE state IN ('running', 'paused', 'cancelling');
 """
+# the states of a backfill until it ends (``BackfillState.terminal``), in the queries below: a
+# cancelling one still stops its runs, so a run's end and the reconciler's pass find it
 
 
 def _row_values(backfill: Backfill) -> tuple[str, str, str, str, int, str]:
@@ -105,7 +108,7 @@ class SqliteBackfills(BackfillStore):
     def active_backfills(self, project: str, workflow: str) -> list[Backfill]:
         rows = self._x(
             "SELECT document FROM backfills WHERE project=? AND workflow=? "
-            "AND state IN ('running', 'paused')",
+            "AND state IN ('running', 'paused', 'cancelling')",
             (project, workflow),
         ).fetchall()
         return [_backfill(r) for r in rows]
@@ -113,7 +116,8 @@ class SqliteBackfills(BackfillStore):
     def backfills_waiting_for(self, project: str, workflow: str, run_id: str) -> list[str]:
         rows = self._x(
             "SELECT DISTINCT b.id FROM backfills b, json_each(b.document, '$.dates') d "
-            "WHERE b.project=? AND b.workflow=? AND b.state IN ('running', 'paused') "
+            "WHERE b.project=? AND b.workflow=? "
+            "AND b.state IN ('running', 'paused', 'cancelling') "
             "AND json_extract(d.value, '$.run_id') = ?",
             (project, workflow, run_id),
         ).fetchall()
@@ -121,6 +125,7 @@ class SqliteBackfills(BackfillStore):
 
     def all_active_backfills(self) -> list[Backfill]:
         rows = self._x(
-            "SELECT document FROM backfills WHERE state IN ('running', 'paused') ORDER BY rowid"
+            "SELECT document FROM backfills WHERE state IN ('running', 'paused', 'cancelling') "
+            "ORDER BY rowid"
         ).fetchall()
         return [_backfill(r) for r in rows]
