@@ -20,6 +20,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,7 @@ from stratoflow.engine import AttemptStatus, RenderedTask, RunState, TaskInstanc
 from stratoflow.ports import AttemptSpec
 from tests.e2e.server_process import ServerProcess
 from tests.e2e.test_runtime import finish
+from tests.logframe import pid_of
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -226,6 +228,53 @@ def test_an_attempt_running_across_a_restart_is_masked_with_the_values_it_was_gi
     assert PRINTED in text
     assert f"again {PRINTED}" in text
     assert _old_values_in(home) == []
+
+
+def test_a_stopped_attempt_s_leftover_still_writing_at_a_crash_is_killed_then_its_log_masked(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """A scheduler killed within a stopped attempt's grace never sends its SIGKILL: what
+    the group left writes on, the value it was given among it. The next start kills it
+    (the attempt has ended) before it masks the log, so nothing unmasked follows."""
+    monkeypatch.setattr(executor_module, "KILL_GRACE_SECONDS", 60.0)
+    reports: list[tuple[Any, ...]] = []
+    first = _executor(tmp_path, reports)
+    spec = AttemptSpec(
+        RUN, "t", 1,
+        RenderedTask("shell", {"command": (
+            'echo "pw=$PW"\n'
+            '(trap "" TERM; while true; do echo "late $PW"; sleep 0.05; done) &\nsleep 30\n'
+        )}, {}, {"PW": "{{ secrets.pw }}"}),
+        datetime(2026, 12, 7, tzinfo=UTC), "wf", "p",
+    )  # fmt: skip
+    log = first.log_path(RUN, "t", 1)
+    first.dispatch(spec)
+    assert wait_for(lambda: log.exists() and "late" in log.read_text(), timeout=20)
+    request.addfinalizer(lambda: _kill_groups(pid_of(log.read_text())))  # (on failure)
+    first.kill(RUN, "t", 1)
+    assert wait_for(lambda: reports, timeout=10)  # the wrapper ended (its end is recorded)
+    # WHEN it dies there: no SIGKILL sent, no mask made
+    monkeypatch.setattr(first, "_finish_kills", lambda: None)
+    monkeypatch.setattr(first, "_mask_logs", lambda: None)
+    first.close()
+    for ending in first._ending.values():  # the dead scheduler's timer must not fire later
+        for killed in ending.groups.values():
+            if killed.pidfd is not None:
+                os.close(killed.pidfd)
+    first._ending.clear()
+    size = log.stat().st_size
+    assert wait_for(lambda: log.stat().st_size > size)  # what it left writes on
+    _rotate(home)
+    second = _executor(tmp_path)
+    try:
+        second.recover([])  # stopped: not running
+        assert wait_for(lambda: _masked(log), timeout=10), log.read_text()[-300:]
+    finally:
+        second.close()
+    time.sleep(0.3)
+    text = log.read_text()
+    assert OLD_PW not in text, text[-300:]
+    assert f"late {'*' * len(OLD_PW)}" in text
 
 
 def test_the_values_awaiting_a_mask_are_kept_in_a_private_file_of_the_home_only_until_masked(

@@ -1980,9 +1980,12 @@ class LocalExecutor(Dispatcher):
             replaced = self._replaced(run_id, task_id, int(number))
             if replaced in pids:
                 _kill_group(replaced, signal.SIGKILL)
-        # attempts whose end was recorded before their log was masked (a crash on the way)
+        # attempts whose end was recorded before their log was masked (a crash on the way; a
+        # stopped one's group perhaps still in its grace, which its SIGKILL then missed: sent
+        # now, so that nothing writes a value into the log after it is masked)
         for key, given in pending.items():
             hold_values(key[0].partition(".")[0], key, given)
+            self._kill_leftovers(key, self._record(*key))
             self._mask_later(key, given)
         return report
 
