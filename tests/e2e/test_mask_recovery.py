@@ -230,6 +230,37 @@ def test_an_attempt_running_across_a_restart_is_masked_with_the_values_it_was_gi
     assert _old_values_in(home) == []
 
 
+def test_a_close_within_a_stopped_attempt_s_grace_still_masks_its_log(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stopped attempt's log is masked once its group is gone; an executor closed during
+    the grace period sent the group its SIGKILL and dropped the mask (``stratoflow run``
+    ends so, and a server that stops)."""
+    monkeypatch.setattr(executor_module, "KILL_GRACE_SECONDS", 1.0)
+    reports: list[tuple[Any, ...]] = []
+    first = _executor(tmp_path, reports)
+    spec = AttemptSpec(
+        RUN, "t", 1,
+        RenderedTask("shell", {"command": (
+            'echo "pw=$PW"\n(trap "" TERM; sleep 0.5; echo "late $PW"; sleep 30) &\nsleep 30\n'
+        )}, {}, {"PW": "{{ secrets.pw }}"}),
+        datetime(2026, 12, 7, tzinfo=UTC), "wf", "p",
+    )  # fmt: skip
+    log = first.log_path(RUN, "t", 1)
+    try:
+        first.dispatch(spec)
+        assert wait_for(lambda: log.exists() and "pw=" in log.read_text(), timeout=20)
+        first.kill(RUN, "t", 1)
+        assert wait_for(lambda: reports, timeout=10)  # the wrapper ended; its group lives on
+        assert wait_for(lambda: "late" in log.read_text(), timeout=10)
+    finally:
+        first.close()  # within the grace: its SIGKILL, then the mask
+    _rotate(home)
+    text = log.read_text()
+    assert OLD_PW not in text, text
+    assert f"late {'*' * len(OLD_PW)}" in text
+
+
 def test_a_stopped_attempt_s_leftover_still_writing_at_a_crash_is_killed_then_its_log_masked(
     tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:

@@ -1893,12 +1893,15 @@ class LocalExecutor(Dispatcher):
 
     def _finish_kills(self) -> None:
         """On close: the SIGKILLs still due, each once its grace is over, so that what was
-        killed does not outlive the scheduler (``stratoflow run`` exits after its run)."""
+        killed does not outlive the scheduler (``stratoflow run`` exits after its run); then
+        the logs of those attempts go to be masked (close's last reap): nothing of their
+        groups returns to user code after its SIGKILL."""
         with self._lock:
             due = sorted(
                 ((k.due, pgid, k) for e in self._ending.values() for pgid, k in e.groups.items()),
                 key=lambda d: d[:2],
             )
+            to_mask = [job for e in self._ending.values() for job in e.to_mask]
             self._ending.clear()  # (their pidfds are this call's now)
         for at, pgid, killed in due:
             time.sleep(max(at - time.monotonic(), 0.0))
@@ -1908,6 +1911,9 @@ class LocalExecutor(Dispatcher):
                 _kill_group(pgid, signal.SIGKILL)
             if pidfd is not None:
                 os.close(pidfd)
+        if to_mask:
+            with self._lock:
+                self._to_mask.extend(to_mask)
 
     # ------------------------------------------------------------ recovery
     def recover(self, running: Sequence[TaskInstance]) -> Recovery:
