@@ -10,7 +10,10 @@ environment, as its project's uid or in a Landlock domain (see :mod:`.sandbox`).
 the wrapper's EXIT trap records goes to the end of its log; the server reads them (never
 following a link the task left) and a reaper thread empties the work directory once the
 scheduler has recorded the result, keeping it for a later attempt of the same run or removing
-it (what a stopped scheduler left is swept at the next start).
+it (what a stopped scheduler left is swept at the next start). The log of an attempt given
+secrets is masked in place at its end, by the same thread, with the values it was given, which
+are kept in the home from before its start until then (:mod:`.masks`): a restarted scheduler
+masks what an earlier one left, and masks an attempt it adopts at its end.
 
 Nothing flows through pipes to the scheduler, so a scheduler killed with SIGKILL loses
 nothing: on restart it finds the wrappers still running by their command line, watches them
@@ -58,6 +61,7 @@ from typing import Any, Protocol, TypeVar
 import stratoflow
 from stratoflow.adapters.local import sandbox, spawn
 from stratoflow.adapters.local.deadlines import Deadlines
+from stratoflow.adapters.local.masks import PendingMasks
 from stratoflow.connections import Connection, MissingConnection
 from stratoflow.engine import AttemptResult, AttemptStatus, RenderedTask, TaskInstance
 from stratoflow.errors import InvalidInput
@@ -880,6 +884,9 @@ class LocalExecutor(Dispatcher):
         self.work_root, self.isolation, imports_at, write_paths = places
         self._work_root_text = str(self.work_root)
         _private_dir(self.root, 0o700)
+        # the values of the logs to mask (see _to_mask), kept in the home from before each
+        # such attempt's start until its log is masked: what a restarted scheduler masks
+        self._pending = PendingMasks(home)
         if work_root is None:
             _private_dir(self.work_root.parent, 0o711)
         _private_dir(self.work_root, 0o711)
@@ -1220,8 +1227,12 @@ class LocalExecutor(Dispatcher):
                 if task is not spec.task:  # a reference resolved (a copy costs ~3 us)
                     spec = replace(spec, task=task)
                 if given:
+                    key = (spec.run_id, spec.task_id, spec.attempt)
+                    # recorded before the task can print one, kept until its log is masked:
+                    # a crash on the way leaves it to the next start (an OSError: not started)
+                    self._pending.add(key, given)
                     live.given = given
-                    hold_values(spec.project, (spec.run_id, spec.task_id, spec.attempt), given)
+                    hold_values(spec.project, key, given)
             except (MissingSecret, SecretUnavailable, MissingConnection) as exc:
                 os.write(log_fd, f"stratoflow: {exc}\n".encode())
                 self._not_started(live, str(exc), retryable=False)
@@ -1468,7 +1479,13 @@ class LocalExecutor(Dispatcher):
 
     def _follow(self, live: _Live) -> None:
         """Another start holds the claim (a dispatch repeated across a restart): watch its
-        wrapper if it still runs, else take what it recorded."""
+        wrapper if it still runs, else take what it recorded. Its log is masked at its end
+        with the values its start recorded, if it was given any."""
+        key = (live.run_id, live.task_id, live.attempt)
+        given = self._pending.get(key)
+        if given:
+            live.given = given
+            hold_values(live.run_id.partition(".")[0], key, given)
         name = f"{live.task_id}.{live.attempt}"
         pid = live_wrappers(self.root).get((live.run_id, name))
         if pid is None:
@@ -1681,19 +1698,28 @@ class LocalExecutor(Dispatcher):
         project's secrets have when it is read; a secret rotated or deleted since would show
         its old value in every earlier log. Masking at the end with the values the attempt
         was given keeps them masked for as long as the log exists, without keeping old values
-        anywhere: one read of the log's data, a write only over a value, for the attempts
-        given a secret only (nothing for the others). On the reaper's thread, not the
-        watcher's: a large log would hold up every other end's report. Until it is done,
-        the log view masks those values too (``hold_values``), even when rotated meanwhile."""
+        anywhere but the attempt's record in the home until then (:mod:`.masks`): one read
+        of the log's data, a write only over a value, for the attempts given a secret only
+        (nothing for the others). On the reaper's thread, not the watcher's: a large log
+        would hold up every other end's report. Until it is done, the log view masks those
+        values too (``hold_values``), even when rotated meanwhile. Once it is, the record
+        goes; a mask that fails keeps it (and the values held), for the next start."""
         with self._lock:
             jobs, self._to_mask = self._to_mask, []
         for run_id, task_id, attempt, log_file, given in jobs:
+            key = (run_id, task_id, attempt)
             try:
                 mask_log_file(log_file, Masker(given))
+            except FileNotFoundError:  # no log (its run was deleted): nothing holds them
+                pass
             except Exception:  # the other jobs are still masked (and released)
-                log.exception("masking the log of %s/%s/%s failed", run_id, task_id, attempt)
-            finally:
-                release(run_id.partition(".")[0], (run_id, task_id, attempt))
+                log.exception("masking the log of %s/%s/%s failed; the next start masks it", *key)
+                continue
+            try:
+                self._pending.remove(key)
+            except OSError:  # masked again at the next start: no harm
+                log.exception("removing the mask record of %s/%s/%s failed", *key)
+            release(run_id.partition(".")[0], key)
 
     def _masked(self, run_id: str, result: AttemptResult, log_file: str | None) -> AttemptResult:
         """What the task reports, with its project's secret values written ``***`` (a run
@@ -1867,12 +1893,15 @@ class LocalExecutor(Dispatcher):
 
     def _finish_kills(self) -> None:
         """On close: the SIGKILLs still due, each once its grace is over, so that what was
-        killed does not outlive the scheduler (``stratoflow run`` exits after its run)."""
+        killed does not outlive the scheduler (``stratoflow run`` exits after its run); then
+        the logs of those attempts go to be masked (close's last reap): nothing of their
+        groups returns to user code after its SIGKILL."""
         with self._lock:
             due = sorted(
                 ((k.due, pgid, k) for e in self._ending.values() for pgid, k in e.groups.items()),
                 key=lambda d: d[:2],
             )
+            to_mask = [job for e in self._ending.values() for job in e.to_mask]
             self._ending.clear()  # (their pidfds are this call's now)
         for at, pgid, killed in due:
             time.sleep(max(at - time.monotonic(), 0.0))
@@ -1882,16 +1911,28 @@ class LocalExecutor(Dispatcher):
                 _kill_group(pgid, signal.SIGKILL)
             if pidfd is not None:
                 os.close(pidfd)
+        if to_mask:
+            with self._lock:
+                self._to_mask.extend(to_mask)
 
     # ------------------------------------------------------------ recovery
     def recover(self, running: Sequence[TaskInstance]) -> Recovery:
+        """At start: what became of the attempts the store says are running (ended while no
+        scheduler ran: their results; still running: watched again; never started: to
+        start afresh), and the logs an earlier process left to mask (:mod:`.masks`), each
+        with the values its attempt was given: those of attempts that ended are masked now
+        (on the reaper's thread), those still running at their end."""
         report = Recovery()
         alive = live_wrappers(self.root)
+        pending = self._pending.left()  # (one listdir when nothing was left)
         wanted: set[tuple[str, str]] = set()
         for ti in running:
             name = f"{ti.task_id}.{ti.attempt}"
             wanted.add((ti.run_id, name))
             key = (ti.run_id, ti.task_id, ti.attempt)
+            given = pending.pop(key, frozenset())
+            if given:  # the log view (and its result's masking) masks them from now on
+                hold_values(ti.run_id.partition(".")[0], key, given)
             record = self._record(*key)
             wrapper = alive.get((ti.run_id, name))
             # its body replaced the wrapper (exec), which still runs: the pid its log names
@@ -1915,16 +1956,21 @@ class LocalExecutor(Dispatcher):
                 report.results[key] = self._masked(
                     ti.run_id, result, self.log_path(*key).as_posix()
                 )
-            elif wrapper is not None:
-                self._watch_pid(_Live(*key, pid=wrapper))
+                self._mask_later(key, given)
+            elif wrapper is not None:  # adopted: its log is masked when it ends
+                self._watch_pid(_Live(*key, pid=wrapper, given=given))
             elif replaced is not None:
                 # its body replaced the wrapper (exec): watched as it; no record, so it ends LOST
-                self._watch_pid(_Live(*key, pid=replaced))
+                self._watch_pid(_Live(*key, pid=replaced, given=given))
             elif record.started:  # started, then died without its trap
                 report.results[key] = self._masked(ti.run_id, self.result(*key, None), None)
+                self._mask_later(key, given)
             else:  # never started (perhaps claimed just before we died): start it afresh
                 with contextlib.suppress(FileNotFoundError):
                     self.log_path(*key).unlink()
+                if given:  # nothing of it ran; its new start records what it is given then
+                    self._pending.remove(key)
+                    release(ti.run_id.partition(".")[0], key)
                 report.not_started.append(ti)
         # wrappers whose task was stopped while we were down
         for (run_id, name), pid in alive.items():
@@ -1940,7 +1986,23 @@ class LocalExecutor(Dispatcher):
             replaced = self._replaced(run_id, task_id, int(number))
             if replaced in pids:
                 _kill_group(replaced, signal.SIGKILL)
+        # attempts whose end was recorded before their log was masked (a crash on the way; a
+        # stopped one's group perhaps still in its grace, which its SIGKILL then missed: sent
+        # now, so that nothing writes a value into the log after it is masked)
+        for key, given in pending.items():
+            hold_values(key[0].partition(".")[0], key, given)
+            self._kill_leftovers(key, self._record(*key))
+            self._mask_later(key, given)
         return report
+
+    def _mask_later(self, key: Key, given: frozenset[str]) -> None:
+        """Have the reaper mask the log of ``key``'s ended attempt with the values it was
+        given (none: nothing to do), then remove its record."""
+        if not given:
+            return
+        with self._lock:
+            self._to_mask.append((*key, self._file_text(*key, ".log"), given))
+        self._reap_wake.set()
 
     def close(self) -> None:
         self._closed = True
