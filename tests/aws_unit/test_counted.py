@@ -449,3 +449,36 @@ def test_a_write_applied_but_answered_with_an_error_is_reported_as_applied(
     )["Items"]  # fmt: skip
     assert kind.prefix in [i["sk"]["S"] for i in left]
     assert not [i for i in left if not i["sk"]["S"].endswith("#")]
+
+
+def test_a_throttled_look_for_the_marker_is_tried_again_not_a_failure(
+    client: Any, kind: Kind, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a transaction answered with a throttle, reading its marker may be throttled too:
+    that is another pause and try (the write still unsure), not an error that makes the
+    client retry as a new write (which would find the item and answer it as a replacement)."""
+    real_transact, real_get = client.transact_write_items, client.get_item
+    armed = {"transact": True, "get": True}
+
+    def applied_then_failed(**kwargs: Any) -> Any:
+        out = real_transact(**kwargs)
+        if armed["transact"]:
+            armed["transact"] = False
+            error = {"Error": {"Code": "ThrottlingException", "Message": "the answer was lost"}}
+            raise ClientError(error, "TransactWriteItems")  # type: ignore[arg-type]
+        return out
+
+    def throttled_once(**kwargs: Any) -> Any:
+        if armed["get"] and kwargs["Key"]["sk"]["S"].startswith("#write#"):
+            armed["get"] = False
+            error = {"Error": {"Code": "ThrottlingException", "Message": "slow down"}}
+            raise ClientError(error, "GetItem")  # type: ignore[arg-type]
+        return real_get(**kwargs)
+
+    monkeypatch.setattr(counted.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(client, "transact_write_items", applied_then_failed)
+    monkeypatch.setattr(client, "get_item", throttled_once)
+    assert kind.add("a") is True
+    assert not armed["transact"]  # both faults did happen
+    assert not armed["get"]
+    assert _stored(client, kind) == (["a"], 1)

@@ -525,6 +525,19 @@ def test_state_table_matches_the_schema(cfn: dict[str, Any]) -> None:
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
 
 
+def test_every_table_with_counted_items_expires_their_lost_write_markers(
+    cfn: dict[str, Any],
+) -> None:
+    # CountedItems writes a `#write#<token>` marker with each counted write and deletes it
+    # after; a marker whose delete was lost (a crash, a throttle) expires by `expires_at`.
+    # Alert channels, groups and connections are counted items of the alert table
+    for name in ("StateTable", "AlertTable"):
+        table = cfn["Resources"][name]["Properties"]
+        assert table.get("TimeToLiveSpecification") == {
+            "AttributeName": "expires_at", "Enabled": True,
+        }, name  # fmt: skip
+
+
 def _asl_placeholders(text: str) -> set[str]:
     return set(re.findall(r"\$\{([A-Za-z0-9_]+)\}", text))
 

@@ -148,6 +148,19 @@ def test_a_group_named_with_a_comma_grants_no_superuser(
     assert not principal.superuser
 
 
+@pytest.mark.parametrize(
+    "groups",
+    ["x,analytics.admin", "[x,analytics.admin]", "[a.viewer x,analytics.admin]"],
+)
+def test_a_group_named_with_a_comma_grants_no_project_role(groups: str) -> None:
+    # one group named "x,analytics.admin" (no token says where names end) is not the
+    # analytics.admin group: a piece of a name is no grant, superuser or project role
+    principal = cognito_authenticator()(cognito_event(groups))
+    assert "analytics" not in principal.roles
+    if groups.startswith("[a.viewer "):
+        assert principal.roles == {"a": Role.VIEWER}  # a name between spaces is whole
+
+
 def test_a_token_of_another_subject_does_not_split_the_groups() -> None:
     claims = {"sub": "u-1", "cognito:username": "carol", "cognito:groups": "x,stratoflow-admins"}
     forged = id_token({"sub": "u-2", "cognito:groups": ["x", "stratoflow-admins"]})

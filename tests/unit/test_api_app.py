@@ -796,6 +796,41 @@ def test_log_is_chunked_on_character_boundaries(tmp_path: Path) -> None:
     assert odd.text.startswith("\ufffd")
 
 
+def test_a_log_of_stray_continuation_bytes_is_paged_promptly(tmp_path: Path) -> None:
+    # bytes 0x80-0xBF that are no character (a binary dump): each is U+FFFD, 3 bytes in the
+    # answer. A page must stop near its limit, not run on over every such byte after it
+    # (the page was then the whole window at any length asked, and shrinking it to fit an
+    # answer took a step a byte, each decoding megabytes)
+    data = b"\x80" * (3 * MAX_LOG_CHUNK)
+    asked: list[int] = []
+
+    def read(attempt: Attempt, offset: int, length: int) -> LogRange | None:
+        asked.append(length)
+        assert len(asked) < 100, "the page is re-cut without end"
+        start = min(offset, len(data))
+        return LogRange(data[start : start + length], start, len(data))
+
+    api = _build(tmp_path, read_log=read)
+    api.apply()
+    run_id = api.trigger()
+    api.finish(run_id, "extract", log=None)
+    url = f"/runs/{run_id}/tasks/extract/attempts/1/log"
+    offset, pages = 0, 0
+    while offset < len(data):
+        page = api.call("GET", url, query={"offset": str(offset), "limit": str(1024)})
+        assert page.status == 200
+        nxt = int(page.headers["X-Next-Offset"])
+        assert offset < nxt <= offset + 1024
+        assert page.text == "\ufffd" * (nxt - offset)
+        offset, pages = nxt, pages + 1
+        if pages == 3:
+            break
+    big = api.call("GET", url)
+    assert big.status == 200
+    assert len(json.dumps(big.text, ensure_ascii=False).encode()) <= 5 * 1024 * 1024
+    assert int(big.headers["X-Next-Offset"]) > 0
+
+
 def test_a_log_page_reads_only_its_range(tmp_path: Path) -> None:
     asked: list[tuple[int, int]] = []
     text = "line\n" * 1000

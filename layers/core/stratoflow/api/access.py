@@ -73,34 +73,38 @@ def cognito_authenticator(*, superuser_group: str = "stratoflow-admins") -> Auth
         name = claims.get("cognito:username") or claims.get("username") or claims.get("sub")
         if not isinstance(name, str) or not name:
             raise Unauthenticated("the verified identity has no user name")
-        groups, ambiguous = _groups(claims, _token_claims(event))
-        if ambiguous and superuser_group in groups:
+        groups, unsure = _groups(claims, _token_claims(event))
+        if unsure:
+            # a piece of a name is no grant: "x,analytics.admin" may be one group, and
+            # neither the superuser group nor a project role is honoured from it
             log.warning(
                 "cognito:groups of %s arrived comma-joined (%r) with no token that says where "
-                "each name ends; a group name may hold a comma, so %r is not honoured from it",
-                name, claims.get("cognito:groups"), superuser_group,
+                "each name ends; a group name may hold a comma, so %r are not honoured",
+                name, claims.get("cognito:groups"), unsure,
             )  # fmt: skip
-            groups = [g for g in groups if g != superuser_group]
         return principal_from_groups(name, groups, superuser_group=superuser_group)
 
     return authenticate
 
 
-def _groups(claims: Mapping[str, Any], token: Mapping[str, Any] | None) -> tuple[list[str], bool]:
-    """The caller's groups from the verified claims, and whether where each name ends is a
-    guess. ``cognito:groups`` arrives as a list (a JWT's own) or, through the REST API's
+def _groups(
+    claims: Mapping[str, Any], token: Mapping[str, Any] | None
+) -> tuple[list[str], list[str]]:
+    """The caller's groups from the verified claims, and the pieces left out because where
+    each name ends is a guess. ``cognito:groups`` arrives as a list (a JWT's own) or, through the REST API's
     authorizer, as one string: the list joined with commas (``"a.viewer,b.admin"``), or
     ``"[a.viewer b.admin]"``. A Cognito group name may hold a comma but no whitespace, so a
     comma in the string may be inside a name: a group named ``x,stratoflow-admins`` reads
     like two groups. The token in the Authorization header (the one the authorizer
     verified, so the claims' own) has the list: when it is the same subject's and its groups,
     joined as the authorizer joins them, give the string exactly, its list is used.
-    Otherwise the string is split on commas and whitespace, and a comma makes it ambiguous."""
+    Otherwise the string is split on whitespace: a word with no comma is a whole name; the
+    pieces of a word with one are left out (none of them is surely a group)."""
     value = claims.get("cognito:groups")
     if value is None:
-        return [], False
+        return [], []
     if isinstance(value, list):
-        return [str(v) for v in value], False
+        return [str(v) for v in value], []
     text = str(value).strip()
     listed = token.get("cognito:groups") if token is not None else None
     if (
@@ -110,9 +114,11 @@ def _groups(claims: Mapping[str, Any], token: Mapping[str, Any] | None) -> tuple
         and token.get("sub") == claims.get("sub")
         and text in (",".join(listed), f"[{','.join(listed)}]", f"[{' '.join(listed)}]")
     ):
-        return list(listed), False
+        return list(listed), []
     inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
-    return [g for g in re.split(r"[,\s]+", inner) if g], "," in inner
+    words = inner.split()
+    unsure = [g for w in words if "," in w for g in w.split(",") if g]
+    return [w for w in words if "," not in w], unsure
 
 
 def _token_claims(event: APIGatewayProxyEvent) -> Mapping[str, Any] | None:

@@ -630,17 +630,29 @@ def _log_chunk(window: LogRange, limit: int) -> tuple[bytes, int]:
     """Up to ``limit`` bytes of ``window``, ending on a UTF-8 character boundary, and the
     offset to ask for next. ``window`` holds up to ``UTF8_MAX - 1`` bytes more than ``limit``,
     to see where the character at the limit ends. A limit smaller than the character at the
-    start still returns that one character, so a reader always moves on."""
+    start still returns that one character, so a reader always moves on. A character is at
+    most ``UTF8_MAX`` bytes: continuation bytes past that are no character's (bytes that are
+    not UTF-8), and a page is cut among them at its limit, never moved over all of them."""
     data = window.data
     end = min(limit, len(data))
-    if end < len(data):
-        while end > 0 and (data[end] & 0xC0) == 0x80:  # a continuation byte
-            end -= 1
-        if end == 0:  # the limit is inside the first character: return it whole
+    if end < len(data) and _continues(data, end):
+        lead = end - 1
+        while lead > max(0, end - UTF8_MAX) and _continues(data, lead):
+            lead -= 1
+        if _continues(data, lead):
+            pass  # no character starts within reach: a stray byte, cut at the limit
+        elif lead > 0:
+            end = lead  # before the character the limit is inside
+        else:  # the limit is inside the first character: return it whole
             end = 1
-            while end < len(data) and (data[end] & 0xC0) == 0x80:
+            while end < min(len(data), UTF8_MAX) and _continues(data, end):
                 end += 1
     return data[:end], window.start + end
+
+
+def _continues(data: bytes, at: int) -> bool:
+    """Whether ``data[at]`` is a UTF-8 continuation byte (10xxxxxx)."""
+    return (data[at] & 0xC0) == 0x80
 
 
 def _fitting_page(cut: Callable[[int], tuple[bytes, int]], limit: int) -> tuple[str, int]:

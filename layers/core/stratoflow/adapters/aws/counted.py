@@ -144,11 +144,19 @@ class CountedItems:
         return {"pk": self._counter_key["pk"], "sk": {"S": _MARKER + write.token}}
 
     def _applied(self, write: _Write) -> bool:
-        """After an answer that did not say: whether the write's transaction was applied."""
+        """After an answer that did not say: whether the write's transaction was applied. A
+        busy answer to this read is ``_Busy`` too, the write still unsure (read again after
+        the pause); an error here would make the client retry as a new write, which would
+        take this one's item for another writer's."""
+        try:
+            found = self._client.get_item(
+                TableName=self._table, Key=self._marker_key(write), ConsistentRead=True
+            ).get("Item")
+        except ClientError as exc:
+            if _code(exc) in _BUSY:
+                raise _Busy from None
+            raise
         write.unsure = False
-        found = self._client.get_item(
-            TableName=self._table, Key=self._marker_key(write), ConsistentRead=True
-        ).get("Item")
         return found is not None
 
     def _again(self, attempt: Callable[[], bool | None], what: str) -> bool:
