@@ -295,3 +295,19 @@ def test_a_method_of_an_airflow_datetime_is_reported() -> None:
         "the template reads 'logical_date.year'",
     ]
     assert all("shift_date" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("condition", "params", "expected"),
+    [
+        ("${a} - 1 && true", {"a": "abc"}, False),  # NaN && true is NaN: falsy, not true
+        ("${a} - 1 || true", {"a": "abc"}, True),  # NaN || true is true
+        ("(${a} * 1) && ${b} == 'x'", {"a": "n/a", "b": "x"}, False),
+        ("${a} && true", {"a": "0"}, False),  # 0 && true is 0
+        ("${a} && true", {"a": "abc"}, True),  # a non-empty string is truthy
+    ],
+)
+def test_switch_and_or_keep_javascripts_nan_falsy(
+    condition: str, params: dict[str, str], expected: bool
+) -> None:
+    assert _js(condition, **params) is expected

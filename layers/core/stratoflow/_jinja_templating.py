@@ -834,8 +834,8 @@ def js_value(value: Any, kind: str = "text") -> Any:
 
 def js_op(left: Any, op: str, right: Any = _NOTHING) -> Any:
     """JavaScript's operator ``op`` on JavaScript values: ``==`` ``!=`` ``===`` ``!==`` (loose
-    and strict equality), ``<`` ``<=`` ``>`` ``>=`` (strings by UTF-16 units, else as
-    numbers, false with NaN), ``+`` (joins when either side is text), ``-`` ``*`` ``/``
+    and strict equality), ``&&`` ``||`` (by JavaScript's truthiness: NaN is falsy), ``<``
+    ``<=`` ``>`` ``>=`` (strings by UTF-16 units, else as numbers, false with NaN), ``+`` (joins when either side is text), ``-`` ``*`` ``/``
     ``%`` (as numbers); with no ``right``: ``!``, ``-``, ``+``."""
     left = _js_check(left, "js_op")
     if right is _NOTHING:
@@ -846,6 +846,10 @@ def js_op(left: Any, op: str, right: Any = _NOTHING) -> Any:
             return -number if op == "-" else number
         raise TemplateError(f"js_op: {op!r} is no unary operator (!, -, +)")
     right = _js_check(right, "js_op")
+    if op == "&&":  # the left value when it is falsy (NaN is), else the right
+        return right if _js_truthy(left) else left
+    if op == "||":
+        return left if _js_truthy(left) else right
     if op in ("==", "!="):
         return _js_equal(left, right) is (op == "==")
     if op in ("===", "!=="):

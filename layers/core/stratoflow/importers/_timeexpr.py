@@ -440,8 +440,12 @@ class _JsCondition:
             if side.kind.startswith("text:") and self._differs_in_3_1(op, other):
                 self.caveat(side.kind[5:], op)
         if op in ("&&", "||"):
-            word = "and" if op == "&&" else "or"
-            return _Js(f"({a} {word} {b})", "boolean" if ta == tb == "boolean" else "any")
+            kind = "boolean" if ta == tb == "boolean" else "any"
+            if ta in ("boolean", "string", "null"):  # truthy in Python as in JavaScript
+                word = "and" if op == "&&" else "or"
+                return _Js(f"({a} {word} {b})", kind)
+            # a number may be NaN, falsy in JavaScript (truthy in Python)
+            return _Js(f"({a} | js_op({op!r}, {b}))", kind)
         known = {ta, tb} <= {"number", "string", "boolean"}
         if op in _COMPARISONS:
             python = {"===": "==", "!==": "!="}.get(op, op)
