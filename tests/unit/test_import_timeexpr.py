@@ -311,3 +311,22 @@ def test_switch_and_or_keep_javascripts_nan_falsy(
     condition: str, params: dict[str, str], expected: bool
 ) -> None:
     assert _js(condition, **params) is expected
+
+
+@pytest.mark.parametrize(
+    ("condition", "params", "expected"),
+    [
+        ("1e400 > 5", {}, True),  # Infinity, not the undefined name inf
+        ("-1e400 < 5", {}, True),
+        ("1" + "0" * 5000 + " > 5", {}, True),  # a long literal is Infinity, not a crash
+        ("${a} == 1", {"a": "1" + "0" * 5000}, False),
+        ("${a} > 1", {"a": "1" + "0" * 5000}, True),
+        # JavaScript's numbers are doubles: 2**53 + 1 is 2**53
+        ("${a} == 9007199254740992", {"a": "9007199254740993"}, True),
+        ("9007199254740993 == 9007199254740992", {}, True),
+    ],
+)
+def test_switch_numbers_are_javascripts_doubles(
+    condition: str, params: dict[str, str], expected: bool
+) -> None:
+    assert _js(condition, **params) is expected

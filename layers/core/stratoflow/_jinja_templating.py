@@ -806,6 +806,28 @@ def _js_equal(left: Any, right: Any) -> bool:
     return _js_number(left) == _js_number(right)  # a number and a string
 
 
+_JS_SAFE_INTEGER = 2**53
+
+
+def js_double(text: str) -> int | float:
+    """A JavaScript number literal's value (decimal or ``0x``), a double as JavaScript's
+    numbers are: ``9007199254740993`` is ``9007199254740992``, a literal too large is
+    Infinity (not Python's exact integer, nor an error past its 4,300 digits). An integer
+    literal within the safe range (but ``-0``) is given as an ``int``."""
+    if text[:2].lower() == "0x":
+        try:
+            number = float(int(text, 16))  # (base 16 has no digit limit)
+        except OverflowError:
+            number = math.inf
+    elif any(c in text for c in ".eE"):
+        return float(text)  # (float() has no digit limit; too large is inf)
+    else:
+        number = float(text)
+    if number == 0 and math.copysign(1, number) < 0:
+        return number  # -0 (1 / -0 is -Infinity)
+    return int(number) if number.is_integer() and abs(number) <= _JS_SAFE_INTEGER else number
+
+
 def _utf16(text: str) -> bytes:
     return text.encode("utf-16-be", "surrogatepass")
 
@@ -824,9 +846,7 @@ def js_value(value: Any, kind: str = "text") -> Any:
     if kind not in ("text", "number"):
         raise TemplateError(f"js_value: kind {kind!r} is not text, number, boolean or string")
     if len(text) <= _JS_MAX_TEXT and _JS_NUMBER_TEXT.fullmatch(text):
-        if text[:2].lower() == "0x":
-            return int(text, 16)
-        return float(text) if any(c in text for c in ".eE") else int(text)
+        return js_double(text)
     if kind == "number":
         raise TemplateError(f"js_value: {_quoted(text[:100])} is not a number")
     return text

@@ -11,6 +11,7 @@ minutes of elapsed time. Date patterns are Java's: ``yyyy yy MM dd HH mm ss`` an
 from __future__ import annotations
 
 import ast
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -262,6 +263,7 @@ _JS_TOKEN = re.compile(
     r"|(?P<op>===|!==|==|!=|<=|>=|&&|\|\||[<>!+\-*/%()]))"
 )
 _JS_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "v": "\v", "0": "\0"}
+_JS_SAFE_INTEGER = 2**53
 _NUMERIC_TYPES = frozenset({"INTEGER", "LONG", "FLOAT", "DOUBLE"})
 _JS_LITERALS = {"true": ("true", "boolean"), "false": ("false", "boolean"),
                 "null": ("none", "null"), "undefined": ("none", "null")}  # fmt: skip
@@ -364,10 +366,7 @@ class _JsCondition:
     def primary(self) -> _Js:
         kind, value = self.take()
         if kind == "number":
-            if value[:2].lower() == "0x":
-                return _Js(str(int(value, 16)), "number")
-            exact = repr(float(value)) if any(c in value for c in ".eE") else str(int(value))
-            return _Js(exact, "number")
+            return _Js(_number_literal(value), "number")
         if kind == "string":
             return self.string(value[1:-1])
         if kind == "ref":
@@ -485,6 +484,24 @@ class _JsCondition:
         )
         if text not in self.caveats:
             self.caveats.append(text)
+
+
+def _number_literal(value: str) -> str:
+    """A JavaScript number literal as a Jinja one of the same double: an integer past 2**53
+    rounds as JavaScript's does, one too large is Infinity (Python's float reads any length;
+    int() stops at 4,300 digits), which Jinja has no literal for."""
+    if value[:2].lower() == "0x":
+        try:
+            number = float(int(value, 16))
+        except OverflowError:
+            number = math.inf
+    else:
+        number = float(value)
+    if math.isinf(number):
+        return "('Infinity' | js_op('+'))"
+    if number.is_integer() and number <= _JS_SAFE_INTEGER:
+        return str(int(number))
+    return repr(number)
 
 
 def _numeric_text(text: str) -> bool:
