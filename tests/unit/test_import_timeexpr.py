@@ -330,3 +330,17 @@ def test_switch_numbers_are_javascripts_doubles(
     condition: str, params: dict[str, str], expected: bool
 ) -> None:
     assert _js(condition, **params) is expected
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        ("'\\x41' == 'A'", True),
+        ("'\\u0041\\u00e9' == 'A\u00e9'", True),
+        ("'\\u{1F600}' == '\U0001f600'", True),
+        ("'\\ud83d\\ude00' == '\U0001f600'", True),  # a surrogate pair is one character
+        ("'a\\qb' == 'aqb'", True),  # any other escaped character is itself
+    ],
+)
+def test_switch_string_escapes_are_javascripts(condition: str, expected: bool) -> None:
+    assert _js(condition) is expected

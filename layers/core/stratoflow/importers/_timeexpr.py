@@ -263,6 +263,8 @@ _JS_TOKEN = re.compile(
     r"|(?P<op>===|!==|==|!=|<=|>=|&&|\|\||[<>!+\-*/%()]))"
 )
 _JS_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "v": "\v", "0": "\0"}
+# \xHH, \uHHHH and \u{H...}: the character of that code
+_JS_CODE_ESCAPE = re.compile(r"\\(?:x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|u\{([0-9a-fA-F]{1,8})\})")
 _JS_SAFE_INTEGER = 2**53
 _NUMERIC_TYPES = frozenset({"INTEGER", "LONG", "FLOAT", "DOUBLE"})
 _JS_LITERALS = {"true": ("true", "boolean"), "false": ("false", "boolean"),
@@ -422,15 +424,23 @@ class _JsCondition:
                     parts.append(f"({ref} | js_value('string'))")
                 i = match.end()
             elif body[i] == "\\" and i + 1 < len(body):
+                escape = _JS_CODE_ESCAPE.match(body, i)
+                if escape is not None:
+                    code = int(escape.group(1) or escape.group(2) or escape.group(3), 16)
+                    if code > 0x10FFFF:
+                        raise Unsupported(f"{escape.group()!r} is no character")
+                    literal.append(chr(code))
+                    i = escape.end()
+                    continue
                 literal.append(_JS_ESCAPES.get(body[i + 1], body[i + 1]))
                 i += 2
             else:
                 literal.append(body[i])
                 i += 1
         if literal or not parts:
-            parts.append(repr("".join(literal)))
+            parts.append(repr(_utf16_pairs("".join(literal))))
         if len(parts) == 1 and not parts[0].startswith("("):
-            return _Js(parts[0], "string", text="".join(literal))
+            return _Js(parts[0], "string", text=_utf16_pairs("".join(literal)))
         return _Js(parts[0] if len(parts) == 1 else "(" + " ~ ".join(parts) + ")", "string")
 
     def operator(self, op: str, left: _Js, right: _Js) -> _Js:
@@ -502,6 +512,14 @@ def _number_literal(value: str) -> str:
     if number.is_integer() and number <= _JS_SAFE_INTEGER:
         return str(int(number))
     return repr(number)
+
+
+def _utf16_pairs(text: str) -> str:
+    """``text`` with each pair of UTF-16 surrogates (``\\ud83d\\ude00``) as the one
+    character JavaScript reads them as."""
+    if not any("\ud800" <= c <= "\udfff" for c in text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
 
 
 def _numeric_text(text: str) -> bool:
