@@ -128,3 +128,23 @@ def test_a_switch_condition_in_these_filters() -> None:
     check_syntax(condition)
     assert render_condition(condition, {"params": {"rows": "42", "status": "1"}}) is True
     assert render_condition(condition, {"params": {"rows": "42", "status": "2"}}) is False
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.000001, "0.000001"),  # JavaScript writes exponents from 1e-7 down, Python 1e-5
+        (0.0000015, "0.0000015"),
+        (1e-7, "1e-7"),
+        (1.5e-10, "1.5e-10"),
+        (-2.5e-8, "-2.5e-8"),
+        (1e21, "1e+21"),
+        (1.5e300, "1.5e+300"),
+        (123.456, "123.456"),
+        (-0.5, "-0.5"),
+        (1e20, "100000000000000000000"),
+    ],
+)
+def test_js_numbers_read_as_text_as_javascript_writes_them(value: float, text: str) -> None:
+    assert _eval("params.x | js_value('string')", x=value) == text
+    assert _eval("params.x | js_op('+', '')", x=value) == text

@@ -757,8 +757,34 @@ def _js_string(value: Any) -> str:
             return "Infinity" if value > 0 else "-Infinity"
         if value.is_integer() and abs(value) < 1e21:
             return str(int(value))
-        return repr(value)
+        return _js_float_text(value)
     return str(value)
+
+
+def _js_float_text(value: float) -> str:
+    """JavaScript's Number::toString of a finite number that is no integer below 1e21:
+    the shortest digits that read back (Python's repr finds the same), written as plain
+    decimals from 1e-6 up to 1e21, else as d.ddde±n (Python's repr switches at 1e-5 and
+    writes e-07)."""
+    sign = "-" if value < 0 else ""
+    mantissa, _, exponent = repr(abs(value)).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction.rstrip("0")).lstrip("0") or "0"
+    # the decimal point after ``point`` of the digits (value = 0.digits * 10**point)
+    point = (
+        len(whole.lstrip("0")) if whole.strip("0") else -(len(fraction) - len(fraction.lstrip("0")))
+    )
+    point += int(exponent or 0)
+    k = len(digits)
+    if k <= point <= 21:
+        return sign + digits + "0" * (point - k)
+    if 0 < point <= 21:
+        return sign + digits[:point] + "." + digits[point:]
+    if -6 < point <= 0:
+        return sign + "0." + "0" * -point + digits
+    e = point - 1
+    head = digits[0] + ("." + digits[1:] if k > 1 else "")
+    return f"{sign}{head}e{'+' if e >= 0 else '-'}{abs(e)}"
 
 
 def _js_number(value: Any) -> float:
