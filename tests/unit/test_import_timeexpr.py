@@ -344,3 +344,19 @@ def test_switch_numbers_are_javascripts_doubles(
 )
 def test_switch_string_escapes_are_javascripts(condition: str, expected: bool) -> None:
     assert _js(condition) is expected
+
+
+@pytest.mark.parametrize(
+    ("condition", "params", "expected"),
+    [
+        # JavaScript orders strings by UTF-16 units: an astral character (a surrogate pair,
+        # from 0xD800) sorts before U+FFFF, where Python's code points say after
+        ("'${a}' < '\\uffff'", {"a": "\U0001f600"}, True),
+        ("'\U0001f600' > '\\uffff'", {}, False),
+        ("'${a}' < 'b'", {"a": "a"}, True),
+    ],
+)
+def test_switch_string_order_is_javascripts(
+    condition: str, params: dict[str, str], expected: bool
+) -> None:
+    assert _js(condition, **params) is expected

@@ -458,7 +458,8 @@ class _JsCondition:
         known = {ta, tb} <= {"number", "string", "boolean"}
         if op in _COMPARISONS:
             python = {"===": "==", "!==": "!="}.get(op, op)
-            if known and ta == tb and (op in _COMPARISONS[:4] or ta != "boolean"):
+            # (strings order by UTF-16 units in JavaScript, by code points in Python)
+            if known and ta == tb and (op in _COMPARISONS[:4] or ta == "number"):
                 return _Js(f"({a} {python} {b})", "boolean")
             if op in ("===", "!==") and known:  # two known types that differ
                 return _Js("false" if op == "===" else "true", "boolean")
