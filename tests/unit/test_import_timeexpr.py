@@ -360,3 +360,17 @@ def test_switch_string_order_is_javascripts(
     condition: str, params: dict[str, str], expected: bool
 ) -> None:
     assert _js(condition, **params) is expected
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        # 2**30 + 1 squared is 2**60 + 2**31 + 1, which a double rounds to 2**60 + 2**31
+        ("${a} * ${a} == 1152921506754330624", True),
+        ("${a} * ${a} - 1152921506754330624 == 0", True),
+        ("${big} + 1 == ${big}", True),  # 2**53 + 1 is 2**53
+    ],
+)
+def test_switch_arithmetic_rounds_as_javascripts_doubles(condition: str, expected: bool) -> None:
+    types = {"a": "INTEGER", "big": "LONG"}
+    assert _js(condition, types, a="1073741825", big="9007199254740992") is expected

@@ -472,9 +472,9 @@ class _JsCondition:
             return _Js(f"({a} | js_op({op!r}, {b}))", "boolean")
         if op == "+" and "string" in (ta, tb):
             return _Js(f"({a} | js_op('+', {b}))", "string")
-        if op in ("+", "-", "*") and ta == tb == "number":
-            return _Js(f"({a} {op} {b})", "number")
-        return _Js(f"({a} | js_op({op!r}, {b}))", "number" if op != "+" else "any")
+        # (two numbers too: js_op computes in doubles, where Python's integers are exact)
+        kind = "number" if op != "+" or ta == tb == "number" else "any"
+        return _Js(f"({a} | js_op({op!r}, {b}))", kind)
 
     @staticmethod
     def _differs_in_3_1(op: str, other: _Js) -> bool:
