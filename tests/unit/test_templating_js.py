@@ -148,3 +148,14 @@ def test_a_switch_condition_in_these_filters() -> None:
 def test_js_numbers_read_as_text_as_javascript_writes_them(value: float, text: str) -> None:
     assert _eval("params.x | js_value('string')", x=value) == text
     assert _eval("params.x | js_op('+', '')", x=value) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(" 5", 5), ("5\n", 5), ("+5", 5), ("\t-2.5 ", -2.5)]
+)
+def test_js_value_reads_a_declared_number_as_javascript_reads_it_pasted_bare(
+    value: str, expected: float
+) -> None:
+    """An INTEGER / DOUBLE parameter is pasted bare: JavaScript skips the spaces around it
+    and reads a leading + as the unary plus."""
+    assert _eval("params.v | js_value('number')", v=value) == expected

@@ -871,6 +871,9 @@ def js_value(value: Any, kind: str = "text") -> Any:
         return text.strip().lower() == "true"
     if kind not in ("text", "number"):
         raise TemplateError(f"js_value: kind {kind!r} is not text, number, boolean or string")
+    if kind == "number":  # pasted bare: the spaces around it are JavaScript's, + its unary plus
+        text = text.strip(_JS_SPACE)
+        text = text[1:] if text[:1] == "+" and text[1:2] not in ("+", "-") else text
     if len(text) <= _JS_MAX_TEXT and _JS_NUMBER_TEXT.fullmatch(text):
         return js_double(text)
     if kind == "number":
