@@ -159,3 +159,12 @@ def test_js_value_reads_a_declared_number_as_javascript_reads_it_pasted_bare(
     """An INTEGER / DOUBLE parameter is pasted bare: JavaScript skips the spaces around it
     and reads a leading + as the unary plus."""
     assert _eval("params.v | js_value('number')", v=value) == expected
+
+
+def test_js_op_reads_a_radix_text_too_large_for_a_double_as_infinity() -> None:
+    """'0x' and 300 f's is over 1e308: JavaScript reads Infinity (Python's float() of the
+    integer raises OverflowError)."""
+    huge = "0x" + "f" * 300
+    assert _eval("params.v | js_op('>', 1)", v=huge) is True
+    assert _eval("params.v | js_op('+') | js_op('+', '')", v=huge) == "Infinity"
+    assert _eval("params.v | js_op('<', 1)", v="0b" + "1" * 2000) is False

@@ -802,7 +802,11 @@ def _js_number(value: Any) -> float:
         return float(text.replace("Infinity", "inf"))
     radix = _JS_RADIX.fullmatch(text)
     if radix:
-        return float(int(radix.group(1)[1:], {"x": 16, "o": 8, "b": 2}[radix.group(1)[0].lower()]))
+        digits, base = radix.group(1)[1:], {"x": 16, "o": 8, "b": 2}[radix.group(1)[0].lower()]
+        try:
+            return float(int(digits, base))
+        except OverflowError:  # over a double's range: JavaScript reads Infinity
+            return math.inf
     return math.nan
 
 
