@@ -99,3 +99,99 @@ def test_pydolphinscheduler_file_includes_are_bounded_in_all(
     message = str(caught.value)
     assert "flow.yaml" in message
     assert "$FILE" in message
+
+
+def _pydolphin_flow(tmp_path: Path, command: str) -> Path:
+    path = tmp_path / "flow.yaml"
+    path.write_text(yaml.safe_dump({
+        "workflow": {"name": "includes"},
+        "tasks": [{"name": "t", "task_type": "Shell", "command": command}],
+    }))  # fmt: skip
+    return path
+
+
+def test_pydolphinscheduler_includes_are_counted_again_as_they_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files that grow between the check and the read: the read keeps its own total."""
+    import stratoflow.importers as importers
+
+    monkeypatch.setattr(importers, "_read_cost", lambda *_: 0)  # small when checked
+    (tmp_path / "big.sh").write_bytes(b"#" * (1 << 20))
+    path = _pydolphin_flow(tmp_path, "\n".join(['$FILE{"big.sh"}'] * 3))
+    with pytest.raises(InvalidInput) as caught:
+        import_file(path)
+    assert "$FILE" in str(caught.value)
+    assert f"{MAX_DOCUMENT_BYTES:,}" in str(caught.value)
+
+
+def test_pydolphinscheduler_include_count_is_bounded_as_they_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stratoflow.importers as importers
+
+    monkeypatch.setattr(importers, "_includes_bounded", lambda *_: None)
+    (tmp_path / "small.sh").write_bytes(b"#")
+    path = _pydolphin_flow(tmp_path, "\n".join(['$FILE{"small.sh"}'] * 1_001))
+    with pytest.raises(InvalidInput) as caught:
+        import_file(path)
+    assert "1,000" in str(caught.value)
+
+
+def test_pydolphinscheduler_include_that_became_a_fifo_does_not_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A regular file when checked, a FIFO when read: refused, not waited on."""
+    import os
+    import threading
+
+    import stratoflow.importers as importers
+
+    monkeypatch.setattr(importers, "_read_cost", lambda *_: 0)
+    fifo = tmp_path / "script.sh"
+    os.mkfifo(fifo)
+    path = _pydolphin_flow(tmp_path, '$FILE{"script.sh"}')
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            import_file(path)
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():  # unblock the reader before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(5)
+        pytest.fail("the import waited on a FIFO")
+    assert isinstance(outcome[0], InvalidInput)
+    assert "not a regular file" in str(outcome[0])
+
+
+def test_pydolphinscheduler_workflow_include_is_read_once_per_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stratoflow.importers._pydolphin as pydolphin
+
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump({
+        "workflow": {"name": "the-other"}, "tasks": [],
+    }))  # fmt: skip
+    calls: list[str] = []
+    real = pydolphin.load_yaml
+
+    def counted(text: str) -> object:
+        calls.append(text)
+        return real(text)
+
+    monkeypatch.setattr(pydolphin, "load_yaml", counted)
+    refs = ['$WORKFLOW{"other.yaml"}', '$WORKFLOW{"./other.yaml"}'] * 5
+    path = _pydolphin_flow(tmp_path, "echo " + " ".join(refs))
+    result = import_file(path)
+    document = result.workflows[0].document
+    assert document is not None
+    assert "the-other " * 9 + "the-other" in json.dumps(document)
+    assert len(calls) == 1

@@ -295,3 +295,82 @@ def test_a_method_of_an_airflow_datetime_is_reported() -> None:
         "the template reads 'logical_date.year'",
     ]
     assert all("shift_date" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("condition", "params", "expected"),
+    [
+        ("${a} - 1 && true", {"a": "abc"}, False),  # NaN && true is NaN: falsy, not true
+        ("${a} - 1 || true", {"a": "abc"}, True),  # NaN || true is true
+        ("(${a} * 1) && ${b} == 'x'", {"a": "n/a", "b": "x"}, False),
+        ("${a} && true", {"a": "0"}, False),  # 0 && true is 0
+        ("${a} && true", {"a": "abc"}, True),  # a non-empty string is truthy
+    ],
+)
+def test_switch_and_or_keep_javascripts_nan_falsy(
+    condition: str, params: dict[str, str], expected: bool
+) -> None:
+    assert _js(condition, **params) is expected
+
+
+@pytest.mark.parametrize(
+    ("condition", "params", "expected"),
+    [
+        ("1e400 > 5", {}, True),  # Infinity, not the undefined name inf
+        ("-1e400 < 5", {}, True),
+        ("1" + "0" * 5000 + " > 5", {}, True),  # a long literal is Infinity, not a crash
+        ("${a} == 1", {"a": "1" + "0" * 5000}, False),
+        ("${a} > 1", {"a": "1" + "0" * 5000}, True),
+        # JavaScript's numbers are doubles: 2**53 + 1 is 2**53
+        ("${a} == 9007199254740992", {"a": "9007199254740993"}, True),
+        ("9007199254740993 == 9007199254740992", {}, True),
+    ],
+)
+def test_switch_numbers_are_javascripts_doubles(
+    condition: str, params: dict[str, str], expected: bool
+) -> None:
+    assert _js(condition, **params) is expected
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        ("'\\x41' == 'A'", True),
+        ("'\\u0041\\u00e9' == 'A\u00e9'", True),
+        ("'\\u{1F600}' == '\U0001f600'", True),
+        ("'\\ud83d\\ude00' == '\U0001f600'", True),  # a surrogate pair is one character
+        ("'a\\qb' == 'aqb'", True),  # any other escaped character is itself
+    ],
+)
+def test_switch_string_escapes_are_javascripts(condition: str, expected: bool) -> None:
+    assert _js(condition) is expected
+
+
+@pytest.mark.parametrize(
+    ("condition", "params", "expected"),
+    [
+        # JavaScript orders strings by UTF-16 units: an astral character (a surrogate pair,
+        # from 0xD800) sorts before U+FFFF, where Python's code points say after
+        ("'${a}' < '\\uffff'", {"a": "\U0001f600"}, True),
+        ("'\U0001f600' > '\\uffff'", {}, False),
+        ("'${a}' < 'b'", {"a": "a"}, True),
+    ],
+)
+def test_switch_string_order_is_javascripts(
+    condition: str, params: dict[str, str], expected: bool
+) -> None:
+    assert _js(condition, **params) is expected
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        # 2**30 + 1 squared is 2**60 + 2**31 + 1, which a double rounds to 2**60 + 2**31
+        ("${a} * ${a} == 1152921506754330624", True),
+        ("${a} * ${a} - 1152921506754330624 == 0", True),
+        ("${big} + 1 == ${big}", True),  # 2**53 + 1 is 2**53
+    ],
+)
+def test_switch_arithmetic_rounds_as_javascripts_doubles(condition: str, expected: bool) -> None:
+    types = {"a": "INTEGER", "big": "LONG"}
+    assert _js(condition, types, a="1073741825", big="9007199254740992") is expected

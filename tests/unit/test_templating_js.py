@@ -128,3 +128,43 @@ def test_a_switch_condition_in_these_filters() -> None:
     check_syntax(condition)
     assert render_condition(condition, {"params": {"rows": "42", "status": "1"}}) is True
     assert render_condition(condition, {"params": {"rows": "42", "status": "2"}}) is False
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.000001, "0.000001"),  # JavaScript writes exponents from 1e-7 down, Python 1e-5
+        (0.0000015, "0.0000015"),
+        (1e-7, "1e-7"),
+        (1.5e-10, "1.5e-10"),
+        (-2.5e-8, "-2.5e-8"),
+        (1e21, "1e+21"),
+        (1.5e300, "1.5e+300"),
+        (123.456, "123.456"),
+        (-0.5, "-0.5"),
+        (1e20, "100000000000000000000"),
+    ],
+)
+def test_js_numbers_read_as_text_as_javascript_writes_them(value: float, text: str) -> None:
+    assert _eval("params.x | js_value('string')", x=value) == text
+    assert _eval("params.x | js_op('+', '')", x=value) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(" 5", 5), ("5\n", 5), ("+5", 5), ("\t-2.5 ", -2.5)]
+)
+def test_js_value_reads_a_declared_number_as_javascript_reads_it_pasted_bare(
+    value: str, expected: float
+) -> None:
+    """An INTEGER / DOUBLE parameter is pasted bare: JavaScript skips the spaces around it
+    and reads a leading + as the unary plus."""
+    assert _eval("params.v | js_value('number')", v=value) == expected
+
+
+def test_js_op_reads_a_radix_text_too_large_for_a_double_as_infinity() -> None:
+    """'0x' and 300 f's is over 1e308: JavaScript reads Infinity (Python's float() of the
+    integer raises OverflowError)."""
+    huge = "0x" + "f" * 300
+    assert _eval("params.v | js_op('>', 1)", v=huge) is True
+    assert _eval("params.v | js_op('+') | js_op('+', '')", v=huge) == "Infinity"
+    assert _eval("params.v | js_op('<', 1)", v="0b" + "1" * 2000) is False

@@ -757,8 +757,34 @@ def _js_string(value: Any) -> str:
             return "Infinity" if value > 0 else "-Infinity"
         if value.is_integer() and abs(value) < 1e21:
             return str(int(value))
-        return repr(value)
+        return _js_float_text(value)
     return str(value)
+
+
+def _js_float_text(value: float) -> str:
+    """JavaScript's Number::toString of a finite number that is no integer below 1e21:
+    the shortest digits that read back (Python's repr finds the same), written as plain
+    decimals from 1e-6 up to 1e21, else as d.ddde±n (Python's repr switches at 1e-5 and
+    writes e-07)."""
+    sign = "-" if value < 0 else ""
+    mantissa, _, exponent = repr(abs(value)).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction.rstrip("0")).lstrip("0") or "0"
+    # the decimal point after ``point`` of the digits (value = 0.digits * 10**point)
+    point = (
+        len(whole.lstrip("0")) if whole.strip("0") else -(len(fraction) - len(fraction.lstrip("0")))
+    )
+    point += int(exponent or 0)
+    k = len(digits)
+    if k <= point <= 21:
+        return sign + digits + "0" * (point - k)
+    if 0 < point <= 21:
+        return sign + digits[:point] + "." + digits[point:]
+    if -6 < point <= 0:
+        return sign + "0." + "0" * -point + digits
+    e = point - 1
+    head = digits[0] + ("." + digits[1:] if k > 1 else "")
+    return f"{sign}{head}e{'+' if e >= 0 else '-'}{abs(e)}"
 
 
 def _js_number(value: Any) -> float:
@@ -776,7 +802,11 @@ def _js_number(value: Any) -> float:
         return float(text.replace("Infinity", "inf"))
     radix = _JS_RADIX.fullmatch(text)
     if radix:
-        return float(int(radix.group(1)[1:], {"x": 16, "o": 8, "b": 2}[radix.group(1)[0].lower()]))
+        digits, base = radix.group(1)[1:], {"x": 16, "o": 8, "b": 2}[radix.group(1)[0].lower()]
+        try:
+            return float(int(digits, base))
+        except OverflowError:  # over a double's range: JavaScript reads Infinity
+            return math.inf
     return math.nan
 
 
@@ -806,6 +836,28 @@ def _js_equal(left: Any, right: Any) -> bool:
     return _js_number(left) == _js_number(right)  # a number and a string
 
 
+_JS_SAFE_INTEGER = 2**53
+
+
+def js_double(text: str) -> int | float:
+    """A JavaScript number literal's value (decimal or ``0x``), a double as JavaScript's
+    numbers are: ``9007199254740993`` is ``9007199254740992``, a literal too large is
+    Infinity (not Python's exact integer, nor an error past its 4,300 digits). An integer
+    literal within the safe range (but ``-0``) is given as an ``int``."""
+    if text[:2].lower() == "0x":
+        try:
+            number = float(int(text, 16))  # (base 16 has no digit limit)
+        except OverflowError:
+            number = math.inf
+    elif any(c in text for c in ".eE"):
+        return float(text)  # (float() has no digit limit; too large is inf)
+    else:
+        number = float(text)
+    if number == 0 and math.copysign(1, number) < 0:
+        return number  # -0 (1 / -0 is -Infinity)
+    return int(number) if number.is_integer() and abs(number) <= _JS_SAFE_INTEGER else number
+
+
 def _utf16(text: str) -> bytes:
     return text.encode("utf-16-be", "surrogatepass")
 
@@ -823,10 +875,11 @@ def js_value(value: Any, kind: str = "text") -> Any:
         return text.strip().lower() == "true"
     if kind not in ("text", "number"):
         raise TemplateError(f"js_value: kind {kind!r} is not text, number, boolean or string")
+    if kind == "number":  # pasted bare: the spaces around it are JavaScript's, + its unary plus
+        text = text.strip(_JS_SPACE)
+        text = text[1:] if text[:1] == "+" and text[1:2] not in ("+", "-") else text
     if len(text) <= _JS_MAX_TEXT and _JS_NUMBER_TEXT.fullmatch(text):
-        if text[:2].lower() == "0x":
-            return int(text, 16)
-        return float(text) if any(c in text for c in ".eE") else int(text)
+        return js_double(text)
     if kind == "number":
         raise TemplateError(f"js_value: {_quoted(text[:100])} is not a number")
     return text
@@ -834,8 +887,8 @@ def js_value(value: Any, kind: str = "text") -> Any:
 
 def js_op(left: Any, op: str, right: Any = _NOTHING) -> Any:
     """JavaScript's operator ``op`` on JavaScript values: ``==`` ``!=`` ``===`` ``!==`` (loose
-    and strict equality), ``<`` ``<=`` ``>`` ``>=`` (strings by UTF-16 units, else as
-    numbers, false with NaN), ``+`` (joins when either side is text), ``-`` ``*`` ``/``
+    and strict equality), ``&&`` ``||`` (by JavaScript's truthiness: NaN is falsy), ``<``
+    ``<=`` ``>`` ``>=`` (strings by UTF-16 units, else as numbers, false with NaN), ``+`` (joins when either side is text), ``-`` ``*`` ``/``
     ``%`` (as numbers); with no ``right``: ``!``, ``-``, ``+``."""
     left = _js_check(left, "js_op")
     if right is _NOTHING:
@@ -846,6 +899,10 @@ def js_op(left: Any, op: str, right: Any = _NOTHING) -> Any:
             return -number if op == "-" else number
         raise TemplateError(f"js_op: {op!r} is no unary operator (!, -, +)")
     right = _js_check(right, "js_op")
+    if op == "&&":  # the left value when it is falsy (NaN is), else the right
+        return right if _js_truthy(left) else left
+    if op == "||":
+        return left if _js_truthy(left) else right
     if op in ("==", "!="):
         return _js_equal(left, right) is (op == "==")
     if op in ("===", "!=="):

@@ -32,6 +32,8 @@ from stratoflow.importers._pydolphin import (
     _FILE,
     _WORKFLOW,
     MAX_INCLUDED_BYTES,
+    MAX_INCLUDED_TOTAL,
+    MAX_INCLUDES,
     is_pydolphin,
     read_pydolphin,
 )
@@ -179,11 +181,6 @@ def _bounded(file: Path, workflows: int, tasks: int) -> None:
         raise _bad(file, f"a workflow with {tasks:,} tasks; at most {MAX_TASKS:,}")
 
 
-MAX_INCLUDES = 1_000
-"""The most ``$FILE{}`` and ``$WORKFLOW{}`` includes one pydolphinscheduler file may hold."""
-MAX_INCLUDED_TOTAL = MAX_DOCUMENT_BYTES
-"""The most bytes a pydolphinscheduler file's ``$FILE{}`` includes may hold in all: their
-text goes into the workflow, whose file holds at most this."""
 MAX_WORKFLOW_READS = 8 * MAX_DOCUMENT_BYTES
 """The most bytes its ``$WORKFLOW{}`` includes may hold in all (each is read and parsed)."""
 

@@ -11,16 +11,24 @@ exports are, with its special tokens:
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
-from stratoflow.errors import InvalidInput
+from stratoflow.errors import InvalidInput, Problem
 from stratoflow.importers._dolphinscheduler import DsTask, DsWorkflow, number
 from stratoflow.importers._report import Notes
 from stratoflow.model._loader import load_yaml
+from stratoflow.workflow_text import MAX_DOCUMENT_BYTES
 
 MAX_INCLUDED_BYTES = 1 << 20
+MAX_INCLUDES = 1_000
+"""The most ``$FILE{}`` and ``$WORKFLOW{}`` includes one pydolphinscheduler file may hold."""
+MAX_INCLUDED_TOTAL = MAX_DOCUMENT_BYTES
+"""The most bytes a pydolphinscheduler file's ``$FILE{}`` includes may hold in all: their
+text goes into the workflow, whose file holds at most this."""
 _FILE = re.compile(r"\$FILE\{\"(.*?)\"\}")
 _ENV = re.compile(r"\$ENV\{(.*?)\}")
 _CONFIG = re.compile(r"\$\{CONFIG\.(.*?)\}")
@@ -52,10 +60,39 @@ def is_pydolphin(data: Any) -> bool:
     return isinstance(data, dict) and isinstance(data.get("workflow"), dict) and "tasks" in data
 
 
+class NotRegular(OSError):
+    """An include that is not a regular file (a FIFO, a device: a read could wait forever)."""
+
+
+def read_include(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``path``, opened without waiting (``O_NONBLOCK``: opening a
+    FIFO does not wait for a writer) and read only when it is a regular file, as it is when
+    read, whatever it was when checked."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(21, "Is a directory", str(path))
+        if not stat.S_ISREG(mode):
+            raise NotRegular(f"{path} is not a regular file")
+        chunks: list[bytes] = []
+        left = limit
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def workflow_name_of(path: Path) -> str | None:
     """The ``workflow.name`` a pydolphinscheduler YAML file defines (for ``$WORKFLOW{}``)."""
     try:
-        data = load_yaml(path.read_text(encoding="utf-8")[:MAX_INCLUDED_BYTES])[0]
+        text = read_include(path, MAX_INCLUDED_BYTES).decode("utf-8")
+        data = load_yaml(text)[0]
     except (OSError, UnicodeDecodeError, InvalidInput):
         return None
     if is_pydolphin(data) and data["workflow"].get("name"):
@@ -64,21 +101,58 @@ def workflow_name_of(path: Path) -> str | None:
 
 
 class _Tokens:
-    def __init__(self, base: Path, notes: Notes) -> None:
+    """Reads the special tokens of one file. The includes are bounded as they are read (the
+    same bounds the importer checks before: a file may grow, or become a FIFO, between the
+    check and the read), and each ``$WORKFLOW{}`` file is read once however often named."""
+
+    def __init__(self, base: Path, notes: Notes, source: Path | None = None) -> None:
         self.base = base
         self.notes = notes
+        self.source = source if source is not None else base
+        self.includes = 0  # $FILE{} and $WORKFLOW{} includes read so far
+        self.included = 0  # bytes the $FILE{} includes read so far
+        self.names: dict[Path, str | None] = {}  # resolved $WORKFLOW{} path -> its name
+
+    def _refuse(self, message: str) -> InvalidInput:
+        return InvalidInput([Problem("file", message)], source=str(self.source))
+
+    def _count(self) -> None:
+        self.includes += 1
+        if self.includes > MAX_INCLUDES:
+            raise self._refuse(f"more than {MAX_INCLUDES:,} $FILE{{}} / $WORKFLOW{{}} includes")
+
+    def workflow_name(self, name: str) -> str | None:
+        path = self.base / name
+        try:
+            key = path.resolve()
+        except (OSError, RuntimeError):
+            key = path
+        if key not in self.names:
+            try:
+                self.names[key] = workflow_name_of(path)
+            except NotRegular:
+                raise self._refuse(f"$WORKFLOW{{{name!r}}} is not a regular file") from None
+        return self.names[key]
 
     def text(self, value: str, where: str) -> str:
         def include(m: re.Match[str]) -> str:
-            path = self.base / m.group(1)
+            self._count()
             try:
-                with path.open("rb") as stream:
-                    data = stream.read(MAX_INCLUDED_BYTES + 1)
+                data = read_include(self.base / m.group(1), MAX_INCLUDED_BYTES + 1)
+            except NotRegular:
+                raise self._refuse(f"$FILE{{{m.group(1)!r}}} is not a regular file") from None
             except OSError as exc:
                 self.notes.unmapped(
                     f"$FILE{{{m.group(1)!r}}}: cannot read it ({exc.strerror})", field=where
                 )
                 return m.group(0)
+            self.included += len(data)
+            if self.included > MAX_INCLUDED_TOTAL:
+                raise self._refuse(
+                    f"its $FILE{{}} includes hold over {MAX_INCLUDED_TOTAL:,} bytes in all "
+                    f"(each included file counts each time it is named): at most "
+                    f"{MAX_INCLUDED_TOTAL:,}, as a workflow file holds"
+                )
             if len(data) > MAX_INCLUDED_BYTES:
                 self.notes.unmapped(
                     f"$FILE{{{m.group(1)!r}}} is over {MAX_INCLUDED_BYTES} bytes", field=where
@@ -104,7 +178,8 @@ class _Tokens:
             return m.group(0)
 
         def workflow(m: re.Match[str]) -> str:
-            name = workflow_name_of(self.base / m.group(1))
+            self._count()
+            name = self.workflow_name(m.group(1))
             if name is None:
                 self.notes.unmapped(
                     f"$WORKFLOW{{{m.group(1)!r}}}: no workflow file there", field=where
@@ -152,7 +227,7 @@ def _typed_params(values: Any, direct: str) -> list[dict[str, Any]]:
 
 
 def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow:
-    tokens = _Tokens(path.parent, notes)
+    tokens = _Tokens(path.parent, notes, path)
     wf = tokens.walk(dict(data["workflow"]), "workflow")
     raw_tasks = data.get("tasks") or []
     tasks: list[DsTask] = []

@@ -11,6 +11,7 @@ minutes of elapsed time. Date patterns are Java's: ``yyyy yy MM dd HH mm ss`` an
 from __future__ import annotations
 
 import ast
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -262,6 +263,9 @@ _JS_TOKEN = re.compile(
     r"|(?P<op>===|!==|==|!=|<=|>=|&&|\|\||[<>!+\-*/%()]))"
 )
 _JS_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "v": "\v", "0": "\0"}
+# \xHH, \uHHHH and \u{H...}: the character of that code
+_JS_CODE_ESCAPE = re.compile(r"\\(?:x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|u\{([0-9a-fA-F]{1,8})\})")
+_JS_SAFE_INTEGER = 2**53
 _NUMERIC_TYPES = frozenset({"INTEGER", "LONG", "FLOAT", "DOUBLE"})
 _JS_LITERALS = {"true": ("true", "boolean"), "false": ("false", "boolean"),
                 "null": ("none", "null"), "undefined": ("none", "null")}  # fmt: skip
@@ -364,10 +368,7 @@ class _JsCondition:
     def primary(self) -> _Js:
         kind, value = self.take()
         if kind == "number":
-            if value[:2].lower() == "0x":
-                return _Js(str(int(value, 16)), "number")
-            exact = repr(float(value)) if any(c in value for c in ".eE") else str(int(value))
-            return _Js(exact, "number")
+            return _Js(_number_literal(value), "number")
         if kind == "string":
             return self.string(value[1:-1])
         if kind == "ref":
@@ -423,15 +424,23 @@ class _JsCondition:
                     parts.append(f"({ref} | js_value('string'))")
                 i = match.end()
             elif body[i] == "\\" and i + 1 < len(body):
+                escape = _JS_CODE_ESCAPE.match(body, i)
+                if escape is not None:
+                    code = int(escape.group(1) or escape.group(2) or escape.group(3), 16)
+                    if code > 0x10FFFF:
+                        raise Unsupported(f"{escape.group()!r} is no character")
+                    literal.append(chr(code))
+                    i = escape.end()
+                    continue
                 literal.append(_JS_ESCAPES.get(body[i + 1], body[i + 1]))
                 i += 2
             else:
                 literal.append(body[i])
                 i += 1
         if literal or not parts:
-            parts.append(repr("".join(literal)))
+            parts.append(repr(_utf16_pairs("".join(literal))))
         if len(parts) == 1 and not parts[0].startswith("("):
-            return _Js(parts[0], "string", text="".join(literal))
+            return _Js(parts[0], "string", text=_utf16_pairs("".join(literal)))
         return _Js(parts[0] if len(parts) == 1 else "(" + " ~ ".join(parts) + ")", "string")
 
     def operator(self, op: str, left: _Js, right: _Js) -> _Js:
@@ -440,12 +449,17 @@ class _JsCondition:
             if side.kind.startswith("text:") and self._differs_in_3_1(op, other):
                 self.caveat(side.kind[5:], op)
         if op in ("&&", "||"):
-            word = "and" if op == "&&" else "or"
-            return _Js(f"({a} {word} {b})", "boolean" if ta == tb == "boolean" else "any")
+            kind = "boolean" if ta == tb == "boolean" else "any"
+            if ta in ("boolean", "string", "null"):  # truthy in Python as in JavaScript
+                word = "and" if op == "&&" else "or"
+                return _Js(f"({a} {word} {b})", kind)
+            # a number may be NaN, falsy in JavaScript (truthy in Python)
+            return _Js(f"({a} | js_op({op!r}, {b}))", kind)
         known = {ta, tb} <= {"number", "string", "boolean"}
         if op in _COMPARISONS:
             python = {"===": "==", "!==": "!="}.get(op, op)
-            if known and ta == tb and (op in _COMPARISONS[:4] or ta != "boolean"):
+            # (strings order by UTF-16 units in JavaScript, by code points in Python)
+            if known and ta == tb and (op in _COMPARISONS[:4] or ta == "number"):
                 return _Js(f"({a} {python} {b})", "boolean")
             if op in ("===", "!==") and known:  # two known types that differ
                 return _Js("false" if op == "===" else "true", "boolean")
@@ -458,9 +472,9 @@ class _JsCondition:
             return _Js(f"({a} | js_op({op!r}, {b}))", "boolean")
         if op == "+" and "string" in (ta, tb):
             return _Js(f"({a} | js_op('+', {b}))", "string")
-        if op in ("+", "-", "*") and ta == tb == "number":
-            return _Js(f"({a} {op} {b})", "number")
-        return _Js(f"({a} | js_op({op!r}, {b}))", "number" if op != "+" else "any")
+        # (two numbers too: js_op computes in doubles, where Python's integers are exact)
+        kind = "number" if op != "+" or ta == tb == "number" else "any"
+        return _Js(f"({a} | js_op({op!r}, {b}))", kind)
 
     @staticmethod
     def _differs_in_3_1(op: str, other: _Js) -> bool:
@@ -481,6 +495,32 @@ class _JsCondition:
         )
         if text not in self.caveats:
             self.caveats.append(text)
+
+
+def _number_literal(value: str) -> str:
+    """A JavaScript number literal as a Jinja one of the same double: an integer past 2**53
+    rounds as JavaScript's does, one too large is Infinity (Python's float reads any length;
+    int() stops at 4,300 digits), which Jinja has no literal for."""
+    if value[:2].lower() == "0x":
+        try:
+            number = float(int(value, 16))
+        except OverflowError:
+            number = math.inf
+    else:
+        number = float(value)
+    if math.isinf(number):
+        return "('Infinity' | js_op('+'))"
+    if number.is_integer() and number <= _JS_SAFE_INTEGER:
+        return str(int(number))
+    return repr(number)
+
+
+def _utf16_pairs(text: str) -> str:
+    """``text`` with each pair of UTF-16 surrogates (``\\ud83d\\ude00``) as the one
+    character JavaScript reads them as."""
+    if not any("\ud800" <= c <= "\udfff" for c in text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
 
 
 def _numeric_text(text: str) -> bool:
