@@ -287,6 +287,10 @@ class Scenario:
     hang: frozenset[str] = frozenset()
     # after the run ends as failed, rerun from this task with its failures cleared
     rerun_from: str | None = None
+    # after the run ends as failed, repair the child run of sub-workflow task ``[0]`` on its
+    # own: "rerun" (its failed tasks, which pass this time) or "mark:<task>" (marked
+    # succeeded); the parent's task takes the child's new end
+    child_repair: tuple[str, str] | None = None
     # workflows applied first (the children of its sub-workflow tasks)
     children: tuple[str, ...] = ()
     # global pools (name, slots) made before the workflows (children too) are applied
@@ -510,6 +514,28 @@ def subworkflow_params() -> Scenario:
     )  # fmt: skip
 
 
+def subworkflow_repair() -> Scenario:
+    """The child's y fails once: the child run fails, so do the parent's task and run. The
+    child is then rerun on its own (its failed tasks): y passes, the child succeeds, and the
+    parent's task takes that end, before the child's end is written: the parent run reopens,
+    b runs, and the parent succeeds."""
+    return Scenario(
+        "subworkflow_repair", "name: subworkflow_repair\n" + SUB_PARENT, fails={"y": 1},
+        child_repair=("sub", "rerun"), children=(CHILD,),
+    )  # fmt: skip
+
+
+def subworkflow_repair_mark() -> Scenario:
+    """As ``subworkflow_repair``, but the child's failed y is marked succeeded: the mark's
+    plan leaves the child running with every task ended, its end is written once the
+    parent's task took it (the plan's write, the parent's take and the child's end are
+    three writes: a crash between two is the reconciler's to finish)."""
+    return Scenario(
+        "subworkflow_repair_mark", "name: subworkflow_repair_mark\n" + SUB_PARENT,
+        fails={"y": 1}, child_repair=("sub", "mark:y"), children=(CHILD,),
+    )  # fmt: skip
+
+
 def subworkflow_stop() -> Scenario:
     """A stop of the parent while its child's x runs stops (and kills) the child."""
 
@@ -536,6 +562,26 @@ def subworkflow_pause() -> Scenario:
     )  # fmt: skip
 
 
+def repair_child(
+    repair: tuple[str, str],
+    scheduler: Scheduler,
+    store: StateStore,
+    run_id: str,
+    operate: Callable[[Callable[[], Any]], bool],
+) -> bool:
+    """``Scenario.child_repair``: the operation on the child run, through ``operate`` (an API
+    request); whether it is done (applied, or applied before the fault hit: the child is no
+    longer failed)."""
+    task_id, how = repair
+    child_id = subworkflow.child_run_id(run_id, task_id, ("default", "child"))
+    if how == "rerun":
+        done = operate(lambda: scheduler.rerun(child_id))
+    else:
+        marked = how.removeprefix("mark:")
+        done = operate(lambda: scheduler.mark(child_id, marked, TaskState.SUCCEEDED))
+    return done or store.get_run(child_id).state is not RunState.FAILED
+
+
 def _child_state(store: StateStore, run_id: str, task_id: str = "sub") -> str:
     child_id = subworkflow.child_run_id(run_id, task_id, ("default", "child"))
     try:
@@ -556,6 +602,8 @@ SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "subworkflow": subworkflow_rerun,
     "subworkflow_params": subworkflow_params,
     "subworkflow_stop": subworkflow_stop,
+    "subworkflow_repair": subworkflow_repair,
+    "subworkflow_repair_mark": subworkflow_repair_mark,
     "pooled": pooled,
     "pooled_stop": pooled_stop,
 }
@@ -677,6 +725,7 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
         pass
     operated = False
     reran = False
+    repaired = False
     seen: dict[str, str] = {}  # "pause>"/"resume>": the child's state once that op is done
     hang = scenario.hang
     inbox: list[Finished] = []  # outcomes not yet acknowledged (SQS keeps them until then)
@@ -696,7 +745,17 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
                 elif store.get_run(run_id).state is RunState.RUNNING:
                     reran = True  # applied before the fault hit
                 continue
-            if not executor.pending or all(k in executor.killed for k in executor.pending):
+            if scenario.child_repair and not repaired and run.state is RunState.FAILED:
+                repaired = repair_child(scenario.child_repair, scheduler, store, run_id, operate)
+                continue
+            # a repaired child still running is the parent's next end (its attempts are
+            # dispatched by the next turn)
+            repairing = scenario.child_repair is not None and _child_state(
+                store, run_id, scenario.child_repair[0]
+            ) in ("queued", "running", "paused")
+            if not repairing and (
+                not executor.pending or all(k in executor.killed for k in executor.pending)
+            ):
                 break
         if scenario.operation and scenario.operation[1] == "pause":
             if "pause>" not in seen and scenario.operation[0](tasks):

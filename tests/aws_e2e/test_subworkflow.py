@@ -4,8 +4,9 @@ machine runs the child's attempts, and the advance turn that ends the child run 
 the parent's task (no polling: the parent's next task is dispatched in that same turn). A
 failed child fails the parent; a rerun through the api reruns the same child run from its
 failed task, or whole when rerun from the task (with the params its task renders now); a
-stop of the parent stops the child; the reconciler reports a child whose end its parent
-missed. See harness.py for what stands in for compute."""
+child repaired on its own through the api (rerun, or its failed task marked) reopens its
+failed parent; a stop of the parent stops the child; the reconciler reports a child whose
+end its parent missed. See harness.py for what stands in for compute."""
 
 from __future__ import annotations
 
@@ -108,6 +109,38 @@ def test_a_failed_child_fails_the_parent_and_a_rerun_reruns_the_same_child(
     assert tasks["extract"].attempt == 1  # kept
     assert tasks["load"].attempt == 2  # rerun from its failure, in the same child run
     assert stack.observer.get_task(run_id, "report").outputs == {"seen": "42"}
+
+
+@pytest.mark.parametrize("repair", ["rerun", "mark"])
+def test_a_child_repaired_through_the_api_reopens_its_failed_parent(
+    stack: Stack, shared_dir: Path, repair: str
+) -> None:
+    # GIVEN a parent run that failed because its child's load failed
+    flag = shared_dir / "fixed"
+    run_id = trigger(stack, flag=str(flag))
+    assert stack.run_ends(run_id) == "failed"
+    child_id = child_of(run_id)
+    assert stack.run_state(child_id) == "failed"
+    # WHEN the child run itself is repaired: rerun (load passes now) or load marked
+    if repair == "rerun":
+        flag.touch()
+        status, body = stack.api("POST", f"/runs/{child_id}/rerun", {})
+    else:
+        status, body = stack.api(
+            "POST", f"/runs/{child_id}/tasks/load/mark", {"state": "succeeded"}
+        )
+    assert status == 200, body
+    stack.deliver_kicks()
+    # THEN the child succeeded, its parent's task took that end (no attempt of its own),
+    # the parent run reopened, its report ran once on the child's outputs, and it succeeded
+    assert stack.run_ends(child_id) == "succeeded"
+    assert stack.run_ends(run_id) == "succeeded"
+    task = stack.observer.get_task(run_id, "child")
+    assert (task.state.value, task.attempt) == ("succeeded", 1)
+    assert task.outputs == {"extract": {"rows": "42"}}
+    report = stack.observer.get_task(run_id, "report")
+    assert (report.attempt, report.outputs) == (1, {"seen": "42"})
+    assert set(stack.starts.values()) == {1}
 
 
 def test_a_rerun_from_the_succeeded_task_runs_its_child_again_whole(stack: Stack) -> None:

@@ -1024,6 +1024,111 @@ def test_apply_plan_with_empty_edges_makes_every_parent_count_again(store: State
     assert again.upstream == Upstream(succeeded=1)
 
 
+def test_a_task_keeps_the_end_of_its_child_run_that_it_took(store: StateStore) -> None:
+    """``TaskInstance.child_end`` (a sub-workflow task's child's end that it took) is kept by
+    every write of a task: at creation, a transition (alone or several in one decision), a
+    plan; a write without it clears it."""
+    ran = a_task("run-1", "sub", TaskState.RUNNING, attempt=1, started_at=at(0))
+    seed(store, "run-1", [ran, *(a_task("run-1", f"t{i}", TaskState.QUEUED) for i in range(4))])
+    assert store.get_task("run-1", "sub").child_end is None
+    # a transition: the task ends with its child's end
+    took = ran.with_(state=TaskState.FAILED, ended_at=at(2), child_end=at(1))
+    assert store.put_task(took, TaskState.RUNNING, 1)
+    assert store.get_task("run-1", "sub") == took
+    # several transitions in one decision (a store may write them in one statement)
+    writes = tuple(
+        TaskWrite(a_task("run-1", f"t{i}", TaskState.SUCCEEDED, ended_at=at(3), child_end=at(i)),
+                  TaskState.QUEUED, 0)
+        for i in range(4)
+    )  # fmt: skip
+    assert store.apply(Decision("run-1", writes))
+    assert [store.get_task("run-1", f"t{i}").child_end for i in range(4)] == [
+        at(i) for i in range(4)
+    ]
+    # a plan: the task takes a later end of its child
+    again = took.with_(state=TaskState.SUCCEEDED, ended_at=at(5), child_end=at(4))
+    assert store.apply_plan(Plan(store.get_run("run-1"), {"sub": again}), RunState.RUNNING)
+    assert store.get_task("run-1", "sub") == again
+    # a write of the task without it (a rerun resets it) clears it
+    reset = a_task("run-1", "sub", TaskState.WAITING, attempt=1)
+    assert store.apply_plan(Plan(store.get_run("run-1"), {"sub": reset}), RunState.RUNNING)
+    assert store.get_task("run-1", "sub").child_end is None
+    # and created with one, a task has it
+    seed(store, "run-2", [took.with_(run_id="run-2")])
+    assert store.get_task("run-2", "sub").child_end == at(1)
+
+
+def _takes_end(run: Run, read: TaskInstance, *others: TaskInstance) -> Plan:
+    """A plan decided from ``read`` (a sub-workflow task that failed with its child) that
+    gives it its child's later end, succeeded, and resets ``others``; applied only while
+    ``read`` is as read."""
+    moved = read.with_(state=TaskState.SUCCEEDED, ended_at=at(9), error=None, child_end=at(8))
+    plan = Plan(
+        run.with_(state=RunState.RUNNING, ended_at=None, n_done=1, n_failed=0, error=None),
+        {"load": moved, **{o.task_id: o.with_(state=TaskState.WAITING, ended_at=None) for o in others}},
+    )  # fmt: skip
+    plan.if_unchanged = (read,)
+    return plan
+
+
+def test_apply_plan_if_unchanged_applies_only_while_the_task_is_as_read(
+    store: StateStore,
+) -> None:
+    # GIVEN a failed run whose load failed (ended at at(2)), and a plan decided from it
+    run, tasks = _failed_run(store)
+    plan = _takes_end(run, tasks["load"], tasks["report"])
+    # WHEN load moved since (another end of it was taken, with the same state), THEN the
+    # plan is refused and nothing is written
+    moved = tasks["load"].with_(ended_at=at(3))
+    assert store.put_task(moved, TaskState.FAILED, 2)
+    assert store.apply_plan(plan, RunState.FAILED) is False
+    assert store.get_run("run-1") == run
+    assert by_id(store.get_tasks("run-1")) == {**tasks, "load": moved}
+    # WHEN load is as read, THEN it applies, once: applied again, it is refused
+    assert store.put_task(tasks["load"], TaskState.FAILED, 2)
+    assert store.apply_plan(plan, RunState.FAILED) is True
+    assert store.get_task("run-1", "load") == plan.tasks["load"]
+    assert store.get_run("run-1") == plan.run
+    assert store.apply_plan(plan, RunState.RUNNING) is False
+
+
+def test_apply_plan_if_unchanged_checks_a_task_it_does_not_write(store: StateStore) -> None:
+    run, tasks = _failed_run(store)
+    plan = Plan(run.with_(error="checked"), {"report": tasks["report"].with_(error="x")})
+    plan.if_unchanged = (tasks["extract"].with_(attempt=2),)  # not as stored
+    assert store.apply_plan(plan, RunState.FAILED) is False
+    assert store.get_run("run-1") == run
+    plan.if_unchanged = (tasks["extract"],)
+    assert store.apply_plan(plan, RunState.FAILED) is True
+    assert store.get_run("run-1").error == "checked"
+
+
+@pytest.mark.timeout(300)
+def test_apply_plan_if_unchanged_holds_for_a_plan_too_large_for_one_transaction(
+    store: StateStore,
+) -> None:
+    # GIVEN a failed run of 151 tasks, and a plan decided from load that resets the others
+    others = [a_task("run-1", f"w{i:03d}", TaskState.UPSTREAM_FAILED, ended_at=at(2))
+              for i in range(150)]  # fmt: skip
+    load = a_task("run-1", "load", TaskState.FAILED, attempt=1, ended_at=at(2), child_end=at(1))
+    run = seed(store, "run-1", [load, *others], state=RunState.FAILED, ended_at=at(2),
+               n_done=151, n_failed=1)  # fmt: skip
+    plan = _takes_end(run, load, *others)
+    # WHEN load moved since, THEN the plan is refused and nothing is written
+    assert store.put_task(load.with_(ended_at=at(3)), TaskState.FAILED, 1)
+    assert store.apply_plan(plan, RunState.FAILED) is False
+    assert store.get_run("run-1") == run
+    assert all(
+        t.state is TaskState.UPSTREAM_FAILED
+        for t in store.get_tasks("run-1", [o.task_id for o in others])
+    )
+    # WHEN load is as read, THEN it applies whole
+    assert store.put_task(load, TaskState.FAILED, 1)
+    assert store.apply_plan(plan, RunState.FAILED) is True
+    assert store.get_run("run-1") == plan.run
+    assert by_id(store.get_tasks("run-1")) == plan.tasks
+
+
 # ---------------------------------------------------------------------------- attempts
 def test_start_attempt_is_listed(store: StateStore) -> None:
     seed(store, "run-1", ["a"])

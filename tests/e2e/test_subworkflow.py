@@ -1,7 +1,8 @@
 """Sub-workflows end to end on the local runtime: real task processes and the real loop. The
 child's outputs reach the parent; a failed child fails the parent's task; a rerun of the
-parent reruns the same child run from its failed tasks; stop, pause and resume of the parent
-reach the child; and a child nested two levels deep across projects works the same."""
+parent reruns the same child run from its failed tasks; a child repaired on its own reopens
+its failed parent; stop, pause and resume of the parent reach the child; and a child nested
+two levels deep across projects works the same."""
 
 from __future__ import annotations
 
@@ -104,6 +105,36 @@ def test_failed_child_fails_the_task_and_a_rerun_reruns_the_same_child(
     assert child_tasks["extract"].attempt == 1  # kept: it had succeeded
     assert child_tasks["load"].attempt == 2  # rerun from its failure
     assert runtime.store.get_task(run.id, "report").outputs == {"seen": "42-eu"}
+
+
+def test_a_child_repaired_on_its_own_reopens_its_failed_parent(
+    runtime: LocalRuntime, shared_dir: Path
+) -> None:
+    """DolphinScheduler's "recover failed" of a sub-process instance, Airflow's clearing of
+    a triggered DAG run: the child run is rerun (or its failed task marked) on its own, and
+    its parent's task takes the child's new end, so the parent run runs on."""
+    flag = shared_dir / "ok"
+    runtime.scheduler.apply(child_text(flag))
+    runtime.scheduler.apply(PARENT)
+    rerun, _ = runtime.scheduler.trigger("default", "parent")
+    marked, _ = runtime.scheduler.trigger("default", "parent")
+    assert ended(runtime, rerun.id) is RunState.FAILED
+    assert ended(runtime, marked.id) is RunState.FAILED
+
+    flag.touch()
+    runtime.scheduler.rerun(child_id(rerun.id))
+    runtime.scheduler.mark(child_id(marked.id), "load", TaskState.SUCCEEDED)
+    for run in (rerun, marked):
+        # the parent stays failed until its child ends: its task takes that end in the
+        # child's end's own commit, which reopens it
+        assert ended(runtime, child_id(run.id)) is RunState.SUCCEEDED
+        assert ended(runtime, run.id) is RunState.SUCCEEDED
+        task = runtime.store.get_task(run.id, "child")
+        assert (task.state, task.attempt) == (TaskState.SUCCEEDED, 1)
+        report = runtime.store.get_task(run.id, "report")
+        assert (report.attempt, report.outputs) == (1, {"seen": "42-eu"})
+    assert runtime.store.get_task(child_id(rerun.id), "load").attempt == 2
+    assert runtime.store.get_task(child_id(marked.id), "load").attempt == 1
 
 
 def test_stop_pause_and_resume_of_the_parent_reach_the_child(

@@ -213,6 +213,94 @@ def test_a_child_whose_parent_task_ended_is_an_orphan() -> None:
     assert not rules.orphaned(_run(RunState.FAILED), running.with_(state=TaskState.STOPPED))
 
 
+def test_a_task_that_took_its_child_end_follows_the_child() -> None:
+    t1, t2 = T0 + timedelta(minutes=1), T0 + timedelta(minutes=2)
+    took = TaskInstance("r", "child", TaskState.FAILED, attempt=1, started_at=T0, child_end=t1)
+    # it follows: a later end is its new outcome; the end it took, or an older one, is not
+    assert rules.follows(took)
+    assert rules.takes_end(took, _run(RunState.SUCCEEDED, t2))
+    assert not rules.takes_end(took, _run(RunState.SUCCEEDED, t1))
+    assert not rules.takes_end(took, _run(RunState.SUCCEEDED, T0))
+    assert not rules.takes_end(took, _run(RunState.RUNNING))
+    # its child, marked or rerun on its own, is no orphan
+    assert not rules.orphaned(_run(RunState.RUNNING), took)
+    # a task that ended otherwise (marked or stopped while its child ran), or was reset or
+    # runs again, follows nothing: its attempt (if any) takes the child's end
+    for other in (
+        took.with_(child_end=None),
+        took.with_(state=TaskState.RUNNING, attempt=2, child_end=None),
+        took.with_(state=TaskState.WAITING, child_end=None),
+    ):
+        assert not rules.follows(other)
+        assert not rules.takes_end(other, _run(RunState.SUCCEEDED, t2))
+    assert rules.orphaned(_run(RunState.RUNNING), took.with_(child_end=None))
+
+
+def test_an_attempt_that_takes_its_child_end_keeps_it() -> None:
+    spec = load_workflow(PARENT)
+    t1 = T0 + timedelta(minutes=1)
+    running = TaskInstance("r", "child", TaskState.RUNNING, attempt=1, started_at=T0)
+    child = _run(RunState.FAILED, t1)
+    result = rules.child_result(child, {})
+    assert result.child_end == t1
+    assert rules.ended_for(running, child)
+    assert not rules.ended_for(running.with_(started_at=t1 + timedelta(seconds=1)), child)
+    made = engine.on_attempt_finished(spec, running, 1, result, t1)
+    assert made is not None
+    assert (made.task.state, made.task.child_end) == (TaskState.FAILED, t1)
+    # a retry follows nothing: its next attempt takes the child's next end
+    retried = load_workflow(PARENT.replace("name: parent", "name: parent\ndefaults: {retries: 1}"))
+    made = engine.on_attempt_finished(retried, running, 1, result, t1)
+    assert made is not None
+    assert (made.task.state, made.task.child_end) == (TaskState.UP_FOR_RETRY, None)
+    # an end that is not its child's (a timeout) follows nothing either
+    timed_out = AttemptResult(AttemptStatus.TIMED_OUT, error="timed out", retryable=False)
+    made = engine.on_attempt_finished(spec, running, 1, timed_out, t1)
+    assert made is not None
+    assert (made.task.state, made.task.child_end) == (TaskState.FAILED, None)
+
+
+def test_taking_a_later_child_end_is_a_mark_of_the_task() -> None:
+    spec = load_workflow(PARENT)
+    t1, t2, now = (T0 + timedelta(minutes=m) for m in (1, 2, 3))
+    run = Run("r", "parent", "default", 1, RunState.FAILED, {}, T0, T0, ended_at=t1,
+              n_tasks=3, n_done=3, n_failed=1)  # fmt: skip
+    prepare = TaskInstance("r", "prepare", TaskState.SUCCEEDED, attempt=1, ended_at=T0)
+    failed = TaskInstance(
+        "r", "child", TaskState.FAILED, attempt=1, ended_at=t1, error="child run c failed",
+        child_end=t1,
+    )  # fmt: skip
+    report = TaskInstance("r", "report", TaskState.UPSTREAM_FAILED, ended_at=t1)
+    ok = rules.child_result(_run(RunState.SUCCEEDED, t2), {"extract": {"rows": "7"}})
+    plan = rules.take_end(spec, run, [prepare, failed, report], failed, ok, now)
+    # the task took the new end, as read only; what waited on it is decided again; the run
+    # runs again
+    assert plan.if_unchanged == (failed,)
+    took = plan.tasks["child"]
+    assert (took.state, took.outputs, took.error) == (
+        TaskState.SUCCEEDED, {"extract": {"rows": "7"}}, None,
+    )  # fmt: skip
+    assert (took.ended_at, took.child_end, took.attempt) == (now, t2, 1)
+    assert plan.tasks["report"].state is TaskState.QUEUED
+    assert (plan.run.state, plan.run.n_done, plan.run.n_failed) == (RunState.RUNNING, 2, 0)
+    assert not plan.kill
+    # an end in the state it has: its outputs or error alone, or nothing to write
+    same = rules.child_result(_run(RunState.FAILED, t2, error="other"), {})
+    write = rules.same_state_write(failed, same, now)
+    assert write is not None
+    (only,) = write.tasks
+    assert (only.expect, only.expect_attempt) == (TaskState.FAILED, 1)
+    assert (only.task.error, only.task.ended_at, only.task.child_end) == (
+        "child run c failed: other", t1, t2,
+    )  # fmt: skip
+    assert (
+        rules.same_state_write(failed, rules.child_result(_run(RunState.FAILED, t2), {}), now)
+        is None
+    )
+    with pytest.raises(ValueError, match="take_end"):
+        rules.same_state_write(failed, ok, now)
+
+
 def test_depth_is_bounded() -> None:
     assert rules.check_depth(rules.MAX_DEPTH) is None
     assert "levels" in (rules.check_depth(rules.MAX_DEPTH + 1) or "")

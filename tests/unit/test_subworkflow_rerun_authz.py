@@ -136,3 +136,68 @@ def test_a_backfill_that_reruns_an_older_version_needs_operator_where_it_reaches
     plain = {"start": "2026-01-02", "end": "2026-01-02"}
     made = world.call("operator", "POST", "/workflows/daily/backfills", plain, project="a")
     assert made.status == 201, made.text
+
+
+UP = """\
+name: up
+project: b
+tasks:
+  t: {type: workflow, workflow: a/flow}
+  after: {type: shell, command: "true", depends_on: [t]}
+"""
+
+
+def test_repairing_a_child_run_needs_operator_where_its_parent_takes_the_new_end(
+    world: World,  # noqa: F811
+) -> None:
+    # GIVEN a run of b/up whose child run in a failed, so the parent failed with it
+    assert world.call("root", "POST", "/workflows", {"source": UP}).status == 201
+    run_id = world.call("root", "POST", "/workflows/up/runs", {}, project="b").body["run"]["id"]
+    world.api.scheduler.step()
+    child = rules.child_run_id(run_id, "t", ("a", "flow"))
+    fail(world, child, "first")
+    assert world.store.get_run(run_id).state is RunState.FAILED
+    # WHEN an operator of a only reruns the child or marks its failed task (each would end
+    # it again, and its parent in b would take that end and run again), THEN 403 naming b
+    for path, body, doing in (
+        (f"/runs/{child}/rerun", {}, "rerunning it"),
+        (f"/runs/{child}/tasks/first/mark", {"state": "succeeded"}, "marking its tasks"),
+    ):
+        before = state(world)
+        reply = world.call("operator", "POST", path, body)
+        assert reply.status == 403, reply.text
+        assert "may not operate runs in project b" in reply.body["message"]
+        assert doing in reply.body["message"]
+        assert state(world) == before
+    # AND a caller who may operate in b may: the parent takes the child's new end
+    ok = world.call("root", "POST", f"/runs/{child}/tasks/first/mark", {"state": "succeeded"})
+    assert ok.status == 200, ok.text
+    assert world.store.get_task(run_id, "t").state.value == "failed"  # second still to run
+    scheduler = world.api.scheduler
+    scheduler.step()
+    second = world.store.get_task(child, "second")
+    done = AttemptResult(AttemptStatus.SUCCEEDED)
+    scheduler.on_finished([Finished(child, "second", second.attempt, done)])
+    scheduler.step()
+    assert world.store.get_run(child).state is RunState.SUCCEEDED
+    assert world.store.get_task(run_id, "t").state.value == "succeeded"
+    assert world.store.get_run(run_id).state is RunState.RUNNING  # after runs now
+
+
+def test_marking_a_task_whose_child_was_rerun_on_its_own_stops_the_child(
+    world: World,  # noqa: F811
+) -> None:
+    # GIVEN a run of a/subx whose child run in b failed, then was rerun on its own (by a
+    # caller who may): the parent's task follows it, and a mark of that task stops it
+    run_id, child = failed_subx(world)
+    assert world.call("root", "POST", f"/runs/{child}/rerun", {}).status == 200
+    world.api.scheduler.step()
+    assert world.store.get_run(child).state is RunState.RUNNING
+    # WHEN an operator of a only marks the parent's task, THEN 403 naming b (as for any
+    # mark of a run whose sub-workflows reach b), nothing changed
+    refused(world, f"/runs/{run_id}/tasks/t/mark", {"state": "skipped"}, "marking its tasks")
+    # AND a caller who may operate in b may: the child is stopped, the mark stands
+    ok = world.call("root", "POST", f"/runs/{run_id}/tasks/t/mark", {"state": "skipped"})
+    assert ok.status == 200, ok.text
+    assert world.store.get_run(child).state is RunState.STOPPED
+    assert world.store.get_task(run_id, "t").state.value == "skipped"

@@ -35,7 +35,7 @@ from stratoflow.engine import (
 from stratoflow.engine import pools as engine_pools
 from stratoflow.engine.backfill import awaited_runs, rerun_all
 from stratoflow.engine.dependency import SUPERSEDED
-from stratoflow.engine.subworkflow import parent_of
+from stratoflow.engine.subworkflow import follows, parent_of
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, StratoflowError
 from stratoflow.model import ScheduleError, WorkflowSpec, load_workflow, spec_from_document
 from stratoflow.ports import (
@@ -89,6 +89,15 @@ class _Ended(NamedTuple):
     #: the attempt's end when it is not recorded yet: it goes with the task's transition
     #: (``StateStore.apply_end``), or on its own if that transition does not apply
     history: Attempt | None = None
+
+
+class PlanRefused(Conflict):
+    """A whole-run operation's conditional write was refused (``Scheduler._apply``): the run,
+    or a task it was decided from, moved since it was read. Nothing of it was written."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} changed while the operation was applied; try again")
+        self.run_id = run_id
 
 
 @dataclass(frozen=True)
@@ -1161,9 +1170,21 @@ class Scheduler:
             end = engine.run_finished_state(spec, run, present)
         if end is None:
             return
-        ended = run.with_(state=end, ended_at=now)
-        if self.store.put_run(ended, run.state):
-            self._run_ended(ended)
+        self._end_run(run.with_(state=end, ended_at=now), run.state)
+
+    def _end_run(self, ended: Run, was: RunState) -> bool:
+        """Write a run's end (conditional on its state being ``was``), then go on from it.
+        A sub-workflow child whose parent's ended task follows it has that task take this
+        end first (``SubWorkflows.before_end``): a crash between the two writes leaves the
+        child unfinished with every task ended, which the next delivery or recovery ends
+        (the task first again, which does not take an end twice). False: another writer
+        ended it first."""
+        if ended.parent:
+            self.subworkflows.before_end(ended)
+        if not self.store.put_run(ended, was):
+            return False
+        self._run_ended(ended)
+        return True
 
     def _run_ended(self, run: Run) -> None:
         """What follows a run's end, however it ended: forget its pinned version, say so,
@@ -1675,8 +1696,11 @@ class Scheduler:
     # ------------------------------------------------------------ operations
     def _apply(self, plan: Plan, expect: RunState, if_ended_at: datetime | None = None) -> Run:
         plan = engine_pools.settle_plan(plan)
+        ends = plan.run.state.terminal and plan.run.state is not RunState(expect)
+        if ends and plan.run.parent and self.subworkflows.followed(plan.run):
+            return self._apply_child_end(plan, expect, if_ended_at)
         if not self.store.apply_plan(plan, expect, if_ended_at=if_ended_at):
-            raise Conflict(f"run {plan.run.id} changed while the operation was applied; try again")
+            raise PlanRefused(plan.run.id)
         self._pools_due.update(t.pool for t in plan.pool_releases if t.pool is not None)
         for ti in plan.kill:
             self._kill(ti)
@@ -1685,6 +1709,26 @@ class Scheduler:
             # nothing left to run) ends succeeded at once ends as if it had run again
             self._run_ended(plan.run)
         return plan.run
+
+    def _apply_child_end(self, plan: Plan, expect: RunState, if_ended_at: datetime | None) -> Run:
+        """``_apply`` of a plan that ends a child run (a mark or rerun of it that ends it at
+        once, a stop) whose parent's ended task follows it: the plan is written with the run
+        left running, every task of it ended, then the run's end goes through ``_end_run``,
+        so that its parent's task takes it first. One commit where the store has them
+        (SQLite); elsewhere a crash in between leaves a run whose tasks have all ended,
+        which the next delivery or recovery ends as ``_end_run`` does."""
+        end = plan.run
+        with self._deciding():
+            running = self._apply(
+                replace(plan, run=end.with_(state=RunState.RUNNING, ended_at=None)),
+                expect,
+                if_ended_at,
+            )
+            if RunState(expect).terminal:  # an ended run runs again, if only for an instant
+                self._emit("run.started", running)
+            if not self._end_run(end, RunState.RUNNING):  # ended meanwhile, by another writer
+                return self.store.get_run(end.id)
+        return end
 
     def _act(self, action: Callable[[], None]) -> None:
         """Run ``action`` once the state it depends on is committed: at once outside a
@@ -1767,12 +1811,18 @@ class Scheduler:
             return new
 
     def mark(self, run_id: str, task_id: str, state: TaskState) -> Run:
+        """Mark a task succeeded or skipped (``engine.mark``). Marking a sub-workflow task
+        stops its child run if that still runs: one its attempt runs (the mark kills the
+        attempt), or one rerun on its own since the task took its end (the task followed
+        it: ``engine.subworkflow.follows``; marked, it no longer does)."""
         with self._lock:
             run, spec = self._load(run_id)
-            plan = engine.mark(
-                spec, run, self.store.get_tasks(run_id), task_id, state, self.clock.now()
-            )
+            tasks = self.store.get_tasks(run_id)
+            plan = engine.mark(spec, run, tasks, task_id, state, self.clock.now())
             marked = self._apply(plan, run.state)
+            before = next(t for t in tasks if t.task_id == task_id)
+            if follows(before):
+                self.subworkflows.kill(spec, before)  # stops its child, if it runs
             if run.state.terminal and marked.state is RunState.RUNNING:
                 self._emit("run.started", marked)  # an ended run made to run again, as a rerun
             self._started_runs.append(run_id)  # a task marked done may have made children ready

@@ -12,6 +12,14 @@ of every child that ended while its parent's task still runs, stops the children
 parent's task has ended, and pauses or resumes each child to match its parent (a child
 paused by its parent's pause says so in ``Run.paused_by_parent``, so an operator's own pause
 of a child is kept).
+
+A child that ends again after its parent's task took its end (marked or rerun on its own)
+reaches that task too, which follows it (``TaskInstance.child_end``): ``before_end``, called
+by the service before the child's end is written, has the task take the new end as a mark of
+it would (its downstream decided again, an ended parent run reopened). The child stays
+unfinished until its parent's task has taken the end, so whatever dies in between, the next
+delivery or recovery ends the child again, through here again (an end the task took is not
+taken twice).
 """
 
 from __future__ import annotations
@@ -37,6 +45,9 @@ TRIGGER = "workflow"  # a child run's trigger
 ACTIVE = (RunState.QUEUED, RunState.RUNNING, RunState.PAUSED)
 # the child runs an operation's authorization check reads, at most (check_caller_rerun)
 MAX_CHILD_RUNS_CHECKED = 1000
+# how often a parent's task taking its child's new end decides again when its run or itself
+# moved between the read and the write (``SubWorkflows._take_end``)
+TAKE_END_TRIES = 3
 
 
 class SubWorkflows:
@@ -143,6 +154,32 @@ class SubWorkflows:
                         "superuser"
                     )
                 todo.append((child, depth + 1))
+
+    def check_caller_parents(self, principal: Principal, run: Run, doing: str) -> None:
+        """Rerunning, marking, stopping or resuming a run may end it again; if it is a
+        sub-workflow child whose parent's ended task follows it (``rules.follows``), that
+        task takes the new end, which reopens the parent run (and so on up, while each
+        task above follows its run): a caller must be operator where each of those parent
+        runs is (Forbidden, naming the project, otherwise). Bounded reads: the links above
+        ``run`` (at most ``MAX_DEPTH`` + 1), while each task follows."""
+        if principal.superuser:
+            return
+        store, child = self.scheduler.store, run
+        for parent_run_id, task_id in self._links(run):
+            try:
+                task = store.get_task(parent_run_id, task_id)
+                parent = store.get_run(parent_run_id)
+            except NotFound:
+                return
+            if not rules.follows(task):
+                return
+            if not principal.can(Action.OPERATE, parent.project):
+                raise Forbidden(
+                    f"{principal.name} may not operate runs in project {parent.project}, "
+                    f"where task {task_id} of run {parent.id} takes the ends of its sub-workflow "
+                    f"child run {child.id}; {doing} needs operator there"
+                )
+            child = parent
 
     def check_caller_children(self, principal: Principal, run: Run, doing: str) -> None:
         """Pausing, resuming or stopping a run does the same to its unfinished child runs,
@@ -288,21 +325,27 @@ class SubWorkflows:
         self.scheduler.on_finished([Finished(run_id, task.task_id, task.attempt, result)])
         self.scheduler._started_runs.append(run_id)  # what the task's end made ready
 
-    def _report(self, parent_run_id: str, task: TaskInstance, child: Run) -> None:
+    def _result(self, child: Run) -> AttemptResult:
+        """The parent task's outcome from ``child``'s end (its tasks read for their outputs
+        or the one that failed)."""
         outputs: dict[str, Any] = {}
         failed: list[TaskInstance] = []
         if child.state is not RunState.STOPPED:
             tasks = self.scheduler.store.get_tasks(child.id)
             outputs = {t.task_id: t.outputs for t in tasks}
             failed = [t for t in tasks if t.state is TaskState.FAILED]
-        result = rules.child_result(
+        return rules.child_result(
             child, outputs if child.state is RunState.SUCCEEDED else {}, failed
         )
-        self._finish(parent_run_id, task, result)
+
+    def _report(self, parent_run_id: str, task: TaskInstance, child: Run) -> None:
+        self._finish(parent_run_id, task, self._result(child))
 
     def run_ended(self, run: Run) -> None:
-        """A run ended: if it is a child, its parent's task ends with it (a parent task no
-        longer running that attempt, e.g. stopped, ignores it)."""
+        """A run ended: if it is a child, its parent's running task ends with it, if the end
+        is this attempt's (a parent task no longer running that attempt, e.g. stopped or
+        rerun since, ignores it); a parent's ended task that follows it takes it as its new
+        outcome, if ``before_end`` has not (an end written by another path)."""
         link = rules.parent_of(run)
         if link is None:
             return
@@ -313,7 +356,89 @@ class SubWorkflows:
             log.warning("child run %s ended; its parent %s is gone", run.id, run.parent)
             return
         if task.state is TaskState.RUNNING:
-            self._report(parent_run_id, task, run)
+            if rules.ended_for(task, run):
+                self._report(parent_run_id, task, run)
+        elif rules.takes_end(task, run):
+            self._take_end(task, run)
+
+    def followed(self, child: Run) -> bool:
+        """Whether the parent's task of ``child`` has ended and follows it (one read): the
+        child's next end is that task's new outcome (``Scheduler._end_run``)."""
+        link = rules.parent_of(child)
+        if link is None:
+            return False
+        try:
+            return rules.follows(self.scheduler.store.get_task(*link))
+        except NotFound:
+            return False
+
+    def before_end(self, child: Run) -> None:
+        """``child`` is about to be written ended: if its parent's ended task follows it and
+        this end is later than the one it took, the task takes it now, before the child's
+        end is written (``Scheduler._end_run``). Whatever dies between the two, the child is
+        still unfinished (every task of it ended), so the next delivery or recovery ends it
+        again, through here again; the task takes an end once."""
+        link = rules.parent_of(child)
+        if link is None:
+            return
+        try:
+            task = self.scheduler.store.get_task(*link)
+        except NotFound:
+            return
+        if rules.takes_end(task, child):
+            self._take_end(task, child)
+
+    def _take_end(self, task: TaskInstance, child: Run) -> None:
+        """The parent's ended ``task`` (as read) takes ``child``'s later end: as a mark of
+        it, when its state changes (``rules.take_end``: its downstream decided again, an
+        ended parent run reopened or ended anew, applied only while the task is as read);
+        else only its new outputs or error. A task that moved meanwhile is read again and
+        decided again, a few times."""
+        s = self.scheduler
+        result = self._result(child)
+        for _ in range(TAKE_END_TRIES):
+            if self._try_take_end(task, child, result):
+                return
+            try:
+                task = s.store.get_task(task.run_id, task.task_id)
+            except NotFound:
+                return
+            if not rules.takes_end(task, child):
+                return  # taken meanwhile (another caller), or no longer following
+        raise Conflict(
+            f"run {task.run_id} kept changing while its task {task.task_id} took the new end "
+            f"of child run {child.id}; the next delivery or recovery takes it"
+        )
+
+    def _try_take_end(self, task: TaskInstance, child: Run, result: AttemptResult) -> bool:
+        """One decision of ``_take_end``, from ``task`` as read: whether it is done (taken,
+        or nothing to take); False when the write was refused (the task or its run moved)."""
+        from stratoflow.service import PlanRefused
+
+        s = self.scheduler
+        now = s.clock.now()
+        if rules.retaken(task, result, now).state is task.state:
+            decision = rules.same_state_write(task, result, now)
+            return decision is None or s.store.apply(decision)
+        run, spec = s._load(task.run_id)
+        plan = rules.take_end(spec, run, s.store.get_tasks(run.id), task, result, now)
+        try:
+            after = s._apply(plan, run.state)
+        except PlanRefused as refused:
+            if refused.run_id != run.id:
+                raise  # a run above it, whose own task took its end: not this plan
+            return False  # the run or the task moved since they were read
+        took = plan.tasks[task.task_id]
+        log.info(
+            "task %s of run %s takes the new end of its child run %s: %s (run %s)",
+            task.task_id, run.id, child.id, took.state.value, after.state.value,
+        )  # fmt: skip
+        if took.state is TaskState.FAILED:  # as an attempt's failure says it
+            s._emit("task.failed", after, task=took)
+        if run.state.terminal and after.state is RunState.RUNNING:
+            s._emit("run.started", after)  # an ended run made to run again, as a mark does
+        s.made_ready(run.id)  # what its new end made ready
+        return True
 
     # ------------------------------------------------------------ operations reach the child
     def _children(self, run_id: str, states: Sequence[RunState]) -> list[Run]:

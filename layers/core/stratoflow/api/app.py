@@ -1751,6 +1751,7 @@ def create_app(
         project = target.project
         scheduler.subworkflows.check_caller_run(caller(), target, "resuming it")
         scheduler.subworkflows.check_caller_children(caller(), target, "resuming it")
+        scheduler.subworkflows.check_caller_parents(caller(), target, "resuming it")
         run = scheduler.resume(run_id)
         changed()
         record("run.resume", f"run/{run_id}", project)
@@ -1767,6 +1768,7 @@ def create_app(
         project = target.project
         scheduler.subworkflows.check_caller_run(caller(), target, "stopping it")
         scheduler.subworkflows.check_caller_children(caller(), target, "stopping it")
+        scheduler.subworkflows.check_caller_parents(caller(), target, "stopping it")
         run = scheduler.stop(run_id)
         changed()
         record("run.stop", f"run/{run_id}", project)
@@ -1782,6 +1784,7 @@ def create_app(
         target = run_for(run_id, Action.OPERATE)
         project = target.project
         scheduler.subworkflows.check_caller_rerun(caller(), target, "rerunning it")
+        scheduler.subworkflows.check_caller_parents(caller(), target, "rerunning it")
         from_task = body.from_ if body is not None else None
         run = scheduler.rerun(run_id, from_task=from_task)
         changed()
@@ -1800,6 +1803,7 @@ def create_app(
         store.get_task(run_id, task_id)
         scheduler.subworkflows.check_caller_rerun(caller(), target, "marking its tasks")
         scheduler.subworkflows.check_caller_children(caller(), target, "marking its tasks")
+        scheduler.subworkflows.check_caller_parents(caller(), target, "marking its tasks")
         run = scheduler.mark(run_id, task_id, TaskState(body.state))
         changed()
         record("run.mark", f"run/{run_id}", project, task=task_id, state=body.state)

@@ -161,7 +161,8 @@ def on_attempt_finished(
     if ti.state is not TaskState.RUNNING or ti.attempt != attempt:
         return None
     ended = attempt_end(ti, result, now)
-    base = ti.with_(deadline=None, ended_at=ended, error=result.error)
+    # a sub-workflow task that ends with its child's end follows that child from now on
+    base = ti.with_(deadline=None, ended_at=ended, error=result.error, child_end=result.child_end)
     if result.status is AttemptStatus.SUCCEEDED:
         return AttemptDecision(
             base.with_(state=TaskState.SUCCEEDED, outputs=dict(result.outputs), error=None)
@@ -174,7 +175,9 @@ def on_attempt_finished(
         if result.retry_not_before is not None and result.retry_not_before > ready_at:
             ready_at = result.retry_not_before  # the killed attempt may run until then
         return AttemptDecision(
-            base.with_(state=TaskState.UP_FOR_RETRY, ready_at=ready_at, ended_at=None),
+            base.with_(
+                state=TaskState.UP_FOR_RETRY, ready_at=ready_at, ended_at=None, child_end=None
+            ),
             retrying=True,
         )
     return AttemptDecision(base.with_(state=TaskState.FAILED))
@@ -730,6 +733,11 @@ class Plan:
     # sub-workflow child rerun whole takes its parent task's params as rendered now); else
     # a store leaves the run's params as they are
     new_params: bool = False
+    # tasks as read: the plan applies only while each is still in the state, at the attempt
+    # and with the end it was read with (else nothing is written), so that of two callers
+    # deciding it from one read (a sub-workflow task taking its child's later end) one
+    # applies it, and one decided from an older read never does
+    if_unchanged: tuple[TaskInstance, ...] = ()
 
 
 def with_params(spec: WorkflowSpec, plan: Plan, overrides: Mapping[str, Any]) -> Plan:
@@ -924,7 +932,9 @@ def mark(
     state: TaskState,
     now: datetime,
 ) -> Plan:
-    """Mark a task succeeded or skipped; what waited on it is decided again."""
+    """Mark a task succeeded or skipped; what waited on it is decided again. A sub-workflow
+    task marked no longer follows its child run (``TaskInstance.child_end``): a later end of
+    the child does not undo the mark."""
     if state not in (TaskState.SUCCEEDED, TaskState.SKIPPED):
         raise InvalidInput([Problem("state", f"can mark a task succeeded or skipped, not {state}")])
     if run.state is RunState.QUEUED:
@@ -939,10 +949,30 @@ def mark(
     old = current[task_id]
     if old.state is state:
         raise Conflict(f"task {task_id} is already {state}")
-    plan_kill = [old] if old.state is TaskState.RUNNING else []
-    current[task_id] = old.with_(
-        state=state, ended_at=now, deadline=None, ready_at=None, error=None
+    # a sub-workflow task marked no longer follows its child: the mark is its outcome
+    marked = old.with_(
+        state=state, ended_at=now, deadline=None, ready_at=None, error=None, child_end=None
     )
+    return set_end(spec, run, current.values(), marked, now)
+
+
+def set_end(
+    spec: WorkflowSpec,
+    run: Run,
+    tasks: Iterable[TaskInstance],
+    new: TaskInstance,
+    now: datetime,
+) -> Plan:
+    """A task given the end ``new`` from outside its attempts: a mark, or a sub-workflow
+    task that takes a later end of its child run (``engine.subworkflow.take_end``). A
+    running attempt of it is killed; the tasks downstream of it that ended, or wait,
+    because of its old state are decided again; an ended run runs again (or ends at once,
+    with its new end), a run still going keeps its state unless every task has now ended."""
+    current = {t.task_id: t for t in tasks}
+    task_id = new.task_id
+    old = current[task_id]
+    plan_kill = [old] if old.state is TaskState.RUNNING else []
+    current[task_id] = new
     # downstream tasks that ended because of the old state are decided again
     reset = {
         t for t in spec.dag.downstream(task_id)

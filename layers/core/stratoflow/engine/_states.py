@@ -133,6 +133,13 @@ class TaskInstance:
     # its child run again, all of it, where a child that had succeeded would otherwise stand
     # (``engine.subworkflow.on_claim``). Kept until that attempt is made.
     rerun_child: bool = False
+    # A sub-workflow task that ended with its child run's end (``engine.subworkflow``): when
+    # that child run ended. The task follows its child from then on: a later end of the
+    # same child run (the child marked or rerun on its own) is the task's new outcome
+    # (``engine.subworkflow.takes_end``), an end not later is one it has taken. None for
+    # every other task, and for one that ended otherwise (stopped, timed out, or marked
+    # while its child ran, which stops the child) or was reset by a rerun of its own run.
+    child_end: datetime | None = None
 
     @property
     def try_number(self) -> int:
@@ -196,3 +203,6 @@ class AttemptResult:
     # when it ended, where the executor knows that to be before its report: an end found
     # after a restart (the scheduler was down when it happened). None: when reported.
     ended_at: datetime | None = None
+    # a sub-workflow task's result: when the child run it reports ended (the task keeps it:
+    # ``TaskInstance.child_end``)
+    child_end: datetime | None = None

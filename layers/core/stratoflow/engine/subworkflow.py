@@ -12,6 +12,14 @@ child run, if any), asks, and persists.
 
 The child links back to its parent with :attr:`Run.parent` (``"<parent run id>/<task id>"``;
 a task id holds no ``/``), which is how the child's end reaches the parent's task.
+
+The task keeps the end of the child it took (``TaskInstance.child_end``) and follows the child
+from then on: when the child, marked or rerun on its own, ends again later (DolphinScheduler's
+"recover failed" of a sub-process instance, Airflow's clearing of a triggered DAG run), the
+task takes that end as its new outcome, as a mark of it would (``take_end``: its downstream
+decided again, an ended parent run reopened), or only its new outputs or error if its state
+stays (``same_state_write``). An end it took already, an older one, or one of a child whose
+task was rerun since (it no longer follows) is not taken (``takes_end``).
 """
 
 from __future__ import annotations
@@ -21,10 +29,12 @@ import json
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from stratoflow.engine._engine import template_context
+from stratoflow.engine._decision import Decision, TaskWrite
+from stratoflow.engine._engine import Plan, set_end, template_context
 from stratoflow.engine._states import (
     AttemptResult,
     AttemptStatus,
@@ -180,9 +190,7 @@ def on_claim(ti: TaskInstance, child: Run | None) -> Next:
         return Next(Step.START)
     if not child.state.terminal:
         return Next(Step.WAIT)
-    started = ti.started_at
-    for_this = started is not None and child.ended_at is not None and child.ended_at >= started
-    if for_this:
+    if ended_for(ti, child):
         return Next(Step.REPORT)
     if ti.rerun_child and ti.try_number == 1:
         return Next(Step.RERUN_ALL)
@@ -191,13 +199,96 @@ def on_claim(ti: TaskInstance, child: Run | None) -> Next:
     return Next(Step.RERUN)
 
 
+def ended_for(ti: TaskInstance, child: Run) -> bool:
+    """Whether ``child`` (ended) ended for the running attempt ``ti`` of its parent's task:
+    since the attempt started. An end from before it is an earlier attempt's (a late or
+    repeated delivery of it is not this attempt's outcome)."""
+    started = ti.started_at
+    return started is not None and child.ended_at is not None and child.ended_at >= started
+
+
 def orphaned(child: Run, parent_task: TaskInstance | None) -> bool:
     """Whether an unfinished child run has lost its reason to go on: its parent's task has
-    ended (stopped, timed out, marked) or is gone. A stop of the parent that died between the
-    parent's write and the child's is completed by stopping such a child."""
+    ended (stopped, timed out, marked while the child ran) or is gone. A stop of the parent
+    that died between the parent's write and the child's is completed by stopping such a
+    child. A child whose parent's task ended with an earlier end of it, then marked or rerun
+    on its own, is no orphan: the task follows it (``follows``), its end is the task's next
+    outcome."""
     if child.state.terminal:
         return False
-    return parent_task is None or parent_task.state.terminal
+    if parent_task is None:
+        return True
+    return parent_task.state.terminal and not follows(parent_task)
+
+
+def follows(task: TaskInstance | None) -> bool:
+    """Whether an ended sub-workflow task follows its child run: it ended with an end of
+    that child (``TaskInstance.child_end``), so the child's next end is its new outcome. A
+    task that ended otherwise (stopped, timed out, or marked while its child ran: the child
+    was stopped for it), or has not ended (its attempt takes the child's end), does not."""
+    return task is not None and task.state.terminal and task.child_end is not None
+
+
+def takes_end(task: TaskInstance, child: Run) -> bool:
+    """Whether the parent's ended ``task`` takes ``child``'s end (as read, or about to be
+    written) as its new outcome: it follows the child and this end is later than the one it
+    took. An end it took already (a redelivery, a recovery), an older one (a late read), or
+    any end of a child whose task was rerun since (reset: it follows nothing) is not."""
+    return (
+        follows(task)
+        and task.child_end is not None
+        and child.state.terminal
+        and child.ended_at is not None
+        and child.ended_at > task.child_end
+    )
+
+
+def retaken(task: TaskInstance, result: AttemptResult, now: datetime) -> TaskInstance:
+    """``task`` with the outcome of its child's later end (``result``: ``child_result``):
+    succeeded with the child's outputs, or failed (stopped) with no outputs and the error;
+    ended ``now`` if its state changes, else its end stays."""
+    if result.status is AttemptStatus.SUCCEEDED:
+        state, outputs, error = TaskState.SUCCEEDED, dict(result.outputs), None
+    else:
+        stopped = result.status is AttemptStatus.STOPPED
+        state, outputs, error = (
+            TaskState.STOPPED if stopped else TaskState.FAILED,
+            {},
+            result.error,
+        )
+    return task.with_(
+        state=state, outputs=outputs, error=error, child_end=result.child_end,
+        ended_at=task.ended_at if state is task.state else now,
+    )  # fmt: skip
+
+
+def take_end(
+    spec: WorkflowSpec,
+    run: Run,
+    tasks: Iterable[TaskInstance],
+    task: TaskInstance,
+    result: AttemptResult,
+    now: datetime,
+) -> Plan:
+    """The plan of the parent's ``task`` (as read) taking its child's later end whose
+    state differs from its own: as a mark of it (``engine.set_end``: what waits on it is
+    decided again, an ended ``run`` runs again or ends anew), applied only while ``task`` is
+    still as read (``Plan.if_unchanged``: once, and never from an older read)."""
+    plan = set_end(spec, run, tasks, retaken(task, result, now), now)
+    plan.if_unchanged = (task,)
+    return plan
+
+
+def same_state_write(task: TaskInstance, result: AttemptResult, now: datetime) -> Decision | None:
+    """The child's later end leaves ``task`` in its state: its new outputs or error alone
+    (nothing downstream is decided again, the parent run keeps its state), conditional on
+    the task's state and attempt; None when nothing of it changes (nothing to write)."""
+    new = retaken(task, result, now)
+    if new.state is not task.state:
+        raise ValueError(f"task {task.task_id} would move to {new.state}: use take_end")
+    if (new.outputs, new.error) == (task.outputs, task.error):
+        return None
+    return Decision(task.run_id, (TaskWrite(new, task.state, task.attempt),))
 
 
 class Align(StrEnum):
@@ -231,6 +322,7 @@ def child_result(
     """The parent task's attempt result from its child's end. ``outputs``: the child's task
     outputs (task id -> outputs) when it succeeded; ``failed``: its failed tasks, named in
     the error when it failed."""
+    end = child.ended_at  # the task keeps it: it follows the child from then on
     if child.state is RunState.SUCCEEDED:
         kept = {t: dict(o) for t, o in outputs.items() if o}
         size = len(json.dumps(kept, default=str))
@@ -240,10 +332,13 @@ def child_result(
                 error=f"child run {child.id} succeeded, but its outputs are {size} bytes as JSON "
                 f"(at most {MAX_OUTPUTS_BYTES})",
                 retryable=False,
+                child_end=end,
             )
-        return AttemptResult(AttemptStatus.SUCCEEDED, kept)
+        return AttemptResult(AttemptStatus.SUCCEEDED, kept, child_end=end)
     if child.state is RunState.STOPPED:
-        return AttemptResult(AttemptStatus.STOPPED, error=f"child run {child.id} was stopped")
+        return AttemptResult(
+            AttemptStatus.STOPPED, error=f"child run {child.id} was stopped", child_end=end
+        )
     first = next(iter(failed), None)
     if child.error:
         reason = f": {child.error}"
@@ -251,7 +346,9 @@ def child_result(
         reason = f": task {first.task_id} failed" + (f" ({first.error})" if first.error else "")
     else:
         reason = ""
-    return AttemptResult(AttemptStatus.FAILED, error=f"child run {child.id} failed{reason}"[:1000])
+    return AttemptResult(
+        AttemptStatus.FAILED, error=f"child run {child.id} failed{reason}"[:1000], child_end=end
+    )
 
 
 def start_failed(error: str) -> AttemptResult:
@@ -274,14 +371,20 @@ __all__ = [
     "child_run_id",
     "children",
     "cycle_problem",
+    "ended_for",
     "find_cycle",
+    "follows",
     "graph_too_large",
     "is_subworkflow",
     "on_claim",
     "orphaned",
     "parent_link",
     "parent_of",
+    "retaken",
+    "same_state_write",
     "start_failed",
     "starts_paused",
+    "take_end",
+    "takes_end",
     "targets",
 ]

@@ -333,7 +333,9 @@ class _Names(dict[str, str]):
 
 
 # ------------------------------------------------------------------ tasks
-_TIMES = ("ready_at", "deadline", "started_at", "ended_at")
+# the task's times, written whole by every write of a task (``child_end``: the end of its
+# sub-workflow child that it took, ``TaskInstance.child_end``)
+_TIMES = ("ready_at", "deadline", "started_at", "ended_at", "child_end")
 
 
 def task_index(task: TaskInstance, qseq: str | None) -> tuple[str, str] | None:
@@ -472,6 +474,7 @@ def to_task(run_id: str, item: Item) -> TaskInstance:
         outputs=json.loads(item["outputs"]["S"]),
         error=get_s(item, "error"),
         priority=get_n(item, "prio"),
+        child_end=get_dt(item, "child_end"),
         # "gsi2pk": an intent written before it moved to gsi1 (PROP#n partitions of gsi2)
         propagating=PROPAGATING in item or "gsi2pk" in item,
         rerun_child=RERUN_CHILD in item,
@@ -599,8 +602,9 @@ def task_to_json(task: TaskInstance) -> dict[str, Any]:
 
 
 def task_from_json(run_id: str, data: Mapping[str, Any]) -> TaskInstance:
+    # a plan journaled before a time was added has none of it
     times: dict[str, Any] = {
-        name: None if data[name] is None else dt(data[name]) for name in _TIMES
+        name: None if data.get(name) is None else dt(data[name]) for name in _TIMES
     }
     return TaskInstance(
         run_id=run_id,

@@ -1423,16 +1423,79 @@ class DynamoStore(
         run_write, counters_write = self._plan_run_writes(plan, expect, None, if_ended_at)
         releases = [{"Update": u} for u in self._plan_releases(plan)]
         extras = [] if extra is None else [extra]
-        if len(writes) + 2 + len(releases) + len(extras) <= TRANSACTION_MAX:
-            reasons = self._commit_plan(
-                plan.run.id, [run_write, counters_write, *writes, *releases, *extras]
-            )
+        unchanged = self._unchanged_checks(plan, writes)
+        if len(writes) + 2 + len(releases) + len(unchanged) + len(extras) <= TRANSACTION_MAX:
+            items = [run_write, counters_write, *writes, *releases, *unchanged, *extras]
+            reasons = self._commit_plan(plan.run.id, items)
             if reasons is None:
                 return True
-            if self._plan_refused(reasons, extras):
+            if self._plan_refused(reasons, extras) or self._unchanged_refused(plan, items, reasons):
                 return False
             raise RuntimeError(f"apply_plan {plan.run.id}: transaction cancelled: {reasons}")
         return self._apply_journaled(plan, expect, if_ended_at, extras)
+
+    def _unchanged_condition(self, upd: Update, read: TaskInstance) -> str:
+        """The condition that a task is still as ``read`` (``Plan.if_unchanged``): its
+        state, attempt and end."""
+        cond = upd.condition(
+            "attribute_exists(pk) AND {st} = :read_st AND {att} = :read_att",
+            read_st=s(read.state.value),
+            read_att=n(read.attempt),
+        )
+        if read.ended_at is None:
+            return cond + upd.condition(" AND attribute_not_exists({ended_at})")
+        return cond + upd.condition(" AND {ended_at} = :read_end", read_end=s(it.ts(read.ended_at)))
+
+    def _unchanged_checks(self, plan: Plan, writes: list[Item]) -> list[Item]:
+        """``Plan.if_unchanged`` in a plan's one transaction: a task the plan writes carries
+        the condition on its own write (one item of a transaction takes one operation); any
+        other is a ConditionCheck, returned to go in the transaction."""
+        pk = it.run_pk(plan.run.id)
+        by_sk = {w["Update"]["Key"]["sk"]["S"]: w["Update"] for w in writes if "Update" in w}
+        checks: list[Item] = []
+        for read in plan.if_unchanged:
+            sk = it.task_sk(read.task_id)
+            upd = Update()
+            cond = self._unchanged_condition(upd, read)
+            write = by_sk.get(sk)
+            if write is not None:  # AND-ed to the write's own condition
+                write["ConditionExpression"] = f"({write['ConditionExpression']}) AND ({cond})"
+                write["ExpressionAttributeNames"] = {
+                    **write["ExpressionAttributeNames"],
+                    **upd.names,
+                }
+                write["ExpressionAttributeValues"] = {
+                    **write.get("ExpressionAttributeValues", {}),
+                    **upd.values,
+                }
+                continue
+            checks.append(self._condition_check(pk, sk, upd, cond))
+        return checks
+
+    def _condition_check(self, pk: str, sk: str, upd: Update, cond: str) -> Item:
+        check: Item = {
+            "TableName": self.table,
+            "Key": key(pk, sk),
+            "ConditionExpression": cond,
+            "ExpressionAttributeNames": upd.names,
+        }
+        if upd.values:
+            check["ExpressionAttributeValues"] = upd.values
+        return {"ConditionCheck": check}
+
+    @staticmethod
+    def _unchanged_refused(plan: Plan, items: Sequence[Item], reasons: Sequence[str]) -> bool:
+        """Whether a plan's transaction was refused by a task of ``Plan.if_unchanged`` that
+        moved since it was read (its write's or its check's condition)."""
+        sks = {it.task_sk(read.task_id) for read in plan.if_unchanged}
+        for item, reason in zip(items, reasons, strict=False):
+            op = item.get("Update") or item.get("ConditionCheck") or {}
+            if (
+                reason == "ConditionalCheckFailed"
+                and op.get("Key", {}).get("sk", {}).get("S") in sks
+            ):
+                return True
+        return False
 
     def _commit_plan(self, run_id: str, items: Sequence[Item]) -> list[str] | None:
         """The transaction that commits a plan (its run write first, its counters second);
@@ -1646,14 +1709,16 @@ class DynamoStore(
         # when they fit in the transaction; else released as read)
         releases = [{"Update": u} for u in self._plan_releases(plan)]
         checks = self._held_checks(plan)
-        if 2 + len(releases) + len(checks) + len(extras) > TRANSACTION_MAX:
+        # ``Plan.if_unchanged``: checked in the commit (its task writes come after it, each
+        # conditional on not carrying the plan yet), which it always fits in
+        unchanged = self._unchanged_checks(plan, [])
+        if 2 + len(releases) + len(checks) + len(unchanged) + len(extras) > TRANSACTION_MAX:
             checks = []
-        reasons = self._commit_plan(
-            run_id, [run_write, counters_write, *releases, *checks, *extras]
-        )
+        items = [run_write, counters_write, *releases, *checks, *unchanged, *extras]
+        reasons = self._commit_plan(run_id, items)
         if reasons is not None:
             self._delete_plan(pk, plan_id, len(parts))
-            if self._plan_refused(reasons, extras):
+            if self._plan_refused(reasons, extras) or self._unchanged_refused(plan, items, reasons):
                 return False
             raise RuntimeError(f"apply_plan {run_id}: transaction cancelled: {reasons}")
         self._complete_plan(run_id, plan_id, recovered=False)

@@ -15,7 +15,8 @@ item's old and new image (``derive``):
   it becomes ``succeeded``, ``failed`` or ``stopped`` from a state that had not ended, or
   from another end (a failed run a mark ends succeeded at once: ``Scheduler._apply``);
 - task item ``T#``: ``task.failed`` / ``task.retrying`` when its state becomes ``failed`` /
-  ``up_for_retry`` (only an attempt's end does that: a task is never marked failed);
+  ``up_for_retry`` (an attempt's end does that, or a sub-workflow task taking a later failed
+  end of its child run: a task is never marked failed);
   ``task.timeout`` when a running attempt loses its deadline (``on_timeout: warn`` keeps
   it running once warned);
 - attempt item ``A#``: ``task.timeout`` when an attempt is recorded ``timed_out`` and its

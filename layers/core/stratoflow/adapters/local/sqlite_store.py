@@ -79,7 +79,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     ready_at TEXT, deadline TEXT, started_at TEXT, ended_at TEXT,
     outputs TEXT NOT NULL DEFAULT '{}', error TEXT, priority INTEGER NOT NULL DEFAULT 0,
     queued_seq INTEGER, propagating INTEGER NOT NULL DEFAULT 0,
-    rerun_child INTEGER NOT NULL DEFAULT 0,
+    rerun_child INTEGER NOT NULL DEFAULT 0, child_end TEXT,
     PRIMARY KEY (run_id, task_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pools (
@@ -205,7 +205,7 @@ _QUEUE_BLOCK = 64
 _TASK_COLS = (
     "run_id, task_id, state, attempt, attempt_base, up_ok, up_failed, up_skipped, ready_at, deadline, "
     "started_at, ended_at, outputs, error, priority, propagating, pool, pool_rank, pool_slots, "
-    "rerun_child"
+    "rerun_child, child_end"
 )
 # how many columns each list has: the row decoders read by position, and a query may add
 # columns after them (queued_tasks: the run's free slots)
@@ -279,7 +279,7 @@ def _task(row: sqlite3.Row) -> TaskInstance:
     (
         run_id, task_id, state, attempt, attempt_base, up_ok, up_failed, up_skipped, ready_at,
         deadline, started_at, ended_at, outputs, error, priority, propagating, pool, pool_rank,
-        pool_slots, rerun_child,
+        pool_slots, rerun_child, child_end,
     ) = tuple(row)[:_N_TASK_COLS]  # fmt: skip
     upstream = _new(Upstream)
     upstream.__dict__.update(succeeded=up_ok, failed=up_failed, skipped=up_skipped)
@@ -294,6 +294,7 @@ def _task(row: sqlite3.Row) -> TaskInstance:
         outputs={} if outputs == "{}" else json.loads(outputs), error=error, priority=priority,
         propagating=bool(propagating), pool=pool, pool_rank=pool_rank, pool_slots=pool_slots,
         rerun_child=bool(rerun_child),
+        child_end=None if child_end is None else _from_iso(child_end),
     )  # fmt: skip
     return task
 
@@ -303,7 +304,7 @@ def _task_values(t: TaskInstance) -> tuple[Any, ...]:
         t.state.value, t.attempt, t.attempt_base, t.upstream.succeeded, t.upstream.failed, t.upstream.skipped,
         _ts(t.ready_at), _ts(t.deadline), _ts(t.started_at), _ts(t.ended_at),
         _json(t.outputs) if t.outputs else "{}", t.error, t.priority, int(t.propagating),
-        t.pool, t.pool_rank, t.pool_slots, int(t.rerun_child),
+        t.pool, t.pool_rank, t.pool_slots, int(t.rerun_child), _ts(t.child_end),
     )  # fmt: skip
 
 
@@ -314,19 +315,20 @@ _QUEUED_SEQ = "queued_seq=CASE WHEN state='queued' THEN queued_seq ELSE COALESCE
 # (writing them here could erase a parent's concurrent count). Plans rewrite both.
 _STATE_SET = (
     "state=?, attempt=?, attempt_base=?, ready_at=?, deadline=?, started_at=?, ended_at=?, outputs=?, error=?, "
-    "priority=?, propagating=?, pool=?, pool_rank=?, pool_slots=?, " + _QUEUED_SEQ
+    "priority=?, propagating=?, pool=?, pool_rank=?, pool_slots=?, child_end=?, " + _QUEUED_SEQ
 )
 # Several conditional state writes in one statement (``_write_conditional``): a VALUES row per
-# task, its 14 state fields and queued sequence as in _STATE_SET, then its key and the state
+# task, its 15 state fields and queued sequence as in _STATE_SET, then its key and the state
 # and attempt it must still be in.
 _MULTI_SET = (
     "state=v.column1, attempt=v.column2, attempt_base=v.column3, ready_at=v.column4, "
     "deadline=v.column5, started_at=v.column6, ended_at=v.column7, outputs=v.column8, "
     "error=v.column9, priority=v.column10, propagating=v.column11, pool=v.column12, "
-    "pool_rank=v.column13, pool_slots=v.column14, queued_seq=CASE WHEN tasks.state='queued' "
-    "THEN tasks.queued_seq ELSE COALESCE(v.column15, tasks.queued_seq) END"
+    "pool_rank=v.column13, pool_slots=v.column14, child_end=v.column15, "
+    "queued_seq=CASE WHEN tasks.state='queued' "
+    "THEN tasks.queued_seq ELSE COALESCE(v.column16, tasks.queued_seq) END"
 )
-_MULTI_WIDTH = 19
+_MULTI_WIDTH = 20
 # The fewest distinct tasks a decision writes with one multi-row statement: it costs a fixed
 # part (the VALUES materialised, an ephemeral table for the UPDATE ... FROM) that two or three
 # one-row statements do not (a claim of 2-3 tasks, most turns' at `concurrency: 8`:
@@ -336,8 +338,8 @@ _MULTI_MAX = 32
 _MULTI_UPDATE = {
     n: f"UPDATE tasks SET {_MULTI_SET} FROM (VALUES "
     + ",".join(["(" + ",".join("?" * _MULTI_WIDTH) + ")"] * n)
-    + ") AS v WHERE tasks.run_id=v.column16 AND tasks.task_id=v.column17 "
-    "AND tasks.state=v.column18 AND tasks.attempt=v.column19"
+    + ") AS v WHERE tasks.run_id=v.column17 AND tasks.task_id=v.column18 "
+    "AND tasks.state=v.column19 AND tasks.attempt=v.column20"
     for n in (1, 2, 4, 8, 16, 32)
 }
 # ``rerun_child`` is written with them: only a plan (a rerun, a mark) changes it; a transition
@@ -369,6 +371,7 @@ def _state_values(t: TaskInstance, queued_seq: int | None) -> tuple[Any, ...]:
         t.pool,
         t.pool_rank,
         t.pool_slots,
+        _ts(t.child_end),
         queued_seq,
     )
 
@@ -469,6 +472,8 @@ class SqliteStore(
             conn.execute("ALTER TABLE tasks ADD COLUMN propagating INTEGER NOT NULL DEFAULT 0")
         if "rerun_child" not in columns:  # from before a rerun could rerun a child whole
             conn.execute("ALTER TABLE tasks ADD COLUMN rerun_child INTEGER NOT NULL DEFAULT 0")
+        if "child_end" not in columns:  # from before a task followed its child's later ends
+            conn.execute("ALTER TABLE tasks ADD COLUMN child_end TEXT")
         conn.execute(
             "CREATE INDEX IF NOT EXISTS tasks_propagating ON tasks (ended_at) WHERE propagating=1"
         )
@@ -1114,6 +1119,14 @@ class SqliteStore(
         self, plan: Plan, expect: RunState, *, if_ended_at: datetime | None = None
     ) -> bool:
         with self.transaction():
+            for read in plan.if_unchanged:  # checked first: refused, nothing is written
+                same = self._x(
+                    "SELECT 1 FROM tasks WHERE run_id=? AND task_id=? AND state=? AND attempt=? "
+                    "AND ended_at IS ?",
+                    (read.run_id, read.task_id, read.state.value, read.attempt, _ts(read.ended_at)),
+                ).fetchone()
+                if same is None:
+                    return False
             if not self._put_run_with_counters(
                 plan.run, expect, if_ended_at, params=plan.new_params
             ):
