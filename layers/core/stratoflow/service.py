@@ -36,6 +36,7 @@ from stratoflow.engine import pools as engine_pools
 from stratoflow.engine.backfill import rerun_all
 from stratoflow.engine.dependency import SUPERSEDED
 from stratoflow.engine.subworkflow import parent_of
+from stratoflow.engine.triggering import read_logical_date
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, StratoflowError
 from stratoflow.model import ScheduleError, WorkflowSpec, load_workflow, spec_from_document
 from stratoflow.ports import (
@@ -665,7 +666,7 @@ class Scheduler:
         name: str,
         *,
         params: Mapping[str, Any] | None = None,
-        logical_date: datetime | None = None,
+        logical_date: datetime | str | None = None,
         run_id: str | None = None,
         trigger: str = "manual",
         version: int | None = None,
@@ -679,10 +680,14 @@ class Scheduler:
         only to the same request (params and logical date): another is a Conflict naming
         what differs, and changes nothing. (A schedule's, a backfill's or a sub-workflow's
         own ids are not keys: a repeat finds its run whatever the params' defaults now are.)
+        ``logical_date`` as text (what a user wrote) is read as a backfill reads its start, in
+        the time zone of the schedule of the version the run pins (``read_logical_date``).
         """
         now = self.clock.now()
         stored = self.catalog.get_version(project, name, version)
         spec = self.spec(project, name, stored.version)
+        if isinstance(logical_date, str):
+            logical_date = read_logical_date(logical_date, spec.workflow.schedule)
         if logical_date is not None and logical_date.tzinfo is None:
             raise InvalidInput([Problem("logical_date", "must include a time zone (e.g. Z)")])
         if logical_date is not None and not MIN_LOGICAL_DATE <= logical_date <= MAX_LOGICAL_DATE:

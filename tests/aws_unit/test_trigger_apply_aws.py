@@ -1,0 +1,51 @@
+"""The AWS API's trigger (the real Scheduler and resolver over the DynamoDB store on moto)
+behaves as the local one's (tests/unit/test_trigger_logical_date.py): a naive logical date is
+read in the schedule's time zone, a malformed one is a 422 naming ``logical_date`` that makes
+no run."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from stratoflow.api.app import create_app
+from stratoflow.ports import RunQuery
+from stratoflow.service import Scheduler
+from tests.unit.test_api_app import Api, FakeDispatcher, StepClock, assert_error
+from tests.unit.test_dynamodb import Env
+from tests.unit.test_dynamodb import env as dynamodb_env
+from tests.unit.test_trigger_logical_date import SHANGHAI
+
+env = pytest.fixture(dynamodb_env.__wrapped__, name="env")  # the DynamoStore on moto
+
+
+@pytest.fixture
+def api(env: Env, tmp_path: Path) -> Api:
+    dispatcher = FakeDispatcher()
+    scheduler = Scheduler(env.store, env.store, dispatcher, StepClock())  # 2026-03-01T12:00Z
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    built = Api(None, scheduler, dispatcher, logs)
+    built.app = create_app(scheduler)
+    return built
+
+
+def test_a_naive_logical_date_is_read_in_the_schedule_zone(api: Api) -> None:
+    api.apply(SHANGHAI)
+    reply = api.call("POST", "/workflows/tz_daily/runs", {"logical_date": "2026-01-05T06:00:00"})
+    assert reply.status == 201, reply.text
+    logical = datetime.fromisoformat(reply.body["run"]["logical_date"])
+    assert logical == datetime(2026, 1, 4, 22, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("given", "needle"), [("yesterday", "is not a date")])
+def test_a_malformed_or_future_logical_date_is_422_and_makes_no_run(
+    api: Api, given: str, needle: str
+) -> None:
+    api.apply(SHANGHAI)
+    reply = api.call("POST", "/workflows/tz_daily/runs", {"logical_date": given})
+    body = assert_error(reply, 422, "invalid_request", "logical_date", needle)
+    assert [p["path"] for p in body["problems"]] == ["logical_date"]
+    assert api.scheduler.store.list_runs(RunQuery()) == []
