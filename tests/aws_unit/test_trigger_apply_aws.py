@@ -1,15 +1,17 @@
 """The AWS API's trigger (the real Scheduler and resolver over the DynamoDB store on moto)
 behaves as the local one's (tests/unit/test_trigger_logical_date.py): a naive logical date is
-read in the schedule's time zone, a malformed one is a 422 naming ``logical_date`` that makes
-no run."""
+read in the schedule's time zone, a malformed or future one is a 422 naming ``logical_date``
+that makes no run. An EventBridge firing of a time ahead of the function's clock still makes
+its run."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from stratoflow.adapters.aws.firing import fire
 from stratoflow.api.app import create_app
 from stratoflow.ports import RunQuery
 from stratoflow.service import Scheduler
@@ -40,7 +42,9 @@ def test_a_naive_logical_date_is_read_in_the_schedule_zone(api: Api) -> None:
     assert logical == datetime(2026, 1, 4, 22, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(("given", "needle"), [("yesterday", "is not a date")])
+@pytest.mark.parametrize(
+    ("given", "needle"), [("yesterday", "is not a date"), ("2026-03-02", "after now")]
+)
 def test_a_malformed_or_future_logical_date_is_422_and_makes_no_run(
     api: Api, given: str, needle: str
 ) -> None:
@@ -49,3 +53,18 @@ def test_a_malformed_or_future_logical_date_is_422_and_makes_no_run(
     body = assert_error(reply, 422, "invalid_request", "logical_date", needle)
     assert [p["path"] for p in body["problems"]] == ["logical_date"]
     assert api.scheduler.store.list_runs(RunQuery()) == []
+
+
+def test_a_firing_ahead_of_the_clock_is_not_refused(api: Api) -> None:
+    api.apply(SHANGHAI)
+    ahead = datetime(2026, 3, 1, 22, tzinfo=UTC)  # 06:00 in Shanghai, ten hours from now
+    fired = fire(
+        api.scheduler,
+        {"project": "default", "workflow": "tz_daily", "scheduled_time": "2026-03-01T22:00:00Z"},
+    )
+    assert fired is not None
+    run, created = fired
+    assert created
+    assert run.logical_date == ahead
+    assert run.trigger == "schedule"
+    assert run.logical_date - api.scheduler.clock.now() > timedelta(hours=9)

@@ -1,11 +1,12 @@
 """``stratoflow trigger --logical-date`` and ``stratoflow run --logical-date`` read a naive date
 or date-time as ``backfill`` reads ``--start`` (the schedule's time zone, UTC without one),
-and refuse a malformed one naming the flag (exit 2, no run made)."""
+and refuse a malformed or future one naming the flag (exit 2, no run made)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,25 @@ def test_trigger_refuses_a_malformed_logical_date_naming_the_flag(
     assert _runs(server) == []
 
 
-def test_run_takes_a_naive_logical_date(tmp_path: Path) -> None:
+def test_trigger_refuses_a_future_logical_date_naming_the_flag(
+    server: Server, tmp_path: Path
+) -> None:
+    assert server.run("apply", _file(tmp_path, "tz.yaml", TZ_DAILY))[0] == 0
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    for given in (tomorrow, f"{tomorrow}T00:00:00Z"):
+        code, out = server.run("trigger", "tz_daily", "--logical-date", given)
+        assert code == 2, out
+        assert "--logical-date" in out, out
+        assert "after now" in out, out
+    assert _runs(server) == []
+    # a day that has come: accepted
+    past = (datetime.now(UTC) - timedelta(days=2)).date().isoformat()
+    assert server.run("trigger", "tz_daily", "--logical-date", past)[0] == 0
+
+
+def test_run_takes_a_naive_logical_date_and_refuses_a_future_one(
+    tmp_path: Path,
+) -> None:
     cli = CliRunner()
     flow = _file(tmp_path, "plain.yaml", PLAIN)
     home = tmp_path / "home"
@@ -81,3 +100,11 @@ def test_run_takes_a_naive_logical_date(tmp_path: Path) -> None:
     )
     assert ran.exit_code == 0, ran.output
     assert json.loads(ran.output)["run"]["logical_date"] == "2026-01-05T00:00:00+00:00"
+
+    other = tmp_path / "other-home"
+    later = (datetime.now(UTC) + timedelta(hours=2)).replace(tzinfo=None).isoformat()
+    refused = cli.invoke(main, ["run", flow, "--home", str(other), "--logical-date", later])
+    assert refused.exit_code == 2, refused.output
+    assert "--logical-date" in refused.output
+    assert "after now" in refused.output
+    assert not other.exists()  # refused before any state was made

@@ -575,7 +575,14 @@ def test_trigger_errors(api: Api) -> None:
     assert body["problems"][0]["path"] == "params.regoin"
     assert "region" in body["problems"][0]["message"]  # names the declared params
     # a naive logical date is read in the schedule's zone (tests/unit/test_trigger_logical_date.py);
-    # one that is not a date is a 422 naming the field
+    # one that is not a date, or has not come, is a 422 naming the field
+    assert_error(
+        api.call("POST", "/workflows/etl/runs", {"logical_date": "2027-01-01T00:00:00"}),
+        422,
+        "invalid_request",
+        "logical_date",
+        "after now",
+    )
     assert_error(
         api.call("POST", "/workflows/etl/runs", {"logical_date": "yesterday"}),
         422,

@@ -94,7 +94,8 @@ LOGICAL_DATE_FLAG = "--logical-date"
 LOGICAL_DATE_HELP = (
     "the run's logical date (default: now): a date (2026-01-05: 00:00 of it) or an ISO-8601 "
     "date-time; without an offset (2026-01-05T06:00:00) it is read in the workflow schedule's "
-    "time zone (UTC without a schedule), as backfill reads --start"
+    "time zone (UTC without a schedule), as backfill reads --start; a date later than now "
+    "(more than 60 s ahead) is refused"
 )
 
 
@@ -302,7 +303,7 @@ def run(
     from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime, settle_gc
     from stratoflow.adapters.local.sandbox import IsolationError
     from stratoflow.cli_sdk import single_source
-    from stratoflow.engine.triggering import read_logical_date
+    from stratoflow.engine.triggering import read_logical_date, refuse_future_logical_date
     from stratoflow.model import load_workflow
 
     overrides = _params(params)
@@ -314,8 +315,10 @@ def run(
         text = single_source(file, datetime.now(UTC))
         spec = load_workflow(text, source=file, now=datetime.now(UTC))  # before any state
         when = None
-        if logical_date is not None:  # as the API reads it
-            when = read_logical_date(logical_date, spec.workflow.schedule, LOGICAL_DATE_FLAG)
+        if logical_date is not None:  # as the API reads it; checked again by the trigger
+            flag = LOGICAL_DATE_FLAG
+            when = read_logical_date(logical_date, spec.workflow.schedule, flag)
+            refuse_future_logical_date(when, datetime.now(UTC), flag)
         try:
             # the read model is brought up to date by the next server on the home
             runtime = LocalRuntime(home or default_home(), parallelism=processes, project=False)

@@ -58,7 +58,7 @@ class InvalidInput(StratoflowError):
 
 class UnprocessableInput(InvalidInput):
     """A request that is well formed but whose value cannot be used: a trigger's logical date
-    that is not a date. Changes nothing. CLI exit code 2, HTTP 422, as
+    that is not a date, or that has not come. Changes nothing. CLI exit code 2, HTTP 422, as
     a request the schema refuses (the field, then the reason)."""
 
 

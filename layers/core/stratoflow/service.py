@@ -36,7 +36,11 @@ from stratoflow.engine import pools as engine_pools
 from stratoflow.engine.backfill import rerun_all
 from stratoflow.engine.dependency import SUPERSEDED
 from stratoflow.engine.subworkflow import parent_of
-from stratoflow.engine.triggering import read_logical_date
+from stratoflow.engine.triggering import (
+    USER_TRIGGERS,
+    read_logical_date,
+    refuse_future_logical_date,
+)
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, StratoflowError
 from stratoflow.model import ScheduleError, WorkflowSpec, load_workflow, spec_from_document
 from stratoflow.ports import (
@@ -682,6 +686,9 @@ class Scheduler:
         own ids are not keys: a repeat finds its run whatever the params' defaults now are.)
         ``logical_date`` as text (what a user wrote) is read as a backfill reads its start, in
         the time zone of the schedule of the version the run pins (``read_logical_date``).
+        A user's trigger (``USER_TRIGGERS``) of a logical date that has not come is refused
+        (``refuse_future_logical_date``); the schedule's, a backfill's and a sub-workflow's
+        never are. Both refusals change nothing.
         """
         now = self.clock.now()
         stored = self.catalog.get_version(project, name, version)
@@ -694,6 +701,8 @@ class Scheduler:
             raise InvalidInput(
                 [Problem("logical_date", "must be between 1900-01-01 and 9999-12-30 (UTC)")]
             )
+        if logical_date is not None and trigger in USER_TRIGGERS:
+            refuse_future_logical_date(logical_date, now)
         logical = logical_date or now
         rid = run_id or new_run_id(project, name, now)
         self._pin_resources(spec, project, rid)

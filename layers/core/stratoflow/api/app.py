@@ -279,7 +279,7 @@ MarkBody = Annotated[MarkRequest, Body()]
 _DOMAIN_ERRORS: Mapping[type[Exception], tuple[HTTPStatus, str]] = {
     InvalidInput: (HTTPStatus.BAD_REQUEST, "invalid_input"),
     # a value the schema cannot refuse but that cannot be used (a trigger's logical date that
-    # is not a date): what the schema's refusals are, a 422 naming the field
+    # is not a date, or has not come): what the schema's refusals are, a 422 naming the field
     UnprocessableInput: (HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_request"),
     NotFound: (HTTPStatus.NOT_FOUND, "not_found"),
     Conflict: (HTTPStatus.CONFLICT, "conflict"),

@@ -43,8 +43,8 @@ class TriggerRequest(_Request):
             "The run's logical date; default: now. A date (`2026-01-05`: 00:00 of that day) or "
             "an ISO-8601 date-time; without an offset it is wall time in the workflow "
             "schedule's time zone (UTC without a schedule), as a backfill's `start` is read; "
-            "with one (`Z`, `+08:00`) it is that instant. One that is not a date is refused "
-            "(422)."
+            "with one (`Z`, `+08:00`) it is that instant. A date later than now (more than 60 "
+            "seconds ahead, for clock skew) is refused (422), as is one that is not a date."
         ),
     )
     run_id: str | None = Field(
