@@ -1,8 +1,9 @@
-"""The AWS API's trigger (the real Scheduler and resolver over the DynamoDB store on moto)
-behaves as the local one's (tests/unit/test_trigger_logical_date.py): a naive logical date is
-read in the schedule's time zone, a malformed or future one is a 422 naming ``logical_date``
-that makes no run. An EventBridge firing of a time ahead of the function's clock still makes
-its run."""
+"""The AWS API's trigger and apply (the real Scheduler and resolver over the DynamoDB store on
+moto) behave as the local one's (tests/unit/test_trigger_logical_date.py,
+tests/unit/test_dependency_apply.py): a naive logical date is read in the schedule's time zone,
+a malformed or future one is a 422 naming ``logical_date`` that makes no run, and a dependency
+on a task its existing upstream lacks is refused at apply with no version stored. An
+EventBridge firing of a time ahead of the function's clock still makes its run."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import pytest
 
 from stratoflow.adapters.aws.firing import fire
 from stratoflow.api.app import create_app
+from stratoflow.errors import NotFound
 from stratoflow.ports import RunQuery
 from stratoflow.service import Scheduler
 from tests.unit.test_api_app import Api, FakeDispatcher, StepClock, assert_error
+from tests.unit.test_dependency_apply import SALES, report
 from tests.unit.test_dynamodb import Env
 from tests.unit.test_dynamodb import env as dynamodb_env
 from tests.unit.test_trigger_logical_date import SHANGHAI
@@ -68,3 +71,13 @@ def test_a_firing_ahead_of_the_clock_is_not_refused(api: Api) -> None:
     assert run.logical_date == ahead
     assert run.trigger == "schedule"
     assert run.logical_date - api.scheduler.clock.now() > timedelta(hours=9)
+
+
+def test_apply_refuses_a_dependency_on_a_missing_upstream_task(api: Api) -> None:
+    api.apply(SALES)
+    reply = api.call("POST", "/workflows", {"source": report("publsh")})
+    assert_error(reply, 400, "invalid_input", "wait_for_sales", "analytics/sales_daily", "'publsh'")
+    with pytest.raises(NotFound):
+        api.scheduler.catalog.get_version("analytics", "report")
+    assert api.call("POST", "/workflows", {"source": report("x", "not_yet")}).status == 201
+    assert api.call("POST", "/workflows", {"source": report("publish")}).status == 201

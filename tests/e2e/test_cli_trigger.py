@@ -1,6 +1,7 @@
 """``stratoflow trigger --logical-date`` and ``stratoflow run --logical-date`` read a naive date
 or date-time as ``backfill`` reads ``--start`` (the schedule's time zone, UTC without one),
-and refuse a malformed or future one naming the flag (exit 2, no run made)."""
+refuse a malformed or future one naming the flag (exit 2, no run made), and ``stratoflow
+apply`` refuses a dependency on a task its existing upstream workflow does not have."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from click.testing import CliRunner
 from stratoflow.cli import main
 from stratoflow.ports import RunQuery
 from tests.cli_server import Server, running_api
+from tests.unit.test_dependency_apply import SALES, report
 
 pytestmark = pytest.mark.e2e
 
@@ -108,3 +110,16 @@ def test_run_takes_a_naive_logical_date_and_refuses_a_future_one(
     assert "--logical-date" in refused.output
     assert "after now" in refused.output
     assert not other.exists()  # refused before any state was made
+
+
+def test_apply_refuses_a_dependency_on_a_task_its_upstream_lacks(
+    server: Server, tmp_path: Path
+) -> None:
+    assert server.run("apply", _file(tmp_path, "sales.yaml", SALES))[0] == 0
+    code, out = server.run("apply", _file(tmp_path, "report.yaml", report("publsh")))
+    assert code == 2, out
+    for needle in ("wait_for_sales", "analytics/sales_daily", "'publsh'"):
+        assert needle in out, out
+    listed = server.run("workflows", "list", "--project", "analytics", "--output", "json")[1]
+    assert [w["name"] for w in json.loads(listed)["workflows"]] == ["sales_daily"]
+    assert server.run("apply", _file(tmp_path, "ok.yaml", report("publish")))[0] == 0

@@ -13,7 +13,7 @@ import math
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -34,7 +34,7 @@ from stratoflow.engine import (
 )
 from stratoflow.engine import pools as engine_pools
 from stratoflow.engine.backfill import rerun_all
-from stratoflow.engine.dependency import SUPERSEDED
+from stratoflow.engine.dependency import SUPERSEDED, unknown_upstream_tasks
 from stratoflow.engine.subworkflow import parent_of
 from stratoflow.engine.triggering import (
     USER_TRIGGERS,
@@ -272,6 +272,7 @@ class Scheduler:
             spec = load_workflow(text, source=source, now=self.clock.now())
         self._check_pools(spec)
         self._check_alert_groups(spec)
+        self._check_upstream_tasks(spec)
         with self._lock:
             self.subworkflows.check_apply(spec)
             version, created = self.catalog.put_version(spec, text, self.clock.now())
@@ -290,6 +291,22 @@ class Scheduler:
         if self.pools is None:
             raise InvalidInput([Problem("tasks", "this runtime's store has no pools yet")])
         if problems := engine_pools.check(spec, self.pools.get_pool):
+            raise InvalidInput(problems)
+
+    def _check_upstream_tasks(self, spec: WorkflowSpec) -> None:
+        """Refuse a workflow whose dependency tasks wait for a task that their upstream
+        workflow, where it exists, does not have (``unknown_upstream_tasks``): the wait could
+        only fail, at run time. One read of each upstream's latest version named with a
+        ``task:``; an upstream not applied yet is accepted."""
+
+        def tasks_of(project: str, name: str) -> Collection[str] | None:
+            try:
+                latest = self.catalog.get_version(project, name)
+            except NotFound:
+                return None
+            return self.spec(project, name, latest.version).workflow.tasks.keys()
+
+        if problems := unknown_upstream_tasks(spec, tasks_of):
             raise InvalidInput(problems)
 
     def _check_alert_groups(self, spec: WorkflowSpec) -> None:
