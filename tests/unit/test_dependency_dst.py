@@ -154,6 +154,7 @@ def test_an_upstream_without_a_schedule_is_waited_for_every_day(h: H) -> None:
 
 
 def test_the_hour_a_fall_back_repeats_is_waited_for_once(h: H) -> None:
+    h.clock.current = FALL_BACK_4AM + timedelta(minutes=5)  # those dates have come
     # 02:00 CEST (00:00 UTC) fired; 02:00 CET (01:00 UTC) did not: fired once; 03:00 CET
     for hour in (0, 2):
         h.upstream("dst_hourly", datetime(2026, 10, 25, hour, tzinfo=UTC))

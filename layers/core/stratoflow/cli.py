@@ -90,6 +90,34 @@ def _params(pairs: Sequence[str]) -> dict[str, str]:
     return params
 
 
+LOGICAL_DATE_FLAG = "--logical-date"
+LOGICAL_DATE_HELP = (
+    "the run's logical date (default: now): a date (2026-01-05: 00:00 of it) or an ISO-8601 "
+    "date-time; without an offset (2026-01-05T06:00:00) it is read in the workflow schedule's "
+    "time zone (UTC without a schedule), as backfill reads --start; a date later than now "
+    "(more than 60 s ahead) is refused"
+)
+
+
+def _check_logical_date(text: str) -> None:
+    """Exit 2 naming ``--logical-date`` unless ``text`` is a date or an ISO-8601 date-time
+    (its time zone, when it has none, is the workflow schedule's: read where the workflow is
+    known, by the server or ``run``)."""
+    from datetime import UTC
+
+    from stratoflow.moments import read_moment
+
+    try:
+        read_moment(text, UTC)
+    except (ValueError, OverflowError):
+        _fail(
+            f"{LOGICAL_DATE_FLAG} {text!r} is not an ISO-8601 date-time or a date "
+            "(YYYY-MM-DD): e.g. 2026-01-05, 2026-01-05T06:00:00 (in the workflow schedule's "
+            "time zone, UTC without one) or 2026-01-05T06:00:00Z",
+            EXIT_INVALID,
+        )
+
+
 # The commands of the cli_*.py modules, imported when one of them is run: most of those modules
 # import a part of the package (alerts, pools, the model) that the other commands do not need.
 # Each short help is what the command's own help starts with (tests/unit/test_cli_startup.py).
@@ -243,7 +271,7 @@ _ALERT_GROUP_HELP = (
     "--home", type=click.Path(file_okay=False, path_type=Path), default=None, help="state directory"
 )
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
-@click.option("--logical-date", default=None, help="ISO-8601 date-time with zone (default: now)")
+@click.option("--logical-date", default=None, help=LOGICAL_DATE_HELP)
 @click.option("--pool", "pools", multiple=True, metavar="NAME=SLOTS", help=_POOL_HELP)
 @click.option(
     "--alert-group", "alert_groups", multiple=True, metavar="NAME", help=_ALERT_GROUP_HELP
@@ -275,22 +303,22 @@ def run(
     from stratoflow.adapters.local.runtime import HomeInUse, LocalRuntime, settle_gc
     from stratoflow.adapters.local.sandbox import IsolationError
     from stratoflow.cli_sdk import single_source
+    from stratoflow.engine.triggering import read_logical_date, refuse_future_logical_date
     from stratoflow.model import load_workflow
 
     overrides = _params(params)
     pool_slots = _pool_options(pools)
     processes = _parallelism(parallelism)
+    if logical_date is not None:
+        _check_logical_date(logical_date)
     with _errors():
         text = single_source(file, datetime.now(UTC))
         spec = load_workflow(text, source=file, now=datetime.now(UTC))  # before any state
         when = None
-        if logical_date:
-            try:
-                when = datetime.fromisoformat(logical_date)
-            except ValueError:
-                raise InvalidInput(
-                    f"--logical-date {logical_date!r} is not an ISO-8601 date-time"
-                ) from None
+        if logical_date is not None:  # as the API reads it; checked again by the trigger
+            flag = LOGICAL_DATE_FLAG
+            when = read_logical_date(logical_date, spec.workflow.schedule, flag)
+            refuse_future_logical_date(when, datetime.now(UTC), flag)
         try:
             # the read model is brought up to date by the next server on the home
             runtime = LocalRuntime(home or default_home(), parallelism=processes, project=False)
@@ -687,6 +715,16 @@ def _import_httpx() -> None:
             del sys.modules["httpx._main"]
 
 
+def _with_flags(message: str, problems: Any, flags: Mapping[str, str]) -> str:
+    """``message`` with each problem's field that ``flags`` maps written as its option."""
+    for problem in problems if isinstance(problems, list) else ():
+        if not isinstance(problem, dict) or problem.get("path") not in flags:
+            continue
+        said = f"{problem['path']}: {problem.get('message')}"
+        message = message.replace(said, f"{flags[problem['path']]}: {problem.get('message')}")
+    return message
+
+
 class Client:
     def __init__(self, api: str) -> None:
         _import_httpx()
@@ -704,11 +742,20 @@ class Client:
         return response.text
 
     def response(
-        self, method: str, path: str, *, about: str = "", note: str = "", **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        about: str = "",
+        note: str = "",
+        flags: Mapping[str, str] | None = None,
+        **kwargs: Any,
     ) -> httpx.Response:
         """The successful response; an error reply or no reply exits with its message, after
         ``about`` (what the request was for, e.g. the file sent) and before ``note`` (in
-        parentheses) when given."""
+        parentheses) when given. ``flags``: the command's option for a body field, named
+        instead of the field where the reply's problems name it (``logical_date`` is
+        ``--logical-date``)."""
         import httpx
 
         try:
@@ -722,6 +769,7 @@ class Client:
             try:
                 body = response.json()
                 message = body.get("message") or json.dumps(body)
+                message = _with_flags(message, body.get("problems"), flags or {})
             except ValueError:
                 message = response.text
             if response.status_code == 401:
@@ -787,7 +835,7 @@ def apply(files: Sequence[str], api: str) -> None:
 @main.command()
 @click.argument("name")
 @click.option("-p", "--param", "params", multiple=True, help="name=value")
-@click.option("--logical-date", default=None)
+@click.option("--logical-date", default=None, help=LOGICAL_DATE_HELP)
 @click.option(
     "--run-id",
     default=None,
@@ -809,13 +857,17 @@ def trigger(
     api: str,
 ) -> None:
     """Start a run of a workflow."""
-    client = Client(api)
     body: dict[str, Any] = {"params": _params(params)}
-    if logical_date:
+    if logical_date is not None:
+        _check_logical_date(logical_date)  # before anything is sent; the server reads its zone
         body["logical_date"] = logical_date
     if run_id is not None:
         body["run_id"] = run_id
-    detail = client.call("POST", f"/workflows/{name}/runs", params={"project": project}, json=body)
+    client = Client(api)
+    detail = client.call(
+        "POST", f"/workflows/{name}/runs", params={"project": project}, json=body,
+        flags={"logical_date": LOGICAL_DATE_FLAG},
+    )  # fmt: skip
     run_id = detail["run"]["id"]  # the whole id, <project>.<name>.<key> for a --run-id
     if not wait:
         if output == "json":

@@ -56,6 +56,12 @@ class InvalidInput(StratoflowError):
         return f"{prefix}{count:,} problems:\n{lines}"
 
 
+class UnprocessableInput(InvalidInput):
+    """A request that is well formed but whose value cannot be used: a trigger's logical date
+    that is not a date, or that has not come. Changes nothing. CLI exit code 2, HTTP 422, as
+    a request the schema refuses (the field, then the reason)."""
+
+
 class NotFound(StratoflowError):
     """The named workflow, version, run or task does not exist (HTTP 404)."""
 

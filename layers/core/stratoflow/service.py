@@ -13,7 +13,7 @@ import math
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -34,8 +34,13 @@ from stratoflow.engine import (
 )
 from stratoflow.engine import pools as engine_pools
 from stratoflow.engine.backfill import awaited_runs, rerun_all
-from stratoflow.engine.dependency import SUPERSEDED
+from stratoflow.engine.dependency import SUPERSEDED, unknown_upstream_tasks
 from stratoflow.engine.subworkflow import follows, parent_of
+from stratoflow.engine.triggering import (
+    USER_TRIGGERS,
+    read_logical_date,
+    refuse_future_logical_date,
+)
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, StratoflowError
 from stratoflow.model import ScheduleError, WorkflowSpec, load_workflow, spec_from_document
 from stratoflow.ports import (
@@ -279,6 +284,7 @@ class Scheduler:
             spec = load_workflow(text, source=source, now=self.clock.now())
         self._check_pools(spec)
         self._check_alert_groups(spec)
+        self._check_upstream_tasks(spec)
         with self._lock:
             self.subworkflows.check_apply(spec)
             version, created = self.catalog.put_version(spec, text, self.clock.now())
@@ -297,6 +303,22 @@ class Scheduler:
         if self.pools is None:
             raise InvalidInput([Problem("tasks", "this runtime's store has no pools yet")])
         if problems := engine_pools.check(spec, self.pools.get_pool):
+            raise InvalidInput(problems)
+
+    def _check_upstream_tasks(self, spec: WorkflowSpec) -> None:
+        """Refuse a workflow whose dependency tasks wait for a task that their upstream
+        workflow, where it exists, does not have (``unknown_upstream_tasks``): the wait could
+        only fail, at run time. One read of each upstream's latest version named with a
+        ``task:``; an upstream not applied yet is accepted."""
+
+        def tasks_of(project: str, name: str) -> Collection[str] | None:
+            try:
+                latest = self.catalog.get_version(project, name)
+            except NotFound:
+                return None
+            return self.spec(project, name, latest.version).workflow.tasks.keys()
+
+        if problems := unknown_upstream_tasks(spec, tasks_of):
             raise InvalidInput(problems)
 
     def _check_alert_groups(self, spec: WorkflowSpec) -> None:
@@ -685,7 +707,7 @@ class Scheduler:
         name: str,
         *,
         params: Mapping[str, Any] | None = None,
-        logical_date: datetime | None = None,
+        logical_date: datetime | str | None = None,
         run_id: str | None = None,
         trigger: str = "manual",
         version: int | None = None,
@@ -699,16 +721,25 @@ class Scheduler:
         only to the same request (params and logical date): another is a Conflict naming
         what differs, and changes nothing. (A schedule's, a backfill's or a sub-workflow's
         own ids are not keys: a repeat finds its run whatever the params' defaults now are.)
+        ``logical_date`` as text (what a user wrote) is read as a backfill reads its start, in
+        the time zone of the schedule of the version the run pins (``read_logical_date``).
+        A user's trigger (``USER_TRIGGERS``) of a logical date that has not come is refused
+        (``refuse_future_logical_date``); the schedule's, a backfill's and a sub-workflow's
+        never are. Both refusals change nothing.
         """
         now = self.clock.now()
         stored = self.catalog.get_version(project, name, version)
         spec = self.spec(project, name, stored.version)
+        if isinstance(logical_date, str):
+            logical_date = read_logical_date(logical_date, spec.workflow.schedule)
         if logical_date is not None and logical_date.tzinfo is None:
             raise InvalidInput([Problem("logical_date", "must include a time zone (e.g. Z)")])
         if logical_date is not None and not MIN_LOGICAL_DATE <= logical_date <= MAX_LOGICAL_DATE:
             raise InvalidInput(
                 [Problem("logical_date", "must be between 1900-01-01 and 9999-12-30 (UTC)")]
             )
+        if logical_date is not None and trigger in USER_TRIGGERS:
+            refuse_future_logical_date(logical_date, now)
         logical = logical_date or now
         rid = run_id or new_run_id(project, name, now)
         self._pin_resources(spec, project, rid)

@@ -103,6 +103,7 @@ from stratoflow.errors import (
     Problem,
     ScheduleSyncFailed,
     Unavailable,
+    UnprocessableInput,
     more_problems,
 )
 from stratoflow.faults import machine_fault
@@ -289,6 +290,9 @@ MarkBody = Annotated[MarkRequest, Body()]
 # The one table from exception type to HTTP status and error code.
 _DOMAIN_ERRORS: Mapping[type[Exception], tuple[HTTPStatus, str]] = {
     InvalidInput: (HTTPStatus.BAD_REQUEST, "invalid_input"),
+    # a value the schema cannot refuse but that cannot be used (a trigger's logical date that
+    # is not a date, or has not come): what the schema's refusals are, a 422 naming the field
+    UnprocessableInput: (HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_request"),
     NotFound: (HTTPStatus.NOT_FOUND, "not_found"),
     Conflict: (HTTPStatus.CONFLICT, "conflict"),
     Unauthenticated: (HTTPStatus.UNAUTHORIZED, "unauthenticated"),

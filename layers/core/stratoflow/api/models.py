@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from stratoflow.model import MAX_DOCUMENT_BYTES
 
@@ -36,8 +36,16 @@ class TriggerRequest(_Request):
     params: dict[str, Any] = Field(
         default_factory=dict, description="Overrides of the workflow's declared params."
     )
-    logical_date: AwareDatetime | None = Field(
-        default=None, description="ISO-8601 with a time zone; default: now."
+    logical_date: str | None = Field(
+        default=None,
+        max_length=64,
+        description=(
+            "The run's logical date; default: now. A date (`2026-01-05`: 00:00 of that day) or "
+            "an ISO-8601 date-time; without an offset it is wall time in the workflow "
+            "schedule's time zone (UTC without a schedule), as a backfill's `start` is read; "
+            "with one (`Z`, `+08:00`) it is that instant. A date later than now (more than 60 "
+            "seconds ahead, for clock skew) is refused (422), as is one that is not a date."
+        ),
     )
     run_id: str | None = Field(
         default=None,

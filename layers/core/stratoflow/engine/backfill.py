@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Self
 from zoneinfo import ZoneInfo
@@ -30,6 +30,7 @@ from stratoflow.model import (
     WorkflowSpec,
     parse_schedule,
 )
+from stratoflow.moments import is_date, read_moment
 
 MAX_BACKFILL_DATES = 1000  # one backfill's dates (a document of them stays well under 400 KB)
 MAX_BACKFILL_PARALLEL = 32
@@ -164,20 +165,8 @@ def _zone(schedule: Schedule | None) -> ZoneInfo:
 def parse_moment(text: str, field_name: str, zone: ZoneInfo, *, end: bool = False) -> datetime:
     """A date (YYYY-MM-DD: its start, or with ``end`` its last instant, in ``zone``), a
     date-time without offset (wall time in ``zone``) or with one; aware UTC."""
-    value = text.strip()
     try:
-        if len(value) == 10:
-            day = date.fromisoformat(value)
-            if end:
-                nxt = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
-                moment = nxt.astimezone(UTC) - timedelta(microseconds=1)
-            else:
-                moment = datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
-        else:
-            moment = datetime.fromisoformat(value)
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=zone)
-            moment = moment.astimezone(UTC)
+        moment = read_moment(text, zone, end=end)
     except (ValueError, OverflowError):
         raise InvalidInput(
             [Problem(field_name, f"{text!r} is not a date (YYYY-MM-DD) or ISO-8601 date-time "
@@ -186,7 +175,7 @@ def parse_moment(text: str, field_name: str, zone: ZoneInfo, *, end: bool = Fals
     if not _EARLIEST <= moment <= _LATEST:
         # the bounds are instants in UTC: a day means its first instant (as an end, its last)
         # in the schedule's time zone, which can fall outside though the day looks inside
-        whole = " (as an end: through that whole day)" if end and len(value) == 10 else ""
+        whole = " (as an end: through that whole day)" if end and is_date(text) else ""
         raise InvalidInput(
             [Problem(field_name, f"{text!r} means {_utc_text(moment)}{whole}; it must be "
                                  f"between {_utc_text(_EARLIEST)} and {_utc_text(_LATEST)}")]

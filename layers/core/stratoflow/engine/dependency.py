@@ -24,13 +24,14 @@ Nothing here reads the clock or a store: the caller passes ``now`` and the upstr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from stratoflow.engine._states import RunState, TaskState
+from stratoflow.errors import Problem
 from stratoflow.model import (
     DateValue,
     DependencyItem,
@@ -412,3 +413,46 @@ def decide(
     if deadline is not None:
         next_check = min(next_check, deadline)
     return DependencyCheck(Outcome.WAITING, _clip(f"waiting for: {missing}"), next_check)
+
+
+# ------------------------------------------------------------------ at apply
+MAX_TASKS_NAMED = 20  # of an upstream's tasks, listed in the refusal of one it lacks
+
+
+def unknown_upstream_tasks(
+    spec: WorkflowSpec, tasks_of: Callable[[str, str], Collection[str] | None]
+) -> list[Problem]:
+    """A problem for each dependency item of ``spec`` whose ``task:`` its upstream workflow
+    does not have: at run time the item could only fail (``run ... has no task ...``).
+    ``tasks_of(project, name)``: the task ids of that workflow's latest version, ``None`` when
+    it does not exist (not checked: it may be applied later, and the item then fails at run
+    time if it is still missing). An item on ``spec``'s own workflow is checked against
+    ``spec``, the version being applied."""
+    problems: list[Problem] = []
+    known: dict[tuple[str, str], Collection[str] | None] = {
+        (spec.project, spec.name): spec.workflow.tasks.keys()
+    }
+    for task_id, task in spec.workflow.tasks.items():
+        if not isinstance(task, DependencyTask):
+            continue
+        for i, item in enumerate(task.items):
+            if item.task is None:
+                continue
+            upstream = item.upstream(spec.project)
+            if upstream not in known:
+                known[upstream] = tasks_of(*upstream)
+            tasks = known[upstream]
+            if tasks is None or item.task in tasks:
+                continue
+            names = sorted(tasks)
+            listed = ", ".join(names[:MAX_TASKS_NAMED])
+            if len(names) > MAX_TASKS_NAMED:
+                listed += f", ... ({len(names)} in all)"
+            problems.append(
+                Problem(
+                    f"tasks.{task_id}.{task.mode}.{i}.task",
+                    f"dependency task {task_id!r} waits for task {item.task!r} of workflow "
+                    f"{upstream[0]}/{upstream[1]}, which has no such task (its tasks: {listed})",
+                )
+            )
+    return problems
