@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -314,6 +315,18 @@ class Harness:
     dispatcher: RecordingDispatcher
     clock: FakeClock
 
+    @classmethod
+    @contextmanager
+    def opened(cls, kind: str, tmp_path: Path, *documents: str) -> Iterator[Harness]:
+        """A scheduler on a fresh store of ``kind`` at T0, with ``documents`` applied in order."""
+        dispatcher = RecordingDispatcher()
+        clock = FakeClock(T0)
+        with state_store(kind, tmp_path) as store:
+            scheduler = Scheduler(store, store, dispatcher, clock)
+            for document in documents:
+                scheduler.apply(document)
+            yield cls(scheduler, store, dispatcher, clock)
+
     def finish(
         self,
         outcome: Callable[[AttemptSpec], AttemptStatus],
@@ -361,13 +374,8 @@ def succeed(_: AttemptSpec) -> AttemptStatus:
 
 @pytest.fixture(params=STORE_KINDS)
 def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    dispatcher = RecordingDispatcher()
-    clock = FakeClock(T0)
-    with state_store(request.param, tmp_path) as store:
-        scheduler = Scheduler(store, store, dispatcher, clock)
-        scheduler.apply(CHILD)
-        scheduler.apply(PARENT)
-        yield Harness(scheduler, store, dispatcher, clock)
+    with Harness.opened(request.param, tmp_path, CHILD, PARENT) as harness:
+        yield harness
 
 
 def test_child_succeeds_and_the_parent_reads_its_outputs(h: Harness) -> None:

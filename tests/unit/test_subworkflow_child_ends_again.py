@@ -11,14 +11,13 @@ from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import pytest
-from tests.fakes import FakeClock, RecordingDispatcher
-from tests.stores import STORE_KINDS, state_store
-from tests.unit.test_subworkflow import CHILD, PARENT, T0, Harness, succeed
+from tests.stores import STORE_KINDS
+from tests.unit.test_subworkflow import CHILD, PARENT, Harness, succeed
 
 from stratoflow.engine import AttemptResult, AttemptStatus, RunState, TaskState
 from stratoflow.engine import subworkflow as rules
 from stratoflow.ports import AttemptSpec
-from stratoflow.service import Finished, Scheduler
+from stratoflow.service import Finished
 
 SIDE_PARENT = """\
 name: side_parent
@@ -38,13 +37,8 @@ tasks:
 
 @pytest.fixture(params=STORE_KINDS)
 def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    dispatcher = RecordingDispatcher()
-    clock = FakeClock(T0)
-    with state_store(request.param, tmp_path) as store:
-        scheduler = Scheduler(store, store, dispatcher, clock)
-        scheduler.apply(CHILD)
-        scheduler.apply(PARENT)
-        yield Harness(scheduler, store, dispatcher, clock)
+    with Harness.opened(request.param, tmp_path, CHILD, PARENT) as harness:
+        yield harness
 
 
 def fail_load(spec: AttemptSpec) -> AttemptStatus:

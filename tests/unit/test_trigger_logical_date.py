@@ -18,17 +18,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from tests.fakes import FakeClock, RecordingDispatcher
-from tests.stores import STORE_KINDS, state_store
+from tests.stores import STORE_KINDS
 from tests.unit.test_api_app import Api, _build, assert_error
-from tests.unit.test_subworkflow import CHILD, PARENT, Harness
+from tests.unit.test_subworkflow import CHILD, PARENT, T0, Harness
 
 from stratoflow.engine import AttemptResult, AttemptStatus
 from stratoflow.engine import subworkflow as rules
 from stratoflow.engine.backfill import parse_moment
 from stratoflow.errors import InvalidInput
 from stratoflow.ports import RunQuery
-from stratoflow.service import Finished, Scheduler
+from stratoflow.service import Finished
 
 SHANGHAI = """\
 name: tz_daily
@@ -158,19 +157,13 @@ def test_the_allowance_is_a_minute_and_refuses_beyond_it() -> None:
 
 
 # ------------------------------------------------------------------ the service, both stores
-T0 = datetime(2026, 6, 1, tzinfo=UTC)
 SCHEDULED_PARENT = PARENT + 'schedule: {cron: "0 6 * * *"}\n'
 
 
 @pytest.fixture(params=STORE_KINDS)
 def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    dispatcher = RecordingDispatcher()
-    clock = FakeClock(T0)
-    with state_store(request.param, tmp_path) as store:
-        scheduler = Scheduler(store, store, dispatcher, clock)
-        scheduler.apply(CHILD)
-        scheduler.apply(SCHEDULED_PARENT)
-        yield Harness(scheduler, store, dispatcher, clock)
+    with Harness.opened(request.param, tmp_path, CHILD, SCHEDULED_PARENT) as harness:
+        yield harness
 
 
 def test_a_manual_trigger_in_the_service_refuses_a_future_date_and_makes_nothing(
