@@ -74,6 +74,7 @@ MOTO_CONFIG: Any = {
 FUNCTIONS = ("api", "trigger", "advance", "reconciler")
 # the API's IAM role map (template parameter IamRoleMap): Ops administers, Viewer only reads
 OPS_SESSION = f"arn:aws:sts::{ACCOUNT}:assumed-role/Ops/test"
+
 VIEWER_SESSION = f"arn:aws:sts::{ACCOUNT}:assumed-role/Viewer/test"
 ROLE_MAP = {
     f"arn:aws:iam::{ACCOUNT}:role/Ops": "superuser",
@@ -163,6 +164,39 @@ def _batch_casing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(StateTaskServiceBatch, "_normalise_response", response)
 
 
+def api_event(
+    method: str,
+    path: str,
+    body: Any = None,
+    query: dict[str, str] | None = None,
+    *,
+    caller: str = OPS_SESSION,
+) -> dict[str, Any]:
+    """The event API Gateway (REST, proxy) hands the api function after verifying an IAM
+    caller."""
+    return {
+        "resource": "/{proxy+}",
+        "path": path,
+        "httpMethod": method,
+        "headers": {"Content-Type": "application/json"},
+        "multiValueHeaders": {},
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": {k: [v] for k, v in (query or {}).items()}
+        if query
+        else None,
+        "pathParameters": {"proxy": path.lstrip("/")},
+        "stageVariables": None,
+        "requestContext": {
+            "httpMethod": method,
+            "path": path,
+            "stage": "prod",
+            "identity": {"userArn": caller},
+        },
+        "body": None if body is None else json.dumps(body),
+        "isBase64Encoded": False,
+    }
+
+
 # ------------------------------------------------------------------ the stack
 @dataclass
 class Stack:
@@ -204,28 +238,7 @@ class Stack:
         caller: str = OPS_SESSION,
     ) -> tuple[int, Any]:
         """A request as API Gateway hands it over after verifying an IAM caller."""
-        event = {
-            "resource": "/{proxy+}",
-            "path": path,
-            "httpMethod": method,
-            "headers": {"Content-Type": "application/json"},
-            "multiValueHeaders": {},
-            "queryStringParameters": query,
-            "multiValueQueryStringParameters": {k: [v] for k, v in (query or {}).items()}
-            if query
-            else None,
-            "pathParameters": {"proxy": path.lstrip("/")},
-            "stageVariables": None,
-            "requestContext": {
-                "httpMethod": method,
-                "path": path,
-                "stage": "prod",
-                "identity": {"userArn": caller},
-            },
-            "body": None if body is None else json.dumps(body),
-            "isBase64Encoded": False,
-        }
-        response = self.call("api", event)
+        response = self.call("api", api_event(method, path, body, query, caller=caller))
         text = response.get("body") or ""
         headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
         for k, v in (response.get("multiValueHeaders") or {}).items():

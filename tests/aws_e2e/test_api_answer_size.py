@@ -10,34 +10,11 @@ from typing import Any
 
 import pytest
 
+from .harness import api_event as _event
 from .harness import aws_stack
 
 LAMBDA_MAX = 6 * 1024 * 1024
 CJK = "数据仓库每日同步任务说明" * 50000  # 600,000 characters, 1.8 MB of UTF-8
-
-
-def _event(
-    method: str, path: str, body: Any = None, query: dict[str, str] | None = None
-) -> dict[str, Any]:
-    return {
-        "resource": "/{proxy+}",
-        "path": path,
-        "httpMethod": method,
-        "headers": {"Content-Type": "application/json"},
-        "multiValueHeaders": {},
-        "queryStringParameters": query,
-        "multiValueQueryStringParameters": {k: [v] for k, v in (query or {}).items()} or None,
-        "pathParameters": {"proxy": path.lstrip("/")},
-        "stageVariables": None,
-        "requestContext": {
-            "httpMethod": method,
-            "path": path,
-            "stage": "prod",
-            "identity": {"userArn": "arn:aws:sts::123456789012:assumed-role/Ops/test"},
-        },
-        "body": None if body is None else json.dumps(body),
-        "isBase64Encoded": False,
-    }
 
 
 def _payload(response: dict[str, Any]) -> int:
