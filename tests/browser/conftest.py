@@ -100,8 +100,10 @@ def _open(
     request: pytest.FixtureRequest,
     viewport: dict[str, int],
     token: str | None,
+    **options: Any,
 ) -> Iterator[Any]:
-    context = browser.new_context(viewport=viewport)
+    """A page in a context of its own; ``options`` go to ``new_context`` (``timezone_id``)."""
+    context = browser.new_context(viewport=viewport, **options)
     if token is not None:  # signed in, as the UI's sign-in form leaves it
         context.add_init_script(f"localStorage.setItem('stratoflow.token', {json.dumps(token)})")
     page = context.new_page()

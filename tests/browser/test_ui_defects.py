@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import httpx
 import pytest
@@ -20,6 +22,7 @@ from click.testing import CliRunner
 from playwright.sync_api import expect
 
 from stratoflow.cli import main
+from tests.browser.conftest import DESKTOP, _open
 from tests.browser.test_ui_flows import as_user, paste_and_apply, user_token
 from tests.e2e.server_process import ServerProcess
 
@@ -206,6 +209,37 @@ def test_an_older_versions_page_triggers_and_diffs_against_the_latest_and_says_s
     expect(page.get_by_test_id("trigger-version")).to_have_text(
         "Starts a run of the latest version, v2."
     )
+
+
+@pytest.fixture
+def los_angeles_page(
+    browser: Any, request: pytest.FixtureRequest, server: ServerProcess
+) -> Iterator[Any]:
+    """A signed-in page whose browser is in America/Los_Angeles (UTC-8 in January)."""
+    yield from _open(browser, request, DESKTOP, server.token, timezone_id="America/Los_Angeles")
+
+
+def test_the_trigger_forms_logical_date_is_read_in_the_schedules_zone_not_the_browsers(
+    los_angeles_page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """12:00 typed for a workflow scheduled in Asia/Tokyo is 12:00 in Tokyo (03:00 UTC), as
+    ``trigger --logical-date 2026-01-15T12:00`` reads it; the form converted it in the
+    browser's zone instead (20:00 UTC from Los Angeles), a date no one asked for."""
+    page = los_angeles_page
+    apply(
+        api,
+        "name: tokyo_daily\nschedule: {cron: '0 0 1 1 *', timezone: Asia/Tokyo, catchup: false}\n"
+        "tasks:\n  t: {type: shell, command: 'echo {{ ds }}'}\n",
+    )
+    page.goto(f"{server.url}/#/workflows/tokyo_daily")
+    page.get_by_role("button", name="Trigger run", exact=True).click()
+    expect(page.get_by_test_id("trigger-zone")).to_contain_text("Asia/Tokyo")
+    page.get_by_label("Logical date (optional)").fill("2026-01-15T12:00")
+    page.get_by_role("button", name="Start the run").click()
+    expect(page).to_have_url(re.compile(r"#/runs/default\.tokyo_daily-"))
+    run_id = unquote(page.url.split("#/runs/", 1)[1].split("?", 1)[0])
+    run = api.get(f"/runs/{quote(run_id, safe='')}").json()["run"]
+    assert run["logical_date"].startswith("2026-01-15T03:00:00"), run["logical_date"]
 
 
 # ------------------------------------------------------------------ 7. durations and states

@@ -87,6 +87,7 @@ function TriggerForm({ wf, viewed }: { wf: VersionDetail; viewed: number }) {
   const [params, setParams] = useState(JSON.stringify(wf.document.params ?? {}, null, 2));
   const [logical, setLogical] = useState("");
   const [error, setError] = useState<Error | null>(null);
+  const zone = wf.schedule?.timezone ?? "UTC";
   const submit = async (ev: Event) => {
     ev.preventDefault();
     setError(null);
@@ -99,7 +100,9 @@ function TriggerForm({ wf, viewed }: { wf: VersionDetail; viewed: number }) {
       return;
     }
     try {
-      const run = await api.trigger(project, wf.name, parsed, logical ? new Date(logical).toISOString() : undefined);
+      // sent as typed (no offset): the server reads it in the schedule's zone, as the CLI's
+      // --logical-date and a backfill's dates are read, not in this browser's zone
+      const run = await api.trigger(project, wf.name, parsed, logical || undefined);
       navigate(`runs/${encodeURIComponent(run.run.id)}`);
     } catch (e) {
       setError(e as Error);
@@ -116,6 +119,7 @@ function TriggerForm({ wf, viewed }: { wf: VersionDetail; viewed: number }) {
       <label>Logical date (optional)
         <input type="datetime-local" value={logical} onInput={(e) => setLogical((e.target as HTMLInputElement).value)} />
       </label>
+      <p class="muted small" data-testid="trigger-zone">Read in {zone}{wf.schedule ? ", the schedule's time zone" : ""}; empty: now.</p>
       <button type="submit" class="primary">Start the run</button>
       <ErrorBox error={error} />
     </form>
