@@ -158,7 +158,8 @@ class BackfillTurn:
 
 
 # ------------------------------------------------------------------ dates
-def _zone(schedule: Schedule | None) -> ZoneInfo:
+def schedule_zone(schedule: Schedule | None) -> ZoneInfo:
+    """The zone a user's dates for a workflow are read in: its schedule's, else UTC."""
     return ZoneInfo(schedule.timezone if schedule is not None else "UTC")
 
 
@@ -177,13 +178,13 @@ def parse_moment(text: str, field_name: str, zone: ZoneInfo, *, end: bool = Fals
         # in the schedule's time zone, which can fall outside though the day looks inside
         whole = " (as an end: through that whole day)" if end and is_date(text) else ""
         raise InvalidInput(
-            [Problem(field_name, f"{text!r} means {_utc_text(moment)}{whole}; it must be "
-                                 f"between {_utc_text(_EARLIEST)} and {_utc_text(_LATEST)}")]
+            [Problem(field_name, f"{text!r} means {utc_text(moment)}{whole}; it must be "
+                                 f"between {utc_text(_EARLIEST)} and {utc_text(_LATEST)}")]
         )  # fmt: skip
     return moment
 
 
-def _utc_text(moment: datetime) -> str:
+def utc_text(moment: datetime) -> str:
     """An instant as UTC ISO-8601 with a Z (microseconds only when it has them)."""
     text = moment.astimezone(UTC).replace(tzinfo=None).isoformat()
     return f"{text}Z"
@@ -213,7 +214,7 @@ def backfill_dates(
     gives no dates instead of an error (a dependent's, in ``plan_dependents``). ``now``: a
     date after it is refused (``refuse_future_dates``), naming the earliest; a range is not
     looked at past it (a far end is refused as future, not as too many dates)."""
-    zone = _zone(schedule)
+    zone = schedule_zone(schedule)
     expr = parse_schedule(schedule.cron if schedule is not None else DAILY)
     anchor = schedule.start if schedule is not None and expr.rate is not None else None
     tz = str(zone)
@@ -280,8 +281,8 @@ def refuse_future_dates(logical_dates: Iterable[datetime], now: datetime, field_
     later = [d for d in logical_dates if d > now]
     if later:
         raise InvalidInput(
-            [Problem(field_name, f"logical date {_utc_text(min(later))} is after now "
-                                 f"({_utc_text(now.replace(microsecond=0))}): a backfill runs "
+            [Problem(field_name, f"logical date {utc_text(min(later))} is after now "
+                                 f"({utc_text(now.replace(microsecond=0))}): a backfill runs "
                                  "only dates that have come; the schedule runs later ones")]
         )  # fmt: skip
 
@@ -383,7 +384,7 @@ def plan_dependents(
     seen = {root}
     queue = [root]
     plans: list[DependentPlan] = []
-    day_list = _dependent_days(dates, _zone(root_schedule)) if dates else []
+    day_list = _dependent_days(dates, schedule_zone(root_schedule)) if dates else []
     while queue:
         upstream = queue.pop(0)
         for key in downstream.get(upstream, []):

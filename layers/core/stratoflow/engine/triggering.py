@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from stratoflow.engine.backfill import _utc_text, _zone, parse_moment
+from stratoflow.engine.backfill import parse_moment, schedule_zone, utc_text
 from stratoflow.errors import InvalidInput, Problem, UnprocessableInput
 from stratoflow.model import Schedule
 
@@ -32,7 +32,7 @@ def read_logical_date(text: str, schedule: Schedule | None, field_name: str = FI
     offset (UnprocessableInput, naming ``field_name``, when it is not a date or date-time
     between 1900 and 9999)."""
     try:
-        return parse_moment(text, field_name, _zone(schedule))
+        return parse_moment(text, field_name, schedule_zone(schedule))
     except InvalidInput as exc:
         raise UnprocessableInput(exc.problems) from None
 
@@ -49,7 +49,7 @@ def refuse_future_logical_date(
         [
             Problem(
                 field_name,
-                f"{_utc_text(logical_date)} is after now ({_utc_text(now.replace(microsecond=0))}): "
+                f"{utc_text(logical_date)} is after now ({utc_text(now.replace(microsecond=0))}): "
                 "a run's logical date must have come (up to "
                 f"{allowance} s ahead is accepted, for clock skew), else the run could satisfy "
                 "a dependency's window before its time; the schedule runs later dates when "
