@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from moto import mock_aws
 
 from stratoflow.adapters.aws import _dynamo_items as it
-from stratoflow.adapters.aws import run_index_migration
+from stratoflow.adapters.aws import handlers, run_index_migration
 from stratoflow.adapters.aws.dynamodb import DynamoStore, create_table
 from stratoflow.adapters.aws.run_index_migration import SETTLE, RunIndexMigration
 from stratoflow.engine import Run, RunState
@@ -366,3 +366,18 @@ def test_the_migration_ends_only_after_a_pass_begun_once_older_functions_are_gon
     item = client.get_item(TableName=table, Key=it.key("RUN#b-1", "R"))["Item"]
     assert item["gsi3pk"] == {"S": "RUNW#b#etl"}
 
+
+def test_the_reconciler_moves_old_runs_then_stops_asking(client: Any) -> None:
+    table = a_table(client)
+    put_old(client, table, OLD_RUNS[0])
+    clock = [0.0]
+    recorder = Recorder(client)
+    store = DynamoStore(table, client=recorder, clock=lambda: clock[0])  # type: ignore[arg-type]
+
+    assert handlers.migrate_run_index(store) == 1
+    while store.migrate_run_index().done is False:
+        clock[0] += SETTLE
+    assert handlers.migrate_run_index(store) is None
+    recorder.queries.clear()
+    assert ids(store.list_runs(RunQuery(project="a", workflow="etl"))) == ["a-1"]
+    assert recorder.partitions("gsi3") == {"RUNW#a#etl"}  # the older partition is not read
