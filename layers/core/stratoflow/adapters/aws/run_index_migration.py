@@ -31,7 +31,9 @@ How it goes (the reconciler calls ``step`` on every pass, within a time budget):
   partitions.
 
 The migration's own item, ``MIGRATION#run-index`` / ``M``, is in no index and ignored by the
-projector (it projects ``RUN#`` and ``WF#`` items only).
+projector (it projects ``RUN#`` and ``WF#`` items only). A stack rolled back to an older
+version after the migration ended, and then forward again, may hold runs keyed the old way
+that no later state write moved: deleting that item runs the migration again.
 """
 
 from __future__ import annotations
@@ -70,10 +72,9 @@ class Progress:
 
 
 def is_done(client: DynamoDBClient, table: str) -> bool:
-    """Whether the migration has finished (one GetItem; a reader caches a True)."""
-    out = client.get_item(
-        TableName=table, Key=MIGRATION_KEY, ProjectionExpression="done", ConsistentRead=True
-    )
+    """Whether the migration has finished (one GetItem; a reader caches a True). Eventually
+    consistent: a stale answer can only be "not yet", which costs a read of the old partition."""
+    out = client.get_item(TableName=table, Key=MIGRATION_KEY, ProjectionExpression="done")
     return bool(out.get("Item", {}).get("done", {}).get("BOOL", False))
 
 
