@@ -1,7 +1,8 @@
 """ReconcilerFunction (every 5 minutes): repairs what no event will: stops and reruns whose
 writer died half way (and their kills), outcomes on the results dead-letter queue, executions
 that ended without a report or whose report was lost, attempts never started, stuck attempts;
-then dispatches. Idempotent."""
+then dispatches; then a step of moving runs an older version wrote to their project's index
+partition (adapters/aws/run_index_migration.py). Idempotent."""
 
 from __future__ import annotations
 

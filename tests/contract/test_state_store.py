@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -306,6 +307,42 @@ def test_list_runs_before_cursor_pages_through_every_run_once(
 def test_list_runs_before_the_oldest_run_is_empty(listed: StateStore) -> None:
     assert listed.list_runs(RunQuery(before="r-kiwi")) == []
     assert ids(listed.list_runs(RunQuery(before="r-zebra"))) == ["r-apple", "r-kiwi"]
+
+
+def test_list_runs_of_a_workflow_is_one_projects_or_every_projects_page_by_page(
+    store: StateStore,
+) -> None:
+    # GIVEN two projects with a workflow of the same name, and another workflow
+    for minute, (run_id, project, workflow, state) in enumerate(
+        [
+            ("a-1", "a", "etl", RunState.SUCCEEDED),
+            ("b-1", "b", "etl", RunState.RUNNING),
+            ("a-x", "a", "other", RunState.RUNNING),
+            ("a-2", "a", "etl", RunState.FAILED),
+            ("b-2", "b", "etl", RunState.SUCCEEDED),
+            ("a-3", "a", "etl", RunState.SUCCEEDED),
+        ]
+    ):
+        seed(store, run_id, project=project, workflow=workflow, state=state, created=minute)
+
+    def pages(query: RunQuery) -> list[list[str]]:
+        found: list[list[str]] = []
+        while page := ids(store.list_runs(replace(query, before=found[-1][-1] if found else None))):
+            found.append(page)
+        return found
+
+    # THEN a project's listing has its own runs of it, newest first, page by page
+    assert pages(RunQuery(project="a", workflow="etl", limit=2)) == [["a-3", "a-2"], ["a-1"]]
+    assert pages(RunQuery(project="b", workflow="etl", limit=1)) == [["b-2"], ["b-1"]]
+    assert ids(store.list_runs(RunQuery(project="a", workflow="etl", state=RunState.SUCCEEDED))) == [
+        "a-3", "a-1",
+    ]  # fmt: skip
+    # AND without a project (an operator's listing; the API always names one), every
+    # project's runs of a workflow of that name
+    assert pages(RunQuery(workflow="etl", limit=2)) == [["a-3", "b-2"], ["a-2", "b-1"], ["a-1"]]
+    assert ids(store.list_runs(RunQuery(workflow="etl", state=RunState.SUCCEEDED))) == [
+        "a-3", "b-2", "a-1",
+    ]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- put_run

@@ -178,6 +178,24 @@ class Sequencer:
 
 
 # ------------------------------------------------------------------ runs
+RUNW_PREFIX: Final = "RUNW#"
+
+
+def runs_of_workflow_pk(project: str, workflow: str) -> str:
+    """The gsi3 partition of one project's runs of one workflow: ``RUNW#<project>#<workflow>``.
+    One pair, one key: neither name can contain ``#`` (both are ``[a-z0-9_-]+``, the model's
+    ``NAME_PATTERN``), so the first ``#`` after the prefix ends the project. A project's listing
+    of its workflow reads its own runs only, never another project's of a same-named workflow."""
+    return f"{RUNW_PREFIX}{project}#{workflow}"
+
+
+def legacy_runs_of_workflow_pk(workflow: str) -> str:
+    """The gsi3 partition versions before 2026-12-06 filed a run in: the workflow's runs of
+    every project (``RUNW#<workflow>``; no ``#`` after the prefix, so it is never a key of
+    ``runs_of_workflow_pk``). Read only until ``run_index_migration`` has moved them all."""
+    return f"{RUNW_PREFIX}{workflow}"
+
+
 def run_attributes(run: Run, concurrency: int | None) -> Item:
     """The run item, committed: every field but the counters, and its three index entries."""
     order = order_key(run.created_at, run.id)
@@ -197,7 +215,7 @@ def run_attributes(run: Run, concurrency: int | None) -> Item:
         "gsi1sk": s(order),
         "gsi2pk": s(f"RUNS#{run.state.value}"),
         "gsi2sk": s(order),
-        "gsi3pk": s(f"RUNW#{run.workflow}"),
+        "gsi3pk": s(runs_of_workflow_pk(run.project, run.workflow)),
         "gsi3sk": s(order),
     }
     if concurrency is not None:

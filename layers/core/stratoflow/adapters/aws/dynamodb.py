@@ -16,6 +16,7 @@ operation makes, and the limits at 10,000 tasks are in docs/aws-dynamodb.md. In 
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import time
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from botocore.exceptions import ClientError
 
 from stratoflow.adapters.aws import _dynamo_items as it
+from stratoflow.adapters.aws import run_index_migration
 from stratoflow.adapters.aws._dynamo_items import Item, Update, key, n, s
 from stratoflow.adapters.aws.dynamo_backfills import DynamoBackfills
 from stratoflow.adapters.aws.dynamo_dependencies import DynamoDependencies, logical_date_marker
@@ -171,6 +173,16 @@ def _cancel_reasons(exc: ClientError) -> list[str]:
     return [str(r.get("Code", "None")) for r in reasons]
 
 
+def _unique_runs(items: Iterator[Item]) -> Iterator[Item]:
+    """Each run once (a run being moved between index partitions may be read in both)."""
+    seen: set[str] = set()
+    for item in items:
+        pk = str(item["pk"]["S"])
+        if pk not in seen:
+            seen.add(pk)
+            yield item
+
+
 class DynamoStore(
     StateStore, Catalog, DynamoBackfills, DynamoDependencies, PoolStore, DynamoVariables
 ):
@@ -212,6 +224,7 @@ class DynamoStore(
         self.lease = lease
         self._clock = clock
         self._seq = it.Sequencer()
+        self._runs_rekeyed = False  # run_index_migration is done (cached once it is)
 
     # ------------------------------------------------------------ plumbing
     def transaction(self) -> AbstractContextManager[None]:
@@ -650,40 +663,89 @@ class DynamoStore(
             if cursor is None or "lock" in cursor:
                 return []
             below = str(cursor["gsi1sk"]["S"])
-        filters: dict[str, str] = {}
+        if query.workflow is not None and query.project is not None:
+            own = self._runs_of_workflow(query.project, query.workflow, query, below)
+            return self._with_counters(self._take(own, query.limit))
         if query.workflow is not None:
-            # a workflow's runs (names are unique in a project, rarely across projects)
-            index, pk = "gsi3", f"RUNW#{query.workflow}"
-            if query.project is not None:
-                filters["project"] = query.project
-            if query.state is not None:
-                filters["st"] = query.state.value
-        elif query.project is not None:
-            index, pk = "gsi1", f"RUNP#{query.project}"
-            if query.state is not None:
-                filters["st"] = query.state.value
-        elif query.state is not None:
-            index, pk = "gsi2", f"RUNS#{query.state.value}"
-        else:
-            # every run, newest first: merge the newest of each state's partition
-            merged: list[Item] = []
-            for state in RunState:
-                merged += self._take(
-                    self._index("gsi2", f"RUNS#{state.value}", below=below, newest_first=True,
-                                limit=query.limit),
-                    query.limit,
-                )  # fmt: skip
-            merged.sort(key=lambda i: str(i["gsi2sk"]["S"]), reverse=True)
-            return self._with_counters(merged[: query.limit])
-        page = self._index(
-            index,
-            pk,
-            below=below,
-            newest_first=True,
-            limit=query.limit if not filters else max(query.limit, 100),
-            filters=filters,
+            # every project's runs of a workflow of that name: an operator's listing (the API
+            # always names a project), read from the state partitions, none of which is any
+            # project's; newest first, merged as below
+            states = list(RunState) if query.state is None else [query.state]
+            return self._newest_of_states(states, below, query.limit, {"workflow": query.workflow})
+        if query.project is not None:
+            filters = {} if query.state is None else {"st": query.state.value}
+            page = self._index(
+                "gsi1",
+                f"RUNP#{query.project}",
+                below=below,
+                newest_first=True,
+                limit=query.limit if not filters else max(query.limit, 100),
+                filters=filters,
+            )
+            return self._with_counters(self._take(page, query.limit))
+        if query.state is not None:
+            page = self._index(
+                "gsi2", f"RUNS#{query.state.value}", below=below, newest_first=True,
+                limit=query.limit,
+            )  # fmt: skip
+            return self._with_counters(self._take(page, query.limit))
+        # every run, newest first: merge the newest of each state's partition
+        return self._newest_of_states(list(RunState), below, query.limit, {})
+
+    def _newest_of_states(
+        self, states: Sequence[RunState], below: str | None, limit: int, filters: dict[str, str]
+    ) -> list[Run]:
+        """The newest ``limit`` runs of the state partitions of gsi2 that match ``filters``."""
+        merged: list[Item] = []
+        for state in states:
+            merged += self._take(
+                self._index("gsi2", f"RUNS#{state.value}", below=below, newest_first=True,
+                            limit=limit if not filters else max(limit, 100), filters=filters),
+                limit,
+            )  # fmt: skip
+        merged.sort(key=lambda i: str(i["gsi2sk"]["S"]), reverse=True)
+        return self._with_counters(merged[:limit])
+
+    def _runs_of_workflow(
+        self, project: str, workflow: str, query: RunQuery, below: str | None
+    ) -> Iterator[Item]:
+        """One project's runs of one workflow, newest first: its own gsi3 partition, so none
+        of another project's runs is read. Until ``run_index_migration`` is done, merged with
+        the workflow's partition of the older layout (every project's runs, filtered by the
+        project as before), so that no run written before the upgrade is missing."""
+        filters = {} if query.state is None else {"st": query.state.value}
+        page = query.limit if not filters else max(query.limit, 100)
+        own = self._index(
+            "gsi3", it.runs_of_workflow_pk(project, workflow),
+            below=below, newest_first=True, limit=page, filters=filters,
+        )  # fmt: skip
+        if self._run_index_migrated():
+            return own
+        legacy = self._index(
+            "gsi3", it.legacy_runs_of_workflow_pk(workflow),
+            below=below, newest_first=True, limit=max(query.limit, 100),
+            filters={"project": project, **filters},
+        )  # fmt: skip
+        return _unique_runs(
+            heapq.merge(own, legacy, key=lambda i: str(i["gsi3sk"]["S"]), reverse=True)
         )
-        return self._with_counters(self._take(page, query.limit))
+
+    def _run_index_migrated(self) -> bool:
+        """Whether no run is left in the older gsi3 layout (one GetItem until it is; then
+        never again in this container)."""
+        if not self._runs_rekeyed:
+            self._runs_rekeyed = run_index_migration.is_done(self.client, self.table)
+        return self._runs_rekeyed
+
+    def migrate_run_index(self, seconds: float = 60.0) -> run_index_migration.Progress:
+        """One step of ``run_index_migration`` (the reconciler's pass calls it)."""
+        if self._runs_rekeyed:
+            return run_index_migration.Progress(done=True, moved=0)
+        progress = run_index_migration.RunIndexMigration(
+            self.client, self.table, clock=self._clock
+        ).step(seconds=seconds)
+        self._runs_rekeyed = progress.done
+        return progress
 
     @staticmethod
     def _take(items: Iterator[Item], limit: int) -> list[Item]:
@@ -698,6 +760,9 @@ class DynamoStore(
 
     def _run_write(self, run: Run, expect: RunState) -> Item:
         upd = Update().set("st", s(run.state.value)).set("gsi2pk", s(f"RUNS#{run.state.value}"))
+        # the run's project-scoped gsi3 key: a run a version before 2026-12-06 filed under
+        # its workflow alone moves with its state (run_index_migration relies on it)
+        upd.set("gsi3pk", s(it.runs_of_workflow_pk(run.project, run.workflow)))
         for name, value in (("started_at", run.started_at), ("ended_at", run.ended_at)):
             upd.set_or_remove(name, None if value is None else s(it.ts(value)))
         upd.set_or_remove("error", None if run.error is None else s(run.error))
@@ -1545,6 +1610,9 @@ class DynamoStore(
     ) -> tuple[Item, Item]:
         run = plan.run
         upd = Update().set("st", s(run.state.value)).set("gsi2pk", s(f"RUNS#{run.state.value}"))
+        # the run's project-scoped gsi3 key: a run a version before 2026-12-06 filed under
+        # its workflow alone moves with its state (run_index_migration relies on it)
+        upd.set("gsi3pk", s(it.runs_of_workflow_pk(run.project, run.workflow)))
         for name, value in (("started_at", run.started_at), ("ended_at", run.ended_at)):
             upd.set_or_remove(name, None if value is None else s(it.ts(value)))
         upd.set_or_remove("error", None if run.error is None else s(run.error))

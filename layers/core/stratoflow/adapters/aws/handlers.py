@@ -35,10 +35,14 @@ from stratoflow.adapters.aws.results import (
     parse_outcome,
     split_s3_uri,
 )
+from stratoflow.adapters.aws.run_index_migration import Progress
 from stratoflow.engine import Plan, TaskState
 from stratoflow.service import Finished, Scheduler
 
 log = logging.getLogger("stratoflow.handlers")
+
+# of the reconciler's 300 s: the migration of the run index goes on in steps this long
+RUN_INDEX_STEP_SECONDS = 60.0
 
 __all__ = [
     "MAX_JSON_BYTES",
@@ -52,6 +56,7 @@ __all__ = [
     "check_connection",
     "complete_pending_plans",
     "kill_stopped",
+    "migrate_run_index",
     "parse_message",
     "parse_outcome",
     "reconcile",
@@ -294,12 +299,30 @@ def reconcile(scheduler: Scheduler, *, dead_letters: DeadLetters | None = None) 
         log.exception("continuing catch-ups failed; the next pass tries again")
     scheduler.recover()
     next_wakeup = scheduler.step()
-    return {
+    result: dict[str, Any] = {
         "next_wakeup": next_wakeup.isoformat() if next_wakeup else None,
         "plans_completed": plans,
         "dead_letters": replayed,
         "catchups": catchups,
     }
+    try:  # last: the repairs above come first in the function's time
+        moved = migrate_run_index(scheduler.store)
+    except Exception:
+        log.exception("moving runs to their project's index partition failed; next pass goes on")
+    else:
+        if moved is not None:
+            result["runs_rekeyed"] = moved
+    return result
+
+
+def migrate_run_index(store: object, seconds: float = RUN_INDEX_STEP_SECONDS) -> int | None:
+    """A step of the DynamoDB store's gsi3 migration (``adapters/aws/run_index_migration``):
+    the runs it moved, or None when it moved none (SQLite has nothing to migrate; DynamoDB
+    reads one item per container once it is done)."""
+    migrate: Callable[[float], Progress] | None = getattr(store, "migrate_run_index", None)
+    if migrate is None:
+        return None
+    return migrate(seconds).moved or None
 
 
 def run_id_of_path(path: str) -> str | None:
