@@ -12,8 +12,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from stratoflow.model import _schedule
+from stratoflow.model import Schedule, _schedule
 from stratoflow.model._schedule import (
     ScheduleError,
     ScheduleExpression,
@@ -706,3 +707,46 @@ def test_property_conversion_matches_unix_semantics(
             expected.append(moment)
         moment += timedelta(minutes=1)
     assert parse_schedule(cron[0]).fire_times(start, until) == expected
+
+
+# --------------------------------------------------------------------------------------------
+# The window: start and end are instants, whatever offsets they are written with
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "timezone"),
+    [
+        # 10:00+09:00 is 01:00Z: an end at 05:00Z is four hours after it
+        ("2026-01-01T10:00:00+09:00", "2026-01-01T05:00:00Z", "UTC"),
+        # a naive start is wall time in the schedule's zone: 10:00 Tokyo is 01:00Z
+        ("2026-01-01T10:00:00", "2026-01-01T05:00:00Z", "Asia/Tokyo"),
+    ],
+)
+def test_an_end_after_the_start_as_instants_is_accepted(
+    start: str, end: str, timezone: str
+) -> None:
+    schedule = Schedule.model_validate(
+        {"cron": "0 * * * *", "timezone": timezone, "start": start, "end": end}
+    )
+    assert schedule.end is not None
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "timezone"),
+    [
+        # 05:00Z, then 10:00+09:00 = 01:00Z: the end is four hours *before* the start
+        ("2026-01-01T05:00:00Z", "2026-01-01T10:00:00+09:00", "UTC"),
+        # a naive end is wall time in the zone: 10:00 Tokyo = 01:00Z, before 05:00Z
+        ("2026-01-01T05:00:00Z", "2026-01-01T10:00:00", "Asia/Tokyo"),
+        # the same instant written two ways is no window
+        ("2026-01-01T05:00:00Z", "2026-01-01T14:00:00+09:00", "UTC"),
+    ],
+)
+def test_an_end_not_after_the_start_as_instants_is_refused(
+    start: str, end: str, timezone: str
+) -> None:
+    with pytest.raises(ValidationError, match="end must be after start"):
+        Schedule.model_validate(
+            {"cron": "0 * * * *", "timezone": timezone, "start": start, "end": end}
+        )
