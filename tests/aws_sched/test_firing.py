@@ -293,6 +293,47 @@ def test_a_firing_off_the_rate_grid_gets_the_grid_date_the_local_loop_uses(
     assert "not a fire time" in caplog.text
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param('cron: "0 2 * * *"\ntimezone: Asia/Tokyo', id="time-zone-changed"),
+        pytest.param('cron: "30 1 * * *"', id="time-changed"),
+    ],
+)
+def test_a_retried_firing_of_the_schedule_an_apply_replaced_creates_nothing(
+    scheduler: Scheduler, store: Any, caplog: pytest.LogCaptureFixture, change: str
+) -> None:
+    # GIVEN a daily 02:00 UTC schedule that fired on the 20th
+    scheduler.apply(workflow('cron: "0 2 * * *"'))
+    fire(scheduler, event(utc(2026, 11, 20, 2)))
+    # AND its firing of the 21st failed and is being retried by EventBridge when an apply
+    # changes the schedule (UpdateSchedule: the old times fire no more, but a retry of one
+    # already due still arrives)
+    scheduler.apply(workflow(change))
+    # WHEN the retry of the old 02:00Z firing is delivered
+    with caplog.at_level(logging.WARNING, logger="stratoflow.firing"):
+        result = fire(scheduler, event(utc(2026, 11, 21, 2)))
+    # THEN it creates nothing: 02:00Z is none of the new schedule's times, and the new
+    # schedule's last time before it (17:00Z on the 20th, 01:30Z on the 21st) is a date the
+    # local cron loop never fires (its cursor had passed it when the apply came)
+    assert result is None
+    assert dates(store) == [utc(2026, 11, 20, 2)]
+    assert store.get_cursor("analytics", "sales_daily") == utc(2026, 11, 20, 2)
+    assert "not a fire time" in caplog.text
+
+
+def test_a_fall_back_firing_at_the_second_pass_of_the_hour_is_that_fire_time(
+    scheduler: Scheduler, store: Any
+) -> None:
+    """EventBridge runs a time a fall-back repeats once, without saying at which pass: a
+    firing at the second (02:30 CET = 01:30Z on 2026-10-25) is the fire time of the first
+    (02:30 CEST = 00:30Z), as the local loop dates it, not a stale firing."""
+    scheduler.apply(workflow('cron: "30 2 * * *"\ntimezone: Europe/Berlin'))
+    result = fire(scheduler, event(utc(2026, 10, 25, 1, 30)))
+    assert result is not None
+    assert result[0].logical_date == utc(2026, 10, 25, 0, 30)
+
+
 # ------------------------------------------------------------------ daylight-saving time
 
 # EventBridge Scheduler User Guide, "Daylight savings time": "When time shifts forward in the

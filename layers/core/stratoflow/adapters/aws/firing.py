@@ -8,9 +8,13 @@ pure rules in :mod:`stratoflow.model`):
 
 * the run's logical date is the fire time itself (not the start of the interval before it), in
   UTC; the schedule is flexible-window ``OFF``, so the scheduled time *is* that fire time. It is
-  still put on the model's grid (the last fire time at or before it), so a firing EventBridge
-  places differently (an interval anchored elsewhere) cannot invent a date the local loop
-  would never use;
+  still put on the model's grid (the last fire time at or before it) when it is within
+  EventBridge's precision of it (a minute), or is the same wall-clock time (the second pass of
+  an hour a fall-back repeats, which EventBridge runs once without saying at which pass);
+* a firing at none of the schedule's times creates nothing: it was made by a schedule an apply
+  has since replaced (``UpdateSchedule`` stops the old times, but a retry of one already due
+  still arrives, for up to a day), and the new schedule's last time before it is a date the
+  local loop, whose cursor had passed it, never fires;
 * the run id is ``scheduled_run_id(project, workflow, logical date)``: a duplicate firing (EventBridge
   delivers at least once, and retries) finds the run it created before;
 * with ``catchup: true`` the firing also creates the runs missed since the workflow's cursor
@@ -36,8 +40,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from stratoflow.engine import Run
 from stratoflow.errors import InvalidInput, Problem
@@ -49,11 +54,22 @@ from stratoflow.model import (
 )
 from stratoflow.service import Scheduler
 
-__all__ = ["Firing", "continue_catchups", "fire", "logical_date", "parse_firing"]
+__all__ = [
+    "PRECISION",
+    "Firing",
+    "continue_catchups",
+    "fire",
+    "fired_at",
+    "logical_date",
+    "parse_firing",
+]
 
 log = logging.getLogger("stratoflow.firing")
 
 _SOURCE = "schedule firing"
+# "All schedule types on EventBridge Scheduler invoke their targets with 60 second precision"
+# (EventBridge Scheduler User Guide, "Schedule types")
+PRECISION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -115,6 +131,18 @@ def logical_date(schedule: Schedule, scheduled_time: datetime) -> datetime | Non
     return found
 
 
+def fired_at(schedule: Schedule, scheduled_time: datetime, logical: datetime) -> bool:
+    """Whether a firing at ``scheduled_time`` is the schedule's fire time ``logical`` (its last
+    one at or before it): less than EventBridge's precision after it, or the same wall-clock
+    reading in the schedule's zone (the second pass of an hour a fall-back repeats). Otherwise
+    the firing's time is none of this schedule's: another schedule, since replaced, made it."""
+    if scheduled_time - logical < PRECISION:
+        return True
+    zone = ZoneInfo(schedule.timezone)
+    wall = scheduled_time.astimezone(zone).replace(tzinfo=None)
+    return abs(wall - logical.astimezone(zone).replace(tzinfo=None)) < PRECISION
+
+
 def fire(scheduler: Scheduler, event: Any) -> tuple[Run, bool] | None:
     """Create the run of a firing (and, with catchup, the runs it missed before it).
 
@@ -139,6 +167,13 @@ def fire(scheduler: Scheduler, event: Any) -> tuple[Run, bool] | None:
     caught_up: datetime | None = None
     try:
         logical = logical_date(schedule, firing.scheduled_time)
+        if logical is not None and not fired_at(schedule, firing.scheduled_time, logical):
+            log.warning(
+                "firing of %s/%s at %s ignored: not a fire time of %r (a firing of the "
+                "schedule an apply replaced, retried after it)",
+                project, name, firing.scheduled_time.isoformat(), schedule.cron,
+            )  # fmt: skip
+            return None
         if schedule.catchup and logical is not None:
             room = scheduler.catchup_room(latest)
             missed, caught_up = due_firings(schedule, cursor, logical, room)
