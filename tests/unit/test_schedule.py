@@ -750,3 +750,28 @@ def test_an_end_not_after_the_start_as_instants_is_refused(
         Schedule.model_validate(
             {"cron": "0 * * * *", "timezone": timezone, "start": start, "end": end}
         )
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "same"),
+    [
+        ({"cron": "0 2 * * *"}, {"cron": "cron(0 2 * * ? *)"}, True),  # one expression, two forms
+        ({"cron": "0 2 * * *"}, {"cron": "0 2 * * *", "catchup": True}, True),
+        ({"cron": "0 2 * * *"}, {"cron": "0 2 * * *", "end": "2027-01-01T00:00:00"}, True),
+        ({"cron": "0 2 * * *"}, {"cron": "0 2 * * *", "start": "2026-01-01T00:00:00"}, True),
+        ({"cron": "0 2 * * *"}, {"cron": "0 * * * *"}, False),
+        ({"cron": "0 2 * * *"}, {"cron": "0 2 * * *", "timezone": "Asia/Tokyo"}, False),
+        ({"cron": "rate(1 hour)"}, {"cron": "rate(60 minutes)"}, True),
+        ({"cron": "rate(1 hour)"}, {"cron": "rate(1 hour)", "timezone": "Asia/Tokyo"}, True),
+        ({"cron": "rate(1 hour)"}, {"cron": "0 * * * *"}, False),
+        (
+            {"cron": "rate(1 hour)", "start": "2026-01-01T00:00:00"},
+            {"cron": "rate(1 hour)", "start": "2026-01-01T00:30:00"},
+            False,  # the grid moved
+        ),
+    ],
+)
+def test_same_times_compares_what_a_schedule_fires_at(
+    before: dict[str, str], after: dict[str, str], same: bool
+) -> None:
+    assert _schedule.same_times(Schedule(**before), Schedule(**after)) is same

@@ -54,6 +54,7 @@ __all__ = [
     "never_fires",
     "next_firing",
     "parse_schedule",
+    "same_times",
     "schedule_window",
     "validate_timezone",
 ]
@@ -377,6 +378,17 @@ def due_firings(
     if latest is None or latest <= cursor:
         return [], until
     return [latest], until
+
+
+def same_times(before: Schedule, after: Schedule) -> bool:
+    """Whether two schedules fire at the same times after a moment inside both windows: a
+    cron schedule the same expression (in its EventBridge form) on the same time zone's wall
+    clock; a ``rate()`` schedule the same interval on the same grid (its ``start``; the time
+    zone it ignores). ``end`` and ``catchup`` change which times are fired, not what they are."""
+    first, second = parse_schedule(before.cron), parse_schedule(after.cron)
+    if first.rate is not None or second.rate is not None:
+        return first.rate == second.rate and schedule_window(before)[0] == schedule_window(after)[0]
+    return first.eventbridge == second.eventbridge and before.timezone == after.timezone
 
 
 def next_firing(schedule: Schedule, cursor: datetime) -> datetime | None:
