@@ -256,6 +256,25 @@ def test_other_bad_time_zones(name: str) -> None:
         validate_timezone(name)
 
 
+@pytest.mark.parametrize(
+    "name", ["localtime", "posixrules", "posix/Europe/Berlin", "right/UTC", "right/Europe/Paris"]
+)
+def test_zoneinfo_files_that_are_no_iana_name_are_refused(name: str) -> None:
+    """ZoneInfo reads every file of the system's zoneinfo directory: ``localtime`` is the
+    machine's own zone, ``posixrules`` New York's rules, ``right/`` counts leap seconds. None
+    is an IANA name, EventBridge Scheduler refuses them, and what they mean depends on the
+    machine: a schedule would fire at other times locally and on AWS."""
+    with pytest.raises(ScheduleError, match=f"unknown time zone '{name}': not an IANA"):
+        validate_timezone(name)
+    with pytest.raises(ValidationError, match="not an IANA"):
+        Schedule(cron="0 2 * * *", timezone=name)
+
+
+@pytest.mark.parametrize("name", ["US/Eastern", "EST", "Etc/GMT+5", "Etc/UTC", "Zulu"])
+def test_iana_links_and_fixed_zones_are_accepted(name: str) -> None:
+    assert validate_timezone(name) == name
+
+
 def test_methods_reject_unknown_time_zones() -> None:
     daily = parse_schedule("0 2 * * *")
     with pytest.raises(ScheduleError, match="unknown time zone 'Mars/Base'"):

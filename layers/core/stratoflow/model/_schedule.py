@@ -305,8 +305,23 @@ def parse_schedule(expr: str) -> ScheduleExpression:
     raise ScheduleError(f"invalid schedule expression {expr!r}: {_ACCEPTED_FORMS}")
 
 
+# Files of the system's zoneinfo directory that ZoneInfo reads but that are no IANA time zone
+# name: "localtime" is the machine's own zone (Debian links it to /etc/localtime), "posixrules"
+# the rules POSIX TZ strings borrow (New York's), posix/ and right/ copies of the database
+# (right/ counting leap seconds). EventBridge Scheduler refuses them, and what they mean
+# depends on the machine. (zoneinfo.available_timezones() leaves out all but "localtime", but
+# reads the whole directory to say so.)
+_HOST_ZONE_FILES = frozenset({"localtime", "posixrules"})
+_HOST_ZONE_DIRS = ("posix/", "right/")
+
+
 def validate_timezone(name: str) -> str:
     """Return ``name`` if it is a known IANA time zone; raise :class:`ScheduleError` otherwise."""
+    if name in _HOST_ZONE_FILES or name.startswith(_HOST_ZONE_DIRS):
+        raise ScheduleError(
+            f"unknown time zone {name!r}: not an IANA time zone name but a file of this "
+            "machine's zone database; write the zone's IANA name, e.g. 'Europe/Berlin'"
+        )
     _zone(name)
     return name
 
