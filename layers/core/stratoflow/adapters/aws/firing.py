@@ -207,11 +207,13 @@ def continue_catchups(scheduler: Scheduler) -> int:
     EventBridge Scheduler fires only at the schedule's times, and a catch-up makes only the
     runs its workflow has room for: a daily schedule's backlog would move on once a day. So
     for each unpaused workflow that catches up and whose cursor is behind its latest fire
-    time, this does what a firing at that time does (``fire``: the missed runs it has room
-    for, oldest first, and that time's own run once nothing is missed before it). A
-    workflow that has never fired is left to its first firing. Returns how many workflows
-    it fired for; one that fails is marked in error (as a firing would) and the others go
-    on."""
+    time (at or before the end of its window), this does what a firing at that time does
+    (``fire``: the missed runs it has room for, oldest first, and that time's own run once
+    nothing is missed before it). A workflow that has never fired is left to its first
+    firing, unless its window has ended: no firing will come (Airflow's start_date and
+    end_date in the past with catchup), so this is its first sight, as the local loop's
+    would be. Returns how many workflows it fired for; one that fails is marked in error
+    (as a firing would) and the others go on."""
     fired = 0
     now = scheduler.clock.now()
     for latest in scheduler.catalog.list_workflows():
@@ -222,8 +224,14 @@ def continue_catchups(scheduler: Scheduler) -> int:
             if schedule is None or not schedule.catchup:
                 continue
             cursor = scheduler.catalog.get_cursor(latest.project, latest.name)
-            due = None if cursor is None else logical_date(schedule, now)
-            if cursor is None or due is None or due <= cursor:
+            start, end = schedule_window(schedule)
+            ended = end is not None and end <= now
+            if cursor is None and not (ended and start is not None):
+                continue  # left to its first firing, as the local loop's first sight
+            # a window that has ended has no firing to come (its EventBridge schedule is
+            # deleted, or past its EndDate): its catch-up goes on here, up to its end
+            due = logical_date(schedule, min(now, end) if end is not None else now)
+            if due is None or (cursor is not None and due <= cursor):
                 continue
             event = {
                 "project": latest.project,
