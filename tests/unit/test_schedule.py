@@ -794,3 +794,36 @@ def test_same_times_compares_what_a_schedule_fires_at(
     before: dict[str, str], after: dict[str, str], same: bool
 ) -> None:
     assert _schedule.same_times(Schedule(**before), Schedule(**after)) is same
+
+
+@pytest.mark.parametrize(
+    ("quartz", "written"),
+    [
+        ("0 0 2 * * ?", "cron(0 2 * * ? *)"),  # Quartz / Spring: seconds first, no year
+        ("0 0 2 * * ? *", "cron(0 2 * * ? *)"),  # DolphinScheduler's: seconds and year
+        ("0 30 2 ? * MON-FRI", "cron(30 2 ? * MON-FRI *)"),
+        ("0 15 10 ? * 6L 2026-2027", "cron(15 10 ? * 6L 2026-2027)"),
+    ],
+)
+def test_a_quartz_expression_with_seconds_is_refused_with_its_minute_form(
+    quartz: str, written: str
+) -> None:
+    """A DolphinScheduler or Quartz user writes the seconds field first: the error says so
+    and gives the expression to write, rather than offering cron(<the same six fields>),
+    which reads the seconds as minutes and is itself refused."""
+    with pytest.raises(ScheduleError) as info:
+        parse_schedule(quartz)
+    message = str(info.value)
+    assert "seconds" in message
+    assert repr(written) in message
+    parse_schedule(written)  # and what it says to write is accepted
+
+
+def test_a_six_field_eventbridge_expression_is_still_told_to_use_cron() -> None:
+    with pytest.raises(ScheduleError, match=r"write it as 'cron\(0 2 \* \* \? \*\)'"):
+        parse_schedule("0 2 * * ? *")
+
+
+def test_a_spring_expression_with_seconds_is_refused_with_its_unix_form() -> None:
+    with pytest.raises(ScheduleError, match=r"first field is seconds.*write '0 \* \* \* \*'"):
+        parse_schedule("0 0 * * * *")  # Spring: every hour, on the hour

@@ -297,12 +297,45 @@ def parse_schedule(expr: str) -> ScheduleExpression:
     fields = text.split()
     if len(fields) == 5 and not any(ch.isalpha() for ch in fields[0] + fields[1]):
         return _parse_unix_cron(expr, text)
+    quartz = _quartz_form(fields)
+    if quartz is not None:
+        raise ScheduleError(
+            f"invalid schedule expression {expr!r}: {len(fields)} fields look like a cron "
+            "expression whose first field is seconds (Quartz's, as DolphinScheduler writes "
+            f"them, or Spring's); schedules fire on whole minutes: write {quartz!r}"
+        )
     if len(fields) == 6 and not any(ch.isalpha() for ch in fields[0] + fields[1]):
         raise ScheduleError(
             f"invalid schedule expression {expr!r}: 6 fields look like an EventBridge cron "
             f"expression; write it as 'cron({' '.join(fields)})', or use 5 fields for Unix cron"
         )
     raise ScheduleError(f"invalid schedule expression {expr!r}: {_ACCEPTED_FORMS}")
+
+
+def _quartz_form(fields: list[str]) -> str | None:
+    """The expression a cron expression with a seconds field first (Quartz's, as
+    DolphinScheduler writes them: ``sec min hour dom month dow [year]``; Spring's six) means,
+    when its seconds are zero and ``fields`` read as EventBridge's six fields are refused;
+    else ``None``."""
+    if len(fields) not in (6, 7) or fields[0] not in ("0", "00"):
+        return None
+    if len(fields) == 6:
+        try:
+            _parse_eventbridge_cron("", " ".join(fields))
+        except ScheduleError:
+            pass
+        else:
+            return None  # a valid EventBridge expression without its cron( ) wrapper
+    rest = " ".join(fields[1:])
+    # Quartz's form (a day field is '?') as EventBridge's; Spring's six, a Unix cron after them
+    candidates = [f"cron({rest})", rest] if len(fields) == 6 else [f"cron({rest})"]
+    for written in candidates:
+        try:
+            parsed = parse_schedule(written)
+        except ScheduleError:
+            continue
+        return parsed.eventbridge if written.startswith("cron(") else written
+    return None
 
 
 # Files of the system's zoneinfo directory that ZoneInfo reads but that are no IANA time zone
