@@ -44,8 +44,12 @@ def hhmm(times: list[datetime], tz: str) -> list[str]:
     ("unix", "eventbridge"),
     [
         ("0 2 * * *", "cron(0 2 * * ? *)"),
-        ("*/15 9-17 * * 1-5", "cron(*/15 9-17 ? * MON-FRI *)"),
-        ("*/15 9-17 * * MON-FRI", "cron(*/15 9-17 ? * MON-FRI *)"),
+        # EventBridge's increments are documented as start/step ("1/10"): '*/15' starts at 0
+        ("*/15 9-17 * * 1-5", "cron(0/15 9-17 ? * MON-FRI *)"),
+        ("*/15 9-17 * * MON-FRI", "cron(0/15 9-17 ? * MON-FRI *)"),
+        ("0 */6 * * *", "cron(0 0/6 * * ? *)"),
+        ("0 0 */2 * *", "cron(0 0 1/2 * ? *)"),
+        ("0 0 1 */3 *", "cron(0 0 1 1/3 ? *)"),
         ("0 0 * * mon-fri", "cron(0 0 ? * MON-FRI *)"),
         ("0 0 * * 0", "cron(0 0 ? * SUN *)"),
         ("0 0 * * 7", "cron(0 0 ? * SUN *)"),

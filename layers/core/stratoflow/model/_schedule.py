@@ -706,7 +706,9 @@ def _parse_unix_element(source: str, element: str, spec: _UnixField) -> tuple[li
         step = int(step_text)
     if base == "*":
         start, end = spec.low, spec.high
-        piece = "*" if step is None else f"*/{step}"
+        # EventBridge documents an increment as start/step ("1/10"), so '*/15' is written
+        # with the field's first value: 0/15
+        piece = "*" if step is None else f"{start}/{step}"
     elif "-" in base:
         first, _, last = base.partition("-")
         start = _unix_value(source, first, spec)
