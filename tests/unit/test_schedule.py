@@ -831,3 +831,25 @@ def test_a_six_field_eventbridge_expression_is_still_told_to_use_cron() -> None:
 def test_a_spring_expression_with_seconds_is_refused_with_its_unix_form() -> None:
     with pytest.raises(ScheduleError, match=r"first field is seconds.*write '0 \* \* \* \*'"):
         parse_schedule("0 0 * * * *")  # Spring: every hour, on the hour
+
+
+@pytest.mark.parametrize(
+    ("written", "sent"),
+    [
+        ("cron(*/15 * * * ? *)", "cron(0/15 * * * ? *)"),
+        ("cron(0 */6 * * ? *)", "cron(0 0/6 * * ? *)"),
+        ("cron(0 0 */2 * ? *)", "cron(0 0 1/2 * ? *)"),
+        ("cron(0 0 1 */3 ? *)", "cron(0 0 1 1/3 ? *)"),
+        ("cron(*/5,7 * * * ? *)", "cron(0/5,7 * * * ? *)"),
+    ],
+)
+def test_an_eventbridge_step_from_star_is_sent_in_its_documented_form(
+    written: str, sent: str
+) -> None:
+    parsed = parse_schedule(written)
+    assert parsed.eventbridge == sent
+    assert parsed.source == written
+    t0 = utc(2026, 1, 1)
+    assert parsed.fire_times(t0, t0 + timedelta(days=100)) == parse_schedule(sent).fire_times(
+        t0, t0 + timedelta(days=100)
+    )

@@ -607,9 +607,19 @@ def _parse_eventbridge_cron(source: str, inner: str) -> ScheduleExpression:
         raise _cron_error(
             source, "day-of-month 'LW' (last weekday of the month) is not supported here"
         )
+    _validate_with_croniter(source, " ".join(fields))  # its errors quote what was written
+    # EventBridge documents an increment as start/step ("1/10"): a '*/n' item is sent with
+    # the field's first value (the day-of-week and year fields take no '*/n' here)
+    for index, first in _STEP_STARTS.items():
+        fields[index] = ",".join(
+            f"{first}/{item[2:]}" if item.startswith("*/") else item
+            for item in fields[index].split(",")
+        )
     body = " ".join(fields)
-    _validate_with_croniter(source, body)
     return ScheduleExpression(kind="cron", source=source, eventbridge=f"cron({body})", rate=None)
+
+
+_STEP_STARTS: Mapping[int, int] = {0: 0, 1: 0, 2: 1, 3: 1}  # minutes, hours, day, month
 
 
 def _validate_with_croniter(source: str, body: str) -> None:
