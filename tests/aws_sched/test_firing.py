@@ -373,6 +373,49 @@ def test_a_schedule_changed_by_an_apply_catches_up_from_the_apply_on_both_runtim
     local_store.close()
 
 
+def test_unpausing_without_catchup_fires_the_latest_missed_time_at_once_on_both_runtimes(
+    store: Any, tmp_path: Path
+) -> None:
+    """As Airflow does when a DAG without catchup is unpaused: the latest interval missed
+    while paused runs at once, the earlier ones not at all. Locally the cron loop's next
+    tick does it; on AWS no firing comes until the next time, so the unpause must."""
+    text = workflow('cron: "0 * * * *"')
+    fired, paused, unpaused = (
+        utc(2026, 11, 20, 5),
+        utc(2026, 11, 20, 5, 30),
+        utc(2026, 11, 20, 8, 30),
+    )
+    # AWS: the 05:00 firing, the pause, the unpause (no firing while paused: DISABLED)
+    aws_clock = FakeClock(fired)
+    aws = make_scheduler(store, clock=aws_clock)
+    aws.apply(text)
+    fire(aws, event(fired))
+    aws_clock.current = paused
+    aws.set_paused("analytics", "sales_daily", True)
+    aws_clock.current = unpaused
+    aws.set_paused("analytics", "sales_daily", False)
+    # local: the cron loop ticks every minute throughout
+    local_store = SqliteStore(tmp_path / "local.db")
+    local_clock = FakeClock(fired - timedelta(minutes=1))
+    local = make_scheduler(local_store, clock=local_clock)
+    local.apply(text)
+    loop = CronLoop(local, local_store)
+    while local_clock.now() <= unpaused + timedelta(minutes=1):
+        if local_clock.now() in (paused, unpaused):
+            local.set_paused("analytics", "sales_daily", local_clock.now() == paused)
+            loop.invalidate()
+        loop.tick(local_clock.now())
+        local_clock.advance(60)
+    # THEN both have the 05:00 run and the latest missed hour's, 08:00, and no other
+    assert dates(local_store) == [fired, utc(2026, 11, 20, 8)]
+    assert dates(store) == [fired, utc(2026, 11, 20, 8)]
+    # AND on AWS the next firing goes on as usual
+    aws_clock.current = utc(2026, 11, 20, 9, 0, 2)
+    fire(aws, event(utc(2026, 11, 20, 9)))
+    assert dates(store) == [fired, utc(2026, 11, 20, 8), utc(2026, 11, 20, 9)]
+    local_store.close()
+
+
 # ------------------------------------------------------------------ daylight-saving time
 
 # EventBridge Scheduler User Guide, "Daylight savings time": "When time shifts forward in the

@@ -46,6 +46,7 @@ from stratoflow.model import (
     Schedule,
     ScheduleError,
     WorkflowSpec,
+    due_firings,
     load_workflow,
     same_times,
     spec_from_document,
@@ -608,8 +609,30 @@ class Scheduler:
         with self._lock:
             self.catalog.set_paused(project, name, paused)
             latest = self.catalog.get_version(project, name)
-        self.schedules.sync(self.spec(project, name, latest.version), paused=latest.paused)
+        spec = self.spec(project, name, latest.version)
+        self.schedules.sync(spec, paused=latest.paused)
+        if not latest.paused:
+            self._fire_latest_missed(latest, spec)
         return latest
+
+    def _fire_latest_missed(self, latest: WorkflowVersion, spec: WorkflowSpec) -> None:
+        """Unpaused, a schedule without catchup fires at once the latest time it missed while
+        paused (none before it), as Airflow does and as the local cron loop's next tick
+        would: on AWS no firing comes before the schedule's next time. One that has never
+        fired waits for its first firing; with catchup, the missed times are made as room
+        allows (the cron loop's ticks, the reconciler's passes)."""
+        schedule = spec.workflow.schedule
+        if schedule is None or schedule.catchup:
+            return
+        cursor = self.catalog.get_cursor(latest.project, latest.name)
+        if cursor is None:
+            return
+        try:
+            times, new_cursor = due_firings(schedule, cursor, self.clock.now())
+            if times:
+                self.fire(latest, times, cursor, new_cursor)
+        except Exception as exc:  # its schedule cannot be computed: marked, as a firing would
+            self.schedule_failed(latest, exc)
 
     # ------------------------------------------------------------ schedules
     def fire(
