@@ -20,7 +20,7 @@ import boto3
 import pytest
 
 from stratoflow.adapters.aws.dynamodb import TABLE_SCHEMA, DynamoStore
-from stratoflow.adapters.aws.firing import fire, logical_date
+from stratoflow.adapters.aws.firing import continue_catchups, fire, logical_date
 from stratoflow.adapters.aws.schedules import SCHEDULED_TIME, EventBridgeSchedules
 from stratoflow.adapters.local.cron import CronLoop
 from stratoflow.adapters.local.sqlite_store import SqliteStore
@@ -291,6 +291,129 @@ def test_a_firing_off_the_rate_grid_gets_the_grid_date_the_local_loop_uses(
     assert result is not None
     assert result[0].logical_date == utc(2026, 11, 21, 5, 30)
     assert "not a fire time" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param('cron: "0 2 * * *"\ntimezone: Asia/Tokyo', id="time-zone-changed"),
+        pytest.param('cron: "30 1 * * *"', id="time-changed"),
+    ],
+)
+def test_a_retried_firing_of_the_schedule_an_apply_replaced_creates_nothing(
+    scheduler: Scheduler, store: Any, caplog: pytest.LogCaptureFixture, change: str
+) -> None:
+    # GIVEN a daily 02:00 UTC schedule that fired on the 20th
+    scheduler.apply(workflow('cron: "0 2 * * *"'))
+    fire(scheduler, event(utc(2026, 11, 20, 2)))
+    # AND its firing of the 21st failed and is being retried by EventBridge when an apply
+    # changes the schedule (UpdateSchedule: the old times fire no more, but a retry of one
+    # already due still arrives)
+    scheduler.apply(workflow(change))
+    cursor = store.get_cursor("analytics", "sales_daily")
+    # WHEN the retry of the old 02:00Z firing is delivered
+    with caplog.at_level(logging.WARNING, logger="stratoflow.firing"):
+        result = fire(scheduler, event(utc(2026, 11, 21, 2)))
+    # THEN it creates nothing: 02:00Z is none of the new schedule's times, and the new
+    # schedule's last time before it (17:00Z on the 20th, 01:30Z on the 21st) is a date the
+    # local cron loop never fires (its cursor had passed it when the apply came)
+    assert result is None
+    assert dates(store) == [utc(2026, 11, 20, 2)]
+    assert store.get_cursor("analytics", "sales_daily") == cursor
+    assert "not a fire time" in caplog.text
+
+
+def test_a_fall_back_firing_at_the_second_pass_of_the_hour_is_that_fire_time(
+    scheduler: Scheduler, store: Any
+) -> None:
+    """EventBridge runs a time a fall-back repeats once, without saying at which pass: a
+    firing at the second (02:30 CET = 01:30Z on 2026-10-25) is the fire time of the first
+    (02:30 CEST = 00:30Z), as the local loop dates it, not a stale firing."""
+    scheduler.apply(workflow('cron: "30 2 * * *"\ntimezone: Europe/Berlin'))
+    result = fire(scheduler, event(utc(2026, 10, 25, 1, 30)))
+    assert result is not None
+    assert result[0].logical_date == utc(2026, 10, 25, 0, 30)
+
+
+def test_a_schedule_changed_by_an_apply_catches_up_from_the_apply_on_both_runtimes(
+    store: Any, tmp_path: Path
+) -> None:
+    """Catchup makes the runs a schedule missed. The hours between the last daily run and an
+    apply that makes the schedule hourly were never its times: the local loop (whose cursor
+    is the last instant it looked at) does not make them, and neither may the trigger
+    (whose cursor is the last date it fired)."""
+    old = workflow('cron: "0 2 * * *"\ncatchup: true')
+    new = workflow('cron: "0 * * * *"\ncatchup: true')
+    fired, applied = utc(2026, 11, 20, 2), utc(2026, 11, 20, 10, 30)
+    # AWS: the daily firing at 02:00, the apply at 10:30, the reconciler's pass, the 11:00 firing
+    aws_clock = FakeClock(fired)
+    aws = make_scheduler(store, clock=aws_clock)
+    aws.apply(old)
+    fire(aws, event(fired))
+    aws_clock.current = applied
+    aws.apply(new)
+    aws_clock.current = applied + timedelta(minutes=1)
+    continue_catchups(aws)
+    aws_clock.current = utc(2026, 11, 20, 11, 0, 2)
+    fire(aws, event(utc(2026, 11, 20, 11)))
+    # local: the cron loop ticks every minute throughout
+    local_store = SqliteStore(tmp_path / "local.db")
+    local_clock = FakeClock(fired - timedelta(minutes=1))
+    local = make_scheduler(local_store, clock=local_clock)
+    local.apply(old)
+    loop = CronLoop(local, local_store)
+    while local_clock.now() <= utc(2026, 11, 20, 11, 0, 30):
+        if local_clock.now() == applied:
+            local.apply(new)
+            loop.invalidate()
+        loop.tick(local_clock.now())
+        local_clock.advance(60)
+    assert dates(local_store) == [fired, utc(2026, 11, 20, 11)]
+    assert dates(store) == [fired, utc(2026, 11, 20, 11)]
+    local_store.close()
+
+
+def test_unpausing_without_catchup_fires_the_latest_missed_time_at_once_on_both_runtimes(
+    store: Any, tmp_path: Path
+) -> None:
+    """As Airflow does when a DAG without catchup is unpaused: the latest interval missed
+    while paused runs at once, the earlier ones not at all. Locally the cron loop's next
+    tick does it; on AWS no firing comes until the next time, so the unpause must."""
+    text = workflow('cron: "0 * * * *"')
+    fired, paused, unpaused = (
+        utc(2026, 11, 20, 5),
+        utc(2026, 11, 20, 5, 30),
+        utc(2026, 11, 20, 8, 30),
+    )
+    # AWS: the 05:00 firing, the pause, the unpause (no firing while paused: DISABLED)
+    aws_clock = FakeClock(fired)
+    aws = make_scheduler(store, clock=aws_clock)
+    aws.apply(text)
+    fire(aws, event(fired))
+    aws_clock.current = paused
+    aws.set_paused("analytics", "sales_daily", True)
+    aws_clock.current = unpaused
+    aws.set_paused("analytics", "sales_daily", False)
+    # local: the cron loop ticks every minute throughout
+    local_store = SqliteStore(tmp_path / "local.db")
+    local_clock = FakeClock(fired - timedelta(minutes=1))
+    local = make_scheduler(local_store, clock=local_clock)
+    local.apply(text)
+    loop = CronLoop(local, local_store)
+    while local_clock.now() <= unpaused + timedelta(minutes=1):
+        if local_clock.now() in (paused, unpaused):
+            local.set_paused("analytics", "sales_daily", local_clock.now() == paused)
+            loop.invalidate()
+        loop.tick(local_clock.now())
+        local_clock.advance(60)
+    # THEN both have the 05:00 run and the latest missed hour's, 08:00, and no other
+    assert dates(local_store) == [fired, utc(2026, 11, 20, 8)]
+    assert dates(store) == [fired, utc(2026, 11, 20, 8)]
+    # AND on AWS the next firing goes on as usual
+    aws_clock.current = utc(2026, 11, 20, 9, 0, 2)
+    fire(aws, event(utc(2026, 11, 20, 9)))
+    assert dates(store) == [fired, utc(2026, 11, 20, 8), utc(2026, 11, 20, 9)]
+    local_store.close()
 
 
 # ------------------------------------------------------------------ daylight-saving time

@@ -21,6 +21,7 @@ from tests.stores import STORE_KINDS, state_store
 from stratoflow.adapters.aws.firing import fire
 from stratoflow.adapters.aws.handlers import reconcile
 from stratoflow.adapters.local.cron import CronLoop
+from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.engine import AttemptResult, AttemptStatus, Run, RunState
 from stratoflow.errors import InvalidInput
 from stratoflow.model import load_workflow
@@ -225,3 +226,45 @@ def test_the_reconciler_goes_on_with_a_backlog_between_firings(h: Backlog) -> No
     # AND while the workflow is full, a pass makes nothing more
     assert reconcile(h.scheduler)["catchups"] == 0
     assert len(h.runs()) == 3
+
+
+# ------------------------------------------------------------------ a window that has ended
+
+ENDED = CU.replace('"* * * * *"', '"0 * * * *"').replace(
+    'start: "2000-01-01T00:00:00"', 'start: "2026-06-01T00:00:00", end: "2026-06-01T05:00:00"'
+)  # hourly, 00:00 to 05:00 on the day NOW (12:00) is in: its window is over
+
+
+def runtime_pass(h: Backlog) -> None:
+    """What the runtime does as time goes by: the local cron loop ticks; on AWS, EventBridge
+    has no schedule to fire (no fire time is left in the window: ``desired`` is None), and
+    the reconciler passes."""
+    h.fire_due()
+    if not isinstance(h.scheduler.store, SqliteStore):
+        reconcile(h.scheduler)
+    h.scheduler.step()
+
+
+def test_a_window_that_ended_is_caught_up_on_both_runtimes_as_runs_end(h: Backlog) -> None:
+    """Airflow's start_date/end_date in the past with catchup=True: every interval of the
+    window runs. Locally the cron loop makes them; on AWS no firing will ever come, so the
+    reconciler must (and must go on past the window's end)."""
+    hours = [datetime(2026, 6, 1, hour, tzinfo=UTC) for hour in range(6)]
+    # GIVEN a catch-up whose whole window is past, applied with max_active_runs: 2
+    h.scheduler.apply(ENDED)
+    # WHEN the runtime passes
+    runtime_pass(h)
+    # THEN the two oldest hours run
+    assert [r.logical_date for r in h.runs()] == hours[:2]
+    # AND as runs end, the rest of the window is made, in order, and nothing after its end
+    for made in range(3, 7):
+        oldest = next(r for r in h.runs() if r.state is RunState.RUNNING)
+        h.end(oldest.id)
+        h.clock.advance(300)
+        runtime_pass(h)
+        assert [r.logical_date for r in h.runs()] == hours[:made]
+    for run in [r for r in h.runs() if r.state is RunState.RUNNING]:
+        h.end(run.id)
+    h.clock.advance(3600)
+    runtime_pass(h)
+    assert [r.logical_date for r in h.runs()] == hours

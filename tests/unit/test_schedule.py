@@ -12,8 +12,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from stratoflow.model import _schedule
+from stratoflow.model import Schedule, _schedule
 from stratoflow.model._schedule import (
     ScheduleError,
     ScheduleExpression,
@@ -43,8 +44,12 @@ def hhmm(times: list[datetime], tz: str) -> list[str]:
     ("unix", "eventbridge"),
     [
         ("0 2 * * *", "cron(0 2 * * ? *)"),
-        ("*/15 9-17 * * 1-5", "cron(*/15 9-17 ? * MON-FRI *)"),
-        ("*/15 9-17 * * MON-FRI", "cron(*/15 9-17 ? * MON-FRI *)"),
+        # EventBridge's increments are documented as start/step ("1/10"): '*/15' starts at 0
+        ("*/15 9-17 * * 1-5", "cron(0/15 9-17 ? * MON-FRI *)"),
+        ("*/15 9-17 * * MON-FRI", "cron(0/15 9-17 ? * MON-FRI *)"),
+        ("0 */6 * * *", "cron(0 0/6 * * ? *)"),
+        ("0 0 */2 * *", "cron(0 0 1/2 * ? *)"),
+        ("0 0 1 */3 *", "cron(0 0 1 1/3 ? *)"),
         ("0 0 * * mon-fri", "cron(0 0 ? * MON-FRI *)"),
         ("0 0 * * 0", "cron(0 0 ? * SUN *)"),
         ("0 0 * * 7", "cron(0 0 ? * SUN *)"),
@@ -253,6 +258,25 @@ def test_unknown_time_zone_message() -> None:
 def test_other_bad_time_zones(name: str) -> None:
     with pytest.raises(ScheduleError, match="unknown time zone"):
         validate_timezone(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["localtime", "posixrules", "posix/Europe/Berlin", "right/UTC", "right/Europe/Paris"]
+)
+def test_zoneinfo_files_that_are_no_iana_name_are_refused(name: str) -> None:
+    """ZoneInfo reads every file of the system's zoneinfo directory: ``localtime`` is the
+    machine's own zone, ``posixrules`` New York's rules, ``right/`` counts leap seconds. None
+    is an IANA name, EventBridge Scheduler refuses them, and what they mean depends on the
+    machine: a schedule would fire at other times locally and on AWS."""
+    with pytest.raises(ScheduleError, match=f"unknown time zone '{name}': not an IANA"):
+        validate_timezone(name)
+    with pytest.raises(ValidationError, match="not an IANA"):
+        Schedule(cron="0 2 * * *", timezone=name)
+
+
+@pytest.mark.parametrize("name", ["US/Eastern", "EST", "Etc/GMT+5", "Etc/UTC", "Zulu"])
+def test_iana_links_and_fixed_zones_are_accepted(name: str) -> None:
+    assert validate_timezone(name) == name
 
 
 def test_methods_reject_unknown_time_zones() -> None:
@@ -706,3 +730,126 @@ def test_property_conversion_matches_unix_semantics(
             expected.append(moment)
         moment += timedelta(minutes=1)
     assert parse_schedule(cron[0]).fire_times(start, until) == expected
+
+
+# --------------------------------------------------------------------------------------------
+# The window: start and end are instants, whatever offsets they are written with
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "timezone"),
+    [
+        # 10:00+09:00 is 01:00Z: an end at 05:00Z is four hours after it
+        ("2026-01-01T10:00:00+09:00", "2026-01-01T05:00:00Z", "UTC"),
+        # a naive start is wall time in the schedule's zone: 10:00 Tokyo is 01:00Z
+        ("2026-01-01T10:00:00", "2026-01-01T05:00:00Z", "Asia/Tokyo"),
+    ],
+)
+def test_an_end_after_the_start_as_instants_is_accepted(
+    start: str, end: str, timezone: str
+) -> None:
+    schedule = Schedule.model_validate(
+        {"cron": "0 * * * *", "timezone": timezone, "start": start, "end": end}
+    )
+    assert schedule.end is not None
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "timezone"),
+    [
+        # 05:00Z, then 10:00+09:00 = 01:00Z: the end is four hours *before* the start
+        ("2026-01-01T05:00:00Z", "2026-01-01T10:00:00+09:00", "UTC"),
+        # a naive end is wall time in the zone: 10:00 Tokyo = 01:00Z, before 05:00Z
+        ("2026-01-01T05:00:00Z", "2026-01-01T10:00:00", "Asia/Tokyo"),
+        # the same instant written two ways is no window
+        ("2026-01-01T05:00:00Z", "2026-01-01T14:00:00+09:00", "UTC"),
+    ],
+)
+def test_an_end_not_after_the_start_as_instants_is_refused(
+    start: str, end: str, timezone: str
+) -> None:
+    with pytest.raises(ValidationError, match="end must be after start"):
+        Schedule.model_validate(
+            {"cron": "0 * * * *", "timezone": timezone, "start": start, "end": end}
+        )
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "same"),
+    [
+        ({"cron": "0 2 * * *"}, {"cron": "cron(0 2 * * ? *)"}, True),  # one expression, two forms
+        ({"cron": "0 2 * * *"}, {"cron": "0 2 * * *", "catchup": True}, True),
+        ({"cron": "0 2 * * *"}, {"cron": "0 2 * * *", "end": "2027-01-01T00:00:00"}, True),
+        ({"cron": "0 2 * * *"}, {"cron": "0 2 * * *", "start": "2026-01-01T00:00:00"}, True),
+        ({"cron": "0 2 * * *"}, {"cron": "0 * * * *"}, False),
+        ({"cron": "0 2 * * *"}, {"cron": "0 2 * * *", "timezone": "Asia/Tokyo"}, False),
+        ({"cron": "rate(1 hour)"}, {"cron": "rate(60 minutes)"}, True),
+        ({"cron": "rate(1 hour)"}, {"cron": "rate(1 hour)", "timezone": "Asia/Tokyo"}, True),
+        ({"cron": "rate(1 hour)"}, {"cron": "0 * * * *"}, False),
+        (
+            {"cron": "rate(1 hour)", "start": "2026-01-01T00:00:00"},
+            {"cron": "rate(1 hour)", "start": "2026-01-01T00:30:00"},
+            False,  # the grid moved
+        ),
+    ],
+)
+def test_same_times_compares_what_a_schedule_fires_at(
+    before: dict[str, str], after: dict[str, str], same: bool
+) -> None:
+    assert _schedule.same_times(Schedule(**before), Schedule(**after)) is same
+
+
+@pytest.mark.parametrize(
+    ("quartz", "written"),
+    [
+        ("0 0 2 * * ?", "cron(0 2 * * ? *)"),  # Quartz / Spring: seconds first, no year
+        ("0 0 2 * * ? *", "cron(0 2 * * ? *)"),  # DolphinScheduler's: seconds and year
+        ("0 30 2 ? * MON-FRI", "cron(30 2 ? * MON-FRI *)"),
+        ("0 15 10 ? * 6L 2026-2027", "cron(15 10 ? * 6L 2026-2027)"),
+    ],
+)
+def test_a_quartz_expression_with_seconds_is_refused_with_its_minute_form(
+    quartz: str, written: str
+) -> None:
+    """A DolphinScheduler or Quartz user writes the seconds field first: the error says so
+    and gives the expression to write, rather than offering cron(<the same six fields>),
+    which reads the seconds as minutes and is itself refused."""
+    with pytest.raises(ScheduleError) as info:
+        parse_schedule(quartz)
+    message = str(info.value)
+    assert "seconds" in message
+    assert repr(written) in message
+    parse_schedule(written)  # and what it says to write is accepted
+
+
+def test_a_six_field_eventbridge_expression_is_still_told_to_use_cron() -> None:
+    with pytest.raises(ScheduleError, match=r"write it as 'cron\(0 2 \* \* \? \*\)'"):
+        parse_schedule("0 2 * * ? *")
+
+
+def test_a_spring_expression_with_seconds_is_refused_with_its_unix_form() -> None:
+    with pytest.raises(ScheduleError, match=r"first field is seconds.*write '0 \* \* \* \*'"):
+        parse_schedule("0 0 * * * *")  # Spring: every hour, on the hour
+
+
+@pytest.mark.parametrize(
+    ("written", "sent"),
+    [
+        ("cron(*/15 * * * ? *)", "cron(0/15 * * * ? *)"),
+        ("cron(0 */6 * * ? *)", "cron(0 0/6 * * ? *)"),
+        ("cron(0 0 */2 * ? *)", "cron(0 0 1/2 * ? *)"),
+        ("cron(0 0 1 */3 ? *)", "cron(0 0 1 1/3 ? *)"),
+        ("cron(*/5,7 * * * ? *)", "cron(0/5,7 * * * ? *)"),
+    ],
+)
+def test_an_eventbridge_step_from_star_is_sent_in_its_documented_form(
+    written: str, sent: str
+) -> None:
+    parsed = parse_schedule(written)
+    assert parsed.eventbridge == sent
+    assert parsed.source == written
+    t0 = utc(2026, 1, 1)
+    assert parsed.fire_times(t0, t0 + timedelta(days=100)) == parse_schedule(sent).fire_times(
+        t0, t0 + timedelta(days=100)
+    )

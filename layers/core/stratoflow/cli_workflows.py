@@ -122,6 +122,6 @@ def workflows_pause(name: str, project: str, output: str, api: str) -> None:
 @project_output_api
 def workflows_unpause(name: str, project: str, output: str, api: str) -> None:
     """Unpause NAME's schedule: it fires again; with `catchup: true` also every time it
-    missed while paused, oldest first. Without catchup, a local server fires the latest
-    missed time at once (as Airflow does), and AWS waits for the next time."""
+    missed while paused, oldest first. Without catchup, the latest time it missed fires at
+    once (as Airflow does), locally and on AWS, and the earlier ones not at all."""
     _set_paused(name, project, output, api, paused=False)

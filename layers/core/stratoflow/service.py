@@ -42,7 +42,15 @@ from stratoflow.engine.triggering import (
     refuse_future_logical_date,
 )
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, StratoflowError
-from stratoflow.model import ScheduleError, WorkflowSpec, load_workflow, spec_from_document
+from stratoflow.model import (
+    Schedule,
+    ScheduleError,
+    WorkflowSpec,
+    due_firings,
+    load_workflow,
+    same_times,
+    spec_from_document,
+)
 from stratoflow.ports import (
     Attempt,
     AttemptSpec,
@@ -287,13 +295,42 @@ class Scheduler:
         self._check_upstream_tasks(spec)
         with self._lock:
             self.subworkflows.check_apply(spec)
-            version, created = self.catalog.put_version(spec, text, self.clock.now())
+            before = self._latest_schedule(spec.project, spec.name)
+            now = self.clock.now()
+            version, created = self.catalog.put_version(spec, text, now)
             self._specs[(spec.project, spec.name, version.version)] = spec
             if created:  # a changed max_active_runs governs the runs already queued at once
                 self._start_queued_runs()
+            after = spec.workflow.schedule
+            if created and before is not None and after is not None:
+                self._restart_changed_schedule(spec, before, after, now)
         # every apply, not only a new version: a schedule lost or changed by hand is repaired
         self.schedules.sync(spec, paused=version.paused)
         return version, created
+
+    def _latest_schedule(self, project: str, name: str) -> Schedule | None:
+        """The schedule of the workflow's latest version (``None``: none, no workflow, or a
+        stored document this scheduler cannot read, whose schedule it never fired)."""
+        try:
+            return self.spec(
+                project, name, self.catalog.latest_version(project, name)
+            ).workflow.schedule
+        except (NotFound, ValueError):  # ValueError: pydantic's ValidationError among them
+            return None
+
+    def _restart_changed_schedule(
+        self, spec: WorkflowSpec, before: Schedule, after: Schedule, now: datetime
+    ) -> None:
+        """A schedule whose times an apply changed counts them from the apply: its cursor
+        moves up to ``now``, so a catch-up makes no run for a time of the new schedule from
+        before it existed (the hours since the last daily run, when a daily schedule is made
+        hourly). The local cron loop's cursor is already about ``now`` (the last instant it
+        looked at); the AWS trigger's is the last date it fired, which made those runs."""
+        if same_times(before, after):
+            return
+        cursor = self.catalog.get_cursor(spec.project, spec.name)
+        if cursor is not None and cursor < now:
+            self.catalog.set_cursor(spec.project, spec.name, now)
 
     def _check_pools(self, spec: WorkflowSpec) -> None:
         """Refuse a workflow whose tasks name a pool unknown to its project, or wider than
@@ -572,8 +609,30 @@ class Scheduler:
         with self._lock:
             self.catalog.set_paused(project, name, paused)
             latest = self.catalog.get_version(project, name)
-        self.schedules.sync(self.spec(project, name, latest.version), paused=latest.paused)
+        spec = self.spec(project, name, latest.version)
+        self.schedules.sync(spec, paused=latest.paused)
+        if not latest.paused:
+            self._fire_latest_missed(latest, spec)
         return latest
+
+    def _fire_latest_missed(self, latest: WorkflowVersion, spec: WorkflowSpec) -> None:
+        """Unpaused, a schedule without catchup fires at once the latest time it missed while
+        paused (none before it), as Airflow does and as the local cron loop's next tick
+        would: on AWS no firing comes before the schedule's next time. One that has never
+        fired waits for its first firing; with catchup, the missed times are made as room
+        allows (the cron loop's ticks, the reconciler's passes)."""
+        schedule = spec.workflow.schedule
+        if schedule is None or schedule.catchup:
+            return
+        cursor = self.catalog.get_cursor(latest.project, latest.name)
+        if cursor is None:
+            return
+        try:
+            times, new_cursor = due_firings(schedule, cursor, self.clock.now())
+            if times:
+                self.fire(latest, times, cursor, new_cursor)
+        except Exception as exc:  # its schedule cannot be computed: marked, as a firing would
+            self.schedule_failed(latest, exc)
 
     # ------------------------------------------------------------ schedules
     def fire(

@@ -23,6 +23,7 @@ from stratoflow.model._schedule import (
     fires_within,
     next_firing,
     parse_schedule,
+    same_times,
     schedule_window,
 )
 from stratoflow.model._spec import (
@@ -107,6 +108,7 @@ __all__ = [
     "parse_schedule",
     "parse_workflow",
     "read_workflow_text",
+    "same_times",
     "schedule_window",
     "schema_text",
     "spec_from_document",

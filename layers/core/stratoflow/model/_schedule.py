@@ -54,6 +54,7 @@ __all__ = [
     "never_fires",
     "next_firing",
     "parse_schedule",
+    "same_times",
     "schedule_window",
     "validate_timezone",
 ]
@@ -296,6 +297,13 @@ def parse_schedule(expr: str) -> ScheduleExpression:
     fields = text.split()
     if len(fields) == 5 and not any(ch.isalpha() for ch in fields[0] + fields[1]):
         return _parse_unix_cron(expr, text)
+    quartz = _quartz_form(fields)
+    if quartz is not None:
+        raise ScheduleError(
+            f"invalid schedule expression {expr!r}: {len(fields)} fields look like a cron "
+            "expression whose first field is seconds (Quartz's, as DolphinScheduler writes "
+            f"them, or Spring's); schedules fire on whole minutes: write {quartz!r}"
+        )
     if len(fields) == 6 and not any(ch.isalpha() for ch in fields[0] + fields[1]):
         raise ScheduleError(
             f"invalid schedule expression {expr!r}: 6 fields look like an EventBridge cron "
@@ -304,8 +312,49 @@ def parse_schedule(expr: str) -> ScheduleExpression:
     raise ScheduleError(f"invalid schedule expression {expr!r}: {_ACCEPTED_FORMS}")
 
 
+def _quartz_form(fields: list[str]) -> str | None:
+    """The expression a cron expression with a seconds field first (Quartz's, as
+    DolphinScheduler writes them: ``sec min hour dom month dow [year]``; Spring's six) means,
+    when its seconds are zero and ``fields`` read as EventBridge's six fields are refused;
+    else ``None``."""
+    if len(fields) not in (6, 7) or fields[0] not in ("0", "00"):
+        return None
+    if len(fields) == 6:
+        try:
+            _parse_eventbridge_cron("", " ".join(fields))
+        except ScheduleError:
+            pass
+        else:
+            return None  # a valid EventBridge expression without its cron( ) wrapper
+    rest = " ".join(fields[1:])
+    # Quartz's form (a day field is '?') as EventBridge's; Spring's six, a Unix cron after them
+    candidates = [f"cron({rest})", rest] if len(fields) == 6 else [f"cron({rest})"]
+    for written in candidates:
+        try:
+            parsed = parse_schedule(written)
+        except ScheduleError:
+            continue
+        return parsed.eventbridge if written.startswith("cron(") else written
+    return None
+
+
+# Files of the system's zoneinfo directory that ZoneInfo reads but that are no IANA time zone
+# name: "localtime" is the machine's own zone (Debian links it to /etc/localtime), "posixrules"
+# the rules POSIX TZ strings borrow (New York's), posix/ and right/ copies of the database
+# (right/ counting leap seconds). EventBridge Scheduler refuses them, and what they mean
+# depends on the machine. (zoneinfo.available_timezones() leaves out all but "localtime", but
+# reads the whole directory to say so.)
+_HOST_ZONE_FILES = frozenset({"localtime", "posixrules"})
+_HOST_ZONE_DIRS = ("posix/", "right/")
+
+
 def validate_timezone(name: str) -> str:
     """Return ``name`` if it is a known IANA time zone; raise :class:`ScheduleError` otherwise."""
+    if name in _HOST_ZONE_FILES or name.startswith(_HOST_ZONE_DIRS):
+        raise ScheduleError(
+            f"unknown time zone {name!r}: not an IANA time zone name but a file of this "
+            "machine's zone database; write the zone's IANA name, e.g. 'Europe/Berlin'"
+        )
     _zone(name)
     return name
 
@@ -377,6 +426,17 @@ def due_firings(
     if latest is None or latest <= cursor:
         return [], until
     return [latest], until
+
+
+def same_times(before: Schedule, after: Schedule) -> bool:
+    """Whether two schedules fire at the same times after a moment inside both windows: a
+    cron schedule the same expression (in its EventBridge form) on the same time zone's wall
+    clock; a ``rate()`` schedule the same interval on the same grid (its ``start``; the time
+    zone it ignores). ``end`` and ``catchup`` change which times are fired, not what they are."""
+    first, second = parse_schedule(before.cron), parse_schedule(after.cron)
+    if first.rate is not None or second.rate is not None:
+        return first.rate == second.rate and schedule_window(before)[0] == schedule_window(after)[0]
+    return first.eventbridge == second.eventbridge and before.timezone == after.timezone
 
 
 def next_firing(schedule: Schedule, cursor: datetime) -> datetime | None:
@@ -547,9 +607,19 @@ def _parse_eventbridge_cron(source: str, inner: str) -> ScheduleExpression:
         raise _cron_error(
             source, "day-of-month 'LW' (last weekday of the month) is not supported here"
         )
+    _validate_with_croniter(source, " ".join(fields))  # its errors quote what was written
+    # EventBridge documents an increment as start/step ("1/10"): a '*/n' item is sent with
+    # the field's first value (the day-of-week and year fields take no '*/n' here)
+    for index, first in _STEP_STARTS.items():
+        fields[index] = ",".join(
+            f"{first}/{item[2:]}" if item.startswith("*/") else item
+            for item in fields[index].split(",")
+        )
     body = " ".join(fields)
-    _validate_with_croniter(source, body)
     return ScheduleExpression(kind="cron", source=source, eventbridge=f"cron({body})", rate=None)
+
+
+_STEP_STARTS: Mapping[int, int] = {0: 0, 1: 0, 2: 1, 3: 1}  # minutes, hours, day, month
 
 
 def _validate_with_croniter(source: str, body: str) -> None:
@@ -646,7 +716,9 @@ def _parse_unix_element(source: str, element: str, spec: _UnixField) -> tuple[li
         step = int(step_text)
     if base == "*":
         start, end = spec.low, spec.high
-        piece = "*" if step is None else f"*/{step}"
+        # EventBridge documents an increment as start/step ("1/10"), so '*/15' is written
+        # with the field's first value: 0/15
+        piece = "*" if step is None else f"{start}/{step}"
     elif "-" in base:
         first, _, last = base.partition("-")
         start = _unix_value(source, first, spec)

@@ -25,6 +25,7 @@ from stratoflow.model._schedule import (
     catchup_start_problem,
     never_fires,
     parse_schedule,
+    schedule_window,
     validate_timezone,
 )
 from stratoflow.resources import MAX_TASK_RESOURCES, path_problem
@@ -203,8 +204,14 @@ class Schedule(_Strict):
 
     @model_validator(mode="after")
     def _window(self, info: ValidationInfo) -> Schedule:
-        if self.start and self.end and _naive(self.end) <= _naive(self.start):
-            raise ValueError("end must be after start")
+        # instants, not wall readings: either may carry an offset, and a naive one is wall
+        # time in the schedule's zone (10:00+09:00 is before 05:00Z)
+        start, end = schedule_window(self)
+        if start is not None and end is not None and end <= start:
+            raise ValueError(
+                f"end must be after start: in UTC, end is {end.isoformat()} and start is "
+                f"{start.isoformat()}"
+            )
         now = info.context.get("now") if isinstance(info.context, dict) else None
         if isinstance(now, datetime):  # a file applied now (a stored document loads as it is)
             early = catchup_start_problem(self)

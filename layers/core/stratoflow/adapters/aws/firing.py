@@ -8,9 +8,13 @@ pure rules in :mod:`stratoflow.model`):
 
 * the run's logical date is the fire time itself (not the start of the interval before it), in
   UTC; the schedule is flexible-window ``OFF``, so the scheduled time *is* that fire time. It is
-  still put on the model's grid (the last fire time at or before it), so a firing EventBridge
-  places differently (an interval anchored elsewhere) cannot invent a date the local loop
-  would never use;
+  still put on the model's grid (the last fire time at or before it) when it is within
+  EventBridge's precision of it (a minute), or is the same wall-clock time (the second pass of
+  an hour a fall-back repeats, which EventBridge runs once without saying at which pass);
+* a firing at none of the schedule's times creates nothing: it was made by a schedule an apply
+  has since replaced (``UpdateSchedule`` stops the old times, but a retry of one already due
+  still arrives, for up to a day), and the new schedule's last time before it is a date the
+  local loop, whose cursor had passed it, never fires;
 * the run id is ``scheduled_run_id(project, workflow, logical date)``: a duplicate firing (EventBridge
   delivers at least once, and retries) finds the run it created before;
 * with ``catchup: true`` the firing also creates the runs missed since the workflow's cursor
@@ -36,8 +40,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from stratoflow.engine import Run
 from stratoflow.errors import InvalidInput, Problem
@@ -49,11 +54,22 @@ from stratoflow.model import (
 )
 from stratoflow.service import Scheduler
 
-__all__ = ["Firing", "continue_catchups", "fire", "logical_date", "parse_firing"]
+__all__ = [
+    "PRECISION",
+    "Firing",
+    "continue_catchups",
+    "fire",
+    "fired_at",
+    "logical_date",
+    "parse_firing",
+]
 
 log = logging.getLogger("stratoflow.firing")
 
 _SOURCE = "schedule firing"
+# "All schedule types on EventBridge Scheduler invoke their targets with 60 second precision"
+# (EventBridge Scheduler User Guide, "Schedule types")
+PRECISION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -115,6 +131,18 @@ def logical_date(schedule: Schedule, scheduled_time: datetime) -> datetime | Non
     return found
 
 
+def fired_at(schedule: Schedule, scheduled_time: datetime, logical: datetime) -> bool:
+    """Whether a firing at ``scheduled_time`` is the schedule's fire time ``logical`` (its last
+    one at or before it): less than EventBridge's precision after it, or the same wall-clock
+    reading in the schedule's zone (the second pass of an hour a fall-back repeats). Otherwise
+    the firing's time is none of this schedule's: another schedule, since replaced, made it."""
+    if scheduled_time - logical < PRECISION:
+        return True
+    zone = ZoneInfo(schedule.timezone)
+    wall = scheduled_time.astimezone(zone).replace(tzinfo=None)
+    return abs(wall - logical.astimezone(zone).replace(tzinfo=None)) < PRECISION
+
+
 def fire(scheduler: Scheduler, event: Any) -> tuple[Run, bool] | None:
     """Create the run of a firing (and, with catchup, the runs it missed before it).
 
@@ -139,6 +167,13 @@ def fire(scheduler: Scheduler, event: Any) -> tuple[Run, bool] | None:
     caught_up: datetime | None = None
     try:
         logical = logical_date(schedule, firing.scheduled_time)
+        if logical is not None and not fired_at(schedule, firing.scheduled_time, logical):
+            log.warning(
+                "firing of %s/%s at %s ignored: not a fire time of %r (a firing of the "
+                "schedule an apply replaced, retried after it)",
+                project, name, firing.scheduled_time.isoformat(), schedule.cron,
+            )  # fmt: skip
+            return None
         if schedule.catchup and logical is not None:
             room = scheduler.catchup_room(latest)
             missed, caught_up = due_firings(schedule, cursor, logical, room)
@@ -172,11 +207,13 @@ def continue_catchups(scheduler: Scheduler) -> int:
     EventBridge Scheduler fires only at the schedule's times, and a catch-up makes only the
     runs its workflow has room for: a daily schedule's backlog would move on once a day. So
     for each unpaused workflow that catches up and whose cursor is behind its latest fire
-    time, this does what a firing at that time does (``fire``: the missed runs it has room
-    for, oldest first, and that time's own run once nothing is missed before it). A
-    workflow that has never fired is left to its first firing. Returns how many workflows
-    it fired for; one that fails is marked in error (as a firing would) and the others go
-    on."""
+    time (at or before the end of its window), this does what a firing at that time does
+    (``fire``: the missed runs it has room for, oldest first, and that time's own run once
+    nothing is missed before it). A workflow that has never fired is left to its first
+    firing, unless its window has ended: no firing will come (Airflow's start_date and
+    end_date in the past with catchup), so this is its first sight, as the local loop's
+    would be. Returns how many workflows it fired for; one that fails is marked in error
+    (as a firing would) and the others go on."""
     fired = 0
     now = scheduler.clock.now()
     for latest in scheduler.catalog.list_workflows():
@@ -187,8 +224,14 @@ def continue_catchups(scheduler: Scheduler) -> int:
             if schedule is None or not schedule.catchup:
                 continue
             cursor = scheduler.catalog.get_cursor(latest.project, latest.name)
-            due = None if cursor is None else logical_date(schedule, now)
-            if cursor is None or due is None or due <= cursor:
+            start, end = schedule_window(schedule)
+            ended = end is not None and end <= now
+            if cursor is None and not (ended and start is not None):
+                continue  # left to its first firing, as the local loop's first sight
+            # a window that has ended has no firing to come (its EventBridge schedule is
+            # deleted, or past its EndDate): its catch-up goes on here, up to its end
+            due = logical_date(schedule, min(now, end) if end is not None else now)
+            if due is None or (cursor is not None and due <= cursor):
                 continue
             event = {
                 "project": latest.project,
