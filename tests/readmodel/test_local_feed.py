@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -244,11 +245,11 @@ def test_a_failed_projection_is_caught_up_later(store: SqliteStore, tmp_path: Pa
     real_write = rm.write
     calls: list[int] = []
 
-    def flaky_write(rows: Rows) -> int:
+    def flaky_write(rows: Rows, position: tuple[str, int] | None = None) -> int:
         calls.append(1)
         if len(calls) == 1:  # the first batch with anything in it
             raise ConnectionError("read model unreachable")
-        return real_write(rows)
+        return real_write(rows, position)
 
     rm.write = flaky_write  # type: ignore[method-assign]
     feed = LocalFeed(store, rm, linger=0)
@@ -467,3 +468,51 @@ def test_a_feed_snapshot_reads_the_store_as_of_its_first_read(store: SqliteStore
         writer.join()
         assert store.feed_runs(["r1"])[0][state] == "running"
     assert store.feed_runs(["r1"])[0][state] == "succeeded"
+
+
+def test_a_finished_run_changed_while_nobody_listened_is_caught_up(
+    store: SqliteStore, db_url: str
+) -> None:
+    """A change to a finished run that leaves its state and counters as they were is not
+    lost when the process dies before projecting it (or the read model refused the batch):
+    an attempt of a stopped run that ends after the stop, a rerun from a task of a
+    succeeded run that succeeds again."""
+    # GIVEN two finished runs, projected
+    stopped = f.run("stopped", workflow="w", state=RunState.STOPPED, n_tasks=1, n_done=1)
+    store.create_run(stopped, [f.task("stopped", "a", TaskState.STOPPED, attempt=1)], None)
+    store.start_attempt(f.attempt("stopped", "a", 1))
+    done = f.run("done", workflow="w", state=RunState.SUCCEEDED, n_tasks=1, n_done=1)
+    ended = f.T0 + timedelta(minutes=5)
+    store.create_run(
+        done, [f.task("done", "a", TaskState.SUCCEEDED, attempt=1, ended_at=f.T0)], None
+    )
+    store.start_attempt(f.attempt("done", "a", 1))
+    store.finish_attempt(f.attempt("done", "a", 1, "succeeded", ended_at=f.T0, exit_code=0))
+    rm = ReadModel.open(db_url)
+    feed = LocalFeed(store, rm, linger=0)
+    feed.start()
+    try:
+        assert feed.flush()
+        _assert_same(store, rm, "stopped")
+        _assert_same(store, rm, "done")
+    finally:
+        feed.close()
+    # WHEN, with no feed listening (killed before it projected), the stopped run's attempt
+    # ends and the succeeded run runs its task again, and succeeds again
+    store.finish_attempt(
+        f.attempt("stopped", "a", 1, "failed", ended_at=f.T0, exit_code=-15, log="a/1.log")
+    )
+    again = f.task("done", "a", TaskState.SUCCEEDED, attempt=2, ended_at=ended)
+    assert store.put_task(again, TaskState.SUCCEEDED, 1)
+    store.start_attempt(f.attempt("done", "a", 2))
+    store.finish_attempt(f.attempt("done", "a", 2, "succeeded", ended_at=ended, exit_code=0))
+    # THEN a feed that starts again brings the read model to the store's state
+    feed = LocalFeed(store, rm, linger=0)
+    feed.start()
+    try:
+        assert feed.flush()
+        _assert_same(store, rm, "stopped")
+        _assert_same(store, rm, "done")
+    finally:
+        feed.close()
+        rm.close()

@@ -1454,6 +1454,22 @@ class SqliteStore(
         """Every run's (id, state, n_done, n_failed, n_running)."""
         return self._tuples("SELECT id, state, n_done, n_failed, n_running FROM runs")
 
+    def feed_changes(self, after: int) -> tuple[int, list[tuple[str, str]]]:
+        """The change log past ``after``: its last position (``after`` if nothing is past
+        it, 0 if the log ends before it: not this store's position) and the (run id, task
+        id) of every task changed after it, each once (``task_changes``: a task's visible
+        fields, its attempts started or changed)."""
+        last = int(self._tuples("SELECT max(seq) FROM task_changes")[0][0] or 0)
+        if last < after:  # a position from another store (a read model this home did not fill)
+            after = 0
+        if last == after:
+            return after, []
+        keys = self._tuples(
+            "SELECT DISTINCT run_id, task_id FROM task_changes WHERE seq > ? AND seq <= ?",
+            (after, last),
+        )
+        return last, [(r, t) for r, t in keys]
+
     # ------------------------------------------------------------ run revisions
     def run_revision(self, run_id: str) -> int:
         row = self._x("SELECT max(seq) FROM task_changes WHERE run_id=?", (run_id,)).fetchone()
