@@ -506,6 +506,7 @@ def test_a_finished_run_changed_while_nobody_listened_is_caught_up(
     assert store.put_task(again, TaskState.SUCCEEDED, 1)
     store.start_attempt(f.attempt("done", "a", 2))
     store.finish_attempt(f.attempt("done", "a", 2, "succeeded", ended_at=ended, exit_code=0))
+    assert store.put_run(done.with_(ended_at=ended), RunState.SUCCEEDED)
     # THEN a feed that starts again brings the read model to the store's state
     feed = LocalFeed(store, rm, linger=0)
     feed.start()

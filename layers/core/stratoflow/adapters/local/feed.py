@@ -215,8 +215,11 @@ class LocalFeed:
             row = store.feed_version(project, name)
             if row is not None and (project, name, row[2]) not in written:
                 out.workflows.append(_workflow_row(row, json.loads(row[4]), rev_))
-        if keys.runs:
-            out.runs = [_run_row(r, rev_) for r in store.feed_runs(sorted(keys.runs))]
+        # a logged task's run too: its times and error change with the task (a rerun that
+        # ends in the state the run had ended in)
+        run_ids = keys.runs | {run_id for run_id, _ in logged}
+        if run_ids:
+            out.runs = [_run_row(r, rev_) for r in store.feed_runs(sorted(run_ids))]
         tasks: dict[str, set[str]] = {}
         for run_id, task_id in keys.tasks:
             if run_id not in whole:
