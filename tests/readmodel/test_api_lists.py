@@ -71,3 +71,53 @@ def test_filters_and_pages_come_from_the_read_model(http: httpx.Client) -> None:
     garbled = http.get("/runs", params={"before": "not-a-cursor"})
     assert garbled.status_code == 400
     assert "cursor" in garbled.json()["message"]
+
+
+def test_a_read_model_that_cannot_be_reached_is_a_503_and_the_scheduler_goes_on(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """PostgreSQL gone for a while: the lists it serves answer 503 with Retry-After (not an
+    internal error), triggering still works, and once it is back the lists show the run."""
+    import psycopg
+
+    from stratoflow.readmodel import PostgresDatabase
+
+    runtime = LocalRuntime(tmp_path / "home", db=pg_url)
+    app = create_app(runtime.scheduler, on_change=runtime.wake, readmodel=runtime.readmodel)
+    server, url = start_in_thread(app, "127.0.0.1", 0)
+    runtime.start()
+    db = runtime.readmodel.db
+    assert isinstance(db, PostgresDatabase)
+    try:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            assert http.post("/workflows", json={"source": FLOW}).status_code == 201
+            # WHEN the server goes away under the pooled connections
+            db.dsn = "postgresql://postgres@127.0.0.1:1/nowhere?connect_timeout=2"
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            for path in ("/runs", "/audit"):
+                down = http.get(path)
+                assert down.status_code == 503, down.text
+                assert down.json()["error"] == "unavailable"
+                assert "read model" in down.json()["message"]
+                assert down.headers["Retry-After"]
+            created = http.post("/workflows/dated/runs", json={})
+            assert created.status_code == 201  # the scheduler's store is not the read model
+            run_id = created.json()["run"]["id"]
+            # THEN once it is back, the run is listed (the feed catches up)
+            db.dsn = pg_url
+            deadline = time.monotonic() + 60
+            while True:
+                listed = http.get("/runs")
+                if listed.status_code == 200 and [r["id"] for r in listed.json()["runs"]] == [
+                    run_id
+                ]:
+                    break
+                assert time.monotonic() < deadline, listed.text
+                time.sleep(0.2)
+    finally:
+        server.shutdown()
+        runtime.close()

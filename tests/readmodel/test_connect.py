@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from stratoflow.errors import Unavailable
+from stratoflow.faults import machine_fault
 from stratoflow.readmodel import Database, PostgresDatabase, SqliteDatabase, connect, migrate
 from stratoflow.readmodel._db import to_pyformat
 from stratoflow.readmodel._projection import TASK_INSERT
@@ -79,10 +81,40 @@ def test_a_broken_postgresql_connection_is_replaced(pg_url: str) -> None:
         pid = db.query("SELECT pg_backend_pid() AS pid")[0]["pid"]
         with psycopg.connect(pg_url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        with pytest.raises(psycopg.OperationalError):
+        with pytest.raises(Unavailable) as killed:
             db.query("SELECT 1 AS one")  # the pooled connection was killed under it
+        assert isinstance(killed.value.__cause__, psycopg.OperationalError)
         assert db.query("SELECT 1 AS one") == [{"one": 1}]  # and is not lent again
         assert db.query("SELECT pg_backend_pid() AS pid")[0]["pid"] != pid
+    finally:
+        db.close()
+
+
+def test_an_unreachable_postgresql_server_is_unavailable_not_a_bug(pg_url: str) -> None:
+    """A server that went away (restarted, unreachable for a while) is the machine's fault:
+    ``Unavailable`` (the API's 503 with Retry-After), and the next call after it came back
+    simply works; an error of the SQL itself stays what it is (a bug: a 500)."""
+    import psycopg
+
+    db = connect(pg_url)
+    assert isinstance(db, PostgresDatabase)
+    reachable = db.dsn
+    try:
+        pid = db.query("SELECT pg_backend_pid() AS pid")[0]["pid"]
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        db.dsn = "postgresql://postgres@127.0.0.1:1/nowhere?connect_timeout=2"  # now down
+        for attempt in (db.query, db.execute):
+            with pytest.raises(Unavailable) as down:
+                attempt("SELECT 1 AS one")
+            assert machine_fault(down.value) is down.value
+            assert "cannot be reached" in str(down.value)
+        with pytest.raises(Unavailable), db.transaction():
+            db.execute("SELECT 1")
+        db.dsn = reachable  # back
+        assert db.query("SELECT 1 AS one") == [{"one": 1}]
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            db.query("SELECT * FROM no_such_table")
     finally:
         db.close()
 
