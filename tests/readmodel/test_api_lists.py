@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,48 @@ def test_a_read_model_that_cannot_be_reached_is_a_503_and_the_scheduler_goes_on(
                     break
                 assert time.monotonic() < deadline, listed.text
                 time.sleep(0.2)
+    finally:
+        server.shutdown()
+        runtime.close()
+
+
+def test_a_list_the_read_model_could_not_keep_up_with_says_since_when(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read model's disk is full (its writes fail, its reads work): GET /runs still
+    answers, from what it has, and says since when it may miss changes; once the feed has
+    caught up the list is whole and says nothing of the kind."""
+    import sqlite3
+
+    runtime = LocalRuntime(tmp_path / "home")
+    app = create_app(runtime.scheduler, on_change=runtime.wake, readmodel=runtime.readmodel)
+    server, url = start_in_thread(app, "127.0.0.1", 0)
+    runtime.start()
+    real_write = runtime.readmodel.write
+    full = [True]
+
+    def write(*args: Any, **kwargs: Any) -> int:
+        if full[0]:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(runtime.readmodel, "write", write)
+    try:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            assert "stale_since" not in http.get("/runs").json()
+            assert http.post("/workflows", json={"source": FLOW}).status_code == 201
+            run_id = http.post("/workflows/dated/runs", json={}).json()["run"]["id"]
+            deadline = time.monotonic() + 30
+            while "stale_since" not in (listed := http.get("/runs").json()):
+                assert time.monotonic() < deadline, listed
+                time.sleep(0.1)
+            assert listed["runs"] == []  # what it has: not the run
+            assert datetime.fromisoformat(listed["stale_since"]).tzinfo is not None
+            full[0] = False
+            while "stale_since" in (listed := http.get("/runs").json()) or not listed["runs"]:
+                assert time.monotonic() < deadline, listed
+                time.sleep(0.1)
+            assert [(r["id"], r["state"]) for r in listed["runs"]] == [(run_id, "succeeded")]
     finally:
         server.shutdown()
         runtime.close()

@@ -84,6 +84,9 @@ class ReadModel:
 
     def __init__(self, db: Database, *, apply_migrations: bool = True) -> None:
         self.db = db
+        #: set by the projector that fills this read model in this process (the local feed)
+        #: when a write failed: since then the lists may miss changes, until it caught up
+        self.stale_since: datetime | None = None
         if apply_migrations:
             migrate(db)
         self.projection = Projection(db)

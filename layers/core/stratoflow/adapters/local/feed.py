@@ -35,6 +35,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from stratoflow.adapters.local.sqlite_store import (
@@ -144,14 +145,19 @@ class LocalFeed:
                 self._project(batch)
             except Exception:
                 # e.g. the PostgreSQL server is down: what this batch held is found again by
-                # the catch-up, retried with a growing pause (1 s, 2 s, ... 30 s)
+                # the catch-up, retried with a growing pause (1 s, 2 s, ... 30 s); until it
+                # succeeds the read model says since when it may miss changes
+                if self.readmodel.stale_since is None:
+                    self.readmodel.stale_since = datetime.fromtimestamp(self._micros() / 1e6, UTC)
                 self._failures += 1
                 log.exception("projecting into the read model failed; catching up again")
                 if not stop:
                     time.sleep(min(2.0 ** (self._failures - 1), 30.0))
                     self._put(_CATCH_UP)
             else:
+                # the first batch after a failure holds the catch-up that replaced it
                 self._failures = 0
+                self.readmodel.stale_since = None
             with self._cond:
                 self._done += len(batch)
                 self._cond.notify_all()
