@@ -517,3 +517,31 @@ def test_a_finished_run_changed_while_nobody_listened_is_caught_up(
     finally:
         feed.close()
         rm.close()
+
+
+def test_close_does_not_wait_out_the_pause_after_a_failed_batch(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    """The read model has been down a while (the pause before the next try has grown to
+    30 s): a server that stops (SIGTERM) stops at once, not after the pause."""
+    rm = ReadModel.open(str(tmp_path / "rm.db"))
+    failed = threading.Event()
+
+    def down(rows: Rows, position: tuple[str, int] | None = None) -> int:
+        failed.set()
+        raise ConnectionError("read model unreachable")
+
+    rm.write = down  # type: ignore[method-assign]
+    store.create_run(f.run("r1", workflow="w"), [f.task("r1", "a")], None)
+    feed = LocalFeed(store, rm, linger=0)
+    feed._failures = 5  # as after five failures in a row: the next pause is 30 s
+    feed.start()  # its catch-up fails
+    try:
+        assert failed.wait(10)
+        time.sleep(0.2)  # in the pause
+        started = time.monotonic()
+        feed.close()
+        assert time.monotonic() - started < 5
+        assert rm.stale_since is not None
+    finally:
+        rm.close()

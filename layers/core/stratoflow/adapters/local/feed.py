@@ -152,7 +152,8 @@ class LocalFeed:
                 self._failures += 1
                 log.exception("projecting into the read model failed; catching up again")
                 if not stop:
-                    time.sleep(min(2.0 ** (self._failures - 1), 30.0))
+                    # cut short by close(): a stopping server does not wait out the pause
+                    self._closing.wait(min(2.0 ** (self._failures - 1), 30.0))
                     self._put(_CATCH_UP)
             else:
                 # the first batch after a failure holds the catch-up that replaced it
