@@ -545,3 +545,42 @@ def test_close_does_not_wait_out_the_pause_after_a_failed_batch(
         assert rm.stale_since is not None
     finally:
         rm.close()
+
+
+def test_two_homes_given_one_read_model_keep_a_position_each(tmp_path: Path) -> None:
+    """Two servers pointed at one PostgreSQL database (or a read model file reused): the
+    change log position of one is not taken for the other's."""
+    a, b = SqliteStore(tmp_path / "a.db"), SqliteStore(tmp_path / "b.db")
+    rm = ReadModel.open(str(tmp_path / "rm.db"))
+
+    def moves(store: SqliteStore, run_id: str, n: int, task_id: str = "a") -> None:
+        """``n`` changes of a task of the run (its store's log grows by ``n``)."""
+        states = (TaskState.QUEUED, TaskState.WAITING)
+        for i in range(n):
+            new, old = states[i % 2], states[(i + 1) % 2]
+            assert store.put_task(f.task(run_id, task_id, new), old, 0)
+
+    def project(store: SqliteStore) -> None:
+        feed = LocalFeed(store, rm, linger=0)
+        feed.start()
+        assert feed.flush()
+        feed.close()
+
+    try:
+        for store, run_id in ((a, "ra"), (b, "rb")):
+            # finished runs: only the change log brings their later changes
+            done = f.run(run_id, workflow="w", state=RunState.SUCCEEDED)
+            store.create_run(done, [f.task(run_id, "a"), f.task(run_id, "b")], None)
+        moves(a, "ra", 2)
+        project(a)  # a's log projected up to 2
+        moves(b, "rb", 10)
+        project(b)  # b's up to 10
+        moves(a, "ra", 7)  # 3..9: task a queued
+        moves(a, "ra", 2, "b")  # 10, 11: a's log past b's position
+        project(a)
+        _assert_same(a, rm, "ra")
+        _assert_same(b, rm, "rb")
+    finally:
+        a.close()
+        b.close()
+        rm.close()

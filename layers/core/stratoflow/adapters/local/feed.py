@@ -61,7 +61,6 @@ from stratoflow.readmodel import (
 log = logging.getLogger("stratoflow.readmodel")
 
 _CATCH_UP = "catch-up"
-_SOURCE = "local"  # the name of the store's change log in the read model's feed_positions
 
 
 class LocalFeed:
@@ -82,6 +81,9 @@ class LocalFeed:
         self._micros = micros
         self._rev = 0
         self._position = 0  # the store's change log is projected up to here
+        # the log's name in the read model's feed_positions: its store's file, so that two
+        # homes given one PostgreSQL database keep a position each
+        self._source = f"local:{store.path}"
         self._queue: queue.SimpleQueue[StoreChanges | str | None] = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._enqueued = 0
@@ -94,7 +96,7 @@ class LocalFeed:
     def start(self) -> None:
         """Hook into the store, queue a catch-up, start the worker."""
         self._rev = _highest_rev(self.readmodel)
-        self._position = self.readmodel.feed_position(_SOURCE) or 0
+        self._position = self.readmodel.feed_position(self._source) or 0
         self.store.on_commit.append(self.on_commit)
         self._put(_CATCH_UP)
         self._thread = threading.Thread(target=self._work, name="stratoflow-projector", daemon=True)
@@ -192,7 +194,7 @@ class LocalFeed:
             position, logged = self.store.feed_changes(self._position)
             rows = self._read(merged, whole, rev, logged)
         if rows or position != self._position:
-            self.readmodel.write(rows, (_SOURCE, position))
+            self.readmodel.write(rows, (self._source, position))
         self._position = position
 
     def _read(
