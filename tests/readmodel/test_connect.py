@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -150,3 +151,52 @@ def test_insert_many_refuses_a_row_of_the_wrong_width(db: Database) -> None:
     with pytest.raises((ValueError, TypeError)):
         db.insert_many(TASK_INSERT, [good, good[:-1]])
     assert db.query("SELECT task_id FROM task_instances") == []
+
+
+def test_a_postgresql_server_that_does_not_answer_is_given_up_on(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that accepts the connection and then says nothing (hung, or a network that
+    drops its packets) would hold a request, or the feed, for as long as the OS lets a
+    connection wait: a connection is given up after ``CONNECT_TIMEOUT`` seconds, unless
+    the URL says otherwise."""
+    import socket
+    import time
+
+    silent = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(silent.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    monkeypatch.setattr(PostgresDatabase, "CONNECT_TIMEOUT", 2)
+    db = connect(pg_url)
+    assert isinstance(db, PostgresDatabase)
+    try:
+        import psycopg
+
+        pid = db.query("SELECT pg_backend_pid() AS pid")[0]["pid"]
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        db.dsn = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/hung"
+        with pytest.raises(Unavailable):
+            db.query("SELECT 1 AS one")  # the pooled connection, killed: dropped
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            db.query("SELECT 1 AS one")
+        assert time.monotonic() - started < 10
+    finally:
+        stop.set()
+        thread.join()
+        for s in held:
+            s.close()
+        silent.close()
+        db.close()

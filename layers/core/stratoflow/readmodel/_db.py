@@ -281,6 +281,10 @@ class PostgresDatabase(_Pooled):
     broke (the server restarted) is dropped, and the next call connects again."""
 
     dialect: Literal["sqlite", "postgresql"] = "postgresql"
+    #: seconds a connection may take to be made, unless the URL sets ``connect_timeout``:
+    #: libpq waits for ever by default, and a server that hung, or a network that drops
+    #: packets, would hold an API request (or the feed's retry) for minutes
+    CONNECT_TIMEOUT = 10
     # insert_many: a row per statement (psycopg's executemany). Many rows per statement took
     # 2-3x the client CPU per row (2,000 task rows, 64 a statement: 32-45 us vs 13).
 
@@ -299,7 +303,12 @@ class PostgresDatabase(_Pooled):
         self._give_back(self._open())  # fail now, with the driver's reason, if unreachable
 
     def _open(self) -> Any:
-        return self._psycopg.connect(self.dsn, autocommit=True, row_factory=self._dict_row)
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        dsn = self.dsn
+        if "connect_timeout" not in conninfo_to_dict(dsn):
+            dsn = make_conninfo(dsn, connect_timeout=self.CONNECT_TIMEOUT)
+        return self._psycopg.connect(dsn, autocommit=True, row_factory=self._dict_row)
 
     def _usable(self, conn: Any) -> bool:
         return not (self._closed or conn.closed or conn.broken)
