@@ -584,3 +584,44 @@ def test_two_homes_given_one_read_model_keep_a_position_each(tmp_path: Path) -> 
         a.close()
         b.close()
         rm.close()
+
+
+def test_a_long_change_log_is_projected_in_parts(store: SqliteStore, tmp_path: Path) -> None:
+    """A read model without a position (made by an older version) reads the store's whole
+    change log: in parts, each its own transaction, all of them before ``flush`` returns."""
+    for i in range(5):
+        run_id = f"r{i}"
+        done = f.run(run_id, workflow="w", state=RunState.SUCCEEDED, n_tasks=1, n_done=1)
+        store.create_run(done, [f.task(run_id, "a")], None)
+        for new, old in ((TaskState.QUEUED, TaskState.WAITING), (TaskState.RUNNING, TaskState.QUEUED)):  # fmt: skip
+            assert store.put_task(f.task(run_id, "a", new), old, 0)
+    rm = ReadModel.open(str(tmp_path / "rm.db"))
+    feed = LocalFeed(store, rm, linger=0)
+    feed.start()
+    assert feed.flush()
+    feed.close()
+    # WHEN the tasks move on unprojected, and the read model forgets its position
+    for i in range(5):
+        task = f.task(f"r{i}", "a", TaskState.SUCCEEDED)
+        assert store.put_task(task, TaskState.RUNNING, 0)
+    rm.db.execute("DELETE FROM feed_positions")
+    writes: list[int] = []
+    real_write = rm.write
+
+    def counted(rows: Rows, position: tuple[str, int] | None = None) -> int:
+        writes.append(len(rows.tasks))
+        return real_write(rows, position)
+
+    rm.write = counted  # type: ignore[method-assign]
+    feed = LocalFeed(store, rm, linger=0, log_part=4)
+    feed.start()
+    try:
+        assert feed.flush()
+        # THEN 15 log entries went in 4 parts, and every task is as stored
+        assert len(writes) == 4
+        for i in range(5):
+            _assert_same(store, rm, f"r{i}")
+        assert rm.feed_position(f"local:{store.path}") == 15
+    finally:
+        feed.close()
+        rm.close()

@@ -71,16 +71,19 @@ class LocalFeed:
         *,
         micros: Callable[[], int] = lambda: time.time_ns() // 1000,
         linger: float = 0.2,
+        log_part: int = 50_000,
     ) -> None:
         """``linger``: after the first commit of a quiet spell, wait this long and project
         everything committed meanwhile at once (a task touched five times is read and
-        written once). It bounds how far the read model trails the store."""
+        written once). It bounds how far the read model trails the store. ``log_part``:
+        entries of the store's change log read and written per transaction."""
         self.store = store
         self._linger = linger
         self.readmodel = readmodel
         self._micros = micros
         self._rev = 0
         self._position = 0  # the store's change log is projected up to here
+        self._log_part = log_part
         # the log's name in the read model's feed_positions: its store's file, so that two
         # homes given one PostgreSQL database keep a position each
         self._source = f"local:{store.path}"
@@ -186,16 +189,20 @@ class LocalFeed:
             merged.attempts |= item.attempts
         if catch_up:
             self._add_catch_up(merged, whole)
-        rev = self._next_rev()  # taken before the re-reads below: they see at least this
-        with self.store.feed_snapshot():
-            # every task the store's change log holds past the position, with all its
-            # attempts: what a batch that failed, or a process that died, left unprojected
-            # (the keys of a commit are noted only after it, and only in memory)
-            position, logged = self.store.feed_changes(self._position)
-            rows = self._read(merged, whole, rev, logged)
-        if rows or position != self._position:
-            self.readmodel.write(rows, (self._source, position))
-        self._position = position
+        more = True
+        while more:  # the log in parts: a long one (a read model of an older version) is
+            # not read, held and written at once
+            rev = self._next_rev()  # taken before the re-reads below: they see at least this
+            with self.store.feed_snapshot():
+                # every task the store's change log holds past the position, with all its
+                # attempts: what a batch that failed, or a process that died, left
+                # unprojected (the keys of a commit are noted only after it, in memory)
+                position, logged, more = self.store.feed_changes(self._position, self._log_part)
+                rows = self._read(merged, whole, rev, logged)
+            if rows or position != self._position:
+                self.readmodel.write(rows, (self._source, position))
+            self._position = position
+            merged, whole = StoreChanges(), set()  # the keys went with the first part
 
     def _read(
         self,
