@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from stratoflow.errors import Unavailable
+from stratoflow.faults import machine_fault
 from stratoflow.readmodel import Database, PostgresDatabase, SqliteDatabase, connect, migrate
 from stratoflow.readmodel._db import to_pyformat
 from stratoflow.readmodel._projection import TASK_INSERT
@@ -79,10 +82,40 @@ def test_a_broken_postgresql_connection_is_replaced(pg_url: str) -> None:
         pid = db.query("SELECT pg_backend_pid() AS pid")[0]["pid"]
         with psycopg.connect(pg_url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        with pytest.raises(psycopg.OperationalError):
+        with pytest.raises(Unavailable) as killed:
             db.query("SELECT 1 AS one")  # the pooled connection was killed under it
+        assert isinstance(killed.value.__cause__, psycopg.OperationalError)
         assert db.query("SELECT 1 AS one") == [{"one": 1}]  # and is not lent again
         assert db.query("SELECT pg_backend_pid() AS pid")[0]["pid"] != pid
+    finally:
+        db.close()
+
+
+def test_an_unreachable_postgresql_server_is_unavailable_not_a_bug(pg_url: str) -> None:
+    """A server that went away (restarted, unreachable for a while) is the machine's fault:
+    ``Unavailable`` (the API's 503 with Retry-After), and the next call after it came back
+    simply works; an error of the SQL itself stays what it is (a bug: a 500)."""
+    import psycopg
+
+    db = connect(pg_url)
+    assert isinstance(db, PostgresDatabase)
+    reachable = db.dsn
+    try:
+        pid = db.query("SELECT pg_backend_pid() AS pid")[0]["pid"]
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        db.dsn = "postgresql://postgres@127.0.0.1:1/nowhere?connect_timeout=2"  # now down
+        for attempt in (db.query, db.execute):
+            with pytest.raises(Unavailable) as down:
+                attempt("SELECT 1 AS one")
+            assert machine_fault(down.value) is down.value
+            assert "cannot be reached" in str(down.value)
+        with pytest.raises(Unavailable), db.transaction():
+            db.execute("SELECT 1")
+        db.dsn = reachable  # back
+        assert db.query("SELECT 1 AS one") == [{"one": 1}]
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            db.query("SELECT * FROM no_such_table")
     finally:
         db.close()
 
@@ -118,3 +151,52 @@ def test_insert_many_refuses_a_row_of_the_wrong_width(db: Database) -> None:
     with pytest.raises((ValueError, TypeError)):
         db.insert_many(TASK_INSERT, [good, good[:-1]])
     assert db.query("SELECT task_id FROM task_instances") == []
+
+
+def test_a_postgresql_server_that_does_not_answer_is_given_up_on(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that accepts the connection and then says nothing (hung, or a network that
+    drops its packets) would hold a request, or the feed, for as long as the OS lets a
+    connection wait: a connection is given up after ``CONNECT_TIMEOUT`` seconds, unless
+    the URL says otherwise."""
+    import socket
+    import time
+
+    silent = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(silent.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    monkeypatch.setattr(PostgresDatabase, "CONNECT_TIMEOUT", 2)
+    db = connect(pg_url)
+    assert isinstance(db, PostgresDatabase)
+    try:
+        import psycopg
+
+        pid = db.query("SELECT pg_backend_pid() AS pid")[0]["pid"]
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        db.dsn = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/hung"
+        with pytest.raises(Unavailable):
+            db.query("SELECT 1 AS one")  # the pooled connection, killed: dropped
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            db.query("SELECT 1 AS one")
+        assert time.monotonic() - started < 10
+    finally:
+        stop.set()
+        thread.join()
+        for s in held:
+            s.close()
+        silent.close()
+        db.close()

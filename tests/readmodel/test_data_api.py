@@ -22,6 +22,8 @@ from botocore.stub import ANY, Stubber
 from moto import mock_aws
 
 from stratoflow.engine import RunState
+from stratoflow.errors import Unavailable
+from stratoflow.faults import machine_fault
 from stratoflow.readmodel import Change, DataApiDatabase, ReadModel, load_migrations, migrate
 from stratoflow.readmodel._db import MIGRATION_LOCK_KEY, data_api_parameter, decode_records
 from stratoflow.readmodel._projection import UPSERT_RUN
@@ -258,6 +260,34 @@ def test_a_resuming_cluster_is_waited_for(stubbed: tuple[Any, Stubber]) -> None:
     )
     with pytest.raises(client.exceptions.DatabaseResumingException):
         impatient.execute("SELECT 1")
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("DatabaseResumingException", 400),  # still waking after resume_wait
+        ("DatabaseUnavailableException", 504),
+        ("ServiceUnavailableError", 503),
+        ("InternalServerErrorException", 500),
+    ],
+)
+def test_an_aurora_that_cannot_answer_is_unavailable_not_a_bug(
+    stubbed: tuple[Any, Stubber], code: str, status: int
+) -> None:
+    """The API's lists on AWS read Aurora: a cluster that cannot answer now is a 503 with
+    Retry-After (the machine's fault), not an internal error; a bad statement stays a bug."""
+    client, stub = stubbed
+    db = DataApiDatabase(client, ARN, SECRET, "stratoflow", resume_wait=0)
+    stub.add_client_error("execute_statement", service_error_code=code, http_status_code=status)
+    with pytest.raises(client.exceptions.ClientError) as down:
+        db.query("SELECT 1")
+    assert isinstance(machine_fault(down.value), Unavailable)
+    stub.add_client_error(
+        "execute_statement", service_error_code="BadRequestException", http_status_code=400
+    )
+    with pytest.raises(client.exceptions.BadRequestException) as bad:
+        db.query("SELECT nonsense")
+    assert machine_fault(bad.value) is None
 
 
 def test_migrations_run_statement_by_statement_under_the_advisory_lock(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -244,11 +245,11 @@ def test_a_failed_projection_is_caught_up_later(store: SqliteStore, tmp_path: Pa
     real_write = rm.write
     calls: list[int] = []
 
-    def flaky_write(rows: Rows) -> int:
+    def flaky_write(rows: Rows, position: tuple[str, int] | None = None) -> int:
         calls.append(1)
         if len(calls) == 1:  # the first batch with anything in it
             raise ConnectionError("read model unreachable")
-        return real_write(rows)
+        return real_write(rows, position)
 
     rm.write = flaky_write  # type: ignore[method-assign]
     feed = LocalFeed(store, rm, linger=0)
@@ -467,3 +468,160 @@ def test_a_feed_snapshot_reads_the_store_as_of_its_first_read(store: SqliteStore
         writer.join()
         assert store.feed_runs(["r1"])[0][state] == "running"
     assert store.feed_runs(["r1"])[0][state] == "succeeded"
+
+
+def test_a_finished_run_changed_while_nobody_listened_is_caught_up(
+    store: SqliteStore, db_url: str
+) -> None:
+    """A change to a finished run that leaves its state and counters as they were is not
+    lost when the process dies before projecting it (or the read model refused the batch):
+    an attempt of a stopped run that ends after the stop, a rerun from a task of a
+    succeeded run that succeeds again."""
+    # GIVEN two finished runs, projected
+    stopped = f.run("stopped", workflow="w", state=RunState.STOPPED, n_tasks=1, n_done=1)
+    store.create_run(stopped, [f.task("stopped", "a", TaskState.STOPPED, attempt=1)], None)
+    store.start_attempt(f.attempt("stopped", "a", 1))
+    done = f.run("done", workflow="w", state=RunState.SUCCEEDED, n_tasks=1, n_done=1)
+    ended = f.T0 + timedelta(minutes=5)
+    store.create_run(
+        done, [f.task("done", "a", TaskState.SUCCEEDED, attempt=1, ended_at=f.T0)], None
+    )
+    store.start_attempt(f.attempt("done", "a", 1))
+    store.finish_attempt(f.attempt("done", "a", 1, "succeeded", ended_at=f.T0, exit_code=0))
+    rm = ReadModel.open(db_url)
+    feed = LocalFeed(store, rm, linger=0)
+    feed.start()
+    try:
+        assert feed.flush()
+        _assert_same(store, rm, "stopped")
+        _assert_same(store, rm, "done")
+    finally:
+        feed.close()
+    # WHEN, with no feed listening (killed before it projected), the stopped run's attempt
+    # ends and the succeeded run runs its task again, and succeeds again
+    store.finish_attempt(
+        f.attempt("stopped", "a", 1, "failed", ended_at=f.T0, exit_code=-15, log="a/1.log")
+    )
+    again = f.task("done", "a", TaskState.SUCCEEDED, attempt=2, ended_at=ended)
+    assert store.put_task(again, TaskState.SUCCEEDED, 1)
+    store.start_attempt(f.attempt("done", "a", 2))
+    store.finish_attempt(f.attempt("done", "a", 2, "succeeded", ended_at=ended, exit_code=0))
+    assert store.put_run(done.with_(ended_at=ended), RunState.SUCCEEDED)
+    # THEN a feed that starts again brings the read model to the store's state
+    feed = LocalFeed(store, rm, linger=0)
+    feed.start()
+    try:
+        assert feed.flush()
+        _assert_same(store, rm, "stopped")
+        _assert_same(store, rm, "done")
+    finally:
+        feed.close()
+        rm.close()
+
+
+def test_close_does_not_wait_out_the_pause_after_a_failed_batch(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    """The read model has been down a while (the pause before the next try has grown to
+    30 s): a server that stops (SIGTERM) stops at once, not after the pause."""
+    rm = ReadModel.open(str(tmp_path / "rm.db"))
+    failed = threading.Event()
+
+    def down(rows: Rows, position: tuple[str, int] | None = None) -> int:
+        failed.set()
+        raise ConnectionError("read model unreachable")
+
+    rm.write = down  # type: ignore[method-assign]
+    store.create_run(f.run("r1", workflow="w"), [f.task("r1", "a")], None)
+    feed = LocalFeed(store, rm, linger=0)
+    feed._failures = 5  # as after five failures in a row: the next pause is 30 s
+    feed.start()  # its catch-up fails
+    try:
+        assert failed.wait(10)
+        time.sleep(0.2)  # in the pause
+        started = time.monotonic()
+        feed.close()
+        assert time.monotonic() - started < 5
+        assert rm.stale_since is not None
+    finally:
+        rm.close()
+
+
+def test_two_homes_given_one_read_model_keep_a_position_each(tmp_path: Path) -> None:
+    """Two servers pointed at one PostgreSQL database (or a read model file reused): the
+    change log position of one is not taken for the other's."""
+    a, b = SqliteStore(tmp_path / "a.db"), SqliteStore(tmp_path / "b.db")
+    rm = ReadModel.open(str(tmp_path / "rm.db"))
+
+    def moves(store: SqliteStore, run_id: str, n: int, task_id: str = "a") -> None:
+        """``n`` changes of a task of the run (its store's log grows by ``n``)."""
+        states = (TaskState.QUEUED, TaskState.WAITING)
+        for i in range(n):
+            new, old = states[i % 2], states[(i + 1) % 2]
+            assert store.put_task(f.task(run_id, task_id, new), old, 0)
+
+    def project(store: SqliteStore) -> None:
+        feed = LocalFeed(store, rm, linger=0)
+        feed.start()
+        assert feed.flush()
+        feed.close()
+
+    try:
+        for store, run_id in ((a, "ra"), (b, "rb")):
+            # finished runs: only the change log brings their later changes
+            done = f.run(run_id, workflow="w", state=RunState.SUCCEEDED)
+            store.create_run(done, [f.task(run_id, "a"), f.task(run_id, "b")], None)
+        moves(a, "ra", 2)
+        project(a)  # a's log projected up to 2
+        moves(b, "rb", 10)
+        project(b)  # b's up to 10
+        moves(a, "ra", 7)  # 3..9: task a queued
+        moves(a, "ra", 2, "b")  # 10, 11: a's log past b's position
+        project(a)
+        _assert_same(a, rm, "ra")
+        _assert_same(b, rm, "rb")
+    finally:
+        a.close()
+        b.close()
+        rm.close()
+
+
+def test_a_long_change_log_is_projected_in_parts(store: SqliteStore, tmp_path: Path) -> None:
+    """A read model without a position (made by an older version) reads the store's whole
+    change log: in parts, each its own transaction, all of them before ``flush`` returns."""
+    for i in range(5):
+        run_id = f"r{i}"
+        done = f.run(run_id, workflow="w", state=RunState.SUCCEEDED, n_tasks=1, n_done=1)
+        store.create_run(done, [f.task(run_id, "a")], None)
+        for new, old in ((TaskState.QUEUED, TaskState.WAITING), (TaskState.RUNNING, TaskState.QUEUED)):  # fmt: skip
+            assert store.put_task(f.task(run_id, "a", new), old, 0)
+    rm = ReadModel.open(str(tmp_path / "rm.db"))
+    feed = LocalFeed(store, rm, linger=0)
+    feed.start()
+    assert feed.flush()
+    feed.close()
+    # WHEN the tasks move on unprojected, and the read model forgets its position
+    for i in range(5):
+        task = f.task(f"r{i}", "a", TaskState.SUCCEEDED)
+        assert store.put_task(task, TaskState.RUNNING, 0)
+    rm.db.execute("DELETE FROM feed_positions")
+    writes: list[int] = []
+    real_write = rm.write
+
+    def counted(rows: Rows, position: tuple[str, int] | None = None) -> int:
+        writes.append(len(rows.tasks))
+        return real_write(rows, position)
+
+    rm.write = counted  # type: ignore[method-assign]
+    feed = LocalFeed(store, rm, linger=0, log_part=4)
+    feed.start()
+    try:
+        assert feed.flush()
+        # THEN 15 log entries went in 4 parts, and every task is as stored
+        assert len(writes) == 4
+        for i in range(5):
+            _assert_same(store, rm, f"r{i}")
+        assert rm.feed_position(f"local:{store.path}") == 15
+    finally:
+        feed.close()
+        rm.close()

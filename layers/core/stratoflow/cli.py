@@ -998,6 +998,12 @@ def runs_list(
         click.echo(
             f"{r['id']:<48} {r['state']:<10} {r['tasks_done']}/{r['tasks_total']}  {r['created_at']}"
         )
+    if body.get("stale_since"):  # the server's read model fell behind: say so, not on stdout
+        click.echo(
+            f"note: the server's run list has not been updated since {body['stale_since']}; "
+            "runs changed since may be missing or older (stratoflow runs show RUN_ID is current)",
+            err=True,
+        )
 
 
 @runs.command("show")

@@ -44,6 +44,8 @@ _SQLSTATES = {
     "53100": NO_SPACE,  # disk_full
     "53": NO_RESOURCES,  # insufficient resources
     "08": "the database cannot be reached: try again shortly",  # connection exception
+    "57P01": "the database is restarting: try again shortly",  # admin_shutdown
+    "57P02": "the database is restarting: try again shortly",  # crash_shutdown
     "57P03": "the database is starting up: try again shortly",  # cannot_connect_now
     "40001": BUSY,  # serialization_failure
     "40P01": BUSY,  # deadlock_detected
@@ -58,6 +60,12 @@ _AWS_CODES = {
     "ServiceUnavailable": "an AWS service is unavailable: try again shortly",
     "InternalServerError": "an AWS service failed: try again shortly",
     "InternalFailure": "an AWS service failed: try again shortly",
+    # the RDS Data API (the read model on Aurora): a cluster waking from 0 ACU past the wait,
+    # or one that cannot answer now
+    "DatabaseResumingException": "the database is resuming from a pause: try again shortly",
+    "DatabaseUnavailableException": "the database cannot be reached: try again shortly",
+    "ServiceUnavailableError": "an AWS service is unavailable: try again shortly",
+    "InternalServerErrorException": "an AWS service failed: try again shortly",
 }
 _MAX_CHAIN = 16
 

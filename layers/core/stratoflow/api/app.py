@@ -1411,7 +1411,12 @@ def create_app(
         "/runs",
         summary="Runs, newest first",
         tags=["runs"],
-        responses=_responses("A page of runs; `next` is the cursor of the next", 400),
+        responses=_responses(
+            "A page of runs; `next` is the cursor of the next; `stale_since` (only when so):"
+            " the read model could not be updated since then, and may miss or show older"
+            " states of runs changed since",
+            400,
+        ),
     )
     def list_runs(
         project: ProjectQuery = DEFAULT_PROJECT,
@@ -1435,9 +1440,11 @@ def create_app(
                 ),
                 limit=limit, cursor=before,
             )  # fmt: skip
-            return RunList.model_validate(
-                {"runs": [run_view(r) for r in page.items], "next": page.next_cursor}
-            )
+            listed = {"runs": [run_view(r) for r in page.items], "next": page.next_cursor}
+            stale = readmodel.stale_since
+            if stale is not None:
+                listed["stale_since"] = stale.isoformat()
+            return RunList.model_validate(listed)
         if logical_from is not None or logical_to is not None:
             raise InvalidInput(
                 [Problem("logical_from", "date filters need the read model (stratoflow server)")]

@@ -360,5 +360,10 @@ class AuditList(_View):
 
 
 class RunList(_View):
+    """A page of runs. From a read model that could not be updated for a while (its
+    database unreachable or full) it also has ``stale_since``: since that time runs may be
+    missing or show an older state, until it has caught up (``GET /runs/{run_id}`` reads
+    the scheduler's own state). Absent when the list is in step."""
+
     runs: list[RunView]
     next: str | None = Field(description="Pass as ?before= to get the next (older) page.")

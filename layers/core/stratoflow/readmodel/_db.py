@@ -30,6 +30,8 @@ from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from stratoflow.errors import Unavailable
+
 if TYPE_CHECKING:  # dev-only stubs; at run time boto3 (the Lambda runtime's) provides the client
     from mypy_boto3_rds_data import RDSDataServiceClient
 
@@ -269,11 +271,20 @@ def to_pyformat(sql: str) -> str:
     return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
 
 
+PG_UNREACHABLE = "the read model's database cannot be reached: try again shortly"
+# admin_shutdown, crash_shutdown, cannot_connect_now: the server restarts or stops
+_PG_GONE = frozenset({"57P01", "57P02", "57P03"})
+
+
 class PostgresDatabase(_Pooled):
     """psycopg 3 autocommit connections; ``transaction()`` opens a block. A connection that
     broke (the server restarted) is dropped, and the next call connects again."""
 
     dialect: Literal["sqlite", "postgresql"] = "postgresql"
+    #: seconds a connection may take to be made, unless the URL sets ``connect_timeout``:
+    #: libpq waits for ever by default, and a server that hung, or a network that drops
+    #: packets, would hold an API request (or the feed's retry) for minutes
+    CONNECT_TIMEOUT = 10
     # insert_many: a row per statement (psycopg's executemany). Many rows per statement took
     # 2-3x the client CPU per row (2,000 task rows, 64 a statement: 32-45 us vs 13).
 
@@ -292,7 +303,12 @@ class PostgresDatabase(_Pooled):
         self._give_back(self._open())  # fail now, with the driver's reason, if unreachable
 
     def _open(self) -> Any:
-        return self._psycopg.connect(self.dsn, autocommit=True, row_factory=self._dict_row)
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        dsn = self.dsn
+        if "connect_timeout" not in conninfo_to_dict(dsn):
+            dsn = make_conninfo(dsn, connect_timeout=self.CONNECT_TIMEOUT)
+        return self._psycopg.connect(dsn, autocommit=True, row_factory=self._dict_row)
 
     def _usable(self, conn: Any) -> bool:
         return not (self._closed or conn.closed or conn.broken)
@@ -301,19 +317,37 @@ class PostgresDatabase(_Pooled):
         tx: AbstractContextManager[None] = conn.transaction()
         return tx
 
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """The server went away (refused, unreachable, restarted under a pooled connection):
+        ``Unavailable``, the machine's fault (the API's 503), not a bug; the next call
+        connects again. (libpq gives a failed connection no SQLSTATE.)"""
+        try:
+            yield
+        except self._psycopg.OperationalError as exc:
+            code = exc.sqlstate
+            if code is None or code.startswith("08") or code in _PG_GONE:
+                raise Unavailable(PG_UNREACHABLE) from exc
+            raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._reachable(), super().transaction():
+            yield
+
     def query(self, sql: str, params: Params | None = None) -> list[Row]:
-        with self._borrow() as conn, conn.cursor() as cur:
+        with self._reachable(), self._borrow() as conn, conn.cursor() as cur:
             cur.execute(to_pyformat(sql), params or {})
             return list(cur.fetchall())
 
     def execute(self, sql: str, params: Params | None = None) -> int:
-        with self._borrow() as conn, conn.cursor() as cur:
+        with self._reachable(), self._borrow() as conn, conn.cursor() as cur:
             cur.execute(to_pyformat(sql), params or {})
             return int(cur.rowcount)
 
     def execute_many(self, sql: str, param_sets: Sequence[Params]) -> None:
         if param_sets:
-            with self._borrow() as conn, conn.cursor() as cur:
+            with self._reachable(), self._borrow() as conn, conn.cursor() as cur:
                 cur.executemany(to_pyformat(sql), param_sets)
 
     def lock_for_migrations(self) -> None:

@@ -84,6 +84,12 @@ UPSERT_WORKFLOW = (
     "rev = CASE WHEN excluded.rev > workflows.rev THEN excluded.rev ELSE workflows.rev END "
     "WHERE excluded.rev > workflows.rev OR excluded.latest_version > workflows.latest_version"
 )
+# a projector's position in its source's change log (one projector per source: the local
+# feed holds its home's lock; a position may go back, to a new store's start)
+UPSERT_POSITION = (
+    "INSERT INTO feed_positions (source, position) VALUES (:source, :position) "
+    "ON CONFLICT (source) DO UPDATE SET position = excluded.position"
+)
 
 Values = Sequence[Any]
 
@@ -160,12 +166,16 @@ class Projection:
         )
         return len(runs) + len(tasks) + len(attempts) + len(versions) + len(audit)
 
-    def write(self, rows: Rows) -> int:
+    def write(self, rows: Rows, position: tuple[str, int] | None = None) -> int:
         """Write encoded rows in one transaction, each under the same guards as ``apply``
         (a row whose revision is not above the stored one changes nothing); returns how many
-        rows it offered."""
+        rows it offered. ``position``: (source, position) of the change log these rows
+        bring the read model up to, recorded in the same transaction: written with the
+        rows or not at all."""
         db = self.db
         with db.transaction():
+            if position is not None:
+                db.execute(UPSERT_POSITION, {"source": position[0], "position": position[1]})
             db.insert_many(VERSION_INSERT, rows.versions)
             if rows.workflows:
                 db.execute_many(

@@ -84,6 +84,9 @@ class ReadModel:
 
     def __init__(self, db: Database, *, apply_migrations: bool = True) -> None:
         self.db = db
+        #: set by the projector that fills this read model in this process (the local feed)
+        #: when a write failed: since then the lists may miss changes, until it caught up
+        self.stale_since: datetime | None = None
         if apply_migrations:
             migrate(db)
         self.projection = Projection(db)
@@ -100,9 +103,18 @@ class ReadModel:
         """Project change records (see :class:`Projection`)."""
         return self.projection.apply(changes)
 
-    def write(self, rows: Rows) -> int:
-        """Write encoded rows (see :meth:`Projection.write`)."""
-        return self.projection.write(rows)
+    def write(self, rows: Rows, position: tuple[str, int] | None = None) -> int:
+        """Write encoded rows, and a change log's ``position`` with them (see
+        :meth:`Projection.write`)."""
+        return self.projection.write(rows, position)
+
+    def feed_position(self, source: str) -> int | None:
+        """How far ``source``'s change log is projected (what ``write`` last recorded for
+        it), or None if nothing was recorded."""
+        rows = self.db.query(
+            "SELECT position FROM feed_positions WHERE source = :source", {"source": source}
+        )
+        return int(rows[0]["position"]) if rows else None
 
     def record_audit(self, entry: AuditEntry) -> None:
         """Append an audit entry; recording the same ``entry.id`` again keeps one."""

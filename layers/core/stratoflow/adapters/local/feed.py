@@ -19,7 +19,12 @@ model lacks, every workflow whose latest version or pause differ from the read m
 every run that is not finished, and every run whose state or counters differ from the read
 model's are projected again, runs with all their tasks and attempts. (A version never
 changes, and a workflow row follows from its latest version and pause: equal ones are left
-alone.) A crash between a commit and its projection therefore loses nothing.
+alone.) A finished run can change without its state or counters changing (an attempt of a
+stopped run that ends after the stop, a rerun that ends as the run had ended): every batch
+also reads the store's change log (``task_changes``) past the position the read model
+records, and projects each task named there with all its attempts; the new position is
+written in the same transaction as the rows. A crash between a commit and its projection,
+or a batch the read model refused, therefore loses nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from stratoflow.adapters.local.sqlite_store import (
@@ -65,15 +71,22 @@ class LocalFeed:
         *,
         micros: Callable[[], int] = lambda: time.time_ns() // 1000,
         linger: float = 0.2,
+        log_part: int = 50_000,
     ) -> None:
         """``linger``: after the first commit of a quiet spell, wait this long and project
         everything committed meanwhile at once (a task touched five times is read and
-        written once). It bounds how far the read model trails the store."""
+        written once). It bounds how far the read model trails the store. ``log_part``:
+        entries of the store's change log read and written per transaction."""
         self.store = store
         self._linger = linger
         self.readmodel = readmodel
         self._micros = micros
         self._rev = 0
+        self._position = 0  # the store's change log is projected up to here
+        self._log_part = log_part
+        # the log's name in the read model's feed_positions: its store's file, so that two
+        # homes given one PostgreSQL database keep a position each
+        self._source = f"local:{store.path}"
         self._queue: queue.SimpleQueue[StoreChanges | str | None] = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._enqueued = 0
@@ -86,6 +99,7 @@ class LocalFeed:
     def start(self) -> None:
         """Hook into the store, queue a catch-up, start the worker."""
         self._rev = _highest_rev(self.readmodel)
+        self._position = self.readmodel.feed_position(self._source) or 0
         self.store.on_commit.append(self.on_commit)
         self._put(_CATCH_UP)
         self._thread = threading.Thread(target=self._work, name="stratoflow-projector", daemon=True)
@@ -136,14 +150,20 @@ class LocalFeed:
                 self._project(batch)
             except Exception:
                 # e.g. the PostgreSQL server is down: what this batch held is found again by
-                # the catch-up, retried with a growing pause (1 s, 2 s, ... 30 s)
+                # the catch-up, retried with a growing pause (1 s, 2 s, ... 30 s); until it
+                # succeeds the read model says since when it may miss changes
+                if self.readmodel.stale_since is None:
+                    self.readmodel.stale_since = datetime.fromtimestamp(self._micros() / 1e6, UTC)
                 self._failures += 1
                 log.exception("projecting into the read model failed; catching up again")
                 if not stop:
-                    time.sleep(min(2.0 ** (self._failures - 1), 30.0))
+                    # cut short by close(): a stopping server does not wait out the pause
+                    self._closing.wait(min(2.0 ** (self._failures - 1), 30.0))
                     self._put(_CATCH_UP)
             else:
+                # the first batch after a failure holds the catch-up that replaced it
                 self._failures = 0
+                self.readmodel.stale_since = None
             with self._cond:
                 self._done += len(batch)
                 self._cond.notify_all()
@@ -169,16 +189,32 @@ class LocalFeed:
             merged.attempts |= item.attempts
         if catch_up:
             self._add_catch_up(merged, whole)
-        rev = self._next_rev()  # taken before the re-reads below: they see at least this
-        with self.store.feed_snapshot():
-            rows = self._read(merged, whole, rev)
-        if rows:
-            self.readmodel.write(rows)
+        more = True
+        while more:  # the log in parts: a long one (a read model of an older version) is
+            # not read, held and written at once
+            rev = self._next_rev()  # taken before the re-reads below: they see at least this
+            with self.store.feed_snapshot():
+                # every task the store's change log holds past the position, with all its
+                # attempts: what a batch that failed, or a process that died, left
+                # unprojected (the keys of a commit are noted only after it, in memory)
+                position, logged, more = self.store.feed_changes(self._position, self._log_part)
+                rows = self._read(merged, whole, rev, logged)
+            if rows or position != self._position:
+                self.readmodel.write(rows, (self._source, position))
+            self._position = position
+            merged, whole = StoreChanges(), set()  # the keys went with the first part
 
-    def _read(self, keys: StoreChanges, whole: set[str], rev: int) -> Rows:
-        """The rows of these keys (and all of the ``whole`` runs) as the store holds them,
-        turned into the read model's rows as text: no record is built, and a time or JSON
-        text already in the read model's form (nearly all) is passed on as it is."""
+    def _read(
+        self,
+        keys: StoreChanges,
+        whole: set[str],
+        rev: int,
+        logged: Sequence[tuple[str, str]] = (),
+    ) -> Rows:
+        """The rows of these keys (and all of the ``whole`` runs, and the ``logged`` tasks
+        with all their attempts) as the store holds them, turned into the read model's rows
+        as text: no record is built, and a time or JSON text already in the read model's
+        form (nearly all) is passed on as it is."""
         store, out, rev_ = self.store, Rows(), rev_text(rev)
         # a version: its row (the document decoded once and encoded again, ~8 ms for a
         # 2,000-task workflow) and the workflow's row; a pause or a schedule error: the
@@ -195,16 +231,25 @@ class LocalFeed:
             row = store.feed_version(project, name)
             if row is not None and (project, name, row[2]) not in written:
                 out.workflows.append(_workflow_row(row, json.loads(row[4]), rev_))
-        if keys.runs:
-            out.runs = [_run_row(r, rev_) for r in store.feed_runs(sorted(keys.runs))]
-        tasks: dict[str, list[str]] = {}
+        # a logged task's run too: its times and error change with the task (a rerun that
+        # ends in the state the run had ended in)
+        run_ids = keys.runs | {run_id for run_id, _ in logged}
+        if run_ids:
+            out.runs = [_run_row(r, rev_) for r in store.feed_runs(sorted(run_ids))]
+        tasks: dict[str, set[str]] = {}
         for run_id, task_id in keys.tasks:
             if run_id not in whole:
-                tasks.setdefault(run_id, []).append(task_id)
+                tasks.setdefault(run_id, set()).add(task_id)
         attempts: dict[str, set[tuple[str, int]]] = {}
         for run_id, task_id, attempt in keys.attempts:
             if run_id not in whole:
                 attempts.setdefault(run_id, set()).add((task_id, attempt))
+        every: dict[str, set[str]] = {}  # tasks read with all their attempts
+        for run_id, task_id in logged:
+            if run_id not in whole:
+                tasks.setdefault(run_id, set()).add(task_id)
+                every.setdefault(run_id, set()).add(task_id)
+                attempts.setdefault(run_id, set())
         for run_id in sorted(whole):
             out.tasks += [_task_row(r, rev_) for r in store.feed_tasks(run_id)]
         for run_id in sorted(tasks):
@@ -213,12 +258,13 @@ class LocalFeed:
         for run_id in sorted(whole):
             out.attempts += [_attempt_row(r, rev_) for r in store.feed_attempts(run_id)]
         for run_id in sorted(attempts):
-            wanted = attempts[run_id]
-            ids = sorted({task_id for task_id, _ in wanted})
+            wanted, all_of = attempts[run_id], every.get(run_id, set())
+            ids = sorted({task_id for task_id, _ in wanted} | all_of)
             out.attempts += [
                 _attempt_row(r, rev_)
                 for r in store.feed_attempts(run_id, ids)
-                if (r[1], r[2]) in wanted  # not the task's earlier attempts
+                # not the task's earlier attempts, unless the log names the task
+                if (r[1], r[2]) in wanted or r[1] in all_of
             ]
         return out
 

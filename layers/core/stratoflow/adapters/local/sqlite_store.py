@@ -1454,6 +1454,24 @@ class SqliteStore(
         """Every run's (id, state, n_done, n_failed, n_running)."""
         return self._tuples("SELECT id, state, n_done, n_failed, n_running FROM runs")
 
+    def feed_changes(self, after: int, limit: int) -> tuple[int, list[tuple[str, str]], bool]:
+        """The change log past ``after``, at most ``limit`` entries of it: the position it
+        reaches (``after`` if nothing is past it; from 0 if the log ends before ``after``:
+        not this store's position), the (run id, task id) of every task changed in that
+        part, each once (``task_changes``: a task's visible fields, its attempts started or
+        changed), and whether more of the log follows."""
+        end = int(self._tuples("SELECT max(seq) FROM task_changes")[0][0] or 0)
+        if end < after:  # a position from another store (a read model this home did not fill)
+            after = 0
+        last = min(end, after + limit)  # seqs are rowids, none deleted: no gaps
+        if last == after:
+            return after, [], False
+        keys = self._tuples(
+            "SELECT DISTINCT run_id, task_id FROM task_changes WHERE seq > ? AND seq <= ?",
+            (after, last),
+        )
+        return last, [(r, t) for r, t in keys], last < end
+
     # ------------------------------------------------------------ run revisions
     def run_revision(self, run_id: str) -> int:
         row = self._x("SELECT max(seq) FROM task_changes WHERE run_id=?", (run_id,)).fetchone()
