@@ -426,6 +426,61 @@ def test_sigterm_stops_the_run_as_ctrl_c_does(tmp_path: Path, shared_dir: Path) 
         rt.close()
 
 
+# `stratoflow run` whose runtime's close waits for a second SIGTERM to have come: the
+# window between the stop and the exit, made long enough to aim at
+_SLOW_CLOSE = """
+import os, sys, time
+from pathlib import Path
+import stratoflow.adapters.local.runtime as runtime
+marker = Path(sys.argv[1])
+real_close = runtime.LocalRuntime.close
+def close(self):
+    marker.write_text("closing")
+    deadline = time.monotonic() + 20
+    while marker.read_text() != "sent" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    real_close(self)
+runtime.LocalRuntime.close = close
+from stratoflow.cli import main
+sys.argv = ["stratoflow", *sys.argv[2:]]
+main()
+"""
+
+
+def test_a_second_sigterm_while_the_stopped_run_closes_changes_nothing(
+    tmp_path: Path, shared_dir: Path
+) -> None:
+    """The stop done, ``run`` put the default SIGTERM back before it closed its runtime and
+    printed the summary: a second SIGTERM then (a supervisor's repeat) ended the process
+    with no summary and the home not closed, the exit -15 instead of 1."""
+    pid_file, marker = shared_dir / "task.pid", tmp_path / "closing"
+    marker.write_text("")
+    flow = (
+        "name: long\ntasks:\n"
+        f"  a: {{type: shell, command: 'echo $$ > {pid_file}; exec sleep 60'}}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_CLOSE, str(marker), "run",
+         write(tmp_path, "long.yaml", flow), "--home", str(tmp_path / "home"),
+         "--output", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        assert wait_for(lambda: marker.read_text() == "closing", timeout=30), "never closed"
+        proc.send_signal(signal.SIGTERM)  # while it closes: the stop is done, not undone
+        time.sleep(0.2)  # delivered (or the process gone) before the close goes on
+        marker.write_text("sent")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    assert json.loads(out)["run"]["state"] == "stopped"
+
+
 TYPED = """
 name: typed
 params: {n: 3, flag: false}

@@ -371,8 +371,13 @@ def run(
             else:  # what the text says: the counts, the moving tasks, the tasks of note
                 detail, progress = _of_note(runtime, run_.id), _live(runtime, run_.id)
         finally:
+            # after a stop, SIGTERM stays ignored (``_stop``) while the home closes and the
+            # summary prints, until the process exits: put back to its default, a second
+            # SIGTERM there ended the process without either, its exit -15 instead of 1
+            stopped = signal.getsignal(signal.SIGTERM) is _ignored
             for signum, handler in previous.items():
-                signal.signal(signum, handler)
+                if not (stopped and signum == signal.SIGTERM):
+                    signal.signal(signum, handler)
             runtime.close()
     _print_run(detail, output, progress)
     sys.exit(0 if detail["run"]["state"] == "succeeded" else EXIT_FAILED)
