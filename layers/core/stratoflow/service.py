@@ -1739,6 +1739,13 @@ class Scheduler:
             # an end, or a new end: a failed or stopped run that a mark (or a rerun with
             # nothing left to run) ends succeeded at once ends as if it had run again
             self._run_ended(plan.run)
+        if plan.deltas is not None and plan.run.state is RunState.RUNNING:
+            # its counters changed by deltas: another task's end written between the read
+            # and the plan (whose own turn then saw this plan's task unfinished) may have
+            # been the last, which only a read now sees
+            run = self.store.get_run(plan.run.id)
+            self._maybe_finish(self._run_spec(run), run, self.clock.now())
+            return self.store.get_run(plan.run.id)
         return plan.run
 
     def _apply_child_end(self, plan: Plan, expect: RunState, if_ended_at: datetime | None) -> Run:
