@@ -214,3 +214,35 @@ def test_a_mark_too_large_for_one_transaction_keeps_the_count_of_an_end_meanwhil
     run = h.store.get_run(run_id)
     assert (run.n_done, run.n_failed, run.n_running) == (112, 0, 0)
     assert run.state is RunState.SUCCEEDED
+
+
+def test_a_rerun_decided_from_an_end_that_was_rerun_meanwhile_is_refused(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a run that failed (a failed, b succeeded)
+    run, _ = h.scheduler.trigger("default", "pair")
+    h.scheduler.step()
+    end(h, run.id, "a", FAILED)
+    end(h, run.id, "b")
+    assert h.store.get_run(run.id).state is RunState.FAILED
+
+    def rerun_and_fail_again() -> None:
+        h.clock.advance(30)
+        other = elsewhere(h)
+        other.rerun(run.id)
+        other.step()
+        end(h, run.id, "a", FAILED)
+
+    # WHEN a rerun reads it, and between its read and its write another rerun of it runs a
+    # again, which fails again: the run is failed again, as the first rerun read it
+    between(h, monkeypatch, run.id, rerun_and_fail_again)
+    # THEN the first rerun, decided from the older end, is refused: nothing of it is written
+    with pytest.raises(Conflict, match="changed"):
+        h.scheduler.rerun(run.id)
+    h.scheduler.step()
+    assert sorted(k[2] for k in h.dispatcher.dispatched if k[:2] == (run.id, "a")) == [1, 2]
+    assert not h.dispatcher.pending
+    check_counters(h.store, run.id)
+    ended = h.store.get_run(run.id)
+    assert ended.state is RunState.FAILED
+    assert h.store.get_task(run.id, "a").attempt == 2

@@ -1839,7 +1839,11 @@ class Scheduler:
                 plan = engine.rerun_failed(spec, run, tasks, now)
             else:
                 plan = engine.rerun_from(spec, run, tasks, from_task, now)
-            new = self._apply(plan, run.state, if_ended_at)
+            # decided from this end of the run: a rerun elsewhere that ran and ended it again
+            # meanwhile (in the same state) refuses it, instead of its tasks being reset to
+            # attempts that ran already
+            seen = if_ended_at if if_ended_at is not None else run.ended_at
+            new = self._apply(plan, run.state, seen)
             if plan.new_params:  # names only: a value may be anything a task output
                 changed = ", ".join(engine.changed_params(run.params, new.params))
                 log.info("run %s reruns with new values of params %s", run_id, changed)
@@ -1857,7 +1861,7 @@ class Scheduler:
             run, spec = self._load(run_id)
             tasks = self.store.get_tasks(run_id)
             plan = engine.mark(spec, run, tasks, task_id, state, self.clock.now())
-            marked = self._apply(plan, run.state)
+            marked = self._apply(plan, run.state, run.ended_at)  # an ended run: that end
             before = next(t for t in tasks if t.task_id == task_id)
             if follows(before):
                 self.subworkflows.kill(spec, before)  # stops its child, if it runs
