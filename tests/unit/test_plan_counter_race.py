@@ -246,3 +246,32 @@ def test_a_rerun_decided_from_an_end_that_was_rerun_meanwhile_is_refused(
     ended = h.store.get_run(run.id)
     assert ended.state is RunState.FAILED
     assert h.store.get_task(run.id, "a").attempt == 2
+
+
+JOIN = """\
+name: join
+tasks:
+  a: {type: shell, command: "true"}
+  b: {type: shell, command: "true"}
+  c: {type: shell, command: "true", depends_on: [a, b]}
+"""
+
+
+def test_a_mark_while_another_parent_of_a_reset_task_ends_keeps_that_parent_counted(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a running run whose a and b run, and c waits on both
+    h.scheduler.apply(JOIN)
+    run_id = running(h, "join")
+    # WHEN a is marked succeeded (c is decided again from a and b as read: b running) while
+    # b's end, counted in c, is applied between the mark's read and its write
+    between(h, monkeypatch, run_id, lambda: end(h, run_id, "b"))
+    try:
+        h.scheduler.mark(run_id, "a", TaskState.SUCCEEDED)
+    except Conflict:  # refused, nothing written: its user marks again
+        h.scheduler.mark(run_id, "a", TaskState.SUCCEEDED)
+    # THEN c runs (both its parents counted), and the run succeeds when it ends
+    h.scheduler.step()
+    end(h, run_id, "c")
+    check_counters(h.store, run_id)
+    assert h.store.get_run(run_id).state is RunState.SUCCEEDED

@@ -733,10 +733,10 @@ class Plan:
     # sub-workflow child rerun whole takes its parent task's params as rendered now); else
     # a store leaves the run's params as they are
     new_params: bool = False
-    # tasks as read: the plan applies only while each is still in the state, at the attempt
-    # and with the end it was read with (else nothing is written), so that of two callers
-    # deciding it from one read (a sub-workflow task taking its child's later end) one
-    # applies it, and one decided from an older read never does
+    # tasks as read: the plan applies only while each is still in the state, at the
+    # attempt, with the end and the upstream counts it was read with (else nothing is
+    # written), so that of two callers deciding it from one read (a sub-workflow task taking
+    # its child's later end) one applies it, and one decided from an older read never does
     if_unchanged: tuple[TaskInstance, ...] = ()
     # (done, failed, running): the plan changes the run's counters by these deltas, added to
     # them as they are when it is written, instead of setting them whole to ``run``'s. Set

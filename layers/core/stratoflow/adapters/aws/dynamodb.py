@@ -1436,11 +1436,17 @@ class DynamoStore(
 
     def _unchanged_condition(self, upd: Update, read: TaskInstance) -> str:
         """The condition that a task is still as ``read`` (``Plan.if_unchanged``): its
-        state, attempt and end."""
+        state, attempt, end and upstream counts (a parent's end counted in it meanwhile,
+        which a plan that decides it again from its parents as read would erase)."""
         cond = upd.condition(
-            "attribute_exists(pk) AND {st} = :read_st AND {att} = :read_att",
+            "attribute_exists(pk) AND {st} = :read_st AND {att} = :read_att "
+            "AND {up_ok} = :read_ok AND {up_failed} = :read_failed "
+            "AND {up_skipped} = :read_skipped",
             read_st=s(read.state.value),
             read_att=n(read.attempt),
+            read_ok=n(read.upstream.succeeded),
+            read_failed=n(read.upstream.failed),
+            read_skipped=n(read.upstream.skipped),
         )
         if read.ended_at is None:
             return cond + upd.condition(" AND attribute_not_exists({ended_at})")

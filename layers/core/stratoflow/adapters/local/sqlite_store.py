@@ -1125,8 +1125,17 @@ class SqliteStore(
             for read in plan.if_unchanged:  # checked first: refused, nothing is written
                 same = self._x(
                     "SELECT 1 FROM tasks WHERE run_id=? AND task_id=? AND state=? AND attempt=? "
-                    "AND ended_at IS ?",
-                    (read.run_id, read.task_id, read.state.value, read.attempt, _ts(read.ended_at)),
+                    "AND ended_at IS ? AND up_ok=? AND up_failed=? AND up_skipped=?",
+                    (
+                        read.run_id,
+                        read.task_id,
+                        read.state.value,
+                        read.attempt,
+                        _ts(read.ended_at),
+                        read.upstream.succeeded,
+                        read.upstream.failed,
+                        read.upstream.skipped,
+                    ),
                 ).fetchone()
                 if same is None:
                     return False
