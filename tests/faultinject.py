@@ -280,11 +280,15 @@ class Scenario:
     yaml: str
     # task id -> how many of its first attempts fail
     fails: dict[str, int] = field(default_factory=dict)
-    # an operation to run once the predicate on the tasks holds: "stop", or "pause" (pause
-    # the run, then resume it; the tasks in ``hang`` end once it is resumed)
+    # an operation to run once the predicate on the tasks holds: "stop", "mark:<task>" (mark
+    # it succeeded), or "pause" (pause the run, then resume it; the tasks in ``hang`` end
+    # once it is resumed)
     operation: tuple[Callable[[dict[str, TaskInstance]], bool], str] | None = None
     # tasks whose attempts never end by themselves (stopped by the operation)
     hang: frozenset[str] = frozenset()
+    # a task whose attempt's end another process applies while the operation runs: after
+    # the operation read the run, before its plan is written
+    meanwhile: str | None = None
     # after the run ends as failed, rerun from this task with its failures cleared
     rerun_from: str | None = None
     # after the run ends as failed, repair the child run of sub-workflow task ``[0]`` on its
@@ -385,6 +389,30 @@ def stop_while_running(width: int) -> Scenario:
         operation=(all_running, "stop"),
         hang=frozenset(f"w{i}" for i in range(width)),
     )
+
+
+def mark_running() -> Scenario:
+    """While a hangs and b runs, a is marked succeeded (its attempt is killed), and b's end
+    is applied by another process between the mark's read and its write: c, which waited on
+    a, runs, and the run succeeds once c ends. The mark's plan changes the counters of a run
+    that goes on by deltas (``Plan.deltas``), so b's count stands."""
+
+    def a_running(tasks: dict[str, TaskInstance]) -> bool:
+        # (b runs too the first time: both are roots) a mark that failed is made again, as
+        # its user would, once b's end was applied meanwhile
+        return tasks["a"].state is TaskState.RUNNING
+
+    return Scenario(
+        "mark_running",
+        "name: mark_running\ntasks:\n" + _tasks([
+            'a: {type: shell, command: "sleep 1000"}',
+            'b: {type: shell, command: "true"}',
+            'c: {type: shell, command: "true", depends_on: [a]}',
+        ]),
+        operation=(a_running, "mark:a"),
+        hang=frozenset({"a"}),
+        meanwhile="b",
+    )  # fmt: skip
 
 
 def pooled() -> Scenario:
@@ -598,6 +626,7 @@ SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "switch": switch,
     "retried": retried,
     "stop": lambda: stop_while_running(6),
+    "mark_running": mark_running,
     "rerun": rerun_from_task,
     "subworkflow": subworkflow_rerun,
     "subworkflow_params": subworkflow_params,
@@ -735,6 +764,25 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
     # runs whose slot-bound retries wait out their delay, by when (the advance function sends
     # each a delayed kick after its turn, ``AwsFunction.send_retry_wakes``; SQS keeps it)
     wakes: dict[str, datetime] = {}
+
+    def elsewhere(task_id: str | None) -> None:
+        """The attempt of ``task_id`` ends, applied by another process (on AWS another
+        Lambda's advance); a delivery that fails is delivered again."""
+        key = next((k for k in executor.pending if k[1] == task_id), None)
+        if key is None:
+            return
+        executor.pending.pop(key)
+        report = Finished(*key, AttemptResult(AttemptStatus.SUCCEEDED, {"n": key[2]}, exit_code=0))
+        other = _scheduler(store, executor, clock, aws)
+        try:
+            if aws:
+                other.advance([report])
+            else:
+                other.step([report])
+        except BaseException:
+            inbox.append(report)
+            raise
+
     for _ in range(400):
         run = store.get_run(run_id)
         tasks = {t.task_id: t for t in store.get_tasks(run_id)}
@@ -774,8 +822,15 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
                 continue
         elif scenario.operation and not operated and scenario.operation[0](tasks):
             if not store.get_run(run_id).state.terminal:
-                if operate(lambda: scheduler.stop(run_id)):
-                    operated = True
+                how = scenario.operation[1]
+                marked = how.removeprefix("mark:")
+                with _meanwhile(store, partial(elsewhere, scenario.meanwhile)):
+                    if operate(
+                        (lambda: scheduler.stop(run_id))
+                        if how == "stop"
+                        else partial(scheduler.mark, run_id, marked, TaskState.SUCCEEDED)
+                    ):
+                        operated = True
                 continue
             operated = True
         # the executor: every started attempt that is not meant to hang reports its end
@@ -851,6 +906,25 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
         run.state, states,
         len(executor.dispatched), faults.count, faults.fired, unkilled, faults.fired_on,
     )  # fmt: skip
+
+
+@contextmanager
+def _meanwhile(store: StateStore, action: Callable[[], None]) -> Iterator[None]:
+    """Within: ``action`` runs once, when the first plan is about to be written (after its
+    operation read the run and its tasks)."""
+    original = store.apply_plan
+    left = [action]
+
+    def apply_plan(plan: Any, expect: RunState, **options: Any) -> bool:
+        if left:
+            left.pop()()
+        return original(plan, expect, **options)
+
+    store.apply_plan = apply_plan  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        store.apply_plan = original  # type: ignore[method-assign]
 
 
 def check_unstarted(

@@ -268,7 +268,10 @@ class StateStore(ABC):
         and, with ``if_ended_at``, still ended at that instant (one conditional write: a
         rerun decided from one end of the run applies to that end only, once). The run
         write sets its state, times, error, pause flag and counters, and its params only
-        when ``plan.new_params`` says so (in the same write)."""
+        when ``plan.new_params`` says so (in the same write). With ``plan.deltas`` the
+        counters are not set but changed by those deltas (a run that goes on: other tasks'
+        ends written meanwhile stand), and the plan applies only while every task of
+        ``plan.if_unchanged`` is still as read."""
 
     def start_queued_run(self, plan: Plan, max_active: int | None) -> bool:
         """Start a QUEUED run (``plan``: ``engine.start_plan``) if its workflow then has fewer

@@ -1798,6 +1798,13 @@ class Scheduler:
             # an end, or a new end: a failed or stopped run that a mark (or a rerun with
             # nothing left to run) ends succeeded at once ends as if it had run again
             self._run_ended(plan.run)
+        if plan.deltas is not None and plan.run.state is RunState.RUNNING:
+            # its counters changed by deltas: another task's end written between the read
+            # and the plan (whose own turn then saw this plan's task unfinished) may have
+            # been the last, which only a read now sees
+            run = self.store.get_run(plan.run.id)
+            self._maybe_finish(self._run_spec(run), run, self.clock.now())
+            return self.store.get_run(plan.run.id)
         return plan.run
 
     def _apply_child_end(self, plan: Plan, expect: RunState, if_ended_at: datetime | None) -> Run:
@@ -1891,7 +1898,11 @@ class Scheduler:
                 plan = engine.rerun_failed(spec, run, tasks, now)
             else:
                 plan = engine.rerun_from(spec, run, tasks, from_task, now)
-            new = self._apply(plan, run.state, if_ended_at)
+            # decided from this end of the run: a rerun elsewhere that ran and ended it again
+            # meanwhile (in the same state) refuses it, instead of its tasks being reset to
+            # attempts that ran already
+            seen = if_ended_at if if_ended_at is not None else run.ended_at
+            new = self._apply(plan, run.state, seen)
             if plan.new_params:  # names only: a value may be anything a task output
                 changed = ", ".join(engine.changed_params(run.params, new.params))
                 log.info("run %s reruns with new values of params %s", run_id, changed)
@@ -1909,7 +1920,7 @@ class Scheduler:
             run, spec = self._load(run_id)
             tasks = self.store.get_tasks(run_id)
             plan = engine.mark(spec, run, tasks, task_id, state, self.clock.now())
-            marked = self._apply(plan, run.state)
+            marked = self._apply(plan, run.state, run.ended_at)  # an ended run: that end
             before = next(t for t in tasks if t.task_id == task_id)
             if follows(before):
                 self.subworkflows.kill(spec, before)  # stops its child, if it runs

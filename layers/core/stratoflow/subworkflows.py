@@ -423,7 +423,7 @@ class SubWorkflows:
         run, spec = s._load(task.run_id)
         plan = rules.take_end(spec, run, s.store.get_tasks(run.id), task, result, now)
         try:
-            after = s._apply(plan, run.state)
+            after = s._apply(plan, run.state, run.ended_at)  # an ended run: that end
         except PlanRefused as refused:
             if refused.run_id != run.id:
                 raise  # a run above it, whose own task took its end: not this plan

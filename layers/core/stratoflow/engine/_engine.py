@@ -733,11 +733,19 @@ class Plan:
     # sub-workflow child rerun whole takes its parent task's params as rendered now); else
     # a store leaves the run's params as they are
     new_params: bool = False
-    # tasks as read: the plan applies only while each is still in the state, at the attempt
-    # and with the end it was read with (else nothing is written), so that of two callers
-    # deciding it from one read (a sub-workflow task taking its child's later end) one
-    # applies it, and one decided from an older read never does
+    # tasks as read: the plan applies only while each is still in the state, at the
+    # attempt, with the end and the upstream counts it was read with (else nothing is
+    # written), so that of two callers deciding it from one read (a sub-workflow task taking
+    # its child's later end) one applies it, and one decided from an older read never does
     if_unchanged: tuple[TaskInstance, ...] = ()
+    # (done, failed, running): the plan changes the run's counters by these deltas, added to
+    # them as they are when it is written, instead of setting them whole to ``run``'s. Set
+    # (``set_end``) when the run still goes on, so other tasks of it may end while the plan is
+    # applied (elsewhere, between its read and its write): their counts stand. Every task the
+    # plan writes is then in ``if_unchanged``, so the deltas, taken from those tasks as read,
+    # are what the plan changes. None: the counters are set whole (a stop, which rewrites
+    # every task not ended; a rerun or a mark of an ended run, whose tasks do not move)
+    deltas: tuple[int, int, int] | None = None
 
 
 def with_params(spec: WorkflowSpec, plan: Plan, overrides: Mapping[str, Any]) -> Plan:
@@ -756,10 +764,18 @@ def changed_params(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[
     return sorted(k for k in names if k not in before or k not in after or before[k] != after[k])
 
 
+def _counts(tasks: Iterable[TaskInstance]) -> tuple[int, int, int]:
+    """What ``tasks`` add to a run's counters: (done, failed, running)."""
+    done = failed = running = 0
+    for t in tasks:
+        done += t.state.terminal
+        failed += t.state is TaskState.FAILED
+        running += t.state is TaskState.RUNNING
+    return done, failed, running
+
+
 def _recount(run: Run, states: Mapping[str, TaskInstance]) -> Run:
-    done = sum(1 for t in states.values() if t.state.terminal)
-    failed = sum(1 for t in states.values() if t.state is TaskState.FAILED)
-    running = sum(1 for t in states.values() if t.state is TaskState.RUNNING)
+    done, failed, running = _counts(states.values())
     return run.with_(n_done=done, n_failed=failed, n_running=running)
 
 
@@ -969,6 +985,7 @@ def set_end(
     because of its old state are decided again; an ended run runs again (or ends at once,
     with its new end), a run still going keeps its state unless every task has now ended."""
     current = {t.task_id: t for t in tasks}
+    read = dict(current)
     task_id = new.task_id
     old = current[task_id]
     plan_kill = [old] if old.state is TaskState.RUNNING else []
@@ -995,4 +1012,10 @@ def set_end(
             is not None
         ):
             plan.run = plan.run.with_(state=end, ended_at=now)
+        # the run goes on: its other tasks may end while the plan is applied, so the plan
+        # changes the counters by what its own tasks change, each as read (``Plan.deltas``)
+        was = [read[t] for t in plan.tasks]
+        plan.if_unchanged = tuple(was)
+        after, before = _counts(plan.tasks.values()), _counts(was)
+        plan.deltas = (after[0] - before[0], after[1] - before[1], after[2] - before[2])
     return plan

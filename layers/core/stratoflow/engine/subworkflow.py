@@ -274,8 +274,11 @@ def take_end(
     state differs from its own: as a mark of it (``engine.set_end``: what waits on it is
     decided again, an ended ``run`` runs again or ends anew), applied only while ``task`` is
     still as read (``Plan.if_unchanged``: once, and never from an older read)."""
+    # decided from ``task`` as read, which the plan's condition names
+    tasks = [task if t.task_id == task.task_id else t for t in tasks]
     plan = set_end(spec, run, tasks, retaken(task, result, now), now)
-    plan.if_unchanged = (task,)
+    # a run that goes on has every task of the plan in it already (``set_end``)
+    plan.if_unchanged = plan.if_unchanged or (task,)
     return plan
 
 

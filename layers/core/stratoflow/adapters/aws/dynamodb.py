@@ -1501,24 +1501,32 @@ class DynamoStore(
 
     def _unchanged_condition(self, upd: Update, read: TaskInstance) -> str:
         """The condition that a task is still as ``read`` (``Plan.if_unchanged``): its
-        state, attempt and end."""
+        state, attempt, end and upstream counts (a parent's end counted in it meanwhile,
+        which a plan that decides it again from its parents as read would erase)."""
         cond = upd.condition(
-            "attribute_exists(pk) AND {st} = :read_st AND {att} = :read_att",
+            "attribute_exists(pk) AND {st} = :read_st AND {att} = :read_att "
+            "AND {up_ok} = :read_ok AND {up_failed} = :read_failed "
+            "AND {up_skipped} = :read_skipped",
             read_st=s(read.state.value),
             read_att=n(read.attempt),
+            read_ok=n(read.upstream.succeeded),
+            read_failed=n(read.upstream.failed),
+            read_skipped=n(read.upstream.skipped),
         )
         if read.ended_at is None:
             return cond + upd.condition(" AND attribute_not_exists({ended_at})")
         return cond + upd.condition(" AND {ended_at} = :read_end", read_end=s(it.ts(read.ended_at)))
 
-    def _unchanged_checks(self, plan: Plan, writes: list[Item]) -> list[Item]:
-        """``Plan.if_unchanged`` in a plan's one transaction: a task the plan writes carries
-        the condition on its own write (one item of a transaction takes one operation); any
-        other is a ConditionCheck, returned to go in the transaction."""
+    def _unchanged_checks(
+        self, plan: Plan, writes: list[Item], reads: Sequence[TaskInstance] | None = None
+    ) -> list[Item]:
+        """``Plan.if_unchanged`` (or ``reads`` of it) in a plan's one transaction: a task the
+        plan writes carries the condition on its own write (one item of a transaction takes
+        one operation); any other is a ConditionCheck, returned to go in the transaction."""
         pk = it.run_pk(plan.run.id)
         by_sk = {w["Update"]["Key"]["sk"]["S"]: w["Update"] for w in writes if "Update" in w}
         checks: list[Item] = []
-        for read in plan.if_unchanged:
+        for read in plan.if_unchanged if reads is None else reads:
             sk = it.task_sk(read.task_id)
             upd = Update()
             cond = self._unchanged_condition(upd, read)
@@ -1629,14 +1637,24 @@ class DynamoStore(
         if if_ended_at is not None:  # {ended_at} is named: the update sets or removes it
             cond += upd.condition(" AND {ended_at} = :seen_end", seen_end=s(it.ts(if_ended_at)))
         counters = Update()
-        counters.set("n_done", n(run.n_done)).set("n_failed", n(run.n_failed))
-        counters.set("n_running", n(run.n_running)).remove(PLAN_WAITING)
-        # the counters are set whole, from the tasks as read: not while a reservation
-        # (apply_each) is open, whose settlement would then correct counters it never saw
-        counters_cond = counters.condition(
-            "attribute_exists(pk) AND (attribute_not_exists({nres}) OR {nres} = :zero)",
-            zero=n(0),
-        )
+        if plan.deltas is not None:
+            # a run that goes on (``Plan.deltas``): the plan ADDs what its own tasks change
+            # (each written only while it is as read), so the counts of the other tasks'
+            # ends, written meanwhile by other turns, stand; an open reservation adds its
+            # own deltas when it settles, so the plan need not wait for it
+            for column, delta in zip(("n_done", "n_failed", "n_running"), plan.deltas, strict=True):
+                counters.add(column, n(delta))
+            counters_cond = "attribute_exists(pk)"
+        else:
+            counters.set("n_done", n(run.n_done)).set("n_failed", n(run.n_failed))
+            counters.set("n_running", n(run.n_running))
+            # the counters are set whole, from the tasks as read: not while a reservation
+            # (apply_each) is open, whose settlement would then correct counters it never saw
+            counters_cond = counters.condition(
+                "attribute_exists(pk) AND (attribute_not_exists({nres}) OR {nres} = :zero)",
+                zero=n(0),
+            )
+        counters.remove(PLAN_WAITING)
         pk = it.run_pk(run.id)
         return (
             {"Update": upd.request(self.table, key(pk, it.RUN_SK), cond)},
@@ -1778,8 +1796,10 @@ class DynamoStore(
         releases = [{"Update": u} for u in self._plan_releases(plan)]
         checks = self._held_checks(plan)
         # ``Plan.if_unchanged``: checked in the commit (its task writes come after it, each
-        # conditional on not carrying the plan yet), which it always fits in
-        unchanged = self._unchanged_checks(plan, [])
+        # conditional on not carrying the plan yet)
+        unchanged = self._unchanged_checks(
+            plan, [], self._checked_reads(plan, TRANSACTION_MAX - 2 - len(releases) - len(extras))
+        )
         if 2 + len(releases) + len(checks) + len(unchanged) + len(extras) > TRANSACTION_MAX:
             checks = []
         items = [run_write, counters_write, *releases, *checks, *unchanged, *extras]
@@ -1791,6 +1811,20 @@ class DynamoStore(
             raise RuntimeError(f"apply_plan {run_id}: transaction cancelled: {reasons}")
         self._complete_plan(run_id, plan_id, recovered=False)
         return True
+
+    @staticmethod
+    def _checked_reads(plan: Plan, room: int) -> list[TaskInstance]:
+        """The tasks of ``Plan.if_unchanged`` a journaled plan's commit checks: all of them
+        when they fit in it (a sub-workflow task's take of its child's end has one). A plan of
+        a run that goes on (``Plan.deltas``: it lists every task it writes) that does not fit
+        checks those not ended as read, which can move by themselves, and first the task it
+        was decided on (``engine.set_end`` lists it last); an ended task moves only by
+        another plan."""
+        reads = list(plan.if_unchanged)
+        if len(reads) <= room:
+            return reads
+        moving = [t for t in reads if not t.state.terminal or t is reads[-1]]
+        return [moving[-1], *moving[:-1]][:room]
 
     def _load_plan(self, run_id: str, plan_id: str) -> Plan | None:
         pk = it.run_pk(run_id)

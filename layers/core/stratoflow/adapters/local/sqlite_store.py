@@ -838,15 +838,20 @@ class SqliteStore(
         if_ended_at: datetime | None = None,
         *,
         params: bool = False,
+        deltas: tuple[int, int, int] | None = None,
     ) -> bool:
         """``params``: write ``run.params`` too (a plan's ``new_params``), in the same
-        statement as its state."""
+        statement as its state. ``deltas``: add these to the counters (``Plan.deltas``)
+        instead of setting them to ``run``'s."""
         ended = "" if if_ended_at is None else " AND ended_at=?"
         new_params = "params=?, " if params else ""
+        counters = "n_done=?, n_failed=?, n_running=?"
+        if deltas is not None:
+            counters = "n_done=n_done+?, n_failed=n_failed+?, n_running=n_running+?"
         self._forget_run(run.id)
         cur = self._x(
             f"UPDATE runs SET {new_params}state=?, started_at=?, ended_at=?, error=?, "
-            f"paused_by_parent=?, n_done=?, n_failed=?, n_running=? WHERE id=? AND state=?{ended}",
+            f"paused_by_parent=?, {counters} WHERE id=? AND state=?{ended}",
             (
                 *((_json(run.params),) if params else ()),
                 run.state.value,
@@ -854,9 +859,7 @@ class SqliteStore(
                 _ts(run.ended_at),
                 run.error,
                 int(run.paused_by_parent),
-                run.n_done,
-                run.n_failed,
-                run.n_running,
+                *((run.n_done, run.n_failed, run.n_running) if deltas is None else deltas),
                 run.id,
                 expect.value,
                 *(() if if_ended_at is None else (_ts(if_ended_at),)),
@@ -1122,13 +1125,22 @@ class SqliteStore(
             for read in plan.if_unchanged:  # checked first: refused, nothing is written
                 same = self._x(
                     "SELECT 1 FROM tasks WHERE run_id=? AND task_id=? AND state=? AND attempt=? "
-                    "AND ended_at IS ?",
-                    (read.run_id, read.task_id, read.state.value, read.attempt, _ts(read.ended_at)),
+                    "AND ended_at IS ? AND up_ok=? AND up_failed=? AND up_skipped=?",
+                    (
+                        read.run_id,
+                        read.task_id,
+                        read.state.value,
+                        read.attempt,
+                        _ts(read.ended_at),
+                        read.upstream.succeeded,
+                        read.upstream.failed,
+                        read.upstream.skipped,
+                    ),
                 ).fetchone()
                 if same is None:
                     return False
             if not self._put_run_with_counters(
-                plan.run, expect, if_ended_at, params=plan.new_params
+                plan.run, expect, if_ended_at, params=plan.new_params, deltas=plan.deltas
             ):
                 return False
             for held in plan.pool_releases:  # only if still running that attempt
