@@ -1019,7 +1019,8 @@ class Scheduler:
             or not result.retryable
             or ti.state is not TaskState.RUNNING
             or ti.attempt != attempt
-            or spec.workflow.tasks[ti.task_id].type == "workflow"  # its child run is stopped
+            # its child run is stopped; a dependency task's wait is the scheduler's own
+            or spec.workflow.tasks[ti.task_id].type in ("workflow", "dependency")
         ):
             return result
         grace = self.dispatcher.timed_out_grace(spec, ti, killed=False)
