@@ -70,6 +70,10 @@ DISPATCH_BATCH = 256
 # derived from one (ds, the schedule's window, time zones) stays a valid date
 MIN_LOGICAL_DATE = datetime(1900, 1, 1, tzinfo=UTC)
 MAX_LOGICAL_DATE = datetime(9999, 12, 30, tzinfo=UTC)
+# a pool's deletion looks at every retry waiting out its delay (``Scheduler._retrying_for``):
+# due before this, that is whenever; at most this many (a rare operator's request)
+_EVER = MAX_LOGICAL_DATE
+RETRIES_READ = 10_000
 
 
 class _Claimed(list[tuple[AttemptSpec, TaskInstance]]):
@@ -403,6 +407,11 @@ class Scheduler:
                     f"pool {name!r} is in use: {waiting} waits for its slots in a paused run "
                     "(it joins the pool's queue when the run resumes); delete it once done"
                 )
+            if retrying := self._retrying_for(key):
+                raise Conflict(
+                    f"pool {name!r} is in use: {retrying} waits out its retry delay (its "
+                    "next attempt joins the pool's queue); delete it once done"
+                )
             if not store.delete_pool(key):
                 raise Conflict(
                     f"pool {name!r} is in use (tasks hold or wait for its slots); "
@@ -425,6 +434,18 @@ class Scheduler:
                 pool = engine_pools.find(spec, task_id, store.get_pool)
                 if pool is not None and pool.key == key:
                     return f"task {task_id} of run {run.id}"
+        return None
+
+    def _retrying_for(self, key: str) -> str | None:
+        """A task waiting out its retry delay ("task <task id> of run <run id>") whose next
+        attempt will ask for pool ``key`` (it holds no slot meanwhile, so neither the
+        pool's count nor its queue shows it), or None. Reads the store's retry index, every
+        task on it: for a pool's deletion, not for a turn."""
+        store = self.pool_store()
+        for ti in self.store.due_retries(_EVER, RETRIES_READ):
+            pool = engine_pools.find(self._spec_of(ti.run_id), ti.task_id, store.get_pool)
+            if pool is not None and pool.key == key:
+                return f"task {ti.task_id} of run {ti.run_id}"
         return None
 
     def pool_store(self) -> PoolStore:
