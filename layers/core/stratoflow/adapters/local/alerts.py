@@ -659,11 +659,17 @@ class LocalAlerts(EventSink):
         thread.start()
         try:
             yield
-        finally:
+        except BaseException:
+            # e.g. a second Ctrl-C, which leaves at once: no wait for a send in flight (the
+            # thread is a daemon; what it has not recorded is sent again by the next server)
             self._stop.set()
             self._wake.set()
-            thread.join(timeout=15)
             self._thread = None
+            raise
+        self._stop.set()
+        self._wake.set()
+        thread.join(timeout=15)
+        self._thread = None
 
     def _work(self) -> None:
         while not self._stop.is_set():
