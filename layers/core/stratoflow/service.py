@@ -512,13 +512,18 @@ class Scheduler:
 
     def _wake_pools(self, spec: WorkflowSpec) -> None:
         """A run of ``spec`` may take tasks waiting in its pools again (resumed, a
-        ``concurrency`` slot freed): the next turn serves those pools' queues."""
+        ``concurrency`` slot freed), or its tasks there are passed over now (paused): the
+        next turn serves those pools' queues."""
+        self._pools_due |= self._pool_keys(spec)
+
+    def _pool_keys(self, spec: WorkflowSpec) -> frozenset[str]:
+        """The keys of the pools the tasks of ``spec`` may wait in (none without pools)."""
         if self.pools is None:
-            return
+            return frozenset()
         cached = self._spec_pools.get(id(spec))
         if cached is None or cached[0] is not spec:
             cached = self._spec_pools[id(spec)] = (spec, engine_pools.candidate_keys(spec))
-        self._pools_due |= cached[1]
+        return cached[1]
 
     def _serve_pools(
         self, now: datetime, *, every: bool
@@ -1755,6 +1760,12 @@ class Scheduler:
         if not self.store.apply_plan(plan, expect, if_ended_at=if_ended_at):
             raise PlanRefused(plan.run.id)
         self._pools_due.update(t.pool for t in plan.pool_releases if t.pool is not None)
+        if plan.queues_left:
+            # tasks it took out of pools' queues may have blocked the ones behind them: the
+            # next turn serves those queues (where ``advance`` takes the turns, AWS, the
+            # run's kick has it serve its pools, ``_wake_pools``)
+            self._pools_due.update(plan.queues_left)
+            self.made_ready(plan.run.id)
         for ti in plan.kill:
             self._kill(ti)
         if plan.run.state.terminal and plan.run.state is not RunState(expect):
@@ -1803,6 +1814,13 @@ class Scheduler:
             paused = engine.pause(run, by_parent=by_parent)
             if not self.store.put_run(paused, run.state):
                 raise Conflict(f"run {run_id} changed; try again")
+            spec = self._run_spec(run)
+            if self._pool_keys(spec):
+                # a pool's queue passes over a paused run's tasks: what waited behind one of
+                # them (a wide one heads the queue and blocks the rest) may start now; the
+                # run's kick (AWS) has ``advance`` serve its pools
+                self._wake_pools(spec)
+                self.made_ready(run_id)
             self.subworkflows.pause_children(run_id)
             return paused
 
