@@ -533,3 +533,44 @@ def test_a_failed_run_marked_succeeded_alerts_success_and_resolves_its_incident_
     rt.alerts.emit("run.succeeded", {"run_id": started.id})
     assert rt.alerts.catch_up() == 1
     assert rt.alerts.deliver_due() == 0
+
+
+WATCHED = """
+name: watched
+sla: 1s
+alerts: [{on: [start, retry, sla_miss], group: chat}]
+tasks:
+  flaky: {type: shell, command: "exit 1", retries: 1, retry_delay: 0s}
+  gate:
+    type: shell
+    # ends once the test saw the alerts it waits for (or fails after 8 s)
+    command: "for i in $(seq 80); do [ -e %(flag)s ] && exit 0; sleep 0.1; done; exit 1"
+"""
+
+
+def test_a_run_driven_in_the_foreground_alerts_while_it_runs(
+    rt: LocalRuntime, recorder: Recorder, shared_dir: Path
+) -> None:
+    """`stratoflow run` drives the run with ``run_until``: its start, its retries and an SLA
+    it misses while it still runs are sent then, not all at once when the run has ended."""
+    flag = shared_dir / "seen"
+    rt.scheduler.apply(textwrap.dedent(WATCHED % {"flag": flag}))
+    started, _ = rt.scheduler.trigger("default", "watched")
+    wanted = {"[START]", "[RETRY]", "[SLA_MISS]"}
+    states: list[str] = []
+
+    def seen() -> None:
+        texts = {r.body["text"].split(" ")[0] for r in recorder.on("/slack")}
+        if wanted <= texts and not states:
+            states.append(rt.store.get_run(started.id).state.value)
+            flag.touch()
+
+    rt.run_until(lambda: rt.store.get_run(started.id).state.terminal, on_turn=seen)
+    assert states == ["running"]  # every one of them was sent while the run ran
+    assert rt.store.get_task(started.id, "gate").state.value == "succeeded"
+    texts = sorted(r.body["text"] for r in recorder.on("/slack"))
+    assert texts == [
+        "[RETRY] default/watched task flaky (attempt 1) is retrying",
+        "[SLA_MISS] default/watched missed its SLA",
+        "[START] default/watched started",
+    ]  # each once: the worker's sends and the flush at the end are the same rows

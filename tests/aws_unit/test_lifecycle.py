@@ -53,8 +53,10 @@ def run_item(state: RunState) -> Item:
     return it.run_attributes(RUN.with_(state=state), None)
 
 
-def task_item(state: TaskState, attempt: int = 1, deadline: datetime | None = None) -> Item:
-    task = TaskInstance(RUN.id, "load", state, attempt=attempt, deadline=deadline)
+def task_item(
+    state: TaskState, attempt: int = 1, deadline: datetime | None = None, error: str | None = None
+) -> Item:
+    task = TaskInstance(RUN.id, "load", state, attempt=attempt, deadline=deadline, error=error)
     return it.task_item(task, "0001" if state is TaskState.QUEUED else None)
 
 
@@ -109,6 +111,15 @@ CASES: list[tuple[str, Item | None, Item | None, str | None]] = [
      task_item(TaskState.UPSTREAM_FAILED, 0), None),
     ("warned", task_item(TaskState.RUNNING, 1, DL), task_item(TaskState.RUNNING, 1),
      "task.timeout"),
+    # a dependency task's on_timeout: warn keeps its deadline (its next check): its error says
+    ("dependency warned", task_item(TaskState.RUNNING, 1, DL),
+     task_item(TaskState.RUNNING, 1, DL + timedelta(minutes=1), "timed out after 1h"),
+     "task.timeout"),
+    ("dependency checked again after its warning",
+     task_item(TaskState.RUNNING, 1, DL, "timed out after 1h"),
+     task_item(TaskState.RUNNING, 1, DL + timedelta(minutes=1), "timed out after 1h"), None),
+    ("retry claimed", task_item(TaskState.QUEUED, 1, None, "exit 1"),
+     task_item(TaskState.RUNNING, 2, DL), None),
     ("attempt timed out", None, attempt_item("timed_out"), "task.timeout"),
     ("attempt failed", None, attempt_item("failed"), None),
     ("attempt ttl", attempt_item("timed_out"), attempt_item("timed_out"), None),

@@ -120,3 +120,44 @@ tasks:
     # lets the pooled task start in the same turn
     aws.finish(run, "plain")
     assert aws.state(run, "pooled") is TaskState.RUNNING
+
+
+HOLD = "name: hold\ntasks:\n  h: {type: shell, command: 'true', pool: wh}\n"
+WIDE = "name: wide\npriority: 10\ntasks:\n  w: {type: shell, command: 'true', pool: wh, pool_slots: 2}\n"
+NARROW = "name: narrow\ntasks:\n  n: {type: shell, command: 'true', pool: wh}\n"
+
+
+@pytest.mark.parametrize("operation", ["stop", "mark", "pause"])
+def test_a_wide_task_taken_off_the_head_of_the_queue_lets_the_next_start_at_once(
+    store: Any, operation: str
+) -> None:
+    """A wide task at the head of a pool's queue blocks the narrow ones behind it (a narrow
+    one does not starve it). When an operator takes it out of the way (stops its run, marks
+    it skipped, or pauses its run, whose tasks the queue then passes over), the narrow task
+    that fits the free slot starts in the turn the operation kicked: on AWS nothing else
+    serves the queue before the reconciler's pass (5 min)."""
+    aws = Aws(store)
+    aws.api.set_pool("wh", 2)
+    for text in (HOLD, WIDE, NARROW):
+        aws.api.apply(text)
+    hold = aws.api.trigger("default", "hold")[0].id
+    aws.hand_over()
+    wide = aws.api.trigger("default", "wide")[0].id
+    aws.hand_over()
+    narrow = aws.api.trigger("default", "narrow")[0].id
+    aws.hand_over()
+    assert aws.state(hold, "h") is TaskState.RUNNING  # 1 of the 2 slots
+    assert aws.state(wide, "w") is TaskState.QUEUED  # needs both: heads the queue
+    assert aws.state(narrow, "n") is TaskState.QUEUED  # fits, but waits behind it
+    # WHEN the operator takes the wide task out of the way
+    if operation == "stop":
+        aws.api.stop(wide)
+    elif operation == "mark":
+        aws.api.mark(wide, "w", TaskState.SKIPPED)
+    else:
+        aws.api.pause(wide)
+    aws.hand_over()
+    # THEN the narrow one starts in that kicked turn
+    assert aws.state(narrow, "n") is TaskState.RUNNING
+    assert (narrow, "n", 1) in aws.dispatcher.pending
+    assert store.get_pool("/wh").used == 2

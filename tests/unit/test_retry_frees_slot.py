@@ -18,7 +18,8 @@ from tests.stores import state_store
 from stratoflow.adapters.aws import handlers
 from stratoflow.adapters.aws.results import MAX_DELAY_S, send_retry_wakes
 from stratoflow.adapters.aws.runtime import RETRY_LEAD
-from stratoflow.engine import AttemptResult, AttemptStatus, TaskState
+from stratoflow.engine import AttemptResult, AttemptStatus, RunState, TaskState
+from stratoflow.errors import Conflict
 from stratoflow.service import Finished, Scheduler
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -206,3 +207,32 @@ def test_on_aws_a_delayed_kick_wakes_the_run_when_the_retry_is_due(tmp_path: Pat
         assert deliveries == 4  # 60 minutes in waits of at most 15
         assert rt.dispatcher.dispatched[("f", "load", 2)].not_before is None
         assert s.take_retry_wakes() == {}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "dynamodb"])
+def test_a_pool_a_retry_waits_to_take_again_is_not_deleted(kind: str, tmp_path: Path) -> None:
+    """`pools delete` is refused while tasks hold or wait for the pool: a pooled task waiting
+    out its retry delay holds no slot, but its next attempt asks for the pool. Deleted, the
+    retry failed for good (``pool 'wh' does not exist``), and its run with it."""
+    clock = FakeClock(T0)
+    with state_store(kind, tmp_path) as store:
+        rt = Runtime(kind, store, clock)
+        s = rt.scheduler
+        s.set_pool("wh", 1)
+        s.apply(FLAKY)
+        s.trigger("default", "flaky", run_id="f")
+        s.step()
+        rt.end("f", "load", 1, FAILED)
+        assert store.get_task("f", "load").state is TaskState.UP_FOR_RETRY
+        assert store.get_pool("/wh").used == 0
+        # WHEN the pool is deleted while the retry waits THEN it is refused, naming the task
+        with pytest.raises(Conflict, match="task load of run f waits out its retry delay"):
+            s.delete_pool("wh")
+        assert store.get_pool("/wh") is not None
+        # AND the retry takes the pool when due, as if nobody had tried
+        rt.later(3600)
+        assert ("f", "load", 2) in rt.dispatcher.dispatched
+        rt.end("f", "load", 2, OK)
+        assert store.get_run("f").state is RunState.SUCCEEDED
+        s.delete_pool("wh")  # nobody holds or waits for it now
+        assert store.get_pool("/wh") is None

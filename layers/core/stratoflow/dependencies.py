@@ -115,14 +115,23 @@ class Dependencies:
             # for executors that report their own timeouts): file the check that much earlier
             assert next_check is not None
             waiting = ti.with_(deadline=next_check - sched.timeout_grace)
+            if outcome is not None and outcome.warn:
+                # on_timeout: warn: the error it keeps while it waits on marks it warned (on
+                # AWS the lifecycle stream derives ``task.timeout`` from that change)
+                waiting = waiting.with_(error=outcome.message)
             if not sched.store.put_task(waiting, TaskState.RUNNING, ti.attempt):
                 log.info("dependency %s/%s moved on meanwhile", run.id, ti.task_id)
+            elif waiting.error is not None and ti.error is None:
+                sched._emit("task.timeout", run, task=waiting)
             return
         self.store.remove_dependency_waits(run.id, ti.task_id, upstreams)
         if outcome.outcome is Outcome.SUCCEEDED:
             result = AttemptResult(AttemptStatus.SUCCEEDED, {"upstream": outcome.message})
         else:
-            result = AttemptResult(AttemptStatus.FAILED, error=outcome.message)
+            if outcome.warn:  # on_timeout: warn_fail, said before the failure it causes
+                sched._emit("task.timeout", run, task=ti)
+            status = AttemptStatus.TIMED_OUT if outcome.timed_out else AttemptStatus.FAILED
+            result = AttemptResult(status, error=outcome.message)
         from stratoflow.service import Finished
 
         sched.on_finished([Finished(run.id, ti.task_id, ti.attempt, result)])
@@ -155,8 +164,11 @@ class Dependencies:
                 break  # certain already: the other items are not read
         started = ti.started_at or now
         return decide(
-            task, statuses, started_at=started, timeout=spec.workflow.timeout(ti.task_id), now=now
-        )
+            task, statuses, started_at=started, timeout=spec.workflow.timeout(ti.task_id),
+            now=now, on_timeout=task.on_timeout,
+            # only the warning sets the error of a waiting attempt (a claim clears it)
+            warned=ti.error is not None,
+        )  # fmt: skip
 
     def _latest(
         self, project: str, name: str, task: str | None, intervals: Sequence[Interval]

@@ -78,6 +78,10 @@ DISPATCH_BATCH = 256
 # derived from one (ds, the schedule's window, time zones) stays a valid date
 MIN_LOGICAL_DATE = datetime(1900, 1, 1, tzinfo=UTC)
 MAX_LOGICAL_DATE = datetime(9999, 12, 30, tzinfo=UTC)
+# a pool's deletion looks at every retry waiting out its delay (``Scheduler._retrying_for``):
+# due before this, that is whenever; at most this many (a rare operator's request)
+_EVER = MAX_LOGICAL_DATE
+RETRIES_READ = 10_000
 
 
 class _Claimed(list[tuple[AttemptSpec, TaskInstance]]):
@@ -440,6 +444,11 @@ class Scheduler:
                     f"pool {name!r} is in use: {waiting} waits for its slots in a paused run "
                     "(it joins the pool's queue when the run resumes); delete it once done"
                 )
+            if retrying := self._retrying_for(key):
+                raise Conflict(
+                    f"pool {name!r} is in use: {retrying} waits out its retry delay (its "
+                    "next attempt joins the pool's queue); delete it once done"
+                )
             if not store.delete_pool(key):
                 raise Conflict(
                     f"pool {name!r} is in use (tasks hold or wait for its slots); "
@@ -462,6 +471,18 @@ class Scheduler:
                 pool = engine_pools.find(spec, task_id, store.get_pool)
                 if pool is not None and pool.key == key:
                     return f"task {task_id} of run {run.id}"
+        return None
+
+    def _retrying_for(self, key: str) -> str | None:
+        """A task waiting out its retry delay ("task <task id> of run <run id>") whose next
+        attempt will ask for pool ``key`` (it holds no slot meanwhile, so neither the
+        pool's count nor its queue shows it), or None. Reads the store's retry index, every
+        task on it: for a pool's deletion, not for a turn."""
+        store = self.pool_store()
+        for ti in self.store.due_retries(_EVER, RETRIES_READ):
+            pool = engine_pools.find(self._spec_of(ti.run_id), ti.task_id, store.get_pool)
+            if pool is not None and pool.key == key:
+                return f"task {ti.task_id} of run {ti.run_id}"
         return None
 
     def pool_store(self) -> PoolStore:
@@ -528,13 +549,18 @@ class Scheduler:
 
     def _wake_pools(self, spec: WorkflowSpec) -> None:
         """A run of ``spec`` may take tasks waiting in its pools again (resumed, a
-        ``concurrency`` slot freed): the next turn serves those pools' queues."""
+        ``concurrency`` slot freed), or its tasks there are passed over now (paused): the
+        next turn serves those pools' queues."""
+        self._pools_due |= self._pool_keys(spec)
+
+    def _pool_keys(self, spec: WorkflowSpec) -> frozenset[str]:
+        """The keys of the pools the tasks of ``spec`` may wait in (none without pools)."""
         if self.pools is None:
-            return
+            return frozenset()
         cached = self._spec_pools.get(id(spec))
         if cached is None or cached[0] is not spec:
             cached = self._spec_pools[id(spec)] = (spec, engine_pools.candidate_keys(spec))
-        self._pools_due |= cached[1]
+        return cached[1]
 
     def _serve_pools(
         self, now: datetime, *, every: bool
@@ -1078,7 +1104,8 @@ class Scheduler:
             or not result.retryable
             or ti.state is not TaskState.RUNNING
             or ti.attempt != attempt
-            or spec.workflow.tasks[ti.task_id].type == "workflow"  # its child run is stopped
+            # its child run is stopped; a dependency task's wait is the scheduler's own
+            or spec.workflow.tasks[ti.task_id].type in ("workflow", "dependency")
         ):
             return result
         grace = self.dispatcher.timed_out_grace(spec, ti, killed=False)
@@ -1792,6 +1819,12 @@ class Scheduler:
         if not self.store.apply_plan(plan, expect, if_ended_at=if_ended_at):
             raise PlanRefused(plan.run.id)
         self._pools_due.update(t.pool for t in plan.pool_releases if t.pool is not None)
+        if plan.queues_left:
+            # tasks it took out of pools' queues may have blocked the ones behind them: the
+            # next turn serves those queues (where ``advance`` takes the turns, AWS, the
+            # run's kick has it serve its pools, ``_wake_pools``)
+            self._pools_due.update(plan.queues_left)
+            self.made_ready(plan.run.id)
         for ti in plan.kill:
             self._kill(ti)
         if plan.run.state.terminal and plan.run.state is not RunState(expect):
@@ -1847,6 +1880,13 @@ class Scheduler:
             paused = engine.pause(run, by_parent=by_parent)
             if not self.store.put_run(paused, run.state):
                 raise Conflict(f"run {run_id} changed; try again")
+            spec = self._run_spec(run)
+            if self._pool_keys(spec):
+                # a pool's queue passes over a paused run's tasks: what waited behind one of
+                # them (a wide one heads the queue and blocks the rest) may start now; the
+                # run's kick (AWS) has ``advance`` serve its pools
+                self._wake_pools(spec)
+                self.made_ready(run_id)
             self.subworkflows.pause_children(run_id)
             return paused
 

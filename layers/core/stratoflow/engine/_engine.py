@@ -729,6 +729,9 @@ class Plan:
     edges: dict[str, dict[str, TaskState]] = field(default_factory=dict)
     # running attempts (as read) whose pool slots the plan frees (engine/pools.settle_plan)
     pool_releases: list[TaskInstance] = field(default_factory=list)
+    # the pools whose queues the plan takes waiting tasks out of (engine/pools.settle_plan):
+    # what waited behind them (a wide task at the head blocks the rest) may start now
+    queues_left: frozenset[str] = frozenset()
     # ``run.params`` replace the stored run's, in the plan's run write (``with_params``: a
     # sub-workflow child rerun whole takes its parent task's params as rendered now); else
     # a store leaves the run's params as they are

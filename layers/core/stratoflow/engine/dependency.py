@@ -36,6 +36,7 @@ from stratoflow.model import (
     DateValue,
     DependencyItem,
     DependencyTask,
+    OnTimeout,
     Schedule,
     WorkflowSpec,
     fires_within,
@@ -375,11 +376,18 @@ def combine(mode: str, statuses: Sequence[ItemStatus]) -> Outcome:
 @dataclass(frozen=True)
 class DependencyCheck:
     """What one look at the upstream runs decides: succeeded, failed (``message`` says why),
-    or wait until ``next_check``."""
+    or wait until ``next_check``. ``timed_out``: the failure is the task's timeout (its
+    attempt ends timed out); ``warn``: say ``timeout`` now (``on_timeout: warn`` or
+    ``warn_fail``, once per attempt)."""
 
     outcome: Outcome
     message: str
     next_check: datetime | None = None
+    timed_out: bool = False
+    warn: bool = False
+
+
+WARNED = " (on_timeout: warn: still waiting)"  # ends the error of a task that warned
 
 
 def _clip(text: str) -> str:
@@ -393,8 +401,15 @@ def decide(
     started_at: datetime,
     timeout: timedelta | None,
     now: datetime,
+    on_timeout: OnTimeout = OnTimeout.FAIL,
+    warned: bool = False,
 ) -> DependencyCheck:
-    """The task's outcome from its items' statuses (in the order of ``task.items``)."""
+    """The task's outcome from its items' statuses (in the order of ``task.items``).
+
+    At ``timeout`` it does what the task's ``on_timeout`` says, as any task's timeout does
+    (DolphinScheduler's DEPENDENT task has the same strategies): ``fail`` fails it, timed
+    out; ``warn_fail`` warns, then fails it so; ``warn`` warns once (``warned``: this attempt
+    has) and keeps waiting, with no deadline left, until the outcome is certain."""
     outcome = combine(task.mode, statuses)
     if outcome is Outcome.SUCCEEDED:
         done = [s.detail for s in statuses if s.outcome is Outcome.SUCCEEDED]
@@ -404,12 +419,20 @@ def decide(
         return DependencyCheck(outcome, _clip("upstream failed: " + "; ".join(failed)))
     missing = "; ".join(s.detail for s in statuses if s.outcome is Outcome.WAITING)
     deadline = started_at + timeout if timeout is not None else None
-    if timeout is not None and deadline is not None and now >= deadline:
-        return DependencyCheck(
-            Outcome.FAILED,
-            _clip(f"timed out after {format_duration(timeout)} waiting for: {missing}"),
-        )
     next_check = now + task.check_interval
+    if timeout is not None and deadline is not None and now >= deadline:
+        why = f"timed out after {format_duration(timeout)} waiting for: {missing}"
+        if on_timeout is not OnTimeout.WARN:
+            return DependencyCheck(
+                Outcome.FAILED,
+                _clip(why),
+                timed_out=True,
+                warn=on_timeout is OnTimeout.WARN_FAIL,
+            )
+        # warned: the message stays the task's (its error) while it waits on
+        room = MAX_DETAIL - len(WARNED)
+        message = (why if len(why) <= room else why[: room - 3] + "...") + WARNED
+        return DependencyCheck(Outcome.WAITING, message, next_check, warn=not warned)
     if deadline is not None:
         next_check = min(next_check, deadline)
     return DependencyCheck(Outcome.WAITING, _clip(f"waiting for: {missing}"), next_check)

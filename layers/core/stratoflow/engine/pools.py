@@ -336,12 +336,17 @@ def settle_plan(plan: Plan) -> Plan:
     """A whole-run operation (stop, mark, rerun) frees the slots of the running attempts it
     ends (each released only if it is still running that attempt when the plan applies: an
     end reported meanwhile has released it already) and takes the tasks it moves out of
-    their pools' queues."""
+    their pools' queues (``queues_left``: the queue behind each may move now)."""
     tasks = {
         tid: cleared(t) if t.state is not TaskState.RUNNING else t for tid, t in plan.tasks.items()
     }
     holding = [t for t in plan.kill if t.pool is not None and t.pool_slots > 0]
-    return replace(plan, tasks=tasks, pool_releases=holding)
+    left = frozenset(
+        t.pool
+        for t in plan.tasks.values()
+        if t.pool is not None and t.pool_rank is not None and t.state is not TaskState.QUEUED
+    )
+    return replace(plan, tasks=tasks, pool_releases=holding, queues_left=left)
 
 
 def drift(pools: Mapping[str, int], running: Sequence[TaskInstance]) -> dict[str, tuple[int, int]]:

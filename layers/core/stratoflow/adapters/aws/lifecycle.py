@@ -18,7 +18,8 @@ item's old and new image (``derive``):
   ``up_for_retry`` (an attempt's end does that, or a sub-workflow task taking a later failed
   end of its child run: a task is never marked failed);
   ``task.timeout`` when a running attempt loses its deadline (``on_timeout: warn`` keeps
-  it running once warned);
+  it running once warned), or, a dependency task's, gets an error (its ``on_timeout:
+  warn``: it keeps its deadline, its next check, and says it timed out in its error);
 - attempt item ``A#``: ``task.timeout`` when an attempt is recorded ``timed_out`` and its
   task says ``on_timeout: warn_fail`` (the failure it causes follows as ``task.failed`` or
   ``task.retrying``);
@@ -77,8 +78,7 @@ _BACKFILL_KINDS: Final[Mapping[tuple[str | None, str], str]] = {
 # of the hot path (claims, successes, upstream counts, attempts) cost no invocation. The
 # code decides from the images either way; a filter only saves invocations.
 STREAM_FILTERS: Final[list[dict[str, Any]]] = [
-    {"dynamodb": {"Keys": {"sk": {"S": [it.RUN_SK]}}}},
-    {"dynamodb": {"Keys": {"sk": {"S": [BACKFILL_SK]}}}},
+    {"dynamodb": {"Keys": {"sk": {"S": [it.RUN_SK, BACKFILL_SK]}}}},
     {
         "dynamodb": {
             "Keys": {"sk": {"S": [{"prefix": it.TASK_PREFIX}]}},
@@ -92,6 +92,16 @@ STREAM_FILTERS: Final[list[dict[str, Any]]] = [
             "NewImage": {
                 "st": {"S": [TaskState.RUNNING.value]},
                 "deadline": {"S": [{"exists": False}]},
+            },
+        }
+    },
+    {
+        "dynamodb": {
+            "Keys": {"sk": {"S": [{"prefix": it.TASK_PREFIX}]}},
+            "OldImage": {"error": {"S": [{"exists": False}]}},
+            "NewImage": {
+                "st": {"S": [TaskState.RUNNING.value]},
+                "error": {"S": [{"exists": True}]},
             },
         }
     },
@@ -188,6 +198,15 @@ def _derive_task(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> Deriv
         and before.deadline is not None
     ):
         kind = "task.timeout"  # on_timeout: warn, once per attempt
+    elif (
+        task.state is TaskState.RUNNING
+        and task.error is not None
+        and before is not None
+        and before.state is TaskState.RUNNING
+        and before.attempt == task.attempt
+        and before.error is None
+    ):
+        kind = "task.timeout"  # a dependency task's on_timeout: warn (it keeps its deadline)
     else:
         return None
     detail = {

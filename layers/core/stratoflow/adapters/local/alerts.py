@@ -25,7 +25,8 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -641,6 +642,34 @@ class LocalAlerts(EventSink):
         self.catch_up()
         self._thread = threading.Thread(target=self._work, name="stratoflow-alerts", daemon=True)
         self._thread.start()
+
+    @contextmanager
+    def working(self) -> Iterator[None]:
+        """Fire SLA timers and send from the worker thread while the caller drives the
+        scheduler in the foreground (``LocalRuntime.run_until``: ``stratoflow run``), and
+        stop it after: a run's start, retries, timeouts and an SLA it misses while it runs
+        go out then, not when it has ended. Nothing more where the worker already runs (a
+        server's, from ``start``)."""
+        if self._thread is not None:
+            yield
+            return
+        self._stop.clear()
+        thread = threading.Thread(target=self._work, name="stratoflow-alerts", daemon=True)
+        self._thread = thread
+        thread.start()
+        try:
+            yield
+        except BaseException:
+            # e.g. a second Ctrl-C, which leaves at once: no wait for a send in flight (the
+            # thread is a daemon; what it has not recorded is sent again by the next server)
+            self._stop.set()
+            self._wake.set()
+            self._thread = None
+            raise
+        self._stop.set()
+        self._wake.set()
+        thread.join(timeout=15)
+        self._thread = None
 
     def _work(self) -> None:
         while not self._stop.is_set():

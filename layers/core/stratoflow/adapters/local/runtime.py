@@ -291,12 +291,15 @@ class LocalRuntime:
     def run_until(
         self, done: Callable[[], bool], *, on_turn: Callable[[], None] | None = None
     ) -> None:
-        self.run_once(timeout=0)
-        while not done():
-            self.run_once(self._sleep_budget())
-            if on_turn is not None:
-                on_turn()
-        # the alerts the run made, once (what fails is retried by the next server)
+        # its alerts go out while it runs, from the alerts' own thread (as a server sends
+        # them): a start, a retry, an SLA missed while it still runs
+        with self.alerts.working():
+            self.run_once(timeout=0)
+            while not done():
+                self.run_once(self._sleep_budget())
+                if on_turn is not None:
+                    on_turn()
+        # what its end made, once (what fails is retried by the next server)
         self.alerts.fire_timers(self.clock.now())
         self.alerts.deliver_due()
 
