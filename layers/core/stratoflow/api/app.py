@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import binascii
 import contextlib
-import difflib
 import hashlib
 import json
 import logging
@@ -59,6 +58,7 @@ from stratoflow.api.stored_layouts import (
     StoredLayouts,
 )
 from stratoflow.api.stored_layouts import document as document_stored_layout
+from stratoflow.api.text_diff import unified_lines
 
 if TYPE_CHECKING:
     from stratoflow.api.alerts import AlertsBackend
@@ -731,8 +731,9 @@ def ui_actions(principal: Principal, project: str) -> list[str]:
 
 
 def unified_diff(old: WorkflowVersion, new: WorkflowVersion) -> str:
-    """The unified diff of two versions' YAML sources, as ``diff -u`` would print it."""
-    lines = difflib.unified_diff(
+    """The unified diff of two versions' YAML sources, as ``diff -u`` would print it (its
+    work bounded: api/text_diff.py)."""
+    lines = unified_lines(
         old.source.splitlines(keepends=True),
         new.source.splitlines(keepends=True),
         fromfile=f"{old.name} v{old.version}",
