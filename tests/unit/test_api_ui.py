@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.unit.test_api_app import ETL, Api, _build, assert_error
@@ -233,6 +234,36 @@ def test_versions_page_newest_first(api: Api) -> None:
     ).body
     assert [v["version"] for v in third["versions"]] == [1]
     assert third["next"] is None
+
+
+def test_a_page_of_versions_or_workflows_reads_that_page_not_all(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every version ever applied is kept, each with its source and document (2 MiB at
+    most): a page of one (a viewer's `?limit=1`) decoded all of them, as a page of
+    workflows decoded every workflow of the project."""
+    for i in range(30):
+        api.apply(ETL.replace("three steps", f"take {i}"))
+    for name in ("a", "b", "c", "d", "e", "f"):
+        api.apply(ETL.replace("name: etl", f"name: {name}"))
+    store = api.scheduler.store
+    decoded: list[tuple[str, int]] = []
+    made = type(store)._version
+
+    def counting(self: Any, row: Any, *args: Any) -> Any:
+        decoded.append((row["name"], row["version"]))
+        return made(self, row, *args)
+
+    monkeypatch.setattr(type(store), "_version", counting)
+    page = api.call("GET", "/workflows/etl/versions", query={"limit": "2", "before": "20"})
+    assert [v["version"] for v in page.body["versions"]] == [19, 18]
+    assert page.body["next"] == 18
+    assert len(decoded) <= 4, decoded  # the page, one more (is there a next?), the head
+    decoded.clear()
+    listed = api.call("GET", "/workflows", query={"limit": "2", "after": "b"})
+    assert [w["name"] for w in listed.body["workflows"]] == ["c", "d"]
+    assert listed.body["next"] == "d"
+    assert len(decoded) <= 3, decoded
 
 
 def test_runs_filter_by_state_and_workflow_and_page(api: Api) -> None:

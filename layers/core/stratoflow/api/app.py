@@ -1180,7 +1180,8 @@ def create_app(
         after: AfterNameQuery = None,
     ) -> WorkflowList:
         allow(Action.READ, project, f"project {project!r}")
-        versions = [v for v in catalog.list_workflows(project) if after is None or v.name > after]
+        # the page alone is read: each version holds its source and document (2 MiB at most)
+        versions = catalog.list_workflows(project, after=after, limit=limit + 1)
         page = versions[:limit]
         more = len(versions) > limit
         return WorkflowList.model_validate(
@@ -1213,9 +1214,8 @@ def create_app(
         before: BeforeVersionQuery = None,
     ) -> VersionList:
         allow(Action.READ, project, f"workflow {name!r} in project {project!r}")
-        versions = [
-            v for v in catalog.list_versions(project, name) if before is None or v.version < before
-        ]
+        # the page alone is read: every version ever applied is kept, each up to 2 MiB
+        versions = catalog.list_versions(project, name, before=before, limit=limit + 1)
         page = versions[:limit]
         more = len(versions) > limit
         return VersionList.model_validate(
