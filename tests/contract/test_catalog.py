@@ -202,6 +202,43 @@ def test_list_versions_is_newest_first(catalog: Catalog) -> None:
     assert catalog.list_versions("analytics", "sales_daily") == [v3, v2, v1]
 
 
+def test_list_versions_reads_a_page_not_every_version(catalog: Catalog) -> None:
+    """A page of versions (``limit``, older than ``before``): the API's listing read every
+    version's source and document (2 MiB each at most, as many as were ever applied) to
+    answer one page."""
+    made = [put(catalog, yaml(command=f"echo {n}"), n)[0] for n in range(6)]
+    put(catalog, yaml("billing", command="echo 7"), 7)
+    newest = made[::-1]
+
+    assert catalog.list_versions("analytics", "sales_daily", limit=2) == newest[:2]
+    assert catalog.list_versions("analytics", "sales_daily", limit=2, before=5) == [
+        made[3], made[2],
+    ]  # fmt: skip
+    assert catalog.list_versions("analytics", "sales_daily", limit=10, before=3) == [
+        made[1], made[0],
+    ]  # fmt: skip
+    assert catalog.list_versions("analytics", "sales_daily", before=1) == []
+    assert catalog.list_versions("analytics", "sales_daily", limit=3, before=99) == newest[:3]
+    assert catalog.list_versions("analytics", "sales_daily") == newest
+
+
+def test_list_workflows_reads_a_page_by_name(catalog: Catalog) -> None:
+    """A page of a project's workflows by name (``limit``, after the name ``after``), as the
+    API's listing pages them, read alone: not every workflow of the project each time."""
+    for name in ("a1", "b2", "c3", "d4"):
+        put(catalog, yaml(name, "analytics"))
+    put(catalog, yaml("a0", "ops"))
+
+    def page(**kwargs: object) -> list[str]:
+        return [v.name for v in catalog.list_workflows("analytics", **kwargs)]  # type: ignore[arg-type]
+
+    assert page(limit=2) == ["a1", "b2"]
+    assert page(limit=2, after="b2") == ["c3", "d4"]
+    assert page(after="b") == ["b2", "c3", "d4"]
+    assert page(limit=5, after="d4") == []
+    assert page() == ["a1", "b2", "c3", "d4"]
+
+
 # ---------------------------------------------------------------------------- paused
 def test_set_paused_pauses_and_unpauses_the_workflow(catalog: Catalog) -> None:
     put(catalog, yaml(command="echo 1"))

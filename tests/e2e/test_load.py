@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import socket
 import time
@@ -341,5 +342,73 @@ def test_connections_beyond_the_limit_get_a_json_503_not_a_hang() -> None:
             time.sleep(0.02)
         ok = _exchange(port, b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         assert ok.startswith(b"HTTP/1.1 200")
+    finally:
+        server.shutdown()
+
+
+def _dribble(port: int, head: bytes, until: float) -> tuple[bytes, float]:
+    """Send ``head``, then a byte every 0.1 s (never the whole request) until the server
+    closes the connection or ``until`` passes: what it answered and when (from the start)."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head)
+        sock.settimeout(0.1)
+        answer = b""
+        while time.monotonic() < until:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"a")
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+        return answer, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        # a body larger than the poller receives before a thread takes the request
+        b"POST /health HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n",
+        # a head longer than the poller waits for
+        b"GET /health HTTP/1.1\r\nHost: t\r\nX-Long: "
+        + b"a" * 60_000
+        + b"\r\nX-More: "
+        + b"b" * 20_000,
+    ],
+)
+def test_a_request_dribbled_in_is_dropped_at_the_request_timeout_and_holds_no_thread(
+    head: bytes,
+) -> None:
+    """The request timeout bounded each read, not the request: a client sending a byte
+    every 0.1 s held an HTTP thread as long as it liked, and as many such clients as there
+    are threads stopped the server answering anyone."""
+    app = APIGatewayRestResolver()
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    server, url = start_in_thread(app, port=0, request_timeout=1.0, workers=2)
+    port = server.server_address[1]
+    try:
+        until = time.monotonic() + 8
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            slow = [pool.submit(_dribble, port, head, until) for _ in range(2)]
+            time.sleep(0.5)  # both threads of the server now read a dribbling request
+            started = time.monotonic()
+            reply = httpx.get(f"{url}/health", timeout=6)
+            assert reply.status_code == 200
+            assert time.monotonic() - started < 3
+            for future in slow:
+                answer, took = future.result()
+                assert took < 4, "the connection was held past the request timeout"
+                if head.startswith(b"POST"):  # the head was read: the answer says why
+                    body = _json_error(answer, 408)
+                    assert "did not arrive whole within 1 s" in body["message"]
     finally:
         server.shutdown()

@@ -7,12 +7,15 @@ synthetic API Gateway events, as in ``test_api_app``; the static files are a sma
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.unit.test_api_app import ETL, Api, _build, assert_error
+from tests.unit.test_text_diff import patched
 
 from stratoflow.api.app import ACTIONS, ASSET_CACHE, INDEX_CACHE, create_app, ui_actions
 from stratoflow.auth import Principal, Role
@@ -146,6 +149,28 @@ def test_diff_of_sources_without_a_final_newline_keeps_lines_apart(api: Api) -> 
     assert "-    command: echo load\n+    command: echo unload\n" in diff
 
 
+def test_a_diff_of_versions_whose_lines_repeat_is_bounded_and_still_a_diff(api: Api) -> None:
+    """difflib's matching grows with the square of the lines and more when lines repeat
+    just under its "popular" cut: two 110 KB versions took half a minute of the API's one
+    worker thread (a 2 MiB pair, hours; every other request waited). The diff is still one
+    that turns the old version into the new."""
+    n, kinds = 16_000, 101
+    head = "name: big\ntasks:\n  a: {type: shell, command: echo}\ndescription: |\n"
+    old = head + "".join(f"  k{i % kinds} v\n" for i in range(n))
+    new = head + "".join(f"  k{(i * 7 + 3) % kinds} {'w' if i % 2 else 'v'}\n" for i in range(n))
+    api.apply(old)
+    api.apply(new)
+    started = time.process_time()
+    reply = api.call("GET", "/workflows/big/diff")
+    assert time.process_time() - started < 8, "the diff was not bounded"
+    assert reply.status == 200, reply.text
+    assert reply.body["changed"] is True
+    assert patched(old, reply.body["diff"]) == new
+    assert reply.body["diff"].startswith(
+        "--- big v1\n+++ big v2\n@@ -2,"
+    )  # 3 lines of context kept
+
+
 # ------------------------------------------------------------------ paging
 def test_workflows_page_by_name_with_last_run_and_next_schedule(api: Api) -> None:
     for name in ("a", "b", "c", "d", "e"):
@@ -209,6 +234,36 @@ def test_versions_page_newest_first(api: Api) -> None:
     ).body
     assert [v["version"] for v in third["versions"]] == [1]
     assert third["next"] is None
+
+
+def test_a_page_of_versions_or_workflows_reads_that_page_not_all(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every version ever applied is kept, each with its source and document (2 MiB at
+    most): a page of one (a viewer's `?limit=1`) decoded all of them, as a page of
+    workflows decoded every workflow of the project."""
+    for i in range(30):
+        api.apply(ETL.replace("three steps", f"take {i}"))
+    for name in ("a", "b", "c", "d", "e", "f"):
+        api.apply(ETL.replace("name: etl", f"name: {name}"))
+    store = api.scheduler.store
+    decoded: list[tuple[str, int]] = []
+    made = type(store)._version
+
+    def counting(self: Any, row: Any, *args: Any) -> Any:
+        decoded.append((row["name"], row["version"]))
+        return made(self, row, *args)
+
+    monkeypatch.setattr(type(store), "_version", counting)
+    page = api.call("GET", "/workflows/etl/versions", query={"limit": "2", "before": "20"})
+    assert [v["version"] for v in page.body["versions"]] == [19, 18]
+    assert page.body["next"] == 18
+    assert len(decoded) <= 4, decoded  # the page, one more (is there a next?), the head
+    decoded.clear()
+    listed = api.call("GET", "/workflows", query={"limit": "2", "after": "b"})
+    assert [w["name"] for w in listed.body["workflows"]] == ["c", "d"]
+    assert listed.body["next"] == "d"
+    assert len(decoded) <= 3, decoded
 
 
 def test_runs_filter_by_state_and_workflow_and_page(api: Api) -> None:

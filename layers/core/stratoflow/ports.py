@@ -98,11 +98,19 @@ class Catalog(ABC):
         return self.get_version(project, name).version
 
     @abstractmethod
-    def list_workflows(self, project: str | None = None) -> list[WorkflowVersion]:
-        """The latest version of every workflow."""
+    def list_workflows(
+        self, project: str | None = None, *, after: str | None = None, limit: int | None = None
+    ) -> list[WorkflowVersion]:
+        """The latest version of every workflow (of ``project``), by project and name. A
+        page of one project's: the first ``limit`` whose names sort after ``after``, read
+        alone (each version holds its source and document: up to 2 MiB apiece)."""
 
     @abstractmethod
-    def list_versions(self, project: str, name: str) -> list[WorkflowVersion]: ...
+    def list_versions(
+        self, project: str, name: str, *, before: int | None = None, limit: int | None = None
+    ) -> list[WorkflowVersion]:
+        """A workflow's versions, newest first: at most ``limit`` of them, each older than
+        ``before``, read alone (every version ever applied is kept)."""
 
     @abstractmethod
     def set_paused(self, project: str, name: str, paused: bool) -> None:

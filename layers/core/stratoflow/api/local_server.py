@@ -375,6 +375,10 @@ class _Inbox(io.RawIOBase):
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.pending = bytearray()
+        # while an HTTP thread reads a request: when it must have arrived whole (monotonic).
+        # The socket's timeout bounds one recv, so a client sending a byte now and then
+        # would hold the thread for as long as it likes (a large body, a long head)
+        self.deadline: float | None = None
 
     def readable(self) -> bool:
         return True
@@ -385,6 +389,11 @@ class _Inbox(io.RawIOBase):
             buffer[:n] = self.pending[:n]
             del self.pending[:n]
             return n
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request did not arrive whole in time")
+            self.sock.settimeout(left)
         try:
             return self.sock.recv_into(buffer)
         except (BlockingIOError, InterruptedError):
@@ -465,10 +474,27 @@ class _Handler(BaseHTTPRequestHandler):
     def serve_one(self) -> bool:
         """Serve the request waiting on the connection, and any the client pipelined after
         it; whether to keep the connection open."""
-        self.handle_one_request()
+        self._one_request()
         while not self.close_connection and self._pipelined():
-            self.handle_one_request()
+            self._one_request()
         return not self.close_connection
+
+    def _one_request(self) -> None:
+        """Serve one request, which must arrive whole (what the poller has not received of
+        it: a large body, a head too long for it) within ``request_timeout`` of this thread
+        taking it: a client dribbling it in is answered 408 then, and the thread freed."""
+        self.inbox.deadline = time.monotonic() + self.server.request_timeout
+        try:
+            self.handle_one_request()
+        finally:
+            self._received()
+
+    def _received(self) -> None:
+        """The request has been read: the answer is written with the usual timeout."""
+        if self.inbox.deadline is not None:
+            self.inbox.deadline = None
+            with contextlib.suppress(OSError):
+                self.connection.settimeout(self.server.request_timeout)
 
     def _pipelined(self) -> bool:
         """Whether a next request is already buffered or readable, without blocking."""
@@ -528,7 +554,17 @@ class _Handler(BaseHTTPRequestHandler):
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body exceeds {MAX_BODY_BYTES} bytes"
             )
             return
-        body = self.rfile.read(size) if size else b""
+        try:
+            body = self.rfile.read(size) if size else b""
+        except TimeoutError:
+            self._received()
+            self._refuse(
+                HTTPStatus.REQUEST_TIMEOUT,
+                f"the request did not arrive whole within {self.server.request_timeout:g} s "
+                "(its body is incomplete)",
+            )
+            return
+        self._received()
         event = to_event(self.command, self.path, self.headers, body, self.client_address[0])
         try:
             response = self.server.resolve(event)

@@ -21,10 +21,11 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from botocore.exceptions import ClientError
@@ -495,21 +496,53 @@ class DynamoStore(
     def latest_version(self, project: str, name: str) -> int:
         return it.get_n(self._head(project, name), "latest")  # the head item alone
 
-    def list_workflows(self, project: str | None = None) -> list[WorkflowVersion]:
+    def list_workflows(
+        self, project: str | None = None, *, after: str | None = None, limit: int | None = None
+    ) -> list[WorkflowVersion]:
+        if limit is not None and limit <= 0:
+            return []
         if project is None:
-            heads = self._index("gsi3", "WORKFLOWS")
+            heads: Iterable[Item] = self._index("gsi3", "WORKFLOWS")
         else:
+            # gsi3sk is "<project>#<name>" and no name holds a '#': the project's heads, from
+            # the one named `after` (left out below), read only as far as the page goes
             heads = self._query(
                 IndexName="gsi3",
-                KeyConditionExpression="gsi3pk = :pk AND begins_with(gsi3sk, :p)",
-                ExpressionAttributeValues={":pk": s("WORKFLOWS"), ":p": s(f"{project}#")},
+                KeyConditionExpression="gsi3pk = :pk AND gsi3sk BETWEEN :lo AND :hi",
+                ExpressionAttributeValues={
+                    ":pk": s("WORKFLOWS"),
+                    ":lo": s(f"{project}#{after or ''}"),
+                    ":hi": s(f"{project}#{it.HIGH}"),
+                },
+                limit=None if limit is None else limit + 1,
             )
+        if after is not None:
+            heads = (h for h in heads if str(h["name"]["S"]) > after)
+        if limit is not None:
+            heads = islice(heads, limit)
         return [self._version(h, it.get_n(h, "latest")) for h in heads]
 
-    def list_versions(self, project: str, name: str) -> list[WorkflowVersion]:
+    def list_versions(
+        self, project: str, name: str, *, before: int | None = None, limit: int | None = None
+    ) -> list[WorkflowVersion]:
         head = self._head(project, name)
         paused = bool(head.get("paused", {}).get("BOOL"))
-        items = list(self._partition(it.workflow_pk(project, name), it.VERSION_PREFIX))
+        # versions are numbered 1..latest without a gap (the head's `latest` moves only once
+        # a version's items are all written): the page is a range of them, read alone
+        latest = it.get_n(head, "latest")
+        newest = latest if before is None else min(latest, before - 1)
+        oldest = 1 if limit is None else max(1, newest - limit + 1)
+        if newest < oldest:
+            return []
+        items = self._query(
+            KeyConditionExpression="pk = :pk AND sk BETWEEN :lo AND :hi",
+            ExpressionAttributeValues={
+                ":pk": s(it.workflow_pk(project, name)),
+                ":lo": s(it.version_sk(oldest)),
+                ":hi": s(it.version_sk(newest) + it.CHUNK_MARK + it.HIGH),
+            },
+            ConsistentRead=True,
+        )
         groups: dict[str, list[Item]] = {}
         for item in items:
             groups.setdefault(item["sk"]["S"][: len(it.version_sk(0))], []).append(item)

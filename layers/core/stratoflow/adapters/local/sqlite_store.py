@@ -663,25 +663,45 @@ class SqliteStore(
             raise NotFound(f"workflow {name!r} not found in project {project!r}")
         return int(row["latest"])
 
-    def list_workflows(self, project: str | None = None) -> list[WorkflowVersion]:
+    def list_workflows(
+        self, project: str | None = None, *, after: str | None = None, limit: int | None = None
+    ) -> list[WorkflowVersion]:
         sql = (
             "SELECT v.*, w.paused AS paused, e.error AS schedule_error FROM workflows w "
             "JOIN workflow_versions v ON v.project=w.project AND v.name=w.name "
             "AND v.version=w.latest "
             "LEFT JOIN schedule_errors e ON e.project=w.project AND e.name=w.name"
         )
-        args: tuple[Any, ...] = ()
+        where: list[str] = []
+        args: list[Any] = []
         if project is not None:
-            sql += " WHERE w.project=?"
-            args = (project,)
-        rows = self._x(sql + " ORDER BY w.project, w.name", args).fetchall()
+            where.append("w.project=?")
+            args.append(project)
+        if after is not None:
+            where.append("w.name>?")
+            args.append(after)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY w.project, w.name"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        rows = self._x(sql, tuple(args)).fetchall()
         return [self._version(r, bool(r["paused"]), r["schedule_error"]) for r in rows]
 
-    def list_versions(self, project: str, name: str) -> list[WorkflowVersion]:
+    def list_versions(
+        self, project: str, name: str, *, before: int | None = None, limit: int | None = None
+    ) -> list[WorkflowVersion]:
         head = self.get_version(project, name)
         rows = self._x(
-            "SELECT * FROM workflow_versions WHERE project=? AND name=? ORDER BY version DESC",
-            (project, name),
+            "SELECT * FROM workflow_versions WHERE project=? AND name=? AND version<? "
+            "ORDER BY version DESC LIMIT ?",
+            (
+                project,
+                name,
+                2**63 - 1 if before is None else before,
+                -1 if limit is None else limit,
+            ),
         ).fetchall()
         return [self._version(r, head.paused) for r in rows]
 
