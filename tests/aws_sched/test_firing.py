@@ -373,6 +373,40 @@ def test_a_schedule_changed_by_an_apply_catches_up_from_the_apply_on_both_runtim
     local_store.close()
 
 
+def test_an_apply_retried_after_its_cursor_write_failed_still_counts_the_new_times_from_it(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The apply stores the version, then moves the cursor; when that second write fails (a
+    throttle, a process that dies), the same file applied again (unchanged: no new version)
+    must still move it, to when the version was made. Else the catch-up makes runs for the
+    hours 03:00-10:00, times no schedule ever had."""
+    old = workflow('cron: "0 2 * * *"\ncatchup: true')
+    new = workflow('cron: "0 * * * *"\ncatchup: true')
+    fired, applied = utc(2026, 11, 20, 2), utc(2026, 11, 20, 10, 30)
+    clock = FakeClock(fired)
+    scheduler = make_scheduler(store, clock=clock)
+    scheduler.apply(old)
+    fire(scheduler, event(fired))
+    clock.current = applied
+    real_set_cursor = store.set_cursor
+    failed: list[datetime] = []
+
+    def set_cursor_failing_once(project: str, name: str, when: datetime) -> None:
+        if not failed:
+            failed.append(when)
+            raise RuntimeError("throttled")
+        real_set_cursor(project, name, when)
+
+    monkeypatch.setattr(store, "set_cursor", set_cursor_failing_once)
+    with pytest.raises(RuntimeError, match="throttled"):
+        scheduler.apply(new)
+    clock.current = applied + timedelta(hours=1)  # retried an hour later
+    _, created = scheduler.apply(new)
+    assert not created
+    continue_catchups(scheduler)
+    assert dates(store) == [fired, utc(2026, 11, 20, 11)]
+
+
 def test_unpausing_without_catchup_fires_the_latest_missed_time_at_once_on_both_runtimes(
     store: Any, tmp_path: Path
 ) -> None:

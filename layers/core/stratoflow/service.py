@@ -306,8 +306,12 @@ class Scheduler:
             if created:  # a changed max_active_runs governs the runs already queued at once
                 self._start_queued_runs()
             after = spec.workflow.schedule
-            if created and before is not None and after is not None:
-                self._restart_changed_schedule(spec, before, after, now)
+            if after is not None:
+                # an unchanged apply compares with the version before the latest: one that
+                # retries an apply whose cursor write failed after its version was stored
+                prior = before if created else self._schedule_of(spec, version.version - 1)
+                if prior is not None and not same_times(prior, after):
+                    self._restart_schedule(spec, version.created_at)
         # every apply, not only a new version: a schedule lost or changed by hand is repaired
         self.schedules.sync(spec, paused=version.paused)
         return version, created
@@ -322,19 +326,26 @@ class Scheduler:
         except (NotFound, ValueError):  # ValueError: pydantic's ValidationError among them
             return None
 
-    def _restart_changed_schedule(
-        self, spec: WorkflowSpec, before: Schedule, after: Schedule, now: datetime
-    ) -> None:
-        """A schedule whose times an apply changed counts them from the apply: its cursor
-        moves up to ``now``, so a catch-up makes no run for a time of the new schedule from
+    def _schedule_of(self, spec: WorkflowSpec, version: int) -> Schedule | None:
+        """The schedule of ``version`` of ``spec``'s workflow (``None`` as
+        ``_latest_schedule`` says, and for version 0: there is none before the first)."""
+        if version < 1:
+            return None
+        try:
+            return self.spec(spec.project, spec.name, version).workflow.schedule
+        except (NotFound, ValueError):
+            return None
+
+    def _restart_schedule(self, spec: WorkflowSpec, applied_at: datetime) -> None:
+        """A schedule whose times an apply changed counts them from that apply: its cursor
+        moves up to ``applied_at`` (the version's creation: the same whichever attempt of the
+        apply gets here), so a catch-up makes no run for a time of the new schedule from
         before it existed (the hours since the last daily run, when a daily schedule is made
-        hourly). The local cron loop's cursor is already about ``now`` (the last instant it
+        hourly). The local cron loop's cursor is already about then (the last instant it
         looked at); the AWS trigger's is the last date it fired, which made those runs."""
-        if same_times(before, after):
-            return
         cursor = self.catalog.get_cursor(spec.project, spec.name)
-        if cursor is not None and cursor < now:
-            self.catalog.set_cursor(spec.project, spec.name, now)
+        if cursor is not None and cursor < applied_at:
+            self.catalog.set_cursor(spec.project, spec.name, applied_at)
 
     def _check_pools(self, spec: WorkflowSpec) -> None:
         """Refuse a workflow whose tasks name a pool unknown to its project, or wider than
