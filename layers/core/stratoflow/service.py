@@ -299,7 +299,7 @@ class Scheduler:
         self._check_upstream_tasks(spec)
         with self._lock:
             self.subworkflows.check_apply(spec)
-            before = self._latest_schedule(spec.project, spec.name)
+            before = self._schedule_of(spec, None)  # the latest's, before this apply
             now = self.clock.now()
             version, created = self.catalog.put_version(spec, text, now)
             self._specs[(spec.project, spec.name, version.version)] = spec
@@ -316,24 +316,17 @@ class Scheduler:
         self.schedules.sync(spec, paused=version.paused)
         return version, created
 
-    def _latest_schedule(self, project: str, name: str) -> Schedule | None:
-        """The schedule of the workflow's latest version (``None``: none, no workflow, or a
-        stored document this scheduler cannot read, whose schedule it never fired)."""
+    def _schedule_of(self, spec: WorkflowSpec, version: int | None) -> Schedule | None:
+        """The schedule of ``version`` of ``spec``'s workflow, of its latest when None
+        (``None``: none, no such version or workflow (version 0: none before the first), or
+        a stored document this scheduler cannot read, whose schedule it never fired)."""
         try:
-            return self.spec(
-                project, name, self.catalog.latest_version(project, name)
-            ).workflow.schedule
-        except (NotFound, ValueError):  # ValueError: pydantic's ValidationError among them
-            return None
-
-    def _schedule_of(self, spec: WorkflowSpec, version: int) -> Schedule | None:
-        """The schedule of ``version`` of ``spec``'s workflow (``None`` as
-        ``_latest_schedule`` says, and for version 0: there is none before the first)."""
-        if version < 1:
-            return None
-        try:
+            if version is None:
+                version = self.catalog.latest_version(spec.project, spec.name)
+            if version < 1:
+                return None
             return self.spec(spec.project, spec.name, version).workflow.schedule
-        except (NotFound, ValueError):
+        except (NotFound, ValueError):  # ValueError: pydantic's ValidationError among them
             return None
 
     def _restart_schedule(self, spec: WorkflowSpec, applied_at: datetime) -> None:
