@@ -78,8 +78,10 @@ def test_trigger_refuses_a_future_logical_date_naming_the_flag(
     server: Server, tmp_path: Path
 ) -> None:
     assert server.run("apply", _file(tmp_path, "tz.yaml", TZ_DAILY))[0] == 0
-    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
-    for given in (tomorrow, f"{tomorrow}T00:00:00Z"):
+    # two days ahead: a naive date is read in Shanghai (UTC+8), where the start of UTC's
+    # tomorrow has already come from 16:00 UTC on
+    ahead = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
+    for given in (ahead, f"{ahead}T00:00:00Z"):
         code, out = server.run("trigger", "tz_daily", "--logical-date", given)
         assert code == 2, out
         assert "--logical-date" in out, out
