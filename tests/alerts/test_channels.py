@@ -10,6 +10,7 @@ import hmac
 import json
 import socket
 import urllib.parse
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -394,3 +395,63 @@ def test_httpx_logs_no_url_of_an_alert(
     with httpx.Client() as client:
         client.post(f"{recorder.url}/elsewhere", json={})
     assert "/elsewhere" in caplog.text
+
+
+# ------------------------------------------------------------------ Retry-After
+WALL = datetime(2026, 11, 30, 9, 33, 50, tzinfo=UTC).timestamp()
+
+
+def _answering(status: int, headers: dict[str, str]) -> Sender:
+    import httpx
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, headers=headers, json={"ok": False})
+
+    return Sender(
+        secrets_of({**SECRETS, "hook": "http://receiver.invalid/hook"}),
+        wall_clock=lambda: WALL,
+        transport=httpx.MockTransport(handle),
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "header", "seconds"),
+    [
+        (429, "120", 120.0),
+        (503, "7", 7.0),
+        # an HTTP date, read against the sender's wall clock: 90 s after it
+        (429, "Mon, 30 Nov 2026 09:35:20 GMT", 90.0),
+        (429, "86400", 3600.0),  # a day: held to the hour a delivery waits at most
+        (429, "Mon, 30 Nov 2026 09:30:00 GMT", 0.0),  # a date gone by: no wait of its own
+        (429, "soon", None),  # not a number nor a date: the backoff decides
+        (429, "-5", None),
+        (500, "120", None),  # only 429 and 503 say when to come back
+    ],
+)
+def test_a_receiver_s_retry_after_is_read(status: int, header: str, seconds: float | None) -> None:
+    with pytest.raises(DeliveryError, match=f"HTTP {status}") as caught:
+        _answering(status, {"Retry-After": header}).send(
+            channel("slack", url="{{ secrets.hook }}"), FAIL, "k"
+        )
+    assert not caught.value.permanent
+    assert caught.value.retry_after == seconds
+
+
+def test_retry_after_longer_than_the_backoff_delays_the_next_try() -> None:
+    from stratoflow.alerts._outbox import Backoff, Delivery, try_send
+
+    ch = channel("slack", url="{{ secrets.hook }}")
+    first = Delivery(
+        key="k", project="analytics", channel="ch", group="g", event="failure",
+        workflow="sales_daily", run_id="r-1", facts=FAIL, status="pending", attempts=0,
+        next_at=None, last_error=None, created_at=datetime(2026, 11, 30, tzinfo=UTC),
+        sent_at=None,
+    )  # fmt: skip
+    backoff = Backoff(first=timedelta(seconds=5))
+    waited = try_send(_answering(429, {"Retry-After": "120"}), ch, first, backoff)
+    assert (waited.status, waited.retry_in) == ("retrying", timedelta(seconds=120))
+    # shorter than the backoff: the backoff stands
+    brief = try_send(_answering(429, {"Retry-After": "1"}), ch, first, backoff)
+    assert brief.retry_in == timedelta(seconds=5)
+    plain = try_send(_answering(500, {}), ch, first, backoff)
+    assert plain.retry_in == timedelta(seconds=5)

@@ -110,14 +110,18 @@ def try_send(sender: Sender, channel: Channel, d: Delivery, backoff: Backoff) ->
     except Skipped as exc:
         return Outcome("skipped", str(exc))
     except DeliveryError as exc:
-        error, permanent = str(exc), exc.permanent
+        error, permanent, asked = str(exc), exc.permanent, exc.retry_after
     except Exception as exc:  # a bug in a provider's code: retry, say what it was
         log.exception("alert %s to %s", d.key, d.channel)
-        error, permanent = type(exc).__name__, False
+        error, permanent, asked = type(exc).__name__, False, None
     else:
         return Outcome("sent")
     attempts = d.attempts + 1
     if permanent or attempts >= backoff.max_attempts:
         log.warning("alert %s to %s failed: %s", d.key, d.channel, error)
         return Outcome("failed", error)
-    return Outcome("retrying", error, backoff.delay(attempts))
+    # a receiver that said when to come back (429/503 Retry-After) is not tried before then
+    delay = backoff.delay(attempts)
+    if asked is not None and asked > delay.total_seconds():
+        delay = timedelta(seconds=asked)
+    return Outcome("retrying", error, delay)

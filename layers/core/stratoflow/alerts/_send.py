@@ -5,6 +5,7 @@ an error message never carries a resolved value."""
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import hmac
 import json
@@ -14,6 +15,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from stratoflow.alerts._channels import Channel, MissingSecret, ResolveSecret, resolve_refs
@@ -36,6 +38,8 @@ if TYPE_CHECKING:  # imported where an alert is sent: a scheduler without alerts
 
 MAX_ERROR_CHARS = 500
 MAX_BODY_CHARS = 4096  # of a receiver's answer read for an error (then scrubbed, then cut)
+# the longest a receiver's Retry-After holds a delivery back (a longer one is read as this)
+MAX_RETRY_AFTER = 3600.0
 
 _sending = threading.local()
 
@@ -54,11 +58,34 @@ logging.getLogger("httpx").addFilter(_HTTPX_FILTER)
 
 class DeliveryError(Exception):
     """A send that did not go through. ``permanent``: trying again cannot help (a 4xx, an
-    unknown secret, a bad template); otherwise the outbox retries with backoff."""
+    unknown secret, a bad template); otherwise the outbox retries with backoff, waiting at
+    least ``retry_after`` seconds when the receiver said so (a 429 or 503's Retry-After)."""
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(
+        self, message: str, *, permanent: bool = False, retry_after: float | None = None
+    ) -> None:
         super().__init__(message[:MAX_ERROR_CHARS])
         self.permanent = permanent
+        self.retry_after = retry_after
+
+
+def retry_after(header: str | None, now: float) -> float | None:
+    """Seconds a receiver asks to wait (RFC 9110 Retry-After: delay-seconds or an HTTP date,
+    read against ``now``), at most ``MAX_RETRY_AFTER``; None when absent or unreadable."""
+    if header is None:
+        return None
+    text = header.strip()
+    if text.isascii() and text.isdigit():
+        seconds = float(int(text[:12]))
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP date is GMT; a zone-less form is read as such
+            when = when.replace(tzinfo=UTC)
+        seconds = max(when.timestamp() - now, 0.0)
+    return min(seconds, MAX_RETRY_AFTER)
 
 
 class Skipped(Exception):
@@ -103,7 +130,9 @@ class Sender:
         try:
             getattr(self, f"_{channel.type}")(channel, facts, key, value)
         except DeliveryError as exc:
-            raise DeliveryError(_scrub(str(exc), secrets), permanent=exc.permanent) from None
+            raise DeliveryError(
+                _scrub(str(exc), secrets), permanent=exc.permanent, retry_after=exc.retry_after
+            ) from None
         finally:
             _sending.secrets = []
 
@@ -143,7 +172,12 @@ class Sender:
             # scrubbed whole, then cut: a cut first could leave the start of a secret
             text = _scrub(response.text[:MAX_BODY_CHARS], _given())[:200]
             retry = status in (408, 425, 429) or status >= 500
-            raise DeliveryError(f"HTTP {status}: {text}", permanent=not retry)
+            wait = (
+                retry_after(response.headers.get("retry-after"), self._wall())
+                if status in (429, 503)
+                else None
+            )
+            raise DeliveryError(f"HTTP {status}: {text}", permanent=not retry, retry_after=wait)
         problem = ok(response)
         if problem is not None:
             raise DeliveryError(problem)
