@@ -391,6 +391,20 @@ def test_apply_malformed_request_is_422_naming_the_field(
     assert api.changes == []
 
 
+@pytest.mark.parametrize("sign", ["", "-"])
+def test_an_integer_too_long_to_read_is_422_in_the_caller_s_words(api: Api, sign: str) -> None:
+    """Its error told the caller to call ``sys.set_int_max_str_digits()`` on a server they
+    do not run."""
+    api.apply()
+    raw = '{"params": {"region": ' + sign + "9" * 5000 + "}}"
+    error = assert_error(api.call("POST", "/workflows/etl/runs", raw=raw), 422, "invalid_request")
+    assert "an integer of 5000 digits (at most 4300)" in error["message"], error["message"]
+    assert "sys." not in error["message"]
+    assert api.call("GET", "/runs").body["runs"] == []
+    longest = '{"params": {"region": ' + sign + "9" * 4300 + "}}"
+    assert api.call("POST", "/workflows/etl/runs", raw=longest).status != 422
+
+
 def test_request_errors_never_echo_the_input(api: Api) -> None:
     api.apply()
     secret = "hunter2-do-not-echo"

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache, partial
@@ -548,11 +549,23 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _whole_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > sys.get_int_max_str_digits():  # what int() refuses, in the caller's words
+        raise ValueError(f"an integer of {digits} digits (at most {sys.get_int_max_str_digits()})")
+    return int(text)
+
+
 def _parse_json(text: str) -> Any:
-    """Strict JSON: NaN and Infinity are refused, and so is nesting deeper than Python's
-    recursion limit; both as the JSONDecodeError that becomes a 422."""
+    """Strict JSON: NaN and Infinity are refused, as are integers longer than Python reads
+    and nesting deeper than its recursion limit; each as the JSONDecodeError that becomes a
+    422. (A number beyond a double is read as infinity: the params' check names it.)"""
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_int=_whole_int,
+        )
     except ValueError as exc:
         if isinstance(exc, json.JSONDecodeError):
             raise
