@@ -7,7 +7,7 @@ The contract suite in ``tests/contract`` runs against every StateStore implement
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -390,9 +390,13 @@ class PoolStore(ABC):
         """Every pool (``project``: the global ones and that project's), by scope and name."""
 
     @abstractmethod
-    def delete_pool(self, key: str) -> bool:
+    def delete_pool(self, key: str, check: Callable[[], None] | None = None) -> bool:
         """Delete the pool if no task holds or waits for its slots; False otherwise (nothing
-        changed). Raises NotFound for an unknown pool."""
+        changed). Raises NotFound for an unknown pool. ``check``: the caller's look for what
+        the store's queue does not show (a retry waiting out its delay, a paused run's ready
+        task), which raises to refuse; made so that nothing it looks for can appear between
+        it and the delete unnoticed (a task entering its retry wait meanwhile, in another
+        process, makes the delete return False: ``PoolDelta.retries``)."""
 
     @abstractmethod
     def pool_waiting(self, key: str, limit: int) -> list[TaskInstance]:
