@@ -121,7 +121,11 @@ class Catalog(ABC):
         """The last logical date the cron loop fired for this workflow."""
 
     @abstractmethod
-    def set_cursor(self, project: str, name: str, logical_date: datetime) -> None: ...
+    def set_cursor(self, project: str, name: str, logical_date: datetime) -> None:
+        """Move the cursor forward to ``logical_date``; never back (one conditional write: a
+        date not after the stored one changes nothing). Its writers each read it and write
+        a later one (a firing, an apply restarting a changed schedule at its time): the one
+        that read first, writing last, must not undo the other's move."""
 
     @abstractmethod
     def set_schedule_error(self, project: str, name: str, error: str | None) -> None:

@@ -563,8 +563,14 @@ class DynamoStore(
         return None if head is None else it.get_dt(head, "cursor")
 
     def set_cursor(self, project: str, name: str, logical_date: datetime) -> None:
+        # forward only (``Catalog.set_cursor``): the stored times sort as the instants do;
+        # a failed condition (no workflow, or a cursor as late) changes nothing
         upd = Update().set("cursor", s(it.ts(logical_date)))
-        self._update(upd, key(it.workflow_pk(project, name), it.HEAD_SK), "attribute_exists(pk)")
+        cond = upd.condition(
+            "attribute_exists(pk) AND (attribute_not_exists({cursor}) OR {cursor} < :at)",
+            at=s(it.ts(logical_date)),
+        )
+        self._update(upd, key(it.workflow_pk(project, name), it.HEAD_SK), cond)
 
     def set_schedule_error(self, project: str, name: str, error: str | None) -> None:
         # on the head item, which every listing already reads

@@ -720,7 +720,9 @@ class SqliteStore(
 
     def set_cursor(self, project: str, name: str, logical_date: datetime) -> None:
         self._x(
-            "UPDATE workflows SET cursor=? WHERE project=? AND name=?",
+            # forward only (``Catalog.set_cursor``): the stored times sort as the instants do
+            "UPDATE workflows SET cursor=?1 WHERE project=?2 AND name=?3 "
+            "AND (cursor IS NULL OR cursor < ?1)",
             (_ts(logical_date), project, name),
         )
 
