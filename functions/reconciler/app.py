@@ -25,7 +25,9 @@ function = AwsFunction.create(metrics=metrics)  # once per container
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     function.invocation_started()
-    result = handlers.reconcile(function.scheduler, dead_letters=function.dead_letters())
+    result = handlers.reconcile(
+        function.scheduler, dead_letters=function.dead_letters(), context=context
+    )
     function.send_retry_wakes()  # runs whose pooled retries wait out their delay
     function.kick_left_over()  # runs whose slow templates used its turn's render budget
     return result

@@ -407,6 +407,42 @@ def test_an_apply_retried_after_its_cursor_write_failed_still_counts_the_new_tim
     assert dates(store) == [fired, utc(2026, 11, 20, 11)]
 
 
+def test_a_firing_that_read_the_cursor_before_an_apply_restarted_it_does_not_move_it_back(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A late firing of the old daily schedule (EventBridge retries one for a day) and an
+    apply making it hourly, in two functions at once: the firing reads the cursor, the apply
+    moves it up to the apply, then the firing writes its own, earlier. Written as it was, the
+    restart was undone and the catch-up made runs for 03:00-10:00, times no schedule had."""
+    old = workflow('cron: "0 2 * * *"\ncatchup: true')
+    new = workflow('cron: "0 * * * *"\ncatchup: true')
+    first, late, applied = utc(2026, 11, 19, 2), utc(2026, 11, 20, 2), utc(2026, 11, 20, 10, 30)
+    clock = FakeClock(first)
+    scheduler = make_scheduler(store, clock=clock)
+    scheduler.apply(old)
+    fire(scheduler, event(first))
+    clock.current = applied
+    applying = make_scheduler(store, clock=clock)  # the API function, meanwhile
+    real_get_cursor = store.get_cursor
+    reads: list[datetime | None] = []
+
+    def get_cursor_then_the_apply(project: str, name: str) -> datetime | None:
+        cursor = real_get_cursor(project, name)
+        if not reads:  # the firing's read: the apply comes right after it
+            reads.append(cursor)
+            applying.apply(new)
+        return cursor
+
+    monkeypatch.setattr(store, "get_cursor", get_cursor_then_the_apply)
+    fire(scheduler, event(late))
+    monkeypatch.undo()
+    assert reads == [first]
+    assert store.get_cursor("analytics", "sales_daily") == applied
+    clock.current = applied + timedelta(hours=1)
+    continue_catchups(scheduler)
+    assert dates(store) == [first, late, utc(2026, 11, 20, 11)]
+
+
 def test_unpausing_without_catchup_fires_the_latest_missed_time_at_once_on_both_runtimes(
     store: Any, tmp_path: Path
 ) -> None:

@@ -29,6 +29,8 @@ from stratoflow.adapters.aws.run_index_migration import SETTLE, RunIndexMigratio
 from stratoflow.engine import Run, RunState
 from stratoflow.model._workflow import NAME_PATTERN
 from stratoflow.ports import RunQuery
+from stratoflow.service import Scheduler
+from tests.fakes import FakeClock, RecordingDispatcher
 from tests.faultinject import Faults, FaultyClient
 
 T0 = datetime(2026, 12, 6, tzinfo=UTC)
@@ -385,3 +387,49 @@ def test_the_reconciler_moves_old_runs_then_stops_asking(client: Any) -> None:
     recorder.queries.clear()
     assert ids(store.list_runs(RunQuery(project="a", workflow="etl"))) == ["a-1"]
     assert recorder.partitions("gsi3") == {"RUNW#a#etl"}  # the older partition is not read
+
+
+class FakeContext:
+    """The Lambda context as the reconciler reads it: the time its invocation has left."""
+
+    def __init__(self, seconds_left: float) -> None:
+        self.seconds_left = seconds_left
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self.seconds_left * 1000)
+
+
+@pytest.mark.parametrize(
+    ("left", "budget"),
+    [
+        (300.0, handlers.RUN_INDEX_STEP_SECONDS),  # a pass whose repairs were quick
+        (50.0, 50.0 - handlers.RUN_INDEX_MARGIN_SECONDS),  # repairs that took most of it
+        (handlers.RUN_INDEX_MARGIN_SECONDS, None),  # no time for a step: none
+    ],
+)
+def test_the_reconcilers_step_takes_no_more_than_its_invocation_has_left(
+    client: Any, monkeypatch: pytest.MonkeyPatch, left: float, budget: float | None
+) -> None:
+    """A step of the full budget begun with less than that left of the reconciler's 300 s
+    ran the function into its timeout: killed mid-page, and before its retry wakes and
+    kicks were sent. The step gets what is left, less a margin for its last page and the
+    rest of the pass."""
+    table = a_table(client)
+    put_old(client, table, OLD_RUNS[0])
+    store = DynamoStore(table, client=client)
+    scheduler = Scheduler(store, store, RecordingDispatcher(), FakeClock(T0))
+    asked: list[float] = []
+    step = store.migrate_run_index
+
+    def recorded(seconds: float = 60.0) -> run_index_migration.Progress:
+        asked.append(seconds)
+        return step(seconds)
+
+    monkeypatch.setattr(store, "migrate_run_index", recorded)
+    result = handlers.reconcile(scheduler, context=FakeContext(left))
+    if budget is None:
+        assert asked == []
+        assert "runs_rekeyed" not in result
+    else:
+        assert asked == [pytest.approx(budget)]
+        assert result["runs_rekeyed"] == 1

@@ -288,6 +288,23 @@ def test_the_cursor_is_none_until_set_then_the_last_value_set(catalog: Catalog) 
     assert catalog.get_cursor("analytics", "billing") is None
 
 
+def test_the_cursor_never_moves_back(catalog: Catalog) -> None:
+    """Its writers read it, then write a later one (a firing its new cursor, an apply that
+    changed the schedule's times the apply's time): two at once must not have the one that
+    read first move it back below the other's (a firing that read the cursor before an apply
+    restarted it, writing after: the restart undone, and the catch-up makes the runs of the
+    new times from before the apply)."""
+    put(catalog, yaml())
+    catalog.set_cursor("analytics", "sales_daily", at(60))  # the apply's restart
+
+    catalog.set_cursor("analytics", "sales_daily", at(30))  # the firing that read before
+
+    assert catalog.get_cursor("analytics", "sales_daily") == at(60)
+    catalog.set_cursor("analytics", "sales_daily", at(60))  # the same again: nothing moves
+    catalog.set_cursor("analytics", "sales_daily", at(90))  # a later firing moves it on
+    assert catalog.get_cursor("analytics", "sales_daily") == at(90)
+
+
 def test_the_cursor_survives_a_new_version(catalog: Catalog) -> None:
     put(catalog, yaml(command="echo 1"))
     catalog.set_cursor("analytics", "sales_daily", at(60))

@@ -236,3 +236,41 @@ def test_a_pool_a_retry_waits_to_take_again_is_not_deleted(kind: str, tmp_path: 
         assert store.get_run("f").state is RunState.SUCCEEDED
         s.delete_pool("wh")  # nobody holds or waits for it now
         assert store.get_pool("/wh") is None
+
+
+def test_a_retry_entering_its_wait_during_a_pool_deletion_keeps_the_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On DynamoDB the deletion's look for waiting retries (an index read) and its delete are
+    two requests: a pooled task of another process (the results function) that enters its
+    retry wait between them changes the pool's item (``PoolDelta.retries``, in the write
+    that frees its slot), and the delete, conditional on the item as it was before the look,
+    is refused. Deleted, the retry would have failed for good when due."""
+    clock = FakeClock(T0)
+    with state_store("dynamodb", tmp_path) as store:
+        rt = Runtime("dynamodb", store, clock)
+        s = rt.scheduler
+        s.set_pool("wh", 1)
+        s.apply(FLAKY)
+        s.trigger("default", "flaky", run_id="f")
+        s.step()
+        assert ("f", "load", 1) in rt.dispatcher.dispatched
+        other = Scheduler(store, store, RecordingDispatcher(), clock, retry_lead=RETRY_LEAD)
+        look = s._retrying_for
+
+        def look_then_the_retry_enters(key: str) -> str | None:
+            found = look(key)  # nothing waits yet
+            other.advance([Finished("f", "load", 1, FAILED)])
+            return found
+
+        monkeypatch.setattr(s, "_retrying_for", look_then_the_retry_enters)
+        # WHEN the retry enters its wait between the deletion's look and its delete
+        with pytest.raises(Conflict, match="in use"):
+            s.delete_pool("wh")
+        # THEN the pool stays, for the retry to take when due
+        assert store.get_task("f", "load").state is TaskState.UP_FOR_RETRY
+        assert store.get_pool("/wh") is not None
+        monkeypatch.undo()
+        # AND a deletion asked again sees the retry, naming it
+        with pytest.raises(Conflict, match="task load of run f waits out its retry delay"):
+            s.delete_pool("wh")

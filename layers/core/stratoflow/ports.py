@@ -7,7 +7,7 @@ The contract suite in ``tests/contract`` runs against every StateStore implement
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -121,7 +121,11 @@ class Catalog(ABC):
         """The last logical date the cron loop fired for this workflow."""
 
     @abstractmethod
-    def set_cursor(self, project: str, name: str, logical_date: datetime) -> None: ...
+    def set_cursor(self, project: str, name: str, logical_date: datetime) -> None:
+        """Move the cursor forward to ``logical_date``; never back (one conditional write: a
+        date not after the stored one changes nothing). Its writers each read it and write
+        a later one (a firing, an apply restarting a changed schedule at its time): the one
+        that read first, writing last, must not undo the other's move."""
 
     @abstractmethod
     def set_schedule_error(self, project: str, name: str, error: str | None) -> None:
@@ -390,9 +394,13 @@ class PoolStore(ABC):
         """Every pool (``project``: the global ones and that project's), by scope and name."""
 
     @abstractmethod
-    def delete_pool(self, key: str) -> bool:
+    def delete_pool(self, key: str, check: Callable[[], None] | None = None) -> bool:
         """Delete the pool if no task holds or waits for its slots; False otherwise (nothing
-        changed). Raises NotFound for an unknown pool."""
+        changed). Raises NotFound for an unknown pool. ``check``: the caller's look for what
+        the store's queue does not show (a retry waiting out its delay, a paused run's ready
+        task), which raises to refuse; made so that nothing it looks for can appear between
+        it and the delete unnoticed (a task entering its retry wait meanwhile, in another
+        process, makes the delete return False: ``PoolDelta.retries``)."""
 
     @abstractmethod
     def pool_waiting(self, key: str, limit: int) -> list[TaskInstance]:

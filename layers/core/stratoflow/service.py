@@ -442,7 +442,8 @@ class Scheduler:
     def delete_pool(self, name: str, project: str | None = None) -> None:
         store = self.pool_store()
         key = engine_pools.pool_key(project or "", name)
-        with self._lock:
+
+        def check() -> None:
             if waiting := self._paused_waiting_for(key):
                 raise Conflict(
                     f"pool {name!r} is in use: {waiting} waits for its slots in a paused run "
@@ -453,7 +454,11 @@ class Scheduler:
                     f"pool {name!r} is in use: {retrying} waits out its retry delay (its "
                     "next attempt joins the pool's queue); delete it once done"
                 )
-            if not store.delete_pool(key):
+
+        with self._lock:
+            # the store looks with ``check`` so that a retry entering its wait in another
+            # process after the look cannot go unnoticed (``PoolStore.delete_pool``)
+            if not store.delete_pool(key, check):
                 raise Conflict(
                     f"pool {name!r} is in use (tasks hold or wait for its slots); "
                     "delete it once they are done"

@@ -109,8 +109,14 @@ def attempt_finished(
     if made is None:
         return None
     new = made.task
-    # the attempt's end frees the pool slots it held (engine/pools.py), in the same decision
-    released = (PoolDelta(ti.pool, -ti.pool_slots),) if ti.pool and ti.pool_slots > 0 else ()
+    # the attempt's end frees the pool slots it held (engine/pools.py), in the same decision;
+    # a retry's next attempt asks for them again (``PoolDelta.retries``)
+    retries = int(new.state is TaskState.UP_FOR_RETRY)
+    released = (
+        (PoolDelta(ti.pool, -ti.pool_slots, retries=retries),)
+        if ti.pool and ti.pool_slots > 0
+        else ()
+    )
     if ti.pool is not None or ti.pool_rank is not None:
         new = new.with_(pool=None, pool_rank=None, pool_slots=0)
         made = AttemptDecision(new, made.retrying)

@@ -181,11 +181,15 @@ class Run:
 class PoolDelta:
     """Add ``slots`` to pool ``key``'s ``used`` counter. An acquisition (``slots > 0``) with a
     ``limit`` applies only if ``used + slots <= limit`` (the decision holding it fails
-    otherwise); a release applies always (a pool deleted meanwhile: nothing to change)."""
+    otherwise); a release applies always (a pool deleted meanwhile: nothing to change).
+    ``retries``: tasks of the release that enter their retry wait, whose next attempt asks for
+    the pool again (they hold none of its slots meanwhile): a store whose pool deletion cannot
+    see them atomically notes them on the pool (``PoolStore.delete_pool``)."""
 
     key: str
     slots: int
     limit: int | None = None
+    retries: int = 0
 
 
 @dataclass(frozen=True)

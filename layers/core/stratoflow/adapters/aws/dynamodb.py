@@ -563,8 +563,14 @@ class DynamoStore(
         return None if head is None else it.get_dt(head, "cursor")
 
     def set_cursor(self, project: str, name: str, logical_date: datetime) -> None:
+        # forward only (``Catalog.set_cursor``): the stored times sort as the instants do;
+        # a failed condition (no workflow, or a cursor as late) changes nothing
         upd = Update().set("cursor", s(it.ts(logical_date)))
-        self._update(upd, key(it.workflow_pk(project, name), it.HEAD_SK), "attribute_exists(pk)")
+        cond = upd.condition(
+            "attribute_exists(pk) AND (attribute_not_exists({cursor}) OR {cursor} < :at)",
+            at=s(it.ts(logical_date)),
+        )
+        self._update(upd, key(it.workflow_pk(project, name), it.HEAD_SK), cond)
 
     def set_schedule_error(self, project: str, name: str, error: str | None) -> None:
         # on the head item, which every listing already reads
@@ -1266,16 +1272,20 @@ class DynamoStore(
         same item fails the claim, which the next pass decides again on the new size, so a
         shrunk pool is never over-filled). A release has no
         condition: no task can hold slots of a pool that is gone (a pool is deleted only
-        when ``used`` is 0), and a task's end must never wait on its pool."""
-        by_pool: dict[str, tuple[int, int | None]] = {}
+        when ``used`` is 0), and a task's end must never wait on its pool. A release of a
+        task that enters its retry wait (``PoolDelta.retries``) also ADDs to ``rgen``, which
+        ``delete_pool``'s delete is conditional on: no write of its own."""
+        by_pool: dict[str, tuple[int, int | None, int]] = {}
         for d in deltas:
-            total, limit = by_pool.get(d.key, (0, None))
+            total, limit, retries = by_pool.get(d.key, (0, None, 0))
             if d.limit is not None:
                 limit = d.limit if limit is None else min(limit, d.limit)
-            by_pool[d.key] = (total + d.slots, limit)
+            by_pool[d.key] = (total + d.slots, limit, retries + d.retries)
         out = []
-        for pool, (total, limit) in by_pool.items():
+        for pool, (total, limit, retries) in by_pool.items():
             upd = Update().add("used", n(total))
+            if retries:
+                upd.add("rgen", n(retries))
             cond = None
             if limit is not None:
                 cond = upd.condition(
@@ -1321,20 +1331,33 @@ class DynamoStore(
             pools = [p for p in pools if p.scope in ("", project)]
         return sorted(pools, key=lambda p: (p.scope, p.name))
 
-    def delete_pool(self, key_: str) -> bool:
-        if self.get_pool(key_) is None:
+    def delete_pool(self, key_: str, check: Callable[[], None] | None = None) -> bool:
+        """The pool's item is read before ``check`` looks (an index read: the retries
+        waiting out their delay) and deleted only if it is still as read: a task entering its
+        retry wait meanwhile (in another function) ADDs to its ``rgen`` in the write that
+        frees its slot (``_pool_updates``), and the delete is refused."""
+        item = self.client.get_item(
+            TableName=self.table, Key=it.pool_item_key(key_), ConsistentRead=True
+        ).get("Item")
+        if item is None or self._to_pool(item) is None:
             raise NotFound(f"pool {split_key(key_)[1]!r} not found")
+        if check is not None:
+            check()
         if self.pool_waiting(key_, 1):
             return False
         # a claim between the check and the delete makes used > 0: the condition catches it;
         # a task that joins the queue meanwhile finds no pool and fails, saying so
+        if "rgen" in item:
+            cond, values = "#used = :zero AND #rgen = :rgen", {":rgen": item["rgen"]}
+        else:
+            cond, values = "#used = :zero AND attribute_not_exists(#rgen)", {}
         try:
             self.client.delete_item(
                 TableName=self.table,
                 Key=it.pool_item_key(key_),
-                ConditionExpression="#used = :zero",
-                ExpressionAttributeNames={"#used": "used"},
-                ExpressionAttributeValues={":zero": n(0)},
+                ConditionExpression=cond,
+                ExpressionAttributeNames={"#used": "used", "#rgen": "rgen"},
+                ExpressionAttributeValues={":zero": n(0), **values},
             )
         except ClientError as exc:
             if _code(exc) == "ConditionalCheckFailedException":

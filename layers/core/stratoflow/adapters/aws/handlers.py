@@ -43,10 +43,22 @@ log = logging.getLogger("stratoflow.handlers")
 
 # of the reconciler's 300 s: the migration of the run index goes on in steps this long
 RUN_INDEX_STEP_SECONDS = 60.0
+# and no longer than the invocation has left less this: the step's last page may run past
+# its budget (a Query, up to ``run_index_migration.PAGE`` conditional writes, the position's
+# save, each a throttle's retries long), then the function sends its wakes and kicks
+RUN_INDEX_MARGIN_SECONDS = 30.0
+
+
+class InvocationContext(Protocol):
+    """What ``reconcile`` reads of the Lambda context."""
+
+    def get_remaining_time_in_millis(self) -> int: ...
+
 
 __all__ = [
     "MAX_JSON_BYTES",
     "DeadLetters",
+    "InvocationContext",
     "Kick",
     "MalformedOutcome",
     "Outcome",
@@ -62,6 +74,7 @@ __all__ = [
     "reconcile",
     "replay_dead_letters",
     "run_id_of_path",
+    "run_index_step_seconds",
     "split_s3_uri",
 ]
 
@@ -270,14 +283,20 @@ def complete_pending_plans(store: object) -> int:
     return complete()
 
 
-def reconcile(scheduler: Scheduler, *, dead_letters: DeadLetters | None = None) -> dict[str, Any]:
+def reconcile(
+    scheduler: Scheduler,
+    *,
+    dead_letters: DeadLetters | None = None,
+    context: InvocationContext | None = None,
+) -> dict[str, Any]:
     """The periodic repair, each part idempotent and safe to run concurrently with
     ``advance``: operations whose writer died half way (and their kills); outcomes that
     reached the dead-letter queue; results of executions that ended without a report (or
     whose report was lost); catch-ups that waited for room (``continue_catchups``);
     attempts claimed but never started; due retries, stuck (timed-out) attempts, queued
-    runs; then dispatch. In the result ``None`` marks a repair that failed this pass
-    (logged)."""
+    runs; then dispatch; last a step of the run index's migration, in the time the
+    invocation (``context``, the Lambda's) has left (``run_index_step_seconds``). In the
+    result ``None`` marks a repair that failed this pass (logged)."""
     # each repair on its own: one that keeps failing (a plan whose chunk is refused, an
     # unreachable queue) must not keep the others from running
     plans: int | None = None
@@ -306,7 +325,7 @@ def reconcile(scheduler: Scheduler, *, dead_letters: DeadLetters | None = None) 
         "catchups": catchups,
     }
     try:  # last: the repairs above come first in the function's time
-        moved = migrate_run_index(scheduler.store)
+        moved = migrate_run_index(scheduler.store, run_index_step_seconds(context))
     except Exception:
         log.exception("moving runs to their project's index partition failed; next pass goes on")
     else:
@@ -315,12 +334,24 @@ def reconcile(scheduler: Scheduler, *, dead_letters: DeadLetters | None = None) 
     return result
 
 
+def run_index_step_seconds(context: InvocationContext | None) -> float:
+    """How long the migration's step may take: ``RUN_INDEX_STEP_SECONDS``, but not past the
+    invocation's remaining time less ``RUN_INDEX_MARGIN_SECONDS`` (the repairs before it
+    took theirs: a step of a full budget would run the function into its timeout, killed
+    before its wakes and kicks). 0 or less: no step this pass."""
+    if context is None:
+        return RUN_INDEX_STEP_SECONDS
+    left = context.get_remaining_time_in_millis() / 1000.0 - RUN_INDEX_MARGIN_SECONDS
+    return min(RUN_INDEX_STEP_SECONDS, left)
+
+
 def migrate_run_index(store: object, seconds: float = RUN_INDEX_STEP_SECONDS) -> int | None:
     """A step of the DynamoDB store's gsi3 migration (``adapters/aws/run_index_migration``):
     the runs it moved, or None when it moved none (SQLite has nothing to migrate; DynamoDB
-    reads one item per container once it is done)."""
+    reads one item per container once it is done). No step when ``seconds`` is not
+    positive (no time left for one)."""
     migrate: Callable[[float], Progress] | None = getattr(store, "migrate_run_index", None)
-    if migrate is None:
+    if migrate is None or seconds <= 0:
         return None
     return migrate(seconds).moved or None
 

@@ -720,7 +720,9 @@ class SqliteStore(
 
     def set_cursor(self, project: str, name: str, logical_date: datetime) -> None:
         self._x(
-            "UPDATE workflows SET cursor=? WHERE project=? AND name=?",
+            # forward only (``Catalog.set_cursor``): the stored times sort as the instants do
+            "UPDATE workflows SET cursor=?1 WHERE project=?2 AND name=?3 "
+            "AND (cursor IS NULL OR cursor < ?1)",
             (_ts(logical_date), project, name),
         )
 
@@ -1295,11 +1297,15 @@ class SqliteStore(
         rows = self._x(sql + " ORDER BY scope, name", args).fetchall()
         return [Pool(r["scope"], r["name"], r["slots"], r["used"]) for r in rows]
 
-    def delete_pool(self, key: str) -> bool:
+    def delete_pool(self, key: str, check: Callable[[], None] | None = None) -> bool:
         scope, name = split_key(key)
+        # BEGIN IMMEDIATE: the write lock from the start, so nothing ``check`` looks for
+        # (a retry entering its wait, in another process) can appear before the delete
         with self.transaction():
             if self.get_pool(key) is None:
                 raise NotFound(f"pool {name!r} not found")
+            if check is not None:
+                check()
             cur = self._x(
                 "DELETE FROM pools WHERE scope=? AND name=? AND used=0 AND NOT EXISTS "
                 "(SELECT 1 FROM tasks WHERE state='queued' AND pool_rank IS NOT NULL AND pool=?)",
