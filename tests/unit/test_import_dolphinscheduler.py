@@ -812,6 +812,33 @@ tasks:
     }  # fmt: skip
 
 
+def test_pydolphinscheduler_tasks_of_one_name_are_all_kept(tmp_path: Path) -> None:
+    """pydolphinscheduler keys tasks by code, so two tasks may share a name and both run;
+    a name in ``deps`` (and a branch's or condition's) means the last task of that name,
+    as its parser's name -> task map keeps the last. The import kept only the last one and
+    called the workflow complete."""
+    workflow = _pydolphin(
+        tmp_path,
+        """
+workflow: {name: dup}
+tasks:
+  - {name: load, task_type: Shell, command: echo first}
+  - {name: extract, task_type: Shell, command: echo extract}
+  - {name: load, task_type: Shell, command: echo second, deps: [extract]}
+  - {name: report, task_type: Shell, command: echo report, deps: [load]}
+""",
+    )
+    tasks = workflow.document["tasks"]  # type: ignore[index]
+    assert {t: (b["command"], b.get("depends_on")) for t, b in tasks.items()} == {
+        "load": ("echo first", None),
+        "extract": ("echo extract", None),
+        "load_2": ("echo second", ["extract"]),
+        "report": ("echo report", ["load_2"]),
+    }
+    (note,) = [n.message for n in workflow.notes if "2 tasks are named 'load'" in n.message]
+    assert "the last" in note
+
+
 # ----------------------------------------------------------------------------- DS 1.x
 def _v1(name: str, definition_id: int, *tasks: dict[str, Any]) -> dict[str, Any]:
     """A DolphinScheduler 1.x export item (``processDefinitionJson`` as text)."""

@@ -230,24 +230,27 @@ def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow
     tokens = _Tokens(path.parent, notes, path)
     wf = tokens.walk(dict(data["workflow"]), "workflow")
     raw_tasks = data.get("tasks") or []
-    tasks: list[DsTask] = []
-    edges: list[tuple[str, str]] = []
+    read: list[dict[str, Any]] = []  # the named tasks, their special tokens read
     for i, written in enumerate(raw_tasks if isinstance(raw_tasks, list) else []):
         if not isinstance(written, dict) or "name" not in written:
             notes.unmapped(f"tasks.{i} has no name; left out")
             continue
-        raw = tokens.walk(written, f"tasks.{written['name']}")
+        read.append(tokens.walk(written, f"tasks.{written['name']}"))
+    codes = _codes([str(raw["name"]) for raw in read], notes)
+    tasks: list[DsTask] = []
+    edges: list[tuple[str, str]] = []
+    for raw, code in zip(read, codes, strict=True):
         name = str(raw["name"])
         written_type = str(raw.get("task_type", ""))
         kind = _TYPES.get(written_type.lower(), written_type.upper())
-        params = _type_params(kind, raw, edges)
+        params = _type_params(kind, raw, edges, code)
         params["localParams"] = _typed_params(raw.get("input_params"), "IN") + _typed_params(
             raw.get("output_params"), "OUT"
         )
         timeout = raw.get("timeout")
         tasks.append(
             DsTask(
-                code=name,
+                code=code,
                 name=name,
                 type=kind,
                 params=params,
@@ -268,7 +271,7 @@ def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow
         )
         if raw.get("timeout") and not raw.get("timeout_notify_strategy"):
             notes.changed("timeout without a strategy: it fails the task", task=name)
-        edges.extend((str(dep), name) for dep in raw.get("deps") or [])
+        edges.extend((str(dep), code) for dep in raw.get("deps") or [])
     params = wf.get("param") or {}
     tz = wf.get("timezone") or wf.get("time_zone")
     return DsWorkflow(
@@ -305,6 +308,35 @@ def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow
     )
 
 
+def _codes(names: list[str], notes: Notes) -> list[str]:
+    """Each task's code, in the order of ``names``. pydolphinscheduler keys tasks by code, so
+    tasks may share a name, and all of them run; its parser maps each name to the last task
+    of that name, which ``deps`` (and a branch or a condition) then mean. So the last task of
+    a name has the name as its code, which names resolve to, and an earlier one a code no
+    task is named."""
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    for name, count in counts.items():
+        if count > 1:
+            notes.changed(
+                f"{count} tasks are named {name!r}: each is kept (pydolphinscheduler keys "
+                "tasks by code), and a name in deps, a switch branch or a condition means "
+                "the last of them, as pydolphinscheduler reads it"
+            )
+    codes: list[str] = []
+    seen: dict[str, int] = {}
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        code = name
+        if seen[name] < counts[name]:  # an earlier one: "name#1", "name#2"... of no task
+            code = f"{name}#{seen[name]}"
+            while code in counts:
+                code += "#"
+        codes.append(code)
+    return codes
+
+
 def _date_time(value: Any) -> str | None:
     if value in (None, ""):
         return None
@@ -312,9 +344,11 @@ def _date_time(value: Any) -> str | None:
     return text if "T" in text or " " in text else text + "T00:00:00"
 
 
-def _type_params(kind: str, raw: dict[str, Any], edges: list[tuple[str, str]]) -> dict[str, Any]:
-    """The task's settings under the names the export uses."""
-    name = str(raw["name"])
+def _type_params(
+    kind: str, raw: dict[str, Any], edges: list[tuple[str, str]], name: str
+) -> dict[str, Any]:
+    """The task's settings under the names the export uses (``name``: the task's code, in
+    the relations it adds)."""
     if kind == "SHELL":
         return {"rawScript": str(raw.get("command", ""))}
     if kind == "PYTHON":
