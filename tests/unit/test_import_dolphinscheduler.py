@@ -839,6 +839,28 @@ tasks:
     assert "the last" in note
 
 
+def test_pydolphinscheduler_global_params_are_text_as_dolphinscheduler_reads_them(
+    tmp_path: Path,
+) -> None:
+    """A workflow ``param`` is a VARCHAR global parameter: the SDK sends its value as JSON,
+    so ``true`` is the text 'true' in ``${debug}`` and ``1`` the text '1' (a run may pass
+    '007' or 'abc'). The import kept YAML's types: {{ params.debug }} rendered 'True', and a
+    run's -p n=007 became 7 (or was refused for 'abc')."""
+    workflow = _pydolphin(
+        tmp_path,
+        """
+workflow:
+  name: typed
+  param: {debug: true, n: 1, ratio: 1.5, name: x, empty: null}
+tasks:
+  - {name: a, task_type: Shell, command: "echo ${debug} ${n} ${ratio} ${name} ${empty}"}
+""",
+    )
+    assert workflow.document["params"] == {  # type: ignore[index]
+        "debug": "true", "n": "1", "ratio": "1.5", "name": "x", "empty": "",
+    }  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- DS 1.x
 def _v1(name: str, definition_id: int, *tasks: dict[str, Any]) -> dict[str, Any]:
     """A DolphinScheduler 1.x export item (``processDefinitionJson`` as text)."""

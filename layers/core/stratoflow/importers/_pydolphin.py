@@ -11,6 +11,7 @@ exports are, with its special tokens:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -279,7 +280,7 @@ def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow
         project=wf.get("project"),
         description=wf.get("description"),
         global_params=[
-            {"prop": str(k), "direct": "IN", "type": "VARCHAR", "value": v}
+            {"prop": str(k), "direct": "IN", "type": "VARCHAR", "value": _varchar(v)}
             for k, v in (params.items() if isinstance(params, dict) else [])
         ],
         tasks=tasks,
@@ -306,6 +307,20 @@ def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow
             or "MEDIUM"
         ).upper(),
     )
+
+
+def _varchar(value: Any) -> str:
+    """A workflow ``param`` as DolphinScheduler holds it: the SDK sends the value as JSON to
+    a VARCHAR parameter, so ``true`` is the text 'true' and ``1`` the text '1' (which a run
+    may replace with any text: '007' stays '007')."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def _codes(names: list[str], notes: Notes) -> list[str]:
