@@ -70,6 +70,25 @@ def test_aws_operators(tmp_path: Path) -> None:
     assert "('d') without an image override" in _unmapped(result)
 
 
+def test_a_placeholder_quoting_a_template_is_written_and_says_it(tmp_path: Path) -> None:
+    """A placeholder's reason may quote the source's templates (a computed trigger_dag_id);
+    pasted into the placeholder's command, which is rendered, they were read as templates:
+    the workflow did not validate, and none of its tasks was written."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"trig": {"tasks": [
+            {"task_id": "a", "operator": "airflow.operators.bash.BashOperator",
+             "bash_command": "echo a"},
+            {"task_id": "go", "operator": "airflow.operators.trigger_dagrun.TriggerDagRunOperator",
+             "trigger_dag_id": "child_{{ dag_run.conf.region }}{% if x %}", "dependencies": ["a"]},
+        ]}}),
+    )  # fmt: skip
+    go = _tasks(result)["go"]
+    assert go["depends_on"] == ["a"]
+    assert "child_{{ dag_run.conf.region }}{% if x %}" in render(go["command"], {})
+    assert "exit 1" in go["command"]
+
+
 def test_defaults_precedence_and_task_merge(tmp_path: Path) -> None:
     result = _import(
         tmp_path,

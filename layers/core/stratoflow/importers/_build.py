@@ -22,7 +22,9 @@ def shown(value: Any) -> str:
 def placeholder(kind: str, original: str, reason: str) -> dict[str, Any]:
     """A shell task that fails, naming what it stands for."""
     message = f"stratoflow import: placeholder for {kind} task {original!r}: {reason}"
-    quoted = message.replace("'", "'\\''")
+    # the command is a template: each brace of the message (which may quote the source's
+    # templates) is written as a literal one, so that it renders as the message says
+    quoted = message.replace("'", "'\\''").replace("{", "{{ '{' }}")
     return {
         "type": "shell",
         "description": f"PLACEHOLDER (imported {kind} task {original!r}): {reason}",
