@@ -70,6 +70,27 @@ def test_aws_operators(tmp_path: Path) -> None:
     assert "('d') without an image override" in _unmapped(result)
 
 
+def test_a_pod_without_cmds_is_not_its_arguments_run_as_the_command(tmp_path: Path) -> None:
+    """KubernetesPodOperator's ``cmds`` is the container's command and ``arguments`` its
+    args: without ``cmds`` the image's entrypoint runs them. A kubernetes task's command
+    replaces the entrypoint, which the import cannot know: the arguments were written as
+    the command, the first one run as the program, and nothing said so."""
+    kpo = "airflow.providers.cncf.kubernetes.operators.pod.KubernetesPodOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"pods": {"tasks": [
+            {"task_id": "etl", "operator": kpo, "image": "repo/etl:1",
+             "arguments": ["--date", "{{ ds }}"]},
+            {"task_id": "hello", "operator": kpo, "image": "python:3.12-slim",
+             "cmds": ["python", "-c"], "arguments": ["print(1)"]},
+        ]}}),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    assert tasks["etl"]["description"].startswith("PLACEHOLDER")
+    assert "entrypoint of image 'repo/etl:1'" in _unmapped(result)
+    assert tasks["hello"]["command"] == ["python", "-c", "print(1)"]  # cmds: exact
+
+
 def test_a_placeholder_quoting_a_template_is_written_and_says_it(tmp_path: Path) -> None:
     """A placeholder's reason may quote the source's templates (a computed trigger_dag_id);
     pasted into the placeholder's command, which is rendered, they were read as templates:

@@ -227,6 +227,23 @@ def test_http_and_kubernetes() -> None:
     assert any("cluster 'c1'" in m for m in _unmapped(result, "pod"))
 
 
+@pytest.mark.parametrize("params", [{"args": '["--date", "${system.biz.date}"]'}, {}])
+def test_a_kubernetes_task_without_a_command_is_not_its_arguments_run_as_one(
+    params: dict[str, Any],
+) -> None:
+    """Without ``command`` DolphinScheduler leaves the container's command unset: the
+    image's entrypoint runs, with ``args`` if any. A kubernetes task's command replaces the
+    entrypoint, which the import cannot know: the arguments were run as the command (its
+    first argument as the program), and with none an empty command, which does nothing
+    locally and is refused at dispatch on AWS, where the note said the entrypoint ran."""
+    result = _import(_task(1, "pod", "K8S", {"image": "etl:1", **params}))
+    pod = result.document["tasks"]["pod"]  # type: ignore[index]
+    assert pod["type"] == "shell"
+    assert "exit 1" in pod["command"]
+    (note,) = _unmapped(result, "pod")
+    assert "the entrypoint of image 'etl:1'" in note
+
+
 def _conditions(
     dependence: dict[str, Any], *extra: dict[str, Any], edges: list[tuple[int, int]]
 ) -> ImportedWorkflow:

@@ -780,6 +780,19 @@ def _operator(
             body["body"] = _rendered(data, text)
         if short == "HttpSensor":
             notes.unmapped("a sensor pokes until its check passes; this task checks once", task=tid)
+    elif short in ("KubernetesPodOperator", "EksPodOperator") and not conf.get("cmds"):
+        # the container's command unset: the image's ENTRYPOINT runs the arguments, where a
+        # kubernetes task's command takes the entrypoint's place
+        args = conf.get("arguments")
+        body, reason = (
+            dict(_STAND_IN),
+            (
+                f"no cmds: Airflow runs the entrypoint of image {str(conf.get('image', ''))!r}"
+                f"{f' with arguments {args!r}' if args else ''}, which the import cannot know; a "
+                "kubernetes task runs its command in place of the entrypoint: write the "
+                "entrypoint and its arguments as its command"
+            ),
+        )
     elif short in ("KubernetesPodOperator", "EksPodOperator"):
         command = [*(conf.get("cmds") or []), *(conf.get("arguments") or [])]
         body = {

@@ -487,7 +487,7 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
         tid = ids[task.code]
         if task.type == "CONDITIONS":
             continue
-        if task.type in _BY_CODE and tasks[tid].get("type") == "placeholder":
+        if task.type in _BY_CODE | _K8S and tasks[tid].get("type") == "placeholder":
             reason = tasks[tid].pop("description")
             deps = tasks[tid].get("depends_on")
             tasks[tid] = {"type": "shell", "command": "true\n"}
@@ -601,7 +601,8 @@ _SQL_OWN = frozenset(
     {"type", "connection", "sql", "parameters", "outputs", "depends_on", "trigger_rule",
      "description"}
 )  # fmt: skip
-_HANDLED = {"SHELL", "PYTHON", "HTTP", "K8S", "KUBERNETES", "SWITCH", "CONDITIONS", *_BY_CODE}
+_K8S = {"K8S", "KUBERNETES"}
+_HANDLED = {"SHELL", "PYTHON", "HTTP", *_K8S, "SWITCH", "CONDITIONS", *_BY_CODE}
 
 
 def _ds_context(
@@ -856,11 +857,16 @@ def _kubernetes(p: dict[str, Any], ds: DsContext, tid: str, notes: Notes) -> dic
     args = _json_field(p.get("args")) or []
     command = command if isinstance(command, list) else [str(command)]
     args = args if isinstance(args, list) else [str(args)]
-    body["command"] = [rewrite_ds(str(c), ds) for c in [*command, *args]]
-    if not body["command"]:
-        notes.changed(
-            "no command: the image's entrypoint runs (locally there is nothing to run)", task=tid
+    if not command:
+        # the container's command unset: the image's ENTRYPOINT runs (with the args), where
+        # a kubernetes task's command takes the entrypoint's place
+        return _cannot(
+            f"no command: DolphinScheduler runs the entrypoint of image {body['image']!r}"
+            f"{' with args ' + shown(args) if args else ''}, which the import cannot know; a "
+            "kubernetes task runs its command in place of the entrypoint: write the "
+            "entrypoint and its arguments as its command"
         )
+    body["command"] = [rewrite_ds(str(c), ds) for c in [*command, *args]]
     cpu = p.get("minCpuCores") or p.get("min_cpu_cores")
     memory = p.get("minMemorySpace") or p.get("min_memory_space")
     if cpu:
