@@ -939,6 +939,36 @@ def test_the_corpus_taskflow_pair_reads_as_airflow_2_and_3() -> None:
     assert "Airflow 2 dates" not in _messages(new)
 
 
+def test_a_dependency_on_a_group_is_on_its_leaves_when_dag_factory_sets_it(
+    tmp_path: Path,
+) -> None:
+    """dag-factory sets dependencies in the order of its tasks, then of its groups, and
+    Airflow makes a dependency on a group one on its leaves at that moment (the group's
+    tasks with no downstream task in it). A group's cleanup task (all_done) is then its
+    only leaf, and the task after the group runs when the work failed; the import made it
+    wait for every task of the group, so it was upstream_failed."""
+    bash = "airflow.operators.bash.BashOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"grp": {
+            "task_groups": {"g": {}, "h": {"dependencies": ["g"]}},
+            "tasks": {
+                "early": {"operator": bash, "bash_command": "true", "dependencies": ["g"]},
+                "work": {"operator": bash, "bash_command": "exit 1", "task_group_name": "g"},
+                "cleanup": {"operator": bash, "bash_command": "true", "task_group_name": "g",
+                            "dependencies": ["work"], "trigger_rule": "all_done"},
+                "next": {"operator": bash, "bash_command": "true", "dependencies": ["g"]},
+                "after": {"operator": bash, "bash_command": "true", "task_group_name": "h"},
+            },
+        }}, sort_keys=False),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    assert tasks["next"]["depends_on"] == ["g__cleanup"]
+    assert tasks["h__after"]["depends_on"] == ["g__cleanup"]  # a group on a group: the same
+    # set before the group's own dependency was: both of its tasks were leaves then
+    assert tasks["early"]["depends_on"] == ["g__work", "g__cleanup"]
+
+
 @pytest.mark.parametrize(
     ("dag", "where"),
     [

@@ -6,7 +6,8 @@ file's ``default``, then ``defaults.yml``; ``default_args`` are merged key by ke
 
 Task groups are flattened: a task in group ``g`` (itself in ``parent``) is named
 ``parent__g__task``. A group's ``dependencies`` become dependencies of the group's first tasks
-(those with no upstream inside the group); a dependency *on* a group means its last tasks.
+(those with no upstream inside the group); a dependency *on* a group means its leaves when
+dag-factory sets it (those no task of the group depends on then), as Airflow reads it.
 """
 
 from __future__ import annotations
@@ -379,21 +380,29 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
         used_args |= used
         for g in group_path(raw.get("task_group_name")):
             used_group_args[g] |= used
-        where = f"tasks.{raw.get('task_id')}"
-        what = f"task {raw.get('task_id')!r}"
-        deps = _depends(raw.get("dependencies"), dag_id, where, what, ids, members)
-        deps += reads  # a task reading another's return value runs after it, as in Airflow
-        if deps:
-            body["depends_on"] = list(dict.fromkeys(deps))
+        # a task reading another's return value runs after it, as in Airflow (set as the
+        # task is made: its dependencies are set once every task is)
+        body["depends_on"] = list(dict.fromkeys(reads))
         body.update(task_settings(settings[tid], written, notes, tid))
         _pool_settings(merged, tid, body, notes, renamed)
         tasks[tid] = body
         if reason:
             kind = raw.get("operator") or raw.get("decorator")
             deferred.append((tid, str(kind), reason, raw))
+    # dag-factory sets the dependencies once every task is made, in the order of the tasks,
+    # then of the groups; a dependency on a group is one on its leaves at that moment
+    for raw in raw_tasks:
+        tid = ids[str(raw.get("task_id"))]
+        where = f"tasks.{raw.get('task_id')}"
+        what = f"task {raw.get('task_id')!r}"
+        deps = _depends(raw.get("dependencies"), dag_id, where, what, ids, members, tasks)
+        tasks[tid]["depends_on"] = list(dict.fromkeys(deps + tasks[tid]["depends_on"]))
+    for body in tasks.values():
+        if not body["depends_on"]:
+            del body["depends_on"]
     for group, conf in groups.items():
         where, what = f"task_groups.{group}", f"task group {group!r}"
-        deps = _depends(conf.get("dependencies"), dag_id, where, what, ids, members)
+        deps = _depends(conf.get("dependencies"), dag_id, where, what, ids, members, tasks)
         inside = set(members[group])
         for member in members[group]:
             if not any(d in inside for d in tasks[member].get("depends_on", [])):
@@ -560,9 +569,11 @@ def _depends(
     what: str,
     ids: dict[str, str],
     members: dict[str, list[str]],
+    tasks: dict[str, dict[str, Any]],
 ) -> list[str]:
-    """A task's or group's ``dependencies``: the tasks it waits for. A name that is no task
-    or group of the DAG is refused, as dag-factory refuses it (its lookup fails)."""
+    """A task's or group's ``dependencies``: the tasks it waits for, given the dependencies
+    of ``tasks`` so far. A name that is no task or group of the DAG is refused, as
+    dag-factory refuses it (its lookup fails)."""
     if written is None:
         return []
     if not isinstance(written, list):
@@ -579,16 +590,21 @@ def _depends(
                          f"{name!r}, which is no task or task group of the DAG (dag-factory "
                          "refuses the DAG)")]
             )  # fmt: skip
-        out += _resolve(name, ids, members)
+        out += _resolve(name, ids, members, tasks)
     return out
 
 
-def _resolve(name: str, ids: dict[str, str], members: dict[str, list[str]]) -> list[str]:
-    """A dependency name: a task's id, or every task of a group (with all_success the same as
-    its last tasks: they succeed only after the rest did)."""
+def _resolve(
+    name: str, ids: dict[str, str], members: dict[str, list[str]], tasks: dict[str, dict[str, Any]]
+) -> list[str]:
+    """A dependency name: a task's id, or a group's leaves, as Airflow's ``TaskGroup.leaves``
+    reads them when the dependency is set: its tasks no task of the group depends on so far
+    (a group's cleanup task with trigger_rule all_done, when it is the last, is its only
+    leaf: the tasks after the group run whether the work failed or not)."""
     if name in ids:
         return [ids[name]]
-    return list(members.get(name, []))
+    upstream = {d for t in members.get(name, []) for d in tasks[t].get("depends_on", [])}
+    return [t for t in members.get(name, []) if t not in upstream]
 
 
 def _rendered(value: Any, text: Callable[[Any], str]) -> Any:
