@@ -70,6 +70,35 @@ def test_retries_intervals_and_timeouts() -> None:
     parse_workflow(result.document)  # valid format v1
 
 
+def test_a_timeout_without_a_strategy_neither_fails_nor_alerts(tmp_path: Path) -> None:
+    """DolphinScheduler kills a task at its timeout only under FAILED or WARNFAILED, and
+    alerts only under WARN or WARNFAILED (TaskExecutionContextBuilder, the timeout event
+    handler): an open timeout with no strategy, as pydolphinscheduler submits ``timeout``
+    without ``timeout_notify_strategy``, does nothing. The pydolphinscheduler import made
+    it fail the task (a long task, fine in DolphinScheduler, was killed), an export's
+    import alerted on it."""
+    workflow = _pydolphin(
+        tmp_path,
+        """
+workflow: {name: slow}
+tasks:
+  - {name: a, task_type: Shell, command: "sleep 7200", timeout: 60}
+  - {name: b, task_type: Shell, command: "true", timeout: 5, timeout_notify_strategy: FAILED}
+""",
+    )
+    tasks = workflow.document["tasks"]  # type: ignore[index]
+    assert "timeout" not in tasks["a"]
+    assert "on_timeout" not in tasks["a"]
+    (note,) = [n.message for n in workflow.notes if n.task == "a" and "timeout" in n.message]
+    assert "neither fails nor alerts" in note
+    assert (tasks["b"]["timeout"], tasks["b"]["on_timeout"]) == ("300s", "fail")
+    export = _import(
+        _task(1, "a", "SHELL", {"rawScript": "true"}, timeoutFlag="OPEN", timeout=5,
+              timeoutNotifyStrategy=None),
+    )  # fmt: skip
+    assert "timeout" not in export.document["tasks"]["a"]  # type: ignore[index]
+
+
 def test_settings_without_an_equivalent_are_reported() -> None:
     result = _import(
         _task(1, "a", "SHELL", {"rawScript": "true", "resourceList": [{"id": 3}]},

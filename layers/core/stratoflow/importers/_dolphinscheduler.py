@@ -1194,13 +1194,22 @@ def _task_settings(task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx) -> N
         if task.retries > _MAX_RETRIES:
             notes.unmapped(f"{task.retries} retries: at most {_MAX_RETRIES}", task=tid)
         body["retry_delay"] = f"{min(max(int(task.retry_interval * 60), 0), _MAX_SECONDS)}s"
-    if task.timeout > 0:
-        strategy = str(task.timeout_strategy or "WARN").upper()
+    strategy = str(task.timeout_strategy or "").upper()
+    if task.timeout > 0 and strategy not in _ON_TIMEOUT:
+        # only FAILED and WARNFAILED kill the task (TaskExecutionContextBuilder), only WARN
+        # and WARNFAILED alert: with none (pydolphinscheduler's timeout without
+        # timeout_notify_strategy) the timeout does nothing
+        notes.changed(
+            f"timeout {task.timeout:g} min without a timeout strategy "
+            f"({task.timeout_strategy or 'none'}): DolphinScheduler neither fails nor alerts "
+            "on it, so it is left out",
+            task=tid,
+        )
+    elif task.timeout > 0:
         body["timeout"] = f"{min(int(task.timeout * 60), _MAX_SECONDS)}s"
         # DolphinScheduler's timeout strategies: WARN alerts and lets it run, FAILED fails it,
         # WARNFAILED does both; the alert goes to the workflow's warning group
-        if strategy in _ON_TIMEOUT:
-            body["on_timeout"] = _ON_TIMEOUT[strategy]
+        body["on_timeout"] = _ON_TIMEOUT[strategy]
     if task.delay_time > 0:
         notes.unmapped(f"delay time {task.delay_time:g} min has no equivalent", task=tid)
     priority = ds_priority(task.priority, "task priority", notes, tid) if task.priority else None

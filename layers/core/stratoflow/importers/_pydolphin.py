@@ -259,8 +259,7 @@ def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow
                 retries=int(number(raw.get("fail_retry_times"))),
                 retry_interval=number(raw.get("fail_retry_interval"), 1),
                 timeout=number(timeout),
-                timeout_strategy=raw.get("timeout_notify_strategy")
-                or ("FAILED" if timeout else None),
+                timeout_strategy=raw.get("timeout_notify_strategy") or None,
                 priority=str(raw.get("task_priority") or "MEDIUM").upper(),
                 task_group_id=int(number(raw.get("task_group_id"))),
                 task_group_priority=number(raw.get("task_group_priority")),
@@ -270,8 +269,6 @@ def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow
                 extra={k: raw[k] for k in ("environment_name", "is_cache") if raw.get(k)},
             )
         )
-        if raw.get("timeout") and not raw.get("timeout_notify_strategy"):
-            notes.changed("timeout without a strategy: it fails the task", task=name)
         edges.extend((str(dep), code) for dep in raw.get("deps") or [])
     params = wf.get("param") or {}
     tz = wf.get("timezone") or wf.get("time_zone")
