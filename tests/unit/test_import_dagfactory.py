@@ -629,6 +629,65 @@ dated:
     assert end == datetime(2026, 12, 31, tzinfo=UTC) + cron_step
 
 
+def test_an_airflow2_timedelta_schedule_runs_each_interval_when_it_ends(tmp_path: Path) -> None:
+    """A timedelta schedule is Airflow 2's DeltaDataIntervalTimetable: intervals of that
+    length from start_date, each run when it ends, its ds the interval's start. The import
+    started the rate at start_date (one run too early, whose interval Airflow never runs)
+    and said the interval was not of a fixed length, its macros reading the fire time."""
+    result = _import(
+        tmp_path,
+        """
+six_hourly:
+  default_args: {start_date: 2026-12-04, end_date: 2026-12-05}
+  schedule: {__type__: datetime.timedelta, hours: 6}
+  catchup: true
+  tasks:
+    t: {operator: airflow.operators.bash.BashOperator, bash_command: "{{ ds }} {{ ts }}"}
+""",
+    )
+    spec = parse_workflow(result.workflows[0].document or {})
+    schedule = spec.workflow.schedule
+    assert schedule is not None
+    start, end = schedule_window(schedule)
+    assert start is not None
+    fires = parse_schedule(schedule.cron).fire_times(
+        start - timedelta(days=1), start + timedelta(days=1), schedule.timezone, schedule.start
+    )
+    assert fires[0] == datetime(2026, 12, 4, 6, tzinfo=UTC)  # the first interval's end
+    command = _tasks(result)["t"]["command"]
+    for fire in fires[:5]:
+        logical = fire - timedelta(hours=6)
+        assert render(command, {"logical_date": fire.isoformat()}).split() == [
+            logical.strftime("%Y-%m-%d"),
+            logical.isoformat(),
+        ]
+    assert end == datetime(2026, 12, 5, 6, tzinfo=UTC)  # the interval starting at end_date
+    assert not [n for n in result.all_notes() if "not a fixed length" in n.message]
+
+
+def test_an_airflow2_cron_of_uneven_intervals_fires_first_when_its_first_interval_ends(
+    tmp_path: Path,
+) -> None:
+    """Airflow 2 runs the interval from the schedule's first time at or after start_date
+    to the next one, when it ends, and the last one starting at or before end_date. For a
+    cron whose intervals differ in length (monthly, every 5 minutes) the import kept
+    start_date as the schedule's start: a run at the first time, whose interval Airflow
+    never runs, and none for the interval starting at end_date."""
+    result = _import(
+        tmp_path,
+        """
+monthly:
+  default_args: {start_date: 2024-11-11, end_date: 2025-03-15}
+  schedule: "@monthly"
+  catchup: true
+  tasks:
+    t: {operator: airflow.operators.bash.BashOperator, bash_command: "true"}
+""",
+    )
+    schedule = (result.workflows[0].document or {})["schedule"]
+    assert (schedule["start"], schedule["end"]) == ("2025-01-01T00:00:00", "2025-04-01T00:00:00")
+
+
 @pytest.mark.parametrize("zone", ["Europe/Berlin", "America/New_York", "UTC"])
 def test_airflow2_dates_of_a_zoned_daily_dag_hold_across_dst_changes(
     tmp_path: Path, zone: str

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from stratoflow.errors import InvalidInput, Problem
 from stratoflow.importers._build import (
@@ -47,7 +48,7 @@ from stratoflow.importers._names import output_ref, param_ref, task_id, unique, 
 from stratoflow.importers._report import ImportedWorkflow, Notes
 from stratoflow.importers._sizes import least_text
 from stratoflow.importers._timeexpr import AirflowDates, escape_literal, rewrite_airflow
-from stratoflow.model import CATCHUP_MAX_ACTIVE_RUNS, MAX_DOCUMENT_BYTES
+from stratoflow.model import CATCHUP_MAX_ACTIVE_RUNS, MAX_DOCUMENT_BYTES, parse_schedule
 from stratoflow.model._dag import _walk_strings
 from stratoflow.model._loader import load_yaml
 from stratoflow.model._workflow import MAX_POOL_SLOTS
@@ -196,6 +197,28 @@ def _later(text: str, shift: tuple[int, int]) -> str:
     return (when - timedelta(days=shift[0], minutes=shift[1])).isoformat()
 
 
+def _interval_end(cron: str, tz: str, text: str, *, last: bool) -> str:
+    """For an Airflow 2 cron whose intervals differ in length: the end (fire time, as wall
+    time in ``tz``) of the first interval starting at or after ``text`` (start_date), or with
+    ``last`` of the last one starting at or before it (end_date), as Airflow 2's
+    CronDataIntervalTimetable runs them. ``text`` as it is when there is none, or it is not a
+    date and time (validation names it)."""
+    try:
+        zone = ZoneInfo(tz)
+        when = datetime.fromisoformat(text).replace(tzinfo=zone)
+        expression = parse_schedule(cron)
+        if last:
+            begin = expression.previous_at_or_before(when, tz)
+        else:
+            begin = expression.next_after(when - timedelta(microseconds=1), tz)
+        if begin is None:
+            return text
+        fire = expression.next_after(begin, tz)
+    except (ValueError, ZoneInfoNotFoundError):  # ScheduleError is a ValueError
+        return text
+    return fire.astimezone(zone).replace(tzinfo=None).isoformat()
+
+
 def _mapping(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {}
 
@@ -264,7 +287,12 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
                                   f"it in the DAG's time zone, {tz}", field="schedule")  # fmt: skip
                 # Airflow 2 runs the interval that starts at start_date once it ends: the
                 # fire time one interval later, whose ds is start_date (and so for end_date)
-                schedule[key] = _later(text, shift) if shift else text
+                if shift:
+                    schedule[key] = _later(text, shift)
+                elif airflow2:
+                    schedule[key] = _interval_end(converted.cron, tz, text, last=key == "end")
+                else:
+                    schedule[key] = text
                 if schedule[key] != text:
                     notes.changed(f"{key}_date {text} is the schedule's {key} "
                                   f"{schedule[key]}: Airflow 2 runs the interval that starts "
