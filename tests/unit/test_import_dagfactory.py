@@ -202,6 +202,39 @@ x:
     assert "exit 1" in _tasks(result)["t"]["command"]
 
 
+@pytest.mark.parametrize("rule", ["none_failed_min_one_success", "none_failed_or_skipped"])
+def test_none_failed_min_one_success_waits_on_two_gates(tmp_path: Path, rule: str) -> None:
+    """Airflow's join after a branch (none_failed_min_one_success; Airflow 2's older name
+    none_failed_or_skipped) runs when its upstream tasks all ended, none failed and one
+    succeeded. Stratoflow has no one rule for it: the import fell back to all_success, so the
+    join was skipped whenever a branch was. Two gates say it, as the DolphinScheduler
+    import's joins do: none_failed over the upstream tasks, and one_success over them."""
+    bash = "airflow.operators.bash.BashOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "a": {"operator": bash, "bash_command": "true"},
+            "b": {"operator": bash, "bash_command": "true"},
+            "join": {"operator": bash, "bash_command": "true", "dependencies": ["a", "b"],
+                     "trigger_rule": rule},
+            "one": {"operator": bash, "bash_command": "true", "dependencies": ["a"],
+                    "trigger_rule": rule},
+        }}}, sort_keys=False),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    assert tasks["join"]["depends_on"] == ["join__upstream_done", "join__upstream_ran"]
+    assert "trigger_rule" not in tasks["join"]
+    gates = {t: (tasks[t]["depends_on"], tasks[t]["trigger_rule"]) for t in tasks if "__" in t}
+    assert gates == {
+        "join__upstream_done": (["a", "b"], "none_failed"),
+        "join__upstream_ran": (["a", "b"], "one_success"),
+    }
+    # one upstream task: all_success says it (skipped if it was, upstream_failed if it failed)
+    assert (tasks["one"]["depends_on"], tasks["one"].get("trigger_rule")) == (["a"], None)
+    assert rule not in _unmapped(result)
+    assert any("join__upstream_done" in n for n in _notes(result, "join", "changed"))
+
+
 def test_airflow_variables_map_as_they_are_to_project_variables(tmp_path: Path) -> None:
     bash = "airflow.providers.standard.operators.bash.BashOperator"
     result = _import(

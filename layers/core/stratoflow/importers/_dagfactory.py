@@ -26,11 +26,13 @@ from stratoflow.errors import InvalidInput, Problem
 from stratoflow.importers._build import (
     Unmapped,
     clamped_priority,
+    gate,
     pools_to_create,
     unmapped_task,
 )
 from stratoflow.importers._cron import airflow_schedule, interval_before
 from stratoflow.importers._dagfactory_args import (
+    GATED_RULES,
     READ_ARG_KEYS,
     READ_DAG_KEYS,
     SETTING_KEYS,
@@ -453,6 +455,17 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
     left_out(notes, args, READ_ARG_KEYS | used_args, "default_args.", "default_args.")
     for tid, operator, reason, raw in deferred:
         unmapped_task(tasks, tid, operator.rsplit(".", 1)[-1], tid, reason, raw, mode, notes)
+    for tid, task_settings_ in settings.items():
+        ups = tasks.get(tid, {}).get("depends_on", [])
+        if task_settings_.rule in GATED_RULES and len(ups) > 1:  # (one: all_success says it)
+            done, ran = gate(tasks, tid, ups)
+            notes.changed(
+                f"trigger rule {task_settings_.rule}: waits on {done} (none_failed over its "
+                f"upstream tasks {', '.join(ups)}) and {ran} (one_success), as Stratoflow "
+                "has no single rule for it: it runs when they all ended, none failed and one "
+                "succeeded, is skipped when all were skipped",
+                task=tid,
+            )
     if mode == "report" and budget.spent <= MAX_DOCUMENT_BYTES:
         # a task reading the outputs of a task left out cannot validate (a workflow too big
         # to write is not: importers._validated says so)

@@ -18,6 +18,7 @@ from stratoflow.importers._build import (
     chain_around,
     clamped_priority,
     ds_priority,
+    gate,
     pools_to_create,
     shown,
     unmapped_task,
@@ -1159,25 +1160,7 @@ def _always_one_runs(
 def _gate(tasks: dict[str, dict[str, Any]], tid: str, ups: list[str], notes: Notes) -> None:
     """``tid`` after two gates over its upstream tasks ``ups``: one that runs when they all
     ended and none failed, one that runs when one succeeded."""
-    taken = set(tasks)
-    done = unique(f"{tid}__upstream_done", taken)
-    ran = unique(f"{tid}__upstream_ran", taken)
-    gates = {
-        done: {"type": "shell", "command": "true\n", "depends_on": list(ups),
-               "trigger_rule": "none_failed",
-               "description": f"{tid}'s upstream tasks all ended, none failed"},
-        ran: {"type": "shell", "command": "true\n", "depends_on": list(ups),
-              "trigger_rule": "one_success",
-              "description": f"one of {tid}'s upstream tasks succeeded"},
-    }  # fmt: skip
-    ordered: dict[str, dict[str, Any]] = {}
-    for name, body in tasks.items():
-        if name == tid:
-            ordered.update(gates)
-        ordered[name] = body
-    tasks.clear()
-    tasks.update(ordered)
-    tasks[tid]["depends_on"] = [done, ran]
+    done, ran = gate(tasks, tid, ups)
     notes.changed(
         f"waits on {done} (none_failed over its upstream tasks {', '.join(ups)}) and {ran} "
         "(one_success): DolphinScheduler runs a task unless all its upstream tasks were "
