@@ -235,6 +235,25 @@ def test_none_failed_min_one_success_waits_on_two_gates(tmp_path: Path, rule: st
     assert any("join__upstream_done" in n for n in _notes(result, "join", "changed"))
 
 
+def test_trigger_rule_always_runs_whatever_its_upstream_tasks_did(tmp_path: Path) -> None:
+    """Airflow's ``always`` runs a task whatever its upstream tasks did (a cleanup, an alert):
+    the import fell back to all_success, so it never ran after a failure. all_done runs it
+    whatever they did too (once they ended, where ``always`` does not wait: reported)."""
+    bash = "airflow.operators.bash.BashOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "a": {"operator": bash, "bash_command": "false"},
+            "cleanup": {"operator": bash, "bash_command": "true", "dependencies": ["a"],
+                        "trigger_rule": "always"},
+        }}}, sort_keys=False),
+    )  # fmt: skip
+    assert _tasks(result)["cleanup"]["trigger_rule"] == "all_done"
+    (note,) = _notes(result, "cleanup")
+    assert "all_done" in note
+    assert "does not wait" in note
+
+
 def test_airflow_variables_map_as_they_are_to_project_variables(tmp_path: Path) -> None:
     bash = "airflow.providers.standard.operators.bash.BashOperator"
     result = _import(

@@ -252,6 +252,13 @@ def task_settings(task: Settings, written: Written, notes: Notes, tid: str) -> d
             out["trigger_rule"] = task.rule
     elif task.rule in GATED_RULES:
         pass  # its gates are made once its upstream tasks are known
+    elif task.rule == "always":
+        out["trigger_rule"] = TriggerRule.ALL_DONE.value
+        notes.unmapped(
+            "trigger rule 'always' is all_done: it runs whatever its upstream tasks did, but "
+            "once they all ended, where Airflow's 'always' does not wait for them",
+            task=tid,
+        )
     else:
         notes.unmapped(f"trigger rule {task.rule!r} has no equivalent: all_success", task=tid)
     return out
