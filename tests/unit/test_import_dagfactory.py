@@ -254,6 +254,38 @@ def test_trigger_rule_always_runs_whatever_its_upstream_tasks_did(tmp_path: Path
     assert "does not wait" in note
 
 
+def test_http_operator_data_is_sent_as_requests_sends_it(tmp_path: Path) -> None:
+    """HttpOperator hands ``data`` to requests: a mapping is form-encoded in the body
+    (Content-Type application/x-www-form-urlencoded unless a header says otherwise), and a
+    GET's goes in the query string. The import wrote the mapping as the http task's body,
+    which Stratoflow sends as JSON: the server got another body, and a GET a body at all."""
+    op = "airflow.providers.http.operators.http.HttpOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "post": {"operator": op, "http_conn_id": "api", "endpoint": "/run", "method": "POST",
+                     "data": {"data": "fake data", "day": "{{ ds }}", "skip": None, "n": 1}},
+            "typed": {"operator": op, "http_conn_id": "api", "endpoint": "/run",
+                      "headers": {"Content-Type": "application/json"}, "data": {"a": "b/c"}},
+            "get": {"operator": op, "http_conn_id": "api", "endpoint": "/q?x=1", "method": "GET",
+                    "data": {"q": "a b", "tags": ["t1", "t2"]}},
+            "raw": {"operator": op, "http_conn_id": "api", "endpoint": "/run",
+                    "data": '{"a": 1}'},
+        }}}, sort_keys=False),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    post = tasks["post"]
+    assert render(post["body"], {"ds": "2026-01-02"}) == "data=fake+data&day=2026-01-02&n=1"
+    assert post["headers"] == {"Content-Type": "application/x-www-form-urlencoded"}
+    # a Content-Type of the task's own is sent as it is (requests keeps it): the body is a form
+    assert tasks["typed"]["headers"] == {"Content-Type": "application/json"}
+    assert tasks["typed"]["body"] == "a=b%2Fc"
+    get = tasks["get"]
+    assert "body" not in get
+    assert get["url"].endswith("/q?x=1&q=a+b&tags=t1&tags=t2")
+    assert tasks["raw"]["body"] == '{"a": 1}'  # text is sent as it is
+
+
 def test_airflow_variables_map_as_they_are_to_project_variables(tmp_path: Path) -> None:
     bash = "airflow.providers.standard.operators.bash.BashOperator"
     result = _import(
@@ -966,10 +998,8 @@ def test_every_templated_field_reads_airflow_2_dates_statements_included(tmp_pat
         assert json.loads(params["nested"]) == {"days": ["20260301"]}, tid
     assert rendered(tasks["sql"]["parameters"]) == {"day": "2026-03-01"}
     assert rendered(tasks["http"]["url"]) == "https://example.com/2026-03-01"
-    assert rendered(tasks["http"]["body"]) == {
-        "day": "2026-03-01",
-        "nested": {"days": ["20260301"]},
-    }
+    # requests form-encodes the mapping HttpOperator hands it: a nested mapping gives its keys
+    assert rendered(tasks["http"]["body"]) == "day=2026-03-01&nested=days"
     assert rendered(tasks["fn"]["payload"]) == {"day": "2026-03-01", "nested": ["20260301"]}
     assert rendered(tasks["fn_text"]["payload"]) == {"day": "2026-03-01"}
     next_params = rendered(tasks["next"]["params"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -648,6 +649,58 @@ def _resolve(
     return [t for t in members.get(name, []) if t not in upstream]
 
 
+def _http_data(
+    body: dict[str, Any], data: Any, text: Callable[[Any], str], notes: Notes, tid: str
+) -> None:
+    """HttpOperator's ``data`` as its HttpHook hands it to requests: a GET's in the query
+    string, a HEAD's nowhere, another method's in the body; a mapping form-encoded there
+    (requests' urlencode, ``doseq``: a list gives the key once per item, None leaves it
+    out), with Content-Type application/x-www-form-urlencoded unless a header sets one.
+    Text is sent as it is."""
+    method = body["method"]
+    if method == "HEAD":
+        notes.changed("data is not sent with a HEAD request, as Airflow's HttpHook sends none",
+                      task=tid)  # fmt: skip
+        return
+    if isinstance(data, dict):
+        encoded = _form(data, text)
+    elif isinstance(data, str):
+        encoded = text(data)
+    else:  # a list or a number: as before, the rendered value as the task's body
+        body["body"] = _rendered(data, text)
+        return
+    if method == "GET":
+        if encoded:
+            body["url"] += ("&" if "?" in body["url"] else "?") + encoded
+        return
+    body["body"] = encoded
+    headers = body.setdefault("headers", {})
+    if isinstance(data, dict) and not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+
+
+def _form(data: dict[str, Any], text: Callable[[Any], str]) -> str:
+    """``data`` form-encoded as requests encodes it, a value Airflow renders (a template)
+    encoded as it renders: ``{% filter urlencode %}`` around it."""
+    pieces: list[str] = []
+    for key, value in data.items():
+        # requests' _encode_params: text or a scalar is one value, anything else iterated
+        # (a list's items, a mapping's keys)
+        values = (
+            [value] if isinstance(value, str | bytes) or not hasattr(value, "__iter__") else value
+        )
+        for item in values:
+            if item is None:
+                continue
+            name = urllib.parse.quote_plus(str(key))
+            rendered = text(str(item))
+            if "{{" in rendered or "{%" in rendered:
+                pieces.append(f"{name}={{% filter urlencode %}}{rendered}{{% endfilter %}}")
+            else:
+                pieces.append(f"{name}={urllib.parse.quote_plus(rendered)}")
+    return "&".join(pieces)
+
+
 def _rendered(value: Any, text: Callable[[Any], str]) -> Any:
     """A value Airflow renders (a template field): its strings, however deep, rewritten."""
     if isinstance(value, str):
@@ -833,8 +886,7 @@ def _operator(
         if isinstance(conf.get("headers"), dict):
             body["headers"] = {str(k): text(v) for k, v in conf["headers"].items()}
         if conf.get("data") is not None:
-            data = conf["data"]
-            body["body"] = _rendered(data, text)
+            _http_data(body, conf["data"], text, notes, tid)
         if short == "HttpSensor":
             notes.unmapped("a sensor pokes until its check passes; this task checks once", task=tid)
     elif short in ("KubernetesPodOperator", "EksPodOperator") and not conf.get("cmds"):
