@@ -1134,6 +1134,47 @@ def test_a_dependency_on_an_unknown_task_or_group_is_refused(
     assert ("'extarct'" if "load'" in where else "'nogroup'") in message
 
 
+@pytest.mark.parametrize(
+    ("dag", "name"),
+    [
+        ({"task_groups": {"g": {}},
+          "tasks": {"load": {"operator": BASH, "bash_command": "true",
+                             "task_group_name": "loads"}}}, "'loads'"),
+        ({"task_groups": {"g": {"parent_group_name": "outer"}},
+          "tasks": {"load": {"operator": BASH, "bash_command": "true",
+                             "task_group_name": "g"}}}, "'outer'"),
+        ({"task_groups": {"g": {"parent_group_name": "h"}, "h": {"parent_group_name": "g"}},
+          "tasks": {"load": {"operator": BASH, "bash_command": "true",
+                             "task_group_name": "g"}}}, "g -> h -> g"),
+    ],
+)  # fmt: skip
+def test_a_task_or_group_in_an_unknown_group_is_refused(
+    tmp_path: Path, dag: dict[str, Any], name: str
+) -> None:
+    """dag-factory looks a task's task_group_name (once the DAG has task groups) and a
+    group's parent_group_name up among the DAG's groups, and refuses the DAG when it is not
+    there; the import made the task (or group) a top-level one, and said nothing."""
+    path = tmp_path / "dags.yml"
+    path.write_text(yaml.safe_dump({"etl_daily": dag}))
+    with pytest.raises(InvalidInput) as caught:
+        import_file(path, "dag-factory")
+    message = str(caught.value)
+    assert "etl_daily" in message
+    assert name in message
+    assert "dag-factory refuses the DAG" in message
+
+
+def test_a_group_name_in_a_dag_without_groups_is_ignored_as_dag_factory_ignores_it(
+    tmp_path: Path,
+) -> None:
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {"a": {"operator": BASH, "bash_command": "true",
+                                              "task_group_name": "g"}}}}),
+    )  # fmt: skip
+    assert list(_tasks(result)) == ["a"]
+
+
 def test_the_cli_refuses_a_dag_file_dag_factory_refuses_and_writes_nothing(
     tmp_path: Path,
 ) -> None:

@@ -222,6 +222,46 @@ def _interval_end(cron: str, tz: str, text: str, *, last: bool) -> str:
     return fire.astimezone(zone).replace(tzinfo=None).isoformat()
 
 
+def _check_groups(
+    dag_id: str, groups: dict[str, dict[str, Any]], raw_tasks: list[dict[str, Any]]
+) -> None:
+    """Refuse what dag-factory refuses: a group's parent_group_name that is no group of the
+    DAG, groups that are each other's parents, and a task's task_group_name that is no group
+    (once the DAG has groups: without any, dag-factory ignores task_group_name)."""
+
+    def refuse(where: str, message: str) -> InvalidInput:
+        return InvalidInput([Problem(f"{dag_id}.{where}", f"DAG {dag_id!r}: {message}")])
+
+    for name, conf in groups.items():
+        seen = [name]
+        parent = conf.get("parent_group_name")
+        while parent is not None:
+            if str(parent) not in groups:
+                raise refuse(
+                    f"task_groups.{name}.parent_group_name",
+                    f"task group {seen[-1]!r} is in {str(parent)!r}, which is no task group of "
+                    "the DAG (dag-factory refuses the DAG)",
+                )
+            if str(parent) in seen:
+                raise refuse(
+                    f"task_groups.{name}.parent_group_name",
+                    f"task groups {' -> '.join([*seen, str(parent)])} are each other's parents "
+                    "(dag-factory refuses the DAG)",
+                )
+            seen.append(str(parent))
+            parent = groups[str(parent)].get("parent_group_name")
+    if not groups:
+        return
+    for raw in raw_tasks:
+        group = raw.get("task_group_name")
+        if group and str(group) not in groups:
+            raise refuse(
+                f"tasks.{raw.get('task_id')}.task_group_name",
+                f"task {raw.get('task_id')!r} is in {str(group)!r}, which is no task group of "
+                "the DAG (dag-factory refuses the DAG)",
+            )
+
+
 def _mapping(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {}
 
@@ -340,6 +380,7 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
 
     groups = _groups(config.get("task_groups"))
     raw_tasks = _task_list(config.get("tasks"))
+    _check_groups(dag_id, groups, raw_tasks)
 
     def group_path(group: str | None) -> list[str]:
         path: list[str] = []
