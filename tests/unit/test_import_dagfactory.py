@@ -1034,6 +1034,35 @@ def test_airflow_2_statements_read_airflow_2_dates(
 
 
 @pytest.mark.parametrize(
+    ("operator", "expected"),
+    [
+        # Airflow 2: the run at 2026-03-02 03:00 is the interval from 2026-03-01 03:00
+        ("airflow.operators.bash.BashOperator",
+         "20260301T030000|20260301T030000+0000|2026-03-01T03:00:00+00:00|2026-03-02T03:00:00+00:00"),
+        # Airflow 3: a cron's run is its fire time, its data interval empty
+        ("airflow.providers.standard.operators.bash.BashOperator",
+         "20260302T030000|20260302T030000+0000|2026-03-02T03:00:00+00:00|2026-03-02T03:00:00+00:00"),
+    ],
+)  # fmt: skip
+def test_ts_nodash_and_the_data_interval_read_as_airflow_gives_them(
+    tmp_path: Path, operator: str, expected: str
+) -> None:
+    """{{ ts_nodash }}, {{ data_interval_start }} and {{ data_interval_end }} are among the
+    most used of Airflow's names; the import left them to validation, which refused them, so
+    such a task was a failing placeholder."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"d": {"schedule": "0 3 * * *", "start_date": "2026-01-01", "tasks": {
+            "t": {"operator": operator, "bash_command": "{{ ts_nodash }}|{{ ts_nodash_with_tz }}"
+                  "|{{ data_interval_start }}|{{ data_interval_end }}"},
+        }}}),
+    )  # fmt: skip
+    assert result.complete, _unmapped(result)
+    command = _tasks(result)["t"]["command"]
+    assert render(command, _context(datetime(2026, 3, 2, 3, tzinfo=UTC))) == expected
+
+
+@pytest.mark.parametrize(
     ("decorator", "major"),
     [("airflow.decorators.task", 2), ("airflow.sdk.definitions.decorators.task", 3),
      ("airflow.sdk.task", 3)],
