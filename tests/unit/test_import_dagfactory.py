@@ -397,6 +397,20 @@ def test_trigger_dag_run_sensor_and_sql_operators(tmp_path: Path) -> None:
     assert "{{" in tasks["next"]["params"]["day"]
 
 
+def test_a_sensor_without_a_timeout_gives_up_after_airflow_s_seven_days(tmp_path: Path) -> None:
+    """BaseSensorOperator's timeout defaults to 7 days, after which the sensor fails; a
+    dependency task without one waits until its outcome is certain: the import left it out,
+    so a sensor on a DAG that never ran waited where Airflow's failed."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"etl": {"schedule": "@daily", "tasks": [
+            {"task_id": "wait", "operator": "airflow.sensors.external_task.ExternalTaskSensor",
+             "external_dag_id": "up"},
+        ]}}),
+    )  # fmt: skip
+    assert _tasks(result)["wait"]["timeout"] == "604800s"
+
+
 def test_a_sensor_on_other_dates_is_reported(tmp_path: Path) -> None:
     result = _import(
         tmp_path,

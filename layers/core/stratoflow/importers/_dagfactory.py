@@ -1203,6 +1203,9 @@ def _trigger(
     return body, None
 
 
+AIRFLOW_SENSOR_TIMEOUT = 7 * 86400  # BaseSensorOperator's default timeout
+
+
 def _sensor(conf: dict[str, Any], tid: str, notes: Notes) -> tuple[dict[str, Any], str | None]:
     """ExternalTaskSensor: a dependency task on the other DAG's workflow (or tasks)."""
     dag_id = str(conf.get("external_dag_id") or "")
@@ -1237,7 +1240,8 @@ def _sensor(conf: dict[str, Any], tid: str, notes: Notes) -> tuple[dict[str, Any
     interval = seconds(conf.get("poke_interval"))
     if interval:
         body["check_interval"] = f"{min(max(interval, 5), 86400)}s"
-    timeout = seconds(conf.get("timeout"))
+    # BaseSensorOperator's timeout: 7 days unless set (then the sensor fails)
+    timeout = seconds(conf.get("timeout", AIRFLOW_SENSOR_TIMEOUT))
     if timeout:
         body["timeout"] = f"{min(timeout, 365 * 86400)}s"
     for key in ("allowed_states", "failed_states", "skipped_states"):
