@@ -907,6 +907,35 @@ tasks:
     }  # fmt: skip
 
 
+def test_pydolphinscheduler_dependent_dates_are_read_whatever_their_case(tmp_path: Path) -> None:
+    """The SDK reads dependent_date by its DependentDate constant's name in any case
+    (``this_month``, ``Last_Wednesday``: it upper-cases the text first), else as the value
+    itself (``last24Hours``); the import knew only the upper-case names and made such a
+    task a failing placeholder."""
+    workflow = _pydolphin(
+        tmp_path,
+        """
+workflow: {name: dep}
+tasks:
+  - name: d
+    task_type: Dependent
+    op: and
+    groups:
+      - op: and
+        groups:
+          - {project_name: p, workflow_name: up, dependent_date: this_month}
+          - {project_name: p, workflow_name: up, dependent_date: Last_Wednesday}
+          - {project_name: p, workflow_name: up, dependent_date: last_twenty_four_hours}
+          - {project_name: p, workflow_name: up, dependent_date: last24Hours}
+          - {project_name: p, workflow_name: up, dependent_date: TODAY}
+""",
+    )
+    task = workflow.document["tasks"]["d"]  # type: ignore[index]
+    assert [item["date"] for item in task["all"]] == [
+        "thisMonth", "lastWednesday", "last24Hours", "last24Hours", "today"
+    ]  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- DS 1.x
 def _v1(name: str, definition_id: int, *tasks: dict[str, Any]) -> dict[str, Any]:
     """A DolphinScheduler 1.x export item (``processDefinitionJson`` as text)."""

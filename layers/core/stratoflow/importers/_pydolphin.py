@@ -449,6 +449,27 @@ _QUERY = re.compile(
 )
 
 
+# pydolphinscheduler's DependentDate constants: dependent_date names one in any case
+_SDK_DATES = {
+    "CURRENT_HOUR": "currentHour", "LAST_ONE_HOUR": "last1Hour", "LAST_TWO_HOURS": "last2Hours",
+    "LAST_THREE_HOURS": "last3Hours", "LAST_TWENTY_FOUR_HOURS": "last24Hours",
+    "TODAY": "today", "LAST_ONE_DAYS": "last1Days", "LAST_TWO_DAYS": "last2Days",
+    "LAST_THREE_DAYS": "last3Days", "LAST_SEVEN_DAYS": "last7Days",
+    "THIS_WEEK": "thisWeek", "LAST_WEEK": "lastWeek", "LAST_MONDAY": "lastMonday",
+    "LAST_TUESDAY": "lastTuesday", "LAST_WEDNESDAY": "lastWednesday",
+    "LAST_THURSDAY": "lastThursday", "LAST_FRIDAY": "lastFriday",
+    "LAST_SATURDAY": "lastSaturday", "LAST_SUNDAY": "lastSunday",
+    "THIS_MONTH": "thisMonth", "LAST_MONTH": "lastMonth", "LAST_MONTH_BEGIN": "lastMonthBegin",
+    "LAST_MONTH_END": "lastMonthEnd",
+}  # fmt: skip
+
+
+def _sdk_date(value: Any) -> Any:
+    """A dependent_date as the SDK reads it: the DependentDate constant its upper-cased text
+    names, else the text as it is (a date value itself: ``last24Hours``)."""
+    return _SDK_DATES.get(str(value).upper(), value)
+
+
 def _dependence(raw: dict[str, Any]) -> dict[str, Any]:
     """A Dependent task's ``op``/``groups`` (under ``denpendence``, as the SDK spells it, or
     beside it) in the export's shape, upstream workflows named rather than coded."""
@@ -463,7 +484,7 @@ def _dependence(raw: dict[str, Any]) -> dict[str, Any]:
                 "projectName": item.get("project_name"),
                 "definitionName": item.get("workflow_name") or item.get("process_definition_name"),
                 "depTaskName": item.get("dependent_task_name"),
-                "dateValue": item.get("dependent_date") or "today",
+                "dateValue": _sdk_date(item.get("dependent_date") or "today"),
             }
             for item in group.get("groups") or []
             if isinstance(item, dict)
