@@ -26,3 +26,8 @@ def double(number: str, params: dict[str, Any], outputs: dict[str, Any]) -> dict
 def shadowed(params: dict[str, Any]) -> dict[str, Any]:
     """A param named ``params`` does not replace the task's params."""
     return {"keys": sorted(params)}
+
+
+def with_context(number: str, **context: Any) -> dict[str, Any]:
+    """Airflow's usual PythonOperator callable: its op_kwargs by name, the rest in **context."""
+    return {"number": number, "names": sorted(context)}

@@ -70,6 +70,46 @@ def test_aws_operators(tmp_path: Path) -> None:
     assert "('d') without an image override" in _unmapped(result)
 
 
+def test_a_pod_without_cmds_is_not_its_arguments_run_as_the_command(tmp_path: Path) -> None:
+    """KubernetesPodOperator's ``cmds`` is the container's command and ``arguments`` its
+    args: without ``cmds`` the image's entrypoint runs them. A kubernetes task's command
+    replaces the entrypoint, which the import cannot know: the arguments were written as
+    the command, the first one run as the program, and nothing said so."""
+    kpo = "airflow.providers.cncf.kubernetes.operators.pod.KubernetesPodOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"pods": {"tasks": [
+            {"task_id": "etl", "operator": kpo, "image": "repo/etl:1",
+             "arguments": ["--date", "{{ ds }}"]},
+            {"task_id": "hello", "operator": kpo, "image": "python:3.12-slim",
+             "cmds": ["python", "-c"], "arguments": ["print(1)"]},
+        ]}}),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    assert tasks["etl"]["description"].startswith("PLACEHOLDER")
+    assert "entrypoint of image 'repo/etl:1'" in _unmapped(result)
+    assert tasks["hello"]["command"] == ["python", "-c", "print(1)"]  # cmds: exact
+
+
+def test_a_placeholder_quoting_a_template_is_written_and_says_it(tmp_path: Path) -> None:
+    """A placeholder's reason may quote the source's templates (a computed trigger_dag_id);
+    pasted into the placeholder's command, which is rendered, they were read as templates:
+    the workflow did not validate, and none of its tasks was written."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"trig": {"tasks": [
+            {"task_id": "a", "operator": "airflow.operators.bash.BashOperator",
+             "bash_command": "echo a"},
+            {"task_id": "go", "operator": "airflow.operators.trigger_dagrun.TriggerDagRunOperator",
+             "trigger_dag_id": "child_{{ dag_run.conf.region }}{% if x %}", "dependencies": ["a"]},
+        ]}}),
+    )  # fmt: skip
+    go = _tasks(result)["go"]
+    assert go["depends_on"] == ["a"]
+    assert "child_{{ dag_run.conf.region }}{% if x %}" in render(go["command"], {})
+    assert "exit 1" in go["command"]
+
+
 def test_defaults_precedence_and_task_merge(tmp_path: Path) -> None:
     result = _import(
         tmp_path,
@@ -160,6 +200,90 @@ x:
     # the template would be refused by validation: a failing placeholder stands in for it
     assert "validation refuses this: template reads 'conn'" in text
     assert "exit 1" in _tasks(result)["t"]["command"]
+
+
+@pytest.mark.parametrize("rule", ["none_failed_min_one_success", "none_failed_or_skipped"])
+def test_none_failed_min_one_success_waits_on_two_gates(tmp_path: Path, rule: str) -> None:
+    """Airflow's join after a branch (none_failed_min_one_success; Airflow 2's older name
+    none_failed_or_skipped) runs when its upstream tasks all ended, none failed and one
+    succeeded. Stratoflow has no one rule for it: the import fell back to all_success, so the
+    join was skipped whenever a branch was. Two gates say it, as the DolphinScheduler
+    import's joins do: none_failed over the upstream tasks, and one_success over them."""
+    bash = "airflow.operators.bash.BashOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "a": {"operator": bash, "bash_command": "true"},
+            "b": {"operator": bash, "bash_command": "true"},
+            "join": {"operator": bash, "bash_command": "true", "dependencies": ["a", "b"],
+                     "trigger_rule": rule},
+            "one": {"operator": bash, "bash_command": "true", "dependencies": ["a"],
+                    "trigger_rule": rule},
+        }}}, sort_keys=False),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    assert tasks["join"]["depends_on"] == ["join__upstream_done", "join__upstream_ran"]
+    assert "trigger_rule" not in tasks["join"]
+    gates = {t: (tasks[t]["depends_on"], tasks[t]["trigger_rule"]) for t in tasks if "__" in t}
+    assert gates == {
+        "join__upstream_done": (["a", "b"], "none_failed"),
+        "join__upstream_ran": (["a", "b"], "one_success"),
+    }
+    # one upstream task: all_success says it (skipped if it was, upstream_failed if it failed)
+    assert (tasks["one"]["depends_on"], tasks["one"].get("trigger_rule")) == (["a"], None)
+    assert rule not in _unmapped(result)
+    assert any("join__upstream_done" in n for n in _notes(result, "join", "changed"))
+
+
+def test_trigger_rule_always_runs_whatever_its_upstream_tasks_did(tmp_path: Path) -> None:
+    """Airflow's ``always`` runs a task whatever its upstream tasks did (a cleanup, an alert):
+    the import fell back to all_success, so it never ran after a failure. all_done runs it
+    whatever they did too (once they ended, where ``always`` does not wait: reported)."""
+    bash = "airflow.operators.bash.BashOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "a": {"operator": bash, "bash_command": "false"},
+            "cleanup": {"operator": bash, "bash_command": "true", "dependencies": ["a"],
+                        "trigger_rule": "always"},
+        }}}, sort_keys=False),
+    )  # fmt: skip
+    assert _tasks(result)["cleanup"]["trigger_rule"] == "all_done"
+    (note,) = _notes(result, "cleanup")
+    assert "all_done" in note
+    assert "does not wait" in note
+
+
+def test_http_operator_data_is_sent_as_requests_sends_it(tmp_path: Path) -> None:
+    """HttpOperator hands ``data`` to requests: a mapping is form-encoded in the body
+    (Content-Type application/x-www-form-urlencoded unless a header says otherwise), and a
+    GET's goes in the query string. The import wrote the mapping as the http task's body,
+    which Stratoflow sends as JSON: the server got another body, and a GET a body at all."""
+    op = "airflow.providers.http.operators.http.HttpOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "post": {"operator": op, "http_conn_id": "api", "endpoint": "/run", "method": "POST",
+                     "data": {"data": "fake data", "day": "{{ ds }}", "skip": None, "n": 1}},
+            "typed": {"operator": op, "http_conn_id": "api", "endpoint": "/run",
+                      "headers": {"Content-Type": "application/json"}, "data": {"a": "b/c"}},
+            "get": {"operator": op, "http_conn_id": "api", "endpoint": "/q?x=1", "method": "GET",
+                    "data": {"q": "a b", "tags": ["t1", "t2"]}},
+            "raw": {"operator": op, "http_conn_id": "api", "endpoint": "/run",
+                    "data": '{"a": 1}'},
+        }}}, sort_keys=False),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    post = tasks["post"]
+    assert render(post["body"], {"ds": "2026-01-02"}) == "data=fake+data&day=2026-01-02&n=1"
+    assert post["headers"] == {"Content-Type": "application/x-www-form-urlencoded"}
+    # a Content-Type of the task's own is sent as it is (requests keeps it): the body is a form
+    assert tasks["typed"]["headers"] == {"Content-Type": "application/json"}
+    assert tasks["typed"]["body"] == "a=b%2Fc"
+    get = tasks["get"]
+    assert "body" not in get
+    assert get["url"].endswith("/q?x=1&q=a+b&tags=t1&tags=t2")
+    assert tasks["raw"]["body"] == '{"a": 1}'  # text is sent as it is
 
 
 def test_airflow_variables_map_as_they_are_to_project_variables(tmp_path: Path) -> None:
@@ -271,6 +395,20 @@ def test_trigger_dag_run_sensor_and_sql_operators(tmp_path: Path) -> None:
     assert tasks["next"]["workflow"] == "downstream"
     assert tasks["next"]["params"]["n"] == 2
     assert "{{" in tasks["next"]["params"]["day"]
+
+
+def test_a_sensor_without_a_timeout_gives_up_after_airflow_s_seven_days(tmp_path: Path) -> None:
+    """BaseSensorOperator's timeout defaults to 7 days, after which the sensor fails; a
+    dependency task without one waits until its outcome is certain: the import left it out,
+    so a sensor on a DAG that never ran waited where Airflow's failed."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"etl": {"schedule": "@daily", "tasks": [
+            {"task_id": "wait", "operator": "airflow.sensors.external_task.ExternalTaskSensor",
+             "external_dag_id": "up"},
+        ]}}),
+    )  # fmt: skip
+    assert _tasks(result)["wait"]["timeout"] == "604800s"
 
 
 def test_a_sensor_on_other_dates_is_reported(tmp_path: Path) -> None:
@@ -589,6 +727,65 @@ dated:
     assert end == datetime(2026, 12, 31, tzinfo=UTC) + cron_step
 
 
+def test_an_airflow2_timedelta_schedule_runs_each_interval_when_it_ends(tmp_path: Path) -> None:
+    """A timedelta schedule is Airflow 2's DeltaDataIntervalTimetable: intervals of that
+    length from start_date, each run when it ends, its ds the interval's start. The import
+    started the rate at start_date (one run too early, whose interval Airflow never runs)
+    and said the interval was not of a fixed length, its macros reading the fire time."""
+    result = _import(
+        tmp_path,
+        """
+six_hourly:
+  default_args: {start_date: 2026-12-04, end_date: 2026-12-05}
+  schedule: {__type__: datetime.timedelta, hours: 6}
+  catchup: true
+  tasks:
+    t: {operator: airflow.operators.bash.BashOperator, bash_command: "{{ ds }} {{ ts }}"}
+""",
+    )
+    spec = parse_workflow(result.workflows[0].document or {})
+    schedule = spec.workflow.schedule
+    assert schedule is not None
+    start, end = schedule_window(schedule)
+    assert start is not None
+    fires = parse_schedule(schedule.cron).fire_times(
+        start - timedelta(days=1), start + timedelta(days=1), schedule.timezone, schedule.start
+    )
+    assert fires[0] == datetime(2026, 12, 4, 6, tzinfo=UTC)  # the first interval's end
+    command = _tasks(result)["t"]["command"]
+    for fire in fires[:5]:
+        logical = fire - timedelta(hours=6)
+        assert render(command, {"logical_date": fire.isoformat()}).split() == [
+            logical.strftime("%Y-%m-%d"),
+            logical.isoformat(),
+        ]
+    assert end == datetime(2026, 12, 5, 6, tzinfo=UTC)  # the interval starting at end_date
+    assert not [n for n in result.all_notes() if "not a fixed length" in n.message]
+
+
+def test_an_airflow2_cron_of_uneven_intervals_fires_first_when_its_first_interval_ends(
+    tmp_path: Path,
+) -> None:
+    """Airflow 2 runs the interval from the schedule's first time at or after start_date
+    to the next one, when it ends, and the last one starting at or before end_date. For a
+    cron whose intervals differ in length (monthly, every 5 minutes) the import kept
+    start_date as the schedule's start: a run at the first time, whose interval Airflow
+    never runs, and none for the interval starting at end_date."""
+    result = _import(
+        tmp_path,
+        """
+monthly:
+  default_args: {start_date: 2024-11-11, end_date: 2025-03-15}
+  schedule: "@monthly"
+  catchup: true
+  tasks:
+    t: {operator: airflow.operators.bash.BashOperator, bash_command: "true"}
+""",
+    )
+    schedule = (result.workflows[0].document or {})["schedule"]
+    assert (schedule["start"], schedule["end"]) == ("2025-01-01T00:00:00", "2025-04-01T00:00:00")
+
+
 @pytest.mark.parametrize("zone", ["Europe/Berlin", "America/New_York", "UTC"])
 def test_airflow2_dates_of_a_zoned_daily_dag_hold_across_dst_changes(
     tmp_path: Path, zone: str
@@ -815,10 +1012,8 @@ def test_every_templated_field_reads_airflow_2_dates_statements_included(tmp_pat
         assert json.loads(params["nested"]) == {"days": ["20260301"]}, tid
     assert rendered(tasks["sql"]["parameters"]) == {"day": "2026-03-01"}
     assert rendered(tasks["http"]["url"]) == "https://example.com/2026-03-01"
-    assert rendered(tasks["http"]["body"]) == {
-        "day": "2026-03-01",
-        "nested": {"days": ["20260301"]},
-    }
+    # requests form-encodes the mapping HttpOperator hands it: a nested mapping gives its keys
+    assert rendered(tasks["http"]["body"]) == "day=2026-03-01&nested=days"
     assert rendered(tasks["fn"]["payload"]) == {"day": "2026-03-01", "nested": ["20260301"]}
     assert rendered(tasks["fn_text"]["payload"]) == {"day": "2026-03-01"}
     next_params = rendered(tasks["next"]["params"])
@@ -850,6 +1045,35 @@ def test_airflow_2_statements_read_airflow_2_dates(
     assert result.complete, _unmapped(result)
     command = _tasks(result)["t"]["command"]
     assert render(command, _context(datetime(2026, 3, 2, tzinfo=UTC))) == expected
+
+
+@pytest.mark.parametrize(
+    ("operator", "expected"),
+    [
+        # Airflow 2: the run at 2026-03-02 03:00 is the interval from 2026-03-01 03:00
+        ("airflow.operators.bash.BashOperator",
+         "20260301T030000|20260301T030000+0000|2026-03-01T03:00:00+00:00|2026-03-02T03:00:00+00:00"),
+        # Airflow 3: a cron's run is its fire time, its data interval empty
+        ("airflow.providers.standard.operators.bash.BashOperator",
+         "20260302T030000|20260302T030000+0000|2026-03-02T03:00:00+00:00|2026-03-02T03:00:00+00:00"),
+    ],
+)  # fmt: skip
+def test_ts_nodash_and_the_data_interval_read_as_airflow_gives_them(
+    tmp_path: Path, operator: str, expected: str
+) -> None:
+    """{{ ts_nodash }}, {{ data_interval_start }} and {{ data_interval_end }} are among the
+    most used of Airflow's names; the import left them to validation, which refused them, so
+    such a task was a failing placeholder."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"d": {"schedule": "0 3 * * *", "start_date": "2026-01-01", "tasks": {
+            "t": {"operator": operator, "bash_command": "{{ ts_nodash }}|{{ ts_nodash_with_tz }}"
+                  "|{{ data_interval_start }}|{{ data_interval_end }}"},
+        }}}),
+    )  # fmt: skip
+    assert result.complete, _unmapped(result)
+    command = _tasks(result)["t"]["command"]
+    assert render(command, _context(datetime(2026, 3, 2, 3, tzinfo=UTC))) == expected
 
 
 @pytest.mark.parametrize(
@@ -899,6 +1123,36 @@ def test_the_corpus_taskflow_pair_reads_as_airflow_2_and_3() -> None:
     assert "Airflow 2 dates" not in _messages(new)
 
 
+def test_a_dependency_on_a_group_is_on_its_leaves_when_dag_factory_sets_it(
+    tmp_path: Path,
+) -> None:
+    """dag-factory sets dependencies in the order of its tasks, then of its groups, and
+    Airflow makes a dependency on a group one on its leaves at that moment (the group's
+    tasks with no downstream task in it). A group's cleanup task (all_done) is then its
+    only leaf, and the task after the group runs when the work failed; the import made it
+    wait for every task of the group, so it was upstream_failed."""
+    bash = "airflow.operators.bash.BashOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"grp": {
+            "task_groups": {"g": {}, "h": {"dependencies": ["g"]}},
+            "tasks": {
+                "early": {"operator": bash, "bash_command": "true", "dependencies": ["g"]},
+                "work": {"operator": bash, "bash_command": "exit 1", "task_group_name": "g"},
+                "cleanup": {"operator": bash, "bash_command": "true", "task_group_name": "g",
+                            "dependencies": ["work"], "trigger_rule": "all_done"},
+                "next": {"operator": bash, "bash_command": "true", "dependencies": ["g"]},
+                "after": {"operator": bash, "bash_command": "true", "task_group_name": "h"},
+            },
+        }}, sort_keys=False),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    assert tasks["next"]["depends_on"] == ["g__cleanup"]
+    assert tasks["h__after"]["depends_on"] == ["g__cleanup"]  # a group on a group: the same
+    # set before the group's own dependency was: both of its tasks were leaves then
+    assert tasks["early"]["depends_on"] == ["g__work", "g__cleanup"]
+
+
 @pytest.mark.parametrize(
     ("dag", "where"),
     [
@@ -921,6 +1175,47 @@ def test_a_dependency_on_an_unknown_task_or_group_is_refused(
     assert "etl_daily" in message
     assert where in message
     assert ("'extarct'" if "load'" in where else "'nogroup'") in message
+
+
+@pytest.mark.parametrize(
+    ("dag", "name"),
+    [
+        ({"task_groups": {"g": {}},
+          "tasks": {"load": {"operator": BASH, "bash_command": "true",
+                             "task_group_name": "loads"}}}, "'loads'"),
+        ({"task_groups": {"g": {"parent_group_name": "outer"}},
+          "tasks": {"load": {"operator": BASH, "bash_command": "true",
+                             "task_group_name": "g"}}}, "'outer'"),
+        ({"task_groups": {"g": {"parent_group_name": "h"}, "h": {"parent_group_name": "g"}},
+          "tasks": {"load": {"operator": BASH, "bash_command": "true",
+                             "task_group_name": "g"}}}, "g -> h -> g"),
+    ],
+)  # fmt: skip
+def test_a_task_or_group_in_an_unknown_group_is_refused(
+    tmp_path: Path, dag: dict[str, Any], name: str
+) -> None:
+    """dag-factory looks a task's task_group_name (once the DAG has task groups) and a
+    group's parent_group_name up among the DAG's groups, and refuses the DAG when it is not
+    there; the import made the task (or group) a top-level one, and said nothing."""
+    path = tmp_path / "dags.yml"
+    path.write_text(yaml.safe_dump({"etl_daily": dag}))
+    with pytest.raises(InvalidInput) as caught:
+        import_file(path, "dag-factory")
+    message = str(caught.value)
+    assert "etl_daily" in message
+    assert name in message
+    assert "dag-factory refuses the DAG" in message
+
+
+def test_a_group_name_in_a_dag_without_groups_is_ignored_as_dag_factory_ignores_it(
+    tmp_path: Path,
+) -> None:
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {"a": {"operator": BASH, "bash_command": "true",
+                                              "task_group_name": "g"}}}}),
+    )  # fmt: skip
+    assert list(_tasks(result)) == ["a"]
 
 
 def test_the_cli_refuses_a_dag_file_dag_factory_refuses_and_writes_nothing(

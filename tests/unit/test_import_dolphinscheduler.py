@@ -70,6 +70,35 @@ def test_retries_intervals_and_timeouts() -> None:
     parse_workflow(result.document)  # valid format v1
 
 
+def test_a_timeout_without_a_strategy_neither_fails_nor_alerts(tmp_path: Path) -> None:
+    """DolphinScheduler kills a task at its timeout only under FAILED or WARNFAILED, and
+    alerts only under WARN or WARNFAILED (TaskExecutionContextBuilder, the timeout event
+    handler): an open timeout with no strategy, as pydolphinscheduler submits ``timeout``
+    without ``timeout_notify_strategy``, does nothing. The pydolphinscheduler import made
+    it fail the task (a long task, fine in DolphinScheduler, was killed), an export's
+    import alerted on it."""
+    workflow = _pydolphin(
+        tmp_path,
+        """
+workflow: {name: slow}
+tasks:
+  - {name: a, task_type: Shell, command: "sleep 7200", timeout: 60}
+  - {name: b, task_type: Shell, command: "true", timeout: 5, timeout_notify_strategy: FAILED}
+""",
+    )
+    tasks = workflow.document["tasks"]  # type: ignore[index]
+    assert "timeout" not in tasks["a"]
+    assert "on_timeout" not in tasks["a"]
+    (note,) = [n.message for n in workflow.notes if n.task == "a" and "timeout" in n.message]
+    assert "neither fails nor alerts" in note
+    assert (tasks["b"]["timeout"], tasks["b"]["on_timeout"]) == ("300s", "fail")
+    export = _import(
+        _task(1, "a", "SHELL", {"rawScript": "true"}, timeoutFlag="OPEN", timeout=5,
+              timeoutNotifyStrategy=None),
+    )  # fmt: skip
+    assert "timeout" not in export.document["tasks"]["a"]  # type: ignore[index]
+
+
 def test_settings_without_an_equivalent_are_reported() -> None:
     result = _import(
         _task(1, "a", "SHELL", {"rawScript": "true", "resourceList": [{"id": 3}]},
@@ -225,6 +254,23 @@ def test_http_and_kubernetes() -> None:
     )
     assert (pod["cpu"], pod["memory"]) == ("0.5", "256Mi")
     assert any("cluster 'c1'" in m for m in _unmapped(result, "pod"))
+
+
+@pytest.mark.parametrize("params", [{"args": '["--date", "${system.biz.date}"]'}, {}])
+def test_a_kubernetes_task_without_a_command_is_not_its_arguments_run_as_one(
+    params: dict[str, Any],
+) -> None:
+    """Without ``command`` DolphinScheduler leaves the container's command unset: the
+    image's entrypoint runs, with ``args`` if any. A kubernetes task's command replaces the
+    entrypoint, which the import cannot know: the arguments were run as the command (its
+    first argument as the program), and with none an empty command, which does nothing
+    locally and is refused at dispatch on AWS, where the note said the entrypoint ran."""
+    result = _import(_task(1, "pod", "K8S", {"image": "etl:1", **params}))
+    pod = result.document["tasks"]["pod"]  # type: ignore[index]
+    assert pod["type"] == "shell"
+    assert "exit 1" in pod["command"]
+    (note,) = _unmapped(result, "pod")
+    assert "the entrypoint of image 'etl:1'" in note
 
 
 def _conditions(
@@ -810,6 +856,84 @@ tasks:
     assert workflow.document["schedule"] == {  # type: ignore[index]
         "cron": "cron(0 0 * * ? *)", "timezone": "Asia/Shanghai", "start": "2021-01-01T00:00:00"
     }  # fmt: skip
+
+
+def test_pydolphinscheduler_tasks_of_one_name_are_all_kept(tmp_path: Path) -> None:
+    """pydolphinscheduler keys tasks by code, so two tasks may share a name and both run;
+    a name in ``deps`` (and a branch's or condition's) means the last task of that name,
+    as its parser's name -> task map keeps the last. The import kept only the last one and
+    called the workflow complete."""
+    workflow = _pydolphin(
+        tmp_path,
+        """
+workflow: {name: dup}
+tasks:
+  - {name: load, task_type: Shell, command: echo first}
+  - {name: extract, task_type: Shell, command: echo extract}
+  - {name: load, task_type: Shell, command: echo second, deps: [extract]}
+  - {name: report, task_type: Shell, command: echo report, deps: [load]}
+""",
+    )
+    tasks = workflow.document["tasks"]  # type: ignore[index]
+    assert {t: (b["command"], b.get("depends_on")) for t, b in tasks.items()} == {
+        "load": ("echo first", None),
+        "extract": ("echo extract", None),
+        "load_2": ("echo second", ["extract"]),
+        "report": ("echo report", ["load_2"]),
+    }
+    (note,) = [n.message for n in workflow.notes if "2 tasks are named 'load'" in n.message]
+    assert "the last" in note
+
+
+def test_pydolphinscheduler_global_params_are_text_as_dolphinscheduler_reads_them(
+    tmp_path: Path,
+) -> None:
+    """A workflow ``param`` is a VARCHAR global parameter: the SDK sends its value as JSON,
+    so ``true`` is the text 'true' in ``${debug}`` and ``1`` the text '1' (a run may pass
+    '007' or 'abc'). The import kept YAML's types: {{ params.debug }} rendered 'True', and a
+    run's -p n=007 became 7 (or was refused for 'abc')."""
+    workflow = _pydolphin(
+        tmp_path,
+        """
+workflow:
+  name: typed
+  param: {debug: true, n: 1, ratio: 1.5, name: x, empty: null}
+tasks:
+  - {name: a, task_type: Shell, command: "echo ${debug} ${n} ${ratio} ${name} ${empty}"}
+""",
+    )
+    assert workflow.document["params"] == {  # type: ignore[index]
+        "debug": "true", "n": "1", "ratio": "1.5", "name": "x", "empty": "",
+    }  # fmt: skip
+
+
+def test_pydolphinscheduler_dependent_dates_are_read_whatever_their_case(tmp_path: Path) -> None:
+    """The SDK reads dependent_date by its DependentDate constant's name in any case
+    (``this_month``, ``Last_Wednesday``: it upper-cases the text first), else as the value
+    itself (``last24Hours``); the import knew only the upper-case names and made such a
+    task a failing placeholder."""
+    workflow = _pydolphin(
+        tmp_path,
+        """
+workflow: {name: dep}
+tasks:
+  - name: d
+    task_type: Dependent
+    op: and
+    groups:
+      - op: and
+        groups:
+          - {project_name: p, workflow_name: up, dependent_date: this_month}
+          - {project_name: p, workflow_name: up, dependent_date: Last_Wednesday}
+          - {project_name: p, workflow_name: up, dependent_date: last_twenty_four_hours}
+          - {project_name: p, workflow_name: up, dependent_date: last24Hours}
+          - {project_name: p, workflow_name: up, dependent_date: TODAY}
+""",
+    )
+    task = workflow.document["tasks"]["d"]  # type: ignore[index]
+    assert [item["date"] for item in task["all"]] == [
+        "thisMonth", "lastWednesday", "last24Hours", "last24Hours", "today"
+    ]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- DS 1.x

@@ -346,6 +346,22 @@ def test_a_callable_gets_each_param_it_names_as_an_argument(tmp_path: Path) -> N
     assert outcome(tmp_path) == ({"keys": ["params"]}, None)
 
 
+def test_a_callable_taking_kwargs_gets_each_param_it_names_too(tmp_path: Path) -> None:
+    """Airflow passes a PythonOperator's op_kwargs to a callable that takes **kwargs along
+    with the context (``def load(table, **context)``, the usual form): the import makes them
+    the task's params, and such a callable got only params, outputs and context, so it
+    failed with 'missing 1 required positional argument'."""
+    spec = spec_file(
+        tmp_path, "python", {"callable": "tests.unit.task_callables:with_context"},
+        {"number": "21", "extra": "x"},
+    )  # fmt: skip
+    assert runner.main(str(spec)) == 0
+    assert outcome(tmp_path) == (
+        {"number": "21", "names": ["context", "extra", "outputs", "params"]},
+        None,
+    )
+
+
 def test_a_callable_decorated_with_the_sdk_s_task_runs_the_function(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

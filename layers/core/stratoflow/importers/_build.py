@@ -22,12 +22,43 @@ def shown(value: Any) -> str:
 def placeholder(kind: str, original: str, reason: str) -> dict[str, Any]:
     """A shell task that fails, naming what it stands for."""
     message = f"stratoflow import: placeholder for {kind} task {original!r}: {reason}"
-    quoted = message.replace("'", "'\\''")
+    # the command is a template: each brace of the message (which may quote the source's
+    # templates) is written as a literal one, so that it renders as the message says
+    quoted = message.replace("'", "'\\''").replace("{", "{{ '{' }}")
     return {
         "type": "shell",
         "description": f"PLACEHOLDER (imported {kind} task {original!r}): {reason}",
         "command": f"echo '{quoted}' >&2\nexit 1\n",
     }
+
+
+def gate(tasks: dict[str, dict[str, Any]], tid: str, ups: list[str]) -> tuple[str, str]:
+    """Put ``tid`` after two gates over its upstream tasks ``ups`` (placed before it): one
+    that runs when they all ended and none failed (none_failed), one that runs when one
+    succeeded (one_success). ``tid`` (all_success over both) then runs as Airflow's
+    none_failed_min_one_success: skipped when all of ``ups`` were, upstream_failed when one
+    failed. The gates' names."""
+    taken = set(tasks)
+    done = unique(f"{tid}__upstream_done", taken)
+    ran = unique(f"{tid}__upstream_ran", taken)
+    gates = {
+        done: {"type": "shell", "command": "true\n", "depends_on": list(ups),
+               "trigger_rule": "none_failed",
+               "description": f"{tid}'s upstream tasks all ended, none failed"},
+        ran: {"type": "shell", "command": "true\n", "depends_on": list(ups),
+              "trigger_rule": "one_success",
+              "description": f"one of {tid}'s upstream tasks succeeded"},
+    }  # fmt: skip
+    ordered: dict[str, dict[str, Any]] = {}
+    for name, body in tasks.items():
+        if name == tid:
+            ordered.update(gates)
+        ordered[name] = body
+    tasks.clear()
+    tasks.update(ordered)
+    tasks[tid]["depends_on"] = [done, ran]
+    tasks[tid].pop("trigger_rule", None)
+    return done, ran
 
 
 def _switches_choosing(tasks: dict[str, dict[str, Any]], task: str) -> list[str]:

@@ -145,10 +145,18 @@ def airflow_schedule(value: Any) -> Converted:
 _FIXED = re.compile(r"[0-9]+")
 
 
+_RATE = re.compile(r"rate\(\s*([0-9]+)\s+(minute|hour|day)s?\s*\)")
+_RATE_MINUTES = {"minute": 1, "hour": 60, "day": 1440}
+
+
 def interval_before(cron: str) -> tuple[int, int] | None:
-    """For an Airflow 2 cron schedule (a run's logical date is the *start* of the interval
-    that ends at its fire time): the (days, minutes) from fire time back to that start, when it
-    is a constant: daily, hourly and weekly schedules. None otherwise."""
+    """For an Airflow 2 schedule (a run's logical date is the *start* of the interval that
+    ends at its fire time): the (days, minutes) from fire time back to that start, when it
+    is a constant: daily, hourly and weekly crons, and a timedelta's ``rate()`` (Airflow 2's
+    DeltaDataIntervalTimetable: elapsed time). None otherwise."""
+    rate = _RATE.fullmatch(cron)
+    if rate is not None:
+        return (0, -int(rate.group(1)) * _RATE_MINUTES[rate.group(2)])
     fields = cron.split()
     if len(fields) != 5:
         return None

@@ -6,7 +6,8 @@ file's ``default``, then ``defaults.yml``; ``default_args`` are merged key by ke
 
 Task groups are flattened: a task in group ``g`` (itself in ``parent``) is named
 ``parent__g__task``. A group's ``dependencies`` become dependencies of the group's first tasks
-(those with no upstream inside the group); a dependency *on* a group means its last tasks.
+(those with no upstream inside the group); a dependency *on* a group means its leaves when
+dag-factory sets it (those no task of the group depends on then), as Airflow reads it.
 """
 
 from __future__ import annotations
@@ -14,21 +15,25 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from stratoflow.errors import InvalidInput, Problem
 from stratoflow.importers._build import (
     Unmapped,
     clamped_priority,
+    gate,
     pools_to_create,
     unmapped_task,
 )
 from stratoflow.importers._cron import airflow_schedule, interval_before
 from stratoflow.importers._dagfactory_args import (
+    GATED_RULES,
     READ_ARG_KEYS,
     READ_DAG_KEYS,
     SETTING_KEYS,
@@ -46,7 +51,7 @@ from stratoflow.importers._names import output_ref, param_ref, task_id, unique, 
 from stratoflow.importers._report import ImportedWorkflow, Notes
 from stratoflow.importers._sizes import least_text
 from stratoflow.importers._timeexpr import AirflowDates, escape_literal, rewrite_airflow
-from stratoflow.model import CATCHUP_MAX_ACTIVE_RUNS, MAX_DOCUMENT_BYTES
+from stratoflow.model import CATCHUP_MAX_ACTIVE_RUNS, MAX_DOCUMENT_BYTES, parse_schedule
 from stratoflow.model._dag import _walk_strings
 from stratoflow.model._loader import load_yaml
 from stratoflow.model._workflow import MAX_POOL_SLOTS
@@ -195,6 +200,68 @@ def _later(text: str, shift: tuple[int, int]) -> str:
     return (when - timedelta(days=shift[0], minutes=shift[1])).isoformat()
 
 
+def _interval_end(cron: str, tz: str, text: str, *, last: bool) -> str:
+    """For an Airflow 2 cron whose intervals differ in length: the end (fire time, as wall
+    time in ``tz``) of the first interval starting at or after ``text`` (start_date), or with
+    ``last`` of the last one starting at or before it (end_date), as Airflow 2's
+    CronDataIntervalTimetable runs them. ``text`` as it is when there is none, or it is not a
+    date and time (validation names it)."""
+    try:
+        zone = ZoneInfo(tz)
+        when = datetime.fromisoformat(text).replace(tzinfo=zone)
+        expression = parse_schedule(cron)
+        if last:
+            begin = expression.previous_at_or_before(when, tz)
+        else:
+            begin = expression.next_after(when - timedelta(microseconds=1), tz)
+        if begin is None:
+            return text
+        fire = expression.next_after(begin, tz)
+    except (ValueError, ZoneInfoNotFoundError):  # ScheduleError is a ValueError
+        return text
+    return fire.astimezone(zone).replace(tzinfo=None).isoformat()
+
+
+def _check_groups(
+    dag_id: str, groups: dict[str, dict[str, Any]], raw_tasks: list[dict[str, Any]]
+) -> None:
+    """Refuse what dag-factory refuses: a group's parent_group_name that is no group of the
+    DAG, groups that are each other's parents, and a task's task_group_name that is no group
+    (once the DAG has groups: without any, dag-factory ignores task_group_name)."""
+
+    def refuse(where: str, message: str) -> InvalidInput:
+        return InvalidInput([Problem(f"{dag_id}.{where}", f"DAG {dag_id!r}: {message}")])
+
+    for name, conf in groups.items():
+        seen = [name]
+        parent = conf.get("parent_group_name")
+        while parent is not None:
+            if str(parent) not in groups:
+                raise refuse(
+                    f"task_groups.{name}.parent_group_name",
+                    f"task group {seen[-1]!r} is in {str(parent)!r}, which is no task group of "
+                    "the DAG (dag-factory refuses the DAG)",
+                )
+            if str(parent) in seen:
+                raise refuse(
+                    f"task_groups.{name}.parent_group_name",
+                    f"task groups {' -> '.join([*seen, str(parent)])} are each other's parents "
+                    "(dag-factory refuses the DAG)",
+                )
+            seen.append(str(parent))
+            parent = groups[str(parent)].get("parent_group_name")
+    if not groups:
+        return
+    for raw in raw_tasks:
+        group = raw.get("task_group_name")
+        if group and str(group) not in groups:
+            raise refuse(
+                f"tasks.{raw.get('task_id')}.task_group_name",
+                f"task {raw.get('task_id')!r} is in {str(group)!r}, which is no task group of "
+                "the DAG (dag-factory refuses the DAG)",
+            )
+
+
 def _mapping(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {}
 
@@ -263,7 +330,12 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
                                   f"it in the DAG's time zone, {tz}", field="schedule")  # fmt: skip
                 # Airflow 2 runs the interval that starts at start_date once it ends: the
                 # fire time one interval later, whose ds is start_date (and so for end_date)
-                schedule[key] = _later(text, shift) if shift else text
+                if shift:
+                    schedule[key] = _later(text, shift)
+                elif airflow2:
+                    schedule[key] = _interval_end(converted.cron, tz, text, last=key == "end")
+                else:
+                    schedule[key] = text
                 if schedule[key] != text:
                     notes.changed(f"{key}_date {text} is the schedule's {key} "
                                   f"{schedule[key]}: Airflow 2 runs the interval that starts "
@@ -308,6 +380,7 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
 
     groups = _groups(config.get("task_groups"))
     raw_tasks = _task_list(config.get("tasks"))
+    _check_groups(dag_id, groups, raw_tasks)
 
     def group_path(group: str | None) -> list[str]:
         path: list[str] = []
@@ -379,21 +452,29 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
         used_args |= used
         for g in group_path(raw.get("task_group_name")):
             used_group_args[g] |= used
-        where = f"tasks.{raw.get('task_id')}"
-        what = f"task {raw.get('task_id')!r}"
-        deps = _depends(raw.get("dependencies"), dag_id, where, what, ids, members)
-        deps += reads  # a task reading another's return value runs after it, as in Airflow
-        if deps:
-            body["depends_on"] = list(dict.fromkeys(deps))
+        # a task reading another's return value runs after it, as in Airflow (set as the
+        # task is made: its dependencies are set once every task is)
+        body["depends_on"] = list(dict.fromkeys(reads))
         body.update(task_settings(settings[tid], written, notes, tid))
         _pool_settings(merged, tid, body, notes, renamed)
         tasks[tid] = body
         if reason:
             kind = raw.get("operator") or raw.get("decorator")
             deferred.append((tid, str(kind), reason, raw))
+    # dag-factory sets the dependencies once every task is made, in the order of the tasks,
+    # then of the groups; a dependency on a group is one on its leaves at that moment
+    for raw in raw_tasks:
+        tid = ids[str(raw.get("task_id"))]
+        where = f"tasks.{raw.get('task_id')}"
+        what = f"task {raw.get('task_id')!r}"
+        deps = _depends(raw.get("dependencies"), dag_id, where, what, ids, members, tasks)
+        tasks[tid]["depends_on"] = list(dict.fromkeys(deps + tasks[tid]["depends_on"]))
+    for body in tasks.values():
+        if not body["depends_on"]:
+            del body["depends_on"]
     for group, conf in groups.items():
         where, what = f"task_groups.{group}", f"task group {group!r}"
-        deps = _depends(conf.get("dependencies"), dag_id, where, what, ids, members)
+        deps = _depends(conf.get("dependencies"), dag_id, where, what, ids, members, tasks)
         inside = set(members[group])
         for member in members[group]:
             if not any(d in inside for d in tasks[member].get("depends_on", [])):
@@ -416,6 +497,17 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
     left_out(notes, args, READ_ARG_KEYS | used_args, "default_args.", "default_args.")
     for tid, operator, reason, raw in deferred:
         unmapped_task(tasks, tid, operator.rsplit(".", 1)[-1], tid, reason, raw, mode, notes)
+    for tid, task_settings_ in settings.items():
+        ups = tasks.get(tid, {}).get("depends_on", [])
+        if task_settings_.rule in GATED_RULES and len(ups) > 1:  # (one: all_success says it)
+            done, ran = gate(tasks, tid, ups)
+            notes.changed(
+                f"trigger rule {task_settings_.rule}: waits on {done} (none_failed over its "
+                f"upstream tasks {', '.join(ups)}) and {ran} (one_success), as Stratoflow "
+                "has no single rule for it: it runs when they all ended, none failed and one "
+                "succeeded, is skipped when all were skipped",
+                task=tid,
+            )
     if mode == "report" and budget.spent <= MAX_DOCUMENT_BYTES:
         # a task reading the outputs of a task left out cannot validate (a workflow too big
         # to write is not: importers._validated says so)
@@ -560,9 +652,11 @@ def _depends(
     what: str,
     ids: dict[str, str],
     members: dict[str, list[str]],
+    tasks: dict[str, dict[str, Any]],
 ) -> list[str]:
-    """A task's or group's ``dependencies``: the tasks it waits for. A name that is no task
-    or group of the DAG is refused, as dag-factory refuses it (its lookup fails)."""
+    """A task's or group's ``dependencies``: the tasks it waits for, given the dependencies
+    of ``tasks`` so far. A name that is no task or group of the DAG is refused, as
+    dag-factory refuses it (its lookup fails)."""
     if written is None:
         return []
     if not isinstance(written, list):
@@ -579,16 +673,73 @@ def _depends(
                          f"{name!r}, which is no task or task group of the DAG (dag-factory "
                          "refuses the DAG)")]
             )  # fmt: skip
-        out += _resolve(name, ids, members)
+        out += _resolve(name, ids, members, tasks)
     return out
 
 
-def _resolve(name: str, ids: dict[str, str], members: dict[str, list[str]]) -> list[str]:
-    """A dependency name: a task's id, or every task of a group (with all_success the same as
-    its last tasks: they succeed only after the rest did)."""
+def _resolve(
+    name: str, ids: dict[str, str], members: dict[str, list[str]], tasks: dict[str, dict[str, Any]]
+) -> list[str]:
+    """A dependency name: a task's id, or a group's leaves, as Airflow's ``TaskGroup.leaves``
+    reads them when the dependency is set: its tasks no task of the group depends on so far
+    (a group's cleanup task with trigger_rule all_done, when it is the last, is its only
+    leaf: the tasks after the group run whether the work failed or not)."""
     if name in ids:
         return [ids[name]]
-    return list(members.get(name, []))
+    upstream = {d for t in members.get(name, []) for d in tasks[t].get("depends_on", [])}
+    return [t for t in members.get(name, []) if t not in upstream]
+
+
+def _http_data(
+    body: dict[str, Any], data: Any, text: Callable[[Any], str], notes: Notes, tid: str
+) -> None:
+    """HttpOperator's ``data`` as its HttpHook hands it to requests: a GET's in the query
+    string, a HEAD's nowhere, another method's in the body; a mapping form-encoded there
+    (requests' urlencode, ``doseq``: a list gives the key once per item, None leaves it
+    out), with Content-Type application/x-www-form-urlencoded unless a header sets one.
+    Text is sent as it is."""
+    method = body["method"]
+    if method == "HEAD":
+        notes.changed("data is not sent with a HEAD request, as Airflow's HttpHook sends none",
+                      task=tid)  # fmt: skip
+        return
+    if isinstance(data, dict):
+        encoded = _form(data, text)
+    elif isinstance(data, str):
+        encoded = text(data)
+    else:  # a list or a number: as before, the rendered value as the task's body
+        body["body"] = _rendered(data, text)
+        return
+    if method == "GET":
+        if encoded:
+            body["url"] += ("&" if "?" in body["url"] else "?") + encoded
+        return
+    body["body"] = encoded
+    headers = body.setdefault("headers", {})
+    if isinstance(data, dict) and not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+
+
+def _form(data: dict[str, Any], text: Callable[[Any], str]) -> str:
+    """``data`` form-encoded as requests encodes it, a value Airflow renders (a template)
+    encoded as it renders: ``{% filter urlencode %}`` around it."""
+    pieces: list[str] = []
+    for key, value in data.items():
+        # requests' _encode_params: text or a scalar is one value, anything else iterated
+        # (a list's items, a mapping's keys)
+        values = (
+            [value] if isinstance(value, str | bytes) or not hasattr(value, "__iter__") else value
+        )
+        for item in values:
+            if item is None:
+                continue
+            name = urllib.parse.quote_plus(str(key))
+            rendered = text(str(item))
+            if "{{" in rendered or "{%" in rendered:
+                pieces.append(f"{name}={{% filter urlencode %}}{rendered}{{% endfilter %}}")
+            else:
+                pieces.append(f"{name}={urllib.parse.quote_plus(rendered)}")
+    return "&".join(pieces)
 
 
 def _rendered(value: Any, text: Callable[[Any], str]) -> Any:
@@ -776,10 +927,22 @@ def _operator(
         if isinstance(conf.get("headers"), dict):
             body["headers"] = {str(k): text(v) for k, v in conf["headers"].items()}
         if conf.get("data") is not None:
-            data = conf["data"]
-            body["body"] = _rendered(data, text)
+            _http_data(body, conf["data"], text, notes, tid)
         if short == "HttpSensor":
             notes.unmapped("a sensor pokes until its check passes; this task checks once", task=tid)
+    elif short in ("KubernetesPodOperator", "EksPodOperator") and not conf.get("cmds"):
+        # the container's command unset: the image's ENTRYPOINT runs the arguments, where a
+        # kubernetes task's command takes the entrypoint's place
+        args = conf.get("arguments")
+        body, reason = (
+            dict(_STAND_IN),
+            (
+                f"no cmds: Airflow runs the entrypoint of image {str(conf.get('image', ''))!r}"
+                f"{f' with arguments {args!r}' if args else ''}, which the import cannot know; a "
+                "kubernetes task runs its command in place of the entrypoint: write the "
+                "entrypoint and its arguments as its command"
+            ),
+        )
     elif short in ("KubernetesPodOperator", "EksPodOperator"):
         command = [*(conf.get("cmds") or []), *(conf.get("arguments") or [])]
         body = {
@@ -1040,6 +1203,9 @@ def _trigger(
     return body, None
 
 
+AIRFLOW_SENSOR_TIMEOUT = 7 * 86400  # BaseSensorOperator's default timeout
+
+
 def _sensor(conf: dict[str, Any], tid: str, notes: Notes) -> tuple[dict[str, Any], str | None]:
     """ExternalTaskSensor: a dependency task on the other DAG's workflow (or tasks)."""
     dag_id = str(conf.get("external_dag_id") or "")
@@ -1074,7 +1240,8 @@ def _sensor(conf: dict[str, Any], tid: str, notes: Notes) -> tuple[dict[str, Any
     interval = seconds(conf.get("poke_interval"))
     if interval:
         body["check_interval"] = f"{min(max(interval, 5), 86400)}s"
-    timeout = seconds(conf.get("timeout"))
+    # BaseSensorOperator's timeout: 7 days unless set (then the sensor fails)
+    timeout = seconds(conf.get("timeout", AIRFLOW_SENSOR_TIMEOUT))
     if timeout:
         body["timeout"] = f"{min(timeout, 365 * 86400)}s"
     for key in ("allowed_states", "failed_states", "skipped_states"):

@@ -26,6 +26,9 @@ _STRATOFLOW = TaskDefaults()
 STRATOFLOW_RETRY_DELAY = int(_STRATOFLOW.retry_delay.total_seconds())
 STRATOFLOW_MAX_RETRY_DELAY = int(_STRATOFLOW.max_retry_delay.total_seconds())
 RULES = frozenset(r.value for r in TriggerRule)
+# Airflow's rule for a join after a branch (Airflow 2's older name too): all upstream tasks
+# ended, none failed, one succeeded; written as two gates (``_build.gate``)
+GATED_RULES = frozenset({"none_failed_min_one_success", "none_failed_or_skipped"})
 
 # the keys of a level each setting is read from, the first one set winning (dag-factory
 # before 1.0 turned retry_delay_sec into retry_delay, and execution_timeout_secs into
@@ -247,6 +250,15 @@ def task_settings(task: Settings, written: Written, notes: Notes, tid: str) -> d
     if task.rule in RULES:
         if task.rule != TriggerRule.ALL_SUCCESS.value:
             out["trigger_rule"] = task.rule
+    elif task.rule in GATED_RULES:
+        pass  # its gates are made once its upstream tasks are known
+    elif task.rule == "always":
+        out["trigger_rule"] = TriggerRule.ALL_DONE.value
+        notes.unmapped(
+            "trigger rule 'always' is all_done: it runs whatever its upstream tasks did, but "
+            "once they all ended, where Airflow's 'always' does not wait for them",
+            task=tid,
+        )
     else:
         notes.unmapped(f"trigger rule {task.rule!r} has no equivalent: all_success", task=tid)
     return out

@@ -18,6 +18,7 @@ from stratoflow.importers._build import (
     chain_around,
     clamped_priority,
     ds_priority,
+    gate,
     pools_to_create,
     shown,
     unmapped_task,
@@ -487,7 +488,7 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
         tid = ids[task.code]
         if task.type == "CONDITIONS":
             continue
-        if task.type in _BY_CODE and tasks[tid].get("type") == "placeholder":
+        if task.type in _BY_CODE | _K8S and tasks[tid].get("type") == "placeholder":
             reason = tasks[tid].pop("description")
             deps = tasks[tid].get("depends_on")
             tasks[tid] = {"type": "shell", "command": "true\n"}
@@ -601,7 +602,8 @@ _SQL_OWN = frozenset(
     {"type", "connection", "sql", "parameters", "outputs", "depends_on", "trigger_rule",
      "description"}
 )  # fmt: skip
-_HANDLED = {"SHELL", "PYTHON", "HTTP", "K8S", "KUBERNETES", "SWITCH", "CONDITIONS", *_BY_CODE}
+_K8S = {"K8S", "KUBERNETES"}
+_HANDLED = {"SHELL", "PYTHON", "HTTP", *_K8S, "SWITCH", "CONDITIONS", *_BY_CODE}
 
 
 def _ds_context(
@@ -856,11 +858,16 @@ def _kubernetes(p: dict[str, Any], ds: DsContext, tid: str, notes: Notes) -> dic
     args = _json_field(p.get("args")) or []
     command = command if isinstance(command, list) else [str(command)]
     args = args if isinstance(args, list) else [str(args)]
-    body["command"] = [rewrite_ds(str(c), ds) for c in [*command, *args]]
-    if not body["command"]:
-        notes.changed(
-            "no command: the image's entrypoint runs (locally there is nothing to run)", task=tid
+    if not command:
+        # the container's command unset: the image's ENTRYPOINT runs (with the args), where
+        # a kubernetes task's command takes the entrypoint's place
+        return _cannot(
+            f"no command: DolphinScheduler runs the entrypoint of image {body['image']!r}"
+            f"{' with args ' + shown(args) if args else ''}, which the import cannot know; a "
+            "kubernetes task runs its command in place of the entrypoint: write the "
+            "entrypoint and its arguments as its command"
         )
+    body["command"] = [rewrite_ds(str(c), ds) for c in [*command, *args]]
     cpu = p.get("minCpuCores") or p.get("min_cpu_cores")
     memory = p.get("minMemorySpace") or p.get("min_memory_space")
     if cpu:
@@ -1153,25 +1160,7 @@ def _always_one_runs(
 def _gate(tasks: dict[str, dict[str, Any]], tid: str, ups: list[str], notes: Notes) -> None:
     """``tid`` after two gates over its upstream tasks ``ups``: one that runs when they all
     ended and none failed, one that runs when one succeeded."""
-    taken = set(tasks)
-    done = unique(f"{tid}__upstream_done", taken)
-    ran = unique(f"{tid}__upstream_ran", taken)
-    gates = {
-        done: {"type": "shell", "command": "true\n", "depends_on": list(ups),
-               "trigger_rule": "none_failed",
-               "description": f"{tid}'s upstream tasks all ended, none failed"},
-        ran: {"type": "shell", "command": "true\n", "depends_on": list(ups),
-              "trigger_rule": "one_success",
-              "description": f"one of {tid}'s upstream tasks succeeded"},
-    }  # fmt: skip
-    ordered: dict[str, dict[str, Any]] = {}
-    for name, body in tasks.items():
-        if name == tid:
-            ordered.update(gates)
-        ordered[name] = body
-    tasks.clear()
-    tasks.update(ordered)
-    tasks[tid]["depends_on"] = [done, ran]
+    done, ran = gate(tasks, tid, ups)
     notes.changed(
         f"waits on {done} (none_failed over its upstream tasks {', '.join(ups)}) and {ran} "
         "(one_success): DolphinScheduler runs a task unless all its upstream tasks were "
@@ -1188,13 +1177,22 @@ def _task_settings(task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx) -> N
         if task.retries > _MAX_RETRIES:
             notes.unmapped(f"{task.retries} retries: at most {_MAX_RETRIES}", task=tid)
         body["retry_delay"] = f"{min(max(int(task.retry_interval * 60), 0), _MAX_SECONDS)}s"
-    if task.timeout > 0:
-        strategy = str(task.timeout_strategy or "WARN").upper()
+    strategy = str(task.timeout_strategy or "").upper()
+    if task.timeout > 0 and strategy not in _ON_TIMEOUT:
+        # only FAILED and WARNFAILED kill the task (TaskExecutionContextBuilder), only WARN
+        # and WARNFAILED alert: with none (pydolphinscheduler's timeout without
+        # timeout_notify_strategy) the timeout does nothing
+        notes.changed(
+            f"timeout {task.timeout:g} min without a timeout strategy "
+            f"({task.timeout_strategy or 'none'}): DolphinScheduler neither fails nor alerts "
+            "on it, so it is left out",
+            task=tid,
+        )
+    elif task.timeout > 0:
         body["timeout"] = f"{min(int(task.timeout * 60), _MAX_SECONDS)}s"
         # DolphinScheduler's timeout strategies: WARN alerts and lets it run, FAILED fails it,
         # WARNFAILED does both; the alert goes to the workflow's warning group
-        if strategy in _ON_TIMEOUT:
-            body["on_timeout"] = _ON_TIMEOUT[strategy]
+        body["on_timeout"] = _ON_TIMEOUT[strategy]
     if task.delay_time > 0:
         notes.unmapped(f"delay time {task.delay_time:g} min has no equivalent", task=tid)
     priority = ds_priority(task.priority, "task priority", notes, tid) if task.priority else None

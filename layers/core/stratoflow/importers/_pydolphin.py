@@ -11,6 +11,7 @@ exports are, with its special tokens:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -230,24 +231,27 @@ def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow
     tokens = _Tokens(path.parent, notes, path)
     wf = tokens.walk(dict(data["workflow"]), "workflow")
     raw_tasks = data.get("tasks") or []
-    tasks: list[DsTask] = []
-    edges: list[tuple[str, str]] = []
+    read: list[dict[str, Any]] = []  # the named tasks, their special tokens read
     for i, written in enumerate(raw_tasks if isinstance(raw_tasks, list) else []):
         if not isinstance(written, dict) or "name" not in written:
             notes.unmapped(f"tasks.{i} has no name; left out")
             continue
-        raw = tokens.walk(written, f"tasks.{written['name']}")
+        read.append(tokens.walk(written, f"tasks.{written['name']}"))
+    codes = _codes([str(raw["name"]) for raw in read], notes)
+    tasks: list[DsTask] = []
+    edges: list[tuple[str, str]] = []
+    for raw, code in zip(read, codes, strict=True):
         name = str(raw["name"])
         written_type = str(raw.get("task_type", ""))
         kind = _TYPES.get(written_type.lower(), written_type.upper())
-        params = _type_params(kind, raw, edges)
+        params = _type_params(kind, raw, edges, code)
         params["localParams"] = _typed_params(raw.get("input_params"), "IN") + _typed_params(
             raw.get("output_params"), "OUT"
         )
         timeout = raw.get("timeout")
         tasks.append(
             DsTask(
-                code=name,
+                code=code,
                 name=name,
                 type=kind,
                 params=params,
@@ -255,8 +259,7 @@ def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow
                 retries=int(number(raw.get("fail_retry_times"))),
                 retry_interval=number(raw.get("fail_retry_interval"), 1),
                 timeout=number(timeout),
-                timeout_strategy=raw.get("timeout_notify_strategy")
-                or ("FAILED" if timeout else None),
+                timeout_strategy=raw.get("timeout_notify_strategy") or None,
                 priority=str(raw.get("task_priority") or "MEDIUM").upper(),
                 task_group_id=int(number(raw.get("task_group_id"))),
                 task_group_priority=number(raw.get("task_group_priority")),
@@ -266,9 +269,7 @@ def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow
                 extra={k: raw[k] for k in ("environment_name", "is_cache") if raw.get(k)},
             )
         )
-        if raw.get("timeout") and not raw.get("timeout_notify_strategy"):
-            notes.changed("timeout without a strategy: it fails the task", task=name)
-        edges.extend((str(dep), name) for dep in raw.get("deps") or [])
+        edges.extend((str(dep), code) for dep in raw.get("deps") or [])
     params = wf.get("param") or {}
     tz = wf.get("timezone") or wf.get("time_zone")
     return DsWorkflow(
@@ -276,7 +277,7 @@ def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow
         project=wf.get("project"),
         description=wf.get("description"),
         global_params=[
-            {"prop": str(k), "direct": "IN", "type": "VARCHAR", "value": v}
+            {"prop": str(k), "direct": "IN", "type": "VARCHAR", "value": _varchar(v)}
             for k, v in (params.items() if isinstance(params, dict) else [])
         ],
         tasks=tasks,
@@ -305,6 +306,49 @@ def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow
     )
 
 
+def _varchar(value: Any) -> str:
+    """A workflow ``param`` as DolphinScheduler holds it: the SDK sends the value as JSON to
+    a VARCHAR parameter, so ``true`` is the text 'true' and ``1`` the text '1' (which a run
+    may replace with any text: '007' stays '007')."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _codes(names: list[str], notes: Notes) -> list[str]:
+    """Each task's code, in the order of ``names``. pydolphinscheduler keys tasks by code, so
+    tasks may share a name, and all of them run; its parser maps each name to the last task
+    of that name, which ``deps`` (and a branch or a condition) then mean. So the last task of
+    a name has the name as its code, which names resolve to, and an earlier one a code no
+    task is named."""
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    for name, count in counts.items():
+        if count > 1:
+            notes.changed(
+                f"{count} tasks are named {name!r}: each is kept (pydolphinscheduler keys "
+                "tasks by code), and a name in deps, a switch branch or a condition means "
+                "the last of them, as pydolphinscheduler reads it"
+            )
+    codes: list[str] = []
+    seen: dict[str, int] = {}
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        code = name
+        if seen[name] < counts[name]:  # an earlier one: "name#1", "name#2"... of no task
+            code = f"{name}#{seen[name]}"
+            while code in counts:
+                code += "#"
+        codes.append(code)
+    return codes
+
+
 def _date_time(value: Any) -> str | None:
     if value in (None, ""):
         return None
@@ -312,9 +356,11 @@ def _date_time(value: Any) -> str | None:
     return text if "T" in text or " " in text else text + "T00:00:00"
 
 
-def _type_params(kind: str, raw: dict[str, Any], edges: list[tuple[str, str]]) -> dict[str, Any]:
-    """The task's settings under the names the export uses."""
-    name = str(raw["name"])
+def _type_params(
+    kind: str, raw: dict[str, Any], edges: list[tuple[str, str]], name: str
+) -> dict[str, Any]:
+    """The task's settings under the names the export uses (``name``: the task's code, in
+    the relations it adds)."""
     if kind == "SHELL":
         return {"rawScript": str(raw.get("command", ""))}
     if kind == "PYTHON":
@@ -403,6 +449,27 @@ _QUERY = re.compile(
 )
 
 
+# pydolphinscheduler's DependentDate constants: dependent_date names one in any case
+_SDK_DATES = {
+    "CURRENT_HOUR": "currentHour", "LAST_ONE_HOUR": "last1Hour", "LAST_TWO_HOURS": "last2Hours",
+    "LAST_THREE_HOURS": "last3Hours", "LAST_TWENTY_FOUR_HOURS": "last24Hours",
+    "TODAY": "today", "LAST_ONE_DAYS": "last1Days", "LAST_TWO_DAYS": "last2Days",
+    "LAST_THREE_DAYS": "last3Days", "LAST_SEVEN_DAYS": "last7Days",
+    "THIS_WEEK": "thisWeek", "LAST_WEEK": "lastWeek", "LAST_MONDAY": "lastMonday",
+    "LAST_TUESDAY": "lastTuesday", "LAST_WEDNESDAY": "lastWednesday",
+    "LAST_THURSDAY": "lastThursday", "LAST_FRIDAY": "lastFriday",
+    "LAST_SATURDAY": "lastSaturday", "LAST_SUNDAY": "lastSunday",
+    "THIS_MONTH": "thisMonth", "LAST_MONTH": "lastMonth", "LAST_MONTH_BEGIN": "lastMonthBegin",
+    "LAST_MONTH_END": "lastMonthEnd",
+}  # fmt: skip
+
+
+def _sdk_date(value: Any) -> Any:
+    """A dependent_date as the SDK reads it: the DependentDate constant its upper-cased text
+    names, else the text as it is (a date value itself: ``last24Hours``)."""
+    return _SDK_DATES.get(str(value).upper(), value)
+
+
 def _dependence(raw: dict[str, Any]) -> dict[str, Any]:
     """A Dependent task's ``op``/``groups`` (under ``denpendence``, as the SDK spells it, or
     beside it) in the export's shape, upstream workflows named rather than coded."""
@@ -417,7 +484,7 @@ def _dependence(raw: dict[str, Any]) -> dict[str, Any]:
                 "projectName": item.get("project_name"),
                 "definitionName": item.get("workflow_name") or item.get("process_definition_name"),
                 "depTaskName": item.get("dependent_task_name"),
-                "dateValue": item.get("dependent_date") or "today",
+                "dateValue": _sdk_date(item.get("dependent_date") or "today"),
             }
             for item in group.get("groups") or []
             if isinstance(item, dict)

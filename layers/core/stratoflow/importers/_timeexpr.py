@@ -563,7 +563,9 @@ _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 _DS_ADD = re.compile(r"macros\.ds_add\(\s*ds\s*,\s*(-?[0-9]{1,6})\s*\)")
 # Airflow names that are datetimes (their methods and attributes: .strftime(), .year, ...),
 # where Stratoflow's are text
-_DATE_OBJECTS = frozenset({"logical_date", "execution_date"})  # (ts is text in Airflow too)
+_DATE_OBJECTS = frozenset(
+    {"logical_date", "execution_date", "data_interval_start", "data_interval_end"}
+)  # (ts is text in Airflow too)
 _HELD = re.compile("\x00([0-9]+)\x00")  # an expression held out of the renaming
 _NAME = re.compile(r"(?<![\w.\]'\"])([A-Za-z_]\w*)((?:\.\w+)*)")
 _JINJA_WORDS = frozenset(
@@ -637,8 +639,14 @@ def _airflow_names(dates: AirflowDates) -> dict[str, str]:
         "ds": dates.date("%Y-%m-%d"),
         "ds_nodash": dates.date("%Y%m%d"),
         "ts": logical,
+        "ts_nodash": dates.date("%Y%m%dT%H%M%S"),
+        "ts_nodash_with_tz": dates.date("%Y%m%dT%H%M%S+0000"),  # ts without - and :
         "logical_date": logical,
         "execution_date": logical,
+        # the run's data interval: Airflow 2's from its logical date to its fire time,
+        # Airflow 3's (a cron's, a timedelta's) empty at its fire time
+        "data_interval_start": logical,
+        "data_interval_end": "logical_date",
         "yesterday_ds": dates.date("%Y-%m-%d", -1),
         "yesterday_ds_nodash": dates.date("%Y%m%d", -1),
         "tomorrow_ds": dates.date("%Y-%m-%d", 1),

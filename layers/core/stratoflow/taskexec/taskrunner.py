@@ -42,13 +42,15 @@ def _load_callable(ref: str) -> Callable[..., Any]:
 
 
 def _call(fn: Callable[..., Any], available: dict[str, Any], params: dict[str, Any]) -> Any:
-    """Pass the keyword arguments the function names (all of ``available`` if it takes
-    **kwargs): ``params``, ``outputs``, ``context``, and any other name one of the task's
-    params, as Airflow's ``op_kwargs`` and TaskFlow arguments are (``def double(number)``
-    with ``params: {number: ...}``); the three names win over params of the same name."""
+    """Pass the keyword arguments the function names (all of ``available`` and every param
+    if it takes **kwargs, as Airflow passes op_kwargs with the context to
+    ``def load(table, **context)``): ``params``, ``outputs``, ``context``, and any other name
+    one of the task's params, as Airflow's ``op_kwargs`` and TaskFlow arguments are
+    (``def double(number)`` with ``params: {number: ...}``); the three names win over params
+    of the same name."""
     sig = inspect.signature(fn)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        return fn(**available)
+        return fn(**{**params, **available})
     named = {k: v for k, v in available.items() if k in sig.parameters}
     for name, parameter in sig.parameters.items():
         if name not in named and name in params and parameter.kind is not parameter.POSITIONAL_ONLY:
