@@ -1396,6 +1396,16 @@ class SqliteStore(
         rows = self._x(f"SELECT {_TASK_COLS} FROM tasks WHERE state='running'").fetchall()
         return [_task(r) for r in rows]
 
+    def unended_attempts(self) -> list[tuple[str, str, int]]:
+        # (a scan of the attempts, once a start: no index on the hot path for a rare case)
+        rows = self._x(
+            "SELECT a.run_id, a.task_id, a.attempt FROM attempts a JOIN tasks t "
+            "ON t.run_id = a.run_id AND t.task_id = a.task_id "
+            "WHERE a.state = 'running' AND NOT (t.state = 'running' AND t.attempt = a.attempt) "
+            "ORDER BY a.run_id, a.task_id, a.attempt"
+        ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
+
     def next_wakeup(self) -> datetime | None:
         row = self._x(
             "SELECT MIN(t) FROM (SELECT MIN(ready_at) AS t FROM tasks WHERE state='up_for_retry' "
