@@ -453,11 +453,22 @@ def _drive(runtime: Any, run_id: str, *, live: bool, stop: list[int]) -> None:
     scheduler on the home to take up) and a second SIGTERM is ignored: the stop is under way
     and ends within the tasks' kill grace."""
 
+    grace: list[float] = []  # when the run was seen ended with killed attempts unreported
+
     def done() -> bool:
         if stop:
             _stop(runtime, run_id, stop)
         # the state alone (read after every turn): ~3.7 µs, the whole row decoded ~9.5
-        return bool(runtime.store.run_state(run_id).terminal)
+        if not runtime.store.run_state(run_id).terminal:
+            return False
+        # the attempts a stop killed report their end within the kill grace: recorded before
+        # the exit, not left running in the history (the next process on the home would end
+        # them, if one ever opens it)
+        if not runtime.store.unended_attempts(run_id):
+            return True
+        if not grace:
+            grace.append(time.monotonic() + runtime.executor.kill_grace().total_seconds() + 2)
+        return time.monotonic() > grace[0]
 
     if stop:  # asked before the run was made: stopped before any task starts
         _stop(runtime, run_id, stop)

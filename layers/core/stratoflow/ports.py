@@ -345,11 +345,12 @@ class StateStore(ABC):
     @abstractmethod
     def running_tasks(self) -> list[TaskInstance]: ...
 
-    def unended_attempts(self) -> list[tuple[str, str, int]]:
-        """The (run, task, attempt) of attempts whose end is not recorded though their task
-        has moved on from them: killed by a stop or a mark, whose end the process that killed
-        them died before recording. Recovery ends them (``Dispatcher.stopped_while_down``).
-        Default: none (a store whose attempts' ends are recorded otherwise)."""
+    def unended_attempts(self, run_id: str | None = None) -> list[tuple[str, str, int]]:
+        """The (run, task, attempt) of attempts (of every run, or of ``run_id``) whose end is
+        not recorded though their task has moved on from them: killed by a stop or a mark,
+        their end not reported yet, or never if the process that killed them died first.
+        Recovery ends those (``Dispatcher.stopped_while_down``). Default: none (a store
+        whose attempts' ends are recorded otherwise)."""
         return []
 
     @abstractmethod

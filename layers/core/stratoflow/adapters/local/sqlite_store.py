@@ -1396,13 +1396,16 @@ class SqliteStore(
         rows = self._x(f"SELECT {_TASK_COLS} FROM tasks WHERE state='running'").fetchall()
         return [_task(r) for r in rows]
 
-    def unended_attempts(self) -> list[tuple[str, str, int]]:
-        # (a scan of the attempts, once a start: no index on the hot path for a rare case)
+    def unended_attempts(self, run_id: str | None = None) -> list[tuple[str, str, int]]:
+        # every run's: a scan of the attempts, once a start (no index on the hot path for a
+        # rare case); a run's: its attempts' key range
         rows = self._x(
             "SELECT a.run_id, a.task_id, a.attempt FROM attempts a JOIN tasks t "
             "ON t.run_id = a.run_id AND t.task_id = a.task_id "
             "WHERE a.state = 'running' AND NOT (t.state = 'running' AND t.attempt = a.attempt) "
-            "ORDER BY a.run_id, a.task_id, a.attempt"
+            + ("" if run_id is None else "AND a.run_id = ? ")
+            + "ORDER BY a.run_id, a.task_id, a.attempt",
+            () if run_id is None else (run_id,),
         ).fetchall()
         return [(r[0], r[1], r[2]) for r in rows]
 
