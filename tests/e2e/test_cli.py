@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from stratoflow.adapters.local import runtime as runtime_module
 from stratoflow.adapters.local.runtime import LocalRuntime
+from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.cli import _drive, _stop, main
 from stratoflow.ports import RunQuery
 from stratoflow.readmodel import ReadModel
@@ -418,7 +419,15 @@ def test_sigterm_stops_the_run_as_ctrl_c_does(tmp_path: Path, shared_dir: Path) 
     assert body["run"]["state"] == "stopped"
     assert body["tasks"]["a"]["state"] == "stopped"
     assert body["tasks"]["b"]["state"] != "running"
+    # its killed attempt's end is recorded before the exit, not left running in the history
+    # (for the next process on the home to end, if one ever opens it)
+    assert [h["state"] for h in body["tasks"]["a"]["history"]] == ["stopped"]
     assert wait_for(lambda: _gone(task), timeout=10), "the task's process was left running"
+    store = SqliteStore(home / "stratoflow.db")  # before a runtime's recovery could end it
+    try:
+        assert [a.state for a in store.list_attempts(body["run"]["id"])] == ["stopped"]
+    finally:
+        store.close()
     rt = LocalRuntime(home)  # what the home holds says the same
     try:
         assert rt.store.run_state(body["run"]["id"]).value == "stopped"

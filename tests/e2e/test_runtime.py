@@ -914,3 +914,52 @@ def test_a_path_in_env_without_bash_says_values_are_not_expanded(tmp_path: Path)
         rt.close()
     assert "bash is not on the task's PATH ('/opt/tools/bin:$PATH')" in error, error
     assert "not expanded" in error
+
+
+@pytest.mark.parametrize("killed", [True, False], ids=["kill_sent", "died_before_the_kill"])
+def test_an_attempt_stopped_just_before_the_scheduler_died_is_recorded_at_the_restart(
+    tmp_path: Path, killed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run stopped (the API, SIGTERM to `stratoflow run`), then the process dies before its
+    task's killed attempt reports its end (or before the kill is even sent): the task is
+    stopped, and the attempt is not left ``running`` for good. The next scheduler on the
+    home ends it as a live one would have: stopped, its process gone."""
+    home = tmp_path / "home"
+    first = LocalRuntime(home)
+    run_id = start(first, "name: stopped_late\ntasks: {t: {type: shell, command: 'sleep 30'}}\n")
+    log = first.executor.log_path(run_id, "t", 1)
+    first.run_until(lambda: log.exists() and b", pid " in log.read_bytes())
+    pid = int(log.read_text().split(", pid ")[1].split()[0])
+    if not killed:  # the process dies between the stop's commit and its kill
+        monkeypatch.setattr(first.executor, "kill", lambda *_: None)
+    first.scheduler.stop(run_id)
+    first.close()  # no turn: the killed attempt's report is never applied
+    [attempt] = _attempts(home, run_id)
+    assert attempt.state == "running"  # as the dead scheduler left it
+    monkeypatch.undo()
+    second = LocalRuntime(home)
+    try:
+        assert wait_for(lambda: not pid_alive(pid))
+        deadline = time.monotonic() + 10
+        second.run_until(
+            lambda: _attempts(home, run_id)[0].state != "running" or time.monotonic() > deadline
+        )
+        [attempt] = _attempts(home, run_id)
+        assert (attempt.state, attempt.error) == ("stopped", "stopped")
+        assert attempt.ended_at is not None
+        assert states(second, run_id) == {"t": "stopped"}
+        assert second.store.get_run(run_id).state is RunState.STOPPED
+    finally:
+        second.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _attempts(home: Path, run_id: str) -> list[Any]:
+    from stratoflow.adapters.local.sqlite_store import SqliteStore
+
+    store = SqliteStore(home / "stratoflow.db")
+    try:
+        return store.list_attempts(run_id)
+    finally:
+        store.close()

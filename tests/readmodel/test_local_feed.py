@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -621,7 +622,134 @@ def test_a_long_change_log_is_projected_in_parts(store: SqliteStore, tmp_path: P
         assert len(writes) == 4
         for i in range(5):
             _assert_same(store, rm, f"r{i}")
-        assert rm.feed_position(f"local:{store.path}") == 15
+        assert rm.feed_position(feed.source) == 15
     finally:
         feed.close()
+        rm.close()
+
+
+def _delete_store(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def test_a_store_recreated_at_the_same_path_does_not_take_the_old_ones_position(
+    tmp_path: Path, db_url: str
+) -> None:
+    """A home deleted and made again where it was (its read model kept: a PostgreSQL one,
+    or a readmodel.db left beside a state db made anew): the old store's change-log
+    position is not the new one's, so none of the new store's first log entries is
+    skipped. (The new store's run has the id and the counters of the old one's, as a
+    `--run-id` or a scheduled run's id would: only its change log brings its tasks.)"""
+    path = tmp_path / "home" / "stratoflow.db"
+    path.parent.mkdir()
+    rm = ReadModel.open(db_url)
+
+    def project(store: SqliteStore) -> None:
+        feed = LocalFeed(store, rm, linger=0)
+        feed.start()
+        assert feed.flush()
+        feed.close()
+
+    def finished_run(store: SqliteStore, run_id: str, task_state: TaskState, moves: int) -> None:
+        done = f.run(run_id, workflow="w", state=RunState.SUCCEEDED, n_tasks=1, n_done=1)
+        store.create_run(done, [f.task(run_id, "a", TaskState.QUEUED)], None)
+        for i in range(moves):  # the log grows by one a move
+            new, old = (TaskState.WAITING, TaskState.QUEUED)[:: 1 if i % 2 == 0 else -1]
+            assert store.put_task(f.task(run_id, "a", new), old, 0)
+        assert store.put_task(f.task(run_id, "a", task_state), TaskState.QUEUED, 0)
+
+    try:
+        old = SqliteStore(path)
+        finished_run(old, "r1", TaskState.SUCCEEDED, 4)  # log: 5 entries
+        project(old)
+        old.close()
+        _delete_store(path)
+        # WHEN a new store at that path logs more than the old one had, unprojected: its
+        # r1's task first (entry 1), then another run's
+        new = SqliteStore(path)
+        try:
+            finished_run(new, "r1", TaskState.FAILED, 0)  # log: 1 entry
+            finished_run(new, "r2", TaskState.SUCCEEDED, 4)  # log: 6 entries
+            project(new)
+            # THEN every entry of the new store's log was read
+            _assert_same(new, rm, "r1")
+            assert rm.tasks("r1")[0].state is TaskState.FAILED
+        finally:
+            new.close()
+    finally:
+        rm.close()
+
+
+def test_a_store_keeps_the_id_it_was_made_with(tmp_path: Path) -> None:
+    """The id is written once, when the store is made: opening it again keeps it; a store
+    made anew at the same path has another."""
+    path = tmp_path / "state.db"
+    first = SqliteStore(path)
+    again = SqliteStore(path)
+    try:
+        assert first.store_id
+        assert first.store_id == again.store_id
+        assert first.feed_source_before is None  # made by this version: nothing to carry
+    finally:
+        first.close()
+        again.close()
+    _delete_store(path)
+    remade = SqliteStore(path)
+    try:
+        assert remade.store_id != first.store_id
+    finally:
+        remade.close()
+
+
+def test_a_home_from_before_store_ids_keeps_its_position(tmp_path: Path, db_url: str) -> None:
+    """A state db made by an older version (no store id; its position recorded under its
+    path): it gets an id when opened, and the feed carries its position over to the new
+    key, so it does not read its whole change log again (nor does it lose any of it)."""
+    path = tmp_path / "stratoflow.db"
+    store = SqliteStore(path)
+    done = f.run("r1", workflow="w", state=RunState.SUCCEEDED, n_tasks=1, n_done=1)
+    store.create_run(done, [f.task("r1", "a")], None)
+    for _ in range(2):  # log: 4 entries
+        for new, old in ((TaskState.QUEUED, TaskState.WAITING), (TaskState.WAITING, TaskState.QUEUED)):  # fmt: skip
+            assert store.put_task(f.task("r1", "a", new), old, 0)
+    store.close()
+    # as an older version left it: no store id, the position under the path
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE store_meta")
+    conn.commit()
+    conn.close()
+    rm = ReadModel.open(db_url)
+    rm.write(Rows(), (f"local:{path}", 3))
+    try:
+        upgraded = SqliteStore(path)
+        try:
+            assert upgraded.store_id
+            assert upgraded.feed_source_before == f"local:{path}"
+            reread: list[tuple[int, int]] = []
+            real = upgraded.feed_changes
+
+            def spy(after: int, limit: int) -> tuple[int, list[tuple[str, str]], bool]:
+                reread.append((after, limit))
+                return real(after, limit)
+
+            upgraded.feed_changes = spy  # type: ignore[method-assign]
+            feed = LocalFeed(upgraded, rm, linger=0)
+            feed.start()
+            assert feed.flush()
+            feed.close()
+            assert reread
+            assert reread[0][0] == 3
+            assert rm.feed_position(f"local:{path}") is None  # moved, not copied
+            assert rm.feed_position(feed.source) == 4  # and on to the log's end
+            # a second start goes on from there
+            reread.clear()
+            feed = LocalFeed(upgraded, rm, linger=0)
+            feed.start()
+            assert feed.flush()
+            feed.close()
+            assert reread[0][0] == 4
+        finally:
+            upgraded.close()
+    finally:
         rm.close()

@@ -453,11 +453,22 @@ def _drive(runtime: Any, run_id: str, *, live: bool, stop: list[int]) -> None:
     scheduler on the home to take up) and a second SIGTERM is ignored: the stop is under way
     and ends within the tasks' kill grace."""
 
+    grace: list[float] = []  # when the run was seen ended with killed attempts unreported
+
     def done() -> bool:
         if stop:
             _stop(runtime, run_id, stop)
         # the state alone (read after every turn): ~3.7 µs, the whole row decoded ~9.5
-        return bool(runtime.store.run_state(run_id).terminal)
+        if not runtime.store.run_state(run_id).terminal:
+            return False
+        # the attempts a stop killed report their end within the kill grace: recorded before
+        # the exit, not left running in the history (the next process on the home would end
+        # them, if one ever opens it)
+        if not runtime.store.unended_attempts(run_id):
+            return True
+        if not grace:
+            grace.append(time.monotonic() + runtime.executor.kill_grace().total_seconds() + 2)
+        return time.monotonic() > grace[0]
 
     if stop:  # asked before the run was made: stopped before any task starts
         _stop(runtime, run_id, stop)
@@ -730,6 +741,11 @@ def _with_flags(message: str, problems: Any, flags: Mapping[str, str]) -> str:
     return message
 
 
+class Unreachable(Exception):
+    """No reply from the server, or one saying it cannot answer now (502/503/504): raised
+    instead of exiting by a request that asked to be retried (``transient``)."""
+
+
 class Client:
     def __init__(self, api: str) -> None:
         _import_httpx()
@@ -754,22 +770,28 @@ class Client:
         about: str = "",
         note: str = "",
         flags: Mapping[str, str] | None = None,
+        transient: bool = False,
         **kwargs: Any,
     ) -> httpx.Response:
         """The successful response; an error reply or no reply exits with its message, after
         ``about`` (what the request was for, e.g. the file sent) and before ``note`` (in
         parentheses) when given. ``flags``: the command's option for a body field, named
         instead of the field where the reply's problems name it (``logical_date`` is
-        ``--logical-date``)."""
+        ``--logical-date``). ``transient``: no reply, or a 502/503/504, raises
+        :class:`Unreachable` (for the caller to try again) instead of exiting."""
         import httpx
 
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
+            if transient:
+                raise Unreachable(str(exc) or type(exc).__name__) from exc
             _fail(
                 f"cannot reach the Stratoflow API at {self.api} ({exc}); start it with `stratoflow server`",
                 EXIT_UNREACHABLE,
             )
+        if transient and response.status_code in (502, 503, 504):
+            raise Unreachable(f"HTTP {response.status_code}")
         if response.status_code >= 400:
             try:
                 body = response.json()
@@ -894,6 +916,11 @@ def trigger(
 WAIT_SECONDS = 20
 WAIT_PACE_SECONDS = 0.5
 WAIT_POLL_SECONDS = 1.0
+# A wait that loses the server (killed, stopped, restarting: the run goes on without it, and
+# the next server takes it up) asks again, after 0.5 s, 1 s, 2 s... (at most 5 s apart), for
+# up to WAIT_RECONNECT_SECONDS without a reply, then exits 3 naming the run.
+WAIT_RECONNECT_SECONDS = 120.0
+WAIT_RECONNECT_FIRST_SECONDS = 0.5
 
 
 class HeldRun:
@@ -921,9 +948,7 @@ class HeldRun:
             if until_ended:
                 params["until"] = "ended"
         timeout = 30 + (wait or 0)  # the client's own 30 s, after the hold
-        response = self.client.response(
-            "GET", f"/runs/{self.run_id}", params=params, headers=headers, timeout=timeout
-        )
+        response = self._get(params, headers, timeout)
         self.changed = response.status_code != 304 or held is None
         if not self.changed and held is not None:
             return held
@@ -932,6 +957,35 @@ class HeldRun:
             body = {**body, "tasks": {**held["tasks"], **body["tasks"]}, "full": True}
         self.detail, self.etag = body, response.headers.get("ETag")
         return body
+
+    def _get(self, params: dict[str, Any], headers: dict[str, str], timeout: float) -> Any:
+        """The run's GET; while the server does not answer (a restart), asked again, for up
+        to WAIT_RECONNECT_SECONDS (said once on stderr); then exit 3 naming the run."""
+        pause, since = WAIT_RECONNECT_FIRST_SECONDS, None
+        while True:
+            try:
+                return self.client.response(
+                    "GET", f"/runs/{self.run_id}", params=params, headers=headers,
+                    timeout=timeout, transient=True,
+                )  # fmt: skip
+            except Unreachable as exc:
+                now = time.monotonic()
+                if since is None:
+                    since = now
+                    click.echo(
+                        f"lost the Stratoflow API at {self.client.api} ({exc}) while waiting "
+                        f"for run {self.run_id}, which goes on without it; trying again",
+                        err=True,
+                    )
+                elif now - since >= WAIT_RECONNECT_SECONDS:
+                    _fail(
+                        f"cannot reach the Stratoflow API at {self.client.api} ({exc}) while "
+                        f"waiting for run {self.run_id} (started: `stratoflow runs show "
+                        f"{self.run_id}` once the server is back)",
+                        EXIT_UNREACHABLE,
+                    )
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
 
 def _wait(client: Client, run_id: str, *, live: bool) -> dict[str, Any]:

@@ -349,6 +349,14 @@ class StateStore(ABC):
     @abstractmethod
     def running_tasks(self) -> list[TaskInstance]: ...
 
+    def unended_attempts(self, run_id: str | None = None) -> list[tuple[str, str, int]]:
+        """The (run, task, attempt) of attempts (of every run, or of ``run_id``) whose end is
+        not recorded though their task has moved on from them: killed by a stop or a mark,
+        their end not reported yet, or never if the process that killed them died first.
+        Recovery ends those (``Dispatcher.stopped_while_down``). Default: none (a store
+        whose attempts' ends are recorded otherwise)."""
+        return []
+
     @abstractmethod
     def next_wakeup(self) -> datetime | None:
         """The earliest retry or deadline time, so a loop can sleep until then."""
@@ -606,6 +614,15 @@ class Dispatcher(ABC):
     def recover(self, running: Sequence[TaskInstance]) -> Recovery:
         """After a restart: re-attach to attempts still running, kill attempts whose task is
         no longer running, and report what ended or never started while nobody watched."""
+
+    def stopped_while_down(
+        self, attempts: Sequence[tuple[str, str, int]]
+    ) -> dict[tuple[str, str, int], AttemptResult]:
+        """After ``recover``: how these attempts ended, each killed (its task stopped or
+        marked) by a scheduler that died before their end was reported
+        (``StateStore.unended_attempts``); ``recover`` killed what still ran of them. Default:
+        none (a dispatcher whose attempts report their end wherever the scheduler is)."""
+        return {}
 
 
 @dataclass

@@ -1790,9 +1790,13 @@ class Scheduler:
                 spec = self._spec_of(ti.run_id)
                 (waiting if self.dependencies.handles(spec, ti.task_id) else running).append(ti)
             report = self.dispatcher.recover(running)
+            # attempts a stop or mark killed just before the last process died: their end,
+            # stopped, is a late one (their task has moved on); left, they showed running
+            # for good in their task's history
+            stopped = self.dispatcher.stopped_while_down(self.store.unended_attempts())
             self.on_finished(
                 Finished(run_id, task_id, attempt, result)
-                for (run_id, task_id, attempt), result in report.results.items()
+                for (run_id, task_id, attempt), result in {**stopped, **report.results}.items()
             )
             ready = _Claimed()
             with self._deciding():

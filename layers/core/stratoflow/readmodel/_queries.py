@@ -116,6 +116,25 @@ class ReadModel:
         )
         return int(rows[0]["position"]) if rows else None
 
+    def move_feed_position(self, old: str, new: str) -> int | None:
+        """``new``'s position; if it has none, ``old``'s, moved to ``new`` (one transaction:
+        ``old`` is no one's once ``new`` has it), or None if neither has one. How a source
+        renamed by an upgrade (a local store keyed by its path, now by its id) keeps its
+        place in its change log."""
+        db = self.db
+        with db.transaction():
+            position = self.feed_position(new)
+            if position is not None:
+                return position
+            position = self.feed_position(old)
+            if position is not None:
+                db.execute(
+                    "INSERT INTO feed_positions (source, position) VALUES (:source, :position)",
+                    {"source": new, "position": position},
+                )
+                db.execute("DELETE FROM feed_positions WHERE source = :source", {"source": old})
+            return position
+
     def record_audit(self, entry: AuditEntry) -> None:
         """Append an audit entry; recording the same ``entry.id`` again keeps one."""
         self.projection.apply([Change(0, entry)])

@@ -1995,6 +1995,22 @@ class LocalExecutor(Dispatcher):
             self._mask_later(key, given)
         return report
 
+    def stopped_while_down(self, attempts: Sequence[Key]) -> dict[Key, AttemptResult]:
+        """Each attempt a stop or a mark killed before the last scheduler died, its end not
+        recorded: stopped, as a live kill reports it, when its exit record says (else now,
+        its wrapper killed by ``recover`` or gone without its trap). What its wrapper left
+        in its group goes."""
+        out: dict[Key, AttemptResult] = {}
+        for key in attempts:
+            record = self._record(*key)
+            self._kill_leftovers(key, record)
+            result = self.result(*key, None, killed=True)
+            if record.status is not None and record.written_at is not None:
+                ended = datetime.fromtimestamp(record.written_at, UTC)
+                result = replace(result, ended_at=ended)
+            out[key] = result
+        return out
+
     def _mask_later(self, key: Key, given: frozenset[str]) -> None:
         """Have the reaper mask the log of ``key``'s ended attempt with the values it was
         given (none: nothing to do), then remove its record."""

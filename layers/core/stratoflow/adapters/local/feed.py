@@ -84,9 +84,11 @@ class LocalFeed:
         self._rev = 0
         self._position = 0  # the store's change log is projected up to here
         self._log_part = log_part
-        # the log's name in the read model's feed_positions: its store's file, so that two
-        # homes given one PostgreSQL database keep a position each
-        self._source = f"local:{store.path}"
+        # the log's name in the read model's feed_positions: its store's file and the id
+        # the store was made with, so that two homes given one PostgreSQL database keep a
+        # position each, and a store made anew at a path (a home deleted and made again)
+        # does not take the old one's (past its own first log entries, which it would skip)
+        self.source = f"local:{store.path}#{store.store_id}"
         self._queue: queue.SimpleQueue[StoreChanges | str | None] = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._enqueued = 0
@@ -99,7 +101,13 @@ class LocalFeed:
     def start(self) -> None:
         """Hook into the store, queue a catch-up, start the worker."""
         self._rev = _highest_rev(self.readmodel)
-        self._position = self.readmodel.feed_position(self._source) or 0
+        before = self.store.feed_source_before
+        if before is not None and before == f"local:{self.store.path}":
+            # a store from before store ids, at the path its position was recorded under
+            position = self.readmodel.move_feed_position(before, self.source)
+        else:
+            position = self.readmodel.feed_position(self.source)
+        self._position = position or 0
         self.store.on_commit.append(self.on_commit)
         self._put(_CATCH_UP)
         self._thread = threading.Thread(target=self._work, name="stratoflow-projector", daemon=True)
@@ -200,7 +208,7 @@ class LocalFeed:
                 position, logged, more = self.store.feed_changes(self._position, self._log_part)
                 rows = self._read(merged, whole, rev, logged)
             if rows or position != self._position:
-                self.readmodel.write(rows, (self._source, position))
+                self.readmodel.write(rows, (self.source, position))
             self._position = position
             merged, whole = StoreChanges(), set()  # the keys went with the first part
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, fields
@@ -458,6 +459,7 @@ class SqliteStore(
         # call per transaction). Empty list: no bookkeeping at all.
         self.on_commit: list[Callable[[StoreChanges], None]] = []
         conn = self._conn()
+        self.store_id, self.feed_source_before = self._identify(conn)
         conn.executescript(SCHEMA)
         conn.executescript(BACKFILL_SCHEMA)
         conn.executescript(DEPENDENCY_SCHEMA)
@@ -496,6 +498,40 @@ class SqliteStore(
             "WHERE state = 'running' AND pool IS NOT NULL"
         )
         conn.execute("INSERT OR IGNORE INTO counters VALUES ('queued', 0), ('runs', 0)")
+
+    def _identify(self, conn: sqlite3.Connection) -> tuple[str, str | None]:
+        """The store's id, written once, when the store is made (before its tables, under
+        the write lock: two processes opening a new file together agree on one), and what
+        the read model knew it by before it had one. The read model's feed keys its
+        change-log position by it: a store made anew at the same path (a home deleted and
+        made again, its read model kept) has another id, so the old store's position, past
+        the new one's first log entries, is never taken for the new one's.
+
+        A store made by a version without ids (its ``runs`` table there, no id) gets one
+        now; its position was recorded under its path (``local:<path>``), which is
+        returned, for the feed to move it to the new key (``LocalFeed``), so an upgraded
+        home neither re-reads its whole log nor skips any of it."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS store_meta "
+                "(name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
+            )
+            rows = dict(conn.execute("SELECT name, value FROM store_meta").fetchall())
+            if "store_id" not in rows:
+                older = conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type='table' AND name='runs'"
+                ).fetchone()
+                made = {"store_id": uuid.uuid4().hex}
+                if older is not None:
+                    made["feed_source_before"] = f"local:{self.path}"
+                conn.executemany("INSERT INTO store_meta VALUES (?, ?)", list(made.items()))
+                rows.update(made)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return rows["store_id"], rows.get("feed_source_before")
 
     # ------------------------------------------------------------ plumbing
     def _conn(self) -> sqlite3.Connection:
@@ -1365,6 +1401,19 @@ class SqliteStore(
     def running_tasks(self) -> list[TaskInstance]:
         rows = self._x(f"SELECT {_TASK_COLS} FROM tasks WHERE state='running'").fetchall()
         return [_task(r) for r in rows]
+
+    def unended_attempts(self, run_id: str | None = None) -> list[tuple[str, str, int]]:
+        # every run's: a scan of the attempts, once a start (no index on the hot path for a
+        # rare case); a run's: its attempts' key range
+        rows = self._x(
+            "SELECT a.run_id, a.task_id, a.attempt FROM attempts a JOIN tasks t "
+            "ON t.run_id = a.run_id AND t.task_id = a.task_id "
+            "WHERE a.state = 'running' AND NOT (t.state = 'running' AND t.attempt = a.attempt) "
+            + ("" if run_id is None else "AND a.run_id = ? ")
+            + "ORDER BY a.run_id, a.task_id, a.attempt",
+            () if run_id is None else (run_id,),
+        ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
 
     def next_wakeup(self) -> datetime | None:
         row = self._x(

@@ -1,0 +1,102 @@
+"""``stratoflow trigger --wait`` rides out a server restart.
+
+GIVEN a run triggered with ``--wait``,
+WHEN  the server goes away while the client waits (killed and started again: connections
+      dropped, then refused),
+THEN  the client tries again until the server is back, and exits with the run's end (not 3,
+      "cannot be reached", while the run goes on); a server that stays away is reported
+      with the run's id, so the user knows which run to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from stratoflow import cli
+
+RUN_ID = "default.w.x"
+
+
+def _detail(state: str) -> dict[str, Any]:
+    return {
+        "run": {
+            "id": RUN_ID, "workflow": "w", "project": "default", "version": 1, "state": state,
+            "tasks_total": 1, "tasks_done": int(state != "running"), "tasks_failed": 0,
+            "tasks_running": int(state == "running"),
+        },
+        "tasks": {}, "revision": 1, "full": True,
+    }  # fmt: skip
+
+
+@contextmanager
+def flaky_server(drops: int) -> Iterator[tuple[str, list[str]]]:
+    """Answers the trigger, then drops the next ``drops`` GETs of the run without a reply
+    (a server killed mid-request), then says the run succeeded."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            if length:
+                self.rfile.read(length)
+            seen.append(f"{self.command} {self.path}")
+            if self.command == "POST":
+                status, body = 201, _detail("running")
+            elif len(seen) <= 1 + drops:
+                self.close_connection = True  # no reply: "Server disconnected"
+                return
+            else:
+                status, body = 200, _detail("succeeded")
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "WAIT_RECONNECT_FIRST_SECONDS", 0.05, raising=False)
+    monkeypatch.setenv("STRATOFLOW_TOKEN", "sft_test")
+
+
+def test_a_wait_goes_on_through_a_server_restart() -> None:
+    with flaky_server(drops=3) as (url, seen):
+        result = CliRunner().invoke(
+            cli.main, ["trigger", "w", "--wait", "--output", "json", "--api", url]
+        )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["run"]["state"] == "succeeded"
+    assert len([s for s in seen if s.startswith("GET")]) == 4  # 3 dropped, then the end
+    assert f"waiting for run {RUN_ID}" in result.stderr
+
+
+def test_a_server_that_stays_away_is_reported_with_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "WAIT_RECONNECT_SECONDS", 0.5, raising=False)
+    with flaky_server(drops=10_000) as (url, _seen):
+        result = CliRunner().invoke(cli.main, ["trigger", "w", "--wait", "--api", url])
+    assert result.exit_code == cli.EXIT_UNREACHABLE
+    assert RUN_ID in result.stderr
+    assert f"stratoflow runs show {RUN_ID}" in result.stderr
