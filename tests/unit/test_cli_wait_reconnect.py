@@ -1,6 +1,6 @@
-"""``stratoflow trigger --wait`` rides out a server restart.
+"""``stratoflow trigger --wait`` and ``stratoflow backfill --wait`` ride out a server restart.
 
-GIVEN a run triggered with ``--wait``,
+GIVEN a run (or a backfill) made with ``--wait``,
 WHEN  the server goes away while the client waits (killed and started again: connections
       dropped, then refused),
 THEN  the client tries again until the server is back, and exits with the run's end (not 3,
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from stratoflow import cli
+from stratoflow import cli, cli_backfill
 
 RUN_ID = "default.w.x"
 
@@ -36,10 +36,21 @@ def _detail(state: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+BACKFILL_ID = "bf-1"
+
+
+def _backfill(state: str) -> dict[str, Any]:
+    return {
+        "id": BACKFILL_ID, "state": state, "project": "default", "workflow": "w",
+        "version": 1, "parallel": 1, "rerun": False, "counts": {state: 1}, "dates": [],
+        "dependents": [],
+    }  # fmt: skip
+
+
 @contextmanager
-def flaky_server(drops: int) -> Iterator[tuple[str, list[str]]]:
-    """Answers the trigger, then drops the next ``drops`` GETs of the run without a reply
-    (a server killed mid-request), then says the run succeeded."""
+def flaky_server(drops: int, detail: Any = _detail) -> Iterator[tuple[str, list[str]]]:
+    """Answers the POST (a trigger, a backfill), then drops the next ``drops`` GETs without
+    a reply (a server killed mid-request), then says it succeeded."""
     seen: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -49,12 +60,12 @@ def flaky_server(drops: int) -> Iterator[tuple[str, list[str]]]:
                 self.rfile.read(length)
             seen.append(f"{self.command} {self.path}")
             if self.command == "POST":
-                status, body = 201, _detail("running")
+                status, body = 201, detail("running")
             elif len(seen) <= 1 + drops:
                 self.close_connection = True  # no reply: "Server disconnected"
                 return
             else:
-                status, body = 200, _detail("succeeded")
+                status, body = 200, detail("succeeded")
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -79,6 +90,7 @@ def flaky_server(drops: int) -> Iterator[tuple[str, list[str]]]:
 @pytest.fixture(autouse=True)
 def _quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli, "WAIT_RECONNECT_FIRST_SECONDS", 0.05, raising=False)
+    monkeypatch.setattr(cli_backfill, "BACKFILL_POLL_SECONDS", 0.01)
     monkeypatch.setenv("STRATOFLOW_TOKEN", "sft_test")
 
 
@@ -100,3 +112,25 @@ def test_a_server_that_stays_away_is_reported_with_the_run(monkeypatch: pytest.M
     assert result.exit_code == cli.EXIT_UNREACHABLE
     assert RUN_ID in result.stderr
     assert f"stratoflow runs show {RUN_ID}" in result.stderr
+
+
+BACKFILL = ["backfill", "w", "--start", "2026-01-01", "--end", "2026-01-01", "--wait"]
+
+
+def test_a_backfill_wait_goes_on_through_a_server_restart() -> None:
+    with flaky_server(drops=3, detail=_backfill) as (url, seen):
+        result = CliRunner().invoke(cli.main, [*BACKFILL, "--output", "json", "--api", url])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["state"] == "succeeded"
+    assert len([s for s in seen if s.startswith("GET")]) == 4
+    assert f"waiting for backfill {BACKFILL_ID}" in result.stderr
+
+
+def test_a_backfill_whose_server_stays_away_is_reported_with_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cli, "WAIT_RECONNECT_SECONDS", 0.5, raising=False)
+    with flaky_server(drops=10_000, detail=_backfill) as (url, _seen):
+        result = CliRunner().invoke(cli.main, [*BACKFILL, "--api", url])
+    assert result.exit_code == cli.EXIT_UNREACHABLE
+    assert f"stratoflow backfills show {BACKFILL_ID}" in result.stderr

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import click
@@ -741,6 +741,9 @@ def _with_flags(message: str, problems: Any, flags: Mapping[str, str]) -> str:
     return message
 
 
+T = TypeVar("T")
+
+
 class Unreachable(Exception):
     """No reply from the server, or one saying it cannot answer now (502/503/504): raised
     instead of exiting by a request that asked to be retried (``transient``)."""
@@ -959,33 +962,49 @@ class HeldRun:
         return body
 
     def _get(self, params: dict[str, Any], headers: dict[str, str], timeout: float) -> Any:
-        """The run's GET; while the server does not answer (a restart), asked again, for up
-        to WAIT_RECONNECT_SECONDS (said once on stderr); then exit 3 naming the run."""
-        pause, since = WAIT_RECONNECT_FIRST_SECONDS, None
-        while True:
-            try:
-                return self.client.response(
-                    "GET", f"/runs/{self.run_id}", params=params, headers=headers,
-                    timeout=timeout, transient=True,
-                )  # fmt: skip
-            except Unreachable as exc:
-                now = time.monotonic()
-                if since is None:
-                    since = now
-                    click.echo(
-                        f"lost the Stratoflow API at {self.client.api} ({exc}) while waiting "
-                        f"for run {self.run_id}, which goes on without it; trying again",
-                        err=True,
-                    )
-                elif now - since >= WAIT_RECONNECT_SECONDS:
-                    _fail(
-                        f"cannot reach the Stratoflow API at {self.client.api} ({exc}) while "
-                        f"waiting for run {self.run_id} (started: `stratoflow runs show "
-                        f"{self.run_id}` once the server is back)",
-                        EXIT_UNREACHABLE,
-                    )
-                time.sleep(pause)
-                pause = min(pause * 2, 5.0)
+        """The run's GET, riding out a server restart (:func:`ride_out`)."""
+        return ride_out(
+            self.client,
+            f"run {self.run_id}",
+            f"stratoflow runs show {self.run_id}",
+            lambda: self.client.response(
+                "GET",
+                f"/runs/{self.run_id}",
+                params=params,
+                headers=headers,
+                timeout=timeout,
+                transient=True,
+            ),
+        )
+
+
+def ride_out(client: Client, what: str, show: str, request: Callable[[], T]) -> T:
+    """``request`` (a GET made with ``transient=True``) of ``what`` a command waits for
+    (``run <id>``), asked again while the server does not answer (killed, stopped, restarting:
+    ``what`` goes on without it, and the next server takes it up), 0.5 s, 1 s, 2 s... apart
+    (at most 5 s), for up to WAIT_RECONNECT_SECONDS; said once on stderr. Then exit 3 naming
+    it and the command (``show``) that finds it once the server is back."""
+    pause, since = WAIT_RECONNECT_FIRST_SECONDS, None
+    while True:
+        try:
+            return request()
+        except Unreachable as exc:
+            now = time.monotonic()
+            if since is None:
+                since = now
+                click.echo(
+                    f"lost the Stratoflow API at {client.api} ({exc}) while waiting for "
+                    f"{what}, which goes on without it; trying again",
+                    err=True,
+                )
+            elif now - since >= WAIT_RECONNECT_SECONDS:
+                _fail(
+                    f"cannot reach the Stratoflow API at {client.api} ({exc}) while waiting "
+                    f"for {what} (started: `{show}` once the server is back)",
+                    EXIT_UNREACHABLE,
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 def _wait(client: Client, run_id: str, *, live: bool) -> dict[str, Any]:

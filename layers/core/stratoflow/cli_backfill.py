@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from stratoflow.cli import Client, _params
+from stratoflow.cli import Client, _params, ride_out
 from stratoflow.cli_common import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -155,10 +155,13 @@ def backfill(
         else:
             click.echo(made["id"])
         return
-    current = made
+    current, what = made, f"backfill {made['id']}"
     while not _finished(current):
         time.sleep(BACKFILL_POLL_SECONDS)
-        current = client.call("GET", f"/backfills/{made['id']}")
+        current = ride_out(
+            client, what, f"stratoflow backfills show {made['id']}",
+            lambda: client.response("GET", f"/backfills/{made['id']}", transient=True).json(),
+        )  # fmt: skip
     _print(current, output)
     sys.exit(0 if _succeeded(current) else EXIT_FAILED)
 
