@@ -1,0 +1,70 @@
+"""Two whole-run operations decided from one read of a run, both applied: the second must
+be refused (its caller decides it again from a new read), whatever the size of the plans.
+
+On DynamoDB a plan of more than ~98 tasks is journaled: its commit can check only as many
+of the tasks it was decided from as fit in one transaction, so a check of the tasks alone
+does not see that another plan rewrote the others meanwhile. The plan generation of the
+run (``Run.plan_gen``), which every plan writes conditional on the value it read, does.
+
+Each test decides both plans from the same state deterministically: the first operation
+reads the run, then (``between``) the second reads it and is applied, then the first is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.faultinject import check_counters
+from tests.stores import STORE_KINDS
+from tests.unit.test_plan_counter_race import FAILED, between, elsewhere, end, running
+from tests.unit.test_subworkflow import CHILD, Harness
+
+from stratoflow.engine import RunState, TaskState
+from stratoflow.errors import Conflict
+
+# c0..c99 wait on a and b: a mark of a or of b rewrites 101 tasks (journaled on DynamoDB)
+JOINED = "name: joined\ntasks:\n" + "\n".join(
+    [
+        '  a: {type: shell, command: "true"}',
+        '  b: {type: shell, command: "true"}',
+        *[f'  c{i}: {{type: shell, command: "true", depends_on: [a, b]}}' for i in range(100)],
+    ]
+)
+
+
+@pytest.fixture(params=STORE_KINDS)
+def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    with Harness.opened(request.param, tmp_path, CHILD, JOINED) as harness:
+        yield harness
+
+
+def test_two_large_marks_decided_from_one_read_apply_one_after_the_other(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a running run: a runs, b failed, so the 100 c's are upstream_failed
+    run_id = running(h, "joined")
+    end(h, run_id, "b", FAILED)
+    assert h.store.get_task(run_id, "c0").state is TaskState.UPSTREAM_FAILED
+    assert h.store.get_run(run_id).state is RunState.RUNNING
+    # WHEN a is marked succeeded, and between that mark's read and its write b is marked
+    # succeeded elsewhere: each decides the c's again from the one read (b's mark: waiting
+    # on a, still running; a's mark: upstream_failed by b, failed), and each commit checks
+    # the task it marks (unchanged by the other) but not the c's (too many to fit)
+    between(h, monkeypatch, run_id, lambda: elsewhere(h).mark(run_id, "b", TaskState.SUCCEEDED))
+    try:
+        h.scheduler.mark(run_id, "a", TaskState.SUCCEEDED)
+    except Conflict:  # refused, nothing written: its user marks again
+        h.scheduler.mark(run_id, "a", TaskState.SUCCEEDED)
+    # THEN both marks hold, decided in turn: the c's (a and b succeeded) are queued to run,
+    # and the counters say what the tasks say (not the c's ends that one plan erased and
+    # the other counted: a run that would never end)
+    assert h.store.get_task(run_id, "a").state is TaskState.SUCCEEDED
+    assert h.store.get_task(run_id, "b").state is TaskState.SUCCEEDED
+    assert {t.state for t in h.store.get_tasks(run_id) if t.task_id.startswith("c")} == {
+        TaskState.QUEUED
+    }
+    check_counters(h.store, run_id)
+    run = h.store.get_run(run_id)
+    assert (run.state, run.n_done, run.n_failed, run.n_running) == (RunState.RUNNING, 2, 0, 0)
