@@ -34,10 +34,40 @@ JOINED = "name: joined\ntasks:\n" + "\n".join(
 )
 
 
+# a's failure stops the run, while b and c run
+STOPPER = """\
+name: stopper
+on_failure: stop
+tasks:
+  a: {type: shell, command: "true"}
+  b: {type: shell, command: "true"}
+  c: {type: shell, command: "true"}
+"""
+
+
 @pytest.fixture(params=STORE_KINDS)
 def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    with Harness.opened(request.param, tmp_path, CHILD, JOINED) as harness:
+    with Harness.opened(request.param, tmp_path, CHILD, JOINED, STOPPER) as harness:
         yield harness
+
+
+def test_a_failure_that_stops_its_run_decides_the_stop_again_after_a_mark_meanwhile(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a running run of a workflow whose failures stop it: a, b and c run
+    run, _ = h.scheduler.trigger("default", "stopper")
+    h.scheduler.step()
+    run_id = run.id
+    # WHEN a fails, and b is marked succeeded (elsewhere) between the read of the stop that
+    # a's failure decides and its write (the stop, decided before the mark, is refused)
+    between(h, monkeypatch, run_id, lambda: elsewhere(h).mark(run_id, "b", TaskState.SUCCEEDED))
+    end(h, run_id, "a", FAILED)
+    # THEN the stop is decided again from a new read, and applied: the run failed, b's mark
+    # stands, c is stopped, and the counters say what the tasks say
+    assert h.store.get_run(run_id).state is RunState.FAILED
+    states = {t.task_id: t.state for t in h.store.get_tasks(run_id)}
+    assert states == {"a": TaskState.FAILED, "b": TaskState.SUCCEEDED, "c": TaskState.STOPPED}
+    check_counters(h.store, run_id)
 
 
 def test_two_large_marks_decided_from_one_read_apply_one_after_the_other(
@@ -68,3 +98,21 @@ def test_two_large_marks_decided_from_one_read_apply_one_after_the_other(
     check_counters(h.store, run_id)
     run = h.store.get_run(run_id)
     assert (run.state, run.n_done, run.n_failed, run.n_running) == (RunState.RUNNING, 2, 0, 0)
+
+
+def test_a_stop_decided_before_a_mark_meanwhile_stops_the_run_from_a_new_read(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a running run: a, b and c run
+    run, _ = h.scheduler.trigger("default", "stopper")
+    h.scheduler.step()
+    run_id = run.id
+    # WHEN it is stopped, and b is marked succeeded (elsewhere) between the stop's read and
+    # its write
+    between(h, monkeypatch, run_id, lambda: elsewhere(h).mark(run_id, "b", TaskState.SUCCEEDED))
+    stopped = h.scheduler.stop(run_id)
+    # THEN the stop, decided again from a new read, stops what still ran, and b's mark stands
+    assert stopped.state is RunState.STOPPED
+    states = {t.task_id: t.state for t in h.store.get_tasks(run_id)}
+    assert states == {"a": TaskState.STOPPED, "b": TaskState.SUCCEEDED, "c": TaskState.STOPPED}
+    check_counters(h.store, run_id)
