@@ -975,7 +975,9 @@ def test_apply_plan_writes_the_run_params_only_when_the_plan_gives_new_ones(
     assert store.get_run("run-1") == plan.run
     # WHEN a plan decided from a read before them (a stop) applies, THEN they stay: only
     # a plan that gives new params writes them
-    stale = stop(run.with_(state=RunState.RUNNING), [], at(3))
+    stale = stop(
+        run.with_(state=RunState.RUNNING, plan_gen=store.get_run("run-1").plan_gen), [], at(3)
+    )
     assert stale.run.params == run.params
     assert store.apply_plan(stale, RunState.RUNNING) is True
     assert store.get_run("run-1").params == plan.run.params
@@ -991,6 +993,35 @@ def test_apply_plan_is_refused_when_the_run_state_moved_on(store: StateStore) ->
     assert by_id(store.get_tasks("run-1")) == tasks
     # the upstream records were not rewritten either
     assert store.record_upstream("run-1", "report", "load", TaskState.SUCCEEDED) is None
+
+
+def test_of_two_plans_decided_from_one_read_of_a_run_only_the_first_applies(
+    store: StateStore,
+) -> None:
+    # GIVEN a running run whose tasks x and y wait, read once
+    seed(store, "run-1", ["x", "y"], state=RunState.RUNNING, started_at=at(0))
+    run = store.get_run("run-1")
+    read = by_id(store.get_tasks("run-1"))
+
+    def marked(task_id: str) -> Plan:
+        """A mark of ``task_id`` succeeded (``engine.set_end`` of a run that goes on)."""
+        done = read[task_id].with_(state=TaskState.SUCCEEDED, ended_at=at(1))
+        return Plan(run, {task_id: done}, if_unchanged=(read[task_id],), deltas=(1, 0, 0))
+
+    # WHEN two plans are decided from that read, each writing another task (so neither
+    # changes a task the other was decided from), and both are applied
+    # THEN the first applies, and the second is refused, nothing of it written: plans of a
+    # run apply one after the other, each decided from what the one before wrote
+    assert store.apply_plan(marked("x"), RunState.RUNNING) is True
+    assert store.apply_plan(marked("y"), RunState.RUNNING) is False
+    assert store.get_task("run-1", "y") == read["y"]
+    assert store.get_run("run-1").n_done == 1
+    # WHEN it is decided again from a new read, THEN it applies
+    again = store.get_run("run-1")
+    done = read["y"].with_(state=TaskState.SUCCEEDED, ended_at=at(1))
+    plan = Plan(again, {"y": done}, if_unchanged=(read["y"],), deltas=(1, 0, 0))
+    assert store.apply_plan(plan, RunState.RUNNING) is True
+    assert store.get_run("run-1").n_done == 2
 
 
 def test_apply_plan_if_ended_at_applies_a_rerun_to_the_end_it_saw_once(

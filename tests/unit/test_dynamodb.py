@@ -658,7 +658,9 @@ def test_a_plan_new_params_are_written_in_its_commit_and_only_there(env: Env, si
     assert env.store.get_run("r").params == {"n": "2"}
     assert {t.task_id: t for t in env.store.get_tasks("r")} == plan.tasks
     # AND a later plan that gives no new params (a stop) keeps them, even from a stale read
-    stale = engine.stop(stopped.with_(state=RunState.RUNNING), [], T0)
+    stale = engine.stop(
+        stopped.with_(state=RunState.RUNNING, plan_gen=env.store.get_run("r").plan_gen), [], T0
+    )
     assert env.store.apply_plan(stale, RunState.RUNNING)
     assert env.store.get_run("r").params == {"n": "2"}
 
@@ -703,6 +705,37 @@ def test_a_large_plan_that_dies_midway_is_completed_once(env: Env, completed_by:
     del after[claimed.task_id]
     assert after == {k: v for k, v in plan.tasks.items() if k != claimed.task_id}
     assert not [i for i in raw_items(env, "RUN#big") if i["sk"]["S"].startswith("P#")]
+
+
+def test_a_plan_decided_from_tasks_a_pending_plan_half_wrote_is_refused(env: Env) -> None:
+    # GIVEN a stopped 150-task run whose rerun (journaled) died after its commit and its
+    # first chunk of task writes: the run is RUNNING, 50 of its tasks still stopped
+    run, tasks = seed_running(env, "r", 150)
+    assert env.store.apply_plan(engine.stop(run, tasks, T0), RunState.RUNNING)
+    stopped = env.store.get_run("r")
+    rerun = rerun_plan(stopped, env.store.get_tasks("r"))
+    _crash_at(env, "TransactWriteItems", 3)
+    with pytest.raises(Crash):
+        env.store.apply_plan(rerun, RunState.STOPPED)
+    env.requests.before.clear()
+    # WHEN a stop is decided from a read then (before the lease runs out: the tasks half
+    # written), and applied (which completes the pending rerun first)
+    during = env.store.get_run("r")
+    half = env.store.get_tasks("r")
+    assert Counter(t.state for t in half)[TaskState.STOPPED] == 50
+    late = engine.stop(during, half, T0 + timedelta(seconds=1))
+    # THEN it is refused: it would stop only the tasks it saw reset, and leave the 50 it
+    # saw stopped queued (by the completion) in a stopped run
+    assert env.store.apply_plan(late, RunState.RUNNING) is False
+    assert env.store.get_run("r") == rerun.run
+    assert {t.task_id: t for t in env.store.get_tasks("r")} == rerun.tasks
+    # AND decided again from a new read, it applies: every task stopped, the counters whole
+    again = env.store.get_run("r")
+    stop = engine.stop(again, env.store.get_tasks("r"), T0 + timedelta(seconds=1))
+    assert env.store.apply_plan(stop, RunState.RUNNING)
+    after = env.store.get_run("r")
+    assert (after.state, after.n_done, after.n_running) == (RunState.STOPPED, 150, 0)
+    assert {t.state for t in env.store.get_tasks("r")} == {TaskState.STOPPED}
 
 
 def test_a_plan_refused_by_the_run_state_writes_nothing_even_when_journaled(env: Env) -> None:

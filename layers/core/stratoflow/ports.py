@@ -283,7 +283,10 @@ class StateStore(ABC):
         when ``plan.new_params`` says so (in the same write). With ``plan.deltas`` the
         counters are not set but changed by those deltas (a run that goes on: other tasks'
         ends written meanwhile stand), and the plan applies only while every task of
-        ``plan.if_unchanged`` is still as read."""
+        ``plan.if_unchanged`` is still as read. Plans of a run apply one at a time: each
+        only while the run's plan generation is still ``plan.run.plan_gen`` (the one it was
+        read with), which it moves on, so of two plans decided from one read the second is
+        refused, however many tasks either writes."""
 
     def start_queued_run(self, plan: Plan, max_active: int | None) -> bool:
         """Start a QUEUED run (``plan``: ``engine.start_plan``) if its workflow then has fewer

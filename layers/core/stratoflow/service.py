@@ -108,6 +108,12 @@ class _Ended(NamedTuple):
     history: Attempt | None = None
 
 
+# how often a stop (an operator's, or a failure's) is decided again from a new read when
+# another plan of its run applied between its read and its write (``PlanRefused``): a stop
+# stops whatever the run has then, so it need not be refused to its caller
+_STOP_TRIES = 3
+
+
 class PlanRefused(Conflict):
     """A whole-run operation's conditional write was refused (``Scheduler._apply``): the run,
     or a task it was decided from, moved since it was read. Nothing of it was written."""
@@ -1274,17 +1280,24 @@ class Scheduler:
     def _settle(self, spec: WorkflowSpec, ended: TaskInstance, now: datetime) -> None:
         """After a task's end (idempotent): stop the run if the failure stops it, else end
         the run if every task has ended."""
-        run = self.store.get_run(ended.run_id)
-        if engine.stops_run_on_failure(spec, ended.state) and not run.state.terminal:
-            self._apply(
-                engine.stop(
-                    run, self.store.get_tasks(run.id), now, end_state=RunState.FAILED,
-                    reason=f"task {ended.task_id} failed and on_failure is stop",
-                ),
-                run.state,
-            )  # fmt: skip
+        for tries_left in reversed(range(_STOP_TRIES)):
+            run = self.store.get_run(ended.run_id)
+            if engine.stops_run_on_failure(spec, ended.state) and not run.state.terminal:
+                try:
+                    self._apply(
+                        engine.stop(
+                            run, self.store.get_tasks(run.id), now, end_state=RunState.FAILED,
+                            reason=f"task {ended.task_id} failed and on_failure is stop",
+                        ),
+                        run.state,
+                    )  # fmt: skip
+                except PlanRefused:
+                    if not tries_left:
+                        raise
+                    continue  # another plan of the run (a mark) applied since the read
+                return
+            self._maybe_finish(spec, run, now)
             return
-        self._maybe_finish(spec, run, now)
 
     def _maybe_finish(self, spec: WorkflowSpec, run: Run | str, now: datetime) -> None:
         """End the run if every task has ended. ``run`` is a fresh read (or an id to read)."""
@@ -1917,10 +1930,17 @@ class Scheduler:
 
     def stop(self, run_id: str) -> Run:
         with self._lock:
-            run = self.store.get_run(run_id)
-            return self._apply(
-                engine.stop(run, self.store.get_tasks(run_id), self.clock.now()), run.state
-            )
+            for tries_left in reversed(range(_STOP_TRIES)):
+                run = self.store.get_run(run_id)
+                try:
+                    return self._apply(
+                        engine.stop(run, self.store.get_tasks(run_id), self.clock.now()),
+                        run.state,
+                    )
+                except PlanRefused:
+                    if not tries_left:
+                        raise
+            raise AssertionError("unreachable")  # pragma: no cover
 
     def rerun(
         self,

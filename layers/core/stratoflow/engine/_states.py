@@ -172,6 +172,11 @@ class Run:
     # PAUSED because its parent run was (a cascade, undone when the parent resumes), not by
     # an operator's own pause of this run
     paused_by_parent: bool = False
+    # how many whole-run plans (``StateStore.apply_plan``) the store had applied to the run
+    # when it was read: a plan decided from this read applies only while it is still this
+    # many, so of two plans decided from one read one applies, and the other is refused (its
+    # caller decides it again). Store bookkeeping: not part of the run's value (equality)
+    plan_gen: int = field(default=0, compare=False)
 
     def with_(self, **changes: Any) -> Self:
         return _with(self, changes)

@@ -262,6 +262,7 @@ def to_run(item: Item, counters: Item | None) -> Run:
         error=get_s(item, "error"),
         parent=get_s(item, "parent"),
         paused_by_parent=bool(item.get("pbp", {}).get("BOOL", False)),
+        plan_gen=get_n(item, "pgen"),
     )
 
 

@@ -137,6 +137,9 @@ TOKEN_LENGTH: Final = 10
 # on the counters item: when a plan began to wait for the open reservations to close; while it
 # is fresh (younger than PLAN_WAIT) no reservation opens, so the wait ends (no starvation)
 PLAN_WAITING: Final = "pw"
+# on the run item: its plan generation (``Run.plan_gen``), written by every plan's commit and
+# by a journaled plan's completion; absent (0) on a run no plan has written
+PLAN_GEN: Final = "pgen"
 
 
 @dataclass(frozen=True)
@@ -1514,7 +1517,8 @@ class DynamoStore(
         self, plan: Plan, expect: RunState, *, if_ended_at: datetime | None = None
     ) -> bool:
         """A plan of up to 98 tasks is one TransactWriteItems: the run (condition: state is
-        ``expect``), its counters and the tasks, all or nothing.
+        ``expect``, plan generation ``plan.run.plan_gen``, which it moves on), its counters
+        and the tasks, all or nothing.
 
         With ``if_ended_at`` the run's write is also conditional on ``ended_at`` being that
         instant still (a backfill's decided rerun: applied to the end it saw, once).
@@ -1522,11 +1526,14 @@ class DynamoStore(
         A larger plan (a stop or rerun of a 10,000-task run) cannot be one transaction, so it
         is journaled: (1) the plan is written, compressed, to plan items in the run's
         partition; (2) one transaction commits it: the run's new state with a reference to the
-        plan (condition: state is ``expect`` and no other plan is pending) and the counters;
+        plan (condition: state is ``expect``, no other plan is pending, and the plan
+        generation is still the one the plan was decided from) and the counters;
         (3) the task writes follow in transactions of 100, each task write conditional on
         not carrying this plan's id yet (so a chunk applies once, however often it is
         replayed), the writes that leave a task QUEUED last, so nothing is dispatched before
-        every reset is in place; (4) the plan reference and items are removed. A crash after
+        every reset is in place; (4) the plan reference and items are removed, and the plan
+        generation moves on again (a plan decided from the half-written tasks is refused,
+        not only one decided before (2)). A crash after
         (2) is completed by the next ``get_run`` after the lease, or by
         ``complete_pending_plans`` (the reconciler); before (2) it changed nothing visible.
         """
@@ -1685,11 +1692,20 @@ class DynamoStore(
             upd.set("params", it.js(run.params))
         if plan_id is not None:
             upd.set("plan", s(plan_id)).set("plan_at", n(int(self._clock())))
+        # the run's plan generation (``Run.plan_gen``): still the one the plan was decided
+        # from, so of two plans decided from one read only one commits (a journaled plan's
+        # commit checks only some of the tasks it was decided from: the other's writes to
+        # the rest would go unseen); its completion counts once more (``_complete_plan``)
+        upd.set(PLAN_GEN, n(run.plan_gen + 1))
         cond = upd.condition(
             "attribute_exists(pk) AND attribute_not_exists({lock}) "
             "AND attribute_not_exists({plan}) AND {st} = :expect",
             expect=s(expect.value),
         )
+        if run.plan_gen:
+            cond += upd.condition(" AND {pgen} = :read_gen", read_gen=n(run.plan_gen))
+        else:  # absent on a run no plan has written yet
+            cond += upd.condition(" AND attribute_not_exists({pgen})")
         if if_ended_at is not None:  # {ended_at} is named: the update sets or removes it
             cond += upd.condition(" AND {ended_at} = :seen_end", seen_end=s(it.ts(if_ended_at)))
         counters = Update()
@@ -1917,7 +1933,9 @@ class DynamoStore(
                 # ConditionalCheckFailed: this chunk was applied before (by us or a helper)
             if recovered and self.plan_recovered is not None and not self.plan_recovered(plan):
                 return  # left pending: the next completion tries its follow-up again
-        upd = Update().remove("plan").remove("plan_at")
+        # the completion is a plan generation of its own: a plan decided from a read of
+        # the run while this one was pending (its tasks half written) is refused
+        upd = Update().remove("plan").remove("plan_at").add(PLAN_GEN, n(1))
         self._update(upd, key(pk, it.RUN_SK), upd.condition("{plan} = :p", p=s(plan_id)))
         count = self._partition(pk, f"{it.PLAN_PREFIX}{plan_id}", ProjectionExpression="sk")
         self._batch_write([{"DeleteRequest": {"Key": key(pk, i["sk"]["S"])}} for i in count])

@@ -68,7 +68,7 @@ CREATE TABLE IF NOT EXISTS runs (
     n_tasks INTEGER NOT NULL, n_done INTEGER NOT NULL DEFAULT 0,
     n_failed INTEGER NOT NULL DEFAULT 0, n_running INTEGER NOT NULL DEFAULT 0,
     concurrency INTEGER, error TEXT, parent TEXT,
-    paused_by_parent INTEGER NOT NULL DEFAULT 0
+    paused_by_parent INTEGER NOT NULL DEFAULT 0, plan_gen INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (project, workflow, seq);
 CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state, seq);
@@ -163,7 +163,8 @@ def _json(value: Any) -> str:
 
 _RUN_COLS = (
     "id, project, workflow, version, state, params, logical_date, created_at, started_at, "
-    "ended_at, trigger, n_tasks, n_done, n_failed, n_running, error, parent, paused_by_parent"
+    "ended_at, trigger, n_tasks, n_done, n_failed, n_running, error, parent, paused_by_parent, "
+    "plan_gen"
 )
 # The upstream count a parent's outcome adds to (any other outcome counts as failed).
 _TASK_STATES = {s.value: s for s in TaskState}  # a lookup: TaskState(value) costs 10 µs a task
@@ -228,6 +229,7 @@ def _run(row: sqlite3.Row) -> Run:
     (
         id_, project, workflow, version, state, params, logical_date, created_at, started_at,
         ended_at, trigger, n_tasks, n_done, n_failed, n_running, error, parent, paused_by_parent,
+        plan_gen,
     ) = tuple(row)[:_N_RUN_COLS]  # fmt: skip
     return Run(
         id=id_, project=project, workflow=workflow, version=version, state=_RUN_STATES[state],
@@ -235,7 +237,7 @@ def _run(row: sqlite3.Row) -> Run:
         logical_date=_req_dt(logical_date), created_at=_req_dt(created_at),
         started_at=_dt(started_at), ended_at=_dt(ended_at), trigger=trigger,
         n_tasks=n_tasks, n_done=n_done, n_failed=n_failed, n_running=n_running, error=error,
-        parent=parent, paused_by_parent=bool(paused_by_parent),
+        parent=parent, paused_by_parent=bool(paused_by_parent), plan_gen=plan_gen,
     )  # fmt: skip
 
 
@@ -469,6 +471,8 @@ class SqliteStore(
             conn.execute("ALTER TABLE runs ADD COLUMN parent TEXT")
         if "paused_by_parent" not in run_columns:  # from before sub-workflow pause recovery
             conn.execute("ALTER TABLE runs ADD COLUMN paused_by_parent INTEGER NOT NULL DEFAULT 0")
+        if "plan_gen" not in run_columns:  # from before plans were serialized by it
+            conn.execute("ALTER TABLE runs ADD COLUMN plan_gen INTEGER NOT NULL DEFAULT 0")
         columns = {row["name"] for row in conn.execute("PRAGMA table_info(tasks)")}
         if "propagating" not in columns:  # a state file from before the column existed
             conn.execute("ALTER TABLE tasks ADD COLUMN propagating INTEGER NOT NULL DEFAULT 0")
@@ -777,7 +781,7 @@ class SqliteStore(
             if self._x("SELECT 1 FROM runs WHERE id=?", (run.id,)).fetchone():
                 return False
             self._x(
-                f"INSERT INTO runs ({_RUN_COLS}, seq, concurrency) VALUES ({','.join('?' * 20)})",
+                f"INSERT INTO runs ({_RUN_COLS}, seq, concurrency) VALUES ({','.join('?' * 21)})",
                 (
                     run.id,
                     run.project,
@@ -797,6 +801,7 @@ class SqliteStore(
                     run.error,
                     run.parent,
                     int(run.paused_by_parent),
+                    run.plan_gen,
                     self._next("runs"),
                     concurrency,
                 ),
@@ -900,8 +905,9 @@ class SqliteStore(
     ) -> bool:
         """``params``: write ``run.params`` too (a plan's ``new_params``), in the same
         statement as its state. ``deltas``: add these to the counters (``Plan.deltas``)
-        instead of setting them to ``run``'s."""
-        ended = "" if if_ended_at is None else " AND ended_at=?"
+        instead of setting them to ``run``'s. The run's plan generation is still the one
+        ``run`` was read with (``Run.plan_gen``), and counts this plan."""
+        ended = " AND plan_gen=?" + ("" if if_ended_at is None else " AND ended_at=?")
         new_params = "params=?, " if params else ""
         counters = "n_done=?, n_failed=?, n_running=?"
         if deltas is not None:
@@ -909,7 +915,7 @@ class SqliteStore(
         self._forget_run(run.id)
         cur = self._x(
             f"UPDATE runs SET {new_params}state=?, started_at=?, ended_at=?, error=?, "
-            f"paused_by_parent=?, {counters} WHERE id=? AND state=?{ended}",
+            f"paused_by_parent=?, {counters}, plan_gen=plan_gen+1 WHERE id=? AND state=?{ended}",
             (
                 *((_json(run.params),) if params else ()),
                 run.state.value,
@@ -920,6 +926,7 @@ class SqliteStore(
                 *((run.n_done, run.n_failed, run.n_running) if deltas is None else deltas),
                 run.id,
                 expect.value,
+                run.plan_gen,
                 *(() if if_ended_at is None else (_ts(if_ended_at),)),
             ),
         )
