@@ -114,8 +114,8 @@ WIDE_JOIN = "name: wide_join\ntasks:\n" + "\n".join(
 @pytest.mark.xfail(
     strict=True,
     reason="known defect: a journaled plan's task writes (conditional only on not carrying "
-    "the plan id) overwrite a task that ended after the plan's read; see the report of "
-    "branch h-planrace",
+    "the plan id) overwrite a task that ended after the plan's read; docs/aws-dynamodb.md "
+    "says what a fix needs",
 )
 def test_a_large_mark_keeps_the_ends_of_its_tasks_applied_while_it_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
