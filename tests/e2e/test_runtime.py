@@ -473,6 +473,28 @@ def test_a_kill_no_watcher_will_report_on_looks_at_its_group_until_it_is_gone(
         proc.wait()
 
 
+def test_closing_does_not_wait_out_the_grace_of_a_killed_group_that_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGTERM stop of the server right after a stop of a task it re-attached to after a
+    restart took the whole kill grace (~5 s, against ~0.2 s): close() slept until each
+    group's SIGKILL was due, though the group had ended at its SIGTERM."""
+    monkeypatch.setattr(executor_module, "KILL_GRACE_SECONDS", 60.0)
+    monkeypatch.setattr(executor_module, "GONE_POLL_SECONDS", 30.0)  # the poller is not in time
+    ex = _executor(tmp_path)
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        ex._terminate(executor_module._Live("p.r1", "t", 1, pid=proc.pid, report=False))
+        proc.wait(timeout=10)  # ended at its SIGTERM, and reaped: nothing of the group left
+        assert ("p.r1", "t") in ex._ending  # still armed: its SIGKILL due in 60 s
+        started = time.monotonic()
+        ex.close()
+        assert time.monotonic() - started < 10  # not the 60 s grace
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_a_restart_finds_the_wrapper_not_a_subshell_of_its_body(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

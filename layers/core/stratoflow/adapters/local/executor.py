@@ -149,6 +149,7 @@ WRAPPER_NAME = "stratoflow-task"  # $0 of every wrapper: how recovery recognises
 KILL_GRACE_SECONDS = 5.0
 # once a killed attempt's wrapper has exited: how often to look whether its group is gone
 GONE_POLL_SECONDS = 0.1
+GONE_POLL_CLOSING = 0.05  # close(): how often a killed group's end is looked for
 
 
 def _start_thread_count() -> int:
@@ -296,6 +297,16 @@ class _Killed:
     # under the executor's lock: where the kernel can, the group is signalled and looked for
     # through it (_group_by_pidfd), exactly that group whoever has its id since
     pidfd: int | None = None
+
+
+def _killed_group_left(pgid: int, killed: _Killed) -> bool:
+    """Whether anything of a killed group is left: through its leader's pidfd where the
+    kernel can, else by its id while that is still the group's (for ``_finish_kills``, whose
+    groups are its own; ``LocalExecutor._group_left`` reads /proc outside the lock)."""
+    there = None if killed.pidfd is None else _group_by_pidfd(killed.pidfd, 0)
+    if there is not None:
+        return there
+    return _group_alive(pgid) and _still_the_group(pgid, killed.leader)
 
 
 def _stat(pid: int | str) -> list[bytes] | None:
@@ -1904,11 +1915,18 @@ class LocalExecutor(Dispatcher):
             to_mask = [job for e in self._ending.values() for job in e.to_mask]
             self._ending.clear()  # (their pidfds are this call's now)
         for at, pgid, killed in due:
-            time.sleep(max(at - time.monotonic(), 0.0))
+            # a group that ends in its grace (at its SIGTERM, mostly) is not waited out: its
+            # end is looked for every GONE_POLL_CLOSING seconds until the SIGKILL is due
+            gone = False
+            while not gone and (left := at - time.monotonic()) > 0:
+                gone = not _killed_group_left(pgid, killed)
+                if not gone:
+                    time.sleep(min(left, GONE_POLL_CLOSING))
             pidfd = killed.pidfd
-            sent = None if pidfd is None else _group_by_pidfd(pidfd, signal.SIGKILL)
-            if sent is None and _still_the_group(pgid, killed.leader):
-                _kill_group(pgid, signal.SIGKILL)
+            if not gone:  # its grace is over: SIGKILL
+                sent = None if pidfd is None else _group_by_pidfd(pidfd, signal.SIGKILL)
+                if sent is None and _still_the_group(pgid, killed.leader):
+                    _kill_group(pgid, signal.SIGKILL)
             if pidfd is not None:
                 os.close(pidfd)
         if to_mask:
