@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -403,6 +404,21 @@ def test_an_integer_too_long_to_read_is_422_in_the_caller_s_words(api: Api, sign
     assert api.call("GET", "/runs").body["runs"] == []
     longest = '{"params": {"region": ' + sign + "9" * 4300 + "}}"
     assert api.call("POST", "/workflows/etl/runs", raw=longest).status != 422
+
+
+def test_integers_are_read_when_python_reads_integers_of_any_length(api: Api) -> None:
+    """A server run with the digit limit off (``PYTHONINTMAXSTRDIGITS=0``, or
+    ``sys.set_int_max_str_digits(0)``: 0 means no limit) still reads every integer: the
+    limit's check must not read 0 as "at most 0 digits" and refuse a body's every number."""
+    api.apply()
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)  # as PYTHONINTMAXSTRDIGITS=0 does
+    try:
+        raw = '{"params": {"region": 7}, "run_id": "r-any-length"}'
+        created = api.call("POST", "/workflows/etl/runs", raw=raw)
+    finally:
+        sys.set_int_max_str_digits(limit)
+    assert created.status in (200, 201, 202), created.body
 
 
 def test_request_errors_never_echo_the_input(api: Api) -> None:

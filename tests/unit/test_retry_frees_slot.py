@@ -274,3 +274,35 @@ def test_a_retry_entering_its_wait_during_a_pool_deletion_keeps_the_pool(
         # AND a deletion asked again sees the retry, naming it
         with pytest.raises(Conflict, match="task load of run f waits out its retry delay"):
             s.delete_pool("wh")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (review of h-review): the deletion's look for waiting retries reads a "
+    "DynamoDB GSI, which is eventually consistent; a retry that entered its wait (and moved "
+    "rgen) just before the deletion read the pool item is not yet on the index, and the "
+    "delete, conditional on rgen as read after that move, goes through",
+)
+def test_a_retry_that_entered_its_wait_just_before_a_deletion_keeps_the_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN a pooled task that entered its retry wait a moment before the pool's deletion
+    (another function's end: rgen moved, the task written UP_FOR_RETRY), whose entry on the
+    retry index (a GSI: eventually consistent, moto's is not) has not propagated yet."""
+    clock = FakeClock(T0)
+    with state_store("dynamodb", tmp_path) as store:
+        rt = Runtime("dynamodb", store, clock)
+        s = rt.scheduler
+        s.set_pool("wh", 1)
+        s.apply(FLAKY)
+        s.trigger("default", "flaky", run_id="f")
+        s.step()
+        other = Scheduler(store, store, RecordingDispatcher(), clock, retry_lead=RETRY_LEAD)
+        other.advance([Finished("f", "load", 1, FAILED)])
+        assert store.get_task("f", "load").state is TaskState.UP_FOR_RETRY
+        # the retry index as a GSI read may still show it a moment after the write: empty
+        monkeypatch.setattr(store, "due_retries", lambda *_a, **_k: [])
+        # WHEN the pool is deleted THEN it is refused: the retry needs it when due
+        with pytest.raises(Conflict, match="in use"):
+            s.delete_pool("wh")
+        assert store.get_pool("/wh") is not None

@@ -550,9 +550,10 @@ def _reject_constant(name: str) -> Any:
 
 
 def _whole_int(text: str) -> int:
-    digits = len(text.lstrip("-"))
-    if digits > sys.get_int_max_str_digits():  # what int() refuses, in the caller's words
-        raise ValueError(f"an integer of {digits} digits (at most {sys.get_int_max_str_digits()})")
+    digits, limit = len(text.lstrip("-")), sys.get_int_max_str_digits()
+    # what int() refuses, in the caller's words; a limit of 0 is none (PYTHONINTMAXSTRDIGITS=0)
+    if limit and digits > limit:
+        raise ValueError(f"an integer of {digits} digits (at most {limit})")
     return int(text)
 
 

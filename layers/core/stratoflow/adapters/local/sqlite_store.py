@@ -466,6 +466,19 @@ class SqliteStore(
         conn.executescript(BACKFILL_SCHEMA)
         conn.executescript(DEPENDENCY_SCHEMA)
         conn.executescript(VARIABLE_SCHEMA)
+        # the columns a file from an older version lacks, added under the write lock: two
+        # processes opening it at once would each read them missing, and the second's ADD
+        # COLUMN would fail ("duplicate column name"); the second reads them after the first
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._upgrade(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _upgrade(conn: sqlite3.Connection) -> None:
         run_columns = {row["name"] for row in conn.execute("PRAGMA table_info(runs)")}
         if "parent" not in run_columns:  # a state file from before sub-workflows
             conn.execute("ALTER TABLE runs ADD COLUMN parent TEXT")
