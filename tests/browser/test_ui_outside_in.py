@@ -62,3 +62,19 @@ def test_a_run_of_another_project_is_shown_with_that_projects_role_and_workflow(
     switch_project(page, "default")
     expect(page).to_have_url(re.compile(r"#/runs\?project=default$"))
     expect(page.get_by_label("Project")).to_have_value("default")
+
+
+def test_the_run_page_shows_the_logical_date(
+    page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """A run triggered for 2026-11-01 10:30 (a rerun of a past day's data) said only when it
+    started: the logical date it works on, which its templates read, was shown nowhere."""
+    apply(api, "name: dated\ntasks:\n  t: {type: shell, command: 'echo {{ ds }}'}\n")
+    made = api.post("/workflows/dated/runs", json={"logical_date": "2026-11-01T10:30:00"})
+    assert made.status_code == 201, made.text
+    run_id = made.json()["run"]["id"]
+    page.goto(f"{server.url}/#/runs/{run_id}")
+    logical = page.get_by_test_id("logical-date")
+    expect(logical).to_contain_text("logical date")
+    expect(logical).to_contain_text(re.compile(r"11/01/2026.*10:30:00"))
+    expect(logical).to_have_attribute("title", "2026-11-01T10:30:00+00:00")

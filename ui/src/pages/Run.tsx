@@ -132,6 +132,7 @@ export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
         <StateBadge state={r.state} />
         <span><a href={href(`workflows/${encodeURIComponent(r.workflow)}`, { version: String(r.version), tab: "yaml" })}>{r.workflow} v{r.version}</a></span>
         <span data-testid="progress">{r.tasks_done}/{r.tasks_total} done{r.tasks_failed ? `, ${r.tasks_failed} failed` : ""}{r.tasks_running ? `, ${r.tasks_running} running` : ""}</span>
+        {r.logical_date && <span data-testid="logical-date" title={r.logical_date}>logical date {fmtTime(r.logical_date)}</span>}
         <span>started {fmtTime(r.started_at)}</span>
         <span>{fmtDuration(r.duration_seconds)}</span>
         <span class="muted">trigger: {r.trigger}</span>
