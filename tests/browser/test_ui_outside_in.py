@@ -78,3 +78,29 @@ def test_the_run_page_shows_the_logical_date(
     expect(logical).to_contain_text("logical date")
     expect(logical).to_contain_text(re.compile(r"11/01/2026.*10:30:00"))
     expect(logical).to_have_attribute("title", "2026-11-01T10:30:00+00:00")
+
+
+def test_ansi_colour_codes_in_a_log_are_not_shown_as_raw_escapes(
+    page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """A task whose tool colours its output (pytest, ls --color, a logger) showed
+    ``[31mRED[0m`` in its log (the ESC itself invisible). The colours show, the codes do not,
+    and text that looks like HTML stays text."""
+    apply(
+        api,
+        "name: colours\ntasks:\n  t:\n    type: shell\n    command: |\n"
+        "      printf '\\033[1;31mRED\\033[0m plain \\033[32mgreen\\033[0m <b>x</b>\\n'\n"
+        "      printf 'bad \\377\\376 bytes \\033]0;title\\007end\\n'\n",
+    )
+    run_id = api.post("/workflows/colours/runs", json={}).json()["run"]["id"]
+    wait_run(api, run_id, ("succeeded",))
+    page.goto(f"{server.url}/#/runs/{run_id}?tab=tasks&task=t")
+    log = page.get_by_test_id("log")
+    expect(log).to_contain_text("RED plain green <b>x</b>")
+    expect(log).to_contain_text("bad \ufffd\ufffd bytes end")
+    shown = log.inner_text()
+    assert "\x1b" not in shown
+    assert "[0m" not in shown
+    expect(log.locator(".ansi-red.ansi-bold")).to_have_text("RED")
+    expect(log.locator(".ansi-green")).to_have_text("green")
+    expect(log.locator("b")).to_have_count(0)

@@ -3,6 +3,7 @@
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { api, firstRequests, fmtClock, fmtDuration, fmtTime, refreshRun, refreshStates, TERMINAL_RUN, type FirstRequests, type HeldStates, type RunDetail, type RunState, type RunStates, type TaskState, type Timeline, type TaskView } from "../api";
 import { ActionButton, ErrorBox, StateBadge, href, navigate, plural, useCan, useSession } from "../common";
+import { ansiText } from "../ansi";
 import { Gantt } from "../Gantt";
 import { GraphView } from "../graph/GraphView";
 import { pollWhileVisible } from "../poll";
@@ -360,10 +361,11 @@ function LogView({ runId, taskId, attempt, follow }: { runId: string; taskId: st
     }
     return undefined;
   }, [follow, runId, taskId, attempt]);
+  const rendered = useMemo(() => ansiText(text), [text]);
   return (
     <div class="log">
       <h3>Log of attempt {attempt}</h3>
-      {error ? <p class="muted">{error.message}</p> : <pre class="code log-text" data-testid="log">{text || (busy ? "…" : "(empty)")}</pre>}
+      {error ? <p class="muted">{error.message}</p> : <pre class="code log-text" data-testid="log">{text ? rendered : busy ? "…" : "(empty)"}</pre>}
       {next < size && (
         <button type="button" onClick={() => load(false)} disabled={busy}>
           Load more ({(size - next).toLocaleString("en")} bytes left)
