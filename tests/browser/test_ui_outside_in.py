@@ -104,3 +104,18 @@ def test_ansi_colour_codes_in_a_log_are_not_shown_as_raw_escapes(
     expect(log.locator(".ansi-red.ansi-bold")).to_have_text("RED")
     expect(log.locator(".ansi-green")).to_have_text("green")
     expect(log.locator("b")).to_have_count(0)
+
+
+def test_a_malformed_address_shows_an_error_not_a_blank_page(
+    page: Any, server: ServerProcess
+) -> None:
+    """A mangled link (``#/runs/%zz``: a ``%`` not followed by two hex digits, as a chat
+    client's cut or a hand-edited URL leaves it) threw "URI malformed" while the script
+    started, so the page stayed blank, whatever the address was changed to next (the
+    fixture also fails on the page's JavaScript error)."""
+    page.goto(f"{server.url}/#/runs/%zz")
+    expect(page.get_by_role("alert")).to_contain_text("run '%zz' not found")
+    page.get_by_role("link", name="Runs", exact=True).click()
+    expect(page.locator("h1")).to_have_text("Runs")
+    page.goto(f"{server.url}/#/workflows/a%zz")
+    expect(page.get_by_role("alert")).to_contain_text("not found")

@@ -7,10 +7,21 @@ import { pollWhileVisible } from "./poll";
 // any static host and any API Gateway stage prefix serve every page from one index.html)
 export interface Route { parts: string[]; query: URLSearchParams }
 
+/** A path segment decoded; one that is not valid percent-encoding (``%zz``, a cut ``%E2%8``)
+ * is taken as it is: decodeURIComponent threw on it, and a throw while the script started
+ * left the page blank (the API then says what it has under that name: "not found"). */
+function decodeSegment(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part;
+  }
+}
+
 export function parseHash(hash: string): Route {
   const raw = hash.replace(/^#\/?/, "");
   const [path, qs] = raw.split("?", 2);
-  return { parts: path.split("/").filter(Boolean).map(decodeURIComponent), query: new URLSearchParams(qs ?? "") };
+  return { parts: path.split("/").filter(Boolean).map(decodeSegment), query: new URLSearchParams(qs ?? "") };
 }
 
 export function href(path: string, query: Record<string, string | undefined> = {}): string {
