@@ -119,3 +119,39 @@ def test_a_malformed_address_shows_an_error_not_a_blank_page(
     expect(page.locator("h1")).to_have_text("Runs")
     page.goto(f"{server.url}/#/workflows/a%zz")
     expect(page.get_by_role("alert")).to_contain_text("not found")
+
+
+def test_a_viewer_or_operator_does_not_send_a_layout_the_api_refuses(
+    signed_out_page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """The server keeps ELK's layout of a version when an editor sends it (README: "PUT:
+    editor; a browser of a viewer or operator computes it for itself"), but every browser
+    sent it: each visit of a viewer or operator to a new version's graph PUT up to 1 MB for a
+    403. An editor's browser still sends it, and it is kept."""
+    page = signed_out_page
+    apply(
+        api,
+        "name: laid\ntasks:\n  a: {type: shell, command: 'true'}\n  b: {type: shell, depends_on: [a], command: 'true'}\n",
+    )
+    puts: list[int] = []
+    page.on(
+        "response",
+        lambda r: (
+            puts.append(r.status) if r.request.method == "PUT" and "/layout" in r.url else None
+        ),
+    )
+    as_user(page, user_token(server, "lou", "default", "operator"))
+    page.goto(f"{server.url}/#/workflows/laid")
+    canvas = page.get_by_test_id("graph")
+    expect(canvas).to_have_attribute("data-layout-source", "elk")
+    page.wait_for_timeout(500)  # the PUT, had it been sent, is answered by now
+    assert puts == []
+    cli(server, "users", "grant", "lou", "default", "editor")
+    page.evaluate("indexedDB.deleteDatabase('stratoflow-layouts')")
+    page.reload()
+    expect(canvas).to_have_attribute("data-layout-source", "elk")
+    deadline = 50
+    while not puts and deadline:
+        page.wait_for_timeout(100)
+        deadline -= 1
+    assert puts == [201]
