@@ -155,3 +155,37 @@ def test_a_viewer_or_operator_does_not_send_a_layout_the_api_refuses(
         page.wait_for_timeout(100)
         deadline -= 1
     assert puts == [201]
+
+
+def test_a_global_pools_force_start_is_offered_by_the_role_in_the_tasks_project(
+    signed_out_page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """A global pool's page lists the waiting tasks of every project the caller reads, and
+    offered **Force start** on each by the role in the SELECTED project: an operator there
+    who only views the task's project got a button the API refuses with 403. It follows the
+    role in the task's own project now (so an operator of both still gets it)."""
+    page = signed_out_page
+    assert api.put("/pools/shared_gp", json={"slots": 1}).status_code in (200, 201)
+    apply(
+        api,
+        "name: queued_q\nproject: teamq\ntasks:\n"
+        "  first: {type: shell, pool: shared_gp, command: 'sleep 30'}\n"
+        "  second: {type: shell, pool: shared_gp, command: 'true'}\n",
+    )
+    run_id = api.post("/workflows/queued_q/runs", params={"project": "teamq"}, json={}).json()[
+        "run"
+    ]["id"]
+    try:
+        as_user(page, user_token(server, "pam", "default", "operator"))
+        cli(server, "users", "grant", "pam", "teamq", "viewer")
+        page.goto(f"{server.url}/#/pools/shared_gp")
+        waiting = page.get_by_test_id("pool-waiting")
+        expect(waiting).to_contain_text(run_id)
+        expect(page.get_by_label("Project")).to_have_value("default")
+        page.wait_for_timeout(300)  # the roles' answers are in
+        expect(waiting.get_by_role("button", name="Force start")).to_have_count(0)
+        cli(server, "users", "grant", "pam", "teamq", "operator")
+        page.reload()
+        expect(waiting.get_by_role("button", name="Force start")).to_have_count(1)
+    finally:
+        api.post(f"/runs/{run_id}/stop")
