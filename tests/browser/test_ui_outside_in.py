@@ -189,3 +189,37 @@ def test_a_global_pools_force_start_is_offered_by_the_role_in_the_tasks_project(
         expect(waiting.get_by_role("button", name="Force start")).to_have_count(1)
     finally:
         api.post(f"/runs/{run_id}/stop")
+
+
+def test_a_backfill_of_another_project_is_shown_with_that_projects_role(
+    signed_out_page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """Backfill ids, like run ids, open from a link whatever project is selected, and its
+    page offered Pause and Cancel by the selected project's role (403 for a viewer of the
+    backfill's project) and linked to the selected project's workflow of that name."""
+    page = signed_out_page
+    apply(
+        api,
+        "name: filled\nproject: teamz\nschedule: {cron: '0 1 * * *'}\n"
+        "tasks:\n  t: {type: shell, command: 'sleep 30'}\n",
+    )
+    made = api.post(
+        "/workflows/filled/backfills",
+        params={"project": "teamz"},
+        json={"start": "2026-01-01", "end": "2026-01-02", "parallel": 1},
+    )
+    assert made.status_code == 201, made.text
+    backfill_id = made.json()["id"]
+    try:
+        as_user(page, user_token(server, "bea", "default", "operator"))
+        cli(server, "users", "grant", "bea", "teamz", "viewer")
+        page.goto(f"{server.url}/#/")
+        expect(page.get_by_label("Project")).to_have_value("default")
+        page.goto(f"{server.url}/#/backfills/{backfill_id}")
+        expect(page.locator("h1")).to_contain_text("filled")
+        expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+        expect(page.get_by_label("Project")).to_have_value("teamz")
+        expect(page.locator(".user")).to_have_attribute("title", "viewer in teamz")
+        expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+    finally:
+        api.post(f"/backfills/{backfill_id}/cancel")

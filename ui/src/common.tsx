@@ -72,6 +72,27 @@ export function useProjectParams(query: URLSearchParams, restart: (project: stri
   return mine;
 }
 
+/** A page of one thing whose id names its project (a run, a backfill) opens from a link
+ * whatever project is selected; its actions are the caller's role in ITS project, and its
+ * links (its workflow) are that project's. So the page selects ``own`` (its project) once it
+ * is known, as Apply selects the project it applied to; a project the user picks afterwards
+ * leaves the page (``leave``, given that project). True while ``own`` is the selected
+ * project: until then the page offers no action. */
+export function useOwnProject(own: string | null, leave: (project: string) => void): boolean {
+  const { project, setProject } = useSession();
+  const adopted = useRef<string | null>(null);
+  useEffect(() => {
+    if (!own) return;
+    if (adopted.current !== own) {
+      adopted.current = own;
+      if (project !== own) setProject(own);
+    } else if (project !== own) {
+      leave(project);
+    }
+  }, [own, project]);
+  return own !== null && own === project;
+}
+
 // ---------------------------------------------------------------- data loading
 /** What ``load`` gives, for the inputs ``deps``. Data loaded for other inputs (another
  * project, filter or page) is never returned: when the inputs change the page shows nothing

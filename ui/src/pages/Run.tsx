@@ -2,7 +2,7 @@
 // selected task's attempts, outputs and log. Polls while the run is not finished.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { api, firstRequests, fmtClock, fmtDuration, fmtTime, refreshRun, refreshStates, TERMINAL_RUN, type FirstRequests, type HeldStates, type RunDetail, type RunState, type RunStates, type TaskState, type Timeline, type TaskView } from "../api";
-import { ActionButton, ErrorBox, StateBadge, href, navigate, plural, useCan, useSession } from "../common";
+import { ActionButton, ErrorBox, StateBadge, href, navigate, plural, useCan, useOwnProject, useSession } from "../common";
 import { ansiText } from "../ansi";
 import { Gantt } from "../Gantt";
 import { GraphView } from "../graph/GraphView";
@@ -74,7 +74,6 @@ function useLiveRun(id: string, first: FirstRequests, whole: boolean) {
 }
 
 export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
-  const { project, setProject } = useSession();
   const canInSelected = useCan();
   const tab = (query.get("tab") ?? "graph") as (typeof TABS)[number];
   const selected = query.get("task");
@@ -98,23 +97,9 @@ export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
   const onSelect = useMemo(() => (task: string) => selectRef.current(task), []);
 
   const r = detail?.run ?? brief?.run;
-  // A run's id names its project, so a link opens it whatever project is selected. Its
-  // actions are the caller's role in the RUN's project, and its links (the workflow, the
-  // Trigger button there) are that project's: the run's project is selected when the run
-  // is opened, and until the selection is the run's project no action is offered. A project
-  // the user picks afterwards leaves the run for that project's runs.
-  const runProject = r?.project ?? null;
-  const adopted = useRef<string | null>(null);
-  useEffect(() => {
-    if (!runProject) return;
-    if (adopted.current !== runProject) {
-      adopted.current = runProject;
-      if (project !== runProject) setProject(runProject);
-    } else if (project !== runProject) {
-      navigate("runs", { project });
-    }
-  }, [runProject, project]);
-  const can = (action: string) => runProject === project && canInSelected(action);
+  // the run's project is selected (its role, its workflow's links); another picked: its runs
+  const here = useOwnProject(r?.project ?? null, (p) => navigate("runs", { project: p }));
+  const can = (action: string) => here && canInSelected(action);
   if (!r) return <section><ErrorBox error={error} />{!error && <p class="muted">Loading run…</p>}</section>;
   const active = !TERMINAL_RUN.includes(r.state);
   const rerunnable = !active && (r.tasks_failed > 0 || r.state !== "succeeded");
