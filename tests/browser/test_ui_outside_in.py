@@ -223,3 +223,25 @@ def test_a_backfill_of_another_project_is_shown_with_that_projects_role(
         expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
     finally:
         api.post(f"/backfills/{backfill_id}/cancel")
+
+
+def test_a_link_to_a_missing_tab_or_task_says_so_instead_of_a_blank_pane(
+    page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """``?tab=`` a page does not have (a mistyped or older link) showed no tab selected and
+    nothing under the tabs; ``?task=`` a task the run does not have split the page and left
+    its half blank."""
+    apply(api, "name: linked\ntasks:\n  only: {type: shell, command: 'true'}\n")
+    run_id = api.post("/workflows/linked/runs", json={}).json()["run"]["id"]
+    wait_run(api, run_id, ("succeeded",))
+    page.goto(f"{server.url}/#/runs/{run_id}?tab=bogus")
+    expect(page.get_by_role("tab", name="graph")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_test_id("graph")).to_be_visible()
+    page.goto(f"{server.url}/#/workflows/linked?tab=bogus")
+    expect(page.get_by_role("tab", name="graph")).to_have_attribute("aria-selected", "true")
+    page.goto(f"{server.url}/#/alerts?tab=bogus")
+    expect(page.get_by_role("tab", name="channels")).to_have_attribute("aria-selected", "true")
+    page.goto(f"{server.url}/#/runs/{run_id}?tab=tasks&task=gone")
+    expect(page.get_by_test_id("task-panel").get_by_role("alert")).to_contain_text(
+        f"Run {run_id} has no task gone"
+    )

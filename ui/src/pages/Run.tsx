@@ -75,7 +75,9 @@ function useLiveRun(id: string, first: FirstRequests, whole: boolean) {
 
 export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
   const canInSelected = useCan();
-  const tab = (query.get("tab") ?? "graph") as (typeof TABS)[number];
+  // a tab the page does not have (a mistyped or old link) opens the first: no pane was shown
+  const asked = query.get("tab");
+  const tab = (TABS as readonly string[]).includes(asked ?? "") ? (asked as (typeof TABS)[number]) : "graph";
   const selected = query.get("task");
   // the graph's layout and the task states are asked for first, together (or already were,
   // as the script started: prefetchRun); the graph is drawn from them
@@ -147,6 +149,16 @@ export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
         </div>
         {selected && detail?.tasks[selected] && (
           <TaskPanel runId={id} runProject={r.project} taskId={selected} task={detail.tasks[selected]} runState={r.state} onChange={refresh} onClose={() => go({ task: undefined })} />
+        )}
+        {/* a link naming a task the run does not have (another version's, a typo): said, not a blank half page */}
+        {selected && detail && !detail.tasks[selected] && (
+          <aside class="task-panel" aria-label={`Task ${selected}`} data-testid="task-panel">
+            <div class="page-head">
+              <h2 class="mono">{selected}</h2>
+              <button type="button" class="link" onClick={() => go({ task: undefined })} aria-label="Close task">✕</button>
+            </div>
+            <p class="error" role="alert">Run {r.id} has no task {selected} (version {r.version} of {r.workflow}).</p>
+          </aside>
         )}
       </div>
     </section>
