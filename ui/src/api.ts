@@ -453,9 +453,23 @@ export async function downloadLayout(at: string, ids: string[]): Promise<Layout 
 
 const tenth = (v: number) => Math.round(v * 10) / 10;
 
-/** Send ELK's layout to be kept at `at` (once: the server keeps the first; a refusal, e.g. a
- * viewer's, only means the next visit lays out again). */
+/** Whether the caller may store a project's layouts (editor and up, as `workflow.apply`: the
+ * server's PUT asks for the edit permission), as each project's GET /me answered. */
+const layoutWriters = new Map<string, boolean>();
+export function mayStoreLayouts(project: string, may: boolean): void {
+  layoutWriters.set(project, may);
+}
+/** Another user (sign-out, sign-in): what the last one's roles allowed is forgotten. */
+export function forgetLayoutWriters(): void {
+  layoutWriters.clear();
+}
+
+/** Send ELK's layout to be kept at `at` (once: the server keeps the first; a refusal only
+ * means the next visit lays out again). Not sent where the caller's role is known to be
+ * refused (a viewer's or operator's browser keeps its layout for itself). */
 export async function uploadLayout(at: string, l: Layout): Promise<void> {
+  const project = new URL(at, window.location.href).searchParams.get("project") ?? "default";
+  if (layoutWriters.get(project) === false) return;
   const index = new Map(l.nodes.map((n, i) => [n.id, i]));
   const body: StoredLayout = {
     format: 1, tasks: l.nodes.map((n) => n.id), x: l.nodes.map((n) => tenth(n.x)),

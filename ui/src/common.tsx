@@ -7,10 +7,21 @@ import { pollWhileVisible } from "./poll";
 // any static host and any API Gateway stage prefix serve every page from one index.html)
 export interface Route { parts: string[]; query: URLSearchParams }
 
+/** A path segment decoded; one that is not valid percent-encoding (``%zz``, a cut ``%E2%8``)
+ * is taken as it is: decodeURIComponent threw on it, and a throw while the script started
+ * left the page blank (the API then says what it has under that name: "not found"). */
+function decodeSegment(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part;
+  }
+}
+
 export function parseHash(hash: string): Route {
   const raw = hash.replace(/^#\/?/, "");
   const [path, qs] = raw.split("?", 2);
-  return { parts: path.split("/").filter(Boolean).map(decodeURIComponent), query: new URLSearchParams(qs ?? "") };
+  return { parts: path.split("/").filter(Boolean).map(decodeSegment), query: new URLSearchParams(qs ?? "") };
 }
 
 export function href(path: string, query: Record<string, string | undefined> = {}): string {
@@ -59,6 +70,27 @@ export function useProjectParams(query: URLSearchParams, restart: (project: stri
   const mine = (query.get("project") ?? opened.current.project) === project;
   useEffect(() => { if (!mine) restart(project); }, [mine, project]);
   return mine;
+}
+
+/** A page of one thing whose id names its project (a run, a backfill) opens from a link
+ * whatever project is selected; its actions are the caller's role in ITS project, and its
+ * links (its workflow) are that project's. So the page selects ``own`` (its project) once it
+ * is known, as Apply selects the project it applied to; a project the user picks afterwards
+ * leaves the page (``leave``, given that project). True while ``own`` is the selected
+ * project: until then the page offers no action. */
+export function useOwnProject(own: string | null, leave: (project: string) => void): boolean {
+  const { project, setProject } = useSession();
+  const adopted = useRef<string | null>(null);
+  useEffect(() => {
+    if (!own) return;
+    if (adopted.current !== own) {
+      adopted.current = own;
+      if (project !== own) setProject(own);
+    } else if (project !== own) {
+      leave(project);
+    }
+  }, [own, project]);
+  return own !== null && own === project;
 }
 
 // ---------------------------------------------------------------- data loading

@@ -1,6 +1,6 @@
 import { render } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
-import { ApiError, api, apiToken, onUnauthorized, prefetchRun, type Me } from "./api";
+import { ApiError, api, apiToken, forgetLayoutWriters, mayStoreLayouts, onUnauthorized, prefetchRun, type Me } from "./api";
 import { SessionContext, href, parseHash, type Route } from "./common";
 import { AlertsPage } from "./pages/Alerts";
 import { ApplyPage, forgetApplyDraft } from "./pages/Apply";
@@ -40,7 +40,10 @@ function App() {
     let newest = true;
     asking.current = true;
     api.me(project).then(
-      (m) => { if (newest) { asking.current = false; setMe(m); setMeError(null); } },
+      (m) => {
+        mayStoreLayouts(m.project, m.actions.includes("workflow.apply"));
+        if (newest) { asking.current = false; setMe(m); setMeError(null); }
+      },
       (e: Error) => {
         if (!newest) return;
         asking.current = false;
@@ -55,6 +58,7 @@ function App() {
   // no page of theirs stays open meanwhile, and /me is asked again
   const userChanged = () => {
     forgetApplyDraft();
+    forgetLayoutWriters();
     setMe(null);
     setMeError(null);
     setSignIn((n) => n + 1);

@@ -16,7 +16,9 @@ const TABS = ["channels", "groups", "deliveries"] as const;
 
 export function AlertsPage({ query }: { query: URLSearchParams }) {
   const { project } = useSession();
-  const tab = (query.get("tab") ?? "channels") as (typeof TABS)[number];
+  // a tab the page does not have (a mistyped or old link) opens the first: no pane was shown
+  const asked = query.get("tab");
+  const tab = (TABS as readonly string[]).includes(asked ?? "") ? (asked as (typeof TABS)[number]) : "channels";
   const channels = useLoad(() => api.channels(project), [project]);
   return (
     <section>

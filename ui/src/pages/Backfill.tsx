@@ -1,6 +1,6 @@
 import { useState } from "preact/hooks";
 import { api, fmtTime, TERMINAL_BACKFILL, type BackfillRequest, type BackfillView, type VersionDetail } from "../api";
-import { ActionButton, ErrorBox, StateBadge, href, navigate, useCan, useLoad, useSession } from "../common";
+import { ActionButton, ErrorBox, StateBadge, href, navigate, useCan, useLoad, useOwnProject, useSession } from "../common";
 
 const DATE_STATES = ["pending", "running", "succeeded", "failed", "stopped", "skipped", "not_run"] as const;
 
@@ -137,9 +137,12 @@ const settledBackfill = (b: BackfillView) =>
 
 /** A backfill's progress by date, refreshed every two seconds until it ends. */
 export function BackfillPage({ id }: { id: string }) {
-  const can = useCan();
+  const canInSelected = useCan();
   // asked again 2 s after each answer (not in a hidden tab) until it has settled
   const { data: b, error, reload } = useLoad(() => api.backfill(id), [id], 2000, settledBackfill);
+  // the backfill's project is selected (its role, its workflow's link); another picked: its workflows
+  const here = useOwnProject(b?.project ?? null, () => navigate(""));
+  const can = (action: string) => here && canInSelected(action);
   const children = dependentsOf(b);
   const settled = b ? settledBackfill(b) : false;
   return (

@@ -69,21 +69,36 @@ export function PoolsPage() {
   );
 }
 
-function TaskRows({ tasks, waiting, onChange }: { tasks: PoolTask[]; waiting: boolean; onChange: () => void }) {
+/** Whether the caller may force-start a task of ``project``: the selected project's role from
+ * the session, another's (a global pool's tasks are of every project the caller reads) from
+ * that project's GET /me, asked once per project listed; unknown until it answers (no button). */
+function useForceStart(tasks: PoolTask[]): (project: string) => boolean {
+  const { project: selected } = useSession();
   const can = useCan();
+  const others = [...new Set(tasks.map((t) => t.project))].filter((p) => p !== selected).sort();
+  const { data } = useLoad(
+    () => Promise.all(others.map((p) => api.me(p).then((m) => [p, m.actions.includes("task.force_start")] as const, () => [p, false] as const))),
+    [selected, others.join(",")],
+  );
+  const allowed = new Map(data ?? []);
+  return (p) => (p === selected ? can("task.force_start") : allowed.get(p) === true);
+}
+
+function TaskRows({ tasks, waiting, onChange }: { tasks: PoolTask[]; waiting: boolean; onChange: () => void }) {
+  const mayForce = useForceStart(waiting ? tasks : []);
   return (
     <tbody>
       {tasks.map((t, i) => (
         <tr key={`${t.run_id}/${t.task_id}`}>
           {waiting && <td>{i + 1}</td>}
-          <td><a class="mono" href={href(`runs/${t.run_id}`)}>{t.run_id}</a></td>
+          <td><a class="mono" href={href(`runs/${encodeURIComponent(t.run_id)}`)}>{t.run_id}</a></td>
           <td class="mono">{t.task_id}</td>
           <td>{t.workflow}</td>
           <td>{t.priority}</td>
           <td>{t.pool_slots}</td>
           {!waiting && <td>{fmtTime(t.started_at)}</td>}
           {waiting && (
-            <td>{can("task.force_start") && (
+            <td>{mayForce(t.project) && (
               <ActionButton label="Force start" confirm={`Start ${t.task_id} now, ahead of the queue and whatever the free slots?`}
                 run={() => api.forceStart(t.run_id, t.task_id)} onDone={onChange} />
             )}</td>

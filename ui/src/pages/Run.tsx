@@ -2,7 +2,8 @@
 // selected task's attempts, outputs and log. Polls while the run is not finished.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { api, firstRequests, fmtClock, fmtDuration, fmtTime, refreshRun, refreshStates, TERMINAL_RUN, type FirstRequests, type HeldStates, type RunDetail, type RunState, type RunStates, type TaskState, type Timeline, type TaskView } from "../api";
-import { ActionButton, ErrorBox, StateBadge, href, navigate, plural, useCan } from "../common";
+import { ActionButton, ErrorBox, StateBadge, href, navigate, plural, useCan, useOwnProject, useSession } from "../common";
+import { ansiText } from "../ansi";
 import { Gantt } from "../Gantt";
 import { GraphView } from "../graph/GraphView";
 import { pollWhileVisible } from "../poll";
@@ -73,8 +74,10 @@ function useLiveRun(id: string, first: FirstRequests, whole: boolean) {
 }
 
 export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
-  const can = useCan();
-  const tab = (query.get("tab") ?? "graph") as (typeof TABS)[number];
+  const canInSelected = useCan();
+  // a tab the page does not have (a mistyped or old link) opens the first: no pane was shown
+  const asked = query.get("tab");
+  const tab = (TABS as readonly string[]).includes(asked ?? "") ? (asked as (typeof TABS)[number]) : "graph";
   const selected = query.get("task");
   // the graph's layout and the task states are asked for first, together (or already were,
   // as the script started: prefetchRun); the graph is drawn from them
@@ -96,6 +99,9 @@ export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
   const onSelect = useMemo(() => (task: string) => selectRef.current(task), []);
 
   const r = detail?.run ?? brief?.run;
+  // the run's project is selected (its role, its workflow's links); another picked: its runs
+  const here = useOwnProject(r?.project ?? null, (p) => navigate("runs", { project: p }));
+  const can = (action: string) => here && canInSelected(action);
   if (!r) return <section><ErrorBox error={error} />{!error && <p class="muted">Loading run…</p>}</section>;
   const active = !TERMINAL_RUN.includes(r.state);
   const rerunnable = !active && (r.tasks_failed > 0 || r.state !== "succeeded");
@@ -114,6 +120,7 @@ export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
         <StateBadge state={r.state} />
         <span><a href={href(`workflows/${encodeURIComponent(r.workflow)}`, { version: String(r.version), tab: "yaml" })}>{r.workflow} v{r.version}</a></span>
         <span data-testid="progress">{r.tasks_done}/{r.tasks_total} done{r.tasks_failed ? `, ${r.tasks_failed} failed` : ""}{r.tasks_running ? `, ${r.tasks_running} running` : ""}</span>
+        {r.logical_date && <span data-testid="logical-date" title={r.logical_date}>logical date {fmtTime(r.logical_date)}</span>}
         <span>started {fmtTime(r.started_at)}</span>
         <span>{fmtDuration(r.duration_seconds)}</span>
         <span class="muted">trigger: {r.trigger}</span>
@@ -141,7 +148,17 @@ export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
           {tab === "tasks" && detail && <TaskList detail={detail} onSelect={onSelect} selected={selected} />}
         </div>
         {selected && detail?.tasks[selected] && (
-          <TaskPanel runId={id} taskId={selected} task={detail.tasks[selected]} runState={r.state} onChange={refresh} onClose={() => go({ task: undefined })} />
+          <TaskPanel runId={id} runProject={r.project} taskId={selected} task={detail.tasks[selected]} runState={r.state} onChange={refresh} onClose={() => go({ task: undefined })} />
+        )}
+        {/* a link naming a task the run does not have (another version's, a typo): said, not a blank half page */}
+        {selected && detail && !detail.tasks[selected] && (
+          <aside class="task-panel" aria-label={`Task ${selected}`} data-testid="task-panel">
+            <div class="page-head">
+              <h2 class="mono">{selected}</h2>
+              <button type="button" class="link" onClick={() => go({ task: undefined })} aria-label="Close task">✕</button>
+            </div>
+            <p class="error" role="alert">Run {r.id} has no task {selected} (version {r.version} of {r.workflow}).</p>
+          </aside>
         )}
       </div>
     </section>
@@ -220,9 +237,12 @@ function rerunQuestion(runId: string, taskId: string, task: TaskView): string {
   return `Rerun task ${taskId} of run ${runId} and every task downstream of it? They run again (their earlier attempts and logs are kept).${child}`;
 }
 
-function TaskPanel({ runId, taskId, task, runState, onChange, onClose }: { runId: string; taskId: string; task: TaskView; runState: RunState; onChange: () => void; onClose: () => void }) {
+function TaskPanel({ runId, runProject, taskId, task, runState, onChange, onClose }: { runId: string; runProject: string; taskId: string; task: TaskView; runState: RunState; onChange: () => void; onClose: () => void }) {
   const runActive = !TERMINAL_RUN.includes(runState);
-  const can = useCan();
+  const { project } = useSession();
+  const canInSelected = useCan();
+  // the role in the run's project (see RunPage), none while another is selected
+  const can = (action: string) => runProject === project && canInSelected(action);
   const attempts = task.history.map((a) => a.attempt);
   const [attempt, setAttempt] = useState<number | null>(null);
   const shown = attempt ?? attempts[attempts.length - 1] ?? null;
@@ -338,10 +358,11 @@ function LogView({ runId, taskId, attempt, follow }: { runId: string; taskId: st
     }
     return undefined;
   }, [follow, runId, taskId, attempt]);
+  const rendered = useMemo(() => ansiText(text), [text]);
   return (
     <div class="log">
       <h3>Log of attempt {attempt}</h3>
-      {error ? <p class="muted">{error.message}</p> : <pre class="code log-text" data-testid="log">{text || (busy ? "…" : "(empty)")}</pre>}
+      {error ? <p class="muted">{error.message}</p> : <pre class="code log-text" data-testid="log">{text ? rendered : busy ? "…" : "(empty)"}</pre>}
       {next < size && (
         <button type="button" onClick={() => load(false)} disabled={busy}>
           Load more ({(size - next).toLocaleString("en")} bytes left)

@@ -10,7 +10,9 @@ const TABS = ["graph", "yaml", "versions", "diff", "runs", "backfills"] as const
 export function WorkflowPage({ name, query }: { name: string; query: URLSearchParams }) {
   const { project } = useSession();
   const can = useCan();
-  const tab = (query.get("tab") ?? "graph") as (typeof TABS)[number];
+  // a tab the page does not have (a mistyped or old link) opens the first: no pane was shown
+  const asked = query.get("tab");
+  const tab = (TABS as readonly string[]).includes(asked ?? "") ? (asked as (typeof TABS)[number]) : "graph";
   const version = Number(query.get("version")) || undefined;
   const { data: wf, error, reload } = useLoad(() => api.workflow(project, name, version), [project, name, version]);
   // an older version's page still triggers and diffs against the real latest version
