@@ -7,6 +7,7 @@ when the delay runs out (``take_retry_wakes``, ``advance(wakes=...)``)."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from tests.fakes import FakeClock, RecordingDispatcher
 from tests.stores import state_store
 
 from stratoflow.adapters.aws import handlers
+from stratoflow.adapters.aws.dynamodb import RETRY_INDEX_SETTLE_SECONDS
 from stratoflow.adapters.aws.results import MAX_DELAY_S, send_retry_wakes
 from stratoflow.adapters.aws.runtime import RETRY_LEAD
 from stratoflow.engine import AttemptResult, AttemptStatus, RunState, TaskState
@@ -210,7 +212,9 @@ def test_on_aws_a_delayed_kick_wakes_the_run_when_the_retry_is_due(tmp_path: Pat
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "dynamodb"])
-def test_a_pool_a_retry_waits_to_take_again_is_not_deleted(kind: str, tmp_path: Path) -> None:
+def test_a_pool_a_retry_waits_to_take_again_is_not_deleted(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`pools delete` is refused while tasks hold or wait for the pool: a pooled task waiting
     out its retry delay holds no slot, but its next attempt asks for the pool. Deleted, the
     retry failed for good (``pool 'wh' does not exist``), and its run with it."""
@@ -234,6 +238,9 @@ def test_a_pool_a_retry_waits_to_take_again_is_not_deleted(kind: str, tmp_path: 
         assert ("f", "load", 2) in rt.dispatcher.dispatched
         rt.end("f", "load", 2, OK)
         assert store.get_run("f").state is RunState.SUCCEEDED
+        if kind == "dynamodb":  # (its clock is the wall's) the retry index has had its time
+            later = time.time() + RETRY_INDEX_SETTLE_SECONDS
+            monkeypatch.setattr(store, "_clock", lambda: later)
         s.delete_pool("wh")  # nobody holds or waits for it now
         assert store.get_pool("/wh") is None
 
@@ -276,19 +283,13 @@ def test_a_retry_entering_its_wait_during_a_pool_deletion_keeps_the_pool(
             s.delete_pool("wh")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (review of h-review): the deletion's look for waiting retries reads a "
-    "DynamoDB GSI, which is eventually consistent; a retry that entered its wait (and moved "
-    "rgen) just before the deletion read the pool item is not yet on the index, and the "
-    "delete, conditional on rgen as read after that move, goes through",
-)
 def test_a_retry_that_entered_its_wait_just_before_a_deletion_keeps_the_pool(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """GIVEN a pooled task that entered its retry wait a moment before the pool's deletion
     (another function's end: rgen moved, the task written UP_FOR_RETRY), whose entry on the
-    retry index (a GSI: eventually consistent, moto's is not) has not propagated yet."""
+    retry index (a GSI: eventually consistent, moto's is not) has not propagated yet. The
+    delete, conditional on rgen as read after that move, went through (found in review)."""
     clock = FakeClock(T0)
     with state_store("dynamodb", tmp_path) as store:
         rt = Runtime("dynamodb", store, clock)
@@ -303,6 +304,14 @@ def test_a_retry_that_entered_its_wait_just_before_a_deletion_keeps_the_pool(
         # the retry index as a GSI read may still show it a moment after the write: empty
         monkeypatch.setattr(store, "due_retries", lambda *_a, **_k: [])
         # WHEN the pool is deleted THEN it is refused: the retry needs it when due
-        with pytest.raises(Conflict, match="in use"):
+        with pytest.raises(Conflict, match="entered its retry wait 0 s ago"):
+            s.delete_pool("wh")
+        assert store.get_pool("/wh") is not None
+        # AND once the index has had its time (the item says when the retry entered), the
+        # index's own look refuses it
+        monkeypatch.undo()
+        later = store._clock() + RETRY_INDEX_SETTLE_SECONDS + 1
+        monkeypatch.setattr(store, "_clock", lambda: later)
+        with pytest.raises(Conflict, match="waits out its retry delay"):
             s.delete_pool("wh")
         assert store.get_pool("/wh") is not None

@@ -47,7 +47,7 @@ from stratoflow.engine import (
     TaskState,
 )
 from stratoflow.engine.pools import Pool, split_key
-from stratoflow.errors import NotFound
+from stratoflow.errors import Conflict, NotFound
 from stratoflow.model import WorkflowSpec
 from stratoflow.ports import Attempt, Catalog, PoolStore, RunQuery, StateStore, WorkflowVersion
 
@@ -89,6 +89,11 @@ DEFAULT_RETENTION: Final = timedelta(days=90)
 BATCH_WRITE_MAX: Final = 25  # BatchWriteItem
 BATCH_GET_MAX: Final = 100  # BatchGetItem
 TRANSACTION_MAX: Final = 100  # TransactWriteItems
+# a pool item's epoch second when a task last entered its retry wait (in the release's write),
+# and how long after it a deletion is refused: the retry index (a GSI) may not show it yet
+# (DynamoDB propagates index writes in well under a second, usually)
+RETRY_ENTERED: Final = "rat"
+RETRY_INDEX_SETTLE_SECONDS: Final = 10
 # a workflow's admission item lists at most this many run ids (at most ~290 bytes each: a
 # project and a workflow name of up to 128 in them; an item holds 400 KB): a max_active_runs
 # above it is counted on the state index alone
@@ -1277,7 +1282,8 @@ class DynamoStore(
         condition: no task can hold slots of a pool that is gone (a pool is deleted only
         when ``used`` is 0), and a task's end must never wait on its pool. A release of a
         task that enters its retry wait (``PoolDelta.retries``) also ADDs to ``rgen``, which
-        ``delete_pool``'s delete is conditional on: no write of its own."""
+        ``delete_pool``'s delete is conditional on, and sets when (``RETRY_ENTERED``): no
+        write of its own."""
         by_pool: dict[str, tuple[int, int | None, int]] = {}
         for d in deltas:
             total, limit, retries = by_pool.get(d.key, (0, None, 0))
@@ -1288,7 +1294,7 @@ class DynamoStore(
         for pool, (total, limit, retries) in by_pool.items():
             upd = Update().add("used", n(total))
             if retries:
-                upd.add("rgen", n(retries))
+                upd.add("rgen", n(retries)).set(RETRY_ENTERED, n(int(self._clock())))
             cond = None
             if limit is not None:
                 cond = upd.condition(
@@ -1338,7 +1344,9 @@ class DynamoStore(
         """The pool's item is read before ``check`` looks (an index read: the retries
         waiting out their delay) and deleted only if it is still as read: a task entering its
         retry wait meanwhile (in another function) ADDs to its ``rgen`` in the write that
-        frees its slot (``_pool_updates``), and the delete is refused."""
+        frees its slot (``_pool_updates``), and the delete is refused. So is a delete within
+        ``RETRY_INDEX_SETTLE_SECONDS`` of a retry entering its wait (the item says when): the
+        index ``check`` reads may not show that retry yet."""
         item = self.client.get_item(
             TableName=self.table, Key=it.pool_item_key(key_), ConsistentRead=True
         ).get("Item")
@@ -1346,6 +1354,15 @@ class DynamoStore(
             raise NotFound(f"pool {split_key(key_)[1]!r} not found")
         if check is not None:
             check()
+        entered = it.get_n(item, RETRY_ENTERED) if RETRY_ENTERED in item else None
+        if entered is not None and (age := self._clock() - entered) < RETRY_INDEX_SETTLE_SECONDS:
+            # a retry entered its wait so lately that ``check``'s index read (a GSI, eventually
+            # consistent) may not show it yet, while ``rgen`` as read already counts it
+            raise Conflict(
+                f"pool {split_key(key_)[1]!r} may be in use: a task entered its retry wait "
+                f"{max(int(age), 0)} s ago (its next attempt joins the pool's queue); try "
+                f"again in {RETRY_INDEX_SETTLE_SECONDS} s"
+            )
         if self.pool_waiting(key_, 1):
             return False
         # a claim between the check and the delete makes used > 0: the condition catches it;
