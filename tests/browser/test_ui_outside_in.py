@@ -245,3 +245,34 @@ def test_a_link_to_a_missing_tab_or_task_says_so_instead_of_a_blank_pane(
     expect(page.get_by_test_id("task-panel").get_by_role("alert")).to_contain_text(
         f"Run {run_id} has no task gone"
     )
+
+
+def test_a_running_run_and_task_show_how_long_they_have_run(
+    page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """A running run showed "—" for its duration on its page, its task and the runs list
+    (the API has none until it ends): how long it has been running is what an operator looks
+    for first. It counts up, and once the run ends the API's duration is shown."""
+    apply(api, "name: slow\ntasks:\n  t: {type: shell, command: 'sleep 4'}\n")
+    run_id = api.post("/workflows/slow/runs", json={}).json()["run"]["id"]
+    wait_run(api, run_id, ("running",))
+    page.goto(f"{server.url}/#/runs/{run_id}?tab=tasks&task=t")
+    elapsed = page.get_by_test_id("run-meta").get_by_test_id("elapsed")
+    expect(elapsed).to_have_text(re.compile(r"^\d+\.\d s$"))
+    first = elapsed.inner_text()
+    expect(elapsed).not_to_have_text(first)  # it counts up
+    expect(page.get_by_test_id("task-panel").get_by_test_id("elapsed")).to_have_text(
+        re.compile(r"^\d+\.\d s$")
+    )
+    page.goto(f"{server.url}/#/runs")
+    expect(page.get_by_test_id("runs").get_by_test_id("elapsed").first).to_have_text(
+        re.compile(r"^\d+\.\d s$")
+    )
+    ended = wait_run(api, run_id, ("succeeded",))["run"]
+    page.goto(f"{server.url}/#/runs/{run_id}")
+    shown = page.get_by_test_id("run-meta").get_by_test_id("elapsed")
+    expect(shown).to_have_text(re.compile(r"^\d+\.\d s$"))
+    final = shown.inner_text()
+    assert abs(float(final.split()[0]) - ended["duration_seconds"]) <= 0.1
+    page.wait_for_timeout(1500)
+    assert shown.inner_text() == final  # ended: it no longer counts

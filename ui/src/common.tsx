@@ -1,6 +1,6 @@
 import { createContext } from "preact";
 import { useCallback, useContext, useEffect, useRef, useState } from "preact/hooks";
-import { ApiError, type Me } from "./api";
+import { ApiError, fmtDuration, type Me } from "./api";
 import { pollWhileVisible } from "./poll";
 
 // ---------------------------------------------------------------- routing (hash based, so
@@ -136,6 +136,21 @@ export const plural = (n: number, noun: string) => `${n.toLocaleString("en")} ${
 
 /** A task or run state as words: "up_for_retry" reads "up for retry". */
 export const stateLabel = (state: string) => state.replace(/_/g, " ");
+
+/** How long something has run: its ``duration`` once it has one (the API's, for what ended),
+ * else, while it runs (``started`` and no ``ended``), the time since ``started``, counted up
+ * once a second by this element alone (not the page it is on). */
+export function Elapsed({ started, ended, duration }: { started: string | null | undefined; ended: string | null | undefined; duration: number | null | undefined }) {
+  const running = (duration === null || duration === undefined) && !!started && !ended;
+  const [now, setNow] = useState(() => Date.now());
+  useEffect(() => {
+    if (!running) return undefined;
+    const timer = window.setInterval(() => setNow(Date.now()), 1000);
+    return () => window.clearInterval(timer);
+  }, [running]);
+  const seconds = running ? Math.max(0, (now - Date.parse(started as string)) / 1000) : duration;
+  return <span data-testid="elapsed" title={running ? "running for" : undefined}>{fmtDuration(seconds)}</span>;
+}
 
 export function StateBadge({ state }: { state: string | null | undefined }) {
   if (!state) return <span class="muted">—</span>;

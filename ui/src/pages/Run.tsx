@@ -2,7 +2,7 @@
 // selected task's attempts, outputs and log. Polls while the run is not finished.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { api, firstRequests, fmtClock, fmtDuration, fmtTime, refreshRun, refreshStates, TERMINAL_RUN, type FirstRequests, type HeldStates, type RunDetail, type RunState, type RunStates, type TaskState, type Timeline, type TaskView } from "../api";
-import { ActionButton, ErrorBox, StateBadge, href, navigate, plural, useCan, useOwnProject, useSession } from "../common";
+import { ActionButton, Elapsed, ErrorBox, StateBadge, href, navigate, plural, useCan, useOwnProject, useSession } from "../common";
 import { ansiText } from "../ansi";
 import { Gantt } from "../Gantt";
 import { GraphView } from "../graph/GraphView";
@@ -116,13 +116,13 @@ export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
           {rerunnable && can("run.rerun") && <ActionButton label="Rerun failed" run={() => api.rerun(id)} onDone={refresh} />}
         </div>
       </div>
-      <div class="run-meta">
+      <div class="run-meta" data-testid="run-meta">
         <StateBadge state={r.state} />
         <span><a href={href(`workflows/${encodeURIComponent(r.workflow)}`, { version: String(r.version), tab: "yaml" })}>{r.workflow} v{r.version}</a></span>
         <span data-testid="progress">{r.tasks_done}/{r.tasks_total} done{r.tasks_failed ? `, ${r.tasks_failed} failed` : ""}{r.tasks_running ? `, ${r.tasks_running} running` : ""}</span>
         {r.logical_date && <span data-testid="logical-date" title={r.logical_date}>logical date {fmtTime(r.logical_date)}</span>}
         <span>started {fmtTime(r.started_at)}</span>
-        <span>{fmtDuration(r.duration_seconds)}</span>
+        <Elapsed started={r.started_at} ended={r.ended_at} duration={r.duration_seconds} />
         <span class="muted">trigger: {r.trigger}</span>
         {r.parent_run && (
           <span data-testid="parent-run">sub-workflow of <a class="mono" href={href(`runs/${encodeURIComponent(r.parent_run)}`, { task: r.parent_task ?? undefined })}>{r.parent_run}</a>{r.parent_task ? ` (task ${r.parent_task})` : ""}</span>
@@ -257,7 +257,7 @@ function TaskPanel({ runId, runProject, taskId, task, runState, onChange, onClos
       <div class="run-meta">
         <StateBadge state={task.state} />
         <span>{task.attempts} attempt{task.attempts === 1 ? "" : "s"}</span>
-        <span>{fmtDuration(task.duration_seconds)}</span>
+        <Elapsed started={task.started_at} ended={task.ended_at} duration={task.duration_seconds} />
         {task.next_try_at && <span>next try {fmtTime(task.next_try_at)}</span>}
         {task.child_run && (
           <span data-testid="child-run">child run <a class="mono" href={href(`runs/${encodeURIComponent(task.child_run)}`)}>{task.child_run}</a></span>

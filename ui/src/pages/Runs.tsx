@@ -1,5 +1,5 @@
-import { api, fmtDuration, fmtTime, RUN_STATES, type RunView } from "../api";
-import { ErrorBox, StateBadge, href, navigate, useLoad, useProjectParams, useSession } from "../common";
+import { api, fmtTime, RUN_STATES, type RunView } from "../api";
+import { Elapsed, ErrorBox, StateBadge, href, navigate, useLoad, useProjectParams, useSession } from "../common";
 
 /** How often the runs and workflows lists ask again while the tab is visible. */
 export const REFRESH_MS = 5000;
@@ -19,7 +19,7 @@ export function RunTable({ runs, showWorkflow = true }: { runs: RunView[]; showW
               <td><StateBadge state={r.state} /></td>
               <td>{r.tasks_done}/{r.tasks_total}{r.tasks_failed > 0 && <span class="fail"> · {r.tasks_failed} failed</span>}</td>
               <td>{fmtTime(r.started_at ?? r.created_at)}</td>
-              <td>{fmtDuration(r.duration_seconds)}</td>
+              <td><Elapsed started={r.started_at} ended={r.ended_at} duration={r.duration_seconds} /></td>
               <td>{r.trigger}</td>
             </tr>
           ))}
