@@ -276,3 +276,16 @@ def test_a_running_run_and_task_show_how_long_they_have_run(
     assert abs(float(final.split()[0]) - ended["duration_seconds"]) <= 0.1
     page.wait_for_timeout(1500)
     assert shown.inner_text() == final  # ended: it no longer counts
+
+
+def test_a_server_that_does_not_answer_is_named_not_failed_to_fetch(
+    page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """With the server stopped or restarting, every page said only "Failed to fetch" (the
+    browser's words for a request with no answer): not what had failed, nor what to check."""
+    apply(api, "name: quiet\ntasks:\n  t: {type: shell, command: 'true'}\n")
+    page.route(re.compile(r".*/runs(\?.*)?$"), lambda route: route.abort())
+    page.goto(f"{server.url}/#/runs")
+    error = page.locator(".error").first
+    expect(error).to_contain_text(f"cannot reach the Stratoflow API at {server.url}")
+    expect(error).to_contain_text("is the server running?")

@@ -161,13 +161,25 @@ function authHeaders(): Record<string, string> {
   return t ? { Authorization: `Bearer ${t}` } : {};
 }
 
+/** ``fetch``, its network failure (no answer: the server stopped or restarting, the network
+ * down) told as such: the browser's own words ("Failed to fetch", "NetworkError when
+ * attempting to fetch resource") did not say what had failed. */
+async function send(input: string, init?: RequestInit): Promise<Response> {
+  try {
+    return await fetch(input, init);
+  } catch (err) {
+    if (err instanceof DOMException && err.name === "AbortError") throw err;
+    throw new Error(`cannot reach the Stratoflow API at ${new URL(input, location.href).origin} (${err instanceof Error ? err.message : String(err)}); is the server running?`);
+  }
+}
+
 async function request<T>(method: string, path: string, query: Record<string, string | number | undefined | null> = {}, body?: unknown): Promise<T> {
   const init: RequestInit = { method, headers: { Accept: "application/json", ...authHeaders() } };
   if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers = { ...init.headers, "Content-Type": "application/json" };
   }
-  return reply<T>(await fetch(url(path, query), init));
+  return reply<T>(await send(url(path, query), init));
 }
 
 /** Told of every 401 the API answers (a token missing, revoked or expired): the app then asks
@@ -201,7 +213,7 @@ async function reply<T>(res: Response): Promise<T> {
 async function conditional<T>(path: string, query: Record<string, string | number | undefined | null>, etag: string | null, cache: RequestCache = "no-store"): Promise<{ body: T; etag: string | null } | null> {
   const headers: Record<string, string> = { Accept: "application/json", ...authHeaders() };
   if (etag) headers["If-None-Match"] = etag;
-  const res = await fetch(url(path, query), { headers, cache });
+  const res = await send(url(path, query), { headers, cache });
   if (res.status === 304) return null;
   return { body: await reply<T>(res), etag: res.headers.get("ETag") };
 }
@@ -312,7 +324,7 @@ export const api = {
     request<{ project: string; path: string; versions: ResourceFile[] }>("GET", "resources/versions", { project, path }),
   // the file's bytes as the body, as they are (the API bounds the size and names it)
   async uploadResource(project: string, path: string, file: Blob): Promise<ResourceFile & { project: string }> {
-    const res = await fetch(url("resources/file", { project, path }), {
+    const res = await send(url("resources/file", { project, path }), {
       method: "PUT",
       body: file,
       headers: { Accept: "application/json", "Content-Type": "application/octet-stream", ...authHeaders() },
@@ -320,7 +332,7 @@ export const api = {
     return reply(res);
   },
   async downloadResource(project: string, path: string, version?: string): Promise<Blob> {
-    const res = await fetch(url("resources/file", { project, path, version }), {
+    const res = await send(url("resources/file", { project, path, version }), {
       headers: { Accept: "application/octet-stream", ...authHeaders() },
     });
     if (!res.ok) return reply<never>(res);
@@ -335,7 +347,7 @@ export const api = {
   forceStart: (id: string, task: string) =>
     request<{ state: string; attempt: number }>("POST", `runs/${enc(id)}/tasks/${enc(task)}/force-start`),
   async log(id: string, task: string, attempt: number, offset: number, limit = LOG_PAGE): Promise<LogPage> {
-    const res = await fetch(url(`runs/${enc(id)}/tasks/${enc(task)}/attempts/${attempt}/log`, { offset, limit }), { headers: authHeaders() });
+    const res = await send(url(`runs/${enc(id)}/tasks/${enc(task)}/attempts/${attempt}/log`, { offset, limit }), { headers: authHeaders() });
     const text = await res.text();
     if (!res.ok) {
       let body: ErrorBody = { error: "error", message: text, problems: [] };
