@@ -1280,24 +1280,38 @@ class Scheduler:
     def _settle(self, spec: WorkflowSpec, ended: TaskInstance, now: datetime) -> None:
         """After a task's end (idempotent): stop the run if the failure stops it, else end
         the run if every task has ended."""
-        for tries_left in reversed(range(_STOP_TRIES)):
-            run = self.store.get_run(ended.run_id)
-            if engine.stops_run_on_failure(spec, ended.state) and not run.state.terminal:
-                try:
-                    self._apply(
-                        engine.stop(
-                            run, self.store.get_tasks(run.id), now, end_state=RunState.FAILED,
-                            reason=f"task {ended.task_id} failed and on_failure is stop",
-                        ),
-                        run.state,
-                    )  # fmt: skip
-                except PlanRefused:
-                    if not tries_left:
-                        raise
-                    continue  # another plan of the run (a mark) applied since the read
-                return
+
+        def stop(run: Run) -> Plan | None:
+            if not engine.stops_run_on_failure(spec, ended.state) or run.state.terminal:
+                return None
+            return engine.stop(
+                run, self.store.get_tasks(run.id), now, end_state=RunState.FAILED,
+                reason=f"task {ended.task_id} failed and on_failure is stop",
+            )  # fmt: skip
+
+        run, stopped = self._stop_from_new_read(ended.run_id, stop)
+        if not stopped:
             self._maybe_finish(spec, run, now)
-            return
+
+    def _stop_from_new_read(
+        self, run_id: str, decide: Callable[[Run], Plan | None]
+    ) -> tuple[Run, bool]:
+        """Apply the stop ``decide`` makes of a fresh read of the run (None: no stop), decided
+        again from a new read when another plan of the run applied between its read and its
+        write (``PlanRefused``), up to ``_STOP_TRIES`` times: a stop stops whatever the run
+        has then. The run as the stop left it, or as read when there was none to apply, and
+        whether one applied."""
+        for tries_left in reversed(range(_STOP_TRIES)):
+            run = self.store.get_run(run_id)
+            plan = decide(run)
+            if plan is None:
+                return run, False
+            try:
+                return self._apply(plan, run.state), True
+            except PlanRefused:
+                if not tries_left:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _maybe_finish(self, spec: WorkflowSpec, run: Run | str, now: datetime) -> None:
         """End the run if every task has ended. ``run`` is a fresh read (or an id to read)."""
@@ -1930,17 +1944,9 @@ class Scheduler:
 
     def stop(self, run_id: str) -> Run:
         with self._lock:
-            for tries_left in reversed(range(_STOP_TRIES)):
-                run = self.store.get_run(run_id)
-                try:
-                    return self._apply(
-                        engine.stop(run, self.store.get_tasks(run_id), self.clock.now()),
-                        run.state,
-                    )
-                except PlanRefused:
-                    if not tries_left:
-                        raise
-            raise AssertionError("unreachable")  # pragma: no cover
+            return self._stop_from_new_read(
+                run_id, lambda run: engine.stop(run, self.store.get_tasks(run_id), self.clock.now())
+            )[0]
 
     def rerun(
         self,
