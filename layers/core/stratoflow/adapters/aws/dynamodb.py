@@ -92,6 +92,7 @@ TRANSACTION_MAX: Final = 100  # TransactWriteItems
 # a pool item's epoch second when a task last entered its retry wait (in the release's write),
 # and how long after it a deletion is refused: the retry index (a GSI) may not show it yet
 # (DynamoDB propagates index writes in well under a second, usually)
+RETRY_GEN: Final = "rgen"  # on a pool item: how many tasks entered their retry wait
 RETRY_ENTERED: Final = "rat"
 RETRY_INDEX_SETTLE_SECONDS: Final = 10
 # a workflow's admission item lists at most this many run ids (at most ~290 bytes each: a
@@ -1294,7 +1295,7 @@ class DynamoStore(
         for pool, (total, limit, retries) in by_pool.items():
             upd = Update().add("used", n(total))
             if retries:
-                upd.add("rgen", n(retries)).set(RETRY_ENTERED, n(int(self._clock())))
+                upd.add(RETRY_GEN, n(retries)).set(RETRY_ENTERED, n(int(self._clock())))
             cond = None
             if limit is not None:
                 cond = upd.condition(
@@ -1328,10 +1329,14 @@ class DynamoStore(
             it.get_n(item, "used"),
         )
 
-    def get_pool(self, key_: str) -> Pool | None:
-        item = self.client.get_item(
+    def _pool_item(self, key_: str) -> Item | None:
+        item: Item | None = self.client.get_item(
             TableName=self.table, Key=it.pool_item_key(key_), ConsistentRead=True
         ).get("Item")
+        return item
+
+    def get_pool(self, key_: str) -> Pool | None:
+        item = self._pool_item(key_)
         return None if item is None else self._to_pool(item)
 
     def list_pools(self, project: str | None = None) -> list[Pool]:
@@ -1347,9 +1352,7 @@ class DynamoStore(
         frees its slot (``_pool_updates``), and the delete is refused. So is a delete within
         ``RETRY_INDEX_SETTLE_SECONDS`` of a retry entering its wait (the item says when): the
         index ``check`` reads may not show that retry yet."""
-        item = self.client.get_item(
-            TableName=self.table, Key=it.pool_item_key(key_), ConsistentRead=True
-        ).get("Item")
+        item = self._pool_item(key_)
         if item is None or self._to_pool(item) is None:
             raise NotFound(f"pool {split_key(key_)[1]!r} not found")
         if check is not None:
@@ -1367,8 +1370,8 @@ class DynamoStore(
             return False
         # a claim between the check and the delete makes used > 0: the condition catches it;
         # a task that joins the queue meanwhile finds no pool and fails, saying so
-        if "rgen" in item:
-            cond, values = "#used = :zero AND #rgen = :rgen", {":rgen": item["rgen"]}
+        if RETRY_GEN in item:
+            cond, values = "#used = :zero AND #rgen = :rgen", {":rgen": item[RETRY_GEN]}
         else:
             cond, values = "#used = :zero AND attribute_not_exists(#rgen)", {}
         try:
@@ -1376,7 +1379,7 @@ class DynamoStore(
                 TableName=self.table,
                 Key=it.pool_item_key(key_),
                 ConditionExpression=cond,
-                ExpressionAttributeNames={"#used": "used", "#rgen": "rgen"},
+                ExpressionAttributeNames={"#used": "used", "#rgen": RETRY_GEN},
                 ExpressionAttributeValues={":zero": n(0), **values},
             )
         except ClientError as exc:
