@@ -173,7 +173,7 @@ WIDE = "name: wide\ntasks:\n" + "\n".join(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known defect (review of h-review): the same gap as the large mark's above, met by "
+    reason="known defect (found in review): the same gap as the large mark's above, met by "
     "a stop too: a task that ends between a journaled stop's commit and its task writes is "
     "counted by its end, then overwritten stopped by the plan's chunk",
 )
