@@ -574,3 +574,95 @@ def test_a_run_driven_in_the_foreground_alerts_while_it_runs(
         "[SLA_MISS] default/watched missed its SLA",
         "[START] default/watched started",
     ]  # each once: the worker's sends and the flush at the end are the same rows
+
+
+TASK_ALERTS = """
+name: taskalerts
+alerts:
+  - on: [retry]
+    group: chat
+tasks:
+  flaky:
+    type: shell
+    command: "exit 3"
+    retries: 1
+    retry_delay: 0s
+    alerts: [{on: [failure], group: oncall}]
+  slow:
+    type: shell
+    command: "sleep 5"
+    timeout: 1s
+    on_timeout: warn_fail
+    alerts: [{on: [timeout], group: chat}]
+"""
+
+
+def _task_alerts(home: Path, recorder: Recorder, monkeypatch: pytest.MonkeyPatch | None) -> str:
+    """A run of TASK_ALERTS on a runtime at ``home``, its events not planned if ``monkeypatch``
+    (the process died after each commit, before the outbox write); returns the run's id."""
+    rt = runtime_with_alerts(home, recorder)
+    if monkeypatch is not None:
+
+        def died(kind: str, detail: object) -> None:
+            raise RuntimeError("the process died before the outbox write")
+
+        monkeypatch.setattr(rt.alerts, "_plan", died)
+    try:
+        rt.scheduler.apply(textwrap.dedent(TASK_ALERTS))
+        started, _ = rt.scheduler.trigger("default", "taskalerts")
+        rt.run_until(lambda: rt.store.get_run(started.id).state.terminal)
+        if monkeypatch is not None:
+            assert rt.alerts.store.list_deliveries("default")[0] == []
+    finally:
+        rt.close()
+    if monkeypatch is not None:
+        monkeypatch.undo()
+    return started.id
+
+
+def _sent(recorder: Recorder, run_id: str) -> list[str]:
+    """What went out, in words (Slack's text; PagerDuty's action, incident and summary)."""
+    said = [f"slack {r.body['text']}" for r in recorder.on("/slack")]
+    said += [
+        f"pd {r.body['event_action']} {r.body['dedup_key']} {r.body['payload']['summary']}"
+        for r in recorder.on("/v2/enqueue")
+    ]
+    return sorted(s.replace(run_id, "<run>") for s in said)
+
+
+def _keys(rt: LocalRuntime, run_id: str) -> set[str]:
+    return {d.key.replace(run_id, "<run>") for d in rt.alerts.store.list_deliveries("default")[0]}
+
+
+def test_task_alerts_lost_in_a_crash_before_the_outbox_are_caught_up_on_start(
+    tmp_path: Path, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduler emits a task's retry, failure and timeout after its state is committed:
+    a process that died in between left them out of the outbox. The next start plans them
+    again from the attempts' history, each once, with the keys and words the events would
+    have made (compared with a run of the same workflow that did not die)."""
+    # GIVEN what a run that does not die sends
+    unharmed = _task_alerts(tmp_path / "unharmed", recorder, None)
+    rt = runtime_with_alerts(tmp_path / "unharmed", recorder)
+    try:
+        rt.alerts.deliver_due()
+        wanted_keys = _keys(rt, unharmed)
+    finally:
+        rt.close()
+    wanted = _sent(recorder, unharmed)
+    recorder.requests.clear()
+    # WHEN a run dies after each commit, before the outbox write, and the next start catches up
+    run_id = _task_alerts(tmp_path / "home", recorder, monkeypatch)
+    second = runtime_with_alerts(tmp_path / "home", recorder)
+    try:
+        second.alerts.catch_up()
+        second.alerts.catch_up()  # again: nothing new
+        second.alerts.deliver_due()
+        keys = _keys(second, run_id)
+    finally:
+        second.close()
+    # THEN the same alerts go out, once each: the retry, the task's failure, the timeout
+    assert keys == wanted_keys == {
+        "failure:<run>:flaky:2", "retry:<run>:flaky:1", "timeout:<run>:slow:1",
+    }  # fmt: skip
+    assert _sent(recorder, run_id) == wanted

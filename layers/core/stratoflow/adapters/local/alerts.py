@@ -50,9 +50,9 @@ from stratoflow.alerts import (
     sla_timers,
     try_send,
 )
-from stratoflow.engine import RunState
+from stratoflow.engine import Run, RunState, TaskState
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem
-from stratoflow.model import WorkflowSpec
+from stratoflow.model import OnTimeout, Workflow, WorkflowSpec
 from stratoflow.ports import Clock, EventSink, RunQuery, StateStore
 
 log = logging.getLogger("stratoflow.alerts")
@@ -106,6 +106,18 @@ NO_CHANNEL = "-"  # the outbox row of an alert whose group is missing or empty
 # on start, the run events of the latest runs are planned again (see LocalAlerts.catch_up)
 CATCH_UP_WINDOW = timedelta(hours=1)
 CATCH_UP_RUNS = 500
+# the attempts whose end can make a task event (a retry, a failure, a timeout)
+_FAILED_ATTEMPTS = frozenset({"failed", "timed_out", "lost"})
+_WORKFLOW_TASK_EVENTS = frozenset({"retry", "timeout"})
+_TASK_EVENTS = _WORKFLOW_TASK_EVENTS | {"failure"}
+
+
+def _has_task_rules(workflow: Workflow) -> bool:
+    """Whether a task event of ``workflow`` can make an alert (``alerts._rules.for_event``:
+    the workflow's rules for a retry or a timeout, a task's for those or its failure)."""
+    return any(_WORKFLOW_TASK_EVENTS.intersection(r.on) for r in workflow.alerts) or any(
+        _TASK_EVENTS.intersection(r.on) for task in workflow.tasks.values() for r in task.alerts
+    )
 
 
 def _ts(value: datetime) -> str:
@@ -562,13 +574,52 @@ class LocalAlerts(EventSink):
                 kinds.append("run.started")
             if run.state.terminal and run.ended_at is not None and run.ended_at >= since:
                 kinds.append(f"run.{run.state.value}")
-            for kind in kinds:
-                try:
+            try:
+                for kind in kinds:
                     self._plan(kind, {"run_id": run.id})
-                except Exception:
-                    log.exception("catching up the alerts of run %s", run.id)
+                if not run.state.terminal or (run.ended_at is not None and run.ended_at >= since):
+                    for kind, detail in self._task_events(run, since):
+                        self._plan(kind, detail)
+            except Exception:
+                log.exception("catching up the alerts of run %s", run.id)
         self._wake.set()
         return len(runs)
+
+    def _task_events(self, run: Run, since: datetime) -> list[tuple[str, dict[str, Any]]]:
+        """The task events (``task.retrying``, ``task.failed``, ``task.timeout`` of
+        ``on_timeout: warn_fail``) that ``run``'s attempts ended since ``since`` made, as the
+        scheduler emitted them: read from the attempts' history and the tasks' states, for a
+        run whose workflow has a rule for one (none read otherwise). Not ``warn``'s timeout:
+        an attempt that ran past its timeout and kept running leaves no trace of the alert's
+        moment (the restarted scheduler's deadline check makes it, if it was still due)."""
+        workflow = self.spec(run.project, run.workflow, run.version).workflow
+        if not _has_task_rules(workflow):
+            return []
+        attempts = self.state.list_attempts(run.id)
+        ended = [
+            a
+            for a in attempts
+            if a.ended_at is not None and a.ended_at >= since and a.state in _FAILED_ATTEMPTS
+        ]
+        last: dict[str, int] = {}  # each task's latest attempt: a later one means a retry
+        for a in attempts:
+            last[a.task_id] = max(last.get(a.task_id, 0), a.attempt)
+        events: list[tuple[str, dict[str, Any]]] = []
+        for a in ended:
+            task = workflow.tasks.get(a.task_id)
+            if task is None:
+                continue
+            detail = {"run_id": run.id, "task_id": a.task_id, "attempt": a.attempt}
+            if a.state == "timed_out" and task.on_timeout is OnTimeout.WARN_FAIL:
+                events.append(("task.timeout", detail))
+            ti = self.state.get_task(run.id, a.task_id)
+            if last[a.task_id] > a.attempt or (
+                ti.state is TaskState.UP_FOR_RETRY and ti.attempt == a.attempt
+            ):
+                events.append(("task.retrying", {**detail, "error": a.error}))
+            elif ti.state is TaskState.FAILED and ti.attempt == a.attempt:
+                events.append(("task.failed", {**detail, "error": ti.error or a.error}))
+        return events
 
     def test(self, project: str, group: str) -> list[tuple[str, str]]:
         """Queue a test alert to every channel of ``group``; returns its (key, channel) rows."""
