@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,3 +203,139 @@ def test_a_postgresql_server_that_does_not_answer_is_given_up_on(
             s.close()
         silent.close()
         db.close()
+
+
+def test_a_statement_that_runs_too_long_is_cancelled_with_a_clear_error(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every statement is bounded (``STATEMENT_TIMEOUT``, unless the URL's options set
+    ``statement_timeout``): one that runs longer is cancelled by the server and the caller
+    is told so (the API's 503), not held for as long as the query takes."""
+    import time
+
+    monkeypatch.setattr(PostgresDatabase, "STATEMENT_TIMEOUT", 1, raising=False)
+    db = connect(pg_url)
+    try:
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="did not answer within 1 s"):
+            db.query("SELECT pg_sleep(5) AS slept")
+        assert time.monotonic() - started < 4
+        assert db.query("SELECT 1 AS one") == [{"one": 1}]  # and the next call works
+    finally:
+        db.close()
+
+
+def test_migrations_are_not_bounded_by_the_statement_timeout(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration may wait for another process's (its lock) and build indexes for longer
+    than a request may take: inside it neither bound applies."""
+    monkeypatch.setattr(PostgresDatabase, "STATEMENT_TIMEOUT", 1, raising=False)
+    monkeypatch.setattr(PostgresDatabase, "ANSWER_GRACE", 0.5, raising=False)
+    db = connect(pg_url)
+    try:
+        with db.transaction():
+            db.lock_for_migrations()
+            assert db.query("SELECT 1 AS slept FROM pg_sleep(2.2)") == [{"slept": 1}]
+        with pytest.raises(Unavailable):  # outside it, bounded again
+            db.query("SELECT pg_sleep(3) AS slept")
+    finally:
+        db.close()
+
+
+class _FreezingProxy:
+    """A TCP proxy to PostgreSQL that stops passing bytes on when ``frozen`` is set: a
+    server that hung, or a network that swallows packets, with the connection still up."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+
+        self.target = target
+        self.frozen = threading.Event()
+        self.stop = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.2)
+        self.port = self.server.getsockname()[1]
+        self.sockets: list[Any] = []
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self.stop.is_set():
+            try:
+                client, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                t = threading.Thread(target=self._pipe, args=(a, b), daemon=True)
+                t.start()
+                self.threads.append(t)
+
+    def _pipe(self, src: Any, dst: Any) -> None:
+        src.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                data = src.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            while self.frozen.is_set() and not self.stop.is_set():
+                time.sleep(0.05)  # held, never passed on
+            with contextlib.suppress(OSError):
+                dst.sendall(data)
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=2)
+        for s in [self.server, *self.sockets]:
+            s.close()
+
+
+def test_a_server_that_stops_answering_mid_query_is_given_up_on(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection already made to a server that then hangs (or a network that swallows
+    its packets) answers nothing, and the server cannot cancel what it never received:
+    libpq would wait for ever. The call is given up after the statement timeout and a
+    grace, the connection dropped, and the caller told the database did not answer."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    monkeypatch.setattr(PostgresDatabase, "STATEMENT_TIMEOUT", 1, raising=False)
+    monkeypatch.setattr(PostgresDatabase, "ANSWER_GRACE", 0.5, raising=False)
+    url = urlsplit(pg_url)
+    proxy = _FreezingProxy((url.hostname or "127.0.0.1", url.port or 5432))
+    user = f"{url.username}@" if url.username else ""
+    db = connect(urlunsplit(url._replace(netloc=f"{user}127.0.0.1:{proxy.port}")))
+    try:
+        assert db.query("SELECT 1 AS one") == [{"one": 1}]
+        proxy.frozen.set()
+        started = time.monotonic()
+        outcome: list[BaseException | None] = []
+
+        def call() -> None:
+            try:
+                db.query("SELECT 2 AS two")
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        caller = threading.Thread(target=call, daemon=True)
+        caller.start()
+        caller.join(timeout=8)
+        assert outcome, "the call was still waiting after 8 s"
+        assert isinstance(outcome[0], Unavailable), outcome
+        assert "did not answer within 1 s" in str(outcome[0])
+        assert time.monotonic() - started < 5
+        proxy.frozen.clear()
+        assert db.query("SELECT 3 AS three") == [{"three": 3}]  # a new connection
+    finally:
+        db.close()
+        proxy.close()

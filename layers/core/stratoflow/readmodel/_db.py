@@ -17,6 +17,7 @@ Dialect differences, all of them:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import threading
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from stratoflow.errors import Unavailable
 
@@ -274,6 +275,81 @@ def to_pyformat(sql: str) -> str:
 PG_UNREACHABLE = "the read model's database cannot be reached: try again shortly"
 # admin_shutdown, crash_shutdown, cannot_connect_now: the server restarts or stops
 _PG_GONE = frozenset({"57P01", "57P02", "57P03"})
+_PG_CANCELLED = "57014"  # query_canceled: here, by statement_timeout
+
+
+class _Deadlines:
+    """Gives up on calls whose connection outlived its deadline, by shutting its socket
+    down: libpq has no read timeout, and a server that hung (or a network that swallows
+    packets, the connection still up) would hold the call for ever; the server's own
+    ``statement_timeout`` cannot cancel what it never received. One thread, started at the
+    first call, sleeping until the nearest deadline; a call registers and unregisters
+    under a lock (no thread per call)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[int, tuple[float, Any]] = {}  # token -> (deadline, connection)
+        self._fired: set[int] = set()
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def watch(self, conn: Any, seconds: float) -> Iterator[int]:
+        """Bound the block's wait on ``conn`` to ``seconds``; yields a token that
+        :meth:`fired` recognises if the deadline cut the connection."""
+        with self._cond:
+            self._seq += 1
+            token = self._seq
+            self._due[token] = (time.monotonic() + seconds, conn)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="stratoflow-pg-deadlines", daemon=True
+                )
+                self._thread.start()
+            elif len(self._due) == 1:  # it sleeps with nothing due: wake it
+                self._cond.notify()
+        try:
+            yield token
+        finally:
+            with self._cond:
+                self._due.pop(token, None)
+
+    def fired(self, token: int) -> bool:
+        """Whether ``token``'s deadline passed and its connection was cut (asked once)."""
+        with self._cond:
+            if token in self._fired:
+                self._fired.discard(token)
+                return True
+            return False
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                if not self._due:
+                    self._cond.wait()
+                    continue
+                token, (deadline, conn) = min(self._due.items(), key=lambda kv: kv[1][0])
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                del self._due[token]
+                self._fired.add(token)
+                _cut(conn)
+
+
+def _cut(conn: Any) -> None:
+    """Shut the connection's socket down (a duplicate of its descriptor, so the driver's own
+    stays valid): its pending read ends at once with an error, and the connection is broken."""
+    import os
+    import socket
+
+    with contextlib.suppress(Exception):
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
 
 
 class PostgresDatabase(_Pooled):
@@ -285,6 +361,18 @@ class PostgresDatabase(_Pooled):
     #: libpq waits for ever by default, and a server that hung, or a network that drops
     #: packets, would hold an API request (or the feed's retry) for minutes
     CONNECT_TIMEOUT = 10
+    #: seconds a statement may run, unless the URL's ``options`` set ``statement_timeout``:
+    #: the server cancels a longer one (a request, or the feed, is not held by a slow query)
+    STATEMENT_TIMEOUT = 30
+    #: seconds past ``STATEMENT_TIMEOUT`` after which a call still unanswered is given up on
+    #: here (a server that hung cannot cancel anything): its connection is cut
+    ANSWER_GRACE = 5
+    #: TCP keepalives and a send timeout, unless the URL sets them: a peer that vanished is
+    #: found within about a minute instead of the OS's two hours
+    TCP_SETTINGS: ClassVar[Mapping[str, str]] = {
+        "keepalives": "1", "keepalives_idle": "30", "keepalives_interval": "10",
+        "keepalives_count": "3", "tcp_user_timeout": "30000",
+    }  # fmt: skip
     # insert_many: a row per statement (psycopg's executemany). Many rows per statement took
     # 2-3x the client CPU per row (2,000 task rows, 64 a statement: 32-45 us vs 13).
 
@@ -300,15 +388,49 @@ class PostgresDatabase(_Pooled):
         self._psycopg = psycopg
         self._dict_row = dict_row
         self.dsn = dsn
+        self._deadlines = _Deadlines()
         self._give_back(self._open())  # fail now, with the driver's reason, if unreachable
 
     def _open(self) -> Any:
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
         dsn = self.dsn
-        if "connect_timeout" not in conninfo_to_dict(dsn):
-            dsn = make_conninfo(dsn, connect_timeout=self.CONNECT_TIMEOUT)
+        given = conninfo_to_dict(dsn)
+        extra: dict[str, Any] = {k: v for k, v in self.TCP_SETTINGS.items() if k not in given}
+        if "connect_timeout" not in given:
+            extra["connect_timeout"] = self.CONNECT_TIMEOUT
+        options = str(given.get("options") or "")
+        if "statement_timeout" not in options:
+            bound = f"-c statement_timeout={int(self.STATEMENT_TIMEOUT * 1000)}"
+            extra["options"] = f"{options} {bound}".strip()
+        if extra:
+            dsn = make_conninfo(dsn, **extra)
         return self._psycopg.connect(dsn, autocommit=True, row_factory=self._dict_row)
+
+    def _too_slow(self) -> Unavailable:
+        return Unavailable(
+            f"the read model's database did not answer within {self.STATEMENT_TIMEOUT:g} s: "
+            "try again shortly"
+        )
+
+    @contextmanager
+    def _call(self) -> Iterator[Any]:
+        """A connection for one statement, the wait for its answer bounded (not inside a
+        migration: ``lock_for_migrations``)."""
+        with self._reachable(), self._borrow() as conn:
+            if getattr(self._local, "unbounded", False):
+                yield conn
+                return
+            seconds = self.STATEMENT_TIMEOUT + self.ANSWER_GRACE
+            with self._deadlines.watch(conn, seconds) as token:
+                try:
+                    yield conn
+                except self._psycopg.OperationalError as exc:
+                    if self._deadlines.fired(token):
+                        raise self._too_slow() from exc
+                    raise
+            if self._deadlines.fired(token):  # cut as its answer came: not lent again
+                conn.close()
 
     def _usable(self, conn: Any) -> bool:
         return not (self._closed or conn.closed or conn.broken)
@@ -326,31 +448,42 @@ class PostgresDatabase(_Pooled):
             yield
         except self._psycopg.OperationalError as exc:
             code = exc.sqlstate
+            if code == _PG_CANCELLED:
+                raise self._too_slow() from exc
             if code is None or code.startswith("08") or code in _PG_GONE:
                 raise Unavailable(PG_UNREACHABLE) from exc
             raise
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with self._reachable(), super().transaction():
-            yield
+        try:
+            with self._reachable(), super().transaction():
+                yield
+        finally:
+            if getattr(self._local, "tx", None) is None:
+                self._local.unbounded = False  # a migration's lifting ends with it
 
     def query(self, sql: str, params: Params | None = None) -> list[Row]:
-        with self._reachable(), self._borrow() as conn, conn.cursor() as cur:
+        with self._call() as conn, conn.cursor() as cur:
             cur.execute(to_pyformat(sql), params or {})
             return list(cur.fetchall())
 
     def execute(self, sql: str, params: Params | None = None) -> int:
-        with self._reachable(), self._borrow() as conn, conn.cursor() as cur:
+        with self._call() as conn, conn.cursor() as cur:
             cur.execute(to_pyformat(sql), params or {})
             return int(cur.rowcount)
 
     def execute_many(self, sql: str, param_sets: Sequence[Params]) -> None:
         if param_sets:
-            with self._reachable(), self._borrow() as conn, conn.cursor() as cur:
+            with self._call() as conn, conn.cursor() as cur:
                 cur.executemany(to_pyformat(sql), param_sets)
 
     def lock_for_migrations(self) -> None:
+        """Wait for other processes' migrations; the rest of the migration's transaction is
+        not bounded (a lock held by another migrating process, an index built on a big
+        table): no ``statement_timeout``, no deadline here."""
+        self._local.unbounded = True
+        self.execute("SET LOCAL statement_timeout = 0")
         self.query("SELECT pg_advisory_xact_lock(:key)", {"key": MIGRATION_LOCK_KEY})
 
 
