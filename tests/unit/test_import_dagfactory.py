@@ -1348,3 +1348,98 @@ def test_every_renamed_task_is_noted(tmp_path: Path) -> None:
     assert set(renames) == {"wait_for_producer_task", "a_b", "a_b_2", "g__inside"}
     assert "'wait_for_producer_task:'" in renames["wait_for_producer_task"]
     assert "'g.inside'" in renames["g__inside"]  # Airflow's id of a task in a group
+
+
+_AIRFLOW_OUTCOMES = ("succeeded", "failed", "skipped")
+
+
+def _ended(tasks: dict[str, Any], given: dict[str, str]) -> dict[str, str]:
+    """How each task of an imported workflow ends under the engine's trigger rules, given
+    how its root tasks ended (a gate task that runs succeeds)."""
+    from stratoflow.engine._engine import Readiness, readiness
+    from stratoflow.engine._states import TaskState, Upstream
+    from stratoflow.model import TriggerRule
+
+    ended = dict(given)
+    while len(ended) < len(tasks):
+        for tid, body in tasks.items():
+            deps = body.get("depends_on", [])
+            if tid in ended or not all(d in ended for d in deps):
+                continue
+            up = Upstream()
+            for d in deps:
+                up = up.plus(TaskState(ended[d]))
+            rule = TriggerRule(body.get("trigger_rule", "all_success"))
+            decided = readiness(rule, up, len(deps))
+            assert decided is not Readiness.WAIT, tid
+            ended[tid] = {Readiness.RUN: "succeeded", Readiness.SKIP: "skipped",
+                          Readiness.UPSTREAM_FAILED: "upstream_failed"}[decided]  # fmt: skip
+    return ended
+
+
+@pytest.mark.parametrize("width", [1, 2, 3])
+@pytest.mark.parametrize("rule", ["one_done", "none_skipped"])
+def test_one_done_and_none_skipped_end_as_in_airflow(tmp_path: Path, rule: str, width: int) -> None:
+    """Airflow's one_done runs a task once one upstream task succeeded or failed (skipped
+    when none did); none_skipped once they all ended and none was skipped (failed ones
+    too), skipped as soon as one was. The import fell back to all_success (reported): a
+    cleanup after failures never ran. Gate tasks built of Stratoflow's rules say them: for
+    every way the upstream tasks can end, the task ends as Airflow ends it."""
+    bash = "airflow.operators.bash.BashOperator"
+    ups = [f"u{i}" for i in range(width)]
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            **{u: {"operator": bash, "bash_command": "true"} for u in ups},
+            "j": {"operator": bash, "bash_command": "true", "dependencies": ups,
+                  "trigger_rule": rule},
+        }}}, sort_keys=False),
+    )  # fmt: skip
+    assert result.complete, _unmapped(result)
+    tasks = _tasks(result)
+    # (an upstream_failed one is no skip for none_skipped; one_done's is said below)
+    ways = (*_AIRFLOW_OUTCOMES, "upstream_failed") if rule == "none_skipped" else _AIRFLOW_OUTCOMES
+    for outcomes in itertools.product(ways, repeat=width):
+        if rule == "one_done":
+            airflow = "succeeded" if {"succeeded", "failed"} & set(outcomes) else "skipped"
+        else:
+            airflow = "skipped" if "skipped" in outcomes else "succeeded"
+        assert _ended(tasks, dict(zip(ups, outcomes, strict=True)))["j"] == airflow, outcomes
+    assert any(rule in n for n in _notes(result, "j", "changed"))
+
+
+def test_one_done_after_a_task_that_can_end_upstream_failed_says_where_it_differs(
+    tmp_path: Path,
+) -> None:
+    """Stratoflow's rules count upstream_failed as failed; Airflow's one_done does not count
+    it: where an upstream task can end so, the difference is reported, naming it."""
+    bash = "airflow.operators.bash.BashOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "a": {"operator": bash, "bash_command": "true"},
+            "b": {"operator": bash, "bash_command": "true", "dependencies": ["a"]},
+            "c": {"operator": bash, "bash_command": "true"},
+            "j": {"operator": bash, "bash_command": "true", "dependencies": ["b", "c"],
+                  "trigger_rule": "one_done"},
+        }}}, sort_keys=False),
+    )  # fmt: skip
+    (note,) = _notes(result, "j")
+    assert "task b can end upstream_failed" in note
+    assert "one_done" in note
+
+
+def test_all_skipped_is_reported_as_needing_an_engine_rule(tmp_path: Path) -> None:
+    bash = "airflow.operators.bash.BashOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "a": {"operator": bash, "bash_command": "true"},
+            "j": {"operator": bash, "bash_command": "true", "dependencies": ["a"],
+                  "trigger_rule": "all_skipped"},
+        }}}, sort_keys=False),
+    )  # fmt: skip
+    (note,) = _notes(result, "j")
+    assert "all_skipped" in note
+    assert "runs it when its upstream tasks all succeeded" in note
+    assert "trigger rule of the engine's" in note

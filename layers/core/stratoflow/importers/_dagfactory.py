@@ -26,14 +26,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from stratoflow.errors import InvalidInput, Problem
 from stratoflow.importers._build import (
     Unmapped,
+    can_end_upstream_failed,
     clamped_priority,
     gate,
+    gate_none_skipped,
+    gate_one_done,
     pools_to_create,
     unmapped_task,
 )
 from stratoflow.importers._cron import airflow_schedule, interval_before
 from stratoflow.importers._dagfactory_args import (
     GATED_RULES,
+    NONE_SKIPPED,
+    ONE_DONE,
     READ_ARG_KEYS,
     READ_DAG_KEYS,
     SETTING_KEYS,
@@ -506,6 +511,35 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
                 f"upstream tasks {', '.join(ups)}) and {ran} (one_success), as Stratoflow "
                 "has no single rule for it: it runs when they all ended, none failed and one "
                 "succeeded, is skipped when all were skipped",
+                task=tid,
+            )
+        elif task_settings_.rule == ONE_DONE and ups:
+            failed = gate_one_done(tasks, tid, ups)
+            notes.changed(
+                f"trigger rule one_done: one_success over its upstream tasks {', '.join(ups)} "
+                f"and {failed} (one_failed over them), as Stratoflow has no single rule for "
+                "it: it runs as soon as one of them succeeded or failed, is skipped when none "
+                "did",
+                task=tid,
+            )
+            maybe = [u for u in ups if can_end_upstream_failed(tasks.get(u, {}))]
+            if maybe:
+                notes.unmapped(
+                    f"trigger rule one_done: upstream {'task' if len(maybe) == 1 else 'tasks'} "
+                    f"{', '.join(maybe)} can end upstream_failed, which Stratoflow's one_failed "
+                    "counts as failed and Airflow's one_done does not: when none of its "
+                    "upstream tasks succeeded or failed and one ended upstream_failed, this "
+                    "task runs where Airflow skips it",
+                    task=tid,
+                )
+        elif task_settings_.rule == NONE_SKIPPED and ups:
+            made = gate_none_skipped(tasks, tid, ups)
+            notes.changed(
+                f"trigger rule none_skipped: waits on {len(made)} gate tasks ({', '.join(made)}),"
+                " two per upstream task (one_failed over it, then one_success over it and that "
+                "gate), as Stratoflow has no single rule for it: it runs when its upstream "
+                f"tasks {', '.join(ups)} all ended, whether they succeeded or failed, and is "
+                "skipped as soon as one was skipped",
                 task=tid,
             )
     if mode == "report" and budget.spent <= MAX_DOCUMENT_BYTES:
