@@ -1443,3 +1443,105 @@ def test_all_skipped_is_reported_as_needing_an_engine_rule(tmp_path: Path) -> No
     assert "all_skipped" in note
     assert "runs it when its upstream tasks all succeeded" in note
     assert "trigger rule of the engine's" in note
+
+
+_NEIGHBOURS = (
+    "{{ next_ds }} {{ next_ds_nodash }} {{ prev_ds }} {{ prev_ds_nodash }} "
+    "{{ macros.ds_format(ds, '%Y-%m-%d', '%d/%m/%Y') }} "
+    "{{ macros.ds_format(next_ds_nodash, '%Y%m%d', '%Y.%m.%d') }} "
+    "{{ macros.ds_format(macros.ds_add(ds, 2), '%Y-%m-%d', '%m/%d') }} "
+    "{{ macros.ds_add(prev_ds, -1) }} {{ next_execution_date }} {{ prev_execution_date }}"
+)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "zone"),
+    [("@daily", "UTC"), ("@hourly", "UTC"), ("@weekly", "UTC"), ("0 1 * * *", "Europe/Berlin"),
+     ("30 23 * * *", "America/New_York")],
+)  # fmt: skip
+def test_airflow2_next_and_prev_dates_and_ds_format_read_as_airflow_2_gives_them(
+    tmp_path: Path, schedule: str, zone: str
+) -> None:
+    """Airflow 2's next_ds / prev_ds (and _nodash, next_/prev_execution_date) are the dates
+    of the intervals after and before the run's, and macros.ds_format(d, in, out) rewrites a
+    date text: the import reported them, so such a task was a failing placeholder. On a
+    schedule of fixed intervals each has an exact equivalent (shift_date of the fire time),
+    across DST changes too."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"d": {
+            "schedule_interval": schedule, "timezone": zone, "start_date": "2026-03-01",
+            "tasks": {"t": {"operator": "airflow.operators.bash.BashOperator",
+                            "bash_command": _NEIGHBOURS}},
+        }}),
+    )  # fmt: skip
+    assert result.complete, _unmapped(result)
+    spec = parse_workflow(result.workflows[0].document or {})
+    assert spec.workflow.schedule is not None
+    command = _tasks(result)["t"]["command"]
+    cron = parse_schedule(spec.workflow.schedule.cron)
+    for change in (datetime(2026, 3, 29, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)):
+        fires = cron.fire_times(
+            change - timedelta(days=15),
+            change + timedelta(days=15),
+            spec.workflow.schedule.timezone,
+        )
+        for before, start, fire in zip(fires, fires[1:], fires[2:], strict=False):
+            prev, logical, nxt = (t.astimezone(UTC) for t in (before, start, fire))
+            expected = [
+                nxt.strftime("%Y-%m-%d"), nxt.strftime("%Y%m%d"),
+                prev.strftime("%Y-%m-%d"), prev.strftime("%Y%m%d"),
+                logical.strftime("%d/%m/%Y"), nxt.strftime("%Y.%m.%d"),
+                (logical + timedelta(days=2)).strftime("%m/%d"),
+                (prev - timedelta(days=1)).strftime("%Y-%m-%d"),
+                nxt.isoformat(), prev.isoformat(),
+            ]  # fmt: skip
+            assert render(command, _context(fire.astimezone(UTC))).split() == expected, fire
+
+
+def test_airflow2_next_and_prev_ds_of_a_dag_without_a_schedule_are_its_ds(
+    tmp_path: Path,
+) -> None:
+    """Airflow 2 gives a run triggered by hand (every run of a DAG without a schedule) its
+    own ds as next_ds and prev_ds."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"d": {"schedule_interval": None, "tasks": {"t": {
+            "operator": "airflow.operators.bash.BashOperator",
+            "bash_command": "{{ next_ds }} {{ prev_ds_nodash }} {{ next_execution_date }}"}}}}),
+    )  # fmt: skip
+    assert result.complete, _unmapped(result)
+    fire = datetime(2026, 3, 2, 15, 4, 5, tzinfo=UTC)
+    rendered = render(_tasks(result)["t"]["command"], _context(fire))
+    assert rendered == f"2026-03-02 20260302 {fire.isoformat()}"
+
+
+_BASH2 = "airflow.operators.bash.BashOperator"
+_BASH3 = "airflow.providers.standard.operators.bash.BashOperator"
+
+
+@pytest.mark.parametrize(
+    ("dag", "operator", "template", "said"),
+    [
+        # Airflow 3 removed next_ds and prev_ds: the task fails there too
+        ({"schedule": "@daily"}, _BASH3, "{{ next_ds }}", "Airflow 3 has no next_ds"),
+        ({"schedule": "@daily"}, _BASH3, "{{ macros.ds_add(prev_ds, 1) }}",
+         "Airflow 3 has no prev_ds"),
+        # Airflow 2, intervals of different lengths: no fixed shift to the next one
+        ({"schedule_interval": "0 0 1 * *"}, _BASH2, "{{ prev_ds }}", "not of one length"),
+        ({"schedule_interval": "@once"}, _BASH2, "{{ next_ds }}", "renders next_ds as None"),
+        # ds_format with an input format the date is not in: Airflow fails the task
+        ({"schedule_interval": "@daily"}, _BASH2, "{{ macros.ds_format(ds, '%Y%m%d', '%d') }}",
+         "macros.ds_format parses ds as '%Y%m%d'"),
+    ],
+)  # fmt: skip
+def test_next_and_prev_dates_without_an_exact_equivalent_are_reported(
+    tmp_path: Path, dag: dict[str, Any], operator: str, template: str, said: str
+) -> None:
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"d": {**dag, "tasks": {"t": {
+            "operator": operator, "bash_command": template}}}}),
+    )  # fmt: skip
+    assert said in _unmapped(result)
+    assert "PLACEHOLDER" in str(_tasks(result)["t"].get("description"))

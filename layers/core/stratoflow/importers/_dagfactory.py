@@ -34,7 +34,7 @@ from stratoflow.importers._build import (
     pools_to_create,
     unmapped_task,
 )
-from stratoflow.importers._cron import airflow_schedule, interval_before
+from stratoflow.importers._cron import Converted, airflow_schedule, interval_before
 from stratoflow.importers._dagfactory_args import (
     GATED_RULES,
     NONE_SKIPPED,
@@ -313,7 +313,9 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
     if isinstance(schedule_value, dict) and schedule_value.get("timezone"):
         tz = str(schedule_value["timezone"])
     converted = airflow_schedule(schedule_value)
-    dates = AirflowDates(tz="UTC")
+    dates = AirflowDates(tz="UTC", no_neighbours=_no_neighbours(major, converted, schedule_value))
+    if dates.no_neighbours == "":  # Airflow 2 without a schedule: every run is by hand
+        dates = AirflowDates(tz="UTC", neighbours="same")
     if converted.problem:
         notes.unmapped(f"schedule: {converted.problem}", field="schedule")
     if converted.remark:
@@ -367,7 +369,7 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
         doc["schedule"] = schedule
         if airflow2:
             if shift:
-                dates = AirflowDates(tz=tz, days=shift[0], minutes=shift[1])
+                dates = AirflowDates(tz=tz, days=shift[0], minutes=shift[1], neighbours="interval")
                 notes.changed("Airflow 2 dates: ds and the other date macros read the start of "
                               "the interval before the fire time, as Airflow 2 does", field="schedule")  # fmt: skip
             else:
@@ -556,6 +558,27 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
             pools.setdefault(body["pool"], []).append(tid)
     pools_to_create(pools, None, "N = the Airflow pool's slots", notes)
     return ImportedWorkflow(name, dag_id, doc if tasks else None, tuple(notes.items))
+
+
+def _no_neighbours(major: int, converted: Converted, schedule: Any) -> str:
+    """Why Airflow's next_ds, prev_ds (and the rest of ``NEIGHBOUR_NAMES``, ``{name}`` in the
+    text) have no equivalent for this DAG; "" when they do without a schedule (Airflow 2
+    gives a run triggered by hand its own ds as both). A fixed interval's are set apart."""
+    if major != 2:
+        return (
+            "Airflow 3 has no {name} (removed in Airflow 3.0: rendering it fails the task there "
+            "too); shift the run's date with {{ logical_date | shift_date(fmt, tz, days=N) }}"
+        )
+    if converted.cron is not None:
+        return (
+            "this schedule's intervals are not of one length, so {name} (the next or previous "
+            "interval's) is no fixed shift of the run's date: write it with shift_date by hand"
+        )
+    if isinstance(schedule, str) and schedule.strip().lower() == "@once":
+        return "with @once there is no other interval: Airflow 2 renders {name} as None"
+    if converted.problem:
+        return "this DAG's schedule has no equivalent, and so neither has {name}"
+    return ""
 
 
 def _leave_out_readers(
