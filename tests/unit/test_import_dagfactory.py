@@ -1545,3 +1545,67 @@ def test_next_and_prev_dates_without_an_exact_equivalent_are_reported(
     )  # fmt: skip
     assert said in _unmapped(result)
     assert "PLACEHOLDER" in str(_tasks(result)["t"].get("description"))
+
+
+def test_bash_env_without_append_env_says_airflow_runs_with_only_that_env(
+    tmp_path: Path,
+) -> None:
+    """BashOperator's ``env`` without ``append_env: true`` is the whole environment of the
+    command in Airflow (no PATH, HOME, ... of the worker); a task's ``env`` adds to what
+    the task inherits, and the format has no way not to inherit: said, per task; with
+    ``append_env: true`` it is what Airflow does."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "only": {"operator": _BASH2, "bash_command": "echo $A", "env": {"A": "1"}},
+            "added": {"operator": _BASH2, "bash_command": "echo $A", "env": {"A": "1"},
+                      "append_env": True},
+        }}}),
+    )  # fmt: skip
+    assert _tasks(result)["only"]["env"] == {"A": "1"}
+    (note,) = [n for n in _notes(result, "only", "changed") if "env" in n]
+    assert "only the variables of env" in note
+    assert "no way not to inherit" in note
+    assert not [n for n in _notes(result, "added", "changed") if "env" in n]
+
+
+@pytest.mark.parametrize(
+    ("args", "command", "said"),
+    [
+        ({}, "test -s in.csv || exit 99", "skip_on_exit_code's default 99"),
+        ({"skip_on_exit_code": [3, 4]}, "run.sh", "skip_on_exit_code [3, 4]"),
+        ({"skip_exit_code": 7}, "run.sh", "skip_exit_code 7"),
+    ],
+)
+def test_a_bash_exit_code_airflow_reads_as_skip_is_reported(
+    tmp_path: Path, args: dict[str, Any], command: str, said: str
+) -> None:
+    """Airflow skips a BashOperator task whose command exits 99 (skip_on_exit_code's
+    default, or the codes it names); the format has no skip on an exit code, so the task
+    fails there: a command that exits 99 itself, or codes named, are reported per task."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "t": {"operator": _BASH2, "bash_command": command, **args},
+        }}}),
+    )  # fmt: skip
+    (note,) = _notes(result, "t")
+    assert said in note
+    assert "fails the task" in note
+
+
+def test_skip_on_exit_code_none_is_mapped_and_the_default_is_said_once(tmp_path: Path) -> None:
+    """skip_on_exit_code: null makes 99 fail the task in Airflow too; the default 99 of
+    commands that do not exit 99 themselves is said once for the workflow."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "none": {"operator": _BASH2, "bash_command": "run.sh", "skip_on_exit_code": None},
+            "a": {"operator": _BASH2, "bash_command": "run.sh"},
+            "b": {"operator": _BASH2, "bash_command": "run.sh"},
+        }}}),
+    )  # fmt: skip
+    assert result.complete, _unmapped(result)
+    (note,) = [n.message for n in result.all_notes() if "exit" in n.message]
+    assert "a, b" in note
+    assert "99" in note

@@ -447,6 +447,7 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
     used_args: set[str] = set()
     used_group_args: dict[str, set[str]] = {g: set() for g in groups}
     budget = _Budget()  # the text of the tasks kept so far
+    skipped_by_99: list[str] = []  # BashOperator tasks exit code 99 skips, by default
     for raw in raw_tasks:
         tid = ids[str(raw.get("task_id"))]
         group_args: dict[str, Any] = {}
@@ -468,6 +469,8 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
         if reason:
             kind = raw.get("operator") or raw.get("decorator")
             deferred.append((tid, str(kind), reason, raw))
+        elif _default_skip(merged):
+            skipped_by_99.append(tid)
     # dag-factory sets the dependencies once every task is made, in the order of the tasks,
     # then of the groups; a dependency on a group is one on its leaves at that moment
     for raw in raw_tasks:
@@ -549,6 +552,15 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
         # to write is not: importers._validated says so)
         originals = {ids[str(raw.get("task_id"))]: raw for raw in raw_tasks}
         _leave_out_readers(tasks, {t for t, _, _, _ in deferred}, originals, notes)
+    if skipped_by_99:
+        named = ", ".join(skipped_by_99[:10])
+        if len(skipped_by_99) > 10:
+            named += f" and {len(skipped_by_99) - 10} more"
+        notes.changed(
+            f"exit code 99 skips BashOperator tasks in Airflow (skip_on_exit_code's default): "
+            f"{named}; the format has no skip on an exit code (the engine would need one), so "
+            "if one of their commands exits 99 the task fails (none exits 99 itself)"
+        )
     if params:
         doc["params"] = params
     doc["tasks"] = tasks
@@ -865,7 +877,7 @@ _OPERATOR_ARGS = {
       for s in ("", "_name", "_file")),
 }  # fmt: skip
 _OPERATOR_KEYS = {
-    "BashOperator": {"bash_command", "env", "append_env"},
+    "BashOperator": {"bash_command", "env", "append_env", "skip_on_exit_code", "skip_exit_code"},
     # multiple_outputs is the operator's, not the callable's: a returned dict is the outputs anyway
     "PythonOperator": {"python_callable", "python_callable_name", "python_callable_file", "op_kwargs",
                        "multiple_outputs"},
@@ -943,6 +955,23 @@ def _operator(
         body = {"type": "shell", "command": text(conf.get("bash_command", ""))}
         if isinstance(conf.get("env"), dict):
             body["env"] = {str(k): text(v) for k, v in conf["env"].items()}
+            if not conf.get("append_env"):
+                changes.append(
+                    "env without append_env: true: Airflow runs the command with only the "
+                    "variables of env (none of the worker's: no PATH, no HOME), where a "
+                    "task's env adds to the environment it inherits (the server's allowed "
+                    "variables: PATH, ..., STRATOFLOW_TASK_ENV_ALLOW) and the format has no "
+                    "way not to inherit: a command that relies on a variable being unset "
+                    "sees it set"
+                )
+        skip = _skip_codes(conf)
+        if skip is not None and skip[1] != _DEFAULT_SKIP:
+            problems.append(
+                f"exit code{'s' if len(skip[0]) > 1 else ''} "
+                f"{', '.join(map(str, skip[0]))} skip the task in Airflow ({skip[1]}); the "
+                "format has no skip on an exit code (no task field, no trigger rule: the "
+                "engine would need one), so such an exit fails the task"
+            )
     elif short in ("EmptyOperator", "DummyOperator"):
         body = {"type": "shell", "command": "true\n"}
     elif short in ("PythonOperator", "task") or operator.endswith(".task"):
@@ -1223,6 +1252,31 @@ def _task_reads(
 
 
 _STAND_IN: dict[str, Any] = {"type": "shell", "command": "true\n"}
+_DEFAULT_SKIP = "skip_on_exit_code's default 99"
+_EXITS_99 = re.compile(r"\bexit\s+99\b")
+
+
+def _skip_codes(conf: dict[str, Any]) -> tuple[list[Any], str] | None:
+    """The exit codes Airflow reads as "skip" for a BashOperator task, and where they come
+    from: ``skip_on_exit_code`` (Airflow 2.6+; ``skip_exit_code`` before), default 99. The
+    default is said as :data:`_DEFAULT_SKIP` unless the command itself exits 99 (then it is
+    surely used). None: no code skips it (the key set to null)."""
+    for key in ("skip_on_exit_code", "skip_exit_code"):
+        if key in conf:
+            value = conf[key]
+            if value is None or value == []:
+                return None
+            return (value if isinstance(value, list) else [value]), f"{key} {value!r}"
+    if _EXITS_99.search(str(conf.get("bash_command", ""))):
+        return [99], "skip_on_exit_code's default 99, and the command exits 99"
+    return [99], _DEFAULT_SKIP
+
+
+def _default_skip(conf: dict[str, Any]) -> bool:
+    """A BashOperator task that exit code 99 skips in Airflow only by default."""
+    short = str(conf.get("operator") or "").rsplit(".", 1)[-1]
+    skip = _skip_codes(conf) if short == "BashOperator" else None
+    return skip is not None and skip[1] == _DEFAULT_SKIP
 
 
 def _refused(body: dict[str, Any]) -> list[str]:
