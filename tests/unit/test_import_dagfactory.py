@@ -1609,3 +1609,70 @@ def test_skip_on_exit_code_none_is_mapped_and_the_default_is_said_once(tmp_path:
     (note,) = [n.message for n in result.all_notes() if "exit" in n.message]
     assert "a, b" in note
     assert "99" in note
+
+
+_CALLABLES = """
+def with_context(ds, ti, run_id, logical_date, table="t"):
+    return ds
+
+
+def with_kwargs(table, **kwargs):
+    return kwargs["ds"]
+
+
+def plain(table):
+    return table
+"""
+
+
+def test_context_arguments_a_callable_names_are_passed_as_airflow_passes_them(
+    tmp_path: Path,
+) -> None:
+    """Airflow passes its context to a PythonOperator callable by parameter name (all of
+    it to **kwargs). The import passed only op_kwargs: ``def f(ds, ti)`` failed with a
+    missing argument. The callable's parameters are read from its source under the DAG
+    file's folder: what Stratoflow has (ds, run_id, logical_date as text) becomes a task
+    param, rendered as Airflow 2 dates; what it has not (ti) is reported, naming it."""
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "etl.py").write_text(_CALLABLES)
+    (tmp_path / "etl_file.py").write_text(_CALLABLES)
+    py = "airflow.operators.python.PythonOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"schedule_interval": "@daily", "tasks": {
+            "named": {"operator": py, "python_callable": "jobs.etl.with_context"},
+            "kwargs": {"operator": py, "python_callable_name": "with_kwargs",
+                       "python_callable_file": "$CONFIG_ROOT_DIR/etl_file.py",
+                       "op_kwargs": {"table": "sales", "ds": "mine"}},
+            "plain": {"operator": py, "python_callable": "jobs.etl.plain",
+                      "op_kwargs": {"table": "sales"}},
+        }}}),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    fire = datetime(2026, 3, 2, tzinfo=UTC)
+    context = {**_context(fire), "run": {"id": "r1"}}
+    named = render_value(tasks["named"]["params"], context)
+    assert named == {"ds": "2026-03-01", "run_id": "r1",
+                     "logical_date": "2026-03-01T00:00:00+00:00"}  # fmt: skip
+    kwargs = render_value(tasks["kwargs"]["params"], context)
+    assert kwargs["table"] == "sales"
+    assert kwargs["ds"] == "mine"  # op_kwargs win over the context, as in Airflow
+    assert kwargs["run_id"] == "r1"
+    assert tasks["plain"]["params"] == {"table": "sales"}
+    (missing,) = _notes(result, "named")
+    assert "'ti'" in missing
+    assert any("datetime" in n for n in _notes(result, "named", "changed"))
+    assert any("ti" in n and "**kwargs" in n for n in _notes(result, "kwargs", "changed"))
+
+
+def test_a_callable_whose_source_is_not_found_is_said_once(tmp_path: Path) -> None:
+    py = "airflow.operators.python.PythonOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "a": {"operator": py, "python_callable": "elsewhere.f"},
+            "b": {"operator": py, "python_callable": "elsewhere.g"},
+        }}}),
+    )  # fmt: skip
+    (note,) = [n.message for n in result.all_notes() if "context" in n.message]
+    assert "a, b" in note

@@ -12,12 +12,13 @@ dag-factory sets it (those no task of the group depends on then), as Airflow rea
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import re
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ from stratoflow.importers._dagfactory_args import (
 )
 from stratoflow.importers._dolphinscheduler import number
 from stratoflow.importers._names import output_ref, param_ref, task_id, unique, workflow_name
+from stratoflow.importers._pydolphin import read_include
 from stratoflow.importers._report import ImportedWorkflow, Notes
 from stratoflow.importers._sizes import least_text
 from stratoflow.importers._timeexpr import AirflowDates, escape_literal, rewrite_airflow
@@ -143,7 +145,7 @@ def read_dag_factory(data: dict[str, Any], path: Path, mode: Unmapped) -> list[I
         if dag_id == "default" or not isinstance(config, dict) or "tasks" not in config:
             continue
         try:
-            out.append(_dag(str(dag_id), _merge(base, config), mode, taken))
+            out.append(_dag(str(dag_id), _merge(base, config), mode, taken, path.parent))
         except InvalidInput as exc:
             raise InvalidInput(exc.problems, source=str(path)) from None
     return out
@@ -289,7 +291,13 @@ def _groups(groups: Any) -> dict[str, dict[str, Any]]:
     }
 
 
-def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -> ImportedWorkflow:
+def _dag(
+    dag_id: str,
+    config: dict[str, Any],
+    mode: Unmapped,
+    taken: set[str],
+    folder: Path | None = None,
+) -> ImportedWorkflow:
     name = unique(workflow_name(dag_id), taken)
     notes = Notes(workflow=name)
     if name != dag_id:
@@ -455,7 +463,7 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
             group_args.update(_mapping(groups[g].get("default_args")))
         merged = {**args, **group_args, **raw}
         body, reason, reads, used = _operator(
-            merged, set(raw), budget, tid, notes, dates, params, outputs, ids
+            merged, set(raw), budget, tid, notes, dates, params, outputs, ids, folder
         )
         used_args |= used
         for g in group_path(raw.get("task_group_name")):
@@ -552,6 +560,17 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
         # to write is not: importers._validated says so)
         originals = {ids[str(raw.get("task_id"))]: raw for raw in raw_tasks}
         _leave_out_readers(tasks, {t for t, _, _, _ in deferred}, originals, notes)
+    if budget.unknown_callables:
+        named = ", ".join(budget.unknown_callables[:10])
+        if len(budget.unknown_callables) > 10:
+            named += f" and {len(budget.unknown_callables) - 10} more"
+        notes.changed(
+            f"python tasks {named}: the callable's source is not under the DAG file's folder, "
+            "so the import cannot see its parameters. Airflow passes its context to a callable "
+            "by parameter name (ds, run_id, ti, ...): one that names a context value gets it "
+            'only as a task param (params: {ds: "{{ ds }}"}); ti, dag_run and the other '
+            "Airflow objects have no equivalent"
+        )
     if skipped_by_99:
         named = ", ".join(skipped_by_99[:10])
         if len(skipped_by_99) > 10:
@@ -912,9 +931,140 @@ _SQL_OPERATORS = {"SQLExecuteQueryOperator", "PostgresOperator", "AthenaOperator
 
 @dataclass
 class _Budget:
-    """The bytes of text of the tasks kept so far (a lower bound of their YAML's)."""
+    """The bytes of text of the tasks kept so far (a lower bound of their YAML's); and the
+    python tasks whose callable's source the import did not find (said once)."""
 
     spent: int = 0
+    unknown_callables: list[str] = field(default_factory=list)
+
+
+# Airflow's task context (Airflow 2 and 3): what it passes a callable by parameter name
+AIRFLOW_CONTEXT = frozenset(
+    {"conf", "conn", "dag", "dag_run", "data_interval_end", "data_interval_start", "ds",
+     "ds_nodash", "execution_date", "expanded_ti_count", "inlets", "inlet_events",
+     "logical_date", "macros", "map_index_template", "next_ds", "next_ds_nodash",
+     "next_execution_date", "outlets", "outlet_events", "params", "prev_data_interval_start_success",
+     "prev_data_interval_end_success", "prev_ds", "prev_ds_nodash", "prev_execution_date",
+     "prev_execution_date_success", "prev_start_date_success", "prev_end_date_success",
+     "run_id", "task", "task_instance", "task_instance_key_str", "templates_dict", "test_mode",
+     "ti", "tomorrow_ds", "tomorrow_ds_nodash", "triggering_asset_events",
+     "triggering_dataset_events", "ts", "ts_nodash", "ts_nodash_with_tz", "var",
+     "yesterday_ds", "yesterday_ds_nodash"}
+)  # fmt: skip
+# what a callable taking **kwargs is given of it (text Stratoflow renders as Airflow does)
+_TO_KWARGS = ("ds", "ds_nodash", "ts", "ts_nodash", "run_id", "logical_date")
+_DATETIMES = frozenset({"logical_date", "execution_date", "data_interval_start",
+                        "data_interval_end", "next_execution_date", "prev_execution_date"})  # fmt: skip
+# context names a render gives something else for (task: {"id": ...}, not the operator);
+# params the runner passes itself (the run's params with the task's)
+_NOT_PASSED = frozenset({"task", "params"})
+_MAX_SOURCE = 1 << 20
+
+
+@dataclass(frozen=True)
+class _Signature:
+    """The parameters of a callable that can be passed by name, and whether it takes
+    **kwargs."""
+
+    names: tuple[str, ...]
+    kwargs: bool
+
+
+def _signature(conf: dict[str, Any], folder: Path | None) -> _Signature | None:
+    """The callable's parameters, read (never run) from its source under ``folder``, the DAG
+    file's: ``python_callable: pkg.module.function`` in ``pkg/module.py``, or
+    ``python_callable_file`` (``$CONFIG_ROOT_DIR`` being that folder). None when it is not
+    there (nothing outside the folder is read) or does not parse."""
+    if folder is None:
+        return None
+    target = conf.get("python_callable")
+    if isinstance(target, str) and "." in target:
+        module, _, function = target.rpartition(".")
+        *packages, name = module.split(".")
+        source = folder.joinpath(*packages, name + ".py")
+    elif conf.get("python_callable_name") and conf.get("python_callable_file"):
+        written = str(conf["python_callable_file"])
+        for variable in ("${CONFIG_ROOT_DIR}", "$CONFIG_ROOT_DIR"):
+            written = written.replace(variable, str(folder))
+        source, function = folder / written, str(conf["python_callable_name"])
+    else:
+        return None
+    try:
+        real = source.resolve()
+        if not real.is_relative_to(folder.resolve()):
+            return None
+        tree = ast.parse(read_include(real, _MAX_SOURCE, follow=False))
+    except (OSError, RuntimeError, ValueError, SyntaxError, RecursionError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == function:
+            args = node.args
+            named = tuple(a.arg for a in [*args.args, *args.kwonlyargs])
+            return _Signature(named, args.kwarg is not None)
+    return None
+
+
+def _context_arguments(
+    conf: dict[str, Any],
+    body: dict[str, Any],
+    tid: str,
+    notes: Notes,
+    dates: AirflowDates,
+    folder: Path | None,
+    unknown: list[str],
+) -> None:
+    """Airflow passes its context to a callable by parameter name (all of it to
+    ``**kwargs``), op_kwargs winning over it: what of it Stratoflow has becomes a task
+    param (the runner passes a callable its params by name), rendered as Airflow's; what it
+    has not is said. A callable whose source is not found joins ``unknown``."""
+    signature = _signature(conf, folder)
+    if signature is None:
+        unknown.append(tid)
+        return
+    given = set(body.get("params", {}))
+    wanted = [n for n in signature.names if n in AIRFLOW_CONTEXT and n not in given | {"params"}]
+    if signature.kwargs:
+        wanted += [n for n in _TO_KWARGS if n not in given and n not in wanted]
+    passed: list[str] = []
+    missing: list[str] = []
+    for name in wanted:
+        problems: list[str] = []
+        value = rewrite_airflow("{{ " + name + " }}", dates, problems)
+        if name in _NOT_PASSED or problems:
+            missing.append(name)
+        else:
+            body.setdefault("params", {})[name] = value
+            passed.append(name)
+    if passed:
+        datetimes = [n for n in passed if n in _DATETIMES]
+        notes.changed(
+            f"Airflow's context passed to the callable by name, as task params: "
+            f"{', '.join(passed)}"
+            + (
+                f" ({', '.join(datetimes)} as ISO-8601 text, where Airflow passes a datetime: "
+                ".strftime(), .year and the like fail on text)"
+                if datetimes
+                else ""
+            ),
+            task=tid,
+        )
+    named = [n for n in missing if n in signature.names]
+    if named:
+        notes.unmapped(
+            f"the callable's parameter{'s' if len(named) > 1 else ''} "
+            f"{', '.join(map(repr, named))} {'are' if len(named) > 1 else 'is'} Airflow's "
+            "context, which Stratoflow has no value for: not passed, so the call fails "
+            "(missing argument) unless the parameter has a default",
+            task=tid,
+        )
+    if signature.kwargs:
+        notes.changed(
+            "the callable takes **kwargs, to which Airflow passes its whole context: here it "
+            f"gets {', '.join(n for n in _TO_KWARGS if n in passed or n in given)}, the "
+            "task's params, params, outputs and context, and not ti, dag_run, dag, task, "
+            "macros, conf, var (kwargs['ti'] fails)",
+            task=tid,
+        )
 
 
 def _operator(
@@ -927,6 +1077,7 @@ def _operator(
     params: dict[str, Any],
     outputs: dict[str, str],
     names: dict[str, str],
+    folder: Path | None = None,
 ) -> tuple[dict[str, Any], str | None, list[str], set[str]]:
     """The task body, or a stand-in and the reason it has no equivalent; the tasks
     (Stratoflow ids) whose return values it reads with dag-factory's ``+task``, which it
@@ -1128,6 +1279,8 @@ def _operator(
                     task=tid,
                 )
             used = used | {key}
+    if body.get("type") == "python" and reason is None:
+        _context_arguments(conf, body, tid, notes, dates, folder, budget.unknown_callables)
     for key in own:  # (default_args' keys are said once, where they are written)
         if key not in used and reason is None and conf[key] is not None:
             why = why_left_out(key)
