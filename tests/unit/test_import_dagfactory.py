@@ -1676,3 +1676,23 @@ def test_a_callable_whose_source_is_not_found_is_said_once(tmp_path: Path) -> No
     )  # fmt: skip
     (note,) = [n.message for n in result.all_notes() if "context" in n.message]
     assert "a, b" in note
+
+
+@pytest.mark.parametrize("rule", ["none_failed_min_one_success", "none_skipped", "one_done"])
+def test_gates_of_a_task_with_the_longest_id_are_task_ids(tmp_path: Path, rule: str) -> None:
+    """A gate is named after its task: for a task id of 128 characters (the most), the
+    gate's name was longer than a task id may be, and the whole workflow was not written."""
+    long = "j" * 128
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "a": {"operator": _BASH2, "bash_command": "true"},
+            "b": {"operator": _BASH2, "bash_command": "true"},
+            long: {"operator": _BASH2, "bash_command": "true", "dependencies": ["a", "b"],
+                   "trigger_rule": rule},
+        }}}),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    assert long in tasks
+    assert all(len(t) <= 128 for t in tasks)
+    assert len(tasks[long]["depends_on"]) >= 2

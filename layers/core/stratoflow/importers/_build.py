@@ -39,8 +39,8 @@ def gate(tasks: dict[str, dict[str, Any]], tid: str, ups: list[str]) -> tuple[st
     none_failed_min_one_success: skipped when all of ``ups`` were, upstream_failed when one
     failed. The gates' names."""
     taken = set(tasks)
-    done = unique(f"{tid}__upstream_done", taken)
-    ran = unique(f"{tid}__upstream_ran", taken)
+    done = _gate_name(tid, "__upstream_done", taken)
+    ran = _gate_name(tid, "__upstream_ran", taken)
     gates = {
         done: {"type": "shell", "command": "true\n", "depends_on": list(ups),
                "trigger_rule": "none_failed",
