@@ -1545,6 +1545,8 @@ def test_next_and_prev_dates_without_an_exact_equivalent_are_reported(
     )  # fmt: skip
     assert said in _unmapped(result)
     assert "PLACEHOLDER" in str(_tasks(result)["t"].get("description"))
+    if "Airflow 3" in said:  # the hint is a template as it is written
+        assert "{{ logical_date | shift_date(fmt, tz, days=N) }}" in _unmapped(result)
 
 
 def test_bash_env_without_append_env_says_airflow_runs_with_only_that_env(

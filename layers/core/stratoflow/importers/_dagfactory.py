@@ -598,7 +598,7 @@ def _no_neighbours(major: int, converted: Converted, schedule: Any) -> str:
     if major != 2:
         return (
             "Airflow 3 has no {name} (removed in Airflow 3.0: rendering it fails the task there "
-            "too); shift the run's date with {{ logical_date | shift_date(fmt, tz, days=N) }}"
+            "too); shift the run's date with {{{{ logical_date | shift_date(fmt, tz, days=N) }}}}"
         )
     if converted.cron is not None:
         return (
