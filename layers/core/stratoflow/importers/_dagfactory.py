@@ -1109,11 +1109,12 @@ def _operator(
             if not conf.get("append_env"):
                 changes.append(
                     "env without append_env: true: Airflow runs the command with only the "
-                    "variables of env (none of the worker's: no PATH, no HOME), where a "
-                    "task's env adds to the environment it inherits (the server's allowed "
-                    "variables: PATH, ..., STRATOFLOW_TASK_ENV_ALLOW) and the format has no "
-                    "way not to inherit: a command that relies on a variable being unset "
-                    "sees it set"
+                    "variables of env (and its AIRFLOW_CTX_* ones; none of the worker's, "
+                    "not even PATH or HOME), where a task's env adds to the environment it "
+                    "inherits (locally PATH, LANG, LANGUAGE, TZ, LC_*, the names in "
+                    "STRATOFLOW_TASK_ENV_ALLOW, HOME and TMPDIR set to its work directory, "
+                    "and the STRATOFLOW_* task variables) and the format has no way not to "
+                    "inherit: a command that relies on one of those being unset sees it set"
                 )
         skip = _skip_codes(conf)
         if skip is not None and skip[1] != _DEFAULT_SKIP:
