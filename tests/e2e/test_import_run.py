@@ -306,3 +306,46 @@ def test_a_disabled_task_runs_as_one_that_does_nothing(
     run_id = _run(runtime, path)
     assert finish(runtime, run_id) is RunState.SUCCEEDED
     assert _outputs(runtime, run_id)["c"] == {"seen": "1"}
+
+
+def test_imported_one_done_and_none_skipped_end_as_in_airflow(
+    runtime: LocalRuntime, tmp_path: Path
+) -> None:
+    """A dag-factory DAG's one_done and none_skipped tasks (gate tasks of the format's
+    rules) run on the local runtime to the states Airflow gives them: one_done runs after a
+    failure and is skipped when every upstream task was; none_skipped runs after a failure
+    and is skipped when one upstream task was."""
+    import yaml
+
+    bash = "airflow.operators.bash.BashOperator"
+
+    def task(
+        command: str, deps: list[str] | None = None, rule: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"operator": bash, "bash_command": command}
+        if deps:
+            body["dependencies"] = deps
+        if rule:
+            body["trigger_rule"] = rule
+        return body
+
+    path = tmp_path / "dags.yml"
+    path.write_text(yaml.safe_dump({"rules": {"tasks": {
+        "ok": task("true"),
+        "bad": task("exit 1"),
+        "sk": task("true", ["ok"], "all_failed"),  # ok succeeded: skipped
+        "done_after_failure": task("true", ["bad", "sk"], "one_done"),
+        "done_all_skipped": task("true", ["sk"], "one_done"),
+        "ran_after_failure": task("true", ["ok", "bad"], "none_skipped"),
+        "one_skipped": task("true", ["ok", "sk"], "none_skipped"),
+    }}}))  # fmt: skip
+    run_id = _run(runtime, path)
+    assert finish(runtime, run_id) is RunState.FAILED  # bad failed
+    ended = states(runtime, run_id)
+    assert {t: ended[t] for t in ("ok", "bad", "sk")} == {
+        "ok": "succeeded", "bad": "failed", "sk": "skipped"
+    }  # fmt: skip
+    assert ended["done_after_failure"] == "succeeded"
+    assert ended["done_all_skipped"] == "skipped"
+    assert ended["ran_after_failure"] == "succeeded"
+    assert ended["one_skipped"] == "skipped"

@@ -1348,3 +1348,353 @@ def test_every_renamed_task_is_noted(tmp_path: Path) -> None:
     assert set(renames) == {"wait_for_producer_task", "a_b", "a_b_2", "g__inside"}
     assert "'wait_for_producer_task:'" in renames["wait_for_producer_task"]
     assert "'g.inside'" in renames["g__inside"]  # Airflow's id of a task in a group
+
+
+_AIRFLOW_OUTCOMES = ("succeeded", "failed", "skipped")
+
+
+def _ended(tasks: dict[str, Any], given: dict[str, str]) -> dict[str, str]:
+    """How each task of an imported workflow ends under the engine's trigger rules, given
+    how its root tasks ended (a gate task that runs succeeds)."""
+    from stratoflow.engine._engine import Readiness, readiness
+    from stratoflow.engine._states import TaskState, Upstream
+    from stratoflow.model import TriggerRule
+
+    ended = dict(given)
+    while len(ended) < len(tasks):
+        for tid, body in tasks.items():
+            deps = body.get("depends_on", [])
+            if tid in ended or not all(d in ended for d in deps):
+                continue
+            up = Upstream()
+            for d in deps:
+                up = up.plus(TaskState(ended[d]))
+            rule = TriggerRule(body.get("trigger_rule", "all_success"))
+            decided = readiness(rule, up, len(deps))
+            assert decided is not Readiness.WAIT, tid
+            ended[tid] = {Readiness.RUN: "succeeded", Readiness.SKIP: "skipped",
+                          Readiness.UPSTREAM_FAILED: "upstream_failed"}[decided]  # fmt: skip
+    return ended
+
+
+@pytest.mark.parametrize("width", [1, 2, 3])
+@pytest.mark.parametrize("rule", ["one_done", "none_skipped"])
+def test_one_done_and_none_skipped_end_as_in_airflow(tmp_path: Path, rule: str, width: int) -> None:
+    """Airflow's one_done runs a task once one upstream task succeeded or failed (skipped
+    when none did); none_skipped once they all ended and none was skipped (failed ones
+    too), skipped as soon as one was. The import fell back to all_success (reported): a
+    cleanup after failures never ran. Gate tasks built of Stratoflow's rules say them: for
+    every way the upstream tasks can end, the task ends as Airflow ends it."""
+    bash = "airflow.operators.bash.BashOperator"
+    ups = [f"u{i}" for i in range(width)]
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            **{u: {"operator": bash, "bash_command": "true"} for u in ups},
+            "j": {"operator": bash, "bash_command": "true", "dependencies": ups,
+                  "trigger_rule": rule},
+        }}}, sort_keys=False),
+    )  # fmt: skip
+    assert result.complete, _unmapped(result)
+    tasks = _tasks(result)
+    # (an upstream_failed one is no skip for none_skipped; one_done's is said below)
+    ways = (*_AIRFLOW_OUTCOMES, "upstream_failed") if rule == "none_skipped" else _AIRFLOW_OUTCOMES
+    for outcomes in itertools.product(ways, repeat=width):
+        if rule == "one_done":
+            airflow = "succeeded" if {"succeeded", "failed"} & set(outcomes) else "skipped"
+        else:
+            airflow = "skipped" if "skipped" in outcomes else "succeeded"
+        assert _ended(tasks, dict(zip(ups, outcomes, strict=True)))["j"] == airflow, outcomes
+    assert any(rule in n for n in _notes(result, "j", "changed"))
+
+
+def test_one_done_after_a_task_that_can_end_upstream_failed_says_where_it_differs(
+    tmp_path: Path,
+) -> None:
+    """Stratoflow's rules count upstream_failed as failed; Airflow's one_done does not count
+    it: where an upstream task can end so, the difference is reported, naming it."""
+    bash = "airflow.operators.bash.BashOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "a": {"operator": bash, "bash_command": "true"},
+            "b": {"operator": bash, "bash_command": "true", "dependencies": ["a"]},
+            "c": {"operator": bash, "bash_command": "true"},
+            "j": {"operator": bash, "bash_command": "true", "dependencies": ["b", "c"],
+                  "trigger_rule": "one_done"},
+        }}}, sort_keys=False),
+    )  # fmt: skip
+    (note,) = _notes(result, "j")
+    assert "task b can end upstream_failed" in note
+    assert "one_done" in note
+
+
+def test_all_skipped_is_reported_as_needing_an_engine_rule(tmp_path: Path) -> None:
+    bash = "airflow.operators.bash.BashOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "a": {"operator": bash, "bash_command": "true"},
+            "j": {"operator": bash, "bash_command": "true", "dependencies": ["a"],
+                  "trigger_rule": "all_skipped"},
+        }}}, sort_keys=False),
+    )  # fmt: skip
+    (note,) = _notes(result, "j")
+    assert "all_skipped" in note
+    assert "runs it when its upstream tasks all succeeded" in note
+    assert "trigger rule of the engine's" in note
+
+
+_NEIGHBOURS = (
+    "{{ next_ds }} {{ next_ds_nodash }} {{ prev_ds }} {{ prev_ds_nodash }} "
+    "{{ macros.ds_format(ds, '%Y-%m-%d', '%d/%m/%Y') }} "
+    "{{ macros.ds_format(next_ds_nodash, '%Y%m%d', '%Y.%m.%d') }} "
+    "{{ macros.ds_format(macros.ds_add(ds, 2), '%Y-%m-%d', '%m/%d') }} "
+    "{{ macros.ds_add(prev_ds, -1) }} {{ next_execution_date }} {{ prev_execution_date }}"
+)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "zone"),
+    [("@daily", "UTC"), ("@hourly", "UTC"), ("@weekly", "UTC"), ("0 1 * * *", "Europe/Berlin"),
+     ("30 23 * * *", "America/New_York")],
+)  # fmt: skip
+def test_airflow2_next_and_prev_dates_and_ds_format_read_as_airflow_2_gives_them(
+    tmp_path: Path, schedule: str, zone: str
+) -> None:
+    """Airflow 2's next_ds / prev_ds (and _nodash, next_/prev_execution_date) are the dates
+    of the intervals after and before the run's, and macros.ds_format(d, in, out) rewrites a
+    date text: the import reported them, so such a task was a failing placeholder. On a
+    schedule of fixed intervals each has an exact equivalent (shift_date of the fire time),
+    across DST changes too."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"d": {
+            "schedule_interval": schedule, "timezone": zone, "start_date": "2026-03-01",
+            "tasks": {"t": {"operator": "airflow.operators.bash.BashOperator",
+                            "bash_command": _NEIGHBOURS}},
+        }}),
+    )  # fmt: skip
+    assert result.complete, _unmapped(result)
+    spec = parse_workflow(result.workflows[0].document or {})
+    assert spec.workflow.schedule is not None
+    command = _tasks(result)["t"]["command"]
+    cron = parse_schedule(spec.workflow.schedule.cron)
+    for change in (datetime(2026, 3, 29, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)):
+        fires = cron.fire_times(
+            change - timedelta(days=15),
+            change + timedelta(days=15),
+            spec.workflow.schedule.timezone,
+        )
+        for before, start, fire in zip(fires, fires[1:], fires[2:], strict=False):
+            prev, logical, nxt = (t.astimezone(UTC) for t in (before, start, fire))
+            expected = [
+                nxt.strftime("%Y-%m-%d"), nxt.strftime("%Y%m%d"),
+                prev.strftime("%Y-%m-%d"), prev.strftime("%Y%m%d"),
+                logical.strftime("%d/%m/%Y"), nxt.strftime("%Y.%m.%d"),
+                (logical + timedelta(days=2)).strftime("%m/%d"),
+                (prev - timedelta(days=1)).strftime("%Y-%m-%d"),
+                nxt.isoformat(), prev.isoformat(),
+            ]  # fmt: skip
+            assert render(command, _context(fire.astimezone(UTC))).split() == expected, fire
+
+
+def test_airflow2_next_and_prev_ds_of_a_dag_without_a_schedule_are_its_ds(
+    tmp_path: Path,
+) -> None:
+    """Airflow 2 gives a run triggered by hand (every run of a DAG without a schedule) its
+    own ds as next_ds and prev_ds."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"d": {"schedule_interval": None, "tasks": {"t": {
+            "operator": "airflow.operators.bash.BashOperator",
+            "bash_command": "{{ next_ds }} {{ prev_ds_nodash }} {{ next_execution_date }}"}}}}),
+    )  # fmt: skip
+    assert result.complete, _unmapped(result)
+    fire = datetime(2026, 3, 2, 15, 4, 5, tzinfo=UTC)
+    rendered = render(_tasks(result)["t"]["command"], _context(fire))
+    assert rendered == f"2026-03-02 20260302 {fire.isoformat()}"
+
+
+_BASH2 = "airflow.operators.bash.BashOperator"
+_BASH3 = "airflow.providers.standard.operators.bash.BashOperator"
+
+
+@pytest.mark.parametrize(
+    ("dag", "operator", "template", "said"),
+    [
+        # Airflow 3 removed next_ds and prev_ds: the task fails there too
+        ({"schedule": "@daily"}, _BASH3, "{{ next_ds }}", "Airflow 3 has no next_ds"),
+        ({"schedule": "@daily"}, _BASH3, "{{ macros.ds_add(prev_ds, 1) }}",
+         "Airflow 3 has no prev_ds"),
+        # Airflow 2, intervals of different lengths: no fixed shift to the next one
+        ({"schedule_interval": "0 0 1 * *"}, _BASH2, "{{ prev_ds }}", "not of one length"),
+        ({"schedule_interval": "@once"}, _BASH2, "{{ next_ds }}", "renders next_ds as None"),
+        # ds_format with an input format the date is not in: Airflow fails the task
+        ({"schedule_interval": "@daily"}, _BASH2, "{{ macros.ds_format(ds, '%Y%m%d', '%d') }}",
+         "macros.ds_format parses ds as '%Y%m%d'"),
+    ],
+)  # fmt: skip
+def test_next_and_prev_dates_without_an_exact_equivalent_are_reported(
+    tmp_path: Path, dag: dict[str, Any], operator: str, template: str, said: str
+) -> None:
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"d": {**dag, "tasks": {"t": {
+            "operator": operator, "bash_command": template}}}}),
+    )  # fmt: skip
+    assert said in _unmapped(result)
+    assert "PLACEHOLDER" in str(_tasks(result)["t"].get("description"))
+    if "Airflow 3" in said:  # the hint is a template as it is written
+        assert "{{ logical_date | shift_date(fmt, tz, days=N) }}" in _unmapped(result)
+
+
+def test_bash_env_without_append_env_says_airflow_runs_with_only_that_env(
+    tmp_path: Path,
+) -> None:
+    """BashOperator's ``env`` without ``append_env: true`` is the whole environment of the
+    command in Airflow (no PATH, HOME, ... of the worker); a task's ``env`` adds to what
+    the task inherits, and the format has no way not to inherit: said, per task; with
+    ``append_env: true`` it is what Airflow does."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "only": {"operator": _BASH2, "bash_command": "echo $A", "env": {"A": "1"}},
+            "added": {"operator": _BASH2, "bash_command": "echo $A", "env": {"A": "1"},
+                      "append_env": True},
+        }}}),
+    )  # fmt: skip
+    assert _tasks(result)["only"]["env"] == {"A": "1"}
+    (note,) = [n for n in _notes(result, "only", "changed") if "env" in n]
+    assert "only the variables of env" in note
+    assert "no way not to inherit" in note
+    assert not [n for n in _notes(result, "added", "changed") if "env" in n]
+
+
+@pytest.mark.parametrize(
+    ("args", "command", "said"),
+    [
+        ({}, "test -s in.csv || exit 99", "skip_on_exit_code's default 99"),
+        ({"skip_on_exit_code": [3, 4]}, "run.sh", "skip_on_exit_code [3, 4]"),
+        ({"skip_exit_code": 7}, "run.sh", "skip_exit_code 7"),
+    ],
+)
+def test_a_bash_exit_code_airflow_reads_as_skip_is_reported(
+    tmp_path: Path, args: dict[str, Any], command: str, said: str
+) -> None:
+    """Airflow skips a BashOperator task whose command exits 99 (skip_on_exit_code's
+    default, or the codes it names); the format has no skip on an exit code, so the task
+    fails there: a command that exits 99 itself, or codes named, are reported per task."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "t": {"operator": _BASH2, "bash_command": command, **args},
+        }}}),
+    )  # fmt: skip
+    (note,) = _notes(result, "t")
+    assert said in note
+    assert "fails the task" in note
+
+
+def test_skip_on_exit_code_none_is_mapped_and_the_default_is_said_once(tmp_path: Path) -> None:
+    """skip_on_exit_code: null makes 99 fail the task in Airflow too; the default 99 of
+    commands that do not exit 99 themselves is said once for the workflow."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "none": {"operator": _BASH2, "bash_command": "run.sh", "skip_on_exit_code": None},
+            "a": {"operator": _BASH2, "bash_command": "run.sh"},
+            "b": {"operator": _BASH2, "bash_command": "run.sh"},
+        }}}),
+    )  # fmt: skip
+    assert result.complete, _unmapped(result)
+    (note,) = [n.message for n in result.all_notes() if "exit" in n.message]
+    assert "a, b" in note
+    assert "99" in note
+
+
+_CALLABLES = """
+def with_context(ds, ti, run_id, logical_date, table="t"):
+    return ds
+
+
+def with_kwargs(table, **kwargs):
+    return kwargs["ds"]
+
+
+def plain(table):
+    return table
+"""
+
+
+def test_context_arguments_a_callable_names_are_passed_as_airflow_passes_them(
+    tmp_path: Path,
+) -> None:
+    """Airflow passes its context to a PythonOperator callable by parameter name (all of
+    it to **kwargs). The import passed only op_kwargs: ``def f(ds, ti)`` failed with a
+    missing argument. The callable's parameters are read from its source under the DAG
+    file's folder: what Stratoflow has (ds, run_id, logical_date as text) becomes a task
+    param, rendered as Airflow 2 dates; what it has not (ti) is reported, naming it."""
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "etl.py").write_text(_CALLABLES)
+    (tmp_path / "etl_file.py").write_text(_CALLABLES)
+    py = "airflow.operators.python.PythonOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"schedule_interval": "@daily", "tasks": {
+            "named": {"operator": py, "python_callable": "jobs.etl.with_context"},
+            "kwargs": {"operator": py, "python_callable_name": "with_kwargs",
+                       "python_callable_file": "$CONFIG_ROOT_DIR/etl_file.py",
+                       "op_kwargs": {"table": "sales", "ds": "mine"}},
+            "plain": {"operator": py, "python_callable": "jobs.etl.plain",
+                      "op_kwargs": {"table": "sales"}},
+        }}}),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    fire = datetime(2026, 3, 2, tzinfo=UTC)
+    context = {**_context(fire), "run": {"id": "r1"}}
+    named = render_value(tasks["named"]["params"], context)
+    assert named == {"ds": "2026-03-01", "run_id": "r1",
+                     "logical_date": "2026-03-01T00:00:00+00:00"}  # fmt: skip
+    kwargs = render_value(tasks["kwargs"]["params"], context)
+    assert kwargs["table"] == "sales"
+    assert kwargs["ds"] == "mine"  # op_kwargs win over the context, as in Airflow
+    assert kwargs["run_id"] == "r1"
+    assert tasks["plain"]["params"] == {"table": "sales"}
+    (missing,) = _notes(result, "named")
+    assert "'ti'" in missing
+    assert any("datetime" in n for n in _notes(result, "named", "changed"))
+    assert any("ti" in n and "**kwargs" in n for n in _notes(result, "kwargs", "changed"))
+
+
+def test_a_callable_whose_source_is_not_found_is_said_once(tmp_path: Path) -> None:
+    py = "airflow.operators.python.PythonOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "a": {"operator": py, "python_callable": "elsewhere.f"},
+            "b": {"operator": py, "python_callable": "elsewhere.g"},
+        }}}),
+    )  # fmt: skip
+    (note,) = [n.message for n in result.all_notes() if "context" in n.message]
+    assert "a, b" in note
+
+
+@pytest.mark.parametrize("rule", ["none_failed_min_one_success", "none_skipped", "one_done"])
+def test_gates_of_a_task_with_the_longest_id_are_task_ids(tmp_path: Path, rule: str) -> None:
+    """A gate is named after its task: for a task id of 128 characters (the most), the
+    gate's name was longer than a task id may be, and the whole workflow was not written."""
+    long = "j" * 128
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "a": {"operator": _BASH2, "bash_command": "true"},
+            "b": {"operator": _BASH2, "bash_command": "true"},
+            long: {"operator": _BASH2, "bash_command": "true", "dependencies": ["a", "b"],
+                   "trigger_rule": rule},
+        }}}),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    assert long in tasks
+    assert all(len(t) <= 128 for t in tasks)
+    assert len(tasks[long]["depends_on"]) >= 2

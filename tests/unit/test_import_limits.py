@@ -195,3 +195,67 @@ def test_pydolphinscheduler_workflow_include_is_read_once_per_file(
     assert document is not None
     assert "the-other " * 9 + "the-other" in json.dumps(document)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("written", "made"),
+    [
+        ("../secret.txt", "beside"),  # a relative path up out of the folder
+        ("{outside}/secret.txt", "beside"),  # an absolute path elsewhere
+        ("link.txt", "file_link"),  # a file under the folder that is a symlink out of it
+        ("dir/secret.txt", "dir_link"),  # a folder under it that is a symlink out of it
+    ],
+)
+def test_pydolphinscheduler_file_include_outside_the_yaml_folder_is_refused(
+    tmp_path: Path, written: str, made: str
+) -> None:
+    """pydolphinscheduler's ``$FILE{path}`` read any file the importing user could read
+    (``../../.aws/credentials``, an absolute path, a symlink in the repository) into the
+    workflow written out: an include must be a file under the YAML file's folder, reached
+    without leaving that folder through a symlink. Refused, naming the path and the rule,
+    and nothing of it is read."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("TOP-SECRET-VALUE")
+    (tmp_path / "secret.txt").write_text("TOP-SECRET-VALUE")
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    if made == "file_link":
+        (folder / "link.txt").symlink_to(outside / "secret.txt")
+    elif made == "dir_link":
+        (folder / "dir").symlink_to(outside)
+    name = written.format(outside=outside)
+    path = _pydolphin_flow(folder, f'cat <<EOF\n$FILE{{"{name}"}}\nEOF')
+    with pytest.raises(InvalidInput) as caught:
+        import_file(path)
+    message = str(caught.value)
+    assert name in message
+    assert "under the folder" in message
+    assert "TOP-SECRET-VALUE" not in message
+
+
+def test_pydolphinscheduler_file_include_inside_the_yaml_folder_is_read(tmp_path: Path) -> None:
+    """What the rule keeps: a file in a subfolder, a ``..`` that stays inside, and a symlink
+    whose target is inside the folder."""
+    (tmp_path / "sql").mkdir()
+    (tmp_path / "sql" / "q.sql").write_text("select 1")
+    (tmp_path / "q-link.sql").symlink_to(tmp_path / "sql" / "q.sql")
+    refs = ['$FILE{"sql/q.sql"}', '$FILE{"sql/../sql/q.sql"}', '$FILE{"q-link.sql"}']
+    result = import_file(_pydolphin_flow(tmp_path, " ".join(refs)))
+    assert "select 1 select 1 select 1" in json.dumps(result.workflows[0].document)
+
+
+def test_pydolphinscheduler_file_include_outside_is_refused_as_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read keeps the rule itself (the folder may change between the check and it)."""
+    import stratoflow.importers as importers
+
+    monkeypatch.setattr(importers, "_includes_bounded", lambda *_: None)
+    (tmp_path / "secret.txt").write_text("TOP-SECRET-VALUE")
+    (tmp_path / "flows").mkdir()
+    path = _pydolphin_flow(tmp_path / "flows", '$FILE{"../secret.txt"}')
+    with pytest.raises(InvalidInput) as caught:
+        import_file(path)
+    assert "'../secret.txt'" in str(caught.value)
+    assert "under the folder" in str(caught.value)

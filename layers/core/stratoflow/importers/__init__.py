@@ -34,6 +34,8 @@ from stratoflow.importers._pydolphin import (
     MAX_INCLUDED_BYTES,
     MAX_INCLUDED_TOTAL,
     MAX_INCLUDES,
+    OutsideFolder,
+    included_file,
     is_pydolphin,
     read_pydolphin,
 )
@@ -213,8 +215,14 @@ def _includes_bounded(file: Path, data: dict[str, Any]) -> None:
 
 
 def _read_cost(file: Path, token: str, name: str) -> int:
+    path = file.parent / name
+    if token == "$FILE":  # noqa: S105 - an include token, not a password
+        try:
+            path = included_file(file.parent, name)
+        except OutsideFolder as exc:
+            raise _bad(file, str(exc)) from None
     try:
-        status = (file.parent / name).stat()
+        status = path.stat()
     except (OSError, ValueError):
         return 0  # unreadable: the import reports it
     if stat.S_ISDIR(status.st_mode):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from stratoflow.importers._names import unique
+from stratoflow.importers._names import task_id, unique
 from stratoflow.importers._report import Notes
 from stratoflow.model._workflow import MAX_PRIORITY
 
@@ -39,8 +39,8 @@ def gate(tasks: dict[str, dict[str, Any]], tid: str, ups: list[str]) -> tuple[st
     none_failed_min_one_success: skipped when all of ``ups`` were, upstream_failed when one
     failed. The gates' names."""
     taken = set(tasks)
-    done = unique(f"{tid}__upstream_done", taken)
-    ran = unique(f"{tid}__upstream_ran", taken)
+    done = _gate_name(tid, "__upstream_done", taken)
+    ran = _gate_name(tid, "__upstream_ran", taken)
     gates = {
         done: {"type": "shell", "command": "true\n", "depends_on": list(ups),
                "trigger_rule": "none_failed",
@@ -59,6 +59,71 @@ def gate(tasks: dict[str, dict[str, Any]], tid: str, ups: list[str]) -> tuple[st
     tasks[tid]["depends_on"] = [done, ran]
     tasks[tid].pop("trigger_rule", None)
     return done, ran
+
+
+def _gate_name(tid: str, suffix: str, taken: set[str]) -> str:
+    """``<tid><suffix>``, cut to a task id's length, unique among ``taken`` (then taken)."""
+    return unique(task_id(tid[: max(1, 128 - len(suffix))] + suffix), taken)
+
+
+def _before(tasks: dict[str, dict[str, Any]], tid: str, gates: dict[str, dict[str, Any]]) -> None:
+    """Put ``gates`` just before ``tid`` in ``tasks``' order."""
+    ordered: dict[str, dict[str, Any]] = {}
+    for name, body in tasks.items():
+        if name == tid:
+            ordered.update(gates)
+        ordered[name] = body
+    tasks.clear()
+    tasks.update(ordered)
+
+
+def _gate(ups: list[str], rule: str, description: str) -> dict[str, Any]:
+    return {"type": "shell", "command": "true\n", "depends_on": list(ups), "trigger_rule": rule,
+            "description": description}  # fmt: skip
+
+
+def gate_one_done(tasks: dict[str, dict[str, Any]], tid: str, ups: list[str]) -> str:
+    """Make ``tid`` run as Airflow's one_done: as soon as one of ``ups`` succeeded or
+    failed, skipped when they all ended and none did. A gate (one_failed over ``ups``) runs
+    once one of them failed; ``tid`` is one_success over ``ups`` and the gate. Stratoflow's
+    one_failed counts an upstream_failed (or stopped) upstream as failed, where Airflow's
+    one_done does not count an upstream_failed one: the caller says so where one can be.
+    The gate's name."""
+    failed = _gate_name(tid, "__upstream_failed", set(tasks))
+    _before(tasks, tid, {failed: _gate(ups, "one_failed", f"one of {tid}'s upstream tasks failed")})
+    tasks[tid]["depends_on"] = [*ups, failed]
+    tasks[tid]["trigger_rule"] = "one_success"
+    return failed
+
+
+def gate_none_skipped(tasks: dict[str, dict[str, Any]], tid: str, ups: list[str]) -> list[str]:
+    """Make ``tid`` run as Airflow's none_skipped: once all of ``ups`` ended and none was
+    skipped (whether they succeeded or failed), skipped as soon as one was. Per upstream
+    task ``u``, two gates: ``<tid>__<u>_failed`` (one_failed over ``u``: runs when it
+    failed) and ``<tid>__<u>_ended`` (one_success over ``u`` and that gate: runs when ``u``
+    succeeded or failed, skipped when it was skipped, never upstream_failed); ``tid`` is
+    all_success over the ``_ended`` gates. The gates' names."""
+    taken = set(tasks)
+    gates: dict[str, dict[str, Any]] = {}
+    ended: list[str] = []
+    for up in ups:
+        failed = _gate_name(tid, f"__{up}_failed", taken)
+        done = _gate_name(tid, f"__{up}_ended", taken)
+        gates[failed] = _gate([up], "one_failed", f"{tid}'s upstream task {up} failed")
+        gates[done] = _gate([up, failed], "one_success",
+                            f"{tid}'s upstream task {up} succeeded or failed (was not skipped)")  # fmt: skip
+        ended.append(done)
+    _before(tasks, tid, gates)
+    tasks[tid]["depends_on"] = ended
+    tasks[tid].pop("trigger_rule", None)
+    return list(gates)
+
+
+def can_end_upstream_failed(body: dict[str, Any]) -> bool:
+    """Whether a task's trigger rule can end it upstream_failed (an upstream task failed):
+    one with upstream tasks whose rule is all_success, none_failed or one_success."""
+    rule = body.get("trigger_rule", "all_success")
+    return bool(body.get("depends_on")) and rule in ("all_success", "none_failed", "one_success")
 
 
 def _switches_choosing(tasks: dict[str, dict[str, Any]], task: str) -> list[str]:

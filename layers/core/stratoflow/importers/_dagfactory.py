@@ -12,12 +12,13 @@ dag-factory sets it (those no task of the group depends on then), as Airflow rea
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import re
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from stratoflow.errors import InvalidInput, Problem
 from stratoflow.importers._build import (
     Unmapped,
+    can_end_upstream_failed,
     clamped_priority,
     gate,
+    gate_none_skipped,
+    gate_one_done,
     pools_to_create,
     unmapped_task,
 )
-from stratoflow.importers._cron import airflow_schedule, interval_before
+from stratoflow.importers._cron import Converted, airflow_schedule, interval_before
 from stratoflow.importers._dagfactory_args import (
     GATED_RULES,
+    NONE_SKIPPED,
+    ONE_DONE,
     READ_ARG_KEYS,
     READ_DAG_KEYS,
     SETTING_KEYS,
@@ -48,6 +54,7 @@ from stratoflow.importers._dagfactory_args import (
 )
 from stratoflow.importers._dolphinscheduler import number
 from stratoflow.importers._names import output_ref, param_ref, task_id, unique, workflow_name
+from stratoflow.importers._pydolphin import read_include
 from stratoflow.importers._report import ImportedWorkflow, Notes
 from stratoflow.importers._sizes import least_text
 from stratoflow.importers._timeexpr import AirflowDates, escape_literal, rewrite_airflow
@@ -138,7 +145,7 @@ def read_dag_factory(data: dict[str, Any], path: Path, mode: Unmapped) -> list[I
         if dag_id == "default" or not isinstance(config, dict) or "tasks" not in config:
             continue
         try:
-            out.append(_dag(str(dag_id), _merge(base, config), mode, taken))
+            out.append(_dag(str(dag_id), _merge(base, config), mode, taken, path.parent))
         except InvalidInput as exc:
             raise InvalidInput(exc.problems, source=str(path)) from None
     return out
@@ -284,7 +291,13 @@ def _groups(groups: Any) -> dict[str, dict[str, Any]]:
     }
 
 
-def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -> ImportedWorkflow:
+def _dag(
+    dag_id: str,
+    config: dict[str, Any],
+    mode: Unmapped,
+    taken: set[str],
+    folder: Path | None = None,
+) -> ImportedWorkflow:
     name = unique(workflow_name(dag_id), taken)
     notes = Notes(workflow=name)
     if name != dag_id:
@@ -308,7 +321,9 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
     if isinstance(schedule_value, dict) and schedule_value.get("timezone"):
         tz = str(schedule_value["timezone"])
     converted = airflow_schedule(schedule_value)
-    dates = AirflowDates(tz="UTC")
+    dates = AirflowDates(tz="UTC", no_neighbours=_no_neighbours(major, converted, schedule_value))
+    if dates.no_neighbours == "":  # Airflow 2 without a schedule: every run is by hand
+        dates = AirflowDates(tz="UTC", neighbours="same")
     if converted.problem:
         notes.unmapped(f"schedule: {converted.problem}", field="schedule")
     if converted.remark:
@@ -362,7 +377,7 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
         doc["schedule"] = schedule
         if airflow2:
             if shift:
-                dates = AirflowDates(tz=tz, days=shift[0], minutes=shift[1])
+                dates = AirflowDates(tz=tz, days=shift[0], minutes=shift[1], neighbours="interval")
                 notes.changed("Airflow 2 dates: ds and the other date macros read the start of "
                               "the interval before the fire time, as Airflow 2 does", field="schedule")  # fmt: skip
             else:
@@ -440,6 +455,7 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
     used_args: set[str] = set()
     used_group_args: dict[str, set[str]] = {g: set() for g in groups}
     budget = _Budget()  # the text of the tasks kept so far
+    skipped_by_99: list[str] = []  # BashOperator tasks exit code 99 skips, by default
     for raw in raw_tasks:
         tid = ids[str(raw.get("task_id"))]
         group_args: dict[str, Any] = {}
@@ -447,7 +463,7 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
             group_args.update(_mapping(groups[g].get("default_args")))
         merged = {**args, **group_args, **raw}
         body, reason, reads, used = _operator(
-            merged, set(raw), budget, tid, notes, dates, params, outputs, ids
+            merged, set(raw), budget, tid, notes, dates, params, outputs, ids, folder
         )
         used_args |= used
         for g in group_path(raw.get("task_group_name")):
@@ -461,6 +477,8 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
         if reason:
             kind = raw.get("operator") or raw.get("decorator")
             deferred.append((tid, str(kind), reason, raw))
+        elif _default_skip(merged):
+            skipped_by_99.append(tid)
     # dag-factory sets the dependencies once every task is made, in the order of the tasks,
     # then of the groups; a dependency on a group is one on its leaves at that moment
     for raw in raw_tasks:
@@ -508,11 +526,60 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
                 "succeeded, is skipped when all were skipped",
                 task=tid,
             )
+        elif task_settings_.rule == ONE_DONE and ups:
+            failed = gate_one_done(tasks, tid, ups)
+            notes.changed(
+                f"trigger rule one_done: one_success over its upstream tasks {', '.join(ups)} "
+                f"and {failed} (one_failed over them), as Stratoflow has no single rule for "
+                "it: it runs as soon as one of them succeeded or failed, is skipped when none "
+                "did",
+                task=tid,
+            )
+            maybe = [u for u in ups if can_end_upstream_failed(tasks.get(u, {}))]
+            if maybe:
+                notes.unmapped(
+                    f"trigger rule one_done: upstream {'task' if len(maybe) == 1 else 'tasks'} "
+                    f"{', '.join(maybe)} can end upstream_failed, which Stratoflow's one_failed "
+                    "counts as failed and Airflow's one_done does not: when none of its "
+                    "upstream tasks succeeded or failed and one ended upstream_failed, this "
+                    "task runs where Airflow skips it",
+                    task=tid,
+                )
+        elif task_settings_.rule == NONE_SKIPPED and ups:
+            made = gate_none_skipped(tasks, tid, ups)
+            notes.changed(
+                f"trigger rule none_skipped: waits on {len(made)} gate tasks ({', '.join(made)}),"
+                " two per upstream task (one_failed over it, then one_success over it and that "
+                "gate), as Stratoflow has no single rule for it: it runs when its upstream "
+                f"tasks {', '.join(ups)} all ended, whether they succeeded or failed, and is "
+                "skipped as soon as one was skipped",
+                task=tid,
+            )
     if mode == "report" and budget.spent <= MAX_DOCUMENT_BYTES:
         # a task reading the outputs of a task left out cannot validate (a workflow too big
         # to write is not: importers._validated says so)
         originals = {ids[str(raw.get("task_id"))]: raw for raw in raw_tasks}
         _leave_out_readers(tasks, {t for t, _, _, _ in deferred}, originals, notes)
+    if budget.unknown_callables:
+        named = ", ".join(budget.unknown_callables[:10])
+        if len(budget.unknown_callables) > 10:
+            named += f" and {len(budget.unknown_callables) - 10} more"
+        notes.changed(
+            f"python tasks {named}: the callable's source is not under the DAG file's folder, "
+            "so the import cannot see its parameters. Airflow passes its context to a callable "
+            "by parameter name (ds, run_id, ti, ...): one that names a context value gets it "
+            'only as a task param (params: {ds: "{{ ds }}"}); ti, dag_run and the other '
+            "Airflow objects have no equivalent"
+        )
+    if skipped_by_99:
+        named = ", ".join(skipped_by_99[:10])
+        if len(skipped_by_99) > 10:
+            named += f" and {len(skipped_by_99) - 10} more"
+        notes.changed(
+            f"exit code 99 skips BashOperator tasks in Airflow (skip_on_exit_code's default): "
+            f"{named}; the format has no skip on an exit code (the engine would need one), so "
+            "if one of their commands exits 99 the task fails (none exits 99 itself)"
+        )
     if params:
         doc["params"] = params
     doc["tasks"] = tasks
@@ -522,6 +589,27 @@ def _dag(dag_id: str, config: dict[str, Any], mode: Unmapped, taken: set[str]) -
             pools.setdefault(body["pool"], []).append(tid)
     pools_to_create(pools, None, "N = the Airflow pool's slots", notes)
     return ImportedWorkflow(name, dag_id, doc if tasks else None, tuple(notes.items))
+
+
+def _no_neighbours(major: int, converted: Converted, schedule: Any) -> str:
+    """Why Airflow's next_ds, prev_ds (and the rest of ``NEIGHBOUR_NAMES``, ``{name}`` in the
+    text) have no equivalent for this DAG; "" when they do without a schedule (Airflow 2
+    gives a run triggered by hand its own ds as both). A fixed interval's are set apart."""
+    if major != 2:
+        return (
+            "Airflow 3 has no {name} (removed in Airflow 3.0: rendering it fails the task there "
+            "too); shift the run's date with {{{{ logical_date | shift_date(fmt, tz, days=N) }}}}"
+        )
+    if converted.cron is not None:
+        return (
+            "this schedule's intervals are not of one length, so {name} (the next or previous "
+            "interval's) is no fixed shift of the run's date: write it with shift_date by hand"
+        )
+    if isinstance(schedule, str) and schedule.strip().lower() == "@once":
+        return "with @once there is no other interval: Airflow 2 renders {name} as None"
+    if converted.problem:
+        return "this DAG's schedule has no equivalent, and so neither has {name}"
+    return ""
 
 
 def _leave_out_readers(
@@ -808,7 +896,7 @@ _OPERATOR_ARGS = {
       for s in ("", "_name", "_file")),
 }  # fmt: skip
 _OPERATOR_KEYS = {
-    "BashOperator": {"bash_command", "env", "append_env"},
+    "BashOperator": {"bash_command", "env", "append_env", "skip_on_exit_code", "skip_exit_code"},
     # multiple_outputs is the operator's, not the callable's: a returned dict is the outputs anyway
     "PythonOperator": {"python_callable", "python_callable_name", "python_callable_file", "op_kwargs",
                        "multiple_outputs"},
@@ -843,9 +931,140 @@ _SQL_OPERATORS = {"SQLExecuteQueryOperator", "PostgresOperator", "AthenaOperator
 
 @dataclass
 class _Budget:
-    """The bytes of text of the tasks kept so far (a lower bound of their YAML's)."""
+    """The bytes of text of the tasks kept so far (a lower bound of their YAML's); and the
+    python tasks whose callable's source the import did not find (said once)."""
 
     spent: int = 0
+    unknown_callables: list[str] = field(default_factory=list)
+
+
+# Airflow's task context (Airflow 2 and 3): what it passes a callable by parameter name
+AIRFLOW_CONTEXT = frozenset(
+    {"conf", "conn", "dag", "dag_run", "data_interval_end", "data_interval_start", "ds",
+     "ds_nodash", "execution_date", "expanded_ti_count", "inlets", "inlet_events",
+     "logical_date", "macros", "map_index_template", "next_ds", "next_ds_nodash",
+     "next_execution_date", "outlets", "outlet_events", "params", "prev_data_interval_start_success",
+     "prev_data_interval_end_success", "prev_ds", "prev_ds_nodash", "prev_execution_date",
+     "prev_execution_date_success", "prev_start_date_success", "prev_end_date_success",
+     "run_id", "task", "task_instance", "task_instance_key_str", "templates_dict", "test_mode",
+     "ti", "tomorrow_ds", "tomorrow_ds_nodash", "triggering_asset_events",
+     "triggering_dataset_events", "ts", "ts_nodash", "ts_nodash_with_tz", "var",
+     "yesterday_ds", "yesterday_ds_nodash"}
+)  # fmt: skip
+# what a callable taking **kwargs is given of it (text Stratoflow renders as Airflow does)
+_TO_KWARGS = ("ds", "ds_nodash", "ts", "ts_nodash", "run_id", "logical_date")
+_DATETIMES = frozenset({"logical_date", "execution_date", "data_interval_start",
+                        "data_interval_end", "next_execution_date", "prev_execution_date"})  # fmt: skip
+# context names a render gives something else for (task: {"id": ...}, not the operator);
+# params the runner passes itself (the run's params with the task's)
+_NOT_PASSED = frozenset({"task", "params"})
+_MAX_SOURCE = 1 << 20
+
+
+@dataclass(frozen=True)
+class _Signature:
+    """The parameters of a callable that can be passed by name, and whether it takes
+    **kwargs."""
+
+    names: tuple[str, ...]
+    kwargs: bool
+
+
+def _signature(conf: dict[str, Any], folder: Path | None) -> _Signature | None:
+    """The callable's parameters, read (never run) from its source under ``folder``, the DAG
+    file's: ``python_callable: pkg.module.function`` in ``pkg/module.py``, or
+    ``python_callable_file`` (``$CONFIG_ROOT_DIR`` being that folder). None when it is not
+    there (nothing outside the folder is read) or does not parse."""
+    if folder is None:
+        return None
+    target = conf.get("python_callable")
+    if isinstance(target, str) and "." in target:
+        module, _, function = target.rpartition(".")
+        *packages, name = module.split(".")
+        source = folder.joinpath(*packages, name + ".py")
+    elif conf.get("python_callable_name") and conf.get("python_callable_file"):
+        written = str(conf["python_callable_file"])
+        for variable in ("${CONFIG_ROOT_DIR}", "$CONFIG_ROOT_DIR"):
+            written = written.replace(variable, str(folder))
+        source, function = folder / written, str(conf["python_callable_name"])
+    else:
+        return None
+    try:
+        real = source.resolve()
+        if not real.is_relative_to(folder.resolve()):
+            return None
+        tree = ast.parse(read_include(real, _MAX_SOURCE, follow=False))
+    except (OSError, RuntimeError, ValueError, SyntaxError, RecursionError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == function:
+            args = node.args
+            named = tuple(a.arg for a in [*args.args, *args.kwonlyargs])
+            return _Signature(named, args.kwarg is not None)
+    return None
+
+
+def _context_arguments(
+    conf: dict[str, Any],
+    body: dict[str, Any],
+    tid: str,
+    notes: Notes,
+    dates: AirflowDates,
+    folder: Path | None,
+    unknown: list[str],
+) -> None:
+    """Airflow passes its context to a callable by parameter name (all of it to
+    ``**kwargs``), op_kwargs winning over it: what of it Stratoflow has becomes a task
+    param (the runner passes a callable its params by name), rendered as Airflow's; what it
+    has not is said. A callable whose source is not found joins ``unknown``."""
+    signature = _signature(conf, folder)
+    if signature is None:
+        unknown.append(tid)
+        return
+    given = set(body.get("params", {}))
+    wanted = [n for n in signature.names if n in AIRFLOW_CONTEXT and n not in given | {"params"}]
+    if signature.kwargs:
+        wanted += [n for n in _TO_KWARGS if n not in given and n not in wanted]
+    passed: list[str] = []
+    missing: list[str] = []
+    for name in wanted:
+        problems: list[str] = []
+        value = rewrite_airflow("{{ " + name + " }}", dates, problems)
+        if name in _NOT_PASSED or problems:
+            missing.append(name)
+        else:
+            body.setdefault("params", {})[name] = value
+            passed.append(name)
+    if passed:
+        datetimes = [n for n in passed if n in _DATETIMES]
+        notes.changed(
+            f"Airflow's context passed to the callable by name, as task params: "
+            f"{', '.join(passed)}"
+            + (
+                f" ({', '.join(datetimes)} as ISO-8601 text, where Airflow passes a datetime: "
+                ".strftime(), .year and the like fail on text)"
+                if datetimes
+                else ""
+            ),
+            task=tid,
+        )
+    named = [n for n in missing if n in signature.names]
+    if named:
+        notes.unmapped(
+            f"the callable's parameter{'s' if len(named) > 1 else ''} "
+            f"{', '.join(map(repr, named))} {'are' if len(named) > 1 else 'is'} Airflow's "
+            "context, which Stratoflow has no value for: not passed, so the call fails "
+            "(missing argument) unless the parameter has a default",
+            task=tid,
+        )
+    if signature.kwargs:
+        notes.changed(
+            "the callable takes **kwargs, to which Airflow passes its whole context: here it "
+            f"gets {', '.join(n for n in _TO_KWARGS if n in passed or n in given)}, the "
+            "task's params, params, outputs and context, and not ti, dag_run, dag, task, "
+            "macros, conf, var (kwargs['ti'] fails)",
+            task=tid,
+        )
 
 
 def _operator(
@@ -858,6 +1077,7 @@ def _operator(
     params: dict[str, Any],
     outputs: dict[str, str],
     names: dict[str, str],
+    folder: Path | None = None,
 ) -> tuple[dict[str, Any], str | None, list[str], set[str]]:
     """The task body, or a stand-in and the reason it has no equivalent; the tasks
     (Stratoflow ids) whose return values it reads with dag-factory's ``+task``, which it
@@ -886,6 +1106,24 @@ def _operator(
         body = {"type": "shell", "command": text(conf.get("bash_command", ""))}
         if isinstance(conf.get("env"), dict):
             body["env"] = {str(k): text(v) for k, v in conf["env"].items()}
+            if not conf.get("append_env"):
+                changes.append(
+                    "env without append_env: true: Airflow runs the command with only the "
+                    "variables of env (and its AIRFLOW_CTX_* ones; none of the worker's, "
+                    "not even PATH or HOME), where a task's env adds to the environment it "
+                    "inherits (locally PATH, LANG, LANGUAGE, TZ, LC_*, the names in "
+                    "STRATOFLOW_TASK_ENV_ALLOW, HOME and TMPDIR set to its work directory, "
+                    "and the STRATOFLOW_* task variables) and the format has no way not to "
+                    "inherit: a command that relies on one of those being unset sees it set"
+                )
+        skip = _skip_codes(conf)
+        if skip is not None and skip[1] != _DEFAULT_SKIP:
+            problems.append(
+                f"exit code{'s' if len(skip[0]) > 1 else ''} "
+                f"{', '.join(map(str, skip[0]))} skip the task in Airflow ({skip[1]}); the "
+                "format has no skip on an exit code (no task field, no trigger rule: the "
+                "engine would need one), so such an exit fails the task"
+            )
     elif short in ("EmptyOperator", "DummyOperator"):
         body = {"type": "shell", "command": "true\n"}
     elif short in ("PythonOperator", "task") or operator.endswith(".task"):
@@ -1042,6 +1280,8 @@ def _operator(
                     task=tid,
                 )
             used = used | {key}
+    if body.get("type") == "python" and reason is None:
+        _context_arguments(conf, body, tid, notes, dates, folder, budget.unknown_callables)
     for key in own:  # (default_args' keys are said once, where they are written)
         if key not in used and reason is None and conf[key] is not None:
             why = why_left_out(key)
@@ -1166,6 +1406,31 @@ def _task_reads(
 
 
 _STAND_IN: dict[str, Any] = {"type": "shell", "command": "true\n"}
+_DEFAULT_SKIP = "skip_on_exit_code's default 99"
+_EXITS_99 = re.compile(r"\bexit\s+99\b")
+
+
+def _skip_codes(conf: dict[str, Any]) -> tuple[list[Any], str] | None:
+    """The exit codes Airflow reads as "skip" for a BashOperator task, and where they come
+    from: ``skip_on_exit_code`` (Airflow 2.6+; ``skip_exit_code`` before), default 99. The
+    default is said as :data:`_DEFAULT_SKIP` unless the command itself exits 99 (then it is
+    surely used). None: no code skips it (the key set to null)."""
+    for key in ("skip_on_exit_code", "skip_exit_code"):
+        if key in conf:
+            value = conf[key]
+            if value is None or value == []:
+                return None
+            return (value if isinstance(value, list) else [value]), f"{key} {value!r}"
+    if _EXITS_99.search(str(conf.get("bash_command", ""))):
+        return [99], "skip_on_exit_code's default 99, and the command exits 99"
+    return [99], _DEFAULT_SKIP
+
+
+def _default_skip(conf: dict[str, Any]) -> bool:
+    """A BashOperator task that exit code 99 skips in Airflow only by default."""
+    short = str(conf.get("operator") or "").rsplit(".", 1)[-1]
+    skip = _skip_codes(conf) if short == "BashOperator" else None
+    return skip is not None and skip[1] == _DEFAULT_SKIP
 
 
 def _refused(body: dict[str, Any]) -> list[str]:

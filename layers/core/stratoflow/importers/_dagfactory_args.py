@@ -29,6 +29,9 @@ RULES = frozenset(r.value for r in TriggerRule)
 # Airflow's rule for a join after a branch (Airflow 2's older name too): all upstream tasks
 # ended, none failed, one succeeded; written as two gates (``_build.gate``)
 GATED_RULES = frozenset({"none_failed_min_one_success", "none_failed_or_skipped"})
+# Airflow's rules written as gate tasks before the task too (``_build.gate_one_done``,
+# ``_build.gate_none_skipped``)
+ONE_DONE, NONE_SKIPPED = "one_done", "none_skipped"
 
 # the keys of a level each setting is read from, the first one set winning (dag-factory
 # before 1.0 turned retry_delay_sec into retry_delay, and execution_timeout_secs into
@@ -250,13 +253,22 @@ def task_settings(task: Settings, written: Written, notes: Notes, tid: str) -> d
     if task.rule in RULES:
         if task.rule != TriggerRule.ALL_SUCCESS.value:
             out["trigger_rule"] = task.rule
-    elif task.rule in GATED_RULES:
+    elif task.rule in GATED_RULES or task.rule in (ONE_DONE, NONE_SKIPPED):
         pass  # its gates are made once its upstream tasks are known
     elif task.rule == "always":
         out["trigger_rule"] = TriggerRule.ALL_DONE.value
         notes.unmapped(
             "trigger rule 'always' is all_done: it runs whatever its upstream tasks did, but "
             "once they all ended, where Airflow's 'always' does not wait for them",
+            task=tid,
+        )
+    elif task.rule == "all_skipped":
+        notes.unmapped(
+            "trigger rule 'all_skipped' has no equivalent: all_success, which runs it when its "
+            "upstream tasks all succeeded (Airflow runs it only when they were all skipped, and "
+            "skips it otherwise). No Stratoflow trigger rule, nor gate tasks built of them, "
+            "runs a task because its upstream tasks were skipped: that needs a trigger rule of "
+            "the engine's",
             task=tid,
         )
     else:

@@ -1,7 +1,8 @@
 """pydolphinscheduler's YAML workflows (``workflow:`` and ``tasks:``), read as DolphinScheduler
 exports are, with its special tokens:
 
-* ``$FILE{"path"}``: the file's text (relative to the YAML file's folder);
+* ``$FILE{"path"}``: the file's text (relative to the YAML file's folder, and under it: a path
+  out of that folder, or through a symlink out of it, is refused);
 * ``$ENV{NAME}``: pydolphinscheduler reads the variable on the machine that submits; here it
   becomes ``${NAME}``, read by the task's shell at run time (reported as a change);
 * ``${CONFIG.KEY}``: pydolphinscheduler's configuration (its defaults are used);
@@ -65,11 +66,15 @@ class NotRegular(OSError):
     """An include that is not a regular file (a FIFO, a device: a read could wait forever)."""
 
 
-def read_include(path: Path, limit: int) -> bytes:
+def read_include(path: Path, limit: int, *, follow: bool = True) -> bytes:
     """At most ``limit`` bytes of ``path``, opened without waiting (``O_NONBLOCK``: opening a
     FIFO does not wait for a writer) and read only when it is a regular file, as it is when
-    read, whatever it was when checked."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    read, whatever it was when checked. ``follow=False``: not through a symlink ``path``
+    became since it was resolved (``O_NOFOLLOW``)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if not follow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags)
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
@@ -87,6 +92,30 @@ def read_include(path: Path, limit: int) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+class OutsideFolder(ValueError):
+    """A ``$FILE{}`` path outside the YAML file's folder; the message names it and the rule."""
+
+
+def included_file(base: Path, name: str) -> Path:
+    """The file ``$FILE{name}`` reads, symlinks resolved: it must be under ``base`` (the YAML
+    file's folder) once every symlink on the way is followed. pydolphinscheduler reads any
+    path the submitting user can, so that ``$FILE{"../../.aws/credentials"}`` (or an absolute
+    path, or a symlink in the repository) would write that file into the workflow: refused
+    (:class:`OutsideFolder`) before anything of it is read."""
+    root = base.resolve()
+    try:
+        real = (base / name).resolve()
+    except (OSError, RuntimeError):  # a symlink loop: reading it fails, and says so
+        return base / name
+    if not real.is_relative_to(root):
+        raise OutsideFolder(
+            f"$FILE{{{name!r}}} is {real}, outside {root}: a $FILE{{}} include must be a file "
+            "under the folder of the YAML file that names it, reached without leaving that "
+            "folder through a symlink"
+        )
+    return real
 
 
 def workflow_name_of(path: Path) -> str | None:
@@ -139,7 +168,11 @@ class _Tokens:
         def include(m: re.Match[str]) -> str:
             self._count()
             try:
-                data = read_include(self.base / m.group(1), MAX_INCLUDED_BYTES + 1)
+                data = read_include(
+                    included_file(self.base, m.group(1)), MAX_INCLUDED_BYTES + 1, follow=False
+                )
+            except OutsideFolder as exc:
+                raise self._refuse(str(exc)) from None
             except NotRegular:
                 raise self._refuse(f"$FILE{{{m.group(1)!r}}} is not a regular file") from None
             except OSError as exc:

@@ -14,7 +14,7 @@ import ast
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -560,12 +560,34 @@ _SIGNATURE = re.compile(r"\{%[-+]?\s*(?:macro\s+(\w+)\s*|call\s*)\(([^)]*)\)")
 _WITH = re.compile(r"\{%[-+]?\s*with\s+(.*?)[-+]?%\}", re.S)
 _ASSIGNED = re.compile(r"(\w+)\s*=(?!=)")
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
-_DS_ADD = re.compile(r"macros\.ds_add\(\s*ds\s*,\s*(-?[0-9]{1,6})\s*\)")
+# Airflow's date texts: which run's date (this, the next interval's, the previous one's),
+# the UTC days added, and the text's format (what macros.ds_add and ds_format parse)
+_DATE_TEXTS: dict[str, tuple[str, int, str]] = {
+    "ds": ("this", 0, "%Y-%m-%d"), "ds_nodash": ("this", 0, "%Y%m%d"),
+    "yesterday_ds": ("this", -1, "%Y-%m-%d"), "yesterday_ds_nodash": ("this", -1, "%Y%m%d"),
+    "tomorrow_ds": ("this", 1, "%Y-%m-%d"), "tomorrow_ds_nodash": ("this", 1, "%Y%m%d"),
+    "next_ds": ("next", 0, "%Y-%m-%d"), "next_ds_nodash": ("next", 0, "%Y%m%d"),
+    "prev_ds": ("prev", 0, "%Y-%m-%d"), "prev_ds_nodash": ("prev", 0, "%Y%m%d"),
+}  # fmt: skip
+# Airflow 2's names of the next and previous intervals (Airflow 3 has none of them)
+NEIGHBOUR_NAMES = frozenset(
+    {"next_ds", "next_ds_nodash", "prev_ds", "prev_ds_nodash", "next_execution_date",
+     "prev_execution_date"}
+)  # fmt: skip
+_DATE_NAME = "|".join(sorted(_DATE_TEXTS, key=len, reverse=True))
+_DS_ADD = re.compile(rf"macros\.ds_add\(\s*({_DATE_NAME})\s*,\s*(-?[0-9]{{1,6}})\s*\)")
+_QUOTED = r"('[^'\\\n]*'|\"[^\"\\\n]*\")"
+# macros.ds_format(<a date text, or ds_add of one>, 'input format', 'output format')
+_DS_FORMAT = re.compile(
+    rf"macros\.ds_format\(\s*(macros\.ds_add\(\s*(?:{_DATE_NAME})\s*,\s*-?[0-9]{{1,6}}\s*\)"
+    rf"|{_DATE_NAME})\s*,\s*{_QUOTED}\s*,\s*{_QUOTED}\s*\)"
+)
 # Airflow names that are datetimes (their methods and attributes: .strftime(), .year, ...),
 # where Stratoflow's are text
 _DATE_OBJECTS = frozenset(
-    {"logical_date", "execution_date", "data_interval_start", "data_interval_end"}
-)  # (ts is text in Airflow too)
+    {"logical_date", "execution_date", "data_interval_start", "data_interval_end",
+     "next_execution_date", "prev_execution_date"}
+)  # (ts is text in Airflow too)  # fmt: skip
 _HELD = re.compile("\x00([0-9]+)\x00")  # an expression held out of the renaming
 _NAME = re.compile(r"(?<![\w.\]'\"])([A-Za-z_]\w*)((?:\.\w+)*)")
 _JINJA_WORDS = frozenset(
@@ -601,6 +623,23 @@ class AirflowDates:
     tz: str = "UTC"
     days: int = 0
     minutes: int = 0
+    # how Airflow 2's next_ds / prev_ds (and the rest of NEIGHBOUR_NAMES) read: "interval"
+    # (the schedule's intervals are of one length: the interval after this one, and the one
+    # before), "same" (a DAG without a schedule: every run is triggered by hand, and Airflow
+    # 2 gives it its own date as both), or None: no equivalent, ``no_neighbours`` says why
+    # ({name} is the name read)
+    neighbours: str | None = None
+    no_neighbours: str = "{name} has no equivalent for this DAG's schedule"
+
+    def of(self, which: str) -> AirflowDates | None:
+        """The dates of this run (``this``), or of the interval after (``next``) or before
+        (``prev``) it, as Airflow reads them; None when they have no equivalent."""
+        if which == "this" or self.neighbours == "same":
+            return self
+        if self.neighbours != "interval":
+            return None
+        times = 0 if which == "next" else 2  # the fire time is the next interval's start
+        return replace(self, days=self.days * times, minutes=self.minutes * times)
 
     def date(self, fmt: str, extra_days: int = 0) -> str:
         """``fmt`` of the interval's start, moved ``extra_days`` calendar days in UTC (as
@@ -633,9 +672,24 @@ _PLAIN_DS = _shift_call("%Y-%m-%d", "UTC", 0, 0)
 _PLAIN_DS_NODASH = _shift_call("%Y%m%d", "UTC", 0, 0)
 
 
+def _logical(dates: AirflowDates) -> str:
+    return "logical_date" if not (dates.days or dates.minutes) else dates.date(_ISO_UTC)
+
+
 def _airflow_names(dates: AirflowDates) -> dict[str, str]:
-    logical = "logical_date" if not (dates.days or dates.minutes) else dates.date(_ISO_UTC)
-    return {
+    logical = _logical(dates)
+    neighbours: dict[str, str] = {}
+    for name, (which, extra, fmt) in _DATE_TEXTS.items():
+        other = dates.of(which)
+        if which != "this" and other is not None:
+            neighbours[name] = other.date(fmt, extra)
+    for which in ("next", "prev"):
+        other = dates.of(which)
+        if other is not None:
+            neighbours[f"{which}_execution_date"] = (
+                "logical_date" if other.neighbours == "same" else _logical(other)
+            )
+    return neighbours | {
         "ds": dates.date("%Y-%m-%d"),
         "ds_nodash": dates.date("%Y%m%d"),
         "ts": logical,
@@ -723,10 +777,59 @@ def rewrite_airflow(
         # below, which would shift its logical_date a second time
         made: list[str] = []
 
-        def ds_add(m: re.Match[str]) -> str:
-            made.append("(" + dates.date("%Y-%m-%d", int(m.group(1))) + ")")
+        def hold(expression: str) -> str:
+            made.append("(" + expression + ")")
             return f"\x00{len(made) - 1}\x00"
 
+        def neighbour(name: str) -> None:
+            if dates.neighbours == "interval" and changes is not None:
+                changes.append(
+                    f"{name} reads the scheduled interval after or before the run's, as Airflow "
+                    "2 gives it a scheduled run (Airflow 2 gives a run triggered by hand its "
+                    "own date)"
+                )
+
+        def date_text(name: str, fmt: str, days: int, written: str) -> str | None:
+            """Airflow's date text ``name`` moved ``days`` UTC days and written with
+            ``fmt``, or None (said in problems) when it has no equivalent."""
+            which, extra, _ = _DATE_TEXTS[name]
+            other = dates.of(which)
+            if other is not None and name in NEIGHBOUR_NAMES:
+                neighbour(name)
+            if name in defined or other is None:
+                if other is None:
+                    problems.append(
+                        f"the template reads {written!r}: " + dates.no_neighbours.format(name=name)
+                    )
+                return None
+            return other.date(fmt, extra + days)
+
+        def ds_format(m: re.Match[str]) -> str:
+            arg, given, wanted = m.group(1), m.group(2)[1:-1], m.group(3)[1:-1]
+            add = _DS_ADD.fullmatch(arg)
+            name, days = (add.group(1), int(add.group(2))) if add else (arg, 0)
+            parsed = "%Y-%m-%d" if add else _DATE_TEXTS[name][2]
+            if given != parsed:  # strptime would fail (or read other fields): Airflow's error
+                problems.append(
+                    f"the template reads {m.group(0)!r}: macros.ds_format parses {arg} as "
+                    f"{given!r}, but it is written {parsed!r} (Airflow fails the task)"
+                )
+                return m.group(0)
+            expression = date_text(name, wanted, days, m.group(0))
+            return m.group(0) if expression is None else hold(expression)
+
+        def ds_add(m: re.Match[str]) -> str:
+            name, days = m.group(1), int(m.group(2))
+            if _DATE_TEXTS[name][2] != "%Y-%m-%d":  # ds_add parses %Y-%m-%d: Airflow fails
+                problems.append(
+                    f"the template reads {m.group(0)!r}: macros.ds_add parses a date written "
+                    f"%Y-%m-%d, which {name} is not (Airflow fails the task)"
+                )
+                return m.group(0)
+            expression = date_text(name, "%Y-%m-%d", days, m.group(0))
+            return m.group(0) if expression is None else hold(expression)
+
+        inner = _DS_FORMAT.sub(ds_format, inner)
         inner = _DS_ADD.sub(ds_add, inner)
         inner = _XCOM.sub(xcom, inner)
 
@@ -743,6 +846,8 @@ def rewrite_airflow(
             for length in range(len(dotted.split("."))):
                 candidate = ".".join(dotted.split(".")[: len(dotted.split(".")) - length])
                 if candidate in names:
+                    if candidate in NEIGHBOUR_NAMES:
+                        neighbour(candidate)
                     rest = dotted[len(candidate) :]
                     if rest and candidate in _DATE_OBJECTS:
                         problems.append(
@@ -755,6 +860,11 @@ def rewrite_airflow(
                         if "|" in names[candidate]
                         else names[candidate] + rest
                     )
+            if head in NEIGHBOUR_NAMES:
+                problems.append(
+                    f"the template reads {dotted!r}: " + dates.no_neighbours.format(name=head)
+                )
+                return dotted
             if head in ("params", "tasks", "shift_date") or head in _JINJA_WORDS:
                 return dotted
             if head == "var":  # Airflow's Variables are Stratoflow's project variables
