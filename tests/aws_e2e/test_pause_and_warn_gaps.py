@@ -86,12 +86,6 @@ def test_a_pause_during_a_retry_delay_holds_the_retry_until_the_resume(stack: St
     assert runner_attempts(stack) == [1, 2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: on AWS only the reconciler's step sees a warn-only deadline, "
-    "TIMEOUT_GRACE after it; an attempt that ends first never warns (locally the loop warns "
-    "at the deadline). The fix belongs in Scheduler (service.py)",
-)
 def test_a_warn_task_that_overruns_its_timeout_warns_even_if_it_ends_first(stack: Stack) -> None:
     events = stack.subscribe_lifecycle_events()
     stack.apply_with_runner(OVERRUN)

@@ -43,6 +43,7 @@ from stratoflow.engine.triggering import (
 )
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem, StratoflowError
 from stratoflow.model import (
+    OnTimeout,
     Schedule,
     ScheduleError,
     WorkflowSpec,
@@ -1083,6 +1084,7 @@ class Scheduler:
         except NotFound:
             log.warning("result for unknown task %s/%s ignored", report.run_id, report.task_id)
             return None
+        ti = self._warned_at_end(spec, ti, report, now)
         result = self._held(report.result, spec, ti, report.attempt, now)
         attempt = Attempt(
             run_id=report.run_id, task_id=report.task_id, attempt=report.attempt,
@@ -1395,6 +1397,8 @@ class Scheduler:
                         self._wake_retry(run_id, when)
                 if due:
                     self._promote_retries(now, now)
+                    with self._deciding():  # a warn-only deadline that woke its run
+                        self._time_out(now)
                     runs += [r for r in due if r not in runs]
             for run_id in runs:  # a kick (resume, pools set): serve its runs' pools too
                 with suppress(NotFound):
@@ -1479,12 +1483,12 @@ class Scheduler:
                 # what none of these three finds is not looked for (one read, where the
                 # store can): promoting retries makes no deadline and starts no run, and a
                 # run that a timeout ends starts the queued runs itself (``_run_ended``)
-                due, overdue = now + self.retry_lead, now - self.timeout_grace
-                retries, expired, queued = self.store.periodic_due(due, overdue)
+                due = now + self.retry_lead
+                retries, expired, queued = self.store.periodic_due(due, now)
                 if retries:
                     self._promote_retries(now, due)
                 if expired:
-                    self._time_out(overdue)
+                    self._time_out(now)
                 if queued:
                     self._start_queued_runs()
             started, self._started_runs = self._started_runs, []
@@ -1550,19 +1554,26 @@ class Scheduler:
             wakes, self._retry_wakes = self._retry_wakes, {}
             return wakes
 
-    def _time_out(self, overdue: datetime) -> None:
-        """End the attempts whose deadline is before ``overdue`` (now - the grace)."""
-        for ti in self.store.expired_tasks(overdue, DISPATCH_BATCH):
+    def _time_out(self, now: datetime) -> None:
+        """Act on the deadlines passed by ``now``: a timeout that only warns (``on_timeout:
+        warn``, which no executor enforces) at once; the others, and a dependency task's
+        next check, once they are ``timeout_grace`` past (on AWS the state machine enforces
+        a timeout itself, and its report should come first)."""
+        overdue = now - self.timeout_grace
+        for ti in self.store.expired_tasks(now, DISPATCH_BATCH):
             spec = self._spec_of(ti.run_id)
+            task = spec.workflow.tasks.get(ti.task_id)
+            at = now if task is not None and task.on_timeout is OnTimeout.WARN else overdue
+            if ti.deadline is None or ti.deadline > at:
+                continue  # within the grace: the executor's own report comes first
             if self.dependencies.handles(spec, ti.task_id):  # its next check, or its timeout
                 self.dependencies.due(spec, ti)
                 continue
-            outcome = engine.on_deadline(spec, ti, overdue)  # the index finds; the engine decides
+            outcome = engine.on_deadline(spec, ti, at)  # the index finds; the engine decides
             if outcome is None:
                 continue
             if outcome.keep_running is not None:  # on_timeout: warn
-                if self.store.put_task(outcome.keep_running, TaskState.RUNNING, ti.attempt):
-                    self._emit("task.timeout", self.store.get_run(ti.run_id), task=ti)
+                self._warn(ti, outcome.keep_running)
                 continue
             if outcome.warn:  # on_timeout: warn_fail (said before the failure it causes)
                 self._emit("task.timeout", self.store.get_run(ti.run_id), task=ti)
@@ -1583,6 +1594,34 @@ class Scheduler:
                                        retry_not_before=gone_by))
             )  # fmt: skip
             self._kill(ti)
+
+    def _warn(self, ti: TaskInstance, keep_running: TaskInstance) -> TaskInstance | None:
+        """Say that ``ti``'s timeout passed and let it run (``on_timeout: warn``): its
+        deadline cleared, so it is said once; the task as written, None if it moved."""
+        if not self.store.put_task(keep_running, TaskState.RUNNING, ti.attempt):
+            return None
+        self._emit("task.timeout", self.store.get_run(ti.run_id), task=ti)
+        return keep_running
+
+    def _warned_at_end(
+        self, spec: WorkflowSpec, ti: TaskInstance, report: Finished, now: datetime
+    ) -> TaskInstance:
+        """An attempt whose timeout only warns, ending after its deadline that nobody said yet
+        (the deadline check had not come round: the loop's next turn, AWS's wake or its
+        reconciler's pass): the warning is said now, before its end is recorded, as it would
+        have been at the deadline. Otherwise ``ti`` as it is (a deadline-less task costs one
+        attribute read)."""
+        if ti.deadline is None or ti.attempt != report.attempt:
+            return ti
+        task = spec.workflow.tasks.get(ti.task_id)
+        if task is None or task.on_timeout is not OnTimeout.WARN:
+            return ti
+        if self.dependencies.handles(spec, ti.task_id):  # its deadline is its next check
+            return ti
+        outcome = engine.on_deadline(spec, ti, engine.attempt_end(ti, report.result, now))
+        if outcome is None or outcome.keep_running is None:
+            return ti
+        return self._warn(ti, outcome.keep_running) or ti
 
     def _kill(self, ti: TaskInstance) -> None:
         """Kill a running attempt once its end is committed (a sub-workflow's: stop its child)."""
@@ -1791,6 +1830,14 @@ class Scheduler:
                           AttemptResult(AttemptStatus.FAILED, error=str(exc), retryable=False))]
             )  # fmt: skip
             return None
+        if (
+            self.retry_lead > timedelta(0)
+            and task.deadline is not None
+            and spec.workflow.tasks[task.task_id].on_timeout is OnTimeout.WARN
+        ):
+            # no executor enforces a timeout that only warns, and where nothing polls (AWS)
+            # the run is woken at its deadline to say it (``_time_out``), not at the next pass
+            self._wake_retry(run.id, task.deadline)
         start = task.started_at
         attempt = AttemptSpec(
             run_id=run.id, task_id=task.task_id, attempt=task.attempt, task=rendered,
