@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.stores import STORE_KINDS
+from tests.unit.test_subworkflow import Harness
 
 from stratoflow.engine import AttemptResult, AttemptStatus, TaskState
 from stratoflow.ports import EventSink
 from stratoflow.service import Finished
-from tests.stores import STORE_KINDS
-from tests.unit.test_subworkflow import Harness
 
 WARNS = """\
 name: warns
@@ -73,3 +73,4 @@ def test_a_fail_task_reported_late_is_not_warned(h: Harness) -> None:
     deadline, is taken as it is: the state machine enforces the timeout on AWS)."""
     run_id, events = ends_after_its_deadline(h, "fails", 11)
     assert events.seen == []
+    assert h.store.get_task(run_id, "slow").state is TaskState.SUCCEEDED
