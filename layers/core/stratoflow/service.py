@@ -1968,6 +1968,7 @@ class Scheduler:
             if not self.store.put_run(paused, run.state):
                 raise Conflict(f"run {run_id} changed; try again")
             spec = self._run_spec(run)
+            self._hold_early_retries(spec, run_id)
             if self._pool_keys(spec):
                 # a pool's queue passes over a paused run's tasks: what waited behind one of
                 # them (a wide one heads the queue and blocks the rest) may start now; the
@@ -1984,10 +1985,62 @@ class Scheduler:
             if not self.store.put_run(resumed, run.state):
                 raise Conflict(f"run {run_id} changed; try again")
             self._started_runs.append(run_id)  # what was queued while it was paused
+            self._release_held_retries(self._run_spec(run), run_id)
             self._wake_pools(self._run_spec(run))  # and what waits in pools: served at once
             self.subworkflows.resume_children(run_id)
             self._maybe_finish(self._run_spec(run), run_id, self.clock.now())
             return self.store.get_run(run_id)
+
+    def _hold_early_retries(self, spec: WorkflowSpec, run_id: str) -> None:
+        """A pause dispatches nothing new: where retries are dispatched before their delay
+        runs out (``retry_lead``: AWS, whose state machine waits the delay out), the run's
+        retries still waiting are taken back (``engine.held_retry``) and their executions
+        stopped, so none starts while the run is paused; the resume queues them again. The
+        attempt each had claimed is recorded stopped, never started. (A process that dies
+        between the pause and this leaves those retries to run as before the pause.)"""
+        if self.retry_lead <= timedelta(0):
+            return
+        now = self.clock.now()
+        for ti in self.store.get_tasks(run_id):
+            decision = engine.held_retry(ti, now)
+            if decision is None or self._holds_slot(spec, ti):
+                continue
+            assert ti.started_at is not None  # a claim whose start is still to come
+            attempt = Attempt(
+                run_id, ti.task_id, ti.attempt, AttemptStatus.STOPPED.value,
+                started_at=ti.started_at, ended_at=max(now, ti.started_at),
+                error="not started: its run was paused during the retry's delay; the retry "
+                "waits for the resume",
+            )  # fmt: skip
+            with self._deciding():
+                if self.store.history_on_tasks:
+                    held = self.store.apply_end(decision, [attempt])
+                else:
+                    held = self.store.apply(decision)
+                    if held:
+                        self.store.finish_attempt(attempt)
+                if held:
+                    self._act(partial(self._stop_held, run_id, ti.task_id, ti.attempt))
+
+    def _stop_held(self, run_id: str, task_id: str, attempt: int) -> None:
+        """Stop a held retry's waiting execution. A stop that fails does not fail the pause,
+        which is made: the execution's own check before it starts the task (the runner reads
+        its attempt) finds the attempt no longer running and starts nothing."""
+        try:
+            self.dispatcher.kill(run_id, task_id, attempt)
+        except Exception:
+            log.exception("stopping the held retry %s/%s/%s failed", run_id, task_id, attempt)
+
+    def _release_held_retries(self, spec: WorkflowSpec, run_id: str) -> None:
+        """A resume: the run's retries go back to where they are dispatched early (those a
+        pause held, and any that failed into their delay meanwhile), as the turn that decided
+        each would have sent them (``_promote_early``); elsewhere the loop promotes them."""
+        if self.retry_lead <= timedelta(0):
+            return
+        now = self.clock.now()
+        for ti in self.store.get_tasks(run_id):
+            if ti.state is TaskState.UP_FOR_RETRY:
+                self._promote_early(spec, ti, now)
 
     def stop(self, run_id: str) -> Run:
         with self._lock:

@@ -1,0 +1,39 @@
+"""``engine.held_retry``: a retry claimed before its delay ran out, its run paused, goes back
+to waiting for its retry without using the retry budget (pure)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from stratoflow import engine
+from stratoflow.engine import TaskInstance, TaskState
+from stratoflow.model import WorkflowSpec, load_workflow
+
+
+def test_a_claim_still_in_its_delay_goes_back_to_up_for_retry_with_its_try(now: datetime) -> None:
+    due = now + timedelta(minutes=5)
+    claimed = TaskInstance(
+        "r", "t", TaskState.RUNNING, attempt=2, attempt_base=0, started_at=due,
+        deadline=due + timedelta(minutes=10),
+    )  # fmt: skip
+    decision = engine.held_retry(claimed, now)
+    assert decision is not None
+    (write,) = decision.tasks
+    assert (write.expect, write.expect_attempt) == (TaskState.RUNNING, 2)  # ends attempt 2
+    held = write.task
+    assert (held.state, held.ready_at, held.deadline) == (TaskState.UP_FOR_RETRY, due, None)
+    assert held.try_number == 1  # the retry budget is as before the claim
+    assert (decision.running, decision.done, decision.failed) == (-1, 0, 0)
+    # its next claim tries the same try under the next attempt number
+    again = engine.claim(_spec(), held.with_(state=TaskState.QUEUED), due)
+    assert (again.attempt, again.try_number) == (3, 2)
+
+
+def test_an_attempt_that_started_is_not_held(now: datetime) -> None:
+    started = TaskInstance("r", "t", TaskState.RUNNING, attempt=2, started_at=now)
+    assert engine.held_retry(started, now) is None
+    assert engine.held_retry(started.with_(state=TaskState.UP_FOR_RETRY), now) is None
+
+
+def _spec() -> WorkflowSpec:
+    return load_workflow("name: w\ntasks: {t: {type: shell, command: 'true', retries: 2}}\n")
