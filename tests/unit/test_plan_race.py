@@ -111,12 +111,6 @@ WIDE_JOIN = "name: wide_join\ntasks:\n" + "\n".join(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: a journaled plan's task writes (conditional only on not carrying "
-    "the plan id) overwrite a task that ended after the plan's read; docs/aws-dynamodb.md "
-    "says what a fix needs",
-)
 def test_a_large_mark_keeps_the_ends_of_its_tasks_applied_while_it_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -171,12 +165,6 @@ WIDE = "name: wide\ntasks:\n" + "\n".join(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (found in review): the same gap as the large mark's above, met by "
-    "a stop too: a task that ends between a journaled stop's commit and its task writes is "
-    "counted by its end, then overwritten stopped by the plan's chunk",
-)
 def test_a_large_stop_keeps_the_counters_of_a_task_that_ended_while_it_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
