@@ -1615,8 +1615,11 @@ class DynamoStore(
         generation is still the one the plan was decided from) and the counters;
         (3) the task writes follow in transactions of 100, each task write conditional on
         not carrying this plan's id yet (so a chunk applies once, however often it is
-        replayed), the writes that leave a task QUEUED last, so nothing is dispatched before
-        every reset is in place; (4) the plan reference and items are removed, and the plan
+        replayed) and, for a stop or a plan of a run that goes on, on the task as the plan
+        read it (``_reconsider`` handles one that moved meanwhile, its counter correction
+        in the same transaction as the write that marks it handled; a running attempt it
+        stops that the plan did not list is added to ``plan.kill``), the writes that leave
+        a task QUEUED last, so nothing is dispatched before every reset is in place; (4) the plan reference and items are removed, and the plan
         generation moves on again (a plan decided from the half-written tasks is refused,
         not only one decided before (2)). A crash after
         (2) is completed by the next ``get_run`` after the lease, or by
