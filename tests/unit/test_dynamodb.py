@@ -119,11 +119,13 @@ def moto_transactions_without_table_copies() -> Iterator[None]:
     it as it does, minus the backup it will not need."""
     original = DynamoDBBackend.transact_write_items
 
-    def holds(backend: Any, entry: dict[str, Any]) -> bool:
+    def failed(backend: Any, entry: dict[str, Any]) -> tuple[str, str, Any] | None:
+        """None if the entry's condition holds, else its cancellation reason (with the item
+        as it is when the entry asks for it: ``ReturnValuesOnConditionCheckFailure``)."""
         op_type, op = next(iter(entry.items()))
         condition = op.get("ConditionExpression")
         if condition is None:
-            return True
+            return None
         table = backend.get_table(op["TableName"])
         if op_type == "Put":
             item_key = {k: op["Item"][k] for k in (table.hash_key_attr, table.range_key_attr)}
@@ -132,20 +134,21 @@ def moto_transactions_without_table_copies() -> Iterator[None]:
         check = get_filter_expression(
             condition, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
         )
-        return bool(check.expr(backend.get_item(op["TableName"], item_key)))
+        current = backend.get_item(op["TableName"], item_key)
+        if check.expr(current):
+            return None
+        old = None
+        if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
+            old = current.to_json()["Attributes"]
+        return ("ConditionalCheckFailed", "The conditional request failed", old)
 
     def transact(backend: Any, transact_items: list[dict[str, Any]]) -> None:
-        failed = [not holds(backend, entry) for entry in transact_items]
-        if any(failed):
+        reasons = [failed(backend, entry) for entry in transact_items]
+        if any(reasons):
             # what moto would end with after applying and rolling back: nothing applied,
-            # cancelled with one reason per item (the store asks for no ALL_OLD here)
+            # cancelled with one reason per item
             raise TransactionCanceledException(
-                [
-                    ("ConditionalCheckFailed", "The conditional request failed", None)
-                    if fail
-                    else (None, None, None)
-                    for fail in failed
-                ]
+                [(None, None, None) if r is None else r for r in reasons]
             )
         with patch.object(moto_models, "copy", _CopyNoTables()):
             return original(backend, transact_items)
@@ -705,6 +708,96 @@ def test_a_large_plan_that_dies_midway_is_completed_once(env: Env, completed_by:
     del after[claimed.task_id]
     assert after == {k: v for k, v in plan.tasks.items() if k != claimed.task_id}
     assert not [i for i in raw_items(env, "RUN#big") if i["sk"]["S"].startswith("P#")]
+
+
+@pytest.mark.parametrize(
+    "crash",
+    [None, (1, False), (2, False), (2, True), (3, False), (3, True)],
+    ids=["no crash", "before chunk 1", "before its retry", "after its retry", "before chunk 2",
+         "after chunk 2"],
+)  # fmt: skip
+def test_a_large_stop_keeps_what_its_tasks_did_between_its_commit_and_its_writes(
+    env: Env, crash: tuple[int, bool] | None
+) -> None:
+    """A journaled stop (150 tasks: 15 running, 15 queued, 120 waiting; chunks of 100 and
+    50) after whose commit, before its task writes, a running task ends (succeeded, in
+    another function) and a queued task is claimed (its next attempt runs): the ended task
+    keeps its end, the claimed one is stopped at its new attempt (and killed), and the
+    counters say what the tasks say - also when the writer dies at its n-th task
+    transaction (before it was sent, or after it applied) and the reconciler completes the
+    plan: the correction of each moved task is applied once."""
+    # GIVEN a running 150-task run, and its stop decided from a read
+    run, tasks = seed_running(env, "big", 150)
+    plan = engine.stop(run, tasks, T0 + timedelta(minutes=1))
+    read = {t.task_id: t for t in tasks}
+    ended = next(t for t in tasks if t.state is TaskState.RUNNING)
+    claimed = next(t for t in tasks if t.state is TaskState.QUEUED)
+    store = env.store
+    recovered: list[Plan] = []
+    store.plan_recovered = lambda p: recovered.append(p) or True
+    commit, transact = store._commit_plan, store.client.transact_write_items
+    writes = {"n": 0, "armed": False}
+
+    def commit_then_move(run_id: str, items: Any) -> list[str] | None:
+        reasons = commit(run_id, items)
+        if reasons is None:  # the ended task's turn and the claim, as the hot path writes them
+            done = ended.with_(state=TaskState.SUCCEEDED, ended_at=T0 + timedelta(seconds=61))
+            assert store.put_task(done, TaskState.RUNNING, ended.attempt)
+            store.add_counters("big", done=1, running=-1)
+            now = claimed.with_(state=TaskState.RUNNING, attempt=claimed.attempt + 1, started_at=T0)
+            assert store.put_task(now, TaskState.QUEUED, claimed.attempt)
+            store.add_counters("big", running=1)
+            writes["armed"] = True
+        return reasons
+
+    def dying(**request: Any) -> Any:
+        if not writes["armed"] or crash is None:
+            return transact(**request)
+        writes["n"] += 1
+        at, after = crash
+        if writes["n"] == at and not after:
+            raise Crash(f"task transaction {at}")
+        out = transact(**request)
+        if writes["n"] == at:
+            raise Crash(f"after task transaction {at}")
+        return out
+
+    # WHEN it is applied (and, if it dies, completed by the reconciler after the lease)
+    with (
+        patch.object(store, "_commit_plan", commit_then_move),
+        patch.object(store.client, "transact_write_items", dying),
+    ):
+        if crash is None:
+            assert store.apply_plan(plan, RunState.RUNNING)
+        else:
+            with pytest.raises(Crash):
+                store.apply_plan(plan, RunState.RUNNING)
+    if crash is not None:
+        env.clock.now += store.lease.total_seconds() + 1
+        assert store.complete_pending_plans() == 1
+        assert store.complete_pending_plans() == 0
+
+    # THEN the ended task kept its end, the claimed one is stopped at its new attempt, every
+    # other task is stopped as planned, and the counters say what the tasks say
+    after = {t.task_id: t for t in store.get_tasks("big")}
+    assert after[ended.task_id].state is TaskState.SUCCEEDED
+    restopped = after[claimed.task_id]
+    assert (restopped.state, restopped.attempt) == (TaskState.STOPPED, claimed.attempt + 1)
+    others = {k: v for k, v in after.items() if k not in (ended.task_id, claimed.task_id)}
+    assert others == {k: v for k, v in plan.tasks.items() if k in others}
+    assert set(others) == set(read) - {ended.task_id, claimed.task_id}
+    got = store.get_run("big")
+    assert got.state is RunState.STOPPED
+    assert (got.n_done, got.n_failed, got.n_running) == (150, 0, 0)
+    assert not [i for i in raw_items(env, "RUN#big") if i["sk"]["S"].startswith("P#")]
+    # AND the claimed task's new attempt is killed: by the writer (``Plan.kill``), or by
+    # the completion of a writer that died (``plan_recovered``)
+    if crash is None:
+        assert (claimed.task_id, claimed.attempt + 1) in {(t.task_id, t.attempt) for t in plan.kill}
+    else:
+        (completed,) = recovered
+        again = completed.tasks[claimed.task_id]
+        assert (again.state, again.attempt) == (TaskState.STOPPED, claimed.attempt + 1)
 
 
 def test_a_plan_decided_from_tasks_a_pending_plan_half_wrote_is_refused(env: Env) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tests.faultinject import SCENARIOS, sweep
+from tests.faultinject import SCENARIOS, stop_while_running, sweep
 
 # moto costs milliseconds a request, so the DynamoDB sweeps in CI are the workflows whose turns
 # differ (the fan's turns are the diamond's, many times over; the SQLite sweep has it, and the
@@ -37,4 +37,23 @@ def test_every_write_fails_after_it_was_applied_on_dynamodb(
 ) -> None:
     """The write happened, but its caller saw an error (a timeout after the request)."""
     checked = sweep(SCENARIOS[name](), dynamodb_store, aws=True, after=True)
+    assert checked > 5
+
+
+@pytest.mark.no_cover
+@pytest.mark.timeout(900)
+def test_every_write_of_a_journaled_stop_fails_once_on_dynamodb(
+    dynamodb_store: Callable[..., Any],
+) -> None:
+    """A stop of 100 running tasks and a waiting one (101 task writes: journaled, in two
+    chunks): each write the stop makes fails once, before it applied and after; the next
+    delivery or the reconciler completes the journal, and the run ends stopped as without
+    the fault, every attempt killed, nothing dispatched twice."""
+    checked = sweep(
+        stop_while_running(100),
+        dynamodb_store,
+        aws=True,
+        after=[False, True],
+        within=("stop", ()),
+    )
     assert checked > 5

@@ -111,12 +111,6 @@ WIDE_JOIN = "name: wide_join\ntasks:\n" + "\n".join(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: a journaled plan's task writes (conditional only on not carrying "
-    "the plan id) overwrite a task that ended after the plan's read; docs/aws-dynamodb.md "
-    "says what a fix needs",
-)
 def test_a_large_mark_keeps_the_ends_of_its_tasks_applied_while_it_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -147,6 +141,55 @@ def test_a_large_mark_keeps_the_ends_of_its_tasks_applied_while_it_is_written(
         assert h.store.get_run(run_id).state is RunState.FAILED
 
 
+def test_a_large_mark_hands_the_children_it_could_not_reset_to_the_reconciler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Harness.opened("dynamodb", tmp_path, CHILD, WIDE_JOIN) as h:
+        # GIVEN a running run whose a and b run, and 110 w's wait on both
+        run_id = running(h, "wide_join")
+        # WHEN a is marked succeeded (the w's decided again: waiting on b), and b succeeds
+        # once the mark has committed, before its task writes: b's turn counts b in each w
+        # (a's success, not yet in the w's, leaves them waiting), so the mark cannot reset
+        # them as it read them
+        store = h.store
+        original = store._commit_plan  # type: ignore[union-attr]
+        fired: list[bool] = []
+
+        def commit_then_end(plan_run_id: str, items: Any) -> list[str] | None:
+            reasons = original(plan_run_id, items)
+            if reasons is None and plan_run_id == run_id and not fired:
+                fired.append(True)
+                end(h, run_id, "b", OK)
+            return reasons
+
+        monkeypatch.setattr(store, "_commit_plan", commit_then_end)
+        h.scheduler.mark(run_id, "a", TaskState.SUCCEEDED)
+        assert fired
+        # THEN the w's the commit wrote (as many as it could check) count a and b and run;
+        # the others keep b's count and wait, the counters say what the tasks say, and a
+        # carries a propagation intent: no w waits for ever
+        ws = [t for t in h.store.get_tasks(run_id) if t.task_id.startswith("w")]
+        waiting = [t for t in ws if t.state is TaskState.WAITING]
+        assert waiting
+        assert {t.upstream.succeeded for t in waiting} == {1}
+        assert {(t.state, t.upstream.succeeded) for t in ws if t not in waiting} <= {
+            (TaskState.QUEUED, 2),
+            (TaskState.RUNNING, 2),
+        }
+        check_counters(h.store, run_id)
+        assert [t.task_id for t in h.store.pending_propagations(10)] == ["a"]
+        # AND the reconciler's pass counts a in those: they are queued to run, with both
+        # parents counted
+        h.scheduler.recover()
+        again = {t.task_id: t for t in h.store.get_tasks(run_id)}
+        assert {(again[t.task_id].state, again[t.task_id].upstream.succeeded) for t in waiting} == {
+            (TaskState.QUEUED, 2)
+        }
+        assert h.store.pending_propagations(10) == []
+        check_counters(h.store, run_id)
+        assert h.store.get_run(run_id).state is RunState.RUNNING
+
+
 def test_a_stop_decided_before_a_mark_meanwhile_stops_the_run_from_a_new_read(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -171,12 +214,6 @@ WIDE = "name: wide\ntasks:\n" + "\n".join(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (found in review): the same gap as the large mark's above, met by "
-    "a stop too: a task that ends between a journaled stop's commit and its task writes is "
-    "counted by its end, then overwritten stopped by the plan's chunk",
-)
 def test_a_large_stop_keeps_the_counters_of_a_task_that_ended_while_it_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -796,6 +796,19 @@ def resume(run: Run) -> Run:
     return run.with_(state=RunState.RUNNING, paused_by_parent=False)
 
 
+def stopped(ti: TaskInstance, now: datetime, reason: str | None) -> TaskInstance:
+    """``ti`` (not ended) as a stop leaves it: STOPPED at ``now``, keeping its own error if
+    it has one. Also what a store that writes a large stop in parts applies to a task that
+    moved to another unended state (a new attempt) before its part was written."""
+    return ti.with_(
+        state=TaskState.STOPPED,
+        ended_at=now,
+        deadline=None,
+        ready_at=None,
+        error=ti.error or reason,
+    )
+
+
 def stop(
     run: Run,
     tasks: Iterable[TaskInstance],
@@ -814,13 +827,7 @@ def stop(
             continue
         if ti.state is TaskState.RUNNING:
             plan.kill.append(ti)
-        plan.tasks[ti.task_id] = ti.with_(
-            state=TaskState.STOPPED,
-            ended_at=now,
-            deadline=None,
-            ready_at=None,
-            error=ti.error or reason,
-        )
+        plan.tasks[ti.task_id] = stopped(ti, now, reason)
     current.update(plan.tasks)
     plan.run = _recount(run, current).with_(
         state=end_state,

@@ -45,8 +45,9 @@ from stratoflow.engine import (
     RunState,
     TaskInstance,
     TaskState,
+    stopped,
 )
-from stratoflow.engine.pools import Pool, split_key
+from stratoflow.engine.pools import Pool, cleared, split_key
 from stratoflow.errors import Conflict, NotFound
 from stratoflow.model import WorkflowSpec
 from stratoflow.ports import Attempt, Catalog, PoolStore, RunQuery, StateStore, WorkflowVersion
@@ -146,6 +147,62 @@ PLAN_WAITING: Final = "pw"
 # on the run item: its plan generation (``Run.plan_gen``), written by every plan's commit and
 # by a journaled plan's completion; absent (0) on a run no plan has written
 PLAN_GEN: Final = "pgen"
+# a journaled plan's task writes are conditional on each task as the plan read it
+# (``DynamoStore._journal_mode``): the task whole (a plan of a run that goes on), or its
+# attempt and whether it ran (a stop)
+JOURNAL_READ: Final = "read"
+JOURNAL_STOP: Final = "stop"
+# on a task a journaled plan could not reset (it moved): the tasks the plan ended or marked
+# that get a propagation intent before the plan is retired (taken up again by a completion
+# that finds the task already carrying the plan)
+PLAN_INTENTS: Final = "pli"
+
+
+def _counts_of(state: TaskState) -> tuple[int, int, int]:
+    """What a task in ``state`` adds to its run's counters: (done, failed, running)."""
+    return int(state.terminal), int(state is TaskState.FAILED), int(state is TaskState.RUNNING)
+
+
+def _minus(a: tuple[int, int, int], b: tuple[int, int, int]) -> tuple[int, int, int]:
+    return a[0] - b[0], a[1] - b[1], a[2] - b[2]
+
+
+def _total(counts: Iterable[tuple[int, int, int]]) -> tuple[int, int, int]:
+    done = failed = running = 0
+    for d, f, r in counts:
+        done, failed, running = done + d, failed + f, running + r
+    return done, failed, running
+
+
+def _returning_old(request: Item) -> Item:
+    """A transaction's Update that returns the item as it was when its condition failed."""
+    return {"Update": {**request, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}
+
+
+@dataclass
+class _Entry:
+    """One task write of a journaled plan's completion: the task (None: a rewrite of a
+    child's counted parents alone), the write, what it adds to the run's counters besides
+    what the plan's commit added, the attempt it stops that the plan did not list to kill,
+    and the slots it frees."""
+
+    task: str | None
+    write: Item
+    correction: tuple[int, int, int] = (0, 0, 0)
+    kill: TaskInstance | None = None
+    pool: PoolDelta | None = None
+
+
+@dataclass(frozen=True)
+class _Journal:
+    """A journaled plan as read back: its tasks and edges, how its writes are conditional
+    (``mode``, None for a journal written before they were), what it read of each task,
+    and the tasks its commit wrote."""
+
+    plan: Plan
+    mode: str | None
+    expect: dict[str, dict[str, Any]]
+    committed: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -335,6 +392,12 @@ class DynamoStore(
     def _transact(self, items: Sequence[Item]) -> list[str] | None:
         """TransactWriteItems (<= 100 items); None when applied, else the cancellation reason
         codes. A conflict with another transaction on the same items is retried."""
+        out = self._transact_returning(items)
+        return None if out is None else out[0]
+
+    def _transact_returning(self, items: Sequence[Item]) -> tuple[list[str], list[Item]] | None:
+        """``_transact``, with the cancellation reasons the items as they were (those whose
+        write asked for them, ``ReturnValuesOnConditionCheckFailure``; else empty)."""
         assert len(items) <= TRANSACTION_MAX
         delay = 0.05
         while True:
@@ -348,7 +411,9 @@ class DynamoStore(
                     time.sleep(delay)
                     delay = min(delay * 2, _BACKOFF_MAX)
                     continue
-                return reasons
+                found = exc.response.get("CancellationReasons") or []
+                olds: list[Item] = [dict(r.get("Item") or {}) for r in found]
+                return reasons, olds + [{}] * (len(reasons) - len(olds))
             return None
 
     def _expires(self, when: datetime) -> dict[str, str]:
@@ -1550,8 +1615,11 @@ class DynamoStore(
         generation is still the one the plan was decided from) and the counters;
         (3) the task writes follow in transactions of 100, each task write conditional on
         not carrying this plan's id yet (so a chunk applies once, however often it is
-        replayed), the writes that leave a task QUEUED last, so nothing is dispatched before
-        every reset is in place; (4) the plan reference and items are removed, and the plan
+        replayed) and, for a stop or a plan of a run that goes on, on the task as the plan
+        read it (``_reconsider`` handles one that moved meanwhile, its counter correction
+        in the same transaction as the write that marks it handled; a running attempt it
+        stops that the plan did not list is added to ``plan.kill``), the writes that leave
+        a task QUEUED last, so nothing is dispatched before every reset is in place; (4) the plan reference and items are removed, and the plan
         generation moves on again (a plan decided from the half-written tasks is refused,
         not only one decided before (2)). A crash after
         (2) is completed by the next ``get_run`` after the lease, or by
@@ -1697,9 +1765,18 @@ class DynamoStore(
         return "ConditionalCheckFailed" in [*reasons[:2], *tail]
 
     def _plan_run_writes(
-        self, plan: Plan, expect: RunState, plan_id: str | None, if_ended_at: datetime | None
+        self,
+        plan: Plan,
+        expect: RunState,
+        plan_id: str | None,
+        if_ended_at: datetime | None,
+        deltas: tuple[int, int, int] | None = None,
     ) -> tuple[Item, Item]:
+        """The run's write and its counters' of a plan's commit. ``deltas``: the counters
+        get them ADDed (a journaled plan whose tasks may move while it is written), else
+        ``Plan.deltas`` when set, else they are set whole from ``plan.run``."""
         run = plan.run
+        deltas = plan.deltas if deltas is None else deltas
         upd = Update().set("st", s(run.state.value)).set("gsi2pk", s(f"RUNS#{run.state.value}"))
         # the run's project-scoped gsi3 key: a run a version before 2026-12-06 filed under
         # its workflow alone moves with its state (run_index_migration relies on it)
@@ -1729,12 +1806,12 @@ class DynamoStore(
         if if_ended_at is not None:  # {ended_at} is named: the update sets or removes it
             cond += upd.condition(" AND {ended_at} = :seen_end", seen_end=s(it.ts(if_ended_at)))
         counters = Update()
-        if plan.deltas is not None:
+        if deltas is not None:
             # a run that goes on (``Plan.deltas``): the plan ADDs what its own tasks change
             # (each written only while it is as read), so the counts of the other tasks'
             # ends, written meanwhile by other turns, stand; an open reservation adds its
             # own deltas when it settles, so the plan need not wait for it
-            for column, delta in zip(("n_done", "n_failed", "n_running"), plan.deltas, strict=True):
+            for column, delta in zip(("n_done", "n_failed", "n_running"), deltas, strict=True):
                 counters.add(column, n(delta))
             counters_cond = "attribute_exists(pk)"
         else:
@@ -1763,12 +1840,13 @@ class DynamoStore(
             [PoolDelta(t.pool, -t.pool_slots) for t in plan.pool_releases if t.pool is not None]
         )
 
-    def _held_checks(self, plan: Plan) -> list[Item]:
-        """ConditionChecks that the tasks whose slots a journaled plan frees are still
-        running the attempt it read (else their end has freed the slots already)."""
+    def _held_checks(self, plan: Plan, held: dict[str, int] | None = None) -> list[Item]:
+        """ConditionChecks that the tasks whose slots a journaled plan frees (or those of
+        ``held``) are still running the attempt it read (else their end has freed the slots
+        already)."""
         pk = it.run_pk(plan.run.id)
         checks = []
-        for task_id, attempt in self._held(plan).items():
+        for task_id, attempt in (self._held(plan) if held is None else held).items():
             upd = Update()
             cond = upd.condition(
                 "{st} = :running AND {att} = :attempt",
@@ -1794,9 +1872,25 @@ class DynamoStore(
         """The task writes of a plan, those that leave a task QUEUED last. ``held``: task ->
         attempt whose write applies only while the task still runs that attempt (its pool
         slots are freed in the same transaction)."""
+        return [w for _, w in self._keyed_plan_writes(plan, plan_id, held)]
+
+    def _keyed_plan_writes(
+        self,
+        plan: Plan,
+        plan_id: str | None,
+        held: dict[str, int] | None = None,
+        expected: Callable[[Update, str], str] | None = None,
+        only: Collection[str] | None = None,
+    ) -> list[tuple[str | None, Item]]:
+        """``_plan_writes``, each with the task it writes (None: a rewrite of a child's
+        counted parents alone). ``expected``: the condition (over the write's Update) that
+        the task is as the plan read it, AND-ed to a journaled write's; ``only``: the tasks
+        to write (of ``plan.tasks``), else all."""
         pk = it.run_pk(plan.run.id)
-        writes: list[tuple[bool, Item]] = []
+        writes: list[tuple[bool, tuple[str | None, Item]]] = []
         for task_id, task in plan.tasks.items():
+            if only is not None and task_id not in only:
+                continue
             qseq = self._seq.next() if task.state is TaskState.QUEUED else None
             upd = it.task_fields(Update(), task, qseq)
             if qseq is None:
@@ -1806,18 +1900,17 @@ class DynamoStore(
             parents = plan.edges.get(task_id)
             it.upstream_fields(upd, task, None if parents is None else list(parents))
             attempt = None if held is None else held.get(task_id)
-            writes.append(
-                (
-                    task.state is TaskState.QUEUED,
-                    self._plan_update(upd, pk, task_id, plan_id, running_attempt=attempt),
-                )
+            as_read = None if expected is None else expected(upd, task_id)
+            write = self._plan_update(
+                upd, pk, task_id, plan_id, running_attempt=attempt, as_read=as_read
             )
+            writes.append((task.state is TaskState.QUEUED, (task_id, write)))
         for child, parents in plan.edges.items():
-            if child not in plan.tasks:
+            if child not in plan.tasks and only is None:
                 upd = Update()
                 digests = sorted({it.parent_digest(p) for p in parents})
                 upd.set_or_remove("ups", {"BS": digests} if digests else None).add("ugen", n(1))
-                writes.append((False, self._plan_update(upd, pk, child, plan_id)))
+                writes.append((False, (None, self._plan_update(upd, pk, child, plan_id))))
         writes.sort(key=lambda w: w[0])
         return [w for _, w in writes]
 
@@ -1829,7 +1922,12 @@ class DynamoStore(
         plan_id: str | None,
         *,
         running_attempt: int | None = None,
+        as_read: str | None = None,
     ) -> Item:
+        """A plan's write of a task: one transaction's (``plan_id`` None), conditional on
+        the task running ``running_attempt`` when given; or a journaled plan's, conditional
+        on not carrying the plan yet and, with ``as_read`` (built over ``upd``), on the
+        task being as the plan read it; a failed condition returns the item as it is."""
         if plan_id is None and running_attempt is not None:
             cond = upd.condition(
                 "attribute_exists(pk) AND {st} = :was AND {att} = :was_attempt",
@@ -1844,6 +1942,10 @@ class DynamoStore(
                 "attribute_exists(pk) AND (attribute_not_exists({pl}) OR {pl} <> :plan)",
                 plan=s(plan_id),
             )
+            if as_read is not None:
+                cond = f"{cond} AND ({as_read})"
+            request = upd.request(self.table, key(pk, it.task_sk(task_id)), cond)
+            return {"Update": {**request, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}
         return {"Update": upd.request(self.table, key(pk, it.task_sk(task_id)), cond)}
 
     def _apply_journaled(
@@ -1856,10 +1958,47 @@ class DynamoStore(
         run_id = plan.run.id
         pk = it.run_pk(run_id)
         plan_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
+        # each task write is conditional on the task as the plan read it (``_journal_mode``)
+        mode = self._journal_mode(plan, expect)
+        expected = self._expectations(plan, mode)
+        # the slots the plan frees, in its commit (with checks that their tasks still run,
+        # when they fit in the transaction; else released as read)
+        releases = [{"Update": u} for u in self._plan_releases(plan)]
+        # ``Plan.if_unchanged``: checked in the commit
+        checked = self._checked_reads(plan, TRANSACTION_MAX - 2 - len(releases) - len(extras))
+        held = self._held(plan)
+        committed: list[str] = []
+        if mode == JOURNAL_READ:
+            # a checked task the plan ends or resets (not one it queues: nothing is queued
+            # before every reset is in place) is written in the commit, not checked there:
+            # from the commit on it cannot move by itself (the marked task's attempt ends
+            # late), so the chunks never find it moved
+            committed = [
+                r.task_id
+                for r in checked
+                if r.task_id in plan.tasks and plan.tasks[r.task_id].state is not TaskState.QUEUED
+            ]
+            held = {t: a for t, a in held.items() if t not in {r.task_id for r in checked}}
+        elif (
+            mode == JOURNAL_STOP and 2 + len(releases) + len(held) + len(extras) <= TRANSACTION_MAX
+        ):
+            # the tasks whose slots the stop frees are stopped in the commit (conditional on
+            # running the attempt read): none of them ends later and frees its slots again
+            committed, held = list(held), {}
+        unchanged = self._unchanged_checks(
+            plan, [], [r for r in checked if r.task_id not in committed]
+        )
+        checks = self._held_checks(plan, held)
+        room = TRANSACTION_MAX - 2 - len(releases) - len(committed) - len(unchanged) - len(extras)
+        if len(checks) > room:
+            checks = []
         body = it.pack(
             {
                 "tasks": [it.task_to_json(t) for t in plan.tasks.values()],
                 "edges": {c: sorted(p) for c, p in plan.edges.items()},
+                "mode": mode,
+                "expect": expected,
+                "committed": committed,
             }
         )
         parts = it.split(body)
@@ -1882,27 +2021,105 @@ class DynamoStore(
             ]
             + [{"PutRequest": {"Item": head}}]
         )
-        run_write, counters_write = self._plan_run_writes(plan, expect, plan_id, if_ended_at)
-        # the slots the plan frees, in its commit (with checks that their tasks still run,
-        # when they fit in the transaction; else released as read)
-        releases = [{"Update": u} for u in self._plan_releases(plan)]
-        checks = self._held_checks(plan)
-        # ``Plan.if_unchanged``: checked in the commit (its task writes come after it, each
-        # conditional on not carrying the plan yet)
-        unchanged = self._unchanged_checks(
-            plan, [], self._checked_reads(plan, TRANSACTION_MAX - 2 - len(releases) - len(extras))
+        # a stop's counters are ADDed, not set whole: a task written later only as read
+        # takes back its part if it moved meanwhile (``_reconsider``)
+        deltas = None
+        if mode == JOURNAL_STOP:
+            deltas = _total(self._planned(plan.tasks[t], e) for t, e in expected.items())
+        run_write, counters_write = self._plan_run_writes(
+            plan, expect, plan_id, if_ended_at, deltas
         )
-        if 2 + len(releases) + len(checks) + len(unchanged) + len(extras) > TRANSACTION_MAX:
-            checks = []
-        items = [run_write, counters_write, *releases, *checks, *unchanged, *extras]
+        writes = [
+            w
+            for _, w in self._keyed_plan_writes(
+                plan, plan_id, expected=self._as_read(run_id, expected), only=committed
+            )
+        ]
+        items = [run_write, counters_write, *releases, *checks, *writes, *unchanged, *extras]
         reasons = self._commit_plan(run_id, items)
         if reasons is not None:
             self._delete_plan(pk, plan_id, len(parts))
-            if self._plan_refused(reasons, extras) or self._unchanged_refused(plan, items, reasons):
-                return False
+            if self._plan_refused(reasons, extras) or "ConditionalCheckFailed" in reasons:
+                return False  # the run, its counters, a task it checks or writes moved
             raise RuntimeError(f"apply_plan {run_id}: transaction cancelled: {reasons}")
-        self._complete_plan(run_id, plan_id, recovered=False)
+        plan.kill.extend(self._complete_plan(run_id, plan_id, recovered=False))
         return True
+
+    @staticmethod
+    def _journal_mode(plan: Plan, expect: RunState) -> str | None:
+        """How a journaled plan's task writes are conditional on the tasks as it read them:
+        ``JOURNAL_READ`` (a plan of a run that goes on: every task it writes is in
+        ``Plan.if_unchanged``), ``JOURNAL_STOP`` (a stop of a run not ended: each task is as
+        read if it still runs the attempt read, or is still unended and not running at the
+        attempt read), or None: a plan of an ended (or queued) run, whose tasks do not move
+        by themselves (a rerun, a mark of an ended run, a start): conditional on not
+        carrying the plan alone."""
+        if plan.deltas is not None and plan.tasks.keys() <= {t.task_id for t in plan.if_unchanged}:
+            return JOURNAL_READ
+        if (
+            plan.deltas is None
+            and not RunState(expect).terminal
+            and RunState(expect) is not RunState.QUEUED
+            and plan.tasks
+            and not plan.edges
+            and all(t.state is TaskState.STOPPED for t in plan.tasks.values())
+        ):
+            return JOURNAL_STOP
+        return None
+
+    @staticmethod
+    def _expectations(plan: Plan, mode: str | None) -> dict[str, dict[str, Any]]:
+        """Task -> what the plan read of it, as the journal keeps it: the task as read
+        (``r``), or for a stop its attempt (``a``) and whether it ran (``run``)."""
+        if mode == JOURNAL_READ:
+            reads = {t.task_id: t for t in plan.if_unchanged}
+            return {t: {"r": it.task_to_json(reads[t])} for t in plan.tasks}
+        if mode == JOURNAL_STOP:
+            running = {t.task_id: t.attempt for t in plan.kill}
+            return {
+                t: {"a": running.get(t, task.attempt), "run": t in running}
+                for t, task in plan.tasks.items()
+            }
+        return {}
+
+    @staticmethod
+    def _planned(new: TaskInstance, expected: dict[str, Any]) -> tuple[int, int, int]:
+        """What the plan's write of a task adds to the run's counters (done, failed,
+        running): its new state's counts less those of the state it was read in."""
+        if "r" in expected:
+            was = _counts_of(TaskState(expected["r"]["state"]))
+        else:
+            was = (0, 0, int(bool(expected["run"])))
+        return _minus(_counts_of(new.state), was)
+
+    def _as_read(
+        self, run_id: str, expected: dict[str, dict[str, Any]]
+    ) -> Callable[[Update, str], str] | None:
+        """The condition (over a write's Update) that a task is as the plan read it."""
+        if not expected:
+            return None
+
+        def condition(upd: Update, task_id: str) -> str:
+            exp = expected.get(task_id)
+            if exp is None:
+                return "attribute_exists(pk)"
+            if "r" in exp:
+                return self._unchanged_condition(upd, it.task_from_json(run_id, exp["r"]))
+            if exp["run"]:
+                return upd.condition(
+                    "{st} = :x_st AND {att} = :x_att",
+                    x_st=s(TaskState.RUNNING.value),
+                    x_att=n(int(exp["a"])),
+                )
+            return upd.condition(
+                "{st} IN (:x_w, :x_q, :x_r) AND {att} = :x_att",
+                x_w=s(TaskState.WAITING.value),
+                x_q=s(TaskState.QUEUED.value),
+                x_r=s(TaskState.UP_FOR_RETRY.value),
+                x_att=n(int(exp["a"])),
+            )
+
+        return condition
 
     @staticmethod
     def _checked_reads(plan: Plan, room: int) -> list[TaskInstance]:
@@ -1918,7 +2135,7 @@ class DynamoStore(
         moving = [t for t in reads if not t.state.terminal or t is reads[-1]]
         return [moving[-1], *moving[:-1]][:room]
 
-    def _load_plan(self, run_id: str, plan_id: str) -> Plan | None:
+    def _load_journal(self, run_id: str, plan_id: str) -> _Journal | None:
         pk = it.run_pk(run_id)
         items = list(self._partition(pk, f"{it.PLAN_PREFIX}{plan_id}"))
         head = next((i for i in items if i["sk"]["S"] == f"{it.PLAN_PREFIX}{plan_id}"), None)
@@ -1932,33 +2149,207 @@ class DynamoStore(
         edges = {c: dict.fromkeys(p, TaskState.SUCCEEDED) for c, p in data["edges"].items()}
         # the run part of the plan was applied at commit; only the tasks are replayed
         dummy = Run(run_id, "", "", 0, RunState.RUNNING, {}, datetime.now(UTC), datetime.now(UTC))
-        return Plan(dummy, tasks, edges=edges)
+        # a journal written before the writes were conditional on the tasks as read has
+        # no mode: replayed as it was written
+        return _Journal(
+            Plan(dummy, tasks, edges=edges),
+            data.get("mode"),
+            dict(data.get("expect", {})),
+            frozenset(data.get("committed", [])),
+        )
 
-    def _complete_plan(self, run_id: str, plan_id: str, *, recovered: bool = True) -> None:
-        """Apply (again) the task writes of a committed plan, then retire it. Idempotent: each
-        chunk is one transaction whose writes are conditional on not carrying the plan id.
-        ``recovered``: the plan's writer is gone (see ``plan_recovered``)."""
+    def _complete_plan(
+        self, run_id: str, plan_id: str, *, recovered: bool = True
+    ) -> list[TaskInstance]:
+        """Apply (again) the task writes of a committed plan, then retire it. Idempotent:
+        each write is conditional on the task not carrying the plan id yet (and on the task
+        as the plan read it: ``_reconsider`` decides what becomes of one that moved).
+        ``recovered``: the plan's writer is gone (see ``plan_recovered``). Returns the
+        running attempts it stopped that the plan did not list to kill (tasks that started
+        a new attempt while it was written)."""
         pk = it.run_pk(run_id)
-        plan = self._load_plan(run_id, plan_id)
-        if plan is not None:
-            writes = self._plan_writes(plan, plan_id)
-            for start in range(0, len(writes), TRANSACTION_MAX):
-                reasons = self._transact(writes[start : start + TRANSACTION_MAX])
-                if reasons is not None and any(
-                    r not in ("ConditionalCheckFailed", "None") for r in reasons
-                ):
-                    raise RuntimeError(
-                        f"plan {plan_id} of run {run_id}: chunk cancelled: {reasons}"
-                    )
-                # ConditionalCheckFailed: this chunk was applied before (by us or a helper)
-            if recovered and self.plan_recovered is not None and not self.plan_recovered(plan):
-                return  # left pending: the next completion tries its follow-up again
+        journal = self._load_journal(run_id, plan_id)
+        kills: list[TaskInstance] = []
+        if journal is not None:
+            writes = self._keyed_plan_writes(
+                journal.plan, plan_id, expected=self._as_read(run_id, journal.expect)
+            )
+            entries = [_Entry(t, w) for t, w in writes if t is None or t not in journal.committed]
+            intents: set[str] = set()
+            for start in range(0, len(entries), TRANSACTION_MAX):
+                part = entries[start : start + TRANSACTION_MAX]
+                self._write_part(journal, plan_id, part, kills, intents)
+            for parent in sorted(intents):
+                self._set_intent(journal, plan_id, parent)
+            if recovered and self.plan_recovered is not None:
+                plan = journal.plan
+                if kills:  # kill_stopped kills the attempts of the STOPPED tasks it is given
+                    restopped = {k.task_id: k.with_(state=TaskState.STOPPED) for k in kills}
+                    plan = replace(plan, tasks={**plan.tasks, **restopped})
+                if not self.plan_recovered(plan):
+                    return kills  # left pending: the next completion tries its follow-up again
         # the completion is a plan generation of its own: a plan decided from a read of
         # the run while this one was pending (its tasks half written) is refused
         upd = Update().remove("plan").remove("plan_at").add(PLAN_GEN, n(1))
         self._update(upd, key(pk, it.RUN_SK), upd.condition("{plan} = :p", p=s(plan_id)))
         count = self._partition(pk, f"{it.PLAN_PREFIX}{plan_id}", ProjectionExpression="sk")
         self._batch_write([{"DeleteRequest": {"Key": key(pk, i["sk"]["S"])}} for i in count])
+        return kills
+
+    def _write_part(
+        self,
+        journal: _Journal,
+        plan_id: str,
+        entries: Sequence[_Entry],
+        kills: list[TaskInstance],
+        intents: set[str],
+    ) -> None:
+        """One chunk of a journaled plan's task writes, in transactions of up to 100 items:
+        a write whose condition fails is reconsidered from the task as it is then (the
+        cancellation returns it) and the rest written again, with the counter corrections
+        of the reconsidered ones in the same transaction as their writes (so each is
+        applied once, whoever completes the plan)."""
+        pk = it.run_pk(journal.plan.run.id)
+        pending = list(entries)
+        while pending:
+            size = min(len(pending), TRANSACTION_MAX)
+            batch, extra = pending[:size], self._part_extras(pk, pending[:size])
+            while size + len(extra) > TRANSACTION_MAX:
+                size -= 1
+                batch, extra = pending[:size], self._part_extras(pk, pending[:size])
+            out = self._transact_returning([e.write for e in batch] + extra)
+            if out is None:
+                kills.extend(e.kill for e in batch if e.kill is not None)
+                pending = pending[size:]
+                continue
+            reasons, olds = out
+            if (
+                any(
+                    r not in ("None", "ConditionalCheckFailed", "TransactionConflict")
+                    for r in reasons
+                )
+                or "ConditionalCheckFailed" in reasons[size:]
+            ):
+                raise RuntimeError(f"plan {plan_id}: chunk cancelled: {reasons}")
+            again: list[_Entry] = []
+            for entry, reason, old in zip(batch, reasons, olds, strict=False):
+                if reason == "ConditionalCheckFailed":
+                    again += self._reconsider(journal, plan_id, entry, old, kills, intents)
+                else:
+                    again.append(entry)
+            pending = again + pending[size:]
+
+    def _part_extras(self, pk: str, batch: Sequence[_Entry]) -> list[Item]:
+        """The counters' correction and the pool releases of reconsidered writes."""
+        out: list[Item] = []
+        fix = _total(e.correction for e in batch)
+        if fix != (0, 0, 0):
+            upd = Update()
+            for column, delta in zip(("n_done", "n_failed", "n_running"), fix, strict=True):
+                if delta:
+                    upd.add(column, n(delta))
+            counters = upd.request(self.table, key(pk, it.COUNTERS_SK), "attribute_exists(pk)")
+            out.append({"Update": counters})
+        releases = [e.pool for e in batch if e.pool is not None]
+        if releases:
+            out += [{"Update": u} for u in self._pool_updates(releases)]
+        return out
+
+    def _reconsider(
+        self,
+        journal: _Journal,
+        plan_id: str,
+        entry: _Entry,
+        old: Item,
+        kills: list[TaskInstance],
+        intents: set[str],
+    ) -> list[_Entry]:
+        """What becomes of a journaled write whose condition failed, from the task as it
+        is (``old``): nothing, if the task carries the plan already (written before: its
+        follow-ups are taken up again); else the task moved since the plan read it, and
+        the plan's counts for it are taken back: a task that ended keeps its end (counted
+        by its own turn); one a stop read unended and finds unended at another attempt or
+        state is stopped again as it is now (killed if it runs, its slots freed); one a
+        plan of a running run would have reset, and finds still unended, keeps what its
+        other parents' ends made of it, and the parents the plan ended or marked get a
+        propagation intent (the reconciler counts them in it and decides it again)."""
+        run_id = journal.plan.run.id
+        if not old:
+            return []  # the task is gone (the run deleted)
+        expected = journal.expect.get(entry.task) if entry.task is not None else None
+        if it.get_s(old, "pl") == plan_id:
+            intents.update(str(p) for p in old.get(PLAN_INTENTS, {}).get("SS", []))
+            if (
+                expected is not None
+                and "a" in expected
+                and it.get_s(old, "st") == TaskState.STOPPED.value
+                and it.get_n(old, "att") != int(expected["a"])
+            ):  # stopped again at a newer attempt by an earlier pass: its kill again
+                kills.append(it.to_task(run_id, old))
+            return []
+        if entry.task is None or expected is None:
+            return []  # a write conditional on the plan id alone: applied before
+        cur = it.to_task(run_id, old)
+        new = journal.plan.tasks[entry.task]
+        taken_back = _minus((0, 0, 0), self._planned(new, expected))
+        upd = Update().set("pl", s(plan_id))
+        item_key = key(it.run_pk(run_id), it.task_sk(entry.task))
+        if journal.mode == JOURNAL_STOP and not cur.state.terminal:
+            now = new.ended_at or datetime.now(UTC)
+            again = cleared(stopped(cur, now, new.error))
+            it.task_fields(upd, again, None).remove("qseq")
+            cond = upd.condition(
+                "attribute_exists(pk) AND (attribute_not_exists({pl}) OR {pl} <> :plan) "
+                "AND {st} = :now_st AND {att} = :now_att",
+                plan=s(plan_id),
+                now_st=s(cur.state.value),
+                now_att=n(cur.attempt),
+            )
+            running = cur.state is TaskState.RUNNING
+            fix = _total([taken_back, _minus(_counts_of(again.state), _counts_of(cur.state))])
+            holds = running and cur.pool is not None and cur.pool_slots > 0
+            return [
+                _Entry(
+                    entry.task,
+                    _returning_old(upd.request(self.table, item_key, cond)),
+                    fix,
+                    kill=cur if running else None,
+                    pool=PoolDelta(str(cur.pool), -cur.pool_slots) if holds else None,
+                )
+            ]
+        parents: list[str] = []
+        if journal.mode == JOURNAL_READ and not cur.state.terminal:
+            parents = sorted(
+                p
+                for p in journal.plan.edges.get(entry.task, {})
+                if p in journal.plan.tasks and journal.plan.tasks[p].state.terminal
+            )
+        if taken_back == (0, 0, 0) and not parents:
+            return []  # nothing to take back or to follow up: left as it is
+        if parents:
+            upd.set(PLAN_INTENTS, {"SS": parents})
+            intents.update(parents)
+        cond = upd.condition(
+            "attribute_exists(pk) AND (attribute_not_exists({pl}) OR {pl} <> :plan)",
+            plan=s(plan_id),
+        )
+        return [
+            _Entry(entry.task, _returning_old(upd.request(self.table, item_key, cond)), taken_back)
+        ]
+
+    def _set_intent(self, journal: _Journal, plan_id: str, parent: str) -> None:
+        """Give a task a plan ended or marked a propagation intent (as a task's own end
+        carries one), if it stands as the plan wrote it: ``pending_propagations`` finds it,
+        and the reconciler counts it in its children that the plan could not reset (a
+        child counted before is decided again from its counts)."""
+        new = journal.plan.tasks[parent].with_(propagating=True)
+        gsi1pk, gsi1sk = it.intent_index(new)
+        upd = Update().set(it.PROPAGATING, {"BOOL": True})
+        upd.set("gsi1pk", s(gsi1pk)).set("gsi1sk", s(gsi1sk))
+        cond = upd.condition(
+            "{pl} = :plan AND {st} = :planned", plan=s(plan_id), planned=s(new.state.value)
+        )
+        self._update(upd, key(it.run_pk(journal.plan.run.id), it.task_sk(parent)), cond)
 
     def _delete_plan(self, pk: str, plan_id: str, chunks: int) -> None:
         sks = [f"{it.PLAN_PREFIX}{plan_id}"] + [
