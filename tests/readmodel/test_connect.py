@@ -339,3 +339,18 @@ def test_a_server_that_stops_answering_mid_query_is_given_up_on(
     finally:
         db.close()
         proxy.close()
+
+
+def test_the_environment_s_pgoptions_are_kept_beside_the_statement_bound(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libpq reads ``PGOPTIONS`` only when the connection string gives no ``options``: the
+    statement bound added to the URL must not silently drop what a deployment set there."""
+    monkeypatch.setenv("PGOPTIONS", "-c application_name=from-pgoptions")
+    db = connect(pg_url)
+    try:
+        rows = db.query("SELECT current_setting('application_name') AS a, "
+                        "current_setting('statement_timeout') AS t")  # fmt: skip
+    finally:
+        db.close()
+    assert rows == [{"a": "from-pgoptions", "t": "30s"}]

@@ -18,6 +18,7 @@ Dialect differences, all of them:
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sqlite3
 import threading
@@ -341,7 +342,6 @@ class _Deadlines:
 def _cut(conn: Any) -> None:
     """Shut the connection's socket down (a duplicate of its descriptor, so the driver's own
     stays valid): its pending read ends at once with an error, and the connection is broken."""
-    import os
     import socket
 
     with contextlib.suppress(Exception):
@@ -399,7 +399,9 @@ class PostgresDatabase(_Pooled):
         extra: dict[str, Any] = {k: v for k, v in self.TCP_SETTINGS.items() if k not in given}
         if "connect_timeout" not in given:
             extra["connect_timeout"] = self.CONNECT_TIMEOUT
-        options = str(given.get("options") or "")
+        # libpq reads PGOPTIONS only when the string gives no options: setting them here
+        # would drop the environment's, so they are carried over
+        options = str(given["options"] if "options" in given else os.environ.get("PGOPTIONS", ""))
         if "statement_timeout" not in options:
             bound = f"-c statement_timeout={int(self.STATEMENT_TIMEOUT * 1000)}"
             extra["options"] = f"{options} {bound}".strip()
