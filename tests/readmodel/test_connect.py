@@ -354,3 +354,27 @@ def test_the_environment_s_pgoptions_are_kept_beside_the_statement_bound(
     finally:
         db.close()
     assert rows == [{"a": "from-pgoptions", "t": "30s"}]
+
+
+def test_a_bulk_write_of_many_quick_statements_is_not_cut_as_one_slow_call(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline bounds the wait for an answer, not the length of a bulk write: a
+    catch-up writes a large store's rows in one ``execute_many`` (many quick statements,
+    each far within the bound), which must not be cut as if it were one slow statement
+    (cut, the feed would retry the same batch for ever). Here the bound is 0.3 s and the
+    write of 20,000 rows takes longer as a whole; each part of it answers at once."""
+    monkeypatch.setattr(PostgresDatabase, "STATEMENT_TIMEOUT", 0.2, raising=False)
+    monkeypatch.setattr(PostgresDatabase, "ANSWER_GRACE", 0.1, raising=False)
+    monkeypatch.setattr(PostgresDatabase, "MANY_PER_CALL", 200, raising=False)
+    db = connect(pg_url)
+    try:
+        db.execute("DROP TABLE IF EXISTS bulk_bound")
+        db.execute("CREATE TABLE bulk_bound (n INTEGER PRIMARY KEY)")
+        with db.transaction():
+            db.execute_many("INSERT INTO bulk_bound (n) VALUES (:n)",
+                            [{"n": n} for n in range(20_000)])  # fmt: skip
+        assert db.query("SELECT count(*) AS c FROM bulk_bound") == [{"c": 20_000}]
+        db.execute("DROP TABLE bulk_bound")
+    finally:
+        db.close()

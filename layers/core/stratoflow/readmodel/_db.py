@@ -475,10 +475,22 @@ class PostgresDatabase(_Pooled):
             cur.execute(to_pyformat(sql), params or {})
             return int(cur.rowcount)
 
+    #: parameter sets per ``executemany`` call: the deadline bounds each part's answer,
+    #: not the whole write (a catch-up writes a large store's rows at once, many quick
+    #: statements that together may take longer than one may)
+    MANY_PER_CALL = 1000
+
     def execute_many(self, sql: str, param_sets: Sequence[Params]) -> None:
-        if param_sets:
-            with self._call() as conn, conn.cursor() as cur:
-                cur.executemany(to_pyformat(sql), param_sets)
+        if len(param_sets) <= self.MANY_PER_CALL:
+            if param_sets:
+                with self._call() as conn, conn.cursor() as cur:
+                    cur.executemany(to_pyformat(sql), param_sets)
+            return
+        with self.transaction():  # in parts, still all or nothing
+            for start in range(0, len(param_sets), self.MANY_PER_CALL):
+                part = param_sets[start : start + self.MANY_PER_CALL]
+                with self._call() as conn, conn.cursor() as cur:
+                    cur.executemany(to_pyformat(sql), part)
 
     def lock_for_migrations(self) -> None:
         """Wait for other processes' migrations; the rest of the migration's transaction is
