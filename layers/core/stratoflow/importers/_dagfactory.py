@@ -1116,6 +1116,12 @@ def _operator(
                     "and the STRATOFLOW_* task variables) and the format has no way not to "
                     "inherit: a command that relies on one of those being unset sees it set"
                 )
+        elif conf.get("env") is not None:  # a template of a whole dict, a list, ...
+            problems.append(
+                f"env {conf['env']!r} is not a mapping of names to values (a template that "
+                "renders one is not rendered at import): not mapped, so the command runs "
+                "without those variables"
+            )
         skip = _skip_codes(conf)
         if skip is not None and skip[1] != _DEFAULT_SKIP:
             problems.append(
