@@ -1714,3 +1714,19 @@ def test_a_bash_env_that_is_not_a_mapping_is_reported_not_dropped(tmp_path: Path
     assert "env" not in _tasks(result)["t"]
     (note,) = [n for n in _notes(result, "t") if "env" in n]
     assert "{{ var.json.t_env }}" in note
+
+
+def test_op_kwargs_that_are_not_a_mapping_are_reported_not_dropped(tmp_path: Path) -> None:
+    """``op_kwargs`` is a template field too: given as one template (or anything but a
+    mapping) it has no task params here, and the callable would be called without them:
+    said, not dropped without a word."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "t": {"operator": "airflow.operators.python.PythonOperator",
+                  "python_callable": "mymod.run", "op_kwargs": "{{ var.json.t_args }}"},
+        }}}),
+    )  # fmt: skip
+    assert "params" not in _tasks(result)["t"]
+    (note,) = [n for n in _notes(result, "t") if "op_kwargs" in n]
+    assert "{{ var.json.t_args }}" in note
