@@ -378,3 +378,31 @@ def test_a_bulk_write_of_many_quick_statements_is_not_cut_as_one_slow_call(
         db.execute("DROP TABLE bulk_bound")
     finally:
         db.close()
+
+
+def test_a_connection_cut_while_a_call_failed_otherwise_is_not_lent_again(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline may cut a connection as its call fails for another reason (an error
+    the server answered just then, the caller's own): whatever the call raised, a cut
+    connection is closed, never lent to the next call, and its deadline forgotten."""
+    monkeypatch.setattr(PostgresDatabase, "STATEMENT_TIMEOUT", 0.05, raising=False)
+    monkeypatch.setattr(PostgresDatabase, "ANSWER_GRACE", 0.05, raising=False)
+    db = connect(pg_url)
+    assert isinstance(db, PostgresDatabase)
+
+    def fail_once_cut() -> None:
+        with db._call():
+            limit = time.monotonic() + 5
+            while not db._deadlines._fired and time.monotonic() < limit:  # the cut came
+                time.sleep(0.01)
+            assert db._deadlines._fired
+            raise LookupError("failed for another reason as the cut came")
+
+    try:
+        with pytest.raises(LookupError):
+            fail_once_cut()
+        assert not db._deadlines._fired
+        assert db.query("SELECT 1 AS one") == [{"one": 1}]  # a fresh connection
+    finally:
+        db.close()

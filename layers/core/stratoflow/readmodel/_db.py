@@ -424,15 +424,27 @@ class PostgresDatabase(_Pooled):
                 yield conn
                 return
             seconds = self.STATEMENT_TIMEOUT + self.ANSWER_GRACE
-            with self._deadlines.watch(conn, seconds) as token:
-                try:
+            token = 0  # (never a watch's)
+            # asked once the watch is over (no cut can come after): whatever the call
+            # raised, or as its answer came, a cut connection is closed, never lent again
+            try:
+                with self._deadlines.watch(conn, seconds) as token:
                     yield conn
-                except self._psycopg.OperationalError as exc:
-                    if self._deadlines.fired(token):
-                        raise self._too_slow() from exc
-                    raise
-            if self._deadlines.fired(token):  # cut as its answer came: not lent again
-                conn.close()
+            except self._psycopg.OperationalError as exc:
+                if self._given_up(conn, token):
+                    raise self._too_slow() from exc
+                raise
+            except BaseException:
+                self._given_up(conn, token)
+                raise
+            self._given_up(conn, token)
+
+    def _given_up(self, conn: Any, token: int) -> bool:
+        """Whether the deadline cut ``conn`` during watch ``token`` (then it is closed)."""
+        if not self._deadlines.fired(token):
+            return False
+        conn.close()
+        return True
 
     def _usable(self, conn: Any) -> bool:
         return not (self._closed or conn.closed or conn.broken)
