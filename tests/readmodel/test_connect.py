@@ -406,3 +406,22 @@ def test_a_connection_cut_while_a_call_failed_otherwise_is_not_lent_again(
         assert db.query("SELECT 1 AS one") == [{"one": 1}]  # a fresh connection
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("given", ["5000", "5s", "0"])
+def test_a_statement_timeout_the_url_sets_bounds_the_wait_too(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    """A URL whose options set ``statement_timeout`` (longer statements allowed, or none
+    bounded: 0) keeps it, on the server and here: a statement within it is not cut by
+    the deadline of the default bound (here 0.3 s, the statement 1 s)."""
+    from urllib.parse import quote
+
+    monkeypatch.setattr(PostgresDatabase, "STATEMENT_TIMEOUT", 0.2, raising=False)
+    monkeypatch.setattr(PostgresDatabase, "ANSWER_GRACE", 0.1, raising=False)
+    sep = "&" if "?" in pg_url else "?"
+    db = connect(f"{pg_url}{sep}options={quote(f'-c statement_timeout={given}')}")
+    try:
+        assert db.query("SELECT 1 AS slept FROM pg_sleep(1)") == [{"slept": 1}]
+    finally:
+        db.close()

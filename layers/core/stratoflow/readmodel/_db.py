@@ -352,6 +352,21 @@ def _cut(conn: Any) -> None:
             sock.close()
 
 
+_STATEMENT_TIMEOUT = re.compile(
+    r"(?:-c\s*|--)statement[_-]timeout\s*=\s*'?([0-9]+(?:\.[0-9]+)?)\s*(us|ms|s|min|h|d)?\b"
+)
+_TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _statement_timeout_of(options: str) -> float | None:
+    """The ``statement_timeout`` libpq ``options`` set, in seconds (0: none), or None when
+    they set none (or one not read here: the server refuses a value it cannot read)."""
+    found = _STATEMENT_TIMEOUT.search(options)
+    if found is None:
+        return None
+    return float(found.group(1)) * _TIME_UNITS[found.group(2) or "ms"]
+
+
 class PostgresDatabase(_Pooled):
     """psycopg 3 autocommit connections; ``transaction()`` opens a block. A connection that
     broke (the server restarted) is dropped, and the next call connects again."""
@@ -389,6 +404,7 @@ class PostgresDatabase(_Pooled):
         self._dict_row = dict_row
         self.dsn = dsn
         self._deadlines = _Deadlines()
+        self._own_timeout: float | None = None  # the options' statement_timeout, seconds
         self._give_back(self._open())  # fail now, with the driver's reason, if unreachable
 
     def _open(self) -> Any:
@@ -402,16 +418,22 @@ class PostgresDatabase(_Pooled):
         # libpq reads PGOPTIONS only when the string gives no options: setting them here
         # would drop the environment's, so they are carried over
         options = str(given["options"] if "options" in given else os.environ.get("PGOPTIONS", ""))
-        if "statement_timeout" not in options:
+        self._own_timeout = _statement_timeout_of(options)
+        if not re.search("statement[_-]timeout", options):
             bound = f"-c statement_timeout={int(self.STATEMENT_TIMEOUT * 1000)}"
             extra["options"] = f"{options} {bound}".strip()
         if extra:
             dsn = make_conninfo(dsn, **extra)
         return self._psycopg.connect(dsn, autocommit=True, row_factory=self._dict_row)
 
+    def _statement_seconds(self) -> float:
+        """How long a statement may run: the URL's (or PGOPTIONS') statement_timeout if it
+        sets one (0: for ever), else ``STATEMENT_TIMEOUT``."""
+        return self.STATEMENT_TIMEOUT if self._own_timeout is None else self._own_timeout
+
     def _too_slow(self) -> Unavailable:
         return Unavailable(
-            f"the read model's database did not answer within {self.STATEMENT_TIMEOUT:g} s: "
+            f"the read model's database did not answer within {self._statement_seconds():g} s: "
             "try again shortly"
         )
 
@@ -420,10 +442,11 @@ class PostgresDatabase(_Pooled):
         """A connection for one statement, the wait for its answer bounded (not inside a
         migration: ``lock_for_migrations``)."""
         with self._reachable(), self._borrow() as conn:
-            if getattr(self._local, "unbounded", False):
+            statement = self._statement_seconds()
+            if getattr(self._local, "unbounded", False) or statement <= 0:
                 yield conn
                 return
-            seconds = self.STATEMENT_TIMEOUT + self.ANSWER_GRACE
+            seconds = statement + self.ANSWER_GRACE
             token = 0  # (never a watch's)
             # asked once the watch is over (no cut can come after): whatever the call
             # raised, or as its answer came, a cut connection is closed, never lent again
