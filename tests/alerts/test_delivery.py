@@ -666,3 +666,46 @@ def test_task_alerts_lost_in_a_crash_before_the_outbox_are_caught_up_on_start(
         "failure:<run>:flaky:2", "retry:<run>:flaky:1", "timeout:<run>:slow:1",
     }  # fmt: skip
     assert _sent(recorder, run_id) == wanted
+
+
+RERUN_ALERTS = """
+name: rerunalerts
+alerts:
+  - on: [retry]
+    group: chat
+tasks:
+  bad:
+    type: shell
+    command: "exit 3"
+    alerts: [{on: [failure], group: oncall}]
+"""
+
+
+def test_a_catch_up_plans_no_retry_for_an_attempt_a_rerun_followed(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    """A task that failed for good (no retries left: ``task.failed``, never ``task.retrying``)
+    and was rerun has a later attempt, made by the rerun, not by a retry: a restart's
+    catch-up must not plan a retry alert the scheduler never sent for the first attempt."""
+    # GIVEN a run whose task failed without retries, rerun, failed again; every event planned
+    rt = runtime_with_alerts(tmp_path / "home", recorder)
+    try:
+        rt.scheduler.apply(textwrap.dedent(RERUN_ALERTS))
+        started, _ = rt.scheduler.trigger("default", "rerunalerts")
+        rt.run_until(lambda: rt.store.get_run(started.id).state.terminal)
+        rt.scheduler.rerun(started.id)
+        rt.run_until(lambda: rt.store.get_task(started.id, "bad").attempt == 2
+                     and rt.store.get_run(started.id).state.terminal)  # fmt: skip
+        live = _keys(rt, started.id)
+    finally:
+        rt.close()
+    assert live == {"failure:<run>:bad:1", "failure:<run>:bad:2"}
+    # WHEN the next start catches up
+    second = runtime_with_alerts(tmp_path / "home", recorder)
+    try:
+        second.alerts.catch_up()
+        caught_up = _keys(second, started.id)
+    finally:
+        second.close()
+    # THEN it plans nothing the live events did not
+    assert caught_up == live

@@ -339,3 +339,89 @@ def test_a_server_that_stops_answering_mid_query_is_given_up_on(
     finally:
         db.close()
         proxy.close()
+
+
+def test_the_environment_s_pgoptions_are_kept_beside_the_statement_bound(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libpq reads ``PGOPTIONS`` only when the connection string gives no ``options``: the
+    statement bound added to the URL must not silently drop what a deployment set there."""
+    monkeypatch.setenv("PGOPTIONS", "-c application_name=from-pgoptions")
+    db = connect(pg_url)
+    try:
+        rows = db.query("SELECT current_setting('application_name') AS a, "
+                        "current_setting('statement_timeout') AS t")  # fmt: skip
+    finally:
+        db.close()
+    assert rows == [{"a": "from-pgoptions", "t": "30s"}]
+
+
+def test_a_bulk_write_of_many_quick_statements_is_not_cut_as_one_slow_call(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline bounds the wait for an answer, not the length of a bulk write: a
+    catch-up writes a large store's rows in one ``execute_many`` (many quick statements,
+    each far within the bound), which must not be cut as if it were one slow statement
+    (cut, the feed would retry the same batch for ever). Here the bound is 0.3 s and the
+    write of 20,000 rows takes longer as a whole; each part of it answers at once."""
+    monkeypatch.setattr(PostgresDatabase, "STATEMENT_TIMEOUT", 0.2, raising=False)
+    monkeypatch.setattr(PostgresDatabase, "ANSWER_GRACE", 0.1, raising=False)
+    monkeypatch.setattr(PostgresDatabase, "MANY_PER_CALL", 200, raising=False)
+    db = connect(pg_url)
+    try:
+        db.execute("DROP TABLE IF EXISTS bulk_bound")
+        db.execute("CREATE TABLE bulk_bound (n INTEGER PRIMARY KEY)")
+        with db.transaction():
+            db.execute_many("INSERT INTO bulk_bound (n) VALUES (:n)",
+                            [{"n": n} for n in range(20_000)])  # fmt: skip
+        assert db.query("SELECT count(*) AS c FROM bulk_bound") == [{"c": 20_000}]
+        db.execute("DROP TABLE bulk_bound")
+    finally:
+        db.close()
+
+
+def test_a_connection_cut_while_a_call_failed_otherwise_is_not_lent_again(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deadline may cut a connection as its call fails for another reason (an error
+    the server answered just then, the caller's own): whatever the call raised, a cut
+    connection is closed, never lent to the next call, and its deadline forgotten."""
+    monkeypatch.setattr(PostgresDatabase, "STATEMENT_TIMEOUT", 0.05, raising=False)
+    monkeypatch.setattr(PostgresDatabase, "ANSWER_GRACE", 0.05, raising=False)
+    db = connect(pg_url)
+    assert isinstance(db, PostgresDatabase)
+
+    def fail_once_cut() -> None:
+        with db._call():
+            limit = time.monotonic() + 5
+            while not db._deadlines._fired and time.monotonic() < limit:  # the cut came
+                time.sleep(0.01)
+            assert db._deadlines._fired
+            raise LookupError("failed for another reason as the cut came")
+
+    try:
+        with pytest.raises(LookupError):
+            fail_once_cut()
+        assert not db._deadlines._fired
+        assert db.query("SELECT 1 AS one") == [{"one": 1}]  # a fresh connection
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("given", ["5000", "5s", "0"])
+def test_a_statement_timeout_the_url_sets_bounds_the_wait_too(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    """A URL whose options set ``statement_timeout`` (longer statements allowed, or none
+    bounded: 0) keeps it, on the server and here: a statement within it is not cut by
+    the deadline of the default bound (here 0.3 s, the statement 1 s)."""
+    from urllib.parse import quote
+
+    monkeypatch.setattr(PostgresDatabase, "STATEMENT_TIMEOUT", 0.2, raising=False)
+    monkeypatch.setattr(PostgresDatabase, "ANSWER_GRACE", 0.1, raising=False)
+    sep = "&" if "?" in pg_url else "?"
+    db = connect(f"{pg_url}{sep}options={quote(f'-c statement_timeout={given}')}")
+    try:
+        assert db.query("SELECT 1 AS slept FROM pg_sleep(1)") == [{"slept": 1}]
+    finally:
+        db.close()

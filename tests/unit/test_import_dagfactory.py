@@ -1698,3 +1698,35 @@ def test_gates_of_a_task_with_the_longest_id_are_task_ids(tmp_path: Path, rule: 
     assert long in tasks
     assert all(len(t) <= 128 for t in tasks)
     assert len(tasks[long]["depends_on"]) >= 2
+
+
+def test_a_bash_env_that_is_not_a_mapping_is_reported_not_dropped(tmp_path: Path) -> None:
+    """BashOperator's ``env`` is a template field: a DAG may give it as one template (a
+    Variable's JSON, rendered to a dict with ``render_template_as_native_obj``). The task
+    has no such env here: its command would run without those variables, so it is said,
+    not dropped without a word."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"render_template_as_native_obj": True, "tasks": {
+            "t": {"operator": _BASH2, "bash_command": "echo $A", "env": "{{ var.json.t_env }}"},
+        }}}),
+    )  # fmt: skip
+    assert "env" not in _tasks(result)["t"]
+    (note,) = [n for n in _notes(result, "t") if "env" in n]
+    assert "{{ var.json.t_env }}" in note
+
+
+def test_op_kwargs_that_are_not_a_mapping_are_reported_not_dropped(tmp_path: Path) -> None:
+    """``op_kwargs`` is a template field too: given as one template (or anything but a
+    mapping) it has no task params here, and the callable would be called without them:
+    said, not dropped without a word."""
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "t": {"operator": "airflow.operators.python.PythonOperator",
+                  "python_callable": "mymod.run", "op_kwargs": "{{ var.json.t_args }}"},
+        }}}),
+    )  # fmt: skip
+    assert "params" not in _tasks(result)["t"]
+    (note,) = [n for n in _notes(result, "t") if "op_kwargs" in n]
+    assert "{{ var.json.t_args }}" in note

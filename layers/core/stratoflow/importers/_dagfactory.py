@@ -1116,6 +1116,12 @@ def _operator(
                     "and the STRATOFLOW_* task variables) and the format has no way not to "
                     "inherit: a command that relies on one of those being unset sees it set"
                 )
+        elif conf.get("env") is not None:  # a template of a whole dict, a list, ...
+            problems.append(
+                f"env {conf['env']!r} is not a mapping of names to values (a template that "
+                "renders one is not rendered at import): not mapped, so the command runs "
+                "without those variables"
+            )
         skip = _skip_codes(conf)
         if skip is not None and skip[1] != _DEFAULT_SKIP:
             problems.append(
@@ -1143,6 +1149,12 @@ def _operator(
         if isinstance(conf.get("op_kwargs"), dict):
             body["params"] = {str(k): argument(v) for k, v in conf["op_kwargs"].items()}
             notes.changed("op_kwargs are passed as the task's params", task=tid)
+        elif conf.get("op_kwargs") is not None:  # a template of a whole dict, a list, ...
+            problems.append(
+                f"op_kwargs {conf['op_kwargs']!r} is not a mapping of names to values (a "
+                "template that renders one is not rendered at import): not mapped, so the "
+                "callable is called without them"
+            )
     elif short in ("HttpOperator", "SimpleHttpOperator", "HttpSensor"):
         conn = str(conf.get("http_conn_id") or "http_default")
         base = f"{conn}_base_url"

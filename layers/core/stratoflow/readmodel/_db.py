@@ -18,6 +18,7 @@ Dialect differences, all of them:
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sqlite3
 import threading
@@ -341,7 +342,6 @@ class _Deadlines:
 def _cut(conn: Any) -> None:
     """Shut the connection's socket down (a duplicate of its descriptor, so the driver's own
     stays valid): its pending read ends at once with an error, and the connection is broken."""
-    import os
     import socket
 
     with contextlib.suppress(Exception):
@@ -350,6 +350,21 @@ def _cut(conn: Any) -> None:
             sock.shutdown(socket.SHUT_RDWR)
         finally:
             sock.close()
+
+
+_STATEMENT_TIMEOUT = re.compile(
+    r"(?:-c\s*|--)statement[_-]timeout\s*=\s*'?([0-9]+(?:\.[0-9]+)?)\s*(us|ms|s|min|h|d)?\b"
+)
+_TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _statement_timeout_of(options: str) -> float | None:
+    """The ``statement_timeout`` libpq ``options`` set, in seconds (0: none), or None when
+    they set none (or one not read here: the server refuses a value it cannot read)."""
+    found = _STATEMENT_TIMEOUT.search(options)
+    if found is None:
+        return None
+    return float(found.group(1)) * _TIME_UNITS[found.group(2) or "ms"]
 
 
 class PostgresDatabase(_Pooled):
@@ -389,6 +404,7 @@ class PostgresDatabase(_Pooled):
         self._dict_row = dict_row
         self.dsn = dsn
         self._deadlines = _Deadlines()
+        self._own_timeout: float | None = None  # the options' statement_timeout, seconds
         self._give_back(self._open())  # fail now, with the driver's reason, if unreachable
 
     def _open(self) -> Any:
@@ -399,17 +415,25 @@ class PostgresDatabase(_Pooled):
         extra: dict[str, Any] = {k: v for k, v in self.TCP_SETTINGS.items() if k not in given}
         if "connect_timeout" not in given:
             extra["connect_timeout"] = self.CONNECT_TIMEOUT
-        options = str(given.get("options") or "")
-        if "statement_timeout" not in options:
+        # libpq reads PGOPTIONS only when the string gives no options: setting them here
+        # would drop the environment's, so they are carried over
+        options = str(given["options"] if "options" in given else os.environ.get("PGOPTIONS", ""))
+        self._own_timeout = _statement_timeout_of(options)
+        if not re.search("statement[_-]timeout", options):
             bound = f"-c statement_timeout={int(self.STATEMENT_TIMEOUT * 1000)}"
             extra["options"] = f"{options} {bound}".strip()
         if extra:
             dsn = make_conninfo(dsn, **extra)
         return self._psycopg.connect(dsn, autocommit=True, row_factory=self._dict_row)
 
+    def _statement_seconds(self) -> float:
+        """How long a statement may run: the URL's (or PGOPTIONS') statement_timeout if it
+        sets one (0: for ever), else ``STATEMENT_TIMEOUT``."""
+        return self.STATEMENT_TIMEOUT if self._own_timeout is None else self._own_timeout
+
     def _too_slow(self) -> Unavailable:
         return Unavailable(
-            f"the read model's database did not answer within {self.STATEMENT_TIMEOUT:g} s: "
+            f"the read model's database did not answer within {self._statement_seconds():g} s: "
             "try again shortly"
         )
 
@@ -418,19 +442,32 @@ class PostgresDatabase(_Pooled):
         """A connection for one statement, the wait for its answer bounded (not inside a
         migration: ``lock_for_migrations``)."""
         with self._reachable(), self._borrow() as conn:
-            if getattr(self._local, "unbounded", False):
+            statement = self._statement_seconds()
+            if getattr(self._local, "unbounded", False) or statement <= 0:
                 yield conn
                 return
-            seconds = self.STATEMENT_TIMEOUT + self.ANSWER_GRACE
-            with self._deadlines.watch(conn, seconds) as token:
-                try:
+            seconds = statement + self.ANSWER_GRACE
+            token = 0  # (never a watch's)
+            # asked once the watch is over (no cut can come after): whatever the call
+            # raised, or as its answer came, a cut connection is closed, never lent again
+            try:
+                with self._deadlines.watch(conn, seconds) as token:
                     yield conn
-                except self._psycopg.OperationalError as exc:
-                    if self._deadlines.fired(token):
-                        raise self._too_slow() from exc
-                    raise
-            if self._deadlines.fired(token):  # cut as its answer came: not lent again
-                conn.close()
+            except self._psycopg.OperationalError as exc:
+                if self._given_up(conn, token):
+                    raise self._too_slow() from exc
+                raise
+            except BaseException:
+                self._given_up(conn, token)
+                raise
+            self._given_up(conn, token)
+
+    def _given_up(self, conn: Any, token: int) -> bool:
+        """Whether the deadline cut ``conn`` during watch ``token`` (then it is closed)."""
+        if not self._deadlines.fired(token):
+            return False
+        conn.close()
+        return True
 
     def _usable(self, conn: Any) -> bool:
         return not (self._closed or conn.closed or conn.broken)
@@ -473,10 +510,22 @@ class PostgresDatabase(_Pooled):
             cur.execute(to_pyformat(sql), params or {})
             return int(cur.rowcount)
 
+    #: parameter sets per ``executemany`` call: the deadline bounds each part's answer,
+    #: not the whole write (a catch-up writes a large store's rows at once, many quick
+    #: statements that together may take longer than one may)
+    MANY_PER_CALL = 1000
+
     def execute_many(self, sql: str, param_sets: Sequence[Params]) -> None:
-        if param_sets:
-            with self._call() as conn, conn.cursor() as cur:
-                cur.executemany(to_pyformat(sql), param_sets)
+        if len(param_sets) <= self.MANY_PER_CALL:
+            if param_sets:
+                with self._call() as conn, conn.cursor() as cur:
+                    cur.executemany(to_pyformat(sql), param_sets)
+            return
+        with self.transaction():  # in parts, still all or nothing
+            for start in range(0, len(param_sets), self.MANY_PER_CALL):
+                part = param_sets[start : start + self.MANY_PER_CALL]
+                with self._call() as conn, conn.cursor() as cur:
+                    cur.executemany(to_pyformat(sql), part)
 
     def lock_for_migrations(self) -> None:
         """Wait for other processes' migrations; the rest of the migration's transaction is

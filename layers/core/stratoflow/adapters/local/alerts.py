@@ -613,6 +613,11 @@ class LocalAlerts(EventSink):
             if a.state == "timed_out" and task.on_timeout is OnTimeout.WARN_FAIL:
                 events.append(("task.timeout", detail))
             ti = self.state.get_task(run.id, a.task_id)
+            if a.attempt <= ti.attempt_base:
+                # before the task's latest rerun: whether the attempt after it was a retry or
+                # the rerun, the history does not say (a rerun follows a failure that said
+                # ``task.failed``, or a stop that said nothing); none is planned
+                continue
             if last[a.task_id] > a.attempt or (
                 ti.state is TaskState.UP_FOR_RETRY and ti.attempt == a.attempt
             ):
