@@ -199,8 +199,9 @@ def _watched_run(
         if not run_id:
             time.sleep(0.02)
     page.goto(f"{server.url}/#/runs/{run_id}?tab={tab}")
-    # lets Playwright take the page's events meanwhile (a plain ``waiting.wait()`` here, tried
-    # to spare this script's ~0.1 s of CPU, hung the pass: not looked into)
+    # lets Playwright take the page's events meanwhile. A plain ``waiting.wait()`` spares ~0.05 s
+    # of this script's CPU (0.08 -> 0.04 s), but leaves the driver's events unread the whole
+    # run: a pipe of them, which a long run with many polls could fill
     while waiting.poll() is None:
         page.wait_for_timeout(50)
     seconds = time.perf_counter() - started
