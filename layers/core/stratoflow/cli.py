@@ -905,7 +905,7 @@ def trigger(
         else:
             click.echo(run_id)
         return
-    detail = _wait(client, run_id, live=output == "text" and sys.stdout.isatty())
+    detail = _wait(client, run_id, live=output == "text" and sys.stdout.isatty(), first=detail)
     _print_run(detail, output)
     sys.exit(0 if detail["run"]["state"] == "succeeded" else EXIT_FAILED)
 
@@ -937,6 +937,12 @@ class HeldRun:
         self.detail: dict[str, Any] | None = None
         self.etag: str | None = None
         self.changed = False  # whether the last refresh brought anything new
+
+    def hold(self, detail: dict[str, Any]) -> dict[str, Any]:
+        """Hold ``detail``, a whole view of the run got otherwise (a trigger's answer), as a
+        ``refresh`` would have: the next asks only for what changed since its revision."""
+        self.detail, self.etag, self.changed = detail, None, True
+        return detail
 
     def refresh(self, wait: float | None = None, *, until_ended: bool = False) -> dict[str, Any]:
         """The run now; with ``wait``, a long poll: the server may hold the request up to
@@ -1007,10 +1013,18 @@ def ride_out(client: Client, what: str, show: str, request: Callable[[], T]) -> 
             pause = min(pause * 2, 5.0)
 
 
-def _wait(client: Client, run_id: str, *, live: bool) -> dict[str, Any]:
-    """The run once it has ended, long-polled; ``live``: redrawn on the terminal meanwhile."""
+def _wait(
+    client: Client, run_id: str, *, live: bool, first: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The run once it has ended, long-polled; ``live``: redrawn on the terminal meanwhile.
+    ``first``: the run's whole view as the trigger answered it; with a revision, the wait
+    goes on from it (the whole view again cost the server ~0.1 s of a 2,000-task run's
+    start, taken from the run on the same cores); else it asks for the whole view first."""
     run = HeldRun(client, run_id)
-    detail = run.refresh()
+    if first is not None and first.get("full", True) and first.get("revision") is not None:
+        detail = run.hold(first)
+    else:
+        detail = run.refresh()
     if not live:
         return _follow(run, detail, 0.0, None)
     from rich.live import Live

@@ -1015,13 +1015,18 @@ def create_app(
         return out
 
     def detail(run: Run) -> RunDetail:
+        """The whole view, with the run's revision where the store keeps one (a trigger's
+        answer: a reader goes on from it with ``since``, as ``trigger --wait`` does, instead
+        of asking for the whole view again). The revision is read before any task, as
+        ``get_run`` reads it: a task changed meanwhile is sent again after it, never missed."""
+        revision = store.run_revision(run.id) if isinstance(store, RunChangeLog) else None
         spec = scheduler.spec(run.project, run.workflow, run.version)
         tasks = store.get_tasks(run.id)
         body = run_detail(
             run, tasks, store.list_attempts(run.id), spec.dag.order,
             children(spec, run.id, tasks),
         )  # fmt: skip
-        return RunDetail.model_validate(body)
+        return RunDetail.model_validate({**body, "revision": revision})
 
     def one_run(run: Run) -> RunView:
         return RunView.model_validate(run_view(run))
