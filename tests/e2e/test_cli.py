@@ -721,6 +721,47 @@ def test_apply_of_several_files_names_the_one_refused_and_what_was_applied(
     assert error.endswith(f"(applied before it: {first}; not sent: {last})"), error
 
 
+def test_apply_sends_nothing_when_any_file_is_invalid_by_itself(
+    cli: CliRunner, tmp_path: Path, server: str
+) -> None:
+    """Bad input changes nothing (DESIGN invariant 6): a file the loader refuses on its own
+    (a cycle, a typo) is found before any file is sent, so the valid files given with it are
+    not applied either; every such file is named, as `validate` names them."""
+    good = write(tmp_path, "good.yaml", "name: good\ntasks: {a: {type: shell, command: 'true'}}\n")
+    cycle = write(
+        tmp_path,
+        "cycle.yaml",
+        "name: cyc\ntasks:\n  a: {type: shell, command: 'true', depends_on: [b]}\n"
+        "  b: {type: shell, command: 'true', depends_on: [a]}\n",
+    )
+    typo = write(tmp_path, "typo.yaml", "name: typo\ntasks: {a: {type: shell, comand: 'true'}}\n")
+    result = cli.invoke(main, ["apply", good, cycle, typo, "--api", server])
+    assert result.exit_code == 2, result.output
+    assert "applied:" not in result.output
+    assert f"error: {cycle}: " in result.output
+    assert "cycle: a -> b -> a" in result.output
+    assert f"error: {typo}: " in result.output
+    assert "unknown field 'comand'" in result.output
+    assert "nothing was applied" in result.output.splitlines()[-1]
+    shown = cli.invoke(main, ["workflows", "show", "good", "--api", server])
+    assert shown.exit_code == 2, shown.output
+    assert "not found" in shown.output
+
+
+def test_apply_of_a_directory_without_workflow_files_exits_2_naming_it(
+    cli: CliRunner, tmp_path: Path, server: str
+) -> None:
+    """`stratoflow apply wrong_dir/` with no workflow file in it (a typo, files named .yml.txt)
+    is an error naming the directory, not a silent success that applied nothing."""
+    empty = tmp_path / "flows"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("name: x\n")
+    result = cli.invoke(main, ["apply", str(empty), "--api", server])
+    assert result.exit_code == 2, result.output
+    assert str(empty) in result.output
+    assert "no workflow files" in result.output
+
+
 TICKER = """
 name: ticker
 schedule: {cron: "*/2 * * * *", timezone: Europe/Paris}

@@ -629,7 +629,7 @@ def server(
     from stratoflow.api.app import DEFAULT_PROJECT, create_app
     from stratoflow.api.local_server import start_in_thread
     from stratoflow.api.long_poll import RunWatch, run_ended
-    from stratoflow.cli_sdk import workflow_sources
+    from stratoflow.cli_sdk import refused_sources, workflow_sources
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -650,6 +650,12 @@ def server(
     _set_up(runtime, pool_slots, alert_groups, DEFAULT_PROJECT)
     with _errors():
         sources = workflow_sources(_workflow_files(apply_paths), apply_paths)
+    refused = refused_sources(sources, runtime.clock.now())  # as `apply`: all or none of them
+    if refused:
+        runtime.close()
+        for message in refused:
+            click.echo(f"error: {message}", err=True)
+        _fail(f"{len(refused)} of {len(sources)} invalid: nothing was applied", EXIT_INVALID)
     for path, text in sources:
         with _errors():
             version, created = runtime.scheduler.apply(text, source=path)
@@ -709,7 +715,12 @@ def _workflow_files(paths: Sequence[str]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if listed_in_directory(p)))
+            listed = sorted(p for p in path.iterdir() if listed_in_directory(p))
+            if not listed:  # a mistyped directory applies nothing: say so, not "ok"
+                raise InvalidInput(
+                    "no workflow files (*.yaml, *.yml, *.py) in this directory", source=raw
+                )
+            files.extend(listed)
         else:
             files.append(path)
     return files
@@ -841,11 +852,20 @@ class Client:
 @api_option
 def apply(files: Sequence[str], api: str) -> None:
     """Apply workflow files or Python modules (a changed definition becomes a new version)."""
-    from stratoflow.cli_sdk import workflow_sources
+    from datetime import UTC
+
+    from stratoflow.cli_sdk import refused_sources, workflow_sources
 
     client = Client(api)
     with _errors():  # too big, not UTF-8, a broken module: said here, exit 2, nothing sent
         sources = workflow_sources(_workflow_files(files), files)
+    # of several, a file invalid by itself is refused before any is sent: bad input changes
+    # nothing (one file alone is the server's to check: apply then skips loading the model)
+    refused = refused_sources(sources, datetime.now(UTC)) if len(sources) > 1 else []
+    if refused:
+        for message in refused:
+            click.echo(f"error: {message}", err=True)
+        _fail(f"{len(refused)} of {len(sources)} invalid: nothing was applied", EXIT_INVALID)
     for i, (where, source) in enumerate(sources):
         # a refusal names the file, and what of the others was applied and what not sent
         done = [w for w, _ in sources[:i]]
