@@ -762,6 +762,41 @@ def test_apply_of_a_directory_without_workflow_files_exits_2_naming_it(
     assert "no workflow files" in result.output
 
 
+def test_a_workflow_named_project_slash_name_as_apply_prints_it(
+    cli: CliRunner, tmp_path: Path, server: str
+) -> None:
+    """`apply` prints `analytics/report v1` and a sub-workflow's `workflow:` reads
+    `project/name`: the commands that take a workflow's NAME read that form too (it was
+    `no route for POST /workflows/analytics/report/runs`, naming no problem)."""
+    api = ["--api", server]
+    flow = write(
+        tmp_path,
+        "report.yaml",
+        "name: report\nproject: analytics\ntasks: {a: {type: shell, command: 'true'}}\n",
+    )
+    applied = cli.invoke(main, ["apply", flow, *api])
+    assert applied.output.strip() == "applied: analytics/report v1"
+    ran = cli.invoke(main, ["trigger", "analytics/report", "--wait", "--output", "json", *api])
+    assert ran.exit_code == 0, ran.output
+    run = json.loads(ran.output)["run"]
+    assert (run["project"], run["workflow"]) == ("analytics", "report")
+    shown = cli.invoke(main, ["workflows", "show", "analytics/report", *api])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.startswith("analytics/report v1")
+    listed = cli.invoke(
+        main, ["runs", "list", "--workflow", "analytics/report", "--output", "json", *api]
+    )
+    assert [r["id"] for r in json.loads(listed.output)["runs"]] == [run["id"]]
+    # a --project that says otherwise is refused, naming both, before anything is sent
+    other = cli.invoke(main, ["trigger", "analytics/report", "--project", "sales", *api])
+    assert other.exit_code == 2, other.output
+    assert "'analytics'" in other.output
+    assert "'sales'" in other.output
+    bad = cli.invoke(main, ["trigger", "a/b/c", *api])
+    assert bad.exit_code == 2, bad.output
+    assert "NAME or PROJECT/NAME" in bad.output
+
+
 TICKER = """
 name: ticker
 schedule: {cron: "*/2 * * * *", timezone: Europe/Paris}

@@ -34,6 +34,8 @@ from stratoflow.cli_common import (
     printable,
     project_option,
     view_implied_limit,
+    workflow_path,
+    workflow_ref,
 )
 from stratoflow.cli_common import fail as _fail
 from stratoflow.errors import Conflict, InvalidInput, NotFound, StratoflowError
@@ -906,7 +908,8 @@ def trigger(
     output: str,
     api: str,
 ) -> None:
-    """Start a run of a workflow."""
+    """Start a run of a workflow (NAME, or PROJECT/NAME)."""
+    project, name = workflow_ref(name, project)
     body: dict[str, Any] = {"params": _params(params)}
     if logical_date is not None:
         _check_logical_date(logical_date)  # before anything is sent; the server reads its zone
@@ -915,7 +918,7 @@ def trigger(
         body["run_id"] = run_id
     client = Client(api)
     detail = client.call(
-        "POST", f"/workflows/{name}/runs", params={"project": project}, json=body,
+        "POST", f"{workflow_path(name)}/runs", params={"project": project}, json=body,
         flags={"logical_date": LOGICAL_DATE_FLAG},
     )  # fmt: skip
     run_id = detail["run"]["id"]  # the whole id, <project>.<name>.<key> for a --run-id
@@ -1082,7 +1085,9 @@ def runs() -> None:
 def runs_list(
     workflow: str | None, state: str | None, limit: int, project: str, output: str, api: str
 ) -> None:
-    """The newest runs."""
+    """The newest runs (--workflow NAME, or PROJECT/NAME)."""
+    if workflow:
+        project, workflow = workflow_ref(workflow, project)
     query: dict[str, Any] = {"project": project, "limit": limit}
     if workflow:
         query["workflow"] = workflow

@@ -18,6 +18,8 @@ from stratoflow.cli_common import (
     api_option,
     output_option,
     project_option,
+    workflow_path,
+    workflow_ref,
 )
 from stratoflow.cli_common import fail as _fail
 
@@ -132,7 +134,9 @@ def backfill(
     api: str,
 ) -> None:
     """Backfill NAME: one run per logical date its schedule fires in [start, end] (daily at
-    00:00 without a schedule), serial unless --parallel; a repeated backfill adds nothing."""
+    00:00 without a schedule), serial unless --parallel; a repeated backfill adds nothing.
+    NAME may be PROJECT/NAME."""
+    project, name = workflow_ref(name, project)
     body: dict[str, Any] = {"parallel": parallel, "order": order, "rerun": rerun}
     if dependents:
         body["dependents"] = True
@@ -147,7 +151,7 @@ def backfill(
     body["params"] = _params(params)
     client = Client(api)
     made = client.call(
-        "POST", f"/workflows/{name}/backfills", params={"project": project}, json=body
+        "POST", f"{workflow_path(name)}/backfills", params={"project": project}, json=body
     )
     if not wait:
         if output == "json":
@@ -179,6 +183,8 @@ def backfills() -> None:
 @api_option
 def backfills_list(workflow: str | None, limit: int, project: str, output: str, api: str) -> None:
     """The newest backfills of a project."""
+    if workflow:
+        project, workflow = workflow_ref(workflow, project)
     query: dict[str, Any] = {"project": project, "limit": limit}
     if workflow:
         query["workflow"] = workflow
