@@ -246,9 +246,12 @@ def delete_command(group: click.Group, *, kind: str, path: str, argument: str = 
 
     @group.command("delete")
     @click.argument(argument)
-    @project_option
-    @api_option
-    def delete(project: str, api: str, **named: str) -> None:
+    @project_output_api
+    def delete(project: str, output: str, api: str, **named: str) -> None:
+        from urllib.parse import quote
+
         name = named[argument]
-        client(api).call("DELETE", f"{path}/{name}", params={"project": project})
-        click.echo(f"{kind} {name} deleted")
+        body = client(api).call(
+            "DELETE", f"{path}/{quote(name, safe='')}", params={"project": project}
+        )
+        show(body, output, f"{kind} {name} deleted")
