@@ -598,7 +598,7 @@ def _print_run(
 @main.command()
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--apply", "apply_paths", multiple=True, type=click.Path(exists=True),
               help="workflow files or directories to apply on start")  # fmt: skip
 @click.option("--db", default=None, metavar="URL",
@@ -669,14 +669,6 @@ def server(
     from stratoflow.api.access import token_authenticator
 
     identities = SqliteIdentities(runtime.home / "stratoflow.db")
-    secret = ensure_first_admin(identities, runtime.clock.now())
-    (runtime.home / ADMIN_TOKEN_FILE).unlink(missing_ok=True)  # left by an older version
-    if secret is not None:
-        click.echo(
-            "First start: created the superuser 'admin'. Its API token (shown once, kept "
-            "nowhere; `stratoflow admin token --reset` issues a new one):\n  "
-            f"{secret}"
-        )
     app = create_app(
         runtime.scheduler,
         on_change=runtime.wake,
@@ -695,9 +687,23 @@ def server(
     # long polls of a run (GET /runs/{id}?wait=S) wake on the store's commits
     watch = RunWatch(ended=run_ended(runtime.store))
     runtime.store.on_commit.append(watch.on_commit)
+
+    def first_admin() -> None:
+        """Once the port is bound, before a request is answered: a token printed above a
+        listen error would be lost (the next start does not show it again)."""
+        secret = ensure_first_admin(identities, runtime.clock.now())
+        (runtime.home / ADMIN_TOKEN_FILE).unlink(missing_ok=True)  # left by an older version
+        if secret is not None:
+            click.echo(
+                "First start: created the superuser 'admin'. Its API token (shown once, kept "
+                "nowhere; `stratoflow admin token --reset` issues a new one):\n  "
+                f"{secret}"
+            )
+
     try:
-        httpd, url = start_in_thread(app, host, port, watch=watch)
+        httpd, url = start_in_thread(app, host, port, watch=watch, bound=first_admin)
     except OSError as exc:
+        runtime.close()
         _fail(f"cannot listen on {host}:{port}: {exc.strerror}", EXIT_FAILED)
     runtime.alerts.link_base = runtime.alerts.link_base or url  # alerts link to run pages
     runtime.start()
