@@ -797,6 +797,32 @@ def test_a_workflow_named_project_slash_name_as_apply_prints_it(
     assert "NAME or PROJECT/NAME" in bad.output
 
 
+def test_runs_list_pages_with_before_and_says_when_there_are_more(
+    cli: CliRunner, tmp_path: Path, server: str
+) -> None:
+    """The API pages runs (`next`, `?before=`); `runs list` showed the newest --limit (at
+    most 500) with no sign of the rest and no way to reach them, where `workflows list`
+    says `(more: --after NAME)`."""
+    api = ["--api", server]
+    flow = write(tmp_path, "tick.yaml", "name: tick\ntasks: {a: {type: shell, command: 'true'}}\n")
+    assert cli.invoke(main, ["apply", flow, *api]).exit_code == 0
+    made = [
+        cli.invoke(main, ["trigger", "tick", "--run-id", f"r{i}", *api]).output.strip()
+        for i in range(3)
+    ]
+    first = cli.invoke(main, ["runs", "list", "--limit", "2", *api])
+    assert first.exit_code == 0, first.output
+    *rows, more = first.output.splitlines()
+    assert len(rows) == 2
+    assert more.startswith("(more: --before ")
+    cursor = more.removeprefix("(more: --before ").removesuffix(")")
+    rest = cli.invoke(main, ["runs", "list", "--limit", "2", "--before", cursor, *api])
+    assert rest.exit_code == 0, rest.output
+    seen = [line.split()[0] for line in [*rows, *rest.output.splitlines()]]
+    assert sorted(seen) == sorted(made)
+    assert "(more:" not in rest.output
+
+
 TICKER = """
 name: ticker
 schedule: {cron: "*/2 * * * *", timezone: Europe/Paris}

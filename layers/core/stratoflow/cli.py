@@ -1085,13 +1085,22 @@ def runs() -> None:
 @click.option("--workflow", default=None)
 @click.option("--state", default=None)
 @click.option("--limit", default=20, show_default=True, type=int)
+@click.option(
+    "--before", default=None, metavar="CURSOR", help="the page after this one's `next` (older runs)"
+)
 @project_option
 @output_option
 @api_option
 def runs_list(
-    workflow: str | None, state: str | None, limit: int, project: str, output: str, api: str
+    workflow: str | None,
+    state: str | None,
+    limit: int,
+    before: str | None,
+    project: str,
+    output: str,
+    api: str,
 ) -> None:
-    """The newest runs (--workflow NAME, or PROJECT/NAME)."""
+    """The newest runs (--workflow NAME, or PROJECT/NAME), a page at a time (--before)."""
     if workflow:
         project, workflow = workflow_ref(workflow, project)
     query: dict[str, Any] = {"project": project, "limit": limit}
@@ -1099,6 +1108,8 @@ def runs_list(
         query["workflow"] = workflow
     if state:
         query["state"] = state
+    if before:
+        query["before"] = before
     body = Client(api).call("GET", "/runs", params=query)
     if output == "json":
         click.echo(json.dumps(body, indent=2))
@@ -1107,6 +1118,8 @@ def runs_list(
         click.echo(
             f"{r['id']:<48} {r['state']:<10} {r['tasks_done']}/{r['tasks_total']}  {r['created_at']}"
         )
+    if body.get("next"):  # as `workflows list` says it: older runs are a command away
+        click.echo(f"(more: --before {body['next']})")
     if body.get("stale_since"):  # the server's read model fell behind: say so, not on stdout
         click.echo(
             f"note: the server's run list has not been updated since {body['stale_since']}; "
