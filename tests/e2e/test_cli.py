@@ -823,6 +823,23 @@ def test_runs_list_pages_with_before_and_says_when_there_are_more(
     assert "(more:" not in rest.output
 
 
+def test_runs_list_of_a_workflow_that_does_not_exist_exits_2_naming_it(
+    cli: CliRunner, tmp_path: Path, server: str
+) -> None:
+    """`runs list --workflow sales_dialy` (a typo) said nothing and exited 0, as a workflow
+    without runs does; it is an unknown name, exit 2, as `trigger` says it."""
+    api = ["--api", server]
+    flow = write(
+        tmp_path, "quiet.yaml", "name: quiet\ntasks: {a: {type: shell, command: 'true'}}\n"
+    )
+    assert cli.invoke(main, ["apply", flow, *api]).exit_code == 0
+    never_ran = cli.invoke(main, ["runs", "list", "--workflow", "quiet", *api])
+    assert (never_ran.exit_code, never_ran.output) == (0, "")
+    typo = cli.invoke(main, ["runs", "list", "--workflow", "quite", *api])
+    assert typo.exit_code == 2, typo.output
+    assert "workflow 'quite' not found in project 'default'" in typo.output
+
+
 TICKER = """
 name: ticker
 schedule: {cron: "*/2 * * * *", timezone: Europe/Paris}

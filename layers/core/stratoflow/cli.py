@@ -1110,7 +1110,11 @@ def runs_list(
         query["state"] = state
     if before:
         query["before"] = before
-    body = Client(api).call("GET", "/runs", params=query)
+    client = Client(api)
+    body = client.call("GET", "/runs", params=query)
+    if workflow and not body["runs"] and not before:
+        # no runs, or no such workflow (a typo): the workflow's own answer says which
+        client.call("GET", workflow_path(workflow), params={"project": project})
     if output == "json":
         click.echo(json.dumps(body, indent=2))
         return
