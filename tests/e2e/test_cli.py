@@ -840,6 +840,28 @@ def test_runs_list_of_a_workflow_that_does_not_exist_exits_2_naming_it(
     assert "workflow 'quite' not found in project 'default'" in typo.output
 
 
+def test_bad_options_are_named_as_options_not_as_request_fields(
+    cli: CliRunner, tmp_path: Path, server: str
+) -> None:
+    """A refused option is named as the user typed it (`--parallel: ...`), as
+    `--logical-date` already was, not as the request field the API checked (`body.parallel`,
+    `query.state`, `cursor`)."""
+    api = ["--api", server]
+    flow = write(tmp_path, "opt.yaml", "name: opt\ntasks: {a: {type: shell, command: 'true'}}\n")
+    assert cli.invoke(main, ["apply", flow, *api]).exit_code == 0
+    cases = {
+        "--parallel": ["backfill", "opt", "--start", "2026-01-01", "--end", "2026-01-02",
+                       "--parallel", "0"],
+        "--state": ["runs", "list", "--state", "done"],
+        "--limit": ["runs", "list", "--limit", "0"],
+        "--before": ["runs", "list", "--before", "garbage"],
+    }  # fmt: skip
+    for flag, args in cases.items():
+        result = cli.invoke(main, [*args, *api])
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith(f"error: {flag}: "), result.output
+
+
 TICKER = """
 name: ticker
 schedule: {cron: "*/2 * * * *", timezone: Europe/Paris}

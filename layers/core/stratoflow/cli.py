@@ -1111,7 +1111,8 @@ def runs_list(
     if before:
         query["before"] = before
     client = Client(api)
-    body = client.call("GET", "/runs", params=query)
+    flags = {"query.state": "--state", "query.limit": "--limit", "cursor": "--before"}
+    body = client.call("GET", "/runs", params=query, flags=flags)
     if workflow and not body["runs"] and not before:
         # no runs, or no such workflow (a typo): the workflow's own answer says which
         client.call("GET", workflow_path(workflow), params={"project": project})

@@ -24,6 +24,11 @@ from stratoflow.cli_common import (
 from stratoflow.cli_common import fail as _fail
 
 BACKFILL_POLL_SECONDS = 1.0
+# a refused field named as the option that gave it (the API's words are the same otherwise)
+BACKFILL_FLAGS = {
+    "body.parallel": "--parallel", "body.dates": "--dates", "body.order": "--order",
+    "body.rerun": "--rerun", "start": "--start", "end": "--end", "dates": "--dates",
+}  # fmt: skip
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 DATE_COLORS = {
     "running": "blue", "succeeded": "green", "failed": "red", "stopped": "yellow",
@@ -151,8 +156,9 @@ def backfill(
     body["params"] = _params(params)
     client = Client(api)
     made = client.call(
-        "POST", f"{workflow_path(name)}/backfills", params={"project": project}, json=body
-    )
+        "POST", f"{workflow_path(name)}/backfills", params={"project": project}, json=body,
+        flags=BACKFILL_FLAGS,
+    )  # fmt: skip
     if not wait:
         if output == "json":
             click.echo(json.dumps(made, indent=2))
