@@ -38,6 +38,7 @@ from stratoflow.model import (
 from stratoflow.nesting import is_nest, walk
 from stratoflow.templating import (
     SecretTokens,
+    TaskOutputs,
     TemplateError,
     TemplateVariables,
     bounded,
@@ -280,7 +281,7 @@ def template_context(
     logical = run.logical_date
     base: dict[str, Any] = {
         "params": dict(run.params),
-        "tasks": {t: {"outputs": dict(o)} for t, o in upstream_outputs.items()},
+        "tasks": {t: {"outputs": TaskOutputs(t, o)} for t, o in upstream_outputs.items()},
         "run": {
             "id": run.id,
             "workflow": run.workflow,
