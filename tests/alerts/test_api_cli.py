@@ -106,6 +106,24 @@ def test_channels_groups_test_and_the_delivery_log(server: Server, recorder: Rec
     assert recorder.url + "/slack" not in everything  # the webhook URL is a secret too
 
 
+def test_deletes_take_output_json_as_every_configuration_command_does(
+    server: Server, recorder: Recorder
+) -> None:
+    """DESIGN: every configuration command takes --project and --output json; `secrets
+    delete` and `pools delete` did, `alerts channels delete` and `alerts groups delete`
+    refused the option (exit 2, "No such option")."""
+    add_channels(server, recorder)
+    assert server.run("alerts", "groups", "set", "g", "--channels", "chat")[0] == 0
+    code, out = server.run("alerts", "groups", "delete", "g", "--output", "json")
+    assert (code, json.loads(out)) == (0, {"deleted": "g"})
+    code, out = server.run("alerts", "channels", "delete", "chat", "--output", "json")
+    assert (code, json.loads(out)) == (0, {"deleted": "chat"})
+    assert server.run("alerts", "channels", "delete", "pd", "--output", "text") == (
+        0,
+        "channel pd deleted\n",
+    )
+
+
 def test_a_failing_test_alert_exits_1_with_its_error(server: Server, recorder: Recorder) -> None:
     add_channels(server, recorder)
     assert server.run("alerts", "groups", "set", "chat-only", "--channels", "chat")[0] == 0

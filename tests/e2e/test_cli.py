@@ -721,6 +721,147 @@ def test_apply_of_several_files_names_the_one_refused_and_what_was_applied(
     assert error.endswith(f"(applied before it: {first}; not sent: {last})"), error
 
 
+def test_apply_sends_nothing_when_any_file_is_invalid_by_itself(
+    cli: CliRunner, tmp_path: Path, server: str
+) -> None:
+    """Bad input changes nothing (DESIGN invariant 6): a file the loader refuses on its own
+    (a cycle, a typo) is found before any file is sent, so the valid files given with it are
+    not applied either; every such file is named, as `validate` names them."""
+    good = write(tmp_path, "good.yaml", "name: good\ntasks: {a: {type: shell, command: 'true'}}\n")
+    cycle = write(
+        tmp_path,
+        "cycle.yaml",
+        "name: cyc\ntasks:\n  a: {type: shell, command: 'true', depends_on: [b]}\n"
+        "  b: {type: shell, command: 'true', depends_on: [a]}\n",
+    )
+    typo = write(tmp_path, "typo.yaml", "name: typo\ntasks: {a: {type: shell, comand: 'true'}}\n")
+    result = cli.invoke(main, ["apply", good, cycle, typo, "--api", server])
+    assert result.exit_code == 2, result.output
+    assert "applied:" not in result.output
+    assert f"error: {cycle}: " in result.output
+    assert "cycle: a -> b -> a" in result.output
+    assert f"error: {typo}: " in result.output
+    assert "unknown field 'comand'" in result.output
+    assert "nothing was applied" in result.output.splitlines()[-1]
+    shown = cli.invoke(main, ["workflows", "show", "good", "--api", server])
+    assert shown.exit_code == 2, shown.output
+    assert "not found" in shown.output
+
+
+def test_apply_of_a_directory_without_workflow_files_exits_2_naming_it(
+    cli: CliRunner, tmp_path: Path, server: str
+) -> None:
+    """`stratoflow apply wrong_dir/` with no workflow file in it (a typo, files named .yml.txt)
+    is an error naming the directory, not a silent success that applied nothing."""
+    empty = tmp_path / "flows"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("name: x\n")
+    result = cli.invoke(main, ["apply", str(empty), "--api", server])
+    assert result.exit_code == 2, result.output
+    assert str(empty) in result.output
+    assert "no workflow files" in result.output
+
+
+def test_a_workflow_named_project_slash_name_as_apply_prints_it(
+    cli: CliRunner, tmp_path: Path, server: str
+) -> None:
+    """`apply` prints `analytics/report v1` and a sub-workflow's `workflow:` reads
+    `project/name`: the commands that take a workflow's NAME read that form too (it was
+    `no route for POST /workflows/analytics/report/runs`, naming no problem)."""
+    api = ["--api", server]
+    flow = write(
+        tmp_path,
+        "report.yaml",
+        "name: report\nproject: analytics\ntasks: {a: {type: shell, command: 'true'}}\n",
+    )
+    applied = cli.invoke(main, ["apply", flow, *api])
+    assert applied.output.strip() == "applied: analytics/report v1"
+    ran = cli.invoke(main, ["trigger", "analytics/report", "--wait", "--output", "json", *api])
+    assert ran.exit_code == 0, ran.output
+    run = json.loads(ran.output)["run"]
+    assert (run["project"], run["workflow"]) == ("analytics", "report")
+    shown = cli.invoke(main, ["workflows", "show", "analytics/report", *api])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.startswith("analytics/report v1")
+    listed = cli.invoke(
+        main, ["runs", "list", "--workflow", "analytics/report", "--output", "json", *api]
+    )
+    assert [r["id"] for r in json.loads(listed.output)["runs"]] == [run["id"]]
+    # a --project that says otherwise is refused, naming both, before anything is sent
+    other = cli.invoke(main, ["trigger", "analytics/report", "--project", "sales", *api])
+    assert other.exit_code == 2, other.output
+    assert "'analytics'" in other.output
+    assert "'sales'" in other.output
+    bad = cli.invoke(main, ["trigger", "a/b/c", *api])
+    assert bad.exit_code == 2, bad.output
+    assert "NAME or PROJECT/NAME" in bad.output
+
+
+def test_runs_list_pages_with_before_and_says_when_there_are_more(
+    cli: CliRunner, tmp_path: Path, server: str
+) -> None:
+    """The API pages runs (`next`, `?before=`); `runs list` showed the newest --limit (at
+    most 500) with no sign of the rest and no way to reach them, where `workflows list`
+    says `(more: --after NAME)`."""
+    api = ["--api", server]
+    flow = write(tmp_path, "tick.yaml", "name: tick\ntasks: {a: {type: shell, command: 'true'}}\n")
+    assert cli.invoke(main, ["apply", flow, *api]).exit_code == 0
+    made = [
+        cli.invoke(main, ["trigger", "tick", "--run-id", f"r{i}", *api]).output.strip()
+        for i in range(3)
+    ]
+    first = cli.invoke(main, ["runs", "list", "--limit", "2", *api])
+    assert first.exit_code == 0, first.output
+    *rows, more = first.output.splitlines()
+    assert len(rows) == 2
+    assert more.startswith("(more: --before ")
+    cursor = more.removeprefix("(more: --before ").removesuffix(")")
+    rest = cli.invoke(main, ["runs", "list", "--limit", "2", "--before", cursor, *api])
+    assert rest.exit_code == 0, rest.output
+    seen = [line.split()[0] for line in [*rows, *rest.output.splitlines()]]
+    assert sorted(seen) == sorted(made)
+    assert "(more:" not in rest.output
+
+
+def test_runs_list_of_a_workflow_that_does_not_exist_exits_2_naming_it(
+    cli: CliRunner, tmp_path: Path, server: str
+) -> None:
+    """`runs list --workflow sales_dialy` (a typo) said nothing and exited 0, as a workflow
+    without runs does; it is an unknown name, exit 2, as `trigger` says it."""
+    api = ["--api", server]
+    flow = write(
+        tmp_path, "quiet.yaml", "name: quiet\ntasks: {a: {type: shell, command: 'true'}}\n"
+    )
+    assert cli.invoke(main, ["apply", flow, *api]).exit_code == 0
+    never_ran = cli.invoke(main, ["runs", "list", "--workflow", "quiet", *api])
+    assert (never_ran.exit_code, never_ran.output) == (0, "")
+    typo = cli.invoke(main, ["runs", "list", "--workflow", "quite", *api])
+    assert typo.exit_code == 2, typo.output
+    assert "workflow 'quite' not found in project 'default'" in typo.output
+
+
+def test_bad_options_are_named_as_options_not_as_request_fields(
+    cli: CliRunner, tmp_path: Path, server: str
+) -> None:
+    """A refused option is named as the user typed it (`--parallel: ...`), as
+    `--logical-date` already was, not as the request field the API checked (`body.parallel`,
+    `query.state`, `cursor`)."""
+    api = ["--api", server]
+    flow = write(tmp_path, "opt.yaml", "name: opt\ntasks: {a: {type: shell, command: 'true'}}\n")
+    assert cli.invoke(main, ["apply", flow, *api]).exit_code == 0
+    cases = {
+        "--parallel": ["backfill", "opt", "--start", "2026-01-01", "--end", "2026-01-02",
+                       "--parallel", "0"],
+        "--state": ["runs", "list", "--state", "done"],
+        "--limit": ["runs", "list", "--limit", "0"],
+        "--before": ["runs", "list", "--before", "garbage"],
+    }  # fmt: skip
+    for flag, args in cases.items():
+        result = cli.invoke(main, [*args, *api])
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith(f"error: {flag}: "), result.output
+
+
 TICKER = """
 name: ticker
 schedule: {cron: "*/2 * * * *", timezone: Europe/Paris}

@@ -819,6 +819,31 @@ def test_mark_skipped_on_a_running_task_kills_it_and_skips_what_waits(now: datet
     assert (plan.run.state, plan.run.n_running, plan.run.n_done) == (RunState.RUNNING, 1, 3)
 
 
+def test_a_task_marked_skipped_stays_skipped_when_its_upstream_is_marked_later(
+    now: datetime,
+) -> None:
+    """A mark is the user's decision, as one of succeeded is: marking a task upstream of a
+    task marked skipped decides again only what ended because of the upstream's old state,
+    not the skip (it was: `runs mark R load --state skipped`, then `runs mark R transform
+    --state succeeded` ran load)."""
+    # GIVEN transform runs and load, waiting for it, was marked skipped
+    run, tasks = make_run(OPS, {"extract": OK, "transform": R, "report": R}, now)
+    first = engine.mark(OPS, run, tasks, "load", SKIPPED, now)
+    assert by_id(first.tasks) == {"load": SKIPPED, "notify": W}
+    tasks = [first.tasks.get(t.task_id, t) for t in tasks]
+    # WHEN transform is marked succeeded
+    plan = engine.mark(OPS, first.run, tasks, "transform", OK, now)
+    # THEN load is still skipped (nothing queues it), and notify still waits for report
+    assert by_id(plan.tasks).get("load", SKIPPED) is SKIPPED
+    assert by_id(plan.tasks).get("notify", W) is W
+    # a skip its upstream made is decided again: load skipped because transform was
+    skipped_run, skipped = make_run(
+        OPS, {"extract": OK, "transform": SKIPPED, "load": SKIPPED, "report": R}, now
+    )
+    again = engine.mark(OPS, skipped_run, skipped, "transform", OK, now)
+    assert by_id(again.tasks)["load"] is Q
+
+
 def test_mark_the_last_task_finishes_a_running_run(now: datetime) -> None:
     run, tasks = make_run(OPS, {**FAILED_RUN, "transform": OK, "load": OK, "notify": R}, now)
     plan = engine.mark(OPS, run, tasks, "notify", OK, now)

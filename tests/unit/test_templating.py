@@ -199,7 +199,7 @@ def test_a_method_name_that_is_not_a_key_is_refused_as_before(template: str) -> 
     [
         ("{{ nope }}", "'nope' is undefined"),
         ("{{ params.missing }}", "no attribute 'missing'"),
-        ("{{ tasks.extract.outputs.count }}", "no attribute 'count'"),
+        ("{{ tasks.extract.outputs.count }}", "task 'extract' has no output 'count'"),
         ("{{ tasks.other.outputs.x }}", "no attribute 'other'"),
         ("{% if params.flag %}x{% endif %}", "no attribute 'flag'"),
         ("{{ params.missing | default('d') }}x{{ also_missing }}", "'also_missing' is undefined"),
@@ -212,6 +212,21 @@ def test_an_undefined_name_fails_naming_it(template: str, named: str) -> None:
     assert template.strip() in str(exc.value)
 
 
+@pytest.mark.parametrize(
+    "template",
+    ["{{ tasks.extract.outputs.rowz }}", "{{ tasks.extract.outputs['rowz'] }}"],
+)
+def test_a_missing_output_names_its_task_and_the_outputs_it_has(template: str) -> None:
+    """A typo in an output's key said `'dict object' has no attribute 'rowz'`: Jinja's words,
+    naming neither the task nor what it did output."""
+    with pytest.raises(TemplateError, match="undefined in template") as exc:
+        render(template, context())
+    assert "task 'extract' has no output 'rowz' (its outputs: rows)" in str(exc.value)
+    # a default, or a test, still reads it as undefined
+    assert render("{{ tasks.extract.outputs.rowz | default('d') }}", context()) == "d"
+    assert render("{{ tasks.extract.outputs.rowz is defined }}", context()) == "False"
+
+
 def test_default_filter_still_works_under_strict_undefined() -> None:
     assert render("{{ params.missing | default('d') }}", context()) == "d"
 
@@ -219,7 +234,7 @@ def test_default_filter_still_works_under_strict_undefined() -> None:
 def test_render_task_names_the_field_that_failed() -> None:
     with pytest.raises(TemplateError) as exc:
         engine.render_task(SPEC, make_run(), "load", {"extract": {}})  # no `rows` output
-    assert "no attribute 'rows'" in str(exc.value)
+    assert "task 'extract' has no output 'rows' (it has no outputs)" in str(exc.value)
 
 
 # ------------------------------------------------------------------------------------------

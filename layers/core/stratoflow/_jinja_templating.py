@@ -70,6 +70,7 @@ from stratoflow.templating import (
     CONTEXT_NAMES,
     LIMITS,
     Limits,
+    TaskOutputs,
     TemplateError,
     TemplateVariables,
     is_template,
@@ -1049,12 +1050,14 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         not a key goes on as before (a safe method, or refused)."""
         if isinstance(obj, dict) and dict.__contains__(obj, attribute):
             return obj[attribute]
-        if isinstance(obj, TemplateVariables):  # a variable that is not set: say which
+        if isinstance(obj, (TemplateVariables, TaskOutputs)):  # a key it lacks: say which
             return self.undefined(hint=obj.missing(attribute), obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
-        if isinstance(obj, TemplateVariables) and not dict.__contains__(obj, argument):
+        if isinstance(obj, (TemplateVariables, TaskOutputs)) and not dict.__contains__(
+            obj, argument
+        ):
             return self.undefined(hint=obj.missing(argument), obj=obj, name=argument)
         return super().getitem(obj, argument)
 

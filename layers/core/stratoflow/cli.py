@@ -34,6 +34,8 @@ from stratoflow.cli_common import (
     printable,
     project_option,
     view_implied_limit,
+    workflow_path,
+    workflow_ref,
 )
 from stratoflow.cli_common import fail as _fail
 from stratoflow.errors import Conflict, InvalidInput, NotFound, StratoflowError
@@ -596,7 +598,7 @@ def _print_run(
 @main.command()
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--apply", "apply_paths", multiple=True, type=click.Path(exists=True),
               help="workflow files or directories to apply on start")  # fmt: skip
 @click.option("--db", default=None, metavar="URL",
@@ -629,7 +631,7 @@ def server(
     from stratoflow.api.app import DEFAULT_PROJECT, create_app
     from stratoflow.api.local_server import start_in_thread
     from stratoflow.api.long_poll import RunWatch, run_ended
-    from stratoflow.cli_sdk import workflow_sources
+    from stratoflow.cli_sdk import refused_sources, workflow_sources
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -650,6 +652,12 @@ def server(
     _set_up(runtime, pool_slots, alert_groups, DEFAULT_PROJECT)
     with _errors():
         sources = workflow_sources(_workflow_files(apply_paths), apply_paths)
+    refused = refused_sources(sources, runtime.clock.now())  # as `apply`: all or none of them
+    if refused:
+        runtime.close()
+        for message in refused:
+            click.echo(f"error: {message}", err=True)
+        _fail(f"{len(refused)} of {len(sources)} invalid: nothing was applied", EXIT_INVALID)
     for path, text in sources:
         with _errors():
             version, created = runtime.scheduler.apply(text, source=path)
@@ -661,14 +669,6 @@ def server(
     from stratoflow.api.access import token_authenticator
 
     identities = SqliteIdentities(runtime.home / "stratoflow.db")
-    secret = ensure_first_admin(identities, runtime.clock.now())
-    (runtime.home / ADMIN_TOKEN_FILE).unlink(missing_ok=True)  # left by an older version
-    if secret is not None:
-        click.echo(
-            "First start: created the superuser 'admin'. Its API token (shown once, kept "
-            "nowhere; `stratoflow admin token --reset` issues a new one):\n  "
-            f"{secret}"
-        )
     app = create_app(
         runtime.scheduler,
         on_change=runtime.wake,
@@ -687,9 +687,23 @@ def server(
     # long polls of a run (GET /runs/{id}?wait=S) wake on the store's commits
     watch = RunWatch(ended=run_ended(runtime.store))
     runtime.store.on_commit.append(watch.on_commit)
+
+    def first_admin() -> None:
+        """Once the port is bound, before a request is answered: a token printed above a
+        listen error would be lost (the next start does not show it again)."""
+        secret = ensure_first_admin(identities, runtime.clock.now())
+        (runtime.home / ADMIN_TOKEN_FILE).unlink(missing_ok=True)  # left by an older version
+        if secret is not None:
+            click.echo(
+                "First start: created the superuser 'admin'. Its API token (shown once, kept "
+                "nowhere; `stratoflow admin token --reset` issues a new one):\n  "
+                f"{secret}"
+            )
+
     try:
-        httpd, url = start_in_thread(app, host, port, watch=watch)
+        httpd, url = start_in_thread(app, host, port, watch=watch, bound=first_admin)
     except OSError as exc:
+        runtime.close()
         _fail(f"cannot listen on {host}:{port}: {exc.strerror}", EXIT_FAILED)
     runtime.alerts.link_base = runtime.alerts.link_base or url  # alerts link to run pages
     runtime.start()
@@ -709,7 +723,12 @@ def _workflow_files(paths: Sequence[str]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if listed_in_directory(p)))
+            listed = sorted(p for p in path.iterdir() if listed_in_directory(p))
+            if not listed:  # a mistyped directory applies nothing: say so, not "ok"
+                raise InvalidInput(
+                    "no workflow files (*.yaml, *.yml, *.py) in this directory", source=raw
+                )
+            files.extend(listed)
         else:
             files.append(path)
     return files
@@ -841,11 +860,20 @@ class Client:
 @api_option
 def apply(files: Sequence[str], api: str) -> None:
     """Apply workflow files or Python modules (a changed definition becomes a new version)."""
-    from stratoflow.cli_sdk import workflow_sources
+    from datetime import UTC
+
+    from stratoflow.cli_sdk import refused_sources, workflow_sources
 
     client = Client(api)
     with _errors():  # too big, not UTF-8, a broken module: said here, exit 2, nothing sent
         sources = workflow_sources(_workflow_files(files), files)
+    # of several, a file invalid by itself is refused before any is sent: bad input changes
+    # nothing (one file alone is the server's to check: apply then skips loading the model)
+    refused = refused_sources(sources, datetime.now(UTC)) if len(sources) > 1 else []
+    if refused:
+        for message in refused:
+            click.echo(f"error: {message}", err=True)
+        _fail(f"{len(refused)} of {len(sources)} invalid: nothing was applied", EXIT_INVALID)
     for i, (where, source) in enumerate(sources):
         # a refusal names the file, and what of the others was applied and what not sent
         done = [w for w, _ in sources[:i]]
@@ -886,7 +914,8 @@ def trigger(
     output: str,
     api: str,
 ) -> None:
-    """Start a run of a workflow."""
+    """Start a run of a workflow (NAME, or PROJECT/NAME)."""
+    project, name = workflow_ref(name, project)
     body: dict[str, Any] = {"params": _params(params)}
     if logical_date is not None:
         _check_logical_date(logical_date)  # before anything is sent; the server reads its zone
@@ -895,7 +924,7 @@ def trigger(
         body["run_id"] = run_id
     client = Client(api)
     detail = client.call(
-        "POST", f"/workflows/{name}/runs", params={"project": project}, json=body,
+        "POST", f"{workflow_path(name)}/runs", params={"project": project}, json=body,
         flags={"logical_date": LOGICAL_DATE_FLAG},
     )  # fmt: skip
     run_id = detail["run"]["id"]  # the whole id, <project>.<name>.<key> for a --run-id
@@ -1070,19 +1099,37 @@ def runs() -> None:
 @click.option("--workflow", default=None)
 @click.option("--state", default=None)
 @click.option("--limit", default=20, show_default=True, type=int)
+@click.option(
+    "--before", default=None, metavar="CURSOR", help="the page after this one's `next` (older runs)"
+)
 @project_option
 @output_option
 @api_option
 def runs_list(
-    workflow: str | None, state: str | None, limit: int, project: str, output: str, api: str
+    workflow: str | None,
+    state: str | None,
+    limit: int,
+    before: str | None,
+    project: str,
+    output: str,
+    api: str,
 ) -> None:
-    """The newest runs."""
+    """The newest runs (--workflow NAME, or PROJECT/NAME), a page at a time (--before)."""
+    if workflow:
+        project, workflow = workflow_ref(workflow, project)
     query: dict[str, Any] = {"project": project, "limit": limit}
     if workflow:
         query["workflow"] = workflow
     if state:
         query["state"] = state
-    body = Client(api).call("GET", "/runs", params=query)
+    if before:
+        query["before"] = before
+    client = Client(api)
+    flags = {"query.state": "--state", "query.limit": "--limit", "cursor": "--before"}
+    body = client.call("GET", "/runs", params=query, flags=flags)
+    if workflow and not body["runs"] and not before:
+        # no runs, or no such workflow (a typo): the workflow's own answer says which
+        client.call("GET", workflow_path(workflow), params={"project": project})
     if output == "json":
         click.echo(json.dumps(body, indent=2))
         return
@@ -1090,6 +1137,8 @@ def runs_list(
         click.echo(
             f"{r['id']:<48} {r['state']:<10} {r['tasks_done']}/{r['tasks_total']}  {r['created_at']}"
         )
+    if body.get("next"):  # as `workflows list` says it: older runs are a command away
+        click.echo(f"(more: --before {body['next']})")
     if body.get("stale_since"):  # the server's read model fell behind: say so, not on stdout
         click.echo(
             f"note: the server's run list has not been updated since {body['stale_since']}; "

@@ -18,10 +18,17 @@ from stratoflow.cli_common import (
     api_option,
     output_option,
     project_option,
+    workflow_path,
+    workflow_ref,
 )
 from stratoflow.cli_common import fail as _fail
 
 BACKFILL_POLL_SECONDS = 1.0
+# a refused field named as the option that gave it (the API's words are the same otherwise)
+BACKFILL_FLAGS = {
+    "body.parallel": "--parallel", "body.dates": "--dates", "body.order": "--order",
+    "body.rerun": "--rerun", "start": "--start", "end": "--end", "dates": "--dates",
+}  # fmt: skip
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 DATE_COLORS = {
     "running": "blue", "succeeded": "green", "failed": "red", "stopped": "yellow",
@@ -132,7 +139,9 @@ def backfill(
     api: str,
 ) -> None:
     """Backfill NAME: one run per logical date its schedule fires in [start, end] (daily at
-    00:00 without a schedule), serial unless --parallel; a repeated backfill adds nothing."""
+    00:00 without a schedule), serial unless --parallel; a repeated backfill adds nothing.
+    NAME may be PROJECT/NAME."""
+    project, name = workflow_ref(name, project)
     body: dict[str, Any] = {"parallel": parallel, "order": order, "rerun": rerun}
     if dependents:
         body["dependents"] = True
@@ -147,8 +156,9 @@ def backfill(
     body["params"] = _params(params)
     client = Client(api)
     made = client.call(
-        "POST", f"/workflows/{name}/backfills", params={"project": project}, json=body
-    )
+        "POST", f"{workflow_path(name)}/backfills", params={"project": project}, json=body,
+        flags=BACKFILL_FLAGS,
+    )  # fmt: skip
     if not wait:
         if output == "json":
             click.echo(json.dumps(made, indent=2))
@@ -179,6 +189,8 @@ def backfills() -> None:
 @api_option
 def backfills_list(workflow: str | None, limit: int, project: str, output: str, api: str) -> None:
     """The newest backfills of a project."""
+    if workflow:
+        project, workflow = workflow_ref(workflow, project)
     query: dict[str, Any] = {"project": project, "limit": limit}
     if workflow:
         query["workflow"] = workflow

@@ -125,6 +125,31 @@ def invalid(message: str) -> NoReturn:
     fail(message, EXIT_INVALID)
 
 
+def workflow_ref(name: str, project: str) -> tuple[str, str]:
+    """(project, name) of a workflow given as NAME (of ``--project``) or as PROJECT/NAME, the
+    form ``apply`` prints and a sub-workflow's ``workflow:`` reads; a ``--project`` given
+    with another project is refused, naming both."""
+    if "/" not in name:
+        return project, name
+    owner, _, bare = name.partition("/")
+    if not owner or not bare or "/" in bare:
+        invalid(f"{name!r}: a workflow is NAME or PROJECT/NAME")
+    ctx = click.get_current_context(silent=True)
+    source = ctx.get_parameter_source("project") if ctx is not None else None
+    given = source is not None and source is not click.core.ParameterSource.DEFAULT
+    if given and project != owner:
+        invalid(f"{name!r} is a workflow of project {owner!r}, but --project says {project!r}")
+    return owner, bare
+
+
+def workflow_path(name: str) -> str:
+    """The API's path of workflow ``name``, the name quoted: text that is no name gets the
+    API's refusal of it, not another route."""
+    from urllib.parse import quote
+
+    return f"/workflows/{quote(name, safe='')}"
+
+
 def checked(check: Callable[[str], str], value: str) -> str:
     """``check(value)``, its refusal (InvalidInput) an exit 2 with its words."""
     try:
@@ -221,9 +246,12 @@ def delete_command(group: click.Group, *, kind: str, path: str, argument: str = 
 
     @group.command("delete")
     @click.argument(argument)
-    @project_option
-    @api_option
-    def delete(project: str, api: str, **named: str) -> None:
+    @project_output_api
+    def delete(project: str, output: str, api: str, **named: str) -> None:
+        from urllib.parse import quote
+
         name = named[argument]
-        client(api).call("DELETE", f"{path}/{name}", params={"project": project})
-        click.echo(f"{kind} {name} deleted")
+        body = client(api).call(
+            "DELETE", f"{path}/{quote(name, safe='')}", params={"project": project}
+        )
+        show(body, output, f"{kind} {name} deleted")

@@ -80,6 +80,22 @@ def workflow_sources(
     return out
 
 
+def refused_sources(sources: Sequence[tuple[str, str]], now: datetime) -> list[str]:
+    """The loader's refusal of each of ``sources`` that is invalid by itself (a cycle, an
+    unknown field, a bad template), checked before any is sent: an apply of several files
+    then changes nothing when one of them could never be applied. What only the server can
+    check (its pools, alert groups, sub-workflows) is still its to refuse."""
+    from stratoflow.model import load_workflow
+
+    refused = []
+    for where, text in sources:
+        try:
+            load_workflow(text, source=where, now=now)
+        except InvalidInput as exc:
+            refused.append(str(exc))
+    return refused
+
+
 def single_source(path: str, now: datetime) -> str:
     """The YAML text of the one workflow in ``path`` (``stratoflow run``)."""
     from stratoflow.workflow_text import read_workflow_text

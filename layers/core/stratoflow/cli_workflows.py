@@ -11,7 +11,6 @@ when the API cannot be reached, as every client command.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 import click
 
@@ -21,11 +20,11 @@ from stratoflow.cli_common import (
     project_output_api,
     show,
     view_implied_limit,
+    workflow_path,
+    workflow_ref,
 )
 
-
-def _path(name: str) -> str:
-    return f"/workflows/{quote(name, safe='')}"
+_path = workflow_path
 
 
 def _schedule(view: dict[str, Any]) -> str:
@@ -81,7 +80,9 @@ def workflows_list(limit: int, after: str | None, project: str, output: str, api
 @click.option("--version", type=click.IntRange(min=1), default=None, help="default: the latest")
 @project_output_api
 def workflows_show(name: str, version: int | None, project: str, output: str, api: str) -> None:
-    """A workflow's latest version (or --version): schedule, paused or not, its tasks."""
+    """A workflow's latest version (or --version): schedule, paused or not, its tasks. NAME
+    may be PROJECT/NAME."""
+    project, name = workflow_ref(name, project)
     path = _path(name) if version is None else f"{_path(name)}/versions/{version}"
     body = client(api).call("GET", path, params={"project": project})
     tasks = list((body.get("document") or {}).get("tasks") or {})
@@ -104,6 +105,7 @@ def workflows_show(name: str, version: int | None, project: str, output: str, ap
 
 def _set_paused(name: str, project: str, output: str, api: str, *, paused: bool) -> None:
     op = "pause" if paused else "unpause"
+    project, name = workflow_ref(name, project)
     body = client(api).call("POST", f"{_path(name)}/{op}", params={"project": project})
     state = "paused" if body["paused"] else "unpaused"
     show(body, output, f"{body['project']}/{body['name']}: {state}")

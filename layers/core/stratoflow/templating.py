@@ -126,6 +126,21 @@ def secret_references(text: str) -> tuple[set[str], list[str]]:
     return found
 
 
+class TaskOutputs(dict[str, Any]):
+    """``tasks.<id>.outputs`` of a render context: an upstream task's outputs. The sandbox
+    reads a key it does not hold as undefined with :meth:`missing`'s words (``| default``
+    and ``is defined`` work as before), naming the task and the outputs it has."""
+
+    def __init__(self, task_id: str, values: Mapping[str, Any]) -> None:
+        super().__init__(values)
+        self.task_id = task_id
+
+    def missing(self, name: object) -> str:
+        have = ", ".join(sorted(map(str, self))[:20]) + (", ..." if len(self) > 20 else "")
+        told = f"its outputs: {have}" if self else "it has no outputs"
+        return f"task {self.task_id!r} has no output {str(name)!r} ({told})"
+
+
 class TemplateVariables(dict[str, Any]):
     """``var.value`` (the text) or ``var.json`` (the text parsed as JSON) of a render context:
     the project's variables that the task's templates read and that are set. The sandbox

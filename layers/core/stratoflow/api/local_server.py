@@ -27,7 +27,7 @@ import socketserver
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from email.message import Message
 from http import HTTPStatus
@@ -173,8 +173,9 @@ class ApiServer(socketserver.TCPServer):
         self._open: set[_Connection] = set()
         self._refusing = 0  # connections over the limit, waiting to be told so
         self._closing = False
-        super().__init__(address, _Handler)
         self._poller = threading.Thread(target=self._poll, name="stratoflow-idle", daemon=True)
+        # a bind that fails (port in use) calls server_close, then raises its OSError
+        super().__init__(address, _Handler)
         self._poller.start()
 
     # ---------------------------------------------------------- connections
@@ -340,7 +341,8 @@ class ApiServer(socketserver.TCPServer):
             serving = list(self._open)
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
-        self._poller.join(timeout=5)
+        if self._poller.ident is not None:  # not when the bind failed: it never started
+            self._poller.join(timeout=5)
         if self.watch is not None:
             self.watch.close()  # held long polls answer now
         for conn in serving:  # wake threads blocked reading a slow client
@@ -726,10 +728,20 @@ def start_in_thread(
     app: APIGatewayRestResolver,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
+    *,
+    bound: Callable[[], None] | None = None,
     **options: Any,
 ) -> tuple[ApiServer, str]:
-    """Serve in a daemon thread; returns the server (``shutdown()`` stops it) and its URL."""
+    """Serve in a daemon thread; returns the server (``shutdown()`` stops it) and its URL.
+    ``bound``: called once the port is bound (a bind that fails raises its OSError first),
+    before any request is answered."""
     server = serve(app, host, port, **options)
+    if bound is not None:
+        try:
+            bound()
+        except BaseException:
+            server.server_close()
+            raise
     thread = threading.Thread(target=server.serve_forever, name="stratoflow-http", daemon=True)
     thread.start()
     bound_host, bound_port = server.server_address[:2]

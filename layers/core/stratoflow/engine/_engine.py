@@ -38,6 +38,7 @@ from stratoflow.model import (
 from stratoflow.nesting import is_nest, walk
 from stratoflow.templating import (
     SecretTokens,
+    TaskOutputs,
     TemplateError,
     TemplateVariables,
     bounded,
@@ -280,7 +281,7 @@ def template_context(
     logical = run.logical_date
     base: dict[str, Any] = {
         "params": dict(run.params),
-        "tasks": {t: {"outputs": dict(o)} for t, o in upstream_outputs.items()},
+        "tasks": {t: {"outputs": TaskOutputs(t, o)} for t, o in upstream_outputs.items()},
         "run": {
             "id": run.id,
             "workflow": run.workflow,
@@ -982,6 +983,24 @@ def mark(
     return set_end(spec, run, current.values(), marked, now)
 
 
+def _skipped_on_its_own(
+    spec: WorkflowSpec, tasks: Mapping[str, TaskInstance], task_id: str
+) -> bool:
+    """Whether ``task_id`` is SKIPPED though its parents' states would not skip it: a mark
+    (or its own end) skipped it, not its upstream, so a new end upstream leaves it be."""
+    task = tasks[task_id]
+    if task.state is not TaskState.SKIPPED:
+        return False
+    up, unchosen = Upstream(), False
+    for parent in spec.dag.parents[task_id]:
+        p = tasks[parent]
+        if p.state.terminal:
+            up = up.plus(edge_outcome(spec, parent, p.state, p.outputs, task_id))
+            unchosen = unchosen or skipped_by_switch(spec, parent, p.state, p.outputs, task_id)
+    probe = TaskInstance(task.run_id, task_id, upstream=up)
+    return child_state(spec, probe, unchosen=unchosen) is not TaskState.SKIPPED
+
+
 def set_end(
     spec: WorkflowSpec,
     run: Run,
@@ -1000,10 +1019,12 @@ def set_end(
     old = current[task_id]
     plan_kill = [old] if old.state is TaskState.RUNNING else []
     current[task_id] = new
-    # downstream tasks that ended because of the old state are decided again
+    # downstream tasks that ended because of the old state are decided again; a skip its
+    # parents did not make (a mark's) stands, as a task marked succeeded does
     reset = {
         t for t in spec.dag.downstream(task_id)
         if t != task_id and current[t].state in (TaskState.WAITING, TaskState.UPSTREAM_FAILED, TaskState.SKIPPED, TaskState.STOPPED)
+        and not _skipped_on_its_own(spec, read, t)
     }  # fmt: skip
     plan = _reset(
         spec, run.with_(state=RunState.RUNNING) if run.state.terminal else run, current, reset, now
