@@ -35,7 +35,7 @@ from stratoflow.engine import (
 from stratoflow.engine import pools as engine_pools
 from stratoflow.engine.backfill import awaited_runs, rerun_all
 from stratoflow.engine.dependency import SUPERSEDED, unknown_upstream_tasks
-from stratoflow.engine.subworkflow import follows, parent_of
+from stratoflow.engine.subworkflow import follows, parent_of, targets
 from stratoflow.engine.triggering import (
     USER_TRIGGERS,
     read_logical_date,
@@ -304,6 +304,7 @@ class Scheduler:
         self._check_pools(spec)
         self._check_alert_groups(spec)
         self._check_upstream_tasks(spec)
+        self._check_subworkflow_params(spec)
         with self._lock:
             self.subworkflows.check_apply(spec)
             before = self._schedule_of(spec, None)  # the latest's, before this apply
@@ -371,6 +372,37 @@ class Scheduler:
             return self.spec(project, name, latest.version).workflow.tasks.keys()
 
         if problems := unknown_upstream_tasks(spec, tasks_of):
+            raise InvalidInput(problems)
+
+    def _check_subworkflow_params(self, spec: WorkflowSpec) -> None:
+        """Refuse a workflow whose sub-workflow tasks pass a param that their child
+        workflow, where it exists, does not declare: every run of it would fail that task
+        with "unknown parameter". One read of each such child's latest version (the one a
+        run starts); a child not applied yet is accepted. A child in another project is
+        named, not its params (the caller may not read that project)."""
+        problems: list[Problem] = []
+        for task_id, (project, name) in targets(spec).items():
+            given = spec.workflow.tasks[task_id].params
+            if not given:
+                continue
+            try:
+                latest = self.catalog.get_version(project, name)
+            except NotFound:
+                continue
+            declared = self.spec(project, name, latest.version).workflow.params
+            known = (
+                f" (its params: {', '.join(sorted(declared)) or 'none declared'})"
+                if project == spec.project
+                else ""
+            )
+            problems += [
+                Problem(
+                    f"tasks.{task_id}.params.{param}",
+                    f"workflow {project}/{name} has no parameter {param!r}{known}",
+                )
+                for param in sorted(set(given) - set(declared))
+            ]
+        if problems:
             raise InvalidInput(problems)
 
     def _check_alert_groups(self, spec: WorkflowSpec) -> None:
