@@ -92,10 +92,12 @@ def test_url_goes_to_the_types_url_setting_and_references_may_sit_inside_it() ->
     assert ch.settings == {
         "url": "https://oapi.dingtalk.com/robot/send?access_token={{ secrets.dt }}"
     }
-    with pytest.raises(InvalidInput, match="takes no URL"):
+    with pytest.raises(InvalidInput, match="an email channel takes no URL"):
         validate_channel(
             "p", "m", "email", {"host": "h", "from": "a@b", "to": "c@d"}, url="http://x"
         )
+    with pytest.raises(InvalidInput, match="required for an email channel"):
+        validate_channel("p", "m", "email", {"from": "a@b", "to": "c@d"})
 
 
 # ------------------------------------------------------------------ each provider

@@ -46,6 +46,11 @@ class ChannelType:
         return (*self.required, *self.optional)
 
 
+
+def _a(word: str) -> str:
+    """``word`` with its article: "an email", "a webhook"."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
 def _t(
     name: str,
     summary: str,
@@ -159,7 +164,7 @@ def validate_channel(
     merged = dict(settings)
     if url is not None:
         if kind.url_setting is None:
-            problems.append(Problem("url", f"a {type_} channel takes no URL; use --setting"))
+            problems.append(Problem("url", f"{_a(type_)} channel takes no URL; use --setting"))
         elif kind.url_setting in merged and merged[kind.url_setting] != url:
             problems.append(Problem("url", f"given twice: as --url and as {kind.url_setting}"))
         else:
@@ -174,7 +179,7 @@ def validate_channel(
         known = key in kind.settings or (type_ == "webhook" and key.startswith(HEADER_PREFIX))
         if not _SETTING_KEY.fullmatch(key) or not known:
             problems.append(
-                Problem(where, f"unknown setting for a {type_} channel; known: "
+                Problem(where, f"unknown setting for {_a(type_)} channel; known: "
                         f"{', '.join(kind.settings)}{', header.NAME' if type_ == 'webhook' else ''}")
             )  # fmt: skip
             continue
@@ -197,7 +202,7 @@ def validate_channel(
         if allowed and value not in allowed:
             problems.append(Problem(where, f"must be one of {', '.join(allowed)}"))
     problems.extend(
-        Problem(f"settings.{key}", f"required for a {type_} channel")
+        Problem(f"settings.{key}", f"required for {_a(type_)} channel")
         for key in kind.required
         if not merged.get(key)
     )
