@@ -46,10 +46,10 @@ class ChannelType:
         return (*self.required, *self.optional)
 
 
-
 def _a(word: str) -> str:
     """``word`` with its article: "an email", "a webhook"."""
     return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
 
 def _t(
     name: str,
