@@ -49,13 +49,7 @@ def gate(tasks: dict[str, dict[str, Any]], tid: str, ups: list[str]) -> tuple[st
               "trigger_rule": "one_success",
               "description": f"one of {tid}'s upstream tasks succeeded"},
     }  # fmt: skip
-    ordered: dict[str, dict[str, Any]] = {}
-    for name, body in tasks.items():
-        if name == tid:
-            ordered.update(gates)
-        ordered[name] = body
-    tasks.clear()
-    tasks.update(ordered)
+    _before(tasks, tid, gates)
     tasks[tid]["depends_on"] = [done, ran]
     tasks[tid].pop("trigger_rule", None)
     return done, ran
