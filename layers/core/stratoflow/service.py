@@ -2005,6 +2005,11 @@ class Scheduler:
             decision = engine.held_retry(ti, now)
             if decision is None or self._holds_slot(spec, ti):
                 continue
+            task = spec.workflow.tasks.get(ti.task_id)
+            if task is not None and task.type == "workflow":
+                # its retry is its child run, not a waiting execution: the pause of the
+                # children (``pause_children``, which finds it by its running task) holds it
+                continue
             assert ti.started_at is not None  # a claim whose start is still to come
             attempt = Attempt(
                 run_id, ti.task_id, ti.attempt, AttemptStatus.STOPPED.value,

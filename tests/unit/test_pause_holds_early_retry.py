@@ -1,0 +1,96 @@
+"""On AWS a retry is claimed at once and waits out its delay in the state machine
+(``retry_lead``); a pause takes such a claim back (``Scheduler._hold_early_retries``) and the
+resume dispatches it again. A sub-workflow task's retry is not such a claim: its child run is
+what runs, and the pause holds it by pausing the child (``pause_children``). Both stores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.fakes import FakeClock, RecordingDispatcher
+from tests.stores import state_store
+
+from stratoflow.adapters.aws.runtime import RETRY_LEAD
+from stratoflow.engine import AttemptResult, AttemptStatus, RunState, TaskState
+from stratoflow.service import Finished, Scheduler
+
+T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+FAILED = AttemptResult(AttemptStatus.FAILED, error="exit 1", exit_code=1)
+CHILD = "name: child\ntasks:\n  c: {type: shell, command: 'false'}\n"
+PARENT = (
+    "name: parent\ntasks:\n  sub: {type: workflow, workflow: child, retries: 1, retry_delay: 10m}\n"
+)
+FLAKY = "name: flaky\ntasks:\n  t: {type: shell, command: 'false', retries: 1, retry_delay: 10m}\n"
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def aws(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Scheduler, Any]]:
+    with state_store(request.param, tmp_path) as store:
+        dispatcher = RecordingDispatcher()
+        scheduler = Scheduler(
+            store,
+            store,
+            dispatcher,
+            FakeClock(T0),
+            retry_lead=RETRY_LEAD,  # type: ignore[arg-type]
+        )
+        yield scheduler, dispatcher
+
+
+def _fail_pending(s: Scheduler, d: RecordingDispatcher) -> None:
+    for key in list(d.pending):
+        del d.pending[key]
+        s.advance([Finished(*key, FAILED)])
+
+
+def test_a_pause_holds_a_retry_waiting_in_the_state_machine_and_the_resume_sends_it(
+    aws: tuple[Scheduler, RecordingDispatcher],
+) -> None:
+    s, d = aws
+    s.apply(FLAKY)
+    s.trigger("default", "flaky", run_id="f")
+    s.advance([])
+    _fail_pending(s, d)  # attempt 2 claimed at once, waiting out its delay
+    assert ("f", "t", 2) in d.dispatched
+    s.pause("f")
+    held = s.store.get_task("f", "t")
+    assert (held.state, held.attempt, held.try_number) == (TaskState.UP_FOR_RETRY, 2, 1)
+    assert d.killed == [("f", "t", 2)]
+    (_, second) = s.store.list_attempts("f", "t")
+    assert second.state == AttemptStatus.STOPPED.value
+    # the stopped execution's late report changes nothing: its attempt is over
+    s.advance([Finished("f", "t", 2, AttemptResult(AttemptStatus.FAILED, error="aborted"))])
+    assert s.store.get_task("f", "t") == held
+    assert s.store.list_attempts("f", "t")[1].state == AttemptStatus.STOPPED.value
+    s.resume("f")
+    s.advance([])
+    assert ("f", "t", 3) in d.dispatched  # the same try, under the next attempt number
+    assert s.store.get_task("f", "t").state is TaskState.RUNNING
+
+
+def test_a_pause_holds_a_sub_workflow_retry_by_pausing_its_child_run(
+    aws: tuple[Scheduler, RecordingDispatcher],
+) -> None:
+    """GIVEN a sub-workflow task whose child run failed, its retry claimed (the child run
+    started again) WHEN the parent is paused THEN the child run is paused with it, the
+    task still runs its attempt (its retry is the child run, no execution to stop), and
+    nothing is killed. (Held back to up_for_retry, the task was no longer found running by
+    ``pause_children``: the child ran on while its parent was paused.)"""
+    s, d = aws
+    s.apply(CHILD)
+    s.apply(PARENT)
+    s.trigger("default", "parent", run_id="p")
+    s.advance([])
+    _fail_pending(s, d)  # the child's c fails: the child fails, the parent's sub retries
+    s.advance([])
+    sub = s.store.get_task("p", "sub")
+    assert (sub.state, sub.attempt) == (TaskState.RUNNING, 2)
+    s.pause("p")
+    assert s.store.get_task("p", "sub").state is TaskState.RUNNING
+    child = next(r for r in s.store.runs_in_states(list(RunState)) if r.id != "p")
+    assert child.state is RunState.PAUSED
+    assert d.killed == []
