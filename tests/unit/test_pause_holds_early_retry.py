@@ -66,6 +66,10 @@ def test_a_pause_holds_a_retry_waiting_in_the_state_machine_and_the_resume_sends
     s.advance([Finished("f", "t", 2, AttemptResult(AttemptStatus.FAILED, error="aborted"))])
     assert s.store.get_task("f", "t") == held
     assert s.store.list_attempts("f", "t")[1].state == AttemptStatus.STOPPED.value
+    # the reconciler's pass, the delay over, starts nothing of the paused run
+    s.clock.advance(11 * 60)  # type: ignore[attr-defined]
+    s.step()
+    assert ("f", "t", 3) not in d.dispatched
     s.resume("f")
     s.advance([])
     assert ("f", "t", 3) in d.dispatched  # the same try, under the next attempt number

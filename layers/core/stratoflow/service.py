@@ -1563,10 +1563,14 @@ class Scheduler:
         for ti in self.store.expired_tasks(now, DISPATCH_BATCH):
             spec = self._spec_of(ti.run_id)
             task = spec.workflow.tasks.get(ti.task_id)
-            at = now if task is not None and task.on_timeout is OnTimeout.WARN else overdue
+            # a dependency task's deadline is its next check, filed ``timeout_grace`` early
+            # (whatever its on_timeout): it is due once that grace is past
+            dependency = self.dependencies.handles(spec, ti.task_id)
+            warn_only = task is not None and task.on_timeout is OnTimeout.WARN
+            at = now if warn_only and not dependency else overdue
             if ti.deadline is None or ti.deadline > at:
                 continue  # within the grace: the executor's own report comes first
-            if self.dependencies.handles(spec, ti.task_id):  # its next check, or its timeout
+            if dependency:  # its next check, or its timeout
                 self.dependencies.due(spec, ti)
                 continue
             outcome = engine.on_deadline(spec, ti, at)  # the index finds; the engine decides
