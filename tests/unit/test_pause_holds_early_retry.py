@@ -6,7 +6,7 @@ what runs, and the pause holds it by pausing the child (``pause_children``). Bot
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -77,14 +77,16 @@ def test_a_pause_holds_a_retry_waiting_in_the_state_machine_and_the_resume_sends
 
 
 def test_a_pause_holds_a_sub_workflow_retry_by_pausing_its_child_run(
-    aws: tuple[Scheduler, RecordingDispatcher],
+    aws: tuple[Scheduler, RecordingDispatcher], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """GIVEN a sub-workflow task whose child run failed, its retry claimed (the child run
-    started again) WHEN the parent is paused THEN the child run is paused with it, the
-    task still runs its attempt (its retry is the child run, no execution to stop), and
-    nothing is killed. (Held back to up_for_retry, the task was no longer found running by
+    """GIVEN a sub-workflow task whose child run failed, its retry claimed early (as a
+    version that sent a sub-workflow's retry early claimed it: the child run started again)
+    WHEN the parent is paused THEN the child run is paused with it, the task still runs its
+    attempt (its retry is the child run, no execution to stop), and nothing is killed.
+    (Held back to up_for_retry, the task was no longer found running by
     ``pause_children``: the child ran on while its parent was paused.)"""
     s, d = aws
+    monkeypatch.setattr(Scheduler, "_waits_unsent", staticmethod(Scheduler._holds_slot))
     s.apply(CHILD)
     s.apply(PARENT)
     s.trigger("default", "parent", run_id="p")
@@ -98,3 +100,52 @@ def test_a_pause_holds_a_sub_workflow_retry_by_pausing_its_child_run(
     child = next(r for r in s.store.runs_in_states(list(RunState)) if r.id != "p")
     assert child.state is RunState.PAUSED
     assert d.killed == []
+
+
+def test_a_sub_workflow_retry_waits_out_its_delay_where_retries_are_dispatched_early(
+    aws: tuple[Scheduler, RecordingDispatcher],
+) -> None:
+    """GIVEN a sub-workflow task with a 10 min retry delay, on a scheduler that dispatches
+    retries early (AWS: the state machine waits the delay out, ``retry_lead``) WHEN its child
+    run fails THEN the child is not run again before the delay is over: nothing waits it out
+    for a child run (the claim started the child at once). Its run is woken when it is due
+    (``take_retry_wakes``), as a slot-bound retry's is, and the child runs again then."""
+    s, d = aws
+    s.apply(CHILD)
+    s.apply(PARENT)
+    s.trigger("default", "parent", run_id="p")
+    s.advance([])
+    (first,) = d.dispatched
+    _fail_pending(s, d)
+    s.advance([])
+    assert len(d.dispatched) == 1  # the child's task is not run again yet
+    assert s.store.get_task("p", "sub").state is TaskState.UP_FOR_RETRY
+    wakes = s.take_retry_wakes()
+    assert wakes == {"p": T0 + timedelta(minutes=10)}
+    s.clock.advance(10 * 60)  # type: ignore[attr-defined]
+    s.advance([], wakes=wakes)
+    assert (first[0], first[1], 2) in d.dispatched  # the child's task, run again
+    assert s.store.get_task("p", "sub").attempt == 2
+
+
+def test_a_paused_run_s_sub_workflow_retry_waits_for_the_resume(
+    aws: tuple[Scheduler, RecordingDispatcher],
+) -> None:
+    """A sub-workflow task's retry, waiting out its delay, its run paused: the wake at its
+    due time runs nothing; the resume runs the child again."""
+    s, d = aws
+    s.apply(CHILD)
+    s.apply(PARENT)
+    s.trigger("default", "parent", run_id="p")
+    s.advance([])
+    (first,) = d.dispatched
+    _fail_pending(s, d)
+    s.pause("p")
+    wakes = s.take_retry_wakes()
+    s.clock.advance(10 * 60)  # type: ignore[attr-defined]
+    s.advance([], wakes=wakes)
+    s.step()  # the reconciler's pass too
+    assert len(d.dispatched) == 1
+    s.resume("p")
+    s.advance([], runs=["p"])
+    assert (first[0], first[1], 2) in d.dispatched

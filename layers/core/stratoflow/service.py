@@ -1503,9 +1503,9 @@ class Scheduler:
 
     def _promote_retries(self, now: datetime, due: datetime) -> None:
         """Queue the retries due by ``due`` (``now`` + the retry lead), but a slot-bound
-        one (``_holds_slot``) only once its delay has run out."""
+        one or a sub-workflow task's (``_waits_unsent``) only once its delay has run out."""
         for ti in self.store.due_retries(due, DISPATCH_BATCH):
-            by = now if due > now and self._holds_slot(self._spec_of(ti.run_id), ti) else due
+            by = now if due > now and self._waits_unsent(self._spec_of(ti.run_id), ti) else due
             if engine.retry_due(ti, by):  # the index finds them; the engine decides
                 self._promote(ti, now)
 
@@ -1523,16 +1523,24 @@ class Scheduler:
         """A retry the dispatcher may wait out itself is queued in the turn that decided it
         (on AWS, where nothing polls for due retries between reconciler passes): its attempt
         starts at once and waits for ``not_before``. Not one that would hold a slot while it
-        waits (``_holds_slot``): it waits UP_FOR_RETRY, its slot free, as locally, and its
-        run is woken when the delay runs out (``take_retry_wakes``: on AWS a delayed kick;
-        the reconciler's pass queues it too)."""
+        waits, nor a sub-workflow task's (``_waits_unsent``): it waits UP_FOR_RETRY, as
+        locally, and its run is woken when the delay runs out (``take_retry_wakes``: on AWS a
+        delayed kick; the reconciler's pass queues it too)."""
         lead = self.retry_lead
         if lead <= timedelta(0) or (ti.ready_at is not None and ti.ready_at > now + lead):
             return
-        if ti.ready_at is not None and ti.ready_at > now and self._holds_slot(spec, ti):
+        if ti.ready_at is not None and ti.ready_at > now and self._waits_unsent(spec, ti):
             self._wake_retry(ti.run_id, ti.ready_at)
             return
         self._promote(ti, now)
+
+    @classmethod
+    def _waits_unsent(cls, spec: WorkflowSpec, ti: TaskInstance) -> bool:
+        """Whether a retry of ``ti`` waits out its delay UP_FOR_RETRY even where retries are
+        dispatched early: one that would hold a slot (``_holds_slot``), or a sub-workflow
+        task's, whose claim starts its child run at once (no dispatcher waits for it)."""
+        task = spec.workflow.tasks.get(ti.task_id)
+        return cls._holds_slot(spec, ti) or (task is not None and task.type == "workflow")
 
     @staticmethod
     def _holds_slot(spec: WorkflowSpec, ti: TaskInstance) -> bool:
