@@ -74,6 +74,12 @@ def test_a_pause_holds_a_retry_waiting_in_the_state_machine_and_the_resume_sends
     s.advance([])
     assert ("f", "t", 3) in d.dispatched  # the same try, under the next attempt number
     assert s.store.get_task("f", "t").state is TaskState.RUNNING
+    # a late report of the stopped execution, once the next attempt runs: nothing changes
+    running = s.store.get_task("f", "t")
+    s.advance([Finished("f", "t", 2, AttemptResult(AttemptStatus.FAILED, error="aborted"))])
+    assert s.store.get_task("f", "t") == running
+    states = [a.state for a in s.store.list_attempts("f", "t")]
+    assert states == ["failed", "stopped", "running"]
 
 
 def test_a_pause_holds_a_sub_workflow_retry_by_pausing_its_child_run(
