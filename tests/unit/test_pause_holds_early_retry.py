@@ -155,3 +155,28 @@ def test_a_paused_run_s_sub_workflow_retry_waits_for_the_resume(
     s.resume("p")
     s.advance([], runs=["p"])
     assert (first[0], first[1], 2) in d.dispatched
+
+
+def test_a_sub_workflow_task_whose_timeout_only_warns_wakes_its_run_at_its_deadline(
+    aws: tuple[Scheduler, RecordingDispatcher],
+) -> None:
+    """GIVEN a sub-workflow task with a 10 min timeout that only warns, where nothing polls
+    (AWS: the reconciler passes every 5 min) WHEN it is claimed (its child run started) THEN
+    its run is woken at its deadline, as a dispatched task's is, and that wake says the
+    warning (its deadline cleared): not the reconciler's next pass."""
+    s, _ = aws
+    s.apply(CHILD.replace("'false'", "'true'"))
+    s.apply(
+        "name: parent\ntasks:\n"
+        "  sub: {type: workflow, workflow: child, timeout: 10m, on_timeout: warn}\n"
+    )
+    s.trigger("default", "parent", run_id="p")
+    s.advance([])
+    sub = s.store.get_task("p", "sub")
+    assert (sub.state, sub.deadline) == (TaskState.RUNNING, T0 + timedelta(minutes=10))
+    wakes = s.take_retry_wakes()
+    assert wakes == {"p": T0 + timedelta(minutes=10)}
+    s.clock.advance(10 * 60)  # type: ignore[attr-defined]
+    s.advance([], wakes=wakes)
+    warned = s.store.get_task("p", "sub")
+    assert (warned.state, warned.deadline) == (TaskState.RUNNING, None)

@@ -1820,6 +1820,18 @@ class Scheduler:
             if reads
             else {}
         )
+        if (
+            self.retry_lead > timedelta(0)
+            and task.deadline is not None
+            and spec.workflow.tasks[task.task_id].on_timeout is OnTimeout.WARN
+            and spec.workflow.tasks[task.task_id].type != "switch"
+            and not self.dependencies.handles(spec, task.task_id)
+        ):
+            # no executor enforces a timeout that only warns, and where nothing polls (AWS)
+            # the run is woken at its deadline to say it (``_time_out``), not at the next
+            # pass: a dispatched task's, or a sub-workflow's (a dependency task's deadline
+            # is its next check, which the scheduler keeps itself)
+            self._wake_retry(run.id, task.deadline)
         if spec.workflow.tasks[task.task_id].type == "workflow":
             self.subworkflows.start(spec, run, task, upstream)
             return None
@@ -1842,14 +1854,6 @@ class Scheduler:
                           AttemptResult(AttemptStatus.FAILED, error=str(exc), retryable=False))]
             )  # fmt: skip
             return None
-        if (
-            self.retry_lead > timedelta(0)
-            and task.deadline is not None
-            and spec.workflow.tasks[task.task_id].on_timeout is OnTimeout.WARN
-        ):
-            # no executor enforces a timeout that only warns, and where nothing polls (AWS)
-            # the run is woken at its deadline to say it (``_time_out``), not at the next pass
-            self._wake_retry(run.id, task.deadline)
         start = task.started_at
         attempt = AttemptSpec(
             run_id=run.id, task_id=task.task_id, attempt=task.attempt, task=rendered,
