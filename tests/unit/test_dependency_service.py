@@ -263,3 +263,27 @@ def test_a_retry_looks_again_after_its_delay_even_where_retries_are_dispatched_a
     ended = h.store.get_task("report-1", "wait")
     assert ended.state is TaskState.FAILED
     assert ended.attempt == 2
+
+
+def test_a_warn_only_dependency_is_checked_at_its_next_check_not_the_grace_before(h: H) -> None:
+    """GIVEN a dependency whose timeout only warns, on a scheduler with a timeout grace (AWS:
+    2 min), which files each next check that much before it (its deadline) WHEN the deadline
+    has passed but the next check has not come THEN it is not looked at yet: its deadline is
+    its next check, not a warn-only timeout (those count at once). (``_time_out`` took the
+    warn-only rule for the task's on_timeout and checked it ``timeout_grace`` early.)"""
+    grace = timedelta(minutes=2)
+    h.scheduler = Scheduler(h.store, h.store, h.dispatcher, h.clock, timeout_grace=grace)
+    h.scheduler.apply(UPSTREAM)
+    h.report(
+        REPORT.replace("    check_interval: 1m\n", "    check_interval: 10m\n").replace(
+            "    timeout: 6h\n", "    timeout: 6h\n    on_timeout: warn\n"
+        )
+    )
+    filed = h.store.get_task("report-1", "wait").deadline
+    assert filed == h.clock.now() + timedelta(minutes=10) - grace
+    h.clock.advance(9 * 60)  # past the deadline, before the next check
+    h.scheduler.step()
+    assert h.store.get_task("report-1", "wait").deadline == filed  # not checked yet
+    h.clock.advance(60)  # the next check
+    h.scheduler.step()
+    assert h.store.get_task("report-1", "wait").deadline == h.clock.now() + timedelta(minutes=8)

@@ -1632,3 +1632,74 @@ def test_children_without_a_slot_for_each_queue_and_the_slots_are_filled_in_orde
     ]
     assert env.store.get_run("fan").n_running == 2
     assert env.store.pending_propagations(10) == []
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["no crash", "writer dies after chunk 1"])
+def test_a_large_stop_frees_once_the_slots_of_a_task_that_ended_while_it_is_written(
+    env: Env, crash: bool
+) -> None:
+    """GIVEN 110 running tasks holding one slot each of pool wh, stopped by one journaled
+    plan (too many to stop in its commit: their slots are freed there as read) WHEN one of
+    them ends by its own turn (freeing its slot) between the commit and its chunk THEN the
+    pool's ``used`` is 0, not -1: the chunk that finds the task ended takes back the second
+    release, in the transaction that marks it handled (once, also when the writer dies and
+    the reconciler completes the plan). (Before, its slot was freed twice.)"""
+    from stratoflow.engine import Decision, PoolDelta, TaskWrite
+    from stratoflow.engine.pools import settle_plan
+
+    store = env.store
+    store.set_pool("", "wh", 500)
+    tasks = [
+        TaskInstance("big", f"t{i:03d}", TaskState.RUNNING, attempt=1, started_at=T0,
+                     pool="/wh", pool_slots=1)
+        for i in range(110)
+    ]  # fmt: skip
+    assert store.create_run(a_run("big", 110).with_(n_running=110), tasks, None)
+    for req in store._pool_updates([PoolDelta("/wh", 110)]):
+        assert store._updated(req)
+    run, read = store.get_run("big"), store.get_tasks("big")
+    plan = settle_plan(engine.stop(run, read, T0 + timedelta(minutes=1)))
+    ended = read[-1]  # written in the last chunk
+    store.plan_recovered = lambda p: True
+    commit, transact = store._commit_plan, store.client.transact_write_items
+    state = {"armed": False, "n": 0}
+
+    def commit_then_end(run_id: str, items: Any) -> list[str] | None:
+        reasons = commit(run_id, items)
+        if reasons is None:  # its end, as the hot path writes it (its slot freed with it)
+            done = ended.with_(state=TaskState.SUCCEEDED, ended_at=T0 + timedelta(seconds=61))
+            assert store.apply(
+                Decision("big", (TaskWrite(done, TaskState.RUNNING, 1),), done=1, running=-1,
+                         pools=(PoolDelta("/wh", -1),))
+            )  # fmt: skip
+            state["armed"] = True
+        return reasons
+
+    def dying(**request: Any) -> Any:
+        out = transact(**request)
+        if state["armed"] and crash:
+            state["n"] += 1
+            if state["n"] == 1:
+                raise Crash("after task transaction 1")
+        return out
+
+    with (
+        patch.object(store, "_commit_plan", commit_then_end),
+        patch.object(store.client, "transact_write_items", dying),
+    ):
+        if crash:
+            with pytest.raises(Crash):
+                store.apply_plan(plan, RunState.RUNNING)
+        else:
+            assert store.apply_plan(plan, RunState.RUNNING)
+    if crash:
+        env.clock.now += store.lease.total_seconds() + 1
+        assert store.complete_pending_plans() == 1
+        assert store.complete_pending_plans() == 0
+
+    assert store.get_task("big", ended.task_id).state is TaskState.SUCCEEDED
+    got = store.get_run("big")
+    assert (got.state, got.n_done, got.n_running) == (RunState.STOPPED, 110, 0)
+    pool = store.get_pool("/wh")
+    assert pool is not None
+    assert pool.used == 0

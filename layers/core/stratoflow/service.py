@@ -1535,9 +1535,9 @@ class Scheduler:
 
     def _promote_retries(self, now: datetime, due: datetime) -> None:
         """Queue the retries due by ``due`` (``now`` + the retry lead), but a slot-bound
-        one (``_holds_slot``) only once its delay has run out."""
+        one or a sub-workflow task's (``_waits_unsent``) only once its delay has run out."""
         for ti in self.store.due_retries(due, DISPATCH_BATCH):
-            by = now if due > now and self._holds_slot(self._spec_of(ti.run_id), ti) else due
+            by = now if due > now and self._waits_unsent(self._spec_of(ti.run_id), ti) else due
             if engine.retry_due(ti, by):  # the index finds them; the engine decides
                 self._promote(ti, now)
 
@@ -1555,16 +1555,24 @@ class Scheduler:
         """A retry the dispatcher may wait out itself is queued in the turn that decided it
         (on AWS, where nothing polls for due retries between reconciler passes): its attempt
         starts at once and waits for ``not_before``. Not one that would hold a slot while it
-        waits (``_holds_slot``): it waits UP_FOR_RETRY, its slot free, as locally, and its
-        run is woken when the delay runs out (``take_retry_wakes``: on AWS a delayed kick;
-        the reconciler's pass queues it too)."""
+        waits, nor a sub-workflow task's (``_waits_unsent``): it waits UP_FOR_RETRY, as
+        locally, and its run is woken when the delay runs out (``take_retry_wakes``: on AWS a
+        delayed kick; the reconciler's pass queues it too)."""
         lead = self.retry_lead
         if lead <= timedelta(0) or (ti.ready_at is not None and ti.ready_at > now + lead):
             return
-        if ti.ready_at is not None and ti.ready_at > now and self._holds_slot(spec, ti):
+        if ti.ready_at is not None and ti.ready_at > now and self._waits_unsent(spec, ti):
             self._wake_retry(ti.run_id, ti.ready_at)
             return
         self._promote(ti, now)
+
+    @classmethod
+    def _waits_unsent(cls, spec: WorkflowSpec, ti: TaskInstance) -> bool:
+        """Whether a retry of ``ti`` waits out its delay UP_FOR_RETRY even where retries are
+        dispatched early: one that would hold a slot (``_holds_slot``), or a sub-workflow
+        task's, whose claim starts its child run at once (no dispatcher waits for it)."""
+        task = spec.workflow.tasks.get(ti.task_id)
+        return cls._holds_slot(spec, ti) or (task is not None and task.type == "workflow")
 
     @staticmethod
     def _holds_slot(spec: WorkflowSpec, ti: TaskInstance) -> bool:
@@ -1595,10 +1603,14 @@ class Scheduler:
         for ti in self.store.expired_tasks(now, DISPATCH_BATCH):
             spec = self._spec_of(ti.run_id)
             task = spec.workflow.tasks.get(ti.task_id)
-            at = now if task is not None and task.on_timeout is OnTimeout.WARN else overdue
+            # a dependency task's deadline is its next check, filed ``timeout_grace`` early
+            # (whatever its on_timeout): it is due once that grace is past
+            dependency = self.dependencies.handles(spec, ti.task_id)
+            warn_only = task is not None and task.on_timeout is OnTimeout.WARN
+            at = now if warn_only and not dependency else overdue
             if ti.deadline is None or ti.deadline > at:
                 continue  # within the grace: the executor's own report comes first
-            if self.dependencies.handles(spec, ti.task_id):  # its next check, or its timeout
+            if dependency:  # its next check, or its timeout
                 self.dependencies.due(spec, ti)
                 continue
             outcome = engine.on_deadline(spec, ti, at)  # the index finds; the engine decides
@@ -1840,6 +1852,18 @@ class Scheduler:
             if reads
             else {}
         )
+        if (
+            self.retry_lead > timedelta(0)
+            and task.deadline is not None
+            and spec.workflow.tasks[task.task_id].on_timeout is OnTimeout.WARN
+            and spec.workflow.tasks[task.task_id].type != "switch"
+            and not self.dependencies.handles(spec, task.task_id)
+        ):
+            # no executor enforces a timeout that only warns, and where nothing polls (AWS)
+            # the run is woken at its deadline to say it (``_time_out``), not at the next
+            # pass: a dispatched task's, or a sub-workflow's (a dependency task's deadline
+            # is its next check, which the scheduler keeps itself)
+            self._wake_retry(run.id, task.deadline)
         if spec.workflow.tasks[task.task_id].type == "workflow":
             self.subworkflows.start(spec, run, task, upstream)
             return None
@@ -1862,14 +1886,6 @@ class Scheduler:
                           AttemptResult(AttemptStatus.FAILED, error=str(exc), retryable=False))]
             )  # fmt: skip
             return None
-        if (
-            self.retry_lead > timedelta(0)
-            and task.deadline is not None
-            and spec.workflow.tasks[task.task_id].on_timeout is OnTimeout.WARN
-        ):
-            # no executor enforces a timeout that only warns, and where nothing polls (AWS)
-            # the run is woken at its deadline to say it (``_time_out``), not at the next pass
-            self._wake_retry(run.id, task.deadline)
         start = task.started_at
         attempt = AttemptSpec(
             run_id=run.id, task_id=task.task_id, attempt=task.attempt, task=rendered,
@@ -2036,6 +2052,11 @@ class Scheduler:
         for ti in self.store.get_tasks(run_id):
             decision = engine.held_retry(ti, now)
             if decision is None or self._holds_slot(spec, ti):
+                continue
+            task = spec.workflow.tasks.get(ti.task_id)
+            if task is not None and task.type == "workflow":
+                # its retry is its child run, not a waiting execution: the pause of the
+                # children (``pause_children``, which finds it by its running task) holds it
                 continue
             assert ti.started_at is not None  # a claim whose start is still to come
             attempt = Attempt(

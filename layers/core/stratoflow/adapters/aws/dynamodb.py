@@ -174,6 +174,17 @@ def _total(counts: Iterable[tuple[int, int, int]]) -> tuple[int, int, int]:
     return done, failed, running
 
 
+def _with_slots(plan: Plan, expect: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``expect`` (what a journaled plan read of each task), with the pool (``p``) and slots
+    (``s``) of each task whose slots the plan's commit frees as read (``Plan.pool_releases``):
+    if such a task is found to have left that attempt before its chunk, its own turn freed
+    them too (``DynamoStore._reconsider`` takes the second release back)."""
+    for held in plan.pool_releases:
+        if held.task_id in expect and held.pool is not None and held.pool_slots > 0:
+            expect[held.task_id].update(p=held.pool, s=held.pool_slots)
+    return expect
+
+
 def _returning_old(request: Item) -> Item:
     """A transaction's Update that returns the item as it was when its condition failed."""
     return {"Update": {**request, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}
@@ -190,7 +201,7 @@ class _Entry:
     write: Item
     correction: tuple[int, int, int] = (0, 0, 0)
     kill: TaskInstance | None = None
-    pool: PoolDelta | None = None
+    pools: tuple[PoolDelta, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -2073,13 +2084,14 @@ class DynamoStore(
         (``r``), or for a stop its attempt (``a``) and whether it ran (``run``)."""
         if mode == JOURNAL_READ:
             reads = {t.task_id: t for t in plan.if_unchanged}
-            return {t: {"r": it.task_to_json(reads[t])} for t in plan.tasks}
+            return _with_slots(plan, {t: {"r": it.task_to_json(reads[t])} for t in plan.tasks})
         if mode == JOURNAL_STOP:
             running = {t.task_id: t.attempt for t in plan.kill}
-            return {
+            out: dict[str, dict[str, Any]] = {
                 t: {"a": running.get(t, task.attempt), "run": t in running}
                 for t, task in plan.tasks.items()
             }
+            return _with_slots(plan, out)
         return {}
 
     @staticmethod
@@ -2250,7 +2262,7 @@ class DynamoStore(
                     upd.add(column, n(delta))
             counters = upd.request(self.table, key(pk, it.COUNTERS_SK), "attribute_exists(pk)")
             out.append({"Update": counters})
-        releases = [e.pool for e in batch if e.pool is not None]
+        releases = [d for e in batch for d in e.pools]
         if releases:
             out += [{"Update": u} for u in self._pool_updates(releases)]
         return out
@@ -2292,6 +2304,13 @@ class DynamoStore(
         cur = it.to_task(run_id, old)
         new = journal.plan.tasks[entry.task]
         taken_back = _minus((0, 0, 0), self._planned(new, expected))
+        # a task whose slots the commit freed as read left that attempt by its own turn,
+        # which freed them too: taken back, with the write that marks it handled
+        restore = (
+            (PoolDelta(str(expected["p"]), int(expected["s"])),)
+            if expected.get("p") and int(expected.get("s", 0)) > 0
+            else ()
+        )
         upd = Update().set("pl", s(plan_id))
         item_key = key(it.run_pk(run_id), it.task_sk(entry.task))
         if journal.mode == JOURNAL_STOP and not cur.state.terminal:
@@ -2314,7 +2333,7 @@ class DynamoStore(
                     _returning_old(upd.request(self.table, item_key, cond)),
                     fix,
                     kill=cur if running else None,
-                    pool=PoolDelta(str(cur.pool), -cur.pool_slots) if holds else None,
+                    pools=restore + ((PoolDelta(str(cur.pool), -cur.pool_slots),) if holds else ()),
                 )
             ]
         parents: list[str] = []
@@ -2324,7 +2343,7 @@ class DynamoStore(
                 for p in journal.plan.edges.get(entry.task, {})
                 if p in journal.plan.tasks and journal.plan.tasks[p].state.terminal
             )
-        if taken_back == (0, 0, 0) and not parents:
+        if taken_back == (0, 0, 0) and not parents and not restore:
             return []  # nothing to take back or to follow up: left as it is
         if parents:
             upd.set(PLAN_INTENTS, {"SS": parents})
@@ -2334,7 +2353,12 @@ class DynamoStore(
             plan=s(plan_id),
         )
         return [
-            _Entry(entry.task, _returning_old(upd.request(self.table, item_key, cond)), taken_back)
+            _Entry(
+                entry.task,
+                _returning_old(upd.request(self.table, item_key, cond)),
+                taken_back,
+                pools=restore,
+            )
         ]
 
     def _set_intent(self, journal: _Journal, plan_id: str, parent: str) -> None:
