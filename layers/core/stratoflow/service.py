@@ -1429,8 +1429,9 @@ class Scheduler:
                         self._wake_retry(run_id, when)
                 if due:
                     self._promote_retries(now, now)
-                    with self._deciding():  # a warn-only deadline that woke its run
-                        self._time_out(now)
+                    if any(self._warns_only(r) for r in due):  # a warn deadline woke it
+                        with self._deciding():
+                            self._time_out(now)
                     runs += [r for r in due if r not in runs]
             for run_id in runs:  # a kick (resume, pools set): serve its runs' pools too
                 with suppress(NotFound):
@@ -1580,6 +1581,16 @@ class Scheduler:
         one of its run's ``concurrency``."""
         task = spec.workflow.tasks.get(ti.task_id)
         return (task is not None and task.pool is not None) or spec.workflow.concurrency is not None
+
+    def _warns_only(self, run_id: str) -> bool:
+        """Whether a task of ``run_id``'s workflow has a timeout that only warns (its run is
+        woken at that deadline: the wake's ``advance`` looks for deadlines passed, one read
+        that a wake for a retry alone does not need)."""
+        try:
+            tasks = self._spec_of(run_id).workflow.tasks.values()
+        except NotFound:
+            return False
+        return any(t.on_timeout is OnTimeout.WARN for t in tasks)
 
     def _wake_retry(self, run_id: str, when: datetime) -> None:
         known = self._retry_wakes.get(run_id)
