@@ -1613,12 +1613,10 @@ class Scheduler:
         overdue = now - self.timeout_grace
         for ti in self.store.expired_tasks(now, DISPATCH_BATCH):
             spec = self._spec_of(ti.run_id)
-            task = spec.workflow.tasks.get(ti.task_id)
             # a dependency task's deadline is its next check, filed ``timeout_grace`` early
             # (whatever its on_timeout): it is due once that grace is past
             dependency = self.dependencies.handles(spec, ti.task_id)
-            warn_only = task is not None and task.on_timeout is OnTimeout.WARN
-            at = now if warn_only and not dependency else overdue
+            at = now if self._only_warns(spec, ti.task_id) else overdue
             if ti.deadline is None or ti.deadline > at:
                 continue  # within the grace: the executor's own report comes first
             if dependency:  # its next check, or its timeout
@@ -1650,6 +1648,17 @@ class Scheduler:
             )  # fmt: skip
             self._kill(ti)
 
+    def _only_warns(self, spec: WorkflowSpec, task_id: str) -> bool:
+        """Whether ``task_id``'s deadline is a timeout that only warns (``on_timeout:
+        warn``), which no executor enforces and the scheduler says itself: not a dependency
+        task's, whose deadline is its next check."""
+        task = spec.workflow.tasks.get(task_id)
+        return (
+            task is not None
+            and task.on_timeout is OnTimeout.WARN
+            and not self.dependencies.handles(spec, task_id)
+        )
+
     def _warn(self, ti: TaskInstance, keep_running: TaskInstance) -> TaskInstance | None:
         """Say that ``ti``'s timeout passed and let it run (``on_timeout: warn``): its
         deadline cleared, so it is said once; the task as written, None if it moved."""
@@ -1668,10 +1677,7 @@ class Scheduler:
         attribute read)."""
         if ti.deadline is None or ti.attempt != report.attempt:
             return ti
-        task = spec.workflow.tasks.get(ti.task_id)
-        if task is None or task.on_timeout is not OnTimeout.WARN:
-            return ti
-        if self.dependencies.handles(spec, ti.task_id):  # its deadline is its next check
+        if not self._only_warns(spec, ti.task_id):
             return ti
         outcome = engine.on_deadline(spec, ti, engine.attempt_end(ti, report.result, now))
         if outcome is None or outcome.keep_running is None:
@@ -1866,9 +1872,8 @@ class Scheduler:
         if (
             self.retry_lead > timedelta(0)
             and task.deadline is not None
-            and spec.workflow.tasks[task.task_id].on_timeout is OnTimeout.WARN
             and spec.workflow.tasks[task.task_id].type != "switch"
-            and not self.dependencies.handles(spec, task.task_id)
+            and self._only_warns(spec, task.task_id)
         ):
             # no executor enforces a timeout that only warns, and where nothing polls (AWS)
             # the run is woken at its deadline to say it (``_time_out``), not at the next
@@ -2068,6 +2073,8 @@ class Scheduler:
             if task is not None and task.type == "workflow":
                 # its retry is its child run, not a waiting execution: the pause of the
                 # children (``pause_children``, which finds it by its running task) holds it
+                # (checked here itself, not through ``_waits_unsent``: an early claim made by
+                # a version that sent sub-workflow retries early is still held this way)
                 continue
             assert ti.started_at is not None  # a claim whose start is still to come
             attempt = Attempt(
