@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -30,6 +31,7 @@ from importlib import metadata
 from pathlib import Path as FilePath
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import pydantic_core
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
@@ -504,13 +506,16 @@ def _responses(
     conditional: bool = False,
 ) -> dict[int, OpenAPIResponse]:
     """OpenAPI responses of a route: 200 (and 201) from its return type unless ``ok_content``
-    says otherwise; every error is an ``ErrorView``; 422 and 500 can happen on every route."""
+    says otherwise (for both); every error is an ``ErrorView``; 422 and 500 can happen on
+    every route."""
     success: OpenAPIResponse = {"description": ok}
     if ok_content is not None:
         success["content"] = dict(ok_content)
     out: dict[int, OpenAPIResponse] = {200: success}
     if created is not None:
         out[201] = {"description": created}
+        if ok_content is not None:
+            out[201]["content"] = dict(ok_content)
     if conditional:
         out[304] = {"description": "Not modified: `If-None-Match` names the current `ETag`"}
     for code in sorted({*errors, *(() if public else (401, 403)), 422, 500, 503}):
@@ -712,6 +717,30 @@ def _serialize(value: Any) -> str:
 _json_body = partial(json.dumps, separators=(",", ":"), cls=Encoder)
 
 
+def _view_json(view: Mapping[str, Any]) -> str:
+    """A big view (a run's tasks) encoded as its model would encode it, without building the
+    model: ``views`` makes exactly the documented fields, types and order, so validating it
+    only copied it (at 2,000 tasks ~35-160 ms against ~3 ms to encode; the full view ends
+    every ``trigger --wait`` and opens every run page). NaN and infinities (an output's
+    value) are ``null`` there too; text that cannot be UTF-8 is escaped, as ``_serialize``
+    does. ``tests/unit/test_api_view_encoding.py`` holds it to the model's encoding."""
+    try:
+        return pydantic_core.to_json(view, inf_nan_mode="null").decode()
+    except pydantic_core.PydanticSerializationError:
+        return json.dumps(_finite(view), separators=(",", ":"), ensure_ascii=True)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as None (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _version_fits(source: str, document: Mapping[str, Any]) -> None:
     """InvalidInput when the version's view (its source and document) would not fit an API
     answer on AWS (``MAX_VERSION_WIRE``): nothing stored could then be read back there."""
@@ -809,11 +838,11 @@ def static_file(root: FilePath, relative: str, cache: str) -> Response[Any]:
 def _view_response(body: BaseModel | str, tag: str) -> Response[Any]:
     """A JSON view with its ETag; ``no-cache``: revalidate (cheaply, by the tag) every time.
 
-    The body is encoded here, once, by pydantic: the model was validated when it was built,
-    and the route is a ``_raw_response`` one (its schema documented by ``_encoded_view``), so
-    Powertools neither validates it again nor walks it to encode it (at 10,000 tasks a run view is 2.4 MB; the second validation and its
-    encoding were a third of the request's CPU). ``body`` may be that JSON already (a cached
-    layout)."""
+    The body is encoded once: by pydantic from a model validated when it was built, or
+    already (a cached layout; a run's view, ``_view_json``). The route is a
+    ``_raw_response`` one (its schema documented by ``_encoded_view``), so Powertools
+    neither validates it again nor walks it to encode it (at 10,000 tasks a run view is
+    2.4 MB; the second validation and its encoding were a third of the request's CPU)."""
     return Response(
         status_code=HTTPStatus.OK.value,
         content_type=content_types.APPLICATION_JSON,
@@ -822,10 +851,13 @@ def _view_response(body: BaseModel | str, tag: str) -> Response[Any]:
     )
 
 
-def _body_tagged_view(body: BaseModel, if_none_match: str | None, *kind: str) -> Response[Any]:
+def _body_tagged_view(
+    body: BaseModel | str, if_none_match: str | None, *kind: str
+) -> Response[Any]:
     """A view tagged by its encoded body (a store that keeps no run revisions, as on AWS:
-    nothing cheaper names its state), or the 304 when the reader holds that tag."""
-    encoded = body.model_dump_json()
+    nothing cheaper names its state), or the 304 when the reader holds that tag. ``body``
+    may be encoded already (``_view_json``)."""
+    encoded = body if isinstance(body, str) else body.model_dump_json()
     tag = entity_tag(*kind, encoded)
     if not_modified(if_none_match, tag):
         raise Unchanged(tag)
@@ -856,7 +888,7 @@ def _raw_response(handler: _Handler) -> _Handler:
     """Skip Powertools' response validation for ``handler``: it validates (and JSON-encodes)
     the body of every handler with a return annotation, which a bytes body (an image) fails.
     Static files have no schema to check, so the annotation is hidden from Powertools; the
-    big views (``_view_response``) are validated where they are built and encoded once."""
+    big views (``_view_response``) are made to their documented models and encoded once."""
     handler.__annotations__.pop("return", None)
     return handler
 
@@ -1014,11 +1046,12 @@ def create_app(
                     out[task.task_id] = child
         return out
 
-    def detail(run: Run) -> RunDetail:
-        """The whole view, with the run's revision where the store keeps one (a trigger's
-        answer: a reader goes on from it with ``since``, as ``trigger --wait`` does, instead
-        of asking for the whole view again). The revision is read before any task, as
-        ``get_run`` reads it: a task changed meanwhile is sent again after it, never missed."""
+    def detail(run: Run) -> str:
+        """The whole view (a RunDetail, encoded), with the run's revision where the store
+        keeps one (a trigger's answer: a reader goes on from it with ``since``, as ``trigger
+        --wait`` does, instead of asking for the whole view again). The revision is read
+        before any task, as ``get_run`` reads it: a task changed meanwhile is sent again
+        after it, never missed."""
         revision = store.run_revision(run.id) if isinstance(store, RunChangeLog) else None
         spec = scheduler.spec(run.project, run.workflow, run.version)
         tasks = store.get_tasks(run.id)
@@ -1026,7 +1059,7 @@ def create_app(
             run, tasks, store.list_attempts(run.id), spec.dag.order,
             children(spec, run.id, tasks),
         )  # fmt: skip
-        return RunDetail.model_validate({**body, "revision": revision})
+        return _view_json({**body, "revision": revision, "full": True})
 
     def one_run(run: Run) -> RunView:
         return RunView.model_validate(run_view(run))
@@ -1402,11 +1435,13 @@ def create_app(
             409,
             415,
             created="The run was created",
+            ok_content=_encoded_view(RunDetail),
         ),
     )
+    @_raw_response
     def trigger_run(
         name: str, body: TriggerBody = None, project: ProjectQuery = DEFAULT_PROJECT
-    ) -> Response[RunDetail]:
+    ) -> Response[str]:
         allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")
         scheduler.subworkflows.check_caller_latest(caller(), project, name, "triggering it")
         request = body or TriggerRequest()
@@ -1553,8 +1588,7 @@ def create_app(
             attempts = store.attempts_of(run_id, changed_ids) if changed_ids else []
         view = run_detail(run, tasks, attempts, spec.dag.order, children(spec, run_id, tasks))
         full = since is None or since > revision
-        body = RunDetail.model_validate({**view, "revision": revision, "full": full})
-        return _view_response(body, tag)
+        return _view_response(_view_json({**view, "revision": revision, "full": full}), tag)
 
     @app.get(
         "/runs/<run_id>/states",
