@@ -8,6 +8,7 @@ import json
 import math
 from typing import Any
 
+from pydantic import BaseModel
 from tests.unit import test_api_app
 from tests.unit.test_api_app import Api
 
@@ -45,9 +46,9 @@ tasks:
 """
 
 
-def _as_the_model_sends_it(text: str) -> str:
-    """What ``RunDetail`` makes of a body: validated, then encoded by pydantic."""
-    return RunDetail.model_validate(json.loads(text)).model_dump_json()
+def _as_the_model_sends_it(text: str, model: type[BaseModel] = RunDetail) -> str:
+    """What ``model`` makes of a body: validated, then encoded by pydantic."""
+    return model.model_validate(json.loads(text)).model_dump_json()
 
 
 def test_every_run_view_is_what_its_model_would_send(api: Api) -> None:

@@ -1667,26 +1667,30 @@ def create_app(
         start = min(starts, default=run.started_at)
         end = max(ends, default=run.ended_at)
         keys = ("attempt", "state", "started_at", "ended_at", "duration_seconds")
+
+        def bar(attempt: Attempt) -> dict[str, Any]:
+            view = attempt_view(attempt)
+            return {k: view[k] for k in keys}
+
         tasks = [
             {
                 "task_id": task_id,
                 "state": instances[task_id].state.value,
                 "attempts": [
-                    {k: attempt_view(a)[k] for k in keys}
-                    for a in sorted(by_task.get(task_id, []), key=lambda a: a.attempt)
+                    bar(a) for a in sorted(by_task.get(task_id, []), key=lambda a: a.attempt)
                 ],
             }
             for task_id in spec.dag.order
             if task_id in instances
         ]
-        body = Timeline.model_validate(
+        body = _view_json(
             {
                 "run": run_view(run),
                 "start": None if start is None else start.isoformat(),
                 "end": None if end is None else end.isoformat(),
                 "tasks": tasks,
             }
-        )
+        )  # a Timeline (tests/unit/test_api_view_encoding.py)
         if tag is None:
             return _body_tagged_view(body, if_none_match)
         return _view_response(body, tag)
