@@ -341,6 +341,75 @@ def test_a_server_that_stops_answering_mid_query_is_given_up_on(
         proxy.close()
 
 
+@pytest.mark.parametrize("frozen_at", ["BEGIN", "COMMIT", "ROLLBACK"])
+def test_a_server_that_stops_answering_at_a_transaction_s_edge_is_given_up_on(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, frozen_at: str
+) -> None:
+    """The transaction's own statements are calls too: a server that hangs as a block
+    begins, commits or rolls back held the caller (an API request, the feed) for ever. Each
+    is given up on like a statement; the connection is dropped, never lent again."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    monkeypatch.setattr(PostgresDatabase, "STATEMENT_TIMEOUT", 1, raising=False)
+    monkeypatch.setattr(PostgresDatabase, "ANSWER_GRACE", 0.5, raising=False)
+    url = urlsplit(pg_url)
+    proxy = _FreezingProxy((url.hostname or "127.0.0.1", url.port or 5432))
+    user = f"{url.username}@" if url.username else ""
+    db = connect(urlunsplit(url._replace(netloc=f"{user}127.0.0.1:{proxy.port}")))
+    outcome: list[BaseException | None] = []
+
+    def block() -> None:
+        try:
+            if frozen_at == "BEGIN":
+                proxy.frozen.set()
+            with db.transaction():
+                db.query("SELECT 1 AS one")
+                if frozen_at != "BEGIN":
+                    proxy.frozen.set()
+                if frozen_at == "ROLLBACK":
+                    raise LookupError("the block failed")
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    try:
+        started = time.monotonic()
+        caller = threading.Thread(target=block, daemon=True)
+        caller.start()
+        caller.join(timeout=8)
+        assert outcome, f"the block was still waiting on its {frozen_at} after 8 s"
+        if frozen_at == "ROLLBACK":  # the block's own error, not the rollback's
+            assert isinstance(outcome[0], LookupError), outcome
+        else:
+            assert isinstance(outcome[0], Unavailable), outcome
+            assert "did not answer within 1 s" in str(outcome[0])
+        assert time.monotonic() - started < 5
+        proxy.frozen.clear()
+        assert db.query("SELECT 3 AS three") == [{"three": 3}]  # a new connection
+    finally:
+        proxy.frozen.clear()
+        db.close()
+        proxy.close()
+
+
+def test_a_connection_left_inside_a_transaction_is_not_lent_again(pg_url: str) -> None:
+    """A block that ended without its ROLLBACK (interrupted as it rolled back) leaves its
+    connection inside the transaction: lent again, the next caller's statements would join
+    it and never commit."""
+    db = connect(pg_url)
+    assert isinstance(db, PostgresDatabase)
+    try:
+        with db._borrow() as conn:
+            conn.execute("BEGIN")
+            left = conn
+        with db._borrow() as conn:
+            assert conn is not left
+        assert left.closed
+        assert db.query("SELECT 1 AS one") == [{"one": 1}]
+    finally:
+        db.close()
+
+
 def test_the_environment_s_pgoptions_are_kept_beside_the_statement_bound(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -441,26 +441,32 @@ class PostgresDatabase(_Pooled):
     def _call(self) -> Iterator[Any]:
         """A connection for one statement, the wait for its answer bounded (not inside a
         migration: ``lock_for_migrations``)."""
-        with self._reachable(), self._borrow() as conn:
-            statement = self._statement_seconds()
-            if getattr(self._local, "unbounded", False) or statement <= 0:
-                yield conn
-                return
-            seconds = statement + self.ANSWER_GRACE
-            token = 0  # (never a watch's)
-            # asked once the watch is over (no cut can come after): whatever the call
-            # raised, or as its answer came, a cut connection is closed, never lent again
-            try:
-                with self._deadlines.watch(conn, seconds) as token:
-                    yield conn
-            except self._psycopg.OperationalError as exc:
-                if self._given_up(conn, token):
-                    raise self._too_slow() from exc
-                raise
-            except BaseException:
-                self._given_up(conn, token)
-                raise
+        with self._reachable(), self._borrow() as conn, self._answered(conn):
+            yield conn
+
+    @contextmanager
+    def _answered(self, conn: Any) -> Iterator[None]:
+        """The block's wait for ``conn``'s answer bounded: cut past the statement timeout
+        and its grace (not inside a migration)."""
+        statement = self._statement_seconds()
+        if getattr(self._local, "unbounded", False) or statement <= 0:
+            yield
+            return
+        seconds = statement + self.ANSWER_GRACE
+        token = 0  # (never a watch's)
+        # asked once the watch is over (no cut can come after): whatever the call
+        # raised, or as its answer came, a cut connection is closed, never lent again
+        try:
+            with self._deadlines.watch(conn, seconds) as token:
+                yield
+        except self._psycopg.OperationalError as exc:
+            if self._given_up(conn, token):
+                raise self._too_slow() from exc
+            raise
+        except BaseException:
             self._given_up(conn, token)
+            raise
+        self._given_up(conn, token)
 
     def _given_up(self, conn: Any, token: int) -> bool:
         """Whether the deadline cut ``conn`` during watch ``token`` (then it is closed)."""
@@ -470,11 +476,29 @@ class PostgresDatabase(_Pooled):
         return True
 
     def _usable(self, conn: Any) -> bool:
-        return not (self._closed or conn.closed or conn.broken)
+        """Open, whole, and in no transaction (one whose ROLLBACK never ran stays out)."""
+        return not (self._closed or conn.closed or conn.broken) and (
+            conn.info.transaction_status == self._psycopg.pq.TransactionStatus.IDLE
+        )
 
-    def _begin(self, conn: Any) -> AbstractContextManager[None]:
-        tx: AbstractContextManager[None] = conn.transaction()
-        return tx
+    @contextmanager
+    def _begin(self, conn: Any) -> Iterator[None]:
+        """A block on the autocommit connection; its BEGIN, COMMIT and ROLLBACK bounded like
+        any statement (a server that hung as a block ended held its caller for ever). A
+        rollback that fails (the connection cut, or broken by the block's own error) leaves
+        the block's error to be raised: the connection is not lent again either way."""
+        with self._answered(conn):
+            conn.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                if not conn.broken:
+                    with self._answered(conn):
+                        conn.execute("ROLLBACK")
+            raise
+        with self._answered(conn):
+            conn.execute("COMMIT")
 
     @contextmanager
     def _reachable(self) -> Iterator[None]:
