@@ -317,8 +317,10 @@ class Scheduler:
             if after is not None:
                 # an unchanged apply compares with the version before the latest: one that
                 # retries an apply whose cursor write failed after its version was stored
+                # one given back after a version without any (removed) is new as well: it had
+                # no times in between (a workflow's first schedule has no cursor to move)
                 prior = before if created else self._schedule_of(spec, version.version - 1)
-                if prior is not None and not same_times(prior, after):
+                if prior is None or not same_times(prior, after):
                     self._restart_schedule(spec, version.created_at)
         # every apply, not only a new version: a schedule lost or changed by hand is repaired
         self.schedules.sync(spec, paused=version.paused)
