@@ -823,6 +823,31 @@ def test_a_quartz_expression_with_seconds_is_refused_with_its_minute_form(
     parse_schedule(written)  # and what it says to write is accepted
 
 
+@pytest.mark.parametrize(
+    ("quartz", "seconds", "written"),
+    [
+        ("30 0 2 * * ?", "30", "cron(0 2 * * ? *)"),  # Quartz: 02:00:30 every day
+        ("30 0 2 * * ? *", "30", "cron(0 2 * * ? *)"),  # DolphinScheduler's, with a year
+        ("0/30 * * * * ? *", "0/30", "cron(* * * * ? *)"),  # every 30 seconds
+        ("15 0 * * * *", "15", "0 * * * *"),  # Spring: hourly at :00:15
+    ],
+)
+def test_a_quartz_expression_off_second_zero_is_refused_naming_its_seconds(
+    quartz: str, seconds: str, written: str
+) -> None:
+    """Seconds other than 0 cannot be kept (schedules fire on whole minutes): the error says
+    that the first field is seconds and which, and what the expression is at second 0; it
+    does not offer cron(<the same six fields>), which reads the seconds as minutes and is
+    itself refused, nor only the list of accepted forms."""
+    with pytest.raises(ScheduleError) as info:
+        parse_schedule(quartz)
+    message = str(info.value)
+    assert f"first field is seconds ({seconds!r})" in message
+    assert repr(written) in message
+    assert f"cron({quartz})" not in message
+    parse_schedule(written)  # and what it says to write is accepted
+
+
 def test_a_six_field_eventbridge_expression_is_still_told_to_use_cron() -> None:
     with pytest.raises(ScheduleError, match=r"write it as 'cron\(0 2 \* \* \? \*\)'"):
         parse_schedule("0 2 * * ? *")

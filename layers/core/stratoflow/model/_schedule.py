@@ -105,6 +105,7 @@ _UNIX_DOW: Mapping[str, int] = {name: number for number, name in enumerate(_DOW_
 
 _EB_FIELDS = ("minutes", "hours", "day-of-month", "month", "day-of-week", "year")
 _NUMBER = re.compile(r"[0-9]+")
+_SECONDS = re.compile(r"[0-9*][0-9*/,-]*")  # a Quartz seconds field: 0, 30, 0/30, */10, 0,30
 
 
 class ScheduleError(ValueError):
@@ -299,10 +300,20 @@ def parse_schedule(expr: str) -> ScheduleExpression:
         return _parse_unix_cron(expr, text)
     quartz = _quartz_form(fields)
     if quartz is not None:
-        raise ScheduleError(
+        seconds = fields[0]
+        looks = (
             f"invalid schedule expression {expr!r}: {len(fields)} fields look like a cron "
-            "expression whose first field is seconds (Quartz's, as DolphinScheduler writes "
-            f"them, or Spring's); schedules fire on whole minutes: write {quartz!r}"
+            "expression whose first field is seconds"
+        )
+        if seconds in ("0", "00"):
+            raise ScheduleError(
+                f"{looks} (Quartz's, as DolphinScheduler writes them, or Spring's); schedules "
+                f"fire on whole minutes: write {quartz!r}"
+            )
+        raise ScheduleError(
+            f"{looks} ({seconds!r}), as Quartz's (DolphinScheduler's) or Spring's are; "
+            "schedules fire at second 0 of whole minutes, so those seconds cannot be kept: "
+            f"at second 0 it is {quartz!r}"
         )
     if len(fields) == 6 and not any(ch.isalpha() for ch in fields[0] + fields[1]):
         raise ScheduleError(
@@ -315,9 +326,9 @@ def parse_schedule(expr: str) -> ScheduleExpression:
 def _quartz_form(fields: list[str]) -> str | None:
     """The expression a cron expression with a seconds field first (Quartz's, as
     DolphinScheduler writes them: ``sec min hour dom month dow [year]``; Spring's six) means,
-    when its seconds are zero and ``fields`` read as EventBridge's six fields are refused;
-    else ``None``."""
-    if len(fields) not in (6, 7) or fields[0] not in ("0", "00"):
+    at second 0, when ``fields`` read as EventBridge's six fields are refused; else ``None``.
+    A seconds field other than 0 (``30``, ``0/30``) is one of digits and ``*/,-``."""
+    if len(fields) not in (6, 7) or _SECONDS.fullmatch(fields[0]) is None:
         return None
     if len(fields) == 6:
         try:
