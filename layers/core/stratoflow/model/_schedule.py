@@ -396,7 +396,7 @@ def due_firings(
     otherwise nothing in the past is, and the cursor starts at ``now``. Later: with catchup,
     every time missed since the cursor (oldest first, at most :data:`MAX_FIRINGS_PER_TICK`;
     the cursor then stops at the last one, so the next call resumes there); without, only the
-    latest missed time.
+    latest missed time, and none when the schedule's latest time is after its window's end.
 
     ``room`` bounds a catch-up by the runs its workflow may still have (its effective
     ``max_active_runs`` less its queued and active runs; ``None``: no bound): when more than
@@ -433,8 +433,10 @@ def due_firings(
         if more and room is not None and room <= 0:
             return [], cursor  # a backlog and no room: nothing now, the cursor stays
         return times, times[-1] if more else until
-    latest = expr.previous_at_or_before(until, schedule.timezone, start)
-    if latest is None or latest <= cursor:
+    # the schedule's latest time by now, its window's end no bound (Airflow's latest interval):
+    # after the end, the window is over and its last time is not fired late
+    latest = expr.previous_at_or_before(now, schedule.timezone, start)
+    if latest is None or latest <= cursor or (end is not None and latest > end):
         return [], until
     return [latest], until
 
