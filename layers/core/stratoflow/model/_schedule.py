@@ -366,8 +366,46 @@ def validate_timezone(name: str) -> str:
             f"unknown time zone {name!r}: not an IANA time zone name but a file of this "
             "machine's zone database; write the zone's IANA name, e.g. 'Europe/Berlin'"
         )
-    _zone(name)
+    try:
+        _zone(name)
+    except ScheduleError as exc:
+        hint = _zone_hint(name)
+        if hint is None:
+            raise
+        raise ScheduleError(f"{exc}: {hint}") from None
     return name
+
+
+_OFFSET = re.compile(r"(?:UTC|GMT)?\s*([+-])([0-9]{1,2})(?::?([0-9]{2}))?", re.IGNORECASE)
+_ABBREVIATION = re.compile(r"[A-Z]{2,5}")
+_IANA_EXAMPLES = "such as 'Asia/Shanghai', 'Europe/Paris' or 'America/New_York'"
+
+
+def _zone_hint(name: str) -> str | None:
+    """What to write instead of an unknown time zone that is a UTC offset (``+08:00``,
+    ``UTC+8``) or an abbreviation (``CST``), as users of pendulum or DolphinScheduler's UI
+    write them; ``None`` for any other name."""
+    offset = _OFFSET.fullmatch(name.strip())
+    if offset is not None:
+        sign, hours, minutes = offset.group(1), int(offset.group(2)), int(offset.group(3) or 0)
+        hint = (
+            "a UTC offset is no time zone name; write the IANA name of the place "
+            f"({_IANA_EXAMPLES}), whose daylight-saving rules the schedule then follows"
+        )
+        if minutes == 0 and hours <= (14 if sign == "+" else 12):
+            fixed = f"Etc/GMT{'-' if sign == '+' else '+'}{hours}" if hours else "UTC"
+            written = f"{sign}{hours:02d}:00"
+            hint += f", or {fixed!r} for a fixed offset of {written}"
+            if hours:
+                hint += " (its sign inverted, as POSIX writes it)"
+        return hint
+    if _ABBREVIATION.fullmatch(name) is not None:
+        return (
+            "an abbreviation is no time zone name (one can mean several zones: CST is "
+            "China's and the US's), nor does it say when daylight-saving time applies; write "
+            f"an IANA name {_IANA_EXAMPLES}"
+        )
+    return None
 
 
 # --------------------------------------------------------------------------------------------
