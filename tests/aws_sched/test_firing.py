@@ -561,3 +561,48 @@ def test_a_firing_at_the_skipped_days_usual_utc_time_maps_to_the_fire_time_befor
     schedule = Schedule(cron="30 2 * * *", timezone="Europe/Berlin")
     assert logical_date(schedule, utc(2026, 3, 29, 1, 30)) == utc(2026, 3, 28, 1, 30)
     assert logical_date(schedule, utc(2026, 3, 30, 0, 30)) == utc(2026, 3, 30, 0, 30)
+
+
+@pytest.mark.parametrize("catchup", [True, False], ids=["catchup", "no-catchup"])
+def test_a_schedule_removed_then_added_again_counts_its_times_from_the_apply_that_adds_it(
+    store: Any, tmp_path: Path, catchup: bool
+) -> None:
+    """A schedule removed by one apply and given back by a later one did not exist in
+    between: as any apply that changes a schedule's times, the one that adds it back counts
+    them from itself. Else the trigger's catch-up made runs for the hours since the daily
+    schedule last fired (03:00-10:00, when the workflow had no schedule), and without catchup
+    both runtimes fired 10:00 at the apply, a time no schedule had, which a schedule first
+    added at 10:30 does not do."""
+    daily = workflow(f'cron: "0 2 * * *"\ncatchup: {str(catchup).lower()}')
+    none = workflow(None)
+    hourly = workflow(f'cron: "0 * * * *"\ncatchup: {str(catchup).lower()}')
+    fired, removed, added = utc(2026, 11, 20, 2), utc(2026, 11, 20, 5), utc(2026, 11, 20, 10, 30)
+    # AWS: the daily firing at 02:00, the applies, the reconciler's pass, the 11:00 firing
+    aws_clock = FakeClock(fired)
+    aws = make_scheduler(store, clock=aws_clock)
+    aws.apply(daily)
+    fire(aws, event(fired))
+    aws_clock.current = removed
+    aws.apply(none)
+    aws_clock.current = added
+    aws.apply(hourly)
+    aws_clock.current = added + timedelta(minutes=1)
+    continue_catchups(aws)
+    aws_clock.current = utc(2026, 11, 20, 11, 0, 2)
+    fire(aws, event(utc(2026, 11, 20, 11)))
+    # local: the cron loop ticks every minute throughout
+    local_store = SqliteStore(tmp_path / "local.db")
+    local_clock = FakeClock(fired - timedelta(minutes=1))
+    local = make_scheduler(local_store, clock=local_clock)
+    local.apply(daily)
+    loop = CronLoop(local, local_store)
+    while local_clock.now() <= utc(2026, 11, 20, 11, 0, 30):
+        for at, text in ((removed, none), (added, hourly)):
+            if local_clock.now() == at:
+                local.apply(text)
+                loop.invalidate()
+        loop.tick(local_clock.now())
+        local_clock.advance(60)
+    assert dates(local_store) == [fired, utc(2026, 11, 20, 11)]
+    assert dates(store) == [fired, utc(2026, 11, 20, 11)]
+    local_store.close()

@@ -131,6 +131,22 @@ def test_the_backlog_is_worked_through_in_order_as_runs_end(h: Backlog) -> None:
         assert not any(r.state is RunState.QUEUED for r in runs)
 
 
+def test_applying_the_same_file_again_keeps_the_backlog(h: Backlog) -> None:
+    """Applying an unchanged file (a deploy that applies every file) changes no schedule: the
+    catch-up goes on from where it was, not from the apply (which would drop the backlog)."""
+    h.scheduler.apply(CU)
+    h.fire_due()
+    h.scheduler.step()
+    h.clock.advance(3600)
+    _, created = h.scheduler.apply(CU)
+    assert not created
+    for _ in range(2):
+        oldest = next(r for r in h.runs() if r.state is RunState.RUNNING)
+        h.end(oldest.id)
+        h.minute_later()
+    assert [r.logical_date for r in h.runs()] == [START + timedelta(minutes=i) for i in range(4)]
+
+
 def test_another_projects_manual_run_starts_while_a_backlog_exists(h: Backlog) -> None:
     # GIVEN a catch-up with millions of missed intervals, fired for a while
     h.scheduler.apply(CU)

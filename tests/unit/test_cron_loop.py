@@ -65,3 +65,23 @@ def test_firings_follow_the_schedule_time_zone_across_dst() -> None:
     times, _ = due_firings(schedule, None, utc(2026, 3, 10))
     assert times == [utc(2026, 3, 7, 7, 30), utc(2026, 3, 9, 6, 30)]
     assert next_firing(schedule, utc(2026, 3, 10)) == utc(2026, 3, 10, 6, 30)
+
+
+def test_without_catchup_a_window_that_ended_long_ago_fires_nothing_late() -> None:
+    """Without catchup only the schedule's latest time fires, as Airflow's latest interval:
+    when that time is after the window's end (the server was down, or the workflow paused,
+    past it), the window is over and nothing fires, not its last time a week late."""
+    schedule = Schedule(cron="0 2 * * *", end=datetime(2026, 6, 3, 12, 0))
+    assert due_firings(schedule, utc(2026, 6, 1, 12), utc(2026, 6, 10, 12)) == (
+        [],
+        utc(2026, 6, 3, 12),
+    )
+    # still fired when it is the latest time, late but within the window's last interval
+    assert due_firings(schedule, utc(2026, 6, 2, 12), utc(2026, 6, 3, 13)) == (
+        [utc(2026, 6, 3, 2)],
+        utc(2026, 6, 3, 12),
+    )
+    assert due_firings(schedule, utc(2026, 6, 2, 12), utc(2026, 6, 4, 1, 59)) == (
+        [utc(2026, 6, 3, 2)],
+        utc(2026, 6, 3, 12),
+    )

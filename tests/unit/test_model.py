@@ -330,6 +330,62 @@ REFUSALS = [
         "unknown field 'comand'",
     ),
     (
+        "schedule written as its cron text",
+        """
+        name: w
+        schedule: "0 2 * * *"
+        tasks:
+          a: {type: shell, command: x}
+        """,
+        "schedule",
+        "a mapping with 'cron', not a text: write schedule: {cron: '0 2 * * *'}",
+    ),
+    (
+        "Airflow's schedule_interval",
+        """
+        name: w
+        schedule_interval: "@daily"
+        tasks:
+          a: {type: shell, command: x}
+        """,
+        "schedule_interval",
+        "unknown field 'schedule_interval': Airflow's; write schedule: {cron: ...}",
+    ),
+    (
+        "Airflow's start_date in the schedule",
+        """
+        name: w
+        schedule: {cron: "0 2 * * *", start_date: 2026-01-01}
+        tasks:
+          a: {type: shell, command: x}
+        """,
+        "schedule.start_date",
+        "unknown field 'start_date': write start",
+    ),
+    (
+        "Airflow's catchup beside the schedule",
+        """
+        name: w
+        schedule: {cron: "0 2 * * *"}
+        catchup: true
+        tasks:
+          a: {type: shell, command: x}
+        """,
+        "catchup",
+        "unknown field 'catchup': write it in the schedule: schedule: {cron: ..., catchup: ...}",
+    ),
+    (
+        "DolphinScheduler's crontab and timezoneId",
+        """
+        name: w
+        schedule: {cron: "0 2 * * *", crontab: "0 0 2 * * ? *", timezoneId: Asia/Shanghai}
+        tasks:
+          a: {type: shell, command: x}
+        """,
+        "schedule.crontab",
+        "unknown field 'crontab': write cron",
+    ),
+    (
         "bad duration",
         """
         name: w

@@ -274,6 +274,44 @@ def test_zoneinfo_files_that_are_no_iana_name_are_refused(name: str) -> None:
         Schedule(cron="0 2 * * *", timezone=name)
 
 
+@pytest.mark.parametrize(
+    ("name", "fixed"),
+    [
+        ("+08:00", "'Etc/GMT-8'"),  # Airflow/pendulum and ISO-8601 users write offsets
+        ("UTC+8", "'Etc/GMT-8'"),
+        ("GMT-5", "'Etc/GMT+5'"),
+        ("+0530", None),  # no Etc zone for a half hour: only the IANA name is offered
+        ("utc-03:30", None),
+    ],
+)
+def test_an_offset_as_time_zone_is_refused_naming_what_to_write(
+    name: str, fixed: str | None
+) -> None:
+    """An offset is no IANA name (EventBridge Scheduler refuses it too): the error says so
+    and what to write, the place's IANA name, or the Etc zone of a whole-hour offset with
+    its inverted POSIX sign (Etc/GMT-8 is UTC+8), which a user would not guess."""
+    with pytest.raises(ScheduleError) as info:
+        validate_timezone(name)
+    message = str(info.value)
+    assert message.startswith(f"unknown time zone {name!r}: a UTC offset is no time zone name")
+    assert "IANA name" in message
+    if fixed is not None:
+        assert f"{fixed} for a fixed offset" in message
+        validate_timezone(fixed.strip("'"))  # what it offers is accepted
+    else:
+        assert "Etc/GMT" not in message
+
+
+@pytest.mark.parametrize("name", ["CST", "CEST", "PST", "IST"])
+def test_an_abbreviation_as_time_zone_is_refused_naming_what_to_write(name: str) -> None:
+    with pytest.raises(ScheduleError) as info:
+        validate_timezone(name)
+    assert str(info.value).startswith(
+        f"unknown time zone {name!r}: an abbreviation is no time zone name"
+    )
+    assert "IANA name such as 'Asia/Shanghai'" in str(info.value)
+
+
 @pytest.mark.parametrize("name", ["US/Eastern", "EST", "Etc/GMT+5", "Etc/UTC", "Zulu"])
 def test_iana_links_and_fixed_zones_are_accepted(name: str) -> None:
     assert validate_timezone(name) == name
@@ -820,6 +858,31 @@ def test_a_quartz_expression_with_seconds_is_refused_with_its_minute_form(
     message = str(info.value)
     assert "seconds" in message
     assert repr(written) in message
+    parse_schedule(written)  # and what it says to write is accepted
+
+
+@pytest.mark.parametrize(
+    ("quartz", "seconds", "written"),
+    [
+        ("30 0 2 * * ?", "30", "cron(0 2 * * ? *)"),  # Quartz: 02:00:30 every day
+        ("30 0 2 * * ? *", "30", "cron(0 2 * * ? *)"),  # DolphinScheduler's, with a year
+        ("0/30 * * * * ? *", "0/30", "cron(* * * * ? *)"),  # every 30 seconds
+        ("15 0 * * * *", "15", "0 * * * *"),  # Spring: hourly at :00:15
+    ],
+)
+def test_a_quartz_expression_off_second_zero_is_refused_naming_its_seconds(
+    quartz: str, seconds: str, written: str
+) -> None:
+    """Seconds other than 0 cannot be kept (schedules fire on whole minutes): the error says
+    that the first field is seconds and which, and what the expression is at second 0; it
+    does not offer cron(<the same six fields>), which reads the seconds as minutes and is
+    itself refused, nor only the list of accepted forms."""
+    with pytest.raises(ScheduleError) as info:
+        parse_schedule(quartz)
+    message = str(info.value)
+    assert f"first field is seconds ({seconds!r})" in message
+    assert repr(written) in message
+    assert f"cron({quartz})" not in message
     parse_schedule(written)  # and what it says to write is accepted
 
 

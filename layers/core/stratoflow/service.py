@@ -317,8 +317,12 @@ class Scheduler:
             if after is not None:
                 # an unchanged apply compares with the version before the latest: one that
                 # retries an apply whose cursor write failed after its version was stored
+                # one given back after a version without any (removed) is new as well: it had
+                # no times in between; the first version has none before it (its catch-up
+                # from start is the one asked for, so its cursor stays)
                 prior = before if created else self._schedule_of(spec, version.version - 1)
-                if prior is not None and not same_times(prior, after):
+                changed = version.version > 1 if prior is None else not same_times(prior, after)
+                if changed:
                     self._restart_schedule(spec, version.created_at)
         # every apply, not only a new version: a schedule lost or changed by hand is repaired
         self.schedules.sync(spec, paused=version.paused)

@@ -105,6 +105,7 @@ _UNIX_DOW: Mapping[str, int] = {name: number for number, name in enumerate(_DOW_
 
 _EB_FIELDS = ("minutes", "hours", "day-of-month", "month", "day-of-week", "year")
 _NUMBER = re.compile(r"[0-9]+")
+_SECONDS = re.compile(r"[0-9*][0-9*/,-]*")  # a Quartz seconds field: 0, 30, 0/30, */10, 0,30
 
 
 class ScheduleError(ValueError):
@@ -299,10 +300,20 @@ def parse_schedule(expr: str) -> ScheduleExpression:
         return _parse_unix_cron(expr, text)
     quartz = _quartz_form(fields)
     if quartz is not None:
-        raise ScheduleError(
+        seconds = fields[0]
+        looks = (
             f"invalid schedule expression {expr!r}: {len(fields)} fields look like a cron "
-            "expression whose first field is seconds (Quartz's, as DolphinScheduler writes "
-            f"them, or Spring's); schedules fire on whole minutes: write {quartz!r}"
+            "expression whose first field is seconds"
+        )
+        if seconds in ("0", "00"):
+            raise ScheduleError(
+                f"{looks} (Quartz's, as DolphinScheduler writes them, or Spring's); schedules "
+                f"fire on whole minutes: write {quartz!r}"
+            )
+        raise ScheduleError(
+            f"{looks} ({seconds!r}), as Quartz's (DolphinScheduler's) or Spring's are; "
+            "schedules fire at second 0 of whole minutes, so those seconds cannot be kept: "
+            f"at second 0 it is {quartz!r}"
         )
     if len(fields) == 6 and not any(ch.isalpha() for ch in fields[0] + fields[1]):
         raise ScheduleError(
@@ -315,9 +326,9 @@ def parse_schedule(expr: str) -> ScheduleExpression:
 def _quartz_form(fields: list[str]) -> str | None:
     """The expression a cron expression with a seconds field first (Quartz's, as
     DolphinScheduler writes them: ``sec min hour dom month dow [year]``; Spring's six) means,
-    when its seconds are zero and ``fields`` read as EventBridge's six fields are refused;
-    else ``None``."""
-    if len(fields) not in (6, 7) or fields[0] not in ("0", "00"):
+    at second 0, when ``fields`` read as EventBridge's six fields are refused; else ``None``.
+    A seconds field other than 0 (``30``, ``0/30``) is one of digits and ``*/,-``."""
+    if len(fields) not in (6, 7) or _SECONDS.fullmatch(fields[0]) is None:
         return None
     if len(fields) == 6:
         try:
@@ -355,8 +366,46 @@ def validate_timezone(name: str) -> str:
             f"unknown time zone {name!r}: not an IANA time zone name but a file of this "
             "machine's zone database; write the zone's IANA name, e.g. 'Europe/Berlin'"
         )
-    _zone(name)
+    try:
+        _zone(name)
+    except ScheduleError as exc:
+        hint = _zone_hint(name)
+        if hint is None:
+            raise
+        raise ScheduleError(f"{exc}: {hint}") from None
     return name
+
+
+_OFFSET = re.compile(r"(?:UTC|GMT)?\s*([+-])([0-9]{1,2})(?::?([0-9]{2}))?", re.IGNORECASE)
+_ABBREVIATION = re.compile(r"[A-Z]{2,5}")
+_IANA_EXAMPLES = "such as 'Asia/Shanghai', 'Europe/Paris' or 'America/New_York'"
+
+
+def _zone_hint(name: str) -> str | None:
+    """What to write instead of an unknown time zone that is a UTC offset (``+08:00``,
+    ``UTC+8``) or an abbreviation (``CST``), as users of pendulum or DolphinScheduler's UI
+    write them; ``None`` for any other name."""
+    offset = _OFFSET.fullmatch(name.strip())
+    if offset is not None:
+        sign, hours, minutes = offset.group(1), int(offset.group(2)), int(offset.group(3) or 0)
+        hint = (
+            "a UTC offset is no time zone name; write the IANA name of the place "
+            f"({_IANA_EXAMPLES}), whose daylight-saving rules the schedule then follows"
+        )
+        if minutes == 0 and hours <= (14 if sign == "+" else 12):
+            fixed = f"Etc/GMT{'-' if sign == '+' else '+'}{hours}" if hours else "UTC"
+            written = f"{sign}{hours:02d}:00"
+            hint += f", or {fixed!r} for a fixed offset of {written}"
+            if hours:
+                hint += " (its sign inverted, as POSIX writes it)"
+        return hint
+    if _ABBREVIATION.fullmatch(name) is not None:
+        return (
+            "an abbreviation is no time zone name (one can mean several zones: CST is "
+            "China's and the US's), nor does it say when daylight-saving time applies; write "
+            f"an IANA name {_IANA_EXAMPLES}"
+        )
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,7 +434,7 @@ def due_firings(
     otherwise nothing in the past is, and the cursor starts at ``now``. Later: with catchup,
     every time missed since the cursor (oldest first, at most :data:`MAX_FIRINGS_PER_TICK`;
     the cursor then stops at the last one, so the next call resumes there); without, only the
-    latest missed time.
+    latest missed time, and none when the schedule's latest time is after its window's end.
 
     ``room`` bounds a catch-up by the runs its workflow may still have (its effective
     ``max_active_runs`` less its queued and active runs; ``None``: no bound): when more than
@@ -422,8 +471,10 @@ def due_firings(
         if more and room is not None and room <= 0:
             return [], cursor  # a backlog and no room: nothing now, the cursor stays
         return times, times[-1] if more else until
-    latest = expr.previous_at_or_before(until, schedule.timezone, start)
-    if latest is None or latest <= cursor:
+    # the schedule's latest time by now, its window's end no bound (Airflow's latest interval):
+    # after the end, the window is over and its last time is not fired late
+    latest = expr.previous_at_or_before(now, schedule.timezone, start)
+    if latest is None or latest <= cursor or (end is not None and latest > end):
         return [], until
     return [latest], until
 

@@ -45,6 +45,28 @@ class WorkflowSpec:
         return self.workflow.project
 
 
+def _in_schedule(field: str) -> str:
+    return f"write it in the schedule: schedule: {{cron: ..., {field}: ...}}"
+
+
+# Airflow's and DolphinScheduler's names of what a schedule holds, where they are written:
+# what to write instead (an unknown field says only that it is unknown)
+_FOREIGN_FIELDS: dict[tuple[str, ...], str] = {
+    ("schedule_interval",): "Airflow's; write schedule: {cron: ...}",
+    ("timetable",): "Airflow's; write schedule: {cron: ...}",
+    ("cron",): "write it in the schedule: schedule: {cron: ...}",
+    ("crontab",): "write the schedule: schedule: {cron: ...}",
+    ("start_date",): _in_schedule("start"),
+    ("end_date",): _in_schedule("end"),
+    ("catchup",): _in_schedule("catchup"),
+    ("timezone",): _in_schedule("timezone"),
+    **{("schedule", name): "write start" for name in ("start_date", "startTime", "start_time")},
+    **{("schedule", name): "write end" for name in ("end_date", "endTime", "end_time")},
+    **{("schedule", name): "write cron" for name in ("crontab", "schedule_interval", "interval")},
+    **{("schedule", name): "write timezone" for name in ("timezoneId", "timezone_id", "tz")},
+}
+
+
 def _part(part: str | int) -> str:
     """A path part as text; one with control characters (a key "ab\\n") quoted and escaped."""
     text = str(part)
@@ -64,6 +86,9 @@ def _pydantic_problems(exc: ValidationError, lines: dict[Path, int]) -> list[Pro
             message = f"missing 'type' (one of: {', '.join(TASK_TYPES)})"
         elif kind == "extra_forbidden":
             message = f"unknown field {loc[-1]!r}"
+            hint = _FOREIGN_FIELDS.get(tuple(str(p) for p in loc))
+            if hint is not None:
+                message += f": {hint}"
         elif kind == "missing":
             message = f"required field {loc[-1]!r} is missing"
         # pydantic puts the union member name (e.g. 'shell') into loc; drop it from the path

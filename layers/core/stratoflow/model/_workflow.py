@@ -168,6 +168,15 @@ class Schedule(_Strict):
     end: datetime | None = None
     catchup: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, data: Any) -> Any:
+        if isinstance(data, str):  # Airflow's schedule="0 2 * * *"
+            raise ValueError(
+                f"expected a mapping with 'cron', not a text: write schedule: {{cron: {data!r}}}"
+            )
+        return data
+
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str) -> str:
