@@ -437,6 +437,50 @@ def test_non_json_content_type_is_415(api: Api) -> None:
     assert_error(reply, 415, "unsupported_media_type", "application/json")
 
 
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        ("notjson", FORM),  # curl -d notjson
+        (ETL, FORM),  # curl --data-binary @etl.yaml: curl's default content type
+        ("source=" + ETL.replace("\n", "%0A"), FORM),  # a form with a source field
+        (
+            "--b\r\nContent-Disposition: form-data; name=source\r\n\r\nname: x\r\n--b--\r\n",
+            {"Content-Type": "multipart/form-data; boundary=b"},
+        ),
+    ],
+)
+def test_a_form_posted_to_workflows_is_415_saying_what_the_body_must_be(
+    api: Api, body: str, headers: dict[str, str]
+) -> None:
+    """Powertools parses a form-encoded (or multipart) body into fields, so a form POST
+    /workflows answered 422 "body.notjson: Extra inputs are not permitted" (or a field named
+    after a line of the YAML): a form is not what the route reads. It is a 415 saying the body
+    is JSON {"source": <the workflow's YAML>} and naming the content type sent; nothing is
+    stored, and no line of the body is echoed."""
+    reply = api.call("POST", "/workflows", raw=body, headers=headers)
+    sent = headers["Content-Type"].split(";")[0]
+    found = assert_error(
+        reply, 415, "unsupported_media_type", '{"source": ', "Content-Type: application/json", sent
+    )
+    assert found["problems"] == []
+    assert "notjson" not in reply.text
+    assert "tasks" not in reply.text
+    assert api.call("GET", "/workflows").body["workflows"] == []
+    assert api.changes == []
+
+
+def test_a_form_to_any_json_route_is_415(api: Api) -> None:
+    api.apply()
+    reply = api.call("POST", "/workflows/etl/runs", raw="params=1", headers=FORM)
+    assert_error(
+        reply, 415, "unsupported_media_type", "Content-Type: application/json", FORM["Content-Type"]
+    )
+    assert api.call("GET", "/runs").body["runs"] == []
+
+
 def test_body_that_is_not_utf8_is_422(api: Api) -> None:
     raw = base64.b64encode(b"\xff\xfe{").decode()
     reply = api.call("POST", "/workflows", raw=raw, base64_body=True)

@@ -392,6 +392,40 @@ def _summary(problems: Sequence[Problem]) -> str:
     return f"{len(problems):,} problems: " + "; ".join(listed)
 
 
+_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def not_json(app: APIGatewayRestResolver) -> Response[dict[str, Any]]:
+    """The 415 of a body that is not JSON: what the route reads (``POST /workflows``: the
+    workflow's YAML in a JSON ``source``) and the content type that was sent."""
+    event = app.current_event
+    sent = (event.headers.get("content-type") or "").split(";")[0].strip() if event else ""
+    route = app.context.get("_route")
+    if route is not None and (route.method, route.path) == ("POST", "/workflows"):
+        wanted = 'send the body as JSON {"source": "<the workflow\'s YAML text>"}'
+    else:
+        wanted = "send the body as JSON"
+    return _error_response(
+        HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        f"{wanted} (Content-Type: application/json)" + (f", not {sent}"[:200] if sent else ""),
+    )
+
+
+def form_refused(app: APIGatewayRestResolver) -> Response[dict[str, Any]] | None:
+    """A 415 (``not_json``) for a form-encoded or multipart body sent to a route that reads a
+    JSON body, else None. Powertools would parse the form into fields and answer with their
+    names (``body.notjson: Extra inputs are not permitted``, or a line of the YAML as a
+    field's name), which says nothing of what the route reads."""
+    event = app.current_event
+    route = app.context.get("_route")
+    dependant = getattr(route, "dependant", None)
+    if event is None or dependant is None or not dependant.body_params:
+        return None
+    sent = (event.headers.get("content-type") or "").strip().lower()
+    return not_json(app) if sent.startswith(_FORMS) else None
+
+
 def _register_errors(app: APIGatewayRestResolver) -> None:
     def domain_error(exc: Exception) -> Response[dict[str, Any]]:
         for cls in type(exc).__mro__:
@@ -412,11 +446,7 @@ def _register_errors(app: APIGatewayRestResolver) -> None:
         )
 
     def unsupported_type(exc: RequestUnsupportedContentType) -> Response[dict[str, Any]]:
-        return _error_response(
-            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as JSON (Content-Type: application/json)",
-        )
+        return not_json(app)
 
     def undecodable(exc: Exception) -> Response[dict[str, Any]]:
         reason = "not valid base64" if isinstance(exc, binascii.Error) else "not UTF-8 text"
@@ -484,11 +514,7 @@ def _register_errors(app: APIGatewayRestResolver) -> None:
         module = frame.tb_frame.f_globals.get("__name__", "") if frame is not None else ""
         if not module.startswith("aws_lambda_powertools.event_handler"):
             return internal_error(exc)
-        return _error_response(
-            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as JSON (Content-Type: application/json)",
-        )
+        return not_json(app)
 
     app.exception_handler(ValueError)(unreadable_body)
     app.exception_handler(Exception)(internal_error)
@@ -918,7 +944,7 @@ def create_app(
             app: APIGatewayRestResolver, next_middleware: NextMiddleware
         ) -> Response[Any]:
             identify(app)
-            return next_middleware(app)
+            return form_refused(app) or next_middleware(app)
 
         app.use([identify_first])
     else:
@@ -927,7 +953,7 @@ def create_app(
             app: APIGatewayRestResolver, next_middleware: NextMiddleware
         ) -> Response[Any]:
             identify(app)
-            answer: Response[Any] = validate(app, next_middleware)
+            answer: Response[Any] = form_refused(app) or validate(app, next_middleware)
             return answer
 
         app._request_validation_middleware = identify_then_validate  # type: ignore[assignment]
