@@ -820,6 +820,42 @@ def test_run_detail_task_view_and_log(api: Api) -> None:
     )
 
 
+ODD_KEYS = {"a?b": "q", "a#b": "h", "a/b": "s", 'a"b': "d", "a\\b": "bs", "a`b": "bt", "€": "e"}
+
+
+def test_an_output_key_with_any_character_a_task_may_write_is_read(api: Api) -> None:
+    """The route's key stopped at '?', '#', '/' and other characters Powertools' pattern
+    lacks: a key a task wrote and the run view lists was "no route for GET .../a?b"."""
+    api.apply()
+    run_id = api.trigger()
+    api.finish(run_id, "extract", outputs=ODD_KEYS)
+    for key, value in ODD_KEYS.items():
+        reply = api.call("GET", f"/runs/{run_id}/tasks/extract/outputs/{key}")
+        assert (reply.status, reply.text) == (200, value), (key, reply.text)
+    missing = api.call("GET", f"/runs/{run_id}/tasks/extract/outputs/x?y")
+    assert_error(missing, 404, "not_found", "'x?y'")
+
+
+@pytest.mark.parametrize("name", ["a?b", "a#b", 'a"b', "a\\b", "a`b", "€"])
+def test_a_workflow_name_no_route_pattern_held_is_named_as_not_found(api: Api, name: str) -> None:
+    """It was "no route for GET /workflows/a?b" (and for its runs, pause, backfills): the
+    route is found, and the answer names the workflow and its project."""
+    for method, suffix in (("GET", ""), ("POST", "/runs"), ("POST", "/pause")):
+        reply = api.call(method, f"/workflows/{name}{suffix}", {} if method == "POST" else None)
+        body = assert_error(reply, 404, "not_found", f"workflow {name!r} not found in project")
+        assert "no route" not in body["message"]
+    assert api.changes == []
+
+
+def test_a_trailing_newline_matches_no_route_and_is_named(api: Api) -> None:
+    """'$' matched before a trailing newline: GET /workflows/etl%0A read workflow 'etl'."""
+    api.apply()
+    body = assert_error(
+        api.call("GET", "/workflows/etl\n"), 422, "invalid_request", "control character \\n"
+    )
+    assert body["problems"][0]["path"] == "path"
+
+
 def test_the_log_or_output_of_an_attempt_a_task_does_not_have_says_why(api: Api) -> None:
     api.apply()
     run_id = api.trigger()

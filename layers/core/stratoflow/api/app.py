@@ -887,6 +887,33 @@ def _raw_response(handler: _Handler) -> _Handler:
     return handler
 
 
+# ------------------------------------------------------------------ routing
+# What a path parameter may hold: any character but '/' and the control characters (those are
+# refused by name: ``_path_control``). Powertools' own pattern stops at '?', '#', '"', '\\',
+# '`' and any non-word character outside its list, so a run whose task wrote the output key
+# 'a?b' could not read it ("no route"), and `GET /workflows/a%3Fb` named no workflow. Run ids
+# and names keep their own rules; the route is found and the handler answers for the value.
+_PARAM = r"[^/\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+# The parameters that take the rest of the path, '/' included: an output key is whatever a
+# task wrote before '=' (a value's own path is how a view lists a cut value).
+_REST_PARAMS = {("/runs/<run_id>/tasks/<task_id>/outputs/<key>", "key")}
+
+
+class _Resolver(APIGatewayRestResolver):
+    """Powertools' REST resolver with path parameters that hold what the API's values hold
+    (``_PARAM``), matched to the end of the path (``\\Z``: '$' let a trailing newline
+    through, so ``/workflows/etl%0A`` read workflow 'etl')."""
+
+    @staticmethod
+    def _compile_regex(rule: str, base_regex: str = r"^{}/*\Z") -> re.Pattern[str]:
+        def group(found: re.Match[str]) -> str:
+            name = found.group(1)
+            chars = _PARAM.replace("[^/", "[^") if (rule, name) in _REST_PARAMS else _PARAM
+            return f"(?P<{name}>{chars}+)"
+
+        return re.compile(base_regex.format(re.sub(r"<(\w+)>", group, rule)))
+
+
 # ------------------------------------------------------------------ the app
 def create_app(
     scheduler: Scheduler,
@@ -913,7 +940,7 @@ def create_app(
     whose values the log view masks (``***``) in a task's log (None: none here; on AWS the
     runner masks a log before it uploads it). ``connections``: the runtime's named connections
     (``/connections``; None: no such routes)."""
-    app = APIGatewayRestResolver(
+    app = _Resolver(
         debug=False,  # never a traceback in a response, whatever POWERTOOLS_DEV says
         enable_validation=True,
         response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR,
