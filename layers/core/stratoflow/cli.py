@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote
 
 import click
 
@@ -33,6 +32,7 @@ from stratoflow.cli_common import (
     output_option,
     printable,
     project_option,
+    segment,
     view_implied_limit,
     workflow_path,
     workflow_ref,
@@ -830,22 +830,25 @@ class Client:
             _fail(message, EXIT_INVALID if response.status_code < 500 else EXIT_FAILED)
         return response
 
-    def follow(self, path: str, size_header: str, **params: Any) -> None:
+    def follow(self, path: str, size_header: str, **params: Any) -> str:
         """Print a paged text (a log, an output value) from its start to its end, page by
-        page; exit 1 saying where it stopped if the server stops giving pages before the end."""
+        page; exit 1 saying where it stopped if the server stops giving pages before the end.
+        Returns the last character printed ("" for none)."""
         offset = 0
+        last = ""
         while True:
             response = self.response("GET", path, params={**params, "offset": offset})
             click.echo(response.text, nl=False)
+            last = response.text[-1:] or last
             nxt, size = response.headers.get("X-Next-Offset"), response.headers.get(size_header)
             if nxt is None or size is None:  # a server that does not page: this was all of it
-                return
+                return last
             if int(nxt) >= int(size):
-                return
+                return last
             if int(nxt) <= offset and response.headers.get("X-Log-Held"):
                 # a running task's last bytes, held back while it runs (they may be the start
                 # of a secret): what there is was printed
-                return
+                return last
             if int(nxt) <= offset:
                 _fail(
                     f"stopped at byte {offset} of {size}: the server returned no more; the rest "
@@ -1004,7 +1007,7 @@ class HeldRun:
             f"stratoflow runs show {self.run_id}",
             lambda: self.client.response(
                 "GET",
-                f"/runs/{self.run_id}",
+                f"/runs/{segment(self.run_id)}",
                 params=params,
                 headers=headers,
                 timeout=timeout,
@@ -1153,12 +1156,12 @@ def runs_list(
 @api_option
 def runs_show(run_id: str, output: str, api: str) -> None:
     """A run and its tasks."""
-    _print_run(Client(api).call("GET", f"/runs/{run_id}"), output)
+    _print_run(Client(api).call("GET", f"/runs/{segment(run_id)}"), output)
 
 
 def _run_op(op: str) -> Callable[[str, str], None]:
     def command(run_id: str, api: str) -> None:
-        body = Client(api).call("POST", f"/runs/{run_id}/{op}")
+        body = Client(api).call("POST", f"/runs/{segment(run_id)}/{op}")
         click.echo(f"{body['id']}: {body['state']}")
 
     command.__doc__ = f"{op.capitalize()} a run."
@@ -1188,7 +1191,7 @@ def runs_rerun(run_id: str, from_task: str | None, failed: bool, api: str) -> No
     """Rerun failed tasks, or a task and everything downstream of it."""
     if failed and from_task:
         _fail("use either --failed or --from TASK", EXIT_INVALID)
-    body = Client(api).call("POST", f"/runs/{run_id}/rerun", json={"from": from_task})
+    body = Client(api).call("POST", f"/runs/{segment(run_id)}/rerun", json={"from": from_task})
     click.echo(f"{body['id']}: {body['state']}")
 
 
@@ -1199,7 +1202,9 @@ def runs_rerun(run_id: str, from_task: str | None, failed: bool, api: str) -> No
 @api_option
 def runs_mark(run_id: str, task_id: str, state: str, api: str) -> None:
     """Mark a task succeeded or skipped; what waited on it is decided again."""
-    body = Client(api).call("POST", f"/runs/{run_id}/tasks/{task_id}/mark", json={"state": state})
+    body = Client(api).call(
+        "POST", f"/runs/{segment(run_id)}/tasks/{segment(task_id)}/mark", json={"state": state}
+    )
     click.echo(f"{body['id']}: {body['state']}")
 
 
@@ -1214,7 +1219,7 @@ def logs(run_id: str, task_id: str, attempt: int | None, api: str) -> None:
     """Print a task attempt's whole log (fetched page by page)."""
     client = Client(api)
     if attempt is None:
-        task = client.call("GET", f"/runs/{run_id}/tasks/{task_id}")
+        task = client.call("GET", f"/runs/{segment(run_id)}/tasks/{segment(task_id)}")
         attempt = int(task["attempts"])
         if attempt < 1:  # skipped, upstream_failed, waiting or queued in a pool: nothing ran
             _fail(
@@ -1222,7 +1227,9 @@ def logs(run_id: str, task_id: str, attempt: int | None, api: str) -> None:
                 "so it has no log",
                 EXIT_INVALID,
             )
-    client.follow(f"/runs/{run_id}/tasks/{task_id}/attempts/{attempt}/log", "X-Log-Size")
+    client.follow(
+        f"/runs/{segment(run_id)}/tasks/{segment(task_id)}/attempts/{attempt}/log", "X-Log-Size"
+    )
 
 
 @runs.command("output")
@@ -1237,12 +1244,15 @@ def logs(run_id: str, task_id: str, attempt: int | None, api: str) -> None:
 )
 @api_option
 def runs_output(run_id: str, task_id: str, key: str, attempt: int | None, api: str) -> None:
-    """Print one output value of a task whole (run views cut large ones)."""
+    """Print one output value of a task whole (run views cut large ones), then a newline
+    unless the value ends with one, as every command's text ends."""
     params = {} if attempt is None else {"attempt": attempt}
-    run_part, task_part, key_part = (quote(p, safe="") for p in (run_id, task_id, key))
-    Client(api).follow(
+    run_part, task_part, key_part = (segment(p) for p in (run_id, task_id, key))
+    last = Client(api).follow(
         f"/runs/{run_part}/tasks/{task_part}/outputs/{key_part}", "X-Output-Size", **params
     )
+    if last != "\n":
+        click.echo()
 
 
 # ------------------------------------------------------------------ users and tokens (local)

@@ -1,0 +1,108 @@
+"""Names as a user types them: a workflow name no workflow can have, a run id or an output
+key with a character a URL path must escape ('?', '#', '/', '..'), through the CLI against
+the local HTTP server on 127.0.0.1. Each was "no route for GET /workflows/a?b" (a 4xx that
+names nothing the user wrote), another run's answer ("run 'x' not found" for `x?y`), or a
+traceback (`..` reached the web UI's page)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner
+
+from stratoflow.cli import main
+from tests.cli_server import running_api
+
+pytestmark = pytest.mark.e2e
+
+KEYS = {"k": "hello", "a?b": "q", "a#b": "h", "a/b": "s", "a b": "sp", "..": "dots"}
+OUTS = "name: outs\ntasks:\n  t:\n    type: shell\n    command: |\n" + "".join(
+    f"      echo '{key}={value}' >> \"$STRATOFLOW_OUTPUT\"\n" for key, value in KEYS.items()
+)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A server with workflow `outs` applied and run once: (its URL, the run's id)."""
+    home = tmp_path_factory.mktemp("names")
+    with running_api(home / "home") as server:
+        source = home / "outs.yaml"
+        source.write_text(OUTS, encoding="utf-8")
+        cli = CliRunner()
+        applied = cli.invoke(main, ["apply", str(source), "--api", server.url])
+        assert applied.exit_code == 0, applied.output
+        ran = cli.invoke(
+            main, ["trigger", "outs", "--wait", "--output", "json", "--api", server.url]
+        )
+        assert ran.exit_code == 0, ran.output
+        yield server.url, json.loads(ran.output)["run"]["id"]
+
+
+@pytest.mark.parametrize("key", list(KEYS))
+def test_runs_output_reads_every_key_a_task_can_write(served: tuple[str, str], key: str) -> None:
+    """A shell task may write any key before '='; `runs output` of 'a?b', 'a#b' or 'a/b'
+    was "no route for GET /runs/.../outputs/a?b", exit 2, though the run view lists it.
+    The value is printed with a newline after it, as every command's text is."""
+    api, run_id = served
+    result = CliRunner().invoke(main, ["runs", "output", run_id, "t", key, "--api", api])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == KEYS[key] + "\n"
+
+
+NOT_NAMES = ["a?b", "a#b", "Sales", "..", "a b", "x\\y"]
+
+
+@pytest.mark.parametrize("name", NOT_NAMES)
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["trigger"],
+        ["workflows", "show"],
+        ["workflows", "pause"],
+        ["backfill", "--start", "2026-01-01", "--end", "2026-01-02"],
+        ["runs", "list", "--workflow"],
+        ["backfills", "list", "--workflow"],
+    ],
+    ids=lambda c: "-".join(c[:2]),
+)
+def test_a_name_no_workflow_can_have_is_refused_naming_it_and_the_rule(
+    served: tuple[str, str], command: list[str], name: str
+) -> None:
+    """Refused before anything is sent, exit 2, as `pools set` and `variables get` refuse
+    a name that breaks their rule: the message names what was typed and the rule."""
+    api, _ = served
+    args = [*command, name] if command[0] != "backfill" else ["backfill", name, *command[1:]]
+    result = CliRunner().invoke(main, [*args, "--api", api])
+    assert result.exit_code == 2, result.output
+    assert f"{name!r} is no workflow name" in result.stderr
+    assert "[a-z0-9_-]+" in result.stderr
+    assert "no route" not in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("project", ["A", "a?b"])
+def test_a_project_part_no_project_can_have_is_refused_too(
+    served: tuple[str, str], project: str
+) -> None:
+    api, _ = served
+    result = CliRunner().invoke(main, ["trigger", f"{project}/outs", "--api", api])
+    assert result.exit_code == 2, result.output
+    assert f"{project!r} is no project name" in result.stderr
+    assert "[a-z0-9_-]+" in result.stderr
+
+
+@pytest.mark.parametrize("run_id", ["x?y", "x#y", "..", "."])
+@pytest.mark.parametrize("command", [["runs", "show"], ["runs", "pause"], ["logs"]])
+def test_a_run_id_is_sent_as_typed_and_reported_as_unknown(
+    served: tuple[str, str], command: list[str], run_id: str
+) -> None:
+    """`runs show x?y` sent GET /runs/x?y, so the server read run 'x' (and a query); `..`
+    was resolved away by the HTTP client, reached the web UI's page and crashed the CLI."""
+    api, _ = served
+    extra = ["t"] if command == ["logs"] else []
+    result = CliRunner().invoke(main, [*command, run_id, *extra, "--api", api])
+    assert result.exit_code == 2, result.output
+    assert f"run {run_id!r} not found" in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
