@@ -472,6 +472,18 @@ def test_a_form_posted_to_workflows_is_415_saying_what_the_body_must_be(
     assert api.changes == []
 
 
+@pytest.mark.parametrize("headers", [{"Content-Type": "application/json"}, {}])
+def test_raw_yaml_posted_to_workflows_says_the_yaml_goes_in_source(
+    api: Api, headers: dict[str, str]
+) -> None:
+    """The YAML file sent as the body (as JSON, or with no content type) was "body: the body
+    is not valid JSON (Expecting value)": it says where the YAML goes."""
+    reply = api.call("POST", "/workflows", raw=ETL, headers=headers)
+    body = assert_error(reply, 422, "invalid_request", "not valid JSON", '{"source": ')
+    assert body["problems"][0]["path"] == "body"
+    assert api.changes == []
+
+
 def test_a_form_to_any_json_route_is_415(api: Api) -> None:
     api.apply()
     reply = api.call("POST", "/workflows/etl/runs", raw="params=1", headers=FORM)

@@ -441,6 +441,15 @@ def _register_errors(app: APIGatewayRestResolver) -> None:
 
     def request_invalid(exc: RequestValidationError) -> Response[dict[str, Any]]:
         problems = _validation_problems(exc.errors())
+        route = app.context.get("_route")
+        if route is not None and (route.method, route.path) == ("POST", "/workflows"):
+            # the YAML file itself sent as the body: say where it goes
+            problems = [
+                Problem(p.path, f'{p.message}: send {{"source": "<the workflow\'s YAML text>"}}')
+                if p.path == "body" and p.message.startswith("the body is not valid JSON")
+                else p
+                for p in problems
+            ]
         return _error_response(
             HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_request", _summary(problems), problems
         )
