@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -106,3 +107,32 @@ def test_a_run_id_is_sent_as_typed_and_reported_as_unknown(
     assert result.exit_code == 2, result.output
     assert f"run {run_id!r} not found" in result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_run_operations_print_the_apis_reply_with_output_json(
+    served: tuple[str, str], tmp_path: Path
+) -> None:
+    """`runs pause|resume|stop|rerun|mark` had no --output (every other client command
+    has): a script had to parse `ID: state`. With --output json each prints the API's reply."""
+    api, _ = served
+    cli = CliRunner()
+    ran = cli.invoke(main, ["trigger", "outs", "--wait", "--output", "json", "--api", api])
+    run_id = json.loads(ran.output)["run"]["id"]
+    marked = cli.invoke(
+        main, ["runs", "mark", run_id, "t", "--state", "skipped", "--output", "json", "--api", api]
+    )
+    assert marked.exit_code == 0, marked.output
+    assert json.loads(marked.stdout)["id"] == run_id
+    rerun = cli.invoke(
+        main, ["runs", "rerun", run_id, "--from", "t", "--output", "json", "--api", api]
+    )
+    assert rerun.exit_code == 0, rerun.output
+    assert json.loads(rerun.stdout)["id"] == run_id
+    slow = tmp_path / "slow.yaml"
+    slow.write_text("name: slow\ntasks:\n  z: {type: shell, command: 'sleep 60'}\n")
+    assert cli.invoke(main, ["apply", str(slow), "--api", api]).exit_code == 0
+    going = cli.invoke(main, ["trigger", "slow", "--api", api]).output.strip()
+    for op, state in (("pause", "paused"), ("resume", "running"), ("stop", "stopped")):
+        done = cli.invoke(main, ["runs", op, going, "--output", "json", "--api", api])
+        assert done.exit_code == 0, done.output
+        assert (json.loads(done.stdout)["id"], json.loads(done.stdout)["state"]) == (going, state)

@@ -1159,17 +1159,22 @@ def runs_show(run_id: str, output: str, api: str) -> None:
     _print_run(Client(api).call("GET", f"/runs/{segment(run_id)}"), output)
 
 
-def _run_op(op: str) -> Callable[[str, str], None]:
-    def command(run_id: str, api: str) -> None:
-        body = Client(api).call("POST", f"/runs/{segment(run_id)}/{op}")
-        click.echo(f"{body['id']}: {body['state']}")
+def _run_changed(body: dict[str, Any], output: str) -> None:
+    """What a run operation answers: the run's id and state, or (``--output json``) the API's
+    reply as it is."""
+    click.echo(json.dumps(body, indent=2) if output == "json" else f"{body['id']}: {body['state']}")
+
+
+def _run_op(op: str) -> Callable[[str, str, str], None]:
+    def command(run_id: str, output: str, api: str) -> None:
+        _run_changed(Client(api).call("POST", f"/runs/{segment(run_id)}/{op}"), output)
 
     command.__doc__ = f"{op.capitalize()} a run."
     return command
 
 
 for _op in ("pause", "resume", "stop"):
-    runs.command(_op)(api_option(click.argument("run_id")(_run_op(_op))))
+    runs.command(_op)(output_option(api_option(click.argument("run_id")(_run_op(_op)))))
 
 
 @runs.command("rerun")
@@ -1186,26 +1191,28 @@ for _op in ("pause", "resume", "stop"):
     help="rerun failed tasks, keep what succeeded (the default; a sub-workflow task: its "
     "child run from its failed tasks)",
 )
+@output_option
 @api_option
-def runs_rerun(run_id: str, from_task: str | None, failed: bool, api: str) -> None:
+def runs_rerun(run_id: str, from_task: str | None, failed: bool, output: str, api: str) -> None:
     """Rerun failed tasks, or a task and everything downstream of it."""
     if failed and from_task:
         _fail("use either --failed or --from TASK", EXIT_INVALID)
     body = Client(api).call("POST", f"/runs/{segment(run_id)}/rerun", json={"from": from_task})
-    click.echo(f"{body['id']}: {body['state']}")
+    _run_changed(body, output)
 
 
 @runs.command("mark")
 @click.argument("run_id")
 @click.argument("task_id")
 @click.option("--state", type=click.Choice(["succeeded", "skipped"]), required=True)
+@output_option
 @api_option
-def runs_mark(run_id: str, task_id: str, state: str, api: str) -> None:
+def runs_mark(run_id: str, task_id: str, state: str, output: str, api: str) -> None:
     """Mark a task succeeded or skipped; what waited on it is decided again."""
     body = Client(api).call(
         "POST", f"/runs/{segment(run_id)}/tasks/{segment(task_id)}/mark", json={"state": state}
     )
-    click.echo(f"{body['id']}: {body['state']}")
+    _run_changed(body, output)
 
 
 @main.command()
