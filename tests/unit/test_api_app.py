@@ -493,6 +493,14 @@ def test_a_form_to_any_json_route_is_415(api: Api) -> None:
     assert api.call("GET", "/runs").body["runs"] == []
 
 
+def test_an_empty_form_body_is_no_body(api: Api) -> None:
+    """`curl -X POST .../runs -d ''` sends an empty form: there is nothing in it to misread,
+    so a trigger goes on as with no body at all."""
+    api.apply()
+    reply = api.call("POST", "/workflows/etl/runs", raw="", headers=FORM)
+    assert reply.status == 201, reply.text
+
+
 def test_body_that_is_not_utf8_is_422(api: Api) -> None:
     raw = base64.b64encode(b"\xff\xfe{").decode()
     reply = api.call("POST", "/workflows", raw=raw, base64_body=True)

@@ -413,15 +413,15 @@ def not_json(app: APIGatewayRestResolver) -> Response[dict[str, Any]]:
 
 
 def form_refused(app: APIGatewayRestResolver) -> Response[dict[str, Any]] | None:
-    """A 415 (``not_json``) for a form-encoded or multipart body sent to a route that reads a
-    JSON body, else None. Powertools would parse the form into fields and answer with their
+    """A 415 (``not_json``) for a form-encoded or multipart body (not empty) sent to a route
+    that reads a JSON body, else None. Powertools would parse the form into fields and answer with their
     names (``body.notjson: Extra inputs are not permitted``, or a line of the YAML as a
     field's name), which says nothing of what the route reads."""
     event = app.current_event
     route = app.context.get("_route")
     dependant = getattr(route, "dependant", None)
-    if event is None or dependant is None or not dependant.body_params:
-        return None
+    if event is None or dependant is None or not dependant.body_params or not event.body:
+        return None  # an empty form is no body: nothing in it to misread
     sent = (event.headers.get("content-type") or "").strip().lower()
     return not_json(app) if sent.startswith(_FORMS) else None
 
