@@ -78,7 +78,7 @@ def test_a_name_no_workflow_can_have_is_refused_naming_it_and_the_rule(
     result = CliRunner().invoke(main, [*args, "--api", api])
     assert result.exit_code == 2, result.output
     assert f"{name!r} is no workflow name" in result.stderr
-    assert "[a-z0-9_-]+" in result.stderr
+    assert "1-128 of a-z, 0-9, '_' and '-'" in result.stderr
     assert "no route" not in result.output
     assert "Traceback" not in result.output
 
@@ -91,7 +91,7 @@ def test_a_project_part_no_project_can_have_is_refused_too(
     result = CliRunner().invoke(main, ["trigger", f"{project}/outs", "--api", api])
     assert result.exit_code == 2, result.output
     assert f"{project!r} is no project name" in result.stderr
-    assert "[a-z0-9_-]+" in result.stderr
+    assert "1-128 of a-z, 0-9, '_' and '-'" in result.stderr
 
 
 @pytest.mark.parametrize("run_id", ["x?y", "x#y", "..", "."])
@@ -136,3 +136,31 @@ def test_run_operations_print_the_apis_reply_with_output_json(
         done = cli.invoke(main, ["runs", op, going, "--output", "json", "--api", api])
         assert done.exit_code == 0, done.output
         assert (json.loads(done.stdout)["id"], json.loads(done.stdout)["state"]) == (going, state)
+
+
+@pytest.mark.parametrize("project", ["A?", "x y", "Bad"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["workflows", "list"],
+        ["workflows", "show", "outs"],
+        ["runs", "list"],
+        ["trigger", "outs"],
+        ["backfills", "list"],
+        ["backfill", "outs", "--start", "2026-01-01", "--end", "2026-01-02"],
+    ],
+    ids=lambda c: "-".join(c[:2]),
+)
+def test_a_project_no_project_can_have_is_refused_before_anything_is_sent(
+    command: list[str], project: str
+) -> None:
+    """`workflows list --project 'A?'` said "No workflows in project A?" and exited 0, as
+    did `runs list`: a project no workflow can be in is refused, exit 2, naming the option,
+    what was typed and the rule (the words `secrets` and `variables` use), and no request is
+    made (nothing answers at the API address: a request would be exit 3)."""
+    args = [*command, "--project", project, "--api", "http://127.0.0.1:9"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "--project" in result.output
+    assert repr(project) in result.output
+    assert "a project name is 1-128 of a-z, 0-9, '_' and '-'" in result.output

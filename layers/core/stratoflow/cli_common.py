@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from stratoflow.cli import Client
 
 F = TypeVar("F", bound=Callable[..., Any])
+_NAME = re.compile(r"[a-z0-9_-]{1,128}")  # the model's workflow and project names
+NAME_RULE = "1-128 of a-z, 0-9, '_' and '-'"  # as secrets.check_project says it
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -63,7 +65,17 @@ def _default_api() -> str:
 api_option = click.option(
     "--api", default=_default_api, show_default="$STRATOFLOW_API or local server", help="API URL"
 )
-project_option = click.option("--project", default="default", show_default=True)
+
+
+def _project(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--project``, refused (exit 2, naming it and the rule) when no project can be named
+    so: a read of such a project answered as an empty one."""
+    if not _NAME.fullmatch(value):
+        raise click.BadParameter(f"{value!r} is no project name: a project name is {NAME_RULE}")
+    return value
+
+
+project_option = click.option("--project", default="default", show_default=True, callback=_project)
 output_option = click.option("--output", type=click.Choice(["text", "json"]), default="text")
 
 
@@ -124,10 +136,6 @@ def fail(message: str, code: int) -> NoReturn:
 def invalid(message: str) -> NoReturn:
     """Exit 2 naming the problem (bad input: nothing was sent)."""
     fail(message, EXIT_INVALID)
-
-
-_NAME = re.compile(r"[a-z0-9_-]{1,128}")  # the model's workflow and project names
-NAME_RULE = "[a-z0-9_-]+ (lowercase letters, digits, '_' and '-'), at most 128 characters"
 
 
 def _named(kind: str, text: str) -> str:
