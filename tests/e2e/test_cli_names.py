@@ -164,3 +164,25 @@ def test_a_project_no_project_can_have_is_refused_before_anything_is_sent(
     assert "--project" in result.output
     assert repr(project) in result.output
     assert "a project name is 1-128 of a-z, 0-9, '_' and '-'" in result.output
+
+
+@pytest.mark.parametrize("key", ["a?b", "bad id", "-x"])
+def test_a_run_id_key_the_api_refuses_is_named_as_the_option(
+    served: tuple[str, str], key: str
+) -> None:
+    """`trigger outs --run-id 'a?b'` said "body.run_id: String should match pattern ...": the
+    user typed no body; the refusal names --run-id, as --logical-date's does, and no run is
+    made."""
+    api, _ = served
+    cli = CliRunner()
+    before = cli.invoke(
+        main, ["runs", "list", "--workflow", "outs", "--output", "json", "--api", api]
+    )
+    result = cli.invoke(main, ["trigger", "outs", "--run-id", key, "--api", api])
+    assert result.exit_code == 2, result.output
+    assert "--run-id: String should match pattern" in result.stderr
+    assert "body.run_id" not in result.stderr
+    after = cli.invoke(
+        main, ["runs", "list", "--workflow", "outs", "--output", "json", "--api", api]
+    )
+    assert json.loads(after.stdout)["runs"] == json.loads(before.stdout)["runs"]

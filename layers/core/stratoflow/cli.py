@@ -928,7 +928,7 @@ def trigger(
     client = Client(api)
     detail = client.call(
         "POST", f"{workflow_path(name)}/runs", params={"project": project}, json=body,
-        flags={"logical_date": LOGICAL_DATE_FLAG},
+        flags={"logical_date": LOGICAL_DATE_FLAG, "body.run_id": "--run-id"},
     )  # fmt: skip
     run_id = detail["run"]["id"]  # the whole id, <project>.<name>.<key> for a --run-id
     if not wait:
