@@ -186,3 +186,33 @@ def test_a_run_id_key_the_api_refuses_is_named_as_the_option(
         main, ["runs", "list", "--workflow", "outs", "--output", "json", "--api", api]
     )
     assert json.loads(after.stdout)["runs"] == json.loads(before.stdout)["runs"]
+
+
+def test_the_command_a_cut_output_names_runs_as_printed(
+    served: tuple[str, str], tmp_path: Path
+) -> None:
+    """`runs show` names the command that prints a cut output whole; a key with a space
+    was printed bare (`... runs output RUN t big one`), which a shell splits into two
+    arguments. Each argument is quoted for the shell, and the command works as printed."""
+    import shlex
+
+    api, _ = served
+    cli = CliRunner()
+    flow = tmp_path / "cut.yaml"
+    flow.write_text(
+        "name: cut\ntasks:\n  t:\n    type: shell\n    command: |\n"
+        "      printf 'big one=%s\\n' \"$(head -c 20000 /dev/zero | tr '\\0' b)\""
+        ' >> "$STRATOFLOW_OUTPUT"\n'
+    )
+    assert cli.invoke(main, ["apply", str(flow), "--api", api]).exit_code == 0
+    ran = cli.invoke(main, ["trigger", "cut", "--wait", "--output", "json", "--api", api])
+    run_id = json.loads(ran.output)["run"]["id"]
+    shown = cli.invoke(main, ["runs", "show", run_id, "--api", api])
+    line = next(x for x in shown.output.splitlines() if "cut in this view" in x)
+    command = line.split("`")[1]
+    args = shlex.split(command)
+    assert args[:3] == ["stratoflow", "runs", "output"]
+    assert args[3:] == [run_id, "t", "big one"]
+    whole = cli.invoke(main, [*args[1:], "--api", api])
+    assert whole.exit_code == 0, whole.output
+    assert whole.stdout == "b" * 20000 + "\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -588,9 +589,10 @@ def _print_run(
         if task.get("child_run"):
             click.echo(f"{task_id}: child run {task['child_run']} ({task['state']})")
         for key, cut in (task.get("outputs_truncated") or {}).items():
+            command = shlex.join(["stratoflow", "runs", "output", run_id, task_id, key])
             click.echo(
                 f"{task_id}: output {key!r} is {cut['size']} bytes, cut in this view; "
-                f"`stratoflow runs output {run_id} {task_id} {key}` prints it whole"
+                f"`{printable(command)}` prints it whole"
             )
 
 
