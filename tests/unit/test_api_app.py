@@ -856,6 +856,25 @@ def test_an_output_key_with_any_character_a_task_may_write_is_read(api: Api) -> 
     assert_error(missing, 404, "not_found", "'x?y'")
 
 
+@pytest.mark.parametrize("key", [".", "..", "a?b", "a/b"])
+def test_the_path_a_view_lists_for_a_cut_output_survives_an_http_client(api: Api, key: str) -> None:
+    """A view lists a cut value's path; with '.' or '..' as the key it ended '/outputs/..',
+    which an HTTP client (httpx, a browser's fetch) resolves away to another route. A dot
+    segment is escaped; decoded as a server does, the path reads the value."""
+    import httpx
+
+    from stratoflow.api.paths import request_path
+    from stratoflow.views import output_path
+
+    api.apply()
+    run_id = api.trigger()
+    api.finish(run_id, "extract", outputs={key: "v"})
+    path = output_path(run_id, "extract", key)
+    assert httpx.URL("http://h" + path).raw_path.decode() == path  # nothing resolved away
+    reply = api.call("GET", request_path(path))
+    assert (reply.status, reply.text) == (200, "v")
+
+
 @pytest.mark.parametrize("name", ["a?b", "a#b", 'a"b', "a\\b", "a`b", "€"])
 def test_a_workflow_name_no_route_pattern_held_is_named_as_not_found(api: Api, name: str) -> None:
     """It was "no route for GET /workflows/a?b" (and for its runs, pause, backfills): the
