@@ -692,7 +692,7 @@ def test_client_commands_against_a_server(cli: CliRunner, tmp_path: Path, server
     assert "params.word" in other.output
     bad = cli.invoke(main, ["trigger", "cli_chain", "--run-id", "no spaces", *api])
     assert bad.exit_code == 2
-    assert "run_id" in bad.output
+    assert "--run-id: " in bad.output  # the option typed, not the body field
 
 
 def test_client_reports_an_unreachable_server_with_exit_3(cli: CliRunner) -> None:

@@ -64,7 +64,8 @@ def test_logs_and_outputs_are_printed_whole(tmp_path: Path, api: str) -> None:
     assert f"stratoflow runs output {run_id} talk big" in shown.output
     whole = cli.invoke(main, ["runs", "output", run_id, "talk", "big", "--api", api])
     assert whole.exit_code == 0
-    assert whole.output == "b" * OUTPUT_BYTES
+    # the value whole, then a newline as every command's text ends (no prompt glued to it)
+    assert whole.output == "b" * OUTPUT_BYTES + "\n"
 
 
 def test_logs_that_stop_short_say_so_and_exit_1(tmp_path: Path) -> None:

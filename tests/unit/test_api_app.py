@@ -437,6 +437,70 @@ def test_non_json_content_type_is_415(api: Api) -> None:
     assert_error(reply, 415, "unsupported_media_type", "application/json")
 
 
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        ("notjson", FORM),  # curl -d notjson
+        (ETL, FORM),  # curl --data-binary @etl.yaml: curl's default content type
+        ("source=" + ETL.replace("\n", "%0A"), FORM),  # a form with a source field
+        (
+            "--b\r\nContent-Disposition: form-data; name=source\r\n\r\nname: x\r\n--b--\r\n",
+            {"Content-Type": "multipart/form-data; boundary=b"},
+        ),
+    ],
+)
+def test_a_form_posted_to_workflows_is_415_saying_what_the_body_must_be(
+    api: Api, body: str, headers: dict[str, str]
+) -> None:
+    """Powertools parses a form-encoded (or multipart) body into fields, so a form POST
+    /workflows answered 422 "body.notjson: Extra inputs are not permitted" (or a field named
+    after a line of the YAML): a form is not what the route reads. It is a 415 saying the body
+    is JSON {"source": <the workflow's YAML>} and naming the content type sent; nothing is
+    stored, and no line of the body is echoed."""
+    reply = api.call("POST", "/workflows", raw=body, headers=headers)
+    sent = headers["Content-Type"].split(";")[0]
+    found = assert_error(
+        reply, 415, "unsupported_media_type", '{"source": ', "Content-Type: application/json", sent
+    )
+    assert found["problems"] == []
+    assert "notjson" not in reply.text
+    assert "tasks" not in reply.text
+    assert api.call("GET", "/workflows").body["workflows"] == []
+    assert api.changes == []
+
+
+@pytest.mark.parametrize("headers", [{"Content-Type": "application/json"}, {}])
+def test_raw_yaml_posted_to_workflows_says_the_yaml_goes_in_source(
+    api: Api, headers: dict[str, str]
+) -> None:
+    """The YAML file sent as the body (as JSON, or with no content type) was "body: the body
+    is not valid JSON (Expecting value)": it says where the YAML goes."""
+    reply = api.call("POST", "/workflows", raw=ETL, headers=headers)
+    body = assert_error(reply, 422, "invalid_request", "not valid JSON", '{"source": ')
+    assert body["problems"][0]["path"] == "body"
+    assert api.changes == []
+
+
+def test_a_form_to_any_json_route_is_415(api: Api) -> None:
+    api.apply()
+    reply = api.call("POST", "/workflows/etl/runs", raw="params=1", headers=FORM)
+    assert_error(
+        reply, 415, "unsupported_media_type", "Content-Type: application/json", FORM["Content-Type"]
+    )
+    assert api.call("GET", "/runs").body["runs"] == []
+
+
+def test_an_empty_form_body_is_no_body(api: Api) -> None:
+    """`curl -X POST .../runs -d ''` sends an empty form: there is nothing in it to misread,
+    so a trigger goes on as with no body at all."""
+    api.apply()
+    reply = api.call("POST", "/workflows/etl/runs", raw="", headers=FORM)
+    assert reply.status == 201, reply.text
+
+
 def test_body_that_is_not_utf8_is_422(api: Api) -> None:
     raw = base64.b64encode(b"\xff\xfe{").decode()
     reply = api.call("POST", "/workflows", raw=raw, base64_body=True)
@@ -774,6 +838,61 @@ def test_run_detail_task_view_and_log(api: Api) -> None:
         "not_found",
         "no log",
     )
+
+
+ODD_KEYS = {"a?b": "q", "a#b": "h", "a/b": "s", 'a"b': "d", "a\\b": "bs", "a`b": "bt", "€": "e"}
+
+
+def test_an_output_key_with_any_character_a_task_may_write_is_read(api: Api) -> None:
+    """The route's key stopped at '?', '#', '/' and other characters Powertools' pattern
+    lacks: a key a task wrote and the run view lists was "no route for GET .../a?b"."""
+    api.apply()
+    run_id = api.trigger()
+    api.finish(run_id, "extract", outputs=ODD_KEYS)
+    for key, value in ODD_KEYS.items():
+        reply = api.call("GET", f"/runs/{run_id}/tasks/extract/outputs/{key}")
+        assert (reply.status, reply.text) == (200, value), (key, reply.text)
+    missing = api.call("GET", f"/runs/{run_id}/tasks/extract/outputs/x?y")
+    assert_error(missing, 404, "not_found", "'x?y'")
+
+
+@pytest.mark.parametrize("key", [".", "..", "a?b", "a/b"])
+def test_the_path_a_view_lists_for_a_cut_output_survives_an_http_client(api: Api, key: str) -> None:
+    """A view lists a cut value's path; with '.' or '..' as the key it ended '/outputs/..',
+    which an HTTP client (httpx, a browser's fetch) resolves away to another route. A dot
+    segment is escaped; decoded as a server does, the path reads the value."""
+    import httpx
+
+    from stratoflow.api.paths import request_path
+    from stratoflow.views import output_path
+
+    api.apply()
+    run_id = api.trigger()
+    api.finish(run_id, "extract", outputs={key: "v"})
+    path = output_path(run_id, "extract", key)
+    assert httpx.URL("http://h" + path).raw_path.decode() == path  # nothing resolved away
+    reply = api.call("GET", request_path(path))
+    assert (reply.status, reply.text) == (200, "v")
+
+
+@pytest.mark.parametrize("name", ["a?b", "a#b", 'a"b', "a\\b", "a`b", "€"])
+def test_a_workflow_name_no_route_pattern_held_is_named_as_not_found(api: Api, name: str) -> None:
+    """It was "no route for GET /workflows/a?b" (and for its runs, pause, backfills): the
+    route is found, and the answer names the workflow and its project."""
+    for method, suffix in (("GET", ""), ("POST", "/runs"), ("POST", "/pause")):
+        reply = api.call(method, f"/workflows/{name}{suffix}", {} if method == "POST" else None)
+        body = assert_error(reply, 404, "not_found", f"workflow {name!r} not found in project")
+        assert "no route" not in body["message"]
+    assert api.changes == []
+
+
+def test_a_trailing_newline_matches_no_route_and_is_named(api: Api) -> None:
+    """'$' matched before a trailing newline: GET /workflows/etl%0A read workflow 'etl'."""
+    api.apply()
+    body = assert_error(
+        api.call("GET", "/workflows/etl\n"), 422, "invalid_request", "control character \\n"
+    )
+    assert body["problems"][0]["path"] == "path"
 
 
 def test_the_log_or_output_of_an_attempt_a_task_does_not_have_says_why(api: Api) -> None:

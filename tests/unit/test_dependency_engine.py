@@ -22,6 +22,7 @@ from stratoflow.engine.dependency import (
     item_status,
     latest_in,
     settles,
+    unknown_upstream,
 )
 from stratoflow.errors import InvalidInput
 from stratoflow.model import DateValue, DependencyItem, DependencyTask, load_workflow
@@ -343,6 +344,30 @@ def test_decide_without_timeout_waits() -> None:
 def test_decide_failure_names_the_failed_upstream() -> None:
     check = decide(dep_task(), [S, F], started_at=T0, timeout=None, now=T0)
     assert check == DependencyCheck(Outcome.FAILED, "upstream failed: f")
+
+
+def test_a_missing_upstream_workflow_is_named_as_missing_not_as_failed() -> None:
+    """A workflow that does not exist has no run that failed: its item's failure said
+    "upstream failed: workflow p/nosuch does not exist"; it says the workflow is missing,
+    naming it and its project, apart from an upstream that did fail."""
+    item = DependencyItem(workflow="p/nosuch", date=DateValue.TODAY)
+    missing = unknown_upstream(item, "default")
+    alone = decide(dep_task(), [S, missing], started_at=T0, timeout=None, now=T0)
+    assert alone == DependencyCheck(
+        Outcome.FAILED,
+        "the workflow this task depends on does not exist: nosuch in project p "
+        "(apply it first, or correct the name)",
+    )
+    source = "name: r\ntasks:\n  wait: {type: dependency, any: [{workflow: x, date: today}]}\n"
+    anyone = load_workflow(source).workflow.tasks["wait"]
+    assert isinstance(anyone, DependencyTask)
+    assert anyone.mode == "any"
+    both = decide(anyone, [missing, F], started_at=T0, timeout=None, now=T0)
+    assert both.outcome is Outcome.FAILED
+    assert both.message == (
+        "the workflow this task depends on does not exist: nosuch in project p "
+        "(apply it first, or correct the name); upstream failed: f"
+    )
 
 
 # ------------------------------------------------------------------ the model

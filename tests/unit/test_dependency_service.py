@@ -205,10 +205,16 @@ def test_any_succeeds_at_once_and_a_task_item_reads_the_task(h: H) -> None:
 
 
 def test_unknown_upstream_workflow_fails_at_once(h: H) -> None:
+    """It said "upstream failed: workflow other/sales_daly does not exist": no upstream run
+    failed; the workflow it names is missing, and the message says so, naming it and its
+    project, and what to do."""
     h.report(REPORT.replace("workflow: sales_daily", "workflow: other/sales_daly"))
     task = h.store.get_task("report-1", "wait")
     assert task.state is TaskState.FAILED
-    assert task.error == "upstream failed: workflow other/sales_daly does not exist"
+    assert task.error == (
+        "the workflow this task depends on does not exist: sales_daly in project other "
+        "(apply it first, or correct the name)"
+    )
 
 
 def test_recover_completes_a_first_check_that_a_crash_cut_short(h: H) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -19,7 +20,6 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote
 
 import click
 
@@ -33,6 +33,7 @@ from stratoflow.cli_common import (
     output_option,
     printable,
     project_option,
+    segment,
     view_implied_limit,
     workflow_path,
     workflow_ref,
@@ -588,9 +589,10 @@ def _print_run(
         if task.get("child_run"):
             click.echo(f"{task_id}: child run {task['child_run']} ({task['state']})")
         for key, cut in (task.get("outputs_truncated") or {}).items():
+            command = shlex.join(["stratoflow", "runs", "output", run_id, task_id, key])
             click.echo(
                 f"{task_id}: output {key!r} is {cut['size']} bytes, cut in this view; "
-                f"`stratoflow runs output {run_id} {task_id} {key}` prints it whole"
+                f"`{printable(command)}` prints it whole"
             )
 
 
@@ -830,22 +832,25 @@ class Client:
             _fail(message, EXIT_INVALID if response.status_code < 500 else EXIT_FAILED)
         return response
 
-    def follow(self, path: str, size_header: str, **params: Any) -> None:
+    def follow(self, path: str, size_header: str, **params: Any) -> str:
         """Print a paged text (a log, an output value) from its start to its end, page by
-        page; exit 1 saying where it stopped if the server stops giving pages before the end."""
+        page; exit 1 saying where it stopped if the server stops giving pages before the end.
+        Returns the last character printed ("" for none)."""
         offset = 0
+        last = ""
         while True:
             response = self.response("GET", path, params={**params, "offset": offset})
             click.echo(response.text, nl=False)
+            last = response.text[-1:] or last
             nxt, size = response.headers.get("X-Next-Offset"), response.headers.get(size_header)
             if nxt is None or size is None:  # a server that does not page: this was all of it
-                return
+                return last
             if int(nxt) >= int(size):
-                return
+                return last
             if int(nxt) <= offset and response.headers.get("X-Log-Held"):
                 # a running task's last bytes, held back while it runs (they may be the start
                 # of a secret): what there is was printed
-                return
+                return last
             if int(nxt) <= offset:
                 _fail(
                     f"stopped at byte {offset} of {size}: the server returned no more; the rest "
@@ -925,7 +930,7 @@ def trigger(
     client = Client(api)
     detail = client.call(
         "POST", f"{workflow_path(name)}/runs", params={"project": project}, json=body,
-        flags={"logical_date": LOGICAL_DATE_FLAG},
+        flags={"logical_date": LOGICAL_DATE_FLAG, "body.run_id": "--run-id"},
     )  # fmt: skip
     run_id = detail["run"]["id"]  # the whole id, <project>.<name>.<key> for a --run-id
     if not wait:
@@ -1004,7 +1009,7 @@ class HeldRun:
             f"stratoflow runs show {self.run_id}",
             lambda: self.client.response(
                 "GET",
-                f"/runs/{self.run_id}",
+                f"/runs/{segment(self.run_id)}",
                 params=params,
                 headers=headers,
                 timeout=timeout,
@@ -1153,20 +1158,25 @@ def runs_list(
 @api_option
 def runs_show(run_id: str, output: str, api: str) -> None:
     """A run and its tasks."""
-    _print_run(Client(api).call("GET", f"/runs/{run_id}"), output)
+    _print_run(Client(api).call("GET", f"/runs/{segment(run_id)}"), output)
 
 
-def _run_op(op: str) -> Callable[[str, str], None]:
-    def command(run_id: str, api: str) -> None:
-        body = Client(api).call("POST", f"/runs/{run_id}/{op}")
-        click.echo(f"{body['id']}: {body['state']}")
+def _run_changed(body: dict[str, Any], output: str) -> None:
+    """What a run operation answers: the run's id and state, or (``--output json``) the API's
+    reply as it is."""
+    click.echo(json.dumps(body, indent=2) if output == "json" else f"{body['id']}: {body['state']}")
+
+
+def _run_op(op: str) -> Callable[[str, str, str], None]:
+    def command(run_id: str, output: str, api: str) -> None:
+        _run_changed(Client(api).call("POST", f"/runs/{segment(run_id)}/{op}"), output)
 
     command.__doc__ = f"{op.capitalize()} a run."
     return command
 
 
 for _op in ("pause", "resume", "stop"):
-    runs.command(_op)(api_option(click.argument("run_id")(_run_op(_op))))
+    runs.command(_op)(output_option(api_option(click.argument("run_id")(_run_op(_op)))))
 
 
 @runs.command("rerun")
@@ -1183,24 +1193,28 @@ for _op in ("pause", "resume", "stop"):
     help="rerun failed tasks, keep what succeeded (the default; a sub-workflow task: its "
     "child run from its failed tasks)",
 )
+@output_option
 @api_option
-def runs_rerun(run_id: str, from_task: str | None, failed: bool, api: str) -> None:
+def runs_rerun(run_id: str, from_task: str | None, failed: bool, output: str, api: str) -> None:
     """Rerun failed tasks, or a task and everything downstream of it."""
     if failed and from_task:
         _fail("use either --failed or --from TASK", EXIT_INVALID)
-    body = Client(api).call("POST", f"/runs/{run_id}/rerun", json={"from": from_task})
-    click.echo(f"{body['id']}: {body['state']}")
+    body = Client(api).call("POST", f"/runs/{segment(run_id)}/rerun", json={"from": from_task})
+    _run_changed(body, output)
 
 
 @runs.command("mark")
 @click.argument("run_id")
 @click.argument("task_id")
 @click.option("--state", type=click.Choice(["succeeded", "skipped"]), required=True)
+@output_option
 @api_option
-def runs_mark(run_id: str, task_id: str, state: str, api: str) -> None:
+def runs_mark(run_id: str, task_id: str, state: str, output: str, api: str) -> None:
     """Mark a task succeeded or skipped; what waited on it is decided again."""
-    body = Client(api).call("POST", f"/runs/{run_id}/tasks/{task_id}/mark", json={"state": state})
-    click.echo(f"{body['id']}: {body['state']}")
+    body = Client(api).call(
+        "POST", f"/runs/{segment(run_id)}/tasks/{segment(task_id)}/mark", json={"state": state}
+    )
+    _run_changed(body, output)
 
 
 @main.command()
@@ -1214,7 +1228,7 @@ def logs(run_id: str, task_id: str, attempt: int | None, api: str) -> None:
     """Print a task attempt's whole log (fetched page by page)."""
     client = Client(api)
     if attempt is None:
-        task = client.call("GET", f"/runs/{run_id}/tasks/{task_id}")
+        task = client.call("GET", f"/runs/{segment(run_id)}/tasks/{segment(task_id)}")
         attempt = int(task["attempts"])
         if attempt < 1:  # skipped, upstream_failed, waiting or queued in a pool: nothing ran
             _fail(
@@ -1222,7 +1236,9 @@ def logs(run_id: str, task_id: str, attempt: int | None, api: str) -> None:
                 "so it has no log",
                 EXIT_INVALID,
             )
-    client.follow(f"/runs/{run_id}/tasks/{task_id}/attempts/{attempt}/log", "X-Log-Size")
+    client.follow(
+        f"/runs/{segment(run_id)}/tasks/{segment(task_id)}/attempts/{attempt}/log", "X-Log-Size"
+    )
 
 
 @runs.command("output")
@@ -1237,12 +1253,15 @@ def logs(run_id: str, task_id: str, attempt: int | None, api: str) -> None:
 )
 @api_option
 def runs_output(run_id: str, task_id: str, key: str, attempt: int | None, api: str) -> None:
-    """Print one output value of a task whole (run views cut large ones)."""
+    """Print one output value of a task whole (run views cut large ones), then a newline
+    unless the value ends with one, as every command's text ends."""
     params = {} if attempt is None else {"attempt": attempt}
-    run_part, task_part, key_part = (quote(p, safe="") for p in (run_id, task_id, key))
-    Client(api).follow(
+    run_part, task_part, key_part = (segment(p) for p in (run_id, task_id, key))
+    last = Client(api).follow(
         f"/runs/{run_part}/tasks/{task_part}/outputs/{key_part}", "X-Output-Size", **params
     )
+    if last != "\n":
+        click.echo()
 
 
 # ------------------------------------------------------------------ users and tokens (local)

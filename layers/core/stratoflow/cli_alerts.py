@@ -18,6 +18,7 @@ from stratoflow.cli_common import (
     invalid,
     named_settings_commands,
     project_output_api,
+    segment,
     show,
 )
 
@@ -56,7 +57,10 @@ def groups_set(group: str, names: str, project: str, output: str, api: str) -> N
     if not chans:
         invalid("--channels: name at least one channel")
     view = client(api).call(
-        "PUT", f"/alerts/groups/{group}", params={"project": project}, json={"channels": chans}
+        "PUT",
+        f"/alerts/groups/{segment(group)}",
+        params={"project": project},
+        json={"channels": chans},
     )
     show(view, output, f"group {group}: {', '.join(chans)}")
 
@@ -85,7 +89,9 @@ def _lines(deliveries: list[dict[str, Any]]) -> str:
 @project_output_api
 def alerts_test(group: str, project: str, output: str, api: str) -> None:
     """Send a test alert to every channel of GROUP; exit 1 unless each was sent."""
-    body = client(api).call("POST", f"/alerts/groups/{group}/test", params={"project": project})
+    body = client(api).call(
+        "POST", f"/alerts/groups/{segment(group)}/test", params={"project": project}
+    )
     show(body, output, _lines(body["deliveries"]))
     if any(d["status"] != "sent" for d in body["deliveries"]):
         raise SystemExit(EXIT_FAILED)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from stratoflow.cli import Client
 
 F = TypeVar("F", bound=Callable[..., Any])
+_NAME = re.compile(r"[a-z0-9_-]{1,128}")  # the model's workflow and project names
+NAME_RULE = "1-128 of a-z, 0-9, '_' and '-'"  # as secrets.check_project says it
 
 EXIT_FAILED = 1
 EXIT_INVALID = 2
@@ -62,7 +65,17 @@ def _default_api() -> str:
 api_option = click.option(
     "--api", default=_default_api, show_default="$STRATOFLOW_API or local server", help="API URL"
 )
-project_option = click.option("--project", default="default", show_default=True)
+
+
+def _project(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--project``, refused (exit 2, naming it and the rule) when no project can be named
+    so: a read of such a project answered as an empty one."""
+    if not _NAME.fullmatch(value):
+        raise click.BadParameter(f"{value!r} is no project name: a project name is {NAME_RULE}")
+    return value
+
+
+project_option = click.option("--project", default="default", show_default=True, callback=_project)
 output_option = click.option("--output", type=click.Choice(["text", "json"]), default="text")
 
 
@@ -125,15 +138,25 @@ def invalid(message: str) -> NoReturn:
     fail(message, EXIT_INVALID)
 
 
+def _named(kind: str, text: str) -> str:
+    """``text``, refused (exit 2, naming it and the rule) when no ``kind`` can be named so."""
+    if not _NAME.fullmatch(text):
+        invalid(f"{text!r} is no {kind} name: a {kind} name is {NAME_RULE}")
+    return text
+
+
 def workflow_ref(name: str, project: str) -> tuple[str, str]:
     """(project, name) of a workflow given as NAME (of ``--project``) or as PROJECT/NAME, the
     form ``apply`` prints and a sub-workflow's ``workflow:`` reads; a ``--project`` given
-    with another project is refused, naming both."""
+    with another project is refused, naming both. A name (or project) that no workflow can
+    have is refused before anything is sent, naming it and the rule."""
     if "/" not in name:
-        return project, name
+        return project, _named("workflow", name)
     owner, _, bare = name.partition("/")
     if not owner or not bare or "/" in bare:
         invalid(f"{name!r}: a workflow is NAME or PROJECT/NAME")
+    _named("project", owner)
+    _named("workflow", bare)
     ctx = click.get_current_context(silent=True)
     source = ctx.get_parameter_source("project") if ctx is not None else None
     given = source is not None and source is not click.core.ParameterSource.DEFAULT
@@ -142,12 +165,21 @@ def workflow_ref(name: str, project: str) -> tuple[str, str]:
     return owner, bare
 
 
+def segment(text: str) -> str:
+    """``text`` as one segment of an API path, as typed: every character a path gives a
+    meaning to ('/', '?', '#', '%', ...) escaped, and a '.' or '..' escaped too (an HTTP
+    client resolves those away: ``/runs/..`` would be ``/``)."""
+    from urllib.parse import quote
+
+    if text in (".", ".."):
+        return "%2E" * len(text)
+    return quote(text, safe="")
+
+
 def workflow_path(name: str) -> str:
     """The API's path of workflow ``name``, the name quoted: text that is no name gets the
     API's refusal of it, not another route."""
-    from urllib.parse import quote
-
-    return f"/workflows/{quote(name, safe='')}"
+    return f"/workflows/{segment(name)}"
 
 
 def checked(check: Callable[[str], str], value: str) -> str:
@@ -210,7 +242,9 @@ def named_settings_commands(
         body: dict[str, Any] = {"type": type_, "settings": settings(pairs)}
         if url is not None:
             body["url"] = url
-        view = client(api).call("PUT", f"{path}/{name}", params={"project": project}, json=body)
+        view = client(api).call(
+            "PUT", f"{path}/{segment(name)}", params={"project": project}, json=body
+        )
         show(view, output, f"{kind} {name} ({type_}) saved in {project}")
 
     command = click.option("--setting", "pairs", multiple=True, metavar="K=V",
@@ -234,7 +268,7 @@ def named_settings_commands(
         @click.argument("name")
         @project_output_api
         def show_(name: str, project: str, output: str, api: str) -> None:
-            body = client(api).call("GET", f"{path}/{name}", params={"project": project})
+            body = client(api).call("GET", f"{path}/{segment(name)}", params={"project": project})
             show(body, output, typed_line(body))
 
     delete_command(group, kind=kind, path=path)
@@ -248,10 +282,6 @@ def delete_command(group: click.Group, *, kind: str, path: str, argument: str = 
     @click.argument(argument)
     @project_output_api
     def delete(project: str, output: str, api: str, **named: str) -> None:
-        from urllib.parse import quote
-
         name = named[argument]
-        body = client(api).call(
-            "DELETE", f"{path}/{quote(name, safe='')}", params={"project": project}
-        )
+        body = client(api).call("DELETE", f"{path}/{segment(name)}", params={"project": project})
         show(body, output, f"{kind} {name} deleted")

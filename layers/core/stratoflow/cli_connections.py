@@ -13,6 +13,7 @@ from stratoflow.cli_common import (
     client,
     named_settings_commands,
     project_output_api,
+    segment,
     show,
 )
 from stratoflow.connection_types import CONNECTION_TYPES
@@ -40,7 +41,9 @@ named_settings_commands(
 @project_output_api
 def connections_test(name: str, project: str, output: str, api: str) -> None:
     """Connect and run SELECT 1; exit 1 when that fails (the message says why)."""
-    body = client(api).call("POST", f"/connections/{name}/test", params={"project": project})
+    body = client(api).call(
+        "POST", f"/connections/{segment(name)}/test", params={"project": project}
+    )
     show(body, output, f"{'ok' if body['ok'] else 'failed'}: {body['message']}")
     if not body["ok"]:
         raise SystemExit(EXIT_FAILED)

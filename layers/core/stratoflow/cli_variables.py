@@ -14,7 +14,15 @@ from typing import Any, BinaryIO
 
 import click
 
-from stratoflow.cli_common import checked, client, invalid, printable, project_output_api, show
+from stratoflow.cli_common import (
+    checked,
+    client,
+    invalid,
+    printable,
+    project_output_api,
+    segment,
+    show,
+)
 from stratoflow.secrets import check_project
 from stratoflow.variables import MAX_VALUE_BYTES, check_name, check_value
 
@@ -79,7 +87,7 @@ def variables_set(
     checked(check_name, name)
     text = _value(value, file)
     body = client(api).call(
-        "PUT", f"/variables/{name}", params={"project": project}, json={"value": text}
+        "PUT", f"/variables/{segment(name)}", params={"project": project}, json={"value": text}
     )
     show(body, output, f"set: variable {project}/{name}")
 
@@ -91,7 +99,7 @@ def variables_get(name: str, project: str, output: str, api: str) -> None:
     """Print variable NAME's value (as it is, with --output json its details too)."""
     checked(check_project, project)
     checked(check_name, name)
-    body = client(api).call("GET", f"/variables/{name}", params={"project": project})
+    body = client(api).call("GET", f"/variables/{segment(name)}", params={"project": project})
     value = str(body["value"])
     if output == "json" or sys.stdout.isatty():
         # on a terminal, its escape sequences shown, not obeyed
@@ -119,5 +127,5 @@ def variables_delete(name: str, project: str, output: str, api: str) -> None:
     """Delete variable NAME (tasks that read it then fail, naming it)."""
     checked(check_project, project)
     checked(check_name, name)
-    body = client(api).call("DELETE", f"/variables/{name}", params={"project": project})
+    body = client(api).call("DELETE", f"/variables/{segment(name)}", params={"project": project})
     show(body, output, f"deleted: variable {project}/{name}")

@@ -39,8 +39,13 @@ def output_text(value: Any) -> str:
 
 
 def output_path(run_id: str, task_id: str, key: str, attempt: int | None = None) -> str:
-    """The API path that pages through one output value."""
-    path = f"/runs/{quote(run_id, safe='')}/tasks/{quote(task_id, safe='')}/outputs/{quote(key, safe='')}"
+    """The API path that pages through one output value (each part one escaped segment; a
+    '.' or '..' escaped too, which an HTTP client would resolve away)."""
+
+    def segment(text: str) -> str:
+        return "%2E" * len(text) if text in (".", "..") else quote(text, safe="")
+
+    path = f"/runs/{segment(run_id)}/tasks/{segment(task_id)}/outputs/{segment(key)}"
     return path if attempt is None else f"{path}?attempt={attempt}"
 
 

@@ -394,6 +394,40 @@ def _summary(problems: Sequence[Problem]) -> str:
     return f"{len(problems):,} problems: " + "; ".join(listed)
 
 
+_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def not_json(app: APIGatewayRestResolver) -> Response[dict[str, Any]]:
+    """The 415 of a body that is not JSON: what the route reads (``POST /workflows``: the
+    workflow's YAML in a JSON ``source``) and the content type that was sent."""
+    event = app.current_event
+    sent = (event.headers.get("content-type") or "").split(";")[0].strip() if event else ""
+    route = app.context.get("_route")
+    if route is not None and (route.method, route.path) == ("POST", "/workflows"):
+        wanted = 'send the body as JSON {"source": "<the workflow\'s YAML text>"}'
+    else:
+        wanted = "send the body as JSON"
+    return _error_response(
+        HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        f"{wanted} (Content-Type: application/json)" + (f", not {sent}"[:200] if sent else ""),
+    )
+
+
+def form_refused(app: APIGatewayRestResolver) -> Response[dict[str, Any]] | None:
+    """A 415 (``not_json``) for a form-encoded or multipart body (not empty) sent to a route
+    that reads a JSON body, else None. Powertools would parse the form into fields and answer with their
+    names (``body.notjson: Extra inputs are not permitted``, or a line of the YAML as a
+    field's name), which says nothing of what the route reads."""
+    event = app.current_event
+    route = app.context.get("_route")
+    dependant = getattr(route, "dependant", None)
+    if event is None or dependant is None or not dependant.body_params or not event.body:
+        return None  # an empty form is no body: nothing in it to misread
+    sent = (event.headers.get("content-type") or "").strip().lower()
+    return not_json(app) if sent.startswith(_FORMS) else None
+
+
 def _register_errors(app: APIGatewayRestResolver) -> None:
     def domain_error(exc: Exception) -> Response[dict[str, Any]]:
         for cls in type(exc).__mro__:
@@ -409,16 +443,21 @@ def _register_errors(app: APIGatewayRestResolver) -> None:
 
     def request_invalid(exc: RequestValidationError) -> Response[dict[str, Any]]:
         problems = _validation_problems(exc.errors())
+        route = app.context.get("_route")
+        if route is not None and (route.method, route.path) == ("POST", "/workflows"):
+            # the YAML file itself sent as the body: say where it goes
+            problems = [
+                Problem(p.path, f'{p.message}: send {{"source": "<the workflow\'s YAML text>"}}')
+                if p.path == "body" and p.message.startswith("the body is not valid JSON")
+                else p
+                for p in problems
+            ]
         return _error_response(
             HTTPStatus.UNPROCESSABLE_ENTITY, "invalid_request", _summary(problems), problems
         )
 
     def unsupported_type(exc: RequestUnsupportedContentType) -> Response[dict[str, Any]]:
-        return _error_response(
-            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as JSON (Content-Type: application/json)",
-        )
+        return not_json(app)
 
     def undecodable(exc: Exception) -> Response[dict[str, Any]]:
         reason = "not valid base64" if isinstance(exc, binascii.Error) else "not UTF-8 text"
@@ -486,11 +525,7 @@ def _register_errors(app: APIGatewayRestResolver) -> None:
         module = frame.tb_frame.f_globals.get("__name__", "") if frame is not None else ""
         if not module.startswith("aws_lambda_powertools.event_handler"):
             return internal_error(exc)
-        return _error_response(
-            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as JSON (Content-Type: application/json)",
-        )
+        return not_json(app)
 
     app.exception_handler(ValueError)(unreadable_body)
     app.exception_handler(Exception)(internal_error)
@@ -893,6 +928,33 @@ def _raw_response(handler: _Handler) -> _Handler:
     return handler
 
 
+# ------------------------------------------------------------------ routing
+# What a path parameter may hold: any character but '/' and the control characters (those are
+# refused by name: ``_path_control``). Powertools' own pattern stops at '?', '#', '"', '\\',
+# '`' and any non-word character outside its list, so a run whose task wrote the output key
+# 'a?b' could not read it ("no route"), and `GET /workflows/a%3Fb` named no workflow. Run ids
+# and names keep their own rules; the route is found and the handler answers for the value.
+_PARAM = r"[^/\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+# The parameters that take the rest of the path, '/' included: an output key is whatever a
+# task wrote before '=' (a value's own path is how a view lists a cut value).
+_REST_PARAMS = {("/runs/<run_id>/tasks/<task_id>/outputs/<key>", "key")}
+
+
+class _Resolver(APIGatewayRestResolver):
+    """Powertools' REST resolver with path parameters that hold what the API's values hold
+    (``_PARAM``), matched to the end of the path (``\\Z``: '$' let a trailing newline
+    through, so ``/workflows/etl%0A`` read workflow 'etl')."""
+
+    @staticmethod
+    def _compile_regex(rule: str, base_regex: str = r"^{}/*\Z") -> re.Pattern[str]:
+        def group(found: re.Match[str]) -> str:
+            name = found.group(1)
+            chars = _PARAM.replace("[^/", "[^") if (rule, name) in _REST_PARAMS else _PARAM
+            return f"(?P<{name}>{chars}+)"
+
+        return re.compile(base_regex.format(re.sub(r"<(\w+)>", group, rule)))
+
+
 # ------------------------------------------------------------------ the app
 def create_app(
     scheduler: Scheduler,
@@ -919,7 +981,7 @@ def create_app(
     whose values the log view masks (``***``) in a task's log (None: none here; on AWS the
     runner masks a log before it uploads it). ``connections``: the runtime's named connections
     (``/connections``; None: no such routes)."""
-    app = APIGatewayRestResolver(
+    app = _Resolver(
         debug=False,  # never a traceback in a response, whatever POWERTOOLS_DEV says
         enable_validation=True,
         response_validation_error_http_code=HTTPStatus.INTERNAL_SERVER_ERROR,
@@ -950,7 +1012,7 @@ def create_app(
             app: APIGatewayRestResolver, next_middleware: NextMiddleware
         ) -> Response[Any]:
             identify(app)
-            return next_middleware(app)
+            return form_refused(app) or next_middleware(app)
 
         app.use([identify_first])
     else:
@@ -959,7 +1021,7 @@ def create_app(
             app: APIGatewayRestResolver, next_middleware: NextMiddleware
         ) -> Response[Any]:
             identify(app)
-            answer: Response[Any] = validate(app, next_middleware)
+            answer: Response[Any] = form_refused(app) or validate(app, next_middleware)
             return answer
 
         app._request_validation_middleware = identify_then_validate  # type: ignore[assignment]

@@ -268,6 +268,7 @@ class ItemStatus:
 
     outcome: Outcome
     detail: str
+    missing: bool = False  # failed because the upstream workflow does not exist
 
 
 def _interval_outcome(run: UpstreamRun | None, task: str | None) -> tuple[Outcome, str]:
@@ -348,9 +349,16 @@ def _few(labels: Sequence[str]) -> str:
 
 
 def unknown_upstream(item: DependencyItem, project: str) -> ItemStatus:
-    """An item whose workflow does not exist fails at once (a typo must not wait for hours)."""
+    """An item whose workflow does not exist fails at once (a typo must not wait for hours);
+    no run of it failed, so its detail is not an upstream failure: it names the workflow and
+    its project as missing."""
     owner, name = item.upstream(project)
-    return ItemStatus(Outcome.FAILED, f"workflow {owner}/{name} does not exist")
+    return ItemStatus(
+        Outcome.FAILED,
+        f"the workflow this task depends on does not exist: {name} in project {owner} "
+        "(apply it first, or correct the name)",
+        missing=True,
+    )
 
 
 def settles(mode: str, status: ItemStatus) -> bool:
@@ -415,8 +423,11 @@ def decide(
         done = [s.detail for s in statuses if s.outcome is Outcome.SUCCEEDED]
         return DependencyCheck(outcome, _clip("; ".join(done)))
     if outcome is Outcome.FAILED:
-        failed = [s.detail for s in statuses if s.outcome is Outcome.FAILED]
-        return DependencyCheck(outcome, _clip("upstream failed: " + "; ".join(failed)))
+        failed = [s for s in statuses if s.outcome is Outcome.FAILED]
+        parts = list(dict.fromkeys(s.detail for s in failed if s.missing))
+        if ran := [s.detail for s in failed if not s.missing]:
+            parts.append("upstream failed: " + "; ".join(ran))
+        return DependencyCheck(outcome, _clip("; ".join(parts)))
     missing = "; ".join(s.detail for s in statuses if s.outcome is Outcome.WAITING)
     deadline = started_at + timeout if timeout is not None else None
     next_check = now + task.check_interval
