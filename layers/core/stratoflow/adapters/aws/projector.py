@@ -15,7 +15,9 @@ Which revision each row gets (docs/readmodel.md, "AWS: the stream projector"):
   never bring back an older state.
 
 REMOVE records (TTL expiry of attempts, the store's own clean-ups) change nothing: the read
-model keeps history. Records whose change the read model cannot see (an upstream count, a
+model keeps history. Audit journal items (``AUDIT#<id>``, ``dynamo_audit``): a settled entry
+is inserted by its id (a duplicate is kept once); a pending intent shows only when TTL
+deletes it unsettled (its old image, "outcome unknown"). Records whose change the read model cannot see (an upstream count, a
 queue position, a schedule cursor) are skipped. A batch is applied in one transaction; if
 that fails it is applied entity by entity and only the records of the entities that failed
 are reported (``batchItemFailures``), so Lambda retries just those.
@@ -32,6 +34,7 @@ from typing import Any, Final
 
 from stratoflow.adapters.aws import _dynamo_items as it
 from stratoflow.adapters.aws._dynamo_items import Item
+from stratoflow.adapters.aws.dynamo_audit import audit_entry_of, is_audit_item, is_pending
 from stratoflow.adapters.aws.dynamodb import BATCH_GET_MAX, DynamoStore
 from stratoflow.errors import NotFound
 from stratoflow.readmodel import (
@@ -56,6 +59,7 @@ MAX_FAILURES_IN_A_ROW: Final = 2
 Key = tuple[
     Any, ...
 ]  # ("run", id) | ("task", run, task) | ("attempt", run, task, n) | ("workflow", p, n, v)
+# | ("audit", entry id)
 
 
 @dataclass(frozen=True)
@@ -259,6 +263,8 @@ class StreamProjector:
     def _classify(self, record: StreamRecord) -> tuple[Key, Change | None] | None:
         """The entity a record touches and, for a one-item row, its change; None when the
         read model has nothing to do with it."""
+        if is_audit_item(record.pk, record.sk):
+            return _audit_target(record)
         if record.event == "REMOVE":
             # TTL expiry of an attempt (record.expired), or the store removing its own plan
             # journals, markers and a dead creation's leftovers: history stays
@@ -395,6 +401,23 @@ class StreamProjector:
             else:
                 result.projected += len(group.seqs)
                 in_a_row = 0
+
+
+def _audit_target(record: StreamRecord) -> tuple[Key, Change | None] | None:
+    """An audit journal item's record (``dynamo_audit``): a settled entry written, or an
+    intent its request never settled, deleted by TTL (its old image: "outcome unknown").
+    A pending intent written, or one withdrawn (a user's delete), shows nothing. Keyed by
+    the entry's id (kept once however often it is delivered)."""
+    if record.event == "REMOVE":
+        item = record.old
+        if not record.expired or item is None or not is_pending(item):
+            return None
+    else:
+        item = record.new
+        if item is None or is_pending(item) or "entry" not in item:
+            return None
+    entry = audit_entry_of(item)
+    return ("audit", entry.id), Change(0, entry)
 
 
 def _sequence_number(raw: Any) -> str:

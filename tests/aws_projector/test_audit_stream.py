@@ -1,0 +1,132 @@
+"""The audit journal on AWS: the API journals each audited change in the state table
+(``dynamo_audit``) and the stream projector writes it to the read model, keyed by the
+request's id. A read model the API could not write, a Lambda that died right after the
+change, a record delivered twice: the line is in the log, once. moto runs no TTL: an
+expiry is moto's REMOVE record of a delete, marked as DynamoDB marks a TTL deletion."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stratoflow.adapters.aws.dynamo_audit import EXPIRES, audit_key
+from stratoflow.adapters.aws.dynamodb import TTL_ATTRIBUTE
+from stratoflow.adapters.aws.projector import TTL_PRINCIPAL, StreamProjector
+from stratoflow.api.app import create_app
+from stratoflow.api.local_server import LocalContext
+from stratoflow.audit import UNCONFIRMED
+from stratoflow.readmodel import AuditEntry, ReadModel, SqliteDatabase
+from tests.aws_projector.conftest import Env
+
+FLOW = "name: etl\nproject: analytics\ntasks:\n  a: {type: shell, command: echo}\n"
+PAUSE = ("POST", "/workflows/etl/pause", {"project": "analytics"})
+
+
+class Died(BaseException):
+    """The Lambda stops here: nothing after it runs."""
+
+
+def call(
+    app: Any, method: str, path: str, query: dict[str, str], request_id: str, body: Any = None
+) -> tuple[int, Any]:
+    event = {
+        "resource": "/{proxy+}", "path": path, "httpMethod": method,
+        "headers": {"Content-Type": "application/json"},
+        "multiValueHeaders": {"Content-Type": ["application/json"]},
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()},
+        "pathParameters": {"proxy": path.lstrip("/")}, "stageVariables": None,
+        "body": None if body is None else json.dumps(body), "isBase64Encoded": False,
+        "requestContext": {"stage": "test", "requestId": request_id, "path": path},
+    }  # fmt: skip
+    response = app.resolve(event, LocalContext(request_id))
+    return response["statusCode"], json.loads(response["body"])
+
+
+def log(rm: ReadModel, project: str = "analytics") -> list[tuple[str, str]]:
+    return [(e.id, e.action) for e in rm.list_audit(project=project, limit=100).items]
+
+
+def unreachable(entry: AuditEntry) -> None:
+    raise OSError("the read model cannot be reached")
+
+
+def test_the_ttl_attribute_is_the_tables() -> None:
+    assert EXPIRES == TTL_ATTRIBUTE
+
+
+def test_a_line_the_api_could_not_write_comes_through_the_stream_once(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api_rm = ReadModel(SqliteDatabase(str(tmp_path / "rm.db")))
+    monkeypatch.setattr(api_rm, "record_audit", unreachable)  # down for the API's writes
+    app = create_app(env.scheduler, readmodel=api_rm)
+    assert call(app, "POST", "/workflows", {}, "req-apply", {"source": FLOW})[0] == 201
+    assert call(app, *PAUSE, "req-pause")[0] == 200
+    assert call(app, *PAUSE, "req-pause")[0] == 200  # a retried delivery of the request
+    records = env.stream.read()
+    projector = StreamProjector(env.store, SqliteDatabase(str(tmp_path / "rm.db")))
+    assert projector.handle({"Records": records}).failed == []
+    assert log(projector.readmodel) == [
+        ("req-pause", "workflow.pause"), ("req-apply", "workflow.apply")
+    ]  # fmt: skip
+    # every record delivered again, in any order (Lambda's retries): one line each
+    again = records * 2
+    random.Random(7).shuffle(again)
+    assert projector.handle({"Records": again}).failed == []
+    assert log(projector.readmodel) == [
+        ("req-pause", "workflow.pause"), ("req-apply", "workflow.apply")
+    ]  # fmt: skip
+    assert log(projector.readmodel, "default") == []  # another project's log shows neither
+
+
+def test_a_lambda_that_died_after_the_change_leaves_its_line_for_the_ttl_to_bring(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rm = ReadModel(SqliteDatabase(str(tmp_path / "rm.db")))
+    app = create_app(env.scheduler, readmodel=rm)
+    assert call(app, "POST", "/workflows", {}, "req-apply", {"source": FLOW})[0] == 201
+
+    def die(*args: Any, **kwargs: Any) -> None:
+        raise Died
+
+    monkeypatch.setattr(env.store, "audit_settle", die, raising=False)
+    monkeypatch.setattr(rm, "record_audit", die)
+    with pytest.raises(Died):
+        call(app, *PAUSE, "req-pause")
+    assert env.store.get_version("analytics", "etl").paused  # the change stands
+    projector = StreamProjector(env.store, SqliteDatabase(str(tmp_path / "rm.db")))
+    assert projector.handle({"Records": env.stream.read()}).failed == []
+    assert log(projector.readmodel) == [("req-apply", "workflow.apply")]  # not yet
+    # WHEN the intent's expiry passes and TTL deletes it
+    item = env.client.get_item(TableName=env.table, Key=audit_key("req-pause"))["Item"]
+    assert int(item[EXPIRES]["N"]) > 0
+    env.client.delete_item(TableName=env.table, Key=audit_key("req-pause"))
+    removes = env.stream.read()
+    for record in removes:
+        record["userIdentity"] = {"type": "Service", "principalId": TTL_PRINCIPAL}
+    assert projector.handle({"Records": removes + removes}).failed == []
+    # THEN the change is in the log, once, its outcome unknown
+    entries = projector.readmodel.list_audit(project="analytics", limit=10).items
+    assert [(e.id, e.action, e.target) for e in entries] == [
+        ("req-pause", UNCONFIRMED, "POST /workflows/etl/pause"),
+        ("req-apply", "workflow.apply", "workflow/analytics/etl"),
+    ]
+    assert entries[0].details == {"outcome": "unknown"}
+
+
+def test_a_failed_request_withdraws_its_intent_and_shows_nothing(env: Env, tmp_path: Path) -> None:
+    rm = ReadModel(SqliteDatabase(str(tmp_path / "rm.db")))
+    app = create_app(env.scheduler, readmodel=rm)
+    status, _ = call(app, "POST", "/workflows/nothing/pause", {"project": "analytics"}, "req-x")
+    assert status == 404
+    assert "Item" not in env.client.get_item(TableName=env.table, Key=audit_key("req-x"))
+    projector = StreamProjector(env.store, SqliteDatabase(str(tmp_path / "rm.db")))
+    records = env.stream.read()
+    assert any(r["eventName"] == "REMOVE" for r in records)  # the withdrawal: a user's delete
+    assert projector.handle({"Records": records}).failed == []
+    assert log(projector.readmodel) == []
