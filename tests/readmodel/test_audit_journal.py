@@ -56,15 +56,36 @@ def audit(readmodel: ReadModel, project: str = "default") -> list[AuditEntry]:
     return list(readmodel.list_audit(project=project, limit=100).items)
 
 
-def reopened(home: Path, db: str | None, micros: Callable[[], int] = later) -> list[AuditEntry]:
+def now() -> int:
+    return time.time_ns() // 1000
+
+
+def reopened(
+    home: Path, db: str | None, micros: Callable[[], int] = later, *, refuse_once: bool = False
+) -> list[AuditEntry]:
     """The audit log after the home is opened again (a fresh feed catches up), by a process
-    that runs after every intent of the earlier one has expired."""
+    that runs after every intent of the earlier one has expired (``micros``: its clock).
+    ``refuse_once``: the read model refuses the feed's first write."""
     store = SqliteStore(home / "stratoflow.db")
     readmodel = ReadModel.open(db or str(home / "readmodel.db"))
     feed = LocalFeed(store, readmodel, micros=micros, linger=0)
+    if refuse_once:
+        write = readmodel.write
+        refused: list[bool] = []
+
+        def refuse(*args: Any, **kwargs: Any) -> int:
+            if not refused:
+                refused.append(True)
+                raise OSError("injected: the read model refused the write")
+            return write(*args, **kwargs)
+
+        readmodel.write = refuse  # type: ignore[method-assign]
     feed.start()
     try:
         assert feed.flush()
+        if refuse_once:  # the failed catch-up queued another before it counted as done
+            assert refused
+            assert feed.flush()
         return audit(readmodel)
     finally:
         feed.close()
@@ -248,21 +269,29 @@ def test_every_write_of_an_audited_change_failing_or_dying_once_loses_and_double
     assert pause_with(_copy(base, tmp_path / "plain"), Faults(seen=seen)) == (200, True)
     assert seen == list(WRITES)  # every write of the change is swept below
     for kind in ("fail", "die"):
-        for write in WRITES:
+        for write in (*WRITES, "feed"):
+            if (kind, write) == ("die", "feed"):
+                continue  # a feed that stops before its write: the reopening's catch-up
             home = _copy(base, tmp_path / f"{kind}-{write}")
             status, paused = pause_with(home, Faults(**{kind: write}))
+            # a process that lives on records what it did at once; one that died, once its
+            # intent has expired (and never twice, however often it is projected)
+            soon = reopened(home, None, now, refuse_once=write == "feed")
             entries = [e for e in reopened(home, None) if e.id == "req-pause"]
             case = (kind, write, status, paused, entries)
             if paused:  # the change was made: its line is there, once
                 assert len(entries) == 1, case
                 assert entries[0].action in ("workflow.pause", UNCONFIRMED), case
                 assert entries[0].project == "default", case
-                if kind == "fail":  # a process that lives on records what it did
+                if kind == "fail":
+                    assert status == 200, case
                     assert entries[0].action == "workflow.pause", case
+                    assert [e for e in soon if e.id == "req-pause"] == entries, case
             else:  # not made: no line says it was
                 assert status != 200, case
                 assert all(e.action == UNCONFIRMED for e in entries), case
                 if kind == "fail":  # refused or failed, and said so: no line at all
+                    assert status == (503 if write == "begin" else 500), case
                     assert entries == [], case
 
 
