@@ -130,3 +130,80 @@ def test_a_failed_request_withdraws_its_intent_and_shows_nothing(env: Env, tmp_p
     assert any(r["eventName"] == "REMOVE" for r in records)  # the withdrawal: a user's delete
     assert projector.handle({"Records": records}).failed == []
     assert log(projector.readmodel) == []
+
+
+WRITES = ("begin", "change", "settle", "readmodel")
+
+
+def test_every_write_of_an_audited_change_failing_or_dying_once_loses_and_doubles_nothing(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One table, one read model; each case pauses a workflow of its own (a request of its
+    own) with one write failing once (an error the Lambda survives) or being where it dies
+    (that write and every later one never happen). Then the stream is projected, and every
+    intent left pending expires (TTL)."""
+    rm = ReadModel(SqliteDatabase(str(tmp_path / "rm.db")))
+    app = create_app(env.scheduler, readmodel=rm)
+    store = env.store
+    cases = [(kind, write) for kind in ("fail", "die") for write in WRITES]
+    for i in range(len(cases)):
+        flow = FLOW.replace("name: etl", f"name: etl{i}")
+        assert call(app, "POST", "/workflows", {}, f"req-apply-{i}", {"source": flow})[0] == 201
+    state: dict[str, Any] = {}
+
+    def wrap(name: str, method: Any) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            if state.get("dead") or name == state.get("die"):
+                state["dead"] = True
+                raise Died
+            if name == state.get("fail"):
+                state["fail"] = None
+                raise OSError(f"injected: {name} failed")
+            return method(*args, **kwargs)
+
+        return wrapped
+
+    for name, obj, attr in (
+        ("begin", store, "audit_begin"), ("change", store, "set_paused"),
+        ("settle", store, "audit_settle"), ("withdraw", store, "audit_withdraw"),
+        ("readmodel", rm, "record_audit"),
+    ):  # fmt: skip
+        monkeypatch.setattr(obj, attr, wrap(name, getattr(obj, attr)))
+    outcomes = []
+    for i, (kind, write) in enumerate(cases):
+        state.clear()
+        state[kind] = write
+        try:
+            status: int | None = call(app, "POST", f"/workflows/etl{i}/pause",
+                                      {"project": "analytics"}, f"req-{i}")[0]  # fmt: skip
+        except Died:
+            status = None
+        outcomes.append((status, store.get_version("analytics", f"etl{i}").paused))
+    state.clear()
+    projector = StreamProjector(env.store, SqliteDatabase(str(tmp_path / "rm.db")))
+    records = env.stream.read()
+    assert projector.handle({"Records": records + records}).failed == []
+    # the intents still pending expire: TTL deletes them
+    for i in range(len(cases)):
+        item = env.client.get_item(TableName=env.table, Key=audit_key(f"req-{i}")).get("Item")
+        if item is not None and "pending" in item:
+            env.client.delete_item(TableName=env.table, Key=audit_key(f"req-{i}"))
+    removes = env.stream.read()
+    for record in removes:
+        record["userIdentity"] = {"type": "Service", "principalId": TTL_PRINCIPAL}
+    assert projector.handle({"Records": removes}).failed == []
+    entries = projector.readmodel.list_audit(project="analytics", limit=100).items
+    for i, ((kind, write), (status, paused)) in enumerate(zip(cases, outcomes, strict=True)):
+        mine = [e for e in entries if e.id == f"req-{i}"]
+        case = (kind, write, status, paused, mine)
+        if paused:
+            assert len(mine) == 1, case
+            assert mine[0].action in ("workflow.pause", UNCONFIRMED), case
+            if kind == "fail":
+                assert mine[0].action == "workflow.pause", case
+        else:
+            assert status != 200, case
+            assert all(e.action == UNCONFIRMED for e in mine), case
+            if kind == "fail":
+                assert mine == [], case
+    assert {e.project for e in entries} == {"analytics"}
