@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +208,44 @@ def test_every_write_of_an_audited_change_failing_or_dying_once_loses_and_double
             if kind == "fail":
                 assert mine == [], case
     assert {e.project for e in entries} == {"analytics"}
+
+
+def test_a_read_model_down_past_the_streams_retries_catches_up_from_the_table(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rm = ReadModel(SqliteDatabase(str(tmp_path / "rm.db")))
+    monkeypatch.setattr(rm, "record_audit", unreachable)  # down for the API's writes too
+    app = create_app(env.scheduler, readmodel=rm)
+    projector = StreamProjector(
+        env.store,
+        SqliteDatabase(str(tmp_path / "rm.db")),
+        clock_ns=lambda: int(env.clock.current.timestamp() * 1e9),
+    )
+    projector.migrate()
+    apply = projector.readmodel.apply
+    down = True
+
+    def refuse(changes: Any) -> int:
+        if down:
+            raise OSError("the read model cannot be reached")
+        return int(apply(changes))
+
+    monkeypatch.setattr(projector.readmodel, "apply", refuse)
+    assert call(app, "POST", "/workflows", {}, "req-apply", {"source": FLOW})[0] == 201
+    # WHEN the read model stays down until the records run out of retries (they go to the
+    # DLQ: never delivered again)
+    records = env.stream.read()
+    for _ in range(3):
+        assert projector.handle({"Records": records}).failed != []
+    # THEN the first batch after it is back delivers the entries since the failure again
+    down = False
+    assert call(app, *PAUSE, "req-pause")[0] == 200
+    assert projector.handle({"Records": env.stream.read()}).failed == []
+    assert log(projector.readmodel) == [
+        ("req-pause", "workflow.pause"), ("req-apply", "workflow.apply")
+    ]  # fmt: skip
+    # AND the operator's replay (the projector function's "replay-audit") keeps one of each
+    assert projector.replay_audit(env.clock.current - timedelta(days=1)) == 2
+    assert log(projector.readmodel) == [
+        ("req-pause", "workflow.pause"), ("req-apply", "workflow.apply")
+    ]  # fmt: skip

@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from stratoflow.adapters.aws import _dynamo_items as it
@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 # userIdentity of a deletion made by DynamoDB's TTL process
 TTL_PRINCIPAL: Final = "dynamodb.amazonaws.com"
+# how far before a failed batch's oldest record an audit replay starts (an entry's ``at`` is
+# taken just before its item is written)
+REPLAY_MARGIN: Final = timedelta(minutes=5)
 # in the entity-by-entity fallback, this many failures in a row mean the database itself is
 # unwell: the rest of the batch is reported failed without trying it
 MAX_FAILURES_IN_A_ROW: Final = 2
@@ -169,6 +172,9 @@ class StreamProjector:
         self._schema_ready = not migrate_schema
         self._clock_ns = clock_ns
         self._rev = 0
+        # since when (epoch seconds) this container's batches failed: the audit entries
+        # recorded since are delivered again from the table once one succeeds
+        self._failed_since: float | None = None
 
     # ------------------------------------------------------------------ schema
     def migrate(self) -> list[int]:
@@ -191,6 +197,7 @@ class StreamProjector:
             except Exception:
                 log.exception("read-model migration failed; the whole batch will be retried")
                 result.failed = seqs
+                self._after_batch(result, None)
                 return result
 
         groups: dict[Key, _Group] = {}
@@ -223,7 +230,43 @@ class StreamProjector:
         result.failed = list(dict.fromkeys(result.failed))
         grouped = {q for g in groups.values() for q in g.seqs}
         result.projected = len(grouped - set(result.failed))
+        self._after_batch(result, oldest)
         return result
+
+    def _after_batch(self, result: BatchResult, oldest: float | None) -> None:
+        """After a failed batch, note since when; after the next one that succeeds, deliver
+        again every audit entry recorded since then (less ``REPLAY_MARGIN``): records of them
+        that ran out of retries meanwhile (on to the DLQ) are caught up from the table."""
+        now = self._clock_ns() / 1e9
+        if result.failed:
+            start = min(now, oldest if oldest is not None else now)
+            if self._failed_since is None or start < self._failed_since:
+                self._failed_since = start
+            return
+        if self._failed_since is None:
+            return
+        since = datetime.fromtimestamp(self._failed_since - REPLAY_MARGIN.total_seconds(), UTC)
+        try:
+            replayed = self.replay_audit(since)
+        except Exception:
+            log.exception("delivering the audit entries since %s again failed", since)
+            return  # tried again after the next batch
+        self._failed_since = None
+        log.info("delivered %d audit entries since %s again", replayed, since)
+
+    def replay_audit(self, since: datetime) -> int:
+        """Write the settled audit entries recorded since ``since`` (from the state table) to
+        the read model, 100 a transaction; entries it has are kept as they are (by id).
+        Returns how many were offered."""
+        done, batch = 0, []
+        for entry in self.store.audit_entries(since):
+            batch.append(Change(0, entry))
+            if len(batch) == 100:
+                done += self.readmodel.apply(batch)
+                batch = []
+        if batch:
+            done += self.readmodel.apply(batch)
+        return done
 
     def _next_rev(self) -> int:
         """Hybrid clock: wall-clock microseconds, strictly increasing in this container."""
