@@ -1,10 +1,13 @@
 """ProjectorFunction: keeps the Aurora read model in step with the StateTable's DynamoDB stream
 (NEW_AND_OLD_IMAGES, ReportBatchItemFailures). The logic is stratoflow.adapters.aws.projector; the
-read model's migrations run on the first batch of each container (or on {"action": "migrate"})."""
+read model's migrations run on the first batch of each container (or on {"action": "migrate"});
+{"action": "replay-audit", "since": "<ISO time>"} writes the audit entries recorded since then
+from the state table again (what the stream could not deliver; kept once by id)."""
 
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -34,6 +37,13 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.info("read model migrated", extra={"applied": applied})
         metrics.add_metric(name="MigrationsApplied", unit=MetricUnit.Count, value=len(applied))
         return {"migrated": applied}
+    if event.get("action") == "replay-audit":  # the audit log since then, from the table
+        since = datetime.fromisoformat(str(event["since"]))
+        if since.tzinfo is None:
+            raise ValueError(f"since: {event['since']!r} names no time zone (e.g. +00:00)")
+        replayed = projector.replay_audit(since)
+        logger.info("audit entries delivered again", extra={"since": str(since), "n": replayed})
+        return {"replayed": replayed}
     result = projector.handle(event)
     for name, value in (
         ("RecordsProjected", result.projected),

@@ -153,3 +153,16 @@ def test_a_migrate_event_migrates_and_reports_what_it_applied(app: Any) -> None:
         stub_migration_check(stub)
         assert app.handler({"action": "migrate"}, FakeContext()) == {"migrated": []}
         stub.assert_no_pending_responses()
+
+
+def test_a_replay_audit_event_needs_an_aware_time_and_reports_what_it_delivered(
+    app: Any,
+) -> None:
+    with pytest.raises(ValueError, match="names no time zone"):
+        app.handler({"action": "replay-audit", "since": "2026-11-21T00:00:00"}, FakeContext())
+    # an empty journal: nothing to deliver, and no statement sent (the stub has no response)
+    client = app.projector.readmodel.db.client
+    with Stubber(client) as stub:
+        event = {"action": "replay-audit", "since": "2026-11-21T00:00:00+00:00"}
+        assert app.handler(event, FakeContext()) == {"replayed": 0}
+        stub.assert_no_pending_responses()

@@ -88,6 +88,8 @@ from stratoflow.api.models import (
     VersionList,
     WorkflowList,
 )
+from stratoflow.audit import AuditJournal
+from stratoflow.audit import intent as audit_intent
 from stratoflow.auth import (
     ANONYMOUS_ADMIN,
     Action,
@@ -1035,9 +1037,41 @@ def create_app(
         assert isinstance(principal, Principal)
         return principal
 
+    # The audit journal (``stratoflow.audit``): where the store keeps one, every write request
+    # journals its intent before it changes anything, and its entry after; the read model
+    # gets both from the store's projection. Without one (a store kept in memory), entries go
+    # to the read model directly, after the change.
+    journal = store if readmodel is not None and isinstance(store, AuditJournal) else None
+
+    def request_id() -> str:
+        context = app.lambda_context
+        # the request id makes a retried delivery of one request a duplicate, not a twin
+        return context.aws_request_id if context is not None else uuid.uuid4().hex
+
     def allow(action: Action, project: str, what: str) -> Principal:
         principal = caller()
         require(principal, action, project, what=what)
+        if (
+            journal is not None
+            and action is not Action.READ
+            and "audit_intent" not in app.context
+            and app.current_event.http_method not in ("GET", "HEAD", "OPTIONS")
+        ):
+            # allowed to change something in ``project``: its intent is journalled before
+            # the change (in the project it is allowed in: no other project's log shows it)
+            event = app.current_event
+            entry = audit_intent(
+                request_id(), scheduler.clock.now(), principal.name, event.http_method,
+                event.path, project,
+            )  # fmt: skip
+            try:
+                journal.audit_begin(entry)
+            except Exception as exc:
+                log.exception("audit intent not journalled: %s", entry)
+                raise Unavailable(
+                    "the audit journal cannot be written now; nothing was changed"
+                ) from exc
+            app.context["audit_intent"] = entry
         return principal
 
     def run_for(run_id: str, action: Action) -> Run:
@@ -1053,17 +1087,42 @@ def create_app(
     def record(action: str, target: str, project: str, **details: Any) -> None:
         if readmodel is None:
             return
-        context = app.lambda_context
+        begun: AuditEntry | None = app.context.get("audit_intent")
         entry = AuditEntry(
-            # the request id makes a retried delivery of one request a duplicate, not a twin
-            id=context.aws_request_id if context is not None else uuid.uuid4().hex,
+            id=begun.id if begun is not None else request_id(),
             at=scheduler.clock.now(), actor=caller().name, action=action, target=target,
             project=project, details=details,
         )  # fmt: skip
-        try:
+        if journal is not None:
+            # the intent is not withdrawn now, whatever this write does: if it fails, the
+            # intent stands for the change ("outcome unknown"), never nothing
+            app.context["audit_recorded"] = True
+            try:
+                journal.audit_settle(entry)
+            except Exception:  # the change is made; its intent keeps the line
+                log.exception("audit entry not journalled (its intent stands): %s", entry)
+        try:  # shown at once; the projection brings it if this fails (kept once: its id)
             readmodel.record_audit(entry)
-        except Exception:  # the change is made; a lost audit line must not undo or hide it
-            log.exception("audit record failed: %s", entry)
+        except Exception:
+            log.exception("audit entry not written to the read model (yet): %s", entry)
+
+    def settle_or_withdraw(
+        app: APIGatewayRestResolver, next_middleware: NextMiddleware
+    ) -> Response[Any]:
+        """A write request that journalled an intent and recorded no entry (it failed, or
+        changed nothing audited) withdraws the intent."""
+        try:
+            return next_middleware(app)
+        finally:
+            begun: AuditEntry | None = app.context.get("audit_intent")
+            if journal is not None and begun is not None and not app.context.get("audit_recorded"):
+                try:
+                    journal.audit_withdraw(begun.id)
+                except Exception:  # it stands as "outcome unknown" once it expires
+                    log.exception("audit intent not withdrawn: %s", begun)
+
+    if journal is not None:
+        app.use([settle_or_withdraw])
 
     def changed() -> None:
         try:

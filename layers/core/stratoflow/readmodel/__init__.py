@@ -24,6 +24,7 @@ from stratoflow.readmodel._db import (
 from stratoflow.readmodel._migrations import Migration, MigrationError, load_migrations, migrate
 from stratoflow.readmodel._projection import (
     ATTEMPT_COLUMNS,
+    AUDIT_COLUMNS,
     RUN_COLUMNS,
     TASK_COLUMNS,
     Projection,
@@ -48,6 +49,7 @@ from stratoflow.readmodel._records import (
 
 __all__ = [
     "ATTEMPT_COLUMNS",
+    "AUDIT_COLUMNS",
     "FINAL_REV",
     "MAX_LIMIT",
     "RUN_COLUMNS",

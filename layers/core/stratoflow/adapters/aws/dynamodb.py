@@ -33,6 +33,7 @@ from botocore.exceptions import ClientError
 from stratoflow.adapters.aws import _dynamo_items as it
 from stratoflow.adapters.aws import run_index_migration
 from stratoflow.adapters.aws._dynamo_items import Item, Update, key, n, s
+from stratoflow.adapters.aws.dynamo_audit import DynamoAudit
 from stratoflow.adapters.aws.dynamo_backfills import DynamoBackfills
 from stratoflow.adapters.aws.dynamo_dependencies import DynamoDependencies, logical_date_marker
 from stratoflow.adapters.aws.dynamo_variables import DynamoVariables
@@ -262,7 +263,13 @@ def _unique_runs(items: Iterator[Item]) -> Iterator[Item]:
 
 
 class DynamoStore(
-    StateStore, Catalog, DynamoBackfills, DynamoDependencies, PoolStore, DynamoVariables
+    DynamoAudit,
+    StateStore,
+    Catalog,
+    DynamoBackfills,
+    DynamoDependencies,
+    PoolStore,
+    DynamoVariables,
 ):
     """``table_name``: the StateTable. ``client``: a boto3 DynamoDB client (created once per
     Lambda container and passed in); by default one is made from the environment.

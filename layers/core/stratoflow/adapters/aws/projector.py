@@ -15,7 +15,9 @@ Which revision each row gets (docs/readmodel.md, "AWS: the stream projector"):
   never bring back an older state.
 
 REMOVE records (TTL expiry of attempts, the store's own clean-ups) change nothing: the read
-model keeps history. Records whose change the read model cannot see (an upstream count, a
+model keeps history. Audit journal items (``AUDIT#<id>``, ``dynamo_audit``): a settled entry
+is inserted by its id (a duplicate is kept once); a pending intent shows only when TTL
+deletes it unsettled (its old image, "outcome unknown"). Records whose change the read model cannot see (an upstream count, a
 queue position, a schedule cursor) are skipped. A batch is applied in one transaction; if
 that fails it is applied entity by entity and only the records of the entities that failed
 are reported (``batchItemFailures``), so Lambda retries just those.
@@ -27,11 +29,12 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from stratoflow.adapters.aws import _dynamo_items as it
 from stratoflow.adapters.aws._dynamo_items import Item
+from stratoflow.adapters.aws.dynamo_audit import audit_entry_of, is_audit_item, is_pending
 from stratoflow.adapters.aws.dynamodb import BATCH_GET_MAX, DynamoStore
 from stratoflow.errors import NotFound
 from stratoflow.readmodel import (
@@ -49,6 +52,9 @@ log = logging.getLogger(__name__)
 
 # userIdentity of a deletion made by DynamoDB's TTL process
 TTL_PRINCIPAL: Final = "dynamodb.amazonaws.com"
+# how far before a failed batch's oldest record an audit replay starts (an entry's ``at`` is
+# taken just before its item is written)
+REPLAY_MARGIN: Final = timedelta(minutes=5)
 # in the entity-by-entity fallback, this many failures in a row mean the database itself is
 # unwell: the rest of the batch is reported failed without trying it
 MAX_FAILURES_IN_A_ROW: Final = 2
@@ -56,6 +62,7 @@ MAX_FAILURES_IN_A_ROW: Final = 2
 Key = tuple[
     Any, ...
 ]  # ("run", id) | ("task", run, task) | ("attempt", run, task, n) | ("workflow", p, n, v)
+# | ("audit", entry id)
 
 
 @dataclass(frozen=True)
@@ -165,6 +172,9 @@ class StreamProjector:
         self._schema_ready = not migrate_schema
         self._clock_ns = clock_ns
         self._rev = 0
+        # since when (epoch seconds) this container's batches failed: the audit entries
+        # recorded since are delivered again from the table once one succeeds
+        self._failed_since: float | None = None
 
     # ------------------------------------------------------------------ schema
     def migrate(self) -> list[int]:
@@ -187,6 +197,7 @@ class StreamProjector:
             except Exception:
                 log.exception("read-model migration failed; the whole batch will be retried")
                 result.failed = seqs
+                self._after_batch(result, None)
                 return result
 
         groups: dict[Key, _Group] = {}
@@ -219,7 +230,43 @@ class StreamProjector:
         result.failed = list(dict.fromkeys(result.failed))
         grouped = {q for g in groups.values() for q in g.seqs}
         result.projected = len(grouped - set(result.failed))
+        self._after_batch(result, oldest)
         return result
+
+    def _after_batch(self, result: BatchResult, oldest: float | None) -> None:
+        """After a failed batch, note since when; after the next one that succeeds, deliver
+        again every audit entry recorded since then (less ``REPLAY_MARGIN``): records of them
+        that ran out of retries meanwhile (on to the DLQ) are caught up from the table."""
+        now = self._clock_ns() / 1e9
+        if result.failed:
+            start = min(now, oldest if oldest is not None else now)
+            if self._failed_since is None or start < self._failed_since:
+                self._failed_since = start
+            return
+        if self._failed_since is None:
+            return
+        since = datetime.fromtimestamp(self._failed_since - REPLAY_MARGIN.total_seconds(), UTC)
+        try:
+            replayed = self.replay_audit(since)
+        except Exception:
+            log.exception("delivering the audit entries since %s again failed", since)
+            return  # tried again after the next batch
+        self._failed_since = None
+        log.info("delivered %d audit entries since %s again", replayed, since)
+
+    def replay_audit(self, since: datetime) -> int:
+        """Write the settled audit entries recorded since ``since`` (from the state table) to
+        the read model, 100 a transaction; entries it has are kept as they are (by id).
+        Returns how many were offered."""
+        done, batch = 0, []
+        for entry in self.store.audit_entries(since):
+            batch.append(Change(0, entry))
+            if len(batch) == 100:
+                done += self.readmodel.apply(batch)
+                batch = []
+        if batch:
+            done += self.readmodel.apply(batch)
+        return done
 
     def _next_rev(self) -> int:
         """Hybrid clock: wall-clock microseconds, strictly increasing in this container."""
@@ -259,6 +306,8 @@ class StreamProjector:
     def _classify(self, record: StreamRecord) -> tuple[Key, Change | None] | None:
         """The entity a record touches and, for a one-item row, its change; None when the
         read model has nothing to do with it."""
+        if is_audit_item(record.pk, record.sk):
+            return _audit_target(record)
         if record.event == "REMOVE":
             # TTL expiry of an attempt (record.expired), or the store removing its own plan
             # journals, markers and a dead creation's leftovers: history stays
@@ -395,6 +444,23 @@ class StreamProjector:
             else:
                 result.projected += len(group.seqs)
                 in_a_row = 0
+
+
+def _audit_target(record: StreamRecord) -> tuple[Key, Change | None] | None:
+    """An audit journal item's record (``dynamo_audit``): a settled entry written, or an
+    intent its request never settled, deleted by TTL (its old image: "outcome unknown").
+    A pending intent written, or one withdrawn (a user's delete), shows nothing. Keyed by
+    the entry's id (kept once however often it is delivered)."""
+    if record.event == "REMOVE":
+        item = record.old
+        if not record.expired or item is None or not is_pending(item):
+            return None
+    else:
+        item = record.new
+        if item is None or is_pending(item) or "entry" not in item:
+            return None
+    entry = audit_entry_of(item)
+    return ("audit", entry.id), Change(0, entry)
 
 
 def _sequence_number(raw: Any) -> str:

@@ -48,6 +48,7 @@ from stratoflow.adapters.local.sqlite_store import (
 from stratoflow.engine import RunState
 from stratoflow.readmodel import (
     ATTEMPT_COLUMNS,
+    AUDIT_COLUMNS,
     RUN_COLUMNS,
     TASK_COLUMNS,
     ReadModel,
@@ -61,6 +62,7 @@ from stratoflow.readmodel import (
 log = logging.getLogger("stratoflow.readmodel")
 
 _CATCH_UP = "catch-up"
+_EXPIRED_EVERY = 60.0  # seconds between looks for audit intents left pending
 
 
 class LocalFeed:
@@ -89,6 +91,10 @@ class LocalFeed:
         # position each, and a store made anew at a path (a home deleted and made again)
         # does not take the old one's (past its own first log entries, which it would skip)
         self.source = f"local:{store.path}#{store.store_id}"
+        # the audit journal's position (``SqliteAudit``), kept beside the change log's
+        self.audit_source = f"{self.source}#audit"
+        self._audit_position = 0
+        self._expired_checked = float("-inf")  # monotonic seconds
         self._queue: queue.SimpleQueue[StoreChanges | str | None] = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._enqueued = 0
@@ -108,6 +114,7 @@ class LocalFeed:
         else:
             position = self.readmodel.feed_position(self.source)
         self._position = position or 0
+        self._audit_position = self.readmodel.feed_position(self.audit_source) or 0
         self.store.on_commit.append(self.on_commit)
         self._put(_CATCH_UP)
         self._thread = threading.Thread(target=self._work, name="stratoflow-projector", daemon=True)
@@ -211,6 +218,24 @@ class LocalFeed:
                 self.readmodel.write(rows, (self.source, position))
             self._position = position
             merged, whole = StoreChanges(), set()  # the keys went with the first part
+        self._project_audit(catch_up)
+
+    def _project_audit(self, catch_up: bool) -> None:
+        """The audit journal's settled entries past the recorded position, written with the
+        new position (an entry delivered again is kept once: its id). On a catch-up, and at
+        most once a minute otherwise, intents left pending past their expiry (their request
+        died before its outcome was recorded) are settled first, as "outcome unknown"."""
+        now = time.monotonic()
+        if catch_up or now - self._expired_checked >= _EXPIRED_EVERY:
+            self._expired_checked = now
+            self.store.audit_settle_expired(datetime.fromtimestamp(self._micros() / 1e6, UTC))
+        more = True
+        while more:
+            position, texts, more = self.store.feed_audit(self._audit_position, self._log_part)
+            if position != self._audit_position:
+                rows = Rows(audit=[_audit_row(t) for t in texts])
+                self.readmodel.write(rows, (self.audit_source, position))
+            self._audit_position = position
 
     def _read(
         self,
@@ -363,6 +388,12 @@ def _workflow_row(row: tuple[Any, ...], document: Any, rev: str) -> tuple[Any, .
         project, name, version, description if isinstance(description, str) else None,
         int(paused), rev,
     )  # fmt: skip
+
+
+def _audit_row(text: str) -> tuple[Any, ...]:
+    """The read model's row (AUDIT_COLUMNS) of a journal entry (the row's JSON)."""
+    row = json.loads(text)
+    return tuple(row[c] for c in AUDIT_COLUMNS)
 
 
 def _highest_rev(readmodel: ReadModel) -> int:

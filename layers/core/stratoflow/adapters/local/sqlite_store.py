@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from stratoflow.adapters.local.sqlite_audit import AUDIT_SCHEMA, SqliteAudit
 from stratoflow.adapters.local.sqlite_backfills import BACKFILL_SCHEMA, SqliteBackfills
 from stratoflow.adapters.local.sqlite_dependencies import DEPENDENCY_SCHEMA, SqliteDependencies
 from stratoflow.adapters.local.sqlite_variables import VARIABLE_SCHEMA, SqliteVariables
@@ -391,6 +392,7 @@ class StoreChanges:
     run_states: set[str] = field(default_factory=set)
     tasks: set[tuple[str, str]] = field(default_factory=set)  # (run, task)
     attempts: set[tuple[str, str, int]] = field(default_factory=set)  # (run, task, attempt)
+    audit: set[str] = field(default_factory=set)  # ids of audit entries settled
 
 
 class _Transaction(AbstractContextManager[None]):
@@ -442,6 +444,7 @@ class _Transaction(AbstractContextManager[None]):
 
 
 class SqliteStore(
+    SqliteAudit,
     StateStore,
     Catalog,
     RunChangeLog,
@@ -466,6 +469,7 @@ class SqliteStore(
         conn.executescript(BACKFILL_SCHEMA)
         conn.executescript(DEPENDENCY_SCHEMA)
         conn.executescript(VARIABLE_SCHEMA)
+        conn.executescript(AUDIT_SCHEMA)
         # the columns a file from an older version lacks, added under the write lock: two
         # processes opening it at once would each read them missing, and the second's ADD
         # COLUMN would fail ("duplicate column name"); the second reads them after the first

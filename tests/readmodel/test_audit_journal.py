@@ -1,0 +1,302 @@
+"""The audit log is durable: an audited change's line is journalled in the state store
+(its intent before the change, its entry after) and reaches the read model through the
+local feed, keyed by the request's id. A read model that was down, a process that died
+right after the change, a write that failed at any step: the line is not lost, and never
+twice. (The AWS half: tests/aws_projector/test_stream_projector.py.)"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stratoflow.adapters.local.feed import LocalFeed
+from stratoflow.adapters.local.runtime import LocalRuntime
+from stratoflow.adapters.local.sqlite_store import SqliteStore, StoreChanges
+from stratoflow.api.app import create_app
+from stratoflow.api.local_server import LocalContext
+from stratoflow.audit import INTENT_TTL, UNCONFIRMED
+from stratoflow.readmodel import AuditEntry, ReadModel
+
+FLOW = "name: nightly\ntasks:\n  a: {type: shell, command: 'true'}\n"
+PAUSE = ("POST", "/workflows/nightly/pause")
+
+
+class Died(BaseException):
+    """The process stops here: no later line of it runs (not an Exception: nothing catches
+    it on the way out)."""
+
+
+def call(app: Any, method: str, path: str, request_id: str, body: Any = None) -> tuple[int, Any]:
+    event = {
+        "resource": "/{proxy+}", "path": path, "httpMethod": method,
+        "headers": {"Content-Type": "application/json"},
+        "multiValueHeaders": {"Content-Type": ["application/json"]},
+        "queryStringParameters": None, "multiValueQueryStringParameters": None,
+        "pathParameters": {"proxy": path.lstrip("/")}, "stageVariables": None,
+        "body": None if body is None else json.dumps(body), "isBase64Encoded": False,
+        "requestContext": {"stage": "test", "requestId": request_id, "path": path},
+    }  # fmt: skip
+    response = app.resolve(event, LocalContext(request_id))
+    return response["statusCode"], json.loads(response["body"])
+
+
+def later() -> int:
+    """The feed's clock once every intent of now has expired (µs)."""
+    return (time.time_ns() // 1000) + int((INTENT_TTL + timedelta(minutes=1)).total_seconds() * 1e6)
+
+
+def audit(readmodel: ReadModel, project: str = "default") -> list[AuditEntry]:
+    return list(readmodel.list_audit(project=project, limit=100).items)
+
+
+def now() -> int:
+    return time.time_ns() // 1000
+
+
+def reopened(
+    home: Path, db: str | None, micros: Callable[[], int] = later, *, refuse_once: bool = False
+) -> list[AuditEntry]:
+    """The audit log after the home is opened again (a fresh feed catches up), by a process
+    that runs after every intent of the earlier one has expired (``micros``: its clock).
+    ``refuse_once``: the read model refuses the feed's first write."""
+    store = SqliteStore(home / "stratoflow.db")
+    readmodel = ReadModel.open(db or str(home / "readmodel.db"))
+    feed = LocalFeed(store, readmodel, micros=micros, linger=0)
+    if refuse_once:
+        write = readmodel.write
+        refused: list[bool] = []
+
+        def refuse(*args: Any, **kwargs: Any) -> int:
+            if not refused:
+                refused.append(True)
+                raise OSError("injected: the read model refused the write")
+            return write(*args, **kwargs)
+
+        readmodel.write = refuse  # type: ignore[method-assign]
+    feed.start()
+    try:
+        assert feed.flush()
+        if refuse_once:  # the failed catch-up queued another before it counted as done
+            assert refused
+            assert feed.flush()
+        return audit(readmodel)
+    finally:
+        feed.close()
+        readmodel.close()
+        store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest) -> str | None:
+    """The read model's database: the home's SQLite file, or a scratch PostgreSQL one."""
+    if request.param == "sqlite":
+        return None
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, db: str | None) -> Iterator[LocalRuntime]:
+    rt = LocalRuntime(tmp_path / "home", db=db)  # its feed projects; no scheduler loop
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+def test_a_line_the_read_model_refused_appears_once_it_works_again(
+    runtime: LocalRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(runtime.scheduler, readmodel=runtime.readmodel)
+    assert call(app, "POST", "/workflows", "req-apply", {"source": FLOW})[0] == 201
+    assert runtime.feed.flush()
+    down = True
+    write = runtime.readmodel.projection.write
+
+    def refuse(*args: Any, **kwargs: Any) -> int:
+        if down:
+            raise OSError("disk I/O error")
+        return write(*args, **kwargs)
+
+    # WHEN the read model refuses every write while the workflow is paused
+    monkeypatch.setattr(runtime.readmodel.projection, "write", refuse)
+    status, body = call(app, *PAUSE, "req-pause")
+    assert status == 200
+    assert body["paused"] is True
+    assert runtime.feed.flush()
+    assert [e.id for e in audit(runtime.readmodel)] == ["req-apply"]
+    # THEN once it works again, the next batch of the feed brings the line, once
+    down = False
+    runtime.feed.on_commit(StoreChanges())  # any commit after it
+    assert runtime.feed.flush()
+    status, listed = call(app, "GET", "/audit", "req-list")
+    assert status == 200
+    assert [(e["id"], e["action"], e["target"]) for e in listed["entries"]] == [
+        ("req-pause", "workflow.pause", "workflow/default/nightly"),
+        ("req-apply", "workflow.apply", "workflow/default/nightly"),
+    ]
+    assert set(listed["entries"][0]) == {
+        "id",
+        "at",
+        "actor",
+        "action",
+        "target",
+        "project",
+        "details",
+    }
+
+
+def test_a_process_that_dies_right_after_the_change_loses_no_line(
+    tmp_path: Path, db: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    runtime = LocalRuntime(home, db=db, project=False)  # nothing projected before it dies
+    app = create_app(runtime.scheduler, readmodel=runtime.readmodel)
+    assert call(app, "POST", "/workflows", "req-apply", {"source": FLOW})[0] == 201
+
+    def die(*args: Any, **kwargs: Any) -> None:
+        raise Died
+
+    # the audit step after the change is where it stops (the journal's entry, or on a build
+    # without a journal, the read model's line)
+    monkeypatch.setattr(runtime.store, "audit_settle", die, raising=False)
+    monkeypatch.setattr(runtime.readmodel, "record_audit", die)
+    with pytest.raises(Died):
+        call(app, *PAUSE, "req-pause")
+    assert runtime.store.get_version("default", "nightly").paused  # the change stands
+    runtime.close()
+    # THEN opened again soon, the log has the change before it (nothing is shown as unknown
+    # while its request might still answer) ...
+    soon = reopened(home, db, micros=lambda: time.time_ns() // 1000)
+    assert [(e.id, e.action) for e in soon] == [("req-apply", "workflow.apply")]
+    # ... and once the intent has expired, the pause stands in the log, its outcome unknown
+    entries = reopened(home, db)
+    assert [(e.id, e.action, e.target, e.actor) for e in entries] == [
+        ("req-pause", UNCONFIRMED, "POST /workflows/nightly/pause", "local"),
+        ("req-apply", "workflow.apply", "workflow/default/nightly", "local"),
+    ]
+    assert entries[0].details == {"outcome": "unknown"}
+    assert entries[0].project == "default"
+    assert reopened(home, db) == entries  # projected again: still one line each
+
+
+def test_a_retried_delivery_is_one_line(tmp_path: Path, db: str | None) -> None:
+    runtime = LocalRuntime(tmp_path / "home", db=db)
+    app = create_app(runtime.scheduler, readmodel=runtime.readmodel)
+    assert call(app, "POST", "/workflows", "req-apply", {"source": FLOW})[0] == 201
+    # the same request delivered twice (a retry of API Gateway's, of a client's)
+    assert call(app, *PAUSE, "req-pause")[0] == 200
+    assert call(app, *PAUSE, "req-pause")[0] == 200
+    assert runtime.feed.flush()
+    assert [e.id for e in audit(runtime.readmodel)] == ["req-pause", "req-apply"]
+    # and the journal delivered again from its start (a read model that lost its position)
+    try:
+        assert runtime.readmodel.db.execute("DELETE FROM feed_positions") > 0
+    finally:
+        runtime.close()
+    entries = reopened(runtime.home, db)
+    assert [(e.id, e.action) for e in entries] == [
+        ("req-pause", "workflow.pause"),
+        ("req-apply", "workflow.apply"),
+    ]
+
+
+@dataclass
+class Faults:
+    """The writes of one audited change, each able to fail (``fail``: that write raises an
+    error once) or to be where the process dies (``die``: that write and every later one
+    never happen)."""
+
+    fail: str | None = None
+    die: str | None = None
+    dead: bool = False
+    seen: list[str] | None = None
+
+    def wrap(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            if self.seen is not None:
+                self.seen.append(name)
+            if self.dead or name == self.die:
+                self.dead = True
+                raise Died
+            if name == self.fail:
+                self.fail = None
+                raise OSError(f"injected: {name} failed")
+            return method(*args, **kwargs)
+
+        return wrapped
+
+
+WRITES = ("begin", "change", "settle", "readmodel")
+
+
+def pause_with(home: Path, faults: Faults) -> tuple[int | None, bool]:
+    """Pause the workflow with ``faults`` injected; the answer's status (None: the process
+    died) and whether the workflow is paused in the store."""
+    runtime = LocalRuntime(home, project=False)
+    try:
+        app = create_app(runtime.scheduler, readmodel=runtime.readmodel)
+        store, readmodel = runtime.store, runtime.readmodel
+        store.audit_begin = faults.wrap("begin", store.audit_begin)  # type: ignore[method-assign]
+        store.set_paused = faults.wrap("change", store.set_paused)  # type: ignore[method-assign]
+        store.audit_settle = faults.wrap("settle", store.audit_settle)  # type: ignore[method-assign]
+        store.audit_withdraw = faults.wrap("withdraw", store.audit_withdraw)  # type: ignore[method-assign]
+        readmodel.record_audit = faults.wrap("readmodel", readmodel.record_audit)  # type: ignore[method-assign]
+        try:
+            status: int | None = call(app, *PAUSE, "req-pause")[0]
+        except Died:
+            status = None
+        return status, store.get_version("default", "nightly").paused
+    finally:
+        runtime.close()
+
+
+def test_every_write_of_an_audited_change_failing_or_dying_once_loses_and_doubles_nothing(
+    tmp_path: Path,
+) -> None:
+    seen: list[str] = []
+    base = tmp_path / "base"
+    setup = LocalRuntime(base, project=False)
+    app = create_app(setup.scheduler, readmodel=setup.readmodel)
+    assert call(app, "POST", "/workflows", "req-apply", {"source": FLOW})[0] == 201
+    setup.close()
+    assert pause_with(_copy(base, tmp_path / "plain"), Faults(seen=seen)) == (200, True)
+    assert seen == list(WRITES)  # every write of the change is swept below
+    for kind in ("fail", "die"):
+        for write in (*WRITES, "feed"):
+            if (kind, write) == ("die", "feed"):
+                continue  # a feed that stops before its write: the reopening's catch-up
+            home = _copy(base, tmp_path / f"{kind}-{write}")
+            status, paused = pause_with(home, Faults(**{kind: write}))
+            # a process that lives on records what it did at once; one that died, once its
+            # intent has expired (and never twice, however often it is projected)
+            soon = reopened(home, None, now, refuse_once=write == "feed")
+            entries = [e for e in reopened(home, None) if e.id == "req-pause"]
+            case = (kind, write, status, paused, entries)
+            if paused:  # the change was made: its line is there, once
+                assert len(entries) == 1, case
+                assert entries[0].action in ("workflow.pause", UNCONFIRMED), case
+                assert entries[0].project == "default", case
+                if kind == "fail":
+                    assert status == 200, case
+                    assert entries[0].action == "workflow.pause", case
+                    assert [e for e in soon if e.id == "req-pause"] == entries, case
+            else:  # not made: no line says it was
+                assert status != 200, case
+                assert all(e.action == UNCONFIRMED for e in entries), case
+                if kind == "fail":  # refused or failed, and said so: no line at all
+                    assert status == (503 if write == "begin" else 500), case
+                    assert entries == [], case
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
