@@ -154,3 +154,10 @@ def test_meter_traces_each_kind_of_write(metered: tuple[Any, DynamoMeter]) -> No
     assert (appear.old_size, appear.new_size, appear.max_size) == (2 * 22, 2 * 42, 42)
     assert sum(r.table for r in rows.values()) == meter.writes.table == 5
     assert sum(r.index for r in rows.values()) == meter.writes.index == 4
+
+
+def test_transition_gives_every_reservation_one_label() -> None:
+    counters = {"pk": s("RUN#r1"), "sk": s("RC"), "n_running": {"N": "0"}}
+    opened = {**counters, "nres": {"N": "1"}, "r_0a1b2c3d4e": s("{}")}
+    assert transition(counters, opened) == "?->? +nres +r_*"
+    assert transition(opened, {**counters, "r_ffffff0000": s("{}")}) == "?->? -nres -r_* +r_*"
