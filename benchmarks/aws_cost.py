@@ -602,6 +602,24 @@ def durations(m: Measured) -> list[dict[str, Any]]:
     return rows
 
 
+def print_writes(w: WriteCost, n: int, *, limit: int = 25) -> None:
+    """Where the write units go, write by write: per kind of write (request, item kind, the
+    item's state before -> after, the attributes it added/removed/changed and the index
+    entries it put (+), moved (~) or removed (-)), per task: how many, table and index units,
+    the mean item size before and after and the largest image (bytes)."""
+    print("  WRU per task by write (count, table + index units per task; mean bytes before -> "
+          "after, largest):")  # fmt: skip
+    rows = sorted(w.by_write.items(), key=lambda kv: -(kv[1].table + kv[1].index))
+    for what, t in rows[:limit]:
+        print(f"    {(t.table + t.index) / n:5.2f} = {t.table / n:4.2f} + {t.index / n:4.2f} "
+              f"x{t.count / n:5.2f}  {t.old_size // t.count:>4} -> {t.new_size // t.count:>4} "
+              f"(max {t.max_size:>4})  {what}")  # fmt: skip
+    rest = rows[limit:]
+    if rest:
+        units = sum(t.table + t.index for _, t in rest)
+        print(f"    {units / n:5.2f} in {len(rest)} other kinds of write")
+
+
 def report(m: Measured) -> list[tuple[str, bool]]:
     n = m.tasks
     print(f"\n=== W3, {m.kind} tasks: {n} tasks, run {m.run_state} in {m.seconds:.1f} s (moto)")
@@ -623,6 +641,7 @@ def report(m: Measured) -> list[tuple[str, bool]]:
     )
     for what, units in w.by_item.most_common(12):
         print(f"    {what:<36} {units / n:6.2f}")
+    print_writes(w, n)
     print(
         "Lambda durations, medians per invocation (ms; CPU = the invocation's thread; moto = "
         "inside moto's answers; own = CPU - moto, or wall - moto for the runner):"
@@ -835,6 +854,7 @@ def main(argv: list[str] | None = None) -> int:
             "wru_index": m.writes.index,
             "wru_index_in_transactions": m.writes.index_in_transactions,
             "wru_by_item": dict(m.writes.by_item),
+            "wru_by_write": {k: vars(v) for k, v in m.writes.by_write.items()},
             "durations": durations(m),
             "lambda_ms": lambda_ms(m),
             "advance_memory_what_if": advance_memory_what_if(m),

@@ -30,6 +30,7 @@ between the two reads; the harness's writers (the functions) run on one thread.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -98,12 +99,79 @@ def index_writes(old: Item | None, new: Item | None) -> list[int]:
     return units
 
 
+def transition(old: Item | None, new: Item | None) -> str:
+    """A label for what a write did to an item: its ``st`` before and after, and the names
+    of the attributes it added (+), removed (-) or changed (~), keys and index keys apart
+    (an index entry that appears, moves or goes is named by its index: ``gsi1+``, ``gsi1~``,
+    ``gsi1-``)."""
+    old, new = old or {}, new or {}
+    state = f"{_state(old)}->{_state(new)}"
+    if not old:
+        return f"{state} put"
+    if not new:
+        return f"{state} delete"
+    keys = {"pk", "sk", *(name for pair in INDEXES.values() for name in pair)}
+    parts: list[str] = []
+    for index, (pk, sk) in INDEXES.items():
+        was, now = pk in old and sk in old, pk in new and sk in new
+        if was and now and (old[pk], old[sk]) != (new[pk], new[sk]):
+            parts.append(f"{index}~")
+        elif was != now:
+            parts.append(f"{index}{'+' if now else '-'}")
+    for name in sorted((set(old) | set(new)) - keys):
+        if name not in old:
+            mark = "+"
+        elif name not in new:
+            mark = "-"
+        elif old[name] != new[name]:
+            mark = "~"
+        else:
+            continue
+        part = mark + _TOKENED.sub(r"\1*", name)
+        if part not in parts:
+            parts.append(part)
+    return f"{state} {' '.join(parts) or '(unchanged)'}"
+
+
+# attributes named after a token (a reservation ``r_<token>`` on a run's counters item): one
+# label for all of them, so that the writes of every reservation add up in one row
+_TOKENED = re.compile(r"^(r_)[0-9a-f]{6,}$")
+
+
+def _state(item: Mapping[str, Any]) -> str:
+    st = item.get("st")
+    return "-" if not item else str(st["S"]) if st and "S" in st else "?"
+
+
+@dataclass
+class WriteTrace:
+    """The writes of one kind (request, item kind, transition): how many, their units, and
+    the item sizes before and after (bytes, as billed)."""
+
+    count: int = 0
+    table: float = 0.0
+    index: float = 0.0
+    old_size: int = 0
+    new_size: int = 0
+    max_size: int = 0
+
+    def add(self, old: Item | None, new: Item | None, table: float, index: float) -> None:
+        self.count += 1
+        self.table += table
+        self.index += index
+        self.old_size += item_size(old)
+        self.new_size += item_size(new)
+        self.max_size = max(self.max_size, item_size(old), item_size(new))
+
+
 @dataclass
 class WriteCost:
     table: float = 0.0  # the table writes (transactional ones doubled)
     index: float = 0.0  # every GSI write, billed once
     index_in_transactions: float = 0.0  # the part of ``index`` made by transactional writes
     by_item: Counter[str] = field(default_factory=Counter)  # units by "operation item-kind"
+    # by "operation item-kind transition" (``transition``): where the units go, write by write
+    by_write: dict[str, WriteTrace] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -120,6 +188,9 @@ class WriteCost:
         if transactional:
             self.index_in_transactions += extra
         self.by_item[what] += table + extra
+        self.by_write.setdefault(f"{what} {transition(old, new)}", WriteTrace()).add(
+            old, new, table, extra
+        )
 
 
 def read_units(size: int, *, consistent: bool) -> float:
@@ -211,6 +282,9 @@ class DynamoMeter:
                 if kind == "ConditionCheck":
                     self.writes.table += 2 * kb_units(item_size(old))
                     self.writes.by_item[what] += 2 * kb_units(item_size(old))
+                    self.writes.by_write.setdefault(what, WriteTrace()).add(
+                        old, old, 2 * kb_units(item_size(old)), 0
+                    )
                 else:
                     self.writes.add(old, new, transactional=op == "TransactWriteItems", what=what)
             return

@@ -18,7 +18,7 @@ from moto import mock_aws
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from dynamo_units import DynamoMeter, index_writes, item_size, moto_images
+from dynamo_units import DynamoMeter, index_writes, item_size, moto_images, transition
 from stratoflow.adapters.aws.dynamodb import create_table
 
 TABLE = "state"
@@ -110,3 +110,54 @@ def test_meter_bills_a_hand_priced_sequence(metered: tuple[Any, DynamoMeter]) ->
     client.delete_item(TableName=TABLE, Key=key)
     assert (meter.writes.table, meter.writes.index) == (11 + 2, 6)
     assert meter.wru == 19
+
+
+def test_transition_names_what_a_write_did() -> None:
+    base = {"pk": s("RUN#r1"), "sk": s("T#a")}
+    waiting = {**base, "st": s("waiting"), "up_ok": {"N": "0"}}
+    running = {**base, "st": s("running"), "up_ok": {"N": "0"}, "gsi1pk": s("RUNNING#0"),
+               "gsi1sk": s("x"), "deadline": s("t")}  # fmt: skip
+    assert transition(None, waiting) == "-->waiting put"
+    assert transition(waiting, running) == "waiting->running gsi1+ +deadline ~st"
+    moved = {**running, "gsi1pk": s("RUNNING#1")}
+    assert transition(running, moved) == "running->running gsi1~"
+    ended = {k: v for k, v in running.items() if k not in ("gsi1pk", "gsi1sk", "deadline")}
+    assert transition(running, {**ended, "st": s("succeeded")}) == (
+        "running->succeeded gsi1- -deadline ~st"
+    )
+    assert transition(waiting, waiting) == "waiting->waiting (unchanged)"
+    assert transition(waiting, None) == "waiting->- delete"
+
+
+def test_meter_traces_each_kind_of_write(metered: tuple[Any, DynamoMeter]) -> None:
+    """The per-write breakdown adds up to the totals, with the sizes before and after."""
+    client, meter = metered
+    key = {"pk": s("RUN#r1"), "sk": s("T#a")}
+    client.put_item(TableName=TABLE, Item={**key, "st": s("waiting")})  # 8 + 5 + 9 = 22 bytes
+    for _ in range(2):  # the same kind of write twice: one row, counted twice
+        client.update_item(
+            TableName=TABLE, Key=key, UpdateExpression="SET gsi1pk = :k, gsi1sk = :k",
+            ExpressionAttributeValues={":k": s("Q#r1")},
+        )  # fmt: skip
+        client.update_item(
+            TableName=TABLE, Key=key, UpdateExpression="REMOVE gsi1pk, gsi1sk",
+        )  # fmt: skip
+    rows = meter.writes.by_write
+    assert set(rows) == {
+        "PutItem T# -->waiting put",
+        "UpdateItem T# waiting->waiting gsi1+",
+        "UpdateItem T# waiting->waiting gsi1-",
+    }
+    appear = rows["UpdateItem T# waiting->waiting gsi1+"]
+    # 22 bytes + gsi1pk (6 + 4) + gsi1sk (6 + 4) = 42 bytes: table 1, the new entry 1
+    assert (appear.count, appear.table, appear.index) == (2, 2, 2)
+    assert (appear.old_size, appear.new_size, appear.max_size) == (2 * 22, 2 * 42, 42)
+    assert sum(r.table for r in rows.values()) == meter.writes.table == 5
+    assert sum(r.index for r in rows.values()) == meter.writes.index == 4
+
+
+def test_transition_gives_every_reservation_one_label() -> None:
+    counters = {"pk": s("RUN#r1"), "sk": s("RC"), "n_running": {"N": "0"}}
+    opened = {**counters, "nres": {"N": "1"}, "r_0a1b2c3d4e": s("{}")}
+    assert transition(counters, opened) == "?->? +nres +r_*"
+    assert transition(opened, {**counters, "r_ffffff0000": s("{}")}) == "?->? -nres -r_* +r_*"
