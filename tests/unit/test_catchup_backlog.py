@@ -209,12 +209,155 @@ def test_due_firings_takes_at_most_the_room_of_a_backlog(room: int, taken: int) 
     assert new_cursor == (times[-1] if times else cursor)
 
 
-def test_due_firings_takes_the_on_time_firing_whatever_the_room() -> None:
+@pytest.mark.parametrize("room", [0, -1])
+def test_due_firings_takes_not_even_the_on_time_firing_without_room(room: int) -> None:
+    """Airflow makes no run while a DAG is at max_active_runs; with catchup the interval is
+    run later, in its turn: nothing is taken and the cursor stays, so the time stays due."""
     schedule = load_workflow(CU, now=NOW).workflow.schedule
     assert schedule is not None
-    times, new_cursor = due_firings(schedule, NOW - timedelta(minutes=1), NOW, 0)
-    assert times == [NOW]
-    assert new_cursor == NOW
+    cursor = NOW - timedelta(minutes=1)
+    assert due_firings(schedule, cursor, NOW, room) == ([], cursor)
+
+
+@pytest.mark.parametrize("room", [1, 5, None])
+def test_due_firings_takes_the_on_time_firing_with_room(room: int | None) -> None:
+    schedule = load_workflow(CU, now=NOW).workflow.schedule
+    assert schedule is not None
+    assert due_firings(schedule, NOW - timedelta(minutes=1), NOW, room) == ([NOW], NOW)
+
+
+def test_due_firings_without_room_moves_the_cursor_when_nothing_is_due() -> None:
+    schedule = load_workflow(CU, now=NOW).workflow.schedule
+    assert schedule is not None
+    later = NOW + timedelta(seconds=30)
+    assert due_firings(schedule, NOW, later, 0) == ([], later)
+
+
+# ------------------------------------------------------------------ a run that never ends
+
+STUCK = CU.replace("max_active_runs: 2", "max_active_runs: 1").replace(
+    "2000-01-01T00:00:00", NOW.strftime("%Y-%m-%dT%H:%M:%S")
+)  # a minute schedule catching up from NOW: each firing is on time
+
+
+def made(h: Backlog) -> list[datetime]:
+    """The logical dates of the workflow's runs, each once (run ids come from them)."""
+    runs = h.runs()
+    assert len({r.id for r in runs}) == len(runs)
+    return [r.logical_date for r in runs]
+
+
+def test_a_run_that_never_ends_keeps_a_catchup_within_max_active_runs(h: Backlog) -> None:
+    """The firings while the workflow is full make no run (not one queued run a minute, as
+    before: 119 after 120 minutes); the cursor stays at the last time made."""
+    # GIVEN a minute schedule with catchup and max_active_runs: 1 whose first run never ends
+    h.scheduler.apply(STUCK)
+    h.fire_due()
+    h.scheduler.step()
+    # WHEN it fires every minute for half an hour
+    for _ in range(30):
+        h.minute_later()
+        # THEN its one run is all there is: nothing queued
+        runs = h.runs()
+        assert [(r.logical_date, r.state) for r in runs] == [(NOW, RunState.RUNNING)]
+    assert h.scheduler.catalog.get_cursor("pa", "cu") == NOW
+
+
+def test_when_the_stuck_run_ends_each_missed_time_is_made_once_oldest_first(
+    h: Backlog,
+) -> None:
+    # GIVEN a catch-up whose first run was stuck for 8 minutes of firings
+    h.scheduler.apply(STUCK)
+    h.fire_due()
+    h.scheduler.step()
+    for _ in range(8):
+        h.minute_later()
+    minutes = [NOW + timedelta(minutes=i) for i in range(9)]
+    assert made(h) == minutes[:1]
+    # WHEN each run ends in turn, the runtime passing after each end, within the minute (the
+    # local loop rechecks a waiting catch-up; on AWS the reconciler passes, and EventBridge
+    # delivers the minute's firing again)
+    for count in range(2, len(minutes) + 1):
+        (running,) = [r for r in h.runs() if not r.state.terminal]
+        h.end(running.id)
+        h.clock.advance(1)
+        runtime_pass(h)
+        # THEN the next missed minute is made, and only it: in order, none skipped or twice
+        assert made(h) == minutes[:count]
+        assert sum(1 for r in h.runs() if not r.state.terminal) == 1
+    # AND with the backlog done, a pass makes nothing more before the next minute
+    (running,) = [r for r in h.runs() if not r.state.terminal]
+    h.end(running.id)
+    h.clock.advance(1)
+    runtime_pass(h)
+    assert made(h) == minutes
+
+
+# ------------------------------------------------------------------ AWS, a firing without room
+
+DAILY_STUCK = STUCK.replace('"* * * * *"', '"0 0 * * *"').replace(
+    NOW.strftime("%Y-%m-%dT%H:%M:%S"), "2026-06-01T00:00:00"
+)
+DAY = timedelta(days=1)
+DAY0 = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def firing(at: datetime) -> dict[str, str]:
+    return {"project": "pa", "workflow": "cu", "scheduled_time": at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def test_on_aws_a_firing_without_room_is_made_later_by_the_reconciler_once(
+    h: Backlog,
+) -> None:
+    # GIVEN a daily catch-up whose first day's run does not end
+    h.scheduler.apply(DAILY_STUCK)
+    fire(h.scheduler, firing(DAY0))
+    h.scheduler.step()
+    # WHEN the next two days' firings come while it runs
+    for day in (1, 2):
+        h.clock.current = DAY0 + day * DAY
+        # THEN they make no run (the trigger function creates nothing), and passes nothing
+        assert fire(h.scheduler, firing(DAY0 + day * DAY)) is None
+        assert reconcile(h.scheduler)["catchups"] == 0
+    assert made(h) == [DAY0]
+    assert h.scheduler.catalog.get_cursor("pa", "cu") == DAY0
+    # WHEN the first run ends: the reconciler's next pass makes the first missed day
+    h.end(h.runs()[0].id)
+    h.clock.advance(300)
+    assert reconcile(h.scheduler)["catchups"] == 1
+    assert made(h) == [DAY0, DAY0 + DAY]
+    # AND a retry of that day's firing (EventBridge delivers at least once) finds that run
+    again = fire(h.scheduler, firing(DAY0 + DAY))
+    assert again is not None
+    run, created = again
+    assert (run.logical_date, created) == (DAY0 + DAY, False)
+    # AND while it runs, passes make nothing; when it ends, the next day is made, once
+    assert reconcile(h.scheduler)["catchups"] == 0
+    h.end(h.runs()[1].id)
+    h.clock.advance(300)
+    reconcile(h.scheduler)
+    reconcile(h.scheduler)
+    assert made(h) == [DAY0, DAY0 + DAY, DAY0 + 2 * DAY]
+
+
+def test_on_aws_a_first_firing_without_room_is_not_lost(h: Backlog) -> None:
+    """A catch-up without a start has no cursor before its first firing (the reconciler
+    leaves such a workflow to it): a first firing that finds the workflow full (a run
+    triggered by hand holds its slot) keeps its time due, and the reconciler makes it."""
+    hourly = STUCK.replace('"* * * * *"', '"0 * * * *"').replace(
+        f', start: "{NOW.strftime("%Y-%m-%dT%H:%M:%S")}"', ""
+    )
+    h.scheduler.apply(hourly)
+    manual, _ = h.scheduler.trigger("pa", "cu")
+    h.scheduler.step()
+    one = NOW + timedelta(hours=1)
+    h.clock.current = one
+    assert fire(h.scheduler, firing(one)) is None
+    assert made(h) == [manual.logical_date]
+    h.end(manual.id)
+    h.clock.advance(300)
+    assert reconcile(h.scheduler)["catchups"] == 1
+    assert made(h) == [manual.logical_date, one]
 
 
 # ------------------------------------------------------------------ AWS, between firings

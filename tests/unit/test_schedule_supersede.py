@@ -3,7 +3,8 @@ at ``max_active_runs`` supersedes the scheduled run still queued (it ends stoppe
 newer one) instead of queueing behind it, so a slow minute schedule does not pile up runs of
 stale dates (Airflow makes no scheduled run while a DAG is at max_active_runs and, with
 catchup=False, then runs the latest interval). Manual and backfill runs stay queued; a schedule
-with catchup keeps its queue. On both stores (SQLite fired by the local cron loop, DynamoDB on
+with catchup supersedes nothing: a firing while its workflow is full makes no run, and its time
+is made later, in its turn. On both stores (SQLite fired by the local cron loop, DynamoDB on
 moto fired as EventBridge Scheduler fires the trigger function), with a fake clock."""
 
 from __future__ import annotations
@@ -173,11 +174,23 @@ def test_a_queued_run_a_backfill_adopted_is_not_superseded(h: H) -> None:
     assert latest.state is RunState.RUNNING
 
 
-def test_with_catchup_the_scheduled_runs_queue_as_before(h: H) -> None:
+def test_with_catchup_a_full_workflow_queues_nothing_and_its_minutes_run_in_turn(h: H) -> None:
+    """With catchup nothing is superseded: a firing while the workflow is at its
+    max_active_runs makes no run at all (Airflow creates no DagRun then), and the minutes it
+    missed are made later, oldest first, as runs end."""
     h.scheduler.apply(minutely(catchup=True))
     h.minutes(4)
-    assert h.of(RunState.STOPPED) == []
-    assert len(h.of(RunState.QUEUED)) >= 2  # each waits its turn, oldest first
+    # THEN its first run (the local loop's first minute after its first sight, NOW's on AWS)
+    # is all there is: nothing queued, nothing stopped
+    (running,) = h.runs()
+    assert running.state is RunState.RUNNING
+    first = running.logical_date
+    assert first in (NOW, NOW + timedelta(minutes=1))
+    # WHEN it ends, the next firing makes the oldest minute missed, not its own
+    h.end(running.id)
+    h.minutes(1)
+    assert [r.logical_date for r in h.runs()] == [first, first + timedelta(minutes=1)]
+    assert h.of(RunState.STOPPED) == h.of(RunState.QUEUED) == []
 
 
 HOURLY = f"""\

@@ -803,10 +803,12 @@ class Scheduler:
             log.info("run %s of %s/%s %s", run.id, project, name, reason)
 
     def catchup_room(self, latest: WorkflowVersion) -> int | None:
-        """How many missed runs a catch-up of the workflow may create now (``due_firings``'s
-        ``room``): its effective ``max_active_runs`` less its queued and active runs, so a
-        backlog (minute intervals since 1970 are millions) is created as runs end, not all at
-        once. ``None`` (no bound) for a schedule without catchup."""
+        """How many runs a catch-up of the workflow may create now, missed or on time
+        (``due_firings``'s ``room``): its effective ``max_active_runs`` less its queued and
+        active runs, so a backlog (minute intervals since 1970 are millions) is created as
+        runs end, not all at once, and a firing while the workflow is full creates none (a
+        run that never ends would otherwise gather one queued run per firing). ``None`` (no
+        bound) for a schedule without catchup."""
         spec = self.spec(latest.project, latest.name, latest.version)
         schedule = spec.workflow.schedule
         limit = spec.workflow.effective_max_active_runs

@@ -437,11 +437,12 @@ def due_firings(
     latest missed time, and none when the schedule's latest time is after its window's end.
 
     ``room`` bounds a catch-up by the runs its workflow may still have (its effective
-    ``max_active_runs`` less its queued and active runs; ``None``: no bound): when more than
-    one time is due, at most ``room`` of them (the oldest; none when ``room <= 0``), the cursor
-    stopping at the last one taken, so the backlog is created as runs end, not all at once.
-    A single due time is the schedule's on-time firing and is taken whatever the room, as a
-    schedule without catchup would take it.
+    ``max_active_runs`` less its queued and active runs; ``None``: no bound): at most ``room``
+    of the due times are taken (the oldest), the cursor stopping at the last one taken, so the
+    backlog is created as runs end, not all at once. The schedule's on-time firing is no
+    exception: with no room (``room <= 0``) nothing is taken and the cursor stays, so a
+    workflow at its ``max_active_runs`` gets no run queued per firing (Airflow creates no
+    DagRun then) and the time stays due, to be taken in its turn when a run ends.
     """
     expr = parse_schedule(schedule.cron)
     start, end = schedule_window(schedule)
@@ -453,7 +454,7 @@ def due_firings(
     if until <= cursor:
         return [], cursor
     if schedule.catchup:
-        most = MAX_FIRINGS_PER_TICK if room is None else min(max(room, 1), MAX_FIRINGS_PER_TICK)
+        most = MAX_FIRINGS_PER_TICK if room is None else min(max(room, 0), MAX_FIRINGS_PER_TICK)
         times: list[datetime] = []
         t = cursor
         more = False  # a due time left beyond those taken
@@ -468,9 +469,9 @@ def due_firings(
                 more = True
                 break
             times.append(t)
-        if more and room is not None and room <= 0:
-            return [], cursor  # a backlog and no room: nothing now, the cursor stays
-        return times, times[-1] if more else until
+        if more:  # a due time left: the cursor stops at the last one taken, or stays
+            return times, times[-1] if times else cursor
+        return times, until
     # the schedule's latest time by now, its window's end no bound (Airflow's latest interval):
     # after the end, the window is over and its last time is not fired late
     latest = expr.previous_at_or_before(now, schedule.timezone, start)

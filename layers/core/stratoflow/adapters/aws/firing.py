@@ -20,10 +20,13 @@ pure rules in :mod:`stratoflow.model`):
 * with ``catchup: true`` the firing also creates the runs missed since the workflow's cursor
   (EventBridge Scheduler does not backfill), oldest first, at most as many as the workflow has
   room for (``Scheduler.catchup_room``: its effective ``max_active_runs`` less its queued and
-  active runs) and ``MAX_FIRINGS_PER_TICK``: a longer backlog continues at the next firing.
-  The firing's own run is created when nothing missed is left before it (then whatever the
-  room, as a schedule without catchup); behind a backlog it waits its turn, and the firing
-  returns the last run it created (``None`` when it had no room for any);
+  active runs) and ``MAX_FIRINGS_PER_TICK``: a longer backlog continues at the next firing
+  or the reconciler's pass (``continue_catchups``). The firing's own run is created when
+  nothing missed is left before it and the workflow has room; behind a backlog, or with the
+  workflow full, it waits its turn: the cursor stays before it, so a later firing or pass
+  creates it, in order, once (its run id is its date's). The firing returns the last run it
+  created (``None`` when it had no room for any). A workflow at its ``max_active_runs`` so
+  gets no run queued per firing (Airflow creates no DagRun then), however long a run takes;
 * without catchup, the firing's run supersedes a run of the schedule still queued behind
   ``max_active_runs`` (``Scheduler.fire``: that run ends stopped, naming the new one), so
   the one waiting is the latest;
@@ -70,6 +73,7 @@ _SOURCE = "schedule firing"
 # "All schedule types on EventBridge Scheduler invoke their targets with 60 second precision"
 # (EventBridge Scheduler User Guide, "Schedule types")
 PRECISION = timedelta(minutes=1)
+_JUST_BEFORE = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -176,7 +180,13 @@ def fire(scheduler: Scheduler, event: Any) -> tuple[Run, bool] | None:
             return None
         if schedule.catchup and logical is not None:
             room = scheduler.catchup_room(latest)
-            missed, caught_up = due_firings(schedule, cursor, logical, room)
+            since = cursor
+            if since is None and schedule_window(schedule)[0] is None:
+                # the first firing of a catch-up without a start: its own time is the first
+                # due (the local loop's first sight is at the apply, the time after it its
+                # first); one without room stays due, behind the cursor this sets
+                since = logical - _JUST_BEFORE
+            missed, caught_up = due_firings(schedule, since, logical, room)
     except Exception as exc:  # this workflow's schedule cannot be computed: mark it, go on
         scheduler.schedule_failed(latest, exc)
         return None
@@ -193,7 +203,8 @@ def fire(scheduler: Scheduler, event: Any) -> tuple[Run, bool] | None:
         )  # fmt: skip
     if caught_up is not None and caught_up < logical:
         # a backlog bounded by the workflow's room: the missed runs it had room for, oldest
-        # first; this firing's own run comes in its turn, after them (a later firing)
+        # first (none when it is full); this firing's own run comes in its turn, after them
+        # (a later firing, or the reconciler's pass)
         made = scheduler.fire(latest, missed, cursor, caught_up)
         return made[-1] if made else None
     dates = [when for when in missed if when != logical] + [logical]
@@ -209,10 +220,10 @@ def continue_catchups(scheduler: Scheduler) -> int:
     for each unpaused workflow that catches up and whose cursor is behind its latest fire
     time (at or before the end of its window), this does what a firing at that time does
     (``fire``: the missed runs it has room for, oldest first, and that time's own run once
-    nothing is missed before it). A workflow that has never fired is left to its first
-    firing, unless its window has ended: no firing will come (Airflow's start_date and
-    end_date in the past with catchup), so this is its first sight, as the local loop's
-    would be. Returns how many workflows it fired for; one that fails is marked in error
+    nothing is missed before it and there is room). A workflow that has never fired is left
+    to its first firing (one that found no room set the cursor before its time), unless its
+    window has ended: no firing will come (Airflow's start_date and end_date in the past
+    with catchup), so this is its first sight, as the local loop's would be. Returns how many workflows it fired for; one that fails is marked in error
     (as a firing would) and the others go on."""
     fired = 0
     now = scheduler.clock.now()
