@@ -8,12 +8,14 @@ import json
 import math
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 from tests.unit import test_api_app
 from tests.unit.test_api_app import Api
 
+from stratoflow.api import app as app_module
 from stratoflow.api.app import _view_json
-from stratoflow.api.models import RunDetail
+from stratoflow.api.models import RunDetail, Timeline
 from stratoflow.engine import AttemptStatus
 
 api = test_api_app.api  # the fixture
@@ -108,3 +110,75 @@ def test_text_that_cannot_be_utf8_is_escaped_not_a_500() -> None:
     assert text.isascii()
     assert json.loads(text)["tasks"]["t"]["n"] is None  # as the model writes an infinity
     assert json.loads(text)["tasks"]["t"]["outputs"]["odd"] == "a\ud800b"
+
+
+def _record(monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict[str, Any], str]]:
+    """Every view the API encodes from now on, with its text: the dict itself, before any
+    JSON round trip (which would turn a datetime, a tuple or an enum into what the model
+    would have made of it, and hide it)."""
+    encoded: list[tuple[dict[str, Any], str]] = []
+
+    def recorded(view: dict[str, Any]) -> str:
+        text = _view_json(view)
+        encoded.append((view, text))
+        return text
+
+    monkeypatch.setattr(app_module, "_view_json", recorded)
+    return encoded
+
+
+def test_each_run_view_is_its_model_made_from_the_same_dict(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run view's dicts, not only its JSON, are what ``RunDetail`` would encode: the
+    trigger's 201 and its idempotent 200, the whole view and a delta."""
+    encoded = _record(monkeypatch)
+    api.apply(RICH)
+    first = api.call("POST", "/workflows/rich/runs", {"run_id": "k"})
+    again = api.call("POST", "/workflows/rich/runs", {"run_id": "k"})
+    assert (first.status, again.status) == (201, 200), again.text
+    run_id = first.body["run"]["id"]
+    api.finish(run_id, "first", outputs={"ratio": 0.1, "nan": math.nan, "text": "東京"})
+    api.finish(run_id, "flaky", AttemptStatus.FAILED)
+    api.scheduler.step()
+    full = api.call("GET", f"/runs/{run_id}")
+    delta = api.call("GET", f"/runs/{run_id}", query={"since": str(first.body["revision"])})
+    replies = [first, again, full, delta]
+    assert [r.status for r in replies] == [201, 200, 200, 200]
+    assert [text for _, text in encoded] == [r.text for r in replies]
+    for view, text in encoded:
+        assert text == RunDetail.model_validate(view).model_dump_json()
+    assert delta.body["full"] is False
+    assert delta.body["tasks"]
+
+
+def test_the_timeline_is_what_its_model_would_send(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The timeline (the Gantt tab polls it) is encoded from its dicts as the run view is:
+    its body must be what ``Timeline`` makes of the very dict the route built (compared
+    before any JSON round trip: a value of another type than the model's, a datetime where
+    it says text, or a field out of its order, would show), for a run with retries, a
+    running attempt and an upstream failure."""
+    encoded = _record(monkeypatch)
+    api.apply(RICH)
+    run_id = api.call("POST", "/workflows/rich/runs", {}).body["run"]["id"]
+    api.finish(run_id, "first")
+    api.finish(run_id, "flaky", AttemptStatus.FAILED)  # retried: two bars
+    api.finish(run_id, "broken", AttemptStatus.FAILED)
+    api.scheduler.step()  # "slow" and the retry of "flaky" start and stay running
+    encoded.clear()
+    reply = api.call("GET", f"/runs/{run_id}/timeline")
+    assert reply.status == 200, reply.text
+    assert len(encoded) == 1
+    view, text = encoded[0]
+    assert reply.text == text
+    assert text == Timeline.model_validate(view).model_dump_json()
+    assert text == _as_the_model_sends_it(text, Timeline)
+    # the run holds what the comparison is meant to cover
+    bars = {t["task_id"]: t["attempts"] for t in reply.body["tasks"]}
+    assert [b["state"] for b in bars["flaky"]] == ["failed", "running"]
+    assert bars["slow"][0]["ended_at"] is None
+    assert "after_broken" in bars
+    assert reply.body["start"] is not None
+    assert reply.body["end"] is not None

@@ -147,6 +147,32 @@ def test_applying_the_same_file_again_keeps_the_backlog(h: Backlog) -> None:
     assert [r.logical_date for r in h.runs()] == [START + timedelta(minutes=i) for i in range(4)]
 
 
+def test_applying_the_same_file_again_keeps_the_backlog_of_a_schedule_added_later(
+    h: Backlog,
+) -> None:
+    """The same when the schedule came with a later version (the workflow had none before):
+    its first apply caught up from ``start`` as a first version's does, and a deploy that
+    applies the unchanged file again must not move its cursor up to the version's creation,
+    which dropped the backlog (the unchanged apply compares with the version before, which
+    has no schedule, and took that for a schedule given back)."""
+    unscheduled = "".join(line for line in CU.splitlines(True) if "schedule:" not in line)
+    h.scheduler.apply(unscheduled)
+    h.clock.advance(3600)
+    version, created = h.scheduler.apply(CU)
+    assert (version.version, created) == (2, True)
+    h.fire_due()
+    h.scheduler.step()
+    assert [r.logical_date for r in h.runs()] == [START, START + timedelta(minutes=1)]
+    h.clock.advance(3600)
+    _, created = h.scheduler.apply(CU)
+    assert not created
+    for _ in range(2):
+        oldest = next(r for r in h.runs() if r.state is RunState.RUNNING)
+        h.end(oldest.id)
+        h.minute_later()
+    assert [r.logical_date for r in h.runs()] == [START + timedelta(minutes=i) for i in range(4)]
+
+
 def test_another_projects_manual_run_starts_while_a_backlog_exists(h: Backlog) -> None:
     # GIVEN a catch-up with millions of missed intervals, fired for a while
     h.scheduler.apply(CU)

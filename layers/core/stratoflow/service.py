@@ -321,7 +321,15 @@ class Scheduler:
                 # no times in between; the first version has none before it (its catch-up
                 # from start is the one asked for, so its cursor stays)
                 prior = before if created else self._schedule_of(spec, version.version - 1)
-                changed = version.version > 1 if prior is None else not same_times(prior, after)
+                if prior is not None:
+                    changed = not same_times(prior, after)
+                elif created:
+                    changed = version.version > 1
+                else:
+                    # its apply moved the cursor only if there was one: a schedule given
+                    # back; one first added by it caught up from start since, as a first
+                    # version's does, and moving its cursor now would drop that backlog
+                    changed = self._scheduled_before(spec, version.version - 1)
                 if changed:
                     self._restart_schedule(spec, version.created_at)
         # every apply, not only a new version: a schedule lost or changed by hand is repaired
@@ -340,6 +348,11 @@ class Scheduler:
             return self.spec(spec.project, spec.name, version).workflow.schedule
         except (NotFound, ValueError):  # ValueError: pydantic's ValidationError among them
             return None
+
+    def _scheduled_before(self, spec: WorkflowSpec, version: int) -> bool:
+        """Whether a version of ``spec``'s workflow before ``version`` had a schedule (read
+        back from ``version - 1``: the one it was removed from is nearly always the first)."""
+        return any(self._schedule_of(spec, v) is not None for v in range(version - 1, 0, -1))
 
     def _restart_schedule(self, spec: WorkflowSpec, applied_at: datetime) -> None:
         """A schedule whose times an apply changed counts them from that apply: its cursor
