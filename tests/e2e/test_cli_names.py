@@ -246,3 +246,32 @@ def test_the_command_a_cut_output_names_runs_as_printed(
     whole = cli.invoke(main, [*args[1:], "--api", api])
     assert whole.exit_code == 0, whole.output
     assert whole.stdout == "b" * 20000 + "\n"
+
+
+def test_the_command_for_a_cut_output_whose_key_starts_with_a_dash_runs_as_printed(
+    served: tuple[str, str], tmp_path: Path
+) -> None:
+    """A task may write the key '-x' (or have an id like '-t'): `runs show` named
+    `stratoflow runs output RUN t -x`, which click reads as an option ("No such option:
+    -x"). The arguments follow a '--', and the command works as printed."""
+    import shlex
+
+    api, _ = served
+    cli = CliRunner()
+    flow = tmp_path / "dash.yaml"
+    flow.write_text(
+        "name: dash\ntasks:\n  t:\n    type: shell\n    command: |\n"
+        "      printf -- '-x=%s\\n' \"$(head -c 20000 /dev/zero | tr '\\0' b)\""
+        ' >> "$STRATOFLOW_OUTPUT"\n'
+    )
+    assert cli.invoke(main, ["apply", str(flow), "--api", api]).exit_code == 0
+    ran = cli.invoke(main, ["trigger", "dash", "--wait", "--output", "json", "--api", api])
+    run_id = json.loads(ran.output)["run"]["id"]
+    shown = cli.invoke(main, ["runs", "show", run_id, "--api", api])
+    line = next(x for x in shown.output.splitlines() if "cut in this view" in x)
+    args = shlex.split(line.split("`")[1])
+    assert args[:3] == ["stratoflow", "runs", "output"]
+    assert args[-3:] == [run_id, "t", "-x"]
+    whole = cli.invoke(main, [*args[1:3], "--api", api, *args[3:]])  # as printed, and --api
+    assert whole.exit_code == 0, whole.output
+    assert whole.stdout == "b" * 20000 + "\n"

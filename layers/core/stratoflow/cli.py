@@ -589,7 +589,10 @@ def _print_run(
         if task.get("child_run"):
             click.echo(f"{task_id}: child run {task['child_run']} ({task['state']})")
         for key, cut in (task.get("outputs_truncated") or {}).items():
-            command = shlex.join(["stratoflow", "runs", "output", run_id, task_id, key])
+            named = [run_id, task_id, key]
+            # an argument that starts with '-' would be read as an option: they follow '--'
+            dashes = ["--"] if any(a.startswith("-") for a in named) else []
+            command = shlex.join(["stratoflow", "runs", "output", *dashes, *named])
             click.echo(
                 f"{task_id}: output {key!r} is {cut['size']} bytes, cut in this view; "
                 f"`{printable(command)}` prints it whole"
