@@ -109,6 +109,36 @@ def test_a_run_id_is_sent_as_typed_and_reported_as_unknown(
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
+@pytest.mark.parametrize(
+    ("command", "what"),
+    [
+        (["runs", "show", "{run}/timeline"], "run id"),
+        (["runs", "show", "{run}/states"], "run id"),
+        (["logs", "{run}", "t/outputs/k"], "task id"),
+        (["logs", "{run}", "t/attempts/1/log"], "task id"),
+        (["runs", "stop", "{run}/x"], "run id"),
+        (["backfills", "show", "x/y"], "backfill id"),
+    ],
+    ids=lambda c: c if isinstance(c, str) else "-".join(c[:2]),
+)
+def test_an_id_with_a_slash_is_refused_before_another_route_answers_it(
+    served: tuple[str, str], command: list[str], what: str
+) -> None:
+    """No run, task or backfill id has a '/'. Escaped as %2F, it still split the segment
+    (the API decodes the path once: api/paths.py), so `runs show RUN/timeline` read the
+    run's timeline and `logs RUN t/outputs/k` an output value, and the CLI crashed printing
+    them as a run or a task (AttributeError, KeyError, TypeError). Refused, exit 2, naming
+    what was typed."""
+    api, run_id = served
+    args = [part.replace("{run}", run_id) for part in command]
+    typed = next(part for part in args if "/" in part)
+    result = CliRunner().invoke(main, [*args, "--api", api])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert f"{typed!r} is no {what}" in result.stderr
+    assert "'/'" in result.stderr
+
+
 def test_run_operations_print_the_apis_reply_with_output_json(
     served: tuple[str, str], tmp_path: Path
 ) -> None:
@@ -214,5 +244,34 @@ def test_the_command_a_cut_output_names_runs_as_printed(
     assert args[:3] == ["stratoflow", "runs", "output"]
     assert args[3:] == [run_id, "t", "big one"]
     whole = cli.invoke(main, [*args[1:], "--api", api])
+    assert whole.exit_code == 0, whole.output
+    assert whole.stdout == "b" * 20000 + "\n"
+
+
+def test_the_command_for_a_cut_output_whose_key_starts_with_a_dash_runs_as_printed(
+    served: tuple[str, str], tmp_path: Path
+) -> None:
+    """A task may write the key '-x' (or have an id like '-t'): `runs show` named
+    `stratoflow runs output RUN t -x`, which click reads as an option ("No such option:
+    -x"). The arguments follow a '--', and the command works as printed."""
+    import shlex
+
+    api, _ = served
+    cli = CliRunner()
+    flow = tmp_path / "dash.yaml"
+    flow.write_text(
+        "name: dash\ntasks:\n  t:\n    type: shell\n    command: |\n"
+        "      printf -- '-x=%s\\n' \"$(head -c 20000 /dev/zero | tr '\\0' b)\""
+        ' >> "$STRATOFLOW_OUTPUT"\n'
+    )
+    assert cli.invoke(main, ["apply", str(flow), "--api", api]).exit_code == 0
+    ran = cli.invoke(main, ["trigger", "dash", "--wait", "--output", "json", "--api", api])
+    run_id = json.loads(ran.output)["run"]["id"]
+    shown = cli.invoke(main, ["runs", "show", run_id, "--api", api])
+    line = next(x for x in shown.output.splitlines() if "cut in this view" in x)
+    args = shlex.split(line.split("`")[1])
+    assert args[:3] == ["stratoflow", "runs", "output"]
+    assert args[-3:] == [run_id, "t", "-x"]
+    whole = cli.invoke(main, [*args[1:3], "--api", api, *args[3:]])  # as printed, and --api
     assert whole.exit_code == 0, whole.output
     assert whole.stdout == "b" * 20000 + "\n"

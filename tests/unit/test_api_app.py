@@ -895,6 +895,22 @@ def test_a_trailing_newline_matches_no_route_and_is_named(api: Api) -> None:
     assert body["problems"][0]["path"] == "path"
 
 
+def test_a_path_of_slashes_is_matched_in_linear_time(api: Api) -> None:
+    """The output key's route takes the rest of the path, '/' included, and every route may
+    end in '/'s: the key and the trailing '/'s split a run of '/' every way there is before
+    a character no key holds fails the match, quadratic in its length. One request of
+    40,000 '/' then a NUL (the local server reads request lines of up to 64 KiB, before any
+    token is checked) held the API for 4 s (0.27 s at 8,000, 18 s at 64 KiB)."""
+    import time
+
+    path = "/runs/r/tasks/t/outputs/" + "/" * 40_000 + "\x00"
+    started = time.perf_counter()
+    reply = api.call("GET", path)
+    took = time.perf_counter() - started
+    assert_error(reply, 422, "invalid_request", "control character \\x00")
+    assert took < 1.0, f"{took:.2f} s"
+
+
 def test_the_log_or_output_of_an_attempt_a_task_does_not_have_says_why(api: Api) -> None:
     api.apply()
     run_id = api.trigger()

@@ -589,7 +589,10 @@ def _print_run(
         if task.get("child_run"):
             click.echo(f"{task_id}: child run {task['child_run']} ({task['state']})")
         for key, cut in (task.get("outputs_truncated") or {}).items():
-            command = shlex.join(["stratoflow", "runs", "output", run_id, task_id, key])
+            named = [run_id, task_id, key]
+            # an argument that starts with '-' would be read as an option: they follow '--'
+            dashes = ["--"] if any(a.startswith("-") for a in named) else []
+            command = shlex.join(["stratoflow", "runs", "output", *dashes, *named])
             click.echo(
                 f"{task_id}: output {key!r} is {cut['size']} bytes, cut in this view; "
                 f"`{printable(command)}` prints it whole"
@@ -1009,7 +1012,7 @@ class HeldRun:
             f"stratoflow runs show {self.run_id}",
             lambda: self.client.response(
                 "GET",
-                f"/runs/{segment(self.run_id)}",
+                f"/runs/{segment(self.run_id, 'run id')}",
                 params=params,
                 headers=headers,
                 timeout=timeout,
@@ -1158,7 +1161,7 @@ def runs_list(
 @api_option
 def runs_show(run_id: str, output: str, api: str) -> None:
     """A run and its tasks."""
-    _print_run(Client(api).call("GET", f"/runs/{segment(run_id)}"), output)
+    _print_run(Client(api).call("GET", f"/runs/{segment(run_id, 'run id')}"), output)
 
 
 def _run_changed(body: dict[str, Any], output: str) -> None:
@@ -1169,7 +1172,7 @@ def _run_changed(body: dict[str, Any], output: str) -> None:
 
 def _run_op(op: str) -> Callable[[str, str, str], None]:
     def command(run_id: str, output: str, api: str) -> None:
-        _run_changed(Client(api).call("POST", f"/runs/{segment(run_id)}/{op}"), output)
+        _run_changed(Client(api).call("POST", f"/runs/{segment(run_id, 'run id')}/{op}"), output)
 
     command.__doc__ = f"{op.capitalize()} a run."
     return command
@@ -1199,7 +1202,9 @@ def runs_rerun(run_id: str, from_task: str | None, failed: bool, output: str, ap
     """Rerun failed tasks, or a task and everything downstream of it."""
     if failed and from_task:
         _fail("use either --failed or --from TASK", EXIT_INVALID)
-    body = Client(api).call("POST", f"/runs/{segment(run_id)}/rerun", json={"from": from_task})
+    body = Client(api).call(
+        "POST", f"/runs/{segment(run_id, 'run id')}/rerun", json={"from": from_task}
+    )
     _run_changed(body, output)
 
 
@@ -1212,7 +1217,9 @@ def runs_rerun(run_id: str, from_task: str | None, failed: bool, output: str, ap
 def runs_mark(run_id: str, task_id: str, state: str, output: str, api: str) -> None:
     """Mark a task succeeded or skipped; what waited on it is decided again."""
     body = Client(api).call(
-        "POST", f"/runs/{segment(run_id)}/tasks/{segment(task_id)}/mark", json={"state": state}
+        "POST",
+        f"/runs/{segment(run_id, 'run id')}/tasks/{segment(task_id, 'task id')}/mark",
+        json={"state": state},
     )
     _run_changed(body, output)
 
@@ -1228,7 +1235,9 @@ def logs(run_id: str, task_id: str, attempt: int | None, api: str) -> None:
     """Print a task attempt's whole log (fetched page by page)."""
     client = Client(api)
     if attempt is None:
-        task = client.call("GET", f"/runs/{segment(run_id)}/tasks/{segment(task_id)}")
+        task = client.call(
+            "GET", f"/runs/{segment(run_id, 'run id')}/tasks/{segment(task_id, 'task id')}"
+        )
         attempt = int(task["attempts"])
         if attempt < 1:  # skipped, upstream_failed, waiting or queued in a pool: nothing ran
             _fail(
@@ -1237,7 +1246,8 @@ def logs(run_id: str, task_id: str, attempt: int | None, api: str) -> None:
                 EXIT_INVALID,
             )
     client.follow(
-        f"/runs/{segment(run_id)}/tasks/{segment(task_id)}/attempts/{attempt}/log", "X-Log-Size"
+        f"/runs/{segment(run_id, 'run id')}/tasks/{segment(task_id, 'task id')}/attempts/{attempt}/log",
+        "X-Log-Size",
     )
 
 
@@ -1256,7 +1266,8 @@ def runs_output(run_id: str, task_id: str, key: str, attempt: int | None, api: s
     """Print one output value of a task whole (run views cut large ones), then a newline
     unless the value ends with one, as every command's text ends."""
     params = {} if attempt is None else {"attempt": attempt}
-    run_part, task_part, key_part = (segment(p) for p in (run_id, task_id, key))
+    run_part, task_part = segment(run_id, "run id"), segment(task_id, "task id")
+    key_part = segment(key, rest=True)  # a key may hold a '/': its route takes the rest
     last = Client(api).follow(
         f"/runs/{run_part}/tasks/{task_part}/outputs/{key_part}", "X-Output-Size", **params
     )

@@ -58,7 +58,7 @@ def groups_set(group: str, names: str, project: str, output: str, api: str) -> N
         invalid("--channels: name at least one channel")
     view = client(api).call(
         "PUT",
-        f"/alerts/groups/{segment(group)}",
+        f"/alerts/groups/{segment(group, 'alert group name')}",
         params={"project": project},
         json={"channels": chans},
     )
@@ -90,7 +90,9 @@ def _lines(deliveries: list[dict[str, Any]]) -> str:
 def alerts_test(group: str, project: str, output: str, api: str) -> None:
     """Send a test alert to every channel of GROUP; exit 1 unless each was sent."""
     body = client(api).call(
-        "POST", f"/alerts/groups/{segment(group)}/test", params={"project": project}
+        "POST",
+        f"/alerts/groups/{segment(group, 'alert group name')}/test",
+        params={"project": project},
     )
     show(body, output, _lines(body["deliveries"]))
     if any(d["status"] != "sent" for d in body["deliveries"]):

@@ -171,7 +171,7 @@ def backfill(
         time.sleep(BACKFILL_POLL_SECONDS)
         current = ride_out(
             client, what, f"stratoflow backfills show {made['id']}",
-            lambda: client.response("GET", f"/backfills/{segment(made['id'])}", transient=True).json(),
+            lambda: client.response("GET", f"/backfills/{segment(made['id'], 'backfill id')}", transient=True).json(),
         )  # fmt: skip
     _print(current, output)
     sys.exit(0 if _succeeded(current) else EXIT_FAILED)
@@ -223,7 +223,7 @@ def _completed(counts: dict[str, int]) -> int:
 @api_option
 def backfills_show(backfill_id: str, output: str, api: str) -> None:
     """A backfill and the progress of each date (and of each workflow it included)."""
-    _print(Client(api).call("GET", f"/backfills/{segment(backfill_id)}"), output)
+    _print(Client(api).call("GET", f"/backfills/{segment(backfill_id, 'backfill id')}"), output)
 
 
 def _print_reached(body: dict[str, Any]) -> None:
@@ -245,7 +245,7 @@ def _operation(op: str) -> None:
     @output_option
     @api_option
     def command(backfill_id: str, output: str, api: str) -> None:
-        body = Client(api).call("POST", f"/backfills/{segment(backfill_id)}/{op}")
+        body = Client(api).call("POST", f"/backfills/{segment(backfill_id, 'backfill id')}/{op}")
         if output == "json":
             click.echo(json.dumps(body, indent=2))
         else:

@@ -165,12 +165,17 @@ def workflow_ref(name: str, project: str) -> tuple[str, str]:
     return owner, bare
 
 
-def segment(text: str) -> str:
+def segment(text: str, what: str = "name", *, rest: bool = False) -> str:
     """``text`` as one segment of an API path, as typed: every character a path gives a
-    meaning to ('/', '?', '#', '%', ...) escaped, and a '.' or '..' escaped too (an HTTP
-    client resolves those away: ``/runs/..`` would be ``/``)."""
+    meaning to ('?', '#', '%', ...) escaped, and a '.' or '..' escaped too (an HTTP
+    client resolves those away: ``/runs/..`` would be ``/``). A '/' is refused (exit 2,
+    naming ``text`` as no ``what``): the API decodes the path once, so even escaped it splits
+    the segment and another route answers (``runs show RUN/timeline`` read the timeline).
+    No id or name has one; ``rest``: the path's last part, which takes '/' (an output key)."""
     from urllib.parse import quote
 
+    if "/" in text and not rest:
+        invalid(f"{text!r} is no {what}: a {what} has no '/'")
     if text in (".", ".."):
         return "%2E" * len(text)
     return quote(text, safe="")
@@ -179,7 +184,7 @@ def segment(text: str) -> str:
 def workflow_path(name: str) -> str:
     """The API's path of workflow ``name``, the name quoted: text that is no name gets the
     API's refusal of it, not another route."""
-    return f"/workflows/{segment(name)}"
+    return f"/workflows/{segment(name, 'workflow name')}"
 
 
 def checked(check: Callable[[str], str], value: str) -> str:
@@ -243,7 +248,7 @@ def named_settings_commands(
         if url is not None:
             body["url"] = url
         view = client(api).call(
-            "PUT", f"{path}/{segment(name)}", params={"project": project}, json=body
+            "PUT", f"{path}/{segment(name, f'{kind} name')}", params={"project": project}, json=body
         )
         show(view, output, f"{kind} {name} ({type_}) saved in {project}")
 
@@ -268,7 +273,9 @@ def named_settings_commands(
         @click.argument("name")
         @project_output_api
         def show_(name: str, project: str, output: str, api: str) -> None:
-            body = client(api).call("GET", f"{path}/{segment(name)}", params={"project": project})
+            body = client(api).call(
+                "GET", f"{path}/{segment(name, f'{kind} name')}", params={"project": project}
+            )
             show(body, output, typed_line(body))
 
     delete_command(group, kind=kind, path=path)
@@ -283,5 +290,7 @@ def delete_command(group: click.Group, *, kind: str, path: str, argument: str = 
     @project_output_api
     def delete(project: str, output: str, api: str, **named: str) -> None:
         name = named[argument]
-        body = client(api).call("DELETE", f"{path}/{segment(name)}", params={"project": project})
+        body = client(api).call(
+            "DELETE", f"{path}/{segment(name, f'{kind} name')}", params={"project": project}
+        )
         show(body, output, f"{kind} {name} deleted")

@@ -42,7 +42,7 @@ named_settings_commands(
 def connections_test(name: str, project: str, output: str, api: str) -> None:
     """Connect and run SELECT 1; exit 1 when that fails (the message says why)."""
     body = client(api).call(
-        "POST", f"/connections/{segment(name)}/test", params={"project": project}
+        "POST", f"/connections/{segment(name, 'connection name')}/test", params={"project": project}
     )
     show(body, output, f"{'ok' if body['ok'] else 'failed'}: {body['message']}")
     if not body["ok"]:

@@ -58,7 +58,10 @@ def pools_set(name: str, slots: int, project: str | None, output: str, api: str)
     workflow that needs more slots than the pool then has: it will fail, not wait)."""
     _checked(name, slots, project)
     body = client(api).call(
-        "PUT", f"/pools/{segment(name)}", params=_params(project), json={"slots": slots}
+        "PUT",
+        f"/pools/{segment(name, 'pool name')}",
+        params=_params(project),
+        json={"slots": slots},
     )
     show(body, output, f"pool {_label(body)}: {body['slots']} slots, {body['used']} used")
     if output != "json":
@@ -85,7 +88,7 @@ def pools_list(project: str | None, output: str, api: str) -> None:
 def pools_show(name: str, project: str | None, output: str, api: str) -> None:
     """A pool with its running and waiting tasks (in the order they will be served)."""
     _checked(name, 1, project)
-    body = client(api).call("GET", f"/pools/{segment(name)}", params=_params(project))
+    body = client(api).call("GET", f"/pools/{segment(name, 'pool name')}", params=_params(project))
     lines = [f"pool {_label(body)}: {body['used']}/{body['slots']} used, {body['waiting']} waiting"]
     lines += [f"  running  {t['run_id']} {t['task_id']}" for t in body["running_tasks"]]
     lines += [
@@ -105,7 +108,9 @@ def pools_show(name: str, project: str | None, output: str, api: str) -> None:
 def pools_delete(name: str, project: str | None, output: str, api: str) -> None:
     """Delete pool NAME (refused while tasks hold or wait for its slots)."""
     _checked(name, 1, project)
-    body = client(api).call("DELETE", f"/pools/{segment(name)}", params=_params(project))
+    body = client(api).call(
+        "DELETE", f"/pools/{segment(name, 'pool name')}", params=_params(project)
+    )
     show(body, output, f"deleted: pool {_label(body)}")
 
 
@@ -116,5 +121,7 @@ def pools_delete(name: str, project: str | None, output: str, api: str) -> None:
 @api_option
 def force_start(run_id: str, task_id: str, output: str, api: str) -> None:
     """Start a task waiting in a pool now, ahead of its queue and the free slots."""
-    body = client(api).call("POST", f"/runs/{segment(run_id)}/tasks/{segment(task_id)}/force-start")
+    body = client(api).call(
+        "POST", f"/runs/{segment(run_id, 'run id')}/tasks/{segment(task_id, 'task id')}/force-start"
+    )
     show(body, output, f"{run_id} {task_id}: {body['state']} (attempt {body['attempt']})")

@@ -63,7 +63,10 @@ def secrets_set(name: str, project: str, output: str, api: str) -> None:
     checked(check_name, name)
     value = read_value(sys.stdin.buffer, sys.stdin.isatty())
     body = client(api).call(
-        "PUT", f"/secrets/{segment(name)}", params={"project": project}, json={"value": value}
+        "PUT",
+        f"/secrets/{segment(name, 'secret name')}",
+        params={"project": project},
+        json={"value": value},
     )
     state = "created" if body.get("created") else "updated"
     show(body, output, f"{state}: secret {project}/{name}")
@@ -83,5 +86,7 @@ def secrets_list(project: str, output: str, api: str) -> None:
 def secrets_delete(name: str, project: str, output: str, api: str) -> None:
     """Delete secret NAME."""
     checked(check_name, name)
-    body = client(api).call("DELETE", f"/secrets/{segment(name)}", params={"project": project})
+    body = client(api).call(
+        "DELETE", f"/secrets/{segment(name, 'secret name')}", params={"project": project}
+    )
     show(body, output, f"deleted: secret {project}/{name}")

@@ -87,7 +87,10 @@ def variables_set(
     checked(check_name, name)
     text = _value(value, file)
     body = client(api).call(
-        "PUT", f"/variables/{segment(name)}", params={"project": project}, json={"value": text}
+        "PUT",
+        f"/variables/{segment(name, 'variable name')}",
+        params={"project": project},
+        json={"value": text},
     )
     show(body, output, f"set: variable {project}/{name}")
 
@@ -99,7 +102,9 @@ def variables_get(name: str, project: str, output: str, api: str) -> None:
     """Print variable NAME's value (as it is, with --output json its details too)."""
     checked(check_project, project)
     checked(check_name, name)
-    body = client(api).call("GET", f"/variables/{segment(name)}", params={"project": project})
+    body = client(api).call(
+        "GET", f"/variables/{segment(name, 'variable name')}", params={"project": project}
+    )
     value = str(body["value"])
     if output == "json" or sys.stdout.isatty():
         # on a terminal, its escape sequences shown, not obeyed
@@ -127,5 +132,7 @@ def variables_delete(name: str, project: str, output: str, api: str) -> None:
     """Delete variable NAME (tasks that read it then fail, naming it)."""
     checked(check_project, project)
     checked(check_name, name)
-    body = client(api).call("DELETE", f"/variables/{segment(name)}", params={"project": project})
+    body = client(api).call(
+        "DELETE", f"/variables/{segment(name, 'variable name')}", params={"project": project}
+    )
     show(body, output, f"deleted: variable {project}/{name}")

@@ -951,8 +951,11 @@ class _Resolver(APIGatewayRestResolver):
     def _compile_regex(rule: str, base_regex: str = r"^{}/*\Z") -> re.Pattern[str]:
         def group(found: re.Match[str]) -> str:
             name = found.group(1)
-            chars = _PARAM.replace("[^/", "[^") if (rule, name) in _REST_PARAMS else _PARAM
-            return f"(?P<{name}>{chars}+)"
+            if (rule, name) in _REST_PARAMS:
+                # possessive: it takes any trailing '/' itself, and gives none back to the
+                # '/*' after it (that split a run of '/' every way: quadratic in its length)
+                return f"(?P<{name}>{_PARAM.replace('[^/', '[^')}++)"
+            return f"(?P<{name}>{_PARAM}+)"
 
         return re.compile(base_regex.format(re.sub(r"<(\w+)>", group, rule)))
 
