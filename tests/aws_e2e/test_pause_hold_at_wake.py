@@ -146,3 +146,66 @@ def test_the_write_of_the_hold_fails(stack: Stack, tmp_path: Path) -> None:
     run_id = paused_in_the_delay(stack, started, arm)
     assert armed["writes"] == -1, "the hold made no second write"
     then_held_until_the_resume(stack, run_id, started)
+
+
+FLAKY_BATCH = """
+name: flaky_batch
+tasks:
+  crunch:
+    type: batch
+    image: public.ecr.aws/docker/library/busybox:latest
+    command: ["sh", "-c", "exit 3"]
+    retries: 1
+    retry_delay: 2s
+"""
+
+
+def test_a_batch_retry_is_not_sent_early_so_a_pause_that_died_still_holds_it(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Batch job has no runner to look at its run when the delay ends: its retry is not
+    claimed early (``looks_before_start``) but waits ``up_for_retry``, its run woken when it
+    is due (a delayed kick); a paused run claims nothing, whatever the pause did not do."""
+    stack.batch.plan["crunch"] = ["failed", "succeeded"]
+    status, body = stack.api("POST", "/workflows", {"source": FLAKY_BATCH})
+    assert status in (200, 201), body
+    run_id = trigger(stack, "flaky_batch")
+    stack.pump(lambda: stack.task_state(run_id, "crunch") == "up_for_retry", timeout=30)
+    assert len(stack.batch.submitted) == 1
+    assert len(stack.starts) == 1  # its retry has no execution waiting
+    api = stack.functions["api"].function.scheduler
+
+    def dies(*_: Any) -> None:
+        raise ProcessDied
+
+    monkeypatch.setattr(api, "_hold_early_retries", dies)
+    with contextlib.suppress(ProcessDied):
+        stack.api("POST", f"/runs/{run_id}/pause")
+    assert stack.run_state(run_id) == "paused"
+    # the wake comes when the delay has run out (a delayed kick): nothing is claimed
+    assert queued(stack, "ApproximateNumberOfMessagesDelayed") == 1
+    stack.pump(
+        lambda: (
+            queued(stack, "ApproximateNumberOfMessagesDelayed") == 0 and not stack.receive_peek()
+        ),
+        timeout=10,
+    )
+    assert len(stack.starts) == 1
+    assert len(stack.batch.submitted) == 1
+    assert stack.run_state(run_id) == "paused"
+    # the wake queued it, as the local loop does once it is due; a paused run claims nothing
+    assert stack.task_state(run_id, "crunch") == "queued"
+    status, _ = stack.api("POST", f"/runs/{run_id}/resume")
+    assert status == 200
+    stack.deliver_kicks()
+    assert stack.run_ends(run_id, timeout=30) == "succeeded"
+    assert len(stack.batch.submitted) == 2
+    tries = [(a.attempt, a.state) for a in stack.observer.list_attempts(run_id, "crunch")]
+    assert tries == [(1, "failed"), (2, "succeeded")], tries
+
+
+def queued(stack: Stack, attribute: str) -> int:
+    got = stack.sqs.get_queue_attributes(
+        QueueUrl=stack.settings.results_queue_url, AttributeNames=[attribute]
+    )
+    return int(got["Attributes"][attribute])

@@ -1572,13 +1572,18 @@ class Scheduler:
             return
         self._promote(ti, now)
 
-    @classmethod
-    def _waits_unsent(cls, spec: WorkflowSpec, ti: TaskInstance) -> bool:
+    def _waits_unsent(self, spec: WorkflowSpec, ti: TaskInstance) -> bool:
         """Whether a retry of ``ti`` waits out its delay UP_FOR_RETRY even where retries are
-        dispatched early: one that would hold a slot (``_holds_slot``), or a sub-workflow
-        task's, whose claim starts its child run at once (no dispatcher waits for it)."""
+        dispatched early: one that would hold a slot (``_holds_slot``), a sub-workflow
+        task's, whose claim starts its child run at once (no dispatcher waits for it), or
+        one whose executor would not look at its run when the delay ends
+        (``Dispatcher.looks_before_start``: a pause that failed to hold it could not stop it)."""
         task = spec.workflow.tasks.get(ti.task_id)
-        return cls._holds_slot(spec, ti) or (task is not None and task.type == "workflow")
+        return (
+            self._holds_slot(spec, ti)
+            or (task is not None and task.type == "workflow")
+            or (task is not None and not self.dispatcher.looks_before_start(task))
+        )
 
     @staticmethod
     def _holds_slot(spec: WorkflowSpec, ti: TaskInstance) -> bool:
