@@ -121,3 +121,95 @@ def test_a_failed_read_keeps_the_attempt_running(env: tuple[Any, Any, DynamoStor
 def test_without_a_table_nothing_is_watched() -> None:
     assert runner.task_watch(None, TABLE, attempt("shell", {})) is None
     assert runner.task_watch(object(), "", attempt("shell", {})) is None
+
+
+def pause_run(store: DynamoStore) -> None:
+    run = store.get_run("r1")
+    assert store.put_run(run.with_(state=RunState.PAUSED), RunState.RUNNING)
+
+
+WAITED = {"start_at": "2026-06-01T09:00:30Z"}  # a retry that waited out its delay
+
+
+def test_a_retry_whose_run_was_paused_during_its_delay_is_held(
+    env: tuple[Any, Any, DynamoStore],
+) -> None:
+    """A pause whose own hold of the retry never happened (its process died after the run's
+    write): the task is still RUNNING at this attempt, the run paused; nothing starts."""
+    s3, ddb, store = env
+    pause_run(store)
+    reads: list[str] = []
+    ddb.meta.events.register(
+        "before-parameter-build.dynamodb.GetItem",
+        lambda params, **_: reads.append(params["Key"]["sk"]["S"]),
+    )
+    outcome = runner.handle(
+        attempt("shell", {"command": "echo ran > /dev/stderr; exit 3"}, **WAITED),
+        lambda: 900.0,
+        s3=s3,
+        dynamodb=ddb,
+        table=TABLE,
+    )
+    assert outcome["status"] == "held"
+    assert outcome["error"].startswith("not started: its run was paused")
+    assert outcome["log"] is None
+    assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0  # nothing ran
+    assert reads == ["T#t1", "R"]  # its task (the stop watch), then its run
+
+
+def test_an_attempt_that_did_not_wait_starts_in_a_paused_run(
+    env: tuple[Any, Any, DynamoStore],
+) -> None:
+    """Dispatched before the pause, with no delay: it runs (a pause dispatches nothing new;
+    what was dispatched runs), and its run is not read."""
+    s3, ddb, store = env
+    pause_run(store)
+    outcome = runner.handle(
+        attempt("shell", {"command": "echo ran"}), lambda: 900.0, s3=s3, dynamodb=ddb, table=TABLE
+    )
+    assert outcome["status"] == "succeeded"
+    assert runner.run_paused(ddb, TABLE, attempt("shell", {})) is None
+
+
+def test_a_retry_whose_run_runs_starts(env: tuple[Any, Any, DynamoStore]) -> None:
+    s3, ddb, store = env
+    outcome = runner.handle(
+        attempt("shell", {"command": "echo ran"}, **WAITED),
+        lambda: 900.0,
+        s3=s3,
+        dynamodb=ddb,
+        table=TABLE,
+    )
+    assert outcome["status"] == "succeeded"
+    paused = runner.run_paused(ddb, TABLE, attempt("shell", {}, **WAITED))
+    assert paused is not None
+    assert paused() is False
+    pause_run(store)
+    assert paused() is True
+
+
+def test_a_failed_read_of_the_run_starts_the_retry(env: tuple[Any, Any, DynamoStore]) -> None:
+    """As the stop watch: a throttled read does not hold the retry (a pause that made its
+    own hold has its task moved on: the stop watch sees that)."""
+    _, ddb, store = env
+    pause_run(store)
+
+    def throttled(**_: Any) -> None:
+        raise ConnectionError("throttled (injected by the test)")
+
+    ddb.meta.events.register("before-call.dynamodb.GetItem", throttled)
+    paused = runner.run_paused(ddb, TABLE, attempt("shell", {}, **WAITED))
+    assert paused is not None
+    assert paused() is False
+
+
+def test_a_redshift_retry_whose_run_is_paused_starts_no_statement() -> None:
+    class NoApi:
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"the Redshift API was called: {name}")
+
+    step = attempt(
+        "sql", {"sql": "select 1", "outputs": "none"}, redshift={"max_polls": 3}, **WAITED
+    )
+    outcome = runner.redshift_step(step, NoApi(), lambda: True, paused=lambda: True)
+    assert outcome["status"] == "held"

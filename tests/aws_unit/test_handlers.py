@@ -24,7 +24,7 @@ from stratoflow.adapters.aws.handlers import (
 )
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.api import gateway
-from stratoflow.engine import AttemptStatus, RunState, TaskState
+from stratoflow.engine import HELD_RETRY_ERROR, AttemptStatus, RunState, TaskState
 from stratoflow.ports import Attempt, LogRange, Recovery
 from stratoflow.service import Finished, Scheduler
 from tests.fakes import FakeClock, RecordingDispatcher
@@ -509,3 +509,15 @@ def test_the_api_refuses_events_that_did_not_come_through_its_gateway() -> None:
     assert gateway.api_gateway_check({})({}) is None
     with pytest.raises(SettingsError, match="STRATOFLOW_API_ID"):
         gateway.api_gateway_check({"AWS_LAMBDA_FUNCTION_NAME": "stratoflow-api"})
+
+
+def test_a_held_outcome_is_a_stopped_attempt_that_keeps_its_retry() -> None:
+    """The runner of a retry found its run paused at the end of the delay: it started
+    nothing (``runner.run_paused``)."""
+    body = json.dumps(outcome("r", "t", status="held", error="not started"))
+    finished = parse_outcome(body, no_s3)
+    assert finished.result.status is AttemptStatus.STOPPED  # the attempt's record
+    assert finished.result.held
+    assert finished.result.error == HELD_RETRY_ERROR
+    plain = parse_outcome(json.dumps(outcome("r", "t", status="stopped")), no_s3)
+    assert not plain.result.held

@@ -37,3 +37,29 @@ def test_an_attempt_that_started_is_not_held(now: datetime) -> None:
 
 def _spec() -> WorkflowSpec:
     return load_workflow("name: w\ntasks: {t: {type: shell, command: 'true', retries: 2}}\n")
+
+
+def test_a_claim_its_executor_held_ends_as_the_pause_would_have_held_it(now: datetime) -> None:
+    """The executor of a retry found its run paused when the delay ran out (a pause that did
+    not hold it itself): the same transition as ``held_retry``, from its report."""
+    due = now - timedelta(seconds=1)  # its delay ran out: held_retry no longer takes it
+    claimed = TaskInstance(
+        "r", "t", TaskState.RUNNING, attempt=2, attempt_base=0, started_at=due,
+        deadline=due + timedelta(minutes=10),
+    )  # fmt: skip
+    assert engine.held_retry(claimed, now) is None
+    report = engine.AttemptResult(
+        engine.AttemptStatus.STOPPED, error=engine.HELD_RETRY_ERROR, held=True
+    )
+    made = engine.attempt_finished(_spec(), claimed, 2, report, now, intent=True)
+    assert made is not None
+    decision, transition = made
+    (write,) = decision.tasks
+    assert (write.expect, write.expect_attempt) == (TaskState.RUNNING, 2)
+    held = write.task
+    assert (held.state, held.ready_at, held.deadline) == (TaskState.UP_FOR_RETRY, due, None)
+    assert held.try_number == 1  # the retry budget is as before the claim
+    assert not transition.retrying  # not a new failure: no retry event
+    assert (decision.running, decision.done, decision.failed) == (-1, 0, 0)
+    # late or repeated (the task moved on): nothing
+    assert engine.attempt_finished(_spec(), held, 2, report, now, intent=True) is None

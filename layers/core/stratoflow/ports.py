@@ -28,7 +28,7 @@ from stratoflow.engine import (
 from stratoflow.engine.backfill import Backfill
 from stratoflow.engine.pools import Pool
 from stratoflow.errors import NotFound
-from stratoflow.model import WorkflowSpec
+from stratoflow.model import Task, WorkflowSpec
 from stratoflow.variables import Variable
 
 
@@ -579,6 +579,15 @@ class Dispatcher(ABC):
         """Where the attempt's log will be, if that is known before it is dispatched (then
         ``dispatch`` returns the same); None: only ``dispatch`` can say."""
         return None
+
+    def looks_before_start(self, task: Task) -> bool:
+        """Whether an attempt of ``task`` dispatched before its retry delay ran out (a
+        runtime that waits the delay out in the executor: ``Scheduler.retry_lead``) reads its
+        run when the delay ends and starts nothing in a paused run (AWS: the runner's look,
+        ``runner.run_paused``). A retry of a task whose executor does not is not sent early:
+        it waits UP_FOR_RETRY (``Scheduler._waits_unsent``), so that a pause whose own hold
+        of it failed cannot let it start."""
+        return True
 
     def refusal(self, spec: AttemptSpec) -> str | None:
         """Why this executor cannot run the rendered attempt at all (e.g. a secret reference

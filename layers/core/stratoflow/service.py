@@ -1208,12 +1208,17 @@ class Scheduler:
         if made is None or not applied:
             # someone else already moved this attempt on; finish what its turn left undone
             current = ti if made is None else self.store.get_task(ti.run_id, ti.task_id)
+            if report.result.held:  # the hold applied before, by a delivery that died after
+                self._release_if_resumed(spec, report, now)
             if current.propagating:
                 self._propagate(spec, current, now)
             if current.state.terminal:
                 self._settle(spec, current, now)
             return
         new = made[1].task
+        if report.result.held:
+            self._release_if_resumed(spec, report, now)
+            return
         if made[1].retrying:
             self._emit("task.retrying", self.store.get_run(report.run_id), task=new)
             self._promote_early(spec, new, now)
@@ -1586,13 +1591,18 @@ class Scheduler:
             return
         self._promote(ti, now)
 
-    @classmethod
-    def _waits_unsent(cls, spec: WorkflowSpec, ti: TaskInstance) -> bool:
+    def _waits_unsent(self, spec: WorkflowSpec, ti: TaskInstance) -> bool:
         """Whether a retry of ``ti`` waits out its delay UP_FOR_RETRY even where retries are
-        dispatched early: one that would hold a slot (``_holds_slot``), or a sub-workflow
-        task's, whose claim starts its child run at once (no dispatcher waits for it)."""
+        dispatched early: one that would hold a slot (``_holds_slot``), a sub-workflow
+        task's, whose claim starts its child run at once (no dispatcher waits for it), or
+        one whose executor would not look at its run when the delay ends
+        (``Dispatcher.looks_before_start``: a pause that failed to hold it could not stop it)."""
         task = spec.workflow.tasks.get(ti.task_id)
-        return cls._holds_slot(spec, ti) or (task is not None and task.type == "workflow")
+        return (
+            self._holds_slot(spec, ti)
+            or (task is not None and task.type == "workflow")
+            or (task is not None and not self.dispatcher.looks_before_start(task))
+        )
 
     @staticmethod
     def _holds_slot(spec: WorkflowSpec, ti: TaskInstance) -> bool:
@@ -2079,8 +2089,10 @@ class Scheduler:
         runs out (``retry_lead``: AWS, whose state machine waits the delay out), the run's
         retries still waiting are taken back (``engine.held_retry``) and their executions
         stopped, so none starts while the run is paused; the resume queues them again. The
-        attempt each had claimed is recorded stopped, never started. (A process that dies
-        between the pause and this leaves those retries to run as before the pause.)"""
+        attempt each had claimed is recorded stopped, never started. The pause is made
+        whatever fails here: a retry this does not hold (the process died after the pause's
+        write, or a write failed) is held by its executor, which finds the run paused when
+        the delay runs out, starts nothing and reports it held (``AttemptResult.held``)."""
         if self.retry_lead <= timedelta(0):
             return
         now = self.clock.now()
@@ -2099,18 +2111,37 @@ class Scheduler:
             attempt = Attempt(
                 run_id, ti.task_id, ti.attempt, AttemptStatus.STOPPED.value,
                 started_at=ti.started_at, ended_at=max(now, ti.started_at),
-                error="not started: its run was paused during the retry's delay; the retry "
-                "waits for the resume",
+                error=engine.HELD_RETRY_ERROR,
             )  # fmt: skip
-            with self._deciding():
-                if self.store.history_on_tasks:
-                    held = self.store.apply_end(decision, [attempt])
-                else:
-                    held = self.store.apply(decision)
+            try:
+                with self._deciding():
+                    if self.store.history_on_tasks:
+                        held = self.store.apply_end(decision, [attempt])
+                    else:
+                        held = self.store.apply(decision)
+                        if held:
+                            self.store.finish_attempt(attempt)
                     if held:
-                        self.store.finish_attempt(attempt)
-                if held:
-                    self._act(partial(self._stop_held, run_id, ti.task_id, ti.attempt))
+                        self._act(partial(self._stop_held, run_id, ti.task_id, ti.attempt))
+            except Exception:  # its executor holds it (above); the pause goes on
+                log.exception("holding the retry %s/%s/%s failed", run_id, ti.task_id, ti.attempt)
+
+    def _release_if_resumed(self, spec: WorkflowSpec, report: Finished, now: datetime) -> None:
+        """A retry its executor took back at the end of its delay, its run found paused
+        (``AttemptResult.held``), once the hold is written: if the run runs again by now
+        (resumed between the executor's look and this), it goes where a resume sends it
+        (``_release_held_retries``). The run is read after the hold's write, and a resume
+        reads the tasks after its run's write: one of the two sees the other and promotes
+        it, both at most (the promotion and the claim are conditional: one attempt)."""
+        try:
+            run = self.store.get_run(report.run_id)
+        except NotFound:
+            return
+        if run.state is not RunState.RUNNING:
+            return  # still paused: its resume releases it (ended: nothing to run)
+        ti = self.store.get_task(report.run_id, report.task_id)
+        if ti.state is TaskState.UP_FOR_RETRY and ti.attempt == report.attempt:
+            self._promote_early(spec, ti, now)
 
     def _stop_held(self, run_id: str, task_id: str, attempt: int) -> None:
         """Stop a held retry's waiting execution. A stop that fails does not fail the pause,

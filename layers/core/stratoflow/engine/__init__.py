@@ -62,6 +62,7 @@ from stratoflow.engine._engine import (
     with_params,
 )
 from stratoflow.engine._states import (
+    HELD_RETRY_ERROR,
     AttemptResult,
     AttemptStatus,
     PoolDelta,
@@ -73,6 +74,7 @@ from stratoflow.engine._states import (
 )
 
 __all__ = [
+    "HELD_RETRY_ERROR",
     "MAX_DECISION_TASKS",
     "MAX_PARAMS_BYTES",
     "MAX_PARAM_DEPTH",

@@ -18,6 +18,7 @@ from stratoflow.engine._engine import (
     child_state,
     claim,
     dispatch_slots,
+    held_claim,
     on_attempt_finished,
     skipped_by_switch,
 )
@@ -158,17 +159,13 @@ def held_retry(ti: TaskInstance, now: datetime) -> Decision | None:
     """A retry claimed before its delay ran out (a dispatcher that waits the delay out itself,
     as the AWS state machine does), its run just paused: back to UP_FOR_RETRY, due when it
     was, so that it waits for the resume as a retry does where nothing is dispatched early.
-    Its claimed attempt, which never started, ends here; it does not use the retry budget
-    (``attempt_base`` moves with it), so the next claim tries the same try under the next
-    attempt number. None for a task that is not such a claim."""
+    Its claimed attempt, which never started, ends here (``held_claim``). None for a task
+    that is not such a claim. (A pause that died before this, or whose write of it failed,
+    is completed by the retry's executor: when the delay runs out it finds the run paused,
+    starts nothing and reports the attempt ``AttemptResult.held``, the same transition.)"""
     if ti.state is not TaskState.RUNNING or ti.started_at is None or ti.started_at <= now:
         return None
-    held = ti.with_(
-        state=TaskState.UP_FOR_RETRY,
-        ready_at=ti.started_at,
-        deadline=None,
-        attempt_base=ti.attempt_base + 1,
-    )
+    held = held_claim(ti)
     return Decision(ti.run_id, (TaskWrite(held, TaskState.RUNNING, ti.attempt),), running=-1)
 
 

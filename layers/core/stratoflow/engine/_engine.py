@@ -161,6 +161,8 @@ def on_attempt_finished(
     """Apply an attempt's result. ``None`` means the event is stale or a duplicate: ignore it."""
     if ti.state is not TaskState.RUNNING or ti.attempt != attempt:
         return None
+    if result.held:
+        return AttemptDecision(held_claim(ti))
     ended = attempt_end(ti, result, now)
     # a sub-workflow task that ends with its child's end follows that child from now on
     base = ti.with_(deadline=None, ended_at=ended, error=result.error, child_end=result.child_end)
@@ -182,6 +184,20 @@ def on_attempt_finished(
             retrying=True,
         )
     return AttemptDecision(base.with_(state=TaskState.FAILED))
+
+
+def held_claim(ti: TaskInstance) -> TaskInstance:
+    """A retry's claim taken back before its attempt started (its run paused: ``held_retry``,
+    or ``AttemptResult.held``): UP_FOR_RETRY again, due when it was, so that it waits for the
+    resume as a retry does where nothing is dispatched early. The attempt it claimed ends
+    unstarted and does not use the retry budget (``attempt_base`` moves with it): the next
+    claim tries the same try under the next attempt number."""
+    return ti.with_(
+        state=TaskState.UP_FOR_RETRY,
+        ready_at=ti.started_at,
+        deadline=None,
+        attempt_base=ti.attempt_base + 1,
+    )
 
 
 def attempt_end(ti: TaskInstance, result: AttemptResult, now: datetime) -> datetime:

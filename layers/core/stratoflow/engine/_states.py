@@ -215,3 +215,13 @@ class AttemptResult:
     # a sub-workflow task's result: when the child run it reports ended (the task keeps it:
     # ``TaskInstance.child_end``)
     child_end: datetime | None = None
+    # the attempt never started: a retry claimed before its delay ran out (a dispatcher that
+    # waits the delay out itself: AWS) whose executor, when the delay ran out, found its run
+    # paused. The claim is taken back as a pause takes it back (``held_retry``): the retry
+    # waits for the resume, not STOPPED (status says stopped: the attempt's record)
+    held: bool = False
+
+
+HELD_RETRY_ERROR = (
+    "not started: its run was paused during the retry's delay; the retry waits for the resume"
+)

@@ -24,7 +24,7 @@ from stratoflow.ports import Attempt
 Item = dict[str, Any]  # an item (or key) in DynamoDB's wire form
 
 # ------------------------------------------------------------------ keys
-RUN_SK: Final = "R"  # the run: its state fields; the commit point of create_run
+RUN_SK: Final = _dynamo_keys.RUN_SK  # the run: its state fields; the commit point of create_run
 COUNTERS_SK: Final = "RC"  # the run's counters, kept apart so counter updates touch no index
 # a task's keys live in _dynamo_keys (the runner reads its task without the rest of this)
 TASK_PREFIX: Final = _dynamo_keys.TASK_PREFIX

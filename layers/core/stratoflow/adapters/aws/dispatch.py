@@ -37,7 +37,7 @@ from stratoflow.adapters.aws.runner import KILL_GRACE_SECONDS, STOP_POLL_SECONDS
 from stratoflow.adapters.aws.secrets import secret_id, secrets_prefix
 from stratoflow.connections import Connection, MissingConnection
 from stratoflow.engine import AttemptResult, AttemptStatus, TaskInstance
-from stratoflow.model import WorkflowSpec
+from stratoflow.model import Task, WorkflowSpec
 from stratoflow.ports import AttemptSpec, Dispatcher, Recovery
 from stratoflow.resources import task_resources
 from stratoflow.secrets import references
@@ -257,6 +257,15 @@ class StepFunctionsDispatcher(Dispatcher):
         return self._s3_client
 
     # ------------------------------------------------------------ the input
+    def looks_before_start(self, task: Task) -> bool:
+        """Only the project's runner function looks at a retry's run before it starts it
+        (``runner.run_paused``): shell and python on the Lambda runner, http. Not a Batch
+        job (``type: batch``, ``runner: batch``: no table to read), a Kubernetes job, a
+        ``lambda`` task the state machine invokes, an Athena query: their retries wait
+        UP_FOR_RETRY and are dispatched when due (``sql`` too, whose route, runner or state
+        machine, depends on its connection)."""
+        return task.type == "http" or (task.type in ("shell", "python") and task.runner != "batch")
+
     def refusal(self, spec: AttemptSpec) -> str | None:
         """A ``batch`` or ``kubernetes`` task runs the user's image directly: no Stratoflow
         runner is there to resolve a secret reference, and the state machine must never carry

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
 from stratoflow.engine import TaskInstance
-from stratoflow.model import WorkflowSpec
+from stratoflow.model import Task, WorkflowSpec
 from stratoflow.ports import AttemptSpec, Clock, Dispatcher, Recovery
 
 RUN_METRICS: Final[Mapping[str, str]] = {
@@ -71,6 +71,9 @@ class MeteredDispatcher(Dispatcher):
 
     def refusal(self, spec: AttemptSpec) -> str | None:
         return self.inner.refusal(spec)
+
+    def looks_before_start(self, task: Task) -> bool:
+        return self.inner.looks_before_start(task)
 
     def kill(self, run_id: str, task_id: str, attempt: int) -> None:
         self.inner.kill(run_id, task_id, attempt)

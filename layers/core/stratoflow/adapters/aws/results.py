@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 from botocore.exceptions import ClientError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from stratoflow.engine import AttemptResult, AttemptStatus
+from stratoflow.engine import HELD_RETRY_ERROR, AttemptResult, AttemptStatus
 from stratoflow.ports import Attempt, LogRange
 from stratoflow.service import Finished
 
@@ -76,7 +76,8 @@ class Outcome(BaseModel):
     run_id: str = Field(min_length=1, max_length=512)
     task_id: str = Field(min_length=1, max_length=512)
     attempt: int = Field(ge=1)
-    status: Literal["succeeded", "failed", "timed_out", "stopped", "lost"]
+    # held: a retry's runner found its run paused when the delay ran out and started nothing
+    status: Literal["succeeded", "failed", "timed_out", "stopped", "lost", "held"]
     exit_code: int | None = None
     error: str | None = None
     outputs: Any = None
@@ -198,6 +199,9 @@ def parse_outcome(body: str, read_json: ReadJson) -> Finished:
 def _finished(
     outcome: Outcome, status: str, outputs: dict[str, Any], error: str | None
 ) -> Finished:
+    if status == "held":  # the attempt never started: recorded stopped, the retry kept
+        held = AttemptResult(AttemptStatus.STOPPED, error=HELD_RETRY_ERROR, held=True)
+        return Finished(outcome.run_id, outcome.task_id, outcome.attempt, held)
     result = AttemptResult(
         AttemptStatus(status),
         outputs=outputs,

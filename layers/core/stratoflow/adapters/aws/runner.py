@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import stratoflow
-from stratoflow.adapters.aws._dynamo_keys import run_pk, task_sk
+from stratoflow.adapters.aws._dynamo_keys import RUN_SK, run_pk, task_sk
 from stratoflow.resources import ResourceUnavailable, materialize, reserved_name
 from stratoflow.secrets import (
     Masker,
@@ -144,6 +144,54 @@ def task_watch(client: Any, table: str | None, attempt: Mapping[str, Any]) -> St
     return still_wanted
 
 
+PAUSED = "paused"  # RunState.PAUSED (the runner's cold start does not load the engine)
+
+
+def run_paused(client: Any, table: str | None, attempt: Mapping[str, Any]) -> StillWanted | None:
+    """For a retry that waited out its delay in its execution (its input carries
+    ``start_at``): whether its run is paused now. A pause takes such a retry back itself
+    (``Scheduler._hold_early_retries``), but a pause whose process died after writing the run
+    paused, or whose write of the hold failed, leaves its task RUNNING at this attempt: this
+    look is what holds it then (the attempt reports ``held`` and starts nothing; ``advance``
+    takes the claim back, or sends the retry again if the run was resumed meanwhile). One
+    strongly consistent GetItem of the run item's state (``st``, which the role may read).
+    A failed read says not paused: the retry starts, as it would without the look. None
+    for an attempt that did not wait, or without a table."""
+    if not table or client is None or not attempt.get("start_at"):
+        return None
+    try:
+        key = {"pk": {"S": run_pk(str(attempt["run_id"]))}, "sk": {"S": RUN_SK}}
+    except KeyError:
+        return None
+
+    def paused() -> bool:
+        try:
+            item = client.get_item(
+                TableName=table,
+                Key=key,
+                ConsistentRead=True,
+                ProjectionExpression="#st",
+                ExpressionAttributeNames={"#st": "st"},
+            ).get("Item")
+        except Exception as exc:
+            log.warning("could not read the run's state (the retry starts): %s", exc)
+            return False
+        return bool(item is not None and item.get("st", {}).get("S") == PAUSED)
+
+    return paused
+
+
+def _held() -> dict[str, Any]:
+    return {
+        "status": "held",
+        "exit_code": None,
+        "error": "not started: its run was paused during the retry's delay; the retry waits "
+        "for the resume",
+        "outputs": {},
+        "log": None,
+    }
+
+
 def _stopped(log_uri: str | None = None) -> dict[str, Any]:
     return {
         "status": "stopped",
@@ -163,6 +211,7 @@ def run_attempt(
     poll_seconds: float = STOP_POLL_SECONDS,
     secrets: SecretSource | None = None,
     lambda_client: Any = None,
+    paused: StillWanted | None = None,
 ) -> dict[str, Any]:
     """Run the attempt; upload its log; return the outcome
     ``{status, exit_code, error, outputs, log}``. A task's own failure is an outcome, never
@@ -172,7 +221,9 @@ def run_attempt(
     task's process group is killed and the outcome is ``stopped``. The task's
     ``{{ secrets.NAME }}`` references are resolved from ``secrets`` here, just before it
     starts (a missing one fails the attempt, naming it); its outputs, error and log are
-    masked with the values it was given."""
+    masked with the values it was given. With ``paused`` (``run_paused``: a retry that
+    waited out its delay) it is not started while its run is paused: the outcome is
+    ``held``."""
     try:
         kind = str(attempt["type"])
         task = attempt["task"]
@@ -183,6 +234,8 @@ def run_attempt(
     log_uri: str | None = attempt.get("log")
     if still_wanted is not None and not still_wanted():
         return _stopped()
+    if paused is not None and paused():
+        return _held()
     try:
         task, used = _resolved(attempt, secrets)
     except (MissingSecret, SecretUnavailable) as exc:
@@ -451,7 +504,13 @@ def handle(
     if "athena" in event and "query" in event:
         return read_sql_result(event, athena_client, s3=s3)
     if "redshift" in event:
-        return redshift_step(event, redshift_client, task_watch(dynamodb, table, event), s3=s3)
+        return redshift_step(
+            event,
+            redshift_client,
+            task_watch(dynamodb, table, event),
+            s3=s3,
+            paused=run_paused(dynamodb, table, event),
+        )
     poll = float(os.environ.get("STRATOFLOW_STOP_POLL_SECONDS") or STOP_POLL_SECONDS)
     return run_attempt(
         event,
@@ -461,6 +520,7 @@ def handle(
         poll_seconds=max(poll, 0.1),
         secrets=secrets,
         lambda_client=lambda_client,
+        paused=run_paused(dynamodb, table, event),
     )
 
 
@@ -559,6 +619,7 @@ def redshift_step(
     now: Callable[[], float] = time.time,
     *,
     s3: Any = None,
+    paused: StillWanted | None = None,
 ) -> dict[str, Any]:
     """One step of the state machine's Redshift loop (docs/aws-statemachine.md), as the
     project's role: the statement's owner, the only one its policy lets describe, read or
@@ -568,7 +629,8 @@ def redshift_step(
 
     - ``StartRedshiftStatement`` (no ``result`` yet): ``ExecuteStatement`` (the SQL with
       ``:name`` placeholders and ``Parameters``, never pasted), unless the attempt is no
-      longer wanted (a stop during its retry delay).
+      longer wanted (a stop during its retry delay), or its run is paused (``paused``, a
+      retry that waited: ``held``, as ``run_attempt``).
     - ``PollRedshiftStatement`` (``result.outcome.statement``, what the previous step
       returned): one ``DescribeStatement``. Finished: the outcome (first_row / rows bounded /
       row_count and query_id, read with ``GetStatementResult``). Failed or aborted: failed.
@@ -612,6 +674,8 @@ def redshift_step(
     if previous is None:
         if still_wanted is not None and not still_wanted():
             return _stopped()
+        if paused is not None and paused():
+            return _held()
         if outputs not in OUTPUT_KINDS:
             return _sql_failed(f"outputs must be one of {', '.join(OUTPUT_KINDS)}, not {outputs!r}")
         try:
