@@ -22,6 +22,7 @@ from stratoflow.adapters.local.sqlite_store import SqliteStore, StoreChanges
 from stratoflow.api.app import create_app
 from stratoflow.api.local_server import LocalContext
 from stratoflow.audit import INTENT_TTL, UNCONFIRMED
+from stratoflow.errors import ScheduleSyncFailed
 from stratoflow.readmodel import AuditEntry, ReadModel
 
 FLOW = "name: nightly\ntasks:\n  a: {type: shell, command: 'true'}\n"
@@ -290,9 +291,15 @@ def test_every_write_of_an_audited_change_failing_or_dying_once_loses_and_double
             else:  # not made: no line says it was
                 assert status != 200, case
                 assert all(e.action == UNCONFIRMED for e in entries), case
-                if kind == "fail":  # refused or failed, and said so: no line at all
-                    assert status == (503 if write == "begin" else 500), case
+                if (kind, write) == ("fail", "begin"):  # refused, said so: no line at all
+                    assert status == 503, case
                     assert entries == [], case
+                elif kind == "fail":  # failed, and the server cannot tell whether it was made:
+                    assert status == 500, case  # its line says so, at once
+                    assert [(e.action, e.details) for e in entries] == [
+                        (UNCONFIRMED, {"outcome": "unknown"})
+                    ], case
+                    assert [e for e in soon if e.id == "req-pause"] == entries, case
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -300,3 +307,56 @@ def _copy(src: Path, dst: Path) -> Path:
 
     shutil.copytree(src, dst)
     return dst
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ScheduleSyncFailed("injected: the schedule was refused; apply again"),
+        OSError("injected: the schedule's write failed"),
+    ],
+    ids=["schedule-sync-failed", "unexpected"],
+)
+def test_a_request_that_fails_after_its_change_keeps_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    home = tmp_path / "home"
+    runtime = LocalRuntime(home, project=False)
+    try:
+        app = create_app(runtime.scheduler, readmodel=runtime.readmodel)
+        assert call(app, "POST", "/workflows", "req-apply", {"source": FLOW})[0] == 201
+
+        def refuse(*args: Any, **kwargs: Any) -> None:
+            raise failure
+
+        # WHEN the pause is stored and the schedule's sync after it fails (on AWS:
+        # EventBridge Scheduler refused it, ScheduleSyncFailed's "stored, apply again")
+        monkeypatch.setattr(runtime.scheduler.schedules, "sync", refuse)
+        status, _ = call(app, *PAUSE, "req-pause")
+        assert status in (500, 502)
+        assert runtime.store.get_version("default", "nightly").paused  # the change stands
+    finally:
+        runtime.close()
+    # THEN the log does not lose it: it stands at once (the request is over), outcome unknown
+    entries = [(e.id, e.action, e.target) for e in reopened(home, None, now)]
+    assert entries == [
+        ("req-pause", UNCONFIRMED, "POST /workflows/nightly/pause"),
+        ("req-apply", "workflow.apply", "workflow/default/nightly"),
+    ]
+    assert [(e.id, e.action) for e in reopened(home, None)] == [
+        ("req-pause", UNCONFIRMED),
+        ("req-apply", "workflow.apply"),
+    ]  # and once, however often it is projected
+
+
+def test_a_refused_write_leaves_no_line(tmp_path: Path) -> None:
+    runtime = LocalRuntime(tmp_path / "home", project=False)
+    try:
+        app = create_app(runtime.scheduler, readmodel=runtime.readmodel)
+        assert call(app, "POST", "/workflows", "req-apply", {"source": FLOW})[0] == 201
+        # allowed, so its intent was journalled; then refused: 404, nothing changed
+        assert call(app, "POST", "/workflows/absent/pause", "req-404")[0] == 404
+        assert runtime.store._tuples("SELECT id FROM audit_journal") == [("req-apply",)]
+    finally:
+        runtime.close()
+    assert [e.id for e in reopened(tmp_path / "home", None)] == ["req-apply"]
