@@ -22,6 +22,7 @@ from stratoflow.adapters.local.sqlite_store import SqliteStore, StoreChanges
 from stratoflow.api.app import create_app
 from stratoflow.api.local_server import LocalContext
 from stratoflow.audit import INTENT_TTL, UNCONFIRMED
+from stratoflow.engine.pools import pool_key
 from stratoflow.errors import ScheduleSyncFailed
 from stratoflow.readmodel import AuditEntry, ReadModel
 
@@ -62,7 +63,12 @@ def now() -> int:
 
 
 def reopened(
-    home: Path, db: str | None, micros: Callable[[], int] = later, *, refuse_once: bool = False
+    home: Path,
+    db: str | None,
+    micros: Callable[[], int] = later,
+    *,
+    refuse_once: bool = False,
+    project: str = "default",
 ) -> list[AuditEntry]:
     """The audit log after the home is opened again (a fresh feed catches up), by a process
     that runs after every intent of the earlier one has expired (``micros``: its clock).
@@ -87,7 +93,7 @@ def reopened(
         if refuse_once:  # the failed catch-up queued another before it counted as done
             assert refused
             assert feed.flush()
-        return audit(readmodel)
+        return audit(readmodel, project)
     finally:
         feed.close()
         readmodel.close()
@@ -360,3 +366,31 @@ def test_a_refused_write_leaves_no_line(tmp_path: Path) -> None:
     finally:
         runtime.close()
     assert [e.id for e in reopened(tmp_path / "home", None)] == ["req-apply"]
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+def test_a_global_pool_change_journals_its_intent_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    home = tmp_path / "home"
+    runtime = LocalRuntime(home, project=False)
+    app = create_app(runtime.scheduler, readmodel=runtime.readmodel)
+    assert call(app, "PUT", "/pools/warehouse", "req-made", {"slots": 2})[0] == 200
+
+    def die(*args: Any, **kwargs: Any) -> None:
+        raise Died
+
+    # WHEN a superuser's change of a global pool (no project) dies right after it is made
+    monkeypatch.setattr(runtime.store, "audit_settle", die)
+    monkeypatch.setattr(runtime.readmodel, "record_audit", die)
+    with pytest.raises(Died):
+        call(app, method, "/pools/warehouse", "req-pool", {"slots": 3})
+    pool = runtime.store.get_pool(pool_key("", "warehouse"))
+    assert (pool is None) if method == "DELETE" else (pool is not None and pool.slots == 3)
+    runtime.close()
+    # THEN its intent, journalled before the change, stands once it has expired
+    entries = [(e.id, e.action, e.target) for e in reopened(home, None, project="")]
+    assert entries == [
+        ("req-pool", UNCONFIRMED, f"{method} /pools/warehouse"),
+        ("req-made", "pool.set", "pool//warehouse"),
+    ]
