@@ -1286,6 +1286,27 @@ def _now() -> datetime:
     return SystemClock().now()
 
 
+def _journalled(
+    identities: SqliteIdentities, action: str, target: str, project: str = "", **details: Any
+) -> contextlib.AbstractContextManager[None]:
+    """The change made within goes to the audit log as ``action`` by ``cli:<OS user>``
+    (who ran the command on the server's machine), in the same transaction."""
+    import getpass
+    import uuid
+
+    from stratoflow.readmodel import AuditEntry
+
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):  # a uid with no name (a container)
+        who = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    entry = AuditEntry(
+        id=uuid.uuid4().hex, at=_now(), actor=f"cli:{who}", action=action, target=target,
+        project=project, details=details,
+    )  # fmt: skip
+    return identities.journalled(entry)
+
+
 identity_home = click.option(
     "--home", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="the local install's directory (default $STRATOFLOW_HOME or ~/.stratoflow)",
@@ -1303,7 +1324,10 @@ def users() -> None:
 @identity_home
 def users_add(name: str, superuser: bool, home: Path | None) -> None:
     """Create a user (give it roles with `users grant` and a token with `tokens create`)."""
-    with _identities(home) as identities:
+    with (
+        _identities(home) as identities,
+        _journalled(identities, "user.add", f"user/{name}", superuser=superuser),
+    ):
         user = identities.create_user(name, superuser=superuser, now=_now())
     click.echo(f"user {user.name} created{' (superuser)' if user.superuser else ''}")
 
@@ -1327,7 +1351,10 @@ def users_grant(name: str, project: str, role: str, home: Path | None) -> None:
     """Give NAME the ROLE in PROJECT (replacing the role it had there)."""
     from stratoflow.auth import Role
 
-    with _identities(home) as identities:
+    with (
+        _identities(home) as identities,
+        _journalled(identities, "user.grant", f"user/{name}", project, role=role),
+    ):
         identities.set_role(name, project, Role(role))
     click.echo(f"{name} is {role} in {project}")
 
@@ -1338,7 +1365,10 @@ def users_grant(name: str, project: str, role: str, home: Path | None) -> None:
 @identity_home
 def users_revoke(name: str, project: str, home: Path | None) -> None:
     """Take NAME's role in PROJECT away."""
-    with _identities(home) as identities:
+    with (
+        _identities(home) as identities,
+        _journalled(identities, "user.revoke", f"user/{name}", project),
+    ):
         identities.set_role(name, project, None)
     click.echo(f"{name} has no role in {project}")
 
@@ -1354,7 +1384,10 @@ def tokens() -> None:
 @identity_home
 def tokens_create(user: str, label: str, home: Path | None) -> None:
     """Create a token for USER and print it (it is shown only this once)."""
-    with _identities(home) as identities:
+    with (
+        _identities(home) as identities,
+        _journalled(identities, "token.create", f"user/{user}", label=label),
+    ):
         token, secret = identities.create_token(user, label, _now())
     click.echo(f"token {token.id} for {user}:", err=True)
     click.echo(secret)
@@ -1377,7 +1410,10 @@ def tokens_list(user: str | None, home: Path | None) -> None:
 @identity_home
 def tokens_revoke(token_id: str, home: Path | None) -> None:
     """Revoke a token; requests with it fail with 401 from then on."""
-    with _identities(home) as identities:
+    with (
+        _identities(home) as identities,
+        _journalled(identities, "token.revoke", f"token/{token_id}"),
+    ):
         identities.revoke_token(token_id)
     click.echo(f"token {token_id} revoked")
 
@@ -1404,8 +1440,10 @@ def admin_token(home: Path | None, reset: bool) -> None:
     identities = SqliteIdentities(db)
     with _errors():
         identities.get_user(FIRST_ADMIN)
-        for token in identities.list_tokens(FIRST_ADMIN):
-            if not token.revoked:
-                identities.revoke_token(token.id)
-        _, secret = identities.create_token(FIRST_ADMIN, "reset", datetime.now(UTC))
+        # one line, with the first change it makes (a revocation, or the new token)
+        with _journalled(identities, "token.reset", f"user/{FIRST_ADMIN}"):
+            for token in identities.list_tokens(FIRST_ADMIN):
+                if not token.revoked:
+                    identities.revoke_token(token.id)
+            _, secret = identities.create_token(FIRST_ADMIN, "reset", datetime.now(UTC))
     click.echo(secret)
