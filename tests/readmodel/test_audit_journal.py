@@ -394,3 +394,32 @@ def test_a_global_pool_change_journals_its_intent_before_it(
         ("req-pool", UNCONFIRMED, f"{method} /pools/warehouse"),
         ("req-made", "pool.set", "pool//warehouse"),
     ]
+
+
+def test_stratoflow_run_on_a_home_writes_its_changes_to_the_audit_log(tmp_path: Path) -> None:
+    """`stratoflow run FILE --home H` applies, sets pools and triggers in H without the
+    API (no server holds it): the server that opens H next shows those changes."""
+    from click.testing import CliRunner
+
+    from stratoflow.cli import main
+
+    home = tmp_path / "home"
+    flow = tmp_path / "nightly.yaml"
+    flow.write_text(FLOW)
+    args = ["run", str(flow), "--home", str(home), "--pool", "warehouse=2"]
+    result = CliRunner().invoke(main, [*args, "--alert-group", "oncall"])
+    assert result.exit_code == 0, result.output
+    entries = reopened(home, None, now)
+    actors = {e.actor for e in entries}
+    assert len(actors) == 1, entries
+    assert actors.pop().startswith("cli:"), entries
+    run_id = entries[0].target.removeprefix("run/")
+    assert [(e.action, e.target, e.details) for e in entries] == [
+        ("run.trigger", f"run/{run_id}", {"workflow": "nightly"}),
+        ("workflow.apply", "workflow/default/nightly", {"version": 1, "created": True}),
+        ("alerts.group.put", "alert-group/oncall", {"channels": []}),
+    ]
+    pools = reopened(home, None, now, project="")
+    assert [(e.action, e.target, e.details) for e in pools] == [
+        ("pool.set", "pool//warehouse", {"slots": 2})
+    ]

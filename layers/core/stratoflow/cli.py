@@ -206,19 +206,61 @@ def _pool_options(pools: Sequence[str]) -> list[tuple[str, int]]:
     return out
 
 
+@contextmanager
+def _audited(store: Any, project: str, command: str) -> Iterator[Callable[..., None]]:
+    """A change the command makes in a home without the API, journalled in its audit journal
+    as the API journals one (``stratoflow.audit``): its intent before (target ``CLI
+    <command>``), the entry the block records (``record(action, target, **details)``) after.
+    A block that records nothing or is refused (a domain error) withdraws the intent; one
+    that fails otherwise settles it as it stands ("outcome unknown")."""
+    import uuid
+
+    from stratoflow.audit import intent
+    from stratoflow.errors import ScheduleSyncFailed
+    from stratoflow.readmodel import AuditEntry
+
+    actor = _cli_actor()
+    begun = intent(uuid.uuid4().hex, _now(), actor, "CLI", command, project)
+    store.audit_begin(begun)  # before the change: if it cannot be written, nothing changes
+    done: list[AuditEntry] = []
+
+    def record(action: str, target: str, **details: Any) -> None:
+        at = _now()
+        done.append(AuditEntry(begun.id, at, actor, action, target, project, details))
+
+    try:
+        yield record
+    except StratoflowError as exc:
+        if isinstance(exc, ScheduleSyncFailed):  # stored, its schedule not: it was made
+            store.audit_settle(begun)
+        else:
+            store.audit_withdraw(begun.id)
+        raise
+    except Exception:
+        store.audit_settle(begun)
+        raise
+    if done:
+        store.audit_settle(done[0])
+    else:
+        store.audit_withdraw(begun.id)
+
+
 def _set_up(
     runtime: Any, pools: Sequence[tuple[str, int]], alert_groups: Sequence[str], project: str
 ) -> None:
     """What ``--pool`` and ``--alert-group`` (groups of ``project``) ask for, before any
     workflow is applied (apply refuses a workflow naming a pool or an alert group that does
-    not exist)."""
+    not exist). Each change is in the home's audit log (``_audited``)."""
     for name, slots in pools:
-        with _errors():
+        with _errors(), _audited(runtime.store, "", f"--pool {name}={slots}") as record:
             made = runtime.scheduler.set_pool(name, slots)
+            record("pool.set", f"pool/{made.key}", slots=slots)
         click.echo(f"pool {made.name} (global): {made.slots} slots", err=True)
     for group in alert_groups:
-        with _errors():
+        with _errors(), _audited(runtime.store, project, f"--alert-group {group}") as record:
             created = runtime.alerts.store.ensure_group(project, group, runtime.clock.now())
+            if created:
+                record("alerts.group.put", f"alert-group/{group}", channels=[])
         click.echo(
             f"alert group {group}: {'created, no channels yet' if created else 'kept'}", err=True
         )
@@ -357,11 +399,18 @@ def run(
         }
         try:
             _set_up(runtime, pool_slots, alert_groups, spec.project)
-            version, _ = runtime.scheduler.apply(text, source=file, spec=spec)
+            with _audited(runtime.store, spec.project, f"stratoflow run {file}") as record:
+                version, created = runtime.scheduler.apply(text, source=file, spec=spec)
+                record(
+                    "workflow.apply", f"workflow/{version.project}/{version.name}",
+                    version=version.version, created=created,
+                )  # fmt: skip
             triggering.set()
-            run_, _ = runtime.scheduler.trigger(
-                version.project, version.name, params=overrides, logical_date=when
-            )
+            with _audited(runtime.store, spec.project, f"stratoflow run {file}") as record:
+                run_, _ = runtime.scheduler.trigger(
+                    version.project, version.name, params=overrides, logical_date=when
+                )
+                record("run.trigger", f"run/{run_.id}", workflow=version.name)
             settle_gc(whole=False)
             _drive(
                 runtime,
@@ -1286,22 +1335,28 @@ def _now() -> datetime:
     return SystemClock().now()
 
 
-def _journalled(
-    identities: SqliteIdentities, action: str, target: str, project: str = "", **details: Any
-) -> contextlib.AbstractContextManager[None]:
-    """The change made within goes to the audit log as ``action`` by ``cli:<OS user>``
-    (who ran the command on the server's machine), in the same transaction."""
+def _cli_actor() -> str:
+    """Who runs a command that changes a home without the API: ``cli:<OS user>``."""
     import getpass
-    import uuid
-
-    from stratoflow.readmodel import AuditEntry
 
     try:
         who = getpass.getuser()
     except (KeyError, OSError):  # a uid with no name (a container)
         who = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    return f"cli:{who}"
+
+
+def _journalled(
+    identities: SqliteIdentities, action: str, target: str, project: str = "", **details: Any
+) -> contextlib.AbstractContextManager[None]:
+    """The change made within goes to the audit log as ``action`` by ``cli:<OS user>``
+    (who ran the command on the server's machine), in the same transaction."""
+    import uuid
+
+    from stratoflow.readmodel import AuditEntry
+
     entry = AuditEntry(
-        id=uuid.uuid4().hex, at=_now(), actor=f"cli:{who}", action=action, target=target,
+        id=uuid.uuid4().hex, at=_now(), actor=_cli_actor(), action=action, target=target,
         project=project, details=details,
     )  # fmt: skip
     return identities.journalled(entry)
