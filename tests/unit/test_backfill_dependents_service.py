@@ -325,3 +325,24 @@ def test_cli_operation_says_what_it_reached(monkeypatch: pytest.MonkeyPatch) -> 
         "default.backfill-a-1: succeeded (unchanged; it reached its dependents)",
         "  dependent default.backfill-b-1: cancelled",
     ]
+
+
+def test_the_audit_line_names_no_backfill_of_another_project(h: Harness) -> None:
+    """A dependent-mode backfill's audit line is shown to the admins of its project, who may
+    have no role in the other projects it reached: it names none of their backfills (an id
+    holds its project and workflow), as the backfill's own view does not."""
+    h.scheduler.apply(wf("z", "default/a").replace("name: z\n", "name: z\nproject: other\n"))
+    audit = AuditLog()
+    operator = Principal("op", {"default": Role.OPERATOR, "other": Role.OPERATOR})
+    app = create_app(h.scheduler, readmodel=audit, authenticate=lambda _: operator)  # type: ignore[arg-type]
+    status, made = call(
+        app, "POST", "/workflows/a/backfills", {"dates": ["2026-01-01"], "dependents": True}
+    )
+    assert status == 201, made
+    assert ("other", "z") in {(d["project"], d["workflow"]) for d in made["dependents"]}
+    mine = [d["id"] for d in made["dependents"] if d["project"] == "default"]
+    assert call(app, "POST", f"/backfills/{made['id']}/pause")[0] == 200
+    assert [(e.action, e.project, e.details["dependents"]) for e in audit.entries] == [
+        ("backfill.create", "default", mine),
+        ("backfill.pause", "default", mine),
+    ]

@@ -156,6 +156,13 @@ def backfill_view(backfill: Backfill, *, dates: bool = True) -> dict[str, Any]:
     return view
 
 
+def _in_project(backfill_ids: list[str], project: str) -> list[str]:
+    """The ids of ``project``'s backfills among ``backfill_ids`` (an id starts with its
+    project): an audit line is shown to its project's admins, who may have no role in the
+    other projects a dependent-mode backfill reached, and an id names their workflow."""
+    return [b for b in backfill_ids if b.startswith(f"{project}.")]
+
+
 def register_backfills(
     app: APIGatewayRestResolver,
     scheduler: Scheduler,
@@ -209,7 +216,7 @@ def register_backfills(
         record(
             "backfill.create", f"backfill/{made.id}", project, workflow=name,
             dates=len(made.dates), parallel=made.parallel, rerun=made.rerun.value,
-            dependents=[c.id for c in group],
+            dependents=_in_project([c.id for c in group], project),
         )  # fmt: skip
         return Response(
             status_code=HTTPStatus.CREATED.value,
@@ -298,7 +305,7 @@ def register_backfills(
             after = act(backfill_id, lambda p: principal.can(Action.OPERATE, p), reached)
             changed()
             # one entry per request (its id is the request's): the backfills it reached in it
-            dependents = [b for b in reached if b != backfill_id]
+            dependents = _in_project([b for b in reached if b != backfill_id], project)
             details = {"dependents": dependents} if dependents else {}
             record(f"backfill.{op}", f"backfill/{backfill_id}", project, **details)
             view = group_view(after, backfills.group(after), principal)
