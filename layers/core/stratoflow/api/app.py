@@ -1119,6 +1119,29 @@ def create_app(
         except Exception:
             log.exception("audit entry not written to the read model (yet): %s", entry)
 
+    def record_also(action: str, target: str, project: str, **details: Any) -> None:
+        """A line of the same change in another project it reached (dependent-mode backfills
+        make and operate backfills of other projects, whose admins see their own log): its
+        id is the request's with ``@<project>``. Called before ``record`` (whose entry
+        settles the intent): a process that dies between them leaves the intent standing."""
+        if readmodel is None:
+            return
+        begun: AuditEntry | None = app.context.get("audit_intent")
+        entry = AuditEntry(
+            id=f"{begun.id if begun is not None else request_id()}@{project}",
+            at=scheduler.clock.now(), actor=caller().name, action=action, target=target,
+            project=project, details=details,
+        )  # fmt: skip
+        if journal is not None:
+            try:
+                journal.audit_settle(entry)
+            except Exception:
+                log.exception("audit entry not journalled: %s", entry)
+        try:
+            readmodel.record_audit(entry)
+        except Exception:
+            log.exception("audit entry not written to the read model (yet): %s", entry)
+
     def settle_or_withdraw(
         app: APIGatewayRestResolver, next_middleware: NextMiddleware
     ) -> Response[Any]:
@@ -2063,7 +2086,13 @@ def create_app(
             app, connections, allow=allow, record=record, responses=_responses
         )
     register_backfills(
-        app, scheduler, allow=allow, record=record, changed=changed, responses=_responses
+        app,
+        scheduler,
+        allow=allow,
+        record=record,
+        record_also=record_also,
+        changed=changed,
+        responses=_responses,
     )
     if scheduler.pools is not None:
         from stratoflow.api import pool_routes
