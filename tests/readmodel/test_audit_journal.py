@@ -22,6 +22,8 @@ from stratoflow.adapters.local.sqlite_store import SqliteStore, StoreChanges
 from stratoflow.api.app import create_app
 from stratoflow.api.local_server import LocalContext
 from stratoflow.audit import INTENT_TTL, UNCONFIRMED
+from stratoflow.engine.pools import pool_key
+from stratoflow.errors import ScheduleSyncFailed
 from stratoflow.readmodel import AuditEntry, ReadModel
 
 FLOW = "name: nightly\ntasks:\n  a: {type: shell, command: 'true'}\n"
@@ -61,7 +63,12 @@ def now() -> int:
 
 
 def reopened(
-    home: Path, db: str | None, micros: Callable[[], int] = later, *, refuse_once: bool = False
+    home: Path,
+    db: str | None,
+    micros: Callable[[], int] = later,
+    *,
+    refuse_once: bool = False,
+    project: str = "default",
 ) -> list[AuditEntry]:
     """The audit log after the home is opened again (a fresh feed catches up), by a process
     that runs after every intent of the earlier one has expired (``micros``: its clock).
@@ -86,7 +93,7 @@ def reopened(
         if refuse_once:  # the failed catch-up queued another before it counted as done
             assert refused
             assert feed.flush()
-        return audit(readmodel)
+        return audit(readmodel, project)
     finally:
         feed.close()
         readmodel.close()
@@ -290,9 +297,15 @@ def test_every_write_of_an_audited_change_failing_or_dying_once_loses_and_double
             else:  # not made: no line says it was
                 assert status != 200, case
                 assert all(e.action == UNCONFIRMED for e in entries), case
-                if kind == "fail":  # refused or failed, and said so: no line at all
-                    assert status == (503 if write == "begin" else 500), case
+                if (kind, write) == ("fail", "begin"):  # refused, said so: no line at all
+                    assert status == 503, case
                     assert entries == [], case
+                elif kind == "fail":  # failed, and the server cannot tell whether it was made:
+                    assert status == 500, case  # its line says so, at once
+                    assert [(e.action, e.details) for e in entries] == [
+                        (UNCONFIRMED, {"outcome": "unknown"})
+                    ], case
+                    assert [e for e in soon if e.id == "req-pause"] == entries, case
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -300,3 +313,113 @@ def _copy(src: Path, dst: Path) -> Path:
 
     shutil.copytree(src, dst)
     return dst
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ScheduleSyncFailed("injected: the schedule was refused; apply again"),
+        OSError("injected: the schedule's write failed"),
+    ],
+    ids=["schedule-sync-failed", "unexpected"],
+)
+def test_a_request_that_fails_after_its_change_keeps_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    home = tmp_path / "home"
+    runtime = LocalRuntime(home, project=False)
+    try:
+        app = create_app(runtime.scheduler, readmodel=runtime.readmodel)
+        assert call(app, "POST", "/workflows", "req-apply", {"source": FLOW})[0] == 201
+
+        def refuse(*args: Any, **kwargs: Any) -> None:
+            raise failure
+
+        # WHEN the pause is stored and the schedule's sync after it fails (on AWS:
+        # EventBridge Scheduler refused it, ScheduleSyncFailed's "stored, apply again")
+        monkeypatch.setattr(runtime.scheduler.schedules, "sync", refuse)
+        status, _ = call(app, *PAUSE, "req-pause")
+        assert status in (500, 502)
+        assert runtime.store.get_version("default", "nightly").paused  # the change stands
+    finally:
+        runtime.close()
+    # THEN the log does not lose it: it stands at once (the request is over), outcome unknown
+    entries = [(e.id, e.action, e.target) for e in reopened(home, None, now)]
+    assert entries == [
+        ("req-pause", UNCONFIRMED, "POST /workflows/nightly/pause"),
+        ("req-apply", "workflow.apply", "workflow/default/nightly"),
+    ]
+    assert [(e.id, e.action) for e in reopened(home, None)] == [
+        ("req-pause", UNCONFIRMED),
+        ("req-apply", "workflow.apply"),
+    ]  # and once, however often it is projected
+
+
+def test_a_refused_write_leaves_no_line(tmp_path: Path) -> None:
+    runtime = LocalRuntime(tmp_path / "home", project=False)
+    try:
+        app = create_app(runtime.scheduler, readmodel=runtime.readmodel)
+        assert call(app, "POST", "/workflows", "req-apply", {"source": FLOW})[0] == 201
+        # allowed, so its intent was journalled; then refused: 404, nothing changed
+        assert call(app, "POST", "/workflows/absent/pause", "req-404")[0] == 404
+        assert runtime.store._tuples("SELECT id FROM audit_journal") == [("req-apply",)]
+    finally:
+        runtime.close()
+    assert [e.id for e in reopened(tmp_path / "home", None)] == ["req-apply"]
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+def test_a_global_pool_change_journals_its_intent_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    home = tmp_path / "home"
+    runtime = LocalRuntime(home, project=False)
+    app = create_app(runtime.scheduler, readmodel=runtime.readmodel)
+    assert call(app, "PUT", "/pools/warehouse", "req-made", {"slots": 2})[0] == 200
+
+    def die(*args: Any, **kwargs: Any) -> None:
+        raise Died
+
+    # WHEN a superuser's change of a global pool (no project) dies right after it is made
+    monkeypatch.setattr(runtime.store, "audit_settle", die)
+    monkeypatch.setattr(runtime.readmodel, "record_audit", die)
+    with pytest.raises(Died):
+        call(app, method, "/pools/warehouse", "req-pool", {"slots": 3})
+    pool = runtime.store.get_pool(pool_key("", "warehouse"))
+    assert (pool is None) if method == "DELETE" else (pool is not None and pool.slots == 3)
+    runtime.close()
+    # THEN its intent, journalled before the change, stands once it has expired
+    entries = [(e.id, e.action, e.target) for e in reopened(home, None, project="")]
+    assert entries == [
+        ("req-pool", UNCONFIRMED, f"{method} /pools/warehouse"),
+        ("req-made", "pool.set", "pool//warehouse"),
+    ]
+
+
+def test_stratoflow_run_on_a_home_writes_its_changes_to_the_audit_log(tmp_path: Path) -> None:
+    """`stratoflow run FILE --home H` applies, sets pools and triggers in H without the
+    API (no server holds it): the server that opens H next shows those changes."""
+    from click.testing import CliRunner
+
+    from stratoflow.cli import main
+
+    home = tmp_path / "home"
+    flow = tmp_path / "nightly.yaml"
+    flow.write_text(FLOW)
+    args = ["run", str(flow), "--home", str(home), "--pool", "warehouse=2"]
+    result = CliRunner().invoke(main, [*args, "--alert-group", "oncall"])
+    assert result.exit_code == 0, result.output
+    entries = reopened(home, None, now)
+    actors = {e.actor for e in entries}
+    assert len(actors) == 1, entries
+    assert actors.pop().startswith("cli:"), entries
+    run_id = entries[0].target.removeprefix("run/")
+    assert [(e.action, e.target, e.details) for e in entries] == [
+        ("run.trigger", f"run/{run_id}", {"workflow": "nightly"}),
+        ("workflow.apply", "workflow/default/nightly", {"version": 1, "created": True}),
+        ("alerts.group.put", "alert-group/oncall", {"channels": []}),
+    ]
+    pools = reopened(home, None, now, project="")
+    assert [(e.action, e.target, e.details) for e in pools] == [
+        ("pool.set", "pool//warehouse", {"slots": 2})
+    ]

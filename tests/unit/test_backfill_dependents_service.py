@@ -325,3 +325,51 @@ def test_cli_operation_says_what_it_reached(monkeypatch: pytest.MonkeyPatch) -> 
         "default.backfill-a-1: succeeded (unchanged; it reached its dependents)",
         "  dependent default.backfill-b-1: cancelled",
     ]
+
+
+def test_the_audit_line_names_no_backfill_of_another_project(h: Harness) -> None:
+    """A dependent-mode backfill's audit line is shown to the admins of its project, who may
+    have no role in the other projects it reached: it names none of their backfills (an id
+    holds its project and workflow), as the backfill's own view does not."""
+    h.scheduler.apply(wf("z", "default/a").replace("name: z\n", "name: z\nproject: other\n"))
+    audit = AuditLog()
+    operator = Principal("op", {"default": Role.OPERATOR, "other": Role.OPERATOR})
+    app = create_app(h.scheduler, readmodel=audit, authenticate=lambda _: operator)  # type: ignore[arg-type]
+    status, made = call(
+        app, "POST", "/workflows/a/backfills", {"dates": ["2026-01-01"], "dependents": True}
+    )
+    assert status == 201, made
+    assert ("other", "z") in {(d["project"], d["workflow"]) for d in made["dependents"]}
+    mine = [d["id"] for d in made["dependents"] if d["project"] == "default"]
+    assert call(app, "POST", f"/backfills/{made['id']}/pause")[0] == 200
+    shown = [e for e in audit.entries if e.project == "default"]
+    assert [(e.action, e.project, e.details["dependents"]) for e in shown] == [
+        ("backfill.create", "default", mine),
+        ("backfill.pause", "default", mine),
+    ]
+
+
+def test_a_project_a_dependent_backfill_reached_has_its_own_line(h: Harness) -> None:
+    """The backfills made (or paused) in another project by a dependent-mode backfill are a
+    change there too: that project's log has its line, naming only its own backfills."""
+    h.scheduler.apply(wf("z", "default/a").replace("name: z\n", "name: z\nproject: other\n"))
+    audit = AuditLog()
+    operator = Principal("op", {"default": Role.OPERATOR, "other": Role.OPERATOR})
+    app = create_app(h.scheduler, readmodel=audit, authenticate=lambda _: operator)  # type: ignore[arg-type]
+    status, made = call(
+        app, "POST", "/workflows/a/backfills", {"dates": ["2026-01-01"], "dependents": True}
+    )
+    assert status == 201, made
+    theirs = [d["id"] for d in made["dependents"] if d["project"] == "other"]
+    assert len(theirs) == 1
+    assert call(app, "POST", f"/backfills/{made['id']}/pause")[0] == 200
+    elsewhere = [
+        (e.action, e.target, e.details["dependents"], e.actor)
+        for e in audit.entries
+        if e.project == "other"
+    ]
+    assert elsewhere == [
+        ("backfill.create", f"backfill/{made['id']}", theirs, "op"),
+        ("backfill.pause", f"backfill/{made['id']}", theirs, "op"),
+    ]
+    assert len({e.id for e in audit.entries}) == len(audit.entries) == 4  # kept apart by id

@@ -133,3 +133,48 @@ def test_a_tokens_use_is_written_at_most_once_a_minute(ids: SqliteIdentities) ->
     assert ids.list_tokens("alice")[0].last_used_at == T0
     ids.authenticate(secret, T0 + timedelta(seconds=61))
     assert ids.list_tokens("alice")[0].last_used_at == T0 + timedelta(seconds=61)
+
+
+def test_the_clis_user_administration_is_in_the_audit_log(tmp_path: Path) -> None:
+    """`users` and `tokens` change who may do what without the API: each change is
+    journalled with it (same transaction), and the server's feed brings it to the log."""
+    from stratoflow.adapters.local.feed import LocalFeed
+    from stratoflow.adapters.local.sqlite_store import SqliteStore
+    from stratoflow.readmodel import ReadModel
+
+    runner = CliRunner()
+    home = ["--home", str(tmp_path)]
+
+    def cli(*args: str, code: int = 0) -> str:
+        result = runner.invoke(main, [*args, *home])
+        assert result.exit_code == code, result.output
+        return result.output
+
+    cli("users", "add", "alice")
+    cli("users", "grant", "alice", "analytics", "operator")
+    cli("tokens", "create", "alice", "--label", "ci")
+    cli("users", "grant", "nobody", "analytics", "viewer", code=2)  # refused: no line
+    cli("users", "revoke", "alice", "analytics")
+    store = SqliteStore(tmp_path / "stratoflow.db")
+    readmodel = ReadModel.open(str(tmp_path / "readmodel.db"))
+    feed = LocalFeed(store, readmodel, linger=0)
+    feed.start()
+    try:
+        assert feed.flush()
+        in_project = readmodel.list_audit(project="analytics", limit=10).items
+        everywhere = readmodel.list_audit(limit=10).items
+    finally:
+        feed.close()
+        readmodel.close()
+        store.close()
+    assert [(e.action, e.target, e.details) for e in in_project] == [
+        ("user.revoke", "user/alice", {}),
+        ("user.grant", "user/alice", {"role": "operator"}),
+    ]
+    assert all(e.actor.startswith("cli:") for e in everywhere)
+    assert sorted((e.action, e.project) for e in everywhere) == [
+        ("token.create", ""),
+        ("user.add", ""),
+        ("user.grant", "analytics"),
+        ("user.revoke", "analytics"),
+    ]

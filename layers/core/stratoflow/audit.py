@@ -8,8 +8,10 @@ An audited change is journalled in two steps, each a durable write to the state 
    It is pending: the read model does not show it yet. If this write fails, the request is
    refused (503) and nothing is changed.
 2. **After the change**: the entry itself (its action, target and details), under the same id
-   (the request's), replacing the intent. A request that fails, or changes nothing audited,
-   withdraws its intent instead.
+   (the request's), replacing the intent. A request that changes nothing audited, or is
+   refused with an error that promises nothing changed (4xx, 503), withdraws its intent
+   instead; one that fails otherwise (its error may come after the change) settles its
+   intent as it stands, at once.
 
 If the process dies between the change and step 2 (or step 2's write fails), the intent
 stays. Once it is older than :data:`INTENT_TTL` (longer than any request is served) it is

@@ -206,19 +206,61 @@ def _pool_options(pools: Sequence[str]) -> list[tuple[str, int]]:
     return out
 
 
+@contextmanager
+def _audited(store: Any, project: str, command: str) -> Iterator[Callable[..., None]]:
+    """A change the command makes in a home without the API, journalled in its audit journal
+    as the API journals one (``stratoflow.audit``): its intent before (target ``CLI
+    <command>``), the entry the block records (``record(action, target, **details)``) after.
+    A block that records nothing or is refused (a domain error) withdraws the intent; one
+    that fails otherwise settles it as it stands ("outcome unknown")."""
+    import uuid
+
+    from stratoflow.audit import intent
+    from stratoflow.errors import ScheduleSyncFailed
+    from stratoflow.readmodel import AuditEntry
+
+    actor = _cli_actor()
+    begun = intent(uuid.uuid4().hex, _now(), actor, "CLI", command, project)
+    store.audit_begin(begun)  # before the change: if it cannot be written, nothing changes
+    done: list[AuditEntry] = []
+
+    def record(action: str, target: str, **details: Any) -> None:
+        at = _now()
+        done.append(AuditEntry(begun.id, at, actor, action, target, project, details))
+
+    try:
+        yield record
+    except StratoflowError as exc:
+        if isinstance(exc, ScheduleSyncFailed):  # stored, its schedule not: it was made
+            store.audit_settle(begun)
+        else:
+            store.audit_withdraw(begun.id)
+        raise
+    except Exception:
+        store.audit_settle(begun)
+        raise
+    if done:
+        store.audit_settle(done[0])
+    else:
+        store.audit_withdraw(begun.id)
+
+
 def _set_up(
     runtime: Any, pools: Sequence[tuple[str, int]], alert_groups: Sequence[str], project: str
 ) -> None:
     """What ``--pool`` and ``--alert-group`` (groups of ``project``) ask for, before any
     workflow is applied (apply refuses a workflow naming a pool or an alert group that does
-    not exist)."""
+    not exist). Each change is in the home's audit log (``_audited``)."""
     for name, slots in pools:
-        with _errors():
+        with _errors(), _audited(runtime.store, "", f"--pool {name}={slots}") as record:
             made = runtime.scheduler.set_pool(name, slots)
+            record("pool.set", f"pool/{made.key}", slots=slots)
         click.echo(f"pool {made.name} (global): {made.slots} slots", err=True)
     for group in alert_groups:
-        with _errors():
+        with _errors(), _audited(runtime.store, project, f"--alert-group {group}") as record:
             created = runtime.alerts.store.ensure_group(project, group, runtime.clock.now())
+            if created:
+                record("alerts.group.put", f"alert-group/{group}", channels=[])
         click.echo(
             f"alert group {group}: {'created, no channels yet' if created else 'kept'}", err=True
         )
@@ -357,11 +399,18 @@ def run(
         }
         try:
             _set_up(runtime, pool_slots, alert_groups, spec.project)
-            version, _ = runtime.scheduler.apply(text, source=file, spec=spec)
+            with _audited(runtime.store, spec.project, f"stratoflow run {file}") as record:
+                version, created = runtime.scheduler.apply(text, source=file, spec=spec)
+                record(
+                    "workflow.apply", f"workflow/{version.project}/{version.name}",
+                    version=version.version, created=created,
+                )  # fmt: skip
             triggering.set()
-            run_, _ = runtime.scheduler.trigger(
-                version.project, version.name, params=overrides, logical_date=when
-            )
+            with _audited(runtime.store, spec.project, f"stratoflow run {file}") as record:
+                run_, _ = runtime.scheduler.trigger(
+                    version.project, version.name, params=overrides, logical_date=when
+                )
+                record("run.trigger", f"run/{run_.id}", workflow=version.name)
             settle_gc(whole=False)
             _drive(
                 runtime,
@@ -1297,6 +1346,33 @@ def _now() -> datetime:
     return SystemClock().now()
 
 
+def _cli_actor() -> str:
+    """Who runs a command that changes a home without the API: ``cli:<OS user>``."""
+    import getpass
+
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):  # a uid with no name (a container)
+        who = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    return f"cli:{who}"
+
+
+def _journalled(
+    identities: SqliteIdentities, action: str, target: str, project: str = "", **details: Any
+) -> contextlib.AbstractContextManager[None]:
+    """The change made within goes to the audit log as ``action`` by ``cli:<OS user>``
+    (who ran the command on the server's machine), in the same transaction."""
+    import uuid
+
+    from stratoflow.readmodel import AuditEntry
+
+    entry = AuditEntry(
+        id=uuid.uuid4().hex, at=_now(), actor=_cli_actor(), action=action, target=target,
+        project=project, details=details,
+    )  # fmt: skip
+    return identities.journalled(entry)
+
+
 identity_home = click.option(
     "--home", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="the local install's directory (default $STRATOFLOW_HOME or ~/.stratoflow)",
@@ -1314,7 +1390,10 @@ def users() -> None:
 @identity_home
 def users_add(name: str, superuser: bool, home: Path | None) -> None:
     """Create a user (give it roles with `users grant` and a token with `tokens create`)."""
-    with _identities(home) as identities:
+    with (
+        _identities(home) as identities,
+        _journalled(identities, "user.add", f"user/{name}", superuser=superuser),
+    ):
         user = identities.create_user(name, superuser=superuser, now=_now())
     click.echo(f"user {user.name} created{' (superuser)' if user.superuser else ''}")
 
@@ -1338,7 +1417,10 @@ def users_grant(name: str, project: str, role: str, home: Path | None) -> None:
     """Give NAME the ROLE in PROJECT (replacing the role it had there)."""
     from stratoflow.auth import Role
 
-    with _identities(home) as identities:
+    with (
+        _identities(home) as identities,
+        _journalled(identities, "user.grant", f"user/{name}", project, role=role),
+    ):
         identities.set_role(name, project, Role(role))
     click.echo(f"{name} is {role} in {project}")
 
@@ -1349,7 +1431,10 @@ def users_grant(name: str, project: str, role: str, home: Path | None) -> None:
 @identity_home
 def users_revoke(name: str, project: str, home: Path | None) -> None:
     """Take NAME's role in PROJECT away."""
-    with _identities(home) as identities:
+    with (
+        _identities(home) as identities,
+        _journalled(identities, "user.revoke", f"user/{name}", project),
+    ):
         identities.set_role(name, project, None)
     click.echo(f"{name} has no role in {project}")
 
@@ -1365,7 +1450,10 @@ def tokens() -> None:
 @identity_home
 def tokens_create(user: str, label: str, home: Path | None) -> None:
     """Create a token for USER and print it (it is shown only this once)."""
-    with _identities(home) as identities:
+    with (
+        _identities(home) as identities,
+        _journalled(identities, "token.create", f"user/{user}", label=label),
+    ):
         token, secret = identities.create_token(user, label, _now())
     click.echo(f"token {token.id} for {user}:", err=True)
     click.echo(secret)
@@ -1388,7 +1476,10 @@ def tokens_list(user: str | None, home: Path | None) -> None:
 @identity_home
 def tokens_revoke(token_id: str, home: Path | None) -> None:
     """Revoke a token; requests with it fail with 401 from then on."""
-    with _identities(home) as identities:
+    with (
+        _identities(home) as identities,
+        _journalled(identities, "token.revoke", f"token/{token_id}"),
+    ):
         identities.revoke_token(token_id)
     click.echo(f"token {token_id} revoked")
 
@@ -1415,8 +1506,10 @@ def admin_token(home: Path | None, reset: bool) -> None:
     identities = SqliteIdentities(db)
     with _errors():
         identities.get_user(FIRST_ADMIN)
-        for token in identities.list_tokens(FIRST_ADMIN):
-            if not token.revoked:
-                identities.revoke_token(token.id)
-        _, secret = identities.create_token(FIRST_ADMIN, "reset", datetime.now(UTC))
+        # one line, with the first change it makes (a revocation, or the new token)
+        with _journalled(identities, "token.reset", f"user/{FIRST_ADMIN}"):
+            for token in identities.list_tokens(FIRST_ADMIN):
+                if not token.revoked:
+                    identities.revoke_token(token.id)
+            _, secret = identities.create_token(FIRST_ADMIN, "reset", datetime.now(UTC))
     click.echo(secret)

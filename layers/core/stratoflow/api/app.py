@@ -310,6 +310,19 @@ _DOMAIN_ERRORS: Mapping[type[Exception], tuple[HTTPStatus, str]] = {
     # the message names the file and the fix, never a value; no retry helps until it is fixed
     SecretUnavailable: (HTTPStatus.SERVICE_UNAVAILABLE, "secrets_unavailable"),
 }
+# the errors a write request is refused with that promise nothing was changed: its audit
+# intent is withdrawn (any other failure leaves a line, "outcome unknown")
+_REFUSALS: tuple[type[BaseException], ...] = (
+    InvalidInput, NotFound, Conflict, Unauthenticated, Forbidden, Unavailable,
+)  # fmt: skip
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a request that raised ``exc`` was refused (nothing changed): a ``_REFUSALS``
+    error, or a client error of Powertools' (a layout too large: 413)."""
+    return isinstance(exc, _REFUSALS) or (isinstance(exc, ServiceError) and exc.status_code < 500)
+
+
 # routes anyone may call: liveness, the API's and the workflow format's descriptions, and the
 # UI's static files
 PUBLIC_PATHS = frozenset({"/", "/health", "/openapi.json", SCHEMA_URL_PATH})
@@ -1109,20 +1122,60 @@ def create_app(
         except Exception:
             log.exception("audit entry not written to the read model (yet): %s", entry)
 
+    def record_also(action: str, target: str, project: str, **details: Any) -> None:
+        """A line of the same change in another project it reached (dependent-mode backfills
+        make and operate backfills of other projects, whose admins see their own log): its
+        id is the request's with ``@<project>``. Called before ``record`` (whose entry
+        settles the intent): a process that dies between them leaves the intent standing."""
+        if readmodel is None:
+            return
+        begun: AuditEntry | None = app.context.get("audit_intent")
+        entry = AuditEntry(
+            id=f"{begun.id if begun is not None else request_id()}@{project}",
+            at=scheduler.clock.now(), actor=caller().name, action=action, target=target,
+            project=project, details=details,
+        )  # fmt: skip
+        if journal is not None:
+            try:
+                journal.audit_settle(entry)
+            except Exception:
+                log.exception("audit entry not journalled: %s", entry)
+        try:
+            readmodel.record_audit(entry)
+        except Exception:
+            log.exception("audit entry not written to the read model (yet): %s", entry)
+
     def settle_or_withdraw(
         app: APIGatewayRestResolver, next_middleware: NextMiddleware
     ) -> Response[Any]:
-        """A write request that journalled an intent and recorded no entry (it failed, or
-        changed nothing audited) withdraws the intent."""
+        """A write request that journalled an intent and recorded no entry withdraws the
+        intent if it answered (it changed nothing audited) or was refused with an error that
+        promises nothing changed (``_REFUSALS``). Any other failure may come after the change
+        (a schedule not synced after the version is stored: ScheduleSyncFailed; an error in
+        a second write): its intent is settled as it stands at once, "outcome unknown"."""
+        failure: BaseException | None = None
         try:
             return next_middleware(app)
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
             begun: AuditEntry | None = app.context.get("audit_intent")
             if journal is not None and begun is not None and not app.context.get("audit_recorded"):
-                try:
-                    journal.audit_withdraw(begun.id)
-                except Exception:  # it stands as "outcome unknown" once it expires
-                    log.exception("audit intent not withdrawn: %s", begun)
+                if failure is None or _refused(failure):
+                    try:
+                        journal.audit_withdraw(begun.id)
+                    except Exception:  # it stands as "outcome unknown" once it expires
+                        log.exception("audit intent not withdrawn: %s", begun)
+                elif isinstance(failure, Exception):  # a process that dies leaves it pending
+                    try:
+                        journal.audit_settle(begun)
+                    except Exception:  # it stands as "outcome unknown" once it expires
+                        log.exception("audit intent not settled: %s", begun)
+                    try:
+                        readmodel.record_audit(begun)  # type: ignore[union-attr]
+                    except Exception:  # the projection brings it
+                        log.exception("audit entry not written to the read model: %s", begun)
 
     if journal is not None:
         app.use([settle_or_withdraw])
@@ -2036,7 +2089,13 @@ def create_app(
             app, connections, allow=allow, record=record, responses=_responses
         )
     register_backfills(
-        app, scheduler, allow=allow, record=record, changed=changed, responses=_responses
+        app,
+        scheduler,
+        allow=allow,
+        record=record,
+        record_also=record_also,
+        changed=changed,
+        responses=_responses,
     )
     if scheduler.pools is not None:
         from stratoflow.api import pool_routes

@@ -156,12 +156,25 @@ def backfill_view(backfill: Backfill, *, dates: bool = True) -> dict[str, Any]:
     return view
 
 
+def _in_project(backfill_ids: list[str], project: str) -> list[str]:
+    """The ids of ``project``'s backfills among ``backfill_ids`` (an id starts with its
+    project): an audit line is shown to its project's admins, who may have no role in the
+    other projects a dependent-mode backfill reached, and an id names their workflow."""
+    return [b for b in backfill_ids if b.startswith(f"{project}.")]
+
+
+def _other_projects(backfill_ids: list[str], project: str) -> list[str]:
+    """The projects other than ``project`` whose backfills are among ``backfill_ids``."""
+    return sorted({b.split(".", 1)[0] for b in backfill_ids} - {project})
+
+
 def register_backfills(
     app: APIGatewayRestResolver,
     scheduler: Scheduler,
     *,
     allow: Callable[[Action, str, str], Principal],
     record: Callable[..., None],
+    record_also: Callable[..., None],
     changed: Callable[[], None],
     responses: Callable[..., dict[int, OpenAPIResponse]],
 ) -> None:
@@ -206,10 +219,16 @@ def register_backfills(
         )  # fmt: skip
         changed()
         group = backfills.group(made)
+        included = [c.id for c in group]
+        for other in _other_projects(included, project):  # their admins see their own log
+            record_also(
+                "backfill.create", f"backfill/{made.id}", other,
+                dependents=_in_project(included, other),
+            )  # fmt: skip
         record(
             "backfill.create", f"backfill/{made.id}", project, workflow=name,
             dates=len(made.dates), parallel=made.parallel, rerun=made.rerun.value,
-            dependents=[c.id for c in group],
+            dependents=_in_project(included, project),
         )  # fmt: skip
         return Response(
             status_code=HTTPStatus.CREATED.value,
@@ -298,7 +317,13 @@ def register_backfills(
             after = act(backfill_id, lambda p: principal.can(Action.OPERATE, p), reached)
             changed()
             # one entry per request (its id is the request's): the backfills it reached in it
-            dependents = [b for b in reached if b != backfill_id]
+            others = [b for b in reached if b != backfill_id]
+            for other in _other_projects(others, project):  # their admins see their own log
+                record_also(
+                    f"backfill.{op}", f"backfill/{backfill_id}", other,
+                    dependents=_in_project(others, other),
+                )  # fmt: skip
+            dependents = _in_project(others, project)
             details = {"dependents": dependents} if dependents else {}
             record(f"backfill.{op}", f"backfill/{backfill_id}", project, **details)
             view = group_view(after, backfills.group(after), principal)

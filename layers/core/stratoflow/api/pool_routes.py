@@ -119,6 +119,8 @@ def register(
             allow(Action.EDIT, project, f"pool {name!r}")
         elif not caller().superuser:
             raise Forbidden(f"{caller().name} may not change global pools (superusers only)")
+        else:  # through allow(), as every change: its audit intent is journalled before it
+            allow(Action.ADMINISTER, "", f"pool {name!r}")
 
     @app.put(
         "/pools/<name>",

@@ -12,14 +12,19 @@ import hmac
 import re
 import secrets
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from stratoflow.adapters.local._sqlite import SqliteFile
+from stratoflow.adapters.local.sqlite_audit import AUDIT_SCHEMA
+from stratoflow.audit import encode_entry
 from stratoflow.auth import Principal, Role, Unauthenticated
 from stratoflow.errors import Conflict, InvalidInput, NotFound, Problem
 from stratoflow.faults import machine_fault
 from stratoflow.ports import ApiToken, Identities, User
+from stratoflow.readmodel import AuditEntry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -60,8 +65,31 @@ USE_RECORDED_EVERY = timedelta(minutes=1)
 
 class SqliteIdentities(SqliteFile, Identities):
     def __init__(self, path: str | Path) -> None:
-        super().__init__(path, SCHEMA)
+        super().__init__(path, SCHEMA + AUDIT_SCHEMA)
         self._used: dict[str, datetime] = {}  # token id -> the last use written
+        self._journal: AuditEntry | None = None
+
+    @contextmanager
+    def journalled(self, entry: AuditEntry) -> Iterator[None]:
+        """The first change made within is journalled as ``entry`` in its own transaction
+        (the state file's audit journal, ``sqlite_audit``), whence the server's feed brings
+        it to the audit log: the CLI's user administration changes this file, not the API."""
+        self._journal = entry
+        try:
+            yield
+        finally:
+            self._journal = None
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with super()._tx() as conn:
+            yield conn
+            entry, self._journal = self._journal, None
+            if entry is not None:  # settled at once: the change commits with it or not at all
+                conn.execute(
+                    "INSERT OR IGNORE INTO audit_journal (id, entry) VALUES (?, ?)",
+                    (entry.id, encode_entry(entry)),
+                )
 
     # ------------------------------------------------------------ users
     def create_user(self, name: str, *, superuser: bool, now: datetime) -> User:
