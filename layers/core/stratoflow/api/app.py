@@ -1084,7 +1084,9 @@ def create_app(
                 journal.audit_begin(entry)
             except Exception as exc:
                 log.exception("audit intent not journalled: %s", entry)
-                raise Unavailable(
+                # a fault of the machine (a full disk, a busy database) is said as such: the
+                # change itself would have met it
+                raise machine_fault(exc) or Unavailable(
                     "the audit journal cannot be written now; nothing was changed"
                 ) from exc
             app.context["audit_intent"] = entry
