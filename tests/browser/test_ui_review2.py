@@ -339,3 +339,30 @@ def test_the_delivery_logs_run_filter_and_page_stay_in_their_project(
     mine = [parse_qs(urlparse(u).query) for u in asked if "project=quiet" in u]
     assert mine, asked
     assert all("run_id" not in q and "cursor" not in q for q in mine), mine
+
+
+def test_the_runs_workflow_filter_asks_again_after_a_failed_answer(
+    page: Any, server: ServerProcess, api: httpx.Client
+) -> None:
+    """The Runs page asked for its filter's workflow names once per project: one failed
+    answer (a busy server's 503) left the filter empty for as long as the page stayed open."""
+    apply(api, "name: retried\nproject: rfilter\ntasks:\n  t: {type: shell, command: 'true'}\n")
+    failed: list[str] = []
+
+    def fail_first(route: Any) -> None:
+        if "project=rfilter" in route.request.url and not failed:
+            failed.append(route.request.url)
+            route.fulfill(
+                status=503,
+                content_type="application/json",
+                body='{"error": "unavailable", "message": "the server is busy"}',
+            )
+        else:
+            route.continue_()
+
+    page.route(re.compile(r".*/workflows\?.*"), fail_first)
+    page.goto(f"{server.url}/#/runs")
+    switch_project(page, "rfilter")
+    page.get_by_label("Workflow filter").select_option("retried")  # waits for the option
+    assert failed, "the filter's first request was never failed"
+    expect(page).to_have_url(re.compile(r"workflow=retried"))

@@ -39,7 +39,8 @@ export function RunsPage({ query }: { query: URLSearchParams }) {
   const before = mine ? query.get("before") ?? "" : "";
   const prev = mine ? query.get("prev") ?? "" : ""; // comma-separated cursor stack for "Newer"
   const { data, error } = useLoad(() => api.runs({ project, workflow, state, before, limit: 25 }), [project, workflow, state, before], REFRESH_MS);
-  const workflows = useLoad(() => api.workflows(project, undefined, 500), [project]);
+  // the filter's names: asked again after a failed answer (a busy server), until one arrives
+  const workflows = useLoad(() => api.workflows(project, undefined, 500), [project], REFRESH_MS, () => true);
   const go = (q: Record<string, string | undefined>) => navigate("runs", { project, workflow, state, ...q });
   const stack = prev ? prev.split(",") : [];
   return (
