@@ -176,3 +176,45 @@ def test_every_commands_help_works() -> None:
         result = runner.invoke(main, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output)
         assert f"Usage: main {' '.join(path)}" in result.output
+
+
+def _bundles_loaded(monkeypatch: pytest.MonkeyPatch, api: str) -> int:
+    """How many times making the CLI's client for ``api`` loaded CA certificates."""
+    import ssl
+
+    from stratoflow.cli import Client
+
+    loads: list[object] = []
+    real = ssl.SSLContext.load_verify_locations
+
+    def counted(self: ssl.SSLContext, *args: object, **kwargs: object) -> None:
+        loads.append(args)
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
+    Client(api)._http.close()
+    return len(loads)
+
+
+def test_a_client_of_a_plain_http_api_loads_no_certificate_bundle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # httpx loads its CA bundle for every client, ~80 ms of `apply`'s and `trigger`'s start
+    # before the request goes out; a local server speaks plain HTTP and needs none of it
+    assert _bundles_loaded(monkeypatch, "http://127.0.0.1:8321") == 0
+    assert _bundles_loaded(monkeypatch, "HTTP://localhost:8321/") == 0
+    assert _bundles_loaded(monkeypatch, "https://api.example.com/prod") >= 1
+
+
+def test_the_plain_http_clients_tls_context_trusts_nothing() -> None:
+    # were an https URL ever reached through it, verification would fail, not be skipped
+    import ssl
+
+    from stratoflow.cli import _tls_for
+
+    context = _tls_for("http://127.0.0.1:8321")
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode is ssl.CERT_REQUIRED
+    assert context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] == 0
+    assert _tls_for("https://api.example.com") is True
