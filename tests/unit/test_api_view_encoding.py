@@ -15,7 +15,7 @@ from tests.unit.test_api_app import Api
 
 from stratoflow.api import app as app_module
 from stratoflow.api.app import _view_json
-from stratoflow.api.models import RunDetail, Timeline
+from stratoflow.api.models import AppliedVersion, RunDetail, Timeline
 from stratoflow.engine import AttemptStatus
 
 api = test_api_app.api  # the fixture
@@ -134,6 +134,7 @@ def test_each_run_view_is_its_model_made_from_the_same_dict(
     trigger's 201 and its idempotent 200, the whole view and a delta."""
     encoded = _record(monkeypatch)
     api.apply(RICH)
+    encoded.clear()  # the apply's answer (its own test below)
     first = api.call("POST", "/workflows/rich/runs", {"run_id": "k"})
     again = api.call("POST", "/workflows/rich/runs", {"run_id": "k"})
     assert (first.status, again.status) == (201, 200), again.text
@@ -182,3 +183,28 @@ def test_the_timeline_is_what_its_model_would_send(
     assert "after_broken" in bars
     assert reply.body["start"] is not None
     assert reply.body["end"] is not None
+
+
+def test_an_applys_answer_is_what_its_model_would_send(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``POST /workflows`` answers with the whole version (its document and source) encoded
+    from the view's dict: the very dict must be what ``AppliedVersion`` would encode, on a
+    new version (201) and an unchanged one (200), for a document with non-ASCII text, a
+    schedule, nested params and numbers of every kind."""
+    encoded = _record(monkeypatch)
+    source = (
+        RICH.replace("name: rich", "name: rich\ndescription: naïve ✓ 東京").replace(
+            "limits: {rows: 10}", "limits: {rows: 10, ratio: 0.1, tiny: 1.0e-05, on: true}"
+        )
+        + "schedule:\n  cron: '0 3 * * *'\n  timezone: Europe/Paris\n"
+    )
+    first = api.call("POST", "/workflows", {"source": source})
+    again = api.call("POST", "/workflows", {"source": source})
+    assert (first.status, again.status) == (201, 200), again.text
+    assert (first.body["created"], again.body["created"]) == (True, False)
+    assert first.body["source"] == source
+    assert first.body["document"]["params"]["limits"]["ratio"] == 0.1
+    assert [text for _, text in encoded] == [first.text, again.text]
+    for view, text in encoded:
+        assert text == AppliedVersion.model_validate(view).model_dump_json()
