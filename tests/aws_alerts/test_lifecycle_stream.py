@@ -6,6 +6,7 @@ twice; the template's stream filters let through every record that makes an even
 from __future__ import annotations
 
 import json
+import textwrap
 from base64 import b64encode
 from datetime import timedelta
 from typing import Any
@@ -18,9 +19,10 @@ from samtranslator.yaml_helper import yaml_parse  # type: ignore[import-untyped]
 from stratoflow.adapters.aws.dynamodb import DynamoStore
 from stratoflow.adapters.aws.lifecycle import STREAM_FILTERS, StreamPublished, derive
 from stratoflow.adapters.aws.projector import StreamRecord
-from stratoflow.engine import AttemptResult, AttemptStatus
+from stratoflow.engine import HELD_RETRY_ERROR, AttemptResult, AttemptStatus, TaskState
 from stratoflow.service import Finished, Scheduler
 from tests.aws_alerts.test_alert_function import REGION, ROOT, Stack
+from tests.fakes import RecordingDispatcher
 from tests.faultinject import Executor, Faults, FaultyClient
 
 
@@ -113,6 +115,64 @@ def test_a_batch_whose_put_fails_reports_its_records_and_its_retry_publishes_the
     for event in stack.delivered_events():
         stack.invoke(event)
     assert len([r for r in stack.recorder.on("/hook") if r.body["event"] == "failure"]) == 1
+
+
+FLAKY = """
+name: flaky
+alerts:
+  - on: [retry]
+    group: oncall
+tasks:
+  t: {type: shell, command: "exit 1", retries: 2, retry_delay: 30s}
+"""
+
+
+@pytest.mark.parametrize("held_by", ["pause", "runner"])
+def test_a_pause_holding_a_retry_sends_no_retry_event_and_no_retry_alert(
+    stack: Stack, held_by: str
+) -> None:
+    """GIVEN a task whose failed attempt 1 is retried, the retry claimed at once (AWS: it
+    waits out its delay in its execution), WHEN the run is paused during the delay (the
+    pause takes the claim back; or, its hold not made, the runner finds the run paused at
+    its wake and reports ``held``) and resumed, and attempt 3 fails too, THEN "Task
+    Retrying" is published for attempts 1 and 3 only, and the on-retry alert goes out twice:
+    a hold is not a retry (the local runtime's retries wait through a pause, emitting
+    nothing), nor is the resume's new claim of it."""
+    dispatcher = RecordingDispatcher()
+    aws = Scheduler(stack.store, stack.store, dispatcher, stack.clock, StreamPublished(),
+                    retry_lead=timedelta(days=366))  # fmt: skip
+    aws.apply(textwrap.dedent(FLAKY))
+    run, _ = aws.trigger("default", "flaky")
+    aws.advance((), runs=[run.id])
+
+    def report(attempt: int, result: AttemptResult) -> None:
+        key = (run.id, "t", attempt)
+        assert key in dispatcher.pending, (key, dispatcher.pending)
+        del dispatcher.pending[key]
+        aws.advance([Finished(*key, result, log="s3://logs/x")])
+
+    failed = AttemptResult(AttemptStatus.FAILED, error="exit code 1", exit_code=1)
+    report(1, failed)
+    assert stack.store.get_task(run.id, "t").state is TaskState.RUNNING  # claimed early
+    stack.clock.advance(5)
+    if held_by == "pause":
+        aws.pause(run.id)
+        dispatcher.pending.pop((run.id, "t", 2))  # stopped: its execution reports nothing
+    else:  # a pause whose hold was never made: the runner holds it at the wake
+        stack.scheduler.pause(run.id)  # (a scheduler that dispatches nothing early)
+        stack.clock.advance(30)
+        report(2, AttemptResult(AttemptStatus.STOPPED, error=HELD_RETRY_ERROR, held=True))
+    assert stack.store.get_task(run.id, "t").state is TaskState.UP_FOR_RETRY
+    aws.resume(run.id)
+    aws.advance((), runs=[run.id])
+    report(3, failed)
+    stack.clock.advance(60)
+    events = deliver_all(stack)
+    retrying = [e["detail"] for e in events if e["detail-type"] == "Task Retrying"]
+    assert [(d["task_id"], d["attempt"]) for d in retrying] == [("t", 1), ("t", 3)]
+    assert [d["error"] for d in retrying] == ["exit code 1", "exit code 1"]
+    retries = [r for r in stack.recorder.on("/hook") if r.body["event"] == "retry"]
+    assert len(retries) == 2
 
 
 def drive_with_crash(stack: Stack, faults: Faults) -> str:

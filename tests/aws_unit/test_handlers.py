@@ -6,6 +6,7 @@ reported per message, and the children a result made ready are dispatched in the
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -521,3 +522,52 @@ def test_a_held_outcome_is_a_stopped_attempt_that_keeps_its_retry() -> None:
     assert finished.result.error == HELD_RETRY_ERROR
     plain = parse_outcome(json.dumps(outcome("r", "t", status="stopped")), no_s3)
     assert not plain.result.held
+
+
+def test_an_outcome_of_a_status_advance_does_not_know_is_named_and_only_it_goes_the_dlq_way(
+    scheduler: Scheduler, dispatcher: RecordingDispatcher, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A runner newer than ``advance`` (an update or a rollback under way) may send a status
+    this version does not know: the log says which and why it likely came; the message fails
+    alone (SQS's redrive moves it to the DLQ after ``maxReceiveCount``, no endless retry),
+    and the other outcomes of its batch are applied."""
+    run, _ = scheduler.trigger("default", "chain")
+    scheduler.step()
+    unknown = outcome(run.id, "second", status="deferred")
+    with caplog.at_level("WARNING", logger="stratoflow.handlers"):
+        response = handlers.advance(
+            scheduler, sqs_event(outcome(run.id, "first", outputs={"rows": "3"}), unknown), no_s3
+        )
+    assert response == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+    assert (run.id, "second", 1) in dispatcher.dispatched  # the good one was applied
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert 'unknown outcome status "deferred" (known: succeeded, failed, timed_out,' in warning
+    assert "newer runner" in warning
+
+
+def _sent_statuses() -> set[str]:
+    """Every status literal the runner, the EKS reporter and the state machine write into
+    an outcome (the runner's file outcomes: ``outcome_from_files``, succeeded or failed)."""
+    root = Path(__file__).resolve().parents[2]
+    sources = [
+        root / "layers/core/stratoflow/adapters/aws/runner.py",
+        root / "layers/core/stratoflow/adapters/aws/eks_reporter.sh",
+        root / "statemachines/task_attempt.asl.json",
+    ]
+    found = set()
+    for source in sources:
+        found |= set(re.findall(r'"status":\s*"(\w+)"', source.read_text()))
+    return found
+
+
+def test_advance_knows_every_status_the_runner_and_the_state_machine_send() -> None:
+    sent = _sent_statuses()
+    assert {"succeeded", "failed", "timed_out", "stopped", "held"} <= sent
+    # a Redshift statement still running loops in the state machine, never reported
+    asl = json.loads((Path(__file__).resolve().parents[2] / "statemachines/task_attempt.asl.json")
+                     .read_text())["States"]  # fmt: skip
+    (loop,) = asl["RedshiftStatementEnded"]["Choices"]
+    assert (loop["StringEquals"], loop["Next"]) == ("running", "WaitForRedshiftStatement")
+    for status in sorted(sent - {"running"}):
+        finished = parse_outcome(json.dumps(outcome("r", "t", status=status)), no_s3)
+        assert finished.result.held is (status == "held"), status

@@ -21,7 +21,18 @@ from stratoflow.adapters.aws.lifecycle import (
     derive,
 )
 from stratoflow.adapters.aws.projector import StreamRecord
-from stratoflow.engine import Run, RunState, TaskInstance, TaskState
+from stratoflow.engine import (
+    HELD_RETRY_ERROR,
+    AttemptResult,
+    AttemptStatus,
+    Run,
+    RunState,
+    TaskInstance,
+    TaskState,
+    claim,
+    held_retry,
+    on_attempt_finished,
+)
 from stratoflow.engine.backfill import BackfillState
 from stratoflow.errors import NotFound
 from stratoflow.model import WorkflowSpec, load_workflow
@@ -133,6 +144,62 @@ def test_a_change_makes_the_event_the_scheduler_decided(
     raw = record(old, new)
     assert kind_of(raw) == kind
     if kind is not None:
+        assert passes_filters(raw)
+
+
+def retry_images() -> dict[str, TaskInstance]:
+    """A task's retry as the engine moves it on AWS (retries dispatched early): attempt 1
+    fails, its retry is claimed at once (attempt 2, starting when the delay runs out), a
+    pause takes that claim back (the pause itself, or the runner's ``held`` report at the
+    wake: the same transition), the resume claims it again (attempt 3), which fails too."""
+    flaky = load_workflow(
+        "name: w\ntasks:\n  load: {type: shell, command: 'false', retries: 2, retry_delay: 30s}\n"
+    )
+    failed = AttemptResult(AttemptStatus.FAILED, error="exit code 1", exit_code=1)
+    held = AttemptResult(AttemptStatus.STOPPED, error=HELD_RETRY_ERROR, held=True)
+
+    def ended(ti: TaskInstance, result: AttemptResult, at: datetime) -> TaskInstance:
+        made = on_attempt_finished(flaky, ti, ti.attempt, result, at)
+        assert made is not None
+        return made.task
+
+    first = claim(flaky, TaskInstance(RUN.id, "load", TaskState.QUEUED), T0)
+    retrying = ended(first, failed, T0 + timedelta(seconds=10))
+    early = claim(flaky, retrying.with_(state=TaskState.QUEUED), T0 + timedelta(seconds=10))
+    assert early.started_at == retrying.ready_at  # it waits out the delay in its executor
+    (paused,) = held_retry(early, T0 + timedelta(seconds=15)).tasks
+    at_wake = ended(early, held, T0 + timedelta(seconds=40))
+    again = claim(flaky, paused.task.with_(state=TaskState.QUEUED), T0 + timedelta(minutes=1))
+    return {
+        "running": first, "retrying": retrying, "early": early, "paused": paused.task,
+        "at_wake": at_wake, "again": again,
+        "retrying again": ended(again, failed, T0 + timedelta(minutes=2)),
+    }  # fmt: skip
+
+
+RETRY = retry_images()
+RETRY_CASES: list[tuple[str, str, str, str | None]] = [
+    ("a failed attempt", "running", "retrying", "task.retrying"),
+    ("the retry claimed early", "retrying", "early", None),
+    ("a pause holds the claim", "early", "paused", None),
+    ("the runner holds it at its wake", "early", "at_wake", None),
+    ("the resume claims it again", "paused", "again", None),
+    ("the released retry fails", "again", "retrying again", "task.retrying"),
+]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "kind"), [c[1:] for c in RETRY_CASES], ids=[c[0] for c in RETRY_CASES]
+)
+def test_a_retry_is_announced_when_an_attempt_fails_not_when_a_pause_holds_it(
+    old: str, new: str, kind: str | None
+) -> None:
+    raw = record(it.task_item(RETRY[old], None), it.task_item(RETRY[new], None))
+    made = derive(StreamRecord.parse(raw))
+    assert (None if made is None else made.kind) == kind
+    if made is not None:
+        assert made.detail["attempt"] == RETRY[new].attempt
+        assert made.detail["error"] == "exit code 1"
         assert passes_filters(raw)
 
 

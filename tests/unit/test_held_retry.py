@@ -63,3 +63,15 @@ def test_a_claim_its_executor_held_ends_as_the_pause_would_have_held_it(now: dat
     assert (decision.running, decision.done, decision.failed) == (-1, 0, 0)
     # late or repeated (the task moved on): nothing
     assert engine.attempt_finished(_spec(), held, 2, report, now, intent=True) is None
+    # a transition that says so (the AWS stream publishes no "Task Retrying" for it)
+    assert engine.was_held(claimed, held)
+
+
+def test_a_failed_attempt_going_up_for_retry_is_not_a_hold(now: datetime) -> None:
+    running = TaskInstance("r", "t", TaskState.RUNNING, attempt=1, started_at=now)
+    report = engine.AttemptResult(engine.AttemptStatus.FAILED, error="exit code 1")
+    made = engine.on_attempt_finished(_spec(), running, 1, report, now)
+    assert made is not None
+    assert made.retrying
+    assert made.task.state is TaskState.UP_FOR_RETRY
+    assert not engine.was_held(running, made.task)

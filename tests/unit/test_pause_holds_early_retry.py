@@ -5,7 +5,7 @@ what runs, and the pause holds it by pausing the child (``pause_children``). Bot
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from tests.stores import state_store
 
 from stratoflow.adapters.aws.runtime import RETRY_LEAD
 from stratoflow.engine import AttemptResult, AttemptStatus, RunState, TaskState
+from stratoflow.ports import EventSink
 from stratoflow.service import Finished, Scheduler
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -180,3 +181,37 @@ def test_a_sub_workflow_task_whose_timeout_only_warns_wakes_its_run_at_its_deadl
     s.advance([], wakes=wakes)
     warned = s.store.get_task("p", "sub")
     assert (warned.state, warned.deadline) == (TaskState.RUNNING, None)
+
+
+class Events(EventSink):
+    def __init__(self) -> None:
+        self.emitted: list[tuple[str, int | None]] = []
+
+    def emit(self, kind: str, detail: Mapping[str, Any]) -> None:
+        self.emitted.append((kind, detail.get("attempt")))
+
+
+def test_locally_a_retry_waiting_through_a_pause_is_announced_once(tmp_path: Path) -> None:
+    """The local runtime (no ``retry_lead``): a retry waits out its delay UP_FOR_RETRY, a
+    pause holds nothing and the resume releases nothing, so ``task.retrying`` is emitted for
+    the failed attempt only (events.jsonl, alerts). AWS publishes the same from its stream,
+    where a pause does take a claim back (tests/aws_alerts/test_lifecycle_stream.py)."""
+    events, d = Events(), RecordingDispatcher()
+    with state_store("sqlite", tmp_path) as store:
+        s = Scheduler(store, store, d, FakeClock(T0), events)
+        s.apply(FLAKY)
+        s.trigger("default", "flaky", run_id="f")
+        s.advance([])
+        _fail_pending(s, d)
+        s.pause("f")
+        s.clock.advance(11 * 60)  # type: ignore[attr-defined]
+        s.step()
+        s.resume("f")
+        s.step()
+        s.advance([])
+        assert ("f", "t", 2) in d.pending
+        _fail_pending(s, d)
+    assert [e for e in events.emitted if e[0].startswith("task.")] == [
+        ("task.retrying", 1),
+        ("task.failed", 2),
+    ]

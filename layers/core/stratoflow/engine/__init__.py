@@ -59,6 +59,7 @@ from stratoflow.engine._engine import (
     template_context,
     timed_out,
     trigger_differences,
+    was_held,
     with_params,
 )
 from stratoflow.engine._states import (
@@ -138,6 +139,7 @@ __all__ = [
     "together",
     "trigger_differences",
     "unclaimed",
+    "was_held",
     "with_params",
     "within_processes",
 ]

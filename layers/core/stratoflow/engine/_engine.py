@@ -200,6 +200,20 @@ def held_claim(ti: TaskInstance) -> TaskInstance:
     )
 
 
+def was_held(before: TaskInstance, after: TaskInstance) -> bool:
+    """Whether ``before`` -> ``after`` is a retry's claim taken back (``held_claim``): the
+    attempt it claimed never started, so no attempt failed there and nothing is announced
+    (the task's retry was announced when the attempt before it failed). Told apart from a
+    failed attempt going UP_FOR_RETRY, which keeps ``attempt_base``, by the base moving on
+    under the same attempt number. A resume that releases it again claims it as any retry."""
+    return (
+        before.state is TaskState.RUNNING
+        and after.state is TaskState.UP_FOR_RETRY
+        and after.attempt == before.attempt
+        and after.attempt_base == before.attempt_base + 1
+    )
+
+
 def attempt_end(ti: TaskInstance, result: AttemptResult, now: datetime) -> datetime:
     """When an attempt ended: ``now``, its report, unless the executor found it ended
     earlier (``result.ended_at``: while the scheduler was down), then that, though never

@@ -16,7 +16,10 @@ item's old and new image (``derive``):
   from another end (a failed run a mark ends succeeded at once: ``Scheduler._apply``);
 - task item ``T#``: ``task.failed`` / ``task.retrying`` when its state becomes ``failed`` /
   ``up_for_retry`` (an attempt's end does that, or a sub-workflow task taking a later failed
-  end of its child run: a task is never marked failed);
+  end of its child run: a task is never marked failed); not when a pause takes back a
+  retry's claim (``engine.was_held``: the pause's own hold, or the runner's ``held`` report
+  at the retry's wake), which no failed attempt made: the local runtime, whose retries wait
+  ``up_for_retry`` through a pause, emits nothing there either (its resume neither);
   ``task.timeout`` when a running attempt loses its deadline (``on_timeout: warn`` keeps
   it running once warned), or, a dependency task's, gets an error (its ``on_timeout:
   warn``: it keeps its deadline, its next check, and says it timed out in its error);
@@ -48,7 +51,7 @@ from stratoflow.adapters.aws.events import MAX_BATCH, EventBridgeEvents
 from stratoflow.adapters.aws.metrics import RUN_METRICS, Metrics
 from stratoflow.adapters.aws.projector import StreamRecord
 from stratoflow.backfills import backfill_event
-from stratoflow.engine import AttemptStatus, Run, RunState, TaskState
+from stratoflow.engine import AttemptStatus, Run, RunState, TaskState, was_held
 from stratoflow.engine.backfill import BackfillState, backfill_from_document
 from stratoflow.errors import NotFound
 from stratoflow.model import OnTimeout, WorkflowSpec
@@ -188,6 +191,8 @@ def _derive_task(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> Deriv
     elif task.state is TaskState.UP_FOR_RETRY and (
         before is None or before.state is not task.state or before.attempt != task.attempt
     ):
+        if before is not None and was_held(before, task):
+            return None  # a pause took back its retry's claim: no attempt failed here
         kind = "task.retrying"
     elif (
         task.state is TaskState.RUNNING

@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlparse
 
 from botocore.exceptions import ClientError
@@ -63,6 +63,11 @@ class _KickMessage(BaseModel):
     due: AwareDatetime | None = None
 
 
+# held: a retry's runner found its run paused when the delay ran out and started nothing
+OutcomeStatus = Literal["succeeded", "failed", "timed_out", "stopped", "lost", "held"]
+OUTCOME_STATUSES: tuple[str, ...] = get_args(OutcomeStatus)
+
+
 class Outcome(BaseModel):
     """The outcome message the state machine sends to the results queue (AWS-CONTRACT.md).
 
@@ -76,8 +81,7 @@ class Outcome(BaseModel):
     run_id: str = Field(min_length=1, max_length=512)
     task_id: str = Field(min_length=1, max_length=512)
     attempt: int = Field(ge=1)
-    # held: a retry's runner found its run paused when the delay ran out and started nothing
-    status: Literal["succeeded", "failed", "timed_out", "stopped", "lost", "held"]
+    status: OutcomeStatus
     exit_code: int | None = None
     error: str | None = None
     outputs: Any = None
@@ -168,12 +172,28 @@ def _where(exc: ValidationError) -> str:
     )
 
 
+def _not_an_outcome(exc: ValidationError) -> str:
+    """What is wrong with an outcome message; a status this version does not know is named,
+    with what most likely sent it: an executor (the runner) of a newer version than this
+    ``advance`` (the stack's functions are deployed together; a version between them can
+    meet the other for as long as an update or a rollback takes)."""
+    for error in exc.errors():
+        if error["loc"] == ("status",) and error["type"] == "literal_error":
+            shown = json.dumps(error["input"])[:100]
+            return (
+                f"unknown outcome status {shown} (known: {', '.join(OUTCOME_STATUSES)}): "
+                "sent by a newer runner than this advance? It goes to the dead-letter "
+                "queue; the reconciler of a version that knows it replays it from there"
+            )
+    return f"not an outcome message ({_where(exc)})"
+
+
 def parse_outcome(body: str, read_json: ReadJson) -> Finished:
     """One SQS body -> the report the scheduler applies. Raises ``MalformedOutcome``."""
     try:
         outcome = Outcome.model_validate_json(body)
     except ValidationError as exc:
-        raise MalformedOutcome(f"not an outcome message ({_where(exc)})") from None
+        raise MalformedOutcome(_not_an_outcome(exc)) from None
     if outcome.outputs is None:
         outputs: dict[str, Any] = {}
     elif isinstance(outcome.outputs, dict):
