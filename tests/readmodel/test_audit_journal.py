@@ -117,29 +117,34 @@ def runtime(tmp_path: Path, db: str | None) -> Iterator[LocalRuntime]:
         rt.close()
 
 
-def test_a_line_the_read_model_refused_appears_once_it_works_again(
-    runtime: LocalRuntime, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    app = create_app(runtime.scheduler, readmodel=runtime.readmodel)
-    assert call(app, "POST", "/workflows", "req-apply", {"source": FLOW})[0] == 201
-    assert runtime.feed.flush()
-    down = True
-    write = runtime.readmodel.projection.write
+def refusing(runtime: LocalRuntime, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """The read model refuses every write while the returned list is not empty."""
+    down, write = [True], runtime.readmodel.projection.write
 
     def refuse(*args: Any, **kwargs: Any) -> int:
         if down:
             raise OSError("disk I/O error")
         return write(*args, **kwargs)
 
-    # WHEN the read model refuses every write while the workflow is paused
     monkeypatch.setattr(runtime.readmodel.projection, "write", refuse)
+    return down
+
+
+def test_a_line_the_read_model_refused_appears_once_it_works_again(
+    runtime: LocalRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(runtime.scheduler, readmodel=runtime.readmodel)
+    assert call(app, "POST", "/workflows", "req-apply", {"source": FLOW})[0] == 201
+    assert runtime.feed.flush()
+    # WHEN the read model refuses every write while the workflow is paused
+    down = refusing(runtime, monkeypatch)
     status, body = call(app, *PAUSE, "req-pause")
     assert status == 200
     assert body["paused"] is True
     assert runtime.feed.flush()
     assert [e.id for e in audit(runtime.readmodel)] == ["req-apply"]
     # THEN once it works again, the next batch of the feed brings the line, once
-    down = False
+    down.clear()
     runtime.feed.on_commit(StoreChanges())  # any commit after it
     assert runtime.feed.flush()
     status, listed = call(app, "GET", "/audit", "req-list")
@@ -451,22 +456,14 @@ def test_an_entry_is_not_removed_before_the_read_model_has_it(
     app = create_app(runtime.scheduler, readmodel=runtime.readmodel)
     assert call(app, "POST", "/workflows", "req-apply", {"source": FLOW})[0] == 201
     assert runtime.feed.flush()
-    down = True
-    write = runtime.readmodel.projection.write
-
-    def refuse(*args: Any, **kwargs: Any) -> int:
-        if down:
-            raise OSError("disk I/O error")
-        return write(*args, **kwargs)
-
     # WHEN the read model refuses the feed's writes (and the API's line) while a change is made
-    monkeypatch.setattr(runtime.readmodel.projection, "write", refuse)
+    down = refusing(runtime, monkeypatch)
     assert call(app, *PAUSE, "req-pause")[0] == 200
     assert runtime.feed.flush()
     # THEN the journal keeps its entry
     assert journal(runtime.store) == [("req-pause", False)]
     # AND once the read model has it, the journal lets it go
-    down = False
+    down.clear()
     runtime.feed.on_commit(StoreChanges())
     assert runtime.feed.flush()
     assert [e.id for e in audit(runtime.readmodel)] == ["req-pause", "req-apply"]
