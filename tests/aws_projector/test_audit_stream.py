@@ -388,3 +388,19 @@ def test_the_reconciler_settles_no_intent_its_request_settled_or_withdrew(env: E
     }  # fmt: skip
     stored = env.client.get_item(TableName=env.table, Key=audit_key("req-done"))["Item"]
     assert audit_entry_of(stored) == done  # its request's outcome, not "unknown"
+
+
+def test_a_reconciler_pass_whose_settling_fails_leaves_the_intent_to_the_next(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env.store.audit_begin(intent("req-open", env.clock.current, "u", "POST", "/x", "analytics"))
+    env.clock.current += INTENT_TTL + timedelta(minutes=1)
+    with monkeypatch.context() as m:
+        m.setattr(env.store, "_put_settled", unreachable_write)
+        assert handlers.reconcile(env.scheduler)["audit_intents_settled"] is None  # logged
+    assert items(env, "req-open")["req-open"][0] is True  # still pending, nothing lost
+    assert handlers.reconcile(env.scheduler)["audit_intents_settled"] == 1
+
+
+def unreachable_write(*args: Any, **kwargs: Any) -> bool:
+    raise OSError("injected: the settling write failed")
