@@ -1,6 +1,7 @@
 """ReconcilerFunction (every 5 minutes): repairs what no event will: stops and reruns whose
 writer died half way (and their kills), outcomes on the results dead-letter queue, executions
-that ended without a report or whose report was lost, attempts never started, stuck attempts;
+that ended without a report or whose report was lost, attempts never started, stuck attempts,
+audit intents whose request died before its outcome (`request.unconfirmed` 15 min on);
 then dispatches; then a step of moving runs an older version wrote to their project's index
 partition (adapters/aws/run_index_migration.py). Idempotent."""
 

@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 
-from stratoflow.adapters.aws.dynamo_audit import EXPIRES, audit_key
+from stratoflow.adapters.aws import handlers
+from stratoflow.adapters.aws.dynamo_audit import EXPIRES, SETTLED_KEEP, audit_entry_of, audit_key
 from stratoflow.adapters.aws.dynamodb import TTL_ATTRIBUTE
 from stratoflow.adapters.aws.projector import TTL_PRINCIPAL, StreamProjector
 from stratoflow.api.app import create_app
 from stratoflow.api.local_server import LocalContext
-from stratoflow.audit import UNCONFIRMED
+from stratoflow.audit import INTENT_TTL, UNCONFIRMED, intent
 from stratoflow.readmodel import AuditEntry, ReadModel, SqliteDatabase
 from tests.aws_projector.conftest import Env
 
@@ -85,9 +86,9 @@ def test_a_line_the_api_could_not_write_comes_through_the_stream_once(
     assert log(projector.readmodel, "default") == []  # another project's log shows neither
 
 
-def test_a_lambda_that_died_after_the_change_leaves_its_line_for_the_ttl_to_bring(
-    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def died_after_the_pause(env: Env, tmp_path: Path) -> StreamProjector:
+    """The workflow applied, then paused by a Lambda that died right after the change (its
+    intent left pending); the stream projected so far, by the projector returned."""
     rm = ReadModel(SqliteDatabase(str(tmp_path / "rm.db")))
     app = create_app(env.scheduler, readmodel=rm)
     assert call(app, "POST", "/workflows", {}, "req-apply", {"source": FLOW})[0] == 201
@@ -95,14 +96,22 @@ def test_a_lambda_that_died_after_the_change_leaves_its_line_for_the_ttl_to_brin
     def die(*args: Any, **kwargs: Any) -> None:
         raise Died
 
-    monkeypatch.setattr(env.store, "audit_settle", die, raising=False)
-    monkeypatch.setattr(rm, "record_audit", die)
-    with pytest.raises(Died):
-        call(app, *PAUSE, "req-pause")
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(env.store, "audit_settle", die, raising=False)
+        m.setattr(rm, "record_audit", die)
+        with pytest.raises(Died):
+            call(app, *PAUSE, "req-pause")
     assert env.store.get_version("analytics", "etl").paused  # the change stands
     projector = StreamProjector(env.store, SqliteDatabase(str(tmp_path / "rm.db")))
     assert projector.handle({"Records": env.stream.read()}).failed == []
     assert log(projector.readmodel) == [("req-apply", "workflow.apply")]  # not yet
+    return projector
+
+
+def test_a_lambda_that_died_after_the_change_leaves_its_line_for_the_ttl_to_bring(
+    env: Env, tmp_path: Path
+) -> None:
+    projector = died_after_the_pause(env, tmp_path)
     # WHEN the intent's expiry passes and TTL deletes it
     item = env.client.get_item(TableName=env.table, Key=audit_key("req-pause"))["Item"]
     assert int(item[EXPIRES]["N"]) > 0
@@ -215,11 +224,29 @@ def test_every_write_of_an_audited_change_failing_or_dying_once_loses_and_double
     assert {e.project for e in entries} == {"analytics"}
 
 
-def test_a_read_model_down_past_the_streams_retries_catches_up_from_the_table(
+# ------------------------------------------------------------------ a bounded journal
+def items(env: Env, *ids: str) -> dict[str, tuple[bool, int | None]]:
+    """Each entry's journal item: (pending, its TTL as epoch seconds); absent: gone."""
+    out: dict[str, tuple[bool, int | None]] = {}
+    for entry_id in ids:
+        item = env.client.get_item(TableName=env.table, Key=audit_key(entry_id)).get("Item")
+        if item is not None:
+            expires = int(item[EXPIRES]["N"]) if EXPIRES in item else None
+            out[entry_id] = ("pending" in item, expires)
+    return out
+
+
+def by_ttl(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for record in records:
+        record["userIdentity"] = {"type": "Service", "principalId": TTL_PRINCIPAL}
+    return records
+
+
+def test_a_read_model_down_past_the_streams_retries_catches_up_and_only_then_expires(
     env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rm = ReadModel(SqliteDatabase(str(tmp_path / "rm.db")))
-    monkeypatch.setattr(rm, "record_audit", unreachable)  # down for the API's writes too
+    monkeypatch.setattr(rm, "record_audit", unreachable)  # the API's own line: not written
     app = create_app(env.scheduler, readmodel=rm)
     projector = StreamProjector(
         env.store,
@@ -227,30 +254,153 @@ def test_a_read_model_down_past_the_streams_retries_catches_up_from_the_table(
         clock_ns=lambda: int(env.clock.current.timestamp() * 1e9),
     )
     projector.migrate()
-    apply = projector.readmodel.apply
-    down = True
+    apply, down = projector.readmodel.apply, [True]
 
     def refuse(changes: Any) -> int:
-        if down:
+        if down[0]:
             raise OSError("the read model cannot be reached")
         return int(apply(changes))
 
     monkeypatch.setattr(projector.readmodel, "apply", refuse)
     assert call(app, "POST", "/workflows", {}, "req-apply", {"source": FLOW})[0] == 201
-    # WHEN the read model stays down until the records run out of retries (they go to the
-    # DLQ: never delivered again)
+    # WHEN the read model is down until the records run out of retries (on to the DLQ)
     records = env.stream.read()
     for _ in range(3):
         assert projector.handle({"Records": records}).failed != []
-    # THEN the first batch after it is back delivers the entries since the failure again
-    down = False
+    # THEN the journal keeps the entry as it is: no TTL
+    assert items(env, "req-apply") == {"req-apply": (False, None)}
+    # WHEN it is back: a new entry through the stream, the lost one through the replay
+    down[0] = False
     assert call(app, *PAUSE, "req-pause")[0] == 200
     assert projector.handle({"Records": env.stream.read()}).failed == []
     assert log(projector.readmodel) == [
         ("req-pause", "workflow.pause"), ("req-apply", "workflow.apply")
     ]  # fmt: skip
-    # AND the operator's replay (the projector function's "replay-audit") keeps one of each
+    # THEN both are kept SETTLED_KEEP longer (what a replay can deliver again), then go
+    keep = int((env.clock.current + SETTLED_KEEP).timestamp())
+    marked = items(env, "req-apply", "req-pause")
+    assert {k: p for k, (p, _) in marked.items()} == {"req-apply": False, "req-pause": False}
+    assert all(keep - 5 <= (t or 0) <= keep for _, t in marked.values()), marked
+    # AND the records of those marks change nothing
+    marks = env.stream.read()
+    assert [r["eventName"] for r in marks] == ["MODIFY", "MODIFY"]
+    result = projector.handle({"Records": marks})
+    assert (result.failed, result.projected, result.skipped) == ([], 0, 2)
+    # AND the operator's replay (the projector function's "replay-audit") keeps one of each,
+    # and marks nothing again
     assert projector.replay_audit(env.clock.current - timedelta(days=1)) == 2
     assert log(projector.readmodel) == [
         ("req-pause", "workflow.pause"), ("req-apply", "workflow.apply")
     ]  # fmt: skip
+    assert items(env, "req-apply", "req-pause") == marked
+    assert env.stream.read() == []
+    # AND the records of the TTL's removals change nothing either
+    for entry_id in ("req-apply", "req-pause"):
+        env.client.delete_item(TableName=env.table, Key=audit_key(entry_id))
+    result = projector.handle({"Records": by_ttl(env.stream.read())})
+    assert (result.failed, result.projected, result.skipped) == ([], 0, 2)
+    assert log(projector.readmodel) == [
+        ("req-pause", "workflow.pause"), ("req-apply", "workflow.apply")
+    ]  # fmt: skip
+    assert items(env, "req-apply", "req-pause") == {}
+
+
+@pytest.mark.parametrize("kind", ["fail", "die"])
+def test_a_mark_that_fails_or_never_happens_changes_nothing_visible(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """``fail``: the mark's write raises once (its records are reported failed); ``die``: the
+    projector stops between the read model's commit and the marks (Lambda retries the batch)."""
+    rm = ReadModel(SqliteDatabase(str(tmp_path / "rm.db")))
+    monkeypatch.setattr(rm, "record_audit", unreachable)
+    app = create_app(env.scheduler, readmodel=rm)
+    assert call(app, "POST", "/workflows", {}, "req-apply", {"source": FLOW})[0] == 201
+    assert call(app, *PAUSE, "req-pause")[0] == 200
+    projector = StreamProjector(env.store, SqliteDatabase(str(tmp_path / "rm.db")))
+    records = env.stream.read()
+    mark, calls = env.store.audit_projected, []
+
+    def faulty(entry_id: str, now: Any) -> None:
+        calls.append(entry_id)
+        if kind == "die":
+            raise Died
+        if len(calls) == 1:
+            raise OSError("injected: the mark failed")
+        mark(entry_id, now)
+
+    monkeypatch.setattr(env.store, "audit_projected", faulty)
+    if kind == "die":
+        with pytest.raises(Died):
+            projector.handle({"Records": records})
+        monkeypatch.setattr(env.store, "audit_projected", mark)
+        retried = records  # the whole batch, again
+    else:
+        failed = projector.handle({"Records": records}).failed
+        assert failed != []
+        retried = [r for r in records if r["dynamodb"]["SequenceNumber"] in failed]
+    assert log(projector.readmodel) == [
+        ("req-pause", "workflow.pause"), ("req-apply", "workflow.apply")
+    ]  # fmt: skip
+    assert projector.handle({"Records": retried}).failed == []
+    assert log(projector.readmodel) == [
+        ("req-pause", "workflow.pause"), ("req-apply", "workflow.apply")
+    ]  # fmt: skip
+    marked = items(env, "req-apply", "req-pause")
+    assert all(t is not None for _, t in marked.values()), marked
+
+
+# ------------------------------------------------------------------ intents left pending
+def test_an_intent_left_pending_is_settled_by_the_reconciler_15_minutes_on(
+    env: Env, tmp_path: Path
+) -> None:
+    projector = died_after_the_pause(env, tmp_path)
+    # WHEN the reconciler passes before the intent's 15 minutes are over: nothing yet
+    env.clock.current += INTENT_TTL - timedelta(minutes=1)
+    assert handlers.reconcile(env.scheduler)["audit_intents_settled"] == 0
+    assert items(env, "req-pause")["req-pause"][0] is True
+    # WHEN it passes after them (long before DynamoDB's TTL would delete the intent)
+    env.clock.current += timedelta(minutes=2)
+    assert handlers.reconcile(env.scheduler)["audit_intents_settled"] == 1
+    assert handlers.reconcile(env.scheduler)["audit_intents_settled"] == 0  # once
+    # THEN the stream brings the line: the caller asked, the outcome is not known
+    assert projector.handle({"Records": env.stream.read()}).failed == []
+    entries = projector.readmodel.list_audit(project="analytics", limit=10).items
+    assert [(e.id, e.action, e.target) for e in entries] == [
+        ("req-pause", UNCONFIRMED, "POST /workflows/etl/pause"),
+        ("req-apply", "workflow.apply", "workflow/analytics/etl"),
+    ]
+    assert entries[0].details == {"outcome": "unknown"}
+
+
+def test_the_reconciler_settles_no_intent_its_request_settled_or_withdrew(env: Env) -> None:
+    start = env.clock.current
+    for entry_id in ("req-done", "req-gone", "req-open"):
+        env.store.audit_begin(intent(entry_id, start, "u", "POST", "/x", "analytics"))
+    done = AuditEntry(
+        id="req-done", at=start, actor="u", action="workflow.pause", target="t",
+        project="analytics", details={},
+    )  # fmt: skip
+    env.store.audit_settle(done)
+    env.store.audit_withdraw("req-gone")
+    assert env.store.audit_settle_expired(start + INTENT_TTL + timedelta(seconds=1)) == 1
+    assert items(env, "req-done", "req-gone", "req-open") == {
+        "req-done": (False, None), "req-open": (False, None)
+    }  # fmt: skip
+    stored = env.client.get_item(TableName=env.table, Key=audit_key("req-done"))["Item"]
+    assert audit_entry_of(stored) == done  # its request's outcome, not "unknown"
+
+
+def test_a_reconciler_pass_whose_settling_fails_leaves_the_intent_to_the_next(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env.store.audit_begin(intent("req-open", env.clock.current, "u", "POST", "/x", "analytics"))
+    env.clock.current += INTENT_TTL + timedelta(minutes=1)
+    with monkeypatch.context() as m:
+        m.setattr(env.store, "_put_settled", unreachable_write)
+        assert handlers.reconcile(env.scheduler)["audit_intents_settled"] is None  # logged
+    assert items(env, "req-open")["req-open"][0] is True  # still pending, nothing lost
+    assert handlers.reconcile(env.scheduler)["audit_intents_settled"] == 1
+
+
+def unreachable_write(*args: Any, **kwargs: Any) -> bool:
+    raise OSError("injected: the settling write failed")

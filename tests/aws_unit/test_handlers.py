@@ -387,6 +387,7 @@ def test_reconcile_restarts_what_was_claimed_but_never_started(
     assert (run.id, "first", first.attempt) in dispatcher.dispatched
     assert result == {
         "next_wakeup": None, "plans_completed": 0, "dead_letters": {}, "catchups": 0,
+        "audit_intents_settled": 0,
     }  # fmt: skip
 
 

@@ -792,3 +792,26 @@ def test_the_api_manages_alerts_in_the_alert_table_and_only_asks_the_alert_funct
     )
     env = cfn["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]
     assert env["STRATOFLOW_ALERT_TABLE"] == {"Ref": "AlertTable"}
+
+
+def test_the_projector_writes_the_state_table_only_to_expire_projected_audit_entries(
+    cfn: dict[str, Any],
+) -> None:
+    from stratoflow.adapters.aws.dynamo_audit import AUDIT_PREFIX
+
+    statements = [
+        st for where, st in iam_statements(cfn) if where.startswith("ProjectorFunctionRole/")
+    ]
+    writes = [
+        st for st in statements
+        if any(a.startswith("dynamodb:") and not a.startswith(("dynamodb:Get", "dynamodb:Batch"))
+               and a not in ("dynamodb:Query", "dynamodb:DescribeStream", "dynamodb:GetRecords",
+                             "dynamodb:GetShardIterator", "dynamodb:ListStreams")
+               for a in _as_list(st["Action"]))
+    ]  # fmt: skip
+    assert len(writes) == 1, writes
+    (write,) = writes
+    assert _as_list(write["Action"]) == ["dynamodb:UpdateItem"]
+    assert write["Condition"] == {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{AUDIT_PREFIX}*"]}
+    }

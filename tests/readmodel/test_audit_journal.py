@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,10 @@ from stratoflow.adapters.local.runtime import LocalRuntime
 from stratoflow.adapters.local.sqlite_store import SqliteStore, StoreChanges
 from stratoflow.api.app import create_app
 from stratoflow.api.local_server import LocalContext
-from stratoflow.audit import INTENT_TTL, UNCONFIRMED
+from stratoflow.audit import INTENT_TTL, UNCONFIRMED, intent
 from stratoflow.engine.pools import pool_key
 from stratoflow.errors import ScheduleSyncFailed
-from stratoflow.readmodel import AuditEntry, ReadModel
+from stratoflow.readmodel import AuditEntry, ReadModel, Rows
 
 FLOW = "name: nightly\ntasks:\n  a: {type: shell, command: 'true'}\n"
 PAUSE = ("POST", "/workflows/nightly/pause")
@@ -117,29 +117,37 @@ def runtime(tmp_path: Path, db: str | None) -> Iterator[LocalRuntime]:
         rt.close()
 
 
+def refusing(
+    runtime: LocalRuntime, monkeypatch: pytest.MonkeyPatch, *, audit_only: bool = False
+) -> list[bool]:
+    """The read model refuses every write (``audit_only``: the feed's writes of audit
+    entries) while the returned list is not empty."""
+    down, write = [True], runtime.readmodel.projection.write
+
+    def refuse(rows: Rows, position: tuple[str, int] | None = None) -> int:
+        if down and (not audit_only or rows.audit):
+            raise OSError("disk I/O error")
+        return write(rows, position)
+
+    monkeypatch.setattr(runtime.readmodel.projection, "write", refuse)
+    return down
+
+
 def test_a_line_the_read_model_refused_appears_once_it_works_again(
     runtime: LocalRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = create_app(runtime.scheduler, readmodel=runtime.readmodel)
     assert call(app, "POST", "/workflows", "req-apply", {"source": FLOW})[0] == 201
     assert runtime.feed.flush()
-    down = True
-    write = runtime.readmodel.projection.write
-
-    def refuse(*args: Any, **kwargs: Any) -> int:
-        if down:
-            raise OSError("disk I/O error")
-        return write(*args, **kwargs)
-
     # WHEN the read model refuses every write while the workflow is paused
-    monkeypatch.setattr(runtime.readmodel.projection, "write", refuse)
+    down = refusing(runtime, monkeypatch)
     status, body = call(app, *PAUSE, "req-pause")
     assert status == 200
     assert body["paused"] is True
     assert runtime.feed.flush()
     assert [e.id for e in audit(runtime.readmodel)] == ["req-apply"]
     # THEN once it works again, the next batch of the feed brings the line, once
-    down = False
+    down.clear()
     runtime.feed.on_commit(StoreChanges())  # any commit after it
     assert runtime.feed.flush()
     status, listed = call(app, "GET", "/audit", "req-list")
@@ -423,3 +431,144 @@ def test_stratoflow_run_on_a_home_writes_its_changes_to_the_audit_log(tmp_path: 
     assert [(e.action, e.target, e.details) for e in pools] == [
         ("pool.set", "pool//warehouse", {"slots": 2})
     ]
+
+
+# ------------------------------------------------------------------ a bounded journal
+def journal(store: SqliteStore) -> list[tuple[str, bool]]:
+    """The journal's entries: (id, still pending)."""
+    rows = store._tuples("SELECT id, expires IS NOT NULL FROM audit_journal ORDER BY seq")
+    return [(str(i), bool(p)) for i, p in rows]
+
+
+def test_the_journal_keeps_only_what_the_read_model_lacks(runtime: LocalRuntime) -> None:
+    app = create_app(runtime.scheduler, readmodel=runtime.readmodel)
+    assert call(app, "POST", "/workflows", "req-apply", {"source": FLOW})[0] == 201
+    # WHEN many audited changes are made, each projected by the feed
+    for i in range(12):
+        action = "pause" if i % 2 == 0 else "unpause"
+        assert call(app, "POST", f"/workflows/nightly/{action}", f"req-{i}")[0] == 200
+        assert runtime.feed.flush()
+        # THEN the journal holds none of them once the read model has them
+        assert journal(runtime.store) == [], i
+    assert len(audit(runtime.readmodel)) == 13
+
+
+def test_an_entry_is_not_removed_before_the_read_model_has_it(
+    runtime: LocalRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(runtime.scheduler, readmodel=runtime.readmodel)
+    assert call(app, "POST", "/workflows", "req-apply", {"source": FLOW})[0] == 201
+    assert runtime.feed.flush()
+    # WHEN the read model refuses the feed's writes of audit entries while a change is made
+    # (all else projected: the feed reads the journal, but the read model has not got it)
+    down = refusing(runtime, monkeypatch, audit_only=True)
+    monkeypatch.setattr(runtime.readmodel, "record_audit", lambda entry: None)  # nor the API
+    assert call(app, *PAUSE, "req-pause")[0] == 200
+    assert runtime.feed.flush()
+    # THEN the journal keeps its entry
+    assert journal(runtime.store) == [("req-pause", False)]
+    # AND once the read model has it, the journal lets it go
+    down.clear()
+    runtime.feed.on_commit(StoreChanges())
+    assert runtime.feed.flush()
+    assert [e.id for e in audit(runtime.readmodel)] == ["req-pause", "req-apply"]
+    assert journal(runtime.store) == []
+
+
+def test_a_pending_intent_stays_until_it_is_settled_and_projected(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    runtime = LocalRuntime(home, project=False)
+    app = create_app(runtime.scheduler, readmodel=runtime.readmodel)
+    assert call(app, "POST", "/workflows", "req-apply", {"source": FLOW})[0] == 201
+    runtime.store.audit_begin(intent_of("req-open", now()))  # a request still being served
+    runtime.close()
+    reopened(home, None, now)
+    store = SqliteStore(home / "stratoflow.db")
+    try:
+        assert journal(store) == [("req-open", True)]  # projected: the apply; kept: the intent
+    finally:
+        store.close()
+    assert [e.id for e in reopened(home, None)] == ["req-open", "req-apply"]  # expired
+    store = SqliteStore(home / "stratoflow.db")
+    try:
+        assert journal(store) == []
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("kind", ["fail", "die"])
+def test_a_removal_that_fails_or_never_happens_changes_nothing_visible(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """``fail``: the journal's removal raises once (the feed goes on); ``die``: the process
+    stops between the read model's commit and the removal (the removal never happens)."""
+    home = tmp_path / "home"
+    runtime = LocalRuntime(home, project=False)
+    app = create_app(runtime.scheduler, readmodel=runtime.readmodel)
+    assert call(app, "POST", "/workflows", "req-apply", {"source": FLOW})[0] == 201
+    assert call(app, *PAUSE, "req-pause")[0] == 200
+    runtime.close()
+    forget = SqliteStore.audit_forget
+    calls: list[int] = []
+
+    def faulty(self: SqliteStore, upto: int) -> int:
+        calls.append(upto)
+        if kind == "die" or len(calls) == 1:
+            raise OSError("injected: the removal failed")
+        return forget(self, upto)
+
+    monkeypatch.setattr(SqliteStore, "audit_forget", faulty)
+    store = SqliteStore(home / "stratoflow.db")
+    readmodel = ReadModel.open(str(home / "readmodel.db"))
+    feed = LocalFeed(store, readmodel, micros=now, linger=0)
+    feed.start()
+    try:
+        assert feed.flush()
+        assert calls
+        assert readmodel.stale_since is None  # the read model is as up to date as ever
+        assert [e.id for e in audit(readmodel)] == ["req-pause", "req-apply"]
+        assert [i for i, _ in journal(store)] == ["req-apply", "req-pause"]
+        if kind == "fail":  # the next pass of the feed removes them
+            feed.on_commit(StoreChanges())
+            assert feed.flush()
+            assert journal(store) == []
+    finally:
+        feed.close()
+        readmodel.close()
+        store.close()
+    monkeypatch.setattr(SqliteStore, "audit_forget", forget)
+    # THEN opened again: each line once, and the journal empty
+    assert [e.id for e in reopened(home, None, now)] == ["req-pause", "req-apply"]
+    store = SqliteStore(home / "stratoflow.db")
+    try:
+        assert journal(store) == []
+    finally:
+        store.close()
+
+
+# ------------------------------------------------------------------ expiry across offsets
+def intent_of(entry_id: str, micros: int, offset: timedelta = timedelta(0)) -> AuditEntry:
+    at = datetime.fromtimestamp(micros / 1e6, UTC).astimezone(timezone(offset))
+    return intent(entry_id, at, "local", "POST", "/workflows/nightly/pause", "default")
+
+
+@pytest.mark.parametrize("hours", [5, -5, 0])
+def test_an_intent_expires_after_its_ttl_whatever_its_clocks_offset(
+    tmp_path: Path, hours: int
+) -> None:
+    store = SqliteStore(tmp_path / "stratoflow.db")
+    try:
+        start = now()
+        # GIVEN an intent whose time has an offset (a clock not set to UTC)
+        store.audit_begin(intent_of("req-x", start, timedelta(hours=hours)))
+        # WHEN a minute later (in UTC) the expired intents are settled: it is not one
+        soon = datetime.fromtimestamp(start / 1e6, UTC) + timedelta(minutes=1)
+        assert store.audit_settle_expired(soon) == 0
+        assert store.audit_settle_expired(soon.astimezone(timezone(timedelta(hours=9)))) == 0
+        assert journal(store) == [("req-x", True)]
+        # AND past its TTL it is
+        past = datetime.fromtimestamp(start / 1e6, UTC) + INTENT_TTL + timedelta(minutes=1)
+        assert store.audit_settle_expired(past.astimezone(timezone(timedelta(hours=-3)))) == 1
+        assert journal(store) == [("req-x", False)]
+    finally:
+        store.close()

@@ -18,7 +18,9 @@ stays. Once it is older than :data:`INTENT_TTL` (longer than any request is serv
 settled as it stands and shown: the log then says the caller asked for this change and its
 outcome is not known, never nothing. A settled entry reaches the read model through the
 store's projection (the local feed, the DynamoDB stream), keyed by its id: delivered twice,
-it is kept once; a read model that was down gets it when it catches up.
+it is kept once; a read model that was down gets it when it catches up. Once the read model
+has it, the journal lets it go (locally at once, on AWS by TTL a short while later), never
+before: the journal is bounded by what the read model lacks.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ MAX_ENTRY_BYTES: Final = 32_000
 
 @runtime_checkable
 class AuditJournal(Protocol):
-    """Where a state store keeps audit entries until (and after) they are projected."""
+    """Where a state store keeps audit entries until the read model has them."""
 
     def audit_begin(self, intent: AuditEntry) -> None:
         """Store the intent (pending, shown only once :data:`INTENT_TTL` after its ``at``

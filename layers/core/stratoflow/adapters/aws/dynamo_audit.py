@@ -2,24 +2,32 @@
 :mod:`stratoflow.audit`.
 
 One item per entry: ``AUDIT#<id>`` / ``E`` with ``entry`` (the read model's row as JSON). An
-intent is ``pending`` and carries the table's TTL attribute at its expiry: if its request
-never settles it (the process died after the change), DynamoDB's TTL process deletes it, and
-the stream's REMOVE record of that deletion (its old image) is what the projector writes to
-the read model, as "outcome unknown". Settling writes the entry without either attribute
-(no TTL: it stays); the stream's INSERT or MODIFY record of it is projected, keyed by the
+intent is ``pending``, indexed by its expiry (gsi1: ``AUDITINTENT`` / ``<expiry>#<id>``) and
+carries the table's TTL attribute at its expiry. If its request never settles it (the
+process died after the change), the reconciler's pass settles it as it stands, as "outcome
+unknown", within minutes of its expiry (``audit_settle_expired``), as the local feed does;
+should DynamoDB's TTL process delete it first, the stream's REMOVE record of that deletion
+(its old image) is what the projector writes instead. Settling writes the entry without
+either attribute; the stream's INSERT or MODIFY record of it is projected, keyed by the
 entry's id, so a record delivered twice (Lambda's retries) is kept once. A withdrawal (the
 request failed) is a user's REMOVE, which the projector skips.
 
-A settled entry is also indexed (gsi1: ``AUDITLOG`` / ``<at>#<id>``), so the projector can
+A settled entry is indexed (gsi1: ``AUDITLOG`` / ``<at>#<id>``), so the projector can
 deliver the entries of a span of time again (``audit_entries``; ``StreamProjector.
 replay_audit``): what the stream could not deliver while the read model was down (records
-that ran out of retries) is caught up from the table, where a settled entry stays.
+that ran out of retries) is caught up from the table. The journal is bounded: once the
+projector has written an entry to the read model (its transaction committed) it gives the
+item the TTL attribute, ``SETTLED_KEEP`` later (``audit_projected``), and DynamoDB's TTL
+removes it after that. Only the projector sets it, after its write: an entry the read model
+has not got (its records on the DLQ, a read model down for days) stays until a replay
+writes it. A projector that dies between its write and the mark leaves the records to be
+retried (projected again, kept once by id) or the entries to the next replay.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import ClientError
@@ -34,6 +42,10 @@ if TYPE_CHECKING:
 AUDIT_PREFIX: Final = "AUDIT#"
 AUDIT_SK: Final = "E"
 AUDIT_INDEX_PK: Final = "AUDITLOG"  # gsi1 partition of settled entries, by time
+INTENT_INDEX_PK: Final = "AUDITINTENT"  # gsi1 partition of pending intents, by expiry
+# how long a settled entry stays in the table once the read model has it: what the
+# projector's "replay-audit" can deliver again (the stream itself keeps records 24 h)
+SETTLED_KEEP: Final = timedelta(days=2)
 # the StateTable's TTL attribute (``dynamodb.TTL_ATTRIBUTE``; a test checks they agree)
 EXPIRES: Final = "expires_at"
 
@@ -67,7 +79,7 @@ class DynamoAudit:
         raise NotImplementedError  # pragma: no cover - DynamoStore's
 
     def audit_begin(self, intent: AuditEntry) -> None:
-        expires = int((intent.at + INTENT_TTL).timestamp()) + 1
+        expiry = intent.at + INTENT_TTL
         try:
             self.client.put_item(
                 TableName=self.table,
@@ -75,7 +87,9 @@ class DynamoAudit:
                     **audit_key(intent.id),
                     "entry": s(encode_entry(intent)),
                     "pending": {"BOOL": True},
-                    EXPIRES: {"N": str(expires)},
+                    EXPIRES: {"N": str(int(expiry.timestamp()) + 1)},
+                    "gsi1pk": s(INTENT_INDEX_PK),
+                    "gsi1sk": s(f"{ts(expiry)}#{intent.id}"),
                 },
                 ConditionExpression="attribute_not_exists(pk)",
             )
@@ -84,6 +98,10 @@ class DynamoAudit:
                 raise  # an id already journalled keeps what it has
 
     def audit_settle(self, entry: AuditEntry) -> None:
+        # a settled entry is never written over (a retried delivery keeps the first)
+        self._put_settled(entry, "attribute_not_exists(pk) OR attribute_exists(pending)")
+
+    def _put_settled(self, entry: AuditEntry, condition: str) -> bool:
         try:
             self.client.put_item(
                 TableName=self.table,
@@ -93,11 +111,51 @@ class DynamoAudit:
                     "gsi1pk": s(AUDIT_INDEX_PK),
                     "gsi1sk": s(f"{ts(entry.at)}#{entry.id}"),
                 },
-                ConditionExpression="attribute_not_exists(pk) OR attribute_exists(pending)",
+                ConditionExpression=condition,
             )
         except ClientError as exc:
             if not _failed_condition(exc):
-                raise  # settled already: a retried delivery keeps the first
+                raise
+            return False
+        return True
+
+    def audit_settle_expired(self, now: datetime) -> int:
+        """Settle, as they stand ("outcome unknown"), the intents pending past their expiry
+        (their request's Lambda died or could not record the outcome); the stream brings
+        them to the read model. Returns how many this call settled."""
+        items = self._query(
+            IndexName="gsi1",
+            KeyConditionExpression="gsi1pk = :pk AND gsi1sk < :now",
+            ExpressionAttributeValues={":pk": s(INTENT_INDEX_PK), ":now": s(ts(now))},
+        )
+        settled = 0
+        for item in items:
+            # only while still pending: not over the outcome its request recorded meanwhile
+            # (the index is eventually consistent), nor back after a withdrawal
+            settled += self._put_settled(audit_entry_of(item), "attribute_exists(pending)")
+        return settled
+
+    def audit_projected(self, entry_id: str, now: datetime) -> None:
+        """The read model has the settled entry ``entry_id`` (its write committed): give it
+        the TTL attribute, ``SETTLED_KEEP`` from ``now``. Once only, and never a pending
+        intent or an item that is gone (the mark would make one up)."""
+        try:
+            self.client.update_item(
+                TableName=self.table,
+                Key=audit_key(entry_id),
+                UpdateExpression="SET #expires = :expires",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND attribute_not_exists(pending) "
+                    "AND attribute_not_exists(#expires)"
+                ),
+                ExpressionAttributeNames={"#expires": EXPIRES},
+                ExpressionAttributeValues={
+                    ":expires": {"N": str(int((now + SETTLED_KEEP).timestamp()))}
+                },
+            )
+        except ClientError as exc:
+            if not _failed_condition(exc):
+                raise  # marked already (a record delivered again), or not settled
 
     def audit_withdraw(self, entry_id: str) -> None:
         try:

@@ -75,6 +75,7 @@ __all__ = [
     "replay_dead_letters",
     "run_id_of_path",
     "run_index_step_seconds",
+    "settle_expired_intents",
     "split_s3_uri",
 ]
 
@@ -273,6 +274,17 @@ def kill_stopped(dispatcher: KillsAttempts, plan: Plan) -> bool:
     return ok
 
 
+def settle_expired_intents(store: object, now: datetime) -> int:
+    """Settle the audit intents left pending past their expiry (``INTENT_TTL``), if the
+    store journals audit entries (``DynamoAudit.audit_settle_expired``): their lines then
+    reach the read model minutes after the expiry, as locally, not when DynamoDB's TTL gets
+    to them (days)."""
+    settle: Callable[[datetime], int] | None = getattr(store, "audit_settle_expired", None)
+    if settle is None:
+        return 0
+    return settle(now)
+
+
 def complete_pending_plans(store: object) -> int:
     """Let the store finish the operations (a stop, a rerun) whose writer died half way, if it
     has such a thing (DynamoDB's journaled plans; SQLite applies a plan in one transaction).
@@ -293,10 +305,11 @@ def reconcile(
     ``advance``: operations whose writer died half way (and their kills); outcomes that
     reached the dead-letter queue; results of executions that ended without a report (or
     whose report was lost); catch-ups that waited for room (``continue_catchups``);
-    attempts claimed but never started; due retries, stuck (timed-out) attempts, queued
-    runs; then dispatch; last a step of the run index's migration, in the time the
-    invocation (``context``, the Lambda's) has left (``run_index_step_seconds``). In the
-    result ``None`` marks a repair that failed this pass (logged)."""
+    attempts claimed but never started; audit intents left pending past their expiry; due
+    retries, stuck (timed-out) attempts, queued runs; then dispatch; last a step of the run
+    index's migration, in the time the invocation (``context``, the Lambda's) has left
+    (``run_index_step_seconds``). In the result ``None`` marks a repair that failed this
+    pass (logged)."""
     # each repair on its own: one that keeps failing (a plan whose chunk is refused, an
     # unreachable queue) must not keep the others from running
     plans: int | None = None
@@ -316,6 +329,11 @@ def reconcile(
         catchups = continue_catchups(scheduler)
     except Exception:
         log.exception("continuing catch-ups failed; the next pass tries again")
+    intents: int | None = None
+    try:  # audited requests that died before their outcome: "outcome unknown" in the log
+        intents = settle_expired_intents(scheduler.store, scheduler.clock.now())
+    except Exception:
+        log.exception("settling expired audit intents failed; the next pass tries again")
     scheduler.recover()
     next_wakeup = scheduler.step()
     result: dict[str, Any] = {
@@ -323,6 +341,7 @@ def reconcile(
         "plans_completed": plans,
         "dead_letters": replayed,
         "catchups": catchups,
+        "audit_intents_settled": intents,
     }
     try:  # last: the repairs above come first in the function's time
         moved = migrate_run_index(scheduler.store, run_index_step_seconds(context))

@@ -16,7 +16,10 @@ Which revision each row gets (docs/readmodel.md, "AWS: the stream projector"):
 
 REMOVE records (TTL expiry of attempts, the store's own clean-ups) change nothing: the read
 model keeps history. Audit journal items (``AUDIT#<id>``, ``dynamo_audit``): a settled entry
-is inserted by its id (a duplicate is kept once); a pending intent shows only when TTL
+is inserted by its id (a duplicate is kept once), and once the read model has it the item
+is given its TTL (``DynamoAudit.audit_projected``: the journal keeps it ``SETTLED_KEEP``
+longer, then DynamoDB removes it; the record of that mark, and of that removal, are
+skipped); a pending intent shows once the reconciler settles it as it stands, or when TTL
 deletes it unsettled (its old image, "outcome unknown"). Records whose change the read model cannot see (an upstream count, a
 queue position, a schedule cursor) are skipped. A batch is applied in one transaction; if
 that fails it is applied entity by entity and only the records of the entities that failed
@@ -39,6 +42,7 @@ from stratoflow.adapters.aws.dynamodb import BATCH_GET_MAX, DynamoStore
 from stratoflow.errors import NotFound
 from stratoflow.readmodel import (
     FINAL_REV,
+    AuditEntry,
     Change,
     Database,
     ReadModel,
@@ -260,12 +264,19 @@ class StreamProjector:
         Returns how many were offered."""
         done, batch = 0, []
         for entry in self.store.audit_entries(since):
-            batch.append(Change(0, entry))
+            batch.append(entry)
             if len(batch) == 100:
-                done += self.readmodel.apply(batch)
+                done += self._replay(batch)
                 batch = []
         if batch:
-            done += self.readmodel.apply(batch)
+            done += self._replay(batch)
+        return done
+
+    def _replay(self, entries: list[AuditEntry]) -> int:
+        done = self.readmodel.apply([Change(0, entry) for entry in entries])
+        now = datetime.fromtimestamp(self._clock_ns() / 1e9, UTC)
+        for entry in entries:  # in the read model now: their journal items may go
+            self.store.audit_projected(entry.id, now)
         return done
 
     def _next_rev(self) -> int:
@@ -429,8 +440,10 @@ class StreamProjector:
             log.warning("the batch failed as one transaction; applying it entity by entity")
         else:
             result.projected += sum(len(g.seqs) for g in live)
+            self._mark_projected(live, result)
             return
         in_a_row = 0
+        written: list[_Group] = []
         for group in live:
             if in_a_row >= MAX_FAILURES_IN_A_ROW:
                 result.failed += group.seqs
@@ -443,22 +456,43 @@ class StreamProjector:
                 in_a_row += 1
             else:
                 result.projected += len(group.seqs)
+                written.append(group)
                 in_a_row = 0
+        self._mark_projected(written, result)
+
+    def _mark_projected(self, written: Sequence[_Group], result: BatchResult) -> None:
+        """The audit entries of ``written`` are in the read model (committed): their journal
+        items may go (``audit_projected``). A mark that fails fails its records: retried,
+        they are projected again (kept once by id) and marked then."""
+        now = datetime.fromtimestamp(self._clock_ns() / 1e9, UTC)
+        for group in written:
+            for change in group.changes:
+                if not isinstance(change.record, AuditEntry):
+                    continue
+                try:
+                    self.store.audit_projected(change.record.id, now)
+                except Exception:
+                    log.exception("marking audit entry %s projected failed", change.record.id)
+                    result.failed += group.seqs
+                    break
 
 
 def _audit_target(record: StreamRecord) -> tuple[Key, Change | None] | None:
     """An audit journal item's record (``dynamo_audit``): a settled entry written, or an
     intent its request never settled, deleted by TTL (its old image: "outcome unknown").
-    A pending intent written, or one withdrawn (a user's delete), shows nothing. Keyed by
+    A pending intent written, or one withdrawn (a user's delete), a projected entry marked
+    with its TTL or removed by it, show nothing. Keyed by
     the entry's id (kept once however often it is delivered)."""
     if record.event == "REMOVE":
         item = record.old
         if not record.expired or item is None or not is_pending(item):
-            return None
+            return None  # a withdrawal, or the TTL's removal of a projected entry
     else:
         item = record.new
         if item is None or is_pending(item) or "entry" not in item:
             return None
+        if record.old is not None and not is_pending(record.old):
+            return None  # a settled entry changes once: its projection's mark (its TTL)
     entry = audit_entry_of(item)
     return ("audit", entry.id), Change(0, entry)
 

@@ -224,7 +224,8 @@ class LocalFeed:
         """The audit journal's settled entries past the recorded position, written with the
         new position (an entry delivered again is kept once: its id). On a catch-up, and at
         most once a minute otherwise, intents left pending past their expiry (their request
-        died before its outcome was recorded) are settled first, as "outcome unknown"."""
+        died before its outcome was recorded) are settled first, as "outcome unknown". Then the
+        entries the read model has (at or below its position) leave the journal."""
         now = time.monotonic()
         if catch_up or now - self._expired_checked >= _EXPIRED_EVERY:
             self._expired_checked = now
@@ -236,6 +237,13 @@ class LocalFeed:
                 rows = Rows(audit=[_audit_row(t) for t in texts])
                 self.readmodel.write(rows, (self.audit_source, position))
             self._audit_position = position
+        # committed with the position: the journal no longer needs them (also those a failed
+        # removal, or a process that died before it, left below the position)
+        try:
+            self.store.audit_forget(self._audit_position)
+        except Exception:
+            # nothing is lost: they stay below the position until the next pass removes them
+            log.exception("removing projected entries from the audit journal failed")
 
     def _read(
         self,
