@@ -121,7 +121,13 @@ from stratoflow.model import (
 )
 from stratoflow.ports import Attempt, LogRange, RunChangeLog, RunQuery, WorkflowVersion
 from stratoflow.readmodel import AuditEntry, ReadModel, RunFilter
-from stratoflow.secrets import SecretSource, SecretStore, SecretUnavailable, masker_for
+from stratoflow.secrets import (
+    SecretSource,
+    SecretStore,
+    SecretUnavailable,
+    check_project,
+    masker_for,
+)
 from stratoflow.service import Scheduler
 from stratoflow.views import (
     attempt_view,
@@ -574,6 +580,40 @@ def _responses(
             "content": {content_types.APPLICATION_JSON: {"model": ErrorView}},
         }
     return out
+
+
+def _check_project_query(app: APIGatewayRestResolver) -> None:
+    """InvalidInput (400, naming ``project`` and the rule, as the variables and secrets
+    routes say it) for a ``project`` query no project can have (``?project=Sales!``), on
+    every route that reads one: it was answered as a project with nothing in it (an empty
+    list, a 404), which reads as "nothing there" rather than "no such name". Checked before
+    the request is validated, so the length the schema bounds is refused in the same words."""
+    route = app.context.get("_route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or not any(p.alias == "project" for p in dependant.query_params):
+        return
+    event = app.current_event
+    given = list((event.multi_value_query_string_parameters or {}).get("project") or [])
+    single = (event.query_string_parameters or {}).get("project")
+    for project in [*given, *([single] if single is not None else [])]:
+        check_project(project)
+
+
+def _document_project_refusal(document: dict[str, Any]) -> dict[str, Any]:
+    """The 400 of ``_check_project_query`` on every operation with a ``project`` query."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            params = operation.get("parameters") or []
+            if not any(p.get("in") == "query" and p.get("name") == "project" for p in params):
+                continue
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("400", {
+                "description": _DESCRIPTIONS[400],
+                "content": {content_types.APPLICATION_JSON: {
+                    "schema": {"$ref": "#/components/schemas/ErrorView"}
+                }},
+            })  # fmt: skip
+    return document
 
 
 _POWERTOOLS_ERROR_SCHEMAS = ("HTTPValidationError", "ValidationError", "ResponseValidationError")
@@ -1030,6 +1070,7 @@ def create_app(
             app: APIGatewayRestResolver, next_middleware: NextMiddleware
         ) -> Response[Any]:
             identify(app)
+            _check_project_query(app)
             return form_refused(app) or next_middleware(app)
 
         app.use([identify_first])
@@ -1039,6 +1080,7 @@ def create_app(
             app: APIGatewayRestResolver, next_middleware: NextMiddleware
         ) -> Response[Any]:
             identify(app)
+            _check_project_query(app)
             answer: Response[Any] = form_refused(app) or validate(app, next_middleware)
             return answer
 
@@ -1345,7 +1387,7 @@ def create_app(
                 version=_package_version(),
                 description="DAG workflow scheduler: workflows, runs, tasks and logs.",
             )
-            openapi.update(_own_error_schemas(json.loads(document)))
+            openapi.update(_document_project_refusal(_own_error_schemas(json.loads(document))))
             if scheduler.resources is not None:
                 from stratoflow.api import resource_routes
 
