@@ -77,9 +77,11 @@ from stratoflow.api.models import (
     Me,
     RerunRequest,
     RunDetail,
+    RunIdPath,
     RunList,
     RunStates,
     RunView,
+    TaskIdPath,
     TaskView,
     Timeline,
     TriggerRequest,
@@ -87,6 +89,7 @@ from stratoflow.api.models import (
     VersionDiff,
     VersionList,
     WorkflowList,
+    WorkflowNamePath,
 )
 from stratoflow.audit import AuditJournal
 from stratoflow.audit import intent as audit_intent
@@ -1493,7 +1496,9 @@ def create_app(
         tags=["workflows"],
         responses=_responses("The latest version, with its document and source", 404),
     )
-    def get_workflow(name: str, project: ProjectQuery = DEFAULT_PROJECT) -> VersionDetail:
+    def get_workflow(
+        name: WorkflowNamePath, project: ProjectQuery = DEFAULT_PROJECT
+    ) -> VersionDetail:
         allow(Action.READ, project, f"workflow {name!r} in project {project!r}")
         return version_detail(catalog.get_version(project, name))
 
@@ -1504,7 +1509,7 @@ def create_app(
         responses=_responses("A page of versions; `next` is the cursor of the next", 404),
     )
     def list_versions(
-        name: str,
+        name: WorkflowNamePath,
         project: ProjectQuery = DEFAULT_PROJECT,
         limit: LimitQuery = 50,
         before: BeforeVersionQuery = None,
@@ -1528,7 +1533,7 @@ def create_app(
         responses=_responses("The diff (`changed` is false when the sources are equal)", 400, 404),
     )
     def diff_versions(
-        name: str,
+        name: WorkflowNamePath,
         project: ProjectQuery = DEFAULT_PROJECT,
         from_: DiffFromQuery = None,
         to: DiffToQuery = None,
@@ -1560,7 +1565,7 @@ def create_app(
         responses=_responses("The version, with its document and source", 404),
     )
     def get_version(
-        name: str, version: VersionPath, project: ProjectQuery = DEFAULT_PROJECT
+        name: WorkflowNamePath, version: VersionPath, project: ProjectQuery = DEFAULT_PROJECT
     ) -> VersionDetail:
         allow(Action.READ, project, f"workflow {name!r} in project {project!r}")
         return version_detail(catalog.get_version(project, name, version))
@@ -1573,7 +1578,7 @@ def create_app(
     )
     @_raw_response
     def get_version_layout(
-        name: str,
+        name: WorkflowNamePath,
         version: VersionPath,
         project: ProjectQuery = DEFAULT_PROJECT,
         h: DigestQuery | None = None,
@@ -1603,7 +1608,10 @@ def create_app(
         ),
     )
     def put_version_layout(
-        name: str, version: VersionPath, h: DigestQuery, project: ProjectQuery = DEFAULT_PROJECT
+        name: WorkflowNamePath,
+        version: VersionPath,
+        h: DigestQuery,
+        project: ProjectQuery = DEFAULT_PROJECT,
     ) -> Response[LayoutStored]:
         # the body is read raw (api/stored_layouts.py caps its size before parsing it). The
         # first layout stays for good and every viewer downloads it: whoever may store it may
@@ -1632,7 +1640,9 @@ def create_app(
         tags=["workflows"],
         responses=_responses("The workflow, now paused", 404, 502),
     )
-    def pause_workflow(name: str, project: ProjectQuery = DEFAULT_PROJECT) -> VersionDetail:
+    def pause_workflow(
+        name: WorkflowNamePath, project: ProjectQuery = DEFAULT_PROJECT
+    ) -> VersionDetail:
         return set_paused(project, name, True)
 
     @app.post(
@@ -1641,7 +1651,9 @@ def create_app(
         tags=["workflows"],
         responses=_responses("The workflow, now unpaused", 404, 502),
     )
-    def unpause_workflow(name: str, project: ProjectQuery = DEFAULT_PROJECT) -> VersionDetail:
+    def unpause_workflow(
+        name: WorkflowNamePath, project: ProjectQuery = DEFAULT_PROJECT
+    ) -> VersionDetail:
         return set_paused(project, name, False)
 
     @app.post(
@@ -1661,7 +1673,7 @@ def create_app(
     )
     @_raw_response
     def trigger_run(
-        name: str, body: TriggerBody = None, project: ProjectQuery = DEFAULT_PROJECT
+        name: WorkflowNamePath, body: TriggerBody = None, project: ProjectQuery = DEFAULT_PROJECT
     ) -> Response[str]:
         allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")
         scheduler.subworkflows.check_caller_latest(caller(), project, name, "triggering it")
@@ -1781,7 +1793,10 @@ def create_app(
     )
     @_raw_response
     def get_run(
-        run_id: str, since: SinceQuery = None, wait: WaitQuery = None, until: UntilQuery = None
+        run_id: RunIdPath,
+        since: SinceQuery = None,
+        wait: WaitQuery = None,
+        until: UntilQuery = None,
     ) -> Response[RunDetail]:
         # ``wait`` and ``until`` are only validated here: the local server holds the request
         # (it re-asks this route when the run changes: api/long_poll.py); Lambda answers at once.
@@ -1823,7 +1838,7 @@ def create_app(
         ),
     )
     @_raw_response
-    def get_run_states(run_id: str) -> Response[RunStates]:
+    def get_run_states(run_id: RunIdPath) -> Response[RunStates]:
         # A run page draws its graph from this and the layout, both asked for at once, then
         # asks for the whole view: at 10,000 tasks this is ~1/20 of its server time and size.
         run = run_for(run_id, Action.READ)
@@ -1848,7 +1863,7 @@ def create_app(
         responses=_layout_responses(),
     )
     @_raw_response
-    def get_run_layout(run_id: str) -> Response[GraphLayout]:
+    def get_run_layout(run_id: RunIdPath) -> Response[GraphLayout]:
         # by run: the run page asks for it with the run, not after it
         run = run_for(run_id, Action.READ)
         return graph_layout(run.project, run.workflow, run.version)
@@ -1865,7 +1880,7 @@ def create_app(
         ),
     )
     @_raw_response
-    def get_timeline(run_id: str) -> Response[Timeline]:
+    def get_timeline(run_id: RunIdPath) -> Response[Timeline]:
         run = run_for(run_id, Action.READ)
         if_none_match = app.current_event.headers.get("if-none-match")
         tag = None
@@ -1922,7 +1937,7 @@ def create_app(
         tags=["runs"],
         responses=_responses("The task and its attempts (`history`)", 404),
     )
-    def get_task(run_id: str, task_id: str) -> TaskView:
+    def get_task(run_id: RunIdPath, task_id: TaskIdPath) -> TaskView:
         run = run_for(run_id, Action.READ)
         task = store.get_task(run_id, task_id)
         attempts = store.list_attempts(run_id, task_id)
@@ -1946,8 +1961,8 @@ def create_app(
         ),
     )
     def get_log(
-        run_id: str,
-        task_id: str,
+        run_id: RunIdPath,
+        task_id: TaskIdPath,
         attempt: AttemptPath,
         offset: OffsetQuery = 0,
         limit: LogLimitQuery = MAX_LOG_CHUNK,
@@ -2008,8 +2023,8 @@ def create_app(
         ),
     )
     def get_output(
-        run_id: str,
-        task_id: str,
+        run_id: RunIdPath,
+        task_id: TaskIdPath,
         key: str,
         attempt: AttemptQuery = None,
         offset: OffsetQuery = 0,
@@ -2043,7 +2058,7 @@ def create_app(
         tags=["runs"],
         responses=_responses("The run, paused", 404, 409),
     )
-    def pause_run(run_id: str) -> RunView:
+    def pause_run(run_id: RunIdPath) -> RunView:
         target = run_for(run_id, Action.OPERATE)
         project = target.project
         scheduler.subworkflows.check_caller_run(caller(), target, "pausing it")
@@ -2059,7 +2074,7 @@ def create_app(
         tags=["runs"],
         responses=_responses("The run, resumed", 404, 409),
     )
-    def resume_run(run_id: str) -> RunView:
+    def resume_run(run_id: RunIdPath) -> RunView:
         target = run_for(run_id, Action.OPERATE)
         project = target.project
         scheduler.subworkflows.check_caller_run(caller(), target, "resuming it")
@@ -2076,7 +2091,7 @@ def create_app(
         tags=["runs"],
         responses=_responses("The run, stopped", 404, 409),
     )
-    def stop_run(run_id: str) -> RunView:
+    def stop_run(run_id: RunIdPath) -> RunView:
         target = run_for(run_id, Action.OPERATE)
         project = target.project
         scheduler.subworkflows.check_caller_run(caller(), target, "stopping it")
@@ -2093,7 +2108,7 @@ def create_app(
         tags=["runs"],
         responses=_responses("The run, running again", 400, 404, 409, 415),
     )
-    def rerun_run(run_id: str, body: RerunBody = None) -> RunView:
+    def rerun_run(run_id: RunIdPath, body: RerunBody = None) -> RunView:
         target = run_for(run_id, Action.OPERATE)
         project = target.project
         scheduler.subworkflows.check_caller_rerun(caller(), target, "rerunning it")
@@ -2110,7 +2125,7 @@ def create_app(
         tags=["runs"],
         responses=_responses("The run after the change", 400, 404, 409, 415),
     )
-    def mark_task(run_id: str, task_id: str, body: MarkBody) -> RunView:
+    def mark_task(run_id: RunIdPath, task_id: TaskIdPath, body: MarkBody) -> RunView:
         target = run_for(run_id, Action.OPERATE)
         project = target.project
         store.get_task(run_id, task_id)
