@@ -6,12 +6,11 @@ before. The routes are taken from the API's own OpenAPI document, so a new one i
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.unit.test_api_app import Api, FakeDispatcher
 
 from stratoflow.adapters.local.connections import LocalConnections
 from stratoflow.adapters.local.runtime import LocalRuntime
@@ -22,38 +21,24 @@ RULE = "a project name is 1-128 of a-z, 0-9, '_' and '-'"
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    rt = LocalRuntime(tmp_path_factory.mktemp("project-query") / "home")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    home = tmp_path_factory.mktemp("project-query")
+    rt = LocalRuntime(home / "home")
     connections = LocalConnections(rt.connections, rt.secret_source, rt.clock)
-    yield create_app(
+    built = create_app(
         rt.scheduler, readmodel=rt.readmodel, alerts=rt.alerts, secrets=rt.secrets,
         secret_source=rt.secret_source, connections=connections,
     )  # fmt: skip
+    yield Api(built, rt.scheduler, FakeDispatcher(), home)
     rt.close()
 
 
-def _call(app: Any, method: str, path: str, query: dict[str, str]) -> tuple[int, Any]:
-    event = {
-        "resource": "/{proxy+}", "path": path, "httpMethod": method,
-        "headers": {"Content-Type": "application/json"},
-        "multiValueHeaders": {"Content-Type": ["application/json"]},
-        "queryStringParameters": query,
-        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()},
-        "pathParameters": {"proxy": path.lstrip("/")}, "stageVariables": None,
-        "body": None, "isBase64Encoded": False,
-        "requestContext": {"stage": "test", "requestId": "req-1", "path": path},
-    }  # fmt: skip
-    reply = app.resolve(event, None)
-    body = reply.get("body") or ""
-    if reply.get("isBase64Encoded"):
-        body = base64.b64decode(body).decode()
-    try:
-        return reply["statusCode"], json.loads(body)
-    except ValueError:
-        return reply["statusCode"], body
+def _call(api: Api, method: str, path: str, query: dict[str, str]) -> tuple[int, Any]:
+    reply = api.call(method, path, query=query)
+    return reply.status, reply.body
 
 
-def _operations(app: Any) -> list[tuple[str, str, dict[str, str]]]:
+def _operations(app: Api) -> list[tuple[str, str, dict[str, str]]]:
     """(method, path with its parameters filled, the other required queries) of every
     operation whose query takes ``project``."""
     status, document = _call(app, "GET", "/openapi.json", {})
@@ -74,7 +59,7 @@ def _operations(app: Any) -> list[tuple[str, str, dict[str, str]]]:
     return found
 
 
-def test_the_document_lists_the_routes_that_read_a_project(app: Any) -> None:
+def test_the_document_lists_the_routes_that_read_a_project(app: Api) -> None:
     paths = {path for _, path, _ in _operations(app)}
     for path in ("/workflows", "/runs", "/backfills", "/audit", "/pools", "/variables",
                  "/secrets", "/connections", "/alerts/channels", "/resources"):  # fmt: skip
@@ -83,7 +68,7 @@ def test_the_document_lists_the_routes_that_read_a_project(app: Any) -> None:
 
 @pytest.mark.parametrize("project", NOT_PROJECTS)
 def test_a_project_no_project_can_have_is_a_400_naming_it_on_every_route(
-    app: Any, project: str
+    app: Api, project: str
 ) -> None:
     for method, path, required in _operations(app):
         status, body = _call(app, method, path, {**required, "project": project})
@@ -92,7 +77,7 @@ def test_a_project_no_project_can_have_is_a_400_naming_it_on_every_route(
         assert body["problems"] == [{"path": "project", "message": RULE, "line": None}]
 
 
-def test_the_400_is_in_the_document_of_every_such_route(app: Any) -> None:
+def test_the_400_is_in_the_document_of_every_such_route(app: Api) -> None:
     _, document = _call(app, "GET", "/openapi.json", {})
     for method, path, _ in _operations(app):
         template = next(
@@ -115,7 +100,7 @@ def _matches(template: str, path: str) -> bool:
      ("/variables", "variables"), ("/alerts/channels", "channels")],
 )  # fmt: skip
 def test_a_valid_project_with_nothing_in_it_is_answered_as_before(
-    app: Any, path: str, field: str
+    app: Api, path: str, field: str
 ) -> None:
     status, body = _call(app, "GET", path, {"project": "-nobody_here"})
     assert status == 200, body
