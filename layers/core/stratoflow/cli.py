@@ -172,27 +172,41 @@ def main() -> None:
 # ------------------------------------------------------------------ validate
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def validate(files: Sequence[str]) -> None:
+@output_option
+def validate(files: Sequence[str], output: str) -> None:
     """Check workflow files (YAML, or Python modules using stratoflow.sdk); exit 2 if any is
-    invalid."""
+    invalid. ``--output json``: a list, one object per file: ``file``, ``ok``, ``problems``
+    (each ``path``, ``message``, ``line``, as the API's 400 lists them) and ``workflows`` (each
+    ``project``, ``name``, ``tasks``)."""
     from datetime import UTC
 
     from stratoflow.cli_sdk import validate_file
 
     bad = 0
+    report: list[dict[str, Any]] = []
     for file in files:
         try:
             specs = validate_file(file, datetime.now(UTC))
         except InvalidInput as exc:
             bad += 1
             click.echo(f"error: {exc}", err=True)
+            problems = [
+                {"path": p.path, "message": p.message, "line": p.line} for p in exc.problems
+            ]
+            report.append({"file": file, "ok": False, "problems": problems, "workflows": []})
             continue
+        workflows = []
         for spec in specs:
             workflow, tasks = spec.workflow, len(spec.workflow.tasks)
+            workflows.append({"project": spec.project, "name": spec.name, "tasks": tasks})
             limit = ""
             if workflow.max_active_runs_implied and workflow.effective_max_active_runs:
                 limit = f"; {implied_limit(workflow.effective_max_active_runs)}"
-            click.echo(f"ok: {file} ({spec.project}/{spec.name}, {tasks} tasks{limit})")
+            if output == "text":
+                click.echo(f"ok: {file} ({spec.project}/{spec.name}, {tasks} tasks{limit})")
+        report.append({"file": file, "ok": True, "problems": [], "workflows": workflows})
+    if output == "json":
+        click.echo(json.dumps(report, indent=2))
     if bad:
         sys.exit(EXIT_INVALID)
 
@@ -933,9 +947,13 @@ class Client:
 
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True))
+@output_option
 @api_option
-def apply(files: Sequence[str], api: str) -> None:
-    """Apply workflow files or Python modules (a changed definition becomes a new version)."""
+def apply(files: Sequence[str], output: str, api: str) -> None:
+    """Apply workflow files or Python modules (a changed definition becomes a new version).
+    ``--output json``: a list, one object per workflow file (or module workflow) applied:
+    ``file``, ``project``, ``name``, ``version``, ``created`` (false: unchanged); when one is
+    refused, the list of those applied before it, then the refusal (exit 2)."""
     from datetime import UTC
 
     from stratoflow.cli_sdk import refused_sources, workflow_sources
@@ -950,20 +968,31 @@ def apply(files: Sequence[str], api: str) -> None:
         for message in refused:
             click.echo(f"error: {message}", err=True)
         _fail(f"{len(refused)} of {len(sources)} invalid: nothing was applied", EXIT_INVALID)
-    for i, (where, source) in enumerate(sources):
-        # a refusal names the file, and what of the others was applied and what not sent
-        done = [w for w, _ in sources[:i]]
-        left = [w for w, _ in sources[i + 1 :]]
-        note = "; ".join(
-            f"{what}: {', '.join(names)}"
-            for what, names in (("applied before it", done), ("not sent", left))
-            if names
-        )
-        body = client.call("POST", "/workflows", json={"source": source}, about=where, note=note)
-        state = "applied" if body.get("created") else "unchanged"
-        implied = view_implied_limit(body)
-        limit = f" ({implied})" if implied else ""
-        click.echo(f"{state}: {body['project']}/{body['name']} v{body['version']}{limit}")
+    applied: list[dict[str, Any]] = []
+    try:
+        for i, (where, source) in enumerate(sources):
+            # a refusal names the file, and what of the others was applied and what not sent
+            done = [w for w, _ in sources[:i]]
+            left = [w for w, _ in sources[i + 1 :]]
+            note = "; ".join(
+                f"{what}: {', '.join(names)}"
+                for what, names in (("applied before it", done), ("not sent", left))
+                if names
+            )
+            body = client.call(
+                "POST", "/workflows", json={"source": source}, about=where, note=note
+            )
+            created = bool(body.get("created"))
+            applied.append({"file": where, "project": body["project"], "name": body["name"],
+                            "version": body["version"], "created": created})  # fmt: skip
+            if output == "text":
+                implied = view_implied_limit(body)
+                limit = f" ({implied})" if implied else ""
+                state = "applied" if created else "unchanged"
+                click.echo(f"{state}: {body['project']}/{body['name']} v{body['version']}{limit}")
+    finally:  # a refusal too: what was applied before it, as text printed it line by line
+        if output == "json":
+            click.echo(json.dumps(applied, indent=2))
 
 
 @main.command()

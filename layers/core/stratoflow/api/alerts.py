@@ -15,6 +15,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from stratoflow.alerts import CHANNEL_TYPES, MAX_CHANNELS_PER_GROUP, validate_channel
+from stratoflow.api.models import MAX_ID_CHARS
 from stratoflow.api.named_settings import NamedSettings, NamedView, NamePath, register_named
 from stratoflow.api.replies import saved
 from stratoflow.auth import Action
@@ -70,7 +71,7 @@ AlertProjectQuery = Annotated[
     str, Query(min_length=1, max_length=200, description="The project the alerts belong to.")
 ]
 RunIdQuery = Annotated[
-    str | None, Query(min_length=1, max_length=300, description="Only this run's.")
+    str | None, Query(min_length=1, max_length=MAX_ID_CHARS, description="Only this run's.")
 ]
 StatusQuery = Annotated[
     Literal["pending", "retrying", "sent", "failed", "skipped"] | None,

@@ -77,9 +77,11 @@ from stratoflow.api.models import (
     Me,
     RerunRequest,
     RunDetail,
+    RunIdPath,
     RunList,
     RunStates,
     RunView,
+    TaskIdPath,
     TaskView,
     Timeline,
     TriggerRequest,
@@ -87,6 +89,7 @@ from stratoflow.api.models import (
     VersionDiff,
     VersionList,
     WorkflowList,
+    WorkflowNamePath,
 )
 from stratoflow.audit import AuditJournal
 from stratoflow.audit import intent as audit_intent
@@ -121,7 +124,13 @@ from stratoflow.model import (
 )
 from stratoflow.ports import Attempt, LogRange, RunChangeLog, RunQuery, WorkflowVersion
 from stratoflow.readmodel import AuditEntry, ReadModel, RunFilter
-from stratoflow.secrets import SecretSource, SecretStore, SecretUnavailable, masker_for
+from stratoflow.secrets import (
+    SecretSource,
+    SecretStore,
+    SecretUnavailable,
+    check_project,
+    masker_for,
+)
 from stratoflow.service import Scheduler
 from stratoflow.views import (
     attempt_view,
@@ -574,6 +583,40 @@ def _responses(
             "content": {content_types.APPLICATION_JSON: {"model": ErrorView}},
         }
     return out
+
+
+def _check_project_query(app: APIGatewayRestResolver) -> None:
+    """InvalidInput (400, naming ``project`` and the rule, as the variables and secrets
+    routes say it) for a ``project`` query no project can have (``?project=Sales!``), on
+    every route that reads one: it was answered as a project with nothing in it (an empty
+    list, a 404), which reads as "nothing there" rather than "no such name". Checked before
+    the request is validated, so the length the schema bounds is refused in the same words."""
+    route = app.context.get("_route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or not any(p.alias == "project" for p in dependant.query_params):
+        return
+    event = app.current_event
+    given = list((event.multi_value_query_string_parameters or {}).get("project") or [])
+    single = (event.query_string_parameters or {}).get("project")
+    for project in [*given, *([single] if single is not None else [])]:
+        check_project(project)
+
+
+def _document_project_refusal(document: dict[str, Any]) -> dict[str, Any]:
+    """The 400 of ``_check_project_query`` on every operation with a ``project`` query."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            params = operation.get("parameters") or []
+            if not any(p.get("in") == "query" and p.get("name") == "project" for p in params):
+                continue
+            responses = operation.setdefault("responses", {})
+            responses.setdefault("400", {
+                "description": _DESCRIPTIONS[400],
+                "content": {content_types.APPLICATION_JSON: {
+                    "schema": {"$ref": "#/components/schemas/ErrorView"}
+                }},
+            })  # fmt: skip
+    return document
 
 
 _POWERTOOLS_ERROR_SCHEMAS = ("HTTPValidationError", "ValidationError", "ResponseValidationError")
@@ -1030,6 +1073,7 @@ def create_app(
             app: APIGatewayRestResolver, next_middleware: NextMiddleware
         ) -> Response[Any]:
             identify(app)
+            _check_project_query(app)
             return form_refused(app) or next_middleware(app)
 
         app.use([identify_first])
@@ -1039,6 +1083,7 @@ def create_app(
             app: APIGatewayRestResolver, next_middleware: NextMiddleware
         ) -> Response[Any]:
             identify(app)
+            _check_project_query(app)
             answer: Response[Any] = form_refused(app) or validate(app, next_middleware)
             return answer
 
@@ -1345,7 +1390,7 @@ def create_app(
                 version=_package_version(),
                 description="DAG workflow scheduler: workflows, runs, tasks and logs.",
             )
-            openapi.update(_own_error_schemas(json.loads(document)))
+            openapi.update(_document_project_refusal(_own_error_schemas(json.loads(document))))
             if scheduler.resources is not None:
                 from stratoflow.api import resource_routes
 
@@ -1455,7 +1500,9 @@ def create_app(
         tags=["workflows"],
         responses=_responses("The latest version, with its document and source", 404),
     )
-    def get_workflow(name: str, project: ProjectQuery = DEFAULT_PROJECT) -> VersionDetail:
+    def get_workflow(
+        name: WorkflowNamePath, project: ProjectQuery = DEFAULT_PROJECT
+    ) -> VersionDetail:
         allow(Action.READ, project, f"workflow {name!r} in project {project!r}")
         return version_detail(catalog.get_version(project, name))
 
@@ -1466,7 +1513,7 @@ def create_app(
         responses=_responses("A page of versions; `next` is the cursor of the next", 404),
     )
     def list_versions(
-        name: str,
+        name: WorkflowNamePath,
         project: ProjectQuery = DEFAULT_PROJECT,
         limit: LimitQuery = 50,
         before: BeforeVersionQuery = None,
@@ -1490,7 +1537,7 @@ def create_app(
         responses=_responses("The diff (`changed` is false when the sources are equal)", 400, 404),
     )
     def diff_versions(
-        name: str,
+        name: WorkflowNamePath,
         project: ProjectQuery = DEFAULT_PROJECT,
         from_: DiffFromQuery = None,
         to: DiffToQuery = None,
@@ -1522,7 +1569,7 @@ def create_app(
         responses=_responses("The version, with its document and source", 404),
     )
     def get_version(
-        name: str, version: VersionPath, project: ProjectQuery = DEFAULT_PROJECT
+        name: WorkflowNamePath, version: VersionPath, project: ProjectQuery = DEFAULT_PROJECT
     ) -> VersionDetail:
         allow(Action.READ, project, f"workflow {name!r} in project {project!r}")
         return version_detail(catalog.get_version(project, name, version))
@@ -1535,7 +1582,7 @@ def create_app(
     )
     @_raw_response
     def get_version_layout(
-        name: str,
+        name: WorkflowNamePath,
         version: VersionPath,
         project: ProjectQuery = DEFAULT_PROJECT,
         h: DigestQuery | None = None,
@@ -1565,7 +1612,10 @@ def create_app(
         ),
     )
     def put_version_layout(
-        name: str, version: VersionPath, h: DigestQuery, project: ProjectQuery = DEFAULT_PROJECT
+        name: WorkflowNamePath,
+        version: VersionPath,
+        h: DigestQuery,
+        project: ProjectQuery = DEFAULT_PROJECT,
     ) -> Response[LayoutStored]:
         # the body is read raw (api/stored_layouts.py caps its size before parsing it). The
         # first layout stays for good and every viewer downloads it: whoever may store it may
@@ -1594,7 +1644,9 @@ def create_app(
         tags=["workflows"],
         responses=_responses("The workflow, now paused", 404, 502),
     )
-    def pause_workflow(name: str, project: ProjectQuery = DEFAULT_PROJECT) -> VersionDetail:
+    def pause_workflow(
+        name: WorkflowNamePath, project: ProjectQuery = DEFAULT_PROJECT
+    ) -> VersionDetail:
         return set_paused(project, name, True)
 
     @app.post(
@@ -1603,7 +1655,9 @@ def create_app(
         tags=["workflows"],
         responses=_responses("The workflow, now unpaused", 404, 502),
     )
-    def unpause_workflow(name: str, project: ProjectQuery = DEFAULT_PROJECT) -> VersionDetail:
+    def unpause_workflow(
+        name: WorkflowNamePath, project: ProjectQuery = DEFAULT_PROJECT
+    ) -> VersionDetail:
         return set_paused(project, name, False)
 
     @app.post(
@@ -1623,7 +1677,7 @@ def create_app(
     )
     @_raw_response
     def trigger_run(
-        name: str, body: TriggerBody = None, project: ProjectQuery = DEFAULT_PROJECT
+        name: WorkflowNamePath, body: TriggerBody = None, project: ProjectQuery = DEFAULT_PROJECT
     ) -> Response[str]:
         allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")
         scheduler.subworkflows.check_caller_latest(caller(), project, name, "triggering it")
@@ -1743,7 +1797,10 @@ def create_app(
     )
     @_raw_response
     def get_run(
-        run_id: str, since: SinceQuery = None, wait: WaitQuery = None, until: UntilQuery = None
+        run_id: RunIdPath,
+        since: SinceQuery = None,
+        wait: WaitQuery = None,
+        until: UntilQuery = None,
     ) -> Response[RunDetail]:
         # ``wait`` and ``until`` are only validated here: the local server holds the request
         # (it re-asks this route when the run changes: api/long_poll.py); Lambda answers at once.
@@ -1785,7 +1842,7 @@ def create_app(
         ),
     )
     @_raw_response
-    def get_run_states(run_id: str) -> Response[RunStates]:
+    def get_run_states(run_id: RunIdPath) -> Response[RunStates]:
         # A run page draws its graph from this and the layout, both asked for at once, then
         # asks for the whole view: at 10,000 tasks this is ~1/20 of its server time and size.
         run = run_for(run_id, Action.READ)
@@ -1810,7 +1867,7 @@ def create_app(
         responses=_layout_responses(),
     )
     @_raw_response
-    def get_run_layout(run_id: str) -> Response[GraphLayout]:
+    def get_run_layout(run_id: RunIdPath) -> Response[GraphLayout]:
         # by run: the run page asks for it with the run, not after it
         run = run_for(run_id, Action.READ)
         return graph_layout(run.project, run.workflow, run.version)
@@ -1827,7 +1884,7 @@ def create_app(
         ),
     )
     @_raw_response
-    def get_timeline(run_id: str) -> Response[Timeline]:
+    def get_timeline(run_id: RunIdPath) -> Response[Timeline]:
         run = run_for(run_id, Action.READ)
         if_none_match = app.current_event.headers.get("if-none-match")
         tag = None
@@ -1884,7 +1941,7 @@ def create_app(
         tags=["runs"],
         responses=_responses("The task and its attempts (`history`)", 404),
     )
-    def get_task(run_id: str, task_id: str) -> TaskView:
+    def get_task(run_id: RunIdPath, task_id: TaskIdPath) -> TaskView:
         run = run_for(run_id, Action.READ)
         task = store.get_task(run_id, task_id)
         attempts = store.list_attempts(run_id, task_id)
@@ -1908,8 +1965,8 @@ def create_app(
         ),
     )
     def get_log(
-        run_id: str,
-        task_id: str,
+        run_id: RunIdPath,
+        task_id: TaskIdPath,
         attempt: AttemptPath,
         offset: OffsetQuery = 0,
         limit: LogLimitQuery = MAX_LOG_CHUNK,
@@ -1970,8 +2027,8 @@ def create_app(
         ),
     )
     def get_output(
-        run_id: str,
-        task_id: str,
+        run_id: RunIdPath,
+        task_id: TaskIdPath,
         key: str,
         attempt: AttemptQuery = None,
         offset: OffsetQuery = 0,
@@ -2005,7 +2062,7 @@ def create_app(
         tags=["runs"],
         responses=_responses("The run, paused", 404, 409),
     )
-    def pause_run(run_id: str) -> RunView:
+    def pause_run(run_id: RunIdPath) -> RunView:
         target = run_for(run_id, Action.OPERATE)
         project = target.project
         scheduler.subworkflows.check_caller_run(caller(), target, "pausing it")
@@ -2021,7 +2078,7 @@ def create_app(
         tags=["runs"],
         responses=_responses("The run, resumed", 404, 409),
     )
-    def resume_run(run_id: str) -> RunView:
+    def resume_run(run_id: RunIdPath) -> RunView:
         target = run_for(run_id, Action.OPERATE)
         project = target.project
         scheduler.subworkflows.check_caller_run(caller(), target, "resuming it")
@@ -2038,7 +2095,7 @@ def create_app(
         tags=["runs"],
         responses=_responses("The run, stopped", 404, 409),
     )
-    def stop_run(run_id: str) -> RunView:
+    def stop_run(run_id: RunIdPath) -> RunView:
         target = run_for(run_id, Action.OPERATE)
         project = target.project
         scheduler.subworkflows.check_caller_run(caller(), target, "stopping it")
@@ -2055,7 +2112,7 @@ def create_app(
         tags=["runs"],
         responses=_responses("The run, running again", 400, 404, 409, 415),
     )
-    def rerun_run(run_id: str, body: RerunBody = None) -> RunView:
+    def rerun_run(run_id: RunIdPath, body: RerunBody = None) -> RunView:
         target = run_for(run_id, Action.OPERATE)
         project = target.project
         scheduler.subworkflows.check_caller_rerun(caller(), target, "rerunning it")
@@ -2072,7 +2129,7 @@ def create_app(
         tags=["runs"],
         responses=_responses("The run after the change", 400, 404, 409, 415),
     )
-    def mark_task(run_id: str, task_id: str, body: MarkBody) -> RunView:
+    def mark_task(run_id: RunIdPath, task_id: TaskIdPath, body: MarkBody) -> RunView:
         target = run_for(run_id, Action.OPERATE)
         project = target.project
         store.get_task(run_id, task_id)

@@ -12,6 +12,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from stratoflow.api.models import BackfillIdPath, WorkflowNamePath
 from stratoflow.auth import Action, Principal
 from stratoflow.engine.backfill import (
     MAX_BACKFILL_DATES,
@@ -203,7 +204,7 @@ def register_backfills(
         ),
     )
     def create_backfill(
-        name: str, body: BackfillBody, project: BackfillProjectQuery = "default"
+        name: WorkflowNamePath, body: BackfillBody, project: BackfillProjectQuery = "default"
     ) -> Response[BackfillView]:
         principal = allow(Action.OPERATE, project, f"workflow {name!r} in project {project!r}")
         scheduler.subworkflows.check_caller_latest(principal, project, name, "backfilling it")
@@ -271,7 +272,7 @@ def register_backfills(
         tags=["backfills"],
         responses=responses("The backfill with its dates", 404),
     )
-    def get_backfill(backfill_id: str) -> BackfillView:
+    def get_backfill(backfill_id: BackfillIdPath) -> BackfillView:
         backfill = backfill_for(backfill_id, Action.READ)
         principal = allow(Action.READ, backfill.project, f"backfill {backfill_id!r}")
         view = group_view(backfill, backfills.group(backfill), principal)
@@ -305,7 +306,7 @@ def register_backfills(
                 subworkflows.check_caller_children(principal, run, what)
 
     def operation(op: str, summary: str, act: Operation) -> None:
-        def handler(backfill_id: str) -> BackfillView:
+        def handler(backfill_id: BackfillIdPath) -> BackfillView:
             before = backfill_for(backfill_id, Action.OPERATE)
             project = before.project
             principal = allow(Action.OPERATE, project, f"backfill {backfill_id!r}")

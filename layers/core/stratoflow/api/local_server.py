@@ -83,17 +83,29 @@ class LocalContext(LambdaContext):
         self._log_stream_name = "local"
 
 
+def split_target(target: str) -> tuple[str, str]:
+    """(path, query) of a request target, both still encoded. The usual form
+    (``/runs?project=a``) is split as it is: urlsplit reads one starting with '//' as a host
+    and a path (``//x/runs``: host ``x``, path ``/runs``, another route than the one sent).
+    A target with a scheme (``http://host/runs``) goes through urlsplit."""
+    if target.startswith("/"):
+        path, _, query = target.partition("#")[0].partition("?")
+        return path, query
+    url = urlsplit(target)
+    return url.path, url.query
+
+
 def to_event(
     method: str, target: str, headers: Message, body: bytes, client: str
 ) -> dict[str, Any]:
     """An API Gateway REST (v1) proxy event for one HTTP request."""
-    url = urlsplit(target)
-    path = request_path(url.path)  # as the api function decodes API Gateway's (api/paths.py)
+    raw_path, query = split_target(target)
+    path = request_path(raw_path)  # as the api function decodes API Gateway's (api/paths.py)
     multi_headers: dict[str, list[str]] = {}
     for name, value in headers.items():
         multi_headers.setdefault(name, []).append(str(value))
     multi_query: dict[str, list[str]] = {}
-    for name, value in parse_qsl(url.query, keep_blank_values=True):
+    for name, value in parse_qsl(query, keep_blank_values=True):
         multi_query.setdefault(name, []).append(value)
     try:
         text: str | None = body.decode("utf-8") if body else None
@@ -515,6 +527,18 @@ class _Handler(BaseHTTPRequestHandler):
             return False
 
     def _handle(self) -> None:
+        # the target as sent: http.server (3.11.4 on) rewrites one starting with '//' to a
+        # single '/', earlier versions do not, and urlsplit read '//x' as a host
+        words = self.requestline.split()
+        target = words[1] if len(words) > 1 else self.path
+        if split_target(target)[0].startswith("//"):
+            shown = target if len(target) <= 60 else f"{target[:60]}..."
+            self._refuse(
+                HTTPStatus.BAD_REQUEST,
+                f"the request's path {shown!r} starts with '//': a path starts with one '/' "
+                "(what follows '//' would be read as a host)",
+            )
+            return
         lengths = self.headers.get_all("Content-Length") or []
         transfer = self.headers.get_all("Transfer-Encoding")
         codings = ",".join(transfer or []).lower()
@@ -567,7 +591,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         self._received()
-        event = to_event(self.command, self.path, self.headers, body, self.client_address[0])
+        event = to_event(self.command, target, self.headers, body, self.client_address[0])
         try:
             response = self.server.resolve(event)
         except Exception as exc:

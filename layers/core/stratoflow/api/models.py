@@ -7,14 +7,37 @@ allow extra fields, so a field added to a view reaches clients without a change 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from aws_lambda_powertools.event_handler.openapi.params import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from stratoflow.model import MAX_DOCUMENT_BYTES
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 MAX_SOURCE_CHARS = MAX_DOCUMENT_BYTES  # the loader also counts its UTF-8 bytes
+
+# The ids and names a request's path gives are bounded before any work (a 422 naming the
+# parameter and its limit, as every field the schema bounds), on both runtimes alike: on AWS
+# each is part of a DynamoDB key, ``RUN#<run id>``, ``BACKFILL#<id>`` and
+# ``WF#<project>#<name>`` partition keys (at most 2,048 bytes) and ``T#<task id>`` sort keys
+# (at most 1,024); DynamoDB refuses a longer key with a ValidationException that nothing
+# maps (a 500), where the local store said 404. In 4-byte characters too, the bounds stay
+# under those limits.
+MAX_NAME_CHARS = 128  # a workflow's or a task's name (the model's rule)
+# a run's or a backfill's id: the longest Stratoflow makes is a backfill's (289 characters
+# with a project and a workflow name of 128), then a scheduled run's (284)
+MAX_ID_CHARS = 300
+RunIdPath = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, description="A run's id.")]
+BackfillIdPath = Annotated[
+    str, Path(min_length=1, max_length=MAX_ID_CHARS, description="A backfill's id.")
+]
+TaskIdPath = Annotated[
+    str, Path(min_length=1, max_length=MAX_NAME_CHARS, description="A task's id.")
+]
+WorkflowNamePath = Annotated[
+    str, Path(min_length=1, max_length=MAX_NAME_CHARS, description="The workflow's name.")
+]
 
 
 # ------------------------------------------------------------------ requests

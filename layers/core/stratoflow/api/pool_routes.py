@@ -17,6 +17,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from stratoflow.api.models import RunIdPath, TaskIdPath
 from stratoflow.auth import Action, Forbidden, Principal
 from stratoflow.engine import TaskInstance
 from stratoflow.engine.pools import Pool, pool_key
@@ -219,7 +220,7 @@ def register(
         tags=["pools"],
         responses=responses("The task, running", 400, 404, 409),
     )
-    def force_start(run_id: str, task_id: str) -> Response[ForceStarted]:
+    def force_start(run_id: RunIdPath, task_id: TaskIdPath) -> Response[ForceStarted]:
         try:
             run = scheduler.store.get_run(run_id)
         except NotFound:

@@ -53,7 +53,7 @@ from stratoflow.engine._engine import Plan, claim, dispatch_slots
 from stratoflow.engine._states import PoolDelta, Run, RunState, TaskInstance, TaskState
 from stratoflow.errors import Conflict, Problem
 from stratoflow.model import WorkflowSpec
-from stratoflow.model._workflow import MAX_POOL_SLOTS
+from stratoflow.model._workflow import MAX_POOL_SLOTS, pools_set_command
 
 AGING = timedelta(minutes=1)  # one priority point per minute waited
 _AGING_MS = int(AGING.total_seconds() * 1000)
@@ -114,11 +114,11 @@ def too_small(pool: Pool, task_id: str, need: int) -> str | None:
     below its ``pool_slots`` after its workflow was applied), or None if it fits."""
     if need <= pool.slots:
         return None
-    project = f" --project {pool.scope}" if pool.scope else ""
+    project = [f"--project {pool.scope}"] if pool.scope else []
     return (
         f"pool {pool.name!r} can never start task {task_id}: the task needs {need} slot(s) "
         f"(pool_slots: {need}) and the pool has {pool.slots}; give the pool more slots "
-        f"(stratoflow pools set {pool.name} --slots {need}{project}) or lower the task's "
+        f"({pools_set_command(pool.name, f'--slots {need}', *project)}) or lower the task's "
         f"pool_slots to {pool.slots} and apply the workflow again"
     )
 
@@ -170,7 +170,7 @@ def check(spec: WorkflowSpec, lookup: Callable[[str], Pool | None]) -> list[Prob
                 Problem(
                     f"tasks.{task_id}.pool",
                     f"unknown pool {task.pool!r} in project {spec.project!r} (create it first: "
-                    f"stratoflow pools set {task.pool} --slots N [--project {spec.project}])",
+                    f"{pools_set_command(task.pool, '--slots N', f'[--project {spec.project}]')})",
                 )
             )
         elif task.pool_slots > pool.slots:
@@ -304,12 +304,13 @@ def starved_by_ancestors(
     if not held or held + need <= pool.slots:
         return None
     holders = ", ".join(f"{t.run_id}/{t.task_id}" for t in holding)
-    project = f" --project {pool.scope}" if pool.scope else ""
+    project = [f"--project {pool.scope}"] if pool.scope else []
+    command = pools_set_command(pool.name, f"--slots {held + need}", *project)
     return (
         f"pool {pool.name!r} can never start task {task_id}: it needs {need} of the pool's "
         f"{pool.slots} slot(s), and {held} are held until this run ends by the sub-workflow "
         f"task(s) that started it ({holders}), a deadlock; give the pool more slots "
-        f"(stratoflow pools set {pool.name} --slots {held + need}{project}) or take the pool "
+        f"({command}) or take the pool "
         "off one of the two tasks"
     )
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from stratoflow.importers._names import task_id, unique
 from stratoflow.importers._report import Notes
-from stratoflow.model._workflow import MAX_PRIORITY
+from stratoflow.model._workflow import MAX_PRIORITY, pools_set_command
 
 Unmapped = Literal["placeholder", "report"]
 _MAX_SHOWN = 2000
@@ -300,13 +300,13 @@ def pools_to_create(
 ) -> None:
     """One note per pool the workflow's tasks name: ``apply`` refuses the workflow until the
     pool exists, so say how to create it."""
-    where = f" --project {project}" if project else ""
+    where = [f"--project {project}"] if project else []
     for pool, users in pools.items():
         named = ", ".join(users[:10]) + (f" and {len(users) - 10} more" if len(users) > 10 else "")
         notes.changed(
             f"{'task' if len(users) == 1 else 'tasks'} {named} "
             f"{'uses' if len(users) == 1 else 'use'} pool {pool!r}: `stratoflow apply` refuses this "
-            f"workflow until the pool exists; create it first with `stratoflow pools set {pool} "
-            f"--slots N{where}` ({slots})",
+            f"workflow until the pool exists; create it first with "
+            f"`{pools_set_command(pool, '--slots N', *where)}` ({slots})",
             field="pool",
         )

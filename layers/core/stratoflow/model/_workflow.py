@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -50,6 +51,16 @@ CATCHUP_MAX_ACTIVE_RUNS = 16
 # not leave datetime's range (years 1..9999) when the cron loop converts them.
 FIRST_SCHEDULE_DATE = datetime(1900, 1, 1)
 LAST_SCHEDULE_DATE = datetime(9999, 12, 30, 23, 59, 59, 999999)
+
+
+def pools_set_command(name: str, *options: str) -> str:
+    """``stratoflow pools set NAME OPTIONS...`` as a message prints it, to be pasted: a name
+    starting with '-' (click reads it as an option) follows '--', after the options, as in
+    the ``runs output`` command that ``runs show`` prints. ``options`` are written as they
+    are (``--slots N``, ``[--project P]``); the name is quoted for a shell if it needs it."""
+    if name.startswith("-"):
+        return " ".join(["stratoflow pools set", *options, "--", shlex.quote(name)])
+    return " ".join(["stratoflow pools set", shlex.quote(name), *options])
 
 
 def effective_max_active_runs(max_active_runs: int | None, catchup: bool) -> int | None:
