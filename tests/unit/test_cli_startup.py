@@ -199,7 +199,7 @@ def _bundles_loaded(monkeypatch: pytest.MonkeyPatch, api: str) -> int:
 def test_a_client_of_a_plain_http_api_loads_no_certificate_bundle(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # httpx loads its CA bundle for every client, ~80 ms of `apply`'s and `trigger`'s start
+    # httpx loads its CA bundle for every client, ~30 ms of `apply`'s and `trigger`'s start
     # before the request goes out; a local server speaks plain HTTP and needs none of it
     assert _bundles_loaded(monkeypatch, "http://127.0.0.1:8321") == 0
     assert _bundles_loaded(monkeypatch, "HTTP://localhost:8321/") == 0
