@@ -877,6 +877,28 @@ dag_level:
     assert (result.workflows[0].document or {})["schedule"]["timezone"] == "UTC"
 
 
+def test_a_dag_level_zone_is_not_default_args_start_date_s(tmp_path: Path) -> None:
+    """dag-factory reads the DAG-level ``timezone`` only for the DAG's own start_date and
+    end_date; a start_date in default_args is read in default_args.timezone (UTC when it
+    has none), and Airflow schedules the DAG in that start_date's zone. The import took the
+    DAG-level zone, so the cron fired an hour or two off."""
+    result = _import(
+        tmp_path,
+        """
+zoned:
+  timezone: Europe/Berlin
+  default_args: {start_date: 2026-01-01}
+  schedule: "30 6 * * 1-5"
+  tasks:
+    t: {operator: airflow.providers.standard.operators.bash.BashOperator, bash_command: "true"}
+""",
+    )
+    schedule = (result.workflows[0].document or {})["schedule"]
+    assert schedule["timezone"] == "UTC"
+    assert schedule["start"] == "2026-01-01T00:00:00"
+    assert "timezone Europe/Berlin" in _messages(result, "changed")
+
+
 BASH = "airflow.providers.standard.operators.bash.BashOperator"
 
 

@@ -313,13 +313,17 @@ def _dag(
     # the start_date it uses
     if "start_date" in config:
         tz = str(config.get("timezone") or "UTC")
+        unread_zone = ""
     else:
-        tz = str(args.get("timezone") or config.get("timezone") or "UTC")
+        tz = str(args.get("timezone") or "UTC")
+        # a DAG-level zone no start_date is read in: not the schedule's
+        unread_zone = str(config.get("timezone") or "")
     schedule_value = config.get("timetable") or config.get(
         "schedule", config.get("schedule_interval", args.get("schedule"))
     )
     if isinstance(schedule_value, dict) and schedule_value.get("timezone"):
         tz = str(schedule_value["timezone"])
+        unread_zone = ""  # the timetable's own zone
     converted = airflow_schedule(schedule_value)
     dates = AirflowDates(tz="UTC", no_neighbours=_no_neighbours(major, converted, schedule_value))
     if dates.no_neighbours == "":  # Airflow 2 without a schedule: every run is by hand
@@ -330,6 +334,15 @@ def _dag(
         notes.changed(converted.remark, field="schedule")
     if converted.cron:
         schedule: dict[str, Any] = {"cron": converted.cron, "timezone": tz}
+        if unread_zone and unread_zone != tz:
+            notes.changed(
+                f"timezone {unread_zone} is not the schedule's, {tz}: dag-factory reads it for "
+                "the DAG's own start_date and end_date only, and Airflow schedules a DAG in "
+                "the zone of its start_date, here "
+                + ("default_args', read in default_args.timezone" if "start_date" in args
+                   else "none: Airflow's default_timezone, UTC unless configured"),
+                field="timezone",
+            )  # fmt: skip
         start = config.get("start_date", args.get("start_date"))
         end = config.get("end_date", args.get("end_date"))
         shift = interval_before(converted.cron) if airflow2 else None
