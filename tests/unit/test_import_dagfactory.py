@@ -650,6 +650,30 @@ x:
     assert "end_date '3 days' (relative)" in text
 
 
+def test_a_start_date_written_as_a_datetime_object_is_the_schedule_s_start(
+    tmp_path: Path,
+) -> None:
+    """dag-factory's ``__type__: datetime.datetime`` (keyword or ``__args__`` form, its
+    documented way to write a start_date) is a date like any other: the import read it as a
+    relative date, reported it so, and left the schedule without its start and end."""
+    result = _import(
+        tmp_path,
+        """
+x:
+  default_args:
+    start_date: {__type__: datetime.datetime, year: 2025, month: 2, day: 3, hour: 5}
+    end_date: {__type__: datetime.date, __args__: [2025, 12, 31]}
+  schedule: "0 */6 * * *"
+  tasks:
+    t: {operator: airflow.providers.standard.operators.bash.BashOperator, bash_command: "true"}
+""",
+    )
+    schedule = (result.workflows[0].document or {})["schedule"]
+    assert schedule["start"] == "2025-02-03T05:00:00"
+    assert schedule["end"] == "2025-12-31T00:00:00"
+    assert "relative" not in _unmapped(result)
+
+
 def test_task_in_a_template_is_kept_and_its_rendering_is_said(tmp_path: Path) -> None:
     bash = "airflow.operators.bash.BashOperator"
     result = _import(

@@ -196,6 +196,36 @@ def _wall_time(text: str) -> tuple[str, str | None]:
     return when.replace(tzinfo=None).isoformat(), when.strftime("%z") or None
 
 
+# dag-factory's custom objects (``__type__``) that build a date or a date and time, and the
+# fields it keeps of them (get_datetime replaces the zone by the DAG's)
+_DATE_TYPES = frozenset({"datetime.datetime", "datetime.date", "pendulum.datetime",
+                         "pendulum.DateTime", "pendulum.date", "pendulum.Date"})  # fmt: skip
+_DATE_FIELDS = ("year", "month", "day", "hour", "minute", "second", "microsecond")
+
+
+def _date_object(value: Any, key: str, tz: str, notes: Notes) -> Any:
+    """A start_date or end_date written as dag-factory's ``{__type__: datetime.datetime,
+    year: ..., ...}`` (or ``datetime.date``, ``pendulum.datetime``; keyword fields or
+    ``__args__``) as the datetime it builds; ``value`` as it is when it is no such object,
+    or one that cannot be built."""
+    if not isinstance(value, dict) or str(value.get("__type__", "")) not in _DATE_TYPES:
+        return value
+    positional = value.get("__args__") or []
+    fields = {k: value[k] for k in _DATE_FIELDS if k in value}
+    if not isinstance(positional, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in [*positional, *fields.values()]
+    ):
+        return value
+    try:
+        when = datetime(*positional, **fields)
+    except (TypeError, ValueError, OverflowError):
+        return value
+    if any(k in value for k in ("tz", "tzinfo")):
+        notes.changed(f"{key}'s zone is dropped: dag-factory reads it in the DAG's time zone, "
+                      f"{tz}", field="schedule")  # fmt: skip
+    return when
+
+
 def _later(text: str, shift: tuple[int, int]) -> str:
     """``text`` (an ISO date and time) one Airflow 2 interval later: ``shift`` is the
     interval back from a fire time to its logical date (``interval_before``). Text that is
@@ -346,11 +376,15 @@ def _dag(
         start = config.get("start_date", args.get("start_date"))
         end = config.get("end_date", args.get("end_date"))
         shift = interval_before(converted.cron) if airflow2 else None
-        for key, value in (("start", start), ("end", end)):
-            if value is None:
+        for key, written in (("start", start), ("end", end)):
+            if written is None:
                 continue
+            value = _date_object(written, f"{key}_date", tz, notes)
             text = str(value).replace(" ", "T", 1)
-            if text[:4].isdigit():
+            if isinstance(value, dict):
+                notes.unmapped(f"{key}_date {value!r} is not a date the import can read: "
+                               "left out", field="schedule")  # fmt: skip
+            elif text[:4].isdigit():
                 text = text if "T" in text else text + "T00:00:00"
                 text, offset = _wall_time(text)
                 if offset:
