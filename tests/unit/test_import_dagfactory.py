@@ -787,6 +787,48 @@ six_hourly:
     assert not [n for n in result.all_notes() if "not a fixed length" in n.message]
 
 
+@pytest.mark.parametrize(
+    ("cron", "step"),
+    [("*/15 * * * *", timedelta(minutes=15)), ("0 */6 * * *", timedelta(hours=6))],
+)
+def test_an_airflow2_cron_of_even_steps_reads_its_interval_start(
+    tmp_path: Path, cron: str, step: timedelta
+) -> None:
+    """Every 15 minutes, or every 6 hours in UTC, are intervals of one length: an Airflow 2
+    run's ds and ts are its interval's start, one step before its fire time. The import
+    said their length varied and let the macros read the fire time: every ts was one step
+    late, and the run at midnight got the new day's ds."""
+    result = _import(
+        tmp_path,
+        f"""
+stepped:
+  default_args: {{start_date: 2026-12-04, end_date: 2026-12-06}}
+  schedule_interval: "{cron}"
+  catchup: true
+  tasks:
+    t: {{operator: airflow.operators.bash.BashOperator, bash_command: "{{{{ ds }}}} {{{{ ts }}}}"}}
+""",
+    )
+    spec = parse_workflow(result.workflows[0].document or {})
+    schedule = spec.workflow.schedule
+    assert schedule is not None
+    start, _ = schedule_window(schedule)
+    assert start is not None
+    fires = parse_schedule(schedule.cron).fire_times(
+        start - timedelta(seconds=1), start + timedelta(days=1), schedule.timezone, schedule.start
+    )
+    assert fires[0] == datetime(2026, 12, 4, tzinfo=UTC) + step  # the first interval's end
+    assert datetime(2026, 12, 5, tzinfo=UTC) in fires
+    command = _tasks(result)["t"]["command"]
+    for fire in fires:
+        logical = fire - step
+        assert render(command, {"logical_date": fire.isoformat()}).split() == [
+            logical.strftime("%Y-%m-%d"),
+            logical.isoformat(),
+        ], fire
+    assert "not a fixed length" not in _unmapped(result)
+
+
 def test_an_airflow2_cron_of_uneven_intervals_fires_first_when_its_first_interval_ends(
     tmp_path: Path,
 ) -> None:

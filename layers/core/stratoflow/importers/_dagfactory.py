@@ -375,7 +375,7 @@ def _dag(
             )  # fmt: skip
         start = config.get("start_date", args.get("start_date"))
         end = config.get("end_date", args.get("end_date"))
-        shift = interval_before(converted.cron) if airflow2 else None
+        shift = interval_before(converted.cron, tz) if airflow2 else None
         for key, written in (("start", start), ("end", end)):
             if written is None:
                 continue
