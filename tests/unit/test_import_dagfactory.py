@@ -1818,3 +1818,40 @@ def test_op_kwargs_that_are_not_a_mapping_are_reported_not_dropped(tmp_path: Pat
     assert "params" not in _tasks(result)["t"]
     (note,) = [n for n in _notes(result, "t") if "op_kwargs" in n]
     assert "{{ var.json.t_args }}" in note
+
+
+def test_a_run_that_airflow_ends_by_its_leaves_is_said_to_fail_on_any_failure(
+    tmp_path: Path,
+) -> None:
+    """Airflow sets a run's state from its leaf tasks: a failed task followed by a cleanup
+    (all_done) or an alert (one_failed) that are the leaves, and succeed, leaves the run a
+    success there. Stratoflow fails a run in which any task failed, so its failure alerts
+    fire and a backfill lane stops where Airflow's did not: the import said nothing."""
+    result = _import(
+        tmp_path,
+        """
+handled:
+  tasks:
+    work: {operator: airflow.operators.bash.BashOperator, bash_command: "exit 3"}
+    cleanup:
+      operator: airflow.operators.bash.BashOperator
+      bash_command: "true"
+      trigger_rule: all_done
+      dependencies: [work]
+    alert:
+      operator: airflow.operators.bash.BashOperator
+      bash_command: "true"
+      trigger_rule: one_failed
+      dependencies: [work]
+plain:
+  tasks:
+    a: {operator: airflow.operators.bash.BashOperator, bash_command: "true"}
+    b: {operator: airflow.operators.bash.BashOperator, bash_command: "true", dependencies: [a]}
+""",
+    )
+    handled = [n.message for n in result.workflows[0].notes if "leaf tasks" in n.message]
+    assert len(handled) == 1
+    assert "cleanup (all_done), alert (one_failed)" in handled[0]
+    assert "leaf tasks cleanup, alert" in handled[0]
+    # a DAG where every failure reaches a leaf ends failed in both: nothing to say
+    assert not [n for n in result.workflows[1].notes if "leaf tasks" in n.message]

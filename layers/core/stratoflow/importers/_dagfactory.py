@@ -602,6 +602,7 @@ def _dag(
                 "skipped as soon as one was skipped",
                 task=tid,
             )
+    _run_state_note(tasks, {t: s.rule for t, s in settings.items()}, notes)
     if mode == "report" and budget.spent <= MAX_DOCUMENT_BYTES:
         # a task reading the outputs of a task left out cannot validate (a workflow too big
         # to write is not: importers._validated says so)
@@ -636,6 +637,36 @@ def _dag(
             pools.setdefault(body["pool"], []).append(tid)
     pools_to_create(pools, None, "N = the Airflow pool's slots", notes)
     return ImportedWorkflow(name, dag_id, doc if tasks else None, tuple(notes.items))
+
+
+# Airflow's trigger rules under which a task runs after one of its upstream tasks failed
+_RUNS_AFTER_FAILURE = frozenset(
+    {"all_done", "always", "one_failed", "all_failed", "one_done", "one_success", "none_skipped"}
+)
+
+
+def _run_state_note(tasks: dict[str, dict[str, Any]], rules: dict[str, str], notes: Notes) -> None:
+    """Airflow sets a run's state from its leaf tasks alone (failed when one of them failed
+    or could not run for a failure, else succeeded), Stratoflow fails a run in which any
+    task failed. They differ only where a failure need not reach a leaf: a task whose
+    trigger rule runs it after an upstream task failed. Said then."""
+    after = [
+        f"{tid} ({rule})"
+        for tid, rule in rules.items()
+        if rule in _RUNS_AFTER_FAILURE and tasks.get(tid, {}).get("depends_on")
+    ]
+    if not after:
+        return
+    upstream = {d for body in tasks.values() for d in body.get("depends_on", [])}
+    leaves = [t for t in tasks if t not in upstream]
+    shown = ", ".join(leaves[:10]) + (f" and {len(leaves) - 10} more" if len(leaves) > 10 else "")
+    notes.changed(
+        f"{', '.join(after[:10])}{' and more' if len(after) > 10 else ''} run after an upstream "
+        f"task failed, and Airflow sets a run's state from its leaf tasks {shown} alone: a run "
+        "where a task failed but no leaf failed is a success there. Stratoflow fails a run in "
+        "which any task failed: its failure alerts fire, a backfill lane stops, a parent "
+        "workflow's task fails, where Airflow's run succeeded"
+    )
 
 
 def _no_neighbours(major: int, converted: Converted, schedule: Any) -> str:
