@@ -1663,8 +1663,8 @@ def test_bash_env_without_append_env_says_airflow_runs_with_only_that_env(
     ("args", "command", "said"),
     [
         ({}, "test -s in.csv || exit 99", "skip_on_exit_code's default 99"),
-        ({"skip_on_exit_code": [3, 4]}, "run.sh", "skip_on_exit_code [3, 4]"),
-        ({"skip_exit_code": 7}, "run.sh", "skip_exit_code 7"),
+        ({"skip_on_exit_code": [3, 4]}, "./load", "skip_on_exit_code [3, 4]"),
+        ({"skip_exit_code": 7}, "./load", "skip_exit_code 7"),
     ],
 )
 def test_a_bash_exit_code_airflow_reads_as_skip_is_reported(
@@ -1690,9 +1690,9 @@ def test_skip_on_exit_code_none_is_mapped_and_the_default_is_said_once(tmp_path:
     result = _import(
         tmp_path,
         yaml.safe_dump({"x": {"tasks": {
-            "none": {"operator": _BASH2, "bash_command": "run.sh", "skip_on_exit_code": None},
-            "a": {"operator": _BASH2, "bash_command": "run.sh"},
-            "b": {"operator": _BASH2, "bash_command": "run.sh"},
+            "none": {"operator": _BASH2, "bash_command": "./load", "skip_on_exit_code": None},
+            "a": {"operator": _BASH2, "bash_command": "./load"},
+            "b": {"operator": _BASH2, "bash_command": "./load"},
         }}}),
     )  # fmt: skip
     assert result.complete, _unmapped(result)
@@ -1855,3 +1855,31 @@ plain:
     assert "leaf tasks cleanup, alert" in handled[0]
     # a DAG where every failure reaches a leaf ends failed in both: nothing to say
     assert not [n for n in result.workflows[1].notes if "leaf tasks" in n.message]
+
+
+def test_a_bash_command_naming_a_script_file_runs_the_file_s_content(tmp_path: Path) -> None:
+    """Airflow reads a bash_command ending in .sh or .bash as a template file (under the
+    DAG's folder) and runs its rendered content. The import wrote the path as the command,
+    which the task ran from its own empty work directory: not found, the task failed."""
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "load.sh").write_text('echo "loading {{ ds }}"\nexit 0\n')
+    result = _import(
+        tmp_path,
+        f"""
+scripted:
+  schedule: "@daily"
+  default_args: {{start_date: 2026-01-01}}
+  tasks:
+    load: {{operator: {BASH}, bash_command: scripts/load.sh}}
+    gone: {{operator: {BASH}, bash_command: /opt/scripts/gone.bash}}
+    spaced: {{operator: {BASH}, bash_command: "scripts/load.sh "}}
+""",
+    )
+    tasks = _tasks(result)
+    assert tasks["load"]["command"] == 'echo "loading {{ ds }}"\nexit 0\n'
+    assert tasks["spaced"]["command"] == "scripts/load.sh "  # a path Airflow runs as it is
+    assert tasks["gone"]["command"] == "/opt/scripts/gone.bash"
+    unmapped = _unmapped(result)
+    assert "'/opt/scripts/gone.bash'" in unmapped
+    assert "template file" in unmapped
+    assert "load.sh" not in unmapped

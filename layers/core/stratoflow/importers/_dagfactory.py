@@ -1145,6 +1145,39 @@ def _context_arguments(
         )
 
 
+# BashOperator.template_ext: a bash_command ending so is a template file's name
+_SCRIPT_EXTENSIONS = (".sh", ".bash")
+
+
+@dataclass(frozen=True)
+class _NotRead:
+    reason: str
+
+
+def _script_file(command: Any, folder: Path | None) -> str | _NotRead | None:
+    """A bash_command that Airflow reads as a template file (it ends with .sh or .bash):
+    the file's text when it is under ``folder``, the DAG file's (nothing outside it is
+    read), else why it is not; None for any other command."""
+    if not isinstance(command, str) or not command.endswith(_SCRIPT_EXTENSIONS):
+        return None
+    why = (
+        f"bash_command {command!r} ends with {Path(command).suffix}: Airflow reads it as a "
+        "template file (under the DAG's folder or template_searchpath) and runs its rendered "
+        "content, and the import {}: the task runs it as a path from its own work "
+        "directory, where it is not; write its content as the command, or ship it as a "
+        "resource"
+    )
+    if folder is None:
+        return _NotRead(why.format("had no folder to look in"))
+    try:
+        real = (folder / command).resolve()
+        if not real.is_relative_to(folder.resolve()):
+            raise FileNotFoundError(command)
+        return read_include(real, _MAX_SOURCE, follow=False).decode("utf-8")
+    except (OSError, RuntimeError, ValueError):  # UnicodeDecodeError is a ValueError
+        return _NotRead(why.format(f"found no such file under {folder}"))
+
+
 def _operator(
     conf: dict[str, Any],
     own: set[str],
@@ -1181,7 +1214,17 @@ def _operator(
     body: dict[str, Any]
     reason: str | None = None
     if short == "BashOperator":
-        body = {"type": "shell", "command": text(conf.get("bash_command", ""))}
+        command = conf.get("bash_command", "")
+        script = _script_file(command, folder)
+        if isinstance(script, str):
+            command = script
+            changes.append(
+                f"bash_command {conf['bash_command']!r} names a template file, whose content "
+                "Airflow renders and runs: that content is the command"
+            )
+        elif script is not None:
+            problems.append(script.reason)
+        body = {"type": "shell", "command": text(command)}
         if isinstance(conf.get("env"), dict):
             body["env"] = {str(k): text(v) for k, v in conf["env"].items()}
             if not conf.get("append_env"):
