@@ -1883,3 +1883,32 @@ scripted:
     assert "'/opt/scripts/gone.bash'" in unmapped
     assert "template file" in unmapped
     assert "load.sh" not in unmapped
+
+
+def test_op_args_fill_the_callable_s_parameters_in_order(tmp_path: Path) -> None:
+    """Airflow calls a PythonOperator callable with op_args as its first positional
+    arguments. The import reported op_args as not mapped, and ``def plain(table)`` was
+    called without its argument. Where the callable's source is under the DAG file's
+    folder, each of op_args is the task param of the parameter it fills (rendered as
+    Airflow renders it); without the source, or past the named parameters, it stays
+    reported."""
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "etl.py").write_text(_CALLABLES)
+    py = "airflow.operators.python.PythonOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"schedule_interval": "@daily", "tasks": {
+            "plain": {"operator": py, "python_callable": "jobs.etl.plain",
+                      "op_args": ["sales_{{ ds_nodash }}"]},
+            "too_many": {"operator": py, "python_callable": "jobs.etl.plain",
+                         "op_args": ["a", "b"]},
+            "unknown": {"operator": py, "python_callable": "elsewhere.mod.f", "op_args": [1]},
+        }}}),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    fire = datetime(2026, 3, 2, tzinfo=UTC)
+    assert render_value(tasks["plain"]["params"], _context(fire)) == {"table": "sales_20260301"}
+    assert not [n for n in _notes(result, "plain") if "op_args" in n]
+    assert any("op_args" in n for n in _notes(result, "too_many"))
+    assert "params" not in tasks["too_many"]
+    assert any("op_args" in n for n in _notes(result, "unknown"))

@@ -1046,6 +1046,9 @@ class _Signature:
 
     names: tuple[str, ...]
     kwargs: bool
+    # the parameters op_args fill, in order (those that can be passed by position and by
+    # name); () when one before them can only be passed by position
+    positional: tuple[str, ...] = ()
 
 
 def _signature(conf: dict[str, Any], folder: Path | None) -> _Signature | None:
@@ -1078,8 +1081,22 @@ def _signature(conf: dict[str, Any], folder: Path | None) -> _Signature | None:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == function:
             args = node.args
             named = tuple(a.arg for a in [*args.args, *args.kwonlyargs])
-            return _Signature(named, args.kwarg is not None)
+            positional = () if args.posonlyargs else tuple(a.arg for a in args.args)
+            return _Signature(named, args.kwarg is not None, positional)
     return None
+
+
+def _op_args(conf: dict[str, Any], folder: Path | None) -> dict[str, Any]:
+    """A PythonOperator's ``op_args`` by the names of the parameters they fill, as Airflow
+    passes them (its first positional arguments); {} when the callable's source is not
+    under ``folder`` or they are more than its named parameters (a ``*args`` takes them)."""
+    written = conf.get("op_args")
+    if not isinstance(written, list) or not written:
+        return {}
+    signature = _signature(conf, folder)
+    if signature is None or len(written) > len(signature.positional):
+        return {}
+    return dict(zip(signature.positional, written, strict=False))
 
 
 def _context_arguments(
@@ -1213,6 +1230,7 @@ def _operator(
 
     body: dict[str, Any]
     reason: str | None = None
+    read_op_args = False
     if short == "BashOperator":
         command = conf.get("bash_command", "")
         script = _script_file(command, folder)
@@ -1275,6 +1293,16 @@ def _operator(
                 f"op_kwargs {conf['op_kwargs']!r} is not a mapping of names to values (a "
                 "template that renders one is not rendered at import): not mapped, so the "
                 "callable is called without them"
+            )
+        filled = _op_args(conf, folder)
+        if filled:
+            for name, value in filled.items():
+                body.setdefault("params", {}).setdefault(name, argument(value))
+            read_op_args = True
+            notes.changed(
+                f"op_args are passed as the task's params named for the parameters they "
+                f"fill: {', '.join(filled)}",
+                task=tid,
             )
     elif short in ("HttpOperator", "SimpleHttpOperator", "HttpSensor"):
         conn = str(conf.get("http_conn_id") or "http_default")
@@ -1393,7 +1421,11 @@ def _operator(
     # the task's own params win over the DAG's (default_args' are the DAG's, as in Airflow)
     if "params" in own and isinstance(conf.get("params"), dict) and reason is None:
         body.setdefault("params", {}).update(_literal_params(conf["params"], notes, tid))
-    used = set(_COMMON_KEYS) | _OPERATOR_KEYS.get(short, set())
+    used = (
+        set(_COMMON_KEYS)
+        | _OPERATOR_KEYS.get(short, set())
+        | ({"op_args"} if read_op_args else set())
+    )
     if taskflow:  # TaskFlow: the task's other keys are the arguments (not default_args')
         for key, value in conf.items():
             if key in used or key in _OPERATOR_ARGS or key not in own:
