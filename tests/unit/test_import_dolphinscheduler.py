@@ -1313,3 +1313,46 @@ def test_a_query_keeps_its_pre_statements_and_hands_its_post_statements_on() -> 
     assert tasks["q"]["outputs"] == "first_row"
     assert (tasks["q__post_1"]["sql"], tasks["q__post_1"]["depends_on"]) == ("truncate t", ["q"])
     assert list(tasks) == ["q", "q__post_1"]
+
+
+def test_a_python_task_s_set_value_lines_are_its_outputs(tmp_path: Path) -> None:
+    """DolphinScheduler reads every ``${setValue(k=v)}`` line a Python task prints as its
+    OUT parameter ``k``, as it does a shell task's. The import reported the OUT parameter as
+    not mapped and the downstream task read nothing: the lines now go to the task's outputs
+    too, and the script's exit status is still the task's."""
+    import subprocess
+
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        """
+workflow: {name: outs}
+tasks:
+  - name: count
+    task_type: Python
+    definition: |
+      rows = 6 * 7
+      print("hello")
+      print("${setValue(rows=%s)}" % rows)
+    output_params: {rows: ""}
+  - name: use
+    task_type: Shell
+    deps: [count]
+    command: echo "${rows}"
+"""
+    )
+    (workflow,) = import_file(path, "dolphinscheduler").workflows
+    doc: dict[str, Any] = workflow.document  # type: ignore[assignment]
+    parse_workflow(doc)
+    assert not [n.message for n in workflow.notes if n.severity == "unmapped"]
+    assert "tasks.count.outputs.rows" in doc["tasks"]["use"]["command"]
+    command = render(doc["tasks"]["count"]["command"], {})
+    out = tmp_path / "outputs"
+    ran = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=False,
+                         env={"PATH": "/usr/bin:/bin", "STRATOFLOW_OUTPUT": str(out)})  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "hello\n${setValue(rows=42)}\n"  # the log shows what it printed
+    assert out.read_text() == "rows=42\n"
+    failing = command.replace('print("hello")', "raise SystemExit(3)")
+    ran = subprocess.run(["bash", "-c", failing], capture_output=True, check=False,
+                         env={"PATH": "/usr/bin:/bin", "STRATOFLOW_OUTPUT": str(out)})  # fmt: skip
+    assert ran.returncode == 3
