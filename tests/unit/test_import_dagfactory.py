@@ -1912,3 +1912,23 @@ def test_op_args_fill_the_callable_s_parameters_in_order(tmp_path: Path) -> None
     assert any("op_args" in n for n in _notes(result, "too_many"))
     assert "params" not in tasks["too_many"]
     assert any("op_args" in n for n in _notes(result, "unknown"))
+
+
+def test_an_external_task_sensor_s_states_are_each_said_once(tmp_path: Path) -> None:
+    """allowed_states and failed_states were reported twice (what the dependency task does
+    instead, then 'argument ... is not mapped'); Airflow's default, allowed_states
+    [success], is what the dependency task waits for, and needs no word."""
+    sensor = "airflow.providers.standard.sensors.external_task.ExternalTaskSensor"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "wait": {"operator": sensor, "external_dag_id": "up", "allowed_states": ["success", "skipped"],
+                     "failed_states": ["failed"]},
+            "plain": {"operator": sensor, "external_dag_id": "up", "allowed_states": ["success"]},
+        }}}),
+    )  # fmt: skip
+    wait = _notes(result, "wait")
+    assert len([n for n in wait if "allowed_states" in n]) == 1
+    (failed,) = [n for n in wait if "failed_states" in n]
+    assert "timeout" in failed
+    assert not [n for n in _notes(result, "plain") if "states" in n]

@@ -993,6 +993,7 @@ _OPERATOR_KEYS = {
     "DummyOperator": set(),
     "TriggerDagRunOperator": {"trigger_dag_id", "conf", "wait_for_completion", "poke_interval"},
     "ExternalTaskSensor": {"external_dag_id", "external_task_id", "external_task_ids",
+                           "allowed_states", "failed_states", "skipped_states",
                            "execution_delta", "poke_interval", "timeout", "mode"},
     "SQLExecuteQueryOperator": {"conn_id", "sql", "parameters"},
     "PostgresOperator": {"postgres_conn_id", "sql", "parameters"},
@@ -1674,9 +1675,18 @@ def _sensor(conf: dict[str, Any], tid: str, notes: Notes) -> tuple[dict[str, Any
     timeout = seconds(conf.get("timeout", AIRFLOW_SENSOR_TIMEOUT))
     if timeout:
         body["timeout"] = f"{min(timeout, 365 * 86400)}s"
-    for key in ("allowed_states", "failed_states", "skipped_states"):
+    allowed = conf.get("allowed_states")
+    if allowed and [str(s).lower() for s in allowed] != ["success"]:  # (Airflow's default)
+        notes.unmapped(f"allowed_states {allowed!r}: the dependency task waits for success",
+                       task=tid)  # fmt: skip
+    for key in ("failed_states", "skipped_states"):
         if conf.get(key):
-            notes.unmapped(f"{key} {conf[key]!r}: the dependency task waits for success", task=tid)
+            notes.unmapped(
+                f"{key} {conf[key]!r}: Airflow ends the sensor as soon as the external task or "
+                "run is in one of them; the dependency task waits for success until its "
+                "timeout",
+                task=tid,
+            )
     return body, None
 
 
