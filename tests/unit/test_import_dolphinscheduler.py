@@ -1356,3 +1356,26 @@ tasks:
     ran = subprocess.run(["bash", "-c", failing], capture_output=True, check=False,
                          env={"PATH": "/usr/bin:/bin", "STRATOFLOW_OUTPUT": str(out)})  # fmt: skip
     assert ran.returncode == 3
+
+
+def test_a_pydolphinscheduler_setting_that_is_no_number_is_reported(tmp_path: Path) -> None:
+    """pydolphinscheduler refuses a negative timeout, and DolphinScheduler a retry count
+    that is no number; the import dropped such a setting and said the file mapped fully."""
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        """
+workflow: {name: typos}
+tasks:
+  - {name: a, task_type: Shell, command: echo, fail_retry_times: three, fail_retry_interval: "2"}
+  - {name: b, task_type: Shell, command: echo, timeout: -5, timeout_notify_strategy: FAILED}
+"""
+    )
+    result = import_file(path, "dolphinscheduler")
+    (workflow,) = result.workflows
+    unmapped = [n for n in workflow.notes if n.severity == "unmapped"]
+    assert [(n.field, "left out" in n.message) for n in unmapped] == [
+        ("tasks.a.fail_retry_times", True),
+        ("tasks.b.timeout", True),
+    ]
+    assert "'three'" in unmapped[0].message
+    assert not result.complete
