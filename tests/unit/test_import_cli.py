@@ -21,7 +21,8 @@ default:
     retry_delay_sec: 30
   schedule: "@daily"
 etl:
-  timezone: Europe/Berlin
+  timezone: Europe/Berlin  # the zone of the DAG's own start_date, and so Airflow's schedule's
+  start_date: 2026-01-01
   task_groups:
     load_group:
       dependencies: [extract]

@@ -170,3 +170,10 @@ def test_airflow2_interval_start_is_one_interval_back() -> None:
     assert interval_before("15 * * * *") == (0, -60)
     assert interval_before("0 0 * * 1") == (-7, 0)
     assert interval_before("0 0 1 * *") is None  # months differ in length
+    assert interval_before("*/15 * * * *") == (0, -15)
+    assert interval_before("0/20 * * * *") == (0, -20)
+    assert interval_before("*/7 * * * *") is None  # :56 to :00 is 4 minutes
+    assert interval_before("30 */6 * * *") == (0, -360)
+    assert interval_before("0 */5 * * *") is None  # 20:00 to 00:00 is 4 hours
+    # a wall-clock step of hours is no fixed length across a DST change
+    assert interval_before("0 */6 * * *", "Europe/Berlin") is None

@@ -650,6 +650,30 @@ x:
     assert "end_date '3 days' (relative)" in text
 
 
+def test_a_start_date_written_as_a_datetime_object_is_the_schedule_s_start(
+    tmp_path: Path,
+) -> None:
+    """dag-factory's ``__type__: datetime.datetime`` (keyword or ``__args__`` form, its
+    documented way to write a start_date) is a date like any other: the import read it as a
+    relative date, reported it so, and left the schedule without its start and end."""
+    result = _import(
+        tmp_path,
+        """
+x:
+  default_args:
+    start_date: {__type__: datetime.datetime, year: 2025, month: 2, day: 3, hour: 5}
+    end_date: {__type__: datetime.date, __args__: [2025, 12, 31]}
+  schedule: "0 */6 * * *"
+  tasks:
+    t: {operator: airflow.providers.standard.operators.bash.BashOperator, bash_command: "true"}
+""",
+    )
+    schedule = (result.workflows[0].document or {})["schedule"]
+    assert schedule["start"] == "2025-02-03T05:00:00"
+    assert schedule["end"] == "2025-12-31T00:00:00"
+    assert "relative" not in _unmapped(result)
+
+
 def test_task_in_a_template_is_kept_and_its_rendering_is_said(tmp_path: Path) -> None:
     bash = "airflow.operators.bash.BashOperator"
     result = _import(
@@ -761,6 +785,48 @@ six_hourly:
         ]
     assert end == datetime(2026, 12, 5, 6, tzinfo=UTC)  # the interval starting at end_date
     assert not [n for n in result.all_notes() if "not a fixed length" in n.message]
+
+
+@pytest.mark.parametrize(
+    ("cron", "step"),
+    [("*/15 * * * *", timedelta(minutes=15)), ("0 */6 * * *", timedelta(hours=6))],
+)
+def test_an_airflow2_cron_of_even_steps_reads_its_interval_start(
+    tmp_path: Path, cron: str, step: timedelta
+) -> None:
+    """Every 15 minutes, or every 6 hours in UTC, are intervals of one length: an Airflow 2
+    run's ds and ts are its interval's start, one step before its fire time. The import
+    said their length varied and let the macros read the fire time: every ts was one step
+    late, and the run at midnight got the new day's ds."""
+    result = _import(
+        tmp_path,
+        f"""
+stepped:
+  default_args: {{start_date: 2026-12-04, end_date: 2026-12-06}}
+  schedule_interval: "{cron}"
+  catchup: true
+  tasks:
+    t: {{operator: airflow.operators.bash.BashOperator, bash_command: "{{{{ ds }}}} {{{{ ts }}}}"}}
+""",
+    )
+    spec = parse_workflow(result.workflows[0].document or {})
+    schedule = spec.workflow.schedule
+    assert schedule is not None
+    start, _ = schedule_window(schedule)
+    assert start is not None
+    fires = parse_schedule(schedule.cron).fire_times(
+        start - timedelta(seconds=1), start + timedelta(days=1), schedule.timezone, schedule.start
+    )
+    assert fires[0] == datetime(2026, 12, 4, tzinfo=UTC) + step  # the first interval's end
+    assert datetime(2026, 12, 5, tzinfo=UTC) in fires
+    command = _tasks(result)["t"]["command"]
+    for fire in fires:
+        logical = fire - step
+        assert render(command, {"logical_date": fire.isoformat()}).split() == [
+            logical.strftime("%Y-%m-%d"),
+            logical.isoformat(),
+        ], fire
+    assert "not a fixed length" not in _unmapped(result)
 
 
 def test_an_airflow2_cron_of_uneven_intervals_fires_first_when_its_first_interval_ends(
@@ -875,6 +941,28 @@ dag_level:
 """,
     )
     assert (result.workflows[0].document or {})["schedule"]["timezone"] == "UTC"
+
+
+def test_a_dag_level_zone_is_not_default_args_start_date_s(tmp_path: Path) -> None:
+    """dag-factory reads the DAG-level ``timezone`` only for the DAG's own start_date and
+    end_date; a start_date in default_args is read in default_args.timezone (UTC when it
+    has none), and Airflow schedules the DAG in that start_date's zone. The import took the
+    DAG-level zone, so the cron fired an hour or two off."""
+    result = _import(
+        tmp_path,
+        """
+zoned:
+  timezone: Europe/Berlin
+  default_args: {start_date: 2026-01-01}
+  schedule: "30 6 * * 1-5"
+  tasks:
+    t: {operator: airflow.providers.standard.operators.bash.BashOperator, bash_command: "true"}
+""",
+    )
+    schedule = (result.workflows[0].document or {})["schedule"]
+    assert schedule["timezone"] == "UTC"
+    assert schedule["start"] == "2026-01-01T00:00:00"
+    assert "timezone Europe/Berlin" in _messages(result, "changed")
 
 
 BASH = "airflow.providers.standard.operators.bash.BashOperator"
@@ -1575,8 +1663,8 @@ def test_bash_env_without_append_env_says_airflow_runs_with_only_that_env(
     ("args", "command", "said"),
     [
         ({}, "test -s in.csv || exit 99", "skip_on_exit_code's default 99"),
-        ({"skip_on_exit_code": [3, 4]}, "run.sh", "skip_on_exit_code [3, 4]"),
-        ({"skip_exit_code": 7}, "run.sh", "skip_exit_code 7"),
+        ({"skip_on_exit_code": [3, 4]}, "./load", "skip_on_exit_code [3, 4]"),
+        ({"skip_exit_code": 7}, "./load", "skip_exit_code 7"),
     ],
 )
 def test_a_bash_exit_code_airflow_reads_as_skip_is_reported(
@@ -1602,9 +1690,9 @@ def test_skip_on_exit_code_none_is_mapped_and_the_default_is_said_once(tmp_path:
     result = _import(
         tmp_path,
         yaml.safe_dump({"x": {"tasks": {
-            "none": {"operator": _BASH2, "bash_command": "run.sh", "skip_on_exit_code": None},
-            "a": {"operator": _BASH2, "bash_command": "run.sh"},
-            "b": {"operator": _BASH2, "bash_command": "run.sh"},
+            "none": {"operator": _BASH2, "bash_command": "./load", "skip_on_exit_code": None},
+            "a": {"operator": _BASH2, "bash_command": "./load"},
+            "b": {"operator": _BASH2, "bash_command": "./load"},
         }}}),
     )  # fmt: skip
     assert result.complete, _unmapped(result)
@@ -1730,3 +1818,117 @@ def test_op_kwargs_that_are_not_a_mapping_are_reported_not_dropped(tmp_path: Pat
     assert "params" not in _tasks(result)["t"]
     (note,) = [n for n in _notes(result, "t") if "op_kwargs" in n]
     assert "{{ var.json.t_args }}" in note
+
+
+def test_a_run_that_airflow_ends_by_its_leaves_is_said_to_fail_on_any_failure(
+    tmp_path: Path,
+) -> None:
+    """Airflow sets a run's state from its leaf tasks: a failed task followed by a cleanup
+    (all_done) or an alert (one_failed) that are the leaves, and succeed, leaves the run a
+    success there. Stratoflow fails a run in which any task failed, so its failure alerts
+    fire and a backfill lane stops where Airflow's did not: the import said nothing."""
+    result = _import(
+        tmp_path,
+        """
+handled:
+  tasks:
+    work: {operator: airflow.operators.bash.BashOperator, bash_command: "exit 3"}
+    cleanup:
+      operator: airflow.operators.bash.BashOperator
+      bash_command: "true"
+      trigger_rule: all_done
+      dependencies: [work]
+    alert:
+      operator: airflow.operators.bash.BashOperator
+      bash_command: "true"
+      trigger_rule: one_failed
+      dependencies: [work]
+plain:
+  tasks:
+    a: {operator: airflow.operators.bash.BashOperator, bash_command: "true"}
+    b: {operator: airflow.operators.bash.BashOperator, bash_command: "true", dependencies: [a]}
+""",
+    )
+    handled = [n.message for n in result.workflows[0].notes if "leaf tasks" in n.message]
+    assert len(handled) == 1
+    assert "cleanup (all_done), alert (one_failed)" in handled[0]
+    assert "leaf tasks cleanup, alert" in handled[0]
+    # a DAG where every failure reaches a leaf ends failed in both: nothing to say
+    assert not [n for n in result.workflows[1].notes if "leaf tasks" in n.message]
+
+
+def test_a_bash_command_naming_a_script_file_runs_the_file_s_content(tmp_path: Path) -> None:
+    """Airflow reads a bash_command ending in .sh or .bash as a template file (under the
+    DAG's folder) and runs its rendered content. The import wrote the path as the command,
+    which the task ran from its own empty work directory: not found, the task failed."""
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "load.sh").write_text('echo "loading {{ ds }}"\nexit 0\n')
+    result = _import(
+        tmp_path,
+        f"""
+scripted:
+  schedule: "@daily"
+  default_args: {{start_date: 2026-01-01}}
+  tasks:
+    load: {{operator: {BASH}, bash_command: scripts/load.sh}}
+    gone: {{operator: {BASH}, bash_command: /opt/scripts/gone.bash}}
+    spaced: {{operator: {BASH}, bash_command: "scripts/load.sh "}}
+""",
+    )
+    tasks = _tasks(result)
+    assert tasks["load"]["command"] == 'echo "loading {{ ds }}"\nexit 0\n'
+    assert tasks["spaced"]["command"] == "scripts/load.sh "  # a path Airflow runs as it is
+    assert tasks["gone"]["command"] == "/opt/scripts/gone.bash"
+    unmapped = _unmapped(result)
+    assert "'/opt/scripts/gone.bash'" in unmapped
+    assert "template file" in unmapped
+    assert "load.sh" not in unmapped
+
+
+def test_op_args_fill_the_callable_s_parameters_in_order(tmp_path: Path) -> None:
+    """Airflow calls a PythonOperator callable with op_args as its first positional
+    arguments. The import reported op_args as not mapped, and ``def plain(table)`` was
+    called without its argument. Where the callable's source is under the DAG file's
+    folder, each of op_args is the task param of the parameter it fills (rendered as
+    Airflow renders it); without the source, or past the named parameters, it stays
+    reported."""
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "etl.py").write_text(_CALLABLES)
+    py = "airflow.operators.python.PythonOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"schedule_interval": "@daily", "tasks": {
+            "plain": {"operator": py, "python_callable": "jobs.etl.plain",
+                      "op_args": ["sales_{{ ds_nodash }}"]},
+            "too_many": {"operator": py, "python_callable": "jobs.etl.plain",
+                         "op_args": ["a", "b"]},
+            "unknown": {"operator": py, "python_callable": "elsewhere.mod.f", "op_args": [1]},
+        }}}),
+    )  # fmt: skip
+    tasks = _tasks(result)
+    fire = datetime(2026, 3, 2, tzinfo=UTC)
+    assert render_value(tasks["plain"]["params"], _context(fire)) == {"table": "sales_20260301"}
+    assert not [n for n in _notes(result, "plain") if "op_args" in n]
+    assert any("op_args" in n for n in _notes(result, "too_many"))
+    assert "params" not in tasks["too_many"]
+    assert any("op_args" in n for n in _notes(result, "unknown"))
+
+
+def test_an_external_task_sensor_s_states_are_each_said_once(tmp_path: Path) -> None:
+    """allowed_states and failed_states were reported twice (what the dependency task does
+    instead, then 'argument ... is not mapped'); Airflow's default, allowed_states
+    [success], is what the dependency task waits for, and needs no word."""
+    sensor = "airflow.providers.standard.sensors.external_task.ExternalTaskSensor"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"tasks": {
+            "wait": {"operator": sensor, "external_dag_id": "up", "allowed_states": ["success", "skipped"],
+                     "failed_states": ["failed"]},
+            "plain": {"operator": sensor, "external_dag_id": "up", "allowed_states": ["success"]},
+        }}}),
+    )  # fmt: skip
+    wait = _notes(result, "wait")
+    assert len([n for n in wait if "allowed_states" in n]) == 1
+    (failed,) = [n for n in wait if "failed_states" in n]
+    assert "timeout" in failed
+    assert not [n for n in _notes(result, "plain") if "states" in n]

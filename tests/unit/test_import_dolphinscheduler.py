@@ -1313,3 +1313,69 @@ def test_a_query_keeps_its_pre_statements_and_hands_its_post_statements_on() -> 
     assert tasks["q"]["outputs"] == "first_row"
     assert (tasks["q__post_1"]["sql"], tasks["q__post_1"]["depends_on"]) == ("truncate t", ["q"])
     assert list(tasks) == ["q", "q__post_1"]
+
+
+def test_a_python_task_s_set_value_lines_are_its_outputs(tmp_path: Path) -> None:
+    """DolphinScheduler reads every ``${setValue(k=v)}`` line a Python task prints as its
+    OUT parameter ``k``, as it does a shell task's. The import reported the OUT parameter as
+    not mapped and the downstream task read nothing: the lines now go to the task's outputs
+    too, and the script's exit status is still the task's."""
+    import subprocess
+
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        """
+workflow: {name: outs}
+tasks:
+  - name: count
+    task_type: Python
+    definition: |
+      rows = 6 * 7
+      print("hello")
+      print("${setValue(rows=%s)}" % rows)
+    output_params: {rows: ""}
+  - name: use
+    task_type: Shell
+    deps: [count]
+    command: echo "${rows}"
+"""
+    )
+    (workflow,) = import_file(path, "dolphinscheduler").workflows
+    doc: dict[str, Any] = workflow.document  # type: ignore[assignment]
+    parse_workflow(doc)
+    assert not [n.message for n in workflow.notes if n.severity == "unmapped"]
+    assert "tasks.count.outputs.rows" in doc["tasks"]["use"]["command"]
+    command = render(doc["tasks"]["count"]["command"], {})
+    out = tmp_path / "outputs"
+    ran = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=False,
+                         env={"PATH": "/usr/bin:/bin", "STRATOFLOW_OUTPUT": str(out)})  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "hello\n${setValue(rows=42)}\n"  # the log shows what it printed
+    assert out.read_text() == "rows=42\n"
+    failing = command.replace('print("hello")', "raise SystemExit(3)")
+    ran = subprocess.run(["bash", "-c", failing], capture_output=True, check=False,
+                         env={"PATH": "/usr/bin:/bin", "STRATOFLOW_OUTPUT": str(out)})  # fmt: skip
+    assert ran.returncode == 3
+
+
+def test_a_pydolphinscheduler_setting_that_is_no_number_is_reported(tmp_path: Path) -> None:
+    """pydolphinscheduler refuses a negative timeout, and DolphinScheduler a retry count
+    that is no number; the import dropped such a setting and said the file mapped fully."""
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        """
+workflow: {name: typos}
+tasks:
+  - {name: a, task_type: Shell, command: echo, fail_retry_times: three, fail_retry_interval: "2"}
+  - {name: b, task_type: Shell, command: echo, timeout: -5, timeout_notify_strategy: FAILED}
+"""
+    )
+    result = import_file(path, "dolphinscheduler")
+    (workflow,) = result.workflows
+    unmapped = [n for n in workflow.notes if n.severity == "unmapped"]
+    assert [(n.field, "left out" in n.message) for n in unmapped] == [
+        ("tasks.a.fail_retry_times", True),
+        ("tasks.b.timeout", True),
+    ]
+    assert "'three'" in unmapped[0].message
+    assert not result.complete

@@ -149,11 +149,26 @@ _RATE = re.compile(r"rate\(\s*([0-9]+)\s+(minute|hour|day)s?\s*\)")
 _RATE_MINUTES = {"minute": 1, "hour": 60, "day": 1440}
 
 
-def interval_before(cron: str) -> tuple[int, int] | None:
+_STEP = re.compile(r"(?:\*|0)/([0-9]+)")
+
+
+def _even_step(field: str, cycle: int) -> int | None:
+    """``*/n`` (or ``0/n``) when ``n`` divides ``cycle`` (60 minutes, 24 hours), so that
+    every step is of one length, the last one of the cycle too; None otherwise."""
+    step = _STEP.fullmatch(field)
+    if step is None:
+        return None
+    n = int(step.group(1))
+    return n if 0 < n < cycle and cycle % n == 0 else None
+
+
+def interval_before(cron: str, tz: str = "UTC") -> tuple[int, int] | None:
     """For an Airflow 2 schedule (a run's logical date is the *start* of the interval that
     ends at its fire time): the (days, minutes) from fire time back to that start, when it
-    is a constant: daily, hourly and weekly crons, and a timedelta's ``rate()`` (Airflow 2's
-    DeltaDataIntervalTimetable: elapsed time). None otherwise."""
+    is a constant: daily, hourly and weekly crons, even steps of minutes (``*/15``) and, in
+    UTC, of hours (``0 */6``: elsewhere a DST change makes one step shorter or longer), and
+    a timedelta's ``rate()`` (Airflow 2's DeltaDataIntervalTimetable: elapsed time). None
+    otherwise."""
     rate = _RATE.fullmatch(cron)
     if rate is not None:
         return (0, -int(rate.group(1)) * _RATE_MINUTES[rate.group(2)])
@@ -161,7 +176,15 @@ def interval_before(cron: str) -> tuple[int, int] | None:
     if len(fields) != 5:
         return None
     minute, hour, dom, month, dow = fields
-    if not _FIXED.fullmatch(minute) or month != "*" or dom != "*":
+    if month != "*" or dom != "*":
+        return None
+    minutes = _even_step(minute, 60)
+    if minutes is not None:
+        return (0, -minutes) if hour == "*" and dow == "*" else None
+    hours = _even_step(hour, 24)
+    if _FIXED.fullmatch(minute) and hours is not None and dow == "*":
+        return (0, -60 * hours) if tz == "UTC" else None
+    if not _FIXED.fullmatch(minute):
         return None
     if hour == "*" and dow == "*":
         return (0, -60)

@@ -196,6 +196,36 @@ def _wall_time(text: str) -> tuple[str, str | None]:
     return when.replace(tzinfo=None).isoformat(), when.strftime("%z") or None
 
 
+# dag-factory's custom objects (``__type__``) that build a date or a date and time, and the
+# fields it keeps of them (get_datetime replaces the zone by the DAG's)
+_DATE_TYPES = frozenset({"datetime.datetime", "datetime.date", "pendulum.datetime",
+                         "pendulum.DateTime", "pendulum.date", "pendulum.Date"})  # fmt: skip
+_DATE_FIELDS = ("year", "month", "day", "hour", "minute", "second", "microsecond")
+
+
+def _date_object(value: Any, key: str, tz: str, notes: Notes) -> Any:
+    """A start_date or end_date written as dag-factory's ``{__type__: datetime.datetime,
+    year: ..., ...}`` (or ``datetime.date``, ``pendulum.datetime``; keyword fields or
+    ``__args__``) as the datetime it builds; ``value`` as it is when it is no such object,
+    or one that cannot be built."""
+    if not isinstance(value, dict) or str(value.get("__type__", "")) not in _DATE_TYPES:
+        return value
+    positional = value.get("__args__") or []
+    fields = {k: value[k] for k in _DATE_FIELDS if k in value}
+    if not isinstance(positional, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in [*positional, *fields.values()]
+    ):
+        return value
+    try:
+        when = datetime(*positional, **fields)
+    except (TypeError, ValueError, OverflowError):
+        return value
+    if any(k in value for k in ("tz", "tzinfo")):
+        notes.changed(f"{key}'s zone is dropped: dag-factory reads it in the DAG's time zone, "
+                      f"{tz}", field="schedule")  # fmt: skip
+    return when
+
+
 def _later(text: str, shift: tuple[int, int]) -> str:
     """``text`` (an ISO date and time) one Airflow 2 interval later: ``shift`` is the
     interval back from a fire time to its logical date (``interval_before``). Text that is
@@ -313,13 +343,17 @@ def _dag(
     # the start_date it uses
     if "start_date" in config:
         tz = str(config.get("timezone") or "UTC")
+        unread_zone = ""
     else:
-        tz = str(args.get("timezone") or config.get("timezone") or "UTC")
+        tz = str(args.get("timezone") or "UTC")
+        # a DAG-level zone no start_date is read in: not the schedule's
+        unread_zone = str(config.get("timezone") or "")
     schedule_value = config.get("timetable") or config.get(
         "schedule", config.get("schedule_interval", args.get("schedule"))
     )
     if isinstance(schedule_value, dict) and schedule_value.get("timezone"):
         tz = str(schedule_value["timezone"])
+        unread_zone = ""  # the timetable's own zone
     converted = airflow_schedule(schedule_value)
     dates = AirflowDates(tz="UTC", no_neighbours=_no_neighbours(major, converted, schedule_value))
     if dates.no_neighbours == "":  # Airflow 2 without a schedule: every run is by hand
@@ -330,14 +364,27 @@ def _dag(
         notes.changed(converted.remark, field="schedule")
     if converted.cron:
         schedule: dict[str, Any] = {"cron": converted.cron, "timezone": tz}
+        if unread_zone and unread_zone != tz:
+            notes.changed(
+                f"timezone {unread_zone} is not the schedule's, {tz}: dag-factory reads it for "
+                "the DAG's own start_date and end_date only, and Airflow schedules a DAG in "
+                "the zone of its start_date, here "
+                + ("default_args', read in default_args.timezone" if "start_date" in args
+                   else "none: Airflow's default_timezone, UTC unless configured"),
+                field="timezone",
+            )  # fmt: skip
         start = config.get("start_date", args.get("start_date"))
         end = config.get("end_date", args.get("end_date"))
-        shift = interval_before(converted.cron) if airflow2 else None
-        for key, value in (("start", start), ("end", end)):
-            if value is None:
+        shift = interval_before(converted.cron, tz) if airflow2 else None
+        for key, written in (("start", start), ("end", end)):
+            if written is None:
                 continue
+            value = _date_object(written, f"{key}_date", tz, notes)
             text = str(value).replace(" ", "T", 1)
-            if text[:4].isdigit():
+            if isinstance(value, dict):
+                notes.unmapped(f"{key}_date {value!r} is not a date the import can read: "
+                               "left out", field="schedule")  # fmt: skip
+            elif text[:4].isdigit():
                 text = text if "T" in text else text + "T00:00:00"
                 text, offset = _wall_time(text)
                 if offset:
@@ -555,6 +602,7 @@ def _dag(
                 "skipped as soon as one was skipped",
                 task=tid,
             )
+    _run_state_note(tasks, {t: s.rule for t, s in settings.items()}, notes)
     if mode == "report" and budget.spent <= MAX_DOCUMENT_BYTES:
         # a task reading the outputs of a task left out cannot validate (a workflow too big
         # to write is not: importers._validated says so)
@@ -589,6 +637,36 @@ def _dag(
             pools.setdefault(body["pool"], []).append(tid)
     pools_to_create(pools, None, "N = the Airflow pool's slots", notes)
     return ImportedWorkflow(name, dag_id, doc if tasks else None, tuple(notes.items))
+
+
+# Airflow's trigger rules under which a task runs after one of its upstream tasks failed
+_RUNS_AFTER_FAILURE = frozenset(
+    {"all_done", "always", "one_failed", "all_failed", "one_done", "one_success", "none_skipped"}
+)
+
+
+def _run_state_note(tasks: dict[str, dict[str, Any]], rules: dict[str, str], notes: Notes) -> None:
+    """Airflow sets a run's state from its leaf tasks alone (failed when one of them failed
+    or could not run for a failure, else succeeded), Stratoflow fails a run in which any
+    task failed. They differ only where a failure need not reach a leaf: a task whose
+    trigger rule runs it after an upstream task failed. Said then."""
+    after = [
+        f"{tid} ({rule})"
+        for tid, rule in rules.items()
+        if rule in _RUNS_AFTER_FAILURE and tasks.get(tid, {}).get("depends_on")
+    ]
+    if not after:
+        return
+    upstream = {d for body in tasks.values() for d in body.get("depends_on", [])}
+    leaves = [t for t in tasks if t not in upstream]
+    shown = ", ".join(leaves[:10]) + (f" and {len(leaves) - 10} more" if len(leaves) > 10 else "")
+    notes.changed(
+        f"{', '.join(after[:10])}{' and more' if len(after) > 10 else ''} run after an upstream "
+        f"task failed, and Airflow sets a run's state from its leaf tasks {shown} alone: a run "
+        "where a task failed but no leaf failed is a success there. Stratoflow fails a run in "
+        "which any task failed: its failure alerts fire, a backfill lane stops, a parent "
+        "workflow's task fails, where Airflow's run succeeded"
+    )
 
 
 def _no_neighbours(major: int, converted: Converted, schedule: Any) -> str:
@@ -915,6 +993,7 @@ _OPERATOR_KEYS = {
     "DummyOperator": set(),
     "TriggerDagRunOperator": {"trigger_dag_id", "conf", "wait_for_completion", "poke_interval"},
     "ExternalTaskSensor": {"external_dag_id", "external_task_id", "external_task_ids",
+                           "allowed_states", "failed_states", "skipped_states",
                            "execution_delta", "poke_interval", "timeout", "mode"},
     "SQLExecuteQueryOperator": {"conn_id", "sql", "parameters"},
     "PostgresOperator": {"postgres_conn_id", "sql", "parameters"},
@@ -968,6 +1047,9 @@ class _Signature:
 
     names: tuple[str, ...]
     kwargs: bool
+    # the parameters op_args fill, in order (those that can be passed by position and by
+    # name); () when one before them can only be passed by position
+    positional: tuple[str, ...] = ()
 
 
 def _signature(conf: dict[str, Any], folder: Path | None) -> _Signature | None:
@@ -1000,8 +1082,22 @@ def _signature(conf: dict[str, Any], folder: Path | None) -> _Signature | None:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == function:
             args = node.args
             named = tuple(a.arg for a in [*args.args, *args.kwonlyargs])
-            return _Signature(named, args.kwarg is not None)
+            positional = () if args.posonlyargs else tuple(a.arg for a in args.args)
+            return _Signature(named, args.kwarg is not None, positional)
     return None
+
+
+def _op_args(conf: dict[str, Any], folder: Path | None) -> dict[str, Any]:
+    """A PythonOperator's ``op_args`` by the names of the parameters they fill, as Airflow
+    passes them (its first positional arguments); {} when the callable's source is not
+    under ``folder`` or they are more than its named parameters (a ``*args`` takes them)."""
+    written = conf.get("op_args")
+    if not isinstance(written, list) or not written:
+        return {}
+    signature = _signature(conf, folder)
+    if signature is None or len(written) > len(signature.positional):
+        return {}
+    return dict(zip(signature.positional, written, strict=False))
 
 
 def _context_arguments(
@@ -1067,6 +1163,39 @@ def _context_arguments(
         )
 
 
+# BashOperator.template_ext: a bash_command ending so is a template file's name
+_SCRIPT_EXTENSIONS = (".sh", ".bash")
+
+
+@dataclass(frozen=True)
+class _NotRead:
+    reason: str
+
+
+def _script_file(command: Any, folder: Path | None) -> str | _NotRead | None:
+    """A bash_command that Airflow reads as a template file (it ends with .sh or .bash):
+    the file's text when it is under ``folder``, the DAG file's (nothing outside it is
+    read), else why it is not; None for any other command."""
+    if not isinstance(command, str) or not command.endswith(_SCRIPT_EXTENSIONS):
+        return None
+    why = (
+        f"bash_command {command!r} ends with {Path(command).suffix}: Airflow reads it as a "
+        "template file (under the DAG's folder or template_searchpath) and runs its rendered "
+        "content, and the import {}: the task runs it as a path from its own work "
+        "directory, where it is not; write its content as the command, or ship it as a "
+        "resource"
+    )
+    if folder is None:
+        return _NotRead(why.format("had no folder to look in"))
+    try:
+        real = (folder / command).resolve()
+        if not real.is_relative_to(folder.resolve()):
+            raise FileNotFoundError(command)
+        return read_include(real, _MAX_SOURCE, follow=False).decode("utf-8")
+    except (OSError, RuntimeError, ValueError):  # UnicodeDecodeError is a ValueError
+        return _NotRead(why.format(f"found no such file under {folder}"))
+
+
 def _operator(
     conf: dict[str, Any],
     own: set[str],
@@ -1102,8 +1231,19 @@ def _operator(
 
     body: dict[str, Any]
     reason: str | None = None
+    read_op_args = False
     if short == "BashOperator":
-        body = {"type": "shell", "command": text(conf.get("bash_command", ""))}
+        command = conf.get("bash_command", "")
+        script = _script_file(command, folder)
+        if isinstance(script, str):
+            command = script
+            changes.append(
+                f"bash_command {conf['bash_command']!r} names a template file, whose content "
+                "Airflow renders and runs: that content is the command"
+            )
+        elif script is not None:
+            problems.append(script.reason)
+        body = {"type": "shell", "command": text(command)}
         if isinstance(conf.get("env"), dict):
             body["env"] = {str(k): text(v) for k, v in conf["env"].items()}
             if not conf.get("append_env"):
@@ -1154,6 +1294,16 @@ def _operator(
                 f"op_kwargs {conf['op_kwargs']!r} is not a mapping of names to values (a "
                 "template that renders one is not rendered at import): not mapped, so the "
                 "callable is called without them"
+            )
+        filled = _op_args(conf, folder)
+        if filled:
+            for name, value in filled.items():
+                body.setdefault("params", {}).setdefault(name, argument(value))
+            read_op_args = True
+            notes.changed(
+                f"op_args are passed as the task's params named for the parameters they "
+                f"fill: {', '.join(filled)}",
+                task=tid,
             )
     elif short in ("HttpOperator", "SimpleHttpOperator", "HttpSensor"):
         conn = str(conf.get("http_conn_id") or "http_default")
@@ -1272,7 +1422,11 @@ def _operator(
     # the task's own params win over the DAG's (default_args' are the DAG's, as in Airflow)
     if "params" in own and isinstance(conf.get("params"), dict) and reason is None:
         body.setdefault("params", {}).update(_literal_params(conf["params"], notes, tid))
-    used = set(_COMMON_KEYS) | _OPERATOR_KEYS.get(short, set())
+    used = (
+        set(_COMMON_KEYS)
+        | _OPERATOR_KEYS.get(short, set())
+        | ({"op_args"} if read_op_args else set())
+    )
     if taskflow:  # TaskFlow: the task's other keys are the arguments (not default_args')
         for key, value in conf.items():
             if key in used or key in _OPERATOR_ARGS or key not in own:
@@ -1521,9 +1675,18 @@ def _sensor(conf: dict[str, Any], tid: str, notes: Notes) -> tuple[dict[str, Any
     timeout = seconds(conf.get("timeout", AIRFLOW_SENSOR_TIMEOUT))
     if timeout:
         body["timeout"] = f"{min(timeout, 365 * 86400)}s"
-    for key in ("allowed_states", "failed_states", "skipped_states"):
+    allowed = conf.get("allowed_states")
+    if allowed and [str(s).lower() for s in allowed] != ["success"]:  # (Airflow's default)
+        notes.unmapped(f"allowed_states {allowed!r}: the dependency task waits for success",
+                       task=tid)  # fmt: skip
+    for key in ("failed_states", "skipped_states"):
         if conf.get(key):
-            notes.unmapped(f"{key} {conf[key]!r}: the dependency task waits for success", task=tid)
+            notes.unmapped(
+                f"{key} {conf[key]!r}: Airflow ends the sensor as soon as the external task or "
+                "run is in one of them; the dependency task waits for success until its "
+                "timeout",
+                task=tid,
+            )
     return body, None
 
 

@@ -771,6 +771,18 @@ def _task(task: DsTask, tid: str, ctx: _Ctx, parents: Mapping[str, list[str]]) -
     return body
 
 
+# DolphinScheduler reads each line of a Python task's output that is ``${setValue(k=v)}``
+# as its OUT parameter k: the lines go on to the log, and each such one to the outputs too
+# (pipefail: the script's exit status stays the task's; -u: its output in order)
+_SET_VALUE_FILTER = (
+    "set -o pipefail\n"
+    'stratoflow_set_value() { while IFS= read -r line || [ -n "$line" ]; do '
+    "printf '%s\\n' \"$line\"; case $line in '${setValue('*')}') "
+    "kv=${line#'${setValue('}; printf '%s\\n' \"${kv%')}'}\" >> \"$STRATOFLOW_OUTPUT\";; "
+    "esac; done; }\n"
+)
+
+
 def _python(script: str, ds: DsContext, tid: str, notes: Notes) -> dict[str, Any]:
     rewritten = rewrite_ds(script, ds)
     try:
@@ -778,18 +790,26 @@ def _python(script: str, ds: DsContext, tid: str, notes: Notes) -> dict[str, Any
         compiles = True
     except SyntaxError:
         compiles = False
-    if rewritten == script and compiles:
+    sets_values = "${setValue(" in script
+    if rewritten == script and compiles and not sets_values:
         return {"type": "python", "code": script}
-    why = "it reads DolphinScheduler parameters" if compiles else "it is not Python 3 syntax"
+    why = (
+        "it reads DolphinScheduler parameters"
+        if rewritten != script
+        else "it prints ${setValue(...)} lines, its OUT parameters"
+        if compiles
+        else "it is not Python 3 syntax"
+    )
     notes.changed(
         f"a shell task running python3 on the script, since {why} (text substitution, as DolphinScheduler does)",
         task=tid,
     )
+    run = "python3 - <<'STRATOFLOW_PYTHON_EOF'\n"
+    if sets_values:
+        run = _SET_VALUE_FILTER + "python3 -u - <<'STRATOFLOW_PYTHON_EOF' | stratoflow_set_value\n"
     return {
         "type": "shell",
-        "command": "python3 - <<'STRATOFLOW_PYTHON_EOF'\n"
-        + rewritten.rstrip("\n")
-        + "\nSTRATOFLOW_PYTHON_EOF\n",
+        "command": run + rewritten.rstrip("\n") + "\nSTRATOFLOW_PYTHON_EOF\n",
     }
 
 
@@ -1252,14 +1272,19 @@ def _out_param(task: DsTask, tid: str, key: str, prop: dict[str, Any], ctx: _Ctx
                 "ends with (none in this import, or several on paths that do not meet)",
                 task=tid,
             )
-    elif task.type != "SHELL":
+    elif task.type not in ("SHELL", "PYTHON"):
         ctx.notes.unmapped(
             f"OUT parameter {key!r}: set outputs[{key!r}] (python) instead", task=tid
         )
     elif f"setValue({key}=" not in str(task.params.get("rawScript", "")):
+        how = (
+            f'echo "{key}=VALUE" >> "$STRATOFLOW_OUTPUT"'
+            if task.type == "SHELL"
+            else f'print("${{setValue({key}=VALUE)}}")'
+        )
         ctx.notes.unmapped(
             f"OUT parameter {key!r} is never set by the script (no ${{setValue({key}=...)}}): "
-            f'it is left out; set it with echo "{key}=VALUE" >> "$STRATOFLOW_OUTPUT"',
+            f"it is left out; set it with {how}",
             task=tid,
         )
 

@@ -260,6 +260,10 @@ def _typed_params(values: Any, direct: str) -> list[dict[str, Any]]:
     return out
 
 
+# a task's settings that are counts or minutes (task_group_priority may be negative)
+_COUNTS = ("fail_retry_times", "fail_retry_interval", "timeout", "delay_time", "task_group_id")
+
+
 def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow:
     tokens = _Tokens(path.parent, notes, path)
     wf = tokens.walk(dict(data["workflow"]), "workflow")
@@ -281,6 +285,14 @@ def read_pydolphin(data: dict[str, Any], path: Path, notes: Notes) -> DsWorkflow
         params["localParams"] = _typed_params(raw.get("input_params"), "IN") + _typed_params(
             raw.get("output_params"), "OUT"
         )
+        for key in _COUNTS:
+            value = raw.get(key)
+            if value is not None and (isinstance(value, bool) or number(value, -1) < 0):
+                notes.unmapped(
+                    f"task {name!r}: {key} {value!r} is not a number of 0 or more "
+                    "(pydolphinscheduler or DolphinScheduler refuses it): left out",
+                    field=f"tasks.{name}.{key}",
+                )
         timeout = raw.get("timeout")
         tasks.append(
             DsTask(
