@@ -102,7 +102,10 @@ def test_a_key_too_long_for_a_run_id_is_refused() -> None:
     with pytest.raises(InvalidInput) as refused:
         keyed_run_id("p" * 128, "w" * 100, "k" * 200)
     assert refused.value.problems[0].path == "run_id"
-    assert "at most 250" in refused.value.problems[0].message
+    assert "at most 300 (keys of up to 70 characters)" in refused.value.problems[0].message
+    # the longest names leave room for a key (a run's directory does not hold its id then)
+    longest = keyed_run_id("p" * 128, "w" * 128, "k" * 42)
+    assert len(longest) == 300
 
 
 # ------------------------------------------------------------------ faults

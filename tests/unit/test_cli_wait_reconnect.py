@@ -11,6 +11,7 @@ THEN  the client tries again until the server is back, and exits with the run's 
 from __future__ import annotations
 
 import json
+import shlex
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -134,3 +135,38 @@ def test_a_backfill_whose_server_stays_away_is_reported_with_it(
         result = CliRunner().invoke(cli.main, [*BACKFILL, "--api", url])
     assert result.exit_code == cli.EXIT_UNREACHABLE
     assert f"stratoflow backfills show {BACKFILL_ID}" in result.stderr
+
+
+def _pasted(stderr: str) -> list[str]:
+    """The arguments of the command the message says to run once the server is back."""
+    command = stderr.split("started: `", 1)[1].split("`", 1)[0]
+    words = shlex.split(command)
+    assert words[0] == "stratoflow"
+    return words[1:]
+
+
+@pytest.mark.parametrize("backfill", [False, True], ids=["run", "backfill"])
+def test_the_command_named_for_an_id_starting_with_a_dash_runs_as_printed(
+    monkeypatch: pytest.MonkeyPatch, backfill: bool
+) -> None:
+    """A project's name may start with '-', and so do its run and backfill ids: the command
+    printed, `stratoflow runs show -p.w-...`, was click's "No such option: -p" (exit 2)."""
+    monkeypatch.setattr(cli, "WAIT_RECONNECT_SECONDS", 0.3, raising=False)
+    the_id = "-p.w.k" if not backfill else "-p.backfill-w-20260101T000000-abcdef"
+
+    def detail(state: str) -> dict[str, Any]:
+        body = _backfill(state) if backfill else _detail(state)
+        if backfill:
+            return {**body, "id": the_id, "project": "-p"}
+        return {**body, "run": {**body["run"], "id": the_id, "project": "-p"}}
+
+    args = [*BACKFILL, "--project=-p"] if backfill else ["trigger", "w", "--project=-p", "--wait"]
+    with flaky_server(drops=10_000, detail=detail) as (url, _seen):
+        result = CliRunner().invoke(cli.main, [*args, "--api", url])
+    assert result.exit_code == cli.EXIT_UNREACHABLE, result.output
+    pasted = _pasted(result.stderr)
+    assert pasted == ["backfills" if backfill else "runs", "show", "--", the_id]
+    # as pasted it names the id (no server there now: 'cannot reach', not 'no such option')
+    monkeypatch.setenv("STRATOFLOW_API", "http://127.0.0.1:9")
+    again = CliRunner().invoke(cli.main, pasted)
+    assert again.exit_code == cli.EXIT_UNREACHABLE, again.output

@@ -310,3 +310,35 @@ def test_close_leaves_no_descriptor_of_the_watcher_open(tmp_path: Path) -> None:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, 9)
+
+
+def test_a_run_dir_is_named_by_its_id_when_it_fits_else_by_a_digest_of_it() -> None:
+    """A run id of up to 255 characters names its directory as before (a home's runs find
+    their logs where they are); a longer one (a project and a workflow of 128 make ids of
+    up to 300) a head and a digest, which is unique, stable, names itself and stands for
+    the run in a work dir's name too (recovery finds a run's processes by that name)."""
+    run_dir_name, work_name = executor_module._run_dir_name, executor_module._work_name
+    fits = "p" * 120 + "." + "w" * 134
+    assert run_dir_name(fits) == fits
+    long_ids = [f"{'p' * 128}.{'w' * 128}-20261207T031537-{tail}" for tail in ("d84dc4", "d84dc5")]
+    names = [run_dir_name(run_id) for run_id in long_ids]
+    assert len(set(names)) == 2
+    assert all(len(n) < executor_module._NAME_MAX for n in names)
+    assert names == [run_dir_name(run_id) for run_id in long_ids]  # the same every time
+    for run_id, name in zip(long_ids, names, strict=True):
+        assert name.startswith("p" * 64)
+        assert "~" in name  # no run id holds a '~'
+        assert run_dir_name(name) == name
+        assert work_name(name, "T" * 128, 7) == work_name(run_id, "T" * 128, 7)
+        assert executor_module._RUN_DIR.match(name.encode())
+
+
+@pytest.mark.parametrize(
+    "run_id", ["-p.w-20261207T031537-d84dc4", "_p.w.k", f"{'p' * 128}.{'w' * 128}.{'k' * 42}"]
+)
+def test_every_run_id_a_project_can_have_is_one_recovery_takes(run_id: str) -> None:
+    """Recovery reads run ids from processes' environments, and takes only what a run id
+    can be: a project may start with '-' or '_', and ids reach 300 characters."""
+    assert executor_module._RUN_ID.match(run_id.encode())
+    assert executor_module._RUN_DIR.match(executor_module._run_dir_name(run_id).encode())
+    assert not executor_module._RUN_ID.match(b"../x")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shlex
 import signal
 import sys
 import threading
@@ -29,6 +28,7 @@ from stratoflow.cli_common import (
     EXIT_UNREACHABLE,
     LazyGroup,
     api_option,
+    command_line,
     implied_limit,
     output_option,
     printable,
@@ -654,10 +654,7 @@ def _print_run(
         if task.get("child_run"):
             click.echo(f"{task_id}: child run {task['child_run']} ({task['state']})")
         for key, cut in (task.get("outputs_truncated") or {}).items():
-            named = [run_id, task_id, key]
-            # an argument that starts with '-' would be read as an option: they follow '--'
-            dashes = ["--"] if any(a.startswith("-") for a in named) else []
-            command = shlex.join(["stratoflow", "runs", "output", *dashes, *named])
+            command = command_line(["runs", "output"], [run_id, task_id, key])
             click.echo(
                 f"{task_id}: output {key!r} is {cut['size']} bytes, cut in this view; "
                 f"`{printable(command)}` prints it whole"
@@ -1106,7 +1103,7 @@ class HeldRun:
         return ride_out(
             self.client,
             f"run {self.run_id}",
-            f"stratoflow runs show {self.run_id}",
+            command_line(["runs", "show"], [self.run_id]),
             lambda: self.client.response(
                 "GET",
                 f"/runs/{segment(self.run_id, 'run id')}",

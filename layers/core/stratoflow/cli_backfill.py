@@ -16,6 +16,7 @@ from stratoflow.cli_common import (
     EXIT_FAILED,
     EXIT_INVALID,
     api_option,
+    command_line,
     output_option,
     project_option,
     segment,
@@ -170,7 +171,7 @@ def backfill(
     while not _finished(current):
         time.sleep(BACKFILL_POLL_SECONDS)
         current = ride_out(
-            client, what, f"stratoflow backfills show {made['id']}",
+            client, what, command_line(["backfills", "show"], [made["id"]]),
             lambda: client.response("GET", f"/backfills/{segment(made['id'], 'backfill id')}", transient=True).json(),
         )  # fmt: skip
     _print(current, output)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import re
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -179,6 +180,14 @@ def segment(text: str, what: str = "name", *, rest: bool = False) -> str:
     if text in (".", ".."):
         return "%2E" * len(text)
     return quote(text, safe="")
+
+
+def command_line(command: Sequence[str], arguments: Sequence[str]) -> str:
+    """``stratoflow COMMAND... ARGUMENTS...`` as a message prints it, to be pasted: each word
+    quoted for a shell if it needs it, and '--' before the arguments when one starts with
+    '-' (click would read it as an option: a project's name, so its run ids, may)."""
+    dashes = ["--"] if any(a.startswith("-") for a in arguments) else []
+    return shlex.join(["stratoflow", *command, *dashes, *arguments])
 
 
 def workflow_path(name: str) -> str:

@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from stratoflow.api.alerts import AlertsBackend
     from stratoflow.api.connections import ConnectionsBackend
 from stratoflow.api.models import (
+    MAX_ID_CHARS,
     AppliedVersion,
     ApplyRequest,
     AuditList,
@@ -677,7 +678,9 @@ def _parse_json(text: str) -> Any:
 # A scheduled run's id is ``<project>.<workflow>-scheduled-<YYYYmmddTHHMMSSZ>``
 # (``service.scheduled_run_id``); a key in that form is refused, whatever the project, so
 # nobody is misled into thinking a manual run can stand for (or block) a scheduled one.
-MAX_RUN_ID = 250  # characters: a run's directory is named by its id (255 bytes on Linux)
+# characters: what a request's path takes (a local run's directory is named by a digest of
+# an id too long for a file name: ``executor._run_dir_name``)
+MAX_RUN_ID = MAX_ID_CHARS
 _SCHEDULED_FORM = re.compile(r"scheduled-\d{8}T\d{6}Z?", re.IGNORECASE)
 
 
@@ -707,7 +710,8 @@ def keyed_run_id(project: str, workflow: str, key: str) -> str:
                 Problem(
                     "run_id",
                     f"with its project and workflow the run's id would be {len(run_id)} "
-                    f"characters; at most {MAX_RUN_ID} (a file name holds it locally)",
+                    f"characters; at most {MAX_RUN_ID} (keys of up to "
+                    f"{max(0, MAX_RUN_ID - len(run_id) + len(key))} characters)",
                 )
             ]
         )

@@ -219,12 +219,24 @@ _RUN_KEY_LONGEST = 120  # characters of a run id kept as they are in a work dir'
 
 
 def _run_key(run_id: str) -> str:
-    """A run id as work dir names hold it: as it is, or, when it is long (a caller's run_id
-    key makes ids of up to 250 characters), its head and a digest of the whole: unique and
-    the same every time, and short enough for any task id (at most 128) beside it."""
+    """A run id as work dir names hold it: as it is, or, when it is long (ids reach 300
+    characters: the API's bound), its head and a digest of the whole: unique and the same
+    every time, and short enough for any task id (at most 128) beside it."""
     if len(run_id) <= _RUN_KEY_LONGEST:
         return run_id
     return f"{run_id[:64]}~{hashlib.sha256(run_id.encode()).hexdigest()[:32]}"
+
+
+def _run_dir_name(run_id: str) -> str:
+    """The name of a run's directory of logs, ``<root>/<name>/<task>.<attempt>.log``: its id
+    as it is when that fits a file name (255 bytes: every run id a home already holds), else
+    ``_run_key``'s (a project and a workflow name of 128 make generated ids of up to 284
+    characters; those had every attempt fail to start with 'File name too long'). A digest's
+    name holds a '~', which no run id does, so it cannot be another run's directory; it is
+    its own name (shorter than 255), so this maps a directory's name to itself too."""
+    if len(run_id) <= 63 or len(run_id.encode()) <= _NAME_MAX:  # 63: even in 4-byte characters
+        return run_id
+    return _run_key(run_id)
 
 
 def _work_name(run_id: str, task_id: str, attempt: int) -> str:
@@ -514,8 +526,8 @@ def _leader_environ(pid: str) -> list[bytes] | None:
 
 
 def _session_leaders_of_attempts(work_root: str, log_root: str) -> dict[tuple[str, str], list[int]]:
-    """(run id, attempt name) -> the pids of the processes that lead a session of their own
-    and are an attempt's: started with the environment of an attempt whose work dir is under
+    """(run dir name, attempt name) -> the pids of the processes that lead a session of their
+    own and are an attempt's (:func:`live_wrappers` names runs so): started with the environment of an attempt whose work dir is under
     ``work_root``, or else writing to an attempt's log under ``log_root`` (an ``exec`` that
     changed its environment: :func:`_replaced_wrapper`). Wrappers (those
     :func:`live_wrappers` knows, and those whose body replaced them with ``exec``) and any
@@ -541,35 +553,38 @@ def _session_leaders_of_attempts(work_root: str, log_root: str) -> dict[tuple[st
         if not (_RUN_ID.match(run_id) and _TASK_ID.match(task_id) and _ATTEMPT.match(attempt)):
             continue
         name = f"{task_id.decode()}.{int(attempt)}"
-        found.setdefault((run_id.decode(), name), []).append(int(entry.name))
+        found.setdefault((_run_dir_name(run_id.decode()), name), []).append(int(entry.name))
     return found
 
 
 def _logs_held(pid: str, log_root: str) -> set[tuple[str, str]]:
-    """(run id, attempt name) of each attempt's log under ``log_root`` the process holds
-    open for writing (``<log_root>/<run id>/<task>.<attempt>.log``), ids checked as the
-    environment's are."""
+    """(run dir name, attempt name) of each attempt's log under ``log_root`` the process holds
+    open for writing (``<log_root>/<run dir>/<task>.<attempt>.log``), checked as the
+    environment's ids are."""
     prefix = log_root.rstrip(os.sep) + os.sep
     held: set[tuple[str, str]] = set()
     for link in _written_files(pid, prefix):
         if not link.endswith(".log"):
             continue
-        run_id, sep, file = link[len(prefix) : -len(".log")].partition(os.sep)
+        run_dir, sep, file = link[len(prefix) : -len(".log")].partition(os.sep)
         task_id, dot, attempt = file.rpartition(".")
-        if not (sep and dot and _RUN_ID.match(run_id.encode())):
+        if not (sep and dot and _RUN_DIR.match(run_dir.encode())):
             continue
         if _TASK_ID.match(task_id.encode()) and _ATTEMPT.match(attempt.encode()):
-            held.add((run_id, f"{task_id}.{int(attempt)}"))
+            held.add((run_dir, f"{task_id}.{int(attempt)}"))
     return held
 
 
-_RUN_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9_.:-]{0,249}\Z")  # as the API takes them
+# a run id (a project name may start with '-' or '_'; none with '.': "../x" is not one)
+_RUN_ID = re.compile(rb"[A-Za-z0-9_-][A-Za-z0-9_.:-]{0,299}\Z")
+_RUN_DIR = re.compile(rb"[A-Za-z0-9_-][A-Za-z0-9_.:~-]{0,254}\Z")  # a run dir's: _run_dir_name
 _TASK_ID = re.compile(rb"[A-Za-z0-9_-]{1,128}\Z")  # as a workflow declares them
 _ATTEMPT = re.compile(rb"[1-9][0-9]{0,8}\Z")
 
 
 def live_wrappers(root: Path) -> dict[tuple[str, str], int]:
-    """(run id, attempt name) -> pid of every wrapper under ``root`` still running."""
+    """(run dir name, attempt name) -> pid of every wrapper under ``root`` still running
+    (:func:`_run_dir_name`: the run's id unless that is too long for a file name)."""
     found: dict[tuple[str, str], int] = {}
     prefix = str(root) + os.sep
     for entry in os.scandir("/proc"):
@@ -1070,7 +1085,7 @@ class LocalExecutor(Dispatcher):
 
     # ------------------------------------------------------------ layout
     def run_dir(self, run_id: str) -> Path:
-        return self.root / run_id
+        return self.root / _run_dir_name(run_id)
 
     def work_dir(self, run_id: str, task_id: str, attempt: int) -> Path:
         """``<work root>/<run>.<task>.<attempt>``: task ids hold no dot, so this is unique."""
@@ -1081,7 +1096,7 @@ class LocalExecutor(Dispatcher):
         work dir, ``<task>.<attempt><suffix>``: .out, .json, .result, .error (and .exit,
         where an earlier version's wrapper recorded its status)"""
         if suffix == ".log":
-            return self.root / run_id / f"{task_id}.{attempt}.log"
+            return self.run_dir(run_id) / f"{task_id}.{attempt}.log"
         return self.work_dir(run_id, task_id, attempt) / f"{task_id}.{attempt}{suffix}"
 
     def log_path(self, run_id: str, task_id: str, attempt: int) -> Path:
@@ -1093,9 +1108,12 @@ class LocalExecutor(Dispatcher):
     def _work_text(self, run_id: str, task_id: str, attempt: int) -> str:
         return f"{self._work_root_text}/{_work_name(run_id, task_id, attempt)}"
 
+    def _run_text(self, run_id: str) -> str:
+        return f"{self._root_text}/{_run_dir_name(run_id)}"
+
     def _file_text(self, run_id: str, task_id: str, attempt: int, suffix: str) -> str:
         if suffix == ".log":
-            return f"{self._root_text}/{run_id}/{task_id}.{attempt}.log"
+            return f"{self._run_text(run_id)}/{task_id}.{attempt}.log"
         return f"{self._work_root_text}/{_work_name(run_id, task_id, attempt)}/{task_id}.{attempt}{suffix}"
 
     def _record(self, run_id: str, task_id: str, attempt: int) -> LogRecord:
@@ -1165,7 +1183,7 @@ class LocalExecutor(Dispatcher):
 
     def log_location(self, spec: AttemptSpec) -> str:
         # a string built directly (called twice per attempt; pathlib costs more than this)
-        return f"{self._root_text}/{spec.run_id}/{spec.task_id}.{spec.attempt}.log"
+        return f"{self._run_text(spec.run_id)}/{spec.task_id}.{spec.attempt}.log"
 
     def dispatch_many(self, specs: Sequence[AttemptSpec]) -> list[str | None]:
         """Start attempts; returns where each log will be. A lone attempt (a step of a chain)
@@ -1279,7 +1297,7 @@ class LocalExecutor(Dispatcher):
                 },
             )
             argv = [self._bash(env), "--noprofile", "--norc", "-c", WRAPPER, WRAPPER_NAME,
-                    f"{self._root_text}/{spec.run_id}", name]  # fmt: skip
+                    self._run_text(spec.run_id), name]  # fmt: skip
 
             def popen(args: list[str], **extra: Any) -> subprocess.Popen[bytes]:
                 return subprocess.Popen(
@@ -1498,7 +1516,7 @@ class LocalExecutor(Dispatcher):
             live.given = given
             hold_values(live.run_id.partition(".")[0], key, given)
         name = f"{live.task_id}.{live.attempt}"
-        pid = live_wrappers(self.root).get((live.run_id, name))
+        pid = live_wrappers(self.root).get((_run_dir_name(live.run_id), name))
         if pid is None:
             pid = self._replaced(live.run_id, live.task_id, live.attempt)
         if pid is not None:
@@ -1594,7 +1612,7 @@ class LocalExecutor(Dispatcher):
             return AttemptResult(
                 AttemptStatus.LOST, error="the task process ended without reporting a result"
             )
-        run_dir = f"{self._root_text}/{run_id}"
+        run_dir = self._run_text(run_id)
         # one statvfs when the log and the work dir are on the same file system
         full = disk_full(
             [run_dir] if self._one_fs else [run_dir, self._work_text(run_id, task_id, attempt)]
@@ -1672,7 +1690,7 @@ class LocalExecutor(Dispatcher):
         with self._lock:
             names, self._doomed = self._doomed, []
             # a repeated start of the same attempt is running there: its own end releases it
-            live = {f"{r}.{t}.{a}" for r, t, a in self._by_key}
+            live = {_work_name(r, t, a) for r, t, a in self._by_key}
             recyclable = [self._recyclable.pop(name, None) for name in names]
         root = self._work_root_text
         for name, run_id in zip(names, recyclable, strict=True):
@@ -1786,7 +1804,7 @@ class LocalExecutor(Dispatcher):
             self._deliver(live, self.result(run_id, task_id, attempt, None, killed=True))
             return
         if live is None:  # not ours (e.g. started before a restart): find it by its command line
-            pid = live_wrappers(self.root).get((run_id, f"{task_id}.{attempt}"))
+            pid = live_wrappers(self.root).get((_run_dir_name(run_id), f"{task_id}.{attempt}"))
             if pid is None:
                 pid = self._replaced(*key)
             if pid is None:
@@ -1946,13 +1964,14 @@ class LocalExecutor(Dispatcher):
         wanted: set[tuple[str, str]] = set()
         for ti in running:
             name = f"{ti.task_id}.{ti.attempt}"
-            wanted.add((ti.run_id, name))
+            at = (_run_dir_name(ti.run_id), name)  # as live_wrappers and the like name it
+            wanted.add(at)
             key = (ti.run_id, ti.task_id, ti.attempt)
             given = pending.pop(key, frozenset())
             if given:  # the log view (and its result's masking) masks them from now on
                 hold_values(ti.run_id.partition(".")[0], key, given)
             record = self._record(*key)
-            wrapper = alive.get((ti.run_id, name))
+            wrapper = alive.get(at)
             # its body replaced the wrapper (exec), which still runs: the pid its log names
             replaced = (
                 self._replaced(*key, record) if record.status is None and wrapper is None else None
@@ -1991,17 +2010,19 @@ class LocalExecutor(Dispatcher):
                     release(ti.run_id.partition(".")[0], key)
                 report.not_started.append(ti)
         # wrappers whose task was stopped while we were down
-        for (run_id, name), pid in alive.items():
-            if (run_id, name) not in wanted and _is_wrapper(pid, self.run_dir(run_id), name):
+        # (keyed by the name of their run's directory, which stands for the run in every
+        # path: :func:`_run_dir_name` maps it to itself, :func:`_work_name` as the run's id)
+        for (run_dir, name), pid in alive.items():
+            if (run_dir, name) not in wanted and _is_wrapper(pid, self.run_dir(run_dir), name):
                 _kill_group(pid, signal.SIGKILL)
         # and those whose body replaced them with `exec` (the pid their log names)
-        for (run_id, name), pids in _session_leaders_of_attempts(
+        for (run_dir, name), pids in _session_leaders_of_attempts(
             self._work_root_text, self._root_text
         ).items():
-            if (run_id, name) in wanted or (run_id, name) in alive:
+            if (run_dir, name) in wanted or (run_dir, name) in alive:
                 continue
             task_id, _, number = name.rpartition(".")
-            replaced = self._replaced(run_id, task_id, int(number))
+            replaced = self._replaced(run_dir, task_id, int(number))
             if replaced in pids:
                 _kill_group(replaced, signal.SIGKILL)
         # attempts whose end was recorded before their log was masked (a crash on the way; a
