@@ -404,3 +404,55 @@ def test_a_reconciler_pass_whose_settling_fails_leaves_the_intent_to_the_next(
 
 def unreachable_write(*args: Any, **kwargs: Any) -> bool:
     raise OSError("injected: the settling write failed")
+
+
+def at_the_clock(env: Env, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``records`` as DynamoDB dates them: written now by the test's clock (moto dates them
+    by the wall clock)."""
+    for record in records:
+        record["dynamodb"]["ApproximateCreationDateTime"] = env.clock.current.timestamp()
+    return records
+
+
+def test_a_line_the_reconciler_settled_while_the_read_model_was_down_is_replayed(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reconciler settles an intent 15 minutes or more after its request (the entry's
+    ``at``); if the read model is down then until its records run out of retries, the
+    replay after the outage (from the failure on, less a few minutes) must still bring it:
+    it is indexed by when it was settled, not by its request's time."""
+    projector = StreamProjector(
+        env.store,
+        SqliteDatabase(str(tmp_path / "rm.db")),
+        clock_ns=lambda: int(env.clock.current.timestamp() * 1e9),
+    )
+    projector.migrate()
+    env.store.audit_begin(intent("req-open", env.clock.current, "u", "POST", "/x", "analytics"))
+    assert projector.handle({"Records": at_the_clock(env, env.stream.read())}).failed == []
+    apply, down = projector.readmodel.apply, [True]
+
+    def refuse(changes: Any) -> int:
+        if down[0]:
+            raise OSError("the read model cannot be reached")
+        return int(apply(changes))
+
+    monkeypatch.setattr(projector.readmodel, "apply", refuse)
+    # WHEN the reconciler settles the intent while the read model is down, until the
+    # records of that settling run out of retries (on to the DLQ)
+    env.clock.current += INTENT_TTL + timedelta(minutes=3)
+    assert handlers.reconcile(env.scheduler)["audit_intents_settled"] == 1
+    settled = at_the_clock(env, env.stream.read())
+    for _ in range(3):
+        assert projector.handle({"Records": settled}).failed != []
+    # WHEN it is back: the next batch that succeeds replays what was recorded meanwhile
+    down[0] = False
+    env.clock.current += timedelta(minutes=10)
+    done = AuditEntry(
+        id="req-later", at=env.clock.current, actor="u", action="workflow.pause", target="t",
+        project="analytics", details={},
+    )  # fmt: skip
+    env.store.audit_settle(done)
+    assert projector.handle({"Records": at_the_clock(env, env.stream.read())}).failed == []
+    # THEN the unconfirmed line is in the log, and its journal item may go
+    assert log(projector.readmodel) == [("req-later", "workflow.pause"), ("req-open", UNCONFIRMED)]
+    assert items(env, "req-open")["req-open"][1] is not None

@@ -12,10 +12,12 @@ either attribute; the stream's INSERT or MODIFY record of it is projected, keyed
 entry's id, so a record delivered twice (Lambda's retries) is kept once. A withdrawal (the
 request failed) is a user's REMOVE, which the projector skips.
 
-A settled entry is indexed (gsi1: ``AUDITLOG`` / ``<at>#<id>``), so the projector can
-deliver the entries of a span of time again (``audit_entries``; ``StreamProjector.
-replay_audit``): what the stream could not deliver while the read model was down (records
-that ran out of retries) is caught up from the table. The journal is bounded: once the
+A settled entry is indexed by when it was settled (gsi1: ``AUDITLOG`` / ``<when>#<id>``: its
+``at``, taken just before its request settles it; the reconciler's time for an intent it
+settles, 15 minutes or more after its ``at``), so the projector can deliver the entries of a
+span of time again (``audit_entries``; ``StreamProjector.replay_audit``): what the stream
+could not deliver while the read model was down (records that ran out of retries) is caught
+up from the table, from the failure on. The journal is bounded: once the
 projector has written an entry to the read model (its transaction committed) it gives the
 item the TTL attribute, ``SETTLED_KEEP`` later (``audit_projected``), and DynamoDB's TTL
 removes it after that. Only the projector sets it, after its write: an entry the read model
@@ -99,9 +101,11 @@ class DynamoAudit:
 
     def audit_settle(self, entry: AuditEntry) -> None:
         # a settled entry is never written over (a retried delivery keeps the first)
-        self._put_settled(entry, "attribute_not_exists(pk) OR attribute_exists(pending)")
+        self._put_settled(entry, "attribute_not_exists(pk) OR attribute_exists(pending)", entry.at)
 
-    def _put_settled(self, entry: AuditEntry, condition: str) -> bool:
+    def _put_settled(self, entry: AuditEntry, condition: str, settled_at: datetime) -> bool:
+        """Write ``entry`` settled, indexed at ``settled_at`` (when its item is written, give or
+        take a few seconds: the replay after an outage starts from the failure)."""
         try:
             self.client.put_item(
                 TableName=self.table,
@@ -109,7 +113,7 @@ class DynamoAudit:
                     **audit_key(entry.id),
                     "entry": s(encode_entry(entry)),
                     "gsi1pk": s(AUDIT_INDEX_PK),
-                    "gsi1sk": s(f"{ts(entry.at)}#{entry.id}"),
+                    "gsi1sk": s(f"{ts(settled_at)}#{entry.id}"),
                 },
                 ConditionExpression=condition,
             )
@@ -131,8 +135,10 @@ class DynamoAudit:
         settled = 0
         for item in items:
             # only while still pending: not over the outcome its request recorded meanwhile
-            # (the index is eventually consistent), nor back after a withdrawal
-            settled += self._put_settled(audit_entry_of(item), "attribute_exists(pending)")
+            # (the index is eventually consistent), nor back after a withdrawal; indexed now,
+            # not at its request's time: a replay from an outage met now must find it
+            entry = audit_entry_of(item)
+            settled += self._put_settled(entry, "attribute_exists(pending)", now)
         return settled
 
     def audit_projected(self, entry_id: str, now: datetime) -> None:
@@ -169,7 +175,7 @@ class DynamoAudit:
                 raise  # settled (or gone): nothing to withdraw
 
     def audit_entries(self, since: datetime) -> Iterator[AuditEntry]:
-        """The settled entries recorded at or after ``since``, oldest first (gsi1: eventually
+        """The settled entries settled at or after ``since``, in that order (gsi1: eventually
         consistent, as a replay may be)."""
         items = self._query(
             IndexName="gsi1",
