@@ -242,6 +242,19 @@ def by_ttl(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return records
 
 
+def read_model_down(projector: StreamProjector, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """The projector's read model refuses every write while ``down[0]`` (returned) is true."""
+    apply, down = projector.readmodel.apply, [True]
+
+    def refuse(changes: Any) -> int:
+        if down[0]:
+            raise OSError("the read model cannot be reached")
+        return int(apply(changes))
+
+    monkeypatch.setattr(projector.readmodel, "apply", refuse)
+    return down
+
+
 def test_a_read_model_down_past_the_streams_retries_catches_up_and_only_then_expires(
     env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -254,14 +267,7 @@ def test_a_read_model_down_past_the_streams_retries_catches_up_and_only_then_exp
         clock_ns=lambda: int(env.clock.current.timestamp() * 1e9),
     )
     projector.migrate()
-    apply, down = projector.readmodel.apply, [True]
-
-    def refuse(changes: Any) -> int:
-        if down[0]:
-            raise OSError("the read model cannot be reached")
-        return int(apply(changes))
-
-    monkeypatch.setattr(projector.readmodel, "apply", refuse)
+    down = read_model_down(projector, monkeypatch)
     assert call(app, "POST", "/workflows", {}, "req-apply", {"source": FLOW})[0] == 201
     # WHEN the read model is down until the records run out of retries (on to the DLQ)
     records = env.stream.read()
@@ -429,14 +435,7 @@ def test_a_line_the_reconciler_settled_while_the_read_model_was_down_is_replayed
     projector.migrate()
     env.store.audit_begin(intent("req-open", env.clock.current, "u", "POST", "/x", "analytics"))
     assert projector.handle({"Records": at_the_clock(env, env.stream.read())}).failed == []
-    apply, down = projector.readmodel.apply, [True]
-
-    def refuse(changes: Any) -> int:
-        if down[0]:
-            raise OSError("the read model cannot be reached")
-        return int(apply(changes))
-
-    monkeypatch.setattr(projector.readmodel, "apply", refuse)
+    down = read_model_down(projector, monkeypatch)
     # WHEN the reconciler settles the intent while the read model is down, until the
     # records of that settling run out of retries (on to the DLQ)
     env.clock.current += INTENT_TTL + timedelta(minutes=3)
