@@ -3,11 +3,14 @@
 
 One item per entry: ``AUDIT#<id>`` / ``E`` with ``entry`` (the read model's row as JSON). An
 intent is ``pending``, indexed by its expiry (gsi1: ``AUDITINTENT`` / ``<expiry>#<id>``) and
-carries the table's TTL attribute at its expiry. If its request never settles it (the
-process died after the change), the reconciler's pass settles it as it stands, as "outcome
-unknown", within minutes of its expiry (``audit_settle_expired``), as the local feed does;
-should DynamoDB's TTL process delete it first, the stream's REMOVE record of that deletion
-(its old image) is what the projector writes instead. Settling writes the entry without
+carries the table's TTL attribute ``UNSETTLED_KEEP`` after its expiry. If its request never
+settles it (the process died after the change), the reconciler's pass settles it as it
+stands, as "outcome unknown", within minutes of its expiry (``audit_settle_expired``), as
+the local feed does: an item the replay after a read model's outage can deliver again.
+Only if no reconciler did by then does DynamoDB's TTL delete it, and the stream's REMOVE
+record of that deletion (its old image) is what the projector writes instead (the TTL may
+delete an item as soon as its time has passed: at the expiry itself, a line deleted so
+while the read model was down past the stream's retries was lost). Settling writes the entry without
 either attribute; the stream's INSERT or MODIFY record of it is projected, keyed by the
 entry's id, so a record delivered twice (Lambda's retries) is kept once. A withdrawal (the
 request failed) is a user's REMOVE, which the projector skips.
@@ -48,6 +51,9 @@ INTENT_INDEX_PK: Final = "AUDITINTENT"  # gsi1 partition of pending intents, by 
 # how long a settled entry stays in the table once the read model has it: what the
 # projector's "replay-audit" can deliver again (the stream itself keeps records 24 h)
 SETTLED_KEEP: Final = timedelta(days=2)
+# how long past its expiry an intent no reconciler settled stays before DynamoDB's TTL may
+# delete it: the reconciler (every 5 minutes by default; ReconcilerSchedule) settles it first
+UNSETTLED_KEEP: Final = timedelta(days=1)
 # the StateTable's TTL attribute (``dynamodb.TTL_ATTRIBUTE``; a test checks they agree)
 EXPIRES: Final = "expires_at"
 
@@ -89,7 +95,7 @@ class DynamoAudit:
                     **audit_key(intent.id),
                     "entry": s(encode_entry(intent)),
                     "pending": {"BOOL": True},
-                    EXPIRES: {"N": str(int(expiry.timestamp()) + 1)},
+                    EXPIRES: {"N": str(int((expiry + UNSETTLED_KEEP).timestamp()) + 1)},
                     "gsi1pk": s(INTENT_INDEX_PK),
                     "gsi1sk": s(f"{ts(expiry)}#{intent.id}"),
                 },
