@@ -242,6 +242,19 @@ def by_ttl(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return records
 
 
+def read_model_down(projector: StreamProjector, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """The projector's read model refuses every write while ``down[0]`` (returned) is true."""
+    apply, down = projector.readmodel.apply, [True]
+
+    def refuse(changes: Any) -> int:
+        if down[0]:
+            raise OSError("the read model cannot be reached")
+        return int(apply(changes))
+
+    monkeypatch.setattr(projector.readmodel, "apply", refuse)
+    return down
+
+
 def test_a_read_model_down_past_the_streams_retries_catches_up_and_only_then_expires(
     env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -254,14 +267,7 @@ def test_a_read_model_down_past_the_streams_retries_catches_up_and_only_then_exp
         clock_ns=lambda: int(env.clock.current.timestamp() * 1e9),
     )
     projector.migrate()
-    apply, down = projector.readmodel.apply, [True]
-
-    def refuse(changes: Any) -> int:
-        if down[0]:
-            raise OSError("the read model cannot be reached")
-        return int(apply(changes))
-
-    monkeypatch.setattr(projector.readmodel, "apply", refuse)
+    down = read_model_down(projector, monkeypatch)
     assert call(app, "POST", "/workflows", {}, "req-apply", {"source": FLOW})[0] == 201
     # WHEN the read model is down until the records run out of retries (on to the DLQ)
     records = env.stream.read()
@@ -404,3 +410,94 @@ def test_a_reconciler_pass_whose_settling_fails_leaves_the_intent_to_the_next(
 
 def unreachable_write(*args: Any, **kwargs: Any) -> bool:
     raise OSError("injected: the settling write failed")
+
+
+def at_the_clock(env: Env, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``records`` as DynamoDB dates them: written now by the test's clock (moto dates them
+    by the wall clock)."""
+    for record in records:
+        record["dynamodb"]["ApproximateCreationDateTime"] = env.clock.current.timestamp()
+    return records
+
+
+def pending_then_down(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[StreamProjector, list[bool]]:
+    """An intent ``req-open`` left pending (its records projected: nothing shown), then the
+    projector's read model down (``read_model_down``)."""
+    projector = StreamProjector(
+        env.store,
+        SqliteDatabase(str(tmp_path / "rm.db")),
+        clock_ns=lambda: int(env.clock.current.timestamp() * 1e9),
+    )
+    projector.migrate()
+    env.store.audit_begin(intent("req-open", env.clock.current, "u", "POST", "/x", "analytics"))
+    assert projector.handle({"Records": at_the_clock(env, env.stream.read())}).failed == []
+    return projector, read_model_down(projector, monkeypatch)
+
+
+def back_with_a_later_line(env: Env, projector: StreamProjector, down: list[bool]) -> None:
+    """The read model up again 10 minutes on, and a new line (``req-later``) projected."""
+    down[0] = False
+    env.clock.current += timedelta(minutes=10)
+    done = AuditEntry(
+        id="req-later", at=env.clock.current, actor="u", action="workflow.pause", target="t",
+        project="analytics", details={},
+    )  # fmt: skip
+    env.store.audit_settle(done)
+    assert projector.handle({"Records": at_the_clock(env, env.stream.read())}).failed == []
+
+
+def test_a_line_the_reconciler_settled_while_the_read_model_was_down_is_replayed(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reconciler settles an intent 15 minutes or more after its request (the entry's
+    ``at``); if the read model is down then until its records run out of retries, the
+    replay after the outage (from the failure on, less a few minutes) must still bring it:
+    it is indexed by when it was settled, not by its request's time."""
+    projector, down = pending_then_down(env, tmp_path, monkeypatch)
+    # WHEN the reconciler settles the intent while the read model is down, until the
+    # records of that settling run out of retries (on to the DLQ)
+    env.clock.current += INTENT_TTL + timedelta(minutes=3)
+    assert handlers.reconcile(env.scheduler)["audit_intents_settled"] == 1
+    settled = at_the_clock(env, env.stream.read())
+    for _ in range(3):
+        assert projector.handle({"Records": settled}).failed != []
+    # WHEN it is back: the next batch that succeeds replays what was recorded meanwhile
+    back_with_a_later_line(env, projector, down)
+    # THEN the unconfirmed line is in the log, and its journal item may go
+    assert log(projector.readmodel) == [("req-later", "workflow.pause"), ("req-open", UNCONFIRMED)]
+    assert items(env, "req-open")["req-open"][1] is not None
+
+
+def ttl_sweep(env: Env) -> list[dict[str, Any]]:
+    """What DynamoDB's TTL may do at any moment: delete every item whose TTL has passed (by
+    the test's clock); the stream's records of those deletions."""
+    now = env.clock.current.timestamp()
+    for item in env.client.scan(TableName=env.table)["Items"]:
+        if EXPIRES in item and int(item[EXPIRES]["N"]) < now:
+            env.client.delete_item(TableName=env.table, Key={"pk": item["pk"], "sk": item["sk"]})
+    return by_ttl(at_the_clock(env, env.stream.read()))
+
+
+def test_an_intent_waits_for_the_reconciler_not_for_a_ttl_that_may_come_at_once(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DynamoDB's TTL may delete an item as soon as its time has passed. Deleted unsettled,
+    an intent's line rides only on the stream's REMOVE record: with the read model down
+    past the stream's retries it would be lost (no item left for the replay). Its TTL
+    leaves the reconciler (however often it runs) its time to settle it into an item."""
+    projector, down = pending_then_down(env, tmp_path, monkeypatch)
+    # WHEN the intent's expiry is an hour past (a reconciler that runs hourly has not
+    # passed yet) and TTL sweeps meanwhile, while the read model is down
+    env.clock.current += INTENT_TTL + timedelta(hours=1)
+    swept = ttl_sweep(env)
+    # WHEN the reconciler passes, still with the read model down
+    handlers.reconcile(env.scheduler)
+    meanwhile = swept + at_the_clock(env, env.stream.read())
+    for _ in range(3):  # (what the stream brought runs out of retries)
+        projector.handle({"Records": meanwhile})
+    # WHEN it is back: the next batch that succeeds replays what was recorded meanwhile
+    back_with_a_later_line(env, projector, down)
+    # THEN the unconfirmed line is in the log
+    assert log(projector.readmodel) == [("req-later", "workflow.pause"), ("req-open", UNCONFIRMED)]

@@ -3,19 +3,24 @@
 
 One item per entry: ``AUDIT#<id>`` / ``E`` with ``entry`` (the read model's row as JSON). An
 intent is ``pending``, indexed by its expiry (gsi1: ``AUDITINTENT`` / ``<expiry>#<id>``) and
-carries the table's TTL attribute at its expiry. If its request never settles it (the
-process died after the change), the reconciler's pass settles it as it stands, as "outcome
-unknown", within minutes of its expiry (``audit_settle_expired``), as the local feed does;
-should DynamoDB's TTL process delete it first, the stream's REMOVE record of that deletion
-(its old image) is what the projector writes instead. Settling writes the entry without
+carries the table's TTL attribute ``UNSETTLED_KEEP`` after its expiry. If its request never
+settles it (the process died after the change), the reconciler's pass settles it as it
+stands, as "outcome unknown", within minutes of its expiry (``audit_settle_expired``), as
+the local feed does: an item the replay after a read model's outage can deliver again.
+Only if no reconciler did by then does DynamoDB's TTL delete it, and the stream's REMOVE
+record of that deletion (its old image) is what the projector writes instead (the TTL may
+delete an item as soon as its time has passed: at the expiry itself, a line deleted so
+while the read model was down past the stream's retries was lost). Settling writes the entry without
 either attribute; the stream's INSERT or MODIFY record of it is projected, keyed by the
 entry's id, so a record delivered twice (Lambda's retries) is kept once. A withdrawal (the
 request failed) is a user's REMOVE, which the projector skips.
 
-A settled entry is indexed (gsi1: ``AUDITLOG`` / ``<at>#<id>``), so the projector can
-deliver the entries of a span of time again (``audit_entries``; ``StreamProjector.
-replay_audit``): what the stream could not deliver while the read model was down (records
-that ran out of retries) is caught up from the table. The journal is bounded: once the
+A settled entry is indexed by when it was settled (gsi1: ``AUDITLOG`` / ``<when>#<id>``: its
+``at``, taken just before its request settles it; the reconciler's time for an intent it
+settles, 15 minutes or more after its ``at``), so the projector can deliver the entries of a
+span of time again (``audit_entries``; ``StreamProjector.replay_audit``): what the stream
+could not deliver while the read model was down (records that ran out of retries) is caught
+up from the table, from the failure on. The journal is bounded: once the
 projector has written an entry to the read model (its transaction committed) it gives the
 item the TTL attribute, ``SETTLED_KEEP`` later (``audit_projected``), and DynamoDB's TTL
 removes it after that. Only the projector sets it, after its write: an entry the read model
@@ -46,6 +51,9 @@ INTENT_INDEX_PK: Final = "AUDITINTENT"  # gsi1 partition of pending intents, by 
 # how long a settled entry stays in the table once the read model has it: what the
 # projector's "replay-audit" can deliver again (the stream itself keeps records 24 h)
 SETTLED_KEEP: Final = timedelta(days=2)
+# how long past its expiry an intent no reconciler settled stays before DynamoDB's TTL may
+# delete it: the reconciler (every 5 minutes by default; ReconcilerSchedule) settles it first
+UNSETTLED_KEEP: Final = timedelta(days=1)
 # the StateTable's TTL attribute (``dynamodb.TTL_ATTRIBUTE``; a test checks they agree)
 EXPIRES: Final = "expires_at"
 
@@ -87,7 +95,7 @@ class DynamoAudit:
                     **audit_key(intent.id),
                     "entry": s(encode_entry(intent)),
                     "pending": {"BOOL": True},
-                    EXPIRES: {"N": str(int(expiry.timestamp()) + 1)},
+                    EXPIRES: {"N": str(int((expiry + UNSETTLED_KEEP).timestamp()) + 1)},
                     "gsi1pk": s(INTENT_INDEX_PK),
                     "gsi1sk": s(f"{ts(expiry)}#{intent.id}"),
                 },
@@ -99,9 +107,11 @@ class DynamoAudit:
 
     def audit_settle(self, entry: AuditEntry) -> None:
         # a settled entry is never written over (a retried delivery keeps the first)
-        self._put_settled(entry, "attribute_not_exists(pk) OR attribute_exists(pending)")
+        self._put_settled(entry, "attribute_not_exists(pk) OR attribute_exists(pending)", entry.at)
 
-    def _put_settled(self, entry: AuditEntry, condition: str) -> bool:
+    def _put_settled(self, entry: AuditEntry, condition: str, settled_at: datetime) -> bool:
+        """Write ``entry`` settled, indexed at ``settled_at`` (when its item is written, give or
+        take a few seconds: the replay after an outage starts from the failure)."""
         try:
             self.client.put_item(
                 TableName=self.table,
@@ -109,7 +119,7 @@ class DynamoAudit:
                     **audit_key(entry.id),
                     "entry": s(encode_entry(entry)),
                     "gsi1pk": s(AUDIT_INDEX_PK),
-                    "gsi1sk": s(f"{ts(entry.at)}#{entry.id}"),
+                    "gsi1sk": s(f"{ts(settled_at)}#{entry.id}"),
                 },
                 ConditionExpression=condition,
             )
@@ -131,8 +141,10 @@ class DynamoAudit:
         settled = 0
         for item in items:
             # only while still pending: not over the outcome its request recorded meanwhile
-            # (the index is eventually consistent), nor back after a withdrawal
-            settled += self._put_settled(audit_entry_of(item), "attribute_exists(pending)")
+            # (the index is eventually consistent), nor back after a withdrawal; indexed now,
+            # not at its request's time: a replay from an outage met now must find it
+            entry = audit_entry_of(item)
+            settled += self._put_settled(entry, "attribute_exists(pending)", now)
         return settled
 
     def audit_projected(self, entry_id: str, now: datetime) -> None:
@@ -169,7 +181,7 @@ class DynamoAudit:
                 raise  # settled (or gone): nothing to withdraw
 
     def audit_entries(self, since: datetime) -> Iterator[AuditEntry]:
-        """The settled entries recorded at or after ``since``, oldest first (gsi1: eventually
+        """The settled entries settled at or after ``since``, in that order (gsi1: eventually
         consistent, as a replay may be)."""
         items = self._query(
             IndexName="gsi1",
