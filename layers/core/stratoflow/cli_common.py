@@ -166,15 +166,27 @@ def workflow_ref(name: str, project: str) -> tuple[str, str]:
     return owner, bare
 
 
+# the longest id the API's paths take (api.models: MAX_ID_CHARS, MAX_NAME_CHARS); not
+# imported, as loading the API's models costs every command
+_LONGEST = {"run id": 300, "backfill id": 300, "task id": 128, "workflow name": 128}
+
+
 def segment(text: str, what: str = "name", *, rest: bool = False) -> str:
     """``text`` as one segment of an API path, as typed: every character a path gives a
     meaning to ('?', '#', '%', ...) escaped, and a '.' or '..' escaped too (an HTTP
     client resolves those away: ``/runs/..`` would be ``/``). A '/' is refused (exit 2,
     naming ``text`` as no ``what``): the API decodes the path once, so even escaped it splits
     the segment and another route answers (``runs show RUN/timeline`` read the timeline).
-    No id or name has one; ``rest``: the path's last part, which takes '/' (an output key)."""
+    No id or name has one; ``rest``: the path's last part, which takes '/' (an output key).
+    Empty text, or an id longer than the API's paths take, is refused too (exit 2)."""
     from urllib.parse import quote
 
+    if not text:  # "/runs/" is another route (the list): `runs show ""` crashed on its answer
+        invalid(f"{text!r} is no {what}: a {what} is not empty")
+    longest = _LONGEST.get(what)
+    if longest is not None and len(text) > longest:
+        shown = text if len(text) <= 60 else f"{text[:60]}..."
+        invalid(f"{shown!r} is no {what}: a {what} is at most {longest} characters")
     if "/" in text and not rest:
         invalid(f"{text!r} is no {what}: a {what} has no '/'")
     if text in (".", ".."):
