@@ -1885,6 +1885,75 @@ scripted:
     assert "load.sh" not in unmapped
 
 
+def test_a_script_file_is_read_only_under_the_dag_s_folder(tmp_path: Path) -> None:
+    """A hostile DAG file must not make the import copy another file into a workflow: '..',
+    a symlink out of the folder and a FIFO are reported, never read."""
+    import os
+
+    (tmp_path / "outside.sh").write_text("echo secret\n")
+    dags = tmp_path / "dags"
+    (dags / "sub").mkdir(parents=True)
+    (dags / "link.sh").symlink_to(tmp_path / "outside.sh")
+    os.mkfifo(dags / "pipe.sh")
+    tasks = "".join(
+        f"    {name}: {{operator: {BASH}, bash_command: {path}}}\n"
+        for name, path in [("up", "../outside.sh"), ("subup", "sub/../../outside.sh"),
+                           ("link", "link.sh"), ("pipe", "pipe.sh")]
+    )  # fmt: skip
+    result = _import(dags, f"d:\n  schedule: '@daily'\n  tasks:\n{tasks}")
+    assert "secret" not in json.dumps(_tasks(result))
+    unmapped = _unmapped(result)
+    for path in ("../outside.sh", "link.sh", "pipe.sh"):
+        assert f"{path!r}" in unmapped
+
+
+def test_a_script_file_is_read_whole_or_not_at_all(tmp_path: Path) -> None:
+    """A script over the 1 MiB the import reads of one was cut there and its head made the
+    command: the task would have run part of the script. It is reported instead."""
+    line = "echo 0123456789abcdef0123456789abcdef\n"
+    (tmp_path / "big.sh").write_text(line * ((1 << 20) // len(line) + 1))
+    result = _import(
+        tmp_path,
+        f"d:\n  schedule: '@daily'\n  tasks:\n    t: {{operator: {BASH}, bash_command: big.sh}}\n",
+    )
+    assert _tasks(result)["t"]["command"] == "big.sh"
+    assert "'big.sh'" in _unmapped(result)
+    assert "1,048,576 bytes" in _unmapped(result)
+
+
+def test_the_script_files_a_dag_factory_file_reads_are_bounded_in_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each task naming the same 1 MiB script read it again and kept its text: a file of
+    thousands of such tasks (or DAGs) read and held gigabytes. What one file's DAGs read in
+    all is bounded; past it a script is reported, not read."""
+    from stratoflow.importers import _dagfactory
+
+    read: list[int] = []
+    real = _dagfactory.read_include
+
+    def counted(path: Path, limit: int, *, follow: bool = True) -> bytes:
+        data = real(path, limit, follow=follow)
+        read.append(len(data))
+        return data
+
+    monkeypatch.setattr(_dagfactory, "read_include", counted)
+    line = "echo 0123456789abcdef0123456789abcdef\n"
+    (tmp_path / "big.sh").write_text(line * ((1 << 20) // len(line) - 1))
+    dags = "".join(
+        f"d{i}:\n  schedule: '@daily'\n  tasks:\n"
+        f"    a: {{operator: {BASH}, bash_command: big.sh}}\n"
+        f"    b: {{operator: {BASH}, bash_command: big.sh}}\n"
+        for i in range(12)
+    )
+    (tmp_path / "dags.yml").write_text(dags)
+    result = import_file(tmp_path / "dags.yml", "dag-factory")
+    # of the 24 MiB its 24 tasks name: 16 MiB, and the head of the one that did not fit
+    assert sum(read) <= (16 << 20) + (1 << 20) + 1
+    assert len(read) <= 17
+    assert "scripts" in _unmapped(result)
+
+
 def test_op_args_fill_the_callable_s_parameters_in_order(tmp_path: Path) -> None:
     """Airflow calls a PythonOperator callable with op_args as its first positional
     arguments. The import reported op_args as not mapped, and ``def plain(table)`` was

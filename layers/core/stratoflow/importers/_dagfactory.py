@@ -141,11 +141,12 @@ def read_dag_factory(data: dict[str, Any], path: Path, mode: Unmapped) -> list[I
     base = _merge(defaults_beside(path), data.get("default") or {})
     out = []
     taken: set[str] = set()
+    scripts = _Scripts()  # what every DAG's bash_command scripts read, in all
     for dag_id, config in data.items():
         if dag_id == "default" or not isinstance(config, dict) or "tasks" not in config:
             continue
         try:
-            out.append(_dag(str(dag_id), _merge(base, config), mode, taken, path.parent))
+            out.append(_dag(str(dag_id), _merge(base, config), mode, taken, path.parent, scripts))
         except InvalidInput as exc:
             raise InvalidInput(exc.problems, source=str(path)) from None
     return out
@@ -327,6 +328,7 @@ def _dag(
     mode: Unmapped,
     taken: set[str],
     folder: Path | None = None,
+    scripts: _Scripts | None = None,
 ) -> ImportedWorkflow:
     name = unique(workflow_name(dag_id), taken)
     notes = Notes(workflow=name)
@@ -501,7 +503,7 @@ def _dag(
     # the keys of default_args (the DAG's, each group's) some task's operator reads
     used_args: set[str] = set()
     used_group_args: dict[str, set[str]] = {g: set() for g in groups}
-    budget = _Budget()  # the text of the tasks kept so far
+    budget = _Budget(scripts=scripts or _Scripts())  # the text of the tasks kept so far
     skipped_by_99: list[str] = []  # BashOperator tasks exit code 99 skips, by default
     for raw in raw_tasks:
         tid = ids[str(raw.get("task_id"))]
@@ -1008,13 +1010,29 @@ _SQL_OPERATORS = {"SQLExecuteQueryOperator", "PostgresOperator", "AthenaOperator
                   "RedshiftDataOperator"}  # fmt: skip
 
 
+# What the script files (bash_command ending .sh) of one dag-factory file's DAGs may hold
+# in all, each use counted (their text is kept in every task that names one): eight
+# workflows of the most a workflow file holds. Past it a script is reported, not read: a
+# file of thousands of tasks naming one big script read and held gigabytes.
+MAX_SCRIPT_BYTES = 8 * MAX_DOCUMENT_BYTES
+
+
+@dataclass
+class _Scripts:
+    """The bytes of script files one dag-factory file's DAGs have read so far."""
+
+    read: int = 0
+
+
 @dataclass
 class _Budget:
-    """The bytes of text of the tasks kept so far (a lower bound of their YAML's); and the
-    python tasks whose callable's source the import did not find (said once)."""
+    """The bytes of text of the tasks kept so far (a lower bound of their YAML's); the
+    python tasks whose callable's source the import did not find (said once); and the
+    script files the whole file read (shared by its DAGs)."""
 
     spent: int = 0
     unknown_callables: list[str] = field(default_factory=list)
+    scripts: _Scripts = field(default_factory=_Scripts)
 
 
 # Airflow's task context (Airflow 2 and 3): what it passes a callable by parameter name
@@ -1172,10 +1190,12 @@ class _NotRead:
     reason: str
 
 
-def _script_file(command: Any, folder: Path | None) -> str | _NotRead | None:
+def _script_file(command: Any, folder: Path | None, scripts: _Scripts) -> str | _NotRead | None:
     """A bash_command that Airflow reads as a template file (it ends with .sh or .bash):
     the file's text when it is under ``folder``, the DAG file's (nothing outside it is
-    read), else why it is not; None for any other command."""
+    read), whole (at most ``_MAX_SOURCE`` bytes: a longer one was cut there, and its head
+    made the command) and within what ``scripts`` has left of ``MAX_SCRIPT_BYTES``; else
+    why it is not; None for any other command."""
     if not isinstance(command, str) or not command.endswith(_SCRIPT_EXTENSIONS):
         return None
     why = (
@@ -1191,9 +1211,22 @@ def _script_file(command: Any, folder: Path | None) -> str | _NotRead | None:
         real = (folder / command).resolve()
         if not real.is_relative_to(folder.resolve()):
             raise FileNotFoundError(command)
-        return read_include(real, _MAX_SOURCE, follow=False).decode("utf-8")
+        left = MAX_SCRIPT_BYTES - scripts.read
+        data = b"" if left <= 0 else read_include(real, min(_MAX_SOURCE, left) + 1, follow=False)
+        text = data.decode("utf-8")
     except (OSError, RuntimeError, ValueError):  # UnicodeDecodeError is a ValueError
         return _NotRead(why.format(f"found no such file under {folder}"))
+    if len(data) > _MAX_SOURCE:
+        return _NotRead(why.format(f"read no file of more than {_MAX_SOURCE:,} bytes"))
+    if left <= 0 or len(data) > left:
+        scripts.read = MAX_SCRIPT_BYTES  # none is read after the first that does not fit
+        return _NotRead(
+            why.format(
+                f"read no more than {MAX_SCRIPT_BYTES:,} bytes of scripts for one file's DAGs"
+            )
+        )
+    scripts.read += len(data)
+    return text
 
 
 def _operator(
@@ -1234,7 +1267,7 @@ def _operator(
     read_op_args = False
     if short == "BashOperator":
         command = conf.get("bash_command", "")
-        script = _script_file(command, folder)
+        script = _script_file(command, folder, budget.scripts)
         if isinstance(script, str):
             command = script
             changes.append(
