@@ -74,3 +74,15 @@ def test_apply_json_lists_what_was_applied_before_a_refusal(tmp_path: Path, serv
     assert result.exit_code == 2, result.output
     assert [a["name"] for a in json.loads(result.stdout)] == ["good"]
     assert "no_such_pool" in result.stderr
+
+
+@pytest.mark.parametrize("bad", [TYPO, "\xff not utf-8"], ids=["invalid", "unreadable"])
+def test_apply_json_refused_before_sending_lists_nothing_applied(tmp_path: Path, bad: str) -> None:
+    """A file refused before anything is sent (invalid among several, or unreadable) left
+    stdout empty under --output json: no list to read, where the help promises one."""
+    good = _write(tmp_path, "good.yaml", GOOD)
+    (tmp_path / "bad.yaml").write_bytes(bad.encode("latin-1"))
+    command = ["apply", good, str(tmp_path / "bad.yaml"), "--output", "json"]
+    result = CliRunner().invoke(main, [*command, "--api", "http://127.0.0.1:8802"])
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout) == []

@@ -950,12 +950,23 @@ def apply(files: Sequence[str], output: str, api: str) -> None:
     """Apply workflow files or Python modules (a changed definition becomes a new version).
     ``--output json``: a list, one object per workflow file (or module workflow) applied:
     ``file``, ``project``, ``name``, ``version``, ``created`` (false: unchanged); when one is
-    refused, the list of those applied before it, then the refusal (exit 2)."""
+    refused, the list of those applied before it (``[]``: none), then the refusal (exit 2)."""
+    applied: list[dict[str, Any]] = []
+    try:
+        _apply_all(Client(api), files, output, applied)
+    finally:  # a refusal too, even before anything was sent: what was applied before it
+        if output == "json":
+            click.echo(json.dumps(applied, indent=2))
+
+
+def _apply_all(
+    client: Client, files: Sequence[str], output: str, applied: list[dict[str, Any]]
+) -> None:
+    """``apply``'s work: each file sent in turn, what the server applied added to ``applied``."""
     from datetime import UTC
 
     from stratoflow.cli_sdk import refused_sources, workflow_sources
 
-    client = Client(api)
     with _errors():  # too big, not UTF-8, a broken module: said here, exit 2, nothing sent
         sources = workflow_sources(_workflow_files(files), files)
     # of several, a file invalid by itself is refused before any is sent: bad input changes
@@ -965,31 +976,24 @@ def apply(files: Sequence[str], output: str, api: str) -> None:
         for message in refused:
             click.echo(f"error: {message}", err=True)
         _fail(f"{len(refused)} of {len(sources)} invalid: nothing was applied", EXIT_INVALID)
-    applied: list[dict[str, Any]] = []
-    try:
-        for i, (where, source) in enumerate(sources):
-            # a refusal names the file, and what of the others was applied and what not sent
-            done = [w for w, _ in sources[:i]]
-            left = [w for w, _ in sources[i + 1 :]]
-            note = "; ".join(
-                f"{what}: {', '.join(names)}"
-                for what, names in (("applied before it", done), ("not sent", left))
-                if names
-            )
-            body = client.call(
-                "POST", "/workflows", json={"source": source}, about=where, note=note
-            )
-            created = bool(body.get("created"))
-            applied.append({"file": where, "project": body["project"], "name": body["name"],
-                            "version": body["version"], "created": created})  # fmt: skip
-            if output == "text":
-                implied = view_implied_limit(body)
-                limit = f" ({implied})" if implied else ""
-                state = "applied" if created else "unchanged"
-                click.echo(f"{state}: {body['project']}/{body['name']} v{body['version']}{limit}")
-    finally:  # a refusal too: what was applied before it, as text printed it line by line
-        if output == "json":
-            click.echo(json.dumps(applied, indent=2))
+    for i, (where, source) in enumerate(sources):
+        # a refusal names the file, and what of the others was applied and what not sent
+        done = [w for w, _ in sources[:i]]
+        left = [w for w, _ in sources[i + 1 :]]
+        note = "; ".join(
+            f"{what}: {', '.join(names)}"
+            for what, names in (("applied before it", done), ("not sent", left))
+            if names
+        )
+        body = client.call("POST", "/workflows", json={"source": source}, about=where, note=note)
+        created = bool(body.get("created"))
+        applied.append({"file": where, "project": body["project"], "name": body["name"],
+                        "version": body["version"], "created": created})  # fmt: skip
+        if output == "text":
+            implied = view_implied_limit(body)
+            limit = f" ({implied})" if implied else ""
+            state = "applied" if created else "unchanged"
+            click.echo(f"{state}: {body['project']}/{body['name']} v{body['version']}{limit}")
 
 
 @main.command()
