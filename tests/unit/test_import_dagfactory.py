@@ -1983,6 +1983,25 @@ def test_op_args_fill_the_callable_s_parameters_in_order(tmp_path: Path) -> None
     assert any("op_args" in n for n in _notes(result, "unknown"))
 
 
+def test_a_callable_defined_twice_is_called_as_its_last_definition(tmp_path: Path) -> None:
+    """A module that defines a function twice is imported with the last definition (the
+    name is bound again); the import read the first one's parameters, so op_args that fill
+    the last one's were reported as more than the callable takes, and left out."""
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "etl.py").write_text(
+        "def load(table):\n    return table\n\n\ndef load(table, day):\n    return day\n"
+    )
+    py = "airflow.operators.python.PythonOperator"
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({"x": {"schedule_interval": "@daily", "tasks": {
+            "t": {"operator": py, "python_callable": "jobs.etl.load", "op_args": ["a", "b"]},
+        }}}),
+    )  # fmt: skip
+    assert _tasks(result)["t"]["params"] == {"table": "a", "day": "b"}
+    assert not [n for n in _notes(result, "t") if "op_args" in n]
+
+
 def test_an_external_task_sensor_s_states_are_each_said_once(tmp_path: Path) -> None:
     """allowed_states and failed_states were reported twice (what the dependency task does
     instead, then 'argument ... is not mapped'); Airflow's default, allowed_states

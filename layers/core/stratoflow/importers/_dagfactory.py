@@ -1096,7 +1096,8 @@ def _signature(conf: dict[str, Any], folder: Path | None) -> _Signature | None:
         tree = ast.parse(read_include(real, _MAX_SOURCE, follow=False))
     except (OSError, RuntimeError, ValueError, SyntaxError, RecursionError):
         return None
-    for node in tree.body:
+    # the last definition: a module that defines the name again is imported with that one
+    for node in reversed(tree.body):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == function:
             args = node.args
             named = tuple(a.arg for a in [*args.args, *args.kwonlyargs])
