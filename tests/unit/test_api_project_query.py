@@ -107,3 +107,35 @@ def test_a_valid_project_with_nothing_in_it_is_answered_as_before(
     assert body[field] == []
     status, body = _call(app, "GET", "/workflows/w", {"project": "-nobody_here"})
     assert status == 404, body
+
+
+def test_every_project_query_documents_the_rule_the_check_applies(app: Api) -> None:
+    """The document's schema for each ``project`` query accepts exactly what the 400 check
+    does: a client or a fuzzer reading it sees the real rule (it said 1-200 of anything)."""
+    import re
+
+    from stratoflow.errors import InvalidInput
+    from stratoflow.secrets import check_project
+
+    _, document = _call(app, "GET", "/openapi.json", {})
+    schemas = [
+        p["schema"]
+        for operations in document["paths"].values()
+        for operation in operations.values()
+        for p in operation.get("parameters") or []
+        if p["in"] == "query" and p["name"] == "project"
+    ]
+    assert len(schemas) >= 10
+    names = [*NOT_PROJECTS, "default", "a", "x" * 128, "-lead", "sales_2", "-", "_"]
+    for schema in schemas:
+        for name in names:
+            documented = (
+                schema.get("minLength", 0) <= len(name) <= schema.get("maxLength", 10**9)
+                and re.search(schema.get("pattern", ""), name) is not None
+            )
+            try:
+                check_project(name)
+                accepted = True
+            except InvalidInput:
+                accepted = False
+            assert documented == accepted, (schema, name)

@@ -586,6 +586,10 @@ def _responses(
     return out
 
 
+# what ``check_project`` accepts, as JSON Schema
+PROJECT_QUERY_SCHEMA = {"minLength": 1, "maxLength": 128, "pattern": "^[a-z0-9_-]+$"}
+
+
 def _check_project_query(app: APIGatewayRestResolver) -> None:
     """InvalidInput (400, naming ``project`` and the rule, as the variables and secrets
     routes say it) for a ``project`` query no project can have (``?project=Sales!``), on
@@ -604,12 +608,21 @@ def _check_project_query(app: APIGatewayRestResolver) -> None:
 
 
 def _document_project_refusal(document: dict[str, Any]) -> dict[str, Any]:
-    """The 400 of ``_check_project_query`` on every operation with a ``project`` query."""
+    """The 400 of ``_check_project_query`` on every operation with a ``project`` query, and
+    the rule it checks in that parameter's schema (the routes' own annotations bound only
+    its length, at 200: a client or a fuzzer reading the document saw names it would be
+    refused)."""
     for operations in document.get("paths", {}).values():
         for operation in operations.values():
-            params = operation.get("parameters") or []
-            if not any(p.get("in") == "query" and p.get("name") == "project" for p in params):
+            params = [
+                p
+                for p in operation.get("parameters") or []
+                if p.get("in") == "query" and p.get("name") == "project"
+            ]
+            if not params:
                 continue
+            for param in params:
+                param.setdefault("schema", {}).update(PROJECT_QUERY_SCHEMA)
             responses = operation.setdefault("responses", {})
             responses.setdefault("400", {
                 "description": _DESCRIPTIONS[400],
