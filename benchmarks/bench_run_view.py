@@ -1,7 +1,8 @@
 """The server's CPU for one run view (issue 10, items 3 and 4): ``GET /runs/{id}`` whole, its
 layout and its timeline, of a stopped 2,000- and 10,000-task layered run, and the trigger
-that makes such a run (``POST /workflows/{name}/runs``, whose answer is the whole new run),
-answered by the API in process (the local server's code without its socket), against a
+that makes such a run (``POST /workflows/{name}/runs``, whose answer is the whole new run)
+and the apply of a new version of the workflow (``POST /workflows``, whose answer is the
+whole version: document and source), answered by the API in process (the local server's code without its socket), against a
 baseline tree in the same minutes.
 
     PYTHONPATH=$PWD/layers/core .venv/bin/python benchmarks/bench_run_view.py \\
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ROUTES = ("run", "layout", "timeline", "trigger")
+ROUTES = ("run", "layout", "timeline", "trigger", "apply")
 
 
 def _event(path: str, method: str = "GET", body: str | None = None) -> dict[str, Any]:
@@ -128,6 +129,20 @@ def measure(layers: int, repeat: int) -> dict[str, Any]:
     }
     out["trigger_bytes"] = len(answer["body"])
     out["trigger"] = statistics.median(samples)
+    # each apply stores a new version (its description changes), its answer the whole
+    # version: the document and the source
+    samples = []
+    source = workflow_yaml("big", layered(layers, 50), 8)
+    for i in range(repeat + 1):
+        body = json.dumps({"source": f"{source}description: version {i + 2}\n"})
+        t0 = time.process_time()
+        answer = app.resolve(_event("/workflows", "POST", body), None)
+        samples.append(time.process_time() - t0)
+        assert answer["statusCode"] == 201, answer["body"][:300]
+    made = json.loads(answer["body"])
+    out["apply_body"] = {k: made[k] for k in ("document", "created", "tasks", "version")}
+    out["apply_bytes"] = len(answer["body"])
+    out["apply"] = statistics.median(samples[1:])  # the first warms the route up
     store.close()
     return out
 
