@@ -32,7 +32,7 @@ pytestmark = [
 RETRYING = """
 name: retrying
 tasks:
-  flaky: {type: shell, command: "exit 1", retries: 1, retry_delay: 2s}
+  flaky: {type: shell, command: "exit 1", retries: 1, retry_delay: 6s}
 """
 
 OVERRUN = """
@@ -62,7 +62,9 @@ def runner_attempts(stack: Stack) -> list[int]:
 def test_a_pause_during_a_retry_delay_holds_the_retry_until_the_resume(stack: Stack) -> None:
     stack.apply_with_runner(RETRYING)
     run_id = trigger(stack, "retrying")
-    # GIVEN the first attempt failed and its retry waits out its 2 s delay
+    # GIVEN the first attempt failed and its retry waits out its 6 s delay (the pause must
+    # land inside it: 2 s was overrun on a loaded CI machine, and the retry then ran, as
+    # it should for a pause that came after it)
     stack.pump(lambda: len(stack.starts) == 2, timeout=30)
     assert runner_attempts(stack) == [1]
     waiting_in_its_delay(stack)

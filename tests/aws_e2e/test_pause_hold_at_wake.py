@@ -43,12 +43,14 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
 
 
 def flaky(started: Path) -> str:
-    """Its first attempt fails; every attempt that really starts appends its number."""
+    """Its first attempt fails; every attempt that really starts appends its number. Its
+    retry waits 6 s: the pause must land inside that delay (2 s was overrun on a loaded CI
+    machine, and the retry then ran, as it should for a pause that came after it)."""
     command = f'echo "$STRATOFLOW_ATTEMPT" >> {started}; test "$STRATOFLOW_ATTEMPT" -gt 1'
     return f"""
 name: retrying
 tasks:
-  flaky: {{type: shell, command: '{command}', retries: 1, retry_delay: 2s}}
+  flaky: {{type: shell, command: '{command}', retries: 1, retry_delay: 6s}}
 """
 
 
