@@ -68,6 +68,7 @@ if TYPE_CHECKING:
     from stratoflow.api.connections import ConnectionsBackend
 from stratoflow.api.models import (
     MAX_ID_CHARS,
+    MAX_NAME_CHARS,
     AppliedVersion,
     ApplyRequest,
     AuditList,
@@ -123,6 +124,7 @@ from stratoflow.model import (
     next_firing,
     workflow_schema_document,
 )
+from stratoflow.model._workflow import NAME_PATTERN
 from stratoflow.ports import Attempt, LogRange, RunChangeLog, RunQuery, WorkflowVersion
 from stratoflow.readmodel import AuditEntry, ReadModel, RunFilter
 from stratoflow.secrets import (
@@ -586,8 +588,8 @@ def _responses(
     return out
 
 
-# what ``check_project`` accepts, as JSON Schema
-PROJECT_QUERY_SCHEMA = {"minLength": 1, "maxLength": 128, "pattern": "^[a-z0-9_-]+$"}
+# what ``check_project`` accepts, as JSON Schema: the model's project rule
+PROJECT_QUERY_SCHEMA = {"minLength": 1, "maxLength": MAX_NAME_CHARS, "pattern": NAME_PATTERN}
 
 
 def _check_project_query(app: APIGatewayRestResolver) -> None:
