@@ -50,7 +50,7 @@ from stratoflow.templating import TemplateError, bounded
 MAX_DEPTH = 8  # a run of a run of ... at most this many levels below a top-level run
 MAX_GRAPH = 1_000  # workflows an apply-time cycle check may visit
 MAX_OUTPUTS_BYTES = 200_000  # the child's outputs, as JSON, that the parent's task may hold
-_NAME_IN_ID = 80  # characters of the child's name kept in its run id (ids stay <= 250)
+_NAME_IN_ID = 80  # characters of the child's name kept in its run id (ids stay <= 238)
 
 WorkflowKey = tuple[str, str]  # (project, name)
 
@@ -113,8 +113,9 @@ def graph_too_large(visited: int) -> None:
 # ---------------------------------------------------------------- run time
 def child_run_id(parent_run_id: str, task_id: str, child: WorkflowKey) -> str:
     """Deterministic per (parent run, task): every attempt and rerun of the task finds the
-    same child run. It starts with the child's project, like every run id, and stays within
-    250 characters (a local run's directory is named by it)."""
+    same child run. It starts with the child's project, like every run id, and is at most
+    238 characters (a 128-character project, ".", 80 of the name, "-sub-", 24 hex digits):
+    within the 300 every run id keeps, and short enough to name a local run's directory."""
     digest = hashlib.sha256(f"{parent_run_id}/{task_id}".encode()).hexdigest()[:24]
     project, name = child
     return f"{project}.{name[:_NAME_IN_ID]}-sub-{digest}"
