@@ -45,18 +45,28 @@ def _wait_started(log: Path) -> int:
 def test_a_task_reading_every_command_line_finds_no_name_of_another_project_s_task(
     tmp_path: Path, shared_dir: Path
 ) -> None:
-    release = shared_dir / "release"
+    release, ready = shared_dir / "release", shared_dir / "ready"
     home = tmp_path / "home"
     rt = LocalRuntime(home)
     try:
-        # GIVEN a task of project B running
+        # GIVEN tasks of project B running: a shell one and a python one (whose runner, a
+        # child of the wrapper, was given its spec file's path, which names both)
         b_run = start(
             rt,
             f"name: {WORKFLOW_B}\nproject: {PROJECT_B}\ntasks:\n"
-            f"  {TASK_B}: {{type: shell, command: 'until [ -e {release} ]; do sleep 0.05; done'}}\n",
+            f"  {TASK_B}: {{type: shell, command: 'until [ -e {release} ]; do sleep 0.05; done'}}\n"
+            f"  py{TASK_B}:\n    type: python\n    code: |\n"
+            f"      import os, time\n"
+            f"      open({str(ready)!r}, 'w').close()\n"
+            f"      while not os.path.exists({str(release)!r}): time.sleep(0.05)\n",
         )
-        b_log = rt.executor.log_path(b_run, TASK_B, 1)
-        rt.run_until(lambda: b_log.exists() and b", pid " in b_log.read_bytes())
+        logs = [rt.executor.log_path(b_run, task, 1) for task in (TASK_B, f"py{TASK_B}")]
+        rt.run_until(
+            lambda: (
+                ready.exists()  # the python one's runner runs its code
+                and all(log.exists() and b", pid " in log.read_bytes() for log in logs)
+            )
+        )
         # WHEN a task of project A reads the command line of every process
         a_run = start(
             rt, f"name: ayflow\nproject: proja\ntasks:\n  scan:\n    type: shell\n"
@@ -70,10 +80,11 @@ def test_a_task_reading_every_command_line_finds_no_name_of_another_project_s_ta
     finally:
         release.touch()
         rt.close()
-    # THEN it saw B's wrapper (and its own), and nothing that names B, its run, its task or
-    # the home
+    # THEN it saw B's wrappers (and its own) and B's runner, and nothing that names B, its
+    # run, its tasks or the home
     wrappers = [line for line in out.splitlines() if f" {executor_module.WRAPPER_NAME} " in line]
-    assert len(wrappers) >= 2, out
+    assert len(wrappers) >= 3, out
+    assert any("-m stratoflow.taskexec.taskrunner" in line for line in out.splitlines()), out
     for secret in (b_run, PROJECT_B, WORKFLOW_B, TASK_B, str(home), str(home.resolve())):
         assert secret not in out, (secret, [line for line in out.splitlines() if secret in line])
 

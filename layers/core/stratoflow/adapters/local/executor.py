@@ -1233,8 +1233,13 @@ class LocalExecutor(Dispatcher):
                 if owner is not None:
                     os.fchown(fd, owner, owner)
                 fh.write(json.dumps(payload, default=str))
+            # named in its environment, not its argv: any process reads a command line, and
+            # the file's path names the run and the task
             runner = "stratoflow.taskexec.taskrunner"
-            return f"{shlex.quote(self._python)} -m {runner} {shlex.quote(str(spec_file))}"
+            return (
+                f"__STRATOFLOW_SPEC={shlex.quote(str(spec_file))}"
+                f" {shlex.quote(self._python)} -m {runner}"
+            )
         command = task.fields.get("command", "")
         if isinstance(command, list):  # batch / kubernetes: an argv, run without a container
             return shlex.join(str(c) for c in command)
