@@ -27,15 +27,20 @@ new = ex.WRAPPER
 old = re.sub(r"__stratoflow_died\(\) \{[^\n]*\}\n(trap '__stratoflow_died[^\n]*\n)+", "", new)
 three = re.sub(r"trap '__stratoflow_died (USR1|USR2|PIPE|ALRM|XCPU|XFSZ) \d+' \w+\n", "", new)
 assert new not in (old, three), "the traps were not found to take out"
-env = {**os.environ, "__STRATOFLOW_BODY": "true"}
-RUN_DIR = "/run-dir"  # only named in the argv, as the executor names it: nothing is written there
+env = {
+    **os.environ,
+    "__STRATOFLOW_BODY": "true",
+    "STRATOFLOW_TASK_ID": "t",
+    "STRATOFLOW_ATTEMPT": "1",
+}
+TOKEN = "0" * 32  # only in the argv, as the executor's token (wrapper_tokens): nothing reads it
 
 
 def run(w: str, n: int = 400) -> float:
     u0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     for _ in range(n):
         subprocess.run(
-            ["bash", "--noprofile", "--norc", "-c", w, "stratoflow-task", RUN_DIR, "t.1"],
+            ["bash", "--noprofile", "--norc", "-c", w, "stratoflow-task", TOKEN],
             env=env,
             check=True,
             stdout=subprocess.DEVNULL,

@@ -153,11 +153,15 @@ def test_an_attempt_killed_by_a_signal_while_down_is_recovered_as_failed_not_suc
 
 def test_a_body_s_own_exit_trap_still_runs_when_a_signal_kills_it(tmp_path: Path) -> None:
     # the signal traps must not take the body's cleanup away (`trap 'rm -rf "$tmp"' EXIT`)
-    pids = _started_then_orphaned(tmp_path, {"tidy": "trap 'echo CLEANUP-RAN' EXIT; sleep 30"})
+    command = "trap 'echo CLEANUP-RAN' EXIT; echo ARMED; sleep 30"
+    pids = _started_then_orphaned(tmp_path, {"tidy": command})
+    log = tmp_path / "home" / "logs" / RUN / "tidy.1.log"
+    # the signal once the body's trap is set: sent as soon as the wrapper ran, it could land
+    # before (a loaded machine), and the body had no cleanup to run yet
+    _until(lambda: "ARMED" in log.read_text())
     os.killpg(pids["tidy"], signal.SIGTERM)
     _until(lambda: _gone(pids["tidy"]))
-    log = (tmp_path / "home" / "logs" / RUN / "tidy.1.log").read_text()
-    assert "CLEANUP-RAN" in log
+    assert "CLEANUP-RAN" in log.read_text()
 
 
 def test_a_start_without_a_status_is_lost_and_a_claim_never_started_starts_afresh(

@@ -380,3 +380,14 @@ def test_a_callable_decorated_with_the_sdk_s_task_runs_the_function(
     spec = spec_file(work, "python", {"callable": "sdkflows:decorated"}, {"n": "3"})
     assert runner.main(str(spec)) == 0
     assert outcome(work) == ({"sq": 9}, None)
+
+
+def test_the_spec_file_comes_from_the_argument_or_the_environment_kept_from_the_task() -> None:
+    """The local executor names it in the environment (a command line is public and the
+    path names the run and the task); the task's code does not find it there."""
+    environ = {runner.SPEC_VARIABLE: "/w/t.1.json", "KEEP": "1"}
+    assert runner.spec_file_given(["runner", "/a/t.1.json"], dict(environ)) == "/a/t.1.json"
+    assert runner.spec_file_given(["runner"], environ) == "/w/t.1.json"
+    assert environ == {"KEEP": "1"}
+    with pytest.raises(SystemExit, match=r"usage: taskrunner SPEC_FILE \(or \$__STRATOFLOW_SPEC"):
+        runner.spec_file_given(["runner"], environ)

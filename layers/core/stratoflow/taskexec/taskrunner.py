@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -302,5 +302,20 @@ def main(spec_file: str) -> int:
     return 0
 
 
+SPEC_VARIABLE = "__STRATOFLOW_SPEC"
+
+
+def spec_file_given(argv: list[str], environ: MutableMapping[str, str]) -> str:
+    """The spec file the runner is given: its argument, or (the local executor's way: a
+    command line is public, and the file's path names the run and the task) the variable
+    ``__STRATOFLOW_SPEC``, taken out of the environment the task's code sees."""
+    if len(argv) > 1:
+        return argv[1]
+    spec_file = environ.pop(SPEC_VARIABLE, "")
+    if not spec_file:
+        raise SystemExit(f"usage: taskrunner SPEC_FILE (or ${SPEC_VARIABLE} set to it)")
+    return spec_file
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(spec_file_given(sys.argv, os.environ)))

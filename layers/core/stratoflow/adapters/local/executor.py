@@ -16,7 +16,8 @@ are kept in the home from before its start until then (:mod:`.masks`): a restart
 masks what an earlier one left, and masks an attempt it adopts at its end.
 
 Nothing flows through pipes to the scheduler, so a scheduler killed with SIGKILL loses
-nothing: on restart it finds the wrappers still running by their command line, watches them
+nothing: on restart it finds the wrappers still running by their command line (which carries a
+token, :mod:`.wrapper_tokens`, not the names any process could read there), watches them
 through pidfds, and reads the exit status of those that ended meanwhile from their logs.
 
 A stop or a timeout sends SIGTERM to the attempt's process group, then SIGKILL to the group
@@ -62,6 +63,7 @@ import stratoflow
 from stratoflow.adapters.local import sandbox, spawn
 from stratoflow.adapters.local.deadlines import Deadlines
 from stratoflow.adapters.local.masks import PendingMasks
+from stratoflow.adapters.local.wrapper_tokens import WrapperTokens, is_token
 from stratoflow.connections import Connection, MissingConnection
 from stratoflow.engine import AttemptResult, AttemptStatus, RenderedTask, TaskInstance
 from stratoflow.errors import InvalidInput
@@ -97,10 +99,14 @@ from stratoflow.taskexec import (
 
 log = logging.getLogger("stratoflow.executor")
 
-# $1: the run's directory in the home, $2: attempt name (<task>.<attempt>): both only to be
-# recognised by recovery (argv is public); the body comes in the environment (readable by the
-# task's own uid only) and runs in this shell: a subshell per task would cost more than the
-# scheduler's own work. A scheduler that is alive takes the exit status from waitpid (which
+# $1: a token (wrapper_tokens: a keyed digest of the attempt's run dir name and
+# <task>.<attempt>), only to be recognised by recovery: the command line is public (any
+# process reads /proc/PID/cmdline), so it names no project, workflow, run, task or home; the
+# task and the attempt are taken from the environment, which the task's own uid alone reads
+# (a wrapper started by an earlier version named the run's directory and <task>.<attempt>
+# there, in $1 and $2, and is still recognised so). The body comes in the environment too
+# and runs in this shell: a subshell per task would cost more than the scheduler's own work.
+# A scheduler that is alive takes the exit status from waitpid (which
 # also covers a body that replaces the shell with `exec cmd`); the trap's record is for one that
 # was not alive to wait. The start line names the shell's pid ($$): a restarted scheduler finds
 # a wrapper by its argv, or, once `exec cmd` replaced it (argv and traps gone, no record to
@@ -132,7 +138,7 @@ _SIGNAL_TRAPS = "\n".join(
 )
 WRAPPER = (
     r"""exec {__stratoflow_log}>&1
-readonly __stratoflow_log __stratoflow_task="${2%.*}" __stratoflow_attempt="${2##*.}"
+readonly __stratoflow_log __stratoflow_task="$STRATOFLOW_TASK_ID" __stratoflow_attempt="$STRATOFLOW_ATTEMPT"
 echo "<started>" >&"$__stratoflow_log"
 trap '__stratoflow_rc=${__stratoflow_signal:-$?}; echo "<exited>" >&"$__stratoflow_log"' EXIT
 __stratoflow_died() { __stratoflow_signal=$((128 + $2)); trap - "$1"; kill -s "$1" "$$"; }
@@ -427,13 +433,52 @@ def _wrapper_argv(pid: int) -> list[str] | None:
         return None
     if WRAPPER_NAME.encode() not in raw or not _leads_session(_stat(pid), pid):
         return None  # (not a wrapper: its stat is not read)
-    return raw.decode(errors="replace").split("\0")
+    return raw.decode(errors="replace").split("\0")[:-1]  # each argument ends with a NUL
 
 
-def _is_wrapper(pid: int, run_dir: Path, name: str) -> bool:
+def _is_wrapper(pid: int, tokens: WrapperTokens, run_dir: Path, name: str) -> bool:
     """Is ``pid`` (still) the wrapper of this attempt, and not a reused pid?"""
     argv = _wrapper_argv(pid)
-    return argv is not None and WRAPPER_NAME in argv and str(run_dir) in argv and name in argv
+    return argv is not None and _wrapper_of(argv, tokens, str(run_dir.parent), {}, pid) == (
+        run_dir.name,
+        name,
+    )
+
+
+def _wrapper_of(
+    argv: list[str],
+    tokens: WrapperTokens | None,
+    root: str,
+    expected: Mapping[str, tuple[str, str]],
+    pid: int | None = None,
+) -> tuple[str, str] | None:
+    """(run dir name, attempt name) of the wrapper whose command line is ``argv``, if it is
+    one of the home whose logs are under ``root``: its token one of ``expected``'s (token ->
+    attempt, computed by the caller for the attempts it looks for), or else (``pid`` given)
+    the token of the ids its environment carries; or, started by an earlier version, the
+    names it carries (the run's directory under ``root`` and ``<task>.<attempt>``)."""
+    if WRAPPER_NAME not in argv:
+        return None
+    rest = argv[argv.index(WRAPPER_NAME) + 1 :]
+    if len(rest) == 1:
+        token = rest[0]
+        found = expected.get(token)
+        if found is not None or tokens is None or pid is None or not is_token(token):
+            return found
+        environ = _leader_environ(str(pid))
+        if environ is None:
+            return None
+        env = dict(v.split(b"=", 1) for v in environ if b"=" in v)
+        run_id, task_id = env.get(b"STRATOFLOW_RUN_ID", b""), env.get(b"STRATOFLOW_TASK_ID", b"")
+        attempt = env.get(b"STRATOFLOW_ATTEMPT", b"")
+        if not (_RUN_ID.match(run_id) and _TASK_ID.match(task_id) and _ATTEMPT.match(attempt)):
+            return None
+        at = (_run_dir_name(run_id.decode()), f"{task_id.decode()}.{int(attempt)}")
+        return at if tokens.matches(token, *at) else None  # another home's, or forged
+    prefix = root + os.sep
+    if len(rest) >= 2 and rest[0].startswith(prefix):  # an earlier version's: names
+        return Path(rest[0]).name, rest[1]
+    return None
 
 
 def _replaced_wrapper(pid: int, output: str, log_file: str) -> bool:
@@ -582,20 +627,35 @@ _TASK_ID = re.compile(rb"[A-Za-z0-9_-]{1,128}\Z")  # as a workflow declares them
 _ATTEMPT = re.compile(rb"[1-9][0-9]{0,8}\Z")
 
 
-def live_wrappers(root: Path) -> dict[tuple[str, str], int]:
+def live_wrappers(
+    root: Path,
+    attempts: Iterable[tuple[str, str]] = (),
+    tokens: WrapperTokens | None = None,
+    *,
+    only: bool = False,
+) -> dict[tuple[str, str], int]:
     """(run dir name, attempt name) -> pid of every wrapper under ``root`` still running
-    (:func:`_run_dir_name`: the run's id unless that is too long for a file name)."""
+    (:func:`_run_dir_name`: the run's id unless that is too long for a file name). A wrapper
+    carries a token (:mod:`.wrapper_tokens`), not names: those of ``attempts`` are matched by
+    their tokens under ``tokens`` (the home's key; read from ``root``'s parent, the home,
+    when not given), any other by the token of the ids its environment carries (one it
+    cannot read is left out) unless ``only`` those are looked for; a wrapper of an earlier
+    version by the names it carries."""
+    if tokens is None:
+        tokens = WrapperTokens.read(root.parent)
+    expected = {} if tokens is None else {tokens.token(*at): at for at in attempts}
     found: dict[tuple[str, str], int] = {}
-    prefix = str(root) + os.sep
+    root_text = str(root)
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        argv = _wrapper_argv(int(entry.name))
-        if not argv or WRAPPER_NAME not in argv:
+        pid = int(entry.name)
+        argv = _wrapper_argv(pid)
+        if not argv:
             continue
-        i = argv.index(WRAPPER_NAME)
-        if len(argv) > i + 2 and argv[i + 1].startswith(prefix):
-            found[(Path(argv[i + 1]).name, argv[i + 2])] = int(entry.name)
+        at = _wrapper_of(argv, tokens, root_text, expected, None if only else pid)
+        if at is not None:
+            found[at] = pid
     return found
 
 
@@ -913,6 +973,8 @@ class LocalExecutor(Dispatcher):
         # the values of the logs to mask (see _to_mask), kept in the home from before each
         # such attempt's start until its log is masked: what a restarted scheduler masks
         self._pending = PendingMasks(home)
+        # the key of the tokens its wrappers carry in their command lines, made once per home
+        self._tokens = WrapperTokens.of_home(home)
         if work_root is None:
             _private_dir(self.work_root.parent, 0o711)
         _private_dir(self.work_root, 0o711)
@@ -1171,8 +1233,13 @@ class LocalExecutor(Dispatcher):
                 if owner is not None:
                     os.fchown(fd, owner, owner)
                 fh.write(json.dumps(payload, default=str))
+            # named in its environment, not its argv: any process reads a command line, and
+            # the file's path names the run and the task
             runner = "stratoflow.taskexec.taskrunner"
-            return f"{shlex.quote(self._python)} -m {runner} {shlex.quote(str(spec_file))}"
+            return (
+                f"__STRATOFLOW_SPEC={shlex.quote(str(spec_file))}"
+                f" {shlex.quote(self._python)} -m {runner}"
+            )
         command = task.fields.get("command", "")
         if isinstance(command, list):  # batch / kubernetes: an argv, run without a container
             return shlex.join(str(c) for c in command)
@@ -1296,8 +1363,8 @@ class LocalExecutor(Dispatcher):
                     "__STRATOFLOW_BODY": self._body(spec, owner),
                 },
             )
-            argv = [self._bash(env), "--noprofile", "--norc", "-c", WRAPPER, WRAPPER_NAME,
-                    self._run_text(spec.run_id), name]  # fmt: skip
+            argv = [self._bash(env), "--noprofile", "--norc", "-c", WRAPPER,
+                    *self._wrapper_args(spec.run_id, name)]  # fmt: skip
 
             def popen(args: list[str], **extra: Any) -> subprocess.Popen[bytes]:
                 return subprocess.Popen(
@@ -1443,6 +1510,11 @@ class LocalExecutor(Dispatcher):
                     del self._spare_used[run_id]
         return out
 
+    def _wrapper_args(self, run_id: str, name: str) -> list[str]:
+        """The wrapper's $0 and its one argument: a token (:mod:`.wrapper_tokens`), not
+        names, since any process reads a command line; ~2 us, no file read."""
+        return [WRAPPER_NAME, self._tokens.token(_run_dir_name(run_id), name)]
+
     def _bash(self, env: dict[str, str]) -> str:
         """Where ``bash`` is on the task environment's PATH, looked up once per PATH:
         ``Popen`` given a bare name builds and encodes a candidate per PATH entry for every
@@ -1515,8 +1587,8 @@ class LocalExecutor(Dispatcher):
         if given:
             live.given = given
             hold_values(live.run_id.partition(".")[0], key, given)
-        name = f"{live.task_id}.{live.attempt}"
-        pid = live_wrappers(self.root).get((_run_dir_name(live.run_id), name))
+        at = (_run_dir_name(live.run_id), f"{live.task_id}.{live.attempt}")
+        pid = live_wrappers(self.root, [at], self._tokens, only=True).get(at)
         if pid is None:
             pid = self._replaced(live.run_id, live.task_id, live.attempt)
         if pid is not None:
@@ -1804,7 +1876,8 @@ class LocalExecutor(Dispatcher):
             self._deliver(live, self.result(run_id, task_id, attempt, None, killed=True))
             return
         if live is None:  # not ours (e.g. started before a restart): find it by its command line
-            pid = live_wrappers(self.root).get((_run_dir_name(run_id), f"{task_id}.{attempt}"))
+            at = (_run_dir_name(run_id), f"{task_id}.{attempt}")
+            pid = live_wrappers(self.root, [at], self._tokens, only=True).get(at)
             if pid is None:
                 pid = self._replaced(*key)
             if pid is None:
@@ -1959,13 +2032,12 @@ class LocalExecutor(Dispatcher):
         with the values its attempt was given: those of attempts that ended are masked now
         (on the reaper's thread), those still running at their end."""
         report = Recovery()
-        alive = live_wrappers(self.root)
+        # as live_wrappers and the like name them; their wrappers are found by their tokens
+        wanted = {(_run_dir_name(ti.run_id), f"{ti.task_id}.{ti.attempt}") for ti in running}
+        alive = live_wrappers(self.root, wanted, self._tokens)
         pending = self._pending.left()  # (one listdir when nothing was left)
-        wanted: set[tuple[str, str]] = set()
         for ti in running:
-            name = f"{ti.task_id}.{ti.attempt}"
-            at = (_run_dir_name(ti.run_id), name)  # as live_wrappers and the like name it
-            wanted.add(at)
+            at = (_run_dir_name(ti.run_id), f"{ti.task_id}.{ti.attempt}")
             key = (ti.run_id, ti.task_id, ti.attempt)
             given = pending.pop(key, frozenset())
             if given:  # the log view (and its result's masking) masks them from now on
@@ -2013,7 +2085,9 @@ class LocalExecutor(Dispatcher):
         # (keyed by the name of their run's directory, which stands for the run in every
         # path: :func:`_run_dir_name` maps it to itself, :func:`_work_name` as the run's id)
         for (run_dir, name), pid in alive.items():
-            if (run_dir, name) not in wanted and _is_wrapper(pid, self.run_dir(run_dir), name):
+            if (run_dir, name) not in wanted and _is_wrapper(
+                pid, self._tokens, self.run_dir(run_dir), name
+            ):
                 _kill_group(pid, signal.SIGKILL)
         # and those whose body replaced them with `exec` (the pid their log names)
         for (run_dir, name), pids in _session_leaders_of_attempts(
