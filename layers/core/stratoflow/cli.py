@@ -1301,7 +1301,10 @@ def runs_rerun(run_id: str, from_task: str | None, failed: bool, output: str, ap
     if failed and from_task:
         _fail("use either --failed or --from TASK", EXIT_INVALID)
     body = Client(api).call(
-        "POST", f"/runs/{segment(run_id, 'run id')}/rerun", json={"from": from_task}
+        "POST",
+        f"/runs/{segment(run_id, 'run id')}/rerun",
+        json={"from": from_task},
+        flags={"body.from": "--from"},
     )
     _run_changed(body, output)
 
@@ -1365,7 +1368,8 @@ def runs_output(run_id: str, task_id: str, key: str, attempt: int | None, api: s
     unless the value ends with one, as every command's text ends."""
     params = {} if attempt is None else {"attempt": attempt}
     run_part, task_part = segment(run_id, "run id"), segment(task_id, "task id")
-    key_part = segment(key, rest=True)  # a key may hold a '/': its route takes the rest
+    # a key may hold a '/': its route takes the rest
+    key_part = segment(key, "output key", rest=True)
     last = Client(api).follow(
         f"/runs/{run_part}/tasks/{task_part}/outputs/{key_part}", "X-Output-Size", **params
     )
