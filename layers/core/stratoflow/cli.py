@@ -850,12 +850,32 @@ class Unreachable(Exception):
     instead of exiting by a request that asked to be retried (``transient``)."""
 
 
+def _checked_api(api: str) -> str:
+    """``api`` (``--api`` or $STRATOFLOW_API) when it is an http(s) URL with a host; else
+    exit 2 naming it: ``127.0.0.1:8321`` (no scheme) was sent nowhere and reported as a
+    server that cannot be reached (exit 3, "start it with `stratoflow server`")."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(api)
+        usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # an unclosed '[' of an IPv6 host
+        usable = False
+    if not usable:
+        _fail(
+            f"--api (or $STRATOFLOW_API): {api!r} is no API URL: write http://HOST:PORT or "
+            f"https://HOST[/PATH], e.g. http://127.0.0.1:{DEFAULT_PORT}",
+            EXIT_INVALID,
+        )
+    return api
+
+
 class Client:
     def __init__(self, api: str) -> None:
         _import_httpx()
         import httpx
 
-        self.api = api.rstrip("/")
+        self.api = _checked_api(api).rstrip("/")
         token = default_token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(
