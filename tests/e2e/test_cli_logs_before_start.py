@@ -40,3 +40,31 @@ def test_logs_of_an_attempt_that_never_started_says_why(tmp_path: Path) -> None:
     assert f"no log for attempt 1 of task 'r' in run {run_id!r}" in result.stderr
     assert "it ended before its process started" in result.stderr
     assert "task 'w' has no output 'nokey'" in result.stderr
+
+
+SWITCHED = """\
+name: switched
+tasks:
+  route:
+    type: switch
+    cases: [{when: "{{ 1 > 0 }}", next: [a]}]
+  a: {type: shell, depends_on: [route], command: echo a}
+"""
+
+
+def test_logs_of_a_switch_says_it_runs_no_process(tmp_path: Path) -> None:
+    """A switch has an attempt (its decision) and no process: "no log" alone read as a
+    log lost."""
+    source = tmp_path / "switched.yaml"
+    source.write_text(SWITCHED, encoding="utf-8")
+    with running_api(tmp_path / "home") as server:
+        cli = CliRunner()
+        assert cli.invoke(main, ["apply", str(source), "--api", server.url]).exit_code == 0
+        ran = cli.invoke(
+            main, ["trigger", "switched", "--wait", "--output", "json", "--api", server.url]
+        )
+        assert ran.exit_code == 0, ran.output
+        run_id = json.loads(ran.stdout)["run"]["id"]
+        result = cli.invoke(main, ["logs", run_id, "route", "--api", server.url])
+    assert result.exit_code == 2, result.output
+    assert "a switch runs no process, the scheduler decides it" in result.stderr
