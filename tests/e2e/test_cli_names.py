@@ -275,3 +275,20 @@ def test_the_command_for_a_cut_output_whose_key_starts_with_a_dash_runs_as_print
     whole = cli.invoke(main, [*args[1:3], "--api", api, *args[3:]])  # as printed, and --api
     assert whole.exit_code == 0, whole.output
     assert whole.stdout == "b" * 20000 + "\n"
+
+
+@pytest.mark.parametrize("task", ["", "t" * 201])
+def test_a_rerun_from_task_the_api_refuses_is_named_as_the_option(
+    served: tuple[str, str], task: str
+) -> None:
+    """`runs rerun RUN --from ''` said "body.from: String should have at least 1 character":
+    the user typed no body; the refusal names --from, as --run-id's does, and the run is left
+    as it was."""
+    api, run_id = served
+    cli = CliRunner()
+    result = cli.invoke(main, ["runs", "rerun", run_id, "--from", task, "--api", api])
+    assert result.exit_code == 2, result.output
+    assert "--from: String should have" in result.stderr
+    assert "body.from" not in result.stderr
+    shown = cli.invoke(main, ["runs", "show", run_id, "--output", "json", "--api", api])
+    assert json.loads(shown.stdout)["run"]["state"] == "succeeded"

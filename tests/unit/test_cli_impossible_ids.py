@@ -75,3 +75,10 @@ def test_the_cli_bounds_are_the_apis() -> None:
         "run id": MAX_ID_CHARS, "backfill id": MAX_ID_CHARS,
         "task id": MAX_NAME_CHARS, "workflow name": MAX_NAME_CHARS,
     }  # fmt: skip
+
+
+def test_an_empty_output_key_is_refused_as_an_output_key() -> None:
+    """`runs output RUN TASK ''` said "'' is no name": the user typed no name, an output key."""
+    result = CliRunner().invoke(main, ["runs", "output", "r", "t", "", "--api", API])
+    assert result.exit_code == 2, result.output
+    assert "'' is no output key: an output key is not empty" in result.stderr

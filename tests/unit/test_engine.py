@@ -212,6 +212,24 @@ def test_retry_delay_with_backoff_one_is_fixed() -> None:
     assert [engine.retry_delay(RETRYING, "fixed", n).total_seconds() for n in (1, 2)] == [10, 10]
 
 
+def test_a_fixed_retry_delay_longer_than_the_default_cap_is_waited_whole() -> None:
+    # GIVEN a task retried every 2 h (DolphinScheduler's failRetryInterval: 120), no backoff,
+    # and a backed-off one whose first delay (90 m) is over the default cap (1 h)
+    spec = spec_of(
+        """
+        name: slow_retries
+        tasks:
+          fixed: {type: shell, command: x, retries: 2, retry_delay: 2h}
+          grows: {type: shell, command: x, retries: 3, retry_delay: 90m, retry_backoff: 2.0}
+        """
+    )
+    # THEN the fixed delay is 2 h each time: "1.0 = fixed delay", and the cap (1 h by default)
+    # bounds what a backoff adds, never the delay written
+    assert [engine.retry_delay(spec, "fixed", n) for n in (1, 2)] == [timedelta(hours=2)] * 2
+    # AND a backoff does not grow past the cap, nor shrink below the delay written
+    assert [engine.retry_delay(spec, "grows", n) for n in (1, 2, 3)] == [timedelta(minutes=90)] * 3
+
+
 def test_a_failed_attempt_is_retried_after_its_delay_until_retries_run_out(
     now: datetime,
 ) -> None:

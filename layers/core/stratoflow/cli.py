@@ -850,12 +850,32 @@ class Unreachable(Exception):
     instead of exiting by a request that asked to be retried (``transient``)."""
 
 
+def _checked_api(api: str) -> str:
+    """``api`` (``--api`` or $STRATOFLOW_API) when it is an http(s) URL with a host; else
+    exit 2 naming it: ``127.0.0.1:8321`` (no scheme) was sent nowhere and reported as a
+    server that cannot be reached (exit 3, "start it with `stratoflow server`")."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(api)
+        usable = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # an unclosed '[' of an IPv6 host
+        usable = False
+    if not usable:
+        _fail(
+            f"--api (or $STRATOFLOW_API): {api!r} is no API URL: write http://HOST:PORT or "
+            f"https://HOST[/PATH], e.g. http://127.0.0.1:{DEFAULT_PORT}",
+            EXIT_INVALID,
+        )
+    return api
+
+
 class Client:
     def __init__(self, api: str) -> None:
         _import_httpx()
         import httpx
 
-        self.api = api.rstrip("/")
+        self.api = _checked_api(api).rstrip("/")
         token = default_token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(
@@ -1301,7 +1321,10 @@ def runs_rerun(run_id: str, from_task: str | None, failed: bool, output: str, ap
     if failed and from_task:
         _fail("use either --failed or --from TASK", EXIT_INVALID)
     body = Client(api).call(
-        "POST", f"/runs/{segment(run_id, 'run id')}/rerun", json={"from": from_task}
+        "POST",
+        f"/runs/{segment(run_id, 'run id')}/rerun",
+        json={"from": from_task},
+        flags={"body.from": "--from"},
     )
     _run_changed(body, output)
 
@@ -1365,7 +1388,8 @@ def runs_output(run_id: str, task_id: str, key: str, attempt: int | None, api: s
     unless the value ends with one, as every command's text ends."""
     params = {} if attempt is None else {"attempt": attempt}
     run_part, task_part = segment(run_id, "run id"), segment(task_id, "task id")
-    key_part = segment(key, rest=True)  # a key may hold a '/': its route takes the rest
+    # a key may hold a '/': its route takes the rest
+    key_part = segment(key, "output key", rest=True)
     last = Client(api).follow(
         f"/runs/{run_part}/tasks/{task_part}/outputs/{key_part}", "X-Output-Size", **params
     )

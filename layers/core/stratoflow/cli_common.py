@@ -181,14 +181,15 @@ def segment(text: str, what: str = "name", *, rest: bool = False) -> str:
     Empty text, or an id longer than the API's paths take, is refused too (exit 2)."""
     from urllib.parse import quote
 
+    a = "an" if what.startswith(tuple("aeiou")) else "a"
     if not text:  # "/runs/" is another route (the list): `runs show ""` crashed on its answer
-        invalid(f"{text!r} is no {what}: a {what} is not empty")
+        invalid(f"{text!r} is no {what}: {a} {what} is not empty")
     longest = _LONGEST.get(what)
     if longest is not None and len(text) > longest:
         shown = text if len(text) <= 60 else f"{text[:60]}..."
-        invalid(f"{shown!r} is no {what}: a {what} is at most {longest} characters")
+        invalid(f"{shown!r} is no {what}: {a} {what} is at most {longest} characters")
     if "/" in text and not rest:
-        invalid(f"{text!r} is no {what}: a {what} has no '/'")
+        invalid(f"{text!r} is no {what}: {a} {what} has no '/'")
     if text in (".", ".."):
         return "%2E" * len(text)
     return quote(text, safe="")

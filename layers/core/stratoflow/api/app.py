@@ -1036,6 +1036,19 @@ class _Resolver(APIGatewayRestResolver):
 
 
 # ------------------------------------------------------------------ the app
+def _why_no_log(attempt: Attempt, task_type: str | None) -> str:
+    """Why an ended attempt has no log, when it started no process: a task whose templates
+    could not be rendered (its error, which a user asking for the log came for), or a switch
+    (the scheduler decides it)."""
+    if attempt.log is not None or attempt.ended_at is None:
+        return ""
+    if attempt.error:
+        return f": it ended before its process started ({attempt.error})"
+    if task_type == "switch":
+        return ": a switch runs no process, the scheduler decides it (its outputs name the branch)"
+    return ""
+
+
 def create_app(
     scheduler: Scheduler,
     *,
@@ -2002,7 +2015,12 @@ def create_app(
         back = min(offset, masker.hold) if masker else 0
         window = reader(found[0], offset - back, back + limit + UTF8_MAX - 1 + masker.hold)
         if window is None:
-            raise NotFound(f"no log for attempt {attempt} of task {task_id!r} in run {run_id!r}")
+            spec = scheduler.spec(run.project, run.workflow, run.version)
+            defined = spec.workflow.tasks.get(task_id)
+            raise NotFound(
+                f"no log for attempt {attempt} of task {task_id!r} in run {run_id!r}"
+                + _why_no_log(found[0], defined.type if defined is not None else None)
+            )
         lead = max(0, min(offset - window.start, len(window.data)))
         page = LogRange(window.data[lead:], window.start + lead, window.size)
         # a log still being written keeps its last `hold` bytes back, whatever they are

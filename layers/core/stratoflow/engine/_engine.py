@@ -140,11 +140,16 @@ def skipped_by_switch(
 
 # ---------------------------------------------------------------- attempts
 def retry_delay(spec: WorkflowSpec, task_id: str, attempt: int) -> timedelta:
-    """Delay before attempt ``attempt + 1``: delay * backoff^(attempt-1), capped."""
+    """Delay before attempt ``attempt + 1``: delay * backoff^(attempt-1), capped by
+    ``max_retry_delay``. The cap bounds what the backoff adds, never the ``retry_delay``
+    written (as Airflow's ``max_retry_delay``, which only a backoff meets): a fixed
+    ``retry_delay: 2h`` (DolphinScheduler's failRetryInterval 120) waits 2 h, not the
+    default cap's 1 h."""
     wf = spec.workflow
     base = wf.retry_delay(task_id).total_seconds()
     seconds = base * wf.retry_backoff(task_id) ** max(attempt - 1, 0)
-    return timedelta(seconds=min(seconds, wf.max_retry_delay(task_id).total_seconds()))
+    cap = max(wf.max_retry_delay(task_id).total_seconds(), base)
+    return timedelta(seconds=min(seconds, cap))
 
 
 @dataclass(frozen=True)

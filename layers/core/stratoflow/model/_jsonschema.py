@@ -52,7 +52,7 @@ _COMMON = {
     "retries": "Attempts after the first failure (0-100); default: defaults.retries.",
     "retry_delay": "Wait before the first retry; default: defaults.retry_delay.",
     "retry_backoff": "Multiplier of the delay per attempt (1-10; 1 = fixed delay).",
-    "max_retry_delay": "Upper bound of a retry delay after backoff.",
+    "max_retry_delay": "Upper bound of a retry delay after backoff (never below retry_delay).",
     "timeout": "An attempt running longer than this is killed and fails; 0: no timeout "
     "(also over defaults.timeout).",
     "on_timeout": "What a timeout does: fail (default), warn (a timeout alert; the attempt keeps "
@@ -99,7 +99,7 @@ _DESCRIPTIONS: dict[str, dict[str, str]] = {
         "retries": "Attempts after the first failure (0-100). Default 0.",
         "retry_delay": "Wait before the first retry. Default 30s.",
         "retry_backoff": "Multiplier of the delay per attempt (1-10). Default 1.0.",
-        "max_retry_delay": "Upper bound of a retry delay after backoff. Default 1h.",
+        "max_retry_delay": "Upper bound of a retry delay after backoff (never below retry_delay). Default 1h.",
         "timeout": "An attempt running longer than this is killed and fails; 0 or absent: "
         "no timeout.",
     },
