@@ -173,6 +173,9 @@ def parse_moment(text: str, field_name: str, zone: ZoneInfo, *, end: bool = Fals
             [Problem(field_name, f"{text!r} is not a date (YYYY-MM-DD) or ISO-8601 date-time "
                                  "between 1900 and 9999")]
         ) from None  # fmt: skip
+    gap = _skipped_wall_time(text, moment, zone)
+    if gap is not None:
+        raise InvalidInput([Problem(field_name, gap)])
     if not _EARLIEST <= moment <= _LATEST:
         # the bounds are instants in UTC: a day means its first instant (as an end, its last)
         # in the schedule's time zone, which can fall outside though the day looks inside
@@ -182,6 +185,32 @@ def parse_moment(text: str, field_name: str, zone: ZoneInfo, *, end: bool = Fals
                                  f"between {utc_text(_EARLIEST)} and {utc_text(_LATEST)}")]
         )  # fmt: skip
     return moment
+
+
+def _skipped_wall_time(text: str, moment: datetime, zone: ZoneInfo) -> str | None:
+    """Why ``text``, a date-time without an offset, names no instant: a wall time that a
+    daylight-saving change skips in ``zone`` (02:30 on the night clocks go from 02:00 to
+    03:00) does not exist there. Python reads one with the offset from before the change, an
+    instant whose wall time is another (03:30), so the run would silently get a date nobody
+    asked for, and the id of the one at that other time. ``None`` when it exists (a date, a
+    value with an offset, a wall time a fall-back repeats: that is its first instance, the
+    one the schedule fires at, as EventBridge Scheduler does)."""
+    if is_date(text):
+        return None  # a day's first (or last) instant: the combine above is on whole days
+    try:
+        written = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if written.tzinfo is not None:
+        return None
+    read = moment.astimezone(zone).replace(tzinfo=None)
+    if read == written.replace(fold=0):
+        return None
+    return (
+        f"{text.strip()!r} does not exist in {zone.key}: daylight-saving time skips that "
+        f"wall time on that day (it would be read as {read.isoformat()}); give a time that "
+        "exists there, or an offset (e.g. 'Z' or '+01:00') to name the instant"
+    )
 
 
 def utc_text(moment: datetime) -> str:
