@@ -891,6 +891,31 @@ def test_a_six_field_eventbridge_expression_is_still_told_to_use_cron() -> None:
         parse_schedule("0 2 * * ? *")
 
 
+@pytest.mark.parametrize(
+    ("written", "quartz", "eventbridge"),
+    [
+        ("30 2 * * * *", "2 * * * *", "cron(30 2 * * ? *)"),  # meant: 02:30 every day
+        ("0 2 * * * *", "2 * * * *", "cron(0 2 * * ? *)"),  # meant: 02:00 every day
+        ("0 0 * * * *", "0 * * * *", "cron(0 0 * * ? *)"),  # hourly (Spring) or midnight?
+        ("15 0 * * * 2027", None, "cron(15 0 * * ? 2027)"),  # a year: EventBridge's only
+    ],
+)
+def test_six_fields_with_both_days_star_name_their_eventbridge_reading_too(
+    written: str, quartz: str | None, eventbridge: str
+) -> None:
+    """An EventBridge user types its six fields without the wrapper and, as Unix cron has
+    it, '*' in both day fields (EventBridge wants one '?'). Read as Quartz's or Spring's,
+    seconds first, ``30 2 * * * *`` is minute 2 of every hour; offering only that would
+    make a daily schedule fire 24 times a day. The error gives both readings."""
+    with pytest.raises(ScheduleError) as info:
+        parse_schedule(written)
+    message = str(info.value)
+    assert repr(eventbridge) in message
+    if quartz is not None:
+        assert repr(quartz) in message
+    assert parse_schedule(eventbridge).eventbridge == eventbridge  # and it is accepted
+
+
 def test_a_spring_expression_with_seconds_is_refused_with_its_unix_form() -> None:
     with pytest.raises(ScheduleError, match=r"first field is seconds.*write '0 \* \* \* \*'"):
         parse_schedule("0 0 * * * *")  # Spring: every hour, on the hour

@@ -305,22 +305,45 @@ def parse_schedule(expr: str) -> ScheduleExpression:
             f"invalid schedule expression {expr!r}: {len(fields)} fields look like a cron "
             "expression whose first field is seconds"
         )
+        eventbridge = _eventbridge_reading(fields)
+        other = (
+            ""
+            if eventbridge is None
+            else "; read as EventBridge's fields instead (minutes hours day-of-month month "
+            f"day-of-week year, '?' for one day field) they are {eventbridge!r}, which fires "
+            "at other times: write the one you mean"
+        )
         if seconds in ("0", "00"):
             raise ScheduleError(
                 f"{looks} (Quartz's, as DolphinScheduler writes them, or Spring's); schedules "
-                f"fire on whole minutes: write {quartz!r}"
+                f"fire on whole minutes: write {quartz!r}{other}"
             )
         raise ScheduleError(
             f"{looks} ({seconds!r}), as Quartz's (DolphinScheduler's) or Spring's are; "
             "schedules fire at second 0 of whole minutes, so those seconds cannot be kept: "
-            f"at second 0 it is {quartz!r}"
+            f"at second 0 it is {quartz!r}{other}"
         )
     if len(fields) == 6 and not any(ch.isalpha() for ch in fields[0] + fields[1]):
+        # both day fields '*' (as Unix cron has it): EventBridge wants one '?'
+        wrapped = _eventbridge_reading(fields) or f"cron({' '.join(fields)})"
         raise ScheduleError(
             f"invalid schedule expression {expr!r}: 6 fields look like an EventBridge cron "
-            f"expression; write it as 'cron({' '.join(fields)})', or use 5 fields for Unix cron"
+            f"expression; write it as {wrapped!r}, or use 5 fields for Unix cron"
         )
     raise ScheduleError(f"invalid schedule expression {expr!r}: {_ACCEPTED_FORMS}")
+
+
+def _eventbridge_reading(fields: list[str]) -> str | None:
+    """What six fields with both day fields ``*`` mean as EventBridge's (``30 2 * * * *``:
+    02:30 every day, ``cron(30 2 * * ? *)``), where EventBridge wants one of them ``?``;
+    ``None`` for any other fields, or when that reading is no valid expression."""
+    if len(fields) != 6 or fields[2] != "*" or fields[4] != "*":
+        return None
+    written = f"cron({' '.join([*fields[:4], '?', fields[5]])})"
+    try:
+        return parse_schedule(written).eventbridge
+    except ScheduleError:
+        return None
 
 
 def _quartz_form(fields: list[str]) -> str | None:
