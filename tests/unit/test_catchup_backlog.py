@@ -453,3 +453,43 @@ def test_a_window_that_ended_is_caught_up_on_both_runtimes_as_runs_end(h: Backlo
     h.clock.advance(3600)
     runtime_pass(h)
     assert [r.logical_date for r in h.runs()] == hours
+
+
+def test_a_schedule_given_back_before_it_ever_fired_counts_from_that_apply_once(
+    h: Backlog,
+) -> None:
+    """A schedule that never fired (its workflow paused from its first apply), removed and
+    given back by a later version, is new at that apply, as a schedule given back after
+    firing is: a catch-up counts from that apply, not from ``start``, and applying the same
+    file again changes nothing. Before, having no cursor, it caught up from ``start``, and
+    the unchanged re-apply (a deploy applying every file) then moved its cursor to the
+    version's creation: the backlog it was working through was dropped half-way."""
+    unscheduled = "".join(line for line in CU.splitlines(True) if "schedule:" not in line)
+    h.scheduler.apply(CU)
+    h.scheduler.set_paused("pa", "cu", True)
+    h.fire_due()  # paused: fires nothing
+    h.clock.advance(3600)
+    h.scheduler.apply(unscheduled)
+    h.clock.advance(3600)
+    version, created = h.scheduler.apply(CU)
+    assert (version.version, created) == (3, True)
+    given_back = version.created_at
+    h.scheduler.set_paused("pa", "cu", False)
+    h.clock.advance(300)  # five minutes of the schedule given back
+    h.fire_due()
+    h.scheduler.step()
+    first = [r.logical_date for r in h.runs()]
+    assert first, "the schedule given back fires"
+    assert min(first) > given_back - timedelta(minutes=1)  # nothing from 2000 on
+    # WHEN the same file is applied again and the runs go on
+    h.clock.advance(60)
+    _, created = h.scheduler.apply(CU)
+    assert not created
+    for _ in range(3):
+        for run in [r for r in h.runs() if r.state is RunState.RUNNING]:
+            h.end(run.id)
+        h.minute_later()
+    # THEN every minute since the schedule came back is made, in order, none skipped
+    dates = [r.logical_date for r in h.runs()]
+    assert dates[: len(first)] == first
+    assert dates == [dates[0] + timedelta(minutes=i) for i in range(len(dates))]

@@ -331,7 +331,10 @@ class Scheduler:
                     # version's does, and moving its cursor now would drop that backlog
                     changed = self._scheduled_before(spec, version.version - 1)
                 if changed:
-                    self._restart_schedule(spec, version.created_at)
+                    # a schedule that existed before (changed, or given back) is new at this
+                    # apply even when it never fired; one first added by it is not
+                    had_one = prior is not None or self._scheduled_before(spec, version.version)
+                    self._restart_schedule(spec, version.created_at, had_one=had_one)
         # every apply, not only a new version: a schedule lost or changed by hand is repaired
         self.schedules.sync(spec, paused=version.paused)
         return version, created
@@ -354,15 +357,23 @@ class Scheduler:
         back from ``version - 1``: the one it was removed from is nearly always the first)."""
         return any(self._schedule_of(spec, v) is not None for v in range(version - 1, 0, -1))
 
-    def _restart_schedule(self, spec: WorkflowSpec, applied_at: datetime) -> None:
+    def _restart_schedule(self, spec: WorkflowSpec, applied_at: datetime, *, had_one: bool) -> None:
         """A schedule whose times an apply changed counts them from that apply: its cursor
         moves up to ``applied_at`` (the version's creation: the same whichever attempt of the
         apply gets here), so a catch-up makes no run for a time of the new schedule from
         before it existed (the hours since the last daily run, when a daily schedule is made
         hourly). The local cron loop's cursor is already about then (the last instant it
-        looked at); the AWS trigger's is the last date it fired, which made those runs."""
+        looked at); the AWS trigger's is the last date it fired, which made those runs.
+
+        ``had_one``: a version before had a schedule (this one changes it or gives it back).
+        Such a schedule that never fired (paused, or removed before its first firing) has no
+        cursor yet, and gets one at ``applied_at`` all the same: left without, it caught up
+        from ``start`` until an unchanged re-apply of the same file (a deploy applying every
+        file) found its cursor and moved it here, dropping the rest of that backlog. A
+        schedule first added by a later version keeps no cursor: it catches up from
+        ``start`` as a first version's does."""
         cursor = self.catalog.get_cursor(spec.project, spec.name)
-        if cursor is not None and cursor < applied_at:
+        if (cursor is None and had_one) or (cursor is not None and cursor < applied_at):
             self.catalog.set_cursor(spec.project, spec.name, applied_at)
 
     def _check_pools(self, spec: WorkflowSpec) -> None:
