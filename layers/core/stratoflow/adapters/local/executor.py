@@ -642,7 +642,7 @@ def live_wrappers(
     cannot read is left out) unless ``only`` those are looked for; a wrapper of an earlier
     version by the names it carries."""
     if tokens is None:
-        tokens = WrapperTokens.read(root.parent)
+        tokens = WrapperTokens.read(root.parent, str(root.resolve()))
     expected = {} if tokens is None else {tokens.token(*at): at for at in attempts}
     found: dict[tuple[str, str], int] = {}
     root_text = str(root)
@@ -974,7 +974,8 @@ class LocalExecutor(Dispatcher):
         # such attempt's start until its log is masked: what a restarted scheduler masks
         self._pending = PendingMasks(home)
         # the key of the tokens its wrappers carry in their command lines, made once per home
-        self._tokens = WrapperTokens.of_home(home)
+        # (and of its attempts root: a copy of the home holds the same key)
+        self._tokens = WrapperTokens.of_home(home, self._root_text)
         if work_root is None:
             _private_dir(self.work_root.parent, 0o711)
         _private_dir(self.work_root, 0o711)
