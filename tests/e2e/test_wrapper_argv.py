@@ -286,3 +286,38 @@ def test_a_temporary_key_file_left_by_a_crash_does_not_stop_a_later_start(
     stale.write_bytes(b"half")
     _executor(tmp_path).close()  # (it made the key: no wrapper of the home runs yet)
     assert len((home / wrapper_tokens.KEY_FILE).read_bytes()) == wrapper_tokens.KEY_BYTES
+
+
+def test_a_wrapper_started_under_a_key_since_deleted_is_still_adopted(
+    tmp_path: Path, shared_dir: Path
+) -> None:
+    """The key removed (or replaced) while tasks ran: the restarted executor makes a new one,
+    under which the running wrappers' tokens name nothing; it finds each by the pid its log
+    names and the environment it was started with, adopts it and reports its own end."""
+    release = shared_dir / "release"
+    first = _executor(tmp_path)
+    log = first.log_path(RUN, "t", 1)
+    try:
+        first.dispatch(_spec("t", f"until [ -e {release} ]; do sleep 0.05; done; exit 6"))
+        pid = _wait_started(log)
+    finally:
+        first.close()  # the task runs on
+    try:
+        (tmp_path / "home" / wrapper_tokens.KEY_FILE).unlink()
+        reports: list[tuple[Any, ...]] = []
+        second = _executor(tmp_path, reports)
+        try:
+            report = second.recover([_running("t")])
+            assert (report.results, report.not_started) == ({}, [])  # adopted, not LOST
+            release.touch()
+            _until(lambda: bool(reports))
+        finally:
+            second.close()
+        result = reports[0][3]
+        assert (result.status, result.exit_code) == (AttemptStatus.FAILED, 6)
+    finally:
+        release.touch()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
