@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -321,3 +322,75 @@ def test_a_wrapper_started_under_a_key_since_deleted_is_still_adopted(
             os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
+
+
+def _orphaned_with_a_forger(tmp_path: Path, command: str) -> tuple[int, subprocess.Popen[bytes]]:
+    """An attempt started by an executor that then closed (it runs on), and a process of a
+    session of its own whose command line copies its wrapper's, started after it (any
+    process reads a command line: a task of another project needs no key to copy one)."""
+    first = _executor(tmp_path)
+    try:
+        first.dispatch(_spec("t", command))
+        pid = _wait_started(first.log_path(RUN, "t", 1))
+    finally:
+        first.close()
+    forger = subprocess.Popen(
+        ["bash", "-c", "sleep 60; exit 0", *_cmdline(pid)[-2:]], start_new_session=True
+    )
+    _until(lambda: _cmdline(forger.pid)[-2:] == _cmdline(pid)[-2:])
+    return pid, forger
+
+
+def _end(pid: int, forger: subprocess.Popen[bytes]) -> None:
+    forger.kill()
+    forger.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def test_a_restart_adopts_the_wrapper_not_a_process_carrying_a_copy_of_its_token(
+    tmp_path: Path, shared_dir: Path
+) -> None:
+    """The restarted executor took the copy, found after the wrapper, for the attempt's
+    wrapper and watched it: the attempt ended when the copy did (LOST) and ran again beside
+    the real one, which nothing watched. The wrapper is the process its log names."""
+    release = shared_dir / "release"
+    pid, forger = _orphaned_with_a_forger(
+        tmp_path, f"until [ -e {release} ]; do sleep 0.05; done; exit 7"
+    )
+    try:
+        reports: list[tuple[Any, ...]] = []
+        second = _executor(tmp_path, reports)
+        try:
+            report = second.recover([_running("t")])
+            assert (report.results, report.not_started) == ({}, [])  # adopted
+            release.touch()
+            _until(lambda: bool(reports), timeout=10)  # (the copy runs 60 s)
+        finally:
+            second.close()
+        result = reports[0][3]
+        assert (result.status, result.exit_code) == (AttemptStatus.FAILED, 7)
+        assert forger.poll() is None  # untouched
+    finally:
+        release.touch()
+        _end(pid, forger)
+
+
+def test_a_stop_after_a_restart_reaches_the_wrapper_not_a_process_carrying_its_token(
+    tmp_path: Path,
+) -> None:
+    """A stop of an attempt the executor does not hold (started before a restart) finds its
+    wrapper by the token: it signalled the copy, and the task ran on."""
+    pid, forger = _orphaned_with_a_forger(tmp_path, "sleep 60")
+    try:
+        second = _executor(tmp_path)
+        try:
+            second.kill(RUN, "t", 1)
+            _until(lambda: not Path(f"/proc/{pid}/cmdline").read_bytes(), timeout=10)
+        finally:
+            second.close()
+        assert forger.poll() is None  # untouched
+    finally:
+        _end(pid, forger)
