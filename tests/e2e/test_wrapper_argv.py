@@ -394,3 +394,41 @@ def test_a_stop_after_a_restart_reaches_the_wrapper_not_a_process_carrying_its_t
         assert forger.poll() is None  # untouched
     finally:
         _end(pid, forger)
+
+
+def test_a_home_moved_while_a_task_ran_still_has_its_wrapper_adopted(
+    tmp_path: Path, shared_dir: Path
+) -> None:
+    """Tokens are of the home's attempts root (a copy must not take the original's
+    wrappers): after a move (on one file system) a token names nothing, and the restarted
+    executor finds the wrapper as the process its log names that still writes that log."""
+    release = shared_dir / "release"
+    first = _executor(tmp_path)
+    try:
+        first.dispatch(_spec("t", f"until [ -e {release} ]; do sleep 0.05; done; exit 8"))
+        pid = _wait_started(first.log_path(RUN, "t", 1))
+    finally:
+        first.close()  # the task runs on
+    try:
+        moved = tmp_path / "moved"
+        os.rename(tmp_path / "home", moved)
+        reports: list[tuple[Any, ...]] = []
+        second = LocalExecutor(
+            moved / "logs", lambda *a: reports.append(a), work_root=tmp_path / "work",
+            protect=moved,
+        )  # fmt: skip
+        try:
+            report = second.recover([_running("t")])
+            assert (report.results, report.not_started) == ({}, [])  # adopted, not LOST
+            release.touch()
+            _until(lambda: bool(reports))
+        finally:
+            second.close()
+        result = reports[0][3]
+        assert (result.status, result.exit_code) == (AttemptStatus.FAILED, 8)
+    finally:
+        release.touch()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
