@@ -642,7 +642,7 @@ def live_wrappers(
     cannot read is left out) unless ``only`` those are looked for; a wrapper of an earlier
     version by the names it carries."""
     if tokens is None:
-        tokens = WrapperTokens.read(root.parent)
+        tokens = WrapperTokens.read(root.parent, str(root.resolve()))
     expected = {} if tokens is None else {tokens.token(*at): at for at in attempts}
     found: dict[tuple[str, str], int] = {}
     root_text = str(root)
@@ -974,7 +974,8 @@ class LocalExecutor(Dispatcher):
         # such attempt's start until its log is masked: what a restarted scheduler masks
         self._pending = PendingMasks(home)
         # the key of the tokens its wrappers carry in their command lines, made once per home
-        self._tokens = WrapperTokens.of_home(home)
+        # (and of its attempts root: a copy of the home holds the same key)
+        self._tokens = WrapperTokens.of_home(home, self._root_text)
         if work_root is None:
             _private_dir(self.work_root.parent, 0o711)
         _private_dir(self.work_root, 0o711)
@@ -1203,6 +1204,31 @@ class LocalExecutor(Dispatcher):
         output = self._file_text(run_id, task_id, attempt, ".out")
         log_file = self._file_text(run_id, task_id, attempt, ".log")
         return pid if _replaced_wrapper(pid, output, log_file) else None
+
+    def _attempts_wrapper(
+        self, key: Key, found: Mapping[tuple[str, str], int], record: LogRecord | None = None
+    ) -> int | None:
+        """The pid of the attempt's wrapper, of those :func:`live_wrappers` ``found``: the one
+        found, unless the attempt's log names another (the wrapper's first write names its
+        own pid, ``$$``), which is then the wrapper if it still carries the attempt's token.
+        Any process reads a wrapper's command line and may start one of its own that carries
+        the same token in a session of its own (a task of another project among them): found
+        last, it was taken for the wrapper, adopted and watched (the attempt LOST when it
+        ended, or never while it ran, and started again beside the real one, which nothing
+        watched nor stopped); a stop sent its signals to it. The log is read unless
+        ``record`` is given; one whose start line is not written yet names no pid."""
+        at = (_run_dir_name(key[0]), f"{key[1]}.{key[2]}")
+        pid = found.get(at)
+        if pid is None:
+            return None
+        named = (record or self._record(*key)).pid
+        if named is None or named == pid:
+            return pid
+        argv = _wrapper_argv(named)
+        expected = {self._tokens.token(*at): at}
+        if argv is not None and _wrapper_of(argv, self._tokens, self._root_text, expected) == at:
+            return named
+        return None
 
     def _kill_leftovers(self, key: Key, record: LogRecord) -> None:
         """SIGKILL what the attempt's wrapper, gone while no scheduler watched, left in its
@@ -1588,7 +1614,7 @@ class LocalExecutor(Dispatcher):
             live.given = given
             hold_values(live.run_id.partition(".")[0], key, given)
         at = (_run_dir_name(live.run_id), f"{live.task_id}.{live.attempt}")
-        pid = live_wrappers(self.root, [at], self._tokens, only=True).get(at)
+        pid = self._attempts_wrapper(key, live_wrappers(self.root, [at], self._tokens, only=True))
         if pid is None:
             pid = self._replaced(live.run_id, live.task_id, live.attempt)
         if pid is not None:
@@ -1877,7 +1903,9 @@ class LocalExecutor(Dispatcher):
             return
         if live is None:  # not ours (e.g. started before a restart): find it by its command line
             at = (_run_dir_name(run_id), f"{task_id}.{attempt}")
-            pid = live_wrappers(self.root, [at], self._tokens, only=True).get(at)
+            pid = self._attempts_wrapper(
+                key, live_wrappers(self.root, [at], self._tokens, only=True)
+            )
             if pid is None:
                 pid = self._replaced(*key)
             if pid is None:
@@ -2037,13 +2065,12 @@ class LocalExecutor(Dispatcher):
         alive = live_wrappers(self.root, wanted, self._tokens)
         pending = self._pending.left()  # (one listdir when nothing was left)
         for ti in running:
-            at = (_run_dir_name(ti.run_id), f"{ti.task_id}.{ti.attempt}")
             key = (ti.run_id, ti.task_id, ti.attempt)
             given = pending.pop(key, frozenset())
             if given:  # the log view (and its result's masking) masks them from now on
                 hold_values(ti.run_id.partition(".")[0], key, given)
             record = self._record(*key)
-            wrapper = alive.get(at)
+            wrapper = self._attempts_wrapper(key, alive, record)
             # its body replaced the wrapper (exec), which still runs: the pid its log names
             replaced = (
                 self._replaced(*key, record) if record.status is None and wrapper is None else None

@@ -5,16 +5,22 @@ task of another project among them. A wrapper's command line named its run's dir
 home and its ``<task>.<attempt>``: the home's path, the project, workflow and run ids and the
 task's name were there for any task to list. What recovery needs of it is only to recognise a
 wrapper that survived a scheduler as a given attempt's, so it now carries a token instead: a
-keyed digest (HMAC-SHA256, 128 bits) of the attempt's run dir name and ``<task>.<attempt>``,
-under a key made once per home, ``<home>/wrapper-key`` (32 random bytes, 0600, in the home
-that Landlock denies every task). Without the key a token names nothing and cannot be
-guessed from names; with it a restarted scheduler computes the token of each attempt its
-store says may run and finds its wrapper exactly, or checks a wrapper it does not expect
-against the ids its environment carries (readable to the server's user only).
+keyed digest (HMAC-SHA256, 128 bits) of the home's attempts root (the path of its logs, as
+the run's directory in the earlier command line was), the attempt's run dir name and
+``<task>.<attempt>``, under a key made once per home, ``<home>/wrapper-key`` (32 random
+bytes, 0600, in the home that Landlock denies every task). Without the key a token names
+nothing and cannot be guessed from names; with it a restarted scheduler computes the token
+of each attempt its store says may run and finds its wrapper exactly, or checks a wrapper it
+does not expect against the ids its environment carries (readable to the server's user
+only). The root is in the digest because the key alone does not tell homes apart: a home
+copied (a backup restored beside it, a staging copy) holds the same key, and its server took
+the original's wrappers for its own (killed those of runs it did not know, adopted the
+others).
 
-The key is made whole or not at all (written to a temporary file, then linked into place:
-two servers starting on one home keep the first's; renamed where hard links fail). Computing a token is a copy of a keyed
-HMAC state prepared once and one update: a few microseconds per start, no file read.
+The key is made whole or not at all (written to a temporary file of a name no other start
+uses, then linked into place: two servers starting on one home keep the first's; renamed
+where hard links fail). Computing a token is a copy of a keyed HMAC state prepared once and
+one update: a few microseconds per start, no file read.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import contextlib
 import hashlib
 import hmac
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -32,12 +39,14 @@ TOKEN_CHARS = 32  # hex: 128 bits of the HMAC
 
 
 class WrapperTokens:
-    """The tokens of one home's wrappers (:func:`token`), under its key."""
+    """The tokens of one home's wrappers (:func:`token`), under its key, for the attempts
+    whose logs are under ``root`` (the home's attempts root, resolved, as the executor
+    names it)."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, root: str) -> None:
         if len(key) < 16:
             raise ValueError(f"a wrapper key needs at least 16 bytes, not {len(key)}")
-        self._mac = hmac.new(key, digestmod=hashlib.sha256)
+        self._mac = hmac.new(key, f"{root}\0".encode(), hashlib.sha256)
 
     def token(self, run_dir: str, name: str) -> str:
         """The token of the attempt ``name`` (``<task>.<attempt>``) of the run whose directory
@@ -52,15 +61,15 @@ class WrapperTokens:
         return hmac.compare_digest(token, self.token(run_dir, name))
 
     @classmethod
-    def of_home(cls, home: Path) -> WrapperTokens:
-        """The home's tokens, its key made if it has none yet."""
-        return cls(_key(home, create=True))
+    def of_home(cls, home: Path, root: str) -> WrapperTokens:
+        """The home's tokens (of its attempts root ``root``), its key made if it has none."""
+        return cls(_key(home, create=True), root)
 
     @classmethod
-    def read(cls, home: Path) -> WrapperTokens | None:
+    def read(cls, home: Path, root: str) -> WrapperTokens | None:
         """The home's tokens, or None when it has no key (no wrapper of it carries one)."""
         try:
-            return cls(_key(home, create=False))
+            return cls(_key(home, create=False), root)
         except FileNotFoundError:
             return None
 
@@ -77,7 +86,10 @@ def _key(home: Path, *, create: bool) -> bytes:
     except FileNotFoundError:
         if not create:
             raise
-    tmp = home / f".{KEY_FILE}.{os.getpid()}.tmp"
+    # a name of its own: one named by the pid alone, left by a start that died making it,
+    # refused every later start given that pid (a container's server has the same each time)
+    # and so the server's start; two executors of one process would share it too
+    tmp = home / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
