@@ -1048,6 +1048,44 @@ def test_airflow_s_default_retry_delay_and_backoff_cap_are_written_out(tmp_path:
     assert "86400s" in changed
 
 
+def test_a_backoff_cap_below_the_retry_delay_waits_the_cap_as_airflow_does(
+    tmp_path: Path,
+) -> None:
+    """With retry_exponential_backoff, Airflow's max_retry_delay caps every retry's delay,
+    below retry_delay too (next_retry_datetime: min(max_retry_delay, backed-off delay)).
+    The engine's cap no longer goes below retry_delay (a fixed retry_delay is what a user
+    wrote): the import writes the delay Airflow waits, not one the cap no longer meets."""
+    from stratoflow.engine._engine import retry_delay
+
+    result = _import(
+        tmp_path,
+        yaml.safe_dump({
+            "dag": {"default_args": {"retries": 3, "retry_exponential_backoff": True,
+                                     "retry_delay": 600, "max_retry_delay": 300},
+                    "tasks": {"t": {"operator": BASH, "bash_command": "true"},
+                              "own": {"operator": BASH, "bash_command": "true",
+                                      "retry_delay": 900, "max_retry_delay": 120},
+                              "fixed": {"operator": BASH, "bash_command": "true",
+                                        "retry_exponential_backoff": False}}},
+        }),
+    )  # fmt: skip
+    (workflow,) = result.workflows
+    spec = parse_workflow(workflow.document or {})
+    waits = {
+        tid: [retry_delay(spec, tid, n).total_seconds() for n in (1, 2, 3)]
+        for tid in ("t", "own", "fixed")
+    }
+    # Airflow: min(300, 600 x 2^(n-1) and its jitter) = 300; min(120, 900 ...) = 120; and
+    # without backoff no cap: 600 each time
+    assert waits == {"t": [300] * 3, "own": [120] * 3, "fixed": [600] * 3}
+    changed = _messages(result, "changed")
+    assert (
+        "retry_delay: 300s, the max_retry_delay Airflow caps every backed-off retry at, "
+        "below its retry_delay (600s)" in changed
+    )
+    assert "retry_delay: 120s, the max_retry_delay Airflow caps" in changed
+
+
 def _context(fire: datetime) -> dict[str, Any]:
     return {"logical_date": fire.isoformat(), "ds": fire.strftime("%Y-%m-%d"),
             "ds_nodash": fire.strftime("%Y%m%d"), "ts": fire.isoformat()}  # fmt: skip

@@ -174,6 +174,15 @@ class Settings:
             return min(self.max_delay or AIRFLOW_MAX_RETRY_DELAY, AIRFLOW_MAX_RETRY_DELAY)
         return None
 
+    @property
+    def first_delay(self) -> int:
+        """The delay Airflow waits before the first retry: ``retry_delay``, or the cap when
+        a backoff's cap is below it (Airflow caps every backed-off delay, below
+        ``retry_delay`` too; Stratoflow's ``max_retry_delay`` is never below the
+        ``retry_delay`` written, so the cap is written as the delay)."""
+        cap = self.cap
+        return self.delay if cap is None else min(self.delay, cap)
+
 
 @dataclass
 class Written:
@@ -187,6 +196,14 @@ class Written:
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
+def _capped_delay(settings: Settings) -> str:
+    return (
+        f"retry_delay: {settings.first_delay}s, the max_retry_delay Airflow caps every "
+        f"backed-off retry at, below its retry_delay ({settings.delay}s); Stratoflow's "
+        "max_retry_delay is never below the retry_delay written"
+    )
+
+
 def workflow_defaults(
     dag: Settings, dag_level: dict[str, Any], tasks: list[Settings], notes: Notes
 ) -> Written:
@@ -197,9 +214,11 @@ def workflow_defaults(
     if dag.retries:
         out["retries"] = written.retries = dag.retries
     if any(t.retries for t in tasks):
-        out["retry_delay"] = f"{dag.delay}s"
-        written.delay = dag.delay
-        if "delay" not in dag_level:
+        out["retry_delay"] = f"{dag.first_delay}s"
+        written.delay = dag.first_delay
+        if dag.first_delay != dag.delay:
+            notes.changed(_capped_delay(dag), field="defaults.retry_delay")
+        elif "delay" not in dag_level:
             notes.changed(
                 f"retry_delay: {AIRFLOW_RETRY_DELAY}s, Airflow's default "
                 f"(default_task_retry_delay; Stratoflow's is {STRATOFLOW_RETRY_DELAY}s)",
@@ -239,8 +258,10 @@ def task_settings(task: Settings, written: Written, notes: Notes, tid: str) -> d
     if task.retries != written.retries:
         out["retries"] = task.retries
     if task.retries:
-        if task.delay != written.delay:
-            out["retry_delay"] = f"{task.delay}s"
+        if task.first_delay != written.delay:
+            out["retry_delay"] = f"{task.first_delay}s"
+            if task.first_delay != task.delay:
+                notes.changed(_capped_delay(task), task=tid, field="retry_delay")
         if task.backoff != written.backoff:
             out["retry_backoff"] = task.backoff
         cap = task.cap
