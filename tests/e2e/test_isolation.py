@@ -309,12 +309,13 @@ def test_what_a_stopped_attempt_s_leftover_writes_after_its_end_is_masked_too(
             '    env: {PW: "{{ secrets.pw }}"}\n'
             "    command: |\n"
             '      echo "pw=$PW"\n'
-            '      (trap "" TERM; sleep 1.5; echo "late $PW") &\n'
+            '      (trap "" TERM; echo armed; sleep 1.5; echo "late $PW") &\n'
             "      sleep 30\n"
         )
         run_id = start(rt, text)
         log = rt.executor.log_path(run_id, "t", 1)
-        assert wait_for(lambda: (rt.run_once(0.05), log.exists() and "pw=" in log.read_text())[1])
+        # stopped once the leftover ignores TERM: a stop before its trap would end it
+        assert wait_for(lambda: (rt.run_once(0.05), log.exists() and "armed" in log.read_text())[1])
         rt.scheduler.stop(run_id)
         rt.run_once(timeout=0)
         assert rt.store.get_run(run_id).state is RunState.STOPPED
