@@ -721,7 +721,8 @@ def report(m: Measured) -> list[tuple[str, bool]]:
         f"  (Lambda = own x 1769/MB (CPU share) + {REQUEST_MS:g} ms per request, assumed; "
         f"cold = interpreter start + handler import here, billed at {COLD_START_SHARE:.0%} "
         f"of invocations, x 1769/MB; interpreter start {1000 * m.cold.get('interpreter', 0):.0f} ms;"
-        f" arch = template.yaml's, priced per GB-s as {LAMBDA_GB_SECOND}; "
+        f" arch = template.yaml's, per GB-s "
+        f"{', '.join(f'{a} ${p:.10f}' for a, p in LAMBDA_GB_SECOND.items())}; "
         f"{ARCHITECTURE_ASSUMPTION})"
     )
     print("advance at other memory sizes (same measurement; GB-s $ per million tasks, median "
