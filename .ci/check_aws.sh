@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The AWS checks of `make test` (issue 3, "How we will know"):
 #   sam validate --lint, cfn-lint template.yaml, statelint on every statemachines/*.asl.json,
-#   sam build with python3.12, and that the core layer it builds ships its bytecode.
+#   sam build with python3.12, and that the core layer it builds ships its bytecode and
+#   aarch64 shared objects only (the functions run on arm64).
 # Any finding fails the run. Everything runs offline with respect to AWS: no account, fake
 # credentials, a fixed Region (sam build still installs the layer's requirements with pip).
 #
@@ -127,5 +128,32 @@ if bad:
 print(f"{len(sources)} modules of stratoflow, each with unchecked-hash bytecode for {sys.implementation.cache_tag}")
 PY
 
+step "the core layer's shared objects are for the functions' architecture (arm64: aarch64)"
+# pip installs wheels for the platforms layers/core/Makefile names; one built for this
+# machine instead (x86_64) would fail to import on every arm64 function.
+"$PY312" - .aws-sam/ci-build/CoreLayer/python <<'PY'
+import pathlib
+import sys
+
+ELF_MACHINES = {0x3E: "x86_64", 0xB7: "aarch64"}
+site = pathlib.Path(sys.argv[1])
+found: dict[str, list[str]] = {}
+for lib in sorted(site.rglob("*.so*")):
+    if not lib.is_file():
+        continue
+    head = lib.read_bytes()[:20]
+    if head[:4] != b"\x7fELF":
+        continue
+    machine = ELF_MACHINES.get(int.from_bytes(head[18:20], "little"), f"e_machine {head[18:20].hex()}")
+    found.setdefault(machine, []).append(str(lib.relative_to(site)))
+if not found.get("aarch64"):
+    sys.exit(f"check_aws: no aarch64 shared object in the core layer ({site}): was it built for arm64?")
+wrong = {m: libs for m, libs in found.items() if m != "aarch64"}
+if wrong:
+    sys.exit("check_aws: shared objects of another architecture in the core layer:\n  "
+             + "\n  ".join(f"{m}: {lib}" for m, libs in wrong.items() for lib in libs[:20]))
+print(f"{len(found['aarch64'])} shared objects, all aarch64")
+PY
+
 echo
-echo "check_aws: sam validate --lint, cfn-lint, statelint (${#asl_files[@]} file(s)), sam build and the layer's bytecode passed"
+echo "check_aws: sam validate --lint, cfn-lint, statelint (${#asl_files[@]} file(s)), sam build, the layer's bytecode and its architecture passed"

@@ -27,7 +27,9 @@ It counts, per task:
   the handler module's import, in fresh interpreters); the request round trip, Lambda's CPU
   share and the share of cold invocations are assumed and printed next to the figures;
 
-and prices them at the published us-east-1 list prices below. What it does NOT count: the
+and prices them at the published us-east-1 list prices below, Lambda's GB-s at the price of
+each function's architecture as template.yaml deploys it (arm64); the durations are measured on
+this x86_64 machine and applied to arm64 unchanged, an assumption printed next to the figure. What it does NOT count: the
 tasks' own compute (the Batch/Fargate vCPU and memory seconds, the user's Lambda function, the
 task's runtime inside the runner): that is the work, not its orchestration. Free tiers are
 ignored (they only lower the figures).
@@ -73,14 +75,15 @@ from layer_cold_start import HANDLER_IMPORT_CODE  # noqa: E402
 
 # ---------------------------------------------------------------- prices (us-east-1)
 # Published list prices, us-east-1, as read from the AWS pricing pages on 2026-11-20
-# (Standard workflows, x86 Lambda, DynamoDB on-demand after its November 2024 price cut).
+# (Standard workflows, Lambda by architecture, DynamoDB on-demand after its November 2024 price
+# cut).
 PRICES_AS_OF = "2026-11-20"
 PRICE = {
     # https://aws.amazon.com/step-functions/pricing/ : $0.025 per 1,000 state transitions
     "sfn_transition": 0.025 / 1_000,
-    # https://aws.amazon.com/lambda/pricing/ : $0.20 per 1M requests, $0.0000166667 per GB-s
+    # https://aws.amazon.com/lambda/pricing/ : $0.20 per 1M requests on either architecture;
+    # GB-s by architecture: LAMBDA_GB_SECOND
     "lambda_request": 0.20 / 1_000_000,
-    "lambda_gb_second": 0.0000166667,
     # https://aws.amazon.com/dynamodb/pricing/on-demand/ : $0.625 per 1M write request units,
     # $0.125 per 1M read request units
     "ddb_wru": 0.625 / 1_000_000,
@@ -96,6 +99,60 @@ PRICE = {
     # Fargate/EC2, which is the task's work, not orchestration)
     "batch_request": 0.0,
 }
+
+# https://aws.amazon.com/lambda/pricing/ (first 6 billion GB-s of a month): per GB-s, by the
+# function's architecture, which is read from template.yaml (``function_architectures``).
+LAMBDA_GB_SECOND = {"x86_64": 0.0000166667, "arm64": 0.0000133334}
+# ASSUMED: the handlers' durations are measured on this x86_64 machine and priced unchanged on
+# arm64 (Graviton); how fast our Python runs there was not measured.
+ARCHITECTURE_ASSUMPTION = (
+    "durations measured on this x86_64 machine, applied to arm64 unchanged (assumed)"
+)
+TEMPLATE = ROOT / "template.yaml"
+
+
+def function_architectures(template: Path | None = None) -> dict[str, str]:
+    """Each function's architecture as template.yaml deploys it, by the name the meter uses:
+    the directory of its CodeUri (functions/<name>/), from its Architectures or the Globals'
+    (Lambda's default, x86_64, when neither names one); and ``runner`` (each project's
+    runner function, made at run time on the core layer) from the CoreLayer's
+    CompatibleArchitectures, which must be the one projects.py makes it on."""
+    from samtranslator.yaml_helper import yaml_parse
+
+    from stratoflow.adapters.aws.projects import RUNNER_ARCHITECTURE
+
+    template = template or TEMPLATE
+    doc = yaml_parse(template.read_text(encoding="utf-8"))
+    default = (doc.get("Globals", {}).get("Function", {}) or {}).get("Architectures", ["x86_64"])
+    found: dict[str, str] = {}
+    for name, resource in doc["Resources"].items():
+        props = resource.get("Properties") or {}
+        if resource.get("Type") == "AWS::Serverless::Function":
+            code = str(props.get("CodeUri", "")).strip("/")
+            if not code.startswith("functions/"):
+                raise ValueError(f"{template}: {name} has CodeUri {code!r}, not functions/<name>/")
+            (arch,) = props.get("Architectures", default)
+            found[code.removeprefix("functions/")] = arch
+        elif name == "CoreLayer":
+            (arch,) = props.get("CompatibleArchitectures", ["x86_64"])
+            if arch != RUNNER_ARCHITECTURE:
+                raise ValueError(
+                    f"{template}: CoreLayer is built for {arch}, but projects.py makes the runners "
+                    f"on {RUNNER_ARCHITECTURE}"
+                )
+            found["runner"] = arch
+    unknown = {fn: arch for fn, arch in found.items() if arch not in LAMBDA_GB_SECOND}
+    if unknown:
+        raise ValueError(f"{template}: no GB-s price for the architectures of {unknown}")
+    return found
+
+
+def gb_second_price(function: str, architectures: Mapping[str, str]) -> float:
+    """The GB-s price of ``function`` on the architecture the template gives it."""
+    if function not in architectures:
+        raise ValueError(f"{function}: not a function of template.yaml ({sorted(architectures)})")
+    return LAMBDA_GB_SECOND[architectures[function]]
+
 
 # Lambda duration, measured here where it can be (``HandlerClock``): each invocation's CPU time
 # on its own thread, minus the CPU time spent inside moto answering its AWS requests (from
@@ -535,6 +592,7 @@ def advance_memory_what_if(
     a smaller CPU share, so each invocation (the path from an outcome to its children's
     dispatch) takes longer. Per million tasks, and the median modelled invocation in ms."""
     samples = m.samples.get("advance", [])
+    price = gb_second_price("advance", function_architectures())
     rows = []
     for mb in sizes:
         ms = sum(modelled_ms(x, mb) for x in samples)
@@ -542,7 +600,7 @@ def advance_memory_what_if(
         gb_s = ms / 1000 * mb / 1024
         rows.append({
             "memory_mb": mb,
-            "gb_s_cost_per_million": gb_s * PRICE["lambda_gb_second"] / m.tasks * 1e6,
+            "gb_s_cost_per_million": gb_s * price / m.tasks * 1e6,
             "median_invocation_ms": median([modelled_ms(x, mb) for x in samples]) if samples else 0.0,
         })  # fmt: skip
     return rows
@@ -560,9 +618,13 @@ def cost_per_task(m: Measured) -> dict[str, Decimal]:
         EXPRESS_REQUEST + express_ms / 1000 * EXPRESS_GB * EXPRESS_GB_SECOND
     )
     lam_requests = sum(m.invocations.values()) + m.sfn_side["lambda.invoke"]
-    gb_s = sum(ms / 1000 * MEMORY_MB.get(fn, 512) / 1024 for fn, ms in lambda_ms(m).items())
+    architectures = function_architectures()
+    gb_s_cost = sum(
+        ms / 1000 * MEMORY_MB.get(fn, 512) / 1024 * gb_second_price(fn, architectures)
+        for fn, ms in lambda_ms(m).items()
+    )
     per["Lambda requests"] = lam_requests * PRICE["lambda_request"]
-    per["Lambda GB-s"] = gb_s * PRICE["lambda_gb_second"]
+    per["Lambda GB-s"] = gb_s_cost
     per["DynamoDB writes"] = m.wru * PRICE["ddb_wru"]
     per["DynamoDB reads"] = m.rru * PRICE["ddb_rru"]
     # SQS: the state machine's SendMessage per attempt; the event source mapping's receive and
@@ -646,17 +708,22 @@ def report(m: Measured) -> list[tuple[str, bool]]:
         "Lambda durations, medians per invocation (ms; CPU = the invocation's thread; moto = "
         "inside moto's answers; own = CPU - moto, or wall - moto for the runner):"
     )
+    architectures = function_architectures()
     print(f"  {'function':<15} {'calls':>6} {'wall':>7} {'CPU':>7} {'moto':>7} {'own':>7} "
-          f"{'reqs':>5} {'Lambda':>7} {'cold':>6}")  # fmt: skip
+          f"{'reqs':>5} {'Lambda':>7} {'cold':>6}  arch")  # fmt: skip
     for r in durations(m):
         own = r["own_wall_ms"] if r["function"] == "quiet runner" else r["own_cpu_ms"]
+        arch = architectures.get(r["function"].removeprefix("quiet "), "?")
         print(f"  {r['function']:<15} {r['invocations']:>6} {r['wall_ms']:>7.2f} "
               f"{r['cpu_ms']:>7.2f} {r['moto_cpu_ms']:>7.2f} {own:>7.2f} {r['requests']:>5.0f} "
-              f"{r['modelled_ms']:>7.0f} {r['cold_start_ms']:>6.0f}")  # fmt: skip
+              f"{r['modelled_ms']:>7.0f} {r['cold_start_ms']:>6.0f}  {arch}")  # fmt: skip
     print(
         f"  (Lambda = own x 1769/MB (CPU share) + {REQUEST_MS:g} ms per request, assumed; "
         f"cold = interpreter start + handler import here, billed at {COLD_START_SHARE:.0%} "
-        f"of invocations, x 1769/MB; interpreter start {1000 * m.cold.get('interpreter', 0):.0f} ms)"
+        f"of invocations, x 1769/MB; interpreter start {1000 * m.cold.get('interpreter', 0):.0f} ms;"
+        f" arch = template.yaml's, per GB-s "
+        f"{', '.join(f'{a} ${p:.10f}' for a, p in LAMBDA_GB_SECOND.items())}; "
+        f"{ARCHITECTURE_ASSUMPTION})"
     )
     print("advance at other memory sizes (same measurement; GB-s $ per million tasks, median "
           "modelled invocation ms):")  # fmt: skip
@@ -678,8 +745,13 @@ def report(m: Measured) -> list[tuple[str, bool]]:
         f"orchestration cost per million tasks (prices of {PRICES_AS_OF}; "
         f"Express {EXPRESS_PRICES_AS_OF}):"
     )
+    architectures = function_architectures()
     for key, value in costs.items():
-        print(f"  {key:<40} ${float(value) * 1e6:10.2f}")
+        line = f"  {key:<40} ${float(value) * 1e6:10.2f}"
+        if key == "Lambda GB-s":
+            used = sorted({architectures[fn] for fn in lambda_ms(m)})
+            line += f"  ({', '.join(used)}, template.yaml; {ARCHITECTURE_ASSUMPTION})"
+        print(line)
     print(f"  {'total':<40} ${float(total) * 1e6:10.2f}")
     target = TARGET_BATCH_PER_MILLION if m.kind == "batch" else TARGET_LAMBDA_PER_MILLION
     return [
@@ -832,6 +904,9 @@ def main(argv: list[str] | None = None) -> int:
         "prices": PRICE,
         "express_prices_as_of": EXPRESS_PRICES_AS_OF,
         "express": {"request": EXPRESS_REQUEST, "gb_second": EXPRESS_GB_SECOND},
+        "lambda_gb_second": LAMBDA_GB_SECOND,
+        "architectures": function_architectures(),
+        "architecture_assumption": ARCHITECTURE_ASSUMPTION,
     }
     if args.in_flight:
         dump["requests_per_outcome_by_runs_in_flight"] = flat

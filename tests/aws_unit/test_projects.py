@@ -17,14 +17,17 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
+from moto.awslambda.models import LambdaFunction
 from moto.core import set_initial_no_auth_action_count
 
 from stratoflow.adapters.aws.projects import (
+    RUNNER_ARCHITECTURE,
     RUNNER_HANDLER,
     PodIdentity,
     ProjectIdentities,
     ProjectIdentityError,
     ProjectPlaces,
+    _runner_code,
     project_digest,
     service_account_name,
 )
@@ -169,6 +172,57 @@ def test_a_new_layer_reaches_every_runner_on_its_next_dispatch(aws: Aws) -> None
     assert aws.requests["lambda.UpdateFunctionConfiguration"] == 1
     assert aws.requests["lambda.CreateFunction"] == 0
     assert aws.requests["iam.PutRolePolicy"] == 1
+
+
+def test_a_runner_is_made_on_the_layers_architecture(aws: Aws) -> None:
+    identity = aws.identities().ensure("analytics")
+    config = aws.lambda_.get_function_configuration(FunctionName=identity.runner_function)
+    assert config["Architectures"] == [RUNNER_ARCHITECTURE] == ["arm64"]
+
+
+def test_a_runner_made_on_x86_64_moves_to_the_layers_architecture(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runner made by a version whose layer held x86_64 wheels (Lambda's default
+    architecture, named by no setting then) could not load an arm64 layer's compiled
+    dependencies: its next ensure moves it by a code update (its configuration cannot)."""
+    # moto's UpdateFunctionCode ignores Architectures, which Lambda's applies (API reference,
+    # UpdateFunctionCode): applied here as Lambda does, and the request's own value checked
+    sent: list[dict[str, Any]] = []
+    update_code = LambdaFunction.update_function_code
+
+    def update_function_code(self: LambdaFunction, spec: dict[str, Any]) -> dict[str, Any]:
+        sent.append(spec)
+        if "Architectures" in spec:
+            self.architectures = spec["Architectures"]
+        return update_code(self, spec)
+
+    monkeypatch.setattr(LambdaFunction, "update_function_code", update_function_code)
+    identities = aws.identities()
+    name = PLACES.function_name("analytics")
+    # the runner as the x86_64 version left it: its settings then, no architecture named
+    aws.iam.create_role(
+        RoleName=PLACES.role_name("analytics"), Path=PLACES.role_path(),
+        AssumeRolePolicyDocument=json.dumps(PLACES.trust("analytics")),
+    )  # fmt: skip
+    old_settings = {**identities.function_settings("analytics"), "Description": "[old]"}
+    aws.lambda_.create_function(FunctionName=name, Code={"ZipFile": _runner_code()}, **old_settings)
+    assert aws.lambda_.get_function_configuration(FunctionName=name)["Architectures"] == ["x86_64"]
+    aws.requests.clear()
+
+    aws.identities().ensure("analytics")
+    config = aws.lambda_.get_function_configuration(FunctionName=name)
+    assert config["Architectures"] == ["arm64"]
+    assert aws.requests["lambda.UpdateFunctionCode"] == 1
+    # (moto applies one request to the function's $LATEST and to its version: two calls)
+    assert sent
+    assert all(s.get("Architectures") == ["arm64"] for s in sent)
+    assert aws.requests["lambda.UpdateFunctionConfiguration"] == 1
+    assert config["Description"] == identities.description("analytics")
+
+    aws.requests.clear()
+    aws.identities().ensure("analytics")  # moved once: the next container only looks
+    assert aws.requests == Counter({"lambda.GetFunctionConfiguration": 1})
 
 
 def test_containers_racing_for_one_project_make_one_function(aws: Aws) -> None:

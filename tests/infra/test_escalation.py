@@ -557,6 +557,8 @@ def test_only_the_functions_that_dispatch_may_start_attempts_or_make_identities(
         ("iam:CreateRole", role),
         ("iam:PassRole", role),
         ("lambda:CreateFunction", runner),
+        # a runner made on x86_64 moves to the layer's architecture (projects.py)
+        ("lambda:UpdateFunctionCode", runner),
         ("batch:RegisterJobDefinition", f"{BATCH}job-definition/stratoflow-{STACK}-0a1b"),
         ("iam:UpdateAssumeRolePolicy", role),
         # the stack's cluster (EksClusterName's default resolves to an empty name)
@@ -569,6 +571,11 @@ def test_only_the_functions_that_dispatch_may_start_attempts_or_make_identities(
             assert decide(cfn, who, action, resource), (who, action)
     execution = f"arn:{PARTITION}:states:{REGION}:{ACCOUNT}:execution:{STACK}-task-attempt:x"
     assert decide(cfn, "ApiFunctionRole", "states:StopExecution", execution)
+    # a runner's code, never the stack's own functions'
+    for fn in ("advance", "api", "trigger", "reconciler"):
+        assert not decide(
+            cfn, "AdvanceFunctionRole", "lambda:UpdateFunctionCode", LAMBDA + f"{STACK}-{fn}"
+        )
 
 
 def test_a_connection_test_goes_from_the_api_through_advance_to_the_projects_runner(

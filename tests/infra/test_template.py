@@ -12,6 +12,7 @@ import copy
 import json
 import pathlib
 import re
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from samtranslator.translator.translator import Translator
 from samtranslator.yaml_helper import yaml_parse
 
 from stratoflow.adapters.aws.dynamodb import TABLE_SCHEMA
+from stratoflow.adapters.aws.projects import RUNNER_ARCHITECTURE
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -490,6 +492,45 @@ def test_every_function_gets_the_contract_environment(cfn: dict[str, Any]) -> No
         assert props["TracingConfig"] == {"Mode": "Active"}
         # SAM renames a LayerVersion to CoreLayer<hash> so that each build publishes anew.
         assert any(layer.get("Ref", "").startswith("CoreLayer") for layer in props["Layers"])
+
+
+# Functions that must stay on x86_64, with why (template.yaml says so next to them). None: the
+# functions are pure Python on a layer built for arm64 (layers/core/Makefile).
+X86_64_FUNCTIONS: dict[str, str] = {}
+
+
+def _makefile_variable(name: str) -> str:
+    makefile = (ROOT / "layers/core/Makefile").read_text()
+    (value,) = re.findall(rf"^{name}\s*=\s*(.+)$", makefile, flags=re.MULTILINE)
+    return value.strip()
+
+
+def test_every_function_runs_on_arm64_as_the_layer_is_built_unless_listed(
+    sam: dict[str, Any], cfn: dict[str, Any]
+) -> None:
+    """Graviton is 20% cheaper per GB-s (docs/aws-costs.md): every function is on arm64 but
+    those X86_64_FUNCTIONS lists; and the core layer they all load is built for the
+    architecture they run on (its compiled wheels would not load on another), as is each
+    project's runner function, which loads it too (projects.RUNNER_ARCHITECTURE)."""
+    functions = resources_of(cfn, "AWS::Lambda::Function")
+    assert functions
+    for name, fn in functions.items():
+        wanted = ["x86_64"] if name in X86_64_FUNCTIONS else ["arm64"]
+        assert fn["Properties"].get("Architectures") == wanted, name
+    layer = sam["Resources"]["CoreLayer"]["Properties"]
+    assert layer["CompatibleArchitectures"] == ["arm64"]
+    assert sam["Resources"]["CoreLayer"]["Metadata"]["BuildArchitecture"] == "arm64"
+    assert _makefile_variable("LAMBDA_ARCHITECTURE") == "arm64"
+    assert RUNNER_ARCHITECTURE == "arm64"
+    # the wheels the build asks pip for: aarch64, manylinux_2_28 included (Lambda's Amazon
+    # Linux 2023 has glibc 2.34); .ci/check_aws.sh checks the built layer's shared objects
+    build = subprocess.run(
+        ["make", "-s", "-n", "-C", str(ROOT / "layers/core"), "build-CoreLayer",
+         "ARTIFACTS_DIR=/nonexistent"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    platforms = re.findall(r"--platform (\S+)", build)
+    assert platforms == ["manylinux_2_28_aarch64", "manylinux2014_aarch64"]
 
 
 def test_arns_built_from_the_stack_name_match_the_resources(sam: dict[str, Any]) -> None:

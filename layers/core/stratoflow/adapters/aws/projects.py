@@ -48,6 +48,9 @@ log = logging.getLogger("stratoflow.aws.projects")
 
 RUNNER_HANDLER = "stratoflow.adapters.aws.runner_lambda.handler"
 RUNNER_RUNTIME = "python3.12"
+# the core layer's architecture (template.yaml CoreLayer CompatibleArchitectures): its compiled
+# dependencies are built for it (layers/core/Makefile), so the runner that loads it runs on it
+RUNNER_ARCHITECTURE = "arm64"
 RUNNER_MEMORY_MB = 1024
 RUNNER_TIMEOUT_SECONDS = 900
 RUNNER_EPHEMERAL_MB = 2048
@@ -523,6 +526,9 @@ class ProjectIdentities:
     def digest(self, project: str) -> str:
         desired = {
             "function": self.function_settings(project),
+            # not a configuration setting (update_function_code changes it): digested apart,
+            # so that a runner made on another architecture is noticed and moved
+            "architectures": [RUNNER_ARCHITECTURE],
             "policy": self.places.policy(project),
             "boundary": self.boundary_arn,
             "trust": self.places.trust(project),
@@ -593,12 +599,27 @@ class ProjectIdentities:
         if current is None:
             self._create_function(project, name, settings)
         else:
+            self._move_to_the_layers_architecture(name, current)
             self._retry_while_role_propagates(
                 lambda: self._lambda.update_function_configuration(FunctionName=name, **settings)
             )
         self._wait_active(name)
         log.info("project %s: runner %s and role %s ready", project, name, identity.role_arn)
         return identity
+
+    def _move_to_the_layers_architecture(self, name: str, current: Mapping[str, Any]) -> None:
+        """A runner made by a version whose layer was built for another architecture (x86_64
+        before arm64) cannot load this layer's compiled dependencies: only a code update can
+        change a function's architecture (its configuration cannot), so its code is updated
+        with it before the configuration brings the new layer. Lambda's default, for a
+        function that names none, is x86_64."""
+        if list(current.get("Architectures") or ["x86_64"]) == [RUNNER_ARCHITECTURE]:
+            return
+        self._lambda.update_function_code(
+            FunctionName=name, ZipFile=_runner_code(), Architectures=[RUNNER_ARCHITECTURE]
+        )
+        self._wait_active(name)
+        log.info("runner %s moved to %s", name, RUNNER_ARCHITECTURE)
 
     def _function(self, name: str) -> dict[str, Any] | None:
         try:
@@ -655,6 +676,7 @@ class ProjectIdentities:
             self._lambda.create_function(
                 FunctionName=name,
                 Code={"ZipFile": _runner_code()},
+                Architectures=[RUNNER_ARCHITECTURE],
                 Tags={"stratoflow:stack": self.places.stack, "stratoflow:project": project},
                 **settings,
             )
@@ -666,6 +688,7 @@ class ProjectIdentities:
                 raise
             # another container created it a moment ago: bring it to this version's settings
             self._wait_active(name)
+            self._move_to_the_layers_architecture(name, self._function(name) or {})
             self._lambda.update_function_configuration(FunctionName=name, **settings)
 
     def _retry_while_role_propagates(self, call: Callable[[], Any]) -> None:
