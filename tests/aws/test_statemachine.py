@@ -179,6 +179,30 @@ def test_a_throttled_invoke_is_retried_by_the_state_machine(stack: Stack) -> Non
     assert len(calls) == 2
 
 
+def test_a_runner_that_cannot_load_its_layer_yet_is_invoked_again(stack: Stack) -> None:
+    """A runner moved to the layer's architecture gets its code (architecture) and then its
+    configuration (the layer) in two updates; an invocation between them cannot import its
+    handler: Lambda answers Runtime.ImportModuleError, before any of the task ran. The state
+    machine invokes it again (backed off) instead of failing the attempt."""
+    ImportModuleError = type("Runtime.ImportModuleError", (Exception,), {})  # Lambda's name
+    ran: list[str] = []
+
+    def moving(event: dict[str, Any]) -> Any:
+        if not ran:
+            ran.append("import failed")
+            raise ImportModuleError("Unable to import module: pydantic_core (wrong ELF class)")
+        ran.append("ran")
+        return runner.handle(event, lambda: 60.0, s3=stack.s3)
+
+    stack.lambdas["stratoflow-runner"] = moving
+    spec = attempt_spec("shell", {"command": "echo once"}, timeout=timedelta(seconds=60))
+    dispatcher_for(stack).dispatch(spec)
+
+    message = stack.receive()
+    assert (message["status"], message["exit_code"]) == ("succeeded", 0), message
+    assert ran == ["import failed", "ran"]  # the task's command ran once
+
+
 def test_batch_task_runs_the_user_image_and_succeeds(stack: Stack) -> None:
     dispatcher = dispatcher_for(stack)
     spec = attempt_spec(
