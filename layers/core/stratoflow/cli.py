@@ -86,11 +86,14 @@ def _errors() -> Iterator[None]:
 
 
 def _params(pairs: Sequence[str]) -> dict[str, str]:
+    """``-p name=value`` options; a malformed or repeated one exits 2 before anything is sent."""
     params: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             _fail(f"-p {pair!r}: parameters are written name=value", EXIT_INVALID)
+        if key in params:  # which of the two was meant? the last one silently won
+            _fail(f"-p {pair!r}: the param {key!r} is given twice", EXIT_INVALID)
         params[key] = value
     return params
 
