@@ -45,7 +45,7 @@ def test_a_literal_credential_is_refused_and_nothing_is_stored(server: Server) -
     code, out = server.run("alerts", "channels", "add", "pd", "--type", "pagerduty",
                            "--setting", f"routing_key={PD_KEY}")  # fmt: skip
     assert code == 2
-    assert "settings.routing_key" in out
+    assert "--setting routing_key" in out  # what was typed, not the body's settings.routing_key
     assert "secret reference" in out
     assert PD_KEY not in out
     code, out = server.run("alerts", "channels", "list", "--output", "json")

@@ -86,11 +86,14 @@ def _errors() -> Iterator[None]:
 
 
 def _params(pairs: Sequence[str]) -> dict[str, str]:
+    """``-p name=value`` options; a malformed or repeated one exits 2 before anything is sent."""
     params: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             _fail(f"-p {pair!r}: parameters are written name=value", EXIT_INVALID)
+        if key in params:  # which of the two was meant? the last one silently won
+            _fail(f"-p {pair!r}: the param {key!r} is given twice", EXIT_INVALID)
         params[key] = value
     return params
 
@@ -818,12 +821,21 @@ def _import_httpx() -> None:
 
 
 def _with_flags(message: str, problems: Any, flags: Mapping[str, str]) -> str:
-    """``message`` with each problem's field that ``flags`` maps written as its option."""
+    """``message`` with each problem's field that ``flags`` maps written as its option. A key
+    ending with '.' maps every field under it: ``{"settings.": "--setting "}`` writes
+    ``settings.url`` as ``--setting url`` (an exact key wins over it)."""
     for problem in problems if isinstance(problems, list) else ():
-        if not isinstance(problem, dict) or problem.get("path") not in flags:
+        path = problem.get("path") if isinstance(problem, dict) else None
+        if not isinstance(path, str):
             continue
-        said = f"{problem['path']}: {problem.get('message')}"
-        message = message.replace(said, f"{flags[problem['path']]}: {problem.get('message')}")
+        flag = flags.get(path)
+        if flag is None:
+            prefix = next((k for k in flags if k.endswith(".") and path.startswith(k)), None)
+            if prefix is None:
+                continue
+            flag = flags[prefix] + path[len(prefix) :]
+        said = f"{path}: {problem.get('message')}"
+        message = message.replace(said, f"{flag}: {problem.get('message')}")
     return message
 
 

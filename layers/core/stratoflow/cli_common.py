@@ -269,9 +269,12 @@ def named_settings_commands(
         body: dict[str, Any] = {"type": type_, "settings": settings(pairs)}
         if url is not None:
             body["url"] = url
+        # a refusal names what the user types (--setting url), not the body's settings.url
+        flags = {"settings.": "--setting ", **({"settings.url": "--url"} if url_help else {})}
         view = client(api).call(
-            "PUT", f"{path}/{segment(name, f'{kind} name')}", params={"project": project}, json=body
-        )
+            "PUT", f"{path}/{segment(name, f'{kind} name')}", params={"project": project},
+            json=body, flags=flags,
+        )  # fmt: skip
         show(view, output, f"{kind} {name} ({type_}) saved in {project}")
 
     command = click.option("--setting", "pairs", multiple=True, metavar="K=V",

@@ -32,10 +32,13 @@ def _params(project: str | None) -> dict[str, str]:
     return {} if project is None else {"project": project}
 
 
+_FLAGS = {"slots": "--slots", "project": "--project"}  # a problem's field as the user typed it
+
+
 def _checked(name: str, slots: int, project: str | None) -> None:
     problems = check_pool(name, slots, project)
     if problems:
-        invalid("; ".join(str(p) for p in problems))
+        invalid("; ".join(f"{_FLAGS.get(p.path, p.path)}: {p.message}" for p in problems))
 
 
 def _label(pool: dict[str, Any]) -> str:
@@ -62,6 +65,7 @@ def pools_set(name: str, slots: int, project: str | None, output: str, api: str)
         f"/pools/{segment(name, 'pool name')}",
         params=_params(project),
         json={"slots": slots},
+        flags={"body.slots": "--slots", "query.project": "--project"},
     )
     show(body, output, f"pool {_label(body)}: {body['slots']} slots, {body['used']} used")
     if output != "json":
