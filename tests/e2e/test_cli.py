@@ -687,7 +687,9 @@ def test_client_commands_against_a_server(cli: CliRunner, tmp_path: Path, server
     assert first.exit_code == 0, first.output
     assert first.output.strip() == "default.cli_chain.nightly-42"
     assert cli.invoke(main, keyed).output == first.output
-    other = cli.invoke(main, [*keyed[: -len(api)], "-p", "word=b", *api])
+    other = cli.invoke(
+        main, ["trigger", "cli_chain", "--run-id", "nightly-42", "-p", "word=b", *api]
+    )
     assert other.exit_code == 2
     assert "params.word" in other.output
     bad = cli.invoke(main, ["trigger", "cli_chain", "--run-id", "no spaces", *api])
