@@ -193,3 +193,29 @@ def test_roles_guard_the_alert_routes(tmp_path: Path, recorder: Recorder) -> Non
         httpd.shutdown()
         identities.close()
         rt.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "said", "not_said"),
+    [
+        # --url of a channel whose URL setting is base_url: the user typed --url
+        (["--type", "pagerduty", "--setting", "routing_key={{ secrets.pd_key }}",
+          "--url", "ftp://events.example"], "--url: must be an http(s) URL", "--setting base_url"),
+        # a literal webhook URL typed as --setting url, not --url
+        (["--type", "slack", "--setting", "url=https://hooks.example/T0"],
+         "--setting url: is a credential", "--url:"),
+        # --url of a type that takes none: the body's top-level url is the --url option
+        (["--type", "email", "--setting", "host=smtp.example", "--setting", "from=a@example",
+          "--setting", "to=b@example", "--url", "https://x.example"],
+         "--url: an email channel takes no URL", "\nurl:"),
+        # neither given: the URL a slack channel requires is the --url option
+        (["--type", "slack"], "--url: required", "--setting url"),
+    ],
+)  # fmt: skip
+def test_a_channel_refusal_names_the_option_the_url_was_typed_with(
+    server: Server, args: list[str], said: str, not_said: str
+) -> None:
+    code, out = server.run("alerts", "channels", "add", "c", *args)
+    assert code == 2, out
+    assert said in out
+    assert not_said not in "\n" + out

@@ -39,6 +39,7 @@ named_settings_commands(
     path="/alerts/channels",
     types=sorted(CHANNEL_TYPES),
     url_help="the type's URL (a webhook URL: a secret reference)",
+    url_setting=lambda type_: CHANNEL_TYPES[type_].url_setting,
 )
 
 

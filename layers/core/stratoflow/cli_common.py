@@ -254,6 +254,7 @@ def named_settings_commands(
     path: str,
     types: Sequence[str],
     url_help: str | None = None,
+    url_setting: Callable[[str], str | None] | None = None,
     add_epilog: str | None = None,
     list_help: str | None = None,
     with_show: bool = False,
@@ -261,16 +262,24 @@ def named_settings_commands(
     """Add ``add``, ``list``, ``show`` (``with_show``) and ``delete`` to ``group``: the commands
     of one kind of a project's named settings (``kind`` "connection", at API ``path``
     "/connections"; its ``list`` reply's field is ``kind`` + "s"). ``url_help`` gives ``add`` a
-    ``--url`` option, sent as the body's ``url`` when given."""
+    ``--url`` option, sent as the body's ``url`` when given; ``url_setting`` names, for a type,
+    the setting that option fills (None: the type takes no URL)."""
     plural = f"{kind}s"
 
     def add(name: str, type_: str, pairs: Sequence[str], project: str, output: str, api: str,
             url: str | None = None) -> None:  # fmt: skip
-        body: dict[str, Any] = {"type": type_, "settings": settings(pairs)}
+        typed = settings(pairs)
+        body: dict[str, Any] = {"type": type_, "settings": typed}
         if url is not None:
             body["url"] = url
-        # a refusal names what the user types (--setting url), not the body's settings.url
-        flags = {"settings.": "--setting ", **({"settings.url": "--url"} if url_help else {})}
+        # a refusal names what the user typed (--setting K), not the body's settings.K; the
+        # setting --url fills (a pagerduty's base_url) is --url unless typed as --setting
+        flags = {"settings.": "--setting "}
+        if url_help is not None:
+            flags["url"] = "--url"  # the body's own url: a type that takes none, or given twice
+            filled = url_setting(type_) if url_setting is not None else None
+            if filled is not None and filled not in typed:
+                flags[f"settings.{filled}"] = "--url"
         view = client(api).call(
             "PUT", f"{path}/{segment(name, f'{kind} name')}", params={"project": project},
             json=body, flags=flags,
