@@ -535,3 +535,60 @@ def test_iam_keeps_one_projects_tasks_out_of_another_projects_keys(env: None) ->
                     )
             with pytest.raises(ClientError, match="AccessDenied"):
                 task.list_objects_v2(Bucket=BUCKET)
+
+
+def _in_progress(operation: str) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": "ResourceConflictException",
+                   "Message": "The operation cannot be performed at this time. An update is in "
+                              "progress for resource: ..."}},
+        operation,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("operation", ["UpdateFunctionCode", "UpdateFunctionConfiguration"])
+def test_a_container_racing_another_ones_move_waits_for_it_rather_than_failing(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch, operation: str
+) -> None:
+    """Every dispatcher container re-ensures a runner after the arm64 deploy (its digest
+    changed), so several move the same x86_64 runner at once. Lambda refuses a code or
+    configuration update while another is in progress (ResourceConflictException): the one
+    refused waits for that update and goes on (re-reading the architecture), rather than
+    failing its dispatch with the other container's update half done."""
+
+    def update_function_code(self: LambdaFunction, spec: dict[str, Any]) -> dict[str, Any]:
+        if "Architectures" in spec:
+            self.architectures = spec["Architectures"]
+        return update_code(self, spec)
+
+    update_code = LambdaFunction.update_function_code
+    monkeypatch.setattr(LambdaFunction, "update_function_code", update_function_code)
+    identities = aws.identities(sleep=lambda _: None)
+    name = PLACES.function_name("analytics")
+    aws.iam.create_role(
+        RoleName=PLACES.role_name("analytics"), Path=PLACES.role_path(),
+        AssumeRolePolicyDocument=json.dumps(PLACES.trust("analytics")),
+    )  # fmt: skip
+    old_settings = {**identities.function_settings("analytics"), "Description": "[old]"}
+    aws.lambda_.create_function(FunctionName=name, Code={"ZipFile": _runner_code()}, **old_settings)
+    refused: list[str] = []
+
+    def other_container_first(model: Any, **_: Any) -> None:
+        if model.name != operation or refused:
+            return
+        refused.append(model.name)
+        # the other container's same update got there first (and is still in progress)
+        other = boto3.Session(region_name=REGION).client("lambda")
+        if operation == "UpdateFunctionCode":
+            other.update_function_code(
+                FunctionName=name, ZipFile=_runner_code(), Architectures=[RUNNER_ARCHITECTURE]
+            )
+        raise _in_progress(operation)
+
+    aws.lambda_.meta.events.register("before-call.lambda", other_container_first)
+    identity = identities.ensure("analytics")
+
+    assert refused == [operation]
+    config = aws.lambda_.get_function_configuration(FunctionName=identity.runner_function)
+    assert config["Architectures"] == ["arm64"]
+    assert config["Description"] == identities.description("analytics")

@@ -54,6 +54,9 @@ RUNNER_ARCHITECTURE = "arm64"
 RUNNER_MEMORY_MB = 1024
 RUNNER_TIMEOUT_SECONDS = 900
 RUNNER_EPHEMERAL_MB = 2048
+# Lambda refuses an update while another is in progress: that many tries, each after waiting
+# for the other (containers racing to bring one runner up to date after a deploy)
+UPDATE_CONFLICT_TRIES = 5
 _DIGEST_CHARS = 10  # 40 bits of sha256 of the project name: ample for the projects of a stack
 # IAM is eventually consistent: a role just created cannot be given to Lambda for some seconds
 ROLE_PROPAGATION_SECONDS = 60.0
@@ -600,9 +603,7 @@ class ProjectIdentities:
             self._create_function(project, name, settings)
         else:
             self._move_to_the_layers_architecture(name, current)
-            self._retry_while_role_propagates(
-                lambda: self._lambda.update_function_configuration(FunctionName=name, **settings)
-            )
+            self._retry_while_role_propagates(lambda: self._configure(name, settings))
         self._wait_active(name)
         log.info("project %s: runner %s and role %s ready", project, name, identity.role_arn)
         return identity
@@ -613,13 +614,42 @@ class ProjectIdentities:
         change a function's architecture (its configuration cannot), so its code is updated
         with it before the configuration brings the new layer. Lambda's default, for a
         function that names none, is x86_64."""
-        if list(current.get("Architectures") or ["x86_64"]) == [RUNNER_ARCHITECTURE]:
+        for _ in range(UPDATE_CONFLICT_TRIES):
+            if list(current.get("Architectures") or ["x86_64"]) == [RUNNER_ARCHITECTURE]:
+                return
+            try:
+                self._lambda.update_function_code(
+                    FunctionName=name, ZipFile=_runner_code(), Architectures=[RUNNER_ARCHITECTURE]
+                )
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ResourceConflictException":
+                    raise
+                # another container's update of it is in progress (the same move, as every
+                # container re-ensures its runners after a deploy): wait, then look again
+                self._wait_active(name)
+                current = self._function(name) or {}
+                continue
+            self._wait_active(name)
+            log.info("runner %s moved to %s", name, RUNNER_ARCHITECTURE)
             return
-        self._lambda.update_function_code(
-            FunctionName=name, ZipFile=_runner_code(), Architectures=[RUNNER_ARCHITECTURE]
+        raise ProjectIdentityError(
+            f"runner function {name}: other updates kept it busy; not moved to {RUNNER_ARCHITECTURE}"
         )
-        self._wait_active(name)
-        log.info("runner %s moved to %s", name, RUNNER_ARCHITECTURE)
+
+    def _configure(self, name: str, settings: Mapping[str, Any]) -> None:
+        """Its configuration brought to ``settings``; an update of another container in
+        progress (ResourceConflictException) is waited for, then this one is made (the same
+        settings: whichever lands last, the function ends as this version wants it)."""
+        for _ in range(UPDATE_CONFLICT_TRIES - 1):
+            try:
+                self._lambda.update_function_configuration(FunctionName=name, **settings)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ResourceConflictException":
+                    raise
+                self._wait_active(name)
+            else:
+                return
+        self._lambda.update_function_configuration(FunctionName=name, **settings)
 
     def _function(self, name: str) -> dict[str, Any] | None:
         try:
@@ -689,7 +719,7 @@ class ProjectIdentities:
             # another container created it a moment ago: bring it to this version's settings
             self._wait_active(name)
             self._move_to_the_layers_architecture(name, self._function(name) or {})
-            self._lambda.update_function_configuration(FunctionName=name, **settings)
+            self._configure(name, settings)
 
     def _retry_while_role_propagates(self, call: Callable[[], Any]) -> None:
         """Lambda refuses a role IAM has not spread yet ("cannot be assumed by Lambda"):
