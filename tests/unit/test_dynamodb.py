@@ -1740,33 +1740,54 @@ def test_the_count_that_makes_a_child_ready_goes_in_its_claim(
     assert env.store.pending_propagations(10) == []
 
 
+@pytest.mark.parametrize("crash", [False, True], ids=["", "dies at the count alone"])
 def test_a_child_that_changed_since_it_was_read_is_counted_alone_and_claimed_once(
-    env: Env,
+    env: Env, crash: bool
 ) -> None:
     """Between the read of root's children and the write that counts root in c0 and claims
     it, another process counts root in c0 (a duplicate delivery): the write does not apply
-    and counts nothing; root is counted once, and c0 is decided again and claimed once."""
+    and counts nothing; root is counted once, and c0 is decided again and claimed once.
+    With ``crash``, the writer dies at the count it then makes alone: root's intent stays,
+    and the redelivered outcome finishes the propagation."""
     dispatcher = RecordingDispatcher()
     scheduler = Scheduler(env.store, env.store, dispatcher, FixedClock())
     scheduler.apply(fan_workflow(None))
     run, _ = scheduler.trigger("analytics", "fan", run_id="fan")
     scheduler.advance([], runs=[run.id])
     armed = {"once": True}
+    ended = Finished(run.id, "root", 1, AttemptResult(AttemptStatus.SUCCEEDED))
 
     def meanwhile(params: dict[str, Any]) -> None:
-        if "T#c0" in repr(params) and ":c_digest" in repr(params) and armed.pop("once", False):
+        if "T#c0" not in repr(params):
+            return
+        if ":c_digest" in repr(params) and armed.pop("once", False):
             assert env.store.record_upstream("fan", "c0", "root", TaskState.SUCCEEDED)
+            armed["crash"] = crash
+        elif ":c_digest" not in repr(params) and armed.pop("crash", False):
+            raise Crash("at the count made alone")
 
     env.requests.before["UpdateItem"] = meanwhile
-    scheduler.advance([Finished(run.id, "root", 1, AttemptResult(AttemptStatus.SUCCEEDED))])
+    if crash:
+        with pytest.raises(Crash):
+            scheduler.advance([ended])
+        assert [t.task_id for t in env.store.pending_propagations(10)] == ["root"]
+        scheduler = Scheduler(env.store, env.store, dispatcher, FixedClock())  # a new process
+        scheduler.advance([ended])  # delivered again
+    else:
+        scheduler.advance([ended])
     scheduler.advance([], runs=[run.id])  # what it queued, if it queued it
 
     assert not armed  # the race happened
     assert dispatcher.started.count("fan/c0/1") == 1
-    assert sorted(dispatcher.started[1:]) == ["fan/c0/1", "fan/c1/1", "fan/c2/1"]
-    c0 = env.store.get_task("fan", "c0")
-    assert (c0.state, c0.attempt) == (TaskState.RUNNING, 1)
-    assert counted_in(env, "fan", "c0") == (1, 1)
+    # (with the crash, c1 and c2 were claimed in the turn that died, before its dispatch:
+    # the dispatcher's recovery starts them, as any claim a process died after)
+    assert sorted(dispatcher.started[1:]) == (
+        ["fan/c0/1"] if crash else ["fan/c0/1", "fan/c1/1", "fan/c2/1"]
+    )
+    for c in ("c0", "c1", "c2"):
+        task = env.store.get_task("fan", c)
+        assert (task.state, task.attempt) == (TaskState.RUNNING, 1)
+        assert counted_in(env, "fan", c) == (1, 1)
     assert env.store.get_run("fan").n_running == 3
     assert env.store.pending_propagations(10) == []
 
