@@ -1860,3 +1860,40 @@ def test_a_child_with_many_parents_is_counted_alone_without_a_read(env: Env) -> 
     assert task_writes(env, "j") == len(parents) + 1
     assert dispatcher.started[-1] == "wide/j/1"
     assert counted_in(env, "wide", "j") == (len(parents), len(parents))
+
+
+def test_an_sdk_retry_of_a_claim_written_alone_that_had_applied_is_taken_as_applied(
+    env: Env,
+) -> None:
+    """root's end makes c0, c1 and c2 ready: their claims are written each alone under a
+    reservation (``apply_each``), c0's with root's count in it. c0's write applies but its
+    response is lost, and the SDK's retry of it fails its condition (c0 has moved). The
+    write carries the reservation's token in its tag: the writer sees its own write there,
+    so c0 is dispatched in this turn and the run counts 3 running, not 2 (a claim taken as
+    refused would leave c0 RUNNING, never started here, and a slot free too many)."""
+    dispatcher = RecordingDispatcher()
+    scheduler = Scheduler(env.store, env.store, dispatcher, FixedClock())
+    scheduler.apply(fan_workflow(None))
+    run, _ = scheduler.trigger("analytics", "fan", run_id="fan")
+    scheduler.advance([], runs=[run.id])
+    retried: list[str] = []
+
+    def applied_then_retried(params: dict[str, Any]) -> None:
+        if "T#c0" in repr(params) and ":tok" in repr(params) and not retried:
+            retried.append("c0")
+            env.client.meta.events.unregister("provide-client-params.dynamodb.*", env.requests.hook)
+            try:  # the attempt that applied; the request about to be sent is the SDK's retry
+                env.client.update_item(**params)
+            finally:
+                env.client.meta.events.register(
+                    "provide-client-params.dynamodb.*", env.requests.hook
+                )
+
+    env.requests.before["UpdateItem"] = applied_then_retried
+    scheduler.advance([Finished(run.id, "root", 1, AttemptResult(AttemptStatus.SUCCEEDED))])
+
+    assert retried == ["c0"]
+    assert sorted(dispatcher.started[1:]) == ["fan/c0/1", "fan/c1/1", "fan/c2/1"]
+    assert env.store.get_run("fan").n_running == 3
+    assert counted_in(env, "fan", "c0") == (1, 1)
+    assert open_reservations(env, "fan") == ([], 0)

@@ -1242,9 +1242,22 @@ class DynamoStore(
                 tag=(w.tag, token),
                 count=write.count,
             )
-            applied.append(self._updated(request))
+            applied.append(self._tagged(request, w.tag, token))
         self._settle(run_id, token, listed, applied)
         return applied
+
+    def _tagged(self, request: Item, tag: str, token: str) -> bool:
+        """UpdateItem ``request`` (one of ``apply_each``'s writes, which sets ``tag`` to
+        ``token``); False if its condition failed. A condition that failed on an item whose
+        ``tag`` already holds ``token`` was an SDK retry of this very write, which had
+        applied (its response was lost): applied, as ``_fence`` reads it. Taken as refused,
+        the claim it made would go unstarted and its running slot be given back."""
+        try:
+            self.client.update_item(**request, ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        except ClientError as exc:
+            old = _item_that_failed_the_condition(exc)
+            return it.get_s(old, tag) == token
+        return True
 
     def _reserve(self, run_id: str, token: str, listed: Sequence[_Reserved]) -> bool:
         """Open the reservation on the run's counters item, with the running-counter
