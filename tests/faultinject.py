@@ -341,6 +341,20 @@ def serial() -> Scenario:
     )  # fmt: skip
 
 
+def join_late() -> Scenario:
+    """A join whose parents end in separate turns (a, then b after it): a's count in c is
+    made alone (c is not ready), b's, the last, in the write that claims c (on DynamoDB:
+    ``Scheduler._counts_along``)."""
+    return Scenario(
+        "join_late",
+        "name: join_late\ntasks:\n" + _tasks([
+            'a: {type: shell, command: "true"}',
+            'b: {type: shell, command: "true", depends_on: [a]}',
+            'c: {type: shell, command: "true", depends_on: [a, b]}',
+        ]),
+    )  # fmt: skip
+
+
 def fan(width: int) -> Scenario:
     middle = [f'm{i}: {{type: shell, command: "true", depends_on: [root]}}' for i in range(width)]
     sink = f'sink: {{type: shell, command: "true", depends_on: [{", ".join(f"m{i}" for i in range(width))}]}}'
@@ -627,6 +641,7 @@ def _child_state(store: StateStore, run_id: str, task_id: str = "sub") -> str:
 # the scenarios the test suite sweeps, by the name its tests give them
 SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "diamond": diamond,
+    "join_late": join_late,
     "serial": serial,
     "fan": lambda: fan(4),
     "switch": switch,

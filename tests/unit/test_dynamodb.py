@@ -1703,3 +1703,197 @@ def test_a_large_stop_frees_once_the_slots_of_a_task_that_ended_while_it_is_writ
     pool = store.get_pool("/wh")
     assert pool is not None
     assert pool.used == 0
+
+
+def task_writes(env: Env, task_id: str) -> int:
+    """How many of the recorded writes write the task item ``task_id``."""
+    return sum(f"T#{task_id}" in sks for _, sks in writes_by_item(env))
+
+
+def counted_in(env: Env, run_id: str, task_id: str) -> tuple[int, int]:
+    """The task item's ``up_ok`` count and the number of parents in its ``ups`` set."""
+    item = env.client.get_item(TableName=TABLE, Key=it.key(it.run_pk(run_id), it.task_sk(task_id)))
+    return it.get_n(item["Item"], "up_ok"), len(item["Item"].get("ups", {}).get("BS", []))
+
+
+@pytest.mark.parametrize("concurrency", [None, 2], ids=["claimed", "one queued"])
+def test_the_count_that_makes_a_child_ready_goes_in_its_claim(
+    env: Env, concurrency: int | None
+) -> None:
+    """root's end makes c0, c1 and c2 ready (one parent each): its count in each goes in the
+    write that claims the child, after one read of the three; or, without a slot for all
+    (concurrency 2), in the write that queues it (then two are claimed from the queue).
+    One write per child fewer: before, a count, then a claim or a queue write."""
+    _, dispatcher = run_fan_root(env, concurrency)
+
+    claimed = ["c0", "c1", "c2"] if concurrency is None else ["c0", "c1"]
+    assert sorted(dispatcher.started[1:]) == [f"fan/{c}/1" for c in claimed]
+    writes = [1, 1, 1] if concurrency is None else [2, 2, 1]  # queued, claimed from the queue
+    assert [task_writes(env, c) for c in ("c0", "c1", "c2")] == writes
+    reads = [p for name, p in env.requests.calls if name == "BatchGetItem" and "T#c0" in repr(p)]
+    assert len(reads) == 1
+    for c in ("c0", "c1", "c2"):
+        assert counted_in(env, "fan", c) == (1, 1)
+    assert env.store.get_task("fan", "c2").state is (
+        TaskState.RUNNING if concurrency is None else TaskState.QUEUED
+    )
+    assert env.store.pending_propagations(10) == []
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["", "dies at the count alone"])
+def test_a_child_that_changed_since_it_was_read_is_counted_alone_and_claimed_once(
+    env: Env, crash: bool
+) -> None:
+    """Between the read of root's children and the write that counts root in c0 and claims
+    it, another process counts root in c0 (a duplicate delivery): the write does not apply
+    and counts nothing; root is counted once, and c0 is decided again and claimed once.
+    With ``crash``, the writer dies at the count it then makes alone: root's intent stays,
+    and the redelivered outcome finishes the propagation."""
+    dispatcher = RecordingDispatcher()
+    scheduler = Scheduler(env.store, env.store, dispatcher, FixedClock())
+    scheduler.apply(fan_workflow(None))
+    run, _ = scheduler.trigger("analytics", "fan", run_id="fan")
+    scheduler.advance([], runs=[run.id])
+    armed = {"once": True}
+    ended = Finished(run.id, "root", 1, AttemptResult(AttemptStatus.SUCCEEDED))
+
+    def meanwhile(params: dict[str, Any]) -> None:
+        if "T#c0" not in repr(params):
+            return
+        if ":c_digest" in repr(params) and armed.pop("once", False):
+            assert env.store.record_upstream("fan", "c0", "root", TaskState.SUCCEEDED)
+            armed["crash"] = crash
+        elif ":c_digest" not in repr(params) and armed.pop("crash", False):
+            raise Crash("at the count made alone")
+
+    env.requests.before["UpdateItem"] = meanwhile
+    if crash:
+        with pytest.raises(Crash):
+            scheduler.advance([ended])
+        assert [t.task_id for t in env.store.pending_propagations(10)] == ["root"]
+        scheduler = Scheduler(env.store, env.store, dispatcher, FixedClock())  # a new process
+        scheduler.advance([ended])  # delivered again
+    else:
+        scheduler.advance([ended])
+    scheduler.advance([], runs=[run.id])  # what it queued, if it queued it
+
+    assert not armed  # the race happened
+    assert dispatcher.started.count("fan/c0/1") == 1
+    # (with the crash, c1 and c2 were claimed in the turn that died, before its dispatch:
+    # the dispatcher's recovery starts them, as any claim a process died after)
+    assert sorted(dispatcher.started[1:]) == (
+        ["fan/c0/1"] if crash else ["fan/c0/1", "fan/c1/1", "fan/c2/1"]
+    )
+    for c in ("c0", "c1", "c2"):
+        task = env.store.get_task("fan", c)
+        assert (task.state, task.attempt) == (TaskState.RUNNING, 1)
+        assert counted_in(env, "fan", c) == (1, 1)
+    assert env.store.get_run("fan").n_running == 3
+    assert env.store.pending_propagations(10) == []
+
+
+def test_a_claim_decided_before_a_stop_and_rerun_does_not_apply_after_them(env: Env) -> None:
+    """root's end reads c0; then the run is stopped and rerun from root (c0's counts reset
+    to those read, its upstream generation moved); then the write that would count root in
+    c0 and claim it: it must not apply (root runs again). c0 ends up claimed once, after
+    root's second end, with root counted once."""
+    dispatcher = RecordingDispatcher()
+    scheduler = Scheduler(env.store, env.store, dispatcher, FixedClock())
+    scheduler.apply(fan_workflow(None))
+    run, _ = scheduler.trigger("analytics", "fan", run_id="fan")
+    scheduler.advance([], runs=[run.id])
+    armed: dict[str, bool] = {}
+
+    def read(params: dict[str, Any]) -> None:
+        if "T#c0" in repr(params):
+            armed["once"] = True
+
+    def meanwhile(params: dict[str, Any]) -> None:  # the request after the read of c0
+        if armed.pop("once", False):
+            other = Scheduler(env.store, env.store, RecordingDispatcher(), FixedClock())
+            other.stop("fan")
+            other.rerun("fan", from_task="root")
+            armed["done"] = True
+
+    env.requests.before["BatchGetItem"] = read
+    for name in ("GetItem", "Query", "UpdateItem", "TransactWriteItems"):
+        env.requests.before[name] = meanwhile
+    scheduler.advance([Finished(run.id, "root", 1, AttemptResult(AttemptStatus.SUCCEEDED))])
+
+    assert armed == {"done": True}  # the race happened
+    env.requests.before.clear()
+    c0 = env.store.get_task("fan", "c0")
+    assert c0.state is TaskState.WAITING
+    assert "fan/c0/1" not in dispatcher.started
+    root = env.store.get_task("fan", "root")
+    scheduler.advance([], runs=[run.id])  # root's second attempt
+    root = env.store.get_task("fan", "root")
+    assert root.state is TaskState.RUNNING
+    scheduler.advance(
+        [Finished(run.id, "root", root.attempt, AttemptResult(AttemptStatus.SUCCEEDED))]
+    )
+    c0 = env.store.get_task("fan", "c0")
+    assert (c0.state, c0.attempt) == (TaskState.RUNNING, 1)
+    assert dispatcher.started.count("fan/c0/1") == 1
+    assert counted_in(env, "fan", "c0") == (1, 1)
+
+
+def test_a_child_with_many_parents_is_counted_alone_without_a_read(env: Env) -> None:
+    """A join of five parents (more than ``MERGE_MAX_PARENTS``): a parent's end counts in it
+    alone, as before, and reads it not; the last count and the claim are two writes."""
+    from stratoflow.service import MERGE_MAX_PARENTS
+
+    parents = [f"p{i}" for i in range(MERGE_MAX_PARENTS + 1)]
+    lines = ["name: wide", "project: analytics", "tasks:"]
+    lines += [f"  {p}: {{type: shell, command: echo}}" for p in parents]
+    lines.append(f"  j: {{type: shell, command: echo, depends_on: [{', '.join(parents)}]}}")
+    dispatcher = RecordingDispatcher()
+    scheduler = Scheduler(env.store, env.store, dispatcher, FixedClock())
+    scheduler.apply("\n".join(lines) + "\n")
+    run, _ = scheduler.trigger("analytics", "wide", run_id="wide")
+    scheduler.advance([], runs=[run.id])
+    env.requests.clear()
+    for p in parents:  # each in a turn of its own
+        scheduler.advance([Finished(run.id, p, 1, AttemptResult(AttemptStatus.SUCCEEDED))])
+
+    assert not [p for name, p in env.requests.calls if name == "BatchGetItem" and "T#j" in repr(p)]
+    assert task_writes(env, "j") == len(parents) + 1
+    assert dispatcher.started[-1] == "wide/j/1"
+    assert counted_in(env, "wide", "j") == (len(parents), len(parents))
+
+
+def test_an_sdk_retry_of_a_claim_written_alone_that_had_applied_is_taken_as_applied(
+    env: Env,
+) -> None:
+    """root's end makes c0, c1 and c2 ready: their claims are written each alone under a
+    reservation (``apply_each``), c0's with root's count in it. c0's write applies but its
+    response is lost, and the SDK's retry of it fails its condition (c0 has moved). The
+    write carries the reservation's token in its tag: the writer sees its own write there,
+    so c0 is dispatched in this turn and the run counts 3 running, not 2 (a claim taken as
+    refused would leave c0 RUNNING, never started here, and a slot free too many)."""
+    dispatcher = RecordingDispatcher()
+    scheduler = Scheduler(env.store, env.store, dispatcher, FixedClock())
+    scheduler.apply(fan_workflow(None))
+    run, _ = scheduler.trigger("analytics", "fan", run_id="fan")
+    scheduler.advance([], runs=[run.id])
+    retried: list[str] = []
+
+    def applied_then_retried(params: dict[str, Any]) -> None:
+        if "T#c0" in repr(params) and ":tok" in repr(params) and not retried:
+            retried.append("c0")
+            env.client.meta.events.unregister("provide-client-params.dynamodb.*", env.requests.hook)
+            try:  # the attempt that applied; the request about to be sent is the SDK's retry
+                env.client.update_item(**params)
+            finally:
+                env.client.meta.events.register(
+                    "provide-client-params.dynamodb.*", env.requests.hook
+                )
+
+    env.requests.before["UpdateItem"] = applied_then_retried
+    scheduler.advance([Finished(run.id, "root", 1, AttemptResult(AttemptStatus.SUCCEEDED))])
+
+    assert retried == ["c0"]
+    assert sorted(dispatcher.started[1:]) == ["fan/c0/1", "fan/c1/1", "fan/c2/1"]
+    assert env.store.get_run("fan").n_running == 3
+    assert counted_in(env, "fan", "c0") == (1, 1)
+    assert open_reservations(env, "fan") == ([], 0)

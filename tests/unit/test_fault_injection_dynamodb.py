@@ -42,6 +42,18 @@ def test_every_write_fails_after_it_was_applied_on_dynamodb(
 
 @pytest.mark.no_cover
 @pytest.mark.timeout(900)
+def test_every_write_of_counts_made_with_claims_fails_once_on_dynamodb(
+    dynamodb_store: Callable[..., Any],
+) -> None:
+    """``join_late``: c's last count goes in the write that claims it. Each write fails
+    once, before it applied and after: c is counted once per parent and claimed once, as
+    without the fault."""
+    checked = sweep(SCENARIOS["join_late"](), dynamodb_store, aws=True, after=[False, True])
+    assert checked > 5
+
+
+@pytest.mark.no_cover
+@pytest.mark.timeout(900)
 def test_every_write_of_a_journaled_stop_fails_once_on_dynamodb(
     dynamodb_store: Callable[..., Any],
 ) -> None:

@@ -313,6 +313,19 @@ class StateStore(ABC):
         (one transaction, like each count alone: a crash leaves any prefix counted)."""
         return [self.record_upstream(run_id, child, parent, o) for child, o in outcomes]
 
+    #: whether a ``TaskWrite`` may carry a parent's count (``CountAlong``): then
+    #: ``children_to_count`` reads what that count is decided from
+    counts_with_claims: ClassVar[bool] = False
+
+    def children_to_count(
+        self, run_id: str, parent: str, children: Sequence[str]
+    ) -> dict[str, tuple[TaskInstance, int]]:
+        """Of ``children``, those that have not counted ``parent``'s end yet, as they are now
+        (a strongly consistent read), each with its upstream generation (``CountAlong``): for
+        a count made in the write that claims the child. Those left out are counted with
+        ``record_upstream``. By default none (a store that cannot count in a task write)."""
+        return {}
+
     #: ``record_upstream_group`` counts several parents in one write (else it counts none)
     counts_parents_together: ClassVar[bool] = False
 

@@ -2,6 +2,7 @@
 
 from stratoflow.engine._decision import (
     MAX_DECISION_TASKS,
+    CountAlong,
     Decision,
     TaskWrite,
     attempt_finished,
@@ -84,6 +85,7 @@ __all__ = [
     "AttemptDecision",
     "AttemptResult",
     "AttemptStatus",
+    "CountAlong",
     "DeadlineOutcome",
     "Decision",
     "Plan",

@@ -30,6 +30,7 @@ from stratoflow.engine._states import (
     RunState,
     TaskInstance,
     TaskState,
+    Upstream,
 )
 from stratoflow.errors import Conflict
 from stratoflow.model import WorkflowSpec
@@ -40,14 +41,31 @@ MAX_DECISION_TASKS = 64
 
 
 @dataclass(frozen=True)
+class CountAlong:
+    """A parent's end counted in the write that claims or queues its child (the count that
+    made it ready), instead of in a write of its own before it: the write then also adds
+    ``outcome`` to the child's counts and ``parent`` to the parents it counted, and applies
+    only if the child has not counted ``parent`` yet, its counts are still ``seen`` and its
+    upstream ``generation`` (a store's counter of count resets: a rerun moves it) is still
+    the one read. A write that does not apply counts nothing."""
+
+    parent: str
+    outcome: TaskState
+    seen: Upstream
+    generation: int
+
+
+@dataclass(frozen=True)
 class TaskWrite:
     """Write ``task``'s own fields (never its upstream counts) if the stored task is still in
     state ``expect`` at attempt ``expect_attempt``: of the writers racing for one
-    transition, exactly one wins."""
+    transition, exactly one wins. ``count``: a parent's end counted in the same write (a
+    store that ``counts_with_claims``; the others are never given one)."""
 
     task: TaskInstance
     expect: TaskState
     expect_attempt: int
+    count: CountAlong | None = None
 
     @property
     def ended_attempt(self) -> int | None:

@@ -39,6 +39,7 @@ from stratoflow.adapters.aws.dynamo_dependencies import DynamoDependencies, logi
 from stratoflow.adapters.aws.dynamo_variables import DynamoVariables
 from stratoflow.engine import (
     AttemptStatus,
+    CountAlong,
     Decision,
     Plan,
     PoolDelta,
@@ -1077,11 +1078,13 @@ class DynamoStore(
         expect_attempt: int,
         history: Item | None = None,
         tag: tuple[str, str] | None = None,
+        count: CountAlong | None = None,
     ) -> Item:
         """The Update of one conditional task transition (see ``put_task``); ``history``:
         the ended attempt's record (``it.history_entry``), set on the task item with it.
         ``tag``: (attribute, token) of a reservation's write (``apply_each``): the write
-        sets it, and applies only if the reservation has not fenced it off."""
+        sets it, and applies only if the reservation has not fenced it off. ``count``: a
+        parent's end counted in the same write (``_count_along``)."""
         # A task entering the queue takes the next FIFO position (one already QUEUED that is
         # written again goes to the back: the service never does that).
         qseq = self._seq.next() if task.state is TaskState.QUEUED else None
@@ -1112,7 +1115,33 @@ class DynamoStore(
                 f" AND (attribute_not_exists({{{FENCE}}}) OR NOT contains({{{FENCE}}}, :tok))",
                 tok=s(tag[1]),
             )
+        if count is not None:
+            cond += self._count_along(upd, count)
         return upd.request(self.table, key(it.run_pk(task.run_id), it.task_sk(task.task_id)), cond)
+
+    @staticmethod
+    def _count_along(upd: Update, count: CountAlong) -> str:
+        """Add ``count`` (a parent's end) to a task write, as ``record_upstream`` counts it:
+        ADD the outcome's count and the parent's digest to ``ups``. The condition it returns
+        (to AND with the write's) holds only while the child has not counted the parent and
+        still has the counts and the upstream generation the count was decided from (a rerun
+        resets the counts and moves ``ugen``: a decision made before it must not apply after
+        it, even where the counts it set back are equal to those read). The child's set needs
+        no size check: the service counts this way only in a child of at most
+        ``MERGE_MAX_PARENTS`` parents (a set far below ``UPS_MAX``)."""
+        digest = it.parent_digest(count.parent)
+        upd.add(_upstream_column(count.outcome), n(1)).add("ups", {"BS": [digest]})
+        gen = count.generation
+        return upd.condition(
+            " AND NOT contains({ups}, :c_digest) AND {up_ok} = :c_ok AND {up_failed} = :c_failed"
+            " AND {up_skipped} = :c_skipped AND "
+            + ("attribute_not_exists({ugen})" if gen == 0 else "{ugen} = :c_gen"),
+            c_digest={"B": digest},
+            c_ok=n(count.seen.succeeded),
+            c_failed=n(count.seen.failed),
+            c_skipped=n(count.seen.skipped),
+            **({} if gen == 0 else {"c_gen": n(gen)}),
+        )
 
     def _updated(self, request: Item) -> bool:
         """UpdateItem ``request``; False if its condition failed."""
@@ -1206,11 +1235,29 @@ class DynamoStore(
             ended = write.expect is TaskState.RUNNING
             entry = entries.get((write.task.task_id, write.expect_attempt)) if ended else None
             request = self._task_write(
-                write.task, write.expect, write.expect_attempt, entry, tag=(w.tag, token)
+                write.task,
+                write.expect,
+                write.expect_attempt,
+                entry,
+                tag=(w.tag, token),
+                count=write.count,
             )
-            applied.append(self._updated(request))
+            applied.append(self._tagged(request, w.tag, token))
         self._settle(run_id, token, listed, applied)
         return applied
+
+    def _tagged(self, request: Item, tag: str, token: str) -> bool:
+        """UpdateItem ``request`` (one of ``apply_each``'s writes, which sets ``tag`` to
+        ``token``); False if its condition failed. A condition that failed on an item whose
+        ``tag`` already holds ``token`` was an SDK retry of this very write, which had
+        applied (its response was lost): applied, as ``_fence`` reads it. Taken as refused,
+        the claim it made would go unstarted and its running slot be given back."""
+        try:
+            self.client.update_item(**request, ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        except ClientError as exc:
+            old = _item_that_failed_the_condition(exc)
+            return it.get_s(old, tag) == token
+        return True
 
     def _reserve(self, run_id: str, token: str, listed: Sequence[_Reserved]) -> bool:
         """Open the reservation on the run's counters item, with the running-counter
@@ -1326,6 +1373,7 @@ class DynamoStore(
                 None
                 if (number := w.ended_attempt) is None
                 else history.get((w.task.task_id, number)),
+                count=w.count,
             )
             for w in decision.tasks
         ]
@@ -1539,6 +1587,27 @@ class DynamoStore(
             counted = self._count_past_the_set(run_id, child, parent, column, old)
             if counted is not None:
                 return None if counted is False else self.get_task(run_id, child)
+
+    counts_with_claims = True  # a claim or queue write may carry a count (_count_along)
+
+    def children_to_count(
+        self, run_id: str, parent: str, children: Sequence[str]
+    ) -> dict[str, tuple[TaskInstance, int]]:
+        """One strongly consistent BatchGetItem of ``children``: those that have not counted
+        ``parent`` (not in their ``ups`` set; a child whose set is full is left out too: its
+        later parents are counted as marker items), each with its ``ugen``."""
+        if not children:
+            return {}
+        digest = it.parent_digest(parent)
+        pk = it.run_pk(run_id)
+        out: dict[str, tuple[TaskInstance, int]] = {}
+        for item in self._batch_get([key(pk, it.task_sk(c)) for c in dict.fromkeys(children)]):
+            ups = {bytes(d) for d in item.get("ups", {}).get("BS", [])}
+            if digest in ups or len(ups) >= it.UPS_MAX:
+                continue
+            task = it.to_task(run_id, item)
+            out[task.task_id] = (task, it.get_n(item, "ugen"))
+        return out
 
     def record_upstream_group(
         self, run_id: str, child: str, parents: Sequence[tuple[str, TaskState]]
