@@ -466,15 +466,9 @@ def _wrapper_of(
         if found is not None or tokens is None or pid is None or not is_token(token):
             return found
         environ = _leader_environ(str(pid))
-        if environ is None:
-            return None
-        env = dict(v.split(b"=", 1) for v in environ if b"=" in v)
-        run_id, task_id = env.get(b"STRATOFLOW_RUN_ID", b""), env.get(b"STRATOFLOW_TASK_ID", b"")
-        attempt = env.get(b"STRATOFLOW_ATTEMPT", b"")
-        if not (_RUN_ID.match(run_id) and _TASK_ID.match(task_id) and _ATTEMPT.match(attempt)):
-            return None
-        at = (_run_dir_name(run_id.decode()), f"{task_id.decode()}.{int(attempt)}")
-        return at if tokens.matches(token, *at) else None  # another home's, or forged
+        at = None if environ is None else _attempt_of(_environ_dict(environ))
+        # a token not of the ids it carries: forged, or another home's
+        return at if at is not None and tokens.matches(token, *at) else None
     prefix = root + os.sep
     if len(rest) >= 2 and rest[0].startswith(prefix):  # an earlier version's: names
         return Path(rest[0]).name, rest[1]
@@ -586,20 +580,31 @@ def _session_leaders_of_attempts(work_root: str, log_root: str) -> dict[tuple[st
         environ = _leader_environ(entry.name)
         if environ is None:
             continue
-        env = dict(v.split(b"=", 1) for v in environ if b"=" in v)
+        env = _environ_dict(environ)
         if not env.get(b"STRATOFLOW_OUTPUT", b"").startswith(prefix):
             for key in _logs_held(entry.name, log_root):
                 found.setdefault(key, []).append(int(entry.name))
             continue
-        # ids anyone can set (any session leader may carry them): the caller builds paths of
-        # them, so only those a run and a task could have ("../x" reads no file elsewhere)
-        run_id, task_id = env.get(b"STRATOFLOW_RUN_ID", b""), env.get(b"STRATOFLOW_TASK_ID", b"")
-        attempt = env.get(b"STRATOFLOW_ATTEMPT", b"")
-        if not (_RUN_ID.match(run_id) and _TASK_ID.match(task_id) and _ATTEMPT.match(attempt)):
-            continue
-        name = f"{task_id.decode()}.{int(attempt)}"
-        found.setdefault((_run_dir_name(run_id.decode()), name), []).append(int(entry.name))
+        at = _attempt_of(env)
+        if at is not None:
+            found.setdefault(at, []).append(int(entry.name))
     return found
+
+
+def _environ_dict(environ: list[bytes]) -> dict[bytes, bytes]:
+    return dict(v.split(b"=", 1) for v in environ if b"=" in v)
+
+
+def _attempt_of(env: Mapping[bytes, bytes]) -> tuple[str, str] | None:
+    """(run dir name, attempt name) of the attempt whose ids an environment carries, as
+    :func:`live_wrappers` names it. Ids anyone can set (any session leader may carry them):
+    the callers build paths of them, so only those a run and a task could have ("../x"
+    reads no file elsewhere)."""
+    run_id, task_id = env.get(b"STRATOFLOW_RUN_ID", b""), env.get(b"STRATOFLOW_TASK_ID", b"")
+    attempt = env.get(b"STRATOFLOW_ATTEMPT", b"")
+    if not (_RUN_ID.match(run_id) and _TASK_ID.match(task_id) and _ATTEMPT.match(attempt)):
+        return None
+    return _run_dir_name(run_id.decode()), f"{task_id.decode()}.{int(attempt)}"
 
 
 def _logs_held(pid: str, log_root: str) -> set[tuple[str, str]]:
