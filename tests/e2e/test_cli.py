@@ -530,6 +530,11 @@ def test_run_of_a_failing_workflow_exits_1_with_the_error(cli: CliRunner, tmp_pa
         (["-p", "novalue"], "parameters are written name=value"),
         (["--logical-date", "yesterday"], "--logical-date 'yesterday' is not an ISO-8601"),
         (["--pool", "warehouse"], "--pool 'warehouse': expected NAME=SLOTS"),
+        (["--pool", "=2"], "--pool '=2': expected NAME=SLOTS"),
+        (
+            ["--pool", "warehouse=2", "--pool", "warehouse=5"],
+            "--pool 'warehouse=5': pool 'warehouse' is given twice (also as warehouse=2)",
+        ),
     ],
 )
 def test_run_rejects_bad_input_with_exit_2(

@@ -216,13 +216,20 @@ def validate(files: Sequence[str], output: str) -> None:
 
 def _pool_options(pools: Sequence[str]) -> list[tuple[str, int]]:
     """``--pool NAME=SLOTS`` options, read before anything is opened."""
-    out = []
+    out: dict[str, int] = {}
     for pool in pools:
         name, _, slots = pool.partition("=")
-        if not slots.strip().isdigit():
+        name = name.strip()
+        if not name or not slots.strip().isdigit():
             _fail(f"--pool {pool!r}: expected NAME=SLOTS, e.g. warehouse=2", EXIT_INVALID)
-        out.append((name.strip(), int(slots)))
-    return out
+        if name in out:  # which one was meant? the last silently won
+            _fail(
+                f"--pool {pool!r}: pool {name!r} is given twice "
+                f"(also as {name}={out[name]}); give each pool once",
+                EXIT_INVALID,
+            )
+        out[name] = int(slots)
+    return list(out.items())
 
 
 @contextmanager
