@@ -176,15 +176,26 @@ def main() -> None:
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @output_option
-def validate(files: Sequence[str], output: str) -> None:
+@click.option(
+    "--next",
+    "upcoming",
+    type=click.IntRange(0, 100),
+    default=0,
+    metavar="N",
+    help="also list the next N times each workflow's schedule fires from now (the logical "
+    "dates of its runs, its start and end applied), in its time zone",
+)
+def validate(files: Sequence[str], output: str, upcoming: int) -> None:
     """Check workflow files (YAML, or Python modules using stratoflow.sdk); exit 2 if any is
     invalid. ``--output json``: a list, one object per file: ``file``, ``ok``, ``problems``
     (each ``path``, ``message``, ``line``, as the API's 400 lists them) and ``workflows`` (each
-    ``project``, ``name``, ``tasks``)."""
+    ``project``, ``name``, ``tasks``; with ``--next``, ``next_runs``: the times, ISO 8601 in
+    UTC, an empty list for a workflow with no schedule or none to come)."""
     from datetime import UTC
 
     from stratoflow.cli_sdk import validate_file
 
+    now = _now()
     bad = 0
     report: list[dict[str, Any]] = []
     for file in files:
@@ -201,17 +212,47 @@ def validate(files: Sequence[str], output: str) -> None:
         workflows = []
         for spec in specs:
             workflow, tasks = spec.workflow, len(spec.workflow.tasks)
-            workflows.append({"project": spec.project, "name": spec.name, "tasks": tasks})
+            entry: dict[str, Any] = {"project": spec.project, "name": spec.name, "tasks": tasks}
             limit = ""
             if workflow.max_active_runs_implied and workflow.effective_max_active_runs:
                 limit = f"; {implied_limit(workflow.effective_max_active_runs)}"
             if output == "text":
                 click.echo(f"ok: {file} ({spec.project}/{spec.name}, {tasks} tasks{limit})")
+            if upcoming:
+                times = _upcoming_runs(workflow.schedule, now, upcoming, output == "text")
+                entry["next_runs"] = [t.isoformat() for t in times]
+            workflows.append(entry)
         report.append({"file": file, "ok": True, "problems": [], "workflows": workflows})
     if output == "json":
         click.echo(json.dumps(report, indent=2))
     if bad:
         sys.exit(EXIT_INVALID)
+
+
+def _upcoming_runs(schedule: Any, now: datetime, count: int, show: bool) -> list[datetime]:
+    """The next ``count`` fire times of ``schedule`` (None: none) after ``now``; ``show``:
+    print them, in the schedule's time zone, under the file's ``ok:`` line."""
+    from zoneinfo import ZoneInfo
+
+    from stratoflow.model import schedule_window, upcoming_firings
+
+    if schedule is None:
+        if show:
+            click.echo("  no schedule: its runs start when triggered")
+        return []
+    times = upcoming_firings(schedule, now, count)
+    if show:
+        zone = ZoneInfo(schedule.timezone)
+        where = f"{schedule.cron}, {schedule.timezone}"
+        if times:
+            click.echo(f"  next {len(times)} run{'s' * (len(times) > 1)} ({where}):")
+            for t in times:
+                click.echo(f"    {t.astimezone(zone).isoformat()}")
+        end = schedule_window(schedule)[1]
+        if len(times) < count:
+            why = f"its end is {end.isoformat()}" if end is not None else "its times run out"
+            click.echo(f"  {'no more runs' if times else 'no run to come'} ({where}): {why}")
+    return times
 
 
 def _pool_options(pools: Sequence[str]) -> list[tuple[str, int]]:

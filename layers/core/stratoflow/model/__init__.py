@@ -25,6 +25,7 @@ from stratoflow.model._schedule import (
     parse_schedule,
     same_times,
     schedule_window,
+    upcoming_firings,
 )
 from stratoflow.model._spec import (
     WorkflowSpec,
@@ -112,6 +113,7 @@ __all__ = [
     "schedule_window",
     "schema_text",
     "spec_from_document",
+    "upcoming_firings",
     "workflow_json_schema",
     "workflow_schema_document",
 ]

@@ -525,6 +525,28 @@ def next_firing(schedule: Schedule, cursor: datetime) -> datetime | None:
     return None if end is not None and t > end else t
 
 
+MAX_PREVIEW = 100
+"""Most fire times :func:`upcoming_firings` lists."""
+
+
+def upcoming_firings(schedule: Schedule, now: datetime, count: int) -> list[datetime]:
+    """The next ``count`` (at most :data:`MAX_PREVIEW`) times the schedule fires after
+    ``now``, its window (``start``/``end``) applied, oldest first (aware UTC): the logical
+    dates of the runs it will make, as the cron loop computes them (``next_firing``).
+    Fewer when its window ends or its expression runs out of times first."""
+    if not 0 <= count <= MAX_PREVIEW:
+        raise ValueError(f"count must be 0 to {MAX_PREVIEW}, not {count}")
+    times: list[datetime] = []
+    cursor = _as_utc(now)
+    while len(times) < count:
+        found = next_firing(schedule, cursor)
+        if found is None:
+            break
+        times.append(found)
+        cursor = found
+    return times
+
+
 def fires_within(schedule: Schedule, start: datetime, end: datetime) -> bool:
     """Whether the schedule's expression has a fire time ``t`` with ``start <= t < end``.
 
