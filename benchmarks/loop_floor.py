@@ -33,6 +33,7 @@ import time
 from collections import deque
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_local import layered
@@ -42,6 +43,16 @@ RUN = "default.floor-1"
 
 def _stamp(base: datetime, tick: int) -> str:
     return (base + timedelta(microseconds=tick)).isoformat()
+
+
+def _set(conn: Any, table: str, columns: str, at: str, tasks: list[str]) -> None:
+    """One UPDATE for all of ``tasks`` (their attempt 1, in ``attempts``)."""
+    attempt = " AND attempt=1" if table == "attempts" else ""
+    conn.execute(
+        f"UPDATE {table} SET {columns} WHERE run_id=?{attempt} "
+        f"AND task_id IN ({','.join('?' * len(tasks))})",
+        (at, RUN, *tasks),
+    )
 
 
 def one(layers: int, width: int, concurrency: int, tmpdir: str | None, seed: int) -> float:
@@ -91,26 +102,14 @@ def one(layers: int, width: int, concurrency: int, tmpdir: str | None, seed: int
             claims = [ready.popleft() for _ in range(min(free, len(ready)))]
             conn.execute("BEGIN IMMEDIATE")
             if ended:
-                conn.execute(
-                    "UPDATE tasks SET state='succeeded', ended_at=? WHERE run_id=? AND task_id IN "
-                    f"({','.join('?' * len(ended))})",
-                    (at, RUN, *ended),
-                )
-                conn.execute(
-                    "UPDATE attempts SET state='succeeded', ended_at=?, exit_code=0 "
-                    f"WHERE run_id=? AND attempt=1 AND task_id IN ({','.join('?' * len(ended))})",
-                    (at, RUN, *ended),
-                )
+                _set(conn, "tasks", "state='succeeded', ended_at=?", at, ended)
+                _set(conn, "attempts", "state='succeeded', ended_at=?, exit_code=0", at, ended)
             conn.execute(
                 "UPDATE runs SET n_done=n_done+?, n_running=? WHERE id=?",
                 (len(ended), len(running) + len(claims), RUN),
             )
             if claims:
-                conn.execute(
-                    "UPDATE tasks SET state='running', attempt=1, started_at=? WHERE run_id=? "
-                    f"AND task_id IN ({','.join('?' * len(claims))})",
-                    (at, RUN, *claims),
-                )
+                _set(conn, "tasks", "state='running', attempt=1, started_at=?", at, claims)
                 conn.execute(
                     "INSERT INTO attempts (run_id, task_id, attempt, state, started_at) VALUES "
                     + ",".join(["(?,?,1,'running',?)"] * len(claims)),
