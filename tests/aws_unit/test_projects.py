@@ -23,6 +23,7 @@ from moto.core import set_initial_no_auth_action_count
 from stratoflow.adapters.aws.projects import (
     RUNNER_ARCHITECTURE,
     RUNNER_HANDLER,
+    UPDATE_CONFLICT_TRIES,
     PodIdentity,
     ProjectIdentities,
     ProjectIdentityError,
@@ -592,3 +593,38 @@ def test_a_container_racing_another_ones_move_waits_for_it_rather_than_failing(
     config = aws.lambda_.get_function_configuration(FunctionName=identity.runner_function)
     assert config["Architectures"] == ["arm64"]
     assert config["Description"] == identities.description("analytics")
+
+
+@pytest.mark.parametrize("operation", ["UpdateFunctionCode", "UpdateFunctionConfiguration"])
+def test_a_runner_kept_busy_by_other_updates_fails_after_its_tries_naming_it(
+    aws: Aws, operation: str
+) -> None:
+    """Updates of other containers that never end: each refused update is waited for and
+    tried again, ``UPDATE_CONFLICT_TRIES`` times in all, then the ensure fails (the move
+    naming the runner and the architecture it could not reach, the configuration with
+    Lambda's own error) rather than trying for ever."""
+    identities = aws.identities(sleep=lambda _: None)
+    name = PLACES.function_name("analytics")
+    aws.iam.create_role(
+        RoleName=PLACES.role_name("analytics"), Path=PLACES.role_path(),
+        AssumeRolePolicyDocument=json.dumps(PLACES.trust("analytics")),
+    )  # fmt: skip
+    old = {**identities.function_settings("analytics"), "Description": "[old]"}
+    if operation == "UpdateFunctionConfiguration":  # already moved: only the configuration
+        old = {**old, "Architectures": [RUNNER_ARCHITECTURE]}
+    aws.lambda_.create_function(FunctionName=name, Code={"ZipFile": _runner_code()}, **old)
+    refused: list[str] = []
+
+    def always_busy(model: Any, **_: Any) -> None:
+        if model.name == operation:
+            refused.append(model.name)
+            raise _in_progress(operation)
+
+    aws.lambda_.meta.events.register("before-call.lambda", always_busy)
+    if operation == "UpdateFunctionCode":
+        with pytest.raises(ProjectIdentityError, match=f"{name}: other updates kept it busy"):
+            identities.ensure("analytics")
+    else:
+        with pytest.raises(ClientError, match="ResourceConflictException"):
+            identities.ensure("analytics")
+    assert len(refused) == UPDATE_CONFLICT_TRIES

@@ -614,42 +614,50 @@ class ProjectIdentities:
         change a function's architecture (its configuration cannot), so its code is updated
         with it before the configuration brings the new layer. Lambda's default, for a
         function that names none, is x86_64."""
-        for _ in range(UPDATE_CONFLICT_TRIES):
-            if list(current.get("Architectures") or ["x86_64"]) == [RUNNER_ARCHITECTURE]:
+        seen = [current]  # read again after a conflict: another container may have moved it
+
+        def move() -> None:
+            now = seen.pop() if seen else self._function(name) or {}
+            if list(now.get("Architectures") or ["x86_64"]) == [RUNNER_ARCHITECTURE]:
                 return
-            try:
-                self._lambda.update_function_code(
-                    FunctionName=name, ZipFile=_runner_code(), Architectures=[RUNNER_ARCHITECTURE]
-                )
-            except ClientError as exc:
-                if exc.response["Error"]["Code"] != "ResourceConflictException":
-                    raise
-                # another container's update of it is in progress (the same move, as every
-                # container re-ensures its runners after a deploy): wait, then look again
-                self._wait_active(name)
-                current = self._function(name) or {}
-                continue
+            self._lambda.update_function_code(
+                FunctionName=name, ZipFile=_runner_code(), Architectures=[RUNNER_ARCHITECTURE]
+            )
             self._wait_active(name)
             log.info("runner %s moved to %s", name, RUNNER_ARCHITECTURE)
-            return
-        raise ProjectIdentityError(
-            f"runner function {name}: other updates kept it busy; not moved to {RUNNER_ARCHITECTURE}"
-        )
+
+        if not self._when_free(name, move, UPDATE_CONFLICT_TRIES):
+            raise ProjectIdentityError(
+                f"runner function {name}: other updates kept it busy; "
+                f"not moved to {RUNNER_ARCHITECTURE}"
+            )
 
     def _configure(self, name: str, settings: Mapping[str, Any]) -> None:
         """Its configuration brought to ``settings``; an update of another container in
         progress (ResourceConflictException) is waited for, then this one is made (the same
         settings: whichever lands last, the function ends as this version wants it)."""
-        for _ in range(UPDATE_CONFLICT_TRIES - 1):
+
+        def configure() -> None:
+            self._lambda.update_function_configuration(FunctionName=name, **settings)
+
+        if not self._when_free(name, configure, UPDATE_CONFLICT_TRIES - 1):
+            configure()  # a last try, whose conflict is raised as it is
+
+    def _when_free(self, name: str, update: Callable[[], None], tries: int) -> bool:
+        """``update()`` made once the function is free: another container's update of it in
+        progress (every container re-ensures its runners after a deploy) makes Lambda refuse
+        with ResourceConflictException; that update is waited for, then ``update`` is tried
+        again, at most ``tries`` times in all. False if every try met a conflict."""
+        for _ in range(tries):
             try:
-                self._lambda.update_function_configuration(FunctionName=name, **settings)
+                update()
             except ClientError as exc:
                 if exc.response["Error"]["Code"] != "ResourceConflictException":
                     raise
                 self._wait_active(name)
             else:
-                return
-        self._lambda.update_function_configuration(FunctionName=name, **settings)
+                return True
+        return False
 
     def _function(self, name: str) -> dict[str, Any] | None:
         try:
