@@ -15,3 +15,16 @@ def dynamodb_store() -> Iterator[Callable[..., Any]]:
     session a module (starting one costs seconds), a table a store."""
     with dynamodb_tables() as open_store:
         yield open_store
+
+
+@pytest.fixture
+def no_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's API client fails the test if it sends anything: for refusals that must come
+    before any request (``pytestmark = pytest.mark.usefixtures("no_request")``)."""
+    from stratoflow import cli
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a request was sent")
+
+    monkeypatch.setattr(cli.Client, "call", refuse)
+    monkeypatch.setattr(cli.Client, "follow", refuse)

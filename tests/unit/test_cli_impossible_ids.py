@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from stratoflow import cli
 from stratoflow.cli import main
 
 API = "http://127.0.0.1:8801"  # nothing is asked: the refusal comes first
@@ -29,13 +28,7 @@ COMMANDS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def no_request(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("a request was sent")
-
-    monkeypatch.setattr(cli.Client, "call", refuse)
-    monkeypatch.setattr(cli.Client, "follow", refuse)
+pytestmark = pytest.mark.usefixtures("no_request")
 
 
 def _invoke(command: list[str], run: str, task: str) -> Any:

@@ -5,24 +5,16 @@ it (exit 2) naming the key, before any request is sent or any home is opened."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from stratoflow import cli
 from stratoflow.cli import main
 
 API = "http://127.0.0.1:18601"  # nothing is asked: the refusal comes first
 
 
-@pytest.fixture(autouse=True)
-def no_request(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("a request was sent")
-
-    monkeypatch.setattr(cli.Client, "call", refuse)
-    monkeypatch.setattr(cli.Client, "follow", refuse)
+pytestmark = pytest.mark.usefixtures("no_request")
 
 
 @pytest.mark.parametrize(
