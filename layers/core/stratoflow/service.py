@@ -908,8 +908,10 @@ class Scheduler:
         never are. Both refusals change nothing.
         """
         now = self.clock.now()
-        stored = self.catalog.get_version(project, name, version)
-        spec = self.spec(project, name, stored.version)
+        # the version's number alone: its document is read and decoded only when its spec is
+        # not cached (``spec``), not for every trigger (~11 ms of CPU at 2,000 tasks)
+        number = self.catalog.latest_version(project, name) if version is None else version
+        spec = self.spec(project, name, number)
         if isinstance(logical_date, str):
             logical_date = read_logical_date(logical_date, spec.workflow.schedule)
         if logical_date is not None and logical_date.tzinfo is None:
@@ -924,7 +926,7 @@ class Scheduler:
         rid = run_id or new_run_id(project, name, now)
         self._pin_resources(spec, project, rid)
         run, tasks = engine.new_run(
-            spec, run_id=rid, version=stored.version, params=params or {},
+            spec, run_id=rid, version=number, params=params or {},
             logical_date=logical, now=now, trigger=trigger,
         )  # fmt: skip
         if parent is not None:
