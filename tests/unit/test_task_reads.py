@@ -227,6 +227,26 @@ def test_the_mirror_hard_links_python_files_only(tmp_path: Path) -> None:
     assert tree.mirror.stat().st_mode & 0o777 == 0o700
 
 
+def test_a_cwd_of_many_directories_is_linked_whole_and_leaves_no_descriptor_open(
+    tmp_path: Path,
+) -> None:
+    """The build keeps directories open while it links their files, at most a bounded
+    number at once: more directories than that are all hard-linked, and none stays open."""
+    cwd = tmp_path / "many"
+    dirs = [cwd / f"pkg{i:03d}" / "sub" for i in range(sandbox._MAX_OPEN_DIRS + 20)]
+    for d in dirs:
+        d.mkdir(parents=True)
+        (d / "mod.py").write_text("")
+        (d.parent / "__init__.py").write_text("")
+    fds = set(os.listdir("/proc/self/fd"))
+    tree = sandbox.import_tree(cwd, tmp_path / "home", tmp_path / "imports")
+    assert set(os.listdir("/proc/self/fd")) <= fds
+    assert tree.symlinked == []
+    assert tree.hard_links == 2 * len(dirs)
+    for d in dirs:
+        assert (tree.mirror / d.relative_to(cwd) / "mod.py").samefile(d / "mod.py")
+
+
 def test_a_directory_too_big_for_the_walk_is_left_out_and_the_server_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
