@@ -230,10 +230,10 @@ def test_the_mirror_hard_links_python_files_only(tmp_path: Path) -> None:
 def test_a_cwd_of_many_directories_is_linked_whole_and_leaves_no_descriptor_open(
     tmp_path: Path,
 ) -> None:
-    """The build keeps directories open while it links their files, at most a bounded
-    number at once: more directories than that are all hard-linked, and none stays open."""
+    """The build keeps a directory open while it links its files, one at a time: every
+    directory's files are hard-linked, and none stays open."""
     cwd = tmp_path / "many"
-    dirs = [cwd / f"pkg{i:03d}" / "sub" for i in range(sandbox._MAX_OPEN_DIRS + 20)]
+    dirs = [cwd / f"pkg{i:03d}" / "sub" for i in range(84)]
     for d in dirs:
         d.mkdir(parents=True)
         (d / "mod.py").write_text("")
@@ -245,6 +245,47 @@ def test_a_cwd_of_many_directories_is_linked_whole_and_leaves_no_descriptor_open
     assert tree.hard_links == 2 * len(dirs)
     for d in dirs:
         assert (tree.mirror / d.relative_to(cwd) / "mod.py").samefile(d / "mod.py")
+
+
+def test_a_package_replaced_during_the_build_is_linked_from_where_it_is_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A package made anew while the server starts (a build tool's ``mv pkg.new pkg``, the
+    old one moved out of the cwd) between the links of its own files and those of its
+    subpackage, a level later: the subpackage's files are linked from the cwd as it is now,
+    never from the old directory outside it, which the mirror would otherwise keep (the
+    subpackage's directory, looked up by its path, is the new one: a refresh sees nothing
+    to link anew)."""
+    cwd = tmp_path / "cwd"
+    (cwd / "pkg" / "sub").mkdir(parents=True)
+    (cwd / "pkg" / "__init__.py").write_text("")
+    (cwd / "pkg" / "sub" / "mod.py").write_text("OLD = 1\n")
+    moved = tmp_path / "outside" / "pkg"
+    moved.parent.mkdir()
+    add = sandbox.ImportTree.add
+
+    def replacing(tree: sandbox.ImportTree, link: Path, real: str, *rest: Any) -> None:
+        if real.endswith("/sub/mod.py") and not moved.exists():
+            made = tmp_path / "pkg.new"  # made a while ago, put in place now
+            (made / "sub").mkdir(parents=True)
+            (made / "__init__.py").write_text("")
+            (made / "sub" / "mod.py").write_text("NEW = 2\n")
+            for directory in (made / "sub", made):
+                os.utime(directory, (time.time() - 60,) * 2)
+            os.rename(cwd / "pkg", moved)
+            os.rename(made, cwd / "pkg")
+        add(tree, link, real, *rest)
+
+    monkeypatch.setattr(sandbox.ImportTree, "add", replacing)
+    tree = sandbox.import_tree(cwd, tmp_path / "home", tmp_path / "imports")
+    assert moved.exists()
+    mirrored = tree.mirror / "pkg" / "sub" / "mod.py"
+    assert not mirrored.samefile(moved / "sub" / "mod.py")
+    assert mirrored.samefile(cwd / "pkg" / "sub" / "mod.py")
+    tree.refresh()  # the package's own file, linked before it was replaced: linked anew
+    assert (tree.mirror / "pkg" / "__init__.py").samefile(cwd / "pkg" / "__init__.py")
+    assert mirrored.samefile(cwd / "pkg" / "sub" / "mod.py")
+    assert mirrored.read_text() == "NEW = 2\n"
 
 
 def test_a_directory_too_big_for_the_walk_is_left_out_and_the_server_says_so(

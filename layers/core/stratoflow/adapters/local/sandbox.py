@@ -399,26 +399,19 @@ _O_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _RACY_SECONDS = 2.0
 
 
-# The directories import_tree holds open while it links the Python files of the cwd (those of
-# one directory come one after the other): past this many it closes them all and goes on, well
-# within any limit on open files.
-_MAX_OPEN_DIRS = 64
-
-
-def _open_dir(directory: str, opened: dict[str, int]) -> int:
-    """A descriptor (O_PATH) of ``directory`` (absolute, normalized), each directory on the
-    way from / opened without following a link, relative to the one above it. Those opened
-    are kept in ``opened`` (directory -> descriptor) and taken from there again: the caller
-    closes them (:func:`_close_dirs`)."""
-    fd = opened.get(directory)
-    if fd is None:
-        parent, part = os.path.split(directory)
-        fd = (
-            os.open(part, _O_DIR, dir_fd=_open_dir(parent, opened))
-            if part
-            else os.open("/", _O_DIR)
-        )
-        opened[directory] = fd
+def _open_dir(directory: str) -> int:
+    """A descriptor (O_PATH) of ``directory`` (absolute), each directory on the way from /
+    opened anew without following a link, relative to the one above it."""
+    fd = os.open("/", _O_DIR)
+    try:
+        for part in directory.strip("/").split("/"):
+            if part:
+                inner = os.open(part, _O_DIR, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 
@@ -506,22 +499,33 @@ class ImportTree:
     def _link(self, real: str, link: str, opened: dict[str, int] | None = None) -> tuple[int, int]:
         """Hard-link ``real`` at ``link`` (replacing it), each directory on the way opened
         without following a link; (st_dev, st_ino) of the file linked. ``opened``: the
-        directories already opened so, kept open for the next file (:func:`import_tree`'s
-        build: each directory is opened once, not once for each file below it, which took
-        half the build's CPU, ~20 ms from this repository); None (a refresh): opened anew."""
+        directory of the file before (at most one: directory -> descriptor), kept open for
+        the next file of the same directory (:func:`import_tree`'s build, where a directory's
+        files come one after the other: a directory's chain is opened once, not once for each
+        of its files, which took half the build's CPU, ~20 ms from this repository); None (a
+        refresh): opened anew. Only the file's own directory is kept, never those above it:
+        each directory's chain is opened anew from /, so a directory replaced or renamed
+        meanwhile (a package made anew by ``mv``) is looked up where it is now, as for each
+        file before; a directory kept from an earlier level would link the files of the old
+        one, moved out of the cwd, and its path's identity, recorded after the link, would
+        be the new one's: no refresh would ever link them anew."""
         head, name = os.path.split(real)
         if os.geteuid() == 0 and not _enterable(head, self._enterable):
             raise _Unlinkable(errno.EACCES, "root without capabilities cannot reach it", real)
         self._temp += 1
         fresh = f"{self.mirror}/.{self._temp}.new"  # short: a name of any length fits beside
-        dirs = {} if opened is None else opened
-        if len(dirs) > _MAX_OPEN_DIRS and head not in dirs:
-            _close_dirs(dirs)
+        fd = None if opened is None else opened.get(head)
+        if fd is None:
+            if opened:
+                _close_dirs(opened)  # the directory before's: its files are all linked
+            fd = _open_dir(head)
+            if opened is not None:
+                opened[head] = fd
         try:
-            os.link(name, fresh, src_dir_fd=_open_dir(head, dirs), follow_symlinks=False)
+            os.link(name, fresh, src_dir_fd=fd, follow_symlinks=False)
         finally:
             if opened is None:
-                _close_dirs(dirs)
+                os.close(fd)
         try:
             st = os.lstat(fresh)
             if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
