@@ -258,6 +258,20 @@ REFUSALS = [
         "cycle: a -> b -> c -> a",
     ),
     (
+        "cycle between tasks that run and tasks below it",
+        """
+        name: w
+        tasks:
+          a: {type: shell, command: x}
+          b: {type: shell, command: x, depends_on: [a]}
+          c: {type: shell, command: x, depends_on: [b, d]}
+          d: {type: shell, command: x, depends_on: [c]}
+          e: {type: shell, command: x, depends_on: [d]}
+        """,
+        "tasks.c.depends_on",
+        "cycle: c -> d -> c",
+    ),
+    (
         "self-dependency",
         """
         name: w

@@ -126,9 +126,6 @@ def build_dag(workflow: Workflow, *, stored: bool = False) -> tuple[Dag | None, 
                 problems.append(
                     Problem(f"tasks.{task_id}.depends_on.{i}", "a task cannot depend on itself")
                 )
-    cycle = _find_cycle(workflow) if not problems else []
-    if cycle:
-        problems.append(Problem(f"tasks.{cycle[0]}.depends_on", "cycle: " + " -> ".join(cycle)))
     if problems:
         return None, problems
 
@@ -137,6 +134,9 @@ def build_dag(workflow: Workflow, *, stored: bool = False) -> tuple[Dag | None, 
         for dep in task.depends_on:
             children[dep].append(task_id)
     order = _topological_order(workflow, children)
+    if len(order) < len(tasks):  # Kahn's order leaves out the tasks on or below a cycle
+        cycle = _find_cycle(workflow)  # one of them, as the report names it
+        return None, [Problem(f"tasks.{cycle[0]}.depends_on", "cycle: " + " -> ".join(cycle))]
     parents = {t: tuple(tasks[t].depends_on) for t in tasks}
     dag = Dag(
         order=tuple(order),
@@ -146,6 +146,8 @@ def build_dag(workflow: Workflow, *, stored: bool = False) -> tuple[Dag | None, 
 
     reads: dict[str, frozenset[str]] = {}
     variables: dict[str, frozenset[str]] = {}
+    run_params = workflow.params.keys()
+    nothing: frozenset[str] = frozenset()
     for task_id, task in tasks.items():
         if isinstance(task, SwitchTask):
             for i, case in enumerate(task.cases):
@@ -159,9 +161,9 @@ def build_dag(workflow: Workflow, *, stored: bool = False) -> tuple[Dag | None, 
         var_names: set[str] = set()
         ancestors: set[str] | None = None
         # the params a template can read: a run's (only declared ones), then the task's own
-        # over them, except in the task's params, which are rendered from the run's
-        run_params = workflow.params.keys()
-        all_params = run_params | task.params.keys()
+        # over them, except in the task's params, which are rendered from the run's (made
+        # once the task has a template: most have none)
+        all_params: set[str] | None = None
         for field_name, value in task.templated_fields().items():
             # text with no template syntax has no syntax error, reference or secret to check
             # (a plain string field skipped here without the walk: ~6 ms of a 2,000-task load)
@@ -177,6 +179,8 @@ def build_dag(workflow: Workflow, *, stored: bool = False) -> tuple[Dag | None, 
                     secret_names, misuse = secret_references(text)
                     var_read, var_misuse = variable_references(text)
                     own = field_name == "params"
+                    if all_params is None:
+                        all_params = run_params | task.params.keys()
                     undefined = (
                         undefined_names(text, run_params if own else all_params, own_params=own)
                         if not stored
@@ -210,20 +214,21 @@ def build_dag(workflow: Workflow, *, stored: bool = False) -> tuple[Dag | None, 
                             )
                         )
                     used.add(ref)
-        if not stored:  # a check added since: a stored version loads; its runs fail the task
-            problems.extend(
+        resources = getattr(task, "resources", None)
+        if resources and not stored:  # a check added since: a stored version loads; its runs
+            problems.extend(  # fail the task
                 Problem(
                     f"tasks.{task_id}.resources.{i}",
                     f"resource {path!r} is inside {above!r}, which the task lists too: a path "
                     "is a file or a directory, not both",
                 )
-                for i, path, above in nested_paths(getattr(task, "resources", None) or [])
+                for i, path, above in nested_paths(resources)
             )
         if isinstance(task, PythonTask) and task.code is not None and not stored:
             why = code_templates(task.code)
             if why is not None:
                 problems.append(Problem(f"tasks.{task_id}.code", why))
-        reads[task_id] = frozenset(used)
+        reads[task_id] = frozenset(used) if used else nothing
         if len(var_names) > MAX_TASK_VARIABLES and not stored:
             problems.append(
                 Problem(
