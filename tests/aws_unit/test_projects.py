@@ -547,6 +547,20 @@ def _in_progress(operation: str) -> ClientError:
     )  # fmt: skip
 
 
+def _older_runner(aws: Aws, identities: ProjectIdentities, **settings: Any) -> str:
+    """Project ``analytics``'s role, and its runner as an older version made it (another
+    description; x86_64 unless ``settings`` say otherwise): its name."""
+    name = PLACES.function_name("analytics")
+    aws.iam.create_role(
+        RoleName=PLACES.role_name("analytics"), Path=PLACES.role_path(),
+        AssumeRolePolicyDocument=json.dumps(PLACES.trust("analytics")),
+    )  # fmt: skip
+    old = {**identities.function_settings("analytics"), "Description": "[old]"}
+    old.update({k: v for k, v in settings.items() if v is not None})
+    aws.lambda_.create_function(FunctionName=name, Code={"ZipFile": _runner_code()}, **old)
+    return name
+
+
 @pytest.mark.parametrize("operation", ["UpdateFunctionCode", "UpdateFunctionConfiguration"])
 def test_a_container_racing_another_ones_move_waits_for_it_rather_than_failing(
     aws: Aws, monkeypatch: pytest.MonkeyPatch, operation: str
@@ -565,13 +579,7 @@ def test_a_container_racing_another_ones_move_waits_for_it_rather_than_failing(
     update_code = LambdaFunction.update_function_code
     monkeypatch.setattr(LambdaFunction, "update_function_code", update_function_code)
     identities = aws.identities(sleep=lambda _: None)
-    name = PLACES.function_name("analytics")
-    aws.iam.create_role(
-        RoleName=PLACES.role_name("analytics"), Path=PLACES.role_path(),
-        AssumeRolePolicyDocument=json.dumps(PLACES.trust("analytics")),
-    )  # fmt: skip
-    old_settings = {**identities.function_settings("analytics"), "Description": "[old]"}
-    aws.lambda_.create_function(FunctionName=name, Code={"ZipFile": _runner_code()}, **old_settings)
+    name = _older_runner(aws, identities)
     refused: list[str] = []
 
     def other_container_first(model: Any, **_: Any) -> None:
@@ -604,15 +612,9 @@ def test_a_runner_kept_busy_by_other_updates_fails_after_its_tries_naming_it(
     naming the runner and the architecture it could not reach, the configuration with
     Lambda's own error) rather than trying for ever."""
     identities = aws.identities(sleep=lambda _: None)
-    name = PLACES.function_name("analytics")
-    aws.iam.create_role(
-        RoleName=PLACES.role_name("analytics"), Path=PLACES.role_path(),
-        AssumeRolePolicyDocument=json.dumps(PLACES.trust("analytics")),
-    )  # fmt: skip
-    old = {**identities.function_settings("analytics"), "Description": "[old]"}
-    if operation == "UpdateFunctionConfiguration":  # already moved: only the configuration
-        old = {**old, "Architectures": [RUNNER_ARCHITECTURE]}
-    aws.lambda_.create_function(FunctionName=name, Code={"ZipFile": _runner_code()}, **old)
+    # for the configuration, a runner already moved: only its configuration is updated
+    moved = operation == "UpdateFunctionConfiguration"
+    name = _older_runner(aws, identities, Architectures=[RUNNER_ARCHITECTURE] if moved else None)
     refused: list[str] = []
 
     def always_busy(model: Any, **_: Any) -> None:
