@@ -200,14 +200,8 @@ def test_a_runner_made_on_x86_64_moves_to_the_layers_architecture(
 
     monkeypatch.setattr(LambdaFunction, "update_function_code", update_function_code)
     identities = aws.identities()
-    name = PLACES.function_name("analytics")
     # the runner as the x86_64 version left it: its settings then, no architecture named
-    aws.iam.create_role(
-        RoleName=PLACES.role_name("analytics"), Path=PLACES.role_path(),
-        AssumeRolePolicyDocument=json.dumps(PLACES.trust("analytics")),
-    )  # fmt: skip
-    old_settings = {**identities.function_settings("analytics"), "Description": "[old]"}
-    aws.lambda_.create_function(FunctionName=name, Code={"ZipFile": _runner_code()}, **old_settings)
+    name = _older_runner(aws, identities)
     assert aws.lambda_.get_function_configuration(FunctionName=name)["Architectures"] == ["x86_64"]
     aws.requests.clear()
 
