@@ -142,6 +142,32 @@ def test_a_project_the_caller_cannot_read_shows_none_of_the_previous_ones_data(
         expect(page.get_by_text(text)).to_have_count(0)
 
 
+def test_what_is_typed_in_the_project_box_survives_the_page_redrawing_before_enter(
+    page: Any, server: ServerProcess
+) -> None:
+    """The header redraws when the selected project's /me answers. The box was bound to the
+    selected project, so an answer arriving while the user typed the next name put the old one
+    back, and Enter then changed nothing (CI saw it as a switch that never happened)."""
+    held: list[Any] = []
+    page.route(re.compile(r"/me\?project=second$"), lambda route: held.append(route))  # held
+    page.goto(f"{server.url}/#/runs")
+    expect(page.get_by_role("heading", name="Runs")).to_be_visible()
+    switch_project(page, "second")
+    deadline = time.monotonic() + 20
+    while not held:
+        assert time.monotonic() < deadline, "the UI never asked /me for the project switched to"
+        page.wait_for_timeout(20)
+    box = page.get_by_label("Project")
+    box.fill("third")  # typed, not yet committed
+    with page.expect_response(re.compile(r"/me\?project=second$")):
+        held[0].continue_()
+    page.locator("header").evaluate("h => new Promise(r => requestAnimationFrame(() => r(null)))")
+    expect(box).to_have_value("third")
+    box.press("Enter")
+    expect(page).to_have_url(re.compile(r"project=third"))
+    assert page.evaluate("localStorage.getItem('stratoflow.project')") == "third"
+
+
 # ------------------------------------------------------------------ 4. long text
 def test_long_descriptions_and_run_ids_keep_every_column_on_screen(
     page: Any, server: ServerProcess, api: httpx.Client

@@ -112,7 +112,7 @@ function App() {
         </nav>
         <span class="spacer" />
         <label class="project">project{" "}
-          <input aria-label="Project" value={project} size={10} onChange={(e) => setProject((e.target as HTMLInputElement).value.trim() || "default")} />
+          <ProjectBox project={project} setProject={setProject} />
         </label>
         {me && <span class="muted small user" title={me.role ? `${me.role} in ${me.project}` : "no role in this project"}>{me.user}</span>}
         {apiToken.get() && (
@@ -121,6 +121,20 @@ function App() {
       </header>
       <main>{page}</main>
     </SessionContext.Provider>
+  );
+}
+
+/** The project box. What the user types is theirs until they commit it (Enter, or leaving the
+ * box): the App re-renders meanwhile (its /me answers, the route changes) and a box bound to
+ * the selected project would put that project back over the text, so Enter then changed
+ * nothing. A project selected elsewhere (a run page adopting its own) replaces the text. */
+function ProjectBox({ project, setProject }: { project: string; setProject: (p: string) => void }) {
+  const [text, setText] = useState(project);
+  useEffect(() => setText(project), [project]);
+  return (
+    <input aria-label="Project" value={text} size={10}
+      onInput={(e) => setText((e.target as HTMLInputElement).value)}
+      onChange={(e) => { const p = (e.target as HTMLInputElement).value.trim() || "default"; setText(p); setProject(p); }} />
   );
 }
 
