@@ -157,6 +157,12 @@ def dags(draw: st.DrawFn, min_tasks: int = 1, max_tasks: int = 12) -> DagDef:
         n_cases = draw(st.integers(1, MAX_PICK))
         cases = tuple(Case(i, draw(branch)) for i in range(n_cases))
         default = draw(st.just(()) | branch)
+        # a switch's child must be one of its branches (validation refuses one that is none,
+        # which would run whatever the switch chose): those no case or default names join
+        # the last case
+        named = {t for case in cases for t in case.next} | set(default)
+        if rest := tuple(k for k in kids if k not in named):
+            cases = (*cases[:-1], Case(cases[-1].pick, cases[-1].next + rest))
 
     tasks = tuple(
         TaskDef(

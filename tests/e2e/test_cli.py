@@ -93,6 +93,31 @@ def test_validate_refuses_a_template_in_python_code_and_exits_2(
     assert "tasks.t.code (line 3): code is not templated: '{{ ds }}'" in result.output
 
 
+def test_validate_refuses_a_switch_child_in_none_of_its_branches_and_exits_2(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """A task after a switch that no case nor the default names ran whatever the switch
+    chose, where Airflow's branch operators and DolphinScheduler's switch skip it unless
+    chosen: refused, saying how to write either meaning."""
+    bad = write(
+        tmp_path,
+        "switch.yaml",
+        "name: w\ntasks:\n"
+        "  route: {type: switch, cases: [{when: 'true', next: [a]}], default: [b]}\n"
+        "  a: {type: shell, command: x, depends_on: [route]}\n"
+        "  b: {type: shell, command: x, depends_on: [route]}\n"
+        "  audit: {type: shell, command: x, depends_on: [route]}\n",
+    )
+    result = cli.invoke(main, ["validate", bad])
+    assert result.exit_code == 2, result.output
+    assert (
+        "tasks.audit.depends_on.0 (line 6): depends on switch 'route' but is in none of its "
+        "cases or its default: a switch runs only the branches it chooses; list 'audit' in a "
+        "case's next or in default, or make it depend on the branches (trigger_rule: "
+        "none_failed runs it after whichever ran)"
+    ) in result.output
+
+
 def test_run_prints_the_run_as_json_and_exits_0(cli: CliRunner, tmp_path: Path) -> None:
     result = cli.invoke(
         main,

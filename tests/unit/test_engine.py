@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 import pytest
+import yaml
 
 from stratoflow import engine
 from stratoflow.engine import (
@@ -25,7 +26,7 @@ from stratoflow.engine import (
     Upstream,
 )
 from stratoflow.errors import Conflict, InvalidInput
-from stratoflow.model import TriggerRule, WorkflowSpec, load_workflow
+from stratoflow.model import TriggerRule, WorkflowSpec, load_workflow, spec_from_document
 
 WAIT, RUN, SKIP, UF = (
     Readiness.WAIT,
@@ -391,8 +392,12 @@ def test_retry_due_only_once_ready_at_has_passed(now: datetime) -> None:
 # Switches
 # ------------------------------------------------------------------------------------------
 
-SWITCH = spec_of(
-    """
+# `audit` depends on the switch but is none of its branches: refused since (a switch's child
+# must be a branch), so only a version stored before can have it; it still loads and runs
+SWITCH = spec_from_document(
+    yaml.safe_load(
+        textwrap.dedent(
+            """
     name: switching
     params: {size: 10}
     tasks:
@@ -412,6 +417,8 @@ SWITCH = spec_of(
       after_big: {type: shell, command: x, depends_on: [big]}
       join: {type: shell, command: x, depends_on: [big, small], trigger_rule: none_failed}
     """
+        )
+    )
 )
 
 
@@ -479,7 +486,8 @@ def test_switch_skips_the_branches_it_did_not_choose(now: datetime) -> None:
         return engine.edge_outcome(SWITCH, "route", OK, outputs, child)
 
     assert [outcome(c) for c in ("big", "medium", "extra", "small")] == [SKIPPED, OK, OK, SKIPPED]
-    # a child that is not a branch at all just sees the switch succeed
+    # a child that is not a branch at all (only a version stored before the check can have
+    # one) just sees the switch succeed
     assert outcome("audit") is OK
 
 

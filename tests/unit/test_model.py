@@ -497,6 +497,21 @@ REFUSALS = [
         "switch branch 'b' must depend on 'route'",
     ),
     (
+        "switch child in none of its cases nor its default",
+        """
+        name: w
+        tasks:
+          route: {type: switch, cases: [{when: "true", next: [a]}], default: [b]}
+          a: {type: shell, command: x, depends_on: [route]}
+          b: {type: shell, command: x, depends_on: [route]}
+          audit: {type: shell, command: x, depends_on: [a, route]}
+        """,
+        "tasks.audit.depends_on.1",
+        "depends on switch 'route' but is in none of its cases or its default: a switch runs "
+        "only the branches it chooses; list 'audit' in a case's next or in default, or make it "
+        "depend on the branches (trigger_rule: none_failed runs it after whichever ran)",
+    ),
+    (
         "switch branch that does not exist",
         """
         name: w
@@ -651,6 +666,69 @@ def test_every_problem_is_reported_at_once() -> None:
         "tasks.b.retries",
     ]
     assert str(exc).startswith("4 problems:")
+
+
+def test_every_switch_child_in_no_branch_is_reported_at_once() -> None:
+    """A task after a switch that is none of its branches would run whatever the switch
+    chose, where Airflow's branch operators and DolphinScheduler's switch skip it unless
+    chosen: each such task is refused, with the other problems of the file."""
+    exc = refusal(
+        """
+        name: w
+        tasks:
+          route: {type: switch, cases: [{when: "true", next: [a]}]}
+          other: {type: switch, cases: [{when: "true", next: [c]}], default: [d]}
+          a: {type: shell, command: x, depends_on: [route]}
+          b: {type: shell, command: x, depends_on: [route]}
+          c: {type: shell, command: x, depends_on: [other]}
+          d: {type: shell, command: x, depends_on: [other]}
+          e: {type: shell, command: x, depends_on: [route, other]}
+          f: {type: shell, command: "echo {{ tasks.ghost.outputs.x }}"}
+        """
+    )
+    assert sorted(p.path for p in exc.problems) == [
+        "tasks.b.depends_on.0",
+        "tasks.e.depends_on.0",
+        "tasks.e.depends_on.1",
+        "tasks.f.command",
+    ]
+    assert "depends on switch 'other' but is in none of its cases" in str(exc)
+
+
+def test_switch_children_that_are_all_branches_or_follow_them_load() -> None:
+    """The ways to say what was meant: the task a branch (in a case or the default), or
+    after the branches (none_failed: after whichever ran)."""
+    spec = load(
+        """
+        name: w
+        tasks:
+          route:
+            type: switch
+            cases: [{when: "true", next: [a, audit]}]
+            default: [b, audit]
+          a: {type: shell, command: x, depends_on: [route]}
+          b: {type: shell, command: x, depends_on: [route]}
+          audit: {type: shell, command: x, depends_on: [route]}
+          join: {type: shell, command: x, depends_on: [a, b], trigger_rule: none_failed}
+        """
+    )
+    assert spec.dag.children["route"] == ("a", "b", "audit")
+
+
+def test_a_stored_version_with_a_switch_child_in_no_branch_still_loads() -> None:
+    """A version applied before the check loads as it was applied (its runs go on, and it
+    runs as it did: the child after whatever the switch chose); a new one is refused."""
+    doc = {
+        "name": "old",
+        "tasks": {
+            "route": {"type": "switch", "cases": [{"when": "true", "next": ["a"]}]},
+            "a": {"type": "shell", "command": "x", "depends_on": ["route"]},
+            "audit": {"type": "shell", "command": "x", "depends_on": ["route"]},
+        },
+    }
+    assert spec_from_document(doc).dag.children["route"] == ("a", "audit")
+    with pytest.raises(InvalidInput, match="depends on switch 'route' but is in none"):
+        parse_workflow(doc)
 
 
 def test_the_source_prefixes_the_message() -> None:

@@ -115,7 +115,8 @@ def build_dag(workflow: Workflow, *, stored: bool = False) -> tuple[Dag | None, 
     ``stored``: a version applied before, which must still load, so the checks added since
     are left out: a template name no render has (``templating.undefined_names``), a template
     in python code (``templating.code_templates``), a resource inside another the task
-    lists (``resources.nested_paths``)."""
+    lists (``resources.nested_paths``), a switch's child that is none of its branches
+    (:func:`_unchosen_children`)."""
     problems: list[Problem] = []
     tasks = workflow.tasks
     for task_id, task in tasks.items():
@@ -144,6 +145,8 @@ def build_dag(workflow: Workflow, *, stored: bool = False) -> tuple[Dag | None, 
         children={t: tuple(c) for t, c in children.items()},
     )
 
+    if not stored:
+        problems.extend(_unchosen_children(workflow))
     reads: dict[str, frozenset[str]] = {}
     variables: dict[str, frozenset[str]] = {}
     run_params = workflow.params.keys()
@@ -266,6 +269,34 @@ def _branch_problem(switch_id: str, target: str, where: str, workflow: Workflow)
             )
         ]
     return []
+
+
+def _unchosen_children(workflow: Workflow) -> list[Problem]:
+    """A task that depends on a switch but is none of its branches (in no case's ``next``,
+    not in its ``default``). The engine skips only the branches a switch did not choose, so
+    such a task runs whatever the switch chose; Airflow's branch operators skip every direct
+    downstream task not chosen, and DolphinScheduler's switch every post-node it did not
+    select. A user who writes it expecting one meaning would silently get the other: it is
+    refused, naming both ways to say what is meant."""
+    branches = {
+        t: task.branches() for t, task in workflow.tasks.items() if isinstance(task, SwitchTask)
+    }
+    if not branches:
+        return []
+    problems: list[Problem] = []
+    for task_id, task in workflow.tasks.items():
+        for i, dep in enumerate(task.depends_on):
+            if dep in branches and task_id not in branches[dep]:
+                problems.append(
+                    Problem(
+                        f"tasks.{task_id}.depends_on.{i}",
+                        f"depends on switch {dep!r} but is in none of its cases or its "
+                        f"default: a switch runs only the branches it chooses; list "
+                        f"{task_id!r} in a case's next or in default, or make it depend on "
+                        f"the branches (trigger_rule: none_failed runs it after whichever ran)",
+                    )
+                )
+    return problems
 
 
 def _topological_order(workflow: Workflow, children: dict[str, list[str]]) -> list[str]:

@@ -128,7 +128,10 @@ _DESCRIPTIONS: dict[str, dict[str, str]] = {
         "next": "The tasks this case runs; the branches not chosen are skipped.",
     },
     "SwitchTask": {
-        "cases": "Tried in order; the first whose condition is true is taken.",
+        "cases": "Tried in order; the first whose condition is true is taken. Every task that "
+        "depends on the switch must be in a case's next or in default (one in neither is "
+        "refused: a switch runs only the branches it chooses); a task after all the branches "
+        "depends on them instead (trigger_rule: none_failed runs it after whichever ran).",
         "default": "The tasks run when no case is true.",
     },
     "BatchTask": {

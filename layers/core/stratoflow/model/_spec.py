@@ -111,8 +111,8 @@ def parse_workflow(
     """Validate already-parsed data (from YAML, JSON or Python). With ``now``, a schedule
     must also have a fire time after it (new definitions; a stored one is read without).
     ``stored``: a version applied before, rebuilt; the checks added since it was applied
-    that it may fail (a template name no render has, a template in python code) are left to
-    its runs, as before."""
+    that it may fail (a template name no render has, a template in python code, a switch's
+    child in none of its branches) are left to its runs, as before."""
     lines = lines or {}
     if not isinstance(data, dict):
         raise InvalidInput("a workflow must be a mapping with 'name' and 'tasks'", source=source)

@@ -291,7 +291,9 @@ def switch(
     **options: Any,
 ) -> Task:
     """Runs the tasks of the first case whose ``when`` is true (``default`` if none); the
-    branches not taken are skipped. Make cases with :func:`case`."""
+    branches not taken are skipped. Make cases with :func:`case`. Every task that depends
+    on the switch must be in a case or the default (the workflow is refused otherwise); a
+    task after whichever branch ran depends on the branches, ``trigger_rule="none_failed"``."""
     chosen = None if default is None else [_task_id(t) for t in default]
     return Task(task_id, "switch", cases=list(cases), default=chosen, **options)
 
