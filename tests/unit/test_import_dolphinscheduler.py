@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from stratoflow import engine
+from stratoflow.engine import SWITCH_BRANCH_KEY, TaskState
 from stratoflow.importers import import_file
 from stratoflow.importers._build import Unmapped
 from stratoflow.importers._dolphinscheduler import _split_sql, code_table, convert, read_export
@@ -1299,6 +1301,85 @@ def test_a_branch_with_another_upstream_task_that_may_all_be_skipped_is_reported
     (note,) = _unmapped(result, "big")
     assert "switch branch" in note
     assert "none_failed_min_one_success" in note
+
+
+# ----------------------------------------------------------------------------- switch children
+def test_a_post_node_the_switch_never_selects_is_skipped_whatever_it_chooses() -> None:
+    """DolphinScheduler goes on after a switch only to the branch it selected: audit, after
+    route but named by no condition nor the default, never runs after it. It was written
+    depending on route and in no branch, which Stratoflow ran whatever route chose (and now
+    refuses): it is the branch of a case that never holds."""
+    result = _join_of(_task(4, "audit", "SHELL", {"rawScript": "true"}), edges=[(1, 4)])
+    tasks = result.document["tasks"]  # type: ignore[index]
+    assert tasks["route"]["cases"][-1] == {"when": "{{ false }}", "next": ["audit"]}
+    assert tasks["audit"]["depends_on"] == ["route"]
+    spec = parse_workflow(result.document)
+    for chosen in (["big"], ["small"]):
+        outputs = {SWITCH_BRANCH_KEY: chosen}
+        assert engine.edge_outcome(spec, "route", TaskState.SUCCEEDED, outputs, "audit") is (
+            TaskState.SKIPPED
+        )
+    (note,) = [n.message for n in result.notes if n.task == "audit"]
+    assert "never runs after route" in note
+
+
+def test_a_post_node_named_only_by_a_condition_that_did_not_convert_is_never_chosen() -> None:
+    """The report says such a branch is never chosen; with no default the switch was written
+    choosing itself (refused: a branch must depend on its switch), and the branch ran."""
+    switch = {"switchResult": {"dependTaskList": [{"condition": "foo(${n})", "nextNode": 2}]}}
+    result = _import(
+        _task(1, "route", "SWITCH", switch),
+        _task(2, "big", "SHELL", {"rawScript": "true"}),
+        edges=[(1, 2)],
+        globalParams='[{"prop": "n", "direct": "IN", "type": "INTEGER", "value": "5"}]',
+    )
+    route = result.document["tasks"]["route"]  # type: ignore[index]
+    assert route["cases"] == [{"when": "{{ false }}", "next": ["big"]}]
+    assert "default" not in route
+
+
+def test_a_conditions_check_of_a_switch_runs_whatever_the_switch_chose() -> None:
+    """cond checks that route succeeded: the task made for that check runs after route
+    whichever branch route chose, so it is in each of route's cases and its default."""
+    dependence = {
+        "relation": "AND",
+        "dependTaskList": [
+            {"relation": "AND", "dependItemList": [{"depTaskCode": 1, "status": "SUCCESS"}]}
+        ],
+    }
+    result = _join_of(
+        _task(6, "cond", "CONDITIONS", {"dependence": dependence,
+              "conditionResult": {"successNode": [7], "failedNode": [8]}}),
+        _task(7, "yes", "SHELL", {"rawScript": "true"}),
+        _task(8, "no", "SHELL", {"rawScript": "true"}),
+        edges=[(3, 6), (6, 7), (6, 8)],
+    )  # fmt: skip
+    route = result.document["tasks"]["route"]  # type: ignore[index]
+    assert [case["next"] for case in route["cases"]] == [["big", "cond__route_succeeded"]]
+    assert route["default"] == ["small", "cond__route_succeeded"]
+
+
+def test_a_pydolphinscheduler_switch_s_dependant_in_no_condition_is_never_chosen(
+    tmp_path: Path,
+) -> None:
+    workflow = _pydolphin(
+        tmp_path,
+        """
+workflow: {name: routed, param: {var: 1}}
+tasks:
+  - {name: big, task_type: Shell, command: echo big}
+  - {name: small, task_type: Shell, command: echo small}
+  - name: route
+    task_type: Switch
+    condition:
+      - {task: big, condition: "${var} > 1"}
+      - {task: small}
+  - {name: audit, task_type: Shell, command: echo audit, deps: [route]}
+""",
+    )
+    route = workflow.document["tasks"]["route"]  # type: ignore[index]
+    assert route["cases"][-1] == {"when": "{{ false }}", "next": ["audit"]}
+    assert route["default"] == ["small"]
 
 
 def test_a_query_keeps_its_pre_statements_and_hands_its_post_statements_on() -> None:

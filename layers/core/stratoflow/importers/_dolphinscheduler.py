@@ -386,6 +386,9 @@ class _Ctx:
     sub_tasks: set[str] = field(default_factory=set)  # the sub-workflow tasks (their ids)
     # Conditions task (now a switch) -> its upstream tasks (not its items' tasks)
     conditions: dict[str, list[str]] = field(default_factory=dict)
+    # the tasks made for Conditions tasks' items: each runs after the task its item checks
+    # (made here, not a DolphinScheduler post-node of it)
+    witnesses: set[str] = field(default_factory=set)
 
 
 def _property_list(value: Any) -> list[dict[str, Any]]:
@@ -484,7 +487,8 @@ def convert(flow: DsWorkflow, mode: Unmapped, codes: CodeTable | None = None) ->
     for task in flow.tasks:  # second pass: needs the whole graph (Conditions tasks first:
         if task.type == "CONDITIONS":  # a branch left out hands its place on)
             _conditions(task, ids[task.code], ctx, tasks)
-    for task in flow.tasks:
+    _switch_children(tasks, notes, ctx.witnesses)  # before a task is left out: branches
+    for task in flow.tasks:  # hand their place on
         tid = ids[task.code]
         if task.type == "CONDITIONS":
             continue
@@ -951,8 +955,60 @@ def _switch(p: dict[str, Any], ds: DsContext, tid: str, ctx: _Ctx) -> dict[str, 
         ctx.notes.unmapped(
             "the switch has no condition that maps: it always takes its default", task=tid
         )
-        body["cases"] = [{"when": "{{ false }}", "next": default or [tid]}]
+        # a case that never holds (the default is taken); with no default, the tasks after
+        # the switch get one (_switch_children)
+        body["cases"] = [{"when": _NEVER, "next": default}] if default else []
     return body
+
+
+_NEVER = "{{ false }}"  # a switch case that never holds
+
+
+def _switch_children(tasks: dict[str, dict[str, Any]], notes: Notes, witnesses: set[str]) -> None:
+    """Make every task after a switch one of its branches, as Stratoflow requires (one that
+    is none would run whatever the switch chose). DolphinScheduler goes on after a switch
+    (or a Conditions task) only to the branch it selected (DagHelper.parsePostNodes), so a
+    post-node no condition and not the default names, or named only by a condition that
+    did not convert, never runs after it: it becomes the branch of a case that never holds,
+    skipped whenever the switch runs. A task made for a Conditions task's item that checks
+    the switch (``witnesses``) must run whatever the switch chose: it is in every case and
+    the default. A switch with no case left and nothing after it chooses nothing: a task
+    that does nothing."""
+    children: dict[str, list[str]] = {}
+    for tid, body in tasks.items():
+        for dep in body.get("depends_on", []):
+            children.setdefault(dep, []).append(tid)
+    for sid, body in tasks.items():
+        if body.get("type") != "switch":
+            continue
+        cases: list[dict[str, Any]] = body.setdefault("cases", [])
+        named = {t for case in cases for t in case["next"]} | set(body.get("default", []))
+        rest = [t for t in children.get(sid, []) if t not in named]
+        always = [t for t in rest if t in witnesses]
+        never = [t for t in rest if t not in witnesses]
+        if always:
+            for case in cases:
+                case["next"] = [*case["next"], *always]
+            body["default"] = [*body.get("default", []), *always]
+        if never:
+            cases.append({"when": _NEVER, "next": never})
+            for tid in never:
+                notes.changed(
+                    f"after switch {sid} but in none of its branches: DolphinScheduler goes on "
+                    f"after a switch only to the branch it selected, so it never runs after "
+                    f"{sid}; here it is the branch of a case that never holds ({_NEVER}), "
+                    f"skipped whenever {sid} runs",
+                    task=tid,
+                )
+        if not cases:
+            keep = {k: v for k, v in body.items() if k not in ("type", "cases", "default")}
+            body.clear()
+            body.update({"type": "shell", "command": "true\n", **keep})
+            notes.changed(
+                "a switch with no condition that maps, no default and no task after it: "
+                "it chooses nothing, a task that does nothing",
+                task=sid,
+            )
 
 
 # a Conditions item's status -> the trigger rule of the task that runs when its task ended
@@ -1057,6 +1113,7 @@ def _conditions(task: DsTask, tid: str, ctx: _Ctx, tasks: dict[str, dict[str, An
         task=tid,
     )
     ctx.conditions[tid] = [t for t in upstream if t not in witnesses.values()]
+    ctx.witnesses.update(witnesses.values())
 
 
 def _branch_ids(value: Any, ctx: _Ctx) -> list[str]:
@@ -1171,7 +1228,8 @@ def _always_one_runs(
         body = tasks[switch]
         if skippable.get(switch) or not body.get("default"):
             continue
-        choices = [case["next"] for case in body.get("cases", [])] + [body["default"]]
+        choices = [c["next"] for c in body.get("cases", []) if c["when"] != _NEVER]
+        choices.append(body["default"])
         if all(heads & set(choice) for choice in choices):
             return True
     return False
