@@ -784,6 +784,59 @@ tasks:
     assert (shared_dir / "ok.log").read_text() == "ran\n"
 
 
+def test_rerun_failed_runs_the_tasks_after_the_failed_one_again_after_it(
+    runtime: LocalRuntime, shared_dir: Path
+) -> None:
+    # GIVEN extract fails until a marker exists; cleanup (all_done, in a pool) and alert
+    # (one_failed) run after it whatever it does, load only if it succeeds; side is apart
+    log, marker = shared_dir / "order.log", shared_dir / "fixed"
+    runtime.scheduler.set_pool("tidy", 1)
+    run_id = start(
+        runtime,
+        f"""
+name: tidy_after
+defaults: {{retries: 0}}
+tasks:
+  side: {{type: shell, command: "echo side >> {log}"}}
+  extract: {{type: shell, command: "[ -e {marker} ] && echo extract >> {log}"}}
+  cleanup:
+    type: shell
+    depends_on: [extract]
+    trigger_rule: all_done
+    pool: tidy
+    command: echo cleanup >> {log}
+  alert: {{type: shell, depends_on: [extract], trigger_rule: one_failed, command: "echo alert >> {log}"}}
+  load: {{type: shell, depends_on: [extract], command: "echo load >> {log}"}}
+""",
+    )
+    assert finish(runtime, run_id) is RunState.FAILED
+    assert states(runtime, run_id) == {
+        "side": "succeeded", "extract": "failed", "cleanup": "succeeded",
+        "alert": "succeeded", "load": "upstream_failed",
+    }  # fmt: skip
+    first = log.read_text().split()
+    # WHEN extract is fixed and the failed tasks are rerun
+    marker.touch()
+    runtime.scheduler.rerun(run_id)
+    # THEN extract runs again and cleanup runs again after it; alert, which ran on the
+    # failure, is skipped now that nothing failed; load runs; side is not run again
+    assert finish(runtime, run_id) is RunState.SUCCEEDED
+    assert states(runtime, run_id) == {
+        "side": "succeeded", "extract": "succeeded", "cleanup": "succeeded",
+        "alert": "skipped", "load": "succeeded",
+    }  # fmt: skip
+    second = log.read_text().split()[len(first) :]
+    assert sorted(second) == ["cleanup", "extract", "load"]
+    assert second.index("extract") < second.index("cleanup")
+    assert log.read_text().split().count("side") == 1
+    cleanup = runtime.store.list_attempts(run_id, "cleanup")
+    assert [(a.attempt, a.state) for a in cleanup] == [(1, "succeeded"), (2, "succeeded")]
+    # AND the stored counters count each task once, and the pool holds nothing
+    run = runtime.store.get_run(run_id)
+    assert (run.n_tasks, run.n_done, run.n_failed, run.n_running) == (5, 5, 0, 0)
+    assert {p.key: p.used for p in runtime.store.list_pools()} == {"/tidy": 0}
+
+
 @pytest.fixture
 def teapot() -> Iterator[str]:
     def respond(method: str, path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:

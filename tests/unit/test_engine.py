@@ -752,23 +752,126 @@ def test_a_finished_run_cannot_be_stopped(state: RunState, now: datetime) -> Non
 FAILED_RUN = {"extract": OK, "transform": FAIL, "load": UPF, "report": OK, "notify": OK}
 
 
-def test_rerun_failed_keeps_what_succeeded(now: datetime) -> None:
-    # GIVEN a failed run: transform failed, load never ran, the rest succeeded
+def test_rerun_failed_resets_the_failed_tasks_and_what_is_downstream_of_them(
+    now: datetime,
+) -> None:
+    # GIVEN a failed run: transform failed, load never ran, notify (all_done after load)
+    # ran on that failure, extract and report succeeded upstream of or beside it
     run, tasks = make_run(OPS, FAILED_RUN, now, state=RunState.FAILED)
     # WHEN the failed tasks are rerun
     plan = engine.rerun_failed(OPS, run, tasks, now)
-    # THEN transform is ready again (its parent succeeded), load waits for it, and the
-    # succeeded tasks are not touched
-    assert by_id(plan.tasks) == {"transform": Q, "load": W}
-    assert plan.edges == {"transform": {"extract": OK}, "load": {}}
+    # THEN transform is ready again (its parent succeeded), load and notify wait for it,
+    # and the tasks not downstream of the failure are not touched
+    assert by_id(plan.tasks) == {"transform": Q, "load": W, "notify": W}
+    assert plan.edges == {"transform": {"extract": OK}, "load": {}, "notify": {"report": OK}}
+    assert plan.tasks["notify"].upstream == Upstream(succeeded=1)  # report's, kept
     assert (plan.run.state, plan.run.n_done, plan.run.n_failed, plan.run.ended_at) == (
         RunState.RUNNING,
-        3,
+        2,
         0,
         None,
     )
     # AND attempt numbers keep growing, so the new attempt has a new dispatch key
     assert plan.tasks["transform"].attempt == 1
+    assert plan.tasks["notify"].attempt_base == 1  # notify's next attempt is its 2nd
+
+
+# extract fails; what is downstream of it ends because of that: load (upstream_failed),
+# cleanup (all_done: it runs whatever extract did), alert (one_failed: it runs because
+# extract failed), route (a switch after the failure, all_done) whose unchosen branch
+# publish is skipped and whose default gap runs; side -> side_report is a branch of its own
+AFTER_FAILURE = spec_of(
+    """
+    name: after_failure
+    tasks:
+      extract: {type: shell, command: x}
+      load: {type: shell, command: x, depends_on: [extract]}
+      cleanup: {type: shell, command: x, depends_on: [extract], trigger_rule: all_done}
+      alert: {type: shell, command: x, depends_on: [extract], trigger_rule: one_failed}
+      route:
+        type: switch
+        depends_on: [extract]
+        trigger_rule: all_done
+        cases: [{when: "{{ tasks.extract.outputs.rows | default('') != '' }}", next: [publish]}]
+        default: [gap]
+      publish: {type: shell, command: x, depends_on: [route]}
+      gap: {type: shell, command: x, depends_on: [route]}
+      side: {type: shell, command: x}
+      side_report: {type: shell, command: x, depends_on: [side]}
+    """
+)
+FAILED_EXTRACT = {
+    "extract": FAIL, "load": UPF, "cleanup": OK, "alert": OK, "route": OK,
+    "publish": SKIPPED, "gap": OK, "side": OK, "side_report": OK,
+}  # fmt: skip
+
+
+def after_failure(now: datetime) -> tuple[Run, list[TaskInstance]]:
+    run, tasks = make_run(AFTER_FAILURE, FAILED_EXTRACT, now, state=RunState.FAILED)
+    chose_gap = {SWITCH_BRANCH_KEY: ["gap"], "case": None}
+    return run, [t.with_(outputs=chose_gap) if t.task_id == "route" else t for t in tasks]
+
+
+def ended_upstream(
+    spec: WorkflowSpec, child: TaskInstance, parent: str, state: TaskState
+) -> TaskState | None:
+    """What ``child`` (WAITING) becomes when ``parent`` ends in ``state``, as the turn of
+    that end decides it (the parent's outcome added to its counts)."""
+    up = child.upstream.plus(engine.edge_outcome(spec, parent, state, {}, child.task_id))
+    return engine.child_state(spec, child.with_(upstream=up))
+
+
+def test_rerun_failed_runs_an_all_done_cleanup_again_after_its_failed_parent(
+    now: datetime,
+) -> None:
+    # GIVEN extract failed and cleanup (all_done) succeeded after it
+    run, tasks = after_failure(now)
+    # WHEN the failed tasks are rerun
+    plan = engine.rerun_failed(AFTER_FAILURE, run, tasks, now)
+    # THEN extract is queued, and cleanup waits for it with nothing counted of the old end
+    assert plan.tasks["extract"].state is Q
+    cleanup = plan.tasks["cleanup"]
+    assert (cleanup.state, cleanup.upstream, plan.edges["cleanup"]) == (W, Upstream(), {})
+    assert (cleanup.attempt, cleanup.ended_at) == (1, None)
+    # AND once extract ends again, cleanup runs after it (its new attempt: attempt 2)
+    assert ended_upstream(AFTER_FAILURE, cleanup, "extract", OK) is Q
+    assert engine.claim(AFTER_FAILURE, cleanup.with_(state=Q), now).attempt == 2
+    # AND the one_failed alert that ran on the failure waits too: it skips if extract
+    # succeeds this time, runs if it fails again
+    alert = plan.tasks["alert"]
+    assert alert.state is W
+    assert ended_upstream(AFTER_FAILURE, alert, "extract", OK) is SKIPPED
+    assert ended_upstream(AFTER_FAILURE, alert, "extract", FAIL) is Q
+    # AND the run runs again, counting only what is kept as done
+    assert (plan.run.state, plan.run.n_done, plan.run.n_failed) == (RunState.RUNNING, 2, 0)
+
+
+def test_rerun_failed_keeps_a_branch_that_succeeded_apart_from_the_failure(
+    now: datetime,
+) -> None:
+    run, tasks = after_failure(now)
+    plan = engine.rerun_failed(AFTER_FAILURE, run, tasks, now)
+    # side and side_report are downstream of no reset task: kept as they ended
+    assert not {"side", "side_report"} & set(plan.tasks)
+    assert not {"side", "side_report"} & set(plan.edges)
+    assert set(plan.tasks) == set(FAILED_EXTRACT) - {"side", "side_report"}
+
+
+def test_rerun_failed_resets_a_task_skipped_because_of_the_failure(now: datetime) -> None:
+    # GIVEN route, a switch that ran after extract failed, chose gap and skipped publish
+    run, tasks = after_failure(now)
+    # WHEN the failed tasks are rerun
+    plan = engine.rerun_failed(AFTER_FAILURE, run, tasks, now)
+    # THEN route, the branch it skipped and the one it chose all wait to be decided again
+    assert by_id({t: plan.tasks[t] for t in ("route", "publish", "gap")}) == {
+        "route": W, "publish": W, "gap": W,
+    }  # fmt: skip
+    assert (plan.edges["publish"], plan.edges["gap"]) == ({}, {})
+    assert plan.tasks["publish"].upstream == Upstream()
+    # AND a switch choosing publish this time runs it (the old skip is not kept)
+    chose = {SWITCH_BRANCH_KEY: ["publish"], "case": 0}
+    assert engine.edge_outcome(AFTER_FAILURE, "route", OK, chose, "publish") is OK
+    assert engine.edge_outcome(AFTER_FAILURE, "route", OK, chose, "gap") is SKIPPED
 
 
 def test_a_rerun_task_gets_its_retries_again(now: datetime) -> None:

@@ -175,6 +175,36 @@ def test_a_rerun_from_a_task_marks_the_sub_workflow_tasks_it_resets_and_only_tho
     assert not engine.rerun_failed(spec, failed, tasks, T0).tasks["child"].rerun_child
 
 
+def test_a_rerun_of_failed_tasks_runs_a_sub_workflow_task_downstream_of_them_whole() -> None:
+    # GIVEN prepare failed and the sub-workflow task after it (all_done) ran its child on
+    # that failure, and the child succeeded (or the task was skipped)
+    spec = load_workflow(
+        PARENT.replace("depends_on: [prepare]", "depends_on: [prepare]\n    trigger_rule: all_done")
+    )
+    run = Run("r", "parent", "default", 1, RunState.FAILED, {}, T0, T0, ended_at=T0)
+    prepare = TaskInstance("r", "prepare", TaskState.FAILED, attempt=1, ended_at=T0)
+    for state in (TaskState.SUCCEEDED, TaskState.SKIPPED):
+        child = TaskInstance("r", "child", state, attempt=1, ended_at=T0, child_end=T0)
+        report = TaskInstance("r", "report", state, attempt=1, ended_at=T0)
+        # WHEN the failed tasks are rerun
+        plan = engine.rerun_failed(spec, run, [prepare, child, report], T0)
+        # THEN the task waits for prepare, and its next attempt runs its child again whole
+        # (with its params rendered then): the child it kept would hand back the outcome
+        # of the failure at once, not run after prepare
+        assert plan.tasks["child"].state is TaskState.WAITING
+        assert plan.tasks["child"].rerun_child
+        assert plan.tasks["child"].child_end is None  # it no longer follows the old child
+        assert not plan.tasks["report"].rerun_child  # not a sub-workflow task
+    # AND a sub-workflow task that failed itself with nothing rerun upstream of it still
+    # reruns its child from the child's failed tasks
+    ok = prepare.with_(state=TaskState.SUCCEEDED)
+    child = TaskInstance("r", "child", TaskState.FAILED, attempt=1, ended_at=T0, child_end=T0)
+    report = TaskInstance("r", "report", TaskState.UPSTREAM_FAILED, ended_at=T0)
+    plan = engine.rerun_failed(spec, run, [ok, child, report], T0)
+    assert set(plan.tasks) == {"child", "report"}
+    assert not plan.tasks["child"].rerun_child
+
+
 def test_with_params_gives_a_plan_new_params_only_when_they_differ() -> None:
     spec = load_workflow(CHILD)
     run = _run(RunState.FAILED, T0).with_(params={"region": "eu"})
@@ -615,6 +645,47 @@ def test_a_rerun_of_the_failed_tasks_keeps_a_child_that_succeeded(h: Harness) ->
     assert h.child_of(run.id).ended_at == child.ended_at
     assert _child_attempts(h, child.id) == [(child.id, "extract", 1), (child.id, "load", 1)]
     assert h.store.get_task(run.id, "child").attempt == 2
+
+
+AFTER_X_PARENT = """\
+name: after_x
+tasks:
+  x: {type: shell, command: x}
+  sub: {type: workflow, depends_on: [x], trigger_rule: all_done, workflow: counted_child}
+"""
+
+
+def test_a_rerun_of_the_failed_tasks_runs_a_child_downstream_of_them_again_after_them(
+    h: Harness,
+) -> None:
+    # GIVEN x failed and sub (all_done) ran its child after it, which succeeded
+    h.scheduler.apply(COUNTED_CHILD)
+    h.scheduler.apply(AFTER_X_PARENT)
+    run, _ = h.scheduler.trigger("default", "after_x")
+    h.finish(lambda s: AttemptStatus.FAILED if s.task_id == "x" else AttemptStatus.SUCCEEDED)
+    assert h.store.get_run(run.id).state is RunState.FAILED
+    assert h.store.get_task(run.id, "sub").state is TaskState.SUCCEEDED
+    child_id = rules.child_run_id(run.id, "sub", ("default", "counted_child"))
+    first = h.store.get_run(child_id)
+    assert first.state is RunState.SUCCEEDED
+    # WHEN the failed tasks are rerun (x succeeds this time)
+    h.clock.advance(60)
+    h.scheduler.rerun(run.id)
+    h.finish(succeed)
+    # THEN sub ran again after x: its child ran again whole, not its old end handed back
+    assert h.store.get_run(run.id).state is RunState.SUCCEEDED
+    order = list(h.dispatcher.dispatched)
+    assert order.index((child_id, "use", 2)) > order.index((run.id, "x", 2))
+    again = h.store.get_run(child_id)
+    assert again.ended_at is not None
+    assert first.ended_at is not None
+    assert again.ended_at > first.ended_at
+    assert [a.attempt for a in h.store.list_attempts(child_id)] == [1, 2]
+    sub = h.store.get_task(run.id, "sub")
+    assert (sub.state, sub.attempt, sub.child_end) == (TaskState.SUCCEEDED, 2, again.ended_at)
+    # AND the run's stored counters count each task once
+    done = h.store.get_run(run.id)
+    assert (done.n_tasks, done.n_done, done.n_failed, done.n_running) == (2, 2, 0, 0)
 
 
 def test_two_callers_rerunning_the_same_child_rerun_it_once(h: Harness) -> None:

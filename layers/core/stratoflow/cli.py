@@ -1376,8 +1376,9 @@ for _op in ("pause", "resume", "stop"):
 @click.option(
     "--failed",
     is_flag=True,
-    help="rerun failed tasks, keep what succeeded (the default; a sub-workflow task: its "
-    "child run from its failed tasks)",
+    help="rerun failed, stopped and unrun tasks and every task downstream of them, keep what "
+    "succeeded apart from them (the default; a failed sub-workflow task: its child run from "
+    "its failed tasks; one only downstream: its child run whole)",
 )
 @output_option
 @api_option

@@ -2335,10 +2335,12 @@ class Scheduler:
         params: Mapping[str, Any] | None = None,
         if_ended_at: datetime | None = None,
     ) -> Run:
-        """Rerun failed tasks (keeping what succeeded), or ``from_task`` and its downstream,
-        or (``all_tasks``) every task; with ``if_ended_at``, only the run's end at that
-        instant (else Conflict). A sub-workflow task rerun from or whole runs its child run
-        again whole (``engine.subworkflow.on_claim``). ``params`` (with ``all_tasks`` only:
+        """Rerun failed tasks and what is downstream of them, keeping what succeeded apart
+        from them (``engine.rerun_failed``), or ``from_task`` and its downstream, or
+        (``all_tasks``) every task; with ``if_ended_at``, only the run's end at that instant
+        (else Conflict). A sub-workflow task rerun from, whole, or only because it is
+        downstream of a failed task runs its child run again whole
+        (``engine.subworkflow.on_claim``). ``params`` (with ``all_tasks`` only:
         a sub-workflow child rerun whole, with its parent task's params rendered now): the
         run's param overrides from now on, written in the write that resets its tasks."""
         if params is not None and not all_tasks:

@@ -92,7 +92,8 @@ class RerunRequest(_Request):
         alias="from",
         min_length=1,
         max_length=200,
-        description="Rerun this task and everything downstream; null reruns failed tasks.",
+        description="Rerun this task and everything downstream; null reruns failed tasks "
+        "(and stopped or unrun ones) and everything downstream of them.",
     )
 
 

@@ -11,7 +11,7 @@ import json
 import math
 import re
 import weakref
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Set
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -894,13 +894,14 @@ def _reset(
     reset: set[str],
     now: datetime,
     *,
-    whole: bool = False,
+    whole: bool | Set[str] = False,
 ) -> Plan:
     """Reset ``reset`` to WAITING, recount their upstream from the tasks kept, and decide
     (in topological order) which of them are ready, skipped or upstream_failed now.
-    ``whole``: the rerun asked to run these tasks again whole, so a sub-workflow task among
-    them runs its child again (``TaskInstance.rerun_child``); else a child that had
-    succeeded is kept."""
+    ``whole``: the rerun asked to run these tasks (True: all of them; a set: those of them)
+    again whole, so a sub-workflow task among them runs its child again
+    (``TaskInstance.rerun_child``); else a child that had succeeded is kept."""
+    wholly: Set[str] = (reset if whole else frozenset()) if isinstance(whole, bool) else whole
     states = dict(current)
     edges: dict[str, dict[str, TaskState]] = {}
     for task_id in spec.dag.order:
@@ -925,7 +926,7 @@ def _reset(
             attempt_base=old.attempt,
             upstream=up,
             priority=old.priority,
-            rerun_child=_rerun_child(spec, old, whole=whole),
+            rerun_child=_rerun_child(spec, old, whole=task_id in wholly),
         )
         nxt = child_state(spec, fresh, unchosen=unchosen)
         if nxt is not None:
@@ -945,18 +946,40 @@ def _require_finished(run: Run, what: str) -> None:
         raise Conflict(f"run {run.id} is {run.state}; {what} needs a finished run (stop it first)")
 
 
+def _downstream_of(spec: WorkflowSpec, tasks: Set[str]) -> set[str]:
+    """Every task reachable from one of ``tasks`` (one of ``tasks`` only if it is reachable
+    from another): one pass in topological order, O(tasks + edges) however many start."""
+    reached: set[str] = set()
+    for task_id in spec.dag.order:
+        if any(p in tasks or p in reached for p in spec.dag.parents[task_id]):
+            reached.add(task_id)
+    return reached
+
+
 def rerun_failed(
     spec: WorkflowSpec, run: Run, tasks: Iterable[TaskInstance], now: datetime
 ) -> Plan:
-    """Run again every task that failed, was stopped or never ran; keep what succeeded (a
-    sub-workflow task reruns its child run from the child's failed tasks, and a child that
-    had succeeded stands)."""
+    """Run again every task that failed, was stopped or never ran (upstream_failed, or left
+    waiting), and every task downstream of one of them, whatever its state: what ran or was
+    skipped after a failure (an ``all_done`` cleanup, a ``one_failed`` alert, a branch
+    skipped for it) took its outcome from that failure, so it is decided again by its
+    trigger rule once the tasks upstream of it end anew, as clearing a failed Airflow task
+    with its downstream does. What succeeded with no such task upstream of it is kept.
+
+    A sub-workflow task reset because it failed, was stopped or never ran reruns its child
+    run from the child's failed tasks (its params kept; a child that had succeeded stands),
+    unless an earlier rerun still owes it a whole pass (``_rerun_child``). One reset only
+    because it is downstream (it had succeeded or been skipped) runs its child again whole,
+    with its params rendered anew, as ``rerun_from`` runs what is downstream of its start:
+    its child ran on what the failure left upstream, and a child kept would hand back that
+    old outcome at once, without running after the tasks rerun upstream of it."""
     _require_finished(run, "rerun")
     current = {t.task_id: t for t in tasks}
-    reset = {t for t, ti in current.items() if ti.state in _RERUNNABLE or not ti.state.terminal}
-    if not reset:
+    failed = {t for t, ti in current.items() if ti.state in _RERUNNABLE or not ti.state.terminal}
+    if not failed:
         raise Conflict(f"run {run.id} has no failed or stopped task to rerun")
-    return _reset(spec, run, current, reset, now)
+    after = _downstream_of(spec, failed) - failed
+    return _reset(spec, run, current, failed | after, now, whole=after)
 
 
 def rerun_from(

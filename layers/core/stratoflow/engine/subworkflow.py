@@ -3,10 +3,11 @@
 A sub-workflow task starts a run of another workflow (the *child*) and takes its final
 state; its outputs are the child's task outputs, keyed by child task. The child run's id is
 derived from (parent run, task) alone, never from the attempt: a retry or a rerun of the
-parent's task finds the same child run. A retry, or a rerun of the parent's failed tasks,
-reruns the child from its failed tasks, as DolphinScheduler's SubWorkflowLogicTask does; a
-rerun that asked to run the task again whole (``--from``, a backfill's ``--rerun all``:
-``TaskInstance.rerun_child``) reruns all of the child, as clearing an Airflow SubDAG task
+parent's task finds the same child run. A retry, or a rerun of the parent's failed tasks
+that resets the task for its own failure, reruns the child from its failed tasks, as
+DolphinScheduler's SubWorkflowLogicTask does; a rerun that asked to run the task again whole
+(``--from``, a backfill's ``--rerun all``, a rerun of failed tasks upstream of a task that
+had succeeded or been skipped: ``TaskInstance.rerun_child``) reruns all of the child, as clearing an Airflow SubDAG task
 clears its inner tasks. Nothing here reads or writes: the service reads the slice (the
 child run, if any), asks, and persists.
 
@@ -186,7 +187,7 @@ def on_claim(ti: TaskInstance, child: Run | None) -> Next:
     attempt's: on the first attempt after a rerun that asked to run the task again whole
     (``ti.rerun_child``), every task of it runs again, whatever its end; otherwise a failed
     or stopped one is rerun from its failed tasks and a succeeded one is kept (its outputs
-    stand, as a rerun of the parent's failed tasks keeps what succeeded)."""
+    stand, as a rerun of the parent's failed tasks keeps what succeeded apart from them)."""
     if child is None:
         return Next(Step.START)
     if not child.state.terminal:
