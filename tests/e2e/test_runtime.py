@@ -129,21 +129,27 @@ def short_grace(monkeypatch: pytest.MonkeyPatch) -> float:
 
 
 def test_a_timed_out_attempt_that_ignores_sigterm_is_gone_before_its_retry_starts(
-    runtime: LocalRuntime, shared_dir: Path, short_grace: float
+    runtime: LocalRuntime, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # GIVEN a task that ignores SIGTERM, with a 1 s timeout, one retry and no retry delay
+    # GIVEN a task that ignores SIGTERM, with a 2 s timeout, one retry and no retry delay, and
+    # a kill grace longer than that timeout: a retry whose clock ran while it waited for the
+    # killed attempt would time out too. (The retry's 2 s are for what no clock can hold
+    # back on a loaded machine: the kill sent a moment after the timeout is written, the
+    # killed group seen gone, the retry's wrapper started. A 1 s timeout once ran out on CI.)
+    grace = 3.0
+    monkeypatch.setattr(executor_module, "KILL_GRACE_SECONDS", grace)
     path = shared_dir / "marks"
-    run_id = start(runtime, STUBBORN.format(timeout="1s", marks=path))
+    run_id = start(runtime, STUBBORN.format(timeout="2s", marks=path))
     # WHEN its first attempt times out, THEN the retry runs (not timed out while it waited)
     assert finish(runtime, run_id) is RunState.SUCCEEDED
     attempts = runtime.store.list_attempts(run_id, "t")
     assert [a.state for a in attempts] == ["timed_out", "succeeded"]
-    time.sleep(short_grace + 0.5)  # whatever of attempt 1 still ran has been killed by now
+    time.sleep(grace + 0.5)  # whatever of attempt 1 still ran has been killed by now
     # THEN the retry wrote its first mark after the killed attempt's last: never both at once
     first, second = marks(path)[1], marks(path)[2]
     assert second[0] > first[-1], (first[-1], second)
     # and the killed attempt did run on through the grace (SIGTERM did not end it: SIGKILL)
-    assert first[-1] - first[0] > 1 + short_grace / 2, first
+    assert first[-1] - first[0] > 2 + grace / 2, first
 
 
 def test_a_rerun_right_after_a_stop_starts_once_the_stopped_attempt_is_gone(
