@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings as hypothesis_settings
 
+from tests.moto_speed import install as install_moto_speedups
 from tests.moto_streams import install as install_moto_stream_fix
 
 # In CI the property tests and storms draw the same examples on every run (``derandomize``):
@@ -34,6 +35,7 @@ hypothesis_settings.load_profile(
 
 # moto's rollback of a cancelled transaction loses a table's stream records (tests/moto_streams)
 install_moto_stream_fix()
+install_moto_speedups()
 
 FIXED_NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
