@@ -894,14 +894,13 @@ def _reset(
     reset: set[str],
     now: datetime,
     *,
-    whole: bool | Set[str] = False,
+    whole: Set[str] = frozenset(),
 ) -> Plan:
     """Reset ``reset`` to WAITING, recount their upstream from the tasks kept, and decide
     (in topological order) which of them are ready, skipped or upstream_failed now.
-    ``whole``: the rerun asked to run these tasks (True: all of them; a set: those of them)
-    again whole, so a sub-workflow task among them runs its child again
-    (``TaskInstance.rerun_child``); else a child that had succeeded is kept."""
-    wholly: Set[str] = (reset if whole else frozenset()) if isinstance(whole, bool) else whole
+    ``whole``: those of them the rerun asked to run again whole, so that a sub-workflow task
+    among them runs its child again (``TaskInstance.rerun_child``); for the others, a child
+    that had succeeded is kept."""
     states = dict(current)
     edges: dict[str, dict[str, TaskState]] = {}
     for task_id in spec.dag.order:
@@ -926,7 +925,7 @@ def _reset(
             attempt_base=old.attempt,
             upstream=up,
             priority=old.priority,
-            rerun_child=_rerun_child(spec, old, whole=task_id in wholly),
+            rerun_child=_rerun_child(spec, old, whole=task_id in whole),
         )
         nxt = child_state(spec, fresh, unchosen=unchosen)
         if nxt is not None:
@@ -1003,7 +1002,7 @@ def rerun_from(
         rerun_child=_rerun_child(spec, old, whole=True),
     )
     downstream = set(spec.dag.downstream(task_id)) - {task_id}
-    plan = _reset(spec, run, current, downstream, now, whole=True)
+    plan = _reset(spec, run, current, downstream, now, whole=downstream)
     plan.tasks[task_id] = current[task_id]
     plan.edges[task_id] = {}
     return plan

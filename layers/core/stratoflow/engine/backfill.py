@@ -685,7 +685,8 @@ def rerun_all(spec: WorkflowSpec, run: Run, tasks: Iterable[TaskInstance], now: 
     its sub-workflow tasks run their child runs again whole."""
     _require_finished(run, "rerun")
     current = {t.task_id: t for t in tasks}
-    return _reset(spec, run, current, set(current), now, whole=True)
+    reset = set(current)
+    return _reset(spec, run, current, reset, now, whole=reset)
 
 
 # ------------------------------------------------------------------ stored form

@@ -7,9 +7,9 @@ parent's task finds the same child run. A retry, or a rerun of the parent's fail
 that resets the task for its own failure, reruns the child from its failed tasks, as
 DolphinScheduler's SubWorkflowLogicTask does; a rerun that asked to run the task again whole
 (``--from``, a backfill's ``--rerun all``, a rerun of failed tasks upstream of a task that
-had succeeded or been skipped: ``TaskInstance.rerun_child``) reruns all of the child, as clearing an Airflow SubDAG task
-clears its inner tasks. Nothing here reads or writes: the service reads the slice (the
-child run, if any), asks, and persists.
+had succeeded or been skipped: ``TaskInstance.rerun_child``) reruns all of the child, as
+clearing an Airflow SubDAG task clears its inner tasks. Nothing here reads or writes: the
+service reads the slice (the child run, if any), asks, and persists.
 
 The child links back to its parent with :attr:`Run.parent` (``"<parent run id>/<task id>"``;
 a task id holds no ``/``), which is how the child's end reaches the parent's task.
