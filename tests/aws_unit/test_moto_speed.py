@@ -17,8 +17,9 @@ from tests.moto_speed import uninstalled
 REGION = "us-east-1"
 
 CHAIN = ", ".join(f"a{i} = :v" for i in range(30))
-# (update expression, attribute names): valid ones, then one of each error the two
-# processors that now check the root alone raise, at the chain's start and at its end
+# (update expression, attribute names): five valid ones, then invalid ones: each error of the
+# two processors that now check the root alone, at the chain's start and at its end, and two
+# that other processors raise (a key attribute set, a value not given)
 UPDATES: list[tuple[str, dict[str, str]]] = [
     ("SET a = :v", {}),
     (f"SET {CHAIN}", {}),
