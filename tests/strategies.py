@@ -21,6 +21,7 @@ TRIGGER_RULES = (
     "one_success",
     "one_failed",
     "none_failed",
+    "none_failed_min_one_success",
 )
 MAX_RETRIES = 2
 MAX_ATTEMPTS = MAX_RETRIES + 1

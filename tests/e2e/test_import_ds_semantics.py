@@ -343,8 +343,8 @@ def test_the_join_of_a_switch_s_branches_runs(
 @pytest.mark.parametrize(("m", "join"), [("5", "succeeded"), ("0", "skipped")])
 def test_a_join_whose_upstream_tasks_may_all_be_skipped(tmp_path: Path, m: str, join: str) -> None:
     """Behind a switch that is itself a branch: when the outer switch takes the route, big
-    runs and the join runs (reading big's OUT param through its gates); when it does not,
-    big and small are both skipped, and so is the join, as in DolphinScheduler."""
+    runs and the join runs (reading big's OUT param); when it does not, big and small are
+    both skipped, and so is the join (none_failed_min_one_success), as in DolphinScheduler."""
     out = [{"prop": "rows", "direct": "OUT", "type": "VARCHAR", "value": ""}]
     big = _ds_task(
         2, "big", "SHELL", {"rawScript": "echo '${setValue(rows=42)}'", "localParams": out}

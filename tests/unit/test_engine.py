@@ -88,6 +88,11 @@ TRIGGER_TABLE = [
     ("none_failed", 2, 0, 0, 2, RUN),  # all skipped still runs (unlike *_min_one_success)
     ("none_failed", 2, 1, 0, 0, WAIT),
     ("none_failed", 3, 0, 1, 0, UF),
+    # none_failed_min_one_success: as none_failed, and one parent succeeded
+    ("none_failed_min_one_success", 2, 1, 0, 1, RUN),
+    ("none_failed_min_one_success", 2, 0, 0, 2, SKIP),  # all skipped: skipped
+    ("none_failed_min_one_success", 3, 1, 0, 1, WAIT),
+    ("none_failed_min_one_success", 3, 0, 1, 0, UF),  # a failure: at once
 ]
 
 
@@ -109,6 +114,9 @@ def airflow(rule: str, n: int, s: int, f: int, k: int) -> Readiness:
     one_failed   at least one failed, not waiting for all; all done with none failed -> skipped
     none_failed  no upstream failed or upstream_failed (all succeeded or skipped); a failure
                  -> upstream_failed
+    none_failed_min_one_success
+                 as none_failed, and at least one succeeded; a failure -> upstream_failed,
+                 all skipped -> skipped
     """
     done = s + f + k == n
     if n == 0:
@@ -135,9 +143,13 @@ def airflow(rule: str, n: int, s: int, f: int, k: int) -> Readiness:
         if f:
             return RUN
         return SKIP if done else WAIT
-    assert rule == "none_failed"
     if f:
         return UF
+    if rule == "none_failed_min_one_success":
+        if k == n:
+            return SKIP
+        return RUN if done else WAIT
+    assert rule == "none_failed"
     return RUN if done else WAIT
 
 

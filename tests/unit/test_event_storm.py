@@ -83,6 +83,8 @@ def decide(rule: str, n: int, s: int, f: int, k: int, x: int) -> str:
                  failed -> skipped
     none_failed  no parent failed or upstream_failed: all succeeded or were skipped;
                  a failed parent -> upstream_failed
+    none_failed_min_one_success
+                 as none_failed, and at least one parent succeeded: all skipped -> skipped
 
     And DESIGN.md: "A switch marks every branch it did not choose SKIPPED" - whatever that
     branch's own trigger rule says.
@@ -106,6 +108,8 @@ def decide(rule: str, n: int, s: int, f: int, k: int, x: int) -> str:
         return RUN if f else SKIP if done else WAIT
     if rule == "none_failed":
         return UPSTREAM_FAILED if f else RUN if done else WAIT
+    if rule == "none_failed_min_one_success":
+        return UPSTREAM_FAILED if f else WAIT if not done else RUN if s else SKIP
     raise AssertionError(rule)
 
 

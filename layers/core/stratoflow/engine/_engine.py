@@ -75,6 +75,12 @@ def readiness(rule: TriggerRule, up: Upstream, n_parents: int) -> Readiness:
             if up.failed:
                 return Readiness.UPSTREAM_FAILED
             return Readiness.RUN if all_done else Readiness.WAIT
+        case TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS:
+            if up.failed:
+                return Readiness.UPSTREAM_FAILED
+            if not all_done:
+                return Readiness.WAIT
+            return Readiness.RUN if up.succeeded else Readiness.SKIP
         case TriggerRule.ALL_FAILED:
             if up.succeeded or up.skipped:
                 return Readiness.SKIP

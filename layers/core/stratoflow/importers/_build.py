@@ -32,29 +32,6 @@ def placeholder(kind: str, original: str, reason: str) -> dict[str, Any]:
     }
 
 
-def gate(tasks: dict[str, dict[str, Any]], tid: str, ups: list[str]) -> tuple[str, str]:
-    """Put ``tid`` after two gates over its upstream tasks ``ups`` (placed before it): one
-    that runs when they all ended and none failed (none_failed), one that runs when one
-    succeeded (one_success). ``tid`` (all_success over both) then runs as Airflow's
-    none_failed_min_one_success: skipped when all of ``ups`` were, upstream_failed when one
-    failed. The gates' names."""
-    taken = set(tasks)
-    done = _gate_name(tid, "__upstream_done", taken)
-    ran = _gate_name(tid, "__upstream_ran", taken)
-    gates = {
-        done: {"type": "shell", "command": "true\n", "depends_on": list(ups),
-               "trigger_rule": "none_failed",
-               "description": f"{tid}'s upstream tasks all ended, none failed"},
-        ran: {"type": "shell", "command": "true\n", "depends_on": list(ups),
-              "trigger_rule": "one_success",
-              "description": f"one of {tid}'s upstream tasks succeeded"},
-    }  # fmt: skip
-    _before(tasks, tid, gates)
-    tasks[tid]["depends_on"] = [done, ran]
-    tasks[tid].pop("trigger_rule", None)
-    return done, ran
-
-
 def _gate_name(tid: str, suffix: str, taken: set[str]) -> str:
     """``<tid><suffix>``, cut to a task id's length, unique among ``taken`` (then taken)."""
     return unique(task_id(tid[: max(1, 128 - len(suffix))] + suffix), taken)

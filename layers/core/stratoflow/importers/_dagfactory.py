@@ -29,7 +29,6 @@ from stratoflow.importers._build import (
     Unmapped,
     can_end_upstream_failed,
     clamped_priority,
-    gate,
     gate_none_skipped,
     gate_one_done,
     pools_to_create,
@@ -37,7 +36,6 @@ from stratoflow.importers._build import (
 )
 from stratoflow.importers._cron import Converted, airflow_schedule, interval_before
 from stratoflow.importers._dagfactory_args import (
-    GATED_RULES,
     NONE_SKIPPED,
     ONE_DONE,
     READ_ARG_KEYS,
@@ -566,16 +564,7 @@ def _dag(
         unmapped_task(tasks, tid, operator.rsplit(".", 1)[-1], tid, reason, raw, mode, notes)
     for tid, task_settings_ in settings.items():
         ups = tasks.get(tid, {}).get("depends_on", [])
-        if task_settings_.rule in GATED_RULES and len(ups) > 1:  # (one: all_success says it)
-            done, ran = gate(tasks, tid, ups)
-            notes.changed(
-                f"trigger rule {task_settings_.rule}: waits on {done} (none_failed over its "
-                f"upstream tasks {', '.join(ups)}) and {ran} (one_success), as Stratoflow "
-                "has no single rule for it: it runs when they all ended, none failed and one "
-                "succeeded, is skipped when all were skipped",
-                task=tid,
-            )
-        elif task_settings_.rule == ONE_DONE and ups:
+        if task_settings_.rule == ONE_DONE and ups:
             failed = gate_one_done(tasks, tid, ups)
             notes.changed(
                 f"trigger rule one_done: one_success over its upstream tasks {', '.join(ups)} "

@@ -26,9 +26,8 @@ _STRATOFLOW = TaskDefaults()
 STRATOFLOW_RETRY_DELAY = int(_STRATOFLOW.retry_delay.total_seconds())
 STRATOFLOW_MAX_RETRY_DELAY = int(_STRATOFLOW.max_retry_delay.total_seconds())
 RULES = frozenset(r.value for r in TriggerRule)
-# Airflow's rule for a join after a branch (Airflow 2's older name too): all upstream tasks
-# ended, none failed, one succeeded; written as two gates (``_build.gate``)
-GATED_RULES = frozenset({"none_failed_min_one_success", "none_failed_or_skipped"})
+# Airflow 2's older names of rules Stratoflow has
+OLD_RULE_NAMES = {"none_failed_or_skipped": TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS.value}
 # Airflow's rules written as gate tasks before the task too (``_build.gate_one_done``,
 # ``_build.gate_none_skipped``)
 ONE_DONE, NONE_SKIPPED = "one_done", "none_skipped"
@@ -271,10 +270,11 @@ def task_settings(task: Settings, written: Written, notes: Notes, tid: str) -> d
             out["max_retry_delay"] = f"{task.delay}s"
     if task.timeout != written.timeout:
         out["timeout"] = f"{task.timeout}s"  # 0s: none, where defaults have one
-    if task.rule in RULES:
-        if task.rule != TriggerRule.ALL_SUCCESS.value:
-            out["trigger_rule"] = task.rule
-    elif task.rule in GATED_RULES or task.rule in (ONE_DONE, NONE_SKIPPED):
+    rule = OLD_RULE_NAMES.get(task.rule, task.rule)
+    if rule in RULES:
+        if rule != TriggerRule.ALL_SUCCESS.value:
+            out["trigger_rule"] = rule
+    elif task.rule in (ONE_DONE, NONE_SKIPPED):
         pass  # its gates are made once its upstream tasks are known
     elif task.rule == "always":
         out["trigger_rule"] = TriggerRule.ALL_DONE.value

@@ -18,7 +18,6 @@ from stratoflow.importers._build import (
     chain_around,
     clamped_priority,
     ds_priority,
-    gate,
     pools_to_create,
     shown,
     unmapped_task,
@@ -1132,13 +1131,11 @@ def _joins(
     """DolphinScheduler skips a task only when all its upstream tasks were skipped
     (DagHelper.isTaskNodeNeedSkip; its 3.3 engine: isAllPredecessorsSkipped), and runs it
     once they all ended and none failed. With one upstream task that is all_success; a task
-    with several, one of which a skip can reach, gets the rule that says it: Airflow's
-    none_failed_min_one_success, which Stratoflow has not. So ``none_failed`` where one of
-    its upstream tasks always runs when it would (none_failed and one that succeeded are
-    the same then); else two gates, ``none_failed`` (all ended, none failed) and
-    ``one_success`` (one succeeded), with the task after both (all_success: a skipped gate,
-    all upstream skipped, skips it). ``conditions``: the Conditions tasks (now switches that
-    run once their upstream tasks ended) and those upstream tasks."""
+    with several, one of which a skip can reach, gets the rule that says it,
+    ``none_failed_min_one_success`` (Airflow's), or ``none_failed`` where one of its upstream
+    tasks always runs when it would (the two are the same then, and none_failed reads
+    plainer). ``conditions``: the Conditions tasks (now switches that run once their
+    upstream tasks ended) and those upstream tasks."""
     branches: dict[str, list[str]] = {}  # task -> the switches that choose it
     for sid, body in tasks.items():
         if body.get("type") == "switch":
@@ -1176,8 +1173,8 @@ def _joins(
                         "trigger rule none_failed, as DolphinScheduler runs a task unless all "
                         "its upstream tasks were skipped; but as a switch branch it keeps "
                         "the switch as its upstream task, and when all of them are skipped "
-                        "(none_failed_min_one_success, which Stratoflow has not) it runs "
-                        "where DolphinScheduler skips it",
+                        "it runs where DolphinScheduler skips it (the switch that chose it "
+                        "ran, so none_failed_min_one_success would run it too)",
                         task=tid,
                     )
                 else:
@@ -1188,7 +1185,12 @@ def _joins(
                     )
                 skippable[tid] = tid in branches
             else:
-                _gate(tasks, tid, ups, notes)
+                tasks[tid]["trigger_rule"] = "none_failed_min_one_success"
+                notes.changed(
+                    "trigger rule none_failed_min_one_success: DolphinScheduler runs a task "
+                    "unless all its upstream tasks were skipped, which they all may be here",
+                    task=tid,
+                )
                 skippable[tid] = True
         elif tid in branches or rule in _SKIP_SOURCES:
             skippable[tid] = True
@@ -1233,19 +1235,6 @@ def _always_one_runs(
         if all(heads & set(choice) for choice in choices):
             return True
     return False
-
-
-def _gate(tasks: dict[str, dict[str, Any]], tid: str, ups: list[str], notes: Notes) -> None:
-    """``tid`` after two gates over its upstream tasks ``ups``: one that runs when they all
-    ended and none failed, one that runs when one succeeded."""
-    done, ran = gate(tasks, tid, ups)
-    notes.changed(
-        f"waits on {done} (none_failed over its upstream tasks {', '.join(ups)}) and {ran} "
-        "(one_success): DolphinScheduler runs a task unless all its upstream tasks were "
-        "skipped, which they all may be here; Stratoflow has no single trigger rule for it "
-        "(Airflow's none_failed_min_one_success)",
-        task=tid,
-    )
 
 
 def _task_settings(task: DsTask, tid: str, body: dict[str, Any], ctx: _Ctx) -> None:

@@ -127,6 +127,8 @@ class TriggerRule(StrEnum):
     ONE_SUCCESS = "one_success"
     ONE_FAILED = "one_failed"
     NONE_FAILED = "none_failed"
+    # Airflow's join after a branch: all ended, none failed, one succeeded (all skipped: skip)
+    NONE_FAILED_MIN_ONE_SUCCESS = "none_failed_min_one_success"
 
 
 class OnFailure(StrEnum):
