@@ -1,6 +1,6 @@
 """The task panel's actions in a real browser: **Rerun from here** is offered only as the API
 takes it (a finished run; on a live run it is shown disabled, the API's reason as its tooltip,
-where it used to be enabled and answered 409), and **Mark succeeded**, **Mark skipped** and
+where it used to be enabled and answered 409), and **Mark succeeded**, **Mark skipped**, **Mark failed** and
 **Rerun from here** ask first, naming the task and the run and saying what follows, as
 **Stop** does (they used to act at once)."""
 
@@ -104,7 +104,7 @@ def test_mark_and_rerun_from_here_ask_first_naming_the_task_and_the_run(
     page.on("dialog", refuse)
     sent = posts(page)
     panel = page.get_by_test_id("task-panel")
-    for label in ("Mark succeeded", "Mark skipped", "Rerun from here"):
+    for label in ("Mark succeeded", "Mark skipped", "Mark failed", "Rerun from here"):
         panel.get_by_role("button", name=label).click()
     downstream = (
         "The tasks downstream of it are decided again, and may start. "
@@ -113,6 +113,7 @@ def test_mark_and_rerun_from_here_ask_first_naming_the_task_and_the_run(
     assert asked == [
         f"confirm: Mark task sleeper of run {run_id} succeeded? {downstream}",
         f"confirm: Mark task sleeper of run {run_id} skipped? {downstream}",
+        f"confirm: Mark task sleeper of run {run_id} failed? It is not retried. {downstream}",
         f"confirm: Rerun task sleeper of run {run_id} and every task downstream of it? "
         "They run again (their earlier attempts and logs are kept).",
     ]

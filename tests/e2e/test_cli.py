@@ -703,6 +703,9 @@ def test_client_commands_against_a_server(cli: CliRunner, tmp_path: Path, server
     )["runs"][0]["id"]
     marked = cli.invoke(main, ["runs", "mark", failed_id, "boom", "--state", "succeeded", *api])
     assert marked.output.strip() == f"{failed_id}: succeeded"
+    # and back: marked failed, the run ends failed again (no retry, nothing left to run)
+    refailed = cli.invoke(main, ["runs", "mark", failed_id, "boom", "--state", "failed", *api])
+    assert refailed.output.strip() == f"{failed_id}: failed"
     # conflicts and unknowns are bad input: exit 2 with the server's words
     resumed = cli.invoke(main, ["runs", "resume", failed_id, *api])
     assert resumed.exit_code == 2

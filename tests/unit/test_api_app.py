@@ -298,7 +298,9 @@ def test_openapi_document_lists_every_route_and_our_error_shape(api: Api) -> Non
     log_op = doc["paths"]["/runs/{run_id}/tasks/{task_id}/attempts/{attempt}/log"]["get"]
     assert "text/plain" in log_op["responses"]["200"]["content"]
     assert "from" in schemas["RerunRequest"]["properties"]
-    assert schemas["MarkRequest"]["properties"]["state"]["enum"] == ["succeeded", "skipped"]
+    assert schemas["MarkRequest"]["properties"]["state"]["enum"] == [
+        "succeeded", "skipped", "failed",
+    ]  # fmt: skip
     list_params = {p["name"] for p in doc["paths"]["/runs"]["get"]["parameters"]}
     assert list_params == {
         "project",
@@ -1213,7 +1215,7 @@ def test_mark_a_failed_task_succeeded_lets_downstream_run(api: Api) -> None:
     assert api.call("GET", f"/runs/{run_id}").body["run"]["state"] == "failed"
 
     assert_error(
-        api.call("POST", f"/runs/{run_id}/tasks/extract/mark", {"state": "failed"}),
+        api.call("POST", f"/runs/{run_id}/tasks/extract/mark", {"state": "running"}),
         422,
         "invalid_request",
         "body.state",
@@ -1245,6 +1247,11 @@ def test_mark_a_failed_task_succeeded_lets_downstream_run(api: Api) -> None:
     skipped = api.call("POST", f"/runs/{run_id}/tasks/load/mark", {"state": "skipped"})
     assert skipped.status == 200
     assert api.call("GET", f"/runs/{run_id}/tasks/load").body["state"] == "skipped"
+    failed = api.call("POST", f"/runs/{run_id}/tasks/transform/mark", {"state": "failed"})
+    assert failed.status == 200
+    transform = api.call("GET", f"/runs/{run_id}/tasks/transform").body
+    assert (transform["state"], transform["error"]) == ("failed", "marked failed")
+    assert api.call("GET", f"/runs/{run_id}").body["run"]["state"] == "failed"
 
 
 # ------------------------------------------------------------------ failures inside

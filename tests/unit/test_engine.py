@@ -991,10 +991,59 @@ def test_mark_the_last_task_finishes_a_running_run(now: datetime) -> None:
     assert (plan.run.state, plan.run.ended_at) == (RunState.SUCCEEDED, now)
 
 
+def test_mark_failed_on_a_running_task_kills_it_without_a_retry_or_a_stop(now: datetime) -> None:
+    """Airflow's *Mark Failed*: the mark is the task's outcome. OPS retries each task once,
+    which a mark does not do; what waits on the task follows its trigger rule (the run's
+    ``on_failure: stop`` is the scheduler's, as for any failure)."""
+    # GIVEN transform and report run
+    run, tasks = make_run(OPS, {"extract": OK, "transform": R, "report": R}, now)
+    # WHEN transform is marked failed
+    plan = engine.mark(OPS, run, tasks, "transform", FAIL, now)
+    # THEN its attempt is killed, it is failed (not up for retry) with the mark as its error,
+    # load (all_success) is upstream_failed, and notify (all_done) still waits for report
+    assert [(t.task_id, t.attempt) for t in plan.kill] == [("transform", 1)]
+    assert by_id(plan.tasks) == {"transform": FAIL, "load": UPF, "notify": W}
+    marked = plan.tasks["transform"]
+    assert (marked.error, marked.ended_at, marked.attempt) == ("marked failed", now, 1)
+    assert (plan.run.state, plan.run.n_running, plan.run.n_done, plan.run.n_failed) == (
+        RunState.RUNNING, 1, 3, 1,
+    )  # fmt: skip
+
+
+def test_mark_failed_after_the_run_succeeded_ends_it_failed_and_keeps_what_ran(
+    now: datetime,
+) -> None:
+    # GIVEN a run that succeeded
+    done = {"extract": OK, "transform": OK, "load": OK, "report": OK, "notify": OK}
+    run, tasks = make_run(OPS, done, now, state=RunState.SUCCEEDED)
+    # WHEN report, upstream of notify, is marked failed
+    plan = engine.mark(OPS, run, tasks, "report", FAIL, now)
+    # THEN the run ends again, failed; notify, which ran, is kept (as Airflow keeps it)
+    assert by_id(plan.tasks) == {"report": FAIL}
+    assert (plan.run.state, plan.run.ended_at, plan.run.n_failed) == (RunState.FAILED, now, 1)
+
+
+def test_mark_failed_decides_again_a_one_failed_task_that_was_skipped(now: datetime) -> None:
+    spec = spec_of(
+        """
+        name: alerting
+        tasks:
+          work: {type: shell, command: x}
+          alert: {type: shell, command: x, depends_on: [work], trigger_rule: one_failed}
+        """
+    )
+    run, tasks = make_run(spec, {"work": OK, "alert": SKIPPED}, now, state=RunState.SUCCEEDED)
+    plan = engine.mark(spec, run, tasks, "work", FAIL, now)
+    assert by_id(plan.tasks) == {"work": FAIL, "alert": Q}  # the alert runs
+    assert plan.run.state is RunState.RUNNING
+
+
 def test_mark_refuses_other_states_unknown_tasks_and_no_ops(now: datetime) -> None:
     run, tasks = make_run(OPS, FAILED_RUN, now, state=RunState.FAILED)
-    with pytest.raises(InvalidInput, match="succeeded or skipped, not failed"):
-        engine.mark(OPS, run, tasks, "extract", FAIL, now)
+    with pytest.raises(InvalidInput, match="succeeded, skipped or failed, not running"):
+        engine.mark(OPS, run, tasks, "extract", R, now)
+    with pytest.raises(Conflict, match="already failed"):
+        engine.mark(OPS, run, tasks, "transform", FAIL, now)
     with pytest.raises(InvalidInput, match="unknown task 'nope'"):
         engine.mark(OPS, run, tasks, "nope", OK, now)
     with pytest.raises(Conflict, match="already succeeded"):

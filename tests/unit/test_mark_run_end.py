@@ -199,3 +199,64 @@ def test_a_mark_that_lets_a_task_run_ends_the_run_once_when_it_has_run(w: World)
     kinds = [k for k, _ in w.events.runs()]
     # made to run again by the mark: started again (as on AWS, from the run item's change)
     assert kinds == ["run.started", "run.failed", "run.started", "run.succeeded"]
+
+
+RETRIED = """
+name: retried
+defaults: {retries: 3}
+tasks:
+  a: {type: shell, command: "sleep 60"}
+  b: {type: shell, command: "true", depends_on: [a]}
+  c: {type: shell, command: "true", depends_on: [a], trigger_rule: all_done}
+"""
+
+
+def test_a_running_task_marked_failed_is_killed_not_retried_and_sends_task_failed(
+    w: World,
+) -> None:
+    """Airflow's *Mark Failed*: the attempt is killed, its later report changes nothing, the
+    task's 3 retries do not apply (the operator decided): b (all_success) is
+    upstream_failed, c (all_done) runs, and the run ends failed once c ends, with
+    ``task.failed`` for a and one run end."""
+    w.scheduler.apply(RETRIED)
+    run, _ = w.scheduler.trigger("default", "retried")
+    w.scheduler.step()
+    attempt = next(iter(w.dispatcher.pending))
+    assert attempt[1:] == ("a", 1)
+
+    marked = w.scheduler.mark(run.id, "a", TaskState.FAILED)
+
+    assert marked.state is RunState.RUNNING
+    assert [k[1:] for k in w.dispatcher.killed] == [("a", 1)]
+    a = w.store.get_task(run.id, "a")
+    assert (a.state, a.attempt, a.error) == (TaskState.FAILED, 1, "marked failed")
+    assert ("task.failed", "running") in w.events.seen
+    # the killed attempt's report comes late: it changes nothing (no retry)
+    w.dispatcher.pending.clear()
+    w.scheduler.step([Finished(*attempt, FAILED)])
+    assert w.store.get_task(run.id, "a").state is TaskState.FAILED
+    w.finish()  # c runs and succeeds
+    states = {t.task_id: t.state for t in w.store.get_tasks(run.id)}
+    assert states == {
+        "a": TaskState.FAILED, "b": TaskState.UPSTREAM_FAILED, "c": TaskState.SUCCEEDED,
+    }  # fmt: skip
+    assert w.store.get_run(run.id).state is RunState.FAILED
+    assert w.events.runs() == [("run.started", "running"), ("run.failed", "failed")]
+    assert [k for k, _ in w.events.seen].count("task.failed") == 1
+
+
+def test_a_task_marked_failed_stops_a_run_whose_workflow_stops_on_failure(w: World) -> None:
+    """``on_failure: stop`` applies to a marked failure at once, as to any failure: the
+    run does not wait for the killed attempt's report to be stopped."""
+    w.scheduler.apply(RETRIED.replace("name: retried\n", "name: stops\non_failure: stop\n"))
+    run, _ = w.scheduler.trigger("default", "stops")
+    w.scheduler.step()
+
+    marked = w.scheduler.mark(run.id, "a", TaskState.FAILED)
+
+    assert marked.state is RunState.FAILED
+    states = {t.task_id: t.state for t in w.store.get_tasks(run.id)}
+    assert states == {
+        "a": TaskState.FAILED, "b": TaskState.UPSTREAM_FAILED, "c": TaskState.STOPPED,
+    }  # fmt: skip
+    assert w.events.runs() == [("run.started", "running"), ("run.failed", "failed")]

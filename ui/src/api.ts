@@ -141,6 +141,9 @@ export function url(path: string, query: Record<string, string | number | undefi
 
 // An API token (`stratoflow tokens create`), sent when the API asks for one (401).
 const TOKEN_KEY = "stratoflow.token";
+/** The states an operator may mark a task with (`POST runs/{id}/tasks/{task}/mark`). */
+export type MarkState = "succeeded" | "skipped" | "failed";
+
 export const apiToken = {
   get: (): string | null => localStorage.getItem(TOKEN_KEY),
   set: (value: string) => localStorage.setItem(TOKEN_KEY, value),
@@ -282,7 +285,7 @@ export const api = {
   timeline: (id: string) => request<Timeline>("GET", `runs/${enc(id)}/timeline`),
   runAction: (id: string, action: "pause" | "resume" | "stop") => request<RunView>("POST", `runs/${enc(id)}/${action}`),
   rerun: (id: string, from?: string) => request<RunView>("POST", `runs/${enc(id)}/rerun`, {}, from ? { from } : {}),
-  mark: (id: string, task: string, state: "succeeded" | "skipped") =>
+  mark: (id: string, task: string, state: MarkState) =>
     request<RunView>("POST", `runs/${enc(id)}/tasks/${enc(task)}/mark`, {}, { state }),
   createBackfill: (project: string, name: string, body: BackfillRequest) =>
     request<BackfillView>("POST", `workflows/${enc(name)}/backfills`, { project }, body),

@@ -1398,11 +1398,12 @@ def runs_rerun(run_id: str, from_task: str | None, failed: bool, output: str, ap
 @runs.command("mark")
 @click.argument("run_id")
 @click.argument("task_id")
-@click.option("--state", type=click.Choice(["succeeded", "skipped"]), required=True)
+@click.option("--state", type=click.Choice(["succeeded", "skipped", "failed"]), required=True)
 @output_option
 @api_option
 def runs_mark(run_id: str, task_id: str, state: str, output: str, api: str) -> None:
-    """Mark a task succeeded or skipped; what waited on it is decided again."""
+    """Mark a task succeeded, skipped or failed; what waited on it is decided again (a task
+    marked failed is not retried, and a running one is killed)."""
     body = Client(api).call(
         "POST",
         f"/runs/{segment(run_id, 'run id')}/tasks/{segment(task_id, 'task id')}/mark",

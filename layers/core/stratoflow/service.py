@@ -2371,10 +2371,12 @@ class Scheduler:
             return new
 
     def mark(self, run_id: str, task_id: str, state: TaskState) -> Run:
-        """Mark a task succeeded or skipped (``engine.mark``). Marking a sub-workflow task
-        stops its child run if that still runs: one its attempt runs (the mark kills the
+        """Mark a task succeeded, skipped or failed (``engine.mark``). Marking a sub-workflow
+        task stops its child run if that still runs: one its attempt runs (the mark kills the
         attempt), or one rerun on its own since the task took its end (the task followed
-        it: ``engine.subworkflow.follows``; marked, it no longer does)."""
+        it: ``engine.subworkflow.follows``; marked, it no longer does). A task marked failed
+        sends ``task.failed`` (as on AWS, where that event is derived from the change) and
+        stops the run if its workflow's ``on_failure`` says so, as any failure does."""
         with self._lock:
             run, spec = self._load(run_id)
             tasks = self.store.get_tasks(run_id)
@@ -2385,6 +2387,12 @@ class Scheduler:
                 self.subworkflows.kill(spec, before)  # stops its child, if it runs
             if run.state.terminal and marked.state is RunState.RUNNING:
                 self._emit("run.started", marked)  # an ended run made to run again, as a rerun
+            if state is TaskState.FAILED:
+                self._emit("task.failed", marked, task=plan.tasks[task_id])
+                # a failure like any other: ``on_failure: stop`` stops the run now (not when
+                # a late report of the killed attempt happens to settle it)
+                self._settle(spec, plan.tasks[task_id], self.clock.now())
+                marked = self.store.get_run(run_id)
             self._started_runs.append(run_id)  # a task marked done may have made children ready
             return marked
 

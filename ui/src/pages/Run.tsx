@@ -1,7 +1,7 @@
 // A run: its graph coloured by task state (live), a Gantt chart, the task list, and the
 // selected task's attempts, outputs and log. Polls while the run is not finished.
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
-import { api, firstRequests, fmtClock, fmtDuration, fmtTime, refreshRun, refreshStates, TERMINAL_RUN, type FirstRequests, type HeldStates, type RunDetail, type RunState, type RunStates, type TaskState, type Timeline, type TaskView } from "../api";
+import { api, firstRequests, fmtClock, fmtDuration, fmtTime, refreshRun, refreshStates, TERMINAL_RUN, type FirstRequests, type HeldStates, type MarkState, type RunDetail, type RunState, type RunStates, type TaskState, type Timeline, type TaskView } from "../api";
 import { ActionButton, Elapsed, ErrorBox, StateBadge, href, navigate, plural, useCan, useOwnProject, useSession } from "../common";
 import { ansiText } from "../ansi";
 import { Gantt } from "../Gantt";
@@ -226,10 +226,11 @@ function TaskList({ detail, onSelect, selected }: { detail: RunDetail; onSelect:
 }
 
 /** What a task's action will do, asked before it is done (as Stop asks). */
-function markQuestion(runId: string, taskId: string, task: TaskView, state: "succeeded" | "skipped", runState: RunState): string {
+function markQuestion(runId: string, taskId: string, task: TaskView, state: MarkState, runState: RunState): string {
   const kill = task.state === "running" ? " Its running attempt is killed." : "";
+  const final = state === "failed" ? " It is not retried." : "";
   const again = TERMINAL_RUN.includes(runState) ? " The run is finished: it runs again if anything is left to run." : "";
-  return `Mark task ${taskId} of run ${runId} ${state}?${kill} The tasks downstream of it are decided again, and may start.${again}`;
+  return `Mark task ${taskId} of run ${runId} ${state}?${kill}${final} The tasks downstream of it are decided again, and may start.${again}`;
 }
 
 function rerunQuestion(runId: string, taskId: string, task: TaskView): string {
@@ -272,6 +273,7 @@ function TaskPanel({ runId, runProject, taskId, task, runState, onChange, onClos
         )}
         {can("task.mark") && task.state !== "succeeded" && <ActionButton label="Mark succeeded" confirm={markQuestion(runId, taskId, task, "succeeded", runState)} run={() => api.mark(runId, taskId, "succeeded")} onDone={onChange} />}
         {can("task.mark") && task.state !== "skipped" && <ActionButton label="Mark skipped" confirm={markQuestion(runId, taskId, task, "skipped", runState)} run={() => api.mark(runId, taskId, "skipped")} onDone={onChange} />}
+        {can("task.mark") && task.state !== "failed" && <ActionButton label="Mark failed" confirm={markQuestion(runId, taskId, task, "failed", runState)} run={() => api.mark(runId, taskId, "failed")} onDone={onChange} />}
       </div>
       {task.history.length > 0 && (
         <div class="table-wrap">

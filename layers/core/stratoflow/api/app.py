@@ -2162,7 +2162,7 @@ def create_app(
 
     @app.post(
         "/runs/<run_id>/tasks/<task_id>/mark",
-        summary="Mark a task succeeded or skipped; what waited on it is decided again",
+        summary="Mark a task succeeded, skipped or failed; what waited on it is decided again",
         tags=["runs"],
         responses=_responses("The run after the change", 400, 404, 409, 415),
     )

@@ -98,7 +98,7 @@ class RerunRequest(_Request):
 
 
 class MarkRequest(_Request):
-    state: Literal["succeeded", "skipped"]
+    state: Literal["succeeded", "skipped", "failed"]
 
 
 # ------------------------------------------------------------------ responses

@@ -1014,6 +1014,12 @@ def rerun_from(
     return plan
 
 
+# The states an operator may mark a task with (``mark``), and the error a task marked failed
+# carries (it shows why the task failed where its attempt's error would).
+MARKABLE = (TaskState.SUCCEEDED, TaskState.SKIPPED, TaskState.FAILED)
+MARKED_FAILED = "marked failed"
+
+
 def mark(
     spec: WorkflowSpec,
     run: Run,
@@ -1022,11 +1028,15 @@ def mark(
     state: TaskState,
     now: datetime,
 ) -> Plan:
-    """Mark a task succeeded or skipped; what waited on it is decided again. A sub-workflow
-    task marked no longer follows its child run (``TaskInstance.child_end``): a later end of
-    the child does not undo the mark."""
-    if state not in (TaskState.SUCCEEDED, TaskState.SKIPPED):
-        raise InvalidInput([Problem("state", f"can mark a task succeeded or skipped, not {state}")])
+    """Mark a task succeeded, skipped or failed; what waited on it is decided again. A
+    sub-workflow task marked no longer follows its child run (``TaskInstance.child_end``): a
+    later end of the child does not undo the mark. A task marked failed is not retried (the
+    mark is its outcome, as Airflow's *Mark Failed*); the tasks downstream follow their
+    trigger rules, and the caller applies the workflow's ``on_failure`` as to any failure."""
+    if state not in MARKABLE:
+        raise InvalidInput(
+            [Problem("state", f"can mark a task succeeded, skipped or failed, not {state}")]
+        )
     if run.state is RunState.QUEUED:
         # its start sets every root task QUEUED as it reads it: a mark would not hold (the
         # marked root ran anyway, its children with it)
@@ -1041,8 +1051,9 @@ def mark(
         raise Conflict(f"task {task_id} is already {state}")
     # a sub-workflow task marked no longer follows its child: the mark is its outcome
     marked = old.with_(
-        state=state, ended_at=now, deadline=None, ready_at=None, error=None, child_end=None
-    )
+        state=state, ended_at=now, deadline=None, ready_at=None, child_end=None,
+        error=MARKED_FAILED if state is TaskState.FAILED else None,
+    )  # fmt: skip
     return set_end(spec, run, current.values(), marked, now)
 
 
