@@ -287,8 +287,9 @@ class Scenario:
     # task id -> how many of its first attempts fail
     fails: dict[str, int] = field(default_factory=dict)
     # an operation to run once the predicate on the tasks holds: "stop", "mark:<task>" (mark
-    # it succeeded), or "pause" (pause the run, then resume it; the tasks in ``hang`` end
-    # once it is resumed)
+    # it succeeded), "rerun" (rerun the failed tasks of the run that goes on; the tasks in
+    # ``hang`` end once it applied), or "pause" (pause the run, then resume it; the tasks in
+    # ``hang`` end once it is resumed)
     operation: tuple[Callable[[dict[str, TaskInstance]], bool], str] | None = None
     # tasks whose attempts never end by themselves (stopped by the operation)
     hang: frozenset[str] = frozenset()
@@ -431,6 +432,32 @@ def mark_running() -> Scenario:
         ]),
         operation=(a_running, "mark:a"),
         hang=frozenset({"a"}),
+        meanwhile="b",
+    )  # fmt: skip
+
+
+def rerun_running() -> Scenario:
+    """While the run goes on, its failed branch is rerun (Airflow's *Clear* of a failed task
+    of a running DAG run): a failed at its first attempt and h (all_done after it) hangs;
+    the rerun resets a and kills h, while b's end (on a branch of its own) is applied by
+    another process between the rerun's read and its write. a passes the second time, h
+    runs again and ends, and the run succeeds. The rerun changes the counters of a run that
+    goes on by deltas (``Plan.deltas``), so b's count stands."""
+
+    def h_running(tasks: dict[str, TaskInstance]) -> bool:
+        return tasks["h"].state is TaskState.RUNNING
+
+    return Scenario(
+        "rerun_running",
+        "name: rerun_running\ntasks:\n" + _tasks([
+            'a: {type: shell, command: "true"}',
+            'x: {type: shell, command: "true"}',
+            'h: {type: shell, command: "sleep 1000", depends_on: [a], trigger_rule: all_done}',
+            'b: {type: shell, command: "true", depends_on: [x]}',
+        ]),
+        fails={"a": 1},
+        operation=(h_running, "rerun"),
+        hang=frozenset({"h"}),
         meanwhile="b",
     )  # fmt: skip
 
@@ -649,6 +676,7 @@ SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "stop": lambda: stop_while_running(6),
     "mark_running": mark_running,
     "rerun": rerun_from_task,
+    "rerun_running": rerun_running,
     "subworkflow": subworkflow_rerun,
     "subworkflow_params": subworkflow_params,
     "subworkflow_stop": subworkflow_stop,
@@ -849,9 +877,15 @@ def drive(scenario: Scenario, store: StateStore, faults: Faults, *, aws: bool) -
                     if operate(
                         (lambda: scheduler.stop(run_id))
                         if how == "stop"
+                        else (lambda: scheduler.rerun(run_id))
+                        if how == "rerun"
                         else partial(scheduler.mark, run_id, marked, TaskState.SUCCEEDED)
                     ):
                         operated = True
+                    elif how == "rerun" and any(t.attempt_base for t in store.get_tasks(run_id)):
+                        operated = True  # applied before the fault hit: not made twice
+                if operated and how == "rerun":
+                    hang = frozenset()  # what it killed runs again, and ends
                 continue
             operated = True
         # the executor: every started attempt that is not meant to hang reports its end

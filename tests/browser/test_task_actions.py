@@ -1,8 +1,7 @@
 """The task panel's actions in a real browser: **Rerun from here** is offered only as the API
-takes it (a finished run; on a live run it is shown disabled, the API's reason as its tooltip,
-where it used to be enabled and answered 409), and **Mark succeeded**, **Mark skipped**, **Mark failed** and
-**Rerun from here** ask first, naming the task and the run and saying what follows, as
-**Stop** does (they used to act at once)."""
+takes it (on a running run, a task that has not run yet is shown disabled, the API's reason as
+its tooltip), and **Mark succeeded**, **Mark skipped**, **Mark failed** and **Rerun from here**
+ask first, naming the task and the run and saying what follows, as **Stop** does."""
 
 from __future__ import annotations
 
@@ -45,39 +44,57 @@ def posts(page: Any) -> list[str]:
     return sent
 
 
-def test_rerun_from_here_is_disabled_with_the_reason_until_the_run_has_finished(
+def test_rerun_from_here_follows_the_api_on_a_running_run(
     page: Any, server: ServerProcess, api: httpx.Client
 ) -> None:
+    """On a running run (Airflow's *Clear* of a task of a running DAG run): a task that has
+    not run yet cannot be rerun, and the button, disabled, says why; a task that ended is
+    rerun at once, asked first, while the run goes on."""
     source = (
         "name: live_rerun\ntasks:\n"
         "  quick:\n    type: shell\n    command: echo quick\n"
         "  sleeper:\n    type: shell\n    command: sleep 60\n"
+        "  later:\n    type: shell\n    depends_on: [sleeper]\n    command: echo later\n"
     )
     run_id = start(api, "live_rerun", source)
     sent = posts(page)
-    page.goto(f"{server.url}/#/runs/{run_id}?task=quick")
-    expect(panel_state(page)).to_have_text("succeeded", timeout=RUN_TIMEOUT)
+    page.goto(f"{server.url}/#/runs/{run_id}?task=later")
+    expect(panel_state(page)).to_have_text("waiting", timeout=RUN_TIMEOUT)
     expect(run_badge(page)).to_have_text("running")
 
-    # a finished task of a running run: the API would answer 409, so the button says why
+    # a task that has not run: the API would answer 409, so the button says why
     rerun = page.get_by_test_id("task-panel").get_by_role("button", name="Rerun from here")
     expect(rerun).to_be_disabled()
     expect(rerun).to_have_attribute(
-        "title", f"run {run_id} is running; rerun needs a finished run (stop it first)"
+        "title",
+        f"task later of run {run_id} is waiting: it has not run yet, so there is nothing to rerun",
     )
     Shots(page, "task-actions")("rerun-disabled")
-    assert api.post(f"/runs/{run_id}/rerun", json={"from": "quick"}).status_code == 409
+    assert api.post(f"/runs/{run_id}/rerun", json={"from": "later"}).status_code == 409
 
-    # once the run has ended, it is offered, and does what it says
-    assert api.post(f"/runs/{run_id}/stop").status_code == 200
-    expect(run_badge(page)).to_have_text("stopped")
+    # a task of the same running run that ended: offered, and it does what it says
+    page.goto(f"{server.url}/#/runs/{run_id}?task=quick")
+    expect(panel_state(page)).to_have_text("succeeded", timeout=RUN_TIMEOUT)
     expect(rerun).to_be_enabled()
     expect(rerun).not_to_have_attribute("title", re.compile("."))  # no reason shown
-    page.once("dialog", lambda dialog: dialog.accept())
+    asked: list[str] = []
+
+    def accept(dialog: Any) -> None:
+        asked.append(dialog.message)
+        dialog.accept()
+
+    page.once("dialog", accept)
     rerun.click()
     attempts = page.get_by_test_id("task-panel").get_by_test_id("attempts").locator("tbody tr")
     expect(attempts).to_have_count(2, timeout=RUN_TIMEOUT)
+    assert asked == [
+        f"Rerun task quick of run {run_id} and every task downstream of it? They run again "
+        "(their earlier attempts and logs are kept). What of them runs is killed first; the "
+        "run's other tasks go on."
+    ]
     assert sent == [f"/runs/{run_id}/rerun"], sent
+    expect(run_badge(page)).to_have_text("running")  # sleeper goes on
+    assert api.post(f"/runs/{run_id}/stop").status_code == 200
 
 
 def test_mark_and_rerun_from_here_ask_first_naming_the_task_and_the_run(

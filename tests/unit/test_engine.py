@@ -527,8 +527,7 @@ def test_a_skip_propagates_until_a_trigger_rule_accepts_it() -> None:
 # Runs: start, finish, slots, on_failure
 # ------------------------------------------------------------------------------------------
 
-OPS = spec_of(
-    """
+OPS_SOURCE = """
     name: ops
     params: {region: eu, limit: 10}
     concurrency: 2
@@ -542,7 +541,7 @@ OPS = spec_of(
       report: {type: shell, command: x, depends_on: [extract]}
       notify: {type: shell, command: x, depends_on: [load, report], trigger_rule: all_done}
     """
-)
+OPS = spec_of(OPS_SOURCE)
 
 
 def by_id(tasks: Mapping[str, TaskInstance] | list[TaskInstance]) -> dict[str, TaskState]:
@@ -901,16 +900,65 @@ def test_a_rerun_task_gets_its_retries_again(now: datetime) -> None:
     assert decision.task.ready_at == now + timedelta(seconds=30)
 
 
-def test_rerun_needs_a_finished_run_with_something_to_rerun(now: datetime) -> None:
+def test_rerun_needs_a_running_or_finished_run_with_something_to_rerun(now: datetime) -> None:
     running_run, tasks = make_run(OPS, {"extract": R}, now)
-    with pytest.raises(Conflict, match="needs a finished run"):
+    with pytest.raises(Conflict, match="no failed or stopped task"):
         engine.rerun_failed(OPS, running_run, tasks, now)
-    with pytest.raises(Conflict, match="needs a finished run"):
-        engine.rerun_from(OPS, running_run, tasks, "extract", now)
+    with pytest.raises(Conflict, match="task transform of run r is waiting: it has not run yet"):
+        engine.rerun_from(OPS, running_run, tasks, "transform", now)
+    for state in (RunState.PAUSED, RunState.QUEUED):
+        held, held_tasks = make_run(OPS, FAILED_RUN, now, state=state)
+        with pytest.raises(Conflict, match=f"is {state}; rerun needs a running or finished run"):
+            engine.rerun_failed(OPS, held, held_tasks, now)
+        with pytest.raises(Conflict, match="needs a running or finished run"):
+            engine.rerun_from(OPS, held, held_tasks, "transform", now)
     all_ok = dict.fromkeys(FAILED_RUN, OK)
     done, tasks = make_run(OPS, all_ok, now, state=RunState.SUCCEEDED)
     with pytest.raises(Conflict, match="no failed or stopped task"):
         engine.rerun_failed(OPS, done, tasks, now)
+
+
+# OPS going on after a failure (no ``on_failure: stop``)
+GOES_ON = spec_of(OPS_SOURCE.replace("name: ops", "name: goes_on").replace("on_failure: stop", ""))
+
+
+def test_rerun_failed_on_a_running_run_reruns_that_branch_while_the_rest_goes_on(
+    now: datetime,
+) -> None:
+    """Airflow's *Clear* of a failed task in a running DAG run: the failed branch runs again
+    now, not once the whole run has ended; report, still running, goes on."""
+    # GIVEN transform failed (load never ran) while report still runs
+    states = {"extract": OK, "transform": FAIL, "load": UPF, "report": R}
+    run, tasks = make_run(GOES_ON, states, now)
+    # WHEN its failed tasks are rerun
+    plan = engine.rerun_failed(GOES_ON, run, tasks, now)
+    # THEN transform is queued, load and notify wait (notify for report too), nothing is
+    # killed, and the run goes on: the counters move by what the plan changed, only if the
+    # tasks it resets are still as read
+    assert by_id(plan.tasks) == {"transform": Q, "load": W, "notify": W}
+    assert plan.kill == []
+    assert plan.run.state is RunState.RUNNING
+    assert plan.deltas == (-2, -1, 0)
+    assert {t.task_id: t.state for t in plan.if_unchanged} == {
+        "transform": FAIL, "load": UPF, "notify": W,
+    }  # fmt: skip
+
+
+def test_rerun_from_a_task_of_a_running_run_kills_what_runs_downstream(now: datetime) -> None:
+    # GIVEN transform succeeded and load, downstream of it, runs
+    states = {"extract": OK, "transform": OK, "load": R, "report": OK}
+    run, tasks = make_run(GOES_ON, states, now)
+    # WHEN the run is rerun from transform
+    plan = engine.rerun_from(GOES_ON, run, tasks, "transform", now)
+    # THEN transform is queued, load's attempt is killed and it waits again with notify
+    assert by_id(plan.tasks) == {"transform": Q, "load": W, "notify": W}
+    assert [(t.task_id, t.attempt) for t in plan.kill] == [("load", 1)]
+    assert plan.tasks["notify"].upstream == Upstream(succeeded=1)  # report's, kept
+    assert (plan.run.state, plan.deltas) == (RunState.RUNNING, (-1, 0, -1))
+    # a task that runs may itself be rerun from: its attempt is killed, it is queued again
+    restarted = engine.rerun_from(GOES_ON, run, tasks, "load", now)
+    assert by_id(restarted.tasks) == {"load": Q, "notify": W}
+    assert [t.task_id for t in restarted.kill] == ["load"]
 
 
 def test_rerun_from_resets_the_task_and_everything_downstream(now: datetime) -> None:

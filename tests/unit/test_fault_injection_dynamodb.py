@@ -16,7 +16,7 @@ from tests.faultinject import SCENARIOS, stop_while_running, sweep
 # differ (the fan's turns are the diamond's, many times over; the SQLite sweep has it, and the
 # script, python -m tests.faultinject, sweeps larger fans on DynamoDB)
 DYNAMODB_SCENARIOS = ["diamond", "serial", "switch", "retried", "stop", "rerun", "pooled",
-                      "pooled_stop", "mark_running"]  # fmt: skip
+                      "pooled_stop", "mark_running", "rerun_running"]  # fmt: skip
 
 
 # Not traced for coverage (the SQLite sweeps and the contract suite cover the same code): the
@@ -31,7 +31,7 @@ def test_every_write_fails_once_on_dynamodb(name: str, dynamodb_store: Callable[
 
 @pytest.mark.no_cover
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("name", ["diamond", "serial", "stop", "mark_running"])
+@pytest.mark.parametrize("name", ["diamond", "serial", "stop", "mark_running", "rerun_running"])
 def test_every_write_fails_after_it_was_applied_on_dynamodb(
     name: str, dynamodb_store: Callable[..., Any]
 ) -> None:

@@ -1,7 +1,8 @@
 """A mark (or a rerun) that ends an ended run again in another state says so: the run-end
 event is emitted once, as when the run ends after running again (docs/events.md), and what
 follows a run's end (dependents, backfills, parents) hears of it. An end that stays what it
-was (a failed run still failed after a mark) emits nothing more."""
+was (a failed run still failed after a mark) emits nothing more. A mark failed, and a rerun
+of a run that goes on, as Airflow's *Mark Failed* and *Clear*."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tests.fakes import FakeClock, RecordingDispatcher
 
 from stratoflow.adapters.local.sqlite_store import SqliteStore
 from stratoflow.engine import AttemptResult, AttemptStatus, RunState, TaskState
+from stratoflow.errors import Conflict
 from stratoflow.ports import EventSink
 from stratoflow.service import Finished, Scheduler
 
@@ -260,3 +262,111 @@ def test_a_task_marked_failed_stops_a_run_whose_workflow_stops_on_failure(w: Wor
         "a": TaskState.FAILED, "b": TaskState.UPSTREAM_FAILED, "c": TaskState.STOPPED,
     }  # fmt: skip
     assert w.events.runs() == [("run.started", "running"), ("run.failed", "failed")]
+
+
+# ------------------------------------------------------------------ a rerun of a run that goes on
+BRANCHES = """
+name: branches
+tasks:
+  a: {type: shell, command: "exit 1"}
+  b: {type: shell, command: "sleep 60"}
+  c: {type: shell, command: "true", depends_on: [a]}
+"""
+
+
+def _end(w: World, task_id: str, result: AttemptResult) -> tuple[str, str, int]:
+    """End the pending attempt of ``task_id`` with ``result``; its key."""
+    key = next(k for k in w.dispatcher.pending if k[1] == task_id)
+    del w.dispatcher.pending[key]
+    w.scheduler.step([Finished(*key, result)])
+    return key
+
+
+def test_a_failed_branch_of_a_running_run_is_rerun_while_the_run_goes_on(w: World) -> None:
+    """Airflow's *Clear* of a failed task in a running DAG run: a failed while b still runs;
+    rerun now, a runs again (its second attempt), c after it, and the run, which never
+    stopped running, succeeds once b ends: one ``run.started``, one end."""
+    w.scheduler.apply(BRANCHES)
+    run, _ = w.scheduler.trigger("default", "branches")
+    w.scheduler.step()
+    _end(w, "a", FAILED)
+    assert w.store.get_task(run.id, "c").state is TaskState.UPSTREAM_FAILED
+    assert w.store.get_run(run.id).state is RunState.RUNNING  # b runs
+
+    # a rerun of the run's end as read (a backfill's, a parent task's) finds no such end
+    with pytest.raises(Conflict, match="is running: it no longer ends as read"):
+        w.scheduler.rerun(run.id, if_ended_at=T0)
+    assert w.store.get_task(run.id, "a").state is TaskState.FAILED
+
+    again = w.scheduler.rerun(run.id)
+
+    assert again.state is RunState.RUNNING
+    assert w.dispatcher.killed == []  # b goes on
+    w.scheduler.step()
+    assert _end(w, "a", OK)[2] == 2
+    _end(w, "c", OK)
+    assert w.store.get_run(run.id).state is RunState.RUNNING
+    _end(w, "b", OK)
+    assert w.store.get_run(run.id).state is RunState.SUCCEEDED
+    assert w.events.runs() == [("run.started", "running"), ("run.succeeded", "succeeded")]
+    # counted once each: 3 done, none failed, none running
+    counts = w.store.get_run(run.id)
+    assert (counts.n_done, counts.n_failed, counts.n_running) == (3, 0, 0)
+
+
+def test_a_rerun_from_a_task_of_a_running_run_kills_what_runs_downstream(w: World) -> None:
+    w.scheduler.apply(BRANCHES)
+    run, _ = w.scheduler.trigger("default", "branches")
+    w.scheduler.step()
+    _end(w, "a", OK)
+    w.scheduler.step()
+    c_first = next(k for k in w.dispatcher.pending if k[1] == "c")
+
+    w.scheduler.rerun(run.id, from_task="a")
+
+    assert w.dispatcher.killed == [c_first]
+    del w.dispatcher.pending[c_first]
+    w.scheduler.step([Finished(*c_first, FAILED)])  # the killed attempt's late report
+    assert w.store.get_task(run.id, "c").state is TaskState.WAITING
+    w.scheduler.step()
+    assert _end(w, "a", OK)[2] == 2
+    assert _end(w, "c", OK)[2] == 2
+    _end(w, "b", OK)
+    ended = w.store.get_run(run.id)
+    assert (ended.state, ended.n_done, ended.n_failed, ended.n_running) == (
+        RunState.SUCCEEDED, 3, 0, 0,
+    )  # fmt: skip
+
+
+def test_a_rerun_of_a_running_run_frees_the_pool_slot_of_what_it_kills(w: World) -> None:
+    """h, after a failed (all_done), holds the only slot of its pool when a is rerun: killed,
+    h gives the slot back at once (not when its late report comes), so h's next attempt
+    takes it once a has passed, and every slot is free once the run ends."""
+    w.scheduler.set_pool("p", 1)
+    w.scheduler.apply(
+        "name: pooled\ntasks:\n"
+        '  a: {type: shell, command: "exit 1"}\n'
+        '  h: {type: shell, command: "sleep 60", depends_on: [a], trigger_rule: all_done,'
+        " pool: p}\n"
+    )
+    run, _ = w.scheduler.trigger("default", "pooled")
+    w.scheduler.step()
+    _end(w, "a", FAILED)
+    w.scheduler.step()
+    held = next(k for k in w.dispatcher.pending if k[1] == "h")
+    assert [p.used for p in w.store.list_pools()] == [1]
+
+    w.scheduler.rerun(run.id)
+
+    assert w.dispatcher.killed == [held]
+    assert [p.used for p in w.store.list_pools()] == [0]
+    del w.dispatcher.pending[held]
+    w.scheduler.step([Finished(*held, FAILED)])  # the late report gives back nothing more
+    assert [p.used for p in w.store.list_pools()] == [0]
+    w.scheduler.step()
+    _end(w, "a", OK)
+    w.scheduler.step()
+    assert [p.used for p in w.store.list_pools()] == [1]
+    assert _end(w, "h", OK)[2] == 2
+    assert w.store.get_run(run.id).state is RunState.SUCCEEDED
+    assert [p.used for p in w.store.list_pools()] == [0]

@@ -247,6 +247,60 @@ def test_a_parent_still_running_takes_its_child_new_end_and_goes_on(h: Harness) 
     assert h.store.get_run(run.id).state is RunState.SUCCEEDED
 
 
+def test_a_failed_sub_workflow_task_of_a_running_parent_is_rerun_while_it_goes_on(
+    h: Harness,
+) -> None:
+    """The parent's own failed tasks rerun while side still runs (Airflow's *Clear* of a
+    running DAG run's failed task): child reruns its child run from its failed load."""
+    h.scheduler.apply(SIDE_PARENT)
+    run, _ = h.scheduler.trigger("default", "side_parent")
+    drive(h, fail_load, hold={"side"})
+    assert h.store.get_task(run.id, "child").state is TaskState.FAILED
+    child = h.child_of(run.id)
+    h.clock.advance(60)
+
+    assert h.scheduler.rerun(run.id).state is RunState.RUNNING
+    drive(h, succeed, hold={"side"})
+
+    assert h.store.get_task(run.id, "child").state is TaskState.SUCCEEDED
+    assert h.store.get_run(child.id).state is RunState.SUCCEEDED
+    assert dispatched(h, child.id, "extract") == [1]  # kept: from its failed tasks
+    assert dispatched(h, child.id, "load") == [1, 2]
+    assert h.store.get_task(run.id, "after").state is TaskState.SUCCEEDED
+    parent = h.store.get_run(run.id)
+    assert (parent.state, parent.n_done, parent.n_failed, parent.n_running) == (
+        RunState.RUNNING, 2, 0, 1,
+    )  # fmt: skip
+    h.finish(succeed)
+    assert h.store.get_run(run.id).state is RunState.SUCCEEDED
+
+
+def test_a_running_sub_workflow_task_rerun_from_stops_its_child_and_runs_it_whole(
+    h: Harness,
+) -> None:
+    h.scheduler.apply(SIDE_PARENT)
+    run, _ = h.scheduler.trigger("default", "side_parent")
+    drive(h, succeed, hold={"side", "load"})  # the child run waits on its load
+    assert h.store.get_task(run.id, "child").state is TaskState.RUNNING
+    child = h.child_of(run.id)
+    assert child.state is RunState.RUNNING
+
+    h.scheduler.rerun(run.id, from_task="child")
+
+    assert h.store.get_run(child.id).state is RunState.STOPPED
+    # its next attempt starts after that stop (an end from before it is an earlier
+    # attempt's: ``rules.ended_for``), so it runs the child again whole
+    h.clock.advance(1)
+    drive(h, succeed, hold={"side"})
+    assert h.store.get_task(run.id, "child").state is TaskState.SUCCEEDED
+    again = h.child_of(run.id)
+    assert again.state is RunState.SUCCEEDED
+    assert dispatched(h, again.id, "extract") == [1, 2]  # whole
+    assert h.store.get_task(run.id, "after").state is TaskState.SUCCEEDED
+    h.finish(succeed)
+    assert h.store.get_run(run.id).state is RunState.SUCCEEDED
+
+
 def test_a_repaired_grandchild_reopens_every_run_above_it(h: Harness) -> None:
     # GIVEN top -> parent -> load_region, failed from the bottom up
     h.scheduler.apply(TOP)

@@ -1383,7 +1383,8 @@ for _op in ("pause", "resume", "stop"):
 @output_option
 @api_option
 def runs_rerun(run_id: str, from_task: str | None, failed: bool, output: str, api: str) -> None:
-    """Rerun failed tasks, or a task and everything downstream of it."""
+    """Rerun failed tasks, or a task and everything downstream of it. On a running run,
+    they rerun now while its other tasks go on (what is rerun that runs is killed)."""
     if failed and from_task:
         _fail("use either --failed or --from TASK", EXIT_INVALID)
     body = Client(api).call(

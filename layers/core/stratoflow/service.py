@@ -2342,11 +2342,17 @@ class Scheduler:
         downstream of a failed task runs its child run again whole
         (``engine.subworkflow.on_claim``). ``params`` (with ``all_tasks`` only:
         a sub-workflow child rerun whole, with its parent task's params rendered now): the
-        run's param overrides from now on, written in the write that resets its tasks."""
+        run's param overrides from now on, written in the write that resets its tasks. On a
+        run that goes on, failed tasks or ``from_task`` are rerun while its other tasks go on
+        (what is rerun that runs is killed), as Airflow clears tasks of a running DAG run."""
         if params is not None and not all_tasks:
             raise InvalidInput([Problem("params", "only a rerun of all tasks takes new params")])
         with self._lock:
             run, spec = self._load(run_id)
+            if if_ended_at is not None and not run.state.terminal:
+                # a rerun of the end it saw (a backfill's, a parent task's): the run that goes
+                # again has moved on from it, by this rerun applied once already or another
+                raise Conflict(f"run {run_id} is {run.state}: it no longer ends as read")
             tasks = self.store.get_tasks(run_id)
             now = self.clock.now()
             if all_tasks:
@@ -2365,8 +2371,8 @@ class Scheduler:
             if plan.new_params:  # names only: a value may be anything a task output
                 changed = ", ".join(engine.changed_params(run.params, new.params))
                 log.info("run %s reruns with new values of params %s", run_id, changed)
-            if new.state is RunState.RUNNING:
-                self._emit("run.started", new)
+            if run.state.terminal and new.state is RunState.RUNNING:
+                self._emit("run.started", new)  # a rerun of a run that goes on starts nothing
             self._started_runs.append(run_id)
             return new
 

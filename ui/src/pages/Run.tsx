@@ -104,7 +104,9 @@ export function RunPage({ id, query }: { id: string; query: URLSearchParams }) {
   const can = (action: string) => here && canInSelected(action);
   if (!r) return <section><ErrorBox error={error} />{!error && <p class="muted">Loading run…</p>}</section>;
   const active = !TERMINAL_RUN.includes(r.state);
-  const rerunnable = !active && (r.tasks_failed > 0 || r.state !== "succeeded");
+  // a finished run that did not succeed whole; a running one with failed tasks (Airflow's
+  // Clear of a running DAG run's failed tasks: they rerun while the rest goes on)
+  const rerunnable = active ? r.state === "running" && r.tasks_failed > 0 : r.tasks_failed > 0 || r.state !== "succeeded";
   return (
     <section>
       <div class="page-head">
@@ -233,9 +235,19 @@ function markQuestion(runId: string, taskId: string, task: TaskView, state: Mark
   return `Mark task ${taskId} of run ${runId} ${state}?${kill}${final} The tasks downstream of it are decided again, and may start.${again}`;
 }
 
-function rerunQuestion(runId: string, taskId: string, task: TaskView): string {
+function rerunQuestion(runId: string, taskId: string, task: TaskView, runState: RunState): string {
   const child = task.child_run ? ` Its child run ${task.child_run} runs again whole.` : "";
-  return `Rerun task ${taskId} of run ${runId} and every task downstream of it? They run again (their earlier attempts and logs are kept).${child}`;
+  const live = TERMINAL_RUN.includes(runState) ? "" : " What of them runs is killed first; the run's other tasks go on.";
+  return `Rerun task ${taskId} of run ${runId} and every task downstream of it? They run again (their earlier attempts and logs are kept).${live}${child}`;
+}
+
+/** Why the API refuses to rerun from this task (null: it takes it): a run must be running or
+ * finished, and in a running run the task must have ended, run, or wait for a retry. */
+function rerunFromRefused(runId: string, runState: RunState, taskId: string, task: TaskView): string | null {
+  if (TERMINAL_RUN.includes(runState)) return null;
+  if (runState !== "running") return `run ${runId} is ${runState}; rerun needs a running or finished run${runState === "paused" ? " (resume it first)" : ""}`;
+  if (task.state === "waiting" || task.state === "queued") return `task ${taskId} of run ${runId} is ${task.state}: it has not run yet, so there is nothing to rerun`;
+  return null;
 }
 
 function TaskPanel({ runId, runProject, taskId, task, runState, onChange, onClose }: { runId: string; runProject: string; taskId: string; task: TaskView; runState: RunState; onChange: () => void; onClose: () => void }) {
@@ -266,10 +278,10 @@ function TaskPanel({ runId, runProject, taskId, task, runState, onChange, onClos
       </div>
       {task.error && <p class="error">{task.error}</p>}
       <div class="actions">
-        {/* the API reruns only a finished run (409 otherwise): shown, disabled, with its reason */}
+        {/* as the API takes it (409 otherwise: shown, disabled, with its reason) */}
         {can("run.rerun") && (done || runActive) && (
-          <ActionButton label="Rerun from here" disabledReason={runActive ? `run ${runId} is ${runState}; rerun needs a finished run (stop it first)` : null}
-            confirm={rerunQuestion(runId, taskId, task)} run={() => api.rerun(runId, taskId)} onDone={onChange} />
+          <ActionButton label="Rerun from here" disabledReason={rerunFromRefused(runId, runState, taskId, task)}
+            confirm={rerunQuestion(runId, taskId, task, runState)} run={() => api.rerun(runId, taskId)} onDone={onChange} />
         )}
         {can("task.mark") && task.state !== "succeeded" && <ActionButton label="Mark succeeded" confirm={markQuestion(runId, taskId, task, "succeeded", runState)} run={() => api.mark(runId, taskId, "succeeded")} onDone={onChange} />}
         {can("task.mark") && task.state !== "skipped" && <ActionButton label="Mark skipped" confirm={markQuestion(runId, taskId, task, "skipped", runState)} run={() => api.mark(runId, taskId, "skipped")} onDone={onChange} />}

@@ -951,6 +951,47 @@ def _require_finished(run: Run, what: str) -> None:
         raise Conflict(f"run {run.id} is {run.state}; {what} needs a finished run (stop it first)")
 
 
+def _require_running_or_finished(run: Run, what: str) -> None:
+    if not run.state.terminal and run.state is not RunState.RUNNING:
+        raise Conflict(
+            f"run {run.id} is {run.state}; {what} needs a running or finished run"
+            + (" (resume it first)" if run.state is RunState.PAUSED else "")
+        )
+
+
+def _on_a_live_run(
+    spec: WorkflowSpec,
+    run: Run,
+    read: Mapping[str, TaskInstance],
+    states: Mapping[str, TaskInstance],
+    plan: Plan,
+    now: datetime,
+) -> Plan:
+    """``plan`` (tasks given new states from outside their attempts: a mark, a rerun of some
+    tasks) made for ``run`` while it goes on. What it resets that runs is killed; the run
+    keeps its state unless every task has now ended (``states``: the tasks as the plan
+    leaves them, but for its own). Its other tasks may end while the plan is applied, so the
+    plan changes the counters by what its own tasks change, each as read (``Plan.deltas``),
+    and applies only if each of them is still as read (``Plan.if_unchanged``)."""
+    plan.kill = [read[t] for t in plan.tasks if read[t].state is TaskState.RUNNING]
+    plan.run = plan.run.with_(state=run.state, ended_at=None)
+    if (
+        run.state is RunState.RUNNING
+        and (
+            end := run_finished_state(
+                spec, plan.run, states_present({**states, **plan.tasks}.values())
+            )
+        )
+        is not None
+    ):
+        plan.run = plan.run.with_(state=end, ended_at=now)
+    was = [read[t] for t in plan.tasks]
+    plan.if_unchanged = tuple(was)
+    after, before = _counts(plan.tasks.values()), _counts(was)
+    plan.deltas = (after[0] - before[0], after[1] - before[1], after[2] - before[2])
+    return plan
+
+
 def _downstream_of(spec: WorkflowSpec, tasks: Set[str]) -> set[str]:
     """Every task reachable from one of ``tasks`` (one of ``tasks`` only if it is reachable
     from another): one pass in topological order, O(tasks + edges) however many start."""
@@ -977,27 +1018,48 @@ def rerun_failed(
     because it is downstream (it had succeeded or been skipped) runs its child again whole,
     with its params rendered anew, as ``rerun_from`` runs what is downstream of its start:
     its child ran on what the failure left upstream, and a child kept would hand back that
-    old outcome at once, without running after the tasks rerun upstream of it."""
-    _require_finished(run, "rerun")
+    old outcome at once, without running after the tasks rerun upstream of it.
+
+    On a run that goes on (Airflow's *Clear* of the failed tasks of a running DAG run), only
+    what failed, was stopped or is upstream_failed is rerun, with what is downstream of it
+    (what of that runs is killed); the tasks still running or waiting elsewhere go on
+    (``_on_a_live_run``)."""
+    _require_running_or_finished(run, "rerun")
     current = {t.task_id: t for t in tasks}
-    failed = {t for t, ti in current.items() if ti.state in _RERUNNABLE or not ti.state.terminal}
+    live = not run.state.terminal
+    failed = {
+        t
+        for t, ti in current.items()
+        if ti.state in _RERUNNABLE or (not live and not ti.state.terminal)
+    }
     if not failed:
         raise Conflict(f"run {run.id} has no failed or stopped task to rerun")
     after = _downstream_of(spec, failed) - failed
-    return _reset(spec, run, current, failed | after, now, whole=after)
+    plan = _reset(spec, run, current, failed | after, now, whole=after)
+    return _on_a_live_run(spec, run, current, current, plan, now) if live else plan
 
 
 def rerun_from(
     spec: WorkflowSpec, run: Run, tasks: Iterable[TaskInstance], task_id: str, now: datetime
 ) -> Plan:
     """Run ``task_id`` and everything downstream of it again: a sub-workflow task among
-    them runs its child run again whole, even one that had succeeded."""
-    _require_finished(run, "rerun")
+    them runs its child run again whole, even one that had succeeded. On a run that goes on
+    (Airflow's *Clear* of a task of a running DAG run, with its downstream), ``task_id``
+    must have ended, run, or wait for a retry; what of them runs is killed, and the run's
+    other tasks go on (``_on_a_live_run``)."""
+    _require_running_or_finished(run, "rerun")
     if task_id not in spec.workflow.tasks:
         raise InvalidInput([Problem("from", f"unknown task {task_id!r} in workflow {spec.name}")])
     current = {t.task_id: t for t in tasks}
+    read = dict(current)
     # the start task is queued even if its own parents failed: that is what "from here" means
     old = current[task_id]
+    live = not run.state.terminal
+    if live and old.state in (TaskState.WAITING, TaskState.QUEUED):
+        raise Conflict(
+            f"task {task_id} of run {run.id} is {old.state}: it has not run yet, so there is "
+            "nothing to rerun"
+        )
     current[task_id] = TaskInstance(
         run.id,
         task_id,
@@ -1011,7 +1073,7 @@ def rerun_from(
     plan = _reset(spec, run, current, downstream, now, whole=downstream)
     plan.tasks[task_id] = current[task_id]
     plan.edges[task_id] = {}
-    return plan
+    return _on_a_live_run(spec, run, read, current, plan, now) if live else plan
 
 
 # The states an operator may mark a task with (``mark``), and the error a task marked failed
@@ -1104,23 +1166,7 @@ def set_end(
         spec, run.with_(state=RunState.RUNNING) if run.state.terminal else run, current, reset, now
     )
     plan.tasks[task_id] = current[task_id]
-    plan.kill = plan_kill
     if not run.state.terminal:
-        plan.run = plan.run.with_(state=run.state, ended_at=None)
-        if (
-            run.state is RunState.RUNNING
-            and (
-                end := run_finished_state(
-                    spec, plan.run, states_present({**current, **plan.tasks}.values())
-                )
-            )
-            is not None
-        ):
-            plan.run = plan.run.with_(state=end, ended_at=now)
-        # the run goes on: its other tasks may end while the plan is applied, so the plan
-        # changes the counters by what its own tasks change, each as read (``Plan.deltas``)
-        was = [read[t] for t in plan.tasks]
-        plan.if_unchanged = tuple(was)
-        after, before = _counts(plan.tasks.values()), _counts(was)
-        plan.deltas = (after[0] - before[0], after[1] - before[1], after[2] - before[2])
+        return _on_a_live_run(spec, run, read, current, plan, now)
+    plan.kill = plan_kill
     return plan
