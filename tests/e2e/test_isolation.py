@@ -28,6 +28,7 @@ def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalRu
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.setenv("STRATOFLOW_TOKEN", SECRET)
     monkeypatch.setenv("STRATOFLOW_SECRET_DB", SECRET)
+    monkeypatch.setenv("STRATOFLOW_DB", f"postgresql://sf:{SECRET}@db/sf")  # `server --db`'s
     rt = LocalRuntime(tmp_path / "home")
     yield rt
     rt.close()
@@ -79,6 +80,7 @@ def test_a_task_finds_nothing_of_the_home_the_tokens_other_runs_or_the_server_en
     assert SECRET not in repr(env)
     assert "AWS_SECRET_ACCESS_KEY" not in env
     assert "STRATOFLOW_TOKEN" not in env
+    assert "STRATOFLOW_DB" not in env
     assert env["HOME"] == env["TMPDIR"] == out.strip().splitlines()[-2]  # then the frame
     assert not Path(env["HOME"]).is_relative_to(home)
     assert env["STRATOFLOW_PROJECT"] == "proja"

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from stratoflow.adapters.local.connections import LocalConnections
@@ -118,6 +119,36 @@ def test_a_mysql_connection_tests_ok_on_the_real_server(server: Server, mysql_db
     answer = json.loads(out)
     assert answer["ok"] is True
     assert "connected and ran SELECT 1" in answer["message"]
+
+
+def test_a_test_in_the_server_never_offers_the_server_s_own_database_password(
+    server: Server, pg_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the server's read model may take its password from PGPASSWORD or a password file
+    # (`server --db` refuses one on the command line): libpq in the server's process would
+    # send it to any host a project's connection without a password names
+    passfile = tmp_path / "pgpass"
+    passfile.write_text("*:*:*:*:from-the-server-s-pgpass\n")
+    passfile.chmod(0o600)
+    offered: list[str] = []
+    connect = psycopg.connect
+
+    def recording(*args: object, **kwargs: object) -> psycopg.Connection[object]:
+        conn = connect(*args, **kwargs)  # type: ignore[arg-type]
+        offered.append(conn.info.password)  # what libpq had to send, if asked
+        return conn
+
+    monkeypatch.setattr(psycopg, "connect", recording)
+    for name, value in (("PGPASSWORD", "from-the-server-s-env"), ("PGPASSFILE", str(passfile))):
+        monkeypatch.setenv(name, value)
+        code, out = server.run(
+            "connections", "add", "pg", "--type", "postgresql", "--setting", f"url={pg_db}"
+        )
+        assert code == 0, out
+        code, out = server.run("connections", "test", "pg")  # trust auth: asks for none
+        assert (code, out.split(":")[0]) == (0, "ok"), out
+        monkeypatch.delenv(name)
+    assert offered == ["", ""]
 
 
 def test_the_api_names_bad_fields_and_documents_the_routes(server: Server) -> None:

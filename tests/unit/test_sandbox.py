@@ -56,6 +56,7 @@ def test_the_environment_is_an_allow_list() -> None:
         "PATH": "/usr/bin", "LANG": "C.UTF-8", "LC_TIME": "C", "TZ": "UTC", "HOME": "/root",
         "AWS_SECRET_ACCESS_KEY": "x", "AWS_ACCESS_KEY_ID": "y", "STRATOFLOW_TOKEN": "t",
         "STRATOFLOW_SECRET_DB": "s", "PGPASSWORD": "p", "HTTP_PROXY": "http://proxy",
+        "STRATOFLOW_DB": "postgresql://sf:db-password@db/sf",  # `server`'s read model
     }  # fmt: skip
     allowed = sandbox.allowed_env_names("HTTP_PROXY, ")
     env = sandbox.task_environment(
@@ -69,7 +70,9 @@ def test_the_environment_is_an_allow_list() -> None:
     }  # fmt: skip
 
 
-@pytest.mark.parametrize("name", ["AWS_SECRET_ACCESS_KEY", "STRATOFLOW_TOKEN", "1BAD", "A-B"])
+@pytest.mark.parametrize(
+    "name", ["AWS_SECRET_ACCESS_KEY", "STRATOFLOW_TOKEN", "STRATOFLOW_DB", "1BAD", "A-B"]
+)
 def test_the_server_credentials_cannot_be_allowed(name: str) -> None:
     with pytest.raises(IsolationError, match="STRATOFLOW_TASK_ENV_ALLOW"):
         sandbox.allowed_env_names(f"PATH,{name}")

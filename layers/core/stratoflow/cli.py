@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from stratoflow.cli_common import (
     EXIT_FAILED,
@@ -718,14 +719,42 @@ def _print_run(
 
 
 # ------------------------------------------------------------------ server
+_DB_HELP = (
+    "read-model database, e.g. postgresql://user@host/db (default: SQLite in --home). Never "
+    "a password here: every process of the machine reads the server's command line. Give "
+    "a URL with one in $STRATOFLOW_DB, or leave it out for libpq's PGPASSWORD or ~/.pgpass"
+)
+
+
+def _check_db(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--db`` refused, as the options are read (before the home or anything else is made),
+    when the command line carries the database's password: ``/proc/PID/cmdline`` is readable
+    by every uid, the server's tasks (their own uids) included, for as long as it runs. The
+    same URL in ``$STRATOFLOW_DB`` is fine: ``/proc/PID/environ`` is the server uid's alone,
+    and no ``STRATOFLOW_*`` variable passes to a task (``sandbox.NEVER_PASSED_PREFIXES``)."""
+    if value is None or ctx.get_parameter_source("db") is not ParameterSource.COMMANDLINE:
+        return value
+    from stratoflow.readmodel import carries_password
+
+    if carries_password(value):  # the value is not repeated: it holds the password
+        raise click.BadParameter(
+            "the URL carries a password, which every process on this machine can read from "
+            "the server's command line (/proc/PID/cmdline); give the URL in $STRATOFLOW_DB "
+            "instead, or leave the password out of it and use PGPASSWORD or ~/.pgpass. "
+            "Change that password: it was on a command line",
+            param_hint="'--db'",
+        )
+    return value
+
+
 @main.command()
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--apply", "apply_paths", multiple=True, type=click.Path(exists=True),
               help="workflow files or directories to apply on start")  # fmt: skip
-@click.option("--db", default=None, metavar="URL",
-              help="read-model database, e.g. postgresql://user@host/db (default: SQLite in --home)")  # fmt: skip
+@click.option("--db", default=None, metavar="URL", envvar="STRATOFLOW_DB", show_envvar=True,
+              callback=_check_db, help=_DB_HELP)  # fmt: skip
 @click.option("--pool", "pools", multiple=True, metavar="NAME=SLOTS",
               help="set a global pool on start (before --apply): `stratoflow pools set` without a server")  # fmt: skip
 @click.option("--alert-group", "alert_groups", multiple=True, metavar="NAME",
@@ -768,10 +797,12 @@ def server(
     except Exception as exc:
         if db is None:
             raise
+        given = click.get_current_context().get_parameter_source("db")
+        flag = "--db" if given is ParameterSource.COMMANDLINE else "$STRATOFLOW_DB"
         if isinstance(exc, ValueError):  # an unsupported URL scheme
-            _fail(f"--db: {exc}", EXIT_INVALID)
+            _fail(f"{flag}: {exc}", EXIT_INVALID)
         # the driver's reason (unreachable server, unknown database); it names no password
-        _fail(f"--db: cannot open the read-model database: {exc}", EXIT_FAILED)
+        _fail(f"{flag}: cannot open the read-model database: {exc}", EXIT_FAILED)
     _set_up(runtime, pool_slots, alert_groups, DEFAULT_PROJECT)
     with _errors():
         sources = workflow_sources(_workflow_files(apply_paths), apply_paths)

@@ -19,6 +19,7 @@ from stratoflow.readmodel._db import (
     Insert,
     PostgresDatabase,
     SqliteDatabase,
+    carries_password,
     connect,
 )
 from stratoflow.readmodel._migrations import Migration, MigrationError, load_migrations, migrate
@@ -70,6 +71,7 @@ __all__ = [
     "SqliteDatabase",
     "WorkflowSummary",
     "attempt_row",
+    "carries_password",
     "connect",
     "json_text",
     "load_migrations",

@@ -31,6 +31,7 @@ from functools import lru_cache
 from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from urllib.parse import parse_qsl
 
 from stratoflow.errors import Unavailable
 
@@ -734,6 +735,27 @@ class DataApiDatabase(Database):
 
     def lock_for_migrations(self) -> None:
         self.query("SELECT pg_advisory_xact_lock(:key)", {"key": MIGRATION_LOCK_KEY})
+
+
+def carries_password(url: str) -> bool:
+    """Whether a database URL holds a password: ``scheme://user:PASSWORD@host/...`` or a
+    ``password`` query parameter (libpq reads both). A plain path (SQLite) holds none.
+
+    Read as libpq reads a URI (the user info ends at the first ``@`` before any ``/``, so it
+    may hold ``?`` or ``#``) and as :mod:`urllib.parse` does (at the last ``@``): either
+    finding a password is enough. ``user:@host`` (an empty one) is none."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme:
+        return False
+    authority = rest.split("/", 1)[0]
+    userinfo, at, _ = authority.rpartition("@")
+    if at and any(part.partition(":")[2] for part in (userinfo, userinfo.split("@", 1)[0])):
+        return True
+    query = rest.partition("?")[2].partition("#")[0]
+    return any(
+        key.strip() == "password" and value
+        for key, value in parse_qsl(query, keep_blank_values=True)
+    )
 
 
 def connect(url: str) -> Database:

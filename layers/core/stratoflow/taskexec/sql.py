@@ -115,20 +115,33 @@ def _comment(sql: str) -> str:
     return " ".join(sql[:900].replace("/*", "/ *").replace("*/", "* /").split())
 
 
+# a password file that cannot exist (a path under a device): libpq finds none and says nothing
+_NO_PASSFILE = "/dev/null/stratoflow-no-passfile"
+
+
 class PostgresDriver(Driver):
-    def __init__(self, settings: Mapping[str, str]) -> None:
+    def __init__(self, settings: Mapping[str, str], *, in_server: bool = False) -> None:
+        """``in_server``: opened in the server's own process (``connections test``), whose
+        environment and home may hold its read model's password (``PGPASSWORD``, ~/.pgpass,
+        ``PGPASSFILE``, a service file). libpq would send that to whatever host a project's
+        connection names when the connection has no password (one the host can ask for in
+        clear): so only the connection's own password is given, and no password file read."""
         import psycopg  # imported here: only sql tasks pay for it
 
         host, port, user, dbname = _address(settings["url"], 5432)
+        password = settings.get("password") or None
+        if in_server:  # an empty password given is one libpq takes as given (not PGPASSWORD,
+            password = password or ""  # nor a service file's); then a password file: none
         self._conn = psycopg.connect(
             host=host,
             port=port,
             user=user,
             dbname=dbname or user,
-            password=settings.get("password") or None,
+            password=password,
             sslmode=settings.get("sslmode") or "prefer",
             connect_timeout=int(settings.get("connect_timeout") or 10),
             application_name="stratoflow",
+            passfile=_NO_PASSFILE if in_server else None,  # None: not passed to libpq
         )
         self.backend_pid = self._conn.info.backend_pid
         self._cancelled = False
@@ -277,9 +290,11 @@ class MysqlDriver(Driver):
         self._conn.close()
 
 
-def open_driver(kind: str, settings: Mapping[str, str], *, multi: bool = True) -> Driver:
+def open_driver(
+    kind: str, settings: Mapping[str, str], *, multi: bool = True, in_server: bool = False
+) -> Driver:
     if kind == "postgresql":
-        return PostgresDriver(settings)
+        return PostgresDriver(settings, in_server=in_server)
     if kind == "mysql":
         return MysqlDriver(settings, multi)
     from stratoflow.taskexec.sql_aws import open_aws_driver  # boto3: only for these
@@ -474,9 +489,10 @@ def run_sql(
         signal.signal(signal.SIGTERM, previous)
 
 
-def check(kind: str, settings: Mapping[str, str]) -> str:
-    """``stratoflow connections test``: connect and run ``SELECT 1``; what the server says."""
-    driver = open_driver(kind, settings, multi=False)
+def check(kind: str, settings: Mapping[str, str], *, in_server: bool = False) -> str:
+    """``stratoflow connections test``: connect and run ``SELECT 1``; what the server says.
+    ``in_server``: run by the server itself (see :class:`PostgresDriver`)."""
+    driver = open_driver(kind, settings, multi=False, in_server=in_server)
     try:
         driver.run("SELECT 1", None, 1)
         where = getattr(driver, "backend_pid", None) or getattr(driver, "thread_id", None)

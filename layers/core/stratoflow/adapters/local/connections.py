@@ -112,7 +112,9 @@ class LocalConnections:
             return TestOutcome(False, str(exc))
         masker = Masker(v for k, v in settings.items() if k == "password" and v)
         try:
-            return TestOutcome(True, sql.check(connection.type, settings))
+            # in_server: never with the password of the server's own database (PGPASSWORD,
+            # ~/.pgpass), which libpq would send to the host this connection names
+            return TestOutcome(True, sql.check(connection.type, settings, in_server=True))
         except Exception as exc:  # what the driver says is the answer, not a server error
             text = " ".join(str(exc).split())[:2000] or type(exc).__name__
             return TestOutcome(False, masker.text(f"cannot connect: {text}"))
