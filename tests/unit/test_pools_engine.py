@@ -227,6 +227,28 @@ def test_stop_releases_running_slots_and_leaves_the_queue() -> None:
     assert all(t.pool is None and t.pool_rank is None for t in plan.tasks.values())
 
 
+def test_a_rerun_of_a_running_run_leaves_the_pool_queue_of_a_task_it_resets() -> None:
+    """y waits in its pool's queue when the run is rerun from x: reset, y leaves the queue,
+    which the plan says (``queues_left``), so the queue behind it is served again."""
+    spec = spec_of(
+        """
+        name: chain
+        project: p
+        tasks:
+          x: {type: shell, command: "true"}
+          y: {type: shell, command: "true", pool: wh, depends_on: [x]}
+        """
+    )
+    x = TaskInstance("r1", "x", TaskState.SUCCEEDED, attempt=1, ended_at=NOW)
+    y = waiting("r1", "y", "p/wh", NOW)
+    assert y.pool_rank is not None
+    plan = pools.settle_plan(engine.rerun_from(spec, run_of(spec), [x, y], "x", NOW))
+    assert {t: ti.state for t, ti in plan.tasks.items()} == {
+        "x": TaskState.QUEUED, "y": TaskState.WAITING,
+    }  # fmt: skip
+    assert plan.queues_left == frozenset({"p/wh"})
+
+
 def test_force_start_ignores_the_queue_and_the_free_slots() -> None:
     ti = waiting("r1", "b", "p/wh", NOW)
     d = pools.force_start(SPEC, run_of(SPEC), ti, NOW)

@@ -346,6 +346,10 @@ def settle_plan(plan: Plan) -> Plan:
         t.pool
         for t in plan.tasks.values()
         if t.pool is not None and t.pool_rank is not None and t.state is not TaskState.QUEUED
+    ) | frozenset(  # as read, on a run that goes on: one a reset (its pool fields gone) takes out
+        t.pool
+        for t in plan.if_unchanged
+        if t.pool is not None and t.pool_rank is not None and plan.tasks[t.task_id].pool is None
     )
     return replace(plan, tasks=tasks, pool_releases=holding, queues_left=left)
 
