@@ -141,9 +141,6 @@ export function url(path: string, query: Record<string, string | number | undefi
 
 // An API token (`stratoflow tokens create`), sent when the API asks for one (401).
 const TOKEN_KEY = "stratoflow.token";
-/** The states an operator may mark a task with (`POST runs/{id}/tasks/{task}/mark`). */
-export type MarkState = "succeeded" | "skipped" | "failed";
-
 export const apiToken = {
   get: (): string | null => localStorage.getItem(TOKEN_KEY),
   set: (value: string) => localStorage.setItem(TOKEN_KEY, value),
@@ -254,6 +251,9 @@ export async function refreshStates(id: string, held: HeldStates): Promise<HeldS
 const enc = encodeURIComponent;
 /** Bytes of a log fetched at a time: a huge log never arrives (or renders) all at once. */
 export const LOG_PAGE = 256 * 1024;
+
+/** The states an operator may mark a task with (`POST runs/{id}/tasks/{task}/mark`). */
+export type MarkState = "succeeded" | "skipped" | "failed";
 
 export const api = {
   me: (project: string) => request<Me>("GET", "me", { project }),
