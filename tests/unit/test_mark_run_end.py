@@ -203,6 +203,14 @@ def test_a_mark_that_lets_a_task_run_ends_the_run_once_when_it_has_run(w: World)
     assert kinds == ["run.started", "run.failed", "run.started", "run.succeeded"]
 
 
+def _end(w: World, task_id: str, result: AttemptResult) -> tuple[str, str, int]:
+    """End the pending attempt of ``task_id`` with ``result``; its key."""
+    key = next(k for k in w.dispatcher.pending if k[1] == task_id)
+    del w.dispatcher.pending[key]
+    w.scheduler.step([Finished(*key, result)])
+    return key
+
+
 RETRIED = """
 name: retried
 defaults: {retries: 3}
@@ -234,8 +242,7 @@ def test_a_running_task_marked_failed_is_killed_not_retried_and_sends_task_faile
     assert (a.state, a.attempt, a.error) == (TaskState.FAILED, 1, "marked failed")
     assert ("task.failed", "running") in w.events.seen
     # the killed attempt's report comes late: it changes nothing (no retry)
-    w.dispatcher.pending.clear()
-    w.scheduler.step([Finished(*attempt, FAILED)])
+    assert _end(w, "a", FAILED) == attempt
     assert w.store.get_task(run.id, "a").state is TaskState.FAILED
     w.finish()  # c runs and succeeds
     states = {t.task_id: t.state for t in w.store.get_tasks(run.id)}
@@ -272,14 +279,6 @@ tasks:
   b: {type: shell, command: "sleep 60"}
   c: {type: shell, command: "true", depends_on: [a]}
 """
-
-
-def _end(w: World, task_id: str, result: AttemptResult) -> tuple[str, str, int]:
-    """End the pending attempt of ``task_id`` with ``result``; its key."""
-    key = next(k for k in w.dispatcher.pending if k[1] == task_id)
-    del w.dispatcher.pending[key]
-    w.scheduler.step([Finished(*key, result)])
-    return key
 
 
 def test_a_failed_branch_of_a_running_run_is_rerun_while_the_run_goes_on(w: World) -> None:
@@ -325,8 +324,7 @@ def test_a_rerun_from_a_task_of_a_running_run_kills_what_runs_downstream(w: Worl
     w.scheduler.rerun(run.id, from_task="a")
 
     assert w.dispatcher.killed == [c_first]
-    del w.dispatcher.pending[c_first]
-    w.scheduler.step([Finished(*c_first, FAILED)])  # the killed attempt's late report
+    assert _end(w, "c", FAILED) == c_first  # the killed attempt's late report
     assert w.store.get_task(run.id, "c").state is TaskState.WAITING
     w.scheduler.step()
     assert _end(w, "a", OK)[2] == 2
@@ -360,8 +358,7 @@ def test_a_rerun_of_a_running_run_frees_the_pool_slot_of_what_it_kills(w: World)
 
     assert w.dispatcher.killed == [held]
     assert [p.used for p in w.store.list_pools()] == [0]
-    del w.dispatcher.pending[held]
-    w.scheduler.step([Finished(*held, FAILED)])  # the late report gives back nothing more
+    assert _end(w, "h", FAILED) == held  # the late report gives back nothing more
     assert [p.used for p in w.store.list_pools()] == [0]
     w.scheduler.step()
     _end(w, "a", OK)
